@@ -1,0 +1,3 @@
+"""kcing: feed KernelCI results into Elasticsearch through Logstash."""
+
+__version__ = "1.0.0"

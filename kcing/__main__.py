@@ -1,0 +1,5 @@
+import sys
+
+from kcing.cli import main
+
+sys.exit(main())

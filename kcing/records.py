@@ -1,0 +1,62 @@
+"""The shared nouns that flow from sources through the ledger and documents to sinks."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping, Optional
+
+# Kinds of upstream objects (one file each) and the Logstash input each one goes to.
+BUILD = "build"  # build.json -> ES_BUILD
+LAVA = "lava"  # lava-json-<board>.json -> ES_LAVA
+BOOT = "boot"  # boot-<board>.json (labs without LAVA) -> ES_BOOT
+OBJECT_KINDS = (BUILD, LAVA, BOOT)
+
+# Kinds of Elasticsearch documents; each has its own date-suffixed index.
+DOCUMENT_KINDS = ("build", "boot", "test", "log")
+
+
+@dataclass(frozen=True)
+class UpstreamObject:
+    """One file listed upstream, before it is downloaded.
+
+    `created` is the object's own date (UTC, timezone-aware) taken from the listing; it decides
+    the index of documents whose file carries no date of its own. `url` is an http(s) URL or a
+    local file path, depending on the source.
+    """
+
+    source: str
+    kind: str
+    upstream_id: str
+    url: str
+    created: Optional[datetime] = None
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple:
+        return (self.source, self.kind, self.upstream_id)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One Elasticsearch document and where it goes.
+
+    `doc_id` is deterministic: the same upstream object always yields the same ids, so a resend
+    overwrites instead of duplicating. `index` is `<kind>-YYYY.MM.DD` from the object's own date.
+    """
+
+    kind: str
+    index: str
+    doc_id: str
+    timestamp: str  # ISO 8601 with zone, e.g. 2020-11-19T07:06:18.385Z
+    body: Mapping[str, Any]
+
+    def to_wire(self) -> dict:
+        """The JSON object posted to Logstash: fields plus routing in @metadata (never stored)."""
+        wire = dict(self.body)
+        wire["@timestamp"] = self.timestamp
+        wire["@metadata"] = {"index": self.index, "id": self.doc_id}
+        return wire
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_wire(), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
