@@ -31,6 +31,8 @@ class UpstreamObject:
     url: str
     created: Optional[datetime] = None
     facts: Mapping[str, Any] = field(default_factory=dict)
+    # Set when the listing item itself is unusable (no id, unsafe path): recorded as rejected.
+    problem: Optional[str] = None
 
     @property
     def key(self) -> tuple:

@@ -1,0 +1,147 @@
+"""kcing: put KernelCI results into Elasticsearch (through Logstash) for search and dashboards.
+
+Usage:
+  kcing feed_es [options] [--source=NAME] [--days=N | --how-many=N] [--threads=N]
+                [--samples-dir=DIR] [--output=DIR] [--batch-size=N] [--dry-run]
+  kcing feed_es [options] (--builds | --lavas | --boots) <file>... [--output=DIR] [--dry-run]
+  kcing gen_samples [options] [--sample-size=N] [--days=N] [--samples-dir=DIR] [--threads=N]
+  kcing drp [options] [--drp-days=N] [--dry-run]
+  kcing setup_es [options]
+  kcing setup_ls [options]
+  kcing setup_kbn [options]
+  kcing backup_kbn [options]
+  kcing status [options] [--json]
+  kcing test [<pytest-arg>...]
+  kcing -h | --help
+  kcing --version
+
+Commands:
+  feed_es      Crawl upstream, skip what the ledger says was delivered, turn each new file into
+               Elasticsearch documents and post them in batches to the Logstash inputs
+               (ES_BUILD, ES_LAVA, ES_BOOT). With --output, write NDJSON files for the
+               Elasticsearch _bulk API instead of posting.
+  gen_samples  Save upstream files into the samples directory for offline work.
+  drp          Data-retention policy: forget ledger rows and delete date-suffixed indices
+               older than --drp-days.
+  setup_es     Install the index templates into Elasticsearch (ES_HOST).
+  setup_ls     Write the kcing pipeline entry into Logstash's pipelines.yml (LS_HOME).
+  setup_kbn    Import the saved Kibana objects from kibana/ (KB_URL).
+  backup_kbn   Export the Kibana saved objects to kibana/.
+  status       Show what the ledger holds: delivered, failed, rejected, pending; last runs.
+  test         Run the test suite (pytest); extra arguments go to pytest.
+
+Options:
+  -h --help            Show this text.
+  --version            Show the version.
+  -d --debug           Log debug messages (every request, every retry decision).
+  -l --log-file=FILE   Also write the log to FILE (for cron jobs).
+  --db=FILE            Ledger database (setting KCING_DB, default kcing.db).
+  --source=NAME        legacy (kernelci.org _ajax API + storage), samples (a saved samples
+                       directory) or api (setting KCI_SOURCE, default legacy).
+  --days=N             Crawl the last N days (setting KCI_DAYS, default 2).
+  --how-many=N         Instead of --days, take the newest N objects of each kind.
+  --threads=N          Concurrent downloads (setting KCI_THREADS, default 4).
+  --samples-dir=DIR    Samples directory (setting KCI_SAMPLES_DIR, default samples).
+  --output=DIR         Write NDJSON _bulk files into DIR instead of posting to Logstash.
+  --batch-size=N       Documents per POST (setting LS_PIPELINE_BATCH_SIZE, default 500).
+  --dry-run            Show what would be fetched, sent or deleted; change nothing.
+  --builds             The <file>s are build.json files.
+  --lavas              The <file>s are lava-json-<board>.json files.
+  --boots              The <file>s are boot-<board>.json files.
+  --sample-size=N      Save N objects of each kind instead of the last --days.
+  --drp-days=N         Keep this many days of data (setting DRP_DAYS, default 3).
+  --json               Print machine-readable JSON.
+
+Settings come from kcing/settings.py defaults, then ./local_settings.py, then environment
+variables of the same name, then the flags above. The main ones: KCI_HOST, KCI_SCHEME,
+KCI_STORAGE_URL, ES_BUILD, ES_LAVA, ES_BOOT (comma-separated URLs spread the load),
+ES_MAX_RETRIES, ES_LOAD_INTERVAL, ES_MAX_DOCS_PER_SECOND, LS_USER, LS_PASSWORD, KCING_DB,
+DRP_DAYS, ES_HOST, KB_URL. The README lists them all.
+
+Exit status: 0 all delivered; 1 some objects failed or were rejected; 2 usage or configuration
+error; 3 Logstash unreachable or refusing; 4 another run holds the lock.
+
+Examples:
+  kcing feed_es                                   # last 2 days of kernelci.org into Logstash
+  kcing feed_es --source samples --output out/    # offline: bundled samples to NDJSON files
+  kcing feed_es --how-many 50 --dry-run           # what the newest 50 builds/boots would be
+  kcing feed_es --lavas saved/lava-json-*.json    # send local files (recorded by content hash)
+  ES_LAVA=http://ls1:8338,http://ls2:8338 kcing feed_es -l /var/log/kcing.log
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import List, Optional
+
+from docopt import DocoptExit, docopt
+
+from kcing import __version__, commands, logs, settings as settings_module
+from kcing.errors import ConfigError, KcingError
+
+log = logging.getLogger(__name__)
+
+COMMANDS = {
+    "feed_es": commands.feed_es,
+    "gen_samples": commands.gen_samples,
+    "drp": commands.drp,
+    "setup_es": commands.setup_es,
+    "setup_ls": commands.setup_ls,
+    "setup_kbn": commands.setup_kbn,
+    "backup_kbn": commands.backup_kbn,
+    "status": commands.status,
+    "test": commands.run_tests,
+}
+
+# Flags that override a setting of the same meaning: flag -> (setting name).
+FLAG_SETTINGS = {
+    "--db": "KCING_DB",
+    "--source": "KCI_SOURCE",
+    "--days": "KCI_DAYS",
+    "--threads": "KCI_THREADS",
+    "--samples-dir": "KCI_SAMPLES_DIR",
+    "--batch-size": "LS_PIPELINE_BATCH_SIZE",
+    "--drp-days": "DRP_DAYS",
+}
+
+
+def parse_args(argv: Optional[List[str]]) -> dict:
+    return docopt(__doc__, argv=argv, version="kcing %s" % __version__)
+
+
+def settings_from(args: dict, environ=None):
+    """Load settings and apply the flags the user gave (docopt leaves absent ones as None)."""
+    overrides = {name: args.get(flag) for flag, name in FLAG_SETTINGS.items() if args.get(flag) is not None}
+    return settings_module.load(environ=environ, overrides=overrides)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; return its exit status. The only place that turns errors into exit codes."""
+    try:
+        args = parse_args(argv)
+    except DocoptExit as usage:
+        print(str(usage), file=sys.stderr)
+        return 2
+    except SystemExit as done:  # --help and --version print and exit 0
+        return done.code if isinstance(done.code, int) else 0
+    command = next(name for name in COMMANDS if args.get(name))
+    try:
+        logs.configure(debug=args["--debug"], log_file=args["--log-file"])
+    except OSError as error:
+        print("kcing: cannot open log file %s: %s" % (args["--log-file"], error.strerror), file=sys.stderr)
+        return 2
+    try:
+        settings = settings_from(args)
+        logs.configure(debug=args["--debug"], log_file=args["--log-file"],
+                       secrets=[settings.LS_PASSWORD, settings.ES_PASSWORD, settings.ES_API_KEY])
+        return COMMANDS[command](args, settings)
+    except KcingError as error:
+        print("kcing %s: %s" % (command, error), file=sys.stderr)
+        log.debug("error details", exc_info=True)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("kcing %s: interrupted" % command, file=sys.stderr)
+        return 130
+
+
+__all__ = ["main", "COMMANDS", "ConfigError"]

@@ -1,0 +1,138 @@
+"""One short function per command: build objects from settings, call one function, report."""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kcing.errors import ConfigError
+from kcing.http import RetryPolicy, new_session
+from kcing.ledger.ledger import Ledger
+from kcing.pipeline import FeedOptions, feed
+from kcing.records import BOOT, BUILD, LAVA
+from kcing.sinks.logstash import LogstashSink
+from kcing.sinks.ndjson import NdjsonDirSink
+from kcing.sinks.throttle import RateLimiter
+from kcing.sources.legacy import LegacyKernelCI
+from kcing.sources.localfiles import LocalFiles, SamplesDir
+from kcing.sources.requester import Requester
+
+log = logging.getLogger(__name__)
+
+
+def positive_int(args: dict, flag: str):
+    value = args.get(flag)
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError("%s expects a whole number, not %r" % (flag, value)) from None
+    if number < 1:
+        raise ConfigError("%s must be at least 1" % flag)
+    return number
+
+
+def make_source(args: dict, settings):
+    for flag, kind in (("--builds", BUILD), ("--lavas", LAVA), ("--boots", BOOT)):
+        if args.get(flag):
+            return LocalFiles([(kind, path) for path in args["<file>"]])
+    if settings.KCI_SOURCE == "samples":
+        return SamplesDir(settings.KCI_SAMPLES_DIR)
+    if settings.KCI_SOURCE == "api":
+        raise ConfigError("--source api is not available in this version; use legacy or samples")
+    session = new_session(pool_size=settings.KCI_THREADS + 2, verify=settings.KCI_CA_BUNDLE)
+    requester = Requester(session, RetryPolicy(attempts=settings.KCI_MAX_RETRIES), settings.KCI_TIMEOUT)
+    return LegacyKernelCI(requester, settings.frontend_url, settings.storage_url, settings.non_lava_labs,
+                          days=settings.KCI_DAYS, how_many=positive_int(args, "--how-many"),
+                          page_size=settings.KCI_PAGE_SIZE)
+
+
+def make_sink(args: dict, settings):
+    if args.get("--output"):
+        return NdjsonDirSink(args["--output"])
+    auth = None
+    if settings.LS_USER or settings.LS_PASSWORD:
+        if not (settings.LS_USER and settings.LS_PASSWORD):
+            raise ConfigError("LS_USER and LS_PASSWORD must be set together")
+        auth = (settings.LS_USER, settings.LS_PASSWORD)
+    routes = {BUILD: settings.ES_BUILD, LAVA: settings.ES_LAVA, BOOT: settings.ES_BOOT}
+    session = new_session(pool_size=4, verify=settings.LS_CA_BUNDLE)
+    return LogstashSink(routes, session, RetryPolicy(attempts=settings.ES_MAX_RETRIES), settings.ES_TIMEOUT, auth)
+
+
+def open_ledger(settings, dry_run: bool) -> Ledger:
+    # A dry run must not create or change anything, not even an empty ledger file.
+    if dry_run and not Path(settings.KCING_DB).exists():
+        return Ledger.open(":memory:")
+    return Ledger.open(settings.KCING_DB)
+
+
+def feed_es(args: dict, settings) -> int:
+    dry_run = bool(args.get("--dry-run"))
+    source = make_source(args, settings)
+    sink = make_sink(args, settings)
+    options = FeedOptions(threads=settings.KCI_THREADS, max_docs=settings.LS_PIPELINE_BATCH_SIZE,
+                          max_bytes=settings.LS_BATCH_MAX_BYTES, dry_run=dry_run)
+    limiter = RateLimiter(settings.ES_LOAD_INTERVAL, settings.ES_MAX_DOCS_PER_SECOND)
+    ledger = open_ledger(settings, dry_run)
+    run_id = None if dry_run else ledger.start_run("feed_es")
+    try:
+        summary = feed(source, ledger, sink, options, limiter, on_planned=_print_plan)
+        if run_id is not None:
+            outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
+            ledger.finish_run(run_id, outcome, summary.as_dict())
+    finally:
+        ledger.close()
+    _print_summary(summary, sink.name, dry_run)
+    if summary.stopped_by is not None:
+        raise summary.stopped_by
+    return summary.exit_code
+
+
+def _print_plan(obj) -> None:
+    print("would fetch %-5s %s %s" % (obj.kind, obj.upstream_id, obj.url))
+
+
+def _print_summary(summary, sink_name: str, dry_run: bool) -> None:
+    s = summary
+    if dry_run:
+        print("dry run: listed %d, %d already delivered, %d would be fetched"
+              % (s.listed, s.skipped, s.listed - s.skipped - s.rejected))
+    else:
+        rate = s.documents / s.elapsed if s.elapsed > 0 else 0.0
+        print("feed_es: listed %d, skipped %d (already delivered), downloaded %d, delivered %d, rejected %d, "
+              "failed %d" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected, s.failed))
+        print("feed_es: %d documents in %d batches (%.1f MB) to %s in %.1fs (%.0f documents/s)"
+              % (s.documents, s.batches, s.bytes_sent / 1e6, sink_name, s.elapsed, rate))
+    for problem in s.problems[:20]:
+        print("  problem: %s" % problem)
+    if len(s.problems) > 20:
+        print("  ... and %d more problems (see the log)" % (len(s.problems) - 20))
+
+
+def run_tests(args: dict, settings) -> int:
+    """Run the test suite from the project checkout, as the original tool's `test` command did."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "tests").is_dir():
+        raise ConfigError("the tests are not installed here; run `kcing test` from a kcing checkout")
+    return subprocess.call([sys.executable, "-m", "pytest", *args.get("<pytest-arg>", [])], cwd=root,
+                           env=dict(os.environ))
+
+
+def _not_yet(name: str):
+    def command(args: dict, settings) -> int:
+        raise ConfigError("%s is not available in this version" % name)
+
+    return command
+
+
+gen_samples = _not_yet("gen_samples")
+drp = _not_yet("drp")
+setup_es = _not_yet("setup_es")
+setup_ls = _not_yet("setup_ls")
+setup_kbn = _not_yet("setup_kbn")
+backup_kbn = _not_yet("backup_kbn")
+status = _not_yet("status")

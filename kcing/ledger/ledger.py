@@ -1,0 +1,162 @@
+"""The ledger: which upstream objects were seen, and which Logstash acknowledged in full."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Set
+
+from peewee import EXCLUDED, DatabaseError, SqliteDatabase, fn
+
+from kcing.errors import ConfigError
+from kcing.ledger import models
+from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, UpstreamFile
+from kcing.records import UpstreamObject
+
+# SQLite caps the number of bound parameters per statement; stay well below the oldest limit.
+LOOKUP_CHUNK = 500
+WRITE_CHUNK = 100
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one object in this run; written to the ledger in batches."""
+
+    obj: UpstreamObject
+    state: str
+    sha256: Optional[str] = None
+    error: Optional[str] = None
+    document_count: Optional[int] = None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _naive_utc(when: Optional[datetime]) -> Optional[datetime]:
+    if when is None or when.tzinfo is None:
+        return when
+    return when.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+class Ledger:
+    """A SQLite ledger (WAL mode). Writes go in one transaction per call."""
+
+    def __init__(self, database: SqliteDatabase, clock=_utcnow):
+        self.db = database
+        self.clock = clock
+
+    @classmethod
+    def open(cls, path: str, clock=_utcnow) -> "Ledger":
+        """Open (creating if needed) the ledger at `path`; a file that is not one is a ConfigError."""
+        if path != ":memory:":
+            parent = Path(path).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise ConfigError("KCING_DB directory %s does not exist" % parent)
+        database = SqliteDatabase(path, pragmas={
+            "journal_mode": "wal",
+            # WAL + NORMAL: a committed transaction survives a killed process; only a power loss
+            # can roll back the last few, which the next run simply re-sends (ids are stable).
+            "synchronous": "normal",
+            "busy_timeout": 10000,
+            "foreign_keys": 1,
+        })
+        models.database.initialize(database)
+        try:
+            database.connect(reuse_if_open=True)
+            with database.atomic():
+                database.create_tables(models.TABLES, safe=True)
+                if database.execute_sql("PRAGMA user_version").fetchone()[0] == 0:
+                    database.execute_sql("PRAGMA user_version = %d" % models.SCHEMA_VERSION)
+        except (DatabaseError, sqlite3.DatabaseError) as error:
+            database.close()
+            raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
+        return cls(database, clock)
+
+    def close(self) -> None:
+        if not self.db.is_closed():
+            self.db.close()
+
+    # Questions -----------------------------------------------------------------------------
+
+    def delivered_ids(self, source: str, kind: str, upstream_ids: Iterable[str]) -> Set[str]:
+        """Return those of `upstream_ids` already delivered for (source, kind)."""
+        ids = list(upstream_ids)
+        found: Set[str] = set()
+        for start in range(0, len(ids), LOOKUP_CHUNK):
+            chunk = ids[start:start + LOOKUP_CHUNK]
+            query = (UpstreamFile.select(UpstreamFile.upstream_id)
+                     .where((UpstreamFile.source == source) & (UpstreamFile.kind == kind)
+                            & (UpstreamFile.state == DELIVERED) & (UpstreamFile.upstream_id.in_(chunk))))
+            found.update(row[0] for row in query.tuples())
+        return found
+
+    def counts(self) -> Dict[tuple, int]:
+        """Return {(source, kind, state): number of objects}."""
+        query = (UpstreamFile.select(UpstreamFile.source, UpstreamFile.kind, UpstreamFile.state,
+                                     fn.COUNT(UpstreamFile.id))
+                 .group_by(UpstreamFile.source, UpstreamFile.kind, UpstreamFile.state))
+        return {(source, kind, state): count for source, kind, state, count in query.tuples()}
+
+    def row(self, source: str, kind: str, upstream_id: str) -> Optional[UpstreamFile]:
+        return UpstreamFile.get_or_none((UpstreamFile.source == source) & (UpstreamFile.kind == kind)
+                                        & (UpstreamFile.upstream_id == upstream_id))
+
+    # Facts ---------------------------------------------------------------------------------
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Write `outcomes` in one transaction. A `delivered` outcome is the acknowledgement."""
+        if not outcomes:
+            return
+        now = self.clock()
+        with self.db.atomic():
+            for state in (DOWNLOADED, FAILED, REJECTED, DELIVERED):
+                rows = [self._row(outcome, now) for outcome in outcomes if outcome.state == state]
+                for start in range(0, len(rows), WRITE_CHUNK):
+                    self._upsert(state, rows[start:start + WRITE_CHUNK])
+
+    def _row(self, outcome: Outcome, now: datetime) -> dict:
+        obj = outcome.obj
+        delivered = outcome.state == DELIVERED
+        return {
+            "source": obj.source, "kind": obj.kind, "upstream_id": obj.upstream_id, "url": obj.url,
+            "sha256": outcome.sha256, "state": outcome.state,
+            "attempts": 0 if delivered else 1,
+            "last_error": outcome.error, "object_date": _naive_utc(obj.created),
+            "first_seen": now, "delivered_at": now if delivered else None,
+            "document_count": outcome.document_count,
+        }
+
+    @staticmethod
+    def _upsert(state: str, rows: List[dict]) -> None:
+        update = {
+            UpstreamFile.state: EXCLUDED.state,
+            UpstreamFile.url: EXCLUDED.url,
+            UpstreamFile.attempts: UpstreamFile.attempts + EXCLUDED.attempts,
+            UpstreamFile.object_date: fn.COALESCE(EXCLUDED.object_date, UpstreamFile.object_date),
+            UpstreamFile.sha256: fn.COALESCE(EXCLUDED.sha256, UpstreamFile.sha256),
+            UpstreamFile.document_count: fn.COALESCE(EXCLUDED.document_count, UpstreamFile.document_count),
+        }
+        if state == DELIVERED:
+            update[UpstreamFile.delivered_at] = EXCLUDED.delivered_at
+            update[UpstreamFile.last_error] = None
+        else:
+            update[UpstreamFile.last_error] = EXCLUDED.last_error
+        (UpstreamFile.insert_many(rows)
+         .on_conflict(conflict_target=[UpstreamFile.source, UpstreamFile.kind, UpstreamFile.upstream_id],
+                      update=update)
+         .execute())
+
+    # Runs ----------------------------------------------------------------------------------
+
+    def start_run(self, command: str) -> int:
+        return models.Run.create(command=command, started=self.clock()).id
+
+    def finish_run(self, run_id: int, outcome: str, counts: dict) -> None:
+        (models.Run.update(ended=self.clock(), outcome=outcome, counts=json.dumps(counts, sort_keys=True))
+         .where(models.Run.id == run_id).execute())
+
+    def integrity_ok(self) -> bool:
+        return self.db.execute_sql("PRAGMA integrity_check").fetchone()[0] == "ok"

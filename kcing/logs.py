@@ -1,0 +1,42 @@
+"""Logging set-up (called only by the CLI): progress and errors to stderr, optionally a file."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Iterable, Optional
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces any configured secret that reaches a log record with `***`."""
+
+    def __init__(self, secrets: Iterable[str]):
+        super().__init__()
+        self.secrets = [secret for secret in secrets if secret]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            for secret in self.secrets:
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, None
+        return True
+
+
+def configure(debug: bool = False, log_file: Optional[str] = None, secrets: Iterable[str] = ()) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    redact = RedactSecrets(secrets)
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.addFilter(redact)
+        root.addHandler(handler)
+    # Library chatter (one line per pooled connection) drowns the progress lines otherwise.
+    for noisy in ("urllib3", "peewee", "elastic_transport"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)

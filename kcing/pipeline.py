@@ -1,0 +1,288 @@
+"""The feed: list -> skip delivered -> fetch -> documents -> batch -> send -> acknowledge in the ledger.
+
+The only module that knows sources, the ledger, documents and sinks. An object is recorded as
+delivered only after the sink acknowledged every document made from it; anything else stays
+undelivered and is picked up by the next run.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
+
+from kcing.documents import documents_for
+from kcing.errors import KcingError, RejectedInput, UpstreamError
+from kcing.ledger.ledger import Ledger, Outcome
+from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED
+from kcing.records import UpstreamObject
+from kcing.sinks.batching import Batch, Batcher
+from kcing.sinks.logstash import BatchTooLarge
+from kcing.sinks.throttle import RateLimiter
+
+log = logging.getLogger(__name__)
+
+LOOKUP_CHUNK = 200
+
+
+@dataclass
+class FeedOptions:
+    threads: int = 4
+    max_docs: int = 500
+    max_bytes: int = 5_000_000
+    dry_run: bool = False
+    progress_every: float = 10.0
+
+
+@dataclass
+class RunSummary:
+    """Counts of one run; `exit_code` is what cron sees."""
+
+    listed: int = 0
+    skipped: int = 0
+    downloaded: int = 0
+    delivered: int = 0
+    rejected: int = 0
+    failed: int = 0
+    documents: int = 0
+    batches: int = 0
+    bytes_sent: int = 0
+    elapsed: float = 0.0
+    problems: List[str] = field(default_factory=list)
+    stopped_by: Optional[KcingError] = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.stopped_by is not None:
+            return self.stopped_by.exit_code
+        return 1 if (self.rejected or self.failed) else 0
+
+    def as_dict(self) -> dict:
+        counts = {name: getattr(self, name) for name in
+                  ("listed", "skipped", "downloaded", "delivered", "rejected", "failed", "documents", "batches",
+                   "bytes_sent")}
+        counts["elapsed"] = round(self.elapsed, 3)
+        return counts
+
+
+@dataclass
+class Fetched:
+    """What a download worker hands back: encoded documents, or why there are none."""
+
+    obj: UpstreamObject
+    sha256: Optional[str] = None
+    items: Optional[List[bytes]] = None
+    rejected: Optional[str] = None
+    failed: Optional[str] = None
+
+
+class Feed:
+    """One run of the feed; build it with its collaborators and call `run()`."""
+
+    def __init__(self, source, ledger: Ledger, sink, options: FeedOptions,
+                 limiter: Optional[RateLimiter] = None, clock: Callable[[], float] = time.monotonic,
+                 on_planned: Callable[[UpstreamObject], None] = lambda obj: None):
+        self.source = source
+        self.on_planned = on_planned
+        self.ledger = ledger
+        self.sink = sink
+        self.options = options
+        self.limiter = limiter or RateLimiter()
+        self.clock = clock
+        self.summary = RunSummary()
+        self.batchers: Dict[str, Batcher] = {}
+        self.unsent: Dict[tuple, int] = {}  # object key -> documents not yet acknowledged
+        self.owners: Dict[tuple, Fetched] = {}
+        self.poisoned: set = set()
+        self.outcomes: List[Outcome] = []
+        self._started = clock()
+        self._last_progress = self._started
+
+    # Top level -----------------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        try:
+            candidates = self._undelivered(self.source.list_objects())
+            if self.options.dry_run:
+                self._plan(candidates)
+            else:
+                self._deliver(candidates)
+        except KcingError as error:
+            self.summary.stopped_by = error
+            log.error("run stopped: %s", error)
+        finally:
+            self._write_outcomes()
+            self.summary.elapsed = self.clock() - self._started
+        return self.summary
+
+    def _plan(self, candidates: Iterable[UpstreamObject]) -> None:
+        """Dry run: say what would be fetched and where it would go; download and write nothing."""
+        for obj in candidates:
+            self.on_planned(obj)
+
+    def _deliver(self, candidates: Iterable[UpstreamObject]) -> None:
+        with ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="fetch") as pool:
+            in_flight: deque = deque()
+            try:
+                for obj in candidates:
+                    in_flight.append(pool.submit(self._fetch, obj))
+                    while len(in_flight) > self.options.threads * 2:
+                        self._take(in_flight.popleft())
+                while in_flight:
+                    self._take(in_flight.popleft())
+                for route in list(self.batchers):
+                    self._flush_route(route)
+            finally:
+                for future in in_flight:
+                    future.cancel()
+
+    # Listing and skipping ------------------------------------------------------------------
+
+    def _undelivered(self, objects: Iterator[UpstreamObject]) -> Iterator[UpstreamObject]:
+        """Yield listed objects the ledger has not seen delivered; record unusable items as rejected."""
+        while True:
+            chunk = list(islice(objects, LOOKUP_CHUNK))
+            if not chunk:
+                return
+            self.summary.listed += len(chunk)
+            usable = []
+            for obj in chunk:
+                if obj.problem:
+                    self._reject(obj, None, obj.problem)
+                else:
+                    usable.append(obj)
+            delivered = set()
+            for kind in {obj.kind for obj in usable}:
+                ids = [obj.upstream_id for obj in usable if obj.kind == kind]
+                delivered |= {(kind, upstream_id) for upstream_id in self.ledger.delivered_ids(self.source.name, kind, ids)}
+            for obj in usable:
+                if (obj.kind, obj.upstream_id) in delivered:
+                    self.summary.skipped += 1
+                else:
+                    yield obj
+            self._progress()
+
+    # Download and documents (worker threads) -----------------------------------------------
+
+    def _fetch(self, obj: UpstreamObject) -> Fetched:
+        """Download one object and turn it into encoded documents. Runs in a worker thread."""
+        try:
+            content = self.source.fetch(obj)
+        except UpstreamError as error:
+            return Fetched(obj, failed=str(error))
+        digest = hashlib.sha256(content).hexdigest()
+        try:
+            documents = documents_for(obj.kind, content, obj.created)
+        except RejectedInput as error:
+            return Fetched(obj, sha256=digest, rejected=str(error))
+        return Fetched(obj, sha256=digest, items=[self.sink.encode(document) for document in documents])
+
+    # Main thread: batching, sending, acknowledging -----------------------------------------
+
+    def _take(self, future: Future) -> None:
+        fetched: Fetched = future.result()
+        obj = fetched.obj
+        if fetched.failed:
+            self.summary.failed += 1
+            self.summary.problems.append("%s %s: %s" % (obj.kind, obj.upstream_id, fetched.failed))
+            self.outcomes.append(Outcome(obj, FAILED, error=fetched.failed))
+            log.warning("failed %s %s: %s", obj.kind, obj.upstream_id, fetched.failed)
+        elif fetched.rejected:
+            self._reject(obj, fetched.sha256, fetched.rejected)
+        else:
+            self.summary.downloaded += 1
+            self._queue(fetched)
+        self._progress()
+
+    def _queue(self, fetched: Fetched) -> None:
+        obj = fetched.obj
+        self.outcomes.append(Outcome(obj, DOWNLOADED, sha256=fetched.sha256, document_count=len(fetched.items)))
+        if not fetched.items:
+            self._acknowledge(fetched)
+            return
+        self.unsent[obj.key] = len(fetched.items)
+        self.owners[obj.key] = fetched
+        batcher = self.batchers.get(obj.kind)
+        if batcher is None:
+            batcher = self.batchers[obj.kind] = Batcher(obj.kind, self.options.max_docs, self.options.max_bytes)
+        items, fetched.items = fetched.items, None  # the batcher holds them now; free the copy
+        for item in items:
+            full = batcher.add(item, obj.key)
+            if full is not None:
+                self._send(full)
+
+    def _flush_route(self, route: str) -> None:
+        batch = self.batchers[route].flush()
+        if batch is not None:
+            self._send(batch)
+
+    def _send(self, batch: Batch) -> None:
+        self.limiter.wait_for(len(batch))
+        try:
+            self.sink.send(batch)
+        except BatchTooLarge:
+            self._split_and_send(batch)
+            return
+        self.summary.batches += 1
+        self.summary.documents += len(batch)
+        self.summary.bytes_sent += batch.size
+        for owner in batch.owners:
+            self._settle(owner)
+        self._write_outcomes()
+
+    def _settle(self, owner: tuple) -> None:
+        """Count one document of `owner` as done; acknowledge the object when none is left."""
+        self.unsent[owner] -= 1
+        if self.unsent[owner] == 0:
+            del self.unsent[owner]
+            self._acknowledge(self.owners.pop(owner))
+
+    def _split_and_send(self, batch: Batch) -> None:
+        if len(batch) == 1:
+            owner = batch.owners[0]
+            fetched = self.owners.get(owner)
+            if owner not in self.poisoned and fetched is not None:
+                self.poisoned.add(owner)
+                self._reject(fetched.obj, fetched.sha256, "a document is larger than Logstash accepts (413)")
+            self._settle(owner)
+            return
+        for half in batch.split():
+            self._send(half)
+
+    def _acknowledge(self, fetched: Fetched) -> None:
+        if fetched.obj.key in self.poisoned:
+            return
+        self.summary.delivered += 1
+        self.outcomes.append(Outcome(fetched.obj, DELIVERED, sha256=fetched.sha256))
+
+    def _reject(self, obj: UpstreamObject, sha256: Optional[str], reason: str) -> None:
+        self.summary.rejected += 1
+        self.summary.problems.append("%s %s: %s" % (obj.kind, obj.upstream_id, reason))
+        self.outcomes.append(Outcome(obj, REJECTED, sha256=sha256, error=reason))
+        log.warning("rejected %s %s: %s", obj.kind, obj.upstream_id, reason)
+
+    def _write_outcomes(self) -> None:
+        if self.outcomes and not self.options.dry_run:
+            self.ledger.record(self.outcomes)
+        self.outcomes = []
+
+    def _progress(self) -> None:
+        now = self.clock()
+        if now - self._last_progress < self.options.progress_every:
+            return
+        self._last_progress = now
+        s = self.summary
+        rate = s.documents / max(now - self._started, 1e-9)
+        log.info("progress: listed %d, skipped %d, downloaded %d, delivered %d, rejected %d, failed %d, "
+                 "documents sent %d (%.0f/s)", s.listed, s.skipped, s.downloaded, s.delivered, s.rejected,
+                 s.failed, s.documents, rate)
+
+
+def feed(source, ledger: Ledger, sink, options: FeedOptions, limiter: Optional[RateLimiter] = None,
+         on_planned: Callable[[UpstreamObject], None] = lambda obj: None) -> RunSummary:
+    """Run the feed once and return its summary."""
+    return Feed(source, ledger, sink, options, limiter, on_planned=on_planned).run()

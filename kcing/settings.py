@@ -1,0 +1,234 @@
+"""Settings: defaults here, overridden by local_settings.py, by the environment, then by flags.
+
+Precedence, lowest first (each layer only replaces what it names):
+
+1. the defaults in `SPECS` below;
+2. `local_settings.py` in the working directory: upper-case module-level names, or a dict named
+   `settings` as the original tool used;
+3. environment variables of the same names (`ES_LAVA=http://ls:8338 kcing feed_es`);
+4. command-line flags (`--db`, `--threads`, ...), mapped to settings by the CLI.
+
+Every value is parsed and validated once, here; a bad value is a `ConfigError` naming the
+setting and where it came from. Secrets never appear in `repr()` or in error messages.
+"""
+from __future__ import annotations
+
+import os
+import runpy
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+from urllib.parse import urlsplit
+
+from kcing.errors import ConfigError
+
+SECRET_NAMES = frozenset({"LS_PASSWORD", "ES_PASSWORD", "ES_API_KEY", "KCI_API_TOKEN"})
+
+
+def _text(value: Any) -> str:
+    return str(value).strip()
+
+
+def _integer(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError("expected a whole number")
+        number = int(str(value).strip())
+        if number < minimum:
+            raise ValueError("must be at least %d" % minimum)
+        return number
+
+    return parse
+
+
+def _number(minimum: float) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValueError("expected a number")
+        number = float(str(value).strip())
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError("expected a finite number")
+        if number < minimum:
+            raise ValueError("must be at least %g" % minimum)
+        return number
+
+    return parse
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in allowed:
+            raise ValueError("must be one of %s" % ", ".join(allowed))
+        return text
+
+    return parse
+
+
+def _url_list(value: Any) -> tuple:
+    """Comma-separated http(s) URLs: one Logstash input, or several to spread batches across."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    urls = tuple(_url(item) for item in items if str(item).strip())
+    if not urls:
+        raise ValueError("needs at least one URL")
+    return urls
+
+
+def _url(value: Any) -> str:
+    text = str(value).strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("%r is not an http(s) URL" % text)
+    if parts.username or parts.password:
+        raise ValueError("put credentials in their own settings, not in the URL")
+    return text.rstrip("/")
+
+
+def _optional_url(value: Any) -> str:
+    return _url(value) if str(value).strip() else ""
+
+
+@dataclass(frozen=True)
+class Spec:
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+
+
+SPECS: Mapping[str, Spec] = {
+    # Upstream (KernelCI)
+    "KCI_SOURCE": Spec("legacy", _choice("legacy", "samples", "api"), "where feed_es reads from"),
+    "KCI_HOST": Spec("kernelci.org", _text, "legacy KernelCI web host (the _ajax API)"),
+    "KCI_SCHEME": Spec("https", _choice("http", "https"), "scheme for KCI_HOST"),
+    "KCI_STORAGE_URL": Spec("", _optional_url, "storage base URL; empty means <scheme>://storage.<host>"),
+    "KCI_NON_LAVA_LABS": Spec("lab-baylibre-seattle", _text, "comma-separated labs that publish boot-<board>.json"),
+    "KCI_DAYS": Spec(2, _integer(1), "default crawl window in days"),
+    "KCI_PAGE_SIZE": Spec(1000, _integer(1), "listing items per _ajax page"),
+    "KCI_THREADS": Spec(4, _integer(1), "concurrent downloads"),
+    "KCI_TIMEOUT": Spec(60.0, _number(0.1), "seconds to wait for an upstream response"),
+    "KCI_MAX_RETRIES": Spec(3, _integer(1), "attempts per upstream request"),
+    "KCI_CA_BUNDLE": Spec("", _text, "CA bundle for upstream TLS; empty means the system store"),
+    "KCI_SAMPLES_DIR": Spec("samples", _text, "directory of saved upstream files"),
+    # Delivery (Logstash HTTP inputs; the ES_* names are kept from the original tool)
+    "ES_BUILD": Spec(("http://localhost:8337",), _url_list, "Logstash input(s) for build documents"),
+    "ES_LAVA": Spec(("http://localhost:8338",), _url_list, "Logstash input(s) for LAVA documents"),
+    "ES_BOOT": Spec(("http://localhost:8007",), _url_list, "Logstash input(s) for boot documents"),
+    "ES_MAX_RETRIES": Spec(3, _integer(1), "failed attempts on a batch before the run stops"),
+    "ES_LOAD_INTERVAL": Spec(0.0, _number(0), "seconds to wait between batches"),
+    "ES_MAX_DOCS_PER_SECOND": Spec(0.0, _number(0), "documents per second cap; 0 means no cap"),
+    "ES_TIMEOUT": Spec(60.0, _number(0.1), "seconds to wait for Logstash to answer a batch"),
+    "LS_PIPELINE_BATCH_SIZE": Spec(500, _integer(1), "documents per POST (and Logstash batch size)"),
+    "LS_BATCH_MAX_BYTES": Spec(5_000_000, _integer(1024), "bytes per POST at most"),
+    "LS_USER": Spec("", _text, "basic-auth user for the Logstash inputs"),
+    "LS_PASSWORD": Spec("", _text, "basic-auth password for the Logstash inputs"),
+    "LS_CA_BUNDLE": Spec("", _text, "CA bundle for Logstash TLS; empty means the system store"),
+    # Ledger and retention
+    "KCING_DB": Spec("kcing.db", _text, "SQLite ledger of what was delivered"),
+    "DRP_DAYS": Spec(3, _integer(1), "days of data to keep (must exceed KCI_DAYS)"),
+    # Elasticsearch and Kibana administration
+    "ES_HOST": Spec("http://localhost:9200", _url, "Elasticsearch URL for admin commands"),
+    "ES_USER": Spec("", _text, "basic-auth user for Elasticsearch"),
+    "ES_PASSWORD": Spec("", _text, "basic-auth password for Elasticsearch"),
+    "ES_API_KEY": Spec("", _text, "API key for Elasticsearch"),
+    "KB_URL": Spec("http://localhost:5601", _url, "Kibana URL"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, parsed and validated. Field names are the user-facing setting names."""
+
+    KCI_SOURCE: str
+    KCI_HOST: str
+    KCI_SCHEME: str
+    KCI_STORAGE_URL: str
+    KCI_NON_LAVA_LABS: str
+    KCI_DAYS: int
+    KCI_PAGE_SIZE: int
+    KCI_THREADS: int
+    KCI_TIMEOUT: float
+    KCI_MAX_RETRIES: int
+    KCI_CA_BUNDLE: str
+    KCI_SAMPLES_DIR: str
+    ES_BUILD: tuple
+    ES_LAVA: tuple
+    ES_BOOT: tuple
+    ES_MAX_RETRIES: int
+    ES_LOAD_INTERVAL: float
+    ES_MAX_DOCS_PER_SECOND: float
+    ES_TIMEOUT: float
+    LS_PIPELINE_BATCH_SIZE: int
+    LS_BATCH_MAX_BYTES: int
+    LS_USER: str
+    LS_PASSWORD: str
+    LS_CA_BUNDLE: str
+    KCING_DB: str
+    DRP_DAYS: int
+    ES_HOST: str
+    ES_USER: str
+    ES_PASSWORD: str
+    ES_API_KEY: str
+    KB_URL: str
+
+    def __repr__(self) -> str:
+        shown = ("%s=%r" % (f.name, "***" if f.name in SECRET_NAMES and getattr(self, f.name) else getattr(self, f.name))
+                 for f in fields(self))
+        return "Settings(%s)" % ", ".join(shown)
+
+    @property
+    def storage_url(self) -> str:
+        if self.KCI_STORAGE_URL:
+            return self.KCI_STORAGE_URL
+        return "%s://storage.%s" % (self.KCI_SCHEME, self.KCI_HOST)
+
+    @property
+    def frontend_url(self) -> str:
+        return "%s://%s" % (self.KCI_SCHEME, self.KCI_HOST)
+
+    @property
+    def non_lava_labs(self) -> frozenset:
+        return frozenset(lab.strip() for lab in self.KCI_NON_LAVA_LABS.split(",") if lab.strip())
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":
+        """Return a copy with `overrides` (raw values, e.g. from flags) parsed and applied."""
+        parsed = {name: _parse(name, value, "command line") for name, value in overrides.items() if value is not None}
+        return replace(self, **parsed)
+
+
+def _parse(name: str, value: Any, origin: str) -> Any:
+    spec = SPECS.get(name)
+    if spec is None:
+        raise ConfigError("unknown setting %s (from %s)" % (name, origin))
+    try:
+        return spec.parse(value)
+    except (TypeError, ValueError) as error:
+        shown = "***" if name in SECRET_NAMES else repr(value)
+        raise ConfigError("invalid %s=%s (from %s): %s" % (name, shown, origin, error)) from None
+
+
+def read_local_settings(path: Path) -> dict:
+    """Return the settings a local_settings.py file names (empty when the file is absent)."""
+    if not path.is_file():
+        return {}
+    try:
+        namespace = runpy.run_path(str(path))
+    except Exception as error:  # the user's file: any error in it is a configuration error
+        raise ConfigError("cannot load %s: %s: %s" % (path, type(error).__name__, error)) from None
+    found = dict(namespace.get("settings") or {}) if isinstance(namespace.get("settings"), dict) else {}
+    found.update({name: value for name, value in namespace.items() if name in SPECS})
+    return found
+
+
+def load(environ: Optional[Mapping[str, str]] = None, local_file: Optional[Path] = None,
+         overrides: Optional[Mapping[str, Any]] = None) -> Settings:
+    """Build Settings from defaults <- local_settings.py <- environment <- overrides (flags)."""
+    environ = os.environ if environ is None else environ
+    local_file = Path("local_settings.py") if local_file is None else local_file
+    values = {name: spec.default for name, spec in SPECS.items()}
+    for name, value in read_local_settings(local_file).items():
+        values[name] = _parse(name, value, str(local_file))
+    for name in SPECS:
+        if name in environ and environ[name].strip() != "":
+            values[name] = _parse(name, environ[name], "environment")
+    settings = Settings(**values)
+    return settings.with_overrides(overrides or {})

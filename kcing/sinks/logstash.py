@@ -1,0 +1,101 @@
+"""Deliver batches to Logstash HTTP inputs: POST JSON arrays, retry with backoff, spread over URLs."""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+
+import requests
+
+from kcing.errors import ConfigError, SinkRejected, SinkUnavailable
+from kcing.http import RetryPolicy, parse_retry_after
+from kcing.records import Document
+from kcing.sinks.batching import Batch
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+
+
+class BatchTooLarge(Exception):
+    """The input answered 413: the pipeline splits the batch and sends the halves."""
+
+
+class LogstashSink:
+    """Posts each batch to one of the route's Logstash inputs until one acknowledges it.
+
+    Retrying a POST is safe only because every document carries a deterministic id and the
+    pipeline writes with action `index`: a batch that was accepted but whose answer was lost
+    overwrites the same documents when sent again.
+    """
+
+    name = "Logstash"
+
+    def __init__(self, routes: Mapping[str, Sequence[str]], session: requests.Session,
+                 policy: RetryPolicy, timeout: float, auth: Optional[Tuple[str, str]] = None,
+                 sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random):
+        self.routes = {route: list(urls) for route, urls in routes.items()}
+        self.session = session
+        self.policy = policy
+        self.timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
+        self.auth = auth
+        self.sleep = sleep
+        self.rand = rand
+        self._turn: Dict[str, int] = {route: 0 for route in routes}
+
+    @staticmethod
+    def encode(document: Document) -> bytes:
+        return document.to_json().encode("utf-8")
+
+    def send(self, batch: Batch) -> None:
+        """Return once an input acknowledged `batch`; raise SinkUnavailable when retries run out."""
+        body = batch.body()
+        errors = []
+        for attempt in range(1, self.policy.attempts + 1):
+            retry_after = None
+            for url in self._urls_for(batch.route):
+                error, wait = self._post(url, body, len(batch))
+                if error is None:
+                    return
+                errors.append(error)
+                retry_after = wait if retry_after is None or (wait or 0) > retry_after else retry_after
+            if attempt < self.policy.attempts:
+                delay = self.policy.delay(attempt, retry_after, self.rand)
+                log.warning("%s batch of %d failed (%s); retry %d of %d in %.1fs",
+                            batch.route, len(batch), errors[-1], attempt, self.policy.attempts - 1, delay)
+                self.sleep(delay)
+        raise SinkUnavailable("Logstash unreachable: %s input failed %d attempts in a row (last: %s)"
+                              % (batch.route, self.policy.attempts, errors[-1]))
+
+    def _urls_for(self, route: str):
+        """The route's URLs, starting with the next in turn, so batches spread across inputs."""
+        urls = self.routes[route]
+        start = self._turn[route]
+        self._turn[route] = (start + 1) % len(urls)
+        return urls[start:] + urls[:start]
+
+    def _post(self, url: str, body: bytes, count: int):
+        """POST once. Return (None, None) on success, or (error text, Retry-After seconds)."""
+        started = time.monotonic()
+        try:
+            response = self.session.post(url, data=body, auth=self.auth, timeout=self.timeout,
+                                         headers={"Content-Type": "application/json"})
+        except requests.Timeout:
+            return "timed out after %.0fs at %s" % (self.timeout[1], url), None
+        except requests.ConnectionError as error:
+            return "cannot connect to %s (%s)" % (url, type(error).__name__), None
+        status = response.status_code
+        log.debug("POST %s [status:%s duration:%.3fs docs:%d bytes:%d]",
+                  url, status, time.monotonic() - started, count, len(body))
+        if 200 <= status < 300:
+            return None, None
+        if status == 413:
+            raise BatchTooLarge("%s answered 413 for %d bytes" % (url, len(body)))
+        if status in (401, 403):
+            raise ConfigError("Logstash at %s refused the request (%d): check LS_USER and LS_PASSWORD"
+                              % (url, status))
+        if self.policy.is_retryable(status):
+            return "%s answered %d" % (url, status), parse_retry_after(response.headers.get("Retry-After"))
+        raise SinkRejected("Logstash at %s rejected a batch with %d: %s"
+                           % (url, status, response.text[:200].strip() or "no reason given"))

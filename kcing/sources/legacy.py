@@ -1,0 +1,181 @@
+"""Legacy KernelCI: the web `_ajax` listings (behind a CSRF token) and the storage files.
+
+The only module that knows the legacy URLs and storage layout:
+
+- builds:  <storage>/<file_server_resource>/build.json
+- boots:   <storage>/<file_server_resource>/<lab>/lava-json-<board>.json  (LAVA labs)
+           <storage>/<file_server_resource>/<lab>/boot-<board>.json       (labs without LAVA)
+"""
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime, timezone
+from typing import Iterator, Optional, Set
+from urllib.parse import quote
+
+from kcing.errors import UpstreamError
+from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
+from kcing.sources.requester import Requester
+
+log = logging.getLogger(__name__)
+
+CSRF_PATTERN = re.compile(r'csrf-token.*?content="([^"]+)"', re.DOTALL)
+OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
+# Storage path segments come from upstream: allow what real ones contain, nothing that moves
+# up a directory or starts a new URL component.
+SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+,=:@~-]*$")
+
+# Ask only for what the crawl needs: build items carry megabytes of dtb lists otherwise.
+LISTING_FIELDS = ("_id", "created_on", "file_server_resource", "lab_name", "board", "job", "git_branch",
+                  "kernel", "arch", "defconfig_full", "build_environment")
+RESOURCE_FALLBACK = ("job", "git_branch", "kernel", "arch", "defconfig_full", "build_environment")
+
+
+class LegacyKernelCI:
+    """Lists builds and boots of the last `days` (or `how_many` of each) and downloads their files."""
+
+    name = "legacy"
+
+    def __init__(self, requester: Requester, frontend_url: str, storage_url: str, non_lava_labs=frozenset(),
+                 days: int = 2, how_many: Optional[int] = None, page_size: int = 1000):
+        self.requester = requester
+        self.frontend_url = frontend_url.rstrip("/")
+        self.storage_url = storage_url.rstrip("/")
+        self.non_lava_labs = frozenset(non_lava_labs)
+        self.days = days
+        self.how_many = how_many
+        self.page_size = page_size
+        self._token: Optional[str] = None
+
+    def list_objects(self) -> Iterator[UpstreamObject]:
+        yield from self._list("build")
+        yield from self._list("boot")
+
+    def fetch(self, obj: UpstreamObject) -> bytes:
+        response = self.requester.get(obj.url)
+        if response.status_code != 200:
+            raise UpstreamError("GET %s answered %d" % (obj.url, response.status_code))
+        return response.content
+
+    # Listing -------------------------------------------------------------------------------
+
+    def _list(self, collection: str) -> Iterator[UpstreamObject]:
+        """Page until an empty page (`count` changed meaning upstream in 2019; never trust it)."""
+        seen: Set[str] = set()
+        skip = 0
+        wanted = self.how_many
+        while wanted is None or len(seen) < wanted:
+            limit = self.page_size if wanted is None else min(self.page_size, wanted - len(seen))
+            items = self._page(collection, skip, limit)
+            if not items:
+                return
+            skip += len(items)
+            for item in items:
+                obj = self._object_from(collection, item)
+                # Pages shift while new results arrive (ascending sort): an item may come twice.
+                if obj.upstream_id in seen:
+                    continue
+                seen.add(obj.upstream_id)
+                yield obj
+                if wanted is not None and len(seen) >= wanted:
+                    return
+
+    def _page(self, collection: str, skip: int, limit: int) -> list:
+        params = [("date_range", self.days), ("skip", skip), ("limit", limit),
+                  ("sort", "created_on"), ("sort_order", 1)]
+        params += [("field", name) for name in LISTING_FIELDS]
+        url = "%s/_ajax/%s" % (self.frontend_url, collection)
+        for _ in range(self.requester.policy.attempts):
+            response = self.requester.get(url, params=params, headers={"X-CSRFToken": self._csrf_token()})
+            if response.status_code != 403:
+                return self._items(url, response)
+            # The token expired (10 to 20 minutes) or the session cookie changed: get a new pair.
+            log.info("CSRF token refused by %s; fetching a new one", url)
+            self._token = None
+        raise UpstreamError("%s kept refusing fresh CSRF tokens (403)" % url)
+
+    @staticmethod
+    def _items(url: str, response) -> list:
+        if response.status_code != 200:
+            raise UpstreamError("GET %s answered %d" % (url, response.status_code))
+        try:
+            envelope = response.json()
+        except ValueError:
+            raise UpstreamError("GET %s did not answer JSON" % url) from None
+        items = envelope.get("result") if isinstance(envelope, dict) else None
+        if not isinstance(items, list):
+            raise UpstreamError("GET %s answered without a result list" % url)
+        return items
+
+    def _csrf_token(self) -> str:
+        if self._token is None:
+            response = self.requester.get(self.frontend_url + "/")
+            match = CSRF_PATTERN.search(response.text) if response.status_code == 200 else None
+            if match is None:
+                raise UpstreamError("no CSRF token on %s/ (HTTP %d)" % (self.frontend_url, response.status_code))
+            self._token = match.group(1)
+        return self._token
+
+    # Items -> objects ----------------------------------------------------------------------
+
+    def _object_from(self, collection: str, item) -> UpstreamObject:
+        """Map a listing item to the file to download; a malformed item becomes an object with a problem."""
+        if not isinstance(item, dict):
+            return UpstreamObject(self.name, BUILD if collection == "build" else LAVA,
+                                  "invalid-item", "", problem="listing item is not an object")
+        upstream_id = _object_id(item)
+        created = _created_on(item)
+        if collection == "build":
+            kind, leaf = BUILD, ["build.json"]
+        else:
+            lab, board = item.get("lab_name"), item.get("board")
+            kind = BOOT if lab in self.non_lava_labs else LAVA
+            leaf = [lab, "%s-%s.json" % ("boot" if kind == BOOT else "lava-json", board)]
+        facts = {name: item.get(name) for name in ("lab_name", "board", "job", "kernel", "arch") if item.get(name)}
+        try:
+            if upstream_id is None:
+                raise ValueError("listing item has no valid _id")
+            url = self._storage_url(_resource_segments(item) + leaf)
+        except ValueError as error:
+            return UpstreamObject(self.name, kind, upstream_id or "invalid-item", "", created, facts,
+                                  problem=str(error))
+        return UpstreamObject(self.name, kind, upstream_id, url, created, facts)
+
+    def _storage_url(self, segments) -> str:
+        for segment in segments:
+            if not isinstance(segment, str) or not SAFE_SEGMENT.match(segment) or ".." in segment:
+                raise ValueError("unsafe storage path segment %r" % (segment,))
+        return self.storage_url + "/" + "/".join(quote(segment, safe="+") for segment in segments)
+
+
+def _object_id(item: dict) -> Optional[str]:
+    value = item.get("_id")
+    if isinstance(value, dict):
+        value = value.get("$oid")
+    if isinstance(value, str) and OBJECT_ID.match(value):
+        return value.lower()
+    return None
+
+
+def _created_on(item: dict) -> Optional[datetime]:
+    value = item.get("created_on")
+    if isinstance(value, dict):
+        value = value.get("$date")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+def _resource_segments(item: dict) -> list:
+    """Split file_server_resource; when null, rebuild it the way the backend did."""
+    resource = item.get("file_server_resource")
+    if isinstance(resource, str) and resource.strip("/"):
+        return resource.strip("/").split("/")
+    parts = [item.get(name) for name in RESOURCE_FALLBACK]
+    if not all(isinstance(part, str) and part for part in parts):
+        raise ValueError("listing item has no file_server_resource and not enough fields to rebuild it")
+    return parts

@@ -1,0 +1,108 @@
+"""Local sources: a saved samples directory (with its manifest), or files named on the command line."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence, Tuple
+
+from dateutil import parser as dateparser
+
+from kcing.errors import ConfigError, UpstreamError
+from kcing.records import OBJECT_KINDS, UpstreamObject
+
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MANIFEST = "manifest.json"
+
+
+class SamplesDir:
+    """Replays `samples/`: `manifest.json` lists each saved file with its kind, id and date."""
+
+    name = "samples"
+
+    def __init__(self, directory: str):
+        self.root = Path(directory)
+        manifest = self.root / MANIFEST
+        try:
+            self.manifest = json.loads(manifest.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("%s not found: is %s a samples directory?" % (manifest, directory)) from None
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise ConfigError("cannot read %s: %s" % (manifest, error)) from None
+        if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("objects"), list):
+            raise ConfigError("%s has no \"objects\" list" % manifest)
+
+    def list_objects(self) -> Iterator[UpstreamObject]:
+        for number, entry in enumerate(self.manifest["objects"], 1):
+            yield self._object_from(number, entry)
+
+    def fetch(self, obj: UpstreamObject) -> bytes:
+        return _read(Path(obj.url))
+
+    def _object_from(self, number: int, entry) -> UpstreamObject:
+        if not isinstance(entry, dict):
+            return UpstreamObject(self.name, "unknown", "entry-%d" % number, "", problem="manifest entry is not an object")
+        kind, upstream_id = entry.get("kind"), entry.get("upstream_id")
+        created = _parse_date(entry.get("date"))
+        problem = None
+        if kind not in OBJECT_KINDS:
+            problem, kind = "unknown kind %r" % (kind,), "unknown"
+        if not isinstance(upstream_id, str) or not SAFE_ID.match(upstream_id):
+            problem, upstream_id = problem or "invalid upstream_id %r" % (upstream_id,), "entry-%d" % number
+        path = self._inside_root(entry.get("path"))
+        if path is None:
+            problem = problem or "path %r is not a file inside %s" % (entry.get("path"), self.root)
+        return UpstreamObject(self.name, kind, upstream_id, str(path or ""), created,
+                              {"url": entry.get("url")}, problem=problem)
+
+    def _inside_root(self, relative) -> Path:
+        """Return the file `relative` names only if it stays inside the samples directory."""
+        if not isinstance(relative, str) or not relative or "\x00" in relative:
+            return None
+        root = self.root.resolve()
+        candidate = (root / relative).resolve()
+        if root not in candidate.parents:
+            return None
+        return candidate
+
+
+class LocalFiles:
+    """Files given on the command line (`--builds`, `--lavas`, `--boots`), identified by content hash."""
+
+    name = "files"
+
+    def __init__(self, files: Sequence[Tuple[str, str]]):
+        self.files = list(files)  # (kind, path)
+
+    def list_objects(self) -> Iterator[UpstreamObject]:
+        for kind, path in self.files:
+            try:
+                content = _read(Path(path))
+            except UpstreamError as error:
+                yield UpstreamObject(self.name, kind, "missing:" + path[-100:], path, problem=str(error))
+                continue
+            modified = datetime.fromtimestamp(Path(path).stat().st_mtime, tz=timezone.utc)
+            yield UpstreamObject(self.name, kind, hashlib.sha256(content).hexdigest(), str(Path(path).resolve()),
+                                 modified)
+
+    def fetch(self, obj: UpstreamObject) -> bytes:
+        return _read(Path(obj.url))
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise UpstreamError("cannot read %s: %s" % (path, error.strerror or error)) from None
+
+
+def _parse_date(value):
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = dateparser.isoparse(value)
+    except (ValueError, OverflowError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

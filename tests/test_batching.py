@@ -1,0 +1,84 @@
+"""Batches are bounded by document count and by bytes, and keep track of whose documents they carry."""
+import json
+
+from kcing.sinks.batching import Batcher
+from kcing.sinks.throttle import RateLimiter
+
+
+def fill(batcher, items):
+    full = []
+    for number, item in enumerate(items):
+        batch = batcher.add(item, ("src", "kind", str(number)))
+        if batch is not None:
+            full.append(batch)
+    last = batcher.flush()
+    return full + ([last] if last else [])
+
+
+def test_count_limit():
+    batches = fill(Batcher("lava", max_docs=3, max_bytes=10**6), [b'{"a":1}'] * 7)
+    assert [len(batch) for batch in batches] == [3, 3, 1]
+
+
+def test_byte_limit_counts_the_json_array_exactly():
+    item = b'{"x":"' + b"y" * 90 + b'"}'  # 98 bytes
+    batches = fill(Batcher("build", max_docs=100, max_bytes=2 + 98 * 3 + 2), [item] * 7)
+    assert [len(batch) for batch in batches] == [3, 3, 1]
+    for batch in batches:
+        assert len(batch.body()) == batch.size <= 2 + 98 * 3 + 2
+        assert len(json.loads(batch.body())) == len(batch)
+
+
+def test_an_oversized_item_travels_alone():
+    batches = fill(Batcher("build", max_docs=100, max_bytes=50), [b'{"a":1}', b'{"b":"' + b"z" * 100 + b'"}', b'{"c":1}'])
+    assert [len(batch) for batch in batches] == [1, 1, 1]
+
+
+def test_owners_follow_items_and_split_keeps_them_aligned():
+    (batch,) = fill(Batcher("lava", max_docs=10, max_bytes=10**6), [b'{"n":%d}' % n for n in range(5)])
+    left, right = batch.split()
+    assert left.items + right.items == batch.items
+    assert left.owners + right.owners == batch.owners
+    assert left.size == len(left.body()) and right.size == len(right.body())
+
+
+def test_flush_on_empty_batcher_gives_nothing():
+    assert Batcher("boot", 10, 1000).flush() is None
+
+
+class FakeTime:
+    def __init__(self):
+        self.now = 100.0
+        self.slept = []
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_load_interval_spaces_batches():
+    time = FakeTime()
+    limiter = RateLimiter(interval=2.0, clock=time.clock, sleep=time.sleep)
+    limiter.wait_for(10)
+    time.now += 0.5
+    limiter.wait_for(10)
+    assert time.slept == [1.5]
+
+
+def test_documents_per_second_cap():
+    time = FakeTime()
+    limiter = RateLimiter(docs_per_second=100, clock=time.clock, sleep=time.sleep)
+    for _ in range(3):
+        limiter.wait_for(50)
+    assert time.slept == [0.5, 0.5]
+
+
+def test_no_throttle_by_default():
+    time = FakeTime()
+    limiter = RateLimiter(clock=time.clock, sleep=time.sleep)
+    for _ in range(5):
+        limiter.wait_for(500)
+    assert time.slept == []

@@ -1,0 +1,42 @@
+"""Retry decisions are pure: backoff growth, jitter bounds, Retry-After parsing."""
+from datetime import datetime, timezone
+
+import pytest
+
+from kcing.http import RetryPolicy, backoff_delay, parse_retry_after
+
+
+def test_backoff_grows_exponentially_with_equal_jitter():
+    assert backoff_delay(1, base=1, cap=30, rand=lambda: 0.0) == 0.5
+    assert backoff_delay(1, base=1, cap=30, rand=lambda: 1.0) == 1.0
+    assert backoff_delay(3, base=1, cap=30, rand=lambda: 0.0) == 2.0
+    assert backoff_delay(3, base=1, cap=30, rand=lambda: 1.0) == 4.0
+
+
+def test_backoff_is_capped():
+    assert backoff_delay(30, base=1, cap=30, rand=lambda: 1.0) == 30
+
+
+@pytest.mark.parametrize("header, seconds", [("5", 5.0), (" 120 ", 120.0), (None, None), ("", None),
+                                             ("soon", None), ("-3", None)])
+def test_retry_after_in_seconds(header, seconds):
+    assert parse_retry_after(header) == seconds
+
+
+def test_retry_after_as_http_date():
+    now = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
+    assert parse_retry_after("Mon, 23 Nov 2026 12:00:30 GMT", now) == 30.0
+    assert parse_retry_after("Mon, 23 Nov 2026 11:00:00 GMT", now) == 0.0
+
+
+def test_policy_honours_retry_after_but_bounds_it():
+    policy = RetryPolicy(attempts=3, base=1, cap=30, max_retry_after=60)
+    assert policy.delay(1, retry_after=10, rand=lambda: 0.0) == 10
+    assert policy.delay(1, retry_after=3600, rand=lambda: 0.0) == 60
+    assert policy.delay(1, retry_after=None, rand=lambda: 0.0) == 0.5
+
+
+@pytest.mark.parametrize("status, retry", [(429, True), (500, True), (502, True), (503, True), (504, True),
+                                           (400, False), (401, False), (404, False), (413, False)])
+def test_only_passing_failures_are_retried(status, retry):
+    assert RetryPolicy().is_retryable(status) is retry

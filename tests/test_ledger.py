@@ -1,0 +1,87 @@
+"""The ledger records outcomes in transactions and answers "was this delivered?"."""
+import sqlite3
+from datetime import datetime, timezone
+
+import pytest
+
+from kcing.errors import ConfigError
+from kcing.ledger.ledger import Ledger, Outcome
+from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED
+from kcing.records import UpstreamObject
+
+
+def obj(upstream_id, kind="build", source="legacy"):
+    return UpstreamObject(source, kind, upstream_id, "https://storage.example/%s/build.json" % upstream_id,
+                          datetime(2020, 11, 19, 7, 0, tzinfo=timezone.utc))
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    opened = Ledger.open(str(tmp_path / "kcing.db"))
+    yield opened
+    opened.close()
+
+
+def test_only_delivered_objects_are_skipped(ledger):
+    ledger.record([Outcome(obj("a"), DOWNLOADED, sha256="1", document_count=1),
+                   Outcome(obj("b"), DOWNLOADED, sha256="2", document_count=1),
+                   Outcome(obj("c"), FAILED, error="404")])
+    ledger.record([Outcome(obj("a"), DELIVERED, sha256="1")])
+    assert ledger.delivered_ids("legacy", "build", ["a", "b", "c", "d"]) == {"a"}
+    assert ledger.delivered_ids("legacy", "lava", ["a"]) == set()
+    assert ledger.delivered_ids("samples", "build", ["a"]) == set()
+
+
+def test_row_keeps_hash_attempts_error_and_times(ledger):
+    ledger.record([Outcome(obj("a"), FAILED, error="GET failed 3 times")])
+    ledger.record([Outcome(obj("a"), DOWNLOADED, sha256="abc", document_count=7)])
+    ledger.record([Outcome(obj("a"), DELIVERED, sha256="abc")])
+    row = ledger.row("legacy", "build", "a")
+    assert row.state == DELIVERED and row.sha256 == "abc" and row.document_count == 7
+    assert row.attempts == 2 and row.last_error is None
+    assert row.delivered_at is not None and row.first_seen <= row.delivered_at
+    assert row.object_date == datetime(2020, 11, 19, 7, 0)
+
+
+def test_rejection_keeps_its_reason(ledger):
+    ledger.record([Outcome(obj("x", "lava"), REJECTED, sha256="f00", error="not valid JSON")])
+    row = ledger.row("legacy", "lava", "x")
+    assert row.state == REJECTED and row.last_error == "not valid JSON"
+
+
+def test_many_ids_are_looked_up_in_chunks(ledger):
+    ids = ["%024x" % n for n in range(2500)]
+    ledger.record([Outcome(obj(i), DELIVERED) for i in ids])
+    assert ledger.delivered_ids("legacy", "build", ids + ["nope"]) == set(ids)
+    assert ledger.counts() == {("legacy", "build", DELIVERED): 2500}
+
+
+def test_a_failed_transaction_leaves_earlier_rows_intact(ledger):
+    ledger.record([Outcome(obj("a"), DELIVERED)])
+    with pytest.raises(Exception):
+        ledger.record([Outcome(obj("b"), DELIVERED), Outcome(obj(None), DELIVERED)])  # NULL id breaks it
+    assert ledger.delivered_ids("legacy", "build", ["a", "b"]) == {"a"}
+    assert ledger.integrity_ok()
+
+
+def test_wal_mode_and_unique_index(tmp_path, ledger):
+    ledger.record([Outcome(obj("a"), DELIVERED)])
+    with sqlite3.connect(str(tmp_path / "kcing.db")) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        unique = [row[1] for row in raw.execute("PRAGMA index_list('upstream_file')") if row[2]]
+        assert unique == ["upstream_file_source_kind_upstream_id"]
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_a_file_that_is_not_a_ledger_is_a_config_error(tmp_path):
+    bogus = tmp_path / "kcing.db"
+    bogus.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ConfigError) as error:
+        Ledger.open(str(bogus))
+    assert "not a usable kcing ledger" in str(error.value)
+    assert bogus.read_bytes() == b"this is not sqlite" * 100
+
+
+def test_missing_directory_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError):
+        Ledger.open(str(tmp_path / "nope" / "kcing.db"))

@@ -1,0 +1,68 @@
+"""Settings precedence (defaults < local_settings.py < environment < flags) and validation."""
+import pytest
+
+from kcing import settings as settings_module
+from kcing.errors import ConfigError
+
+
+def load(tmp_path, environ=None, local=None, overrides=None):
+    local_file = tmp_path / "local_settings.py"
+    if local is not None:
+        local_file.write_text(local)
+    return settings_module.load(environ=environ or {}, local_file=local_file, overrides=overrides)
+
+
+def test_defaults_follow_the_original_tool(tmp_path):
+    s = load(tmp_path)
+    assert s.KCI_HOST == "kernelci.org" and s.KCI_SCHEME == "https"
+    assert s.storage_url == "https://storage.kernelci.org"
+    assert s.ES_BUILD == ("http://localhost:8337",)
+    assert s.ES_LAVA == ("http://localhost:8338",)
+    assert s.ES_BOOT == ("http://localhost:8007",)
+    assert s.ES_MAX_RETRIES == 3 and s.KCING_DB == "kcing.db"
+
+
+def test_each_layer_overrides_the_one_below(tmp_path):
+    local = "KCI_HOST = 'local.example'\nES_MAX_RETRIES = 5\nKCING_DB = 'local.db'\n"
+    s = load(tmp_path, environ={"ES_MAX_RETRIES": "7", "KCING_DB": "env.db"}, local=local,
+             overrides={"KCING_DB": "flag.db"})
+    assert s.KCI_HOST == "local.example"  # local beats default
+    assert s.ES_MAX_RETRIES == 7  # environment beats local
+    assert s.KCING_DB == "flag.db"  # flag beats environment
+
+
+def test_original_settings_dict_form_is_read(tmp_path):
+    s = load(tmp_path, local="settings = {'KCI_SCHEME': 'http', 'KCI_HOST': 'h'}\n")
+    assert s.storage_url == "http://storage.h"
+
+
+def test_numbers_from_the_environment_are_parsed(tmp_path):
+    s = load(tmp_path, environ={"ES_LOAD_INTERVAL": "0.25", "LS_PIPELINE_BATCH_SIZE": "50"})
+    assert s.ES_LOAD_INTERVAL == 0.25 and s.LS_PIPELINE_BATCH_SIZE == 50
+
+
+@pytest.mark.parametrize("name, value", [
+    ("ES_MAX_RETRIES", "three"), ("ES_MAX_RETRIES", "0"), ("ES_LOAD_INTERVAL", "-1"),
+    ("ES_LOAD_INTERVAL", "nan"), ("KCI_SCHEME", "ftp"), ("ES_LAVA", "localhost:8338"),
+    ("ES_BUILD", " , "), ("ES_BOOT", "http://user:pw@ls:8007"), ("LS_PIPELINE_BATCH_SIZE", "1.5"),
+])
+def test_a_bad_value_names_the_setting_and_its_origin(tmp_path, name, value):
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, environ={name: value})
+    assert name in str(error.value) and "environment" in str(error.value)
+
+
+def test_several_logstash_urls_are_a_list(tmp_path):
+    s = load(tmp_path, environ={"ES_LAVA": "http://a:8338, http://b:8338/"})
+    assert s.ES_LAVA == ("http://a:8338", "http://b:8338")
+
+
+def test_secrets_never_show(tmp_path):
+    s = load(tmp_path, environ={"LS_PASSWORD": "hunter2-secret"})
+    assert "hunter2-secret" not in repr(s) and "LS_PASSWORD='***'" in repr(s)
+
+
+def test_a_broken_local_settings_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, local="KCI_HOST = (\n")
+    assert "local_settings.py" in str(error.value)
