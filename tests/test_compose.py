@@ -1,0 +1,180 @@
+"""Checks of docker-compose.yml: schema validation by docker-compose 1.29 and the stack contract.
+
+`docker-compose config -q` validates the file against the schema without a Docker engine; it
+does not pull images, start containers or look inside mounted files.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = REPO / "docker-compose.yml"
+PIPELINE = REPO / "logstash" / "pipeline" / "kcing.conf"
+
+STACK_IMAGES = {
+    "elasticsearch": "docker.elastic.co/elasticsearch/elasticsearch",
+    "logstash": "docker.elastic.co/logstash/logstash",
+    "kibana": "docker.elastic.co/kibana/kibana",
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def docker_compose() -> str:
+    path = shutil.which("docker-compose")
+    if path is None:
+        pytest.skip("docker-compose not on PATH (Debian: apt-get install docker-compose): schema not checked")
+    return path
+
+
+def run_config_check(docker_compose: str, compose_file: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [docker_compose, "-f", str(compose_file), "config", "-q"],
+        cwd=compose_file.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def published_ports(service: dict) -> list:
+    """(host address, host port, container port) for each short-syntax `ports` entry."""
+    result = []
+    for entry in service.get("ports", []):
+        parts = str(entry).split(":")
+        assert len(parts) == 3, "publish as ADDRESS:HOST_PORT:CONTAINER_PORT, got %r" % entry
+        result.append((parts[0], int(parts[1]), int(parts[2])))
+    return result
+
+
+def bind_mounts(service: dict) -> dict:
+    """Container path -> host path for the short-syntax bind mounts of a service."""
+    mounts = {}
+    for entry in service.get("volumes", []):
+        source, target = str(entry).split(":")[:2]
+        if source.startswith((".", "/")):
+            mounts[target] = source
+    return mounts
+
+
+# --- schema (docker-compose 1.29) ---------------------------------------------------------------
+
+
+def test_compose_file_passes_docker_compose_config(docker_compose):
+    result = run_config_check(docker_compose, COMPOSE_FILE)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "old, new, complaint",
+    [
+        pytest.param("    environment:\n", "    enviroment:\n", "enviroment", id="misspelled-key"),
+        pytest.param(
+            'xpack.security.enabled: "false"',
+            "xpack.security.enabled: false",
+            "invalid type",
+            id="unquoted-boolean",
+        ),
+    ],
+)
+def test_config_check_can_fail(docker_compose, tmp_path, old, new, complaint):
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    assert old in text
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(text.replace(old, new, 1), encoding="utf-8")
+    result = run_config_check(docker_compose, broken)
+    assert result.returncode != 0, result.stderr
+    assert complaint in result.stderr
+
+
+# --- the stack ----------------------------------------------------------------------------------
+
+
+def test_stack_images_share_one_8x_tag(compose):
+    services = compose["services"]
+    tags = set()
+    for name, repository in STACK_IMAGES.items():
+        image_repository, tag = services[name]["image"].split(":", 1)
+        assert image_repository == repository
+        tags.add(tag)
+    assert len(tags) == 1, tags
+    (tag,) = tags
+    default = re.fullmatch(r"\$\{STACK_VERSION:-(\d+\.\d+\.\d+)\}", tag)
+    assert default, tag
+    assert default.group(1).startswith("8.")
+
+
+def test_ports_are_published_on_localhost_only(compose):
+    for name, service in compose["services"].items():
+        for address, _, _ in published_ports(service):
+            assert address == "127.0.0.1", name
+
+
+def test_security_is_off_for_local_use(compose):
+    environment = compose["services"]["elasticsearch"]["environment"]
+    assert environment["xpack.security.enabled"] == "false"
+    assert environment["discovery.type"] == "single-node"
+
+
+def test_stack_services_have_healthchecks(compose):
+    for name in STACK_IMAGES:
+        test = compose["services"][name]["healthcheck"]["test"]
+        assert test[0] == "CMD-SHELL" and "curl -fsS" in test[1], name
+
+
+def test_services_wait_for_healthy_dependencies(compose):
+    services = compose["services"]
+    for name, service in services.items():
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert dependency in services, (name, dependency)
+            assert condition == {"condition": "service_healthy"}, (name, dependency)
+    assert set(services["kcing-setup"]["depends_on"]) == {"elasticsearch", "kibana"}
+
+
+def test_elasticsearch_data_is_a_named_volume(compose):
+    volumes = compose["services"]["elasticsearch"]["volumes"]
+    assert "esdata:/usr/share/elasticsearch/data" in volumes
+    assert "esdata" in compose["volumes"]
+
+
+def test_logstash_mounts_files_from_the_repository(compose):
+    mounts = bind_mounts(compose["services"]["logstash"])
+    assert set(mounts) == {"/usr/share/logstash/pipeline", "/usr/share/logstash/config/pipelines.yml"}
+    for source in mounts.values():
+        assert (REPO / source).exists(), source
+    assert (REPO / mounts["/usr/share/logstash/pipeline"] / PIPELINE.name).is_file()
+    assert (REPO / mounts["/usr/share/logstash/config/pipelines.yml"]).is_file()
+
+
+def test_logstash_publishes_exactly_the_pipeline_ports(compose):
+    text = PIPELINE.read_text(encoding="utf-8")
+    pipeline_ports = {int(port) for port in re.findall(r"^\s*port\s*=>\s*(\d+)\s*$", text, re.M)}
+    published = published_ports(compose["services"]["logstash"])
+    assert pipeline_ports == {8337, 8338, 8007}
+    assert {container for _, _, container in published} == pipeline_ports
+    # Same number outside, so kcing's default URLs (http://localhost:8337, ...) reach them.
+    assert all(host == container for _, host, container in published)
+
+
+def test_setup_runs_once_against_the_stack(compose):
+    setup = compose["services"]["kcing-setup"]
+    assert setup["image"] == "python:3.11-slim"
+    assert setup["working_dir"] == "/kcing"
+    assert bind_mounts(setup) == {"/kcing": "."}
+    assert setup["restart"] == "no"
+    assert setup["environment"] == {
+        "ES_HOST": "http://elasticsearch:9200",
+        "KB_URL": "http://kibana:5601",
+    }
+    script = setup["command"][-1]
+    assert script.index("setup_es") < script.index("setup_kbn")

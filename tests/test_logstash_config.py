@@ -1,0 +1,240 @@
+"""Structure checks of the shipped Logstash pipeline, without a Logstash to run it.
+
+The syntax check uses lscl, a parser of the Logstash configuration language; the contract
+checks (ports, index/id routing, the id guard) walk its parse tree. None of this replaces
+`bin/logstash -t`: plugin option names and values are not validated here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Iterator, NamedTuple
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+PIPELINE = REPO / "logstash" / "pipeline" / "kcing.conf"
+PIPELINES_YML = REPO / "logstash" / "config" / "pipelines.yml"
+
+# The contract with kcing's settings: each kind of upstream object has its own input.
+KCING_PORTS = {"ES_BUILD": 8337, "ES_LAVA": 8338, "ES_BOOT": 8007}
+
+ID_FIELD = ("@metadata", "id")
+INDEX_FIELD = ("@metadata", "index")
+UNROUTED_INDEX = "kcing-unrouted-%{+YYYY.MM.dd}"
+
+
+@pytest.fixture(scope="module")
+def lscl():
+    """The lscl modules; the tests that need them are skipped when lscl is not installed."""
+    pytest.importorskip("lscl", reason="lscl (Logstash config parser) is not installed")
+    from lscl import errors, lang, parser
+
+    return SimpleNamespace(parser=parser, lang=lang, errors=errors)
+
+
+class Plugin(NamedTuple):
+    """A plugin block, the section it is in, and the conditions that must hold to reach it."""
+
+    section: str
+    block: object
+    guards: tuple
+
+    @property
+    def options(self) -> dict:
+        return {item.name: item.content for item in self.block.content if hasattr(item, "name")}
+
+
+@pytest.fixture(scope="module")
+def tree(lscl):
+    return lscl.parser.parse_lscl(PIPELINE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def plugins(lscl, tree) -> list:
+    return list(iter_plugins(lscl, tree))
+
+
+def iter_plugins(lscl, tree) -> Iterator[Plugin]:
+    for section in tree:
+        yield from _plugins_in(lscl, section.name, section.content, ())
+
+
+def _plugins_in(lscl, section: str, content: list, guards: tuple) -> Iterator[Plugin]:
+    """Yield every plugin block under `content` with the branch conditions known to be true there.
+
+    Only the condition of the branch a block sits in is recorded: that is what Logstash has
+    checked to be true. An `else` adds nothing, so a block there counts as unguarded, which keeps
+    the guard check below strict rather than clever.
+    """
+    for item in content:
+        if isinstance(item, lscl.lang.LsclBlock):
+            yield Plugin(section, item, guards)
+        elif isinstance(item, lscl.lang.LsclConditions):
+            for condition, body in item.conditions:
+                yield from _plugins_in(lscl, section, body, guards + (condition,))
+            if item.default:
+                yield from _plugins_in(lscl, section, item.default, guards)
+
+
+def requires_field(lscl, guards: tuple, field: tuple) -> bool:
+    """True if one of `guards` is `[field]` itself or an `and` with `[field]` as a direct term."""
+    for condition in guards:
+        terms = condition.conditions if isinstance(condition, lscl.lang.LsclAnd) else [condition]
+        for term in terms:
+            if isinstance(term, lscl.lang.LsclSelector) and tuple(term.names) == field:
+                return True
+    return False
+
+
+def elasticsearch_outputs(plugins) -> list:
+    return [p for p in plugins if p.section == "output" and p.block.name == "elasticsearch"]
+
+
+# --- syntax -------------------------------------------------------------------------------------
+
+
+def test_pipeline_parses(tree):
+    assert tree, "empty pipeline"
+
+
+@pytest.mark.parametrize(
+    "break_it",
+    [
+        pytest.param(lambda text: text.rstrip()[:-1], id="missing-closing-brace"),
+        pytest.param(lambda text: text.replace("port => 8337", "port = 8337"), id="equals-not-arrow"),
+        pytest.param(lambda text: text.replace('"kcing_es_routed"', '"kcing_es_routed'), id="open-quote"),
+        pytest.param(
+            lambda text: text.replace("ecs_compatibility => disabled", 'codec => json { target => "d" }', 1),
+            id="plugin-valued-attribute",
+        ),
+    ],
+)
+def test_parser_rejects_broken_variants(lscl, break_it):
+    """The syntax check can fail: small edits of the real file must not parse."""
+    text = PIPELINE.read_text(encoding="utf-8")
+    broken = break_it(text)
+    assert broken != text
+    with pytest.raises(lscl.errors.DecodeError):
+        lscl.parser.parse_lscl(broken)
+
+
+# --- structure ----------------------------------------------------------------------------------
+
+
+def test_only_input_filter_and_output_sections(lscl, tree):
+    # lscl accepts any section name (e.g. `inputs { }`); Logstash does not.
+    assert all(isinstance(section, lscl.lang.LsclBlock) for section in tree)
+    assert sorted(section.name for section in tree) == ["filter", "input", "output"]
+
+
+def test_one_http_input_per_kcing_port(plugins):
+    inputs = [p for p in plugins if p.section == "input"]
+    assert [p.block.name for p in inputs] == ["http"] * len(KCING_PORTS)
+    assert sorted(p.options["port"] for p in inputs) == sorted(KCING_PORTS.values())
+    for http in inputs:
+        assert not http.guards
+        options = http.options
+        assert options["ecs_compatibility"] == "disabled"
+        assert options["remote_host_target_field"].startswith("[@metadata]")
+        assert options["request_headers_target_field"].startswith("[@metadata]")
+        # application/json goes to the json codec through the default additional_codecs.
+        assert "codec" not in options and "additional_codecs" not in options
+
+
+def test_http_auth_never_defaults_to_empty_credentials(plugins):
+    """`${VAR:}` resolves to "", which the http input counts as set: auth with empty credentials."""
+    for http in (p for p in plugins if p.section == "input"):
+        for name in ("user", "password"):
+            value = http.options.get(name)
+            assert value is None or not (value.startswith("${") and value.endswith(":}")), (name, value)
+
+
+def test_unroutable_events_are_tagged_for_the_unrouted_branch(lscl, plugins):
+    (marker,) = [p for p in plugins if p.section == "filter" and "add_tag" in p.options]
+    (condition,) = marker.guards
+    assert isinstance(condition, lscl.lang.LsclOr)
+    terms = condition.conditions
+    tags = lscl.lang.LsclSelector(names=["tags"])
+    assert lscl.lang.LsclIn(needle="_jsonparsefailure", haystack=tags) in terms
+    assert lscl.lang.LsclNot(condition=lscl.lang.LsclSelector(names=list(INDEX_FIELD))) in terms
+    assert lscl.lang.LsclNot(condition=lscl.lang.LsclSelector(names=list(ID_FIELD))) in terms
+
+    (tag,) = marker.options["add_tag"]
+    (routed,) = [p for p in elasticsearch_outputs(plugins) if "document_id" in p.options]
+    excluded = lscl.lang.LsclNotIn(needle=tag, haystack=tags)
+    assert any(excluded in getattr(guard, "conditions", [guard]) for guard in routed.guards)
+
+
+def test_fields_added_by_the_input_are_stripped(plugins):
+    removed = [field for p in plugins if p.section == "filter" for field in p.options.get("remove_field", [])]
+    assert {"[event][original]", "host", "headers"} <= set(removed)
+
+
+def test_routed_output_uses_metadata_index_and_id(plugins):
+    (routed,) = [p for p in elasticsearch_outputs(plugins) if "document_id" in p.options]
+    options = routed.options
+    assert options["index"] == "%{[@metadata][index]}"
+    assert options["document_id"] == "%{[@metadata][id]}"
+    # index, not create: a resend overwrites (idempotent) instead of a 409 that Logstash drops.
+    assert options["action"] == "index"
+
+
+def test_document_id_is_only_reached_with_an_id(lscl, plugins):
+    for output in elasticsearch_outputs(plugins):
+        if "document_id" in output.options or "@metadata" in output.options["index"]:
+            assert requires_field(lscl, output.guards, ID_FIELD), output.options
+            assert requires_field(lscl, output.guards, INDEX_FIELD), output.options
+
+
+def test_unrouted_output_keeps_every_event(plugins):
+    unrouted = [p for p in elasticsearch_outputs(plugins) if "document_id" not in p.options]
+    assert [p.options["index"] for p in unrouted] == [UNROUTED_INDEX]
+    assert not unrouted[0].guards, "the unrouted branch must be the plain else of the routed one"
+
+
+def test_every_output_writes_plain_indices(plugins):
+    outputs = elasticsearch_outputs(plugins)
+    assert [p.block.name for p in plugins if p.section == "output"] == ["elasticsearch"] * len(outputs)
+    for output in outputs:
+        options = output.options
+        assert options["hosts"] == ["${ES_HOSTS:http://elasticsearch:9200}"]
+        assert options["data_stream"] == "false"
+        assert options["ilm_enabled"] == "false"
+        assert options["manage_template"] == "false"
+
+
+@pytest.mark.parametrize(
+    "output, guarded",
+    [
+        ("if [@metadata][id] { elasticsearch {} }", True),
+        ("if [a] and [@metadata][id] { elasticsearch {} }", True),
+        ("if [a] { stdout {} } else if [@metadata][id] { elasticsearch {} }", True),
+        ("elasticsearch {}", False),
+        ("if ![@metadata][id] { stdout {} } else { elasticsearch {} }", False),
+        ("if [a] or [@metadata][id] { elasticsearch {} }", False),
+        ("if [@metadata][idx] { elasticsearch {} }", False),
+    ],
+)
+def test_guard_check_can_fail(lscl, output, guarded):
+    (plugin,) = elasticsearch_outputs(iter_plugins(lscl, lscl.parser.parse_lscl("output { %s }" % output)))
+    assert requires_field(lscl, plugin.guards, ID_FIELD) is guarded
+
+
+# --- pipelines.yml ------------------------------------------------------------------------------
+
+
+def test_pipelines_yml_declares_the_kcing_pipeline():
+    pipelines = yaml.safe_load(PIPELINES_YML.read_text(encoding="utf-8"))
+    assert isinstance(pipelines, list) and len(pipelines) == 1
+    (kcing,) = pipelines
+    assert kcing["pipeline.id"] == "kcing"
+    # The official image reads pipelines from /usr/share/logstash/pipeline/ (docker-compose.yml
+    # mounts logstash/pipeline there).
+    assert kcing["path.config"] == "/usr/share/logstash/pipeline/" + PIPELINE.name
+    assert kcing["pipeline.ecs_compatibility"] == "disabled"
+    assert kcing["queue.type"] == "persisted"
+    assert str(kcing["queue.max_bytes"]).endswith(("kb", "mb", "gb"))
+    assert kcing["pipeline.batch.size"] == 500
+    assert kcing["dead_letter_queue.enable"] is True
