@@ -1,0 +1,181 @@
+"""What the kcing pipeline's `elasticsearch` output leaves in Elasticsearch, as plain dicts.
+
+The pipeline (logstash/ conf) writes each event with `action => index`,
+`index => "%{[@metadata][index]}"` and `document_id => "%{[@metadata][id]}"`. Events that cannot
+be written that way are kept in `unrouted` with the reason Logstash or Elasticsearch would give,
+instead of silently vanishing as they would in a real stack (dropped, logged or sent to a DLQ).
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Dict, List, Optional, Tuple
+
+from tests.fakes.logstash_events import JSON_PARSE_FAILURE, Event
+from tests.fakes.serving import LockedList
+
+DocKey = Tuple[str, str]  # (index, document id)
+
+# Characters Elasticsearch refuses in index names (MetadataCreateIndexService); ':' since 7.0.
+_INDEX_FORBIDDEN = set('\\/*?"<>| ,#:')
+_INDEX_MAX_BYTES = 255
+_ID_MAX_BYTES = 512
+
+# Elasticsearch metadata fields: a document that carries one as a top-level field gets a 400
+# mapper_parsing_exception ("Field [_id] is a metadata field and cannot be added inside a document").
+METADATA_FIELDS = frozenset({
+    "_id", "_index", "_source", "_routing", "_field_names", "_ignored", "_ignored_source",
+    "_seq_no", "_primary_term", "_version", "_tier", "_doc_count", "_nested_path",
+    "_data_stream_timestamp", "_feature", "_type", "_size",
+})
+
+
+class Unroutable(Exception):
+    """The event would not become a stored document; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class Unrouted:
+    reason: str
+    event: Event
+
+
+def interpolate(value: Any) -> Optional[str]:
+    """Render a field the way Logstash sprintf `%{[field]}` does; None when it stays literal."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return ",".join(interpolate(item) or "" for item in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+@lru_cache(maxsize=1024)
+def index_name_problem(name: str) -> Optional[str]:
+    """Return why Elasticsearch would refuse `name` as an index name, or None if it is valid."""
+    if not name:
+        return "index name must not be empty"
+    if name != name.lower():
+        return "index name [%s] must be lowercase" % name
+    if name[0] in "_-+":
+        return "index name [%s] must not start with '_', '-', or '+'" % name
+    if name in (".", ".."):
+        return "index name [%s] must not be '.' or '..'" % name
+    bad = sorted(set(name) & _INDEX_FORBIDDEN)
+    if bad:
+        return "index name [%s] must not contain %s" % (name, " ".join(repr(c) for c in bad))
+    if len(name.encode("utf-8")) > _INDEX_MAX_BYTES:
+        return "index name [%s...] is longer than %d bytes" % (name[:40], _INDEX_MAX_BYTES)
+    return None
+
+
+def field_name_problem(document: Dict[str, Any]) -> Optional[str]:
+    """Return the mapper_parsing_exception a document would cause by its field names, or None."""
+    for name in document:
+        if name in METADATA_FIELDS:
+            return ("mapper_parsing_exception: Field [%s] is a metadata field and cannot be added "
+                    "inside a document" % name)
+    return _nested_name_problem(document)
+
+
+def _nested_name_problem(document: Dict[str, Any]) -> Optional[str]:
+    # Iterative and only descending into containers: this runs for every stored document.
+    pending: List[Any] = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            for name, child in value.items():
+                if not name.strip():
+                    return "mapper_parsing_exception: field name cannot be an empty string"
+                if name[0] == "." or name[-1] == ".":
+                    return ("mapper_parsing_exception: object field starting or ending with a [.] "
+                            "makes object resolution ambiguous: [%s]" % name)
+                if isinstance(child, (dict, list)):
+                    pending.append(child)
+        else:
+            pending.extend(child for child in value if isinstance(child, (dict, list)))
+    return None
+
+
+def route(event: Event) -> DocKey:
+    """Return (index, id) the output would write `event` to, or raise Unroutable(reason)."""
+    if JSON_PARSE_FAILURE in event.tags:
+        raise Unroutable("_jsonparsefailure: the body was not a JSON object or array of objects")
+    index = interpolate(event.metadata.get("index"))
+    doc_id = interpolate(event.metadata.get("id"))
+    if index is None:
+        raise Unroutable("no [@metadata][index]")
+    if doc_id is None:
+        raise Unroutable("no [@metadata][id]")
+    problem = index_name_problem(index)
+    if problem:
+        raise Unroutable("invalid_index_name_exception: " + problem)
+    if not doc_id:
+        raise Unroutable("document id must not be empty")
+    if len(doc_id.encode("utf-8")) > _ID_MAX_BYTES:
+        raise Unroutable("id [%s...] is too long, must be no longer than %d bytes" % (doc_id[:40], _ID_MAX_BYTES))
+    problem = field_name_problem(event.fields)
+    if problem:
+        raise Unroutable(problem)
+    return index, doc_id
+
+
+class IndexStore:
+    """Thread-safe stand-in for the Elasticsearch indices behind one or more Logstash inputs.
+
+    `documents[(index, id)]` is the last version written (the `index` action overwrites);
+    `writes[(index, id)]` counts how many times it was written.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.documents: Dict[DocKey, Dict[str, Any]] = {}
+        self.writes: Counter = Counter()
+        self.unrouted: LockedList = LockedList()
+
+    def write(self, events: List[Event]) -> int:
+        """Index what can be indexed, keep the rest in `unrouted`; return how many were stored."""
+        stored = 0
+        for event in events:
+            try:
+                key = route(event)
+            except Unroutable as reason:
+                self.unrouted.append(Unrouted(str(reason), event))
+                continue
+            with self._lock:
+                self.documents[key] = event.fields
+                self.writes[key] += 1
+            stored += 1
+        return stored
+
+    def snapshot(self) -> Dict[DocKey, Dict[str, Any]]:
+        with self._lock:
+            return dict(self.documents)
+
+    def index_names(self) -> List[str]:
+        with self._lock:
+            return sorted({index for index, _ in self.documents})
+
+    def in_index(self, index: str) -> Dict[str, Dict[str, Any]]:
+        """Return {id: document} for one index."""
+        with self._lock:
+            return {doc_id: doc for (name, doc_id), doc in self.documents.items() if name == index}
+
+    def rewritten(self) -> Dict[DocKey, int]:
+        """Return the keys written more than once (resends), with their write counts."""
+        with self._lock:
+            return {key: count for key, count in self.writes.items() if count > 1}
+
+    def clear(self) -> None:
+        with self._lock:
+            self.documents.clear()
+            self.writes.clear()
+        self.unrouted.clear()
