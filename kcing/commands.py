@@ -44,7 +44,7 @@ def make_source(args: dict, settings):
     if settings.KCI_SOURCE == "api":
         raise ConfigError("--source api is not available in this version; use legacy or samples")
     session = new_session(pool_size=settings.KCI_THREADS + 2, verify=settings.KCI_CA_BUNDLE)
-    requester = Requester(session, RetryPolicy(attempts=settings.KCI_MAX_RETRIES), settings.KCI_TIMEOUT)
+    requester = Requester(session, RetryPolicy(attempts=settings.KCI_MAX_RETRIES, base=settings.KCI_RETRY_BACKOFF), settings.KCI_TIMEOUT)
     return LegacyKernelCI(requester, settings.frontend_url, settings.storage_url, settings.non_lava_labs,
                           days=settings.KCI_DAYS, how_many=positive_int(args, "--how-many"),
                           page_size=settings.KCI_PAGE_SIZE)
@@ -60,7 +60,7 @@ def make_sink(args: dict, settings):
         auth = (settings.LS_USER, settings.LS_PASSWORD)
     routes = {BUILD: settings.ES_BUILD, LAVA: settings.ES_LAVA, BOOT: settings.ES_BOOT}
     session = new_session(pool_size=4, verify=settings.LS_CA_BUNDLE)
-    return LogstashSink(routes, session, RetryPolicy(attempts=settings.ES_MAX_RETRIES), settings.ES_TIMEOUT, auth)
+    return LogstashSink(routes, session, RetryPolicy(attempts=settings.ES_MAX_RETRIES, base=settings.ES_RETRY_BACKOFF), settings.ES_TIMEOUT, auth)
 
 
 def open_ledger(settings, dry_run: bool) -> Ledger:

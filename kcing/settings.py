@@ -107,6 +107,7 @@ SPECS: Mapping[str, Spec] = {
     "KCI_THREADS": Spec(4, _integer(1), "concurrent downloads"),
     "KCI_TIMEOUT": Spec(60.0, _number(0.1), "seconds to wait for an upstream response"),
     "KCI_MAX_RETRIES": Spec(3, _integer(1), "attempts per upstream request"),
+    "KCI_RETRY_BACKOFF": Spec(1.0, _number(0), "seconds of the first upstream retry wait (doubles each time)"),
     "KCI_CA_BUNDLE": Spec("", _text, "CA bundle for upstream TLS; empty means the system store"),
     "KCI_SAMPLES_DIR": Spec("samples", _text, "directory of saved upstream files"),
     # Delivery (Logstash HTTP inputs; the ES_* names are kept from the original tool)
@@ -116,6 +117,7 @@ SPECS: Mapping[str, Spec] = {
     "ES_MAX_RETRIES": Spec(3, _integer(1), "failed attempts on a batch before the run stops"),
     "ES_LOAD_INTERVAL": Spec(0.0, _number(0), "seconds to wait between batches"),
     "ES_MAX_DOCS_PER_SECOND": Spec(0.0, _number(0), "documents per second cap; 0 means no cap"),
+    "ES_RETRY_BACKOFF": Spec(1.0, _number(0), "seconds of the first delivery retry wait (doubles each time)"),
     "ES_TIMEOUT": Spec(60.0, _number(0.1), "seconds to wait for Logstash to answer a batch"),
     "LS_PIPELINE_BATCH_SIZE": Spec(500, _integer(1), "documents per POST (and Logstash batch size)"),
     "LS_BATCH_MAX_BYTES": Spec(5_000_000, _integer(1024), "bytes per POST at most"),
@@ -148,6 +150,7 @@ class Settings:
     KCI_THREADS: int
     KCI_TIMEOUT: float
     KCI_MAX_RETRIES: int
+    KCI_RETRY_BACKOFF: float
     KCI_CA_BUNDLE: str
     KCI_SAMPLES_DIR: str
     ES_BUILD: tuple
@@ -156,6 +159,7 @@ class Settings:
     ES_MAX_RETRIES: int
     ES_LOAD_INTERVAL: float
     ES_MAX_DOCS_PER_SECOND: float
+    ES_RETRY_BACKOFF: float
     ES_TIMEOUT: float
     LS_PIPELINE_BATCH_SIZE: int
     LS_BATCH_MAX_BYTES: int

@@ -1,0 +1,103 @@
+"""Run the real `kcing` program against local servers, and compute what it should deliver."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Optional, Set, Tuple
+
+from kcing.documents import documents_for
+from kcing.errors import RejectedInput
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples"
+
+# Settings a developer's shell might carry; a test must never inherit them.
+SETTING_PREFIXES = ("KCI_", "ES_", "LS_", "KB_", "KCING_", "DRP_")
+
+
+def clean_environ(**settings: str) -> Dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith(SETTING_PREFIXES)}
+    env.update({name: str(value) for name, value in settings.items()})
+    return env
+
+
+def feed_environ(replica, logstash, db: Path, **extra) -> Dict[str, str]:
+    """Point kcing at the replica and the Logstash emulators, with quick retries for tests."""
+    frontend = replica.frontend_url.split("://", 1)[1].rstrip("/")
+    settings = dict(
+        KCI_HOST=frontend, KCI_SCHEME="http", KCI_STORAGE_URL=replica.storage_url,
+        ES_BUILD=logstash.urls["build"], ES_LAVA=logstash.urls["lava"], ES_BOOT=logstash.urls["boot"],
+        KCING_DB=str(db), KCI_RETRY_BACKOFF="0.05", ES_RETRY_BACKOFF="0.05", ES_TIMEOUT="10", KCI_TIMEOUT="10",
+    )
+    settings.update(extra)
+    return clean_environ(**settings)
+
+
+def kcing(args: List[str], env: Dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `python kcing.py ARGS` as a user would, in `cwd` (so no stray local_settings.py applies)."""
+    return subprocess.run([sys.executable, str(REPO / "kcing.py"), *args], env=env, cwd=str(cwd),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def kcing_process(args: List[str], env: Dict[str, str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO / "kcing.py"), *args], env=env, cwd=str(cwd),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@dataclass(frozen=True)
+class SampleObject:
+    kind: str
+    upstream_id: str
+    path: Path
+    date: datetime
+    url: str
+
+
+def sample_objects(samples_dir: Path = SAMPLES) -> List[SampleObject]:
+    manifest = json.loads((samples_dir / "manifest.json").read_text())
+    objects = []
+    for entry in manifest["objects"]:
+        date = datetime.fromisoformat(entry["date"].replace("Z", "+00:00"))
+        objects.append(SampleObject(entry["kind"], entry["upstream_id"], samples_dir / entry["path"], date,
+                                    entry["url"]))
+    return objects
+
+
+def expected_documents(objects) -> Dict[Tuple[str, str], dict]:
+    """(index, id) -> the document body each object should produce, computed independently of the feed."""
+    expected = {}
+    for obj in objects:
+        try:
+            documents = documents_for(obj.kind, obj.path.read_bytes(), obj.date)
+        except RejectedInput:
+            continue
+        for document in documents:
+            expected[(document.index, document.doc_id)] = dict(document.body)
+    return expected
+
+
+def ledger_states(db: Path) -> Dict[Tuple[str, str], str]:
+    with sqlite3.connect(str(db)) as conn:
+        return {(kind, upstream_id): state
+                for kind, upstream_id, state in conn.execute("SELECT kind, upstream_id, state FROM upstream_file")}
+
+
+def ledger_rows(db: Path) -> List[dict]:
+    with sqlite3.connect(str(db)) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(row) for row in conn.execute("SELECT * FROM upstream_file")]
+
+
+def integrity(db: Path) -> str:
+    with sqlite3.connect(str(db)) as conn:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def stored_keys(logstash) -> Set[Tuple[str, str]]:
+    return set(logstash.store.keys())

@@ -1,0 +1,228 @@
+"""`kcing feed_es` end to end: the real program against the legacy replica and Logstash emulators."""
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from tests.fakes.serving import wait_until
+from tests.feedrun import (expected_documents, feed_environ, integrity, kcing, kcing_process, ledger_rows,
+                           ledger_states, sample_objects, stored_keys, SAMPLES)
+
+pytestmark = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
+
+
+@pytest.fixture
+def objects():
+    return sample_objects()
+
+
+@pytest.fixture
+def expected(objects):
+    return expected_documents(objects)
+
+
+@pytest.fixture
+def env(legacy_replica, logstash, tmp_path):
+    return feed_environ(legacy_replica, logstash, tmp_path / "kcing.db")
+
+
+def storage_path(obj) -> str:
+    return unquote(urlsplit(obj.url).path).lstrip("/")
+
+
+def test_a_full_feed_delivers_exactly_the_expected_documents(env, tmp_path, logstash, objects, expected):
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert stored_keys(logstash) == set(expected)
+    for key, body in expected.items():
+        stored = logstash.store[key]
+        assert {name: stored.get(name) for name in body} == body
+    assert set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
+    assert len(ledger_states(tmp_path / "kcing.db")) == len(objects)
+    assert "delivered %d" % len(objects) in result.stdout
+
+
+def test_documents_reach_the_input_of_their_origin(env, tmp_path, logstash, objects):
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    for route in ("build", "lava", "boot"):
+        kinds = {event.metadata["index"].split("-")[0] for event in logstash.emulators[route].events_received}
+        if any(obj.kind == route for obj in objects):
+            assert kinds, route
+        assert kinds <= {"build": {"build"}, "lava": {"boot", "test", "log"}, "boot": {"boot"}}[route]
+    for request in logstash.lava.requests:
+        assert request.headers["content-type"] == "application/json"
+        assert request.body_bytes.startswith(b"[")
+
+
+def test_a_second_run_sends_nothing(env, tmp_path, logstash, objects):
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    posts = sum(len(emulator.requests) for emulator in logstash.emulators.values())
+    second = kcing(["feed_es"], env, tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert sum(len(emulator.requests) for emulator in logstash.emulators.values()) == posts
+    assert "skipped %d" % len(objects) in second.stdout
+
+
+def test_an_interrupted_run_then_a_rerun_end_with_exactly_the_expected_set(env, tmp_path, logstash, expected):
+    env = dict(env, LS_PIPELINE_BATCH_SIZE="50", KCI_THREADS="1")
+    logstash.lava.slow_next(0.3, count=None)  # give the test time to kill the run mid-way
+    process = kcing_process(["feed_es"], env, tmp_path)
+    assert wait_until(lambda: len(logstash.store) >= 100, timeout=60)
+    process.kill()
+    process.wait()
+    logstash.lava.clear_faults()
+    assert 0 < len(logstash.store) < len(expected)
+    db = tmp_path / "kcing.db"
+    delivered_before = {key for key, state in ledger_states(db).items() if state == "delivered"}
+
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert stored_keys(logstash) == set(expected)
+    assert set(ledger_states(db).values()) == {"delivered"}
+    assert integrity(db) == "ok"
+    assert "skipped %d" % len(delivered_before) in result.stdout
+
+
+def test_logstash_down_exits_3_and_marks_nothing_delivered(env, tmp_path, logstash, objects):
+    for emulator in logstash.emulators.values():
+        emulator.down()
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 3
+    assert "Logstash unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "delivered" not in set(ledger_states(tmp_path / "kcing.db").values())
+
+    for emulator in logstash.emulators.values():
+        emulator.up()
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    assert set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
+
+
+def test_malformed_and_missing_files_are_recorded_and_the_rest_delivered(env, tmp_path, legacy_replica, logstash,
+                                                                         objects):
+    broken, missing = objects[0], objects[-1]
+    legacy_replica.corpus.add_file(storage_path(broken), b'{"job": "next", "kernel": ')  # truncated JSON
+    legacy_replica.corpus.remove_file(storage_path(missing))
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    states = ledger_states(tmp_path / "kcing.db")
+    assert states.pop((broken.kind, broken.upstream_id)) == "rejected"
+    assert states.pop((missing.kind, missing.upstream_id)) == "failed"
+    assert set(states.values()) == {"delivered"}
+    rows = {(row["kind"], row["upstream_id"]): row for row in ledger_rows(tmp_path / "kcing.db")}
+    assert "JSON" in rows[(broken.kind, broken.upstream_id)]["last_error"]
+    assert "404" in rows[(missing.kind, missing.upstream_id)]["last_error"]
+    assert "rejected 1" in result.stdout and "failed 1" in result.stdout
+    healthy = [obj for obj in objects if obj not in (broken, missing)]
+    assert stored_keys(logstash) == set(expected_documents(healthy))
+
+
+def test_csrf_expiry_mid_crawl_is_survived(env, tmp_path, legacy_replica, logstash, expected):
+    pages = []
+
+    def expire_after_first_page(corpus, collection, query):
+        pages.append(collection)
+        if len(pages) == 1:
+            legacy_replica.frontend.expire_all_tokens()
+
+    legacy_replica.frontend.on_page(expire_after_first_page)
+    result = kcing(["feed_es"], dict(env, KCI_PAGE_SIZE="2"), tmp_path)
+    assert result.returncode == 0, result.stderr
+    statuses = [request.status for request in legacy_replica.frontend.ajax_requests()]
+    assert 403 in statuses
+    home_pages = [request for request in legacy_replica.frontend.requests if request.path == "/"]
+    assert len(home_pages) >= 2
+    assert stored_keys(logstash) == set(expected)
+
+
+def test_429_and_503_are_retried_honouring_retry_after(env, tmp_path, logstash, expected):
+    logstash.lava.fail_next(429, retry_after=1)
+    logstash.build.fail_next(503, count=2)
+    result = kcing(["feed_es", "-d"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert stored_keys(logstash) == set(expected)
+    assert "retry 1 of 2 in 1." in result.stderr  # waited the second Retry-After asked for
+    assert [status for (_, _, status) in logstash.build.trace][:3] == [503, 503, 200]
+
+
+def test_a_failing_input_is_replaced_by_the_next_url(env, tmp_path, legacy_replica, logstash, expected):
+    from tests.fakes.logstash_emulator import LogstashEmulator
+
+    spare = LogstashEmulator(store=logstash.index_store, name="spare-lava")
+    spare.start()
+    try:
+        logstash.lava.down()
+        env = dict(env, ES_LAVA="%s,%s" % (logstash.urls["lava"], spare.url), ES_MAX_RETRIES="1")
+        result = kcing(["feed_es"], env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert stored_keys(logstash) == set(expected)
+        assert spare.requests
+    finally:
+        spare.stop()
+
+
+def test_basic_auth_is_sent_and_a_wrong_password_is_a_clear_error(tmp_path, legacy_replica, objects):
+    from tests.fakes.logstash_emulator import LogstashCluster
+
+    with LogstashCluster(user="kcing", password="s3cret-pass") as secured:
+        env = feed_environ(legacy_replica, secured, tmp_path / "kcing.db", LS_USER="kcing", LS_PASSWORD="wrong-pass")
+        result = kcing(["feed_es", "-d", "-l", str(tmp_path / "feed.log")], env, tmp_path)
+        assert result.returncode == 2
+        assert "LS_USER and LS_PASSWORD" in result.stderr
+        for text in (result.stdout, result.stderr, (tmp_path / "feed.log").read_text()):
+            assert "wrong-pass" not in text
+        assert "delivered" not in set(ledger_states(tmp_path / "kcing.db").values())
+
+        env["LS_PASSWORD"] = "s3cret-pass"
+        result = kcing(["feed_es"], env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        expected_header = "Basic " + base64.b64encode(b"kcing:s3cret-pass").decode()
+        assert all(request.headers["authorization"] == expected_header
+                   for emulator in secured.emulators.values() for request in emulator.requests)
+
+
+def test_dry_run_lists_and_changes_nothing(env, tmp_path, legacy_replica, logstash, objects):
+    result = kcing(["feed_es", "--dry-run"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("would fetch") == len(objects)
+    assert not (tmp_path / "kcing.db").exists()
+    assert not logstash.store
+    assert sum(legacy_replica.storage.gets.values()) == 0
+
+
+def test_how_many_limits_objects_per_kind(env, tmp_path, legacy_replica):
+    result = kcing(["feed_es", "--how-many", "1", "--dry-run"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("would fetch") == 2  # one build, one boot listing item
+    limits = {request.params("limit")[0] for request in legacy_replica.frontend.ajax_requests()}
+    assert limits == {"1"}
+
+
+def test_output_dir_writes_bulk_ready_ndjson(env, tmp_path, logstash, expected):
+    out = tmp_path / "out"
+    result = kcing(["feed_es", "--output", str(out)], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not logstash.store
+    seen = set()
+    for path in out.glob("*.ndjson"):
+        lines = path.read_text().splitlines()
+        assert len(lines) % 2 == 0
+        for action, source in zip(lines[::2], lines[1::2]):
+            meta = json.loads(action)["index"]
+            document = json.loads(source)
+            assert "@metadata" not in document and "@timestamp" in document
+            seen.add((meta["_index"], meta["_id"]))
+    assert seen == set(expected)
+
+
+@pytest.mark.parametrize("setting, value", [("ES_MAX_RETRIES", "lots"), ("KCI_SCHEME", "gopher"),
+                                            ("ES_LAVA", "not a url"), ("LS_PIPELINE_BATCH_SIZE", "0")])
+def test_bad_settings_are_one_line_errors_with_exit_2(env, tmp_path, setting, value):
+    result = kcing(["feed_es"], dict(env, **{setting: value}), tmp_path)
+    assert result.returncode == 2
+    assert setting in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "kcing.db").exists()
