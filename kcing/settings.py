@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from kcing.errors import ConfigError
 
-SECRET_NAMES = frozenset({"LS_PASSWORD", "ES_PASSWORD", "ES_API_KEY", "KCI_API_TOKEN"})
+SECRET_NAMES = frozenset({"LS_PASSWORD", "ES_PASSWORD", "ES_API_KEY", "KB_PASSWORD", "KCI_API_TOKEN"})
 
 
 def _text(value: Any) -> str:
@@ -132,7 +132,19 @@ SPECS: Mapping[str, Spec] = {
     "ES_USER": Spec("", _text, "basic-auth user for Elasticsearch"),
     "ES_PASSWORD": Spec("", _text, "basic-auth password for Elasticsearch"),
     "ES_API_KEY": Spec("", _text, "API key for Elasticsearch"),
+    "ES_CA_BUNDLE": Spec("", _text, "CA bundle for Elasticsearch TLS; empty means the system store"),
+    "ES_READY_TIMEOUT": Spec(60.0, _number(0), "seconds setup_es waits for the cluster to be ready"),
     "KB_URL": Spec("http://localhost:5601", _url, "Kibana URL"),
+    "KB_USER": Spec("", _text, "basic-auth user for Kibana"),
+    "KB_PASSWORD": Spec("", _text, "basic-auth password for Kibana"),
+    "KB_SPACE": Spec("", _text, "Kibana space id; empty means the default space"),
+    # Logstash configuration written by setup_ls
+    "LS_HOME": Spec("", _text, "Logstash home; setup_ls writes LS_HOME/config/pipelines.yml"),
+    "LS_PATH_CONFIG": Spec("", _text, "pipeline file for pipelines.yml; empty means this checkout's logstash/pipeline/kcing.conf"),
+    "LS_QUEUE_TYPE": Spec("persisted", _choice("persisted", "memory"), "Logstash queue type"),
+    "LS_NUM_WORKERS": Spec(0, _integer(0), "Logstash pipeline workers; 0 means one per CPU core"),
+    "LS_QUEUE_MAX_EVENTS": Spec(0, _integer(0), "events the persisted queue holds; 0 means no limit"),
+    "LS_QUEUE_MAX_BYTES": Spec("1gb", _text, "bytes the persisted queue holds, e.g. 1gb"),
 }
 
 
@@ -172,7 +184,18 @@ class Settings:
     ES_USER: str
     ES_PASSWORD: str
     ES_API_KEY: str
+    ES_CA_BUNDLE: str
+    ES_READY_TIMEOUT: float
     KB_URL: str
+    KB_USER: str
+    KB_PASSWORD: str
+    KB_SPACE: str
+    LS_HOME: str
+    LS_PATH_CONFIG: str
+    LS_QUEUE_TYPE: str
+    LS_NUM_WORKERS: int
+    LS_QUEUE_MAX_EVENTS: int
+    LS_QUEUE_MAX_BYTES: str
 
     def __repr__(self) -> str:
         shown = ("%s=%r" % (f.name, "***" if f.name in SECRET_NAMES and getattr(self, f.name) else getattr(self, f.name))

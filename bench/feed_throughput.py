@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Benchmark `kcing feed_es` against the wire limit, on one corpus and one sink, in one run.
+
+Builds a replica corpus of N legacy objects (builds + LAVA boots with realistic log sizes),
+serves it and a Logstash emulator on 127.0.0.1, then measures:
+
+1. the feed: `kcing feed_es` in its own process (objects/s, documents/s, MB/s, peak RSS);
+2. the wire limit: a bare loop that POSTs the very same batches, pre-built, to the same emulator;
+3. the ratio of the two (target: the feed reaches at least 60% of the wire limit);
+4. a second run over the fully delivered corpus (target: under 2 s per 100k ledger rows).
+
+Figures are ratios measured in one run: absolute numbers move with the load on a shared machine.
+
+    python bench/feed_throughput.py                 # N = 5,000 (1,000 builds + 4,000 LAVA boots)
+    python bench/feed_throughput.py --objects 50000 --skip-wire   # the peak-RSS target
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from kcing.documents import documents_for  # noqa: E402
+from kcing.records import BOOT, BUILD, LAVA  # noqa: E402
+from kcing.sinks.batching import Batcher  # noqa: E402
+from kcing.sinks.logstash import LogstashSink  # noqa: E402
+from tests.fakes.legacy_data import NON_LAVA_LAB, synthetic_corpus  # noqa: E402
+from tests.fakes.legacy_replica import LegacyReplica  # noqa: E402
+from tests.fakes.logstash_emulator import LogstashCluster  # noqa: E402
+from tests.feedrun import feed_environ  # noqa: E402
+
+TODAY = date(2020, 11, 19)
+BATCH_SIZE = 500
+MAX_BYTES = 5_000_000
+
+
+def run_feed(env: dict, cwd: Path) -> tuple:
+    """Run `kcing feed_es` once; return (seconds, peak RSS of that process in MB, stdout)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen([sys.executable, str(REPO / "kcing.py"), "feed_es"], env=env, cwd=str(cwd),
+                                   stdout=out, stderr=err, text=True)
+        # wait4 reaps this one child and reports its own peak RSS (not the maximum over all children).
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if process.returncode != 0:
+            sys.exit("feed_es failed (%d):\n%s" % (process.returncode, err.read()[-2000:]))
+        return elapsed, usage.ru_maxrss / 1024.0, out.read()
+
+
+def prebuilt_batches(corpus) -> list:
+    """The same batches the feed sends: same documents, same encoding, same limits, per route."""
+    batches = []
+    batchers = {route: Batcher(route, BATCH_SIZE, MAX_BYTES) for route in (BUILD, LAVA, BOOT)}
+    for collection in ("build", "boot"):
+        for item in corpus.items(collection):
+            kind, path = _kind_and_path(collection, item)
+            created = datetime.fromtimestamp(item.created_ms / 1000.0, tz=timezone.utc)
+            for document in documents_for(kind, corpus.read(path), created):
+                full = batchers[kind].add(LogstashSink.encode(document), (kind,))
+                if full is not None:
+                    batches.append((kind, full.body(), len(full)))
+    for batcher in batchers.values():
+        last = batcher.flush()
+        if last is not None:
+            batches.append((last.route, last.body(), len(last)))
+    return batches
+
+
+def _kind_and_path(collection: str, item) -> tuple:
+    fsr = item.doc["file_server_resource"]
+    if collection == "build":
+        return BUILD, "%s/build.json" % fsr
+    lab, board = item.doc["lab_name"], item.doc["board"]
+    if lab == NON_LAVA_LAB:
+        return BOOT, "%s/%s/boot-%s.json" % (fsr, lab, board)
+    return LAVA, "%s/%s/lava-json-%s.json" % (fsr, lab, board)
+
+
+def wire_loop(batches: list, urls: dict) -> float:
+    """POST pre-built batches one after another over one session; return the seconds taken."""
+    session = requests.Session()
+    started = time.perf_counter()
+    for route, body, _ in batches:
+        response = session.post(urls[route], data=body, headers={"Content-Type": "application/json"},
+                                timeout=(10, 60))
+        response.raise_for_status()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--objects", type=int, default=5000, help="corpus size (1 build for 4 LAVA boots)")
+    parser.add_argument("--log-lines", type=int, default=1000, help="log lines per LAVA file")
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--skip-wire", action="store_true", help="measure only the feed (large N)")
+    args = parser.parse_args()
+
+    builds = max(1, args.objects // 5)
+    corpus = synthetic_corpus(TODAY, builds=builds, lava_boots=args.objects - builds, lava_log_lines=args.log_lines)
+    with LegacyReplica(corpus, today=TODAY) as replica, LogstashCluster() as logstash, \
+            tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        env = feed_environ(replica, logstash, work / "kcing.db", KCI_THREADS=str(args.threads),
+                           LS_PIPELINE_BATCH_SIZE=str(BATCH_SIZE), LS_BATCH_MAX_BYTES=str(MAX_BYTES))
+        seconds, peak_mb, stdout = run_feed(env, work)
+        documents = len(logstash.store)
+        posted_bytes = sum(request.body_bytes for emulator in logstash.emulators.values()
+                           for request in emulator.requests)
+        print("corpus: %d objects (%d builds, %d LAVA boots, %d log lines each)"
+              % (args.objects, builds, args.objects - builds, args.log_lines))
+        print("feed:   %.1f s, %.0f objects/s, %.0f documents/s, %.1f MB/s posted, peak RSS %.0f MB"
+              % (seconds, args.objects / seconds, documents / seconds, posted_bytes / 1e6 / seconds, peak_mb))
+
+        again, _, stdout = run_feed(env, work)
+        print("second run over %d delivered rows: %.2f s (%.2f s per 100k rows)"
+              % (args.objects, again, again * 100_000 / args.objects))
+
+        if args.skip_wire:
+            return
+        batches = prebuilt_batches(corpus)
+        logstash.clear()
+        wire = wire_loop(batches, logstash.urls)
+        wire_docs = sum(count for _, _, count in batches)
+        print("wire:   %.1f s, %.0f documents/s (%d pre-built batches)" % (wire, wire_docs / wire, len(batches)))
+        print("ratio:  feed reaches %.0f%% of the wire limit (documents/s)"
+              % (100.0 * (documents / seconds) / (wire_docs / wire)))
+
+
+if __name__ == "__main__":
+    main()
