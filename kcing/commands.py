@@ -1,17 +1,22 @@
 """One short function per command: build objects from settings, call one function, report."""
 from __future__ import annotations
 
+import json
 import logging
 import os
+from contextlib import ExitStack
 import subprocess
 import sys
 from pathlib import Path
 
+from kcing import status as status_report
 from kcing.errors import ConfigError
 from kcing.http import RetryPolicy, new_session
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import FeedOptions, feed
 from kcing.records import BOOT, BUILD, LAVA
+from kcing.runlock import RunLock
+from kcing.shutdown import stop_on_signals
 from kcing.sinks.logstash import LogstashSink
 from kcing.sinks.ndjson import NdjsonDirSink
 from kcing.sinks.throttle import RateLimiter
@@ -77,15 +82,17 @@ def feed_es(args: dict, settings) -> int:
     options = FeedOptions(threads=settings.KCI_THREADS, max_docs=settings.LS_PIPELINE_BATCH_SIZE,
                           max_bytes=settings.LS_BATCH_MAX_BYTES, dry_run=dry_run)
     limiter = RateLimiter(settings.ES_LOAD_INTERVAL, settings.ES_MAX_DOCS_PER_SECOND)
-    ledger = open_ledger(settings, dry_run)
-    run_id = None if dry_run else ledger.start_run("feed_es")
-    try:
-        summary = feed(source, ledger, sink, options, limiter, on_planned=_print_plan)
+    with ExitStack() as stack:
+        if not dry_run:
+            stack.enter_context(RunLock(settings.KCING_DB))
+        stop = stack.enter_context(stop_on_signals())
+        ledger = open_ledger(settings, dry_run)
+        stack.callback(ledger.close)
+        run_id = None if dry_run else ledger.start_run("feed_es")
+        summary = feed(source, ledger, sink, options, limiter, on_planned=_print_plan, stop=stop)
         if run_id is not None:
             outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
             ledger.finish_run(run_id, outcome, summary.as_dict())
-    finally:
-        ledger.close()
     _print_summary(summary, sink.name, dry_run)
     if summary.stopped_by is not None:
         raise summary.stopped_by
@@ -113,6 +120,18 @@ def _print_summary(summary, sink_name: str, dry_run: bool) -> None:
         print("  ... and %d more problems (see the log)" % (len(s.problems) - 20))
 
 
+def status(args: dict, settings) -> int:
+    if not Path(settings.KCING_DB).exists():
+        raise ConfigError("no ledger at %s yet: run `kcing feed_es` first (or pass --db)" % settings.KCING_DB)
+    ledger = Ledger.open(settings.KCING_DB)
+    try:
+        data = status_report.report(ledger)
+    finally:
+        ledger.close()
+    print(json.dumps(data, indent=2, sort_keys=True) if args.get("--json") else status_report.as_text(data))
+    return 0
+
+
 def run_tests(args: dict, settings) -> int:
     """Run the test suite from the project checkout, as the original tool's `test` command did."""
     root = Path(__file__).resolve().parent.parent
@@ -135,4 +154,3 @@ setup_es = _not_yet("setup_es")
 setup_ls = _not_yet("setup_ls")
 setup_kbn = _not_yet("setup_kbn")
 backup_kbn = _not_yet("backup_kbn")
-status = _not_yet("status")

@@ -44,3 +44,9 @@ class LockHeld(KcingError):
     """Another kcing run holds the lock beside the database."""
 
     exit_code = 4
+
+
+class Interrupted(KcingError):
+    """SIGINT or SIGTERM: the batch in flight was finished and recorded, then the run stopped."""
+
+    exit_code = 130

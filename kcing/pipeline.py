@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,7 +17,7 @@ from itertools import islice
 from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 from kcing.documents import documents_for
-from kcing.errors import KcingError, RejectedInput, UpstreamError
+from kcing.errors import Interrupted, KcingError, RejectedInput, UpstreamError
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED
 from kcing.records import UpstreamObject
@@ -85,8 +86,10 @@ class Feed:
 
     def __init__(self, source, ledger: Ledger, sink, options: FeedOptions,
                  limiter: Optional[RateLimiter] = None, clock: Callable[[], float] = time.monotonic,
-                 on_planned: Callable[[UpstreamObject], None] = lambda obj: None):
+                 on_planned: Callable[[UpstreamObject], None] = lambda obj: None,
+                 stop: Optional[threading.Event] = None):
         self.source = source
+        self.stop = stop or threading.Event()
         self.on_planned = on_planned
         self.ledger = ledger
         self.sink = sink
@@ -130,10 +133,17 @@ class Feed:
             try:
                 for obj in candidates:
                     in_flight.append(pool.submit(self._fetch, obj))
-                    while len(in_flight) > self.options.threads * 2:
+                    while len(in_flight) > self.options.threads * 2 and not self.stop.is_set():
                         self._take(in_flight.popleft())
-                while in_flight:
+                    if self.stop.is_set():
+                        break
+                while in_flight and not self.stop.is_set():
                     self._take(in_flight.popleft())
+                if self.stop.is_set():
+                    # Documents waiting in half-filled batches are not sent: their objects stay
+                    # undelivered and the next run sends them whole.
+                    raise Interrupted("stopped by a signal; what Logstash acknowledged is recorded, "
+                                      "the rest is sent by the next run")
                 for route in list(self.batchers):
                     self._flush_route(route)
             finally:
@@ -283,6 +293,7 @@ class Feed:
 
 
 def feed(source, ledger: Ledger, sink, options: FeedOptions, limiter: Optional[RateLimiter] = None,
-         on_planned: Callable[[UpstreamObject], None] = lambda obj: None) -> RunSummary:
+         on_planned: Callable[[UpstreamObject], None] = lambda obj: None,
+         stop: Optional[threading.Event] = None) -> RunSummary:
     """Run the feed once and return its summary."""
-    return Feed(source, ledger, sink, options, limiter, on_planned=on_planned).run()
+    return Feed(source, ledger, sink, options, limiter, on_planned=on_planned, stop=stop).run()

@@ -1,0 +1,68 @@
+"""`kcing status`: what the ledger holds, as a plain dict, then as text or JSON."""
+from __future__ import annotations
+
+import json
+from typing import Dict, List
+
+from peewee import fn
+
+from kcing.ledger.ledger import Ledger
+from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, Run, UpstreamFile
+
+# `downloaded` means fetched but not yet acknowledged by the sink: the next run sends it.
+STATE_LABELS = ((DELIVERED, "delivered"), (FAILED, "failed"), (REJECTED, "rejected"), (DOWNLOADED, "pending"))
+
+
+def report(ledger: Ledger, runs: int = 5, errors: int = 5) -> dict:
+    """Return counts per source and kind, the last runs and the most frequent recent errors."""
+    objects: Dict[str, Dict[str, Dict[str, int]]] = {}
+    for (source, kind, state), count in sorted(ledger.counts().items()):
+        label = dict(STATE_LABELS).get(state, state)
+        per_kind = objects.setdefault(source, {}).setdefault(kind, {name: 0 for _, name in STATE_LABELS})
+        per_kind[label] = per_kind.get(label, 0) + count
+    return {"ledger": ledger.db.database, "objects": objects, "runs": _last_runs(runs),
+            "errors": _frequent_errors(errors)}
+
+
+def _last_runs(limit: int) -> List[dict]:
+    rows = Run.select().order_by(Run.id.desc()).limit(limit)
+    return [{"command": row.command, "started": _iso(row.started), "ended": _iso(row.ended),
+             "outcome": row.outcome or "running or killed",
+             "counts": json.loads(row.counts) if row.counts else {}} for row in rows]
+
+
+def _frequent_errors(limit: int) -> List[dict]:
+    count = fn.COUNT(UpstreamFile.id)
+    query = (UpstreamFile.select(UpstreamFile.state, UpstreamFile.last_error, count.alias("n"),
+                                 fn.MAX(UpstreamFile.first_seen).alias("last"))
+             .where(UpstreamFile.state.in_([FAILED, REJECTED]) & UpstreamFile.last_error.is_null(False))
+             .group_by(UpstreamFile.state, UpstreamFile.last_error)
+             .order_by(count.desc(), UpstreamFile.last_error).limit(limit))
+    return [{"state": row.state, "error": row.last_error, "objects": row.n} for row in query]
+
+
+def _iso(value) -> str:
+    return value.isoformat(sep=" ", timespec="seconds") if value else ""
+
+
+def as_text(data: dict) -> str:
+    lines = ["ledger: %s" % data["ledger"], ""]
+    header = "%-8s %-6s %10s %8s %9s %8s" % ("source", "kind", "delivered", "failed", "rejected", "pending")
+    lines.append(header)
+    if not data["objects"]:
+        lines.append("(no objects yet: run `kcing feed_es`)")
+    for source, kinds in data["objects"].items():
+        for kind, counts in kinds.items():
+            lines.append("%-8s %-6s %10d %8d %9d %8d" % (source, kind, counts["delivered"], counts["failed"],
+                                                         counts["rejected"], counts["pending"]))
+    lines += ["", "last runs:"]
+    for run in data["runs"] or [{"command": "(none)", "started": "", "ended": "", "outcome": "", "counts": {}}]:
+        counts = run["counts"]
+        summary = ", ".join("%s %s" % (name, counts[name]) for name in ("delivered", "rejected", "failed", "documents")
+                            if name in counts)
+        lines.append("  %-8s %s -> %s  %s  %s" % (run["command"], run["started"], run["ended"], run["outcome"],
+                                                  summary))
+    if data["errors"]:
+        lines += ["", "most frequent errors:"]
+        lines += ["  %4d %-8s %s" % (error["objects"], error["state"], error["error"]) for error in data["errors"]]
+    return "\n".join(lines)
