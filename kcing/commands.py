@@ -16,6 +16,7 @@ from kcing.ledger.ledger import Ledger
 from kcing.pipeline import FeedOptions, feed
 from kcing.records import BOOT, BUILD, LAVA
 from kcing.runlock import RunLock
+from kcing.samples import SamplesWriter, gen_samples as save_samples
 from kcing.shutdown import stop_on_signals
 from kcing.sinks.logstash import LogstashSink
 from kcing.sinks.ndjson import NdjsonDirSink
@@ -40,7 +41,7 @@ def positive_int(args: dict, flag: str):
     return number
 
 
-def make_source(args: dict, settings):
+def make_source(args: dict, settings, how_many_flag: str = "--how-many"):
     for flag, kind in (("--builds", BUILD), ("--lavas", LAVA), ("--boots", BOOT)):
         if args.get(flag):
             return LocalFiles([(kind, path) for path in args["<file>"]])
@@ -51,7 +52,7 @@ def make_source(args: dict, settings):
     session = new_session(pool_size=settings.KCI_THREADS + 2, verify=settings.KCI_CA_BUNDLE)
     requester = Requester(session, RetryPolicy(attempts=settings.KCI_MAX_RETRIES, base=settings.KCI_RETRY_BACKOFF), settings.KCI_TIMEOUT)
     return LegacyKernelCI(requester, settings.frontend_url, settings.storage_url, settings.non_lava_labs,
-                          days=settings.KCI_DAYS, how_many=positive_int(args, "--how-many"),
+                          days=settings.KCI_DAYS, how_many=positive_int(args, how_many_flag),
                           page_size=settings.KCI_PAGE_SIZE)
 
 
@@ -120,6 +121,19 @@ def _print_summary(summary, sink_name: str, dry_run: bool) -> None:
         print("  ... and %d more problems (see the log)" % (len(s.problems) - 20))
 
 
+def gen_samples(args: dict, settings) -> int:
+    if settings.KCI_SOURCE == "samples":
+        raise ConfigError("gen_samples saves from an upstream source; --source samples would copy the samples onto themselves")
+    source = make_source(args, settings, how_many_flag="--sample-size")
+    writer = SamplesWriter(settings.KCI_SAMPLES_DIR, source.name)
+    # Two runs writing one manifest would lose entries: lock the samples directory.
+    with RunLock(str(Path(settings.KCI_SAMPLES_DIR) / "manifest.json")):
+        run = save_samples(source, writer, threads=settings.KCI_THREADS)
+    print("gen_samples: %d saved, %d already present, %d failed, %d refused (unsafe or unusable) in %s"
+          % (run.saved, run.unchanged, run.failed, run.refused, settings.KCI_SAMPLES_DIR))
+    return 1 if (run.failed or run.refused) else 0
+
+
 def status(args: dict, settings) -> int:
     if not Path(settings.KCING_DB).exists():
         raise ConfigError("no ledger at %s yet: run `kcing feed_es` first (or pass --db)" % settings.KCING_DB)
@@ -148,7 +162,6 @@ def _not_yet(name: str):
     return command
 
 
-gen_samples = _not_yet("gen_samples")
 drp = _not_yet("drp")
 setup_es = _not_yet("setup_es")
 setup_ls = _not_yet("setup_ls")

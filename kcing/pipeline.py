@@ -120,6 +120,7 @@ class Feed:
         finally:
             self._write_outcomes()
             self.summary.elapsed = self.clock() - self._started
+        log.info("run finished: %s", ", ".join("%s %s" % item for item in self.summary.as_dict().items()))
         return self.summary
 
     def _plan(self, candidates: Iterable[UpstreamObject]) -> None:

@@ -132,7 +132,8 @@ class LegacyKernelCI:
             lab, board = item.get("lab_name"), item.get("board")
             kind = BOOT if lab in self.non_lava_labs else LAVA
             leaf = [lab, "%s-%s.json" % ("boot" if kind == BOOT else "lava-json", board)]
-        facts = {name: item.get(name) for name in ("lab_name", "board", "job", "kernel", "arch") if item.get(name)}
+        # The listing item itself travels along: gen_samples saves it beside the file.
+        facts = {"listing": item}
         try:
             if upstream_id is None:
                 raise ValueError("listing item has no valid _id")

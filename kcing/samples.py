@@ -1,0 +1,160 @@
+"""gen_samples: save upstream files into a samples directory, with a manifest, safely.
+
+File names are built here from validated parts (`<kind>/<upstream id>.json`), never taken from
+upstream text, and every path is checked to stay inside the samples directory. Files are
+written to a temporary name and renamed, so an interrupted run never leaves half a file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, Optional
+
+from kcing.documents.identity import iso_timestamp
+from kcing.errors import ConfigError, UpstreamError
+from kcing.records import OBJECT_KINDS, UpstreamObject
+
+log = logging.getLogger(__name__)
+
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MANIFEST = "manifest.json"
+
+
+def sample_path(root: Path, kind: str, upstream_id: str) -> Path:
+    """Return `<root>/<kind>/<upstream_id>.json`, or raise ValueError for any unsafe part."""
+    if kind not in OBJECT_KINDS:
+        raise ValueError("unknown kind %r" % (kind,))
+    if not isinstance(upstream_id, str) or not SAFE_ID.match(upstream_id) or ".." in upstream_id:
+        raise ValueError("unsafe upstream id %r" % (upstream_id,))
+    resolved_root = root.resolve()
+    path = (resolved_root / kind / (upstream_id + ".json")).resolve()
+    if resolved_root not in path.parents:
+        raise ValueError("%r would leave %s" % (upstream_id, root))
+    return path
+
+
+def write_atomically(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=str(path.parent), prefix=".partial-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+@dataclass
+class SampleRun:
+    saved: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    refused: int = 0
+
+
+class SamplesWriter:
+    """Keeps the manifest of a samples directory and adds downloaded files to it."""
+
+    def __init__(self, root: str, source_name: str):
+        self.root = Path(root)
+        self.source_name = source_name
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError("cannot create samples directory %s: %s" % (root, error.strerror)) from None
+        self.entries: Dict[tuple, dict] = {(entry["kind"], entry["upstream_id"]): entry
+                                           for entry in self._read_manifest().get("objects", [])}
+
+    def _read_manifest(self) -> dict:
+        path = self.root / MANIFEST
+        if not path.exists():
+            return {}
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ConfigError("cannot read %s: %s" % (path, error)) from None
+        if manifest.get("source") not in (None, self.source_name):
+            raise ConfigError("%s holds %s samples, not %s" % (self.root, manifest.get("source"), self.source_name))
+        return manifest
+
+    def already_saved(self, obj: UpstreamObject) -> bool:
+        """True when the manifest lists the object and its file is there with the recorded hash."""
+        entry = self.entries.get((obj.kind, obj.upstream_id))
+        if entry is None:
+            return False
+        try:
+            content = (self.root / entry["path"]).read_bytes()
+        except OSError:
+            return False
+        return hashlib.sha256(content).hexdigest() == entry["sha256"]
+
+    def add(self, obj: UpstreamObject, content: bytes) -> None:
+        path = sample_path(self.root, obj.kind, obj.upstream_id)
+        write_atomically(path, content)
+        entry = {
+            "kind": obj.kind, "upstream_id": obj.upstream_id,
+            "path": path.relative_to(self.root.resolve()).as_posix(), "url": obj.url,
+            "sha256": hashlib.sha256(content).hexdigest(), "size": len(content),
+            "date": iso_timestamp(obj.created) if obj.created else None,
+        }
+        if "listing" in obj.facts:
+            entry["listing"] = obj.facts["listing"]
+        self.entries[(obj.kind, obj.upstream_id)] = entry
+
+    def save_manifest(self) -> None:
+        objects = sorted(self.entries.values(), key=lambda entry: (entry.get("date") or "", entry["upstream_id"]))
+        manifest = {"format": 1, "source": self.source_name, "objects": objects}
+        write_atomically(self.root / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+
+
+def gen_samples(source, writer: SamplesWriter, threads: int = 4) -> SampleRun:
+    """Download every listed object not yet saved; the manifest is rewritten once at the end."""
+    run = SampleRun()
+
+    def fetch(obj: UpstreamObject) -> Optional[bytes]:
+        try:
+            return source.fetch(obj)
+        except UpstreamError as error:
+            log.warning("could not save %s %s: %s", obj.kind, obj.upstream_id, error)
+            return None
+
+    wanted = []
+    for obj in source.list_objects():
+        if obj.problem:
+            run.refused += 1
+            log.warning("refused %s %s: %s", obj.kind, obj.upstream_id, obj.problem)
+        elif writer.already_saved(obj):
+            run.unchanged += 1
+        else:
+            wanted.append(obj)
+    try:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sample") as pool:
+            for obj, content in zip(wanted, pool.map(fetch, wanted)):
+                _save(writer, obj, content, run)
+    finally:
+        writer.save_manifest()
+    return run
+
+
+def _save(writer: SamplesWriter, obj: UpstreamObject, content: Optional[bytes], run: SampleRun) -> None:
+    if content is None:
+        run.failed += 1
+        return
+    try:
+        writer.add(obj, content)
+    except ValueError as error:
+        run.refused += 1
+        log.warning("refused %s %s: %s", obj.kind, obj.upstream_id, error)
+        return
+    run.saved += 1

@@ -1,0 +1,157 @@
+"""Commands around the main job: gen_samples, status, the run lock, signals, help and docs."""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from kcing import cli
+from kcing.samples import sample_path
+from tests.fakes.legacy_data import at, boot_item, build_item, build_json, lava_json
+from tests.fakes.serving import wait_until
+from tests.feedrun import REPO, feed_environ, integrity, kcing, kcing_process, ledger_states
+from kcing.runlock import RunLock
+
+
+# gen_samples -----------------------------------------------------------------------------------
+
+def test_gen_samples_saves_files_and_a_manifest_a_feed_can_replay(legacy_replica, logstash, tmp_path):
+    samples = tmp_path / "saved"
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+    result = kcing(["gen_samples"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((samples / "manifest.json").read_text())
+    listed = legacy_replica.corpus.count("build") + legacy_replica.corpus.count("boot")
+    assert len(manifest["objects"]) == listed
+    for entry in manifest["objects"]:
+        assert re.fullmatch(r"(build|lava|boot)/[0-9a-f]{24}\.json", entry["path"])
+        assert (samples / entry["path"]).stat().st_size == entry["size"]
+        assert entry["listing"]["_id"]["$oid"] == entry["upstream_id"]
+    assert not list(samples.rglob("*.tmp"))
+
+    again = kcing(["gen_samples"], env, tmp_path)
+    assert "0 saved, %d already present" % listed in again.stdout
+
+    replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples)], env, tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    assert "delivered %d" % listed in replay.stdout
+
+
+@pytest.mark.parametrize("hostile", ["../../etc/x", "/etc/passwd", "a\x00b", "..", "a/../../b", ""])
+def test_sample_paths_never_leave_the_samples_directory(tmp_path, hostile):
+    with pytest.raises(ValueError):
+        sample_path(tmp_path, "lava", hostile)
+    with pytest.raises(ValueError):
+        sample_path(tmp_path, hostile, "5cf0b1c259b5140d3b1f2a10")
+
+
+def test_hostile_upstream_names_are_refused_not_written(legacy_replica, logstash, tmp_path):
+    today = legacy_replica.frontend.today
+    build = build_item("next", "next-x", "arm64", "defconfig", at(today, 0, 1))
+    legacy_replica.corpus.add_build(build, build_json(build))
+    evil = boot_item(build, "../../../../tmp/evil-lab", "board", at(today, 0, 2))
+    legacy_replica.corpus.add_item("boot", evil)
+    samples = tmp_path / "saved"
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+    result = kcing(["gen_samples"], env, tmp_path)
+    assert result.returncode == 1
+    assert "1 refused" in result.stdout
+    assert all(samples in path.parents for path in samples.rglob("*"))
+    assert not Path("/tmp/evil-lab").exists()
+
+
+# status ----------------------------------------------------------------------------------------
+
+def test_status_reports_counts_runs_and_errors(legacy_replica, logstash, tmp_path):
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db")
+    first = legacy_replica.corpus.items("build")[0].doc
+    legacy_replica.corpus.remove_file(first["file_server_resource"] + "/build.json")
+    assert kcing(["feed_es"], env, tmp_path).returncode == 1
+    text = kcing(["status"], env, tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert re.search(r"build\s+\d+\s+1\s+0\s+0", text.stdout)
+    assert "404" in text.stdout and "feed_es" in text.stdout
+    data = json.loads(kcing(["status", "--json"], env, tmp_path).stdout)
+    assert data["objects"]["legacy"]["build"]["failed"] == 1
+    assert data["runs"][0]["outcome"] == "error 1"
+
+
+def test_status_without_a_ledger_is_a_clear_error(tmp_path):
+    result = kcing(["status", "--db", str(tmp_path / "none.db")], {}, tmp_path)
+    assert result.returncode == 2 and "no ledger" in result.stderr
+
+
+# the run lock and signals ----------------------------------------------------------------------
+
+def test_a_second_run_exits_4_while_the_first_holds_the_lock(legacy_replica, logstash, tmp_path):
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db")
+    with RunLock(str(tmp_path / "kcing.db")):
+        result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 4
+    assert "another kcing run" in result.stderr
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0  # released with its holder
+
+
+def test_a_killed_run_does_not_leave_the_lock_held(legacy_replica, logstash, tmp_path):
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db")
+    logstash.lava.slow_next(5, count=None)
+    process = kcing_process(["feed_es"], env, tmp_path)
+    assert wait_until(lambda: logstash.lava.inflight > 0, timeout=30)
+    process.kill()
+    process.wait()
+    logstash.lava.clear_faults()
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_finishes_the_batch_in_flight_and_records_it(legacy_replica, logstash, tmp_path, signum):
+    db = tmp_path / "kcing.db"
+    env = feed_environ(legacy_replica, logstash, db, LS_PIPELINE_BATCH_SIZE="20", KCI_THREADS="1")
+    logstash.lava.slow_next(0.5, count=None)
+    process = kcing_process(["feed_es"], env, tmp_path)
+    assert wait_until(lambda: logstash.lava.inflight > 0, timeout=30)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "stopped by a signal" in stderr and "Traceback" not in stderr
+    assert logstash.lava.trace and logstash.lava.trace[-1][2] == 200  # the batch in flight was answered
+    assert integrity(db) == "ok"
+    logstash.lava.clear_faults()
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert set(ledger_states(db).values()) == {"delivered"}
+
+
+# help and documentation ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_command_is_documented_and_has_help(command, capsys):
+    assert "kcing %s" % command in cli.__doc__
+    assert command in (REPO / "README.md").read_text()
+    assert cli.main([command, "--help"]) == 0
+    assert "Usage:" in capsys.readouterr().out
+
+
+def test_usage_errors_exit_2(capsys):
+    assert cli.main(["feed_es", "--no-such-flag"]) == 2
+    assert cli.main(["no_such_command"]) == 2
+
+
+def test_every_setting_is_in_the_readme():
+    from kcing.settings import SPECS
+
+    readme = (REPO / "README.md").read_text()
+    missing = [name for name in SPECS if name not in readme]
+    assert not missing
+
+
+def test_log_file_gets_the_trail(legacy_replica, logstash, tmp_path):
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db")
+    log = tmp_path / "feed.log"
+    assert kcing(["feed_es", "-l", str(log)], env, tmp_path).returncode == 0
+    trail = log.read_text()
+    assert "run finished: listed" in trail and "delivered" in trail
