@@ -33,7 +33,7 @@ def feed_environ(replica, logstash, db: Path, **extra) -> Dict[str, str]:
     settings = dict(
         KCI_HOST=frontend, KCI_SCHEME="http", KCI_STORAGE_URL=replica.storage_url,
         ES_BUILD=logstash.urls["build"], ES_LAVA=logstash.urls["lava"], ES_BOOT=logstash.urls["boot"],
-        KCING_DB=str(db), KCI_RETRY_BACKOFF="0.05", ES_RETRY_BACKOFF="0.05", ES_TIMEOUT="10", KCI_TIMEOUT="10",
+        KCING_DB=str(db), KCI_DAYS="30", KCI_RETRY_BACKOFF="0.05", ES_RETRY_BACKOFF="0.05", ES_TIMEOUT="10", KCI_TIMEOUT="10",
     )
     settings.update(extra)
     return clean_environ(**settings)

@@ -54,7 +54,8 @@ def test_documents_reach_the_input_of_their_origin(env, tmp_path, logstash, obje
         assert kinds <= {"build": {"build"}, "lava": {"boot", "test", "log"}, "boot": {"boot"}}[route]
     for request in logstash.lava.requests:
         assert request.headers["content-type"] == "application/json"
-        assert request.body_bytes.startswith(b"[")
+        assert request.method == "POST" and request.status == 200
+    assert not any(emulator.unrouted for emulator in logstash.emulators.values())
 
 
 def test_a_second_run_sends_nothing(env, tmp_path, logstash, objects):
@@ -180,8 +181,9 @@ def test_basic_auth_is_sent_and_a_wrong_password_is_a_clear_error(tmp_path, lega
         result = kcing(["feed_es"], env, tmp_path)
         assert result.returncode == 0, result.stderr
         expected_header = "Basic " + base64.b64encode(b"kcing:s3cret-pass").decode()
-        assert all(request.headers["authorization"] == expected_header
-                   for emulator in secured.emulators.values() for request in emulator.requests)
+        accepted = [request for emulator in secured.emulators.values() for request in emulator.requests
+                    if request.status == 200]
+        assert accepted and all(request.headers["authorization"] == expected_header for request in accepted)
 
 
 def test_dry_run_lists_and_changes_nothing(env, tmp_path, legacy_replica, logstash, objects):
@@ -199,6 +201,16 @@ def test_how_many_limits_objects_per_kind(env, tmp_path, legacy_replica):
     assert result.stdout.count("would fetch") == 2  # one build, one boot listing item
     limits = {request.params("limit")[0] for request in legacy_replica.frontend.ajax_requests()}
     assert limits == {"1"}
+
+
+def test_days_narrows_the_crawl_window(env, tmp_path, legacy_replica, objects):
+    today = legacy_replica.frontend.today
+    recent = [obj for obj in objects if (today - obj.date.date()).days <= 1]
+    assert 0 < len(recent) < len(objects)
+    result = kcing(["feed_es", "--days", "1", "--dry-run"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("would fetch") == len(recent)
+    assert {request.params("date_range")[0] for request in legacy_replica.frontend.ajax_requests()} == {"1"}
 
 
 def test_output_dir_writes_bulk_ready_ndjson(env, tmp_path, logstash, expected):
