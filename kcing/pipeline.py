@@ -141,10 +141,7 @@ class Feed:
                 while in_flight and not self.stop.is_set():
                     self._take(in_flight.popleft())
                 if self.stop.is_set():
-                    # Documents waiting in half-filled batches are not sent: their objects stay
-                    # undelivered and the next run sends them whole.
-                    raise Interrupted("stopped by a signal; what Logstash acknowledged is recorded, "
-                                      "the rest is sent by the next run")
+                    raise self._interrupted()
                 for route in list(self.batchers):
                     self._flush_route(route)
             finally:
@@ -232,6 +229,8 @@ class Feed:
             self._send(batch)
 
     def _send(self, batch: Batch) -> None:
+        if self.stop.is_set():
+            raise self._interrupted()
         self.limiter.wait_for(len(batch))
         try:
             self.sink.send(batch)
@@ -251,6 +250,13 @@ class Feed:
         if self.unsent[owner] == 0:
             del self.unsent[owner]
             self._acknowledge(self.owners.pop(owner))
+
+    @staticmethod
+    def _interrupted() -> Interrupted:
+        # Documents waiting in unsent batches stay unacknowledged: their objects remain
+        # undelivered and the next run sends them whole.
+        return Interrupted("stopped by a signal; what Logstash acknowledged is recorded, "
+                           "the rest is sent by the next run")
 
     def _split_and_send(self, batch: Batch) -> None:
         if len(batch) == 1:
