@@ -1,0 +1,88 @@
+"""Upstream files -> Elasticsearch documents: pure functions, no I/O.
+
+`documents_for(kind, content, created)` is the only entry point the pipeline needs. It either
+returns documents that passed `validate.check`, or raises RejectedInput with a one-line reason;
+bad input never raises anything else. What each kind of file must contain is described in
+`build`, `lava` and `boot`; every field a document can hold is listed in `fields.FIELDS`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any, Callable, Dict, List, Optional
+
+from kcing.documents.boot import boot_report_documents
+from kcing.documents.build import build_documents
+from kcing.documents.coerce import one_line
+from kcing.documents.lava import lava_documents
+from kcing.documents.validate import check
+from kcing.errors import RejectedInput
+from kcing.records import BOOT, BUILD, LAVA, Document
+
+# An escaped backslash, an escaped surrogate pair, or an escaped lone surrogate (6 characters).
+_ESCAPES = re.compile(
+    r"\\\\"
+    r"|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    r"|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
+)
+
+BUILDERS: Dict[str, Callable[[Dict[str, Any], Optional[datetime]], List[Document]]] = {
+    BUILD: build_documents,
+    LAVA: lava_documents,
+    BOOT: boot_report_documents,
+}
+
+
+def documents_for(kind: str, content: bytes, created: Optional[datetime] = None) -> List[Document]:
+    """The documents made from one upstream file of `kind` (records.BUILD, LAVA or BOOT).
+
+    `created` is the object's listing date (UTC); it dates documents whose file has no date of
+    its own. Raises RejectedInput when the file cannot become documents, ValueError for an
+    unknown `kind` (a caller's mistake, not bad input).
+    """
+    try:
+        builder = BUILDERS[kind]
+    except (KeyError, TypeError):
+        raise ValueError("unknown object kind %r" % (kind,)) from None
+    documents = builder(json_object(content), created)
+    for document in documents:
+        check(document)
+    return documents
+
+
+def json_object(content: bytes) -> Dict[str, Any]:
+    """The JSON object in `content` (UTF-8, an optional BOM), or RejectedInput saying what it is instead."""
+    if not isinstance(content, (bytes, bytearray, memoryview)):
+        raise TypeError("content must be bytes, not %s" % type(content).__name__)
+    try:
+        text = bytes(content).decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise RejectedInput("not UTF-8 text (byte %d)" % error.start) from None
+    if not text.strip():
+        raise RejectedInput("empty file")
+    if "\\ud" in text or "\\uD" in text:
+        text = _lone_surrogates_replaced(text)
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise RejectedInput("not valid JSON: nested too deeply") from None
+    except ValueError as error:
+        raise RejectedInput("not valid JSON: %s" % one_line(error)) from None
+    if not isinstance(value, dict):
+        raise RejectedInput("not a JSON object but %s" % _json_type_name(value))
+    return value
+
+
+def _lone_surrogates_replaced(text: str) -> str:
+    """`text` with escaped lone surrogates ("\\udcff") replaced by U+FFFD.
+
+    Python writes them for undecodable bytes (surrogateescape); they load as strings that
+    cannot be encoded as UTF-8, so neither libyaml, the ids nor the sink could take them.
+    Escaped backslashes are matched too so that a literal "\\\\udcff" stays as it is.
+    """
+    return _ESCAPES.sub(lambda match: "\\ufffd" if len(match.group()) == 6 else match.group(), text)
+
+
+def _json_type_name(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")

@@ -1,0 +1,60 @@
+"""A `boot-<board>.json` report from a lab without LAVA (until 2020-07) -> one `boot` document.
+
+Needed: `lab_name`, `board`, `job`, `kernel`, `arch` and a defconfig (`defconfig_full`, else
+`defconfig`), plus the listing date, since the report carries no date of its own.
+
+Labs posted numbers and booleans as strings ("boot_time": "4.30", "fastboot": "false",
+"dtb_append": "False"); they are read as numbers and booleans. `boot_result` is lowercased to
+match the documents made from LAVA callbacks (`unknown` when the report has none).
+`fastboot` is kept, as a boolean: the original kcing dropped it because its mixed
+string/boolean values broke the index mapping, which reading it as a boolean avoids.
+`git_describe` falls back to `kernel`, as the original did. Other fields (`metadata`, `qemu`,
+...) are left out.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, List, Mapping, Optional
+
+from kcing.documents.build import PATH_FIELDS
+from kcing.documents.coerce import as_keyword, as_lower_keyword
+from kcing.documents.fields import BOOT
+from kcing.documents.identity import document_id, index_name, iso_timestamp
+from kcing.documents.typed import listing_date, typed_fields, without_missing
+from kcing.errors import RejectedInput
+from kcing.records import Document
+
+REPORT_FIELDS = (
+    "lab_name", "board", "board_instance", "device_type", "mach", "job", "git_branch", "kernel",
+    "git_describe", "git_commit", "git_url", "arch", "defconfig", "defconfig_full",
+    "build_environment", "file_server_resource", "boot_time", "boot_retries", "boot_warnings",
+    "boot_result_description", "boot_log", "boot_log_html", "dtb", "dtb_addr", "dtb_append",
+    "endian", "fastboot", "initrd", "initrd_addr", "kernel_image", "loadaddr", "version",
+)
+REQUIRED = ("lab_name", "board", "job", "kernel", "arch", "defconfig_full")
+
+
+def boot_report_documents(report: Mapping[str, Any], created: Optional[datetime]) -> List[Document]:
+    fields = typed_fields(report, BOOT, REPORT_FIELDS)
+    fields["boot_result"] = as_lower_keyword(report.get("boot_result")) or "unknown"
+    fields["git_describe"] = fields["git_describe"] or fields["kernel"]
+    fields["defconfig_full"] = fields["defconfig_full"] or fields["defconfig"]
+    fields["loadaddr"] = fields["loadaddr"] or as_keyword(report.get("load_addr"))
+    missing = [name for name in REQUIRED if not fields[name]]
+    if missing:
+        raise RejectedInput("boot report lacks %s" % ", ".join(missing))
+    when = listing_date(created, "boot report")
+    return [Document(
+        "boot",
+        index=index_name("boot", when),
+        doc_id=document_id("boot", *_identity(fields)),
+        timestamp=iso_timestamp(when),
+        body=without_missing(fields),
+    )]
+
+
+def _identity(fields: Mapping[str, Any]) -> tuple:
+    """The report's storage path: lab, board and the build's directory."""
+    resource = fields["file_server_resource"]
+    build = (resource,) if resource else tuple(fields[name] or "" for name in PATH_FIELDS)
+    return (fields["lab_name"], fields["board"]) + build

@@ -1,0 +1,64 @@
+"""A flat `build.json` (kernelci-core, 2017 to 2020) -> one `build` document.
+
+Needed: `job` (the tree), `arch`, a kernel name (`kernel`, else `git_describe`, which is what
+the backend stored as `kernel`) and a defconfig (`defconfig_full`, else `defconfig`), plus the
+listing date, since build.json carries no date of its own.
+
+Both historical spellings are read: `build_result` (or `status`, from 2019-10) becomes
+`build_result` in uppercase (`UNKNOWN` when absent), and `git_describe_v` (or `git_describe_verbose`, 2019-05 to
+2019-11) becomes `git_describe_v`. Numbers written as strings are read as numbers. Fields not
+in `fields.BUILD` (for example the backend's `dtb_dir_data`) are left out.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, List, Mapping, Optional
+
+from kcing.documents.coerce import as_keyword
+from kcing.documents.fields import BUILD
+from kcing.documents.identity import document_id, index_name, iso_timestamp
+from kcing.documents.typed import listing_date, typed_fields, without_missing
+from kcing.errors import RejectedInput
+from kcing.records import Document
+
+REQUIRED = ("job", "arch", "kernel", "defconfig_full")
+# The fields that name a build's storage directory when file_server_resource is missing.
+PATH_FIELDS = ("job", "git_branch", "kernel", "arch", "defconfig_full", "build_environment")
+
+
+def build_documents(build: Mapping[str, Any], created: Optional[datetime]) -> List[Document]:
+    fields = typed_fields(build, BUILD)
+    fields["kernel"] = fields.get("kernel") or fields.get("git_describe")
+    fields["defconfig_full"] = fields.get("defconfig_full") or fields.get("defconfig")
+    fields["build_result"] = _build_result(build)
+    fields["git_describe_v"] = fields.get("git_describe_v") or as_keyword(build.get("git_describe_verbose"))
+    _require(fields)
+    when = listing_date(created, "build.json")
+    fields = without_missing(fields)
+    return [Document(
+        "build",
+        index=index_name("build", when),
+        doc_id=document_id("build", *_identity(fields)),
+        timestamp=iso_timestamp(when),
+        body=fields,
+    )]
+
+
+def _build_result(build: Mapping[str, Any]) -> str:
+    result = as_keyword(build.get("build_result")) or as_keyword(build.get("status"))
+    return result.upper() if result else "UNKNOWN"
+
+
+def _require(fields: Mapping[str, Any]) -> None:
+    missing = [name for name in REQUIRED if not fields.get(name)]
+    if missing:
+        raise RejectedInput("build.json lacks %s" % ", ".join(missing))
+
+
+def _identity(fields: Mapping[str, Any]) -> tuple:
+    """The storage directory: file_server_resource, or the fields it is made of."""
+    resource = fields.get("file_server_resource")
+    if resource:
+        return (resource,)
+    return tuple(fields.get(name) or "" for name in PATH_FIELDS)
+

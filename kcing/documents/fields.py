@@ -1,0 +1,183 @@
+"""Every field a document body can hold, per document kind, with its Elasticsearch type.
+
+Index templates can be generated from `FIELDS`; tests check every document the builders make
+(from real files, the samples and fuzzed input) against it with `field_problems`. Besides these, each posted document gets `@timestamp` (a date) on the wire.
+
+Types: keyword (exact strings: names, ids, results), text (free text: messages), long,
+float, boolean, date (ISO 8601 strings with a zone). A value is never a nested object; only
+`KEYWORD_ARRAYS` hold lists of strings. `None` (JSON null) appears only in `NULLABLE` fields,
+where "not measured" is worth showing; other missing values are left out.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping
+
+from kcing.documents.validate import TIMESTAMP
+
+KEYWORD, TEXT, LONG, FLOAT, BOOLEAN, DATE = "keyword", "text", "long", "float", "boolean", "date"
+TYPES = (KEYWORD, TEXT, LONG, FLOAT, BOOLEAN, DATE)
+
+# On every document made from one LAVA callback (boot, test and log alike).
+LAVA_COMMON = {
+    "job": KEYWORD,  # the kernel tree: mainline, next, stable, ...
+    "git_branch": KEYWORD,
+    "kernel": KEYWORD,
+    "git_describe": KEYWORD,
+    "git_commit": KEYWORD,
+    "git_url": KEYWORD,
+    "arch": KEYWORD,
+    "defconfig": KEYWORD,
+    "defconfig_full": KEYWORD,
+    "build_environment": KEYWORD,
+    "board": KEYWORD,  # LAVA device type (metadata device.type)
+    "board_instance": KEYWORD,  # LAVA actual_device_id
+    "lab_name": KEYWORD,
+    "mach": KEYWORD,
+    "endian": KEYWORD,
+    "platform_name": KEYWORD,
+    "file_server_resource": KEYWORD,  # storage path of the build
+    "plan": KEYWORD,
+    "boot_result": KEYWORD,  # pass, fail, unknown, ... (lowercase)
+    "boot_time": FLOAT,  # seconds to the login prompt
+    "lava_job_id": LONG,
+}
+
+BUILD = {
+    "job": KEYWORD,
+    "git_branch": KEYWORD,
+    "kernel": KEYWORD,
+    "git_describe": KEYWORD,
+    "git_describe_v": KEYWORD,
+    "git_commit": KEYWORD,
+    "git_url": KEYWORD,
+    "arch": KEYWORD,
+    "defconfig": KEYWORD,
+    "defconfig_full": KEYWORD,
+    "kconfig_fragments": KEYWORD,
+    "build_environment": KEYWORD,
+    "build_result": KEYWORD,  # PASS, FAIL, UNKNOWN (uppercase, as upstream)
+    "build_type": KEYWORD,
+    "build_platform": KEYWORD,  # platform.uname() of the builder, a list
+    "build_threads": LONG,
+    "build_time": FLOAT,  # seconds
+    "build_log": KEYWORD,
+    "build_log_size": LONG,
+    "compiler": KEYWORD,
+    "compiler_version": KEYWORD,
+    "compiler_version_ext": KEYWORD,
+    "compiler_version_full": KEYWORD,
+    "cross_compile": KEYWORD,
+    "errors": LONG,
+    "warnings": LONG,
+    "mismatches": LONG,
+    "dtb_dir": KEYWORD,
+    "kernel_config": KEYWORD,
+    "kernel_config_size": LONG,
+    "kernel_image": KEYWORD,
+    "kernel_image_size": LONG,
+    "modules": KEYWORD,
+    "modules_size": LONG,
+    "system_map": KEYWORD,
+    "system_map_size": LONG,
+    "text_offset": KEYWORD,
+    "vmlinux_bss_size": LONG,
+    "vmlinux_data_size": LONG,
+    "vmlinux_file_size": LONG,
+    "vmlinux_text_size": LONG,
+    "file_server_resource": KEYWORD,
+}
+
+BOOT = {
+    **LAVA_COMMON,
+    # From LAVA callbacks only.
+    "plan_variant": KEYWORD,
+    "job_status": KEYWORD,  # complete, incomplete, canceled
+    "error_type": KEYWORD,  # the `job` step's error: Infrastructure, Job, Test, ...
+    "error_msg": TEXT,
+    "lava_job_name": KEYWORD,
+    "submit_time": DATE,
+    "start_time": DATE,
+    "end_time": DATE,
+    # From LAVA callbacks and boot reports alike.
+    "device_type": KEYWORD,  # for LAVA its own device type: `qemu` for every QEMU board
+    "dtb": KEYWORD,
+    "dtb_addr": KEYWORD,
+    "kernel_image": KEYWORD,
+    "loadaddr": KEYWORD,
+    "initrd": KEYWORD,
+    "initrd_addr": KEYWORD,
+    "boot_log_html": KEYWORD,
+    "version": KEYWORD,
+    # From boot-<board>.json reports (labs without LAVA) only.
+    "boot_log": KEYWORD,
+    "boot_result_description": TEXT,
+    "boot_retries": LONG,
+    "boot_warnings": LONG,
+    "dtb_append": BOOLEAN,
+    "fastboot": BOOLEAN,
+}
+
+TEST = {
+    **LAVA_COMMON,
+    "suite": KEYWORD,  # as in the callback: lava, 0_dmesg, 1_bootrr
+    "suite_name": KEYWORD,  # without the run-order prefix: lava, dmesg, bootrr
+    "name": KEYWORD,
+    "result": KEYWORD,  # pass, fail, skip, unknown
+    "measurement": FLOAT,
+    "unit": KEYWORD,
+    "level": KEYWORD,  # LAVA pipeline level, e.g. 2.4.4.1
+    "logged": DATE,
+    "log_start_line": LONG,  # 1-based line in the job log (the log documents' lineno)
+    "log_end_line": LONG,
+    "test_case_id": KEYWORD,  # LAVA test case id
+    "error_type": KEYWORD,
+    "error_msg": TEXT,
+}
+
+LOG = {
+    **LAVA_COMMON,
+    "lineno": LONG,  # 1-based
+    "level": KEYWORD,  # target, debug, info, input, results, warning, error, exception, feedback
+    "message": TEXT,  # a non-string message is its compact JSON
+}
+
+FIELDS: Dict[str, Dict[str, str]] = {"build": BUILD, "boot": BOOT, "test": TEST, "log": LOG}
+
+KEYWORD_ARRAYS = frozenset(("build_platform",))
+NULLABLE = frozenset(("boot_time", "measurement", "log_start_line", "log_end_line"))
+
+
+def field_problems(kind: str, body: Mapping[str, Any]) -> List[str]:
+    """What in `body` breaks the `FIELDS` contract for `kind` (an empty list when nothing does)."""
+    known = FIELDS.get(kind)
+    if known is None:
+        return ["unknown document kind %r" % (kind,)]
+    problems = []
+    for name, value in body.items():
+        if name not in known:
+            problems.append("%s: not listed in FIELDS[%r]" % (name, kind))
+        elif not _has_type(name, value, known[name]):
+            problems.append("%s: %r is not a %s" % (name, value, known[name]))
+    return problems
+
+
+def _has_type(name: str, value: Any, field_type: str) -> bool:
+    if value is None:
+        return name in NULLABLE
+    if field_type == KEYWORD and name in KEYWORD_ARRAYS:
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    return _PYTHON_CHECKS[field_type](value)
+
+
+def _is_iso_date(value: Any) -> bool:
+    return isinstance(value, str) and TIMESTAMP.match(value) is not None
+
+
+_PYTHON_CHECKS = {
+    KEYWORD: lambda value: isinstance(value, str),
+    TEXT: lambda value: isinstance(value, str),
+    LONG: lambda value: isinstance(value, int) and not isinstance(value, bool),
+    FLOAT: lambda value: isinstance(value, float),
+    BOOLEAN: lambda value: isinstance(value, bool),
+    DATE: _is_iso_date,
+}

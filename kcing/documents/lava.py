@@ -1,0 +1,116 @@
+"""A LAVA callback (`lava-json-<board>.json`, or the raw notify body) -> boot, test and log documents.
+
+Needed: an integer job `id` and a `definition` whose `metadata:` names the kernel tree
+(`kernel.tree`), kernel (`kernel.version`), architecture (`job.arch`) and board (`device.type`,
+or the definition's `device_type`). `results` and `log` are optional: a job without them makes
+a boot document only. A `results` or `log` that is present but unreadable refuses the file.
+
+- one `boot` document: the job fields plus the boot outcome (see `lava_results.boot_outcome`);
+- one `test` document per test case of every suite in `results`;
+- one `log` document per log line, `lineno` counted from 1.
+
+Every document carries the fields in `fields.LAVA_COMMON`. All go to indices dated by the job's
+own date (end, start, then submit time; else the listing date); a test document's @timestamp is
+its `logged` time and a log document's its `dt`, when they have one.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterator, List, Mapping, Optional
+
+from kcing.documents import lava_job, lava_results
+from kcing.documents.coerce import as_date, as_keyword, as_text, compact_json
+from kcing.documents.identity import document_id, index_name, iso_timestamp
+from kcing.documents.lava_log import parse_log
+from kcing.documents.typed import without_missing
+from kcing.errors import RejectedInput
+from kcing.records import Document
+
+
+class _JobContext:
+    """What every document of one callback shares: identity, dates and common fields."""
+
+    def __init__(self, identity: tuple, when: datetime, common: dict):
+        self.identity = identity
+        self.indices = {kind: index_name(kind, when) for kind in ("boot", "test", "log")}
+        self.timestamp = iso_timestamp(when)
+        self.common = without_missing(common)
+
+    def document(self, kind: str, extra_identity: tuple, fields: Mapping[str, Any],
+                 when: Optional[datetime] = None, timestamp: Optional[str] = None) -> Document:
+        body = dict(self.common)
+        body.update(without_missing(fields))
+        return Document(
+            kind,
+            index=self.indices[kind],
+            doc_id=document_id(kind, *self.identity, *extra_identity),
+            timestamp=timestamp or (iso_timestamp(when) if when is not None else self.timestamp),
+            body=body,
+        )
+
+
+def lava_documents(callback: Mapping[str, Any], created: Optional[datetime]) -> List[Document]:
+    job_id = lava_job.lava_job_id(callback)
+    definition = lava_job.read_definition(callback, job_id)
+    fields = lava_job.job_fields(callback, definition, job_id)
+    boot_fields = lava_job.boot_only_fields(callback, definition)
+    suites = lava_results.read_suites(callback.get("results"))
+    log_items = _log_items(callback.get("log"))
+    outcome = lava_results.boot_outcome(suites.get("lava", []), boot_fields["job_status"])
+    common = dict(fields, boot_result=outcome["boot_result"], boot_time=outcome["boot_time"])
+    context = _JobContext(
+        identity=(fields["lab_name"] or "", job_id, fields["board"]),
+        when=lava_job.job_date(callback, created, job_id),
+        common=common,
+    )
+    boot_fields.update(outcome, **lava_results.bootloader_addresses(suites.get("lava", [])))
+    documents = [context.document("boot", (), boot_fields)]
+    documents.extend(_test_documents(context, suites))
+    documents.extend(_log_documents(context, log_items))
+    return documents
+
+
+def _log_items(log: Any) -> List[Any]:
+    if log is None:
+        return []
+    if not isinstance(log, str):
+        raise RejectedInput("log is not YAML text")
+    return parse_log(log)
+
+
+def _test_documents(context: _JobContext, suites: Mapping[str, list]) -> Iterator[Document]:
+    seen = set()
+    for suite, cases in suites.items():
+        for position, case in enumerate(cases):
+            fields = lava_results.case_fields(suite, case)
+            identity = _test_identity(suite, fields, position, seen)
+            yield context.document("test", identity, fields, timestamp=fields["logged"])
+
+
+def _test_identity(suite: str, fields: Mapping[str, Any], position: int, seen: set) -> tuple:
+    """(suite, LAVA case id), or (suite, name, position) for a case without a usable id.
+
+    Position only breaks ties, so ids stay distinct even in a file that repeats a case id.
+    """
+    case_id = fields["test_case_id"]
+    identity = (suite, case_id) if case_id is not None else (suite, fields["name"], position)
+    if identity in seen:
+        identity = identity + (position,)
+    seen.add(identity)
+    return identity
+
+
+def _log_documents(context: _JobContext, items: List[Any]) -> Iterator[Document]:
+    for lineno, item in enumerate(items, 1):
+        entry = item if isinstance(item, dict) else {"msg": item}
+        fields = {"lineno": lineno, "level": as_keyword(entry.get("lvl")), "message": _message(entry.get("msg"))}
+        yield context.document("log", (lineno,), fields, when=as_date(entry.get("dt")))
+
+
+def _message(msg: Any) -> Optional[str]:
+    if msg is None:
+        return None
+    if isinstance(msg, str):
+        return msg
+    return as_text(msg) if isinstance(msg, (int, float, bool)) else compact_json(msg)
+

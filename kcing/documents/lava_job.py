@@ -1,0 +1,141 @@
+"""What a LAVA callback says about its job: the kernel and board it ran (from the `definition`
+YAML's `metadata:` mapping), the lab, the LAVA job id and the job's date.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Mapping, Optional
+from urllib.parse import parse_qs, urlsplit
+
+from kcing.documents import yamlsafe
+from kcing.documents.coerce import as_date, as_int, as_keyword
+from kcing.documents.identity import iso_timestamp
+from kcing.errors import RejectedInput
+
+# Document field <- key of the definition's `metadata:` mapping (upstream.md §1.9.3).
+METADATA_KEYS = {
+    "job": "kernel.tree",
+    "git_branch": "git.branch",
+    "kernel": "kernel.version",
+    "git_describe": "git.describe",
+    "git_commit": "git.commit",
+    "git_url": "git.url",
+    "arch": "job.arch",
+    "build_environment": "job.build_environment",
+    "board": "device.type",
+    "mach": "platform.mach",
+    "endian": "kernel.endian",
+    "platform_name": "platform.name",  # dropped from job metadata in 2020-09
+    "file_server_resource": "job.file_server_resource",
+    "plan": "test.plan",
+}
+# Only on the boot document.
+BOOT_METADATA_KEYS = {
+    "plan_variant": "test.plan_variant",
+    "dtb": "platform.dtb",
+    "kernel_image": "job.kernel_image",
+    "initrd": "job.initrd_url",
+}
+REQUIRED = ("job", "kernel", "arch", "board")
+STATUS_NAMES = {0: "submitted", 1: "running", 2: "complete", 3: "incomplete", 4: "canceled", 5: "canceling"}
+# The file's own times, most telling first; the listing date is the last resort.
+DATE_KEYS = ("end_time", "start_time", "submit_time")
+
+
+def lava_job_id(callback: Mapping[str, Any]) -> int:
+    job_id = as_int(callback.get("id"))
+    if job_id is None:
+        raise RejectedInput("LAVA callback has no integer job id")
+    return job_id
+
+
+def read_definition(callback: Mapping[str, Any], job_id: int) -> Mapping[str, Any]:
+    """The job definition as a mapping, with a `metadata` mapping."""
+    text = callback.get("definition")
+    if not isinstance(text, str):
+        raise RejectedInput("LAVA job %d has no definition text" % job_id)
+    definition = yamlsafe.load(text, "definition")
+    if not isinstance(definition, dict) or not isinstance(definition.get("metadata"), dict):
+        raise RejectedInput("LAVA job %d: definition has no metadata mapping" % job_id)
+    return definition
+
+
+def job_fields(callback: Mapping[str, Any], definition: Mapping[str, Any], job_id: int) -> dict:
+    """Fields shared by every document of the job (before the boot outcome is known)."""
+    metadata = definition["metadata"]
+    fields = {name: as_keyword(metadata.get(key)) for name, key in METADATA_KEYS.items()}
+    fields["board"] = fields["board"] or as_keyword(definition.get("device_type"))
+    fields["git_describe"] = fields["git_describe"] or fields["kernel"]
+    fields.update(_defconfigs(metadata))
+    fields["board_instance"] = as_keyword(callback.get("actual_device_id"))
+    fields["lab_name"] = as_keyword(callback.get("lab_name")) or _lab_from_notify_url(definition)
+    fields["lava_job_id"] = job_id
+    missing = [name for name in REQUIRED if fields[name] is None]
+    if missing:
+        raise RejectedInput("LAVA job %d: definition metadata lacks %s" % (job_id, ", ".join(missing)))
+    return fields
+
+
+def _defconfigs(metadata: Mapping[str, Any]) -> dict:
+    # 2020: kernel.defconfig is the base name, kernel.defconfig_full the full one.
+    # 2019: kernel.defconfig is the full name, kernel.defconfig_base the base one.
+    full = as_keyword(metadata.get("kernel.defconfig_full"))
+    named = as_keyword(metadata.get("kernel.defconfig"))
+    base = as_keyword(metadata.get("kernel.defconfig_base"))
+    if full is None:
+        full = named
+        named = base or (named.split("+")[0] if named else None)
+    return {"defconfig": base or named, "defconfig_full": full}
+
+
+def _lab_from_notify_url(definition: Mapping[str, Any]) -> Optional[str]:
+    """The lab the callback was addressed to: `?lab_name=` in `notify.callback.url`.
+
+    The raw callback body has no `lab_name` (the backend added it when storing the file, from
+    this very query parameter).
+    """
+    notify = definition.get("notify")
+    callback = notify.get("callback") if isinstance(notify, dict) else None
+    url = callback.get("url") if isinstance(callback, dict) else None
+    if not isinstance(url, str):
+        return None
+    try:
+        values = parse_qs(urlsplit(url).query).get("lab_name", [])
+    except ValueError:
+        return None
+    return as_keyword(values[0]) if values else None
+
+
+def boot_only_fields(callback: Mapping[str, Any], definition: Mapping[str, Any]) -> dict:
+    metadata = definition["metadata"]
+    fields = {name: as_keyword(metadata.get(key)) for name, key in BOOT_METADATA_KEYS.items()}
+    fields.update({
+        "device_type": as_keyword(definition.get("device_type")),
+        "job_status": _status_name(callback),
+        "lava_job_name": as_keyword(callback.get("description")),
+        "boot_log_html": as_keyword(callback.get("boot_log_html")),
+        "version": as_keyword(callback.get("version")),
+    })
+    for key in DATE_KEYS:
+        when = as_date(callback.get(key))
+        fields[key] = iso_timestamp(when) if when is not None else None
+    return fields
+
+
+def _status_name(callback: Mapping[str, Any]) -> Optional[str]:
+    name = as_keyword(callback.get("status_string"))
+    if name is not None:
+        return name.lower()
+    return STATUS_NAMES.get(as_int(callback.get("status")))
+
+
+def job_date(callback: Mapping[str, Any], created: Optional[datetime], job_id: int) -> datetime:
+    """The job's own date (end, start, then submit time), else the listing date."""
+    for key in DATE_KEYS:
+        when = as_date(callback.get(key))
+        if when is not None:
+            return when
+    when = as_date(created) if created is not None else None
+    if when is None:
+        raise RejectedInput("no date: LAVA job %d has no end/start/submit time and no listing date" % job_id)
+    return when

@@ -1,0 +1,133 @@
+"""The `results` of a LAVA callback: test suites, the boot outcome, and test case fields.
+
+`results` maps a suite name (`lava`, `0_dmesg`, `1_bootrr`, ...) to the YAML text of a list of
+test cases whose scalars are all strings (upstream.md §1.9.4).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, List, Mapping, Optional
+
+from kcing.documents import yamlsafe
+from kcing.documents.coerce import as_date, as_float, as_int, as_keyword, as_lower_keyword, as_text
+from kcing.documents.identity import iso_timestamp
+from kcing.errors import RejectedInput
+
+# The step that logs in once the kernel booted. Older jobs have `auto-login-action`, newer
+# ones (and the meson sample) `login-action`; the original kcing only knew the first.
+LOGIN_STEPS = ("auto-login-action", "login-action")
+# Job error types that blame the lab rather than the kernel (LAVA's `error_type`).
+LAB_ERROR_TYPES = frozenset(("Infrastructure", "Configuration", "Bug", "Canceled"))
+# Boot document field <- key in the `bootloader-overlay` step's `metadata.extra` list.
+BOOTLOADER_ADDRESSES = {"dtb_addr": "dtb_addr", "loadaddr": "kernel_addr", "initrd_addr": "ramdisk_addr"}
+# Test definitions are numbered in the order the job runs them: `0_dmesg`, `1_bootrr`.
+_SUITE_POSITION = re.compile(r"^[0-9]+_")
+
+Case = Mapping[str, Any]
+
+
+def read_suites(results: Any) -> Dict[str, List[Case]]:
+    """Suite name -> list of test case mappings; no `results` at all means no suites."""
+    if results is None:
+        return {}
+    if not isinstance(results, dict):
+        raise RejectedInput("results is not an object of suite YAML texts")
+    suites = {}
+    for suite, text in results.items():
+        if not isinstance(text, str):
+            raise RejectedInput("results[%r] is not YAML text" % suite[:60])
+        cases = yamlsafe.load(text, "results[%s]" % suite[:60])
+        if cases is None:
+            cases = []
+        if not isinstance(cases, list) or not all(isinstance(case, dict) for case in cases):
+            raise RejectedInput("results[%r] is not a list of test cases" % suite[:60])
+        suites[suite] = cases
+    return suites
+
+
+def boot_outcome(lava_suite: List[Case], job_status: Optional[str]) -> dict:
+    """boot_result and boot_time from the login step, plus the `job` step's error, if any.
+
+    Without a login step the boot never reached a shell: `fail` when the job ended incomplete
+    for a reason that is not the lab's, otherwise `unknown` (nothing says how the boot went).
+    """
+    error = _job_error(lava_suite)
+    login = _first_login_step(lava_suite)
+    if login is not None:
+        result = as_lower_keyword(login.get("result")) or "unknown"
+        boot_time = _seconds(login)
+    else:
+        blames_kernel = job_status == "incomplete" and error["error_type"] not in LAB_ERROR_TYPES
+        result = "fail" if blames_kernel else "unknown"
+        boot_time = None
+    return {"boot_result": result, "boot_time": boot_time, **error}
+
+
+def bootloader_addresses(lava_suite: List[Case]) -> dict:
+    """dtb_addr, loadaddr and initrd_addr from the `bootloader-overlay` step, as the backend took them."""
+    extras = {}
+    for case in lava_suite:
+        if case.get("name") == "bootloader-overlay":
+            listed = _metadata(case).get("extra")
+            for extra in listed if isinstance(listed, list) else ():
+                if isinstance(extra, dict):
+                    extras.update(extra)
+            break
+    return {field: as_keyword(extras.get(key)) for field, key in BOOTLOADER_ADDRESSES.items()}
+
+
+def _first_login_step(lava_suite: List[Case]) -> Optional[Case]:
+    """The job's first login (lowest LAVA case id), when a job booted more than once."""
+    steps = [(position, case) for position, case in enumerate(lava_suite) if case.get("name") in LOGIN_STEPS]
+    if not steps:
+        return None
+    return min(steps, key=lambda step: _case_order(step[1], step[0]))[1]
+
+
+def _case_order(case: Case, position: int) -> tuple:
+    case_id = as_int(case.get("id"))
+    return (case_id is None, case_id or 0, position)
+
+
+def _seconds(step: Case) -> Optional[float]:
+    # `measurement` is "None" when LAVA did not time the step; `metadata.duration` may still be there.
+    seconds = as_float(step.get("measurement"))
+    if seconds is None:
+        seconds = as_float(_metadata(step).get("duration"))
+    return seconds
+
+
+def _job_error(lava_suite: List[Case]) -> dict:
+    for case in lava_suite:
+        if case.get("name") == "job":
+            return case_error(case)
+    return {"error_type": None, "error_msg": None}
+
+
+def case_error(case: Case) -> dict:
+    metadata = _metadata(case)
+    return {"error_type": as_keyword(metadata.get("error_type")), "error_msg": as_text(metadata.get("error_msg"))}
+
+
+def _metadata(case: Case) -> Mapping[str, Any]:
+    metadata = case.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def case_fields(suite: str, case: Case) -> dict:
+    """The fields of one test document (`url`, `job` and `metadata` are left out)."""
+    logged = as_date(case.get("logged"))
+    return {
+        "suite": suite,
+        "suite_name": _SUITE_POSITION.sub("", suite),
+        "name": as_keyword(case.get("name")),
+        "result": as_lower_keyword(case.get("result")),
+        "measurement": as_float(case.get("measurement")),
+        "unit": as_keyword(case.get("unit")),
+        "level": as_keyword(case.get("level")),
+        "logged": iso_timestamp(logged) if logged is not None else None,
+        "log_start_line": as_int(case.get("log_start_line")),
+        "log_end_line": as_int(case.get("log_end_line")),
+        "test_case_id": as_keyword(case.get("id")),
+        **case_error(case),
+    }

@@ -1,0 +1,89 @@
+"""Check that a document can be posted: Logstash will accept it and Elasticsearch will store it.
+
+`check` guards the boundary between tolerant parsing and the sink. A document that fails is
+refused with RejectedInput, so its upstream object is recorded as rejected instead of making a
+whole batch fail later.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Mapping
+
+from kcing.documents.coerce import one_line
+from kcing.errors import RejectedInput
+from kcing.records import DOCUMENT_KINDS, Document
+
+INDEX = re.compile(r"^(build|boot|test|log)-\d{4}\.\d{2}\.\d{2}$")
+TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
+MAX_ID_BYTES = 512  # Elasticsearch refuses longer _id values
+# Logstash moves "@metadata" out of the body and sets "@timestamp" from the document's own.
+LOGSTASH_KEYS = frozenset(("@metadata", "@timestamp"))
+# The Logstash http input (ECS mode) writes [host][ip], [url][path], [http][method] and
+# [user_agent][original] after decoding: a scalar posted under one of these names makes it fail.
+HTTP_INPUT_OBJECTS = frozenset(("host", "url", "http", "user_agent"))
+# The sinks' encoding (records.Document.to_json), built once: this runs for every document.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def check(document: Document) -> None:
+    """Return None if `document` is postable; raise RejectedInput saying why not."""
+    if document.kind not in DOCUMENT_KINDS:
+        raise RejectedInput("unknown document kind %r" % (document.kind,))
+    _check_routing(document)
+    _check_body_keys(document.body)
+    _check_serialisable(document.body)
+
+
+def _check_routing(document: Document) -> None:
+    if not isinstance(document.index, str) or not INDEX.match(document.index) \
+            or not document.index.startswith(document.kind + "-"):
+        raise RejectedInput("bad index name %r for a %s document" % (document.index, document.kind))
+    if not isinstance(document.timestamp, str) or not TIMESTAMP.match(document.timestamp):
+        raise RejectedInput("@timestamp %r is not ISO 8601 with a zone" % (document.timestamp,))
+    if not isinstance(document.doc_id, str) or not document.doc_id:
+        raise RejectedInput("empty document id")
+    try:
+        id_bytes = len(document.doc_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise RejectedInput("document id is not valid Unicode") from None
+    if id_bytes > MAX_ID_BYTES:
+        raise RejectedInput("document id longer than %d bytes" % MAX_ID_BYTES)
+
+
+def _check_body_keys(body: Mapping[str, Any]) -> None:
+    if not isinstance(body, dict) and not isinstance(body, Mapping):
+        raise RejectedInput("document body is not a mapping")
+    # Substring tests on all names at once: this runs for every log line of every LAVA job.
+    try:
+        names = "\n%s\n" % "\n".join(body)
+    except TypeError:
+        raise RejectedInput("a field name is not a string") from None
+    # A leading "_" (an Elasticsearch metadata field), an empty name, a dot at either end
+    # (Elasticsearch refuses both), or a Logstash field.
+    if body and ("\n_" in names or "\n\n" in names or "\n." in names or ".\n" in names
+                 or "\n@metadata\n" in names or "\n@timestamp\n" in names):
+        raise RejectedInput(_bad_name_reason(body))
+    for key in HTTP_INPUT_OBJECTS.intersection(body):
+        if not isinstance(body[key], Mapping):
+            raise RejectedInput("scalar field %r collides with the Logstash http input" % key)
+
+
+def _bad_name_reason(body: Mapping[str, Any]) -> str:
+    for key in body:
+        if key.startswith("_"):
+            return "field %r would be an Elasticsearch metadata field" % key
+        if key in LOGSTASH_KEYS:
+            return "field %r belongs to Logstash, not the body" % key
+        if not key or key.startswith(".") or key.endswith(".") or "\n" in key:
+            return "field name %r cannot be indexed" % key
+    return "a field name cannot be indexed"
+
+
+def _check_serialisable(body: Mapping[str, Any]) -> None:
+    try:
+        _ENCODER.encode(body).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RejectedInput("document text is not valid Unicode (a lone surrogate)") from None
+    except (TypeError, ValueError, RecursionError) as error:
+        raise RejectedInput("document is not JSON: %s" % one_line(error)) from None

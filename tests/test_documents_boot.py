@@ -1,0 +1,119 @@
+"""A boot-<board>.json report (labs without LAVA) becomes one boot document with proper types."""
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from kcing.documents import documents_for
+from kcing.documents.fields import field_problems
+from kcing.errors import RejectedInput
+from kcing.records import BOOT
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+LISTED = datetime(2019, 5, 31, 7, 2, 22, 117000, tzinfo=timezone.utc)
+
+# upstream.md §1.8, flavour (a), as lab-baylibre-seattle posted it: numbers and booleans as strings.
+SPEC_REPORT = {
+    "version": "1.0",
+    "lab_name": "lab-baylibre-seattle",
+    "job": "mainline", "kernel": "v5.2-rc2-24-gbec7550cca10", "git_branch": "master",
+    "git_commit": "bec7550cca10a6fb8a0a9c2a6b6ab2d6e2d8c9a1", "git_describe": "v5.2-rc2-24-gbec7550cca10",
+    "arch": "arm", "defconfig": "multi_v7_defconfig", "defconfig_full": "multi_v7_defconfig",
+    "build_environment": "gcc-8",
+    "board": "am335x-boneblack", "board_instance": "bbb-01", "mach": "omap2",
+    "boot_result": "PASS", "boot_time": "7.62", "boot_warnings": 0, "boot_retries": 0,
+    "boot_log": "boot-am335x-boneblack.txt", "boot_log_html": "boot-am335x-boneblack.html",
+    "dtb": "dtbs/am335x-boneblack.dtb", "dtb_addr": "0x81f00000", "dtb_append": "False",
+    "endian": "little", "fastboot": "false",
+    "initrd": None, "initrd_addr": "0x82000000", "kernel_image": "zImage", "loadaddr": "0x82000000",
+    "file_server_resource": "mainline/master/v5.2-rc2-24-gbec7550cca10/arm/multi_v7_defconfig/gcc-8",
+}
+
+
+def boot_doc(changes=None, created=LISTED, removed=()):
+    report = dict(SPEC_REPORT, **(changes or {}))
+    for key in removed:
+        del report[key]
+    (document,) = documents_for(BOOT, json.dumps(report, indent="  ").encode("utf-8"), created)
+    return document
+
+
+def sample_reports():
+    manifest = SAMPLES / "manifest.json"
+    if not manifest.is_file():
+        return []
+    objects = json.loads(manifest.read_text(encoding="utf-8"))["objects"]
+    return [pytest.param(obj, id=obj["upstream_id"]) for obj in objects if obj["kind"] == BOOT]
+
+
+def test_the_spec_example_becomes_a_typed_document():
+    document = boot_doc()
+    body = document.body
+    assert (document.kind, document.index) == ("boot", "boot-2019.05.31")
+    assert document.timestamp == "2019-05-31T07:02:22.117Z"
+    assert (body["boot_result"], body["boot_time"]) == ("pass", 7.62)
+    assert (body["fastboot"], body["dtb_append"]) == (False, False)
+    assert (body["boot_warnings"], body["boot_retries"]) == (0, 0)
+    assert (body["lab_name"], body["board"], body["board_instance"]) == (
+        "lab-baylibre-seattle", "am335x-boneblack", "bbb-01")
+    assert "initrd" not in body
+    assert field_problems("boot", body) == []
+
+
+@pytest.mark.parametrize("changes, removed, expected", [
+    pytest.param({"boot_time": "4.30"}, (), {"boot_time": 4.3}, id="time-string"),
+    pytest.param({"boot_time": 4}, (), {"boot_time": 4.0}, id="time-integer"),
+    pytest.param({"boot_time": None}, (), {"boot_time": None}, id="time-null"),
+    pytest.param({"boot_time": "None"}, (), {"boot_time": None}, id="time-none-word"),
+    pytest.param({"fastboot": True, "dtb_append": "True"}, (), {"fastboot": True, "dtb_append": True}, id="booleans"),
+    pytest.param({"fastboot": "maybe"}, (), {"fastboot": None}, id="unreadable-boolean"),
+    pytest.param({"boot_warnings": None, "boot_retries": "2"}, (), {"boot_warnings": None, "boot_retries": 2},
+                 id="counts"),
+    pytest.param({"boot_result": "OFFLINE"}, (), {"boot_result": "offline"}, id="result-lowercased"),
+    pytest.param({}, ("boot_result",), {"boot_result": "unknown"}, id="no-result"),
+    pytest.param({}, ("git_describe",), {"git_describe": "v5.2-rc2-24-gbec7550cca10"}, id="describe-from-kernel"),
+    pytest.param({}, ("defconfig_full",), {"defconfig_full": "multi_v7_defconfig"}, id="defconfig-only"),
+    pytest.param({"load_addr": "0x80008000"}, ("loadaddr",), {"loadaddr": "0x80008000"}, id="load-addr-spelling"),
+    pytest.param({"metadata": {"a": 1}, "qemu": "x", "url": "http://x"}, (), {"metadata": None, "url": None},
+                 id="unknown-fields-left-out"),
+])
+def test_loose_types_are_read_tolerantly(changes, removed, expected):
+    body = boot_doc(changes, removed=removed).body
+    assert {key: body.get(key) for key in expected} == expected
+    assert field_problems("boot", body) == []
+
+
+def test_the_id_is_lab_board_and_build():
+    first = boot_doc()
+    assert first.doc_id == boot_doc({"boot_time": "9.99"}, created=datetime(2022, 1, 1)).doc_id
+    assert first.doc_id != boot_doc({"board": "beaglebone-black"}).doc_id
+    assert first.doc_id != boot_doc({"lab_name": "lab-baylibre"}).doc_id
+    assert first.doc_id != boot_doc({"file_server_resource": "mainline/master/x/arm/multi_v7_defconfig/gcc-8"}).doc_id
+    without_path = boot_doc(removed=("file_server_resource",))
+    assert without_path.doc_id == boot_doc(removed=("file_server_resource",)).doc_id != first.doc_id
+
+
+@pytest.mark.parametrize("changes, removed, created, reason", [
+    pytest.param({}, ("lab_name",), LISTED, "lacks lab_name", id="no-lab"),
+    pytest.param({"board": {"name": "x"}}, (), LISTED, "lacks board", id="board-an-object"),
+    pytest.param({}, ("kernel", "job"), LISTED, "lacks job, kernel", id="no-tree-no-kernel"),
+    pytest.param({}, ("defconfig", "defconfig_full"), LISTED, "lacks defconfig_full", id="no-defconfig"),
+    pytest.param({}, (), None, "no date", id="no-listing-date"),
+])
+def test_a_report_without_what_identifies_it_is_refused(changes, removed, created, reason):
+    with pytest.raises(RejectedInput, match=reason):
+        boot_doc(changes, created=created, removed=removed)
+
+
+@pytest.mark.parametrize("obj", sample_reports())
+def test_bundled_sample_reports_become_documents(obj):
+    content = (SAMPLES / obj["path"]).read_bytes()
+    created = datetime.fromisoformat(obj["date"].replace("Z", "+00:00"))
+    (document,) = documents_for(BOOT, content, created)
+    listing = obj["listing"]
+    for key in ("lab_name", "board", "job", "kernel", "arch", "defconfig_full", "file_server_resource"):
+        assert document.body[key] == listing[key]
+    assert document.body["boot_result"] in ("pass", "fail")
+    assert isinstance(document.body["boot_time"], float)
+    assert field_problems("boot", document.body) == []

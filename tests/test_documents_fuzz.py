@@ -1,0 +1,173 @@
+"""Mutated real files give valid documents or RejectedInput with a reason, never another exception.
+
+The mutations are random but seeded: the seed is printed (shown with any failure) and can be
+set with KCING_FUZZ_SEED=<number>, or KCING_FUZZ_SEED=random for a fresh one.
+"""
+import json
+import os
+import random
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from kcing.documents import documents_for
+from kcing.documents.fields import FIELDS, KEYWORD_ARRAYS, NULLABLE, TYPES, field_problems
+from kcing.documents.validate import check
+from kcing.errors import RejectedInput
+from kcing.records import BOOT, BUILD, LAVA
+
+HERE = Path(__file__).resolve()
+LEGACY = HERE.parents[2] / "shared" / "data" / "upstream" / "legacy"
+SAMPLES = HERE.parents[1] / "samples"
+LISTED = datetime(2020, 11, 19, 7, 6, 19, tzinfo=timezone.utc)
+DEFAULT_SEED = 20201119
+
+
+def fuzz_seed() -> int:
+    chosen = os.environ.get("KCING_FUZZ_SEED", "")
+    if chosen == "random":
+        return random.SystemRandom().randrange(2 ** 32)
+    return int(chosen) if chosen else DEFAULT_SEED
+
+
+SEED = fuzz_seed()
+
+# Files to mutate: (kind, path). Real LAVA callbacks, plus the bundled build and boot samples.
+SOURCES = [(LAVA, LEGACY / name) for name in (
+    "lava-json-meson-gxbb-p200.json", "lava-json-jetson-tk1.json", "lava-callback-raw-incomplete-qemu.json")]
+SOURCES += [(BUILD, path) for path in sorted((SAMPLES / "build").glob("*.json"))[:2]]
+SOURCES += [(BOOT, path) for path in sorted((SAMPLES / "boot").glob("*.json"))[:2]]
+
+
+def deep_list(depth):
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+WRONG_VALUES = [
+    None, 0, -1, 2 ** 70, 1.5, 1e308, True, "", "None", "x", "é\u2028\ud7ff\U0001f600", "x" * 1_000_000,
+    [], {}, ["a", {"b": None}], {"$date": 1559278018512}, deep_list(500), "2020-13-45 25:61:00+99:00",
+]
+YAML_GARBAGE = [
+    ":", "[", "{", "}", "- ", "\t", "&a", "*a", "*undefined", "? ", "%YAML 1.1\n", "---\n", "...\n",
+    "!!python/object/apply:os.system [ls]",
+    "!!timestamp x", "!!int ''", "!!bool maybe", "!!binary ###", "!!set {a, b}", "!!omap x", "!foo x",
+    "<<: *a", "!!python/object/apply:decimal.Decimal [1, 2]", "\x00", "\ufeff", "\x85", "'", '"', "\\",
+    "[" * 3000, "- " * 3000, "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+    "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n",
+]
+
+
+# -- mutations: each returns new file bytes ------------------------------------------------------
+
+def truncate(rng, content, record):
+    return content[:rng.randrange(len(content))]
+
+
+def flip_bytes(rng, content, record):
+    mutated = bytearray(content)
+    for _ in range(rng.randint(1, 8)):
+        mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+    return bytes(mutated)
+
+
+def insert_non_utf8(rng, content, record):
+    at = rng.randrange(len(content))
+    return content[:at] + rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80\x80"]) + content[at:]
+
+
+def empty(rng, content, record):
+    return b""
+
+
+def deep_json(rng, content, record):
+    return b"[" * rng.choice([10, 1000, 100_000]) + content
+
+
+def wrong_type(rng, content, record):
+    key = rng.choice(sorted(record))
+    record[key] = rng.choice(WRONG_VALUES)
+    return json.dumps(record).encode("utf-8")
+
+
+def escaped_surrogate(rng, content, record):
+    key = rng.choice([key for key in sorted(record) if isinstance(record[key], str)])
+    return json.dumps(record).replace(json.dumps(record[key]), '"\\ud800%s"' % key, 1).encode("utf-8")
+
+
+def yaml_garbage(rng, content, record):
+    """Insert YAML garbage at a random place in the definition, a results suite or the log."""
+    texts = [("definition", None), ("log", None)] + [("results", suite) for suite in sorted(record.get("results") or {})]
+    key, suite = rng.choice(texts)
+    holder = record["results"] if suite else record
+    name = suite or key
+    if not isinstance(holder.get(name), str):
+        return json.dumps(record).encode("utf-8")
+    lines = holder[name].split("\n")
+    at = rng.randrange(len(lines))
+    garbage = rng.choice(YAML_GARBAGE)
+    lines[at] = rng.choice([garbage, lines[at][: rng.randrange(len(lines[at]) + 1)] + garbage, garbage + lines[at]])
+    holder[name] = "\n".join(lines)
+    return json.dumps(record).encode("utf-8")
+
+
+def drop_log_lines(rng, content, record):
+    if isinstance(record.get("log"), str):
+        lines = record["log"].split("\n")
+        record["log"] = "\n".join(line for line in lines if rng.random() > 0.3)
+    return json.dumps(record).encode("utf-8")
+
+
+MUTATIONS = {
+    "truncate": (truncate, 6),
+    "flip-bytes": (flip_bytes, 6),
+    "non-utf8": (insert_non_utf8, 2),
+    "empty": (empty, 1),
+    "deep-json": (deep_json, 2),
+    "wrong-type": (wrong_type, 20),
+    "escaped-surrogate": (escaped_surrogate, 2),
+}
+LAVA_MUTATIONS = {
+    "yaml-garbage": (yaml_garbage, 30),
+    "drop-log-lines": (drop_log_lines, 2),
+}
+
+
+def cases():
+    for kind, path in SOURCES:
+        mutations = dict(MUTATIONS, **(LAVA_MUTATIONS if kind == LAVA else {}))
+        for name, (_, count) in mutations.items():
+            for number in range(count):
+                yield pytest.param(kind, path, name, number, id="%s-%s-%d" % (path.stem[:24], name, number))
+
+
+@pytest.mark.parametrize("kind, path, mutation, number", cases())
+def test_mutated_files_give_documents_or_a_reason(kind, path, mutation, number):
+    if not path.is_file():
+        pytest.skip("%s is absent (real files live in shared/ beside the repository)" % path)
+    print("fuzz seed:", SEED, "(KCING_FUZZ_SEED)")
+    rng = random.Random("%d/%s/%s/%d" % (SEED, path.name, mutation, number))
+    content = path.read_bytes()
+    mutate = dict(MUTATIONS, **LAVA_MUTATIONS)[mutation][0]
+    mutated = mutate(rng, content, json.loads(content))
+    try:
+        documents = documents_for(kind, mutated, LISTED if rng.random() < 0.9 else None)
+    except RejectedInput as refusal:
+        reason = str(refusal)
+        assert reason and "\n" not in reason and len(reason) <= 300, reason
+        return
+    for document in documents:
+        check(document)
+        assert field_problems(document.kind, document.body) == [], (SEED, mutation, number)
+    assert len({document.doc_id for document in documents}) == len(documents)
+
+
+def test_the_fields_contract_is_well_formed():
+    assert set(FIELDS) == {"build", "boot", "test", "log"}
+    assert {field_type for fields in FIELDS.values() for field_type in fields.values()} <= set(TYPES)
+    declared = {name for fields in FIELDS.values() for name in fields}
+    assert NULLABLE <= declared and KEYWORD_ARRAYS <= declared
+    assert not any(name.startswith(("_", "@")) for name in declared)

@@ -1,0 +1,419 @@
+"""LAVA callbacks become one boot document, a test document per case and a log document per line.
+
+The cases use the real stored callbacks in shared/data/upstream/legacy (see PROVENANCE.md there).
+"""
+import json
+import os
+import random
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from kcing.documents import documents_for, yamlsafe
+from kcing.documents.fields import field_problems
+from kcing.documents.lava_log import parse_log
+from kcing.errors import RejectedInput
+from kcing.records import LAVA
+
+LEGACY = Path(__file__).resolve().parents[2] / "shared" / "data" / "upstream" / "legacy"
+MESON = "lava-json-meson-gxbb-p200.json"
+JETSON = "lava-json-jetson-tk1.json"
+RAW_QEMU = "lava-callback-raw-incomplete-qemu.json"
+REAL_FILES = (MESON, JETSON, RAW_QEMU)
+LISTED = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)  # far from every file's own dates
+
+
+def real_bytes(name: str) -> bytes:
+    path = LEGACY / name
+    if not path.is_file():
+        pytest.skip("real upstream file %s is absent (the shared/ folder sits beside the repository)" % path)
+    return path.read_bytes()
+
+
+def real_callback(name: str) -> dict:
+    return json.loads(real_bytes(name))
+
+
+def encode(callback: dict) -> bytes:
+    return json.dumps(callback).encode("utf-8")
+
+
+def documents(name: str, created=LISTED):
+    return documents_for(LAVA, real_bytes(name), created)
+
+
+def of_kind(docs, kind):
+    return [doc for doc in docs if doc.kind == kind]
+
+
+def boot_of(docs):
+    (boot,) = of_kind(docs, "boot")
+    return boot
+
+
+# -- the boot outcome ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, step, result, seconds", [
+    pytest.param(MESON, "login-action", "pass", 14.74, id="meson-login-action"),
+    pytest.param(JETSON, "auto-login-action", "pass", 23.94, id="jetson-auto-login-action"),
+    pytest.param(RAW_QEMU, "login-action", "pass", 2.05, id="raw-qemu-login-action"),
+])
+def test_boot_result_and_time_come_from_the_login_step(name, step, result, seconds):
+    docs = documents(name)
+    boot = boot_of(docs).body
+    assert (boot["boot_result"], boot["boot_time"]) == (result, seconds)
+    (login,) = [doc.body for doc in of_kind(docs, "test") if doc.body["name"] == step]
+    assert login["measurement"] == seconds and login["suite"] == "lava"
+
+
+def test_the_raw_incomplete_callback_carries_the_job_error():
+    boot = boot_of(documents(RAW_QEMU)).body
+    assert boot["job_status"] == "incomplete"
+    assert boot["error_type"] == "Job"
+    assert boot["error_msg"] == "expect-shell-connection timed out after 297 seconds"
+    # The raw body has no lab_name; the callback URL it was sent to names the lab.
+    assert boot["lab_name"] == "mgalka-lava-local"
+    assert (boot["board"], boot["device_type"], boot["board_instance"]) == ("qemu_arm-virt-gicv3", "qemu", "qemu01")
+    assert "dtb" not in boot  # platform.dtb is the string "None"
+
+
+def test_a_stored_callback_names_its_lab_and_build():
+    boot = boot_of(documents(MESON)).body
+    assert boot["lab_name"] == "lab-baylibre"
+    assert boot["file_server_resource"] == "next/master/next-20201119/arm64/defconfig/gcc-8"
+    assert (boot["job"], boot["kernel"], boot["git_branch"]) == ("next", "next-20201119", "master")
+    assert boot["arch"] == "arm64"
+    assert (boot["defconfig"], boot["defconfig_full"], boot["build_environment"]) == ("defconfig", "defconfig", "gcc-8")
+    assert (boot["plan"], boot["lava_job_id"], boot["job_status"]) == ("baseline", 370874, "complete")
+    assert "platform_name" not in boot  # dropped from job metadata in 2020-09
+    assert "error_type" not in boot
+    # From the bootloader-overlay step, as the backend took them.
+    assert (boot["dtb_addr"], boot["loadaddr"], boot["initrd_addr"]) == ("0x1000000", "0x1080000", "0x13000000")
+
+
+@pytest.mark.parametrize("status, error_type, expected", [
+    pytest.param(2, None, "unknown", id="complete-without-login-step"),
+    pytest.param(3, "Job", "fail", id="incomplete-kernel-side"),
+    pytest.param(3, "Infrastructure", "unknown", id="incomplete-lab-side"),
+])
+def test_without_a_login_step_the_job_status_decides(status, error_type, expected):
+    callback = real_callback(MESON)
+    callback["status"], callback["status_string"] = status, {2: "complete", 3: "incomplete"}[status]
+    job_step = "- id: '1'\n  name: job\n  result: fail\n  metadata: {error_type: %s}\n" % (error_type or "''")
+    callback["results"] = {"lava": job_step}
+    boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
+    assert boot["boot_result"] == expected
+    assert boot["boot_time"] is None
+
+
+def test_the_first_login_of_a_job_that_booted_twice_counts():
+    callback = real_callback(MESON)
+    callback["results"] = {"lava": (
+        "- {id: '20', name: login-action, result: fail, measurement: '30.0000000000'}\n"
+        "- {id: '10', name: login-action, result: pass, measurement: '9.5000000000'}\n")}
+    boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
+    assert (boot["boot_result"], boot["boot_time"]) == ("pass", 9.5)
+
+
+def test_an_untimed_login_step_falls_back_to_its_duration():
+    callback = real_callback(MESON)
+    callback["results"] = {"lava": "- {id: '1', name: login-action, result: PASS, measurement: None,"
+                                   " metadata: {duration: '12.5'}}\n"}
+    boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
+    assert (boot["boot_result"], boot["boot_time"]) == ("pass", 12.5)
+
+
+# -- test and log documents ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, cases, lines", [
+    pytest.param(MESON, 23, 1009, id="meson"),
+    pytest.param(JETSON, 25, 1394, id="jetson"),
+    pytest.param(RAW_QEMU, 16, 540, id="raw-qemu"),
+])
+def test_one_test_document_per_case_and_one_log_document_per_line(name, cases, lines):
+    callback = real_callback(name)
+    counted_cases = sum(len(yamlsafe.load(text, suite)) for suite, text in callback["results"].items())
+    counted_lines = len(callback["log"].splitlines())
+    assert (counted_cases, counted_lines) == (cases, lines)
+    kinds = Counter(doc.kind for doc in documents(name))
+    assert kinds == {"boot": 1, "test": cases, "log": lines}
+
+
+def test_test_documents_keep_what_a_user_filters_on():
+    tests = {(doc.body["suite"], doc.body["name"]): doc for doc in of_kind(documents(MESON), "test")}
+    emerg = tests[("0_dmesg", "emerg")]
+    assert emerg.body["suite_name"] == "dmesg"
+    assert (emerg.body["result"], emerg.body["measurement"], emerg.body["unit"]) == ("fail", 2.0, "lines")
+    assert (emerg.body["log_start_line"], emerg.body["log_end_line"]) == (930, 930)
+    assert emerg.body["test_case_id"] == "7782929"
+    assert emerg.body["logged"] == emerg.timestamp == "2020-11-19T07:06:12.073Z"
+    assert emerg.body["job"] == "next" and emerg.body["lava_job_id"] == 370874
+    assert not {"url", "metadata", "id"} & set(emerg.body)
+    job = tests[("lava", "job")]
+    assert job.body["measurement"] is None and job.body["log_start_line"] is None
+    assert "level" not in job.body and "unit" not in job.body  # empty strings upstream
+
+
+def test_measurement_zero_written_as_0e_minus_10_is_zero():
+    (overlay,) = [doc.body for doc in of_kind(documents(JETSON), "test") if doc.body["name"] == "bootloader-overlay"]
+    assert overlay["measurement"] == 0.0
+
+
+@pytest.mark.parametrize("name", (MESON, JETSON))
+def test_test_case_log_lines_fall_within_the_log(name):
+    docs = documents(name)
+    line_count = len(of_kind(docs, "log"))
+    lines = [doc.body["log_start_line"] for doc in of_kind(docs, "test") if doc.body["log_start_line"] is not None]
+    assert lines and all(1 <= line <= line_count for line in lines)
+
+
+def test_log_documents_number_lines_from_one_and_take_their_time():
+    logs = of_kind(documents(MESON), "log")
+    assert [doc.body["lineno"] for doc in logs] == list(range(1, len(logs) + 1))
+    first = logs[0]
+    assert first.timestamp == "2020-11-19T07:03:25.393Z"
+    assert (first.body["level"], first.body["message"]) == ("info", "lava-dispatcher, installed at version: 2020.07")
+    assert all(isinstance(doc.body["message"], str) for doc in logs)
+
+
+def test_lines_with_decimal_tags_parse_to_their_argument():
+    text = real_callback(MESON)["log"]
+    tagged = [number for number, line in enumerate(text.splitlines(), 1) if "decimal.Decimal" in line]
+    assert len(tagged) == 3
+    logs = {doc.body["lineno"]: doc.body for doc in of_kind(documents(MESON), "log")}
+    messages = [json.loads(logs[number]["message"]) for number in tagged]
+    assert [(message["case"], message["measurement"]) for message in messages] == [
+        ("crit", "0"), ("alert", "0"), ("emerg", "2")]
+
+
+# -- identity, index and dates ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", REAL_FILES)
+def test_ids_are_stable_across_calls_and_distinct_within_a_job(name):
+    first, second = documents(name), documents(name, created=None)
+    assert [doc.doc_id for doc in first] == [doc.doc_id for doc in second]
+    assert len({doc.doc_id for doc in first}) == len(first)
+
+
+def test_ids_follow_the_job_not_the_position_of_other_cases():
+    callback = real_callback(MESON)
+    before = {doc.body["test_case_id"]: doc.doc_id for doc in of_kind(documents_for(LAVA, encode(callback)), "test")}
+    callback["results"] = dict(reversed(list(callback["results"].items())))
+    after = {doc.body["test_case_id"]: doc.doc_id for doc in of_kind(documents_for(LAVA, encode(callback)), "test")}
+    assert before == after
+    callback["id"] = 370875
+    rerun = {doc.body["test_case_id"]: doc.doc_id for doc in of_kind(documents_for(LAVA, encode(callback)), "test")}
+    assert not set(rerun.values()) & set(before.values())
+
+
+@pytest.mark.parametrize("name, day", [
+    pytest.param(MESON, "2020.11.19", id="meson"),
+    pytest.param(JETSON, "2020.11.04", id="jetson"),
+    pytest.param(RAW_QEMU, "2020.10.23", id="raw-qemu"),
+])
+def test_every_index_is_dated_by_the_job_not_by_the_listing_or_today(name, day):
+    docs = documents(name)
+    assert {doc.index for doc in docs} == {"%s-%s" % (kind, day) for kind in ("boot", "test", "log")}
+    assert boot_of(docs).timestamp.startswith(day.replace(".", "-"))
+
+
+@pytest.mark.parametrize("removed, expected_index", [
+    pytest.param(("end_time",), "boot-2020.11.19", id="start-time"),
+    pytest.param(("end_time", "start_time", "submit_time"), "boot-2030.01.02", id="listing-date"),
+])
+def test_a_job_without_its_own_dates_falls_back(removed, expected_index):
+    callback = real_callback(MESON)
+    for key in removed:
+        callback[key] = "not a date"
+    assert boot_of(documents_for(LAVA, encode(callback), LISTED)).index == expected_index
+
+
+def test_no_date_at_all_is_refused():
+    callback = real_callback(MESON)
+    for key in ("end_time", "start_time", "submit_time"):
+        del callback[key]
+    with pytest.raises(RejectedInput, match="no date"):
+        documents_for(LAVA, encode(callback), None)
+
+
+# -- other shapes -------------------------------------------------------------------------------
+
+def test_a_2019_definition_names_defconfigs_the_old_way():
+    callback = real_callback(MESON)
+    callback["definition"] = callback["definition"].replace(
+        "kernel.defconfig: defconfig, kernel.defconfig_full: defconfig",
+        "kernel.defconfig: defconfig+CONFIG_RANDOMIZE_BASE=y, kernel.defconfig_base: defconfig, "
+        "platform.name: meson-gxbb-p200")
+    boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
+    assert (boot["defconfig"], boot["defconfig_full"]) == ("defconfig", "defconfig+CONFIG_RANDOMIZE_BASE=y")
+    assert boot["platform_name"] == "meson-gxbb-p200"
+
+
+def test_a_minimal_dataset_callback_makes_one_boot_document():
+    callback = real_callback(RAW_QEMU)
+    del callback["results"], callback["log"]
+    docs = documents_for(LAVA, encode(callback), LISTED)
+    assert [doc.kind for doc in docs] == ["boot"]
+    assert docs[0].body["boot_result"] == "fail"  # incomplete, error on the kernel side
+
+
+def without(key):
+    def change(callback):
+        del callback[key]
+    return change
+
+
+def setting(key, value):
+    def change(callback):
+        callback[key] = value
+    return change
+
+
+def metadata_without(key):
+    def change(callback):
+        callback["definition"] = "\n".join(
+            line for line in callback["definition"].replace(", ", ",\n  ").splitlines() if key + ":" not in line)
+    return change
+
+
+@pytest.mark.parametrize("change, reason", [
+    pytest.param(without("id"), "no integer job id", id="no-job-id"),
+    pytest.param(setting("id", "three"), "no integer job id", id="job-id-not-a-number"),
+    pytest.param(without("definition"), "no definition text", id="no-definition"),
+    pytest.param(setting("definition", "metadata: [unclosed"), "definition is not valid YAML", id="definition-not-yaml"),
+    pytest.param(setting("definition", "device_type: x\n"), "no metadata mapping", id="definition-without-metadata"),
+    pytest.param(metadata_without("kernel.tree"), "lacks job", id="metadata-without-tree"),
+    pytest.param(setting("results", ["lava"]), "results is not an object", id="results-a-list"),
+    pytest.param(setting("results", {"lava": 7}), "is not YAML text", id="suite-not-text"),
+    pytest.param(setting("results", {"lava": "{a: b}"}), "not a list of test cases", id="suite-not-a-list"),
+    pytest.param(setting("results", {"lava": "- [1, 2]"}), "not a list of test cases", id="case-not-a-mapping"),
+    pytest.param(setting("log", {"a": 1}), "log is not YAML text", id="log-not-text"),
+    pytest.param(setting("log", '- {"dt": "x"\n- ]'), "log is not valid YAML", id="log-not-yaml"),
+    pytest.param(setting("log", "a: b\n"), "log is not a YAML list", id="log-not-a-list"),
+    pytest.param(setting("log", "- " * 5000 + "x\n"), "nests deeper", id="log-nested-too-deep"),
+])
+def test_malformed_callbacks_are_refused_with_a_reason(change, reason):
+    callback = real_callback(MESON)
+    change(callback)
+    with pytest.raises(RejectedInput, match=reason):
+        documents_for(LAVA, encode(callback), LISTED)
+
+
+@pytest.mark.parametrize("name", REAL_FILES)
+def test_every_field_is_declared_with_its_type(name):
+    problems = [(doc.kind, problem) for doc in documents(name) for problem in field_problems(doc.kind, doc.body)]
+    assert problems == []
+
+
+@pytest.mark.parametrize("name", REAL_FILES)
+def test_every_document_carries_the_job_fields(name):
+    docs = documents(name)
+    shared = ("job", "kernel", "arch", "board", "lab_name", "lava_job_id", "boot_result", "boot_time", "plan")
+    expected = {key: boot_of(docs).body[key] for key in shared}
+    for doc in docs:
+        assert {key: doc.body[key] for key in shared} == expected
+
+
+# -- the log fast path gives what the YAML loader gives -----------------------------------------
+
+@pytest.mark.parametrize("name", REAL_FILES)
+def test_log_fast_path_equals_the_safe_yaml_loader_on_real_logs(name):
+    text = real_callback(name)["log"]
+    assert parse_log(text) == yamlsafe.load(text, "log")
+
+
+TRICKY_LOGS = {
+    "json": '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "hello"}\n',
+    "floats-yaml-reads-as-text": '- {"msg": [1e5, 1.5e3, 1.5E+3, -0.5, 2.0e-3, 10]}\n',
+    "nan-and-infinity": '- {"msg": [NaN, Infinity, -Infinity]}\n',
+    "escaped-slash-and-controls": '- {"msg": "a\\/b \\b\\f\\n\\r\\t \\u0000 \\u001b"}\n',
+    "escaped-surrogate-pair": '- {"msg": "\\ud83d\\ude00"}\n',
+    "raw-non-ascii": '- {"msg": "caf\u00e9 \u2013 \U0001f600"}\n',
+    "raw-line-separator": '- {"msg": "a\u2028b"}\n',
+    "raw-next-line": '- {"msg": "a\u0085b"}\n',
+    "raw-tab": '- {"msg": "a\tb"}\n',
+    "raw-delete": '- {"msg": "a\x7fb"}\n',
+    "crlf": '- {"msg": "a"}\r\n- {"msg": "b"}\r\n',
+    "yaml-escapes": '- {"msg": "\\0\\x03\\e"}\n',
+    "decimal-tag": '- {"msg": {"measurement": !!python/object/apply:decimal.Decimal ["2"]}}\n',
+    "non-specific-tag": '- {"msg": {"size": ! "4984326"}}\n',
+    "plain-yaml-item": "- {dt: 2020-11-19T07:03:25.393174, lvl: info, msg: plain words}\n",
+    "alias-across-lines": '- &shared {"msg": "x"}\n- *shared\n',
+    "multi-line-item": '- {"msg": "a",\n   "lvl": "info"}\n',
+    "comment-line": '# a comment\n- {"msg": "a"}\n',
+    "blank-lines": '\n- {"msg": "a"}\n\n\n- {"msg": "b"}',
+    "scalars-and-lists": '- "text"\n- 5\n- true\n- null\n- [1, {"a": []}]\n- {}\n',
+    "duplicate-keys": '- {"msg": "a", "msg": "b"}\n',
+    "huge-integer": '- {"msg": %s}\n' % ("9" * 5000),
+    "deep-json": '- {"msg": %s}\n' % ("[" * 150 + "]" * 150),
+    "depth-at-the-limit": '- %s\n' % ("[" * 99 + "]" * 99),
+    "depth-over-the-limit": '- %s\n' % ("[" * 100 + "]" * 100),
+    # Each line alone stays under the loader's alias expansion limit; all 30 together do not.
+    "aliases-on-many-lines": "".join(
+        "- [&a{n} [x,x,x,x,x,x,x,x,x,x], &b{n} [{a}], &c{n} [{b}], [{c}]]\n".format(
+            n=n, a=",".join(["*a%d" % n] * 10), b=",".join(["*b%d" % n] * 10), c=",".join(["*c%d" % n] * 6))
+        for n in range(30)),
+    "empty": "",
+    "long-key": '- {"msg": {"%s": 1}}\n' % ("k" * 1100),
+    "long-escaped-key": '- {"msg": {"%s": 1}}\n' % ("\\u00e9" * 200),
+    "long-line-short-keys": '- {"msg": {"k": "%s", "j": [{"i": 1}]}}\n' % ("v" * 3000),
+    "long-line-spaced-colon": '- {"msg"%s: "%s"}\n' % (" " * 1100, "v" * 10),
+}
+
+
+@pytest.mark.parametrize("text", TRICKY_LOGS.values(), ids=TRICKY_LOGS.keys())
+def test_log_fast_path_equals_the_safe_yaml_loader_on_tricky_lines(text):
+    assert outcome(parse_log, text) == outcome(lambda whole: yamlsafe.load(whole, "log") or [], text)
+
+
+def outcome(parse, text):
+    try:
+        return ("items", parse(text))
+    except RejectedInput:
+        return ("rejected",)
+
+
+def property_seed() -> int:
+    chosen = os.environ.get("KCING_FUZZ_SEED", "")
+    if chosen == "random":
+        return random.SystemRandom().randrange(2 ** 32)
+    return int(chosen) if chosen else 20201119
+
+
+CHARACTERS = ['a', ' ', '"', "\\", "/", "#", ":", "\t", "\n", "\r", "\x00", "\x1b", "\x7f", "\x85", "\xa0", "\u00e9",
+              "\u2028", "\u2029", "\ufeff", "\ufffe", "\U0001f600", "\ud800", "{", "]"]
+NUMBERS = [0, -1, 10 ** 30, 1.5, -0.0, 1e100, 1e-05, 2.5e-300, float("nan"), float("inf")]
+
+
+def random_text(rng, longest):
+    return "".join(rng.choice(CHARACTERS) for _ in range(rng.choice([0, 1, 5, longest])))
+
+
+def random_value(rng, depth=0):
+    choice = rng.randrange(6 if depth < 3 else 3)
+    if choice == 0:
+        return random_text(rng, 40)
+    if choice == 1:
+        return rng.choice(NUMBERS + [True, False, None])
+    if choice == 2:
+        return rng.randrange(-10 ** 6, 10 ** 6)
+    if choice == 3:
+        return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    return {random_text(rng, rng.choice([3, 1100])): random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))}
+
+
+def test_log_fast_path_equals_the_safe_yaml_loader_on_random_json_lines():
+    seed = property_seed()
+    print("log line seed:", seed, "(KCING_FUZZ_SEED)")
+    rng = random.Random(seed)
+    for _ in range(400):
+        lines = []
+        for _ in range(rng.randint(1, 3)):
+            value = {"dt": "2020-11-19T07:03:25.393174", "lvl": "debug", "msg": random_value(rng)}
+            separators = rng.choice([None, (",", ":")])
+            lines.append("- " + json.dumps(value, ensure_ascii=rng.random() < 0.5, separators=separators))
+        text = "\n".join(lines) + "\n"
+        expected = outcome(lambda whole: yamlsafe.load(whole, "log") or [], text)
+        assert repr(outcome(parse_log, text)) == repr(expected), (seed, text[:300])
