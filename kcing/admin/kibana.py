@@ -1,0 +1,366 @@
+"""Kibana saved objects through the `_export` / `_import` API (never the `.kibana*` indices).
+
+Pure helpers turn an export into a reviewable file (stable order and key order, no volatile
+metadata, the Kibana URL replaced by a placeholder) and read the import result; `KibanaClient`
+does the HTTP. Every POST carries `kbn-xsrf`, which Kibana requires on all non-GET API calls.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import requests
+
+from kcing.errors import ConfigError, KcingError
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER = "{{KB_URL}}"
+# What kcing saves and restores. Types this Kibana does not know (lens without the plugin)
+# are left out of the export instead of failing it.
+EXPORT_TYPES = ("index-pattern", "search", "visualization", "lens", "dashboard")
+# Rewritten by Kibana on every import or save: keeping them would make every backup a diff, and
+# an imported `version` could be taken as a concurrency token. `namespaces` never belongs in a file.
+VOLATILE_FIELDS = ("created_at", "created_by", "updated_at", "updated_by", "version", "namespaces")
+XSRF_HEADERS = {"kbn-xsrf": "kcing"}
+TIMEOUT = (10.0, 120.0)  # (connect, read) seconds; a large import can take a while
+_SPACE_ID = re.compile(r"^[a-z0-9_-]+$")
+_NOT_EXPORTABLE = re.compile(r"non-exportable type\(s\): (.+)$")
+_MESSAGE_LIMIT = 300
+
+
+class KibanaUnavailable(KcingError):
+    """Kibana could not be reached, was not ready in time, or failed with a 5xx."""
+
+    exit_code = 3
+
+
+class KibanaRefused(KcingError):
+    """Kibana refused a request in a way that retrying cannot fix (a 4xx other than auth)."""
+
+    exit_code = 3
+
+
+# -- URLs and the placeholder ----------------------------------------------------------------
+
+def check_space(space: str) -> str:
+    """Return the space id ("" for the default space); Kibana ids are [a-z0-9_-]."""
+    space = (space or "").strip()
+    if space in ("", "default"):
+        return ""
+    if not _SPACE_ID.match(space):
+        raise ConfigError("invalid Kibana space id %r: use lowercase letters, digits, '_' and '-'" % space)
+    return space
+
+
+def space_url(kibana_url: str, space: str) -> str:
+    """The URL under which a space's apps and APIs live (`/s/<id>` unless default)."""
+    space = check_space(space)
+    return kibana_url.rstrip("/") + ("/s/%s" % space if space else "")
+
+
+def _url_pattern(url: str) -> "re.Pattern":
+    # A longer host, another port or a longer path segment is a different URL: not replaced.
+    return re.compile(re.escape(url) + r"(?![\w.:-])")
+
+
+def hide_url(text: str, url: str) -> str:
+    """Replace every occurrence of `url` in `text` by the placeholder."""
+    if not url:
+        return text
+    return _url_pattern(url).sub(lambda _: PLACEHOLDER, text)
+
+
+def restore_url(text: str, url: str) -> str:
+    """Replace the placeholder by `url`; refuse a URL that JSON would have to escape.
+
+    The placeholder sits inside JSON strings, sometimes nested several levels deep; a URL
+    without characters that need escaping stays valid at every level.
+    """
+    if json.dumps(url, ensure_ascii=False)[1:-1] != url:
+        raise ConfigError("the Kibana URL %r contains characters that cannot go into saved objects" % url)
+    return text.replace(PLACEHOLDER, url)
+
+
+# -- NDJSON ----------------------------------------------------------------------------------
+
+def parse_ndjson(text: str) -> List[dict]:
+    """Saved objects of an export; blank lines and the export-details line are skipped.
+
+    Raises ValueError naming the line when a line is not a JSON saved object.
+    """
+    objects = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as error:
+            raise ValueError("line %d is not JSON (%s)" % (number, error)) from None
+        if isinstance(item, dict) and "exportedCount" in item:
+            continue
+        if not (isinstance(item, dict) and isinstance(item.get("type"), str) and isinstance(item.get("id"), str)):
+            raise ValueError("line %d is not a saved object (no type and id)" % number)
+        objects.append(item)
+    return objects
+
+
+def stable_object(obj: Mapping[str, Any]) -> dict:
+    """The object without the metadata Kibana rewrites on every save or import."""
+    return {key: value for key, value in obj.items() if key not in VOLATILE_FIELDS}
+
+
+def canonical_ndjson(objects: Iterable[Mapping[str, Any]]) -> str:
+    """One object per line, sorted by type then id, keys sorted, compact, final newline.
+
+    Compact separators and sorted keys are also how Kibana writes exports, so a line changes
+    only when the object does.
+    """
+    ordered = sorted((stable_object(obj) for obj in objects), key=lambda obj: (obj["type"], obj["id"]))
+    lines = [json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for obj in ordered]
+    return "".join(line + "\n" for line in lines)
+
+
+def count_by_type(objects: Iterable[Mapping[str, Any]]) -> str:
+    """"4 index-pattern, 2 dashboard" in a stable order (for summaries)."""
+    counts: dict = {}
+    for obj in objects:
+        counts[obj["type"]] = counts.get(obj["type"], 0) + 1
+    return ", ".join("%d %s" % (counts[name], name) for name in sorted(counts)) or "no objects"
+
+
+def unsupported_types(message: str) -> List[str]:
+    """Types named by Kibana's "Trying to export non-exportable type(s): a, b" 400 message."""
+    found = _NOT_EXPORTABLE.search(message or "")
+    return [name.strip() for name in found.group(1).split(",")] if found else []
+
+
+def backup_name(now: float) -> str:
+    """saved_objects-<UTC timestamp>.ndjson; sorts by time."""
+    return "saved_objects-%s.ndjson" % time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+
+
+# -- import results --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImportProblem:
+    """One entry of the import result's `errors`."""
+
+    type: str
+    id: str
+    title: str
+    error: str  # conflict, ambiguous_conflict, missing_references, unsupported_type, unknown
+    references: Tuple[Tuple[str, str], ...] = ()  # (type, id) of missing references
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    success: bool
+    success_count: int
+    problems: Tuple[ImportProblem, ...]
+
+
+def read_import_result(body: Mapping[str, Any]) -> ImportReport:
+    """The 200 body of `_import`: Kibana reports per-object failures there, not in the status."""
+    problems = []
+    for entry in body.get("errors") or ():
+        error = entry.get("error") or {}
+        title = entry.get("title") or (entry.get("meta") or {}).get("title") or ""
+        refs = tuple((ref.get("type", "?"), ref.get("id", "?")) for ref in error.get("references") or ())
+        problems.append(ImportProblem(entry.get("type", "?"), entry.get("id", "?"), str(title),
+                                      error.get("type", "unknown"), refs, one_line(error.get("message", ""))))
+    return ImportReport(bool(body.get("success")) and not problems, int(body.get("successCount") or 0),
+                        tuple(problems))
+
+
+def describe(problem: ImportProblem) -> str:
+    """One line a user can act on."""
+    what = "%s %s" % (problem.type, problem.id) + (' "%s"' % problem.title if problem.title else "")
+    if problem.error == "conflict":
+        return "conflict: %s already exists; run with --overwrite to replace it" % what
+    if problem.error == "ambiguous_conflict":
+        return "ambiguous conflict: %s matches several existing objects; resolve it in Kibana" % what
+    if problem.error == "missing_references":
+        missing = ", ".join("%s %s" % ref for ref in problem.references) or "?"
+        return "missing references: %s refers to %s, found neither in the file nor in Kibana" % (what, missing)
+    if problem.error == "unsupported_type":
+        return "unsupported type: %s (this Kibana does not know the type %s)" % (what, problem.type)
+    return "%s: %s%s" % (problem.error, what, ": " + problem.message if problem.message else "")
+
+
+def unchanged_conflicts(problems: Iterable[ImportProblem], wanted: Iterable[Mapping[str, Any]],
+                        current: Iterable[Mapping[str, Any]]) -> set:
+    """(type, id) of conflicts whose object in Kibana already has the same content.
+
+    Only attributes and references count: Kibana rewrites the migration versions on import.
+    """
+    def content(obj):
+        return (obj.get("attributes"), sorted(json.dumps(ref, sort_keys=True) for ref in obj.get("references") or ()))
+
+    wanted_by_key = {(obj["type"], obj["id"]): content(obj) for obj in wanted}
+    current_by_key = {(obj["type"], obj["id"]): content(obj) for obj in current}
+    return {(p.type, p.id) for p in problems if p.error == "conflict"
+            and (p.type, p.id) in current_by_key
+            and current_by_key[(p.type, p.id)] == wanted_by_key.get((p.type, p.id))}
+
+
+# -- HTTP errors -----------------------------------------------------------------------------
+
+def one_line(text: Any) -> str:
+    """Collapse whitespace (Kibana's security messages span lines) and cap the length."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= _MESSAGE_LIMIT else flat[:_MESSAGE_LIMIT - 3] + "..."
+
+
+def response_message(response: requests.Response) -> str:
+    """The Boom `message` of an error body, or its text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return one_line(response.text)
+    if isinstance(body, dict) and body.get("message"):
+        return one_line(body["message"])
+    return one_line(response.text)
+
+
+def error_for(status: int, message: str, action: str, url: str, user: str) -> KcingError:
+    """The error to raise when Kibana answers `status` to `action` (an HTTP error, not 2xx)."""
+    detail = ": %s" % message if message else ""
+    if status == 401:
+        hint = "check KB_USER and KB_PASSWORD" if user else "set KB_USER and KB_PASSWORD"
+        return ConfigError("Kibana at %s refused the credentials to %s (HTTP 401); %s" % (url, action, hint))
+    if status == 403:
+        return ConfigError("Kibana user %r may not %s at %s (HTTP 403)%s" % (user, action, url, detail))
+    if status == 404:
+        return KibanaRefused("Kibana at %s has no such API or space to %s (HTTP 404)%s; check KB_URL and KB_SPACE"
+                             % (url, action, detail))
+    if status == 503:
+        return KibanaUnavailable("Kibana at %s is not ready to %s (HTTP 503)%s" % (url, action, detail))
+    if status >= 500:
+        return KibanaUnavailable("Kibana at %s failed to %s (HTTP %d)%s" % (url, action, status, detail))
+    return KibanaRefused("Kibana at %s refused to %s (HTTP %d)%s" % (url, action, status, detail))
+
+
+def unreachable_reason(error: requests.RequestException) -> str:
+    """A short cause instead of urllib3's nested repr."""
+    text = str(error)
+    for needle, reason in (("refused", "connection refused"), ("timed out", "timed out"),
+                           ("Name or service not known", "unknown host"),
+                           ("nodename nor servname", "unknown host"),
+                           ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted")):
+        if needle in text:
+            return reason
+    return type(error).__name__
+
+
+# -- client ----------------------------------------------------------------------------------
+
+class KibanaClient:
+    """Status, export and import against one Kibana space. Credentials never reach a log line."""
+
+    def __init__(self, session: requests.Session, url: str, space: str = "",
+                 auth: Optional[Tuple[str, str]] = None, timeout=TIMEOUT):
+        self.session = session
+        self.url = url.rstrip("/")
+        self.space = check_space(space)
+        self.auth = auth
+        self.timeout = timeout
+
+    @property
+    def space_label(self) -> str:
+        return self.space or "default"
+
+    def _request(self, method: str, path: str, action: str, in_space: bool = True, **kwargs) -> requests.Response:
+        url = (space_url(self.url, self.space) if in_space else self.url) + path
+        started = time.monotonic()
+        try:
+            response = self.session.request(method, url, auth=self.auth, timeout=self.timeout, **kwargs)
+        except requests.RequestException as error:
+            raise KibanaUnavailable("cannot reach Kibana at %s to %s (%s)"
+                                    % (self.url, action, unreachable_reason(error))) from None
+        log.debug("%s %s [status:%s duration:%.3fs]", method, url, response.status_code, time.monotonic() - started)
+        return response
+
+    def _raise_unless_ok(self, response: requests.Response, action: str) -> None:
+        if response.status_code != 200:
+            user = self.auth[0] if self.auth else ""
+            raise error_for(response.status_code, response_message(response), action, self.url, user)
+
+    def status(self) -> Optional[str]:
+        """None when Kibana is ready, else why not. Auth and "not a Kibana" errors are raised."""
+        action = "report its status"
+        try:
+            response = self._request("GET", "/api/status", action, in_space=False)
+        except KibanaUnavailable as error:
+            return str(error)
+        if response.status_code in (401, 403, 404):
+            self._raise_unless_ok(response, action)
+        if response.status_code != 200:
+            return "Kibana at %s is not ready (HTTP %d: %s)" % (self.url, response.status_code,
+                                                              _status_level(response) or response_message(response))
+        level = _status_level(response)
+        # 8.x answers 200 for available and degraded; 7.x said green/yellow.
+        if level not in ("available", "degraded", "green", "yellow"):
+            return "Kibana at %s is not ready (status %s)" % (self.url, level or "unknown")
+        if level in ("degraded", "yellow"):
+            log.warning("Kibana at %s reports status %s; going on", self.url, level)
+        return None
+
+    def wait_ready(self, timeout: float, clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep, interval: float = 2.0) -> None:
+        """Poll `/api/status` until Kibana is ready; raise KibanaUnavailable after `timeout` s."""
+        deadline = clock() + timeout
+        while True:
+            reason = self.status()
+            if reason is None:
+                return
+            remaining = deadline - clock()
+            if remaining <= 0:
+                raise KibanaUnavailable("%s; gave up after waiting %gs" % (reason, timeout))
+            log.info("%s; retrying for another %.0fs", reason, remaining)
+            sleep(min(interval, remaining))
+
+    def export(self, types: Sequence[str] = EXPORT_TYPES) -> List[dict]:
+        """Every saved object of `types` (and what they reference) in this space."""
+        wanted = list(types)
+        action = "export saved objects"
+        while wanted:
+            body = {"type": wanted, "excludeExportDetails": True, "includeReferencesDeep": True}
+            response = self._request("POST", "/api/saved_objects/_export", action, json=body, headers=XSRF_HEADERS)
+            unknown = unsupported_types(response_message(response)) if response.status_code == 400 else []
+            if unknown and set(unknown) <= set(wanted):
+                log.info("Kibana at %s does not export %s; leaving them out", self.url, ", ".join(unknown))
+                wanted = [name for name in wanted if name not in unknown]
+                continue
+            self._raise_unless_ok(response, action)
+            try:
+                return parse_ndjson(response.text)
+            except ValueError as error:
+                raise KibanaRefused("Kibana at %s sent an unreadable export: %s" % (self.url, error)) from None
+        return []
+
+    def import_ndjson(self, text: str, overwrite: bool) -> ImportReport:
+        """POST `text` as the multipart file `_import` expects; never creates new copies."""
+        params = {"overwrite": "true" if overwrite else "false", "createNewCopies": "false"}
+        files = {"file": ("saved_objects.ndjson", text.encode("utf-8"), "application/ndjson")}
+        action = "import saved objects"
+        response = self._request("POST", "/api/saved_objects/_import", action, params=params,
+                                 files=files, headers=XSRF_HEADERS)
+        self._raise_unless_ok(response, action)
+        try:
+            return read_import_result(response.json())
+        except (ValueError, AttributeError, TypeError):
+            raise KibanaRefused("Kibana at %s sent an unreadable import result" % self.url) from None
+
+
+def _status_level(response: requests.Response) -> str:
+    try:
+        overall = response.json()["status"]["overall"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return str(overall.get("level") or overall.get("state") or "")

@@ -1,0 +1,148 @@
+"""backup_kbn and setup_kbn: a Kibana client from settings, the saved objects file, a summary.
+
+The file is `<kibana dir>/saved_objects.ndjson` (default: this checkout's kibana/), written with
+the URL of the Kibana space replaced by `{{KB_URL}}` so that it is the same file whichever
+Kibana it came from, and so that links in dashboards follow the Kibana it is imported into.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
+
+from kcing.admin.kibana import (
+    KibanaClient, backup_name, canonical_ndjson, count_by_type, describe, hide_url, parse_ndjson,
+    restore_url, space_url, unchanged_conflicts,
+)
+from kcing.errors import ConfigError
+from kcing.http import new_session
+from kcing.samples import write_atomically
+
+SAVED_OBJECTS = "saved_objects.ndjson"
+BACKUPS = "backups"
+CHECKOUT_KIBANA_DIR = Path(__file__).resolve().parents[2] / "kibana"
+# Kibana takes about a minute to start next to a fresh Elasticsearch.
+DEFAULT_WAIT = 60.0
+
+
+def kibana_dir(args: dict) -> Path:
+    return Path(args.get("--kibana-dir") or CHECKOUT_KIBANA_DIR)
+
+
+def wait_seconds(args: dict) -> float:
+    value = args.get("--wait")
+    if value is None:
+        return DEFAULT_WAIT
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError("--wait expects seconds, not %r" % value) from None
+    if not seconds >= 0:
+        raise ConfigError("--wait must be 0 or more seconds")
+    return seconds
+
+
+def make_client(args: dict, settings, session=None) -> KibanaClient:
+    auth = None
+    if settings.KB_USER or settings.KB_PASSWORD:
+        if not (settings.KB_USER and settings.KB_PASSWORD):
+            raise ConfigError("KB_USER and KB_PASSWORD must be set together")
+        auth = (settings.KB_USER, settings.KB_PASSWORD)
+    space = args.get("--space")
+    space = settings.KB_SPACE if space is None else space
+    return KibanaClient(session or new_session(pool_size=1), settings.KB_URL, space, auth)
+
+
+def read_saved_objects(path: Path, url: str) -> Tuple[str, List[dict]]:
+    """The file's text with the placeholder replaced by `url`, and its objects."""
+    try:
+        text = restore_url(path.read_text(encoding="utf-8"), url)
+    except FileNotFoundError:
+        raise ConfigError("no saved objects file at %s: run backup_kbn first or pass --kibana-dir" % path) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError("cannot read %s: %s" % (path, error)) from None
+    try:
+        objects = parse_ndjson(text)
+    except ValueError as error:
+        raise ConfigError("%s: %s" % (path, error)) from None
+    if not objects:
+        raise ConfigError("%s holds no saved objects" % path)
+    seen = set()
+    for obj in objects:
+        key = (obj["type"], obj["id"])
+        if key in seen:
+            raise ConfigError("%s holds %s %s twice" % (path, *key))
+        seen.add(key)
+    return text, objects
+
+
+def free_path(directory: Path, name: str) -> Path:
+    """`directory/name`, or `name` with -2, -3 ... before the suffix if that is taken."""
+    path = directory / name
+    stem, suffix, number = path.stem, path.suffix, 2
+    while path.exists():
+        path = directory / ("%s-%d%s" % (stem, number, suffix))
+        number += 1
+    return path
+
+
+def backup_kbn(args: dict, settings, session=None) -> int:
+    """Export the space's saved objects into the saved objects file (dry run: only say so)."""
+    client = make_client(args, settings, session)
+    url = space_url(settings.KB_URL, client.space)
+    client.wait_ready(wait_seconds(args))
+    objects = client.export()
+    text = hide_url(canonical_ndjson(objects), url)
+    path = kibana_dir(args) / SAVED_OBJECTS
+    summary = "%d objects (%s) from %s" % (len(objects), count_by_type(objects), url)
+    if args.get("--dry-run"):
+        same = path.is_file() and path.read_text(encoding="utf-8") == text
+        print("backup_kbn: dry run: would write %s to %s (%s)" % (summary, path, "no change" if same else "changed"))
+        return 0
+    write_atomically(path, text.encode("utf-8"))
+    print("backup_kbn: %s written to %s" % (summary, path))
+    return 0
+
+
+def setup_kbn(args: dict, settings, session=None, now: Callable[[], float] = time.time) -> int:
+    """Import the saved objects file into the space; 1 when some objects were not imported.
+
+    Without --overwrite the current objects are exported to kibana/backups/ first, and objects
+    that already exist are reported as conflicts (or as unchanged when identical). A dry run
+    reads and checks the file and says what would happen, without contacting Kibana.
+    """
+    client = make_client(args, settings, session)
+    url = space_url(settings.KB_URL, client.space)
+    source = kibana_dir(args) / SAVED_OBJECTS
+    text, objects = read_saved_objects(source, url)
+    overwrite = bool(args.get("--overwrite"))
+    plan = "%d objects (%s) from %s into %s" % (len(objects), count_by_type(objects), source, url)
+    if args.get("--dry-run"):
+        how = "replacing existing objects" if overwrite else "after saving the current objects under %s" % (
+            kibana_dir(args) / BACKUPS)
+        print("setup_kbn: dry run: would import %s, %s" % (plan, how))
+        return 0
+    client.wait_ready(wait_seconds(args))
+    current: List[dict] = []
+    if not overwrite:
+        current = client.export()
+        _save_backup(kibana_dir(args) / BACKUPS, current, url, now())
+    print("setup_kbn: importing %s%s" % (plan, " (overwrite)" if overwrite else ""))
+    report = client.import_ndjson(text, overwrite)
+    unchanged = unchanged_conflicts(report.problems, objects, current)
+    problems = [problem for problem in report.problems if (problem.type, problem.id) not in unchanged]
+    print("setup_kbn: imported %d of %d objects%s" % (
+        report.success_count, len(objects), ", %d already present and unchanged" % len(unchanged) if unchanged else ""))
+    for problem in problems:
+        print("  %s" % describe(problem))
+    return 1 if problems else 0
+
+
+def _save_backup(directory: Path, objects: List[dict], url: str, when: float) -> Optional[Path]:
+    if not objects:
+        print("setup_kbn: %s holds no saved objects yet, nothing to back up" % url)
+        return None
+    path = free_path(directory, backup_name(when))
+    write_atomically(path, hide_url(canonical_ndjson(objects), url).encode("utf-8"))
+    print("setup_kbn: current objects (%s) saved to %s" % (count_by_type(objects), path))
+    return path

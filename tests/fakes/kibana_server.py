@@ -1,0 +1,525 @@
+"""A strict local Kibana 8 for the saved objects API (elk.md §5), on 127.0.0.1.
+
+Routes: `GET /api/status`, `POST /api/saved_objects/_export`, `POST /api/saved_objects/_import`,
+each also under `/s/<space>`. Like Kibana it answers in the Boom envelope
+`{"statusCode","error","message"}`, wants `kbn-xsrf` on every POST, validates the export body and
+the import query as its route schemas do, and reports per-object import failures (`conflict`,
+`missing_references`, `unsupported_type`) in a 200 body with `success: false`.
+
+Objects are kept per (space, type, id). Like Kibana, an import stamps `created_at`, `updated_at`
+and `version` on what it stores, so a client that keeps them in a backup sees a diff. Unlike
+Kibana, stored objects are not migrated: an export returns the migration versions imported.
+
+Assumptions, not verified against a running Kibana: a request for an unknown space gets 404;
+an object whose migration version is newer than `latest_versions` fails with an `unknown` error.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from urllib.parse import parse_qsl, urlsplit
+
+from tests.fakes.serving import BackgroundServer, BodyTooLarge, FaultQueue, LockedList, QuietHandler
+
+VERSION = "8.15.3"
+EXPORTABLE_TYPES = ("config", "dashboard", "index-pattern", "lens", "links", "map", "query", "search",
+                    "tag", "url", "visualization")
+# What Kibana 8.15 has at least; an object claiming a newer version cannot be imported there.
+LATEST_VERSIONS = {"index-pattern": "8.0.0", "visualization": "8.5.0", "dashboard": "10.2.0",
+                   "search": "10.2.0", "lens": "8.9.0"}
+CORE_MIGRATION_VERSION = "8.8.0"
+ICONS = {"index-pattern": "indexPatternApp", "visualization": "visualizeApp", "dashboard": "dashboardApp",
+         "search": "discoverApp", "lens": "lensApp", "config": "advancedSettingsApp", "tag": "tag"}
+MAX_IMPORT_EXPORT_SIZE = 10000
+MAX_IMPORT_PAYLOAD_BYTES = 26214400
+EXPORT_KEYS = ("type", "hasReference", "objects", "search", "includeReferencesDeep", "excludeExportDetails")
+IMPORT_FLAGS = ("overwrite", "createNewCopies", "compatibilityMode")
+SPACE_PREFIX = re.compile(r"^/s/([^/]+)(/.*)?$")
+READY_LEVELS = ("available", "degraded")
+REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           413: "Request Entity Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error",
+           503: "Service Unavailable"}
+XSRF_MESSAGE = "Request must contain a kbn-xsrf header."
+NOT_READY_TEXT = b"Kibana server is not ready yet"
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as the emulator saw it (headers lower-cased)."""
+
+    method: str
+    path: str  # as sent, with the query string
+    space: str
+    route: str  # the path without the space prefix and query
+    query: Dict[str, str]
+    headers: Dict[str, str]
+    body: bytes
+    status: Optional[int]
+
+
+@dataclass(frozen=True)
+class _Fail:
+    status: int
+    body: bytes
+    headers: Tuple[Tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class _Reset:
+    pass
+
+
+class _Answer(Exception):
+    def __init__(self, status: int, body: bytes = b"", headers: Sequence[Tuple[str, str]] = ()):
+        super().__init__(status)
+        self.status, self.body, self.headers = status, body, tuple(headers)
+
+
+def boom(status: int, message: str, headers: Sequence[Tuple[str, str]] = (), **extra) -> _Answer:
+    """An error answer in Kibana's Boom envelope."""
+    body = {"statusCode": status, "error": REASONS.get(status, "Error"), "message": message, **extra}
+    return _Answer(status, json.dumps(body).encode(), (("Content-Type", "application/json; charset=utf-8"),) + tuple(headers))
+
+
+def _json_answer(body, status: int = 200) -> _Answer:
+    return _Answer(status, json.dumps(body).encode(), (("Content-Type", "application/json; charset=utf-8"),))
+
+
+def _version_key(text: str) -> Tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text or "0"))
+
+
+def _title(obj: dict) -> str:
+    return str((obj.get("attributes") or {}).get("title", ""))
+
+
+def _meta(obj: dict) -> dict:
+    return {"title": _title(obj), "icon": ICONS.get(obj["type"], "questionInCircle")}
+
+
+class KibanaEmulator:
+    """Kibana's saved objects API with an in-memory store; `requests` records every call.
+
+    `user`/`password` turn basic auth on. `spaces` are the space ids that exist. `types` are the
+    importable and exportable types (leave out "lens" to model a Kibana without it).
+    """
+
+    def __init__(self, port: int = 0, user: Optional[str] = None, password: Optional[str] = None,
+                 spaces: Iterable[str] = ("default",), types: Iterable[str] = EXPORTABLE_TYPES,
+                 version: str = VERSION, latest_versions: Optional[Dict[str, str]] = None,
+                 max_objects: int = MAX_IMPORT_EXPORT_SIZE, clock=time.time):
+        self.user, self.password = user, password
+        self.spaces = set(spaces) | {"default"}
+        self.types = tuple(types)
+        self.version = version
+        self.latest_versions = dict(LATEST_VERSIONS if latest_versions is None else latest_versions)
+        self.max_objects = max_objects
+        self.clock = clock
+        self.level = "available"
+        self.starting = False
+        self.requests: LockedList = LockedList()
+        self.store: Dict[Tuple[str, str, str], dict] = {}
+        self._lock = threading.Lock()
+        self._sequence = 0
+        self._faults = FaultQueue()
+        self._server = BackgroundServer(_KibanaHandler, self, port)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> str:
+        return self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> "KibanaEmulator":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return self._server.base_url
+
+    @property
+    def errors(self) -> List[BaseException]:
+        return self._server.errors
+
+    # -- state and faults --------------------------------------------------------------------
+
+    def set_level(self, level: str) -> None:
+        """Overall status: available, degraded (both 200), unavailable, critical (503)."""
+        self.level = level
+
+    def set_starting(self, starting: bool = True) -> None:
+        """While starting, every request gets 503 "Kibana server is not ready yet" (plain text)."""
+        self.starting = starting
+
+    def fail_next(self, status: int, route: str = "", count: Optional[int] = 1, body=None,
+                  headers: Sequence[Tuple[str, str]] = ()) -> None:
+        """Answer the next `count` requests whose route starts with `route` with `status`."""
+        if body is None:
+            body = {"statusCode": status, "error": REASONS.get(status, "Error"), "message": "injected fault"}
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self._faults.add(route, _Fail(status, raw, tuple(headers) or (("Content-Type", "application/json"),)), count)
+
+    def reset_next(self, route: str = "", count: Optional[int] = 1) -> None:
+        """Close the connection without answering."""
+        self._faults.add(route, _Reset(), count)
+
+    # -- the store ---------------------------------------------------------------------------
+
+    def put(self, obj: dict, space: str = "default") -> dict:
+        """Store `obj` as an import would (stamped with times and a version); return the copy."""
+        with self._lock:
+            return self._put(space, obj, self.store.get((space, obj["type"], obj["id"])))
+
+    def _put(self, space: str, obj: dict, previous: Optional[dict]) -> dict:
+        self._sequence += 1
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(self.clock()))
+        stored = {key: value for key, value in obj.items() if key != "namespaces"}
+        stored.setdefault("references", [])
+        stored.setdefault("managed", False)
+        stored.setdefault("coreMigrationVersion", CORE_MIGRATION_VERSION)
+        if "typeMigrationVersion" not in stored and "migrationVersion" not in stored:
+            stored["typeMigrationVersion"] = self.latest_versions.get(obj["type"], "8.0.0")
+        stored["created_at"] = (previous or {}).get("created_at", now)
+        stored["updated_at"] = now
+        stored["version"] = base64.b64encode(json.dumps([self._sequence, 1]).encode()).decode()
+        self.store[(space, obj["type"], obj["id"])] = stored
+        return stored
+
+    def objects(self, space: str = "default") -> List[dict]:
+        with self._lock:
+            return [obj for (where, _, _), obj in sorted(self.store.items()) if where == space]
+
+    def get(self, type_: str, id_: str, space: str = "default") -> Optional[dict]:
+        with self._lock:
+            return self.store.get((space, type_, id_))
+
+    def load_ndjson(self, text: str, space: str = "default") -> int:
+        count = 0
+        for line in text.splitlines():
+            if line.strip():
+                obj = json.loads(line)
+                if "exportedCount" not in obj:
+                    self.put(obj, space)
+                    count += 1
+        return count
+
+    # -- routes ------------------------------------------------------------------------------
+
+    def status(self, space: str, query: dict, body: bytes) -> _Answer:
+        level = self.level
+        body = {
+            "name": "kibana-emulator", "uuid": "5b2de169-2785-441b-ae8c-186a1936b17d",
+            "version": {"number": self.version, "build_hash": "0" * 40, "build_number": 1,
+                        "build_snapshot": False, "build_flavor": "traditional"},
+            "status": {"overall": {"level": level, "summary": "emulated status %s" % level},
+                       "core": {"elasticsearch": {"level": level, "summary": level},
+                                "savedObjects": {"level": level, "summary": level}},
+                       "plugins": {}},
+            "metrics": {"collection_interval_in_millis": 5000},
+        }
+        return _json_answer(body, 200 if level in READY_LEVELS else 503)
+
+    def export(self, space: str, query: dict, body: bytes) -> _Answer:
+        self._require_saved_objects(space)
+        options = _export_options(body)
+        invalid = [name for name in options["types"] if name != "*" and name not in self.types]
+        if invalid:
+            raise boom(400, "Trying to export non-exportable type(s): %s" % ", ".join(invalid))
+        invalid = ["%s:%s" % (ref["type"], ref["id"]) for ref in options["objects"] if ref["type"] not in self.types]
+        if invalid:
+            raise boom(400, "Trying to export object(s) with non-exportable types: %s" % ", ".join(invalid))
+        with self._lock:
+            return self._export(space, options)
+
+    def _export(self, space: str, options: dict) -> _Answer:
+        types, objects = options["types"], options["objects"]
+        if types:
+            wanted = set(self.types) if "*" in types else set(types)
+            roots = sorted((obj for (where, kind, _), obj in self.store.items() if where == space and kind in wanted),
+                           key=lambda obj: obj["id"])
+        else:
+            missing = [ref for ref in objects if (space, ref["type"], ref["id"]) not in self.store]
+            if missing:
+                raise boom(400, "Error fetching objects to export", attributes={"objects": [
+                    {"id": ref["id"], "type": ref["type"], "error": {
+                        "statusCode": 404, "error": "Not Found",
+                        "message": "Saved object [%s/%s] not found" % (ref["type"], ref["id"])}}
+                    for ref in missing]})
+            roots = [self.store[(space, ref["type"], ref["id"])] for ref in objects]
+        ordered, missing_refs = _references_first(roots, space, self.store, options["includeReferencesDeep"])
+        if len(ordered) > self.max_objects:
+            raise boom(400, "Can't export more than %d objects" % self.max_objects)
+        lines = [_export_line(obj) for obj in ordered]
+        if not options["excludeExportDetails"]:
+            lines.append(json.dumps({"exportedCount": len(ordered), "missingRefCount": len(missing_refs),
+                                     "missingReferences": missing_refs, "excludedObjectsCount": 0,
+                                     "excludedObjects": []}, sort_keys=True, separators=(",", ":")))
+        return _Answer(200, "\n".join(lines).encode(), (("Content-Type", "application/ndjson"),
+                                                      ("Content-Disposition", 'attachment; filename="export.ndjson"')))
+
+    def import_(self, space: str, query: dict, body: bytes, content_type: str = "") -> _Answer:
+        flags = _import_flags(query)
+        self._require_saved_objects(space)
+        if len(body) > MAX_IMPORT_PAYLOAD_BYTES:
+            raise boom(413, "Payload content length greater than maximum allowed: %d" % MAX_IMPORT_PAYLOAD_BYTES)
+        filename, data = _multipart_file(body, content_type)
+        extension = re.search(r"(\.[^./]*)?$", filename).group(0).lower()
+        if extension != ".ndjson":
+            raise boom(400, "Invalid file extension %s" % extension)
+        objects = _read_import_lines(data)
+        if len(objects) > self.max_objects:
+            raise boom(400, "Can't import more than %d objects" % self.max_objects)
+        with self._lock:
+            return _json_answer(self._import(space, objects, flags))
+
+    def _import(self, space: str, objects: List[dict], flags: dict) -> dict:
+        errors: Dict[Tuple[str, str], dict] = {}
+        in_file = {(obj["type"], obj["id"]) for obj in objects}
+        for obj in objects:
+            key = (obj["type"], obj["id"])
+            if obj["type"] not in self.types:
+                errors[key] = {"type": "unsupported_type"}
+                continue
+            missing = [{"type": ref["type"], "id": ref["id"]} for ref in obj.get("references") or ()
+                       if (ref["type"], ref["id"]) not in in_file and (space, ref["type"], ref["id"]) not in self.store]
+            if missing:
+                errors[key] = {"type": "missing_references", "references": missing}
+                continue
+            too_new = self._too_new(obj)
+            if too_new:
+                errors[key] = {"type": "unknown", "message": too_new, "statusCode": 400}
+                continue
+            if not flags["createNewCopies"] and not flags["overwrite"] and (space, *key) in self.store:
+                errors[key] = {"type": "conflict"}
+        new_ids = {(obj["type"], obj["id"]): str(uuid.uuid4()) for obj in objects} if flags["createNewCopies"] else {}
+        results = []
+        for obj in objects:
+            key = (obj["type"], obj["id"])
+            if key in errors:
+                continue
+            result = {"type": obj["type"], "id": obj["id"], "meta": _meta(obj), "managed": bool(obj.get("managed", False))}
+            if new_ids:
+                result["destinationId"] = new_ids[key]
+                obj = _with_new_ids(obj, new_ids)
+            elif (space, *key) in self.store:
+                result["overwrite"] = True
+            self._put(space, obj, self.store.get((space, obj["type"], obj["id"])))
+            results.append(result)
+        error_list = [{"id": obj["id"], "type": obj["type"], "title": _title(obj), "meta": _meta(obj),
+                       "error": errors[(obj["type"], obj["id"])]}
+                      for obj in objects if (obj["type"], obj["id"]) in errors]
+        return {"success": not error_list, "successCount": len(results), "successResults": results,
+                "warnings": [], "errors": error_list}
+
+    def _too_new(self, obj: dict) -> str:
+        core = obj.get("coreMigrationVersion")
+        if core and _version_key(core) > _version_key(CORE_MIGRATION_VERSION):
+            return "Document \"%s\" has a coreMigrationVersion [%s] newer than this Kibana's" % (obj["id"], core)
+        version = obj.get("typeMigrationVersion") or (obj.get("migrationVersion") or {}).get(obj["type"])
+        latest = self.latest_versions.get(obj["type"])
+        if version and latest and _version_key(version) > _version_key(latest):
+            return ("Document \"%s\" belongs to a more recent version of Kibana [%s] when the last known version is [%s]."
+                    % (obj["id"], version, latest))
+        return ""
+
+    def _require_saved_objects(self, space: str) -> None:
+        if space not in self.spaces:
+            raise boom(404, "Saved object [space/%s] not found" % space)
+        if self.level not in READY_LEVELS:
+            raise boom(503, "Saved objects service is %s" % self.level)
+
+    def check_auth(self, authorization: Optional[str]) -> None:
+        if self.user is None:
+            return
+        if not authorization:
+            raise boom(401, "Unauthorized", headers=(("WWW-Authenticate", 'Basic realm="kibana"'),))
+        expected = "Basic " + base64.b64encode(("%s:%s" % (self.user, self.password)).encode()).decode()
+        if authorization != expected:
+            # Kibana passes Elasticsearch's multi-line security message through.
+            raise boom(401, "[security_exception\n\tRoot causes:\n\t\tsecurity_exception: unable to authenticate "
+                            "user for REST request [/_security/_authenticate]]: unable to authenticate user for "
+                            "REST request [/_security/_authenticate]")
+
+
+ROUTES = {("GET", "/api/status"): "status", ("POST", "/api/saved_objects/_export"): "export",
+          ("POST", "/api/saved_objects/_import"): "import_"}
+
+
+def _export_options(body: bytes) -> dict:
+    try:
+        options = json.loads(body or b"{}")
+    except ValueError:
+        raise boom(400, "Invalid request payload JSON format") from None
+    if not isinstance(options, dict):
+        raise boom(400, "[request body]: expected a plain object value, but found [%s] instead." % type(options).__name__)
+    for key in options:
+        if key not in EXPORT_KEYS:
+            raise boom(400, "[request body.%s]: definition for this key is missing" % key)
+    types = options.get("type")
+    types = [types] if isinstance(types, str) else types
+    if types is not None and not (isinstance(types, list) and all(isinstance(t, str) for t in types)):
+        raise boom(400, "[request body.type]: expected a string or an array of strings")
+    objects = options.get("objects")
+    if objects is not None and not (isinstance(objects, list) and all(
+            isinstance(o, dict) and isinstance(o.get("type"), str) and isinstance(o.get("id"), str) for o in objects)):
+        raise boom(400, "[request body.objects]: expected an array of {type, id} objects")
+    for flag in ("includeReferencesDeep", "excludeExportDetails"):
+        if not isinstance(options.get(flag, False), bool):
+            raise boom(400, "[request body.%s]: expected value of type [boolean] but got [%s]"
+                       % (flag, type(options[flag]).__name__))
+    if not types and not objects:
+        raise boom(400, "Either `type` or `objects` are required.")
+    if types and objects:
+        raise boom(400, "Can't specify both \"types\" and \"objects\" properties when exporting")
+    return {"types": types or [], "objects": objects or [], "excludeExportDetails": options.get("excludeExportDetails", False),
+            "includeReferencesDeep": options.get("includeReferencesDeep", False)}
+
+
+def _references_first(roots: List[dict], space: str, store: dict, deep: bool) -> Tuple[List[dict], List[dict]]:
+    """Objects with what they reference first (depth first), and references not found."""
+    ordered: List[dict] = []
+    seen: set = set()
+    missing: List[dict] = []
+
+    def visit(obj: dict) -> None:
+        key = (obj["type"], obj["id"])
+        if key in seen:
+            return
+        seen.add(key)
+        if deep:
+            for ref in obj.get("references") or ():
+                target = store.get((space, ref["type"], ref["id"]))
+                if target is None:
+                    if {"id": ref["id"], "type": ref["type"]} not in missing:
+                        missing.append({"id": ref["id"], "type": ref["type"]})
+                else:
+                    visit(target)
+        ordered.append(obj)
+
+    for root in roots:
+        visit(root)
+    return ordered, missing
+
+
+def _export_line(obj: dict) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _import_flags(query: dict) -> dict:
+    flags = {}
+    for key in query:
+        if key not in IMPORT_FLAGS:
+            raise boom(400, "[request query.%s]: definition for this key is missing" % key)
+    for name in IMPORT_FLAGS:
+        value = query.get(name, "false")
+        if value not in ("true", "false"):
+            raise boom(400, "[request query.%s]: expected value of type [boolean] but got [string]" % name)
+        flags[name] = value == "true"
+    if flags["overwrite"] and flags["createNewCopies"]:
+        raise boom(400, "[request query]: cannot use [overwrite] with [createNewCopies]")
+    if flags["createNewCopies"] and flags["compatibilityMode"]:
+        raise boom(400, "[request query]: cannot use [createNewCopies] with [compatibilityMode]")
+    return flags
+
+
+def _multipart_file(body: bytes, content_type: str) -> Tuple[str, bytes]:
+    """(filename, content) of the form field `file`."""
+    if not content_type.lower().startswith("multipart/form-data") or "boundary=" not in content_type:
+        raise boom(415, "Unsupported Media Type")
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not message.is_multipart():
+        raise boom(400, "Invalid multipart payload format")
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == "file":
+            return part.get_filename() or "", part.get_payload(decode=True) or b""
+    raise boom(400, "[request body.file]: expected value of type [Stream] but got [undefined]")
+
+
+def _read_import_lines(data: bytes) -> List[dict]:
+    objects = []
+    for number, line in enumerate(data.decode("utf-8", "replace").split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as error:
+            raise boom(400, "Unexpected token in JSON at line %d: %s" % (number, error)) from None
+        if isinstance(item, dict) and "exportedCount" in item:
+            continue
+        if not (isinstance(item, dict) and isinstance(item.get("type"), str) and isinstance(item.get("id"), str)):
+            raise boom(400, "line %d is not a saved object" % number)
+        objects.append(item)
+    return objects
+
+
+def _with_new_ids(obj: dict, new_ids: dict) -> dict:
+    references = [dict(ref, id=new_ids.get((ref["type"], ref["id"]), ref["id"])) for ref in obj.get("references") or ()]
+    return dict(obj, id=new_ids[(obj["type"], obj["id"])], references=references)
+
+
+class _KibanaHandler(QuietHandler):
+    def handle_request(self) -> None:
+        emulator: KibanaEmulator = self.app
+        parts = urlsplit(self.path)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        space, route = "default", parts.path
+        body = b""
+        try:
+            try:
+                body = self.read_body(MAX_IMPORT_PAYLOAD_BYTES + (1 << 20))
+            except BodyTooLarge:
+                raise boom(413, "Payload content length greater than maximum allowed: %d"
+                           % MAX_IMPORT_PAYLOAD_BYTES) from None
+            matched = SPACE_PREFIX.match(parts.path)
+            if matched:
+                space, route = matched.group(1), matched.group(2) or "/"
+            fault = emulator._faults.take(route)
+            if isinstance(fault, _Reset):
+                self._record(emulator, space, route, query, body, None)
+                self.drop_connection()
+                return
+            if isinstance(fault, _Fail):
+                raise _Answer(fault.status, fault.body, fault.headers)
+            answer = self._route(emulator, space, route, query, body)
+        except _Answer as refusal:
+            answer = refusal
+        self._record(emulator, space, route, query, body, answer.status)
+        # A body too large was not read to the end: the connection cannot be reused.
+        self.send_whole(answer.status, answer.headers, answer.body, close=answer.status == 413)
+
+    def _route(self, emulator: KibanaEmulator, space: str, route: str, query: dict, body: bytes) -> _Answer:
+        if emulator.starting:
+            raise _Answer(503, NOT_READY_TEXT, (("Content-Type", "text/plain; charset=utf-8"),))
+        if not re.match(r"^[a-z0-9_-]+$", space):
+            raise boom(404, "Not Found")
+        handler = ROUTES.get((self.command, route))
+        if handler is None:
+            raise boom(404, "Not Found")
+        emulator.check_auth(self.headers.get("Authorization"))
+        if self.command != "GET" and not (self.headers.get("kbn-xsrf") or self.headers.get("kbn-version")):
+            raise boom(400, XSRF_MESSAGE)
+        if handler == "import_":
+            return emulator.import_(space, query, body, self.headers.get("Content-Type", ""))
+        return getattr(emulator, handler)(space, query, body)
+
+    def _record(self, emulator, space, route, query, body, status) -> None:
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        emulator.requests.append(RequestRecord(self.command, self.path, space, route, query, headers, body, status))
+
+
+for _method in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"):
+    setattr(_KibanaHandler, "do_" + _method, _KibanaHandler.handle_request)

@@ -1,0 +1,451 @@
+"""backup_kbn / setup_kbn against the Kibana emulator, the pure helpers, and the shipped objects."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from kcing import settings as settings_module
+from kcing.admin import kibana as kb
+from kcing.admin.kibana_commands import backup_kbn, setup_kbn
+from kcing.errors import ConfigError
+from kcing.http import new_session
+from tests.fakes.kibana_server import KibanaEmulator
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "kibana" / "saved_objects.ndjson"
+EXPORT = "/api/saved_objects/_export"
+IMPORT = "/api/saved_objects/_import"
+NOW = 1700000000.0  # 2023-11-14T22:13:20Z
+PASSWORD = "pa55-w0rd-xyz"
+
+
+def make_settings(tmp_path, **environ):
+    return settings_module.load(environ=environ, local_file=tmp_path / "none.py")
+
+
+def args(kibana_dir, **flags):
+    base = {"--overwrite": False, "--space": None, "--kibana-dir": str(kibana_dir), "--dry-run": False, "--wait": "0"}
+    base.update({"--" + name.replace("_", "-"): value for name, value in flags.items()})
+    return base
+
+
+@pytest.fixture
+def kibana():
+    with KibanaEmulator(spaces=("ci",)) as running:
+        yield running
+    assert running.errors == []
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A kibana directory holding a copy of the shipped saved objects."""
+    directory = tmp_path / "kibana"
+    directory.mkdir()
+    shutil.copyfile(SHIPPED, directory / "saved_objects.ndjson")
+    return directory
+
+
+def shipped_objects():
+    return kb.parse_ndjson(SHIPPED.read_text(encoding="utf-8"))
+
+
+def routes(kibana):
+    return [(record.method, record.path.split("?")[0], record.status) for record in kibana.requests]
+
+
+# -- pure helpers ------------------------------------------------------------------------------
+
+def test_hide_and_restore_url_are_inverse():
+    text = '{"markdown":"[a](http://kb:5601/app/x) and http://kb:5601"}'
+    hidden = kb.hide_url(text, "http://kb:5601")
+    assert hidden == '{"markdown":"[a]({{KB_URL}}/app/x) and {{KB_URL}}"}'
+    assert kb.restore_url(hidden, "http://kb:5601") == text
+
+
+@pytest.mark.parametrize("other", ["http://kb:56010/app", "http://kb:5601.example.org/", "http://kb:5601-b/x"])
+def test_hide_url_leaves_other_addresses_alone(other):
+    assert kb.hide_url(other, "http://kb:5601") == other
+
+
+def test_restore_url_refuses_urls_that_would_break_json():
+    with pytest.raises(ConfigError):
+        kb.restore_url("{{KB_URL}}", 'http://kb/"x')
+
+
+def test_space_url_and_space_ids():
+    assert kb.space_url("http://kb/", "") == "http://kb"
+    assert kb.space_url("http://kb", "default") == "http://kb"
+    assert kb.space_url("http://kb", "ci-2") == "http://kb/s/ci-2"
+    with pytest.raises(ConfigError, match="space id"):
+        kb.check_space("CI space")
+
+
+def test_canonical_ndjson_sorts_objects_and_keys_and_drops_volatile_fields():
+    objects = [{"type": "visualization", "id": "b", "version": "WzEsMV0=", "attributes": {"z": 1, "a": 2}},
+               {"type": "dashboard", "id": "z", "updated_at": "2024-01-01T00:00:00.000Z", "namespaces": ["x"]},
+               {"type": "visualization", "id": "a", "created_at": "x", "references": []}]
+    text = kb.canonical_ndjson(objects)
+    assert text == ('{"id":"z","type":"dashboard"}\n'
+                    '{"id":"a","references":[],"type":"visualization"}\n'
+                    '{"attributes":{"a":2,"z":1},"id":"b","type":"visualization"}\n')
+    assert kb.canonical_ndjson(reversed(objects)) == text
+    assert objects[0]["version"] == "WzEsMV0="  # the caller's objects are not changed
+
+
+def test_parse_ndjson_skips_blank_and_details_lines_and_names_bad_lines():
+    text = '{"type":"dashboard","id":"d"}\n\n{"exportedCount":1,"missingRefCount":0}'
+    assert kb.parse_ndjson(text) == [{"type": "dashboard", "id": "d"}]
+    with pytest.raises(ValueError, match="line 2 is not JSON"):
+        kb.parse_ndjson('{"type":"dashboard","id":"d"}\n{oops')
+    with pytest.raises(ValueError, match="line 1 is not a saved object"):
+        kb.parse_ndjson('{"title":"no type"}')
+
+
+def test_unsupported_types_are_read_from_the_export_message():
+    assert kb.unsupported_types("Trying to export non-exportable type(s): lens, map") == ["lens", "map"]
+    assert kb.unsupported_types("Either `type` or `objects` are required.") == []
+
+
+def test_import_results_become_actionable_lines():
+    report = kb.read_import_result({"success": False, "successCount": 1, "errors": [
+        {"type": "dashboard", "id": "d", "meta": {"title": "Boots"}, "error": {"type": "conflict"}},
+        {"type": "visualization", "id": "v", "title": "Chart", "error": {
+            "type": "missing_references", "references": [{"type": "index-pattern", "id": "dv"}]}},
+        {"type": "lens", "id": "l", "error": {"type": "unsupported_type"}},
+        {"type": "search", "id": "s", "error": {"type": "unknown", "message": "boom\n  twice"}}]})
+    assert not report.success and report.success_count == 1
+    assert [kb.describe(problem) for problem in report.problems] == [
+        'conflict: dashboard d "Boots" already exists; run with --overwrite to replace it',
+        'missing references: visualization v "Chart" refers to index-pattern dv, found neither in the file nor in Kibana',
+        "unsupported type: lens l (this Kibana does not know the type lens)",
+        "unknown: search s: boom twice"]
+
+
+def test_http_errors_are_one_line_and_never_hold_the_password():
+    error = kb.error_for(401, "line one\n\tline two", "export saved objects", "http://kb", "elastic")
+    assert isinstance(error, ConfigError) and "KB_USER and KB_PASSWORD" in str(error)
+    assert isinstance(kb.error_for(403, "no", "import", "http://kb", "u"), ConfigError)
+    assert isinstance(kb.error_for(503, "", "import", "http://kb", ""), kb.KibanaUnavailable)
+    assert isinstance(kb.error_for(400, "x", "import", "http://kb", ""), kb.KibanaRefused)
+    assert kb.one_line("a\n\tb   c") == "a b c" and len(kb.one_line("x" * 1000)) == 300
+
+
+def test_unchanged_conflicts_compare_content_not_migration_versions():
+    wanted = [{"type": "dashboard", "id": "d", "attributes": {"t": 1}, "references": [], "typeMigrationVersion": "1"}]
+    same = [dict(wanted[0], typeMigrationVersion="2", updated_at="x")]
+    changed = [dict(wanted[0], attributes={"t": 2})]
+    problems = [kb.ImportProblem("dashboard", "d", "", "conflict")]
+    assert kb.unchanged_conflicts(problems, wanted, same) == {("dashboard", "d")}
+    assert kb.unchanged_conflicts(problems, wanted, changed) == set()
+
+
+# -- backup and restore ------------------------------------------------------------------------
+
+def test_round_trip_backup_restore_backup_gives_byte_identical_files(kibana, workdir, tmp_path, capsys):
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    assert setup_kbn(args(workdir, overwrite=True), settings) == 0
+    out = tmp_path / "first"
+    assert backup_kbn(args(out), settings) == 0
+    first = (out / "saved_objects.ndjson").read_bytes()
+    assert first == SHIPPED.read_bytes()  # the shipped file is already in backup form
+    assert setup_kbn(args(out, overwrite=True), settings) == 0
+    second_dir = tmp_path / "second"
+    assert backup_kbn(args(second_dir), settings) == 0
+    assert (second_dir / "saved_objects.ndjson").read_bytes() == first
+    assert "written to %s" % (out / "saved_objects.ndjson") in capsys.readouterr().out
+
+
+def test_the_placeholder_is_in_the_file_and_replaced_on_import(kibana, workdir, tmp_path):
+    assert "{{KB_URL}}/app/dashboards#/view/kcing-boots" in SHIPPED.read_text(encoding="utf-8")
+    assert setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url)) == 0
+    navigation = kibana.get("visualization", "kcing-navigation")["attributes"]["visState"]
+    assert "{{KB_URL}}" not in navigation
+    assert "%s/app/dashboards#/view/kcing-boots" % kibana.url in navigation
+    sent = kibana.requests[-1].body.decode()
+    assert "{{KB_URL}}" not in sent and kibana.url + "/app/discover#/view/kcing-log-lines" in sent
+
+
+def test_setup_without_overwrite_backs_up_first_then_reports_conflicts(kibana, workdir, tmp_path, capsys):
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    objects = shipped_objects()
+    for obj in objects:
+        kibana.put(json.loads(kb.restore_url(json.dumps(obj), kibana.url)))
+    edited = dict(kibana.get("dashboard", "kcing-boots"))
+    edited["attributes"] = dict(edited["attributes"], title="Boots, edited in Kibana")
+    kibana.put(edited)
+    before = kb.hide_url(kb.canonical_ndjson(kibana.objects()), kibana.url)
+
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 1
+
+    backup = workdir / "backups" / "saved_objects-20231114T221320Z.ndjson"
+    assert backup.read_text(encoding="utf-8") == before
+    assert routes(kibana) == [("GET", "/api/status", 200), ("POST", EXPORT, 200), ("POST", IMPORT, 200)]
+    assert kibana.requests[-1].query == {"overwrite": "false", "createNewCopies": "false"}
+    out = capsys.readouterr().out
+    assert "saved to %s" % backup in out
+    assert "imported 0 of %d objects, %d already present and unchanged" % (len(objects), len(objects) - 1) in out
+    # Kibana names a conflict by the title of the object being imported.
+    assert 'conflict: dashboard kcing-boots "kcing: boots" already exists; run with --overwrite' in out
+    assert kibana.get("dashboard", "kcing-boots")["attributes"]["title"] == "Boots, edited in Kibana"
+
+
+def test_a_second_backup_in_the_same_second_gets_its_own_file(kibana, workdir, tmp_path):
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 0  # fresh Kibana: nothing to back up
+    assert not (workdir / "backups").exists()
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 0  # identical objects: not conflicts
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 0
+    assert sorted(path.name for path in (workdir / "backups").iterdir()) == [
+        "saved_objects-20231114T221320Z-2.ndjson", "saved_objects-20231114T221320Z.ndjson"]
+
+
+def test_overwrite_replaces_without_a_backup(kibana, workdir, tmp_path):
+    kibana.put({"type": "dashboard", "id": "kcing-boots", "attributes": {"title": "old"}, "references": []})
+    assert setup_kbn(args(workdir, overwrite=True), make_settings(tmp_path, KB_URL=kibana.url)) == 0
+    assert kibana.get("dashboard", "kcing-boots")["attributes"]["title"] == "kcing: boots"
+    assert not (workdir / "backups").exists()
+    assert kibana.requests[-1].query == {"overwrite": "true", "createNewCopies": "false"}
+
+
+def test_spaces_get_the_prefix_and_their_own_url_in_links(kibana, workdir, tmp_path):
+    settings = make_settings(tmp_path, KB_URL=kibana.url, KB_SPACE="ci")
+    assert setup_kbn(args(workdir), settings) == 0
+    assert kibana.objects("default") == [] and len(kibana.objects("ci")) == len(shipped_objects())
+    assert {record.path.split("?")[0] for record in kibana.requests if record.method == "POST"} == {
+        "/s/ci" + EXPORT, "/s/ci" + IMPORT}
+    markdown = kibana.get("visualization", "kcing-navigation", space="ci")["attributes"]["visState"]
+    assert kibana.url + "/s/ci/app/dashboards#/view/kcing-tests" in markdown
+    assert backup_kbn(args(tmp_path / "out"), settings) == 0
+    assert (tmp_path / "out" / "saved_objects.ndjson").read_bytes() == SHIPPED.read_bytes()
+    # --space beats KB_SPACE; "default" is the space without a prefix.
+    assert backup_kbn(args(tmp_path / "default", space="default"), settings) == 0
+    assert (tmp_path / "default" / "saved_objects.ndjson").read_text() == ""
+
+
+def test_an_unknown_space_is_a_clear_error(kibana, workdir, tmp_path):
+    with pytest.raises(kb.KibanaRefused, match="HTTP 404.*KB_SPACE"):
+        setup_kbn(args(workdir, space="nope"), make_settings(tmp_path, KB_URL=kibana.url))
+    with pytest.raises(ConfigError, match="space id"):
+        setup_kbn(args(workdir, space="No Space"), make_settings(tmp_path, KB_URL=kibana.url))
+
+
+def test_every_post_carries_kbn_xsrf_and_a_refusal_is_one_line(kibana, workdir, tmp_path):
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    assert setup_kbn(args(workdir), settings) == 0
+    assert all(record.headers.get("kbn-xsrf") for record in kibana.requests if record.method == "POST")
+    kibana.fail_next(400, route=EXPORT, body={"statusCode": 400, "error": "Bad Request",
+                                              "message": "Request must contain a kbn-xsrf header."})
+    with pytest.raises(kb.KibanaRefused) as caught:
+        backup_kbn(args(tmp_path / "out"), settings)
+    assert "\n" not in str(caught.value) and "(HTTP 400): Request must contain a kbn-xsrf header." in str(caught.value)
+    assert caught.value.exit_code == 3
+
+
+def test_lens_is_left_out_when_kibana_cannot_export_it(tmp_path):
+    with KibanaEmulator(types=("index-pattern", "search", "visualization", "dashboard")) as kibana:
+        kibana.put({"type": "index-pattern", "id": "dv", "attributes": {"title": "boot-*"}, "references": []})
+        assert backup_kbn(args(tmp_path), make_settings(tmp_path, KB_URL=kibana.url)) == 0
+        exports = [json.loads(record.body)["type"] for record in kibana.requests if record.route == EXPORT]
+        assert exports == [list(kb.EXPORT_TYPES), ["index-pattern", "search", "visualization", "dashboard"]]
+        assert json.loads((tmp_path / "saved_objects.ndjson").read_text())["id"] == "dv"
+
+
+def test_import_errors_are_reported_per_object_with_exit_status_1(kibana, tmp_path, capsys):
+    directory = tmp_path / "kibana"
+    directory.mkdir()
+    vis = {"type": "visualization", "id": "v", "attributes": {"title": "Orphan"}, "references": [
+        {"type": "index-pattern", "id": "gone", "name": "kibanaSavedObjectMeta.searchSourceJSON.index"}]}
+    (directory / "saved_objects.ndjson").write_text(kb.canonical_ndjson([vis]))
+    assert setup_kbn(args(directory, overwrite=True), make_settings(tmp_path, KB_URL=kibana.url)) == 1
+    out = capsys.readouterr().out
+    assert "imported 0 of 1 objects" in out
+    assert 'missing references: visualization v "Orphan" refers to index-pattern gone' in out
+
+
+# -- auth and readiness ------------------------------------------------------------------------
+
+def test_wrong_credentials_are_a_one_line_config_error_without_the_password(workdir, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    with KibanaEmulator(user="elastic", password="right") as kibana:
+        settings = make_settings(tmp_path, KB_URL=kibana.url, KB_USER="elastic", KB_PASSWORD=PASSWORD)
+        with pytest.raises(ConfigError) as caught:
+            setup_kbn(args(workdir), settings)
+        message = str(caught.value)
+        assert "HTTP 401" in message and "check KB_USER and KB_PASSWORD" in message
+        assert PASSWORD not in message and "\n" not in message and caught.value.exit_code == 2
+        good = make_settings(tmp_path, KB_URL=kibana.url, KB_USER="elastic", KB_PASSWORD="right")
+        assert setup_kbn(args(workdir), good) == 0
+        assert kibana.requests[-1].headers["authorization"].startswith("Basic ")
+    assert caplog.records and not [record for record in caplog.records if PASSWORD in record.getMessage()]
+
+
+def test_missing_credentials_and_forbidden_are_config_errors(tmp_path, workdir):
+    with KibanaEmulator(user="elastic", password="right") as kibana:
+        with pytest.raises(ConfigError, match="set KB_USER and KB_PASSWORD"):
+            backup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url))
+    with KibanaEmulator() as kibana:
+        kibana.fail_next(403, route=IMPORT, body={"statusCode": 403, "error": "Forbidden",
+                                                  "message": "Unable to bulk_create dashboard"})
+        settings = make_settings(tmp_path, KB_URL=kibana.url, KB_USER="viewer", KB_PASSWORD=PASSWORD)
+        with pytest.raises(ConfigError) as caught:
+            setup_kbn(args(workdir), settings)
+        assert str(caught.value) == ("Kibana user 'viewer' may not import saved objects at %s (HTTP 403): "
+                                     "Unable to bulk_create dashboard" % kibana.url)
+    with pytest.raises(ConfigError, match="set together"):
+        backup_kbn(args(workdir), make_settings(tmp_path, KB_USER="elastic"))
+
+
+def test_not_ready_is_a_clear_one_line_error(kibana, workdir, tmp_path):
+    kibana.set_level("unavailable")
+    with pytest.raises(kb.KibanaUnavailable) as caught:
+        setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url))
+    assert str(caught.value) == "Kibana at %s is not ready (HTTP 503: unavailable); gave up after waiting 0s" % kibana.url
+    assert caught.value.exit_code == 3
+    kibana.set_starting()
+    with pytest.raises(kb.KibanaUnavailable, match="HTTP 503: Kibana server is not ready yet"):
+        backup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url))
+    assert not (workdir / "backups").exists()
+
+
+def test_unreachable_kibana_is_a_clear_one_line_error(workdir, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = "http://127.0.0.1:%d" % port
+    with pytest.raises(kb.KibanaUnavailable) as caught:
+        setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=url))
+    assert str(caught.value) == ("cannot reach Kibana at %s to report its status (connection refused); "
+                                 "gave up after waiting 0s" % url)
+
+
+def test_wait_ready_polls_until_kibana_is_available(kibana):
+    kibana.set_level("unavailable")
+    now = [0.0]
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        now[0] += seconds
+        if len(sleeps) == 3:
+            kibana.set_level("available")
+
+    client = kb.KibanaClient(new_session(pool_size=1), kibana.url)
+    client.wait_ready(10, clock=lambda: now[0], sleep=sleep, interval=2)
+    assert sleeps == [2, 2, 2]
+    kibana.set_level("unavailable")
+    with pytest.raises(kb.KibanaUnavailable, match="gave up after waiting 5s"):
+        client.wait_ready(5, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s), interval=2)
+
+
+# -- dry runs ----------------------------------------------------------------------------------
+
+def test_dry_runs_change_nothing(kibana, workdir, tmp_path, capsys):
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    assert setup_kbn(args(workdir, dry_run=True), settings) == 0
+    assert kibana.requests.snapshot() == [] and kibana.objects() == []
+    assert "dry run: would import %d objects" % len(shipped_objects()) in capsys.readouterr().out
+    assert backup_kbn(args(tmp_path / "out", dry_run=True), settings) == 0
+    assert not (tmp_path / "out").exists()
+    assert "would write 0 objects" in capsys.readouterr().out
+
+
+def test_a_missing_or_broken_file_is_a_config_error(tmp_path, kibana):
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    with pytest.raises(ConfigError, match="run backup_kbn first"):
+        setup_kbn(args(tmp_path), settings)
+    (tmp_path / "saved_objects.ndjson").write_text('{"type":"dashboard","id":"d"}\n{"type":"dashboard","id":"d"}\n')
+    with pytest.raises(ConfigError, match="holds dashboard d twice"):
+        setup_kbn(args(tmp_path), settings)
+    (tmp_path / "saved_objects.ndjson").write_text("{nope\n")
+    with pytest.raises(ConfigError, match="line 1 is not JSON"):
+        setup_kbn(args(tmp_path), settings)
+    assert kibana.requests.snapshot() == []
+
+
+# -- the shipped saved objects -----------------------------------------------------------------
+
+def test_shipped_objects_import_into_a_fresh_kibana_without_errors(kibana, workdir, tmp_path, capsys):
+    assert setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url)) == 0
+    assert "imported %d of %d objects\n" % ((len(shipped_objects()),) * 2) in capsys.readouterr().out
+    types = {obj["type"] for obj in kibana.objects()}
+    assert types == {"index-pattern", "visualization", "search", "dashboard"}
+
+
+def test_shipped_file_is_in_backup_form():
+    text = SHIPPED.read_text(encoding="utf-8")
+    assert kb.canonical_ndjson(kb.parse_ndjson(text)) == text
+
+
+def test_every_shipped_reference_resolves_inside_the_file():
+    objects = shipped_objects()
+    present = {(obj["type"], obj["id"]) for obj in objects}
+    for obj in objects:
+        names = [ref["name"] for ref in obj["references"]]
+        assert len(names) == len(set(names)), obj["id"]
+        for ref in obj["references"]:
+            assert (ref["type"], ref["id"]) in present, (obj["id"], ref)
+        attributes = obj["attributes"]
+        source = json.loads(attributes.get("kibanaSavedObjectMeta", {}).get("searchSourceJSON", "{}"))
+        if "indexRefName" in source:
+            assert source["indexRefName"] in names, obj["id"]
+        if obj["type"] == "dashboard":
+            panels = json.loads(attributes["panelsJSON"])
+            assert sorted("%s:%s" % (p["panelIndex"], p["panelRefName"]) for p in panels) == sorted(names)
+            assert len({p["panelIndex"] for p in panels}) == len(panels)
+
+
+def test_shipped_data_views_cover_every_kind_with_timestamp():
+    views = {obj["attributes"]["title"]: obj["attributes"] for obj in shipped_objects() if obj["type"] == "index-pattern"}
+    assert sorted(views) == ["boot-*", "build-*", "log-*", "test-*"]
+    assert {view["timeFieldName"] for view in views.values()} == {"@timestamp"}
+
+
+def test_the_log_search_has_the_log_columns_and_the_boot_logs_dashboard_shows_it():
+    objects = {(obj["type"], obj["id"]): obj for obj in shipped_objects()}
+    search = objects[("search", "kcing-log-lines")]
+    assert search["attributes"]["columns"] == ["lineno", "level", "message"]
+    assert search["references"][0]["id"] == "kcing-log"
+    dashboard = objects[("dashboard", "kcing-boot-logs")]
+    targets = {(ref["type"], ref["id"]) for ref in dashboard["references"]}
+    assert ("search", "kcing-log-lines") in targets and ("visualization", "kcing-boot-jobs") in targets
+    jobs = json.loads(objects[("visualization", "kcing-boot-jobs")]["attributes"]["visState"])
+    assert "lava_job_id" in [agg["params"].get("field") for agg in jobs["aggs"]]
+
+
+def _fields_used(obj: dict) -> set:
+    """Field names a visualization or saved search reads (aggregations, columns, sort, query)."""
+    attributes = obj["attributes"]
+    fields = set()
+    if obj["type"] == "visualization":
+        for agg in json.loads(attributes["visState"])["aggs"]:
+            for key in ("field", "sortField"):
+                if agg["params"].get(key):
+                    fields.add(agg["params"][key])
+    if obj["type"] == "search":
+        fields.update(attributes["columns"])
+        fields.update(field for field, _ in attributes["sort"])
+    source = json.loads(attributes["kibanaSavedObjectMeta"]["searchSourceJSON"])
+    fields.update(re.findall(r"([\w.@]+)\s*:", source.get("query", {}).get("query", "")))
+    return fields
+
+
+def test_every_field_a_visualization_uses_exists_for_its_document_kind():
+    fields_module = pytest.importorskip("kcing.documents.fields")
+    objects = shipped_objects()
+    kinds = {obj["id"]: obj["attributes"]["title"].rstrip("-*") for obj in objects if obj["type"] == "index-pattern"}
+    checked = 0
+    for obj in objects:
+        views = [ref["id"] for ref in obj["references"] if ref["type"] == "index-pattern"]
+        if obj["type"] not in ("visualization", "search") or not views:
+            continue
+        kind = kinds[views[0]]
+        unknown = _fields_used(obj) - set(fields_module.FIELDS[kind]) - {"@timestamp"}
+        assert not unknown, "%s uses %s, not in FIELDS[%r]" % (obj["id"], sorted(unknown), kind)
+        checked += 1
+    assert checked >= 12

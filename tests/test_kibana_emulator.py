@@ -1,0 +1,296 @@
+"""Pin the strictness of the Kibana emulator (elk.md §5.7) with plain `requests` calls."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from tests.fakes.kibana_server import XSRF_MESSAGE, KibanaEmulator
+
+TIMEOUT = (2, 5)
+XSRF = {"kbn-xsrf": "true"}
+EXPORT = "/api/saved_objects/_export"
+IMPORT = "/api/saved_objects/_import"
+
+
+def data_view(id_="dv", title="boot-*"):
+    return {"type": "index-pattern", "id": id_, "attributes": {"title": title, "timeFieldName": "@timestamp"},
+            "references": [], "coreMigrationVersion": "8.8.0", "typeMigrationVersion": "8.0.0"}
+
+
+def visualization(id_="vis", index="dv", title="A chart"):
+    return {"type": "visualization", "id": id_, "attributes": {"title": title, "visState": "{}"},
+            "references": [{"id": index, "name": "kibanaSavedObjectMeta.searchSourceJSON.index",
+                            "type": "index-pattern"}],
+            "coreMigrationVersion": "8.8.0", "typeMigrationVersion": "8.5.0"}
+
+
+def ndjson(*objects) -> bytes:
+    return "\n".join(json.dumps(obj) for obj in objects).encode()
+
+
+@pytest.fixture
+def kibana():
+    with KibanaEmulator(spaces=("ci",)) as running:
+        yield running
+    assert running.errors == []
+
+
+def post_export(kibana, body, path=EXPORT, headers=XSRF, **kwargs):
+    return requests.post(kibana.url + path, json=body, headers=headers, timeout=TIMEOUT, **kwargs)
+
+
+def post_import(kibana, data: bytes, filename="export.ndjson", path=IMPORT, params=None, headers=XSRF, **kwargs):
+    files = {"file": (filename, data, "application/ndjson")}
+    return requests.post(kibana.url + path, files=files, params=params or {}, headers=headers, timeout=TIMEOUT,
+                         **kwargs)
+
+
+def boom_body(response):
+    assert response.headers["Content-Type"].startswith("application/json")
+    return response.json()
+
+
+# -- status ------------------------------------------------------------------------------------
+
+def test_status_answers_200_when_available_or_degraded_and_503_otherwise(kibana):
+    response = requests.get(kibana.url + "/api/status", timeout=TIMEOUT)
+    assert response.status_code == 200
+    assert response.json()["status"]["overall"]["level"] == "available"
+    assert response.json()["version"]["number"] == "8.15.3"
+    kibana.set_level("degraded")
+    assert requests.get(kibana.url + "/api/status", timeout=TIMEOUT).status_code == 200
+    kibana.set_level("unavailable")
+    response = requests.get(kibana.url + "/api/status", timeout=TIMEOUT)
+    assert response.status_code == 503 and response.json()["status"]["overall"]["level"] == "unavailable"
+
+
+def test_saved_objects_routes_answer_503_while_unavailable(kibana):
+    kibana.set_level("critical")
+    response = post_export(kibana, {"type": ["dashboard"]})
+    assert response.status_code == 503 and boom_body(response)["error"] == "Service Unavailable"
+
+
+def test_a_starting_kibana_answers_every_route_with_plain_text_503(kibana):
+    kibana.set_starting()
+    for response in (requests.get(kibana.url + "/api/status", timeout=TIMEOUT), post_export(kibana, {"type": "x"})):
+        assert response.status_code == 503
+        assert response.text == "Kibana server is not ready yet"
+    kibana.set_starting(False)
+    assert requests.get(kibana.url + "/api/status", timeout=TIMEOUT).status_code == 200
+
+
+# -- routing, spaces, xsrf, auth ---------------------------------------------------------------
+
+def test_unknown_routes_and_methods_get_a_boom_404(kibana):
+    for response in (requests.get(kibana.url + "/api/nothing", timeout=TIMEOUT),
+                     requests.get(kibana.url + EXPORT, timeout=TIMEOUT)):
+        assert response.status_code == 404
+        assert boom_body(response) == {"statusCode": 404, "error": "Not Found", "message": "Not Found"}
+
+
+def test_post_without_kbn_xsrf_gets_the_exact_400(kibana):
+    response = post_export(kibana, {"type": ["dashboard"]}, headers={})
+    assert response.status_code == 400
+    assert boom_body(response) == {"statusCode": 400, "error": "Bad Request", "message": XSRF_MESSAGE}
+    assert post_import(kibana, ndjson(data_view()), headers={}).status_code == 400
+    # kbn-version is the other header Kibana accepts (its own UI sends it).
+    assert post_export(kibana, {"type": ["dashboard"]}, headers={"kbn-version": "8.15.3"}).status_code == 200
+
+
+def test_space_prefix_routes_to_that_space_and_unknown_spaces_are_404(kibana):
+    assert post_import(kibana, ndjson(data_view()), path="/s/ci" + IMPORT).json()["success"] is True
+    assert kibana.get("index-pattern", "dv", space="ci") is not None
+    assert kibana.get("index-pattern", "dv") is None
+    assert post_export(kibana, {"type": "index-pattern"}, path="/s/ci" + EXPORT).text.count('"id":"dv"') == 1
+    missing = post_export(kibana, {"type": "index-pattern"}, path="/s/nope" + EXPORT)
+    assert missing.status_code == 404 and "space/nope" in boom_body(missing)["message"]
+    assert requests.get(kibana.url + "/s/Bad!/api/status", timeout=TIMEOUT).status_code == 404
+    assert requests.get(kibana.url + "/s/ci/api/status", timeout=TIMEOUT).status_code == 200
+    record = kibana.requests[-1]
+    assert (record.space, record.route) == ("ci", "/api/status")
+
+
+def test_basic_auth_comes_before_the_xsrf_check():
+    with KibanaEmulator(user="elastic", password="s3cret") as kibana:
+        anonymous = post_export(kibana, {"type": "dashboard"}, headers={})
+        assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"] == 'Basic realm="kibana"'
+        wrong = post_export(kibana, {"type": "dashboard"}, auth=("elastic", "nope"))
+        assert wrong.status_code == 401 and "\n" in boom_body(wrong)["message"]
+        assert requests.get(kibana.url + "/api/status", timeout=TIMEOUT).status_code == 401
+        assert post_export(kibana, {"type": "dashboard"}, auth=("elastic", "s3cret")).status_code == 200
+        assert post_export(kibana, {"type": "dashboard"}, headers={}, auth=("elastic", "s3cret")).status_code == 400
+        assert kibana.errors == []
+
+
+# -- export ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, message", [
+    ({}, "Either `type` or `objects` are required."),
+    ({"type": []}, "Either `type` or `objects` are required."),
+    ({"type": "dashboard", "objects": [{"type": "dashboard", "id": "d"}]},
+     "Can't specify both \"types\" and \"objects\" properties when exporting"),
+    ({"type": ["dashboard", "nope", "canvas"]}, "Trying to export non-exportable type(s): nope, canvas"),
+    ({"objects": [{"type": "nope", "id": "x"}]}, "Trying to export object(s) with non-exportable types: nope:x"),
+    ({"type": "dashboard", "colour": 1}, "[request body.colour]: definition for this key is missing"),
+    ({"type": "dashboard", "excludeExportDetails": "yes"},
+     "[request body.excludeExportDetails]: expected value of type [boolean] but got [str]"),
+], ids=["empty", "no-types", "both", "unknown-type", "unknown-object-type", "unknown-key", "not-boolean"])
+def test_export_body_is_validated(kibana, body, message):
+    response = post_export(kibana, body)
+    assert response.status_code == 400
+    assert boom_body(response) == {"statusCode": 400, "error": "Bad Request", "message": message}
+
+
+def test_export_writes_sorted_key_ndjson_with_a_details_line_unless_excluded(kibana):
+    kibana.put(data_view())
+    kibana.put(visualization())
+    response = post_export(kibana, {"type": ["visualization", "index-pattern"]})
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/ndjson"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="export.ndjson"'
+    lines = response.text.split("\n")
+    assert not response.text.endswith("\n") and len(lines) == 3
+    for line in lines:
+        assert line == json.dumps(json.loads(line), sort_keys=True, separators=(",", ":"))
+    assert json.loads(lines[-1]) == {"exportedCount": 2, "missingRefCount": 0, "missingReferences": [],
+                                     "excludedObjectsCount": 0, "excludedObjects": []}
+    first = json.loads(lines[0])
+    assert {"created_at", "updated_at", "version", "managed"} <= set(first) and "namespaces" not in first
+    excluded = post_export(kibana, {"type": "index-pattern", "excludeExportDetails": True}).text
+    assert [json.loads(line)["id"] for line in excluded.split("\n")] == ["dv"]
+
+
+def test_include_references_deep_puts_references_first_and_counts_missing_ones(kibana):
+    kibana.put(data_view())
+    kibana.put(visualization())
+    kibana.put(visualization("orphan", index="gone"))
+    shallow = post_export(kibana, {"type": "visualization", "excludeExportDetails": True}).text.split("\n")
+    assert [json.loads(line)["id"] for line in shallow] == ["orphan", "vis"]
+    deep = post_export(kibana, {"objects": [{"type": "visualization", "id": "vis"}, {"type": "visualization", "id": "orphan"}],
+                                "includeReferencesDeep": True}).text.split("\n")
+    assert [json.loads(line)["id"] for line in deep[:-1]] == ["dv", "vis", "orphan"]
+    details = json.loads(deep[-1])
+    assert details["missingRefCount"] == 1 and details["missingReferences"] == [{"id": "gone", "type": "index-pattern"}]
+
+
+def test_export_of_a_missing_object_is_a_fetch_error(kibana):
+    response = post_export(kibana, {"objects": [{"type": "dashboard", "id": "nope"}]})
+    assert response.status_code == 400
+    body = boom_body(response)
+    assert body["message"] == "Error fetching objects to export"
+    assert body["attributes"]["objects"][0]["error"]["statusCode"] == 404
+
+
+def test_type_star_exports_every_type(kibana):
+    kibana.put(data_view())
+    kibana.put(visualization())
+    text = post_export(kibana, {"type": "*", "excludeExportDetails": True}).text
+    assert sorted(json.loads(line)["type"] for line in text.split("\n")) == ["index-pattern", "visualization"]
+
+
+# -- import ------------------------------------------------------------------------------------
+
+def test_import_creates_objects_and_skips_blank_and_details_lines(kibana):
+    data = ndjson(data_view(), visualization()) + b"\n\n" + b'{"exportedCount":2,"missingRefCount":0}\n'
+    response = post_import(kibana, data)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is True and body["successCount"] == 2 and body["errors"] == []
+    assert body["successResults"][0] == {"type": "index-pattern", "id": "dv", "managed": False,
+                                         "meta": {"title": "boot-*", "icon": "indexPatternApp"}}
+    stored = kibana.get("visualization", "vis")
+    assert stored["attributes"]["title"] == "A chart" and stored["updated_at"] and stored["version"]
+
+
+def test_import_reports_conflicts_with_http_200_and_success_false(kibana):
+    kibana.put(data_view())
+    response = post_import(kibana, ndjson(data_view(title="changed-*"), visualization()))
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is False and body["successCount"] == 1
+    assert body["errors"] == [{"id": "dv", "type": "index-pattern", "title": "changed-*",
+                               "meta": {"title": "changed-*", "icon": "indexPatternApp"},
+                               "error": {"type": "conflict"}}]
+    assert kibana.get("index-pattern", "dv")["attributes"]["title"] == "boot-*"
+
+
+def test_overwrite_replaces_and_says_so(kibana):
+    kibana.put(data_view())
+    body = post_import(kibana, ndjson(data_view(title="changed-*")), params={"overwrite": "true"}).json()
+    assert body["success"] is True and body["successResults"][0]["overwrite"] is True
+    assert kibana.get("index-pattern", "dv")["attributes"]["title"] == "changed-*"
+
+
+def test_missing_references_and_unsupported_types_are_per_object_errors(kibana):
+    body = post_import(kibana, ndjson(visualization(index="absent"), {"type": "canvas-workpad", "id": "w",
+                                                                       "attributes": {}, "references": []})).json()
+    assert body["success"] is False and body["successCount"] == 0
+    errors = {entry["id"]: entry["error"] for entry in body["errors"]}
+    assert errors["vis"] == {"type": "missing_references", "references": [{"type": "index-pattern", "id": "absent"}]}
+    assert errors["w"] == {"type": "unsupported_type"}
+    kibana.put(data_view("absent"))
+    assert post_import(kibana, ndjson(visualization(index="absent"))).json()["success"] is True
+
+
+def test_create_new_copies_regenerates_ids_and_their_references(kibana):
+    kibana.put(data_view())
+    body = post_import(kibana, ndjson(data_view(), visualization()), params={"createNewCopies": "true"}).json()
+    assert body["success"] is True
+    ids = {result["id"]: result["destinationId"] for result in body["successResults"]}
+    copy = kibana.get("visualization", ids["vis"])
+    assert copy["references"][0]["id"] == ids["dv"] != "dv"
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"overwrite": "true", "createNewCopies": "true"}, "[request query]: cannot use [overwrite] with [createNewCopies]"),
+    ({"createNewCopies": "true", "compatibilityMode": "true"},
+     "[request query]: cannot use [createNewCopies] with [compatibilityMode]"),
+    ({"overwrite": "yes"}, "[request query.overwrite]: expected value of type [boolean] but got [string]"),
+    ({"replace": "true"}, "[request query.replace]: definition for this key is missing"),
+])
+def test_import_query_is_validated(kibana, params, message):
+    response = post_import(kibana, ndjson(data_view()), params=params)
+    assert response.status_code == 400 and boom_body(response)["message"] == message
+
+
+def test_import_needs_a_multipart_ndjson_file(kibana):
+    wrong_extension = post_import(kibana, ndjson(data_view()), filename="export.json")
+    assert wrong_extension.status_code == 400
+    assert boom_body(wrong_extension)["message"] == "Invalid file extension .json"
+    not_multipart = requests.post(kibana.url + IMPORT, data=ndjson(data_view()), headers=dict(XSRF, **{
+        "Content-Type": "application/ndjson"}), timeout=TIMEOUT)
+    assert not_multipart.status_code == 415
+    no_file = requests.post(kibana.url + IMPORT, files={"other": ("a.ndjson", b"{}")}, headers=XSRF, timeout=TIMEOUT)
+    assert no_file.status_code == 400 and "request body.file" in boom_body(no_file)["message"]
+    not_json = post_import(kibana, b'{"type":"index-pattern","id":"dv"}\nnot json\n')
+    assert not_json.status_code == 400 and "line 2" in boom_body(not_json)["message"]
+    assert kibana.objects() == []
+
+
+def test_objects_from_a_newer_kibana_fail_with_an_unknown_error(kibana):
+    newer = dict(visualization(), typeMigrationVersion="10.9.0")
+    body = post_import(kibana, ndjson(data_view(), newer)).json()
+    assert body["successCount"] == 1
+    assert body["errors"][0]["error"]["type"] == "unknown"
+    assert "more recent version" in body["errors"][0]["error"]["message"]
+
+
+# -- faults and the request log ----------------------------------------------------------------
+
+def test_faults_are_consumed_in_order_and_requests_are_recorded(kibana):
+    kibana.fail_next(403, route=EXPORT, body={"statusCode": 403, "error": "Forbidden", "message": "no"})
+    kibana.fail_next(500, route=EXPORT)
+    assert requests.get(kibana.url + "/api/status", timeout=TIMEOUT).status_code == 200
+    assert post_export(kibana, {"type": "dashboard"}).status_code == 403
+    assert post_export(kibana, {"type": "dashboard"}).status_code == 500
+    assert post_export(kibana, {"type": "dashboard"}).status_code == 200
+    kibana.reset_next(route="/api/status")
+    with pytest.raises(requests.ConnectionError):
+        requests.get(kibana.url + "/api/status", timeout=TIMEOUT)
+    trace = [(record.method, record.route, record.status) for record in kibana.requests]
+    assert trace == [("GET", "/api/status", 200), ("POST", EXPORT, 403), ("POST", EXPORT, 500),
+                     ("POST", EXPORT, 200), ("GET", "/api/status", None)]
+    assert json.loads(kibana.requests[1].body) == {"type": "dashboard"}
+    assert kibana.requests[1].headers["kbn-xsrf"] == "true"
