@@ -27,7 +27,7 @@ from kcing.sinks.throttle import RateLimiter
 
 log = logging.getLogger(__name__)
 
-LOOKUP_CHUNK = 200
+LOOKUP_CHUNK = 500
 
 
 @dataclass

@@ -85,12 +85,14 @@ class Ledger:
         """Return those of `upstream_ids` already delivered for (source, kind)."""
         ids = list(upstream_ids)
         found: Set[str] = set()
+        # Plain SQL on the (source, kind, upstream_id) index: this runs for every listed object,
+        # and building the same query through the ORM costs more than executing it.
         for start in range(0, len(ids), LOOKUP_CHUNK):
             chunk = ids[start:start + LOOKUP_CHUNK]
-            query = (UpstreamFile.select(UpstreamFile.upstream_id)
-                     .where((UpstreamFile.source == source) & (UpstreamFile.kind == kind)
-                            & (UpstreamFile.state == DELIVERED) & (UpstreamFile.upstream_id.in_(chunk))))
-            found.update(row[0] for row in query.tuples())
+            cursor = self.db.execute_sql(
+                "SELECT upstream_id FROM upstream_file WHERE source = ? AND kind = ? AND state = ? "
+                "AND upstream_id IN (%s)" % ",".join("?" * len(chunk)), [source, kind, DELIVERED, *chunk])
+            found.update(row[0] for row in cursor.fetchall())
         return found
 
     def counts(self) -> Dict[tuple, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import lru_cache
 from datetime import datetime, timezone
 from typing import Iterator, Optional, Set
 from urllib.parse import quote
@@ -144,10 +145,15 @@ class LegacyKernelCI:
         return UpstreamObject(self.name, kind, upstream_id, url, created, facts)
 
     def _storage_url(self, segments) -> str:
-        for segment in segments:
-            if not isinstance(segment, str) or not SAFE_SEGMENT.match(segment) or ".." in segment:
-                raise ValueError("unsafe storage path segment %r" % (segment,))
-        return self.storage_url + "/" + "/".join(quote(segment, safe="+") for segment in segments)
+        return self.storage_url + "/" + "/".join(_url_segment(segment) for segment in segments)
+
+
+@lru_cache(maxsize=8192)
+def _url_segment(segment) -> str:
+    """Validate and percent-encode one storage path segment (they repeat a lot: cache them)."""
+    if not isinstance(segment, str) or not SAFE_SEGMENT.match(segment) or ".." in segment:
+        raise ValueError("unsafe storage path segment %r" % (segment,))
+    return quote(segment, safe="+")
 
 
 def _object_id(item: dict) -> Optional[str]:

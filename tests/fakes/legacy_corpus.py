@@ -31,6 +31,7 @@ class LegacyCorpus:
         self._items: Dict[str, List[ListingItem]] = {name: [] for name in COLLECTIONS}
         self._oids: Dict[str, Dict[str, ListingItem]] = {name: {} for name in COLLECTIONS}
         self._files: Dict[str, Content] = {}
+        self._snapshots: Dict[str, List[ListingItem]] = {}
 
     @classmethod
     def from_samples(cls, samples_dir: Union[str, os.PathLike]) -> "LegacyCorpus":
@@ -106,8 +107,12 @@ class LegacyCorpus:
     # -- reading ---------------------------------------------------------------------------
 
     def items(self, collection: str) -> List[ListingItem]:
+        """A snapshot of the collection; the same list object until an item is added."""
         with self._lock:
-            return list(self._items[collection])
+            snapshot = self._snapshots.get(collection)
+            if snapshot is None or len(snapshot) != len(self._items[collection]):
+                snapshot = self._snapshots[collection] = list(self._items[collection])
+            return snapshot
 
     def count(self, collection: str) -> int:
         with self._lock:

@@ -9,6 +9,8 @@ becomes -1, `field` projections keep `_id`, a repeated filter key means "any of"
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -242,9 +244,34 @@ def project(doc: Dict[str, Any], query: ListingQuery) -> Dict[str, Any]:
     return doc
 
 
+# A crawler asks for the same filtered, sorted list page after page; MongoDB answers from an
+# index, so the replica keeps the last few results instead of filtering and sorting each time.
+_MATCHING_CACHE: "OrderedDict[tuple, List[ListingItem]]" = OrderedDict()
+_MATCHING_CACHE_SIZE = 8
+_MATCHING_LOCK = threading.Lock()
+
+
+def _matching(items: List[ListingItem], query: ListingQuery) -> List[ListingItem]:
+    # LegacyCorpus.items() hands out one snapshot list until the collection gains an item (the
+    # only way a collection changes), so the snapshot's identity and length make a safe key.
+    key = (id(items), len(items), query.created_from_ms, query.created_before_ms,
+           json.dumps(query.filters, sort_keys=True, default=str), query.sort, query.sort_order)
+    with _MATCHING_LOCK:
+        cached = _MATCHING_CACHE.get(key)
+        if cached is not None:
+            _MATCHING_CACHE.move_to_end(key)
+            return cached
+    matching = order([item for item in items if matches(item, query)], query)
+    with _MATCHING_LOCK:
+        _MATCHING_CACHE[key] = matching
+        while len(_MATCHING_CACHE) > _MATCHING_CACHE_SIZE:
+            _MATCHING_CACHE.popitem(last=False)
+    return matching
+
+
 def page(items: List[ListingItem], query: ListingQuery) -> Tuple[int, List[str]]:
     """Return (total matching, JSON texts of the page's items)."""
-    matching = order([item for item in items if matches(item, query)], query)
+    matching = _matching(items, query)
     end = None if query.limit == 0 else query.skip + query.limit
     selected = matching[query.skip:end]
     if query.fields is None and not query.nfields:
