@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from datetime import datetime, timezone
 from typing import Iterator, Optional, Set
@@ -62,25 +63,41 @@ class LegacyKernelCI:
     # Listing -------------------------------------------------------------------------------
 
     def _list(self, collection: str) -> Iterator[UpstreamObject]:
-        """Page until an empty page (`count` changed meaning upstream in 2019; never trust it)."""
+        """Page until an empty page (`count` changed meaning upstream in 2019; never trust it).
+
+        The next page is requested while the current one is being processed, so upstream
+        latency overlaps with the work of skipping and downloading.
+        """
         seen: Set[str] = set()
-        skip = 0
         wanted = self.how_many
-        while wanted is None or len(seen) < wanted:
-            limit = self.page_size if wanted is None else min(self.page_size, wanted - len(seen))
-            items = self._page(collection, skip, limit)
-            if not items:
-                return
-            skip += len(items)
-            for item in items:
-                obj = self._object_from(collection, item)
-                # Pages shift while new results arrive (ascending sort): an item may come twice.
-                if obj.upstream_id in seen:
-                    continue
-                seen.add(obj.upstream_id)
-                yield obj
-                if wanted is not None and len(seen) >= wanted:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="listing") as prefetch:
+            skip = 0
+            upcoming = prefetch.submit(self._page, collection, skip, self._limit(0))
+            while upcoming is not None:
+                items = upcoming.result()
+                if not items:
                     return
+                skip += len(items)
+                remaining = None if wanted is None else wanted - len(seen) - len(items)
+                upcoming = None
+                if remaining is None or remaining > 0:
+                    upcoming = prefetch.submit(self._page, collection, skip, self._limit(len(seen) + len(items)))
+                for item in items:
+                    obj = self._object_from(collection, item)
+                    # Pages shift while new results arrive (ascending sort): an item may come twice.
+                    if obj.upstream_id in seen:
+                        continue
+                    seen.add(obj.upstream_id)
+                    yield obj
+                    if wanted is not None and len(seen) >= wanted:
+                        if upcoming is not None:
+                            upcoming.cancel()
+                        return
+
+    def _limit(self, already: int) -> int:
+        if self.how_many is None:
+            return self.page_size
+        return max(1, min(self.page_size, self.how_many - already))
 
     def _page(self, collection: str, skip: int, limit: int) -> list:
         params = [("date_range", self.days), ("skip", skip), ("limit", limit),

@@ -45,6 +45,8 @@ class ListingItem:
     oid: str
     created_ms: Optional[int]
     json_text: str
+    # Projected JSON per field list: a crawler asks for the same projection page after page.
+    projections: Dict[Tuple[str, ...], str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_doc(cls, doc: Dict[str, Any]) -> "ListingItem":
@@ -277,9 +279,17 @@ def page(items: List[ListingItem], query: ListingQuery) -> Tuple[int, List[str]]
     if query.fields is None and not query.nfields:
         texts = [item.json_text for item in selected]
     else:
-        texts = [json.dumps(project(item.doc, query), separators=(",", ":"), ensure_ascii=False)
-                 for item in selected]
+        texts = [_projected_text(item, query) for item in selected]
     return len(matching), texts
+
+
+def _projected_text(item: ListingItem, query: ListingQuery) -> str:
+    key = (query.fields or ()) + ("|",) + query.nfields
+    text = item.projections.get(key)
+    if text is None:
+        text = item.projections[key] = json.dumps(project(item.doc, query), separators=(",", ":"),
+                                                  ensure_ascii=False)
+    return text
 
 
 def envelope(total: int, query: ListingQuery, texts: List[str]) -> bytes:
