@@ -65,7 +65,7 @@ def make_sink(args: dict, settings):
             raise ConfigError("LS_USER and LS_PASSWORD must be set together")
         auth = (settings.LS_USER, settings.LS_PASSWORD)
     routes = {BUILD: settings.ES_BUILD, LAVA: settings.ES_LAVA, BOOT: settings.ES_BOOT}
-    session = new_session(pool_size=4, verify=settings.LS_CA_BUNDLE)
+    session = new_session(pool_size=settings.ES_PARALLEL_POSTS + 2, verify=settings.LS_CA_BUNDLE)
     return LogstashSink(routes, session, RetryPolicy(attempts=settings.ES_MAX_RETRIES, base=settings.ES_RETRY_BACKOFF), settings.ES_TIMEOUT, auth)
 
 
@@ -80,7 +80,8 @@ def feed_es(args: dict, settings) -> int:
     dry_run = bool(args.get("--dry-run"))
     source = make_source(args, settings)
     sink = make_sink(args, settings)
-    options = FeedOptions(threads=settings.KCI_THREADS, max_docs=settings.LS_PIPELINE_BATCH_SIZE,
+    options = FeedOptions(threads=settings.KCI_THREADS, posts_in_flight=settings.ES_PARALLEL_POSTS,
+                          max_docs=settings.LS_PIPELINE_BATCH_SIZE,
                           max_bytes=settings.LS_BATCH_MAX_BYTES, dry_run=dry_run)
     limiter = RateLimiter(settings.ES_LOAD_INTERVAL, settings.ES_MAX_DOCS_PER_SECOND)
     with ExitStack() as stack:

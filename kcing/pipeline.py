@@ -33,6 +33,9 @@ LOOKUP_CHUNK = 500
 @dataclass
 class FeedOptions:
     threads: int = 4
+    # Two POSTs in flight keep Logstash busy while the next batch is prepared (and let batches
+    # spread over several inputs); acknowledgements are still taken in order.
+    posts_in_flight: int = 2
     max_docs: int = 500
     max_bytes: int = 5_000_000
     dry_run: bool = False
@@ -102,6 +105,8 @@ class Feed:
         self.owners: Dict[tuple, Fetched] = {}
         self.poisoned: set = set()
         self.outcomes: List[Outcome] = []
+        self.posting: deque = deque()  # (batch, future) in the order they were sent
+        self.post_pool: Optional[ThreadPoolExecutor] = None
         self._started = clock()
         self._last_progress = self._started
 
@@ -129,7 +134,9 @@ class Feed:
             self.on_planned(obj)
 
     def _deliver(self, candidates: Iterable[UpstreamObject]) -> None:
-        with ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="fetch") as pool:
+        with ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="fetch") as pool, \
+                ThreadPoolExecutor(max_workers=self.options.posts_in_flight, thread_name_prefix="post") as posts:
+            self.post_pool = posts
             in_flight: deque = deque()
             try:
                 for obj in candidates:
@@ -144,9 +151,12 @@ class Feed:
                     raise self._interrupted()
                 for route in list(self.batchers):
                     self._flush_route(route)
+                while self.posting:
+                    self._collect(*self.posting.popleft())
             finally:
                 for future in in_flight:
                     future.cancel()
+                self._salvage_posts()
 
     # Listing and skipping ------------------------------------------------------------------
 
@@ -229,14 +239,34 @@ class Feed:
             self._send(batch)
 
     def _send(self, batch: Batch) -> None:
+        """Post `batch` in the background; first take the answers of older posts beyond the limit."""
         if self.stop.is_set():
             raise self._interrupted()
+        while len(self.posting) >= self.options.posts_in_flight:
+            self._collect(*self.posting.popleft())
         self.limiter.wait_for(len(batch))
+        self.posting.append((batch, self.post_pool.submit(self.sink.send, batch)))
+
+    def _collect(self, batch: Batch, future: Future) -> None:
+        """Wait for one post; acknowledge its documents, or split it if it was too large."""
         try:
-            self.sink.send(batch)
+            future.result()
         except BatchTooLarge:
             self._split_and_send(batch)
             return
+        self._acknowledge_batch(batch)
+
+    def _salvage_posts(self) -> None:
+        """After a stop or an error: record the posts still in flight that did succeed."""
+        while self.posting:
+            batch, future = self.posting.popleft()
+            try:
+                future.result()
+            except Exception:  # the run is already stopping for a reported reason
+                continue
+            self._acknowledge_batch(batch)
+
+    def _acknowledge_batch(self, batch: Batch) -> None:
         self.summary.batches += 1
         self.summary.documents += len(batch)
         self.summary.bytes_sent += batch.size

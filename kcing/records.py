@@ -52,6 +52,12 @@ class Document:
     doc_id: str
     timestamp: str  # ISO 8601 with zone, e.g. 2020-11-19T07:06:18.385Z
     body: Mapping[str, Any]
+    # The body as compact JSON, kept by validation (which has to serialise it anyway) so the
+    # sinks do not serialise every document a second time.
+    body_json: Optional[str] = field(default=None, compare=False, repr=False)
+
+    def remember_body_json(self, text: str) -> None:
+        object.__setattr__(self, "body_json", text)
 
     def to_wire(self) -> dict:
         """The JSON object posted to Logstash: fields plus routing in @metadata (never stored)."""
@@ -61,4 +67,21 @@ class Document:
         return wire
 
     def to_json(self) -> str:
-        return json.dumps(self.to_wire(), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        """`to_wire()` as compact JSON text."""
+        return _with_fields(self._body_text(), '"@timestamp":%s,"@metadata":{"index":%s,"id":%s}' % (
+            _ENCODER.encode(self.timestamp), _ENCODER.encode(self.index), _ENCODER.encode(self.doc_id)))
+
+    def source_json(self) -> str:
+        """The document as Elasticsearch stores it: the body plus @timestamp."""
+        return _with_fields(self._body_text(), '"@timestamp":%s' % _ENCODER.encode(self.timestamp))
+
+    def _body_text(self) -> str:
+        return self.body_json if self.body_json is not None else _ENCODER.encode(dict(self.body))
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _with_fields(object_text: str, members: str) -> str:
+    """Append JSON `members` to the JSON object `object_text` (whose keys differ from them)."""
+    return object_text[:-1] + ("," if len(object_text) > 2 else "") + members + "}"

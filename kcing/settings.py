@@ -116,6 +116,7 @@ SPECS: Mapping[str, Spec] = {
     "ES_BOOT": Spec(("http://localhost:8007",), _url_list, "Logstash input(s) for boot documents"),
     "ES_MAX_RETRIES": Spec(3, _integer(1), "failed attempts on a batch before the run stops"),
     "ES_LOAD_INTERVAL": Spec(0.0, _number(0), "seconds to wait between batches"),
+    "ES_PARALLEL_POSTS": Spec(2, _integer(1), "batches posted at the same time (spread over the route's URLs)"),
     "ES_MAX_DOCS_PER_SECOND": Spec(0.0, _number(0), "documents per second cap; 0 means no cap"),
     "ES_RETRY_BACKOFF": Spec(1.0, _number(0), "seconds of the first delivery retry wait (doubles each time)"),
     "ES_TIMEOUT": Spec(60.0, _number(0.1), "seconds to wait for Logstash to answer a batch"),
@@ -170,6 +171,7 @@ class Settings:
     ES_BOOT: tuple
     ES_MAX_RETRIES: int
     ES_LOAD_INTERVAL: float
+    ES_PARALLEL_POSTS: int
     ES_MAX_DOCS_PER_SECOND: float
     ES_RETRY_BACKOFF: float
     ES_TIMEOUT: float

@@ -6,6 +6,9 @@ import json
 from datetime import datetime, timezone
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def document_id(kind: str, *identity) -> str:
     """Return a stable id for the document of `kind` identified by `identity`.
 
@@ -13,8 +16,32 @@ def document_id(kind: str, *identity) -> str:
     upstream (a storage path, a LAVA job id, a line number), never on when or how often it is
     sent: a resend overwrites the same Elasticsearch document instead of adding a copy.
     """
-    canonical = json.dumps([kind, *identity], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = _CANONICAL.encode([kind, *identity])
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:40]
+
+
+class IdPrefix:
+    """`document_id(kind, *identity, *extra)` for many `extra` values, hashing the shared part once.
+
+    Compact JSON of a list is "[" + its items' JSON joined by "," + "]", so the hash of the
+    shared prefix can be copied and completed per document with the same result.
+    """
+
+    def __init__(self, kind: str, *identity):
+        prefix = "[" + ",".join(_CANONICAL.encode(part) for part in (kind, *identity))
+        self._prefix = hashlib.sha256(prefix.encode("utf-8"))
+
+    def make(self, *extra) -> str:
+        digest = self._prefix.copy()
+        rest = "".join("," + _canonical(part) for part in extra) + "]"
+        digest.update(rest.encode("utf-8"))
+        return digest.hexdigest()[:40]
+
+
+def _canonical(part) -> str:
+    if type(part) is int:  # line numbers and positions: by far the most common extra part
+        return str(part)
+    return _CANONICAL.encode(part)
 
 
 def index_name(kind: str, when: datetime) -> str:

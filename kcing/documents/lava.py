@@ -20,7 +20,7 @@ from typing import Any, Iterator, List, Mapping, Optional
 
 from kcing.documents import lava_job, lava_results
 from kcing.documents.coerce import as_date, as_keyword, as_text, compact_json
-from kcing.documents.identity import document_id, index_name, iso_timestamp
+from kcing.documents.identity import IdPrefix, index_name, iso_timestamp
 from kcing.documents.lava_log import parse_log
 from kcing.documents.typed import without_missing
 from kcing.errors import RejectedInput
@@ -32,6 +32,7 @@ class _JobContext:
 
     def __init__(self, identity: tuple, when: datetime, common: dict):
         self.identity = identity
+        self.ids = {kind: IdPrefix(kind, *identity) for kind in ("boot", "test", "log")}
         self.indices = {kind: index_name(kind, when) for kind in ("boot", "test", "log")}
         self.timestamp = iso_timestamp(when)
         self.common = without_missing(common)
@@ -43,7 +44,7 @@ class _JobContext:
         return Document(
             kind,
             index=self.indices[kind],
-            doc_id=document_id(kind, *self.identity, *extra_identity),
+            doc_id=self.ids[kind].make(*extra_identity),
             timestamp=timestamp or (iso_timestamp(when) if when is not None else self.timestamp),
             body=body,
         )

@@ -32,7 +32,7 @@ def check(document: Document) -> None:
         raise RejectedInput("unknown document kind %r" % (document.kind,))
     _check_routing(document)
     _check_body_keys(document.body)
-    _check_serialisable(document.body)
+    document.remember_body_json(_serialised(document.body))
 
 
 def _check_routing(document: Document) -> None:
@@ -80,10 +80,12 @@ def _bad_name_reason(body: Mapping[str, Any]) -> str:
     return "a field name cannot be indexed"
 
 
-def _check_serialisable(body: Mapping[str, Any]) -> None:
+def _serialised(body: Mapping[str, Any]) -> str:
     try:
-        _ENCODER.encode(body).encode("utf-8")
+        text = _ENCODER.encode(body)
+        text.encode("utf-8")
     except UnicodeEncodeError:
         raise RejectedInput("document text is not valid Unicode (a lone surrogate)") from None
     except (TypeError, ValueError, RecursionError) as error:
         raise RejectedInput("document is not JSON: %s" % one_line(error)) from None
+    return text

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -43,6 +44,7 @@ class LogstashSink:
         self.sleep = sleep
         self.rand = rand
         self._turn: Dict[str, int] = {route: 0 for route in routes}
+        self._turn_lock = threading.Lock()  # batches are posted from more than one thread
 
     @staticmethod
     def encode(document: Document) -> bytes:
@@ -71,8 +73,9 @@ class LogstashSink:
     def _urls_for(self, route: str):
         """The route's URLs, starting with the next in turn, so batches spread across inputs."""
         urls = self.routes[route]
-        start = self._turn[route]
-        self._turn[route] = (start + 1) % len(urls)
+        with self._turn_lock:
+            start = self._turn[route]
+            self._turn[route] = (start + 1) % len(urls)
         return urls[start:] + urls[:start]
 
     def _post(self, url: str, body: bytes, count: int):

@@ -29,11 +29,7 @@ class NdjsonDirSink:
     @staticmethod
     def encode(document: Document) -> bytes:
         action = {"index": {"_index": document.index, "_id": document.doc_id}}
-        source = dict(document.body)
-        source["@timestamp"] = document.timestamp
-        return (json.dumps(action, separators=(",", ":")) + "\n"
-                + json.dumps(source, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n"
-                ).encode("utf-8")
+        return (json.dumps(action, separators=(",", ":")) + "\n" + document.source_json() + "\n").encode("utf-8")
 
     def send(self, batch: Batch) -> None:
         """Append and flush to disk; only then does the pipeline record the objects as delivered."""
