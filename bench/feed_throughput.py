@@ -55,8 +55,8 @@ class FeedRun:
     stdout: str
 
 
-def run_feed(env: dict, cwd: Path) -> FeedRun:
-    """Run `kcing feed_es` once, through bench/peak_rss.py so the peak RSS is kcing's own.
+def run_feed(env: dict, cwd: Path, args=("feed_es",)) -> FeedRun:
+    """Run `kcing ARGS` (feed_es) once, through bench/peak_rss.py so the peak RSS is kcing's own.
 
     (A child forked straight from this process would start with this process's pages counted in
     its peak RSS, and this process holds the whole replica corpus.)
@@ -64,7 +64,7 @@ def run_feed(env: dict, cwd: Path) -> FeedRun:
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         process = subprocess.run([sys.executable, str(REPO / "bench" / "peak_rss.py"), sys.executable,
-                                  str(REPO / "kcing.py"), "feed_es"], env=env, cwd=str(cwd), stdout=out, stderr=err)
+                                  str(REPO / "kcing.py"), *args], env=env, cwd=str(cwd), stdout=out, stderr=err)
         elapsed = time.perf_counter() - started
         out.seek(0)
         err.seek(0)

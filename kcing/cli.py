@@ -1,10 +1,11 @@
 """kcing: put KernelCI results into Elasticsearch (through Logstash) for search and dashboards.
 
 Usage:
-  kcing feed_es [options] [--source=NAME] [--days=N | --how-many=N] [--threads=N]
-                [--samples-dir=DIR] [--output=DIR] [--batch-size=N] [--dry-run]
+  kcing feed_es [options] [--source=NAME] [--days=N | --how-many=N | --since=DATE] [--threads=N]
+                [--samples-dir=DIR] [--output=DIR] [--batch-size=N] [--with-logs] [--dry-run]
   kcing feed_es [options] (--builds | --lavas | --boots) <file>... [--output=DIR] [--dry-run]
-  kcing gen_samples [options] [--sample-size=N] [--days=N] [--samples-dir=DIR] [--threads=N]
+  kcing gen_samples [options] [--source=NAME] [--sample-size=N] [--days=N | --since=DATE]
+                    [--samples-dir=DIR] [--threads=N] [--with-logs]
   kcing drp [options] [--drp-days=N] [--dry-run]
   kcing setup_es [options]
   kcing setup_ls [options]
@@ -37,9 +38,15 @@ Options:
   -l --log-file=FILE   Also write the log to FILE (for cron jobs).
   --db=FILE            Ledger database (setting KCING_DB, default kcing.db).
   --source=NAME        legacy (kernelci.org _ajax API + storage), samples (a saved samples
-                       directory) or api (setting KCI_SOURCE, default legacy).
+                       directory) or api (the current KernelCI API at KCI_API_URL; each run
+                       resumes from the ledger's watermark) (setting KCI_SOURCE, default legacy).
   --days=N             Crawl the last N days (setting KCI_DAYS, default 2).
   --how-many=N         Instead of --days, take the newest N objects of each kind.
+  --since=DATE         With --source api: list nodes updated since DATE (any date
+                       python-dateutil reads; UTC unless it names a zone), not since the
+                       watermark. --days N means N days before now.
+  --with-logs          With --source api: also fetch the logs documents need: a LAVA job's
+                       callback (boot details, one log document per line), a build.log.
   --threads=N          Concurrent downloads (setting KCI_THREADS, default 4).
   --samples-dir=DIR    Samples directory (setting KCI_SAMPLES_DIR, default samples).
   --output=DIR         Write NDJSON _bulk files into DIR instead of posting to Logstash.
@@ -66,6 +73,7 @@ Examples:
   kcing feed_es --source samples --output out/    # offline: bundled samples to NDJSON files
   kcing feed_es --how-many 50 --dry-run           # what the newest 50 builds/boots would be
   kcing feed_es --lavas saved/lava-json-*.json    # send local files (recorded by content hash)
+  kcing feed_es --source api --with-logs          # the KernelCI API, from where the last run got to
   ES_LAVA=http://ls1:8338,http://ls2:8338 kcing feed_es -l /var/log/kcing.log
 """
 from __future__ import annotations
@@ -133,7 +141,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         settings = settings_from(args)
         logs.configure(debug=args["--debug"], log_file=args["--log-file"],
-                       secrets=[settings.LS_PASSWORD, settings.ES_PASSWORD, settings.ES_API_KEY])
+                       secrets=[settings.LS_PASSWORD, settings.ES_PASSWORD, settings.ES_API_KEY,
+                                settings.KCI_API_TOKEN])
         return COMMANDS[command](args, settings)
     except KcingError as error:
         print("kcing %s: %s" % (command, error), file=sys.stderr)

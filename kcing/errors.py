@@ -50,3 +50,10 @@ class Interrupted(KcingError):
     """SIGINT or SIGTERM: the batch in flight was finished and recorded, then the run stopped."""
 
     exit_code = 130
+
+
+class ElasticsearchError(KcingError):
+    """Elasticsearch could not be reached, was not ready in time, or refused an admin request
+    (setup_es, drp) in a way that retrying cannot fix. Bad credentials, TLS or versions are ConfigError."""
+
+    exit_code = 3

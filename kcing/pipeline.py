@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
+from kcing import watermark
 from kcing.documents import documents_for
 from kcing.errors import Interrupted, KcingError, RejectedInput, UpstreamError
 from kcing.ledger.ledger import Ledger, Outcome
@@ -114,6 +115,7 @@ class Feed:
 
     def run(self) -> RunSummary:
         try:
+            watermark.resume(self.source, self.ledger)
             candidates = self._undelivered(self.source.list_objects())
             if self.options.dry_run:
                 self._plan(candidates)
@@ -124,6 +126,9 @@ class Feed:
             log.error("run stopped: %s", error)
         finally:
             self._write_outcomes()
+            if not self.options.dry_run:
+                # After the outcomes: the watermark moves only over what the ledger shows delivered.
+                watermark.advance(self.source, self.ledger)
             self.summary.elapsed = self.clock() - self._started
         log.info("run finished: %s", ", ".join("%s %s" % item for item in self.summary.as_dict().items()))
         return self.summary

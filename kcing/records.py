@@ -10,7 +10,13 @@ from typing import Any, Mapping, Optional
 BUILD = "build"  # build.json -> ES_BUILD
 LAVA = "lava"  # lava-json-<board>.json -> ES_LAVA
 BOOT = "boot"  # boot-<board>.json (labs without LAVA) -> ES_BOOT
-OBJECT_KINDS = (BUILD, LAVA, BOOT)
+# KernelCI API ("Maestro") nodes, one object per node version, named as the API names them.
+CHECKOUT = "checkout"  # no document: its revision is on every node below it -> ES_BUILD
+KBUILD = "kbuild"  # build document -> ES_BUILD
+JOB = "job"  # boot document (a lab job) or test document, plus log documents -> ES_LAVA
+TEST = "test"  # test document -> ES_LAVA
+NODE_KINDS = (CHECKOUT, KBUILD, JOB, TEST)
+OBJECT_KINDS = (BUILD, LAVA, BOOT) + NODE_KINDS
 
 # Kinds of Elasticsearch documents; each has its own date-suffixed index.
 DOCUMENT_KINDS = ("build", "boot", "test", "log")

@@ -110,6 +110,13 @@ SPECS: Mapping[str, Spec] = {
     "KCI_RETRY_BACKOFF": Spec(1.0, _number(0), "seconds of the first upstream retry wait (doubles each time)"),
     "KCI_CA_BUNDLE": Spec("", _text, "CA bundle for upstream TLS; empty means the system store"),
     "KCI_SAMPLES_DIR": Spec("samples", _text, "directory of saved upstream files"),
+    # Upstream: the current KernelCI API (--source api)
+    "KCI_API_URL": Spec("https://api.kernelci.org/latest", _url, "KernelCI API base URL, version included"),
+    "KCI_API_TOKEN": Spec("", _text, "token sent as `Authorization: Bearer`; reading needs none"),
+    "KCI_API_STORAGE_URL": Spec("https://files.kernelci.org", _optional_url,
+                                "base URL for artifact paths the API gives as relative"),
+    "KCI_API_OVERLAP_MINUTES": Spec(10, _integer(0), "minutes before the watermark each run lists again"),
+    "KCI_API_PAGE_SIZE": Spec(500, _integer(1), "nodes per /nodes page"),
     # Delivery (Logstash HTTP inputs; the ES_* names are kept from the original tool)
     "ES_BUILD": Spec(("http://localhost:8337",), _url_list, "Logstash input(s) for build documents"),
     "ES_LAVA": Spec(("http://localhost:8338",), _url_list, "Logstash input(s) for LAVA documents"),
@@ -166,6 +173,11 @@ class Settings:
     KCI_RETRY_BACKOFF: float
     KCI_CA_BUNDLE: str
     KCI_SAMPLES_DIR: str
+    KCI_API_URL: str
+    KCI_API_TOKEN: str
+    KCI_API_STORAGE_URL: str
+    KCI_API_OVERLAP_MINUTES: int
+    KCI_API_PAGE_SIZE: int
     ES_BUILD: tuple
     ES_LAVA: tuple
     ES_BOOT: tuple
@@ -261,3 +273,19 @@ def load(environ: Optional[Mapping[str, str]] = None, local_file: Optional[Path]
             values[name] = _parse(name, environ[name], "environment")
     settings = Settings(**values)
     return settings.with_overrides(overrides or {})
+
+
+def markdown_table() -> str:
+    """The README's settings table, generated so the two can never disagree."""
+    rows = ["| setting | default | meaning |", "| --- | --- | --- |"]
+    for name, spec in SPECS.items():
+        default = spec.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        shown = "`%s`" % default if default != "" else "(empty)"
+        rows.append("| `%s` | %s | %s |" % (name, shown, spec.help.replace("|", "\\|")))
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -21,7 +21,8 @@ def report(ledger: Ledger, runs: int = 5, errors: int = 5) -> dict:
         per_kind = objects.setdefault(source, {}).setdefault(kind, {name: 0 for _, name in STATE_LABELS})
         per_kind[label] = per_kind.get(label, 0) + count
     return {"ledger": ledger.db.database, "objects": objects, "runs": _last_runs(runs),
-            "errors": _frequent_errors(errors)}
+            "errors": _frequent_errors(errors),
+            "watermarks": {source: when.isoformat() for source, when in sorted(ledger.watermarks().items())}}
 
 
 def _last_runs(limit: int) -> List[dict]:
@@ -62,6 +63,9 @@ def as_text(data: dict) -> str:
                             if name in counts)
         lines.append("  %-8s %s -> %s  %s  %s" % (run["command"], run["started"], run["ended"], run["outcome"],
                                                   summary))
+    if data.get("watermarks"):
+        lines += ["", "watermarks (the next run lists what changed since, minus the overlap):"]
+        lines += ["  %-8s %s" % (source, when) for source, when in data["watermarks"].items()]
     if data["errors"]:
         lines += ["", "most frequent errors:"]
         lines += ["  %4d %-8s %s" % (error["objects"], error["state"], error["error"]) for error in data["errors"]]

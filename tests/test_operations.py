@@ -144,9 +144,13 @@ def test_usage_errors_exit_2(capsys):
 def test_every_setting_is_in_the_readme():
     from kcing.settings import SPECS
 
+    from kcing.settings import markdown_table
+
     readme = (REPO / "README.md").read_text()
     missing = [name for name in SPECS if name not in readme]
     assert not missing
+    # Defaults and meanings too: regenerate with `python -m kcing.settings` when this fails.
+    assert markdown_table() in readme
 
 
 def test_log_file_gets_the_trail(legacy_replica, logstash, tmp_path):

@@ -1,0 +1,1 @@
+"""Administration: Elasticsearch templates and retention, the Logstash pipeline entry, Kibana objects."""

@@ -3,7 +3,8 @@
 `documents_for(kind, content, created)` is the only entry point the pipeline needs. It either
 returns documents that passed `validate.check`, or raises RejectedInput with a one-line reason;
 bad input never raises anything else. What each kind of file must contain is described in
-`build`, `lava` and `boot`; every field a document can hold is listed in `fields.FIELDS`.
+`build`, `lava`, `boot` and (KernelCI API nodes) `nodes`; every field a document can hold is
+listed in `fields.FIELDS`.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from kcing.documents.boot import boot_report_documents
 from kcing.documents.build import build_documents
 from kcing.documents.coerce import one_line
 from kcing.documents.lava import lava_documents
+from kcing.documents.nodes import node_documents
 from kcing.documents.validate import check
 from kcing.errors import RejectedInput
-from kcing.records import BOOT, BUILD, LAVA, Document
+from kcing.records import BOOT, BUILD, LAVA, NODE_KINDS, Document
 
 # An escaped backslash, an escaped surrogate pair, or an escaped lone surrogate (6 characters).
 _ESCAPES = re.compile(
@@ -31,11 +33,12 @@ BUILDERS: Dict[str, Callable[[Dict[str, Any], Optional[datetime]], List[Document
     BUILD: build_documents,
     LAVA: lava_documents,
     BOOT: boot_report_documents,
+    **{kind: node_documents(kind) for kind in NODE_KINDS},  # KernelCI API nodes (nodes.py)
 }
 
 
 def documents_for(kind: str, content: bytes, created: Optional[datetime] = None) -> List[Document]:
-    """The documents made from one upstream file of `kind` (records.BUILD, LAVA or BOOT).
+    """The documents made from one upstream file of `kind` (records.OBJECT_KINDS).
 
     `created` is the object's listing date (UTC); it dates documents whose file has no date of
     its own. Raises RejectedInput when the file cannot become documents, ValueError for an

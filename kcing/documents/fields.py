@@ -4,8 +4,9 @@ Index templates can be generated from `FIELDS`; tests check every document the b
 (from real files, the samples and fuzzed input) against it with `field_problems`. Besides these, each posted document gets `@timestamp` (a date) on the wire.
 
 Types: keyword (exact strings: names, ids, results), text (free text: messages), long,
-float, boolean, date (ISO 8601 strings with a zone). A value is never a nested object; only
-`KEYWORD_ARRAYS` hold lists of strings. `None` (JSON null) appears only in `NULLABLE` fields,
+float, boolean, date (ISO 8601 strings with a zone). A value is never a nested object, except
+the one-level `SUB_OBJECTS` whose own fields are typed the same way; only `KEYWORD_ARRAYS` (and
+`SUB_OBJECT_ARRAYS` inside a sub-object) hold lists of strings. `None` (JSON null) appears only in `NULLABLE` fields,
 where "not measured" is worth showing; other missing values are left out.
 """
 from __future__ import annotations
@@ -146,6 +147,68 @@ FIELDS: Dict[str, Dict[str, str]] = {"build": BUILD, "boot": BOOT, "test": TEST,
 KEYWORD_ARRAYS = frozenset(("build_platform",))
 NULLABLE = frozenset(("boot_time", "measurement", "log_start_line", "log_end_line"))
 
+# Documents made from KernelCI API nodes (documents/nodes.py) carry one sub-object beside the
+# fields above: what the node says that no legacy field holds, kept rather than dropped. It is
+# indexed as `kernelci_api.<name>`, the same in every document kind.
+KERNELCI_API = {
+    "node_id": KEYWORD,  # the node's 24-hex id: one document per node, whatever its versions
+    "kind": KEYWORD,  # checkout, kbuild, job, test
+    "name": KEYWORD,
+    "path": KEYWORD,  # node names from the checkout down (a list)
+    "test_path": KEYWORD,  # the path from the job down, dotted: baseline-arm64.setup.login
+    "group": KEYWORD,
+    "parent": KEYWORD,
+    "state": KEYWORD,  # running, available, closing, done
+    "result": KEYWORD,  # pass, fail, skip, incomplete (absent while unknown)
+    "created": DATE,
+    "updated": DATE,
+    "timeout": DATE,
+    "holdoff": DATE,
+    "owner": KEYWORD,
+    "submitter": KEYWORD,
+    "treeid": KEYWORD,
+    "user_groups": KEYWORD,
+    "retry_counter": LONG,
+    "processed_by_kcidb_bridge": BOOLEAN,
+    "jobfilter": KEYWORD,
+    "platform_filter": KEYWORD,
+    "runtime": KEYWORD,  # the lab or runtime: lava-collabora, k8s-all, shell
+    "platform": KEYWORD,
+    "device": KEYWORD,
+    "job_id": KEYWORD,  # as the API gives it: a LAVA job number or a Kubernetes job name
+    "job_context": KEYWORD,
+    "kernel_type": KEYWORD,
+    "fragments": KEYWORD,
+    "error_code": KEYWORD,
+    "error_msg": TEXT,
+    "test_source": KEYWORD,
+    "test_revision": KEYWORD,
+    "regression": KEYWORD,
+    "architecture_filter": KEYWORD,
+    "kernel_version": KEYWORD,  # version.patchlevel[.sublevel], e.g. 6.12
+    "patchset": KEYWORD,
+    "commit_tags": KEYWORD,
+    "commit_message": TEXT,
+    "tip_of_branch": BOOLEAN,
+    "artifacts": KEYWORD,  # the names of the node's artifacts
+    "log_url": KEYWORD,  # the node's main log: build_log, lava_log or test_log
+    "build_log_url": KEYWORD,
+    "config_url": KEYWORD,
+    "kernel_url": KEYWORD,
+    "modules_url": KEYWORD,
+    "metadata_url": KEYWORD,
+    "tarball_url": KEYWORD,
+    "lava_log_url": KEYWORD,
+    "lava_logs_url": KEYWORD,
+    "callback_data_url": KEYWORD,
+    "test_log_url": KEYWORD,
+    "viewer_url": KEYWORD,  # the API's HTML view of the node
+    "artifact_errors": KEYWORD,  # "<artifact>: <why>" for a log asked for but not usable
+}
+SUB_OBJECTS: Dict[str, Dict[str, str]] = {"kernelci_api": KERNELCI_API}
+SUB_OBJECT_ARRAYS = frozenset(("path", "user_groups", "jobfilter", "platform_filter", "fragments",
+                               "architecture_filter", "commit_tags", "artifacts", "artifact_errors"))
+
 
 def field_problems(kind: str, body: Mapping[str, Any]) -> List[str]:
     """What in `body` breaks the `FIELDS` contract for `kind` (an empty list when nothing does)."""
@@ -154,10 +217,29 @@ def field_problems(kind: str, body: Mapping[str, Any]) -> List[str]:
         return ["unknown document kind %r" % (kind,)]
     problems = []
     for name, value in body.items():
-        if name not in known:
+        if name not in known and name in SUB_OBJECTS:
+            problems.extend(_sub_object_problems(name, value))
+        elif name not in known:
             problems.append("%s: not listed in FIELDS[%r]" % (name, kind))
         elif not _has_type(name, value, known[name]):
             problems.append("%s: %r is not a %s" % (name, value, known[name]))
+    return problems
+
+
+def _sub_object_problems(name: str, value: Any) -> List[str]:
+    if not isinstance(value, dict):
+        return ["%s: %r is not an object" % (name, value)]
+    known = SUB_OBJECTS[name]
+    problems = []
+    for inner, item in value.items():
+        qualified = "%s.%s" % (name, inner)
+        if inner not in known:
+            problems.append("%s: not listed in SUB_OBJECTS[%r]" % (qualified, name))
+        elif inner in SUB_OBJECT_ARRAYS:
+            if not (isinstance(item, list) and all(isinstance(element, str) for element in item)):
+                problems.append("%s: %r is not a list of keywords" % (qualified, item))
+        elif item is None or not _PYTHON_CHECKS[known[inner]](item):
+            problems.append("%s: %r is not a %s" % (qualified, item, known[inner]))
     return problems
 
 

@@ -56,7 +56,7 @@ def lava_documents(callback: Mapping[str, Any], created: Optional[datetime]) -> 
     fields = lava_job.job_fields(callback, definition, job_id)
     boot_fields = lava_job.boot_only_fields(callback, definition)
     suites = lava_results.read_suites(callback.get("results"))
-    log_items = _log_items(callback.get("log"))
+    log_items = read_log(callback.get("log"))
     outcome = lava_results.boot_outcome(suites.get("lava", []), boot_fields["job_status"])
     common = dict(fields, boot_result=outcome["boot_result"], boot_time=outcome["boot_time"])
     context = _JobContext(
@@ -71,7 +71,8 @@ def lava_documents(callback: Mapping[str, Any], created: Optional[datetime]) -> 
     return documents
 
 
-def _log_items(log: Any) -> List[Any]:
+def read_log(log: Any) -> List[Any]:
+    """The items of a callback's `log` YAML text (none when there is no log)."""
     if log is None:
         return []
     if not isinstance(log, str):
@@ -103,9 +104,15 @@ def _test_identity(suite: str, fields: Mapping[str, Any], position: int, seen: s
 
 def _log_documents(context: _JobContext, items: List[Any]) -> Iterator[Document]:
     for lineno, item in enumerate(items, 1):
-        entry = item if isinstance(item, dict) else {"msg": item}
-        fields = {"lineno": lineno, "level": as_keyword(entry.get("lvl")), "message": _message(entry.get("msg"))}
-        yield context.document("log", (lineno,), fields, when=as_date(entry.get("dt")))
+        fields, when = log_line_fields(lineno, item)
+        yield context.document("log", (lineno,), fields, when=when)
+
+
+def log_line_fields(lineno: int, item: Any) -> tuple:
+    """(fields, own time) of the log document for one `log` item; the time is its `dt`, if any."""
+    entry = item if isinstance(item, dict) else {"msg": item}
+    fields = {"lineno": lineno, "level": as_keyword(entry.get("lvl")), "message": _message(entry.get("msg"))}
+    return fields, as_date(entry.get("dt"))
 
 
 def _message(msg: Any) -> Optional[str]:

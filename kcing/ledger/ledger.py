@@ -162,3 +162,41 @@ class Ledger:
 
     def integrity_ok(self) -> bool:
         return self.db.execute_sql("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    # Watermarks (incremental sources) ------------------------------------------------------
+
+    def watermark(self, source: str) -> Optional[datetime]:
+        """The `updated` time up to which `source` delivered all it listed (UTC), or None."""
+        row = models.Watermark.get_or_none(models.Watermark.source == source)
+        return row.position.replace(tzinfo=timezone.utc) if row is not None else None
+
+    def advance_watermark(self, source: str, when: datetime) -> datetime:
+        """Move `source`'s watermark forward to `when` (never back); return where it now is."""
+        position = _naive_utc(when)
+        with self.db.atomic():
+            row = models.Watermark.get_or_none(models.Watermark.source == source)
+            if row is None:
+                models.Watermark.create(source=source, position=position, moved_at=self.clock())
+            elif position > row.position:
+                (models.Watermark.update(position=position, moved_at=self.clock())
+                 .where(models.Watermark.source == source).execute())
+        return self.watermark(source)
+
+    def watermarks(self) -> Dict[str, datetime]:
+        """{source: watermark (UTC)} for every source that has one."""
+        return {row.source: row.position.replace(tzinfo=timezone.utc) for row in models.Watermark.select()}
+
+    # Retention -----------------------------------------------------------------------------
+
+    def seen_before(self, cutoff: datetime) -> int:
+        """How many objects were first seen before `cutoff` (what `prune_older_than` would forget)."""
+        return UpstreamFile.select().where(UpstreamFile.first_seen < _naive_utc(cutoff)).count()
+
+    def prune_older_than(self, cutoff: datetime) -> int:
+        """Forget the objects first seen before `cutoff` (naive means UTC); return how many.
+
+        Only `upstream_file` rows go: runs and watermarks stay. A forgotten object that upstream
+        still lists is fetched and sent again, which is why the cutoff must lie before the crawl window.
+        """
+        with self.db.atomic():
+            return UpstreamFile.delete().where(UpstreamFile.first_seen < _naive_utc(cutoff)).execute()

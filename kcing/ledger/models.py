@@ -47,6 +47,16 @@ class Run(BaseModel):
     counts = TextField(null=True)
 
 
-TABLES = (UpstreamFile, Run)
+class Watermark(BaseModel):
+    """How far an incremental source (the KernelCI API) got: every object it listed whose
+    `updated` time is at or before `position` (naive UTC) was delivered."""
+
+    source = CharField(unique=True)
+    position = DateTimeField()
+    moved_at = DateTimeField()
+
+
+# A ledger made before Watermark existed gets its table from create_tables(safe=True) on open.
+TABLES = (UpstreamFile, Run, Watermark)
 # Stored as SQLite's user_version, so a later release can tell which migrations a file needs.
 SCHEMA_VERSION = 1

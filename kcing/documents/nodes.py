@@ -1,0 +1,254 @@
+"""KernelCI API nodes -> the same `build`, `boot`, `test` and `log` documents as the legacy files.
+
+The content of a node object (made by sources/api.py, and what gen_samples saves) is a JSON
+envelope around the node as `/nodes` lists it:
+
+    {"node": {...},                          # artifact URLs already absolute
+     "viewer_url": "https://api.kernelci.org/latest/viewer?node_id=...",
+     "callback_data": "<JSON text>",         # a lab job's LAVA callback, with --with-logs
+     "build_log": "<text>",                  # a kbuild's build.log, with --with-logs
+     "artifact_errors": {"callback_data": "HTTP 404"}}   # asked for, but not to be had
+
+Which node gives which document (docs/api-source.md has the table of fields):
+
+- kbuild: one `build` document;
+- a job that is the root of its group and ran in a lab (`runtime` lava-* or pull-labs-*): one
+  `boot` document, plus, with its callback, one `log` document per LAVA log line;
+- any other job (sub-groups such as `setup`, container jobs such as KUnit) and every test:
+  one `test` document;
+- checkout: none (legacy had no such document; its revision is on every node below it).
+
+Ids hash the node id alone and indices are dated by the node's `created`, which never changes,
+so every version of a node (a test `running`, later `done`) lands on the same document. Legacy
+field names hold what they held in legacy documents; the rest of the node goes under
+`kernelci_api` (fields.KERNELCI_API) instead of being dropped. Only a node without an id or a
+date is refused: a missing field leaves the field out, and an unusable log is noted in
+`kernelci_api.artifact_errors` while the node's own documents are still made.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from functools import partial
+from typing import Any, Callable, List, Mapping, Optional
+
+from kcing.documents import nodes_api, nodes_lava
+from kcing.documents.coerce import as_date, as_float, as_int, as_keyword, as_lower_keyword, as_text
+from kcing.documents.fields import LAVA_COMMON
+from kcing.documents.identity import IdPrefix, document_id, index_name, iso_timestamp
+from kcing.documents.typed import without_missing
+from kcing.errors import RejectedInput
+from kcing.records import CHECKOUT, JOB, KBUILD, Document
+
+# Runtimes that boot a kernel on a lab's board (LAVA labs, pull labs); the others run in containers.
+LAB_RUNTIMES = ("lava", "pull-labs")
+# A compiler as the API names it: gcc-12, clang-17.
+_COMPILER = re.compile(r"^(?P<name>.*?)-(?P<version>[0-9][0-9.]*)$")
+# A compiler's diagnostic line in build.log ("file.c:1:2: warning: ...", "error: ...").
+_WARNING = re.compile(r"(?:^|: )warning: ", re.MULTILINE)
+_ERROR = re.compile(r"(?:^|: )error: ", re.MULTILINE)
+# Identity namespace: keeps these ids apart from the legacy ones even for equal inputs.
+NAMESPACE = "kernelci_api"
+
+
+def node_documents(kind: str) -> Callable[[Mapping[str, Any], Optional[datetime]], List[Document]]:
+    """The documents_for builder for objects of node `kind` (records.NODE_KINDS)."""
+    return partial(_documents, kind)
+
+
+def _documents(kind: str, envelope: Mapping[str, Any], created: Optional[datetime]) -> List[Document]:
+    node = _node(envelope, kind)
+    if kind == CHECKOUT:
+        return []
+    node_id = nodes_api.node_id(node)
+    when = as_date(node.get("created")) or (as_date(created) if created is not None else None)
+    if when is None:
+        raise RejectedInput("node %s has no created date" % node_id)
+    api = nodes_api.kernelci_api_fields(node, envelope)
+    if kind == KBUILD:
+        return [_document("build", node_id, when, _build_fields(node, envelope.get("build_log")), api)]
+    if kind == JOB and is_lab_job(node):
+        return _boot_documents(node_id, node, envelope, when, api)
+    return [_document("test", node_id, when, _test_fields(node, when), api)]
+
+
+def _node(envelope: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    node = envelope.get("node")
+    if not isinstance(node, dict):
+        raise RejectedInput("not a KernelCI API node envelope (no \"node\" object)")
+    if nodes_api.node_id(node) is None:
+        raise RejectedInput("node has no valid id")
+    if node.get("kind") != kind:
+        raise RejectedInput("node %s is %r, not %r" % (nodes_api.node_id(node), node.get("kind"), kind))
+    return node
+
+
+def is_lab_job(node: Mapping[str, Any]) -> bool:
+    """A job that booted a kernel on a board: the root of its group, run by a lab runtime."""
+    runtime = as_keyword(nodes_api.data_of(node).get("runtime")) or ""
+    return runtime.startswith(LAB_RUNTIMES) and _is_group_root(node)
+
+
+def _is_group_root(node: Mapping[str, Any]) -> bool:
+    # Nodes below a job get the job's name as `group`; the job itself is the first node so named.
+    group, path = node.get("group"), node.get("path")
+    return not isinstance(group, str) or not isinstance(path, list) or group not in path[:-1]
+
+
+def _document(kind: str, node_id: str, when: datetime, fields: Mapping[str, Any], api: dict) -> Document:
+    body = without_missing(fields)
+    body["kernelci_api"] = api
+    return Document(kind, index=index_name(kind, when), doc_id=document_id(kind, NAMESPACE, node_id),
+                    timestamp=iso_timestamp(when), body=body)
+
+
+# Fields in legacy terms -----------------------------------------------------------------------
+
+def revision_fields(data: Mapping[str, Any]) -> dict:
+    """The kernel and configuration fields every legacy document has, from a node's `data`."""
+    revision = nodes_api.mapping(data.get("kernel_revision"))
+    describe = as_keyword(revision.get("describe"))
+    defconfig = as_keyword(data.get("defconfig"))
+    config_full = as_keyword(data.get("config_full"))
+    # Jobs and tests copy only the fragments part ("+lab-setup+..."); legacy spelled it whole.
+    if config_full and config_full.startswith("+") and defconfig:
+        config_full = defconfig + config_full
+    return {
+        "job": as_keyword(revision.get("tree")),
+        "git_branch": as_keyword(revision.get("branch")),
+        "git_commit": as_keyword(revision.get("commit")),
+        "git_url": as_keyword(revision.get("url")),
+        "git_describe": describe,
+        "kernel": describe,
+        "arch": as_keyword(data.get("arch")),
+        "defconfig": defconfig,
+        "defconfig_full": config_full or defconfig,
+        "build_environment": as_keyword(data.get("compiler")),
+    }
+
+
+def _lab_fields(node: Mapping[str, Any], data: Mapping[str, Any]) -> dict:
+    job_id = as_keyword(data.get("job_id"))
+    return {
+        "board": as_keyword(data.get("platform")),
+        "board_instance": as_keyword(data.get("device")),
+        "lab_name": as_keyword(data.get("runtime")),
+        "plan": as_keyword(node.get("group")),  # the job: baseline-arm64-mediatek, kselftest-exec
+        # LAVA job ids are numbers; Kubernetes ones are names and stay in kernelci_api.job_id.
+        "lava_job_id": as_int(job_id) if job_id and job_id.isdigit() else None,
+    }
+
+
+def _build_fields(node: Mapping[str, Any], build_log: Any) -> dict:
+    data = nodes_api.data_of(node)
+    artifacts = nodes_api.mapping(node.get("artifacts"))
+    fields = revision_fields(data)
+    result = as_keyword(node.get("result"))
+    compiler = _COMPILER.match(fields["build_environment"] or "")
+    fields.update({
+        "build_result": result.upper() if result else "UNKNOWN",
+        "compiler": compiler.group("name") if compiler else fields["build_environment"],
+        "compiler_version": compiler.group("version") if compiler else None,
+        "kconfig_fragments": "+".join(nodes_api.keywords(data.get("fragments")) or ()) or None,
+        # Legacy held file names beside the build's directory; the URLs are in kernelci_api.
+        "build_log": nodes_api.file_name(artifacts.get("build_log")),
+        "kernel_config": nodes_api.file_name(artifacts.get("_config")),
+        "kernel_image": nodes_api.file_name(artifacts.get("kernel")),
+        "modules": nodes_api.file_name(artifacts.get("modules")),
+    })
+    if isinstance(build_log, str):
+        fields.update(build_log_summary(build_log))
+    return fields
+
+
+def build_log_summary(text: str) -> dict:
+    """Compiler warnings and errors counted in a build log, and its size in bytes."""
+    return {"warnings": len(_WARNING.findall(text)), "errors": len(_ERROR.findall(text)),
+            "build_log_size": len(text.encode("utf-8", "replace"))}
+
+
+def _test_fields(node: Mapping[str, Any], when: datetime) -> dict:
+    data = nodes_api.data_of(node)
+    path = nodes_api.keywords(node.get("path")) or []
+    suite = path[-2] if len(path) >= 2 else as_keyword(node.get("group"))
+    measurement, unit = _measurement(nodes_api.mapping(data.get("misc")).get("measurement"))
+    fields = revision_fields(data)
+    fields.update(_lab_fields(node, data))
+    fields.update({
+        "suite": suite,
+        "suite_name": suite,  # the API already dropped LAVA's run-order prefix ("0_dmesg")
+        "name": as_keyword(node.get("name")),
+        "result": as_lower_keyword(node.get("result")),
+        "measurement": measurement,
+        "unit": unit,
+        "logged": iso_timestamp(when),
+        "error_type": as_keyword(data.get("error_code")),
+        "error_msg": as_text(data.get("error_msg")),
+    })
+    return fields
+
+
+def _measurement(value: Any) -> tuple:
+    if isinstance(value, dict):
+        return as_float(value.get("value")), as_keyword(value.get("unit"))
+    return as_float(value), None
+
+
+# Boot documents (and their log) --------------------------------------------------------------
+
+def node_boot_result(result: Optional[str], error_code: Optional[str]) -> str:
+    """The boot outcome a lab job's own result implies, without its callback.
+
+    A job passes only if its `setup` (login) did. It fails with no error code when a later test
+    suite failed after the board booted, and with one when a baseline job's `setup` failed for a
+    reason that is not the lab's. `incomplete` says neither (setup failed, or the lab gave up).
+    """
+    if result == "pass":
+        return "pass"
+    if result == "fail":
+        return "fail" if error_code else "pass"
+    return "unknown"
+
+
+def _boot_documents(node_id: str, node: Mapping[str, Any], envelope: Mapping[str, Any], when: datetime,
+                    api: dict) -> List[Document]:
+    data = nodes_api.data_of(node)
+    fields = revision_fields(data)
+    fields.update(_lab_fields(node, data))
+    error_code = as_keyword(data.get("error_code"))
+    fields.update({
+        "plan": fields["plan"] or as_keyword(node.get("name")),
+        "device_type": fields["board"],
+        "error_type": error_code,
+        "error_msg": as_text(data.get("error_msg")),
+        "boot_result": node_boot_result(as_keyword(node.get("result")), error_code),
+        "boot_time": None,
+    })
+    callback = nodes_lava.read_callback(envelope.get("callback_data"))
+    if callback.problem:
+        api.setdefault("artifact_errors", []).append("callback_data: %s" % callback.problem)
+    for name, value in callback.boot_fields.items():
+        if value is not None or name not in fields:
+            fields[name] = value
+    documents = [_document("boot", node_id, when, fields, api)]
+    documents.extend(_log_documents(node_id, when, fields, api, callback.log_items))
+    return documents
+
+
+def _log_documents(node_id: str, when: datetime, boot_fields: Mapping[str, Any], api: Mapping[str, Any],
+                   items: List[Any]) -> List[Document]:
+    if not items:
+        return []
+    common = without_missing({name: boot_fields.get(name) for name in LAVA_COMMON})
+    common["kernelci_api"] = {name: api[name] for name in nodes_api.LOG_API_FIELDS if name in api}
+    ids = IdPrefix("log", NAMESPACE, node_id)
+    index, timestamp = index_name("log", when), iso_timestamp(when)
+    documents = []
+    for lineno, item in enumerate(items, 1):
+        fields, line_time = nodes_lava.log_line_fields(lineno, item)
+        body = dict(common)
+        body.update(without_missing(fields))
+        documents.append(Document("log", index=index, doc_id=ids.make(lineno),
+                                  timestamp=iso_timestamp(line_time) if line_time else timestamp, body=body))
+    return documents
+

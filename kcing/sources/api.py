@@ -1,0 +1,304 @@
+"""The current KernelCI API ("Maestro", upstream.md §2): nodes by kind and update time, and artifacts.
+
+The only module that knows the API's paths, filters and paging, and where artifacts live.
+
+- Listing, one kind after another (checkout, kbuild, job, test: parents before children):
+  `GET <api>/nodes?kind=<kind>&updated__gte=<start>&limit=<page size>&offset=<n>`. Times in
+  filters are naive UTC without a zone, as the API stores them. There is no sort: results come
+  in insertion order, and while we page the result set only grows (an update keeps a node
+  inside `updated__gte`), so paging by offset until `offset >= total` or a short page misses
+  nothing; a node seen twice is listed again only in a newer version.
+- One object per node version: its upstream id is `<node id>.<updated, ISO basic format>`, so
+  a node changed since it was delivered is not skipped by the ledger, while its documents keep
+  ids made from the node id alone.
+- `fetch` needs no request: it wraps the listed node in the envelope documents/nodes.py reads.
+  With `with_logs`, it adds a job's `callback_data` (the LAVA callback, gzip JSON) and a
+  kbuild's `build_log`. Artifact URLs are made absolute against the storage base; the token is
+  sent to the API only, never to the storage hosts.
+- The watermark (kcing/watermark.py): the run asks the ledger which of the listed versions
+  were delivered, and the newest time up to which all were becomes the next run's start.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set
+
+from kcing.errors import ConfigError, UpstreamError
+from kcing.records import JOB, KBUILD, NODE_KINDS, UpstreamObject
+from kcing.sources.requester import Requester
+from kcing.watermark import crawl_start, next_watermark
+
+log = logging.getLogger(__name__)
+
+# Artifacts are logs of at most tens of megabytes; refuse to inflate a gzip beyond this.
+MAX_ARTIFACT_BYTES = 256 << 20
+# Answers from a storage host that another try will not change (an expired SAS token, a file
+# that was never uploaded): the node's documents are made without that log.
+LOST_ARTIFACT_STATUSES = frozenset({401, 403, 404, 410})
+# The artifact each node kind needs for its documents with `with_logs`.
+LOG_ARTIFACTS = {JOB: "callback_data", KBUILD: "build_log"}
+OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
+# A URL with a scheme ("https:", "file:") or a host ("//host/..."): anything else is a path.
+_NOT_RELATIVE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:|//)")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class _Page:
+    items: list
+    total: int
+    limit: int
+
+
+class KernelCIApi:
+    """Lists node versions updated since the crawl start and wraps each in a document envelope."""
+
+    name = "api"
+
+    def __init__(self, requester: Requester, api_url: str, storage_url: str = "", token: str = "",
+                 kinds: Sequence[str] = NODE_KINDS, since: Optional[datetime] = None, default_days: int = 2,
+                 overlap: timedelta = timedelta(minutes=10), page_size: int = 500,
+                 how_many: Optional[int] = None, with_logs: bool = False,
+                 clock: Callable[[], datetime] = _utcnow):
+        self.requester = requester
+        self.api_url = api_url.rstrip("/")
+        self.storage_url = storage_url.rstrip("/")
+        self._headers = {"Authorization": "Bearer %s" % token} if token else {}
+        self.kinds = tuple(kinds)
+        self.overlap = overlap
+        self.default_days = default_days
+        self.page_size = page_size
+        self.how_many = how_many
+        self.with_logs = with_logs
+        self.clock = clock
+        self._since = since
+        self.start = crawl_start(None, since, overlap, default_days, clock())
+        self._stored: Optional[datetime] = None
+        self._listed: Dict[str, Dict[str, Optional[datetime]]] = {}
+        self._listing_started: Optional[datetime] = None
+        self._complete = False
+
+    # Incremental crawling (called by the pipeline through kcing/watermark.py) ---------------
+
+    def resume_from(self, watermark: Optional[datetime]) -> None:
+        self._stored = watermark
+        self.start = crawl_start(watermark, self._since, self.overlap, self.default_days, self.clock())
+
+    def watermark_candidate(self, delivered_ids: Callable[[str, List[str]], Set[str]]) -> Optional[datetime]:
+        """Where the watermark may move after this run, or None to keep it.
+
+        Nothing moves after an incomplete listing (an error, an interrupt, `how_many`): nodes
+        not listed may carry any time. Nor when this run started later than the watermark
+        (`--days`, `--since`): the time between was not crawled.
+        """
+        if not self._complete or (self._stored is not None and self.start > self._stored):
+            return None
+        listed = []
+        for kind, versions in self._listed.items():
+            delivered = delivered_ids(kind, list(versions))
+            listed.extend((updated, upstream_id in delivered) for upstream_id, updated in versions.items())
+        return next_watermark(listed, self._listing_started)
+
+    # Listing -------------------------------------------------------------------------------
+
+    def list_objects(self) -> Iterator[UpstreamObject]:
+        self._listing_started = self.clock()
+        self._complete = False
+        log.info("listing %s nodes updated since %s from %s", ", ".join(self.kinds), filter_time(self.start),
+                 self.api_url)
+        for kind in self.kinds:
+            yield from self._list(kind)
+        self._complete = self.how_many is None
+
+    def _list(self, kind: str) -> Iterator[UpstreamObject]:
+        """Page through one kind; the next page is asked for while this one is processed."""
+        listed = self._listed.setdefault(kind, {})
+        newest: Dict[str, datetime] = {}  # node id -> newest `updated` listed
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="listing") as prefetch:
+            offset = 0
+            upcoming = prefetch.submit(self._page, kind, offset)
+            while upcoming is not None:
+                page = upcoming.result()
+                offset += len(page.items)
+                more = page.items and len(page.items) >= page.limit and offset < page.total
+                upcoming = prefetch.submit(self._page, kind, offset) if more else None
+                for item in page.items:
+                    obj = self._object_from(kind, item)
+                    node_id, updated = obj.facts.get("node_id"), obj.facts.get("updated")
+                    if node_id is not None:
+                        seen = newest.get(node_id)
+                        if seen is not None and seen >= updated:
+                            continue  # this version, or a newer one, was listed already
+                        newest[node_id] = updated
+                    listed[obj.upstream_id] = updated
+                    yield obj
+                    if self.how_many is not None and len(listed) >= self.how_many:
+                        if upcoming is not None:
+                            upcoming.cancel()
+                        return
+
+    def _page(self, kind: str, offset: int) -> _Page:
+        url = self.api_url + "/nodes"
+        params = [("kind", kind), ("updated__gte", filter_time(self.start)),
+                  ("limit", self._limit()), ("offset", offset)]
+        response = self.requester.get(url, params=params, headers=self._headers)
+        self._check_access(url, response)
+        if response.status_code != 200:
+            raise UpstreamError("GET %s (kind=%s, offset %d) answered %d" % (url, kind, offset, response.status_code))
+        try:
+            envelope = response.json()
+        except ValueError:
+            envelope = None
+        items = envelope.get("items") if isinstance(envelope, dict) else None
+        total = envelope.get("total") if isinstance(envelope, dict) else None
+        if not isinstance(items, list) or not _is_count(total):
+            raise UpstreamError("GET %s (kind=%s, offset %d) answered a malformed page: no items list and total"
+                                % (url, kind, offset))
+        limit = envelope.get("limit")
+        return _Page(items, total, limit if _is_count(limit) and limit > 0 else self._limit())
+
+    def _limit(self) -> int:
+        return self.page_size if self.how_many is None else max(1, min(self.page_size, self.how_many))
+
+    def _check_access(self, url: str, response) -> None:
+        if response.status_code not in (401, 403):
+            return
+        try:
+            detail = response.json().get("detail")
+        except (ValueError, AttributeError):
+            detail = None
+        reason = "(%d%s)" % (response.status_code, ": %s" % detail if isinstance(detail, str) else "")
+        if self._headers:
+            raise ConfigError("the KernelCI API at %s refused KCI_API_TOKEN %s: check the token, or leave "
+                              "KCI_API_TOKEN empty (reading nodes needs none)" % (url, reason))
+        raise ConfigError("the KernelCI API at %s asks for a token %s: set KCI_API_TOKEN" % (url, reason))
+
+    def _object_from(self, kind: str, item) -> UpstreamObject:
+        """The object for one listed node; an unusable item becomes an object with a problem."""
+        node_id = _node_id(item) if isinstance(item, dict) else None
+        updated = _time(item.get("updated")) if isinstance(item, dict) else None
+        if node_id is None or updated is None:
+            return UpstreamObject(self.name, kind, node_id or "invalid-item", "", facts={"updated": None},
+                                  problem="listed node has no valid id and updated time")
+        upstream_id = version_id(node_id, updated)
+        url = "%s/node/%s" % (self.api_url, node_id)
+        facts = {"node_id": node_id, "updated": updated, "node": _with_absolute_artifacts(item, self.storage_url)}
+        problem = None if item.get("kind") == kind else "listed as kind=%s but is %r" % (kind, item.get("kind"))
+        created = _time(item.get("created")) or updated
+        return UpstreamObject(self.name, kind, upstream_id, url, created, facts, problem=problem)
+
+    # Content -------------------------------------------------------------------------------
+
+    def fetch(self, obj: UpstreamObject) -> bytes:
+        """The envelope of the listed node, with its log artifact when `with_logs` asks for it."""
+        node = obj.facts["node"]
+        envelope = {"node": node, "viewer_url": "%s/viewer?node_id=%s" % (self.api_url, obj.facts["node_id"])}
+        artifact = LOG_ARTIFACTS.get(obj.kind) if self.with_logs else None
+        url = (node.get("artifacts") or {}).get(artifact) if artifact else None
+        if isinstance(url, str) and url:
+            text, problem = self._artifact_text(url)
+            if problem is None:
+                envelope[artifact] = text
+            else:
+                log.warning("%s %s: %s not usable (%s); its documents go without it",
+                            obj.kind, obj.upstream_id, artifact, problem)
+                envelope["artifact_errors"] = {artifact: problem}
+        return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def _artifact_text(self, url: str) -> tuple:
+        """(text, None), or (None, why) when the file will not be had; passing failures raise."""
+        # No Authorization header: artifacts live on other hosts, which must never see the token.
+        response = self.requester.get(url)
+        if response.status_code in LOST_ARTIFACT_STATUSES:
+            return None, "HTTP %d" % response.status_code
+        if response.status_code != 200:
+            raise UpstreamError("GET %s answered %d" % (_without_query(url), response.status_code))
+        content = response.content
+        if content[:2] == b"\x1f\x8b":  # gzip file content: servers send it without Content-Encoding
+            try:
+                content = gunzip(content, MAX_ARTIFACT_BYTES)
+            except ValueError as error:
+                return None, str(error)
+        return content.decode("utf-8", "replace"), None
+
+
+def version_id(node_id: str, updated: datetime) -> str:
+    """The upstream id of one node version: `<node id>.<updated, ISO 8601 basic format>`.
+
+    Only characters that are safe in file names (gen_samples names files after it).
+    """
+    stamp = updated.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds")
+    return "%s.%s" % (node_id, stamp.replace("-", "").replace(":", ""))
+
+
+def filter_time(when: datetime) -> str:
+    """A time as the API's filters take it: naive UTC, microseconds, no zone."""
+    return when.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """The content of one gzip member, or ValueError when it is broken, cut short or too large."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        content = inflater.decompress(data, limit + 1)
+    except zlib.error as error:
+        raise ValueError("not valid gzip (%s)" % error) from None
+    if len(content) > limit or inflater.unconsumed_tail:
+        raise ValueError("larger than %d MB once decompressed" % (limit >> 20))
+    if not inflater.eof:
+        raise ValueError("gzip data cut short")
+    return content
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _node_id(item: dict) -> Optional[str]:
+    # `_id` (plain or {"$oid"}) is how servers sent it before 2023.
+    value = item.get("id", item.get("_id"))
+    if isinstance(value, dict):
+        value = value.get("$oid")
+    if isinstance(value, str) and OBJECT_ID.match(value):
+        return value.lower()
+    return None
+
+
+def _time(value) -> Optional[datetime]:
+    """An API time (naive UTC ISO 8601) as aware UTC; None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+
+def _with_absolute_artifacts(node: dict, storage_url: str) -> dict:
+    """The node with relative artifact paths joined to `storage_url`; absolute URLs kept whole."""
+    artifacts = node.get("artifacts")
+    if not isinstance(artifacts, dict) or not storage_url or not any(map(_is_relative, artifacts.values())):
+        return node
+    absolute = {name: storage_url + "/" + url.lstrip("/") if _is_relative(url) else url
+                for name, url in artifacts.items()}
+    return dict(node, artifacts=absolute)
+
+
+def _is_relative(url) -> bool:
+    # Absolute URLs are kept whole, SAS query strings and all: the whole URL is the address.
+    return isinstance(url, str) and bool(url) and not _NOT_RELATIVE.match(url)
+
+
+def _without_query(url: str) -> str:
+    # Storage URLs may carry SAS signatures: keep them out of the ledger's error text.
+    return url.split("?", 1)[0]

@@ -1,0 +1,95 @@
+"""Incremental crawling: where a run starts, and how far the watermark may move after it.
+
+A source's watermark is the newest `updated` time up to which every object it listed was
+delivered; the ledger keeps it (`Ledger.watermark`). A run lists what changed since the
+watermark minus an overlap, because an update in flight when the last run listed may carry an
+earlier time than the newest one that run saw (and clocks differ). `--days` and `--since`
+choose the start instead.
+
+Sources that crawl this way offer two calls, which only the pipeline makes, through `resume`
+and `advance` below:
+
+- `resume_from(watermark)` before listing;
+- `watermark_candidate(delivered_ids)` after the run: the new position, or None to keep it.
+
+The decisions are pure functions of plain values; nothing here sleeps or reads a clock.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Optional, Tuple
+
+from dateutil import parser as dateparser
+
+from kcing.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def parse_since(text: str) -> datetime:
+    """A `--since` date (anything python-dateutil reads) as aware UTC; no zone means UTC."""
+    try:
+        parsed = dateparser.parse(text)
+    except (ValueError, OverflowError):
+        raise ConfigError("--since %r is not a date (try 2024-10-16 or '2024-10-16 08:00')" % text) from None
+    return as_aware_utc(parsed)
+
+
+def as_aware_utc(when: datetime) -> datetime:
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
+def crawl_start(watermark: Optional[datetime], since: Optional[datetime], overlap: timedelta,
+                default_days: int, now: datetime) -> datetime:
+    """Where a run's listing starts: `since` if given, else the watermark minus the overlap,
+    else (a first run) `default_days` before `now`."""
+    if since is not None:
+        return since
+    if watermark is not None:
+        return watermark - overlap
+    return now - timedelta(days=default_days)
+
+
+def next_watermark(listed: Iterable[Tuple[Optional[datetime], bool]], listing_started: datetime) -> Optional[datetime]:
+    """The newest `updated` time up to which every listed object was delivered, or None.
+
+    `listed` holds (updated, delivered) for every object of a complete listing; an unknown
+    time (None) blocks any move. The result never passes `listing_started`: a change made
+    after its kind was listed may carry any later time, and the next run must still see it.
+    """
+    delivered, oldest_undelivered = [], None
+    for updated, was_delivered in listed:
+        if updated is None:
+            return None
+        if was_delivered:
+            delivered.append(updated)
+        elif oldest_undelivered is None or updated < oldest_undelivered:
+            oldest_undelivered = updated
+    reached = [updated for updated in delivered if oldest_undelivered is None or updated < oldest_undelivered]
+    if not reached:
+        return None
+    return min(max(reached), listing_started)
+
+
+# Called by the pipeline ------------------------------------------------------------------------
+
+def resume(source, ledger) -> None:
+    """Tell an incremental source where the ledger says its last runs got to."""
+    resume_from = getattr(source, "resume_from", None)
+    if resume_from is not None:
+        resume_from(ledger.watermark(source.name))
+
+
+def advance(source, ledger) -> Optional[datetime]:
+    """Move an incremental source's watermark as far as the ledger shows everything delivered."""
+    candidate = getattr(source, "watermark_candidate", None)
+    if candidate is None:
+        return None
+    when = candidate(lambda kind, ids: ledger.delivered_ids(source.name, kind, ids))
+    if when is None:
+        log.info("watermark of the %s source kept at %s", source.name, ledger.watermark(source.name))
+        return None
+    moved = ledger.advance_watermark(source.name, when)
+    log.info("watermark of the %s source now %s", source.name, moved)
+    return moved

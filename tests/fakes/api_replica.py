@@ -1,0 +1,252 @@
+"""A local replica of the KernelCI API ("Maestro", upstream.md §2.11) and its artifact storage.
+
+One server on 127.0.0.1 serves:
+
+- `GET /latest/nodes?<filters>&limit=&offset=` -> `{"items", "total", "limit", "offset"}`:
+  filters as tests/fakes/api_filters.py reads them (400 on a bad time), `limit` 50 by default
+  and at least 1, insertion order, no sort;
+- `GET /latest/count?<filters>` -> a bare integer;
+- `GET /latest/node/<id>` -> the node, `null` for an unknown id, 400 for a malformed one;
+- the same under `/v0/` and without a prefix; another version is a 400 in plain text;
+- `GET /files/<path>` -> artifact files as raw bytes (gzip files stay gzip: no Content-Encoding).
+
+Test hooks: a token the API paths require (`token`, 401 `{"detail": ...}` without it) or a
+blanket 403 (`forbid`); failures queued by path prefix (`fail_next`, with Retry-After); a
+listing page answered with a broken body (`malformed_page`); a callback run before each
+listing page is computed (`on_page`), which may change the corpus between two pages.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from tests.fakes import api_filters
+from tests.fakes.api_corpus import ApiCorpus
+from tests.fakes.legacy_replica import RecordedRequest
+from tests.fakes.serving import CLIENT_GONE, BackgroundServer, FaultQueue, LockedList, QuietHandler
+
+_JSON = ("Content-Type", "application/json")
+_TEXT = ("Content-Type", "text/plain; charset=utf-8")
+_VERSIONED = re.compile(r"^/(v[0-9]+|latest)(/.*)?$")
+_OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
+DEFAULT_LIMIT = 50
+
+PageCallback = Callable[["ApiReplica", Tuple[Tuple[str, str], ...], int], None]
+
+
+@dataclass(frozen=True)
+class _Failure:
+    status: int
+    body: bytes
+    retry_after: Optional[int]
+
+
+class ApiReplica:
+    """The API and its file storage over one `ApiCorpus`; `requests` records every request."""
+
+    def __init__(self, corpus: Optional[ApiCorpus] = None, port: int = 0, token: Optional[str] = None):
+        self.corpus = corpus if corpus is not None else ApiCorpus()
+        self.token = token
+        self.forbid = False
+        self.max_limit: Optional[int] = None  # a server that caps `limit` below what was asked
+        self.requests: LockedList = LockedList()
+        self._failures = FaultQueue()
+        self._malformed: Dict[int, bytes] = {}
+        self._page_callback: Optional[PageCallback] = None
+        self._pages = 0
+        self._lock = threading.Lock()
+        # Filtered listings by (corpus version, filters): paging a big corpus filters it once.
+        self._listings: Dict[tuple, list] = {}
+        self._server = BackgroundServer(_ApiHandler, self, port)
+
+    def start(self) -> str:
+        return self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> "ApiReplica":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return self._server.base_url
+
+    @property
+    def api_url(self) -> str:
+        return self.url + "/latest"
+
+    @property
+    def files_url(self) -> str:
+        return self.url + "/files"
+
+    @property
+    def errors(self) -> List[BaseException]:
+        return self._server.errors
+
+    # Hooks -------------------------------------------------------------------------------------
+
+    def fail_next(self, path_prefix: str, status: int, count: Optional[int] = 1, retry_after: Optional[int] = None,
+                  body: Optional[bytes] = None) -> None:
+        """Answer the next `count` requests whose path starts with `path_prefix` with `status`."""
+        detail = body if body is not None else json.dumps({"detail": "replica fault %d" % status}).encode()
+        self._failures.add(path_prefix, _Failure(status, detail, retry_after), count)
+
+    def malformed_page(self, number: int, body: bytes = b'{"items": [{"id": "670f0c27493b6b8') -> None:
+        """Answer listing request number `number` (1-based, all kinds counted) with 200 and `body`."""
+        self._malformed[number] = body
+
+    def on_page(self, callback: Optional[PageCallback]) -> None:
+        """Call `callback(replica, query, page number)` before each listing page is computed."""
+        self._page_callback = callback
+
+    def clear_faults(self) -> None:
+        self._failures.clear()
+        self._malformed.clear()
+        self._page_callback = None
+
+    def listing_requests(self) -> List[RecordedRequest]:
+        return [request for request in self.requests if request.path.endswith("/nodes")]
+
+    def file_requests(self) -> List[RecordedRequest]:
+        return [request for request in self.requests if request.path.startswith("/files/")]
+
+    def _next_page_number(self) -> int:
+        with self._lock:
+            self._pages += 1
+            return self._pages
+
+
+class _ApiHandler(QuietHandler):
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        self.decoded_path = unquote(url.path)
+        self.query = tuple(parse_qsl(url.query, keep_blank_values=True))
+        replica: ApiReplica = self.app
+        failure = replica._failures.take(self.decoded_path)
+        if failure is not None:
+            headers = [_JSON] + ([("Retry-After", str(failure.retry_after))] if failure.retry_after is not None else [])
+            self._finish(failure.status, headers, failure.body)
+            return
+        if self.decoded_path.startswith("/files/"):
+            self._file(self.decoded_path[len("/files/"):])
+            return
+        match = _VERSIONED.match(self.decoded_path)
+        if match and match.group(1) not in ("latest", "v0"):
+            self._finish(400, [_TEXT], ("Unsupported API version: %s" % match.group(1)).encode())
+            return
+        if not self._authorised(replica):
+            return
+        self._route(replica, (match.group(2) or "/") if match else self.decoded_path)
+
+    def do_POST(self) -> None:
+        self.read_body()
+        self._finish(405, [_JSON], b'{"detail":"Method Not Allowed"}')
+
+    def _authorised(self, replica: ApiReplica) -> bool:
+        if replica.forbid:
+            self._finish(403, [_JSON], b'{"detail":"Forbidden"}')
+            return False
+        if replica.token is not None and self.headers.get("Authorization") != "Bearer %s" % replica.token:
+            self._finish(401, [_JSON, ("WWW-Authenticate", "Bearer")], b'{"detail":"Could not validate credentials"}')
+            return False
+        return True
+
+    def _route(self, replica: ApiReplica, path: str) -> None:
+        if path == "/nodes":
+            self._nodes(replica)
+        elif path == "/count":
+            self._count(replica)
+        elif path.startswith("/node/"):
+            self._node(replica, path[len("/node/"):])
+        else:
+            self._finish(404, [_JSON], b'{"detail":"Not Found"}')
+
+    def _matching(self, replica: ApiReplica) -> Optional[list]:
+        try:
+            filters = api_filters.parse(self.query)
+        except api_filters.BadFilter as error:
+            self._finish(400, [_JSON], json.dumps({"detail": str(error)}).encode())
+            return None
+        version, nodes = replica.corpus.versioned_nodes()
+        key = (version, tuple((item.field, item.op, repr(item.value)) for item in filters))
+        with replica._lock:
+            cached = replica._listings.get(key)
+        if cached is None:
+            cached = [node for node in nodes if api_filters.matches(node, filters)]
+            with replica._lock:
+                if len(replica._listings) > 32:
+                    replica._listings.clear()
+                replica._listings[key] = cached
+        return cached
+
+    def _nodes(self, replica: ApiReplica) -> None:
+        number = replica._next_page_number()
+        if replica._page_callback is not None:
+            replica._page_callback(replica, self.query, number)
+        if number in replica._malformed:
+            self._finish(200, [_JSON], replica._malformed[number])
+            return
+        paging = self._paging()
+        if paging is None:
+            return
+        matching = self._matching(replica)
+        if matching is None:
+            return
+        limit, offset = paging
+        limit = min(limit, replica.max_limit or limit)
+        body = {"items": matching[offset:offset + limit], "total": len(matching), "limit": limit, "offset": offset}
+        self._finish(200, [_JSON], json.dumps(body, separators=(",", ":")).encode())
+
+    def _paging(self) -> Optional[Tuple[int, int]]:
+        values = dict(self.query)
+        try:
+            limit = int(values.get("limit", DEFAULT_LIMIT))
+            offset = int(values.get("offset", 0))
+        except ValueError:
+            limit = offset = -1
+        if limit < 1 or offset < 0:
+            detail = [{"loc": ["query", "limit" if limit < 1 else "offset"], "msg": "out of range",
+                       "type": "value_error"}]
+            self._finish(422, [_JSON], json.dumps({"detail": detail}).encode())
+            return None
+        return limit, offset
+
+    def _count(self, replica: ApiReplica) -> None:
+        matching = self._matching(replica)
+        if matching is not None:
+            self._finish(200, [_JSON], str(len(matching)).encode())
+
+    def _node(self, replica: ApiReplica, node_id: str) -> None:
+        if not _OBJECT_ID.match(node_id):
+            detail = "'%s' is not a valid ObjectId, it must be a 12-byte input or a 24-character hex string" % node_id
+            self._finish(400, [_JSON], json.dumps({"detail": detail}).encode())
+            return
+        node = replica.corpus.get(node_id.lower())
+        self._finish(200, [_JSON], json.dumps(node).encode())
+
+    def _file(self, path: str) -> None:
+        content = self.app.corpus.read(path)
+        if content is None:
+            self._finish(404, [_TEXT], b"404 Not Found\n")
+        else:
+            self._finish(200, [("Content-Type", "application/octet-stream")], content)
+
+    def _finish(self, status: int, headers, body: bytes = b"") -> None:
+        recorded = {name.lower(): value for name, value in self.headers.items()}
+        self.app.requests.append(RecordedRequest("GET", self.decoded_path, self.query, recorded, status))
+        try:
+            self.send_whole(status, headers, body)
+        except CLIENT_GONE:
+            self.close_connection = True
+
+
+__all__ = ["ApiReplica", "ApiCorpus"]

@@ -1,0 +1,508 @@
+"""The KernelCI API source, its watermark and the replica it is tested against, as units.
+
+The source talks to the replica over 127.0.0.1 through the real Requester, with its sleep
+recorded instead of slept; the watermark rules are pure functions checked on plain values.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+
+from kcing import watermark
+from kcing.commands import crawl_since
+from kcing.errors import ConfigError, UpstreamError
+from kcing.http import RetryPolicy, new_session
+from kcing.ledger.ledger import Ledger, Outcome
+from kcing.ledger.models import DELIVERED, FAILED
+from kcing.pipeline import FeedOptions, feed
+from kcing.records import NODE_KINDS, UpstreamObject
+from kcing.sources.api import KernelCIApi, filter_time, gunzip
+from kcing.sources.requester import Requester
+from tests.fakes.api_corpus import api_time
+from tests.fakes.api_data import checkout_tree, object_id, real_files_present, real_nodes
+from tests.fakes.api_replica import ApiReplica
+
+UTC = timezone.utc
+BASE = datetime(2024, 10, 16, 0, 0, tzinfo=UTC)
+SINCE = datetime(2024, 1, 1, tzinfo=UTC)
+TIMEOUT = (2, 5)
+
+
+@pytest.fixture
+def replica():
+    with ApiReplica() as running:
+        running.tree = checkout_tree(running.corpus, running.files_url, BASE)
+        yield running
+    assert running.errors == []
+
+
+def make_source(replica, sleeps=None, **options) -> KernelCIApi:
+    sleeps = [] if sleeps is None else sleeps
+    requester = Requester(new_session(), RetryPolicy(attempts=3, base=0.01), 5, sleep=sleeps.append)
+    options.setdefault("since", SINCE)
+    return KernelCIApi(requester, replica.api_url, replica.files_url, **options)
+
+
+def listed_ids(objects) -> list:
+    return [obj.facts["node_id"] for obj in objects]
+
+
+# The watermark's rules ---------------------------------------------------------------------------
+
+def at(minutes: float) -> datetime:
+    return BASE + timedelta(minutes=minutes)
+
+
+@pytest.mark.parametrize("listed, expected", [
+    pytest.param([(at(1), True), (at(3), True), (at(2), True)], at(3), id="all-delivered-newest"),
+    pytest.param([(at(1), True), (at(2), False), (at(3), True)], at(1), id="held-before-undelivered"),
+    pytest.param([(at(2), False), (at(3), True)], None, id="oldest-undelivered-keeps-it"),
+    pytest.param([(at(1), True), (None, True)], None, id="unknown-time-keeps-it"),
+    pytest.param([], None, id="nothing-listed"),
+    pytest.param([(at(1), True), (at(90), True)], at(60), id="capped-at-listing-start"),
+])
+def test_the_watermark_moves_to_the_newest_time_with_everything_before_delivered(listed, expected):
+    assert watermark.next_watermark(listed, listing_started=at(60)) == expected
+
+
+def test_the_crawl_starts_at_since_else_the_watermark_minus_overlap_else_the_default_days():
+    now, mark, overlap = at(600), at(100), timedelta(minutes=10)
+    assert watermark.crawl_start(mark, at(5), overlap, 2, now) == at(5)
+    assert watermark.crawl_start(mark, None, overlap, 2, now) == at(90)
+    assert watermark.crawl_start(None, None, overlap, 2, now) == now - timedelta(days=2)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2024-10-16", datetime(2024, 10, 16, tzinfo=UTC)),
+    ("16 Oct 2024 08:30", datetime(2024, 10, 16, 8, 30, tzinfo=UTC)),
+    ("2024-10-16T10:30:00+02:00", datetime(2024, 10, 16, 8, 30, tzinfo=UTC)),
+    ("2024-10-16T08:30:00Z", datetime(2024, 10, 16, 8, 30, tzinfo=UTC)),
+])
+def test_since_reads_any_date_and_means_utc(text, expected):
+    assert watermark.parse_since(text) == expected
+
+
+def test_a_since_that_is_no_date_is_a_config_error():
+    with pytest.raises(ConfigError, match="--since"):
+        watermark.parse_since("last tuesday-ish")
+
+
+def test_days_means_days_before_now_and_nothing_means_resume():
+    now = at(0)
+    assert crawl_since({"--days": "3"}, now=now) == now - timedelta(days=3)
+    assert crawl_since({"--since": "2024-01-01"}) == SINCE
+    assert crawl_since({}) is None
+
+
+def test_the_ledger_keeps_the_watermark_forward_only_across_opens(tmp_path):
+    path = str(tmp_path / "kcing.db")
+    ledger = Ledger.open(path)
+    assert ledger.watermark("api") is None
+    assert ledger.advance_watermark("api", at(5)) == at(5)
+    assert ledger.advance_watermark("api", at(1)) == at(5)
+    ledger.close()
+    reopened = Ledger.open(path)
+    assert reopened.watermark("api") == at(5) and reopened.watermarks() == {"api": at(5)}
+    assert reopened.watermark("legacy") is None
+    reopened.close()
+
+
+# The pipeline hook ------------------------------------------------------------------------------
+
+class StubSource:
+    """An incremental source of two objects; records what the pipeline told it."""
+
+    name = "api"
+
+    def __init__(self, fail_second: bool = False):
+        self.resumed_from = "not called"
+        self.fail_second = fail_second
+        self.objects = [UpstreamObject("api", "test", "n%d" % n, "", at(n), facts={"updated": at(n)})
+                        for n in (1, 2)]
+
+    def resume_from(self, mark):
+        self.resumed_from = mark
+
+    def list_objects(self):
+        yield from self.objects
+
+    def fetch(self, obj):
+        if self.fail_second and obj is self.objects[1]:
+            raise UpstreamError("GET failed")
+        return json.dumps({"node": {"id": object_id(obj.upstream_id), "kind": "test", "created": api_time(at(0)),
+                                    "updated": api_time(obj.created)}}).encode()
+
+    def watermark_candidate(self, delivered_ids):
+        delivered = delivered_ids("test", [obj.upstream_id for obj in self.objects])
+        listed = [(obj.facts["updated"], obj.upstream_id in delivered) for obj in self.objects]
+        return watermark.next_watermark(listed, at(60))
+
+
+class ListSink:
+    name = "list"
+
+    def __init__(self):
+        self.batches = []
+
+    @staticmethod
+    def encode(document):
+        return document.to_json().encode()
+
+    def send(self, batch):
+        self.batches.append(batch)
+
+
+@pytest.mark.parametrize("fail_second, expected", [(False, at(2)), (True, at(1))])
+def test_the_pipeline_resumes_the_source_and_advances_over_what_the_ledger_shows(fail_second, expected):
+    ledger = Ledger.open(":memory:")
+    ledger.advance_watermark("api", at(0))
+    source = StubSource(fail_second)
+    feed(source, ledger, ListSink(), FeedOptions(threads=1))
+    assert source.resumed_from == at(0)
+    assert ledger.watermark("api") == expected
+
+
+def test_a_dry_run_leaves_the_watermark_alone():
+    ledger = Ledger.open(":memory:")
+    feed(StubSource(), ledger, ListSink(), FeedOptions(threads=1, dry_run=True))
+    assert ledger.watermark("api") is None
+
+
+# Listing ----------------------------------------------------------------------------------------
+
+def test_every_kind_is_listed_in_pages_with_naive_time_filters(replica):
+    source = make_source(replica, page_size=4)
+    objects = list(source.list_objects())
+    assert sorted(listed_ids(objects)) == sorted(node["id"] for node in replica.corpus.nodes())
+    assert [obj.kind for obj in objects] == sorted((obj.kind for obj in objects), key=NODE_KINDS.index)
+    pages = replica.listing_requests()
+    assert [request.params("offset")[0] for request in pages if request.params("kind") == ["test"]] == ["0", "4"]
+    assert {request.params("updated__gte")[0] for request in pages} == {"2024-01-01T00:00:00.000000"}
+    assert {request.params("limit")[0] for request in pages} == {"4"}
+
+
+def test_the_upstream_id_names_the_node_version_and_the_url_the_node(replica):
+    login = replica.tree["login"]
+    (obj,) = [obj for obj in make_source(replica).list_objects() if obj.facts["node_id"] == login["id"]]
+    stamp = datetime.fromisoformat(login["updated"]).strftime("%Y%m%dT%H%M%S.%f")
+    assert obj.upstream_id == "%s.%s" % (login["id"], stamp)
+    assert obj.url == "%s/node/%s" % (replica.api_url, login["id"])
+    assert obj.created == datetime.fromisoformat(login["created"]).replace(tzinfo=UTC)
+
+
+def test_a_server_that_caps_the_page_size_is_paged_to_the_end(replica):
+    replica.max_limit = 2
+    objects = list(make_source(replica, page_size=100).list_objects())
+    assert len(objects) == len(replica.corpus)
+
+
+def test_nodes_updated_before_the_start_are_not_asked_for(replica):
+    late = replica.tree["kunit-case-1"]
+    start = datetime.fromisoformat(late["updated"]).replace(tzinfo=UTC)
+    objects = list(make_source(replica, since=start).list_objects())
+    assert late["id"] in listed_ids(objects)
+    assert all(datetime.fromisoformat(obj.facts["node"]["updated"]).replace(tzinfo=UTC) >= start for obj in objects)
+
+
+def test_nodes_added_and_changed_while_paging_are_listed_once_and_none_missed(replica):
+    kunit = replica.tree["kunit-case-0"]
+
+    def churn(server, query, number):
+        if number == 2 and query[0] == ("kind", "test"):
+            server.corpus.update(kunit["id"], result="fail")
+            checkout_tree(server.corpus, server.files_url, BASE + timedelta(hours=1), seed="late")
+
+    replica.on_page(churn)
+    source = make_source(replica, page_size=3, kinds=("test",))
+    ids = listed_ids(source.list_objects())
+    tests = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
+    assert sorted(ids) == sorted(tests)  # nothing missed, nothing twice
+
+
+def test_a_repeated_node_is_listed_again_only_when_newer():
+    node = {"id": "a" * 24, "kind": "test", "created": "2024-10-16T00:00:00.000000",
+            "updated": "2024-10-16T00:05:00.000000"}
+    newer = dict(node, updated="2024-10-16T00:06:00.000000")
+    pages = [[node, dict(node, id="b" * 24)], [node, newer, newer]]
+    source = KernelCIApi(ScriptedRequester(pages), "http://api.invalid/latest", kinds=("test",), since=SINCE,
+                         page_size=2)
+    assert [obj.upstream_id for obj in source.list_objects()] == [
+        "a" * 24 + ".20241016T000500.000000", "b" * 24 + ".20241016T000500.000000",
+        "a" * 24 + ".20241016T000600.000000"]
+
+
+class ScriptedRequester:
+    """Answers listing GETs with the given pages in turn (total = every item of every page)."""
+
+    policy = RetryPolicy()
+
+    def __init__(self, pages):
+        self.pages = list(pages)
+        self.total = sum(len(page) for page in pages)
+
+    def get(self, url, params=None, headers=None):
+        response = requests.Response()
+        response.status_code = 200
+        items = self.pages.pop(0) if self.pages else []
+        response._content = json.dumps({"items": items, "total": self.total, "limit": 2, "offset": 0}).encode()
+        return response
+
+
+def test_items_without_an_id_or_of_another_kind_become_problems():
+    good = {"id": "c" * 24, "kind": "job", "updated": "2024-10-16T00:05:00.000000"}
+    pages = [[{"kind": "test"}, "not an object", dict(good, id="d" * 24)], [good]]
+    source = KernelCIApi(ScriptedRequester(pages), "http://api.invalid/latest", kinds=("test",), since=SINCE,
+                         page_size=3)
+    objects = list(source.list_objects())
+    assert [obj.problem is not None for obj in objects] == [True, True, True, True]
+    assert "listed as kind=test but is 'job'" in objects[-1].problem
+    assert source.watermark_candidate(lambda kind, ids: set()) is None
+
+
+def test_old_underscore_id_items_are_read():
+    if not real_files_present():
+        pytest.skip("shared/data/upstream/maestro is absent")
+    with ApiReplica() as server:
+        real_nodes(server.corpus, server.files_url)
+        source = make_source(server, kinds=("node",), since=datetime(2023, 1, 1, tzinfo=UTC))
+        objects = list(source.list_objects())
+    assert listed_ids(objects) == ["63c549319fb3b62c7626e7f9", "63c549329fb3b62c7626e7fa"]
+
+
+# Errors -----------------------------------------------------------------------------------------
+
+def test_busy_answers_are_retried_honouring_retry_after(replica):
+    sleeps = []
+    replica.fail_next("/latest/nodes", 429, retry_after=3)
+    replica.fail_next("/latest/nodes", 502)
+    objects = list(make_source(replica, sleeps=sleeps).list_objects())
+    assert len(objects) == len(replica.corpus)
+    assert len(sleeps) == 2 and sleeps[0] >= 3
+
+
+def test_a_page_that_keeps_failing_stops_the_listing_and_holds_the_watermark(replica):
+    source = make_source(replica, page_size=3)
+    replica.fail_next("/latest/nodes", 500, count=None)
+    with pytest.raises(UpstreamError, match="failed 3 times"):
+        list(source.list_objects())
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
+
+
+@pytest.mark.parametrize("body", [b"<html>oops</html>", b'{"items": {}, "total": 3}', b'{"items": []}',
+                                  b'{"items": [], "total": "3"}', b'[1, 2]'])
+def test_a_malformed_page_stops_the_listing(replica, body):
+    source = make_source(replica, page_size=3)
+    replica.malformed_page(3, body)
+    listed = []
+    with pytest.raises(UpstreamError, match="malformed page"):
+        for obj in source.list_objects():
+            listed.append(obj)
+    assert listed and source.watermark_candidate(lambda kind, ids: set(ids)) is None
+
+
+def test_how_many_limits_each_kind_and_keeps_the_watermark(replica):
+    source = make_source(replica, how_many=2)
+    objects = list(source.list_objects())
+    assert [obj.kind for obj in objects] == ["checkout"] + [kind for kind in NODE_KINDS[1:] for _ in range(2)]
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
+
+
+@pytest.mark.parametrize("token, forbid, expected", [
+    ("", False, "asks for a token (401: Could not validate credentials): set KCI_API_TOKEN"),
+    ("tok-wrong-1", False, "refused KCI_API_TOKEN (401"),
+    ("tok-right-1", True, "refused KCI_API_TOKEN (403: Forbidden)"),
+])
+def test_refusals_name_the_token_setting_and_never_the_token(replica, token, forbid, expected):
+    replica.token, replica.forbid = "tok-right-1", forbid
+    with pytest.raises(ConfigError) as error:
+        list(make_source(replica, token=token).list_objects())
+    assert expected in str(error.value) and "tok-" not in str(error.value)
+
+
+def test_the_token_goes_to_the_api_and_not_to_the_storage(replica):
+    replica.token = "tok-123"
+    source = make_source(replica, token="tok-123", with_logs=True)
+    for obj in source.list_objects():
+        source.fetch(obj)
+    assert {request.headers.get("authorization") for request in replica.listing_requests()} == {"Bearer tok-123"}
+    assert replica.file_requests() and all("authorization" not in request.headers
+                                           for request in replica.file_requests())
+
+
+# Content ----------------------------------------------------------------------------------------
+
+def envelope_of(source, node_id):
+    (obj,) = [obj for obj in source.list_objects() if obj.facts["node_id"] == node_id]
+    return json.loads(source.fetch(obj))
+
+
+def test_fetch_wraps_the_listed_node_without_a_request(replica):
+    source = make_source(replica)
+    node = replica.tree["kbuild-arm64"]
+    before = len(replica.requests)
+    wrapped = envelope_of(source, node["id"])
+    assert wrapped == {"node": node, "viewer_url": "%s/viewer?node_id=%s" % (replica.api_url, node["id"])}
+    assert all(request.path.endswith("/nodes") for request in replica.requests[before:])
+
+
+def test_relative_artifact_paths_are_joined_to_the_storage_and_absolute_urls_kept_whole(replica):
+    source = make_source(replica)
+    checkout = envelope_of(source, replica.tree["checkout"]["id"])["node"]
+    assert checkout["artifacts"]["tarball"] == "%s/linux-mainline-master-v6.12-rc3-45-gc862449c840a.tar.gz" % (
+        replica.files_url)
+    if real_files_present():
+        real = real_nodes(replica.corpus, replica.files_url)[1]
+        job = envelope_of(source, real["id"])["node"]
+        assert job["artifacts"]["callback_data"].endswith("lava_callback.json.gz?" + real["artifacts"][
+            "callback_data"].split("?", 1)[1])
+        assert "sig=" in job["artifacts"]["callback_data"]
+
+
+def test_with_logs_a_job_carries_its_callback_and_a_kbuild_its_build_log(replica):
+    source = make_source(replica, with_logs=True)
+    job = envelope_of(source, replica.tree["baseline"]["id"])
+    callback = json.loads(job["callback_data"])
+    assert callback["id"] == 7700001 and "token" not in callback and "lab_name" not in callback
+    build = envelope_of(source, replica.tree["kbuild-x86"]["id"])
+    assert "error: undeclared" in build["build_log"]
+    assert "callback_data" not in envelope_of(source, replica.tree["login"]["id"])
+
+
+@pytest.mark.parametrize("status, content, problem", [
+    (404, None, "HTTP 404"),
+    (403, None, "HTTP 403"),
+    (200, gzip.compress(b"{}")[:-6], "gzip data cut short"),
+    (200, b"\x1f\x8b not gzip at all", "not valid gzip"),
+])
+def test_a_log_that_cannot_be_had_is_noted_and_the_node_still_delivered(replica, status, content, problem):
+    baseline = replica.tree["baseline"]
+    path = baseline["artifacts"]["callback_data"][len(replica.files_url) + 1:]
+    if status == 200:
+        replica.corpus.add_file(path, content)
+    elif status == 404:
+        replica.corpus.remove_file(path)
+    else:
+        replica.fail_next("/files/" + path, status)
+    wrapped = envelope_of(make_source(replica, with_logs=True), baseline["id"])
+    assert wrapped["artifact_errors"]["callback_data"].startswith(problem)
+    assert "callback_data" not in wrapped
+
+
+def test_a_storage_host_that_keeps_failing_fails_the_object(replica):
+    baseline = replica.tree["baseline"]
+    path = baseline["artifacts"]["callback_data"][len(replica.files_url):]
+    source = make_source(replica, with_logs=True)
+    (obj,) = [obj for obj in source.list_objects() if obj.facts["node_id"] == baseline["id"]]
+    replica.fail_next("/files" + path, 503, count=None)
+    with pytest.raises(UpstreamError, match="HTTP 503"):
+        source.fetch(obj)
+
+
+def test_gunzip_refuses_what_would_inflate_too_far():
+    with pytest.raises(ValueError, match="larger than"):
+        gunzip(gzip.compress(b"0" * (3 << 20)), 2 << 20)
+    assert gunzip(gzip.compress(b"ok"), 10) == b"ok"
+
+
+def test_filter_times_are_naive_utc_with_microseconds():
+    assert filter_time(datetime(2024, 10, 16, 2, 22, 58, 113000, tzinfo=UTC)) == "2024-10-16T02:22:58.113000"
+    eastern = timezone(timedelta(hours=-4))
+    assert filter_time(datetime(2024, 10, 15, 22, 0, tzinfo=eastern)) == "2024-10-16T02:00:00.000000"
+
+
+# The replica itself -----------------------------------------------------------------------------
+
+def get(replica, where, **params):
+    return requests.get(replica.url + where, params=params, timeout=TIMEOUT)
+
+
+def total(replica, **params) -> int:
+    response = get(replica, "/latest/nodes", limit=1, **params)
+    assert response.status_code == 200, response.text
+    return response.json()["total"]
+
+
+def test_the_replica_filters_as_the_api_does(replica):
+    nodes = replica.corpus.nodes()
+    assert total(replica, kind="test") == len([node for node in nodes if node["kind"] == "test"])
+    assert total(replica, **{"data.runtime": "lava-baylibre"}) == 5  # the kselftest job and all below it
+    assert total(replica, path="setup") == 3  # a list field "equals" the names it contains
+    assert total(replica, parent="null") == 1
+    assert total(replica, result="null") == 2  # the checkout and the running test
+    assert total(replica, processed_by_kcidb_bridge="FALSE") == len(nodes)
+    assert total(replica, kind__in="checkout,kbuild") == 3
+    assert total(replica, kind__nin="test,job") == 3
+    assert total(replica, kind__ne="test") == len(nodes) - 8
+    assert total(replica, name__re="^kunit-case") == 3
+    assert total(replica, retry_counter__gt="0") == 0
+    assert total(replica, no_such_field="x") == 0
+    late = replica.tree["kunit-case-1"]["updated"]
+    assert total(replica, updated__gte=late) == total(replica, updated__gt=late) + 1
+    assert total(replica, updated__lt="2024-10-16", created__gte="2024-10-15") == 0
+    assert get(replica, "/latest/count", kind="kbuild").text == "2"
+
+
+@pytest.mark.parametrize("params", [{"updated__gte": "yesterday"}, {"updated__gte": "2024-10-16T00:00:00Z"},
+                                    {"created__lt": "2024-10-16T00:00:00+00:00"}])
+def test_the_replica_refuses_times_that_are_not_naive_iso(replica, params):
+    response = get(replica, "/latest/nodes", **params)
+    assert response.status_code == 400 and "detail" in response.json()
+
+
+def test_the_replica_pages_in_insertion_order_with_a_default_limit(replica):
+    for number in range(3):
+        checkout_tree(replica.corpus, replica.files_url, BASE + timedelta(days=1), seed="more-%d" % number)
+    first = get(replica, "/latest/nodes").json()
+    assert (first["limit"], first["offset"], len(first["items"]), first["total"]) == (50, 0, 50, 64)
+    second = get(replica, "/nodes", offset=50).json()  # the un-prefixed path is the same API
+    assert [node["id"] for node in first["items"] + second["items"]] == [node["id"] for node in replica.corpus.nodes()]
+    assert get(replica, "/latest/nodes", limit=0).status_code == 422
+    assert get(replica, "/v0/nodes", limit=1).json()["total"] == 64
+    response = get(replica, "/v1/nodes")
+    assert response.status_code == 400 and response.text == "Unsupported API version: v1"
+
+
+def test_the_replica_serves_single_nodes_and_gzip_files_as_bytes(replica):
+    login = replica.tree["login"]
+    assert get(replica, "/latest/node/" + login["id"]).json() == login
+    assert get(replica, "/latest/node/" + "f" * 24).text == "null"
+    assert get(replica, "/latest/node/xyz").status_code == 400
+    url = replica.tree["baseline"]["artifacts"]["callback_data"]
+    response = requests.get(url, timeout=TIMEOUT)
+    assert response.content[:2] == b"\x1f\x8b" and "content-encoding" not in response.headers
+    assert json.loads(gzip.decompress(response.content))["id"] == 7700001
+
+
+def test_the_replica_mutates_nodes_in_place_and_moves_updated(replica):
+    running = replica.tree["running"]
+    changed = replica.corpus.update(running["id"], state="done", result="pass")
+    assert changed["updated"] > running["updated"] and changed["state"] == "done"
+    assert [node["id"] for node in replica.corpus.nodes()].index(running["id"]) == \
+        [node["id"] for node in replica.corpus.nodes()].index(changed["id"])
+
+
+def test_the_replica_is_safe_to_change_while_serving(replica):
+    def writer():
+        for number in range(30):
+            checkout_tree(replica.corpus, replica.files_url, BASE, seed="w-%d" % number)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for _ in range(20):
+            assert get(replica, "/latest/nodes", limit=5).status_code == 200
+    finally:
+        thread.join()
+    assert total(replica) == 31 * 16
+
+
+def test_outcomes_used_by_the_hook_are_plain_ledger_facts():
+    ledger = Ledger.open(":memory:")
+    objects = [UpstreamObject("api", "test", "x.%d" % n, "") for n in range(3)]
+    ledger.record([Outcome(objects[0], DELIVERED), Outcome(objects[1], FAILED, error="boom")])
+    assert ledger.delivered_ids("api", "test", [obj.upstream_id for obj in objects]) == {"x.0"}

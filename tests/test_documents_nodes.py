@@ -1,0 +1,262 @@
+"""KernelCI API nodes become the same build, boot, test and log documents as the legacy files.
+
+The cases use the real nodes in shared/data/upstream/maestro, synthesized trees shaped as
+upstream.md §2.6 shows, and, for the comparison with the legacy source, the real stored LAVA
+callbacks in shared/data/upstream/legacy.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from kcing.documents import documents_for
+from kcing.documents.fields import FIELDS, KERNELCI_API, field_problems
+from kcing.documents.identity import document_id
+from kcing.documents.nodes import build_log_summary, is_lab_job, node_boot_result
+from kcing.documents.validate import check
+from kcing.errors import RejectedInput
+from kcing.records import BUILD, LAVA
+from tests.fakes.api_corpus import ApiCorpus
+from tests.fakes.api_data import LEGACY, MAESTRO, REAL_JOB, checkout_tree
+from tests.fakes.legacy_data import build_item, build_json
+
+UTC = timezone.utc
+BASE = datetime(2024, 10, 16, tzinfo=UTC)
+FILES = "https://files.example"
+MESON = "lava-json-meson-gxbb-p200.json"
+
+
+def real_text(directory: Path, name: str) -> str:
+    path = directory / name
+    if not path.is_file():
+        pytest.skip("real upstream file %s is absent (the shared/ folder sits beside the repository)" % path)
+    return path.read_text()
+
+
+@pytest.fixture(scope="module")
+def tree() -> dict:
+    return checkout_tree(ApiCorpus(), FILES, BASE)
+
+
+def docs(node: dict, **envelope):
+    return documents_for(node["kind"], json.dumps(dict(envelope, node=node)).encode())
+
+
+def only(documents):
+    (document,) = documents
+    return document
+
+
+def without_api(body) -> dict:
+    return {name: value for name, value in body.items() if name != "kernelci_api"}
+
+
+# Which node gives which document --------------------------------------------------------------
+
+@pytest.mark.parametrize("name, kinds", [
+    ("checkout", []), ("kbuild-arm64", ["build"]), ("kbuild-x86", ["build"]), ("baseline", ["boot"]),
+    ("kselftest", ["boot"]), ("setup", ["test"]), ("suite", ["test"]), ("login", ["test"]),
+    ("kunit", ["test"]), ("kunit-case-0", ["test"]), ("running", ["test"]),
+])
+def test_each_node_kind_maps_to_the_legacy_document_kinds(tree, name, kinds):
+    documents = docs(tree[name])
+    assert [document.kind for document in documents] == kinds
+    for document in documents:
+        check(document)
+        assert field_problems(document.kind, document.body) == []
+        assert document.doc_id == document_id(document.kind, "kernelci_api", tree[name]["id"])
+        assert document.index == "%s-2024.10.16" % document.kind
+
+
+def test_a_lab_job_is_the_root_of_its_group_run_by_a_lab(tree):
+    assert is_lab_job(tree["baseline"]) and is_lab_job(tree["kselftest"])
+    # The suite below kselftest-exec has the same name as its job, but its job is above it.
+    assert not is_lab_job(tree["suite"]) and not is_lab_job(tree["setup"])
+    assert not is_lab_job(tree["kunit"])  # Kubernetes boots no board
+
+
+def test_every_version_of_a_node_lands_on_one_document(tree):
+    running = tree["running"]
+    done = dict(running, state="done", result="pass", updated="2024-10-16T09:00:00.000000")
+    before, after = only(docs(running)), only(docs(done))
+    assert (before.index, before.doc_id) == (after.index, after.doc_id)
+    assert "result" not in before.body and after.body["result"] == "pass"
+    assert after.body["kernelci_api"]["state"] == "done"
+
+
+def test_a_kbuild_gives_the_legacy_build_fields(tree):
+    body = only(docs(tree["kbuild-x86"])).body
+    assert without_api(body) == {
+        "job": "mainline", "git_branch": "master", "git_commit": tree["kbuild-x86"]["data"]["kernel_revision"]["commit"],
+        "git_url": "https://git.kernel.org/pub/scm/linux/kernel/git/mainline/linux.git",
+        "git_describe": "v6.12-rc3-45-gc862449c840a", "kernel": "v6.12-rc3-45-gc862449c840a", "arch": "x86_64",
+        "defconfig": "defconfig", "defconfig_full": "defconfig+lab-setup", "build_environment": "clang-17",
+        "build_result": "FAIL", "compiler": "clang", "compiler_version": "17", "kconfig_fragments": "lab-setup",
+        "build_log": "build.log", "kernel_config": ".config", "kernel_image": "Image", "modules": "modules.tar.xz",
+    }
+    api = body["kernelci_api"]
+    assert api["log_url"] == api["build_log_url"] == tree["kbuild-x86"]["artifacts"]["build_log"]
+    assert api["artifacts"] == ["_config", "build_log", "kernel", "modules"]
+    assert (api["runtime"], api["job_id"], api["kernel_version"]) == ("k8s-all", "kci-tree-1-kbuild", "6.12")
+
+
+def test_a_build_log_gives_warning_and_error_counts():
+    text = "CC a.o\nfs/x.c:1:2: warning: unused\nerror: no rule\nfs/y.c:3:4: error: undeclared\nwarnings: 0\n"
+    assert build_log_summary(text) == {"warnings": 1, "errors": 2, "build_log_size": len(text)}
+    body = only(docs({**_minimal("kbuild"), "result": None}, build_log=text)).body
+    assert (body["warnings"], body["errors"], body["build_result"]) == (1, 2, "UNKNOWN")
+
+
+def test_a_test_gives_the_legacy_test_fields(tree):
+    body = only(docs(tree["case-1"])).body
+    assert (body["suite"], body["suite_name"], body["name"], body["result"]) == (
+        "kselftest-exec", "kselftest-exec", "exec_execveat_1", "fail")
+    assert body["measurement"] == 1.5 and body["logged"] == "2024-10-16T00:13:06.000Z"
+    assert (body["board"], body["lab_name"], body["plan"]) == ("qemu-arm64", "lava-baylibre", "kselftest-exec")
+    assert body["kernelci_api"]["test_path"] == "kselftest-exec.kselftest-exec.exec_execveat_1"
+    login = only(docs(tree["login"])).body
+    assert (login["suite"], login["name"], login["result"]) == ("setup", "login", "pass")
+    assert login["kernelci_api"]["test_path"] == "baseline-arm64-meson.setup.login"
+
+
+@pytest.mark.parametrize("result, error_code, expected", [
+    ("pass", None, "pass"), ("fail", None, "pass"), ("fail", "Test", "fail"), ("incomplete", "Infrastructure", "unknown"),
+    ("incomplete", None, "unknown"), (None, None, "unknown"), ("skip", None, "unknown"),
+])
+def test_without_its_callback_a_lab_job_says_what_its_result_implies_about_the_boot(result, error_code, expected):
+    assert node_boot_result(result, error_code) == expected
+
+
+def test_a_lab_job_gives_a_boot_document_and_with_its_callback_its_log(tree):
+    node = tree["baseline"]
+    plain = only(docs(node)).body
+    assert (plain["boot_result"], plain["boot_time"], plain["lava_job_id"]) == ("pass", None, 7700001)
+    assert (plain["board"], plain["board_instance"], plain["lab_name"]) == (
+        "meson-gxbb-p200", "meson-gxbb-p200-cbg-1", "lava-collabora")
+    callback = real_text(LEGACY, MESON)
+    documents = docs(node, callback_data=callback)
+    boot, logs = documents[0], documents[1:]
+    assert boot.doc_id == only(docs(node)).doc_id
+    assert (boot.body["boot_time"], boot.body["job_status"]) == (14.74, "complete")
+    assert [log.body["lineno"] for log in logs] == list(range(1, len(logs) + 1))
+    assert {log.index for log in logs} == {"log-2024.10.16"}  # the node's day, not the callback's
+    assert len({log.doc_id for log in logs}) == len(logs)
+    assert set(logs[0].body["kernelci_api"]) <= set(KERNELCI_API) and logs[0].body["kernelci_api"]["node_id"] == node["id"]
+
+
+@pytest.mark.parametrize("callback, problem", [
+    ("{\"id\": 1, ", "callback_data: not valid JSON"),
+    ("[1]", "callback_data: not a JSON object"),
+    (json.dumps({"id": 5, "results": {"lava": "- [unclosed"}}), "callback_data: results[lava]"),
+    (json.dumps({"id": 5, "log": 7}), "callback_data: log: log is not YAML text"),
+])
+def test_an_unreadable_callback_is_noted_and_the_boot_document_still_made(tree, callback, problem):
+    documents = docs(tree["baseline"], callback_data=callback)
+    boot = documents[0]
+    assert [document.kind for document in documents] == ["boot"]
+    (note,) = boot.body["kernelci_api"]["artifact_errors"]
+    assert note.startswith(problem)
+    assert field_problems("boot", boot.body) == []
+
+
+def test_artifact_errors_from_the_source_are_kept(tree):
+    body = only(docs(tree["baseline"], artifact_errors={"callback_data": "HTTP 404"})).body
+    assert body["kernelci_api"]["artifact_errors"] == ["callback_data: HTTP 404"]
+
+
+def _minimal(kind: str) -> dict:
+    return {"id": "ab" * 12, "kind": kind, "name": kind, "created": "2024-10-16T01:02:03.004000",
+            "updated": "2024-10-16T01:02:03.004000", "data": {}}
+
+
+@pytest.mark.parametrize("envelope, reason", [
+    ({"nodes": {}}, "no \"node\" object"),
+    ({"node": {"kind": "test"}}, "no valid id"),
+    ({"node": dict(_minimal("test"), kind="job")}, "not 'test'"),
+    ({"node": dict(_minimal("test"), created=None)}, "no created date"),
+])
+def test_a_node_without_an_id_a_date_or_its_kind_is_refused(envelope, reason):
+    with pytest.raises(RejectedInput, match=reason):
+        documents_for("test", json.dumps(envelope).encode())
+
+
+def test_a_bare_node_has_no_optional_fields_and_old_string_versions_read():
+    node = dict(_minimal("test"), data={"kernel_revision": {"version": {"version": "6", "patchlevel": "1"}}})
+    body = only(docs(node)).body
+    assert body["kernelci_api"] == {"node_id": "ab" * 12, "kind": "test", "name": "test",
+                                    "created": "2024-10-16T01:02:03.004Z", "updated": "2024-10-16T01:02:03.004Z",
+                                    "kernel_version": "6.1"}
+    assert without_api(body) == {"name": "test", "logged": "2024-10-16T01:02:03.004Z", "measurement": None}
+    assert field_problems("test", body) == []
+    assert only(docs(node)).timestamp == "2024-10-16T01:02:03.004Z"
+
+
+def test_the_real_job_node_gives_a_boot_document():
+    node = json.loads(real_text(MAESTRO, REAL_JOB))
+    body = only(docs(node)).body
+    assert (body["board"], body["board_instance"], body["lava_job_id"], body["boot_result"]) == (
+        "sc7180-trogdor-lazor-limozeen", "sc7180-trogdor-lazor-limozeen-cbg-7", 16081547, "pass")
+    assert body["defconfig_full"].startswith(body["defconfig"] + "+lab-setup")
+    assert body["kernelci_api"]["callback_data_url"] == node["artifacts"]["callback_data"]  # SAS query kept
+    assert field_problems("boot", body) == []
+
+
+# The same shapes as the legacy source ----------------------------------------------------------
+
+def test_a_kbuild_and_its_legacy_build_json_give_the_same_build_fields():
+    item = build_item("next", "next-20190531", "arm64", "defconfig", BASE, build_env="gcc-8")
+    legacy = only(documents_for(BUILD, build_json(item), BASE)).body
+    node = dict(_minimal("kbuild"), result="pass", artifacts={
+        name: "%s/kbuild-gcc-8-arm64-%s/%s" % (FILES, "ab" * 12, file) for name, file in
+        (("build_log", "build.log"), ("kernel", "Image"), ("modules", "modules.tar.xz"))})
+    node["data"] = {"kernel_revision": {"tree": "next", "branch": "master", "commit": item["git_commit"],
+                                        "describe": "next-20190531", "url": json.loads(build_json(item))["git_url"]},
+                    "arch": "arm64", "defconfig": "defconfig", "config_full": "defconfig", "compiler": "gcc-8"}
+    api = without_api(only(docs(node)).body)
+    assert set(api) <= set(FIELDS["build"])
+    shared = set(api) & set(legacy)
+    assert shared == set(api) - {"kconfig_fragments"}  # legacy's is "": not a value, so not kept
+    assert {name: api[name] for name in shared} == {name: legacy[name] for name in shared}
+
+
+def test_a_lab_job_with_its_callback_and_the_legacy_lava_json_give_the_same_boot_and_log_documents():
+    text = real_text(LEGACY, MESON)
+    legacy = documents_for(LAVA, text.encode())
+    legacy_boot = [document for document in legacy if document.kind == "boot"][0].body
+    node = dict(_minimal("job"), name="baseline", group="baseline", path=["checkout", "kbuild", "baseline"],
+                result="pass", data={
+                    "kernel_revision": {"tree": "next", "branch": "master", "commit": legacy_boot["git_commit"],
+                                        "describe": "next-20201119", "url": legacy_boot["git_url"]},
+                    "arch": "arm64", "defconfig": "defconfig", "config_full": "defconfig", "compiler": "gcc-8",
+                    "platform": "meson-gxbb-p200", "device": "meson-gxbb-p200-01", "runtime": "lava-baylibre",
+                    "job_id": "370874"})
+    documents = docs(node, callback_data=text)
+    boot = without_api(documents[0].body)
+    assert set(boot) <= set(FIELDS["boot"])
+    differing = {name for name in set(boot) & set(legacy_boot) if boot[name] != legacy_boot[name]}
+    assert differing == {"lab_name"}  # lava-baylibre: Maestro names the runtime, legacy the lab
+    # What only the legacy file had came from the backend or the legacy job metadata.
+    assert set(legacy_boot) - set(boot) == {"mach", "endian", "file_server_resource"}
+    legacy_logs = [document for document in legacy if document.kind == "log"]
+    logs = documents[1:]
+    assert len(logs) == len(legacy_logs)
+    for mine, theirs in zip(logs, legacy_logs):
+        assert mine.timestamp == theirs.timestamp
+        assert {name: mine.body[name] for name in ("lineno", "level", "message")} == \
+            {name: theirs.body.get(name) for name in ("lineno", "level", "message")}
+        assert set(without_api(mine.body)) <= set(FIELDS["log"])
+
+
+def test_test_nodes_use_the_legacy_test_fields_with_their_types(tree):
+    legacy_types = {}
+    for document in documents_for(LAVA, real_text(LEGACY, MESON).encode()):
+        if document.kind == "test":
+            legacy_types.update({name: type(value) for name, value in document.body.items() if value is not None})
+    for name in ("login", "case-0", "case-1", "kunit-case-0", "setup"):
+        body = without_api(only(docs(tree[name])).body)
+        assert set(body) <= set(FIELDS["test"])
+        assert {field: type(value) for field, value in body.items() if value is not None and field in legacy_types} \
+            == {field: legacy_types[field] for field, value in body.items() if value is not None and field in legacy_types}

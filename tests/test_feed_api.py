@@ -1,0 +1,302 @@
+"""`kcing feed_es --source api` end to end: the real program against the KernelCI API replica
+and the Logstash emulators, with the ledger's watermark carried from one run to the next."""
+from __future__ import annotations
+
+import gzip
+import json
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+from urllib.parse import urlsplit
+
+import pytest
+
+from kcing.documents import documents_for
+from kcing.records import NODE_KINDS
+from tests.fakes.api_corpus import parse_api_time
+from tests.fakes.api_data import checkout_tree, real_files_present, real_nodes
+from tests.fakes.api_replica import ApiReplica
+from tests.feedrun import api_feed_environ, kcing, ledger_rows, ledger_states, stored_keys
+
+# The synthesized trees are recent, so a first run's default window (KCI_DAYS) would see them;
+# the real payloads are from 2024, so the tests widen it to reach those too.
+BASE = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1)
+WIDE = "3650"
+
+
+@pytest.fixture
+def api_replica():
+    replica = ApiReplica()
+    replica.start()
+    if real_files_present():
+        real_nodes(replica.corpus, replica.files_url)
+    replica.tree = checkout_tree(replica.corpus, replica.files_url, BASE)
+    yield replica
+    replica.stop()
+    assert not replica.errors
+
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    return tmp_path / "kcing.db"
+
+
+@pytest.fixture
+def env(api_replica, logstash, db):
+    return api_feed_environ(api_replica, logstash, db, KCI_DAYS=WIDE)
+
+
+def listed_nodes(replica: ApiReplica, since: Optional[datetime] = None) -> list:
+    return [node for node in replica.corpus.nodes() if node.get("kind") in NODE_KINDS
+            and (since is None or parse_api_time(node["updated"]) >= since)]
+
+
+def envelope(replica: ApiReplica, node: dict, with_logs: bool = False) -> bytes:
+    """What the source should hand the documents layer for `node`, built here independently."""
+    wrapped = {"node": node, "viewer_url": "%s/viewer?node_id=%s" % (replica.api_url, node["id"])}
+    artifact = {"job": "callback_data", "kbuild": "build_log"}.get(node["kind"])
+    url = (node.get("artifacts") or {}).get(artifact) if with_logs else None
+    if url:
+        content = replica.corpus.read(urlsplit(url).path[len("/files/"):])
+        wrapped[artifact] = (gzip.decompress(content) if content[:2] == b"\x1f\x8b" else content).decode()
+    return json.dumps(wrapped).encode()
+
+
+def expected_documents(replica: ApiReplica, with_logs: bool = False) -> Dict[Tuple[str, str], dict]:
+    expected = {}
+    for node in listed_nodes(replica):
+        for document in documents_for(node["kind"], envelope(replica, node, with_logs)):
+            expected[(document.index, document.doc_id)] = dict(document.body)
+    return expected
+
+
+def watermark(db: Path) -> Optional[datetime]:
+    with sqlite3.connect(str(db)) as conn:
+        row = conn.execute("SELECT position FROM watermark WHERE source = 'api'").fetchone()
+    return datetime.fromisoformat(row[0]).replace(tzinfo=timezone.utc) if row else None
+
+
+def newest_updated(replica: ApiReplica) -> datetime:
+    return max(parse_api_time(node["updated"]) for node in listed_nodes(replica))
+
+
+def document_of(logstash, node_id: str) -> Tuple[Tuple[str, str], dict]:
+    (found,) = [(key, body) for key, body in logstash.store.items()
+                if body["kernelci_api"]["node_id"] == node_id and key[0].split("-")[0] != "log"]
+    return found
+
+
+# A first run, then an incremental one ----------------------------------------------------------
+
+def test_a_first_run_delivers_every_node_and_sets_the_watermark(env, tmp_path, db, api_replica, logstash):
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    expected = expected_documents(api_replica)
+    assert stored_keys(logstash) == set(expected)
+    for key, body in expected.items():
+        assert {name: logstash.store[key].get(name) for name in body} == body
+    nodes = listed_nodes(api_replica)
+    states = ledger_states(db)
+    assert len(states) == len(nodes) and set(states.values()) == {"delivered"}
+    assert "delivered %d" % len(nodes) in result.stdout
+    assert watermark(db) == newest_updated(api_replica)
+    kinds = [request.params("kind")[0] for request in api_replica.listing_requests()]
+    assert kinds == sorted(set(kinds), key=kinds.index) == list(NODE_KINDS)  # parents first, one pass each
+    for request in api_replica.listing_requests():
+        (since,) = request.params("updated__gte")
+        assert datetime.fromisoformat(since).tzinfo is None  # naive UTC, as the API stores times
+
+
+def test_documents_reach_the_input_of_their_kind(env, tmp_path, logstash):
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    for route, kinds in {"build": {"build"}, "lava": {"boot", "test"}, "boot": set()}.items():
+        received = {event.metadata["index"].split("-")[0] for event in logstash.emulators[route].events_received}
+        assert received == kinds, route
+    assert not any(emulator.unrouted for emulator in logstash.emulators.values())
+
+
+def test_a_second_run_lists_from_the_watermark_and_sends_only_what_changed(env, tmp_path, db, api_replica,
+                                                                          logstash):
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    first_mark = watermark(db)
+    running = api_replica.tree["running"]
+    api_replica.corpus.update(running["id"], when=first_mark + timedelta(minutes=3), state="done", result="pass")
+    later = checkout_tree(api_replica.corpus, api_replica.files_url, first_mark + timedelta(minutes=5),
+                          seed="tree-2", describe="v6.12-rc4")
+    api_replica.requests.clear()
+    posts_before = sum(len(emulator.requests) for emulator in logstash.emulators.values())
+
+    second = kcing(["feed_es"], env, tmp_path)
+    assert second.returncode == 0, second.stderr
+    window = {request.params("updated__gte")[0] for request in api_replica.listing_requests()}
+    assert window == {(first_mark - timedelta(minutes=10)).replace(tzinfo=None).isoformat(timespec="microseconds")}
+    listed = listed_nodes(api_replica, since=first_mark - timedelta(minutes=10))
+    assert "listed %d, skipped %d" % (len(listed), len(listed) - len(later) - 1) in second.stdout
+    assert "delivered %d" % (len(later) + 1) in second.stdout
+    assert stored_keys(logstash) == set(expected_documents(api_replica))
+    assert watermark(db) == newest_updated(api_replica) > first_mark
+    assert sum(len(emulator.requests) for emulator in logstash.emulators.values()) > posts_before
+
+    third = kcing(["feed_es"], env, tmp_path)
+    assert third.returncode == 0 and "delivered 0" in third.stdout
+
+
+def test_a_node_that_changed_is_delivered_again_under_the_same_id(env, tmp_path, db, api_replica, logstash):
+    running = api_replica.tree["running"]
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    key, before = document_of(logstash, running["id"])
+    assert before["kernelci_api"]["state"] == "running" and "result" not in before
+
+    api_replica.corpus.update(running["id"], when=watermark(db) + timedelta(minutes=1), state="done",
+                              result="fail")
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    again, after = document_of(logstash, running["id"])
+    assert again == key and logstash.index_store.writes[key] == 2
+    assert after["kernelci_api"]["state"] == "done" and after["result"] == "fail"
+    versions = [row for row in ledger_rows(db) if row["upstream_id"].startswith(running["id"])]
+    assert len(versions) == 2 and {row["state"] for row in versions} == {"delivered"}
+    assert len(stored_keys(logstash)) == len(expected_documents(api_replica))
+
+
+def test_days_and_since_override_the_watermark_without_moving_it_over_a_gap(env, tmp_path, db, api_replica):
+    assert kcing(["feed_es", "--since", "2024-01-01"], env, tmp_path).returncode == 0
+    mark = watermark(db)
+    api_replica.requests.clear()
+    result = kcing(["feed_es", "--since", (mark + timedelta(days=1)).strftime("%d %b %Y %H:%M")], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    (since,) = {request.params("updated__gte")[0] for request in api_replica.listing_requests()}
+    assert datetime.fromisoformat(since) > mark.replace(tzinfo=None)
+    assert watermark(db) == mark  # the day between was not crawled: the watermark stays
+    result = kcing(["feed_es", "--days", "1", "--since", "2024-01-01"], env, tmp_path)
+    assert result.returncode == 2 and "Usage:" in result.stderr  # one or the other
+
+
+# Errors ----------------------------------------------------------------------------------------
+
+def test_a_token_is_sent_to_the_api_only_and_refusals_are_clear(env, tmp_path, db, api_replica, logstash):
+    api_replica.token = "s3cret-token-value"
+    missing = kcing(["feed_es"], env, tmp_path)
+    assert missing.returncode == 2
+    assert "asks for a token" in missing.stderr and "KCI_API_TOKEN" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    log = tmp_path / "feed.log"
+    wrong = kcing(["feed_es", "-d", "-l", str(log)], dict(env, KCI_API_TOKEN="wrong-token-value"), tmp_path)
+    assert wrong.returncode == 2 and "refused KCI_API_TOKEN (401" in wrong.stderr
+    for text in (wrong.stdout, wrong.stderr, log.read_text()):
+        assert "wrong-token-value" not in text
+    assert "delivered" not in set(ledger_states(db).values()) and watermark(db) is None
+
+    right = kcing(["feed_es", "--with-logs"], dict(env, KCI_API_TOKEN="s3cret-token-value"), tmp_path)
+    assert right.returncode == 0, right.stderr
+    api_calls = [request for request in api_replica.requests if not request.path.startswith("/files/")]
+    assert all(request.headers.get("authorization") == "Bearer s3cret-token-value" for request in api_calls
+               if request.status == 200)
+    assert api_replica.file_requests() and not any("authorization" in request.headers
+                                                   for request in api_replica.file_requests())
+
+
+def test_a_forbidden_answer_names_the_token(env, tmp_path, api_replica):
+    api_replica.forbid = True
+    result = kcing(["feed_es"], dict(env, KCI_API_TOKEN="some-token"), tmp_path)
+    assert result.returncode == 2 and "(403: Forbidden)" in result.stderr
+
+
+def test_429_and_503_pages_are_retried_honouring_retry_after(env, tmp_path, api_replica, logstash):
+    api_replica.fail_next("/latest/nodes", 429, retry_after=1)
+    api_replica.fail_next("/latest/nodes", 503, count=1)
+    result = kcing(["feed_es", "-d"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "retry 1 of 2 in 1." in result.stderr
+    assert [request.status for request in api_replica.listing_requests()][:3] == [429, 503, 200]
+    assert stored_keys(logstash) == set(expected_documents(api_replica))
+
+
+def test_a_page_failing_midway_keeps_what_was_delivered_and_the_watermark(env, tmp_path, db, api_replica, logstash):
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    mark = watermark(db)
+    busy = set()
+    for number in range(40):  # more than one ledger lookup chunk (500 objects) before the bad page
+        tree = checkout_tree(api_replica.corpus, api_replica.files_url, mark + timedelta(minutes=1 + number),
+                             seed="busy-%d" % number)
+        busy |= {node["id"] for node in tree.values()}
+    env = dict(env, KCI_API_PAGE_SIZE="50", LS_PIPELINE_BATCH_SIZE="20")
+    # This run's pages: 1 checkouts, 2-3 kbuilds, 4-8 jobs, 9-15 tests; fail after 571 objects.
+    api_replica.malformed_page(len(api_replica.listing_requests()) + 14)
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1
+    assert "malformed page" in result.stderr and "Traceback" not in result.stderr
+    delivered = {row["upstream_id"].split(".")[0] for row in ledger_rows(db) if row["state"] == "delivered"}
+    assert 0 < len(delivered & busy) < len(busy)  # what was delivered before the bad page stays delivered
+    assert watermark(db) == mark
+
+    api_replica.clear_faults()
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert stored_keys(logstash) == set(expected_documents(api_replica))
+    assert watermark(db) == newest_updated(api_replica)
+
+
+def test_a_failing_page_server_stops_the_run_with_exit_1(env, tmp_path, db, api_replica):
+    api_replica.fail_next("/latest/nodes", 500, count=None)
+    result = kcing(["feed_es"], dict(env, KCI_MAX_RETRIES="2"), tmp_path)
+    assert result.returncode == 1 and "failed 2 times (last: HTTP 500)" in result.stderr
+    assert watermark(db) is None
+
+
+# Logs, samples, dry run ------------------------------------------------------------------------
+
+def test_with_logs_adds_the_lava_log_and_build_log_figures(env, tmp_path, api_replica, logstash):
+    result = kcing(["feed_es", "--with-logs"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    expected = expected_documents(api_replica, with_logs=True)
+    assert stored_keys(logstash) == set(expected)
+    logs = [body for (index, _), body in logstash.store.items() if index.startswith("log-")]
+    baseline = api_replica.tree["baseline"]
+    assert [body for body in logs if body["kernelci_api"]["node_id"] == baseline["id"]]
+    _, boot = document_of(logstash, baseline["id"])
+    assert boot["boot_time"] == 10.41 and boot["job_status"] == "complete"
+    _, build = document_of(logstash, api_replica.tree["kbuild-x86"]["id"])
+    assert (build["errors"], build["warnings"], build["build_result"]) == (1, 1, "FAIL")
+    gz = [request for request in api_replica.file_requests() if request.path.endswith(".gz")]
+    assert gz and all(request.path.endswith("lava_callback.json.gz") for request in gz)
+
+
+def test_a_missing_log_leaves_a_note_not_a_failure(env, tmp_path, api_replica, logstash):
+    baseline = api_replica.tree["baseline"]
+    api_replica.corpus.remove_file(urlsplit(baseline["artifacts"]["callback_data"]).path[len("/files/"):])
+    result = kcing(["feed_es", "--with-logs"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, boot = document_of(logstash, baseline["id"])
+    assert boot["kernelci_api"]["artifact_errors"] == ["callback_data: HTTP 404"]
+    assert boot["boot_result"] == "pass" and "job_status" not in boot
+
+
+def test_dry_run_lists_and_changes_nothing(env, tmp_path, db, api_replica, logstash):
+    result = kcing(["feed_es", "--dry-run"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("would fetch") == len(listed_nodes(api_replica))
+    assert "%s/node/" % api_replica.api_url in result.stdout
+    assert not db.exists() and not logstash.store and not api_replica.file_requests()
+
+
+def test_gen_samples_saves_nodes_that_a_samples_feed_replays(env, tmp_path, api_replica, logstash):
+    samples = tmp_path / "saved"
+    result = kcing(["gen_samples", "--with-logs"], dict(env, KCI_SAMPLES_DIR=str(samples)), tmp_path)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((samples / "manifest.json").read_text())
+    assert manifest["source"] == "api" and len(manifest["objects"]) == len(listed_nodes(api_replica))
+    assert {entry["kind"] for entry in manifest["objects"]} == set(NODE_KINDS)
+    replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples)], env, tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    assert stored_keys(logstash) == set(expected_documents(api_replica, with_logs=True))
+
+
+def test_status_shows_the_watermark(env, tmp_path, db):
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    text = kcing(["status"], env, tmp_path)
+    assert text.returncode == 0 and "watermarks" in text.stdout
+    data = json.loads(kcing(["status", "--json"], env, tmp_path).stdout)
+    assert datetime.fromisoformat(data["watermarks"]["api"]) == watermark(db)
