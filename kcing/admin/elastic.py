@@ -1,0 +1,160 @@
+"""The Elasticsearch client for admin commands (setup_es, drp), and its errors in kcing's terms.
+
+kcing pins the 8.x client: it sends `compatible-with=8`, which Elasticsearch 8 and 9 both accept,
+whereas a 9.x client is refused by every Elasticsearch 8 (elk.md §4.1).
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+import elasticsearch
+from elasticsearch import (
+    ApiError, AuthenticationException, AuthorizationException, ConnectionError, ConnectionTimeout,
+    Elasticsearch, SSLError, SerializationError, TransportError, UnsupportedProductError,
+)
+
+from kcing.errors import ConfigError, ElasticsearchError, KcingError
+from kcing.http import USER_AGENT
+
+log = logging.getLogger(__name__)
+
+# Admin calls are small; a node that takes longer than this to answer one is not healthy.
+REQUEST_TIMEOUT = 30.0
+# Connection errors and 429/502/503/504 are retried by the transport, immediately.
+MAX_RETRIES = 2
+SUPPORTED_MAJORS = (8, 9)
+_REASON_LIMIT = 300
+
+
+def make_client(settings, request_timeout: float = REQUEST_TIMEOUT) -> Elasticsearch:
+    """An Elasticsearch client for ES_HOST with the configured credentials and CA bundle."""
+    options = {
+        "hosts": [settings.ES_HOST],
+        "request_timeout": request_timeout,
+        "max_retries": MAX_RETRIES,
+        "retry_on_timeout": False,
+        "headers": {"User-Agent": USER_AGENT},
+    }
+    if settings.ES_API_KEY:
+        if settings.ES_USER or settings.ES_PASSWORD:
+            raise ConfigError("set either ES_API_KEY or ES_USER/ES_PASSWORD, not both")
+        options["api_key"] = settings.ES_API_KEY
+    elif settings.ES_USER or settings.ES_PASSWORD:
+        if not (settings.ES_USER and settings.ES_PASSWORD):
+            raise ConfigError("ES_USER and ES_PASSWORD must be set together")
+        options["basic_auth"] = (settings.ES_USER, settings.ES_PASSWORD)
+    if settings.ES_CA_BUNDLE:
+        if settings.ES_HOST.startswith("https://"):
+            options["ca_certs"] = settings.ES_CA_BUNDLE
+        else:
+            # The client refuses TLS options for http://; a bundle set for other hosts is harmless here.
+            log.warning("ES_CA_BUNDLE is ignored: ES_HOST %s is not https", settings.ES_HOST)
+    try:
+        return Elasticsearch(**options)
+    except ValueError as error:
+        raise ConfigError("cannot use ES_HOST %s: %s" % (settings.ES_HOST, error)) from None
+
+
+def translate(error: Exception, host: str, action: str) -> KcingError:
+    """The kcing error for a client error raised while doing `action` against `host`.
+
+    Messages are one line and never carry credentials: only the host, the status, and the
+    reason Elasticsearch gave.
+    """
+    where = "Elasticsearch at %s" % host
+    if isinstance(error, UnsupportedProductError):
+        return ConfigError("%s is not Elasticsearch (no X-Elastic-Product header; OpenSearch is not supported)"
+                           % where)
+    if isinstance(error, AuthenticationException):
+        return ConfigError("%s refused the credentials (401) while %s: check ES_USER/ES_PASSWORD or ES_API_KEY"
+                           % (where, action))
+    if isinstance(error, AuthorizationException):
+        return ConfigError("%s denied the configured user (403) while %s: %s" % (where, action, reason_of(error)))
+    if isinstance(error, ApiError):
+        return _api_error(error, where, action)
+    if isinstance(error, SSLError):
+        return ConfigError("TLS to %s failed: %s (check ES_HOST's scheme and ES_CA_BUNDLE)"
+                           % (where, _transport_reason(error)))
+    if isinstance(error, ConnectionTimeout):
+        return ElasticsearchError("%s did not answer in time while %s" % (where, action))
+    if isinstance(error, ConnectionError):
+        return ElasticsearchError("cannot reach %s: %s" % (where, _transport_reason(error)))
+    if isinstance(error, SerializationError):
+        return ElasticsearchError("%s sent an unreadable answer while %s: %s" % (where, action, error))
+    if isinstance(error, TransportError):
+        return ElasticsearchError("%s failed while %s: %s" % (where, action, _transport_reason(error)))
+    raise TypeError("not an Elasticsearch client error: %r" % (error,))
+
+
+def _api_error(error: ApiError, where: str, action: str) -> KcingError:
+    status = error.meta.status
+    kind = error_type(error)
+    if kind == "media_type_header_exception":
+        # The server refused the client's `compatible-with`: a client/server major mismatch.
+        return ConfigError("%s refused elasticsearch-py %s (%s): use an elasticsearch-py whose major version "
+                           "the server accepts (8.x works with Elasticsearch 8 and 9)"
+                           % (where, elasticsearch.__versionstr__, reason_of(error)))
+    return ElasticsearchError("%s refused a request while %s (%d %s): %s"
+                              % (where, action, status, kind or "error", reason_of(error)))
+
+
+def error_type(error: ApiError) -> str:
+    """The `error.type` of an Elasticsearch error envelope ("" when the body has none)."""
+    body = error.body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("type", ""))
+    return ""
+
+
+def reason_of(error: ApiError) -> str:
+    """The most specific reason in an error envelope, shortened to one line."""
+    body = error.body
+    reason = ""
+    if isinstance(body, dict):
+        envelope = body.get("error")
+        if isinstance(envelope, dict):
+            caused_by = envelope.get("caused_by")
+            # The caused_by reason is the actionable part of a media_type_header_exception.
+            reason = (caused_by.get("reason") if isinstance(caused_by, dict) else None) or envelope.get("reason", "")
+        elif envelope:
+            reason = str(envelope)
+    elif body:
+        reason = str(body)
+    return _one_line(str(reason or error.message))
+
+
+def _transport_reason(error: TransportError) -> str:
+    return _one_line(str(error.message))
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _REASON_LIMIT else text[:_REASON_LIMIT] + "..."
+
+
+@contextmanager
+def elastic_errors(host: str, action: str) -> Iterator[None]:
+    """Turn client errors raised inside the block into kcing errors naming `action`."""
+    try:
+        yield
+    except (ApiError, TransportError) as error:
+        raise translate(error, host, action) from None
+
+
+def server_version(client: Elasticsearch, host: str) -> str:
+    """The server's version number; a ConfigError if kcing does not support that major."""
+    with elastic_errors(host, "reading the server version"):
+        info = client.info()
+    number = str((info.get("version") or {}).get("number", ""))
+    major = _major(number)
+    if major not in SUPPORTED_MAJORS:
+        raise ConfigError("Elasticsearch at %s is version %s; kcing needs Elasticsearch %s"
+                          % (host, number or "unknown", " or ".join(str(m) for m in SUPPORTED_MAJORS)))
+    return number
+
+
+def _major(number: str) -> Optional[int]:
+    head = number.split(".", 1)[0]
+    return int(head) if head.isdigit() else None

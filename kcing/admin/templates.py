@@ -1,0 +1,229 @@
+"""setup_es: one composable index template per document kind, made from the field catalogue.
+
+The bodies are pure functions of `kcing.documents.fields.FIELDS`; `mapping_templates/*.json` are
+the same bodies written out for review and for curl users (`python -m kcing.admin.templates`
+rewrites them, and a test fails when they drift from the catalogue).
+
+Indices are `<kind>-YYYY.MM.DD`, so each template matches `<kind>-*` at priority 200: above the
+built-in templates (priority 100, `logs-*-*` and friends, which `log-*` does not overlap), and
+unique among kcing's own, since Elasticsearch refuses overlapping patterns of equal priority.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
+
+from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, Elasticsearch, SSLError
+
+from kcing.admin.elastic import elastic_errors, reason_of, translate
+from kcing.documents.fields import BOOLEAN, DATE, FIELDS, FLOAT, KEYWORD, LONG, SUB_OBJECTS, TEXT
+from kcing.errors import ElasticsearchError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("build", "boot", "test", "log")
+PRIORITY = 200
+POLICY_NAME = "kcing-retention"
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "mapping_templates"
+# Lucene refuses a term over 32766 bytes, and with it the whole document; 8191 characters of
+# UTF-8 always fit. A longer keyword stays in _source, only unsearchable.
+KEYWORD_LIMIT = 8191
+# Free text that nobody aggregates on, and that would cost a keyword copy per log line.
+UNAGGREGATED_TEXT = frozenset({"message", "commit_message"})
+# The dynamic-mapping default for a text field's keyword copy: enough for an error message.
+TEXT_KEYWORD_LIMIT = 256
+# Statuses that mean "not ready yet": wait-for-status timed out, or the node is starting or busy.
+_NOT_READY = frozenset({408, 429, 502, 503, 504})
+_POLL_INTERVAL = 1.0
+# The health request may block for the whole wait; give the HTTP read that long plus a margin.
+_HEALTH_READ_MARGIN = 10.0
+
+
+def template_name(kind: str) -> str:
+    return "kcing-%s" % kind
+
+
+def index_pattern(kind: str) -> str:
+    return "%s-*" % kind
+
+
+def field_mapping(name: str, field_type: str) -> dict:
+    """The mapping of one catalogue field."""
+    if field_type == KEYWORD:
+        return {"type": "keyword", "ignore_above": KEYWORD_LIMIT}
+    if field_type == TEXT:
+        if name in UNAGGREGATED_TEXT:
+            return {"type": "text"}
+        return {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": TEXT_KEYWORD_LIMIT}}}
+    if field_type in (LONG, FLOAT, BOOLEAN, DATE):
+        return {"type": field_type}
+    raise ValueError("field %s has unknown type %r" % (name, field_type))
+
+
+def properties(fields: Mapping[str, str], sub_objects: Mapping[str, Mapping[str, str]] = None) -> dict:
+    """Mapping properties for `fields`, plus one object per entry of `sub_objects`."""
+    mapped = {"@timestamp": {"type": "date"}}
+    mapped.update((name, field_mapping(name, field_type)) for name, field_type in fields.items())
+    for name, inner in (sub_objects or {}).items():
+        mapped[name] = {"properties": {key: field_mapping(key, value) for key, value in inner.items()}}
+    return mapped
+
+
+def template_body(kind: str, fields: Mapping[str, Mapping[str, str]] = FIELDS,
+                  sub_objects: Mapping[str, Mapping[str, str]] = SUB_OBJECTS,
+                  policy: Optional[str] = None) -> dict:
+    """The composable template for `kind`; with `policy`, new indices are managed by that ILM policy."""
+    settings: Dict[str, object] = {"number_of_shards": 1, "number_of_replicas": 0}
+    if policy:
+        settings["index.lifecycle.name"] = policy
+        # Age counts from the date in the index name, not from creation: a backfill of old days
+        # creates old-dated indices today, and they must not outlive the retention by that much.
+        settings["index.lifecycle.parse_origination_date"] = True
+    body = {
+        "index_patterns": [index_pattern(kind)],
+        "priority": PRIORITY,
+        "template": {
+            "settings": settings,
+            "mappings": {
+                "dynamic": True,
+                # A new string field that happens to look like a date would become a date field,
+                # and later documents with text there would be refused.
+                "date_detection": False,
+                "properties": properties(fields[kind], sub_objects),
+            },
+        },
+    }
+    return with_digest(body, "kcing %s documents (%s)" % (kind, index_pattern(kind)))
+
+
+def retention_policy(days: int) -> dict:
+    """The ILM policy body that deletes an index `days` days after its origination date."""
+    body = {"policy": {"phases": {"delete": {"min_age": "%dd" % days, "actions": {"delete": {}}}}}}
+    body["policy"]["_meta"] = {"managed_by": "kcing", "digest": _digest(body)}
+    return body
+
+
+def with_digest(body: dict, description: str) -> dict:
+    """`body` with `_meta` saying kcing manages it and a digest of the rest, to tell an unchanged one."""
+    return {**body, "_meta": {"managed_by": "kcing", "description": description, "digest": _digest(body)}}
+
+
+def _digest(body: dict) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def template_files() -> Dict[str, str]:
+    """{file name: text} of mapping_templates/ (templates without ILM)."""
+    return {"%s.json" % kind: json.dumps(template_body(kind), indent=2, sort_keys=True) + "\n" for kind in KINDS}
+
+
+def write_template_files(directory: Path = TEMPLATE_DIR) -> List[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in template_files().items():
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+# -- talking to Elasticsearch ------------------------------------------------------------------
+
+def wait_until_ready(client: Elasticsearch, host: str, timeout: float,
+                     clock: Callable[[], float] = time.monotonic,
+                     sleep: Callable[[float], None] = time.sleep) -> str:
+    """Return the cluster status once it is yellow or green; ElasticsearchError after `timeout` s.
+
+    Refused connections and 503s (a node still starting) are waited out; bad credentials, TLS
+    problems and version mismatches are not, as waiting cannot fix them.
+    """
+    deadline = clock() + timeout
+    while True:
+        remaining = max(0.0, deadline - clock())
+        try:
+            health = client.options(request_timeout=remaining + _HEALTH_READ_MARGIN, max_retries=0).cluster.health(
+                wait_for_status="yellow", timeout="%dms" % int(remaining * 1000))
+            return str(health.get("status"))
+        except ApiError as error:
+            if error.meta.status not in _NOT_READY:
+                raise translate(error, host, "checking cluster health") from None
+            last = _not_ready_reason(error)
+        except SSLError as error:
+            raise translate(error, host, "checking cluster health") from None
+        except (ConnectionError, ConnectionTimeout) as error:
+            last = str(translate(error, host, "checking cluster health"))
+        if clock() >= deadline:
+            raise ElasticsearchError("Elasticsearch at %s was not ready (yellow or green) within %gs: %s"
+                                     % (host, timeout, last))
+        log.info("Elasticsearch at %s not ready yet: %s", host, last)
+        sleep(min(_POLL_INTERVAL, max(0.0, deadline - clock())))
+
+
+def _not_ready_reason(error: ApiError) -> str:
+    body = error.body
+    if error.meta.status == 408 and isinstance(body, dict) and "status" in body:
+        return "cluster status still %s" % body["status"]
+    return "%d %s" % (error.meta.status, reason_of(error))
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object setup_es manages, and what happened to it: created, updated or unchanged."""
+
+    what: str  # "template" or "ILM policy"
+    name: str
+    outcome: str
+
+
+def install(client: Elasticsearch, host: str, templates: Mapping[str, dict],
+            policy: Optional[Tuple[str, dict]] = None) -> List[Change]:
+    """Put the ILM policy (first: the templates name it) and the templates; skip unchanged ones.
+
+    Running it again with the same catalogue changes nothing and reports every object unchanged.
+    """
+    changes = []
+    if policy is not None:
+        name, body = policy
+        changes.append(_put_policy(client, host, name, body))
+    with elastic_errors(host, "reading the kcing index templates"):
+        found = client.options(ignore_status=404).indices.get_index_template(name="kcing-*")
+    digests = {item["name"]: ((item.get("index_template") or {}).get("_meta") or {}).get("digest")
+               for item in found.get("index_templates", [])}
+    for name, body in templates.items():
+        if name in digests and digests[name] == body["_meta"]["digest"]:
+            changes.append(Change("template", name, "unchanged"))
+            continue
+        with elastic_errors(host, "installing the index template %s" % name):
+            client.indices.put_index_template(name=name, body=body)
+        changes.append(Change("template", name, "updated" if name in digests else "created"))
+    return changes
+
+
+def _put_policy(client: Elasticsearch, host: str, name: str, body: dict) -> Change:
+    with elastic_errors(host, "reading the ILM policy %s" % name):
+        found = client.options(ignore_status=404).ilm.get_lifecycle(name=name)
+    existing = found.body.get(name) if found.meta.status == 200 else None
+    if existing is not None:
+        meta = (existing.get("policy") or {}).get("_meta") or {}
+        if meta.get("digest") == body["policy"]["_meta"]["digest"]:
+            return Change("ILM policy", name, "unchanged")
+    with elastic_errors(host, "installing the ILM policy %s" % name):
+        client.ilm.put_lifecycle(name=name, body=body)
+    return Change("ILM policy", name, "updated" if existing is not None else "created")
+
+
+def templates_for(policy: Optional[str] = None) -> Dict[str, dict]:
+    """{template name: body} for every kind."""
+    return {template_name(kind): template_body(kind, policy=policy) for kind in KINDS}
+
+
+if __name__ == "__main__":
+    for written in write_template_files(Path(sys.argv[1]) if len(sys.argv) > 1 else TEMPLATE_DIR):
+        print(written)

@@ -1,0 +1,363 @@
+"""The Elasticsearch emulator is as strict as Elasticsearch where kcing depends on it.
+
+Most checks go through the real elasticsearch-py 8.19 client, so that a difference between the
+emulator and what the client expects fails here first; raw `requests` calls pin the wire details.
+"""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import requests
+from elasticsearch import (
+    ApiError, BadRequestError, ConnectionError as EsConnectionError, Elasticsearch, NotFoundError,
+    AuthenticationException, helpers,
+)
+
+from tests.fakes.elastic_server import ElasticsearchEmulator, globs_overlap
+
+JSON = "application/json"
+COMPAT = "application/vnd.elasticsearch+json; compatible-with=%d"
+
+
+@pytest.fixture
+def es():
+    with ElasticsearchEmulator() as emulator:
+        yield emulator
+    assert not emulator.errors
+
+
+@pytest.fixture
+def client(es):
+    return Elasticsearch(es.url, request_timeout=10, max_retries=0)
+
+
+def raw(es, method, path, body=None, accept=JSON, content_type=JSON, **headers):
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    sent = {"Accept": accept, **headers}
+    if data is not None:
+        sent["Content-Type"] = content_type
+    return requests.request(method, es.url + path, data=data, headers=sent, timeout=10)
+
+
+# -- media types and the product check ---------------------------------------------------------
+
+def test_every_answer_carries_the_product_header(es):
+    answers = [raw(es, "GET", "/"), raw(es, "HEAD", "/"), raw(es, "GET", "/_index_template/nope"),
+               raw(es, "DELETE", "/*"), raw(es, "GET", "/_nothing"), raw(es, "GET", "/", accept=COMPAT % 9)]
+    assert [a.status_code for a in answers] == [200, 200, 404, 400, 400, 400]
+    assert all(a.headers["X-Elastic-Product"] == "Elasticsearch" for a in answers)
+
+
+def test_the_8x_client_passes_the_product_check_and_gets_compat_json(es, client):
+    assert client.info()["version"]["number"] == "8.15.3"
+    seen = es.requests[-1]
+    assert seen.headers["accept"] == COMPAT % 8
+    assert raw(es, "GET", "/", accept=COMPAT % 8).headers["Content-Type"] == "application/vnd.elasticsearch+json;compatible-with=8"
+
+
+def test_an_8_server_refuses_compatible_with_9_like_elasticsearch(es):
+    answer = raw(es, "GET", "/_cluster/health", accept=COMPAT % 9)
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "error": {"root_cause": [{"type": "media_type_header_exception",
+                                  "reason": "Invalid media-type value on headers [Accept, Content-Type]"}],
+                  "type": "media_type_header_exception",
+                  "reason": "Invalid media-type value on headers [Accept, Content-Type]",
+                  "caused_by": {"type": "status_exception",
+                                "reason": "Accept version must be either version 8 or 7, but found 9. "
+                                          "Accept=application/vnd.elasticsearch+json; compatible-with=9"}},
+        "status": 400}
+    assert raw(es, "GET", "/", accept=COMPAT % 7).status_code == 200
+
+
+def test_a_9x_client_fails_against_the_8_server(es, monkeypatch):
+    import elasticsearch._sync.client._base as base
+    # What elasticsearch-py 9 sends instead of compatible-with=8.
+    monkeypatch.setattr(base, "_COMPAT_MIMETYPE_SUB", r"application/vnd.elasticsearch+\g<1>; compatible-with=9")
+    with pytest.raises(BadRequestError) as caught:
+        Elasticsearch(es.url, max_retries=0).info()
+    assert caught.value.message == "media_type_header_exception"
+    assert "Accept version must be either version 8 or 7, but found 9" in str(caught.value)
+
+
+def test_a_9_server_accepts_8_and_9_but_not_7():
+    with ElasticsearchEmulator(version="9.1.2") as es9:
+        assert Elasticsearch(es9.url, max_retries=0).info()["version"]["number"] == "9.1.2"
+        assert raw(es9, "GET", "/", accept=COMPAT % 9).status_code == 200
+        refused = raw(es9, "GET", "/", accept=COMPAT % 7)
+        assert refused.status_code == 400
+        assert "must be either version 9 or 8, but found 7" in refused.json()["error"]["caused_by"]["reason"]
+
+
+def test_versioned_accept_needs_a_versioned_content_type(es):
+    answer = raw(es, "PUT", "/_index_template/t", {"index_patterns": ["t-*"]}, accept=COMPAT % 8)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["type"] == "media_type_header_exception"
+    mismatch = raw(es, "PUT", "/_index_template/t", {"index_patterns": ["t-*"]}, accept=COMPAT % 8,
+                   content_type=COMPAT % 7)
+    assert "versions must match" in mismatch.json()["error"]["caused_by"]["reason"]
+
+
+def test_an_unsupported_content_type_is_406(es):
+    answer = raw(es, "PUT", "/_index_template/t", b'{"index_patterns":["t-*"]}', content_type="text/plain")
+    assert answer.status_code == 406
+    assert answer.json() == {"error": "Content-Type header [text/plain] is not supported", "status": 406}
+
+
+def test_unknown_parameters_and_routes_are_refused(es):
+    answer = raw(es, "GET", "/_cat/indices?format=json&colour=red")
+    assert answer.status_code == 400
+    assert answer.json()["error"]["reason"] == "request [/_cat/indices] contains unrecognized parameter: [colour]"
+    assert raw(es, "GET", "/_bulk").status_code == 405
+    assert raw(es, "GET", "/_nothing").json()["error"] == "no handler found for uri [/_nothing] and method [GET]"
+
+
+# -- security ------------------------------------------------------------------------------------
+
+def test_security_answers_401_in_the_es_envelope():
+    with ElasticsearchEmulator(user="elastic", password="s3cret", api_key="a2V5") as es:
+        missing = raw(es, "GET", "/")
+        assert missing.status_code == 401
+        body = missing.json()
+        assert body["status"] == 401 and body["error"]["type"] == "security_exception"
+        assert body["error"]["root_cause"][0]["type"] == "security_exception"
+        assert "missing authentication credentials" in body["error"]["reason"]
+        assert 'Basic realm="security"' in missing.headers["WWW-Authenticate"]
+        with pytest.raises(AuthenticationException):
+            Elasticsearch(es.url, basic_auth=("elastic", "wrong"), max_retries=0).info()
+        assert Elasticsearch(es.url, basic_auth=("elastic", "s3cret")).info()["tagline"]
+        assert Elasticsearch(es.url, api_key="a2V5").info()["tagline"]
+
+
+# -- health and readiness ------------------------------------------------------------------------
+
+def test_health_is_green_without_replicas_and_yellow_with(es, client):
+    assert client.cluster.health()["status"] == "green"
+    es.seed_index("plain")  # no template: one replica, unassigned on one node
+    health = client.cluster.health()
+    assert health["status"] == "yellow" and health["unassigned_shards"] == 1
+
+
+def test_health_wait_times_out_with_408(es, client):
+    es.set_health("red")
+    with pytest.raises(ApiError) as caught:
+        client.cluster.health(wait_for_status="yellow", timeout="200ms")
+    assert caught.value.meta.status == 408
+    assert caught.value.body["timed_out"] is True and caught.value.body["status"] == "red"
+
+
+def test_health_wait_returns_when_the_status_arrives(es, client):
+    es.set_health("red")
+    threading.Timer(0.2, es.set_health, args=("green",)).start()
+    assert client.cluster.health(wait_for_status="yellow", timeout="5s")["status"] == "green"
+
+
+def test_not_ready_503_and_refused_connections(es, client):
+    es.not_ready("503")
+    with pytest.raises(ApiError) as caught:
+        client.cluster.health()
+    assert caught.value.meta.status == 503
+    assert caught.value.body["error"]["type"] == "master_not_discovered_exception"
+    assert client.info()["cluster_uuid"] == "_na_"
+    es.not_ready("refuse")
+    with pytest.raises(EsConnectionError):
+        client.info()
+    es.ready()
+    assert client.cluster.health()["status"] == "green"
+
+
+def test_fail_next_and_the_request_log(es, client):
+    es.fail_next(503, route="/_cluster/health")
+    with pytest.raises(ApiError):
+        client.cluster.health()
+    assert client.cluster.health()["status"] == "green"
+    assert [(r.method, r.route, r.status) for r in es.requests] == [
+        ("GET", "/_cluster/health", 503), ("GET", "/_cluster/health", 200)]
+
+
+# -- templates and ILM ---------------------------------------------------------------------------
+
+def test_templates_need_patterns_and_known_fields(es, client):
+    with pytest.raises(BadRequestError) as caught:
+        client.indices.put_index_template(name="t", body={"priority": 5})
+    assert caught.value.body["error"]["type"] == "action_request_validation_exception"
+    with pytest.raises(BadRequestError) as caught:
+        client.indices.put_index_template(name="t", body={"index_patterns": ["t-*"], "colour": 1})
+    assert "unknown field [colour]" in caught.value.body["error"]["reason"]
+    with pytest.raises(BadRequestError) as caught:
+        client.indices.put_index_template(name="t", index_patterns=["t-*"], template={"settings": {"shards": 1}})
+    assert "unknown setting [index.shards]" in caught.value.body["error"]["reason"]
+    with pytest.raises(BadRequestError) as caught:
+        client.indices.put_index_template(name="t", index_patterns=["t-*"], template={
+            "mappings": {"properties": {"m": {"type": "text", "ignore_above": 10}}}})
+    assert caught.value.body["error"]["reason"] == "unknown parameter [ignore_above] on mapper [m] of type [text]"
+    with pytest.raises(BadRequestError):
+        client.indices.put_index_template(name="t", index_patterns=["t-*"], template={
+            "mappings": {"properties": {"m": {"type": "strng"}}}})
+    assert client.indices.get_index_template(name="t*")["index_templates"] == []
+
+
+def test_overlapping_templates_of_equal_priority_are_refused(es, client):
+    client.indices.put_index_template(name="a", index_patterns=["build-*"], priority=200)
+    client.indices.put_index_template(name="a", index_patterns=["build-*"], priority=200)  # replacing itself
+    with pytest.raises(BadRequestError) as caught:
+        client.indices.put_index_template(name="b", index_patterns=["bu*"], priority=200)
+    assert "same priority [200]" in caught.value.body["error"]["reason"]
+    client.indices.put_index_template(name="b", index_patterns=["bu*"], priority=201)
+    # The built-in logs-*-* template sits at 100: log-* never overlaps it, logs-* does.
+    client.indices.put_index_template(name="mine", index_patterns=["log-*"], priority=100)
+    with pytest.raises(BadRequestError):
+        client.indices.put_index_template(name="theirs", index_patterns=["logs-*"], priority=100)
+
+
+def test_glob_overlap():
+    assert globs_overlap("log-*", "log-2019*")
+    assert globs_overlap("*", "anything")
+    assert globs_overlap("b*d", "*u*")
+    assert not globs_overlap("log-*", "logs-*-*")
+    assert not globs_overlap("build-*", "boot-*")
+    assert not globs_overlap("abc", "abd")
+
+
+def test_a_template_applies_to_new_indices_only(es, client):
+    client.indices.put_index_template(name="t", index_patterns=["t-*"], priority=200, template={
+        "settings": {"number_of_replicas": 0},
+        "mappings": {"properties": {"n": {"type": "long"}}}})
+    helpers.bulk(client, [{"_index": "t-1", "_id": "1", "_source": {"n": 5, "other": "x"}}])
+    index = client.indices.get(index="t-1")["t-1"]
+    assert index["settings"]["index"]["number_of_replicas"] == "0"
+    assert index["mappings"]["properties"]["n"] == {"type": "long"}
+    assert index["mappings"]["properties"]["other"]["type"] == "text"  # dynamic
+    assert client.indices.get_index_template(name="t")["index_templates"][0]["index_template"]["template"][
+        "settings"] == {"index": {"number_of_replicas": "0"}}
+
+
+def test_parse_origination_date_refuses_undated_names(es, client):
+    client.indices.put_index_template(name="t", index_patterns=["t-*"], priority=200, template={
+        "settings": {"index.lifecycle.name": "p", "index.lifecycle.parse_origination_date": True}})
+    client.indices.create(index="t-2019.01.01")
+    with pytest.raises(BadRequestError) as caught:
+        client.indices.create(index="t-latest")
+    assert "does not match pattern" in caught.value.body["error"]["reason"]
+
+
+def test_ilm_policies(es, client):
+    client.ilm.put_lifecycle(name="p", policy={"phases": {"delete": {"min_age": "3d", "actions": {"delete": {}}}}})
+    got = client.ilm.get_lifecycle(name="p")["p"]
+    assert got["version"] == 1 and got["policy"]["phases"]["delete"]["min_age"] == "3d"
+    with pytest.raises(BadRequestError) as caught:
+        client.ilm.put_lifecycle(name="q", policy={"phases": {"later": {"actions": {}}}})
+    assert "does not support phase [later]" in caught.value.body["error"]["reason"]
+    with pytest.raises(BadRequestError):
+        client.ilm.put_lifecycle(name="q", policy={"phases": {"delete": {"min_age": "3 days", "actions": {}}}})
+    with pytest.raises(NotFoundError):
+        client.ilm.get_lifecycle(name="nope")
+
+
+# -- listing and deleting indices ----------------------------------------------------------------
+
+def test_cat_indices_lists_hidden_indices_with_string_values(es, client):
+    es.seed_index(".kibana_1", docs={"a": {"x": 1}})
+    es.seed_index("build-2019.01.01", docs={"a": {"x": 1}, "b": {"x": 2}})
+    rows = client.cat.indices(format="json", h="index,docs.count,pri", s="index").body
+    assert rows == [{"index": ".kibana_1", "docs.count": "1", "pri": "1"},
+                    {"index": "build-2019.01.01", "docs.count": "2", "pri": "1"}]
+    full = client.cat.indices(format="json").body[0]
+    assert set(full) >= {"health", "status", "index", "uuid", "pri", "rep", "docs.count", "store.size"}
+    assert all(isinstance(value, str) for value in full.values())
+    assert [r["index"] for r in client.cat.indices(format="json", h="index", expand_wildcards="open")] == [
+        "build-2019.01.01"]
+    with pytest.raises(NotFoundError):
+        client.cat.indices(index="nope", format="json")
+
+
+def test_delete_refuses_wildcards_and_missing_names(es, client):
+    es.seed_index("build-2019.01.01")
+    for expression in ("*", "_all", "build-*"):
+        with pytest.raises(BadRequestError) as caught:
+            client.indices.delete(index=expression)
+        assert caught.value.body["error"]["reason"] == "Wildcard expressions or all indices are not allowed"
+    with pytest.raises(NotFoundError) as caught:
+        client.indices.delete(index=["build-2019.01.01", "build-2019.01.02"])
+    assert caught.value.body["error"]["type"] == "index_not_found_exception"
+    assert es.index_names() == ["build-2019.01.01"]  # nothing deleted on a 404
+    client.indices.delete(index=["build-2019.01.01", "build-2019.01.02"], ignore_unavailable=True)
+    assert es.index_names() == []
+
+
+def test_wildcard_delete_when_destructive_requires_name_is_off():
+    with ElasticsearchEmulator(destructive_requires_name=False) as es:
+        es.seed_index(".kibana_1")
+        es.seed_index("build-2019.01.01")
+        Elasticsearch(es.url).indices.delete(index="*")
+        assert es.index_names() == [".kibana_1"]  # hidden indices are not matched by *
+
+
+# -- documents -----------------------------------------------------------------------------------
+
+def test_bulk_needs_the_trailing_newline(es):
+    body = b'{"index":{"_index":"a","_id":"1"}}\n{"x":1}'
+    answer = raw(es, "POST", "/_bulk", body, content_type="application/x-ndjson")
+    assert answer.status_code == 400
+    assert answer.json()["error"]["reason"] == "The bulk request must be terminated by a newline [\\n]"
+    unknown = raw(es, "POST", "/_bulk", b'{"upsert":{"_index":"a"}}\n{}\n', content_type="application/x-ndjson")
+    assert "expected one of [create, delete, index, update]" in unknown.json()["error"]["reason"]
+
+
+def test_bulk_index_create_delete_and_conflicts(es, client):
+    actions = [{"_op_type": "create", "_index": "b-1", "_id": "1", "_source": {"x": 1}},
+               {"_op_type": "create", "_index": "b-1", "_id": "1", "_source": {"x": 2}},
+               {"_op_type": "index", "_index": "b-1", "_id": "2", "_source": {"x": 3}},
+               {"_op_type": "index", "_index": "b-1", "_id": "2", "_source": {"x": 4}},
+               {"_op_type": "delete", "_index": "b-1", "_id": "1"},
+               {"_op_type": "delete", "_index": "b-1", "_id": "9"}]
+    results = list(helpers.streaming_bulk(client, actions, raise_on_error=False))
+    statuses = [(ok, next(iter(item.values()))["status"]) for ok, item in results]
+    assert statuses == [(True, 201), (False, 409), (True, 201), (True, 200), (True, 200), (False, 404)]
+    conflict = next(iter(results[1][1].values()))["error"]
+    assert conflict["type"] == "version_conflict_engine_exception"
+    assert "document already exists (current version [1])" in conflict["reason"]
+    assert es.documents("b-1") == {"2": {"x": 4}}
+    with pytest.raises(helpers.BulkIndexError):
+        helpers.bulk(client, [{"_op_type": "create", "_index": "b-1", "_id": "2", "_source": {}}])
+
+
+def test_bulk_items_are_checked_against_the_mapping(es, client):
+    client.indices.put_index_template(name="t", index_patterns=["t-*"], priority=200, template={
+        "mappings": {"properties": {"n": {"type": "long"}, "when": {"type": "date"}, "ok": {"type": "boolean"}}}})
+    docs = [{"n": "12"}, {"n": "twelve"}, {"when": "2019-05-31T10:00:00.123Z"}, {"when": "yesterday"},
+            {"ok": "yes"}, {"_id": "x"}]
+    results = list(helpers.streaming_bulk(client, ({"_index": "t-1", "_source": d} for d in docs),
+                                          raise_on_error=False))
+    assert [ok for ok, _ in results] == [True, False, True, False, False, False]
+    error = results[1][1]["index"]["error"]
+    assert error["type"] == "document_parsing_exception"
+    assert error["reason"].startswith("failed to parse field [n] of type [long]")
+
+
+def test_item_level_429_and_request_level_faults(es, client):
+    es.reject_bulk_items(1)
+    results = list(helpers.streaming_bulk(client, [{"_index": "a", "_id": "1", "x": 1}], raise_on_error=False))
+    assert results[0][1]["index"]["status"] == 429
+    es.fail_next(429, route="/_bulk")
+    with pytest.raises(ApiError) as caught:
+        client.bulk(operations=[{"index": {"_index": "a", "_id": "1"}}, {"x": 1}])
+    assert caught.value.meta.status == 429
+
+
+def test_mget_and_count(es, client):
+    es.seed_index("build-2019.01.01", docs={"a": {"job": "mainline", "n": 1}, "b": {"job": "next", "n": 2}})
+    docs = client.mget(docs=[{"_index": "build-2019.01.01", "_id": "a"}, {"_index": "build-2019.01.01", "_id": "z"},
+                             {"_index": "nope", "_id": "a"}])["docs"]
+    assert docs[0]["found"] is True and docs[0]["_source"] == {"job": "mainline", "n": 1}
+    assert docs[1] == {"_index": "build-2019.01.01", "_id": "z", "found": False}
+    assert docs[2]["error"]["type"] == "index_not_found_exception" and "found" not in docs[2]
+    assert client.count(index="build-*")["count"] == 2
+    assert client.count(index="build-2019.01.01", query={"term": {"job": "next"}})["count"] == 1
+    assert client.count(query={"bool": {"must_not": [{"ids": {"values": ["a"]}}]}})["count"] == 1
+    with pytest.raises(NotFoundError):
+        client.count(index="nope")
+    with pytest.raises(BadRequestError):
+        client.count(query={"fuzzy_thing": {}})

@@ -1,0 +1,193 @@
+"""drp: the pure selection, deletion by exact names only, ledger pruning, dry run."""
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+from elasticsearch import Elasticsearch
+
+from kcing import settings as settings_module
+from kcing.admin import commands
+from kcing.admin.retention import (
+    chunks, delete_indices, expired_indices, index_day, ledger_cutoff,
+)
+from kcing.errors import ElasticsearchError
+from kcing.ledger.ledger import Ledger, Outcome
+from kcing.ledger.models import DELIVERED, FAILED
+from kcing.records import UpstreamObject
+from tests.fakes.elastic_server import ElasticsearchEmulator
+
+TODAY = date(2019, 6, 10)
+NOW = datetime(2019, 6, 10, 15, 30, tzinfo=timezone.utc)
+# Indices drp must never touch, whatever their dates.
+FOREIGN = [".kibana_1", "logs-foo-2019.01.01", "build-latest", "kcing-unrouted-2019.01.01",
+           "build-2019.01.01-000001", "build-2019.01.01x", "boots-2019.01.01", "build-2019.13.40"]
+DRP_ARGS = {"--dry-run": False, "--drp-days": None}
+
+
+@pytest.fixture(params=["8.15.3", "9.1.2"])
+def es(request):
+    with ElasticsearchEmulator(version=request.param) as emulator:
+        yield emulator
+    assert not emulator.errors
+
+
+def load_settings(tmp_path, es_url, **environ):
+    values = {"ES_HOST": es_url, "KCING_DB": str(tmp_path / "kcing.db"), **environ}
+    return settings_module.load(environ={k: str(v) for k, v in values.items()}, local_file=tmp_path / "none.py")
+
+
+def seed(es, names):
+    for name in names:
+        es.seed_index(name, docs={"1": {"job": "mainline"}})
+
+
+def day_names(kind, first: date, count: int):
+    return ["%s-%s" % (kind, (first + timedelta(days=n)).strftime("%Y.%m.%d")) for n in range(count)]
+
+
+# -- pure selection ------------------------------------------------------------------------------
+
+def test_index_day_reads_only_kcing_names():
+    assert index_day("boot-2019.05.31") == date(2019, 5, 31)
+    assert [index_day(name) for name in FOREIGN] == [None] * len(FOREIGN)
+
+
+def test_expired_indices_keeps_the_last_days():
+    names = day_names("build", date(2019, 6, 1), 10) + day_names("log", date(2019, 6, 6), 2) + FOREIGN
+    # days=3 from 2019-06-10: the first day kept is 2019-06-07.
+    assert expired_indices(names, TODAY, 3) == (
+        ["build-2019.06.0%d" % day for day in range(1, 7)] + ["log-2019.06.06"])
+    assert expired_indices(names, TODAY, 30) == []
+    assert expired_indices(["test-2019.06.07", "test-2019.06.07"], TODAY, 3) == []
+    assert expired_indices(FOREIGN, date(2030, 1, 1), 1) == []
+
+
+def test_ledger_cutoff_is_utc_midnight_of_the_first_day_kept():
+    assert ledger_cutoff(TODAY, 3) == datetime(2019, 6, 7, tzinfo=timezone.utc)
+
+
+def test_chunks():
+    assert list(chunks(list("abcde"), 2)) == [["a", "b"], ["c", "d"], ["e"]]
+    assert list(chunks([], 50)) == []
+
+
+# -- against the emulator ------------------------------------------------------------------------
+
+def test_drp_deletes_exactly_the_expired_kcing_indices(tmp_path, es, capsys):
+    expired = day_names("build", date(2019, 5, 1), 3) + ["boot-2019.06.01", "test-2019.06.06", "log-2018.12.31"]
+    kept = day_names("build", date(2019, 6, 7), 4) + ["log-2019.06.07"]
+    seed(es, expired + kept + FOREIGN)
+    es.requests.clear()
+    assert commands.drp(DRP_ARGS, load_settings(tmp_path, es.url, DRP_DAYS=3, KCI_DAYS=2), now=NOW) == 0
+    assert es.index_names() == sorted(kept + FOREIGN)
+    deletes = [r for r in es.requests if r.method == "DELETE"]
+    assert len(deletes) == 1
+    assert sorted(deletes[0].route.strip("/").split(",")) == sorted(expired)
+    out = capsys.readouterr().out
+    assert "drp: deleted 6 indices" in out and "drp: deleted index log-2018.12.31" in out
+
+
+def test_delete_is_by_name_in_chunks_of_at_most_fifty(tmp_path, es, capsys):
+    expired = day_names("test", date(2019, 1, 1), 120)
+    seed(es, expired)
+    es.requests.clear()
+    commands.drp(DRP_ARGS, load_settings(tmp_path, es.url, DRP_DAYS=3), now=NOW)
+    deletes = [r.route.strip("/").split(",") for r in es.requests if r.method == "DELETE"]
+    assert [len(names) for names in deletes] == [50, 50, 20]
+    assert not any("*" in name or name == "_all" for names in deletes for name in names)
+    assert es.index_names() == []
+
+
+def test_dry_run_deletes_nothing_and_creates_no_ledger(tmp_path, es, capsys):
+    seed(es, ["build-2019.01.01", "boot-2019.06.09", *FOREIGN])
+    before = es.index_names()
+    es.requests.clear()
+    args = {**DRP_ARGS, "--dry-run": True}
+    assert commands.drp(args, load_settings(tmp_path, es.url, DRP_DAYS=3), now=NOW) == 0
+    assert es.index_names() == before
+    assert {r.method for r in es.requests} == {"GET"}
+    assert not (tmp_path / "kcing.db").exists()
+    out = capsys.readouterr().out
+    assert "drp: would delete index build-2019.01.01" in out
+    assert "would delete 1 indices, no ledger at" in out
+
+
+def record_seen(ledger_path, ids_by_day):
+    for seen, ids in ids_by_day.items():
+        ledger = Ledger.open(str(ledger_path), clock=lambda seen=seen: seen)
+        ledger.record([Outcome(UpstreamObject("legacy", "build", upstream_id, "http://x/%s" % upstream_id),
+                               DELIVERED if n % 2 == 0 else FAILED) for n, upstream_id in enumerate(ids)])
+        ledger.close()
+
+
+def test_drp_forgets_old_ledger_rows_and_keeps_recent_ones(tmp_path, es, capsys):
+    db = tmp_path / "kcing.db"
+    record_seen(db, {datetime(2019, 6, 1, 12): ["old1", "old2", "old3"],
+                     datetime(2019, 6, 6, 23, 59): ["edge"],
+                     datetime(2019, 6, 7, 0, 0): ["kept1"],
+                     datetime(2019, 6, 10, 9): ["kept2"]})
+    settings = load_settings(tmp_path, es.url, DRP_DAYS=3)
+    commands.drp({**DRP_ARGS, "--dry-run": True}, settings, now=NOW)
+    assert "would forget 4 ledger rows" in capsys.readouterr().out
+    ledger = Ledger.open(str(db))
+    ledger.advance_watermark("api", datetime(2019, 1, 1, tzinfo=timezone.utc))
+    assert sum(ledger.counts().values()) == 6
+    ledger.close()
+    commands.drp(DRP_ARGS, settings, now=NOW)
+    assert "forgot 4 ledger rows" in capsys.readouterr().out
+    ledger = Ledger.open(str(db))
+    assert ledger.row("legacy", "build", "kept1") is not None and ledger.row("legacy", "build", "kept2") is not None
+    assert ledger.row("legacy", "build", "edge") is None
+    assert sum(ledger.counts().values()) == 2
+    assert ledger.watermark("api") is not None  # watermarks are not retention's business
+    ledger.close()
+
+
+def test_prune_older_than_takes_aware_and_naive_cutoffs(tmp_path):
+    db = tmp_path / "kcing.db"
+    record_seen(db, {datetime(2019, 6, 1): ["a"], datetime(2019, 6, 3): ["b"]})
+    ledger = Ledger.open(str(db))
+    assert ledger.seen_before(datetime(2019, 6, 2)) == 1
+    assert ledger.prune_older_than(datetime(2019, 6, 2, 2, tzinfo=timezone(timedelta(hours=2)))) == 1
+    assert ledger.prune_older_than(datetime(2019, 6, 2)) == 0
+    ledger.close()
+
+
+def test_drp_days_flag_overrides_the_setting(tmp_path, es, capsys):
+    seed(es, ["build-2019.06.05", "build-2019.06.08"])
+    commands.drp({**DRP_ARGS, "--drp-days": "1"}, load_settings(tmp_path, es.url, DRP_DAYS=30, KCI_DAYS=1),
+                 now=NOW)
+    assert es.index_names() == []
+
+
+def test_retention_inside_the_crawl_window_warns(tmp_path, es, caplog, capsys):
+    with caplog.at_level(logging.WARNING, logger="kcing.admin.commands"):
+        commands.drp({**DRP_ARGS, "--dry-run": True}, load_settings(tmp_path, es.url, DRP_DAYS=2, KCI_DAYS=2),
+                     now=NOW)
+    assert "DRP_DAYS=2 is not more than KCI_DAYS=2" in caplog.text
+    assert "downloaded and sent again" in caplog.text
+
+
+def test_an_index_gone_between_listing_and_delete_is_not_an_error(es):
+    seed(es, ["build-2019.01.01"])
+    client = Elasticsearch(es.url)
+    assert delete_indices(client, es.url, ["build-2019.01.01", "build-2019.01.02"]) == [
+        "build-2019.01.01", "build-2019.01.02"]
+    assert es.index_names() == []
+
+
+def test_delete_indices_refuses_a_name_that_is_not_kcing(es):
+    seed(es, ["build-latest"])
+    with pytest.raises(ValueError):
+        delete_indices(Elasticsearch(es.url), es.url, ["build-latest"])
+    assert es.index_names() == ["build-latest"]
+
+
+def test_unreachable_elasticsearch_is_a_clear_error(tmp_path, capsys):
+    with ElasticsearchEmulator() as gone:
+        url = gone.url
+    with pytest.raises(ElasticsearchError) as caught:
+        commands.drp(DRP_ARGS, load_settings(tmp_path, url), now=NOW)
+    assert "cannot reach Elasticsearch at %s" % url in str(caught.value)
