@@ -1,0 +1,1 @@
+"""Fault injection for the whole feed: a world of emulators, seeded fault plans, kill points."""

@@ -1,0 +1,65 @@
+"""Run `kcing` exactly as kcing.py does, but SIGKILL the process inside its N-th SQLite COMMIT.
+
+The fault suite starts this script instead of kcing.py to kill the feed while the ledger commits:
+
+    KCING_FAULT_KILL_AT_COMMIT=N      which COMMIT statement (1 is the schema check at open)
+    KCING_FAULT_KILL_DELAY=SECONDS    how long after the COMMIT starts the signal is sent
+    KCING_FAULT_KILL_MARKER=FILE      written just before, so the test knows where the kill was
+
+The COMMIT runs in SQLite's C code with the GIL released, so a thread that sleeps a few hundred
+microseconds and then sends SIGKILL lands before, while or just after SQLite writes the WAL
+frames. Nothing else in the program changes.
+"""
+import os
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _kill_later(delay: float) -> None:
+    time.sleep(delay)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def install(target: int, delay: float, marker: Path) -> None:
+    """Make every SQLite connection count COMMITs and start the killer at the `target`-th."""
+    real_connect = sqlite3.connect
+    lock = threading.Lock()
+    seen = [0]
+
+    def on_statement(statement: str) -> None:
+        if statement.strip().upper() != "COMMIT":
+            return
+        with lock:
+            seen[0] += 1
+            number = seen[0]
+        if number == target:
+            marker.write_text("COMMIT %d, SIGKILL after %.6fs\n" % (number, delay))
+            threading.Thread(target=_kill_later, args=(delay,), daemon=True).start()
+
+    def connect(*args, **kwargs):
+        connection = real_connect(*args, **kwargs)
+        connection.set_trace_callback(on_statement)
+        return connection
+
+    sqlite3.connect = connect
+
+
+def main() -> int:
+    # This directory must not shadow anything the program imports.
+    sys.path[0] = str(REPO)
+    target = int(os.environ["KCING_FAULT_KILL_AT_COMMIT"])
+    delay = float(os.environ.get("KCING_FAULT_KILL_DELAY", "0"))
+    install(target, delay, Path(os.environ["KCING_FAULT_KILL_MARKER"]))
+    from kcing.cli import main as kcing_main
+
+    return kcing_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

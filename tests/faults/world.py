@@ -1,0 +1,395 @@
+"""One fault scenario's world: the legacy replica and the Logstash emulators around one corpus.
+
+The world knows every object it has listed (`catalog`) and the bytes each file holds now, so what
+the feed must end with is computed without kcing's pipeline, with `kcing.documents.documents_for`.
+The servers count what they see (`Hooks`): listing pages, file GETs and POSTs Logstash accepted;
+a fault plan arms faults, or kills the feed process, at given counts.
+
+Each scenario gets fresh servers (about 40 ms): an emulator thread still sleeping on a
+slow-response fault then writes into its own scenario's store, never into the next one's.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
+
+from kcing.documents import documents_for
+from kcing.errors import RejectedInput
+from tests.fakes.elastic_store import IndexStore
+from tests.fakes.legacy_corpus import KIND_TO_COLLECTION, LegacyCorpus, storage_path
+from tests.fakes.legacy_replica import LegacyReplica
+from tests.fakes.logstash_emulator import LogstashCluster
+from tests.fakes.serving import ManualClock
+from tests.feedrun import REPO, SAMPLES, feed_environ
+
+ObjectKey = Tuple[str, str]  # (kind, upstream id)
+DocKey = Tuple[str, str]  # (index, document id)
+
+KCING = REPO / "kcing.py"
+COMMIT_KILLER = Path(__file__).with_name("commit_kill.py")
+# Fields the Logstash event gains on its way into Elasticsearch, besides the document's own.
+ADDED_BY_LOGSTASH = ("@version",)
+# tests/fakes/legacy_listing.py caches sorted listings by the id() and length of a corpus
+# snapshot and by the query; a freed corpus can lend its id to the next world's snapshot. Each
+# world asks for its own date_range (KCI_DAYS, all covering the samples), so no two worlds close
+# together in time share a cache key.
+_WORLD_NUMBERS = itertools.count()
+
+
+@dataclass(frozen=True)
+class CatalogObject:
+    """One object the replica lists, and where its file lives in storage."""
+
+    kind: str
+    upstream_id: str
+    path: str  # storage path, percent-decoded, without the leading slash
+    created: datetime
+    listing: dict = field(compare=False, hash=False, repr=False)
+
+    @property
+    def key(self) -> ObjectKey:
+        return (self.kind, self.upstream_id)
+
+    @property
+    def collection(self) -> str:
+        return KIND_TO_COLLECTION[self.kind]
+
+
+def listing_date(item: dict) -> datetime:
+    return datetime.fromtimestamp(item["created_on"]["$date"] / 1000, tz=timezone.utc)
+
+
+@lru_cache(maxsize=1)
+def sample_objects() -> Tuple[Tuple[CatalogObject, bytes], ...]:
+    """The bundled samples as (object, file bytes), read once."""
+    manifest = json.loads((SAMPLES / "manifest.json").read_text(encoding="utf-8"))
+    objects = []
+    for entry in manifest["objects"]:
+        obj = CatalogObject(entry["kind"], entry["upstream_id"], storage_path(urlsplit(entry["url"]).path),
+                            listing_date(entry["listing"]), entry["listing"])
+        objects.append((obj, (SAMPLES / entry["path"]).read_bytes()))
+    return tuple(objects)
+
+
+@lru_cache(maxsize=512)
+def stored_form(kind: str, content: bytes, created: datetime) -> Tuple[Tuple[DocKey, str], ...]:
+    """((index, id), canonical JSON of the stored document) for each document a file makes."""
+    try:
+        documents = documents_for(kind, content, created)
+    except RejectedInput:
+        return ()
+    return tuple(((document.index, document.doc_id),
+                  _canonical(dict(document.body, **{"@timestamp": document.timestamp}))) for document in documents)
+
+
+def rejection_reason(kind: str, content: bytes, created: datetime) -> Optional[str]:
+    """Why `documents_for` refuses this file, or None when it makes documents."""
+    try:
+        documents_for(kind, content, created)
+    except RejectedInput as error:
+        return str(error)
+    return None
+
+
+def _canonical(document: dict) -> str:
+    return json.dumps(document, sort_keys=True, ensure_ascii=False)
+
+
+def canonical_stored(document: dict) -> str:
+    """A stored document as `stored_form` writes it, without what Logstash adds."""
+    return _canonical({name: value for name, value in document.items() if name not in ADDED_BY_LOGSTASH})
+
+
+class Hooks:
+    """Counts events seen by the servers during one run and fires actions at given counts."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.counts: Counter = Counter()
+        self._pending: List[Tuple[str, int, Callable[[], None]]] = []
+        self.label: object = None  # given to the actions registered from now on
+        self.fired: List[object] = []  # labels of the actions that ran, over all runs
+
+    def reset(self) -> None:
+        with self._lock:
+            self.counts.clear()
+            self._pending.clear()
+
+    def at(self, event: str, number: int, action: Callable[[], None]) -> None:
+        """Call `action` when `event` has been seen `number` times in this run (0: now)."""
+        label = self.label
+
+        def fire() -> None:
+            with self._lock:
+                self.fired.append(label)
+            action()
+        if number <= 0:
+            fire()
+            return
+        with self._lock:
+            self._pending.append((event, number, fire))
+
+    def notice(self, event: str) -> None:
+        with self._lock:
+            self.counts[event] += 1
+            count = self.counts[event]
+            due = [entry for entry in self._pending if entry[0] == event and entry[1] == count]
+            for entry in due:
+                self._pending.remove(entry)
+        for _, _, action in due:
+            action()
+
+
+class HookedStore(IndexStore):
+    """The emulators' shared store; each accepted POST is noticed after it is stored, before it is answered."""
+
+    def __init__(self, hooks: Hooks):
+        super().__init__()
+        self.hooks = hooks
+
+    def write(self, events) -> int:
+        stored = super().write(events)
+        self.hooks.notice("post")
+        return stored
+
+
+@dataclass
+class RunResult:
+    number: int
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    killed_at: Optional[str] = None
+
+    @property
+    def problems(self) -> Dict[ObjectKey, str]:
+        """(kind, id) -> reason, from the `problem:` lines of the summary."""
+        found = {}
+        for line in self.stdout.splitlines():
+            if line.startswith("  problem: "):
+                kind, rest = line[len("  problem: "):].split(" ", 1)
+                upstream_id, _, reason = rest.partition(": ")
+                found[(kind, upstream_id)] = reason
+        return found
+
+    @property
+    def error_line(self) -> Optional[str]:
+        """The one-line error kcing printed when the run stopped, if any."""
+        lines = [line for line in self.stderr.splitlines() if line.startswith("kcing feed_es:")]
+        return lines[-1] if lines else None
+
+    def describe(self) -> str:
+        tail = " | ".join(self.stderr.strip().splitlines()[-3:])
+        killed = " (killed %s)" % self.killed_at if self.killed_at else ""
+        return "run %d: exit %d%s in %.1fs; stderr ends: %s" % (self.number, self.returncode, killed, self.seconds,
+                                                              tail[-400:])
+
+
+class World:
+    """Replica + Logstash emulators over the bundled samples, a ledger path, and the feed process."""
+
+    def __init__(self, workdir: Path, objects=None):
+        self.workdir = workdir
+        self.hooks = Hooks()
+        self.corpus = LegacyCorpus()
+        self.catalog: Dict[ObjectKey, CatalogObject] = {}
+        self.files: Dict[str, Optional[bytes]] = {}
+        for obj, content in (objects if objects is not None else sample_objects()):
+            self.add_object(obj, content)
+        self.today: date = self.corpus.latest_day()
+        self.clock = ManualClock()
+        self.replica = LegacyReplica(self.corpus, today=self.today, clock=self.clock)
+        self.replica.frontend.on_page(self._on_page)
+        self.store = HookedStore(self.hooks)
+        self.logstash = LogstashCluster(store=self.store)
+        self.db = workdir / "kcing.db"
+        self.days = 30 + next(_WORLD_NUMBERS) % 300
+        self.runs: List[RunResult] = []
+        self.quiet_until = 0.0
+        self.linger = 0.0  # seconds a delayed upstream request may still be held after a run
+        self._lock = threading.Lock()
+        self._process: Optional[subprocess.Popen] = None
+        self._killed_at: Optional[str] = None
+
+    # Lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> "World":
+        self.replica.start()
+        self.logstash.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.logstash.stop()
+        self.replica.stop()
+        self.logstash.clear()  # events and requests: several MB per world
+
+    @property
+    def emulators(self):
+        return self.logstash.emulators
+
+    # The corpus ----------------------------------------------------------------------------
+
+    def add_object(self, obj: CatalogObject, content: bytes) -> None:
+        """List `obj` from now on, with its file."""
+        self.catalog[obj.key] = obj
+        self.files[obj.path] = content
+        if obj.listing["_id"]["$oid"] not in {item.oid for item in self.corpus.items(obj.collection)}:
+            self.corpus.add_item(obj.collection, obj.listing)
+        self.corpus.add_file(obj.path, lambda: self._serve(obj.path))
+
+    def set_file(self, path: str, content: Optional[bytes]) -> None:
+        """Replace a file's bytes for good; None removes it (storage answers 404)."""
+        self.files[path] = content
+        if content is None:
+            self.corpus.remove_file(path)
+
+    def _serve(self, path: str) -> bytes:
+        self.hooks.notice("get")
+        return self.files[path]
+
+    def _on_page(self, corpus, collection, query) -> None:
+        self.hooks.notice("page")
+        self.hooks.notice("page:" + collection)
+
+    def content(self, obj: CatalogObject) -> Optional[bytes]:
+        return self.files.get(obj.path)
+
+    # What the feed must end with -----------------------------------------------------------
+
+    def documents_of(self, obj: CatalogObject) -> Dict[DocKey, str]:
+        content = self.content(obj)
+        if content is None:
+            return {}
+        return dict(stored_form(obj.kind, content, obj.created))
+
+    def expected(self) -> Dict[DocKey, str]:
+        """(index, id) -> canonical stored document, for every object listed with a usable file."""
+        expected: Dict[DocKey, str] = {}
+        for obj in self.catalog.values():
+            expected.update(self.documents_of(obj))
+        return expected
+
+    def stored(self) -> Dict[DocKey, str]:
+        return {key: canonical_stored(document) for key, document in self.store.snapshot().items()}
+
+    # The feed process ----------------------------------------------------------------------
+
+    def environ(self, **settings) -> Dict[str, str]:
+        base = dict(KCI_RETRY_BACKOFF="0.01", ES_RETRY_BACKOFF="0.01", LS_PIPELINE_BATCH_SIZE="25",
+                    KCI_DAYS=self.days)
+        base.update({name: str(value) for name, value in settings.items()})
+        return feed_environ(self.replica, self.logstash, self.db, **base)
+
+    def run(self, env: Dict[str, str], arm: Callable[[], None] = lambda: None,
+            commit_kill: Optional[Tuple[int, float]] = None, kill_after: Optional[float] = None,
+            timeout: float = 120.0, args: Sequence[str] = ()) -> RunResult:
+        """Run `kcing feed_es ARGS` once, with the faults `arm` sets up; then clear every fault.
+
+        `commit_kill` = (COMMIT number, delay) runs it under commit_kill.py; `kill_after` sends
+        SIGKILL that many seconds after the start.
+        """
+        self.quiet_down()
+        arm()
+        try:
+            return self._run(env, commit_kill, kill_after, timeout, list(args))
+        finally:
+            self.clear_faults()
+            self.quiet_until = time.monotonic() + self.linger
+            self.linger = 0.0
+
+    def _run(self, env, commit_kill, kill_after, timeout, args) -> RunResult:
+        number = len(self.runs)
+        script = KCING
+        marker = self.workdir / ("commit-kill-%d.txt" % number)
+        if commit_kill is not None:
+            script = COMMIT_KILLER
+            env = dict(env, KCING_FAULT_KILL_AT_COMMIT=str(commit_kill[0]),
+                       KCING_FAULT_KILL_DELAY="%.6f" % commit_kill[1], KCING_FAULT_KILL_MARKER=str(marker))
+        out, err = self.workdir / ("run-%d.out" % number), self.workdir / ("run-%d.err" % number)
+        started = time.monotonic()
+        with open(out, "w") as stdout, open(err, "w") as stderr, self._lock:
+            self._process = subprocess.Popen([sys.executable, str(script), "feed_es", *args], env=env,
+                                             cwd=str(self.workdir), stdout=stdout, stderr=stderr)
+            self._killed_at = None
+        timer = threading.Timer(kill_after, self.kill, args=("at a random moment (%.2fs)" % kill_after,)) \
+            if kill_after is not None else None
+        if timer is not None:
+            timer.start()
+        try:
+            returncode = self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+            raise AssertionError("kcing feed_es run %d did not end within %.0fs" % (number, timeout)) from None
+        finally:
+            if timer is not None:
+                timer.cancel()
+        with self._lock:
+            killed_at = self._killed_at
+        if killed_at is None and marker.exists():
+            killed_at = "inside the ledger " + marker.read_text().strip()
+        result = RunResult(number, returncode, out.read_text(), err.read_text(), time.monotonic() - started, killed_at)
+        self.runs.append(result)
+        return result
+
+    def kill(self, point: str) -> None:
+        """SIGKILL the running feed (from any thread) and wait until it is gone."""
+        with self._lock:
+            process = self._process
+            if process is None or process.poll() is not None or self._killed_at is not None:
+                return
+            process.kill()
+            process.wait()
+            self._killed_at = point
+
+    def delay_upstream(self, server, path: str, seconds: float, count: int) -> None:
+        """Hold `count` requests under `path` for `seconds`, and remember to let them end."""
+        server.delay(path, seconds, count)
+        self.linger = max(self.linger, seconds + 0.1)
+
+    def quiet_down(self) -> None:
+        """Let requests a killed or timed-out run left behind end before the next run starts."""
+        for emulator in self.emulators.values():
+            emulator.wait_idle(timeout=10)
+        pause = self.quiet_until - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        self.hooks.reset()
+
+    def clear_faults(self) -> None:
+        self.replica.frontend.clear_faults()
+        self.replica.storage.clear_faults()
+        for emulator in self.emulators.values():
+            emulator.clear_faults()
+            emulator.up()
+
+    # The ledger ----------------------------------------------------------------------------
+
+    def ledger_rows(self) -> Dict[ObjectKey, dict]:
+        if not self.db.exists():
+            return {}
+        with closing(sqlite3.connect(str(self.db))) as conn:
+            conn.row_factory = sqlite3.Row
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'upstream_file'").fetchone():
+                return {}  # killed before the schema was created
+            return {(row["kind"], row["upstream_id"]): dict(row) for row in conn.execute("SELECT * FROM upstream_file")}
+
+    def integrity(self) -> str:
+        if not self.db.exists():
+            return "ok"
+        with closing(sqlite3.connect(str(self.db))) as conn:
+            return conn.execute("PRAGMA integrity_check").fetchone()[0]

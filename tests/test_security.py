@@ -1,0 +1,373 @@
+"""Secrets stay secret, TLS is verified, and nothing from upstream becomes a local path unchecked.
+
+Every test here runs the real `kcing` program against the emulators, as cron would.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import certifi
+import pytest
+
+from kcing.http import new_session
+from tests.fakes.api_data import checkout_tree
+from tests.fakes.api_replica import ApiReplica
+from tests.fakes.legacy_data import at, boot_item, build_item
+from tests.fakes.logstash_emulator import LogstashCluster, LogstashEmulator
+from tests.faults.tls_front import NoCertificateTool, TlsFront, make_certificate
+from tests.faults.world import World
+from tests.feedrun import SAMPLES, api_feed_environ, clean_environ, kcing, ledger_states
+
+pytestmark = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
+
+LS_USER = "kcing-feeder"
+SECRETS = {
+    "LS_PASSWORD": "ls-pass-Q7w9Zr4x",
+    "ES_PASSWORD": "es-pass-M3k8Td2v",
+    "ES_API_KEY": "es-apikey-Vb6Nq1Hs5Lp0",
+    "KB_PASSWORD": "kb-pass-Cx2Wf7Jm",
+    "KCI_API_TOKEN": "api-token-Hd8Kw3Ys6",
+}
+# Variables through which requests would pick its own CA bundle instead of kcing's setting.
+REQUESTS_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+def secret_forms() -> dict:
+    """Each secret, and the forms it could leak in: Basic auth header, percent-encoded."""
+    forms = {}
+    for name, value in SECRETS.items():
+        forms[name] = value
+        forms[name + " (percent-encoded)"] = quote(value, safe="")
+    forms["LS basic auth"] = base64.b64encode(("%s:%s" % (LS_USER, SECRETS["LS_PASSWORD"])).encode()).decode()
+    forms["API bearer header"] = "Bearer " + SECRETS["KCI_API_TOKEN"]
+    return forms
+
+
+def leaks(text: str) -> list:
+    return [name for name, form in secret_forms().items() if form in text]
+
+
+def files_beside(db: Path) -> list:
+    """The ledger and everything SQLite and the run lock keep beside it."""
+    return [path for path in db.parent.iterdir() if path.name.startswith(db.name)]
+
+
+def world_environ(world: World, **extra) -> dict:
+    env = world.environ(LS_USER=LS_USER, **SECRETS)
+    env.update(extra)
+    for name in REQUESTS_BUNDLE_VARIABLES:
+        env.pop(name, None)
+    return env
+
+
+# Secrets ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def secured_world(tmp_path):
+    """A world whose Logstash inputs demand LS_USER / LS_PASSWORD."""
+    world = World(tmp_path)
+    world.logstash = LogstashCluster(store=world.store, user=LS_USER, password=SECRETS["LS_PASSWORD"])
+    with world:
+        yield world
+
+
+def _wrong_password(world):
+    return world_environ(world, LS_PASSWORD="not-" + SECRETS["LS_PASSWORD"]), 2
+
+
+def _accepted(world):
+    return world_environ(world), 0
+
+
+def _logstash_down(world):
+    for emulator in world.emulators.values():
+        emulator.down()
+    return world_environ(world, ES_MAX_RETRIES="2"), 3
+
+
+def _broken_upstream(world):
+    build = next(obj for obj in world.catalog.values() if obj.kind == "build")
+    lava = next(obj for obj in world.catalog.values() if obj.kind == "lava")
+    world.set_file(build.path, None)
+    world.set_file(lava.path, b'{"id": 1, "definition": ')
+    return world_environ(world), 1
+
+
+@pytest.mark.parametrize("situation", [_wrong_password, _accepted, _logstash_down, _broken_upstream],
+                         ids=["wrong password", "accepted", "Logstash down", "404 and a rejected file"])
+def test_secrets_never_reach_output_logs_or_the_ledger(secured_world, tmp_path, situation):
+    env, exit_code = situation(secured_world)
+    log = tmp_path / "feed.log"
+    result = secured_world.run(env, args=["-d", "-l", str(log)])
+    assert result.returncode == exit_code, result.stderr
+    assert "DEBUG" in log.read_text()  # -d also logs the error's traceback: that text is checked too
+    assert_nothing_leaked(result, log, secured_world.db)
+    if exit_code == 0:
+        expected_header = "Basic " + secret_forms()["LS basic auth"]
+        assert all(request.headers.get("authorization") == expected_header
+                   for emulator in secured_world.emulators.values() for request in emulator.requests)
+
+
+def assert_nothing_leaked(result, log: Path, db: Path) -> None:
+    for name, text in (("stdout", result.stdout), ("stderr", result.stderr), ("the -l log", log.read_text())):
+        assert not leaks(text), "%s shows %s" % (name, leaks(text))
+    ledger_files = files_beside(db)
+    assert db in ledger_files
+    for path in ledger_files:
+        text = path.read_bytes().decode("latin-1")
+        assert not leaks(text), "%s holds %s" % (path.name, leaks(text))
+
+
+@pytest.fixture
+def api_replica():
+    replica = ApiReplica(token=SECRETS["KCI_API_TOKEN"])
+    replica.start()
+    checkout_tree(replica.corpus, replica.files_url, datetime.now(timezone.utc) - timedelta(days=1))
+    yield replica
+    replica.stop()
+
+
+@pytest.mark.parametrize("token, exit_code", [("not-" + SECRETS["KCI_API_TOKEN"], 2), (SECRETS["KCI_API_TOKEN"], 0)],
+                         ids=["refused token", "accepted token"])
+def test_the_api_token_never_reaches_output_logs_or_the_ledger(api_replica, logstash, tmp_path, token, exit_code):
+    db, log = tmp_path / "kcing.db", tmp_path / "feed.log"
+    env = api_feed_environ(api_replica, logstash, db, LS_USER=LS_USER, **dict(SECRETS, KCI_API_TOKEN=token))
+    result = kcing(["feed_es", "--with-logs", "-d", "-l", str(log)], env, tmp_path)
+    assert result.returncode == exit_code, result.stderr
+    assert bool(logstash.store) == (exit_code == 0)
+    assert_nothing_leaked(result, log, db)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "kcing/settings.py _parse: the error for a URL setting repeats the value with repr(), so a "
+    "password written into ES_LAVA (http://user:password@host) is printed by the very error that "
+    "says not to put it there"))
+def test_credentials_written_into_a_logstash_url_are_refused_without_being_shown(tmp_path):
+    with World(tmp_path) as world:
+        url = "http://%s:%s@127.0.0.1:%d" % (LS_USER, SECRETS["LS_PASSWORD"], world.emulators["lava"].port)
+        env = world_environ(world, ES_LAVA=url)
+        result = kcing(["feed_es", "-l", str(tmp_path / "feed.log")], env, tmp_path)
+        assert result.returncode == 2
+        assert "ES_LAVA" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert not leaks(result.stderr + result.stdout + (tmp_path / "feed.log").read_text())
+
+
+# TLS ------------------------------------------------------------------------------------------
+
+def test_sessions_verify_certificates_unless_given_a_bundle(tmp_path):
+    assert new_session(verify="").verify is True
+    bundle = tmp_path / "ca.pem"
+    assert new_session(verify=str(bundle)).verify == str(bundle)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    try:
+        return make_certificate(tmp_path_factory.mktemp("tls"))
+    except NoCertificateTool as missing:
+        pytest.skip("cannot make a self-signed certificate: %s" % missing)
+
+
+@pytest.fixture
+def https_logstash(tmp_path, certificate):
+    """A world whose three Logstash inputs are reached over https with a self-signed certificate."""
+    with World(tmp_path) as world:
+        fronts = {route: TlsFront(emulator.port, *certificate) for route, emulator in world.emulators.items()}
+        for front in fronts.values():
+            front.start()
+        world.fronts = fronts
+        yield world
+        for front in fronts.values():
+            front.stop()
+
+
+def https_routes(world) -> dict:
+    return {"ES_%s" % route.upper(): front.url for route, front in world.fronts.items()}
+
+
+def one_line_error(result) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.error_line or ""
+
+
+def test_a_self_signed_logstash_is_refused_cleanly_without_a_bundle(https_logstash):
+    world = https_logstash
+    result = world.run(world_environ(world, ES_MAX_RETRIES="1", **https_routes(world)))
+    assert result.returncode == 3
+    error = one_line_error(result)
+    assert "Logstash unreachable" in error and "SSL" in error, result.stderr
+    assert not world.store.snapshot()
+    assert not any(emulator.requests for emulator in world.emulators.values())
+    assert sum(front.handshake_failures for front in world.fronts.values()) >= 1
+    assert "delivered" not in set(ledger_states(world.db).values())
+
+
+def test_ls_ca_bundle_makes_the_self_signed_logstash_trusted(https_logstash, certificate):
+    world = https_logstash
+    result = world.run(world_environ(world, LS_CA_BUNDLE=str(certificate[0]), **https_routes(world)))
+    assert result.returncode == 0, result.stderr
+    assert world.stored() == world.expected()
+
+
+@pytest.fixture
+def https_upstream(tmp_path, certificate):
+    """A world whose replica (frontend and storage) is reached over https with a self-signed certificate."""
+    with World(tmp_path) as world:
+        fronts = [TlsFront(urlsplit(server.url).port, *certificate)
+                  for server in (world.replica.frontend, world.replica.storage)]
+        for front in fronts:
+            front.start()
+        world.upstream_settings = {"KCI_SCHEME": "https", "KCI_HOST": fronts[0].url.split("://", 1)[1],
+                                   "KCI_STORAGE_URL": fronts[1].url}
+        yield world
+        for front in fronts:
+            front.stop()
+
+
+def test_a_self_signed_upstream_is_refused_cleanly_without_a_bundle(https_upstream):
+    world = https_upstream
+    result = world.run(world_environ(world, KCI_MAX_RETRIES="1", **world.upstream_settings))
+    assert result.returncode == 1
+    assert "SSL" in one_line_error(result), result.stderr
+    assert not world.replica.frontend.requests
+
+
+def test_kci_ca_bundle_makes_the_self_signed_upstream_trusted(https_upstream, certificate):
+    world = https_upstream
+    result = world.run(world_environ(world, KCI_CA_BUNDLE=str(certificate[0]), **world.upstream_settings))
+    assert result.returncode == 0, result.stderr
+    assert world.stored() == world.expected()
+
+
+REQUESTS_OVERRIDES = pytest.mark.xfail(strict=True, reason=(
+    "kcing/http.py new_session sets session.verify, but requests' Session.merge_environment_settings "
+    "replaces it with REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE whenever the request itself passes no "
+    "verify=; LS_CA_BUNDLE and KCI_CA_BUNDLE are silently ignored on machines that set them"))
+
+
+@REQUESTS_OVERRIDES
+@pytest.mark.parametrize("variable", REQUESTS_BUNDLE_VARIABLES)
+def test_ls_ca_bundle_wins_over_the_requests_bundle_variables(https_logstash, certificate, variable):
+    world = https_logstash
+    env = world_environ(world, LS_CA_BUNDLE=str(certificate[0]), **https_routes(world))
+    env[variable] = certifi.where()  # the usual public bundle, as many machines set it
+    result = world.run(env)
+    assert result.returncode == 0, result.stderr
+
+
+@REQUESTS_OVERRIDES
+def test_kci_ca_bundle_wins_over_requests_ca_bundle(https_upstream, certificate):
+    world = https_upstream
+    env = world_environ(world, KCI_CA_BUNDLE=str(certificate[0]), **world.upstream_settings)
+    env["REQUESTS_CA_BUNDLE"] = certifi.where()
+    result = world.run(env)
+    assert result.returncode == 0, result.stderr
+
+
+MISSING_BUNDLE = pytest.mark.xfail(strict=True, reason=(
+    "kcing/settings.py parses LS_CA_BUNDLE and KCI_CA_BUNDLE as plain text; a path that does not "
+    "exist reaches requests, whose OSError ('Could not find a suitable TLS CA certificate bundle') "
+    "is neither a requests.ConnectionError (kcing/sinks/logstash.py _post) nor a RequestException "
+    "(kcing/sources/requester.py get), so the run dies with a traceback and exit 1"))
+
+
+@MISSING_BUNDLE
+def test_a_missing_ls_ca_bundle_is_a_one_line_configuration_error(https_logstash, tmp_path):
+    world = https_logstash
+    missing = tmp_path / "no-such-ca.pem"
+    result = world.run(world_environ(world, LS_CA_BUNDLE=str(missing), **https_routes(world)))
+    assert result.returncode == 2
+    assert "LS_CA_BUNDLE" in one_line_error(result)
+
+
+@MISSING_BUNDLE
+def test_a_missing_kci_ca_bundle_is_a_one_line_configuration_error(https_upstream, tmp_path):
+    world = https_upstream
+    missing = tmp_path / "no-such-ca.pem"
+    result = world.run(world_environ(world, KCI_CA_BUNDLE=str(missing), **world.upstream_settings))
+    assert result.returncode == 2
+    assert "KCI_CA_BUNDLE" in one_line_error(result)
+
+
+# Upstream names never become paths unchecked -----------------------------------------------------
+
+@pytest.fixture
+def canary():
+    """A server that must never be asked anything: hostile listing items point at it."""
+    with LogstashEmulator(name="canary") as server:
+        yield server
+
+
+def hostile_items(world: World, canary_host: str) -> list:
+    """Listing items whose storage path pieces try to leave the storage root or the storage host."""
+    today = world.today
+    resources = ["../../../../etc", "next/../../../../etc/passwd", "%2e%2e/%2e%2e/etc", "..\\..\\windows",
+                 "next/master/v1\x00/arm", "next/master/a?b=c", "next/master/a#x", "next/master/v1\r\nX-Evil: 1",
+                 "http://%s/x" % canary_host, "next/@%s/x" % canary_host, ""]
+    items = []
+    for number, resource in enumerate(resources):
+        item = build_item("hostile", "v0.%d" % number, "arm64", "defconfig", at(today, 0, 1))
+        item["file_server_resource"] = resource
+        if not resource:
+            item["job"] = "../.."  # the fallback path must be checked too
+        items.append(("build", item))
+    base = build_item("hostile", "v0.base", "arm64", "defconfig", at(today, 0, 1))
+    for lab, board in (("../../../../tmp/evil-lab", "b"), ("lab/../../x", "b"), ("lab-x", "../../../x"),
+                       ("lab-x", "x/../../../y"), ("..", "b"), ("lab-x", "b?c=d"), ("http:", "//%s" % canary_host)):
+        items.append(("boot", boot_item(base, lab, board, at(today, 0, 2))))
+    return items
+
+
+def test_hostile_storage_paths_are_rejected_and_never_requested(tmp_path, canary):
+    with World(tmp_path) as world:
+        hostile = hostile_items(world, "127.0.0.1:%d" % canary.port)
+        for collection, item in hostile:
+            world.corpus.add_item(collection, item)
+        result = world.run(world_environ(world))
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr and result.error_line is None
+        ids = {item["_id"]["$oid"] for _, item in hostile}
+        rows = world.ledger_rows()
+        assert {upstream_id for (_, upstream_id) in result.problems} == ids
+        for (kind, upstream_id), reason in result.problems.items():
+            assert rows[(kind, upstream_id)]["state"] == "rejected"
+            assert reason.startswith("unsafe storage path segment"), reason
+        served = set(world.corpus.paths())
+        asked = {request.path.lstrip("/") for request in world.replica.storage.requests}
+        assert asked <= served, "storage was asked for %s" % sorted(asked - served)
+        assert not canary.requests
+        assert world.stored() == world.expected()
+    assert not Path("/tmp/evil-lab").exists()
+
+
+def test_a_samples_manifest_cannot_make_the_feed_read_outside_its_directory(tmp_path):
+    """`--source samples` replays a manifest gen_samples wrote from upstream data: its paths are checked."""
+    samples = tmp_path / "samples"
+    shutil.copytree(SAMPLES, samples)
+    secret_build = json.loads((SAMPLES / "build" / "5fa2773359b5140d3b3a61d1.json").read_text())
+    secret_build["kernel"] = "outside-the-samples-directory"
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps(secret_build))
+    (samples / "build" / "link.json").symlink_to(outside)
+    manifest = json.loads((samples / "manifest.json").read_text())
+    template = next(entry for entry in manifest["objects"] if entry["kind"] == "build")
+    hostile_paths = ["../outside.json", str(outside), "build/../../outside.json", "build/link.json", "build/\x00.json"]
+    for number, path in enumerate(hostile_paths):
+        manifest["objects"].append(dict(template, upstream_id="%024x" % (number + 1), path=path))
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "out"
+    result = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(out),
+                    "--db", str(tmp_path / "kcing.db")], clean_environ(), tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.count("is not a file inside") == len(hostile_paths), result.stdout
+    written = "".join(path.read_text() for path in out.glob("*.ndjson"))
+    assert written and "outside-the-samples-directory" not in written
+    states = ledger_states(tmp_path / "kcing.db")
+    assert all(states[("build", "%024x" % (number + 1))] == "rejected" for number in range(len(hostile_paths)))
+
