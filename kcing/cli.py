@@ -7,10 +7,10 @@ Usage:
   kcing gen_samples [options] [--source=NAME] [--sample-size=N] [--days=N | --since=DATE]
                     [--samples-dir=DIR] [--threads=N] [--with-logs]
   kcing drp [options] [--drp-days=N] [--dry-run]
-  kcing setup_es [options]
-  kcing setup_ls [options]
-  kcing setup_kbn [options]
-  kcing backup_kbn [options]
+  kcing setup_es [options] [--ilm] [--drp-days=N] [--wait=SECONDS]
+  kcing setup_ls [options] [--dry-run]
+  kcing setup_kbn [options] [--overwrite] [--space=ID] [--kibana-dir=DIR] [--wait=SECONDS] [--dry-run]
+  kcing backup_kbn [options] [--space=ID] [--kibana-dir=DIR] [--wait=SECONDS] [--dry-run]
   kcing status [options] [--json]
   kcing test [<pytest-arg>...]
   kcing -h | --help
@@ -22,12 +22,16 @@ Commands:
                (ES_BUILD, ES_LAVA, ES_BOOT). With --output, write NDJSON files for the
                Elasticsearch _bulk API instead of posting.
   gen_samples  Save upstream files into the samples directory for offline work.
-  drp          Data-retention policy: forget ledger rows and delete date-suffixed indices
-               older than --drp-days.
-  setup_es     Install the index templates into Elasticsearch (ES_HOST).
-  setup_ls     Write the kcing pipeline entry into Logstash's pipelines.yml (LS_HOME).
-  setup_kbn    Import the saved Kibana objects from kibana/ (KB_URL).
-  backup_kbn   Export the Kibana saved objects to kibana/.
+  drp          Data-retention policy: forget ledger rows and delete the build-, boot-, test-
+               and log-YYYY.MM.DD indices older than --drp-days, by exact name (ES_HOST).
+  setup_es     Wait for Elasticsearch (ES_HOST), then install one index template per kind;
+               with --ilm also a lifecycle policy deleting indices after DRP_DAYS. Idempotent.
+  setup_ls     Write the kcing pipeline entry into LS_HOME/config/pipelines.yml, keeping the
+               other pipelines in it (LS_QUEUE_TYPE, LS_NUM_WORKERS, ... from settings).
+  setup_kbn    Import the Kibana saved objects from kibana/ into KB_URL. Objects that differ
+               are kept unless --overwrite; with it, the current ones are backed up first.
+  backup_kbn   Export the kcing Kibana saved objects to kibana/saved_objects.ndjson (stable
+               order, the Kibana URL replaced by a placeholder, so diffs stay reviewable).
   status       Show what the ledger holds: delivered, failed, rejected, pending; last runs.
   test         Run the test suite (pytest); extra arguments go to pytest.
 
@@ -57,6 +61,14 @@ Options:
   --boots              The <file>s are boot-<board>.json files.
   --sample-size=N      Save N objects of each kind instead of the last --days.
   --drp-days=N         Keep this many days of data (setting DRP_DAYS, default 3).
+  --ilm                Also install an index lifecycle policy that deletes indices DRP_DAYS
+                       days old (then drp need not delete indices, only ledger rows).
+  --wait=SECONDS       How long to wait for Elasticsearch or Kibana to be ready
+                       (setup_es: setting ES_READY_TIMEOUT, default 60; Kibana: 60).
+  --overwrite          setup_kbn: replace objects that differ from the file (after a backup
+                       into kibana/backups/).
+  --space=ID           Kibana space (setting KB_SPACE, default: the default space).
+  --kibana-dir=DIR     Where saved_objects.ndjson lives (default: this checkout's kibana/).
   --json               Print machine-readable JSON.
 
 Settings come from kcing/settings.py defaults, then ./local_settings.py, then environment
@@ -66,7 +78,8 @@ ES_MAX_RETRIES, ES_LOAD_INTERVAL, ES_MAX_DOCS_PER_SECOND, LS_USER, LS_PASSWORD, 
 DRP_DAYS, ES_HOST, KB_URL. The README lists them all.
 
 Exit status: 0 all delivered; 1 some objects failed or were rejected; 2 usage or configuration
-error; 3 Logstash unreachable or refusing; 4 another run holds the lock.
+error; 3 Logstash, Elasticsearch or Kibana unreachable or refusing; 4 another run holds the
+lock; 130 stopped by SIGINT/SIGTERM after recording the batch in flight.
 
 Examples:
   kcing feed_es                                   # last 2 days of kernelci.org into Logstash
@@ -75,6 +88,9 @@ Examples:
   kcing feed_es --lavas saved/lava-json-*.json    # send local files (recorded by content hash)
   kcing feed_es --source api --with-logs          # the KernelCI API, from where the last run got to
   ES_LAVA=http://ls1:8338,http://ls2:8338 kcing feed_es -l /var/log/kcing.log
+  kcing drp --drp-days 30 --dry-run               # what retention would delete
+  ES_HOST=http://es:9200 kcing setup_es --ilm     # templates and a lifecycle policy
+  KB_URL=http://kibana:5601 kcing setup_kbn       # dashboards, keeping what users changed
 """
 from __future__ import annotations
 
@@ -85,6 +101,7 @@ from typing import List, Optional
 from docopt import DocoptExit, docopt
 
 from kcing import __version__, commands, logs, settings as settings_module
+from kcing.admin import commands as elastic_commands, kibana_commands, logstash_setup
 from kcing.errors import ConfigError, KcingError
 
 log = logging.getLogger(__name__)
@@ -92,11 +109,11 @@ log = logging.getLogger(__name__)
 COMMANDS = {
     "feed_es": commands.feed_es,
     "gen_samples": commands.gen_samples,
-    "drp": commands.drp,
-    "setup_es": commands.setup_es,
-    "setup_ls": commands.setup_ls,
-    "setup_kbn": commands.setup_kbn,
-    "backup_kbn": commands.backup_kbn,
+    "drp": elastic_commands.drp,
+    "setup_es": elastic_commands.setup_es,
+    "setup_ls": logstash_setup.setup_ls,
+    "setup_kbn": kibana_commands.setup_kbn,
+    "backup_kbn": kibana_commands.backup_kbn,
     "status": commands.status,
     "test": commands.run_tests,
 }
@@ -141,8 +158,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         settings = settings_from(args)
         logs.configure(debug=args["--debug"], log_file=args["--log-file"],
-                       secrets=[settings.LS_PASSWORD, settings.ES_PASSWORD, settings.ES_API_KEY,
-                                settings.KCI_API_TOKEN])
+                       secrets=[getattr(settings, name) for name in settings_module.SECRET_NAMES])
         return COMMANDS[command](args, settings)
     except KcingError as error:
         print("kcing %s: %s" % (command, error), file=sys.stderr)

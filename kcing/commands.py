@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kcing import status as status_report
 from kcing.errors import ConfigError
+from kcing.flags import positive_int
 from kcing.http import RetryPolicy, new_session
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import FeedOptions, feed
@@ -29,19 +30,6 @@ from kcing.sources.requester import Requester
 from kcing.watermark import parse_since
 
 log = logging.getLogger(__name__)
-
-
-def positive_int(args: dict, flag: str):
-    value = args.get(flag)
-    if value is None:
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigError("%s expects a whole number, not %r" % (flag, value)) from None
-    if number < 1:
-        raise ConfigError("%s must be at least 1" % flag)
-    return number
 
 
 def make_source(args: dict, settings, how_many_flag: str = "--how-many"):
@@ -177,17 +165,3 @@ def run_tests(args: dict, settings) -> int:
         raise ConfigError("the tests are not installed here; run `kcing test` from a kcing checkout")
     return subprocess.call([sys.executable, "-m", "pytest", *args.get("<pytest-arg>", [])], cwd=root,
                            env=dict(os.environ))
-
-
-def _not_yet(name: str):
-    def command(args: dict, settings) -> int:
-        raise ConfigError("%s is not available in this version" % name)
-
-    return command
-
-
-drp = _not_yet("drp")
-setup_es = _not_yet("setup_es")
-setup_ls = _not_yet("setup_ls")
-setup_kbn = _not_yet("setup_kbn")
-backup_kbn = _not_yet("backup_kbn")

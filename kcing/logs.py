@@ -18,6 +18,10 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
             message = record.getMessage()
+            if record.exc_info:
+                # A traceback (with --debug) can quote a URL or header holding a secret too.
+                message += "\n" + logging.Formatter().formatException(record.exc_info)
+                record.exc_info, record.exc_text = None, None
             for secret in self.secrets:
                 message = message.replace(secret, "***")
             record.msg, record.args = message, None
@@ -38,5 +42,7 @@ def configure(debug: bool = False, log_file: Optional[str] = None, secrets: Iter
         handler.addFilter(redact)
         root.addHandler(handler)
     # Library chatter (one line per pooled connection) drowns the progress lines otherwise.
-    for noisy in ("urllib3", "peewee", "elastic_transport"):
+    for noisy in ("urllib3", "peewee"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    # The Elasticsearch client warns once per failed attempt; kcing reports the outcome itself.
+    logging.getLogger("elastic_transport").setLevel(logging.DEBUG if debug else logging.ERROR)

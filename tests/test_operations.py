@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 import re
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from kcing import cli
 from kcing.samples import sample_path
-from tests.fakes.legacy_data import at, boot_item, build_item, build_json, lava_json
+from tests.fakes.legacy_data import at, boot_item, build_item, build_json
 from tests.fakes.serving import wait_until
 from tests.feedrun import REPO, feed_environ, integrity, kcing, kcing_process, ledger_states
 from kcing.runlock import RunLock

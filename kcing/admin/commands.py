@@ -15,7 +15,7 @@ from kcing.admin.elastic import make_client, server_version
 from kcing.admin.templates import (
     KINDS, POLICY_NAME, index_pattern, install, retention_policy, template_name, templates_for, wait_until_ready,
 )
-from kcing.errors import ConfigError
+from kcing.flags import seconds
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
 
@@ -27,19 +27,6 @@ def _with_flags(args: dict, settings):
     if args.get("--drp-days") is not None:
         return settings.with_overrides({"DRP_DAYS": args["--drp-days"]})
     return settings
-
-
-def _wait_seconds(args: dict, settings) -> float:
-    value = args.get("--wait")
-    if value is None:
-        return settings.ES_READY_TIMEOUT
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ConfigError("--wait expects seconds, not %r" % value) from None
-    if not seconds >= 0:
-        raise ConfigError("--wait must be 0 or more seconds")
-    return seconds
 
 
 def _warn_short_retention(settings) -> None:
@@ -57,7 +44,7 @@ def setup_es(args: dict, settings) -> int:
     host = settings.ES_HOST
     use_ilm = bool(args.get("--ilm"))
     client = make_client(settings)
-    status = wait_until_ready(client, host, _wait_seconds(args, settings))
+    status = wait_until_ready(client, host, seconds(args, "--wait", settings.ES_READY_TIMEOUT))
     version = server_version(client, host)
     print("setup_es: Elasticsearch %s at %s, cluster %s" % (version, host, status))
     policy = None

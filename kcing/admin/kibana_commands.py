@@ -15,6 +15,7 @@ from kcing.admin.kibana import (
     restore_url, space_url, unchanged_conflicts,
 )
 from kcing.errors import ConfigError
+from kcing.flags import seconds
 from kcing.http import new_session
 from kcing.samples import write_atomically
 
@@ -27,19 +28,6 @@ DEFAULT_WAIT = 60.0
 
 def kibana_dir(args: dict) -> Path:
     return Path(args.get("--kibana-dir") or CHECKOUT_KIBANA_DIR)
-
-
-def wait_seconds(args: dict) -> float:
-    value = args.get("--wait")
-    if value is None:
-        return DEFAULT_WAIT
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ConfigError("--wait expects seconds, not %r" % value) from None
-    if not seconds >= 0:
-        raise ConfigError("--wait must be 0 or more seconds")
-    return seconds
 
 
 def make_client(args: dict, settings, session=None) -> KibanaClient:
@@ -90,7 +78,7 @@ def backup_kbn(args: dict, settings, session=None) -> int:
     """Export the space's saved objects into the saved objects file (dry run: only say so)."""
     client = make_client(args, settings, session)
     url = space_url(settings.KB_URL, client.space)
-    client.wait_ready(wait_seconds(args))
+    client.wait_ready(seconds(args, "--wait", DEFAULT_WAIT))
     objects = client.export()
     text = hide_url(canonical_ndjson(objects), url)
     path = kibana_dir(args) / SAVED_OBJECTS
@@ -122,7 +110,7 @@ def setup_kbn(args: dict, settings, session=None, now: Callable[[], float] = tim
             kibana_dir(args) / BACKUPS)
         print("setup_kbn: dry run: would import %s, %s" % (plan, how))
         return 0
-    client.wait_ready(wait_seconds(args))
+    client.wait_ready(seconds(args, "--wait", DEFAULT_WAIT))
     current: List[dict] = []
     if not overwrite:
         current = client.export()

@@ -1,0 +1,34 @@
+"""Command-line flags that are not settings: parsed here, with errors naming the flag."""
+from __future__ import annotations
+
+from typing import Optional
+
+from kcing.errors import ConfigError
+
+
+def positive_int(args: dict, flag: str) -> Optional[int]:
+    """A whole number of at least 1, or None when the flag was not given."""
+    value = args.get(flag)
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError("%s expects a whole number, not %r" % (flag, value)) from None
+    if number < 1:
+        raise ConfigError("%s must be at least 1" % flag)
+    return number
+
+
+def seconds(args: dict, flag: str, default: float) -> float:
+    """A duration of 0 or more seconds, or the default when the flag was not given."""
+    value = args.get(flag)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError("%s expects seconds, not %r" % (flag, value)) from None
+    if not 0 <= number < float("inf"):
+        raise ConfigError("%s must be 0 or more seconds" % flag)
+    return number

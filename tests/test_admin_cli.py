@@ -1,0 +1,107 @@
+"""The administration commands as a user runs them: the real `kcing` process, settings from the
+environment, against the Elasticsearch and Kibana emulators and a Logstash home in a temp dir."""
+from __future__ import annotations
+
+import shutil
+from datetime import date, timedelta
+
+import pytest
+import yaml
+
+from tests.fakes.elastic_server import ElasticsearchEmulator
+from tests.fakes.kibana_server import KibanaEmulator
+from tests.feedrun import REPO, clean_environ, kcing
+
+SECRET = "s3cr3t-kibana-pw"
+
+
+@pytest.fixture
+def es():
+    with ElasticsearchEmulator() as emulator:
+        yield emulator
+    assert not emulator.errors
+
+
+def test_setup_es_installs_templates_and_policy(tmp_path, es):
+    env = clean_environ(ES_HOST=es.url, ES_READY_TIMEOUT="5", DRP_DAYS="10")
+    done = kcing(["setup_es", "--ilm"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert {"kcing-build", "kcing-boot", "kcing-test", "kcing-log"} <= set(es.templates)
+    assert es.policies and "created" in done.stdout
+    again = kcing(["setup_es", "--ilm"], env, tmp_path)
+    assert again.returncode == 0 and "created" not in again.stdout
+
+
+def test_setup_es_against_nothing_is_one_clear_line_and_exit_3(tmp_path):
+    env = clean_environ(ES_HOST="http://127.0.0.1:9", ES_READY_TIMEOUT="0")
+    done = kcing(["setup_es", "--wait", "0.2"], env, tmp_path)
+    assert done.returncode == 3
+    # Progress lines are log records; the error itself is one line, last, naming the command.
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("kcing setup_es: ") and "not ready" in last
+    assert "Traceback" not in done.stderr and "WARNING" not in done.stderr
+
+
+def test_drp_deletes_only_expired_kcing_indices(tmp_path, es):
+    today = date.today()
+    old = "boot-%s" % (today - timedelta(days=40)).strftime("%Y.%m.%d")
+    recent = "boot-%s" % today.strftime("%Y.%m.%d")
+    for name in (old, recent, "metrics-2001.01.01"):
+        es.seed_index(name, docs={"1": {"job": "mainline"}})
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(tmp_path / "kcing.db"))
+    planned = kcing(["drp", "--drp-days", "30", "--dry-run"], env, tmp_path)
+    assert planned.returncode == 0 and "would delete index %s" % old in planned.stdout
+    assert old in es.index_names()
+    done = kcing(["drp", "--drp-days", "30"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(es.index_names()) == sorted([recent, "metrics-2001.01.01"])
+
+
+def test_drp_days_must_be_a_number(tmp_path, es):
+    done = kcing(["drp", "--drp-days", "a week"], clean_environ(ES_HOST=es.url), tmp_path)
+    assert done.returncode == 2 and "DRP_DAYS" in done.stderr
+
+
+def test_backup_then_setup_kbn_round_trip_with_auth(tmp_path):
+    kibana_dir = tmp_path / "kibana"
+    kibana_dir.mkdir()
+    shutil.copyfile(REPO / "kibana" / "saved_objects.ndjson", kibana_dir / "saved_objects.ndjson")
+    with KibanaEmulator(user="kcing", password=SECRET, spaces=("ci",)) as kibana:
+        env = clean_environ(KB_URL=kibana.url, KB_USER="kcing", KB_PASSWORD=SECRET)
+        log = tmp_path / "kbn.log"
+        imported = kcing(["setup_kbn", "--space", "ci", "--kibana-dir", str(kibana_dir), "--wait", "5",
+                          "-d", "-l", str(log)], env, tmp_path)
+        assert imported.returncode == 0, imported.stderr
+        assert kibana.objects("ci") and not kibana.objects("default")
+        shipped = (kibana_dir / "saved_objects.ndjson").read_bytes()
+        exported = kcing(["backup_kbn", "--space", "ci", "--kibana-dir", str(kibana_dir)], env, tmp_path)
+        assert exported.returncode == 0, exported.stderr
+        assert (kibana_dir / "saved_objects.ndjson").read_bytes() == shipped
+        everything = imported.stdout + imported.stderr + exported.stdout + exported.stderr + log.read_text()
+        assert SECRET not in everything
+        wrong = kcing(["backup_kbn", "--kibana-dir", str(kibana_dir)],
+                      clean_environ(KB_URL=kibana.url, KB_USER="kcing", KB_PASSWORD="nope"), tmp_path)
+        assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+
+
+def test_setup_ls_writes_pipelines_yml_keeping_other_pipelines(tmp_path):
+    home = tmp_path / "logstash"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "pipelines.yml").write_text("- pipeline.id: other\n  path.config: /etc/other.conf\n")
+    env = clean_environ(LS_HOME=str(home), LS_QUEUE_TYPE="memory", LS_NUM_WORKERS="3")
+    planned = kcing(["setup_ls", "--dry-run"], env, tmp_path)
+    assert planned.returncode == 0 and "pipeline.id: kcing" in planned.stdout
+    assert "kcing" not in (home / "config" / "pipelines.yml").read_text()
+    done = kcing(["setup_ls"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    entries = {entry["pipeline.id"]: entry for entry in yaml.safe_load((home / "config" / "pipelines.yml").read_text())}
+    assert set(entries) == {"other", "kcing"}
+    assert entries["kcing"]["queue.type"] == "memory" and entries["kcing"]["pipeline.workers"] == 3
+
+
+def test_setup_ls_refuses_a_bad_queue_type(tmp_path):
+    home = tmp_path / "logstash"
+    (home / "config").mkdir(parents=True)
+    done = kcing(["setup_ls"], clean_environ(LS_HOME=str(home), LS_QUEUE_TYPE="disk"), tmp_path)
+    assert done.returncode == 2 and "LS_QUEUE_TYPE" in done.stderr
+    assert not (home / "config" / "pipelines.yml").exists()
