@@ -33,6 +33,17 @@ def new_session(pool_size: int = 10, verify: str = "") -> requests.Session:
     return session
 
 
+def certificate_refused(error: Exception) -> bool:
+    """True when TLS failed because the server's certificate is not trusted: retrying cannot help,
+    the CA bundle setting can."""
+    return isinstance(error, requests.exceptions.SSLError) and "certificate verify failed" in str(error).lower()
+
+
+def seconds_text(seconds: float) -> str:
+    """`60s`, `0.5s`: durations in messages, without rounding sub-second timeouts to 0."""
+    return "%gs" % seconds
+
+
 def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
     """Return the wait before retry number `attempt` (1-based): capped exponential, equal jitter.
 

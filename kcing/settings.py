@@ -14,6 +14,7 @@ setting and where it came from. Secrets never appear in `repr()` or in error mes
 from __future__ import annotations
 
 import os
+import re
 import runpy
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -78,7 +79,7 @@ def _url(value: Any) -> str:
     text = str(value).strip()
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("%r is not an http(s) URL" % text)
+        raise ValueError("%r is not an http(s) URL" % mask_credentials(text))
     if parts.username or parts.password:
         raise ValueError("put credentials in their own settings, not in the URL")
     return text.rstrip("/")
@@ -86,6 +87,27 @@ def _url(value: Any) -> str:
 
 def _optional_url(value: Any) -> str:
     return _url(value) if str(value).strip() else ""
+
+
+def _ca_bundle(value: Any) -> str:
+    """A CA bundle file or a directory of hashed certificates; empty means the system store.
+
+    Checked here because requests reports a missing bundle only at the first request, as an
+    OSError that looks like a network failure."""
+    text = str(value).strip()
+    if text and not os.path.exists(text):
+        raise ValueError("no such file or directory")
+    if text and not os.access(text, os.R_OK):
+        raise ValueError("not readable")
+    return text
+
+
+_USERINFO = re.compile(r"(//)[^/@\s]*@")
+
+
+def mask_credentials(text: str) -> str:
+    """`http://user:password@host` -> `http://***@host`, for messages that quote a URL."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 @dataclass(frozen=True)
@@ -108,7 +130,7 @@ SPECS: Mapping[str, Spec] = {
     "KCI_TIMEOUT": Spec(60.0, _number(0.1), "seconds to wait for an upstream response"),
     "KCI_MAX_RETRIES": Spec(3, _integer(1), "attempts per upstream request"),
     "KCI_RETRY_BACKOFF": Spec(1.0, _number(0), "seconds of the first upstream retry wait (doubles each time)"),
-    "KCI_CA_BUNDLE": Spec("", _text, "CA bundle for upstream TLS; empty means the system store"),
+    "KCI_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for upstream TLS; empty means the system store"),
     "KCI_SAMPLES_DIR": Spec("samples", _text, "directory of saved upstream files"),
     # Upstream: the current KernelCI API (--source api)
     "KCI_API_URL": Spec("https://api.kernelci.org/latest", _url, "KernelCI API base URL, version included"),
@@ -131,7 +153,7 @@ SPECS: Mapping[str, Spec] = {
     "LS_BATCH_MAX_BYTES": Spec(5_000_000, _integer(1024), "bytes per POST at most"),
     "LS_USER": Spec("", _text, "basic-auth user for the Logstash inputs"),
     "LS_PASSWORD": Spec("", _text, "basic-auth password for the Logstash inputs"),
-    "LS_CA_BUNDLE": Spec("", _text, "CA bundle for Logstash TLS; empty means the system store"),
+    "LS_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Logstash TLS; empty means the system store"),
     # Ledger and retention
     "KCING_DB": Spec("kcing.db", _text, "SQLite ledger of what was delivered"),
     "DRP_DAYS": Spec(3, _integer(1), "days of data to keep (must exceed KCI_DAYS)"),
@@ -140,7 +162,7 @@ SPECS: Mapping[str, Spec] = {
     "ES_USER": Spec("", _text, "basic-auth user for Elasticsearch"),
     "ES_PASSWORD": Spec("", _text, "basic-auth password for Elasticsearch"),
     "ES_API_KEY": Spec("", _text, "API key for Elasticsearch"),
-    "ES_CA_BUNDLE": Spec("", _text, "CA bundle for Elasticsearch TLS; empty means the system store"),
+    "ES_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Elasticsearch TLS; empty means the system store"),
     "ES_READY_TIMEOUT": Spec(60.0, _number(0), "seconds setup_es waits for the cluster to be ready"),
     "KB_URL": Spec("http://localhost:5601", _url, "Kibana URL"),
     "KB_USER": Spec("", _text, "basic-auth user for Kibana"),
@@ -243,7 +265,7 @@ def _parse(name: str, value: Any, origin: str) -> Any:
     try:
         return spec.parse(value)
     except (TypeError, ValueError) as error:
-        shown = "***" if name in SECRET_NAMES else repr(value)
+        shown = "***" if name in SECRET_NAMES else mask_credentials(repr(value))
         raise ConfigError("invalid %s=%s (from %s): %s" % (name, shown, origin, error)) from None
 
 

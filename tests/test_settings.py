@@ -66,3 +66,21 @@ def test_a_broken_local_settings_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as error:
         load(tmp_path, local="KCI_HOST = (\n")
     assert "local_settings.py" in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["KCI_CA_BUNDLE", "LS_CA_BUNDLE", "ES_CA_BUNDLE"])
+def test_a_ca_bundle_must_exist(tmp_path, name):
+    bundle = tmp_path / "ca.pem"
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={name: str(bundle)})
+    assert name in str(caught.value) and "no such file" in str(caught.value)
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert getattr(load(tmp_path, environ={name: str(bundle)}), name) == str(bundle)
+    assert getattr(load(tmp_path, environ={name: str(tmp_path)}), name) == str(tmp_path)  # a hashed dir
+
+
+def test_a_bad_url_is_quoted_without_its_credentials(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={"ES_LAVA": "ftp://kcing:hunter2@ls:8338"})
+    assert "hunter2" not in str(caught.value) and "ES_LAVA" in str(caught.value)
+    assert settings_module.mask_credentials("see http://u:p@h:1/x and https://h/y") == "see http://***@h:1/x and https://h/y"

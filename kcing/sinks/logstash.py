@@ -10,7 +10,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 import requests
 
 from kcing.errors import ConfigError, SinkRejected, SinkUnavailable
-from kcing.http import RetryPolicy, parse_retry_after
+from kcing.http import RetryPolicy, certificate_refused, parse_retry_after, seconds_text
 from kcing.records import Document
 from kcing.sinks.batching import Batch
 
@@ -82,11 +82,15 @@ class LogstashSink:
         """POST once. Return (None, None) on success, or (error text, Retry-After seconds)."""
         started = time.monotonic()
         try:
+            # verify= given per request, so REQUESTS_CA_BUNDLE cannot replace LS_CA_BUNDLE.
             response = self.session.post(url, data=body, auth=self.auth, timeout=self.timeout,
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json"}, verify=self.session.verify)
         except requests.Timeout:
-            return "timed out after %.0fs at %s" % (self.timeout[1], url), None
+            return "timed out after %s at %s" % (seconds_text(self.timeout[1]), url), None
         except requests.ConnectionError as error:
+            if certificate_refused(error):
+                raise ConfigError("the TLS certificate of Logstash at %s is not trusted: point LS_CA_BUNDLE at "
+                                  "the CA bundle that signed it" % url) from None
             return "cannot connect to %s (%s)" % (url, type(error).__name__), None
         status = response.status_code
         log.debug("POST %s [status:%s duration:%.3fs docs:%d bytes:%d]",

@@ -8,6 +8,8 @@ The only module that knows the legacy URLs and storage layout:
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -141,14 +143,15 @@ class LegacyKernelCI:
         """Map a listing item to the file to download; a malformed item becomes an object with a problem."""
         if not isinstance(item, dict):
             return UpstreamObject(self.name, BUILD if collection == "build" else LAVA,
-                                  "invalid-item", "", problem="listing item is not an object")
+                                  _invalid_id(item), "", problem="listing item is not an object")
         upstream_id = _object_id(item)
         created = _created_on(item)
         if collection == "build":
             kind, leaf = BUILD, ["build.json"]
         else:
             lab, board = item.get("lab_name"), item.get("board")
-            kind = BOOT if lab in self.non_lava_labs else LAVA
+            # Checked before the set lookup: a list or object where a name belongs is unhashable.
+            kind = BOOT if isinstance(lab, str) and lab in self.non_lava_labs else LAVA
             leaf = [lab, "%s-%s.json" % ("boot" if kind == BOOT else "lava-json", board)]
         # The listing item itself travels along: gen_samples saves it beside the file.
         facts = {"listing": item}
@@ -157,11 +160,14 @@ class LegacyKernelCI:
                 raise ValueError("listing item has no valid _id")
             url = self._storage_url(_resource_segments(item) + leaf)
         except ValueError as error:
-            return UpstreamObject(self.name, kind, upstream_id or "invalid-item", "", created, facts,
+            return UpstreamObject(self.name, kind, upstream_id or _invalid_id(item), "", created, facts,
                                   problem=str(error))
         return UpstreamObject(self.name, kind, upstream_id, url, created, facts)
 
     def _storage_url(self, segments) -> str:
+        for segment in segments:
+            if not isinstance(segment, str):  # before the cache, which needs hashable keys
+                raise ValueError("storage path segment is not a string: %r" % (segment,))
         return self.storage_url + "/" + "/".join(_url_segment(segment) for segment in segments)
 
 
@@ -171,6 +177,16 @@ def _url_segment(segment) -> str:
     if not isinstance(segment, str) or not SAFE_SEGMENT.match(segment) or ".." in segment:
         raise ValueError("unsafe storage path segment %r" % (segment,))
     return quote(segment, safe="+")
+
+
+def _invalid_id(item) -> str:
+    """A stable ledger id for a listing item without a usable _id, so that distinct bad items are
+    counted apart and the same one is recognised on the next run."""
+    try:
+        canonical = json.dumps(item, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        canonical = repr(item)
+    return "invalid-" + hashlib.sha256(canonical.encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def _object_id(item: dict) -> Optional[str]:

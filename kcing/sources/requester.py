@@ -8,8 +8,8 @@ from typing import Callable, Optional
 
 import requests
 
-from kcing.errors import UpstreamError
-from kcing.http import RetryPolicy, parse_retry_after
+from kcing.errors import ConfigError, UpstreamError
+from kcing.http import RetryPolicy, certificate_refused, parse_retry_after, seconds_text
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,18 @@ class Requester:
         for attempt in range(1, self.policy.attempts + 1):
             retry_after: Optional[float] = None
             try:
-                response = self.session.get(url, params=params, headers=headers, timeout=self.timeout)
+                # verify= given per request: requests would otherwise let REQUESTS_CA_BUNDLE or
+                # CURL_CA_BUNDLE from the environment replace the session's (KCI_CA_BUNDLE).
+                response = self.session.get(url, params=params, headers=headers, timeout=self.timeout,
+                                            verify=self.session.verify)
                 # Read the body here so a connection reset mid-body counts as a passing failure.
                 response.content
             except requests.Timeout:
-                last = "timed out after %.0fs" % self.timeout[1]
+                last = "timed out after %s" % seconds_text(self.timeout[1])
             except requests.RequestException as error:
+                if certificate_refused(error):
+                    raise ConfigError("the TLS certificate of %s is not trusted: point KCI_CA_BUNDLE at the CA "
+                                      "bundle that signed it" % url) from None
                 last = "connection failed (%s)" % type(error).__name__
             else:
                 if not self.policy.is_retryable(response.status_code):
