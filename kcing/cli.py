@@ -3,7 +3,10 @@
 Usage:
   kcing feed_es [options] [--source=NAME] [--days=N | --how-many=N | --since=DATE] [--threads=N]
                 [--samples-dir=DIR] [--output=DIR] [--batch-size=N] [--with-logs] [--dry-run]
+                [--verify] [--verify-delay=SECONDS]
   kcing feed_es [options] (--builds | --lavas | --boots) <file>... [--output=DIR] [--dry-run]
+                [--verify] [--verify-delay=SECONDS]
+  kcing reconcile [options] [--days=N | --since=DATE] [--dry-run] [--resend]
   kcing gen_samples [options] [--source=NAME] [--sample-size=N] [--days=N | --since=DATE]
                     [--samples-dir=DIR] [--threads=N] [--with-logs]
   kcing drp [options] [--drp-days=N] [--dry-run]
@@ -20,7 +23,13 @@ Commands:
   feed_es      Crawl upstream, skip what the ledger says was delivered, turn each new file into
                Elasticsearch documents and post them in batches to the Logstash inputs
                (ES_BUILD, ES_LAVA, ES_BOOT). With --output, write NDJSON files for the
-               Elasticsearch _bulk API instead of posting.
+               Elasticsearch _bulk API instead of posting. With --verify, then check that
+               Elasticsearch holds what was delivered, as reconcile does.
+  reconcile    Ask Elasticsearch (ES_HOST) whether it holds every document of the objects the
+               ledger marks delivered in the last --days (or since --since): Logstash answers 200
+               before Elasticsearch indexes. Objects with missing documents go back to
+               undelivered, so the next feed_es sends them again; --resend does it at once.
+               Prints per kind: checked, present, missing, and the first missing ids.
   gen_samples  Save upstream files into the samples directory for offline work.
   drp          Data-retention policy: forget ledger rows and delete the build-, boot-, test-
                and log-YYYY.MM.DD indices older than --drp-days, by exact name (ES_HOST).
@@ -32,7 +41,8 @@ Commands:
                are kept unless --overwrite; with it, the current ones are backed up first.
   backup_kbn   Export the kcing Kibana saved objects to kibana/saved_objects.ndjson (stable
                order, the Kibana URL replaced by a placeholder, so diffs stay reviewable).
-  status       Show what the ledger holds: delivered, failed, rejected, pending; last runs.
+  status       Show what the ledger holds: delivered, failed, rejected, pending; last runs and
+               the last reconcile.
   test         Run the test suite (pytest); extra arguments go to pytest.
 
 Options:
@@ -44,18 +54,27 @@ Options:
   --source=NAME        legacy (kernelci.org _ajax API + storage), samples (a saved samples
                        directory) or api (the current KernelCI API at KCI_API_URL; each run
                        resumes from the ledger's watermark) (setting KCI_SOURCE, default legacy).
-  --days=N             Crawl the last N days (setting KCI_DAYS, default 2).
+  --days=N             Crawl the last N days (setting KCI_DAYS, default 2); reconcile: check
+                       the objects delivered in the last N days.
   --how-many=N         Instead of --days, take the newest N objects of each kind.
   --since=DATE         With --source api: list nodes updated since DATE (any date
                        python-dateutil reads; UTC unless it names a zone), not since the
-                       watermark. --days N means N days before now.
+                       watermark. --days N means N days before now. reconcile: check the
+                       objects delivered since DATE.
   --with-logs          With --source api: also fetch the logs documents need: a LAVA job's
                        callback (boot details, one log document per line), a build.log.
   --threads=N          Concurrent downloads (setting KCI_THREADS, default 4).
   --samples-dir=DIR    Samples directory (setting KCI_SAMPLES_DIR, default samples).
   --output=DIR         Write NDJSON _bulk files into DIR instead of posting to Logstash.
   --batch-size=N       Documents per POST (setting LS_PIPELINE_BATCH_SIZE, default 500).
-  --dry-run            Show what would be fetched, sent or deleted; change nothing.
+  --dry-run            Show what would be fetched, sent, deleted or marked; change nothing.
+  --verify             feed_es: after the run, wait --verify-delay, then check that Elasticsearch
+                       (ES_HOST) holds every document this run delivered; exit 1 if some are
+                       missing (their objects go back to undelivered).
+  --verify-delay=SECONDS  How long --verify waits for Logstash and Elasticsearch first
+                       (setting ES_VERIFY_DELAY, default 30).
+  --resend             reconcile: send the objects with missing documents again now, fetched
+                       from the URLs in the ledger (not for --source api objects).
   --builds             The <file>s are build.json files.
   --lavas              The <file>s are lava-json-<board>.json files.
   --boots              The <file>s are boot-<board>.json files.
@@ -77,9 +96,10 @@ KCI_STORAGE_URL, ES_BUILD, ES_LAVA, ES_BOOT (comma-separated URLs spread the loa
 ES_MAX_RETRIES, ES_LOAD_INTERVAL, ES_MAX_DOCS_PER_SECOND, LS_USER, LS_PASSWORD, KCING_DB,
 DRP_DAYS, ES_HOST, KB_URL. The README lists them all.
 
-Exit status: 0 all delivered; 1 some objects failed or were rejected; 2 usage or configuration
-error; 3 Logstash, Elasticsearch or Kibana unreachable or refusing; 4 another run holds the
-lock; 130 stopped by SIGINT/SIGTERM after recording the batch in flight.
+Exit status: 0 all delivered; 1 some objects failed or were rejected (reconcile, --verify:
+some documents are missing in Elasticsearch); 2 usage or configuration error; 3 Logstash,
+Elasticsearch or Kibana unreachable or refusing; 4 another run holds the lock; 130 stopped by
+SIGINT/SIGTERM after recording the batch in flight.
 
 Examples:
   kcing feed_es                                   # last 2 days of kernelci.org into Logstash
@@ -88,6 +108,9 @@ Examples:
   kcing feed_es --lavas saved/lava-json-*.json    # send local files (recorded by content hash)
   kcing feed_es --source api --with-logs          # the KernelCI API, from where the last run got to
   ES_LAVA=http://ls1:8338,http://ls2:8338 kcing feed_es -l /var/log/kcing.log
+  kcing feed_es --verify --verify-delay 60       # then check Elasticsearch holds it all
+  kcing reconcile --days 1                        # is what was delivered yesterday indexed?
+  kcing reconcile --since 2024-10-16 --resend     # check since a date, re-send what is missing
   kcing drp --drp-days 30 --dry-run               # what retention would delete
   ES_HOST=http://es:9200 kcing setup_es --ilm     # templates and a lifecycle policy
   KB_URL=http://kibana:5601 kcing setup_kbn       # dashboards, keeping what users changed
@@ -114,6 +137,7 @@ COMMANDS = {
     "setup_ls": logstash_setup.setup_ls,
     "setup_kbn": kibana_commands.setup_kbn,
     "backup_kbn": kibana_commands.backup_kbn,
+    "reconcile": commands.reconcile,
     "status": commands.status,
     "test": commands.run_tests,
 }

@@ -19,6 +19,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional
 from kcing import watermark
 from kcing.documents import documents_for
 from kcing.errors import Interrupted, KcingError, RejectedInput, UpstreamError
+from kcing.ledger import docids
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED
 from kcing.records import UpstreamObject
@@ -83,6 +84,8 @@ class Fetched:
     items: Optional[List[bytes]] = None
     rejected: Optional[str] = None
     failed: Optional[str] = None
+    # {index: packed ids} of the documents, kept by the ledger with the delivery (reconcile).
+    kept: Optional[Dict[str, bytes]] = None
 
 
 class Feed:
@@ -91,10 +94,12 @@ class Feed:
     def __init__(self, source, ledger: Ledger, sink, options: FeedOptions,
                  limiter: Optional[RateLimiter] = None, clock: Callable[[], float] = time.monotonic,
                  on_planned: Callable[[UpstreamObject], None] = lambda obj: None,
-                 stop: Optional[threading.Event] = None):
+                 stop: Optional[threading.Event] = None,
+                 on_delivered: Callable[[UpstreamObject], None] = lambda obj: None):
         self.source = source
         self.stop = stop or threading.Event()
         self.on_planned = on_planned
+        self.on_delivered = on_delivered
         self.ledger = ledger
         self.sink = sink
         self.options = options
@@ -202,7 +207,8 @@ class Feed:
             documents = documents_for(obj.kind, content, obj.created)
         except RejectedInput as error:
             return Fetched(obj, sha256=digest, rejected=str(error))
-        return Fetched(obj, sha256=digest, items=[self.sink.encode(document) for document in documents])
+        return Fetched(obj, sha256=digest, items=[self.sink.encode(document) for document in documents],
+                       kept=docids.by_index(documents))
 
     # Main thread: batching, sending, acknowledging -----------------------------------------
 
@@ -309,7 +315,8 @@ class Feed:
         if fetched.obj.key in self.poisoned:
             return
         self.summary.delivered += 1
-        self.outcomes.append(Outcome(fetched.obj, DELIVERED, sha256=fetched.sha256))
+        self.outcomes.append(Outcome(fetched.obj, DELIVERED, sha256=fetched.sha256, documents=fetched.kept))
+        self.on_delivered(fetched.obj)
 
     def _reject(self, obj: UpstreamObject, sha256: Optional[str], reason: str) -> None:
         self.summary.rejected += 1
@@ -336,6 +343,9 @@ class Feed:
 
 def feed(source, ledger: Ledger, sink, options: FeedOptions, limiter: Optional[RateLimiter] = None,
          on_planned: Callable[[UpstreamObject], None] = lambda obj: None,
-         stop: Optional[threading.Event] = None) -> RunSummary:
-    """Run the feed once and return its summary."""
-    return Feed(source, ledger, sink, options, limiter, on_planned=on_planned, stop=stop).run()
+         stop: Optional[threading.Event] = None,
+         on_delivered: Callable[[UpstreamObject], None] = lambda obj: None) -> RunSummary:
+    """Run the feed once and return its summary. `on_delivered` hears of each object as it is
+    acknowledged (its ledger write follows with the batch's outcomes)."""
+    return Feed(source, ledger, sink, options, limiter, on_planned=on_planned, stop=stop,
+                on_delivered=on_delivered).run()

@@ -164,6 +164,8 @@ SPECS: Mapping[str, Spec] = {
     "ES_API_KEY": Spec("", _text, "API key for Elasticsearch"),
     "ES_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Elasticsearch TLS; empty means the system store"),
     "ES_READY_TIMEOUT": Spec(60.0, _number(0), "seconds setup_es waits for the cluster to be ready"),
+    "ES_VERIFY_DELAY": Spec(30.0, _number(0), "seconds feed_es --verify waits for Logstash to pass the events on "
+                            "before checking Elasticsearch"),
     "KB_URL": Spec("http://localhost:5601", _url, "Kibana URL"),
     "KB_USER": Spec("", _text, "basic-auth user for Kibana"),
     "KB_PASSWORD": Spec("", _text, "basic-auth password for Kibana"),
@@ -222,6 +224,7 @@ class Settings:
     ES_API_KEY: str
     ES_CA_BUNDLE: str
     ES_READY_TIMEOUT: float
+    ES_VERIFY_DELAY: float
     KB_URL: str
     KB_USER: str
     KB_PASSWORD: str

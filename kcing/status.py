@@ -20,16 +20,21 @@ def report(ledger: Ledger, runs: int = 5, errors: int = 5) -> dict:
         label = dict(STATE_LABELS).get(state, state)
         per_kind = objects.setdefault(source, {}).setdefault(kind, {name: 0 for _, name in STATE_LABELS})
         per_kind[label] = per_kind.get(label, 0) + count
+    last_reconcile = ledger.last_run("reconcile")
     return {"ledger": ledger.db.database, "objects": objects, "runs": _last_runs(runs),
             "errors": _frequent_errors(errors),
-            "watermarks": {source: when.isoformat() for source, when in sorted(ledger.watermarks().items())}}
+            "watermarks": {source: when.isoformat() for source, when in sorted(ledger.watermarks().items())},
+            "last_reconcile": _run(last_reconcile) if last_reconcile is not None else None}
 
 
 def _last_runs(limit: int) -> List[dict]:
-    rows = Run.select().order_by(Run.id.desc()).limit(limit)
-    return [{"command": row.command, "started": _iso(row.started), "ended": _iso(row.ended),
-             "outcome": row.outcome or "running or killed",
-             "counts": json.loads(row.counts) if row.counts else {}} for row in rows]
+    return [_run(row) for row in Run.select().order_by(Run.id.desc()).limit(limit)]
+
+
+def _run(row: Run) -> dict:
+    return {"command": row.command, "started": _iso(row.started), "ended": _iso(row.ended),
+            "outcome": row.outcome or "running or killed",
+            "counts": json.loads(row.counts) if row.counts else {}}
 
 
 def _frequent_errors(limit: int) -> List[dict]:
@@ -40,6 +45,12 @@ def _frequent_errors(limit: int) -> List[dict]:
              .group_by(UpstreamFile.state, UpstreamFile.last_error)
              .order_by(count.desc(), UpstreamFile.last_error).limit(limit))
     return [{"state": row.state, "error": row.last_error, "objects": row.n} for row in query]
+
+
+def _summary(counts: dict) -> str:
+    return ", ".join("%s %s" % (name.replace("_", " "), counts[name]) for name in
+                     ("delivered", "rejected", "failed", "documents", "checked", "present", "missing",
+                      "not_checkable") if name in counts)
 
 
 def _iso(value) -> str:
@@ -58,11 +69,15 @@ def as_text(data: dict) -> str:
                                                          counts["rejected"], counts["pending"]))
     lines += ["", "last runs:"]
     for run in data["runs"] or [{"command": "(none)", "started": "", "ended": "", "outcome": "", "counts": {}}]:
-        counts = run["counts"]
-        summary = ", ".join("%s %s" % (name, counts[name]) for name in ("delivered", "rejected", "failed", "documents")
-                            if name in counts)
-        lines.append("  %-8s %s -> %s  %s  %s" % (run["command"], run["started"], run["ended"], run["outcome"],
-                                                  summary))
+        lines.append("  %-9s %s -> %s  %s  %s" % (run["command"], run["started"], run["ended"], run["outcome"],
+                                                   _summary(run["counts"])))
+    reconciled = data.get("last_reconcile")
+    lines += ["", "last reconcile (does Elasticsearch hold what was delivered?):"]
+    if reconciled is None:
+        lines.append("  never: run `kcing reconcile`")
+    else:
+        lines.append("  %s -> %s  %s  %s" % (reconciled["started"], reconciled["ended"], reconciled["outcome"],
+                                             _summary(reconciled["counts"])))
     if data.get("watermarks"):
         lines += ["", "watermarks (the next run lists what changed since, minus the overlap):"]
         lines += ["  %-8s %s" % (source, when) for source, when in data["watermarks"].items()]

@@ -361,3 +361,22 @@ def test_mget_and_count(es, client):
         client.count(index="nope")
     with pytest.raises(BadRequestError):
         client.count(query={"fuzzy_thing": {}})
+
+
+def test_mget_without_source_and_what_it_refuses(es, client):
+    es.seed_index("build-2019.01.01", docs={"a": {"job": "mainline"}})
+    docs = client.mget(docs=[{"_index": "build-2019.01.01", "_id": "a", "_source": False},
+                             {"_index": "build-2019.01.01", "_id": "z", "_source": False}],
+                       filter_path="docs._id,docs.found")["docs"]
+    assert docs == [{"_id": "a", "found": True}, {"_id": "z", "found": False}]
+    assert "_source" not in client.mget(index="build-2019.01.01", ids=["a"], source=False)["docs"][0]
+    for body, kind, reason in (
+            ({"docs": []}, "action_request_validation_exception", "Validation Failed: 1: no documents to get;"),
+            ({"docs": [{"_index": "x", "_id": "a", "_type": "_doc"}]}, "parse_exception",
+             "failed to parse multi get request. unknown field [_type]"),
+            ({"docs": ["a"]}, "illegal_argument_exception", "docs array element should include an object"),
+            ({"docs": [{"_index": "x", "_id": "a", "_source": 1}]}, "parse_exception",
+             "illegal type for _source: [VALUE_NUMBER]")):
+        answer = raw(es, "POST", "/_mget", body)
+        assert answer.status_code == 400 and answer.headers["X-Elastic-Product"] == "Elasticsearch"
+        assert (answer.json()["error"]["type"], answer.json()["error"]["reason"]) == (kind, reason)

@@ -6,7 +6,7 @@ import pytest
 
 from kcing.errors import ConfigError
 from kcing.ledger.ledger import Ledger, Outcome
-from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED
+from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, SCHEMA_VERSION
 from kcing.records import UpstreamObject
 
 
@@ -70,7 +70,7 @@ def test_wal_mode_and_unique_index(tmp_path, ledger):
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         unique = [row[1] for row in raw.execute("PRAGMA index_list('upstream_file')") if row[2]]
         assert unique == ["upstream_file_source_kind_upstream_id"]
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_a_file_that_is_not_a_ledger_is_a_config_error(tmp_path):

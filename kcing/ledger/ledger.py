@@ -6,12 +6,12 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Set
+from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from peewee import EXCLUDED, DatabaseError, SqliteDatabase, fn
 
 from kcing.errors import ConfigError
-from kcing.ledger import models
+from kcing.ledger import docids, models
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, UpstreamFile
 from kcing.records import UpstreamObject
 
@@ -29,6 +29,24 @@ class Outcome:
     sha256: Optional[str] = None
     error: Optional[str] = None
     document_count: Optional[int] = None
+    # With `delivered`: {index: packed ids} of every document the object produced (docids.pack),
+    # kept in the same transaction. None: not known (the object cannot be reconciled).
+    documents: Optional[Mapping[str, bytes]] = None
+
+
+class DeliveredRow(NamedTuple):
+    """What reconcile needs of one delivered object's ledger row."""
+
+    id: int
+    source: str
+    kind: str
+    upstream_id: str
+    url: str
+    object_date: Optional[datetime]
+    kept_ids: Optional[int]
+
+
+_ROW_COLUMNS = "id, source, kind, upstream_id, url, object_date, kept_ids"
 
 
 def _utcnow() -> datetime:
@@ -67,12 +85,20 @@ class Ledger:
         try:
             database.connect(reuse_if_open=True)
             with database.atomic():
+                version = database.execute_sql("PRAGMA user_version").fetchone()[0]
+                if version > models.SCHEMA_VERSION:
+                    raise ConfigError("KCING_DB %s was written by a newer kcing (ledger schema %d; this one knows "
+                                      "up to %d)" % (path, version, models.SCHEMA_VERSION))
                 database.create_tables(models.TABLES, safe=True)
-                if database.execute_sql("PRAGMA user_version").fetchone()[0] == 0:
+                _migrate(database)
+                if version != models.SCHEMA_VERSION:
                     database.execute_sql("PRAGMA user_version = %d" % models.SCHEMA_VERSION)
         except (DatabaseError, sqlite3.DatabaseError) as error:
             database.close()
             raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
+        except ConfigError:
+            database.close()
+            raise
         return cls(database, clock)
 
     def close(self) -> None:
@@ -106,6 +132,90 @@ class Ledger:
         return UpstreamFile.get_or_none((UpstreamFile.source == source) & (UpstreamFile.kind == kind)
                                         & (UpstreamFile.upstream_id == upstream_id))
 
+    # Kept document ids (reconcile) ---------------------------------------------------------
+
+    def delivered_since(self, since: datetime, chunk: int = LOOKUP_CHUNK) -> Iterator[List[DeliveredRow]]:
+        """The objects delivered at or after `since`, `chunk` rows at a time, in row order.
+
+        Each chunk is read when the previous one has been used, and the next starts after the
+        last row id seen, so rows changed in between (marked missing) neither repeat nor shift.
+        """
+        last = 0
+        while True:
+            rows = [DeliveredRow(*row) for row in self.db.execute_sql(
+                "SELECT %s FROM upstream_file WHERE state = ? AND delivered_at >= ? AND id > ? ORDER BY id LIMIT ?"
+                % _ROW_COLUMNS, [DELIVERED, _as_text(since), last, chunk]).fetchall()]
+            if not rows:
+                return
+            yield [_dated(row) for row in rows]
+            last = rows[-1].id
+
+    def delivered_rows(self, keys: Iterable[Tuple[str, str, str]],
+                       chunk: int = LOOKUP_CHUNK) -> Iterator[List[DeliveredRow]]:
+        """The delivered rows of the objects `keys` ((source, kind, upstream_id)), in chunks."""
+        groups: Dict[Tuple[str, str], List[str]] = {}
+        for source, kind, upstream_id in keys:
+            groups.setdefault((source, kind), []).append(upstream_id)
+        for (source, kind), ids in groups.items():
+            for start in range(0, len(ids), chunk):
+                part = ids[start:start + chunk]
+                rows = self.db.execute_sql(
+                    "SELECT %s FROM upstream_file WHERE source = ? AND kind = ? AND state = ? AND upstream_id IN (%s) "
+                    "ORDER BY id" % (_ROW_COLUMNS, ",".join("?" * len(part))), [source, kind, DELIVERED, *part])
+                found = [_dated(DeliveredRow(*row)) for row in rows.fetchall()]
+                if found:
+                    yield found
+
+    def kept_documents(self, file_ids: Sequence[int]) -> Dict[int, List[Tuple[str, bytes]]]:
+        """{row id: [(index, packed ids), ...]} of the given delivered objects."""
+        kept: Dict[int, List[Tuple[str, bytes]]] = {}
+        for start in range(0, len(file_ids), LOOKUP_CHUNK):
+            part = list(file_ids[start:start + LOOKUP_CHUNK])
+            cursor = self.db.execute_sql(
+                "SELECT upstream_file_id, index_name, ids FROM delivered_documents WHERE upstream_file_id IN (%s) "
+                "ORDER BY upstream_file_id, index_name" % ",".join("?" * len(part)), part)
+            for file_id, index, blob in cursor.fetchall():
+                kept.setdefault(file_id, []).append((index, bytes(blob)))
+        return kept
+
+    def mark_missing(self, file_ids: Sequence[int], reason: str = models.MISSING_IN_ELASTICSEARCH) -> int:
+        """Send delivered objects back to undelivered (failed, with `reason`) and forget their
+        kept ids, in one transaction; the next feed that lists them sends them again."""
+        changed = 0
+        with self.db.atomic():
+            for start in range(0, len(file_ids), LOOKUP_CHUNK):
+                part = list(file_ids[start:start + LOOKUP_CHUNK])
+                marks = ",".join("?" * len(part))
+                changed += self.db.execute_sql(
+                    "UPDATE upstream_file SET state = ?, last_error = ?, delivered_at = NULL, kept_ids = NULL "
+                    "WHERE state = ? AND id IN (%s)" % marks, [FAILED, reason, DELIVERED, *part]).rowcount
+                self.db.execute_sql("DELETE FROM delivered_documents WHERE upstream_file_id IN (%s)" % marks, part)
+        return changed
+
+    def missing_objects(self, source: str, chunk: int = LOOKUP_CHUNK,
+                        reason: str = models.MISSING_IN_ELASTICSEARCH) -> Iterator[UpstreamObject]:
+        """The objects of `source` that reconcile sent back to undelivered and no run has re-sent
+        yet, rebuilt from their rows (URL and date), read `chunk` rows at a time."""
+        last = 0
+        while True:
+            rows = [DeliveredRow(*row) for row in self.db.execute_sql(
+                "SELECT %s FROM upstream_file WHERE source = ? AND state = ? AND last_error = ? AND id > ? "
+                "ORDER BY id LIMIT ?" % _ROW_COLUMNS, [source, FAILED, reason, last, chunk]).fetchall()]
+            if not rows:
+                return
+            last = rows[-1].id
+            for row in rows:
+                when = _dated(row).object_date
+                yield UpstreamObject(row.source, row.kind, row.upstream_id, row.url,
+                                     when.replace(tzinfo=timezone.utc) if when is not None else None)
+
+    def sources_with_missing(self, reason: str = models.MISSING_IN_ELASTICSEARCH) -> Dict[str, int]:
+        """{source: objects reconcile sent back to undelivered and not yet re-sent}."""
+        query = (UpstreamFile.select(UpstreamFile.source, fn.COUNT(UpstreamFile.id))
+                 .where((UpstreamFile.state == FAILED) & (UpstreamFile.last_error == reason))
+                 .group_by(UpstreamFile.source))
+        return {source: count for source, count in query.tuples()}
+
     # Facts ---------------------------------------------------------------------------------
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
@@ -118,18 +228,46 @@ class Ledger:
                 rows = [self._row(outcome, now) for outcome in outcomes if outcome.state == state]
                 for start in range(0, len(rows), WRITE_CHUNK):
                     self._upsert(state, rows[start:start + WRITE_CHUNK])
+            self._keep_ids([outcome for outcome in outcomes if outcome.state == DELIVERED])
 
     def _row(self, outcome: Outcome, now: datetime) -> dict:
         obj = outcome.obj
         delivered = outcome.state == DELIVERED
+        kept = docids.total(outcome.documents) if delivered and outcome.documents is not None else None
         return {
             "source": obj.source, "kind": obj.kind, "upstream_id": obj.upstream_id, "url": obj.url,
             "sha256": outcome.sha256, "state": outcome.state,
             "attempts": 0 if delivered else 1,
             "last_error": outcome.error, "object_date": _naive_utc(obj.created),
             "first_seen": now, "delivered_at": now if delivered else None,
-            "document_count": outcome.document_count,
+            "document_count": outcome.document_count, "kept_ids": kept,
         }
+
+    def _keep_ids(self, delivered: Sequence[Outcome]) -> None:
+        """Replace the kept ids of the objects just marked delivered (inside record's transaction)."""
+        groups: Dict[Tuple[str, str], Dict[str, Outcome]] = {}
+        for outcome in delivered:
+            obj = outcome.obj
+            groups.setdefault((obj.source, obj.kind), {})[obj.upstream_id] = outcome
+        for (source, kind), by_id in groups.items():
+            upstream_ids = list(by_id)
+            for start in range(0, len(upstream_ids), LOOKUP_CHUNK):
+                part = upstream_ids[start:start + LOOKUP_CHUNK]
+                file_ids = self.db.execute_sql(
+                    "SELECT id, upstream_id FROM upstream_file WHERE source = ? AND kind = ? AND upstream_id IN (%s)"
+                    % ",".join("?" * len(part)), [source, kind, *part]).fetchall()
+                if not file_ids:
+                    continue
+                # A re-delivered object may have produced other documents than the last time.
+                self.db.execute_sql("DELETE FROM delivered_documents WHERE upstream_file_id IN (%s)"
+                                    % ",".join("?" * len(file_ids)), [file_id for file_id, _ in file_ids])
+                kept = [(file_id, index, blob) for file_id, upstream_id in file_ids
+                        for index, blob in (by_id[upstream_id].documents or {}).items()]
+                for first in range(0, len(kept), WRITE_CHUNK):
+                    self.db.execute_sql(
+                        "INSERT INTO delivered_documents (upstream_file_id, index_name, ids) VALUES %s"
+                        % ",".join(["(?, ?, ?)"] * len(kept[first:first + WRITE_CHUNK])),
+                        [value for row in kept[first:first + WRITE_CHUNK] for value in row])
 
     @staticmethod
     def _upsert(state: str, rows: List[dict]) -> None:
@@ -144,6 +282,7 @@ class Ledger:
         if state == DELIVERED:
             update[UpstreamFile.delivered_at] = EXCLUDED.delivered_at
             update[UpstreamFile.last_error] = None
+            update[UpstreamFile.kept_ids] = EXCLUDED.kept_ids
         else:
             update[UpstreamFile.last_error] = EXCLUDED.last_error
         (UpstreamFile.insert_many(rows)
@@ -195,8 +334,38 @@ class Ledger:
     def prune_older_than(self, cutoff: datetime) -> int:
         """Forget the objects first seen before `cutoff` (naive means UTC); return how many.
 
-        Only `upstream_file` rows go: runs and watermarks stay. A forgotten object that upstream
-        still lists is fetched and sent again, which is why the cutoff must lie before the crawl window.
+        Only `upstream_file` rows go, with their kept document ids: runs and watermarks stay.
+        A forgotten object that upstream still lists is fetched and sent again, which is why the
+        cutoff must lie before the crawl window.
         """
+        cutoff = _naive_utc(cutoff)
         with self.db.atomic():
-            return UpstreamFile.delete().where(UpstreamFile.first_seen < _naive_utc(cutoff)).execute()
+            # The foreign key cascades too; deleting the ids first does not depend on the pragma.
+            self.db.execute_sql("DELETE FROM delivered_documents WHERE upstream_file_id IN "
+                                "(SELECT id FROM upstream_file WHERE first_seen < ?)", [_as_text(cutoff)])
+            return UpstreamFile.delete().where(UpstreamFile.first_seen < cutoff).execute()
+
+    def last_run(self, command: str) -> Optional[models.Run]:
+        """The newest run of `command`, or None."""
+        return models.Run.select().where(models.Run.command == command).order_by(models.Run.id.desc()).first()
+
+
+def _migrate(database: SqliteDatabase) -> None:
+    """Bring an older ledger's tables up to SCHEMA_VERSION (new tables come from create_tables)."""
+    columns = {row[1] for row in database.execute_sql("PRAGMA table_info(upstream_file)").fetchall()}
+    if "kept_ids" not in columns:
+        # Schema 1 -> 2. Objects delivered before keep NULL: reconcile reports them as not checkable.
+        database.execute_sql("ALTER TABLE upstream_file ADD COLUMN kept_ids INTEGER")
+
+
+def _as_text(when: datetime) -> str:
+    """A time as peewee stores DateTimeField values (naive UTC, ISO with a space), for plain SQL."""
+    return str(_naive_utc(when))
+
+
+def _dated(row: DeliveredRow) -> DeliveredRow:
+    """SQLite returns the datetime columns of plain SQL as text; parse object_date."""
+    when = row.object_date
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    return row._replace(object_date=when)

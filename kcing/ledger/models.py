@@ -1,5 +1,6 @@
 """The ledger's tables, bound to a database at open time (no connection at import)."""
-from peewee import (CharField, DatabaseProxy, DateTimeField, IntegerField, Model, TextField)
+from peewee import (BlobField, CharField, DatabaseProxy, DateTimeField, ForeignKeyField, IntegerField, Model,
+                    TextField)
 
 database = DatabaseProxy()
 
@@ -9,6 +10,8 @@ DELIVERED = "delivered"
 FAILED = "failed"
 REJECTED = "rejected"
 STATES = (DOWNLOADED, DELIVERED, FAILED, REJECTED)
+# The last_error of an object `kcing reconcile` found incomplete in Elasticsearch (state failed).
+MISSING_IN_ELASTICSEARCH = "missing in Elasticsearch"
 
 
 class BaseModel(Model):
@@ -32,13 +35,31 @@ class UpstreamFile(BaseModel):
     first_seen = DateTimeField(index=True)
     delivered_at = DateTimeField(null=True)
     document_count = IntegerField(null=True)
+    # How many document ids `DeliveredDocuments` keeps for this delivered object. NULL: not
+    # delivered, or delivered before the ledger kept ids (schema 1), so reconcile cannot check it.
+    kept_ids = IntegerField(null=True)
 
     class Meta:
         indexes = ((("source", "kind", "upstream_id"), True),)
 
 
+class DeliveredDocuments(BaseModel):
+    """The ids of the documents a delivered object produced in one index (see ledger/docids.py).
+
+    Written in the transaction that marks the object delivered, deleted with its row (drp) or
+    when reconcile finds the object incomplete in Elasticsearch.
+    """
+
+    upstream_file = ForeignKeyField(UpstreamFile, on_delete="CASCADE", index=False)
+    index_name = CharField()
+    ids = BlobField()  # 20-byte binary ids, sorted, concatenated
+
+    class Meta:
+        indexes = ((("upstream_file", "index_name"), True),)
+
+
 class Run(BaseModel):
-    """One feed run, for `kcing status` and for cron trails."""
+    """One run of feed_es or reconcile, for `kcing status` and for cron trails."""
 
     command = CharField()
     started = DateTimeField()
@@ -56,7 +77,9 @@ class Watermark(BaseModel):
     moved_at = DateTimeField()
 
 
-# A ledger made before Watermark existed gets its table from create_tables(safe=True) on open.
-TABLES = (UpstreamFile, Run, Watermark)
+# A ledger made before Watermark or DeliveredDocuments existed gets the table from
+# create_tables(safe=True) on open; new columns of existing tables are added by Ledger.open.
+TABLES = (UpstreamFile, DeliveredDocuments, Run, Watermark)
 # Stored as SQLite's user_version, so a later release can tell which migrations a file needs.
-SCHEMA_VERSION = 1
+# 1: upstream_file, run, watermark. 2: upstream_file.kept_ids and delivered_documents.
+SCHEMA_VERSION = 2

@@ -10,11 +10,12 @@ the mapping their index got from the matching template.
 
 Routes: `GET|HEAD /`, `GET /_cluster/health`, `PUT|POST|GET|HEAD|DELETE /_index_template/<name>`,
 `PUT|GET|DELETE /_ilm/policy/<name>`, `GET /_cat/indices[/<expr>]`, `PUT|GET|HEAD|DELETE /<index>`,
-`POST|PUT /[<index>/]_bulk` (index, create, delete), `GET|POST /[<index>/]_mget`,
+`POST|PUT /[<index>/]_bulk` (index, create, delete), `GET|POST /[<index>/]_mget` (with or without `_source`),
 `GET|POST /[<index>/]_count` (match_all, term, terms, ids, exists, bool).
 
 Not emulated (answered with a 400 `emulator_unsupported` so nobody mistakes them for working):
-update actions, external versions, ingest pipelines, component templates, data streams.
+update actions, external versions, ingest pipelines, component templates, data streams, `_source`
+filtering in `_mget`.
 Positions (`[1:23]`) in parse errors are left out. Assumptions not checked against a running
 server: a comma-separated Accept (`text/plain,application/json`, which the client sends for cat
 APIs) is read entry by entry; unknown `h=` columns of `_cat/indices` are ignored.
@@ -110,6 +111,8 @@ ILM_ACTIONS = {
     "frozen": {"searchable_snapshot", "unfollow"},
     "delete": {"delete", "wait_for_snapshot"},
 }
+# What a `docs` entry of _mget may name (MultiGetRequest.parseDocuments); anything else is refused.
+MGET_DOC_FIELDS = frozenset({"_index", "_id", "routing", "stored_fields", "_source", "version", "version_type"})
 CAT_COLUMNS = ("health", "status", "index", "uuid", "pri", "rep", "docs.count", "docs.deleted", "store.size",
                "pri.store.size", "dataset.size", "creation.date", "creation.date.string")
 CAT_DEFAULT = CAT_COLUMNS[:11]
@@ -1202,14 +1205,32 @@ class ElasticsearchEmulator:
 
     def _mget(self, target: Optional[str], query, headers, body) -> _Answer:
         spec = self._json_body(headers, body, required=True)
-        if "docs" in spec:
+        if isinstance(spec.get("docs"), list):
             wanted = spec["docs"]
-        elif "ids" in spec:
+        elif isinstance(spec.get("ids"), list):
             wanted = [{"_id": doc_id} for doc_id in spec["ids"]]
         else:
             raise bad_request("unknown parameter [%s], expected one of [docs, ids]" % next(iter(spec), ""),
                               "parsing_exception")
-        problems = []
+        if query.get("_source") not in (None, "", "true", "false"):
+            raise unsupported("_source filtering in _mget")
+        default_source = query.get("_source") != "false"
+        sources = []
+        for item in wanted:
+            # Parsing comes before validation, as in MultiGetRequest: a wrong shape or an unknown
+            # field fails the whole request with the first problem.
+            if not isinstance(item, dict):
+                raise bad_request("docs array element should include an object")
+            unknown = next((key for key in item if key not in MGET_DOC_FIELDS), None)
+            if unknown is not None:
+                raise bad_request("failed to parse multi get request. unknown field [%s]" % unknown, "parse_exception")
+            fetch = item.get("_source", default_source)
+            if not isinstance(fetch, bool):
+                if isinstance(fetch, (str, list, dict)):
+                    raise unsupported("_source filtering in _mget")
+                raise bad_request("illegal type for _source: [%s]" % _token_name(fetch), "parse_exception")
+            sources.append(fetch)
+        problems = [] if wanted else ["no documents to get"]
         for position, item in enumerate(wanted):
             if not (item.get("_index") or target):
                 problems.append("index is missing for doc %d" % position)
@@ -1220,7 +1241,7 @@ class ElasticsearchEmulator:
                               "action_request_validation_exception")
         docs = []
         with self._lock:
-            for item in wanted:
+            for item, fetch in zip(wanted, sources):
                 name, doc_id = item.get("_index") or target, str(item["_id"])
                 index = self.indices.get(name)
                 if index is None:
@@ -1231,8 +1252,11 @@ class ElasticsearchEmulator:
                 if doc is None:
                     docs.append({"_index": name, "_id": doc_id, "found": False})
                 else:
-                    docs.append({"_index": name, "_id": doc_id, "_version": doc.version, "_seq_no": doc.seq_no,
-                                 "_primary_term": 1, "found": True, "_source": copy.deepcopy(doc.source)})
+                    entry = {"_index": name, "_id": doc_id, "_version": doc.version, "_seq_no": doc.seq_no,
+                             "_primary_term": 1, "found": True}
+                    if fetch:
+                        entry["_source"] = copy.deepcopy(doc.source)
+                    docs.append(entry)
         return _Answer(200, {"docs": docs})
 
     def _count(self, target: Optional[str], query, headers, body) -> _Answer:
@@ -1267,6 +1291,15 @@ class ElasticsearchEmulator:
         if not isinstance(value, dict):
             raise bad_request("request body must be a JSON object", "parse_exception")
         return value
+
+
+def _token_name(value: Any) -> str:
+    """The JSON parser's token name for a scalar, as Elasticsearch puts it in parse errors."""
+    if value is None:
+        return "VALUE_NULL"
+    if isinstance(value, (int, float)):
+        return "VALUE_NUMBER"
+    return "VALUE_STRING"
 
 
 def _parse_bulk(text: str, target: Optional[str]) -> List[Tuple[str, dict, Any]]:

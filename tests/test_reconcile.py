@@ -1,0 +1,577 @@
+"""`kcing reconcile` and `feed_es --verify`: does Elasticsearch hold what Logstash acknowledged?
+
+End to end, the real `kcing` process feeds the legacy replica into the Logstash emulators, whose
+store forwards what they accepted to the Elasticsearch emulator through its `_bulk` API, as the
+pipeline's elasticsearch output would, except the documents a test chooses to drop: the
+"200 from Logstash, then lost before Elasticsearch indexed it" case.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Dict, Iterable, List, Set, Tuple
+
+import pytest
+from elasticsearch import Elasticsearch, helpers
+
+from kcing.admin.templates import install, templates_for
+from kcing.errors import ConfigError
+from kcing.ledger import docids
+from kcing.ledger.ledger import DeliveredRow, Ledger, Outcome
+from kcing.ledger.models import DELIVERED, FAILED, MISSING_IN_ELASTICSEARCH, SCHEMA_VERSION
+from kcing.reconcile import (
+    MGET_BATCH, LookupFailed, ObjectCheck, Report, expired_index, is_present, read_groups, summary_lines,
+)
+from kcing.records import BUILD, UpstreamObject
+from kcing.runlock import RunLock
+from tests.fakes.elastic_server import ElasticsearchEmulator
+from tests.fakes.elastic_store import IndexStore, Unroutable, route
+from tests.fakes.logstash_emulator import LogstashCluster
+from tests.feedrun import (SAMPLES, clean_environ, feed_environ, kcing, ledger_rows, ledger_states,
+                           sample_objects)
+
+DocKey = Tuple[str, str]
+
+
+class ForwardingStore(IndexStore):
+    """The Logstash emulators' store, which also indexes what they accepted into Elasticsearch
+    (one `_bulk` per accepted request) except the (index, id) keys in `drop`."""
+
+    def __init__(self, es_url: str):
+        super().__init__()
+        self.client = Elasticsearch(es_url, request_timeout=30)
+        self.drop: Set[DocKey] = set()
+        self.dropped: Set[DocKey] = set()
+
+    def write(self, events) -> int:
+        stored = super().write(events)
+        actions = []
+        for event in events:
+            try:
+                index, doc_id = route(event)
+            except Unroutable:
+                continue
+            if (index, doc_id) in self.drop:
+                self.dropped.add((index, doc_id))
+                continue
+            actions.append({"_op_type": "index", "_index": index, "_id": doc_id, "_source": event.fields})
+        if actions:
+            helpers.bulk(self.client, actions)  # raises on any item error: nothing is lost by accident
+        return stored
+
+
+@pytest.fixture
+def es():
+    with ElasticsearchEmulator() as emulator:
+        client = Elasticsearch(emulator.url)
+        install(client, emulator.url, templates_for(None), None)
+        yield emulator
+    assert not emulator.errors
+
+
+@pytest.fixture
+def forwarding(es):
+    store = ForwardingStore(es.url)
+    cluster = LogstashCluster(store=store)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+# The samples date from 2019: a retention of a century keeps their indices inside it (documents
+# in indices older than DRP_DAYS are not checked: drp deletes those on purpose).
+KEEP_EVERYTHING = "36500"
+
+
+@pytest.fixture
+def env(legacy_replica, forwarding, es, tmp_path):
+    return feed_environ(legacy_replica, forwarding, tmp_path / "kcing.db", ES_HOST=es.url, DRP_DAYS=KEEP_EVERYTHING)
+
+
+needs_samples = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
+
+
+def es_client(es) -> Elasticsearch:
+    return Elasticsearch(es.url, request_timeout=30)
+
+
+def delete_documents(es, keys: Iterable[DocKey]) -> None:
+    helpers.bulk(es_client(es), [{"_op_type": "delete", "_index": index, "_id": doc_id} for index, doc_id in keys])
+
+
+def mget_requests(es) -> List[List[dict]]:
+    return [json.loads(request.body)["docs"] for request in es.requests if request.route.endswith("/_mget")]
+
+
+def es_keys(es) -> Set[DocKey]:
+    return {(index, doc_id) for index in es.index_names() for doc_id in es.documents(index)}
+
+
+def posted_keys(logstash) -> Set[DocKey]:
+    return {(event.metadata["index"], event.metadata["id"]) for emulator in logstash.emulators.values()
+            for event in emulator.events_received}
+
+
+def kept_ids(db: Path) -> Dict[Tuple[str, str], Set[DocKey]]:
+    """(kind, upstream id) -> the (index, id) keys the ledger keeps for it."""
+    kept: Dict[Tuple[str, str], Set[DocKey]] = {}
+    with sqlite3.connect(str(db)) as conn:
+        for kind, upstream_id, index, blob in conn.execute(
+                "SELECT f.kind, f.upstream_id, d.index_name, d.ids FROM delivered_documents d "
+                "JOIN upstream_file f ON f.id = d.upstream_file_id"):
+            kept.setdefault((kind, upstream_id), set()).update((index, doc_id) for doc_id in docids.unpack(blob))
+    return kept
+
+
+def runs(db: Path) -> List[tuple]:
+    with sqlite3.connect(str(db)) as conn:
+        return conn.execute("SELECT command, outcome, counts FROM run ORDER BY id").fetchall()
+
+
+def table_dump(db: Path) -> list:
+    with sqlite3.connect(str(db)) as conn:
+        return [list(conn.execute("SELECT * FROM %s ORDER BY 1" % table))
+                for table in ("upstream_file", "delivered_documents", "run", "watermark")]
+
+
+# -- the pure parts ------------------------------------------------------------------------------
+
+def test_ids_pack_to_20_bytes_each_sorted_and_distinct():
+    ids = ["%040x" % n for n in (5, 1, 5, 3)]
+    blob = docids.pack(ids)
+    assert len(blob) == 3 * docids.ID_BYTES
+    assert list(docids.unpack(blob)) == ["%040x" % n for n in (1, 3, 5)]
+    with pytest.raises(ValueError):
+        docids.pack(["abc"])
+    with pytest.raises(ValueError):
+        list(docids.unpack(b"x" * 21))
+
+
+def test_an_mget_entry_is_present_missing_or_an_error():
+    assert is_present("a", {"_id": "a", "found": True}) is True
+    assert is_present("a", {"_id": "a", "found": False}) is False
+    not_found = {"_id": "a", "error": {"type": "index_not_found_exception", "reason": "no such index [x]"}}
+    assert is_present("a", not_found) is False  # a missing index is missing documents, not an error
+    with pytest.raises(LookupFailed):
+        is_present("a", {"_id": "a", "error": {"type": "no_shard_available_action_exception", "reason": "red"}})
+    with pytest.raises(LookupFailed):
+        is_present("a", {"_id": "b", "found": True})  # out of order
+
+
+def test_ledger_reads_are_bounded_by_a_budget_of_ids():
+    rows = [DeliveredRow(n, "legacy", "lava", str(n), "", None, size) for n, size in enumerate([5, 5, 30, 1, 1])]
+    assert [[row.id for row in group] for group in read_groups(rows, budget=10)] == [[0, 1], [2], [3, 4]]
+
+
+def test_indices_past_the_retention_are_not_checked():
+    first_kept = datetime(2024, 10, 16).date()
+    assert expired_index("log-2024.10.15", first_kept)
+    assert not expired_index("log-2024.10.16", first_kept)
+    assert not expired_index("something-else", first_kept)
+    assert not expired_index("log-2024.10.15", None)
+
+
+def test_the_summary_names_kinds_counts_and_examples():
+    report = Report(scope="objects delivered since 2024-10-16 00:00 UTC")
+    tally = report.kind("lava")
+    tally.present, tally.missing, tally.not_checkable, tally.documents, tally.documents_missing = 3, 1, 2, 40, 4
+    check = ObjectCheck(DeliveredRow(1, "legacy", "lava", "5cf0", "", None, 10), asked=10, missing=4,
+                        first_missing="log-2024.10.16/ab")
+    tally.examples.append(check.example())
+    report.marked = 1
+    text = "\n".join(summary_lines(report, "http://es:9200"))
+    assert "lava     checked 4, present 3, missing 1, not checkable (delivered before ids were kept) 2" in text
+    assert "missing lava 5cf0: 4 of 10 documents, e.g. log-2024.10.16/ab" in text
+    assert report.exit_code == 1 and report.as_counts()["missing"] == 1
+
+
+# -- the ledger keeps the ids ------------------------------------------------------------------
+
+def obj(upstream_id: str, kind: str = BUILD, source: str = "legacy") -> UpstreamObject:
+    return UpstreamObject(source, kind, upstream_id, "https://storage.example/%s/build.json" % upstream_id,
+                          datetime(2024, 10, 16, 7, 0, tzinfo=timezone.utc))
+
+
+def packed(*numbers: int, index: str = "") -> Dict[str, bytes]:
+    """{index: packed ids}; the index is today's build index unless named."""
+    index = index or "build-%s" % datetime.now(timezone.utc).strftime("%Y.%m.%d")
+    return {index: docids.pack("%040x" % n for n in numbers)}
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    opened = Ledger.open(str(tmp_path / "kcing.db"))
+    yield opened
+    opened.close()
+
+
+def test_delivery_keeps_the_ids_with_the_row_and_a_redelivery_replaces_them(ledger, tmp_path):
+    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1, 2)), Outcome(obj("b"), DELIVERED, documents={}),
+                   Outcome(obj("c"), DELIVERED)])
+    assert ledger.row("legacy", BUILD, "a").kept_ids == 2
+    assert ledger.row("legacy", BUILD, "b").kept_ids == 0  # no documents: checkable, trivially complete
+    assert ledger.row("legacy", BUILD, "c").kept_ids is None  # unknown: not checkable
+    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(7, index="build-2024.10.17"))])
+    assert kept_ids(tmp_path / "kcing.db")[(BUILD, "a")] == {("build-2024.10.17", "%040x" % 7)}
+    assert ledger.row("legacy", BUILD, "a").kept_ids == 1
+
+
+def test_a_failed_transaction_keeps_neither_the_delivery_nor_its_ids(ledger, tmp_path):
+    with pytest.raises(Exception):
+        ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1)), Outcome(obj(None), DELIVERED)])
+    assert ledger.delivered_ids("legacy", BUILD, ["a"]) == set()
+    assert kept_ids(tmp_path / "kcing.db") == {}
+
+
+def test_mark_missing_sends_objects_back_and_forgets_their_ids(ledger, tmp_path):
+    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1)), Outcome(obj("b"), DELIVERED, documents=packed(2))])
+    row = ledger.row("legacy", BUILD, "a")
+    assert ledger.mark_missing([row.id]) == 1
+    again = ledger.row("legacy", BUILD, "a")
+    assert (again.state, again.last_error, again.kept_ids, again.delivered_at) == (
+        FAILED, MISSING_IN_ELASTICSEARCH, None, None)
+    assert set(kept_ids(tmp_path / "kcing.db")) == {(BUILD, "b")}
+    assert [o.upstream_id for o in ledger.missing_objects("legacy")] == ["a"]
+    assert ledger.sources_with_missing() == {"legacy": 1}
+    assert ledger.mark_missing([row.id]) == 0  # no longer delivered
+
+
+def test_pruning_forgets_the_ids_with_their_rows(tmp_path):
+    clock = [datetime(2024, 10, 1)]
+    ledger = Ledger.open(str(tmp_path / "kcing.db"), clock=lambda: clock[0])
+    ledger.record([Outcome(obj("old"), DELIVERED, documents=packed(1, 2, 3))])
+    clock[0] = datetime(2024, 10, 10)
+    ledger.record([Outcome(obj("new"), DELIVERED, documents=packed(4))])
+    assert ledger.prune_older_than(datetime(2024, 10, 5)) == 1
+    ledger.close()
+    assert set(kept_ids(tmp_path / "kcing.db")) == {(BUILD, "new")}
+
+
+def make_schema_1(path: Path) -> None:
+    """A ledger as kcing wrote it before it kept ids (schema 1), with one delivered object."""
+    ledger = Ledger.open(str(path))
+    ledger.record([Outcome(obj("old"), DELIVERED, sha256="0" * 64)])
+    ledger.close()
+    with sqlite3.connect(str(path)) as conn:
+        conn.execute("DROP TABLE delivered_documents")
+        conn.execute("ALTER TABLE upstream_file DROP COLUMN kept_ids")
+        conn.execute("PRAGMA user_version = 1")
+
+
+def test_a_schema_1_ledger_is_migrated_and_its_rows_are_not_checkable(tmp_path):
+    db = tmp_path / "kcing.db"
+    make_schema_1(db)
+    ledger = Ledger.open(str(db))
+    assert ledger.row("legacy", BUILD, "old").kept_ids is None
+    ledger.record([Outcome(obj("new"), DELIVERED, documents=packed(1))])
+    assert ledger.integrity_ok()
+    ledger.close()
+    with sqlite3.connect(str(db)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+def test_a_ledger_from_a_newer_kcing_is_refused(tmp_path):
+    db = tmp_path / "kcing.db"
+    Ledger.open(str(db)).close()
+    with sqlite3.connect(str(db)) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(ConfigError) as refused:
+        Ledger.open(str(db))
+    assert "newer kcing" in str(refused.value)
+
+
+# -- end to end ----------------------------------------------------------------------------------
+
+@needs_samples
+def test_the_feed_keeps_exactly_the_ids_it_delivered(env, tmp_path, forwarding, es):
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    kept = kept_ids(tmp_path / "kcing.db")
+    assert set().union(*kept.values()) == posted_keys(forwarding) == es_keys(es)
+    for row in ledger_rows(tmp_path / "kcing.db"):
+        assert row["kept_ids"] == len(kept.get((row["kind"], row["upstream_id"]), ()))
+
+
+@needs_samples
+def test_documents_dropped_after_a_200_are_found_and_sent_again(env, tmp_path, forwarding, es):
+    db = tmp_path / "kcing.db"
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    kept = kept_ids(db)
+    # Drop one document of one LAVA object and everything of one build, as if ES never indexed them.
+    lava = next(key for key, ids in sorted(kept.items()) if key[0] == "lava" and len(ids) > 1)
+    build = next(key for key in sorted(kept) if key[0] == "build")
+    lost = {sorted(kept[lava])[0]} | kept[build]
+    delete_documents(es, lost)
+
+    checked = kcing(["reconcile"], env, tmp_path)
+    assert checked.returncode == 1, checked.stderr
+    assert "build    checked %d, present %d, missing 1" % (len([k for k in kept if k[0] == "build"]),
+                                                            len([k for k in kept if k[0] == "build"]) - 1) \
+        in checked.stdout
+    assert "missing lava %s: 1 of %d documents" % (lava[1], len(kept[lava])) in checked.stdout
+    states = ledger_states(db)
+    assert {key for key, state in states.items() if state != DELIVERED} == {lava, build}
+    assert all(row["last_error"] == MISSING_IN_ELASTICSEARCH for row in ledger_rows(db) if row["state"] == FAILED)
+
+    forwarding.clear()
+    again = kcing(["feed_es"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "delivered 2" in again.stdout
+    assert posted_keys(forwarding) == kept[lava] | kept[build]  # exactly those two objects, whole
+    assert lost <= es_keys(es)
+    final = kcing(["reconcile"], env, tmp_path)
+    assert final.returncode == 0, final.stdout
+    assert "Elasticsearch holds every document checked" in final.stdout
+
+
+@needs_samples
+def test_nothing_is_sent_again_when_everything_is_there(env, tmp_path, forwarding, es):
+    db = tmp_path / "kcing.db"
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    before = ledger_rows(db)
+    checked = kcing(["reconcile"], env, tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert ", missing 0" in checked.stdout and "missing " + "lava" not in checked.stdout
+    assert ledger_rows(db) == before
+    forwarding.clear()
+    again = kcing(["feed_es"], env, tmp_path)
+    assert again.returncode == 0 and not posted_keys(forwarding)
+    for docs in mget_requests(es):
+        assert all(doc["_source"] is False for doc in docs)
+
+
+@needs_samples
+def test_a_missing_index_counts_as_missing_documents_not_as_an_error(env, tmp_path, forwarding, es):
+    db = tmp_path / "kcing.db"
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    kept = kept_ids(db)
+    log_indices = sorted({index for ids in kept.values() for index, _ in ids if index.startswith("log-")})
+    if not log_indices:
+        pytest.skip("the samples have no log documents")
+    es_client(es).indices.delete(index=",".join(log_indices))
+    with_logs = {key for key, ids in kept.items() if any(index in log_indices for index, _ in ids)}
+    checked = kcing(["reconcile"], env, tmp_path)
+    assert checked.returncode == 1, checked.stderr
+    assert "Traceback" not in checked.stderr
+    assert {key for key, state in ledger_states(db).items() if state == FAILED} == with_logs
+
+
+@needs_samples
+def test_resend_sends_the_missing_objects_at_once(env, tmp_path, forwarding, es):
+    db = tmp_path / "kcing.db"
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    kept = kept_ids(db)
+    boot = next(key for key in sorted(kept) if key[0] == "boot")
+    delete_documents(es, kept[boot])
+    forwarding.clear()
+    done = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert done.returncode == 1, done.stderr  # something was missing, even though it was re-sent
+    assert "re-sending 1 legacy objects" in done.stdout and "delivered 1" in done.stdout
+    assert posted_keys(forwarding) == kept[boot]
+    assert set(ledger_states(db).values()) == {DELIVERED}
+    assert kept_ids(db)[boot] == kept[boot]
+    assert kcing(["reconcile"], env, tmp_path).returncode == 0
+
+
+@needs_samples
+def test_a_dry_run_changes_nothing(env, tmp_path, forwarding, es):
+    db = tmp_path / "kcing.db"
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    es_client(es).indices.delete(index=",".join(es.index_names()))
+    before = table_dump(db)
+    forwarding.clear()
+    with RunLock(str(db)):  # a dry run takes no lock
+        planned = kcing(["reconcile", "--dry-run", "--resend"], env, tmp_path)
+    assert planned.returncode == 1, planned.stderr
+    assert "dry run" in planned.stdout and "nothing was changed" in planned.stdout
+    assert "would re-send the %d objects" % len(kept_ids(db)) in planned.stdout
+    assert table_dump(db) == before
+    assert not posted_keys(forwarding)
+
+
+@needs_samples
+def test_status_shows_the_last_reconcile(env, tmp_path, forwarding, es):
+    db = tmp_path / "kcing.db"
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    never = kcing(["status"], env, tmp_path)
+    assert "last reconcile" in never.stdout and "never" in never.stdout
+    assert json.loads(kcing(["status", "--json"], env, tmp_path).stdout)["last_reconcile"] is None
+    assert kcing(["reconcile"], env, tmp_path).returncode == 0
+    es_client(es).indices.delete(index=",".join(es.index_names()))
+    assert kcing(["reconcile"], env, tmp_path).returncode == 1
+    text = kcing(["status"], env, tmp_path).stdout
+    section = text.split("last reconcile", 1)[1]
+    assert " missing " in section and "checked %d" % len(ledger_states(db)) in section
+    data = json.loads(kcing(["status", "--json"], env, tmp_path).stdout)
+    assert data["last_reconcile"]["outcome"] == "missing" and data["last_reconcile"]["ended"]
+    assert data["last_reconcile"]["counts"]["missing"] == data["last_reconcile"]["counts"]["checked"]
+    assert [command for command, _, _ in runs(db)] == ["feed_es", "reconcile", "reconcile"]
+
+
+@needs_samples
+def test_verify_checks_what_the_run_delivered(env, tmp_path, forwarding, es):
+    db = tmp_path / "kcing.db"
+    done = kcing(["feed_es", "--verify", "--verify-delay", "0"], env, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the %d objects this feed_es run delivered" % len(ledger_states(db)) in done.stdout
+    assert "Elasticsearch holds every document checked" in done.stdout
+    assert [command for command, _, _ in runs(db)] == ["feed_es", "reconcile"]
+
+    # A second feed delivers nothing: its verification asks Elasticsearch nothing.
+    asked = len(mget_requests(es))
+    again = kcing(["feed_es", "--verify", "--verify-delay", "0"], env, tmp_path)
+    assert again.returncode == 0 and len(mget_requests(es)) == asked
+    assert "no delivered objects to check" in again.stdout
+
+
+@needs_samples
+def test_verify_marks_what_elasticsearch_dropped_and_exits_1(legacy_replica, forwarding, es, tmp_path):
+    first_log_lines = _first_log_line_of_each_object()
+    if not first_log_lines:
+        pytest.skip("the samples have no log documents")
+    forwarding.index_store.drop = set(first_log_lines.values())
+    env = feed_environ(legacy_replica, forwarding, tmp_path / "kcing.db", ES_HOST=es.url, ES_VERIFY_DELAY="0.1",
+                       DRP_DAYS=KEEP_EVERYTHING)
+    done = kcing(["feed_es", "--verify"], env, tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert forwarding.index_store.dropped == set(first_log_lines.values())
+    failed = {key for key, state in ledger_states(tmp_path / "kcing.db").items() if state == FAILED}
+    assert failed == set(first_log_lines)
+    assert "%d objects have missing documents; %d marked undelivered" % (len(failed), len(failed)) in done.stdout
+
+
+def _first_log_line_of_each_object() -> Dict[Tuple[str, str], DocKey]:
+    """(kind, upstream id) -> (index, id) of the first log document of each sample that has some."""
+    from kcing.documents import documents_for
+    from kcing.errors import RejectedInput
+
+    first = {}
+    for sample in sample_objects():
+        try:
+            documents = documents_for(sample.kind, sample.path.read_bytes(), sample.date)
+        except RejectedInput:
+            continue
+        logs = [d for d in documents if d.kind == "log"]
+        if logs:
+            first[(sample.kind, sample.upstream_id)] = (logs[0].index, logs[0].doc_id)
+    return first
+
+
+# -- large windows, bounded batches ----------------------------------------------------------------
+
+def fill_ledger(db: Path, objects: int, per_object: int, when: datetime) -> Dict[int, List[DocKey]]:
+    """A ledger of `objects` delivered builds with `per_object` documents each, written as the feed does."""
+    ledger = Ledger.open(str(db), clock=lambda: when)
+    made: Dict[int, List[DocKey]] = {}
+    outcomes = []
+    index = "build-%s" % when.strftime("%Y.%m.%d")
+    for n in range(objects):
+        ids = ["%040x" % (n * per_object + k) for k in range(per_object)]
+        made[n] = [(index, doc_id) for doc_id in ids]
+        outcomes.append(Outcome(obj("%024x" % n), DELIVERED, documents={index: docids.pack(ids)}))
+        if len(outcomes) == 500:
+            ledger.record(outcomes)
+            outcomes = []
+    ledger.record(outcomes)
+    ledger.close()
+    return made
+
+
+def seed(es, keys: Iterable[DocKey]) -> None:
+    by_index: Dict[str, Dict[str, dict]] = {}
+    for index, doc_id in keys:
+        by_index.setdefault(index, {})[doc_id] = {"job": "mainline"}
+    for index, docs in by_index.items():
+        es.seed_index(index, docs)
+
+
+def test_a_large_window_is_checked_in_bounded_batches(tmp_path, es):
+    db = tmp_path / "kcing.db"
+    now = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=1)
+    made = fill_ledger(db, objects=4000, per_object=3, when=now)
+    absent = {7, 3998}
+    seed(es, [key for n, keys in made.items() if n not in absent for key in (keys[:2] if n == 1999 else keys)])
+    lost = absent | {1999}  # 1999 lacks its third document
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(db))
+    checked = kcing(["reconcile", "--days", "1"], env, tmp_path)
+    assert checked.returncode == 1, checked.stderr
+    assert "build    checked 4000, present 3997, missing 3; documents: 12000 checked, 7 missing" in checked.stdout
+
+    requests = mget_requests(es)
+    sizes = [len(docs) for docs in requests]
+    assert max(sizes) <= MGET_BATCH
+    # 500 ledger rows (1,500 ids) per chunk: one full batch and the chunk's rest, chunk after chunk.
+    assert sizes == [MGET_BATCH, 500] * 8
+    asked = [(doc["_index"], doc["_id"]) for docs in requests for doc in docs]
+    assert len(asked) == len(set(asked)) == 12000
+    failed = {int(upstream_id, 16) for (_, upstream_id), state in ledger_states(db).items() if state == FAILED}
+    assert failed == lost
+
+
+def test_objects_delivered_before_ids_were_kept_are_not_checkable(tmp_path, es):
+    db = tmp_path / "kcing.db"
+    make_schema_1(db)
+    with sqlite3.connect(str(db)) as conn:  # delivered recently, by a kcing that kept no ids
+        conn.execute("UPDATE upstream_file SET delivered_at = ?", [str(datetime.now(timezone.utc).replace(tzinfo=None))])
+    checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "checked 0, present 0, missing 0, not checkable (delivered before ids were kept) 1" in checked.stdout
+    assert not mget_requests(es)
+    assert set(ledger_states(db).values()) == {DELIVERED}
+
+
+def test_indices_past_the_retention_are_left_to_drp(tmp_path, es):
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("old"), DELIVERED, documents=packed(1, index="build-2019.05.31")),
+                   Outcome(obj("new"), DELIVERED, documents=packed(2))])
+    ledger.close()
+    seed(es, [("build-%s" % datetime.now(timezone.utc).strftime("%Y.%m.%d"), "%040x" % 2)])
+    checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db), DRP_DAYS="30"), tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "checked 1, present 1, missing 0, not checked (index past retention) 1" in checked.stdout
+    assert [doc["_index"] for docs in mget_requests(es) for doc in docs] == [
+        "build-%s" % datetime.now(timezone.utc).strftime("%Y.%m.%d")]
+
+
+def test_api_objects_are_marked_but_not_resent_at_once(tmp_path, es):
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("n1.20241016T070000Z", kind="job", source="api"), DELIVERED,
+                           documents=packed(1, index="boot-%s" % datetime.now(timezone.utc).strftime("%Y.%m.%d")))])
+    ledger.close()
+    done = kcing(["reconcile", "--resend"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "1 objects of the api source cannot be fetched again" in done.stdout
+    assert "feed_es --source api --since" in done.stdout
+    assert set(ledger_states(db).values()) == {FAILED}
+
+
+# -- failures --------------------------------------------------------------------------------------
+
+def test_elasticsearch_unreachable_is_exit_3_and_changes_nothing(tmp_path):
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1))])
+    ledger.close()
+    done = kcing(["reconcile"], clean_environ(ES_HOST="http://127.0.0.1:9", KCING_DB=str(db)), tmp_path)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("kcing reconcile: cannot reach Elasticsearch")
+    assert set(ledger_states(db).values()) == {DELIVERED}
+    assert runs(db)[-1][:2] == ("reconcile", "error 3")
+
+
+def test_lock_held_no_ledger_and_bad_flags(tmp_path, es):
+    db = tmp_path / "kcing.db"
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(db))
+    missing = kcing(["reconcile"], env, tmp_path)
+    assert missing.returncode == 2 and "no ledger" in missing.stderr
+    Ledger.open(str(db)).close()
+    with RunLock(str(db)):
+        held = kcing(["reconcile"], env, tmp_path)
+    assert held.returncode == 4 and "another kcing run" in held.stderr
+    assert kcing(["reconcile", "--days", "1", "--since", "2024-01-01"], env, tmp_path).returncode == 2
+    assert kcing(["reconcile", "--since", "not a date"], env, tmp_path).returncode == 2
+    assert kcing(["feed_es", "--verify", "--output", str(tmp_path / "out"), "--source", "samples"],
+                 env, tmp_path).returncode == 2
