@@ -3,9 +3,9 @@
 Usage:
   kcing feed_es [options] [--source=NAME] [--days=N | --how-many=N | --since=DATE] [--threads=N]
                 [--samples-dir=DIR] [--output=DIR] [--batch-size=N] [--with-logs] [--dry-run]
-                [--verify] [--verify-delay=SECONDS]
+                [--verify] [--verify-delay=SECONDS] [--metrics=FILE]
   kcing feed_es [options] (--builds | --lavas | --boots) <file>... [--output=DIR] [--dry-run]
-                [--verify] [--verify-delay=SECONDS]
+                [--verify] [--verify-delay=SECONDS] [--metrics=FILE]
   kcing reconcile [options] [--days=N | --since=DATE] [--dry-run] [--resend]
   kcing gen_samples [options] [--source=NAME] [--sample-size=N] [--days=N | --since=DATE]
                     [--samples-dir=DIR] [--threads=N] [--with-logs]
@@ -73,6 +73,8 @@ Options:
                        missing (their objects go back to undelivered).
   --verify-delay=SECONDS  How long --verify waits for Logstash and Elasticsearch first
                        (setting ES_VERIFY_DELAY, default 30).
+  --metrics=FILE       feed_es: write the run's figures to FILE in the Prometheus text format,
+                       for a node exporter's textfile collector (e.g. .../textfile/kcing.prom).
   --resend             reconcile: send the objects with missing documents again now, fetched
                        from the URLs in the ledger (not for --source api objects).
   --builds             The <file>s are build.json files.
@@ -117,30 +119,38 @@ Examples:
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from docopt import DocoptExit, docopt
 
-from kcing import __version__, commands, logs, settings as settings_module
-from kcing.admin import commands as elastic_commands, kibana_commands, logstash_setup
+from kcing import __version__, logs, settings as settings_module
 from kcing.errors import ConfigError, KcingError
 
 log = logging.getLogger(__name__)
 
+# Command -> "module:function". Imported on use: `feed_es` from cron should not pay for the
+# Elasticsearch client (a quarter of a second to import) that only the admin commands need.
 COMMANDS = {
-    "feed_es": commands.feed_es,
-    "gen_samples": commands.gen_samples,
-    "drp": elastic_commands.drp,
-    "setup_es": elastic_commands.setup_es,
-    "setup_ls": logstash_setup.setup_ls,
-    "setup_kbn": kibana_commands.setup_kbn,
-    "backup_kbn": kibana_commands.backup_kbn,
-    "reconcile": commands.reconcile,
-    "status": commands.status,
-    "test": commands.run_tests,
+    "feed_es": "kcing.commands:feed_es",
+    "gen_samples": "kcing.commands:gen_samples",
+    "drp": "kcing.admin.commands:drp",
+    "setup_es": "kcing.admin.commands:setup_es",
+    "setup_ls": "kcing.admin.logstash_setup:setup_ls",
+    "setup_kbn": "kcing.admin.kibana_commands:setup_kbn",
+    "backup_kbn": "kcing.admin.kibana_commands:backup_kbn",
+    "reconcile": "kcing.reconcile_command:reconcile",
+    "status": "kcing.commands:status",
+    "test": "kcing.commands:run_tests",
 }
+
+
+def command_function(name: str) -> Callable[[dict, object], int]:
+    module, function = COMMANDS[name].split(":")
+    return getattr(importlib.import_module(module), function)
+
 
 # Flags that override a setting of the same meaning: flag -> (setting name).
 FLAG_SETTINGS = {
@@ -183,7 +193,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         settings = settings_from(args)
         logs.configure(debug=args["--debug"], log_file=args["--log-file"],
                        secrets=[getattr(settings, name) for name in settings_module.SECRET_NAMES])
-        return COMMANDS[command](args, settings)
+        return command_function(command)(args, settings)
     except KcingError as error:
         print("kcing %s: %s" % (command, error), file=sys.stderr)
         log.debug("error details", exc_info=True)

@@ -40,11 +40,15 @@ def sample_path(root: Path, kind: str, upstream_id: str) -> Path:
     return path
 
 
-def write_atomically(path: Path, content: bytes) -> None:
+def write_atomically(path: Path, content: bytes, mode: Optional[int] = None) -> None:
+    """Write to a temporary name beside `path`, then rename: readers see the old file or the new
+    one, never half of one. `mode` overrides the temporary file's owner-only permissions."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=str(path.parent), prefix=".partial-", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as out:
+            if mode is not None:
+                os.fchmod(out.fileno(), mode)
             out.write(content)
             out.flush()
             os.fsync(out.fileno())

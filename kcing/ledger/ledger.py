@@ -345,6 +345,20 @@ class Ledger:
                                 "(SELECT id FROM upstream_file WHERE first_seen < ?)", [_as_text(cutoff)])
             return UpstreamFile.delete().where(UpstreamFile.first_seen < cutoff).execute()
 
+    def last_success(self, command: str, source: str, scan: int = 500) -> Optional[datetime]:
+        """When the newest run of `command` for `source` ended with outcome ok (aware UTC), or None."""
+        query = (models.Run.select(models.Run.ended, models.Run.counts)
+                 .where((models.Run.command == command) & (models.Run.outcome == "ok"))
+                 .order_by(models.Run.id.desc()).limit(scan))
+        for run in query:
+            try:
+                counts = json.loads(run.counts or "{}")
+            except ValueError:
+                continue
+            if counts.get("source") == source and run.ended is not None:
+                return run.ended.replace(tzinfo=timezone.utc)
+        return None
+
     def last_run(self, command: str) -> Optional[models.Run]:
         """The newest run of `command`, or None."""
         return models.Run.select().where(models.Run.command == command).order_by(models.Run.id.desc()).first()

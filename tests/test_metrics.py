@@ -1,0 +1,63 @@
+"""--metrics: Prometheus text a node exporter's textfile collector accepts."""
+from __future__ import annotations
+
+import stat
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from kcing import metrics
+from kcing.pipeline import RunSummary
+
+
+def parsed(text: str) -> dict:
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_render_is_valid_exposition_text_with_every_outcome():
+    summary = RunSummary(listed=11, skipped=2, downloaded=9, delivered=8, rejected=1, documents=2462,
+                         batches=7, bytes_sent=2120774, elapsed=1.25)
+    values = parsed(metrics.render(summary, 'le"gacy', 1, 1700000000.5, 1690000000.0))
+    assert values[("kcing_feed_objects", (("outcome", "delivered"), ("source", 'le"gacy')))] == 8
+    assert values[("kcing_feed_objects", (("outcome", "rejected"), ("source", 'le"gacy')))] == 1
+    assert values[("kcing_feed_documents", (("source", 'le"gacy'),))] == 2462
+    assert values[("kcing_feed_exit_code", (("source", 'le"gacy'),))] == 1
+    assert values[("kcing_feed_last_success_timestamp_seconds", (("source", 'le"gacy'),))] == 1690000000.0
+
+
+def test_no_success_yet_means_no_success_metric():
+    text = metrics.render(RunSummary(), "api", 3, 1700000000.0, None)
+    assert "kcing_feed_last_success_timestamp_seconds" not in text
+    assert parsed(text)[("kcing_feed_exit_code", (("source", "api"),))] == 3
+
+
+def test_the_file_is_replaced_whole_and_readable_by_the_exporter(tmp_path):
+    path = tmp_path / "textfile" / "kcing.prom"
+    metrics.write(str(path), "old 1\n")
+    metrics.write(str(path), metrics.render(RunSummary(), "legacy", 0, 1.0, 1.0))
+    assert "kcing_feed_objects" in path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in path.parent.iterdir()] == ["kcing.prom"]
+
+
+def test_feed_es_writes_the_metrics_of_each_run(legacy_replica, logstash, tmp_path):
+    from tests.feedrun import feed_environ, kcing
+
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", ES_MAX_RETRIES="1")
+    prom = tmp_path / "textfile" / "kcing.prom"
+    logstash.lava.fail_next(500, count=None)  # Logstash's LAVA input is down
+    failed = kcing(["feed_es", "--metrics", str(prom)], env, tmp_path)
+    assert failed.returncode == 3, failed.stderr
+    values = parsed(prom.read_text())
+    assert values[("kcing_feed_exit_code", (("source", "legacy"),))] == 3
+    assert "kcing_feed_last_success_timestamp_seconds" not in prom.read_text()
+
+    logstash.lava.clear_faults()
+    logstash.clear()
+    ok = kcing(["feed_es", "--metrics", str(prom)], env, tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    values = parsed(prom.read_text())
+    assert values[("kcing_feed_exit_code", (("source", "legacy"),))] == 0
+    assert values[("kcing_feed_objects", (("outcome", "delivered"), ("source", "legacy")))] > 0
+    assert values[("kcing_feed_documents", (("source", "legacy"),))] == len(logstash.store)
+    assert ("kcing_feed_last_success_timestamp_seconds", (("source", "legacy"),)) in values
