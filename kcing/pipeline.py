@@ -23,6 +23,7 @@ from kcing.ledger import docids
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED
 from kcing.records import UpstreamObject
+from kcing.sources import completed
 from kcing.sinks.batching import Batch, Batcher
 from kcing.sinks.logstash import BatchTooLarge
 from kcing.sinks.throttle import RateLimiter
@@ -190,6 +191,10 @@ class Feed:
             for obj in usable:
                 if (obj.kind, obj.upstream_id) in delivered:
                     self.summary.skipped += 1
+                    continue
+                obj = completed(self.source, obj)
+                if obj.problem:
+                    self._reject(obj, None, obj.problem)
                 else:
                     yield obj
             self._progress()

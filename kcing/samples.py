@@ -20,6 +20,7 @@ from typing import Dict, Optional
 from kcing.documents.identity import iso_timestamp
 from kcing.errors import ConfigError, UpstreamError
 from kcing.records import OBJECT_KINDS, UpstreamObject
+from kcing.sources import completed
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,8 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4) -> SampleRun:
             return None
 
     wanted = []
-    for obj in source.list_objects():
+    for listed in source.list_objects():
+        obj = completed(source, listed)
         if obj.problem:
             run.refused += 1
             log.warning("refused %s %s: %s", obj.kind, obj.upstream_id, obj.problem)

@@ -3,6 +3,10 @@
 - `list_objects()` yields `UpstreamObject`s lazily (listing pages are fetched as needed);
 - `fetch(obj)` returns the object's file content as bytes, or raises `UpstreamError`.
 
+A source may also offer `complete(obj)`, called only for listed objects the ledger did not skip:
+it may list objects with just what identifies them and leave the rest (URL, date, checks) to
+`complete`, because a routine run lists many more objects than it fetches.
+
 Sources know nothing of the ledger or the sinks.
 """
 from typing import Iterator, Protocol
@@ -18,3 +22,9 @@ class Source(Protocol):
 
     def fetch(self, obj: UpstreamObject) -> bytes:
         ...
+
+
+def completed(source, obj: UpstreamObject) -> UpstreamObject:
+    """`obj` ready to fetch: finished by the source's `complete` when it has one."""
+    complete = getattr(source, "complete", None)
+    return obj if complete is None or obj.problem else complete(obj)

@@ -14,6 +14,7 @@ import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Iterator, Optional, Set
 from urllib.parse import quote
@@ -140,29 +141,41 @@ class LegacyKernelCI:
     # Items -> objects ----------------------------------------------------------------------
 
     def _object_from(self, collection: str, item) -> UpstreamObject:
-        """Map a listing item to the file to download; a malformed item becomes an object with a problem."""
+        """Map a listing item to an object identified by its id; `complete` adds the URL and date.
+
+        Most listed items were delivered by an earlier run and are skipped on their id alone.
+        """
         if not isinstance(item, dict):
             return UpstreamObject(self.name, BUILD if collection == "build" else LAVA,
                                   _invalid_id(item), "", problem="listing item is not an object")
-        upstream_id = _object_id(item)
-        created = _created_on(item)
         if collection == "build":
-            kind, leaf = BUILD, ["build.json"]
+            kind = BUILD
         else:
-            lab, board = item.get("lab_name"), item.get("board")
+            lab = item.get("lab_name")
             # Checked before the set lookup: a list or object where a name belongs is unhashable.
             kind = BOOT if isinstance(lab, str) and lab in self.non_lava_labs else LAVA
-            leaf = [lab, "%s-%s.json" % ("boot" if kind == BOOT else "lava-json", board)]
-        # The listing item itself travels along: gen_samples saves it beside the file.
+        # The listing item itself travels along: `complete` reads it, gen_samples saves it.
         facts = {"listing": item}
+        upstream_id = _object_id(item)
+        if upstream_id is None:
+            return UpstreamObject(self.name, kind, _invalid_id(item), "", _created_on(item), facts,
+                                  problem="listing item has no valid _id")
+        return UpstreamObject(self.name, kind, upstream_id, "", None, facts)
+
+    def complete(self, obj: UpstreamObject) -> UpstreamObject:
+        """The storage URL and the date of a listed object; an unsafe or incomplete item gets a problem."""
+        item = obj.facts["listing"]
+        created = _created_on(item)
+        if obj.kind == BUILD:
+            leaf = ["build.json"]
+        else:
+            leaf = [item.get("lab_name"),
+                    "%s-%s.json" % ("boot" if obj.kind == BOOT else "lava-json", item.get("board"))]
         try:
-            if upstream_id is None:
-                raise ValueError("listing item has no valid _id")
             url = self._storage_url(_resource_segments(item) + leaf)
         except ValueError as error:
-            return UpstreamObject(self.name, kind, upstream_id or _invalid_id(item), "", created, facts,
-                                  problem=str(error))
-        return UpstreamObject(self.name, kind, upstream_id, url, created, facts)
+            return replace(obj, created=created, problem=str(error))
+        return replace(obj, url=url, created=created)
 
     def _storage_url(self, segments) -> str:
         for segment in segments:

@@ -27,7 +27,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from tests.fakes import api_filters
 from tests.fakes.api_corpus import ApiCorpus
 from tests.fakes.legacy_replica import RecordedRequest
-from tests.fakes.serving import CLIENT_GONE, BackgroundServer, FaultQueue, LockedList, QuietHandler
+from tests.fakes.serving import (
+    CLIENT_GONE, BackgroundServer, FaultQueue, LockedList, QuietHandler, ServedByBackgroundServer,
+)
 
 _JSON = ("Content-Type", "application/json")
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
@@ -45,7 +47,7 @@ class _Failure:
     retry_after: Optional[int]
 
 
-class ApiReplica:
+class ApiReplica(ServedByBackgroundServer):
     """The API and its file storage over one `ApiCorpus`; `requests` records every request."""
 
     def __init__(self, corpus: Optional[ApiCorpus] = None, port: int = 0, token: Optional[str] = None):
@@ -63,23 +65,6 @@ class ApiReplica:
         self._listings: Dict[tuple, list] = {}
         self._server = BackgroundServer(_ApiHandler, self, port)
 
-    def start(self) -> str:
-        return self._server.start()
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> "ApiReplica":
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return self._server.base_url
-
     @property
     def api_url(self) -> str:
         return self.url + "/latest"
@@ -87,10 +72,6 @@ class ApiReplica:
     @property
     def files_url(self) -> str:
         return self.url + "/files"
-
-    @property
-    def errors(self) -> List[BaseException]:
-        return self._server.errors
 
     # Hooks -------------------------------------------------------------------------------------
 

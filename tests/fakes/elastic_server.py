@@ -37,7 +37,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tests.fakes.elastic_store import field_name_problem, index_name_problem
-from tests.fakes.serving import BackgroundServer, BodyTooLarge, FaultQueue, LockedList, QuietHandler
+from tests.fakes.serving import (
+    BackgroundServer, BodyTooLarge, FaultQueue, LockedList, QuietHandler, ServedByBackgroundServer,
+)
 
 VERSION = "8.15.3"
 MAX_CONTENT_LENGTH = 100 * 1024 * 1024
@@ -599,7 +601,7 @@ class _Reset:
     pass
 
 
-class ElasticsearchEmulator:
+class ElasticsearchEmulator(ServedByBackgroundServer):
     """Elasticsearch's REST API for kcing, in memory. `requests` records every call.
 
     `user`/`password` and/or `api_key` (the encoded form a client sends after `ApiKey `) turn
@@ -627,29 +629,6 @@ class ElasticsearchEmulator:
         self._lock = threading.RLock()
         self._faults = FaultQueue()
         self._server = BackgroundServer(_ElasticHandler, self, port)
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> str:
-        return self._server.start()
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> "ElasticsearchEmulator":
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return self._server.base_url
-
-    @property
-    def errors(self) -> List[BaseException]:
-        return self._server.errors
 
     # -- faults and states -------------------------------------------------------------------
 

@@ -27,7 +27,9 @@ from email.policy import HTTP
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.fakes.serving import BackgroundServer, BodyTooLarge, FaultQueue, LockedList, QuietHandler
+from tests.fakes.serving import (
+    BackgroundServer, BodyTooLarge, FaultQueue, LockedList, QuietHandler, ServedByBackgroundServer,
+)
 
 VERSION = "8.15.3"
 EXPORTABLE_TYPES = ("config", "dashboard", "index-pattern", "lens", "links", "map", "query", "search",
@@ -105,7 +107,7 @@ def _meta(obj: dict) -> dict:
     return {"title": _title(obj), "icon": ICONS.get(obj["type"], "questionInCircle")}
 
 
-class KibanaEmulator:
+class KibanaEmulator(ServedByBackgroundServer):
     """Kibana's saved objects API with an in-memory store; `requests` records every call.
 
     `user`/`password` turn basic auth on. `spaces` are the space ids that exist. `types` are the
@@ -131,29 +133,6 @@ class KibanaEmulator:
         self._sequence = 0
         self._faults = FaultQueue()
         self._server = BackgroundServer(_KibanaHandler, self, port)
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> str:
-        return self._server.start()
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> "KibanaEmulator":
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return self._server.base_url
-
-    @property
-    def errors(self) -> List[BaseException]:
-        return self._server.errors
 
     # -- state and faults --------------------------------------------------------------------
 

@@ -205,6 +205,37 @@ class BackgroundServer:
         self._thread.join(timeout=5)
 
 
+class ServedByBackgroundServer:
+    """Lifecycle shared by the emulators: `self._server` is their BackgroundServer.
+
+    `start()` returns the base URL; `with Emulator() as running:` starts and stops it; `errors`
+    lists what the emulator's own handlers raised, for tests to assert it stayed sound.
+    """
+
+    _server: BackgroundServer
+
+    def start(self) -> str:
+        return self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return self._server.base_url
+
+    @property
+    def errors(self) -> List[BaseException]:
+        return self._server.errors
+
+
 class FaultQueue:
     """Consumable faults keyed by a path prefix; thread-safe.
 
