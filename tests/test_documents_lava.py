@@ -417,3 +417,45 @@ def test_log_fast_path_equals_the_safe_yaml_loader_on_random_json_lines():
         text = "\n".join(lines) + "\n"
         expected = outcome(lambda whole: yamlsafe.load(whole, "log") or [], text)
         assert repr(outcome(parse_log, text)) == repr(expected), (seed, text[:300])
+
+
+# -- log lines: the shortcuts give what the general path gives ---------------------------------
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def _lava_files():
+    return sorted((SAMPLES / "lava").rglob("*.json"))
+
+
+@pytest.mark.parametrize("path", _lava_files(), ids=lambda path: path.parent.name + "/" + path.name)
+def test_log_bodies_serialised_once_per_job_equal_a_full_encoding(path):
+    from kcing.records import _ENCODER
+
+    docs = documents_for(LAVA, path.read_bytes(), LISTED)
+    logs = of_kind(docs, "log")
+    assert logs, "the sample should have log lines"
+    for doc in logs:
+        assert doc.body_json == _ENCODER.encode(dict(doc.body))
+
+
+@pytest.mark.parametrize("dt", [
+    "2020-11-04T16:44:34.082427", "2020-11-04T16:44:34", "2020-11-04T16:44:34.1", "2020-11-04T16:44:34.999999",
+    "2020-11-04T16:44:34.082427+02:00", "2020-11-04T16:44:34Z", "2020-13-04T16:44:34.082427",
+    "2020-02-30T00:00:00", "0001-01-01T00:00:00", "9999-12-31T23:59:59", "1970-01-01T00:00:00.000001",
+    "٢٠٢٠-11-04T16:44:34", "2020-11-04 16:44:34", "", "yesterday", None, 17, 1.5, ["2020-11-04T16:44:34"],
+])
+def test_a_log_line_timestamp_read_by_string_equals_the_general_reading(dt):
+    from kcing.documents.coerce import as_date
+    from kcing.documents.identity import iso_timestamp
+    from kcing.documents.lava import line_timestamp
+
+    when = as_date(dt)
+    assert line_timestamp(dt) == (iso_timestamp(when) if when is not None else None)
+
+
+def test_a_lone_surrogate_in_a_log_message_rejects_the_file():
+    callback = real_callback(MESON)
+    callback["log"] = '- {"dt": "2020-11-04T16:44:34.0", "lvl": "target", "msg": "bad \\udc80 byte"}\n'
+    with pytest.raises(RejectedInput):
+        documents_for(LAVA, json.dumps(callback).encode("utf-8"), LISTED)

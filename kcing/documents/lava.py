@@ -15,14 +15,17 @@ its `logged` time and a log document's its `dt`, when they have one.
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from json.encoder import encode_basestring
 from typing import Any, Iterator, List, Mapping, Optional
 
 from kcing.documents import lava_job, lava_results
-from kcing.documents.coerce import as_date, as_keyword, as_text, compact_json
+from kcing.documents.coerce import EARLIEST_YEAR, LATEST_YEAR, as_date, as_keyword, as_text, compact_json
 from kcing.documents.identity import IdPrefix, index_name, iso_timestamp
 from kcing.documents.lava_log import parse_log
 from kcing.documents.typed import without_missing
+from kcing.documents.validate import check_field_names, serialised
 from kcing.errors import RejectedInput
 from kcing.records import Document
 
@@ -36,6 +39,7 @@ class _JobContext:
         self.indices = {kind: index_name(kind, when) for kind in ("boot", "test", "log")}
         self.timestamp = iso_timestamp(when)
         self.common = without_missing(common)
+        self._log_prefix: Optional[str] = None
 
     def document(self, kind: str, extra_identity: tuple, fields: Mapping[str, Any],
                  when: Optional[datetime] = None, timestamp: Optional[str] = None) -> Document:
@@ -48,6 +52,38 @@ class _JobContext:
             timestamp=timestamp or (iso_timestamp(when) if when is not None else self.timestamp),
             body=body,
         )
+
+
+    def log_document(self, lineno: int, fields: Mapping[str, Any], timestamp: Optional[str]) -> Document:
+        """`document("log", ...)` with its body JSON made from the shared fields' JSON, encoded
+        once per job, and the line's own: a job has thousands of lines."""
+        if self._log_prefix is None:
+            if LOG_FIELDS.intersection(self.common):
+                self._log_prefix = ""  # a line field would replace a shared one in place: no shortcut
+            else:
+                check_field_names([*self.common, *LOG_FIELDS])
+                shared = serialised(self.common)
+                self._log_prefix = shared[:-1] + ("," if len(shared) > 2 else "")
+        document = self.document("log", (lineno,), fields, timestamp=timestamp)
+        if self._log_prefix:
+            own = []
+            for name, value in fields.items():
+                if value is None:
+                    continue
+                kind = type(value)
+                text = str(value) if kind is int else encode_basestring(value) if kind is str else serialised(value)
+                own.append('"%s":%s' % (name, text))
+            body_json = self._log_prefix + ",".join(own) + "}"
+            try:
+                body_json.encode("utf-8")
+            except UnicodeEncodeError:
+                raise RejectedInput("document text is not valid Unicode (a lone surrogate)") from None
+            document.remember_body_json(body_json)
+        return document
+
+
+# The fields of a log document besides the job's shared ones (names safe to splice into JSON).
+LOG_FIELDS = frozenset(("lineno", "level", "message"))
 
 
 def lava_documents(callback: Mapping[str, Any], created: Optional[datetime]) -> List[Document]:
@@ -104,15 +140,39 @@ def _test_identity(suite: str, fields: Mapping[str, Any], position: int, seen: s
 
 def _log_documents(context: _JobContext, items: List[Any]) -> Iterator[Document]:
     for lineno, item in enumerate(items, 1):
-        fields, when = log_line_fields(lineno, item)
-        yield context.document("log", (lineno,), fields, when=when)
+        fields, dt = _log_line(lineno, item)
+        yield context.log_document(lineno, fields, line_timestamp(dt))
 
 
 def log_line_fields(lineno: int, item: Any) -> tuple:
     """(fields, own time) of the log document for one `log` item; the time is its `dt`, if any."""
+    fields, dt = _log_line(lineno, item)
+    return fields, as_date(dt)
+
+
+def _log_line(lineno: int, item: Any) -> tuple:
     entry = item if isinstance(item, dict) else {"msg": item}
     fields = {"lineno": lineno, "level": as_keyword(entry.get("lvl")), "message": _message(entry.get("msg"))}
-    return fields, as_date(entry.get("dt"))
+    return fields, entry.get("dt")
+
+
+# What LAVA writes in `dt`: naive UTC, microseconds. Read by string for speed (thousands per job).
+_LAVA_DT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.(\d{1,6}))?\Z", re.ASCII)
+
+
+def line_timestamp(dt: Any) -> Optional[str]:
+    """`iso_timestamp(as_date(dt))`, or None when `dt` is not a date."""
+    if type(dt) is str:
+        match = _LAVA_DT.match(dt)
+        if match is not None:
+            try:
+                year = datetime.fromisoformat(dt[:19]).year  # a real calendar date and time
+            except ValueError:
+                return None
+            if EARLIEST_YEAR <= year <= LATEST_YEAR:
+                return "%s.%sZ" % (dt[:19], ((match.group(1) or "") + "000")[:3])
+    when = as_date(dt)
+    return iso_timestamp(when) if when is not None else None
 
 
 def _message(msg: Any) -> Optional[str]:
