@@ -10,7 +10,8 @@ Sources that crawl this way offer two calls, which only the pipeline makes, thro
 and `advance` below:
 
 - `resume_from(watermark)` before listing;
-- `watermark_candidate(delivered_ids)` after the run: the new position, or None to keep it.
+- `watermark_candidate(settled_ids)` after the run: the new position, or None to keep it
+  (`settled_ids(kind, ids)` names those delivered or rejected).
 
 The decisions are pure functions of plain values; nothing here sleeps or reads a clock.
 """
@@ -86,7 +87,9 @@ def advance(source, ledger) -> Optional[datetime]:
     candidate = getattr(source, "watermark_candidate", None)
     if candidate is None:
         return None
-    when = candidate(lambda kind, ids: ledger.delivered_ids(source.name, kind, ids))
+    # A rejected object version holds nothing back: fetching it again gives the same refusal,
+    # and a changed node is listed again under a new version. Failures do hold the watermark.
+    when = candidate(lambda kind, ids: ledger.settled_ids(source.name, kind, ids))
     if when is None:
         log.info("watermark of the %s source kept at %s", source.name, ledger.watermark(source.name))
         return None

@@ -160,6 +160,26 @@ def test_a_node_that_changed_is_delivered_again_under_the_same_id(env, tmp_path,
     assert len(stored_keys(logstash)) == len(expected_documents(api_replica))
 
 
+def test_a_rejected_node_is_reported_but_does_not_hold_the_watermark(env, tmp_path, db, api_replica, logstash):
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    mark = watermark(db)
+    broken = api_replica.tree["running"]
+    # A document Logstash refuses as too large, even alone (413): its node version is rejected.
+    logstash.lava.max_content_length = 20_000
+    api_replica.corpus.update(broken["id"], when=mark + timedelta(hours=1), data={"error_msg": "x" * 50_000})
+    later = next(node for node in listed_nodes(api_replica) if node["kind"] == "test" and node["id"] != broken["id"])
+    api_replica.corpus.update(later["id"], when=mark + timedelta(hours=2), result="fail")
+
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    rejected = [row for row in ledger_rows(db) if row["state"] == "rejected"]
+    assert [row["upstream_id"].split(".")[0] for row in rejected] == [broken["id"]]
+    assert "delivered 1" in result.stdout and "rejected 1" in result.stdout
+    # Fetching that version again would be refused again: the watermark moves past it, so
+    # later runs do not list everything since then for ever.
+    assert watermark(db) == mark + timedelta(hours=2)
+
+
 def test_days_and_since_override_the_watermark_without_moving_it_over_a_gap(env, tmp_path, db, api_replica):
     assert kcing(["feed_es", "--since", "2024-01-01"], env, tmp_path).returncode == 0
     mark = watermark(db)

@@ -109,6 +109,14 @@ class Ledger:
 
     def delivered_ids(self, source: str, kind: str, upstream_ids: Iterable[str]) -> Set[str]:
         """Return those of `upstream_ids` already delivered for (source, kind)."""
+        return self._ids_in_states(source, kind, upstream_ids, (DELIVERED,))
+
+    def settled_ids(self, source: str, kind: str, upstream_ids: Iterable[str]) -> Set[str]:
+        """Return those of `upstream_ids` delivered or rejected: nothing more will come of them
+        until upstream changes them (a changed KernelCI API node is a new upstream id)."""
+        return self._ids_in_states(source, kind, upstream_ids, (DELIVERED, REJECTED))
+
+    def _ids_in_states(self, source: str, kind: str, upstream_ids: Iterable[str], states: tuple) -> Set[str]:
         ids = list(upstream_ids)
         found: Set[str] = set()
         # Plain SQL on the (source, kind, upstream_id) index: this runs for every listed object,
@@ -116,8 +124,9 @@ class Ledger:
         for start in range(0, len(ids), LOOKUP_CHUNK):
             chunk = ids[start:start + LOOKUP_CHUNK]
             cursor = self.db.execute_sql(
-                "SELECT upstream_id FROM upstream_file WHERE source = ? AND kind = ? AND state = ? "
-                "AND upstream_id IN (%s)" % ",".join("?" * len(chunk)), [source, kind, DELIVERED, *chunk])
+                "SELECT upstream_id FROM upstream_file WHERE source = ? AND kind = ? AND state IN (%s) "
+                "AND upstream_id IN (%s)" % (",".join("?" * len(states)), ",".join("?" * len(chunk))),
+                [source, kind, *states, *chunk])
             found.update(row[0] for row in cursor.fetchall())
         return found
 

@@ -93,7 +93,7 @@ class KernelCIApi:
         self._stored = watermark
         self.start = crawl_start(watermark, self._since, self.overlap, self.default_days, self.clock())
 
-    def watermark_candidate(self, delivered_ids: Callable[[str, List[str]], Set[str]]) -> Optional[datetime]:
+    def watermark_candidate(self, settled_ids: Callable[[str, List[str]], Set[str]]) -> Optional[datetime]:
         """Where the watermark may move after this run, or None to keep it.
 
         Nothing moves after an incomplete listing (an error, an interrupt, `how_many`): nodes
@@ -104,8 +104,8 @@ class KernelCIApi:
             return None
         listed = []
         for kind, versions in self._listed.items():
-            delivered = delivered_ids(kind, list(versions))
-            listed.extend((updated, upstream_id in delivered) for upstream_id, updated in versions.items())
+            settled = settled_ids(kind, list(versions))
+            listed.extend((updated, upstream_id in settled) for upstream_id, updated in versions.items())
         return next_watermark(listed, self._listing_started)
 
     # Listing -------------------------------------------------------------------------------
