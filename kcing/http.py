@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Optional
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -18,13 +19,34 @@ USER_AGENT = "kcing/%s" % __version__
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
+class _Session(requests.Session):
+    """A session that reads the environment's proxy settings (HTTPS_PROXY, NO_PROXY, ...) once
+    per origin instead of for every request: a run's environment does not change, and a crawl
+    makes hundreds of thousands of requests to a handful of hosts."""
+
+    def __init__(self):
+        super().__init__()
+        self._environment_settings: dict = {}
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        if proxies:  # per-request proxies: rare, not worth a cache key
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc, stream, verify, cert)
+        settings = self._environment_settings.get(key)
+        if settings is None:
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            self._environment_settings[key] = settings
+        return dict(settings, proxies=dict(settings["proxies"]))
+
+
 def new_session(pool_size: int = 10, verify: str = "") -> requests.Session:
     """Return a session with a connection pool sized for `pool_size` threads.
 
     `verify` is a CA bundle path; empty keeps certificate verification against the system store
     (verification is never switched off).
     """
-    session = requests.Session()
+    session = _Session()
     adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

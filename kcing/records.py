@@ -22,7 +22,10 @@ OBJECT_KINDS = (BUILD, LAVA, BOOT) + NODE_KINDS
 DOCUMENT_KINDS = ("build", "boot", "test", "log")
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, which made creating
+# one cost as much as reading its listing item, and a routine run creates one per listed item.
+# Nothing changes an object once made; `dataclasses.replace` makes the variants.
+@dataclass
 class UpstreamObject:
     """One file listed upstream, before it is downloaded.
 

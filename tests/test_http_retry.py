@@ -40,3 +40,18 @@ def test_policy_honours_retry_after_but_bounds_it():
                                            (400, False), (401, False), (404, False), (413, False)])
 def test_only_passing_failures_are_retried(status, retry):
     assert RetryPolicy().is_retryable(status) is retry
+
+
+def test_sessions_honour_proxy_settings_from_the_environment_per_host(monkeypatch):
+    from kcing.http import new_session
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    session = new_session()
+    for _ in range(2):  # the second answer comes from the per-origin cache: it must be the same
+        upstream = session.merge_environment_settings("https://storage.kernelci.org/a/build.json", {}, None, True, None)
+        local = session.merge_environment_settings("http://127.0.0.1:8337", {}, None, True, None)
+        assert upstream["proxies"].get("https") == "http://proxy.example:3128"
+        assert "https" not in local["proxies"] and "http" not in local["proxies"]
+    given = session.merge_environment_settings("https://storage.kernelci.org/b", {"https": "http://other:1"}, None, True, None)
+    assert given["proxies"]["https"] == "http://other:1"
