@@ -14,7 +14,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set
 
 from kcing import watermark
 from kcing.documents import documents_for
@@ -122,7 +122,7 @@ class Feed:
     def run(self) -> RunSummary:
         try:
             watermark.resume(self.source, self.ledger)
-            candidates = self._undelivered(self.source.list_objects())
+            candidates = self._undelivered(self._listing())
             if self.options.dry_run:
                 self._plan(candidates)
             else:
@@ -170,6 +170,19 @@ class Feed:
                 self._salvage_posts()
 
     # Listing and skipping ------------------------------------------------------------------
+
+    def _listing(self) -> Iterator[UpstreamObject]:
+        if getattr(self.source, "leaves_out_known", False):
+            return self.source.list_objects(known=self._known_delivered)
+        return self.source.list_objects()
+
+    def _known_delivered(self, kind: str, upstream_ids: List[str]) -> Set[str]:
+        """For sources that leave out what was delivered while listing: which ids those are."""
+        found = self.ledger.delivered_ids(self.source.name, kind, upstream_ids)
+        self.summary.listed += len(found)
+        self.summary.skipped += len(found)
+        self._progress()
+        return found
 
     def _undelivered(self, objects: Iterator[UpstreamObject]) -> Iterator[UpstreamObject]:
         """Yield listed objects the ledger has not seen delivered; record unusable items as rejected."""

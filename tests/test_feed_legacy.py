@@ -67,6 +67,20 @@ def test_a_second_run_sends_nothing(env, tmp_path, logstash, objects):
     assert "skipped %d" % len(objects) in second.stdout
 
 
+def test_a_rerun_after_new_results_counts_and_fetches_only_those(env, tmp_path, legacy_replica, logstash, objects):
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    boot = next(iter(legacy_replica.corpus.items("boot")))
+    newer = dict(boot.doc, _id={"$oid": "f" * 24})
+    legacy_replica.corpus.add_item("boot", newer)
+    legacy_replica.storage.requests.clear()
+    second = kcing(["feed_es", "--how-many", str(len(objects) + 5)], env, tmp_path)
+    assert second.returncode == 0, second.stderr
+    # Delivered items are left out while listing, yet still counted, and still count towards
+    # --how-many; only the new item's file is downloaded.
+    assert "listed %d, skipped %d" % (len(objects) + 1, len(objects)) in second.stdout
+    assert len(legacy_replica.storage.requests) == 1
+
+
 def test_an_interrupted_run_then_a_rerun_end_with_exactly_the_expected_set(env, tmp_path, logstash, expected):
     env = dict(env, LS_PIPELINE_BATCH_SIZE="50", KCI_THREADS="1")
     logstash.lava.slow_next(0.3, count=None)  # give the test time to kill the run mid-way
