@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.legacy_data import small_corpus
 from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica
 from tests.fakes.logstash_emulator import LogstashCluster
@@ -50,5 +51,15 @@ def logstash():
     cluster.start()
     yield cluster
     cluster.stop()
+
+
+
+@pytest.fixture
+def es():
+    """A started Elasticsearch emulator (8.x); fails the test if the emulator itself broke.
+    Modules that need other versions or templates installed define their own `es`."""
+    with ElasticsearchEmulator() as emulator:
+        yield emulator
+    assert not emulator.errors
 
 # --------------------------------- end of emulator fixtures ----------------------------------

@@ -5,21 +5,12 @@ from __future__ import annotations
 import shutil
 from datetime import date, timedelta
 
-import pytest
 import yaml
 
-from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.kibana_server import KibanaEmulator
 from tests.feedrun import REPO, clean_environ, kcing
 
 SECRET = "s3cr3t-kibana-pw"
-
-
-@pytest.fixture
-def es():
-    with ElasticsearchEmulator() as emulator:
-        yield emulator
-    assert not emulator.errors
 
 
 def test_setup_es_installs_templates_and_policy(tmp_path, es):

@@ -22,13 +22,6 @@ COMPAT = "application/vnd.elasticsearch+json; compatible-with=%d"
 
 
 @pytest.fixture
-def es():
-    with ElasticsearchEmulator() as emulator:
-        yield emulator
-    assert not emulator.errors
-
-
-@pytest.fixture
 def client(es):
     return Elasticsearch(es.url, request_timeout=10, max_retries=0)
 

@@ -27,13 +27,6 @@ SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 SETUP_ARGS = {"--ilm": False, "--wait": None, "--drp-days": None}
 
 
-@pytest.fixture
-def es():
-    with ElasticsearchEmulator() as emulator:
-        yield emulator
-    assert not emulator.errors
-
-
 def load_settings(tmp_path, **environ):
     values = {key: str(value) for key, value in environ.items()}
     return settings_module.load(environ=values, local_file=tmp_path / "none.py")

@@ -24,7 +24,9 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from tests.fakes import legacy_listing as listing
 from tests.fakes.legacy_corpus import COLLECTIONS, LegacyCorpus, storage_path
 from tests.fakes.legacy_listing import BackendFailure, ListingItem
-from tests.fakes.serving import CLIENT_GONE, BackgroundServer, FaultQueue, LockedList, QuietHandler
+from tests.fakes.serving import (
+    CLIENT_GONE, BackgroundServer, FaultQueue, LockedList, QuietHandler, ServedByBackgroundServer,
+)
 
 SESSION_COOKIE = "kernelci.org"
 
@@ -103,7 +105,7 @@ _JSON = ("Content-Type", "application/json; charset=UTF-8")
 PageCallback = Callable[[LegacyCorpus, str, Tuple[Tuple[str, str], ...]], None]
 
 
-class _RecordingServer:
+class _RecordingServer(ServedByBackgroundServer):
     """Shared lifecycle, fault queues and request log of the two legacy servers."""
 
     def __init__(self, handler_class, port: int):
@@ -112,28 +114,7 @@ class _RecordingServer:
         self._delays = FaultQueue()
         self._server = BackgroundServer(handler_class, self, port)
 
-    def start(self) -> str:
-        return self._server.start()
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return self._server.base_url
-
-    base_url = url
-
-    @property
-    def errors(self) -> List[BaseException]:
-        return self._server.errors
+    base_url = ServedByBackgroundServer.url
 
     def fail_next(self, path_prefix: str, status: int, count: Optional[int] = 1, body: bytes = b"") -> None:
         """Answer the next `count` requests under `path_prefix` with `status` and `body`."""

@@ -22,7 +22,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from tests.fakes.elastic_store import IndexStore
 from tests.fakes.logstash_events import Event, decode_body
 from tests.fakes.serving import (
-    CLIENT_GONE, BackgroundServer, BodyTooLarge, FaultQueue, LockedList, QuietHandler, wait_until,
+    CLIENT_GONE, BackgroundServer, BodyTooLarge, FaultQueue, LockedList, QuietHandler, ServedByBackgroundServer,
+    wait_until,
 )
 
 DEFAULT_MAX_CONTENT_LENGTH = 100 * 1024 * 1024
@@ -75,7 +76,7 @@ class _Answer(Exception):
         self.status, self.headers, self.body, self.close = status, tuple(headers), body, close
 
 
-class LogstashEmulator:
+class LogstashEmulator(ServedByBackgroundServer):
     """One Logstash http input on 127.0.0.1 feeding an `IndexStore`.
 
     Pass the same `store` to several emulators to model several pipelines writing into one
@@ -119,9 +120,6 @@ class LogstashEmulator:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> str:
-        return self._server.start()
-
     def stop(self) -> None:
         self._pipeline_open.set()
         self._server.stop()
@@ -136,27 +134,11 @@ class LogstashEmulator:
     def up(self) -> str:
         return self._server.start()
 
-    def __enter__(self) -> "LogstashEmulator":
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return self._server.base_url
-
-    base_url = url
+    base_url = ServedByBackgroundServer.url
 
     @property
     def port(self) -> int:
         return self._server.port
-
-    @property
-    def errors(self) -> List[BaseException]:
-        """Unexpected exceptions inside the emulator (should stay empty)."""
-        return self._server.errors
 
     # -- what Elasticsearch holds ----------------------------------------------------------
 
