@@ -22,7 +22,7 @@ Usage:
 Commands:
   feed_es      Crawl upstream, skip what the ledger says was delivered, turn each new file into
                Elasticsearch documents and post them in batches to the Logstash inputs
-               (ES_BUILD, ES_LAVA, ES_BOOT). With --output, write NDJSON files for the
+               (ES_BUILD, ES_LAVA, ES_BOOT, ES_REGRESSION). With --output, write NDJSON files for the
                Elasticsearch _bulk API instead of posting. With --verify, then check that
                Elasticsearch holds what was delivered, as reconcile does.
   reconcile    Ask Elasticsearch (ES_HOST) whether it holds every document of the objects the
@@ -94,7 +94,7 @@ Options:
 
 Settings come from kcing/settings.py defaults, then ./local_settings.py, then environment
 variables of the same name, then the flags above. The main ones: KCI_HOST, KCI_SCHEME,
-KCI_STORAGE_URL, ES_BUILD, ES_LAVA, ES_BOOT (comma-separated URLs spread the load),
+KCI_STORAGE_URL, ES_BUILD, ES_LAVA, ES_BOOT, ES_REGRESSION (comma-separated URLs spread the load),
 ES_MAX_RETRIES, ES_LOAD_INTERVAL, ES_MAX_DOCS_PER_SECOND, LS_USER, LS_PASSWORD, KCING_DB,
 DRP_DAYS, ES_HOST, KB_URL. The README lists them all.
 

@@ -17,7 +17,7 @@ from kcing.flags import positive_int, seconds
 from kcing.http import RetryPolicy, new_session
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import FeedOptions, feed
-from kcing.records import BOOT, BUILD, CHECKOUT, JOB, KBUILD, LAVA, TEST
+from kcing.records import BOOT, BUILD, CHECKOUT, JOB, KBUILD, LAVA, REGRESSION, TEST
 from kcing.runlock import RunLock
 from kcing.samples import SamplesWriter, gen_samples as save_samples
 from kcing.shutdown import stop_on_signals
@@ -74,9 +74,11 @@ def make_sink(args: dict, settings):
             raise ConfigError("LS_USER and LS_PASSWORD must be set together")
         auth = (settings.LS_USER, settings.LS_PASSWORD)
     # KernelCI API nodes go where the legacy documents of the same kinds go: builds to the
-    # build input, and jobs and tests (boot, test and log documents) to the LAVA one.
+    # build input, and jobs and tests (boot, test and log documents) to the LAVA one. Regressions,
+    # which legacy had not, have an input of their own.
     routes = {BUILD: settings.ES_BUILD, LAVA: settings.ES_LAVA, BOOT: settings.ES_BOOT,
-              CHECKOUT: settings.ES_BUILD, KBUILD: settings.ES_BUILD, JOB: settings.ES_LAVA, TEST: settings.ES_LAVA}
+              CHECKOUT: settings.ES_BUILD, KBUILD: settings.ES_BUILD, JOB: settings.ES_LAVA, TEST: settings.ES_LAVA,
+              REGRESSION: settings.ES_REGRESSION}
     session = new_session(pool_size=settings.ES_PARALLEL_POSTS + 2, verify=settings.LS_CA_BUNDLE)
     return LogstashSink(routes, session, RetryPolicy(attempts=settings.ES_MAX_RETRIES, base=settings.ES_RETRY_BACKOFF), settings.ES_TIMEOUT, auth)
 

@@ -143,6 +143,7 @@ SPECS: Mapping[str, Spec] = {
     "ES_BUILD": Spec(("http://localhost:8337",), _url_list, "Logstash input(s) for build documents"),
     "ES_LAVA": Spec(("http://localhost:8338",), _url_list, "Logstash input(s) for LAVA documents"),
     "ES_BOOT": Spec(("http://localhost:8007",), _url_list, "Logstash input(s) for boot documents"),
+    "ES_REGRESSION": Spec(("http://localhost:8339",), _url_list, "Logstash input(s) for regression documents"),
     "ES_MAX_RETRIES": Spec(3, _integer(1), "failed attempts on a batch before the run stops"),
     "ES_LOAD_INTERVAL": Spec(0.0, _number(0), "seconds to wait between batches"),
     "ES_PARALLEL_POSTS": Spec(2, _integer(1), "batches posted at the same time (spread over the route's URLs)"),
@@ -205,6 +206,7 @@ class Settings:
     ES_BUILD: tuple
     ES_LAVA: tuple
     ES_BOOT: tuple
+    ES_REGRESSION: tuple
     ES_MAX_RETRIES: int
     ES_LOAD_INTERVAL: float
     ES_PARALLEL_POSTS: int

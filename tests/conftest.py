@@ -46,7 +46,7 @@ def legacy_replica():
 
 @pytest.fixture
 def logstash():
-    """Three started Logstash emulators (`.build`, `.lava`, `.boot`, `.urls`) over one store."""
+    """Started Logstash emulators (`.build`, `.lava`, `.boot`, `.regression`, `.urls`) over one store."""
     cluster = LogstashCluster()
     cluster.start()
     yield cluster

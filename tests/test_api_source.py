@@ -308,7 +308,9 @@ def test_a_malformed_page_stops_the_listing(replica, body):
 def test_how_many_limits_each_kind_and_keeps_the_watermark(replica):
     source = make_source(replica, how_many=2)
     objects = list(source.list_objects())
-    assert [obj.kind for obj in objects] == ["checkout"] + [kind for kind in NODE_KINDS[1:] for _ in range(2)]
+    # The tree has one checkout and one regression, and more than two of the other kinds.
+    assert [obj.kind for obj in objects] == \
+        ["checkout"] + [kind for kind in NODE_KINDS[1:-1] for _ in range(2)] + ["regression"]
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
 
 
@@ -432,11 +434,11 @@ def test_the_replica_filters_as_the_api_does(replica):
     assert total(replica, kind="test") == len([node for node in nodes if node["kind"] == "test"])
     assert total(replica, **{"data.runtime": "lava-baylibre"}) == 5  # the kselftest job and all below it
     assert total(replica, path="setup") == 3  # a list field "equals" the names it contains
-    assert total(replica, parent="null") == 1
+    assert total(replica, parent="null") == 2  # the checkout, and the regression: the tracker gives it no parent
     assert total(replica, result="null") == 2  # the checkout and the running test
     assert total(replica, processed_by_kcidb_bridge="FALSE") == len(nodes)
     assert total(replica, kind__in="checkout,kbuild") == 3
-    assert total(replica, kind__nin="test,job") == 3
+    assert total(replica, kind__nin="test,job") == 4  # the checkout, two kbuilds and the regression
     assert total(replica, kind__ne="test") == len(nodes) - 8
     assert total(replica, name__re="^kunit-case") == 3
     assert total(replica, retry_counter__gt="0") == 0
@@ -458,11 +460,11 @@ def test_the_replica_pages_in_insertion_order_with_a_default_limit(replica):
     for number in range(3):
         checkout_tree(replica.corpus, replica.files_url, BASE + timedelta(days=1), seed="more-%d" % number)
     first = get(replica, "/latest/nodes").json()
-    assert (first["limit"], first["offset"], len(first["items"]), first["total"]) == (50, 0, 50, 64)
+    assert (first["limit"], first["offset"], len(first["items"]), first["total"]) == (50, 0, 50, 4 * 17)
     second = get(replica, "/nodes", offset=50).json()  # the un-prefixed path is the same API
     assert [node["id"] for node in first["items"] + second["items"]] == [node["id"] for node in replica.corpus.nodes()]
     assert get(replica, "/latest/nodes", limit=0).status_code == 422
-    assert get(replica, "/v0/nodes", limit=1).json()["total"] == 64
+    assert get(replica, "/v0/nodes", limit=1).json()["total"] == 4 * 17
     response = get(replica, "/v1/nodes")
     assert response.status_code == 400 and response.text == "Unsupported API version: v1"
 
@@ -498,7 +500,7 @@ def test_the_replica_is_safe_to_change_while_serving(replica):
             assert get(replica, "/latest/nodes", limit=5).status_code == 200
     finally:
         thread.join()
-    assert total(replica) == 31 * 16
+    assert total(replica) == 31 * 17  # 30 trees written while serving, and the fixture's
 
 
 def test_outcomes_used_by_the_hook_are_plain_ledger_facts():

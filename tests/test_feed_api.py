@@ -52,9 +52,53 @@ def listed_nodes(replica: ApiReplica, since: Optional[datetime] = None) -> list:
             and (since is None or parse_api_time(node["updated"]) >= since)]
 
 
+def extract(node: Optional[dict]) -> Optional[dict]:
+    """What an envelope carries of a related node."""
+    if node is None:
+        return None
+    data = {name: node["data"][name] for name in ("kernel_revision", "job_id", "device", "platform", "runtime",
+                                                  "error_code", "error_msg") if node["data"].get(name) is not None}
+    return dict({name: node.get(name) for name in ("id", "kind", "name", "path", "group", "parent", "created",
+                                                     "result")}, data=data)
+
+
+def job_of(replica: ApiReplica, node: dict) -> Optional[dict]:
+    """The job at the root of `node`'s group, found by walking up the corpus."""
+    if node.get("group") not in node.get("path", [])[:-1]:
+        return None
+    current = node
+    while current.get("parent"):
+        current = replica.corpus.get(current["parent"])
+        if current is None:
+            return None
+        if current["name"] == node["group"] and current["group"] not in current["path"][:-1]:
+            return current
+    return None
+
+
+def related(replica: ApiReplica, node: dict) -> dict:
+    """The related nodes the source adds to `node`'s envelope."""
+    if node["kind"] in ("job", "test"):
+        job = job_of(replica, node)
+        return {"job_node": extract(job)} if job else {}
+    if node["kind"] != "regression":
+        return {}
+    fail, passed = (replica.corpus.get(node["data"][name]) for name in ("fail_node", "pass_node"))
+    wrapped = {"viewer_urls": {name: "%s/viewer?node_id=%s" % (replica.api_url, node["data"][name])
+                               for name in ("fail_node", "pass_node")}}
+    if fail is not None:
+        wrapped["fail_node"] = extract(fail)
+        if job_of(replica, fail):
+            wrapped["fail_job_node"] = extract(job_of(replica, fail))
+    if passed is not None:
+        wrapped["pass_node"] = extract(passed)
+    return wrapped
+
+
 def envelope(replica: ApiReplica, node: dict, with_logs: bool = False) -> bytes:
     """What the source should hand the documents layer for `node`, built here independently."""
     wrapped = {"node": node, "viewer_url": "%s/viewer?node_id=%s" % (replica.api_url, node["id"])}
+    wrapped.update(related(replica, node))
     artifact = {"job": "callback_data", "kbuild": "build_log"}.get(node["kind"])
     url = (node.get("artifacts") or {}).get(artifact) if with_logs else None
     if url:
@@ -110,7 +154,8 @@ def test_a_first_run_delivers_every_node_and_sets_the_watermark(env, tmp_path, d
 
 def test_documents_reach_the_input_of_their_kind(env, tmp_path, logstash):
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
-    for route, kinds in {"build": {"build"}, "lava": {"boot", "test"}, "boot": set()}.items():
+    for route, kinds in {"build": {"build"}, "lava": {"boot", "test"}, "boot": set(),
+                         "regression": {"regression"}}.items():
         received = {event.metadata["index"].split("-")[0] for event in logstash.emulators[route].events_received}
         assert received == kinds, route
     assert not any(emulator.unrouted for emulator in logstash.emulators.values())

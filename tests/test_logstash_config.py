@@ -18,7 +18,7 @@ PIPELINE = REPO / "logstash" / "pipeline" / "kcing.conf"
 PIPELINES_YML = REPO / "logstash" / "config" / "pipelines.yml"
 
 # The contract with kcing's settings: each kind of upstream object has its own input.
-KCING_PORTS = {"ES_BUILD": 8337, "ES_LAVA": 8338, "ES_BOOT": 8007}
+KCING_PORTS = {"ES_BUILD": 8337, "ES_LAVA": 8338, "ES_BOOT": 8007, "ES_REGRESSION": 8339}
 
 ID_FIELD = ("@metadata", "id")
 INDEX_FIELD = ("@metadata", "index")

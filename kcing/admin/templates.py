@@ -24,10 +24,11 @@ from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, Elastics
 from kcing.admin.elastic import elastic_errors, reason_of, translate
 from kcing.documents.fields import BOOLEAN, DATE, FIELDS, FLOAT, KEYWORD, LONG, SUB_OBJECTS, TEXT
 from kcing.errors import ElasticsearchError
+from kcing.records import DOCUMENT_KINDS
 
 log = logging.getLogger(__name__)
 
-KINDS = ("build", "boot", "test", "log")
+KINDS = DOCUMENT_KINDS
 PRIORITY = 200
 POLICY_NAME = "kcing-retention"
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "mapping_templates"

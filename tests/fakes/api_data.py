@@ -5,7 +5,9 @@ URLs are moved onto the replica's file server (path and SAS query string kept), 
 raw LAVA callback in shared/data/upstream/legacy becomes the job's `callback_data`.
 `checkout_tree(...)` makes one realistic checkout -> kbuild -> job -> test tree (upstream.md
 §2.6): a LAVA baseline job with setup/login, a kselftest job, a failed build and a KUnit job
-on Kubernetes hanging off the checkout, with artifact files (gzip where upstream gzips).
+on Kubernetes hanging off the checkout, with artifact files (gzip where upstream gzips), and
+the regression node KernelCI's tracker makes for the kselftest case that failed (its passing
+run is in the `previous` tree, or, without one, in no tree the replica holds).
 `bench_tree(...)` makes the benchmark's shape: one kbuild and four LAVA jobs, each with a
 callback of `log_lines` lines and two test nodes.
 """
@@ -144,8 +146,13 @@ def _job_data(kbuild: dict) -> dict:
 
 def checkout_tree(corpus: ApiCorpus, files_url: str, base: datetime, seed: str = "tree-1",
                   tree: str = "mainline", branch: str = "master", describe: str = "v6.12-rc3-45-gc862449c840a",
-                  log_lines: int = 3) -> Dict[str, dict]:
-    """One checkout's tree (16 nodes) created from `base` on; returns the nodes by short name."""
+                  log_lines: int = 3, case_results: tuple = ("pass", "fail", "skip"),
+                  previous: Optional[Dict[str, dict]] = None) -> Dict[str, dict]:
+    """One checkout's tree (17 nodes) created from `base` on; returns the nodes by short name.
+
+    Its kselftest cases end with `case_results`; a failing second case gets a regression node
+    whose passing run is `previous["case-1"]`.
+    """
     builder = _Tree(corpus, files_url, base, seed, revision(tree, branch, describe))
     checkout = builder.node("checkout", "checkout", None, 0, result=None,
                             artifacts={"tarball": ("linux-%s.tar.gz" % describe, None)})
@@ -165,7 +172,7 @@ def checkout_tree(corpus: ApiCorpus, files_url: str, base: datetime, seed: str =
     suite = builder.child("job", "kselftest-exec", kselftest, 13, result="fail")
     cases = [builder.child("test", "exec_execveat_%d" % n, suite, 13 + n / 10, result=result,
                            data={"misc": {"measurement": 1.5 * n}} if n == 1 else None)
-             for n, result in enumerate(("pass", "fail", "skip"))]
+             for n, result in enumerate(case_results)]
     kunit = builder.node("job", "kunit-x86_64", builder.checkout, 3,
                          dict(_job_data(x86), platform="kubernetes", runtime="k8s-all", job_id="kci-kunit"),
                          group="kunit-x86_64", artifacts={"test_log": ("test_log", b"ok 1 - example\n")})
@@ -176,7 +183,35 @@ def checkout_tree(corpus: ApiCorpus, files_url: str, base: datetime, seed: str =
              "kunit": kunit, "running": running}
     nodes.update({"case-%d" % n: node for n, node in enumerate(cases)})
     nodes.update({"kunit-case-%d" % n: node for n, node in enumerate(kunit_cases)})
+    if cases[1]["result"] == "fail":
+        passed = (previous or {}).get("case-1") or {"id": object_id("%s/previous/%s" % (seed, cases[1]["name"]))}
+        nodes["regression"] = regression(corpus, cases[1], passed, kselftest, builder.base + timedelta(minutes=20))
     return nodes
+
+
+def regression(corpus: ApiCorpus, failed: dict, passed: dict, job: dict, created: datetime) -> dict:
+    """The node KernelCI's regression tracker makes for `failed` after `passed` (upstream.md §2.5).
+
+    Like the tracker's: no parent, the failing node's name, path and group, its configuration,
+    its kernel revision as `failed_kernel_revision`, and the logs of its job as artifacts.
+    """
+    data = failed["data"]
+    node = {
+        "id": object_id("regression/%s/%s" % (failed["id"], passed["id"])), "kind": "regression",
+        "name": failed["name"], "path": failed["path"], "group": failed["group"], "parent": None,
+        "state": "done", "result": "fail",
+        "artifacts": {name: url for name, url in (job.get("artifacts") or {}).items() if "log" in name} or None,
+        "data": {"fail_node": failed["id"], "pass_node": passed["id"], "node_sequence": [],
+                 "failed_kernel_revision": data.get("kernel_revision"), "arch": data.get("arch"),
+                 "defconfig": data.get("defconfig"), "config_full": data.get("config_full"),
+                 "compiler": data.get("compiler"), "platform": data.get("platform"), "device": None,
+                 "error_code": data.get("error_code"), "error_msg": data.get("error_msg")},
+        "debug": None, "jobfilter": None, "platform_filter": [],
+        "created": api_time(created), "updated": api_time(created), "timeout": api_time(created + timedelta(hours=6)),
+        "holdoff": None, "owner": "production", "submitter": "service:pipeline", "treeid": None,
+        "user_groups": [], "processed_by_kcidb_bridge": False, "retry_counter": 0,
+    }
+    return corpus.add(node)
 
 
 def bench_tree(corpus: ApiCorpus, files_url: str, base: datetime, number: int, log_lines: int) -> int:

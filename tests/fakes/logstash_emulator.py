@@ -366,13 +366,13 @@ for _method in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"):
     setattr(_LogstashHandler, "do_" + _method, _LogstashHandler.handle_request)
 
 
-ROUTES = ("build", "lava", "boot")
+ROUTES = ("build", "lava", "boot", "regression")
 
 
 class LogstashCluster:
-    """One emulator per kcing route (ES_BUILD, ES_LAVA, ES_BOOT inputs), each on its own port.
+    """One emulator per kcing route (ES_BUILD, ES_LAVA, ES_BOOT, ES_REGRESSION inputs), each on its own port.
 
-    All routes write into one shared `IndexStore`, as the three pipelines of a real stack write
+    All routes write into one shared `IndexStore`, as the inputs of a real stack write
     into one Elasticsearch. Reach an emulator as `cluster.build` or `cluster.emulators["build"]`.
     """
 
