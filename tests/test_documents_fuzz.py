@@ -166,7 +166,7 @@ def test_mutated_files_give_documents_or_a_reason(kind, path, mutation, number):
 
 
 def test_the_fields_contract_is_well_formed():
-    assert set(FIELDS) == {"build", "boot", "test", "log"}
+    assert set(FIELDS) == {"build", "boot", "test", "log", "regression"}
     assert {field_type for fields in FIELDS.values() for field_type in fields.values()} <= set(TYPES)
     declared = {name for fields in FIELDS.values() for name in fields}
     assert NULLABLE <= declared and KEYWORD_ARRAYS <= declared

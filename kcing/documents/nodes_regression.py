@@ -55,8 +55,8 @@ def regression_fields(node: Mapping[str, Any], envelope: Mapping[str, Any]) -> d
         "error_msg": as_text(data.get("error_msg")) or as_text(fail_data.get("error_msg")),
         "fail_node": _node_id(data.get("fail_node")),
         "pass_node": _node_id(data.get("pass_node")),
-        "fail_node_url": as_keyword(links.get("fail_node")),
-        "pass_node_url": as_keyword(links.get("pass_node")),
+        "fail_node_url": _link(links.get("fail_node")),
+        "pass_node_url": _link(links.get("pass_node")),
         "pass_git_commit": as_keyword(pass_revision.get("commit")),
         "pass_git_describe": as_keyword(pass_revision.get("describe")),
         "pass_kernel": as_keyword(pass_revision.get("describe")),
@@ -70,6 +70,11 @@ def regression_fields(node: Mapping[str, Any], envelope: Mapping[str, Any]) -> d
 def failed_revision(data: Mapping[str, Any]) -> Mapping[str, Any]:
     """The kernel revision of the first failing run, whichever name the node gives it."""
     return next((data[key] for key in REVISION_KEYS if isinstance(data.get(key), dict)), {})
+
+
+def _link(value: Any) -> Optional[str]:
+    # Kibana shows these as links: only web addresses qualify.
+    return as_keyword(value) if isinstance(value, str) and value.startswith(("https://", "http://")) else None
 
 
 def _node_id(value: Any) -> Optional[str]:
