@@ -71,6 +71,15 @@ def test_a_regression_gets_its_failing_run_with_its_job_and_its_passing_run():
     assert RelatedNodes(Api()).for_envelope("regression", dict(regression, data="junk")) == {}
 
 
+def test_an_extract_keeps_the_revision_without_its_long_parts():
+    long_node = node(JOB, "kselftest-exec", None, ["checkout", "kselftest-exec"],
+                     kernel_revision={"tree": "next", "commit": "c" * 40, "describe": "next-20241016",
+                                      "commit_message": "m" * 10000, "commit_tags": ["t"] * 100})
+    related = RelatedNodes(Api(long_node))
+    extract = related.node(JOB)
+    assert extract["data"]["kernel_revision"] == {"tree": "next", "commit": "c" * 40, "describe": "next-20241016"}
+
+
 def test_the_cache_keeps_the_newest_nodes():
     related = RelatedNodes(Api(), cache_size=2)
     for number in range(3):

@@ -58,6 +58,9 @@ def extract(node: Optional[dict]) -> Optional[dict]:
         return None
     data = {name: node["data"][name] for name in ("kernel_revision", "job_id", "device", "platform", "runtime",
                                                   "error_code", "error_msg") if node["data"].get(name) is not None}
+    if "kernel_revision" in data:
+        data["kernel_revision"] = {name: data["kernel_revision"][name] for name in ("tree", "url", "branch", "commit",
+                                                                                    "describe")}
     return dict({name: node.get(name) for name in ("id", "kind", "name", "path", "group", "parent", "created",
                                                      "result")}, data=data)
 

@@ -31,6 +31,7 @@ CACHE_SIZE = 100_000
 MAX_DEPTH = 12
 # The part of `data` a related node contributes to another node's documents.
 RELATED_DATA = ("kernel_revision", "job_id", "device", "platform", "runtime", "error_code", "error_msg")
+REVISION_FIELDS = ("tree", "url", "branch", "commit", "describe")
 RELATED_FIELDS = ("id", "kind", "name", "path", "group", "parent", "created", "result")
 
 OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
@@ -43,6 +44,9 @@ def related_node(node: Mapping[str, Any]) -> dict:
     extract = {name: node.get(name) for name in RELATED_FIELDS}
     data = node.get("data") if isinstance(node.get("data"), dict) else {}
     extract["data"] = {name: data[name] for name in RELATED_DATA if data.get(name) is not None}
+    revision = extract["data"].get("kernel_revision")
+    if isinstance(revision, dict):  # without the commit message and tags, which can be long
+        extract["data"]["kernel_revision"] = {name: revision[name] for name in REVISION_FIELDS if name in revision}
     return extract
 
 
