@@ -143,6 +143,20 @@ def test_one_http_input_per_kcing_port(plugins):
         assert "codec" not in options and "additional_codecs" not in options
 
 
+def test_each_route_setting_defaults_to_its_own_input(plugins):
+    """kcing's ES_* defaults reach the input of their kind, which names its origin in @metadata."""
+    from urllib.parse import urlsplit
+
+    from kcing.settings import SPECS
+
+    inputs = {int(p.options["port"]): p.options for p in plugins if p.section == "input"}
+    for setting, port in KCING_PORTS.items():
+        (url,) = SPECS[setting].default
+        assert urlsplit(url).port == port, setting
+        origin = setting[len("ES_"):].lower()
+        assert dict(inputs[port]["add_field"]) == {"[@metadata][origin]": origin}, setting
+
+
 def test_http_auth_never_defaults_to_empty_credentials(plugins):
     """`${VAR:}` resolves to "", which the http input counts as set: auth with empty credentials."""
     for http in (p for p in plugins if p.section == "input"):
