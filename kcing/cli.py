@@ -31,8 +31,9 @@ Commands:
                undelivered, so the next feed_es sends them again; --resend does it at once.
                Prints per kind: checked, present, missing, and the first missing ids.
   gen_samples  Save upstream files into the samples directory for offline work.
-  drp          Data-retention policy: forget ledger rows and delete the build-, boot-, test-
-               and log-YYYY.MM.DD indices older than --drp-days, by exact name (ES_HOST).
+  drp          Data-retention policy: forget ledger rows and delete the build-, boot-, test-,
+               log- and regression-YYYY.MM.DD indices older than --drp-days, by exact name
+               (ES_HOST).
   setup_es     Wait for Elasticsearch (ES_HOST), then install one index template per kind;
                with --ilm also a lifecycle policy deleting indices after DRP_DAYS. Idempotent.
   setup_ls     Write the kcing pipeline entry into LS_HOME/config/pipelines.yml, keeping the
