@@ -121,6 +121,11 @@ def test_test_documents_name_the_lava_job_device_and_lab_they_ran_in(env, tmp_pa
     assert (case["lava_job_id"], case["board_instance"]) == (7700002, "qemu-arm64-cbg-1")
     kunit = document(logstash, "test", api_replica.new["kunit-case-0"])  # a Kubernetes job: no LAVA id
     assert "lava_job_id" not in kunit and kunit["kernelci_api"]["job_node_id"] == api_replica.new["kunit"]["id"]
+    # Jobs are listed before their tests and remembered: only the regression's two runs, which
+    # are tests, were asked for one by one.
+    asked = sorted(request.path for request in api_replica.requests if "/node/" in request.path)
+    assert asked == sorted("/latest/node/%s" % node["id"] for node in (api_replica.new["case-1"],
+                                                                       api_replica.old["case-1"]))
 
 
 def test_a_test_whose_job_was_delivered_by_an_earlier_run_asks_the_api_for_it(env, tmp_path, api_replica,
