@@ -1,4 +1,5 @@
-"""KernelCI API nodes -> the same `build`, `boot`, `test` and `log` documents as the legacy files.
+"""KernelCI API nodes -> the same `build`, `boot`, `test` and `log` documents as the legacy files,
+and `regression` documents, which legacy had not.
 
 The content of a node object (made by sources/api.py, and what gen_samples saves) is a JSON
 envelope around the node as `/nodes` lists it:
@@ -7,7 +8,12 @@ envelope around the node as `/nodes` lists it:
      "viewer_url": "https://api.kernelci.org/latest/viewer?node_id=...",
      "callback_data": "<JSON text>",         # a lab job's LAVA callback, with --with-logs
      "build_log": "<text>",                  # a kbuild's build.log, with --with-logs
-     "artifact_errors": {"callback_data": "HTTP 404"}}   # asked for, but not to be had
+     "artifact_errors": {"callback_data": "HTTP 404"},   # asked for, but not to be had
+     "job_node": {...},                      # a test's job: its LAVA job id and device
+     "fail_node": {...}, "fail_job_node": {...}, "pass_node": {...},   # a regression's runs
+     "viewer_urls": {"fail_node": "...", "pass_node": "..."}}          # and links to them
+
+(the related nodes are extracts: sources/api_related.py).
 
 Which node gives which document (docs/api-source.md has the table of fields):
 
@@ -16,7 +22,8 @@ Which node gives which document (docs/api-source.md has the table of fields):
   `boot` document, plus, with its callback, one `log` document per LAVA log line;
 - any other job (sub-groups such as `setup`, container jobs such as KUnit) and every test:
   one `test` document;
-- checkout: none (legacy had no such document; its revision is on every node below it).
+- checkout: none (legacy had no such document; its revision is on every node below it);
+- regression: one `regression` document (nodes_regression.py).
 
 Ids hash the node id alone and indices are dated by the node's `created`, which never changes,
 so every version of a node (a test `running`, later `done`) lands on the same document. Legacy
