@@ -353,3 +353,36 @@ def test_unusable_related_nodes_leave_their_fields_out(tree, related):
     assert field_problems("regression", body) == []
     for name in ("fail_node", "pass_node", "pass_git_describe", "pass_time", "fail_node_url", "lab_name"):
         assert name not in body
+
+
+JUNK = [None, 7, 2.5, True, "", "x" * 20000, [], [1, {"a": None}], {"nested": {"deep": [None]}}, "\u0000\ud7ff"]
+
+
+@pytest.mark.parametrize("where", ["node", "data", "related"])
+def test_a_regression_with_junk_in_any_field_gives_a_valid_document_or_a_reason(tree, where):
+    regression = tree["regression"]
+    targets = {"node": sorted(regression), "data": sorted(regression["data"]),
+               "related": ["fail_node", "fail_job_node", "pass_node", "viewer_urls"]}[where]
+    for name in targets:
+        for junk in JUNK:
+            node = copy.deepcopy(regression)
+            envelope = {"fail_node": tree["case-1"], "fail_job_node": tree["kselftest"], "pass_node": tree["case-0"]}
+            {"node": node, "data": node["data"], "related": envelope}[where][name] = junk
+            try:
+                documents = documents_for("regression", json.dumps(dict(envelope, node=node)).encode())
+            except RejectedInput as refusal:
+                assert str(refusal) and "\n" not in str(refusal)
+                continue
+            for document in documents:
+                check(document)
+                assert field_problems(document.kind, document.body) == [], (where, name, junk)
+
+
+def test_a_test_with_junk_in_its_job_gives_a_valid_document(tree):
+    for name in ("id", "data", "job_id", "device", "platform", "runtime"):
+        for junk in JUNK:
+            job = {"id": tree["kselftest"]["id"], "data": dict(tree["kselftest"]["data"])}
+            (job if name in ("id", "data") else job["data"])[name] = junk
+            document = only(docs(tree["case-1"], job_node=job))
+            check(document)
+            assert field_problems("test", document.body) == [], (name, junk)
