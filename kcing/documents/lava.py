@@ -94,7 +94,8 @@ def lava_documents(callback: Mapping[str, Any], created: Optional[datetime]) -> 
     suites = lava_results.read_suites(callback.get("results"))
     log_items = read_log(callback.get("log"))
     outcome = lava_results.boot_outcome(suites.get("lava", []), boot_fields["job_status"])
-    common = dict(fields, boot_result=outcome["boot_result"], boot_time=outcome["boot_time"])
+    common = dict(fields, boot_result=outcome["boot_result"], boot_failure=outcome["boot_failure"],
+                  boot_time=outcome["boot_time"])
     context = _JobContext(
         identity=(fields["lab_name"] or "", job_id, fields["board"]),
         when=lava_job.job_date(callback, created, job_id),
