@@ -514,3 +514,42 @@ def test_a_lone_surrogate_in_a_log_message_rejects_the_file():
     callback["log"] = '- {"dt": "2020-11-04T16:44:34.0", "lvl": "target", "msg": "bad \\udc80 byte"}\n'
     with pytest.raises(RejectedInput):
         documents_for(LAVA, json.dumps(callback).encode("utf-8"), LISTED)
+
+
+# -- the lab ----------------------------------------------------------------------------------------
+
+def without_any_lab(callback: dict) -> dict:
+    """A raw callback that names no lab: no `lab_name`, and a notify URL without `lab_name=`."""
+    callback = dict(callback)
+    callback.pop("lab_name", None)
+    callback["definition"] = callback["definition"].replace("lab_name=mgalka-lava-local&", "")
+    assert "lab_name" not in callback["definition"]
+    return callback
+
+
+def test_a_callback_without_a_lab_takes_the_listed_lab():
+    raw = encode(without_any_lab(real_callback(RAW_QEMU)))
+    docs = documents_for(LAVA, raw, LISTED, "lab-collabora")
+    assert {doc.body["lab_name"] for doc in docs} == {"lab-collabora"}
+
+
+def test_the_file_own_lab_wins_over_the_listed_one():
+    docs = documents_for(LAVA, real_bytes(RAW_QEMU), LISTED, "lab-elsewhere")
+    assert boot_of(docs).body["lab_name"] == "mgalka-lava-local"  # from its notify URL
+    docs = documents_for(LAVA, real_bytes(MESON), LISTED, "lab-elsewhere")
+    assert boot_of(docs).body["lab_name"] == "lab-baylibre"
+
+
+def test_two_labs_with_the_same_job_id_and_board_never_share_a_document():
+    raw = encode(without_any_lab(real_callback(RAW_QEMU)))
+    first = documents_for(LAVA, raw, LISTED, "lab-a")
+    second = documents_for(LAVA, raw, LISTED, "lab-b")
+    assert len(first) == len(second) > 1
+    assert not {doc.doc_id for doc in first} & {doc.doc_id for doc in second}
+
+
+@pytest.mark.parametrize("listed_lab", [None, "", "   "])
+def test_a_callback_naming_no_lab_anywhere_is_refused(listed_lab):
+    raw = encode(without_any_lab(real_callback(RAW_QEMU)))
+    with pytest.raises(RejectedInput, match="LAVA job 577 names no lab"):
+        documents_for(LAVA, raw, LISTED, listed_lab)

@@ -17,7 +17,7 @@ from functools import lru_cache
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable, Iterator, List, Optional, Set
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from kcing.errors import UpstreamError
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
@@ -35,6 +35,8 @@ SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+,=:@~-]*$")
 LISTING_FIELDS = ("_id", "created_on", "file_server_resource", "lab_name", "board", "job", "git_branch",
                   "kernel", "arch", "defconfig_full", "build_environment")
 RESOURCE_FALLBACK = ("job", "git_branch", "kernel", "arch", "defconfig_full", "build_environment")
+# A lab's file in a build's storage directory: `<lab>/lava-json-<board>.json`, `<lab>/boot-<board>.json`.
+LAB_FILE = re.compile(r"^(?:lava-json|boot)-.+\.json$")
 
 
 class LegacyKernelCI:
@@ -214,6 +216,22 @@ class LegacyKernelCI:
             if not isinstance(segment, str):  # before the cache, which needs hashable keys
                 raise ValueError("storage path segment is not a string: %r" % (segment,))
         return self.storage_url + "/" + "/".join(_url_segment(segment) for segment in segments)
+
+
+def lab_in_storage_path(url) -> Optional[str]:
+    """The lab a LAVA file or boot report belongs to, from the directory holding it on storage
+    (`.../<lab>/lava-json-<board>.json`); None when `url` is not such a path."""
+    if not isinstance(url, str):
+        return None
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return None
+    segments = [unquote(segment) for segment in path.split("/")]
+    if len(segments) < 3 or not LAB_FILE.match(segments[-1]):
+        return None
+    lab = segments[-2]
+    return lab if SAFE_SEGMENT.match(lab) and ".." not in lab else None
 
 
 @lru_cache(maxsize=8192)

@@ -54,8 +54,10 @@ class SamplesDir:
         path = self._inside_root(entry.get("path"))
         if path is None:
             problem = problem or "path %r is not a file inside %s" % (entry.get("path"), self.root)
-        return UpstreamObject(self.name, kind, upstream_id, str(path or ""), created,
-                              {"url": entry.get("url")}, problem=problem)
+        facts = {"url": entry.get("url")}
+        if isinstance(entry.get("listing"), dict):
+            facts["listing"] = entry["listing"]  # names the lab of a file that does not
+        return UpstreamObject(self.name, kind, upstream_id, str(path or ""), created, facts, problem=problem)
 
     def _inside_root(self, relative) -> Path:
         """Return the file `relative` names only if it stays inside the samples directory."""
