@@ -2,7 +2,7 @@
 
 The only module that knows the legacy URLs and storage layout:
 
-- builds:  <storage>/<file_server_resource>/build.json
+- builds:  <storage>/<file_server_resource>/build.json, or bmeta.json alone (from 2021-04)
 - boots:   <storage>/<file_server_resource>/<lab>/lava-json-<board>.json  (LAVA labs)
            <storage>/<file_server_resource>/<lab>/boot-<board>.json       (labs without LAVA)
 """
@@ -34,6 +34,8 @@ SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+,=:@~-]*$")
 # Ask only for what the crawl needs: build items carry megabytes of dtb lists otherwise.
 LISTING_FIELDS = ("_id", "created_on", "file_server_resource", "lab_name", "board", "job", "git_branch",
                   "kernel", "arch", "defconfig_full", "build_environment")
+BUILD_FILE = "build.json"  # until 2021-04
+BMETA_FILE = "bmeta.json"  # from 2020-09; alone from 2021-04
 RESOURCE_FALLBACK = ("job", "git_branch", "kernel", "arch", "defconfig_full", "build_environment")
 # A lab's file in a build's storage directory: `<lab>/lava-json-<board>.json`, `<lab>/boot-<board>.json`.
 LAB_FILE = re.compile(r"^(?:lava-json|boot)-.+\.json$")
@@ -65,7 +67,15 @@ class LegacyKernelCI:
         yield from self._list("boot", known)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
+        """The object's file; for a build whose directory has no build.json, its bmeta.json."""
         response = self.requester.get(obj.url)
+        if response.status_code == 404 and obj.kind == BUILD and obj.url.endswith("/" + BUILD_FILE):
+            # From 2021-04 a build's storage directory held bmeta.json alone (upstream.md §1.2).
+            fallback = obj.url[:-len(BUILD_FILE)] + BMETA_FILE
+            response = self.requester.get(fallback)
+            if response.status_code != 200:
+                raise UpstreamError("GET %s answered 404, and %s answered %d" % (obj.url, BMETA_FILE,
+                                                                                response.status_code))
         if response.status_code != 200:
             raise UpstreamError("GET %s answered %d" % (obj.url, response.status_code))
         return response.content
@@ -201,7 +211,7 @@ class LegacyKernelCI:
         item = obj.facts["listing"]
         created = _created_on(item)
         if obj.kind == BUILD:
-            leaf = ["build.json"]
+            leaf = [BUILD_FILE]
         else:
             leaf = [item.get("lab_name"),
                     "%s-%s.json" % ("boot" if obj.kind == BOOT else "lava-json", item.get("board"))]
