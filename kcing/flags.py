@@ -45,5 +45,6 @@ def a_date(args: dict, flag: str) -> Optional[datetime]:
     try:
         parsed = dateparser.parse(value)
     except (ValueError, OverflowError):
-        raise ConfigError("%s expects a date such as 2020-11-04 or '2020-11-04 09:41', not %r" % (flag, value)) from None
+        raise ConfigError("%s expects a date such as 2020-11-04 or '2020-11-04 09:41', not %r"
+                          % (flag, value)) from None
     return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)

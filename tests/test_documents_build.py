@@ -288,7 +288,8 @@ def test_a_bmeta_json_in_kernelci_cores_own_shape():
 @pytest.mark.parametrize("content, reason", [
     pytest.param({"revision": {"tree": "next"}}, "bmeta.json lacks environment.arch, revision.describe, "
                  "kernel.defconfig_full", id="bmeta-missing-fields"),
-    pytest.param({"id": 370874, "definition": "device_type: qemu"}, "neither a build.json .* nor a bmeta.json",
+    pytest.param({"id": 370874, "status": 3, "definition": "device_type: qemu"},
+                 "neither a build.json .* nor a bmeta.json",
                  id="a-lava-callback"),
     pytest.param({}, "neither a build.json .* nor a bmeta.json", id="empty-object"),
     pytest.param({"build": "PASS", "kernel": None}, "neither a build.json", id="sections-not-objects"),

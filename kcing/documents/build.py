@@ -26,9 +26,9 @@ from kcing.errors import RejectedInput
 from kcing.records import Document
 
 REQUIRED = ("job", "arch", "kernel", "defconfig_full")
-# Top-level keys by which a flat build.json is recognised (a bmeta.json nests them).
-FLAT_KEYS = ("job", "arch", "kernel", "git_describe", "defconfig", "defconfig_full", "file_server_resource",
-             "build_result", "status")
+# Top-level names by which a flat build.json is recognised: one of them as a string (a bmeta.json
+# nests them; a LAVA callback has none, only a `status` number).
+FLAT_KEYS = ("job", "arch", "kernel", "git_describe", "defconfig", "defconfig_full", "file_server_resource")
 NEITHER_FORMAT = ("neither a build.json (flat: job, arch, kernel, defconfig_full, ... at the top level) nor a "
                   "bmeta.json (build, environment, kernel and revision sections)")
 # The fields that name a build's storage directory when file_server_resource is missing.
@@ -43,7 +43,7 @@ def build_documents(build: Mapping[str, Any], created: Optional[datetime]) -> Li
         if missing:
             raise RejectedInput("bmeta.json lacks %s" % ", ".join(missing))
         when = listing_date(created, "bmeta.json")
-    elif any(build.get(key) is not None for key in FLAT_KEYS):
+    elif any(isinstance(build.get(key), str) for key in FLAT_KEYS):
         fields = _flat_fields(build)
         _require(fields)
         when = listing_date(created, "build.json")

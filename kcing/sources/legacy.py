@@ -230,13 +230,19 @@ class LegacyKernelCI:
 
 def lab_in_storage_path(url) -> Optional[str]:
     """The lab a LAVA file or boot report belongs to, from the directory holding it on storage
-    (`.../<lab>/lava-json-<board>.json`); None when `url` is not such a path."""
+    (`<storage>/.../<lab>/lava-json-<board>.json`); None when `url` is not such a storage URL.
+
+    A local file's directory is never taken for a lab: a copy can sit anywhere.
+    """
     if not isinstance(url, str):
         return None
     try:
-        path = urlsplit(url).path
+        parts = urlsplit(url)
     except ValueError:
         return None
+    if parts.scheme not in ("http", "https"):
+        return None
+    path = parts.path
     segments = [unquote(segment) for segment in path.split("/")]
     if len(segments) < 3 or not LAB_FILE.match(segments[-1]):
         return None

@@ -92,8 +92,8 @@ class LocalFiles:
             except UpstreamError as error:
                 yield UpstreamObject(self.name, kind, "missing:" + path[-100:], path, problem=str(error))
                 continue
-            yield UpstreamObject(self.name, kind, hashlib.sha256(content).hexdigest(), str(Path(path).resolve()),
-                                 self.date)
+            yield UpstreamObject(self.name, kind, hashlib.sha256(content).hexdigest(),
+                                 str(Path(path).resolve()), self.date)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
         return _read(Path(obj.url))
