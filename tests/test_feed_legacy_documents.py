@@ -246,3 +246,20 @@ def test_the_listed_lab(facts, url, expected):
     from kcing.records import UpstreamObject
     from kcing.sources import listed_lab
     assert listed_lab(UpstreamObject("legacy", LAVA, "x", url, facts=facts)) == expected
+
+
+def test_a_sample_build_without_a_manifest_date_is_refused_not_dated_by_its_file(logstash, tmp_path):
+    sample = sample_build()
+    samples = tmp_path / "samples"
+    (samples / "build").mkdir(parents=True)
+    manifest = json.loads((SAMPLES / "manifest.json").read_text())
+    (entry,) = [entry for entry in manifest["objects"] if entry["upstream_id"] == sample.upstream_id]
+    del entry["date"]
+    (samples / entry["path"]).write_bytes(sample.path.read_bytes())
+    (samples / "manifest.json").write_text(json.dumps(dict(manifest, objects=[entry])))
+    env = dict(local_environ(logstash, tmp_path), KCI_SOURCE="samples", KCI_SAMPLES_DIR=str(samples))
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1
+    assert "no date: build.json carries none" in result.stdout
+    assert "the samples manifest's" in result.stdout  # the reason says where a date comes from
+    assert not logstash.store
