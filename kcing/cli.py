@@ -4,8 +4,8 @@ Usage:
   kcing feed_es [options] [--source=NAME] [--days=N | --how-many=N | --since=DATE] [--threads=N]
                 [--samples-dir=DIR] [--output=DIR] [--batch-size=N] [--with-logs] [--dry-run]
                 [--verify] [--verify-delay=SECONDS] [--metrics=FILE]
-  kcing feed_es [options] (--builds | --lavas | --boots) <file>... [--output=DIR] [--dry-run]
-                [--verify] [--verify-delay=SECONDS] [--metrics=FILE]
+  kcing feed_es [options] (--builds | --lavas | --boots) <file>... [--date=DATE] [--output=DIR]
+                [--dry-run] [--verify] [--verify-delay=SECONDS] [--metrics=FILE]
   kcing reconcile [options] [--days=N | --since=DATE] [--dry-run] [--resend]
   kcing gen_samples [options] [--source=NAME] [--sample-size=N] [--days=N | --since=DATE]
                     [--samples-dir=DIR] [--threads=N] [--with-logs]
@@ -81,6 +81,10 @@ Options:
   --builds             The <file>s are build.json files.
   --lavas              The <file>s are lava-json-<board>.json files.
   --boots              The <file>s are boot-<board>.json files.
+  --date=DATE          The day of the <file>s that carry no date of their own (build.json,
+                       bmeta.json, boot-<board>.json): it names their index, as the listing
+                       date does when crawling. Files without a date are refused without it;
+                       a LAVA file's own dates win over it. Never the files' modification time.
   --sample-size=N      Save N objects of each kind instead of the last --days.
   --drp-days=N         Keep this many days of data (setting DRP_DAYS, default 3).
   --ilm                Also install an index lifecycle policy that deletes indices DRP_DAYS
@@ -109,6 +113,7 @@ Examples:
   kcing feed_es --source samples --output out/    # offline: bundled samples to NDJSON files
   kcing feed_es --how-many 50 --dry-run           # what the newest 50 builds/boots would be
   kcing feed_es --lavas saved/lava-json-*.json    # send local files (recorded by content hash)
+  kcing feed_es --builds --date 2020-11-04 bmeta.json  # a build file dated by the day it was built
   kcing feed_es --source api --with-logs          # the KernelCI API, from where the last run got to
   ES_LAVA=http://ls1:8338,http://ls2:8338 kcing feed_es -l /var/log/kcing.log
   kcing feed_es --verify --verify-delay 60       # then check Elasticsearch holds it all

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kcing import metrics, status as status_report
 from kcing.errors import ConfigError
-from kcing.flags import positive_int, seconds
+from kcing.flags import a_date, positive_int, seconds
 from kcing.http import RetryPolicy, new_session
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import FeedOptions, feed
@@ -38,7 +38,7 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many"):
         raise ConfigError("--since and --with-logs apply to --source api only")
     for flag, kind in (("--builds", BUILD), ("--lavas", LAVA), ("--boots", BOOT)):
         if args.get(flag):
-            return LocalFiles([(kind, path) for path in args["<file>"]])
+            return LocalFiles([(kind, path) for path in args["<file>"]], date=a_date(args, "--date"))
     if settings.KCI_SOURCE == "samples":
         return SamplesDir(settings.KCI_SAMPLES_DIR)
     session = new_session(pool_size=settings.KCI_THREADS + 2, verify=settings.KCI_CA_BUNDLE)

@@ -23,7 +23,7 @@ from kcing.ledger import docids
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED
 from kcing.records import UpstreamObject
-from kcing.sources import completed
+from kcing.sources import completed, listed_lab
 from kcing.sinks.batching import Batch, Batcher
 from kcing.sinks.logstash import BatchTooLarge
 from kcing.sinks.throttle import RateLimiter
@@ -222,7 +222,7 @@ class Feed:
             return Fetched(obj, failed=str(error))
         digest = hashlib.sha256(content).hexdigest()
         try:
-            documents = documents_for(obj.kind, content, obj.created)
+            documents = documents_for(obj.kind, content, obj.created, listed_lab(obj))
         except RejectedInput as error:
             return Fetched(obj, sha256=digest, rejected=str(error))
         return Fetched(obj, sha256=digest, items=[self.sink.encode(document) for document in documents],

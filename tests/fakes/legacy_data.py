@@ -76,6 +76,35 @@ def build_json(item: Dict[str, Any]) -> bytes:
     return json.dumps(doc, indent=4, sort_keys=True).encode()
 
 
+def bmeta_json(item: Dict[str, Any]) -> bytes:
+    """The nested `bmeta.json` (kernelci-core from 2020-09; alone on storage from 2021-04) of the
+    same build as `build_json(item)`, in the shape kernelci-core's writer gave it."""
+    doc = {
+        "build": {"duration": 511.84, "status": item["status"]},
+        "environment": {
+            "arch": item["arch"], "compiler": item["compiler"], "compiler_version": "8",
+            "compiler_version_full": "gcc (Debian 8.3.0-2) 8.3.0", "cross_compile": "",
+            "cross_compile_compat": "", "make_opts": {"KBUILD_BUILD_USER": "KernelCI"},
+            "name": item["build_environment"],
+            "platform": {"uname": ["Linux", "builder", "4.15.0", "#44-Ubuntu SMP", "x86_64", ""]},
+            "use_ccache": True,
+        },
+        "kernel": {
+            "defconfig": item["defconfig"], "defconfig_expanded": item["defconfig_full"], "defconfig_extras": [],
+            "defconfig_full": item["defconfig_full"], "fragments": [], "image": "Image",
+            "publish_path": item["file_server_resource"], "system_map": "System.map", "text_offset": "0x00080000",
+            "vmlinux_bss_size": 1019904, "vmlinux_data_size": 5259712, "vmlinux_file_size": 152362184,
+            "vmlinux_text_size": 13369344,
+        },
+        "revision": {
+            "branch": item["git_branch"], "commit": item["git_commit"], "describe": item["git_describe"],
+            "describe_verbose": item["git_describe_v"], "tree": item["job"],
+            "url": "https://git.kernel.org/pub/scm/linux/kernel/git/%s.git" % item["job"],
+        },
+    }
+    return json.dumps(doc, indent=4, sort_keys=True).encode()
+
+
 def boot_item(build: Dict[str, Any], lab_name: str, board: str, created: datetime,
               status: str = "PASS", null_resource: bool = False) -> Dict[str, Any]:
     """A backend boot document for `build` on `board` in `lab_name`."""

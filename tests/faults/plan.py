@@ -242,9 +242,9 @@ def _garbage(rng, content: bytes) -> bytes:
 def file_malformed_for_good(rng, world, run):
     obj = _target(rng, world)
     garbage = _garbage(rng, world.content(obj))
-    reason = rejection_reason(obj.kind, garbage, obj.created)
+    reason = rejection_reason(obj.kind, garbage, obj.created, obj.lab)
     if reason is None:  # the cut kept a valid file; a non-object is refused whatever the kind
-        garbage, reason = b"[]", rejection_reason(obj.kind, b"[]", obj.created)
+        garbage, reason = b"[]", rejection_reason(obj.kind, b"[]", obj.created, obj.lab)
     return Fault("file malformed for good", run, "%s %s replaced by %d bytes of %r..." % (
         obj.kind, obj.upstream_id, len(garbage), garbage[:24]), 1,
         lambda w: w.set_file(obj.path, garbage), broken={obj.key: ("rejected", reason)})

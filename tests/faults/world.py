@@ -67,6 +67,11 @@ class CatalogObject:
     def collection(self) -> str:
         return KIND_TO_COLLECTION[self.kind]
 
+    @property
+    def lab(self) -> Optional[str]:
+        """The lab the listing names, which the feed gives files that name none."""
+        return self.listing.get("lab_name")
+
 
 def listing_date(item: dict) -> datetime:
     return datetime.fromtimestamp(item["created_on"]["$date"] / 1000, tz=timezone.utc)
@@ -85,20 +90,21 @@ def sample_objects() -> Tuple[Tuple[CatalogObject, bytes], ...]:
 
 
 @lru_cache(maxsize=512)
-def stored_form(kind: str, content: bytes, created: datetime) -> Tuple[Tuple[DocKey, str], ...]:
+def stored_form(kind: str, content: bytes, created: datetime,
+                lab: Optional[str] = None) -> Tuple[Tuple[DocKey, str], ...]:
     """((index, id), canonical JSON of the stored document) for each document a file makes."""
     try:
-        documents = documents_for(kind, content, created)
+        documents = documents_for(kind, content, created, lab)
     except RejectedInput:
         return ()
     return tuple(((document.index, document.doc_id),
                   _canonical(dict(document.body, **{"@timestamp": document.timestamp}))) for document in documents)
 
 
-def rejection_reason(kind: str, content: bytes, created: datetime) -> Optional[str]:
+def rejection_reason(kind: str, content: bytes, created: datetime, lab: Optional[str] = None) -> Optional[str]:
     """Why `documents_for` refuses this file, or None when it makes documents."""
     try:
-        documents_for(kind, content, created)
+        documents_for(kind, content, created, lab)
     except RejectedInput as error:
         return str(error)
     return None
@@ -274,7 +280,7 @@ class World:
         content = self.content(obj)
         if content is None:
             return {}
-        return dict(stored_form(obj.kind, content, obj.created))
+        return dict(stored_form(obj.kind, content, obj.created, obj.lab))
 
     def expected(self) -> Dict[DocKey, str]:
         """(index, id) -> canonical stored document, for every object listed with a usable file."""
