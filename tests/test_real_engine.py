@@ -254,3 +254,54 @@ def test_cat_indices_leaves_hidden_indices_out_unless_asked(real_es):
     assert ".kcing-plain" in listed and ".kcing-secret" not in listed
     every = {row["index"] for row in client.cat.indices(format="json", h="index", expand_wildcards="all")}
     assert ".kcing-secret" in every
+
+
+# The same requests to the emulator and to the node: every status must agree, item by item.
+ODD_SOURCES = [
+    {"build_time": "abc"}, {"_id": "x"}, {"build_time": "12.5", "arch": 12, "vmlinux_file_size": "15"},
+    {"unknown_field": {"a": 1}, "date_like": "2020-01-01"}, {"arch": ["a", "b"], "build_time": None},
+    {"@timestamp": "2020-13-45"}, {"build_threads": 1.5}, {"build_threads": "1.5"}, {"arch": {"x": 1}},
+    {"arch": True, "build_time": True}, {"build_threads": 2 ** 63}, {"errors": "1e3"}, {"build_time": "NaN"},
+    {"arch": "x" * 40000}, {"git_describe": ""}, {"@timestamp": 1577836800000},
+    {"@timestamp": "2020-01-01 10:00:00"}, {"@timestamp": "2020-01-01T10:00:00.123456789Z"},
+    {"kernelci_api": "flat"}, {"kernelci_api": {"created": "nope"}}, {"a.b": 1, "a": {"c": 2}},
+    {"build_threads": [1, "x"]}, {"@timestamp": "2020-01-01T10:00:00+0100"}, {"build_time": "1,5"},
+    {"errors": 3.7}, {"x.": 1}, {"x..y": 1}, {".x": 1}, {"a": {"b.": 1}},
+]
+
+
+def answers(client: Elasticsearch) -> list:
+    """Status codes of a fixed sequence of kcing-like calls, documents one by one."""
+    from elasticsearch import ApiError
+    from kcing.admin.templates import templates_for
+
+    def status(call) -> int:
+        try:
+            return call().meta.status
+        except ApiError as error:
+            return error.meta.status
+
+    seen = [status(lambda: client.indices.put_index_template(name=name, body=body))
+            for name, body in sorted(templates_for(None).items())]
+    seen.append(status(lambda: client.indices.put_index_template(
+        name="clash", index_patterns=["build-x*"], priority=200)))
+    operations = []
+    for number, source in enumerate(ODD_SOURCES):
+        operations += [{"index": {"_index": "build-2020.01.02", "_id": str(number)}}, source]
+    seen += [item["index"]["status"] for item in client.bulk(operations=operations)["items"]]
+    seen.append(status(lambda: client.indices.create(index="build-2020.01.02")))
+    seen.append(status(lambda: client.indices.delete(index="build-*")))
+    seen.append(status(lambda: client.indices.delete(index="nope-2020.01.01")))
+    docs = client.mget(docs=[{"_index": "nope-1", "_id": "a"}, {"_index": "build-2020.01.02", "_id": "2"},
+                             {"_index": "build-2020.01.02", "_id": "missing"}])["docs"]
+    seen += [("error" in doc, doc.get("found")) for doc in docs]
+    client.indices.create(index=".kcing-plain")
+    client.indices.create(index=".kcing-secret", settings={"index.hidden": True})
+    seen.append(sorted(row["index"] for row in client.cat.indices(format="json", h="index")))
+    seen.append(status(lambda: client.indices.delete(index="build-2020.01.02,nope-2020.01.01",
+                                                     ignore_unavailable=True, expand_wildcards="none")))
+    return seen
+
+
+def test_the_emulator_answers_as_the_node_does(real_es, es):
+    assert answers(Elasticsearch(es.url)) == answers(client_for(real_es))
