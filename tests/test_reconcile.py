@@ -27,39 +27,12 @@ from kcing.reconcile import (
 from kcing.records import BUILD, UpstreamObject
 from kcing.runlock import RunLock
 from tests.fakes.elastic_server import ElasticsearchEmulator
-from tests.fakes.elastic_store import IndexStore, Unroutable, route
+from tests.fakes.elastic_forward import ForwardingStore
 from tests.fakes.logstash_emulator import LogstashCluster
 from tests.feedrun import (SAMPLES, clean_environ, feed_environ, kcing, ledger_rows, ledger_states,
                            sample_objects)
 
 DocKey = Tuple[str, str]
-
-
-class ForwardingStore(IndexStore):
-    """The Logstash emulators' store, which also indexes what they accepted into Elasticsearch
-    (one `_bulk` per accepted request) except the (index, id) keys in `drop`."""
-
-    def __init__(self, es_url: str):
-        super().__init__()
-        self.client = Elasticsearch(es_url, request_timeout=30)
-        self.drop: Set[DocKey] = set()
-        self.dropped: Set[DocKey] = set()
-
-    def write(self, events) -> int:
-        stored = super().write(events)
-        actions = []
-        for event in events:
-            try:
-                index, doc_id = route(event)
-            except Unroutable:
-                continue
-            if (index, doc_id) in self.drop:
-                self.dropped.add((index, doc_id))
-                continue
-            actions.append({"_op_type": "index", "_index": index, "_id": doc_id, "_source": event.fields})
-        if actions:
-            helpers.bulk(self.client, actions)  # raises on any item error: nothing is lost by accident
-        return stored
 
 
 @pytest.fixture

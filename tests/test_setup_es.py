@@ -55,7 +55,7 @@ def test_every_catalogue_field_is_mapped_with_its_type(kind):
     assert body["index_patterns"] == ["%s-*" % kind] and body["priority"] == PRIORITY
     assert body["template"]["settings"] == {"number_of_shards": 1, "number_of_replicas": 0}
     mappings = body["template"]["mappings"]
-    assert mappings["dynamic"] is True
+    assert mappings["dynamic"] is False  # uncatalogued fields stay in _source, unmapped
     properties = mappings["properties"]
     assert properties["@timestamp"] == {"type": "date"}
     for name, field_type in FIELDS[kind].items():

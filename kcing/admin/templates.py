@@ -92,9 +92,13 @@ def template_body(kind: str, fields: Mapping[str, Mapping[str, str]] = FIELDS,
         "template": {
             "settings": settings,
             "mappings": {
-                "dynamic": True,
-                # A new string field that happens to look like a date would become a date field,
-                # and later documents with text there would be refused.
+                # Every field kcing writes is in the catalogue and mapped above. Anything else
+                # (Logstash's @version, a field added by hand) is kept in _source but not mapped:
+                # the mapping never grows by guesswork, and a later document can never be refused
+                # because a guessed type does not fit it.
+                "dynamic": False,
+                # Kept off in case dynamic mapping is ever turned on: a string that looks like a
+                # date would make a date field that refuses later text.
                 "date_detection": False,
                 "properties": properties(fields[kind], sub_objects),
             },
