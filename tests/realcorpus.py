@@ -36,7 +36,7 @@ LONG_LOG_LINE = "long line " + "0123456789" * 4000
 class _NoLogstash:
     """feed_environ wants Logstash URLs; with --output none is contacted."""
 
-    urls = {"build": "http://127.0.0.1:9", "lava": "http://127.0.0.1:9", "boot": "http://127.0.0.1:9"}
+    urls = {route: "http://127.0.0.1:9" for route in ("build", "lava", "boot", "regression")}
 
 
 def read_bulk_files(directory: Path) -> Dict[Key, dict]:
