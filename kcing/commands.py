@@ -81,8 +81,8 @@ def make_sink(args: dict, settings, stop: Optional[Stop] = None):
         if not (settings.LS_USER and settings.LS_PASSWORD):
             raise ConfigError("LS_USER and LS_PASSWORD must be set together")
         auth = (settings.LS_USER, settings.LS_PASSWORD)
-        for name in ("ES_BUILD", "ES_LAVA", "ES_BOOT"):
-            warn_cleartext_credentials(name, getattr(settings, name), "the Logstash password (LS_PASSWORD)")
+        warn_cleartext_credentials("the Logstash password (LS_PASSWORD)",
+                                   {name: getattr(settings, name) for name in ("ES_BUILD", "ES_LAVA", "ES_BOOT")})
     # KernelCI API nodes go where the legacy documents of the same kinds go: builds to the
     # build input, and jobs and tests (boot, test and log documents) to the LAVA one.
     routes = {BUILD: settings.ES_BUILD, LAVA: settings.ES_LAVA, BOOT: settings.ES_BOOT,

@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional
 from urllib.parse import urlsplit
 
 import requests
@@ -274,12 +274,22 @@ def _error_name(error: BaseException) -> str:
 _warned_cleartext: set = set()
 
 
-def warn_cleartext_credentials(setting: str, urls: Iterable[str], credentials: str) -> bool:
-    """Warn once per setting when credentials would go to a plain http:// URL; True if it warned."""
-    plain = [url for url in urls if urlsplit(url).scheme == "http"]
-    if not plain or setting in _warned_cleartext:
+def cleartext_warning(credentials: str, urls_by_setting: Mapping[str, Iterable[str]]) -> Optional[str]:
+    """The warning due when `credentials` would go to plain http:// URLs, naming their settings."""
+    plain = {setting: [url for url in urls if urlsplit(url).scheme == "http"]
+             for setting, urls in urls_by_setting.items()}
+    named = [setting for setting, urls in plain.items() if urls]
+    if not named:
+        return None
+    return "%s is sent in clear text: %s %s http://, not https://" % (
+        credentials, " and ".join(named), "is" if len(named) == 1 else "are")
+
+
+def warn_cleartext_credentials(credentials: str, urls_by_setting: Mapping[str, Iterable[str]]) -> bool:
+    """Log the clear-text warning once per process (a run may build its clients more than once)."""
+    warning = cleartext_warning(credentials, urls_by_setting)
+    if warning is None or warning in _warned_cleartext:
         return False
-    _warned_cleartext.add(setting)
-    log.warning("%s is sent in clear text: %s is http://, not https:// (%s)",
-                credentials, setting, ", ".join(plain))
+    _warned_cleartext.add(warning)
+    log.warning("%s", warning)
     return True
