@@ -48,6 +48,7 @@ class RogueFront:
         self.upstream = urlsplit(upstream) if upstream else None
         self.rules: List[Rule] = []
         self.requests: LockedList = LockedList()  # (method, path, answered by: rule name or "forward")
+        self.connections = 0  # accepted so far
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._server: Optional[socketserver.ThreadingTCPServer] = None
@@ -102,6 +103,8 @@ class RogueFront:
     # Serving ------------------------------------------------------------------------------
 
     def _serve_connection(self, sock: socket.socket) -> None:
+        with self._lock:
+            self.connections += 1
         sock.settimeout(30)
         reader = sock.makefile("rb")
         try:
