@@ -89,10 +89,12 @@ def test_a_document_too_large_for_logstash_is_kept_and_sent_once_the_limit_is_ra
     largest = max(len(LogstashSink.encode(document)) for obj in sample_objects() if obj.kind == "lava"
                   for document in documents_for(obj.kind, obj.path.read_bytes(), obj.date))
     logstash.lava.max_content_length = largest
-    first = kcing(["feed_es"], env, tmp_path)
+    prom = tmp_path / "kcing.prom"
+    first = kcing(["feed_es", "--metrics", str(prom)], env, tmp_path)
     assert first.returncode == 3, first.stderr
     held = [row for row in ledger_rows(db) if row["state"] == "too_large"]
     assert held and all("max_content_length" in row["last_error"] for row in held)
+    assert 'kcing_feed_objects{source="legacy",outcome="too_large"} %d' % len(held) in prom.read_text()
     assert not [row for row in ledger_rows(db) if row["state"] == "rejected"]
     assert "max_content_length" in first.stdout
     status = kcing(["status"], env, tmp_path).stdout
