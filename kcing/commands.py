@@ -119,13 +119,19 @@ def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_del
     except BaseException as error:
         # Whatever ends the run (but SIGKILL), its row gets an outcome: never "running or killed".
         if run_id is not None:
-            code = error.exit_code if isinstance(error, KcingError) else 130 if isinstance(error, KeyboardInterrupt) else 1
-            ledger.finish_run(run_id, "error %d" % code, {"source": source.name})
+            ledger.finish_run(run_id, "error %d" % _exit_code_of(error), {"source": source.name})
         raise
     if run_id is not None:
         outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
         ledger.finish_run(run_id, outcome, dict(summary.as_dict(), source=source.name))
     return summary
+
+
+def _exit_code_of(error: BaseException) -> int:
+    """The exit status the CLI will give for `error` (see cli.main)."""
+    if isinstance(error, KcingError):
+        return error.exit_code
+    return 130 if isinstance(error, KeyboardInterrupt) else 1
 
 
 def feed_es(args: dict, settings) -> int:

@@ -76,8 +76,8 @@ class RunSummary:
 
     def as_dict(self) -> dict:
         counts = {name: getattr(self, name) for name in
-                  ("listed", "skipped", "downloaded", "delivered", "rejected", "failed", "too_large", "documents", "batches",
-                   "bytes_sent")}
+                  ("listed", "skipped", "downloaded", "delivered", "rejected", "failed", "too_large", "documents",
+                   "batches", "bytes_sent")}
         counts["elapsed"] = round(self.elapsed, 3)
         return counts
 
