@@ -236,7 +236,7 @@ def file_html_once(rng, world, run):
 
 def _fronted_get(rng, world, obj, behaviour):
     path = quote(obj.path)
-    return _at_get(rng, world, lambda w: w.fronts["storage"].on("GET", path, behaviour, count=1))
+    return _at_get(rng, world, lambda w: w.faulty_fronts["storage"].on("GET", path, behaviour, count=1))
 
 
 def file_trickles(rng, world, run):
@@ -325,7 +325,7 @@ def logstash_accept_then_fail(rng, world, run):
 def _fronted_post(rng, behaviour, count):
     """A behaviour of one route's front for `count` POSTs, armed after a random number of POSTs."""
     route = rng.choice(ROUTES)
-    moment, arm = _at_post(rng, lambda w: w.fronts[route].on("POST", "/", behaviour, count=count))
+    moment, arm = _at_post(rng, lambda w: w.faulty_fronts[route].on("POST", "/", behaviour, count=count))
     return route, moment, arm
 
 
@@ -337,7 +337,7 @@ def logstash_redirect(rng, world, run):
 
     def arm_both(w):
         arm(w)
-        w.fronts[route].on("GET", "/", rogue_http.answer(200, body=b"ok"))
+        w.faulty_fronts[route].on("GET", "/", rogue_http.answer(200, body=b"ok"))
     return Fault("Logstash redirects (3xx)", run, "%s input answers %d to a POST, %s"
                  % (route, status, _after(moment, "POST")), 1, arm_both, fronted=True)
 

@@ -219,7 +219,7 @@ class World:
         self.logstash = LogstashCluster(store=self.store)
         # Fronts that answer what the emulators will not (redirects, trickles, bodies cut short or
         # endless); a run goes through them only when one of its faults needs it.
-        self.fronts: Dict[str, RogueFront] = {}
+        self.faulty_fronts: Dict[str, RogueFront] = {}
         self.db = workdir / "kcing.db"
         self.days = 30 + next(_WORLD_NUMBERS) % 300
         self.runs: List[RunResult] = []
@@ -234,14 +234,14 @@ class World:
     def __enter__(self) -> "World":
         self.replica.start()
         self.logstash.start()
-        self.fronts = {"storage": RogueFront(self.replica.storage_url)}
-        self.fronts.update({route: RogueFront(url) for route, url in self.logstash.urls.items()})
-        for front in self.fronts.values():
+        self.faulty_fronts = {"storage": RogueFront(self.replica.storage_url)}
+        self.faulty_fronts.update({route: RogueFront(url) for route, url in self.logstash.urls.items()})
+        for front in self.faulty_fronts.values():
             front.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
-        for front in self.fronts.values():
+        for front in self.faulty_fronts.values():
             front.stop()
         self.logstash.stop()
         self.replica.stop()
@@ -306,8 +306,8 @@ class World:
 
     def front_settings(self) -> Dict[str, str]:
         """Settings that send a run's file GETs and POSTs through the fronts."""
-        return {"KCI_STORAGE_URL": self.fronts["storage"].url, "ES_BUILD": self.fronts["build"].url,
-                "ES_LAVA": self.fronts["lava"].url, "ES_BOOT": self.fronts["boot"].url}
+        return {"KCI_STORAGE_URL": self.faulty_fronts["storage"].url, "ES_BUILD": self.faulty_fronts["build"].url,
+                "ES_LAVA": self.faulty_fronts["lava"].url, "ES_BOOT": self.faulty_fronts["boot"].url}
 
     def run(self, env: Dict[str, str], arm: Callable[[], None] = lambda: None,
             commit_kill: Optional[Tuple[int, float]] = None, kill_after: Optional[float] = None,
@@ -391,7 +391,7 @@ class World:
         for emulator in self.emulators.values():
             emulator.clear_faults()
             emulator.up()
-        for front in self.fronts.values():
+        for front in self.faulty_fronts.values():
             front.clear()
 
     # The ledger ----------------------------------------------------------------------------
