@@ -42,8 +42,8 @@ Commands:
                are kept unless --overwrite; with it, the current ones are backed up first.
   backup_kbn   Export the kcing Kibana saved objects to kibana/saved_objects.ndjson (stable
                order, the Kibana URL replaced by a placeholder, so diffs stay reviewable).
-  status       Show what the ledger holds: delivered, failed, rejected, pending; last runs and
-               the last reconcile.
+  status       Show what the ledger holds: delivered, failed, rejected, pending, too large
+               (for Logstash); last runs and the last reconcile.
   test         Run the test suite (pytest); extra arguments go to pytest.
 
 Options:
@@ -104,9 +104,10 @@ ES_MAX_RETRIES, ES_LOAD_INTERVAL, ES_MAX_DOCS_PER_SECOND, LS_USER, LS_PASSWORD, 
 DRP_DAYS, ES_HOST, KB_URL. The README lists them all.
 
 Exit status: 0 all delivered; 1 some objects failed or were rejected (reconcile, --verify:
-some documents are missing in Elasticsearch); 2 usage or configuration error; 3 Logstash,
-Elasticsearch or Kibana unreachable or refusing; 4 another run holds the lock; 130 stopped by
-SIGINT/SIGTERM after recording the batch in flight.
+some documents are missing in Elasticsearch); 2 usage or configuration error (a Logstash input
+that redirects included); 3 Logstash, Elasticsearch or Kibana unreachable or refusing (a
+document too large for Logstash included: its object is sent again by the next run); 4 another
+run holds the lock; 130 stopped by SIGINT/SIGTERM after recording the batch in flight.
 
 Examples:
   kcing feed_es                                   # last 2 days of kernelci.org into Logstash

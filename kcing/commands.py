@@ -10,18 +10,19 @@ import time
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Optional
 
 from kcing import metrics, status as status_report
-from kcing.errors import ConfigError
+from kcing.errors import ConfigError, KcingError
 from kcing.flags import a_date, positive_int, seconds
-from kcing.http import RetryPolicy, new_session
+from kcing.http import BodyReader, RetryPolicy, new_session, warn_cleartext_credentials
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import FeedOptions, feed
 from kcing.records import BOOT, BUILD, CHECKOUT, JOB, KBUILD, LAVA, REGRESSION, TEST
 from kcing.runlock import RunLock
 from kcing.samples import SamplesWriter, gen_samples as save_samples
-from kcing.shutdown import stop_on_signals
-from kcing.sinks.logstash import LogstashSink
+from kcing.shutdown import Stop, stop_on_signals
+from kcing.sinks.logstash import MAX_ANSWER_BYTES, LogstashSink
 from kcing.sinks.ndjson import NdjsonDirSink
 from kcing.sinks.throttle import RateLimiter
 from kcing.sources.api import KernelCIApi
@@ -33,7 +34,9 @@ from kcing.watermark import parse_since
 log = logging.getLogger(__name__)
 
 
-def make_source(args: dict, settings, how_many_flag: str = "--how-many"):
+def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: Optional[Stop] = None):
+    """The source the settings and flags name. `stop`: retry waits end, and downloads in progress
+    are cut, once it is set (the feed takes nothing more after a signal)."""
     if settings.KCI_SOURCE != "api" and (args.get("--since") or args.get("--with-logs")):
         raise ConfigError("--since and --with-logs apply to --source api only")
     for flag, kind in (("--builds", BUILD), ("--lavas", LAVA), ("--boots", BOOT)):
@@ -41,8 +44,11 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many"):
             return LocalFiles([(kind, path) for path in args["<file>"]], date=a_date(args, "--date"))
     if settings.KCI_SOURCE == "samples":
         return SamplesDir(settings.KCI_SAMPLES_DIR)
+    stop = stop if stop is not None else Stop()
     session = new_session(pool_size=settings.KCI_THREADS + 2, verify=settings.KCI_CA_BUNDLE)
-    requester = Requester(session, RetryPolicy(attempts=settings.KCI_MAX_RETRIES, base=settings.KCI_RETRY_BACKOFF), settings.KCI_TIMEOUT)
+    reader = BodyReader(settings.KCI_DOWNLOAD_DEADLINE, settings.KCI_MAX_OBJECT_BYTES, abandon=stop.is_set)
+    requester = Requester(session, RetryPolicy(attempts=settings.KCI_MAX_RETRIES, base=settings.KCI_RETRY_BACKOFF),
+                          settings.KCI_TIMEOUT, sleep=stop.pause, reader=reader)
     if settings.KCI_SOURCE == "api":
         return KernelCIApi(requester, settings.KCI_API_URL, settings.KCI_API_STORAGE_URL, settings.KCI_API_TOKEN,
                            since=crawl_since(args), default_days=settings.KCI_DAYS,
@@ -65,7 +71,9 @@ def crawl_since(args: dict, now=None):
     return (now or datetime.now(timezone.utc)) - timedelta(days=days)
 
 
-def make_sink(args: dict, settings):
+def make_sink(args: dict, settings, stop: Optional[Stop] = None):
+    """The sink the settings and flags name. `stop`: retry waits end once it is set, and answers
+    being read are cut once it is urgent (a second signal)."""
     if args.get("--output"):
         return NdjsonDirSink(args["--output"])
     auth = None
@@ -73,14 +81,22 @@ def make_sink(args: dict, settings):
         if not (settings.LS_USER and settings.LS_PASSWORD):
             raise ConfigError("LS_USER and LS_PASSWORD must be set together")
         auth = (settings.LS_USER, settings.LS_PASSWORD)
+        inputs = ("ES_BUILD", "ES_LAVA", "ES_BOOT", "ES_REGRESSION")
+        warn_cleartext_credentials("the Logstash password (LS_PASSWORD)",
+                                   {name: getattr(settings, name) for name in inputs})
     # KernelCI API nodes go where the legacy documents of the same kinds go: builds to the
     # build input, and jobs and tests (boot, test and log documents) to the LAVA one. Regressions,
     # which legacy had not, have an input of their own.
     routes = {BUILD: settings.ES_BUILD, LAVA: settings.ES_LAVA, BOOT: settings.ES_BOOT,
               CHECKOUT: settings.ES_BUILD, KBUILD: settings.ES_BUILD, JOB: settings.ES_LAVA, TEST: settings.ES_LAVA,
               REGRESSION: settings.ES_REGRESSION}
+    names = {BUILD: "ES_BUILD", LAVA: "ES_LAVA", BOOT: "ES_BOOT", CHECKOUT: "ES_BUILD", KBUILD: "ES_BUILD",
+             JOB: "ES_LAVA", TEST: "ES_LAVA", REGRESSION: "ES_REGRESSION"}
+    stop = stop if stop is not None else Stop()
     session = new_session(pool_size=settings.ES_PARALLEL_POSTS + 2, verify=settings.LS_CA_BUNDLE)
-    return LogstashSink(routes, session, RetryPolicy(attempts=settings.ES_MAX_RETRIES, base=settings.ES_RETRY_BACKOFF), settings.ES_TIMEOUT, auth)
+    reader = BodyReader(settings.ES_POST_DEADLINE, MAX_ANSWER_BYTES, abandon=lambda: stop.urgent)
+    return LogstashSink(routes, session, RetryPolicy(attempts=settings.ES_MAX_RETRIES, base=settings.ES_RETRY_BACKOFF),
+                        settings.ES_TIMEOUT, auth, sleep=stop.pause, settings=names, reader=reader)
 
 
 def open_ledger(settings, dry_run: bool) -> Ledger:
@@ -100,12 +116,25 @@ def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_del
     """One feed run recorded in the ledger's runs table (unless a dry run); return its summary."""
     limiter = RateLimiter(settings.ES_LOAD_INTERVAL, settings.ES_MAX_DOCS_PER_SECOND)
     run_id = None if dry_run else ledger.start_run("feed_es")
-    summary = feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=_print_plan,
-                   stop=stop, on_delivered=on_delivered)
+    try:
+        summary = feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=_print_plan,
+                       stop=stop, on_delivered=on_delivered)
+    except BaseException as error:
+        # Whatever ends the run (but SIGKILL), its row gets an outcome: never "running or killed".
+        if run_id is not None:
+            ledger.finish_run(run_id, "error %d" % _exit_code_of(error), {"source": source.name})
+        raise
     if run_id is not None:
         outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
         ledger.finish_run(run_id, outcome, dict(summary.as_dict(), source=source.name))
     return summary
+
+
+def _exit_code_of(error: BaseException) -> int:
+    """The exit status the CLI will give for `error` (see cli.main)."""
+    if isinstance(error, KcingError):
+        return error.exit_code
+    return 130 if isinstance(error, KeyboardInterrupt) else 1
 
 
 def feed_es(args: dict, settings) -> int:
@@ -114,8 +143,9 @@ def feed_es(args: dict, settings) -> int:
     if args.get("--verify") and args.get("--output"):
         raise ConfigError("--verify checks Elasticsearch after posting to Logstash; it does not apply to --output")
     delay = seconds(args, "--verify-delay", settings.ES_VERIFY_DELAY)
-    source = make_source(args, settings)
-    sink = make_sink(args, settings)
+    stop = Stop()
+    source = make_source(args, settings, stop=stop)
+    sink = make_sink(args, settings, stop=stop)
     if verify:
         # Imported here: the Elasticsearch client takes a quarter of a second to import, which
         # every cron run without --verify would pay.
@@ -125,7 +155,7 @@ def feed_es(args: dict, settings) -> int:
     with ExitStack() as stack:
         if not dry_run:
             stack.enter_context(RunLock(settings.KCING_DB))
-        stop = stack.enter_context(stop_on_signals())
+        stack.enter_context(stop_on_signals(stop))
         ledger = open_ledger(settings, dry_run)
         stack.callback(ledger.close)
         summary = run_feed(source, ledger, sink, settings, dry_run, stop,
@@ -165,7 +195,8 @@ def _print_summary(summary, sink_name: str, dry_run: bool) -> None:
     else:
         rate = s.documents / s.elapsed if s.elapsed > 0 else 0.0
         print("feed_es: listed %d, skipped %d (already delivered), downloaded %d, delivered %d, rejected %d, "
-              "failed %d" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected, s.failed))
+              "failed %d%s" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected, s.failed,
+                               ", too large for Logstash %d" % s.too_large if s.too_large else ""))
         print("feed_es: %d documents in %d batches (%.1f MB) to %s in %.1fs (%.0f documents/s)"
               % (s.documents, s.batches, s.bytes_sent / 1e6, sink_name, s.elapsed, rate))
     for problem in s.problems[:20]:

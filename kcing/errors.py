@@ -19,6 +19,16 @@ class UpstreamError(KcingError):
     exit_code = 1
 
 
+class ObjectTooLarge(UpstreamError):
+    """An upstream body is larger than KCI_MAX_OBJECT_BYTES: its object is rejected (fetching it
+    again gives the same), and a listing page that large stops the run."""
+
+
+class ObjectTooSlow(UpstreamError):
+    """An upstream body did not arrive whole within KCI_DOWNLOAD_DEADLINE. Not retried within the
+    run, so one slow object holds the others up for one deadline at most; the next run tries again."""
+
+
 class RejectedInput(KcingError):
     """An upstream file cannot become documents (not JSON, or lacks a needed field).
 

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 from kcing.samples import write_atomically
 
-OUTCOMES = ("listed", "skipped", "downloaded", "delivered", "rejected", "failed")
+OUTCOMES = ("listed", "skipped", "downloaded", "delivered", "rejected", "failed", "too_large")
 
 
 def _label(value: str) -> str:

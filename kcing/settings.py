@@ -130,6 +130,10 @@ SPECS: Mapping[str, Spec] = {
     "KCI_TIMEOUT": Spec(60.0, _number(0.1), "seconds to wait for an upstream response"),
     "KCI_MAX_RETRIES": Spec(3, _integer(1), "attempts per upstream request"),
     "KCI_RETRY_BACKOFF": Spec(1.0, _number(0), "seconds of the first upstream retry wait (doubles each time)"),
+    "KCI_MAX_OBJECT_BYTES": Spec(100_000_000, _integer(1024), "largest upstream file or page taken (bytes); "
+                                 "a larger one is rejected while it streams"),
+    "KCI_DOWNLOAD_DEADLINE": Spec(300.0, _number(0.1), "seconds one upstream body may take in all; a slower "
+                                  "one fails and the next run tries again"),
     "KCI_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for upstream TLS; empty means the system store"),
     "KCI_SAMPLES_DIR": Spec("samples", _text, "directory of saved upstream files"),
     # Upstream: the current KernelCI API (--source api)
@@ -150,6 +154,8 @@ SPECS: Mapping[str, Spec] = {
     "ES_MAX_DOCS_PER_SECOND": Spec(0.0, _number(0), "documents per second cap; 0 means no cap"),
     "ES_RETRY_BACKOFF": Spec(1.0, _number(0), "seconds of the first delivery retry wait (doubles each time)"),
     "ES_TIMEOUT": Spec(60.0, _number(0.1), "seconds to wait for Logstash to answer a batch"),
+    "ES_POST_DEADLINE": Spec(120.0, _number(0.1), "seconds Logstash may take in all to answer a batch "
+                             "(ES_TIMEOUT bounds each wait); then the batch is retried"),
     "LS_PIPELINE_BATCH_SIZE": Spec(500, _integer(1), "documents per POST (and Logstash batch size)"),
     "LS_BATCH_MAX_BYTES": Spec(5_000_000, _integer(1024), "bytes per POST at most"),
     "LS_USER": Spec("", _text, "basic-auth user for the Logstash inputs"),
@@ -196,6 +202,8 @@ class Settings:
     KCI_TIMEOUT: float
     KCI_MAX_RETRIES: int
     KCI_RETRY_BACKOFF: float
+    KCI_MAX_OBJECT_BYTES: int
+    KCI_DOWNLOAD_DEADLINE: float
     KCI_CA_BUNDLE: str
     KCI_SAMPLES_DIR: str
     KCI_API_URL: str
@@ -213,6 +221,7 @@ class Settings:
     ES_MAX_DOCS_PER_SECOND: float
     ES_RETRY_BACKOFF: float
     ES_TIMEOUT: float
+    ES_POST_DEADLINE: float
     LS_PIPELINE_BATCH_SIZE: int
     LS_BATCH_MAX_BYTES: int
     LS_USER: str

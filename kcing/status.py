@@ -7,10 +7,12 @@ from typing import Dict, List
 from peewee import fn
 
 from kcing.ledger.ledger import Ledger
-from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, Run, UpstreamFile
+from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, Run, UpstreamFile
 
 # `downloaded` means fetched but not yet acknowledged by the sink: the next run sends it.
-STATE_LABELS = ((DELIVERED, "delivered"), (FAILED, "failed"), (REJECTED, "rejected"), (DOWNLOADED, "pending"))
+# `too_large`: Logstash refused a document as too large; the next run sends it again.
+STATE_LABELS = ((DELIVERED, "delivered"), (FAILED, "failed"), (REJECTED, "rejected"), (DOWNLOADED, "pending"),
+                (TOO_LARGE, "too_large"))
 
 
 def report(ledger: Ledger, runs: int = 5, errors: int = 5) -> dict:
@@ -41,7 +43,7 @@ def _frequent_errors(limit: int) -> List[dict]:
     count = fn.COUNT(UpstreamFile.id)
     query = (UpstreamFile.select(UpstreamFile.state, UpstreamFile.last_error, count.alias("n"),
                                  fn.MAX(UpstreamFile.first_seen).alias("last"))
-             .where(UpstreamFile.state.in_([FAILED, REJECTED]) & UpstreamFile.last_error.is_null(False))
+             .where(UpstreamFile.state.in_([FAILED, REJECTED, TOO_LARGE]) & UpstreamFile.last_error.is_null(False))
              .group_by(UpstreamFile.state, UpstreamFile.last_error)
              .order_by(count.desc(), UpstreamFile.last_error).limit(limit))
     return [{"state": row.state, "error": row.last_error, "objects": row.n} for row in query]
@@ -49,7 +51,7 @@ def _frequent_errors(limit: int) -> List[dict]:
 
 def _summary(counts: dict) -> str:
     return ", ".join("%s %s" % (name.replace("_", " "), counts[name]) for name in
-                     ("delivered", "rejected", "failed", "documents", "checked", "present", "missing",
+                     ("delivered", "rejected", "failed", "too_large", "documents", "checked", "present", "missing",
                       "not_checkable") if name in counts)
 
 
@@ -59,14 +61,16 @@ def _iso(value) -> str:
 
 def as_text(data: dict) -> str:
     lines = ["ledger: %s" % data["ledger"], ""]
-    header = "%-8s %-6s %10s %8s %9s %8s" % ("source", "kind", "delivered", "failed", "rejected", "pending")
+    header = "%-8s %-6s %10s %8s %9s %8s %9s" % ("source", "kind", "delivered", "failed", "rejected", "pending",
+                                                 "too large")
     lines.append(header)
     if not data["objects"]:
         lines.append("(no objects yet: run `kcing feed_es`)")
     for source, kinds in data["objects"].items():
         for kind, counts in kinds.items():
-            lines.append("%-8s %-6s %10d %8d %9d %8d" % (source, kind, counts["delivered"], counts["failed"],
-                                                         counts["rejected"], counts["pending"]))
+            lines.append("%-8s %-6s %10d %8d %9d %8d %9d" % (source, kind, counts["delivered"], counts["failed"],
+                                                             counts["rejected"], counts["pending"],
+                                                             counts["too_large"]))
     lines += ["", "last runs:"]
     for run in data["runs"] or [{"command": "(none)", "started": "", "ended": "", "outcome": "", "counts": {}}]:
         lines.append("  %-9s %s -> %s  %s  %s" % (run["command"], run["started"], run["ended"], run["outcome"],

@@ -16,7 +16,7 @@ import requests
 from kcing import watermark
 from kcing.commands import crawl_since
 from kcing.errors import ConfigError, UpstreamError
-from kcing.http import RetryPolicy, new_session
+from kcing.http import BodyReader, RetryPolicy, new_session
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, FAILED
 from kcing.pipeline import FeedOptions, feed
@@ -392,6 +392,18 @@ def test_a_log_that_cannot_be_had_is_noted_and_the_node_still_delivered(replica,
         replica.fail_next("/files/" + path, status)
     wrapped = envelope_of(make_source(replica, with_logs=True), baseline["id"])
     assert wrapped["artifact_errors"]["callback_data"].startswith(problem)
+    assert "callback_data" not in wrapped
+
+
+def test_a_log_larger_than_the_object_size_limit_is_left_out_and_the_node_still_delivered(replica):
+    baseline = replica.tree["baseline"]
+    path = baseline["artifacts"]["callback_data"][len(replica.files_url) + 1:]
+    replica.corpus.add_file(path, b"x" * 50_000)
+    requester = Requester(new_session(), RetryPolicy(attempts=3, base=0.01), 5, sleep=[].append,
+                          reader=BodyReader(deadline=5, max_bytes=10_000))
+    source = KernelCIApi(requester, replica.api_url, replica.files_url, since=SINCE, with_logs=True)
+    wrapped = envelope_of(source, baseline["id"])
+    assert "KCI_MAX_OBJECT_BYTES" in wrapped["artifact_errors"]["callback_data"]
     assert "callback_data" not in wrapped
 
 

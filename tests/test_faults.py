@@ -136,7 +136,7 @@ def converge(world: World, plan):
         listed_before = len(world.catalog)
         commit_kill = next((fault.commit_kill for fault in faults if fault.commit_kill), None)
         kill_after = next((fault.kill_after for fault in faults if fault.kill_after), None)
-        run = world.run(world.environ(**run_settings(plan, faults)), arm=arm_all(world, faults),
+        run = world.run(world.environ(**run_settings(plan, faults, world)), arm=arm_all(world, faults),
                         commit_kill=commit_kill, kill_after=kill_after)
         print(run.describe())
         check_between_runs(world, run)

@@ -208,24 +208,43 @@ def test_a_node_that_changed_is_delivered_again_under_the_same_id(env, tmp_path,
     assert len(stored_keys(logstash)) == len(expected_documents(api_replica))
 
 
-def test_a_rejected_node_is_reported_but_does_not_hold_the_watermark(env, tmp_path, db, api_replica, logstash):
+def test_a_node_too_large_for_logstash_holds_the_watermark_and_is_sent_once_the_limit_is_raised(
+        env, tmp_path, db, api_replica, logstash):
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
     mark = watermark(db)
-    broken = api_replica.tree["running"]
-    # A document Logstash refuses as too large, even alone (413): its node version is rejected.
+    big = [node for node in listed_nodes(api_replica) if node["kind"] == "test"][:3]
+    # Documents Logstash refuses as too large, even alone (413): a limit of the sink, which
+    # says nothing about the nodes, so they must stay undelivered until it is raised.
     logstash.lava.max_content_length = 20_000
-    api_replica.corpus.update(broken["id"], when=mark + timedelta(hours=1), data={"error_msg": "x" * 50_000})
-    later = next(node for node in listed_nodes(api_replica) if node["kind"] == "test" and node["id"] != broken["id"])
-    api_replica.corpus.update(later["id"], when=mark + timedelta(hours=2), result="fail")
+    for hours, node in enumerate(big, start=1):
+        api_replica.corpus.update(node["id"], when=mark + timedelta(hours=hours), data={"error_msg": "x" * 50_000})
+    later = next(node for node in listed_nodes(api_replica) if node["kind"] == "test" and node not in big)
+    api_replica.corpus.update(later["id"], when=mark + timedelta(hours=5), result="fail")
 
     result = kcing(["feed_es"], env, tmp_path)
-    assert result.returncode == 1, result.stderr
-    rejected = [row for row in ledger_rows(db) if row["state"] == "rejected"]
-    assert [row["upstream_id"].split(".")[0] for row in rejected] == [broken["id"]]
-    assert "delivered 1" in result.stdout and "rejected 1" in result.stdout
-    # Fetching that version again would be refused again: the watermark moves past it, so
-    # later runs do not list everything since then for ever.
-    assert watermark(db) == mark + timedelta(hours=2)
+    assert result.returncode == 3, result.stderr
+    held = [row for row in ledger_rows(db) if row["state"] == "too_large"]
+    assert sorted(row["upstream_id"].split(".")[0] for row in held) == sorted(node["id"] for node in big)
+    assert not [row for row in ledger_rows(db) if row["state"] == "rejected"]
+    assert "too large for Logstash 3" in result.stdout and "max_content_length" in result.stdout
+    assert all("max_content_length" in row["last_error"] for row in held)
+    assert watermark(db) < mark + timedelta(hours=1)  # held: the next run lists them again
+    status = json.loads(kcing(["status", "--json"], env, tmp_path).stdout)
+    assert status["objects"]["api"]["test"]["too_large"] == 3
+    assert status["runs"][0]["outcome"] == "error 3"
+
+    again = kcing(["feed_es"], env, tmp_path)  # the limit is still there: held again, nothing lost
+    assert again.returncode == 3, again.stderr
+    assert len([row for row in ledger_rows(db) if row["state"] == "too_large"]) == 3
+
+    logstash.lava.max_content_length = 10_000_000
+    fixed = kcing(["feed_es"], env, tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    assert {row["state"] for row in ledger_rows(db)} == {"delivered"}
+    for node in big:
+        assert any(body.get("kernelci_api", {}).get("id") == node["id"] or node["id"] in json.dumps(body)
+                   for body in logstash.store.values())
+    assert watermark(db) == mark + timedelta(hours=5)
 
 
 def test_days_and_since_override_the_watermark_without_moving_it_over_a_gap(env, tmp_path, db, api_replica):

@@ -12,7 +12,7 @@ from peewee import EXCLUDED, DatabaseError, SqliteDatabase, fn
 
 from kcing.errors import ConfigError
 from kcing.ledger import docids, models
-from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, UpstreamFile
+from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, UpstreamFile
 from kcing.records import UpstreamObject
 
 # SQLite caps the number of bound parameters per statement; stay well below the oldest limit.
@@ -233,7 +233,7 @@ class Ledger:
             return
         now = self.clock()
         with self.db.atomic():
-            for state in (DOWNLOADED, FAILED, REJECTED, DELIVERED):
+            for state in (DOWNLOADED, FAILED, REJECTED, TOO_LARGE, DELIVERED):
                 rows = [self._row(outcome, now) for outcome in outcomes if outcome.state == state]
                 for start in range(0, len(rows), WRITE_CHUNK):
                     self._upsert(state, rows[start:start + WRITE_CHUNK])

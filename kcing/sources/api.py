@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set
 
-from kcing.errors import ConfigError, UpstreamError
+from kcing.errors import ConfigError, ObjectTooLarge, UpstreamError
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
 from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.sources.requester import Requester
@@ -243,7 +243,10 @@ class KernelCIApi:
     def _artifact_text(self, url: str) -> tuple:
         """(text, None), or (None, why) when the file will not be had; passing failures raise."""
         # No Authorization header: artifacts live on other hosts, which must never see the token.
-        response = self.requester.get(url)
+        try:
+            response = self.requester.get(url)
+        except ObjectTooLarge as error:  # as a log inflating too far: the node goes without it
+            return None, str(error)
         if response.status_code in LOST_ARTIFACT_STATUSES:
             return None, "HTTP %d" % response.status_code
         if response.status_code != 200:

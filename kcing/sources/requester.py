@@ -8,25 +8,30 @@ from typing import Callable, Optional
 
 import requests
 
-from kcing.errors import ConfigError, UpstreamError
-from kcing.http import RetryPolicy, certificate_refused, parse_retry_after, seconds_text
+from kcing.errors import ConfigError, Interrupted, ObjectTooLarge, ObjectTooSlow, UpstreamError
+from kcing.http import (BodyAbandoned, BodyBroken, BodyReader, BodyTooLarge, BodyTooSlow, RetryPolicy,
+                        certificate_refused, parse_retry_after, seconds_text)
 
 log = logging.getLogger(__name__)
 
 
 class Requester:
-    """Wraps one pooled session; every call has a (connect, read) timeout."""
+    """Wraps one pooled session; every call has a (connect, read) timeout, and every body an
+    overall deadline and a size limit (`reader`)."""
 
     def __init__(self, session: requests.Session, policy: RetryPolicy, timeout: float,
-                 sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random):
+                 sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random,
+                 reader: Optional[BodyReader] = None):
         self.session = session
         self.policy = policy
         self.timeout = (min(10.0, timeout), timeout)
         self.sleep = sleep
         self.rand = rand
+        self.reader = reader or BodyReader(deadline=300.0, max_bytes=100_000_000)
 
     def get(self, url: str, params=None, headers=None) -> requests.Response:
-        """Return the first response that is not a passing failure; the caller judges its status."""
+        """Return the first response that is not a passing failure, its body read; the caller
+        judges its status."""
         last = "no attempt"
         for attempt in range(1, self.policy.attempts + 1):
             retry_after: Optional[float] = None
@@ -34,11 +39,20 @@ class Requester:
                 # verify= given per request: requests would otherwise let REQUESTS_CA_BUNDLE or
                 # CURL_CA_BUNDLE from the environment replace the session's (KCI_CA_BUNDLE).
                 response = self.session.get(url, params=params, headers=headers, timeout=self.timeout,
-                                            verify=self.session.verify)
-                # Read the body here so a connection reset mid-body counts as a passing failure.
-                response.content
+                                            verify=self.session.verify, stream=True)
+                _keep_body(response, self.reader.read(response))
             except requests.Timeout:
                 last = "timed out after %s" % seconds_text(self.timeout[1])
+            except BodyTooLarge as error:
+                raise ObjectTooLarge("GET %s: body %s: raise KCI_MAX_OBJECT_BYTES to take it"
+                                     % (_shown(url), error)) from None
+            except BodyTooSlow as error:
+                raise ObjectTooSlow("GET %s: body %s (KCI_DOWNLOAD_DEADLINE); the next run tries again"
+                                    % (_shown(url), error)) from None
+            except BodyAbandoned:
+                raise Interrupted("stopped by a signal during a download") from None
+            except BodyBroken as error:
+                last = str(error)
             except requests.RequestException as error:
                 if certificate_refused(error):
                     raise ConfigError("the TLS certificate of %s is not trusted: point KCI_CA_BUNDLE at the CA "
@@ -54,3 +68,14 @@ class Requester:
                 log.info("GET %s: %s; retry %d of %d in %.1fs", url, last, attempt, self.policy.attempts - 1, delay)
                 self.sleep(delay)
         raise UpstreamError("GET %s failed %d times (last: %s)" % (url, self.policy.attempts, last))
+
+
+def _keep_body(response: requests.Response, body: bytes) -> None:
+    """Give a streamed response its body as if requests had read it (`.content`, `.text`, `.json()`)."""
+    response._content = body
+    response._content_consumed = True
+
+
+def _shown(url: str) -> str:
+    """A URL for messages: without its query, which may carry a signature."""
+    return url.split("?", 1)[0]

@@ -32,6 +32,7 @@ from tests.fakes.elastic_store import IndexStore
 from tests.fakes.legacy_corpus import KIND_TO_COLLECTION, LegacyCorpus, storage_path
 from tests.fakes.legacy_replica import LegacyReplica
 from tests.fakes.logstash_emulator import LogstashCluster
+from tests.fakes.rogue_http import RogueFront
 from tests.fakes.serving import ManualClock
 from tests.feedrun import REPO, SAMPLES, feed_environ
 
@@ -222,6 +223,9 @@ class World:
         self.replica.frontend.on_page(self._on_page)
         self.store = HookedStore(self.hooks)
         self.logstash = LogstashCluster(store=self.store)
+        # Fronts that answer what the emulators will not (redirects, trickles, bodies cut short or
+        # endless); a run goes through them only when one of its faults needs it.
+        self.faulty_fronts: Dict[str, RogueFront] = {}
         self.db = workdir / "kcing.db"
         self.days = 30 + next(_WORLD_NUMBERS) % 300
         self.runs: List[RunResult] = []
@@ -236,9 +240,15 @@ class World:
     def __enter__(self) -> "World":
         self.replica.start()
         self.logstash.start()
+        self.faulty_fronts = {"storage": RogueFront(self.replica.storage_url)}
+        self.faulty_fronts.update({route: RogueFront(url) for route, url in self.logstash.urls.items()})
+        for front in self.faulty_fronts.values():
+            front.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
+        for front in self.faulty_fronts.values():
+            front.stop()
         self.logstash.stop()
         self.replica.stop()
         self.logstash.clear()  # events and requests: several MB per world
@@ -299,6 +309,11 @@ class World:
                     KCI_DAYS=self.days)
         base.update({name: str(value) for name, value in settings.items()})
         return feed_environ(self.replica, self.logstash, self.db, **base)
+
+    def front_settings(self) -> Dict[str, str]:
+        """Settings that send a run's file GETs and POSTs through the fronts."""
+        return {"KCI_STORAGE_URL": self.faulty_fronts["storage"].url, "ES_BUILD": self.faulty_fronts["build"].url,
+                "ES_LAVA": self.faulty_fronts["lava"].url, "ES_BOOT": self.faulty_fronts["boot"].url}
 
     def run(self, env: Dict[str, str], arm: Callable[[], None] = lambda: None,
             commit_kill: Optional[Tuple[int, float]] = None, kill_after: Optional[float] = None,
@@ -382,6 +397,8 @@ class World:
         for emulator in self.emulators.values():
             emulator.clear_faults()
             emulator.up()
+        for front in self.faulty_fronts.values():
+            front.clear()
 
     # The ledger ----------------------------------------------------------------------------
 
