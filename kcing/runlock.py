@@ -5,41 +5,38 @@ import fcntl
 import os
 from pathlib import Path
 
-from kcing.errors import ConfigError, LockHeld
+from kcing.errors import LockHeld
+from kcing.files import open_lock_file
 
 
 class RunLock:
     """Holds `<db>.lock` with flock for the duration of a `with` block.
 
     The operating system releases a flock when the process ends in any way (crash and SIGKILL
-    included), so a stale lock file never blocks the next cron run.
+    included), so a stale lock file never blocks the next cron run. The file only ever holds the
+    pid of the run that has it; a symlink or anything but a plain file at its name is refused.
     """
 
     def __init__(self, db_path: str):
         self.path = Path(str(db_path) + ".lock")
-        self._handle = None
+        self._fd = None
 
     def __enter__(self) -> "RunLock":
+        fd = open_lock_file(self.path)
         try:
-            handle = open(self.path, "a+")
-        except OSError as error:
-            raise ConfigError("cannot create the lock file %s: %s" % (self.path, error.strerror)) from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
             raise LockHeld("another kcing run (pid %s) is using %s; try again when it ends" % (holder, self.path)) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._handle = handle
+        # Only now, holding the lock on a plain file of our own, is rewriting it safe.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+        self._fd = fd
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._handle is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
