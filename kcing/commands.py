@@ -85,7 +85,7 @@ def open_ledger(settings, dry_run: bool) -> Ledger:
     # A dry run must not create or change anything, not even an empty ledger file.
     if dry_run and not Path(settings.KCING_DB).exists():
         return Ledger.open(":memory:")
-    return Ledger.open(settings.KCING_DB)
+    return Ledger.open(settings.KCING_DB, wait=settings.KCING_DB_LOCK_WAIT)
 
 
 def feed_options(settings, dry_run: bool) -> FeedOptions:
@@ -97,12 +97,14 @@ def feed_options(settings, dry_run: bool) -> FeedOptions:
 def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_delivered=lambda obj: None):
     """One feed run recorded in the ledger's runs table (unless a dry run); return its summary."""
     limiter = RateLimiter(settings.ES_LOAD_INTERVAL, settings.ES_MAX_DOCS_PER_SECOND)
-    run_id = None if dry_run else ledger.start_run("feed_es")
-    summary = feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=_print_plan,
-                   stop=stop, on_delivered=on_delivered)
-    if run_id is not None:
-        outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
-        ledger.finish_run(run_id, outcome, dict(summary.as_dict(), source=source.name))
+    if dry_run:
+        return feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=_print_plan,
+                    stop=stop, on_delivered=on_delivered)
+    with ledger.recorded_run("feed_es", {"source": source.name}) as run:
+        summary = feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=_print_plan,
+                       stop=stop, on_delivered=on_delivered)
+        run.outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
+        run.counts = dict(summary.as_dict(), source=source.name)
     return summary
 
 
@@ -188,7 +190,7 @@ def gen_samples(args: dict, settings) -> int:
 def status(args: dict, settings) -> int:
     if not Path(settings.KCING_DB).exists():
         raise ConfigError("no ledger at %s yet: run `kcing feed_es` first (or pass --db)" % settings.KCING_DB)
-    ledger = Ledger.open(settings.KCING_DB)
+    ledger = Ledger.open(settings.KCING_DB, wait=settings.KCING_DB_LOCK_WAIT)
     try:
         data = status_report.report(ledger)
     finally:

@@ -5,7 +5,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from kcing.errors import LockHeld
+from kcing.errors import LockHeld, StorageFailed
 from kcing.files import open_lock_file
 
 
@@ -30,8 +30,12 @@ class RunLock:
             os.close(fd)
             raise LockHeld("another kcing run (pid %s) is using %s; try again when it ends" % (holder, self.path)) from None
         # Only now, holding the lock on a plain file of our own, is rewriting it safe.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+        except OSError as error:
+            os.close(fd)
+            raise StorageFailed("cannot write the lock file %s: %s" % (self.path, error.strerror)) from None
         self._fd = fd
         return self
 
