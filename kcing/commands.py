@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from kcing import metrics, status as status_report
-from kcing.errors import ConfigError
+from kcing.errors import ConfigError, KcingError
 from kcing.flags import positive_int, seconds
 from kcing.http import RetryPolicy, new_session
 from kcing.ledger.ledger import Ledger
@@ -147,10 +147,10 @@ def _write_metrics(path: str, summary, source_name: str, ledger: Ledger) -> None
                           last_success.timestamp() if last_success else None)
     try:
         metrics.write(path, text)
-    except OSError as error:
+    except KcingError as error:
         # The run itself is done and recorded: a metrics file that cannot be written must not
         # turn its outcome into a failure, but it must be seen.
-        log.error("cannot write the metrics file %s: %s", path, error.strerror or error)
+        log.error("cannot write the metrics file: %s", error)
 
 
 def _print_plan(obj) -> None:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from kcing.errors import ConfigError
+from kcing.errors import ConfigError, KcingError, StorageFailed
 
 NEW_FILE_MODE = 0o644
 # What a process without a readable /proc assumes: the usual umask of a service account.
@@ -52,9 +52,12 @@ def write_atomically(path: Path, content: bytes, mode: Optional[int] = None, lik
     those of the file it copies) or of the file it replaces, else 0644 less the umask. Owner and
     group are kept as far as this process may set them (root may; a user may set a group it is in).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    kept_mode, uid, gid = replacement_mode(path, like)
-    handle, temporary = tempfile.mkstemp(dir=str(path.parent), prefix=".partial-", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept_mode, uid, gid = replacement_mode(path, like)
+        handle, temporary = tempfile.mkstemp(dir=str(path.parent), prefix=".partial-", suffix=".tmp")
+    except OSError as error:
+        raise file_error(path, error) from None
     try:
         with os.fdopen(handle, "wb") as out:
             if uid is not None and mode is None:
@@ -64,10 +67,21 @@ def write_atomically(path: Path, content: bytes, mode: Optional[int] = None, lik
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(error, OSError):
+            raise file_error(path, error) from None
         raise
+
+
+def file_error(path: Path, error: OSError) -> KcingError:
+    """The kcing error for a file kcing could not write: a setting to fix (permissions, a
+    missing directory: exit 2), or the machine failing (a full disk, an I/O error: exit 5)."""
+    reason = error.strerror or str(error)
+    if error.errno in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+        return ConfigError("cannot write %s: %s" % (path, reason))
+    return StorageFailed("cannot write %s: %s; the previous file, if any, is left as it was" % (path, reason))
 
 
 def _keep_owner(fd: int, uid: int, gid: int) -> None:

@@ -299,3 +299,20 @@ def test_an_unexpected_error_is_one_line_and_exit_70(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["kcing status: internal error (ValueError); run again with -d for the traceback, and report it"]
     assert issubclass(StorageFailed, KcingError) and StorageFailed.exit_code == 5
+
+
+# -- files kcing replaces whole, on a full disk -----------------------------------------------------
+
+def test_setup_ls_on_a_full_disk_is_exit_5_and_leaves_pipelines_yml_as_it_was(tmp_path):
+    with small_tmpfs(tmp_path / "logstash", "256k") as home:
+        (home / "config").mkdir()
+        pipelines = home / "config" / "pipelines.yml"
+        original = "- pipeline.id: main\n  path.config: /etc/logstash/conf.d/main.conf\n"
+        pipelines.write_text(original)
+        fill_leaving(home, 0)
+        result = kcing(["setup_ls"], clean_environ(LS_HOME=str(home)), tmp_path)
+        assert result.returncode == 5, result.stdout + result.stderr
+        assert last_line(result).startswith("kcing setup_ls: cannot write %s/config/pipelines.yml." % home)
+        assert "No space left on device" in last_line(result)
+        assert pipelines.read_text() == original
+        assert not list((home / "config").glob(".partial-*"))
