@@ -1,9 +1,11 @@
 """One run at a time: an advisory lock file beside the ledger database."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
+from typing import Optional
 
 from kcing.errors import LockHeld, StorageFailed
 from kcing.files import open_lock_file
@@ -44,3 +46,25 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def lock_holder(db_path: str) -> Optional[str]:
+    """The pid of the kcing run holding `<db>.lock` now, or None when no run holds it.
+
+    Only looks: creates nothing, writes nothing, and follows no symlink."""
+    path = Path(str(db_path) + ".lock")
+    try:
+        fd = os.open(str(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ELOOP):
+            return None
+        raise
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

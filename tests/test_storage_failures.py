@@ -20,8 +20,11 @@ import pytest
 from kcing import cli
 from kcing.errors import INTERNAL_ERROR, KcingError, StorageFailed
 from kcing.ledger.ledger import Ledger
+from kcing.runlock import RunLock
+from kcing.status import UNRECORDED_END
 from kcing.sinks.batching import Batch
 from kcing.sinks.ndjson import NdjsonDirSink, whole_records_end
+from tests.tmpfs import fill_leaving, resize, small_tmpfs
 from tests.feedrun import (SAMPLES, clean_environ, expected_documents, integrity, kcing, kcing_process, ledger_states,
                            sample_objects)
 
@@ -71,36 +74,6 @@ def written_keys(out: Path) -> Dict[Tuple[str, str], int]:
             key = (action["index"]["_index"], action["index"]["_id"])
             keys[key] = keys.get(key, 0) + 1
     return keys
-
-
-# -- a real small tmpfs ---------------------------------------------------------------------------
-
-@contextmanager
-def small_tmpfs(directory: Path, size: str) -> Iterator[Path]:
-    """`directory` as a tmpfs of `size` (needs root, or a user namespace that allows mounts)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0755" % size, "tmpfs", str(directory)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (%s): the full-disk tests need one" % mounted.stderr.strip())
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", "-l", str(directory)], check=False)
-
-
-def resize(directory: Path, size: str) -> None:
-    subprocess.run(["mount", "-o", "remount,size=%s" % size, str(directory)], check=True)
-
-
-def fill_leaving(directory: Path, free_kib: int) -> Path:
-    """Fill the file system of `directory` so that about `free_kib` KiB stay free."""
-    stats = os.statvfs(str(directory))
-    available = stats.f_bavail * stats.f_frsize // 1024
-    filler = directory / "filler"
-    with open(filler, "wb") as handle:
-        handle.write(b"\0" * max(0, available - free_kib) * 1024)
-    return filler
 
 
 # -- --output on a full disk ----------------------------------------------------------------------
@@ -316,3 +289,19 @@ def test_setup_ls_on_a_full_disk_is_exit_5_and_leaves_pipelines_yml_as_it_was(tm
         assert "No space left on device" in last_line(result)
         assert pipelines.read_text() == original
         assert not list((home / "config").glob(".partial-*"))
+
+
+def test_status_tells_a_running_run_from_one_that_ended_without_a_record(tmp_path):
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.start_run("feed_es")  # a run that was killed, or could not write its end
+    ledger.close()
+    assert status_runs(db, tmp_path)[0]["outcome"] == UNRECORDED_END
+    with RunLock(str(db)):
+        ledger = Ledger.open(str(db))
+        ledger.start_run("feed_es")  # the run holding the lock now
+        ledger.close()
+        shown = status_runs(db, tmp_path)
+    assert [run["outcome"] for run in shown] == ["running (pid %d)" % os.getpid(), UNRECORDED_END]
+    text = kcing(["status"], clean_environ(KCING_DB=str(db)), tmp_path).stdout
+    assert "running or killed" not in text and UNRECORDED_END in text
