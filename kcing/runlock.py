@@ -1,9 +1,9 @@
 """One run at a time: an advisory lock file beside the ledger database."""
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 from typing import Optional
 
@@ -51,14 +51,41 @@ class RunLock:
 def lock_holder(db_path: str) -> Optional[str]:
     """The pid of the kcing run holding `<db>.lock` now, or None when no run holds it.
 
-    Only looks: creates nothing, writes nothing, and follows no symlink."""
+    Only looks: creates nothing, writes nothing, follows no symlink, and takes no lock itself
+    where the kernel lists its locks (a probe with flock would make a run starting at that very
+    moment find the lock taken)."""
     path = Path(str(db_path) + ".lock")
     try:
+        info = os.lstat(str(path))
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    listed = _kernel_lock_holder(info)
+    if listed is not None:
+        return listed or None
+    return _probe_holder(path)
+
+
+def _kernel_lock_holder(info: os.stat_result) -> Optional[str]:
+    """From /proc/locks: the pid holding a flock on the file, "" for none, None if unreadable."""
+    wanted = "%02x:%02x:%d" % (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            for line in locks:
+                fields = line.split()
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted and "->" not in fields:
+                    return fields[4]
+    except OSError:
+        return None
+    return ""
+
+
+def _probe_holder(path: Path) -> Optional[str]:
+    try:
         fd = os.open(str(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as error:
-        if error.errno in (errno.ENOENT, errno.ELOOP):
-            return None
-        raise
+    except OSError:
+        return None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
