@@ -417,6 +417,30 @@ def test_resend_sends_what_an_earlier_run_marked_missing(legacy_replica, forward
     assert "Elasticsearch holds every document checked" in final.stdout
 
 
+@needs_samples
+def test_an_object_whose_resend_failed_is_still_held_as_missing(env, tmp_path, legacy_replica, forwarding, es):
+    db = tmp_path / "kcing.db"
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    kept = kept_ids(db)
+    boot = next(key for key in sorted(kept) if key[0] == "boot")
+    delete_documents(es, kept[boot])
+    assert kcing(["reconcile"], env, tmp_path).returncode == 1
+
+    legacy_replica.storage.fail_next("/", 404, count=None)  # storage loses the file for a while
+    failed = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "re-sending 1 legacy objects" in failed.stdout and "failed 1" in failed.stdout
+    row = next(row for row in ledger_rows(db) if (row["kind"], row["upstream_id"]) == boot)
+    assert row["state"] == FAILED and row["last_error"].startswith(MISSING_IN_ELASTICSEARCH + "; re-send failed: ")
+
+    legacy_replica.storage.clear_faults()
+    forwarding.clear()
+    resent = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    assert posted_keys(forwarding) == kept[boot]
+    assert set(ledger_states(db).values()) == {DELIVERED}
+
+
 def _documents_by_object() -> Dict[object, Set[DocKey]]:
     """Each sample object -> the (index, id) of every document it makes."""
     found = {}

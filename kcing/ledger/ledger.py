@@ -228,8 +228,9 @@ class Ledger:
         last = 0
         while True:
             rows = [DeliveredRow(*row) for row in self.db.execute_sql(
-                "SELECT %s FROM upstream_file WHERE source = ? AND state = ? AND last_error = ? AND id > ? "
-                "ORDER BY id LIMIT ?" % _ROW_COLUMNS, [source, FAILED, reason, last, chunk]).fetchall()]
+                "SELECT %s FROM upstream_file WHERE source = ? AND state = ? AND (last_error = ? OR "
+                "substr(last_error, 1, ?) = ?) AND id > ? ORDER BY id LIMIT ?" % _ROW_COLUMNS,
+                [source, FAILED, reason, len(reason) + 2, reason + "; ", last, chunk]).fetchall()]
             if not rows:
                 return
             last = rows[-1].id
@@ -239,9 +240,13 @@ class Ledger:
                                      when.replace(tzinfo=timezone.utc) if when is not None else None)
 
     def sources_with_missing(self, reason: str = models.MISSING_IN_ELASTICSEARCH) -> Dict[str, int]:
-        """{source: objects reconcile sent back to undelivered and not yet re-sent}."""
+        """{source: objects reconcile sent back to undelivered and not yet re-sent}.
+
+        An object whose re-send failed stays one of them: its error is `reason; ...`."""
+        held = (UpstreamFile.last_error == reason) | (fn.SUBSTR(UpstreamFile.last_error, 1, len(reason) + 2)
+                                                      == reason + "; ")
         query = (UpstreamFile.select(UpstreamFile.source, fn.COUNT(UpstreamFile.id))
-                 .where((UpstreamFile.state == FAILED) & (UpstreamFile.last_error == reason))
+                 .where((UpstreamFile.state == FAILED) & held)
                  .group_by(UpstreamFile.source))
         return {source: count for source, count in query.tuples()}
 
