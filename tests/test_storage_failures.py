@@ -24,9 +24,9 @@ from kcing.runlock import RunLock
 from kcing.status import UNRECORDED_END
 from kcing.sinks.batching import Batch
 from kcing.sinks.ndjson import NdjsonDirSink, whole_records_end
+from tests.feedrun import (SAMPLES, clean_environ, expected_documents, feed_environ, integrity, kcing, kcing_process,
+                           ledger_states, sample_objects)
 from tests.tmpfs import fill_leaving, resize, small_tmpfs
-from tests.feedrun import (SAMPLES, clean_environ, expected_documents, integrity, kcing, kcing_process, ledger_states,
-                           sample_objects)
 
 needs_samples = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
 
@@ -305,3 +305,18 @@ def test_status_tells_a_running_run_from_one_that_ended_without_a_record(tmp_pat
     assert [run["outcome"] for run in shown] == ["running (pid %d)" % os.getpid(), UNRECORDED_END]
     text = kcing(["status"], clean_environ(KCING_DB=str(db)), tmp_path).stdout
     assert "running or killed" not in text and UNRECORDED_END in text
+
+
+def test_gen_samples_on_a_full_disk_is_exit_5_and_keeps_whole_files(legacy_replica, logstash, tmp_path):
+    with small_tmpfs(tmp_path / "saved", "256k") as samples:
+        env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+        result = kcing(["gen_samples"], env, tmp_path)
+        assert result.returncode == 5, result.stdout + result.stderr
+        assert last_line(result).startswith("kcing gen_samples: cannot write %s/" % samples)
+        assert "No space left on device" in last_line(result)
+        assert not list(samples.rglob(".partial-*"))
+        manifest = samples / "manifest.json"
+        saved = json.loads(manifest.read_text())["objects"] if manifest.exists() else []
+        for entry in saved:  # whatever the manifest lists is there, whole
+            content = (samples / entry["path"]).read_bytes()
+            assert len(content) == entry["size"]
