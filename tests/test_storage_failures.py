@@ -320,3 +320,18 @@ def test_gen_samples_on_a_full_disk_is_exit_5_and_keeps_whole_files(legacy_repli
         for entry in saved:  # whatever the manifest lists is there, whole
             content = (samples / entry["path"]).read_bytes()
             assert len(content) == entry["size"]
+
+
+@needs_samples
+def test_a_log_file_on_a_full_disk_is_reported_once_not_with_tracebacks(tmp_path):
+    with small_tmpfs(tmp_path / "logs", "64k") as logs:
+        log_file = logs / "feed.log"
+        log_file.write_text("")
+        fill_leaving(logs, 0)
+        env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
+        done = kcing(["-l", str(log_file), "feed_es", "--source", "samples", "--samples-dir", str(SAMPLES),
+                      "--output", str(tmp_path / "out")], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "Logging error" not in done.stderr
+    assert done.stderr.count("kcing: cannot write the log file %s: No space left on device" % log_file) == 1
+    assert "run finished" in done.stderr
