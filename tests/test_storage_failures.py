@@ -335,3 +335,46 @@ def test_a_log_file_on_a_full_disk_is_reported_once_not_with_tracebacks(tmp_path
     assert "Traceback" not in done.stderr and "Logging error" not in done.stderr
     assert done.stderr.count("kcing: cannot write the log file %s: No space left on device" % log_file) == 1
     assert "run finished" in done.stderr
+
+
+HOLD_LOCK_WHEN_RUNNING = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+while not conn.execute("SELECT 1 FROM run WHERE ended IS NULL").fetchone():
+    time.sleep(0.01)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+conn.execute("ROLLBACK")
+"""
+
+
+@needs_samples
+def test_a_ledger_locked_mid_run_stops_it_in_one_line_and_loses_nothing(legacy_replica, logstash, tmp_path):
+    db = tmp_path / "kcing.db"
+    Ledger.open(str(db)).close()
+    env = feed_environ(legacy_replica, logstash, db, KCING_DB_LOCK_WAIT="1", LS_PIPELINE_BATCH_SIZE="100")
+    logstash.lava.slow_next(0.3, count=None)  # a run long enough to be caught in the middle
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK_WHEN_RUNNING, str(db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        stopped = kcing(["feed_es"], env, tmp_path)
+        assert holder.stdout.readline().strip() == "locked"
+        assert stopped.returncode == 4, stopped.stdout + stopped.stderr
+        assert last_line(stopped).startswith("kcing feed_es: the ledger %s is locked by another process (waited 1s"
+                                             % db)
+        # The run could not write its end either; status says what became of it.
+        assert status_runs(db, tmp_path)[0]["outcome"] == UNRECORDED_END
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert integrity(db) == "ok"
+    stored = set(logstash.store.keys())
+    for obj in sample_objects():
+        if ledger_states(db).get((obj.kind, obj.upstream_id)) == "delivered":
+            assert set(expected_documents([obj])) <= stored
+    logstash.lava.clear_faults()
+    again = kcing(["feed_es"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert set(ledger_states(db).values()) == {"delivered"}
+    assert set(logstash.store.keys()) == set(expected_documents(sample_objects()))
