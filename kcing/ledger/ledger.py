@@ -419,7 +419,7 @@ def _close_quietly(database: SqliteDatabase) -> None:
     """Close after a failed open; the error being raised says what went wrong."""
     try:
         database.close()
-    except Exception:  # noqa: BLE001 - a second failure of the same database adds nothing
+    except (KcingError, DatabaseError, sqlite3.Error):  # a second failure of the same file adds nothing
         pass
 
 
