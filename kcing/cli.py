@@ -107,7 +107,10 @@ Exit status: 0 all delivered; 1 some objects failed or were rejected (reconcile,
 some documents are missing in Elasticsearch); 2 usage or configuration error (a Logstash input
 that redirects included); 3 Logstash, Elasticsearch or Kibana unreachable or refusing (a
 document too large for Logstash included: its object is sent again by the next run); 4 another
-run holds the lock; 130 stopped by SIGINT/SIGTERM after recording the batch in flight.
+run holds the lock, or another process held the ledger's database lock longer than
+KCING_DB_LOCK_WAIT; 5 the ledger or an output file (of --output) could not be written (disk
+full, I/O error; what was written is whole); 70 an internal error (a bug; -d shows the
+traceback); 130 stopped by SIGINT/SIGTERM after recording the batch in flight.
 
 Examples:
   kcing feed_es                                   # last 2 days of kernelci.org into Logstash
@@ -134,7 +137,7 @@ from typing import Callable, List, Optional
 from docopt import DocoptExit, docopt
 
 from kcing import __version__, logs, settings as settings_module
-from kcing.errors import ConfigError, KcingError
+from kcing.errors import INTERNAL_ERROR, ConfigError, KcingError
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +211,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("kcing %s: interrupted" % command, file=sys.stderr)
         return 130
+    except Exception as error:  # a bug: one line for cron; the message may quote anything, so not shown
+        print("kcing %s: internal error (%s); run again with -d for the traceback, and report it"
+              % (command, type(error).__name__), file=sys.stderr)
+        log.debug("internal error", exc_info=True)
+        return INTERNAL_ERROR
 
 
 __all__ = ["main", "COMMANDS", "ConfigError"]

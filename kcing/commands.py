@@ -103,7 +103,7 @@ def open_ledger(settings, dry_run: bool) -> Ledger:
     # A dry run must not create or change anything, not even an empty ledger file.
     if dry_run and not Path(settings.KCING_DB).exists():
         return Ledger.open(":memory:")
-    return Ledger.open(settings.KCING_DB)
+    return Ledger.open(settings.KCING_DB, wait=settings.KCING_DB_LOCK_WAIT)
 
 
 def feed_options(settings, dry_run: bool) -> FeedOptions:
@@ -115,26 +115,16 @@ def feed_options(settings, dry_run: bool) -> FeedOptions:
 def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_delivered=lambda obj: None):
     """One feed run recorded in the ledger's runs table (unless a dry run); return its summary."""
     limiter = RateLimiter(settings.ES_LOAD_INTERVAL, settings.ES_MAX_DOCS_PER_SECOND)
-    run_id = None if dry_run else ledger.start_run("feed_es")
-    try:
+    if dry_run:
+        return feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=_print_plan,
+                    stop=stop, on_delivered=on_delivered)
+    # Whatever ends the run (but SIGKILL), its row gets an outcome: never "running or killed".
+    with ledger.recorded_run("feed_es", {"source": source.name}) as run:
         summary = feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=_print_plan,
                        stop=stop, on_delivered=on_delivered)
-    except BaseException as error:
-        # Whatever ends the run (but SIGKILL), its row gets an outcome: never "running or killed".
-        if run_id is not None:
-            ledger.finish_run(run_id, "error %d" % _exit_code_of(error), {"source": source.name})
-        raise
-    if run_id is not None:
-        outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
-        ledger.finish_run(run_id, outcome, dict(summary.as_dict(), source=source.name))
+        run.outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
+        run.counts = dict(summary.as_dict(), source=source.name)
     return summary
-
-
-def _exit_code_of(error: BaseException) -> int:
-    """The exit status the CLI will give for `error` (see cli.main)."""
-    if isinstance(error, KcingError):
-        return error.exit_code
-    return 130 if isinstance(error, KeyboardInterrupt) else 1
 
 
 def feed_es(args: dict, settings) -> int:
@@ -177,10 +167,10 @@ def _write_metrics(path: str, summary, source_name: str, ledger: Ledger) -> None
                           last_success.timestamp() if last_success else None)
     try:
         metrics.write(path, text)
-    except OSError as error:
+    except KcingError as error:
         # The run itself is done and recorded: a metrics file that cannot be written must not
         # turn its outcome into a failure, but it must be seen.
-        log.error("cannot write the metrics file %s: %s", path, error.strerror or error)
+        log.error("cannot write the metrics file: %s", error)
 
 
 def _print_plan(obj) -> None:
@@ -221,7 +211,7 @@ def gen_samples(args: dict, settings) -> int:
 def status(args: dict, settings) -> int:
     if not Path(settings.KCING_DB).exists():
         raise ConfigError("no ledger at %s yet: run `kcing feed_es` first (or pass --db)" % settings.KCING_DB)
-    ledger = Ledger.open(settings.KCING_DB)
+    ledger = Ledger.open(settings.KCING_DB, wait=settings.KCING_DB_LOCK_WAIT)
     try:
         data = status_report.report(ledger)
     finally:

@@ -28,6 +28,21 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class LogFileHandler(logging.FileHandler):
+    """A log file that says once, in one line, that it cannot be written (a full disk), instead
+    of printing a traceback for every record; the run and its stderr log go on."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            error = sys.exc_info()[1]
+            reason = getattr(error, "strerror", None) or error
+            sys.stderr.write("kcing: cannot write the log file %s: %s; its later lines are lost (stderr has "
+                             "them)\n" % (self.baseFilename, reason))
+
+
 def configure(debug: bool = False, log_file: Optional[str] = None, secrets: Iterable[str] = ()) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -36,7 +51,7 @@ def configure(debug: bool = False, log_file: Optional[str] = None, secrets: Iter
     redact = RedactSecrets(secrets)
     handlers = [logging.StreamHandler(sys.stderr)]
     if log_file:
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        handlers.append(LogFileHandler(log_file, encoding="utf-8"))
     for handler in handlers:
         handler.setFormatter(logging.Formatter(FORMAT))
         handler.addFilter(redact)

@@ -146,10 +146,19 @@ class Feed:
                                                   "is recorded, the rest is sent by the next run")
             log.error("run stopped: %s", self.summary.stopped_by)
         finally:
-            self._write_outcomes()
-            if not self.options.dry_run:
-                # After the outcomes: the watermark moves only over what the ledger shows delivered.
-                watermark.advance(self.source, self.ledger)
+            try:
+                self._write_outcomes()
+                if not self.options.dry_run:
+                    # After the outcomes: the watermark moves only over what the ledger shows delivered.
+                    watermark.advance(self.source, self.ledger)
+            except KcingError as error:
+                # The ledger cannot be written (locked, disk full): its last transaction was
+                # rolled back whole, so what it lacks is simply sent again by the next run.
+                self.summary.delivered -= sum(1 for outcome in self.outcomes if outcome.state == DELIVERED)
+                self.outcomes = []
+                if self.summary.stopped_by is None or str(self.summary.stopped_by) != str(error):
+                    log.error("run stopped: %s", error)
+                self.summary.stopped_by = error
             self.summary.elapsed = self.clock() - self._started
         log.info("run finished: %s", ", ".join("%s %s" % item for item in self.summary.as_dict().items()))
         return self.summary

@@ -10,7 +10,7 @@ from kcing import reconcile as reconciling
 from kcing.admin.elastic import make_client
 from kcing.admin.retention import cutoff_day
 from kcing.commands import _print_summary, make_sink, make_source, run_feed
-from kcing.errors import ConfigError, Interrupted, KcingError
+from kcing.errors import ConfigError, Interrupted
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
 from kcing.shutdown import stop_on_signals
@@ -33,18 +33,18 @@ def verify(client, settings, ledger: Ledger, delivered: list, delay: float, stop
 
 def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry_run: bool = False):
     """Run a reconcile over `chunks` of delivered rows, print it, and record it as a run."""
-    run_id = None if dry_run else ledger.start_run("reconcile")
     first_kept = cutoff_day(datetime.now(timezone.utc).date(), settings.DRP_DAYS)
     checker = reconciling.Reconciler(client, settings.ES_HOST, ledger, report, mark=not dry_run,
                                      first_kept=first_kept)
-    try:
+    if dry_run:
         checker.run(chunks, stop)
-    except KcingError as error:
-        if run_id is not None:
-            ledger.finish_run(run_id, "error %d" % error.exit_code, report.as_counts())
-        raise
-    if run_id is not None:
-        ledger.finish_run(run_id, report.outcome, report.as_counts())
+    else:
+        with ledger.recorded_run("reconcile") as run:
+            try:
+                checker.run(chunks, stop)
+            finally:
+                run.counts = report.as_counts()
+            run.outcome = report.outcome
     for line in reconciling.summary_lines(report, settings.ES_HOST):
         print(line)
     return report
@@ -65,30 +65,37 @@ def reconcile(args: dict, settings) -> int:
         if not dry_run:
             stack.enter_context(RunLock(settings.KCING_DB))
         stop = stack.enter_context(stop_on_signals())
-        ledger = Ledger.open(settings.KCING_DB)
+        ledger = Ledger.open(settings.KCING_DB, wait=settings.KCING_DB_LOCK_WAIT)
         stack.callback(ledger.close)
         report = reconciling.Report(scope="objects delivered since %s" % since.strftime("%Y-%m-%d %H:%M UTC"),
                                     dry_run=dry_run)
         check_and_record(client, settings, ledger, report, ledger.delivered_since(since, reconciling.CHUNK), stop,
                          dry_run=dry_run)
-        if args.get("--resend") and report.missing:
-            if dry_run:
-                print("reconcile: dry run: would re-send the %d objects with missing documents" % report.missing)
-            else:
-                _resend(settings, ledger, stop)
+        resent = 0
+        if args.get("--resend"):
+            # Not only what this check found: an earlier reconcile or feed_es --verify may have
+            # marked objects missing that no run has sent again yet (a dry run marked nothing).
+            held = sum(ledger.sources_with_missing().values())
+            if dry_run and report.missing + held:
+                print("reconcile: dry run: would re-send the %d objects with missing documents"
+                      % (report.missing + held))
+            elif held:
+                resent = _resend(settings, ledger, stop)
     # Something was missing even when --resend sent it all again: say so to cron.
-    return report.exit_code
+    return max(report.exit_code, resent)
 
 
-def _resend(settings, ledger: Ledger, stop) -> None:
-    """reconcile --resend: fetch what reconcile marked missing again from the ledger's URLs and
-    feed it through the usual pipeline."""
+def _resend(settings, ledger: Ledger, stop) -> int:
+    """reconcile --resend: fetch every object the ledger holds as missing in Elasticsearch again
+    from the ledger's URLs and feed it through the usual pipeline; return the worst exit code."""
     sink = None
+    worst = 0
     for name, count in sorted(ledger.sources_with_missing().items()):
         if name not in reconciling.RESENDABLE:
             print("reconcile: %d objects of the %s source cannot be fetched again from the ledger alone; "
                   "`kcing feed_es --source %s --since DATE` (DATE before their last update) sends them again"
                   % (count, name, name))
+            worst = 1  # still missing in Elasticsearch: cron must hear of it
             continue
         if sink is None:
             sink = make_sink({}, settings)
@@ -99,3 +106,5 @@ def _resend(settings, ledger: Ledger, stop) -> None:
         _print_summary(summary, sink.name, False)
         if summary.stopped_by is not None:
             raise summary.stopped_by
+        worst = max(worst, summary.exit_code)
+    return worst

@@ -163,6 +163,8 @@ SPECS: Mapping[str, Spec] = {
     "LS_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Logstash TLS; empty means the system store"),
     # Ledger and retention
     "KCING_DB": Spec("kcing.db", _text, "SQLite ledger of what was delivered"),
+    "KCING_DB_LOCK_WAIT": Spec(30.0, _number(0), "seconds a ledger write waits for another process holding its "
+                               "database lock before the run stops (exit 4)"),
     "DRP_DAYS": Spec(3, _integer(1), "days of data to keep (must exceed KCI_DAYS)"),
     # Elasticsearch and Kibana administration
     "ES_HOST": Spec("http://localhost:9200", _url, "Elasticsearch URL for admin commands"),
@@ -228,6 +230,7 @@ class Settings:
     LS_PASSWORD: str
     LS_CA_BUNDLE: str
     KCING_DB: str
+    KCING_DB_LOCK_WAIT: float
     DRP_DAYS: int
     ES_HOST: str
     ES_USER: str

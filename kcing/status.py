@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 from peewee import fn
 
 from kcing.ledger.ledger import Ledger
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, Run, UpstreamFile
+from kcing.runlock import lock_holder
 
+# The outcome shown for a run that has no end in the ledger and is not running.
+UNRECORDED_END = "ended without a record (killed, or the ledger could not be written)"
 # `downloaded` means fetched but not yet acknowledged by the sink: the next run sends it.
 # `too_large`: Logstash refused a document as too large; the next run sends it again.
 STATE_LABELS = ((DELIVERED, "delivered"), (FAILED, "failed"), (REJECTED, "rejected"), (DOWNLOADED, "pending"),
@@ -23,20 +26,34 @@ def report(ledger: Ledger, runs: int = 5, errors: int = 5) -> dict:
         per_kind = objects.setdefault(source, {}).setdefault(kind, {name: 0 for _, name in STATE_LABELS})
         per_kind[label] = per_kind.get(label, 0) + count
     last_reconcile = ledger.last_run("reconcile")
-    return {"ledger": ledger.db.database, "objects": objects, "runs": _last_runs(runs),
+    running = _running_run(ledger)
+    return {"ledger": ledger.db.database, "objects": objects, "runs": _last_runs(runs, running),
             "errors": _frequent_errors(errors),
             "watermarks": {source: when.isoformat() for source, when in sorted(ledger.watermarks().items())},
-            "last_reconcile": _run(last_reconcile) if last_reconcile is not None else None}
+            "last_reconcile": _run(last_reconcile, running) if last_reconcile is not None else None}
 
 
-def _last_runs(limit: int) -> List[dict]:
-    return [_run(row) for row in Run.select().order_by(Run.id.desc()).limit(limit)]
+def _running_run(ledger: Ledger) -> Optional[Tuple[int, str]]:
+    """(row id, pid) of the run in progress: the newest row without an end, while a kcing run
+    holds the lock beside the ledger. Every other row without an end belongs to a run that was
+    killed or could not write its end (the ledger locked or its disk full)."""
+    if ledger.db.database == ":memory:":
+        return None
+    holder = lock_holder(ledger.db.database)
+    newest = Run.select(Run.id).where(Run.ended.is_null()).order_by(Run.id.desc()).first()
+    return (newest.id, holder) if holder is not None and newest is not None else None
 
 
-def _run(row: Run) -> dict:
+def _last_runs(limit: int, running: Optional[Tuple[int, str]]) -> List[dict]:
+    return [_run(row, running) for row in Run.select().order_by(Run.id.desc()).limit(limit)]
+
+
+def _run(row: Run, running: Optional[Tuple[int, str]]) -> dict:
+    outcome = row.outcome
+    if outcome is None:
+        outcome = "running (pid %s)" % running[1] if running and running[0] == row.id else UNRECORDED_END
     return {"command": row.command, "started": _iso(row.started), "ended": _iso(row.ended),
-            "outcome": row.outcome or "running or killed",
-            "counts": json.loads(row.counts) if row.counts else {}}
+            "outcome": outcome, "counts": json.loads(row.counts) if row.counts else {}}
 
 
 def _frequent_errors(limit: int) -> List[dict]:

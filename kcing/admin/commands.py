@@ -77,7 +77,7 @@ def drp(args: dict, settings, now: Optional[datetime] = None) -> int:
         if have_ledger and not dry_run:
             # A feed run writing rows while they are pruned would race; one run at a time.
             stack.enter_context(RunLock(settings.KCING_DB))
-        ledger = Ledger.open(settings.KCING_DB) if have_ledger else None
+        ledger = Ledger.open(settings.KCING_DB, wait=settings.KCING_DB_LOCK_WAIT) if have_ledger else None
         if ledger is not None:
             stack.callback(ledger.close)
         chosen = retention.plan(client, host, ledger, today, settings.DRP_DAYS)

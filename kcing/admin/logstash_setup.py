@@ -15,7 +15,7 @@ from typing import List, Optional
 import yaml
 
 from kcing.errors import ConfigError
-from kcing.samples import write_atomically
+from kcing.files import write_atomically
 
 PIPELINE_ID = "kcing"
 CHECKOUT_PIPELINE = Path(__file__).resolve().parents[2] / "logstash" / "pipeline" / "kcing.conf"
@@ -167,7 +167,7 @@ def setup_ls(args: dict, settings, now=time.time) -> int:
     saved = ""
     if path.exists():
         backup = _free_backup_path(config_dir, now())
-        write_atomically(backup, existing.encode("utf-8"))
+        write_atomically(backup, existing.encode("utf-8"), like=path)
         saved = "; previous file saved as %s" % backup
     write_atomically(path, merged.encode("utf-8"))
     print("setup_ls: wrote the kcing pipeline (path.config %s) to %s%s" % (entry["path.config"], path, saved))

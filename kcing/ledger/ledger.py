@@ -2,22 +2,29 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from peewee import EXCLUDED, DatabaseError, SqliteDatabase, fn
 
-from kcing.errors import ConfigError
+from kcing.errors import ConfigError, KcingError, exit_status
 from kcing.ledger import docids, models
+from kcing.ledger.database import LedgerDatabase
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, UpstreamFile
 from kcing.records import UpstreamObject
+
+log = logging.getLogger(__name__)
 
 # SQLite caps the number of bound parameters per statement; stay well below the oldest limit.
 LOOKUP_CHUNK = 500
 WRITE_CHUNK = 100
+# Seconds a write waits for another process holding the database lock (setting KCING_DB_LOCK_WAIT).
+DEFAULT_LOCK_WAIT = 30.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,15 @@ class Outcome:
     # With `delivered`: {index: packed ids} of every document the object produced (docids.pack),
     # kept in the same transaction. None: not known (the object cannot be reconciled).
     documents: Optional[Mapping[str, bytes]] = None
+
+
+@dataclass
+class RunRecord:
+    """The runs-table row of a run in progress; the run sets its outcome and counts."""
+
+    id: int
+    outcome: Optional[str] = None
+    counts: dict = field(default_factory=dict)
 
 
 class DeliveredRow(NamedTuple):
@@ -67,18 +83,22 @@ class Ledger:
         self.clock = clock
 
     @classmethod
-    def open(cls, path: str, clock=_utcnow) -> "Ledger":
-        """Open (creating if needed) the ledger at `path`; a file that is not one is a ConfigError."""
+    def open(cls, path: str, clock=_utcnow, wait: float = DEFAULT_LOCK_WAIT) -> "Ledger":
+        """Open (creating if needed) the ledger at `path`; a file that is not one is a ConfigError.
+
+        A write waits up to `wait` seconds for another process holding the database lock, then
+        raises LedgerBusy; a full disk or an I/O error raises StorageFailed (ledger/database.py).
+        """
         if path != ":memory:":
             parent = Path(path).expanduser().resolve().parent
             if not parent.is_dir():
                 raise ConfigError("KCING_DB directory %s does not exist" % parent)
-        database = SqliteDatabase(path, pragmas={
+        database = LedgerDatabase(path, wait, pragmas={
             "journal_mode": "wal",
             # WAL + NORMAL: a committed transaction survives a killed process; only a power loss
             # can roll back the last few, which the next run simply re-sends (ids are stable).
             "synchronous": "normal",
-            "busy_timeout": 10000,
+            "busy_timeout": int(wait * 1000),
             "foreign_keys": 1,
         })
         models.database.initialize(database)
@@ -94,10 +114,10 @@ class Ledger:
                 if version != models.SCHEMA_VERSION:
                     database.execute_sql("PRAGMA user_version = %d" % models.SCHEMA_VERSION)
         except (DatabaseError, sqlite3.DatabaseError) as error:
-            database.close()
+            _close_quietly(database)
             raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
-        except ConfigError:
-            database.close()
+        except KcingError:
+            _close_quietly(database)
             raise
         return cls(database, clock)
 
@@ -208,8 +228,9 @@ class Ledger:
         last = 0
         while True:
             rows = [DeliveredRow(*row) for row in self.db.execute_sql(
-                "SELECT %s FROM upstream_file WHERE source = ? AND state = ? AND last_error = ? AND id > ? "
-                "ORDER BY id LIMIT ?" % _ROW_COLUMNS, [source, FAILED, reason, last, chunk]).fetchall()]
+                "SELECT %s FROM upstream_file WHERE source = ? AND state = ? AND (last_error = ? OR "
+                "substr(last_error, 1, ?) = ?) AND id > ? ORDER BY id LIMIT ?" % _ROW_COLUMNS,
+                [source, FAILED, reason, len(reason) + 2, reason + "; ", last, chunk]).fetchall()]
             if not rows:
                 return
             last = rows[-1].id
@@ -219,9 +240,13 @@ class Ledger:
                                      when.replace(tzinfo=timezone.utc) if when is not None else None)
 
     def sources_with_missing(self, reason: str = models.MISSING_IN_ELASTICSEARCH) -> Dict[str, int]:
-        """{source: objects reconcile sent back to undelivered and not yet re-sent}."""
+        """{source: objects reconcile sent back to undelivered and not yet re-sent}.
+
+        An object whose re-send failed stays one of them: its error is `reason; ...`."""
+        held = (UpstreamFile.last_error == reason) | (fn.SUBSTR(UpstreamFile.last_error, 1, len(reason) + 2)
+                                                      == reason + "; ")
         query = (UpstreamFile.select(UpstreamFile.source, fn.COUNT(UpstreamFile.id))
-                 .where((UpstreamFile.state == FAILED) & (UpstreamFile.last_error == reason))
+                 .where((UpstreamFile.state == FAILED) & held)
                  .group_by(UpstreamFile.source))
         return {source: count for source, count in query.tuples()}
 
@@ -301,6 +326,23 @@ class Ledger:
 
     # Runs ----------------------------------------------------------------------------------
 
+    @contextmanager
+    def recorded_run(self, command: str, counts: Optional[dict] = None) -> Iterator["RunRecord"]:
+        """A row in the runs table for the `with` block, closed however the block ends (except a
+        SIGKILL): with the outcome and counts the block set, or "error N" with N the exit status
+        the error gives (130 for an interrupt). A row that cannot be closed (the ledger itself
+        failed) is logged; the error that ended the run goes on."""
+        run = RunRecord(self.start_run(command), counts=dict(counts or {}))
+        try:
+            yield run
+        except BaseException as error:
+            try:
+                self.finish_run(run.id, "error %d" % exit_status(error), run.counts)
+            except KcingError as failure:
+                log.error("cannot record how %s run %d ended: %s", command, run.id, failure)
+            raise
+        self.finish_run(run.id, run.outcome or "ok", run.counts)
+
     def start_run(self, command: str) -> int:
         return models.Run.create(command=command, started=self.clock()).id
 
@@ -371,6 +413,14 @@ class Ledger:
     def last_run(self, command: str) -> Optional[models.Run]:
         """The newest run of `command`, or None."""
         return models.Run.select().where(models.Run.command == command).order_by(models.Run.id.desc()).first()
+
+
+def _close_quietly(database: SqliteDatabase) -> None:
+    """Close after a failed open; the error being raised says what went wrong."""
+    try:
+        database.close()
+    except (KcingError, DatabaseError, sqlite3.Error):  # a second failure of the same file adds nothing
+        pass
 
 
 def _migrate(database: SqliteDatabase) -> None:
