@@ -42,7 +42,8 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many"):
     if settings.KCI_SOURCE == "samples":
         return SamplesDir(settings.KCI_SAMPLES_DIR)
     session = new_session(pool_size=settings.KCI_THREADS + 2, verify=settings.KCI_CA_BUNDLE)
-    requester = Requester(session, RetryPolicy(attempts=settings.KCI_MAX_RETRIES, base=settings.KCI_RETRY_BACKOFF), settings.KCI_TIMEOUT)
+    requester = Requester(session, RetryPolicy(attempts=settings.KCI_MAX_RETRIES, base=settings.KCI_RETRY_BACKOFF), settings.KCI_TIMEOUT,
+                          allowed_origins=settings.upstream_origins)
     if settings.KCI_SOURCE == "api":
         return KernelCIApi(requester, settings.KCI_API_URL, settings.KCI_API_STORAGE_URL, settings.KCI_API_TOKEN,
                            since=crawl_since(args), default_days=settings.KCI_DAYS,

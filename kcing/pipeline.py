@@ -18,6 +18,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set
 
 from kcing import watermark
 from kcing.documents import documents_for
+from kcing.documents.coerce import one_line
 from kcing.errors import Interrupted, KcingError, RejectedInput, UpstreamError
 from kcing.ledger import docids
 from kcing.ledger.ledger import Ledger, Outcome
@@ -220,13 +221,18 @@ class Feed:
             content = self.source.fetch(obj)
         except UpstreamError as error:
             return Fetched(obj, failed=str(error))
+        except RejectedInput as error:  # e.g. a URL or redirect outside the upstream origins
+            return Fetched(obj, rejected=str(error))
         digest = hashlib.sha256(content).hexdigest()
         try:
             documents = documents_for(obj.kind, content, obj.created)
+            items = [self.sink.encode(document) for document in documents]
         except RejectedInput as error:
             return Fetched(obj, sha256=digest, rejected=str(error))
-        return Fetched(obj, sha256=digest, items=[self.sink.encode(document) for document in documents],
-                       kept=docids.by_index(documents))
+        except Exception as error:  # noqa: BLE001 - see unexpected_failure
+            log.debug("%s %s: documents failed", obj.kind, obj.upstream_id, exc_info=True)
+            return Fetched(obj, sha256=digest, rejected=unexpected_failure(error))
+        return Fetched(obj, sha256=digest, items=items, kept=docids.by_index(documents))
 
     # Main thread: batching, sending, acknowledging -----------------------------------------
 
@@ -357,6 +363,13 @@ class Feed:
         log.info("progress: listed %d, skipped %d, downloaded %d, delivered %d, rejected %d, failed %d, "
                  "documents sent %d (%.0f/s)", s.listed, s.skipped, s.downloaded, s.delivered, s.rejected,
                  s.failed, s.documents, rate)
+
+
+def unexpected_failure(error: Exception) -> str:
+    """The rejection reason for an object whose documents raised something other than
+    RejectedInput: a file no check foresaw must cost that object only, never the run (a run
+    that crashed on it would crash again on every retry, and deliver nothing ever after)."""
+    return one_line("documents could not be made: %s (%s)" % (type(error).__name__, error))
 
 
 def feed(source, ledger: Ledger, sink, options: FeedOptions, limiter: Optional[RateLimiter] = None,

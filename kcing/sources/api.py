@@ -14,7 +14,8 @@ The only module that knows the API's paths, filters and paging, and where artifa
 - `fetch` needs no request: it wraps the listed node in the envelope documents/nodes.py reads.
   With `with_logs`, it adds a job's `callback_data` (the LAVA callback, gzip JSON) and a
   kbuild's `build_log`. Artifact URLs are made absolute against the storage base; the token is
-  sent to the API only, never to the storage hosts.
+  sent to the API only, never to the storage hosts. An artifact URL outside the upstream
+  origins (the Requester's allow-list) is never fetched: its node version is rejected.
 - The watermark (kcing/watermark.py): the run asks the ledger which of the listed versions
   were delivered, and the newest time up to which all were becomes the next run's start.
 """
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set
 
-from kcing.errors import ConfigError, UpstreamError
+from kcing.errors import ConfigError, RejectedInput, UpstreamError
 from kcing.records import JOB, KBUILD, NODE_KINDS, UpstreamObject
 from kcing.sources.requester import Requester
 from kcing.watermark import crawl_start, next_watermark
@@ -205,7 +206,10 @@ class KernelCIApi:
         artifact = LOG_ARTIFACTS.get(obj.kind) if self.with_logs else None
         url = (node.get("artifacts") or {}).get(artifact) if artifact else None
         if isinstance(url, str) and url:
-            text, problem = self._artifact_text(url)
+            try:
+                text, problem = self._artifact_text(url)
+            except RejectedInput as refusal:  # outside the upstream origins: the node is refused
+                raise RejectedInput("%s: %s" % (artifact, refusal)) from None
             if problem is None:
                 envelope[artifact] = text
             else:
