@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from kcing import pipeline as pipeline_module
 from kcing.documents import documents_for, yamlsafe
@@ -36,6 +37,7 @@ from tests.feedrun import REPO, SAMPLES, api_feed_environ, clean_environ, kcing,
 
 pytestmark = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
 
+REAL_LEGACY = REPO.parent / "shared" / "data" / "upstream" / "legacy"
 SELF_REFERENCING_LINE = "- {msg: &x [*x]}"
 SIGNATURE = "sLmFlvZHXRrZsSGubsDUIvTiv2BtzgDq6vALfkrtWnv8"
 
@@ -98,6 +100,39 @@ def test_the_expansion_limit_counts_every_alias_of_a_string():
     assert len(text) < 2 * size
     with pytest.raises(RejectedInput, match="expands"):
         yamlsafe.load(text, "log")
+
+
+def real_yaml_texts() -> list:
+    """Every YAML text of the real LAVA callbacks: definitions, result suites, logs and log lines."""
+    texts = []
+    for path in sorted((SAMPLES / "lava").glob("*.json")) + sorted(REAL_LEGACY.glob("lava-json-*.json")):
+        callback = json.loads(path.read_bytes())
+        found = [callback.get("definition"), callback.get("log")] + list((callback.get("results") or {}).values())
+        texts += [text for text in found if isinstance(text, str)]
+        texts += (callback.get("log") or "").split("\n")[:300]
+    return texts
+
+
+def test_the_composer_reads_real_files_as_libyaml_does(monkeypatch):
+    """kcing's own composer (which enforces the limits) against libyaml's, on real YAML."""
+    class Plain(yaml.CSafeLoader):
+        pass
+    Plain.add_multi_constructor("tag:yaml.org,2002:python/", yamlsafe._construct_python_tag)
+    monkeypatch.setattr(yamlsafe, "_cannot_be_hostile", lambda text: False)  # never take the shortcut
+    texts = real_yaml_texts()
+    assert len(texts) > 300
+    for text in texts:
+        assert yamlsafe.load(text, "log") == yaml.load(text, Plain), text[:200]
+
+
+@pytest.mark.parametrize("text", ["- " * 99 + "x", "[" * 99 + "]" * 99, "a:\n" + "".join(
+    "%s- k%d:\n" % ("  " * (2 * level + 1), level) for level in range(48)) + "  " * 98 + "- x\n"])
+def test_the_shortcut_for_small_texts_never_skips_the_depth_limit(text):
+    """Texts that take libyaml's composer nest less than MAX_DEPTH; one level more is refused."""
+    assert yamlsafe._cannot_be_hostile(text)
+    yamlsafe.load(text, "log")
+    with pytest.raises(RejectedInput, match="nests deeper"):
+        yamlsafe.load("[" * 101 + "]" * 101, "log")
 
 
 # Any exception while making one object's documents -----------------------------------------------

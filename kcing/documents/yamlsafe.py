@@ -66,13 +66,12 @@ class LavaSafeLoader(_BaseLoader):
 
     def __init__(self, stream):
         super().__init__(stream)
-        self.node_budget = EXPANSION_NODES_ALLOWANCE
-        self.character_budget = EXPANSION_CHARACTERS_ALLOWANCE
-        if isinstance(stream, str):
-            self.node_budget += len(stream)
-            self.character_budget += len(stream)
+        self.text_length = len(stream) if isinstance(stream, str) else 0
+        self.harmless = isinstance(stream, str) and _cannot_be_hostile(stream)
 
     def get_single_node(self):
+        if self.harmless:
+            return super().get_single_node()  # libyaml's own composer: faster on small texts
         self.get_event()  # stream start
         document = None
         if not self.check_event(yaml.StreamEndEvent):
@@ -93,6 +92,8 @@ class LavaSafeLoader(_BaseLoader):
         stack: List[_Open] = []
         open_anchors = set()
         nodes = characters = 0
+        node_budget = EXPANSION_NODES_ALLOWANCE + self.text_length
+        character_budget = EXPANSION_CHARACTERS_ALLOWANCE + self.text_length
         get_event = self.get_event
         while True:
             event = get_event()
@@ -143,12 +144,23 @@ class LavaSafeLoader(_BaseLoader):
                 stack.append(_Open(node, event.anchor, nodes, characters))
                 nodes += 1
                 continue
-            if nodes > self.node_budget or characters > self.character_budget:
+            if nodes > node_budget or characters > character_budget:
                 raise HostileShape("expands (YAML aliases) beyond %d nodes or %d characters of text"
-                                   % (self.node_budget, self.character_budget))
+                                   % (node_budget, character_budget))
             if not stack:
                 return node
             _attach(stack, node)
+
+
+def _cannot_be_hostile(text: str) -> bool:
+    """True when `text` has no alias and too few indicators to nest MAX_DEPTH levels.
+
+    Every collection starts with an indicator of its own (`[`, `{`, `-`, `?`, or the `:` after
+    its first key), so their count bounds the depth; an alias needs a `*`. Most single log
+    lines that are not JSON pass, and go to the C composer at no risk.
+    """
+    return "*" not in text and (text.count("[") + text.count("{") + text.count("-") + text.count(":")
+                                + text.count("?")) < MAX_DEPTH
 
 
 def _define(anchors: dict, event, node) -> None:
