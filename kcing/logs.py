@@ -19,7 +19,10 @@ class RedactSecrets(logging.Filter):
         self.secrets = [secret for secret in secrets if secret]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # a malformed call: let the handler report it as logging does
         if record.exc_info:
             # A traceback (with --debug) can quote a URL or header holding a secret too.
             message += "\n" + logging.Formatter().formatException(record.exc_info)
