@@ -223,6 +223,11 @@ class Feed:
             return Fetched(obj, failed=str(error))
         except RejectedInput as error:  # e.g. a URL or redirect outside the upstream origins
             return Fetched(obj, rejected=str(error))
+        except KcingError:
+            raise  # a configuration error (an untrusted certificate) stops the run
+        except Exception as error:  # noqa: BLE001 - see unexpected_failure
+            log.debug("%s %s: fetch failed", obj.kind, obj.upstream_id, exc_info=True)
+            return Fetched(obj, rejected=unexpected_failure("could not be fetched", error))
         digest = hashlib.sha256(content).hexdigest()
         try:
             documents = documents_for(obj.kind, content, obj.created)
@@ -231,7 +236,7 @@ class Feed:
             return Fetched(obj, sha256=digest, rejected=str(error))
         except Exception as error:  # noqa: BLE001 - see unexpected_failure
             log.debug("%s %s: documents failed", obj.kind, obj.upstream_id, exc_info=True)
-            return Fetched(obj, sha256=digest, rejected=unexpected_failure(error))
+            return Fetched(obj, sha256=digest, rejected=unexpected_failure("documents could not be made", error))
         return Fetched(obj, sha256=digest, items=items, kept=docids.by_index(documents))
 
     # Main thread: batching, sending, acknowledging -----------------------------------------
@@ -365,11 +370,11 @@ class Feed:
                  s.failed, s.documents, rate)
 
 
-def unexpected_failure(error: Exception) -> str:
-    """The rejection reason for an object whose documents raised something other than
-    RejectedInput: a file no check foresaw must cost that object only, never the run (a run
-    that crashed on it would crash again on every retry, and deliver nothing ever after)."""
-    return one_line("documents could not be made: %s (%s)" % (type(error).__name__, error))
+def unexpected_failure(what: str, error: Exception) -> str:
+    """The rejection reason for an object whose fetch or documents raised something kcing does
+    not raise on purpose: input no check foresaw must cost that object only, never the run (a
+    run that crashed on it would crash again on every retry, and deliver nothing ever after)."""
+    return one_line("%s: %s (%s)" % (what, type(error).__name__, error))
 
 
 def feed(source, ledger: Ledger, sink, options: FeedOptions, limiter: Optional[RateLimiter] = None,

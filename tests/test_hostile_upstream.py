@@ -191,6 +191,21 @@ def test_an_unexpected_exception_rejects_only_its_object_with_the_class_named(mo
     assert sum(len(batch) for batch in sink.batches) == len(real(LAVA, lava, None))
 
 
+class FetchWithABug(TwoLavaFiles):
+    def fetch(self, obj):
+        if obj is self.objects[0]:
+            return {}["no such key"]
+        return self.content
+
+
+def test_an_unexpected_exception_while_fetching_rejects_only_its_object():
+    lava = next((SAMPLES / "lava").glob("*.json")).read_bytes()
+    ledger = Ledger.open(":memory:")
+    summary = feed(FetchWithABug(lava), ledger, ListSink(), FeedOptions(threads=1))
+    assert (summary.delivered, summary.rejected, summary.exit_code) == (1, 1, 1)
+    assert "could not be fetched: KeyError" in ledger.row("samples", LAVA, "lava-1").last_error
+
+
 # The real feed against poisoned files -------------------------------------------------------------
 
 def poisoned_world(tmp_path, extra_log: str):
@@ -337,6 +352,16 @@ def test_api_artifacts_off_the_upstream_origins_are_never_fetched_nor_hold_the_w
     assert SIGNATURE not in result.stdout + result.stderr
     # A refused version is settled: the next run does not list everything since it for ever.
     assert watermark(db) == newest_updated(api_replica)
+
+
+def test_a_node_whose_artifacts_are_not_a_mapping_is_delivered_without_logs(tmp_path, api_replica, logstash):
+    db = tmp_path / "kcing.db"
+    baseline = api_replica.tree["baseline"]
+    api_replica.corpus.update(baseline["id"], when=datetime.fromisoformat(baseline["updated"]).replace(
+        tzinfo=timezone.utc), artifacts=["callback_data", "lava_log"])
+    result = kcing(["feed_es", "--with-logs"], api_feed_environ(api_replica, logstash, db, KCI_DAYS="30"), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {row["state"] for row in ledger_rows(db)} == {"delivered"}
 
 
 def test_an_api_artifact_redirected_off_the_origins_is_refused(tmp_path, api_replica, logstash, canary):

@@ -204,7 +204,8 @@ class KernelCIApi:
         node = obj.facts["node"]
         envelope = {"node": node, "viewer_url": "%s/viewer?node_id=%s" % (self.api_url, obj.facts["node_id"])}
         artifact = LOG_ARTIFACTS.get(obj.kind) if self.with_logs else None
-        url = (node.get("artifacts") or {}).get(artifact) if artifact else None
+        artifacts = node.get("artifacts")
+        url = artifacts.get(artifact) if artifact and isinstance(artifacts, dict) else None
         if isinstance(url, str) and url:
             try:
                 text, problem = self._artifact_text(url)
