@@ -376,6 +376,18 @@ def test_an_api_artifact_redirected_off_the_origins_is_refused(tmp_path, api_rep
     assert row["state"] == "rejected" and "redirected" in row["last_error"]
 
 
+def test_a_listing_redirected_off_the_origins_stops_the_run_with_one_line(tmp_path, api_replica, logstash, canary):
+    db = tmp_path / "kcing.db"
+    api_replica.redirect("/latest/nodes", canary.url + "/latest/nodes", count=None)
+    result = kcing(["feed_es"], api_feed_environ(api_replica, logstash, db, KCI_DAYS="30"), tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("kcing feed_es:")]
+    assert "redirected" in line and "not an upstream origin" in line
+    assert not canary.requests and not logstash.store
+    assert watermark(db) is None
+
+
 def test_kci_artifact_origins_allows_another_artifact_host(tmp_path, api_replica, logstash):
     """Artifacts on a second storage host are refused, then fetched once that host is allowed."""
     baseline = api_replica.tree["baseline"]
