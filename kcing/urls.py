@@ -22,6 +22,7 @@ SECRET_PARAMETERS = (
     "client_secret", "code",
 )
 _SECRET_VALUE = re.compile(r"(?i)([?&;](?:%s)=)[^&#\s\"'<>]*" % "|".join(re.escape(name) for name in SECRET_PARAMETERS))
+_USERINFO = re.compile(r"(://)[^/@\s]*@")
 REDACTED = "***"
 
 
@@ -59,7 +60,10 @@ def origin_text(url: str) -> str:
 
 def redacted(text: str) -> str:
     """`text` with the values of signature and token query parameters of any URL in it replaced
-    by `***` (`...?sv=2022&sig=***`): for messages, logs and the ledger."""
+    by `***` (`...?sv=2022&sig=***`), and credentials in URLs too (`https://***@host`): for
+    messages, logs and the ledger."""
+    if "@" in text:
+        text = _USERINFO.sub(r"\1" + REDACTED + "@", text)
     if "=" not in text:
         return text
     return _SECRET_VALUE.sub(r"\1" + REDACTED, text)

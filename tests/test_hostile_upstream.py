@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from kcing import pipeline as pipeline_module
+from kcing import pipeline as pipeline_module, urls
 from kcing.documents import documents_for, yamlsafe
 from kcing.errors import RejectedInput
 from kcing.ledger.ledger import Ledger
@@ -432,6 +432,34 @@ def test_a_failing_signed_artifact_url_never_shows_its_signature(tmp_path, api_r
     for path in tmp_path.iterdir():
         if path.name.startswith("kcing.db"):
             assert SIGNATURE.encode() not in path.read_bytes(), path.name
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("GET https://x.file.core.windows.net/a/log.txt.gz?sv=2022-11-02&sp=r&sig=abc%2Bdef%3D failed",
+     "GET https://x.file.core.windows.net/a/log.txt.gz?sv=2022-11-02&sp=r&sig=*** failed"),
+    ("https://b.s3.amazonaws.com/k?X-Amz-Credential=AK%2F1&X-Amz-Signature=f00d&X-Amz-Expires=60",
+     "https://b.s3.amazonaws.com/k?X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Expires=60"),
+    ("'http://h/x?token=t0k&kind=job'", "'http://h/x?token=***&kind=job'"),
+    ("fetch https://user:pw@host/x failed", "fetch https://***@host/x failed"),
+    ("GET /latest/nodes?kind=job&offset=500", "GET /latest/nodes?kind=job&offset=500"),
+])
+def test_signed_url_parameters_and_url_credentials_are_redacted(text, expected):
+    assert urls.redacted(text) == expected
+
+
+@pytest.mark.parametrize("url, allowed", [
+    ("https://files.kernelci.org/x/log.txt.gz?sig=1", True),
+    ("https://FILES.kernelci.org:443/x", True),
+    ("http://files.kernelci.org/x", False),
+    ("https://files.kernelci.org:8443/x", False),
+    ("https://files.kernelci.org.evil.example/x", False),
+    ("file:///etc/passwd", False),
+    ("gopher://files.kernelci.org/x", False),
+    ("//files.kernelci.org/x", False),
+    ("https://[::1", False),
+])
+def test_only_the_configured_origins_are_allowed(url, allowed):
+    assert urls.origin_allowed(url, urls.origins(["https://files.kernelci.org"])) is allowed
 
 
 # Credentials in host and URL settings -------------------------------------------------------------
