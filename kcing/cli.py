@@ -138,6 +138,7 @@ from docopt import DocoptExit, docopt
 
 from kcing import __version__, logs, settings as settings_module
 from kcing.errors import INTERNAL_ERROR, ConfigError, KcingError
+from kcing.urls import redacted
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                        secrets=[getattr(settings, name) for name in settings_module.SECRET_NAMES])
         return command_function(command)(args, settings)
     except KcingError as error:
-        print("kcing %s: %s" % (command, error), file=sys.stderr)
+        print("kcing %s: %s" % (command, redacted(str(error))), file=sys.stderr)
         log.debug("error details", exc_info=True)
         return error.exit_code
     except KeyboardInterrupt:

@@ -48,7 +48,8 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
     session = new_session(pool_size=settings.KCI_THREADS + 2, verify=settings.KCI_CA_BUNDLE)
     reader = BodyReader(settings.KCI_DOWNLOAD_DEADLINE, settings.KCI_MAX_OBJECT_BYTES, abandon=stop.is_set)
     requester = Requester(session, RetryPolicy(attempts=settings.KCI_MAX_RETRIES, base=settings.KCI_RETRY_BACKOFF),
-                          settings.KCI_TIMEOUT, sleep=stop.pause, reader=reader)
+                          settings.KCI_TIMEOUT, sleep=stop.pause, reader=reader,
+                          allowed_origins=settings.upstream_origins)
     if settings.KCI_SOURCE == "api":
         return KernelCIApi(requester, settings.KCI_API_URL, settings.KCI_API_STORAGE_URL, settings.KCI_API_TOKEN,
                            since=crawl_since(args), default_days=settings.KCI_DAYS,

@@ -5,26 +5,31 @@ import logging
 import sys
 from typing import Iterable, Optional
 
+from kcing.urls import redacted
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class RedactSecrets(logging.Filter):
-    """Replaces any configured secret that reaches a log record with `***`."""
+    """Replaces any configured secret that reaches a log record with `***`, and the values of
+    signature and token parameters in URLs (signed artifact URLs; urllib3's `-d` request lines)."""
 
     def __init__(self, secrets: Iterable[str]):
         super().__init__()
         self.secrets = [secret for secret in secrets if secret]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
+        try:
             message = record.getMessage()
-            if record.exc_info:
-                # A traceback (with --debug) can quote a URL or header holding a secret too.
-                message += "\n" + logging.Formatter().formatException(record.exc_info)
-                record.exc_info, record.exc_text = None, None
-            for secret in self.secrets:
-                message = message.replace(secret, "***")
-            record.msg, record.args = message, None
+        except (TypeError, ValueError):
+            return True  # a malformed call: let the handler report it as logging does
+        if record.exc_info:
+            # A traceback (with --debug) can quote a URL or header holding a secret too.
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info, record.exc_text = None, None
+        for secret in self.secrets:
+            message = message.replace(secret, "***")
+        record.msg, record.args = redacted(message), None
         return True
 
 

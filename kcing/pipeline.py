@@ -18,6 +18,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set
 
 from kcing import watermark
 from kcing.documents import documents_for
+from kcing.documents.coerce import one_line
 from kcing.errors import ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput, UpstreamError
 from kcing.ledger import docids
 from kcing.ledger.ledger import Ledger, Outcome
@@ -254,13 +255,23 @@ class Feed:
             return Fetched(obj, rejected=str(error))
         except UpstreamError as error:
             return Fetched(obj, failed=str(error))
+        except RejectedInput as error:  # e.g. a URL or redirect outside the upstream origins
+            return Fetched(obj, rejected=str(error))
+        except KcingError:
+            raise  # a configuration error (an untrusted certificate) stops the run
+        except Exception as error:  # noqa: BLE001 - see unexpected_failure
+            log.debug("%s %s: fetch failed", obj.kind, obj.upstream_id, exc_info=True)
+            return Fetched(obj, rejected=unexpected_failure("could not be fetched", error))
         digest = hashlib.sha256(content).hexdigest()
         try:
             documents = documents_for(obj.kind, content, obj.created, listed_lab(obj))
+            items = [self.sink.encode(document) for document in documents]
         except RejectedInput as error:
             return Fetched(obj, sha256=digest, rejected=str(error))
-        return Fetched(obj, sha256=digest, items=[self.sink.encode(document) for document in documents],
-                       kept=docids.by_index(documents))
+        except Exception as error:  # noqa: BLE001 - see unexpected_failure
+            log.debug("%s %s: documents failed", obj.kind, obj.upstream_id, exc_info=True)
+            return Fetched(obj, sha256=digest, rejected=unexpected_failure("documents could not be made", error))
+        return Fetched(obj, sha256=digest, items=items, kept=docids.by_index(documents))
 
     # Main thread: batching, sending, acknowledging -----------------------------------------
 
@@ -406,6 +417,13 @@ class Feed:
         log.info("progress: listed %d, skipped %d, downloaded %d, delivered %d, rejected %d, failed %d, "
                  "documents sent %d (%.0f/s)", s.listed, s.skipped, s.downloaded, s.delivered, s.rejected,
                  s.failed, s.documents, rate)
+
+
+def unexpected_failure(what: str, error: Exception) -> str:
+    """The rejection reason for an object whose fetch or documents raised something kcing does
+    not raise on purpose: input no check foresaw must cost that object only, never the run (a
+    run that crashed on it would crash again on every retry, and deliver nothing ever after)."""
+    return one_line("%s: %s (%s)" % (what, type(error).__name__, error))
 
 
 def feed(source, ledger: Ledger, sink, options: FeedOptions, limiter: Optional[RateLimiter] = None,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from kcing.documents.identity import iso_timestamp
-from kcing.errors import ConfigError, UpstreamError
+from kcing.errors import ConfigError, RejectedInput, UpstreamError
 from kcing.files import write_atomically
 from kcing.records import OBJECT_KINDS, UpstreamObject
 from kcing.sources import completed
@@ -110,7 +110,7 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4) -> SampleRun:
     def fetch(obj: UpstreamObject) -> Optional[bytes]:
         try:
             return source.fetch(obj)
-        except UpstreamError as error:
+        except (UpstreamError, RejectedInput) as error:
             log.warning("could not save %s %s: %s", obj.kind, obj.upstream_id, error)
             return None
 

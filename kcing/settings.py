@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
+from kcing import urls
 from kcing.errors import ConfigError
 
 SECRET_NAMES = frozenset({"LS_PASSWORD", "ES_PASSWORD", "ES_API_KEY", "KB_PASSWORD", "KCI_API_TOKEN"})
@@ -80,13 +81,43 @@ def _url(value: Any) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("%r is not an http(s) URL" % mask_credentials(text))
-    if parts.username or parts.password:
+    if parts.username or parts.password or "@" in parts.netloc:
         raise ValueError("put credentials in their own settings, not in the URL")
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise ValueError("a base URL takes no query string or fragment (tokens go in their own settings)")
     return text.rstrip("/")
 
 
 def _optional_url(value: Any) -> str:
     return _url(value) if str(value).strip() else ""
+
+
+def _host(value: Any) -> str:
+    """A host name or address, optionally with :port: what KCI_HOST names (no scheme or path)."""
+    text = str(value).strip()
+    if "@" in text:
+        raise ValueError("put credentials in their own settings, not in the host")
+    try:
+        parts = urlsplit("//" + text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ValueError("expected a host name, optionally with :port") from None
+    if not parts.hostname or parts.path or parts.query or parts.fragment or any(c.isspace() for c in text):
+        raise ValueError("expected a host name, optionally with :port (no scheme or path)")
+    return text
+
+
+def _origin_list(value: Any) -> tuple:
+    """Comma-separated origins (scheme://host[:port]), e.g. of artifact storage hosts."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    found = []
+    for item in items:
+        text = _url(item) if str(item).strip() else ""
+        if text and urlsplit(text).path not in ("", "/"):
+            raise ValueError("%r is not an origin: give scheme://host[:port] without a path" % text)
+        if text:
+            found.append(text)
+    return tuple(found)
 
 
 def _ca_bundle(value: Any) -> str:
@@ -102,12 +133,13 @@ def _ca_bundle(value: Any) -> str:
     return text
 
 
-_USERINFO = re.compile(r"(//)[^/@\s]*@")
+_USERINFO = re.compile(r"(^|//|[\s,'\"])[^/@\s,'\"]*@")
 
 
 def mask_credentials(text: str) -> str:
-    """`http://user:password@host` -> `http://***@host`, for messages that quote a URL."""
-    return _USERINFO.sub(r"\1***@", text)
+    """`http://user:password@host` -> `http://***@host` (and `user:password@host` -> `***@host`),
+    and no query string, for messages that quote a URL or host setting."""
+    return _USERINFO.sub(r"\1***@", text.split("?", 1)[0])
 
 
 @dataclass(frozen=True)
@@ -120,7 +152,7 @@ class Spec:
 SPECS: Mapping[str, Spec] = {
     # Upstream (KernelCI)
     "KCI_SOURCE": Spec("legacy", _choice("legacy", "samples", "api"), "where feed_es reads from"),
-    "KCI_HOST": Spec("kernelci.org", _text, "legacy KernelCI web host (the _ajax API)"),
+    "KCI_HOST": Spec("kernelci.org", _host, "legacy KernelCI web host (the _ajax API)"),
     "KCI_SCHEME": Spec("https", _choice("http", "https"), "scheme for KCI_HOST"),
     "KCI_STORAGE_URL": Spec("", _optional_url, "storage base URL; empty means <scheme>://storage.<host>"),
     "KCI_NON_LAVA_LABS": Spec("lab-baylibre-seattle", _text, "comma-separated labs that publish boot-<board>.json"),
@@ -141,6 +173,10 @@ SPECS: Mapping[str, Spec] = {
     "KCI_API_TOKEN": Spec("", _text, "token sent as `Authorization: Bearer`; reading needs none"),
     "KCI_API_STORAGE_URL": Spec("https://files.kernelci.org", _optional_url,
                                 "base URL for artifact paths the API gives as relative"),
+    "KCI_ARTIFACT_ORIGINS": Spec(("https://kciapistagingstorage1.file.core.windows.net",), _origin_list,
+                                 "other origins (scheme://host[:port], comma-separated) artifacts may be fetched "
+                                 "from, besides those of KCI_HOST, KCI_STORAGE_URL, KCI_API_URL and "
+                                 "KCI_API_STORAGE_URL"),
     "KCI_API_OVERLAP_MINUTES": Spec(10, _integer(0), "minutes before the watermark each run lists again"),
     "KCI_API_PAGE_SIZE": Spec(500, _integer(1), "nodes per /nodes page"),
     # Delivery (Logstash HTTP inputs; the ES_* names are kept from the original tool)
@@ -211,6 +247,7 @@ class Settings:
     KCI_API_URL: str
     KCI_API_TOKEN: str
     KCI_API_STORAGE_URL: str
+    KCI_ARTIFACT_ORIGINS: tuple
     KCI_API_OVERLAP_MINUTES: int
     KCI_API_PAGE_SIZE: int
     ES_BUILD: tuple
@@ -266,6 +303,12 @@ class Settings:
         return "%s://%s" % (self.KCI_SCHEME, self.KCI_HOST)
 
     @property
+    def upstream_origins(self) -> frozenset:
+        """The origins upstream requests and redirects may reach (kcing/urls.py)."""
+        return urls.origins((self.frontend_url, self.storage_url, self.KCI_API_URL, self.KCI_API_STORAGE_URL)
+                            + tuple(self.KCI_ARTIFACT_ORIGINS))
+
+    @property
     def non_lava_labs(self) -> frozenset:
         return frozenset(lab.strip() for lab in self.KCI_NON_LAVA_LABS.split(",") if lab.strip())
 
@@ -282,7 +325,10 @@ def _parse(name: str, value: Any, origin: str) -> Any:
     try:
         return spec.parse(value)
     except (TypeError, ValueError) as error:
-        shown = "***" if name in SECRET_NAMES else mask_credentials(repr(value))
+        if name in SECRET_NAMES:
+            shown = "***"
+        else:
+            shown = repr(mask_credentials(value)) if isinstance(value, str) else mask_credentials(repr(value))
         raise ConfigError("invalid %s=%s (from %s): %s" % (name, shown, origin, error)) from None
 
 
@@ -293,9 +339,27 @@ def read_local_settings(path: Path) -> dict:
     try:
         namespace = runpy.run_path(str(path))
     except Exception as error:  # the user's file: any error in it is a configuration error
-        raise ConfigError("cannot load %s: %s: %s" % (path, type(error).__name__, error)) from None
+        # File, line and class only: the message of a NameError or SyntaxError quotes the
+        # source (`name 'pw_...' is not defined`), which is where passwords are written.
+        line = _failing_line(error, path)
+        raise ConfigError("cannot load %s: %s%s (the text is not shown: it may hold a secret)"
+                          % (path, type(error).__name__, " at line %d" % line if line else "")) from None
     found = dict(namespace.get("settings") or {}) if isinstance(namespace.get("settings"), dict) else {}
     found.update({name: value for name, value in namespace.items() if name in SPECS})
+    return found
+
+
+def _failing_line(error: BaseException, path: Path) -> Optional[int]:
+    """The line of `path` where running it failed, or None if it is not known."""
+    if isinstance(error, SyntaxError):
+        return error.lineno
+    found = None
+    traceback = error.__traceback__
+    target = os.path.abspath(str(path))
+    while traceback is not None:
+        if os.path.abspath(traceback.tb_frame.f_code.co_filename) == target:
+            found = traceback.tb_lineno
+        traceback = traceback.tb_next
     return found
 
 

@@ -17,6 +17,7 @@ from kcing.ledger import docids, models
 from kcing.ledger.database import LedgerDatabase
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, UpstreamFile
 from kcing.records import UpstreamObject
+from kcing.urls import redacted
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,9 @@ class Ledger:
             "source": obj.source, "kind": obj.kind, "upstream_id": obj.upstream_id, "url": obj.url,
             "sha256": outcome.sha256, "state": outcome.state,
             "attempts": 0 if delivered else 1,
-            "last_error": outcome.error, "object_date": _naive_utc(obj.created),
+            # Signed URLs in an error (an artifact that failed) lose their signature here at the latest.
+            "last_error": redacted(outcome.error) if outcome.error else outcome.error,
+            "object_date": _naive_utc(obj.created),
             "first_seen": now, "delivered_at": now if delivered else None,
             "document_count": outcome.document_count, "kept_ids": kept,
         }

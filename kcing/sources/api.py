@@ -14,7 +14,8 @@ The only module that knows the API's paths, filters and paging, and where artifa
 - `fetch` needs no request: it wraps the listed node in the envelope documents/nodes.py reads.
   With `with_logs`, it adds a job's `callback_data` (the LAVA callback, gzip JSON) and a
   kbuild's `build_log`. Artifact URLs are made absolute against the storage base; the token is
-  sent to the API only, never to the storage hosts.
+  sent to the API only, never to the storage hosts. An artifact URL outside the upstream
+  origins (the Requester's allow-list) is never fetched: its node version is rejected.
 - A test's envelope also carries the job it ran in, and a regression's its failing and passing
   runs (sources/api_related.py), since the node alone does not say them.
 - The watermark (kcing/watermark.py): the run asks the ledger which of the listed versions
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set
 
-from kcing.errors import ConfigError, ObjectTooLarge, UpstreamError
+from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
 from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.sources.requester import Requester
@@ -214,9 +215,13 @@ class KernelCIApi:
             envelope["viewer_urls"] = {name: self.viewer_url(data[name]) for name in ("fail_node", "pass_node")
                                        if isinstance(data.get(name), str) and OBJECT_ID.match(data[name])}
         artifact = LOG_ARTIFACTS.get(obj.kind) if self.with_logs else None
-        url = (node.get("artifacts") or {}).get(artifact) if artifact else None
+        artifacts = node.get("artifacts")
+        url = artifacts.get(artifact) if artifact and isinstance(artifacts, dict) else None
         if isinstance(url, str) and url:
-            text, problem = self._artifact_text(url)
+            try:
+                text, problem = self._artifact_text(url)
+            except RejectedInput as refusal:  # outside the upstream origins: the node is refused
+                raise RejectedInput("%s: %s" % (artifact, refusal)) from None
             if problem is None:
                 envelope[artifact] = text
             else:

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable, Dict, List, Optional, Tuple
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from tests.fakes import rogue_http
 from tests.fakes.legacy_data import boot_item, boot_path, build_item, build_json, lava_json
@@ -277,6 +277,17 @@ def file_malformed_for_good(rng, world, run):
         lambda w: w.set_file(obj.path, garbage), broken={obj.key: ("rejected", reason)})
 
 
+def file_redirected_off_origin(rng, world, run):
+    """A storage file answered with a redirect to a place kcing must never fetch from."""
+    obj = _target(rng, world)
+    port = urlsplit(world.replica.storage_url).port
+    location = rng.choice(("http://localhost:%d/%s" % (port, obj.path), "http://127.0.0.2:%d/%s" % (port, obj.path),
+                           "file:///etc/passwd", "https://127.0.0.1:%d/%s" % (port, obj.path)))
+    return Fault("file redirected off the upstream origins", run, "%s %s redirects to %s" % (
+        obj.kind, obj.upstream_id, location), 1, lambda w: w.redirect_for_good(obj.path, location),
+        broken={obj.key: ("rejected", "not an upstream origin")})
+
+
 # Logstash ----------------------------------------------------------------------------------
 
 def _at_post(rng, arm_fault):
@@ -404,7 +415,8 @@ def kill_any_time(rng, world, run):
 FAMILIES = (
     listing_5xx, listing_timeout, listing_truncated, listing_malformed, csrf_expiry, pages_repeat,
     new_items_arrive, file_5xx, file_timeout, file_truncated, file_reset, file_404_once, file_html_once,
-    file_404_for_good, file_malformed_for_good, logstash_429_retry_after, logstash_429, logstash_500,
+    file_404_for_good, file_malformed_for_good, file_redirected_off_origin, logstash_429_retry_after, logstash_429,
+    logstash_500,
     logstash_503, logstash_reset, logstash_slow, logstash_accept_then_fail, logstash_down, kill_listing,
     kill_download, kill_after_post, kill_in_commit, kill_any_time,
     file_trickles, file_endless, logstash_redirect, logstash_413, logstash_trickles, logstash_cut_short,

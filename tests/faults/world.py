@@ -215,6 +215,7 @@ class World:
         self.corpus = LegacyCorpus()
         self.catalog: Dict[ObjectKey, CatalogObject] = {}
         self.files: Dict[str, Optional[bytes]] = {}
+        self.redirects: Dict[str, str] = {}  # storage path -> Location, for good (redirect_for_good)
         for obj, content in (objects if objects is not None else sample_objects()):
             self.add_object(obj, content)
         self.today: date = self.corpus.latest_day()
@@ -273,6 +274,11 @@ class World:
         if content is None:
             self.corpus.remove_file(path)
 
+    def redirect_for_good(self, path: str, location: str) -> None:
+        """Answer every GET of a file with a redirect to `location` from now on; the file then
+        makes no documents (kcing must refuse a redirect off the upstream origins)."""
+        self.redirects[path] = location
+
     def _serve(self, path: str) -> bytes:
         self.hooks.notice("get")
         return self.files[path]
@@ -282,7 +288,7 @@ class World:
         self.hooks.notice("page:" + collection)
 
     def content(self, obj: CatalogObject) -> Optional[bytes]:
-        return self.files.get(obj.path)
+        return None if obj.path in self.redirects else self.files.get(obj.path)
 
     # What the feed must end with -----------------------------------------------------------
 
@@ -324,6 +330,8 @@ class World:
         SIGKILL that many seconds after the start.
         """
         self.quiet_down()
+        for path, location in self.redirects.items():
+            self.replica.storage.redirect(path, location, count=None)
         arm()
         try:
             return self._run(env, commit_kill, kill_after, timeout, list(args))
