@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -49,7 +49,9 @@ from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica  # noqa: E402
 from tests.feedrun import feed_environ  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from harness import CountingLogstash, KcingRun, Wire, in_process_wire, run_kcing, wire_yardstick  # noqa: E402,I001
+from harness import (  # noqa: E402  (this directory)
+    CountingLogstash, KcingRun, Wire, in_process_wire, parsing_floor, run_kcing, wire_yardstick,
+)
 
 TODAY = date(2020, 11, 19)
 BATCH_SIZE = 500
@@ -161,7 +163,7 @@ class LegacyFeed:
     again: Optional[KcingRun] = None
     wire: Optional[Wire] = None
     wire_in_process: Optional[Wire] = None
-    manifest: List[dict] = field(default_factory=list)
+    floor: Optional[dict] = None  # bench/floor.py's figures for this corpus
 
     @property
     def documents_per_second(self) -> float:
@@ -169,8 +171,9 @@ class LegacyFeed:
 
 
 def measure_legacy(objects: int, log_lines: int, threads: int, extra_env: Optional[dict] = None,
-                   wire: bool = True, in_process_wire_too: bool = False, again: bool = True) -> LegacyFeed:
-    """Feed a fresh corpus of `objects`; then optionally the yardsticks on the very same batches."""
+                   wire: bool = True, in_process_wire_too: bool = False, again: bool = True,
+                   floor: bool = False) -> LegacyFeed:
+    """Feed a fresh corpus of `objects`; then optionally the yardsticks on the very same files and batches."""
     corpus = legacy_corpus(objects, log_lines)
     with LegacyReplica(corpus, today=TODAY) as replica, CountingLogstash() as logstash, \
             tempfile.TemporaryDirectory() as scratch:
@@ -183,8 +186,9 @@ def measure_legacy(objects: int, log_lines: int, threads: int, extra_env: Option
         run = run_feed(env, work)
         if logstash.unroutable:
             sys.exit("the emulator could not route %d documents" % logstash.unroutable)
-        figures = LegacyFeed(objects, logstash.accepted, logstash.posted_bytes, run,
-                             manifest=corpus_manifest(corpus, files))
+        figures = LegacyFeed(objects, logstash.accepted, logstash.posted_bytes, run)
+        if floor:
+            figures.floor = parsing_floor(corpus_manifest(corpus, files))
         if again:
             figures.again = run_feed(env, work)
         if wire:

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import requests
 
@@ -45,6 +45,7 @@ class KcingRun:
     peak_rss_mb: float
     processes: int
     stdout: str
+    stderr: str = ""
     profile: List[str] = field(default_factory=list)
 
 
@@ -63,19 +64,16 @@ def run_kcing(env: Dict[str, str], cwd: Path, args: Sequence[str] = ("feed_es",)
 
 def _measured(env, cwd, args, check, python_flags: Sequence[str] = ()) -> KcingRun:
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.perf_counter()
         process = subprocess.run([sys.executable, str(BENCH / "peak_rss.py"), sys.executable, *python_flags,
                                   str(REPO / "kcing.py"), *args], env=env, cwd=str(cwd), stdout=out, stderr=err)
-        elapsed = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
         stderr = err.read()
         if check and process.returncode != 0:
             sys.exit("kcing %s failed (%d):\n%s" % (" ".join(args), process.returncode, stderr[-2000:]))
         figures = json.loads(stderr.strip().splitlines()[-1])
-        run = KcingRun(elapsed, figures["cpu_seconds"], figures["peak_rss_mb"], figures["processes"], out.read())
-        run.stderr = stderr
-        return run
+        return KcingRun(figures["wall_seconds"], figures["cpu_seconds"], figures["peak_rss_mb"], figures["processes"], out.read(),
+                        stderr)
 
 
 def _profile(env, cwd, args, top: int = 8) -> List[str]:
@@ -188,13 +186,13 @@ class Wire:
         return self.documents / self.seconds
 
 
-def wire_yardstick(batches: Batches, urls: Dict[str, str], concurrency: int) -> Wire:
-    """POST `batches` from a separate process, `concurrency` at a time; return its own timing."""
+def wire_yardstick(batches: Batches, urls: Dict[str, str], concurrency: int, repeats: int = 3) -> Wire:
+    """POST `batches` from a separate process, `concurrency` at a time; its fastest of `repeats` passes."""
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "batches"
         write_batches(path, batches)
         done = subprocess.run([sys.executable, str(BENCH / "wire_post.py"), str(path), json.dumps(urls),
-                               str(concurrency)], capture_output=True, text=True)
+                               str(concurrency), str(repeats)], capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit("wire loop failed:\n" + done.stderr[-2000:])
         figures = json.loads(done.stdout)
@@ -222,7 +220,3 @@ def parsing_floor(manifest: List[dict]) -> dict:
         return json.loads(done.stdout)
 
 
-def stopwatch_run(command: Sequence[str], env: Optional[Dict[str, str]] = None) -> float:
-    started = time.perf_counter()
-    subprocess.run(command, env=env, check=True, capture_output=True)
-    return time.perf_counter() - started

@@ -9,13 +9,15 @@ starts (worker processes included), summed, sampled every few milliseconds from 
 kernel's own peak of the largest single process (`ru_maxrss`) bounds it from below, so a spike
 between two samples of a one-process run is not missed. A sum of RSS counts pages that forked
 processes share once per process: it errs on the high side, as a memory limit should.
-The CPU time is the command's and every child it waited for (`wait4`).
+The CPU time is the command's and every child it waited for (`wait4`); the wall time runs from
+starting the command to its exit, so it includes the command's own start but not this one's.
 """
 import json
 import os
 import subprocess
 import sys
 import threading
+import time
 
 SAMPLE_SECONDS = 0.01
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -66,14 +68,16 @@ class TreeSampler(threading.Thread):
 
 
 def main() -> None:
+    started = time.perf_counter()
     process = subprocess.Popen(sys.argv[1:])
     sampler = TreeSampler(process.pid)
     sampler.start()
     _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
     sampler.done.set()
     sampler.join()
     largest_single_mb = usage.ru_maxrss / 1024.0
-    print(json.dumps({"cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+    print(json.dumps({"wall_seconds": round(wall, 3), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
                       "peak_rss_mb": round(max(sampler.peak_bytes / 2 ** 20, largest_single_mb), 1),
                       "largest_process_rss_mb": round(largest_single_mb, 1),
                       "processes": max(1, sampler.most_processes)}), file=sys.stderr)
