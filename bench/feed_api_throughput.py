@@ -91,6 +91,9 @@ def run_over_delivered(rows: int, profile: bool = False) -> tuple:
             node["updated"])), ""), DELIVERED) for node in replica.corpus.nodes()])
         ledger.close()
         env = api_feed_environ(replica, logstash, work / "kcing.db", KCI_API_PAGE_SIZE="1000")
+        # As in the legacy bench: the replica filters a listing on its first request for it, as a
+        # real server's indices are already built; that first, untimed run pays for it.
+        run_feed(env, work, ("feed_es", "--since", SINCE))
         run = run_feed(env, work, ("feed_es", "--since", SINCE), profile=profile)
         if "skipped %d" % listed not in run.stdout or logstash.accepted:
             sys.exit("the run over delivered nodes did not skip everything:\n" + run.stdout)

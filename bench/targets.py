@@ -88,10 +88,10 @@ def legacy_shapes() -> List[str]:
     return shape_problems(json.loads(corpus.read(lava)))
 
 
-def api_shapes_and_density() -> tuple:
+def api_shapes_and_density(log_lines: int) -> tuple:
     """(problems, documents per object) of the API bench corpus (with --with-logs)."""
     with ApiReplica() as replica:
-        objects = api_bench.corpus_of(replica, 26, FORMAT_LOG_LINES)
+        objects = api_bench.corpus_of(replica, 26, max(log_lines, FORMAT_LOG_LINES))
         problems = []
         jobs = [node for node in replica.corpus.nodes() if node["kind"] == "job"]
         if not jobs or not all((node.get("artifacts") or {}).get("callback_data") for node in jobs):
@@ -143,11 +143,11 @@ def main() -> None:
 
     section("6. corpora")
     legacy_problems = legacy_shapes()
-    api_problems, api_density = api_shapes_and_density()
+    api_problems, api_density = api_shapes_and_density(args.log_lines)
     print("legacy: one build for four LAVA boots; a LAVA file: 1 boot, 23 test cases in block YAML, "
           "%d log lines as flow mappings with Decimal tags" % args.log_lines)
     print("API: trees of 13 nodes (kbuild, 4 LAVA jobs with callback data, 8 tests), %.1f documents per object "
-          "with --with-logs and %d log lines" % (api_density, FORMAT_LOG_LINES))
+          "with --with-logs and %d log lines" % (api_density, max(args.log_lines, FORMAT_LOG_LINES)))
     problems = ["legacy: " + problem for problem in legacy_problems] + ["API: " + problem for problem in api_problems]
     for problem in problems:
         print("missing: " + problem)
@@ -237,8 +237,12 @@ def main() -> None:
         listed, api_rerun.seconds, api_rerun.cpu_seconds, api_rerun.seconds * api_per))
     for line in api_rerun.profile:
         print("  " + line)
-    for name, seconds in (("legacy", legacy_rerun.seconds * per), ("API", api_rerun.seconds * api_per)):
-        targets.append(Target("4", "re-run, %s source, per 100k ledger rows" % name, "%.2f s" % seconds, "< 1 s",
+    print("(wall beyond kcing's CPU is waiting: for the replicas, which run in this process, and for the "
+          "machine's other load)")
+    for name, rerun, scale in (("legacy", legacy_rerun, per), ("API", api_rerun, api_per)):
+        seconds = rerun.seconds * scale
+        targets.append(Target("4", "re-run, %s source, per 100k ledger rows" % name,
+                              "%.2f s (%.2f s CPU)" % (seconds, rerun.cpu_seconds * scale), "< 1 s",
                               verdict(seconds < 1.0)))
 
     section("5. memory")
