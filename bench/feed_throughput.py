@@ -217,7 +217,8 @@ def main() -> None:
         run = second_run_over_delivered(args.ledger_rows)
         per = 100_000 / args.ledger_rows
         print("second run, %d objects listed and all delivered: %.2f s wall, %.2f s CPU in kcing "
-              "(%.2f s wall per 100k ledger rows)" % (args.ledger_rows, run.seconds, run.cpu_seconds, run.seconds * per))
+              "(%.2f s wall per 100k ledger rows)"
+              % (args.ledger_rows, run.seconds, run.cpu_seconds, run.seconds * per))
 
     feed = measure_legacy(args.objects, args.log_lines, args.threads, wire=not args.skip_wire,
                           in_process_wire_too=not args.skip_wire)

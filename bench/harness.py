@@ -2,7 +2,8 @@
 
 - `run_kcing` runs `kcing ARGS` in its own process tree (through peak_rss.py) and returns wall
   time including process start, CPU of the whole tree, and the tree's peak RSS; `profile=True`
-  runs it once more under cProfile with `-X importtime` and returns where the time went.
+  runs it once more under cProfile (CPU-timed, bench/profiled.py) with `-X importtime` and
+  returns where the time went.
 - `CountingLogstash` is the strict Logstash emulator that counts what it accepts instead of
   keeping it, so a large corpus does not fill the bench's own memory.
 - `wire_yardstick` posts pre-serialised batches from a separate process (bench/wire_post.py);
@@ -72,21 +73,21 @@ def _measured(env, cwd, args, check, python_flags: Sequence[str] = ()) -> KcingR
         if check and process.returncode != 0:
             sys.exit("kcing %s failed (%d):\n%s" % (" ".join(args), process.returncode, stderr[-2000:]))
         figures = json.loads(stderr.strip().splitlines()[-1])
-        return KcingRun(figures["wall_seconds"], figures["cpu_seconds"], figures["peak_rss_mb"], figures["processes"], out.read(),
-                        stderr)
+        return KcingRun(figures["wall_seconds"], figures["cpu_seconds"], figures["peak_rss_mb"], figures["processes"],
+                        out.read(), stderr)
 
 
 def _profile(env, cwd, args, top: int = 8) -> List[str]:
-    """Lines saying where a run's time goes: imports (-X importtime), then cProfile's top functions."""
+    """Lines saying where a run's time goes: imports (-X importtime), then the top functions by CPU."""
     with tempfile.TemporaryDirectory() as scratch:
         dump = Path(scratch) / "kcing.prof"
-        run = _measured(env, cwd, args, True, ("-X", "importtime", "-m", "cProfile", "-o", str(dump)))
-        lines = ["profiled run (slower than the timed one): %.2f s wall" % run.seconds]
+        run = _measured(env, cwd, args, True, ("-X", "importtime", str(BENCH / "profiled.py"), str(dump)))
+        lines = ["profiled run (slower than the timed one): %.2f s wall, %.2f s CPU" % (run.seconds, run.cpu_seconds)]
         lines += _import_summary(run.stderr)
         stats = pstats.Stats(str(dump))
         total = stats.total_tt or 1e-9
         rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
-        lines.append("top functions by own time (of %.2f s profiled):" % total)
+        lines.append("top functions by own CPU time (of %.2f s profiled):" % total)
         for (filename, line, name), (_, calls, own, cumulative, _) in rows:
             lines.append("  %5.1f%%  %6.3f s own  %6.3f s cum  %8d calls  %s" % (
                 100.0 * own / total, own, cumulative, calls, _where(filename, line, name)))

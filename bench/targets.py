@@ -30,7 +30,7 @@ The machine is shared, so absolute figures move with the load: read them as rati
 in one run. Sizes are small by default so a run takes a few minutes; the issue's sizes are
 `--rss-sizes 1000,100000 --ledger-rows 100000`.
 
-    python bench/targets.py                       # defaults: 500 objects, RSS at 100 and 500
+    python bench/targets.py                       # defaults: 250 objects, RSS at 50 and 250
     python bench/targets.py --objects 2000 --rss-sizes 1000,100000 --ledger-rows 100000
     python bench/targets.py --objects 20 --log-lines 50 --rss-sizes 10,20 --ledger-rows 500  # smoke
 """
@@ -44,7 +44,6 @@ import platform
 import sys
 import tempfile
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import List, Optional
 
@@ -120,88 +119,69 @@ def shape_problems(lava: dict) -> List[str]:
     return problems
 
 
-# -- the run --------------------------------------------------------------------------------
+# -- the targets -----------------------------------------------------------------------------
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--objects", type=int, default=500, help="legacy backlog size (1 build for 4 LAVA boots)")
-    parser.add_argument("--log-lines", type=int, default=1000, help="log lines per LAVA file (real: 540-1394)")
-    parser.add_argument("--threads", type=int, default=4, help="KCI_THREADS of the feed")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="worker count for the cores target, passed as %s (default: cores)" % WORKERS_SETTING)
-    parser.add_argument("--rss-sizes", default="100,500",
-                        help="comma-separated corpus sizes for the memory target (issue: 1000,100000)")
-    parser.add_argument("--ledger-rows", type=int, default=100_000,
-                        help="delivered rows listed by the re-run targets (figures are per 100k)")
-    parser.add_argument("--strict", action="store_true", help="exit 1 if any target fails")
-    args = parser.parse_args()
-    rss_sizes = sorted({int(size) for size in args.rss_sizes.split(",") if size.strip()})
-    targets: List[Target] = []
-
-    print("kcing bench: %d cores, Python %s; one run, so read the figures as ratios within it"
-          % (os.cpu_count() or 1, platform.python_version()))
-
+def corpora_target(args, density: float) -> Target:
     section("6. corpora")
-    legacy_problems = legacy_shapes()
     api_problems, api_density = api_shapes_and_density(args.log_lines)
     print("legacy: one build for four LAVA boots; a LAVA file: 1 boot, 23 test cases in block YAML, "
-          "%d log lines as flow mappings with Decimal tags" % args.log_lines)
+          "%d log lines as flow mappings with Decimal tags; %.1f documents per object" % (args.log_lines, density))
     print("API: trees of 13 nodes (kbuild, 4 LAVA jobs with callback data, 8 tests), %.1f documents per object "
           "with --with-logs and %d log lines" % (api_density, max(args.log_lines, FORMAT_LOG_LINES)))
-    problems = ["legacy: " + problem for problem in legacy_problems] + ["API: " + problem for problem in api_problems]
+    problems = ["legacy: " + problem for problem in legacy_shapes()] + ["API: " + problem for problem in api_problems]
     for problem in problems:
         print("missing: " + problem)
+    return Target("6", "real formats in the corpora (legacy %.0f, API %.0f docs/object)" % (density, api_density),
+                  "all shapes" if not problems else "; ".join(problems), "real shapes", verdict(not problems))
 
-    with tempfile.TemporaryDirectory() as scratch:
-        supports_workers = feed_supports_workers(clean_environ(), Path(scratch))
-    workers_env = {WORKERS_SETTING: str(args.workers)} if supports_workers else {}
 
+def backlog(args, workers_env: dict):
     section("legacy backlog: %d objects" % args.objects)
     feed = legacy_bench.measure_legacy(args.objects, args.log_lines, args.threads, workers_env,
                                        wire=True, in_process_wire_too=True, again=False, floor=True)
     run = feed.run
-    density = feed.documents / args.objects
     print("corpus: %d objects, %.1f documents per object, %.1f MB posted"
-          % (args.objects, density, feed.posted_bytes / 1e6))
+          % (args.objects, feed.documents / args.objects, feed.posted_bytes / 1e6))
     print("feed: %.1f s wall, %.1f s CPU (%d processes), %.1f objects/s, %.0f documents/s, peak RSS %.0f MB%s"
           % (run.seconds, run.cpu_seconds, run.processes, args.objects / run.seconds, feed.documents_per_second,
-             run.peak_rss_mb, ", %s=%d" % (WORKERS_SETTING, args.workers) if supports_workers else ""))
-    targets.append(Target("6", "real formats in the corpora (legacy %.0f, API %.0f docs/object)"
-                          % (density, api_density), "all shapes" if not problems else "; ".join(problems),
-                          "real shapes", verdict(not problems)))
+             run.peak_rss_mb, ", %s" % workers_env if workers_env else ""))
+    return feed
 
+
+def cores_targets(args, feed, workers_env: dict) -> List[Target]:
     section("1. cores")
-    if supports_workers:
+    targets = []
+    name = "backlog, %d workers vs 1" % args.workers
+    if workers_env:
         one = legacy_bench.measure_legacy(args.objects, args.log_lines, args.threads, {WORKERS_SETTING: "1"},
                                           wire=False, again=False)
         scale = feed.documents_per_second / one.documents_per_second
-        print("1 worker: %.1f s wall; %d workers: %.1f s wall" % (one.run.seconds, args.workers, run.seconds))
-        targets.append(Target("1", "backlog, %d workers vs 1" % args.workers, "%.2fx" % scale, ">= 1.70x",
-                              verdict(scale >= 1.7)))
+        print("1 worker: %.1f s wall; %d workers: %.1f s wall" % (one.run.seconds, args.workers, feed.run.seconds))
+        targets.append(Target("1", name, "%.2fx" % scale, ">= 1.70x", verdict(scale >= 1.7)))
     else:
         print("kcing feed_es --help names no %s: one-worker comparison n/a" % WORKERS_SETTING)
-        targets.append(Target("1", "backlog, %d workers vs 1" % args.workers, "n/a (no %s)" % WORKERS_SETTING,
-                              ">= 1.70x", "n/a"))
+        targets.append(Target("1", name, "n/a (no %s)" % WORKERS_SETTING, ">= 1.70x", "n/a"))
     small = legacy_bench.measure_legacy(SMALL_RUN_OBJECTS, args.log_lines, args.threads, workers_env,
-                                        wire=False, again=False)
-    print("small run, %d new objects: %.2f s wall, %.2f s CPU" % (SMALL_RUN_OBJECTS, small.run.seconds,
-                                                                    small.run.cpu_seconds))
-    if supports_workers:
+                                        wire=False, again=False).run
+    print("small run, %d new objects: %.2f s wall, %.2f s CPU" % (SMALL_RUN_OBJECTS, small.seconds, small.cpu_seconds))
+    if workers_env:
         small_one = legacy_bench.measure_legacy(SMALL_RUN_OBJECTS, args.log_lines, args.threads,
-                                                {WORKERS_SETTING: "1"}, wire=False, again=False)
-        slower = small.run.seconds / small_one.run.seconds
-        print("small run with 1 worker: %.2f s wall" % small_one.run.seconds)
+                                                {WORKERS_SETTING: "1"}, wire=False, again=False).run
+        slower = small.seconds / small_one.seconds
+        print("small run with 1 worker: %.2f s wall" % small_one.seconds)
         targets.append(Target("1", "small run (%d objects), %d workers vs 1" % (SMALL_RUN_OBJECTS, args.workers),
-                              "%.2f s, %.2fx" % (small.run.seconds, slower), "<= 1.10x", verdict(slower <= 1.1)))
+                              "%.2f s, %.2fx" % (small.seconds, slower), "<= 1.10x", verdict(slower <= 1.1)))
     else:
         targets.append(Target("1", "small run (%d objects) wall" % SMALL_RUN_OBJECTS,
-                              "%.2f s (1-worker baseline n/a)" % small.run.seconds, "<= 1.10x of 1 worker", "n/a"))
+                              "%.2f s (1-worker baseline n/a)" % small.seconds, "<= 1.10x of 1 worker", "n/a"))
+    return targets
 
+
+def floor_target(args, feed) -> Target:
     section("2. parsing floor")
     floor = feed.floor
-    floor_cpu = floor["decode_cpu_seconds"] + floor["encode_cpu_seconds"]
-    floor_per_object = floor_cpu / floor["objects"]
-    kcing_per_object = run.cpu_seconds / args.objects
+    floor_per_object = (floor["decode_cpu_seconds"] + floor["encode_cpu_seconds"]) / floor["objects"]
+    kcing_per_object = feed.run.cpu_seconds / args.objects
     ratio = kcing_per_object / floor_per_object
     print("floor (%s, %s): decode %.2f s + encode %.2f s CPU for %d objects and %d documents = %.2f ms per object"
           % (floor["json"], floor["yaml"], floor["decode_cpu_seconds"], floor["encode_cpu_seconds"],
@@ -209,10 +189,11 @@ def main() -> None:
     print("(the whole log through the C YAML loader instead of line by line: decode %.2f s)"
           % floor["whole_log_yaml_decode_cpu_seconds"])
     print("kcing: %.2f ms CPU per object (process start included)" % (1000 * kcing_per_object))
-    targets.append(Target("2", "kcing CPU per object / parsing floor", "%.2fx (%.2f / %.2f ms)"
-                          % (ratio, 1000 * kcing_per_object, 1000 * floor_per_object), "<= 1.50x",
-                          verdict(ratio <= 1.5)))
+    return Target("2", "kcing CPU per object / parsing floor", "%.2fx (%.2f / %.2f ms)"
+                  % (ratio, 1000 * kcing_per_object, 1000 * floor_per_object), "<= 1.50x", verdict(ratio <= 1.5))
 
+
+def wire_target(feed) -> Target:
     section("3. wire")
     share = feed.documents_per_second / feed.wire.documents_per_second
     print("wire loop in a separate process, %d in flight: %.0f documents/s (fastest of 3 passes, %d batches)"
@@ -221,54 +202,86 @@ def main() -> None:
           % (feed.wire_in_process.documents_per_second,
              100 * feed.documents_per_second / feed.wire_in_process.documents_per_second))
     print("feed: %.0f documents/s" % feed.documents_per_second)
-    targets.append(Target("3", "feed / wire loop (separate process)", "%.0f%%" % (100 * share), ">= 80%",
-                          verdict(share >= 0.8)))
+    return Target("3", "feed / wire loop (separate process)", "%.0f%%" % (100 * share), ">= 80%",
+                  verdict(share >= 0.8))
 
+
+def rerun_targets(args) -> List[Target]:
     section("4. re-runs over a fully delivered corpus (%d ledger rows)" % args.ledger_rows)
-    per = 100_000 / max(1, args.ledger_rows)
     legacy_rerun = legacy_bench.second_run_over_delivered(args.ledger_rows, profile=True)
-    print("legacy: %.2f s wall, %.2f s CPU, %.2f s per 100k rows" % (
-        legacy_rerun.seconds, legacy_rerun.cpu_seconds, legacy_rerun.seconds * per))
-    for line in legacy_rerun.profile:
-        print("  " + line)
     api_rerun, listed = api_bench.run_over_delivered(args.ledger_rows, profile=True)
-    api_per = 100_000 / listed
-    print("API: %d node versions, %.2f s wall, %.2f s CPU, %.2f s per 100k rows" % (
-        listed, api_rerun.seconds, api_rerun.cpu_seconds, api_rerun.seconds * api_per))
-    for line in api_rerun.profile:
-        print("  " + line)
+    targets = []
+    for name, rerun, rows in (("legacy", legacy_rerun, args.ledger_rows), ("API", api_rerun, listed)):
+        scale = 100_000 / max(1, rows)
+        print("%s: %d rows, %.2f s wall, %.2f s CPU, %.2f s per 100k rows"
+              % (name, rows, rerun.seconds, rerun.cpu_seconds, rerun.seconds * scale))
+        for line in rerun.profile:
+            print("  " + line)
+        targets.append(Target("4", "re-run, %s source, per 100k ledger rows" % name,
+                              "%.2f s (%.2f s CPU)" % (rerun.seconds * scale, rerun.cpu_seconds * scale), "< 1 s",
+                              verdict(rerun.seconds * scale < 1.0)))
     print("(wall beyond kcing's CPU is waiting: for the replicas, which run in this process, and for the "
           "machine's other load)")
-    for name, rerun, scale in (("legacy", legacy_rerun, per), ("API", api_rerun, api_per)):
-        seconds = rerun.seconds * scale
-        targets.append(Target("4", "re-run, %s source, per 100k ledger rows" % name,
-                              "%.2f s (%.2f s CPU)" % (seconds, rerun.cpu_seconds * scale), "< 1 s",
-                              verdict(seconds < 1.0)))
+    return targets
 
+
+def memory_targets(args, feed, workers_env: dict) -> List[Target]:
     section("5. memory")
+    sizes = sorted({int(size) for size in args.rss_sizes.split(",") if size.strip()})
     peaks = {}
-    for size in rss_sizes:
+    for size in sizes:
         if size == args.objects:
-            peaks[size] = run.peak_rss_mb
+            peaks[size] = feed.run.peak_rss_mb
         else:
             peaks[size] = legacy_bench.measure_legacy(size, args.log_lines, args.threads, workers_env,
                                                       wire=False, again=False).run.peak_rss_mb
         print("%d objects: peak RSS %.0f MB (all processes together)" % (size, peaks[size]))
     highest = max(peaks.values())
-    growth = highest / peaks[rss_sizes[0]] - 1
-    sizes = " / ".join("%d" % size for size in rss_sizes)
-    targets.append(Target("5", "peak RSS at %s objects" % sizes,
-                          " / ".join("%.0f" % peaks[size] for size in rss_sizes) + " MB", "< 150 MB",
-                          verdict(highest < 150)))
-    targets.append(Target("5", "peak RSS growth, %d to %d objects" % (rss_sizes[0], rss_sizes[-1]),
-                          "%+.0f%%" % (100 * growth), "<= +20%", verdict(growth <= 0.2)))
+    growth = highest / peaks[sizes[0]] - 1
+    return [Target("5", "peak RSS at %s objects" % " / ".join("%d" % size for size in sizes),
+                   " / ".join("%.0f" % peaks[size] for size in sizes) + " MB", "< 150 MB", verdict(highest < 150)),
+            Target("5", "peak RSS growth, %d to %d objects" % (sizes[0], sizes[-1]), "%+.0f%%" % (100 * growth),
+                   "<= +20%", verdict(growth <= 0.2))]
 
+
+def print_table(targets: List[Target]) -> None:
     section("targets")
     width = max(len(target.name) for target in targets)
     measured_width = max(len(target.measured) for target in targets)
     for target in sorted(targets, key=lambda target: target.number):
         print("%s  %-*s  %-*s  %-10s  %s" % (target.number, width, target.name, measured_width, target.measured,
                                              target.goal, target.verdict))
+
+
+def arguments():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--objects", type=int, default=250, help="legacy backlog size (1 build for 4 LAVA boots)")
+    parser.add_argument("--log-lines", type=int, default=1000, help="log lines per LAVA file (real: 540-1394)")
+    parser.add_argument("--threads", type=int, default=4, help="KCI_THREADS of the feed")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker count for the cores target, passed as %s (default: cores)" % WORKERS_SETTING)
+    parser.add_argument("--rss-sizes", default="50,250",
+                        help="comma-separated corpus sizes for the memory target (issue: 1000,100000)")
+    parser.add_argument("--ledger-rows", type=int, default=100_000,
+                        help="delivered rows listed by the re-run targets (figures are per 100k)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if any target fails")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
+    print("kcing bench: %d cores, Python %s; one run, so read the figures as ratios within it"
+          % (os.cpu_count() or 1, platform.python_version()), flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        supports_workers = feed_supports_workers(clean_environ(), Path(scratch))
+    workers_env = {WORKERS_SETTING: str(args.workers)} if supports_workers else {}
+    feed = backlog(args, workers_env)
+    targets = [corpora_target(args, feed.documents / args.objects)]
+    targets += cores_targets(args, feed, workers_env)
+    targets += [floor_target(args, feed), wire_target(feed)]
+    targets += rerun_targets(args)
+    targets += memory_targets(args, feed, workers_env)
+    print_table(targets)
     if args.strict and any(target.verdict == "FAIL" for target in targets):
         sys.exit(1)
 

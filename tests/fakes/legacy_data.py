@@ -198,7 +198,8 @@ def _real_results_yaml(job_id: int, status: str) -> Dict[str, str]:
                 lines += ["    - %s" % _flow_yaml(entry) for entry in extra]
             lines += ["    level: '%s'" % level, "    namespace: common", "    result: %s" % outcome]
         lines += ["  name: %s" % case, "  result: %s" % outcome, "  suite: lava",
-                  "  unit: %s" % ("''" if seconds is None else "seconds"), "  url: /results/testcase/%d%02d" % (job_id, number)]
+                  "  unit: %s" % ("''" if seconds is None else "seconds"),
+                  "  url: /results/testcase/%d%02d" % (job_id, number)]
         lava.append("\n".join(lines))
     dmesg = []
     for number, (case, measurement) in enumerate(_REAL_DMESG_CASES):
@@ -227,7 +228,8 @@ def _real_log_yaml(lines: int) -> str:
     About one line in 45 is a `results` line, as in the real files, and the dmesg ones carry
     `!!python/object/apply:decimal.Decimal` measurements, as the dispatcher's dumper wrote them.
     """
-    out = ['- {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "lava-dispatcher, installed at version: 2020.07"}']
+    out = ['- {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", '
+           '"msg": "lava-dispatcher, installed at version: 2020.07"}']
     cases = [case for case, *_ in _REAL_LAVA_STEPS]
     for n in range(1, lines):
         dt = "2020-11-19T07:%02d:%02d.%06d" % (3 + n // 600, (n // 10) % 60, (n * 7919) % 1000000)
