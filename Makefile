@@ -39,8 +39,9 @@ demo: install
 test: install realengine
 	$(BIN)/python -m pytest -q
 
+# Every performance target against its yardstick; sizes: make bench BENCH_ARGS="--rss-sizes 1000,100000"
 bench: install
-	$(BIN)/python bench/feed_throughput.py
+	$(BIN)/python bench/targets.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache tests/realengine/target

@@ -9,7 +9,8 @@ on Kubernetes hanging off the checkout, with artifact files (gzip where upstream
 the regression node KernelCI's tracker makes for the kselftest case that failed (its passing
 run is in the `previous` tree, or, without one, in no tree the replica holds).
 `bench_tree(...)` makes the benchmark's shape: one kbuild and four LAVA jobs, each with a
-callback of `log_lines` lines and two test nodes.
+callback of `log_lines` lines in the real shapes (block YAML results, Decimal tags in the log)
+and two test nodes.
 """
 from __future__ import annotations
 
@@ -121,11 +122,12 @@ class _Tree:
 
     def lab_job(self, name: str, parent: dict, minutes: float, platform: str, job_number: int,
                 result: str = "pass", log_lines: int = 3, runtime: str = "lava-collabora",
-                booted: bool = True) -> dict:
+                booted: bool = True, real_shapes: bool = False) -> dict:
         data = dict(_job_data(parent), platform=platform, device="%s-cbg-1" % platform, runtime=runtime,
                     job_id=str(job_number), job_context=None, test_source=None, test_revision=None)
         callback = _callback_producer(self.revision["tree"], self.revision["branch"], self.revision["describe"],
-                                      data["arch"], data["compiler"], platform, runtime, job_number, booted, log_lines)
+                                      data["arch"], data["compiler"], platform, runtime, job_number, booted, log_lines,
+                                      real_shapes)
         files = {"lava_log": ("log.txt.gz", gzip.compress(b"[    0.000000] Booting Linux\n")),
                  "callback_data": ("lava_callback.json.gz", callback)}
         return self.node("job", name, parent, minutes, data, result=result, artifacts=files, group=name)
@@ -222,14 +224,14 @@ def bench_tree(corpus: ApiCorpus, files_url: str, base: datetime, number: int, l
     kbuild = builder.kbuild("arm64", "gcc-12", 0)
     for board in range(4):
         job = builder.lab_job("baseline-arm64-board-%d" % board, kbuild, 1 + board, "board-%d" % board,
-                              8_000_000 + number * 4 + board, log_lines=log_lines)
+                              8_000_000 + number * 4 + board, log_lines=log_lines, real_shapes=True)
         builder.child("test", "login", job, 1.5 + board)
         builder.child("test", "dmesg-crit", job, 1.6 + board)
     return 13
 
 
 def _callback_producer(tree: str, branch: str, describe: str, arch: str, compiler: str, platform: str,
-                       runtime: str, job_number: int, booted: bool, log_lines: int):
+                       runtime: str, job_number: int, booted: bool, log_lines: int, real_shapes: bool = False):
     """A function making the job's gzip callback on each GET (big corpora stay small in memory)."""
     item = {"kernel": describe, "defconfig_full": "defconfig+lab-setup", "board": platform,
             "board_instance": "%s-cbg-1" % platform, "job": tree, "git_branch": branch,
@@ -237,12 +239,12 @@ def _callback_producer(tree: str, branch: str, describe: str, arch: str, compile
             "defconfig": "defconfig", "build_environment": compiler, "mach": "generic",
             "status": "PASS" if booted else "FAIL", "lab_name": runtime.replace("lava-", "lab-"),
             "file_server_resource": None}
-    return lambda: _gzip_callback(json.dumps(item, sort_keys=True), job_number, log_lines)
+    return lambda: _gzip_callback(json.dumps(item, sort_keys=True), job_number, log_lines, real_shapes)
 
 
 @lru_cache(maxsize=64)
-def _gzip_callback(item_json: str, job_number: int, log_lines: int) -> bytes:
-    callback: Dict[str, Any] = json.loads(lava_json(json.loads(item_json), job_number, log_lines))
+def _gzip_callback(item_json: str, job_number: int, log_lines: int, real_shapes: bool) -> bytes:
+    callback: Dict[str, Any] = json.loads(lava_json(json.loads(item_json), job_number, log_lines, real_shapes))
     for extra in ("lab_name", "version", "boot_log_html"):  # added by the legacy backend only
         callback.pop(extra, None)
     return gzip.compress(json.dumps(callback).encode(), compresslevel=1)
