@@ -17,9 +17,8 @@ from itertools import islice
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set
 
 from kcing import watermark
-from kcing.documents import documents_for
+from kcing.building import Builder
 from kcing.errors import Interrupted, KcingError, RejectedInput, UpstreamError
-from kcing.ledger import docids
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED
 from kcing.records import UpstreamObject
@@ -36,6 +35,8 @@ LOOKUP_CHUNK = 500
 @dataclass
 class FeedOptions:
     threads: int = 4
+    # Processes building documents (kcing.building); 0 or 1 builds them in the download threads.
+    workers: int = 0
     # Two POSTs in flight keep Logstash busy while the next batch is prepared (and let batches
     # spread over several inputs); acknowledgements are still taken in order.
     posts_in_flight: int = 2
@@ -145,7 +146,9 @@ class Feed:
             self.on_planned(obj)
 
     def _deliver(self, candidates: Iterable[UpstreamObject]) -> None:
-        with ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="fetch") as pool, \
+        # The builder is closed last: after the download threads that use it are done.
+        with Builder(self.options.workers, self.sink.encode) as self.builder, \
+                ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="fetch") as pool, \
                 ThreadPoolExecutor(max_workers=self.options.posts_in_flight, thread_name_prefix="post") as posts:
             self.post_pool = posts
             in_flight: deque = deque()
@@ -222,11 +225,10 @@ class Feed:
             return Fetched(obj, failed=str(error))
         digest = hashlib.sha256(content).hexdigest()
         try:
-            documents = documents_for(obj.kind, content, obj.created, listed_lab(obj))
+            built = self.builder.build(obj.kind, content, obj.created, listed_lab(obj))
         except RejectedInput as error:
             return Fetched(obj, sha256=digest, rejected=str(error))
-        return Fetched(obj, sha256=digest, items=[self.sink.encode(document) for document in documents],
-                       kept=docids.by_index(documents))
+        return Fetched(obj, sha256=digest, items=built.items, kept=built.kept)
 
     # Main thread: batching, sending, acknowledging -----------------------------------------
 

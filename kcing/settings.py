@@ -66,6 +66,13 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
+def _workers(value: Any) -> Any:
+    """A number of worker processes, or "auto": one per usable core."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    return _integer(0)(value)
+
+
 def _url_list(value: Any) -> tuple:
     """Comma-separated http(s) URLs: one Logstash input, or several to spread batches across."""
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
@@ -131,6 +138,8 @@ SPECS: Mapping[str, Spec] = {
     "KCI_MAX_RETRIES": Spec(3, _integer(1), "attempts per upstream request"),
     "KCI_RETRY_BACKOFF": Spec(1.0, _number(0), "seconds of the first upstream retry wait (doubles each time)"),
     "KCI_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for upstream TLS; empty means the system store"),
+    "KCING_WORKERS": Spec("auto", _workers, "processes building documents while feeding; auto means one per usable "
+                          "core, 0 or 1 builds them in the feed's own process"),
     "KCI_SAMPLES_DIR": Spec("samples", _text, "directory of saved upstream files"),
     # Upstream: the current KernelCI API (--source api)
     "KCI_API_URL": Spec("https://api.kernelci.org/latest", _url, "KernelCI API base URL, version included"),
@@ -197,6 +206,7 @@ class Settings:
     KCI_MAX_RETRIES: int
     KCI_RETRY_BACKOFF: float
     KCI_CA_BUNDLE: str
+    KCING_WORKERS: Any
     KCI_SAMPLES_DIR: str
     KCI_API_URL: str
     KCI_API_TOKEN: str
