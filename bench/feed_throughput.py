@@ -7,7 +7,10 @@ serves it and a Logstash emulator on 127.0.0.1, then measures:
 1. the feed: `kcing feed_es` in its own process (objects/s, documents/s, MB/s, peak RSS);
 2. the wire limit: a bare loop that POSTs the very same batches, pre-built, to the same emulator;
 3. the ratio of the two (target: the feed reaches at least 60% of the wire limit);
-4. a second run over the fully delivered corpus (target: under 2 s per 100k ledger rows).
+4. a second run over the fully delivered corpus (target: under 2 s per 100k ledger rows);
+5. cores: the same feed with one document-building worker, then with one per usable core
+   (target on 2 cores: at least 1.7 times the throughput), and a cron-sized run of a few
+   objects with workers off and on (target: no slower).
 
 Figures are ratios measured in one run: absolute numbers move with the load on a shared machine.
 
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +36,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from kcing.building import usable_cores  # noqa: E402
 from kcing.documents import documents_for  # noqa: E402
 from kcing.ledger.ledger import Ledger, Outcome  # noqa: E402
 from kcing.ledger.models import DELIVERED  # noqa: E402
@@ -53,6 +59,8 @@ class FeedRun:
     cpu_seconds: float
     peak_rss_mb: float
     stdout: str
+    peak_tree_rss_mb: float = 0.0  # kcing and its worker processes together
+    tree_peaks_sum_mb: float = 0.0
 
 
 def run_feed(env: dict, cwd: Path, args=("feed_es",)) -> FeedRun:
@@ -72,7 +80,8 @@ def run_feed(env: dict, cwd: Path, args=("feed_es",)) -> FeedRun:
         if process.returncode != 0:
             sys.exit("feed_es failed (%d):\n%s" % (process.returncode, stderr[-2000:]))
         figures = json.loads(stderr.strip().splitlines()[-1])
-        return FeedRun(elapsed, figures["cpu_seconds"], figures["peak_rss_mb"], out.read())
+        return FeedRun(elapsed, figures["cpu_seconds"], figures["peak_rss_mb"], out.read(),
+                       figures["peak_tree_rss_mb"], figures["tree_peaks_sum_mb"])
 
 
 def prebuilt_batches(corpus) -> list:
@@ -154,12 +163,36 @@ def materialise(corpus, directory: Path) -> None:
         corpus.add_file(path, target)
 
 
+def _load() -> str:
+    return "%.1f %.1f %.1f" % os.getloadavg()
+
+
+def small_runs(logstash, objects: int = 5, rounds: int = 5) -> None:
+    """A cron run of a few objects, workers off and on, alternately; medians of wall time."""
+    corpus = synthetic_corpus(TODAY, builds=1, lava_boots=objects - 1, lava_log_lines=1000)
+    times = {"0": [], "auto": []}
+    with LegacyReplica(corpus, today=TODAY) as replica, tempfile.TemporaryDirectory() as scratch:
+        for round_number in range(rounds):
+            for workers in times:
+                work = Path(scratch) / ("%s-%d" % (workers, round_number))
+                work.mkdir()
+                env = feed_environ(replica, logstash, work / "kcing.db", KCING_WORKERS=workers)
+                times[workers].append(run_feed(env, work).seconds)
+    off, on = statistics.median(times["0"]), statistics.median(times["auto"])
+    print("small run of %d objects (median of %d, whole process): workers off %.3f s, auto %.3f s "
+          "(%+.0f%%: %s)" % (objects, rounds, off, on, 100.0 * (on - off) / off,
+                             "PASS" if on <= off * 1.05 else "FAIL"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", type=int, default=5000, help="corpus size (1 build for 4 LAVA boots)")
     parser.add_argument("--log-lines", type=int, default=1000, help="log lines per LAVA file")
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--skip-wire", action="store_true", help="measure only the feed (large N)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="worker processes of the full run (default: one per usable core)")
+    parser.add_argument("--skip-cores", action="store_true", help="skip the one-worker run and the small runs")
     parser.add_argument("--ledger-rows", type=int, default=100_000,
                         help="size of the fully delivered listing for the second-run figure (0 skips it)")
     args = parser.parse_args()
@@ -178,21 +211,37 @@ def main() -> None:
         if not args.skip_wire:
             (work / "files").mkdir()
             materialise(corpus, work / "files")
+        workers = args.workers or usable_cores()
+        print("corpus: %d objects (%d builds, %d LAVA boots, %d log lines each); %d usable cores, load average %s"
+              % (args.objects, builds, args.objects - builds, args.log_lines, usable_cores(), _load()))
+        if not args.skip_cores:
+            one = run_feed(feed_environ(replica, logstash, work / "one.db", KCI_THREADS=str(args.threads),
+                                        LS_PIPELINE_BATCH_SIZE=str(BATCH_SIZE), LS_BATCH_MAX_BYTES=str(MAX_BYTES),
+                                        KCING_WORKERS="1"), work)
+            print("feed, 1 worker:   %.1f s (%.1f s CPU), %.0f objects/s, peak RSS %.0f MB"
+                  % (one.seconds, one.cpu_seconds, args.objects / one.seconds, one.peak_tree_rss_mb))
+            logstash.clear()
         env = feed_environ(replica, logstash, work / "kcing.db", KCI_THREADS=str(args.threads),
-                           LS_PIPELINE_BATCH_SIZE=str(BATCH_SIZE), LS_BATCH_MAX_BYTES=str(MAX_BYTES))
+                           LS_PIPELINE_BATCH_SIZE=str(BATCH_SIZE), LS_BATCH_MAX_BYTES=str(MAX_BYTES),
+                           KCING_WORKERS=str(workers))
         feed = run_feed(env, work)
         seconds = feed.seconds
         documents = len(logstash.store)
         posted_bytes = sum(request.body_bytes for emulator in logstash.emulators.values()
                            for request in emulator.requests)
-        print("corpus: %d objects (%d builds, %d LAVA boots, %d log lines each)"
-              % (args.objects, builds, args.objects - builds, args.log_lines))
-        print("feed:   %.1f s (%.1f s CPU), %.0f objects/s, %.0f documents/s, %.1f MB/s posted, peak RSS %.0f MB"
-              % (seconds, feed.cpu_seconds, args.objects / seconds, documents / seconds,
-                 posted_bytes / 1e6 / seconds, feed.peak_rss_mb))
+        print("feed, %d workers:  %.1f s (%.1f s CPU), %.0f objects/s, %.0f documents/s, %.1f MB/s posted, "
+              "peak RSS %.0f MB all processes together (kcing alone %.0f MB, sum of each process's peak %.0f MB)"
+              % (workers, seconds, feed.cpu_seconds, args.objects / seconds, documents / seconds,
+                 posted_bytes / 1e6 / seconds, feed.peak_tree_rss_mb, feed.peak_rss_mb, feed.tree_peaks_sum_mb))
+        if not args.skip_cores:
+            ratio = one.seconds / seconds
+            print("cores:  %d workers reach %.2fx the throughput of 1 worker (target >= 1.7x on 2 cores: %s); "
+                  "load average now %s" % (workers, ratio, "PASS" if ratio >= 1.7 else "FAIL", _load()))
 
         again = run_feed(env, work)
         print("second run over the %d delivered objects: %.2f s" % (args.objects, again.seconds))
+        if not args.skip_cores:
+            small_runs(logstash)
 
         if args.skip_wire:
             return

@@ -47,7 +47,11 @@ TARGET = "kcing.building:encoded_documents"
 CLOSE_GRACE = 2.0
 
 _HEADER = struct.Struct("!Q")
+# The worker imports this checkout's kcing whatever its working directory, and (from Python
+# 3.11, -P) no module from that directory either.
 _ROOT = str(Path(__file__).resolve().parent.parent)
+_WORKER_MAIN = "import sys; sys.path.insert(0, %r); import kcing.building as b; b.serve()" % _ROOT
+_SAFE_PATH = ("-P",) if sys.version_info >= (3, 11) else ()
 
 
 @dataclass
@@ -243,9 +247,8 @@ class Builder:
 
     def _start_worker(self) -> None:
         """Start one worker in the background; it joins the idle queue once it has imported."""
-        process = subprocess.Popen(
-            [sys.executable, "-c", "import sys; sys.path.insert(0, %r); import kcing.building as b; b.serve()" % _ROOT],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        process = subprocess.Popen([sys.executable, *_SAFE_PATH, "-c", _WORKER_MAIN],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         self._processes.append(process)
         self._starting += 1
         threading.Thread(target=self._await_ready, args=(_Worker(process),), name="worker-start",

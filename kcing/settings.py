@@ -134,12 +134,12 @@ SPECS: Mapping[str, Spec] = {
     "KCI_DAYS": Spec(2, _integer(1), "default crawl window in days"),
     "KCI_PAGE_SIZE": Spec(1000, _integer(1), "listing items per _ajax page"),
     "KCI_THREADS": Spec(4, _integer(1), "concurrent downloads"),
+    "KCING_WORKERS": Spec("auto", _workers, "processes building documents while feeding; auto means one per usable "
+                          "core, 0 or 1 builds them in the feed's own process"),
     "KCI_TIMEOUT": Spec(60.0, _number(0.1), "seconds to wait for an upstream response"),
     "KCI_MAX_RETRIES": Spec(3, _integer(1), "attempts per upstream request"),
     "KCI_RETRY_BACKOFF": Spec(1.0, _number(0), "seconds of the first upstream retry wait (doubles each time)"),
     "KCI_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for upstream TLS; empty means the system store"),
-    "KCING_WORKERS": Spec("auto", _workers, "processes building documents while feeding; auto means one per usable "
-                          "core, 0 or 1 builds them in the feed's own process"),
     "KCI_SAMPLES_DIR": Spec("samples", _text, "directory of saved upstream files"),
     # Upstream: the current KernelCI API (--source api)
     "KCI_API_URL": Spec("https://api.kernelci.org/latest", _url, "KernelCI API base URL, version included"),
@@ -202,11 +202,11 @@ class Settings:
     KCI_DAYS: int
     KCI_PAGE_SIZE: int
     KCI_THREADS: int
+    KCING_WORKERS: Any  # a number, or "auto"
     KCI_TIMEOUT: float
     KCI_MAX_RETRIES: int
     KCI_RETRY_BACKOFF: float
     KCI_CA_BUNDLE: str
-    KCING_WORKERS: Any
     KCI_SAMPLES_DIR: str
     KCI_API_URL: str
     KCI_API_TOKEN: str
