@@ -247,8 +247,13 @@ class Builder:
 
     def _start_worker(self) -> None:
         """Start one worker in the background; it joins the idle queue once it has imported."""
-        process = subprocess.Popen([sys.executable, *_SAFE_PATH, "-c", _WORKER_MAIN],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        try:
+            process = subprocess.Popen([sys.executable, *_SAFE_PATH, "-c", _WORKER_MAIN],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        except OSError as error:  # no memory, no process slots: the feed builds on by itself
+            log.warning("cannot start a document-building worker (%s); building in the feed's process", error)
+            self._broken = self._ready == 0 and self._starting == 0
+            return
         self._processes.append(process)
         self._starting += 1
         threading.Thread(target=self._await_ready, args=(_Worker(process),), name="worker-start",
