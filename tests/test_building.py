@@ -286,3 +286,15 @@ def test_a_killed_or_stopped_run_leaves_no_worker_behind(busy_run, signum):
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(pid) for pid in workers)
+
+
+@needs_real_files
+@pytest.mark.parametrize("executable", ["/nonexistent/python", "/bin/false"])
+def test_workers_that_cannot_start_leave_the_building_to_the_feed_process(monkeypatch, executable):
+    content = LAVA_FILES[0].read_bytes()
+    monkeypatch.setattr(building.sys, "executable", executable)
+    with Builder(2, LogstashSink.encode) as builder:
+        builder.start(wait=True)
+        built = builder.build(LAVA, content, CREATED, None)
+        assert builder.built_here == 1 and builder.built_in_workers == 0
+    assert built.items == Builder(0, LogstashSink.encode).build(LAVA, content, CREATED, None).items
