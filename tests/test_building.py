@@ -21,7 +21,6 @@ from kcing.building import Builder
 from kcing.errors import RejectedInput
 from kcing.records import CHECKOUT, JOB, LAVA
 from kcing.sinks.logstash import LogstashSink
-from kcing.sinks.ndjson import NdjsonDirSink
 from tests import building_targets
 from tests.fakes.api_data import LEGACY, MAESTRO, REAL_CHECKOUT, REAL_JOB
 from tests.fakes.legacy_data import synthetic_corpus
