@@ -158,6 +158,7 @@ class Builder:
         self.built_here = 0
         self.built_in_workers = 0
         self.restarts = 0
+        self.started = 0  # worker processes started, restarts included
 
     def __enter__(self) -> "Builder":
         return self
@@ -255,6 +256,7 @@ class Builder:
             self._broken = self._ready == 0 and self._starting == 0
             return
         self._processes.append(process)
+        self.started += 1
         self._starting += 1
         threading.Thread(target=self._await_ready, args=(_Worker(process),), name="worker-start",
                          daemon=True).start()
