@@ -2,10 +2,10 @@
 
 Usage:
   kcing feed_es [options] [--source=NAME] [--days=N | --how-many=N | --since=DATE] [--threads=N]
-                [--samples-dir=DIR] [--output=DIR] [--batch-size=N] [--with-logs] [--dry-run]
+                [--workers=N] [--samples-dir=DIR] [--output=DIR] [--batch-size=N] [--with-logs] [--dry-run]
                 [--verify] [--verify-delay=SECONDS] [--metrics=FILE]
   kcing feed_es [options] (--builds | --lavas | --boots) <file>... [--date=DATE] [--output=DIR]
-                [--dry-run] [--verify] [--verify-delay=SECONDS] [--metrics=FILE]
+                [--workers=N] [--dry-run] [--verify] [--verify-delay=SECONDS] [--metrics=FILE]
   kcing reconcile [options] [--days=N | --since=DATE] [--dry-run] [--resend]
   kcing gen_samples [options] [--source=NAME] [--sample-size=N] [--days=N | --since=DATE]
                     [--samples-dir=DIR] [--threads=N] [--with-logs]
@@ -65,6 +65,8 @@ Options:
   --with-logs          With --source api: also fetch the logs documents need: a LAVA job's
                        callback (boot details, one log document per line), a build.log.
   --threads=N          Concurrent downloads (setting KCI_THREADS, default 4).
+  --workers=N          Processes building documents while feeding; 0 or 1 builds them in kcing's
+                       own process (setting KCING_WORKERS, default auto: one per usable core).
   --samples-dir=DIR    Samples directory (setting KCI_SAMPLES_DIR, default samples).
   --output=DIR         Write NDJSON _bulk files into DIR instead of posting to Logstash.
   --batch-size=N       Documents per POST (setting LS_PIPELINE_BATCH_SIZE, default 500).
@@ -169,6 +171,7 @@ FLAG_SETTINGS = {
     "--source": "KCI_SOURCE",
     "--days": "KCI_DAYS",
     "--threads": "KCI_THREADS",
+    "--workers": "KCING_WORKERS",
     "--samples-dir": "KCI_SAMPLES_DIR",
     "--batch-size": "LS_PIPELINE_BATCH_SIZE",
     "--drp-days": "DRP_DAYS",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from kcing import metrics, status as status_report
+from kcing.building import usable_cores
 from kcing.errors import ConfigError, KcingError
 from kcing.flags import a_date, positive_int, seconds
 from kcing.http import BodyReader, RetryPolicy, new_session, warn_cleartext_credentials
@@ -108,7 +109,8 @@ def open_ledger(settings, dry_run: bool) -> Ledger:
 
 
 def feed_options(settings, dry_run: bool) -> FeedOptions:
-    return FeedOptions(threads=settings.KCI_THREADS, posts_in_flight=settings.ES_PARALLEL_POSTS,
+    workers = usable_cores() if settings.KCING_WORKERS == "auto" else settings.KCING_WORKERS
+    return FeedOptions(threads=settings.KCI_THREADS, workers=workers, posts_in_flight=settings.ES_PARALLEL_POSTS,
                        max_docs=settings.LS_PIPELINE_BATCH_SIZE, max_bytes=settings.LS_BATCH_MAX_BYTES,
                        dry_run=dry_run)
 

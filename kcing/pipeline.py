@@ -17,10 +17,9 @@ from itertools import islice
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set
 
 from kcing import watermark
-from kcing.documents import documents_for
+from kcing.building import Builder
 from kcing.documents.coerce import one_line
 from kcing.errors import ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput, UpstreamError
-from kcing.ledger import docids
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE
 from kcing.records import UpstreamObject
@@ -40,6 +39,8 @@ SINK_REFUSED_EXIT = 3
 @dataclass
 class FeedOptions:
     threads: int = 4
+    # Processes building documents (kcing.building); 0 or 1 builds them in the download threads.
+    workers: int = 0
     # Two POSTs in flight keep Logstash busy while the next batch is prepared (and let batches
     # spread over several inputs); acknowledgements are still taken in order.
     posts_in_flight: int = 2
@@ -170,6 +171,11 @@ class Feed:
             self.on_planned(obj)
 
     def _deliver(self, candidates: Iterable[UpstreamObject]) -> None:
+        # The builder is closed last: after the download threads that use it are done.
+        with Builder(self.options.workers, self.sink.encode) as self.builder:
+            self._deliver_with_threads(candidates)
+
+    def _deliver_with_threads(self, candidates: Iterable[UpstreamObject]) -> None:
         pool = ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="fetch")
         posts = ThreadPoolExecutor(max_workers=self.options.posts_in_flight, thread_name_prefix="post")
         self.post_pool = posts
@@ -264,14 +270,13 @@ class Feed:
             return Fetched(obj, rejected=unexpected_failure("could not be fetched", error))
         digest = hashlib.sha256(content).hexdigest()
         try:
-            documents = documents_for(obj.kind, content, obj.created, listed_lab(obj))
-            items = [self.sink.encode(document) for document in documents]
+            built = self.builder.build(obj.kind, content, obj.created, listed_lab(obj))
         except RejectedInput as error:
             return Fetched(obj, sha256=digest, rejected=str(error))
         except Exception as error:  # noqa: BLE001 - see unexpected_failure
             log.debug("%s %s: documents failed", obj.kind, obj.upstream_id, exc_info=True)
             return Fetched(obj, sha256=digest, rejected=unexpected_failure("documents could not be made", error))
-        return Fetched(obj, sha256=digest, items=items, kept=docids.by_index(documents))
+        return Fetched(obj, sha256=digest, items=built.items, kept=built.kept)
 
     # Main thread: batching, sending, acknowledging -----------------------------------------
 

@@ -67,6 +67,13 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
+def _workers(value: Any) -> Any:
+    """A number of worker processes, or "auto": one per usable core."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    return _integer(0)(value)
+
+
 def _url_list(value: Any) -> tuple:
     """Comma-separated http(s) URLs: one Logstash input, or several to spread batches across."""
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
@@ -159,6 +166,8 @@ SPECS: Mapping[str, Spec] = {
     "KCI_DAYS": Spec(2, _integer(1), "default crawl window in days"),
     "KCI_PAGE_SIZE": Spec(1000, _integer(1), "listing items per _ajax page"),
     "KCI_THREADS": Spec(4, _integer(1), "concurrent downloads"),
+    "KCING_WORKERS": Spec("auto", _workers, "processes building documents while feeding; auto means one per usable "
+                          "core, 0 or 1 builds them in the feed's own process"),
     "KCI_TIMEOUT": Spec(60.0, _number(0.1), "seconds to wait for an upstream response"),
     "KCI_MAX_RETRIES": Spec(3, _integer(1), "attempts per upstream request"),
     "KCI_RETRY_BACKOFF": Spec(1.0, _number(0), "seconds of the first upstream retry wait (doubles each time)"),
@@ -237,6 +246,7 @@ class Settings:
     KCI_DAYS: int
     KCI_PAGE_SIZE: int
     KCI_THREADS: int
+    KCING_WORKERS: Any  # a number, or "auto"
     KCI_TIMEOUT: float
     KCI_MAX_RETRIES: int
     KCI_RETRY_BACKOFF: float
