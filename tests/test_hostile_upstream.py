@@ -172,11 +172,11 @@ def test_an_unexpected_exception_rejects_only_its_object_with_the_class_named(mo
     real = pipeline_module.documents_for
     calls = []
 
-    def documents_with_a_bug(kind, content, created):
+    def documents_with_a_bug(kind, content, created, *rest):
         calls.append(kind)
         if len(calls) == 1:
             raise ZeroDivisionError("division by zero")
-        return real(kind, content, created)
+        return real(kind, content, created, *rest)
 
     monkeypatch.setattr(pipeline_module, "documents_for", documents_with_a_bug)
     ledger = Ledger.open(":memory:")
