@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from kcing import pipeline as pipeline_module, urls
+from kcing import documents as documents_module, urls
 from kcing.documents import documents_for, yamlsafe
 from kcing.errors import RejectedInput
 from kcing.ledger.ledger import Ledger
@@ -169,7 +169,7 @@ class ListSink:
 def test_an_unexpected_exception_rejects_only_its_object_with_the_class_named(monkeypatch):
     """A bug no check foresaw, met by one file: that file is rejected, the other delivered."""
     lava = next((SAMPLES / "lava").glob("*.json")).read_bytes()
-    real = pipeline_module.documents_for
+    real = documents_module.documents_for
     calls = []
 
     def documents_with_a_bug(kind, content, created, *rest):
@@ -178,7 +178,7 @@ def test_an_unexpected_exception_rejects_only_its_object_with_the_class_named(mo
             raise ZeroDivisionError("division by zero")
         return real(kind, content, created, *rest)
 
-    monkeypatch.setattr(pipeline_module, "documents_for", documents_with_a_bug)
+    monkeypatch.setattr(documents_module, "documents_for", documents_with_a_bug)
     ledger = Ledger.open(":memory:")
     sink = ListSink()
     summary = feed(TwoLavaFiles(lava), ledger, sink, FeedOptions(threads=1))
