@@ -13,24 +13,21 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set
+from typing import Callable, Dict, Iterable, List, Optional
 
 from kcing import watermark
 from kcing.documents import documents_for
 from kcing.errors import Interrupted, KcingError, RejectedInput, UpstreamError
 from kcing.ledger import docids
 from kcing.ledger.ledger import Ledger, Outcome
+from kcing.listing import Listing
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED
 from kcing.records import UpstreamObject
-from kcing.sources import completed
 from kcing.sinks.batching import Batch, Batcher
 from kcing.sinks.logstash import BatchTooLarge
 from kcing.sinks.throttle import RateLimiter
 
 log = logging.getLogger(__name__)
-
-LOOKUP_CHUNK = 500
 
 
 @dataclass
@@ -122,7 +119,7 @@ class Feed:
     def run(self) -> RunSummary:
         try:
             watermark.resume(self.source, self.ledger)
-            candidates = self._undelivered(self._listing())
+            candidates = Listing(self.source, self.ledger, self.summary, self._reject, self._progress).candidates()
             if self.options.dry_run:
                 self._plan(candidates)
             else:
@@ -168,49 +165,6 @@ class Feed:
                 for future in in_flight:
                     future.cancel()
                 self._salvage_posts()
-
-    # Listing and skipping ------------------------------------------------------------------
-
-    def _listing(self) -> Iterator[UpstreamObject]:
-        if getattr(self.source, "leaves_out_known", False):
-            return self.source.list_objects(known=self._known_delivered)
-        return self.source.list_objects()
-
-    def _known_delivered(self, kind: str, upstream_ids: List[str]) -> Set[str]:
-        """For sources that leave out what was delivered while listing: which ids those are."""
-        found = self.ledger.delivered_ids(self.source.name, kind, upstream_ids)
-        self.summary.listed += len(found)
-        self.summary.skipped += len(found)
-        self._progress()
-        return found
-
-    def _undelivered(self, objects: Iterator[UpstreamObject]) -> Iterator[UpstreamObject]:
-        """Yield listed objects the ledger has not seen delivered; record unusable items as rejected."""
-        while True:
-            chunk = list(islice(objects, LOOKUP_CHUNK))
-            if not chunk:
-                return
-            self.summary.listed += len(chunk)
-            usable = []
-            for obj in chunk:
-                if obj.problem:
-                    self._reject(obj, None, obj.problem)
-                else:
-                    usable.append(obj)
-            delivered = set()
-            for kind in {obj.kind for obj in usable}:
-                ids = [obj.upstream_id for obj in usable if obj.kind == kind]
-                delivered |= {(kind, upstream_id) for upstream_id in self.ledger.delivered_ids(self.source.name, kind, ids)}
-            for obj in usable:
-                if (obj.kind, obj.upstream_id) in delivered:
-                    self.summary.skipped += 1
-                    continue
-                obj = completed(self.source, obj)
-                if obj.problem:
-                    self._reject(obj, None, obj.problem)
-                else:
-                    yield obj
-            self._progress()
 
     # Download and documents (worker threads) -----------------------------------------------
 

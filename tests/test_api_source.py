@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from kcing import watermark
-from kcing.commands import crawl_since
+from kcing.wiring import crawl_since
 from kcing.errors import ConfigError, UpstreamError
 from kcing.http import RetryPolicy, new_session
 from kcing.ledger.ledger import Ledger, Outcome

@@ -1,5 +1,5 @@
-"""reconcile, and feed_es --verify: check that Elasticsearch holds what the ledger says was
-delivered, mark what it lacks for sending again, and record the check as a run."""
+"""kcing reconcile: check that Elasticsearch holds what the ledger says was delivered, mark what
+it lacks for sending again, and record the check as a run."""
 from __future__ import annotations
 
 from contextlib import ExitStack
@@ -8,49 +8,55 @@ from pathlib import Path
 
 from kcing import reconcile as reconciling
 from kcing.admin.elastic import make_client
-from kcing.admin.retention import cutoff_day
-from kcing.commands import _print_summary, make_sink, make_source, run_feed
-from kcing.errors import ConfigError, Interrupted, KcingError
+from kcing.commands._shared import check_and_record, print_summary, run_feed
+from kcing.errors import ConfigError
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
 from kcing.shutdown import stop_on_signals
 from kcing.sources.localfiles import LocalFiles
 from kcing.watermark import parse_since
+from kcing.wiring import make_sink, make_source
 
-__all__ = ["make_client", "verify", "reconcile"]
+SUMMARY = "check that Elasticsearch holds every document of what the ledger marks delivered; send back what it lacks"
+
+USAGE = """\
+Usage:
+  kcing reconcile [options] [--days=N | --since=DATE] [--dry-run] [--resend]
+
+Ask Elasticsearch (ES_HOST) whether it holds every document of the objects the ledger marks
+delivered to Logstash in the last --days (or since --since): Logstash answers 200 before
+Elasticsearch indexes. Objects with missing documents go back to undelivered, so the next
+feed_es sends them again; --resend does it at once. Prints per kind: checked, present,
+missing, and the first missing ids.
+
+Options:
+  --days=N             Check the objects delivered in the last N days (setting KCI_DAYS,
+                       default 2).
+  --since=DATE         Check the objects delivered since DATE (any date python-dateutil
+                       reads; UTC unless it names a zone).
+  --dry-run            Check and report; mark nothing and send nothing.
+  --resend             Send the objects with missing documents again now, fetched from the
+                       URLs in the ledger (not for --source api objects).
+  --threads=N          Concurrent downloads for --resend (setting KCI_THREADS, default 4).
+  --batch-size=N       Documents per POST for --resend (setting LS_PIPELINE_BATCH_SIZE,
+                       default 500).
+  --db=FILE            Ledger database (setting KCING_DB, default kcing.db).
+  -d --debug           Log debug messages (every request, every retry decision).
+  -l --log-file=FILE   Also write the log to FILE (for cron jobs).
+  -h --help            Show this help.
+
+Exit status: 0 everything checked is in Elasticsearch; 1 some documents are missing; 2 usage
+or configuration error; 3 Elasticsearch unreachable or refusing; 4 another run holds the lock;
+5 nothing could be checked (no object delivered to Logstash in the window, or all of it past
+retention); 130 stopped by a signal.
+
+Examples:
+  kcing reconcile --days 1                        # is what was delivered yesterday indexed?
+  kcing reconcile --since 2024-10-16 --resend     # check since a date, re-send what is missing
+"""
 
 
-def verify(client, settings, ledger: Ledger, delivered: list, delay: float, stop) -> "reconciling.Report":
-    """feed_es --verify: after `delay`, check the objects this run delivered (no window query)."""
-    if delivered and delay > 0:
-        print("feed_es: verifying %d objects in Elasticsearch in %.0fs" % (len(delivered), delay), flush=True)
-        if stop.wait(delay):
-            raise Interrupted("stopped by a signal before verifying; run `kcing reconcile` to check this run")
-    report = reconciling.Report(scope="the %d objects this feed_es run delivered" % len(delivered))
-    check_and_record(client, settings, ledger, report, ledger.delivered_rows(delivered), stop)
-    return report
-
-
-def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry_run: bool = False):
-    """Run a reconcile over `chunks` of delivered rows, print it, and record it as a run."""
-    run_id = None if dry_run else ledger.start_run("reconcile")
-    first_kept = cutoff_day(datetime.now(timezone.utc).date(), settings.DRP_DAYS)
-    checker = reconciling.Reconciler(client, settings.ES_HOST, ledger, report, mark=not dry_run,
-                                     first_kept=first_kept)
-    try:
-        checker.run(chunks, stop)
-    except KcingError as error:
-        if run_id is not None:
-            ledger.finish_run(run_id, "error %d" % error.exit_code, report.as_counts())
-        raise
-    if run_id is not None:
-        ledger.finish_run(run_id, report.outcome, report.as_counts())
-    for line in reconciling.summary_lines(report, settings.ES_HOST):
-        print(line)
-    return report
-
-
-def reconcile(args: dict, settings) -> int:
+def run(args: dict, settings) -> int:
     """Check that Elasticsearch holds every document of the objects delivered in the window."""
     dry_run = bool(args.get("--dry-run"))
     if not Path(settings.KCING_DB).exists():
@@ -96,6 +102,6 @@ def _resend(settings, ledger: Ledger, stop) -> None:
             else LocalFiles([])
         print("reconcile: re-sending %d %s objects" % (count, name), flush=True)
         summary = run_feed(reconciling.MissingObjects(ledger, name, fetcher), ledger, sink, settings, False, stop)
-        _print_summary(summary, sink.name, False)
+        print_summary(summary, sink.name, False)
         if summary.stopped_by is not None:
             raise summary.stopped_by

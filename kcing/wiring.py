@@ -1,0 +1,83 @@
+"""Build the feed's parts from settings and flags: sources, sinks, the ledger, feed options.
+
+Shared by the commands that feed (feed_es, gen_samples, reconcile --resend); no command logic here.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from kcing.errors import ConfigError
+from kcing.flags import positive_int
+from kcing.http import RetryPolicy, new_session
+from kcing.ledger.ledger import Ledger
+from kcing.pipeline import FeedOptions
+from kcing.records import BOOT, BUILD, CHECKOUT, JOB, KBUILD, LAVA, TEST
+from kcing.sinks.logstash import LogstashSink
+from kcing.sinks.ndjson import NdjsonDirSink
+from kcing.sources.api import KernelCIApi
+from kcing.sources.legacy import LegacyKernelCI
+from kcing.sources.localfiles import LocalFiles, SamplesDir
+from kcing.sources.requester import Requester
+from kcing.watermark import parse_since
+
+
+def make_source(args: dict, settings, how_many_flag: str = "--how-many"):
+    if settings.KCI_SOURCE != "api" and (args.get("--since") or args.get("--with-logs")):
+        raise ConfigError("--since and --with-logs apply to --source api only")
+    for flag, kind in (("--builds", BUILD), ("--lavas", LAVA), ("--boots", BOOT)):
+        if args.get(flag):
+            return LocalFiles([(kind, path) for path in args["<file>"]])
+    if settings.KCI_SOURCE == "samples":
+        return SamplesDir(settings.KCI_SAMPLES_DIR)
+    session = new_session(pool_size=settings.KCI_THREADS + 2, verify=settings.KCI_CA_BUNDLE)
+    requester = Requester(session, RetryPolicy(attempts=settings.KCI_MAX_RETRIES, base=settings.KCI_RETRY_BACKOFF), settings.KCI_TIMEOUT)
+    if settings.KCI_SOURCE == "api":
+        return KernelCIApi(requester, settings.KCI_API_URL, settings.KCI_API_STORAGE_URL, settings.KCI_API_TOKEN,
+                           since=crawl_since(args), default_days=settings.KCI_DAYS,
+                           overlap=timedelta(minutes=settings.KCI_API_OVERLAP_MINUTES),
+                           page_size=settings.KCI_API_PAGE_SIZE, how_many=positive_int(args, how_many_flag),
+                           with_logs=bool(args.get("--with-logs")))
+    return LegacyKernelCI(requester, settings.frontend_url, settings.storage_url, settings.non_lava_labs,
+                          days=settings.KCI_DAYS, how_many=positive_int(args, how_many_flag),
+                          page_size=settings.KCI_PAGE_SIZE)
+
+
+def crawl_since(args: dict, now=None):
+    """Where --since or --days (never both: see the usage) start the API crawl; None lets the
+    source resume from its watermark."""
+    if args.get("--since"):
+        return parse_since(args["--since"])
+    days = positive_int(args, "--days")
+    if days is None:
+        return None
+    return (now or datetime.now(timezone.utc)) - timedelta(days=days)
+
+
+def make_sink(args: dict, settings):
+    if args.get("--output"):
+        return NdjsonDirSink(args["--output"])
+    auth = None
+    if settings.LS_USER or settings.LS_PASSWORD:
+        if not (settings.LS_USER and settings.LS_PASSWORD):
+            raise ConfigError("LS_USER and LS_PASSWORD must be set together")
+        auth = (settings.LS_USER, settings.LS_PASSWORD)
+    # KernelCI API nodes go where the legacy documents of the same kinds go: builds to the
+    # build input, and jobs and tests (boot, test and log documents) to the LAVA one.
+    routes = {BUILD: settings.ES_BUILD, LAVA: settings.ES_LAVA, BOOT: settings.ES_BOOT,
+              CHECKOUT: settings.ES_BUILD, KBUILD: settings.ES_BUILD, JOB: settings.ES_LAVA, TEST: settings.ES_LAVA}
+    session = new_session(pool_size=settings.ES_PARALLEL_POSTS + 2, verify=settings.LS_CA_BUNDLE)
+    return LogstashSink(routes, session, RetryPolicy(attempts=settings.ES_MAX_RETRIES, base=settings.ES_RETRY_BACKOFF), settings.ES_TIMEOUT, auth)
+
+
+def open_ledger(settings, dry_run: bool) -> Ledger:
+    # A dry run must not create or change anything, not even an empty ledger file.
+    if dry_run and not Path(settings.KCING_DB).exists():
+        return Ledger.open(":memory:")
+    return Ledger.open(settings.KCING_DB)
+
+
+def feed_options(settings, dry_run: bool) -> FeedOptions:
+    return FeedOptions(threads=settings.KCI_THREADS, posts_in_flight=settings.ES_PARALLEL_POSTS,
+                       max_docs=settings.LS_PIPELINE_BATCH_SIZE, max_bytes=settings.LS_BATCH_MAX_BYTES,
+                       dry_run=dry_run)
