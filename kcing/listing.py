@@ -18,13 +18,15 @@ LOOKUP_CHUNK = 500
 class Listing:
     """The objects of one run that still need delivering, listed lazily, a chunk at a time."""
 
-    def __init__(self, source, ledger: Ledger, summary, reject: Callable[[UpstreamObject, Optional[str], str], None],
-                 progress: Callable[[], None]):
+    def __init__(self, source, ledger: Ledger, destination: Callable[[str], str], summary,
+                 reject: Callable[[UpstreamObject, Optional[str], str], None], progress: Callable[[], None]):
         self.source = source
         self.ledger = ledger
+        self.destination = destination  # kind -> where this run delivers it
         self.summary = summary
         self.reject = reject
         self.progress = progress
+        self.finished = False  # every object listed (the run's total is known)
 
     def candidates(self) -> Iterator[UpstreamObject]:
         return self._undelivered(self._listing())
@@ -36,7 +38,7 @@ class Listing:
 
     def _known_delivered(self, kind: str, upstream_ids: List[str]) -> Set[str]:
         """For sources that leave out what was delivered while listing: which ids those are."""
-        found = self.ledger.delivered_ids(self.source.name, kind, upstream_ids)
+        found = self.ledger.delivered_ids(self.source.name, kind, upstream_ids, self.destination(kind))
         self.summary.listed += len(found)
         self.summary.skipped += len(found)
         self.progress()
@@ -47,6 +49,7 @@ class Listing:
         while True:
             chunk = list(islice(objects, LOOKUP_CHUNK))
             if not chunk:
+                self.finished = True
                 return
             self.summary.listed += len(chunk)
             usable = []
@@ -58,7 +61,8 @@ class Listing:
             delivered = set()
             for kind in {obj.kind for obj in usable}:
                 ids = [obj.upstream_id for obj in usable if obj.kind == kind]
-                delivered |= {(kind, upstream_id) for upstream_id in self.ledger.delivered_ids(self.source.name, kind, ids)}
+                delivered |= {(kind, upstream_id) for upstream_id in self.ledger.delivered_ids(self.source.name, kind, ids,
+                                                                                               self.destination(kind))}
             for obj in usable:
                 if (obj.kind, obj.upstream_id) in delivered:
                     self.summary.skipped += 1

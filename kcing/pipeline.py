@@ -21,6 +21,7 @@ from kcing.errors import Interrupted, KcingError, RejectedInput, UpstreamError
 from kcing.ledger import docids
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.listing import Listing
+from kcing.progress import Progress, eta_text
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED
 from kcing.records import UpstreamObject
 from kcing.sinks.batching import Batch, Batcher
@@ -93,13 +94,18 @@ class Feed:
                  limiter: Optional[RateLimiter] = None, clock: Callable[[], float] = time.monotonic,
                  on_planned: Callable[[UpstreamObject], None] = lambda obj: None,
                  stop: Optional[threading.Event] = None,
-                 on_delivered: Callable[[UpstreamObject], None] = lambda obj: None):
+                 on_delivered: Callable[[UpstreamObject], None] = lambda obj: None,
+                 progress: Optional[Progress] = None):
         self.source = source
         self.stop = stop or threading.Event()
         self.on_planned = on_planned
         self.on_delivered = on_delivered
         self.ledger = ledger
         self.sink = sink
+        # "Delivered" means delivered to this run's destination; a sink that names none delivers
+        # to the unnamed one (""), as tests' sinks do.
+        self.destination: Callable[[str], str] = getattr(sink, "destination", lambda kind: "")
+        self.destinations_key: str = getattr(sink, "destinations_key", lambda: "")()
         self.options = options
         self.limiter = limiter or RateLimiter()
         self.clock = clock
@@ -112,14 +118,17 @@ class Feed:
         self.posting: deque = deque()  # (batch, future) in the order they were sent
         self.post_pool: Optional[ThreadPoolExecutor] = None
         self._started = clock()
-        self._last_progress = self._started
+        self.progress = progress or Progress("feed_es", live=False, every=options.progress_every, clock=clock)
+        self.listing: Optional[Listing] = None
 
     # Top level -----------------------------------------------------------------------------
 
     def run(self) -> RunSummary:
         try:
-            watermark.resume(self.source, self.ledger)
-            candidates = Listing(self.source, self.ledger, self.summary, self._reject, self._progress).candidates()
+            watermark.resume(self.source, self.ledger, self.destinations_key)
+            self.listing = Listing(self.source, self.ledger, self.destination, self.summary, self._reject,
+                                   self._progress)
+            candidates = self.listing.candidates()
             if self.options.dry_run:
                 self._plan(candidates)
             else:
@@ -131,8 +140,9 @@ class Feed:
             self._write_outcomes()
             if not self.options.dry_run:
                 # After the outcomes: the watermark moves only over what the ledger shows delivered.
-                watermark.advance(self.source, self.ledger)
+                watermark.advance(self.source, self.ledger, self.destinations_key, self.destination)
             self.summary.elapsed = self.clock() - self._started
+            self.progress.finish(self._progress_text)
         log.info("run finished: %s", ", ".join("%s %s" % item for item in self.summary.as_dict().items()))
         return self.summary
 
@@ -298,26 +308,29 @@ class Feed:
 
     def _write_outcomes(self) -> None:
         if self.outcomes and not self.options.dry_run:
-            self.ledger.record(self.outcomes)
+            self.ledger.record(self.outcomes, self.destination)
         self.outcomes = []
 
     def _progress(self) -> None:
-        now = self.clock()
-        if now - self._last_progress < self.options.progress_every:
-            return
-        self._last_progress = now
+        self.progress.update(self._progress_text)
+
+    def _progress_text(self) -> str:
         s = self.summary
-        rate = s.documents / max(now - self._started, 1e-9)
-        log.info("progress: listed %d, skipped %d, downloaded %d, delivered %d, rejected %d, failed %d, "
-                 "documents sent %d (%.0f/s)", s.listed, s.skipped, s.downloaded, s.delivered, s.rejected,
-                 s.failed, s.documents, rate)
+        elapsed = max(self.clock() - self._started, 1e-9)
+        # The total is known once the listing is complete: what was listed and not skipped.
+        total = s.listed - s.skipped if self.listing is not None and self.listing.finished else None
+        return ("listed %d, skipped %d, downloaded %d, delivered %d, rejected %d, failed %d, "
+                "documents sent %d (%.0f/s)%s" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected,
+                                                  s.failed, s.documents, s.documents / elapsed,
+                                                  eta_text(s.downloaded + s.failed + s.rejected, total, elapsed)))
 
 
 def feed(source, ledger: Ledger, sink, options: FeedOptions, limiter: Optional[RateLimiter] = None,
          on_planned: Callable[[UpstreamObject], None] = lambda obj: None,
          stop: Optional[threading.Event] = None,
-         on_delivered: Callable[[UpstreamObject], None] = lambda obj: None) -> RunSummary:
+         on_delivered: Callable[[UpstreamObject], None] = lambda obj: None,
+         progress: Optional[Progress] = None) -> RunSummary:
     """Run the feed once and return its summary. `on_delivered` hears of each object as it is
     acknowledged (its ledger write follows with the batch's outcomes)."""
     return Feed(source, ledger, sink, options, limiter, on_planned=on_planned, stop=stop,
-                on_delivered=on_delivered).run()
+                on_delivered=on_delivered, progress=progress).run()

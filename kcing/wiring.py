@@ -13,6 +13,7 @@ from kcing.http import RetryPolicy, new_session
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import FeedOptions
 from kcing.records import BOOT, BUILD, CHECKOUT, JOB, KBUILD, LAVA, TEST
+from kcing.sinks import logstash_destination
 from kcing.sinks.logstash import LogstashSink
 from kcing.sinks.ndjson import NdjsonDirSink
 from kcing.sources.api import KernelCIApi
@@ -29,6 +30,11 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many"):
         if args.get(flag):
             return LocalFiles([(kind, path) for path in args["<file>"]])
     if settings.KCI_SOURCE == "samples":
+        given = [flag for flag in ("--days", how_many_flag) if args.get(flag) is not None]
+        if given:
+            # Refused rather than ignored: the samples source replays the whole directory.
+            raise ConfigError("%s does not apply to --source samples, which replays the whole samples directory"
+                              % " and ".join(given))
         return SamplesDir(settings.KCI_SAMPLES_DIR)
     session = new_session(pool_size=settings.KCI_THREADS + 2, verify=settings.KCI_CA_BUNDLE)
     requester = Requester(session, RetryPolicy(attempts=settings.KCI_MAX_RETRIES, base=settings.KCI_RETRY_BACKOFF), settings.KCI_TIMEOUT)
@@ -62,19 +68,34 @@ def make_sink(args: dict, settings):
         if not (settings.LS_USER and settings.LS_PASSWORD):
             raise ConfigError("LS_USER and LS_PASSWORD must be set together")
         auth = (settings.LS_USER, settings.LS_PASSWORD)
+    session = new_session(pool_size=settings.ES_PARALLEL_POSTS + 2, verify=settings.LS_CA_BUNDLE)
+    return LogstashSink(logstash_routes(settings), session, RetryPolicy(attempts=settings.ES_MAX_RETRIES, base=settings.ES_RETRY_BACKOFF), settings.ES_TIMEOUT, auth)
+
+
+def logstash_routes(settings) -> dict:
+    """{kind: Logstash input URLs}."""
     # KernelCI API nodes go where the legacy documents of the same kinds go: builds to the
     # build input, and jobs and tests (boot, test and log documents) to the LAVA one.
-    routes = {BUILD: settings.ES_BUILD, LAVA: settings.ES_LAVA, BOOT: settings.ES_BOOT,
-              CHECKOUT: settings.ES_BUILD, KBUILD: settings.ES_BUILD, JOB: settings.ES_LAVA, TEST: settings.ES_LAVA}
-    session = new_session(pool_size=settings.ES_PARALLEL_POSTS + 2, verify=settings.LS_CA_BUNDLE)
-    return LogstashSink(routes, session, RetryPolicy(attempts=settings.ES_MAX_RETRIES, base=settings.ES_RETRY_BACKOFF), settings.ES_TIMEOUT, auth)
+    return {BUILD: settings.ES_BUILD, LAVA: settings.ES_LAVA, BOOT: settings.ES_BOOT,
+            CHECKOUT: settings.ES_BUILD, KBUILD: settings.ES_BUILD, JOB: settings.ES_LAVA, TEST: settings.ES_LAVA}
 
 
-def open_ledger(settings, dry_run: bool) -> Ledger:
+def logstash_destination_of(settings):
+    """kind -> the ledger's name for the Logstash inputs configured for it."""
+    routes = logstash_routes(settings)
+    return lambda kind: logstash_destination(routes.get(kind, settings.ES_LAVA))
+
+
+def open_ledger(settings, dry_run: bool = False) -> Ledger:
+    """The ledger at KCING_DB. A ledger from before destinations were recorded takes what it
+    holds as sent to the Logstash inputs configured now."""
     # A dry run must not create or change anything, not even an empty ledger file.
     if dry_run and not Path(settings.KCING_DB).exists():
         return Ledger.open(":memory:")
-    return Ledger.open(settings.KCING_DB)
+    routes = logstash_routes(settings)
+    return Ledger.open(settings.KCING_DB, earlier_destination=logstash_destination_of(settings),
+                       earlier_watermark_destination=logstash_destination(
+                           {url for urls in routes.values() for url in urls}))
 
 
 def feed_options(settings, dry_run: bool) -> FeedOptions:

@@ -107,7 +107,7 @@ def test_the_ledger_keeps_the_watermark_forward_only_across_opens(tmp_path):
     assert ledger.advance_watermark("api", at(1)) == at(5)
     ledger.close()
     reopened = Ledger.open(path)
-    assert reopened.watermark("api") == at(5) and reopened.watermarks() == {"api": at(5)}
+    assert reopened.watermark("api") == at(5) and reopened.watermarks() == {("api", ""): at(5)}
     assert reopened.watermark("legacy") is None
     reopened.close()
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, T
 import requests
 
 from kcing.errors import ConfigError, KcingError
+from kcing.waiting import WaitReport
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +316,7 @@ class KibanaClient:
                    sleep: Callable[[float], None] = time.sleep, interval: float = 2.0) -> None:
         """Poll `/api/status` until Kibana is ready; raise KibanaUnavailable after `timeout` s."""
         deadline = clock() + timeout
+        waiting = WaitReport("Kibana at %s to be ready" % self.url, timeout, clock)
         while True:
             reason = self.status()
             if reason is None:
@@ -322,7 +324,7 @@ class KibanaClient:
             remaining = deadline - clock()
             if remaining <= 0:
                 raise KibanaUnavailable("%s; gave up after waiting %gs" % (reason, timeout))
-            log.info("%s; retrying for another %.0fs", reason, remaining)
+            waiting.not_ready(reason)
             sleep(min(interval, remaining))
 
     def export(self, types: Sequence[str] = EXPORT_TYPES) -> List[dict]:

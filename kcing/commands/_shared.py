@@ -3,10 +3,12 @@ reconcile check. Commands import this module; services never do."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Optional
 
 from kcing.errors import KcingError
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import feed
+from kcing.progress import Progress
 from kcing.sinks.throttle import RateLimiter
 from kcing.wiring import feed_options
 
@@ -15,8 +17,9 @@ def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_del
     """One feed run recorded in the ledger's runs table (unless a dry run); return its summary."""
     limiter = RateLimiter(settings.ES_LOAD_INTERVAL, settings.ES_MAX_DOCS_PER_SECOND)
     run_id = None if dry_run else ledger.start_run("feed_es")
+    # A dry run prints its plan on stdout line by line; a live line would only get in its way.
     summary = feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
-                   stop=stop, on_delivered=on_delivered)
+                   stop=stop, on_delivered=on_delivered, progress=None if dry_run else Progress("feed_es"))
     if run_id is not None:
         outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
         ledger.finish_run(run_id, outcome, dict(summary.as_dict(), source=source.name))
@@ -44,7 +47,8 @@ def print_summary(summary, sink_name: str, dry_run: bool) -> None:
         print("  ... and %d more problems (see the log)" % (len(s.problems) - 20))
 
 
-def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry_run: bool = False):
+def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry_run: bool = False,
+                     total: Optional[int] = None):
     """Run a reconcile over `chunks` of delivered rows, print it, and record it as a run."""
     # Imported here: the Elasticsearch client takes a quarter of a second to import, which
     # every feed_es run from cron would pay.
@@ -55,7 +59,7 @@ def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry
     checker = reconciling.Reconciler(client, settings.ES_HOST, ledger, report, mark=not dry_run,
                                      first_kept=first_kept)
     try:
-        checker.run(chunks, stop)
+        checker.run(chunks, stop, Progress("reconcile"), total)
     except KcingError as error:
         if run_id is not None:
             ledger.finish_run(run_id, "error %d" % error.exit_code, report.as_counts())

@@ -10,7 +10,7 @@ from kcing.admin import retention
 from kcing.admin.elastic import make_client
 from kcing.admin.retention import warn_short_retention
 from kcing.commands._shared import with_drp_days
-from kcing.ledger.ledger import Ledger
+from kcing.wiring import open_ledger
 from kcing.runlock import RunLock
 
 SUMMARY = "data-retention policy: forget ledger rows and delete indices older than DRP_DAYS"
@@ -52,7 +52,7 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
         if have_ledger and not dry_run:
             # A feed run writing rows while they are pruned would race; one run at a time.
             stack.enter_context(RunLock(settings.KCING_DB))
-        ledger = Ledger.open(settings.KCING_DB) if have_ledger else None
+        ledger = open_ledger(settings) if have_ledger else None
         if ledger is not None:
             stack.callback(ledger.close)
         chosen = retention.plan(client, host, ledger, today, settings.DRP_DAYS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import ExitStack
+from pathlib import Path
 
 from kcing import metrics
 from kcing.commands._shared import check_and_record, print_summary, run_feed
@@ -85,6 +86,8 @@ def run(args: dict, settings) -> int:
     if args.get("--verify") and args.get("--output"):
         raise ConfigError("--verify checks Elasticsearch after posting to Logstash; it does not apply to --output")
     delay = seconds(args, "--verify-delay", settings.ES_VERIFY_DELAY)
+    if args.get("--metrics"):
+        _check_metrics_path(args["--metrics"])
     source = make_source(args, settings)
     sink = make_sink(args, settings)
     if verify:
@@ -100,7 +103,7 @@ def run(args: dict, settings) -> int:
         ledger = open_ledger(settings, dry_run)
         stack.callback(ledger.close)
         summary = run_feed(source, ledger, sink, settings, dry_run, stop,
-                           on_delivered=(lambda obj: delivered.append(obj.key)) if verify else (lambda obj: None))
+                           on_delivered=(lambda obj: delivered.append((*obj.key, sink.destination(obj.kind)))) if verify else (lambda obj: None))
         print_summary(summary, sink.name, dry_run)
         if args.get("--metrics") and not dry_run:
             _write_metrics(args["--metrics"], summary, source.name, ledger)
@@ -122,6 +125,16 @@ def verify_delivered(client, settings, ledger: Ledger, delivered: list, delay: f
     report = reconciling.Report(scope="the %d objects this feed_es run delivered" % len(delivered))
     check_and_record(client, settings, ledger, report, ledger.delivered_rows(delivered), stop)
     return report
+
+
+def _check_metrics_path(path: str) -> None:
+    """Before the run, as -l does: a metrics file that cannot be written would be noticed only
+    when a dashboard goes stale."""
+    directory = Path(path).expanduser().absolute().parent
+    if not directory.is_dir():
+        raise ConfigError("--metrics %s: directory %s does not exist" % (path, directory))
+    if Path(path).is_dir():
+        raise ConfigError("--metrics %s is a directory; name the file to write" % path)
 
 
 def _write_metrics(path: str, summary, source_name: str, ledger: Ledger) -> None:

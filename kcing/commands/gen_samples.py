@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kcing.errors import ConfigError
+from kcing.progress import Progress
 from kcing.runlock import RunLock
 from kcing.samples import SamplesWriter, gen_samples as save_samples
 from kcing.wiring import make_source
@@ -46,7 +47,7 @@ def run(args: dict, settings) -> int:
     writer = SamplesWriter(settings.KCI_SAMPLES_DIR, source.name)
     # Two runs writing one manifest would lose entries: lock the samples directory.
     with RunLock(str(Path(settings.KCI_SAMPLES_DIR) / "manifest.json")):
-        run = save_samples(source, writer, threads=settings.KCI_THREADS)
+        run = save_samples(source, writer, threads=settings.KCI_THREADS, progress=Progress("gen_samples"))
     print("gen_samples: %d saved, %d already present, %d failed, %d refused (unsafe or unusable) in %s"
           % (run.saved, run.unchanged, run.failed, run.refused, settings.KCI_SAMPLES_DIR))
     return 1 if (run.failed or run.refused) else 0

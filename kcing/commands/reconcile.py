@@ -9,13 +9,14 @@ from pathlib import Path
 from kcing import reconcile as reconciling
 from kcing.admin.elastic import make_client
 from kcing.commands._shared import check_and_record, print_summary, run_feed
-from kcing.errors import ConfigError
+from kcing.errors import ConfigError, NothingChecked
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
+from kcing.sinks import LOGSTASH
 from kcing.shutdown import stop_on_signals
 from kcing.sources.localfiles import LocalFiles
 from kcing.watermark import parse_since
-from kcing.wiring import make_sink, make_source
+from kcing.wiring import make_sink, make_source, open_ledger
 
 SUMMARY = "check that Elasticsearch holds every document of what the ledger marks delivered; send back what it lacks"
 
@@ -71,26 +72,45 @@ def run(args: dict, settings) -> int:
         if not dry_run:
             stack.enter_context(RunLock(settings.KCING_DB))
         stop = stack.enter_context(stop_on_signals())
-        ledger = Ledger.open(settings.KCING_DB)
+        ledger = open_ledger(settings)
         stack.callback(ledger.close)
         report = reconciling.Report(scope="objects delivered since %s" % since.strftime("%Y-%m-%d %H:%M UTC"),
                                     dry_run=dry_run)
-        check_and_record(client, settings, ledger, report, ledger.delivered_since(since, reconciling.CHUNK), stop,
-                         dry_run=dry_run)
+        # Only what went to Logstash can be in Elasticsearch; NDJSON files are the user's to load.
+        check_and_record(client, settings, ledger, report,
+                         ledger.delivered_since(since, reconciling.CHUNK, destination_prefix=LOGSTASH), stop,
+                         dry_run=dry_run, total=ledger.count_delivered_since(since, destination_prefix=LOGSTASH))
         if args.get("--resend") and report.missing:
             if dry_run:
                 print("reconcile: dry run: would re-send the %d objects with missing documents" % report.missing)
             else:
                 _resend(settings, ledger, stop)
+    if not report.total("checked"):
+        # A check of nothing must not read as success in cron.
+        raise NothingChecked(_nothing_checked(report, since, settings))
     # Something was missing even when --resend sent it all again: say so to cron.
     return report.exit_code
+
+
+def _nothing_checked(report, since: datetime, settings) -> str:
+    expired, old = report.total("expired"), report.total("not_checkable")
+    if not expired and not old:
+        return ("nothing to check: no object was delivered to Logstash since %s (objects written with "
+                "--output are not in Elasticsearch)" % since.strftime("%Y-%m-%d %H:%M UTC"))
+    reasons = []
+    if expired:
+        reasons.append("%d in indices past the retention (DRP_DAYS=%d)" % (expired, settings.DRP_DAYS))
+    if old:
+        reasons.append("%d delivered before the ledger kept document ids" % old)
+    return "nothing could be checked: of the objects delivered since %s, %s" % (
+        since.strftime("%Y-%m-%d %H:%M UTC"), " and ".join(reasons))
 
 
 def _resend(settings, ledger: Ledger, stop) -> None:
     """reconcile --resend: fetch what reconcile marked missing again from the ledger's URLs and
     feed it through the usual pipeline."""
     sink = None
-    for name, count in sorted(ledger.sources_with_missing().items()):
+    for name, count in sorted(ledger.sources_with_missing(destination_prefix=LOGSTASH).items()):
         if name not in reconciling.RESENDABLE:
             print("reconcile: %d objects of the %s source cannot be fetched again from the ledger alone; "
                   "`kcing feed_es --source %s --since DATE` (DATE before their last update) sends them again"

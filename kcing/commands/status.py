@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kcing import status as status_report
 from kcing.errors import ConfigError
-from kcing.ledger.ledger import Ledger
+from kcing.wiring import open_ledger
 
 SUMMARY = "what the ledger holds, per destination, and the last runs"
 
@@ -35,7 +35,7 @@ Examples:
 def run(args: dict, settings) -> int:
     if not Path(settings.KCING_DB).exists():
         raise ConfigError("no ledger at %s yet: run `kcing feed_es` first (or pass --db)" % settings.KCING_DB)
-    ledger = Ledger.open(settings.KCING_DB)
+    ledger = open_ledger(settings)
     try:
         data = status_report.report(ledger)
     finally:

@@ -9,6 +9,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import requests
 
+from kcing.sinks import logstash_destination
 from kcing.errors import ConfigError, SinkRejected, SinkUnavailable
 from kcing.http import RetryPolicy, certificate_refused, parse_retry_after, seconds_text
 from kcing.records import Document
@@ -49,6 +50,14 @@ class LogstashSink:
     @staticmethod
     def encode(document: Document) -> bytes:
         return document.to_json().encode("utf-8")
+
+    def destination(self, kind: str) -> str:
+        """What the ledger records as where objects of `kind` were delivered."""
+        return logstash_destination(self.routes[kind])
+
+    def destinations_key(self) -> str:
+        """All the routes' inputs: where a watermark of this sink's runs applies."""
+        return logstash_destination({url for urls in self.routes.values() for url in urls})
 
     def send(self, batch: Batch) -> None:
         """Return once an input acknowledged `batch`; raise SinkUnavailable when retries run out."""

@@ -5,6 +5,7 @@ import json
 import os
 from pathlib import Path
 
+from kcing.sinks import ndjson_destination
 from kcing.errors import ConfigError
 from kcing.records import Document
 from kcing.sinks.batching import Batch
@@ -25,6 +26,13 @@ class NdjsonDirSink:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ConfigError("cannot create output directory %s: %s" % (directory, error.strerror)) from None
+
+    def destination(self, kind: str) -> str:
+        """What the ledger records as where objects were delivered: this directory."""
+        return ndjson_destination(str(self.directory))
+
+    def destinations_key(self) -> str:
+        return ndjson_destination(str(self.directory))
 
     @staticmethod
     def encode(document: Document) -> bytes:

@@ -9,6 +9,10 @@ The fault suite starts this script instead of kcing.py to kill the feed while th
 The COMMIT runs in SQLite's C code with the GIL released, so a thread that sleeps a few hundred
 microseconds and then sends SIGKILL lands before, while or just after SQLite writes the WAL
 frames. Nothing else in the program changes.
+
+The kill always lands by the end of that COMMIT: the program's next SQL statement, or its exit,
+waits for it. Without that, a loaded machine could leave the killing thread unscheduled while
+the program went on (it holds the GIL between statements) and even finished its run.
 """
 import os
 import signal
@@ -19,6 +23,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+# Set when the target COMMIT started and the killing thread is on its way.
+KILL_SENT = threading.Event()
+
+
+def wait_for_the_kill() -> None:
+    """Hold this thread (releasing the GIL) until SIGKILL arrives."""
+    while True:
+        time.sleep(0.01)
 
 
 def _kill_later(delay: float) -> None:
@@ -33,6 +47,8 @@ def install(target: int, delay: float, marker: Path) -> None:
     seen = [0]
 
     def on_statement(statement: str) -> None:
+        if KILL_SENT.is_set():
+            wait_for_the_kill()  # the statement after the target COMMIT never runs
         if statement.strip().upper() != "COMMIT":
             return
         with lock:
@@ -40,6 +56,7 @@ def install(target: int, delay: float, marker: Path) -> None:
             number = seen[0]
         if number == target:
             marker.write_text("COMMIT %d, SIGKILL after %.6fs\n" % (number, delay))
+            KILL_SENT.set()
             threading.Thread(target=_kill_later, args=(delay,), daemon=True).start()
 
     def connect(*args, **kwargs):
@@ -58,7 +75,10 @@ def main() -> int:
     install(target, delay, Path(os.environ["KCING_FAULT_KILL_MARKER"]))
     from kcing.cli import main as kcing_main
 
-    return kcing_main()
+    code = kcing_main()
+    if KILL_SENT.is_set():
+        wait_for_the_kill()  # the run ended within the target COMMIT's last statement
+    return code
 
 
 if __name__ == "__main__":
