@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from feed_throughput import BATCH_SIZE, MAX_BYTES, run_feed, wire_loop  # noqa: E402  (this directory)
+from kcing import settings as settings_module  # noqa: E402
 from kcing.documents import documents_for  # noqa: E402
 from kcing.http import RetryPolicy, new_session  # noqa: E402
 from kcing.ledger.ledger import Ledger, Outcome  # noqa: E402
@@ -40,6 +41,7 @@ from kcing.sinks.batching import Batcher  # noqa: E402
 from kcing.sinks.logstash import LogstashSink  # noqa: E402
 from kcing.sources.api import KernelCIApi, version_id  # noqa: E402
 from kcing.sources.requester import Requester  # noqa: E402
+from kcing.wiring import logstash_destination_of  # noqa: E402
 from tests.fakes.api_corpus import parse_api_time  # noqa: E402
 from tests.fakes.api_data import bench_tree  # noqa: E402
 from tests.fakes.api_replica import ApiReplica  # noqa: E402
@@ -85,11 +87,13 @@ def run_over_delivered(rows: int) -> tuple:
     with ApiReplica() as replica, LogstashCluster() as logstash, tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         listed = corpus_of(replica, rows, log_lines=0)
-        ledger = Ledger.open(str(work / "kcing.db"))
-        ledger.record([Outcome(UpstreamObject("api", node["kind"], version_id(node["id"], parse_api_time(
-            node["updated"])), ""), DELIVERED) for node in replica.corpus.nodes()])
-        ledger.close()
         env = api_feed_environ(replica, logstash, work / "kcing.db", KCI_API_PAGE_SIZE="1000")
+        ledger = Ledger.open(str(work / "kcing.db"))
+        # Delivered to the Logstash inputs the run posts to: only those are skipped.
+        ledger.record([Outcome(UpstreamObject("api", node["kind"], version_id(node["id"], parse_api_time(
+            node["updated"])), ""), DELIVERED) for node in replica.corpus.nodes()],
+            logstash_destination_of(settings_module.load(environ=env, local_file=work / "none.py")))
+        ledger.close()
         run = run_feed(env, work, ("feed_es", "--since", SINCE))
         if "skipped %d" % listed not in run.stdout or logstash.store:
             sys.exit("the run over delivered nodes did not skip everything:\n" + run.stdout)

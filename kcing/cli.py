@@ -156,12 +156,13 @@ def _mismatch(name: str, usage: str, argv: List[str]) -> str:
             if all(_fits(name, usage, [token for group in option for token in group]) is not None
                    for option in alone):
                 return "%s and %s do not go together" % (flags[first][0].split("=")[0], flags[second][0].split("=")[0])
+    if "<file>" in usage and not any(not group[0].startswith("-") for group in groups) and \
+            _fits(name, usage, [*argv, "file"]) is not None:
+        return "%s needs at least one file" % " ".join(group[0] for group in flags if group[0] in
+                                                       ("--builds", "--lavas", "--boots"))
     for flag in flags:
         if _fits(name, usage, [token for group in groups if group is not flag for token in group]) is not None:
             return "%s does not go with the other arguments given" % flag[0].split("=")[0]
-    if "<file>" in usage and not any(not group[0].startswith("-") for group in groups) and \
-            _fits(name, usage, [*argv, "file"]) is not None:
-        return "%s needs at least one file" % " ".join(group[0] for group in flags)
     extra = [group[0] for group in groups if not group[0].startswith("-")]
     if extra:
         return "unexpected argument %r" % extra[0]

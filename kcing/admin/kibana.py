@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, T
 import requests
 
 from kcing.errors import ConfigError, KcingError
+from kcing.netreason import connection_failure
 from kcing.waiting import WaitReport
 
 log = logging.getLogger(__name__)
@@ -249,14 +250,7 @@ def error_for(status: int, message: str, action: str, url: str, user: str) -> Kc
 
 def unreachable_reason(error: requests.RequestException) -> str:
     """A short cause instead of urllib3's nested repr."""
-    text = str(error)
-    for needle, reason in (("refused", "connection refused"), ("timed out", "timed out"),
-                           ("Name or service not known", "unknown host"),
-                           ("nodename nor servname", "unknown host"),
-                           ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted")):
-        if needle in text:
-            return reason
-    return type(error).__name__
+    return connection_failure(error)
 
 
 # -- client ----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -135,6 +136,8 @@ def _check_metrics_path(path: str) -> None:
         raise ConfigError("--metrics %s: directory %s does not exist" % (path, directory))
     if Path(path).is_dir():
         raise ConfigError("--metrics %s is a directory; name the file to write" % path)
+    if not os.access(directory, os.W_OK):
+        raise ConfigError("--metrics %s: cannot write into %s" % (path, directory))
 
 
 def _write_metrics(path: str, summary, source_name: str, ledger: Ledger) -> None:

@@ -12,6 +12,7 @@ import requests
 from kcing.sinks import logstash_destination
 from kcing.errors import ConfigError, SinkRejected, SinkUnavailable
 from kcing.http import RetryPolicy, certificate_refused, parse_retry_after, seconds_text
+from kcing.netreason import connection_failure
 from kcing.records import Document
 from kcing.sinks.batching import Batch
 
@@ -100,7 +101,7 @@ class LogstashSink:
             if certificate_refused(error):
                 raise ConfigError("the TLS certificate of Logstash at %s is not trusted: point LS_CA_BUNDLE at "
                                   "the CA bundle that signed it" % url) from None
-            return "cannot connect to %s (%s)" % (url, type(error).__name__), None
+            return "cannot connect to %s (%s)" % (url, connection_failure(error)), None
         status = response.status_code
         log.debug("POST %s [status:%s duration:%.3fs docs:%d bytes:%d]",
                   url, status, time.monotonic() - started, count, len(body))

@@ -10,6 +10,7 @@ import requests
 
 from kcing.errors import ConfigError, UpstreamError
 from kcing.http import RetryPolicy, certificate_refused, parse_retry_after, seconds_text
+from kcing.netreason import connection_failure
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class Requester:
                 if certificate_refused(error):
                     raise ConfigError("the TLS certificate of %s is not trusted: point KCI_CA_BUNDLE at the CA "
                                       "bundle that signed it" % url) from None
-                last = "connection failed (%s)" % type(error).__name__
+                last = connection_failure(error)
             else:
                 if not self.policy.is_retryable(response.status_code):
                     return response
