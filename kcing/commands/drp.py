@@ -58,6 +58,11 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
         chosen = retention.plan(client, host, ledger, today, settings.DRP_DAYS)
         print("drp: keeping %d days: indices dated from %s, ledger rows first seen since %s"
               % (chosen.days, chosen.first_kept.strftime("%Y.%m.%d"), chosen.ledger_cutoff.strftime("%Y-%m-%d %H:%M UTC")))
+        if ledger is not None:
+            # Rows of every destination go: delivered to an NDJSON directory or to Logstash.
+            for destination, count in sorted(ledger.seen_before_by_destination(chosen.ledger_cutoff).items()):
+                print("drp: %s %d ledger rows of objects sent to %s"
+                      % ("would forget" if dry_run else "forgetting", count, destination or "(unnamed)"))
         if dry_run:
             _print_plan(chosen, settings.KCING_DB)
             return 0
