@@ -299,3 +299,34 @@ def test_the_readme_lists_the_commands_and_options_the_cli_has():
     assert set(documented) == set(commands.NAMES) - {"test"}
     for name, listed in documented.items():
         assert listed == options_of(name) - {"--help"}, name
+
+
+# Structure (11) ---------------------------------------------------------------------------------
+
+def imported_modules(path: Path) -> Set[str]:
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update("%s.%s" % (node.module, alias.name) for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_each_command_is_one_module_that_no_service_imports():
+    package = REPO / "kcing"
+    for name in commands.NAMES:
+        module = commands.load(name)
+        assert Path(module.__file__) == package / "commands" / ("%s.py" % name)
+        assert module.SUMMARY and module.USAGE.startswith("Usage:\n  kcing %s" % name) and callable(module.run)
+    for path in package.rglob("*.py"):
+        if path.parent.name == "commands" or path.name == "cli.py":
+            continue
+        leaks = {module for module in imported_modules(path) if module.startswith("kcing.commands")}
+        assert not leaks, "%s imports %s" % (path, leaks)
+    cli_imports = {module for module in imported_modules(package / "cli.py") if module.startswith("kcing.")}
+    assert cli_imports <= {"kcing.__version__", "kcing.commands", "kcing.logs", "kcing.settings", "kcing.errors",
+                           "kcing.errors.ConfigError", "kcing.errors.KcingError"}, cli_imports
