@@ -28,13 +28,16 @@ def report(ledger: Ledger, runs: int = 5, errors: int = 5) -> dict:
     return {"ledger": ledger.db.database, "objects": objects, "destinations": destinations,
             "runs": _last_runs(runs),
             "errors": _frequent_errors(errors),
-            "watermarks": {_watermark_name(source, destination): when.isoformat()
-                           for (source, destination), when in sorted(ledger.watermarks().items())},
+            "watermarks": _watermarks(ledger),
             "last_reconcile": _run(last_reconcile) if last_reconcile is not None else None}
 
 
-def _watermark_name(source: str, destination: str) -> str:
-    return "%s to %s" % (source, destination) if destination else source
+def _watermarks(ledger: Ledger) -> Dict[str, Dict[str, str]]:
+    """{source: {destination: position}}: a source crawled for two destinations has two."""
+    found: Dict[str, Dict[str, str]] = {}
+    for (source, destination), when in sorted(ledger.watermarks().items()):
+        found.setdefault(source, {})[destination or "(unnamed)"] = when.isoformat()
+    return found
 
 
 def _last_runs(limit: int) -> List[dict]:
@@ -98,7 +101,8 @@ def as_text(data: dict) -> str:
                                              _summary(reconciled["counts"])))
     if data.get("watermarks"):
         lines += ["", "watermarks (the next run lists what changed since, minus the overlap):"]
-        lines += ["  %-8s %s" % (source, when) for source, when in data["watermarks"].items()]
+        lines += ["  %-8s %s  to %s" % (source, when, destination) for source, positions in data["watermarks"].items()
+                  for destination, when in positions.items()]
     if data["errors"]:
         lines += ["", "most frequent errors:"]
         lines += ["  %4d %-8s %s" % (error["objects"], error["state"], error["error"]) for error in data["errors"]]

@@ -115,7 +115,7 @@ def test_a_schema_2_ledger_keeps_its_deliveries_as_sent_to_the_configured_logsta
         expected[route[obj.kind]] = expected.get(route[obj.kind], 0) + 1
     assert delivered_per_destination(data) == {**{r: 0 for r in {route[objects[3].kind]}}, **expected}
     everything = ",".join(sorted({logstash.urls[kind] for kind in ("build", "lava", "boot")}))
-    assert list(data["watermarks"]) == ["api to logstash %s" % everything]
+    assert list(data["watermarks"]["api"]) == ["logstash %s" % everything]
     with sqlite3.connect(str(db)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
