@@ -92,10 +92,13 @@ def open_ledger(settings, dry_run: bool = False) -> Ledger:
     # A dry run must not create or change anything, not even an empty ledger file.
     if dry_run and not Path(settings.KCING_DB).exists():
         return Ledger.open(":memory:")
-    routes = logstash_routes(settings)
     return Ledger.open(settings.KCING_DB, earlier_destination=logstash_destination_of(settings),
-                       earlier_watermark_destination=logstash_destination(
-                           {url for urls in routes.values() for url in urls}))
+                       earlier_watermark_destination=logstash_destinations_key(settings))
+
+
+def logstash_destinations_key(settings) -> str:
+    """Every Logstash input configured: where the watermark of a run posting to them applies."""
+    return logstash_destination({url for urls in logstash_routes(settings).values() for url in urls})
 
 
 def feed_options(settings, dry_run: bool) -> FeedOptions:

@@ -8,9 +8,11 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from kcing import settings as settings_module
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED
 from kcing.records import BUILD, UpstreamObject
+from kcing.wiring import logstash_destinations_key
 from tests.feedrun import SAMPLES, clean_environ, kcing, sample_objects
 
 SAMPLE_COUNT = len(sample_objects())
@@ -114,8 +116,9 @@ def test_a_schema_2_ledger_keeps_its_deliveries_as_sent_to_the_configured_logsta
     for obj in objects[:3]:
         expected[route[obj.kind]] = expected.get(route[obj.kind], 0) + 1
     assert delivered_per_destination(data) == {**{r: 0 for r in {route[objects[3].kind]}}, **expected}
-    everything = ",".join(sorted({logstash.urls[kind] for kind in ("build", "lava", "boot")}))
-    assert list(data["watermarks"]["api"]) == ["logstash %s" % everything]
+    configured = settings_module.load(environ=env, local_file=tmp_path / "none.py")
+    assert list(data["watermarks"]["api"]) == [logstash_destinations_key(configured)]
+    assert logstash_destinations_key(configured).startswith("logstash http://127.0.0.1:")
     with sqlite3.connect(str(db)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
