@@ -35,7 +35,7 @@ ES_HOST, KB_URL. The README lists them all.
 
 Exit status: 0 all done; 1 some objects failed or were rejected (reconcile, feed_es --verify:
 some documents are missing in Elasticsearch); 2 usage or configuration error; 3 Logstash,
-Elasticsearch or Kibana unreachable or refusing; 4 another run holds the lock; 5 reconcile
+Elasticsearch or Kibana unreachable or refusing; 4 another run holds the lock; 6 reconcile
 could check nothing; 130 stopped by SIGINT/SIGTERM after recording the batch in flight.
 """
 

@@ -50,7 +50,7 @@ class NothingChecked(KcingError):
     """reconcile found nothing it could check: no object delivered to Logstash in its window, or
     only objects in indices past the retention or from before the ledger kept ids."""
 
-    exit_code = 5
+    exit_code = 6
 
 
 class Interrupted(KcingError):

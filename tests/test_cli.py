@@ -179,11 +179,11 @@ def test_waiting_prints_one_line_then_a_countdown_at_most_every_10s(command, ser
 
 # No silent success (6) --------------------------------------------------------------------------
 
-def test_reconcile_of_a_ledger_with_nothing_sent_to_logstash_exits_5(tmp_path, es):
+def test_reconcile_of_a_ledger_with_nothing_sent_to_logstash_exits_6(tmp_path, es):
     env = samples_environ(tmp_path, ES_HOST=es.url)
     assert kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], env, tmp_path).returncode == 0
     checked = kcing(["reconcile"], env, tmp_path)
-    assert checked.returncode == 5
+    assert checked.returncode == 6
     assert one_line(checked).startswith("kcing reconcile: nothing to check: no object was delivered to Logstash "
                                         "since ")
     assert "(objects written with --output are not in Elasticsearch)" in checked.stderr

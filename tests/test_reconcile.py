@@ -530,8 +530,8 @@ def test_objects_delivered_before_ids_were_kept_are_not_checkable(tmp_path, es):
     with sqlite3.connect(str(db)) as conn:  # delivered recently, by a kcing that kept no ids
         conn.execute("UPDATE upstream_file SET delivered_at = ?", [str(datetime.now(timezone.utc).replace(tzinfo=None))])
     checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
-    # Nothing could be checked: not a success for cron (exit 5), and said in one line.
-    assert checked.returncode == 5, checked.stderr
+    # Nothing could be checked: not a success for cron (exit 6), and said in one line.
+    assert checked.returncode == 6, checked.stderr
     assert "checked 0, present 0, missing 0, not checkable (delivered before ids were kept) 1" in checked.stdout
     assert checked.stderr.strip().splitlines() == [
         "kcing reconcile: nothing could be checked: of the objects delivered since %s, 1 delivered before the "
