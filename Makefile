@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install realengine demo test bench clean
 
 $(BIN)/kcing: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,17 +14,34 @@ $(BIN)/kcing: pyproject.toml
 
 install: $(BIN)/kcing
 
+# The real Elasticsearch node the `realengine` tests start (tests/realengine, jars cached in ~/.m2).
+# Without Java and Maven those tests are skipped, except in CI (CI=true), where that is an error.
+REALENGINE := tests/realengine/target/classpath.txt
+$(REALENGINE): tests/realengine/pom.xml $(shell find tests/realengine/src -name '*.java')
+	mvn -q -B -f tests/realengine/pom.xml package
+	touch $@
+
+realengine:
+	@if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory $(REALENGINE); \
+	elif [ "$$CI" = true ]; then \
+		echo "CI needs Java 17+ and Maven to build the real Elasticsearch node (tests/realengine)" >&2; exit 1; \
+	else \
+		echo "no Java or Maven: the tests marked realengine will be skipped"; \
+	fi
+
 # Offline: the bundled samples become NDJSON files for the Elasticsearch _bulk API.
 demo: install
 	rm -rf demo-output
 	$(BIN)/kcing feed_es --source samples --output demo-output --db demo-output/kcing.db
 	ls -l demo-output
 
-test: install
+test: install realengine
 	$(BIN)/python -m pytest -q
 
+# Every performance target against its yardstick; sizes: make bench BENCH_ARGS="--rss-sizes 1000,100000"
 bench: install
-	$(BIN)/python bench/feed_throughput.py
+	$(BIN)/python bench/targets.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output .pytest_cache tests/realengine/target

@@ -1,32 +1,38 @@
 #!/usr/bin/env python3
 """Benchmark `kcing feed_es` against the wire limit, on one corpus and one sink, in one run.
 
-Builds a replica corpus of N legacy objects (builds + LAVA boots with realistic log sizes),
-serves it and a Logstash emulator on 127.0.0.1, then measures:
+Builds a replica corpus of N legacy objects in the real formats (one build for four LAVA boots;
+a LAVA file holds 23 test cases as block YAML and a log of one flow mapping per line, with the
+Decimal tags real logs carry), serves it and counting Logstash emulators on 127.0.0.1, then
+measures:
 
-1. the feed: `kcing feed_es` in its own process (objects/s, documents/s, MB/s, peak RSS);
-2. the wire limit: a bare loop that POSTs the very same batches, pre-built, to the same emulator;
-3. the ratio of the two (target: the feed reaches at least 60% of the wire limit);
-4. a second run over the fully delivered corpus (target: under 2 s per 100k ledger rows).
+1. the feed: `kcing feed_es` in its own process tree (objects/s, documents/s, MB/s, peak RSS);
+2. the wire limit: a bare loop, in a separate process, that POSTs the very same batches,
+   pre-serialised, to the same emulators with the same number in flight as the feed;
+3. the ratio of the two;
+4. a second run over the fully delivered corpus.
+
+The wire loop used to run inside this process, which also hosts the emulators' server threads.
+Both then shared one interpreter lock: the loop waited for the server threads to parse each
+batch and they waited for it, so that yardstick measured the two taking turns on one core. It
+understated what the wire and the emulator can carry, and so overstated how close the feed
+came to the limit. The former figure is still printed beside the new one for comparison.
 
 Figures are ratios measured in one run: absolute numbers move with the load on a shared machine.
+`bench/targets.py` (`make bench`) runs this with the other yardsticks and checks every target.
 
-    python bench/feed_throughput.py                 # N = 5,000 (1,000 builds + 4,000 LAVA boots)
-    python bench/feed_throughput.py --objects 50000 --skip-wire   # the peak-RSS target
+    python bench/feed_throughput.py                 # N = 1,000 (200 builds + 800 LAVA boots)
+    python bench/feed_throughput.py --objects 5000 --skip-wire --ledger-rows 0
 """
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-
-import requests
+from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -40,41 +46,25 @@ from kcing.sinks.batching import Batcher  # noqa: E402
 from kcing.sinks.logstash import LogstashSink  # noqa: E402
 from kcing.wiring import logstash_destination_of  # noqa: E402
 from tests.fakes.legacy_data import NON_LAVA_LAB, at, build_item, synthetic_corpus  # noqa: E402
+from tests.fakes.legacy_corpus import storage_path  # noqa: E402
 from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica  # noqa: E402
-from tests.fakes.logstash_emulator import LogstashCluster  # noqa: E402
 from tests.feedrun import feed_environ  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from harness import (  # noqa: E402  (this directory)
+    CountingLogstash, KcingRun, Wire, in_process_wire, parsing_floor, run_kcing, wire_yardstick,
+)
 
 TODAY = date(2020, 11, 19)
 BATCH_SIZE = 500
 MAX_BYTES = 5_000_000
+# kcing's default ES_PARALLEL_POSTS: the batches it keeps in flight, which the wire loop matches.
+POSTS_IN_FLIGHT = 2
 
 
-@dataclass
-class FeedRun:
-    seconds: float
-    cpu_seconds: float
-    peak_rss_mb: float
-    stdout: str
-
-
-def run_feed(env: dict, cwd: Path, args=("feed_es",)) -> FeedRun:
-    """Run `kcing ARGS` (feed_es) once, through bench/peak_rss.py so the peak RSS is kcing's own.
-
-    (A child forked straight from this process would start with this process's pages counted in
-    its peak RSS, and this process holds the whole replica corpus.)
-    """
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.perf_counter()
-        process = subprocess.run([sys.executable, str(REPO / "bench" / "peak_rss.py"), sys.executable,
-                                  str(REPO / "kcing.py"), *args], env=env, cwd=str(cwd), stdout=out, stderr=err)
-        elapsed = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        stderr = err.read()
-        if process.returncode != 0:
-            sys.exit("feed_es failed (%d):\n%s" % (process.returncode, stderr[-2000:]))
-        figures = json.loads(stderr.strip().splitlines()[-1])
-        return FeedRun(elapsed, figures["cpu_seconds"], figures["peak_rss_mb"], out.read())
+def run_feed(env: dict, cwd: Path, args=("feed_es",), profile: bool = False) -> KcingRun:
+    """Run `kcing ARGS` once in its own process tree (wall time includes process start)."""
+    return run_kcing(env, cwd, args, profile=profile)
 
 
 def prebuilt_batches(corpus) -> list:
@@ -88,11 +78,11 @@ def prebuilt_batches(corpus) -> list:
             for document in documents_for(kind, corpus.read(path), created):
                 full = batchers[kind].add(LogstashSink.encode(document), (kind,))
                 if full is not None:
-                    batches.append((kind, full.body(), len(full)))
+                    batches.append((kind, len(full), full.body()))
     for batcher in batchers.values():
         last = batcher.flush()
         if last is not None:
-            batches.append((last.route, last.body(), len(last)))
+            batches.append((last.route, len(last), last.body()))
     return batches
 
 
@@ -106,18 +96,7 @@ def _kind_and_path(collection: str, item) -> tuple:
     return LAVA, "%s/%s/lava-json-%s.json" % (fsr, lab, board)
 
 
-def wire_loop(batches: list, urls: dict) -> float:
-    """POST pre-built batches one after another over one session; return the seconds taken."""
-    session = requests.Session()
-    started = time.perf_counter()
-    for route, body, _ in batches:
-        response = session.post(urls[route], data=body, headers={"Content-Type": "application/json"},
-                                timeout=(10, 60))
-        response.raise_for_status()
-    return time.perf_counter() - started
-
-
-def second_run_over_delivered(rows: int) -> float:
+def second_run_over_delivered(rows: int, profile: bool = False) -> KcingRun:
     """Time a feed whose listing holds `rows` objects, all already delivered per the ledger."""
     corpus = LegacyCorpus()
     objects = []
@@ -128,7 +107,7 @@ def second_run_over_delivered(rows: int) -> float:
                           created)
         corpus.add_item("build", item)
         objects.append(UpstreamObject("legacy", BUILD, item["_id"]["$oid"], "", created))
-    with LegacyReplica(corpus, today=TODAY) as replica, LogstashCluster() as logstash, \
+    with LegacyReplica(corpus, today=TODAY) as replica, CountingLogstash() as logstash, \
             tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         env = feed_environ(replica, logstash, work / "kcing.db")
@@ -140,27 +119,97 @@ def second_run_over_delivered(rows: int) -> float:
         # The replica sorts and projects a listing on its first request for it, as a real
         # server's indices are already built; that first, untimed run pays for it.
         run_feed(env, work)
-        run = run_feed(env, work)
-        if "skipped %d" % rows not in run.stdout or logstash.store:
+        run = run_feed(env, work, profile=profile)
+        if "skipped %d" % rows not in run.stdout or logstash.accepted:
             sys.exit("the second run did not skip everything:\n" + run.stdout)
         return run
 
 
-def materialise(corpus, directory: Path) -> None:
+def materialise(corpus, directory: Path) -> Dict[str, Path]:
     """Write every generated file to disk once, so serving it costs a read, not a rebuild.
 
     Otherwise the replica would spend CPU re-creating each LAVA file on this machine's two
-    cores while the feed runs, which the wire loop never pays.
+    cores while the feed runs, which the wire loop never pays. Returns storage path -> file.
     """
+    files = {}
     for number, path in enumerate(corpus.paths()):
         target = directory / ("%d.json" % number)
         target.write_bytes(corpus.read(path))
-        corpus.add_file(path, target)
+        files[corpus.add_file(path, target)] = target
+    return files
+
+
+def corpus_manifest(corpus, files: Dict[str, Path]) -> List[dict]:
+    """The corpus as bench/floor.py reads it: kind, local file and listing date of each object."""
+    manifest = []
+    for collection in ("build", "boot"):
+        for item in corpus.items(collection):
+            kind, path = _kind_and_path(collection, item)
+            created = datetime.fromtimestamp(item.created_ms / 1000.0, tz=timezone.utc)
+            manifest.append({"kind": kind, "path": str(files[storage_path(path)]), "created": created.isoformat()})
+    return manifest
+
+
+def legacy_corpus(objects: int, log_lines: int):
+    """`objects` legacy objects: one build for four LAVA boots, logs of `log_lines` lines."""
+    builds = max(1, objects // 5)
+    return synthetic_corpus(TODAY, builds=builds, lava_boots=max(0, objects - builds), lava_log_lines=log_lines)
+
+
+@dataclass
+class LegacyFeed:
+    """One feed over a fresh legacy corpus, and what the yardsticks need from the same corpus."""
+
+    objects: int
+    documents: int
+    posted_bytes: int
+    run: KcingRun
+    again: Optional[KcingRun] = None
+    wire: Optional[Wire] = None
+    wire_in_process: Optional[Wire] = None
+    floor: Optional[dict] = None  # bench/floor.py's figures for this corpus
+
+    @property
+    def documents_per_second(self) -> float:
+        return self.documents / self.run.seconds
+
+
+def measure_legacy(objects: int, log_lines: int, threads: int, extra_env: Optional[dict] = None,
+                   wire: bool = True, in_process_wire_too: bool = False, again: bool = True,
+                   floor: bool = False) -> LegacyFeed:
+    """Feed a fresh corpus of `objects`; then optionally the yardsticks on the very same files and batches."""
+    corpus = legacy_corpus(objects, log_lines)
+    with LegacyReplica(corpus, today=TODAY) as replica, CountingLogstash() as logstash, \
+            tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        (work / "files").mkdir()
+        files = materialise(corpus, work / "files")
+        env = feed_environ(replica, logstash, work / "kcing.db", KCI_THREADS=str(threads),
+                           LS_PIPELINE_BATCH_SIZE=str(BATCH_SIZE), LS_BATCH_MAX_BYTES=str(MAX_BYTES),
+                           ES_PARALLEL_POSTS=str(POSTS_IN_FLIGHT), **(extra_env or {}))
+        run = run_feed(env, work)
+        if logstash.unroutable:
+            sys.exit("the emulator could not route %d documents" % logstash.unroutable)
+        figures = LegacyFeed(objects, logstash.accepted, logstash.posted_bytes, run)
+        if floor:
+            figures.floor = parsing_floor(corpus_manifest(corpus, files))
+        if again:
+            figures.again = run_feed(env, work)
+        if wire:
+            batches = prebuilt_batches(corpus)
+            if sum(count for _, count, _ in batches) != figures.documents:
+                sys.exit("the pre-built batches do not hold what the feed delivered")
+            logstash.reset()
+            figures.wire = wire_yardstick(batches, logstash.urls, POSTS_IN_FLIGHT)
+            if in_process_wire_too:
+                logstash.reset()
+                figures.wire_in_process = in_process_wire(batches, logstash.urls)
+        return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--objects", type=int, default=5000, help="corpus size (1 build for 4 LAVA boots)")
+    parser.add_argument("--objects", type=int, default=1000, help="corpus size (1 build for 4 LAVA boots)")
     parser.add_argument("--log-lines", type=int, default=1000, help="log lines per LAVA file")
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--skip-wire", action="store_true", help="measure only the feed (large N)")
@@ -172,41 +221,25 @@ def main() -> None:
         run = second_run_over_delivered(args.ledger_rows)
         per = 100_000 / args.ledger_rows
         print("second run, %d objects listed and all delivered: %.2f s wall, %.2f s CPU in kcing "
-              "(%.2f s wall per 100k ledger rows)" % (args.ledger_rows, run.seconds, run.cpu_seconds, run.seconds * per))
+              "(%.2f s wall per 100k ledger rows)"
+              % (args.ledger_rows, run.seconds, run.cpu_seconds, run.seconds * per))
 
-    builds = max(1, args.objects // 5)
-    corpus = synthetic_corpus(TODAY, builds=builds, lava_boots=args.objects - builds, lava_log_lines=args.log_lines)
-    with LegacyReplica(corpus, today=TODAY) as replica, LogstashCluster() as logstash, \
-            tempfile.TemporaryDirectory() as scratch:
-        work = Path(scratch)
-        if not args.skip_wire:
-            (work / "files").mkdir()
-            materialise(corpus, work / "files")
-        env = feed_environ(replica, logstash, work / "kcing.db", KCI_THREADS=str(args.threads),
-                           LS_PIPELINE_BATCH_SIZE=str(BATCH_SIZE), LS_BATCH_MAX_BYTES=str(MAX_BYTES))
-        feed = run_feed(env, work)
-        seconds = feed.seconds
-        documents = len(logstash.store)
-        posted_bytes = sum(request.body_bytes for emulator in logstash.emulators.values()
-                           for request in emulator.requests)
-        print("corpus: %d objects (%d builds, %d LAVA boots, %d log lines each)"
-              % (args.objects, builds, args.objects - builds, args.log_lines))
-        print("feed:   %.1f s (%.1f s CPU), %.0f objects/s, %.0f documents/s, %.1f MB/s posted, peak RSS %.0f MB"
-              % (seconds, feed.cpu_seconds, args.objects / seconds, documents / seconds,
-                 posted_bytes / 1e6 / seconds, feed.peak_rss_mb))
-
-        again = run_feed(env, work)
-        print("second run over the %d delivered objects: %.2f s" % (args.objects, again.seconds))
-
-        if args.skip_wire:
-            return
-        batches = prebuilt_batches(corpus)
-        logstash.clear()
-        wire = wire_loop(batches, logstash.urls)
-        wire_docs = sum(count for _, _, count in batches)
-        print("wire:   %.1f s, %.0f documents/s (%d pre-built batches)" % (wire, wire_docs / wire, len(batches)))
-        print("ratio:  feed reaches %.0f%% of the wire limit (documents/s)"
-              % (100.0 * (documents / seconds) / (wire_docs / wire)))
+    feed = measure_legacy(args.objects, args.log_lines, args.threads, wire=not args.skip_wire,
+                          in_process_wire_too=not args.skip_wire)
+    run = feed.run
+    print("corpus: %d objects (one build for four LAVA boots, %d log lines each), %.1f documents per object"
+          % (args.objects, args.log_lines, feed.documents / args.objects))
+    print("feed:   %.1f s (%.1f s CPU), %.0f objects/s, %.0f documents/s, %.1f MB/s posted, peak RSS %.0f MB"
+          % (run.seconds, run.cpu_seconds, args.objects / run.seconds, feed.documents_per_second,
+             feed.posted_bytes / 1e6 / run.seconds, run.peak_rss_mb))
+    print("second run over the %d delivered objects: %.2f s" % (args.objects, feed.again.seconds))
+    if feed.wire is None:
+        return
+    for name, wire in (("wire, separate process", feed.wire), ("wire, in-process (former)", feed.wire_in_process)):
+        print("%s: %.1f s, %.0f documents/s (%d pre-built batches, %d in flight)"
+              % (name, wire.seconds, wire.documents_per_second, wire.batches, POSTS_IN_FLIGHT))
+    print("ratio:  feed reaches %.0f%% of the wire limit (documents/s)"
+          % (100.0 * feed.documents_per_second / feed.wire.documents_per_second))
 
 
 if __name__ == "__main__":

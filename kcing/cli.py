@@ -9,7 +9,8 @@ from typing import List, Optional, Tuple
 from docopt import DocoptExit, docopt, parse_docstring_sections, parse_options
 
 from kcing import __version__, commands, logs, settings as settings_module
-from kcing.errors import ConfigError, KcingError
+from kcing.errors import INTERNAL_ERROR, ConfigError, KcingError
+from kcing.urls import redacted
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,14 @@ ES_BOOT (comma-separated URLs spread the load), LS_USER, LS_PASSWORD, KCING_DB, 
 ES_HOST, KB_URL. The README lists them all.
 
 Exit status: 0 all done; 1 some objects failed or were rejected (reconcile, feed_es --verify:
-some documents are missing in Elasticsearch); 2 usage or configuration error; 3 Logstash,
-Elasticsearch or Kibana unreachable or refusing; 4 another run holds the lock; 6 reconcile
-could check nothing; 130 stopped by SIGINT/SIGTERM after recording the batch in flight.
+some documents are missing in Elasticsearch); 2 usage or configuration error (a Logstash input
+that redirects included); 3 Logstash, Elasticsearch or Kibana unreachable or refusing (a
+document too large for Logstash included: its object is sent again by the next run); 4 another
+run holds the lock, or another process held the ledger's database lock longer than
+KCING_DB_LOCK_WAIT; 5 the ledger or an output file (of --output) could not be written (disk
+full, I/O error; what was written is whole); 6 reconcile could check nothing; 70 an internal
+error (a bug; -d shows the traceback); 130 stopped by SIGINT/SIGTERM after recording the batch
+in flight.
 """
 
 # Flags that override a setting of the same meaning: flag -> (setting name).
@@ -45,6 +51,7 @@ FLAG_SETTINGS = {
     "--source": "KCI_SOURCE",
     "--days": "KCI_DAYS",
     "--threads": "KCI_THREADS",
+    "--workers": "KCING_WORKERS",
     "--samples-dir": "KCI_SAMPLES_DIR",
     "--batch-size": "LS_PIPELINE_BATCH_SIZE",
     "--drp-days": "DRP_DAYS",
@@ -173,6 +180,11 @@ def split_global(argv: List[str]) -> Tuple[Optional[str], List[str]]:
     """(command name, the rest); None when a global --help or --version was answered."""
     if not argv:
         raise UsageError("no command given")
+    leading = _leading_log_options(argv)
+    if leading:
+        # `kcing -l FILE feed_es ...` as cron lines written for earlier versions have it: the
+        # logging options every command takes may come before the command's name.
+        return split_global(argv[len(leading):])[0], [*argv[len(leading) + 1:], *leading]
     first, rest = argv[0], argv[1:]
     if first in ("-h", "--help") and not rest:
         print(global_help(), end="")
@@ -187,6 +199,23 @@ def split_global(argv: List[str]) -> Tuple[Optional[str], List[str]]:
     if first not in commands.NAMES:
         raise UsageError("unknown command %r" % first)
     return first, rest
+
+
+def _leading_log_options(argv: List[str]) -> List[str]:
+    """The -d/--debug and -l/--log-file FILE options before the command name (if one follows)."""
+    taken, position = [], 0
+    while position < len(argv):
+        token = argv[position]
+        if token in ("-d", "--debug") or token.startswith("--log-file="):
+            size = 1
+        elif token in ("-l", "--log-file"):
+            size = 2
+        else:
+            break
+        taken += argv[position:position + size]
+        position += size
+    follows = argv[position] if position < len(argv) else None
+    return taken if taken and follows in commands.NAMES and follows != "test" else []
 
 
 def settings_from(args: dict, environ=None):
@@ -223,12 +252,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                        secrets=[getattr(settings, name) for name in settings_module.SECRET_NAMES])
         return commands.load(command).run(args, settings)
     except KcingError as error:
-        print("kcing %s: %s" % (command, error), file=sys.stderr)
+        print("kcing %s: %s" % (command, redacted(str(error))), file=sys.stderr)
         log.debug("error details", exc_info=True)
         return error.exit_code
     except KeyboardInterrupt:
         print("kcing %s: interrupted" % command, file=sys.stderr)
         return 130
+    except Exception as error:  # a bug: one line for cron; the message may quote anything, so not shown
+        print("kcing %s: internal error (%s); run again with -d for the traceback, and report it"
+              % (command, type(error).__name__), file=sys.stderr)
+        log.debug("internal error", exc_info=True)
+        return INTERNAL_ERROR
 
 
 __all__ = ["main", "ConfigError"]

@@ -19,6 +19,16 @@ class UpstreamError(KcingError):
     exit_code = 1
 
 
+class ObjectTooLarge(UpstreamError):
+    """An upstream body is larger than KCI_MAX_OBJECT_BYTES: its object is rejected (fetching it
+    again gives the same), and a listing page that large stops the run."""
+
+
+class ObjectTooSlow(UpstreamError):
+    """An upstream body did not arrive whole within KCI_DOWNLOAD_DEADLINE. Not retried within the
+    run, so one slow object holds the others up for one deadline at most; the next run tries again."""
+
+
 class RejectedInput(KcingError):
     """An upstream file cannot become documents (not JSON, or lacks a needed field).
 
@@ -46,6 +56,23 @@ class LockHeld(KcingError):
     exit_code = 4
 
 
+class LedgerBusy(KcingError):
+    """Another process held the ledger's database lock for longer than KCING_DB_LOCK_WAIT.
+
+    Same exit status as LockHeld: something else is using the ledger; try again later."""
+
+    exit_code = 4
+
+
+class StorageFailed(KcingError):
+    """The ledger or an output file could not be written (disk full, I/O error, read-only).
+
+    What was written is whole: the ledger rolled the transaction back, an output file was cut
+    back to its last whole record. Whatever was not recorded is sent again by the next run."""
+
+    exit_code = 5
+
+
 class NothingChecked(KcingError):
     """reconcile found nothing it could check: no object delivered to Logstash in its window, or
     only objects in indices past the retention or from before the ledger kept ids."""
@@ -64,3 +91,17 @@ class ElasticsearchError(KcingError):
     (setup_es, drp) in a way that retrying cannot fix. Bad credentials, TLS or versions are ConfigError."""
 
     exit_code = 3
+
+
+# A bug, not a condition of the machine or the services: the CLI says so in one line (and shows
+# the traceback with -d). 70 is EX_SOFTWARE of sysexits.h.
+INTERNAL_ERROR = 70
+
+
+def exit_status(error: BaseException) -> int:
+    """The exit status a run ended by `error` reports (and records in its run row)."""
+    if isinstance(error, KcingError):
+        return error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        return Interrupted.exit_code
+    return INTERNAL_ERROR

@@ -1,7 +1,10 @@
 """Command-line flags that are not settings: parsed here, with errors naming the flag."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Optional
+
+from dateutil import parser as dateparser
 
 from kcing.errors import ConfigError
 
@@ -32,3 +35,16 @@ def seconds(args: dict, flag: str, default: float) -> float:
     if not 0 <= number < float("inf"):
         raise ConfigError("%s must be 0 or more seconds" % flag)
     return number
+
+
+def a_date(args: dict, flag: str) -> Optional[datetime]:
+    """A date or time (anything python-dateutil reads; UTC unless it names a zone), or None."""
+    value = args.get(flag)
+    if value is None:
+        return None
+    try:
+        parsed = dateparser.parse(value)
+    except (ValueError, OverflowError):
+        raise ConfigError("%s expects a date such as 2020-11-04 or '2020-11-04 09:41', not %r"
+                          % (flag, value)) from None
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)

@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import email.utils
+import logging
 import random
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Optional
+from typing import Callable, Dict, Iterable, List, Mapping, Optional
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from kcing import __version__
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = "kcing/%s" % __version__
 
@@ -115,3 +120,176 @@ class RetryPolicy:
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.max_retry_after))
         return wait
+
+
+# Reading response bodies ----------------------------------------------------------------------
+
+class BodyError(Exception):
+    """A response body could not be read whole; the subclass says why."""
+
+
+class BodyTooLarge(BodyError):
+    """The body is larger than the reader's limit (declared, or found while streaming)."""
+
+
+class BodyTooSlow(BodyError):
+    """The body did not arrive whole within the reader's overall deadline."""
+
+
+class BodyAbandoned(BodyError):
+    """The run is stopping: the transfer was cut short on purpose."""
+
+
+class BodyBroken(BodyError):
+    """The connection failed mid-body (reset, or fewer bytes than Content-Length announced)."""
+
+
+CHUNK = 64 * 1024
+
+
+@dataclass(eq=False)
+class _Transfer:
+    raw: object  # the urllib3 response being read
+    deadline: float
+    cut: Optional[str] = None  # "deadline" or "abandoned" once the watchdog cut it
+
+
+class BodyReader:
+    """Reads response bodies within a size limit and an overall deadline, and can cut them short.
+
+    Socket timeouts bound each read, not a whole body: a server sending a byte a second never
+    times out, and one streaming forever never ends. A watchdog thread shuts down the socket of
+    a body past its deadline, or of every body once `abandon()` turns true (the run is stopping),
+    which wakes the blocked read at once. Sources and sinks use the same reader class, each
+    with its own limits.
+    """
+
+    POLL = 0.1  # seconds between the watchdog's looks: the precision of deadlines and stops
+
+    def __init__(self, deadline: float, max_bytes: int, abandon: Callable[[], bool] = lambda: False,
+                 clock: Callable[[], float] = time.monotonic):
+        self.deadline = deadline
+        self.max_bytes = max_bytes
+        self.abandon = abandon
+        self.clock = clock
+        self._active: Dict[int, _Transfer] = {}
+        self._lock = threading.Lock()
+        self._watchdog: Optional[threading.Thread] = None
+
+    def read(self, response) -> bytes:
+        """Return the whole (decoded) body of a `stream=True` response, or raise a BodyError.
+
+        The connection goes back to the pool after a whole body and is closed otherwise."""
+        declared = response.headers.get("Content-Length", "")
+        if declared.strip().isdigit() and int(declared) > self.max_bytes:
+            response.close()
+            raise BodyTooLarge("announced %s bytes, more than the limit of %d" % (declared.strip(), self.max_bytes))
+        transfer = _Transfer(response.raw, self.clock() + self.deadline)
+        self._watch(transfer)
+        chunks: List[bytes] = []
+        size = 0
+        whole = False
+        try:
+            read = getattr(response.raw, "read1", None) or response.raw.read
+            while True:
+                # read1 returns what one socket read brings, so a trickle still comes back to this
+                # loop (and its checks) instead of waiting for a full chunk.
+                chunk = read(CHUNK, decode_content=True)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise BodyTooLarge("more than the limit of %d bytes" % self.max_bytes)
+                chunks.append(chunk)
+                if transfer.cut is None and self.clock() > transfer.deadline:
+                    transfer.cut = "deadline"
+                if transfer.cut is not None:
+                    break
+            whole = True
+        except BodyError:
+            raise
+        except Exception as error:  # urllib3 ProtocolError/IncompleteRead, socket errors, bad gzip
+            if transfer.cut is None:
+                raise BodyBroken("connection broken mid-body (%s)" % _error_name(error)) from None
+        finally:
+            cut = self._unwatch(transfer)
+            if not whole or cut is not None:
+                response.close()
+        if cut == "deadline":
+            raise BodyTooSlow("not complete within %s" % seconds_text(self.deadline))
+        if cut == "abandoned":
+            raise BodyAbandoned("cut short: the run is stopping")
+        return b"".join(chunks)
+
+    def _watch(self, transfer: _Transfer) -> None:
+        with self._lock:
+            self._active[id(transfer)] = transfer
+            if self._watchdog is None or not self._watchdog.is_alive():
+                self._watchdog = threading.Thread(target=self._watch_loop, name="body-watchdog", daemon=True)
+                self._watchdog.start()
+
+    def _unwatch(self, transfer: _Transfer) -> Optional[str]:
+        """Stop watching `transfer`; return why it was cut, if it was."""
+        with self._lock:
+            self._active.pop(id(transfer), None)
+            return transfer.cut
+
+    def _watch_loop(self) -> None:
+        """Cut what is overdue or abandoned; end when nothing is left to watch (restarted on need)."""
+        while True:
+            time.sleep(self.POLL)
+            now, abandon = self.clock(), self.abandon()
+            with self._lock:
+                if not self._active:
+                    self._watchdog = None
+                    return
+                due = [transfer for transfer in self._active.values()
+                       if transfer.cut is None and (abandon or now > transfer.deadline)]
+                for transfer in due:
+                    transfer.cut = "abandoned" if abandon else "deadline"
+            for transfer in due:
+                _cut(transfer.raw)
+
+
+def _cut(raw) -> None:
+    """Wake a read blocked on this urllib3 response with end-of-file (urllib3 shuts down the
+    socket's reading side for this purpose). Nothing to do once the connection went back to the
+    pool: the body was whole."""
+    try:
+        raw.shutdown()
+    except (ValueError, RuntimeError, OSError):
+        pass
+
+
+def _error_name(error: BaseException) -> str:
+    """The most telling class name: urllib3 wraps the IncompleteRead that says what happened."""
+    for cause in (error, *error.args):
+        if isinstance(cause, BaseException) and type(cause).__name__ in ("IncompleteRead", "InvalidChunkLength"):
+            return type(cause).__name__
+    return type(error).__name__
+
+
+# Credentials in clear text ---------------------------------------------------------------------
+
+_warned_cleartext: set = set()
+
+
+def cleartext_warning(credentials: str, urls_by_setting: Mapping[str, Iterable[str]]) -> Optional[str]:
+    """The warning due when `credentials` would go to plain http:// URLs, naming their settings."""
+    plain = {setting: [url for url in urls if urlsplit(url).scheme == "http"]
+             for setting, urls in urls_by_setting.items()}
+    named = [setting for setting, urls in plain.items() if urls]
+    if not named:
+        return None
+    return "%s is sent in clear text: %s %s http://, not https://" % (
+        credentials, " and ".join(named), "is" if len(named) == 1 else "are")
+
+
+def warn_cleartext_credentials(credentials: str, urls_by_setting: Mapping[str, Iterable[str]]) -> bool:
+    """Log the clear-text warning once per process (a run may build its clients more than once)."""
+    warning = cleartext_warning(credentials, urls_by_setting)
+    if warning is None or warning in _warned_cleartext:
+        return False
+    _warned_cleartext.add(warning)
+    log.warning("%s", warning)
+    return True

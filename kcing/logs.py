@@ -7,6 +7,7 @@ import time
 from typing import Iterable, Optional
 
 from kcing import progress
+from kcing.urls import redacted
 
 # Times in UTC, with the zone: a log read next to another host's must not need guessing.
 FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s"
@@ -28,23 +29,41 @@ class TerminalHandler(logging.StreamHandler):
 
 
 class RedactSecrets(logging.Filter):
-    """Replaces any configured secret that reaches a log record with `***`."""
+    """Replaces any configured secret that reaches a log record with `***`, and the values of
+    signature and token parameters in URLs (signed artifact URLs; urllib3's `-d` request lines)."""
 
     def __init__(self, secrets: Iterable[str]):
         super().__init__()
         self.secrets = [secret for secret in secrets if secret]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
+        try:
             message = record.getMessage()
-            if record.exc_info:
-                # A traceback (with --debug) can quote a URL or header holding a secret too.
-                message += "\n" + logging.Formatter().formatException(record.exc_info)
-                record.exc_info, record.exc_text = None, None
-            for secret in self.secrets:
-                message = message.replace(secret, "***")
-            record.msg, record.args = message, None
+        except (TypeError, ValueError):
+            return True  # a malformed call: let the handler report it as logging does
+        if record.exc_info:
+            # A traceback (with --debug) can quote a URL or header holding a secret too.
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info, record.exc_text = None, None
+        for secret in self.secrets:
+            message = message.replace(secret, "***")
+        record.msg, record.args = redacted(message), None
         return True
+
+
+class LogFileHandler(logging.FileHandler):
+    """A log file that says once, in one line, that it cannot be written (a full disk), instead
+    of printing a traceback for every record; the run and its stderr log go on."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            error = sys.exc_info()[1]
+            reason = getattr(error, "strerror", None) or error
+            sys.stderr.write("kcing: cannot write the log file %s: %s; its later lines are lost (stderr has "
+                             "them)\n" % (self.baseFilename, reason))
 
 
 def configure(debug: bool = False, log_file: Optional[str] = None, secrets: Iterable[str] = ()) -> None:
@@ -55,7 +74,7 @@ def configure(debug: bool = False, log_file: Optional[str] = None, secrets: Iter
     redact = RedactSecrets(secrets)
     handlers = [TerminalHandler(sys.stderr)]
     if log_file:
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        handlers.append(LogFileHandler(log_file, encoding="utf-8"))
     for handler in handlers:
         handler.setFormatter(formatter())
         handler.addFilter(redact)

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-from kcing.samples import write_atomically
+from kcing.files import write_atomically
 
-OUTCOMES = ("listed", "skipped", "downloaded", "delivered", "rejected", "failed")
+OUTCOMES = ("listed", "skipped", "downloaded", "delivered", "rejected", "failed", "too_large")
 
 
 def _label(value: str) -> str:

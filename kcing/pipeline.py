@@ -16,24 +16,31 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional
 
 from kcing import watermark
-from kcing.documents import documents_for
-from kcing.errors import Interrupted, KcingError, RejectedInput, UpstreamError
-from kcing.ledger import docids
+from kcing.building import Builder
+from kcing.documents.coerce import one_line
+from kcing.errors import ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput, UpstreamError
 from kcing.ledger.ledger import Ledger, Outcome
+from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE
 from kcing.listing import Listing
 from kcing.progress import Progress, eta_text
-from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED
 from kcing.records import UpstreamObject
+from kcing.sources import listed_lab
 from kcing.sinks.batching import Batch, Batcher
 from kcing.sinks.logstash import BatchTooLarge
 from kcing.sinks.throttle import RateLimiter
 
 log = logging.getLogger(__name__)
 
+# A run that delivered what it could but had documents Logstash refused as too large: the
+# exit status of a sink refusing (as SinkRejected), since the fix is on the Logstash side.
+SINK_REFUSED_EXIT = 3
+
 
 @dataclass
 class FeedOptions:
     threads: int = 4
+    # Processes building documents (kcing.building); 0 or 1 builds them in the download threads.
+    workers: int = 0
     # Two POSTs in flight keep Logstash busy while the next batch is prepared (and let batches
     # spread over several inputs); acknowledgements are still taken in order.
     posts_in_flight: int = 2
@@ -53,6 +60,7 @@ class RunSummary:
     delivered: int = 0
     rejected: int = 0
     failed: int = 0
+    too_large: int = 0  # objects with a document Logstash refused as too large (413)
     documents: int = 0
     batches: int = 0
     bytes_sent: int = 0
@@ -64,12 +72,14 @@ class RunSummary:
     def exit_code(self) -> int:
         if self.stopped_by is not None:
             return self.stopped_by.exit_code
+        if self.too_large:
+            return SINK_REFUSED_EXIT
         return 1 if (self.rejected or self.failed) else 0
 
     def as_dict(self) -> dict:
         counts = {name: getattr(self, name) for name in
-                  ("listed", "skipped", "downloaded", "delivered", "rejected", "failed", "documents", "batches",
-                   "bytes_sent")}
+                  ("listed", "skipped", "downloaded", "delivered", "rejected", "failed", "too_large", "documents",
+                   "batches", "bytes_sent")}
         counts["elapsed"] = round(self.elapsed, 3)
         return counts
 
@@ -134,13 +144,31 @@ class Feed:
             else:
                 self._deliver(candidates)
         except KcingError as error:
+            if self.stop.is_set() and not isinstance(error, (Interrupted, ConfigError)):
+                # Retries cut short by the stop end in the error of the last attempt; the
+                # user asked for the stop, and that is what the exit status says.
+                log.warning("while stopping: %s", error)
+                error = self._interrupted()
             self.summary.stopped_by = error
             log.error("run stopped: %s", error)
+        except KeyboardInterrupt:  # a second SIGINT/SIGTERM (see shutdown.py)
+            self.summary.stopped_by = Interrupted("stopped at once by a second signal; what Logstash acknowledged "
+                                                  "is recorded, the rest is sent by the next run")
+            log.error("run stopped: %s", self.summary.stopped_by)
         finally:
-            self._write_outcomes()
-            if not self.options.dry_run:
-                # After the outcomes: the watermark moves only over what the ledger shows delivered.
-                watermark.advance(self.source, self.ledger, self.destinations_key, self.destination)
+            try:
+                self._write_outcomes()
+                if not self.options.dry_run:
+                    # After the outcomes: the watermark moves only over what the ledger shows delivered.
+                    watermark.advance(self.source, self.ledger, self.destinations_key, self.destination)
+            except KcingError as error:
+                # The ledger cannot be written (locked, disk full): its last transaction was
+                # rolled back whole, so what it lacks is simply sent again by the next run.
+                self.summary.delivered -= sum(1 for outcome in self.outcomes if outcome.state == DELIVERED)
+                self.outcomes = []
+                if self.summary.stopped_by is None or str(self.summary.stopped_by) != str(error):
+                    log.error("run stopped: %s", error)
+                self.summary.stopped_by = error
             self.summary.elapsed = self.clock() - self._started
             self.progress.finish(self._progress_text)
         log.info("run finished: %s", ", ".join("%s %s" % item for item in self.summary.as_dict().items()))
@@ -152,29 +180,42 @@ class Feed:
             self.on_planned(obj)
 
     def _deliver(self, candidates: Iterable[UpstreamObject]) -> None:
-        with ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="fetch") as pool, \
-                ThreadPoolExecutor(max_workers=self.options.posts_in_flight, thread_name_prefix="post") as posts:
-            self.post_pool = posts
-            in_flight: deque = deque()
-            try:
-                for obj in candidates:
-                    in_flight.append(pool.submit(self._fetch, obj))
-                    while len(in_flight) > self.options.threads * 2 and not self.stop.is_set():
-                        self._take(in_flight.popleft())
-                    if self.stop.is_set():
-                        break
-                while in_flight and not self.stop.is_set():
+        # The builder is closed last: after the download threads that use it are done.
+        with Builder(self.options.workers, self.sink.encode) as self.builder:
+            self._deliver_with_threads(candidates)
+
+    def _deliver_with_threads(self, candidates: Iterable[UpstreamObject]) -> None:
+        pool = ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="fetch")
+        posts = ThreadPoolExecutor(max_workers=self.options.posts_in_flight, thread_name_prefix="post")
+        self.post_pool = posts
+        in_flight: deque = deque()
+        try:
+            for obj in candidates:
+                in_flight.append(pool.submit(self._fetch, obj))
+                while len(in_flight) > self.options.threads * 2 and not self.stop.is_set():
                     self._take(in_flight.popleft())
                 if self.stop.is_set():
-                    raise self._interrupted()
-                for route in list(self.batchers):
-                    self._flush_route(route)
-                while self.posting:
-                    self._collect(*self.posting.popleft())
-            finally:
-                for future in in_flight:
-                    future.cancel()
-                self._salvage_posts()
+                    break
+            while in_flight and not self.stop.is_set():
+                self._take(in_flight.popleft())
+            if self.stop.is_set():
+                raise self._interrupted()
+            for route in list(self.batchers):
+                self._flush_route(route)
+            while self.posting:
+                self._collect(*self.posting.popleft())
+        finally:
+            for future in in_flight:
+                future.cancel()
+            # After a second signal nothing is waited for: transfers in progress are being cut
+            # (see BodyReader), and only posts already answered are recorded.
+            urgent = self._urgent()
+            self._salvage_posts(wait=not urgent)
+            pool.shutdown(wait=not urgent, cancel_futures=True)
+            posts.shutdown(wait=not urgent, cancel_futures=True)
+
+    def _urgent(self) -> bool:
+        return bool(getattr(self.stop, "urgent", False))
 
     # Download and documents (worker threads) -----------------------------------------------
 
@@ -182,15 +223,26 @@ class Feed:
         """Download one object and turn it into encoded documents. Runs in a worker thread."""
         try:
             content = self.source.fetch(obj)
+        except ObjectTooLarge as error:  # our size limit: the same every time it is fetched
+            return Fetched(obj, rejected=str(error))
         except UpstreamError as error:
             return Fetched(obj, failed=str(error))
+        except RejectedInput as error:  # e.g. a URL or redirect outside the upstream origins
+            return Fetched(obj, rejected=str(error))
+        except KcingError:
+            raise  # a configuration error (an untrusted certificate) stops the run
+        except Exception as error:  # noqa: BLE001 - see unexpected_failure
+            log.debug("%s %s: fetch failed", obj.kind, obj.upstream_id, exc_info=True)
+            return Fetched(obj, rejected=unexpected_failure("could not be fetched", error))
         digest = hashlib.sha256(content).hexdigest()
         try:
-            documents = documents_for(obj.kind, content, obj.created)
+            built = self.builder.build(obj.kind, content, obj.created, listed_lab(obj))
         except RejectedInput as error:
             return Fetched(obj, sha256=digest, rejected=str(error))
-        return Fetched(obj, sha256=digest, items=[self.sink.encode(document) for document in documents],
-                       kept=docids.by_index(documents))
+        except Exception as error:  # noqa: BLE001 - see unexpected_failure
+            log.debug("%s %s: documents failed", obj.kind, obj.upstream_id, exc_info=True)
+            return Fetched(obj, sha256=digest, rejected=unexpected_failure("documents could not be made", error))
+        return Fetched(obj, sha256=digest, items=built.items, kept=built.kept)
 
     # Main thread: batching, sending, acknowledging -----------------------------------------
 
@@ -244,15 +296,19 @@ class Feed:
         """Wait for one post; acknowledge its documents, or split it if it was too large."""
         try:
             future.result()
-        except BatchTooLarge:
-            self._split_and_send(batch)
+        except BatchTooLarge as refused:
+            self._split_and_send(batch, refused)
             return
         self._acknowledge_batch(batch)
 
-    def _salvage_posts(self) -> None:
-        """After a stop or an error: record the posts still in flight that did succeed."""
+    def _salvage_posts(self, wait: bool = True) -> None:
+        """After a stop or an error: record the posts still in flight that did succeed (without
+        `wait`, only those already answered)."""
         while self.posting:
             batch, future = self.posting.popleft()
+            if not wait and not future.done():
+                future.cancel()
+                continue
             try:
                 future.result()
             except Exception:  # the run is already stopping for a reported reason
@@ -281,13 +337,13 @@ class Feed:
         return Interrupted("stopped by a signal; what Logstash acknowledged is recorded, "
                            "the rest is sent by the next run")
 
-    def _split_and_send(self, batch: Batch) -> None:
+    def _split_and_send(self, batch: Batch, refused: BatchTooLarge) -> None:
         if len(batch) == 1:
             owner = batch.owners[0]
             fetched = self.owners.get(owner)
             if owner not in self.poisoned and fetched is not None:
                 self.poisoned.add(owner)
-                self._reject(fetched.obj, fetched.sha256, "a document is larger than Logstash accepts (413)")
+                self._hold_too_large(fetched, refused)
             self._settle(owner)
             return
         for half in batch.split():
@@ -299,6 +355,17 @@ class Feed:
         self.summary.delivered += 1
         self.outcomes.append(Outcome(fetched.obj, DELIVERED, sha256=fetched.sha256, documents=fetched.kept))
         self.on_delivered(fetched.obj)
+
+    def _hold_too_large(self, fetched: Fetched, refused: BatchTooLarge) -> None:
+        """Keep an object Logstash cannot take yet: undelivered, sent again by every next run."""
+        obj = fetched.obj
+        reason = ("a document of %d bytes is larger than Logstash at %s accepts (413): raise max_content_length "
+                  "of that http input (or the body limit of a proxy in front of it); sent again by the next run"
+                  % (refused.size, refused.url))
+        self.summary.too_large += 1
+        self.summary.problems.append("%s %s: %s" % (obj.kind, obj.upstream_id, reason))
+        self.outcomes.append(Outcome(obj, TOO_LARGE, sha256=fetched.sha256, error=reason))
+        log.warning("too large for Logstash: %s %s: %s", obj.kind, obj.upstream_id, reason)
 
     def _reject(self, obj: UpstreamObject, sha256: Optional[str], reason: str) -> None:
         self.summary.rejected += 1
@@ -323,6 +390,13 @@ class Feed:
                 "documents sent %d (%.0f/s)%s" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected,
                                                   s.failed, s.documents, s.documents / elapsed,
                                                   eta_text(s.downloaded + s.failed + s.rejected, total, elapsed)))
+
+
+def unexpected_failure(what: str, error: Exception) -> str:
+    """The rejection reason for an object whose fetch or documents raised something kcing does
+    not raise on purpose: input no check foresaw must cost that object only, never the run (a
+    run that crashed on it would crash again on every retry, and deliver nothing ever after)."""
+    return one_line("%s: %s (%s)" % (what, type(error).__name__, error))
 
 
 def feed(source, ledger: Ledger, sink, options: FeedOptions, limiter: Optional[RateLimiter] = None,

@@ -21,7 +21,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from kcing.admin.elastic import elastic_errors
 from kcing.admin.retention import index_day
-from kcing.errors import ElasticsearchError, Interrupted
+from kcing.errors import ElasticsearchError, Interrupted, UpstreamError
 from kcing.ledger import docids
 from kcing.ledger.ledger import DeliveredRow, Ledger
 from kcing.ledger.models import MISSING_IN_ELASTICSEARCH
@@ -337,4 +337,9 @@ class MissingObjects:
         return self.ledger.missing_objects(self.name, destination_prefix=LOGSTASH)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
-        return self.fetcher.fetch(obj)
+        try:
+            return self.fetcher.fetch(obj)
+        except UpstreamError as error:
+            # Keep the mark: Elasticsearch still lacks the object, and the next --resend (not
+            # only a feed that happens to list it again) must try it again.
+            raise UpstreamError("%s; re-send failed: %s" % (MISSING_IN_ELASTICSEARCH, error)) from None

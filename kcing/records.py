@@ -15,11 +15,13 @@ CHECKOUT = "checkout"  # no document: its revision is on every node below it -> 
 KBUILD = "kbuild"  # build document -> ES_BUILD
 JOB = "job"  # boot document (a lab job) or test document, plus log documents -> ES_LAVA
 TEST = "test"  # test document -> ES_LAVA
-NODE_KINDS = (CHECKOUT, KBUILD, JOB, TEST)
+REGRESSION = "regression"  # regression document (a test that passed, then failed) -> ES_REGRESSION
+# Listed in this order: parents before children, and regressions after the nodes they name.
+NODE_KINDS = (CHECKOUT, KBUILD, JOB, TEST, REGRESSION)
 OBJECT_KINDS = (BUILD, LAVA, BOOT) + NODE_KINDS
 
 # Kinds of Elasticsearch documents; each has its own date-suffixed index.
-DOCUMENT_KINDS = ("build", "boot", "test", "log")
+DOCUMENT_KINDS = ("build", "boot", "test", "log", "regression")
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__, which made creating

@@ -3,43 +3,95 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
+from typing import Optional
 
-from kcing.errors import ConfigError, LockHeld
+from kcing.errors import LockHeld, StorageFailed
+from kcing.files import open_lock_file
 
 
 class RunLock:
     """Holds `<db>.lock` with flock for the duration of a `with` block.
 
     The operating system releases a flock when the process ends in any way (crash and SIGKILL
-    included), so a stale lock file never blocks the next cron run.
+    included), so a stale lock file never blocks the next cron run. The file only ever holds the
+    pid of the run that has it; a symlink or anything but a plain file at its name is refused.
     """
 
     def __init__(self, db_path: str):
         self.path = Path(str(db_path) + ".lock")
-        self._handle = None
+        self._fd = None
 
     def __enter__(self) -> "RunLock":
+        fd = open_lock_file(self.path)
         try:
-            handle = open(self.path, "a+")
-        except OSError as error:
-            raise ConfigError("cannot create the lock file %s: %s" % (self.path, error.strerror)) from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
             raise LockHeld("another kcing run (pid %s) is using %s; try again when it ends" % (holder, self.path)) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._handle = handle
+        # Only now, holding the lock on a plain file of our own, is rewriting it safe.
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+        except OSError as error:
+            os.close(fd)
+            raise StorageFailed("cannot write the lock file %s: %s" % (self.path, error.strerror)) from None
+        self._fd = fd
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._handle is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def lock_holder(db_path: str) -> Optional[str]:
+    """The pid of the kcing run holding `<db>.lock` now, or None when no run holds it.
+
+    Only looks: creates nothing, writes nothing, follows no symlink, and takes no lock itself
+    where the kernel lists its locks (a probe with flock would make a run starting at that very
+    moment find the lock taken)."""
+    path = Path(str(db_path) + ".lock")
+    try:
+        info = os.lstat(str(path))
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    listed = _kernel_lock_holder(info)
+    if listed is not None:
+        return listed or None
+    return _probe_holder(path)
+
+
+def _kernel_lock_holder(info: os.stat_result) -> Optional[str]:
+    """From /proc/locks: the pid holding a flock on the file, "" for none, None if unreadable."""
+    wanted = "%02x:%02x:%d" % (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            for line in locks:
+                fields = line.split()
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted and "->" not in fields:
+                    return fields[4]
+    except OSError:
+        return None
+    return ""
+
+
+def _probe_holder(path: Path) -> Optional[str]:
+    try:
+        fd = os.open(str(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -9,9 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +17,8 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from kcing.documents.identity import iso_timestamp
-from kcing.errors import ConfigError, UpstreamError
+from kcing.errors import ConfigError, RejectedInput, UpstreamError
+from kcing.files import write_atomically
 from kcing.progress import Progress, eta_text
 from kcing.records import OBJECT_KINDS, UpstreamObject
 from kcing.sources import completed
@@ -41,25 +40,6 @@ def sample_path(root: Path, kind: str, upstream_id: str) -> Path:
     if resolved_root not in path.parents:
         raise ValueError("%r would leave %s" % (upstream_id, root))
     return path
-
-
-def write_atomically(path: Path, content: bytes, mode: Optional[int] = None) -> None:
-    """Write to a temporary name beside `path`, then rename: readers see the old file or the new
-    one, never half of one. `mode` overrides the temporary file's owner-only permissions."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=str(path.parent), prefix=".partial-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            if mode is not None:
-                os.fchmod(out.fileno(), mode)
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 @dataclass
@@ -141,7 +121,7 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optio
     def fetch(obj: UpstreamObject) -> Optional[bytes]:
         try:
             return source.fetch(obj)
-        except UpstreamError as error:
+        except (UpstreamError, RejectedInput) as error:
             log.warning("could not save %s %s: %s", obj.kind, obj.upstream_id, error)
             return None
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
+from kcing import urls
 from kcing.errors import ConfigError
 
 SECRET_NAMES = frozenset({"LS_PASSWORD", "ES_PASSWORD", "ES_API_KEY", "KB_PASSWORD", "KCI_API_TOKEN"})
@@ -72,6 +73,13 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
+def _workers(value: Any) -> Any:
+    """A number of worker processes, or "auto": one per usable core."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    return _integer(0)(value)
+
+
 def _url_list(value: Any) -> tuple:
     """Comma-separated http(s) URLs: one Logstash input, or several to spread batches across."""
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
@@ -86,13 +94,43 @@ def _url(value: Any) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("%r is not an http(s) URL" % mask_credentials(text))
-    if parts.username or parts.password:
+    if parts.username or parts.password or "@" in parts.netloc:
         raise ValueError("put credentials in their own settings, not in the URL")
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise ValueError("a base URL takes no query string or fragment (tokens go in their own settings)")
     return text.rstrip("/")
 
 
 def _optional_url(value: Any) -> str:
     return _url(value) if str(value).strip() else ""
+
+
+def _host(value: Any) -> str:
+    """A host name or address, optionally with :port: what KCI_HOST names (no scheme or path)."""
+    text = str(value).strip()
+    if "@" in text:
+        raise ValueError("put credentials in their own settings, not in the host")
+    try:
+        parts = urlsplit("//" + text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ValueError("expected a host name, optionally with :port") from None
+    if not parts.hostname or parts.path or parts.query or parts.fragment or any(c.isspace() for c in text):
+        raise ValueError("expected a host name, optionally with :port (no scheme or path)")
+    return text
+
+
+def _origin_list(value: Any) -> tuple:
+    """Comma-separated origins (scheme://host[:port]), e.g. of artifact storage hosts."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    found = []
+    for item in items:
+        text = _url(item) if str(item).strip() else ""
+        if text and urlsplit(text).path not in ("", "/"):
+            raise ValueError("%r is not an origin: give scheme://host[:port] without a path" % text)
+        if text:
+            found.append(text)
+    return tuple(found)
 
 
 def _ca_bundle(value: Any) -> str:
@@ -108,12 +146,13 @@ def _ca_bundle(value: Any) -> str:
     return text
 
 
-_USERINFO = re.compile(r"(//)[^/@\s]*@")
+_USERINFO = re.compile(r"(^|//|[\s,'\"])[^/@\s,'\"]*@")
 
 
 def mask_credentials(text: str) -> str:
-    """`http://user:password@host` -> `http://***@host`, for messages that quote a URL."""
-    return _USERINFO.sub(r"\1***@", text)
+    """`http://user:password@host` -> `http://***@host` (and `user:password@host` -> `***@host`),
+    and no query string, for messages that quote a URL or host setting."""
+    return _USERINFO.sub(r"\1***@", text.split("?", 1)[0])
 
 
 @dataclass(frozen=True)
@@ -126,16 +165,22 @@ class Spec:
 SPECS: Mapping[str, Spec] = {
     # Upstream (KernelCI)
     "KCI_SOURCE": Spec("legacy", _choice("legacy", "samples", "api"), "where feed_es reads from"),
-    "KCI_HOST": Spec("kernelci.org", _text, "legacy KernelCI web host (the _ajax API)"),
+    "KCI_HOST": Spec("kernelci.org", _host, "legacy KernelCI web host (the _ajax API)"),
     "KCI_SCHEME": Spec("https", _choice("http", "https"), "scheme for KCI_HOST"),
     "KCI_STORAGE_URL": Spec("", _optional_url, "storage base URL; empty means <scheme>://storage.<host>"),
     "KCI_NON_LAVA_LABS": Spec("lab-baylibre-seattle", _text, "comma-separated labs that publish boot-<board>.json"),
     "KCI_DAYS": Spec(2, _integer(1), "default crawl window in days"),
     "KCI_PAGE_SIZE": Spec(1000, _integer(1), "listing items per _ajax page"),
     "KCI_THREADS": Spec(4, _integer(1), "concurrent downloads"),
+    "KCING_WORKERS": Spec("auto", _workers, "processes building documents while feeding; auto means one per usable "
+                          "core, 0 or 1 builds them in the feed's own process"),
     "KCI_TIMEOUT": Spec(60.0, _number(0.1), "seconds to wait for an upstream response"),
     "KCI_MAX_RETRIES": Spec(3, _integer(1), "attempts per upstream request"),
     "KCI_RETRY_BACKOFF": Spec(1.0, _number(0), "seconds of the first upstream retry wait (doubles each time)"),
+    "KCI_MAX_OBJECT_BYTES": Spec(100_000_000, _integer(1024), "largest upstream file or page taken (bytes); "
+                                 "a larger one is rejected while it streams"),
+    "KCI_DOWNLOAD_DEADLINE": Spec(300.0, _number(0.1), "seconds one upstream body may take in all; a slower "
+                                  "one fails and the next run tries again"),
     "KCI_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for upstream TLS; empty means the system store"),
     "KCI_SAMPLES_DIR": Spec("samples", _text, "directory of saved upstream files"),
     # Upstream: the current KernelCI API (--source api)
@@ -143,18 +188,25 @@ SPECS: Mapping[str, Spec] = {
     "KCI_API_TOKEN": Spec("", _text, "token sent as `Authorization: Bearer`; reading needs none"),
     "KCI_API_STORAGE_URL": Spec("https://files.kernelci.org", _optional_url,
                                 "base URL for artifact paths the API gives as relative"),
+    "KCI_ARTIFACT_ORIGINS": Spec(("https://kciapistagingstorage1.file.core.windows.net",), _origin_list,
+                                 "other origins (scheme://host[:port], comma-separated) artifacts may be fetched "
+                                 "from, besides those of KCI_HOST, KCI_STORAGE_URL, KCI_API_URL and "
+                                 "KCI_API_STORAGE_URL"),
     "KCI_API_OVERLAP_MINUTES": Spec(10, _integer(0), "minutes before the watermark each run lists again"),
     "KCI_API_PAGE_SIZE": Spec(500, _integer(1), "nodes per /nodes page"),
     # Delivery (Logstash HTTP inputs; the ES_* names are kept from the original tool)
     "ES_BUILD": Spec(("http://localhost:8337",), _url_list, "Logstash input(s) for build documents"),
     "ES_LAVA": Spec(("http://localhost:8338",), _url_list, "Logstash input(s) for LAVA documents"),
     "ES_BOOT": Spec(("http://localhost:8007",), _url_list, "Logstash input(s) for boot documents"),
+    "ES_REGRESSION": Spec(("http://localhost:8339",), _url_list, "Logstash input(s) for regression documents"),
     "ES_MAX_RETRIES": Spec(3, _integer(1), "failed attempts on a batch before the run stops"),
     "ES_LOAD_INTERVAL": Spec(0.0, _number(0), "seconds to wait between batches"),
     "ES_PARALLEL_POSTS": Spec(2, _integer(1), "batches posted at the same time (spread over the route's URLs)"),
     "ES_MAX_DOCS_PER_SECOND": Spec(0.0, _number(0), "documents per second cap; 0 means no cap"),
     "ES_RETRY_BACKOFF": Spec(1.0, _number(0), "seconds of the first delivery retry wait (doubles each time)"),
     "ES_TIMEOUT": Spec(60.0, _number(0.1), "seconds to wait for Logstash to answer a batch"),
+    "ES_POST_DEADLINE": Spec(120.0, _number(0.1), "seconds Logstash may take in all to answer a batch "
+                             "(ES_TIMEOUT bounds each wait); then the batch is retried"),
     "LS_PIPELINE_BATCH_SIZE": Spec(500, _integer(1), "documents per POST (and Logstash batch size)"),
     "LS_BATCH_MAX_BYTES": Spec(5_000_000, _integer(1024), "bytes per POST at most"),
     "LS_USER": Spec("", _text, "basic-auth user for the Logstash inputs"),
@@ -162,6 +214,8 @@ SPECS: Mapping[str, Spec] = {
     "LS_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Logstash TLS; empty means the system store"),
     # Ledger and retention
     "KCING_DB": Spec("kcing.db", _text, "SQLite ledger of what was delivered"),
+    "KCING_DB_LOCK_WAIT": Spec(30.0, _number(0), "seconds a ledger write waits for another process holding its "
+                               "database lock before the run stops (exit 4)"),
     "DRP_DAYS": Spec(3, _integer(1), "days of data to keep (must exceed KCI_DAYS)"),
     # Elasticsearch and Kibana administration
     "ES_HOST": Spec("http://localhost:9200", _url, "Elasticsearch URL for admin commands"),
@@ -198,31 +252,38 @@ class Settings:
     KCI_DAYS: int
     KCI_PAGE_SIZE: int
     KCI_THREADS: int
+    KCING_WORKERS: Any  # a number, or "auto"
     KCI_TIMEOUT: float
     KCI_MAX_RETRIES: int
     KCI_RETRY_BACKOFF: float
+    KCI_MAX_OBJECT_BYTES: int
+    KCI_DOWNLOAD_DEADLINE: float
     KCI_CA_BUNDLE: str
     KCI_SAMPLES_DIR: str
     KCI_API_URL: str
     KCI_API_TOKEN: str
     KCI_API_STORAGE_URL: str
+    KCI_ARTIFACT_ORIGINS: tuple
     KCI_API_OVERLAP_MINUTES: int
     KCI_API_PAGE_SIZE: int
     ES_BUILD: tuple
     ES_LAVA: tuple
     ES_BOOT: tuple
+    ES_REGRESSION: tuple
     ES_MAX_RETRIES: int
     ES_LOAD_INTERVAL: float
     ES_PARALLEL_POSTS: int
     ES_MAX_DOCS_PER_SECOND: float
     ES_RETRY_BACKOFF: float
     ES_TIMEOUT: float
+    ES_POST_DEADLINE: float
     LS_PIPELINE_BATCH_SIZE: int
     LS_BATCH_MAX_BYTES: int
     LS_USER: str
     LS_PASSWORD: str
     LS_CA_BUNDLE: str
     KCING_DB: str
+    KCING_DB_LOCK_WAIT: float
     DRP_DAYS: int
     ES_HOST: str
     ES_USER: str
@@ -258,6 +319,12 @@ class Settings:
         return "%s://%s" % (self.KCI_SCHEME, self.KCI_HOST)
 
     @property
+    def upstream_origins(self) -> frozenset:
+        """The origins upstream requests and redirects may reach (kcing/urls.py)."""
+        return urls.origins((self.frontend_url, self.storage_url, self.KCI_API_URL, self.KCI_API_STORAGE_URL)
+                            + tuple(self.KCI_ARTIFACT_ORIGINS))
+
+    @property
     def non_lava_labs(self) -> frozenset:
         return frozenset(lab.strip() for lab in self.KCI_NON_LAVA_LABS.split(",") if lab.strip())
 
@@ -277,7 +344,10 @@ def _parse(name: str, value: Any, origin: str) -> Any:
     try:
         return spec.parse(value)
     except (TypeError, ValueError) as error:
-        shown = "***" if name in SECRET_NAMES else mask_credentials(repr(value))
+        if name in SECRET_NAMES:
+            shown = "***"
+        else:
+            shown = repr(mask_credentials(value)) if isinstance(value, str) else mask_credentials(repr(value))
         raise ConfigError("invalid %s=%s (from %s): %s" % (name, shown, origin, error)) from None
 
 
@@ -288,9 +358,27 @@ def read_local_settings(path: Path) -> dict:
     try:
         namespace = runpy.run_path(str(path))
     except Exception as error:  # the user's file: any error in it is a configuration error
-        raise ConfigError("cannot load %s: %s: %s" % (path, type(error).__name__, error)) from None
+        # File, line and class only: the message of a NameError or SyntaxError quotes the
+        # source (`name 'pw_...' is not defined`), which is where passwords are written.
+        line = _failing_line(error, path)
+        raise ConfigError("cannot load %s: %s%s (the text is not shown: it may hold a secret)"
+                          % (path, type(error).__name__, " at line %d" % line if line else "")) from None
     found = dict(namespace.get("settings") or {}) if isinstance(namespace.get("settings"), dict) else {}
     found.update({name: value for name, value in namespace.items() if name in SPECS})
+    return found
+
+
+def _failing_line(error: BaseException, path: Path) -> Optional[int]:
+    """The line of `path` where running it failed, or None if it is not known."""
+    if isinstance(error, SyntaxError):
+        return error.lineno
+    found = None
+    traceback = error.__traceback__
+    target = os.path.abspath(str(path))
+    while traceback is not None:
+        if os.path.abspath(traceback.tb_frame.f_code.co_filename) == target:
+            found = traceback.tb_lineno
+        traceback = traceback.tb_next
     return found
 
 

@@ -1,27 +1,51 @@
-"""Turn SIGINT and SIGTERM into a request to stop after the batch in flight."""
+"""Turn SIGINT and SIGTERM into a request to stop: the first one gently, a second one at once."""
 from __future__ import annotations
 
 import logging
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
+
+from kcing.errors import Interrupted
 
 log = logging.getLogger(__name__)
 
 
+class Stop(threading.Event):
+    """Set by the first SIGINT/SIGTERM: finish the batch in flight, start nothing new, retry
+    nothing. `urgent` turns true with the second: cut every transfer in progress now.
+
+    Sources and sinks wait between retries with `pause`, so a stop never waits a backoff out.
+    """
+
+    urgent = False
+
+    def pause(self, seconds: float) -> None:
+        """Sleep `seconds`, unless a stop is requested before or meanwhile: then raise Interrupted."""
+        if self.wait(seconds):
+            raise Interrupted("stopped by a signal while waiting to retry")
+
+
 @contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """Yield an Event set by the first SIGINT/SIGTERM; a second one interrupts at once."""
-    stop = threading.Event()
+def stop_on_signals(stop: Optional[Stop] = None) -> Iterator[Stop]:
+    """Yield a Stop set by the first SIGINT/SIGTERM; the second makes it urgent and interrupts the
+    main thread (KeyboardInterrupt). Later ones are ignored: the run is already stopping at once,
+    and an interruption inside its last ledger writes would only leave the run row open."""
+    stop = stop if stop is not None else Stop()
     previous = {}
 
     def request_stop(signum, frame):
-        if stop.is_set():
+        name = signal.Signals(signum).name
+        if not stop.is_set():
+            log.warning("%s received: finishing the batch in flight, then stopping", name)
+            stop.set()
+        elif not stop.urgent:
+            stop.urgent = True
+            log.warning("%s received again: stopping now", name)
             raise KeyboardInterrupt
-        log.warning("%s received: finishing the batch in flight, then stopping",
-                    signal.Signals(signum).name)
-        stop.set()
+        else:
+            log.warning("%s received: already stopping", name)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, request_stop)

@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import json
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 from peewee import fn
 
 from kcing.ledger.ledger import Ledger
-from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, Run, UpstreamFile
+from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, Run, UpstreamFile
+from kcing.runlock import lock_holder
 
+# The outcome shown for a run that has no end in the ledger and is not running.
+UNRECORDED_END = "ended without a record (killed, or the ledger could not be written)"
 # `downloaded` means fetched but not yet acknowledged by the sink: the next run sends it.
-STATE_LABELS = ((DELIVERED, "delivered"), (FAILED, "failed"), (REJECTED, "rejected"), (DOWNLOADED, "pending"))
+# `too_large`: Logstash refused a document as too large; the next run sends it again.
+STATE_LABELS = ((DELIVERED, "delivered"), (FAILED, "failed"), (REJECTED, "rejected"), (DOWNLOADED, "pending"),
+                (TOO_LARGE, "too_large"))
 
 
 def report(ledger: Ledger, runs: int = 5, errors: int = 5) -> dict:
@@ -25,11 +30,12 @@ def report(ledger: Ledger, runs: int = 5, errors: int = 5) -> dict:
               .setdefault(kind, {name: 0 for _, name in STATE_LABELS}))
         at[label] = at.get(label, 0) + count
     last_reconcile = ledger.last_run("reconcile")
+    running = _running_run(ledger)
     return {"ledger": ledger.db.database, "objects": objects, "destinations": destinations,
-            "runs": _last_runs(runs),
+            "runs": _last_runs(runs, running),
             "errors": _frequent_errors(errors),
             "watermarks": _watermarks(ledger),
-            "last_reconcile": _run(last_reconcile) if last_reconcile is not None else None}
+            "last_reconcile": _run(last_reconcile, running) if last_reconcile is not None else None}
 
 
 def _watermarks(ledger: Ledger) -> Dict[str, Dict[str, str]]:
@@ -40,21 +46,34 @@ def _watermarks(ledger: Ledger) -> Dict[str, Dict[str, str]]:
     return found
 
 
-def _last_runs(limit: int) -> List[dict]:
-    return [_run(row) for row in Run.select().order_by(Run.id.desc()).limit(limit)]
+def _running_run(ledger: Ledger) -> Optional[Tuple[int, str]]:
+    """(row id, pid) of the run in progress: the newest row without an end, while a kcing run
+    holds the lock beside the ledger. Every other row without an end belongs to a run that was
+    killed or could not write its end (the ledger locked or its disk full)."""
+    if ledger.db.database == ":memory:":
+        return None
+    holder = lock_holder(ledger.db.database)
+    newest = Run.select(Run.id).where(Run.ended.is_null()).order_by(Run.id.desc()).first()
+    return (newest.id, holder) if holder is not None and newest is not None else None
 
 
-def _run(row: Run) -> dict:
+def _last_runs(limit: int, running: Optional[Tuple[int, str]]) -> List[dict]:
+    return [_run(row, running) for row in Run.select().order_by(Run.id.desc()).limit(limit)]
+
+
+def _run(row: Run, running: Optional[Tuple[int, str]]) -> dict:
+    outcome = row.outcome
+    if outcome is None:
+        outcome = "running (pid %s)" % running[1] if running and running[0] == row.id else UNRECORDED_END
     return {"command": row.command, "started": _iso(row.started), "ended": _iso(row.ended),
-            "outcome": row.outcome or "running or killed",
-            "counts": json.loads(row.counts) if row.counts else {}}
+            "outcome": outcome, "counts": json.loads(row.counts) if row.counts else {}}
 
 
 def _frequent_errors(limit: int) -> List[dict]:
     count = fn.COUNT(UpstreamFile.id)
     query = (UpstreamFile.select(UpstreamFile.state, UpstreamFile.last_error, count.alias("n"),
                                  fn.MAX(UpstreamFile.first_seen).alias("last"))
-             .where(UpstreamFile.state.in_([FAILED, REJECTED]) & UpstreamFile.last_error.is_null(False))
+             .where(UpstreamFile.state.in_([FAILED, REJECTED, TOO_LARGE]) & UpstreamFile.last_error.is_null(False))
              .group_by(UpstreamFile.state, UpstreamFile.last_error)
              .order_by(count.desc(), UpstreamFile.last_error).limit(limit))
     return [{"state": row.state, "error": row.last_error, "objects": row.n} for row in query]
@@ -62,7 +81,7 @@ def _frequent_errors(limit: int) -> List[dict]:
 
 def _summary(counts: dict) -> str:
     return ", ".join("%s %s" % (name.replace("_", " "), counts[name]) for name in
-                     ("delivered", "rejected", "failed", "documents", "checked", "present", "missing",
+                     ("delivered", "rejected", "failed", "too_large", "documents", "checked", "present", "missing",
                       "not_checkable") if name in counts)
 
 
@@ -73,7 +92,8 @@ def _iso(value) -> str:
 
 def as_text(data: dict) -> str:
     lines = ["ledger: %s" % data["ledger"], ""]
-    header = "%-8s %-6s %10s %8s %9s %8s" % ("source", "kind", "delivered", "failed", "rejected", "pending")
+    header = "%-8s %-6s %10s %8s %9s %8s %9s" % ("source", "kind", "delivered", "failed", "rejected", "pending",
+                                                 "too large")
     if not data["destinations"]:
         lines.append(header)
         lines.append("(no objects yet: run `kcing feed_es`)")
@@ -83,8 +103,9 @@ def as_text(data: dict) -> str:
         lines.append("  " + header)
         for source, kinds in sources.items():
             for kind, counts in kinds.items():
-                lines.append("  %-8s %-6s %10d %8d %9d %8d" % (source, kind, counts["delivered"], counts["failed"],
-                                                               counts["rejected"], counts["pending"]))
+                lines.append("  %-8s %-6s %10d %8d %9d %8d %9d" % (source, kind, counts["delivered"], counts["failed"],
+                                                                   counts["rejected"], counts["pending"],
+                                                                   counts["too_large"]))
         lines.append("")
     if data["destinations"]:
         lines.pop()

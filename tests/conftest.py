@@ -46,7 +46,7 @@ def legacy_replica():
 
 @pytest.fixture
 def logstash():
-    """Three started Logstash emulators (`.build`, `.lava`, `.boot`, `.urls`) over one store."""
+    """Started Logstash emulators (`.build`, `.lava`, `.boot`, `.regression`, `.urls`) over one store."""
     cluster = LogstashCluster()
     cluster.start()
     yield cluster
@@ -63,3 +63,38 @@ def es():
     assert not emulator.errors
 
 # --------------------------------- end of emulator fixtures ----------------------------------
+
+# ---------------------------------------------------------------------------------------------
+# A real Elasticsearch node (tests/realnode.py), one per session, for tests marked `realengine`.
+# ---------------------------------------------------------------------------------------------
+_REAL_NODE_FIGURES: list = []
+
+
+@pytest.fixture(scope="session")
+def real_node(tmp_path_factory):
+    """The session's real Elasticsearch node; skipped without Java, a failure when CI=true."""
+    from tests import realnode
+    try:
+        node = realnode.start_node(tmp_path_factory.mktemp("realengine"))
+    except realnode.NodeUnavailable as reason:
+        if realnode.in_ci():
+            pytest.fail("CI needs the real Elasticsearch node: %s" % reason, pytrace=False)
+        pytest.skip("real Elasticsearch node unavailable: %s" % reason)
+    _REAL_NODE_FIGURES.append("started (cluster yellow) in %.1fs, RSS %d MB" % (node.start_seconds,
+                                                                             node.rss_bytes() // 2**20))
+    yield node
+    _REAL_NODE_FIGURES.append("RSS %d MB after the tests" % (node.rss_bytes() // 2**20))
+    node.stop()
+
+
+@pytest.fixture
+def real_es(real_node):
+    """The session's real node, emptied of indices and index templates before and after the test."""
+    real_node.wipe()
+    yield real_node
+    real_node.wipe()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _REAL_NODE_FIGURES:
+        terminalreporter.write_line("real Elasticsearch node: " + "; ".join(_REAL_NODE_FIGURES))

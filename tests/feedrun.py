@@ -108,6 +108,7 @@ def api_feed_environ(replica, logstash, db: Path, **extra) -> Dict[str, str]:
     settings = dict(
         KCI_SOURCE="api", KCI_API_URL=replica.api_url, KCI_API_STORAGE_URL=replica.files_url,
         ES_BUILD=logstash.urls["build"], ES_LAVA=logstash.urls["lava"], ES_BOOT=logstash.urls["boot"],
+        ES_REGRESSION=logstash.urls["regression"],
         KCING_DB=str(db), KCI_RETRY_BACKOFF="0.05", ES_RETRY_BACKOFF="0.05", ES_TIMEOUT="10", KCI_TIMEOUT="10",
     )
     settings.update(extra)

@@ -16,7 +16,7 @@ import requests
 from kcing import watermark
 from kcing.wiring import crawl_since
 from kcing.errors import ConfigError, UpstreamError
-from kcing.http import RetryPolicy, new_session
+from kcing.http import BodyReader, RetryPolicy, new_session
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, FAILED
 from kcing.pipeline import FeedOptions, feed
@@ -308,7 +308,9 @@ def test_a_malformed_page_stops_the_listing(replica, body):
 def test_how_many_limits_each_kind_and_keeps_the_watermark(replica):
     source = make_source(replica, how_many=2)
     objects = list(source.list_objects())
-    assert [obj.kind for obj in objects] == ["checkout"] + [kind for kind in NODE_KINDS[1:] for _ in range(2)]
+    # The tree has one checkout and one regression, and more than two of the other kinds.
+    assert [obj.kind for obj in objects] == \
+        ["checkout"] + [kind for kind in NODE_KINDS[1:-1] for _ in range(2)] + ["regression"]
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
 
 
@@ -393,6 +395,18 @@ def test_a_log_that_cannot_be_had_is_noted_and_the_node_still_delivered(replica,
     assert "callback_data" not in wrapped
 
 
+def test_a_log_larger_than_the_object_size_limit_is_left_out_and_the_node_still_delivered(replica):
+    baseline = replica.tree["baseline"]
+    path = baseline["artifacts"]["callback_data"][len(replica.files_url) + 1:]
+    replica.corpus.add_file(path, b"x" * 50_000)
+    requester = Requester(new_session(), RetryPolicy(attempts=3, base=0.01), 5, sleep=[].append,
+                          reader=BodyReader(deadline=5, max_bytes=10_000))
+    source = KernelCIApi(requester, replica.api_url, replica.files_url, since=SINCE, with_logs=True)
+    wrapped = envelope_of(source, baseline["id"])
+    assert "KCI_MAX_OBJECT_BYTES" in wrapped["artifact_errors"]["callback_data"]
+    assert "callback_data" not in wrapped
+
+
 def test_a_storage_host_that_keeps_failing_fails_the_object(replica):
     baseline = replica.tree["baseline"]
     path = baseline["artifacts"]["callback_data"][len(replica.files_url):]
@@ -432,11 +446,11 @@ def test_the_replica_filters_as_the_api_does(replica):
     assert total(replica, kind="test") == len([node for node in nodes if node["kind"] == "test"])
     assert total(replica, **{"data.runtime": "lava-baylibre"}) == 5  # the kselftest job and all below it
     assert total(replica, path="setup") == 3  # a list field "equals" the names it contains
-    assert total(replica, parent="null") == 1
+    assert total(replica, parent="null") == 2  # the checkout, and the regression: the tracker gives it no parent
     assert total(replica, result="null") == 2  # the checkout and the running test
     assert total(replica, processed_by_kcidb_bridge="FALSE") == len(nodes)
     assert total(replica, kind__in="checkout,kbuild") == 3
-    assert total(replica, kind__nin="test,job") == 3
+    assert total(replica, kind__nin="test,job") == 4  # the checkout, two kbuilds and the regression
     assert total(replica, kind__ne="test") == len(nodes) - 8
     assert total(replica, name__re="^kunit-case") == 3
     assert total(replica, retry_counter__gt="0") == 0
@@ -458,11 +472,11 @@ def test_the_replica_pages_in_insertion_order_with_a_default_limit(replica):
     for number in range(3):
         checkout_tree(replica.corpus, replica.files_url, BASE + timedelta(days=1), seed="more-%d" % number)
     first = get(replica, "/latest/nodes").json()
-    assert (first["limit"], first["offset"], len(first["items"]), first["total"]) == (50, 0, 50, 64)
+    assert (first["limit"], first["offset"], len(first["items"]), first["total"]) == (50, 0, 50, 4 * 17)
     second = get(replica, "/nodes", offset=50).json()  # the un-prefixed path is the same API
     assert [node["id"] for node in first["items"] + second["items"]] == [node["id"] for node in replica.corpus.nodes()]
     assert get(replica, "/latest/nodes", limit=0).status_code == 422
-    assert get(replica, "/v0/nodes", limit=1).json()["total"] == 64
+    assert get(replica, "/v0/nodes", limit=1).json()["total"] == 4 * 17
     response = get(replica, "/v1/nodes")
     assert response.status_code == 400 and response.text == "Unsupported API version: v1"
 
@@ -498,7 +512,7 @@ def test_the_replica_is_safe_to_change_while_serving(replica):
             assert get(replica, "/latest/nodes", limit=5).status_code == 200
     finally:
         thread.join()
-    assert total(replica) == 31 * 16
+    assert total(replica) == 31 * 17  # 30 trees written while serving, and the fixture's
 
 
 def test_outcomes_used_by_the_hook_are_plain_ledger_facts():

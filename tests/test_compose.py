@@ -160,7 +160,7 @@ def test_logstash_publishes_exactly_the_pipeline_ports(compose):
     text = PIPELINE.read_text(encoding="utf-8")
     pipeline_ports = {int(port) for port in re.findall(r"^\s*port\s*=>\s*(\d+)\s*$", text, re.M)}
     published = published_ports(compose["services"]["logstash"])
-    assert pipeline_ports == {8337, 8338, 8007}
+    assert pipeline_ports == {8337, 8338, 8007, 8339}
     assert {container for _, _, container in published} == pipeline_ports
     # Same number outside, so kcing's default URLs (http://localhost:8337, ...) reach them.
     assert all(host == container for _, host, container in published)

@@ -117,3 +117,24 @@ def test_bundled_sample_reports_become_documents(obj):
     assert document.body["boot_result"] in ("pass", "fail")
     assert isinstance(document.body["boot_time"], float)
     assert field_problems("boot", document.body) == []
+
+
+@pytest.mark.parametrize("changes, removed, expected", [
+    pytest.param({"boot_retries": 2}, (), 2, id="boot_retries"),
+    pytest.param({"retries": 3}, ("boot_retries",), 3, id="retries-as-lava-ci-wrote-it"),
+    pytest.param({"retries": "1"}, ("boot_retries",), 1, id="retries-as-a-string"),
+    pytest.param({"boot_retries": 0, "retries": 4}, (), 0, id="boot_retries-wins"),
+    pytest.param({}, ("boot_retries",), None, id="neither"),
+])
+def test_retries_are_read_under_both_names(changes, removed, expected):
+    assert boot_doc(changes, removed=removed).body.get("boot_retries") == expected
+
+
+def test_a_report_without_a_lab_takes_the_listed_lab():
+    report = dict(SPEC_REPORT)
+    del report["lab_name"]
+    (document,) = documents_for(BOOT, json.dumps(report).encode(), LISTED, "lab-baylibre-seattle")
+    assert document.body["lab_name"] == "lab-baylibre-seattle"
+    assert document.doc_id == boot_doc().doc_id  # the same report naming its lab: the same document
+    with pytest.raises(RejectedInput, match="lacks lab_name"):
+        documents_for(BOOT, json.dumps(report).encode(), LISTED)

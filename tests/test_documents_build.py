@@ -234,3 +234,72 @@ def test_the_document_layer_imports_no_io():
             names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
             assert not set(names) & forbidden, (module.name, names)
+
+
+# -- bmeta.json (2020-09 on; alone on storage from 2021-04) -------------------------------------
+
+def next_build_item(status="PASS"):
+    from tests.fakes.legacy_data import build_item
+    return build_item("next", "next-20210304", "arm64", "defconfig+kselftest", LISTED, status=status)
+
+
+def test_a_bmeta_json_gives_the_same_build_document_as_its_build_json():
+    from tests.fakes.legacy_data import bmeta_json, build_json
+    item = next_build_item()
+    (flat,) = documents_for(BUILD, build_json(item), LISTED)
+    (nested,) = documents_for(BUILD, bmeta_json(item), LISTED)
+    assert (nested.index, nested.doc_id, nested.timestamp) == (flat.index, flat.doc_id, flat.timestamp)
+    # What only steps.json and artifacts.json say is not in bmeta.json; everything else is equal.
+    only_in_build_json = {"build_log", "build_threads", "dtb_dir", "kernel_config", "modules"}
+    assert set(flat.body) - set(nested.body) == only_in_build_json
+    assert {name: nested.body[name] for name in nested.body} == \
+        {name: flat.body[name] for name in nested.body}
+    assert field_problems("build", nested.body) == []
+
+
+def test_a_bmeta_json_in_kernelci_cores_own_shape():
+    # The values of kernelci-core's bmeta test sample (next-20210304, defconfig+kselftest).
+    bmeta = {
+        "build": {"duration": 315.772096157074, "status": "FAIL"},
+        "environment": {"arch": "arm64", "compiler": "gcc", "compiler_version": "8",
+                        "compiler_version_full": "aarch64-linux-gnu-gcc (Debian 8.3.0-2) 8.3.0",
+                        "cross_compile": "aarch64-linux-gnu-", "name": "gcc-8",
+                        "platform": {"uname": ["Linux", "3ddfd7c7bfde", "4.19.0-12-amd64", "#1 SMP", "x86_64", ""]}},
+        "kernel": {"defconfig": "defconfig", "defconfig_full": "defconfig+kselftest", "fragments": ["kernelci.config"],
+                   "image": "Image", "publish_path": "next/master/next-20210304/arm64/defconfig+kselftest/gcc-8",
+                   "system_map": "System.map", "text_offset": "0x10000000", "vmlinux_file_size": 573708760},
+        "revision": {"branch": "master", "commit": "f5427c2460ebc11b1a66c1742d41077ae5b99796",
+                     "describe": "next-20210304", "describe_verbose": "v5.12-rc1-1897-gf5427c2460eb",
+                     "tree": "next", "url": "https://git.kernel.org/pub/scm/linux/kernel/git/next/linux-next.git"},
+    }
+    (document,) = documents_for(BUILD, json.dumps(bmeta).encode(), LISTED)
+    body = document.body
+    assert (body["job"], body["git_branch"], body["kernel"], body["git_describe_v"]) == \
+        ("next", "master", "next-20210304", "v5.12-rc1-1897-gf5427c2460eb")
+    assert (body["arch"], body["defconfig"], body["defconfig_full"], body["build_environment"]) == \
+        ("arm64", "defconfig", "defconfig+kselftest", "gcc-8")
+    assert (body["build_result"], body["build_time"], body["kconfig_fragments"]) == ("FAIL", 315.772096157074,
+                                                                                      "kernelci.config")
+    assert body["file_server_resource"] == "next/master/next-20210304/arm64/defconfig+kselftest/gcc-8"
+    assert body["build_platform"][1] == "3ddfd7c7bfde"
+    assert body["vmlinux_file_size"] == 573708760
+
+
+@pytest.mark.parametrize("content, reason", [
+    pytest.param({"revision": {"tree": "next"}}, "bmeta.json lacks environment.arch, revision.describe, "
+                 "kernel.defconfig_full", id="bmeta-missing-fields"),
+    pytest.param({"id": 370874, "status": 3, "definition": "device_type: qemu"},
+                 "neither a build.json .* nor a bmeta.json",
+                 id="a-lava-callback"),
+    pytest.param({}, "neither a build.json .* nor a bmeta.json", id="empty-object"),
+    pytest.param({"build": "PASS", "kernel": None}, "neither a build.json", id="sections-not-objects"),
+])
+def test_a_file_in_neither_format_names_the_formats_expected(content, reason):
+    with pytest.raises(RejectedInput, match=reason):
+        documents_for(BUILD, json.dumps(content).encode(), LISTED)
+
+
+def test_a_bmeta_json_without_a_date_is_refused():
+    from tests.fakes.legacy_data import bmeta_json
+    with pytest.raises(RejectedInput, match="no date: bmeta.json carries none"):
+        documents_for(BUILD, bmeta_json(next_build_item()), None)

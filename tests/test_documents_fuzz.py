@@ -58,6 +58,10 @@ YAML_GARBAGE = [
     "<<: *a", "!!python/object/apply:decimal.Decimal [1, 2]", "\x00", "\ufeff", "\x85", "'", '"', "\\",
     "[" * 3000, "- " * 3000, "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
     "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n",
+    # Aliases inside what they name: the result would contain itself.
+    "- {msg: &x [*x]}", "&x [*x]", "{a: &b {c: [*b]}}", "&m {<<: *m}",
+    # One string named many times: small file, gigabytes of documents.
+    '- {msg: &s "%s"}\n' % ("s" * 65536) + "- {msg: *s}\n" * 200,
 ]
 
 
@@ -165,8 +169,22 @@ def test_mutated_files_give_documents_or_a_reason(kind, path, mutation, number):
     assert len({document.doc_id for document in documents}) == len(documents)
 
 
+@pytest.mark.parametrize("garbage", YAML_GARBAGE, ids=range(len(YAML_GARBAGE)))
+def test_yaml_garbage_alone_is_data_or_a_reason(garbage):
+    """Each shape on its own, as a whole log: documents or a one-line reason, nothing else."""
+    lava = LEGACY / "lava-json-meson-gxbb-p200.json"
+    if not lava.is_file():
+        pytest.skip("%s is absent" % lava)
+    record = json.loads(lava.read_bytes())
+    record["log"] = garbage
+    try:
+        documents_for(LAVA, json.dumps(record).encode("utf-8"), LISTED)
+    except RejectedInput as refusal:
+        assert "\n" not in str(refusal) and len(str(refusal)) <= 300
+
+
 def test_the_fields_contract_is_well_formed():
-    assert set(FIELDS) == {"build", "boot", "test", "log"}
+    assert set(FIELDS) == {"build", "boot", "test", "log", "regression"}
     assert {field_type for fields in FIELDS.values() for field_type in fields.values()} <= set(TYPES)
     declared = {name for fields in FIELDS.values() for name in fields}
     assert NULLABLE <= declared and KEYWORD_ARRAYS <= declared

@@ -55,17 +55,87 @@ def boot_of(docs):
 
 # -- the boot outcome ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, step, result, seconds", [
-    pytest.param(MESON, "login-action", "pass", 14.74, id="meson-login-action"),
-    pytest.param(JETSON, "auto-login-action", "pass", 23.94, id="jetson-auto-login-action"),
-    pytest.param(RAW_QEMU, "login-action", "pass", 2.05, id="raw-qemu-login-action"),
+@pytest.mark.parametrize("name, step, seconds", [
+    pytest.param(MESON, "login-action", 14.74, id="meson-login-action"),
+    pytest.param(JETSON, "auto-login-action", 23.94, id="jetson-auto-login-action"),
+    pytest.param(RAW_QEMU, "login-action", 2.05, id="raw-qemu-login-action"),
 ])
-def test_boot_result_and_time_come_from_the_login_step(name, step, result, seconds):
+def test_boot_time_comes_from_the_login_step(name, step, seconds):
     docs = documents(name)
-    boot = boot_of(docs).body
-    assert (boot["boot_result"], boot["boot_time"]) == (result, seconds)
+    assert boot_of(docs).body["boot_time"] == seconds
     (login,) = [doc.body for doc in of_kind(docs, "test") if doc.body["name"] == step]
     assert login["measurement"] == seconds and login["suite"] == "lava"
+
+
+# The boot verdict of the real files, as KernelCI reported them: the raw QEMU job logged in, then
+# the kernel faulted and the job ended incomplete; KernelCI's own tests assert FAIL for it.
+@pytest.mark.parametrize("name, result, failure", [
+    pytest.param(MESON, "pass", None, id="meson-complete"),
+    pytest.param(JETSON, "pass", None, id="jetson-complete"),
+    pytest.param(RAW_QEMU, "fail", "kernel", id="raw-qemu-kernel-fault-after-login"),
+])
+def test_the_boot_verdict_of_the_real_files(name, result, failure):
+    for doc in documents(name):  # boot, test and log documents alike
+        assert doc.body["boot_result"] == result
+        assert doc.body.get("boot_failure") == failure
+
+
+def lava_suite(login=None, login_step="login-action", error_type=None):
+    """The `lava` suite YAML of a job: its `job` step, and a login step when `login` is a result."""
+    steps = "- id: '1'\n  name: job\n  result: %s\n  metadata: {error_type: %s, error_msg: boom}\n" % (
+        "fail" if error_type else "pass", error_type or "''")
+    if login is not None:
+        steps += "- {id: '2', name: %s, result: %s, measurement: '4.5000000000'}\n" % (login_step, login)
+    return steps
+
+
+def verdict(status, suite):
+    """(boot_result, boot_failure) of the meson callback with its status and `lava` suite replaced."""
+    callback = real_callback(MESON)
+    callback["status"] = status
+    callback["status_string"] = {2: "complete", 3: "incomplete", 4: "canceled"}[status]
+    callback["results"] = dict(callback["results"], lava=suite)
+    boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
+    return boot["boot_result"], boot.get("boot_failure")
+
+
+VERDICTS = [
+    # (job status, the job's lava suite, expected boot_result, expected boot_failure)
+    pytest.param(2, lava_suite("pass"), "pass", None, id="login-pass-job-complete"),
+    pytest.param(3, lava_suite("pass", error_type="Job"), "fail", "kernel", id="login-pass-kernel-fault"),
+    pytest.param(3, lava_suite("pass", error_type="Test"), "fail", "kernel", id="login-pass-test-error"),
+    pytest.param(3, lava_suite("fail", error_type="Job"), "fail", "kernel", id="login-fail"),
+    pytest.param(2, lava_suite("fail"), "fail", "kernel", id="login-fail-job-complete"),
+    pytest.param(3, lava_suite(None, error_type="Job"), "fail", "kernel", id="no-login-step-job-error"),
+    pytest.param(3, lava_suite(None, error_type="LAVATimeout"), "fail", "kernel", id="no-login-step-timeout"),
+    pytest.param(2, lava_suite(None), "pass", None, id="no-login-step-job-complete"),
+    pytest.param(3, lava_suite("pass", error_type="Infrastructure"), "unknown", "infrastructure",
+                 id="infrastructure-error-after-login"),
+    pytest.param(3, lava_suite("fail", error_type="Infrastructure"), "unknown", "infrastructure",
+                 id="infrastructure-error-login-fail"),
+    pytest.param(3, lava_suite(None, error_type="Infrastructure"), "unknown", "infrastructure",
+                 id="infrastructure-error-no-login-step"),
+    pytest.param(3, lava_suite(None, error_type="Bug"), "unknown", "infrastructure", id="lava-bug"),
+    pytest.param(3, lava_suite(None, error_type="Configuration"), "unknown", "infrastructure",
+                 id="configuration-error"),
+    pytest.param(4, lava_suite("pass", error_type="Canceled"), "unknown", "infrastructure", id="canceled"),
+]
+
+
+@pytest.mark.parametrize("login_step", ["login-action", "auto-login-action"])
+@pytest.mark.parametrize("status, suite, result, failure", VERDICTS)
+def test_the_boot_verdict_is_the_same_for_both_login_step_names(status, suite, result, failure, login_step):
+    assert verdict(status, suite.replace("login-action", login_step)) == (result, failure)
+
+
+def test_a_job_without_status_takes_the_login_step_else_unknown():
+    callback = real_callback(MESON)
+    del callback["status"], callback["status_string"]
+    boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
+    assert boot["boot_result"] == "pass"
+    callback["results"] = {"lava": lava_suite(None)}
+    boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
+    assert (boot["boot_result"], boot.get("boot_failure")) == ("unknown", None)
 
 
 def test_the_raw_incomplete_callback_carries_the_job_error():
@@ -91,21 +161,6 @@ def test_a_stored_callback_names_its_lab_and_build():
     assert "error_type" not in boot
     # From the bootloader-overlay step, as the backend took them.
     assert (boot["dtb_addr"], boot["loadaddr"], boot["initrd_addr"]) == ("0x1000000", "0x1080000", "0x13000000")
-
-
-@pytest.mark.parametrize("status, error_type, expected", [
-    pytest.param(2, None, "unknown", id="complete-without-login-step"),
-    pytest.param(3, "Job", "fail", id="incomplete-kernel-side"),
-    pytest.param(3, "Infrastructure", "unknown", id="incomplete-lab-side"),
-])
-def test_without_a_login_step_the_job_status_decides(status, error_type, expected):
-    callback = real_callback(MESON)
-    callback["status"], callback["status_string"] = status, {2: "complete", 3: "incomplete"}[status]
-    job_step = "- id: '1'\n  name: job\n  result: fail\n  metadata: {error_type: %s}\n" % (error_type or "''")
-    callback["results"] = {"lava": job_step}
-    boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
-    assert boot["boot_result"] == expected
-    assert boot["boot_time"] is None
 
 
 def test_the_first_login_of_a_job_that_booted_twice_counts():
@@ -459,3 +514,42 @@ def test_a_lone_surrogate_in_a_log_message_rejects_the_file():
     callback["log"] = '- {"dt": "2020-11-04T16:44:34.0", "lvl": "target", "msg": "bad \\udc80 byte"}\n'
     with pytest.raises(RejectedInput):
         documents_for(LAVA, json.dumps(callback).encode("utf-8"), LISTED)
+
+
+# -- the lab ----------------------------------------------------------------------------------------
+
+def without_any_lab(callback: dict) -> dict:
+    """A raw callback that names no lab: no `lab_name`, and a notify URL without `lab_name=`."""
+    callback = dict(callback)
+    callback.pop("lab_name", None)
+    callback["definition"] = callback["definition"].replace("lab_name=mgalka-lava-local&", "")
+    assert "lab_name" not in callback["definition"]
+    return callback
+
+
+def test_a_callback_without_a_lab_takes_the_listed_lab():
+    raw = encode(without_any_lab(real_callback(RAW_QEMU)))
+    docs = documents_for(LAVA, raw, LISTED, "lab-collabora")
+    assert {doc.body["lab_name"] for doc in docs} == {"lab-collabora"}
+
+
+def test_the_file_own_lab_wins_over_the_listed_one():
+    docs = documents_for(LAVA, real_bytes(RAW_QEMU), LISTED, "lab-elsewhere")
+    assert boot_of(docs).body["lab_name"] == "mgalka-lava-local"  # from its notify URL
+    docs = documents_for(LAVA, real_bytes(MESON), LISTED, "lab-elsewhere")
+    assert boot_of(docs).body["lab_name"] == "lab-baylibre"
+
+
+def test_two_labs_with_the_same_job_id_and_board_never_share_a_document():
+    raw = encode(without_any_lab(real_callback(RAW_QEMU)))
+    first = documents_for(LAVA, raw, LISTED, "lab-a")
+    second = documents_for(LAVA, raw, LISTED, "lab-b")
+    assert len(first) == len(second) > 1
+    assert not {doc.doc_id for doc in first} & {doc.doc_id for doc in second}
+
+
+@pytest.mark.parametrize("listed_lab", [None, "", "   "])
+def test_a_callback_naming_no_lab_anywhere_is_refused(listed_lab):
+    raw = encode(without_any_lab(real_callback(RAW_QEMU)))
+    with pytest.raises(RejectedInput, match="LAVA job 577 names no lab"):
+        documents_for(LAVA, raw, LISTED, listed_lab)

@@ -6,6 +6,7 @@ callbacks in shared/data/upstream/legacy.
 """
 from __future__ import annotations
 
+import copy
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,7 +60,7 @@ def without_api(body) -> dict:
 @pytest.mark.parametrize("name, kinds", [
     ("checkout", []), ("kbuild-arm64", ["build"]), ("kbuild-x86", ["build"]), ("baseline", ["boot"]),
     ("kselftest", ["boot"]), ("setup", ["test"]), ("suite", ["test"]), ("login", ["test"]),
-    ("kunit", ["test"]), ("kunit-case-0", ["test"]), ("running", ["test"]),
+    ("kunit", ["test"]), ("kunit-case-0", ["test"]), ("running", ["test"]), ("regression", ["regression"]),
 ])
 def test_each_node_kind_maps_to_the_legacy_document_kinds(tree, name, kinds):
     documents = docs(tree[name])
@@ -260,3 +261,128 @@ def test_test_nodes_use_the_legacy_test_fields_with_their_types(tree):
         assert set(body) <= set(FIELDS["test"])
         assert {field: type(value) for field, value in body.items() if value is not None and field in legacy_types} \
             == {field: legacy_types[field] for field, value in body.items() if value is not None and field in legacy_types}
+
+
+# Tests and the job they ran in (the source adds the job to the envelope) --------------------------
+
+def test_a_test_takes_the_lava_job_id_and_device_from_its_job(tree):
+    job = {"id": tree["baseline"]["id"], "data": {"job_id": "7700001", "device": "meson-cbg-1",
+                                                  "platform": "meson-gxbb-p200", "runtime": "lava-collabora"}}
+    bare = only(docs(tree["login"])).body
+    assert "lava_job_id" not in bare and "board_instance" not in bare  # the test node alone does not say
+    body = only(docs(tree["login"], job_node=job)).body
+    assert (body["lava_job_id"], body["board_instance"], body["board"], body["lab_name"]) == \
+        (7700001, "meson-cbg-1", "meson-gxbb-p200", "lava-collabora")
+    assert body["kernelci_api"]["job_node_id"] == tree["baseline"]["id"]
+    assert field_problems("test", body) == []
+
+
+@pytest.mark.parametrize("job_node, expected", [
+    ({"id": "cd" * 12, "data": {"job_id": "kci-kunit-x86", "platform": "other"}}, (None, "qemu-arm64")),
+    ({"id": "cd" * 12, "data": {"job_id": 12}}, (12, "qemu-arm64")),  # a number is a LAVA job number too
+    ("not a node", (None, "qemu-arm64")),
+    ({"data": {"job_id": "5"}}, (5, "qemu-arm64")),  # no id: still its data
+])
+def test_a_test_keeps_its_own_fields_and_reads_only_lava_job_numbers_from_its_job(tree, job_node, expected):
+    body = only(docs(tree["case-1"], job_node=job_node)).body
+    assert (body.get("lava_job_id"), body["board"]) == expected
+    assert field_problems("test", body) == []
+
+
+# Regressions --------------------------------------------------------------------------------------
+
+def test_a_regression_gives_the_failing_revision_and_test_and_what_its_runs_add(tree):
+    node = tree["regression"]
+    failed, job = tree["case-1"], tree["kselftest"]
+    passed = {"id": node["data"]["pass_node"], "created": "2024-10-15T09:00:00.000000",
+              "data": {"kernel_revision": {"commit": "1" * 40, "describe": "v6.12-rc2"}}}
+    body = only(docs(node, fail_node=failed, fail_job_node=job, pass_node=passed,
+                     viewer_urls={"fail_node": "https://api/viewer?node_id=" + failed["id"]})).body
+    assert without_api(body) == {
+        "job": "mainline", "git_branch": "master", "git_commit": failed["data"]["kernel_revision"]["commit"],
+        "git_url": "https://git.kernel.org/pub/scm/linux/kernel/git/mainline/linux.git",
+        "git_describe": "v6.12-rc3-45-gc862449c840a", "kernel": "v6.12-rc3-45-gc862449c840a",
+        "arch": "arm64", "defconfig": "defconfig", "defconfig_full": "defconfig+lab-setup",
+        "build_environment": "gcc-12", "board": "qemu-arm64", "board_instance": "qemu-arm64-cbg-1",
+        "lab_name": "lava-baylibre", "lava_job_id": 7700002, "plan": "kselftest-exec", "name": "exec_execveat_1",
+        "test_path": "kselftest-exec.kselftest-exec.exec_execveat_1", "status": "active",
+        "fail_node": failed["id"], "pass_node": passed["id"],
+        "fail_node_url": "https://api/viewer?node_id=" + failed["id"],
+        "pass_git_commit": "1" * 40, "pass_git_describe": "v6.12-rc2", "pass_kernel": "v6.12-rc2",
+        "pass_time": "2024-10-15T09:00:00.000Z", "runs_since": 0,
+    }
+    assert field_problems("regression", body) == []
+    document = only(docs(node))
+    assert (document.kind, document.index) == ("regression", "regression-2024.10.16")
+    assert document.timestamp == "2024-10-16T00:20:00.000Z"  # the regression node's own date
+
+
+@pytest.mark.parametrize("key", ["failed_kernel_revision", "kernel_revision", "failed_kernel_version"])
+def test_the_failing_revision_is_read_under_each_name_the_api_gave_it(tree, key):
+    node = copy.deepcopy(tree["regression"])
+    data = node["data"]
+    data[key] = data.pop("failed_kernel_revision")
+    body = only(docs(node)).body
+    assert (body["job"], body["git_describe"]) == ("mainline", "v6.12-rc3-45-gc862449c840a")
+
+
+@pytest.mark.parametrize("result, sequence, status, runs", [
+    ("fail", [], "active", 0), ("fail", ["ef" * 12], "active", 1), ("pass", ["ef" * 12, "fe" * 12], "inactive", 2),
+    (None, None, "unknown", None), ("incomplete", "not a list", "unknown", None),
+])
+def test_a_regression_says_whether_it_is_still_failing_and_how_many_runs_followed(tree, result, sequence, status,
+                                                                                   runs):
+    node = copy.deepcopy(tree["regression"])
+    node.update(result=result)
+    node["data"]["node_sequence"] = sequence
+    document = only(docs(node))
+    assert (document.body["status"], document.body.get("runs_since")) == (status, runs)
+    assert document.doc_id == document_id("regression", "kernelci_api", node["id"])  # one id, every version
+    assert field_problems("regression", document.body) == []
+
+
+@pytest.mark.parametrize("related", [
+    {"fail_node": "text", "pass_node": ["a"], "fail_job_node": 3, "viewer_urls": "x"},
+    {"fail_node": {"data": "x"}, "pass_node": {"data": {"kernel_revision": "v6"}, "created": "not a date"}},
+    {"viewer_urls": {"fail_node": 5, "pass_node": None}},
+])
+def test_unusable_related_nodes_leave_their_fields_out(tree, related):
+    node = copy.deepcopy(tree["regression"])
+    node["data"].update(fail_node="not an id", pass_node=None, platform=None)
+    body = only(docs(node, **related)).body
+    assert field_problems("regression", body) == []
+    for name in ("fail_node", "pass_node", "pass_git_describe", "pass_time", "fail_node_url", "lab_name"):
+        assert name not in body
+
+
+JUNK = [None, 7, 2.5, True, "", "x" * 20000, [], [1, {"a": None}], {"nested": {"deep": [None]}}, "\u0000\ud7ff"]
+
+
+@pytest.mark.parametrize("where", ["node", "data", "related"])
+def test_a_regression_with_junk_in_any_field_gives_a_valid_document_or_a_reason(tree, where):
+    regression = tree["regression"]
+    targets = {"node": sorted(regression), "data": sorted(regression["data"]),
+               "related": ["fail_node", "fail_job_node", "pass_node", "viewer_urls"]}[where]
+    for name in targets:
+        for junk in JUNK:
+            node = copy.deepcopy(regression)
+            envelope = {"fail_node": tree["case-1"], "fail_job_node": tree["kselftest"], "pass_node": tree["case-0"]}
+            {"node": node, "data": node["data"], "related": envelope}[where][name] = junk
+            try:
+                documents = documents_for("regression", json.dumps(dict(envelope, node=node)).encode())
+            except RejectedInput as refusal:
+                assert str(refusal) and "\n" not in str(refusal)
+                continue
+            for document in documents:
+                check(document)
+                assert field_problems(document.kind, document.body) == [], (where, name, junk)
+
+
+def test_a_test_with_junk_in_its_job_gives_a_valid_document(tree):
+    for name in ("id", "data", "job_id", "device", "platform", "runtime"):
+        for junk in JUNK:
+            job = {"id": tree["kselftest"]["id"], "data": dict(tree["kselftest"]["data"])}
+            (job if name in ("id", "data") else job["data"])[name] = junk
+            document = only(docs(tree["case-1"], job_node=job))
+            check(document)
+            assert field_problems("test", document.body) == [], (name, junk)

@@ -251,19 +251,26 @@ def test_ilm_policies(es, client):
 
 # -- listing and deleting indices ----------------------------------------------------------------
 
-def test_cat_indices_lists_hidden_indices_with_string_values(es, client):
+def test_cat_indices_lists_hidden_indices_only_when_asked_with_string_values(es, client):
     es.seed_index(".kibana_1", docs={"a": {"x": 1}})
     es.seed_index("build-2019.01.01", docs={"a": {"x": 1}, "b": {"x": 2}})
-    rows = client.cat.indices(format="json", h="index,docs.count,pri", s="index").body
+    rows = client.cat.indices(format="json", h="index,docs.count,pri", s="index", expand_wildcards="all").body
     assert rows == [{"index": ".kibana_1", "docs.count": "1", "pri": "1"},
                     {"index": "build-2019.01.01", "docs.count": "2", "pri": "1"}]
     full = client.cat.indices(format="json").body[0]
     assert set(full) >= {"health", "status", "index", "uuid", "pri", "rep", "docs.count", "store.size"}
     assert all(isinstance(value, str) for value in full.values())
-    assert [r["index"] for r in client.cat.indices(format="json", h="index", expand_wildcards="open")] == [
-        "build-2019.01.01"]
+    for expand in (None, "open"):  # a real node leaves hidden indices out by default
+        assert [r["index"] for r in client.cat.indices(format="json", h="index", expand_wildcards=expand)] == [
+            "build-2019.01.01"]
     with pytest.raises(NotFoundError):
         client.cat.indices(index="nope", format="json")
+
+
+def test_a_dot_prefixed_index_made_through_the_api_is_not_hidden(es, client):
+    client.indices.create(index=".plain")
+    client.indices.create(index=".secret", settings={"index.hidden": True})
+    assert [r["index"] for r in client.cat.indices(format="json", h="index")] == [".plain"]
 
 
 def test_delete_refuses_wildcards_and_missing_names(es, client):
@@ -373,3 +380,23 @@ def test_mget_without_source_and_what_it_refuses(es, client):
         answer = raw(es, "POST", "/_mget", body)
         assert answer.status_code == 400 and answer.headers["X-Elastic-Product"] == "Elasticsearch"
         assert (answer.json()["error"]["type"], answer.json()["error"]["reason"]) == (kind, reason)
+
+
+# Field names as a real Elasticsearch 8.15 node answered them (tests/test_real_engine.py checks the
+# same table against the node): a trailing dot is dropped, other empty segments are refused.
+FIELD_NAME_ANSWERS = [
+    ({"x.": 1}, 201), ({"a": {"b.": 1}}, 201), ({"a.": {"b": 1}}, 201), ({"a": [{"b.": 1}]}, 201),
+    ({".x": 1}, 400), ({"x..y": 1}, 400), ({".": 1}, 400), ({"..": 1}, 400), ({" ": 1}, 400),
+    ({"a": {"": 1}}, 400), ({"a": {".b": 1}}, 400),
+]
+
+
+def field_name_statuses(client) -> list:
+    operations = []
+    for number, (source, _) in enumerate(FIELD_NAME_ANSWERS):
+        operations += [{"index": {"_index": "probe-%d" % number, "_id": "1"}}, source]
+    return [item["index"]["status"] for item in client.bulk(operations=operations)["items"]]
+
+
+def test_field_names_are_refused_exactly_as_a_real_node_refuses_them(es, client):
+    assert field_name_statuses(client) == [status for _, status in FIELD_NAME_ANSWERS]

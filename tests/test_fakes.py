@@ -528,7 +528,7 @@ def test_gzip_bodies_are_decoded_and_bad_gzip_is_400(emulator):
 
 
 def test_cluster_fixture_routes_share_one_store(logstash):
-    assert len(set(logstash.urls.values())) == 3 and set(logstash.urls) == {"build", "lava", "boot"}
+    assert len(set(logstash.urls.values())) == 4 and set(logstash.urls) == {"build", "lava", "boot", "regression"}
     post(logstash.build.url, [doc(doc_id="b")])
     post(logstash.lava.url, [doc(index="test-2019.05.31", doc_id="t")])
     assert set(logstash.store) == {("build-2019.05.31", "b"), ("test-2019.05.31", "t")}

@@ -17,15 +17,19 @@ from __future__ import annotations
 import json
 import os
 import random
+import sqlite3
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from tests.faults.plan import FAMILIES, arm_all, family_names, injected, make_plan, run_settings
 from tests.faults.world import World, sample_objects
-from tests.feedrun import SAMPLES
+from kcing.status import UNRECORDED_END
+from tests.feedrun import SAMPLES, kcing
+from tests.tmpfs import fill_leaving, small_tmpfs
 
 pytestmark = [pytest.mark.faults,
               pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")]
@@ -41,7 +45,9 @@ def first_seed() -> int:
     return int(chosen) if chosen else DEFAULT_SEED
 
 
-SCENARIOS = int(os.environ.get("KCING_FAULT_SCENARIOS", "50"))
+# Each family leads at least two scenarios: a fault armed late in a run can be pre-empted by
+# another that stops the run early, and the coverage test needs every family to fire once.
+SCENARIOS = int(os.environ.get("KCING_FAULT_SCENARIOS", str(max(50, 2 * len(FAMILIES)))))
 FIRST_SEED = first_seed()
 SEEDS = list(range(FIRST_SEED, FIRST_SEED + SCENARIOS))
 
@@ -136,7 +142,7 @@ def converge(world: World, plan):
         listed_before = len(world.catalog)
         commit_kill = next((fault.commit_kill for fault in faults if fault.commit_kill), None)
         kill_after = next((fault.kill_after for fault in faults if fault.kill_after), None)
-        run = world.run(world.environ(**run_settings(plan, faults)), arm=arm_all(world, faults),
+        run = world.run(world.environ(**run_settings(plan, faults, world)), arm=arm_all(world, faults),
                         commit_kill=commit_kill, kill_after=kill_after)
         print(run.describe())
         check_between_runs(world, run)
@@ -234,6 +240,37 @@ def test_a_kill_inside_a_ledger_commit_leaves_a_sound_ledger(world):
     assert again.returncode == 0, again.stderr
     assert world.stored() == world.expected()
     assert world.integrity() == "ok"
+
+
+def test_a_disk_that_fills_under_the_ledger_mid_run_loses_nothing(tmp_path):
+    """The ledger's file system fills while batches are being acknowledged: the run stops with
+    exit 5 and a closed run row, the ledger claims nothing the sink lacks, and once there is
+    room again the next run delivers exactly the rest."""
+    with small_tmpfs(tmp_path / "ledger", "1m") as ledger_dir, World(tmp_path) as world:
+        world.db = ledger_dir / "kcing.db"
+        filled: list = []
+        full = world.run(world.environ(KCI_THREADS="1"), arm=lambda: world.hooks.at(
+            "post", 5, lambda: filled.append(fill_leaving(ledger_dir, 0))))
+        assert filled, "the fifth POST never came"
+        assert full.returncode == 5, full.stderr
+        assert full.error_line.startswith("kcing feed_es: cannot write the ledger"), full.stderr
+        assert "Traceback" not in full.stderr
+        check_between_runs(world, full)
+        # The run row is closed with "error 5" when the ledger still had room for that one
+        # write; on a disk full to the last block it cannot be, and status says so.
+        with closing(sqlite3.connect(str(world.db))) as conn:
+            assert conn.execute("SELECT outcome FROM run").fetchall() in ([("error 5",)], [(None,)])
+        shown = kcing(["status", "--json"], world.environ(), tmp_path)
+        assert json.loads(shown.stdout)["runs"][0]["outcome"] in ("error 5", UNRECORDED_END), shown.stdout
+        assert any(row["state"] != "delivered" for row in world.ledger_rows().values())
+
+        filled[0].unlink()
+        again = world.run(world.environ())
+        assert again.returncode == 0, again.stderr
+        check_between_runs(world, again)
+        world.quiet_down()
+        assert world.stored() == world.expected()
+        assert set(row["state"] for row in world.ledger_rows().values()) == {"delivered"}
 
 
 # Listing items of the wrong shape ------------------------------------------------------------

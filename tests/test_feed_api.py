@@ -52,9 +52,56 @@ def listed_nodes(replica: ApiReplica, since: Optional[datetime] = None) -> list:
             and (since is None or parse_api_time(node["updated"]) >= since)]
 
 
+def extract(node: Optional[dict]) -> Optional[dict]:
+    """What an envelope carries of a related node."""
+    if node is None:
+        return None
+    data = {name: node["data"][name] for name in ("kernel_revision", "job_id", "device", "platform", "runtime",
+                                                  "error_code", "error_msg") if node["data"].get(name) is not None}
+    if "kernel_revision" in data:
+        data["kernel_revision"] = {name: data["kernel_revision"][name] for name in ("tree", "url", "branch", "commit",
+                                                                                    "describe")}
+    return dict({name: node.get(name) for name in ("id", "kind", "name", "path", "group", "parent", "created",
+                                                     "result")}, data=data)
+
+
+def job_of(replica: ApiReplica, node: dict) -> Optional[dict]:
+    """The job at the root of `node`'s group, found by walking up the corpus."""
+    if node.get("group") not in node.get("path", [])[:-1]:
+        return None
+    current = node
+    while current.get("parent"):
+        current = replica.corpus.get(current["parent"])
+        if current is None:
+            return None
+        if current["name"] == node["group"] and current["group"] not in current["path"][:-1]:
+            return current
+    return None
+
+
+def related(replica: ApiReplica, node: dict) -> dict:
+    """The related nodes the source adds to `node`'s envelope."""
+    if node["kind"] in ("job", "test"):
+        job = job_of(replica, node)
+        return {"job_node": extract(job)} if job else {}
+    if node["kind"] != "regression":
+        return {}
+    fail, passed = (replica.corpus.get(node["data"][name]) for name in ("fail_node", "pass_node"))
+    wrapped = {"viewer_urls": {name: "%s/viewer?node_id=%s" % (replica.api_url, node["data"][name])
+                               for name in ("fail_node", "pass_node")}}
+    if fail is not None:
+        wrapped["fail_node"] = extract(fail)
+        if job_of(replica, fail):
+            wrapped["fail_job_node"] = extract(job_of(replica, fail))
+    if passed is not None:
+        wrapped["pass_node"] = extract(passed)
+    return wrapped
+
+
 def envelope(replica: ApiReplica, node: dict, with_logs: bool = False) -> bytes:
     """What the source should hand the documents layer for `node`, built here independently."""
     wrapped = {"node": node, "viewer_url": "%s/viewer?node_id=%s" % (replica.api_url, node["id"])}
+    wrapped.update(related(replica, node))
     artifact = {"job": "callback_data", "kbuild": "build_log"}.get(node["kind"])
     url = (node.get("artifacts") or {}).get(artifact) if with_logs else None
     if url:
@@ -110,7 +157,8 @@ def test_a_first_run_delivers_every_node_and_sets_the_watermark(env, tmp_path, d
 
 def test_documents_reach_the_input_of_their_kind(env, tmp_path, logstash):
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
-    for route, kinds in {"build": {"build"}, "lava": {"boot", "test"}, "boot": set()}.items():
+    for route, kinds in {"build": {"build"}, "lava": {"boot", "test"}, "boot": set(),
+                         "regression": {"regression"}}.items():
         received = {event.metadata["index"].split("-")[0] for event in logstash.emulators[route].events_received}
         assert received == kinds, route
     assert not any(emulator.unrouted for emulator in logstash.emulators.values())
@@ -160,24 +208,43 @@ def test_a_node_that_changed_is_delivered_again_under_the_same_id(env, tmp_path,
     assert len(stored_keys(logstash)) == len(expected_documents(api_replica))
 
 
-def test_a_rejected_node_is_reported_but_does_not_hold_the_watermark(env, tmp_path, db, api_replica, logstash):
+def test_a_node_too_large_for_logstash_holds_the_watermark_and_is_sent_once_the_limit_is_raised(
+        env, tmp_path, db, api_replica, logstash):
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
     mark = watermark(db)
-    broken = api_replica.tree["running"]
-    # A document Logstash refuses as too large, even alone (413): its node version is rejected.
+    big = [node for node in listed_nodes(api_replica) if node["kind"] == "test"][:3]
+    # Documents Logstash refuses as too large, even alone (413): a limit of the sink, which
+    # says nothing about the nodes, so they must stay undelivered until it is raised.
     logstash.lava.max_content_length = 20_000
-    api_replica.corpus.update(broken["id"], when=mark + timedelta(hours=1), data={"error_msg": "x" * 50_000})
-    later = next(node for node in listed_nodes(api_replica) if node["kind"] == "test" and node["id"] != broken["id"])
-    api_replica.corpus.update(later["id"], when=mark + timedelta(hours=2), result="fail")
+    for hours, node in enumerate(big, start=1):
+        api_replica.corpus.update(node["id"], when=mark + timedelta(hours=hours), data={"error_msg": "x" * 50_000})
+    later = next(node for node in listed_nodes(api_replica) if node["kind"] == "test" and node not in big)
+    api_replica.corpus.update(later["id"], when=mark + timedelta(hours=5), result="fail")
 
     result = kcing(["feed_es"], env, tmp_path)
-    assert result.returncode == 1, result.stderr
-    rejected = [row for row in ledger_rows(db) if row["state"] == "rejected"]
-    assert [row["upstream_id"].split(".")[0] for row in rejected] == [broken["id"]]
-    assert "delivered 1" in result.stdout and "rejected 1" in result.stdout
-    # Fetching that version again would be refused again: the watermark moves past it, so
-    # later runs do not list everything since then for ever.
-    assert watermark(db) == mark + timedelta(hours=2)
+    assert result.returncode == 3, result.stderr
+    held = [row for row in ledger_rows(db) if row["state"] == "too_large"]
+    assert sorted(row["upstream_id"].split(".")[0] for row in held) == sorted(node["id"] for node in big)
+    assert not [row for row in ledger_rows(db) if row["state"] == "rejected"]
+    assert "too large for Logstash 3" in result.stdout and "max_content_length" in result.stdout
+    assert all("max_content_length" in row["last_error"] for row in held)
+    assert watermark(db) < mark + timedelta(hours=1)  # held: the next run lists them again
+    status = json.loads(kcing(["status", "--json"], env, tmp_path).stdout)
+    assert status["objects"]["api"]["test"]["too_large"] == 3
+    assert status["runs"][0]["outcome"] == "error 3"
+
+    again = kcing(["feed_es"], env, tmp_path)  # the limit is still there: held again, nothing lost
+    assert again.returncode == 3, again.stderr
+    assert len([row for row in ledger_rows(db) if row["state"] == "too_large"]) == 3
+
+    logstash.lava.max_content_length = 10_000_000
+    fixed = kcing(["feed_es"], env, tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    assert {row["state"] for row in ledger_rows(db)} == {"delivered"}
+    for node in big:
+        assert any(body.get("kernelci_api", {}).get("id") == node["id"] or node["id"] in json.dumps(body)
+                   for body in logstash.store.values())
+    assert watermark(db) == mark + timedelta(hours=5)
 
 
 def test_days_and_since_override_the_watermark_without_moving_it_over_a_gap(env, tmp_path, db, api_replica):

@@ -403,7 +403,7 @@ def test_every_shipped_reference_resolves_inside_the_file():
 
 def test_shipped_data_views_cover_every_kind_with_timestamp():
     views = {obj["attributes"]["title"]: obj["attributes"] for obj in shipped_objects() if obj["type"] == "index-pattern"}
-    assert sorted(views) == ["boot-*", "build-*", "log-*", "test-*"]
+    assert sorted(views) == ["boot-*", "build-*", "log-*", "regression-*", "test-*"]
     assert {view["timeFieldName"] for view in views.values()} == {"@timestamp"}
 
 
@@ -450,3 +450,50 @@ def test_every_field_a_visualization_uses_exists_for_its_document_kind():
         assert not unknown, "%s uses %s, not in FIELDS[%r]" % (obj["id"], sorted(unknown), kind)
         checked += 1
     assert checked >= 12
+
+
+def _aggregations(obj: dict) -> list:
+    return [(agg["type"], agg["schema"], agg["params"].get("field")) for agg in json.loads(obj["attributes"]["visState"])["aggs"]]
+
+
+def test_the_regressions_dashboard_shows_new_ones_over_time_by_platform_and_path_and_the_open_ones():
+    objects = {(obj["type"], obj["id"]): obj for obj in shipped_objects()}
+    dashboard = objects[("dashboard", "kcing-regressions")]
+    assert dashboard["attributes"]["title"] == "kcing: regressions"
+    panels = {(ref["type"], ref["id"]) for ref in dashboard["references"]}
+    views = {}
+    for kind, panel_id in panels:
+        refs = [ref["id"] for ref in objects[(kind, panel_id)]["references"] if ref["type"] == "index-pattern"]
+        views[panel_id] = refs[0] if refs else None
+    assert views["kcing-regressions-over-time"] == views["kcing-regressions-by-platform"] == \
+        views["kcing-regressions-by-test-path"] == views["kcing-open-regressions"] == "kcing-regression"
+    over_time = _aggregations(objects[("visualization", "kcing-regressions-over-time")])
+    assert ("date_histogram", "segment", "@timestamp") in over_time
+    assert [field for kind, schema, field in over_time if schema == "group"] == ["job", "git_branch"]
+    assert ("terms", "segment", "board") in _aggregations(objects[("visualization", "kcing-regressions-by-platform")])
+    assert ("terms", "segment", "test_path") in _aggregations(objects[("visualization", "kcing-regressions-by-test-path")])
+    # The open ones: still failing, with the links to both runs shown as links.
+    search = objects[("search", "kcing-open-regressions")]["attributes"]
+    assert json.loads(search["kibanaSavedObjectMeta"]["searchSourceJSON"])["query"]["query"] == "status : active"
+    assert {"fail_node_url", "pass_node_url", "test_path", "board", "kernel", "pass_kernel"} <= set(search["columns"])
+    data_view = objects[("index-pattern", "kcing-regression")]["attributes"]
+    formats = json.loads(data_view["fieldFormatMap"])
+    assert formats["fail_node_url"]["id"] == formats["pass_node_url"]["id"] == "url"
+    assert ("visualization", "kcing-navigation") in panels
+    assert "kcing-regressions" in objects[("visualization", "kcing-navigation")]["attributes"]["visState"]
+
+
+def test_the_regressions_dashboard_serves_legacy_data_with_boot_results_kernel_after_kernel():
+    objects = {(obj["type"], obj["id"]): obj for obj in shipped_objects()}
+    targets = {ref["id"] for ref in objects[("dashboard", "kcing-regressions")]["references"]}
+    assert {"kcing-legacy-transitions", "kcing-regressions-help"} <= targets
+    legacy = objects[("visualization", "kcing-legacy-transitions")]
+    assert [ref["id"] for ref in legacy["references"]] == ["kcing-boot"]  # legacy boots, not regression-*
+    aggs = json.loads(legacy["attributes"]["visState"])["aggs"]
+    buckets = [agg["params"]["field"] for agg in aggs if agg["schema"] == "bucket"]
+    assert buckets == ["board", "kernel", "boot_result"]
+    newest = [agg["id"] for agg in aggs if agg["type"] == "max" and agg["params"]["field"] == "@timestamp"]
+    (kernel,) = [agg for agg in aggs if agg["params"].get("field") == "kernel"]
+    assert (kernel["params"]["orderBy"], kernel["params"]["order"]) == (newest[0], "desc")  # newest kernels first
+    help_text = json.loads(objects[("visualization", "kcing-regressions-help")]["attributes"]["visState"])
+    assert "legacy source has no regression objects" in help_text["params"]["markdown"]

@@ -6,7 +6,7 @@ import pytest
 
 from kcing.errors import ConfigError
 from kcing.ledger.ledger import Ledger, Outcome
-from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, SCHEMA_VERSION
+from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, SCHEMA_VERSION, TOO_LARGE
 from kcing.records import UpstreamObject
 
 
@@ -30,6 +30,16 @@ def test_only_delivered_objects_are_skipped(ledger):
     assert ledger.delivered_ids("legacy", "build", ["a", "b", "c", "d"]) == {"a"}
     assert ledger.delivered_ids("legacy", "lava", ["a"]) == set()
     assert ledger.delivered_ids("samples", "build", ["a"]) == set()
+
+
+def test_too_large_objects_stay_undelivered_and_unsettled_unlike_rejected_ones(ledger):
+    # Rejected: the object itself is unusable; too large: Logstash's limit, raised later.
+    ledger.record([Outcome(obj("a"), REJECTED, error="not JSON"),
+                   Outcome(obj("b"), TOO_LARGE, error="a document of 50000 bytes is larger than Logstash accepts"),
+                   Outcome(obj("c"), DELIVERED, sha256="3")])
+    assert ledger.row("legacy", "build", "b").state == TOO_LARGE  # recorded, not dropped
+    assert ledger.delivered_ids("legacy", "build", ["a", "b", "c"]) == {"c"}
+    assert ledger.settled_ids("legacy", "build", ["a", "b", "c"]) == {"a", "c"}
 
 
 def test_row_keeps_hash_attempts_error_and_times(ledger):

@@ -18,7 +18,7 @@ PIPELINE = REPO / "logstash" / "pipeline" / "kcing.conf"
 PIPELINES_YML = REPO / "logstash" / "config" / "pipelines.yml"
 
 # The contract with kcing's settings: each kind of upstream object has its own input.
-KCING_PORTS = {"ES_BUILD": 8337, "ES_LAVA": 8338, "ES_BOOT": 8007}
+KCING_PORTS = {"ES_BUILD": 8337, "ES_LAVA": 8338, "ES_BOOT": 8007, "ES_REGRESSION": 8339}
 
 ID_FIELD = ("@metadata", "id")
 INDEX_FIELD = ("@metadata", "index")
@@ -141,6 +141,20 @@ def test_one_http_input_per_kcing_port(plugins):
         assert options["request_headers_target_field"].startswith("[@metadata]")
         # application/json goes to the json codec through the default additional_codecs.
         assert "codec" not in options and "additional_codecs" not in options
+
+
+def test_each_route_setting_defaults_to_its_own_input(plugins):
+    """kcing's ES_* defaults reach the input of their kind, which names its origin in @metadata."""
+    from urllib.parse import urlsplit
+
+    from kcing.settings import SPECS
+
+    inputs = {int(p.options["port"]): p.options for p in plugins if p.section == "input"}
+    for setting, port in KCING_PORTS.items():
+        (url,) = SPECS[setting].default
+        assert urlsplit(url).port == port, setting
+        origin = setting[len("ES_"):].lower()
+        assert dict(inputs[port]["add_field"]) == {"[@metadata][origin]": origin}, setting
 
 
 def test_http_auth_never_defaults_to_empty_credentials(plugins):

@@ -17,7 +17,8 @@ import pytest
 from elasticsearch import Elasticsearch, helpers
 
 from kcing.admin.templates import install, templates_for
-from kcing.errors import ConfigError
+from kcing.documents import documents_for
+from kcing.errors import ConfigError, RejectedInput
 from kcing.ledger import docids
 from kcing.ledger.ledger import DeliveredRow, Ledger, Outcome
 from kcing.ledger.models import DELIVERED, FAILED, MISSING_IN_ELASTICSEARCH, SCHEMA_VERSION
@@ -28,39 +29,12 @@ from kcing.records import BUILD, UpstreamObject
 from kcing.sinks import logstash_destination
 from kcing.runlock import RunLock
 from tests.fakes.elastic_server import ElasticsearchEmulator
-from tests.fakes.elastic_store import IndexStore, Unroutable, route
+from tests.fakes.elastic_forward import ForwardingStore
 from tests.fakes.logstash_emulator import LogstashCluster
 from tests.feedrun import (SAMPLES, clean_environ, feed_environ, kcing, ledger_rows, ledger_states,
                            sample_objects)
 
 DocKey = Tuple[str, str]
-
-
-class ForwardingStore(IndexStore):
-    """The Logstash emulators' store, which also indexes what they accepted into Elasticsearch
-    (one `_bulk` per accepted request) except the (index, id) keys in `drop`."""
-
-    def __init__(self, es_url: str):
-        super().__init__()
-        self.client = Elasticsearch(es_url, request_timeout=30)
-        self.drop: Set[DocKey] = set()
-        self.dropped: Set[DocKey] = set()
-
-    def write(self, events) -> int:
-        stored = super().write(events)
-        actions = []
-        for event in events:
-            try:
-                index, doc_id = route(event)
-            except Unroutable:
-                continue
-            if (index, doc_id) in self.drop:
-                self.dropped.add((index, doc_id))
-                continue
-            actions.append({"_op_type": "index", "_index": index, "_id": doc_id, "_source": event.fields})
-        if actions:
-            helpers.bulk(self.client, actions)  # raises on any item error: nothing is lost by accident
-        return stored
 
 
 @pytest.fixture
@@ -382,6 +356,84 @@ def test_resend_sends_the_missing_objects_at_once(env, tmp_path, forwarding, es)
     assert set(ledger_states(db).values()) == {DELIVERED}
     assert kept_ids(db)[boot] == kept[boot]
     assert kcing(["reconcile"], env, tmp_path).returncode == 0
+
+
+@needs_samples
+@pytest.mark.parametrize("marked_by", ["reconcile", "feed_es --verify"])
+def test_resend_sends_what_an_earlier_run_marked_missing(legacy_replica, forwarding, es, tmp_path, marked_by):
+    db = tmp_path / "kcing.db"
+    env = feed_environ(legacy_replica, forwarding, db, ES_HOST=es.url, DRP_DAYS=KEEP_EVERYTHING,
+                       ES_VERIFY_DELAY="0")
+    if marked_by == "reconcile":
+        assert kcing(["feed_es"], env, tmp_path).returncode == 0
+        kept = kept_ids(db)
+        lost_objects = [key for key in sorted(kept) if key[0] == "boot"][:1] + \
+            [key for key in sorted(kept) if key[0] == "build"][:1]
+        delete_documents(es, set().union(*(kept[key] for key in lost_objects)))
+        marked = kcing(["reconcile"], env, tmp_path)
+    else:
+        # Elasticsearch drops every document of two objects after Logstash said 200.
+        by_object = {(obj.kind, obj.upstream_id): keys for obj, keys in _documents_by_object().items()}
+        lost_objects = [key for key in sorted(by_object) if key[0] == "boot"][:1] + \
+            [key for key in sorted(by_object) if key[0] == "build"][:1]
+        forwarding.index_store.drop = set().union(*(by_object[key] for key in lost_objects))
+        marked = kcing(["feed_es", "--verify"], env, tmp_path)
+        forwarding.index_store.drop = set()
+        kept = kept_ids(db)
+        kept.update({key: by_object[key] for key in lost_objects})
+    assert marked.returncode == 1, marked.stdout + marked.stderr
+    assert "kcing reconcile --resend` does it now" in marked.stdout
+    assert {key for key, state in ledger_states(db).items() if state == FAILED} == set(lost_objects)
+
+    forwarding.clear()
+    resent = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    assert "re-sending 2 legacy objects" in resent.stdout and "delivered 2" in resent.stdout
+    assert posted_keys(forwarding) == kept[lost_objects[0]] | kept[lost_objects[1]]
+    assert set(ledger_states(db).values()) == {DELIVERED}
+
+    final = kcing(["reconcile"], env, tmp_path)
+    assert final.returncode == 0, final.stdout + final.stderr
+    checked = sum(int(line.split("checked ", 1)[1].split(",", 1)[0]) for line in final.stdout.splitlines()
+                  if line.startswith("reconcile: ") and " checked " in line and "documents:" in line)
+    assert checked == len(ledger_states(db)), final.stdout
+    assert "Elasticsearch holds every document checked" in final.stdout
+
+
+@needs_samples
+def test_an_object_whose_resend_failed_is_still_held_as_missing(env, tmp_path, legacy_replica, forwarding, es):
+    db = tmp_path / "kcing.db"
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    kept = kept_ids(db)
+    boot = next(key for key in sorted(kept) if key[0] == "boot")
+    delete_documents(es, kept[boot])
+    assert kcing(["reconcile"], env, tmp_path).returncode == 1
+
+    legacy_replica.storage.fail_next("/", 404, count=None)  # storage loses the file for a while
+    failed = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "re-sending 1 legacy objects" in failed.stdout and "failed 1" in failed.stdout
+    row = next(row for row in ledger_rows(db) if (row["kind"], row["upstream_id"]) == boot)
+    assert row["state"] == FAILED and row["last_error"].startswith(MISSING_IN_ELASTICSEARCH + "; re-send failed: ")
+
+    legacy_replica.storage.clear_faults()
+    forwarding.clear()
+    resent = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    assert posted_keys(forwarding) == kept[boot]
+    assert set(ledger_states(db).values()) == {DELIVERED}
+
+
+def _documents_by_object() -> Dict[object, Set[DocKey]]:
+    """Each sample object -> the (index, id) of every document it makes."""
+    found = {}
+    for obj in sample_objects():
+        try:
+            documents = documents_for(obj.kind, obj.path.read_bytes(), obj.date)
+        except RejectedInput:
+            continue
+        found[obj] = {(document.index, document.doc_id) for document in documents}
+    return found
 
 
 @needs_samples

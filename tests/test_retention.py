@@ -89,6 +89,16 @@ def test_drp_deletes_exactly_the_expired_kcing_indices(tmp_path, es, capsys):
     assert "drp: deleted 6 indices" in out and "drp: deleted index log-2018.12.31" in out
 
 
+def test_drp_covers_regression_indices(tmp_path, es, capsys):
+    expired = ["regression-2019.05.01", "regression-2019.06.06"]
+    kept = ["regression-2019.06.07", "regression-2019.06.10"]
+    foreign = ["regressions-2019.05.01", "regression-latest", "regression-2019.05.01-000001"]
+    seed(es, expired + kept + foreign)
+    assert drp.run(DRP_ARGS, load_settings(tmp_path, es.url, DRP_DAYS=3, KCI_DAYS=2), now=NOW) == 0
+    assert es.index_names() == sorted(kept + foreign)
+    assert "drp: deleted index regression-2019.05.01" in capsys.readouterr().out
+
+
 def test_delete_is_by_name_in_chunks_of_at_most_fifty(tmp_path, es, capsys):
     expired = day_names("test", date(2019, 1, 1), 120)
     seed(es, expired)

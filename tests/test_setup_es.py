@@ -6,6 +6,7 @@ import logging
 import socket
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ from kcing.admin.elastic import make_client
 from kcing.documents import documents_for
 from kcing.documents.fields import FIELDS, SUB_OBJECTS, TEXT
 from kcing.errors import ConfigError, ElasticsearchError, RejectedInput
+from tests.fakes.api_corpus import ApiCorpus
+from tests.fakes.api_data import checkout_tree
 from tests.fakes.elastic_server import ElasticsearchEmulator
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -52,7 +55,7 @@ def test_every_catalogue_field_is_mapped_with_its_type(kind):
     assert body["index_patterns"] == ["%s-*" % kind] and body["priority"] == PRIORITY
     assert body["template"]["settings"] == {"number_of_shards": 1, "number_of_replicas": 0}
     mappings = body["template"]["mappings"]
-    assert mappings["dynamic"] is True
+    assert mappings["dynamic"] is False  # uncatalogued fields stay in _source, unmapped
     properties = mappings["properties"]
     assert properties["@timestamp"] == {"type": "date"}
     for name, field_type in FIELDS[kind].items():
@@ -159,6 +162,19 @@ def test_real_documents_index_cleanly_through_the_templates(tmp_path, es, capsys
     failures = [item for ok, item in helpers.streaming_bulk(client, actions, raise_on_error=False) if not ok]
     assert failures == []
     assert {d.kind for d in documents} <= set(KINDS)
+
+
+def test_api_node_documents_regressions_included_index_cleanly_through_the_templates(tmp_path, es, capsys):
+    run_setup(tmp_path, es.url, capsys)
+    tree = checkout_tree(ApiCorpus(), "https://files.example", datetime(2024, 10, 16, tzinfo=timezone.utc))
+    documents = [document for node in tree.values()
+                 for document in documents_for(node["kind"], json.dumps({"node": node}).encode())]
+    assert {d.kind for d in documents} == {"build", "boot", "test", "regression"}
+    actions = ({"_op_type": "index", "_index": d.index, "_id": d.doc_id, "_source": json.loads(d.source_json())}
+               for d in documents)
+    client = Elasticsearch(es.url, request_timeout=60)
+    failures = [item for ok, item in helpers.streaming_bulk(client, actions, raise_on_error=False) if not ok]
+    assert failures == []
 
 
 def test_a_conflicting_template_of_the_same_priority_is_a_clear_error(tmp_path, es):

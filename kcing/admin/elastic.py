@@ -16,7 +16,7 @@ from elasticsearch import (
 )
 
 from kcing.errors import ConfigError, ElasticsearchError, KcingError
-from kcing.http import USER_AGENT
+from kcing.http import USER_AGENT, warn_cleartext_credentials
 from kcing.netreason import connection_failure
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,12 @@ def make_client(settings, request_timeout: float = REQUEST_TIMEOUT) -> Elasticse
         if settings.ES_USER or settings.ES_PASSWORD:
             raise ConfigError("set either ES_API_KEY or ES_USER/ES_PASSWORD, not both")
         options["api_key"] = settings.ES_API_KEY
+        warn_cleartext_credentials("the Elasticsearch API key (ES_API_KEY)", {"ES_HOST": [settings.ES_HOST]})
     elif settings.ES_USER or settings.ES_PASSWORD:
         if not (settings.ES_USER and settings.ES_PASSWORD):
             raise ConfigError("ES_USER and ES_PASSWORD must be set together")
         options["basic_auth"] = (settings.ES_USER, settings.ES_PASSWORD)
+        warn_cleartext_credentials("the Elasticsearch password (ES_PASSWORD)", {"ES_HOST": [settings.ES_HOST]})
     if settings.ES_CA_BUNDLE:
         if settings.ES_HOST.startswith("https://"):
             options["ca_certs"] = settings.ES_CA_BUNDLE

@@ -16,10 +16,11 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 from elasticsearch import Elasticsearch
 
 from kcing.admin.elastic import elastic_errors
+from kcing.records import DOCUMENT_KINDS
 
 log = logging.getLogger(__name__)
 
-KCING_INDEX = re.compile(r"^(build|boot|test|log)-(\d{4})\.(\d{2})\.(\d{2})$")
+KCING_INDEX = re.compile(r"^(%s)-(\d{4})\.(\d{2})\.(\d{2})$" % "|".join(DOCUMENT_KINDS))
 # Names per DELETE: keeps the URL short whatever the index names are.
 DELETE_CHUNK = 50
 

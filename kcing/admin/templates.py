@@ -24,11 +24,12 @@ from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, Elastics
 from kcing.admin.elastic import elastic_errors, reason_of, translate
 from kcing.documents.fields import BOOLEAN, DATE, FIELDS, FLOAT, KEYWORD, LONG, SUB_OBJECTS, TEXT
 from kcing.errors import ElasticsearchError
+from kcing.records import DOCUMENT_KINDS
 from kcing.waiting import WaitReport
 
 log = logging.getLogger(__name__)
 
-KINDS = ("build", "boot", "test", "log")
+KINDS = DOCUMENT_KINDS
 PRIORITY = 200
 POLICY_NAME = "kcing-retention"
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "mapping_templates"
@@ -92,9 +93,13 @@ def template_body(kind: str, fields: Mapping[str, Mapping[str, str]] = FIELDS,
         "template": {
             "settings": settings,
             "mappings": {
-                "dynamic": True,
-                # A new string field that happens to look like a date would become a date field,
-                # and later documents with text there would be refused.
+                # Every field kcing writes is in the catalogue and mapped above. Anything else
+                # (Logstash's @version, a field added by hand) is kept in _source but not mapped:
+                # the mapping never grows by guesswork, and a later document can never be refused
+                # because a guessed type does not fit it.
+                "dynamic": False,
+                # Kept off in case dynamic mapping is ever turned on: a string that looks like a
+                # date would make a date field that refuses later text.
                 "date_detection": False,
                 "properties": properties(fields[kind], sub_objects),
             },

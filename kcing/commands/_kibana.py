@@ -14,7 +14,7 @@ from kcing.admin.kibana import (
 )
 from kcing.errors import ConfigError
 from kcing.http import new_session
-from kcing.samples import write_atomically
+from kcing.files import write_atomically
 
 SAVED_OBJECTS = "saved_objects.ndjson"
 BACKUPS = "backups"

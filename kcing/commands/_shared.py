@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Optional
 
-from kcing.errors import KcingError
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import feed
 from kcing.progress import Progress
@@ -16,13 +15,16 @@ from kcing.wiring import feed_options
 def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_delivered=lambda obj: None):
     """One feed run recorded in the ledger's runs table (unless a dry run); return its summary."""
     limiter = RateLimiter(settings.ES_LOAD_INTERVAL, settings.ES_MAX_DOCS_PER_SECOND)
-    run_id = None if dry_run else ledger.start_run("feed_es")
-    # A dry run prints its plan on stdout line by line; a live line would only get in its way.
-    summary = feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
-                   stop=stop, on_delivered=on_delivered, progress=None if dry_run else Progress("feed_es"))
-    if run_id is not None:
-        outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
-        ledger.finish_run(run_id, outcome, dict(summary.as_dict(), source=source.name))
+    if dry_run:
+        # A dry run prints its plan on stdout line by line; a live line would only get in its way.
+        return feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
+                    stop=stop, on_delivered=on_delivered)
+    # Whatever ends the run (but SIGKILL), its row gets an outcome: never "running or killed".
+    with ledger.recorded_run("feed_es", {"source": source.name}) as run:
+        summary = feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
+                       stop=stop, on_delivered=on_delivered, progress=Progress("feed_es"))
+        run.outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
+        run.counts = dict(summary.as_dict(), source=source.name)
     return summary
 
 
@@ -38,7 +40,8 @@ def print_summary(summary, sink_name: str, dry_run: bool) -> None:
     else:
         rate = s.documents / s.elapsed if s.elapsed > 0 else 0.0
         print("feed_es: listed %d, skipped %d (already delivered), downloaded %d, delivered %d, rejected %d, "
-              "failed %d" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected, s.failed))
+              "failed %d%s" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected, s.failed,
+                               ", too large for Logstash %d" % s.too_large if s.too_large else ""))
         print("feed_es: %d documents in %d batches (%.1f MB) to %s in %.1fs (%.0f documents/s)"
               % (s.documents, s.batches, s.bytes_sent / 1e6, sink_name, s.elapsed, rate))
     for problem in s.problems[:20]:
@@ -54,18 +57,18 @@ def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry
     # every feed_es run from cron would pay.
     from kcing import reconcile as reconciling
     from kcing.admin.retention import cutoff_day
-    run_id = None if dry_run else ledger.start_run("reconcile")
     first_kept = cutoff_day(datetime.now(timezone.utc).date(), settings.DRP_DAYS)
     checker = reconciling.Reconciler(client, settings.ES_HOST, ledger, report, mark=not dry_run,
                                      first_kept=first_kept)
-    try:
+    if dry_run:
         checker.run(chunks, stop, Progress("reconcile"), total)
-    except KcingError as error:
-        if run_id is not None:
-            ledger.finish_run(run_id, "error %d" % error.exit_code, report.as_counts())
-        raise
-    if run_id is not None:
-        ledger.finish_run(run_id, report.outcome, report.as_counts())
+    else:
+        with ledger.recorded_run("reconcile") as run:
+            try:
+                checker.run(chunks, stop, Progress("reconcile"), total)
+            finally:
+                run.counts = report.as_counts()
+            run.outcome = report.outcome
     for line in reconciling.summary_lines(report, settings.ES_HOST):
         print(line)
     return report

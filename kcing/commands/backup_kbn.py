@@ -4,7 +4,7 @@ from __future__ import annotations
 from kcing.admin.kibana import canonical_ndjson, count_by_type, hide_url, space_url
 from kcing.commands._kibana import DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client
 from kcing.flags import seconds
-from kcing.samples import write_atomically
+from kcing.files import write_atomically
 
 SUMMARY = "export the Kibana saved objects into kibana/"
 

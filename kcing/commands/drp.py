@@ -19,8 +19,8 @@ USAGE = """\
 Usage:
   kcing drp [options]
 
-Delete the build-, boot-, test- and log-YYYY.MM.DD indices older than --drp-days, by exact
-name (ES_HOST), and forget the ledger rows (of every destination) first seen before then.
+Delete the build-, boot-, test-, log- and regression-YYYY.MM.DD indices older than --drp-days,
+by exact name (ES_HOST), and forget the ledger rows (of every destination) first seen before then.
 
 Options:
   --drp-days=N         Keep this many days of data (setting DRP_DAYS, default 3).

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from kcing import metrics
 from kcing.commands._shared import check_and_record, print_summary, run_feed
-from kcing.errors import ConfigError, Interrupted
+from kcing.errors import ConfigError, Interrupted, KcingError
 from kcing.flags import seconds
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
-from kcing.shutdown import stop_on_signals
+from kcing.shutdown import Stop, stop_on_signals
 from kcing.wiring import make_source, make_sink, open_ledger
 
 log = logging.getLogger(__name__)
@@ -25,12 +25,12 @@ Usage:
   kcing feed_es [options] [--source=NAME] [--days=N | --how-many=N | --since=DATE] [--with-logs]
                 [--samples-dir=DIR] [--output=DIR] [--dry-run] [--verify] [--verify-delay=SECONDS]
                 [--metrics=FILE]
-  kcing feed_es [options] (--builds | --lavas | --boots) <file>... [--output=DIR] [--dry-run]
-                [--verify] [--verify-delay=SECONDS] [--metrics=FILE]
+  kcing feed_es [options] (--builds | --lavas | --boots) <file>... [--date=DATE] [--output=DIR]
+                [--dry-run] [--verify] [--verify-delay=SECONDS] [--metrics=FILE]
 
 Crawl upstream, skip what the ledger says was delivered to this run's destination, turn each new
 file into Elasticsearch documents and post them in batches to the Logstash inputs (ES_BUILD,
-ES_LAVA, ES_BOOT). With --output, write NDJSON files for the Elasticsearch _bulk API instead.
+ES_LAVA, ES_BOOT, ES_REGRESSION). With --output, write NDJSON files for the Elasticsearch _bulk API instead.
 With --verify, then check that Elasticsearch holds what was delivered, as reconcile does.
 
 Options:
@@ -47,6 +47,8 @@ Options:
   --with-logs          With --source api: also fetch the logs documents need: a LAVA job's
                        callback (boot details, one log document per line), a build.log.
   --threads=N          Concurrent downloads (setting KCI_THREADS, default 4).
+  --workers=N          Processes building documents while feeding; 0 or 1 builds them in kcing's
+                       own process (setting KCING_WORKERS, default auto: one per usable core).
   --samples-dir=DIR    Samples directory (setting KCI_SAMPLES_DIR, default samples).
   --output=DIR         Write NDJSON _bulk files into DIR instead of posting to Logstash.
   --batch-size=N       Documents per POST (setting LS_PIPELINE_BATCH_SIZE, default 500).
@@ -61,20 +63,27 @@ Options:
   --builds             The <file>s are build.json files.
   --lavas              The <file>s are lava-json-<board>.json files.
   --boots              The <file>s are boot-<board>.json files.
+  --date=DATE          The day of the <file>s that carry no date of their own (build.json,
+                       bmeta.json, boot-<board>.json): it names their index, as the listing
+                       date does when crawling. Files without a date are refused without it;
+                       a LAVA file's own dates win over it. Never the files' modification time.
   --db=FILE            Ledger database (setting KCING_DB, default kcing.db).
   -d --debug           Log debug messages (every request, every retry decision).
   -l --log-file=FILE   Also write the log to FILE (for cron jobs).
   -h --help            Show this help.
 
 Exit status: 0 all delivered; 1 some objects failed or were rejected (with --verify: some
-documents are missing in Elasticsearch); 2 usage or configuration error; 3 Logstash or
-Elasticsearch unreachable or refusing; 4 another run holds the lock; 130 stopped by a signal.
+documents are missing in Elasticsearch); 2 usage or configuration error (a Logstash input that
+redirects included); 3 Logstash or Elasticsearch unreachable or refusing (a document too large
+for Logstash included); 4 another run holds the lock or the ledger's database lock; 5 the
+ledger or an output file could not be written (disk full); 130 stopped by a signal.
 
 Examples:
   kcing feed_es                                   # last 2 days of kernelci.org into Logstash
   kcing feed_es --source samples --output out/    # offline: bundled samples to NDJSON files
   kcing feed_es --how-many 50 --dry-run           # what the newest 50 builds/boots would be
   kcing feed_es --lavas saved/lava-json-*.json    # send local files (recorded by content hash)
+  kcing feed_es --builds --date 2020-11-04 bmeta.json  # a build file dated by the day it was built
   kcing feed_es --source api --with-logs          # the KernelCI API, from where the last run got to
   ES_LAVA=http://ls1:8338,http://ls2:8338 kcing feed_es -l /var/log/kcing.log
   kcing feed_es --verify --verify-delay 60        # then check Elasticsearch holds it all
@@ -89,8 +98,9 @@ def run(args: dict, settings) -> int:
     delay = seconds(args, "--verify-delay", settings.ES_VERIFY_DELAY)
     if args.get("--metrics"):
         _check_metrics_path(args["--metrics"])
-    source = make_source(args, settings)
-    sink = make_sink(args, settings)
+    stop = Stop()
+    source = make_source(args, settings, stop=stop)
+    sink = make_sink(args, settings, stop=stop)
     if verify:
         # Imported here: the Elasticsearch client takes a quarter of a second to import, which
         # every cron run without --verify would pay.
@@ -100,7 +110,7 @@ def run(args: dict, settings) -> int:
     with ExitStack() as stack:
         if not dry_run:
             stack.enter_context(RunLock(settings.KCING_DB))
-        stop = stack.enter_context(stop_on_signals())
+        stack.enter_context(stop_on_signals(stop))
         ledger = open_ledger(settings, dry_run)
         stack.callback(ledger.close)
         summary = run_feed(source, ledger, sink, settings, dry_run, stop,
@@ -146,7 +156,7 @@ def _write_metrics(path: str, summary, source_name: str, ledger: Ledger) -> None
                           last_success.timestamp() if last_success else None)
     try:
         metrics.write(path, text)
-    except OSError as error:
+    except KcingError as error:
         # The run itself is done and recorded: a metrics file that cannot be written must not
         # turn its outcome into a failure, but it must be seen.
-        log.error("cannot write the metrics file %s: %s", path, error.strerror or error)
+        log.error("cannot write the metrics file: %s", error)

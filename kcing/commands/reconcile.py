@@ -80,16 +80,21 @@ def run(args: dict, settings) -> int:
         check_and_record(client, settings, ledger, report,
                          ledger.delivered_since(since, reconciling.CHUNK, destination_prefix=LOGSTASH), stop,
                          dry_run=dry_run, total=ledger.count_delivered_since(since, destination_prefix=LOGSTASH))
-        if args.get("--resend") and report.missing:
-            if dry_run:
-                print("reconcile: dry run: would re-send the %d objects with missing documents" % report.missing)
-            else:
-                _resend(settings, ledger, stop)
-    if not report.total("checked"):
+        resent = None  # the worst exit code of re-sending, when something was sent again
+        if args.get("--resend"):
+            # Not only what this check found: an earlier reconcile or feed_es --verify may have
+            # marked objects missing that no run has sent again yet (a dry run marked nothing).
+            held = sum(ledger.sources_with_missing(destination_prefix=LOGSTASH).values())
+            if dry_run and report.missing + held:
+                print("reconcile: dry run: would re-send the %d objects with missing documents"
+                      % (report.missing + held))
+            elif held:
+                resent = _resend(settings, ledger, stop)
+    if not report.total("checked") and resent is None:
         # A check of nothing must not read as success in cron.
         raise NothingChecked(_nothing_checked(report, since, settings))
     # Something was missing even when --resend sent it all again: say so to cron.
-    return report.exit_code
+    return max(report.exit_code, resent or 0)
 
 
 def _nothing_checked(report, since: datetime, settings) -> str:
@@ -106,15 +111,17 @@ def _nothing_checked(report, since: datetime, settings) -> str:
         since.strftime("%Y-%m-%d %H:%M UTC"), " and ".join(reasons))
 
 
-def _resend(settings, ledger: Ledger, stop) -> None:
-    """reconcile --resend: fetch what reconcile marked missing again from the ledger's URLs and
-    feed it through the usual pipeline."""
+def _resend(settings, ledger: Ledger, stop) -> int:
+    """reconcile --resend: fetch every object the ledger holds as missing in Elasticsearch again
+    from the ledger's URLs and feed it through the usual pipeline; return the worst exit code."""
     sink = None
+    worst = 0
     for name, count in sorted(ledger.sources_with_missing(destination_prefix=LOGSTASH).items()):
         if name not in reconciling.RESENDABLE:
             print("reconcile: %d objects of the %s source cannot be fetched again from the ledger alone; "
                   "`kcing feed_es --source %s --since DATE` (DATE before their last update) sends them again"
                   % (count, name, name))
+            worst = 1  # still missing in Elasticsearch: cron must hear of it
             continue
         if sink is None:
             sink = make_sink({}, settings)
@@ -125,3 +132,5 @@ def _resend(settings, ledger: Ledger, stop) -> None:
         print_summary(summary, sink.name, False)
         if summary.stopped_by is not None:
             raise summary.stopped_by
+        worst = max(worst, summary.exit_code)
+    return worst

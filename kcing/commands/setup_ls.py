@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kcing.admin.logstash_setup import free_backup_path, merge_pipeline_entry, pipeline_entry
 from kcing.errors import ConfigError
-from kcing.samples import write_atomically
+from kcing.files import write_atomically
 
 SUMMARY = "write the kcing entry of Logstash's pipelines.yml"
 
@@ -62,7 +62,7 @@ def run(args: dict, settings, now=time.time) -> int:
     saved = ""
     if path.exists():
         backup = free_backup_path(config_dir, now())
-        write_atomically(backup, existing.encode("utf-8"))
+        write_atomically(backup, existing.encode("utf-8"), like=path)
         saved = "; previous file saved as %s" % backup
     write_atomically(path, merged.encode("utf-8"))
     print("setup_ls: wrote the kcing pipeline (path.config %s) to %s%s" % (entry["path.config"], path, saved))

@@ -15,7 +15,7 @@ Usage:
   kcing status [options]
 
 Show what the ledger holds per source, kind and destination (delivered, failed, rejected,
-pending), the last runs, the last reconcile, the watermarks and the most frequent errors.
+pending, too large for Logstash), the last runs, the last reconcile, the watermarks and the most frequent errors.
 
 Options:
   --json               Print machine-readable JSON.

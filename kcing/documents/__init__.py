@@ -37,18 +37,29 @@ BUILDERS: Dict[str, Callable[[Dict[str, Any], Optional[datetime]], List[Document
 }
 
 
-def documents_for(kind: str, content: bytes, created: Optional[datetime] = None) -> List[Document]:
+# Kinds whose files belong to a lab, which the listing or the storage path can name when the
+# file does not.
+LAB_BUILDERS = {LAVA: lava_documents, BOOT: boot_report_documents}
+
+
+def documents_for(kind: str, content: bytes, created: Optional[datetime] = None,
+                  listed_lab: Optional[str] = None) -> List[Document]:
     """The documents made from one upstream file of `kind` (records.OBJECT_KINDS).
 
     `created` is the object's listing date (UTC); it dates documents whose file has no date of
-    its own. Raises RejectedInput when the file cannot become documents, ValueError for an
-    unknown `kind` (a caller's mistake, not bad input).
+    its own. `listed_lab` is the lab the listing item or the storage path names, for LAVA files
+    and boot reports that do not name their own. Raises RejectedInput when the file cannot
+    become documents, ValueError for an unknown `kind` (a caller's mistake, not bad input).
     """
     try:
         builder = BUILDERS[kind]
     except (KeyError, TypeError):
         raise ValueError("unknown object kind %r" % (kind,)) from None
-    documents = builder(json_object(content), created)
+    record = json_object(content)
+    if kind in LAB_BUILDERS:
+        documents = LAB_BUILDERS[kind](record, created, listed_lab)
+    else:
+        documents = builder(record, created)
     for document in documents:
         check(document)
     return documents

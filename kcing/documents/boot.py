@@ -8,7 +8,9 @@ Labs posted numbers and booleans as strings ("boot_time": "4.30", "fastboot": "f
 match the documents made from LAVA callbacks (`unknown` when the report has none).
 `fastboot` is kept, as a boolean: the original kcing dropped it because its mixed
 string/boolean values broke the index mapping, which reading it as a boolean avoids.
-`git_describe` falls back to `kernel`, as the original did. Other fields (`metadata`, `qemu`,
+`git_describe` falls back to `kernel`, as the original did; `boot_retries` is read from
+`retries` when the report has no `boot_retries` (real lava-ci reports wrote `retries`), and the
+lab from the listing item or the storage path when the report names none. Other fields (`metadata`, `qemu`,
 ...) are left out.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import datetime
 from typing import Any, List, Mapping, Optional
 
 from kcing.documents.build import PATH_FIELDS
-from kcing.documents.coerce import as_keyword, as_lower_keyword
+from kcing.documents.coerce import as_int, as_keyword, as_lower_keyword
 from kcing.documents.fields import BOOT
 from kcing.documents.identity import document_id, index_name, iso_timestamp
 from kcing.documents.typed import listing_date, typed_fields, without_missing
@@ -34,12 +36,18 @@ REPORT_FIELDS = (
 REQUIRED = ("lab_name", "board", "job", "kernel", "arch", "defconfig_full")
 
 
-def boot_report_documents(report: Mapping[str, Any], created: Optional[datetime]) -> List[Document]:
+def boot_report_documents(report: Mapping[str, Any], created: Optional[datetime],
+                          listed_lab: Optional[str] = None) -> List[Document]:
+    """`listed_lab` (from the listing item or the storage path) names the lab when the report does not."""
     fields = typed_fields(report, BOOT, REPORT_FIELDS)
+    fields["lab_name"] = fields["lab_name"] or as_keyword(listed_lab)
     fields["boot_result"] = as_lower_keyword(report.get("boot_result")) or "unknown"
     fields["git_describe"] = fields["git_describe"] or fields["kernel"]
     fields["defconfig_full"] = fields["defconfig_full"] or fields["defconfig"]
     fields["loadaddr"] = fields["loadaddr"] or as_keyword(report.get("load_addr"))
+    # lava-ci and the labs' own scripts wrote `retries`; the backend's schema says `boot_retries`.
+    if fields["boot_retries"] is None:
+        fields["boot_retries"] = as_int(report.get("retries"))
     missing = [name for name in REQUIRED if not fields[name]]
     if missing:
         raise RejectedInput("boot report lacks %s" % ", ".join(missing))

@@ -1,4 +1,5 @@
-"""A flat `build.json` (kernelci-core, 2017 to 2020) -> one `build` document.
+"""A flat `build.json` (kernelci-core, 2017 to 2021-04) or a nested `bmeta.json` (2020-09 on, see
+`bmeta`) -> one `build` document, the same for the same build whichever file it comes from.
 
 Needed: `job` (the tree), `arch`, a kernel name (`kernel`, else `git_describe`, which is what
 the backend stored as `kernel`) and a defconfig (`defconfig_full`, else `defconfig`), plus the
@@ -8,12 +9,15 @@ Both historical spellings are read: `build_result` (or `status`, from 2019-10) b
 `build_result` in uppercase (`UNKNOWN` when absent), and `git_describe_v` (or `git_describe_verbose`, 2019-05 to
 2019-11) becomes `git_describe_v`. Numbers written as strings are read as numbers. Fields not
 in `fields.BUILD` (for example the backend's `dtb_dir_data`) are left out.
+
+A JSON object in neither shape is refused with a reason naming the two formats expected.
 """
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, List, Mapping, Optional
 
+from kcing.documents.bmeta import bmeta_fields, is_bmeta, missing_names
 from kcing.documents.coerce import as_keyword
 from kcing.documents.fields import BUILD
 from kcing.documents.identity import document_id, index_name, iso_timestamp
@@ -22,18 +26,29 @@ from kcing.errors import RejectedInput
 from kcing.records import Document
 
 REQUIRED = ("job", "arch", "kernel", "defconfig_full")
+# Top-level names by which a flat build.json is recognised: one of them as a string (a bmeta.json
+# nests them; a LAVA callback has none, only a `status` number).
+FLAT_KEYS = ("job", "arch", "kernel", "git_describe", "defconfig", "defconfig_full", "file_server_resource")
+NEITHER_FORMAT = ("neither a build.json (flat: job, arch, kernel, defconfig_full, ... at the top level) nor a "
+                  "bmeta.json (build, environment, kernel and revision sections)")
 # The fields that name a build's storage directory when file_server_resource is missing.
 PATH_FIELDS = ("job", "git_branch", "kernel", "arch", "defconfig_full", "build_environment")
 
 
 def build_documents(build: Mapping[str, Any], created: Optional[datetime]) -> List[Document]:
-    fields = typed_fields(build, BUILD)
-    fields["kernel"] = fields.get("kernel") or fields.get("git_describe")
-    fields["defconfig_full"] = fields.get("defconfig_full") or fields.get("defconfig")
-    fields["build_result"] = _build_result(build)
-    fields["git_describe_v"] = fields.get("git_describe_v") or as_keyword(build.get("git_describe_verbose"))
-    _require(fields)
-    when = listing_date(created, "build.json")
+    if is_bmeta(build):
+        fields = bmeta_fields(build)
+        fields["defconfig_full"] = fields.get("defconfig_full") or fields.get("defconfig")
+        missing = missing_names(fields, REQUIRED)
+        if missing:
+            raise RejectedInput("bmeta.json lacks %s" % ", ".join(missing))
+        when = listing_date(created, "bmeta.json")
+    elif any(isinstance(build.get(key), str) for key in FLAT_KEYS):
+        fields = _flat_fields(build)
+        _require(fields)
+        when = listing_date(created, "build.json")
+    else:
+        raise RejectedInput(NEITHER_FORMAT)
     fields = without_missing(fields)
     return [Document(
         "build",
@@ -42,6 +57,15 @@ def build_documents(build: Mapping[str, Any], created: Optional[datetime]) -> Li
         timestamp=iso_timestamp(when),
         body=fields,
     )]
+
+
+def _flat_fields(build: Mapping[str, Any]) -> dict:
+    fields = typed_fields(build, BUILD)
+    fields["kernel"] = fields.get("kernel") or fields.get("git_describe")
+    fields["defconfig_full"] = fields.get("defconfig_full") or fields.get("defconfig")
+    fields["build_result"] = _build_result(build)
+    fields["git_describe_v"] = fields.get("git_describe_v") or as_keyword(build.get("git_describe_verbose"))
+    return fields
 
 
 def _build_result(build: Mapping[str, Any]) -> str:

@@ -39,6 +39,11 @@ LAVA_COMMON = {
     "file_server_resource": KEYWORD,  # storage path of the build
     "plan": KEYWORD,
     "boot_result": KEYWORD,  # pass, fail, unknown, ... (lowercase)
+    # Who failed, when a LAVA job's boot did not pass: `kernel` (boot_result fail: the job ended
+    # incomplete for a reason that is not the lab's, or the login failed) or `infrastructure`
+    # (boot_result unknown: LAVA error type Infrastructure, Configuration or Bug, or the job was
+    # canceled). Absent when the boot passed, and on boot reports, which do not say.
+    "boot_failure": KEYWORD,
     "boot_time": FLOAT,  # seconds to the login prompt
     "lava_job_id": LONG,
 }
@@ -142,9 +147,46 @@ LOG = {
     "message": TEXT,  # a non-string message is its compact JSON
 }
 
-FIELDS: Dict[str, Dict[str, str]] = {"build": BUILD, "boot": BOOT, "test": TEST, "log": LOG}
+# One per KernelCI API `regression` node (documents/nodes_regression.py): a test, boot or build
+# that passed on one kernel revision and failed on the next of the same tree, branch,
+# configuration and platform. The legacy names hold the failing side, as in the other kinds.
+REGRESSION = {
+    "job": KEYWORD,  # the kernel tree
+    "git_branch": KEYWORD,
+    "git_commit": KEYWORD,  # the first failing revision
+    "git_url": KEYWORD,
+    "git_describe": KEYWORD,
+    "kernel": KEYWORD,
+    "arch": KEYWORD,
+    "defconfig": KEYWORD,
+    "defconfig_full": KEYWORD,
+    "build_environment": KEYWORD,
+    "board": KEYWORD,  # the platform (LAVA device type)
+    "board_instance": KEYWORD,  # the device of the failing run, when the API names it
+    "lab_name": KEYWORD,  # the runtime of the failing run (from the failing node)
+    "lava_job_id": LONG,  # the LAVA job of the failing run (from the failing node or its job)
+    "plan": KEYWORD,  # the job (group): baseline-arm64-mediatek, kselftest-exec, kbuild-gcc-12-x86
+    "name": KEYWORD,  # the failing test case (or job, or build)
+    "test_path": KEYWORD,  # from the job down, dotted: baseline-arm64-mediatek.setup.login
+    "status": KEYWORD,  # active (still failing), inactive (passed again), unknown
+    "error_type": KEYWORD,  # the failing run's error code
+    "error_msg": TEXT,
+    "fail_node": KEYWORD,  # node id of the first failing run
+    "pass_node": KEYWORD,  # node id of the last passing run before it
+    "fail_node_url": KEYWORD,  # the API's view of those nodes
+    "pass_node_url": KEYWORD,
+    "pass_git_commit": KEYWORD,  # the last passing revision (from the passing node)
+    "pass_git_describe": KEYWORD,
+    "pass_kernel": KEYWORD,
+    "pass_time": DATE,  # when the last passing run was created
+    "runs_since": LONG,  # runs of the same test recorded after the first failure
+    "node_sequence": KEYWORD,  # their node ids, oldest first (a list)
+}
 
-KEYWORD_ARRAYS = frozenset(("build_platform",))
+FIELDS: Dict[str, Dict[str, str]] = {"build": BUILD, "boot": BOOT, "test": TEST, "log": LOG,
+                                     "regression": REGRESSION}
+
+KEYWORD_ARRAYS = frozenset(("build_platform", "node_sequence"))
 NULLABLE = frozenset(("boot_time", "measurement", "log_start_line", "log_end_line"))
 
 # Documents made from KernelCI API nodes (documents/nodes.py) carry one sub-object beside the
@@ -152,7 +194,7 @@ NULLABLE = frozenset(("boot_time", "measurement", "log_start_line", "log_end_lin
 # indexed as `kernelci_api.<name>`, the same in every document kind.
 KERNELCI_API = {
     "node_id": KEYWORD,  # the node's 24-hex id: one document per node, whatever its versions
-    "kind": KEYWORD,  # checkout, kbuild, job, test
+    "kind": KEYWORD,  # checkout, kbuild, job, test, regression
     "name": KEYWORD,
     "path": KEYWORD,  # node names from the checkout down (a list)
     "test_path": KEYWORD,  # the path from the job down, dotted: baseline-arm64.setup.login
@@ -176,6 +218,7 @@ KERNELCI_API = {
     "platform": KEYWORD,
     "device": KEYWORD,
     "job_id": KEYWORD,  # as the API gives it: a LAVA job number or a Kubernetes job name
+    "job_node_id": KEYWORD,  # a test's job: the node at the root of its group (its LAVA job)
     "job_context": KEYWORD,
     "kernel_type": KEYWORD,
     "fragments": KEYWORD,

@@ -86,17 +86,19 @@ class _JobContext:
 LOG_FIELDS = frozenset(("lineno", "level", "message"))
 
 
-def lava_documents(callback: Mapping[str, Any], created: Optional[datetime]) -> List[Document]:
+def lava_documents(callback: Mapping[str, Any], created: Optional[datetime],
+                   listed_lab: Optional[str] = None) -> List[Document]:
     job_id = lava_job.lava_job_id(callback)
     definition = lava_job.read_definition(callback, job_id)
-    fields = lava_job.job_fields(callback, definition, job_id)
+    fields = lava_job.job_fields(callback, definition, job_id, listed_lab)
     boot_fields = lava_job.boot_only_fields(callback, definition)
     suites = lava_results.read_suites(callback.get("results"))
     log_items = read_log(callback.get("log"))
     outcome = lava_results.boot_outcome(suites.get("lava", []), boot_fields["job_status"])
-    common = dict(fields, boot_result=outcome["boot_result"], boot_time=outcome["boot_time"])
+    common = dict(fields, boot_result=outcome["boot_result"], boot_failure=outcome["boot_failure"],
+                  boot_time=outcome["boot_time"])
     context = _JobContext(
-        identity=(fields["lab_name"] or "", job_id, fields["board"]),
+        identity=(fields["lab_name"], job_id, fields["board"]),
         when=lava_job.job_date(callback, created, job_id),
         common=common,
     )

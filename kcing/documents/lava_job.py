@@ -60,19 +60,30 @@ def read_definition(callback: Mapping[str, Any], job_id: int) -> Mapping[str, An
     return definition
 
 
-def job_fields(callback: Mapping[str, Any], definition: Mapping[str, Any], job_id: int) -> dict:
-    """Fields shared by every document of the job (before the boot outcome is known)."""
+def job_fields(callback: Mapping[str, Any], definition: Mapping[str, Any], job_id: int,
+               listed_lab: Optional[str] = None) -> dict:
+    """Fields shared by every document of the job (before the boot outcome is known).
+
+    The lab is the file's own `lab_name`, else the one its notify URL names, else `listed_lab`
+    (from the listing item or the storage path). It is part of the documents' identity: LAVA job
+    ids are only unique within a lab, so a file that names no lab at all is refused rather than
+    given an empty one that another lab's job of the same id and board would overwrite.
+    """
     metadata = definition["metadata"]
     fields = {name: as_keyword(metadata.get(key)) for name, key in METADATA_KEYS.items()}
     fields["board"] = fields["board"] or as_keyword(definition.get("device_type"))
     fields["git_describe"] = fields["git_describe"] or fields["kernel"]
     fields.update(_defconfigs(metadata))
     fields["board_instance"] = as_keyword(callback.get("actual_device_id"))
-    fields["lab_name"] = as_keyword(callback.get("lab_name")) or _lab_from_notify_url(definition)
+    fields["lab_name"] = (as_keyword(callback.get("lab_name")) or _lab_from_notify_url(definition)
+                          or as_keyword(listed_lab))
     fields["lava_job_id"] = job_id
     missing = [name for name in REQUIRED if fields[name] is None]
     if missing:
         raise RejectedInput("LAVA job %d: definition metadata lacks %s" % (job_id, ", ".join(missing)))
+    if fields["lab_name"] is None:
+        raise RejectedInput("LAVA job %d names no lab: no lab_name, no lab_name= in its notify URL, and none "
+                            "from the listing or the storage path" % job_id)
     return fields
 
 

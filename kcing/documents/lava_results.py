@@ -16,8 +16,16 @@ from kcing.errors import RejectedInput
 # The step that logs in once the kernel booted. Older jobs have `auto-login-action`, newer
 # ones (and the meson sample) `login-action`; the original kcing only knew the first.
 LOGIN_STEPS = ("auto-login-action", "login-action")
-# Job error types that blame the lab rather than the kernel (LAVA's `error_type`).
+# LAVA job error types (the `job` step's `error_type`) that blame the lab rather than the kernel:
+# its infrastructure, LAVA's own bugs, a job LAVA could not run as configured, an operator's
+# cancellation. KernelCI's backend turned `Infrastructure` into UNKNOWN; the others are no more
+# the kernel's fault.
 LAB_ERROR_TYPES = frozenset(("Infrastructure", "Configuration", "Bug", "Canceled"))
+# Job statuses that say nothing about the kernel (KernelCI's backend: UNKNOWN).
+CANCELED_STATUSES = frozenset(("canceled", "canceling"))
+# `boot_failure` values: who failed when the boot did not pass.
+KERNEL_FAILURE = "kernel"
+INFRASTRUCTURE_FAILURE = "infrastructure"
 # Boot document field <- key in the `bootloader-overlay` step's `metadata.extra` list.
 BOOTLOADER_ADDRESSES = {"dtb_addr": "dtb_addr", "loadaddr": "kernel_addr", "initrd_addr": "ramdisk_addr"}
 # Test definitions are numbered in the order the job runs them: `0_dmesg`, `1_bootrr`.
@@ -46,21 +54,37 @@ def read_suites(results: Any) -> Dict[str, List[Case]]:
 
 
 def boot_outcome(lava_suite: List[Case], job_status: Optional[str]) -> dict:
-    """boot_result and boot_time from the login step, plus the `job` step's error, if any.
+    """boot_result, boot_failure and boot_time of a job, plus the `job` step's error, if any.
 
-    Without a login step the boot never reached a shell: `fail` when the job ended incomplete
-    for a reason that is not the lab's, otherwise `unknown` (nothing says how the boot went).
+    The verdict follows what KernelCI's backend reported for LAVA callbacks:
+
+    - the lab failed (an error type in LAB_ERROR_TYPES) or the job was canceled: `unknown`,
+      with `boot_failure: infrastructure`, whatever the login step says;
+    - the job ended incomplete: `fail`. The login step passes as soon as a prompt shows, and a
+      kernel that faults after it (the shell never answers, LAVA times out) leaves the job
+      incomplete with a login step that passed: the login step alone is not to be trusted;
+    - the job completed: the login step's result (`auto-login-action` or `login-action`, the
+      first one when it booted twice), `pass` for a job without one (LAVA completes a job only
+      when every action passed);
+    - any other status (none, submitted, running): the login step's result, else `unknown`.
+
+    `boot_failure` is `kernel` for every other `fail`. boot_time is the login step's time.
     """
     error = _job_error(lava_suite)
     login = _first_login_step(lava_suite)
-    if login is not None:
-        result = as_lower_keyword(login.get("result")) or "unknown"
-        boot_time = _seconds(login)
+    login_result = as_lower_keyword(login.get("result")) if login is not None else None
+    if error["error_type"] in LAB_ERROR_TYPES or job_status in CANCELED_STATUSES:
+        result, failure = "unknown", INFRASTRUCTURE_FAILURE
     else:
-        blames_kernel = job_status == "incomplete" and error["error_type"] not in LAB_ERROR_TYPES
-        result = "fail" if blames_kernel else "unknown"
-        boot_time = None
-    return {"boot_result": result, "boot_time": boot_time, **error}
+        if job_status == "incomplete":
+            result = "fail"
+        elif job_status == "complete":
+            result = login_result or "pass"
+        else:
+            result = login_result or "unknown"
+        failure = KERNEL_FAILURE if result == "fail" else None
+    boot_time = _seconds(login) if login is not None else None
+    return {"boot_result": result, "boot_failure": failure, "boot_time": boot_time, **error}
 
 
 def bootloader_addresses(lava_suite: List[Case]) -> dict:

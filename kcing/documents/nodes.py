@@ -1,4 +1,5 @@
-"""KernelCI API nodes -> the same `build`, `boot`, `test` and `log` documents as the legacy files.
+"""KernelCI API nodes -> the same `build`, `boot`, `test` and `log` documents as the legacy files,
+and `regression` documents, which legacy had not.
 
 The content of a node object (made by sources/api.py, and what gen_samples saves) is a JSON
 envelope around the node as `/nodes` lists it:
@@ -7,7 +8,12 @@ envelope around the node as `/nodes` lists it:
      "viewer_url": "https://api.kernelci.org/latest/viewer?node_id=...",
      "callback_data": "<JSON text>",         # a lab job's LAVA callback, with --with-logs
      "build_log": "<text>",                  # a kbuild's build.log, with --with-logs
-     "artifact_errors": {"callback_data": "HTTP 404"}}   # asked for, but not to be had
+     "artifact_errors": {"callback_data": "HTTP 404"},   # asked for, but not to be had
+     "job_node": {...},                      # a test's job: its LAVA job id and device
+     "fail_node": {...}, "fail_job_node": {...}, "pass_node": {...},   # a regression's runs
+     "viewer_urls": {"fail_node": "...", "pass_node": "..."}}          # and links to them
+
+(the related nodes are extracts: sources/api_related.py).
 
 Which node gives which document (docs/api-source.md has the table of fields):
 
@@ -16,7 +22,8 @@ Which node gives which document (docs/api-source.md has the table of fields):
   `boot` document, plus, with its callback, one `log` document per LAVA log line;
 - any other job (sub-groups such as `setup`, container jobs such as KUnit) and every test:
   one `test` document;
-- checkout: none (legacy had no such document; its revision is on every node below it).
+- checkout: none (legacy had no such document; its revision is on every node below it);
+- regression: one `regression` document (nodes_regression.py).
 
 Ids hash the node id alone and indices are dated by the node's `created`, which never changes,
 so every version of a node (a test `running`, later `done`) lands on the same document. Legacy
@@ -32,13 +39,13 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Callable, List, Mapping, Optional
 
-from kcing.documents import nodes_api, nodes_lava
+from kcing.documents import nodes_api, nodes_lava, nodes_regression
 from kcing.documents.coerce import as_date, as_float, as_int, as_keyword, as_lower_keyword, as_text
 from kcing.documents.fields import LAVA_COMMON
 from kcing.documents.identity import IdPrefix, document_id, index_name, iso_timestamp
 from kcing.documents.typed import without_missing
 from kcing.errors import RejectedInput
-from kcing.records import CHECKOUT, JOB, KBUILD, Document
+from kcing.records import CHECKOUT, JOB, KBUILD, REGRESSION, Document
 
 # Runtimes that boot a kernel on a lab's board (LAVA labs, pull labs); the others run in containers.
 LAB_RUNTIMES = ("lava", "pull-labs")
@@ -65,11 +72,16 @@ def _documents(kind: str, envelope: Mapping[str, Any], created: Optional[datetim
     if when is None:
         raise RejectedInput("node %s has no created date" % node_id)
     api = nodes_api.kernelci_api_fields(node, envelope)
+    if kind == REGRESSION:
+        return [_document("regression", node_id, when, nodes_regression.regression_fields(node, envelope), api)]
     if kind == KBUILD:
         return [_document("build", node_id, when, _build_fields(node, envelope.get("build_log")), api)]
     if kind == JOB and is_lab_job(node):
         return _boot_documents(node_id, node, envelope, when, api)
-    return [_document("test", node_id, when, _test_fields(node, when), api)]
+    job = nodes_api.mapping(envelope.get("job_node"))
+    if nodes_api.node_id(job):
+        api["job_node_id"] = nodes_api.node_id(job)
+    return [_document("test", node_id, when, _test_fields(node, when, job), api)]
 
 
 def _node(envelope: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
@@ -127,16 +139,31 @@ def revision_fields(data: Mapping[str, Any]) -> dict:
     }
 
 
-def _lab_fields(node: Mapping[str, Any], data: Mapping[str, Any]) -> dict:
-    job_id = as_keyword(data.get("job_id"))
+def _lab_fields(node: Mapping[str, Any], data: Mapping[str, Any],
+                job: Mapping[str, Any] = nodes_api.EMPTY) -> dict:
+    """Board, lab and LAVA job of a job node, or of a test node and `job`, the job it ran in.
+
+    Nodes below a job hold only what the callback handler copied from it (the platform and the
+    runtime); the LAVA job id and the device are on the job alone.
+    """
+    job_data = nodes_api.data_of(job)
+
+    def own_or_job(name: str) -> Any:
+        value = as_keyword(data.get(name))
+        return value if value is not None else as_keyword(job_data.get(name))
+
     return {
-        "board": as_keyword(data.get("platform")),
-        "board_instance": as_keyword(data.get("device")),
-        "lab_name": as_keyword(data.get("runtime")),
+        "board": own_or_job("platform"),
+        "board_instance": own_or_job("device"),
+        "lab_name": own_or_job("runtime"),
         "plan": as_keyword(node.get("group")),  # the job: baseline-arm64-mediatek, kselftest-exec
-        # LAVA job ids are numbers; Kubernetes ones are names and stay in kernelci_api.job_id.
-        "lava_job_id": as_int(job_id) if job_id and job_id.isdigit() else None,
+        "lava_job_id": lava_job_number(own_or_job("job_id")),
     }
+
+
+def lava_job_number(job_id: Optional[str]) -> Optional[int]:
+    """A LAVA job id as a number; Kubernetes job names stay in kernelci_api.job_id."""
+    return as_int(job_id) if job_id and job_id.isdigit() else None
 
 
 def _build_fields(node: Mapping[str, Any], build_log: Any) -> dict:
@@ -167,13 +194,13 @@ def build_log_summary(text: str) -> dict:
             "build_log_size": len(text.encode("utf-8", "replace"))}
 
 
-def _test_fields(node: Mapping[str, Any], when: datetime) -> dict:
+def _test_fields(node: Mapping[str, Any], when: datetime, job: Mapping[str, Any]) -> dict:
     data = nodes_api.data_of(node)
     path = nodes_api.keywords(node.get("path")) or []
     suite = path[-2] if len(path) >= 2 else as_keyword(node.get("group"))
     measurement, unit = _measurement(nodes_api.mapping(data.get("misc")).get("measurement"))
     fields = revision_fields(data)
-    fields.update(_lab_fields(node, data))
+    fields.update(_lab_fields(node, data, job))
     fields.update({
         "suite": suite,
         "suite_name": suite,  # the API already dropped LAVA's run-order prefix ("0_dmesg")

@@ -36,6 +36,9 @@ DATA_KEYWORDS = ("runtime", "platform", "device", "job_id", "job_context", "kern
                  "test_source", "test_revision", "regression")
 
 
+EMPTY: Mapping[str, Any] = {}
+
+
 def mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -82,7 +85,7 @@ def kernelci_api_fields(node: Mapping[str, Any], envelope: Mapping[str, Any]) ->
     fields.update({name: as_keyword(data.get(name)) for name in DATA_KEYWORDS})
     fields.update({
         "path": keywords(node.get("path")),
-        "test_path": _test_path(node),
+        "test_path": test_path(node),
         "user_groups": keywords(node.get("user_groups")),
         "retry_counter": as_int(node.get("retry_counter")),
         "processed_by_kcidb_bridge": as_bool(node.get("processed_by_kcidb_bridge")),
@@ -113,7 +116,7 @@ def _artifact_fields(artifacts: Mapping[str, Any]) -> dict:
     return fields
 
 
-def _test_path(node: Mapping[str, Any]) -> Optional[str]:
+def test_path(node: Mapping[str, Any]) -> Optional[str]:
     """The node's path from its job down (`baseline-arm64.setup.login`); None above the jobs."""
     path, group = keywords(node.get("path")), as_keyword(node.get("group"))
     if not path or group is None or group not in path:

@@ -14,7 +14,7 @@ from kcing.documents.coerce import one_line
 from kcing.errors import RejectedInput
 from kcing.records import DOCUMENT_KINDS, Document
 
-INDEX = re.compile(r"^(build|boot|test|log)-\d{4}\.\d{2}\.\d{2}$")
+INDEX = re.compile(r"^(%s)-\d{4}\.\d{2}\.\d{2}$" % "|".join(DOCUMENT_KINDS))
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
 MAX_ID_BYTES = 512  # Elasticsearch refuses longer _id values
 # Logstash moves "@metadata" out of the body and sets "@timestamp" from the document's own.

@@ -2,34 +2,186 @@
 
 The stored logs contain `!!python/object/apply:decimal.Decimal ["2"]` tags, written by the
 dispatcher's Python dumper; `yaml.safe_load` refuses them and the backend used the unsafe
-loader. `LavaSafeLoader` stays a SafeLoader (libyaml's C one when available) and only adds a
+loader. `LavaSafeLoader` stays a SafeLoader (libyaml's C parser when available) and only adds a
 constructor that reads every `python/...` tag as plain data: nothing is imported or called.
+
+It also composes the document itself, in one pass over the parser's events, to refuse what a
+hostile file could do to the code that reads the result:
+
+- nesting deeper than MAX_DEPTH (libyaml's own composer recurses in C, and a deep enough
+  nesting overflows the C stack and kills the process instead of raising);
+- an alias inside the structure it names (`&x [*x]`): the result would contain itself, and
+  any code walking it recurses until RecursionError;
+- aliases that expand beyond the limits below. An alias is a shared reference, but everything
+  downstream copies out of it (merge keys, the JSON of a log message, one document per log
+  line), so each one costs as much as what it names: one 512 KiB string named 12,000 times is
+  6 GB of documents from a 1.3 MB file.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List, Optional
 
 import yaml
-from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
+from yaml.events import (
+    AliasEvent, MappingEndEvent, MappingStartEvent, ScalarEvent, SequenceEndEvent, SequenceStartEvent,
+)
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from kcing.documents.coerce import one_line
 from kcing.errors import RejectedInput
 
-# Real callbacks nest about 8 levels deep. libyaml's composer recurses in C, so a deep enough
-# nesting overflows the C stack and kills the process instead of raising: refuse it first.
+# Real callbacks nest about 8 levels deep.
 MAX_DEPTH = 100
-# Aliases are shared references, but copying out of them (merge keys, JSON encoding of a log
-# message) expands them; a few dozen nested aliases make billions of nodes. Allow this many
-# nodes beyond one per character of text.
-EXPANSION_ALLOWANCE = 100_000
+# Expansion limits, counting every alias as a copy of what it names: the nodes and the
+# characters of scalars a text may expand to, beyond what it holds itself (one node and one
+# character per character of text).
+EXPANSION_NODES_ALLOWANCE = 100_000
+EXPANSION_CHARACTERS_ALLOWANCE = 8 << 20
 
 DECIMAL_SUFFIX = "object/apply:decimal.Decimal"
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+class HostileShape(yaml.YAMLError):
+    """A well-formed YAML text refused for what it would expand to."""
+
+
+class _Open:
+    """A collection being composed, and the counts when it started (for its anchor's size)."""
+
+    __slots__ = ("node", "anchor", "nodes", "characters", "key")
+
+    def __init__(self, node, anchor: Optional[str], nodes: int, characters: int):
+        self.node = node
+        self.anchor = anchor
+        self.nodes = nodes
+        self.characters = characters
+        self.key = None  # a mapping's key waiting for its value
+
+
 class LavaSafeLoader(_BaseLoader):
-    """SafeLoader that reads `!!python/...` tags as data (Decimal as its argument)."""
+    """SafeLoader that reads `!!python/...` tags as data (Decimal as its argument) and composes
+    within the depth and expansion limits."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.text_length = len(stream) if isinstance(stream, str) else 0
+        self.harmless = isinstance(stream, str) and _cannot_be_hostile(stream)
+
+    def get_single_node(self):
+        if self.harmless:
+            return super().get_single_node()  # libyaml's own composer: faster on small texts
+        self.get_event()  # stream start
+        document = None
+        if not self.check_event(yaml.StreamEndEvent):
+            self.get_event()  # document start
+            document = self._compose_root()
+            self.get_event()  # document end
+        if not self.check_event(yaml.StreamEndEvent):
+            event = self.get_event()
+            raise yaml.composer.ComposerError("expected a single document in the stream", document.start_mark,
+                                              "but found another document", event.start_mark)
+        self.get_event()
+        return document
+
+    def _compose_root(self):
+        """The document's node, composed without recursion, within the limits."""
+        anchors = {}  # name -> node
+        sizes = {}  # name -> (nodes, characters) its alias copies
+        stack: List[_Open] = []
+        open_anchors = set()
+        nodes = characters = 0
+        node_budget = EXPANSION_NODES_ALLOWANCE + self.text_length
+        character_budget = EXPANSION_CHARACTERS_ALLOWANCE + self.text_length
+        get_event = self.get_event
+        while True:
+            event = get_event()
+            kind = type(event)
+            if kind is ScalarEvent:
+                value = event.value
+                tag = event.tag
+                if tag is None or tag == "!":
+                    tag = self.resolve(ScalarNode, value, event.implicit)
+                node = ScalarNode(tag, value, event.start_mark, event.end_mark, style=event.style)
+                nodes += 1
+                characters += len(value)
+                if event.anchor is not None:
+                    _define(anchors, event, node)
+                    sizes[event.anchor] = (1, len(value))
+            elif kind is AliasEvent:
+                name = event.anchor
+                if name not in anchors:
+                    raise yaml.composer.ComposerError(None, None, "found undefined alias %r" % name, event.start_mark)
+                if name in open_anchors:
+                    raise HostileShape("YAML alias *%s is inside the structure it names (line %d)"
+                                       % (name, event.start_mark.line + 1))
+                node = anchors[name]
+                copied_nodes, copied_characters = sizes[name]
+                nodes += copied_nodes
+                characters += copied_characters
+            elif kind is SequenceEndEvent or kind is MappingEndEvent:
+                closed = stack.pop()
+                closed.node.end_mark = event.end_mark
+                if closed.anchor is not None:
+                    open_anchors.discard(closed.anchor)
+                    sizes[closed.anchor] = (nodes - closed.nodes, characters - closed.characters)
+                if not stack:
+                    return closed.node
+                continue
+            else:  # a collection starts
+                collection = SequenceNode if kind is SequenceStartEvent else MappingNode
+                tag = event.tag
+                if tag is None or tag == "!":
+                    tag = self.resolve(collection, None, event.implicit)
+                node = collection(tag, [], event.start_mark, None, flow_style=event.flow_style)
+                if event.anchor is not None:
+                    _define(anchors, event, node)
+                    open_anchors.add(event.anchor)
+                if len(stack) >= MAX_DEPTH:
+                    raise HostileShape("nests deeper than %d levels" % MAX_DEPTH)
+                _attach(stack, node)
+                stack.append(_Open(node, event.anchor, nodes, characters))
+                nodes += 1
+                continue
+            if nodes > node_budget or characters > character_budget:
+                raise HostileShape("expands (YAML aliases) beyond %d nodes or %d characters of text"
+                                   % (node_budget, character_budget))
+            if not stack:
+                return node
+            _attach(stack, node)
+
+
+def _cannot_be_hostile(text: str) -> bool:
+    """True when `text` has no alias and too few indicators to nest MAX_DEPTH levels.
+
+    Every collection starts with an indicator of its own (`[`, `{`, `-`, `?`, or the `:` after
+    its first key), so their count bounds the depth; an alias needs a `*`. Most single log
+    lines that are not JSON pass, and go to the C composer at no risk.
+    """
+    return "*" not in text and (text.count("[") + text.count("{") + text.count("-") + text.count(":")
+                                + text.count("?")) < MAX_DEPTH
+
+
+def _define(anchors: dict, event, node) -> None:
+    if event.anchor in anchors:
+        raise yaml.composer.ComposerError("found duplicate anchor %r; first occurrence" % event.anchor,
+                                          anchors[event.anchor].start_mark, "second occurrence", event.start_mark)
+    anchors[event.anchor] = node
+
+
+def _attach(stack: List[_Open], node) -> None:
+    """Add `node` to the innermost open collection (a mapping takes a key, then its value)."""
+    if not stack:
+        return
+    parent = stack[-1]
+    if type(parent.node) is SequenceNode:
+        parent.node.value.append(node)
+    elif parent.key is None:
+        parent.key = node
+    else:
+        parent.node.value.append((parent.key, node))
+        parent.key = None
 
 
 def _construct_python_tag(loader: LavaSafeLoader, suffix: str, node: yaml.Node) -> Any:
@@ -63,14 +215,14 @@ YAML_FAILURES = (yaml.YAMLError, ArithmeticError, LookupError, ValueError, TypeE
 
 
 def load(text: str, what: str) -> Any:
-    """Parse one YAML document safely; raise RejectedInput naming `what` if it cannot be read."""
-    if len(text) > MAX_DEPTH:
-        # Shorter text cannot nest deeper than MAX_DEPTH nor expand far: skipping is exact.
-        _refuse_hostile_shapes(text, what)
+    """Parse one YAML document safely; raise RejectedInput naming `what` if it cannot be read
+    or is refused (too deep, self-referencing, expanding beyond the limits)."""
     loader = None
     try:
         loader = LavaSafeLoader(text)  # libyaml encodes the text first: a lone surrogate fails here
         return loader.get_single_data()
+    except HostileShape as refusal:
+        raise RejectedInput("%s refused: %s" % (what, one_line(refusal))) from None
     except YAML_FAILURES as error:
         raise RejectedInput("%s is not valid YAML: %s" % (what, _describe(error))) from None
     finally:
@@ -82,36 +234,3 @@ def _describe(error: Exception) -> str:
     if isinstance(error, yaml.YAMLError):
         return one_line(error)
     return one_line("%s: %s" % (type(error).__name__, error))
-
-
-def _refuse_hostile_shapes(text: str, what: str) -> None:
-    """Walk the parse events (iterative in libyaml) and refuse deep nesting or alias bombs."""
-    budget = len(text) + EXPANSION_ALLOWANCE
-    anchored_sizes = {}
-    open_collections = []  # (anchor, nodes counted before the collection started)
-    nodes = 0
-    loader = None
-    try:
-        loader = LavaSafeLoader(text)
-        while loader.check_event():
-            event = loader.get_event()
-            if isinstance(event, AliasEvent):
-                nodes += anchored_sizes.get(event.anchor, 1)
-            elif isinstance(event, ScalarEvent):
-                nodes += 1
-            elif isinstance(event, CollectionStartEvent):
-                open_collections.append((event.anchor, nodes))
-                nodes += 1
-                if len(open_collections) > MAX_DEPTH:
-                    raise RejectedInput("%s nests deeper than %d levels" % (what, MAX_DEPTH))
-            elif isinstance(event, CollectionEndEvent):
-                anchor, before = open_collections.pop()
-                if anchor is not None:
-                    anchored_sizes[anchor] = nodes - before
-            if nodes > budget:
-                raise RejectedInput("%s expands (YAML aliases) beyond %d nodes" % (what, budget))
-    except YAML_FAILURES:
-        return  # a syntax error: the loader reports it with its own message
-    finally:
-        if loader is not None:
-            loader.dispose()

@@ -2,22 +2,30 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from peewee import EXCLUDED, DatabaseError, SqliteDatabase, fn
 
-from kcing.errors import ConfigError
+from kcing.errors import ConfigError, KcingError, exit_status
 from kcing.ledger import docids, models
-from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, UpstreamFile
+from kcing.ledger.database import LedgerDatabase
+from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, UpstreamFile
 from kcing.records import UpstreamObject
+from kcing.urls import redacted
+
+log = logging.getLogger(__name__)
 
 # SQLite caps the number of bound parameters per statement; stay well below the oldest limit.
 LOOKUP_CHUNK = 500
 WRITE_CHUNK = 100
+# Seconds a write waits for another process holding the database lock (setting KCING_DB_LOCK_WAIT).
+DEFAULT_LOCK_WAIT = 30.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,15 @@ class Outcome:
     # With `delivered`: {index: packed ids} of every document the object produced (docids.pack),
     # kept in the same transaction. None: not known (the object cannot be reconciled).
     documents: Optional[Mapping[str, bytes]] = None
+
+
+@dataclass
+class RunRecord:
+    """The runs-table row of a run in progress; the run sets its outcome and counts."""
+
+    id: int
+    outcome: Optional[str] = None
+    counts: dict = field(default_factory=dict)
 
 
 class DeliveredRow(NamedTuple):
@@ -67,23 +84,27 @@ class Ledger:
         self.clock = clock
 
     @classmethod
-    def open(cls, path: str, clock=_utcnow, earlier_destination: Callable[[str], str] = lambda kind: "logstash",
+    def open(cls, path: str, clock=_utcnow, wait: float = DEFAULT_LOCK_WAIT,
+             earlier_destination: Callable[[str], str] = lambda kind: "logstash",
              earlier_watermark_destination: str = "logstash") -> "Ledger":
         """Open (creating if needed) the ledger at `path`; a file that is not one is a ConfigError.
 
+        A write waits up to `wait` seconds for another process holding the database lock, then
+        raises LedgerBusy; a full disk or an I/O error raises StorageFailed (ledger/database.py).
         A ledger from before schema 3 knew one destination, Logstash: its rows are migrated as
         sent to `earlier_destination(kind)` and its watermarks to `earlier_watermark_destination`
-        (the CLI passes the Logstash inputs configured now)."""
+        (the CLI passes the Logstash inputs configured now).
+        """
         if path != ":memory:":
             parent = Path(path).expanduser().resolve().parent
             if not parent.is_dir():
                 raise ConfigError("KCING_DB directory %s does not exist" % parent)
-        database = SqliteDatabase(path, pragmas={
+        database = LedgerDatabase(path, wait, pragmas={
             "journal_mode": "wal",
             # WAL + NORMAL: a committed transaction survives a killed process; only a power loss
             # can roll back the last few, which the next run simply re-sends (ids are stable).
             "synchronous": "normal",
-            "busy_timeout": 10000,
+            "busy_timeout": int(wait * 1000),
             "foreign_keys": 1,
         })
         models.database.initialize(database)
@@ -99,10 +120,10 @@ class Ledger:
                 if version != models.SCHEMA_VERSION:
                     database.execute_sql("PRAGMA user_version = %d" % models.SCHEMA_VERSION)
         except (DatabaseError, sqlite3.DatabaseError) as error:
-            database.close()
+            _close_quietly(database)
             raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
-        except ConfigError:
-            database.close()
+        except KcingError:
+            _close_quietly(database)
             raise
         return cls(database, clock)
 
@@ -227,9 +248,10 @@ class Ledger:
         last = 0
         while True:
             rows = [DeliveredRow(*row) for row in self.db.execute_sql(
-                "SELECT %s FROM upstream_file WHERE source = ? AND state = ? AND last_error = ? "
-                "AND substr(destination, 1, ?) = ? AND id > ? ORDER BY id LIMIT ?" % _ROW_COLUMNS,
-                [source, FAILED, reason, len(destination_prefix), destination_prefix, last, chunk]).fetchall()]
+                "SELECT %s FROM upstream_file WHERE source = ? AND state = ? AND (last_error = ? OR "
+                "substr(last_error, 1, ?) = ?) AND substr(destination, 1, ?) = ? AND id > ? ORDER BY id LIMIT ?"
+                % _ROW_COLUMNS, [source, FAILED, reason, len(reason) + 2, reason + "; ", len(destination_prefix),
+                                 destination_prefix, last, chunk]).fetchall()]
             if not rows:
                 return
             last = rows[-1].id
@@ -240,9 +262,13 @@ class Ledger:
 
     def sources_with_missing(self, reason: str = models.MISSING_IN_ELASTICSEARCH,
                              destination_prefix: str = "") -> Dict[str, int]:
-        """{source: objects reconcile sent back to undelivered and not yet re-sent}."""
+        """{source: objects reconcile sent back to undelivered and not yet re-sent}.
+
+        An object whose re-send failed stays one of them: its error is `reason; ...`."""
+        held = (UpstreamFile.last_error == reason) | (fn.SUBSTR(UpstreamFile.last_error, 1, len(reason) + 2)
+                                                      == reason + "; ")
         query = (UpstreamFile.select(UpstreamFile.source, fn.COUNT(UpstreamFile.id))
-                 .where((UpstreamFile.state == FAILED) & (UpstreamFile.last_error == reason)
+                 .where((UpstreamFile.state == FAILED) & held
                         & UpstreamFile.destination.startswith(destination_prefix))
                  .group_by(UpstreamFile.source))
         return {source: count for source, count in query.tuples()}
@@ -256,7 +282,7 @@ class Ledger:
             return
         now = self.clock()
         with self.db.atomic():
-            for state in (DOWNLOADED, FAILED, REJECTED, DELIVERED):
+            for state in (DOWNLOADED, FAILED, REJECTED, TOO_LARGE, DELIVERED):
                 rows = [self._row(outcome, now, destination(outcome.obj.kind)) for outcome in outcomes
                         if outcome.state == state]
                 for start in range(0, len(rows), WRITE_CHUNK):
@@ -271,7 +297,9 @@ class Ledger:
             "source": obj.source, "kind": obj.kind, "upstream_id": obj.upstream_id, "url": obj.url,
             "sha256": outcome.sha256, "state": outcome.state,
             "attempts": 0 if delivered else 1,
-            "last_error": outcome.error, "object_date": _naive_utc(obj.created),
+            # Signed URLs in an error (an artifact that failed) lose their signature here at the latest.
+            "last_error": redacted(outcome.error) if outcome.error else outcome.error,
+            "object_date": _naive_utc(obj.created),
             "first_seen": now, "delivered_at": now if delivered else None,
             "document_count": outcome.document_count, "kept_ids": kept, "destination": destination,
         }
@@ -326,6 +354,23 @@ class Ledger:
          .execute())
 
     # Runs ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def recorded_run(self, command: str, counts: Optional[dict] = None) -> Iterator["RunRecord"]:
+        """A row in the runs table for the `with` block, closed however the block ends (except a
+        SIGKILL): with the outcome and counts the block set, or "error N" with N the exit status
+        the error gives (130 for an interrupt). A row that cannot be closed (the ledger itself
+        failed) is logged; the error that ended the run goes on."""
+        run = RunRecord(self.start_run(command), counts=dict(counts or {}))
+        try:
+            yield run
+        except BaseException as error:
+            try:
+                self.finish_run(run.id, "error %d" % exit_status(error), run.counts)
+            except KcingError as failure:
+                log.error("cannot record how %s run %d ended: %s", command, run.id, failure)
+            raise
+        self.finish_run(run.id, run.outcome or "ok", run.counts)
 
     def start_run(self, command: str) -> int:
         return models.Run.create(command=command, started=self.clock()).id
@@ -407,6 +452,14 @@ class Ledger:
     def last_run(self, command: str) -> Optional[models.Run]:
         """The newest run of `command`, or None."""
         return models.Run.select().where(models.Run.command == command).order_by(models.Run.id.desc()).first()
+
+
+def _close_quietly(database: SqliteDatabase) -> None:
+    """Close after a failed open; the error being raised says what went wrong."""
+    try:
+        database.close()
+    except (KcingError, DatabaseError, sqlite3.Error):  # a second failure of the same file adds nothing
+        pass
 
 
 def _migrate(database: SqliteDatabase, earlier_destination: Callable[[str], str],

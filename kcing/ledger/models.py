@@ -9,7 +9,10 @@ DOWNLOADED = "downloaded"
 DELIVERED = "delivered"
 FAILED = "failed"
 REJECTED = "rejected"
-STATES = (DOWNLOADED, DELIVERED, FAILED, REJECTED)
+# Logstash refused one of the object's documents as too large (413): a limit of the sink, not a
+# fault of the object, so it stays undelivered (and holds an API watermark) until the limit is raised.
+TOO_LARGE = "too_large"
+STATES = (DOWNLOADED, DELIVERED, FAILED, REJECTED, TOO_LARGE)
 # The last_error of an object `kcing reconcile` found incomplete in Elasticsearch (state failed).
 MISSING_IN_ELASTICSEARCH = "missing in Elasticsearch"
 

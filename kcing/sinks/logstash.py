@@ -11,18 +11,27 @@ import requests
 
 from kcing.sinks import logstash_destination
 from kcing.errors import ConfigError, SinkRejected, SinkUnavailable
-from kcing.http import RetryPolicy, certificate_refused, parse_retry_after, seconds_text
+from kcing.http import (BodyAbandoned, BodyError, BodyReader, RetryPolicy, certificate_refused, parse_retry_after,
+                        seconds_text)
 from kcing.netreason import connection_failure
 from kcing.records import Document
+from kcing.settings import mask_credentials
 from kcing.sinks.batching import Batch
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
+# Logstash answers `ok`; anything near this size is not a Logstash answer.
+MAX_ANSWER_BYTES = 1_000_000
 
 
 class BatchTooLarge(Exception):
     """The input answered 413: the pipeline splits the batch and sends the halves."""
+
+    def __init__(self, url: str, size: int):
+        super().__init__("%s answered 413 for %d bytes" % (url, size))
+        self.url = url
+        self.size = size
 
 
 class LogstashSink:
@@ -37,7 +46,8 @@ class LogstashSink:
 
     def __init__(self, routes: Mapping[str, Sequence[str]], session: requests.Session,
                  policy: RetryPolicy, timeout: float, auth: Optional[Tuple[str, str]] = None,
-                 sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random):
+                 sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random,
+                 settings: Optional[Mapping[str, str]] = None, reader: Optional[BodyReader] = None):
         self.routes = {route: list(urls) for route, urls in routes.items()}
         self.session = session
         self.policy = policy
@@ -45,6 +55,9 @@ class LogstashSink:
         self.auth = auth
         self.sleep = sleep
         self.rand = rand
+        # route -> the setting that names its URLs, for messages that tell what to fix
+        self.settings = dict(settings or {})
+        self.reader = reader or BodyReader(deadline=2 * timeout, max_bytes=MAX_ANSWER_BYTES)
         self._turn: Dict[str, int] = {route: 0 for route in routes}
         self._turn_lock = threading.Lock()  # batches are posted from more than one thread
 
@@ -67,7 +80,7 @@ class LogstashSink:
         for attempt in range(1, self.policy.attempts + 1):
             retry_after = None
             for url in self._urls_for(batch.route):
-                error, wait = self._post(url, body, len(batch))
+                error, wait = self._post(url, body, len(batch), batch.route)
                 if error is None:
                     return
                 errors.append(error)
@@ -88,31 +101,49 @@ class LogstashSink:
             self._turn[route] = (start + 1) % len(urls)
         return urls[start:] + urls[:start]
 
-    def _post(self, url: str, body: bytes, count: int):
+    def _post(self, url: str, body: bytes, count: int, route: str = ""):
         """POST once. Return (None, None) on success, or (error text, Retry-After seconds)."""
         started = time.monotonic()
         try:
-            # verify= given per request, so REQUESTS_CA_BUNDLE cannot replace LS_CA_BUNDLE.
+            # verify= given per request, so REQUESTS_CA_BUNDLE cannot replace LS_CA_BUNDLE. Never
+            # follow a redirect: requests would repeat a POST answered 301/302/303 as a GET without
+            # the body, and that GET's 200 would look like an acknowledgement.
             response = self.session.post(url, data=body, auth=self.auth, timeout=self.timeout,
-                                         headers={"Content-Type": "application/json"}, verify=self.session.verify)
+                                         headers={"Content-Type": "application/json"}, verify=self.session.verify,
+                                         allow_redirects=False, stream=True)
+            # The answer is read under the reader's overall deadline: an input trickling its
+            # answer forever, or cutting it short, is a failed attempt like a timeout.
+            answer = self.reader.read(response)
         except requests.Timeout:
             return "timed out after %s at %s" % (seconds_text(self.timeout[1]), url), None
+        except BodyAbandoned:
+            return "cut short at %s: the run is stopping" % url, None
+        except BodyError as error:
+            return "answer from %s %s" % (url, error), None
         except requests.ConnectionError as error:
             if certificate_refused(error):
                 raise ConfigError("the TLS certificate of Logstash at %s is not trusted: point LS_CA_BUNDLE at "
                                   "the CA bundle that signed it" % url) from None
             return "cannot connect to %s (%s)" % (url, connection_failure(error)), None
+        except requests.RequestException as error:
+            return "request to %s failed (%s)" % (url, connection_failure(error)), None
         status = response.status_code
         log.debug("POST %s [status:%s duration:%.3fs docs:%d bytes:%d]",
                   url, status, time.monotonic() - started, count, len(body))
         if 200 <= status < 300:
             return None, None
+        if 300 <= status < 400:
+            location = response.headers.get("Location")
+            raise ConfigError("Logstash at %s answered %d (redirect%s): a batch is never re-posted to another "
+                              "URL; set %s to the URL that accepts it"
+                              % (url, status, " to %s" % mask_credentials(location) if location else "",
+                                 self.settings.get(route, "the route's ES_* setting")))
         if status == 413:
-            raise BatchTooLarge("%s answered 413 for %d bytes" % (url, len(body)))
+            raise BatchTooLarge(url, len(body))
         if status in (401, 403):
             raise ConfigError("Logstash at %s refused the request (%d): check LS_USER and LS_PASSWORD"
                               % (url, status))
         if self.policy.is_retryable(status):
             return "%s answered %d" % (url, status), parse_retry_after(response.headers.get("Retry-After"))
-        raise SinkRejected("Logstash at %s rejected a batch with %d: %s"
-                           % (url, status, response.text[:200].strip() or "no reason given"))
+        text = answer[:200].decode("utf-8", "replace").strip()
+        raise SinkRejected("Logstash at %s rejected a batch with %d: %s" % (url, status, text or "no reason given"))

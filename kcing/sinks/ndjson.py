@@ -1,14 +1,60 @@
-"""Write documents as NDJSON files for the Elasticsearch `_bulk` API instead of posting them."""
+"""Write documents as NDJSON files for the Elasticsearch `_bulk` API instead of posting them.
+
+A file only ever holds whole records (an action line and its document), so it stays valid
+`_bulk` input whatever happens: a write that fails (a full disk) is cut back to where it
+started, and a file left with a torn tail by a killed run is cut back to its last whole record
+before anything is appended to it.
+"""
 from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
+from typing import Set
 
+from kcing.errors import ConfigError, StorageFailed
 from kcing.sinks import ndjson_destination
-from kcing.errors import ConfigError
 from kcing.records import Document
 from kcing.sinks.batching import Batch
+
+# Bytes read at a time while looking for the last whole record from the end of a file.
+TAIL_BLOCK = 1 << 16
+
+
+def is_action_line(line: bytes) -> bool:
+    """True for a `{"index": {"_index": ..., "_id": ...}}` line (a document never has that shape)."""
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        return False
+    return (isinstance(parsed, dict) and list(parsed) == ["index"] and isinstance(parsed["index"], dict)
+            and set(parsed["index"]) == {"_index", "_id"})
+
+
+def _last_newline_before(fd: int, end: int) -> int:
+    """Offset of the last b"\\n" in the file before `end`, or -1 when there is none."""
+    position = end
+    while position > 0:
+        start = max(0, position - TAIL_BLOCK)
+        found = os.pread(fd, position - start, start).rfind(b"\n")
+        if found >= 0:
+            return start + found
+        position = start
+    return -1
+
+
+def whole_records_end(fd: int) -> int:
+    """Where the file's last whole record ends: past a torn last line, and past an action line
+    whose document was never written."""
+    size = os.fstat(fd).st_size
+    end = _last_newline_before(fd, size) + 1
+    if end == 0:
+        return 0
+    line_start = _last_newline_before(fd, end - 1) + 1
+    if is_action_line(os.pread(fd, end - line_start, line_start)):
+        return line_start
+    return end
 
 
 class NdjsonDirSink:
@@ -26,6 +72,10 @@ class NdjsonDirSink:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ConfigError("cannot create output directory %s: %s" % (directory, error.strerror)) from None
+        # Posts run in parallel; two appends to one file must not interleave, nor a cut-back
+        # after a failed write remove another batch's records.
+        self._lock = threading.Lock()
+        self._checked: Set[str] = set()
 
     def destination(self, kind: str) -> str:
         """What the ledger records as where objects were delivered: this directory."""
@@ -40,9 +90,47 @@ class NdjsonDirSink:
         return (json.dumps(action, separators=(",", ":")) + "\n" + document.source_json() + "\n").encode("utf-8")
 
     def send(self, batch: Batch) -> None:
-        """Append and flush to disk; only then does the pipeline record the objects as delivered."""
+        """Append and flush to disk; only then does the pipeline record the objects as delivered.
+
+        Raises StorageFailed (the file cut back to its last whole record) when it cannot."""
         path = self.directory / ("%s.ndjson" % batch.route)
-        with open(path, "ab") as handle:
-            handle.write(b"".join(batch.items))
-            handle.flush()
-            os.fsync(handle.fileno())
+        data = b"".join(batch.items)
+        with self._lock:
+            try:
+                fd = os.open(str(path), os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+            except OSError as error:
+                raise StorageFailed("cannot open the output file %s: %s" % (path, error.strerror)) from None
+            try:
+                self._append(fd, path, batch.route, data)
+            finally:
+                os.close(fd)
+
+    def _append(self, fd: int, path: Path, route: str, data: bytes) -> None:
+        start = None
+        try:
+            if route not in self._checked:
+                whole = whole_records_end(fd)
+                if whole < os.fstat(fd).st_size:
+                    os.ftruncate(fd, whole)
+                self._checked.add(route)
+            start = os.fstat(fd).st_size
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as error:
+            cut = start is not None and _cut_back(fd, start)
+            raise StorageFailed("cannot write the output file %s: %s; %s" % (
+                path, error.strerror or error,
+                "it was cut back to its last whole record" if cut else
+                "its torn tail is cut back before the next run appends to it")) from None
+
+
+def _cut_back(fd: int, size: int) -> bool:
+    """Remove what a failed write left past `size`; False when even that fails."""
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+        return True
+    except OSError:
+        return False

@@ -9,9 +9,10 @@ it may list objects with just what identifies them and leave the rest (URL, date
 
 Sources know nothing of the ledger or the sinks.
 """
-from typing import Iterator, Protocol
+from typing import Iterator, Optional, Protocol
 
 from kcing.records import UpstreamObject
+from kcing.sources.legacy import lab_in_storage_path
 
 
 class Source(Protocol):
@@ -28,3 +29,13 @@ def completed(source, obj: UpstreamObject) -> UpstreamObject:
     """`obj` ready to fetch: finished by the source's `complete` when it has one."""
     complete = getattr(source, "complete", None)
     return obj if complete is None or obj.problem else complete(obj)
+
+
+def listed_lab(obj: UpstreamObject) -> Optional[str]:
+    """The lab that listed `obj` names, for files that may not name their own (raw LAVA
+    callbacks): the listing item's `lab_name`, else the lab directory of its storage URL."""
+    listing = obj.facts.get("listing")
+    lab = listing.get("lab_name") if isinstance(listing, dict) else None
+    if isinstance(lab, str) and lab.strip():
+        return lab
+    return lab_in_storage_path(obj.facts.get("url") or obj.url)

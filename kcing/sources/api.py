@@ -14,7 +14,10 @@ The only module that knows the API's paths, filters and paging, and where artifa
 - `fetch` needs no request: it wraps the listed node in the envelope documents/nodes.py reads.
   With `with_logs`, it adds a job's `callback_data` (the LAVA callback, gzip JSON) and a
   kbuild's `build_log`. Artifact URLs are made absolute against the storage base; the token is
-  sent to the API only, never to the storage hosts.
+  sent to the API only, never to the storage hosts. An artifact URL outside the upstream
+  origins (the Requester's allow-list) is never fetched: its node version is rejected.
+- A test's envelope also carries the job it ran in, and a regression's its failing and passing
+  runs (sources/api_related.py), since the node alone does not say them.
 - The watermark (kcing/watermark.py): the run asks the ledger which of the listed versions
   were delivered, and the newest time up to which all were becomes the next run's start.
 """
@@ -29,8 +32,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set
 
-from kcing.errors import ConfigError, UpstreamError
-from kcing.records import JOB, KBUILD, NODE_KINDS, UpstreamObject
+from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError
+from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
+from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.sources.requester import Requester
 from kcing.watermark import crawl_start, next_watermark
 
@@ -86,6 +90,7 @@ class KernelCIApi:
         self._listed: Dict[str, Dict[str, Optional[datetime]]] = {}
         self._listing_started: Optional[datetime] = None
         self._complete = False
+        self.related = RelatedNodes(self._get_node)
 
     # Incremental crawling (called by the pipeline through kcing/watermark.py) ---------------
 
@@ -194,6 +199,8 @@ class KernelCIApi:
         facts = {"node_id": node_id, "updated": updated, "node": _with_absolute_artifacts(item, self.storage_url)}
         problem = None if item.get("kind") == kind else "listed as kind=%s but is %r" % (kind, item.get("kind"))
         created = _time(item.get("created")) or updated
+        if kind == JOB and problem is None:
+            self.related.remember(node_id, item)  # its tests, listed next, need its LAVA job id
         return UpstreamObject(self.name, kind, upstream_id, url, created, facts, problem=problem)
 
     # Content -------------------------------------------------------------------------------
@@ -201,11 +208,20 @@ class KernelCIApi:
     def fetch(self, obj: UpstreamObject) -> bytes:
         """The envelope of the listed node, with its log artifact when `with_logs` asks for it."""
         node = obj.facts["node"]
-        envelope = {"node": node, "viewer_url": "%s/viewer?node_id=%s" % (self.api_url, obj.facts["node_id"])}
+        envelope = {"node": node, "viewer_url": self.viewer_url(obj.facts["node_id"])}
+        envelope.update(self.related.for_envelope(obj.kind, node))
+        if obj.kind == REGRESSION:
+            data = node.get("data") if isinstance(node.get("data"), dict) else {}
+            envelope["viewer_urls"] = {name: self.viewer_url(data[name]) for name in ("fail_node", "pass_node")
+                                       if isinstance(data.get(name), str) and OBJECT_ID.match(data[name])}
         artifact = LOG_ARTIFACTS.get(obj.kind) if self.with_logs else None
-        url = (node.get("artifacts") or {}).get(artifact) if artifact else None
+        artifacts = node.get("artifacts")
+        url = artifacts.get(artifact) if artifact and isinstance(artifacts, dict) else None
         if isinstance(url, str) and url:
-            text, problem = self._artifact_text(url)
+            try:
+                text, problem = self._artifact_text(url)
+            except RejectedInput as refusal:  # outside the upstream origins: the node is refused
+                raise RejectedInput("%s: %s" % (artifact, refusal)) from None
             if problem is None:
                 envelope[artifact] = text
             else:
@@ -214,10 +230,28 @@ class KernelCIApi:
                 envelope["artifact_errors"] = {artifact: problem}
         return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
+    def viewer_url(self, node_id: str) -> str:
+        """The API's HTML view of a node: what people open from a dashboard."""
+        return "%s/viewer?node_id=%s" % (self.api_url, node_id)
+
+    def _get_node(self, node_id: str):
+        """`GET <api>/node/<id>`: the node, or None when the API does not know the id."""
+        url = "%s/node/%s" % (self.api_url, node_id)
+        response = self.requester.get(url, headers=self._headers)
+        self._check_access(url, response)
+        try:
+            answer = response.json() if response.status_code == 200 else None
+        except ValueError:
+            raise UpstreamError("GET %s answered a body that is not JSON" % url) from None
+        return node_from_answer(url, response.status_code, answer)
+
     def _artifact_text(self, url: str) -> tuple:
         """(text, None), or (None, why) when the file will not be had; passing failures raise."""
         # No Authorization header: artifacts live on other hosts, which must never see the token.
-        response = self.requester.get(url)
+        try:
+            response = self.requester.get(url)
+        except ObjectTooLarge as error:  # as a log inflating too far: the node goes without it
+            return None, str(error)
         if response.status_code in LOST_ARTIFACT_STATUSES:
             return None, "HTTP %d" % response.status_code
         if response.status_code != 200:

@@ -2,7 +2,7 @@
 
 The only module that knows the legacy URLs and storage layout:
 
-- builds:  <storage>/<file_server_resource>/build.json
+- builds:  <storage>/<file_server_resource>/build.json, or bmeta.json alone (from 2021-04)
 - boots:   <storage>/<file_server_resource>/<lab>/lava-json-<board>.json  (LAVA labs)
            <storage>/<file_server_resource>/<lab>/boot-<board>.json       (labs without LAVA)
 """
@@ -17,7 +17,7 @@ from functools import lru_cache
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable, Iterator, List, Optional, Set
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from kcing.errors import UpstreamError
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
@@ -34,7 +34,11 @@ SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+,=:@~-]*$")
 # Ask only for what the crawl needs: build items carry megabytes of dtb lists otherwise.
 LISTING_FIELDS = ("_id", "created_on", "file_server_resource", "lab_name", "board", "job", "git_branch",
                   "kernel", "arch", "defconfig_full", "build_environment")
+BUILD_FILE = "build.json"  # until 2021-04
+BMETA_FILE = "bmeta.json"  # from 2020-09; alone from 2021-04
 RESOURCE_FALLBACK = ("job", "git_branch", "kernel", "arch", "defconfig_full", "build_environment")
+# A lab's file in a build's storage directory: `<lab>/lava-json-<board>.json`, `<lab>/boot-<board>.json`.
+LAB_FILE = re.compile(r"^(?:lava-json|boot)-.+\.json$")
 
 
 class LegacyKernelCI:
@@ -63,7 +67,15 @@ class LegacyKernelCI:
         yield from self._list("boot", known)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
+        """The object's file; for a build whose directory has no build.json, its bmeta.json."""
         response = self.requester.get(obj.url)
+        if response.status_code == 404 and obj.kind == BUILD and obj.url.endswith("/" + BUILD_FILE):
+            # From 2021-04 a build's storage directory held bmeta.json alone (upstream.md §1.2).
+            fallback = obj.url[:-len(BUILD_FILE)] + BMETA_FILE
+            response = self.requester.get(fallback)
+            if response.status_code != 200:
+                raise UpstreamError("GET %s answered 404, and %s answered %d" % (obj.url, BMETA_FILE,
+                                                                                response.status_code))
         if response.status_code != 200:
             raise UpstreamError("GET %s answered %d" % (obj.url, response.status_code))
         return response.content
@@ -199,7 +211,7 @@ class LegacyKernelCI:
         item = obj.facts["listing"]
         created = _created_on(item)
         if obj.kind == BUILD:
-            leaf = ["build.json"]
+            leaf = [BUILD_FILE]
         else:
             leaf = [item.get("lab_name"),
                     "%s-%s.json" % ("boot" if obj.kind == BOOT else "lava-json", item.get("board"))]
@@ -214,6 +226,28 @@ class LegacyKernelCI:
             if not isinstance(segment, str):  # before the cache, which needs hashable keys
                 raise ValueError("storage path segment is not a string: %r" % (segment,))
         return self.storage_url + "/" + "/".join(_url_segment(segment) for segment in segments)
+
+
+def lab_in_storage_path(url) -> Optional[str]:
+    """The lab a LAVA file or boot report belongs to, from the directory holding it on storage
+    (`<storage>/.../<lab>/lava-json-<board>.json`); None when `url` is not such a storage URL.
+
+    A local file's directory is never taken for a lab: a copy can sit anywhere.
+    """
+    if not isinstance(url, str):
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https"):
+        return None
+    path = parts.path
+    segments = [unquote(segment) for segment in path.split("/")]
+    if len(segments) < 3 or not LAB_FILE.match(segments[-1]):
+        return None
+    lab = segments[-2]
+    return lab if SAFE_SEGMENT.match(lab) and ".." not in lab else None
 
 
 @lru_cache(maxsize=8192)

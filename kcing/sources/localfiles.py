@@ -6,7 +6,7 @@ import json
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 from dateutil import parser as dateparser
 
@@ -54,8 +54,10 @@ class SamplesDir:
         path = self._inside_root(entry.get("path"))
         if path is None:
             problem = problem or "path %r is not a file inside %s" % (entry.get("path"), self.root)
-        return UpstreamObject(self.name, kind, upstream_id, str(path or ""), created,
-                              {"url": entry.get("url")}, problem=problem)
+        facts = {"url": entry.get("url")}
+        if isinstance(entry.get("listing"), dict):
+            facts["listing"] = entry["listing"]  # names the lab of a file that does not
+        return UpstreamObject(self.name, kind, upstream_id, str(path or ""), created, facts, problem=problem)
 
     def _inside_root(self, relative) -> Path:
         """Return the file `relative` names only if it stays inside the samples directory."""
@@ -69,12 +71,19 @@ class SamplesDir:
 
 
 class LocalFiles:
-    """Files given on the command line (`--builds`, `--lavas`, `--boots`), identified by content hash."""
+    """Files given on the command line (`--builds`, `--lavas`, `--boots`), identified by content hash.
+
+    They are dated by their content, as crawled files are, never by their modification time
+    (which says when a copy was made, and would put the same build in another index than the
+    crawl did, under the same id). `date` (`--date`) stands in for the listing date of files
+    that carry none; without it such files are refused with a reason that says so.
+    """
 
     name = "files"
 
-    def __init__(self, files: Sequence[Tuple[str, str]]):
+    def __init__(self, files: Sequence[Tuple[str, str]], date: Optional[datetime] = None):
         self.files = list(files)  # (kind, path)
+        self.date = date
 
     def list_objects(self) -> Iterator[UpstreamObject]:
         for kind, path in self.files:
@@ -83,9 +92,8 @@ class LocalFiles:
             except UpstreamError as error:
                 yield UpstreamObject(self.name, kind, "missing:" + path[-100:], path, problem=str(error))
                 continue
-            modified = datetime.fromtimestamp(Path(path).stat().st_mtime, tz=timezone.utc)
-            yield UpstreamObject(self.name, kind, hashlib.sha256(content).hexdigest(), str(Path(path).resolve()),
-                                 modified)
+            yield UpstreamObject(self.name, kind, hashlib.sha256(content).hexdigest(),
+                                 str(Path(path).resolve()), self.date)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
         return _read(Path(obj.url))

@@ -1,33 +1,75 @@
-"""GET with bounded retries on the failures that pass (timeouts, resets, 429, 5xx)."""
+"""GET with bounded retries on the failures that pass (timeouts, resets, 429, 5xx), only
+within the upstream origins."""
 from __future__ import annotations
 
 import logging
 import random
 import time
-from typing import Callable, Optional
+from typing import Callable, FrozenSet, Optional
+from urllib.parse import urljoin
 
 import requests
 
-from kcing.errors import ConfigError, UpstreamError
-from kcing.http import RetryPolicy, certificate_refused, parse_retry_after, seconds_text
+from kcing.errors import ConfigError, Interrupted, ObjectTooLarge, ObjectTooSlow, RejectedInput, UpstreamError
+from kcing.http import (BodyAbandoned, BodyBroken, BodyReader, BodyTooLarge, BodyTooSlow, RetryPolicy,
+                        certificate_refused, parse_retry_after, seconds_text)
+from kcing.urls import Origin, origin_allowed, origin_text, redacted
 from kcing.netreason import connection_failure
 
 log = logging.getLogger(__name__)
 
 
+# The settings whose origins may be fetched, for messages that refuse another one.
+ORIGIN_SETTINGS = "KCI_HOST, KCI_STORAGE_URL, KCI_API_URL, KCI_API_STORAGE_URL or KCI_ARTIFACT_ORIGINS"
+
+
 class Requester:
-    """Wraps one pooled session; every call has a (connect, read) timeout."""
+    """Wraps one pooled session; every call has a (connect, read) timeout, and every body an
+    overall deadline and a size limit (`reader`).
+
+    With `allowed_origins`, a URL, or a redirect, to any other origin (or scheme: `file:`) is
+    refused with RejectedInput before anything is sent to it: upstream data names the URLs
+    fetched (artifact URLs, storage redirects), and must not make kcing fetch from hosts
+    inside the network it runs in and index what they answer.
+    """
 
     def __init__(self, session: requests.Session, policy: RetryPolicy, timeout: float,
-                 sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random):
+                 sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random,
+                 reader: Optional[BodyReader] = None, allowed_origins: Optional[FrozenSet[Origin]] = None):
         self.session = session
         self.policy = policy
         self.timeout = (min(10.0, timeout), timeout)
         self.sleep = sleep
         self.rand = rand
+        self.reader = reader or BodyReader(deadline=300.0, max_bytes=100_000_000)
+        self.allowed_origins = allowed_origins
+        if allowed_origins is not None:
+            # Response hooks run on each answer before requests follows its redirect.
+            session.hooks["response"].append(self._refuse_redirect_elsewhere)
+
+    def refusal(self, url: str) -> Optional[str]:
+        """Why `url` may not be fetched, or None when it may."""
+        if self.allowed_origins is None or origin_allowed(url, self.allowed_origins):
+            return None
+        return "%s is not an upstream origin (%s)" % (origin_text(url), ORIGIN_SETTINGS)
+
+    def _refuse_redirect_elsewhere(self, response: requests.Response, *args, **kwargs) -> None:
+        if not response.is_redirect:
+            return
+        target = urljoin(response.url, response.headers["location"])
+        why = self.refusal(target)
+        if why is not None:
+            response.close()
+            raise RejectedInput("GET %s redirected: %s" % (redacted(response.url), why))
 
     def get(self, url: str, params=None, headers=None) -> requests.Response:
-        """Return the first response that is not a passing failure; the caller judges its status."""
+        """Return the first response that is not a passing failure, its body read; the caller
+        judges its status.
+
+        Raises RejectedInput for a URL, or a redirect, outside the allowed origins (not retried)."""
+        why = self.refusal(url)
+        if why is not None:
+            raise RejectedInput("GET refused: %s" % why)
         last = "no attempt"
         for attempt in range(1, self.policy.attempts + 1):
             retry_after: Optional[float] = None
@@ -35,15 +77,24 @@ class Requester:
                 # verify= given per request: requests would otherwise let REQUESTS_CA_BUNDLE or
                 # CURL_CA_BUNDLE from the environment replace the session's (KCI_CA_BUNDLE).
                 response = self.session.get(url, params=params, headers=headers, timeout=self.timeout,
-                                            verify=self.session.verify)
-                # Read the body here so a connection reset mid-body counts as a passing failure.
-                response.content
+                                            verify=self.session.verify, stream=True)
+                _keep_body(response, self.reader.read(response))
             except requests.Timeout:
                 last = "timed out after %s" % seconds_text(self.timeout[1])
+            except BodyTooLarge as error:
+                raise ObjectTooLarge("GET %s: body %s: raise KCI_MAX_OBJECT_BYTES to take it"
+                                     % (redacted(url), error)) from None
+            except BodyTooSlow as error:
+                raise ObjectTooSlow("GET %s: body %s (KCI_DOWNLOAD_DEADLINE); the next run tries again"
+                                    % (redacted(url), error)) from None
+            except BodyAbandoned:
+                raise Interrupted("stopped by a signal during a download") from None
+            except BodyBroken as error:
+                last = str(error)
             except requests.RequestException as error:
                 if certificate_refused(error):
                     raise ConfigError("the TLS certificate of %s is not trusted: point KCI_CA_BUNDLE at the CA "
-                                      "bundle that signed it" % url) from None
+                                      "bundle that signed it" % redacted(url)) from None
                 last = connection_failure(error)
             else:
                 if not self.policy.is_retryable(response.status_code):
@@ -52,6 +103,13 @@ class Requester:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if attempt < self.policy.attempts:
                 delay = self.policy.delay(attempt, retry_after, self.rand)
-                log.info("GET %s: %s; retry %d of %d in %.1fs", url, last, attempt, self.policy.attempts - 1, delay)
+                log.info("GET %s: %s; retry %d of %d in %.1fs", redacted(url), last, attempt, self.policy.attempts - 1,
+                         delay)
                 self.sleep(delay)
-        raise UpstreamError("GET %s failed %d times (last: %s)" % (url, self.policy.attempts, last))
+        raise UpstreamError("GET %s failed %d times (last: %s)" % (redacted(url), self.policy.attempts, last))
+
+
+def _keep_body(response: requests.Response, body: bytes) -> None:
+    """Give a streamed response its body as if requests had read it (`.content`, `.text`, `.json()`)."""
+    response._content = body
+    response._content_consumed = True

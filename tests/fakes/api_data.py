@@ -5,9 +5,12 @@ URLs are moved onto the replica's file server (path and SAS query string kept), 
 raw LAVA callback in shared/data/upstream/legacy becomes the job's `callback_data`.
 `checkout_tree(...)` makes one realistic checkout -> kbuild -> job -> test tree (upstream.md
 §2.6): a LAVA baseline job with setup/login, a kselftest job, a failed build and a KUnit job
-on Kubernetes hanging off the checkout, with artifact files (gzip where upstream gzips).
+on Kubernetes hanging off the checkout, with artifact files (gzip where upstream gzips), and
+the regression node KernelCI's tracker makes for the kselftest case that failed (its passing
+run is in the `previous` tree, or, without one, in no tree the replica holds).
 `bench_tree(...)` makes the benchmark's shape: one kbuild and four LAVA jobs, each with a
-callback of `log_lines` lines and two test nodes.
+callback of `log_lines` lines in the real shapes (block YAML results, Decimal tags in the log)
+and two test nodes.
 """
 from __future__ import annotations
 
@@ -119,11 +122,12 @@ class _Tree:
 
     def lab_job(self, name: str, parent: dict, minutes: float, platform: str, job_number: int,
                 result: str = "pass", log_lines: int = 3, runtime: str = "lava-collabora",
-                booted: bool = True) -> dict:
+                booted: bool = True, real_shapes: bool = False) -> dict:
         data = dict(_job_data(parent), platform=platform, device="%s-cbg-1" % platform, runtime=runtime,
                     job_id=str(job_number), job_context=None, test_source=None, test_revision=None)
         callback = _callback_producer(self.revision["tree"], self.revision["branch"], self.revision["describe"],
-                                      data["arch"], data["compiler"], platform, runtime, job_number, booted, log_lines)
+                                      data["arch"], data["compiler"], platform, runtime, job_number, booted, log_lines,
+                                      real_shapes)
         files = {"lava_log": ("log.txt.gz", gzip.compress(b"[    0.000000] Booting Linux\n")),
                  "callback_data": ("lava_callback.json.gz", callback)}
         return self.node("job", name, parent, minutes, data, result=result, artifacts=files, group=name)
@@ -144,8 +148,13 @@ def _job_data(kbuild: dict) -> dict:
 
 def checkout_tree(corpus: ApiCorpus, files_url: str, base: datetime, seed: str = "tree-1",
                   tree: str = "mainline", branch: str = "master", describe: str = "v6.12-rc3-45-gc862449c840a",
-                  log_lines: int = 3) -> Dict[str, dict]:
-    """One checkout's tree (16 nodes) created from `base` on; returns the nodes by short name."""
+                  log_lines: int = 3, case_results: tuple = ("pass", "fail", "skip"),
+                  previous: Optional[Dict[str, dict]] = None) -> Dict[str, dict]:
+    """One checkout's tree (17 nodes) created from `base` on; returns the nodes by short name.
+
+    Its kselftest cases end with `case_results`; a failing second case gets a regression node
+    whose passing run is `previous["case-1"]`.
+    """
     builder = _Tree(corpus, files_url, base, seed, revision(tree, branch, describe))
     checkout = builder.node("checkout", "checkout", None, 0, result=None,
                             artifacts={"tarball": ("linux-%s.tar.gz" % describe, None)})
@@ -165,7 +174,7 @@ def checkout_tree(corpus: ApiCorpus, files_url: str, base: datetime, seed: str =
     suite = builder.child("job", "kselftest-exec", kselftest, 13, result="fail")
     cases = [builder.child("test", "exec_execveat_%d" % n, suite, 13 + n / 10, result=result,
                            data={"misc": {"measurement": 1.5 * n}} if n == 1 else None)
-             for n, result in enumerate(("pass", "fail", "skip"))]
+             for n, result in enumerate(case_results)]
     kunit = builder.node("job", "kunit-x86_64", builder.checkout, 3,
                          dict(_job_data(x86), platform="kubernetes", runtime="k8s-all", job_id="kci-kunit"),
                          group="kunit-x86_64", artifacts={"test_log": ("test_log", b"ok 1 - example\n")})
@@ -176,7 +185,35 @@ def checkout_tree(corpus: ApiCorpus, files_url: str, base: datetime, seed: str =
              "kunit": kunit, "running": running}
     nodes.update({"case-%d" % n: node for n, node in enumerate(cases)})
     nodes.update({"kunit-case-%d" % n: node for n, node in enumerate(kunit_cases)})
+    if cases[1]["result"] == "fail":
+        passed = (previous or {}).get("case-1") or {"id": object_id("%s/previous/%s" % (seed, cases[1]["name"]))}
+        nodes["regression"] = regression(corpus, cases[1], passed, kselftest, builder.base + timedelta(minutes=20))
     return nodes
+
+
+def regression(corpus: ApiCorpus, failed: dict, passed: dict, job: dict, created: datetime) -> dict:
+    """The node KernelCI's regression tracker makes for `failed` after `passed` (upstream.md §2.5).
+
+    Like the tracker's: no parent, the failing node's name, path and group, its configuration,
+    its kernel revision as `failed_kernel_revision`, and the logs of its job as artifacts.
+    """
+    data = failed["data"]
+    node = {
+        "id": object_id("regression/%s/%s" % (failed["id"], passed["id"])), "kind": "regression",
+        "name": failed["name"], "path": failed["path"], "group": failed["group"], "parent": None,
+        "state": "done", "result": "fail",
+        "artifacts": {name: url for name, url in (job.get("artifacts") or {}).items() if "log" in name} or None,
+        "data": {"fail_node": failed["id"], "pass_node": passed["id"], "node_sequence": [],
+                 "failed_kernel_revision": data.get("kernel_revision"), "arch": data.get("arch"),
+                 "defconfig": data.get("defconfig"), "config_full": data.get("config_full"),
+                 "compiler": data.get("compiler"), "platform": data.get("platform"), "device": None,
+                 "error_code": data.get("error_code"), "error_msg": data.get("error_msg")},
+        "debug": None, "jobfilter": None, "platform_filter": [],
+        "created": api_time(created), "updated": api_time(created), "timeout": api_time(created + timedelta(hours=6)),
+        "holdoff": None, "owner": "production", "submitter": "service:pipeline", "treeid": None,
+        "user_groups": [], "processed_by_kcidb_bridge": False, "retry_counter": 0,
+    }
+    return corpus.add(node)
 
 
 def bench_tree(corpus: ApiCorpus, files_url: str, base: datetime, number: int, log_lines: int) -> int:
@@ -187,14 +224,14 @@ def bench_tree(corpus: ApiCorpus, files_url: str, base: datetime, number: int, l
     kbuild = builder.kbuild("arm64", "gcc-12", 0)
     for board in range(4):
         job = builder.lab_job("baseline-arm64-board-%d" % board, kbuild, 1 + board, "board-%d" % board,
-                              8_000_000 + number * 4 + board, log_lines=log_lines)
+                              8_000_000 + number * 4 + board, log_lines=log_lines, real_shapes=True)
         builder.child("test", "login", job, 1.5 + board)
         builder.child("test", "dmesg-crit", job, 1.6 + board)
     return 13
 
 
 def _callback_producer(tree: str, branch: str, describe: str, arch: str, compiler: str, platform: str,
-                       runtime: str, job_number: int, booted: bool, log_lines: int):
+                       runtime: str, job_number: int, booted: bool, log_lines: int, real_shapes: bool = False):
     """A function making the job's gzip callback on each GET (big corpora stay small in memory)."""
     item = {"kernel": describe, "defconfig_full": "defconfig+lab-setup", "board": platform,
             "board_instance": "%s-cbg-1" % platform, "job": tree, "git_branch": branch,
@@ -202,12 +239,12 @@ def _callback_producer(tree: str, branch: str, describe: str, arch: str, compile
             "defconfig": "defconfig", "build_environment": compiler, "mach": "generic",
             "status": "PASS" if booted else "FAIL", "lab_name": runtime.replace("lava-", "lab-"),
             "file_server_resource": None}
-    return lambda: _gzip_callback(json.dumps(item, sort_keys=True), job_number, log_lines)
+    return lambda: _gzip_callback(json.dumps(item, sort_keys=True), job_number, log_lines, real_shapes)
 
 
 @lru_cache(maxsize=64)
-def _gzip_callback(item_json: str, job_number: int, log_lines: int) -> bytes:
-    callback: Dict[str, Any] = json.loads(lava_json(json.loads(item_json), job_number, log_lines))
+def _gzip_callback(item_json: str, job_number: int, log_lines: int, real_shapes: bool) -> bytes:
+    callback: Dict[str, Any] = json.loads(lava_json(json.loads(item_json), job_number, log_lines, real_shapes))
     for extra in ("lab_name", "version", "boot_log_html"):  # added by the legacy backend only
         callback.pop(extra, None)
     return gzip.compress(json.dumps(callback).encode(), compresslevel=1)

@@ -11,7 +11,8 @@ One server on 127.0.0.1 serves:
 - `GET /files/<path>` -> artifact files as raw bytes (gzip files stay gzip: no Content-Encoding).
 
 Test hooks: a token the API paths require (`token`, 401 `{"detail": ...}` without it) or a
-blanket 403 (`forbid`); failures queued by path prefix (`fail_next`, with Retry-After); a
+blanket 403 (`forbid`); failures queued by path prefix (`fail_next`, with Retry-After) and
+redirects (`redirect`); a
 listing page answered with a broken body (`malformed_page`); a callback run before each
 listing page is computed (`on_page`), which may change the corpus between two pages.
 """
@@ -45,6 +46,7 @@ class _Failure:
     status: int
     body: bytes
     retry_after: Optional[int]
+    location: Optional[str] = None
 
 
 class ApiReplica(ServedByBackgroundServer):
@@ -81,6 +83,10 @@ class ApiReplica(ServedByBackgroundServer):
         detail = body if body is not None else json.dumps({"detail": "replica fault %d" % status}).encode()
         self._failures.add(path_prefix, _Failure(status, detail, retry_after), count)
 
+    def redirect(self, path_prefix: str, location: str, status: int = 302, count: Optional[int] = 1) -> None:
+        """Answer the next `count` requests whose path starts with `path_prefix` with a redirect."""
+        self._failures.add(path_prefix, _Failure(status, b"", None, location), count)
+
     def malformed_page(self, number: int, body: bytes = b'{"items": [{"id": "670f0c27493b6b8') -> None:
         """Answer listing request number `number` (1-based, all kinds counted) with 200 and `body`."""
         self._malformed[number] = body
@@ -115,6 +121,7 @@ class _ApiHandler(QuietHandler):
         failure = replica._failures.take(self.decoded_path)
         if failure is not None:
             headers = [_JSON] + ([("Retry-After", str(failure.retry_after))] if failure.retry_after is not None else [])
+            headers += [("Location", failure.location)] if failure.location is not None else []
             self._finish(failure.status, headers, failure.body)
             return
         if self.decoded_path.startswith("/files/"):

@@ -411,7 +411,9 @@ def _expand_dots(source: dict) -> dict:
     expanded: dict = {}
     for name, value in source.items():
         value = _expand_dots(value) if isinstance(value, dict) else value
-        parts = name.split(".") if name.strip(".") == name and "." in name else [name]
+        # A trailing dot is dropped ("a." is "a"); names with other empty segments never get here.
+        name = name.rstrip(".") or name
+        parts = name.split(".") if "." in name else [name]
         node = expanded
         for part in parts[:-1]:
             child = node.setdefault(part, {})
@@ -676,14 +678,16 @@ class ElasticsearchEmulator(ServedByBackgroundServer):
         """Create `name` holding `docs` ({id: source}), through the templates like an auto-create.
 
         A dot-prefixed (system-like) name, or one a data-stream template matches, skips the
-        templates: it stands for an index that was there before, made by something else.
+        templates: it stands for an index that was there before, made by something else. A
+        dot-prefixed seed is hidden unless `hidden` says otherwise, as system indices such as
+        `.kibana_1` or `.tasks` are; an index created through the API is hidden only by its
+        `index.hidden` setting, as on a real node.
         """
         with self._lock:
             matched = self.matching_template(name)
             skip = name.startswith(".") or (matched is not None and "data_stream" in matched[1])
             index = self._create_index(name, {"settings": settings or {}}, skip_templates=skip)
-            if hidden is not None:
-                index.hidden = hidden
+            index.hidden = name.startswith(".") if hidden is None else hidden
             for doc_id, source in (docs or {}).items():
                 self._store(index, doc_id, source)
             return index
@@ -1025,7 +1029,7 @@ class ElasticsearchEmulator(ServedByBackgroundServer):
             raise bad_request("index name [%s] does not match pattern '^.*-\\d{4}.\\d{2}.\\d{2}(-[\\d]+)?$'" % name)
         index = Index(name=name, uuid=base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="),
                       created_ms=int(self.clock() * 1000), settings=settings, mappings=mappings,
-                      hidden=settings.get("index.hidden") == "true" or name.startswith("."))
+                      hidden=settings.get("index.hidden") == "true")
         self.indices[name] = index
         return index
 
@@ -1096,7 +1100,8 @@ class ElasticsearchEmulator(ServedByBackgroundServer):
 
     def _cat_indices(self, expression: Optional[str], query, headers, body) -> _Answer:
         with self._lock:
-            names = self.resolve(expression, query, default_expand="all")
+            # A real node lists open and closed indices, not hidden ones, unless told otherwise.
+            names = self.resolve(expression, query, default_expand="open,closed")
             rows = [self._cat_row(self.indices[n], query.get("bytes")) for n in names]
         if query.get("health"):
             rows = [row for row in rows if row["health"] == query["health"]]

@@ -93,11 +93,15 @@ def _nested_name_problem(document: Dict[str, Any]) -> Optional[str]:
         value = pending.pop()
         if isinstance(value, dict):
             for name, child in value.items():
+                # As Elasticsearch 8 splits a dotted name into objects: an empty segment at the
+                # start or in the middle is refused; a trailing dot is dropped ("a." is "a").
                 if not name.strip():
                     return "mapper_parsing_exception: field name cannot be an empty string"
-                if name[0] == "." or name[-1] == ".":
-                    return ("mapper_parsing_exception: object field starting or ending with a [.] "
-                            "makes object resolution ambiguous: [%s]" % name)
+                if set(name) == {"."}:
+                    return "mapper_parsing_exception: field name cannot contain only dots: [%s]" % name
+                if name[0] == "." or ".." in name:
+                    return ("mapper_parsing_exception: field name [%s] has an empty object name segment"
+                            % name)
                 if isinstance(child, (dict, list)):
                     pending.append(child)
         else:

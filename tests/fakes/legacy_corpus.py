@@ -95,6 +95,15 @@ class LegacyCorpus:
         self.add_item("build", item)
         return self.add_file(path, build_json)
 
+    def add_bmeta_build(self, item: Dict[str, Any], bmeta_json: Content) -> str:
+        """Add a build item whose directory holds only `bmeta.json` (storage from 2021-04), no
+        `build.json`; return the storage path."""
+        resource = item.get("file_server_resource")
+        if not resource:
+            raise ValueError("item has no file_server_resource")
+        self.add_item("build", item)
+        return self.add_file("%s/bmeta.json" % resource, bmeta_json)
+
     def add_boot(self, item: Dict[str, Any], path: str, content: Content) -> str:
         """Add a boot item and its lava-json-/boot- file at `path`; return the storage path."""
         self.add_item("boot", item)

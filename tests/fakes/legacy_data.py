@@ -4,7 +4,7 @@
 boots around `today`, with the pitfalls a crawler must survive (a `+` in a path, a boot with a
 null `file_server_resource`, an item outside `date_range=2`, a non-LAVA lab).
 `synthetic_corpus(...)` makes thousands of objects for benchmarks without holding their files
-in memory.
+in memory, in the real shapes: results as block YAML, log lines as flow mappings, Decimal tags.
 """
 from __future__ import annotations
 
@@ -72,6 +72,35 @@ def build_json(item: Dict[str, Any]) -> bytes:
         "kernel_image": "Image", "modules": "modules.tar.xz", "system_map": "System.map",
         "text_offset": "0x00080000", "vmlinux_bss_size": 1019904, "vmlinux_data_size": 5259712,
         "vmlinux_file_size": 152362184, "vmlinux_text_size": 13369344,
+    }
+    return json.dumps(doc, indent=4, sort_keys=True).encode()
+
+
+def bmeta_json(item: Dict[str, Any]) -> bytes:
+    """The nested `bmeta.json` (kernelci-core from 2020-09; alone on storage from 2021-04) of the
+    same build as `build_json(item)`, in the shape kernelci-core's writer gave it."""
+    doc = {
+        "build": {"duration": 511.84, "status": item["status"]},
+        "environment": {
+            "arch": item["arch"], "compiler": item["compiler"], "compiler_version": "8",
+            "compiler_version_full": "gcc (Debian 8.3.0-2) 8.3.0", "cross_compile": "",
+            "cross_compile_compat": "", "make_opts": {"KBUILD_BUILD_USER": "KernelCI"},
+            "name": item["build_environment"],
+            "platform": {"uname": ["Linux", "builder", "4.15.0", "#44-Ubuntu SMP", "x86_64", ""]},
+            "use_ccache": True,
+        },
+        "kernel": {
+            "defconfig": item["defconfig"], "defconfig_expanded": item["defconfig_full"], "defconfig_extras": [],
+            "defconfig_full": item["defconfig_full"], "fragments": [], "image": "Image",
+            "publish_path": item["file_server_resource"], "system_map": "System.map", "text_offset": "0x00080000",
+            "vmlinux_bss_size": 1019904, "vmlinux_data_size": 5259712, "vmlinux_file_size": 152362184,
+            "vmlinux_text_size": 13369344,
+        },
+        "revision": {
+            "branch": item["git_branch"], "commit": item["git_commit"], "describe": item["git_describe"],
+            "describe_verbose": item["git_describe_v"], "tree": item["job"],
+            "url": "https://git.kernel.org/pub/scm/linux/kernel/git/%s.git" % item["job"],
+        },
     }
     return json.dumps(doc, indent=4, sort_keys=True).encode()
 
@@ -147,8 +176,119 @@ def _log_yaml(lines: int) -> str:
     return "\n".join(head + body) + "\n"
 
 
-def lava_json(item: Dict[str, Any], job_id: int, log_lines: int = 3) -> bytes:
-    """A stored-form LAVA callback (`lava-json-<board>.json`) for a boot item."""
+# The `lava` suite of a real baseline job: (case, level, seconds or None, extra list) per step.
+_REAL_LAVA_STEPS = (
+    ("job", "", None, None), ("power-off", "5.1", "4.27", [{"status": "success"}]),
+    ("1_bootrr", "", "1.02", None), ("0_dmesg", "", "0.03", None),
+    ("login-action", "2.4.4.1", "14.74", [{"success": "/ #"}]),
+    ("kernel-messages", "2.4.4.1", "14.73", [{"extra": [{"success": "/ #"}]}]),
+    ("auto-login-action", "2.4.4", "14.75", None), ("pdu-reboot", "2.4.1.1", "11.64", [{"status": "success"}]),
+    ("reset-device", "2.4.1", "11.65", None), ("bootloader-overlay", "2.2", "0.04",
+                                                [{"dtb_addr": "0x1000000"}, {"kernel_addr": "0x1080000"},
+                                                 {"ramdisk_addr": "0x13000000"}]),
+    ("uboot-action", "2.4", "17.51", None), ("uboot-commands", "2.4.3", "3.12", None),
+    ("bootloader-commands", "2.4.3.1", "3.11", None), ("expect-shell-connection", "3.1", "0.01", None),
+    ("lava-test-shell", "3", "73.40", None), ("file-download", "1.1.1", "0.53", [{"size": 6852}]),
+    ("http-download", "1.2.1", "0.21", None), ("test-overlay", "1.4.2", "0.01", None),
+    ("validate", "", None, None),
+)
+# The `0_dmesg` suite: (case, measurement as stored: a quoted decimal string or a bare `0E-10`).
+_REAL_DMESG_CASES = (("emerg", "'2.0000000000'"), ("alert", "0E-10"), ("crit", "0E-10"))
+
+
+def _flow_yaml(value: Any) -> str:
+    """A flow mapping as LAVA's dumper writes it: bare keys, strings quoted only when needed."""
+    if isinstance(value, dict):
+        return "{%s}" % ", ".join("%s: %s" % (key, _flow_yaml(item)) for key, item in value.items())
+    if isinstance(value, list):
+        return "[%s]" % ", ".join(_flow_yaml(item) for item in value)
+    if isinstance(value, str) and (not value.replace("-", "").isalnum() or value[0].isdigit()):
+        return "'%s'" % value
+    return str(value)
+
+
+def _real_results_yaml(job_id: int, status: str) -> Dict[str, str]:
+    """Results as real callbacks store them: block YAML, quoted strings, nested metadata."""
+    result = "pass" if status == "PASS" else "fail"
+    lava = []
+    for number, (case, level, seconds, extra) in enumerate(_REAL_LAVA_STEPS):
+        outcome = result if case in ("job", "login-action") else "pass"
+        lines = ["- id: '%d%02d'" % (job_id, number), "  job: '%d'" % job_id,
+                 "  level: '%s'" % level if level.count(".") < 2 else "  level: %s" % level,
+                 "  log_end_line: ''", "  log_start_line: ''",
+                 "  logged: '2020-11-19 07:06:%02d.%06d+00:00'" % (number, 379641 + number),
+                 "  measurement: %s" % ("None" if seconds is None else "'%s00000000'" % seconds)]
+        if seconds is None:
+            lines.append("  metadata: {case: %s, definition: lava, result: %s}" % (case, outcome))
+        else:
+            lines += ["  metadata:", "    case: %s" % case, "    definition: lava", "    duration: '%s'" % seconds]
+            if extra:
+                lines.append("    extra:")
+                lines += ["    - %s" % _flow_yaml(entry) for entry in extra]
+            lines += ["    level: '%s'" % level, "    namespace: common", "    result: %s" % outcome]
+        lines += ["  name: %s" % case, "  result: %s" % outcome, "  suite: lava",
+                  "  unit: %s" % ("''" if seconds is None else "seconds"),
+                  "  url: /results/testcase/%d%02d" % (job_id, number)]
+        lava.append("\n".join(lines))
+    dmesg = []
+    for number, (case, measurement) in enumerate(_REAL_DMESG_CASES):
+        outcome = "fail" if measurement.startswith("'2") else "pass"
+        count = 2 if outcome == "fail" else 0
+        dmesg.append("\n".join((
+            "- id: '%d9%d'" % (job_id, number), "  job: '%d'" % job_id, "  level: ''",
+            "  log_end_line: '%d'" % (930 - 3 * number), "  log_start_line: '%d'" % (930 - 3 * number),
+            "  logged: '2020-11-19 07:06:12.0739%02d+00:00'" % number, "  measurement: %s" % measurement,
+            "  metadata: {case: %s, definition: 0_dmesg, measurement: '%d', result: %s, units: lines}"
+            % (case, count, outcome),
+            "  name: %s" % case, "  result: %s" % outcome, "  suite: 0_dmesg", "  unit: lines",
+            "  url: /results/testcase/%d9%d" % (job_id, number))))
+    bootrr = ("- id: '%d99'\n  job: '%d'\n  level: ''\n  log_end_line: '972'\n  log_start_line: '972'\n"
+              "  logged: '2020-11-19 07:06:18.378199+00:00'\n  measurement: None\n"
+              "  metadata: {case: deferred-probe-empty, definition: 1_bootrr, result: pass}\n"
+              "  name: deferred-probe-empty\n  result: pass\n  suite: 1_bootrr\n  unit: ''\n"
+              "  url: /results/testcase/%d99\n" % (job_id, job_id, job_id))
+    return {"lava": "\n".join(lava) + "\n", "0_dmesg": "\n".join(dmesg) + "\n", "1_bootrr": bootrr}
+
+
+@lru_cache(maxsize=8)
+def _real_log_yaml(lines: int) -> str:
+    """A log of `lines` flow mappings with the real mix of levels.
+
+    About one line in 45 is a `results` line, as in the real files, and the dmesg ones carry
+    `!!python/object/apply:decimal.Decimal` measurements, as the dispatcher's dumper wrote them.
+    """
+    out = ['- {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", '
+           '"msg": "lava-dispatcher, installed at version: 2020.07"}']
+    cases = [case for case, *_ in _REAL_LAVA_STEPS]
+    for n in range(1, lines):
+        dt = "2020-11-19T07:%02d:%02d.%06d" % (3 + n // 600, (n // 10) % 60, (n * 7919) % 1000000)
+        if n % 45 == 44:
+            if (n // 45) % 3 == 0:
+                out.append('- {"dt": "%s", "lvl": "results", "msg": {"case": "crit", "definition": "0_dmesg", '
+                           '"measurement": !!python/object/apply:decimal.Decimal ["%d"], "result": "pass", '
+                           '"units": "lines"}}' % (dt, n % 3))
+            else:
+                out.append('- {"dt": "%s", "lvl": "results", "msg": {"case": "%s", "definition": "lava", '
+                           '"duration": "%d.%02d", "level": "2.4.%d", "namespace": "common", "result": "pass"}}'
+                           % (dt, cases[n % len(cases)], n % 20, n % 100, n % 9))
+        elif n % 3 == 1:
+            out.append('- {"dt": "%s", "lvl": "debug", "msg": "start: 2.4.%d uboot-commands (timeout 00:%02d:00) '
+                       '[common]"}' % (dt, n % 9, n % 60))
+        elif n % 17 == 5:
+            out.append('- {"dt": "%s", "lvl": "info", "msg": "end: 2.4.%d bootloader-commands (duration 00:00:%02d) '
+                       '[common]"}' % (dt, n % 9, n % 60))
+        else:
+            out.append('- {"dt": "%s", "lvl": "target", "msg": "[   %d.%06d] usb %d-1: new high-speed USB device '
+                       'number %d using ehci-platform"}' % (dt, n // 100, n % 1000000, n % 4, n))
+    return "\n".join(out) + "\n"
+
+
+def lava_json(item: Dict[str, Any], job_id: int, log_lines: int = 3, real_shapes: bool = False) -> bytes:
+    """A stored-form LAVA callback (`lava-json-<board>.json`) for a boot item.
+
+    With `real_shapes`, results and log take the full shapes of the real callbacks (22 test
+    cases in block YAML, Decimal tags in the log) rather than the minimal ones.
+    """
     doc = {
         "id": job_id, "status": 2 if item["status"] == "PASS" else 3,
         "status_string": "complete" if item["status"] == "PASS" else "incomplete",
@@ -157,7 +297,8 @@ def lava_json(item: Dict[str, Any], job_id: int, log_lines: int = 3) -> bytes:
         "description": "%s-%s-%s-baseline" % (item["kernel"], item["defconfig_full"], item["board"]),
         "actual_device_id": item["board_instance"], "priority": 50, "failure_comment": None,
         "metadata": [], "definition": _definition_yaml(item),
-        "results": _results_yaml(job_id, item["status"]), "log": _log_yaml(log_lines),
+        "results": (_real_results_yaml if real_shapes else _results_yaml)(job_id, item["status"]),
+        "log": (_real_log_yaml if real_shapes else _log_yaml)(log_lines),
         "lab_name": item["lab_name"], "version": "1.1", "boot_log_html": "baseline-%s.html" % item["board"],
     }
     return json.dumps(doc).encode()
@@ -227,7 +368,7 @@ def synthetic_corpus(today: date, builds: int = 1000, lava_boots: int = 4000, ot
         lab = "lab-%d" % (n % 5) if lava else NON_LAVA_LAB
         created = datetime.fromtimestamp(build["created_on"]["$date"] / 1000, tz=timezone.utc) + timedelta(seconds=30)
         item = boot_item(build, lab, "board-%d" % (n // max(1, len(build_items))), created)
-        content = _lazy(lava_json, item, 400000 + n, lava_log_lines) if lava else _lazy(boot_json, item)
+        content = _lazy(lava_json, item, 400000 + n, lava_log_lines, True) if lava else _lazy(boot_json, item)
         corpus.add_boot(item, boot_path(item, lava=lava), content)
     return corpus
 

@@ -89,6 +89,7 @@ class RecordedRequest:
 class _Failure:
     status: int
     body: bytes
+    headers: Tuple[Tuple[str, str], ...] = ()
 
 
 _FORBIDDEN_HTML = (b"<!doctype html>\n<html lang=en>\n<title>403 Forbidden</title>\n<h1>Forbidden</h1>\n"
@@ -119,6 +120,10 @@ class _RecordingServer(ServedByBackgroundServer):
     def fail_next(self, path_prefix: str, status: int, count: Optional[int] = 1, body: bytes = b"") -> None:
         """Answer the next `count` requests under `path_prefix` with `status` and `body`."""
         self._failures.add(self._key(path_prefix), _Failure(status, body), count)
+
+    def redirect(self, path_prefix: str, location: str, status: int = 302, count: Optional[int] = 1) -> None:
+        """Answer the next `count` requests under `path_prefix` with a redirect to `location`."""
+        self._failures.add(self._key(path_prefix), _Failure(status, b"", (("Location", location),)), count)
 
     def delay(self, path_prefix: str, seconds: float, count: Optional[int] = 1) -> None:
         """Sleep `seconds` before handling the next `count` requests under `path_prefix`."""
@@ -159,7 +164,7 @@ class _LegacyHandler(QuietHandler):
             time.sleep(seconds)
         failure = server._failures.take(self.decoded_path)
         if failure is not None:
-            self._finish(failure.status, [_HTML] if failure.body else [], failure.body)
+            self._finish(failure.status, ([_HTML] if failure.body else []) + list(failure.headers), failure.body)
             return
         self.route()
 

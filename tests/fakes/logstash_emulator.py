@@ -366,18 +366,24 @@ for _method in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"):
     setattr(_LogstashHandler, "do_" + _method, _LogstashHandler.handle_request)
 
 
-ROUTES = ("build", "lava", "boot")
+ROUTES = ("build", "lava", "boot", "regression")
 
 
 class LogstashCluster:
-    """One emulator per kcing route (ES_BUILD, ES_LAVA, ES_BOOT inputs), each on its own port.
+    """One emulator per kcing route (ES_BUILD, ES_LAVA, ES_BOOT, ES_REGRESSION inputs), each on its own port.
 
-    All routes write into one shared `IndexStore`, as the three pipelines of a real stack write
+    All routes write into one shared `IndexStore`, as the inputs of a real stack write
     into one Elasticsearch. Reach an emulator as `cluster.build` or `cluster.emulators["build"]`.
+    With `forward_to=URL` what they accept also goes on, with the pipeline's routing, to the
+    `_bulk` API of the Elasticsearch (emulator or real node) at URL.
     """
 
-    def __init__(self, routes: Sequence[str] = ROUTES, **emulator_options):
-        self.index_store: IndexStore = emulator_options.pop("store", None) or IndexStore()
+    def __init__(self, routes: Sequence[str] = ROUTES, forward_to: Optional[str] = None, **emulator_options):
+        store = emulator_options.pop("store", None)
+        if store is None and forward_to:
+            from tests.fakes.elastic_forward import ForwardingStore
+            store = ForwardingStore(forward_to)
+        self.index_store: IndexStore = store or IndexStore()
         self.emulators: Dict[str, LogstashEmulator] = {
             route: LogstashEmulator(store=self.index_store, name=route, **emulator_options)
             for route in routes

@@ -11,7 +11,9 @@ import random
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable, Dict, List, Optional, Tuple
+from urllib.parse import quote, urlsplit
 
+from tests.fakes import rogue_http
 from tests.fakes.legacy_data import boot_item, boot_path, build_item, build_json, lava_json
 from tests.faults.world import CatalogObject, ObjectKey, World, listing_date, rejection_reason
 
@@ -19,6 +21,10 @@ from tests.faults.world import CatalogObject, ObjectKey, World, listing_date, re
 # without faults uses generous ones so a loaded CI machine cannot fail it.
 FAULTY_TIMEOUT = 0.5
 CLEAN_TIMEOUT = 20
+# Overall deadlines of a body (download, Logstash answer) and the object size limit while faults
+# are armed: a trickle or an endless body ends in a second, not minutes.
+FAULTY_DEADLINE = 1.0
+FAULTY_MAX_OBJECT_BYTES = 4_000_000
 ROUTES = ("lava", "lava", "lava", "build", "boot")  # weighted by how many POSTs each input gets
 COLLECTIONS = ("build", "boot")
 PAST_HTTP_DATE = "Wed, 21 Oct 2015 07:28:00 GMT"
@@ -38,6 +44,7 @@ class Fault:
     # Objects broken for good -> (the ledger state they must end in, words their reason must hold).
     broken: Dict[ObjectKey, Tuple[str, str]] = field(default_factory=dict)
     at_once: bool = False  # armed whole before the run, not at a count of what the servers see
+    fronted: bool = False  # needs the run's requests to go through the world's fronts
 
     @property
     def permanent(self) -> bool:
@@ -227,6 +234,26 @@ def file_html_once(rng, world, run):
     return Fault("file malformed once", run, "%s %s served as an HTML page once" % (obj.kind, obj.upstream_id), 1, arm)
 
 
+def _fronted_get(rng, world, obj, behaviour):
+    path = quote(obj.path)
+    return _at_get(rng, world, lambda w: w.faulty_fronts["storage"].on("GET", path, behaviour, count=1))
+
+
+def file_trickles(rng, world, run):
+    obj = _target(rng, world)
+    arm = _fronted_get(rng, world, obj, rogue_http.trickle(length=len(world.content(obj)), every=0.2))
+    return Fault("file trickles past the download deadline", run, "%s %s sent a byte every 0.2s once"
+                 % (obj.kind, obj.upstream_id), 1, arm, fronted=True)
+
+
+def file_endless(rng, world, run):
+    obj, announced = _target(rng, world), rng.choice((None, FAULTY_MAX_OBJECT_BYTES * 4))
+    arm = _fronted_get(rng, world, obj, rogue_http.endless(declared=announced))
+    how = "announcing %d bytes" % announced if announced else "until the connection closes"
+    return Fault("file endless (past the size limit)", run, "%s %s streams without end once, %s"
+                 % (obj.kind, obj.upstream_id, how), 1, arm, fronted=True)
+
+
 def file_404_for_good(rng, world, run):
     obj = _target(rng, world)
     return Fault("file 404 for good", run, "%s %s removed from storage" % (obj.kind, obj.upstream_id), 1,
@@ -242,12 +269,23 @@ def _garbage(rng, content: bytes) -> bytes:
 def file_malformed_for_good(rng, world, run):
     obj = _target(rng, world)
     garbage = _garbage(rng, world.content(obj))
-    reason = rejection_reason(obj.kind, garbage, obj.created)
+    reason = rejection_reason(obj.kind, garbage, obj.created, obj.lab)
     if reason is None:  # the cut kept a valid file; a non-object is refused whatever the kind
-        garbage, reason = b"[]", rejection_reason(obj.kind, b"[]", obj.created)
+        garbage, reason = b"[]", rejection_reason(obj.kind, b"[]", obj.created, obj.lab)
     return Fault("file malformed for good", run, "%s %s replaced by %d bytes of %r..." % (
         obj.kind, obj.upstream_id, len(garbage), garbage[:24]), 1,
         lambda w: w.set_file(obj.path, garbage), broken={obj.key: ("rejected", reason)})
+
+
+def file_redirected_off_origin(rng, world, run):
+    """A storage file answered with a redirect to a place kcing must never fetch from."""
+    obj = _target(rng, world)
+    port = urlsplit(world.replica.storage_url).port
+    location = rng.choice(("http://localhost:%d/%s" % (port, obj.path), "http://127.0.0.2:%d/%s" % (port, obj.path),
+                           "file:///etc/passwd", "https://127.0.0.1:%d/%s" % (port, obj.path)))
+    return Fault("file redirected off the upstream origins", run, "%s %s redirects to %s" % (
+        obj.kind, obj.upstream_id, location), 1, lambda w: w.redirect_for_good(obj.path, location),
+        broken={obj.key: ("rejected", "not an upstream origin")})
 
 
 # Logstash ----------------------------------------------------------------------------------
@@ -295,6 +333,47 @@ def logstash_accept_then_fail(rng, world, run):
                  % (route, count, _after(moment, "POST")), count, arm)
 
 
+def _fronted_post(rng, behaviour, count):
+    """A behaviour of one route's front for `count` POSTs, armed after a random number of POSTs."""
+    route = rng.choice(ROUTES)
+    moment, arm = _at_post(rng, lambda w: w.faulty_fronts[route].on("POST", "/", behaviour, count=count))
+    return route, moment, arm
+
+
+def logstash_redirect(rng, world, run):
+    status = rng.choice((301, 302, 303, 307, 308))
+    # A GET to the same place answers 200: following the redirect would look like an acknowledgement.
+    behaviour = rogue_http.redirect(status, "https://logstash.invalid:8443/")
+    route, moment, arm = _fronted_post(rng, behaviour, 1)
+
+    def arm_both(w):
+        arm(w)
+        w.faulty_fronts[route].on("GET", "/", rogue_http.answer(200, body=b"ok"))
+    return Fault("Logstash redirects (3xx)", run, "%s input answers %d to a POST, %s"
+                 % (route, status, _after(moment, "POST")), 1, arm_both, fronted=True)
+
+
+def logstash_413(rng, world, run):
+    route, count = rng.choice(ROUTES), rng.randint(1, 6)
+    moment, arm = _at_post(rng, lambda w: w.emulators[route].fail_next(413, count=count))
+    return Fault("Logstash 413", run, "%s input answers %d x 413 (body too large), %s"
+                 % (route, count, _after(moment, "POST")), count, arm)
+
+
+def logstash_trickles(rng, world, run):
+    count = rng.randint(1, 2)
+    route, moment, arm = _fronted_post(rng, rogue_http.trickle(length=500, every=0.2), count)
+    return Fault("Logstash answer trickles", run, "%s input trickles %d answers a byte every 0.2s, %s"
+                 % (route, count, _after(moment, "POST")), count, arm, fronted=True)
+
+
+def logstash_cut_short(rng, world, run):
+    count = rng.randint(1, 3)
+    route, moment, arm = _fronted_post(rng, rogue_http.cut_short(declared=100, sent=b"ok"), count)
+    return Fault("Logstash answer cut short", run, "%s input sends 2 of 100 announced bytes %d times, %s"
+                 % (route, count, _after(moment, "POST")), count, arm, fronted=True)
+
+
 def logstash_down(rng, world, run):
     route = rng.choice(ROUTES)
     return Fault("Logstash down", run, "%s input refuses connections for the whole run" % route, 1,
@@ -336,9 +415,11 @@ def kill_any_time(rng, world, run):
 FAMILIES = (
     listing_5xx, listing_timeout, listing_truncated, listing_malformed, csrf_expiry, pages_repeat,
     new_items_arrive, file_5xx, file_timeout, file_truncated, file_reset, file_404_once, file_html_once,
-    file_404_for_good, file_malformed_for_good, logstash_429_retry_after, logstash_429, logstash_500,
+    file_404_for_good, file_malformed_for_good, file_redirected_off_origin, logstash_429_retry_after, logstash_429,
+    logstash_500,
     logstash_503, logstash_reset, logstash_slow, logstash_accept_then_fail, logstash_down, kill_listing,
     kill_download, kill_after_post, kill_in_commit, kill_any_time,
+    file_trickles, file_endless, logstash_redirect, logstash_413, logstash_trickles, logstash_cut_short,
 )
 
 
@@ -363,9 +444,15 @@ def make_plan(seed: int, world: World) -> Plan:
     return Plan(seed, settings, faults)
 
 
-def run_settings(plan: Plan, faults: List[Fault]) -> Dict[str, str]:
+def run_settings(plan: Plan, faults: List[Fault], world: Optional[World] = None) -> Dict[str, str]:
     timeout = FAULTY_TIMEOUT if faults else CLEAN_TIMEOUT
-    return dict(plan.settings, KCI_TIMEOUT=str(timeout), ES_TIMEOUT=str(timeout))
+    settings = dict(plan.settings, KCI_TIMEOUT=str(timeout), ES_TIMEOUT=str(timeout))
+    if faults:
+        settings.update(KCI_DOWNLOAD_DEADLINE=str(FAULTY_DEADLINE), ES_POST_DEADLINE=str(FAULTY_DEADLINE),
+                        KCI_MAX_OBJECT_BYTES=str(FAULTY_MAX_OBJECT_BYTES))
+    if world is not None and any(fault.fronted for fault in faults):
+        settings.update(world.front_settings())
+    return settings
 
 
 def arm_all(world: World, faults: List[Fault]) -> Callable[[], None]:

@@ -32,6 +32,7 @@ from tests.fakes.elastic_store import IndexStore
 from tests.fakes.legacy_corpus import KIND_TO_COLLECTION, LegacyCorpus, storage_path
 from tests.fakes.legacy_replica import LegacyReplica
 from tests.fakes.logstash_emulator import LogstashCluster
+from tests.fakes.rogue_http import RogueFront
 from tests.fakes.serving import ManualClock
 from tests.feedrun import REPO, SAMPLES, feed_environ
 
@@ -67,6 +68,11 @@ class CatalogObject:
     def collection(self) -> str:
         return KIND_TO_COLLECTION[self.kind]
 
+    @property
+    def lab(self) -> Optional[str]:
+        """The lab the listing names, which the feed gives files that name none."""
+        return self.listing.get("lab_name")
+
 
 def listing_date(item: dict) -> datetime:
     return datetime.fromtimestamp(item["created_on"]["$date"] / 1000, tz=timezone.utc)
@@ -85,20 +91,21 @@ def sample_objects() -> Tuple[Tuple[CatalogObject, bytes], ...]:
 
 
 @lru_cache(maxsize=512)
-def stored_form(kind: str, content: bytes, created: datetime) -> Tuple[Tuple[DocKey, str], ...]:
+def stored_form(kind: str, content: bytes, created: datetime,
+                lab: Optional[str] = None) -> Tuple[Tuple[DocKey, str], ...]:
     """((index, id), canonical JSON of the stored document) for each document a file makes."""
     try:
-        documents = documents_for(kind, content, created)
+        documents = documents_for(kind, content, created, lab)
     except RejectedInput:
         return ()
     return tuple(((document.index, document.doc_id),
                   _canonical(dict(document.body, **{"@timestamp": document.timestamp}))) for document in documents)
 
 
-def rejection_reason(kind: str, content: bytes, created: datetime) -> Optional[str]:
+def rejection_reason(kind: str, content: bytes, created: datetime, lab: Optional[str] = None) -> Optional[str]:
     """Why `documents_for` refuses this file, or None when it makes documents."""
     try:
-        documents_for(kind, content, created)
+        documents_for(kind, content, created, lab)
     except RejectedInput as error:
         return str(error)
     return None
@@ -208,6 +215,7 @@ class World:
         self.corpus = LegacyCorpus()
         self.catalog: Dict[ObjectKey, CatalogObject] = {}
         self.files: Dict[str, Optional[bytes]] = {}
+        self.redirects: Dict[str, str] = {}  # storage path -> Location, for good (redirect_for_good)
         for obj, content in (objects if objects is not None else sample_objects()):
             self.add_object(obj, content)
         self.today: date = self.corpus.latest_day()
@@ -216,6 +224,9 @@ class World:
         self.replica.frontend.on_page(self._on_page)
         self.store = HookedStore(self.hooks)
         self.logstash = LogstashCluster(store=self.store)
+        # Fronts that answer what the emulators will not (redirects, trickles, bodies cut short or
+        # endless); a run goes through them only when one of its faults needs it.
+        self.faulty_fronts: Dict[str, RogueFront] = {}
         self.db = workdir / "kcing.db"
         self.days = 30 + next(_WORLD_NUMBERS) % 300
         self.runs: List[RunResult] = []
@@ -230,9 +241,15 @@ class World:
     def __enter__(self) -> "World":
         self.replica.start()
         self.logstash.start()
+        self.faulty_fronts = {"storage": RogueFront(self.replica.storage_url)}
+        self.faulty_fronts.update({route: RogueFront(url) for route, url in self.logstash.urls.items()})
+        for front in self.faulty_fronts.values():
+            front.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
+        for front in self.faulty_fronts.values():
+            front.stop()
         self.logstash.stop()
         self.replica.stop()
         self.logstash.clear()  # events and requests: several MB per world
@@ -257,6 +274,11 @@ class World:
         if content is None:
             self.corpus.remove_file(path)
 
+    def redirect_for_good(self, path: str, location: str) -> None:
+        """Answer every GET of a file with a redirect to `location` from now on; the file then
+        makes no documents (kcing must refuse a redirect off the upstream origins)."""
+        self.redirects[path] = location
+
     def _serve(self, path: str) -> bytes:
         self.hooks.notice("get")
         return self.files[path]
@@ -266,7 +288,7 @@ class World:
         self.hooks.notice("page:" + collection)
 
     def content(self, obj: CatalogObject) -> Optional[bytes]:
-        return self.files.get(obj.path)
+        return None if obj.path in self.redirects else self.files.get(obj.path)
 
     # What the feed must end with -----------------------------------------------------------
 
@@ -274,7 +296,7 @@ class World:
         content = self.content(obj)
         if content is None:
             return {}
-        return dict(stored_form(obj.kind, content, obj.created))
+        return dict(stored_form(obj.kind, content, obj.created, obj.lab))
 
     def expected(self) -> Dict[DocKey, str]:
         """(index, id) -> canonical stored document, for every object listed with a usable file."""
@@ -294,6 +316,11 @@ class World:
         base.update({name: str(value) for name, value in settings.items()})
         return feed_environ(self.replica, self.logstash, self.db, **base)
 
+    def front_settings(self) -> Dict[str, str]:
+        """Settings that send a run's file GETs and POSTs through the fronts."""
+        return {"KCI_STORAGE_URL": self.faulty_fronts["storage"].url, "ES_BUILD": self.faulty_fronts["build"].url,
+                "ES_LAVA": self.faulty_fronts["lava"].url, "ES_BOOT": self.faulty_fronts["boot"].url}
+
     def run(self, env: Dict[str, str], arm: Callable[[], None] = lambda: None,
             commit_kill: Optional[Tuple[int, float]] = None, kill_after: Optional[float] = None,
             timeout: float = 120.0, args: Sequence[str] = ()) -> RunResult:
@@ -303,6 +330,8 @@ class World:
         SIGKILL that many seconds after the start.
         """
         self.quiet_down()
+        for path, location in self.redirects.items():
+            self.replica.storage.redirect(path, location, count=None)
         arm()
         try:
             return self._run(env, commit_kill, kill_after, timeout, list(args))
@@ -376,6 +405,8 @@ class World:
         for emulator in self.emulators.values():
             emulator.clear_faults()
             emulator.up()
+        for front in self.faulty_fronts.values():
+            front.clear()
 
     # The ledger ----------------------------------------------------------------------------
 

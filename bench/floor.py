@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""The parsing floor: CPU to decode every upstream file of a corpus and encode kcing's documents.
+
+    python bench/floor.py MANIFEST_JSON
+
+MANIFEST_JSON lists the corpus as [{"kind": "build"|"lava"|"boot", "path": FILE, "created": ISO}].
+In this one process, with every file already in memory and no I/O while timed, it measures the
+CPU time (`time.process_time`) of
+
+- decoding: each file with the fastest JSON decoder available (orjson if installed, else the
+  standard library's C decoder); in a LAVA file, the YAML texts (`definition`, each `results`
+  suite, `log`) with libyaml's C safe loader (`yaml.CSafeLoader`, plus a constructor for the
+  Decimal tags the real logs carry). The log is one flow mapping per line, nearly all of them
+  plain JSON: the floor decodes each line with the JSON decoder and gives the C YAML loader
+  only the lines JSON cannot read, which is the fastest exact decoding available (the whole
+  log through the C YAML loader is also measured and printed, for scale);
+- encoding: every document kcing makes from those files (`to_wire()`: body, @timestamp and
+  @metadata, what is posted) with the fastest JSON encoder available, to UTF-8 bytes.
+
+Each is timed over three passes and the fastest pass counts.
+
+Prints one JSON line: objects, documents, decode and encode CPU seconds, and which libraries.
+What kcing spends beyond this floor is its own work: fields, ids, validation, batching, ledger,
+HTTP.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from kcing.documents import documents_for  # noqa: E402
+from kcing.errors import RejectedInput  # noqa: E402
+
+try:
+    import orjson
+except ImportError:  # not a kcing dependency: used when the machine has it
+    orjson = None
+
+if orjson is not None:
+    JSON_LIBRARY = "orjson"
+    loads = orjson.loads
+    dumps = orjson.dumps
+else:
+    JSON_LIBRARY = "json (C accelerator)"
+    loads = json.loads
+    _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+    def dumps(value) -> bytes:
+        return _ENCODER.encode(value).encode("utf-8")
+
+
+REPEATS = 3
+
+
+class FloorYamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """The C safe loader, reading `!!python/object/apply:decimal.Decimal [x]` as x."""
+
+
+def _python_tag(loader, suffix, node):
+    if isinstance(node, yaml.SequenceNode):
+        arguments = loader.construct_sequence(node, deep=True)
+        return arguments[0] if len(arguments) == 1 else arguments
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    return loader.construct_scalar(node)
+
+
+FloorYamlLoader.add_multi_constructor("tag:yaml.org,2002:python/", _python_tag)
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=FloorYamlLoader)  # noqa: S506 - a safe loader
+
+
+def decode_log_by_line(text: str) -> list:
+    items = []
+    for line in text.split("\n"):
+        if not line:
+            continue
+        try:
+            items.append(loads(line[2:]))
+        except ValueError:
+            items.extend(load_yaml(line) or ())
+    return items
+
+
+def decode_file(kind: str, content: bytes, whole_log: bool = False) -> None:
+    outer = loads(content)
+    if kind != "lava" or not isinstance(outer, dict):
+        return
+    for name in ("definition",):
+        if isinstance(outer.get(name), str):
+            load_yaml(outer[name])
+    results = outer.get("results")
+    if isinstance(results, dict):
+        for text in results.values():
+            if isinstance(text, str):
+                load_yaml(text)
+    log = outer.get("log")
+    if isinstance(log, str):
+        load_yaml(log) if whole_log else decode_log_by_line(log)
+
+
+def fastest(work, repeats: int = REPEATS) -> float:
+    """The least CPU time `work` took over `repeats` passes (a floor: noise only adds)."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.process_time()
+        work()
+        best = min(best, time.process_time() - started)
+    return best
+
+
+def measure(manifest: list) -> dict:
+    files = [(entry["kind"], Path(entry["path"]).read_bytes(), datetime.fromisoformat(entry["created"]))
+             for entry in manifest]
+    wires = []
+    for kind, content, created in files:
+        try:
+            wires.extend(document.to_wire() for document in documents_for(kind, content, created))
+        except RejectedInput:
+            continue
+
+    decode = fastest(lambda: [decode_file(kind, content) for kind, content, _ in files])
+    encode = fastest(lambda: [dumps(wire) for wire in wires])
+    whole_log_decode = fastest(lambda: [decode_file(kind, content, whole_log=True) for kind, content, _ in files], 1)
+
+    return {"objects": len(files), "documents": len(wires), "decode_cpu_seconds": decode,
+            "encode_cpu_seconds": encode, "whole_log_yaml_decode_cpu_seconds": whole_log_decode,
+            "json": JSON_LIBRARY, "yaml": "libyaml CSafeLoader" if yaml.__with_libyaml__ else "pure-Python SafeLoader"}
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    print(json.dumps(measure(json.loads(Path(sys.argv[1]).read_text()))))
+
+
+if __name__ == "__main__":
+    main()

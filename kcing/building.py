@@ -1,0 +1,378 @@
+"""Document building (upstream file -> documents -> encoded bytes), in worker processes.
+
+Building holds the interpreter lock: in the feed's own process, download threads add nothing
+once the network is fast, and a second core idles. `Builder.build` hands the file to a worker
+process instead, waits for the encoded documents (the waiting thread releases the lock) and
+returns them. The output is the same bytes either way: the worker runs the same functions.
+
+- Lazy: workers start only once builds in this process keep overlapping (a backlog). A cron run
+  of a few objects, or a crawl limited by the network, never starts one. Until a started worker
+  is ready, builds go on here, so a start never stalls the run.
+- Plain processes: each worker is a fresh interpreter (`python -c`, never a fork of this
+  threaded process) that imports only the document code. Requests and answers are bytes
+  in length-prefixed frames over its stdin and stdout.
+- One object at a time per worker, so a worker that dies is blamed on exactly one object: it is
+  built again on a fresh worker, and rejected if that one dies too. The run goes on.
+- Workers ignore SIGINT and SIGTERM (the feed decides when to stop, then closes their stdin)
+  and exit when their stdin closes or their parent dies, so no run leaves one behind.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import pickle
+import queue
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from kcing.errors import RejectedInput
+
+log = logging.getLogger(__name__)
+
+# Builds that found another build already running in this process before workers start: a few
+# overlaps happen in any run; this many mean downloads outpace building.
+OVERLAPS_BEFORE_WORKERS = 16
+# What a worker calls for each object ("module:function"); tests point it elsewhere.
+TARGET = "kcing.building:encoded_documents"
+# How long close() lets workers finish the object in hand before killing them.
+CLOSE_GRACE = 2.0
+
+_HEADER = struct.Struct("!Q")
+# The worker imports this checkout's kcing whatever its working directory, and (from Python
+# 3.11, -P) no module from that directory either.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+_WORKER_MAIN = "import sys; sys.path.insert(0, %r); import kcing.building as b; b.serve()" % _ROOT
+_SAFE_PATH = ("-P",) if sys.version_info >= (3, 11) else ()
+
+
+@dataclass
+class Built:
+    """Encoded documents of one object and the ids the ledger keeps ({index: packed ids})."""
+
+    items: List[bytes]
+    kept: Dict[str, bytes]
+
+
+def encoded_documents(kind: str, content: bytes, created: Optional[datetime], listed_lab: Optional[str],
+                      encode: Callable) -> Built:
+    """The documents of one upstream file, encoded by `encode` (the sink's). Raises RejectedInput."""
+    from kcing.documents import documents_for
+    from kcing.ledger import docids
+
+    documents = documents_for(kind, content, created, listed_lab)
+    return Built([encode(document) for document in documents], docids.by_index(documents))
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _name_of(function: Callable) -> Optional[str]:
+    """"module:qualified.name" when a fresh interpreter can import `function`, else None."""
+    module, qualname = getattr(function, "__module__", None), getattr(function, "__qualname__", "")
+    if not module or module == "__main__" or "<" in qualname:
+        return None
+    try:
+        if _resolve("%s:%s" % (module, qualname)) is not function:
+            return None
+    except (ImportError, AttributeError):
+        return None
+    return "%s:%s" % (module, qualname)
+
+
+def _resolve(name: str):
+    module, _, qualname = name.partition(":")
+    target = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+class WorkerDied(Exception):
+    """The worker process ended while building an object."""
+
+
+class _Worker:
+    """One worker process and its pipes; used by one thread at a time."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+
+    def exchange(self, request: bytes) -> bytes:
+        try:
+            _write_frame(self.process.stdin, request)
+            return _read_frame(self.process.stdout)
+        except (OSError, EOFError, ValueError) as error:
+            raise WorkerDied(self.death()) from error
+
+    def death(self) -> str:
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        if code < 0:
+            try:
+                return "killed by %s" % signal.Signals(-code).name
+            except ValueError:
+                return "killed by signal %d" % -code
+        return "exited with status %d" % code
+
+
+class Builder:
+    """Builds documents here (workers <= 1) or in up to `workers` worker processes.
+
+    Thread-safe: the feed's download threads call `build` at the same time. Close it (or use it
+    as a context manager) after the last `build` returned.
+    """
+
+    def __init__(self, workers: int, encode: Callable, target: Optional[str] = None):
+        self.encode = encode
+        self.target = target or TARGET
+        encoder = _name_of(encode)
+        if workers > 1 and encoder is None:
+            log.debug("the sink's encoder cannot be imported by a worker: building documents here")
+        self.workers = workers if (workers > 1 and encoder is not None) else 0
+        self._encoder = encoder
+        self._lock = threading.Lock()
+        self._idle: "queue.Queue[_Worker]" = queue.Queue()
+        self._processes: List[subprocess.Popen] = []
+        self._ready = 0
+        self._starting = 0
+        self._here = 0  # builds running in this process now
+        self._overlaps = 0
+        self._closed = False
+        self._broken = False
+        self.built_here = 0
+        self.built_in_workers = 0
+        self.restarts = 0
+        self.started = 0  # worker processes started, restarts included
+
+    def __enter__(self) -> "Builder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # Building ------------------------------------------------------------------------------
+
+    def build(self, kind: str, content: bytes, created: Optional[datetime],
+              listed_lab: Optional[str]) -> Built:
+        """Encoded documents of one object; RejectedInput when it cannot become documents."""
+        if self.workers and self._use_workers():
+            return self._build_in_worker(kind, content, created, listed_lab)
+        with self._lock:
+            if self._here:
+                self._overlaps += 1
+            self._here += 1
+            self.built_here += 1
+        try:
+            return _resolve(self.target)(kind, content, created, listed_lab, self.encode)
+        finally:
+            with self._lock:
+                self._here -= 1
+
+    def start(self, wait: bool = False) -> None:
+        """Start the workers now rather than at the first backlog; with `wait`, until they are ready."""
+        with self._lock:
+            if self.workers and not self._processes and not self._closed:
+                for _ in range(self.workers):
+                    self._start_worker()
+        while wait:
+            with self._lock:
+                if self._ready >= self.workers or self._broken or self._closed:
+                    return
+            time.sleep(0.01)
+
+    def _use_workers(self) -> bool:
+        with self._lock:
+            if self._closed or self._broken:
+                return False
+            if not self._processes and self._overlaps >= OVERLAPS_BEFORE_WORKERS:
+                log.debug("downloads outpace document building: starting %d worker processes", self.workers)
+                for _ in range(self.workers):
+                    self._start_worker()
+            return self._ready > 0
+
+    def _build_in_worker(self, kind, content, created, listed_lab) -> Built:
+        request = pickle.dumps((self.target, self._encoder, kind, content, created, listed_lab),
+                               protocol=pickle.HIGHEST_PROTOCOL)
+        deaths = []
+        while len(deaths) < 2:
+            worker = self._take_worker()
+            if worker is None:
+                break
+            try:
+                answer = worker.exchange(request)
+            except WorkerDied as died:
+                self._lost(worker)
+                if self._closed:
+                    raise
+                deaths.append(str(died))
+                log.warning("a document-building worker died building %s (%s)", kind, died)
+                continue
+            self._idle.put(worker)
+            with self._lock:
+                self.built_in_workers += 1
+            status, *rest = pickle.loads(answer)
+            if status == "ok":
+                return Built(*rest)
+            raise RejectedInput(rest[0])
+        if not deaths:
+            raise RejectedInput("document building stopped: no worker process is running")
+        raise RejectedInput("building its documents ended the worker process %s (%s)"
+                            % ("twice" if len(deaths) > 1 else "once, and no new one started", "; ".join(deaths)))
+
+    def _take_worker(self) -> Optional[_Worker]:
+        while True:
+            try:
+                return self._idle.get(timeout=0.2)
+            except queue.Empty:
+                with self._lock:
+                    if self._closed or (self._ready == 0 and self._starting == 0):
+                        return None
+
+    # Worker processes ----------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        """Start one worker in the background; it joins the idle queue once it has imported."""
+        try:
+            process = subprocess.Popen([sys.executable, *_SAFE_PATH, "-c", _WORKER_MAIN],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        except OSError as error:  # no memory, no process slots: the feed builds on by itself
+            log.warning("cannot start a document-building worker (%s); building in the feed's process", error)
+            self._broken = self._ready == 0 and self._starting == 0
+            return
+        self._processes.append(process)
+        self.started += 1
+        self._starting += 1
+        threading.Thread(target=self._await_ready, args=(_Worker(process),), name="worker-start",
+                         daemon=True).start()
+
+    def _await_ready(self, worker: _Worker) -> None:
+        started = time.monotonic()
+        try:
+            ready = _read_frame(worker.process.stdout) == b"ready"
+        except (OSError, EOFError, ValueError):
+            ready = False
+        with self._lock:
+            self._starting -= 1
+            if ready and not self._closed:
+                self._ready += 1
+                self._idle.put(worker)
+                log.debug("worker %d ready in %.3f s", worker.process.pid, time.monotonic() - started)
+                return
+            if not self._closed:
+                self._broken = self._ready == 0 and self._starting == 0
+        if not self._closed:
+            log.warning("a document-building worker did not start (%s); building in the feed's process",
+                        worker.death())
+
+    def _lost(self, worker: _Worker) -> None:
+        """A worker died: replace it, unless the run is closing."""
+        with self._lock:
+            self._ready -= 1
+            if self._closed:
+                return
+            self.restarts += 1
+            self._start_worker()
+
+    def close(self) -> None:
+        """Stop the workers: close their stdin, give them CLOSE_GRACE seconds, then kill them."""
+        with self._lock:
+            self._closed = True
+            processes = list(self._processes)
+        for process in processes:
+            for stream in (process.stdin,):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        deadline = time.monotonic() + CLOSE_GRACE
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stdout:
+                process.stdout.close()
+        if processes or self.workers:
+            log.debug("documents built: %d objects in worker processes (%d restarted), %d in this process",
+                      self.built_in_workers, self.restarts, self.built_here)
+
+
+# Framing ---------------------------------------------------------------------------------
+
+
+def _write_frame(stream, payload: bytes) -> None:
+    stream.write(_HEADER.pack(len(payload)))
+    stream.write(payload)
+    stream.flush()
+
+
+def _read_frame(stream) -> bytes:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise EOFError("pipe closed")
+    (size,) = _HEADER.unpack(header)
+    payload = stream.read(size)
+    if len(payload) < size:
+        raise EOFError("pipe closed")
+    return payload
+
+
+# The worker process ----------------------------------------------------------------------
+
+
+def serve() -> None:
+    """A worker's main loop: read a request, answer it, until stdin closes or the parent dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The protocol owns the original stdout; anything printed goes to stderr instead.
+    requests = os.fdopen(os.dup(0), "rb")
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    parent = os.getppid()
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), name="orphan-watch", daemon=True).start()
+    import kcing.documents  # noqa: F401  (imported before "ready": the first build pays nothing)
+    _write_frame(answers, b"ready")
+    while True:
+        try:
+            request = _read_frame(requests)
+        except EOFError:
+            return
+        target, encoder, kind, content, created, listed_lab = pickle.loads(request)
+        try:
+            built = _resolve(target)(kind, content, created, listed_lab, _resolve(encoder))
+            answer = ("ok", built.items, built.kept)
+        except RejectedInput as error:
+            answer = ("rejected", str(error))
+        except Exception as error:  # a fault in one object must cost only that object
+            answer = ("rejected", "document building failed: %s: %s" % (type(error).__name__, error))
+        del content, request
+        try:
+            _write_frame(answers, pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            return
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    # A parent killed by SIGKILL closes its pipes, which ends the loop above; this covers a
+    # worker stuck inside one object when that happens.
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(1)

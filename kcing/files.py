@@ -1,0 +1,118 @@
+"""Local files kcing writes: replaced whole through a rename, and lock files opened safely.
+
+Files that other programs read (Logstash's pipelines.yml, Kibana exports, samples, metrics)
+keep the permissions and group of the file they replace, so a Logstash running as another
+user can still read them; a new file is 0644 less the umask's bits.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from kcing.errors import ConfigError, KcingError, StorageFailed
+
+NEW_FILE_MODE = 0o644
+# What a process without a readable /proc assumes: the usual umask of a service account.
+DEFAULT_UMASK = 0o022
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask would, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return DEFAULT_UMASK
+
+
+def replacement_mode(path: Path, like: Optional[Path] = None) -> tuple:
+    """(mode, uid, gid) a file written at `path` should get: those of `like` (or of `path`)
+    when it exists, else 0644 less the umask, owned by this process (uid and gid None)."""
+    try:
+        existing = os.stat(like if like is not None else path)
+    except OSError:
+        return NEW_FILE_MODE & ~current_umask(), None, None
+    if not stat.S_ISREG(existing.st_mode):
+        return NEW_FILE_MODE & ~current_umask(), None, None
+    return stat.S_IMODE(existing.st_mode), existing.st_uid, existing.st_gid
+
+
+def write_atomically(path: Path, content: bytes, mode: Optional[int] = None, like: Optional[Path] = None) -> None:
+    """Write to a temporary name beside `path`, then rename: readers see the old file or the new
+    one, never half of one.
+
+    The new file gets `mode` when given, else the mode, owner and group of `like` (a backup takes
+    those of the file it copies) or of the file it replaces, else 0644 less the umask. Owner and
+    group are kept as far as this process may set them (root may; a user may set a group it is in).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept_mode, uid, gid = replacement_mode(path, like)
+        handle, temporary = tempfile.mkstemp(dir=str(path.parent), prefix=".partial-", suffix=".tmp")
+    except OSError as error:
+        raise file_error(path, error) from None
+    try:
+        with os.fdopen(handle, "wb") as out:
+            if uid is not None and mode is None:
+                _keep_owner(out.fileno(), uid, gid)
+            os.fchmod(out.fileno(), mode if mode is not None else kept_mode)
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        if isinstance(error, OSError):
+            raise file_error(path, error) from None
+        raise
+
+
+def file_error(path: Path, error: OSError) -> KcingError:
+    """The kcing error for a file kcing could not write: a setting to fix (permissions, a
+    missing directory: exit 2), or the machine failing (a full disk, an I/O error: exit 5)."""
+    reason = error.strerror or str(error)
+    if error.errno in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+        return ConfigError("cannot write %s: %s" % (path, reason))
+    return StorageFailed("cannot write %s: %s; the previous file, if any, is left as it was" % (path, reason))
+
+
+def _keep_owner(fd: int, uid: int, gid: int) -> None:
+    for owner, group in ((uid, gid), (-1, gid)):
+        try:
+            os.fchown(fd, owner, group)
+            return
+        except PermissionError:
+            continue
+
+
+def open_lock_file(path: Path) -> int:
+    """Open (creating if needed) the lock file at `path` for reading and writing; return its fd.
+
+    A symlink there is refused, never followed: a lock file is written to, and following a link
+    planted at its name would overwrite whatever the link points at. So is anything but a plain
+    file with one name (a hard link to another file, a FIFO, a device).
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(str(path), flags, NEW_FILE_MODE)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ConfigError("the lock file %s is a symbolic link; kcing does not follow it (it would write "
+                              "through it): remove it and run again" % path) from None
+        raise ConfigError("cannot create the lock file %s: %s" % (path, error.strerror)) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        what = "not a regular file" if not stat.S_ISREG(info.st_mode) else "a hard link to another file"
+        raise ConfigError("the lock file %s is %s; kcing does not write to it: remove it and run again"
+                          % (path, what))
+    os.set_blocking(fd, True)
+    return fd

@@ -1,0 +1,84 @@
+"""The ledger's SQLite connection, with the storage failures a run can meet turned into kcing errors.
+
+A ledger locked by another process for longer than kcing waits, a full disk, an I/O error or a
+read-only file are facts about the machine, not bugs: each becomes one `KcingError` with a clear
+message and its exit status, wherever in a run it happens. SQLite rolls back the transaction
+that failed, so the ledger keeps only whole transactions and stays consistent.
+"""
+from __future__ import annotations
+
+import sqlite3
+from typing import Optional
+
+from peewee import DatabaseError, SqliteDatabase
+
+from kcing.errors import KcingError, LedgerBusy, StorageFailed
+
+# SQLite's primary result codes (the low byte of an extended code), and the messages SQLite
+# gives them: an error raised by a commit does not always carry its code.
+_BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+_BUSY_WORDS = ("database is locked", "database table is locked")
+_FULL = ("database or disk is full", "no space left")
+_READONLY = ("readonly database", "read-only")
+_IO = ("disk i/o error", "unable to open database file")
+_CANNOT_WRITE = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN}
+
+
+def storage_error(path: str, error: BaseException, wait: float) -> Optional[KcingError]:
+    """The kcing error for a SQLite failure of the ledger at `path`, or None for any other
+    error (a damaged file, a bug), which the caller leaves as it is."""
+    original = error.args[0] if isinstance(error, DatabaseError) and error.args else error
+    code = getattr(original, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = str(original)
+    lowered = text.lower()
+    if primary in _BUSY or any(words in lowered for words in _BUSY_WORDS):
+        return LedgerBusy("the ledger %s is locked by another process (waited %gs, KCING_DB_LOCK_WAIT); nothing "
+                          "more was recorded: try again when that process is done" % (path, wait))
+    if primary == sqlite3.SQLITE_FULL or any(words in lowered for words in _FULL):
+        why = "the disk is full"
+    elif primary == sqlite3.SQLITE_READONLY or any(words in lowered for words in _READONLY):
+        why = "it is read-only"
+    elif primary in _CANNOT_WRITE or any(words in lowered for words in _IO):
+        why = "%s (a full disk or a failing device)" % text
+    else:
+        return None
+    return StorageFailed("cannot write the ledger %s: %s; the ledger keeps every whole transaction, and what "
+                         "was not recorded is sent again by the next run" % (path, why))
+
+
+class LedgerDatabase(SqliteDatabase):
+    """SqliteDatabase whose every statement, commit and rollback raises kcing errors for
+    storage failures (see `storage_error`)."""
+
+    def __init__(self, path: str, wait: float, **kwargs):
+        super().__init__(path, **kwargs)
+        self.wait = wait
+
+    def _translated(self, error: BaseException) -> BaseException:
+        mapped = storage_error(str(self.database), error, self.wait)
+        return mapped if mapped is not None else error
+
+    def connect(self, reuse_if_open=False):
+        try:
+            return super().connect(reuse_if_open)
+        except (DatabaseError, sqlite3.DatabaseError) as error:
+            raise self._translated(error) from None
+
+    def execute_sql(self, sql, params=None, commit=None):
+        try:
+            return super().execute_sql(sql, params)
+        except (DatabaseError, sqlite3.DatabaseError) as error:
+            raise self._translated(error) from None
+
+    def commit(self):
+        try:
+            return super().commit()
+        except (DatabaseError, sqlite3.DatabaseError) as error:
+            raise self._translated(error) from None
+
+    def rollback(self):
+        try:
+            return super().rollback()
+        except (DatabaseError, sqlite3.DatabaseError) as error:
+            raise self._translated(error) from None

@@ -1,0 +1,134 @@
+"""The other nodes a node's documents need, fetched by id and cached for the run.
+
+A test node holds only what the callback handler copied from its job (the kernel, the platform,
+the runtime); the LAVA job id and the device are on the job node alone (upstream.md §2.9), so a
+test's documents need the job at the root of its group. A regression node names its first
+failing and last passing runs by id only; its document needs the failing run's lab and job, and
+the passing run's kernel revision.
+
+Jobs listed in the same run are remembered as they are listed (parents are listed before their
+children), so a lookup usually costs no request; the others are asked for with
+`GET <api>/node/<id>`, which answers `null` for an id it does not know. What is kept of each node
+is `related_node`'s small extract, never the whole node.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Dict, Mapping, Optional
+
+from kcing.errors import UpstreamError
+from kcing.records import JOB, REGRESSION, TEST
+
+log = logging.getLogger(__name__)
+
+# Nodes kept for lookups: a day of production has tens of thousands of jobs; each extract is a
+# few hundred bytes. The oldest are forgotten first (children follow their parents closely).
+CACHE_SIZE = 100_000
+# The deepest a test sits below its job: job -> sub-group -> ... -> case.
+MAX_DEPTH = 12
+# The part of `data` a related node contributes to another node's documents.
+RELATED_DATA = ("kernel_revision", "job_id", "device", "platform", "runtime", "error_code", "error_msg")
+REVISION_FIELDS = ("tree", "url", "branch", "commit", "describe")
+RELATED_FIELDS = ("id", "kind", "name", "path", "group", "parent", "created", "result")
+
+OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
+
+Fetch = Callable[[str], Optional[Mapping[str, Any]]]
+
+
+def related_node(node: Mapping[str, Any]) -> dict:
+    """What other nodes' documents use of `node`."""
+    extract = {name: node.get(name) for name in RELATED_FIELDS}
+    data = node.get("data") if isinstance(node.get("data"), dict) else {}
+    extract["data"] = {name: data[name] for name in RELATED_DATA if data.get(name) is not None}
+    revision = extract["data"].get("kernel_revision")
+    if isinstance(revision, dict):  # without the commit message and tags, which can be long
+        extract["data"]["kernel_revision"] = {name: revision[name] for name in REVISION_FIELDS if name in revision}
+    return extract
+
+
+def is_group_root(node: Mapping[str, Any]) -> bool:
+    """A node is the root of its group (a job node) unless an ancestor carries the group's name."""
+    group, path = node.get("group"), node.get("path")
+    return not isinstance(group, str) or not isinstance(path, list) or group not in path[:-1]
+
+
+class RelatedNodes:
+    """Finds a node's job and a regression's runs; `fetch_node(id)` asks the API for one node."""
+
+    def __init__(self, fetch_node: Fetch, cache_size: int = CACHE_SIZE):
+        self._fetch_node = fetch_node
+        self._cache: "OrderedDict[str, Optional[dict]]" = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def remember(self, node_id: str, node: Mapping[str, Any]) -> None:
+        """Keep a listed job so that its children need no request."""
+        with self._lock:
+            self._cache[node_id] = related_node(node)
+            self._cache.move_to_end(node_id)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def node(self, node_id: Any) -> Optional[dict]:
+        """The extract of node `node_id`, or None when the API does not know it."""
+        if not isinstance(node_id, str) or not OBJECT_ID.match(node_id):
+            return None  # the API would answer 400 however often it is asked
+        with self._lock:
+            if node_id in self._cache:
+                return self._cache[node_id]
+        found = self._fetch_node(node_id)
+        extract = related_node(found) if isinstance(found, Mapping) else None
+        with self._lock:
+            self._cache[node_id] = extract
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return extract
+
+    def job_of(self, node: Mapping[str, Any]) -> Optional[dict]:
+        """The job at the root of `node`'s group (its LAVA or Kubernetes job); None for a root."""
+        if is_group_root(node):
+            return None
+        group, current = node.get("group"), node
+        for _ in range(MAX_DEPTH):
+            parent = self.node(current.get("parent"))
+            if parent is None:
+                return None
+            if parent.get("name") == group and is_group_root(parent):
+                return parent
+            current = parent
+        return None
+
+    def for_envelope(self, kind: str, node: Mapping[str, Any]) -> Dict[str, Any]:
+        """The related nodes the envelope of `node` carries (documents/nodes.py reads them)."""
+        if kind in (JOB, TEST):
+            job = self.job_of(node)
+            return {"job_node": job} if job is not None else {}
+        if kind != REGRESSION:
+            return {}
+        data = node.get("data") if isinstance(node.get("data"), dict) else {}
+        related: Dict[str, Any] = {}
+        fail = self.node(data.get("fail_node"))
+        if fail is not None:
+            related["fail_node"] = fail
+            job = self.job_of(fail)
+            if job is not None:
+                related["fail_job_node"] = job
+        passed = self.node(data.get("pass_node"))
+        if passed is not None:
+            related["pass_node"] = passed
+        return related
+
+
+def node_from_answer(url: str, status: int, answer: Any) -> Optional[Mapping[str, Any]]:
+    """Read `GET <api>/node/<id>`: the node, None for an id the API does not know."""
+    if status == 404 or (status == 200 and answer is None):
+        return None
+    if status != 200:
+        raise UpstreamError("GET %s answered %d" % (url, status))
+    if not isinstance(answer, dict):
+        raise UpstreamError("GET %s answered %s, not a node" % (url, type(answer).__name__))
+    return answer

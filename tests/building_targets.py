@@ -1,0 +1,43 @@
+"""Build functions for tests of kcing.building: each misbehaves on one object, then builds as kcing does.
+
+A worker process imports this module by name (kcing.building.TARGET), so it stays free of
+pytest and of test fixtures.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from pathlib import Path
+
+from kcing.building import encoded_documents
+
+# Set in the environment the workers inherit: the sha256 of the file that kills its worker.
+CRASH_SHA256 = "KCING_TEST_CRASH_SHA256"
+
+
+def crash_on_one_file(kind, content, created, listed_lab, encode):
+    """Kill the worker process (as a segfault or the OOM killer would) on one file, every time."""
+    if hashlib.sha256(content).hexdigest() == os.environ.get(CRASH_SHA256):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return encoded_documents(kind, content, created, listed_lab, encode)
+
+
+def crash_once(kind, content, created, listed_lab, encode):
+    """Kill the worker the first time: `listed_lab` is "crash-once:<marker file>" for this test."""
+    if listed_lab and listed_lab.startswith("crash-once:"):
+        marker = Path(listed_lab.split(":", 1)[1])
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        listed_lab = None
+    return encoded_documents(kind, content, created, listed_lab, encode)
+
+
+def fault_on_lab(kind, content, created, listed_lab, encode):
+    """A programming fault (not bad input) on objects listed with the lab "fault", and the worker's pid."""
+    if listed_lab == "fault":
+        raise TypeError("unsupported operand in worker %d" % os.getpid())
+    if listed_lab == "pid":
+        raise ValueError("pid %d" % os.getpid())
+    return encoded_documents(kind, content, created, listed_lab, encode)

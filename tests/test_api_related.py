@@ -1,0 +1,106 @@
+"""How the API source finds the nodes another node's documents need (sources/api_related.py)."""
+from __future__ import annotations
+
+import pytest
+
+from kcing.errors import UpstreamError
+from kcing.sources.api_related import RelatedNodes, node_from_answer
+
+JOB, SUB, CASE, REGRESSION = ("a1" * 12, "b2" * 12, "c3" * 12, "d4" * 12)
+
+
+def node(node_id, name, parent, path, group="kselftest-exec", **data):
+    return {"id": node_id, "kind": "job", "name": name, "parent": parent, "path": path, "group": group,
+            "created": "2024-10-16T00:00:00.000000", "result": "pass", "data": data, "artifacts": {"big": "x"}}
+
+
+ROOT = node(JOB, "kselftest-exec", "e5" * 12, ["checkout", "kbuild", "kselftest-exec"], job_id="42", device="d1")
+SUITE = node(SUB, "kselftest-exec", JOB, ["checkout", "kbuild", "kselftest-exec", "kselftest-exec"])
+TEST = dict(node(CASE, "case", SUB, ["checkout", "kbuild", "kselftest-exec", "kselftest-exec", "case"]), kind="test")
+
+
+class Api:
+    """Answers `GET /node/<id>` from a dict and counts the requests."""
+
+    def __init__(self, *nodes):
+        self.nodes = {item["id"]: item for item in nodes}
+        self.asked = []
+
+    def __call__(self, node_id):
+        self.asked.append(node_id)
+        return self.nodes.get(node_id)
+
+
+def test_a_test_two_levels_down_finds_the_job_at_the_root_of_its_group():
+    api = Api(ROOT, SUITE)
+    job = RelatedNodes(api).job_of(TEST)
+    assert (job["id"], job["data"]) == (JOB, {"job_id": "42", "device": "d1"})
+    assert "artifacts" not in job  # a small extract, not the node
+    assert api.asked == [SUB, JOB]
+
+
+def test_jobs_remembered_while_listing_need_no_request_and_lookups_are_cached():
+    api = Api(ROOT, SUITE)
+    related = RelatedNodes(api)
+    related.remember(JOB, ROOT)
+    related.remember(SUB, SUITE)
+    assert related.for_envelope("test", TEST)["job_node"]["id"] == JOB
+    assert api.asked == []
+    cold = RelatedNodes(api)
+    cold.job_of(TEST), cold.job_of(TEST)
+    assert api.asked == [SUB, JOB]  # each node asked for once
+
+
+def test_roots_and_unknown_or_malformed_ids_ask_for_nothing_more():
+    api = Api()
+    related = RelatedNodes(api)
+    assert related.job_of(ROOT) is None  # a job is its own root
+    assert related.for_envelope("kbuild", TEST) == {}
+    assert related.job_of(dict(TEST, parent="not-an-id")) is None
+    assert related.job_of(TEST) is None  # its parent is unknown to the API
+    assert api.asked == [SUB]
+
+
+def test_a_regression_gets_its_failing_run_with_its_job_and_its_passing_run():
+    passed = dict(TEST, id="f6" * 12, data={"kernel_revision": {"describe": "v6.11"}})
+    api = Api(ROOT, SUITE, TEST, passed)
+    regression = {"id": REGRESSION, "kind": "regression", "data": {"fail_node": CASE, "pass_node": "f6" * 12}}
+    related = RelatedNodes(api).for_envelope("regression", regression)
+    assert (related["fail_node"]["id"], related["fail_job_node"]["id"], related["pass_node"]["id"]) == \
+        (CASE, JOB, "f6" * 12)
+    assert RelatedNodes(Api()).for_envelope("regression", dict(regression, data="junk")) == {}
+
+
+def test_an_extract_keeps_the_revision_without_its_long_parts():
+    long_node = node(JOB, "kselftest-exec", None, ["checkout", "kselftest-exec"],
+                     kernel_revision={"tree": "next", "commit": "c" * 40, "describe": "next-20241016",
+                                      "commit_message": "m" * 10000, "commit_tags": ["t"] * 100})
+    related = RelatedNodes(Api(long_node))
+    extract = related.node(JOB)
+    assert extract["data"]["kernel_revision"] == {"tree": "next", "commit": "c" * 40, "describe": "next-20241016"}
+
+
+def test_the_cache_keeps_the_newest_nodes():
+    related = RelatedNodes(Api(), cache_size=2)
+    for number in range(3):
+        related.remember("%024x" % number, ROOT)
+    assert related.node("%024x" % 2) is not None
+    api = Api()
+    small = RelatedNodes(api, cache_size=1)
+    small.remember(JOB, ROOT)
+    small.remember(SUB, SUITE)
+    small.node(JOB)
+    assert api.asked == [JOB]  # forgotten, asked again
+
+
+@pytest.mark.parametrize("status, answer, expected", [
+    (200, None, None), (404, {"detail": "Not Found"}, None), (200, {"id": JOB}, {"id": JOB}),
+])
+def test_the_api_answer_for_one_node(status, answer, expected):
+    assert node_from_answer("https://api/node/x", status, answer) == expected
+
+
+@pytest.mark.parametrize("status, answer", [(500, None), (200, [1]), (400, {"detail": "bad id"})])
+def test_an_answer_that_is_not_a_node_or_null_is_an_upstream_failure(status, answer):
+    with pytest.raises(UpstreamError, match="https://api/node/x"):
+        node_from_answer("https://api/node/x", status, answer)

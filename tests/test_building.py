@@ -1,0 +1,299 @@
+"""Document building in worker processes (kcing.building): same bytes, one object per fault, no orphans.
+
+The worker processes are real (`python -c ...`); the payloads are the bundled samples and the
+real upstream files in shared/data/upstream.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from kcing import building, cli, pipeline
+from kcing.building import Builder
+from kcing.errors import RejectedInput
+from kcing.records import CHECKOUT, JOB, LAVA
+from kcing.sinks.logstash import LogstashSink
+from tests import building_targets
+from tests.fakes.api_data import LEGACY, MAESTRO, REAL_CHECKOUT, REAL_JOB
+from tests.fakes.legacy_data import synthetic_corpus
+from tests.fakes.legacy_replica import LegacyReplica
+from tests.feedrun import SAMPLES, SETTING_PREFIXES, feed_environ, kcing_process, sample_objects
+
+UTC = timezone.utc
+CREATED = datetime(2020, 11, 19, 7, 6, 18, tzinfo=UTC)
+LAVA_FILES = sorted(LEGACY.glob("*.json"))
+REAL_NODES = [(JOB, MAESTRO / REAL_JOB), (CHECKOUT, MAESTRO / REAL_CHECKOUT)]
+
+needs_real_files = pytest.mark.skipif(not LAVA_FILES, reason="shared/data/upstream is absent")
+
+
+class EagerBuilder(Builder):
+    """Starts its workers at once and waits for them, so every object is built in one; remembered."""
+
+    made: list = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        EagerBuilder.made.append(self)
+        self.start(wait=True)
+
+
+@pytest.fixture
+def eager(monkeypatch):
+    EagerBuilder.made = []
+    monkeypatch.setattr(pipeline, "Builder", EagerBuilder)
+    return EagerBuilder.made
+
+
+@pytest.fixture
+def spied(monkeypatch):
+    """The feed's builders, kept for inspection (workers start as in production: lazily)."""
+    made = []
+
+    class Spied(Builder):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(pipeline, "Builder", Spied)
+    return made
+
+
+@pytest.fixture
+def clean_settings(monkeypatch, tmp_path):
+    for name in list(os.environ):
+        if name.startswith(SETTING_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def run_cli(*args) -> int:
+    return cli.main(["feed_es", *args])
+
+
+def ndjson_files(directory: Path) -> dict:
+    return {path.name: path.read_bytes() for path in sorted(directory.glob("*.ndjson"))}
+
+
+# Same bytes ---------------------------------------------------------------------------------
+
+@needs_real_files
+def test_workers_write_the_same_ndjson_as_building_in_the_feed_process(tmp_path, clean_settings, eager, monkeypatch):
+    # With two posts in flight, two batches may reach a file in either order, with or without
+    # workers; one at a time makes the files comparable byte for byte.
+    monkeypatch.setenv("ES_PARALLEL_POSTS", "1")
+    outputs = {}
+    for workers in ("0", "2"):
+        out = tmp_path / ("out-%s" % workers)
+        db = str(tmp_path / ("kcing-%s.db" % workers))
+        assert run_cli("--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(out), "--db", db,
+                       "--workers", workers) in (0, 1)
+        assert run_cli("--lavas", *map(str, LAVA_FILES), "--date", "2020-11-19", "--output", str(out),
+                       "--db", db, "--workers", workers) in (0, 1)
+        outputs[workers] = ndjson_files(out)
+    assert outputs["2"] == outputs["0"]
+    assert sum(len(body) for body in outputs["0"].values()) > 100_000
+    # The comparison means something only if the second run built in workers.
+    in_process, in_workers = eager[0], [builder for builder in eager if builder.workers == 2]
+    assert in_process.workers == 0 and in_process.built_in_workers == 0
+    assert len(in_workers) == 2
+    assert in_workers[0].built_in_workers == len(sample_objects()) and in_workers[0].built_here == 0
+    assert in_workers[1].built_in_workers == len(LAVA_FILES)
+
+
+@needs_real_files
+def test_real_nodes_and_lava_files_build_to_the_same_bytes_in_a_worker():
+    cases = [(LAVA, path) for path in LAVA_FILES] + [(kind, path) for kind, path in REAL_NODES if path.exists()]
+    here = Builder(0, LogstashSink.encode)
+    with Builder(2, LogstashSink.encode) as workers:
+        workers.start(wait=True)
+        for kind, path in cases:
+            for lab in (None, "lab-example"):
+                expected = _outcome(here, kind, path.read_bytes(), lab)
+                assert _outcome(workers, kind, path.read_bytes(), lab) == expected, path.name
+        assert workers.built_in_workers == 2 * len(cases)
+
+
+def _outcome(builder, kind, content, lab):
+    try:
+        built = builder.build(kind, content, CREATED, lab)
+    except RejectedInput as error:
+        return ("rejected", str(error))
+    return (built.items, built.kept)
+
+
+# One object per fault -----------------------------------------------------------------------
+
+@needs_real_files
+def test_a_file_that_kills_its_worker_is_rejected_and_the_pool_recovers(monkeypatch):
+    content = LAVA_FILES[0].read_bytes()
+    bad = content.replace(b"{", b"{ ", 1)
+    monkeypatch.setenv(building_targets.CRASH_SHA256, hashlib.sha256(bad).hexdigest())
+    with Builder(2, LogstashSink.encode, target="tests.building_targets:crash_on_one_file") as builder:
+        builder.start(wait=True)
+        with pytest.raises(RejectedInput) as rejected:
+            builder.build(LAVA, bad, CREATED, None)
+        assert "twice" in str(rejected.value) and "SIGKILL" in str(rejected.value)
+        builder.start(wait=True)  # the replacements
+        good = builder.build(LAVA, content, CREATED, None)
+        assert good.items == Builder(0, LogstashSink.encode).build(LAVA, content, CREATED, None).items
+        assert builder.restarts == 2 and builder.built_in_workers == 1
+
+
+@needs_real_files
+def test_a_worker_killed_once_costs_nothing(tmp_path):
+    content = LAVA_FILES[0].read_bytes()
+    marker = tmp_path / "killed"
+    with Builder(2, LogstashSink.encode, target="tests.building_targets:crash_once") as builder:
+        builder.start(wait=True)
+        built = builder.build(LAVA, content, CREATED, "crash-once:%s" % marker)
+        assert marker.exists() and builder.restarts == 1
+    assert built.items == Builder(0, LogstashSink.encode).build(LAVA, content, CREATED, None).items
+
+
+@needs_real_files
+def test_a_fault_in_one_object_rejects_it_with_the_reason_and_keeps_the_worker():
+    content = LAVA_FILES[0].read_bytes()
+    with Builder(2, LogstashSink.encode, target="tests.building_targets:fault_on_lab") as builder:
+        builder.start(wait=True)
+        pids = set()
+        for lab in ("fault", "pid", "pid", "pid", "pid"):
+            with pytest.raises(RejectedInput) as rejected:
+                builder.build(LAVA, content, CREATED, lab)
+            if lab == "fault":
+                assert "TypeError: unsupported operand" in str(rejected.value)
+            else:
+                pids.add(str(rejected.value).rsplit(" ", 1)[1])
+        assert builder.restarts == 0 and len(pids) <= 2
+
+
+def test_a_feed_rejects_the_object_whose_build_kills_workers_and_delivers_the_rest(
+        tmp_path, clean_settings, eager, monkeypatch, capsys):
+    victim = sample_objects()[3]
+    monkeypatch.setenv(building_targets.CRASH_SHA256, hashlib.sha256(victim.path.read_bytes()).hexdigest())
+    monkeypatch.setattr(building, "TARGET", "tests.building_targets:crash_on_one_file")
+    out = tmp_path / "out"
+    code = run_cli("--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(out), "--db",
+                   str(tmp_path / "kcing.db"), "--workers", "2")
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "problem: %s %s: building its documents ended the worker process twice" % (victim.kind, victim.upstream_id) \
+        in printed
+    assert "rejected 1" in printed and "delivered %d" % (len(sample_objects()) - 1) in printed
+    assert eager[0].restarts == 2
+
+
+# Small runs and backlogs --------------------------------------------------------------------
+
+def test_a_run_of_a_few_objects_starts_no_worker(tmp_path, clean_settings, spied):
+    assert run_cli("--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(tmp_path / "out"),
+                   "--db", str(tmp_path / "kcing.db"), "--workers", "2") in (0, 1)
+    assert spied[0].workers == 2 and spied[0].built_here == len(sample_objects())
+    assert spied[0].started == 0 and spied[0].built_in_workers == 0
+
+
+@needs_real_files
+def test_overlapping_builds_start_the_workers():
+    content = max(LAVA_FILES, key=lambda path: path.stat().st_size).read_bytes()
+    with Builder(2, LogstashSink.encode) as builder:
+        threads = [threading.Thread(target=lambda: [builder.build(LAVA, content, CREATED, None) for _ in range(40)])
+                   for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert builder.built_here + builder.built_in_workers == 160
+        assert builder.built_in_workers > 0
+    assert _worker_pids(os.getpid()) == []
+
+
+def test_workers_setting_and_flag(tmp_path, clean_settings):
+    from kcing import settings
+    from kcing.commands import feed_options
+    assert feed_options(settings.load({}), False).workers == building.usable_cores()
+    assert feed_options(settings.load({"KCING_WORKERS": "0"}), False).workers == 0
+    assert feed_options(settings.load({}, overrides={"KCING_WORKERS": "3"}), False).workers == 3
+    assert cli.main(["feed_es", "--workers", "-1", "--source", "samples"]) == 2
+
+
+# No orphans ---------------------------------------------------------------------------------
+
+def _worker_pids(parent: int) -> list:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == parent and b"kcing.building" in cmdline and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def busy_run(tmp_path):
+    """A `kcing feed_es` run in its own process over enough objects that its workers start."""
+    corpus = synthetic_corpus(datetime(2020, 11, 19).date(), builds=200, lava_boots=1800, lava_log_lines=300)
+    with LegacyReplica(corpus, today=datetime(2020, 11, 19).date()) as replica:
+        unused = SimpleNamespace(urls={route: "http://127.0.0.1:9" for route in ("build", "lava", "boot")})
+        env = feed_environ(replica, unused, tmp_path / "kcing.db", KCING_WORKERS="2")
+        process = kcing_process(["feed_es", "--output", str(tmp_path / "out")], env, tmp_path)
+        try:
+            deadline = time.monotonic() + 60
+            workers = []
+            while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.05)
+                workers = _worker_pids(process.pid)
+            assert len(workers) == 2, "the run started no workers"
+            yield process, workers
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_or_stopped_run_leaves_no_worker_behind(busy_run, signum):
+    process, workers = busy_run
+    time.sleep(0.3)
+    os.kill(process.pid, signum)
+    code = process.wait(timeout=30)
+    if signum == signal.SIGTERM:
+        assert code == 130
+        # The run waited for its workers before it exited.
+        assert not any(_alive(pid) for pid in workers)
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers)
+
+
+@needs_real_files
+@pytest.mark.parametrize("executable", ["/nonexistent/python", "/bin/false"])
+def test_workers_that_cannot_start_leave_the_building_to_the_feed_process(monkeypatch, executable):
+    content = LAVA_FILES[0].read_bytes()
+    monkeypatch.setattr(building.sys, "executable", executable)
+    with Builder(2, LogstashSink.encode) as builder:
+        builder.start(wait=True)
+        built = builder.build(LAVA, content, CREATED, None)
+        assert builder.built_here == 1 and builder.built_in_workers == 0
+    assert built.items == Builder(0, LogstashSink.encode).build(LAVA, content, CREATED, None).items

@@ -1,0 +1,265 @@
+"""What the legacy documents say, end to end: the real `kcing feed_es` against the legacy replica
+(or with local files) and the Logstash emulators, on the real upstream files and variants of them.
+
+- the boot verdict of a job whose kernel faulted after the login prompt;
+- the lab of files that do not name it (two labs, one LAVA job id and board);
+- builds whose storage directory holds only bmeta.json, and bmeta.json given with --builds;
+- local files dated by their content or --date, never by their modification time.
+"""
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from kcing.documents import documents_for
+from kcing.records import BUILD, LAVA
+from tests.fakes.legacy_data import at, bmeta_json, boot_item, build_item, build_json
+from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica
+from tests.fakes.serving import ManualClock
+from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing, ledger_rows, sample_objects
+
+LEGACY = Path(__file__).resolve().parents[2] / "shared" / "data" / "upstream" / "legacy"
+RAW_QEMU = LEGACY / "lava-callback-raw-incomplete-qemu.json"
+TODAY = date(2021, 5, 3)
+
+
+def raw_callback() -> dict:
+    if not RAW_QEMU.is_file():
+        pytest.skip("real upstream file %s is absent" % RAW_QEMU)
+    return json.loads(RAW_QEMU.read_bytes())
+
+
+def without_any_lab(callback: dict) -> dict:
+    """The raw callback with no lab anywhere in it (a notify URL without `lab_name=`)."""
+    callback = dict(callback, definition=callback["definition"].replace("lab_name=mgalka-lava-local&", ""))
+    assert "lab_name" not in callback and "lab_name" not in callback["definition"]
+    return callback
+
+
+@pytest.fixture
+def corpus():
+    return LegacyCorpus()
+
+
+@pytest.fixture
+def replica(corpus):
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as running:
+        yield running
+
+
+@pytest.fixture
+def env(replica, logstash, tmp_path):
+    return feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_DAYS="2")
+
+
+def qemu_build():
+    """The build the raw QEMU callback booted, listed today."""
+    return build_item("mgalka", "5680d14d59bd", "arm", "multi_v7_defconfig", at(TODAY, 0, 9),
+                      branch="unhandled_exception")
+
+
+def add_lava(corpus, build, lab, callback, hour):
+    item = boot_item(build, lab, "qemu_arm-virt-gicv3", at(TODAY, 0, hour))
+    path = "%s/%s/lava-json-qemu_arm-virt-gicv3.json" % (build["file_server_resource"], lab)
+    corpus.add_boot(item, path, json.dumps(callback).encode())
+    return item
+
+
+def boots(logstash):
+    return {doc_id: body for (index, doc_id), body in logstash.store.items() if index.startswith("boot-")}
+
+
+# -- 1. the boot verdict ---------------------------------------------------------------------------
+
+def test_a_kernel_fault_after_login_is_fed_as_a_failed_boot(corpus, replica, env, logstash, tmp_path):
+    add_lava(corpus, qemu_build(), "mgalka-lava-local", raw_callback(), 10)
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    (boot,) = boots(logstash).values()
+    assert (boot["boot_result"], boot["boot_failure"], boot["job_status"]) == ("fail", "kernel", "incomplete")
+    assert boot["error_type"] == "Job"
+    others = [body for (index, _), body in logstash.store.items() if not index.startswith("boot-")]
+    assert others and {body["boot_result"] for body in others} == {"fail"}  # tests and log lines alike
+
+
+def test_an_infrastructure_error_is_not_fed_as_a_kernel_failure(corpus, replica, env, logstash, tmp_path):
+    callback = raw_callback()
+    callback["results"] = dict(callback["results"], lava=callback["results"]["lava"].replace(
+        "error_type: Job", "error_type: Infrastructure"))
+    add_lava(corpus, qemu_build(), "mgalka-lava-local", callback, 10)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    (boot,) = boots(logstash).values()
+    assert (boot["boot_result"], boot["boot_failure"], boot["error_type"]) == ("unknown", "infrastructure",
+                                                                               "Infrastructure")
+
+
+# -- 2. the lab --------------------------------------------------------------------------------------
+
+def test_two_labs_with_one_job_id_and_board_each_keep_their_documents(corpus, replica, env, logstash, tmp_path):
+    build = qemu_build()
+    callback = without_any_lab(raw_callback())
+    add_lava(corpus, build, "lab-a", callback, 10)
+    add_lava(corpus, build, "lab-b", callback, 11)
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    labs = sorted(body["lab_name"] for body in boots(logstash).values())
+    assert labs == ["lab-a", "lab-b"]
+    per_lab = {}
+    for (index, doc_id), body in logstash.store.items():
+        per_lab.setdefault(body["lab_name"], set()).add((index, doc_id))
+    expected = len(documents_for(LAVA, json.dumps(callback).encode(), None, "lab-a"))
+    assert len(per_lab["lab-a"]) == len(per_lab["lab-b"]) == expected
+    assert not per_lab["lab-a"] & per_lab["lab-b"]
+
+
+def test_a_local_callback_naming_no_lab_is_refused_with_its_reason(logstash, tmp_path):
+    path = tmp_path / "lava-json-qemu.json"
+    path.write_text(json.dumps(without_any_lab(raw_callback())))
+    result = kcing(["feed_es", "--lavas", str(path)], local_environ(logstash, tmp_path), tmp_path)
+    assert result.returncode == 1
+    assert "names no lab" in result.stdout + result.stderr
+    assert not logstash.store
+    assert [row["state"] for row in ledger_rows(tmp_path / "kcing.db")] == ["rejected"]
+
+
+# -- 4. bmeta.json ----------------------------------------------------------------------------------
+
+def test_a_build_with_only_bmeta_json_on_storage_is_fed_like_its_build_json(corpus, replica, env, logstash,
+                                                                            tmp_path):
+    flat = build_item("next", "next-20210430", "arm64", "defconfig", at(TODAY, 0, 8))
+    nested = build_item("next", "next-20210503", "arm64", "defconfig", at(TODAY, 0, 9))
+    corpus.add_build(flat, build_json(flat))
+    corpus.add_bmeta_build(nested, bmeta_json(nested))
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    created = datetime(TODAY.year, TODAY.month, TODAY.day, 9, tzinfo=timezone.utc)
+    (expected,) = documents_for(BUILD, bmeta_json(nested), created)
+    assert logstash.store[(expected.index, expected.doc_id)]["kernel"] == "next-20210503"
+    assert {body["kernel"] for body in logstash.store.values()} == {"next-20210430", "next-20210503"}
+    paths = [request.path for request in replica.storage.requests]
+    assert sum(path.endswith("/bmeta.json") for path in paths) == 1  # only where build.json is missing
+
+
+def test_a_build_with_neither_file_fails_naming_both(corpus, replica, env, logstash, tmp_path):
+    missing = build_item("next", "next-20210503", "arm64", "defconfig", at(TODAY, 0, 9))
+    corpus.add_item("build", missing)
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1
+    assert "build.json answered 404, and bmeta.json answered 404" in result.stdout
+    assert [row["state"] for row in ledger_rows(tmp_path / "kcing.db")] == ["failed"]
+
+
+# -- 4 and 5. local files ---------------------------------------------------------------------------
+
+def local_environ(logstash, tmp_path):
+    return clean_environ(ES_BUILD=logstash.urls["build"], ES_LAVA=logstash.urls["lava"], ES_BOOT=logstash.urls["boot"],
+                         KCING_DB=str(tmp_path / "kcing.db"), ES_RETRY_BACKOFF="0.05", ES_TIMEOUT="10")
+
+
+def sample_build():
+    if not (SAMPLES / "manifest.json").is_file():
+        pytest.skip("samples/ has no manifest")
+    return next(obj for obj in sample_objects() if obj.kind == "build")
+
+
+def test_a_local_build_lands_where_the_samples_feed_put_it_whatever_its_mtime(logstash, tmp_path):
+    sample = sample_build()
+    (from_samples,) = documents_for(BUILD, sample.path.read_bytes(), sample.date)
+    copy = tmp_path / "build.json"
+    copy.write_bytes(sample.path.read_bytes())
+    os.utime(copy, (1e9, 1e9))  # 2001: a date the build has nothing to do with
+    day = sample.date.strftime("%Y-%m-%d")
+    result = kcing(["feed_es", "--builds", str(copy), "--date", day], local_environ(logstash, tmp_path), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert set(logstash.store) == {(from_samples.index, from_samples.doc_id)}
+
+
+def test_a_local_bmeta_json_is_the_same_build_document_as_its_build_json(logstash, tmp_path):
+    item = build_item("next", "next-20210503", "arm64", "defconfig", at(TODAY, 0, 9))
+    (tmp_path / "build.json").write_bytes(build_json(item))
+    (tmp_path / "bmeta.json").write_bytes(bmeta_json(item))
+    env = local_environ(logstash, tmp_path)
+    for name in ("build.json", "bmeta.json"):
+        result = kcing(["feed_es", "--builds", str(tmp_path / name), "--date", "2021-05-03"], env, tmp_path)
+        assert result.returncode == 0, result.stderr
+    (key,) = logstash.store  # the second file overwrote the first's document: one build, one document
+    assert key[0] == "build-2021.05.03"
+    assert logstash.store[key]["kernel"] == "next-20210503"
+
+
+def test_a_local_build_without_a_date_is_refused_until_one_is_given(logstash, tmp_path):
+    sample = sample_build()
+    env = local_environ(logstash, tmp_path)
+    refused = kcing(["feed_es", "--builds", str(sample.path)], env, tmp_path)
+    assert refused.returncode == 1
+    assert "no date: build.json carries none" in refused.stdout and "--date" in refused.stdout
+    assert "Traceback" not in refused.stderr
+    assert not logstash.store
+    accepted = kcing(["feed_es", "--builds", str(sample.path), "--date", "2020-11-04"], env, tmp_path)
+    assert accepted.returncode == 0, accepted.stderr
+    assert {index for index, _ in logstash.store} == {"build-2020.11.04"}
+
+
+def test_a_local_file_in_neither_build_format_is_refused_naming_them(logstash, tmp_path):
+    path = tmp_path / "lava-json-qemu.json"
+    path.write_bytes(RAW_QEMU.read_bytes() if RAW_QEMU.is_file() else b'{"id": 1}')
+    result = kcing(["feed_es", "--builds", str(path), "--date", "2021-05-03"], local_environ(logstash, tmp_path),
+                   tmp_path)
+    assert result.returncode == 1
+    assert "neither a build.json" in result.stdout and "nor a bmeta.json" in result.stdout
+
+
+def test_a_local_lava_file_is_dated_by_its_own_times_not_by_date_or_mtime(logstash, tmp_path):
+    path = tmp_path / "lava-json-qemu.json"
+    path.write_text(json.dumps(raw_callback()))
+    os.utime(path, (1e9, 1e9))
+    result = kcing(["feed_es", "--lavas", str(path), "--date", "2030-01-01"], local_environ(logstash, tmp_path),
+                   tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {index.split("-", 1)[1] for index, _ in logstash.store} == {"2020.10.23"}  # the job's end_time
+
+
+def test_a_date_that_is_not_one_is_a_usage_error(logstash, tmp_path):
+    result = kcing(["feed_es", "--builds", str(tmp_path / "x.json"), "--date", "soon"],
+                   local_environ(logstash, tmp_path), tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "kcing feed_es: --date expects a date such as 2020-11-04 or '2020-11-04 09:41', not 'soon'"]
+
+
+@pytest.mark.parametrize("facts, url, expected", [
+    pytest.param({"listing": {"lab_name": "lab-collabora"}}, "https://s/a/b/lab-x/lava-json-b.json", "lab-collabora",
+                 id="the-listing-item"),
+    pytest.param({"listing": {"lab_name": None}}, "https://s/next/master/v/arm/d/gcc-8/lab-x/lava-json-b.json",
+                 "lab-x", id="the-storage-path"),
+    pytest.param({"url": "https://s/next/master/v/arm/d/gcc-8/lab-cip/boot-b.json"}, "samples/boot/1.json",
+                 "lab-cip", id="a-sample-by-its-storage-url"),
+    pytest.param({}, "https://s/next/master/v/arm/d/gcc-8/build.json", None, id="not-a-lab-file"),
+    pytest.param({}, "/home/me/lab-copy/lava-json-b.json", None, id="a-local-file-never"),
+    pytest.param({}, "https://s/next/x/..%2F/lava-json-b.json", None, id="unsafe-segment"),
+])
+def test_the_listed_lab(facts, url, expected):
+    from kcing.records import UpstreamObject
+    from kcing.sources import listed_lab
+    assert listed_lab(UpstreamObject("legacy", LAVA, "x", url, facts=facts)) == expected
+
+
+def test_a_sample_build_without_a_manifest_date_is_refused_not_dated_by_its_file(logstash, tmp_path):
+    sample = sample_build()
+    samples = tmp_path / "samples"
+    (samples / "build").mkdir(parents=True)
+    manifest = json.loads((SAMPLES / "manifest.json").read_text())
+    (entry,) = [entry for entry in manifest["objects"] if entry["upstream_id"] == sample.upstream_id]
+    del entry["date"]
+    (samples / entry["path"]).write_bytes(sample.path.read_bytes())
+    (samples / "manifest.json").write_text(json.dumps(dict(manifest, objects=[entry])))
+    env = dict(local_environ(logstash, tmp_path), KCI_SOURCE="samples", KCI_SAMPLES_DIR=str(samples))
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1
+    assert "no date: build.json carries none" in result.stdout
+    assert "the samples manifest's" in result.stdout  # the reason says where a date comes from
+    assert not logstash.store

@@ -1,0 +1,278 @@
+"""The real `kcing feed_es` against HTTP servers that misbehave the way real deployments do: a
+proxy that redirects, a body limit (413), an answer or a file that trickles a byte at a time, one
+cut shorter than its Content-Length, one that never ends; and the signals sent to stop such a run.
+
+Each server is a loopback front (tests/fakes/rogue_http.py) passing everything else on to the
+legacy replica or the Logstash emulators, so the rest of the run behaves normally.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from kcing import http as kcing_http
+from kcing.documents import documents_for
+from kcing.sinks.logstash import LogstashSink
+from tests.fakes.rogue_http import RogueFront, answer, cut_short, endless, redirect, trickle
+from tests.fakes.serving import wait_until
+from tests.feedrun import (SAMPLES, feed_environ, integrity, kcing, kcing_process, ledger_rows, ledger_states,
+                           sample_objects, stored_keys)
+
+pytestmark = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
+
+
+def storage_path(obj) -> str:
+    return unquote(urlsplit(obj.url).path)
+
+
+def last_run(env, cwd) -> dict:
+    status = kcing(["status", "--json"], env, cwd)
+    assert status.returncode == 0, status.stderr
+    return json.loads(status.stdout)["runs"][0]
+
+
+def error_lines(stderr: str):
+    return [line for line in stderr.splitlines() if line.startswith("kcing ")]
+
+
+@pytest.fixture
+def lava_front(logstash):
+    with RogueFront(logstash.urls["lava"]) as front:
+        yield front
+
+
+@pytest.fixture
+def storage_front(legacy_replica):
+    with RogueFront(legacy_replica.storage_url) as front:
+        yield front
+
+
+@pytest.fixture
+def build_object():
+    return next(obj for obj in sample_objects() if obj.kind == "build")
+
+
+# 3xx to a POST -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_from_logstash_is_a_configuration_error_and_nothing_is_marked_delivered(
+        legacy_replica, logstash, lava_front, tmp_path, status):
+    db = tmp_path / "kcing.db"
+    # What a proxy that moved the input answers; a GET to the new place gets 200, which a
+    # followed redirect would take for the acknowledgement of a batch it never sent.
+    moved = lava_front.url + "/moved?token=abc"
+    lava_front.on("POST", "/", redirect(status, moved))
+    lava_front.on("GET", "/", answer(200, body=b"ok"))
+    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url)
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = error_lines(result.stderr)
+    # The Location is named without its query string, which may carry a token.
+    assert "ES_LAVA" in line and lava_front.url + "/moved" in line and str(status) in line
+    assert "abc" not in line
+    assert "Traceback" not in result.stderr
+    assert lava_front.answered_by("forward") == 0 and not [r for r in lava_front.requests if r[0] == "GET"]
+    lava_objects = {key for key, state in ledger_states(db).items() if key[0] == "lava"}
+    assert lava_objects and all(ledger_states(db)[key] != "delivered" for key in lava_objects)
+    assert last_run(env, tmp_path)["outcome"] == "error 2"
+
+
+# 413 from the sink (legacy source; the API source is in test_feed_api.py) ---------------------
+
+def test_a_document_too_large_for_logstash_is_kept_and_sent_once_the_limit_is_raised(
+        legacy_replica, logstash, tmp_path):
+    db = tmp_path / "kcing.db"
+    env = feed_environ(legacy_replica, logstash, db)
+    # The largest LAVA document does not fit even alone (a POST body is a JSON array of them).
+    largest = max(len(LogstashSink.encode(document)) for obj in sample_objects() if obj.kind == "lava"
+                  for document in documents_for(obj.kind, obj.path.read_bytes(), obj.date))
+    logstash.lava.max_content_length = largest
+    prom = tmp_path / "kcing.prom"
+    first = kcing(["feed_es", "--metrics", str(prom)], env, tmp_path)
+    assert first.returncode == 3, first.stderr
+    held = [row for row in ledger_rows(db) if row["state"] == "too_large"]
+    assert held and all("max_content_length" in row["last_error"] for row in held)
+    assert 'kcing_feed_objects{source="legacy",outcome="too_large"} %d' % len(held) in prom.read_text()
+    assert not [row for row in ledger_rows(db) if row["state"] == "rejected"]
+    assert "max_content_length" in first.stdout
+    status = kcing(["status"], env, tmp_path).stdout
+    assert "too large" in status and "error 3" in status
+
+    logstash.lava.max_content_length = 100 * 1024 * 1024
+    second = kcing(["feed_es"], env, tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert set(ledger_states(db).values()) == {"delivered"}
+    assert "delivered %d" % len(held) in second.stdout
+
+
+# Downloads: endless, oversized, trickling ---------------------------------------------------------
+
+@pytest.mark.parametrize("declared", [None, 50_000_000], ids=["streamed", "announced"])
+def test_a_download_beyond_the_size_limit_is_rejected_while_it_streams(
+        legacy_replica, logstash, storage_front, tmp_path, build_object, declared):
+    db = tmp_path / "kcing.db"
+    storage_front.on("GET", storage_path(build_object), endless(declared=declared), count=None)
+    env = feed_environ(legacy_replica, logstash, db, KCI_STORAGE_URL=storage_front.url,
+                       KCI_MAX_OBJECT_BYTES="2000000")
+    started = time.monotonic()
+    result = kcing(["feed_es"], env, tmp_path, timeout=60)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1, result.stderr
+    states = ledger_states(db)
+    assert states.pop(("build", build_object.upstream_id)) == "rejected"
+    assert set(states.values()) == {"delivered"}
+    (row,) = [row for row in ledger_rows(db) if row["upstream_id"] == build_object.upstream_id]
+    assert "KCI_MAX_OBJECT_BYTES" in row["last_error"]
+
+
+def test_a_trickling_download_fails_at_its_deadline_without_holding_up_the_others(
+        legacy_replica, logstash, storage_front, tmp_path, build_object):
+    db = tmp_path / "kcing.db"
+    storage_front.on("GET", storage_path(build_object), trickle(length=5000, every=0.2), count=None)
+    env = feed_environ(legacy_replica, logstash, db, KCI_STORAGE_URL=storage_front.url,
+                       KCI_DOWNLOAD_DEADLINE="1.5", KCI_THREADS="2")
+    started = time.monotonic()
+    result = kcing(["feed_es"], env, tmp_path, timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    assert elapsed < 20, elapsed  # one deadline (not retried in the run), not 1000 s of trickle
+    states = ledger_states(db)
+    assert states.pop(("build", build_object.upstream_id)) == "failed"
+    assert set(states.values()) == {"delivered"}
+    (row,) = [row for row in ledger_rows(db) if row["upstream_id"] == build_object.upstream_id]
+    assert "KCI_DOWNLOAD_DEADLINE" in row["last_error"]
+    assert storage_front.answered_by("trickled") == 1
+
+    storage_front.clear()  # the file is served normally again: the next run takes it
+    again = kcing(["feed_es"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert set(ledger_states(db).values()) == {"delivered"}
+
+
+# Logstash answers: trickling, cut short ----------------------------------------------------------
+
+def test_a_trickling_answer_from_logstash_is_cut_at_the_post_deadline_and_retried(
+        legacy_replica, logstash, lava_front, tmp_path):
+    db = tmp_path / "kcing.db"
+    lava_front.on("POST", "/", trickle(length=2000, every=0.2), count=1)
+    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url, ES_POST_DEADLINE="1")
+    started = time.monotonic()
+    result = kcing(["feed_es"], env, tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 30
+    assert "not complete within 1s" in result.stderr  # logged as the failed attempt
+    assert set(ledger_states(db).values()) == {"delivered"}
+    assert lava_front.answered_by("trickled") == 1 and lava_front.answered_by("forward") >= 1
+
+
+def test_an_answer_shorter_than_its_content_length_is_a_connection_failure_and_retried(
+        legacy_replica, logstash, lava_front, tmp_path):
+    db = tmp_path / "kcing.db"
+    lava_front.on("POST", "/", cut_short(declared=100, sent=b"ok"), count=2)
+    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url)
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "IncompleteRead" in result.stderr
+    assert set(ledger_states(db).values()) == {"delivered"}
+    assert last_run(env, tmp_path)["outcome"] == "ok"
+
+
+def test_answers_always_cut_short_end_the_run_cleanly_with_exit_3(legacy_replica, logstash, lava_front, tmp_path):
+    db = tmp_path / "kcing.db"
+    lava_front.on("POST", "/", cut_short(declared=100, sent=b"ok"), count=None)
+    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url)
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "Logstash unreachable" in line
+    assert not any(state == "delivered" for (kind, _), state in ledger_states(db).items() if kind == "lava")
+    assert last_run(env, tmp_path)["outcome"] == "error 3"
+    assert integrity(db) == "ok"
+
+
+# Signals -----------------------------------------------------------------------------------------
+
+def test_one_sigint_while_logstash_is_down_exits_130_without_waiting_the_retries_out(
+        legacy_replica, logstash, tmp_path):
+    db = tmp_path / "kcing.db"
+    logstash.lava.down()
+    env = feed_environ(legacy_replica, logstash, db, ES_MAX_RETRIES="6", ES_RETRY_BACKOFF="20")
+    trail = tmp_path / "feed.log"
+    process = kcing_process(["feed_es", "-l", str(trail)], env, tmp_path)
+    # The first POST has failed: the run waits 10-20 s for its first retry.
+    assert wait_until(lambda: trail.exists() and "retry 1 of 5" in trail.read_text(), timeout=30)
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in stderr
+    assert not any(state == "delivered" for (kind, _), state in ledger_states(db).items() if kind == "lava")
+    assert last_run(env, tmp_path)["outcome"] == "error 130"
+
+
+def test_a_run_stuck_on_a_download_stops_on_a_signal(legacy_replica, logstash, storage_front, tmp_path,
+                                                     build_object):
+    db = tmp_path / "kcing.db"
+    storage_front.on("GET", storage_path(build_object), trickle(length=100_000, every=0.5), count=None)
+    env = feed_environ(legacy_replica, logstash, db, KCI_STORAGE_URL=storage_front.url,
+                       KCI_DOWNLOAD_DEADLINE="600", KCI_TIMEOUT="600")
+    process = kcing_process(["feed_es"], env, tmp_path)
+    assert wait_until(lambda: storage_front.answered_by("trickled") == 1, timeout=30)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in stderr
+    assert last_run(env, tmp_path)["outcome"] == "error 130"
+    assert ledger_states(db).get(("build", build_object.upstream_id)) != "delivered"
+
+
+def test_a_second_signal_stops_at_once_while_a_post_is_in_flight(legacy_replica, logstash, lava_front, tmp_path):
+    db = tmp_path / "kcing.db"
+    # The first signal lets the batch in flight finish; this one would take 1000 s.
+    lava_front.on("POST", "/", trickle(length=2000, every=0.5), count=None)
+    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url, ES_POST_DEADLINE="600",
+                       ES_TIMEOUT="600")
+    process = kcing_process(["feed_es"], env, tmp_path)
+    assert wait_until(lambda: lava_front.answered_by("trickled") >= 1, timeout=30)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(1.0)
+    assert process.poll() is None  # still finishing the batch in flight
+    process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in stderr and "stopped at once" in stderr
+    assert last_run(env, tmp_path)["outcome"] == "error 130"
+    assert integrity(db) == "ok"
+    assert not any(state == "delivered" for (kind, _), state in ledger_states(db).items() if kind == "lava")
+
+
+# Credentials in clear text -----------------------------------------------------------------------
+
+def test_credentials_for_a_plain_http_logstash_are_warned_about_once(legacy_replica, logstash, tmp_path):
+    for emulator in logstash.emulators.values():
+        emulator.user, emulator.password = "feeder", "pw-secret-value"
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", LS_USER="feeder",
+                       LS_PASSWORD="pw-secret-value")
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "clear text" in line]
+    assert len(warnings) == 1
+    assert "LS_PASSWORD" in warnings[0] and "ES_BUILD" in warnings[0] and "ES_LAVA" in warnings[0]
+    assert "pw-secret-value" not in result.stderr
+
+
+def test_no_clear_text_warning_for_https_only():
+    assert kcing_http.cleartext_warning("the password", {"ES_HOST": ["https://es:9200"]}) is None
+    warning = kcing_http.cleartext_warning("the password (ES_PASSWORD)", {"ES_HOST": ["http://es:9200"]})
+    assert "ES_HOST" in warning and "ES_PASSWORD" in warning

@@ -1,0 +1,183 @@
+"""Local files kcing writes: lock files never followed through a symlink, and replaced files
+keeping permissions that let other programs (Logstash, a node exporter) read them.
+
+Each test runs the real `kcing` program on real files, as an operator would meet the problem.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from kcing.runlock import RunLock
+from kcing.errors import ConfigError
+from tests.fakes.kibana_server import KibanaEmulator
+from tests.feedrun import REPO, SAMPLES, clean_environ, feed_environ
+
+VICTIM_TEXT = "precious content that a lock must never overwrite\n"
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@contextmanager
+def umask(value: int):
+    """The umask the kcing child process inherits."""
+    previous = os.umask(value)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def run(args, env, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "kcing.py"), *args], env=env, cwd=str(cwd),
+                          capture_output=True, text=True, timeout=120)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+# -- lock files: a symlink planted at the lock path ----------------------------------------------
+
+@pytest.fixture
+def victim(tmp_path) -> Path:
+    path = tmp_path / "elsewhere" / "victim.txt"
+    path.parent.mkdir()
+    path.write_text(VICTIM_TEXT)
+    return path
+
+
+def test_a_symlink_at_the_ledger_lock_is_refused_and_its_target_kept(tmp_path, victim):
+    db = tmp_path / "kcing.db"
+    Path(str(db) + ".lock").symlink_to(victim)
+    env = clean_environ(KCING_DB=str(db))
+    result = run(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(tmp_path / "out")],
+                 env, tmp_path)
+    assert result.returncode == 2
+    message = one_line_error(result)
+    assert "kcing.db.lock is a symbolic link" in message and "remove it" in message
+    assert victim.read_text() == VICTIM_TEXT
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_dangling_symlink_at_the_lock_creates_nothing_at_its_target(tmp_path):
+    db = tmp_path / "kcing.db"
+    target = tmp_path / "would-be-created"
+    Path(str(db) + ".lock").symlink_to(target)
+    feed = run(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(tmp_path / "out")],
+               clean_environ(KCING_DB=str(db)), tmp_path)
+    assert feed.returncode == 2 and "symbolic link" in one_line_error(feed)
+    assert not target.exists() and not target.is_symlink()
+
+
+def test_a_symlink_at_the_samples_manifest_lock_is_refused(legacy_replica, logstash, tmp_path, victim):
+    samples = tmp_path / "saved"
+    samples.mkdir()
+    (samples / "manifest.json.lock").symlink_to(victim)
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+    result = run(["gen_samples"], env, tmp_path)
+    assert result.returncode == 2
+    assert "manifest.json.lock is a symbolic link" in one_line_error(result)
+    assert victim.read_text() == VICTIM_TEXT
+    assert not (samples / "manifest.json").exists()
+
+
+def test_a_hard_link_at_the_lock_is_refused_and_left_alone(tmp_path, victim):
+    db = tmp_path / "elsewhere" / "kcing.db"
+    os.link(victim, str(db) + ".lock")
+    with pytest.raises(ConfigError, match="hard link"):
+        with RunLock(str(db)):
+            pass
+    assert victim.read_text() == VICTIM_TEXT
+
+
+def test_the_lock_file_holds_the_pid_of_its_holder(tmp_path):
+    db = tmp_path / "kcing.db"
+    Path(str(db) + ".lock").write_text("123456789 left by an older run")
+    with RunLock(str(db)):
+        assert Path(str(db) + ".lock").read_text() == str(os.getpid())
+
+
+# -- replaced files keep readable modes ----------------------------------------------------------
+
+def setup_ls_env(ls_home: Path) -> dict:
+    return clean_environ(LS_HOME=str(ls_home))
+
+
+@pytest.fixture
+def ls_home(tmp_path) -> Path:
+    home = tmp_path / "logstash"
+    (home / "config").mkdir(parents=True)
+    return home
+
+
+@pytest.mark.parametrize("existing_mode", [0o644, 0o640, 0o664])
+def test_setup_ls_keeps_the_mode_of_pipelines_yml_and_gives_it_to_the_backup(ls_home, tmp_path, existing_mode):
+    path = ls_home / "config" / "pipelines.yml"
+    path.write_text("- pipeline.id: main\n  path.config: /etc/logstash/conf.d/main.conf\n")
+    os.chmod(path, existing_mode)
+    with umask(0o077):  # a strict umask must not make Logstash's file unreadable to Logstash
+        result = run(["setup_ls"], setup_ls_env(ls_home), tmp_path)
+    assert result.returncode == 0, result.stderr
+    backups = list((ls_home / "config").glob("pipelines.yml.*.bak"))
+    assert len(backups) == 1
+    assert "pipeline.id: kcing" in path.read_text()
+    assert mode_of(path) == existing_mode
+    assert mode_of(backups[0]) == existing_mode
+
+
+def test_setup_ls_keeps_the_group_that_lets_logstash_read_the_file(ls_home, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("giving a file another group needs root")
+    path = ls_home / "config" / "pipelines.yml"
+    path.write_text("- pipeline.id: main\n  path.config: /etc/logstash/conf.d/main.conf\n")
+    os.chown(path, 0, 4321)
+    os.chmod(path, 0o640)
+    result = run(["setup_ls"], setup_ls_env(ls_home), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert path.stat().st_gid == 4321 and mode_of(path) == 0o640
+
+
+@pytest.mark.parametrize("mask, wanted", [(0o022, 0o644), (0o027, 0o640)])
+def test_a_new_pipelines_yml_is_0644_less_the_umask(ls_home, tmp_path, mask, wanted):
+    with umask(mask):
+        result = run(["setup_ls"], setup_ls_env(ls_home), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert mode_of(ls_home / "config" / "pipelines.yml") == wanted
+
+
+def test_backup_kbn_keeps_the_mode_of_the_file_it_replaces(tmp_path):
+    kibana_dir = tmp_path / "kibana"
+    kibana_dir.mkdir()
+    replaced = kibana_dir / "saved_objects.ndjson"
+    replaced.write_text("")
+    os.chmod(replaced, 0o664)
+    with KibanaEmulator() as kibana, umask(0o077):
+        result = run(["backup_kbn", "--kibana-dir", str(kibana_dir), "--wait", "5"],
+                     clean_environ(KB_URL=kibana.url), tmp_path)
+        fresh = run(["backup_kbn", "--kibana-dir", str(tmp_path / "fresh"), "--wait", "5"],
+                    clean_environ(KB_URL=kibana.url), tmp_path)
+    assert result.returncode == 0 and fresh.returncode == 0, result.stderr + fresh.stderr
+    assert mode_of(replaced) == 0o664
+    # A new file with a umask of 077: 0644 less the umask, as any file the user creates.
+    assert mode_of(tmp_path / "fresh" / "saved_objects.ndjson") == 0o600
+
+
+def test_gen_samples_writes_files_others_can_read(legacy_replica, logstash, tmp_path):
+    samples = tmp_path / "saved"
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+    with umask(0o022):
+        result = run(["gen_samples"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = [path for path in samples.rglob("*") if path.is_file() and not path.name.endswith(".lock")]
+    assert written and {mode_of(path) for path in written} == {0o644}

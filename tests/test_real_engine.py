@@ -1,0 +1,307 @@
+"""kcing's Elasticsearch commands against a real Elasticsearch node (tests/realengine).
+
+setup_es and its templates, the feed end to end (kcing feed_es -> the Logstash emulator with the
+pipeline's routing -> the node's _bulk), reconcile finding exactly what was deleted and
+reconcile --resend restoring it, drp deleting exactly the expired indices by name, and the
+answers the emulator's strictness is modelled on.
+"""
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Dict, Set, Tuple
+
+import pytest
+from elasticsearch import Elasticsearch, helpers
+
+from kcing.admin.templates import KINDS, TEMPLATE_DIR, template_name
+from kcing.ledger import docids
+from kcing.ledger.models import DELIVERED, FAILED, MISSING_IN_ELASTICSEARCH
+from tests.fakes.logstash_emulator import LogstashCluster
+from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing, ledger_rows, ledger_states
+from tests.test_elastic_emulator import FIELD_NAME_ANSWERS, field_name_statuses
+
+pytestmark = pytest.mark.realengine
+
+DocKey = Tuple[str, str]
+KEEP_EVERYTHING = "36500"  # the samples date from 2019-2020: keep their indices inside the retention
+
+needs_samples = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
+
+
+def client_for(node) -> Elasticsearch:
+    return Elasticsearch(node.url, request_timeout=120)
+
+
+def admin_environ(node, tmp_path: Path, **extra) -> Dict[str, str]:
+    return clean_environ(ES_HOST=node.url, KCING_DB=str(tmp_path / "kcing.db"), ES_READY_TIMEOUT="60", **extra)
+
+
+def template_files() -> Dict[str, dict]:
+    """{template name: body} of mapping_templates/, whatever kinds it holds."""
+    return {template_name(path.stem): json.loads(path.read_text()) for path in sorted(TEMPLATE_DIR.glob("*.json"))}
+
+
+def normalised(template: dict) -> dict:
+    """A template body as Elasticsearch reads it back: settings nested under `index`, as strings."""
+    body = json.loads(json.dumps(template))
+    settings = body.get("template", {}).get("settings")
+    if settings:
+        flat = {key if key.startswith("index.") else "index." + key: str(value).lower()
+                if isinstance(value, bool) else str(value) for key, value in settings.items()}
+        nested: dict = {}
+        for key, value in flat.items():
+            node = nested
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        body["template"]["settings"] = nested
+    body.setdefault("composed_of", [])
+    return body
+
+
+# -- setup_es ------------------------------------------------------------------------------------
+
+def test_setup_es_installs_every_template_idempotently_and_they_read_back_equal(real_es, tmp_path):
+    files = template_files()
+    assert set(files) == {template_name(kind) for kind in KINDS}  # every kind kcing knows has its file
+    env = admin_environ(real_es, tmp_path)
+    first = kcing(["setup_es"], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    for name in files:
+        assert "index template %s" % name in first.stdout and "created" in first.stdout
+    again = kcing(["setup_es"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "created" not in again.stdout and "updated" not in again.stdout
+    assert again.stdout.count("unchanged") == len(files)
+
+    found = client_for(real_es).indices.get_index_template(name="kcing-*")["index_templates"]
+    assert {item["name"] for item in found} == set(files)
+    for item in found:
+        assert item["index_template"] == normalised(files[item["name"]]), item["name"]
+
+
+def test_setup_es_with_ilm_on_a_node_without_ilm_is_a_clear_error(real_es, tmp_path):
+    """The node has no x-pack, so no ILM: kcing must say so in one line, not crash."""
+    done = kcing(["setup_es", "--ilm"], admin_environ(real_es, tmp_path, DRP_DAYS="10"), tmp_path)
+    assert done.returncode == 3
+    assert "Traceback" not in done.stderr
+    assert "ILM" in done.stderr and "no handler found" in done.stderr
+
+
+# -- the feed end to end ---------------------------------------------------------------------------
+
+@pytest.fixture
+def forwarding(real_es):
+    cluster = LogstashCluster(forward_to=real_es.url)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def kept_ids(db: Path) -> Dict[Tuple[str, str], Set[DocKey]]:
+    """(kind, upstream id) -> the (index, id) keys the ledger keeps for it."""
+    kept: Dict[Tuple[str, str], Set[DocKey]] = {}
+    with sqlite3.connect(str(db)) as conn:
+        for kind, upstream_id, index, blob in conn.execute(
+                "SELECT f.kind, f.upstream_id, d.index_name, d.ids FROM delivered_documents d "
+                "JOIN upstream_file f ON f.id = d.upstream_file_id"):
+            kept.setdefault((kind, upstream_id), set()).update((index, doc_id) for doc_id in docids.unpack(blob))
+    return kept
+
+
+def node_keys(client: Elasticsearch, indices) -> Set[DocKey]:
+    client.indices.refresh(index=",".join(indices), ignore_unavailable=True)
+    keys = set()
+    for hit in helpers.scan(client, index=",".join(indices), query={"query": {"match_all": {}}}, _source=False,
+                            ignore_unavailable=True):
+        keys.add((hit["_index"], hit["_id"]))
+    return keys
+
+
+def total_count(client: Elasticsearch, indices) -> int:
+    client.indices.refresh(index=",".join(indices), ignore_unavailable=True)
+    return client.count(index=",".join(indices), ignore_unavailable=True)["count"]
+
+
+@needs_samples
+def test_feed_reconcile_delete_resend_on_a_real_node(real_es, legacy_replica, forwarding, tmp_path):
+    db = tmp_path / "kcing.db"
+    env = feed_environ(legacy_replica, forwarding, db, ES_HOST=real_es.url, DRP_DAYS=KEEP_EVERYTHING)
+    client = client_for(real_es)
+    assert kcing(["setup_es"], env, tmp_path).returncode == 0
+
+    fed = kcing(["feed_es"], env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    kept = kept_ids(db)
+    expected = set().union(*kept.values())
+    indices = sorted({index for index, _ in expected})
+    assert not forwarding.index_store.unrouted
+    assert node_keys(client, indices) == expected
+    assert total_count(client, indices) == len(expected)
+
+    # Through Logstash (which adds @version) the applied mapping is still exactly the template's.
+    applied = client.indices.get_mapping(index=",".join(indices))
+    for index in indices:
+        intended = json.loads((TEMPLATE_DIR / ("%s.json" % index.rsplit("-", 1)[0])).read_text())
+        assert applied[index]["mappings"]["properties"] == intended["template"]["mappings"]["properties"], index
+
+    clean = kcing(["reconcile"], env, tmp_path)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert " 0 missing" in clean.stdout
+
+    # Delete one whole index and a sample of documents from the others.
+    whole = next(index for index in indices if index.startswith("build-"))
+    rng = random.Random(12)
+    others = sorted(key for key in expected if key[0] != whole)
+    sample = set(rng.sample(others, 7))
+    client.indices.delete(index=whole)
+    helpers.bulk(client, [{"_op_type": "delete", "_index": index, "_id": doc_id} for index, doc_id in sample],
+                 refresh=True)
+    gone = sample | {key for key in expected if key[0] == whole}
+    hit = {obj for obj, keys in kept.items() if keys & gone}
+
+    planned = kcing(["reconcile", "--dry-run"], env, tmp_path)
+    assert planned.returncode == 1, planned.stdout + planned.stderr
+    assert "%d objects have missing documents" % len(hit) in planned.stdout
+    missing_total = sum(int(line.split("documents:")[1].split(",")[1].split()[0])
+                        for line in planned.stdout.splitlines() if "documents:" in line)
+    assert missing_total == len(gone)
+
+    forwarding.clear()
+    resent = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert resent.returncode == 1, resent.stdout + resent.stderr  # something was missing, then re-sent
+    posted = {(event.metadata["index"], event.metadata["id"]) for emulator in forwarding.emulators.values()
+              for event in emulator.events_received}
+    assert posted == set().union(*(kept[obj] for obj in hit))  # exactly the hit objects, whole
+    assert set(ledger_states(db).values()) == {DELIVERED}
+
+    final = kcing(["reconcile"], env, tmp_path)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert node_keys(client, indices) == expected
+    assert total_count(client, indices) == len(expected)  # no duplicates
+
+
+@needs_samples
+def test_reconcile_marks_exactly_the_objects_whose_documents_were_deleted(real_es, legacy_replica, forwarding,
+                                                                           tmp_path):
+    db = tmp_path / "kcing.db"
+    env = feed_environ(legacy_replica, forwarding, db, ES_HOST=real_es.url, DRP_DAYS=KEEP_EVERYTHING)
+    assert kcing(["setup_es"], env, tmp_path).returncode == 0
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    kept = kept_ids(db)
+    lava = sorted(obj for obj in kept if obj[0] == "lava")[0]
+    one_document = sorted(kept[lava])[-1]
+    client_for(real_es).delete(index=one_document[0], id=one_document[1], refresh=True)
+    done = kcing(["reconcile"], env, tmp_path)
+    assert done.returncode == 1
+    assert "%s/%s" % one_document in done.stdout
+    failed = {(row["kind"], row["upstream_id"]) for row in ledger_rows(db) if row["state"] == FAILED}
+    assert failed == {lava}
+    assert {row["last_error"] for row in ledger_rows(db) if row["state"] == FAILED} == {MISSING_IN_ELASTICSEARCH}
+
+
+# -- drp -------------------------------------------------------------------------------------------
+
+def test_drp_deletes_exactly_the_expired_kind_indices_by_name(real_es, tmp_path):
+    client = client_for(real_es)
+    today = date.today()
+    old = (today - timedelta(days=30)).strftime("%Y.%m.%d")
+    recent = (today - timedelta(days=1)).strftime("%Y.%m.%d")
+    expired = ["%s-%s" % (kind, old) for kind in KINDS]
+    kept = ["%s-%s" % (kind, recent) for kind in KINDS] + [
+        "build-archive", "kcing-build-2020.01.01", "build-2020.01.01-restored", "boot-2020.01"]
+    for name in expired + kept:
+        client.indices.create(index=name)
+    client.indices.create(index=".kcing-system-build-2020.01.01", settings={"index.hidden": True})
+    client.indices.create(index=".kcing-build-2020.01.01")
+    # A real system index: the node stores the result of a task run in the background in `.tasks`.
+    client.indices.forcemerge(index=expired[0], wait_for_completion=False)
+    for _ in range(100):
+        if client.indices.exists(index=".tasks", expand_wildcards="all"):
+            break
+        time.sleep(0.1)
+    assert client.indices.exists(index=".tasks", expand_wildcards="all")
+
+    env = admin_environ(real_es, tmp_path, DRP_DAYS="7", KCI_DAYS="2")
+    dry = kcing(["drp", "--dry-run"], env, tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert set(client.indices.get(index="*", expand_wildcards="all")) >= set(expired)
+
+    done = kcing(["drp"], env, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    remaining = set(client.indices.get(index="*", expand_wildcards="all"))
+    assert not remaining & set(expired)
+    assert remaining >= set(kept) | {".kcing-system-build-2020.01.01", ".kcing-build-2020.01.01", ".tasks"}
+
+
+# -- what the emulator's strictness is modelled on -------------------------------------------------
+
+def test_field_names_are_refused_as_the_emulator_says(real_es):
+    assert field_name_statuses(client_for(real_es)) == [status for _, status in FIELD_NAME_ANSWERS]
+
+
+def test_cat_indices_leaves_hidden_indices_out_unless_asked(real_es):
+    client = client_for(real_es)
+    client.indices.create(index=".kcing-plain")
+    client.indices.create(index=".kcing-secret", settings={"index.hidden": True})
+    listed = {row["index"] for row in client.cat.indices(format="json", h="index")}
+    assert ".kcing-plain" in listed and ".kcing-secret" not in listed
+    every = {row["index"] for row in client.cat.indices(format="json", h="index", expand_wildcards="all")}
+    assert ".kcing-secret" in every
+
+
+# The same requests to the emulator and to the node: every status must agree, item by item.
+ODD_SOURCES = [
+    {"build_time": "abc"}, {"_id": "x"}, {"build_time": "12.5", "arch": 12, "vmlinux_file_size": "15"},
+    {"unknown_field": {"a": 1}, "date_like": "2020-01-01"}, {"arch": ["a", "b"], "build_time": None},
+    {"@timestamp": "2020-13-45"}, {"build_threads": 1.5}, {"build_threads": "1.5"}, {"arch": {"x": 1}},
+    {"arch": True, "build_time": True}, {"build_threads": 2 ** 63}, {"errors": "1e3"}, {"build_time": "NaN"},
+    {"arch": "x" * 40000}, {"git_describe": ""}, {"@timestamp": 1577836800000},
+    {"@timestamp": "2020-01-01 10:00:00"}, {"@timestamp": "2020-01-01T10:00:00.123456789Z"},
+    {"kernelci_api": "flat"}, {"kernelci_api": {"created": "nope"}}, {"a.b": 1, "a": {"c": 2}},
+    {"build_threads": [1, "x"]}, {"@timestamp": "2020-01-01T10:00:00+0100"}, {"build_time": "1,5"},
+    {"errors": 3.7}, {"x.": 1}, {"x..y": 1}, {".x": 1}, {"a": {"b.": 1}},
+]
+
+
+def answers(client: Elasticsearch) -> list:
+    """Status codes of a fixed sequence of kcing-like calls, documents one by one."""
+    from elasticsearch import ApiError
+    from kcing.admin.templates import templates_for
+
+    def status(call) -> int:
+        try:
+            return call().meta.status
+        except ApiError as error:
+            return error.meta.status
+
+    seen = [status(lambda: client.indices.put_index_template(name=name, body=body))
+            for name, body in sorted(templates_for(None).items())]
+    seen.append(status(lambda: client.indices.put_index_template(
+        name="clash", index_patterns=["build-x*"], priority=200)))
+    operations = []
+    for number, source in enumerate(ODD_SOURCES):
+        operations += [{"index": {"_index": "build-2020.01.02", "_id": str(number)}}, source]
+    seen += [item["index"]["status"] for item in client.bulk(operations=operations)["items"]]
+    seen.append(status(lambda: client.indices.create(index="build-2020.01.02")))
+    seen.append(status(lambda: client.indices.delete(index="build-*")))
+    seen.append(status(lambda: client.indices.delete(index="nope-2020.01.01")))
+    docs = client.mget(docs=[{"_index": "nope-1", "_id": "a"}, {"_index": "build-2020.01.02", "_id": "2"},
+                             {"_index": "build-2020.01.02", "_id": "missing"}])["docs"]
+    seen += [("error" in doc, doc.get("found")) for doc in docs]
+    client.indices.create(index=".kcing-plain")
+    client.indices.create(index=".kcing-secret", settings={"index.hidden": True})
+    seen.append(sorted(row["index"] for row in client.cat.indices(format="json", h="index")))
+    seen.append(status(lambda: client.indices.delete(index="build-2020.01.02,nope-2020.01.01",
+                                                     ignore_unavailable=True, expand_wildcards="none")))
+    return seen
+
+
+def test_the_emulator_answers_as_the_node_does(real_es, es):
+    assert answers(Elasticsearch(es.url)) == answers(client_for(real_es))

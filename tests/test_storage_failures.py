@@ -1,0 +1,381 @@
+"""The machine fails kcing, not the services: the ledger locked by another process, a full disk
+under the ledger or under --output. The real `kcing` process meets each condition for real (a
+second process holding SQLite's lock, a small tmpfs that fills up) and must end with one line,
+its documented exit status, a closed run row, a consistent ledger and whole output records.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
+
+import pytest
+
+from kcing import cli
+from kcing.commands import status as status_command
+from kcing.errors import INTERNAL_ERROR, KcingError, StorageFailed
+from kcing.ledger.ledger import Ledger
+from kcing.runlock import RunLock
+from kcing.status import UNRECORDED_END
+from kcing.sinks.batching import Batch
+from kcing.sinks.ndjson import NdjsonDirSink, whole_records_end
+from tests.feedrun import (SAMPLES, clean_environ, expected_documents, feed_environ, integrity, kcing, kcing_process,
+                           ledger_states, sample_objects)
+from tests.tmpfs import fill_leaving, resize, small_tmpfs
+
+needs_samples = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
+
+
+def feed(db: Path, out: Path, cwd: Path, **settings) -> subprocess.CompletedProcess:
+    env = clean_environ(KCING_DB=str(db), **settings)
+    return kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(out)], env, cwd)
+
+
+def last_line(result: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+def run_rows(db: Path) -> List[Tuple[str, str]]:
+    with sqlite3.connect(str(db)) as conn:
+        return conn.execute("SELECT command, outcome FROM run ORDER BY id").fetchall()
+
+
+def status_runs(db: Path, cwd: Path) -> List[dict]:
+    shown = kcing(["status", "--json"], clean_environ(KCING_DB=str(db)), cwd)
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout)["runs"]
+
+
+def records(path: Path) -> List[Tuple[dict, dict]]:
+    """The (action, document) pairs of an NDJSON _bulk file; fails on anything but whole records."""
+    data = path.read_bytes()
+    assert data == b"" or data.endswith(b"\n"), "%s ends in a torn line" % path
+    lines = data.split(b"\n")[:-1]
+    assert len(lines) % 2 == 0, "%s ends with an action line without its document" % path
+    pairs = []
+    for number in range(0, len(lines), 2):
+        action, document = json.loads(lines[number]), json.loads(lines[number + 1])
+        assert list(action) == ["index"] and set(action["index"]) == {"_index", "_id"}, lines[number][:200]
+        assert isinstance(document, dict) and "index" not in document
+        pairs.append((action, document))
+    return pairs
+
+
+def written_keys(out: Path) -> Dict[Tuple[str, str], int]:
+    keys: Dict[Tuple[str, str], int] = {}
+    for path in out.glob("*.ndjson"):
+        for action, _ in records(path):
+            key = (action["index"]["_index"], action["index"]["_id"])
+            keys[key] = keys.get(key, 0) + 1
+    return keys
+
+
+# -- --output on a full disk ----------------------------------------------------------------------
+
+@needs_samples
+def test_output_on_a_full_disk_keeps_whole_records_and_the_next_run_completes(tmp_path):
+    db, out = tmp_path / "kcing.db", tmp_path / "out"
+    expected = expected_documents(sample_objects())
+    with small_tmpfs(out, "1m"):
+        full = feed(db, out, tmp_path)
+        assert full.returncode == 5, full.stdout + full.stderr
+        assert last_line(full).startswith("kcing feed_es: cannot write the output file %s/" % out)
+        assert "No space left on device" in last_line(full)
+        first = written_keys(out)  # whole records only, in every file
+        assert first, "a 1 MiB disk holds some of the samples' documents"
+        delivered = {key for key, state in ledger_states(db).items() if state == "delivered"}
+        for obj in sample_objects():
+            if (obj.kind, obj.upstream_id) in delivered:
+                assert set(expected_documents([obj])) <= set(first)
+        assert status_runs(db, tmp_path)[0]["outcome"] == "error 5"
+
+        resize(out, "16m")
+        again = feed(db, out, tmp_path)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert set(written_keys(out)) == set(expected)
+        assert integrity(db) == "ok"
+
+
+@needs_samples
+def test_a_torn_tail_left_by_a_killed_run_is_cut_before_appending(tmp_path):
+    db, out = tmp_path / "kcing.db", tmp_path / "out"
+    out.mkdir()
+    action = b'{"index":{"_index":"build-2019.05.30","_id":"' + b"0" * 40 + b'"}}\n'
+    document = b'{"@timestamp":"2019-05-30T00:00:00Z","job":"next"}\n'
+    whole = action + document
+    (out / "build.ndjson").write_bytes(whole + action + document[:20])  # killed inside a document
+    (out / "lava.ndjson").write_bytes(whole + action)  # killed between an action and its document
+    done = feed(db, out, tmp_path)
+    assert done.returncode == 0, done.stderr
+    for name in ("build.ndjson", "lava.ndjson"):
+        assert (out / name).read_bytes().startswith(whole + b'{"index"')
+        assert records(out / name)
+
+
+def test_the_end_of_whole_records_is_found_from_the_tail(tmp_path):
+    path = tmp_path / "f.ndjson"
+    action = b'{"index":{"_index":"i","_id":"a"}}\n'
+    document = b'{"@timestamp":"t","message":"' + b"x" * 200_000 + b'"}\n'
+    for tail, kept in ((b"", 2), (action, 2), (action + document[:70_000], 2), (document[:10], 2),
+                       (action + document, 4)):
+        path.write_bytes(action + document + tail)
+        fd = os.open(str(path), os.O_RDONLY)
+        try:
+            assert whole_records_end(fd) == len((action + document) * (kept // 2))
+        finally:
+            os.close(fd)
+    path.write_bytes(b'{"torn')
+    fd = os.open(str(path), os.O_RDONLY)
+    assert whole_records_end(fd) == 0
+    os.close(fd)
+
+
+def test_a_failed_append_is_cut_back_and_reported(tmp_path):
+    with small_tmpfs(tmp_path / "out", "64k") as out:
+        sink = NdjsonDirSink(str(out))
+        small = Batch("build", [b'{"index":{"_index":"i","_id":"a"}}\n{"@timestamp":"t"}\n'], [("o",)], 50)
+        sink.send(small)
+        large = Batch("build", [b'{"index":{"_index":"i","_id":"b"}}\n{"m":"' + b"y" * 200_000 + b'"}\n'],
+                      [("p",)], 200_050)
+        with pytest.raises(StorageFailed, match="cut back to its last whole record"):
+            sink.send(large)
+        assert (out / "build.ndjson").read_bytes() == small.items[0]
+
+
+# -- the ledger on a full disk --------------------------------------------------------------------
+
+@needs_samples
+def test_a_full_disk_under_the_ledger_is_exit_5_with_the_run_closed_and_the_ledger_whole(tmp_path):
+    ledger_dir, out = tmp_path / "ledger", tmp_path / "out"
+    with small_tmpfs(ledger_dir, "512k"):
+        db = ledger_dir / "kcing.db"
+        Ledger.open(str(db)).close()
+        filler = fill_leaving(ledger_dir, 128)
+        full = feed(db, out, tmp_path)
+        assert full.returncode == 5, full.stdout + full.stderr
+        assert last_line(full) == ("kcing feed_es: cannot write the ledger %s: the disk is full; the ledger keeps "
+                                   "every whole transaction, and what was not recorded is sent again by the "
+                                   "next run" % db)
+        assert integrity(db) == "ok"
+        assert run_rows(db) == [("feed_es", "error 5")]
+        assert "running or killed" not in json.dumps(status_runs(db, tmp_path))
+        recorded = {key for key, state in ledger_states(db).items() if state == "delivered"}
+        assert len(recorded) < len(sample_objects())
+
+        filler.unlink()
+        again = feed(db, out, tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert set(ledger_states(db).values()) == {"delivered"}
+        assert len(ledger_states(db)) == len(sample_objects())
+        assert set(written_keys(out)) == set(expected_documents(sample_objects()))
+
+
+def test_no_room_even_to_open_the_ledger_is_exit_5(tmp_path):
+    ledger_dir = tmp_path / "ledger"
+    with small_tmpfs(ledger_dir, "256k"):
+        db = ledger_dir / "kcing.db"
+        Ledger.open(str(db)).close()
+        fill_leaving(ledger_dir, 0)
+        full = feed(db, tmp_path / "out", tmp_path)
+        assert full.returncode == 5, full.stderr
+        assert "kcing feed_es: cannot write" in last_line(full)
+
+
+# -- the ledger locked by another process ---------------------------------------------------------
+
+HOLD_LOCK = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+conn.execute("ROLLBACK")
+"""
+
+
+@contextmanager
+def ledger_locked_by_another_process(db: Path) -> Iterator[subprocess.Popen]:
+    """A second process holding SQLite's write lock on `db` until the block ends."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+@needs_samples
+def test_a_ledger_locked_past_the_wait_is_exit_4_in_one_line_after_a_bounded_wait(tmp_path):
+    db, out = tmp_path / "kcing.db", tmp_path / "out"
+    assert feed(db, out, tmp_path).returncode == 0
+    before = ledger_states(db)
+    with ledger_locked_by_another_process(db):
+        started = time.monotonic()
+        locked = feed(db, out, tmp_path, KCING_DB_LOCK_WAIT="2")
+        took = time.monotonic() - started
+        assert locked.returncode == 4, locked.stdout + locked.stderr
+        assert last_line(locked) == ("kcing feed_es: the ledger %s is locked by another process (waited 2s, "
+                                     "KCING_DB_LOCK_WAIT); nothing more was recorded: try again when that process "
+                                     "is done" % db)
+        assert 2 <= took < 30
+        # Reading is not blocked: status works while the lock is held.
+        assert status_runs(db, tmp_path)[0]["outcome"] == "ok"
+    assert ledger_states(db) == before
+    assert [outcome for _, outcome in run_rows(db)] == ["ok"]
+    assert integrity(db) == "ok"
+
+
+@needs_samples
+def test_a_ledger_locked_for_less_than_the_wait_is_waited_for(tmp_path):
+    db, out = tmp_path / "kcing.db", tmp_path / "out"
+    Ledger.open(str(db)).close()
+    with ledger_locked_by_another_process(db) as holder:
+        env = clean_environ(KCING_DB=str(db), KCING_DB_LOCK_WAIT="60")
+        running = kcing_process(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output",
+                                 str(out)], env, tmp_path)
+        time.sleep(1.5)
+        assert running.poll() is None  # waiting for the lock, not failing
+    stdout, stderr = running.communicate(timeout=120)
+    assert running.returncode == 0, stdout + stderr
+    assert set(ledger_states(db).values()) == {"delivered"}
+
+
+# -- every end of a run closes its row --------------------------------------------------------------
+
+@pytest.mark.parametrize("error, outcome", [(StorageFailed("disk full"), "error 5"),
+                                            (KeyboardInterrupt(), "error 130"),
+                                            (ValueError("a bug"), "error %d" % INTERNAL_ERROR)])
+def test_a_run_ended_by_any_exception_closes_its_row(tmp_path, error, outcome):
+    ledger = Ledger.open(str(tmp_path / "kcing.db"))
+    with pytest.raises(type(error)):
+        with ledger.recorded_run("feed_es", {"source": "samples"}):
+            raise error
+    assert run_rows(tmp_path / "kcing.db") == [("feed_es", outcome)]
+    ledger.close()
+
+
+def test_an_unexpected_error_is_one_line_and_exit_70(tmp_path, monkeypatch, capsys):
+    def broken(args, settings):
+        raise ValueError("secret-looking text that must not be printed")
+
+    monkeypatch.setattr(status_command, "run", broken)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["status"]) == INTERNAL_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["kcing status: internal error (ValueError); run again with -d for the traceback, and report it"]
+    assert issubclass(StorageFailed, KcingError) and StorageFailed.exit_code == 5
+
+
+# -- files kcing replaces whole, on a full disk -----------------------------------------------------
+
+def test_setup_ls_on_a_full_disk_is_exit_5_and_leaves_pipelines_yml_as_it_was(tmp_path):
+    with small_tmpfs(tmp_path / "logstash", "256k") as home:
+        (home / "config").mkdir()
+        pipelines = home / "config" / "pipelines.yml"
+        original = "- pipeline.id: main\n  path.config: /etc/logstash/conf.d/main.conf\n"
+        pipelines.write_text(original)
+        fill_leaving(home, 0)
+        result = kcing(["setup_ls"], clean_environ(LS_HOME=str(home)), tmp_path)
+        assert result.returncode == 5, result.stdout + result.stderr
+        assert last_line(result).startswith("kcing setup_ls: cannot write %s/config/pipelines.yml." % home)
+        assert "No space left on device" in last_line(result)
+        assert pipelines.read_text() == original
+        assert not list((home / "config").glob(".partial-*"))
+
+
+def test_status_tells_a_running_run_from_one_that_ended_without_a_record(tmp_path):
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.start_run("feed_es")  # a run that was killed, or could not write its end
+    ledger.close()
+    assert status_runs(db, tmp_path)[0]["outcome"] == UNRECORDED_END
+    with RunLock(str(db)):
+        ledger = Ledger.open(str(db))
+        ledger.start_run("feed_es")  # the run holding the lock now
+        ledger.close()
+        shown = status_runs(db, tmp_path)
+    assert [run["outcome"] for run in shown] == ["running (pid %d)" % os.getpid(), UNRECORDED_END]
+    text = kcing(["status"], clean_environ(KCING_DB=str(db)), tmp_path).stdout
+    assert "running or killed" not in text and UNRECORDED_END in text
+
+
+def test_gen_samples_on_a_full_disk_is_exit_5_and_keeps_whole_files(legacy_replica, logstash, tmp_path):
+    with small_tmpfs(tmp_path / "saved", "256k") as samples:
+        env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+        result = kcing(["gen_samples"], env, tmp_path)
+        assert result.returncode == 5, result.stdout + result.stderr
+        assert last_line(result).startswith("kcing gen_samples: cannot write %s/" % samples)
+        assert "No space left on device" in last_line(result)
+        assert not list(samples.rglob(".partial-*"))
+        manifest = samples / "manifest.json"
+        saved = json.loads(manifest.read_text())["objects"] if manifest.exists() else []
+        for entry in saved:  # whatever the manifest lists is there, whole
+            content = (samples / entry["path"]).read_bytes()
+            assert len(content) == entry["size"]
+
+
+@needs_samples
+def test_a_log_file_on_a_full_disk_is_reported_once_not_with_tracebacks(tmp_path):
+    with small_tmpfs(tmp_path / "logs", "64k") as logs:
+        log_file = logs / "feed.log"
+        log_file.write_text("")
+        fill_leaving(logs, 0)
+        env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
+        done = kcing(["-l", str(log_file), "feed_es", "--source", "samples", "--samples-dir", str(SAMPLES),
+                      "--output", str(tmp_path / "out")], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "Logging error" not in done.stderr
+    assert done.stderr.count("kcing: cannot write the log file %s: No space left on device" % log_file) == 1
+    assert "run finished" in done.stderr
+
+
+HOLD_LOCK_WHEN_RUNNING = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+while not conn.execute("SELECT 1 FROM run WHERE ended IS NULL").fetchone():
+    time.sleep(0.01)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+conn.execute("ROLLBACK")
+"""
+
+
+@needs_samples
+def test_a_ledger_locked_mid_run_stops_it_in_one_line_and_loses_nothing(legacy_replica, logstash, tmp_path):
+    db = tmp_path / "kcing.db"
+    Ledger.open(str(db)).close()
+    env = feed_environ(legacy_replica, logstash, db, KCING_DB_LOCK_WAIT="1", LS_PIPELINE_BATCH_SIZE="100")
+    logstash.lava.slow_next(0.3, count=None)  # a run long enough to be caught in the middle
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK_WHEN_RUNNING, str(db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        stopped = kcing(["feed_es"], env, tmp_path)
+        assert holder.stdout.readline().strip() == "locked"
+        assert stopped.returncode == 4, stopped.stdout + stopped.stderr
+        assert last_line(stopped).startswith("kcing feed_es: the ledger %s is locked by another process (waited 1s"
+                                             % db)
+        # The run could not write its end either; status says what became of it.
+        assert status_runs(db, tmp_path)[0]["outcome"] == UNRECORDED_END
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert integrity(db) == "ok"
+    stored = set(logstash.store.keys())
+    for obj in sample_objects():
+        if ledger_states(db).get((obj.kind, obj.upstream_id)) == "delivered":
+            assert set(expected_documents([obj])) <= stored
+    logstash.lava.clear_faults()
+    again = kcing(["feed_es"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert set(ledger_states(db).values()) == {"delivered"}
+    assert set(logstash.store.keys()) == set(expected_documents(sample_objects()))
