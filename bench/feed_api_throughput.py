@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from feed_throughput import BATCH_SIZE, MAX_BYTES, POSTS_IN_FLIGHT, run_feed  # noqa: E402  (this directory)
 from harness import CountingLogstash, wire_yardstick  # noqa: E402  (this directory)
+from kcing import settings as settings_module  # noqa: E402
 from kcing.documents import documents_for  # noqa: E402
 from kcing.http import RetryPolicy, new_session  # noqa: E402
 from kcing.ledger.ledger import Ledger, Outcome  # noqa: E402
@@ -42,6 +43,7 @@ from kcing.sinks.batching import Batcher  # noqa: E402
 from kcing.sinks.logstash import LogstashSink  # noqa: E402
 from kcing.sources.api import KernelCIApi, version_id  # noqa: E402
 from kcing.sources.requester import Requester  # noqa: E402
+from kcing.wiring import logstash_destination_of  # noqa: E402
 from tests.fakes.api_corpus import parse_api_time  # noqa: E402
 from tests.fakes.api_data import bench_tree  # noqa: E402
 from tests.fakes.api_replica import ApiReplica  # noqa: E402
@@ -49,7 +51,7 @@ from tests.feedrun import api_feed_environ  # noqa: E402
 
 BASE = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1)
 SINCE = (BASE - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
-# The Logstash input each node kind goes to (as commands.make_sink routes them).
+# The Logstash input each node kind goes to (as kcing.wiring.logstash_routes routes them).
 ROUTES = {CHECKOUT: "build", KBUILD: "build", JOB: "lava", TEST: "lava"}
 
 
@@ -86,11 +88,13 @@ def run_over_delivered(rows: int, profile: bool = False) -> tuple:
     with ApiReplica() as replica, CountingLogstash() as logstash, tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         listed = corpus_of(replica, rows, log_lines=0)
-        ledger = Ledger.open(str(work / "kcing.db"))
-        ledger.record([Outcome(UpstreamObject("api", node["kind"], version_id(node["id"], parse_api_time(
-            node["updated"])), ""), DELIVERED) for node in replica.corpus.nodes()])
-        ledger.close()
         env = api_feed_environ(replica, logstash, work / "kcing.db", KCI_API_PAGE_SIZE="1000")
+        ledger = Ledger.open(str(work / "kcing.db"))
+        # Delivered to the Logstash inputs the run posts to: only those are skipped.
+        ledger.record([Outcome(UpstreamObject("api", node["kind"], version_id(node["id"], parse_api_time(
+            node["updated"])), ""), DELIVERED) for node in replica.corpus.nodes()],
+            logstash_destination_of(settings_module.load(environ=env, local_file=work / "none.py")))
+        ledger.close()
         # As in the legacy bench: the replica filters a listing on its first request for it, as a
         # real server's indices are already built; that first, untimed run pays for it.
         run_feed(env, work, ("feed_es", "--since", SINCE))

@@ -38,11 +38,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from kcing.documents import documents_for  # noqa: E402
+from kcing import settings as settings_module  # noqa: E402
 from kcing.ledger.ledger import Ledger, Outcome  # noqa: E402
 from kcing.ledger.models import DELIVERED  # noqa: E402
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject  # noqa: E402
 from kcing.sinks.batching import Batcher  # noqa: E402
 from kcing.sinks.logstash import LogstashSink  # noqa: E402
+from kcing.wiring import logstash_destination_of  # noqa: E402
 from tests.fakes.legacy_data import NON_LAVA_LAB, at, build_item, synthetic_corpus  # noqa: E402
 from tests.fakes.legacy_corpus import storage_path  # noqa: E402
 from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica  # noqa: E402
@@ -108,10 +110,12 @@ def second_run_over_delivered(rows: int, profile: bool = False) -> KcingRun:
     with LegacyReplica(corpus, today=TODAY) as replica, CountingLogstash() as logstash, \
             tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        ledger = Ledger.open(str(work / "kcing.db"))
-        ledger.record([Outcome(obj, DELIVERED, sha256="0" * 64) for obj in objects])
-        ledger.close()
         env = feed_environ(replica, logstash, work / "kcing.db")
+        ledger = Ledger.open(str(work / "kcing.db"))
+        # Delivered to the Logstash inputs the run posts to: only those are skipped.
+        ledger.record([Outcome(obj, DELIVERED, sha256="0" * 64) for obj in objects],
+                      logstash_destination_of(settings_module.load(environ=env, local_file=work / "none.py")))
+        ledger.close()
         # The replica sorts and projects a listing on its first request for it, as a real
         # server's indices are already built; that first, untimed run pays for it.
         run_feed(env, work)

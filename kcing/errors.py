@@ -73,6 +73,13 @@ class StorageFailed(KcingError):
     exit_code = 5
 
 
+class NothingChecked(KcingError):
+    """reconcile found nothing it could check: no object delivered to Logstash in its window, or
+    only objects in indices past the retention or from before the ledger kept ids."""
+
+    exit_code = 6
+
+
 class Interrupted(KcingError):
     """SIGINT or SIGTERM: the batch in flight was finished and recorded, then the run stopped."""
 

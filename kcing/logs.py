@@ -3,11 +3,29 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Iterable, Optional
 
+from kcing import progress
 from kcing.urls import redacted
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Times in UTC, with the zone: a log read next to another host's must not need guessing.
+FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s"
+DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+def formatter() -> logging.Formatter:
+    made = logging.Formatter(FORMAT, DATE_FORMAT)
+    made.converter = time.gmtime
+    return made
+
+
+class TerminalHandler(logging.StreamHandler):
+    """stderr, sharing the terminal with a live progress line (kcing/progress.py)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        progress.clear_live_line(self.stream)
+        super().emit(record)
 
 
 class RedactSecrets(logging.Filter):
@@ -54,11 +72,11 @@ def configure(debug: bool = False, log_file: Optional[str] = None, secrets: Iter
         root.removeHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     redact = RedactSecrets(secrets)
-    handlers = [logging.StreamHandler(sys.stderr)]
+    handlers = [TerminalHandler(sys.stderr)]
     if log_file:
         handlers.append(LogFileHandler(log_file, encoding="utf-8"))
     for handler in handlers:
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(formatter())
         handler.addFilter(redact)
         root.addHandler(handler)
     # Library chatter (one line per pooled connection) drowns the progress lines otherwise.

@@ -13,8 +13,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set
+from typing import Callable, Dict, Iterable, List, Optional
 
 from kcing import watermark
 from kcing.building import Builder
@@ -22,15 +21,16 @@ from kcing.documents.coerce import one_line
 from kcing.errors import ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput, UpstreamError
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE
+from kcing.listing import Listing
+from kcing.progress import Progress, eta_text
 from kcing.records import UpstreamObject
-from kcing.sources import completed, listed_lab
+from kcing.sources import listed_lab
 from kcing.sinks.batching import Batch, Batcher
 from kcing.sinks.logstash import BatchTooLarge
 from kcing.sinks.throttle import RateLimiter
 
 log = logging.getLogger(__name__)
 
-LOOKUP_CHUNK = 500
 # A run that delivered what it could but had documents Logstash refused as too large: the
 # exit status of a sink refusing (as SinkRejected), since the fix is on the Logstash side.
 SINK_REFUSED_EXIT = 3
@@ -104,13 +104,18 @@ class Feed:
                  limiter: Optional[RateLimiter] = None, clock: Callable[[], float] = time.monotonic,
                  on_planned: Callable[[UpstreamObject], None] = lambda obj: None,
                  stop: Optional[threading.Event] = None,
-                 on_delivered: Callable[[UpstreamObject], None] = lambda obj: None):
+                 on_delivered: Callable[[UpstreamObject], None] = lambda obj: None,
+                 progress: Optional[Progress] = None):
         self.source = source
         self.stop = stop or threading.Event()
         self.on_planned = on_planned
         self.on_delivered = on_delivered
         self.ledger = ledger
         self.sink = sink
+        # "Delivered" means delivered to this run's destination; a sink that names none delivers
+        # to the unnamed one (""), as tests' sinks do.
+        self.destination: Callable[[str], str] = getattr(sink, "destination", lambda kind: "")
+        self.destinations_key: str = getattr(sink, "destinations_key", lambda: "")()
         self.options = options
         self.limiter = limiter or RateLimiter()
         self.clock = clock
@@ -123,14 +128,17 @@ class Feed:
         self.posting: deque = deque()  # (batch, future) in the order they were sent
         self.post_pool: Optional[ThreadPoolExecutor] = None
         self._started = clock()
-        self._last_progress = self._started
+        self.progress = progress or Progress("feed_es", live=False, every=options.progress_every, clock=clock)
+        self.listing: Optional[Listing] = None
 
     # Top level -----------------------------------------------------------------------------
 
     def run(self) -> RunSummary:
         try:
-            watermark.resume(self.source, self.ledger)
-            candidates = self._undelivered(self._listing())
+            watermark.resume(self.source, self.ledger, self.destinations_key)
+            self.listing = Listing(self.source, self.ledger, self.destination, self.summary, self._reject,
+                                   self._progress)
+            candidates = self.listing.candidates()
             if self.options.dry_run:
                 self._plan(candidates)
             else:
@@ -152,7 +160,7 @@ class Feed:
                 self._write_outcomes()
                 if not self.options.dry_run:
                     # After the outcomes: the watermark moves only over what the ledger shows delivered.
-                    watermark.advance(self.source, self.ledger)
+                    watermark.advance(self.source, self.ledger, self.destinations_key, self.destination)
             except KcingError as error:
                 # The ledger cannot be written (locked, disk full): its last transaction was
                 # rolled back whole, so what it lacks is simply sent again by the next run.
@@ -162,6 +170,7 @@ class Feed:
                     log.error("run stopped: %s", error)
                 self.summary.stopped_by = error
             self.summary.elapsed = self.clock() - self._started
+            self.progress.finish(self._progress_text)
         log.info("run finished: %s", ", ".join("%s %s" % item for item in self.summary.as_dict().items()))
         return self.summary
 
@@ -207,49 +216,6 @@ class Feed:
 
     def _urgent(self) -> bool:
         return bool(getattr(self.stop, "urgent", False))
-
-    # Listing and skipping ------------------------------------------------------------------
-
-    def _listing(self) -> Iterator[UpstreamObject]:
-        if getattr(self.source, "leaves_out_known", False):
-            return self.source.list_objects(known=self._known_delivered)
-        return self.source.list_objects()
-
-    def _known_delivered(self, kind: str, upstream_ids: List[str]) -> Set[str]:
-        """For sources that leave out what was delivered while listing: which ids those are."""
-        found = self.ledger.delivered_ids(self.source.name, kind, upstream_ids)
-        self.summary.listed += len(found)
-        self.summary.skipped += len(found)
-        self._progress()
-        return found
-
-    def _undelivered(self, objects: Iterator[UpstreamObject]) -> Iterator[UpstreamObject]:
-        """Yield listed objects the ledger has not seen delivered; record unusable items as rejected."""
-        while True:
-            chunk = list(islice(objects, LOOKUP_CHUNK))
-            if not chunk:
-                return
-            self.summary.listed += len(chunk)
-            usable = []
-            for obj in chunk:
-                if obj.problem:
-                    self._reject(obj, None, obj.problem)
-                else:
-                    usable.append(obj)
-            delivered = set()
-            for kind in {obj.kind for obj in usable}:
-                ids = [obj.upstream_id for obj in usable if obj.kind == kind]
-                delivered |= {(kind, upstream_id) for upstream_id in self.ledger.delivered_ids(self.source.name, kind, ids)}
-            for obj in usable:
-                if (obj.kind, obj.upstream_id) in delivered:
-                    self.summary.skipped += 1
-                    continue
-                obj = completed(self.source, obj)
-                if obj.problem:
-                    self._reject(obj, None, obj.problem)
-                else:
-                    yield obj
-            self._progress()
 
     # Download and documents (worker threads) -----------------------------------------------
 
@@ -409,19 +375,21 @@ class Feed:
 
     def _write_outcomes(self) -> None:
         if self.outcomes and not self.options.dry_run:
-            self.ledger.record(self.outcomes)
+            self.ledger.record(self.outcomes, self.destination)
         self.outcomes = []
 
     def _progress(self) -> None:
-        now = self.clock()
-        if now - self._last_progress < self.options.progress_every:
-            return
-        self._last_progress = now
+        self.progress.update(self._progress_text)
+
+    def _progress_text(self) -> str:
         s = self.summary
-        rate = s.documents / max(now - self._started, 1e-9)
-        log.info("progress: listed %d, skipped %d, downloaded %d, delivered %d, rejected %d, failed %d, "
-                 "documents sent %d (%.0f/s)", s.listed, s.skipped, s.downloaded, s.delivered, s.rejected,
-                 s.failed, s.documents, rate)
+        elapsed = max(self.clock() - self._started, 1e-9)
+        # The total is known once the listing is complete: what was listed and not skipped.
+        total = s.listed - s.skipped if self.listing is not None and self.listing.finished else None
+        return ("listed %d, skipped %d, downloaded %d, delivered %d, rejected %d, failed %d, "
+                "documents sent %d (%.0f/s)%s" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected,
+                                                  s.failed, s.documents, s.documents / elapsed,
+                                                  eta_text(s.downloaded + s.failed + s.rejected, total, elapsed)))
 
 
 def unexpected_failure(what: str, error: Exception) -> str:
@@ -434,8 +402,9 @@ def unexpected_failure(what: str, error: Exception) -> str:
 def feed(source, ledger: Ledger, sink, options: FeedOptions, limiter: Optional[RateLimiter] = None,
          on_planned: Callable[[UpstreamObject], None] = lambda obj: None,
          stop: Optional[threading.Event] = None,
-         on_delivered: Callable[[UpstreamObject], None] = lambda obj: None) -> RunSummary:
+         on_delivered: Callable[[UpstreamObject], None] = lambda obj: None,
+         progress: Optional[Progress] = None) -> RunSummary:
     """Run the feed once and return its summary. `on_delivered` hears of each object as it is
     acknowledged (its ledger write follows with the batch's outcomes)."""
     return Feed(source, ledger, sink, options, limiter, on_planned=on_planned, stop=stop,
-                on_delivered=on_delivered).run()
+                on_delivered=on_delivered, progress=progress).run()

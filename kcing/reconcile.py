@@ -25,6 +25,8 @@ from kcing.errors import ElasticsearchError, Interrupted, UpstreamError
 from kcing.ledger import docids
 from kcing.ledger.ledger import DeliveredRow, Ledger
 from kcing.ledger.models import MISSING_IN_ELASTICSEARCH
+from kcing.progress import Progress, eta_text
+from kcing.sinks import LOGSTASH
 from kcing.records import UpstreamObject
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,9 @@ class Report:
 
     @property
     def outcome(self) -> str:
-        return "missing" if self.missing else "ok"
+        if self.missing:
+            return "missing"
+        return "ok" if self.total("checked") else "nothing checked"
 
     def as_counts(self) -> dict:
         """The counts the runs table keeps (and `kcing status` shows)."""
@@ -221,16 +225,27 @@ class Reconciler:
         self.batch = batch
         self.budget = budget
 
-    def run(self, chunks: Iterable[List[DeliveredRow]], stop: Optional[threading.Event] = None) -> Report:
-        last_progress = time.monotonic()
-        for rows in chunks:
-            self.check_chunk(rows)
-            if stop is not None and stop.is_set():
-                raise Interrupted("stopped by a signal; the objects checked so far are recorded")
-            if time.monotonic() - last_progress >= PROGRESS_EVERY:
-                last_progress = time.monotonic()
-                log.info("progress: %d objects checked, %d missing, %d documents asked for",
-                         self.report.total("checked"), self.report.missing, self.report.total("documents"))
+    def run(self, chunks: Iterable[List[DeliveredRow]], stop: Optional[threading.Event] = None,
+            progress: Optional[Progress] = None, total: Optional[int] = None) -> Report:
+        """Check every chunk; `total` (objects in all chunks), when known, gives the progress an ETA."""
+        progress = progress or Progress("reconcile", live=False, every=PROGRESS_EVERY)
+        started, seen = time.monotonic(), [0]
+
+        def text() -> str:
+            elapsed = max(time.monotonic() - started, 1e-9)
+            return ("%d objects checked, %d missing, %d documents asked for (%.0f/s)%s"
+                    % (self.report.total("checked"), self.report.missing, self.report.total("documents"),
+                       self.report.total("documents") / elapsed, eta_text(seen[0], total, elapsed)))
+
+        try:
+            for rows in chunks:
+                self.check_chunk(rows)
+                seen[0] += len(rows)
+                if stop is not None and stop.is_set():
+                    raise Interrupted("stopped by a signal; the objects checked so far are recorded")
+                progress.update(text)
+        finally:
+            progress.finish(text)
         return self.report
 
     def check_chunk(self, rows: Sequence[DeliveredRow]) -> None:
@@ -319,7 +334,7 @@ class MissingObjects:
         self.fetcher = fetcher
 
     def list_objects(self) -> Iterator[UpstreamObject]:
-        return self.ledger.missing_objects(self.name)
+        return self.ledger.missing_objects(self.name, destination_prefix=LOGSTASH)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
         try:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Dict, Optional
 from kcing.documents.identity import iso_timestamp
 from kcing.errors import ConfigError, RejectedInput, UpstreamError
 from kcing.files import write_atomically
+from kcing.progress import Progress, eta_text
 from kcing.records import OBJECT_KINDS, UpstreamObject
 from kcing.sources import completed
 
@@ -103,9 +105,18 @@ class SamplesWriter:
         write_atomically(self.root / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
 
 
-def gen_samples(source, writer: SamplesWriter, threads: int = 4) -> SampleRun:
+def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optional[Progress] = None) -> SampleRun:
     """Download every listed object not yet saved; the manifest is rewritten once at the end."""
     run = SampleRun()
+    progress = progress or Progress("gen_samples", live=False)
+    started, wanted = time.monotonic(), []
+
+    def text() -> str:
+        done = run.saved + run.failed + run.refused
+        elapsed = max(time.monotonic() - started, 1e-9)
+        return ("listed %d, already present %d, saved %d, failed %d, refused %d (%.1f files/s)%s"
+                % (len(wanted) + run.unchanged + run.refused, run.unchanged, run.saved, run.failed, run.refused,
+                   run.saved / elapsed, eta_text(done, len(wanted) + run.refused, elapsed)))
 
     def fetch(obj: UpstreamObject) -> Optional[bytes]:
         try:
@@ -114,7 +125,6 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4) -> SampleRun:
             log.warning("could not save %s %s: %s", obj.kind, obj.upstream_id, error)
             return None
 
-    wanted = []
     for listed in source.list_objects():
         obj = completed(source, listed)
         if obj.problem:
@@ -124,11 +134,14 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4) -> SampleRun:
             run.unchanged += 1
         else:
             wanted.append(obj)
+        progress.update(text)
     try:
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sample") as pool:
             for obj, content in zip(wanted, pool.map(fetch, wanted)):
                 _save(writer, obj, content, run)
+                progress.update(text)
     finally:
+        progress.finish(text)
         writer.save_manifest()
     return run
 

@@ -35,9 +35,12 @@ def _integer(minimum: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool):
             raise ValueError("expected a whole number")
-        number = int(str(value).strip())
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ValueError("expected a whole number of at least %d" % minimum) from None
         if number < minimum:
-            raise ValueError("must be at least %d" % minimum)
+            raise ValueError("expected a whole number of at least %d" % minimum)
         return number
 
     return parse
@@ -47,11 +50,14 @@ def _number(minimum: float) -> Callable[[Any], float]:
     def parse(value: Any) -> float:
         if isinstance(value, bool):
             raise ValueError("expected a number")
-        number = float(str(value).strip())
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise ValueError("expected a number of at least %g" % minimum) from None
         if number != number or number in (float("inf"), float("-inf")):
-            raise ValueError("expected a finite number")
+            raise ValueError("expected a finite number of at least %g" % minimum)
         if number < minimum:
-            raise ValueError("must be at least %g" % minimum)
+            raise ValueError("expected a number of at least %g" % minimum)
         return number
 
     return parse
@@ -322,9 +328,12 @@ class Settings:
     def non_lava_labs(self) -> frozenset:
         return frozenset(lab.strip() for lab in self.KCI_NON_LAVA_LABS.split(",") if lab.strip())
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":
-        """Return a copy with `overrides` (raw values, e.g. from flags) parsed and applied."""
-        parsed = {name: _parse(name, value, "command line") for name, value in overrides.items() if value is not None}
+    def with_overrides(self, overrides: Mapping[str, Any], origins: Optional[Mapping[str, str]] = None) -> "Settings":
+        """Return a copy with `overrides` (raw values, e.g. from flags) parsed and applied;
+        `origins` names where each came from (the flag), for error messages."""
+        origins = origins or {}
+        parsed = {name: _parse(name, value, origins.get(name, "command line"))
+                  for name, value in overrides.items() if value is not None}
         return replace(self, **parsed)
 
 
@@ -374,7 +383,7 @@ def _failing_line(error: BaseException, path: Path) -> Optional[int]:
 
 
 def load(environ: Optional[Mapping[str, str]] = None, local_file: Optional[Path] = None,
-         overrides: Optional[Mapping[str, Any]] = None) -> Settings:
+         overrides: Optional[Mapping[str, Any]] = None, origins: Optional[Mapping[str, str]] = None) -> Settings:
     """Build Settings from defaults <- local_settings.py <- environment <- overrides (flags)."""
     environ = os.environ if environ is None else environ
     local_file = Path("local_settings.py") if local_file is None else local_file
@@ -385,7 +394,7 @@ def load(environ: Optional[Mapping[str, str]] = None, local_file: Optional[Path]
         if name in environ and environ[name].strip() != "":
             values[name] = _parse(name, environ[name], "environment")
     settings = Settings(**values)
-    return settings.with_overrides(overrides or {})
+    return settings.with_overrides(overrides or {}, origins)
 
 
 def markdown_table() -> str:

@@ -21,16 +21,29 @@ STATE_LABELS = ((DELIVERED, "delivered"), (FAILED, "failed"), (REJECTED, "reject
 def report(ledger: Ledger, runs: int = 5, errors: int = 5) -> dict:
     """Return counts per source and kind, the last runs and the most frequent recent errors."""
     objects: Dict[str, Dict[str, Dict[str, int]]] = {}
-    for (source, kind, state), count in sorted(ledger.counts().items()):
+    destinations: Dict[str, Dict[str, Dict[str, Dict[str, int]]]] = {}
+    for (source, kind, destination, state), count in sorted(ledger.counts().items()):
         label = dict(STATE_LABELS).get(state, state)
         per_kind = objects.setdefault(source, {}).setdefault(kind, {name: 0 for _, name in STATE_LABELS})
         per_kind[label] = per_kind.get(label, 0) + count
+        at = (destinations.setdefault(destination or "(unnamed)", {}).setdefault(source, {})
+              .setdefault(kind, {name: 0 for _, name in STATE_LABELS}))
+        at[label] = at.get(label, 0) + count
     last_reconcile = ledger.last_run("reconcile")
     running = _running_run(ledger)
-    return {"ledger": ledger.db.database, "objects": objects, "runs": _last_runs(runs, running),
+    return {"ledger": ledger.db.database, "objects": objects, "destinations": destinations,
+            "runs": _last_runs(runs, running),
             "errors": _frequent_errors(errors),
-            "watermarks": {source: when.isoformat() for source, when in sorted(ledger.watermarks().items())},
+            "watermarks": _watermarks(ledger),
             "last_reconcile": _run(last_reconcile, running) if last_reconcile is not None else None}
+
+
+def _watermarks(ledger: Ledger) -> Dict[str, Dict[str, str]]:
+    """{source: {destination: position}}: a source crawled for two destinations has two."""
+    found: Dict[str, Dict[str, str]] = {}
+    for (source, destination), when in sorted(ledger.watermarks().items()):
+        found.setdefault(source, {})[destination or "(unnamed)"] = when.isoformat()
+    return found
 
 
 def _running_run(ledger: Ledger) -> Optional[Tuple[int, str]]:
@@ -73,21 +86,29 @@ def _summary(counts: dict) -> str:
 
 
 def _iso(value) -> str:
-    return value.isoformat(sep=" ", timespec="seconds") if value else ""
+    # The ledger keeps naive UTC times.
+    return value.isoformat(sep=" ", timespec="seconds") + " UTC" if value else ""
 
 
 def as_text(data: dict) -> str:
     lines = ["ledger: %s" % data["ledger"], ""]
     header = "%-8s %-6s %10s %8s %9s %8s %9s" % ("source", "kind", "delivered", "failed", "rejected", "pending",
                                                  "too large")
-    lines.append(header)
-    if not data["objects"]:
+    if not data["destinations"]:
+        lines.append(header)
         lines.append("(no objects yet: run `kcing feed_es`)")
-    for source, kinds in data["objects"].items():
-        for kind, counts in kinds.items():
-            lines.append("%-8s %-6s %10d %8d %9d %8d %9d" % (source, kind, counts["delivered"], counts["failed"],
-                                                             counts["rejected"], counts["pending"],
-                                                             counts["too_large"]))
+    for destination, sources in data["destinations"].items():
+        # Delivered means delivered there: feed_es skips only what reached its own destination.
+        lines.append("to %s:" % destination)
+        lines.append("  " + header)
+        for source, kinds in sources.items():
+            for kind, counts in kinds.items():
+                lines.append("  %-8s %-6s %10d %8d %9d %8d %9d" % (source, kind, counts["delivered"], counts["failed"],
+                                                                   counts["rejected"], counts["pending"],
+                                                                   counts["too_large"]))
+        lines.append("")
+    if data["destinations"]:
+        lines.pop()
     lines += ["", "last runs:"]
     for run in data["runs"] or [{"command": "(none)", "started": "", "ended": "", "outcome": "", "counts": {}}]:
         lines.append("  %-9s %s -> %s  %s  %s" % (run["command"], run["started"], run["ended"], run["outcome"],
@@ -101,7 +122,8 @@ def as_text(data: dict) -> str:
                                              _summary(reconciled["counts"])))
     if data.get("watermarks"):
         lines += ["", "watermarks (the next run lists what changed since, minus the overlap):"]
-        lines += ["  %-8s %s" % (source, when) for source, when in data["watermarks"].items()]
+        lines += ["  %-8s %s  to %s" % (source, when, destination) for source, positions in data["watermarks"].items()
+                  for destination, when in positions.items()]
     if data["errors"]:
         lines += ["", "most frequent errors:"]
         lines += ["  %4d %-8s %s" % (error["objects"], error["state"], error["error"]) for error in data["errors"]]

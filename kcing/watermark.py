@@ -75,24 +75,26 @@ def next_watermark(listed: Iterable[Tuple[Optional[datetime], bool]], listing_st
 
 # Called by the pipeline ------------------------------------------------------------------------
 
-def resume(source, ledger) -> None:
-    """Tell an incremental source where the ledger says its last runs got to."""
+def resume(source, ledger, destinations: str = "") -> None:
+    """Tell an incremental source where the ledger says its last runs to `destinations` got to."""
     resume_from = getattr(source, "resume_from", None)
     if resume_from is not None:
-        resume_from(ledger.watermark(source.name))
+        resume_from(ledger.watermark(source.name, destinations))
 
 
-def advance(source, ledger) -> Optional[datetime]:
+def advance(source, ledger, destinations: str = "", destination=lambda kind: "") -> Optional[datetime]:
     """Move an incremental source's watermark as far as the ledger shows everything delivered."""
     candidate = getattr(source, "watermark_candidate", None)
     if candidate is None:
         return None
     # A rejected object version holds nothing back: fetching it again gives the same refusal,
     # and a changed node is listed again under a new version. Failures do hold the watermark.
-    when = candidate(lambda kind, ids: ledger.settled_ids(source.name, kind, ids))
+    when = candidate(lambda kind, ids: ledger.settled_ids(source.name, kind, ids, destination(kind)))
     if when is None:
-        log.info("watermark of the %s source kept at %s", source.name, ledger.watermark(source.name))
+        kept = ledger.watermark(source.name, destinations)
+        log.info("watermark of the %s source kept at %s", source.name,
+                 kept.strftime("%Y-%m-%d %H:%M:%S UTC") if kept else "its start (nothing delivered yet)")
         return None
-    moved = ledger.advance_watermark(source.name, when)
-    log.info("watermark of the %s source now %s", source.name, moved)
+    moved = ledger.advance_watermark(source.name, when, destinations)
+    log.info("watermark of the %s source now %s", source.name, moved.strftime("%Y-%m-%d %H:%M:%S UTC"))
     return moved

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from kcing import watermark
-from kcing.commands import crawl_since
+from kcing.wiring import crawl_since
 from kcing.errors import ConfigError, UpstreamError
 from kcing.http import BodyReader, RetryPolicy, new_session
 from kcing.ledger.ledger import Ledger, Outcome
@@ -107,7 +107,7 @@ def test_the_ledger_keeps_the_watermark_forward_only_across_opens(tmp_path):
     assert ledger.advance_watermark("api", at(1)) == at(5)
     ledger.close()
     reopened = Ledger.open(path)
-    assert reopened.watermark("api") == at(5) and reopened.watermarks() == {"api": at(5)}
+    assert reopened.watermark("api") == at(5) and reopened.watermarks() == {("api", ""): at(5)}
     assert reopened.watermark("legacy") is None
     reopened.close()
 

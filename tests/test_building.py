@@ -217,7 +217,7 @@ def test_overlapping_builds_start_the_workers():
 
 def test_workers_setting_and_flag(tmp_path, clean_settings):
     from kcing import settings
-    from kcing.commands import feed_options
+    from kcing.wiring import feed_options
     assert feed_options(settings.load({}), False).workers == building.usable_cores()
     assert feed_options(settings.load({"KCING_WORKERS": "0"}), False).workers == 0
     assert feed_options(settings.load({}, overrides={"KCING_WORKERS": "3"}), False).workers == 3

@@ -12,7 +12,8 @@ import pytest
 
 from kcing import settings as settings_module
 from kcing.admin import kibana as kb
-from kcing.admin.kibana_commands import backup_kbn, setup_kbn
+from kcing.commands.backup_kbn import run as backup_kbn
+from kcing.commands.setup_kbn import run as setup_kbn
 from kcing.errors import ConfigError
 from kcing.http import new_session
 from tests.fakes.kibana_server import KibanaEmulator

@@ -63,7 +63,7 @@ def test_many_ids_are_looked_up_in_chunks(ledger):
     ids = ["%024x" % n for n in range(2500)]
     ledger.record([Outcome(obj(i), DELIVERED) for i in ids])
     assert ledger.delivered_ids("legacy", "build", ids + ["nope"]) == set(ids)
-    assert ledger.counts() == {("legacy", "build", DELIVERED): 2500}
+    assert ledger.counts() == {("legacy", "build", "", DELIVERED): 2500}
 
 
 def test_a_failed_transaction_leaves_earlier_rows_intact(ledger):
@@ -79,7 +79,7 @@ def test_wal_mode_and_unique_index(tmp_path, ledger):
     with sqlite3.connect(str(tmp_path / "kcing.db")) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         unique = [row[1] for row in raw.execute("PRAGMA index_list('upstream_file')") if row[2]]
-        assert unique == ["upstream_file_source_kind_upstream_id"]
+        assert unique == ["upstream_file_source_kind_upstream_id_destination"]
         assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 

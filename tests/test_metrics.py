@@ -45,6 +45,7 @@ def test_feed_es_writes_the_metrics_of_each_run(legacy_replica, logstash, tmp_pa
 
     env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", ES_MAX_RETRIES="1")
     prom = tmp_path / "textfile" / "kcing.prom"
+    prom.parent.mkdir()  # the node exporter's directory: kcing does not create it (see test_cli)
     logstash.lava.fail_next(500, count=None)  # Logstash's LAVA input is down
     failed = kcing(["feed_es", "--metrics", str(prom)], env, tmp_path)
     assert failed.returncode == 3, failed.stderr

@@ -26,6 +26,7 @@ from kcing.reconcile import (
     MGET_BATCH, LookupFailed, ObjectCheck, Report, expired_index, is_present, read_groups, summary_lines,
 )
 from kcing.records import BUILD, UpstreamObject
+from kcing.sinks import logstash_destination
 from kcing.runlock import RunLock
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.elastic_forward import ForwardingStore
@@ -231,6 +232,14 @@ def make_schema_1(path: Path) -> None:
     with sqlite3.connect(str(path)) as conn:
         conn.execute("DROP TABLE delivered_documents")
         conn.execute("ALTER TABLE upstream_file DROP COLUMN kept_ids")
+        # Nor did it know destinations (schema 3).
+        conn.execute('DROP INDEX "upstream_file_source_kind_upstream_id_destination"')
+        conn.execute("ALTER TABLE upstream_file DROP COLUMN destination")
+        conn.execute('CREATE UNIQUE INDEX "upstream_file_source_kind_upstream_id" ON "upstream_file" '
+                     '("source", "kind", "upstream_id")')
+        conn.execute('DROP INDEX "watermark_source_destination"')
+        conn.execute("ALTER TABLE watermark DROP COLUMN destination")
+        conn.execute('CREATE UNIQUE INDEX "watermark_source" ON "watermark" ("source")')
         conn.execute("PRAGMA user_version = 1")
 
 
@@ -238,12 +247,13 @@ def test_a_schema_1_ledger_is_migrated_and_its_rows_are_not_checkable(tmp_path):
     db = tmp_path / "kcing.db"
     make_schema_1(db)
     ledger = Ledger.open(str(db))
-    assert ledger.row("legacy", BUILD, "old").kept_ids is None
+    # Rows from before destinations were recorded went to Logstash (Ledger.open's default name).
+    assert ledger.row("legacy", BUILD, "old", "logstash").kept_ids is None
     ledger.record([Outcome(obj("new"), DELIVERED, documents=packed(1))])
     assert ledger.integrity_ok()
     ledger.close()
     with sqlite3.connect(str(db)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 def test_a_ledger_from_a_newer_kcing_is_refused(tmp_path):
@@ -523,11 +533,16 @@ def fill_ledger(db: Path, objects: int, per_object: int, when: datetime) -> Dict
         made[n] = [(index, doc_id) for doc_id in ids]
         outcomes.append(Outcome(obj("%024x" % n), DELIVERED, documents={index: docids.pack(ids)}))
         if len(outcomes) == 500:
-            ledger.record(outcomes)
+            ledger.record(outcomes, to_logstash)
             outcomes = []
-    ledger.record(outcomes)
+    ledger.record(outcomes, to_logstash)
     ledger.close()
     return made
+
+
+def to_logstash(kind: str) -> str:
+    """Where a feed with the default settings delivers: reconcile checks only what went there."""
+    return logstash_destination(["http://localhost:8337"])
 
 
 def seed(es, keys: Iterable[DocKey]) -> None:
@@ -567,8 +582,12 @@ def test_objects_delivered_before_ids_were_kept_are_not_checkable(tmp_path, es):
     with sqlite3.connect(str(db)) as conn:  # delivered recently, by a kcing that kept no ids
         conn.execute("UPDATE upstream_file SET delivered_at = ?", [str(datetime.now(timezone.utc).replace(tzinfo=None))])
     checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
-    assert checked.returncode == 0, checked.stderr
+    # Nothing could be checked: not a success for cron (exit 6), and said in one line.
+    assert checked.returncode == 6, checked.stderr
     assert "checked 0, present 0, missing 0, not checkable (delivered before ids were kept) 1" in checked.stdout
+    assert checked.stderr.strip().splitlines() == [
+        "kcing reconcile: nothing could be checked: of the objects delivered since %s, 1 delivered before the "
+        "ledger kept document ids" % checked.stdout.split("since ", 1)[1].split(",", 1)[0]]
     assert not mget_requests(es)
     assert set(ledger_states(db).values()) == {DELIVERED}
 
@@ -577,7 +596,7 @@ def test_indices_past_the_retention_are_left_to_drp(tmp_path, es):
     db = tmp_path / "kcing.db"
     ledger = Ledger.open(str(db))
     ledger.record([Outcome(obj("old"), DELIVERED, documents=packed(1, index="build-2019.05.31")),
-                   Outcome(obj("new"), DELIVERED, documents=packed(2))])
+                   Outcome(obj("new"), DELIVERED, documents=packed(2))], to_logstash)
     ledger.close()
     seed(es, [("build-%s" % datetime.now(timezone.utc).strftime("%Y.%m.%d"), "%040x" % 2)])
     checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db), DRP_DAYS="30"), tmp_path)
@@ -591,7 +610,8 @@ def test_api_objects_are_marked_but_not_resent_at_once(tmp_path, es):
     db = tmp_path / "kcing.db"
     ledger = Ledger.open(str(db))
     ledger.record([Outcome(obj("n1.20241016T070000Z", kind="job", source="api"), DELIVERED,
-                           documents=packed(1, index="boot-%s" % datetime.now(timezone.utc).strftime("%Y.%m.%d")))])
+                           documents=packed(1, index="boot-%s" % datetime.now(timezone.utc).strftime("%Y.%m.%d")))],
+                  to_logstash)
     ledger.close()
     done = kcing(["reconcile", "--resend"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
     assert done.returncode == 1, done.stderr
@@ -605,7 +625,7 @@ def test_api_objects_are_marked_but_not_resent_at_once(tmp_path, es):
 def test_elasticsearch_unreachable_is_exit_3_and_changes_nothing(tmp_path):
     db = tmp_path / "kcing.db"
     ledger = Ledger.open(str(db))
-    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1))])
+    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1))], to_logstash)
     ledger.close()
     done = kcing(["reconcile"], clean_environ(ES_HOST="http://127.0.0.1:9", KCING_DB=str(db)), tmp_path)
     assert done.returncode == 3, done.stderr

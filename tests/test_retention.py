@@ -8,7 +8,7 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from kcing import settings as settings_module
-from kcing.admin import commands
+from kcing.commands import drp
 from kcing.admin.retention import (
     chunks, delete_indices, expired_indices, index_day, ledger_cutoff,
 )
@@ -80,7 +80,7 @@ def test_drp_deletes_exactly_the_expired_kcing_indices(tmp_path, es, capsys):
     kept = day_names("build", date(2019, 6, 7), 4) + ["log-2019.06.07"]
     seed(es, expired + kept + FOREIGN)
     es.requests.clear()
-    assert commands.drp(DRP_ARGS, load_settings(tmp_path, es.url, DRP_DAYS=3, KCI_DAYS=2), now=NOW) == 0
+    assert drp.run(DRP_ARGS, load_settings(tmp_path, es.url, DRP_DAYS=3, KCI_DAYS=2), now=NOW) == 0
     assert es.index_names() == sorted(kept + FOREIGN)
     deletes = [r for r in es.requests if r.method == "DELETE"]
     assert len(deletes) == 1
@@ -94,7 +94,7 @@ def test_drp_covers_regression_indices(tmp_path, es, capsys):
     kept = ["regression-2019.06.07", "regression-2019.06.10"]
     foreign = ["regressions-2019.05.01", "regression-latest", "regression-2019.05.01-000001"]
     seed(es, expired + kept + foreign)
-    assert commands.drp(DRP_ARGS, load_settings(tmp_path, es.url, DRP_DAYS=3, KCI_DAYS=2), now=NOW) == 0
+    assert drp.run(DRP_ARGS, load_settings(tmp_path, es.url, DRP_DAYS=3, KCI_DAYS=2), now=NOW) == 0
     assert es.index_names() == sorted(kept + foreign)
     assert "drp: deleted index regression-2019.05.01" in capsys.readouterr().out
 
@@ -103,7 +103,7 @@ def test_delete_is_by_name_in_chunks_of_at_most_fifty(tmp_path, es, capsys):
     expired = day_names("test", date(2019, 1, 1), 120)
     seed(es, expired)
     es.requests.clear()
-    commands.drp(DRP_ARGS, load_settings(tmp_path, es.url, DRP_DAYS=3), now=NOW)
+    drp.run(DRP_ARGS, load_settings(tmp_path, es.url, DRP_DAYS=3), now=NOW)
     deletes = [r.route.strip("/").split(",") for r in es.requests if r.method == "DELETE"]
     assert [len(names) for names in deletes] == [50, 50, 20]
     assert not any("*" in name or name == "_all" for names in deletes for name in names)
@@ -115,7 +115,7 @@ def test_dry_run_deletes_nothing_and_creates_no_ledger(tmp_path, es, capsys):
     before = es.index_names()
     es.requests.clear()
     args = {**DRP_ARGS, "--dry-run": True}
-    assert commands.drp(args, load_settings(tmp_path, es.url, DRP_DAYS=3), now=NOW) == 0
+    assert drp.run(args, load_settings(tmp_path, es.url, DRP_DAYS=3), now=NOW) == 0
     assert es.index_names() == before
     assert {r.method for r in es.requests} == {"GET"}
     assert not (tmp_path / "kcing.db").exists()
@@ -139,13 +139,13 @@ def test_drp_forgets_old_ledger_rows_and_keeps_recent_ones(tmp_path, es, capsys)
                      datetime(2019, 6, 7, 0, 0): ["kept1"],
                      datetime(2019, 6, 10, 9): ["kept2"]})
     settings = load_settings(tmp_path, es.url, DRP_DAYS=3)
-    commands.drp({**DRP_ARGS, "--dry-run": True}, settings, now=NOW)
+    drp.run({**DRP_ARGS, "--dry-run": True}, settings, now=NOW)
     assert "would forget 4 ledger rows" in capsys.readouterr().out
     ledger = Ledger.open(str(db))
     ledger.advance_watermark("api", datetime(2019, 1, 1, tzinfo=timezone.utc))
     assert sum(ledger.counts().values()) == 6
     ledger.close()
-    commands.drp(DRP_ARGS, settings, now=NOW)
+    drp.run(DRP_ARGS, settings, now=NOW)
     assert "forgot 4 ledger rows" in capsys.readouterr().out
     ledger = Ledger.open(str(db))
     assert ledger.row("legacy", "build", "kept1") is not None and ledger.row("legacy", "build", "kept2") is not None
@@ -167,14 +167,14 @@ def test_prune_older_than_takes_aware_and_naive_cutoffs(tmp_path):
 
 def test_drp_days_flag_overrides_the_setting(tmp_path, es, capsys):
     seed(es, ["build-2019.06.05", "build-2019.06.08"])
-    commands.drp({**DRP_ARGS, "--drp-days": "1"}, load_settings(tmp_path, es.url, DRP_DAYS=30, KCI_DAYS=1),
+    drp.run({**DRP_ARGS, "--drp-days": "1"}, load_settings(tmp_path, es.url, DRP_DAYS=30, KCI_DAYS=1),
                  now=NOW)
     assert es.index_names() == []
 
 
 def test_retention_inside_the_crawl_window_warns(tmp_path, es, caplog, capsys):
-    with caplog.at_level(logging.WARNING, logger="kcing.admin.commands"):
-        commands.drp({**DRP_ARGS, "--dry-run": True}, load_settings(tmp_path, es.url, DRP_DAYS=2, KCI_DAYS=2),
+    with caplog.at_level(logging.WARNING, logger="kcing.admin.retention"):
+        drp.run({**DRP_ARGS, "--dry-run": True}, load_settings(tmp_path, es.url, DRP_DAYS=2, KCI_DAYS=2),
                      now=NOW)
     assert "DRP_DAYS=2 is not more than KCI_DAYS=2" in caplog.text
     assert "downloaded and sent again" in caplog.text
@@ -199,5 +199,5 @@ def test_unreachable_elasticsearch_is_a_clear_error(tmp_path, capsys):
     with ElasticsearchEmulator() as gone:
         url = gone.url
     with pytest.raises(ElasticsearchError) as caught:
-        commands.drp(DRP_ARGS, load_settings(tmp_path, url), now=NOW)
+        drp.run(DRP_ARGS, load_settings(tmp_path, url), now=NOW)
     assert "cannot reach Elasticsearch at %s" % url in str(caught.value)

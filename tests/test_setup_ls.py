@@ -8,8 +8,9 @@ import yaml
 
 from kcing import settings as settings_module
 from kcing.admin.logstash_setup import (
-    CHECKOUT_PIPELINE, merge_pipeline_entry, pipeline_entry, queue_size, setup_ls,
+    CHECKOUT_PIPELINE, merge_pipeline_entry, pipeline_entry, queue_size,
 )
+from kcing.commands.setup_ls import run as setup_ls
 from kcing.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

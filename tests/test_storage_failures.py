@@ -18,6 +18,7 @@ from typing import Dict, Iterator, List, Tuple
 import pytest
 
 from kcing import cli
+from kcing.commands import status as status_command
 from kcing.errors import INTERNAL_ERROR, KcingError, StorageFailed
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
@@ -266,7 +267,7 @@ def test_an_unexpected_error_is_one_line_and_exit_70(tmp_path, monkeypatch, caps
     def broken(args, settings):
         raise ValueError("secret-looking text that must not be printed")
 
-    monkeypatch.setattr(cli, "command_function", lambda name: broken)
+    monkeypatch.setattr(status_command, "run", broken)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["status"]) == INTERNAL_ERROR
     err = capsys.readouterr().err.strip().splitlines()

@@ -17,6 +17,7 @@ from elasticsearch import (
 
 from kcing.errors import ConfigError, ElasticsearchError, KcingError
 from kcing.http import USER_AGENT, warn_cleartext_credentials
+from kcing.netreason import connection_failure
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
     if isinstance(error, ConnectionTimeout):
         return ElasticsearchError("%s did not answer in time while %s" % (where, action))
     if isinstance(error, ConnectionError):
-        return ElasticsearchError("cannot reach %s: %s" % (where, _transport_reason(error)))
+        return ElasticsearchError("cannot reach %s: %s" % (where, connection_failure(error)))
     if isinstance(error, SerializationError):
         return ElasticsearchError("%s sent an unreadable answer while %s: %s" % (where, action, error))
     if isinstance(error, TransportError):

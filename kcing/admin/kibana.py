@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, T
 import requests
 
 from kcing.errors import ConfigError, KcingError
+from kcing.netreason import connection_failure
+from kcing.waiting import WaitReport
 
 log = logging.getLogger(__name__)
 
@@ -248,14 +250,7 @@ def error_for(status: int, message: str, action: str, url: str, user: str) -> Kc
 
 def unreachable_reason(error: requests.RequestException) -> str:
     """A short cause instead of urllib3's nested repr."""
-    text = str(error)
-    for needle, reason in (("refused", "connection refused"), ("timed out", "timed out"),
-                           ("Name or service not known", "unknown host"),
-                           ("nodename nor servname", "unknown host"),
-                           ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted")):
-        if needle in text:
-            return reason
-    return type(error).__name__
+    return connection_failure(error)
 
 
 # -- client ----------------------------------------------------------------------------------
@@ -315,6 +310,7 @@ class KibanaClient:
                    sleep: Callable[[float], None] = time.sleep, interval: float = 2.0) -> None:
         """Poll `/api/status` until Kibana is ready; raise KibanaUnavailable after `timeout` s."""
         deadline = clock() + timeout
+        waiting = WaitReport("Kibana at %s to be ready" % self.url, timeout, clock)
         while True:
             reason = self.status()
             if reason is None:
@@ -322,7 +318,7 @@ class KibanaClient:
             remaining = deadline - clock()
             if remaining <= 0:
                 raise KibanaUnavailable("%s; gave up after waiting %gs" % (reason, timeout))
-            log.info("%s; retrying for another %.0fs", reason, remaining)
+            waiting.not_ready(reason)
             sleep(min(interval, remaining))
 
     def export(self, types: Sequence[str] = EXPORT_TYPES) -> List[dict]:

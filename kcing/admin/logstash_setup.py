@@ -15,7 +15,6 @@ from typing import List, Optional
 import yaml
 
 from kcing.errors import ConfigError
-from kcing.files import write_atomically
 
 PIPELINE_ID = "kcing"
 CHECKOUT_PIPELINE = Path(__file__).resolve().parents[2] / "logstash" / "pipeline" / "kcing.conf"
@@ -137,44 +136,7 @@ def _edit_in_place(text: str, root: Optional[yaml.Node], position: Optional[int]
     return text + separator + " " * (column - 2) + "- " + _render(entry, column) + "\n"
 
 
-def setup_ls(args: dict, settings, now=time.time) -> int:
-    """Write the kcing entry into LS_HOME/config/pipelines.yml; --dry-run prints the result."""
-    if not settings.LS_HOME:
-        raise ConfigError("LS_HOME is not set: point it at the Logstash home, whose config/ holds pipelines.yml")
-    config_dir = Path(settings.LS_HOME) / "config"
-    if not Path(settings.LS_HOME).is_dir():
-        raise ConfigError("LS_HOME=%s is not a directory" % settings.LS_HOME)
-    if not config_dir.is_dir():
-        raise ConfigError("%s does not exist: is LS_HOME=%s a Logstash home?" % (config_dir, settings.LS_HOME))
-    path = config_dir / "pipelines.yml"
-    try:
-        existing = path.read_text(encoding="utf-8") if path.exists() else ""
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError("cannot read %s: %s" % (path, error)) from None
-    entry = pipeline_entry(settings)
-    try:
-        merged = merge_pipeline_entry(existing, entry)
-    except ValueError as error:
-        raise ConfigError("%s: %s; fix or move it, then run setup_ls again" % (path, error)) from None
-    if args.get("--dry-run"):
-        # A comment keeps the output valid YAML for whoever pipes it somewhere.
-        print("# setup_ls dry run: %s would become (%s):" % (path, "unchanged" if merged == existing else "changed"))
-        print(merged, end="")
-        return 0
-    if merged == existing:
-        print("setup_ls: %s already has this kcing pipeline entry" % path)
-        return 0
-    saved = ""
-    if path.exists():
-        backup = _free_backup_path(config_dir, now())
-        write_atomically(backup, existing.encode("utf-8"), like=path)
-        saved = "; previous file saved as %s" % backup
-    write_atomically(path, merged.encode("utf-8"))
-    print("setup_ls: wrote the kcing pipeline (path.config %s) to %s%s" % (entry["path.config"], path, saved))
-    return 0
-
-
-def _free_backup_path(directory: Path, when: float) -> Path:
+def free_backup_path(directory: Path, when: float) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
     path, number = directory / ("pipelines.yml.%s.bak" % stamp), 2
     while path.exists():

@@ -111,3 +111,12 @@ def apply(client: Elasticsearch, host: str, ledger, chosen: RetentionPlan) -> Tu
     deleted = delete_indices(client, host, chosen.indices)
     forgotten = ledger.prune_older_than(chosen.ledger_cutoff) if ledger is not None else 0
     return deleted, forgotten
+
+
+def warn_short_retention(settings) -> None:
+    if settings.DRP_DAYS <= settings.KCI_DAYS:
+        # feed_es lists the last KCI_DAYS days again on every run and skips what the ledger says
+        # was delivered: forgetting those rows would download and send those objects again.
+        log.warning("DRP_DAYS=%d is not more than KCI_DAYS=%d: ledger rows of objects the next crawl lists "
+                    "again would be forgotten, and those objects downloaded and sent again",
+                    settings.DRP_DAYS, settings.KCI_DAYS)

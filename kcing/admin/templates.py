@@ -25,6 +25,7 @@ from kcing.admin.elastic import elastic_errors, reason_of, translate
 from kcing.documents.fields import BOOLEAN, DATE, FIELDS, FLOAT, KEYWORD, LONG, SUB_OBJECTS, TEXT
 from kcing.errors import ElasticsearchError
 from kcing.records import DOCUMENT_KINDS
+from kcing.waiting import WaitReport
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ def wait_until_ready(client: Elasticsearch, host: str, timeout: float,
     problems and version mismatches are not, as waiting cannot fix them.
     """
     deadline = clock() + timeout
+    waiting = WaitReport("Elasticsearch at %s to be ready" % host, timeout, clock)
     while True:
         remaining = max(0.0, deadline - clock())
         try:
@@ -167,7 +169,7 @@ def wait_until_ready(client: Elasticsearch, host: str, timeout: float,
         if clock() >= deadline:
             raise ElasticsearchError("Elasticsearch at %s was not ready (yellow or green) within %gs: %s"
                                      % (host, timeout, last))
-        log.info("Elasticsearch at %s not ready yet: %s", host, last)
+        waiting.not_ready(last)
         sleep(min(_POLL_INTERVAL, max(0.0, deadline - clock())))
 
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from peewee import EXCLUDED, DatabaseError, SqliteDatabase, fn
 
@@ -84,11 +84,16 @@ class Ledger:
         self.clock = clock
 
     @classmethod
-    def open(cls, path: str, clock=_utcnow, wait: float = DEFAULT_LOCK_WAIT) -> "Ledger":
+    def open(cls, path: str, clock=_utcnow, wait: float = DEFAULT_LOCK_WAIT,
+             earlier_destination: Callable[[str], str] = lambda kind: "logstash",
+             earlier_watermark_destination: str = "logstash") -> "Ledger":
         """Open (creating if needed) the ledger at `path`; a file that is not one is a ConfigError.
 
         A write waits up to `wait` seconds for another process holding the database lock, then
         raises LedgerBusy; a full disk or an I/O error raises StorageFailed (ledger/database.py).
+        A ledger from before schema 3 knew one destination, Logstash: its rows are migrated as
+        sent to `earlier_destination(kind)` and its watermarks to `earlier_watermark_destination`
+        (the CLI passes the Logstash inputs configured now).
         """
         if path != ":memory:":
             parent = Path(path).expanduser().resolve().parent
@@ -110,8 +115,8 @@ class Ledger:
                 if version > models.SCHEMA_VERSION:
                     raise ConfigError("KCING_DB %s was written by a newer kcing (ledger schema %d; this one knows "
                                       "up to %d)" % (path, version, models.SCHEMA_VERSION))
+                _migrate(database, earlier_destination, earlier_watermark_destination)
                 database.create_tables(models.TABLES, safe=True)
-                _migrate(database)
                 if version != models.SCHEMA_VERSION:
                     database.execute_sql("PRAGMA user_version = %d" % models.SCHEMA_VERSION)
         except (DatabaseError, sqlite3.DatabaseError) as error:
@@ -128,16 +133,17 @@ class Ledger:
 
     # Questions -----------------------------------------------------------------------------
 
-    def delivered_ids(self, source: str, kind: str, upstream_ids: Iterable[str]) -> Set[str]:
-        """Return those of `upstream_ids` already delivered for (source, kind)."""
-        return self._ids_in_states(source, kind, upstream_ids, (DELIVERED,))
+    def delivered_ids(self, source: str, kind: str, upstream_ids: Iterable[str], destination: str = "") -> Set[str]:
+        """Return those of `upstream_ids` already delivered for (source, kind) to `destination`."""
+        return self._ids_in_states(source, kind, upstream_ids, (DELIVERED,), destination)
 
-    def settled_ids(self, source: str, kind: str, upstream_ids: Iterable[str]) -> Set[str]:
+    def settled_ids(self, source: str, kind: str, upstream_ids: Iterable[str], destination: str = "") -> Set[str]:
         """Return those of `upstream_ids` delivered or rejected: nothing more will come of them
         until upstream changes them (a changed KernelCI API node is a new upstream id)."""
-        return self._ids_in_states(source, kind, upstream_ids, (DELIVERED, REJECTED))
+        return self._ids_in_states(source, kind, upstream_ids, (DELIVERED, REJECTED), destination)
 
-    def _ids_in_states(self, source: str, kind: str, upstream_ids: Iterable[str], states: tuple) -> Set[str]:
+    def _ids_in_states(self, source: str, kind: str, upstream_ids: Iterable[str], states: tuple,
+                       destination: str) -> Set[str]:
         ids = list(upstream_ids)
         found: Set[str] = set()
         # Plain SQL on the (source, kind, upstream_id) index: this runs for every listed object,
@@ -145,27 +151,31 @@ class Ledger:
         for start in range(0, len(ids), LOOKUP_CHUNK):
             chunk = ids[start:start + LOOKUP_CHUNK]
             cursor = self.db.execute_sql(
-                "SELECT upstream_id FROM upstream_file WHERE source = ? AND kind = ? AND state IN (%s) "
-                "AND upstream_id IN (%s)" % (",".join("?" * len(states)), ",".join("?" * len(chunk))),
-                [source, kind, *states, *chunk])
+                "SELECT upstream_id FROM upstream_file WHERE source = ? AND kind = ? AND destination = ? "
+                "AND state IN (%s) AND upstream_id IN (%s)" % (",".join("?" * len(states)), ",".join("?" * len(chunk))),
+                [source, kind, destination, *states, *chunk])
             found.update(row[0] for row in cursor.fetchall())
         return found
 
     def counts(self) -> Dict[tuple, int]:
-        """Return {(source, kind, state): number of objects}."""
-        query = (UpstreamFile.select(UpstreamFile.source, UpstreamFile.kind, UpstreamFile.state,
-                                     fn.COUNT(UpstreamFile.id))
-                 .group_by(UpstreamFile.source, UpstreamFile.kind, UpstreamFile.state))
-        return {(source, kind, state): count for source, kind, state, count in query.tuples()}
+        """Return {(source, kind, destination, state): number of objects}."""
+        query = (UpstreamFile.select(UpstreamFile.source, UpstreamFile.kind, UpstreamFile.destination,
+                                     UpstreamFile.state, fn.COUNT(UpstreamFile.id))
+                 .group_by(UpstreamFile.source, UpstreamFile.kind, UpstreamFile.destination, UpstreamFile.state))
+        return {(source, kind, destination, state): count
+                for source, kind, destination, state, count in query.tuples()}
 
-    def row(self, source: str, kind: str, upstream_id: str) -> Optional[UpstreamFile]:
+    def row(self, source: str, kind: str, upstream_id: str, destination: str = "") -> Optional[UpstreamFile]:
         return UpstreamFile.get_or_none((UpstreamFile.source == source) & (UpstreamFile.kind == kind)
-                                        & (UpstreamFile.upstream_id == upstream_id))
+                                        & (UpstreamFile.upstream_id == upstream_id)
+                                        & (UpstreamFile.destination == destination))
 
     # Kept document ids (reconcile) ---------------------------------------------------------
 
-    def delivered_since(self, since: datetime, chunk: int = LOOKUP_CHUNK) -> Iterator[List[DeliveredRow]]:
-        """The objects delivered at or after `since`, `chunk` rows at a time, in row order.
+    def delivered_since(self, since: datetime, chunk: int = LOOKUP_CHUNK,
+                        destination_prefix: str = "") -> Iterator[List[DeliveredRow]]:
+        """The objects delivered at or after `since` to a destination starting with
+        `destination_prefix`, `chunk` rows at a time, in row order.
 
         Each chunk is read when the previous one has been used, and the next starts after the
         last row id seen, so rows changed in between (marked missing) neither repeat nor shift.
@@ -173,25 +183,33 @@ class Ledger:
         last = 0
         while True:
             rows = [DeliveredRow(*row) for row in self.db.execute_sql(
-                "SELECT %s FROM upstream_file WHERE state = ? AND delivered_at >= ? AND id > ? ORDER BY id LIMIT ?"
-                % _ROW_COLUMNS, [DELIVERED, _as_text(since), last, chunk]).fetchall()]
+                "SELECT %s FROM upstream_file WHERE state = ? AND delivered_at >= ? AND substr(destination, 1, ?) = ? "
+                "AND id > ? ORDER BY id LIMIT ?" % _ROW_COLUMNS,
+                [DELIVERED, _as_text(since), len(destination_prefix), destination_prefix, last, chunk]).fetchall()]
             if not rows:
                 return
             yield [_dated(row) for row in rows]
             last = rows[-1].id
 
-    def delivered_rows(self, keys: Iterable[Tuple[str, str, str]],
+    def count_delivered_since(self, since: datetime, destination_prefix: str = "") -> int:
+        """How many rows `delivered_since` gives (for a progress ETA)."""
+        return self.db.execute_sql(
+            "SELECT COUNT(*) FROM upstream_file WHERE state = ? AND delivered_at >= ? AND substr(destination, 1, ?) = ?",
+            [DELIVERED, _as_text(since), len(destination_prefix), destination_prefix]).fetchone()[0]
+
+    def delivered_rows(self, keys: Iterable[Tuple[str, ...]],
                        chunk: int = LOOKUP_CHUNK) -> Iterator[List[DeliveredRow]]:
-        """The delivered rows of the objects `keys` ((source, kind, upstream_id)), in chunks."""
-        groups: Dict[Tuple[str, str], List[str]] = {}
-        for source, kind, upstream_id in keys:
-            groups.setdefault((source, kind), []).append(upstream_id)
-        for (source, kind), ids in groups.items():
+        """The delivered rows of the objects `keys` ((source, kind, upstream_id, destination)), in chunks."""
+        groups: Dict[Tuple[str, str, str], List[str]] = {}
+        for source, kind, upstream_id, *destination in keys:
+            groups.setdefault((source, kind, destination[0] if destination else ""), []).append(upstream_id)
+        for (source, kind, destination), ids in groups.items():
             for start in range(0, len(ids), chunk):
                 part = ids[start:start + chunk]
                 rows = self.db.execute_sql(
-                    "SELECT %s FROM upstream_file WHERE source = ? AND kind = ? AND state = ? AND upstream_id IN (%s) "
-                    "ORDER BY id" % (_ROW_COLUMNS, ",".join("?" * len(part))), [source, kind, DELIVERED, *part])
+                    "SELECT %s FROM upstream_file WHERE source = ? AND kind = ? AND destination = ? AND state = ? "
+                    "AND upstream_id IN (%s) ORDER BY id" % (_ROW_COLUMNS, ",".join("?" * len(part))),
+                    [source, kind, destination, DELIVERED, *part])
                 found = [_dated(DeliveredRow(*row)) for row in rows.fetchall()]
                 if found:
                     yield found
@@ -223,15 +241,17 @@ class Ledger:
         return changed
 
     def missing_objects(self, source: str, chunk: int = LOOKUP_CHUNK,
-                        reason: str = models.MISSING_IN_ELASTICSEARCH) -> Iterator[UpstreamObject]:
+                        reason: str = models.MISSING_IN_ELASTICSEARCH,
+                        destination_prefix: str = "") -> Iterator[UpstreamObject]:
         """The objects of `source` that reconcile sent back to undelivered and no run has re-sent
         yet, rebuilt from their rows (URL and date), read `chunk` rows at a time."""
         last = 0
         while True:
             rows = [DeliveredRow(*row) for row in self.db.execute_sql(
                 "SELECT %s FROM upstream_file WHERE source = ? AND state = ? AND (last_error = ? OR "
-                "substr(last_error, 1, ?) = ?) AND id > ? ORDER BY id LIMIT ?" % _ROW_COLUMNS,
-                [source, FAILED, reason, len(reason) + 2, reason + "; ", last, chunk]).fetchall()]
+                "substr(last_error, 1, ?) = ?) AND substr(destination, 1, ?) = ? AND id > ? ORDER BY id LIMIT ?"
+                % _ROW_COLUMNS, [source, FAILED, reason, len(reason) + 2, reason + "; ", len(destination_prefix),
+                                 destination_prefix, last, chunk]).fetchall()]
             if not rows:
                 return
             last = rows[-1].id
@@ -240,32 +260,36 @@ class Ledger:
                 yield UpstreamObject(row.source, row.kind, row.upstream_id, row.url,
                                      when.replace(tzinfo=timezone.utc) if when is not None else None)
 
-    def sources_with_missing(self, reason: str = models.MISSING_IN_ELASTICSEARCH) -> Dict[str, int]:
+    def sources_with_missing(self, reason: str = models.MISSING_IN_ELASTICSEARCH,
+                             destination_prefix: str = "") -> Dict[str, int]:
         """{source: objects reconcile sent back to undelivered and not yet re-sent}.
 
         An object whose re-send failed stays one of them: its error is `reason; ...`."""
         held = (UpstreamFile.last_error == reason) | (fn.SUBSTR(UpstreamFile.last_error, 1, len(reason) + 2)
                                                       == reason + "; ")
         query = (UpstreamFile.select(UpstreamFile.source, fn.COUNT(UpstreamFile.id))
-                 .where((UpstreamFile.state == FAILED) & held)
+                 .where((UpstreamFile.state == FAILED) & held
+                        & UpstreamFile.destination.startswith(destination_prefix))
                  .group_by(UpstreamFile.source))
         return {source: count for source, count in query.tuples()}
 
     # Facts ---------------------------------------------------------------------------------
 
-    def record(self, outcomes: Sequence[Outcome]) -> None:
-        """Write `outcomes` in one transaction. A `delivered` outcome is the acknowledgement."""
+    def record(self, outcomes: Sequence[Outcome], destination: Callable[[str], str] = lambda kind: "") -> None:
+        """Write `outcomes` in one transaction. A `delivered` outcome is the acknowledgement.
+        `destination(kind)` names where this run sends objects of that kind."""
         if not outcomes:
             return
         now = self.clock()
         with self.db.atomic():
             for state in (DOWNLOADED, FAILED, REJECTED, TOO_LARGE, DELIVERED):
-                rows = [self._row(outcome, now) for outcome in outcomes if outcome.state == state]
+                rows = [self._row(outcome, now, destination(outcome.obj.kind)) for outcome in outcomes
+                        if outcome.state == state]
                 for start in range(0, len(rows), WRITE_CHUNK):
                     self._upsert(state, rows[start:start + WRITE_CHUNK])
-            self._keep_ids([outcome for outcome in outcomes if outcome.state == DELIVERED])
+            self._keep_ids([outcome for outcome in outcomes if outcome.state == DELIVERED], destination)
 
-    def _row(self, outcome: Outcome, now: datetime) -> dict:
+    def _row(self, outcome: Outcome, now: datetime, destination: str) -> dict:
         obj = outcome.obj
         delivered = outcome.state == DELIVERED
         kept = docids.total(outcome.documents) if delivered and outcome.documents is not None else None
@@ -277,10 +301,10 @@ class Ledger:
             "last_error": redacted(outcome.error) if outcome.error else outcome.error,
             "object_date": _naive_utc(obj.created),
             "first_seen": now, "delivered_at": now if delivered else None,
-            "document_count": outcome.document_count, "kept_ids": kept,
+            "document_count": outcome.document_count, "kept_ids": kept, "destination": destination,
         }
 
-    def _keep_ids(self, delivered: Sequence[Outcome]) -> None:
+    def _keep_ids(self, delivered: Sequence[Outcome], destination: Callable[[str], str]) -> None:
         """Replace the kept ids of the objects just marked delivered (inside record's transaction)."""
         groups: Dict[Tuple[str, str], Dict[str, Outcome]] = {}
         for outcome in delivered:
@@ -291,8 +315,9 @@ class Ledger:
             for start in range(0, len(upstream_ids), LOOKUP_CHUNK):
                 part = upstream_ids[start:start + LOOKUP_CHUNK]
                 file_ids = self.db.execute_sql(
-                    "SELECT id, upstream_id FROM upstream_file WHERE source = ? AND kind = ? AND upstream_id IN (%s)"
-                    % ",".join("?" * len(part)), [source, kind, *part]).fetchall()
+                    "SELECT id, upstream_id FROM upstream_file WHERE source = ? AND kind = ? AND destination = ? "
+                    "AND upstream_id IN (%s)" % ",".join("?" * len(part)),
+                    [source, kind, destination(kind), *part]).fetchall()
                 if not file_ids:
                     continue
                 # A re-delivered object may have produced other documents than the last time.
@@ -323,7 +348,8 @@ class Ledger:
         else:
             update[UpstreamFile.last_error] = EXCLUDED.last_error
         (UpstreamFile.insert_many(rows)
-         .on_conflict(conflict_target=[UpstreamFile.source, UpstreamFile.kind, UpstreamFile.upstream_id],
+         .on_conflict(conflict_target=[UpstreamFile.source, UpstreamFile.kind, UpstreamFile.upstream_id,
+                                       UpstreamFile.destination],
                       update=update)
          .execute())
 
@@ -358,32 +384,42 @@ class Ledger:
 
     # Watermarks (incremental sources) ------------------------------------------------------
 
-    def watermark(self, source: str) -> Optional[datetime]:
-        """The `updated` time up to which `source` delivered all it listed (UTC), or None."""
-        row = models.Watermark.get_or_none(models.Watermark.source == source)
+    def watermark(self, source: str, destination: str = "") -> Optional[datetime]:
+        """The `updated` time up to which `source` delivered all it listed to `destination`
+        (UTC), or None."""
+        row = models.Watermark.get_or_none((models.Watermark.source == source)
+                                           & (models.Watermark.destination == destination))
         return row.position.replace(tzinfo=timezone.utc) if row is not None else None
 
-    def advance_watermark(self, source: str, when: datetime) -> datetime:
+    def advance_watermark(self, source: str, when: datetime, destination: str = "") -> datetime:
         """Move `source`'s watermark forward to `when` (never back); return where it now is."""
         position = _naive_utc(when)
+        where = (models.Watermark.source == source) & (models.Watermark.destination == destination)
         with self.db.atomic():
-            row = models.Watermark.get_or_none(models.Watermark.source == source)
+            row = models.Watermark.get_or_none(where)
             if row is None:
-                models.Watermark.create(source=source, position=position, moved_at=self.clock())
+                models.Watermark.create(source=source, destination=destination, position=position,
+                                        moved_at=self.clock())
             elif position > row.position:
-                (models.Watermark.update(position=position, moved_at=self.clock())
-                 .where(models.Watermark.source == source).execute())
-        return self.watermark(source)
+                models.Watermark.update(position=position, moved_at=self.clock()).where(where).execute()
+        return self.watermark(source, destination)
 
-    def watermarks(self) -> Dict[str, datetime]:
-        """{source: watermark (UTC)} for every source that has one."""
-        return {row.source: row.position.replace(tzinfo=timezone.utc) for row in models.Watermark.select()}
+    def watermarks(self) -> Dict[Tuple[str, str], datetime]:
+        """{(source, destination): watermark (UTC)} for every source that has one."""
+        return {(row.source, row.destination): row.position.replace(tzinfo=timezone.utc)
+                for row in models.Watermark.select()}
 
     # Retention -----------------------------------------------------------------------------
 
     def seen_before(self, cutoff: datetime) -> int:
         """How many objects were first seen before `cutoff` (what `prune_older_than` would forget)."""
         return UpstreamFile.select().where(UpstreamFile.first_seen < _naive_utc(cutoff)).count()
+
+    def seen_before_by_destination(self, cutoff: datetime) -> Dict[str, int]:
+        """{destination: rows first seen before `cutoff`}."""
+        query = (UpstreamFile.select(UpstreamFile.destination, fn.COUNT(UpstreamFile.id))
+                 .where(UpstreamFile.first_seen < _naive_utc(cutoff)).group_by(UpstreamFile.destination))
+        return dict(query.tuples())
 
     def prune_older_than(self, cutoff: datetime) -> int:
         """Forget the objects first seen before `cutoff` (naive means UTC); return how many.
@@ -426,12 +462,30 @@ def _close_quietly(database: SqliteDatabase) -> None:
         pass
 
 
-def _migrate(database: SqliteDatabase) -> None:
-    """Bring an older ledger's tables up to SCHEMA_VERSION (new tables come from create_tables)."""
+def _migrate(database: SqliteDatabase, earlier_destination: Callable[[str], str],
+             earlier_watermark_destination: str) -> None:
+    """Bring an older ledger's tables up to SCHEMA_VERSION (new tables and indexes come from
+    create_tables, which runs after this)."""
     columns = {row[1] for row in database.execute_sql("PRAGMA table_info(upstream_file)").fetchall()}
+    if not columns:
+        return  # a new ledger
     if "kept_ids" not in columns:
         # Schema 1 -> 2. Objects delivered before keep NULL: reconcile reports them as not checkable.
         database.execute_sql("ALTER TABLE upstream_file ADD COLUMN kept_ids INTEGER")
+    if "destination" not in columns:
+        # Schema 2 -> 3. Before, every run was taken as one destination; the rows say what reached
+        # Logstash (a run with --output was recorded the same way, and cannot be told apart).
+        database.execute_sql("ALTER TABLE upstream_file ADD COLUMN destination VARCHAR(255) NOT NULL DEFAULT ''")
+        kinds = [row[0] for row in database.execute_sql("SELECT DISTINCT kind FROM upstream_file").fetchall()]
+        for kind in kinds:
+            database.execute_sql("UPDATE upstream_file SET destination = ? WHERE kind = ?",
+                                 [earlier_destination(kind), kind])
+        database.execute_sql('DROP INDEX IF EXISTS "upstream_file_source_kind_upstream_id"')
+    watermark_columns = {row[1] for row in database.execute_sql("PRAGMA table_info(watermark)").fetchall()}
+    if watermark_columns and "destination" not in watermark_columns:
+        database.execute_sql("ALTER TABLE watermark ADD COLUMN destination VARCHAR(255) NOT NULL DEFAULT ''")
+        database.execute_sql("UPDATE watermark SET destination = ?", [earlier_watermark_destination])
+        database.execute_sql('DROP INDEX IF EXISTS "watermark_source"')
 
 
 def _as_text(when: datetime) -> str:

@@ -41,9 +41,12 @@ class UpstreamFile(BaseModel):
     # How many document ids `DeliveredDocuments` keeps for this delivered object. NULL: not
     # delivered, or delivered before the ledger kept ids (schema 1), so reconcile cannot check it.
     kept_ids = IntegerField(null=True)
+    # Where the object went: "logstash <input URLs>" or "ndjson <directory>" (kcing/sinks). One
+    # object has a row per destination: delivered to one is not delivered to another.
+    destination = CharField(default="")
 
     class Meta:
-        indexes = ((("source", "kind", "upstream_id"), True),)
+        indexes = ((("source", "kind", "upstream_id", "destination"), True),)
 
 
 class DeliveredDocuments(BaseModel):
@@ -75,9 +78,14 @@ class Watermark(BaseModel):
     """How far an incremental source (the KernelCI API) got: every object it listed whose
     `updated` time is at or before `position` (naive UTC) was delivered."""
 
-    source = CharField(unique=True)
+    source = CharField()
     position = DateTimeField()
     moved_at = DateTimeField()
+    # The destinations of the run that moved it (kcing/sinks: the sink's `destinations_key`).
+    destination = CharField(default="")
+
+    class Meta:
+        indexes = ((("source", "destination"), True),)
 
 
 # A ledger made before Watermark or DeliveredDocuments existed gets the table from
@@ -85,4 +93,5 @@ class Watermark(BaseModel):
 TABLES = (UpstreamFile, DeliveredDocuments, Run, Watermark)
 # Stored as SQLite's user_version, so a later release can tell which migrations a file needs.
 # 1: upstream_file, run, watermark. 2: upstream_file.kept_ids and delivered_documents.
-SCHEMA_VERSION = 2
+# 3: upstream_file.destination and watermark.destination, part of their unique keys.
+SCHEMA_VERSION = 3

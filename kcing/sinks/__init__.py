@@ -1,0 +1,19 @@
+"""Sinks: where documents go. Each names its destination for the ledger, so that "delivered"
+means delivered there: `logstash <input URLs>` per route, or `ndjson <directory>`."""
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+# Destination names start with these; reconcile checks only what went to Logstash.
+LOGSTASH = "logstash "
+NDJSON = "ndjson "
+
+
+def logstash_destination(urls: Iterable[str]) -> str:
+    """One route's inputs; their order does not matter (batches are spread across them)."""
+    return LOGSTASH + ",".join(sorted(urls))
+
+
+def ndjson_destination(directory: str) -> str:
+    return NDJSON + os.path.abspath(directory)

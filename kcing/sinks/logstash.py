@@ -9,9 +9,11 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import requests
 
+from kcing.sinks import logstash_destination
 from kcing.errors import ConfigError, SinkRejected, SinkUnavailable
 from kcing.http import (BodyAbandoned, BodyError, BodyReader, RetryPolicy, certificate_refused, parse_retry_after,
                         seconds_text)
+from kcing.netreason import connection_failure
 from kcing.records import Document
 from kcing.settings import mask_credentials
 from kcing.sinks.batching import Batch
@@ -62,6 +64,14 @@ class LogstashSink:
     @staticmethod
     def encode(document: Document) -> bytes:
         return document.to_json().encode("utf-8")
+
+    def destination(self, kind: str) -> str:
+        """What the ledger records as where objects of `kind` were delivered."""
+        return logstash_destination(self.routes[kind])
+
+    def destinations_key(self) -> str:
+        """All the routes' inputs: where a watermark of this sink's runs applies."""
+        return logstash_destination({url for urls in self.routes.values() for url in urls})
 
     def send(self, batch: Batch) -> None:
         """Return once an input acknowledged `batch`; raise SinkUnavailable when retries run out."""
@@ -114,9 +124,9 @@ class LogstashSink:
             if certificate_refused(error):
                 raise ConfigError("the TLS certificate of Logstash at %s is not trusted: point LS_CA_BUNDLE at "
                                   "the CA bundle that signed it" % url) from None
-            return "cannot connect to %s (%s)" % (url, type(error).__name__), None
+            return "cannot connect to %s (%s)" % (url, connection_failure(error)), None
         except requests.RequestException as error:
-            return "request to %s failed (%s)" % (url, type(error).__name__), None
+            return "request to %s failed (%s)" % (url, connection_failure(error)), None
         status = response.status_code
         log.debug("POST %s [status:%s duration:%.3fs docs:%d bytes:%d]",
                   url, status, time.monotonic() - started, count, len(body))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Set
 
 from kcing.errors import ConfigError, StorageFailed
+from kcing.sinks import ndjson_destination
 from kcing.records import Document
 from kcing.sinks.batching import Batch
 
@@ -75,6 +76,13 @@ class NdjsonDirSink:
         # after a failed write remove another batch's records.
         self._lock = threading.Lock()
         self._checked: Set[str] = set()
+
+    def destination(self, kind: str) -> str:
+        """What the ledger records as where objects were delivered: this directory."""
+        return ndjson_destination(str(self.directory))
+
+    def destinations_key(self) -> str:
+        return ndjson_destination(str(self.directory))
 
     @staticmethod
     def encode(document: Document) -> bytes:

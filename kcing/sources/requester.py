@@ -14,6 +14,7 @@ from kcing.errors import ConfigError, Interrupted, ObjectTooLarge, ObjectTooSlow
 from kcing.http import (BodyAbandoned, BodyBroken, BodyReader, BodyTooLarge, BodyTooSlow, RetryPolicy,
                         certificate_refused, parse_retry_after, seconds_text)
 from kcing.urls import Origin, origin_allowed, origin_text, redacted
+from kcing.netreason import connection_failure
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class Requester:
                 if certificate_refused(error):
                     raise ConfigError("the TLS certificate of %s is not trusted: point KCI_CA_BUNDLE at the CA "
                                       "bundle that signed it" % redacted(url)) from None
-                last = "connection failed (%s)" % type(error).__name__
+                last = connection_failure(error)
             else:
                 if not self.policy.is_retryable(response.status_code):
                     return response

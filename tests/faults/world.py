@@ -417,7 +417,15 @@ class World:
             conn.row_factory = sqlite3.Row
             if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'upstream_file'").fetchone():
                 return {}  # killed before the schema was created
-            return {(row["kind"], row["upstream_id"]): dict(row) for row in conn.execute("SELECT * FROM upstream_file")}
+            # The ledger keeps a row per destination, and runs through the fronts post to other
+            # URLs than runs without: an object counts as delivered when any run delivered it
+            # (every front leads to the same store), else its newest row says where it stands.
+            rows: Dict[ObjectKey, dict] = {}
+            for row in conn.execute("SELECT * FROM upstream_file ORDER BY id"):
+                key = (row["kind"], row["upstream_id"])
+                if rows.get(key, {}).get("state") != "delivered":
+                    rows[key] = dict(row)
+            return rows
 
     def integrity(self) -> str:
         if not self.db.exists():

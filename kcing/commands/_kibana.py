@@ -1,0 +1,81 @@
+"""What setup_kbn and backup_kbn share: a Kibana client from settings, the saved objects file.
+
+The file is `<kibana dir>/saved_objects.ndjson` (default: this checkout's kibana/), written with
+the URL of the Kibana space replaced by `{{KB_URL}}` so that it is the same file whichever
+Kibana it came from, and so that links in dashboards follow the Kibana it is imported into.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from kcing.admin.kibana import (
+    KibanaClient, backup_name, canonical_ndjson, count_by_type, hide_url, parse_ndjson, restore_url,
+)
+from kcing.errors import ConfigError
+from kcing.http import new_session
+from kcing.files import write_atomically
+
+SAVED_OBJECTS = "saved_objects.ndjson"
+BACKUPS = "backups"
+CHECKOUT_KIBANA_DIR = Path(__file__).resolve().parents[2] / "kibana"
+# Kibana takes about a minute to start next to a fresh Elasticsearch.
+DEFAULT_WAIT = 60.0
+
+
+def kibana_dir(args: dict) -> Path:
+    return Path(args.get("--kibana-dir") or CHECKOUT_KIBANA_DIR)
+
+
+def make_client(args: dict, settings, session=None) -> KibanaClient:
+    auth = None
+    if settings.KB_USER or settings.KB_PASSWORD:
+        if not (settings.KB_USER and settings.KB_PASSWORD):
+            raise ConfigError("KB_USER and KB_PASSWORD must be set together")
+        auth = (settings.KB_USER, settings.KB_PASSWORD)
+    space = args.get("--space")
+    space = settings.KB_SPACE if space is None else space
+    return KibanaClient(session or new_session(pool_size=1), settings.KB_URL, space, auth)
+
+
+def read_saved_objects(path: Path, url: str) -> Tuple[str, List[dict]]:
+    """The file's text with the placeholder replaced by `url`, and its objects."""
+    try:
+        text = restore_url(path.read_text(encoding="utf-8"), url)
+    except FileNotFoundError:
+        raise ConfigError("no saved objects file at %s: run backup_kbn first or pass --kibana-dir" % path) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError("cannot read %s: %s" % (path, error)) from None
+    try:
+        objects = parse_ndjson(text)
+    except ValueError as error:
+        raise ConfigError("%s: %s" % (path, error)) from None
+    if not objects:
+        raise ConfigError("%s holds no saved objects" % path)
+    seen = set()
+    for obj in objects:
+        key = (obj["type"], obj["id"])
+        if key in seen:
+            raise ConfigError("%s holds %s %s twice" % (path, *key))
+        seen.add(key)
+    return text, objects
+
+
+def free_path(directory: Path, name: str) -> Path:
+    """`directory/name`, or `name` with -2, -3 ... before the suffix if that is taken."""
+    path = directory / name
+    stem, suffix, number = path.stem, path.suffix, 2
+    while path.exists():
+        path = directory / ("%s-%d%s" % (stem, number, suffix))
+        number += 1
+    return path
+
+
+def save_backup(directory: Path, objects: List[dict], url: str, when: float) -> Optional[Path]:
+    if not objects:
+        print("setup_kbn: %s holds no saved objects yet, nothing to back up" % url)
+        return None
+    path = free_path(directory, backup_name(when))
+    write_atomically(path, hide_url(canonical_ndjson(objects), url).encode("utf-8"))
+    print("setup_kbn: current objects (%s) saved to %s" % (count_by_type(objects), path))
+    return path

@@ -1,0 +1,81 @@
+"""What several commands print or record the same way: a feed run and its summary, a
+reconcile check. Commands import this module; services never do."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Optional
+
+from kcing.ledger.ledger import Ledger
+from kcing.pipeline import feed
+from kcing.progress import Progress
+from kcing.sinks.throttle import RateLimiter
+from kcing.wiring import feed_options
+
+
+def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_delivered=lambda obj: None):
+    """One feed run recorded in the ledger's runs table (unless a dry run); return its summary."""
+    limiter = RateLimiter(settings.ES_LOAD_INTERVAL, settings.ES_MAX_DOCS_PER_SECOND)
+    if dry_run:
+        # A dry run prints its plan on stdout line by line; a live line would only get in its way.
+        return feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
+                    stop=stop, on_delivered=on_delivered)
+    # Whatever ends the run (but SIGKILL), its row gets an outcome: never "running or killed".
+    with ledger.recorded_run("feed_es", {"source": source.name}) as run:
+        summary = feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
+                       stop=stop, on_delivered=on_delivered, progress=Progress("feed_es"))
+        run.outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
+        run.counts = dict(summary.as_dict(), source=source.name)
+    return summary
+
+
+def print_plan(obj) -> None:
+    print("would fetch %-5s %s %s" % (obj.kind, obj.upstream_id, obj.url))
+
+
+def print_summary(summary, sink_name: str, dry_run: bool) -> None:
+    s = summary
+    if dry_run:
+        print("dry run: listed %d, %d already delivered, %d would be fetched"
+              % (s.listed, s.skipped, s.listed - s.skipped - s.rejected))
+    else:
+        rate = s.documents / s.elapsed if s.elapsed > 0 else 0.0
+        print("feed_es: listed %d, skipped %d (already delivered), downloaded %d, delivered %d, rejected %d, "
+              "failed %d%s" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected, s.failed,
+                               ", too large for Logstash %d" % s.too_large if s.too_large else ""))
+        print("feed_es: %d documents in %d batches (%.1f MB) to %s in %.1fs (%.0f documents/s)"
+              % (s.documents, s.batches, s.bytes_sent / 1e6, sink_name, s.elapsed, rate))
+    for problem in s.problems[:20]:
+        print("  problem: %s" % problem)
+    if len(s.problems) > 20:
+        print("  ... and %d more problems (see the log)" % (len(s.problems) - 20))
+
+
+def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry_run: bool = False,
+                     total: Optional[int] = None):
+    """Run a reconcile over `chunks` of delivered rows, print it, and record it as a run."""
+    # Imported here: the Elasticsearch client takes a quarter of a second to import, which
+    # every feed_es run from cron would pay.
+    from kcing import reconcile as reconciling
+    from kcing.admin.retention import cutoff_day
+    first_kept = cutoff_day(datetime.now(timezone.utc).date(), settings.DRP_DAYS)
+    checker = reconciling.Reconciler(client, settings.ES_HOST, ledger, report, mark=not dry_run,
+                                     first_kept=first_kept)
+    if dry_run:
+        checker.run(chunks, stop, Progress("reconcile"), total)
+    else:
+        with ledger.recorded_run("reconcile") as run:
+            try:
+                checker.run(chunks, stop, Progress("reconcile"), total)
+            finally:
+                run.counts = report.as_counts()
+            run.outcome = report.outcome
+    for line in reconciling.summary_lines(report, settings.ES_HOST):
+        print(line)
+    return report
+
+
+def with_drp_days(args: dict, settings):
+    """Settings with --drp-days applied (the CLI does it too; applying it twice is harmless)."""
+    if args.get("--drp-days") is not None:
+        return settings.with_overrides({"DRP_DAYS": args["--drp-days"]})
+    return settings

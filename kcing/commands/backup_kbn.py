@@ -1,0 +1,50 @@
+"""kcing backup_kbn: export the kcing Kibana saved objects into kibana/saved_objects.ndjson."""
+from __future__ import annotations
+
+from kcing.admin.kibana import canonical_ndjson, count_by_type, hide_url, space_url
+from kcing.commands._kibana import DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client
+from kcing.flags import seconds
+from kcing.files import write_atomically
+
+SUMMARY = "export the Kibana saved objects into kibana/"
+
+USAGE = """\
+Usage:
+  kcing backup_kbn [options]
+
+Export the kcing Kibana saved objects of KB_URL to kibana/saved_objects.ndjson: stable order,
+the Kibana URL replaced by a placeholder, so that diffs stay reviewable.
+
+Options:
+  --space=ID           Kibana space (setting KB_SPACE, default: the default space).
+  --kibana-dir=DIR     Where saved_objects.ndjson lives (default: this checkout's kibana/).
+  --wait=SECONDS       How long to wait for Kibana to be ready (default 60).
+  --dry-run            Say what would be written; write nothing.
+  -d --debug           Log debug messages.
+  -l --log-file=FILE   Also write the log to FILE.
+  -h --help            Show this help.
+
+Exit status: 0 written; 2 configuration error; 3 Kibana unreachable, not ready or refusing.
+
+Examples:
+  KB_URL=http://kibana:5601 kcing backup_kbn       # then review `git diff kibana/`
+  kcing backup_kbn --space team-a --kibana-dir /tmp/kbn --dry-run
+"""
+
+
+def run(args: dict, settings, session=None) -> int:
+    """Export the space's saved objects into the saved objects file (dry run: only say so)."""
+    client = make_client(args, settings, session)
+    url = space_url(settings.KB_URL, client.space)
+    client.wait_ready(seconds(args, "--wait", DEFAULT_WAIT))
+    objects = client.export()
+    text = hide_url(canonical_ndjson(objects), url)
+    path = kibana_dir(args) / SAVED_OBJECTS
+    summary = "%d objects (%s) from %s" % (len(objects), count_by_type(objects), url)
+    if args.get("--dry-run"):
+        same = path.is_file() and path.read_text(encoding="utf-8") == text
+        print("backup_kbn: dry run: would write %s to %s (%s)" % (summary, path, "no change" if same else "changed"))
+        return 0
+    write_atomically(path, text.encode("utf-8"))
+    print("backup_kbn: %s written to %s" % (summary, path))
+    return 0

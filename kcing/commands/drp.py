@@ -1,0 +1,82 @@
+"""kcing drp: the data-retention policy: delete expired kcing indices, forget old ledger rows."""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from kcing.admin import retention
+from kcing.admin.elastic import make_client
+from kcing.admin.retention import warn_short_retention
+from kcing.commands._shared import with_drp_days
+from kcing.wiring import open_ledger
+from kcing.runlock import RunLock
+
+SUMMARY = "data-retention policy: forget ledger rows and delete indices older than DRP_DAYS"
+
+USAGE = """\
+Usage:
+  kcing drp [options]
+
+Delete the build-, boot-, test-, log- and regression-YYYY.MM.DD indices older than --drp-days,
+by exact name (ES_HOST), and forget the ledger rows (of every destination) first seen before then.
+
+Options:
+  --drp-days=N         Keep this many days of data (setting DRP_DAYS, default 3).
+  --dry-run            Show what would be deleted and forgotten; change nothing.
+  --db=FILE            Ledger database (setting KCING_DB, default kcing.db).
+  -d --debug           Log debug messages (every request).
+  -l --log-file=FILE   Also write the log to FILE (for cron jobs).
+  -h --help            Show this help.
+
+Exit status: 0 done; 2 configuration error; 3 Elasticsearch unreachable or refusing; 4 another
+run holds the lock.
+
+Examples:
+  kcing drp --drp-days 30 --dry-run               # what retention would delete
+  kcing drp -l /var/log/kcing-drp.log             # daily from cron
+"""
+
+
+def run(args: dict, settings, now: Optional[datetime] = None) -> int:
+    """Delete expired kcing indices and forget old ledger rows; with --dry-run only say which."""
+    settings = with_drp_days(args, settings)
+    warn_short_retention(settings)
+    dry_run = bool(args.get("--dry-run"))
+    today = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()
+    host = settings.ES_HOST
+    client = make_client(settings)
+    have_ledger = Path(settings.KCING_DB).exists()
+    with ExitStack() as stack:
+        if have_ledger and not dry_run:
+            # A feed run writing rows while they are pruned would race; one run at a time.
+            stack.enter_context(RunLock(settings.KCING_DB))
+        ledger = open_ledger(settings) if have_ledger else None
+        if ledger is not None:
+            stack.callback(ledger.close)
+        chosen = retention.plan(client, host, ledger, today, settings.DRP_DAYS)
+        print("drp: keeping %d days: indices dated from %s, ledger rows first seen since %s"
+              % (chosen.days, chosen.first_kept.strftime("%Y.%m.%d"), chosen.ledger_cutoff.strftime("%Y-%m-%d %H:%M UTC")))
+        if ledger is not None:
+            # Rows of every destination go: delivered to an NDJSON directory or to Logstash.
+            for destination, count in sorted(ledger.seen_before_by_destination(chosen.ledger_cutoff).items()):
+                print("drp: %s %d ledger rows of objects sent to %s"
+                      % ("would forget" if dry_run else "forgetting", count, destination or "(unnamed)"))
+        if dry_run:
+            _print_plan(chosen, settings.KCING_DB)
+            return 0
+        deleted, forgotten = retention.apply(client, host, ledger, chosen)
+    for name in deleted:
+        print("drp: deleted index %s" % name)
+    rows = ("forgot %d ledger rows" % forgotten) if have_ledger else ("no ledger at %s" % settings.KCING_DB)
+    print("drp: deleted %d indices, %s" % (len(deleted), rows))
+    return 0
+
+
+def _print_plan(chosen: retention.RetentionPlan, db: str) -> None:
+    for name in chosen.indices:
+        print("drp: would delete index %s" % name)
+    rows = ("would forget %d ledger rows" % chosen.ledger_rows) if chosen.ledger_rows is not None \
+        else ("no ledger at %s" % db)
+    print("drp: dry run: would delete %d indices, %s" % (len(chosen.indices), rows))

@@ -1,0 +1,162 @@
+"""kcing feed_es: crawl upstream, skip what was delivered, send the rest to Logstash or NDJSON files."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from kcing import metrics
+from kcing.commands._shared import check_and_record, print_summary, run_feed
+from kcing.errors import ConfigError, Interrupted, KcingError
+from kcing.flags import seconds
+from kcing.ledger.ledger import Ledger
+from kcing.runlock import RunLock
+from kcing.shutdown import Stop, stop_on_signals
+from kcing.wiring import make_source, make_sink, open_ledger
+
+log = logging.getLogger(__name__)
+
+SUMMARY = "crawl upstream, skip what was delivered, post new documents to Logstash (or --output DIR)"
+
+USAGE = """\
+Usage:
+  kcing feed_es [options] [--source=NAME] [--days=N | --how-many=N | --since=DATE] [--with-logs]
+                [--samples-dir=DIR] [--output=DIR] [--dry-run] [--verify] [--verify-delay=SECONDS]
+                [--metrics=FILE]
+  kcing feed_es [options] (--builds | --lavas | --boots) <file>... [--date=DATE] [--output=DIR]
+                [--dry-run] [--verify] [--verify-delay=SECONDS] [--metrics=FILE]
+
+Crawl upstream, skip what the ledger says was delivered to this run's destination, turn each new
+file into Elasticsearch documents and post them in batches to the Logstash inputs (ES_BUILD,
+ES_LAVA, ES_BOOT, ES_REGRESSION). With --output, write NDJSON files for the Elasticsearch _bulk API instead.
+With --verify, then check that Elasticsearch holds what was delivered, as reconcile does.
+
+Options:
+  --source=NAME        legacy (kernelci.org _ajax API + storage), samples (a saved samples
+                       directory) or api (the current KernelCI API at KCI_API_URL; each run
+                       resumes from the ledger's watermark) (setting KCI_SOURCE, default legacy).
+  --days=N             Crawl the last N days (setting KCI_DAYS, default 2). Not for the
+                       samples source, which replays the whole directory.
+  --how-many=N         Instead of --days, take the newest N objects of each kind (not for
+                       the samples source).
+  --since=DATE         With --source api: list nodes updated since DATE (any date
+                       python-dateutil reads; UTC unless it names a zone), not since the
+                       watermark.
+  --with-logs          With --source api: also fetch the logs documents need: a LAVA job's
+                       callback (boot details, one log document per line), a build.log.
+  --threads=N          Concurrent downloads (setting KCI_THREADS, default 4).
+  --workers=N          Processes building documents while feeding; 0 or 1 builds them in kcing's
+                       own process (setting KCING_WORKERS, default auto: one per usable core).
+  --samples-dir=DIR    Samples directory (setting KCI_SAMPLES_DIR, default samples).
+  --output=DIR         Write NDJSON _bulk files into DIR instead of posting to Logstash.
+  --batch-size=N       Documents per POST (setting LS_PIPELINE_BATCH_SIZE, default 500).
+  --dry-run            Show what would be fetched and sent; change nothing.
+  --verify             After the run, wait --verify-delay, then check that Elasticsearch
+                       (ES_HOST) holds every document this run delivered; exit 1 if some are
+                       missing (their objects go back to undelivered).
+  --verify-delay=SECONDS  How long --verify waits for Logstash and Elasticsearch first
+                       (setting ES_VERIFY_DELAY, default 30).
+  --metrics=FILE       Write the run's figures to FILE in the Prometheus text format, for a
+                       node exporter's textfile collector (e.g. .../textfile/kcing.prom).
+  --builds             The <file>s are build.json files.
+  --lavas              The <file>s are lava-json-<board>.json files.
+  --boots              The <file>s are boot-<board>.json files.
+  --date=DATE          The day of the <file>s that carry no date of their own (build.json,
+                       bmeta.json, boot-<board>.json): it names their index, as the listing
+                       date does when crawling. Files without a date are refused without it;
+                       a LAVA file's own dates win over it. Never the files' modification time.
+  --db=FILE            Ledger database (setting KCING_DB, default kcing.db).
+  -d --debug           Log debug messages (every request, every retry decision).
+  -l --log-file=FILE   Also write the log to FILE (for cron jobs).
+  -h --help            Show this help.
+
+Exit status: 0 all delivered; 1 some objects failed or were rejected (with --verify: some
+documents are missing in Elasticsearch); 2 usage or configuration error (a Logstash input that
+redirects included); 3 Logstash or Elasticsearch unreachable or refusing (a document too large
+for Logstash included); 4 another run holds the lock or the ledger's database lock; 5 the
+ledger or an output file could not be written (disk full); 130 stopped by a signal.
+
+Examples:
+  kcing feed_es                                   # last 2 days of kernelci.org into Logstash
+  kcing feed_es --source samples --output out/    # offline: bundled samples to NDJSON files
+  kcing feed_es --how-many 50 --dry-run           # what the newest 50 builds/boots would be
+  kcing feed_es --lavas saved/lava-json-*.json    # send local files (recorded by content hash)
+  kcing feed_es --builds --date 2020-11-04 bmeta.json  # a build file dated by the day it was built
+  kcing feed_es --source api --with-logs          # the KernelCI API, from where the last run got to
+  ES_LAVA=http://ls1:8338,http://ls2:8338 kcing feed_es -l /var/log/kcing.log
+  kcing feed_es --verify --verify-delay 60        # then check Elasticsearch holds it all
+"""
+
+
+def run(args: dict, settings) -> int:
+    dry_run = bool(args.get("--dry-run"))
+    verify = bool(args.get("--verify")) and not dry_run
+    if args.get("--verify") and args.get("--output"):
+        raise ConfigError("--verify checks Elasticsearch after posting to Logstash; it does not apply to --output")
+    delay = seconds(args, "--verify-delay", settings.ES_VERIFY_DELAY)
+    if args.get("--metrics"):
+        _check_metrics_path(args["--metrics"])
+    stop = Stop()
+    source = make_source(args, settings, stop=stop)
+    sink = make_sink(args, settings, stop=stop)
+    if verify:
+        # Imported here: the Elasticsearch client takes a quarter of a second to import, which
+        # every cron run without --verify would pay.
+        from kcing.admin.elastic import make_client
+        client = make_client(settings)
+    delivered: list = []
+    with ExitStack() as stack:
+        if not dry_run:
+            stack.enter_context(RunLock(settings.KCING_DB))
+        stack.enter_context(stop_on_signals(stop))
+        ledger = open_ledger(settings, dry_run)
+        stack.callback(ledger.close)
+        summary = run_feed(source, ledger, sink, settings, dry_run, stop,
+                           on_delivered=(lambda obj: delivered.append((*obj.key, sink.destination(obj.kind)))) if verify else (lambda obj: None))
+        print_summary(summary, sink.name, dry_run)
+        if args.get("--metrics") and not dry_run:
+            _write_metrics(args["--metrics"], summary, source.name, ledger)
+        if summary.stopped_by is not None:
+            raise summary.stopped_by
+        if not verify:
+            return summary.exit_code
+        report = verify_delivered(client, settings, ledger, delivered, delay, stop)
+    return max(summary.exit_code, report.exit_code)
+
+
+def verify_delivered(client, settings, ledger: Ledger, delivered: list, delay: float, stop):
+    """feed_es --verify: after `delay`, check the objects this run delivered (no window query)."""
+    from kcing import reconcile as reconciling
+    if delivered and delay > 0:
+        print("feed_es: verifying %d objects in Elasticsearch in %.0fs" % (len(delivered), delay), flush=True)
+        if stop.wait(delay):
+            raise Interrupted("stopped by a signal before verifying; run `kcing reconcile` to check this run")
+    report = reconciling.Report(scope="the %d objects this feed_es run delivered" % len(delivered))
+    check_and_record(client, settings, ledger, report, ledger.delivered_rows(delivered), stop)
+    return report
+
+
+def _check_metrics_path(path: str) -> None:
+    """Before the run, as -l does: a metrics file that cannot be written would be noticed only
+    when a dashboard goes stale."""
+    directory = Path(path).expanduser().absolute().parent
+    if not directory.is_dir():
+        raise ConfigError("--metrics %s: directory %s does not exist" % (path, directory))
+    if Path(path).is_dir():
+        raise ConfigError("--metrics %s is a directory; name the file to write" % path)
+    if not os.access(directory, os.W_OK):
+        raise ConfigError("--metrics %s: cannot write into %s" % (path, directory))
+
+
+def _write_metrics(path: str, summary, source_name: str, ledger: Ledger) -> None:
+    last_success = ledger.last_success("feed_es", source_name)
+    text = metrics.render(summary, source_name, summary.exit_code, time.time(),
+                          last_success.timestamp() if last_success else None)
+    try:
+        metrics.write(path, text)
+    except KcingError as error:
+        # The run itself is done and recorded: a metrics file that cannot be written must not
+        # turn its outcome into a failure, but it must be seen.
+        log.error("cannot write the metrics file: %s", error)

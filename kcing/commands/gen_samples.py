@@ -1,0 +1,53 @@
+"""kcing gen_samples: save upstream files into the samples directory for offline work."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from kcing.errors import ConfigError
+from kcing.progress import Progress
+from kcing.runlock import RunLock
+from kcing.samples import SamplesWriter, gen_samples as save_samples
+from kcing.wiring import make_source
+
+SUMMARY = "save upstream files into samples/ for offline work"
+
+USAGE = """\
+Usage:
+  kcing gen_samples [options] [--sample-size=N | --days=N | --since=DATE] [--with-logs]
+
+Save upstream files (and a manifest.json describing them) into the samples directory, for
+offline work and tests: `kcing feed_es --source samples` replays them.
+
+Options:
+  --source=NAME        legacy (kernelci.org _ajax API + storage) or api (the current KernelCI
+                       API at KCI_API_URL) (setting KCI_SOURCE, default legacy).
+  --sample-size=N      Save the newest N objects of each kind instead of the last --days.
+  --days=N             Save the last N days (setting KCI_DAYS, default 2).
+  --since=DATE         With --source api: save nodes updated since DATE.
+  --with-logs          With --source api: also save the logs documents need.
+  --samples-dir=DIR    Samples directory (setting KCI_SAMPLES_DIR, default samples).
+  --threads=N          Concurrent downloads (setting KCI_THREADS, default 4).
+  -d --debug           Log debug messages (every request, every retry decision).
+  -l --log-file=FILE   Also write the log to FILE (for cron jobs).
+  -h --help            Show this help.
+
+Exit status: 0 all saved; 1 some files failed or were refused; 2 usage or configuration error;
+4 another gen_samples writes into the same directory.
+
+Examples:
+  kcing gen_samples --sample-size 5               # the newest 5 builds and boots into samples/
+  kcing gen_samples --source api --days 1 --samples-dir /tmp/api-samples
+"""
+
+
+def run(args: dict, settings) -> int:
+    if settings.KCI_SOURCE == "samples":
+        raise ConfigError("gen_samples saves from an upstream source; --source samples would copy the samples onto themselves")
+    source = make_source(args, settings, how_many_flag="--sample-size")
+    writer = SamplesWriter(settings.KCI_SAMPLES_DIR, source.name)
+    # Two runs writing one manifest would lose entries: lock the samples directory.
+    with RunLock(str(Path(settings.KCI_SAMPLES_DIR) / "manifest.json")):
+        run = save_samples(source, writer, threads=settings.KCI_THREADS, progress=Progress("gen_samples"))
+    print("gen_samples: %d saved, %d already present, %d failed, %d refused (unsafe or unusable) in %s"
+          % (run.saved, run.unchanged, run.failed, run.refused, settings.KCI_SAMPLES_DIR))
+    return 1 if (run.failed or run.refused) else 0

@@ -1,0 +1,136 @@
+"""kcing reconcile: check that Elasticsearch holds what the ledger says was delivered, mark what
+it lacks for sending again, and record the check as a run."""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from kcing import reconcile as reconciling
+from kcing.admin.elastic import make_client
+from kcing.commands._shared import check_and_record, print_summary, run_feed
+from kcing.errors import ConfigError, NothingChecked
+from kcing.ledger.ledger import Ledger
+from kcing.runlock import RunLock
+from kcing.sinks import LOGSTASH
+from kcing.shutdown import stop_on_signals
+from kcing.sources.localfiles import LocalFiles
+from kcing.watermark import parse_since
+from kcing.wiring import make_sink, make_source, open_ledger
+
+SUMMARY = "check that Elasticsearch holds every document of what the ledger marks delivered; send back what it lacks"
+
+USAGE = """\
+Usage:
+  kcing reconcile [options] [--days=N | --since=DATE] [--dry-run] [--resend]
+
+Ask Elasticsearch (ES_HOST) whether it holds every document of the objects the ledger marks
+delivered to Logstash in the last --days (or since --since): Logstash answers 200 before
+Elasticsearch indexes. Objects with missing documents go back to undelivered, so the next
+feed_es sends them again; --resend does it at once. Prints per kind: checked, present,
+missing, and the first missing ids.
+
+Options:
+  --days=N             Check the objects delivered in the last N days (setting KCI_DAYS,
+                       default 2).
+  --since=DATE         Check the objects delivered since DATE (any date python-dateutil
+                       reads; UTC unless it names a zone).
+  --dry-run            Check and report; mark nothing and send nothing.
+  --resend             Send the objects with missing documents again now, fetched from the
+                       URLs in the ledger (not for --source api objects).
+  --threads=N          Concurrent downloads for --resend (setting KCI_THREADS, default 4).
+  --batch-size=N       Documents per POST for --resend (setting LS_PIPELINE_BATCH_SIZE,
+                       default 500).
+  --db=FILE            Ledger database (setting KCING_DB, default kcing.db).
+  -d --debug           Log debug messages (every request, every retry decision).
+  -l --log-file=FILE   Also write the log to FILE (for cron jobs).
+  -h --help            Show this help.
+
+Exit status: 0 everything checked is in Elasticsearch; 1 some documents are missing; 2 usage
+or configuration error; 3 Elasticsearch unreachable or refusing; 4 another run holds the lock;
+6 nothing could be checked (no object delivered to Logstash in the window, or all of it past
+retention); 130 stopped by a signal.
+
+Examples:
+  kcing reconcile --days 1                        # is what was delivered yesterday indexed?
+  kcing reconcile --since 2024-10-16 --resend     # check since a date, re-send what is missing
+"""
+
+
+def run(args: dict, settings) -> int:
+    """Check that Elasticsearch holds every document of the objects delivered in the window."""
+    dry_run = bool(args.get("--dry-run"))
+    if not Path(settings.KCING_DB).exists():
+        raise ConfigError("no ledger at %s yet: run `kcing feed_es` first (or pass --db)" % settings.KCING_DB)
+    if args.get("--since"):
+        since = parse_since(args["--since"])
+    else:
+        # --days is applied to KCI_DAYS by the CLI: the window defaults to the crawl window.
+        since = datetime.now(timezone.utc) - timedelta(days=settings.KCI_DAYS)
+    client = make_client(settings)
+    with ExitStack() as stack:
+        if not dry_run:
+            stack.enter_context(RunLock(settings.KCING_DB))
+        stop = stack.enter_context(stop_on_signals())
+        ledger = open_ledger(settings)
+        stack.callback(ledger.close)
+        report = reconciling.Report(scope="objects delivered since %s" % since.strftime("%Y-%m-%d %H:%M UTC"),
+                                    dry_run=dry_run)
+        # Only what went to Logstash can be in Elasticsearch; NDJSON files are the user's to load.
+        check_and_record(client, settings, ledger, report,
+                         ledger.delivered_since(since, reconciling.CHUNK, destination_prefix=LOGSTASH), stop,
+                         dry_run=dry_run, total=ledger.count_delivered_since(since, destination_prefix=LOGSTASH))
+        resent = None  # the worst exit code of re-sending, when something was sent again
+        if args.get("--resend"):
+            # Not only what this check found: an earlier reconcile or feed_es --verify may have
+            # marked objects missing that no run has sent again yet (a dry run marked nothing).
+            held = sum(ledger.sources_with_missing(destination_prefix=LOGSTASH).values())
+            if dry_run and report.missing + held:
+                print("reconcile: dry run: would re-send the %d objects with missing documents"
+                      % (report.missing + held))
+            elif held:
+                resent = _resend(settings, ledger, stop)
+    if not report.total("checked") and resent is None:
+        # A check of nothing must not read as success in cron.
+        raise NothingChecked(_nothing_checked(report, since, settings))
+    # Something was missing even when --resend sent it all again: say so to cron.
+    return max(report.exit_code, resent or 0)
+
+
+def _nothing_checked(report, since: datetime, settings) -> str:
+    expired, old = report.total("expired"), report.total("not_checkable")
+    if not expired and not old:
+        return ("nothing to check: no object was delivered to Logstash since %s (objects written with "
+                "--output are not in Elasticsearch)" % since.strftime("%Y-%m-%d %H:%M UTC"))
+    reasons = []
+    if expired:
+        reasons.append("%d in indices past the retention (DRP_DAYS=%d)" % (expired, settings.DRP_DAYS))
+    if old:
+        reasons.append("%d delivered before the ledger kept document ids" % old)
+    return "nothing could be checked: of the objects delivered since %s, %s" % (
+        since.strftime("%Y-%m-%d %H:%M UTC"), " and ".join(reasons))
+
+
+def _resend(settings, ledger: Ledger, stop) -> int:
+    """reconcile --resend: fetch every object the ledger holds as missing in Elasticsearch again
+    from the ledger's URLs and feed it through the usual pipeline; return the worst exit code."""
+    sink = None
+    worst = 0
+    for name, count in sorted(ledger.sources_with_missing(destination_prefix=LOGSTASH).items()):
+        if name not in reconciling.RESENDABLE:
+            print("reconcile: %d objects of the %s source cannot be fetched again from the ledger alone; "
+                  "`kcing feed_es --source %s --since DATE` (DATE before their last update) sends them again"
+                  % (count, name, name))
+            worst = 1  # still missing in Elasticsearch: cron must hear of it
+            continue
+        if sink is None:
+            sink = make_sink({}, settings)
+        fetcher = make_source({}, settings.with_overrides({"KCI_SOURCE": "legacy"})) if name == "legacy" \
+            else LocalFiles([])
+        print("reconcile: re-sending %d %s objects" % (count, name), flush=True)
+        summary = run_feed(reconciling.MissingObjects(ledger, name, fetcher), ledger, sink, settings, False, stop)
+        print_summary(summary, sink.name, False)
+        if summary.stopped_by is not None:
+            raise summary.stopped_by
+        worst = max(worst, summary.exit_code)
+    return worst

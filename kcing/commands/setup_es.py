@@ -1,0 +1,63 @@
+"""kcing setup_es: wait for Elasticsearch, then install the index templates (and an ILM policy)."""
+from __future__ import annotations
+
+from kcing.admin.elastic import make_client, server_version
+from kcing.admin.retention import warn_short_retention
+from kcing.admin.templates import (
+    KINDS, POLICY_NAME, index_pattern, install, retention_policy, template_name, templates_for, wait_until_ready,
+)
+from kcing.commands._shared import with_drp_days
+from kcing.flags import seconds
+
+SUMMARY = "install the index templates (with --ilm a lifecycle policy too)"
+
+USAGE = """\
+Usage:
+  kcing setup_es [options]
+
+Wait for Elasticsearch (ES_HOST), then install one index template per kind; with --ilm also a
+lifecycle policy deleting indices DRP_DAYS days old. Idempotent: run it after every upgrade.
+
+Options:
+  --ilm                Also install an index lifecycle policy that deletes indices DRP_DAYS
+                       days old (then drp need not delete indices, only ledger rows).
+  --drp-days=N         Days the lifecycle policy keeps (setting DRP_DAYS, default 3).
+  --wait=SECONDS       How long to wait for Elasticsearch to be ready (setting
+                       ES_READY_TIMEOUT, default 60).
+  -d --debug           Log debug messages (every request).
+  -l --log-file=FILE   Also write the log to FILE.
+  -h --help            Show this help.
+
+Exit status: 0 installed (or already there); 2 configuration error; 3 Elasticsearch
+unreachable, not ready in time, or refusing.
+
+Examples:
+  ES_HOST=http://es:9200 kcing setup_es --ilm     # templates and a lifecycle policy
+  kcing setup_es --wait 300                       # right after starting the stack
+"""
+
+
+def run(args: dict, settings) -> int:
+    """Wait for the cluster, then install the templates (and with --ilm the retention policy)."""
+    settings = with_drp_days(args, settings)
+    host = settings.ES_HOST
+    use_ilm = bool(args.get("--ilm"))
+    client = make_client(settings)
+    status = wait_until_ready(client, host, seconds(args, "--wait", settings.ES_READY_TIMEOUT))
+    version = server_version(client, host)
+    print("setup_es: Elasticsearch %s at %s, cluster %s" % (version, host, status))
+    policy = None
+    if use_ilm:
+        warn_short_retention(settings)
+        policy = (POLICY_NAME, retention_policy(settings.DRP_DAYS))
+    changes = install(client, host, templates_for(POLICY_NAME if use_ilm else None), policy)
+    patterns = {template_name(kind): index_pattern(kind) for kind in KINDS}
+    for change in changes:
+        if change.what == "template":
+            print("setup_es: index template %s (%s) %s" % (change.name, patterns[change.name], change.outcome))
+        else:
+            print("setup_es: ILM policy %s (delete indices %d days after the date in their name) %s"
+                  % (change.name, settings.DRP_DAYS, change.outcome))
+    if not use_ilm:
+        print("setup_es: no ILM policy in the templates; run `kcing drp` (e.g. daily from cron) to delete old indices")
+    return 0

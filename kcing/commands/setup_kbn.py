@@ -1,0 +1,72 @@
+"""kcing setup_kbn: import the Kibana saved objects from kibana/ into KB_URL."""
+from __future__ import annotations
+
+import time
+from typing import Callable, List
+
+from kcing.admin.kibana import count_by_type, describe, space_url, unchanged_conflicts
+from kcing.commands._kibana import (
+    BACKUPS, DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client, read_saved_objects, save_backup,
+)
+from kcing.flags import seconds
+
+SUMMARY = "import the Kibana saved objects in kibana/ (dashboards, visualisations)"
+
+USAGE = """\
+Usage:
+  kcing setup_kbn [options]
+
+Import the Kibana saved objects from kibana/ into KB_URL. Objects that differ from the file are
+kept unless --overwrite; the current objects are saved into kibana/backups/ first.
+
+Options:
+  --overwrite          Replace objects that differ from the file.
+  --space=ID           Kibana space (setting KB_SPACE, default: the default space).
+  --kibana-dir=DIR     Where saved_objects.ndjson lives (default: this checkout's kibana/).
+  --wait=SECONDS       How long to wait for Kibana to be ready (default 60).
+  --dry-run            Check the file and say what would be imported; contact no Kibana.
+  -d --debug           Log debug messages.
+  -l --log-file=FILE   Also write the log to FILE.
+  -h --help            Show this help.
+
+Exit status: 0 imported; 1 some objects were not imported (listed); 2 configuration error (a
+bad file); 3 Kibana unreachable, not ready or refusing.
+
+Examples:
+  KB_URL=http://kibana:5601 kcing setup_kbn        # dashboards, keeping what users changed
+  kcing setup_kbn --overwrite --wait 300          # replace them, right after starting Kibana
+"""
+
+
+def run(args: dict, settings, session=None, now: Callable[[], float] = time.time) -> int:
+    """Import the saved objects file into the space; 1 when some objects were not imported.
+
+    Without --overwrite the current objects are exported to kibana/backups/ first, and objects
+    that already exist are reported as conflicts (or as unchanged when identical). A dry run
+    reads and checks the file and says what would happen, without contacting Kibana.
+    """
+    client = make_client(args, settings, session)
+    url = space_url(settings.KB_URL, client.space)
+    source = kibana_dir(args) / SAVED_OBJECTS
+    text, objects = read_saved_objects(source, url)
+    overwrite = bool(args.get("--overwrite"))
+    plan = "%d objects (%s) from %s into %s" % (len(objects), count_by_type(objects), source, url)
+    if args.get("--dry-run"):
+        how = "replacing existing objects" if overwrite else "after saving the current objects under %s" % (
+            kibana_dir(args) / BACKUPS)
+        print("setup_kbn: dry run: would import %s, %s" % (plan, how))
+        return 0
+    client.wait_ready(seconds(args, "--wait", DEFAULT_WAIT))
+    current: List[dict] = []
+    if not overwrite:
+        current = client.export()
+        save_backup(kibana_dir(args) / BACKUPS, current, url, now())
+    print("setup_kbn: importing %s%s" % (plan, " (overwrite)" if overwrite else ""))
+    report = client.import_ndjson(text, overwrite)
+    unchanged = unchanged_conflicts(report.problems, objects, current)
+    problems = [problem for problem in report.problems if (problem.type, problem.id) not in unchanged]
+    print("setup_kbn: imported %d of %d objects%s" % (
+        report.success_count, len(objects), ", %d already present and unchanged" % len(unchanged) if unchanged else ""))
+    for problem in problems:
+        print("  %s" % describe(problem))
+    return 1 if problems else 0

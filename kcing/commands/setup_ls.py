@@ -1,0 +1,69 @@
+"""kcing setup_ls: write the kcing entry of Logstash's pipelines.yml, keeping the other pipelines."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from kcing.admin.logstash_setup import free_backup_path, merge_pipeline_entry, pipeline_entry
+from kcing.errors import ConfigError
+from kcing.files import write_atomically
+
+SUMMARY = "write the kcing entry of Logstash's pipelines.yml"
+
+USAGE = """\
+Usage:
+  kcing setup_ls [options]
+
+Write the kcing pipeline entry into LS_HOME/config/pipelines.yml, keeping the other pipelines
+in it (LS_QUEUE_TYPE, LS_NUM_WORKERS, ... from settings). The previous file is kept beside it
+as pipelines.yml.<time>.bak.
+
+Options:
+  --dry-run            Print the file as it would become; write nothing.
+  -d --debug           Log debug messages.
+  -l --log-file=FILE   Also write the log to FILE.
+  -h --help            Show this help.
+
+Exit status: 0 written (or already right); 2 configuration error (LS_HOME, an unreadable file).
+
+Examples:
+  LS_HOME=/usr/share/logstash kcing setup_ls --dry-run
+  LS_HOME=/usr/share/logstash LS_QUEUE_TYPE=persisted kcing setup_ls
+"""
+
+
+def run(args: dict, settings, now=time.time) -> int:
+    """Write the kcing entry into LS_HOME/config/pipelines.yml; --dry-run prints the result."""
+    if not settings.LS_HOME:
+        raise ConfigError("LS_HOME is not set: point it at the Logstash home, whose config/ holds pipelines.yml")
+    config_dir = Path(settings.LS_HOME) / "config"
+    if not Path(settings.LS_HOME).is_dir():
+        raise ConfigError("LS_HOME=%s is not a directory" % settings.LS_HOME)
+    if not config_dir.is_dir():
+        raise ConfigError("%s does not exist: is LS_HOME=%s a Logstash home?" % (config_dir, settings.LS_HOME))
+    path = config_dir / "pipelines.yml"
+    try:
+        existing = path.read_text(encoding="utf-8") if path.exists() else ""
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError("cannot read %s: %s" % (path, error)) from None
+    entry = pipeline_entry(settings)
+    try:
+        merged = merge_pipeline_entry(existing, entry)
+    except ValueError as error:
+        raise ConfigError("%s: %s; fix or move it, then run setup_ls again" % (path, error)) from None
+    if args.get("--dry-run"):
+        # A comment keeps the output valid YAML for whoever pipes it somewhere.
+        print("# setup_ls dry run: %s would become (%s):" % (path, "unchanged" if merged == existing else "changed"))
+        print(merged, end="")
+        return 0
+    if merged == existing:
+        print("setup_ls: %s already has this kcing pipeline entry" % path)
+        return 0
+    saved = ""
+    if path.exists():
+        backup = free_backup_path(config_dir, now())
+        write_atomically(backup, existing.encode("utf-8"), like=path)
+        saved = "; previous file saved as %s" % backup
+    write_atomically(path, merged.encode("utf-8"))
+    print("setup_ls: wrote the kcing pipeline (path.config %s) to %s%s" % (entry["path.config"], path, saved))
+    return 0

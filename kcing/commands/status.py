@@ -1,0 +1,44 @@
+"""kcing status: what the ledger holds, and the last runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kcing import status as status_report
+from kcing.errors import ConfigError
+from kcing.wiring import open_ledger
+
+SUMMARY = "what the ledger holds, per destination, and the last runs"
+
+USAGE = """\
+Usage:
+  kcing status [options]
+
+Show what the ledger holds per source, kind and destination (delivered, failed, rejected,
+pending, too large for Logstash), the last runs, the last reconcile, the watermarks and the most frequent errors.
+
+Options:
+  --json               Print machine-readable JSON.
+  --db=FILE            Ledger database (setting KCING_DB, default kcing.db).
+  -d --debug           Log debug messages.
+  -l --log-file=FILE   Also write the log to FILE.
+  -h --help            Show this help.
+
+Exit status: 0 shown; 2 no ledger there, or not a kcing ledger.
+
+Examples:
+  kcing status --db /var/lib/kcing/kcing.db
+  kcing status --json | jq .objects
+"""
+
+
+def run(args: dict, settings) -> int:
+    if not Path(settings.KCING_DB).exists():
+        raise ConfigError("no ledger at %s yet: run `kcing feed_es` first (or pass --db)" % settings.KCING_DB)
+    ledger = open_ledger(settings)
+    try:
+        data = status_report.report(ledger)
+    finally:
+        ledger.close()
+    print(json.dumps(data, indent=2, sort_keys=True) if args.get("--json") else status_report.as_text(data))
+    return 0

@@ -1,0 +1,38 @@
+"""kcing test: run the test suite (pytest) from the checkout; every argument goes to pytest."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kcing.errors import ConfigError
+
+SUMMARY = "run the test suite (pytest); every further argument goes to pytest"
+
+USAGE = """\
+Usage:
+  kcing test [<pytest-arg>...]
+
+Run the test suite with pytest from this kcing checkout. Every argument after `test` goes to
+pytest unchanged (only `kcing test --help` alone shows this text; `pytest --help` shows pytest's).
+
+Exit status: pytest's (0 all passed, 1 some failed, 2 interrupted, 5 no tests collected).
+
+Examples:
+  kcing test                                      # the whole suite, as CI runs it
+  kcing test -q -k reconcile                      # quietly, only the tests named *reconcile*
+  kcing test -m faults                            # the fault-injection scenarios
+"""
+
+# Parsed by kcing itself, not docopt: pytest's options are pytest's business.
+RAW_ARGUMENTS = True
+
+
+def run(args: dict, settings) -> int:
+    """Run the test suite from the project checkout, as the original tool's `test` command did."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "tests").is_dir():
+        raise ConfigError("the tests are not installed here; run `kcing test` from a kcing checkout")
+    return subprocess.call([sys.executable, "-m", "pytest", *args.get("<pytest-arg>", [])], cwd=root,
+                           env=dict(os.environ))

@@ -1,0 +1,75 @@
+"""Listing and skipping: the objects a source lists, less those the ledger holds as delivered.
+
+The first half of a feed run (kcing/pipeline.py does delivery and acknowledgement): it counts
+what was listed and skipped into the run's summary and hands unusable items to `reject`.
+"""
+from __future__ import annotations
+
+from itertools import islice
+from typing import Callable, Iterator, List, Optional, Set
+
+from kcing.ledger.ledger import Ledger
+from kcing.records import UpstreamObject
+from kcing.sources import completed
+
+LOOKUP_CHUNK = 500
+
+
+class Listing:
+    """The objects of one run that still need delivering, listed lazily, a chunk at a time."""
+
+    def __init__(self, source, ledger: Ledger, destination: Callable[[str], str], summary,
+                 reject: Callable[[UpstreamObject, Optional[str], str], None], progress: Callable[[], None]):
+        self.source = source
+        self.ledger = ledger
+        self.destination = destination  # kind -> where this run delivers it
+        self.summary = summary
+        self.reject = reject
+        self.progress = progress
+        self.finished = False  # every object listed (the run's total is known)
+
+    def candidates(self) -> Iterator[UpstreamObject]:
+        return self._undelivered(self._listing())
+
+    def _listing(self) -> Iterator[UpstreamObject]:
+        if getattr(self.source, "leaves_out_known", False):
+            return self.source.list_objects(known=self._known_delivered)
+        return self.source.list_objects()
+
+    def _known_delivered(self, kind: str, upstream_ids: List[str]) -> Set[str]:
+        """For sources that leave out what was delivered while listing: which ids those are."""
+        found = self.ledger.delivered_ids(self.source.name, kind, upstream_ids, self.destination(kind))
+        self.summary.listed += len(found)
+        self.summary.skipped += len(found)
+        self.progress()
+        return found
+
+    def _undelivered(self, objects: Iterator[UpstreamObject]) -> Iterator[UpstreamObject]:
+        """Yield listed objects the ledger has not seen delivered; record unusable items as rejected."""
+        while True:
+            chunk = list(islice(objects, LOOKUP_CHUNK))
+            if not chunk:
+                self.finished = True
+                return
+            self.summary.listed += len(chunk)
+            usable = []
+            for obj in chunk:
+                if obj.problem:
+                    self.reject(obj, None, obj.problem)
+                else:
+                    usable.append(obj)
+            delivered = set()
+            for kind in {obj.kind for obj in usable}:
+                ids = [obj.upstream_id for obj in usable if obj.kind == kind]
+                delivered |= {(kind, upstream_id) for upstream_id in self.ledger.delivered_ids(self.source.name, kind, ids,
+                                                                                               self.destination(kind))}
+            for obj in usable:
+                if (obj.kind, obj.upstream_id) in delivered:
+                    self.summary.skipped += 1
+                    continue
+                obj = completed(self.source, obj)
+                if obj.problem:
+                    self.reject(obj, None, obj.problem)
+                else:
+                    yield obj
+            self.progress()

@@ -1,0 +1,34 @@
+"""Why a connection failed, in words a person reads: never urllib3's nested reprs
+(`HTTPConnection(host=...)`, `<... object at 0x...>`) nor an exception class name."""
+from __future__ import annotations
+
+# Checked in order against the text of the error and of the errors it wraps.
+_REASONS = (
+    ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
+    ("Connection refused", "connection refused"),
+    ("refused", "connection refused"),
+    ("Connection reset", "connection reset by the peer"),
+    ("RemoteDisconnected", "connection closed without an answer"),
+    ("closed connection without response", "connection closed without an answer"),
+    ("IncompleteRead", "answer cut short"),
+    ("timed out", "timed out"),
+    ("Name or service not known", "unknown host"),
+    ("nodename nor servname", "unknown host"),
+    ("Temporary failure in name resolution", "host name lookup failed"),
+    ("No route to host", "no route to host"),
+    ("Network is unreachable", "network unreachable"),
+)
+
+
+def connection_failure(error: BaseException) -> str:
+    """A short reason for a failed connection, e.g. 'connection refused'."""
+    texts, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        texts.append("%s %s" % (type(error).__name__, error))
+        error = error.__cause__ or error.__context__
+    text = " ".join(texts)
+    for needle, reason in _REASONS:
+        if needle in text:
+            return reason
+    return "connection failed"

@@ -1,0 +1,131 @@
+"""Build the feed's parts from settings and flags: sources, sinks, the ledger, feed options.
+
+Shared by the commands that feed (feed_es, gen_samples, reconcile --resend); no command logic here.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Optional
+
+from kcing.building import usable_cores
+from kcing.errors import ConfigError
+from kcing.flags import a_date, positive_int
+from kcing.http import BodyReader, RetryPolicy, new_session, warn_cleartext_credentials
+from kcing.ledger.ledger import Ledger
+from kcing.pipeline import FeedOptions
+from kcing.records import BOOT, BUILD, CHECKOUT, JOB, KBUILD, LAVA, REGRESSION, TEST
+from kcing.shutdown import Stop
+from kcing.sinks import logstash_destination
+from kcing.sinks.logstash import MAX_ANSWER_BYTES, LogstashSink
+from kcing.sinks.ndjson import NdjsonDirSink
+from kcing.sources.api import KernelCIApi
+from kcing.sources.legacy import LegacyKernelCI
+from kcing.sources.localfiles import LocalFiles, SamplesDir
+from kcing.sources.requester import Requester
+from kcing.watermark import parse_since
+
+
+def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: Optional[Stop] = None):
+    """The source the settings and flags name. `stop`: retry waits end, and downloads in progress
+    are cut, once it is set (the feed takes nothing more after a signal)."""
+    if settings.KCI_SOURCE != "api" and (args.get("--since") or args.get("--with-logs")):
+        raise ConfigError("--since and --with-logs apply to --source api only")
+    for flag, kind in (("--builds", BUILD), ("--lavas", LAVA), ("--boots", BOOT)):
+        if args.get(flag):
+            return LocalFiles([(kind, path) for path in args["<file>"]], date=a_date(args, "--date"))
+    if settings.KCI_SOURCE == "samples":
+        given = [flag for flag in ("--days", how_many_flag) if args.get(flag) is not None]
+        if given:
+            # Refused rather than ignored: the samples source replays the whole directory.
+            raise ConfigError("%s does not apply to --source samples, which replays the whole samples directory"
+                              % " and ".join(given))
+        return SamplesDir(settings.KCI_SAMPLES_DIR)
+    stop = stop if stop is not None else Stop()
+    session = new_session(pool_size=settings.KCI_THREADS + 2, verify=settings.KCI_CA_BUNDLE)
+    reader = BodyReader(settings.KCI_DOWNLOAD_DEADLINE, settings.KCI_MAX_OBJECT_BYTES, abandon=stop.is_set)
+    requester = Requester(session, RetryPolicy(attempts=settings.KCI_MAX_RETRIES, base=settings.KCI_RETRY_BACKOFF),
+                          settings.KCI_TIMEOUT, sleep=stop.pause, reader=reader,
+                          allowed_origins=settings.upstream_origins)
+    if settings.KCI_SOURCE == "api":
+        return KernelCIApi(requester, settings.KCI_API_URL, settings.KCI_API_STORAGE_URL, settings.KCI_API_TOKEN,
+                           since=crawl_since(args), default_days=settings.KCI_DAYS,
+                           overlap=timedelta(minutes=settings.KCI_API_OVERLAP_MINUTES),
+                           page_size=settings.KCI_API_PAGE_SIZE, how_many=positive_int(args, how_many_flag),
+                           with_logs=bool(args.get("--with-logs")))
+    return LegacyKernelCI(requester, settings.frontend_url, settings.storage_url, settings.non_lava_labs,
+                          days=settings.KCI_DAYS, how_many=positive_int(args, how_many_flag),
+                          page_size=settings.KCI_PAGE_SIZE)
+
+
+def crawl_since(args: dict, now=None):
+    """Where --since or --days (never both: see the usage) start the API crawl; None lets the
+    source resume from its watermark."""
+    if args.get("--since"):
+        return parse_since(args["--since"])
+    days = positive_int(args, "--days")
+    if days is None:
+        return None
+    return (now or datetime.now(timezone.utc)) - timedelta(days=days)
+
+
+def make_sink(args: dict, settings, stop: Optional[Stop] = None):
+    """The sink the settings and flags name. `stop`: retry waits end once it is set, and answers
+    being read are cut once it is urgent (a second signal)."""
+    if args.get("--output"):
+        return NdjsonDirSink(args["--output"])
+    auth = None
+    if settings.LS_USER or settings.LS_PASSWORD:
+        if not (settings.LS_USER and settings.LS_PASSWORD):
+            raise ConfigError("LS_USER and LS_PASSWORD must be set together")
+        auth = (settings.LS_USER, settings.LS_PASSWORD)
+        inputs = ("ES_BUILD", "ES_LAVA", "ES_BOOT", "ES_REGRESSION")
+        warn_cleartext_credentials("the Logstash password (LS_PASSWORD)",
+                                   {name: getattr(settings, name) for name in inputs})
+    names = {BUILD: "ES_BUILD", LAVA: "ES_LAVA", BOOT: "ES_BOOT", CHECKOUT: "ES_BUILD", KBUILD: "ES_BUILD",
+             JOB: "ES_LAVA", TEST: "ES_LAVA", REGRESSION: "ES_REGRESSION"}
+    stop = stop if stop is not None else Stop()
+    session = new_session(pool_size=settings.ES_PARALLEL_POSTS + 2, verify=settings.LS_CA_BUNDLE)
+    reader = BodyReader(settings.ES_POST_DEADLINE, MAX_ANSWER_BYTES, abandon=lambda: stop.urgent)
+    return LogstashSink(logstash_routes(settings), session,
+                        RetryPolicy(attempts=settings.ES_MAX_RETRIES, base=settings.ES_RETRY_BACKOFF),
+                        settings.ES_TIMEOUT, auth, sleep=stop.pause, settings=names, reader=reader)
+
+
+def logstash_routes(settings) -> dict:
+    """{kind: Logstash input URLs}."""
+    # KernelCI API nodes go where the legacy documents of the same kinds go: builds to the
+    # build input, and jobs and tests (boot, test and log documents) to the LAVA one. Regressions,
+    # which legacy had not, have an input of their own.
+    return {BUILD: settings.ES_BUILD, LAVA: settings.ES_LAVA, BOOT: settings.ES_BOOT,
+            CHECKOUT: settings.ES_BUILD, KBUILD: settings.ES_BUILD, JOB: settings.ES_LAVA, TEST: settings.ES_LAVA,
+            REGRESSION: settings.ES_REGRESSION}
+
+
+def logstash_destination_of(settings):
+    """kind -> the ledger's name for the Logstash inputs configured for it."""
+    routes = logstash_routes(settings)
+    return lambda kind: logstash_destination(routes.get(kind, settings.ES_LAVA))
+
+
+def open_ledger(settings, dry_run: bool = False) -> Ledger:
+    """The ledger at KCING_DB. A ledger from before destinations were recorded takes what it
+    holds as sent to the Logstash inputs configured now."""
+    # A dry run must not create or change anything, not even an empty ledger file.
+    if dry_run and not Path(settings.KCING_DB).exists():
+        return Ledger.open(":memory:")
+    return Ledger.open(settings.KCING_DB, wait=settings.KCING_DB_LOCK_WAIT,
+                       earlier_destination=logstash_destination_of(settings),
+                       earlier_watermark_destination=logstash_destinations_key(settings))
+
+
+def logstash_destinations_key(settings) -> str:
+    """Every Logstash input configured: where the watermark of a run posting to them applies."""
+    return logstash_destination({url for urls in logstash_routes(settings).values() for url in urls})
+
+
+def feed_options(settings, dry_run: bool) -> FeedOptions:
+    workers = usable_cores() if settings.KCING_WORKERS == "auto" else settings.KCING_WORKERS
+    return FeedOptions(threads=settings.KCI_THREADS, workers=workers, posts_in_flight=settings.ES_PARALLEL_POSTS,
+                       max_docs=settings.LS_PIPELINE_BATCH_SIZE, max_bytes=settings.LS_BATCH_MAX_BYTES,
+                       dry_run=dry_run)

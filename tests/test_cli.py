@@ -1,0 +1,337 @@
+"""The command line as a user meets it: help per command, one-line usage errors, messages a
+person reads, waiting and progress lines, no silent success. Every test runs the real program."""
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import socket
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+from typing import Dict, List, Set
+
+import pytest
+
+from kcing import cli, commands
+from tests.feedrun import REPO, SAMPLES, clean_environ, kcing
+
+README = REPO / "README.md"
+PYTHON_INTERNALS = re.compile(r"invalid literal|Traceback|HTTPConnection|object at 0x|kept at None|"
+                              r"Option\(|DocoptExit|Errno|\(ConnectionError\)")
+
+
+def options_of(name: str) -> Set[str]:
+    """The long options a command's help lists."""
+    return {option for option, _ in cli.command_options(commands.load(name).USAGE).items()
+            if option.startswith("--")}
+
+
+def samples_environ(tmp_path: Path, **settings: str) -> Dict[str, str]:
+    """A ledger in `tmp_path` and the bundled samples, whatever the working directory."""
+    return clean_environ(KCING_DB=str(tmp_path / "kcing.db"), KCI_SAMPLES_DIR=str(SAMPLES), **settings)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def one_line(result: subprocess.CompletedProcess) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# Help per command (2) ---------------------------------------------------------------------------
+
+def test_kcing_help_lists_every_command_on_one_line_and_how_to_get_more(tmp_path):
+    shown = kcing(["--help"], clean_environ(), tmp_path)
+    assert shown.returncode == 0 and shown.stderr == ""
+    listed = re.findall(r"^  (\w+) +\S.*$", shown.stdout.split("Commands:")[1].split("\n\n")[0], re.M)
+    assert listed == list(commands.NAMES)
+    assert "kcing <command> --help" in shown.stdout
+    assert "--source" not in shown.stdout  # options belong to each command's help
+
+
+@pytest.mark.parametrize("name", commands.NAMES)
+def test_a_commands_help_shows_its_usage_options_and_examples_only(name, tmp_path):
+    shown = kcing([name, "--help"], clean_environ(), tmp_path)
+    assert shown.returncode == 0 and shown.stderr == ""
+    assert shown.stdout.startswith("Usage:\n  kcing %s" % name)
+    assert "Examples:\n  " in shown.stdout and "Exit status:" in shown.stdout
+    others = [other for other in commands.NAMES if other != name]
+    assert not [other for other in others if re.search(r"^  kcing %s\b" % other, shown.stdout, re.M)]
+
+
+@pytest.mark.parametrize("name", [name for name in commands.NAMES if name != "test"])
+def test_every_option_listed_is_accepted_by_its_command_and_refused_by_the_others(name):
+    # In-process: the parser is what decides, and a process per option would take minutes.
+    known = cli.command_options(commands.load(name).USAGE)
+    for option, takes_value in known.items():
+        if option in ("-h", "--help"):
+            continue
+        argv = [option, "1"] if takes_value else [option]
+        if option in ("--builds", "--lavas", "--boots"):
+            argv.append("file.json")
+        try:
+            parsed = cli.parse_command(name, argv)
+        except cli.UsageError:  # an option of the local-files form goes with its files
+            parsed = cli.parse_command(name, [*argv, "--builds", "file.json"])
+        assert parsed is not None, (name, argv)
+    listed_elsewhere = set().union(*(options_of(other) for other in commands.NAMES if other not in (name, "test")))
+    for option in sorted(listed_elsewhere - set(known)):
+        with pytest.raises(cli.UsageError, match="unknown option %s" % re.escape(option)):
+            cli.parse_command(name, [option, "1"])
+
+
+def test_an_option_of_another_command_is_refused_by_the_program(tmp_path):
+    refused = kcing(["status", "--source", "api"], clean_environ(), tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert one_line(refused) == "kcing status: unknown option --source (see kcing status --help)"
+
+
+# Usage errors in one line (3) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["feed_es", "--frobnicate"], "kcing feed_es: unknown option --frobnicate (see kcing feed_es --help)"),
+    (["feed_es", "--days"], "kcing feed_es: --days needs a value (see kcing feed_es --help)"),
+    (["feed_es", "--days", "1", "--how-many", "2"],
+     "kcing feed_es: --days and --how-many do not go together (see kcing feed_es --help)"),
+    (["feed_es", "--lavas"], "kcing feed_es: --lavas needs at least one file (see kcing feed_es --help)"),
+    (["feed_es", "--dry-run=yes"], "kcing feed_es: --dry-run takes no value (see kcing feed_es --help)"),
+    (["status", "--json", "--json"], "kcing status: --json given twice (see kcing status --help)"),
+    (["drp", "extra"], "kcing drp: unexpected argument 'extra' (see kcing drp --help)"),
+    (["feed"], "kcing: unknown command 'feed' (see kcing --help)"),
+    ([], "kcing: no command given (see kcing --help)"),
+])
+def test_usage_errors_are_one_line_and_exit_2(argv, message, tmp_path):
+    refused = kcing(argv, clean_environ(), tmp_path)
+    assert refused.returncode == 2
+    assert refused.stdout == ""
+    assert one_line(refused) == message
+
+
+# Messages a person reads (4) --------------------------------------------------------------------
+
+def test_a_bad_setting_or_flag_says_what_value_is_expected(tmp_path):
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
+    from_flag = kcing(["feed_es", "--source", "samples", "--threads", "many", "--dry-run"], env, tmp_path)
+    assert from_flag.returncode == 2
+    assert one_line(from_flag) == ("kcing feed_es: invalid KCI_THREADS='many' (from --threads): "
+                                   "expected a whole number of at least 1")
+    from_environment = kcing(["feed_es", "--dry-run"], dict(env, ES_TIMEOUT="soon"), tmp_path)
+    assert from_environment.returncode == 2
+    assert one_line(from_environment) == ("kcing feed_es: invalid ES_TIMEOUT='soon' (from environment): "
+                                          "expected a number of at least 0.1")
+    assert not PYTHON_INTERNALS.search(from_flag.stderr + from_environment.stderr)
+
+
+def test_unreachable_services_are_named_without_python_reprs(tmp_path):
+    port = closed_port()
+    url = "http://127.0.0.1:%d" % port
+    env = samples_environ(tmp_path, ES_BUILD=url, ES_LAVA=url, ES_BOOT=url, ES_MAX_RETRIES="1", ES_HOST=url,
+                          KB_URL=url)
+    fed = kcing(["feed_es", "--source", "samples"], env, tmp_path)
+    assert fed.returncode == 3
+    assert fed.stderr.strip().splitlines()[-1] == (
+        "kcing feed_es: Logstash unreachable: lava input failed 1 attempts in a row (last: cannot connect to "
+        "%s (connection refused))" % url)
+    es = kcing(["setup_es", "--wait", "0"], env, tmp_path)
+    kibana = kcing(["backup_kbn", "--wait", "0"], env, tmp_path)
+    assert es.returncode == kibana.returncode == 3
+    assert es.stderr.strip().splitlines()[-1].endswith("cannot reach Elasticsearch at %s: connection refused" % url)
+    assert "connection refused" in kibana.stderr.strip().splitlines()[-1]
+    for result in (fed, es, kibana):
+        assert not PYTHON_INTERNALS.search(result.stdout + result.stderr), result.stderr
+
+
+def test_log_lines_and_status_times_carry_their_zone(tmp_path):
+    env = samples_environ(tmp_path)
+    fed = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    log_lines = fed.stderr.strip().splitlines()
+    assert log_lines and all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", line) for line in log_lines)
+    status = kcing(["status"], env, tmp_path)
+    run_line = next(line for line in status.stdout.splitlines() if line.strip().startswith("feed_es"))
+    assert re.search(r"\d\d:\d\d:\d\d UTC -> \S+ \d\d:\d\d:\d\d UTC", run_line), run_line
+
+
+# Waiting commands (5) ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command, service", [("setup_es", "Elasticsearch"), ("backup_kbn", "Kibana")])
+def test_waiting_prints_one_line_then_a_countdown_at_most_every_10s(command, service, tmp_path):
+    url = "http://127.0.0.1:%d" % closed_port()
+    waited = kcing([command, "--wait", "12"], clean_environ(ES_HOST=url, KB_URL=url), tmp_path, timeout=60)
+    assert waited.returncode == 3
+    lines = waited.stderr.strip().splitlines()
+    started = [line for line in lines if "waiting up to 12s for %s at %s" % (service, url) in line]
+    countdown = [line for line in lines if "still waiting for %s" % service in line]
+    assert len(started) == 1, waited.stderr
+    assert 1 <= len(countdown) <= 2, waited.stderr  # 12 s: one at 10 s (and none per poll)
+    assert re.search(r"still waiting for %s at \S+ to be ready: \d+s left" % service, countdown[0])
+    assert len(lines) == len(started) + len(countdown) + 1  # and the final error
+
+
+# No silent success (6) --------------------------------------------------------------------------
+
+def test_reconcile_of_a_ledger_with_nothing_sent_to_logstash_exits_6(tmp_path, es):
+    env = samples_environ(tmp_path, ES_HOST=es.url)
+    assert kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], env, tmp_path).returncode == 0
+    checked = kcing(["reconcile"], env, tmp_path)
+    assert checked.returncode == 6
+    assert one_line(checked).startswith("kcing reconcile: nothing to check: no object was delivered to Logstash "
+                                        "since ")
+    assert "(objects written with --output are not in Elasticsearch)" in checked.stderr
+
+
+@pytest.mark.parametrize("flag", ["--how-many", "--days"])
+def test_crawl_window_flags_are_refused_with_the_samples_source(flag, tmp_path):
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
+    refused = kcing(["feed_es", "--source", "samples", flag, "3", "--output", str(tmp_path / "out")], env, tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == ("kcing feed_es: %s does not apply to --source samples, which replays the whole "
+                                 "samples directory" % flag)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "kcing.db").exists()
+
+
+def test_metrics_into_a_missing_directory_is_refused_before_the_run(tmp_path):
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
+    target = tmp_path / "textfile" / "kcing.prom"
+    refused = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out"), "--metrics", str(target)],
+                    env, tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == "kcing feed_es: --metrics %s: directory %s does not exist" % (target, target.parent)
+    assert not (tmp_path / "kcing.db").exists()
+
+
+# kcing test passes its arguments to pytest (7) -------------------------------------------------
+
+def test_kcing_test_passes_its_arguments_to_pytest(tmp_path):
+    ran = kcing(["test", "-q", "-p", "no:cacheprovider", "-k", "test_every_setting_is_in_the_readme"],
+                clean_environ(), tmp_path, timeout=300)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert re.search(r"^1 passed, \d+ deselected", ran.stdout, re.M), ran.stdout
+
+
+# Progress a person can watch (8) ----------------------------------------------------------------
+
+def run_on_a_terminal(argv: List[str], env: Dict[str, str], cwd: Path) -> tuple:
+    """Run kcing with stderr on a pseudo-terminal 200 columns wide; (exit code, stdout, terminal text)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    process = subprocess.Popen([sys.executable, str(REPO / "kcing.py"), *argv], env=env, cwd=str(cwd),
+                               stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the program closed its end
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    out = process.stdout.read().decode()
+    return process.wait(timeout=60), out, seen.decode()
+
+
+def test_a_terminal_gets_a_live_progress_line_and_a_pipe_gets_none(tmp_path):
+    env = samples_environ(tmp_path)
+    code, out, terminal = run_on_a_terminal(["feed_es", "--source", "samples", "--output", str(tmp_path / "a")],
+                                            env, tmp_path)
+    assert code == 0, terminal
+    drawn = [part for part in terminal.split("\r\x1b[K") if part.startswith("feed_es: listed")]
+    assert drawn, terminal
+    final = drawn[-1].split("\r\n")[0]
+    assert re.fullmatch(r"feed_es: listed 11, skipped 0, downloaded 11, delivered 11, rejected 0, failed 0, "
+                        r"documents sent 2462 \(\d+/s\)", final), final
+    # The summary on stdout is unchanged; log lines on the terminal never share the live line.
+    assert "feed_es: listed 11, skipped 0 (already delivered)" in out
+    assert not re.search(r"feed_es: listed[^\r\n]*\d{4}-\d\d-\d\dT", terminal)
+    assert re.search(r"\r\n\d{4}-\d\d-\d\dT[\d:.]+Z INFO kcing.pipeline: run finished", terminal)
+
+    piped = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "b")], env, tmp_path)
+    assert piped.returncode == 0
+    assert "\r" not in piped.stderr and "\x1b" not in piped.stderr
+
+
+# Packaging truth (9) ----------------------------------------------------------------------------
+
+def test_the_package_metadata_states_what_is_tested_without_deprecated_tables():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert project["project"]["requires-python"] == ">=3.11"
+    assert sys.version_info >= (3, 11)
+    assert project["project"]["license"] == "MIT"  # an SPDX expression, not the deprecated table
+    assert any(re.fullmatch(r"setuptools==\d+(\.\d+)*", req) and int(req.split("==")[1].split(".")[0]) >= 77
+               for req in project["build-system"]["requires"])
+
+
+def test_building_the_metadata_prints_no_deprecation_warning(tmp_path):
+    # The build backend pyproject.toml pins is a test dependency: this is what pip runs.
+    built = subprocess.run([sys.executable, "-W", "always", "-c",
+                            "import sys, setuptools.build_meta as backend; "
+                            "print(backend.prepare_metadata_for_build_wheel(sys.argv[1]))", str(tmp_path)],
+                           cwd=str(REPO), capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    output = built.stdout + built.stderr
+    assert "eprecat" not in output and "Warning" not in output, output
+    metadata = (tmp_path / built.stdout.split()[-1] / "METADATA").read_text()
+    assert "Requires-Python: >=3.11" in metadata and "License-Expression: MIT" in metadata
+
+
+# The README agrees with the CLI (2, 10) ---------------------------------------------------------
+
+def readme_section(title: str) -> str:
+    text = README.read_text()
+    return text.split("\n## %s\n" % title, 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_lists_the_commands_and_options_the_cli_has():
+    section = readme_section("Commands")
+    table = dict(re.findall(r"^\| `(\w+)` \| (.+?) \|$", section, re.M))
+    assert list(table) == list(commands.NAMES)
+    documented = {name: set(re.findall(r"`(--[\w-]+)", options))
+                  for name, options in re.findall(r"^- `kcing (\w+)`: (.*)$", section, re.M)}
+    assert set(documented) == set(commands.NAMES) - {"test"}
+    for name, listed in documented.items():
+        assert listed == options_of(name) - {"--help"}, name
+
+
+# Structure (11) ---------------------------------------------------------------------------------
+
+def imported_modules(path: Path) -> Set[str]:
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update("%s.%s" % (node.module, alias.name) for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_each_command_is_one_module_that_no_service_imports():
+    package = REPO / "kcing"
+    for name in commands.NAMES:
+        module = commands.load(name)
+        assert Path(module.__file__) == package / "commands" / ("%s.py" % name)
+        assert module.SUMMARY and module.USAGE.startswith("Usage:\n  kcing %s" % name) and callable(module.run)
+    for path in package.rglob("*.py"):
+        if path.parent.name == "commands" or path.name == "cli.py":
+            continue
+        leaks = {module for module in imported_modules(path) if module.startswith("kcing.commands")}
+        assert not leaks, "%s imports %s" % (path, leaks)
+    # cli.py parses the global part and dispatches: it builds no source, sink or ledger itself.
+    cli_imports = {module.split(".")[1] for module in imported_modules(package / "cli.py")
+                   if module.startswith("kcing.")}
+    assert cli_imports <= {"__version__", "commands", "logs", "settings", "errors", "urls"}, cli_imports

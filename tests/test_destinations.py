@@ -1,0 +1,154 @@
+""""Delivered" means delivered to this run's destination: Logstash inputs or an NDJSON directory.
+
+Runs the real program over the bundled samples against the Logstash emulators."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from kcing import settings as settings_module
+from kcing.ledger.ledger import Ledger, Outcome
+from kcing.ledger.models import DELIVERED
+from kcing.records import BUILD, UpstreamObject
+from kcing.wiring import logstash_destinations_key
+from tests.feedrun import SAMPLES, clean_environ, kcing, sample_objects
+
+SAMPLE_COUNT = len(sample_objects())
+
+
+def environ(logstash, db: Path, **extra) -> dict:
+    return clean_environ(KCING_DB=str(db), KCI_SAMPLES_DIR=str(SAMPLES), ES_BUILD=logstash.urls["build"],
+                         ES_LAVA=logstash.urls["lava"], ES_BOOT=logstash.urls["boot"], **extra)
+
+
+def status(env, cwd) -> dict:
+    shown = kcing(["status", "--json"], env, cwd)
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout)
+
+
+def delivered_per_destination(data: dict) -> dict:
+    return {destination: sum(counts["delivered"] for kinds in sources.values() for counts in kinds.values())
+            for destination, sources in data["destinations"].items()}
+
+
+def test_files_written_with_output_do_not_make_logstash_skip_them(logstash, tmp_path):
+    env = environ(logstash, tmp_path / "kcing.db")
+    out = tmp_path / "out"
+    offline = kcing(["feed_es", "--source", "samples", "--output", str(out)], env, tmp_path)
+    assert offline.returncode == 0, offline.stderr
+    assert "delivered %d" % SAMPLE_COUNT in offline.stdout
+
+    posted = kcing(["feed_es", "--source", "samples"], env, tmp_path)
+    assert posted.returncode == 0, posted.stderr
+    assert "skipped 0 (already delivered), downloaded %d, delivered %d" % (SAMPLE_COUNT, SAMPLE_COUNT) in posted.stdout
+    stored = len(logstash.store)
+    assert stored > 0
+
+    again = kcing(["feed_es", "--source", "samples"], env, tmp_path)
+    assert "skipped %d (already delivered)" % SAMPLE_COUNT in again.stdout
+    assert len(logstash.store) == stored
+    elsewhere = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "elsewhere")], env, tmp_path)
+    assert "skipped 0 (already delivered)" in elsewhere.stdout
+
+    routes = {"logstash %s" % logstash.urls[kind] for kind in ("build", "lava", "boot")}
+    delivered = delivered_per_destination(status(env, tmp_path))
+    assert set(delivered) == routes | {"ndjson %s" % out, "ndjson %s" % (tmp_path / "elsewhere")}
+    assert sum(delivered[route] for route in routes) == SAMPLE_COUNT
+    assert delivered["ndjson %s" % out] == SAMPLE_COUNT
+
+    text = kcing(["status"], env, tmp_path).stdout
+    assert "to ndjson %s:" % out in text and "to logstash %s:" % logstash.urls["lava"] in text
+
+
+# The previous schema (2), as that kcing created it.
+SCHEMA_2 = [
+    'CREATE TABLE "upstream_file" ("id" INTEGER NOT NULL PRIMARY KEY, "source" VARCHAR(255) NOT NULL, '
+    '"kind" VARCHAR(255) NOT NULL, "upstream_id" VARCHAR(255) NOT NULL, "url" TEXT NOT NULL, "sha256" VARCHAR(255), '
+    '"state" VARCHAR(255) NOT NULL, "attempts" INTEGER NOT NULL, "last_error" TEXT, "object_date" DATETIME, '
+    '"first_seen" DATETIME NOT NULL, "delivered_at" DATETIME, "document_count" INTEGER, "kept_ids" INTEGER)',
+    'CREATE INDEX "upstream_file_state" ON "upstream_file" ("state")',
+    'CREATE INDEX "upstream_file_first_seen" ON "upstream_file" ("first_seen")',
+    'CREATE UNIQUE INDEX "upstream_file_source_kind_upstream_id" ON "upstream_file" ("source", "kind", "upstream_id")',
+    'CREATE TABLE "delivered_documents" ("id" INTEGER NOT NULL PRIMARY KEY, "upstream_file_id" INTEGER NOT NULL, '
+    '"index_name" VARCHAR(255) NOT NULL, "ids" BLOB NOT NULL, FOREIGN KEY ("upstream_file_id") REFERENCES '
+    '"upstream_file" ("id") ON DELETE CASCADE)',
+    'CREATE UNIQUE INDEX "delivered_documents_upstream_file_id_index_name" ON "delivered_documents" '
+    '("upstream_file_id", "index_name")',
+    'CREATE TABLE "run" ("id" INTEGER NOT NULL PRIMARY KEY, "command" VARCHAR(255) NOT NULL, "started" DATETIME '
+    'NOT NULL, "ended" DATETIME, "outcome" VARCHAR(255), "counts" TEXT)',
+    'CREATE TABLE "watermark" ("id" INTEGER NOT NULL PRIMARY KEY, "source" VARCHAR(255) NOT NULL, "position" '
+    'DATETIME NOT NULL, "moved_at" DATETIME NOT NULL)',
+    'CREATE UNIQUE INDEX "watermark_source" ON "watermark" ("source")',
+]
+
+
+def make_schema_2(db: Path, delivered: list, failed: list) -> None:
+    now = str(datetime.now(timezone.utc).replace(tzinfo=None))
+    with sqlite3.connect(str(db)) as conn:
+        for statement in SCHEMA_2:
+            conn.execute(statement)
+        for state, objects in ((DELIVERED, delivered), ("failed", failed)):
+            for obj in objects:
+                conn.execute("INSERT INTO upstream_file (source, kind, upstream_id, url, state, attempts, first_seen, "
+                             "delivered_at, document_count, kept_ids) VALUES ('samples', ?, ?, ?, ?, 0, ?, ?, 1, 1)",
+                             [obj.kind, obj.upstream_id, str(obj.path), state, now,
+                              now if state == DELIVERED else None])
+                if state == DELIVERED:
+                    conn.execute("INSERT INTO delivered_documents (upstream_file_id, index_name, ids) "
+                                 "VALUES (last_insert_rowid(), 'build-2020.01.01', ?)", [b"\x01" * 20])
+        conn.execute("INSERT INTO watermark (source, position, moved_at) VALUES ('api', '2024-10-16 07:00:00', ?)",
+                     [now])
+        conn.execute("PRAGMA user_version = 2")
+
+
+def test_a_schema_2_ledger_keeps_its_deliveries_as_sent_to_the_configured_logstash(logstash, tmp_path):
+    db = tmp_path / "kcing.db"
+    objects = sample_objects()
+    make_schema_2(db, delivered=objects[:3], failed=objects[3:4])
+    env = environ(logstash, db)
+
+    data = status(env, tmp_path)
+    route = {obj.kind: "logstash %s" % logstash.urls["lava" if obj.kind == "lava" else obj.kind] for obj in objects}
+    expected = {}
+    for obj in objects[:3]:
+        expected[route[obj.kind]] = expected.get(route[obj.kind], 0) + 1
+    assert delivered_per_destination(data) == {**{r: 0 for r in {route[objects[3].kind]}}, **expected}
+    configured = settings_module.load(environ=env, local_file=tmp_path / "none.py")
+    assert list(data["watermarks"]["api"]) == [logstash_destinations_key(configured)]
+    assert logstash_destinations_key(configured).startswith("logstash http://127.0.0.1:")
+    with sqlite3.connect(str(db)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT COUNT(*) FROM delivered_documents").fetchone()[0] == 3  # ids kept
+        failed = conn.execute("SELECT attempts, state FROM upstream_file WHERE upstream_id = ?",
+                              [objects[3].upstream_id]).fetchall()
+    assert failed == [(0, "failed")]
+
+    posted = kcing(["feed_es", "--source", "samples"], env, tmp_path)
+    assert posted.returncode == 0, posted.stderr
+    assert "skipped 3 (already delivered), downloaded %d" % (SAMPLE_COUNT - 3) in posted.stdout
+    written = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], env, tmp_path)
+    assert "skipped 0 (already delivered), downloaded %d" % SAMPLE_COUNT in written.stdout
+    # Opening it again changes nothing more.
+    assert delivered_per_destination(status(env, tmp_path))["ndjson %s" % (tmp_path / "out")] == SAMPLE_COUNT
+
+
+def test_drp_forgets_the_rows_of_every_destination_and_says_which(logstash, tmp_path, es):
+    db = tmp_path / "kcing.db"
+    old = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=40)
+    ledger = Ledger.open(str(db), clock=lambda: old)
+    build = UpstreamObject("legacy", BUILD, "a" * 24, "https://storage.example/build.json")
+    ledger.record([Outcome(build, DELIVERED)], lambda kind: "logstash http://ls:8337")
+    ledger.record([Outcome(build, DELIVERED)], lambda kind: "ndjson /srv/out")
+    ledger.close()
+    env = environ(logstash, db, ES_HOST=es.url, DRP_DAYS="30")
+    planned = kcing(["drp", "--dry-run"], env, tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert "drp: would forget 1 ledger rows of objects sent to logstash http://ls:8337" in planned.stdout
+    assert "drp: would forget 1 ledger rows of objects sent to ndjson /srv/out" in planned.stdout
+    done = kcing(["drp"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "forgot 2 ledger rows" in done.stdout
