@@ -13,6 +13,7 @@ from typing import Dict, List, Set, Tuple
 
 from kcing.documents import documents_for
 from kcing.errors import RejectedInput
+from kcing.ledger import docids
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
@@ -113,3 +114,14 @@ def api_feed_environ(replica, logstash, db: Path, **extra) -> Dict[str, str]:
     )
     settings.update(extra)
     return clean_environ(**settings)
+
+
+def kept_ids(db: Path) -> Dict[Tuple[str, str], Set[Tuple[str, str]]]:
+    """(kind, upstream id) -> the (index, id) keys the ledger keeps for it."""
+    kept: Dict[Tuple[str, str], Set[Tuple[str, str]]] = {}
+    with sqlite3.connect(str(db)) as conn:
+        for kind, upstream_id, index, blob in conn.execute(
+                "SELECT f.kind, f.upstream_id, d.index_name, d.ids FROM delivered_documents d "
+                "JOIN upstream_file f ON f.id = d.upstream_file_id"):
+            kept.setdefault((kind, upstream_id), set()).update((index, doc_id) for doc_id in docids.unpack(blob))
+    return kept

@@ -26,6 +26,7 @@ from kcing.sources.requester import Requester
 from tests.fakes.api_corpus import api_time
 from tests.fakes.api_data import checkout_tree, object_id, real_files_present, real_nodes
 from tests.fakes.api_replica import ApiReplica
+from tests.fakes.list_sink import ListSink
 
 UTC = timezone.utc
 BASE = datetime(2024, 10, 16, 0, 0, tzinfo=UTC)
@@ -141,20 +142,6 @@ class StubSource:
         delivered = delivered_ids("test", [obj.upstream_id for obj in self.objects])
         listed = [(obj.facts["updated"], obj.upstream_id in delivered) for obj in self.objects]
         return watermark.next_watermark(listed, at(60))
-
-
-class ListSink:
-    name = "list"
-
-    def __init__(self):
-        self.batches = []
-
-    @staticmethod
-    def encode(document):
-        return document.to_json().encode()
-
-    def send(self, batch):
-        self.batches.append(batch)
 
 
 @pytest.mark.parametrize("fail_second, expected", [(False, at(2)), (True, at(1))])

@@ -7,7 +7,6 @@ and the replica holds the regression node KernelCI's tracker makes for that (tes
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 

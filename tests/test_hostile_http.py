@@ -20,7 +20,7 @@ from kcing.sinks.logstash import LogstashSink
 from tests.fakes.rogue_http import RogueFront, answer, cut_short, endless, redirect, trickle
 from tests.fakes.serving import wait_until
 from tests.feedrun import (SAMPLES, feed_environ, integrity, kcing, kcing_process, ledger_rows, ledger_states,
-                           sample_objects, stored_keys)
+                           sample_objects)
 
 pytestmark = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
 

@@ -8,7 +8,6 @@ replica and the Logstash emulators, as cron would.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import resource
 import sqlite3
@@ -34,6 +33,7 @@ from tests.fakes.api_replica import ApiReplica
 from tests.fakes.logstash_emulator import LogstashEmulator
 from tests.faults.world import World
 from tests.feedrun import REPO, SAMPLES, api_feed_environ, clean_environ, kcing, ledger_rows
+from tests.fakes.list_sink import ListSink
 
 pytestmark = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
 
@@ -150,20 +150,6 @@ class TwoLavaFiles:
 
     def fetch(self, obj):
         return self.content
-
-
-class ListSink:
-    name = "list"
-
-    def __init__(self):
-        self.batches = []
-
-    @staticmethod
-    def encode(document):
-        return document.to_json().encode()
-
-    def send(self, batch):
-        self.batches.append(batch)
 
 
 def test_an_unexpected_exception_rejects_only_its_object_with_the_class_named(monkeypatch):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -19,10 +18,9 @@ import pytest
 from elasticsearch import Elasticsearch, helpers
 
 from kcing.admin.templates import KINDS, TEMPLATE_DIR, template_name
-from kcing.ledger import docids
 from kcing.ledger.models import DELIVERED, FAILED, MISSING_IN_ELASTICSEARCH
 from tests.fakes.logstash_emulator import LogstashCluster
-from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing, ledger_rows, ledger_states
+from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing, kept_ids, ledger_rows, ledger_states
 from tests.test_elastic_emulator import FIELD_NAME_ANSWERS, field_name_statuses
 
 pytestmark = pytest.mark.realengine
@@ -102,17 +100,6 @@ def forwarding(real_es):
     cluster.start()
     yield cluster
     cluster.stop()
-
-
-def kept_ids(db: Path) -> Dict[Tuple[str, str], Set[DocKey]]:
-    """(kind, upstream id) -> the (index, id) keys the ledger keeps for it."""
-    kept: Dict[Tuple[str, str], Set[DocKey]] = {}
-    with sqlite3.connect(str(db)) as conn:
-        for kind, upstream_id, index, blob in conn.execute(
-                "SELECT f.kind, f.upstream_id, d.index_name, d.ids FROM delivered_documents d "
-                "JOIN upstream_file f ON f.id = d.upstream_file_id"):
-            kept.setdefault((kind, upstream_id), set()).update((index, doc_id) for doc_id in docids.unpack(blob))
-    return kept
 
 
 def node_keys(client: Elasticsearch, indices) -> Set[DocKey]:

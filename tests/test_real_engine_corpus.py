@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 from elasticsearch import Elasticsearch
 
-from kcing.admin.templates import KINDS, TEMPLATE_DIR, templates_for, install
+from kcing.admin.templates import TEMPLATE_DIR, install, templates_for
 from kcing.records import DOCUMENT_KINDS
 from tests.realcorpus import LONG_TEST_NAME, NON_ASCII_LINE, Key, build_corpus, bulk_operations
 

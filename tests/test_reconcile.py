@@ -31,7 +31,7 @@ from kcing.runlock import RunLock
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.elastic_forward import ForwardingStore
 from tests.fakes.logstash_emulator import LogstashCluster
-from tests.feedrun import (SAMPLES, clean_environ, feed_environ, kcing, ledger_rows, ledger_states,
+from tests.feedrun import (SAMPLES, clean_environ, feed_environ, kcing, kept_ids, ledger_rows, ledger_states,
                            sample_objects)
 
 DocKey = Tuple[str, str]
@@ -87,17 +87,6 @@ def es_keys(es) -> Set[DocKey]:
 def posted_keys(logstash) -> Set[DocKey]:
     return {(event.metadata["index"], event.metadata["id"]) for emulator in logstash.emulators.values()
             for event in emulator.events_received}
-
-
-def kept_ids(db: Path) -> Dict[Tuple[str, str], Set[DocKey]]:
-    """(kind, upstream id) -> the (index, id) keys the ledger keeps for it."""
-    kept: Dict[Tuple[str, str], Set[DocKey]] = {}
-    with sqlite3.connect(str(db)) as conn:
-        for kind, upstream_id, index, blob in conn.execute(
-                "SELECT f.kind, f.upstream_id, d.index_name, d.ids FROM delivered_documents d "
-                "JOIN upstream_file f ON f.id = d.upstream_file_id"):
-            kept.setdefault((kind, upstream_id), set()).update((index, doc_id) for doc_id in docids.unpack(blob))
-    return kept
 
 
 def runs(db: Path) -> List[tuple]:

@@ -23,7 +23,7 @@ from typing import Any, List, Optional
 
 import yaml
 from yaml.events import (
-    AliasEvent, MappingEndEvent, MappingStartEvent, ScalarEvent, SequenceEndEvent, SequenceStartEvent,
+    AliasEvent, MappingEndEvent, ScalarEvent, SequenceEndEvent, SequenceStartEvent,
 )
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
