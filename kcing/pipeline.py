@@ -207,12 +207,16 @@ class Feed:
         finally:
             for future in in_flight:
                 future.cancel()
-            # After a second signal nothing is waited for: transfers in progress are being cut
-            # (see BodyReader), and only posts already answered are recorded.
-            urgent = self._urgent()
-            self._salvage_posts(wait=not urgent)
-            pool.shutdown(wait=not urgent, cancel_futures=True)
-            posts.shutdown(wait=not urgent, cancel_futures=True)
+            try:
+                # After a second signal nothing is waited for: transfers in progress are being cut
+                # (see BodyReader), and only posts already answered are recorded.
+                self._salvage_posts(wait=not self._urgent())
+            finally:
+                # The second signal may also land while the posts are salvaged: then the posts
+                # still queued are dropped rather than sent at exit (the next run sends them).
+                urgent = self._urgent()
+                pool.shutdown(wait=not urgent, cancel_futures=True)
+                posts.shutdown(wait=not urgent, cancel_futures=True)
 
     def _urgent(self) -> bool:
         return bool(getattr(self.stop, "urgent", False))
