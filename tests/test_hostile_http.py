@@ -197,6 +197,16 @@ def test_answers_always_cut_short_end_the_run_cleanly_with_exit_3(legacy_replica
 
 # Signals -----------------------------------------------------------------------------------------
 
+def stopped_at_once(process, signum) -> str:
+    """Send `signum` to a running kcing; it must exit 130 within 5 s. Return its stderr."""
+    process.send_signal(signum)
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert time.monotonic() - started < 5
+    return stderr
+
+
 def test_one_sigint_while_logstash_is_down_exits_130_without_waiting_the_retries_out(
         legacy_replica, logstash, tmp_path):
     db = tmp_path / "kcing.db"
@@ -206,11 +216,7 @@ def test_one_sigint_while_logstash_is_down_exits_130_without_waiting_the_retries
     process = kcing_process(["feed_es", "-l", str(trail)], env, tmp_path)
     # The first POST has failed: the run waits 10-20 s for its first retry.
     assert wait_until(lambda: trail.exists() and "retry 1 of 5" in trail.read_text(), timeout=30)
-    process.send_signal(signal.SIGINT)
-    started = time.monotonic()
-    stdout, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130, stderr
-    assert time.monotonic() - started < 5
+    stderr = stopped_at_once(process, signal.SIGINT)
     assert "Traceback" not in stderr
     assert not any(state == "delivered" for (kind, _), state in ledger_states(db).items() if kind == "lava")
     assert last_run(env, tmp_path)["outcome"] == "error 130"
@@ -225,11 +231,7 @@ def test_a_run_stuck_on_a_download_stops_on_a_signal(legacy_replica, logstash, s
     process = kcing_process(["feed_es"], env, tmp_path)
     assert wait_until(lambda: storage_front.answered_by("trickled") == 1, timeout=30)
     time.sleep(1.0)
-    process.send_signal(signal.SIGTERM)
-    started = time.monotonic()
-    stdout, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130, stderr
-    assert time.monotonic() - started < 5
+    stderr = stopped_at_once(process, signal.SIGTERM)
     assert "Traceback" not in stderr
     assert last_run(env, tmp_path)["outcome"] == "error 130"
     assert ledger_states(db).get(("build", build_object.upstream_id)) != "delivered"
@@ -246,11 +248,7 @@ def test_a_second_signal_stops_at_once_while_a_post_is_in_flight(legacy_replica,
     process.send_signal(signal.SIGTERM)
     time.sleep(1.0)
     assert process.poll() is None  # still finishing the batch in flight
-    process.send_signal(signal.SIGTERM)
-    started = time.monotonic()
-    stdout, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130, stderr
-    assert time.monotonic() - started < 5
+    stderr = stopped_at_once(process, signal.SIGTERM)
     assert "Traceback" not in stderr and "stopped at once" in stderr
     assert last_run(env, tmp_path)["outcome"] == "error 130"
     assert integrity(db) == "ok"
