@@ -71,6 +71,13 @@ class LedgerDatabase(SqliteDatabase):
         except (DatabaseError, sqlite3.DatabaseError) as error:
             raise self._translated(error) from None
 
+    def execute_many(self, sql, rows):
+        """One statement for each of `rows` (sequences of parameters), translated as above."""
+        try:
+            return self.cursor().executemany(sql, rows)
+        except (DatabaseError, sqlite3.DatabaseError) as error:
+            raise self._translated(error) from None
+
     def commit(self):
         try:
             return super().commit()
