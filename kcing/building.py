@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from kcing.errors import RejectedInput
+from kcing.sinks.batching import LOGSTASH_SEPARATOR, Encoded
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +59,23 @@ _SAFE_PATH = ("-P",) if sys.version_info >= (3, 11) else ()
 class Built:
     """Encoded documents of one object and the ids the ledger keeps ({index: packed ids})."""
 
-    items: List[bytes]
+    encoded: Encoded
     kept: Dict[str, bytes]
+
+    @property
+    def items(self) -> List[bytes]:
+        return self.encoded.items()
 
 
 def encoded_documents(kind: str, content: bytes, created: Optional[datetime], listed_lab: Optional[str],
-                      encode: Callable) -> Built:
-    """The documents of one upstream file, encoded by `encode` (the sink's). Raises RejectedInput."""
+                      encode: Callable, separator: bytes = LOGSTASH_SEPARATOR) -> Built:
+    """The documents of one upstream file, encoded by `encode` (the sink's) and joined by
+    `separator` (the sink's). Raises RejectedInput."""
     from kcing.documents import documents_for
     from kcing.ledger import docids
 
     documents = documents_for(kind, content, created, listed_lab)
-    return Built([encode(document) for document in documents], docids.by_index(documents))
+    return Built(Encoded.of([encode(document) for document in documents], separator), docids.by_index(documents))
 
 
 def usable_cores() -> int:
@@ -138,8 +144,10 @@ class Builder:
     as a context manager) after the last `build` returned.
     """
 
-    def __init__(self, workers: int, encode: Callable, target: Optional[str] = None):
+    def __init__(self, workers: int, encode: Callable, target: Optional[str] = None,
+                 separator: bytes = LOGSTASH_SEPARATOR):
         self.encode = encode
+        self.separator = separator
         self.target = target or TARGET
         encoder = _name_of(encode)
         if workers > 1 and encoder is None:
@@ -179,7 +187,7 @@ class Builder:
             self._here += 1
             self.built_here += 1
         try:
-            return _resolve(self.target)(kind, content, created, listed_lab, self.encode)
+            return _resolve(self.target)(kind, content, created, listed_lab, self.encode, self.separator)
         finally:
             with self._lock:
                 self._here -= 1
@@ -207,7 +215,7 @@ class Builder:
             return self._ready > 0
 
     def _build_in_worker(self, kind, content, created, listed_lab) -> Built:
-        request = pickle.dumps((self.target, self._encoder, kind, content, created, listed_lab),
+        request = pickle.dumps((self.target, self._encoder, self.separator, kind, content, created, listed_lab),
                                protocol=pickle.HIGHEST_PROTOCOL)
         deaths = []
         while len(deaths) < 2:
@@ -228,7 +236,8 @@ class Builder:
                 self.built_in_workers += 1
             status, *rest = pickle.loads(answer)
             if status == "ok":
-                return Built(*rest)
+                data, sizes, kept = rest
+                return Built(Encoded(data, sizes, self.separator), kept)
             raise RejectedInput(rest[0])
         if not deaths:
             raise RejectedInput("document building stopped: no worker process is running")
@@ -354,10 +363,10 @@ def serve() -> None:
             request = _read_frame(requests)
         except EOFError:
             return
-        target, encoder, kind, content, created, listed_lab = pickle.loads(request)
+        target, encoder, separator, kind, content, created, listed_lab = pickle.loads(request)
         try:
-            built = _resolve(target)(kind, content, created, listed_lab, _resolve(encoder))
-            answer = ("ok", built.items, built.kept)
+            built = _resolve(target)(kind, content, created, listed_lab, _resolve(encoder), separator)
+            answer = ("ok", built.encoded.data, built.encoded.sizes, built.kept)
         except RejectedInput as error:
             answer = ("rejected", str(error))
         except Exception as error:  # a fault in one object must cost only that object

@@ -25,7 +25,7 @@ from kcing.listing import Listing
 from kcing.progress import Progress, eta_text
 from kcing.records import UpstreamObject
 from kcing.sources import listed_lab
-from kcing.sinks.batching import Batch, Batcher
+from kcing.sinks.batching import LOGSTASH_SEPARATOR, Batch, Batcher, Encoded
 from kcing.sinks.logstash import BatchTooLarge
 from kcing.sinks.throttle import RateLimiter
 
@@ -90,7 +90,7 @@ class Fetched:
 
     obj: UpstreamObject
     sha256: Optional[str] = None
-    items: Optional[List[bytes]] = None
+    encoded: Optional[Encoded] = None
     rejected: Optional[str] = None
     failed: Optional[str] = None
     # {index: packed ids} of the documents, kept by the ledger with the delivery (reconcile).
@@ -181,7 +181,8 @@ class Feed:
 
     def _deliver(self, candidates: Iterable[UpstreamObject]) -> None:
         # The builder is closed last: after the download threads that use it are done.
-        with Builder(self.options.workers, self.sink.encode) as self.builder:
+        separator = getattr(self.sink, "separator", LOGSTASH_SEPARATOR)
+        with Builder(self.options.workers, self.sink.encode, separator=separator) as self.builder:
             self._deliver_with_threads(candidates)
 
     def _deliver_with_threads(self, candidates: Iterable[UpstreamObject]) -> None:
@@ -246,7 +247,7 @@ class Feed:
         except Exception as error:  # noqa: BLE001 - see unexpected_failure
             log.debug("%s %s: documents failed", obj.kind, obj.upstream_id, exc_info=True)
             return Fetched(obj, sha256=digest, rejected=unexpected_failure("documents could not be made", error))
-        return Fetched(obj, sha256=digest, items=built.items, kept=built.kept)
+        return Fetched(obj, sha256=digest, encoded=built.encoded, kept=built.kept)
 
     # Main thread: batching, sending, acknowledging -----------------------------------------
 
@@ -267,20 +268,19 @@ class Feed:
 
     def _queue(self, fetched: Fetched) -> None:
         obj = fetched.obj
-        self.outcomes.append(Outcome(obj, DOWNLOADED, sha256=fetched.sha256, document_count=len(fetched.items)))
-        if not fetched.items:
+        encoded = fetched.encoded
+        self.outcomes.append(Outcome(obj, DOWNLOADED, sha256=fetched.sha256, document_count=len(encoded)))
+        if not len(encoded):
             self._acknowledge(fetched)
             return
-        self.unsent[obj.key] = len(fetched.items)
+        self.unsent[obj.key] = len(encoded)
         self.owners[obj.key] = fetched
         batcher = self.batchers.get(obj.kind)
         if batcher is None:
             batcher = self.batchers[obj.kind] = Batcher(obj.kind, self.options.max_docs, self.options.max_bytes)
-        items, fetched.items = fetched.items, None  # the batcher holds them now; free the copy
-        for item in items:
-            full = batcher.add(item, obj.key)
-            if full is not None:
-                self._send(full)
+        fetched.encoded = None  # the batches hold the documents now; they go with the last one
+        for full in batcher.add_encoded(encoded, obj.key):
+            self._send(full)
 
     def _flush_route(self, route: str) -> None:
         batch = self.batchers[route].flush()
@@ -323,13 +323,13 @@ class Feed:
         self.summary.batches += 1
         self.summary.documents += len(batch)
         self.summary.bytes_sent += batch.size
-        for owner in batch.owners:
-            self._settle(owner)
+        for owner, count in batch.owner_counts():
+            self._settle(owner, count)
         self._write_outcomes()
 
-    def _settle(self, owner: tuple) -> None:
-        """Count one document of `owner` as done; acknowledge the object when none is left."""
-        self.unsent[owner] -= 1
+    def _settle(self, owner: tuple, count: int = 1) -> None:
+        """Count `count` documents of `owner` as done; acknowledge the object when none is left."""
+        self.unsent[owner] -= count
         if self.unsent[owner] == 0:
             del self.unsent[owner]
             self._acknowledge(self.owners.pop(owner))
@@ -343,7 +343,7 @@ class Feed:
 
     def _split_and_send(self, batch: Batch, refused: BatchTooLarge) -> None:
         if len(batch) == 1:
-            owner = batch.owners[0]
+            owner = batch.parts[0].owner
             fetched = self.owners.get(owner)
             if owner not in self.poisoned and fetched is not None:
                 self.poisoned.add(owner)

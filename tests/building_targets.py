@@ -16,14 +16,14 @@ from kcing.building import encoded_documents
 CRASH_SHA256 = "KCING_TEST_CRASH_SHA256"
 
 
-def crash_on_one_file(kind, content, created, listed_lab, encode):
+def crash_on_one_file(kind, content, created, listed_lab, encode, separator=b","):
     """Kill the worker process (as a segfault or the OOM killer would) on one file, every time."""
     if hashlib.sha256(content).hexdigest() == os.environ.get(CRASH_SHA256):
         os.kill(os.getpid(), signal.SIGKILL)
-    return encoded_documents(kind, content, created, listed_lab, encode)
+    return encoded_documents(kind, content, created, listed_lab, encode, separator)
 
 
-def crash_once(kind, content, created, listed_lab, encode):
+def crash_once(kind, content, created, listed_lab, encode, separator=b","):
     """Kill the worker the first time: `listed_lab` is "crash-once:<marker file>" for this test."""
     if listed_lab and listed_lab.startswith("crash-once:"):
         marker = Path(listed_lab.split(":", 1)[1])
@@ -31,13 +31,13 @@ def crash_once(kind, content, created, listed_lab, encode):
             marker.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
         listed_lab = None
-    return encoded_documents(kind, content, created, listed_lab, encode)
+    return encoded_documents(kind, content, created, listed_lab, encode, separator)
 
 
-def fault_on_lab(kind, content, created, listed_lab, encode):
+def fault_on_lab(kind, content, created, listed_lab, encode, separator=b","):
     """A programming fault (not bad input) on objects listed with the lab "fault", and the worker's pid."""
     if listed_lab == "fault":
         raise TypeError("unsupported operand in worker %d" % os.getpid())
     if listed_lab == "pid":
         raise ValueError("pid %d" % os.getpid())
-    return encoded_documents(kind, content, created, listed_lab, encode)
+    return encoded_documents(kind, content, created, listed_lab, encode, separator)

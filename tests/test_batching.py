@@ -1,7 +1,10 @@
 """Batches are bounded by document count and by bytes, and keep track of whose documents they carry."""
 import json
+import random
 
-from kcing.sinks.batching import Batcher
+import pytest
+
+from kcing.sinks.batching import Batcher, Encoded
 from kcing.sinks.throttle import RateLimiter
 
 
@@ -40,6 +43,48 @@ def test_owners_follow_items_and_split_keeps_them_aligned():
     assert left.items + right.items == batch.items
     assert left.owners + right.owners == batch.owners
     assert left.size == len(left.body()) and right.size == len(right.body())
+
+
+def reference_batches(objects, max_docs, max_bytes):
+    """Batches cut one document at a time: full when the next document would pass a bound."""
+    batches, items, owners, size = [], [], [], 2
+    for owner, documents in objects:
+        for item in documents:
+            added = len(item) + (1 if items else 0)
+            if items and (len(items) >= max_docs or size + added > max_bytes):
+                batches.append((items, owners, size))
+                items, owners, size, added = [], [], 2, len(item)
+            items.append(item)
+            owners.append(owner)
+            size += added
+    if items:
+        batches.append((items, owners, size))
+    return batches
+
+
+@pytest.mark.parametrize("separator", [b",", b""])
+@pytest.mark.parametrize("seed", range(12))
+def test_whole_objects_are_cut_at_the_same_documents_as_one_by_one(seed, separator):
+    rng = random.Random(seed)
+    objects = [(("src", "lava", str(number)),
+                [b'{"n":"%s"}' % (b"x" * rng.choice([0, 3, 40, 400, 5000])) for _ in range(rng.choice([0, 1, 2, 7, 300]))])
+               for number in range(rng.randint(1, 12))]
+    max_docs, max_bytes = rng.choice([1, 2, 5, 500]), rng.choice([30, 600, 5000, 10**6])
+    batcher = Batcher("lava", max_docs, max_bytes)
+    batches = []
+    for owner, documents in objects:
+        batches += batcher.add_encoded(Encoded.of(documents, separator), owner)
+    last = batcher.flush()
+    batches += [last] if last else []
+    expected = reference_batches(objects, max_docs, max_bytes)
+    assert [(batch.items, batch.owners, batch.size) for batch in batches] == expected
+    for batch, (items, _, _) in zip(batches, expected):
+        assert batch.body() == b"[" + b",".join(items) + b"]"
+        assert batch.joined() == separator.join(items)
+        assert sum(count for _, count in batch.owner_counts()) == len(batch) == len(items)
+        left, right = batch.split()
+        assert (left.items + right.items, left.owners + right.owners) == (items, batch.owners)
+        assert left.body() == b"[" + b",".join(items[:len(items) // 2]) + b"]"
 
 
 def test_flush_on_empty_batcher_gives_nothing():

@@ -140,10 +140,11 @@ def test_the_end_of_whole_records_is_found_from_the_tail(tmp_path):
 def test_a_failed_append_is_cut_back_and_reported(tmp_path):
     with small_tmpfs(tmp_path / "out", "64k") as out:
         sink = NdjsonDirSink(str(out))
-        small = Batch("build", [b'{"index":{"_index":"i","_id":"a"}}\n{"@timestamp":"t"}\n'], [("o",)], 50)
+        small = Batch.of_items("build", [b'{"index":{"_index":"i","_id":"a"}}\n{"@timestamp":"t"}\n'], [("o",)],
+                               NdjsonDirSink.separator)
         sink.send(small)
-        large = Batch("build", [b'{"index":{"_index":"i","_id":"b"}}\n{"m":"' + b"y" * 200_000 + b'"}\n'],
-                      [("p",)], 200_050)
+        large = Batch.of_items("build", [b'{"index":{"_index":"i","_id":"b"}}\n{"m":"' + b"y" * 200_000 + b'"}\n'],
+                               [("p",)], NdjsonDirSink.separator)
         with pytest.raises(StorageFailed, match="cut back to its last whole record"):
             sink.send(large)
         assert (out / "build.ndjson").read_bytes() == small.items[0]

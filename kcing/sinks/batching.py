@@ -1,11 +1,77 @@
-"""Pack serialized documents into batches bounded by count and by bytes (pure, no I/O)."""
+"""Pack serialized documents into batches bounded by count and by bytes (pure, no I/O).
+
+An object's documents travel as one `Encoded`: their bytes joined by the sink's separator, and
+each one's length. A batch holds runs of consecutive documents of such objects (`Part`s) and
+never copies a document until its body is made, so a backlog of hundreds of thousands of
+documents costs a few operations per object and per batch, not per document.
+
+The bounds count bytes as the Logstash body does, whatever the sink: "[" + documents joined by
+"," + "]". Batches are cut at the same documents for every sink.
+"""
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from itertools import accumulate
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 # A batch body is a JSON array: "[" + items joined by "," + "]".
 ARRAY_OVERHEAD = 2
+LOGSTASH_SEPARATOR = b","
+
+
+class Encoded:
+    """The encoded documents of one object: `data` is them joined by `separator`."""
+
+    __slots__ = ("data", "sizes", "separator", "_starts", "_bounds")
+
+    def __init__(self, data: bytes, sizes: Sequence[int], separator: bytes = LOGSTASH_SEPARATOR):
+        self.data = data
+        self.sizes = sizes
+        self.separator = separator
+        self._starts: Optional[List[int]] = None
+        self._bounds: Optional[List[int]] = None
+
+    @classmethod
+    def of(cls, items: Sequence[bytes], separator: bytes = LOGSTASH_SEPARATOR) -> "Encoded":
+        return cls(separator.join(items), [len(item) for item in items], separator)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def starts(self) -> List[int]:
+        """Where each document starts in `data`, and (last) where one after the last would."""
+        if self._starts is None:
+            gap = len(self.separator)
+            self._starts = list(accumulate((size + gap for size in self.sizes), initial=0))
+        return self._starts
+
+    def bounds(self) -> List[int]:
+        """Body bytes of the first k documents and the comma after each, for k = 0..len."""
+        if self._bounds is None:
+            self._bounds = list(accumulate((size + 1 for size in self.sizes), initial=0))
+        return self._bounds
+
+    def span(self, first: int, stop: int) -> memoryview:
+        """Documents first..stop-1 as they lie in `data`, separators between them."""
+        starts = self.starts()
+        return memoryview(self.data)[starts[first]:starts[stop] - len(self.separator)]
+
+    def items(self) -> List[bytes]:
+        return [bytes(self.span(number, number + 1)) for number in range(len(self))]
+
+
+@dataclass
+class Part:
+    """Documents first..stop-1 of one object's `Encoded`."""
+
+    encoded: Encoded
+    first: int
+    stop: int
+    owner: tuple
+
+    def __len__(self) -> int:
+        return self.stop - self.first
 
 
 @dataclass
@@ -13,32 +79,76 @@ class Batch:
     """Serialized documents for one Logstash input, with the objects they came from."""
 
     route: str
-    items: List[bytes] = field(default_factory=list)
-    owners: List[tuple] = field(default_factory=list)  # object key of each item, same order
+    parts: List[Part] = field(default_factory=list)
+    count: int = 0
     size: int = ARRAY_OVERHEAD
 
+    @classmethod
+    def of_items(cls, route: str, items: Sequence[bytes], owners: Sequence[tuple],
+                 separator: bytes = LOGSTASH_SEPARATOR) -> "Batch":
+        """A batch of single documents, each with its owner."""
+        batch = cls(route)
+        for item, owner in zip(items, owners):
+            batch._append(Part(Encoded.of([item], separator), 0, 1, owner))
+        return batch
+
     def body(self) -> bytes:
+        """The JSON array Logstash takes."""
+        if all(part.encoded.separator == LOGSTASH_SEPARATOR for part in self.parts):
+            return b"[" + b",".join(part.encoded.span(part.first, part.stop) for part in self.parts) + b"]"
         return b"[" + b",".join(self.items) + b"]"
 
+    def joined(self) -> bytes:
+        """The documents joined by their separator (for NDJSON, one record after the other)."""
+        if not self.parts:
+            return b""
+        separator = self.parts[0].encoded.separator
+        return separator.join(part.encoded.span(part.first, part.stop) for part in self.parts)
+
     def __len__(self) -> int:
-        return len(self.items)
+        return self.count
+
+    @property
+    def items(self) -> List[bytes]:
+        return [item for part in self.parts for item in part.encoded.items()[part.first:part.stop]]
+
+    @property
+    def owners(self) -> List[tuple]:
+        """The object of each document, in order."""
+        return [part.owner for part in self.parts for _ in range(len(part))]
+
+    def owner_counts(self) -> Iterator[Tuple[tuple, int]]:
+        """(object, documents of it in this batch), a part at a time."""
+        for part in self.parts:
+            yield part.owner, len(part)
 
     def split(self) -> Tuple["Batch", "Batch"]:
         """Return two halves (used when a batch is too large for the receiver)."""
-        middle = len(self.items) // 2
-        return (_batch_of(self.route, self.items[:middle], self.owners[:middle]),
-                _batch_of(self.route, self.items[middle:], self.owners[middle:]))
+        middle = self.count // 2
+        left, right = Batch(self.route), Batch(self.route)
+        for part in self.parts:
+            room = middle - left.count
+            if room >= len(part):
+                left._append(part)
+            elif room > 0:
+                left._append(Part(part.encoded, part.first, part.first + room, part.owner))
+                right._append(Part(part.encoded, part.first + room, part.stop, part.owner))
+            else:
+                right._append(part)
+        return left, right
 
-
-def _batch_of(route: str, items: List[bytes], owners: List[tuple]) -> Batch:
-    size = ARRAY_OVERHEAD + sum(len(item) for item in items) + max(0, len(items) - 1)
-    return Batch(route, list(items), list(owners), size)
+    def _append(self, part: Part) -> None:
+        bounds = part.encoded.bounds()
+        self.size += bounds[part.stop] - bounds[part.first] - (0 if self.count else 1)
+        self.parts.append(part)
+        self.count += len(part)
 
 
 class Batcher:
-    """Collects items for one route; `add` returns a full batch when the next item would overflow.
+    """Collects documents for one route and hands back each batch as it fills.
 
-    A single item larger than `max_bytes` still forms a batch of its own: the receiver decides
+    A batch is full when the next document would take it past `max_docs` or `max_bytes`. A
+    single document larger than `max_bytes` still forms a batch of its own: the receiver decides
     whether it is too large, and the sender splits or rejects it then.
     """
 
@@ -48,21 +158,39 @@ class Batcher:
         self.max_bytes = max_bytes
         self.current = Batch(route)
 
-    def add(self, item: bytes, owner: tuple) -> Optional[Batch]:
-        added = len(item) + (1 if self.current.items else 0)
-        full = None
-        if self.current.items and (len(self.current) >= self.max_docs
-                                   or self.current.size + added > self.max_bytes):
-            full = self.flush()
-            added = len(item)
-        self.current.items.append(item)
-        self.current.owners.append(owner)
-        self.current.size += added
+    def add_encoded(self, encoded: Encoded, owner: tuple) -> List[Batch]:
+        """Add an object's documents; return the batches they filled (the last stays open)."""
+        full = []
+        first, count = 0, len(encoded)
+        bounds = encoded.bounds() if count else ()
+        while first < count:
+            current = self.current
+            if current.count >= self.max_docs:
+                full.append(self.flush())
+                continue
+            stop = min(count, first + self.max_docs - current.count)
+            # Bytes of documents first..k-1 added here: bounds[k] - bounds[first], less the comma
+            # before the first one when the batch is empty.
+            room = self.max_bytes - current.size + bounds[first] + (0 if current.count else 1)
+            fits = bisect_right(bounds, room, first, stop + 1) - 1
+            if fits <= first:
+                if current.count:
+                    full.append(self.flush())
+                    continue
+                fits = first + 1  # too large alone: a batch of its own
+            current._append(Part(encoded, first, fits, owner))
+            first = fits
         return full
+
+    def add(self, item: bytes, owner: tuple) -> Optional[Batch]:
+        """Add one document; return the batch it filled, if any."""
+        full = self.add_encoded(Encoded.of([item]), owner)
+        return full[0] if full else None
 
     def flush(self) -> Optional[Batch]:
         """Return the batch being filled (None if empty) and start a new one."""
-        if not self.current.items:
+        if not self.current.count:
             return None
         full, self.current = self.current, Batch(self.route)
         return full
+

@@ -16,7 +16,7 @@ from kcing.http import (BodyAbandoned, BodyError, BodyReader, RetryPolicy, certi
 from kcing.netreason import connection_failure
 from kcing.records import Document
 from kcing.settings import mask_credentials
-from kcing.sinks.batching import Batch
+from kcing.sinks.batching import LOGSTASH_SEPARATOR, Batch
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ class LogstashSink:
         self.reader = reader or BodyReader(deadline=2 * timeout, max_bytes=MAX_ANSWER_BYTES)
         self._turn: Dict[str, int] = {route: 0 for route in routes}
         self._turn_lock = threading.Lock()  # batches are posted from more than one thread
+
+    # An object's documents are joined by commas, as they lie in a batch's JSON array.
+    separator = LOGSTASH_SEPARATOR
 
     @staticmethod
     def encode(document: Document) -> bytes:

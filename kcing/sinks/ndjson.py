@@ -84,6 +84,9 @@ class NdjsonDirSink:
     def destinations_key(self) -> str:
         return ndjson_destination(str(self.directory))
 
+    # Records end with a newline: an object's records are joined with nothing between them.
+    separator = b""
+
     @staticmethod
     def encode(document: Document) -> bytes:
         action = {"index": {"_index": document.index, "_id": document.doc_id}}
@@ -94,7 +97,7 @@ class NdjsonDirSink:
 
         Raises StorageFailed (the file cut back to its last whole record) when it cannot."""
         path = self.directory / ("%s.ndjson" % batch.route)
-        data = b"".join(batch.items)
+        data = batch.joined()
         with self._lock:
             try:
                 fd = os.open(str(path), os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
