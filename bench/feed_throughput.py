@@ -192,11 +192,13 @@ def measure_legacy(objects: int, log_lines: int, threads: int, extra_env: Option
                            LS_PIPELINE_BATCH_SIZE=str(BATCH_SIZE), LS_BATCH_MAX_BYTES=str(MAX_BYTES),
                            ES_PARALLEL_POSTS=str(POSTS_IN_FLIGHT), **(extra_env or {}))
         if to_files:
-            run = run_feed(env, work, ("feed_es", "--output", str(work / "out")))
-            written = [path.read_bytes() for path in (work / "out").glob("*.ndjson")]
-            figures = LegacyFeed(objects, sum(data.count(b"\n") for data in written) // 2,
-                                 sum(len(data) for data in written), run)
-            return figures
+            # In memory where the machine has it: the sink syncs every batch, and a disk's sync
+            # time is not kcing's.
+            with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as out:
+                run = run_feed(env, work, ("feed_es", "--output", out))
+                written = [path.read_bytes() for path in Path(out).glob("*.ndjson")]
+            return LegacyFeed(objects, sum(data.count(b"\n") for data in written) // 2,
+                              sum(len(data) for data in written), run)
         run = run_feed(env, work)
         if logstash.unroutable:
             sys.exit("the emulator could not route %d documents" % logstash.unroutable)

@@ -5,9 +5,9 @@ once the network is fast, and a second core idles. `Builder.build` hands the fil
 process instead, waits for the encoded documents (the waiting thread releases the lock) and
 returns them. The output is the same bytes either way: the worker runs the same functions.
 
-- Lazy: workers start only once builds in this process keep overlapping (a backlog). A cron run
-  of a few objects, or a crawl limited by the network, never starts one. Until a started worker
-  is ready, builds go on here, so a start never stalls the run.
+- Lazy: workers start only once building in this process has taken half a second of CPU (a
+  backlog). A cron run of a few objects never starts one. Until a started worker is ready,
+  builds go on here, so a start never stalls the run.
 - Plain processes: each worker is a fresh interpreter (`python -c`, never a fork of this
   threaded process) that imports only the document code. Requests and answers are bytes
   in length-prefixed frames over its stdin and stdout.
@@ -39,9 +39,10 @@ from kcing.sinks.batching import LOGSTASH_SEPARATOR, Encoded
 
 log = logging.getLogger(__name__)
 
-# Builds that found another build already running in this process before workers start: a few
-# overlaps happen in any run; this many mean downloads outpace building.
-OVERLAPS_BEFORE_WORKERS = 16
+# CPU seconds of document building in this process before workers start: more than a cron run
+# of a few objects spends, and about what starting a worker costs. A backlog reaches it within
+# its first few dozen objects.
+BUILD_SECONDS_BEFORE_WORKERS = 0.5
 # What a worker calls for each object ("module:function"); tests point it elsewhere.
 TARGET = "kcing.building:encoded_documents"
 # How long close() lets workers finish the object in hand before killing them.
@@ -159,8 +160,7 @@ class Builder:
         self._processes: List[subprocess.Popen] = []
         self._ready = 0
         self._starting = 0
-        self._here = 0  # builds running in this process now
-        self._overlaps = 0
+        self._spent_here = 0.0  # CPU seconds of the builds done in this process
         self._closed = False
         self._broken = False
         self.built_here = 0
@@ -181,16 +181,13 @@ class Builder:
         """Encoded documents of one object; RejectedInput when it cannot become documents."""
         if self.workers and self._use_workers():
             return self._build_in_worker(kind, content, created, listed_lab)
-        with self._lock:
-            if self._here:
-                self._overlaps += 1
-            self._here += 1
-            self.built_here += 1
+        started = time.thread_time()
         try:
             return _resolve(self.target)(kind, content, created, listed_lab, self.encode, self.separator)
         finally:
             with self._lock:
-                self._here -= 1
+                self.built_here += 1
+                self._spent_here += time.thread_time() - started
 
     def start(self, wait: bool = False) -> None:
         """Start the workers now rather than at the first backlog; with `wait`, until they are ready."""
@@ -208,8 +205,9 @@ class Builder:
         with self._lock:
             if self._closed or self._broken:
                 return False
-            if not self._processes and self._overlaps >= OVERLAPS_BEFORE_WORKERS:
-                log.debug("downloads outpace document building: starting %d worker processes", self.workers)
+            if not self._processes and self._spent_here >= BUILD_SECONDS_BEFORE_WORKERS:
+                log.debug("%.1f s of document building so far: starting %d worker processes", self._spent_here,
+                          self.workers)
                 for _ in range(self.workers):
                     self._start_worker()
             return self._ready > 0

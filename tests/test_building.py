@@ -201,7 +201,7 @@ def test_a_run_of_a_few_objects_starts_no_worker(tmp_path, clean_settings, spied
 
 
 @needs_real_files
-def test_overlapping_builds_start_the_workers():
+def test_a_backlog_of_builds_starts_the_workers():
     content = max(LAVA_FILES, key=lambda path: path.stat().st_size).read_bytes()
     with Builder(2, LogstashSink.encode) as builder:
         threads = [threading.Thread(target=lambda: [builder.build(LAVA, content, CREATED, None) for _ in range(40)])
