@@ -33,7 +33,7 @@ _ALWAYS_UPDATED = ('state = excluded.state', 'url = excluded.url', 'attempts = u
                    'object_date = COALESCE(excluded.object_date, upstream_file.object_date)',
                    'sha256 = COALESCE(excluded.sha256, upstream_file.sha256)',
                    'document_count = COALESCE(excluded.document_count, upstream_file.document_count)')
-_UPSERT_SQL = ("INSERT INTO upstream_file (%s) VALUES (%s) ON CONFLICT (source, kind, upstream_id, destination) "
+_UPSERT_SQL = ("INSERT INTO \"upstream_file\" (%s) VALUES (%s) ON CONFLICT (source, kind, upstream_id, destination) "
                "DO UPDATE SET %%s" % (", ".join(_COLUMNS), ", ".join("?" * len(_COLUMNS))))
 _UPSERT = {  # delivered or not -> statement
     False: _UPSERT_SQL % ", ".join(_ALWAYS_UPDATED + ("last_error = excluded.last_error",)),
