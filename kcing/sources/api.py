@@ -54,9 +54,9 @@ LOST_ARTIFACT_STATUSES = frozenset({401, 403, 404, 410})
 LOG_ARTIFACTS = {JOB: "callback_data", KBUILD: "build_log"}
 OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
 HEX_DIGITS = string.hexdigits
-# The form the API writes `updated` in (naive UTC, microseconds): a version id is then made
-# from the text itself, with no datetime formatting (`version_id` gives the same id).
-CANONICAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}")
+# The forms the API writes `updated` in (naive UTC, with microseconds unless they are 0): a
+# version id is then made from the text itself, with no datetime formatting (as `version_id`).
+CANONICAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?")
 # A URL with a scheme ("https:", "file:") or a host ("//host/..."): anything else is a path.
 _NOT_RELATIVE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:|//)")
 
@@ -173,16 +173,14 @@ class KernelCIApi:
         for page in self._pages(kind):
             # First the versions of this page that will be listed (a repeated node only when
             # newer), then one question to the ledger about those it could hold.
-            entries = []
+            entries = []  # (node id, updated, version id, item, or the object made the long way)
             for item in page.items:
                 version = _version_of(item, kind)
-                if version is None:  # unusable, or not of this kind: an object says why
+                if version is None:  # not in the API's own forms, or not of this kind: the long way
                     obj = self._object_from(kind, item)
-                    node_id, updated = obj.facts.get("node_id"), obj.facts.get("updated")
-                    entries.append((node_id, updated, obj.upstream_id, obj))
+                    entries.append((obj.facts.get("node_id"), obj.facts.get("updated"), obj.upstream_id, None, obj))
                 else:
-                    node_id, updated, upstream_id = version
-                    entries.append((node_id, updated, upstream_id, item))
+                    entries.append((*version, item, None))
             fresh = []
             for entry in entries:
                 node_id, updated = entry[0], entry[1]
@@ -192,15 +190,17 @@ class KernelCIApi:
                         continue  # this version, or a newer one, was listed already
                     newest[node_id] = updated
                 fresh.append(entry)
-            delivered = known(kind, [entry[2] for entry in fresh if not isinstance(entry[3], UpstreamObject)])
-            for node_id, updated, upstream_id, item in fresh:
+            delivered = known(kind, [entry[2] for entry in fresh if entry[4] is None])
+            for node_id, updated, upstream_id, item, obj in fresh:
                 listed[upstream_id] = updated
-                if upstream_id in delivered:
+                if obj is not None:
+                    yield obj  # the listing's ledger question covers it (and rejects a problem)
+                elif upstream_id in delivered:
                     found.add(upstream_id)
                     if kind == JOB:
                         self.related.remember(node_id, item)  # its tests may not have been delivered
-                    continue
-                yield item if isinstance(item, UpstreamObject) else self._object_from(kind, item)
+                else:
+                    yield self._object_from(kind, item)
 
     def _list(self, kind: str) -> Iterator[UpstreamObject]:
         """Page through one kind, an object for every item."""
@@ -377,7 +377,8 @@ def _version_of(item, kind: str) -> Optional[tuple]:
     except ValueError:  # not a date (month 13): the long way makes it a problem
         return None
     node_id = node_id.lower()
-    return node_id, updated, "%s.%s" % (node_id, text.replace("-", "").replace(":", ""))
+    stamp = text.replace("-", "").replace(":", "")
+    return node_id, updated, "%s.%s" % (node_id, stamp if len(stamp) > 15 else stamp + ".000000")
 
 
 def _is_count(value) -> bool:

@@ -132,21 +132,32 @@ class LegacyKernelCI:
         else:
             kinds = [self._kind(collection, item) if isinstance(item, dict) else LAVA for item in items]
         ids: List[Optional[str]] = []
+        append, hex_digits = ids.append, HEX_DIGITS
         for item in items:
             value = item.get("_id") if isinstance(item, dict) else None
             if isinstance(value, dict):
                 value = value.get("$oid")
-            ids.append(value.lower() if _is_object_id(value) else None)
+            # _is_object_id, inline.
+            append(value.lower() if isinstance(value, str) and len(value) == 24 and not value.strip(hex_digits)
+                   else None)
         return kinds, ids
 
     @staticmethod
     def _known_on_page(kinds: list, ids: list, seen: Set[str], known) -> dict:
         """{kind: ids of this page the ledger holds as delivered}, asking once per kind."""
-        by_kind: dict = {}
-        for kind, upstream_id in zip(kinds, ids):
-            if upstream_id is not None and upstream_id not in seen:
+        if len(set(kinds)) == 1:  # a page of builds, or of boots from LAVA labs only
+            by_kind = {kinds[0]: set(ids)}
+        else:
+            by_kind = {}
+            for kind, upstream_id in zip(kinds, ids):
                 by_kind.setdefault(kind, set()).add(upstream_id)
-        return {kind: known(kind, sorted(wanted)) for kind, wanted in by_kind.items()}
+        found = {}
+        for kind, wanted in by_kind.items():
+            wanted.discard(None)
+            wanted = wanted - seen  # iterates over `wanted`, the smaller set
+            if wanted:
+                found[kind] = known(kind, sorted(wanted))
+        return found
 
     def _kind(self, collection: str, item: dict) -> str:
         if collection == "build":
