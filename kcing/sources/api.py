@@ -40,6 +40,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
 from kcing.sources.api_related import RelatedNodes, node_from_answer
+from kcing.sources.decoding import collector_paused
 from kcing.sources.requester import Requester
 from kcing.watermark import crawl_start, next_watermark
 
@@ -229,7 +230,8 @@ class KernelCIApi:
         if response.status_code != 200:
             raise UpstreamError("GET %s (kind=%s, offset %d) answered %d" % (url, kind, offset, response.status_code))
         try:
-            envelope = response.json()
+            with collector_paused():
+                envelope = response.json()
         except ValueError:
             envelope = None
         items = envelope.get("items") if isinstance(envelope, dict) else None

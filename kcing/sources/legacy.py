@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from kcing.errors import UpstreamError
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
+from kcing.sources.decoding import collector_paused
 from kcing.sources.requester import Requester
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,8 @@ class LegacyKernelCI:
                     upcoming = prefetch.submit(self._page, collection, skip, self._limit(len(seen) + len(items)))
                 kinds, ids = self._identities(collection, items)
                 delivered = self._known_on_page(kinds, ids, seen, known) if known is not None else {}
+                if wanted is None and self._all_skipped(kinds, ids, delivered, seen):
+                    continue
                 for item, kind, upstream_id in zip(items, kinds, ids):
                     if upstream_id is not None and upstream_id in delivered.get(kind, ()):
                         # Pages shift while new results arrive (ascending sort): an item may come twice.
@@ -121,6 +124,19 @@ class LegacyKernelCI:
                         if upcoming is not None:
                             upcoming.cancel()
                         return
+
+    @staticmethod
+    def _all_skipped(kinds: list, ids: list, delivered: dict, seen: Set[str]) -> bool:
+        """Whether every item of a page of one kind is delivered or listed already (a routine
+        run's usual page), in set operations instead of a loop per item.
+
+        `seen` takes the delivered ids either way, as the loop over the page would have: each
+        is skipped wherever it comes on the page (items of one kind have one id each).
+        """
+        if not kinds or len(set(kinds)) != 1:
+            return False
+        seen.update(delivered.get(kinds[0], ()))
+        return seen.issuperset(ids)
 
     def _identities(self, collection: str, items: list) -> tuple:
         """The kind and upstream id of every item of a page (id None: the item has no valid id).
@@ -190,7 +206,8 @@ class LegacyKernelCI:
         if response.status_code != 200:
             raise UpstreamError("GET %s answered %d" % (url, response.status_code))
         try:
-            envelope = response.json()
+            with collector_paused():
+                envelope = response.json()
         except ValueError:
             raise UpstreamError("GET %s did not answer JSON" % url) from None
         items = envelope.get("result") if isinstance(envelope, dict) else None
