@@ -12,7 +12,8 @@ them and Logstash emulators on 127.0.0.1, then measures:
 3. the ratio of the two;
 4. a second run from the watermark (it lists only the overlap), and a run that lists the whole
    delivered corpus again (`--since`), which every node then skips;
-5. a run listing --ledger-rows node versions that the ledger already holds as delivered.
+5. a run listing --ledger-rows node versions that the ledger already holds as delivered, and a
+   routine run from the watermark over that ledger (it lists only the overlap).
 
 Figures are ratios measured in one run: absolute numbers move with the load on a shared machine.
 The replica runs in this process and competes with kcing for the CPU, as the legacy one does.
@@ -83,8 +84,12 @@ def prebuilt_batches(replica: ApiReplica, with_logs: bool) -> list:
     return batches
 
 
-def run_over_delivered(rows: int, profile: bool = False) -> tuple:
-    """(run, rows listed): a feed listing about `rows` node versions, all delivered per the ledger."""
+def run_over_delivered(rows: int, profile: bool = False, from_watermark: bool = False) -> tuple:
+    """(run, rows listed): a feed listing about `rows` node versions, all delivered per the ledger.
+
+    With `from_watermark`, the routine cron run instead: a first run sets the watermark, and the
+    timed one lists only the overlap (`KCI_API_OVERLAP_MINUTES`) over the same ledger.
+    """
     with ApiReplica() as replica, CountingLogstash() as logstash, tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         listed = corpus_of(replica, rows, log_lines=0)
@@ -96,9 +101,13 @@ def run_over_delivered(rows: int, profile: bool = False) -> tuple:
             logstash_destination_of(settings_module.load(environ=env, local_file=work / "none.py")))
         ledger.close()
         # As in the legacy bench: the replica filters a listing on its first request for it, as a
-        # real server's indices are already built; that first, untimed run pays for it.
-        run_feed(env, work, ("feed_es", "--since", SINCE))
-        run = run_feed(env, work, ("feed_es", "--since", SINCE), profile=profile)
+        # real server's indices are already built; that first, untimed run pays for it (and,
+        # from the watermark, sets it).
+        args = ("feed_es",) if from_watermark else ("feed_es", "--since", SINCE)
+        run_feed(env, work, args)
+        run = run_feed(env, work, args, profile=profile)
+        if from_watermark:
+            listed = int(run.stdout.split("listed ", 1)[1].split(",", 1)[0])
         if "skipped %d" % listed not in run.stdout or logstash.accepted:
             sys.exit("the run over delivered nodes did not skip everything:\n" + run.stdout)
         return run, listed
@@ -121,6 +130,9 @@ def main() -> None:
         run, listed = run_over_delivered(args.ledger_rows)
         print("run over %d delivered node versions: %.2f s wall, %.2f s CPU in kcing (%.2f s wall per 100k)"
               % (listed, run.seconds, run.cpu_seconds, run.seconds * 100_000 / listed))
+        routine, overlap = run_over_delivered(args.ledger_rows, from_watermark=True)
+        print("run from the watermark over the same ledger rows (it lists the %d versions of the overlap): "
+              "%.2f s wall, %.2f s CPU in kcing" % (overlap, routine.seconds, routine.cpu_seconds))
 
     with ApiReplica() as replica, CountingLogstash() as logstash, tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)

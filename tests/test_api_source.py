@@ -21,6 +21,7 @@ from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, FAILED
 from kcing.pipeline import FeedOptions, feed
 from kcing.records import NODE_KINDS, UpstreamObject
+from kcing.sources import api as api_module
 from kcing.sources.api import KernelCIApi, filter_time, gunzip
 from kcing.sources.requester import Requester
 from tests.fakes.api_corpus import api_time
@@ -221,6 +222,83 @@ def test_a_repeated_node_is_listed_again_only_when_newer():
     assert [obj.upstream_id for obj in source.list_objects()] == [
         "a" * 24 + ".20241016T000500.000000", "b" * 24 + ".20241016T000500.000000",
         "a" * 24 + ".20241016T000600.000000"]
+
+
+def test_versions_the_ledger_holds_as_delivered_become_no_objects_and_are_not_asked_about_again(replica):
+    """A routine run lists mostly delivered versions: the listing asks the ledger about each page
+    once, makes objects only for the others, and the watermark asks only about those."""
+    tree = replica.tree
+    everything = list(make_source(replica).list_objects())
+    undelivered = [obj.upstream_id for obj in everything if obj.facts["node_id"] in (tree["login"]["id"],
+                                                                                       tree["kbuild-x86"]["id"])]
+    asked = []
+
+    def known(kind, ids):
+        asked.append(list(ids))
+        return {upstream_id for upstream_id in ids if upstream_id not in undelivered}
+
+    source = make_source(replica, page_size=4)
+    replica.requests.clear()
+    objects = list(source.list_objects(known=known))
+    plain = {obj.upstream_id: obj for obj in everything}
+    assert [obj.upstream_id for obj in objects] == undelivered  # in listing order
+    for obj in objects:
+        assert (obj.kind, obj.url, obj.created, obj.facts) == (plain[obj.upstream_id].kind, plain[obj.upstream_id].url,
+                                                               plain[obj.upstream_id].created,
+                                                               plain[obj.upstream_id].facts)
+    assert sorted(upstream_id for page in asked for upstream_id in page) == sorted(plain)  # each version once
+    assert all(len(page) <= 4 for page in asked)
+
+    # The login test's job was delivered by an earlier run: its envelope still names the job,
+    # from the listing, without asking the API for it.
+    login = next(obj for obj in objects if obj.facts["node_id"] == tree["login"]["id"])
+    assert json.loads(source.fetch(login))["job_node"]["id"] == tree["baseline"]["id"]
+    assert [request.path for request in replica.requests if "/node/" in request.path] == []
+
+    # The watermark asks the ledger only about the versions the listing did not find delivered,
+    # and moves exactly as far as after a listing that made an object of everything.
+    for settled in (set(), set(undelivered)):
+        questions = []
+        full = make_source(replica)
+        list(full.list_objects())
+        expected = full.watermark_candidate(lambda kind, ids: {i for i in ids if i in settled or i not in undelivered})
+        moved = source.watermark_candidate(lambda kind, ids: questions.extend(ids) or settled & set(ids))
+        assert sorted(questions) == sorted(undelivered)
+        assert moved == expected and moved is not None
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) == max(plain[i].facts["updated"] for i in plain)
+
+
+def test_a_repeated_version_is_asked_about_once_and_counted_once():
+    node = {"id": "a" * 24, "kind": "test", "created": "2024-10-16T00:00:00.000000",
+            "updated": "2024-10-16T00:05:00.000000"}
+    newer = dict(node, updated="2024-10-16T00:06:00.000000")
+    pages = [[node, dict(node, id="b" * 24)], [node, newer, newer]]
+    asked = []
+    source = KernelCIApi(ScriptedRequester(pages), "http://api.invalid/latest", kinds=("test",), since=SINCE,
+                         page_size=2)
+    delivered = {"b" * 24 + ".20241016T000500.000000"}
+    objects = list(source.list_objects(known=lambda kind, ids: asked.append(ids) or delivered))
+    assert asked == [["a" * 24 + ".20241016T000500.000000", "b" * 24 + ".20241016T000500.000000"],
+                     ["a" * 24 + ".20241016T000600.000000"]]
+    assert [obj.upstream_id for obj in objects] == ["a" * 24 + ".20241016T000500.000000",
+                                                    "a" * 24 + ".20241016T000600.000000"]
+
+
+@pytest.mark.parametrize("updated", ["2024-10-16T02:22:58.113000", "2024-10-16T02:22:58", "2024-10-16T02:22:58Z",
+                                     "2024-10-16T04:22:58.113+02:00", "2024-10-16 02:22:58.113000",
+                                     "2024-13-16T02:22:58.113000", "2024-10-16T02:22:58.1130001", None])
+@pytest.mark.parametrize("node_id", ["670F0C27493B6B8A3F1E2D4C", "670f0c27493b6b8a3f1e2d4c\n", "670f0c27493b6b8a3f1e2d4"])
+def test_a_version_read_without_making_an_object_has_the_objects_id_and_time(node_id, updated):
+    """The short way a listing reads delivered versions gives what the long way gives, or leaves it."""
+    source = KernelCIApi(ScriptedRequester([]), "http://api.invalid/latest", kinds=("test",), since=SINCE)
+    item = {"id": node_id, "kind": "test", "updated": updated}
+    short, long = api_module._version_of(item, "test"), source._object_from("test", item)
+    if short is not None:
+        assert long.problem is None
+        assert short == (long.facts["node_id"], long.facts["updated"], long.upstream_id)
+    # The API's own forms always go the short way.
+    assert (short is not None) == (node_id.isalnum() and len(node_id) == 24 and updated in (
+        "2024-10-16T02:22:58.113000", "2024-10-16T02:22:58"))
 
 
 class ScriptedRequester:

@@ -252,3 +252,41 @@ def test_bad_settings_are_one_line_errors_with_exit_2(env, tmp_path, setting, va
     assert setting in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "kcing.db").exists()
+
+
+# The listing alone, on scripted pages ----------------------------------------------------------
+
+def _listing_of(pages, known, how_many=None):
+    from kcing.sources.legacy import LegacyKernelCI
+    source = LegacyKernelCI(None, "http://frontend.invalid", "http://storage.invalid", how_many=how_many)
+    source._page = lambda collection, skip, limit: list(pages.get(collection, [])[skip:skip + limit])
+    return list(source.list_objects(known=known))
+
+
+def test_the_listing_skips_delivered_ids_lists_the_rest_once_and_refuses_ids_that_are_not_24_hex_digits():
+    def build(oid):
+        return {"_id": {"$oid": oid}, "created_on": {"$date": 1604448000000}, "file_server_resource": "t/b/k/a/d/gcc"}
+    delivered = "5fa2d3e4b5c6d7e8f9a0b1c2"
+    fresh = "5FA2D3E4B5C6D7E8F9A0B1C3"  # upper case: the same id as in lower case
+    items = [build(delivered), build(fresh), build(delivered), build(fresh), build("5fa2d3e4b5c6d7e8f9a0b1c4\n"),
+             build("5fa2d3e4b5c6d7e8f9a0b1c")]
+    asked = []
+
+    def known(kind, ids):
+        asked.append((kind, ids))
+        return {delivered} & set(ids)
+
+    objects = _listing_of({"build": items}, known)
+    assert asked == [("build", [delivered, fresh.lower()])]
+    assert [(obj.upstream_id, obj.problem) for obj in objects[:1]] == [(fresh.lower(), None)]
+    # An id with a line break after its 24 digits is no object id, however a `$` would read it.
+    assert [obj.problem for obj in objects[1:]] == ["listing item has no valid _id"] * 2
+    assert all(obj.upstream_id.startswith("invalid-") for obj in objects[1:])
+
+
+def test_a_page_of_delivered_items_is_skipped_whole_and_how_many_still_counts_them():
+    ids = ["5fa2d3e4b5c6d7e8f9a0%04x" % n for n in range(6)]
+    items = [{"_id": {"$oid": oid}} for oid in ids]
+    assert _listing_of({"build": items}, lambda kind, asked: set(asked)) == []
+    listed = _listing_of({"build": items}, lambda kind, asked: set(asked[:2]), how_many=3)
+    assert [obj.upstream_id for obj in listed] == ids[2:3]

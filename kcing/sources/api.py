@@ -20,12 +20,17 @@ The only module that knows the API's paths, filters and paging, and where artifa
   runs (sources/api_related.py), since the node alone does not say them.
 - The watermark (kcing/watermark.py): the run asks the ledger which of the listed versions
   were delivered, and the newest time up to which all were becomes the next run's start.
+- A routine run lists mostly versions delivered before. Given the ledger's `known` question,
+  the listing reads only a version's id and time from each item, asks about a page at a time,
+  and makes objects (absolute artifact URLs, related-node memory) only for the rest; the
+  versions found delivered are not asked about again for the watermark.
 """
 from __future__ import annotations
 
 import json
 import logging
 import re
+import string
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +40,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
 from kcing.sources.api_related import RelatedNodes, node_from_answer
+from kcing.sources.decoding import collector_paused
 from kcing.sources.requester import Requester
 from kcing.watermark import crawl_start, next_watermark
 
@@ -48,6 +54,10 @@ LOST_ARTIFACT_STATUSES = frozenset({401, 403, 404, 410})
 # The artifact each node kind needs for its documents with `with_logs`.
 LOG_ARTIFACTS = {JOB: "callback_data", KBUILD: "build_log"}
 OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
+HEX_DIGITS = string.hexdigits
+# The forms the API writes `updated` in (naive UTC, with microseconds unless they are 0): a
+# version id is then made from the text itself, with no datetime formatting (as `version_id`).
+CANONICAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?")
 # A URL with a scheme ("https:", "file:") or a host ("//host/..."): anything else is a path.
 _NOT_RELATIVE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:|//)")
 
@@ -88,6 +98,8 @@ class KernelCIApi:
         self.start = crawl_start(None, since, overlap, default_days, clock())
         self._stored: Optional[datetime] = None
         self._listed: Dict[str, Dict[str, Optional[datetime]]] = {}
+        # Per kind, the listed versions the ledger said were delivered while listing.
+        self._found_delivered: Dict[str, Set[str]] = {}
         self._listing_started: Optional[datetime] = None
         self._complete = False
         self.related = RelatedNodes(self._get_node)
@@ -109,47 +121,105 @@ class KernelCIApi:
             return None
         listed = []
         for kind, versions in self._listed.items():
-            settled = settled_ids(kind, list(versions))
-            listed.extend((updated, upstream_id in settled) for upstream_id, updated in versions.items())
+            # Delivered is final: what the listing found delivered needs no second question.
+            found = self._found_delivered.get(kind, set())
+            unknown = [upstream_id for upstream_id in versions if upstream_id not in found]
+            settled = settled_ids(kind, unknown) if unknown else set()
+            listed.extend((updated, upstream_id in found or upstream_id in settled)
+                          for upstream_id, updated in versions.items())
         return next_watermark(listed, self._listing_started)
 
     # Listing -------------------------------------------------------------------------------
 
-    def list_objects(self) -> Iterator[UpstreamObject]:
+    # The pipeline may pass `known(kind, ids)`, which names the version ids the ledger holds as
+    # delivered (and counts them as listed and skipped): no object is made for those.
+    leaves_out_known = True
+
+    def list_objects(self, known: Optional[Callable[[str, List[str]], Set[str]]] = None) -> Iterator[UpstreamObject]:
         self._listing_started = self.clock()
         self._complete = False
+        self._found_delivered = {}
         log.info("listing %s nodes updated since %s from %s", ", ".join(self.kinds), filter_time(self.start),
                  self.api_url)
         for kind in self.kinds:
-            yield from self._list(kind)
+            # With `how_many`, a page may hold more than is wanted: every item goes the long way.
+            yield from self._list(kind) if known is None or self.how_many is not None else self._list_new(kind, known)
         self._complete = self.how_many is None
 
-    def _list(self, kind: str) -> Iterator[UpstreamObject]:
-        """Page through one kind; the next page is asked for while this one is processed."""
-        listed = self._listed.setdefault(kind, {})
-        newest: Dict[str, datetime] = {}  # node id -> newest `updated` listed
+    def _pages(self, kind: str) -> Iterator[_Page]:
+        """The pages of one kind; the next page is asked for while this one is processed."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="listing") as prefetch:
             offset = 0
             upcoming = prefetch.submit(self._page, kind, offset)
-            while upcoming is not None:
-                page = upcoming.result()
-                offset += len(page.items)
-                more = page.items and len(page.items) >= page.limit and offset < page.total
-                upcoming = prefetch.submit(self._page, kind, offset) if more else None
-                for item in page.items:
+            try:
+                while upcoming is not None:
+                    page = upcoming.result()
+                    offset += len(page.items)
+                    more = page.items and len(page.items) >= page.limit and offset < page.total
+                    upcoming = prefetch.submit(self._page, kind, offset) if more else None
+                    yield page
+            finally:
+                if upcoming is not None:  # the caller stopped early (how_many, an error, a signal)
+                    upcoming.cancel()
+
+    def _list_new(self, kind: str, known: Callable[[str, List[str]], Set[str]]) -> Iterator[UpstreamObject]:
+        """Page through one kind, making objects only for versions `known` does not name.
+
+        Lists the same versions in the same order as `_list`, and records the same times for
+        the watermark; a delivered job is still remembered for the tests listed after it.
+        """
+        listed = self._listed.setdefault(kind, {})
+        found = self._found_delivered.setdefault(kind, set())
+        newest: Dict[str, datetime] = {}  # node id -> newest `updated` listed
+        for page in self._pages(kind):
+            # First the versions of this page that will be listed (a repeated node only when
+            # newer), then one question to the ledger about those it could hold.
+            entries = []  # (node id, updated, version id, item, or the object made the long way)
+            for item in page.items:
+                version = _version_of(item, kind)
+                if version is None:  # not in the API's own forms, or not of this kind: the long way
                     obj = self._object_from(kind, item)
-                    node_id, updated = obj.facts.get("node_id"), obj.facts.get("updated")
-                    if node_id is not None:
-                        seen = newest.get(node_id)
-                        if seen is not None and seen >= updated:
-                            continue  # this version, or a newer one, was listed already
-                        newest[node_id] = updated
-                    listed[obj.upstream_id] = updated
-                    yield obj
-                    if self.how_many is not None and len(listed) >= self.how_many:
-                        if upcoming is not None:
-                            upcoming.cancel()
-                        return
+                    entries.append((obj.facts.get("node_id"), obj.facts.get("updated"), obj.upstream_id, None, obj))
+                else:
+                    entries.append((*version, item, None))
+            fresh = []
+            for entry in entries:
+                node_id, updated = entry[0], entry[1]
+                if node_id is not None:
+                    seen = newest.get(node_id)
+                    if seen is not None and seen >= updated:
+                        continue  # this version, or a newer one, was listed already
+                    newest[node_id] = updated
+                fresh.append(entry)
+            delivered = known(kind, [entry[2] for entry in fresh if entry[4] is None])
+            for node_id, updated, upstream_id, item, obj in fresh:
+                listed[upstream_id] = updated
+                if obj is not None:
+                    yield obj  # the listing's ledger question covers it (and rejects a problem)
+                elif upstream_id in delivered:
+                    found.add(upstream_id)
+                    if kind == JOB:
+                        self.related.remember(node_id, item)  # its tests may not have been delivered
+                else:
+                    yield self._object_from(kind, item)
+
+    def _list(self, kind: str) -> Iterator[UpstreamObject]:
+        """Page through one kind, an object for every item."""
+        listed = self._listed.setdefault(kind, {})
+        newest: Dict[str, datetime] = {}  # node id -> newest `updated` listed
+        for page in self._pages(kind):
+            for item in page.items:
+                obj = self._object_from(kind, item)
+                node_id, updated = obj.facts.get("node_id"), obj.facts.get("updated")
+                if node_id is not None:
+                    seen = newest.get(node_id)
+                    if seen is not None and seen >= updated:
+                        continue  # this version, or a newer one, was listed already
+                    newest[node_id] = updated
+                listed[obj.upstream_id] = updated
+                yield obj
+                if self.how_many is not None and len(listed) >= self.how_many:
+                    return
 
     def _page(self, kind: str, offset: int) -> _Page:
         url = self.api_url + "/nodes"
@@ -160,7 +230,8 @@ class KernelCIApi:
         if response.status_code != 200:
             raise UpstreamError("GET %s (kind=%s, offset %d) answered %d" % (url, kind, offset, response.status_code))
         try:
-            envelope = response.json()
+            with collector_paused():
+                envelope = response.json()
         except ValueError:
             envelope = None
         items = envelope.get("items") if isinstance(envelope, dict) else None
@@ -291,6 +362,25 @@ def gunzip(data: bytes, limit: int) -> bytes:
     if not inflater.eof:
         raise ValueError("gzip data cut short")
     return content
+
+
+def _version_of(item, kind: str) -> Optional[tuple]:
+    """(node id, updated, version id) of a listed item of `kind` whose id and time are in the
+    API's own forms; None for anything else, which `_object_from` then reads the long way."""
+    if not isinstance(item, dict) or item.get("kind") != kind:
+        return None
+    node_id = item["id"] if "id" in item else item.get("_id")
+    text = item.get("updated")
+    if not (isinstance(node_id, str) and len(node_id) == 24 and not node_id.strip(HEX_DIGITS)
+            and isinstance(text, str) and CANONICAL_TIME.fullmatch(text)):
+        return None
+    try:
+        updated = datetime.fromisoformat(text + "+00:00")
+    except ValueError:  # not a date (month 13): the long way makes it a problem
+        return None
+    node_id = node_id.lower()
+    stamp = text.replace("-", "").replace(":", "")
+    return node_id, updated, "%s.%s" % (node_id, stamp if len(stamp) > 15 else stamp + ".000000")
 
 
 def _is_count(value) -> bool:

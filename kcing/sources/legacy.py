@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import re
+import string
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from dataclasses import replace
@@ -21,12 +22,13 @@ from urllib.parse import quote, unquote, urlsplit
 
 from kcing.errors import UpstreamError
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
+from kcing.sources.decoding import collector_paused
 from kcing.sources.requester import Requester
 
 log = logging.getLogger(__name__)
 
 CSRF_PATTERN = re.compile(r'csrf-token.*?content="([^"]+)"', re.DOTALL)
-OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
+HEX_DIGITS = string.hexdigits
 # Storage path segments come from upstream: allow what real ones contain, nothing that moves
 # up a directory or starts a new URL component.
 SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+,=:@~-]*$")
@@ -102,14 +104,16 @@ class LegacyKernelCI:
                 upcoming = None
                 if remaining is None or remaining > 0:
                     upcoming = prefetch.submit(self._page, collection, skip, self._limit(len(seen) + len(items)))
-                keys = [self._key(collection, item) for item in items]
-                delivered = self._known_on_page(keys, seen, known) if known is not None else ()
-                for item, key in zip(items, keys):
-                    if key is not None and key in delivered:
+                kinds, ids = self._identities(collection, items)
+                delivered = self._known_on_page(kinds, ids, seen, known) if known is not None else {}
+                if wanted is None and self._all_skipped(kinds, ids, delivered, seen):
+                    continue
+                for item, kind, upstream_id in zip(items, kinds, ids):
+                    if upstream_id is not None and upstream_id in delivered.get(kind, ()):
                         # Pages shift while new results arrive (ascending sort): an item may come twice.
-                        if key[1] in seen:
+                        if upstream_id in seen:
                             continue
-                        seen.add(key[1])
+                        seen.add(upstream_id)
                     else:
                         obj = self._object_from(collection, item)
                         if obj.upstream_id in seen:
@@ -121,22 +125,54 @@ class LegacyKernelCI:
                             upcoming.cancel()
                         return
 
-    def _key(self, collection: str, item) -> Optional[tuple]:
-        """(kind, upstream id) of a listing item with a valid id, else None."""
-        if not isinstance(item, dict):
-            return None
-        upstream_id = _object_id(item)
-        return None if upstream_id is None else (self._kind(collection, item), upstream_id)
+    @staticmethod
+    def _all_skipped(kinds: list, ids: list, delivered: dict, seen: Set[str]) -> bool:
+        """Whether every item of a page of one kind is delivered or listed already (a routine
+        run's usual page), in set operations instead of a loop per item.
+
+        `seen` takes the delivered ids either way, as the loop over the page would have: each
+        is skipped wherever it comes on the page (items of one kind have one id each).
+        """
+        if not kinds or len(set(kinds)) != 1:
+            return False
+        seen.update(delivered.get(kinds[0], ()))
+        return seen.issuperset(ids)
+
+    def _identities(self, collection: str, items: list) -> tuple:
+        """The kind and upstream id of every item of a page (id None: the item has no valid id).
+
+        Runs for every listed item of every run: one loop, no call per item.
+        """
+        if collection == "build":
+            kinds = [BUILD] * len(items)
+        else:
+            kinds = [self._kind(collection, item) if isinstance(item, dict) else LAVA for item in items]
+        ids: List[Optional[str]] = []
+        append, hex_digits = ids.append, HEX_DIGITS
+        for item in items:
+            value = item.get("_id") if isinstance(item, dict) else None
+            if isinstance(value, dict):
+                value = value.get("$oid")
+            # _is_object_id, inline.
+            append(value.lower() if isinstance(value, str) and len(value) == 24 and not value.strip(hex_digits)
+                   else None)
+        return kinds, ids
 
     @staticmethod
-    def _known_on_page(keys, seen: Set[str], known) -> Set[tuple]:
-        by_kind: dict = {}
-        for key in keys:
-            if key is not None and key[1] not in seen:
-                by_kind.setdefault(key[0], set()).add(key[1])
-        found = set()
-        for kind, ids in by_kind.items():
-            found.update((kind, upstream_id) for upstream_id in known(kind, sorted(ids)))
+    def _known_on_page(kinds: list, ids: list, seen: Set[str], known) -> dict:
+        """{kind: ids of this page the ledger holds as delivered}, asking once per kind."""
+        if len(set(kinds)) == 1:  # a page of builds, or of boots from LAVA labs only
+            by_kind = {kinds[0]: set(ids)}
+        else:
+            by_kind = {}
+            for kind, upstream_id in zip(kinds, ids):
+                by_kind.setdefault(kind, set()).add(upstream_id)
+        found = {}
+        for kind, wanted in by_kind.items():
+            wanted.discard(None)
+            wanted = wanted - seen  # iterates over `wanted`, the smaller set
+            if wanted:
+                found[kind] = known(kind, sorted(wanted))
         return found
 
     def _kind(self, collection: str, item: dict) -> str:
@@ -170,7 +206,8 @@ class LegacyKernelCI:
         if response.status_code != 200:
             raise UpstreamError("GET %s answered %d" % (url, response.status_code))
         try:
-            envelope = response.json()
+            with collector_paused():
+                envelope = response.json()
         except ValueError:
             raise UpstreamError("GET %s did not answer JSON" % url) from None
         items = envelope.get("result") if isinstance(envelope, dict) else None
@@ -272,9 +309,13 @@ def _object_id(item: dict) -> Optional[str]:
     value = item.get("_id")
     if isinstance(value, dict):
         value = value.get("$oid")
-    if isinstance(value, str) and OBJECT_ID.match(value):
-        return value.lower()
-    return None
+    return value.lower() if _is_object_id(value) else None
+
+
+def _is_object_id(value) -> bool:
+    """24 hexadecimal digits, nothing more (not even the line end that `$` lets through); no
+    regular expression, as it runs for every listed item."""
+    return isinstance(value, str) and len(value) == 24 and not value.strip(HEX_DIGITS)
 
 
 def _created_on(item: dict) -> Optional[datetime]:
