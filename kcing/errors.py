@@ -1,4 +1,5 @@
 """One exception root; the CLI maps each class to an exit code in one place."""
+from typing import Any
 
 
 class KcingError(Exception):
@@ -105,3 +106,9 @@ def exit_status(error: BaseException) -> int:
     if isinstance(error, KeyboardInterrupt):
         return Interrupted.exit_code
     return INTERNAL_ERROR
+
+
+def one_line(text: Any, limit: int = 160) -> str:
+    """A reason fit for one ledger line: whitespace collapsed, long text cut."""
+    words = " ".join(str(text).split())
+    return words if len(words) <= limit else words[: limit - 3] + "..."

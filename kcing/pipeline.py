@@ -17,8 +17,7 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 from kcing import watermark
 from kcing.building import Builder
-from kcing.documents.coerce import one_line
-from kcing.errors import ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput, UpstreamError
+from kcing.errors import ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput, UpstreamError, one_line
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE
 from kcing.listing import Listing

@@ -16,6 +16,7 @@ from typing import Any, Optional
 from dateutil import parser as dateparser
 
 from kcing.documents.identity import as_utc
+from kcing.errors import one_line  # noqa: F401  (the documents' rejection reasons use it from here)
 
 # Words upstream writes for "no value": LAVA templates render Python's None as "None".
 NO_VALUE_WORDS = frozenset(("", "none", "null"))
@@ -189,9 +190,3 @@ def _plain_key(key: Any) -> str:
         return key
     plain = _plain(key)
     return plain if isinstance(plain, str) else json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
-
-
-def one_line(text: Any, limit: int = 160) -> str:
-    """A reason fit for one ledger line: whitespace collapsed, long text cut."""
-    words = " ".join(str(text).split())
-    return words if len(words) <= limit else words[: limit - 3] + "..."
