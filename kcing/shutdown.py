@@ -2,14 +2,21 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from kcing.errors import Interrupted
 
 log = logging.getLogger(__name__)
+
+# After the second signal the process ends within this many seconds, whatever a thread is stuck
+# in (a wait no signal reaches, a lock an interrupted thread left held): the run has already
+# recorded what was acknowledged, and a half-written ledger transaction rolls back like a kill.
+URGENT_EXIT_SECONDS = 3.0
 
 
 class Stop(threading.Event):
@@ -43,6 +50,7 @@ def stop_on_signals(stop: Optional[Stop] = None) -> Iterator[Stop]:
         elif not stop.urgent:
             stop.urgent = True
             log.warning("%s received again: stopping now", name)
+            threading.Thread(target=_exit_after, args=(URGENT_EXIT_SECONDS,), name="urgent-exit", daemon=True).start()
             raise KeyboardInterrupt
         else:
             log.warning("%s received: already stopping", name)
@@ -54,3 +62,15 @@ def stop_on_signals(stop: Optional[Stop] = None) -> Iterator[Stop]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _exit_after(seconds: float) -> None:
+    """End the process with status 130 in `seconds`, unless it ends first.
+
+    Writes with os.write, not logging: a stuck thread may hold the logging lock."""
+    time.sleep(seconds)
+    try:
+        os.write(2, b"kcing: still running %.0f s after the second signal: exiting now\n" % seconds)
+    except OSError:
+        pass
+    os._exit(130)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from urllib.parse import unquote, urlsplit
 
@@ -19,7 +21,7 @@ from kcing.documents import documents_for
 from kcing.sinks.logstash import LogstashSink
 from tests.fakes.rogue_http import RogueFront, answer, cut_short, endless, redirect, trickle
 from tests.fakes.serving import wait_until
-from tests.feedrun import (SAMPLES, feed_environ, integrity, kcing, kcing_process, ledger_rows, ledger_states,
+from tests.feedrun import (REPO, SAMPLES, feed_environ, integrity, kcing, kcing_process, ledger_rows, ledger_states,
                            sample_objects)
 
 pytestmark = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
@@ -274,3 +276,28 @@ def test_no_clear_text_warning_for_https_only():
     assert kcing_http.cleartext_warning("the password", {"ES_HOST": ["https://es:9200"]}) is None
     warning = kcing_http.cleartext_warning("the password (ES_PASSWORD)", {"ES_HOST": ["http://es:9200"]})
     assert "ES_HOST" in warning and "ES_PASSWORD" in warning
+
+
+def test_a_second_signal_ends_the_process_even_when_a_thread_is_stuck(tmp_path):
+    # A worker thread that never returns (a wait no signal reaches) would hold up the exit forever.
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        "import sys, threading, time\n"
+        "sys.path.insert(0, %r)\n"
+        "from kcing.shutdown import stop_on_signals\n"
+        "with stop_on_signals() as stop:\n"
+        "    threading.Thread(target=lambda: time.sleep(3600)).start()\n"
+        "    print('ready', flush=True)\n"
+        "    try:\n"
+        "        while True:\n"
+        "            time.sleep(0.05)\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('interrupted', flush=True)\n" % str(REPO))
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline() == "ready\n"
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert process.poll() is None  # the first signal only asks
+    stderr = stopped_at_once(process, signal.SIGTERM)
+    assert "exiting now" in stderr
