@@ -5,8 +5,8 @@ once the network is fast, and a second core idles. `Builder.build` hands the fil
 process instead, waits for the encoded documents (the waiting thread releases the lock) and
 returns them. The output is the same bytes either way: the worker runs the same functions.
 
-- Lazy: workers start only once building in this process has taken half a second of CPU (a
-  backlog). A cron run of a few objects never starts one. Until a started worker is ready,
+- Lazy: workers start only once building in this process has taken a quarter of a second of
+  CPU (a backlog). A cron run of a few objects never starts one. Until a started worker is ready,
   builds go on here, so a start never stalls the run.
 - Plain processes: each worker is a fresh interpreter (`python -c`, never a fork of this
   threaded process) that imports only the document code. Requests and answers are bytes
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 # CPU seconds of document building in this process before workers start: more than a cron run
 # of a few objects spends, and about what starting a worker costs. A backlog reaches it within
 # its first few dozen objects.
-BUILD_SECONDS_BEFORE_WORKERS = 0.5
+BUILD_SECONDS_BEFORE_WORKERS = 0.25
 # What a worker calls for each object ("module:function"); tests point it elsewhere.
 TARGET = "kcing.building:encoded_documents"
 # How long close() lets workers finish the object in hand before killing them.
