@@ -34,7 +34,7 @@ in one run. Sizes are small by default so a run takes a few minutes; the issue's
 
     python bench/targets.py                       # defaults: 250 objects, RSS at 50 and 250
     python bench/targets.py --objects 2000 --rss-sizes 1000,100000 --ledger-rows 100000
-    python bench/targets.py --objects 20 --log-lines 50 --rss-sizes 10,20 --ledger-rows 500  # smoke
+    python bench/targets.py --objects 20 --cores-objects 20 --log-lines 50 --rss-sizes 10,20 --ledger-rows 500
 """
 from __future__ import annotations
 
@@ -156,11 +156,11 @@ def cores_targets(args, feed, workers_env: dict) -> List[Target]:
     alike. The ratio with the emulators is printed too."""
     section("1. cores")
     targets = []
-    name = "backlog, %d workers vs 1 (NDJSON sink)" % args.workers
+    name = "backlog of %d, %d workers vs 1 (NDJSON sink)" % (args.cores_objects, args.workers)
     if workers_env:
-        many = legacy_bench.measure_legacy(args.objects, args.log_lines, args.threads, workers_env,
+        many = legacy_bench.measure_legacy(args.cores_objects, args.log_lines, args.threads, workers_env,
                                            wire=False, again=False, to_files=True)
-        one = legacy_bench.measure_legacy(args.objects, args.log_lines, args.threads, {WORKERS_SETTING: "1"},
+        one = legacy_bench.measure_legacy(args.cores_objects, args.log_lines, args.threads, {WORKERS_SETTING: "1"},
                                           wire=False, again=False, to_files=True)
         scale = many.documents_per_second / one.documents_per_second
         print("NDJSON sink: 1 worker: %.1f s wall, %.1f s CPU; %d workers: %.1f s wall, %.1f s CPU"
@@ -273,6 +273,8 @@ def arguments():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", type=int, default=250, help="legacy backlog size (1 build for 4 LAVA boots)")
     parser.add_argument("--log-lines", type=int, default=1000, help="log lines per LAVA file (real: 540-1394)")
+    parser.add_argument("--cores-objects", type=int, default=1000,
+                        help="backlog size for the cores target (workers start after the first dozen objects)")
     parser.add_argument("--threads", type=int, default=4, help="KCI_THREADS of the feed")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="worker count for the cores target, passed as %s (default: cores)" % WORKERS_SETTING)

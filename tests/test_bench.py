@@ -28,7 +28,8 @@ TARGET_LINE = re.compile(r"^([1-6])  .*  (PASS|FAIL|n/a)$")
 
 
 def test_a_tiny_bench_run_prints_a_verdict_for_every_target():
-    done = subprocess.run([sys.executable, str(BENCH / "targets.py"), "--objects", "10", "--log-lines", "20",
+    done = subprocess.run([sys.executable, str(BENCH / "targets.py"), "--objects", "10", "--cores-objects", "10",
+                           "--log-lines", "20",
                            "--rss-sizes", "5,10", "--ledger-rows", "100"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     table = done.stdout.split("== targets", 1)[1]
