@@ -54,32 +54,19 @@ class _JobContext:
         )
 
 
-    def log_document(self, lineno: int, fields: Mapping[str, Any], timestamp: Optional[str]) -> Document:
-        """`document("log", ...)` with its body JSON made from the shared fields' JSON, encoded
-        once per job, and the line's own: a job has thousands of lines."""
+    def log_prefix(self) -> str:
+        """The JSON of a log body up to its own fields: the shared fields' JSON, encoded once per
+        job (a job has thousands of lines), without its closing brace and with a trailing comma
+        when it has members. Empty when a line field would replace a shared one in place: then
+        each body is encoded whole."""
         if self._log_prefix is None:
             if LOG_FIELDS.intersection(self.common):
-                self._log_prefix = ""  # a line field would replace a shared one in place: no shortcut
+                self._log_prefix = ""
             else:
                 check_field_names([*self.common, *LOG_FIELDS])
                 shared = serialised(self.common)
                 self._log_prefix = shared[:-1] + ("," if len(shared) > 2 else "")
-        document = self.document("log", (lineno,), fields, timestamp=timestamp)
-        if self._log_prefix:
-            own = []
-            for name, value in fields.items():
-                if value is None:
-                    continue
-                kind = type(value)
-                text = str(value) if kind is int else encode_basestring(value) if kind is str else serialised(value)
-                own.append('"%s":%s' % (name, text))
-            body_json = self._log_prefix + ",".join(own) + "}"
-            try:
-                body_json.encode("utf-8")
-            except UnicodeEncodeError:
-                raise RejectedInput("document text is not valid Unicode (a lone surrogate)") from None
-            document.remember_body_json(body_json)
-        return document
+        return self._log_prefix
 
 
 # The fields of a log document besides the job's shared ones (names safe to splice into JSON).
@@ -140,10 +127,75 @@ def _test_identity(suite: str, fields: Mapping[str, Any], position: int, seen: s
     return identity
 
 
-def _log_documents(context: _JobContext, items: List[Any]) -> Iterator[Document]:
+def _log_documents(context: _JobContext, items: List[Any]) -> List[Document]:
+    """One document per log line, in order, with its body's JSON made from the job's shared
+    part (see `_JobContext.log_prefix`) and the line's own fields.
+
+    A line is cheap to make here and a job has thousands of them, so this loop does per line
+    only what differs between lines: what the shared fields give is computed once per job.
+    """
+    if not items:
+        return []
+    prefix = context.log_prefix()
+    if not prefix:
+        documents = []
+        for lineno, item in enumerate(items, 1):
+            fields, dt = _log_line(lineno, item)
+            documents.append(context.document("log", (lineno,), fields, timestamp=line_timestamp(dt)))
+        return documents
+    common, index, job_time, ids = context.common, context.indices["log"], context.timestamp, context.ids["log"]
+    times = _LineTimes()
+    levels = _LevelFragments()
+    documents = []
     for lineno, item in enumerate(items, 1):
-        fields, dt = _log_line(lineno, item)
-        yield context.log_document(lineno, fields, line_timestamp(dt))
+        if isinstance(item, dict):
+            level, message, dt = item.get("lvl"), item.get("msg"), item.get("dt")
+        else:
+            level, message, dt = None, item, None
+        body = dict(common)
+        body["lineno"] = lineno
+        own = prefix + '"lineno":' + str(lineno)
+        if level is not None:
+            level, level_json = levels.of(level)
+            if level is not None:
+                body["level"] = level
+                own += level_json
+        if message is not None:
+            message = _message(message)
+            if message is not None:
+                body["message"] = message
+                own += ',"message":' + encode_basestring(message)
+        if not own.isascii():
+            _check_unicode(own)
+        documents.append(Document("log", index, ids.numbered(lineno), times.of(dt) or job_time, body, own + "}"))
+    return documents
+
+
+class _LevelFragments:
+    """A log line's `level` and its JSON member, remembered per text: a log uses a handful."""
+
+    def __init__(self):
+        self._known = {}
+
+    def of(self, lvl: Any) -> tuple:
+        """(as_keyword(lvl), ',"level":<its JSON>'), or (None, "") when it is no keyword."""
+        if type(lvl) is str:
+            known = self._known.get(lvl)
+            if known is None:
+                known = self._known[lvl] = self._fragment(as_keyword(lvl))
+            return known
+        return self._fragment(as_keyword(lvl))
+
+    @staticmethod
+    def _fragment(level: Optional[str]) -> tuple:
+        return (None, "") if level is None else (level, ',"level":' + encode_basestring(level))
+
+
+def _check_unicode(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RejectedInput("document text is not valid Unicode (a lone surrogate)") from None
 
 
 def log_line_fields(lineno: int, item: Any) -> tuple:
@@ -175,6 +227,32 @@ def line_timestamp(dt: Any) -> Optional[str]:
                 return "%s.%sZ" % (dt[:19], ((match.group(1) or "") + "000")[:3])
     when = as_date(dt)
     return iso_timestamp(when) if when is not None else None
+
+
+class _LineTimes:
+    """`line_timestamp` for the lines of one log, in order.
+
+    A log is written in time order, many lines per second: the calendar check of a line's
+    date and time is remembered for its second and done again only when the second changes.
+    """
+
+    def __init__(self):
+        self._second = None
+        self._valid = False
+
+    def of(self, dt: Any) -> Optional[str]:
+        if type(dt) is str and len(dt) >= 23:
+            second = dt[:19]
+            if second == self._second:
+                # The same second as the line before, which matched _LAVA_DT: this line
+                # matches it too if the rest is "." and 1 to 6 ASCII digits.
+                if len(dt) <= 26 and dt[19] == "." and dt[20:].isdigit() and dt.isascii():
+                    return dt[:23] + "Z" if self._valid else None
+            elif _LAVA_DT.match(dt) is not None:
+                self._second = second
+                self._valid = line_timestamp(second) is not None
+                return dt[:23] + "Z" if self._valid else None
+        return line_timestamp(dt)
 
 
 def _message(msg: Any) -> Optional[str]:
