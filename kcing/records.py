@@ -51,7 +51,10 @@ class UpstreamObject:
         return (self.source, self.kind, self.upstream_id)
 
 
-@dataclass(frozen=True)
+# Not frozen, like UpstreamObject: a frozen dataclass sets each field through
+# object.__setattr__, which cost as much as the rest of making a log line's document, and a
+# LAVA job makes one per line. Nothing changes a document once made but `remember_body_json`.
+@dataclass
 class Document:
     """One Elasticsearch document and where it goes.
 

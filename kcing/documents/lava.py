@@ -145,50 +145,42 @@ def _log_documents(context: _JobContext, items: List[Any]) -> List[Document]:
         return documents
     common, index, job_time, ids = context.common, context.indices["log"], context.timestamp, context.ids["log"]
     times = _LineTimes()
-    levels = _LevelFragments()
+    levels = {}  # lvl text -> (level, its JSON member): a log uses a handful of levels
     documents = []
     for lineno, item in enumerate(items, 1):
         if isinstance(item, dict):
-            level, message, dt = item.get("lvl"), item.get("msg"), item.get("dt")
+            lvl, message, dt = item.get("lvl"), item.get("msg"), item.get("dt")
         else:
-            level, message, dt = None, item, None
+            lvl, message, dt = None, item, None
         body = dict(common)
         body["lineno"] = lineno
-        own = prefix + '"lineno":' + str(lineno)
-        if level is not None:
-            level, level_json = levels.of(level)
+        level_json = message_json = ""
+        if lvl is not None:
+            known = levels.get(lvl) if type(lvl) is str else None
+            level, level_json = known if known is not None else _level_member(lvl, levels)
             if level is not None:
                 body["level"] = level
-                own += level_json
         if message is not None:
-            message = _message(message)
+            if type(message) is not str:
+                message = _message(message)
             if message is not None:
                 body["message"] = message
-                own += ',"message":' + encode_basestring(message)
-        if not own.isascii():
-            _check_unicode(own)
-        documents.append(Document("log", index, ids.numbered(lineno), times.of(dt) or job_time, body, own + "}"))
+                message_json = ',"message":' + encode_basestring(message)
+        if not (message_json.isascii() and level_json.isascii()):
+            _check_unicode(level_json + message_json)
+        documents.append(Document("log", index, ids.numbered(lineno), times.of(dt) or job_time, body,
+                                  '%s"lineno":%d%s%s}' % (prefix, lineno, level_json, message_json)))
     return documents
 
 
-class _LevelFragments:
-    """A log line's `level` and its JSON member, remembered per text: a log uses a handful."""
-
-    def __init__(self):
-        self._known = {}
-
-    def of(self, lvl: Any) -> tuple:
-        """(as_keyword(lvl), ',"level":<its JSON>'), or (None, "") when it is no keyword."""
-        if type(lvl) is str:
-            known = self._known.get(lvl)
-            if known is None:
-                known = self._known[lvl] = self._fragment(as_keyword(lvl))
-            return known
-        return self._fragment(as_keyword(lvl))
-
-    @staticmethod
-    def _fragment(level: Optional[str]) -> tuple:
-        return (None, "") if level is None else (level, ',"level":' + encode_basestring(level))
+def _level_member(lvl: Any, known: dict) -> tuple:
+    """(as_keyword(lvl), ',"level":<its JSON>'), or (None, "") when it is no keyword; remembered
+    in `known` when `lvl` is text."""
+    level = as_keyword(lvl)
+    member = (None, "") if level is None else (level, ',"level":' + encode_basestring(level))
+    if type(lvl) is str:
+        known[lvl] = member
+    return member
 
 
 def _check_unicode(text: str) -> None:

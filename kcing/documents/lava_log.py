@@ -63,12 +63,30 @@ _LONG_LINE_DECODER = json.JSONDecoder(parse_float=_yaml_compatible_float, parse_
 _NOT_JSON = object()
 
 
+# The decoder's scanner reads one JSON value from a position in a string: a line's item is read
+# in place, after its "- ", without the decoder's Python layers (checks, slicing, whitespace).
+_SCAN = _DECODER.scan_once
+
+
 def parse_log(text: str) -> List[Any]:
     """Return the log items of `text`, equal to `yamlsafe.load(text)` (an empty log is [])."""
     items: List[Any] = []
     for line in text.split("\n"):
         if not line:
             continue
+        # The usual line, read at once: what `_json_item` would read with `_DECODER` (a short,
+        # shallow, printable ASCII mapping without \u escapes, nothing after it). Anything else,
+        # a failure included, takes the general way below.
+        if (line.startswith("- {") and len(line) <= _SHORT_LINE and line.isascii() and line.isprintable()
+                and "\\u" not in line and line.count("[") + line.count("{") < yamlsafe.MAX_DEPTH):
+            try:
+                item, end = _SCAN(line, len(_ITEM_PREFIX))
+            except (StopIteration, ValueError, RecursionError):
+                pass
+            else:
+                if end == len(line):
+                    items.append(item)
+                    continue
         if not line.startswith(_ITEM_PREFIX):
             return _whole(text)
         item = _json_item(line)

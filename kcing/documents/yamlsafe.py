@@ -43,6 +43,9 @@ DECIMAL_SUFFIX = "object/apply:decimal.Decimal"
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+_TEXT_TAG = "tag:yaml.org,2002:str"
+
+
 class HostileShape(yaml.YAMLError):
     """A well-formed YAML text refused for what it would expand to."""
 
@@ -68,6 +71,14 @@ class LavaSafeLoader(_BaseLoader):
         super().__init__(stream)
         self.text_length = len(stream) if isinstance(stream, str) else 0
         self.harmless = isinstance(stream, str) and _cannot_be_hostile(stream)
+
+    def construct_object(self, node, deep=False):
+        # A text scalar's value is its text (`construct_yaml_str`), whether or not an alias
+        # names it again: most nodes of a results text are text, and the general path's
+        # bookkeeping for anchors and recursion cost more than the rest of their loading.
+        if type(node) is ScalarNode and node.tag == _TEXT_TAG:
+            return node.value
+        return super().construct_object(node, deep)
 
     def get_single_node(self):
         if self.harmless:
