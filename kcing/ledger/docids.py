@@ -14,8 +14,12 @@ ID_BYTES = 20
 def pack(hex_ids: Iterable[str]) -> bytes:
     """The ids (40 hex digits each) as sorted, distinct 20-byte values, concatenated."""
     if isinstance(hex_ids, list):
-        # An object's ids, all at once (a LAVA job has thousands); a wrong one is named below.
-        raw = set(map(bytes.fromhex, hex_ids))
+        # An object's ids, all at once (a LAVA job has thousands); the first wrong one, if
+        # any, is named by the loop below.
+        try:
+            raw = set(map(bytes.fromhex, hex_ids))
+        except ValueError:
+            raw = None
         if raw and min(map(len, raw)) == max(map(len, raw)) == ID_BYTES:
             return b"".join(sorted(raw))
     raw = set()
