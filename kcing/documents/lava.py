@@ -169,7 +169,7 @@ def _log_documents(context: _JobContext, items: List[Any]) -> List[Document]:
         if not (message_json.isascii() and level_json.isascii()):
             _check_unicode(level_json + message_json)
         documents.append(Document("log", index, ids.numbered(lineno), times.of(dt) or job_time, body,
-                                  '%s"lineno":%d%s%s}' % (prefix, lineno, level_json, message_json)))
+                                  prefix + '"lineno":%d%s%s}' % (lineno, level_json, message_json)))
     return documents
 
 

@@ -106,6 +106,10 @@ class LavaSafeLoader(_BaseLoader):
         node_budget = EXPANSION_NODES_ALLOWANCE + self.text_length
         character_budget = EXPANSION_CHARACTERS_ALLOWANCE + self.text_length
         get_event = self.get_event
+        # Without path resolvers (this loader has none), a scalar's implicit tag depends on its
+        # text alone, and a quoted one is text: resolved once per distinct plain text.
+        by_text = {} if not self.yaml_path_resolvers else None
+        text_tag = self.DEFAULT_SCALAR_TAG
         while True:
             event = get_event()
             kind = type(event)
@@ -113,7 +117,14 @@ class LavaSafeLoader(_BaseLoader):
                 value = event.value
                 tag = event.tag
                 if tag is None or tag == "!":
-                    tag = self.resolve(ScalarNode, value, event.implicit)
+                    if by_text is None:
+                        tag = self.resolve(ScalarNode, value, event.implicit)
+                    elif not event.implicit[0]:
+                        tag = text_tag
+                    else:
+                        tag = by_text.get(value)
+                        if tag is None:
+                            tag = by_text[value] = self.resolve(ScalarNode, value, event.implicit)
                 node = ScalarNode(tag, value, event.start_mark, event.end_mark, style=event.style)
                 nodes += 1
                 characters += len(value)
