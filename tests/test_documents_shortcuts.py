@@ -14,7 +14,7 @@ import yaml
 
 from kcing.documents import documents_for, yamlsafe
 from kcing.documents.lava import _JobContext, _LineTimes, _log_documents, _log_line, line_timestamp
-from kcing.documents.lava_log import parse_log
+from kcing.documents.lava_log import parse_log, parse_log_marked
 from kcing.documents.validate import check, check_all
 from kcing.errors import RejectedInput
 from kcing.ledger import docids
@@ -100,6 +100,28 @@ def test_log_documents_of_random_lines_equal_those_made_one_by_one():
     general = _general_log_documents(items)
     assert fast == general
     assert [document.body_json for document in fast] == [_ENCODER.encode(document.body) for document in general]
+
+
+def test_log_documents_of_lines_read_from_text_equal_those_made_one_by_one():
+    lines = [
+        {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "plain text"},
+        {"dt": "2020-11-19T07:03:25.393175", "lvl": "info", "msg": 'a "quoted" word'},
+        {"dt": "2020-11-19T07:03:25.393176", "lvl": "target", "msg": "back\\slash"},
+        {"dt": "2020-11-19T07:03:25.393177", "lvl": "target", "msg": "tab\there"},
+        {"dt": "2020-11-19T07:03:25.393178", "lvl": "target", "msg": "caf\u00e9 \u2713"},
+        {"dt": "2020-11-19T07:03:25.393179", "lvl": "results", "msg": {"case": "x", "result": "pass"}},
+        {"dt": "2020-11-19T07:03:25.393180", "lvl": "target", "msg": ""},
+        {"dt": "2020-11-19T07:03:25.393181", "lvl": "target", "msg": 17},
+    ]
+    text = "".join("- %s\n" % json.dumps(line, ensure_ascii=True) for line in lines)
+    text += '- {"dt": "2020-11-19T07:03:26.0", "lvl": "info", "msg": !!python/object/apply:decimal.Decimal ["2"]}\n'
+    text += "- {\"msg\": \"raw \u00e9 is not ASCII\"}\n"
+    items, plain = parse_log_marked(text)
+    assert items == parse_log(text) and len(plain) == len(items) and any(plain) and not all(plain)
+    fast = _log_documents(_context(), items, plain)
+    general = _general_log_documents(items)
+    assert fast == general
+    assert [document.to_json() for document in fast] == [document.to_json() for document in general]
 
 
 @pytest.mark.parametrize("item", [

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from itertools import repeat
 from json.encoder import encode_basestring
-from typing import Any, Iterator, List, Mapping, Optional
+from typing import Any, Iterator, List, Mapping, Optional, Tuple
 
 from kcing.documents import lava_job, lava_results
 from kcing.documents.coerce import EARLIEST_YEAR, LATEST_YEAR, as_date, as_keyword, as_text, compact_json
 from kcing.documents.identity import IdPrefix, index_name, iso_timestamp
-from kcing.documents.lava_log import parse_log
+from kcing.documents.lava_log import parse_log_marked
 from kcing.documents.typed import without_missing
 from kcing.documents.validate import check_field_names, serialised
 from kcing.errors import RejectedInput
@@ -80,7 +81,7 @@ def lava_documents(callback: Mapping[str, Any], created: Optional[datetime],
     fields = lava_job.job_fields(callback, definition, job_id, listed_lab)
     boot_fields = lava_job.boot_only_fields(callback, definition)
     suites = lava_results.read_suites(callback.get("results"))
-    log_items = read_log(callback.get("log"))
+    log_items, plain_lines = _read_log_marked(callback.get("log"))
     outcome = lava_results.boot_outcome(suites.get("lava", []), boot_fields["job_status"])
     common = dict(fields, boot_result=outcome["boot_result"], boot_failure=outcome["boot_failure"],
                   boot_time=outcome["boot_time"])
@@ -92,17 +93,22 @@ def lava_documents(callback: Mapping[str, Any], created: Optional[datetime],
     boot_fields.update(outcome, **lava_results.bootloader_addresses(suites.get("lava", [])))
     documents = [context.document("boot", (), boot_fields)]
     documents.extend(_test_documents(context, suites))
-    documents.extend(_log_documents(context, log_items))
+    documents.extend(_log_documents(context, log_items, plain_lines))
     return documents
 
 
 def read_log(log: Any) -> List[Any]:
     """The items of a callback's `log` YAML text (none when there is no log)."""
+    return _read_log_marked(log)[0]
+
+
+def _read_log_marked(log: Any) -> Tuple[List[Any], List[bool]]:
+    """`read_log(log)`, and which items need no JSON escaping (`lava_log.parse_log_marked`)."""
     if log is None:
-        return []
+        return [], []
     if not isinstance(log, str):
         raise RejectedInput("log is not YAML text")
-    return parse_log(log)
+    return parse_log_marked(log)
 
 
 def _test_documents(context: _JobContext, suites: Mapping[str, list]) -> Iterator[Document]:
@@ -127,9 +133,10 @@ def _test_identity(suite: str, fields: Mapping[str, Any], position: int, seen: s
     return identity
 
 
-def _log_documents(context: _JobContext, items: List[Any]) -> List[Document]:
+def _log_documents(context: _JobContext, items: List[Any], plain: Optional[List[bool]] = None) -> List[Document]:
     """One document per log line, in order, with its body's JSON made from the job's shared
-    part (see `_JobContext.log_prefix`) and the line's own fields.
+    part (see `_JobContext.log_prefix`) and the line's own fields. `plain` tells, per item,
+    whether its texts need no JSON escaping (see `lava_log.parse_log_marked`).
 
     A line is cheap to make here and a job has thousands of them, so this loop does per line
     only what differs between lines: what the shared fields give is computed once per job.
@@ -147,7 +154,7 @@ def _log_documents(context: _JobContext, items: List[Any]) -> List[Document]:
     times = _LineTimes()
     levels = {}  # lvl text -> (level, its JSON member): a log uses a handful of levels
     documents = []
-    for lineno, item in enumerate(items, 1):
+    for lineno, (item, plain_line) in enumerate(zip(items, plain or repeat(False)), 1):
         if isinstance(item, dict):
             lvl, message, dt = item.get("lvl"), item.get("msg"), item.get("dt")
         else:
@@ -160,9 +167,12 @@ def _log_documents(context: _JobContext, items: List[Any]) -> List[Document]:
             level, level_json = known if known is not None else _level_member(lvl, levels)
             if level is not None:
                 body["level"] = level
-        if message is not None:
-            if type(message) is not str:
-                message = _message(message)
+        if type(message) is str:
+            body["message"] = message
+            # A text of a plain line has nothing to escape (`lava_log.parse_log_marked`).
+            message_json = ',"message":"' + message + '"' if plain_line else ',"message":' + encode_basestring(message)
+        elif message is not None:
+            message = _message(message)
             if message is not None:
                 body["message"] = message
                 message_json = ',"message":' + encode_basestring(message)

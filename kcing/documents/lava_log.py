@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, List
+from typing import Any, List, Tuple
 
 from kcing.documents import yamlsafe
 from kcing.errors import RejectedInput
@@ -70,7 +70,15 @@ _SCAN = _DECODER.scan_once
 
 def parse_log(text: str) -> List[Any]:
     """Return the log items of `text`, equal to `yamlsafe.load(text)` (an empty log is [])."""
+    return parse_log_marked(text)[0]
+
+
+def parse_log_marked(text: str) -> Tuple[List[Any], List[bool]]:
+    """`parse_log(text)`, and for each item whether its line was printable ASCII without a
+    backslash: then no text in the item has a character JSON escapes (a quote, a backslash, a
+    control character), and its JSON is the text in quotes."""
     items: List[Any] = []
+    plain: List[bool] = []
     for line in text.split("\n"):
         if not line:
             continue
@@ -78,7 +86,8 @@ def parse_log(text: str) -> List[Any]:
         # shallow, printable ASCII mapping without \u escapes, nothing after it). Anything else,
         # a failure included, takes the general way below.
         if (line.startswith("- {") and len(line) <= _SHORT_LINE and line.isascii() and line.isprintable()
-                and "\\u" not in line and line.count("[") + line.count("{") < yamlsafe.MAX_DEPTH):
+                and ("\\" not in line or "\\u" not in line)
+                and line.count("[") + line.count("{") < yamlsafe.MAX_DEPTH):
             try:
                 item, end = _SCAN(line, len(_ITEM_PREFIX))
             except (StopIteration, ValueError, RecursionError):
@@ -86,18 +95,23 @@ def parse_log(text: str) -> List[Any]:
             else:
                 if end == len(line):
                     items.append(item)
+                    plain.append("\\" not in line)
                     continue
         if not line.startswith(_ITEM_PREFIX):
-            return _whole(text)
+            whole = _whole(text)
+            return whole, [False] * len(whole)
         item = _json_item(line)
         if item is not _NOT_JSON:
             items.append(item)
+            plain.append(False)
             continue
         parsed = _yaml_line(line)
         if parsed is None:
-            return _whole(text)
+            whole = _whole(text)
+            return whole, [False] * len(whole)
         items.extend(parsed)
-    return items
+        plain.extend([False] * len(parsed))
+    return items, plain
 
 
 def _json_item(line: str) -> Any:
