@@ -80,6 +80,16 @@ class LavaSafeLoader(_BaseLoader):
             return node.value
         return super().construct_object(node, deep)
 
+    def construct_mapping(self, node, deep=False):
+        # A mapping whose keys are all text (nearly every one in a callback) has no merge key
+        # to flatten and no unhashable key to refuse: its pairs are read in order, as the
+        # general path reads them, without those checks per key.
+        if type(node) is MappingNode and all(type(key) is ScalarNode and key.tag == _TEXT_TAG
+                                             for key, _ in node.value):
+            construct = self.construct_object
+            return {key.value: construct(value, deep=deep) for key, value in node.value}
+        return super().construct_mapping(node, deep)
+
     def get_single_node(self):
         if self.harmless:
             return super().get_single_node()  # libyaml's own composer: faster on small texts
