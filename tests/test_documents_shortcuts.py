@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from kcing.documents import documents_for, yamlsafe
+from kcing.documents.identity import IdPrefix, document_id
 from kcing.documents.lava import _JobContext, _LineTimes, _log_documents, _log_line, line_timestamp
 from kcing.documents.lava_log import parse_log, parse_log_marked
 from kcing.documents.validate import check, check_all
@@ -145,6 +146,12 @@ def test_no_log_lines_make_no_documents_and_read_no_shared_fields():
     assert _log_documents(_context(bad_common), []) == []
 
 
+def test_line_ids_made_at_once_are_the_ids_of_each_line():
+    ids = IdPrefix("log", "lab-baylibre", 123, "meson-gxbb-p200")
+    assert ids.numbered(12) == [document_id("log", "lab-baylibre", 123, "meson-gxbb-p200", n) for n in range(1, 13)]
+    assert ids.numbered(0) == []
+
+
 # -- line times -------------------------------------------------------------------------------
 
 def test_line_times_remembered_per_second_equal_the_general_reading():
@@ -245,8 +252,9 @@ def test_packing_a_list_of_ids_gives_what_packing_one_by_one_gives(ids, problem)
 ])
 def test_yaml_text_scalars_load_as_the_general_constructor_loads_them(text, monkeypatch):
     shortcut = repr(_outcome(lambda: yamlsafe.load(text, "results")))
-    monkeypatch.setattr(yamlsafe.LavaSafeLoader, "construct_object", yaml.constructor.BaseConstructor.construct_object)
-    monkeypatch.setattr(yamlsafe.LavaSafeLoader, "construct_mapping", yaml.constructor.SafeConstructor.construct_mapping)
+    general = yaml.constructor.SafeConstructor
+    monkeypatch.setattr(yamlsafe.LavaSafeLoader, "construct_object", general.construct_object)
+    monkeypatch.setattr(yamlsafe.LavaSafeLoader, "construct_mapping", general.construct_mapping)
     assert shortcut == repr(_outcome(lambda: yamlsafe.load(text, "results")))
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from itertools import repeat
+from itertools import count, repeat
 from json.encoder import encode_basestring
 from typing import Any, Iterator, List, Mapping, Optional, Tuple
 
@@ -154,7 +154,8 @@ def _log_documents(context: _JobContext, items: List[Any], plain: Optional[List[
     times = _LineTimes()
     levels = {}  # lvl text -> (level, its JSON member): a log uses a handful of levels
     documents = []
-    for lineno, (item, plain_line) in enumerate(zip(items, plain or repeat(False)), 1):
+    lines = zip(count(1), items, plain or repeat(False), ids.numbered(len(items)))
+    for lineno, item, plain_line, doc_id in lines:
         if isinstance(item, dict):
             lvl, message, dt = item.get("lvl"), item.get("msg"), item.get("dt")
         else:
@@ -178,7 +179,7 @@ def _log_documents(context: _JobContext, items: List[Any], plain: Optional[List[
                 message_json = ',"message":' + encode_basestring(message)
         if not (message_json.isascii() and level_json.isascii()):
             _check_unicode(level_json + message_json)
-        documents.append(Document("log", index, ids.numbered(lineno), times.of(dt) or job_time, body,
+        documents.append(Document("log", index, doc_id, times.of(dt) or job_time, body,
                                   prefix + '"lineno":%d%s%s}' % (lineno, level_json, message_json)))
     return documents
 
