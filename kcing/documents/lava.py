@@ -154,7 +154,9 @@ def _log_documents(context: _JobContext, items: List[Any], plain: Optional[List[
     times = _LineTimes()
     levels = {}  # lvl text -> (level, its JSON member): a log uses a handful of levels
     documents = []
-    lines = zip(count(1), items, plain or repeat(False), ids.numbered(len(items)))
+    if plain is not None and len(plain) != len(items):  # zip would drop lines
+        raise ValueError("%d plain-line marks for %d log items" % (len(plain), len(items)))
+    lines = zip(count(1), items, repeat(False) if plain is None else plain, ids.numbered(len(items)))
     for lineno, item, plain_line, doc_id in lines:
         if isinstance(item, dict):
             lvl, message, dt = item.get("lvl"), item.get("msg"), item.get("dt")
