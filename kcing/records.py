@@ -97,7 +97,9 @@ class Document:
 
     def source_json(self) -> str:
         """The document as Elasticsearch stores it: the body plus @timestamp."""
-        return _with_fields(self._body_text(), '"@timestamp":%s' % _ENCODER.encode(self.timestamp))
+        timestamp = self.timestamp
+        return _with_fields(self._body_text(), '"@timestamp":%s' % (
+            _string_json(timestamp) if type(timestamp) is str else _ENCODER.encode(timestamp)))
 
     def _body_text(self) -> str:
         return self.body_json if self.body_json is not None else _ENCODER.encode(dict(self.body))

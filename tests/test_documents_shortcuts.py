@@ -212,6 +212,17 @@ def test_the_wire_json_is_the_encoding_of_the_wire_object():
         assert document.to_json() == _ENCODER.encode(document.to_wire())
 
 
+def test_an_ndjson_record_is_the_action_and_the_stored_document_as_json():
+    from kcing.sinks.ndjson import NdjsonDirSink
+
+    documents = documents_for(LAVA, json.dumps(real_callback(MESON)).encode(), WHEN)
+    odd = Document("log", "log-2020.11.19", 'quote " and é', "2020-11-19T07:03:25.393Z", {"a": "é"})
+    for document in documents[:50] + [odd]:
+        action = json.dumps({"index": {"_index": document.index, "_id": document.doc_id}}, separators=(",", ":"))
+        stored = _ENCODER.encode(dict(document.body, **{"@timestamp": document.timestamp}))
+        assert NdjsonDirSink.encode(document) == (action + "\n" + stored + "\n").encode("utf-8")
+
+
 @pytest.mark.parametrize("ids, problem", [
     (["ab" * 20, "cd" * 20, "ab" * 20], None),
     (["ab" * 20, "ab cd " + "ef" * 17], "a document id is 40 hex digits"),
