@@ -18,7 +18,7 @@ from kcing.documents.build import build_documents
 from kcing.documents.coerce import one_line
 from kcing.documents.lava import lava_documents
 from kcing.documents.nodes import node_documents
-from kcing.documents.validate import check
+from kcing.documents.validate import check_all
 from kcing.errors import RejectedInput
 from kcing.records import BOOT, BUILD, LAVA, NODE_KINDS, Document
 
@@ -60,8 +60,7 @@ def documents_for(kind: str, content: bytes, created: Optional[datetime] = None,
         documents = LAB_BUILDERS[kind](record, created, listed_lab)
     else:
         documents = builder(record, created)
-    for document in documents:
-        check(document)
+    check_all(documents)
     return documents
 
 

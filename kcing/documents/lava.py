@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from itertools import count, repeat
 from json.encoder import encode_basestring
-from typing import Any, Iterator, List, Mapping, Optional
+from typing import Any, Iterator, List, Mapping, Optional, Tuple
 
 from kcing.documents import lava_job, lava_results
 from kcing.documents.coerce import EARLIEST_YEAR, LATEST_YEAR, as_date, as_keyword, as_text, compact_json
 from kcing.documents.identity import IdPrefix, index_name, iso_timestamp
-from kcing.documents.lava_log import parse_log
+from kcing.documents.lava_log import parse_log_marked
 from kcing.documents.typed import without_missing
 from kcing.documents.validate import check_field_names, serialised
 from kcing.errors import RejectedInput
@@ -54,32 +55,19 @@ class _JobContext:
         )
 
 
-    def log_document(self, lineno: int, fields: Mapping[str, Any], timestamp: Optional[str]) -> Document:
-        """`document("log", ...)` with its body JSON made from the shared fields' JSON, encoded
-        once per job, and the line's own: a job has thousands of lines."""
+    def log_prefix(self) -> str:
+        """The JSON of a log body up to its own fields: the shared fields' JSON, encoded once per
+        job (a job has thousands of lines), without its closing brace and with a trailing comma
+        when it has members. Empty when a line field would replace a shared one in place: then
+        each body is encoded whole."""
         if self._log_prefix is None:
             if LOG_FIELDS.intersection(self.common):
-                self._log_prefix = ""  # a line field would replace a shared one in place: no shortcut
+                self._log_prefix = ""
             else:
                 check_field_names([*self.common, *LOG_FIELDS])
                 shared = serialised(self.common)
                 self._log_prefix = shared[:-1] + ("," if len(shared) > 2 else "")
-        document = self.document("log", (lineno,), fields, timestamp=timestamp)
-        if self._log_prefix:
-            own = []
-            for name, value in fields.items():
-                if value is None:
-                    continue
-                kind = type(value)
-                text = str(value) if kind is int else encode_basestring(value) if kind is str else serialised(value)
-                own.append('"%s":%s' % (name, text))
-            body_json = self._log_prefix + ",".join(own) + "}"
-            try:
-                body_json.encode("utf-8")
-            except UnicodeEncodeError:
-                raise RejectedInput("document text is not valid Unicode (a lone surrogate)") from None
-            document.remember_body_json(body_json)
-        return document
+        return self._log_prefix
 
 
 # The fields of a log document besides the job's shared ones (names safe to splice into JSON).
@@ -93,7 +81,7 @@ def lava_documents(callback: Mapping[str, Any], created: Optional[datetime],
     fields = lava_job.job_fields(callback, definition, job_id, listed_lab)
     boot_fields = lava_job.boot_only_fields(callback, definition)
     suites = lava_results.read_suites(callback.get("results"))
-    log_items = read_log(callback.get("log"))
+    log_items, plain_lines = _read_log_marked(callback.get("log"))
     outcome = lava_results.boot_outcome(suites.get("lava", []), boot_fields["job_status"])
     common = dict(fields, boot_result=outcome["boot_result"], boot_failure=outcome["boot_failure"],
                   boot_time=outcome["boot_time"])
@@ -105,17 +93,22 @@ def lava_documents(callback: Mapping[str, Any], created: Optional[datetime],
     boot_fields.update(outcome, **lava_results.bootloader_addresses(suites.get("lava", [])))
     documents = [context.document("boot", (), boot_fields)]
     documents.extend(_test_documents(context, suites))
-    documents.extend(_log_documents(context, log_items))
+    documents.extend(_log_documents(context, log_items, plain_lines))
     return documents
 
 
 def read_log(log: Any) -> List[Any]:
     """The items of a callback's `log` YAML text (none when there is no log)."""
+    return _read_log_marked(log)[0]
+
+
+def _read_log_marked(log: Any) -> Tuple[List[Any], List[bool]]:
+    """`read_log(log)`, and which items need no JSON escaping (`lava_log.parse_log_marked`)."""
     if log is None:
-        return []
+        return [], []
     if not isinstance(log, str):
         raise RejectedInput("log is not YAML text")
-    return parse_log(log)
+    return parse_log_marked(log)
 
 
 def _test_documents(context: _JobContext, suites: Mapping[str, list]) -> Iterator[Document]:
@@ -140,10 +133,74 @@ def _test_identity(suite: str, fields: Mapping[str, Any], position: int, seen: s
     return identity
 
 
-def _log_documents(context: _JobContext, items: List[Any]) -> Iterator[Document]:
-    for lineno, item in enumerate(items, 1):
-        fields, dt = _log_line(lineno, item)
-        yield context.log_document(lineno, fields, line_timestamp(dt))
+def _log_documents(context: _JobContext, items: List[Any], plain: Optional[List[bool]] = None) -> List[Document]:
+    """One document per log line, in order, with its body's JSON made from the job's shared
+    part (see `_JobContext.log_prefix`) and the line's own fields. `plain` tells, per item,
+    whether its texts need no JSON escaping (see `lava_log.parse_log_marked`).
+
+    A line is cheap to make here and a job has thousands of them, so this loop does per line
+    only what differs between lines: what the shared fields give is computed once per job.
+    """
+    if not items:
+        return []
+    prefix = context.log_prefix()
+    if not prefix:
+        documents = []
+        for lineno, item in enumerate(items, 1):
+            fields, dt = _log_line(lineno, item)
+            documents.append(context.document("log", (lineno,), fields, timestamp=line_timestamp(dt)))
+        return documents
+    common, index, job_time, ids = context.common, context.indices["log"], context.timestamp, context.ids["log"]
+    times = _LineTimes()
+    levels = {}  # lvl text -> (level, its JSON member): a log uses a handful of levels
+    documents = []
+    if plain is not None and len(plain) != len(items):  # zip would drop lines
+        raise ValueError("%d plain-line marks for %d log items" % (len(plain), len(items)))
+    lines = zip(count(1), items, repeat(False) if plain is None else plain, ids.numbered(len(items)))
+    for lineno, item, plain_line, doc_id in lines:
+        if isinstance(item, dict):
+            lvl, message, dt = item.get("lvl"), item.get("msg"), item.get("dt")
+        else:
+            lvl, message, dt = None, item, None
+        body = dict(common)
+        body["lineno"] = lineno
+        level_json = message_json = ""
+        if lvl is not None:
+            known = levels.get(lvl) if type(lvl) is str else None
+            level, level_json = known if known is not None else _level_member(lvl, levels)
+            if level is not None:
+                body["level"] = level
+        if type(message) is str:
+            body["message"] = message
+            # A text of a plain line has nothing to escape (`lava_log.parse_log_marked`).
+            message_json = ',"message":"' + message + '"' if plain_line else ',"message":' + encode_basestring(message)
+        elif message is not None:
+            message = _message(message)
+            if message is not None:
+                body["message"] = message
+                message_json = ',"message":' + encode_basestring(message)
+        if not (message_json.isascii() and level_json.isascii()):
+            _check_unicode(level_json + message_json)
+        documents.append(Document("log", index, doc_id, times.of(dt) or job_time, body,
+                                  prefix + '"lineno":%d%s%s}' % (lineno, level_json, message_json)))
+    return documents
+
+
+def _level_member(lvl: Any, known: dict) -> tuple:
+    """(as_keyword(lvl), ',"level":<its JSON>'), or (None, "") when it is no keyword; remembered
+    in `known` when `lvl` is text."""
+    level = as_keyword(lvl)
+    member = (None, "") if level is None else (level, ',"level":' + encode_basestring(level))
+    if type(lvl) is str:
+        known[lvl] = member
+    return member
+
+
+def _check_unicode(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RejectedInput("document text is not valid Unicode (a lone surrogate)") from None
 
 
 def log_line_fields(lineno: int, item: Any) -> tuple:
@@ -175,6 +232,32 @@ def line_timestamp(dt: Any) -> Optional[str]:
                 return "%s.%sZ" % (dt[:19], ((match.group(1) or "") + "000")[:3])
     when = as_date(dt)
     return iso_timestamp(when) if when is not None else None
+
+
+class _LineTimes:
+    """`line_timestamp` for the lines of one log, in order.
+
+    A log is written in time order, many lines per second: the calendar check of a line's
+    date and time is remembered for its second and done again only when the second changes.
+    """
+
+    def __init__(self):
+        self._second = None
+        self._valid = False
+
+    def of(self, dt: Any) -> Optional[str]:
+        if type(dt) is str and len(dt) >= 23:
+            second = dt[:19]
+            if second == self._second:
+                # The same second as the line before, which matched _LAVA_DT: this line
+                # matches it too if the rest is "." and 1 to 6 ASCII digits.
+                if len(dt) <= 26 and dt[19] == "." and dt[20:].isdigit() and dt.isascii():
+                    return dt[:23] + "Z" if self._valid else None
+            elif _LAVA_DT.match(dt) is not None:
+                self._second = second
+                self._valid = line_timestamp(second) is not None
+                return dt[:23] + "Z" if self._valid else None
+        return line_timestamp(dt)
 
 
 def _message(msg: Any) -> Optional[str]:

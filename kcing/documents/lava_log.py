@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, List
+from typing import Any, List, Tuple
 
 from kcing.documents import yamlsafe
 from kcing.errors import RejectedInput
@@ -63,23 +63,55 @@ _LONG_LINE_DECODER = json.JSONDecoder(parse_float=_yaml_compatible_float, parse_
 _NOT_JSON = object()
 
 
+# The decoder's scanner reads one JSON value from a position in a string: a line's item is read
+# in place, after its "- ", without the decoder's Python layers (checks, slicing, whitespace).
+_SCAN = _DECODER.scan_once
+
+
 def parse_log(text: str) -> List[Any]:
     """Return the log items of `text`, equal to `yamlsafe.load(text)` (an empty log is [])."""
+    return parse_log_marked(text)[0]
+
+
+def parse_log_marked(text: str) -> Tuple[List[Any], List[bool]]:
+    """`parse_log(text)`, and for each item whether its line was printable ASCII without a
+    backslash: then no text in the item has a character JSON escapes (a quote, a backslash, a
+    control character), and its JSON is the text in quotes."""
     items: List[Any] = []
+    plain: List[bool] = []
     for line in text.split("\n"):
         if not line:
             continue
+        # The usual line, read at once: what `_json_item` would read with `_DECODER` (a short,
+        # shallow, printable ASCII mapping without \u escapes, nothing after it). Anything else,
+        # a failure included, takes the general way below.
+        if (line.startswith("- {") and len(line) <= _SHORT_LINE and line.isascii() and line.isprintable()
+                and ("\\" not in line or "\\u" not in line)
+                and line.count("[") + line.count("{") < yamlsafe.MAX_DEPTH):
+            try:
+                item, end = _SCAN(line, len(_ITEM_PREFIX))
+            except (StopIteration, ValueError, RecursionError):
+                pass
+            else:
+                if end == len(line):
+                    items.append(item)
+                    plain.append("\\" not in line)
+                    continue
         if not line.startswith(_ITEM_PREFIX):
-            return _whole(text)
+            whole = _whole(text)
+            return whole, [False] * len(whole)
         item = _json_item(line)
         if item is not _NOT_JSON:
             items.append(item)
+            plain.append(False)
             continue
         parsed = _yaml_line(line)
         if parsed is None:
-            return _whole(text)
+            whole = _whole(text)
+            return whole, [False] * len(whole)
         items.extend(parsed)
-    return items
+        plain.extend([False] * len(parsed))
+    return items, plain
 
 
 def _json_item(line: str) -> Any:

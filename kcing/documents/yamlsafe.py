@@ -43,6 +43,9 @@ DECIMAL_SUFFIX = "object/apply:decimal.Decimal"
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+_TEXT_TAG = "tag:yaml.org,2002:str"
+
+
 class HostileShape(yaml.YAMLError):
     """A well-formed YAML text refused for what it would expand to."""
 
@@ -68,6 +71,24 @@ class LavaSafeLoader(_BaseLoader):
         super().__init__(stream)
         self.text_length = len(stream) if isinstance(stream, str) else 0
         self.harmless = isinstance(stream, str) and _cannot_be_hostile(stream)
+
+    def construct_object(self, node, deep=False):
+        # A text scalar's value is its text (`construct_yaml_str`), whether or not an alias
+        # names it again: most nodes of a results text are text, and the general path's
+        # bookkeeping for anchors and recursion cost more than the rest of their loading.
+        if type(node) is ScalarNode and node.tag == _TEXT_TAG:
+            return node.value
+        return super().construct_object(node, deep)
+
+    def construct_mapping(self, node, deep=False):
+        # A mapping whose keys are all text (nearly every one in a callback) has no merge key
+        # to flatten and no unhashable key to refuse: its pairs are read in order, as the
+        # general path reads them, without those checks per key.
+        if type(node) is MappingNode and all(type(key) is ScalarNode and key.tag == _TEXT_TAG
+                                             for key, _ in node.value):
+            construct = self.construct_object
+            return {key.value: construct(value, deep=deep) for key, value in node.value}
+        return super().construct_mapping(node, deep)
 
     def get_single_node(self):
         if self.harmless:
@@ -95,6 +116,10 @@ class LavaSafeLoader(_BaseLoader):
         node_budget = EXPANSION_NODES_ALLOWANCE + self.text_length
         character_budget = EXPANSION_CHARACTERS_ALLOWANCE + self.text_length
         get_event = self.get_event
+        # Without path resolvers (this loader has none), a scalar's implicit tag depends on its
+        # text alone, and a quoted one is text: resolved once per distinct plain text.
+        by_text = {} if not self.yaml_path_resolvers else None
+        text_tag = self.DEFAULT_SCALAR_TAG
         while True:
             event = get_event()
             kind = type(event)
@@ -102,7 +127,14 @@ class LavaSafeLoader(_BaseLoader):
                 value = event.value
                 tag = event.tag
                 if tag is None or tag == "!":
-                    tag = self.resolve(ScalarNode, value, event.implicit)
+                    if by_text is None:
+                        tag = self.resolve(ScalarNode, value, event.implicit)
+                    elif not event.implicit[0]:
+                        tag = text_tag
+                    else:
+                        tag = by_text.get(value)
+                        if tag is None:
+                            tag = by_text[value] = self.resolve(ScalarNode, value, event.implicit)
                 node = ScalarNode(tag, value, event.start_mark, event.end_mark, style=event.style)
                 nodes += 1
                 characters += len(value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Set
 
@@ -89,8 +90,14 @@ class NdjsonDirSink:
 
     @staticmethod
     def encode(document: Document) -> bytes:
-        action = {"index": {"_index": document.index, "_id": document.doc_id}}
-        return (json.dumps(action, separators=(",", ":")) + "\n" + document.source_json() + "\n").encode("utf-8")
+        index, doc_id = document.index, document.doc_id
+        if type(index) is str and type(doc_id) is str:
+            # json.dumps of the action, without its dispatch: this runs per document.
+            action = '{"index":{"_index":%s,"_id":%s}}' % (encode_basestring_ascii(index),
+                                                             encode_basestring_ascii(doc_id))
+        else:
+            action = json.dumps({"index": {"_index": index, "_id": doc_id}}, separators=(",", ":"))
+        return (action + "\n" + document.source_json() + "\n").encode("utf-8")
 
     def send(self, batch: Batch) -> None:
         """Append and flush to disk; only then does the pipeline record the objects as delivered.

@@ -1,0 +1,292 @@
+"""The shortcuts that make documents cheap give exactly what the general code gives.
+
+A LAVA job has thousands of log lines, so its log documents are built in one loop that does per
+line only what differs between lines, and validation, encoding and id packing take the common
+case at once. Each test here runs a shortcut and the general path it stands for on the same
+input, odd cases included, and compares documents, bytes and rejection reasons.
+"""
+import json
+import random
+from datetime import datetime, timezone
+
+import pytest
+import yaml
+
+from kcing.documents import documents_for, yamlsafe
+from kcing.documents.identity import IdPrefix, document_id
+from kcing.documents.lava import _JobContext, _LineTimes, _log_documents, _log_line, line_timestamp
+from kcing.documents.lava_log import parse_log, parse_log_marked
+from kcing.documents.validate import check, check_all
+from kcing.errors import RejectedInput
+from kcing.ledger import docids
+from kcing.records import LAVA, Document, _ENCODER
+from tests.test_documents_lava import MESON, real_callback
+
+WHEN = datetime(2020, 11, 19, 7, 6, 18, 385000, tzinfo=timezone.utc)
+COMMON = {"job": "mainline", "board": "meson-gxbb-p200", "lab_name": "lab-baylibre", "lava_job_id": 123,
+          "boot_result": "pass", "boot_time": None}
+
+
+def _context(common=None):
+    return _JobContext(("lab-baylibre", 123, "meson-gxbb-p200"), WHEN, dict(COMMON if common is None else common))
+
+
+def _general_log_documents(items, common=None):
+    """The log documents as any other document is made: fields, then `check` serialises the body."""
+    context = _context(common)
+    documents = []
+    for lineno, item in enumerate(items, 1):
+        fields, dt = _log_line(lineno, item)
+        documents.append(context.document("log", (lineno,), fields, timestamp=line_timestamp(dt)))
+    for document in documents:
+        check(document)
+    return documents
+
+
+def _outcome(make):
+    try:
+        return make()
+    except RejectedInput as refusal:
+        return "rejected: %s" % refusal
+
+
+# -- log documents ----------------------------------------------------------------------------
+
+ODD_ITEMS = [
+    {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "lava-dispatcher, installed"},
+    {"dt": "2020-11-19T07:03:25.400000", "lvl": "target", "msg": "same second"},
+    {"dt": "2020-11-19T07:03:25.4", "lvl": "target", "msg": "short fraction"},
+    {"dt": "2020-11-19T07:03:25.4000000", "lvl": "target", "msg": "seven digits"},
+    {"dt": "2020-11-19T07:03:25.40a000", "lvl": "debug", "msg": "not digits"},
+    {"dt": "2020-11-19T07:03:25.٤٠٠٠٠٠", "lvl": "debug", "msg": "other digits"},
+    {"dt": "2020-02-30T00:00:00.000001", "lvl": "debug", "msg": "no such day"},
+    {"dt": "2020-02-30T00:00:00.000002", "lvl": "debug", "msg": "no such day again"},
+    {"dt": "1960-01-01T00:00:00.000001", "msg": "too early"},
+    {"dt": "2020-11-19T07:03:26.000001+02:00", "lvl": "None", "msg": "a zone"},
+    {"dt": "2020-11-19T07:03:26.000001\n", "lvl": " null ", "msg": 17},
+    {"dt": None, "lvl": 3, "msg": 1.5},
+    {"dt": 17, "lvl": True, "msg": {"case": "x", "result": "pass"}},
+    {"lvl": ["a"], "msg": ["x", 1]},
+    {"lvl": {"a": 1}, "msg": None},
+    {"lvl": "", "msg": ""},
+    {"lvl": "débogage", "msg": "ünïcode ✓"},
+    {},
+    "a plain line",
+    42,
+    None,
+    ["a", "list"],
+    {"dt": "2020-11-19T07:03:27.5", "lvl": "info", "msg": "quote \" backslash \\ tab \t"},
+]
+
+
+def test_log_documents_made_in_one_loop_equal_those_made_one_by_one():
+    fast = _log_documents(_context(), ODD_ITEMS)
+    general = _general_log_documents(ODD_ITEMS)
+    assert fast == general  # kind, index, id, @timestamp, body
+    assert [document.body_json for document in fast] == [_ENCODER.encode(document.body) for document in general]
+    assert [document.to_json() for document in fast] == [document.to_json() for document in general]
+
+
+def test_log_documents_of_random_lines_equal_those_made_one_by_one():
+    rng = random.Random(15)
+    values = [None, "", "info", "None", 0, 1, 2.5, True, [], {}, ["x"], {"k": "v"}, "2020-11-19T07:03:25.393174",
+              "2020-11-19T07:03:25.393", "2021-01-01T00:00:00", "2020-11-19T07:03:25.393174Z", "é"]
+    items = []
+    for _ in range(400):
+        if rng.random() < 0.1:
+            items.append(rng.choice(values))
+        else:
+            items.append({key: rng.choice(values) for key in rng.sample(["dt", "lvl", "msg", "ns"], rng.randint(0, 4))})
+    fast = _log_documents(_context(), items)
+    general = _general_log_documents(items)
+    assert fast == general
+    assert [document.body_json for document in fast] == [_ENCODER.encode(document.body) for document in general]
+
+
+def test_log_documents_of_lines_read_from_text_equal_those_made_one_by_one():
+    lines = [
+        {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "plain text"},
+        {"dt": "2020-11-19T07:03:25.393175", "lvl": "info", "msg": 'a "quoted" word'},
+        {"dt": "2020-11-19T07:03:25.393176", "lvl": "target", "msg": "back\\slash"},
+        {"dt": "2020-11-19T07:03:25.393177", "lvl": "target", "msg": "tab\there"},
+        {"dt": "2020-11-19T07:03:25.393178", "lvl": "target", "msg": "caf\u00e9 \u2713"},
+        {"dt": "2020-11-19T07:03:25.393179", "lvl": "results", "msg": {"case": "x", "result": "pass"}},
+        {"dt": "2020-11-19T07:03:25.393180", "lvl": "target", "msg": ""},
+        {"dt": "2020-11-19T07:03:25.393181", "lvl": "target", "msg": 17},
+    ]
+    text = "".join("- %s\n" % json.dumps(line, ensure_ascii=True) for line in lines)
+    text += '- {"dt": "2020-11-19T07:03:26.0", "lvl": "info", "msg": !!python/object/apply:decimal.Decimal ["2"]}\n'
+    text += "- {\"msg\": \"raw \u00e9 is not ASCII\"}\n"
+    items, plain = parse_log_marked(text)
+    assert items == parse_log(text) and len(plain) == len(items) and any(plain) and not all(plain)
+    fast = _log_documents(_context(), items, plain)
+    general = _general_log_documents(items)
+    assert fast == general
+    assert [document.to_json() for document in fast] == [document.to_json() for document in general]
+
+
+@pytest.mark.parametrize("item", [
+    {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "bad \udc80 byte"},
+    {"dt": "2020-11-19T07:03:25.393174", "lvl": "bad \ud800", "msg": "fine"},
+])
+def test_a_lone_surrogate_in_a_line_is_refused_with_the_same_reason(item):
+    items = [{"lvl": "info", "msg": "fine"}, item]
+    assert _outcome(lambda: _log_documents(_context(), items)) == _outcome(lambda: _general_log_documents(items))
+    assert _outcome(lambda: _log_documents(_context(), items)).startswith("rejected: ")
+
+
+def test_shared_fields_named_like_a_line_field_still_give_the_general_documents():
+    common = dict(COMMON, message="shared")
+    items = [{"lvl": "info", "msg": "own"}, {"lvl": "info"}]
+    assert _log_documents(_context(common), items) == _general_log_documents(items, common)
+
+
+def test_no_log_lines_make_no_documents_and_read_no_shared_fields():
+    bad_common = dict(COMMON, _id="would be refused")
+    assert _log_documents(_context(bad_common), []) == []
+
+
+def test_line_ids_made_at_once_are_the_ids_of_each_line():
+    ids = IdPrefix("log", "lab-baylibre", 123, "meson-gxbb-p200")
+    assert ids.numbered(12) == [document_id("log", "lab-baylibre", 123, "meson-gxbb-p200", n) for n in range(1, 13)]
+    assert ids.numbered(0) == []
+
+
+# -- line times -------------------------------------------------------------------------------
+
+def test_line_times_remembered_per_second_equal_the_general_reading():
+    rng = random.Random(2)
+    seconds = ["2020-11-19T07:03:25", "2020-11-19T07:03:26", "2020-02-30T00:00:00", "1969-12-31T23:59:59",
+               "9999-12-31T23:59:59", "2020-11-19T24:00:00"]
+    tails = ["", ".1", ".12", ".123", ".1234", ".123456", ".1234567", ".12a456", ".12 456", ".", ".١٢٣", "Z",
+             "+00:00", ".123456\n", ".123456Z"]
+    values = [rng.choice(seconds) + rng.choice(tails) for _ in range(3000)] + [None, 5, "", "x" * 30]
+    rng.shuffle(values)
+    values.sort(key=lambda value: rng.random() < 0.7)  # long runs within a second, as logs are
+    times = _LineTimes()
+    assert [times.of(value) for value in values] == [line_timestamp(value) for value in values]
+
+
+# -- validation -------------------------------------------------------------------------------
+
+def _doc(**changes):
+    fields = dict(kind="log", index="log-2020.11.19", doc_id="a" * 40, timestamp="2020-11-19T07:03:25.393Z",
+                  body={"lineno": 1})
+    fields.update(changes)
+    return Document(**fields)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(timestamp="2020-11-19 07:03:25"), dict(timestamp=None), dict(doc_id=""), dict(doc_id="é" * 300),
+    dict(doc_id="x" * 513), dict(doc_id="\ud800"), dict(doc_id=7), dict(index="log-2020.11.20x"),
+    dict(kind="boot"), dict(body={"_id": 1}), dict(body={"host": "scalar"}),
+])
+def test_checking_an_object_at_once_refuses_what_checking_each_document_refuses(bad):
+    good = [_doc(doc_id="%040x" % n) for n in range(3)]
+    documents = good + [_doc(**bad)] + [_doc(doc_id="f" * 40)]
+    expected = None
+    for document in documents:
+        try:
+            check(document)
+        except RejectedInput as refusal:
+            expected = str(refusal)
+            break
+    assert expected is not None
+    with pytest.raises(RejectedInput) as refused:
+        check_all([_doc(doc_id="%040x" % n) for n in range(3)] + [_doc(**bad)] + [_doc(doc_id="f" * 40)])
+    assert str(refused.value) == expected
+
+
+def test_checking_an_object_at_once_still_serialises_every_body():
+    documents = [_doc(doc_id="%040x" % n, body={"lineno": n}) for n in range(3)]
+    check_all(documents)
+    assert [document.body_json for document in documents] == ['{"lineno":0}', '{"lineno":1}', '{"lineno":2}']
+
+
+# -- encoding and ids -------------------------------------------------------------------------
+
+def test_the_wire_json_is_the_encoding_of_the_wire_object():
+    documents = documents_for(LAVA, json.dumps(real_callback(MESON)).encode(), WHEN)
+    odd = Document("log", "log-2020.11.19", 'quote " and é', "2020-11-19T07:03:25.393Z", {"a": 1})
+    for document in documents + [odd]:
+        assert document.to_json() == _ENCODER.encode(document.to_wire())
+
+
+def test_an_ndjson_record_is_the_action_and_the_stored_document_as_json():
+    from kcing.sinks.ndjson import NdjsonDirSink
+
+    documents = documents_for(LAVA, json.dumps(real_callback(MESON)).encode(), WHEN)
+    odd = Document("log", "log-2020.11.19", 'quote " and é', "2020-11-19T07:03:25.393Z", {"a": "é"})
+    for document in documents[:50] + [odd]:
+        action = json.dumps({"index": {"_index": document.index, "_id": document.doc_id}}, separators=(",", ":"))
+        stored = _ENCODER.encode(dict(document.body, **{"@timestamp": document.timestamp}))
+        assert NdjsonDirSink.encode(document) == (action + "\n" + stored + "\n").encode("utf-8")
+
+
+@pytest.mark.parametrize("ids, problem", [
+    (["ab" * 20, "cd" * 20, "ab" * 20], None),
+    (["ab" * 20, "ab cd " + "ef" * 17], "a document id is 40 hex digits"),
+    (["ab" * 19, "zz" * 20], "a document id is 40 hex digits"),
+    ([], None),
+    (["ab" * 19], "a document id is 40 hex digits"),
+    (["ab" * 21], "a document id is 40 hex digits"),
+    (["ab" * 19 + "a", "ab" * 20 + "a"], "non-hexadecimal"),
+])
+def test_packing_a_list_of_ids_gives_what_packing_one_by_one_gives(ids, problem):
+    def one_by_one():
+        return docids.pack(iter(ids))  # not a list: the general way
+
+    def at_once():
+        return docids.pack(list(ids))
+
+    if problem is None:
+        assert at_once() == one_by_one() == bytes.fromhex("".join(sorted(set(ids))))
+        return
+    with pytest.raises(ValueError) as general:
+        one_by_one()
+    with pytest.raises(ValueError) as shortcut:
+        at_once()
+    assert str(shortcut.value) == str(general.value) and problem in str(general.value)
+
+
+# -- YAML text scalars ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "a: &x text\nb: *x\nc: !!str 12\nd: '12'\ne: 12\nf: [*x, *x]\n",
+    "- &m {k: v, n: 1}\n- <<: *m\n  k: w\n- !!str\n- ''\n- ~\n",
+    "lava:\n- {name: job, result: pass, measurement: !!python/object/apply:decimal.Decimal ['4.27']}\n",
+    "[" * 3 + "x" + "]" * 3,
+    "a: 1\na: 2\n? [k]\n: v\n",
+    "{a: 1, !!str 2: b, 3: c, '': d, ~: e, a: last}\n",
+    "base: &b {x: 1, y: 2}\nchild:\n  <<: *b\n  y: 3\n  =: value\n",
+    "- " + "\n- ".join("k%d: v" % n for n in range(40)) + "\n",  # enough indicators for the guarded composer
+])
+def test_yaml_text_scalars_load_as_the_general_constructor_loads_them(text, monkeypatch):
+    shortcut = repr(_outcome(lambda: yamlsafe.load(text, "results")))
+    general = yaml.constructor.SafeConstructor
+    monkeypatch.setattr(yamlsafe.LavaSafeLoader, "construct_object", general.construct_object)
+    monkeypatch.setattr(yamlsafe.LavaSafeLoader, "construct_mapping", general.construct_mapping)
+    assert shortcut == repr(_outcome(lambda: yamlsafe.load(text, "results")))
+
+
+# -- log lines --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("line", [
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "x"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "x"}   ',
+    '- {"msg": "x"} # a comment',
+    '- {"msg": "x"}, {"msg": "y"}',
+    '- {"msg": "x"}}',
+    '-  {"msg": "x"}',
+    '- {"msg": 1.5e3}',
+    '- {"msg": 1.5e+3}',
+    '- {"msg": NaN}',
+    '- {"msg": "x", "msg": "y"}',
+    '- {"msg": !!python/object/apply:decimal.Decimal ["2"]}',
+    '- {"msg": "x\\ty"}',
+    '- {"a": [[[[{"b": []}]]]]}',
+    '- {msg: x}',
+])
+def test_a_log_line_read_at_once_equals_the_yaml_reading(line):
+    text = '- {"msg": "first"}\n' + line + "\n"
+    assert repr(_outcome(lambda: parse_log(text))) == repr(_outcome(lambda: yamlsafe.load(text, "log") or []))
