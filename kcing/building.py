@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 BUILD_SECONDS_BEFORE_WORKERS = 0.25
 # What a worker calls for each object ("module:function"); tests point it elsewhere.
 TARGET = "kcing.building:encoded_documents"
+# How much lower a worker's CPU priority is than the feed's (os.nice; 19 is the lowest).
+WORKER_NICENESS = 10
 # How long close() lets workers finish the object in hand before killing them.
 CLOSE_GRACE = 2.0
 
@@ -348,6 +350,7 @@ def serve() -> None:
     """A worker's main loop: read a request, answer it, until stdin closes or the parent dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _lower_priority()
     # The protocol owns the original stdout; anything printed goes to stderr instead.
     requests = os.fdopen(os.dup(0), "rb")
     answers = os.fdopen(os.dup(1), "wb")
@@ -374,6 +377,21 @@ def serve() -> None:
             _write_frame(answers, pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError:
             return
+
+
+def _lower_priority() -> None:
+    """Yield the CPU to the feed's own process and to whatever shares the machine.
+
+    Workers only build, and a backlog keeps them busy: at the same priority, they take cores
+    from the feed's process, which downloads, posts and acknowledges, and from a Logstash or
+    Elasticsearch on the same machine, which then takes batches more slowly than workers fill
+    them. At a lower priority they run on what the others leave, which on an idle machine is
+    every spare core.
+    """
+    try:
+        os.nice(WORKER_NICENESS)
+    except (AttributeError, OSError):  # not POSIX, or not allowed: build at the same priority
+        pass
 
 
 def _exit_when_orphaned(parent: int) -> None:
