@@ -13,6 +13,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from itertools import accumulate
+from operator import add
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 # A batch body is a JSON array: "[" + items joined by "," + "]".
@@ -43,13 +44,18 @@ class Encoded:
         """Where each document starts in `data`, and (last) where one after the last would."""
         if self._starts is None:
             gap = len(self.separator)
-            self._starts = list(accumulate((size + gap for size in self.sizes), initial=0))
+            if gap == 1:
+                self._starts = self.bounds()  # a comma after each document: the same offsets
+            elif gap == 0:
+                self._starts = list(accumulate(self.sizes, initial=0))
+            else:
+                self._starts = list(map(add, accumulate(self.sizes, initial=0), range(0, gap * len(self) + 1, gap)))
         return self._starts
 
     def bounds(self) -> List[int]:
         """Body bytes of the first k documents and the comma after each, for k = 0..len."""
         if self._bounds is None:
-            self._bounds = list(accumulate((size + 1 for size in self.sizes), initial=0))
+            self._bounds = list(map(add, accumulate(self.sizes, initial=0), range(len(self.sizes) + 1)))
         return self._bounds
 
     def span(self, first: int, stop: int) -> memoryview:
