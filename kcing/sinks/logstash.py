@@ -14,9 +14,9 @@ from kcing.errors import ConfigError, SinkRejected, SinkUnavailable
 from kcing.http import (BodyAbandoned, BodyError, BodyReader, RetryPolicy, certificate_refused, parse_retry_after,
                         seconds_text)
 from kcing.netreason import connection_failure
-from kcing.records import Document
 from kcing.settings import mask_credentials
 from kcing.sinks.batching import LOGSTASH_SEPARATOR, Batch
+from kcing.sinks.encoding import logstash_json
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,7 @@ class LogstashSink:
     # An object's documents are joined by commas, as they lie in a batch's JSON array.
     separator = LOGSTASH_SEPARATOR
 
-    @staticmethod
-    def encode(document: Document) -> bytes:
-        return document.to_json().encode("utf-8")
+    encode = staticmethod(logstash_json)
 
     def destination(self, kind: str) -> str:
         """What the ledger records as where objects of `kind` were delivered."""

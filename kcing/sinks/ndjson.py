@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import threading
-from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Set
 
 from kcing.errors import ConfigError, StorageFailed
 from kcing.sinks import ndjson_destination
-from kcing.records import Document
 from kcing.sinks.batching import Batch
+from kcing.sinks.encoding import ndjson_record
 
 # Bytes read at a time while looking for the last whole record from the end of a file.
 TAIL_BLOCK = 1 << 16
@@ -88,16 +87,7 @@ class NdjsonDirSink:
     # Records end with a newline: an object's records are joined with nothing between them.
     separator = b""
 
-    @staticmethod
-    def encode(document: Document) -> bytes:
-        index, doc_id = document.index, document.doc_id
-        if type(index) is str and type(doc_id) is str:
-            # json.dumps of the action, without its dispatch: this runs per document.
-            action = '{"index":{"_index":%s,"_id":%s}}' % (encode_basestring_ascii(index),
-                                                             encode_basestring_ascii(doc_id))
-        else:
-            action = json.dumps({"index": {"_index": index, "_id": doc_id}}, separators=(",", ":"))
-        return (action + "\n" + document.source_json() + "\n").encode("utf-8")
+    encode = staticmethod(ndjson_record)
 
     def send(self, batch: Batch) -> None:
         """Append and flush to disk; only then does the pipeline record the objects as delivered.
