@@ -53,7 +53,8 @@ class UpstreamObject:
 
 # Not frozen, like UpstreamObject: a frozen dataclass sets each field through
 # object.__setattr__, which cost as much as the rest of making a log line's document, and a
-# LAVA job makes one per line. Nothing changes a document once made but `remember_body_json`.
+# LAVA job makes one per line. Nothing changes a document once made but `remember_body_json`
+# (validate.py, for a body whose JSON it made anyway).
 @dataclass
 class Document:
     """One Elasticsearch document and where it goes.
@@ -83,9 +84,7 @@ class Document:
 
     def to_json(self) -> str:
         """`to_wire()` as compact JSON text."""
-        body = self.body_json
-        if body is None:
-            body = _ENCODER.encode(dict(self.body))
+        body = self._body_text()
         timestamp, index, doc_id = self.timestamp, self.index, self.doc_id
         if type(timestamp) is str and type(index) is str and type(doc_id) is str:
             # What the encoder does with a string, without its dispatch: this runs per document.

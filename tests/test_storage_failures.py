@@ -239,7 +239,7 @@ def test_a_ledger_locked_past_the_wait_is_exit_4_in_one_line_after_a_bounded_wai
 def test_a_ledger_locked_for_less_than_the_wait_is_waited_for(tmp_path):
     db, out = tmp_path / "kcing.db", tmp_path / "out"
     Ledger.open(str(db)).close()
-    with ledger_locked_by_another_process(db) as holder:
+    with ledger_locked_by_another_process(db):
         env = clean_environ(KCING_DB=str(db), KCING_DB_LOCK_WAIT="60")
         running = kcing_process(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output",
                                  str(out)], env, tmp_path)

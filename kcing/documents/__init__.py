@@ -15,11 +15,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 from kcing.documents.boot import boot_report_documents
 from kcing.documents.build import build_documents
-from kcing.documents.coerce import one_line
 from kcing.documents.lava import lava_documents
 from kcing.documents.nodes import node_documents
 from kcing.documents.validate import check_all
-from kcing.errors import RejectedInput
+from kcing.errors import RejectedInput, one_line
 from kcing.records import BOOT, BUILD, LAVA, NODE_KINDS, Document
 
 # An escaped backslash, an escaped surrogate pair, or an escaped lone surrogate (6 characters).

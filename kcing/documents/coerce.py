@@ -16,7 +16,6 @@ from typing import Any, Optional
 from dateutil import parser as dateparser
 
 from kcing.documents.identity import as_utc
-from kcing.errors import one_line  # noqa: F401  (the documents' rejection reasons use it from here)
 
 # Words upstream writes for "no value": LAVA templates render Python's None as "None".
 NO_VALUE_WORDS = frozenset(("", "none", "null"))

@@ -10,8 +10,7 @@ import json
 import re
 from typing import Any, Mapping
 
-from kcing.documents.coerce import one_line
-from kcing.errors import RejectedInput
+from kcing.errors import RejectedInput, one_line
 from kcing.records import DOCUMENT_KINDS, Document
 
 INDEX = re.compile(r"^(%s)-\d{4}\.\d{2}\.\d{2}$" % "|".join(DOCUMENT_KINDS))

@@ -27,8 +27,7 @@ from yaml.events import (
 )
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from kcing.documents.coerce import one_line
-from kcing.errors import RejectedInput
+from kcing.errors import RejectedInput, one_line
 
 # Real callbacks nest about 8 levels deep.
 MAX_DEPTH = 100
