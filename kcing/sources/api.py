@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import string
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,8 +38,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set
 
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
-from kcing.sources.api_related import RelatedNodes, node_from_answer
-from kcing.sources.decoding import collector_paused
+from kcing.sources.api_related import OBJECT_ID, RelatedNodes, node_from_answer
+from kcing.sources.decoding import collector_paused, is_object_id
 from kcing.sources.requester import Requester
 from kcing.watermark import crawl_start, next_watermark
 
@@ -53,8 +52,6 @@ MAX_ARTIFACT_BYTES = 256 << 20
 LOST_ARTIFACT_STATUSES = frozenset({401, 403, 404, 410})
 # The artifact each node kind needs for its documents with `with_logs`.
 LOG_ARTIFACTS = {JOB: "callback_data", KBUILD: "build_log"}
-OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
-HEX_DIGITS = string.hexdigits
 # The forms the API writes `updated` in (naive UTC, with microseconds unless they are 0): a
 # version id is then made from the text itself, with no datetime formatting (as `version_id`).
 CANONICAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?")
@@ -371,8 +368,7 @@ def _version_of(item, kind: str) -> Optional[tuple]:
         return None
     node_id = item["id"] if "id" in item else item.get("_id")
     text = item.get("updated")
-    if not (isinstance(node_id, str) and len(node_id) == 24 and not node_id.strip(HEX_DIGITS)
-            and isinstance(text, str) and CANONICAL_TIME.fullmatch(text)):
+    if not (is_object_id(node_id) and isinstance(text, str) and CANONICAL_TIME.fullmatch(text)):
         return None
     try:
         updated = datetime.fromisoformat(text + "+00:00")

@@ -1,7 +1,8 @@
-"""Reading the large JSON answers of upstream listings."""
+"""Reading upstream listings: their large JSON answers, and the ids in them."""
 from __future__ import annotations
 
 import gc
+import string
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -23,3 +24,10 @@ def collector_paused() -> Iterator[None]:
     finally:
         if running:
             gc.enable()
+
+
+
+def is_object_id(value) -> bool:
+    """A MongoDB ObjectId as text: 24 hexadecimal digits and nothing more. No regular expression
+    (`$` would let a line end through), as it runs for every listed item."""
+    return isinstance(value, str) and len(value) == 24 and not value.strip(string.hexdigits)

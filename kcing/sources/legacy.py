@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import re
-import string
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from dataclasses import replace
@@ -22,13 +21,12 @@ from urllib.parse import quote, unquote, urlsplit
 
 from kcing.errors import UpstreamError
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
-from kcing.sources.decoding import collector_paused
+from kcing.sources.decoding import collector_paused, is_object_id
 from kcing.sources.requester import Requester
 
 log = logging.getLogger(__name__)
 
 CSRF_PATTERN = re.compile(r'csrf-token.*?content="([^"]+)"', re.DOTALL)
-HEX_DIGITS = string.hexdigits
 # Storage path segments come from upstream: allow what real ones contain, nothing that moves
 # up a directory or starts a new URL component.
 SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+,=:@~-]*$")
@@ -141,21 +139,13 @@ class LegacyKernelCI:
     def _identities(self, collection: str, items: list) -> tuple:
         """The kind and upstream id of every item of a page (id None: the item has no valid id).
 
-        Runs for every listed item of every run: one loop, no call per item.
+        Runs for every listed item of every run: one pass over the page per question.
         """
         if collection == "build":
             kinds = [BUILD] * len(items)
         else:
             kinds = [self._kind(collection, item) if isinstance(item, dict) else LAVA for item in items]
-        ids: List[Optional[str]] = []
-        append, hex_digits = ids.append, HEX_DIGITS
-        for item in items:
-            value = item.get("_id") if isinstance(item, dict) else None
-            if isinstance(value, dict):
-                value = value.get("$oid")
-            # _is_object_id, inline.
-            append(value.lower() if isinstance(value, str) and len(value) == 24 and not value.strip(hex_digits)
-                   else None)
+        ids = [_object_id(item) if isinstance(item, dict) else None for item in items]
         return kinds, ids
 
     @staticmethod
@@ -309,13 +299,7 @@ def _object_id(item: dict) -> Optional[str]:
     value = item.get("_id")
     if isinstance(value, dict):
         value = value.get("$oid")
-    return value.lower() if _is_object_id(value) else None
-
-
-def _is_object_id(value) -> bool:
-    """24 hexadecimal digits, nothing more (not even the line end that `$` lets through); no
-    regular expression, as it runs for every listed item."""
-    return isinstance(value, str) and len(value) == 24 and not value.strip(HEX_DIGITS)
+    return value.lower() if is_object_id(value) else None
 
 
 def _created_on(item: dict) -> Optional[datetime]:
