@@ -179,15 +179,7 @@ class KernelCIApi:
                     entries.append((obj.facts.get("node_id"), obj.facts.get("updated"), obj.upstream_id, None, obj))
                 else:
                     entries.append((*version, item, None))
-            fresh = []
-            for entry in entries:
-                node_id, updated = entry[0], entry[1]
-                if node_id is not None:
-                    seen = newest.get(node_id)
-                    if seen is not None and seen >= updated:
-                        continue  # this version, or a newer one, was listed already
-                    newest[node_id] = updated
-                fresh.append(entry)
+            fresh = [entry for entry in entries if _newer_than_listed(newest, entry[0], entry[1])]
             delivered = known(kind, [entry[2] for entry in fresh if entry[4] is None])
             for node_id, updated, upstream_id, item, obj in fresh:
                 listed[upstream_id] = updated
@@ -207,12 +199,9 @@ class KernelCIApi:
         for page in self._pages(kind):
             for item in page.items:
                 obj = self._object_from(kind, item)
-                node_id, updated = obj.facts.get("node_id"), obj.facts.get("updated")
-                if node_id is not None:
-                    seen = newest.get(node_id)
-                    if seen is not None and seen >= updated:
-                        continue  # this version, or a newer one, was listed already
-                    newest[node_id] = updated
+                updated = obj.facts.get("updated")
+                if not _newer_than_listed(newest, obj.facts.get("node_id"), updated):
+                    continue
                 listed[obj.upstream_id] = updated
                 yield obj
                 if self.how_many is not None and len(listed) >= self.how_many:
@@ -359,6 +348,19 @@ def gunzip(data: bytes, limit: int) -> bytes:
     if not inflater.eof:
         raise ValueError("gzip data cut short")
     return content
+
+
+def _newer_than_listed(newest: Dict[str, datetime], node_id: Optional[str], updated) -> bool:
+    """Whether a listed version is to be listed: not when this version of the node, or a newer
+    one, was listed already (offset paging over a growing result set repeats items). Notes it
+    in `newest` (node id -> newest `updated` listed). A version without a node id always is."""
+    if node_id is None:
+        return True
+    seen = newest.get(node_id)
+    if seen is not None and seen >= updated:
+        return False
+    newest[node_id] = updated
+    return True
 
 
 def _version_of(item, kind: str) -> Optional[tuple]:
