@@ -24,7 +24,7 @@ from kcing.listing import Listing
 from kcing.progress import Progress, eta_text
 from kcing.records import UpstreamObject
 from kcing.sources import listed_lab
-from kcing.sinks.batching import LOGSTASH_SEPARATOR, Batch, Batcher, Encoded
+from kcing.sinks.batching import Batch, Batcher, Encoded
 from kcing.sinks.logstash import BatchTooLarge
 from kcing.sinks.throttle import RateLimiter
 
@@ -180,8 +180,7 @@ class Feed:
 
     def _deliver(self, candidates: Iterable[UpstreamObject]) -> None:
         # The builder is closed last: after the download threads that use it are done.
-        separator = getattr(self.sink, "separator", LOGSTASH_SEPARATOR)
-        with Builder(self.options.workers, self.sink.encode, separator=separator) as self.builder:
+        with Builder(self.options.workers, self.sink.encode, separator=self.sink.separator) as self.builder:
             self._deliver_with_threads(candidates)
 
     def _deliver_with_threads(self, candidates: Iterable[UpstreamObject]) -> None:
