@@ -26,6 +26,7 @@ from tests.fakes.legacy_corpus import COLLECTIONS, LegacyCorpus, storage_path
 from tests.fakes.legacy_listing import BackendFailure, ListingItem
 from tests.fakes.serving import (
     CLIENT_GONE, BackgroundServer, FaultQueue, LockedList, QuietHandler, ServedByBackgroundServer,
+    StartedByWith,
 )
 
 SESSION_COOKIE = "kernelci.org"
@@ -403,7 +404,7 @@ def _index_page(path: str, children: List[Tuple[str, bool]]) -> bytes:
             "</html>\r\n" % (title, title, "\r\n".join(links))).encode("utf-8")
 
 
-class LegacyReplica:
+class LegacyReplica(StartedByWith):
     """Frontend plus storage over one corpus: what a crawler of legacy KernelCI talks to."""
 
     def __init__(self, corpus: LegacyCorpus, today: Optional[date] = None,
@@ -430,12 +431,6 @@ class LegacyReplica:
     def storage_url(self) -> str:
         return self.storage.url
 
-    def __enter__(self) -> "LegacyReplica":
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
 
 __all__ = ["LegacyCorpus", "LegacyFrontend", "LegacyStorage", "LegacyReplica", "CsrfSessions",

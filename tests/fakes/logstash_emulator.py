@@ -23,7 +23,7 @@ from tests.fakes.elastic_store import IndexStore
 from tests.fakes.logstash_events import Event, decode_body
 from tests.fakes.serving import (
     CLIENT_GONE, BackgroundServer, BodyTooLarge, FaultQueue, LockedList, QuietHandler, ServedByBackgroundServer,
-    wait_until,
+    StartedByWith, wait_until,
 )
 
 DEFAULT_MAX_CONTENT_LENGTH = 100 * 1024 * 1024
@@ -369,7 +369,7 @@ for _method in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"):
 ROUTES = ("build", "lava", "boot", "regression")
 
 
-class LogstashCluster:
+class LogstashCluster(StartedByWith):
     """One emulator per kcing route (ES_BUILD, ES_LAVA, ES_BOOT, ES_REGRESSION inputs), each on its own port.
 
     All routes write into one shared `IndexStore`, as the inputs of a real stack write
@@ -416,9 +416,3 @@ class LogstashCluster:
         for emulator in self.emulators.values():
             emulator.clear()
 
-    def __enter__(self) -> "LogstashCluster":
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()

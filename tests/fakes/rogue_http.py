@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from tests.fakes.serving import LOOPBACK, LockedList
+from tests.fakes.serving import LOOPBACK, LockedList, StartedByWith
 
 # Headers of the emulator's answer that describe its own framing; the front frames its own.
 HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
@@ -38,7 +38,7 @@ class Rule:
     remaining: Optional[int]  # None: every matching request
 
 
-class RogueFront:
+class RogueFront(StartedByWith):
     """Forward to `upstream` (an http:// base URL), or answer matching requests with a behaviour.
 
     A behaviour writes the whole answer on the socket and returns True when the connection may be
@@ -86,12 +86,6 @@ class RogueFront:
             self._server.shutdown()
             self._server.server_close()
 
-    def __enter__(self) -> "RogueFront":
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:

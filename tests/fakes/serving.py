@@ -205,7 +205,18 @@ class BackgroundServer:
         self._thread.join(timeout=5)
 
 
-class ServedByBackgroundServer:
+class StartedByWith:
+    """`with Thing() as running:` starts it and stops it, for anything with `start()` and `stop()`."""
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+class ServedByBackgroundServer(StartedByWith):
     """Lifecycle shared by the emulators: `self._server` is their BackgroundServer.
 
     `start()` returns the base URL; `with Emulator() as running:` starts and stops it; `errors`
@@ -219,13 +230,6 @@ class ServedByBackgroundServer:
 
     def stop(self) -> None:
         self._server.stop()
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:

@@ -17,6 +17,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from tests.fakes.serving import StartedByWith
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -68,7 +70,7 @@ def _with_openssl(certificate: Path, key: Path) -> None:
                    check=True, capture_output=True, timeout=60)
 
 
-class TlsFront:
+class TlsFront(StartedByWith):
     """TLS on 127.0.0.1:<port>, relayed in plain text to 127.0.0.1:<target port>."""
 
     def __init__(self, target_port: int, certificate: Path, key: Path):
@@ -104,12 +106,6 @@ class TlsFront:
                     pass
             self._open.clear()
 
-    def __enter__(self) -> "TlsFront":
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
     def _accept(self) -> None:
         while True:
