@@ -61,7 +61,7 @@ def corpus_of(replica: ApiReplica, objects: int, log_lines: int) -> int:
     made = 0
     for number in range(max(1, round(objects / 13))):
         made += bench_tree(replica.corpus, replica.files_url, BASE + timedelta(seconds=10 * number), number,
-                           log_lines)
+                           log_lines, time_ordered_ids=True)
     return made
 
 

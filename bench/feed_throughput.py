@@ -45,7 +45,7 @@ from kcing.records import BOOT, BUILD, LAVA, UpstreamObject  # noqa: E402
 from kcing.sinks.batching import Batcher  # noqa: E402
 from kcing.sinks.logstash import LogstashSink  # noqa: E402
 from kcing.wiring import logstash_destination_of  # noqa: E402
-from tests.fakes.legacy_data import NON_LAVA_LAB, at, build_item, synthetic_corpus  # noqa: E402
+from tests.fakes.legacy_data import NON_LAVA_LAB, at, build_item, object_id_at, synthetic_corpus  # noqa: E402
 from tests.fakes.legacy_corpus import storage_path  # noqa: E402
 from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica  # noqa: E402
 from tests.feedrun import feed_environ  # noqa: E402
@@ -105,6 +105,9 @@ def second_run_over_delivered(rows: int, profile: bool = False) -> KcingRun:
         # As upstream: each tree/kernel revision is built for a few hundred configurations.
         item = build_item("tree%d" % (n % 7), "v5.%d-%d" % (n % 20, n // 300), "arm64", "defconfig-%d" % (n % 300),
                           created)
+        # Upstream's ids are MongoDB ObjectIds, which begin with their creation time: a listing in
+        # date order asks the ledger about neighbouring ids, not about ids scattered at random.
+        item["_id"] = {"$oid": object_id_at(created, item["_id"]["$oid"])}
         corpus.add_item("build", item)
         objects.append(UpstreamObject("legacy", BUILD, item["_id"]["$oid"], "", created))
     with LegacyReplica(corpus, today=TODAY) as replica, CountingLogstash() as logstash, \

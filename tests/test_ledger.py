@@ -66,6 +66,35 @@ def test_many_ids_are_looked_up_in_chunks(ledger):
     assert ledger.counts() == {("legacy", "build", "", DELIVERED): 2500}
 
 
+def _ids_like_upstream(count):
+    """ObjectIds as MongoDB makes them: creation seconds first, so they sort by time."""
+    return ["%08x%016x" % (0x5F000000 + n, n * 7919) for n in range(count)]
+
+
+@pytest.mark.parametrize("spacing", [2, 50], ids=["neighbours", "scattered"])
+def test_a_listing_lookup_answers_alike_whether_the_ids_asked_about_are_neighbours_or_scattered(tmp_path, spacing):
+    # Between and among the ids asked about lie rows of other states, destinations and kinds,
+    # and ids asked about that the ledger never saw.
+    ledger = Ledger.open(str(tmp_path / "kcing.db"))
+    ids = _ids_like_upstream(6000)
+    states = [DELIVERED, REJECTED, FAILED, TOO_LARGE, DELIVERED]
+    ledger.record([Outcome(obj(i), states[n % 5]) for n, i in enumerate(ids) if n % 7],
+                  destination=lambda kind: "logstash http://ls:8080")
+    ledger.record([Outcome(obj(i), DELIVERED) for i in ids[::3]], destination=lambda kind: "ndjson /out")
+    ledger.record([Outcome(obj(i, kind="lava"), DELIVERED) for i in ids[::2]],
+                  destination=lambda kind: "logstash http://ls:8080")
+    asked = ids[100::spacing] + ids[1:60] + ["%024x" % 0, "f" * 24]
+    delivered = {i for n, i in enumerate(ids) if n % 7 and states[n % 5] == DELIVERED}
+    settled = {i for n, i in enumerate(ids) if n % 7 and states[n % 5] in (DELIVERED, REJECTED)}
+    for _ in range(5):  # scattered: until the ledger stops reading stretches, and after
+        assert ledger.delivered_ids("legacy", "build", asked, "logstash http://ls:8080") == delivered & set(asked)
+        assert ledger.settled_ids("legacy", "build", asked, "logstash http://ls:8080") == settled & set(asked)
+        assert ledger.delivered_ids("legacy", "build", asked, "ndjson /out") == set(ids[::3]) & set(asked)
+        assert ledger.delivered_ids("legacy", "lava", reversed(asked), "logstash http://ls:8080") \
+            == set(ids[::2]) & set(asked)
+    ledger.close()
+
+
 def test_a_failed_transaction_leaves_earlier_rows_intact(ledger):
     ledger.record([Outcome(obj("a"), DELIVERED)])
     with pytest.raises(Exception):

@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 
 # SQLite caps the number of bound parameters per statement; stay well below the oldest limit.
 LOOKUP_CHUNK = 500
+# A listing's ids are looked up by reading the index between the least and the greatest of a
+# chunk when that stretch holds at most this many rows per id asked about; past it, and for the
+# rest of the run after this many such misses for one (source, kind, destination), one by one.
+RANGE_ROWS_PER_ID = 3
+RANGE_MISSES_BEFORE_GIVING_UP = 3
 WRITE_CHUNK = 100
 
 # The upsert of one outcome row: a new object is inserted; a known one (same source, kind, id
@@ -98,6 +103,8 @@ class Ledger:
     def __init__(self, database: SqliteDatabase, clock=_utcnow):
         self.db = database
         self.clock = clock
+        # (source, kind, destination) -> chunks whose ids were too scattered to read as one stretch
+        self._scattered: Dict[Tuple[str, str, str], int] = {}
 
     @classmethod
     def open(cls, path: str, clock=_utcnow, wait: float = DEFAULT_LOCK_WAIT,
@@ -160,18 +167,46 @@ class Ledger:
 
     def _ids_in_states(self, source: str, kind: str, upstream_ids: Iterable[str], states: tuple,
                        destination: str) -> Set[str]:
-        ids = list(upstream_ids)
+        ids = sorted(set(upstream_ids))
         found: Set[str] = set()
-        # Plain SQL on the (source, kind, upstream_id) index: this runs for every listed object,
-        # and building the same query through the ORM costs more than executing it.
+        scattered = self._scattered.get((source, kind, destination), 0) >= RANGE_MISSES_BEFORE_GIVING_UP
         for start in range(0, len(ids), LOOKUP_CHUNK):
             chunk = ids[start:start + LOOKUP_CHUNK]
-            cursor = self.db.execute_sql(
-                "SELECT upstream_id FROM upstream_file WHERE source = ? AND kind = ? AND destination = ? "
-                "AND state IN (%s) AND upstream_id IN (%s)" % (",".join("?" * len(states)), ",".join("?" * len(chunk))),
-                [source, kind, destination, *states, *chunk])
-            found.update(row[0] for row in cursor.fetchall())
+            in_range = None if scattered else self._ids_in_range(source, kind, chunk, states, destination)
+            if in_range is None:
+                in_range = self._ids_one_by_one(source, kind, chunk, states, destination)
+                if not scattered:
+                    key = (source, kind, destination)
+                    self._scattered[key] = self._scattered.get(key, 0) + 1
+            found |= in_range
         return found
+
+    def _ids_in_range(self, source: str, kind: str, chunk: List[str], states: tuple,
+                      destination: str) -> Optional[Set[str]]:
+        """Those of `chunk` (sorted) in `states`, read from one stretch of the unique index, or None
+        when that stretch holds many more rows than `chunk` has ids (then each is looked up).
+
+        Upstream ids are MongoDB ObjectIds, which begin with their creation time, and a listing
+        comes in time order: the ids of one page are neighbours in the index, and reading their
+        stretch costs a third of looking each id up."""
+        most = RANGE_ROWS_PER_ID * len(chunk)
+        rows = self.db.execute_sql(
+            "SELECT upstream_id, state FROM upstream_file WHERE source = ? AND kind = ? AND upstream_id BETWEEN ? AND ? "
+            "AND destination = ? LIMIT ?", [source, kind, chunk[0], chunk[-1], destination, most + 1]).fetchall()
+        if len(rows) > most:
+            return None
+        wanted = set(chunk)
+        return {upstream_id for upstream_id, state in rows if state in states and upstream_id in wanted}
+
+    def _ids_one_by_one(self, source: str, kind: str, chunk: List[str], states: tuple,
+                        destination: str) -> Set[str]:
+        # Plain SQL on the (source, kind, upstream_id) index: this runs for every listed object,
+        # and building the same query through the ORM costs more than executing it.
+        cursor = self.db.execute_sql(
+            "SELECT upstream_id FROM upstream_file WHERE source = ? AND kind = ? AND destination = ? "
+            "AND state IN (%s) AND upstream_id IN (%s)" % (",".join("?" * len(states)), ",".join("?" * len(chunk))),
+            [source, kind, destination, *states, *chunk])
+        return {row[0] for row in cursor.fetchall()}
 
     def counts(self) -> Dict[tuple, int]:
         """Return {(source, kind, destination, state): number of objects}."""

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from tests.fakes.api_corpus import ApiCorpus, api_time
-from tests.fakes.legacy_data import lava_json
+from tests.fakes.legacy_data import lava_json, object_id_at
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "upstream"
 MAESTRO = SHARED / "maestro"
@@ -74,8 +74,10 @@ def revision(tree: str, branch: str, describe: str) -> dict:
 class _Tree:
     """Makes the nodes of one checkout's tree, each `minutes` after the checkout was created."""
 
-    def __init__(self, corpus: ApiCorpus, files_url: str, base: datetime, seed: str, kernel_revision: dict):
+    def __init__(self, corpus: ApiCorpus, files_url: str, base: datetime, seed: str, kernel_revision: dict,
+                 time_ordered_ids: bool = False):
         self.corpus, self.files_url, self.base, self.seed = corpus, files_url, base, seed
+        self.time_ordered_ids = time_ordered_ids
         self.revision = kernel_revision
         self.treeid = hashlib.sha256(seed.encode()).hexdigest()
         self.checkout: Optional[dict] = None
@@ -84,7 +86,8 @@ class _Tree:
              result: Optional[str] = "pass", state: str = "done", artifacts: Optional[dict] = None,
              group: Optional[str] = None) -> dict:
         created = self.base + timedelta(minutes=minutes)
-        node_id = object_id("%s/%s/%s" % (self.seed, "/".join((parent or {}).get("path", [])), name))
+        seed = "%s/%s/%s" % (self.seed, "/".join((parent or {}).get("path", [])), name)
+        node_id = object_id_at(created, seed) if self.time_ordered_ids else object_id(seed)
         node = {
             "id": node_id, "kind": kind, "name": name, "path": (parent or {}).get("path", []) + [name],
             "group": group, "parent": parent["id"] if parent else None, "state": state, "result": result,
@@ -216,11 +219,15 @@ def regression(corpus: ApiCorpus, failed: dict, passed: dict, job: dict, created
     return corpus.add(node)
 
 
-def bench_tree(corpus: ApiCorpus, files_url: str, base: datetime, number: int, log_lines: int) -> int:
-    """One kbuild with four LAVA jobs of two test nodes each (13 objects); returns the count."""
+def bench_tree(corpus: ApiCorpus, files_url: str, base: datetime, number: int, log_lines: int,
+               time_ordered_ids: bool = False) -> int:
+    """One kbuild with four LAVA jobs of two test nodes each (13 objects); returns the count.
+
+    `time_ordered_ids`: node ids start with their creation time, as the API's MongoDB ids do."""
     builder = _Tree(corpus, files_url, base, "bench-%d" % number,
-                    revision("tree%d" % (number % 7), "master", "v6.%d-%d" % (number % 20, number)))
-    builder.checkout = {"id": object_id("bench-%d" % number), "path": ["checkout"]}
+                    revision("tree%d" % (number % 7), "master", "v6.%d-%d" % (number % 20, number)), time_ordered_ids)
+    builder.checkout = {"id": object_id_at(base, "bench-%d" % number) if time_ordered_ids
+                        else object_id("bench-%d" % number), "path": ["checkout"]}
     kbuild = builder.kbuild("arm64", "gcc-12", 0)
     for board in range(4):
         job = builder.lab_job("baseline-arm64-board-%d" % board, kbuild, 1 + board, "board-%d" % board,

@@ -24,6 +24,12 @@ def object_id(seed: str) -> str:
     return hashlib.sha1(seed.encode()).hexdigest()[:24]
 
 
+def object_id_at(created: datetime, seed: str) -> str:
+    """An ObjectId as MongoDB makes them: the creation time's seconds in its first 4 bytes, so ids
+    sort as the objects were created (as upstream's do), then 8 stable bytes from `seed`."""
+    return "%08x%s" % (int(created.timestamp()), hashlib.sha1(seed.encode()).hexdigest()[:16])
+
+
 def epoch_ms(when: datetime) -> int:
     return int(when.replace(tzinfo=when.tzinfo or timezone.utc).timestamp() * 1000)
 
