@@ -32,7 +32,7 @@ The machine is shared, so absolute figures move with the load: read them as rati
 in one run. Sizes are small by default so a run takes a few minutes; the issue's sizes are
 `--rss-sizes 1000,100000 --ledger-rows 100000`.
 
-    python bench/targets.py                       # defaults: 250 objects, RSS at 50 and 250
+    python bench/targets.py                       # defaults: a backlog of 1000 objects, RSS at 50 and 1000
     python bench/targets.py --objects 2000 --rss-sizes 1000,100000 --ledger-rows 100000
     python bench/targets.py --objects 20 --cores-objects 20 --log-lines 50 --rss-sizes 10,20 --ledger-rows 500
 """
@@ -271,14 +271,15 @@ def print_table(targets: List[Target]) -> None:
 
 def arguments():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--objects", type=int, default=250, help="legacy backlog size (1 build for 4 LAVA boots)")
+    parser.add_argument("--objects", type=int, default=1000,
+                        help="legacy backlog size (1 build for 4 LAVA boots): targets 2, 3 and 5 are measured on it")
     parser.add_argument("--log-lines", type=int, default=1000, help="log lines per LAVA file (real: 540-1394)")
     parser.add_argument("--cores-objects", type=int, default=1000,
                         help="backlog size for the cores target (workers start after the first dozen objects)")
     parser.add_argument("--threads", type=int, default=4, help="KCI_THREADS of the feed")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="worker count for the cores target, passed as %s (default: cores)" % WORKERS_SETTING)
-    parser.add_argument("--rss-sizes", default="50,250",
+    parser.add_argument("--rss-sizes", default="50,1000",
                         help="comma-separated corpus sizes for the memory target (issue: 1000,100000)")
     parser.add_argument("--ledger-rows", type=int, default=100_000,
                         help="delivered rows listed by the re-run targets (figures are per 100k)")

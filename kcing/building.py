@@ -34,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from kcing.collector import collector_paused
 from kcing.errors import RejectedInput
 from kcing.sinks.batching import LOGSTASH_SEPARATOR, Encoded
 
@@ -77,8 +78,12 @@ def encoded_documents(kind: str, content: bytes, created: Optional[datetime], li
     from kcing.documents import documents_for
     from kcing.ledger import docids
 
-    documents = documents_for(kind, content, created, listed_lab)
-    return Built(Encoded.of([encode(document) for document in documents], separator), docids.by_index(documents))
+    # The documents are dropped before the collector runs again: it has nothing of them to walk.
+    with collector_paused():
+        documents = documents_for(kind, content, created, listed_lab)
+        built = Built(Encoded.of([encode(document) for document in documents], separator), docids.by_index(documents))
+        del documents
+    return built
 
 
 def usable_cores() -> int:

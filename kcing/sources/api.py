@@ -39,7 +39,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
 from kcing.sources.api_related import OBJECT_ID, RelatedNodes, node_from_answer
-from kcing.sources.decoding import collector_paused, is_object_id
+from kcing.collector import collector_paused
+from kcing.sources.decoding import is_object_id
 from kcing.sources.requester import Requester
 from kcing.watermark import crawl_start, next_watermark
 

@@ -21,7 +21,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 from kcing.errors import UpstreamError
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
-from kcing.sources.decoding import collector_paused, is_object_id
+from kcing.collector import collector_paused
+from kcing.sources.decoding import is_object_id
 from kcing.sources.requester import Requester
 
 log = logging.getLogger(__name__)
