@@ -5,6 +5,7 @@ from __future__ import annotations
 # Local emulators (tests/fakes): legacy KernelCI replica and Logstash http inputs.
 # Every server listens on 127.0.0.1 with an ephemeral port and is stopped at teardown.
 # ---------------------------------------------------------------------------------------------
+import compileall
 from datetime import date
 from pathlib import Path
 
@@ -19,6 +20,14 @@ from tests.fakes.serving import ManualClock
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
 # The built-in corpus is dated around this day (the original kcing's era).
 BUILTIN_CORPUS_TODAY = date(2019, 5, 31)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kcing_bytecode():
+    """Compile kcing's modules once, as installing a package does. The tests start kcing and its
+    workers hundreds of times, and where PYTHONDONTWRITEBYTECODE is set (some shells and CI
+    images set it), each start would otherwise compile every module it imports."""
+    compileall.compile_dir(str(SAMPLES_DIR.parent / "kcing"), quiet=1)
 
 
 def replica_corpus() -> tuple:
