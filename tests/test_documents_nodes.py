@@ -176,6 +176,7 @@ def _minimal(kind: str) -> dict:
 @pytest.mark.parametrize("envelope, reason", [
     ({"nodes": {}}, "no \"node\" object"),
     ({"node": {"kind": "test"}}, "no valid id"),
+    ({"node": dict(_minimal("test"), id="ab" * 12 + "\n")}, "no valid id"),
     ({"node": dict(_minimal("test"), kind="job")}, "not 'test'"),
     ({"node": dict(_minimal("test"), created=None)}, "no created date"),
 ])

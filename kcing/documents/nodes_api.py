@@ -4,14 +4,13 @@ Also the small readers nodes.py shares: a node's id, its `data`, lists of keywor
 """
 from __future__ import annotations
 
-import re
 from typing import Any, List, Mapping, Optional
 from urllib.parse import unquote, urlsplit
 
 from kcing.documents.coerce import as_bool, as_date, as_int, as_keyword, as_text
 from kcing.documents.identity import iso_timestamp
+from kcing.objectid import node_id
 
-OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
 # kernelci_api field <- artifact name (the artifact names are the API's own).
 ARTIFACT_URL_FIELDS = {
     "build_log": "build_log_url",
@@ -45,16 +44,6 @@ def mapping(value: Any) -> Mapping[str, Any]:
 
 def data_of(node: Mapping[str, Any]) -> Mapping[str, Any]:
     return mapping(node.get("data"))
-
-
-def node_id(node: Mapping[str, Any]) -> Optional[str]:
-    """The node's 24-hex id, lowercase; `_id` (and `{"$oid": ...}`) as servers sent it before 2023."""
-    value = node.get("id", node.get("_id"))
-    if isinstance(value, dict):
-        value = value.get("$oid")
-    if isinstance(value, str) and OBJECT_ID.match(value):
-        return value.lower()
-    return None
 
 
 def keywords(value: Any) -> Optional[List[str]]:

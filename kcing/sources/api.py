@@ -38,9 +38,9 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set
 
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
-from kcing.sources.api_related import OBJECT_ID, RelatedNodes, node_from_answer
+from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.collector import collector_paused
-from kcing.sources.decoding import is_object_id
+from kcing.objectid import is_object_id, node_id as _node_id
 from kcing.sources.requester import Requester
 from kcing.watermark import crawl_start, next_watermark
 
@@ -271,7 +271,7 @@ class KernelCIApi:
         if obj.kind == REGRESSION:
             data = node.get("data") if isinstance(node.get("data"), dict) else {}
             envelope["viewer_urls"] = {name: self.viewer_url(data[name]) for name in ("fail_node", "pass_node")
-                                       if isinstance(data.get(name), str) and OBJECT_ID.match(data[name])}
+                                       if is_object_id(data.get(name))}
         artifact = LOG_ARTIFACTS.get(obj.kind) if self.with_logs else None
         artifacts = node.get("artifacts")
         url = artifacts.get(artifact) if artifact and isinstance(artifacts, dict) else None
@@ -384,16 +384,6 @@ def _version_of(item, kind: str) -> Optional[tuple]:
 
 def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _node_id(item: dict) -> Optional[str]:
-    # `_id` (plain or {"$oid"}) is how servers sent it before 2023.
-    value = item.get("id", item.get("_id"))
-    if isinstance(value, dict):
-        value = value.get("$oid")
-    if isinstance(value, str) and OBJECT_ID.match(value):
-        return value.lower()
-    return None
 
 
 def _time(value) -> Optional[datetime]:

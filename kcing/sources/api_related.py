@@ -14,12 +14,12 @@ is `related_node`'s small extract, never the whole node.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from kcing.errors import UpstreamError
+from kcing.objectid import is_object_id
 from kcing.records import JOB, REGRESSION, TEST
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,6 @@ MAX_DEPTH = 12
 RELATED_DATA = ("kernel_revision", "job_id", "device", "platform", "runtime", "error_code", "error_msg")
 REVISION_FIELDS = ("tree", "url", "branch", "commit", "describe")
 RELATED_FIELDS = ("id", "kind", "name", "path", "group", "parent", "created", "result")
-
-OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
 
 Fetch = Callable[[str], Optional[Mapping[str, Any]]]
 
@@ -75,7 +73,7 @@ class RelatedNodes:
 
     def node(self, node_id: Any) -> Optional[dict]:
         """The extract of node `node_id`, or None when the API does not know it."""
-        if not isinstance(node_id, str) or not OBJECT_ID.match(node_id):
+        if not is_object_id(node_id):
             return None  # the API would answer 400 however often it is asked
         with self._lock:
             if node_id in self._cache:

@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote, urlsplit
 from kcing.errors import UpstreamError
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
 from kcing.collector import collector_paused
-from kcing.sources.decoding import is_object_id
+from kcing.objectid import is_object_id
 from kcing.sources.requester import Requester
 
 log = logging.getLogger(__name__)

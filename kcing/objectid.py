@@ -1,0 +1,20 @@
+"""MongoDB ObjectIds, the ids of upstream's results in both KernelCI systems."""
+from __future__ import annotations
+
+import string
+from typing import Any, Mapping, Optional
+
+
+def is_object_id(value) -> bool:
+    """A MongoDB ObjectId as text: 24 hexadecimal digits and nothing more. No regular expression
+    (`$` would let a line end through), as it runs for every listed item."""
+    return isinstance(value, str) and len(value) == 24 and not value.strip(string.hexdigits)
+
+
+def node_id(node: Mapping[str, Any]) -> Optional[str]:
+    """A KernelCI API node's id, lowercase; `_id` (plain or `{"$oid": ...}`) as servers sent it
+    before 2023. None when it is not an ObjectId."""
+    value = node.get("id", node.get("_id"))
+    if isinstance(value, dict):
+        value = value.get("$oid")
+    return value.lower() if is_object_id(value) else None
