@@ -4,8 +4,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Optional
 
-from dateutil import parser as dateparser
-
 from kcing.errors import ConfigError
 
 
@@ -42,6 +40,8 @@ def a_date(args: dict, flag: str) -> Optional[datetime]:
     value = args.get(flag)
     if value is None:
         return None
+    from dateutil import parser as dateparser  # here: most runs never read a date, and it takes a while to import
+
     try:
         parsed = dateparser.parse(value)
     except (ValueError, OverflowError):

@@ -21,8 +21,6 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Optional, Tuple
 
-from dateutil import parser as dateparser
-
 from kcing.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -30,6 +28,8 @@ log = logging.getLogger(__name__)
 
 def parse_since(text: str) -> datetime:
     """A `--since` date (anything python-dateutil reads) as aware UTC; no zone means UTC."""
+    from dateutil import parser as dateparser  # here: most runs never read a date, and it takes a while to import
+
     try:
         parsed = dateparser.parse(text)
     except (ValueError, OverflowError):

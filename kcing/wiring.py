@@ -18,10 +18,6 @@ from kcing.records import BOOT, BUILD, CHECKOUT, JOB, KBUILD, LAVA, REGRESSION, 
 from kcing.shutdown import Stop
 from kcing.sinks import logstash_destination
 from kcing.sinks.logstash import MAX_ANSWER_BYTES, LogstashSink
-from kcing.sinks.ndjson import NdjsonDirSink
-from kcing.sources.api import KernelCIApi
-from kcing.sources.legacy import LegacyKernelCI
-from kcing.sources.localfiles import LocalFiles, SamplesDir
 from kcing.sources.requester import Requester
 from kcing.watermark import parse_since
 
@@ -29,10 +25,13 @@ from kcing.watermark import parse_since
 def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: Optional[Stop] = None):
     """The source the settings and flags name. `stop`: retry waits end, and downloads in progress
     are cut, once it is set (the feed takes nothing more after a signal)."""
+    # Each source's module is imported only when it is the one read: every run starts a process,
+    # and a cron run's start is most of its time.
     if settings.KCI_SOURCE != "api" and (args.get("--since") or args.get("--with-logs")):
         raise ConfigError("--since and --with-logs apply to --source api only")
     for flag, kind in (("--builds", BUILD), ("--lavas", LAVA), ("--boots", BOOT)):
         if args.get(flag):
+            from kcing.sources.localfiles import LocalFiles
             return LocalFiles([(kind, path) for path in args["<file>"]], date=a_date(args, "--date"))
     if settings.KCI_SOURCE == "samples":
         given = [flag for flag in ("--days", how_many_flag) if args.get(flag) is not None]
@@ -40,6 +39,7 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
             # Refused rather than ignored: the samples source replays the whole directory.
             raise ConfigError("%s does not apply to --source samples, which replays the whole samples directory"
                               % " and ".join(given))
+        from kcing.sources.localfiles import SamplesDir
         return SamplesDir(settings.KCI_SAMPLES_DIR)
     stop = stop if stop is not None else Stop()
     session = new_session(pool_size=settings.KCI_THREADS + 2, verify=settings.KCI_CA_BUNDLE)
@@ -48,11 +48,13 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
                           settings.KCI_TIMEOUT, sleep=stop.pause, reader=reader,
                           allowed_origins=settings.upstream_origins)
     if settings.KCI_SOURCE == "api":
+        from kcing.sources.api import KernelCIApi
         return KernelCIApi(requester, settings.KCI_API_URL, settings.KCI_API_STORAGE_URL, settings.KCI_API_TOKEN,
                            since=crawl_since(args), default_days=settings.KCI_DAYS,
                            overlap=timedelta(minutes=settings.KCI_API_OVERLAP_MINUTES),
                            page_size=settings.KCI_API_PAGE_SIZE, how_many=positive_int(args, how_many_flag),
                            with_logs=bool(args.get("--with-logs")))
+    from kcing.sources.legacy import LegacyKernelCI
     return LegacyKernelCI(requester, settings.frontend_url, settings.storage_url, settings.non_lava_labs,
                           days=settings.KCI_DAYS, how_many=positive_int(args, how_many_flag),
                           page_size=settings.KCI_PAGE_SIZE)
@@ -73,6 +75,7 @@ def make_sink(args: dict, settings, stop: Optional[Stop] = None):
     """The sink the settings and flags name. `stop`: retry waits end once it is set, and answers
     being read are cut once it is urgent (a second signal)."""
     if args.get("--output"):
+        from kcing.sinks.ndjson import NdjsonDirSink  # as the sources: imported when used
         return NdjsonDirSink(args["--output"])
     auth = None
     if settings.LS_USER or settings.LS_PASSWORD:
