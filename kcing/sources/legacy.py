@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import re
+import string
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from dataclasses import replace
@@ -146,8 +147,7 @@ class LegacyKernelCI:
             kinds = [BUILD] * len(items)
         else:
             kinds = [self._kind(collection, item) if isinstance(item, dict) else LAVA for item in items]
-        ids = [_object_id(item) if isinstance(item, dict) else None for item in items]
-        return kinds, ids
+        return kinds, _object_ids(items)
 
     @staticmethod
     def _known_on_page(kinds: list, ids: list, seen: Set[str], known) -> dict:
@@ -294,6 +294,19 @@ def _invalid_id(item) -> str:
     except (TypeError, ValueError):
         canonical = repr(item)
     return "invalid-" + hashlib.sha256(canonical.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def _object_ids(items: list) -> List[Optional[str]]:
+    """`_object_id` of each item (None for an item that is not an object). A page in the
+    backend's own form, every `_id` a `{"$oid": ...}` of 24 hex digits, is checked at once."""
+    try:
+        values = [item["_id"]["$oid"] for item in items]
+    except (TypeError, KeyError):  # an item that is no object, or an `_id` in another form
+        values = None
+    if values is not None and all(type(value) is str and len(value) == 24 for value in values) \
+            and not "".join(values).strip(string.hexdigits):
+        return [value.lower() for value in values]
+    return [_object_id(item) if isinstance(item, dict) else None for item in items]
 
 
 def _object_id(item: dict) -> Optional[str]:
