@@ -259,8 +259,21 @@ def test_bad_settings_are_one_line_errors_with_exit_2(env, tmp_path, setting, va
 def _listing_of(pages, known, how_many=None):
     from kcing.sources.legacy import LegacyKernelCI
     source = LegacyKernelCI(None, "http://frontend.invalid", "http://storage.invalid", how_many=how_many)
-    source._page = lambda collection, skip, limit: list(pages.get(collection, [])[skip:skip + limit])
+    source._page = lambda collection, skip, limit: ("http://frontend.invalid/_ajax/" + collection, _Answer(
+        {"code": 200, "result": list(pages.get(collection, [])[skip:skip + limit])}))
     return list(source.list_objects(known=known))
+
+
+class _Answer:
+    """A listing page as the requester gives it: status and a JSON body."""
+
+    status_code = 200
+
+    def __init__(self, envelope):
+        self.envelope = envelope
+
+    def json(self):
+        return self.envelope
 
 
 def test_the_listing_skips_delivered_ids_lists_the_rest_once_and_refuses_ids_that_are_not_24_hex_digits():

@@ -89,6 +89,11 @@ class LegacyKernelCI:
 
         The next page is requested while the current one is being processed, so upstream
         latency overlaps with the work of skipping and downloading.
+
+        A page is decoded with the cyclic collector paused, and a page whose items were all
+        delivered is dropped before the collector runs again: otherwise each page, a few
+        thousand dicts, would be walked by the next collections, and now and then with
+        everything else the process holds.
         """
         seen: Set[str] = set()
         wanted = self.how_many
@@ -96,18 +101,23 @@ class LegacyKernelCI:
             skip = 0
             upcoming = prefetch.submit(self._page, collection, skip, self._limit(0))
             while upcoming is not None:
-                items = upcoming.result()
-                if not items:
-                    return
-                skip += len(items)
-                remaining = None if wanted is None else wanted - len(seen) - len(items)
-                upcoming = None
-                if remaining is None or remaining > 0:
-                    upcoming = prefetch.submit(self._page, collection, skip, self._limit(len(seen) + len(items)))
-                kinds, ids = self._identities(collection, items)
-                delivered = self._known_on_page(kinds, ids, seen, known) if known is not None else {}
-                if wanted is None and self._all_skipped(kinds, ids, delivered, seen):
-                    continue
+                url, response = upcoming.result()
+                with collector_paused():
+                    items = self._items(url, response)
+                    del response
+                    if not items:
+                        return
+                    skip += len(items)
+                    remaining = None if wanted is None else wanted - len(seen) - len(items)
+                    upcoming = None
+                    if remaining is None or remaining > 0:
+                        upcoming = prefetch.submit(self._page, collection, skip,
+                                                   self._limit(len(seen) + len(items)))
+                    kinds, ids = self._identities(collection, items)
+                    delivered = self._known_on_page(kinds, ids, seen, known) if known is not None else {}
+                    if wanted is None and self._all_skipped(kinds, ids, delivered, seen):
+                        del items, kinds, ids, delivered
+                        continue
                 for item, kind, upstream_id in zip(items, kinds, ids):
                     if upstream_id is not None and upstream_id in delivered.get(kind, ()):
                         # Pages shift while new results arrive (ascending sort): an item may come twice.
@@ -178,7 +188,8 @@ class LegacyKernelCI:
             return self.page_size
         return max(1, min(self.page_size, self.how_many - already))
 
-    def _page(self, collection: str, skip: int, limit: int) -> list:
+    def _page(self, collection: str, skip: int, limit: int) -> tuple:
+        """(URL, response) of one listing page, its body read but not decoded."""
         params = [("date_range", self.days), ("skip", skip), ("limit", limit),
                   ("sort", "created_on"), ("sort_order", 1)]
         params += [("field", name) for name in LISTING_FIELDS]
@@ -186,7 +197,7 @@ class LegacyKernelCI:
         for _ in range(self.requester.policy.attempts):
             response = self.requester.get(url, params=params, headers={"X-CSRFToken": self._csrf_token()})
             if response.status_code != 403:
-                return self._items(url, response)
+                return url, response
             # The token expired (10 to 20 minutes) or the session cookie changed: get a new pair.
             log.info("CSRF token refused by %s; fetching a new one", url)
             self._token = None
@@ -197,8 +208,7 @@ class LegacyKernelCI:
         if response.status_code != 200:
             raise UpstreamError("GET %s answered %d" % (url, response.status_code))
         try:
-            with collector_paused():
-                envelope = response.json()
+            envelope = response.json()
         except ValueError:
             raise UpstreamError("GET %s did not answer JSON" % url) from None
         items = envelope.get("result") if isinstance(envelope, dict) else None
