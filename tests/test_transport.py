@@ -4,6 +4,8 @@ auth, redirects left alone, and the sink's messages for what can go wrong on the
 from __future__ import annotations
 
 import base64
+import shutil
+import subprocess
 import threading
 import time
 
@@ -290,6 +292,18 @@ def test_a_self_signed_input_is_not_trusted_without_the_bundle(tls_front):
     assert caught.value.untrusted_certificate
     with pytest.raises(ConfigError, match="not trusted.*LS_CA_BUNDLE"):
         sink_for(tls_front.url, Transport()).send(batch())
+
+
+def test_a_directory_of_hashed_certificates_works_as_a_ca_bundle(tls_front, certificate, tmp_path):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl program to hash the certificate's name")
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    subject_hash = subprocess.run([openssl, "x509", "-hash", "-noout", "-in", str(certificate[0])], check=True,
+                                  capture_output=True, text=True, timeout=60).stdout.strip()
+    shutil.copy(certificate[0], directory / ("%s.0" % subject_hash))
+    assert post(Transport(ca_bundle=str(directory)), tls_front.url) == (200, b"ok")
 
 
 def test_the_host_name_is_checked_against_the_certificate(tls_front, certificate):
