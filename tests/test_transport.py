@@ -242,6 +242,15 @@ def test_all_proxy_applies_when_no_scheme_proxy_is_set(front, proxy, monkeypatch
     assert proxy.seen.snapshot() == [("POST", front.url + "/")]
 
 
+def test_a_proxy_that_is_down_is_a_connection_failure_to_retry(front, monkeypatch):
+    with ForwardProxy() as gone:
+        down = gone.url
+    monkeypatch.setenv("HTTP_PROXY", down)
+    with pytest.raises(SinkUnavailable, match=r"cannot connect to %s \(connection refused\)" % front.url):
+        sink_for(front.url, Transport()).send(batch())
+    assert front.requests.snapshot() == []
+
+
 @pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
 @pytest.mark.parametrize("bypassed", [False, True], ids=["proxied", "no_proxy"])
 def test_a_feed_posts_through_the_environments_proxy_unless_no_proxy_covers_logstash(
