@@ -1,4 +1,5 @@
-"""HTTP plumbing shared by sources and sinks: one pooled session, and pure retry decisions."""
+"""HTTP plumbing shared by sources and sinks: the sources' pooled session, pure retry decisions, bounded
+reading of answers (the Logstash sink posts through kcing/transport.py)."""
 from __future__ import annotations
 
 import email.utils

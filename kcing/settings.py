@@ -211,7 +211,8 @@ SPECS: Mapping[str, Spec] = {
     "LS_BATCH_MAX_BYTES": Spec(5_000_000, _integer(1024), "bytes per POST at most"),
     "LS_USER": Spec("", _text, "basic-auth user for the Logstash inputs"),
     "LS_PASSWORD": Spec("", _text, "basic-auth password for the Logstash inputs"),
-    "LS_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Logstash TLS; empty means the system store"),
+    "LS_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Logstash TLS (a PEM file, or a directory of hashed "
+                         "certificates); empty means the system store (OpenSSL's default paths)"),
     # Ledger and retention
     "KCING_DB": Spec("kcing.db", _text, "SQLite ledger of what was delivered"),
     "KCING_DB_LOCK_WAIT": Spec(30.0, _number(0), "seconds a ledger write waits for another process holding its "

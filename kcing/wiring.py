@@ -19,6 +19,7 @@ from kcing.shutdown import Stop
 from kcing.sinks import logstash_destination
 from kcing.sinks.logstash import MAX_ANSWER_BYTES, LogstashSink
 from kcing.sources.requester import Requester
+from kcing.transport import BadCaBundle, Transport
 from kcing.watermark import parse_since
 
 
@@ -88,11 +89,14 @@ def make_sink(args: dict, settings, stop: Optional[Stop] = None):
     names = {BUILD: "ES_BUILD", LAVA: "ES_LAVA", BOOT: "ES_BOOT", CHECKOUT: "ES_BUILD", KBUILD: "ES_BUILD",
              JOB: "ES_LAVA", TEST: "ES_LAVA", REGRESSION: "ES_REGRESSION"}
     stop = stop if stop is not None else Stop()
-    session = new_session(pool_size=settings.ES_PARALLEL_POSTS + 2, verify=settings.LS_CA_BUNDLE)
+    try:
+        transport = Transport(pool_size=settings.ES_PARALLEL_POSTS + 2, ca_bundle=settings.LS_CA_BUNDLE, auth=auth)
+    except BadCaBundle as error:
+        raise ConfigError("LS_CA_BUNDLE %s" % error) from None
     reader = BodyReader(settings.ES_POST_DEADLINE, MAX_ANSWER_BYTES, abandon=lambda: stop.urgent)
-    return LogstashSink(logstash_routes(settings), session,
+    return LogstashSink(logstash_routes(settings), transport,
                         RetryPolicy(attempts=settings.ES_MAX_RETRIES, base=settings.ES_RETRY_BACKOFF),
-                        settings.ES_TIMEOUT, auth, sleep=stop.pause, settings=names, reader=reader)
+                        settings.ES_TIMEOUT, sleep=stop.pause, settings=names, reader=reader)
 
 
 def logstash_routes(settings) -> dict:

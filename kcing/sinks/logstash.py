@@ -5,18 +5,16 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
-
-import requests
+from typing import Callable, Dict, Mapping, Optional, Sequence
 
 from kcing.sinks import logstash_destination
 from kcing.errors import ConfigError, SinkRejected, SinkUnavailable
-from kcing.http import (BodyAbandoned, BodyError, BodyReader, RetryPolicy, certificate_refused, parse_retry_after,
-                        seconds_text)
+from kcing.http import BodyAbandoned, BodyError, BodyReader, RetryPolicy, parse_retry_after, seconds_text
 from kcing.netreason import connection_failure
 from kcing.settings import mask_credentials
 from kcing.sinks.batching import LOGSTASH_SEPARATOR, Batch
 from kcing.sinks.encoding import logstash_json
+from kcing.transport import CannotConnect, PostFailed, PostTimeout, Transport
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +42,14 @@ class LogstashSink:
 
     name = "Logstash"
 
-    def __init__(self, routes: Mapping[str, Sequence[str]], session: requests.Session,
-                 policy: RetryPolicy, timeout: float, auth: Optional[Tuple[str, str]] = None,
+    def __init__(self, routes: Mapping[str, Sequence[str]], transport: Transport,
+                 policy: RetryPolicy, timeout: float,
                  sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random,
                  settings: Optional[Mapping[str, str]] = None, reader: Optional[BodyReader] = None):
         self.routes = {route: list(urls) for route, urls in routes.items()}
-        self.session = session
+        self.transport = transport
         self.policy = policy
         self.timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
-        self.auth = auth
         self.sleep = sleep
         self.rand = rand
         # route -> the setting that names its URLs, for messages that tell what to fix
@@ -106,27 +103,24 @@ class LogstashSink:
         """POST once. Return (None, None) on success, or (error text, Retry-After seconds)."""
         started = time.monotonic()
         try:
-            # verify= given per request, so REQUESTS_CA_BUNDLE cannot replace LS_CA_BUNDLE. Never
-            # follow a redirect: requests would repeat a POST answered 301/302/303 as a GET without
-            # the body, and that GET's 200 would look like an acknowledgement.
-            response = self.session.post(url, data=body, auth=self.auth, timeout=self.timeout,
-                                         headers={"Content-Type": "application/json"}, verify=self.session.verify,
-                                         allow_redirects=False, stream=True)
+            # The transport never follows a redirect: a POST answered 301/302/303 and repeated as a
+            # GET without the body would get a 200 that looks like an acknowledgement.
+            response = self.transport.post(url, body, "application/json", self.timeout)
             # The answer is read under the reader's overall deadline: an input trickling its
             # answer forever, or cutting it short, is a failed attempt like a timeout.
             answer = self.reader.read(response)
-        except requests.Timeout:
+        except PostTimeout:
             return "timed out after %s at %s" % (seconds_text(self.timeout[1]), url), None
         except BodyAbandoned:
             return "cut short at %s: the run is stopping" % url, None
         except BodyError as error:
             return "answer from %s %s" % (url, error), None
-        except requests.ConnectionError as error:
-            if certificate_refused(error):
+        except CannotConnect as error:
+            if error.untrusted_certificate:
                 raise ConfigError("the TLS certificate of Logstash at %s is not trusted: point LS_CA_BUNDLE at "
                                   "the CA bundle that signed it" % url) from None
             return "cannot connect to %s (%s)" % (url, connection_failure(error)), None
-        except requests.RequestException as error:
+        except PostFailed as error:
             return "request to %s failed (%s)" % (url, connection_failure(error)), None
         status = response.status_code
         log.debug("POST %s [status:%s duration:%.3fs docs:%d bytes:%d]",

@@ -133,7 +133,7 @@ class TlsFront(StartedByWith):
             self._open += [secure, plain]
         try:
             self._relay(secure, plain)
-        except (OSError, ssl.SSLError):
+        except (OSError, ssl.SSLError, ValueError):  # ValueError: stop() closed a socket under select()
             pass
         finally:
             secure.close()

@@ -1,0 +1,219 @@
+"""POST bodies to a few fixed URLs over urllib3's connection pools.
+
+A requests.Session works out, for every request, what depends only on the URL: it merges headers
+and cookies, requotes the URL, looks up ~/.netrc and the proxy environment, then builds a Response.
+For a Logstash batch of 360 KB that costs more CPU than sending it, and a backlog run posts tens
+of thousands of batches to a handful of inputs. Here those decisions are made once per URL, the way
+requests makes them (its own helpers decide proxies, netrc and URL normalisation), and each POST
+is one call into the URL's pool.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import threading
+from base64 import b64encode
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional, Tuple
+
+import urllib3
+from requests.adapters import SOCKSProxyManager
+from requests.exceptions import RequestException
+from requests.models import PreparedRequest
+from requests.utils import (default_headers, get_auth_from_url, get_environ_proxies, get_netrc_auth,
+                            prepend_scheme_if_needed, select_proxy, urldefragauth)
+from urllib3.exceptions import (ClosedPoolError, ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError,
+                                ProxyError, ReadTimeoutError, SSLError)
+from urllib3.util.ssl_ import create_urllib3_context
+
+from kcing.http import USER_AGENT
+
+log = logging.getLogger(__name__)
+
+
+class PostTimeout(Exception):
+    """No connection, or no answer, within the timeout."""
+
+
+class CannotConnect(Exception):
+    """The connection failed or broke before an answer: refused, reset, closed, unknown host, TLS
+    or proxy failure. The urllib3 error is the cause, for netreason to find the reason in."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        # Retrying cannot help a certificate nobody trusts; the CA bundle setting can.
+        self.untrusted_certificate = isinstance(error, SSLError) and "certificate verify failed" in str(error).lower()
+
+
+class PostFailed(Exception):
+    """The request could not be made at all: an unusable proxy setting, say."""
+
+
+class BadCaBundle(ValueError):
+    """The CA bundle holds no certificate OpenSSL can load."""
+
+
+def tls_context(ca_bundle: str = "") -> ssl.SSLContext:
+    """Certificate and hostname verification, always on, against `ca_bundle` (a PEM file or a
+    directory of hashed certificates) or else the system store (OpenSSL's default paths, which
+    SSL_CERT_FILE and SSL_CERT_DIR override). Loaded once, here: a bad bundle is found at start."""
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    try:
+        if not ca_bundle:
+            context.load_default_certs()
+        elif os.path.isdir(ca_bundle):
+            context.load_verify_locations(capath=ca_bundle)
+        else:
+            context.load_verify_locations(cafile=ca_bundle)
+    except (ssl.SSLError, OSError) as error:
+        raise BadCaBundle("%s holds no CA certificate that can be loaded (%s)"
+                          % (ca_bundle, getattr(error, "reason", None) or error)) from None
+    return context
+
+
+def basic_auth(user: str, password: str) -> str:
+    """The Authorization header value for basic auth: latin-1 bytes as requests sends them, and
+    UTF-8 (RFC 7617) for a name or password latin-1 cannot encode."""
+    def encoded(text: str) -> bytes:
+        try:
+            return text.encode("latin-1")
+        except UnicodeEncodeError:
+            return text.encode("utf-8")
+    return "Basic " + b64encode(encoded(user) + b":" + encoded(password)).decode("ascii")
+
+
+class Answer:
+    """An answer whose body is still to be read: by BodyReader, from `raw`."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: urllib3.BaseHTTPResponse):
+        self.raw = raw
+
+    @property
+    def status_code(self) -> int:
+        return self.raw.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.raw.headers
+
+    def close(self) -> None:
+        """Drop the connection (its body was not read whole) and free its place in the pool. A
+        body read whole has already given its connection back for the next POST."""
+        self.raw.close()
+        self.raw.release_conn()
+
+
+@dataclass(frozen=True)
+class _Route:
+    """What a URL's POSTs share: the pool's manager and key, the request target, fixed headers."""
+
+    manager: urllib3.PoolManager
+    scheme: str
+    host: str
+    port: Optional[int]
+    target: str  # the path, or the absolute URL for a plain-http request through a proxy
+    headers: Dict[str, str]
+    authorization: Dict[str, str]
+
+
+# Pools kept at once, one per origin (scheme, host, port). A run posts to a handful of Logstash
+# inputs; with fewer places than origins, pools would be closed and reopened in turn and no
+# connection would live long enough to be reused.
+MAX_ORIGINS = 64
+
+
+class Transport:
+    """POSTs with keep-alive, safe to use from several threads at once.
+
+    Never retries and never follows a redirect: the caller decides what an answer means.
+    Proxies come from the environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY), credentials
+    from `auth` or else ~/.netrc (NETRC), both read once per URL; headers are those requests sends.
+    """
+
+    def __init__(self, pool_size: int = 10, ca_bundle: str = "", auth: Optional[Tuple[str, str]] = None):
+        self.auth = auth
+        self._pool_options = dict(num_pools=MAX_ORIGINS, maxsize=pool_size, block=False,
+                                  ssl_context=tls_context(ca_bundle), cert_reqs="CERT_REQUIRED")
+        self._direct = urllib3.PoolManager(**self._pool_options)
+        self._proxied: Dict[str, urllib3.PoolManager] = {}
+        self._routes: Dict[str, _Route] = {}
+        self._lock = threading.Lock()
+        self._head = dict(default_headers(), **{"User-Agent": USER_AGENT})
+
+    def post(self, url: str, body: bytes, content_type: str, timeout: Tuple[float, float]) -> Answer:
+        """Send `body`; return the answer once its status line and headers came, body unread.
+        Raise PostTimeout, CannotConnect or PostFailed."""
+        route = self._routes.get(url) or self._route(url)
+        # The order requests sends them in: its defaults, the caller's, the body's, then auth.
+        headers = dict(route.headers)
+        headers["Content-Type"] = content_type
+        headers["Content-Length"] = str(len(body))
+        headers.update(route.authorization)
+        try:
+            pool = route.manager.connection_from_host(route.host, route.port, route.scheme)
+            raw = pool.urlopen("POST", route.target, body=body, headers=headers, retries=False, redirect=False,
+                               assert_same_host=False, preload_content=False, decode_content=False,
+                               timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]))
+        except (HTTPError, OSError) as error:
+            raise _failure(error) from error
+        return Answer(raw)
+
+    def _route(self, url: str) -> _Route:
+        try:
+            route = self._new_route(url)
+        except (HTTPError, RequestException) as error:  # a URL, or a proxy's, that cannot be used
+            raise PostFailed(str(error)) from error
+        with self._lock:
+            return self._routes.setdefault(url, route)
+
+    def _new_route(self, url: str) -> _Route:
+        prepared = PreparedRequest()
+        prepared.prepare_url(url, None)  # normalised as requests would: IDNA host, quoted path
+        url = prepared.url
+        parts = urllib3.util.parse_url(url)
+        target = prepared.path_url
+        manager = self._direct
+        proxy = select_proxy(url, get_environ_proxies(url))
+        if proxy:
+            manager = self._proxy_manager(proxy)
+            log.debug("POSTs to %s go through the proxy %s", url, urldefragauth(proxy))
+            if parts.scheme != "https" and not proxy.lower().startswith("socks"):
+                target = urldefragauth(url)  # a plain-http proxy is asked for the whole URL
+        credentials = self.auth or get_netrc_auth(url)
+        authorization = {"Authorization": basic_auth(*credentials)} if credentials else {}
+        return _Route(manager, parts.scheme, parts.host, parts.port, target, dict(self._head), authorization)
+
+    def _proxy_manager(self, proxy: str) -> urllib3.PoolManager:
+        proxy = prepend_scheme_if_needed(proxy, "http")
+        with self._lock:
+            manager = self._proxied.get(proxy)
+        if manager is not None:
+            return manager
+        if not urllib3.util.parse_url(proxy).host:
+            raise PostFailed("the proxy URL %s names no host" % urldefragauth(proxy))
+        user, password = get_auth_from_url(proxy)
+        if proxy.lower().startswith("socks"):
+            # requests' name for it: urllib3's manager, or without PySocks one raising InvalidSchema.
+            manager = SOCKSProxyManager(proxy, username=user, password=password, **self._pool_options)
+        else:
+            headers = {"Proxy-Authorization": basic_auth(user, password)} if user else {}
+            manager = urllib3.ProxyManager(proxy, proxy_headers=headers, proxy_ssl_context=self._pool_options["ssl_context"],
+                                           **self._pool_options)
+        with self._lock:
+            return self._proxied.setdefault(proxy, manager)
+
+
+def _failure(error: Exception) -> Exception:
+    """The transport's error for a urllib3 one, sorted as requests sorts them into Timeout,
+    ConnectionError and the rest, so that every message about them stays what it was."""
+    if isinstance(error, (SSLError, ProxyError)):
+        return CannotConnect(error)
+    if isinstance(error, ReadTimeoutError) or (isinstance(error, ConnectTimeoutError)
+                                               and not isinstance(error, NewConnectionError)):
+        return PostTimeout(str(error))
+    if isinstance(error, (ProtocolError, NewConnectionError, ClosedPoolError, OSError)):
+        return CannotConnect(error)
+    return PostFailed(str(error))

@@ -1,0 +1,350 @@
+"""The transport that carries batches to Logstash (kcing/transport.py), against loopback servers:
+the headers it sends, keep-alive, proxies from the environment, TLS trust and hostnames, basic
+auth, redirects left alone, and the sink's messages for what can go wrong on the way."""
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from kcing import __version__
+from kcing.errors import ConfigError, SinkUnavailable
+from kcing.http import RetryPolicy, new_session
+from kcing.sinks.batching import Batch
+from kcing.sinks.logstash import LogstashSink
+from kcing.transport import BadCaBundle, CannotConnect, Transport
+from tests.fakes.forward_proxy import ForwardProxy
+from tests.fakes.rogue_http import RogueFront, answer, redirect
+from tests.faults.tls_front import NoCertificateTool, TlsFront, make_certificate
+from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+BODY = b'[{"a":1},{"b":"\xc3\xa9"}]'
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_from_the_shell(monkeypatch):
+    """Each test says which proxy settings apply; none come from the developer's shell."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture
+def front():
+    with RogueFront() as started:
+        yield started
+
+
+def recording(requests: list, status: int = 200, body: bytes = b"ok"):
+    """A behaviour that keeps each request (headers in the order sent) and answers `status`."""
+    def recorded(front, sock, request) -> bool:
+        requests.append(request)
+        return answer(status, body=body)(front, sock, request)
+    return recorded
+
+
+def silent_for(seconds: float):
+    """Read the request, answer nothing for `seconds`, hang up."""
+    def silent(front, sock, request) -> bool:
+        front.stopping.wait(seconds)
+        return False
+    return silent
+
+
+def post(transport: Transport, url: str, body: bytes = BODY, timeout=(5, 5)):
+    response = transport.post(url, body, "application/json", timeout)
+    answer_body = response.raw.read()
+    return response.status_code, answer_body
+
+
+def sink_for(url: str, transport: Transport, timeout: float = 5) -> LogstashSink:
+    return LogstashSink({"lava": [url]}, transport, RetryPolicy(attempts=1), timeout, sleep=lambda _: None,
+                        settings={"lava": "ES_LAVA"})
+
+
+def batch(body: bytes = b'{"a":1}') -> Batch:
+    return Batch.of_items("lava", [body], [("lava", "x")])
+
+
+# What is sent ------------------------------------------------------------------------------------
+
+def test_the_request_is_byte_for_byte_what_requests_sent(front):
+    """Same headers, same order, same values, same body as a requests.Session POST."""
+    seen = []
+    front.on("POST", "/", recording(seen), count=None)
+    session = new_session()
+    session.post(front.url + "/", data=BODY, headers={"Content-Type": "application/json"}, timeout=5).close()
+    post(Transport(), front.url)
+    old, new = seen
+    assert list(new.headers.items()) == list(old.headers.items())
+    assert (new.method, new.path, new.body) == (old.method, old.path, old.body) == ("POST", "/", BODY)
+    assert new.headers["User-Agent"] == "kcing/%s" % __version__
+    assert new.headers["Content-Length"] == str(len(BODY))
+
+
+def test_basic_auth_is_the_header_requests_sent(front):
+    seen = []
+    front.on("POST", "/", recording(seen), count=None)
+    session = new_session()
+    session.post(front.url, data=BODY, auth=("kcing", "pässwörd"), timeout=5).close()
+    post(Transport(auth=("kcing", "pässwörd")), front.url)
+    old, new = seen
+    assert new.headers["Authorization"] == old.headers["Authorization"]
+    assert new.headers["Authorization"] == "Basic " + base64.b64encode("kcing:pässwörd".encode("latin-1")).decode()
+
+
+def test_a_password_outside_latin_1_is_sent_as_utf_8(front):
+    seen = []
+    front.on("POST", "/", recording(seen))
+    post(Transport(auth=("kcing", "пароль")), front.url)
+    assert seen[0].headers["Authorization"] == "Basic " + base64.b64encode("kcing:пароль".encode()).decode()
+
+
+def test_credentials_for_the_host_in_netrc_are_sent_when_ls_user_is_not_set(front, tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login from-netrc password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    seen = []
+    front.on("POST", "/", recording(seen), count=None)
+    post(Transport(), front.url)
+    post(Transport(auth=("kcing", "given")), front.url)
+    assert seen[0].headers["Authorization"] == "Basic " + base64.b64encode(b"from-netrc:secret").decode()
+    assert seen[1].headers["Authorization"] == "Basic " + base64.b64encode(b"kcing:given").decode()
+
+
+# Connections -------------------------------------------------------------------------------------
+
+def test_posts_reuse_one_connection(front):
+    front.on("POST", "/", answer(200, body=b"ok"), count=None)
+    sink = sink_for(front.url, Transport(pool_size=2))
+    for _ in range(5):
+        sink.send(batch())
+    assert front.connections == 1
+
+
+def test_connections_stay_open_to_more_inputs_than_the_pool_size():
+    # 6 inputs and posts 2 at a time: each input keeps its own connection across rounds.
+    fronts = [RogueFront().__enter__() for _ in range(6)]
+    try:
+        for each in fronts:
+            each.on("POST", "/", answer(200, body=b"ok"), count=None)
+        transport = Transport(pool_size=2)
+        for _ in range(3):
+            for each in fronts:
+                assert post(transport, each.url) == (200, b"ok")
+        assert [each.connections for each in fronts] == [1] * 6
+    finally:
+        for each in fronts:
+            each.__exit__(None, None, None)
+
+
+def test_posts_from_several_threads_at_once_all_arrive(front):
+    seen = []
+    front.on("POST", "/", recording(seen), count=None)
+    sink = sink_for(front.url, Transport(pool_size=4))
+    errors = []
+
+    def poster(number):
+        try:
+            for index in range(10):
+                sink.send(batch(b'{"thread":%d,"index":%d}' % (number, index)))
+        except Exception as error:  # collected for the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=poster, args=(number,)) for number in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    assert sorted(request.body for request in seen) == sorted(
+        b'[{"thread":%d,"index":%d}]' % (number, index) for number in range(4) for index in range(10))
+    assert front.connections <= 4
+
+
+def test_a_redirect_is_answered_to_the_caller_and_never_followed(front):
+    front.on("POST", "/", redirect(307, front.url + "/moved"))
+    front.on("POST", "/moved", answer(200, body=b"ok"))
+    response = Transport().post(front.url, BODY, "application/json", (5, 5))
+    assert response.status_code == 307 and response.headers["Location"] == front.url + "/moved"
+    assert [path for _, path, _ in front.requests] == ["/"]
+
+
+# Errors, in the sink's words -----------------------------------------------------------------------
+
+def test_no_answer_within_the_timeout_is_a_timeout(front):
+    front.on("POST", "/", silent_for(5))
+    started = time.monotonic()
+    with pytest.raises(SinkUnavailable, match=r"timed out after 0\.5s at %s\)" % front.url):
+        sink_for(front.url, Transport(), timeout=0.5).send(batch())
+    assert time.monotonic() - started < 3
+
+
+def test_a_refused_connection_is_named_so():
+    with RogueFront() as gone:
+        url = gone.url
+    with pytest.raises(SinkUnavailable, match=r"cannot connect to %s \(connection refused\)" % url):
+        sink_for(url, Transport()).send(batch())
+
+
+def test_a_connection_closed_without_an_answer_is_named_so(front):
+    front.on("POST", "/", silent_for(0))
+    with pytest.raises(SinkUnavailable, match=r"cannot connect to %s \(connection closed without an answer\)"
+                       % front.url):
+        sink_for(front.url, Transport()).send(batch())
+
+
+def test_an_unusable_proxy_setting_fails_the_request_not_the_run(front, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "socks5://127.0.0.1:1")
+    with pytest.raises(SinkUnavailable, match=r"request to %s failed \(connection failed\)" % front.url):
+        sink_for(front.url, Transport()).send(batch())
+
+
+# Proxies from the environment ------------------------------------------------------------------------
+
+@pytest.fixture
+def proxy():
+    with ForwardProxy() as started:
+        yield started
+
+
+def test_a_post_goes_through_the_proxy_the_environment_names(front, proxy, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    seen = []
+    front.on("POST", "/", recording(seen), count=None)
+    transport = Transport()
+    for _ in range(3):
+        assert post(transport, front.url) == (200, b"ok")
+    assert proxy.seen.snapshot() == [("POST", front.url + "/")] * 3
+    assert proxy.connections == 1  # kept alive through the proxy too
+    assert [request.body for request in seen] == [BODY] * 3
+
+
+@pytest.mark.parametrize("no_proxy", ["127.0.0.1", "localhost,127.0.0.0/8"])
+def test_no_proxy_covering_the_input_means_a_direct_post(front, proxy, monkeypatch, no_proxy):
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    front.on("POST", "/", answer(200, body=b"ok"), count=None)
+    assert post(Transport(), front.url) == (200, b"ok")
+    assert proxy.seen.snapshot() == []
+
+
+def test_all_proxy_applies_when_no_scheme_proxy_is_set(front, proxy, monkeypatch):
+    monkeypatch.setenv("ALL_PROXY", proxy.url)
+    front.on("POST", "/", answer(200, body=b"ok"))
+    assert post(Transport(), front.url) == (200, b"ok")
+    assert proxy.seen.snapshot() == [("POST", front.url + "/")]
+
+
+def test_a_proxy_that_is_down_is_a_connection_failure_to_retry(front, monkeypatch):
+    with ForwardProxy() as gone:
+        down = gone.url
+    monkeypatch.setenv("HTTP_PROXY", down)
+    with pytest.raises(SinkUnavailable, match=r"cannot connect to %s \(connection refused\)" % front.url):
+        sink_for(front.url, Transport()).send(batch())
+    assert front.requests.snapshot() == []
+
+
+@pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
+@pytest.mark.parametrize("bypassed", [False, True], ids=["proxied", "no_proxy"])
+def test_a_feed_posts_through_the_environments_proxy_unless_no_proxy_covers_logstash(
+        legacy_replica, logstash, proxy, tmp_path, bypassed):
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db")
+    for name in PROXY_VARIABLES:
+        env.pop(name, None)
+        env.pop(name.lower(), None)
+    env["HTTP_PROXY"] = proxy.url
+    if bypassed:
+        env["NO_PROXY"] = "127.0.0.1"
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    posted_to = {url + "/" for route, url in logstash.urls.items() if logstash.emulators[route].requests}
+    assert posted_to  # the run delivered something
+    if bypassed:
+        assert proxy.seen.snapshot() == []
+    else:
+        assert {target for method, target in proxy.seen.snapshot() if method == "POST"} == posted_to
+
+
+# TLS ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    try:
+        return make_certificate(tmp_path_factory.mktemp("tls"))
+    except NoCertificateTool as missing:
+        pytest.skip("cannot make a self-signed certificate: %s" % missing)
+
+
+@pytest.fixture
+def tls_front(front, certificate):
+    front.on("POST", "/", answer(200, body=b"ok"), count=None)
+    with TlsFront(int(front.url.rsplit(":", 1)[1]), *certificate) as started:
+        yield started
+
+
+def test_the_ca_bundle_makes_a_self_signed_input_trusted(tls_front, certificate):
+    transport = Transport(ca_bundle=str(certificate[0]))
+    assert post(transport, tls_front.url) == (200, b"ok")
+    assert post(transport, tls_front.url) == (200, b"ok")
+
+
+def test_a_self_signed_input_is_not_trusted_without_the_bundle(tls_front):
+    with pytest.raises(CannotConnect) as caught:
+        Transport().post(tls_front.url, BODY, "application/json", (5, 5))
+    assert caught.value.untrusted_certificate
+    with pytest.raises(ConfigError, match="not trusted.*LS_CA_BUNDLE"):
+        sink_for(tls_front.url, Transport()).send(batch())
+
+
+def test_a_directory_of_hashed_certificates_works_as_a_ca_bundle(tls_front, certificate, tmp_path):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl program to hash the certificate's name")
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    subject_hash = subprocess.run([openssl, "x509", "-hash", "-noout", "-in", str(certificate[0])], check=True,
+                                  capture_output=True, text=True, timeout=60).stdout.strip()
+    shutil.copy(certificate[0], directory / ("%s.0" % subject_hash))
+    assert post(Transport(ca_bundle=str(directory)), tls_front.url) == (200, b"ok")
+
+
+def test_the_host_name_is_checked_against_the_certificate(tls_front, certificate):
+    # The certificate names 127.0.0.1; "localhost" reaches the same server but is not its name.
+    url = tls_front.url.replace("127.0.0.1", "localhost")
+    with pytest.raises(ConfigError, match="not trusted"):
+        sink_for(url, Transport(ca_bundle=str(certificate[0]))).send(batch())
+
+
+def test_https_through_a_proxy_tunnels_and_verifies_the_input(tls_front, certificate, proxy, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    assert post(Transport(ca_bundle=str(certificate[0])), tls_front.url) == (200, b"ok")
+    assert proxy.seen.snapshot() == [("CONNECT", "127.0.0.1:%d" % tls_front.port)]
+
+
+def test_a_file_that_holds_no_certificate_is_refused_when_the_transport_is_made(tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate\n")
+    with pytest.raises(BadCaBundle, match=str(bundle)):
+        Transport(ca_bundle=str(bundle))
+
+
+def test_an_ls_ca_bundle_without_a_certificate_is_a_one_line_configuration_error(tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate\n")
+    unused = "http://127.0.0.1:9"  # the run stops before it connects anywhere
+    env = clean_environ(KCI_HOST="127.0.0.1:9", KCI_SCHEME="http", KCI_STORAGE_URL=unused, ES_BUILD=unused,
+                        ES_LAVA=unused, ES_BOOT=unused, ES_REGRESSION=unused, KCING_DB=str(tmp_path / "kcing.db"),
+                        LS_CA_BUNDLE=str(bundle))
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("kcing ")]
+    assert "LS_CA_BUNDLE" in line and str(bundle) in line
+
