@@ -54,14 +54,16 @@ class BadCaBundle(ValueError):
     """The CA bundle holds no certificate OpenSSL can load."""
 
 
-def tls_context(ca_bundle: str = "") -> ssl.SSLContext:
+def tls_context(ca_bundle: str = "", system_store: bool = True) -> ssl.SSLContext:
     """Certificate and hostname verification, always on, against `ca_bundle` (a PEM file or a
     directory of hashed certificates) or else the system store (OpenSSL's default paths, which
-    SSL_CERT_FILE and SSL_CERT_DIR override). Loaded once, here: a bad bundle is found at start."""
+    SSL_CERT_FILE and SSL_CERT_DIR override). Loaded once, here: a bad bundle is found at start.
+    `system_store=False` leaves the system store to be loaded later (`load_default_certs`)."""
     context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
     try:
         if not ca_bundle:
-            context.load_default_certs()
+            if system_store:
+                context.load_default_certs()
         elif os.path.isdir(ca_bundle):
             context.load_verify_locations(capath=ca_bundle)
         else:
@@ -135,8 +137,12 @@ class Transport:
 
     def __init__(self, pool_size: int = 10, ca_bundle: str = "", auth: Optional[Tuple[str, str]] = None):
         self.auth = auth
+        # Reading the system store takes about 30 ms of CPU, which a run posting to http:// inputs
+        # need not pay at every start: it is read when the first https route is made.
+        self._system_store_pending = not ca_bundle
         self._pool_options = dict(num_pools=MAX_ORIGINS, maxsize=pool_size, block=False,
-                                  ssl_context=tls_context(ca_bundle), cert_reqs="CERT_REQUIRED")
+                                  ssl_context=tls_context(ca_bundle, system_store=False),
+                                  cert_reqs="CERT_REQUIRED")
         self._direct = urllib3.PoolManager(**self._pool_options)
         self._proxied: Dict[str, urllib3.PoolManager] = {}
         self._routes: Dict[str, _Route] = {}
@@ -177,6 +183,8 @@ class Transport:
         target = prepared.path_url
         manager = self._direct
         proxy = select_proxy(url, get_environ_proxies(url))
+        if parts.scheme == "https" or proxy:
+            self._trust_system_store()
         if proxy:
             manager = self._proxy_manager(proxy)
             log.debug("POSTs to %s go through the proxy %s", url, urldefragauth(proxy))
@@ -185,6 +193,14 @@ class Transport:
         credentials = self.auth or get_netrc_auth(url)
         authorization = {"Authorization": basic_auth(*credentials)} if credentials else {}
         return _Route(manager, parts.scheme, parts.host, parts.port, target, dict(self._head), authorization)
+
+    def _trust_system_store(self) -> None:
+        """Load the system store into the TLS context before its first connection, when no
+        CA bundle replaces it."""
+        with self._lock:
+            if self._system_store_pending:
+                self._pool_options["ssl_context"].load_default_certs()
+                self._system_store_pending = False
 
     def _proxy_manager(self, proxy: str) -> urllib3.PoolManager:
         proxy = prepend_scheme_if_needed(proxy, "http")

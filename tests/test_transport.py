@@ -303,6 +303,20 @@ def test_a_self_signed_input_is_not_trusted_without_the_bundle(tls_front):
         sink_for(tls_front.url, Transport()).send(batch())
 
 
+def test_without_a_bundle_the_system_store_decides_and_it_is_read_only_for_https(tls_front, certificate,
+                                                                                   monkeypatch):
+    # OpenSSL's default paths are the system store; SSL_CERT_FILE points them at another file.
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    transport = Transport()
+    assert post(transport, tls_front.url) == (200, b"ok")
+    # Read when the first https input was used, not when the transport was made: a run posting
+    # to http:// inputs does not pay for reading it.
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]) + ".missing")
+    late = Transport()
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    assert post(late, tls_front.url) == (200, b"ok")
+
+
 def test_a_directory_of_hashed_certificates_works_as_a_ca_bundle(tls_front, certificate, tmp_path):
     openssl = shutil.which("openssl")
     if openssl is None:
