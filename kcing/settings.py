@@ -181,7 +181,7 @@ SPECS: Mapping[str, Spec] = {
                                  "a larger one is rejected while it streams"),
     "KCI_DOWNLOAD_DEADLINE": Spec(300.0, _number(0.1), "seconds one upstream body may take in all; a slower "
                                   "one fails and the next run tries again"),
-    "KCI_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for upstream TLS; empty means the system store"),
+    "KCI_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for upstream TLS; empty means certifi's bundle (Mozilla's CAs)"),
     "KCI_SAMPLES_DIR": Spec("samples", _text, "directory of saved upstream files"),
     # Upstream: the current KernelCI API (--source api)
     "KCI_API_URL": Spec("https://api.kernelci.org/latest", _url, "KernelCI API base URL, version included"),
@@ -223,7 +223,7 @@ SPECS: Mapping[str, Spec] = {
     "ES_USER": Spec("", _text, "basic-auth user for Elasticsearch"),
     "ES_PASSWORD": Spec("", _text, "basic-auth password for Elasticsearch"),
     "ES_API_KEY": Spec("", _text, "API key for Elasticsearch"),
-    "ES_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Elasticsearch TLS; empty means the system store"),
+    "ES_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Elasticsearch TLS; empty means certifi's bundle (Mozilla's CAs)"),
     "ES_READY_TIMEOUT": Spec(60.0, _number(0), "seconds setup_es waits for the cluster to be ready"),
     "ES_VERIFY_DELAY": Spec(30.0, _number(0), "seconds feed_es --verify waits for Logstash to pass the events on "
                             "before checking Elasticsearch"),
