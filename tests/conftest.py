@@ -16,6 +16,7 @@ from tests.fakes.legacy_data import small_corpus
 from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica
 from tests.fakes.logstash_emulator import LogstashCluster
 from tests.fakes.serving import ManualClock
+from tests.faults.tls_front import NoCertificateTool, make_certificate
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
 # The built-in corpus is dated around this day (the original kcing's era).
@@ -107,3 +108,12 @@ def real_es(real_node):
 def pytest_terminal_summary(terminalreporter):
     if _REAL_NODE_FIGURES:
         terminalreporter.write_line("real Elasticsearch node: " + "; ".join(_REAL_NODE_FIGURES))
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """(certificate, key) files of a self-signed certificate for 127.0.0.1."""
+    try:
+        return make_certificate(tmp_path_factory.mktemp("tls"))
+    except NoCertificateTool as missing:
+        pytest.skip("cannot make a self-signed certificate: %s" % missing)

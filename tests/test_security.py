@@ -19,7 +19,7 @@ from tests.fakes.api_data import checkout_tree
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.legacy_data import at, boot_item, build_item
 from tests.fakes.logstash_emulator import LogstashCluster, LogstashEmulator
-from tests.faults.tls_front import NoCertificateTool, TlsFront, make_certificate
+from tests.faults.tls_front import TlsFront
 from tests.faults.world import World
 from tests.feedrun import SAMPLES, api_feed_environ, clean_environ, kcing, ledger_states
 
@@ -159,14 +159,6 @@ def test_sessions_verify_certificates_unless_given_a_bundle(tmp_path):
     assert new_session(verify="").verify is True
     bundle = tmp_path / "ca.pem"
     assert new_session(verify=str(bundle)).verify == str(bundle)
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    try:
-        return make_certificate(tmp_path_factory.mktemp("tls"))
-    except NoCertificateTool as missing:
-        pytest.skip("cannot make a self-signed certificate: %s" % missing)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from kcing.sinks.logstash import LogstashSink
 from kcing.transport import BadCaBundle, CannotConnect, Transport
 from tests.fakes.forward_proxy import ForwardProxy
 from tests.fakes.rogue_http import RogueFront, answer, redirect
-from tests.faults.tls_front import NoCertificateTool, TlsFront, make_certificate
+from tests.faults.tls_front import TlsFront
 from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -273,14 +273,6 @@ def test_a_feed_posts_through_the_environments_proxy_unless_no_proxy_covers_logs
 
 
 # TLS ---------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    try:
-        return make_certificate(tmp_path_factory.mktemp("tls"))
-    except NoCertificateTool as missing:
-        pytest.skip("cannot make a self-signed certificate: %s" % missing)
-
 
 @pytest.fixture
 def tls_front(front, certificate):
