@@ -78,6 +78,17 @@ def _ensure_bytecode() -> None:
         _bytecode_ready = True
 
 
+def fastest_run(env: Dict[str, str], cwd: Path, args: Sequence[str] = ("feed_es",), profile: bool = False,
+                passes: int = 2) -> KcingRun:
+    """`run_kcing` `passes` times; the fastest run, with the profile of the last when asked. For
+    runs that change nothing (a re-run over delivered objects): load on a shared machine only
+    ever adds time."""
+    runs = [run_kcing(env, cwd, args) for _ in range(passes - 1)] + [run_kcing(env, cwd, args, profile=profile)]
+    fastest = min(runs, key=lambda run: run.seconds)
+    fastest.profile = runs[-1].profile
+    return fastest
+
+
 def _measured(env, cwd, args, check, python_flags: Sequence[str] = ()) -> KcingRun:
     _ensure_bytecode()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
