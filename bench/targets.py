@@ -166,8 +166,8 @@ def cores_targets(args, feed, workers_env: dict) -> List[Target]:
         # machine only ever adds time, and a single pair of runs moved by a third between runs.
         runs = {"many": [], "one": []}
         for _ in range(CORES_ROUNDS):
-            for name, env in (("one", {WORKERS_SETTING: "1"}), ("many", workers_env)):
-                runs[name].append(legacy_bench.measure_legacy(args.cores_objects, args.log_lines, args.threads, env,
+            for key, env in (("one", {WORKERS_SETTING: "1"}), ("many", workers_env)):
+                runs[key].append(legacy_bench.measure_legacy(args.cores_objects, args.log_lines, args.threads, env,
                                                               wire=False, again=False, to_files=True))
         one = min(runs["one"], key=lambda measured: measured.run.seconds)
         many = min(runs["many"], key=lambda measured: measured.run.seconds)

@@ -36,6 +36,7 @@ def test_a_tiny_bench_run_prints_a_verdict_for_every_target():
     verdicts = [TARGET_LINE.match(line) for line in table.splitlines() if line.strip()]
     assert all(verdicts), table
     assert sorted({match.group(1) for match in verdicts}) == ["1", "2", "3", "4", "5", "6"]
+    assert "backlog of 10, " in table and "small run (5 objects)" in table  # each row says what it measured
     assert "top functions by own CPU time" in done.stdout  # the re-run breakdown
     assert re.search(r"corpus: 10 objects, [\d.]+ documents per object", done.stdout)
 
