@@ -8,7 +8,6 @@ were the server. It only ever connects to 127.0.0.1. `seen` lists (method, targe
 from __future__ import annotations
 
 import http.client
-import select
 import socket
 import socketserver
 import threading
@@ -16,7 +15,7 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 from tests.fakes.rogue_http import HOP_BY_HOP, _read_request, _send_head
-from tests.fakes.serving import LOOPBACK, LockedList, StartedByWith
+from tests.fakes.serving import LOOPBACK, LockedList, StartedByWith, relay, serve_connections
 
 
 class ForwardProxy(StartedByWith):
@@ -31,18 +30,7 @@ class ForwardProxy(StartedByWith):
         return "http://%s:%d" % (LOOPBACK, self._server.server_address[1])
 
     def start(self) -> str:
-        proxy = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self):
-                proxy._serve(self.request)
-
-        class Server(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self._server = Server((LOOPBACK, 0), Handler)
-        threading.Thread(target=self._server.serve_forever, name="forward-proxy", daemon=True).start()
+        self._server = serve_connections(self._serve, "forward-proxy")
         return self.url
 
     def stop(self) -> None:
@@ -101,14 +89,6 @@ class ForwardProxy(StartedByWith):
             pending = reader.peek(0) if hasattr(reader, "peek") else b""
             if pending:
                 upstream.sendall(reader.read(len(pending)))
-            while True:
-                ready = select.select([sock, upstream], [], [], 30)[0]
-                if not ready:
-                    return
-                for side in ready:
-                    data = side.recv(65536)
-                    if not data:
-                        return
-                    (upstream if side is sock else sock).sendall(data)
+            relay(sock, upstream)
         finally:
             upstream.close()

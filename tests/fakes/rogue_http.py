@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from tests.fakes.serving import LOOPBACK, LockedList, StartedByWith
+from tests.fakes.serving import LOOPBACK, LockedList, StartedByWith, serve_connections
 
 # Headers of the emulator's answer that describe its own framing; the front frames its own.
 HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
@@ -66,18 +66,7 @@ class RogueFront(StartedByWith):
             self.rules.clear()
 
     def start(self) -> str:
-        front = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self):
-                front._serve_connection(self.request)
-
-        class Server(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self._server = Server((LOOPBACK, 0), Handler)
-        threading.Thread(target=self._server.serve_forever, name="rogue-front", daemon=True).start()
+        self._server = serve_connections(self._serve_connection, "rogue-front")
         return self.url
 
     def stop(self) -> None:

@@ -6,7 +6,9 @@ with one `sendall`, and Nagle is off: a `requests.Session` then reuses each conn
 """
 from __future__ import annotations
 
+import select
 import socket
+import socketserver
 import sys
 import threading
 import time
@@ -238,6 +240,40 @@ class ServedByBackgroundServer(StartedByWith):
     @property
     def errors(self) -> List[BaseException]:
         return self._server.errors
+
+
+def serve_connections(serve: Callable[[socket.socket], None], name: str) -> socketserver.ThreadingTCPServer:
+    """A raw TCP server on 127.0.0.1 (ephemeral port) calling `serve(socket)` for each connection in
+    a thread of its own, running in a background thread until `shutdown()` and `server_close()`."""
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            serve(self.request)
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    server = Server((LOOPBACK, 0), Handler)
+    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+    return server
+
+
+def relay(first: socket.socket, second: socket.socket, idle: float = 30.0) -> None:
+    """Copy bytes both ways between two connected sockets until either closes or both idle for
+    `idle` seconds. One thread reads and writes both sides: an SSL socket must not be used by two
+    threads at once. Bytes an SSL socket already decrypted wait in its `pending()`, not in the
+    kernel, where select() would not see them."""
+    while True:
+        pending = getattr(first, "pending", None)
+        ready = [first] if pending is not None and pending() else select.select([first, second], [], [], idle)[0]
+        if not ready:
+            return
+        for sock in ready:
+            data = sock.recv(65536)
+            if not data:
+                return
+            (second if sock is first else first).sendall(data)
 
 
 class FaultQueue:

@@ -7,7 +7,6 @@ emulator listening on `port`, so any emulator can be reached over https without 
 from __future__ import annotations
 
 import ipaddress
-import select
 import shutil
 import socket
 import ssl
@@ -17,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from tests.fakes.serving import StartedByWith
+from tests.fakes.serving import StartedByWith, relay
 
 LOOPBACK = "127.0.0.1"
 
@@ -132,23 +131,10 @@ class TlsFront(StartedByWith):
         with self._lock:
             self._open += [secure, plain]
         try:
-            self._relay(secure, plain)
+            relay(secure, plain)
         except (OSError, ssl.SSLError, ValueError):  # ValueError: stop() closed a socket under select()
             pass
         finally:
             secure.close()
             plain.close()
 
-    @staticmethod
-    def _relay(secure: ssl.SSLSocket, plain: socket.socket) -> None:
-        # One thread per connection reads and writes both sides: an SSL socket must not be used
-        # by two threads at once. Bytes already decrypted wait in `pending()`, not in the kernel.
-        while True:
-            ready = [secure] if secure.pending() else select.select([secure, plain], [], [], 30)[0]
-            if not ready:
-                return
-            for sock in ready:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                (plain if sock is secure else secure).sendall(data)
