@@ -13,6 +13,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from kcing import __version__
@@ -63,8 +64,9 @@ def new_session(pool_size: int = 10, verify: str = "") -> requests.Session:
 
 def certificate_refused(error: Exception) -> bool:
     """True when TLS failed because the server's certificate is not trusted: retrying cannot help,
-    the CA bundle setting can."""
-    return isinstance(error, requests.exceptions.SSLError) and "certificate verify failed" in str(error).lower()
+    the CA bundle setting can. For requests' errors and for urllib3's (the Logstash transport)."""
+    return (isinstance(error, (requests.exceptions.SSLError, urllib3.exceptions.SSLError))
+            and "certificate verify failed" in str(error).lower())
 
 
 def seconds_text(seconds: float) -> str:

@@ -27,7 +27,7 @@ from urllib3.exceptions import (ClosedPoolError, ConnectTimeoutError, HTTPError,
                                 ProxyError, ReadTimeoutError, SSLError)
 from urllib3.util.ssl_ import create_urllib3_context
 
-from kcing.http import USER_AGENT
+from kcing.http import USER_AGENT, certificate_refused
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class CannotConnect(Exception):
     def __init__(self, error: Exception):
         super().__init__(str(error))
         # Retrying cannot help a certificate nobody trusts; the CA bundle setting can.
-        self.untrusted_certificate = isinstance(error, SSLError) and "certificate verify failed" in str(error).lower()
+        self.untrusted_certificate = certificate_refused(error)
 
 
 class PostFailed(Exception):
