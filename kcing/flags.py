@@ -40,11 +40,17 @@ def a_date(args: dict, flag: str) -> Optional[datetime]:
     value = args.get(flag)
     if value is None:
         return None
-    from dateutil import parser as dateparser  # here: most runs never read a date, and it takes a while to import
-
     try:
-        parsed = dateparser.parse(value)
+        return utc_date(value)
     except (ValueError, OverflowError):
         raise ConfigError("%s expects a date such as 2020-11-04 or '2020-11-04 09:41', not %r"
                           % (flag, value)) from None
+
+
+def utc_date(text: str) -> datetime:
+    """`text` read by python-dateutil as aware UTC (no zone means UTC). Raises ValueError or
+    OverflowError for what is not a date."""
+    from dateutil import parser as dateparser  # here: most runs never read a date, and it takes a while to import
+
+    parsed = dateparser.parse(text)
     return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)

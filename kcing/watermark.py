@@ -18,27 +18,21 @@ The decisions are pure functions of plain values; nothing here sleeps or reads a
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Iterable, Optional, Tuple
 
 from kcing.errors import ConfigError
+from kcing.flags import utc_date
 
 log = logging.getLogger(__name__)
 
 
 def parse_since(text: str) -> datetime:
     """A `--since` date (anything python-dateutil reads) as aware UTC; no zone means UTC."""
-    from dateutil import parser as dateparser  # here: most runs never read a date, and it takes a while to import
-
     try:
-        parsed = dateparser.parse(text)
+        return utc_date(text)
     except (ValueError, OverflowError):
         raise ConfigError("--since %r is not a date (try 2024-10-16 or '2024-10-16 08:00')" % text) from None
-    return as_aware_utc(parsed)
-
-
-def as_aware_utc(when: datetime) -> datetime:
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
 def crawl_start(watermark: Optional[datetime], since: Optional[datetime], overlap: timedelta,
