@@ -11,7 +11,7 @@ from kcing.building import encoded_documents
 from kcing.collector import collector_paused
 from kcing.errors import RejectedInput
 from kcing.sinks.encoding import logstash_json
-from tests.fakes.api_data import LEGACY as SHARED_LEGACY
+from tests.feedrun import SAMPLES
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +51,7 @@ def test_a_block_does_not_restart_a_collector_another_block_paused():
 
 
 def test_building_an_object_leaves_the_collector_running_whether_it_is_built_or_rejected():
-    real_lava_job = (SHARED_LEGACY / "lava-json-jetson-tk1.json").read_bytes()
+    real_lava_job = (SAMPLES / "lava" / "5fa2dae359b5140d3b3a61f3.json").read_bytes()
     built = encoded_documents("lava", real_lava_job, datetime(2020, 11, 19, tzinfo=timezone.utc), None, logstash_json)
     assert built.items and gc.isenabled()
     with pytest.raises(RejectedInput):
