@@ -7,16 +7,18 @@ MANIFEST_JSON lists the corpus as [{"kind": "build"|"lava"|"boot", "path": FILE,
 In this one process, with every file already in memory and no I/O while timed, it measures the
 CPU time (`time.process_time`) of
 
-- decoding: each file with the fastest JSON decoder available (orjson if installed, else the
-  standard library's C decoder); in a LAVA file, the YAML texts (`definition`, each `results`
-  suite, `log`) with libyaml's C safe loader (`yaml.CSafeLoader`, plus a constructor for the
-  Decimal tags the real logs carry). The log is one flow mapping per line, nearly all of them
-  plain JSON: the floor decodes each line with the JSON decoder and gives the C YAML loader
-  only the lines JSON cannot read, which is the fastest exact decoding available (the whole
-  log through the C YAML loader is also measured and printed, for scale);
+- decoding: each file with a JSON decoder; in a LAVA file, the YAML texts (`definition`, each
+  `results` suite, `log`) with libyaml's C safe loader (`yaml.CSafeLoader`, plus a constructor
+  for the Decimal tags the real logs carry). The log is one flow mapping per line, nearly all of
+  them plain JSON: the floor decodes each line with the JSON decoder and gives the C YAML loader
+  only the lines JSON cannot read, which is the fastest exact decoding available (the whole log
+  through the C YAML loader is also measured and printed, for scale);
 - encoding: every document kcing makes from those files (`to_wire()`: body, @timestamp and
-  @metadata, what is posted) with the fastest JSON encoder available, to UTF-8 bytes.
+  @metadata, what is posted) with a JSON encoder, to UTF-8 bytes.
 
+Each phase is timed with every JSON library installed (the standard library's C decoder and
+encoder, and `msgspec` and `orjson` where present: `make bench` installs both, as the `bench`
+extra), and the fastest library of each phase counts: the floor is the fastest available.
 Each is timed over three passes and the fastest pass counts.
 
 Prints one JSON line: objects, documents, decode and encode CPU seconds, and which libraries.
@@ -39,22 +41,30 @@ sys.path.insert(0, str(REPO))
 from kcing.documents import documents_for  # noqa: E402
 from kcing.errors import RejectedInput  # noqa: E402
 
-try:
-    import orjson
-except ImportError:  # not a kcing dependency: used when the machine has it
-    orjson = None
+_STDLIB_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
-if orjson is not None:
-    JSON_LIBRARY = "orjson"
-    loads = orjson.loads
-    dumps = orjson.dumps
-else:
-    JSON_LIBRARY = "json (C accelerator)"
-    loads = json.loads
-    _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
-    def dumps(value) -> bytes:
-        return _ENCODER.encode(value).encode("utf-8")
+def _stdlib_dumps(value) -> bytes:
+    return _STDLIB_ENCODER.encode(value).encode("utf-8")
+
+
+def json_libraries() -> dict:
+    """name -> (loads, dumps) for every JSON library installed; none of them is a kcing dependency
+    but the standard library."""
+    libraries = {"json": (json.loads, _stdlib_dumps)}
+    try:
+        import msgspec
+    except ImportError:
+        pass
+    else:
+        libraries["msgspec"] = (msgspec.json.decode, msgspec.json.Encoder().encode)
+    try:
+        import orjson
+    except ImportError:
+        pass
+    else:
+        libraries["orjson"] = (orjson.loads, orjson.dumps)
+    return libraries
 
 
 REPEATS = 3
@@ -81,7 +91,7 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=FloorYamlLoader)  # noqa: S506 - a safe loader
 
 
-def decode_log_by_line(text: str) -> list:
+def decode_log_by_line(text: str, loads) -> list:
     items = []
     for line in text.split("\n"):
         if not line:
@@ -93,7 +103,7 @@ def decode_log_by_line(text: str) -> list:
     return items
 
 
-def decode_file(kind: str, content: bytes, whole_log: bool = False) -> None:
+def decode_file(kind: str, content: bytes, loads=json.loads, whole_log: bool = False) -> None:
     outer = loads(content)
     if kind != "lava" or not isinstance(outer, dict):
         return
@@ -107,7 +117,7 @@ def decode_file(kind: str, content: bytes, whole_log: bool = False) -> None:
                 load_yaml(text)
     log = outer.get("log")
     if isinstance(log, str):
-        load_yaml(log) if whole_log else decode_log_by_line(log)
+        load_yaml(log) if whole_log else decode_log_by_line(log, loads)
 
 
 def fastest(work, repeats: int = REPEATS) -> float:
@@ -130,16 +140,20 @@ def measure(manifest: list) -> dict:
         except RejectedInput:
             continue
 
-    decode = fastest(lambda: [decode_file(kind, content) for kind, content, _ in files])
-    encode = fastest(lambda: [dumps(wire) for wire in wires])
+    decode, encode = {}, {}
+    for name, (loads, dumps) in json_libraries().items():
+        decode[name] = fastest(lambda: [decode_file(kind, content, loads) for kind, content, _ in files])
+        encode[name] = fastest(lambda: [dumps(wire) for wire in wires])
+    decoder, encoder = min(decode, key=decode.get), min(encode, key=encode.get)
     # For scale only, and slow (about 100 ms a LAVA file): timed on the first LAVA files alone.
     sample = [(kind, content) for kind, content, _ in files if kind == "lava"][:WHOLE_LOG_SAMPLE]
     whole_log_decode = fastest(lambda: [decode_file(kind, content, whole_log=True) for kind, content in sample], 1)
 
-    return {"objects": len(files), "documents": len(wires), "decode_cpu_seconds": decode,
-            "encode_cpu_seconds": encode,
+    return {"objects": len(files), "documents": len(wires), "decode_cpu_seconds": decode[decoder],
+            "encode_cpu_seconds": encode[encoder], "decoder": decoder, "encoder": encoder,
+            "decode_by_library": decode, "encode_by_library": encode,
             "whole_log_yaml_decode_ms_per_lava_file": 1000 * whole_log_decode / max(1, len(sample)),
-            "json": JSON_LIBRARY, "yaml": "libyaml CSafeLoader" if yaml.__with_libyaml__ else "pure-Python SafeLoader"}
+            "yaml": "libyaml CSafeLoader" if yaml.__with_libyaml__ else "pure-Python SafeLoader"}
 
 
 def main() -> None:

@@ -21,11 +21,11 @@ from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, FAILED
 from kcing.pipeline import FeedOptions, feed
 from kcing.records import NODE_KINDS, UpstreamObject
-from kcing.sources import api as api_module
+from kcing.sources import api as api_module, nodeheads
 from kcing.sources.api import KernelCIApi, filter_time, gunzip
 from kcing.sources.requester import Requester
 from tests.fakes.api_corpus import api_time
-from tests.fakes.api_data import checkout_tree, object_id, real_files_present, real_nodes
+from tests.fakes.api_data import MAESTRO, REAL_JOB, checkout_tree, object_id, real_files_present, real_nodes
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.list_sink import ListSink
 
@@ -292,7 +292,10 @@ def test_a_version_read_without_making_an_object_has_the_objects_id_and_time(nod
     """The short way a listing reads delivered versions gives what the long way gives, or leaves it."""
     source = KernelCIApi(ScriptedRequester([]), "http://api.invalid/latest", kinds=("test",), since=SINCE)
     item = {"id": node_id, "kind": "test", "updated": updated}
-    short, long = api_module._version_of(item, "test"), source._object_from("test", item)
+    # Read from the page's raw JSON (nodeheads.py), and from an item decoded whole.
+    raw = nodeheads.split_page(json.dumps({"items": [item], "total": 1}).encode()).items[0]
+    short, long = api_module._version_of(api_module._head_of(raw), "test"), source._object_from("test", item)
+    assert api_module._version_of(api_module._head_of(item), "test") == short
     if short is not None:
         assert long.problem is None
         assert short == (long.facts["node_id"], long.facts["updated"], long.upstream_id)
@@ -330,6 +333,64 @@ def test_items_without_an_id_or_of_another_kind_become_problems():
     assert [obj.problem is not None for obj in objects] == [True, True, True, True]
     assert "listed as kind=test but is 'job'" in objects[-1].problem
     assert source.watermark_candidate(lambda kind, ids: set()) is None
+
+
+# A page read only as far as a routine run needs (sources/nodeheads.py) ---------------------------
+
+JOB_ITEM = {"id": "c" * 24, "kind": "job", "name": "baseline-arm64", "group": "baseline-arm64",
+            "path": ["checkout", "kbuild-gcc-12-arm64", "baseline-arm64"], "parent": "b" * 24,
+            "created": "2024-10-16T00:01:00.000000", "updated": "2024-10-16T00:05:00.000000", "result": "pass",
+            "state": "done", "artifacts": {"lava_log": "https://storage.invalid/log.txt"},
+            "data": {"kernel_revision": {"tree": "mainline", "branch": "master", "commit": "f" * 40,
+                                         "describe": "v6.12", "url": "https://git.invalid/linux.git",
+                                         "commit_message": "a long message", "tags": ["v6.12"]},
+                     "platform": "rk3399-gru-kevin", "runtime": "lava-collabora", "job_id": 15851917,
+                     "device": None, "error_code": None, "arch": "arm64", "kernel_type": "image"}}
+
+
+def _raw_items(*items):
+    return nodeheads.split_page(json.dumps({"items": list(items), "total": len(items)}).encode()).items
+
+
+@pytest.mark.parametrize("data", [JOB_ITEM["data"], None, [1, 2], "text", {}, {"kernel_revision": "not a dict"},
+                                  {"platform": "p", "platform": "q"}])
+def test_a_delivered_jobs_fields_read_from_its_raw_json_make_the_same_related_extract(data):
+    from kcing.sources.api_related import related_node
+    items = [dict(JOB_ITEM, data=data), {key: value for key, value in JOB_ITEM.items() if key != "data"},
+             dict({key: value for key, value in JOB_ITEM.items() if key != "id"}, _id="c" * 24)]
+    if real_files_present():
+        items.append(json.loads((MAESTRO / REAL_JOB).read_text()))
+    for item, raw in zip(items, _raw_items(*items)):
+        assert related_node(nodeheads.job_fields(raw)) == related_node(item)
+        assert nodeheads.whole(raw) == item
+
+
+def test_a_routine_listing_makes_the_same_objects_however_the_page_is_read():
+    """Pages msgspec cannot read (a NaN the standard decoder takes) are decoded whole; items that
+    are not objects, or not in the API's forms, go the long way: the objects and the ledger
+    questions are those of a listing that decodes every node."""
+    def node(letter, kind="test", **fields):
+        return dict({"id": letter * 24, "kind": kind, "created": "2024-10-16T00:00:00.000000",
+                     "updated": "2024-10-16T00:05:00.000000", "data": {"value": 1.5}}, **fields)
+
+    pages = [[node("a"), "not an object", node("b", data={"value": float("nan")})],
+             [node("c"), node("d", updated="2024-10-16T00:05:00Z"), node("e", kind="job")],
+             [node("f"), {"kind": "test"}, node("a", updated="2024-10-16T00:06:00.000000")]]
+    delivered = {"b" * 24 + ".20241016T000500.000000", "c" * 24 + ".20241016T000500.000000"}
+    asked = []
+    source = KernelCIApi(ScriptedRequester(pages), "http://api.invalid/latest", kinds=("test",), since=SINCE,
+                         page_size=3)
+    routine = list(source.list_objects(known=lambda kind, ids: asked.extend(ids) or delivered & set(ids)))
+    every = list(KernelCIApi(ScriptedRequester(pages), "http://api.invalid/latest", kinds=("test",), since=SINCE,
+                             page_size=3).list_objects())
+    # Versions in the API's own forms are asked about while listing; the rest (the Z time) by
+    # the pipeline, as objects.
+    assert sorted(asked) == sorted(obj.upstream_id for obj in every
+                                   if obj.problem is None and not obj.upstream_id.startswith("d"))
+    expected = [obj for obj in every if obj.upstream_id not in delivered]
+    assert [(obj.upstream_id, obj.facts, obj.problem) for obj in routine] == [
+        (obj.upstream_id, obj.facts, obj.problem) for obj in expected]
+    assert sum(obj.problem is not None for obj in routine) == 3  # a string, a job, no id
 
 
 def test_old_underscore_id_items_are_read():

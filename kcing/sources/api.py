@@ -32,12 +32,16 @@ import logging
 import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set
 
+import msgspec
+
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
+from kcing.sources import nodeheads
 from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.collector import collector_paused
 from kcing.objectid import is_object_id, node_id as _node_id
@@ -144,14 +148,17 @@ class KernelCIApi:
             yield from self._list(kind) if known is None or self.how_many is not None else self._list_new(kind, known)
         self._complete = self.how_many is None
 
-    def _pages(self, kind: str) -> Iterator[_Page]:
-        """The pages of one kind; the next page is asked for while this one is processed."""
+    def _pages(self, kind: str, heads: bool = False) -> Iterator[_Page]:
+        """The pages of one kind, each decoded when the caller asks for it (on the caller's
+        thread, so that the caller decides whether the collector runs meanwhile); the next page
+        is requested before this one is handed over, so the API's latency overlaps the work.
+        With `heads`, items are left as raw JSON where msgspec reads the page (nodeheads.py)."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="listing") as prefetch:
             offset = 0
             upcoming = prefetch.submit(self._page, kind, offset)
             try:
                 while upcoming is not None:
-                    page = upcoming.result()
+                    page = self._decoded(kind, offset, *upcoming.result(), heads=heads)
                     offset += len(page.items)
                     more = page.items and len(page.items) >= page.limit and offset < page.total
                     upcoming = prefetch.submit(self._page, kind, offset) if more else None
@@ -165,39 +172,57 @@ class KernelCIApi:
 
         Lists the same versions in the same order as `_list`, and records the same times for
         the watermark; a delivered job is still remembered for the tests listed after it.
+
+        A page is decoded and sorted into delivered and not with the cyclic collector paused,
+        and dropped before it runs again: otherwise the next collections would walk its
+        hundred thousand objects, on a routine page only to free them afterwards.
         """
         listed = self._listed.setdefault(kind, {})
         found = self._found_delivered.setdefault(kind, set())
         newest: Dict[str, datetime] = {}  # node id -> newest `updated` listed
-        for page in self._pages(kind):
-            # First the versions of this page that will be listed (a repeated node only when
-            # newer), then one question to the ledger about those it could hold.
-            entries = []  # (node id, updated, version id, item, or the object made the long way)
-            for item in page.items:
-                version = _version_of(item, kind)
-                if version is None:  # not in the API's own forms, or not of this kind: the long way
-                    obj = self._object_from(kind, item)
-                    entries.append((obj.facts.get("node_id"), obj.facts.get("updated"), obj.upstream_id, None, obj))
-                else:
-                    entries.append((*version, item, None))
-            fresh = [entry for entry in entries if _newer_than_listed(newest, entry[0], entry[1])]
-            delivered = known(kind, [entry[2] for entry in fresh if entry[4] is None])
-            for node_id, updated, upstream_id, item, obj in fresh:
-                listed[upstream_id] = updated
-                if obj is not None:
-                    yield obj  # the listing's ledger question covers it (and rejects a problem)
-                elif upstream_id in delivered:
-                    found.add(upstream_id)
-                    if kind == JOB:
-                        self.related.remember(node_id, item)  # its tests may not have been delivered
-                else:
-                    yield self._object_from(kind, item)
+        with closing(self._pages(kind, heads=True)) as pages:
+            while True:
+                with collector_paused():
+                    page = next(pages, None)
+                    if page is None:
+                        return
+                    # First the versions of this page that will be listed (a repeated node only
+                    # when newer), then one question to the ledger about those it could hold.
+                    entries = []  # (node id, updated, version id, item, or the object made the long way)
+                    for item in page.items:
+                        head = _head_of(item)
+                        version = None if head is None else _version_of(head, kind)
+                        if version is None:  # not in the API's own forms, or not of this kind: the long way
+                            obj = self._object_from(kind, _whole(item))
+                            entries.append((obj.facts.get("node_id"), obj.facts.get("updated"), obj.upstream_id,
+                                            None, obj))
+                        else:
+                            entries.append((*version, item, None))
+                    del page
+                    fresh = [entry for entry in entries if _newer_than_listed(newest, entry[0], entry[1])]
+                    del entries
+                    delivered = known(kind, [entry[2] for entry in fresh if entry[4] is None])
+                    pending = []  # objects made the long way, and the items of versions not delivered
+                    for node_id, updated, upstream_id, item, obj in fresh:
+                        listed[upstream_id] = updated
+                        if obj is not None:
+                            pending.append(obj)  # the listing's ledger question covers it (and rejects a problem)
+                        elif upstream_id in delivered:
+                            found.add(upstream_id)
+                            if kind == JOB:  # its tests may not have been delivered
+                                self.related.remember(node_id, _job_fields(item))
+                        else:
+                            pending.append(_whole(item))
+                    del fresh, delivered
+                for entry in pending:
+                    yield entry if isinstance(entry, UpstreamObject) else self._object_from(kind, entry)
+                del pending
 
     def _list(self, kind: str) -> Iterator[UpstreamObject]:
         """Page through one kind, an object for every item."""
         listed = self._listed.setdefault(kind, {})
         newest: Dict[str, datetime] = {}  # node id -> newest `updated` listed
-        for page in self._pages(kind):
+        for page in _decoded_with_collector_paused(self._pages(kind)):
             for item in page.items:
                 obj = self._object_from(kind, item)
                 updated = obj.facts.get("updated")
@@ -208,7 +233,8 @@ class KernelCIApi:
                 if self.how_many is not None and len(listed) >= self.how_many:
                     return
 
-    def _page(self, kind: str, offset: int) -> _Page:
+    def _page(self, kind: str, offset: int) -> tuple:
+        """(URL, response) of one listing page, its body read but not decoded."""
         url = self.api_url + "/nodes"
         params = [("kind", kind), ("updated__gte", filter_time(self.start)),
                   ("limit", self._limit()), ("offset", offset)]
@@ -216,17 +242,25 @@ class KernelCIApi:
         self._check_access(url, response)
         if response.status_code != 200:
             raise UpstreamError("GET %s (kind=%s, offset %d) answered %d" % (url, kind, offset, response.status_code))
-        try:
-            with collector_paused():
+        return url, response
+
+    def _decoded(self, kind: str, offset: int, url: str, response, heads: bool = False) -> _Page:
+        """The page's items, total and limit; with `heads`, items as raw JSON where msgspec reads it."""
+        split = nodeheads.split_page(response.content) if heads else None
+        if split is not None:
+            items, total, limit = split.items, split.total, split.limit
+        else:
+            try:
                 envelope = response.json()
-        except ValueError:
-            envelope = None
-        items = envelope.get("items") if isinstance(envelope, dict) else None
-        total = envelope.get("total") if isinstance(envelope, dict) else None
+            except ValueError:
+                envelope = None
+            items = envelope.get("items") if isinstance(envelope, dict) else None
+            total = envelope.get("total") if isinstance(envelope, dict) else None
+            limit = envelope.get("limit") if isinstance(envelope, dict) else None
+        del response  # the body, as large as the page, is not needed any more
         if not isinstance(items, list) or not _is_count(total):
             raise UpstreamError("GET %s (kind=%s, offset %d) answered a malformed page: no items list and total"
                                 % (url, kind, offset))
-        limit = envelope.get("limit")
         return _Page(items, total, limit if _is_count(limit) and limit > 0 else self._limit())
 
     def _limit(self) -> int:
@@ -364,13 +398,12 @@ def _newer_than_listed(newest: Dict[str, datetime], node_id: Optional[str], upda
     return True
 
 
-def _version_of(item, kind: str) -> Optional[tuple]:
+def _version_of(head: nodeheads.NodeHead, kind: str) -> Optional[tuple]:
     """(node id, updated, version id) of a listed item of `kind` whose id and time are in the
     API's own forms; None for anything else, which `_object_from` then reads the long way."""
-    if not isinstance(item, dict) or item.get("kind") != kind:
+    if head.kind != kind:
         return None
-    node_id = item["id"] if "id" in item else item.get("_id")
-    text = item.get("updated")
+    node_id, text = head.node_id, head.updated
     if not (is_object_id(node_id) and isinstance(text, str) and CANONICAL_TIME.fullmatch(text)):
         return None
     try:
@@ -380,6 +413,35 @@ def _version_of(item, kind: str) -> Optional[tuple]:
     node_id = node_id.lower()
     stamp = text.replace("-", "").replace(":", "")
     return node_id, updated, "%s.%s" % (node_id, stamp if len(stamp) > 15 else stamp + ".000000")
+
+
+def _head_of(item) -> Optional[nodeheads.NodeHead]:
+    """The head of a listed item: read from its raw JSON, or taken from a decoded item."""
+    if isinstance(item, dict):
+        return nodeheads.NodeHead(id=item["id"] if "id" in item else nodeheads.ABSENT,
+                                  object_id=item["_id"] if "_id" in item else nodeheads.ABSENT,
+                                  kind=item.get("kind"), updated=item.get("updated"))
+    return nodeheads.head(item) if isinstance(item, msgspec.Raw) else None
+
+
+def _whole(item):
+    """A listed item decoded whole (items of a page msgspec could not read are already)."""
+    return nodeheads.whole(item) if isinstance(item, msgspec.Raw) else item
+
+
+def _job_fields(item):
+    return nodeheads.job_fields(item) if isinstance(item, msgspec.Raw) else item
+
+
+def _decoded_with_collector_paused(pages: Iterator[_Page]) -> Iterator[_Page]:
+    """`pages`, each decoded with the cyclic collector paused (a page of nodes holds no cycles)."""
+    with closing(pages):
+        while True:
+            with collector_paused():
+                page = next(pages, None)
+            if page is None:
+                return
+            yield page
 
 
 def _is_count(value) -> bool:

@@ -37,6 +37,8 @@ _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _VERSIONED = re.compile(r"^/(v[0-9]+|latest)(/.*)?$")
 _OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
 DEFAULT_LIMIT = 50
+# Cached page bodies are dropped beyond this (a 100k-node benchmark listing is about 130 MB).
+PAGE_BODY_CACHE_BYTES = 256 << 20
 
 PageCallback = Callable[["ApiReplica", Tuple[Tuple[str, str], ...], int], None]
 
@@ -65,6 +67,10 @@ class ApiReplica(ServedByBackgroundServer):
         self._lock = threading.Lock()
         # Filtered listings by (corpus version, filters): paging a big corpus filters it once.
         self._listings: Dict[tuple, list] = {}
+        # Page bodies as sent, per listing, limit and offset: a real API's answer time is not the
+        # client's, and serialising a page of a thousand nodes in the benchmarks' process would
+        # make kcing wait for the replica.
+        self._page_bodies: Dict[tuple, bytes] = {}
         self._server = BackgroundServer(_ApiHandler, self, port)
 
     @property
@@ -158,7 +164,7 @@ class _ApiHandler(QuietHandler):
         else:
             self._finish(404, [_JSON], b'{"detail":"Not Found"}')
 
-    def _matching(self, replica: ApiReplica) -> Optional[list]:
+    def _matching(self, replica: ApiReplica) -> Optional[Tuple[tuple, list]]:
         try:
             filters = api_filters.parse(self.query)
         except api_filters.BadFilter as error:
@@ -174,7 +180,7 @@ class _ApiHandler(QuietHandler):
                 if len(replica._listings) > 32:
                     replica._listings.clear()
                 replica._listings[key] = cached
-        return cached
+        return key, cached
 
     def _nodes(self, replica: ApiReplica) -> None:
         number = replica._next_page_number()
@@ -186,13 +192,22 @@ class _ApiHandler(QuietHandler):
         paging = self._paging()
         if paging is None:
             return
-        matching = self._matching(replica)
-        if matching is None:
+        found = self._matching(replica)
+        if found is None:
             return
+        key, matching = found
         limit, offset = paging
         limit = min(limit, replica.max_limit or limit)
-        body = {"items": matching[offset:offset + limit], "total": len(matching), "limit": limit, "offset": offset}
-        self._finish(200, [_JSON], json.dumps(body, separators=(",", ":")).encode())
+        with replica._lock:
+            body = replica._page_bodies.get((key, limit, offset))
+        if body is None:
+            body = json.dumps({"items": matching[offset:offset + limit], "total": len(matching), "limit": limit,
+                               "offset": offset}, separators=(",", ":")).encode()
+            with replica._lock:
+                if sum(map(len, replica._page_bodies.values())) > PAGE_BODY_CACHE_BYTES:
+                    replica._page_bodies.clear()
+                replica._page_bodies[(key, limit, offset)] = body
+        self._finish(200, [_JSON], body)
 
     def _paging(self) -> Optional[Tuple[int, int]]:
         values = dict(self.query)

@@ -1,0 +1,108 @@
+"""A KernelCI API listing page read only as far as a routine run needs it.
+
+The API has no field projection: a page of a thousand nodes is about 1.3 MB of JSON, and a run
+that lists nodes it delivered before needs only each node's id, kind and update time. msgspec
+reads a page into its items' raw JSON without building them, and an item's head (those three
+fields) without building the rest; only the items that are wanted are then decoded whole, with
+the standard library's decoder as before, so what a node becomes does not depend on this module.
+
+Anything msgspec does not read (JSON the standard library accepts and msgspec refuses, such as
+`NaN`, or text that is not UTF-8) makes `split_page` answer None, and the caller decodes the
+page the usual way; an item that is not an object has no head and is decoded whole.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, List, Mapping, Optional
+
+import msgspec
+
+# A field absent from the item (as opposed to present with the value null).
+ABSENT = msgspec.UNSET
+
+
+class _Page(msgspec.Struct):
+    items: List[msgspec.Raw]
+    total: Any = None
+    limit: Any = None
+
+
+class NodeHead(msgspec.Struct):
+    """What identifies a listed node version: its id (`_id` before 2023), kind and update time."""
+
+    id: Any = ABSENT
+    object_id: Any = msgspec.field(default=ABSENT, name="_id")
+    kind: Any = None
+    updated: Any = None
+
+    @property
+    def node_id(self) -> Any:
+        """The id as the API's node documents name it: `id`, else the older `_id`."""
+        return self.id if self.id is not ABSENT else (None if self.object_id is ABSENT else self.object_id)
+
+
+class _JobData(msgspec.Struct):
+    # The part of `data` other nodes' documents use (api_related.RELATED_DATA).
+    kernel_revision: Any = ABSENT
+    job_id: Any = ABSENT
+    device: Any = ABSENT
+    platform: Any = ABSENT
+    runtime: Any = ABSENT
+    error_code: Any = ABSENT
+    error_msg: Any = ABSENT
+
+
+class _JobFields(msgspec.Struct):
+    # The fields other nodes' documents use of a job (api_related.RELATED_FIELDS, and data).
+    id: Any = ABSENT
+    kind: Any = ABSENT
+    name: Any = ABSENT
+    path: Any = ABSENT
+    group: Any = ABSENT
+    parent: Any = ABSENT
+    created: Any = ABSENT
+    result: Any = ABSENT
+    data: Optional[_JobData] = ABSENT
+
+
+_PAGE = msgspec.json.Decoder(_Page)
+_HEAD = msgspec.json.Decoder(NodeHead)
+_JOB = msgspec.json.Decoder(_JobFields)
+
+
+def split_page(body: bytes) -> Optional[_Page]:
+    """The page's items as raw JSON, with its `total` and `limit`; None when msgspec cannot read
+    it as an object with an `items` list (the caller then decodes it the usual way and judges it)."""
+    try:
+        return _PAGE.decode(body)
+    except msgspec.DecodeError:  # its ValidationError too
+        return None
+
+
+def head(raw: msgspec.Raw) -> Optional[NodeHead]:
+    """The item's head; None when the item is not an object."""
+    try:
+        return _HEAD.decode(raw)
+    except msgspec.DecodeError:
+        return None
+
+
+def whole(raw: msgspec.Raw) -> Any:
+    """The item as the standard library's JSON decoder makes it, as when the page is decoded whole."""
+    return json.loads(bytes(raw))
+
+
+def job_fields(raw: msgspec.Raw) -> Mapping[str, Any]:
+    """The item with only the fields a related node's extract reads (api_related.related_node
+    makes the same extract of it as of the whole item)."""
+    try:
+        fields = _JOB.decode(raw)
+    except msgspec.DecodeError:  # not an object, or `data` is not one: no shortcut
+        return whole(raw)
+    extract = {name: value for name in _JobFields.__struct_fields__
+               if (value := getattr(fields, name)) is not ABSENT and name != "data"}
+    if fields.data is not ABSENT:
+        data = fields.data
+        extract["data"] = None if data is None else {
+            name: value for name in _JobData.__struct_fields__ if (value := getattr(data, name)) is not ABSENT}
+    return extract
