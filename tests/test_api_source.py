@@ -21,7 +21,7 @@ from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, FAILED
 from kcing.pipeline import FeedOptions, feed
 from kcing.records import NODE_KINDS, UpstreamObject
-from kcing.sources import api as api_module, nodeheads
+from kcing.sources import api as api_module, heads
 from kcing.sources.api import KernelCIApi, filter_time, gunzip
 from kcing.sources.requester import Requester
 from tests.fakes.api_corpus import api_time
@@ -292,8 +292,8 @@ def test_a_version_read_without_making_an_object_has_the_objects_id_and_time(nod
     """The short way a listing reads delivered versions gives what the long way gives, or leaves it."""
     source = KernelCIApi(ScriptedRequester([]), "http://api.invalid/latest", kinds=("test",), since=SINCE)
     item = {"id": node_id, "kind": "test", "updated": updated}
-    # Read from the page's raw JSON (nodeheads.py), and from an item decoded whole.
-    raw = nodeheads.split_page(json.dumps({"items": [item], "total": 1}).encode()).items[0]
+    # Read from the page's raw JSON (heads.py), and from an item decoded whole.
+    raw = _raw_items(item)[0]
     short, long = api_module._version_of(api_module._head_of(raw), "test"), source._object_from("test", item)
     assert api_module._version_of(api_module._head_of(item), "test") == short
     if short is not None:
@@ -335,7 +335,7 @@ def test_items_without_an_id_or_of_another_kind_become_problems():
     assert source.watermark_candidate(lambda kind, ids: set()) is None
 
 
-# A page read only as far as a routine run needs (sources/nodeheads.py) ---------------------------
+# A page read only as far as a routine run needs (sources/heads.py) ---------------------------
 
 JOB_ITEM = {"id": "c" * 24, "kind": "job", "name": "baseline-arm64", "group": "baseline-arm64",
             "path": ["checkout", "kbuild-gcc-12-arm64", "baseline-arm64"], "parent": "b" * 24,
@@ -348,8 +348,16 @@ JOB_ITEM = {"id": "c" * 24, "kind": "job", "name": "baseline-arm64", "group": "b
                      "device": None, "error_code": None, "arch": "arm64", "kernel_type": "image"}}
 
 
+def _json_response(value, encoding=None):
+    response = requests.Response()
+    response.status_code = 200
+    response._content = json.dumps(value).encode()
+    response.encoding = encoding
+    return response
+
+
 def _raw_items(*items):
-    return nodeheads.split_page(json.dumps({"items": list(items), "total": len(items)}).encode()).items
+    return heads.split_page(_json_response({"items": list(items), "total": len(items)})).items
 
 
 @pytest.mark.parametrize("data", [JOB_ITEM["data"], None, [1, 2], "text", {}, {"kernel_revision": "not a dict"},
@@ -361,8 +369,8 @@ def test_a_delivered_jobs_fields_read_from_its_raw_json_make_the_same_related_ex
     if real_files_present():
         items.append(json.loads((MAESTRO / REAL_JOB).read_text()))
     for item, raw in zip(items, _raw_items(*items)):
-        assert related_node(nodeheads.job_fields(raw)) == related_node(item)
-        assert nodeheads.whole(raw) == item
+        assert related_node(heads.job_fields(raw)) == related_node(item)
+        assert heads.whole(raw) == item
 
 
 def test_a_routine_listing_makes_the_same_objects_however_the_page_is_read():

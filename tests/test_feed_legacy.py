@@ -265,15 +265,16 @@ def _listing_of(pages, known, how_many=None):
 
 
 class _Answer:
-    """A listing page as the requester gives it: status and a JSON body."""
+    """A listing page as the requester gives it: status and a JSON body, as sent."""
 
     status_code = 200
+    encoding = "utf-8"  # what requests takes from `application/json`
 
     def __init__(self, envelope):
-        self.envelope = envelope
+        self.content = json.dumps(envelope).encode()
 
     def json(self):
-        return self.envelope
+        return json.loads(self.content)
 
 
 def test_the_listing_skips_delivered_ids_lists_the_rest_once_and_refuses_ids_that_are_not_24_hex_digits():
@@ -303,3 +304,14 @@ def test_a_page_of_delivered_items_is_skipped_whole_and_how_many_still_counts_th
     assert _listing_of({"build": items}, lambda kind, asked: set(asked)) == []
     listed = _listing_of({"build": items}, lambda kind, asked: set(asked[:2]), how_many=3)
     assert [obj.upstream_id for obj in listed] == ids[2:3]
+
+
+@pytest.mark.parametrize("extra", [{}, {"board_offset": float("nan")}], ids=["plain", "NaN, read whole"])
+def test_a_page_with_some_items_not_delivered_lists_exactly_those_however_it_is_read(extra):
+    ids = ["5fa2d3e4b5c6d7e8f9a0%04x" % n for n in range(6)]
+    items = [dict({"_id": {"$oid": oid}, "created_on": {"$date": 1604448000000},
+                   "file_server_resource": "t/b/k/a/d/gcc-%d" % n}, **extra) for n, oid in enumerate(ids)]
+    listed = _listing_of({"build": items}, lambda kind, asked: set(asked[::2]))
+    # (as JSON text: a NaN is not equal to itself)
+    assert [(obj.upstream_id, json.dumps(obj.facts["listing"])) for obj in listed] == [
+        (oid, json.dumps(item)) for oid, item in zip(ids[1::2], items[1::2])]

@@ -1,8 +1,13 @@
 """A legacy listing page's ids, read at once for a page in the backend's own form, are the ids
-each item gives alone, whatever the page holds."""
-import pytest
+each item gives alone, whatever the page holds; and read from the page's raw JSON (only `_id`
+and `lab_name`, sources/heads.py), they are those of the page decoded whole."""
+import json
 
-from kcing.sources.legacy import _object_id, _object_ids
+import pytest
+import requests
+
+from kcing.sources import heads
+from kcing.sources.legacy import LegacyKernelCI, _object_id, _object_ids
 
 GOOD = ["63c549319fb3b62c7626e7f9", "63C549329FB3B62C7626E7FA", "63c549339fb3b62c7626e7fb"]
 
@@ -29,6 +34,49 @@ def _page(*oids):
         "empty oid", "list id", "not objects"])
 def test_ids_read_at_once_are_the_ids_read_one_by_one(items):
     assert _object_ids(items) == [_object_id(item) if isinstance(item, dict) else None for item in items]
+
+
+def _answer(items, encoding="utf-8", body=None):
+    response = requests.Response()
+    response.status_code = 200
+    response._content = body if body is not None else json.dumps({"code": 200, "result": items}).encode()
+    response.encoding = encoding
+    return response
+
+
+LABS = [{"lab_name": "lab-collabora"}, {"lab_name": "lab-baylibre-seattle"}, {"lab_name": None}, {"lab_name": 7},
+        {"lab_name": ["lab-x"]}, {"lab_name": "lab-été"}, {}]
+
+
+@pytest.mark.parametrize("collection", ["build", "boot"])
+@pytest.mark.parametrize("items", [
+    _page(*GOOD),
+    _page(GOOD[0], "63c549329fb3b62c7626e7fg", GOOD[2]),
+    _page(GOOD[0], GOOD[1] + "\n"),
+    _page(GOOD[0], 12345),
+    _page(GOOD[0]) + [{"_id": GOOD[1]}],
+    _page(GOOD[0]) + [{"created_on": 1}],
+    _page(GOOD[0]) + [{"_id": {}}],
+    [dict(item, **{"_id": {"$oid": GOOD[n % 3]}}) for n, item in enumerate(LABS)],
+    [dict(item, _id={"$oid": GOOD[0]}, _id_again=1) for item in LABS],
+], ids=["good", "bad digit", "line break", "number", "plain string", "no id", "empty oid", "labs", "extra fields"])
+def test_a_pages_identities_read_from_its_raw_json_are_those_of_the_whole_page(collection, items):
+    source = LegacyKernelCI(None, "http://frontend.invalid", "http://storage.invalid", non_lava_labs=["lab-baylibre-seattle"])
+    read = heads.legacy_heads(_answer(items))
+    assert read is not None
+    assert source._identities(collection, read) == source._identities(collection, items)
+
+
+@pytest.mark.parametrize("answer", [
+    _answer(_page(GOOD[0]) + ["not an object"]),
+    _answer([], body=b'{"code": 200, "result": [{"_id": {"$oid": "%s"}, "x": NaN}]}' % GOOD[0].encode()),
+    _answer(_page(GOOD[0]), encoding="ISO-8859-1"),
+    _answer([], body=b'{"code": 200}'),
+    _answer([], body=b'{"code": 200, "result": {}}'),
+    _answer([], body=b"<html>busy</html>"),
+], ids=["not an object", "NaN", "declared latin-1", "no result", "result not a list", "not JSON"])
+def test_a_page_the_raw_reading_cannot_take_is_left_to_the_whole_decoding(answer):
+    assert heads.legacy_heads(answer) is None
 
 
 def test_ids_read_at_once_are_lowercase_and_keep_the_page_order():

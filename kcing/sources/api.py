@@ -41,7 +41,7 @@ import msgspec
 
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
-from kcing.sources import nodeheads
+from kcing.sources import heads
 from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.collector import collector_paused
 from kcing.objectid import is_object_id, node_id as _node_id
@@ -148,17 +148,17 @@ class KernelCIApi:
             yield from self._list(kind) if known is None or self.how_many is not None else self._list_new(kind, known)
         self._complete = self.how_many is None
 
-    def _pages(self, kind: str, heads: bool = False) -> Iterator[_Page]:
+    def _pages(self, kind: str, raw_items: bool = False) -> Iterator[_Page]:
         """The pages of one kind, each decoded when the caller asks for it (on the caller's
         thread, so that the caller decides whether the collector runs meanwhile); the next page
         is requested before this one is handed over, so the API's latency overlaps the work.
-        With `heads`, items are left as raw JSON where msgspec reads the page (nodeheads.py)."""
+        With `raw_items`, items are left as raw JSON where msgspec reads the page (heads.py)."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="listing") as prefetch:
             offset = 0
             upcoming = prefetch.submit(self._page, kind, offset)
             try:
                 while upcoming is not None:
-                    page = self._decoded(kind, offset, *upcoming.result(), heads=heads)
+                    page = self._decoded(kind, offset, *upcoming.result(), raw_items=raw_items)
                     offset += len(page.items)
                     more = page.items and len(page.items) >= page.limit and offset < page.total
                     upcoming = prefetch.submit(self._page, kind, offset) if more else None
@@ -180,7 +180,7 @@ class KernelCIApi:
         listed = self._listed.setdefault(kind, {})
         found = self._found_delivered.setdefault(kind, set())
         newest: Dict[str, datetime] = {}  # node id -> newest `updated` listed
-        with closing(self._pages(kind, heads=True)) as pages:
+        with closing(self._pages(kind, raw_items=True)) as pages:
             while True:
                 with collector_paused():
                     page = next(pages, None)
@@ -244,9 +244,9 @@ class KernelCIApi:
             raise UpstreamError("GET %s (kind=%s, offset %d) answered %d" % (url, kind, offset, response.status_code))
         return url, response
 
-    def _decoded(self, kind: str, offset: int, url: str, response, heads: bool = False) -> _Page:
-        """The page's items, total and limit; with `heads`, items as raw JSON where msgspec reads it."""
-        split = nodeheads.split_page(response.content) if heads else None
+    def _decoded(self, kind: str, offset: int, url: str, response, raw_items: bool = False) -> _Page:
+        """The page's items, total and limit; with `raw_items`, items as raw JSON where msgspec reads it."""
+        split = heads.split_page(response) if raw_items else None
         if split is not None:
             items, total, limit = split.items, split.total, split.limit
         else:
@@ -398,7 +398,7 @@ def _newer_than_listed(newest: Dict[str, datetime], node_id: Optional[str], upda
     return True
 
 
-def _version_of(head: nodeheads.NodeHead, kind: str) -> Optional[tuple]:
+def _version_of(head: heads.NodeHead, kind: str) -> Optional[tuple]:
     """(node id, updated, version id) of a listed item of `kind` whose id and time are in the
     API's own forms; None for anything else, which `_object_from` then reads the long way."""
     if head.kind != kind:
@@ -415,22 +415,22 @@ def _version_of(head: nodeheads.NodeHead, kind: str) -> Optional[tuple]:
     return node_id, updated, "%s.%s" % (node_id, stamp if len(stamp) > 15 else stamp + ".000000")
 
 
-def _head_of(item) -> Optional[nodeheads.NodeHead]:
+def _head_of(item) -> Optional[heads.NodeHead]:
     """The head of a listed item: read from its raw JSON, or taken from a decoded item."""
     if isinstance(item, dict):
-        return nodeheads.NodeHead(id=item["id"] if "id" in item else nodeheads.ABSENT,
-                                  object_id=item["_id"] if "_id" in item else nodeheads.ABSENT,
+        return heads.NodeHead(id=item["id"] if "id" in item else heads.ABSENT,
+                                  object_id=item["_id"] if "_id" in item else heads.ABSENT,
                                   kind=item.get("kind"), updated=item.get("updated"))
-    return nodeheads.head(item) if isinstance(item, msgspec.Raw) else None
+    return heads.head(item) if isinstance(item, msgspec.Raw) else None
 
 
 def _whole(item):
     """A listed item decoded whole (items of a page msgspec could not read are already)."""
-    return nodeheads.whole(item) if isinstance(item, msgspec.Raw) else item
+    return heads.whole(item) if isinstance(item, msgspec.Raw) else item
 
 
 def _job_fields(item):
-    return nodeheads.job_fields(item) if isinstance(item, msgspec.Raw) else item
+    return heads.job_fields(item) if isinstance(item, msgspec.Raw) else item
 
 
 def _decoded_with_collector_paused(pages: Iterator[_Page]) -> Iterator[_Page]:

@@ -1,14 +1,15 @@
-"""A KernelCI API listing page read only as far as a routine run needs it.
+"""Listing pages read only as far as a routine run needs them: each item's identity, not its body.
 
-The API has no field projection: a page of a thousand nodes is about 1.3 MB of JSON, and a run
-that lists nodes it delivered before needs only each node's id, kind and update time. msgspec
-reads a page into its items' raw JSON without building them, and an item's head (those three
-fields) without building the rest; only the items that are wanted are then decoded whole, with
-the standard library's decoder as before, so what a node becomes does not depend on this module.
+A run that lists results it delivered before needs only what identifies each: a KernelCI API
+node's id, kind and update time, a legacy item's `_id` and lab. The API has no field projection
+(a page of a thousand nodes is about 1.3 MB of JSON), and even the legacy backend's projected
+items carry more than that. msgspec reads those few fields without building the rest of the
+page; what is wanted whole is then decoded by the standard library's decoder as before, so what
+a result becomes does not depend on this module.
 
-Anything msgspec does not read (JSON the standard library accepts and msgspec refuses, such as
-`NaN`, or text that is not UTF-8) makes `split_page` answer None, and the caller decodes the
-page the usual way; an item that is not an object has no head and is decoded whole.
+A page msgspec does not read (JSON the standard library accepts and msgspec refuses, such as
+`NaN`; text declared in another encoding than UTF-8; not the expected envelope) makes these
+functions answer None, and the caller decodes the page the usual way, which also judges it.
 """
 from __future__ import annotations
 
@@ -65,16 +66,49 @@ class _JobFields(msgspec.Struct):
     data: Optional[_JobData] = ABSENT
 
 
+class _LegacyHead(msgspec.Struct):
+    object_id: Any = msgspec.field(default=ABSENT, name="_id")
+    lab_name: Any = ABSENT
+
+
+class _LegacyPage(msgspec.Struct):
+    result: List[_LegacyHead]
+
+
 _PAGE = msgspec.json.Decoder(_Page)
+_LEGACY_PAGE = msgspec.json.Decoder(_LegacyPage)
 _HEAD = msgspec.json.Decoder(NodeHead)
 _JOB = msgspec.json.Decoder(_JobFields)
 
 
-def split_page(body: bytes) -> Optional[_Page]:
-    """The page's items as raw JSON, with its `total` and `limit`; None when msgspec cannot read
-    it as an object with an `items` list (the caller then decodes it the usual way and judges it)."""
+def split_page(response) -> Optional[_Page]:
+    """An API page's items as raw JSON, with its `total` and `limit`; None when msgspec cannot
+    read it as an object with an `items` list."""
+    return _decoded(response, _PAGE)
+
+
+def legacy_heads(response) -> Optional[List[dict]]:
+    """A legacy listing page's items with only `_id` and `lab_name` (where present): what
+    sources/legacy.py reads to skip a delivered item. None when msgspec cannot read the page
+    as an object with a `result` list of objects."""
+    page = _decoded(response, _LEGACY_PAGE)
+    return None if page is None else [_legacy_item(head) for head in page.result]
+
+
+def _legacy_item(head: _LegacyHead) -> dict:
+    item = {}
+    if head.object_id is not ABSENT:
+        item["_id"] = head.object_id
+    if head.lab_name is not ABSENT:
+        item["lab_name"] = head.lab_name
+    return item
+
+
+def _decoded(response, decoder):
+    if response.encoding is not None and response.encoding.lower().replace("-", "").replace("_", "") != "utf8":
+        return None  # requests would decode the text with the declared encoding
     try:
-        return _PAGE.decode(body)
+        return decoder.decode(response.content)
     except msgspec.DecodeError:  # its ValidationError too
         return None
 
