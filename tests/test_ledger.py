@@ -95,6 +95,16 @@ def test_a_listing_lookup_answers_alike_whether_the_ids_asked_about_are_neighbou
     ledger.close()
 
 
+def test_ids_holding_the_character_a_range_read_joins_with_are_read_exactly(ledger):
+    # A range read joins the ids it finds with char(31): a delivered id holding it must neither
+    # be missed nor make its pieces look delivered.
+    asked = ["5f0000000000000000000001", "5f0000000000000000000002", "5f0000000000000000000009"]
+    odd = ["5f0000000000000000000001\x1f5f0000000000000000000002", "5f0000000000000000000005\x1f"]
+    ledger.record([Outcome(obj(i), DELIVERED) for i in odd + asked[2:]])
+    assert ledger.delivered_ids("legacy", "build", asked) == {asked[2]}
+    assert ledger.delivered_ids("legacy", "build", asked + odd) == {asked[2], *odd}
+
+
 def test_a_failed_transaction_leaves_earlier_rows_intact(ledger):
     ledger.record([Outcome(obj("a"), DELIVERED)])
     with pytest.raises(Exception):
