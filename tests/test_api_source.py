@@ -361,16 +361,21 @@ def _raw_items(*items):
 
 
 @pytest.mark.parametrize("data", [JOB_ITEM["data"], None, [1, 2], "text", {}, {"kernel_revision": "not a dict"},
-                                  {"platform": "p", "platform": "q"}])
-def test_a_delivered_jobs_fields_read_from_its_raw_json_make_the_same_related_extract(data):
+                                  {"kernel_revision": None, "platform": None, "runtime": "lava-x", "job_id": 0},
+                                  dict(JOB_ITEM["data"], kernel_revision={"tree": "next", "tags": []})])
+def test_a_delivered_jobs_extract_read_from_its_raw_json_is_that_of_the_whole_job(data):
     from kcing.sources.api_related import related_node
     items = [dict(JOB_ITEM, data=data), {key: value for key, value in JOB_ITEM.items() if key != "data"},
              dict({key: value for key, value in JOB_ITEM.items() if key != "id"}, _id="c" * 24)]
     if real_files_present():
         items.append(json.loads((MAESTRO / REAL_JOB).read_text()))
     for item, raw in zip(items, _raw_items(*items)):
-        assert related_node(heads.job_fields(raw)) == related_node(item)
+        assert api_module._related_extract(raw) == related_node(item)
         assert heads.whole(raw) == item
+    # Read from the raw JSON, not decoded whole, unless `data` or its revision is neither an
+    # object nor null.
+    readable = data is None or isinstance(data, dict) and isinstance(data.get("kernel_revision"), (dict, type(None)))
+    assert (heads.job_extract(_raw_items(items[0])[0]) is not None) == readable
 
 
 def test_a_routine_listing_makes_the_same_objects_however_the_page_is_read():

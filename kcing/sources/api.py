@@ -42,7 +42,7 @@ import msgspec
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
 from kcing.sources import heads
-from kcing.sources.api_related import RelatedNodes, node_from_answer
+from kcing.sources.api_related import RelatedNodes, node_from_answer, related_node
 from kcing.collector import collector_paused
 from kcing.objectid import is_object_id, node_id as _node_id
 from kcing.sources.requester import Requester
@@ -210,7 +210,7 @@ class KernelCIApi:
                         elif upstream_id in delivered:
                             found.add(upstream_id)
                             if kind == JOB:  # its tests may not have been delivered
-                                self.related.remember(node_id, _job_fields(item))
+                                self.related.keep(node_id, _related_extract(item))
                         else:
                             pending.append(_whole(item))
                     del fresh, delivered
@@ -429,8 +429,10 @@ def _whole(item):
     return heads.whole(item) if isinstance(item, msgspec.Raw) else item
 
 
-def _job_fields(item):
-    return heads.job_fields(item) if isinstance(item, msgspec.Raw) else item
+def _related_extract(item) -> dict:
+    """api_related.related_node of a listed job, read from its raw JSON where it can be."""
+    extract = heads.job_extract(item) if isinstance(item, msgspec.Raw) else None
+    return extract if extract is not None else related_node(_whole(item))
 
 
 def _decoded_with_collector_paused(pages: Iterator[_Page]) -> Iterator[_Page]:

@@ -65,8 +65,12 @@ class RelatedNodes:
 
     def remember(self, node_id: str, node: Mapping[str, Any]) -> None:
         """Keep a listed job so that its children need no request."""
+        self.keep(node_id, related_node(node))
+
+    def keep(self, node_id: str, extract: dict) -> None:
+        """`remember` with the job's `related_node` extract made already."""
         with self._lock:
-            self._cache[node_id] = related_node(node)
+            self._cache[node_id] = extract
             self._cache.move_to_end(node_id)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)

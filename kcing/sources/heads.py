@@ -14,7 +14,7 @@ functions answer None, and the caller decodes the page the usual way, which also
 from __future__ import annotations
 
 import json
-from typing import Any, List, Mapping, Optional
+from typing import Any, List, Optional
 
 import msgspec
 
@@ -42,28 +42,37 @@ class NodeHead(msgspec.Struct):
         return self.id if self.id is not ABSENT else (None if self.object_id is ABSENT else self.object_id)
 
 
+class _Revision(msgspec.Struct):
+    # api_related.REVISION_FIELDS: a job's revision without its commit message and tags.
+    tree: Any = ABSENT
+    url: Any = ABSENT
+    branch: Any = ABSENT
+    commit: Any = ABSENT
+    describe: Any = ABSENT
+
+
 class _JobData(msgspec.Struct):
-    # The part of `data` other nodes' documents use (api_related.RELATED_DATA).
-    kernel_revision: Any = ABSENT
-    job_id: Any = ABSENT
-    device: Any = ABSENT
-    platform: Any = ABSENT
-    runtime: Any = ABSENT
-    error_code: Any = ABSENT
-    error_msg: Any = ABSENT
+    # api_related.RELATED_DATA: the part of `data` other nodes' documents use.
+    kernel_revision: Optional[_Revision] = None
+    job_id: Any = None
+    device: Any = None
+    platform: Any = None
+    runtime: Any = None
+    error_code: Any = None
+    error_msg: Any = None
 
 
 class _JobFields(msgspec.Struct):
-    # The fields other nodes' documents use of a job (api_related.RELATED_FIELDS, and data).
-    id: Any = ABSENT
-    kind: Any = ABSENT
-    name: Any = ABSENT
-    path: Any = ABSENT
-    group: Any = ABSENT
-    parent: Any = ABSENT
-    created: Any = ABSENT
-    result: Any = ABSENT
-    data: Optional[_JobData] = ABSENT
+    # api_related.RELATED_FIELDS, and data.
+    id: Any = None
+    kind: Any = None
+    name: Any = None
+    path: Any = None
+    group: Any = None
+    parent: Any = None
+    created: Any = None
+    result: Any = None
+    data: Optional[_JobData] = None
 
 
 class _LegacyHead(msgspec.Struct):
@@ -126,17 +135,26 @@ def whole(raw: msgspec.Raw) -> Any:
     return json.loads(bytes(raw))
 
 
-def job_fields(raw: msgspec.Raw) -> Mapping[str, Any]:
-    """The item with only the fields a related node's extract reads (api_related.related_node
-    makes the same extract of it as of the whole item)."""
+def job_extract(raw: msgspec.Raw) -> Optional[dict]:
+    """What api_related.related_node makes of the whole job, read from its raw JSON without
+    the rest (its revision's commit message and tags, its artifacts); None when the job's
+    `data` or revision is neither an object nor null (then the whole job tells)."""
     try:
-        fields = _JOB.decode(raw)
-    except msgspec.DecodeError:  # not an object, or `data` is not one: no shortcut
-        return whole(raw)
-    extract = {name: value for name in _JobFields.__struct_fields__
-               if (value := getattr(fields, name)) is not ABSENT and name != "data"}
-    if fields.data is not ABSENT:
-        data = fields.data
-        extract["data"] = None if data is None else {
-            name: value for name in _JobData.__struct_fields__ if (value := getattr(data, name)) is not ABSENT}
+        job = _JOB.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    extract = {"id": job.id, "kind": job.kind, "name": job.name, "path": job.path, "group": job.group,
+               "parent": job.parent, "created": job.created, "result": job.result}
+    related = {}
+    data = job.data
+    if data is not None:
+        revision = data.kernel_revision
+        if revision is not None:
+            related["kernel_revision"] = {name: value for name in _Revision.__struct_fields__
+                                          if (value := getattr(revision, name)) is not ABSENT}
+        for name in _JobData.__struct_fields__[1:]:
+            value = getattr(data, name)
+            if value is not None:
+                related[name] = value
+    extract["data"] = related
     return extract
