@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set
 
-import msgspec
 
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
@@ -70,9 +69,18 @@ def _utcnow() -> datetime:
 
 @dataclass
 class _Page:
-    items: list
+    items: list  # decoded whole, or their heads (heads.NodeHead) when the page was read only that far
     total: int
     limit: int
+    whole: Optional[Callable[[], list]] = None  # with heads: the items decoded whole, on demand
+
+    def item(self, index: int):
+        """Item `index` decoded whole (the page is decoded whole on the first call)."""
+        if self.whole is None:
+            return self.items[index]
+        decoded = self.whole()
+        self.items, self.whole = decoded, None
+        return decoded[index]
 
 
 class KernelCIApi:
@@ -148,17 +156,17 @@ class KernelCIApi:
             yield from self._list(kind) if known is None or self.how_many is not None else self._list_new(kind, known)
         self._complete = self.how_many is None
 
-    def _pages(self, kind: str, raw_items: bool = False) -> Iterator[_Page]:
+    def _pages(self, kind: str, read_heads: bool = False) -> Iterator[_Page]:
         """The pages of one kind, each decoded when the caller asks for it (on the caller's
         thread, so that the caller decides whether the collector runs meanwhile); the next page
         is requested before this one is handed over, so the API's latency overlaps the work.
-        With `raw_items`, items are left as raw JSON where msgspec reads the page (heads.py)."""
+        With `read_heads`, items are read only as far as their heads where msgspec can (heads.py)."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="listing") as prefetch:
             offset = 0
             upcoming = prefetch.submit(self._page, kind, offset)
             try:
                 while upcoming is not None:
-                    page = self._decoded(kind, offset, *upcoming.result(), raw_items=raw_items)
+                    page = self._decoded(kind, offset, *upcoming.result(), read_heads=read_heads)
                     offset += len(page.items)
                     more = page.items and len(page.items) >= page.limit and offset < page.total
                     upcoming = prefetch.submit(self._page, kind, offset) if more else None
@@ -180,7 +188,7 @@ class KernelCIApi:
         listed = self._listed.setdefault(kind, {})
         found = self._found_delivered.setdefault(kind, set())
         newest: Dict[str, datetime] = {}  # node id -> newest `updated` listed
-        with closing(self._pages(kind, raw_items=True)) as pages:
+        with closing(self._pages(kind, read_heads=True)) as pages:
             while True:
                 with collector_paused():
                     page = next(pages, None)
@@ -188,32 +196,32 @@ class KernelCIApi:
                         return
                     # First the versions of this page that will be listed (a repeated node only
                     # when newer), then one question to the ledger about those it could hold.
-                    entries = []  # (node id, updated, version id, item, or the object made the long way)
-                    for item in page.items:
-                        head = _head_of(item)
-                        version = None if head is None else _version_of(head, kind)
+                    entries = []  # (node id, updated, version id, index on the page, or the object made the long way)
+                    for index, item in enumerate(page.items):
+                        version = _version_of(item if isinstance(item, heads.NodeHead) else _head_of(item), kind)
                         if version is None:  # not in the API's own forms, or not of this kind: the long way
-                            obj = self._object_from(kind, _whole(item))
+                            obj = self._object_from(kind, page.item(index))
                             entries.append((obj.facts.get("node_id"), obj.facts.get("updated"), obj.upstream_id,
-                                            None, obj))
+                                            index, obj))
                         else:
-                            entries.append((*version, item, None))
-                    del page
+                            entries.append((*version, index, None))
                     fresh = [entry for entry in entries if _newer_than_listed(newest, entry[0], entry[1])]
                     del entries
                     delivered = known(kind, [entry[2] for entry in fresh if entry[4] is None])
                     pending = []  # objects made the long way, and the items of versions not delivered
-                    for node_id, updated, upstream_id, item, obj in fresh:
+                    for node_id, updated, upstream_id, index, obj in fresh:
                         listed[upstream_id] = updated
                         if obj is not None:
                             pending.append(obj)  # the listing's ledger question covers it (and rejects a problem)
                         elif upstream_id in delivered:
                             found.add(upstream_id)
                             if kind == JOB:  # its tests may not have been delivered
-                                self.related.keep(node_id, _related_extract(item))
+                                item = page.items[index]
+                                self.related.keep(node_id, heads.job_extract(item) if isinstance(item, heads.JobHead)
+                                                  else related_node(item))
                         else:
-                            pending.append(_whole(item))
-                    del fresh, delivered
+                            pending.append(page.item(index))
+                    del page, fresh, delivered
                 for entry in pending:
                     yield entry if isinstance(entry, UpstreamObject) else self._object_from(kind, entry)
                 del pending
@@ -244,24 +252,39 @@ class KernelCIApi:
             raise UpstreamError("GET %s (kind=%s, offset %d) answered %d" % (url, kind, offset, response.status_code))
         return url, response
 
-    def _decoded(self, kind: str, offset: int, url: str, response, raw_items: bool = False) -> _Page:
-        """The page's items, total and limit; with `raw_items`, items as raw JSON where msgspec reads it."""
-        split = heads.split_page(response) if raw_items else None
-        if split is not None:
-            items, total, limit = split.items, split.total, split.limit
+    def _decoded(self, kind: str, offset: int, url: str, response, read_heads: bool = False) -> _Page:
+        """The page's items, total and limit; with `read_heads`, the items' heads where msgspec reads
+        the page, and the whole items when first asked for."""
+        page = heads.node_heads(response, jobs=kind == JOB) if read_heads else None
+        if page is not None:
+            items, total, limit = page.items, page.total, page.limit
         else:
-            try:
-                envelope = response.json()
-            except ValueError:
-                envelope = None
-            items = envelope.get("items") if isinstance(envelope, dict) else None
-            total = envelope.get("total") if isinstance(envelope, dict) else None
-            limit = envelope.get("limit") if isinstance(envelope, dict) else None
-        del response  # the body, as large as the page, is not needed any more
+            items, total, limit = self._envelope(response)
         if not isinstance(items, list) or not _is_count(total):
             raise UpstreamError("GET %s (kind=%s, offset %d) answered a malformed page: no items list and total"
                                 % (url, kind, offset))
-        return _Page(items, total, limit if _is_count(limit) and limit > 0 else self._limit())
+        limit = limit if _is_count(limit) and limit > 0 else self._limit()
+        if page is None:
+            return _Page(items, total, limit)
+
+        def whole() -> list:
+            decoded = self._envelope(response)[0]
+            if not isinstance(decoded, list) or len(decoded) != len(items):
+                raise UpstreamError("GET %s (kind=%s, offset %d) answered a page that reads two ways"
+                                    % (url, kind, offset))
+            return decoded
+        return _Page(items, total, limit, whole)
+
+    @staticmethod
+    def _envelope(response) -> tuple:
+        """(items, total, limit) of a page decoded whole; None for what it lacks."""
+        try:
+            envelope = response.json()
+        except ValueError:
+            envelope = None
+        if not isinstance(envelope, dict):
+            return None, None, None
+        return envelope.get("items"), envelope.get("total"), envelope.get("limit")
 
     def _limit(self) -> int:
         return self.page_size if self.how_many is None else max(1, min(self.page_size, self.how_many))
@@ -415,24 +438,13 @@ def _version_of(head: heads.NodeHead, kind: str) -> Optional[tuple]:
     return node_id, updated, "%s.%s" % (node_id, stamp if len(stamp) > 15 else stamp + ".000000")
 
 
-def _head_of(item) -> Optional[heads.NodeHead]:
-    """The head of a listed item: read from its raw JSON, or taken from a decoded item."""
-    if isinstance(item, dict):
-        return heads.NodeHead(id=item["id"] if "id" in item else heads.ABSENT,
-                                  object_id=item["_id"] if "_id" in item else heads.ABSENT,
-                                  kind=item.get("kind"), updated=item.get("updated"))
-    return heads.head(item) if isinstance(item, msgspec.Raw) else None
-
-
-def _whole(item):
-    """A listed item decoded whole (items of a page msgspec could not read are already)."""
-    return heads.whole(item) if isinstance(item, msgspec.Raw) else item
-
-
-def _related_extract(item) -> dict:
-    """api_related.related_node of a listed job, read from its raw JSON where it can be."""
-    extract = heads.job_extract(item) if isinstance(item, msgspec.Raw) else None
-    return extract if extract is not None else related_node(_whole(item))
+def _head_of(item) -> heads.NodeHead:
+    """The head of an item decoded whole: what `_version_of` reads."""
+    if not isinstance(item, dict):
+        return heads.NodeHead()  # no kind: the long way
+    return heads.NodeHead(id=item["id"] if "id" in item else heads.ABSENT,
+                          object_id=item["_id"] if "_id" in item else heads.ABSENT,
+                          kind=item.get("kind"), updated=item.get("updated"))
 
 
 def _decoded_with_collector_paused(pages: Iterator[_Page]) -> Iterator[_Page]:

@@ -3,29 +3,24 @@
 A run that lists results it delivered before needs only what identifies each: a KernelCI API
 node's id, kind and update time, a legacy item's `_id` and lab. The API has no field projection
 (a page of a thousand nodes is about 1.3 MB of JSON), and even the legacy backend's projected
-items carry more than that. msgspec reads those few fields without building the rest of the
-page; what is wanted whole is then decoded by the standard library's decoder as before, so what
-a result becomes does not depend on this module.
+items carry more than that. msgspec reads those few fields in one pass without building the rest
+of the page (for an API job, also what its tests' documents use of it). A page with an item
+that is wanted is then decoded whole by the standard library's decoder as before, so what a
+result becomes does not depend on this module.
 
 A page msgspec does not read (JSON the standard library accepts and msgspec refuses, such as
-`NaN`; text declared in another encoding than UTF-8; not the expected envelope) makes these
-functions answer None, and the caller decodes the page the usual way, which also judges it.
+`NaN`; text declared in another encoding than UTF-8; an item that is not an object, or a job
+whose `data` is neither an object nor null; not the expected envelope) makes these functions
+answer None, and the caller decodes the page whole, which also judges it.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, List, Optional
 
 import msgspec
 
 # A field absent from the item (as opposed to present with the value null).
 ABSENT = msgspec.UNSET
-
-
-class _Page(msgspec.Struct):
-    items: List[msgspec.Raw]
-    total: Any = None
-    limit: Any = None
 
 
 class NodeHead(msgspec.Struct):
@@ -62,10 +57,9 @@ class _JobData(msgspec.Struct):
     error_msg: Any = None
 
 
-class _JobFields(msgspec.Struct):
-    # api_related.RELATED_FIELDS, and data.
-    id: Any = None
-    kind: Any = None
+class JobHead(NodeHead):
+    """A job's head, with the fields other nodes' documents use of it (api_related.RELATED_FIELDS)."""
+
     name: Any = None
     path: Any = None
     group: Any = None
@@ -73,6 +67,18 @@ class _JobFields(msgspec.Struct):
     created: Any = None
     result: Any = None
     data: Optional[_JobData] = None
+
+
+class _HeadPage(msgspec.Struct):
+    items: List[NodeHead]
+    total: Any = None
+    limit: Any = None
+
+
+class _JobHeadPage(msgspec.Struct):
+    items: List[JobHead]
+    total: Any = None
+    limit: Any = None
 
 
 class _LegacyHead(msgspec.Struct):
@@ -84,16 +90,16 @@ class _LegacyPage(msgspec.Struct):
     result: List[_LegacyHead]
 
 
-_PAGE = msgspec.json.Decoder(_Page)
+_HEAD_PAGE = msgspec.json.Decoder(_HeadPage)
+_JOB_HEAD_PAGE = msgspec.json.Decoder(_JobHeadPage)
 _LEGACY_PAGE = msgspec.json.Decoder(_LegacyPage)
-_HEAD = msgspec.json.Decoder(NodeHead)
-_JOB = msgspec.json.Decoder(_JobFields)
 
 
-def split_page(response) -> Optional[_Page]:
-    """An API page's items as raw JSON, with its `total` and `limit`; None when msgspec cannot
-    read it as an object with an `items` list."""
-    return _decoded(response, _PAGE)
+def node_heads(response, jobs: bool = False):
+    """An API page's items as heads (`JobHead`s with `jobs`), with its `total` and `limit`;
+    None when msgspec cannot read it as an object with an `items` list of objects (a job's
+    `data` and revision objects or null)."""
+    return _decoded(response, _JOB_HEAD_PAGE if jobs else _HEAD_PAGE)
 
 
 def legacy_heads(response) -> Optional[List[dict]]:
@@ -122,29 +128,11 @@ def _decoded(response, decoder):
         return None
 
 
-def head(raw: msgspec.Raw) -> Optional[NodeHead]:
-    """The item's head; None when the item is not an object."""
-    try:
-        return _HEAD.decode(raw)
-    except msgspec.DecodeError:
-        return None
-
-
-def whole(raw: msgspec.Raw) -> Any:
-    """The item as the standard library's JSON decoder makes it, as when the page is decoded whole."""
-    return json.loads(bytes(raw))
-
-
-def job_extract(raw: msgspec.Raw) -> Optional[dict]:
-    """What api_related.related_node makes of the whole job, read from its raw JSON without
-    the rest (its revision's commit message and tags, its artifacts); None when the job's
-    `data` or revision is neither an object nor null (then the whole job tells)."""
-    try:
-        job = _JOB.decode(raw)
-    except msgspec.DecodeError:
-        return None
-    extract = {"id": job.id, "kind": job.kind, "name": job.name, "path": job.path, "group": job.group,
-               "parent": job.parent, "created": job.created, "result": job.result}
+def job_extract(job: JobHead) -> dict:
+    """What api_related.related_node makes of the whole job."""
+    extract = {"id": job.id if job.id is not ABSENT else None, "kind": job.kind, "name": job.name,
+               "path": job.path, "group": job.group, "parent": job.parent, "created": job.created,
+               "result": job.result}
     related = {}
     data = job.data
     if data is not None:
