@@ -19,6 +19,8 @@ from typing import Any, List, Optional
 
 import msgspec
 
+from kcing.sources.api_related import RELATED_DATA, RELATED_FIELDS, REVISION_FIELDS
+
 # A field absent from the item (as opposed to present with the value null).
 ABSENT = msgspec.UNSET
 
@@ -37,36 +39,13 @@ class NodeHead(msgspec.Struct):
         return self.id if self.id is not ABSENT else (None if self.object_id is ABSENT else self.object_id)
 
 
-class _Revision(msgspec.Struct):
-    # api_related.REVISION_FIELDS: a job's revision without its commit message and tags.
-    tree: Any = ABSENT
-    url: Any = ABSENT
-    branch: Any = ABSENT
-    commit: Any = ABSENT
-    describe: Any = ABSENT
-
-
-class _JobData(msgspec.Struct):
-    # api_related.RELATED_DATA: the part of `data` other nodes' documents use.
-    kernel_revision: Optional[_Revision] = None
-    job_id: Any = None
-    device: Any = None
-    platform: Any = None
-    runtime: Any = None
-    error_code: Any = None
-    error_msg: Any = None
-
-
-class JobHead(NodeHead):
-    """A job's head, with the fields other nodes' documents use of it (api_related.RELATED_FIELDS)."""
-
-    name: Any = None
-    path: Any = None
-    group: Any = None
-    parent: Any = None
-    created: Any = None
-    result: Any = None
-    data: Optional[_JobData] = None
+# A job's head also holds what other nodes' documents use of it (api_related.related_node): its
+# RELATED_FIELDS, and of its `data` the RELATED_DATA, the revision without its message and tags.
+_Revision = msgspec.defstruct("_Revision", [(name, Any, ABSENT) for name in REVISION_FIELDS])
+_JobData = msgspec.defstruct("_JobData", [(name, Optional[_Revision] if name == "kernel_revision" else Any, None)
+                                          for name in RELATED_DATA])
+JobHead = msgspec.defstruct("JobHead", [(name, Any, None) for name in RELATED_FIELDS if name not in NodeHead.__struct_fields__]
+                            + [("data", Optional[_JobData], None)], bases=(NodeHead,))
 
 
 class _HeadPage(msgspec.Struct):
@@ -128,21 +107,21 @@ def _decoded(response, decoder):
         return None
 
 
-def job_extract(job: JobHead) -> dict:
-    """What api_related.related_node makes of the whole job."""
-    extract = {"id": job.id if job.id is not ABSENT else None, "kind": job.kind, "name": job.name,
-               "path": job.path, "group": job.group, "parent": job.parent, "created": job.created,
-               "result": job.result}
+def job_extract(job) -> dict:
+    """What api_related.related_node makes of the whole job, from its head (`JobHead`)."""
+    extract = {name: getattr(job, name) for name in RELATED_FIELDS}
+    if extract["id"] is ABSENT:
+        extract["id"] = None
     related = {}
     data = job.data
     if data is not None:
-        revision = data.kernel_revision
-        if revision is not None:
-            related["kernel_revision"] = {name: value for name in _Revision.__struct_fields__
-                                          if (value := getattr(revision, name)) is not ABSENT}
-        for name in _JobData.__struct_fields__[1:]:
+        for name in RELATED_DATA:
             value = getattr(data, name)
             if value is not None:
                 related[name] = value
+        revision = related.get("kernel_revision")
+        if revision is not None:
+            related["kernel_revision"] = {name: value for name in REVISION_FIELDS
+                                          if (value := getattr(revision, name)) is not ABSENT}
     extract["data"] = related
     return extract
