@@ -409,6 +409,25 @@ def test_a_routine_listing_makes_the_same_objects_however_the_page_is_read():
     assert sum(obj.problem is not None for obj in routine) == 3  # a string, a job, no id
 
 
+def test_the_real_nodes_read_as_heads_make_the_objects_and_job_extracts_of_the_whole_nodes():
+    if not real_files_present():
+        pytest.skip("shared/data/upstream/maestro is absent")
+    from kcing.sources.api_related import related_node
+    with ApiReplica() as server:
+        nodes = real_nodes(server.corpus, server.files_url)
+        kinds = tuple(dict.fromkeys(node["kind"] for node in nodes))
+        since = datetime(2023, 1, 1, tzinfo=UTC)
+        every = list(make_source(server, kinds=kinds, since=since).list_objects())
+        for delivered_share in (0, 1, 2):  # none, every other one, all
+            delivered = {obj.upstream_id for n, obj in enumerate(every) if delivered_share and n % delivered_share == 0}
+            source = make_source(server, kinds=kinds, since=since)
+            routine = list(source.list_objects(known=lambda kind, ids: delivered & set(ids)))
+            assert [(obj.upstream_id, obj.facts, obj.problem) for obj in routine] == [
+                (obj.upstream_id, obj.facts, obj.problem) for obj in every if obj.upstream_id not in delivered]
+            jobs = [node for node in nodes if node["kind"] == "job"]
+            assert jobs and all(source.related._cache[job["id"]] == related_node(job) for job in jobs)
+
+
 def test_old_underscore_id_items_are_read():
     if not real_files_present():
         pytest.skip("shared/data/upstream/maestro is absent")
