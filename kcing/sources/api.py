@@ -21,9 +21,10 @@ The only module that knows the API's paths, filters and paging, and where artifa
 - The watermark (kcing/watermark.py): the run asks the ledger which of the listed versions
   were delivered, and the newest time up to which all were becomes the next run's start.
 - A routine run lists mostly versions delivered before. Given the ledger's `known` question,
-  the listing reads only a version's id and time from each item, asks about a page at a time,
-  and makes objects (absolute artifact URLs, related-node memory) only for the rest; the
-  versions found delivered are not asked about again for the watermark.
+  the listing reads only a version's id and time from each item (sources/heads.py: a page is
+  decoded whole only when a node on it is wanted), asks about a page at a time, and makes
+  objects (absolute artifact URLs, related-node memory) only for the rest; the versions found
+  delivered are not asked about again for the watermark.
 """
 from __future__ import annotations
 
