@@ -39,7 +39,7 @@ demo: install
 test: install realengine
 	$(BIN)/python -m pytest -q
 
-# The `bench` extra: the JSON libraries the parsing floor compares (kcing does not use them).
+# The `bench` extra: orjson, one of the JSON libraries the parsing floor compares (kcing does not use it).
 $(VENV)/.bench-extra: pyproject.toml $(BIN)/kcing
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@

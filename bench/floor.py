@@ -17,8 +17,9 @@ CPU time (`time.process_time`) of
   @metadata, what is posted) with a JSON encoder, to UTF-8 bytes.
 
 Each phase is timed with every JSON library installed (the standard library's C decoder and
-encoder, and `msgspec` and `orjson` where present: `make bench` installs both, as the `bench`
-extra), and the fastest library of each phase counts: the floor is the fastest available.
+encoder, msgspec, which kcing depends on, and orjson where present: `make bench` installs it,
+as the `bench` extra), and the fastest library of each phase counts: the floor is the fastest
+available.
 Each is timed over three passes and the fastest pass counts.
 
 Prints one JSON line: objects, documents, decode and encode CPU seconds, and which libraries.
@@ -49,8 +50,7 @@ def _stdlib_dumps(value) -> bytes:
 
 
 def json_libraries() -> dict:
-    """name -> (loads, dumps) for every JSON library installed; none of them is a kcing dependency
-    but the standard library."""
+    """name -> (loads, dumps) for every JSON library installed."""
     libraries = {"json": (json.loads, _stdlib_dumps)}
     try:
         import msgspec

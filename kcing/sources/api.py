@@ -38,11 +38,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set
 
-
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
 from kcing.sources import heads
-from kcing.sources.api_related import RelatedNodes, node_from_answer, related_node
+from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.collector import collector_paused
 from kcing.objectid import is_object_id, node_id as _node_id
 from kcing.sources.requester import Requester
@@ -73,15 +72,16 @@ class _Page:
     items: list  # decoded whole, or their heads (heads.NodeHead) when the page was read only that far
     total: int
     limit: int
-    whole: Optional[Callable[[], list]] = None  # with heads: the items decoded whole, on demand
+    decode_whole: Optional[Callable[[], list]] = None  # with heads: decodes the items whole
+    _whole: Optional[list] = None
 
     def item(self, index: int):
-        """Item `index` decoded whole (the page is decoded whole on the first call)."""
-        if self.whole is None:
+        """Item `index` decoded whole (a page of heads is decoded whole on the first call)."""
+        if self.decode_whole is None:
             return self.items[index]
-        decoded = self.whole()
-        self.items, self.whole = decoded, None
-        return decoded[index]
+        if self._whole is None:
+            self._whole = self.decode_whole()
+        return self._whole[index]
 
 
 class KernelCIApi:
@@ -218,8 +218,10 @@ class KernelCIApi:
                             found.add(upstream_id)
                             if kind == JOB:  # its tests may not have been delivered
                                 item = page.items[index]
-                                self.related.keep(node_id, heads.job_extract(item) if isinstance(item, heads.JobHead)
-                                                  else related_node(item))
+                                if isinstance(item, heads.JobHead):
+                                    self.related.keep(node_id, heads.job_extract(item))
+                                else:
+                                    self.related.remember(node_id, item)
                         else:
                             pending.append(page.item(index))
                     del page, fresh, delivered
