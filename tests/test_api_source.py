@@ -459,12 +459,13 @@ def test_a_page_that_keeps_failing_stops_the_listing_and_holds_the_watermark(rep
 
 @pytest.mark.parametrize("body", [b"<html>oops</html>", b'{"items": {}, "total": 3}', b'{"items": []}',
                                   b'{"items": [], "total": "3"}', b'[1, 2]'])
-def test_a_malformed_page_stops_the_listing(replica, body):
+@pytest.mark.parametrize("known", [None, lambda kind, ids: set()], ids=["every node", "routine, as heads"])
+def test_a_malformed_page_stops_the_listing(replica, body, known):
     source = make_source(replica, page_size=3)
     replica.malformed_page(3, body)
     listed = []
     with pytest.raises(UpstreamError, match="malformed page"):
-        for obj in source.list_objects():
+        for obj in source.list_objects(known=known):
             listed.append(obj)
     assert listed and source.watermark_candidate(lambda kind, ids: set(ids)) is None
 

@@ -315,3 +315,31 @@ def test_a_page_with_some_items_not_delivered_lists_exactly_those_however_it_is_
     # (as JSON text: a NaN is not equal to itself)
     assert [(obj.upstream_id, json.dumps(obj.facts["listing"])) for obj in listed] == [
         (oid, json.dumps(item)) for oid, item in zip(ids[1::2], items[1::2])]
+
+
+@pytest.mark.parametrize("body, outcome", [
+    (b"<html>maintenance</html>", "did not answer JSON"),
+    (b'{"code": 200, "result": [{"_id": {"$oid": "5fa2d3e4b5c6d7e8f9a0b1c2"}, "x": NaN}]}', None),
+], ids=["garbage", "NaN, read whole"])
+def test_a_rerun_over_delivered_results_reads_odd_listing_pages_as_a_full_decoding_would(
+        env, tmp_path, legacy_replica, logstash, objects, body, outcome):
+    """A routine re-run reads its listing pages only as far as ids and labs (sources/heads.py);
+    a page that reading cannot take is judged by the whole decoding: garbage stops the run with a
+    one-line error, a page the standard decoder reads (a NaN) is listed, and nothing is lost."""
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    before = ledger_states(tmp_path / "kcing.db")
+    legacy_replica.frontend.fail_next("/_ajax/build", 200, body=body)
+    result = kcing(["feed_es"], env, tmp_path)
+    after = ledger_states(tmp_path / "kcing.db")
+    assert {key: after[key] for key in before} == before
+    if outcome is None:
+        # The NaN page's item was read (whole) and listed: it has no storage directory, so it is
+        # recorded as rejected (a run with a rejection exits 1), and the run goes on to the end.
+        assert result.returncode == 1, result.stderr
+        assert "listed %d, skipped %d" % (len(objects) + 1, len(objects)) in result.stdout
+        assert "rejected 1" in result.stdout
+        assert set(after) - set(before) == {("build", "5fa2d3e4b5c6d7e8f9a0b1c2")}
+        assert after[("build", "5fa2d3e4b5c6d7e8f9a0b1c2")] == "rejected"
+    else:
+        assert after == before
+        assert result.returncode != 0 and outcome in result.stderr and "Traceback" not in result.stderr
