@@ -69,7 +69,9 @@ def at(minutes: float) -> datetime:
     pytest.param([(at(1), True), (at(90), True)], at(60), id="capped-at-listing-start"),
 ])
 def test_the_watermark_moves_to_the_newest_time_with_everything_before_delivered(listed, expected):
-    assert watermark.next_watermark(listed, listing_started=at(60)) == expected
+    settled = [updated for updated, delivered in listed if delivered]
+    unsettled = [updated for updated, delivered in listed if not delivered]
+    assert watermark.next_watermark(settled, unsettled, listing_started=at(60)) == expected
 
 
 def test_the_crawl_starts_at_since_else_the_watermark_minus_overlap_else_the_default_days():
@@ -141,8 +143,9 @@ class StubSource:
 
     def watermark_candidate(self, delivered_ids):
         delivered = delivered_ids("test", [obj.upstream_id for obj in self.objects])
-        listed = [(obj.facts["updated"], obj.upstream_id in delivered) for obj in self.objects]
-        return watermark.next_watermark(listed, at(60))
+        return watermark.next_watermark([obj.facts["updated"] for obj in self.objects if obj.upstream_id in delivered],
+                                        [obj.facts["updated"] for obj in self.objects if obj.upstream_id not in delivered],
+                                        at(60))
 
 
 @pytest.mark.parametrize("fail_second, expected", [(False, at(2)), (True, at(1))])
@@ -307,6 +310,31 @@ def test_a_version_read_without_making_an_object_has_the_objects_id_and_time(nod
         assert short is None and long.problem == "listed node has no valid id and updated time"
 
 
+VERSION_FORMS = [("670F0C27493B6B8A3F1E2D4C", "2024-10-16T02:22:58.113000"), ("670f0c27493b6b8a3f1e2d4d", "2024-10-16T02:22:58"),
+                 ("670f0c27493b6b8a3f1e2d4e", "2024-10-16T02:22:59.000001"), ("670f0c27493b6b8a3f1e2d4c\n", "2024-10-16T02:22:58"),
+                 ("670f0c27493b6b8a3f1e2d4", "2024-10-16T02:22:58"), ("670f0c27493b6b8a3f1e2d4f", "2024-13-16T02:22:58.113000"),
+                 ("670f0c27493b6b8a3f1e2d50", "2024-10-16T02:22:58Z"), ("670f0c27493b6b8a3f1e2d51", None),
+                 ("670f0c27493b6b8a3f1e2d52\n670f0c27493b6b8a3f1e2d53", "2024-10-16T02:22:58"),
+                 ("670f0c27493b6b8a3f1e2d54", "2024-10-16T02:22:58\n2024-10-16T02:22:58")]
+
+
+@pytest.mark.parametrize("id_field", ["id", "_id"])
+@pytest.mark.parametrize("forms", [[0], [0, 1, 2], [1, 1], [0, 3], [4, 0], [2, 5], [6, 2], [7], [8, 2], [9, 1], [0, 1, 8]])
+def test_a_page_read_at_once_gives_the_versions_read_item_by_item(forms, id_field):
+    """A routine listing reads a page's ids and times a page at a time: the same versions as item
+    by item, and a page with any item not in the API's own forms is left to the item-by-item way."""
+    items = [{id_field: VERSION_FORMS[form][0], "kind": "test", "updated": VERSION_FORMS[form][1]} for form in forms]
+    page = api_module._page_versions(_heads_of(items), "test")
+    one_by_one = [api_module._version_of(head, "test") for head in _heads_of(items)]
+    if all(forms_index in (0, 1, 2) for forms_index in forms):  # every item in the API's forms
+        assert page is not None
+    if page is not None:
+        assert list(zip(*page)) == one_by_one
+    else:
+        assert None in one_by_one
+    assert api_module._page_versions(_heads_of(items), "job") is None
+
+
 class ScriptedRequester:
     """Answers listing GETs with the given pages in turn (total = every item of every page)."""
 
@@ -425,7 +453,9 @@ def test_the_real_nodes_read_as_heads_make_the_objects_and_job_extracts_of_the_w
             assert [(obj.upstream_id, obj.facts, obj.problem) for obj in routine] == [
                 (obj.upstream_id, obj.facts, obj.problem) for obj in every if obj.upstream_id not in delivered]
             jobs = [node for node in nodes if node["kind"] == "job"]
-            assert jobs and all(source.related._cache[job["id"]] == related_node(job) for job in jobs)
+            asked = len(server.requests)
+            assert jobs and all(source.related.node(job["id"]) == related_node(job) for job in jobs)
+            assert len(server.requests) == asked  # every job was kept while listing, none asked for
 
 
 def test_old_underscore_id_items_are_read():

@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from itertools import repeat
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set
 
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError
@@ -58,7 +60,11 @@ LOST_ARTIFACT_STATUSES = frozenset({401, 403, 404, 410})
 LOG_ARTIFACTS = {JOB: "callback_data", KBUILD: "build_log"}
 # The forms the API writes `updated` in (naive UTC, with microseconds unless they are 0): a
 # version id is then made from the text itself, with no datetime formatting (as `version_id`).
-CANONICAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?")
+_CANONICAL_TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?"
+CANONICAL_TIME = re.compile(_CANONICAL_TIME)
+# A page's ids and times, joined by newlines, checked by one match each (`_page_versions`).
+_OBJECT_ID_LINES = re.compile(r"[0-9a-fA-F]{24}(?:\n[0-9a-fA-F]{24})*")
+_CANONICAL_TIME_LINES = re.compile(r"%s(?:\n%s)*" % (_CANONICAL_TIME, _CANONICAL_TIME))
 # A URL with a scheme ("https:", "file:") or a host ("//host/..."): anything else is a path.
 _NOT_RELATIVE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:|//)")
 
@@ -113,7 +119,7 @@ class KernelCIApi:
         self._found_delivered: Dict[str, Set[str]] = {}
         self._listing_started: Optional[datetime] = None
         self._complete = False
-        self.related = RelatedNodes(self._get_node)
+        self.related = RelatedNodes(self._get_node, extract_of_head=heads.job_extract)
 
     # Incremental crawling (called by the pipeline through kcing/watermark.py) ---------------
 
@@ -130,15 +136,18 @@ class KernelCIApi:
         """
         if not self._complete or (self._stored is not None and self.start > self._stored):
             return None
-        listed = []
+        settled, unsettled = [], []  # the `updated` times listed
         for kind, versions in self._listed.items():
             # Delivered is final: what the listing found delivered needs no second question.
             found = self._found_delivered.get(kind, set())
+            if len(found) == len(versions):  # the routine run: all were found delivered (found is of versions)
+                settled.extend(versions.values())
+                continue
             unknown = [upstream_id for upstream_id in versions if upstream_id not in found]
-            settled = settled_ids(kind, unknown) if unknown else set()
-            listed.extend((updated, upstream_id in found or upstream_id in settled)
-                          for upstream_id, updated in versions.items())
-        return next_watermark(listed, self._listing_started)
+            now_settled = settled_ids(kind, unknown) if unknown else set()
+            for upstream_id, updated in versions.items():
+                (settled if upstream_id in found or upstream_id in now_settled else unsettled).append(updated)
+        return next_watermark(settled, unsettled, self._listing_started)
 
     # Listing -------------------------------------------------------------------------------
 
@@ -195,39 +204,74 @@ class KernelCIApi:
                     page = next(pages, None)
                     if page is None:
                         return
-                    # First the versions of this page that will be listed (a repeated node only
-                    # when newer), then one question to the ledger about those it could hold.
-                    entries = []  # (node id, updated, version id, index on the page, or the object made the long way)
-                    for index, item in enumerate(page.items):
-                        version = _version_of(item if isinstance(item, heads.NodeHead) else _head_of(item), kind)
-                        if version is None:  # not in the API's own forms, or not of this kind: the long way
-                            obj = self._object_from(kind, page.item(index))
-                            entries.append((obj.facts.get("node_id"), obj.facts.get("updated"), obj.upstream_id,
-                                            index, obj))
-                        else:
-                            entries.append((*version, index, None))
-                    fresh = [entry for entry in entries if _newer_than_listed(newest, entry[0], entry[1])]
-                    del entries
-                    delivered = known(kind, [entry[2] for entry in fresh if entry[4] is None])
-                    pending = []  # objects made the long way, and the items of versions not delivered
-                    for node_id, updated, upstream_id, index, obj in fresh:
-                        listed[upstream_id] = updated
-                        if obj is not None:
-                            pending.append(obj)  # the listing's ledger question covers it (and rejects a problem)
-                        elif upstream_id in delivered:
-                            found.add(upstream_id)
-                            if kind == JOB:  # its tests may not have been delivered
-                                item = page.items[index]
-                                if isinstance(item, heads.JobHead):
-                                    self.related.keep(node_id, heads.job_extract(item))
-                                else:
-                                    self.related.remember(node_id, item)
-                        else:
-                            pending.append(page.item(index))
-                    del page, fresh, delivered
+                    # The usual page (heads of nodes listed for the first time, in the API's own
+                    # forms) a page at a time; any other item by item.
+                    versions = _page_versions(page.items, kind) if page.decode_whole is not None else None
+                    if versions is not None and _all_first_listed(newest, versions[0], versions[1]):
+                        pending = self._new_on_page(kind, page, *versions, known, listed, found)
+                    else:
+                        pending = self._new_item_by_item(kind, page, known, newest, listed, found)
+                    del page, versions
                 for entry in pending:
                     yield entry if isinstance(entry, UpstreamObject) else self._object_from(kind, entry)
                 del pending
+
+    def _new_on_page(self, kind: str, page: _Page, node_ids: List[str], updated: List[datetime],
+                     upstream_ids: List[str], known: Callable[[str, List[str]], Set[str]],
+                     listed: Dict[str, Optional[datetime]], found: Set[str]) -> list:
+        """The whole items of a page's versions `known` does not name, all of them listed (as
+        `_page_versions` read them); the delivered jobs kept for their tests."""
+        delivered = known(kind, upstream_ids)
+        listed.update(zip(upstream_ids, updated))
+        if len(delivered) == len(upstream_ids):  # the routine page: nothing new on it
+            found.update(upstream_ids)
+            if kind == JOB:  # their tests may not have been delivered
+                self.related.keep_heads(zip(node_ids, page.items))
+            return []
+        pending = []
+        for index, upstream_id in enumerate(upstream_ids):
+            if upstream_id not in delivered:
+                pending.append(page.item(index))
+                continue
+            found.add(upstream_id)
+            if kind == JOB:
+                self.related.keep_heads([(node_ids[index], page.items[index])])
+        return pending
+
+    def _new_item_by_item(self, kind: str, page: _Page, known: Callable[[str, List[str]], Set[str]],
+                          newest: Dict[str, datetime], listed: Dict[str, Optional[datetime]], found: Set[str]) -> list:
+        """`_new_on_page` for any page: the objects made the long way (an item not in the API's
+        own forms) and the whole items of versions `known` does not name; a repeated node only
+        when newer."""
+        # First the versions of this page that will be listed, then one question to the ledger
+        # about those it could hold.
+        entries = []  # (node id, updated, version id, index on the page, or the object made the long way)
+        for index, item in enumerate(page.items):
+            version = _version_of(item if isinstance(item, heads.NodeHead) else _head_of(item), kind)
+            if version is None:  # not in the API's own forms, or not of this kind: the long way
+                obj = self._object_from(kind, page.item(index))
+                entries.append((obj.facts.get("node_id"), obj.facts.get("updated"), obj.upstream_id, index, obj))
+            else:
+                entries.append((*version, index, None))
+        fresh = [entry for entry in entries if _newer_than_listed(newest, entry[0], entry[1])]
+        del entries
+        delivered = known(kind, [entry[2] for entry in fresh if entry[4] is None])
+        pending = []  # objects made the long way, and the items of versions not delivered
+        for node_id, updated, upstream_id, index, obj in fresh:
+            listed[upstream_id] = updated
+            if obj is not None:
+                pending.append(obj)  # the listing's ledger question covers it (and rejects a problem)
+            elif upstream_id in delivered:
+                found.add(upstream_id)
+                if kind == JOB:  # its tests may not have been delivered
+                    item = page.items[index]
+                    if isinstance(item, heads.JobHead):
+                        self.related.keep_heads([(node_id, item)])
+                    else:
+                        self.related.remember(node_id, item)
+            else:
+                pending.append(page.item(index))
+        return pending
 
     def _list(self, kind: str) -> Iterator[UpstreamObject]:
         """Page through one kind, an object for every item."""
@@ -439,6 +483,48 @@ def _version_of(head: heads.NodeHead, kind: str) -> Optional[tuple]:
     node_id = node_id.lower()
     stamp = text.replace("-", "").replace(":", "")
     return node_id, updated, "%s.%s" % (node_id, stamp if len(stamp) > 15 else stamp + ".000000")
+
+
+def _page_versions(items: list, kind: str) -> Optional[tuple]:
+    """For a page of heads: (node ids, updated times, version ids), three lists in page order,
+    when every item is of `kind` with its id and time in the API's own forms; else None, and
+    the page is read item by item (`_version_of`). The same values as `_version_of`, made a
+    page at a time: a routine run does this for every node it lists."""
+    if not items or [head.kind for head in items].count(kind) != len(items):
+        return None
+    try:
+        texts = "\n".join([head.updated for head in items])
+        try:
+            ids = "\n".join([head.id for head in items])
+        except TypeError:  # no `id`: an API from before 2023 names nodes by `_id`
+            ids = "\n".join([head.node_id for head in items])
+    except TypeError:  # an id or time that is not text
+        return None
+    # One newline per separator: no id or time holds one, so each line is one item's.
+    lines = len(items) - 1
+    if (ids.count("\n") != lines or texts.count("\n") != lines or not _OBJECT_ID_LINES.fullmatch(ids)
+            or not _CANONICAL_TIME_LINES.fullmatch(texts)):
+        return None
+    try:
+        updated = list(map(datetime.fromisoformat, (texts.replace("\n", "+00:00\n") + "+00:00").split("\n")))
+    except ValueError:  # not a date (month 13): item by item, where the long way makes it a problem
+        return None
+    ids = ids.lower()
+    stamps = texts.replace("-", "").replace(":", "").split("\n")
+    if texts.count(".") != len(items):  # a time without microseconds (they were 0)
+        stamps = [stamp if len(stamp) > 15 else stamp + ".000000" for stamp in stamps]
+    # "<node id>." + stamp, joined by C-level built-ins alone
+    upstream_ids = list(map(operator.add, (ids.replace("\n", ".\n") + ".").split("\n"), stamps))
+    return ids.split("\n"), updated, upstream_ids
+
+
+def _all_first_listed(newest: Dict[str, datetime], node_ids: List[str], updated: List[datetime]) -> bool:
+    """`_newer_than_listed` for a whole page whose nodes are all listed for the first time
+    (noted in `newest`); False, noting nothing, when one is repeated."""
+    if len(set(node_ids)) != len(node_ids) or not newest.keys().isdisjoint(node_ids):
+        return False
+    newest.update(zip(node_ids, updated))
+    return True
 
 
 def _head_of(item) -> heads.NodeHead:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 from kcing.errors import UpstreamError
 from kcing.objectid import is_object_id
@@ -57,10 +57,13 @@ def is_group_root(node: Mapping[str, Any]) -> bool:
 class RelatedNodes:
     """Finds a node's job and a regression's runs; `fetch_node(id)` asks the API for one node."""
 
-    def __init__(self, fetch_node: Fetch, cache_size: int = CACHE_SIZE):
+    def __init__(self, fetch_node: Fetch, cache_size: int = CACHE_SIZE,
+                 extract_of_head: Callable[[Any], dict] = related_node):
         self._fetch_node = fetch_node
-        self._cache: "OrderedDict[str, Optional[dict]]" = OrderedDict()
+        # node id -> its extract (a dict), None (unknown to the API), or a head kept by `keep_heads`
+        self._cache: "OrderedDict[str, Any]" = OrderedDict()
         self._cache_size = cache_size
+        self._extract_of_head = extract_of_head  # what `related_node` makes of the whole node, from its head
         self._lock = threading.Lock()
 
     def remember(self, node_id: str, node: Mapping[str, Any]) -> None:
@@ -75,13 +78,31 @@ class RelatedNodes:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
 
+    def keep_heads(self, jobs: Iterable[Tuple[str, Any]]) -> None:
+        """Keep listed jobs given as (node id, head), a head becoming its extract only when a
+        lookup asks for it: a routine run lists thousands of delivered jobs whose tests were
+        delivered too, and none of those is ever looked up."""
+        jobs = list(jobs)
+        with self._lock:
+            cache = self._cache
+            known_before = len(cache)
+            cache.update(jobs)
+            if len(cache) - known_before != len(jobs):  # some were kept before: they are the newest now
+                for node_id, _ in jobs:
+                    cache.move_to_end(node_id)
+            while len(cache) > self._cache_size:
+                cache.popitem(last=False)
+
     def node(self, node_id: Any) -> Optional[dict]:
         """The extract of node `node_id`, or None when the API does not know it."""
         if not is_object_id(node_id):
             return None  # the API would answer 400 however often it is asked
         with self._lock:
             if node_id in self._cache:
-                return self._cache[node_id]
+                extract = self._cache[node_id]
+                if extract is not None and type(extract) is not dict:  # a head from `keep_heads`
+                    extract = self._cache[node_id] = self._extract_of_head(extract)
+                return extract
         found = self._fetch_node(node_id)
         extract = related_node(found) if isinstance(found, Mapping) else None
         with self._lock:

@@ -25,7 +25,10 @@ from kcing.sources.api_related import RELATED_DATA, RELATED_FIELDS, REVISION_FIE
 ABSENT = msgspec.UNSET
 
 
-class NodeHead(msgspec.Struct):
+# Heads are not tracked by the cyclic collector (`gc=False`): made by decoding and never changed,
+# they hold JSON values only and cannot be part of a cycle, and a routine run keeps tens of
+# thousands of job heads (api_related) that collections would otherwise walk again and again.
+class NodeHead(msgspec.Struct, gc=False):
     """What identifies a listed node version: its id (`_id` before 2023), kind and update time."""
 
     id: Any = ABSENT
@@ -41,11 +44,11 @@ class NodeHead(msgspec.Struct):
 
 # A job's head also holds what other nodes' documents use of it (api_related.related_node): its
 # RELATED_FIELDS, and of its `data` the RELATED_DATA, the revision without its message and tags.
-_Revision = msgspec.defstruct("_Revision", [(name, Any, ABSENT) for name in REVISION_FIELDS])
+_Revision = msgspec.defstruct("_Revision", [(name, Any, ABSENT) for name in REVISION_FIELDS], gc=False)
 _JobData = msgspec.defstruct("_JobData", [(name, Optional[_Revision] if name == "kernel_revision" else Any, None)
-                                          for name in RELATED_DATA])
+                                          for name in RELATED_DATA], gc=False)
 JobHead = msgspec.defstruct("JobHead", [(name, Any, None) for name in RELATED_FIELDS if name not in NodeHead.__struct_fields__]
-                            + [("data", Optional[_JobData], None)], bases=(NodeHead,))
+                            + [("data", Optional[_JobData], None)], bases=(NodeHead,), gc=False)
 
 
 class _HeadPage(msgspec.Struct):
