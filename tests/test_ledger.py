@@ -122,6 +122,29 @@ def test_wal_mode_and_unique_index(tmp_path, ledger):
         assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+def test_a_ledger_from_before_the_state_index_gets_it_and_answers_alike(tmp_path):
+    """Which ids are delivered is read from one index, state included, with no visit to the rows;
+    a ledger written before that index existed gets it when opened, its answers unchanged."""
+    path = str(tmp_path / "kcing.db")
+    earlier = Ledger.open(path)
+    earlier.record([Outcome(obj("a"), DELIVERED), Outcome(obj("b"), FAILED), Outcome(obj("c"), REJECTED)])
+    earlier.close()
+    with sqlite3.connect(path) as raw:
+        raw.execute("DROP INDEX upstream_file_source_kind_upstream_id_destination_state")
+    reopened = Ledger.open(path)
+    try:
+        assert reopened.delivered_ids("legacy", "build", ["a", "b", "c", "d"]) == {"a"}
+        assert reopened.settled_ids("legacy", "build", ["a", "b", "c", "d"]) == {"a", "c"}
+        for question in ("SELECT upstream_id, state FROM upstream_file WHERE source = 'legacy' AND kind = 'build' "
+                         "AND upstream_id BETWEEN 'a' AND 'c' AND destination = ''",
+                         "SELECT upstream_id FROM upstream_file WHERE source = 'legacy' AND kind = 'build' "
+                         "AND destination = '' AND state IN ('delivered') AND upstream_id IN ('a', 'b')"):
+            plan = " ".join(row[3] for row in reopened.db.execute_sql("EXPLAIN QUERY PLAN " + question).fetchall())
+            assert "COVERING INDEX upstream_file_source_kind_upstream_id_destination_state" in plan
+    finally:
+        reopened.close()
+
+
 def test_a_file_that_is_not_a_ledger_is_a_config_error(tmp_path):
     bogus = tmp_path / "kcing.db"
     bogus.write_bytes(b"this is not sqlite" * 100)
