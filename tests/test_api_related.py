@@ -1,10 +1,12 @@
 """How the API source finds the nodes another node's documents need (sources/api_related.py)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from kcing.errors import UpstreamError
-from kcing.sources.api_related import RelatedNodes, node_from_answer
+from kcing.sources.api_related import RelatedNodes, node_from_answer, related_node
 
 JOB, SUB, CASE, REGRESSION = ("a1" * 12, "b2" * 12, "c3" * 12, "d4" * 12)
 
@@ -104,3 +106,23 @@ def test_the_api_answer_for_one_node(status, answer, expected):
 def test_an_answer_that_is_not_a_node_or_null_is_an_upstream_failure(status, answer):
     with pytest.raises(UpstreamError, match="https://api/node/x"):
         node_from_answer("https://api/node/x", status, answer)
+
+
+def test_jobs_kept_as_heads_are_extracted_once_and_only_when_looked_up():
+    made = []
+
+    def extract_of_head(head):
+        made.append(head.node["id"])
+        return related_node(head.node)
+
+    api = Api()
+    related = RelatedNodes(api, cache_size=2, extract_of_head=extract_of_head)
+    related.keep_heads([(JOB, SimpleNamespace(node=ROOT)), (SUB, SimpleNamespace(node=SUITE))])
+    assert made == []  # a routine run keeps thousands of delivered jobs and looks up none
+    assert related.node(JOB) == related.node(JOB) == related_node(ROOT)
+    assert made == [JOB] and api.asked == []
+    # Kept again, a job is the newest: the oldest goes when the cache is full.
+    related.keep_heads([(JOB, SimpleNamespace(node=ROOT))])
+    related.keep_heads([(CASE, SimpleNamespace(node=TEST))])
+    assert related.node(JOB) == related_node(ROOT) and api.asked == []
+    assert related.node(SUB) is None and api.asked == [SUB]  # forgotten, asked for

@@ -221,8 +221,9 @@ def make_schema_1(path: Path) -> None:
     with sqlite3.connect(str(path)) as conn:
         conn.execute("DROP TABLE delivered_documents")
         conn.execute("ALTER TABLE upstream_file DROP COLUMN kept_ids")
-        # Nor did it know destinations (schema 3).
+        # Nor did it know destinations (schema 3), nor the index with the state.
         conn.execute('DROP INDEX "upstream_file_source_kind_upstream_id_destination"')
+        conn.execute('DROP INDEX "upstream_file_source_kind_upstream_id_destination_state"')
         conn.execute("ALTER TABLE upstream_file DROP COLUMN destination")
         conn.execute('CREATE UNIQUE INDEX "upstream_file_source_kind_upstream_id" ON "upstream_file" '
                      '("source", "kind", "upstream_id")')

@@ -22,9 +22,12 @@ The only module that knows the API's paths, filters and paging, and where artifa
   were delivered, and the newest time up to which all were becomes the next run's start.
 - A routine run lists mostly versions delivered before. Given the ledger's `known` question,
   the listing reads only a version's id and time from each item (sources/heads.py: a page is
-  decoded whole only when a node on it is wanted), asks about a page at a time, and makes
-  objects (absolute artifact URLs, related-node memory) only for the rest; the versions found
-  delivered are not asked about again for the watermark.
+  decoded whole only when a node on it is wanted), checks them and makes their version ids a
+  page at a time with string work done in C (a page with anything unusual goes item by item),
+  asks about a page at a time, and makes objects (absolute artifact URLs, related-node memory)
+  only for the rest; the versions found delivered are not asked about again for the watermark.
+  A delivered job is kept as its head, made into the extract its tests use only if one is
+  looked up.
 """
 from __future__ import annotations
 
@@ -37,7 +40,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from itertools import repeat
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set
 
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError
