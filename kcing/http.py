@@ -183,10 +183,11 @@ class BodyReader:
         """Return the whole (decoded) body of a `stream=True` response, or raise a BodyError.
 
         The connection goes back to the pool after a whole body and is closed otherwise."""
-        declared = response.headers.get("Content-Length", "")
-        if declared.strip().isdigit() and int(declared) > self.max_bytes:
+        declared = response.headers.get("Content-Length", "").strip()
+        announced = int(declared) if declared.isdigit() else None
+        if announced is not None and announced > self.max_bytes:
             response.close()
-            raise BodyTooLarge("announced %s bytes, more than the limit of %d" % (declared.strip(), self.max_bytes))
+            raise BodyTooLarge("announced %s bytes, more than the limit of %d" % (declared, self.max_bytes))
         transfer = _Transfer(response.raw, self.clock() + self.deadline)
         self._watch(transfer)
         chunks: List[bytes] = []
@@ -194,12 +195,12 @@ class BodyReader:
         whole = False
         try:
             read = getattr(response.raw, "read1", None) or response.raw.read
-            if declared.strip().isdigit() and not response.headers.get("Content-Encoding"):
+            if announced is not None and not response.headers.get("Content-Encoding"):
                 # A plain body of announced length (within the limit, checked above) in one call,
                 # whose socket reads loop in C without the interpreter lock: a listing page is a
                 # megabyte, twenty reads of the loop below, each through urllib3's Python layers.
                 # A trickle or a stop is still cut by the watchdog, which wakes this read.
-                chunks.append(response.raw.read(int(declared), decode_content=True))
+                chunks.append(response.raw.read(announced, decode_content=True))
                 size = len(chunks[0])
             while True:
                 # read1 returns what one socket read brings, so a trickle still comes back to this

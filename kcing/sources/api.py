@@ -230,14 +230,16 @@ class KernelCIApi:
             if kind == JOB:  # their tests may not have been delivered
                 self.related.keep_heads(zip(node_ids, page.items))
             return []
-        pending = []
+        pending, delivered_jobs = [], []
         for index, upstream_id in enumerate(upstream_ids):
             if upstream_id not in delivered:
                 pending.append(page.item(index))
                 continue
             found.add(upstream_id)
             if kind == JOB:
-                self.related.keep_heads([(node_ids[index], page.items[index])])
+                delivered_jobs.append((node_ids[index], page.items[index]))
+        if delivered_jobs:
+            self.related.keep_heads(delivered_jobs)
         return pending
 
     def _new_item_by_item(self, kind: str, page: _Page, known: Callable[[str, List[str]], Set[str]],

@@ -58,30 +58,24 @@ class RelatedNodes:
     """Finds a node's job and a regression's runs; `fetch_node(id)` asks the API for one node."""
 
     def __init__(self, fetch_node: Fetch, cache_size: int = CACHE_SIZE,
-                 extract_of_head: Callable[[Any], dict] = related_node):
+                 extract_of_head: Optional[Callable[[Any], dict]] = None):
         self._fetch_node = fetch_node
         # node id -> its extract (a dict), None (unknown to the API), or a head kept by `keep_heads`
         self._cache: "OrderedDict[str, Any]" = OrderedDict()
         self._cache_size = cache_size
-        self._extract_of_head = extract_of_head  # what `related_node` makes of the whole node, from its head
+        # What `related_node` makes of a whole node, from a head that `keep_heads` kept.
+        self._extract_of_head = extract_of_head
         self._lock = threading.Lock()
 
     def remember(self, node_id: str, node: Mapping[str, Any]) -> None:
         """Keep a listed job so that its children need no request."""
-        self.keep(node_id, related_node(node))
-
-    def keep(self, node_id: str, extract: dict) -> None:
-        """`remember` with the job's `related_node` extract made already."""
-        with self._lock:
-            self._cache[node_id] = extract
-            self._cache.move_to_end(node_id)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        self.keep_heads([(node_id, related_node(node))])
 
     def keep_heads(self, jobs: Iterable[Tuple[str, Any]]) -> None:
         """Keep listed jobs given as (node id, head), a head becoming its extract only when a
-        lookup asks for it: a routine run lists thousands of delivered jobs whose tests were
-        delivered too, and none of those is ever looked up."""
+        lookup asks for it (`extract_of_head`): a routine run lists thousands of delivered jobs
+        whose tests were delivered too, and none of those is ever looked up. An extract (a dict)
+        is kept as it is."""
         jobs = list(jobs)
         with self._lock:
             cache = self._cache
@@ -90,8 +84,12 @@ class RelatedNodes:
             if len(cache) - known_before != len(jobs):  # some were kept before: they are the newest now
                 for node_id, _ in jobs:
                     cache.move_to_end(node_id)
-            while len(cache) > self._cache_size:
-                cache.popitem(last=False)
+            self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        """Trim the cache to its size, oldest first (with the lock held)."""
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
 
     def node(self, node_id: Any) -> Optional[dict]:
         """The extract of node `node_id`, or None when the API does not know it."""
@@ -107,8 +105,7 @@ class RelatedNodes:
         extract = related_node(found) if isinstance(found, Mapping) else None
         with self._lock:
             self._cache[node_id] = extract
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._forget_oldest()
         return extract
 
     def job_of(self, node: Mapping[str, Any]) -> Optional[dict]:
