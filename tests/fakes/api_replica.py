@@ -170,11 +170,15 @@ class _ApiHandler(QuietHandler):
         except api_filters.BadFilter as error:
             self._finish(400, [_JSON], json.dumps({"detail": str(error)}).encode())
             return None
-        version, nodes = replica.corpus.versioned_nodes()
-        key = (version, tuple((item.field, item.op, repr(item.value)) for item in filters))
+        wanted = tuple((item.field, item.op, repr(item.value)) for item in filters)
+        # The corpus is copied only when this listing was not cached for its current version:
+        # a copy per page would cost the replica more than a real server's indexed query.
+        key = (replica.corpus.version, wanted)
         with replica._lock:
             cached = replica._listings.get(key)
         if cached is None:
+            version, nodes = replica.corpus.versioned_nodes()
+            key = (version, wanted)
             cached = [node for node in nodes if api_filters.matches(node, filters)]
             with replica._lock:
                 if len(replica._listings) > 32:
