@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -171,6 +171,7 @@ class LegacyFeed:
     wire: Optional[Wire] = None
     wire_in_process: Optional[Wire] = None
     floor: Optional[dict] = None  # bench/floor.py's figures for this corpus
+    runs: List[KcingRun] = field(default_factory=list)  # every feed run, when more than one was made
 
     @property
     def documents_per_second(self) -> float:
@@ -179,11 +180,13 @@ class LegacyFeed:
 
 def measure_legacy(objects: int, log_lines: int, threads: int, extra_env: Optional[dict] = None,
                    wire: bool = True, in_process_wire_too: bool = False, again: bool = True,
-                   floor: bool = False, to_files: bool = False) -> LegacyFeed:
+                   floor: bool = False, to_files: bool = False, feed_runs: int = 1) -> LegacyFeed:
     """Feed a fresh corpus of `objects`; then optionally the yardsticks on the very same files and batches.
 
     With `to_files`, the feed writes NDJSON files (`--output`) instead of posting to the Logstash
-    emulators, whose parsing would otherwise take one of the machine's cores from kcing.
+    emulators, whose parsing would otherwise take one of the machine's cores from kcing. With
+    `feed_runs` > 1, the feed to the emulators runs that many times, each from an empty ledger,
+    and the fastest run counts, as the fastest pass of the wire loop does.
     """
     corpus = legacy_corpus(objects, log_lines)
     with LegacyReplica(corpus, today=TODAY) as replica, CountingLogstash() as logstash, \
@@ -202,10 +205,18 @@ def measure_legacy(objects: int, log_lines: int, threads: int, extra_env: Option
                 written = [path.read_bytes() for path in Path(out).glob("*.ndjson")]
             return LegacyFeed(objects, sum(data.count(b"\n") for data in written) // 2,
                               sum(len(data) for data in written), run)
-        run = run_feed(env, work)
-        if logstash.unroutable:
-            sys.exit("the emulator could not route %d documents" % logstash.unroutable)
-        figures = LegacyFeed(objects, logstash.accepted, logstash.posted_bytes, run)
+        fed = []  # (run, documents accepted, bytes posted)
+        for attempt in range(feed_runs):
+            if attempt:  # from an empty ledger again: everything is delivered anew
+                logstash.reset()
+                for ledger_file in work.glob("kcing.db*"):
+                    ledger_file.unlink()
+            run = run_feed(env, work)
+            if logstash.unroutable:
+                sys.exit("the emulator could not route %d documents" % logstash.unroutable)
+            fed.append((run, logstash.accepted, logstash.posted_bytes))
+        run, accepted, posted = min(fed, key=lambda each: each[0].seconds)
+        figures = LegacyFeed(objects, accepted, posted, run, runs=[each[0] for each in fed])
         if floor:
             figures.floor = parsing_floor(corpus_manifest(corpus, files))
         if again:

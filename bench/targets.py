@@ -12,11 +12,12 @@ process start. The targets:
    run of each counting: the Logstash emulators run in this process and
    parse every document, which takes about a core of two from kcing whatever its worker count
    (that ratio is printed as well).
-2. Parsing floor: kcing's CPU per object (the whole process tree) <= 1.5x the floor, which is
+2. Parsing floor: kcing's CPU per object (the whole process tree, the least of the backlog
+   feed's two runs) <= 1.5x the floor, which is
    the CPU, in one process with no I/O, to decode every upstream file of the corpus with the
    fastest parsers here and encode the documents kcing makes with the fastest JSON encoder
    (bench/floor.py).
-3. Wire: the feed's documents/s >= 80% of a bare POST loop in a separate process posting the
+3. Wire: the feed's documents/s (its faster of two runs) >= 80% of a bare POST loop in a separate process posting the
    same pre-serialised batches, as many in flight as the feed keeps, to the same emulators
    (bench/wire_post.py). The loop used to run in this process, beside the emulators' server
    threads and under the same interpreter lock, where the two took turns on one core; that
@@ -64,6 +65,9 @@ from tests.feedrun import clean_environ  # noqa: E402
 FORMAT_LOG_LINES = 200  # enough lines for the log's results and Decimal lines to appear
 SMALL_RUN_OBJECTS = 5
 CORES_ROUNDS = 2
+# The backlog feed to the Logstash emulators, for targets 2 and 3: its fastest of this many runs
+# counts, as the wire loop's fastest of 3 passes and the floor's fastest of 3 do.
+FEED_RUNS = 2
 SMALL_RUN_ROUNDS = 5
 
 
@@ -144,11 +148,14 @@ def corpora_target(args, density: float) -> Target:
 def backlog(args, workers_env: dict):
     section("legacy backlog: %d objects" % args.objects)
     feed = legacy_bench.measure_legacy(args.objects, args.log_lines, args.threads, workers_env,
-                                       wire=True, in_process_wire_too=True, again=False, floor=True)
+                                       wire=True, in_process_wire_too=True, again=False, floor=True,
+                                       feed_runs=FEED_RUNS)
     run = feed.run
     print("corpus: %d objects, %.1f documents per object, %.1f MB posted"
           % (args.objects, feed.documents / args.objects, feed.posted_bytes / 1e6))
-    print("feed: %.1f s wall, %.1f s CPU (%d processes), %.1f objects/s, %.0f documents/s, peak RSS %.0f MB%s"
+    print("feed, %d runs from an empty ledger: %s" % (len(feed.runs), "; ".join(
+        "%.1f s wall, %.1f s CPU" % (each.seconds, each.cpu_seconds) for each in feed.runs)))
+    print("fastest: %.1f s wall, %.1f s CPU (%d processes), %.1f objects/s, %.0f documents/s, peak RSS %.0f MB%s"
           % (run.seconds, run.cpu_seconds, run.processes, args.objects / run.seconds, feed.documents_per_second,
              run.peak_rss_mb, ", %s" % workers_env if workers_env else ""))
     return feed
@@ -211,7 +218,8 @@ def cores_targets(args, feed, workers_env: dict) -> List[Target]:
 def floor_target(args, feed) -> Target:
     section("2. parsing floor")
     floor = feed.floor
-    kcing_per_object = feed.run.cpu_seconds / args.objects
+    # The least CPU of the feed's runs, as the floor counts its fastest pass.
+    kcing_per_object = min(run.cpu_seconds for run in feed.runs) / args.objects
     for library in sorted(floor["decode_by_library"]):
         print("  with %-8s decode %.2f s, encode %.2f s CPU" % (
             library, floor["decode_by_library"][library], floor["encode_by_library"][library]))

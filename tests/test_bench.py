@@ -41,6 +41,19 @@ def test_a_tiny_bench_run_prints_a_verdict_for_every_target():
     assert re.search(r"corpus: 10 objects, [\d.]+ documents per object", done.stdout)
 
 
+def test_each_run_of_the_backlog_feed_delivers_the_whole_corpus_anew():
+    # The fastest run counts: a later run over the first one's ledger would skip everything
+    # and pass for a fast feed.
+    from feed_throughput import measure_legacy
+
+    once = measure_legacy(5, 20, 2, wire=False, again=False)
+    twice = measure_legacy(5, 20, 2, wire=False, again=False, feed_runs=2)
+    assert len(twice.runs) == 2 and twice.run in twice.runs
+    assert once.documents > 0 and twice.documents == once.documents
+    assert twice.posted_bytes == once.posted_bytes
+    assert all("delivered 5," in run.stdout for run in twice.runs)
+
+
 def test_peak_rss_counts_every_process_of_the_tree(tmp_path):
     # The parent holds ~60 MB and its child ~60 MB at the same time: only a sum sees ~120 MB.
     script = tmp_path / "tree.py"
