@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The parsing floor: CPU to decode every upstream file of a corpus and encode kcing's documents.
 
-    python bench/floor.py MANIFEST_JSON
+    python bench/floor.py MANIFEST_JSON [PASSES]
 
 MANIFEST_JSON lists the corpus as [{"kind": "build"|"lava"|"boot", "path": FILE, "created": ISO}].
 In this one process, with every file already in memory and no I/O while timed, it measures the
@@ -20,7 +20,8 @@ Each phase is timed with every JSON library installed (the standard library's C 
 encoder, msgspec, which kcing depends on, and orjson where present: `make bench` installs it,
 as the `bench` extra), and the fastest library of each phase counts: the floor is the fastest
 available.
-Each is timed over three passes and the fastest pass counts.
+Each is timed over three passes (or PASSES) and the fastest pass counts; `fastest_of` combines
+the figures of several runs, made at different times, in the same way.
 
 Prints one JSON line: objects, documents, decode and encode CPU seconds, and which libraries.
 What kcing spends beyond this floor is its own work: fields, ids, validation, batching, ledger,
@@ -130,7 +131,7 @@ def fastest(work, repeats: int = REPEATS) -> float:
     return best
 
 
-def measure(manifest: list) -> dict:
+def measure(manifest: list, repeats: int = REPEATS) -> dict:
     files = [(entry["kind"], Path(entry["path"]).read_bytes(), datetime.fromisoformat(entry["created"]))
              for entry in manifest]
     wires = []
@@ -142,24 +143,38 @@ def measure(manifest: list) -> dict:
 
     decode, encode = {}, {}
     for name, (loads, dumps) in json_libraries().items():
-        decode[name] = fastest(lambda: [decode_file(kind, content, loads) for kind, content, _ in files])
-        encode[name] = fastest(lambda: [dumps(wire) for wire in wires])
-    decoder, encoder = min(decode, key=decode.get), min(encode, key=encode.get)
+        decode[name] = fastest(lambda: [decode_file(kind, content, loads) for kind, content, _ in files], repeats)
+        encode[name] = fastest(lambda: [dumps(wire) for wire in wires], repeats)
     # For scale only, and slow (about 100 ms a LAVA file): timed on the first LAVA files alone.
     sample = [(kind, content) for kind, content, _ in files if kind == "lava"][:WHOLE_LOG_SAMPLE]
     whole_log_decode = fastest(lambda: [decode_file(kind, content, whole_log=True) for kind, content in sample], 1)
+    return _figures(len(files), len(wires), decode, encode, 1000 * whole_log_decode / max(1, len(sample)))
 
-    return {"objects": len(files), "documents": len(wires), "decode_cpu_seconds": decode[decoder],
+
+def fastest_of(measured: list) -> dict:
+    """The figures of several `measure` runs over the same corpus as one: each library's fastest
+    decoding and encoding of them all."""
+    first = measured[0]
+    decode = {name: min(each["decode_by_library"][name] for each in measured) for name in first["decode_by_library"]}
+    encode = {name: min(each["encode_by_library"][name] for each in measured) for name in first["encode_by_library"]}
+    whole_log = min(each["whole_log_yaml_decode_ms_per_lava_file"] for each in measured)
+    return _figures(first["objects"], first["documents"], decode, encode, whole_log, runs=len(measured))
+
+
+def _figures(objects: int, documents: int, decode: dict, encode: dict, whole_log_ms: float, runs: int = 1) -> dict:
+    decoder, encoder = min(decode, key=decode.get), min(encode, key=encode.get)
+    return {"objects": objects, "documents": documents, "decode_cpu_seconds": decode[decoder],
             "encode_cpu_seconds": encode[encoder], "decoder": decoder, "encoder": encoder,
             "decode_by_library": decode, "encode_by_library": encode,
-            "whole_log_yaml_decode_ms_per_lava_file": 1000 * whole_log_decode / max(1, len(sample)),
+            "whole_log_yaml_decode_ms_per_lava_file": whole_log_ms, "runs": runs,
             "yaml": "libyaml CSafeLoader" if yaml.__with_libyaml__ else "pure-Python SafeLoader"}
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         raise SystemExit(__doc__)
-    print(json.dumps(measure(json.loads(Path(sys.argv[1]).read_text()))))
+    repeats = int(sys.argv[2]) if len(sys.argv) == 3 else REPEATS
+    print(json.dumps(measure(json.loads(Path(sys.argv[1]).read_text()), repeats)))
 
 
 if __name__ == "__main__":

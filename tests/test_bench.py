@@ -39,6 +39,7 @@ def test_a_tiny_bench_run_prints_a_verdict_for_every_target():
     assert "backlog of 10, " in table and "small run (5 objects)" in table  # each row says what it measured
     assert "top functions by own CPU time" in done.stdout  # the re-run breakdown
     assert re.search(r"corpus: 10 objects, [\d.]+ documents per object", done.stdout)
+    assert "fastest of 3 passes, one before each feed run and one after" in done.stdout
 
 
 def test_each_run_of_the_backlog_feed_delivers_the_whole_corpus_anew():
@@ -107,6 +108,23 @@ def test_the_parsing_floor_decodes_and_encodes_the_whole_corpus(tmp_path):
     assert (floor["objects"], floor["documents"]) == (3, expected)
     assert floor["decode_cpu_seconds"] > 0 and floor["encode_cpu_seconds"] > 0
     assert floor["yaml"] == "libyaml CSafeLoader"
+
+
+def test_floor_passes_made_at_different_times_count_each_library_at_its_fastest():
+    from floor import fastest_of
+
+    def measured(decode, encode, whole_log):
+        return {"objects": 3, "documents": 40, "decode_by_library": decode, "encode_by_library": encode,
+                "whole_log_yaml_decode_ms_per_lava_file": whole_log}
+
+    floor = fastest_of([measured({"json": 5.0, "orjson": 3.0}, {"json": 9.0, "orjson": 4.0}, 120.0),
+                        measured({"json": 2.5, "orjson": 3.5}, {"json": 8.0, "orjson": 6.0}, 100.0)])
+    assert floor["decode_by_library"] == {"json": 2.5, "orjson": 3.0}
+    assert floor["encode_by_library"] == {"json": 8.0, "orjson": 4.0}
+    assert (floor["decoder"], floor["decode_cpu_seconds"]) == ("json", 2.5)
+    assert (floor["encoder"], floor["encode_cpu_seconds"]) == ("orjson", 4.0)
+    assert (floor["objects"], floor["documents"], floor["runs"]) == (3, 40, 2)
+    assert floor["whole_log_yaml_decode_ms_per_lava_file"] == 100.0
 
 
 def test_the_generated_lava_files_have_the_real_shapes():
