@@ -16,7 +16,7 @@ process start. The targets:
    feed's two runs) <= 1.5x the floor, which is
    the CPU, in one process with no I/O, to decode every upstream file of the corpus with the
    fastest parsers here and encode the documents kcing makes with the fastest JSON encoder
-   (bench/floor.py; its fastest pass of three, one before each of the feed's runs and one after).
+   (bench/floor.py; its fastest pass of six, two before each of the feed's runs and two after).
 3. Wire: the feed's documents/s (its faster of two runs) >= 80% of a bare POST loop in a separate process posting the
    same pre-serialised batches, as many in flight as the feed keeps, to the same emulators
    (bench/wire_post.py). The loop used to run in this process, beside the emulators' server
@@ -232,10 +232,10 @@ def floor_target(args, feed) -> Target:
     floor_per_object = (floor["decode_cpu_seconds"] + floor["encode_cpu_seconds"]) / floor["objects"]
     ratio = kcing_per_object / floor_per_object
     print("floor (decoding with %s and %s, encoding with %s): decode %.2f s + encode %.2f s CPU for %d objects "
-          "and %d documents = %.2f ms per object (fastest of %d passes, one before each feed run and one after)"
+          "and %d documents = %.2f ms per object (fastest of %d passes, two before each feed run and two after)"
           % (floor["decoder"], floor["yaml"], floor["encoder"], floor["decode_cpu_seconds"],
              floor["encode_cpu_seconds"], floor["objects"], floor["documents"], 1000 * floor_per_object,
-             floor.get("runs", 1)))
+             legacy_bench.FLOOR_PASSES * floor.get("runs", 1)))
     print("(the whole log through the C YAML loader instead of line by line: %.1f ms to decode a LAVA file)"
           % floor["whole_log_yaml_decode_ms_per_lava_file"])
     print("kcing: %.2f ms CPU per object (process start included)" % (1000 * kcing_per_object))

@@ -39,7 +39,7 @@ def test_a_tiny_bench_run_prints_a_verdict_for_every_target():
     assert "backlog of 10, " in table and "small run (5 objects)" in table  # each row says what it measured
     assert "top functions by own CPU time" in done.stdout  # the re-run breakdown
     assert re.search(r"corpus: 10 objects, [\d.]+ documents per object", done.stdout)
-    assert "fastest of 3 passes, one before each feed run and one after" in done.stdout
+    assert "fastest of 6 passes, two before each feed run and two after" in done.stdout
 
 
 def test_each_run_of_the_backlog_feed_delivers_the_whole_corpus_anew():
