@@ -173,7 +173,7 @@ class LegacyFeed:
     wire: Optional[Wire] = None
     wire_in_process: Optional[Wire] = None
     floor: Optional[dict] = None  # bench/floor.py's figures for this corpus
-    runs: List[KcingRun] = field(default_factory=list)  # every feed run, when more than one was made
+    runs: List[KcingRun] = field(default_factory=list)  # every feed run to the emulators (none to NDJSON files)
 
     @property
     def documents_per_second(self) -> float:

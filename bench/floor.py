@@ -148,7 +148,8 @@ def measure(manifest: list, repeats: int = REPEATS) -> dict:
     # For scale only, and slow (about 100 ms a LAVA file): timed on the first LAVA files alone.
     sample = [(kind, content) for kind, content, _ in files if kind == "lava"][:WHOLE_LOG_SAMPLE]
     whole_log_decode = fastest(lambda: [decode_file(kind, content, whole_log=True) for kind, content in sample], 1)
-    return _figures(len(files), len(wires), decode, encode, 1000 * whole_log_decode / max(1, len(sample)))
+    return _figures(len(files), len(wires), decode, encode, 1000 * whole_log_decode / max(1, len(sample)),
+                    passes=repeats)
 
 
 def fastest_of(measured: list) -> dict:
@@ -158,15 +159,17 @@ def fastest_of(measured: list) -> dict:
     decode = {name: min(each["decode_by_library"][name] for each in measured) for name in first["decode_by_library"]}
     encode = {name: min(each["encode_by_library"][name] for each in measured) for name in first["encode_by_library"]}
     whole_log = min(each["whole_log_yaml_decode_ms_per_lava_file"] for each in measured)
-    return _figures(first["objects"], first["documents"], decode, encode, whole_log, runs=len(measured))
+    return _figures(first["objects"], first["documents"], decode, encode, whole_log, runs=len(measured),
+                    passes=sum(each["passes"] for each in measured))
 
 
-def _figures(objects: int, documents: int, decode: dict, encode: dict, whole_log_ms: float, runs: int = 1) -> dict:
+def _figures(objects: int, documents: int, decode: dict, encode: dict, whole_log_ms: float, passes: int,
+             runs: int = 1) -> dict:
     decoder, encoder = min(decode, key=decode.get), min(encode, key=encode.get)
     return {"objects": objects, "documents": documents, "decode_cpu_seconds": decode[decoder],
             "encode_cpu_seconds": encode[encoder], "decoder": decoder, "encoder": encoder,
             "decode_by_library": decode, "encode_by_library": encode,
-            "whole_log_yaml_decode_ms_per_lava_file": whole_log_ms, "runs": runs,
+            "whole_log_yaml_decode_ms_per_lava_file": whole_log_ms, "runs": runs, "passes": passes,
             "yaml": "libyaml CSafeLoader" if yaml.__with_libyaml__ else "pure-Python SafeLoader"}
 
 

@@ -66,7 +66,7 @@ FORMAT_LOG_LINES = 200  # enough lines for the log's results and Decimal lines t
 SMALL_RUN_OBJECTS = 5
 CORES_ROUNDS = 2
 # The backlog feed to the Logstash emulators, for targets 2 and 3: its fastest of this many runs
-# counts, as the wire loop's fastest of 3 passes and the floor's fastest of 3 do.
+# counts, as the wire loop's fastest of 3 passes and the floor's fastest pass do.
 FEED_RUNS = 2
 SMALL_RUN_ROUNDS = 5
 
@@ -235,7 +235,7 @@ def floor_target(args, feed) -> Target:
           "and %d documents = %.2f ms per object (fastest of %d passes, two before each feed run and two after)"
           % (floor["decoder"], floor["yaml"], floor["encoder"], floor["decode_cpu_seconds"],
              floor["encode_cpu_seconds"], floor["objects"], floor["documents"], 1000 * floor_per_object,
-             legacy_bench.FLOOR_PASSES * floor.get("runs", 1)))
+             floor["passes"]))
     print("(the whole log through the C YAML loader instead of line by line: %.1f ms to decode a LAVA file)"
           % floor["whole_log_yaml_decode_ms_per_lava_file"])
     print("kcing: %.2f ms CPU per object (process start included)" % (1000 * kcing_per_object))

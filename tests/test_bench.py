@@ -115,7 +115,7 @@ def test_floor_passes_made_at_different_times_count_each_library_at_its_fastest(
 
     def measured(decode, encode, whole_log):
         return {"objects": 3, "documents": 40, "decode_by_library": decode, "encode_by_library": encode,
-                "whole_log_yaml_decode_ms_per_lava_file": whole_log}
+                "whole_log_yaml_decode_ms_per_lava_file": whole_log, "passes": 2}
 
     floor = fastest_of([measured({"json": 5.0, "orjson": 3.0}, {"json": 9.0, "orjson": 4.0}, 120.0),
                         measured({"json": 2.5, "orjson": 3.5}, {"json": 8.0, "orjson": 6.0}, 100.0)])
@@ -123,7 +123,7 @@ def test_floor_passes_made_at_different_times_count_each_library_at_its_fastest(
     assert floor["encode_by_library"] == {"json": 8.0, "orjson": 4.0}
     assert (floor["decoder"], floor["decode_cpu_seconds"]) == ("json", 2.5)
     assert (floor["encoder"], floor["encode_cpu_seconds"]) == ("orjson", 4.0)
-    assert (floor["objects"], floor["documents"], floor["runs"]) == (3, 40, 2)
+    assert (floor["objects"], floor["documents"], floor["runs"], floor["passes"]) == (3, 40, 2, 4)
     assert floor["whole_log_yaml_decode_ms_per_lava_file"] == 100.0
 
 
