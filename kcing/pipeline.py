@@ -23,6 +23,7 @@ from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LAR
 from kcing.listing import Listing
 from kcing.progress import Progress, eta_text
 from kcing.records import UpstreamObject
+from kcing.shutdown import result_of, wait_all
 from kcing.sources import listed_lab
 from kcing.sinks.batching import Batch, Batcher, Encoded
 from kcing.sinks.logstash import BatchTooLarge
@@ -214,6 +215,8 @@ class Feed:
                 # The second signal may also land while the posts are salvaged: then the posts
                 # still queued are dropped rather than sent at exit (the next run sends them).
                 urgent = self._urgent()
+                if not urgent:  # the downloads under way end first (their threads then do)
+                    wait_all(in_flight)
                 pool.shutdown(wait=not urgent, cancel_futures=True)
                 posts.shutdown(wait=not urgent, cancel_futures=True)
 
@@ -250,7 +253,7 @@ class Feed:
     # Main thread: batching, sending, acknowledging -----------------------------------------
 
     def _take(self, future: Future) -> None:
-        fetched: Fetched = future.result()
+        fetched: Fetched = result_of(future)
         obj = fetched.obj
         if fetched.failed:
             self.summary.failed += 1
@@ -297,7 +300,7 @@ class Feed:
     def _collect(self, batch: Batch, future: Future) -> None:
         """Wait for one post; acknowledge its documents, or split it if it was too large."""
         try:
-            future.result()
+            result_of(future)
         except BatchTooLarge as refused:
             self._split_and_send(batch, refused)
             return
@@ -312,7 +315,7 @@ class Feed:
                 future.cancel()
                 continue
             try:
-                future.result()
+                result_of(future)
             except Exception:  # the run is already stopping for a reported reason
                 continue
             self._acknowledge_batch(batch)

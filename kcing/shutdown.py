@@ -6,8 +6,9 @@ import os
 import signal
 import threading
 import time
+from concurrent import futures
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from kcing.errors import Interrupted
 
@@ -17,6 +18,11 @@ log = logging.getLogger(__name__)
 # in (a wait no signal reaches, a lock an interrupted thread left held): the run has already
 # recorded what was acknowledged, and a half-written ledger transaction rolls back like a kill.
 URGENT_EXIT_SECONDS = 3.0
+# The longest the main thread blocks in one wait. The kernel hands a signal to any thread of the
+# process; Python runs the handler in the main thread, and only once that thread runs Python code
+# again. A main thread blocked in one long wait (for a post's answer, a backoff) would keep the
+# handler, and so the stop, waiting as long as that wait lasts.
+WAIT_SLICE_SECONDS = 0.2
 
 
 class Stop(threading.Event):
@@ -27,6 +33,16 @@ class Stop(threading.Event):
     """
 
     urgent = False
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Event.wait, in slices of WAIT_SLICE_SECONDS."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = WAIT_SLICE_SECONDS if deadline is None else deadline - time.monotonic()
+            if super().wait(max(0.0, min(remaining, WAIT_SLICE_SECONDS))):
+                return True
+            if remaining <= WAIT_SLICE_SECONDS:
+                return False
 
     def pause(self, seconds: float) -> None:
         """Sleep `seconds`, unless a stop is requested before or meanwhile: then raise Interrupted."""
@@ -62,6 +78,29 @@ def stop_on_signals(stop: Optional[Stop] = None) -> Iterator[Stop]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def wait_all(pending: Iterable[futures.Future]) -> None:
+    """Return once every future of `pending` is done, waking every WAIT_SLICE_SECONDS."""
+    pending = [future for future in pending if not future.done()]
+    while pending:
+        pending = list(futures.wait(pending, timeout=WAIT_SLICE_SECONDS).not_done)
+
+
+def result_of(future: futures.Future) -> Any:
+    """`future.result()`, waiting in slices of WAIT_SLICE_SECONDS."""
+    wait_all((future,))
+    return future.result()
+
+
+def sleep(seconds: float) -> None:
+    """time.sleep, in slices of WAIT_SLICE_SECONDS."""
+    deadline = time.monotonic() + seconds
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        time.sleep(min(remaining, WAIT_SLICE_SECONDS))
 
 
 def _exit_after(seconds: float) -> None:

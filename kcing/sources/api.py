@@ -48,6 +48,7 @@ from kcing.sources import heads
 from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.collector import collector_paused
 from kcing.objectid import is_object_id, node_id as _node_id
+from kcing.shutdown import result_of
 from kcing.sources.requester import Requester
 from kcing.watermark import crawl_start, next_watermark
 
@@ -178,7 +179,7 @@ class KernelCIApi:
             upcoming = prefetch.submit(self._page, kind, offset)
             try:
                 while upcoming is not None:
-                    page = self._decoded(kind, offset, *upcoming.result(), read_heads=read_heads)
+                    page = self._decoded(kind, offset, *result_of(upcoming), read_heads=read_heads)
                     offset += len(page.items)
                     more = page.items and len(page.items) >= page.limit and offset < page.total
                     upcoming = prefetch.submit(self._page, kind, offset) if more else None

@@ -24,6 +24,7 @@ from kcing.errors import UpstreamError
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
 from kcing.collector import collector_paused
 from kcing.objectid import is_object_id
+from kcing.shutdown import result_of
 from kcing.sources import heads
 from kcing.sources.requester import Requester
 
@@ -102,7 +103,7 @@ class LegacyKernelCI:
             skip = 0
             upcoming = prefetch.submit(self._page, collection, skip, self._limit(0))
             while upcoming is not None:
-                url, response = upcoming.result()
+                url, response = result_of(upcoming)
                 with collector_paused():
                     # A routine page is all delivered: its items' ids and labs say so, and it
                     # is then decoded no further (sources/heads.py).
