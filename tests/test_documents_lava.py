@@ -13,7 +13,8 @@ import pytest
 
 from kcing.documents import documents_for, yamlsafe
 from kcing.documents.fields import field_problems
-from kcing.documents.lava_log import parse_log
+from kcing.documents import lava_log
+from kcing.documents.lava_log import parse_log, parse_log_marked
 from kcing.errors import RejectedInput
 from kcing.records import LAVA
 
@@ -423,6 +424,62 @@ def test_log_fast_path_equals_the_safe_yaml_loader_on_tricky_lines(text):
     assert outcome(parse_log, text) == outcome(lambda whole: yamlsafe.load(whole, "log") or [], text)
 
 
+USUAL_LINES = ['- {"dt": "2020-11-19T07:03:%02d.393174", "lvl": "info", "msg": "line %d"}' % (n, n) for n in range(4)]
+
+
+@pytest.mark.parametrize("text", TRICKY_LOGS.values(), ids=TRICKY_LOGS.keys())
+def test_a_tricky_line_among_usual_ones_reads_as_the_yaml_loader_reads_it(text):
+    # Usual lines around it: a log read at once must set the tricky line apart or give up.
+    mixed = "\n".join(USUAL_LINES[:2]) + "\n" + text + ("\n" if text and not text.endswith("\n") else "") \
+        + "\n".join(USUAL_LINES[2:]) + "\n"
+    assert outcome(parse_log, mixed) == outcome(lambda whole: yamlsafe.load(whole, "log") or [], mixed)
+
+
+@pytest.mark.parametrize("name", REAL_FILES)
+def test_real_logs_are_read_at_once_with_their_tagged_lines_in_place(name):
+    text = real_callback(name)["log"]
+    at_once = lava_log._read_at_once(text)
+    assert at_once is not None, "a real log fell back to reading line by line"
+    items, plain = at_once
+    assert items == yamlsafe.load(text, "log")
+    assert plain == lava_log._read_by_line(text)[1]
+
+
+@pytest.mark.parametrize("line, read_at_once", [
+    ('- {"msg": "done!"}', True),  # a "!" in a text: set apart, read by the line loop
+    ('- {"msg": {"measurement": !!python/object/apply:decimal.Decimal ["4.5"]}}', True),
+    ('- {"msg": "caf\\u00e9"}', True),  # a \u escape: set apart
+    ('- {"msg": "a \\"quoted\\" word"}', True),
+    ('- {"msg": "x"}   ', True),
+    ('- {"msg": "x"}, {"msg": "y"}', False),  # two values on a line
+    ('- {"msg": "x"} # a comment', False),
+    ('- {"msg": 1.5e3}', False),  # text to YAML: JSON's reading differs
+    ('- {"msg": NaN}', False),
+    ('- "text"', False),
+    ('- {"msg": "caf\u00e9"}', False),  # not ASCII
+    ('- {"msg": %s}' % ("[" * 40 + "]" * 40), True),
+    ('- {"msg": [%s, %s]}' % ("[" * 60 + "]" * 60, "[" * 60 + "]" * 60), True),  # many brackets, not deep
+    ('- {"msg": %s}' % ("[" * 120 + "]" * 120), False),
+])
+def test_a_log_is_read_at_once_only_when_that_reads_it_alike(line, read_at_once):
+    text = "\n".join(USUAL_LINES[:2] + [line] + USUAL_LINES[2:]) + "\n"
+    at_once = lava_log._read_at_once(text)
+    assert (at_once is not None) == read_at_once
+    assert outcome(parse_log, text) == outcome(lambda whole: yamlsafe.load(whole, "log") or [], text)
+    if at_once is not None:
+        items, plain = at_once
+        assert items == lava_log._read_by_line(text)[0] and len(plain) == len(items)
+        for item, plain_line in zip(items, plain):  # a plain item's texts need no JSON escaping
+            if plain_line:
+                assert json.dumps(item, ensure_ascii=False).count("\\") == 0
+
+
+def test_many_set_apart_lines_keep_their_places():
+    lines = ['- {"n": %d, "msg": "%s"}' % (n, "!" if n % 3 else "") for n in range(3000)]
+    items, plain = parse_log_marked("\n".join(lines))
+    assert [item["n"] for item in items] == list(range(3000)) and all(plain)
+
+
 def outcome(parse, text):
     try:
         return ("items", parse(text))
@@ -472,6 +529,32 @@ def test_log_fast_path_equals_the_safe_yaml_loader_on_random_json_lines():
         text = "\n".join(lines) + "\n"
         expected = outcome(lambda whole: yamlsafe.load(whole, "log") or [], text)
         assert repr(outcome(parse_log, text)) == repr(expected), (seed, text[:300])
+
+
+LOG_BREAKERS = str.maketrans("", "", "\x7f\ud800\U0001f600")
+
+
+def test_logs_of_many_random_ascii_lines_read_at_once_as_the_yaml_loader_reads_them():
+    # Printable ASCII with escapes: what a log read at once takes, with lines it sets apart.
+    seed = property_seed()
+    rng = random.Random(seed)
+    read_at_once = 0
+    for _ in range(150):
+        lines = []
+        for _ in range(rng.randint(2, 30)):
+            # Mostly texts: one NaN or 1e100 among the lines sends the whole log to the loop, as
+            # do a raw DEL (json.dumps leaves it unescaped) and escaped surrogates (YAML refuses).
+            message = random_value(rng) if rng.random() < 0.2 else random_text(rng, 40).translate(LOG_BREAKERS)
+            value = {"dt": "2020-11-19T07:03:25.393174", "lvl": "debug", "msg": message}
+            line = "- " + json.dumps(value, ensure_ascii=True)
+            if rng.random() < 0.1:
+                line = line.replace('"lvl"', '"tag": !!python/object/apply:decimal.Decimal ["2"], "lvl"')
+            lines.append(line)
+        text = "\n".join(lines) + "\n"
+        read_at_once += lava_log._read_at_once(text) is not None
+        expected = outcome(lambda whole: yamlsafe.load(whole, "log") or [], text)
+        assert repr(outcome(parse_log, text)) == repr(expected), (seed, text[:300])
+    assert read_at_once >= 20  # the property covers the reading at once
 
 
 # -- log lines: the shortcuts give what the general path gives ---------------------------------
