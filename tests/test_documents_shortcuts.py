@@ -170,8 +170,9 @@ def test_line_times_remembered_per_second_equal_the_general_reading():
 # -- validation -------------------------------------------------------------------------------
 
 def _doc(**changes):
+    # One index and kind object for all, and the body's JSON made: as a builder makes documents.
     fields = dict(kind="log", index="log-2020.11.19", doc_id="a" * 40, timestamp="2020-11-19T07:03:25.393Z",
-                  body={"lineno": 1})
+                  body={"lineno": 1}, body_json='{"lineno":1}')
     fields.update(changes)
     return Document(**fields)
 
@@ -179,7 +180,11 @@ def _doc(**changes):
 @pytest.mark.parametrize("bad", [
     dict(timestamp="2020-11-19 07:03:25"), dict(timestamp=None), dict(doc_id=""), dict(doc_id="é" * 300),
     dict(doc_id="x" * 513), dict(doc_id="\ud800"), dict(doc_id=7), dict(index="log-2020.11.20x"),
-    dict(kind="boot"), dict(body={"_id": 1}), dict(body={"host": "scalar"}),
+    dict(kind="boot"), dict(body={"_id": 1}, body_json=None),
+    dict(body={"host": "scalar"}, body_json=None),
+    dict(timestamp="2020-11-19T07:03:25.393Z\n2020-11-19T07:03:26.393Z"),
+    dict(timestamp="2020-11-19T07:03:25.393Z\n\n"),
+    dict(timestamp=b"2020-11-19T07:03:25.393Z"), dict(doc_id="a\nb" * 200),
 ])
 def test_checking_an_object_at_once_refuses_what_checking_each_document_refuses(bad):
     good = [_doc(doc_id="%040x" % n) for n in range(3)]
@@ -197,8 +202,19 @@ def test_checking_an_object_at_once_refuses_what_checking_each_document_refuses(
     assert str(refused.value) == expected
 
 
+@pytest.mark.parametrize("odd", [
+    dict(timestamp="2020-11-19T07:03:25.393Z\n"), dict(timestamp="2020-11-19T07:03:25+02:00"),
+    dict(doc_id="x" * 512), dict(doc_id="a\nb"),
+])
+def test_checking_an_object_at_once_accepts_what_checking_each_document_accepts(odd):
+    documents = [_doc(doc_id="%040x" % n) for n in range(3)] + [_doc(**odd)] + [_doc(doc_id="f" * 40)]
+    for document in documents:
+        check(document)
+    check_all(documents)
+
+
 def test_checking_an_object_at_once_still_serialises_every_body():
-    documents = [_doc(doc_id="%040x" % n, body={"lineno": n}) for n in range(3)]
+    documents = [_doc(doc_id="%040x" % n, body={"lineno": n}, body_json=None) for n in range(3)]
     check_all(documents)
     assert [document.body_json for document in documents] == ['{"lineno":0}', '{"lineno":1}', '{"lineno":2}']
 
