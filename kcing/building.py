@@ -76,15 +76,43 @@ def encoded_documents(kind: str, content: bytes, created: Optional[datetime], li
                       encode: Callable, separator: bytes = LOGSTASH_SEPARATOR) -> Built:
     """The documents of one upstream file, encoded by `encode` (the sink's) and joined by
     `separator` (the sink's). Raises RejectedInput."""
-    from kcing.documents import documents_for
+    from kcing.documents import parts_for
     from kcing.ledger import docids
+    from kcing.sinks.encoding import LINES_ENCODERS
 
     # The documents are dropped before the collector runs again: it has nothing of them to walk.
     with collector_paused():
-        documents = documents_for(kind, content, created, listed_lab)
-        built = Built(Encoded.of([encode(document) for document in documents], separator), docids.by_index(documents))
+        documents, lines = parts_for(kind, content, created, listed_lab)
+        encode_lines = LINES_ENCODERS.get(encode)
+        if lines is not None and encode_lines is None:
+            documents.extend(lines.documents())
+            lines = None
+        items = [encode(document) for document in documents]
+        kept = docids.by_index(documents)
         del documents
-    return built
+        if lines is None:
+            return Built(Encoded.of(items, separator), kept)
+        texts = encode_lines(lines)
+        kept[lines.index] = docids.pack(lines.ids + list(docids.unpack(kept.get(lines.index, b""))))
+        del lines
+    return Built(_joined(items, texts, separator), kept)
+
+
+def _joined(items: List[bytes], texts: List[str], separator: bytes) -> Encoded:
+    """Encoded of `items` then of `texts` encoded as UTF-8: `Encoded.of(items + [t.encode()...])`,
+    with the texts, nearly always ASCII, encoded at once."""
+    if not texts:
+        return Encoded.of(items, separator)
+    joined = separator.decode("ascii").join(texts)
+    if joined.isascii():
+        data, sizes = joined.encode("ascii"), [len(text) for text in texts]
+    else:
+        encoded = [text.encode("utf-8") for text in texts]
+        data, sizes = separator.join(encoded), [len(item) for item in encoded]
+    if items:
+        data = separator.join(items) + separator + data
+        sizes = [len(item) for item in items] + sizes
+    return Encoded(data, sizes, separator)
 
 
 def usable_cores() -> int:

@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 import pytest
 import yaml
 
-from kcing.documents import documents_for, yamlsafe
+from kcing.building import encoded_documents
+from kcing.documents import check_lines, documents_for, parts_for, yamlsafe
 from kcing.documents.identity import IdPrefix, document_id
 from kcing.documents.lava import _JobContext, _LineTimes, _log_documents, _log_line, line_timestamp
 from kcing.documents.lava_log import parse_log, parse_log_marked
@@ -20,7 +21,9 @@ from kcing.documents.validate import check, check_all
 from kcing.errors import RejectedInput
 from kcing.ledger import docids
 from kcing.records import LAVA, Document, _ENCODER
-from tests.test_documents_lava import MESON, real_callback
+from kcing.sinks.batching import LOGSTASH_SEPARATOR, Encoded
+from kcing.sinks.encoding import LINES_ENCODERS, logstash_json, ndjson_record
+from tests.test_documents_lava import MESON, REAL_FILES, SAMPLES, real_bytes, real_callback
 
 WHEN = datetime(2020, 11, 19, 7, 6, 18, 385000, tzinfo=timezone.utc)
 COMMON = {"job": "mainline", "board": "meson-gxbb-p200", "lab_name": "lab-baylibre", "lava_job_id": 123,
@@ -263,6 +266,83 @@ def test_packing_a_list_of_ids_gives_what_packing_one_by_one_gives(ids, problem)
     with pytest.raises(ValueError) as shortcut:
         at_once()
     assert str(shortcut.value) == str(general.value) and problem in str(general.value)
+
+
+# -- a LAVA job's log encoded from its parts --------------------------------------------------
+
+def _encoded_in_general(kind, content, encode, separator):
+    """What a worker answered before log documents were encoded from their parts."""
+    documents = documents_for(kind, content, WHEN)
+    return Encoded.of([encode(document) for document in documents], separator).data, \
+        [encode(document) for document in documents], docids.by_index(documents)
+
+
+def _encoded_from_parts(kind, content, encode, separator):
+    built = encoded_documents(kind, content, WHEN, None, encode, separator)
+    return built.encoded.data, built.items, built.kept
+
+
+def _lava_files():
+    """The real LAVA callbacks, the samples', and variants with odd log lines and odd shared fields."""
+    files = [real_bytes(name) for name in REAL_FILES]
+    files += [path.read_bytes() for path in sorted((SAMPLES / "lava").glob("*.json"))]
+    odd = real_callback(MESON)
+    odd["log"] = "\n".join("- " + json.dumps(item) for item in ODD_ITEMS if item is not None) + "\n"
+    files.append(json.dumps(odd).encode())
+    unicode_lab = real_callback(MESON)
+    unicode_lab["lab_name"] = "lab-bäylibre ✓"
+    files.append(json.dumps(unicode_lab, ensure_ascii=False).encode())
+    named_like_a_line_field = real_callback(MESON)  # its log documents are made one by one
+    named_like_a_line_field["definition"] = named_like_a_line_field["definition"].replace(
+        "metadata:", "metadata:\n  message: shared", 1)
+    files.append(json.dumps(named_like_a_line_field).encode())
+    no_log = real_callback(MESON)
+    del no_log["log"]
+    files.append(json.dumps(no_log).encode())
+    return files
+
+
+@pytest.mark.parametrize("encode, separator", [(logstash_json, LOGSTASH_SEPARATOR), (ndjson_record, b"")],
+                         ids=["logstash", "ndjson"])
+def test_log_documents_encoded_from_their_parts_are_the_bytes_and_ids_of_the_documents(encode, separator):
+    files = _lava_files()
+    assert len(files) >= 9
+    for content in files:
+        expected = _outcome(lambda: _encoded_in_general(LAVA, content, encode, separator))
+        assert _outcome(lambda: _encoded_from_parts(LAVA, content, encode, separator)) == expected
+    assert encode in LINES_ENCODERS  # the parts were taken
+
+
+def test_log_lines_of_random_items_encode_as_their_documents():
+    seed = random.Random(20201119)
+    for _ in range(60):
+        callback = real_callback(MESON)
+        items = [seed.choice(ODD_ITEMS) for _ in range(seed.randint(1, 40))]
+        callback["log"] = "\n".join("- " + json.dumps(item) for item in items if item is not None) + "\n"
+        content = json.dumps(callback).encode()
+        for encode, separator in ((logstash_json, LOGSTASH_SEPARATOR), (ndjson_record, b"")):
+            expected = _outcome(lambda: _encoded_in_general(LAVA, content, encode, separator))
+            assert _outcome(lambda: _encoded_from_parts(LAVA, content, encode, separator)) == expected
+
+
+def test_a_log_refused_from_its_parts_is_refused_for_the_same_reason():
+    callback = real_callback(MESON)
+    callback["log"] = '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "a \\ud800 lone surrogate"}\n'
+    content = json.dumps(callback).encode()
+    general = _outcome(lambda: _encoded_in_general(LAVA, content, logstash_json, LOGSTASH_SEPARATOR))
+    assert general.startswith("rejected: ")
+    assert _outcome(lambda: _encoded_from_parts(LAVA, content, logstash_json, LOGSTASH_SEPARATOR)) == general
+
+
+def test_checking_log_lines_at_once_refuses_what_checking_their_documents_refuses():
+    lines = parts_for(LAVA, real_bytes(MESON), WHEN)[1]
+    for bad in ("2020-11-19 07:03:25", "2020-11-19T07:03:25.393Z\n2020-11-19T07:03:25.393Z", None):
+        lines.timestamps[7] = bad
+        with pytest.raises(RejectedInput) as from_parts:
+            check_lines(lines)
+        with pytest.raises(RejectedInput) as one_by_one:
+            check_all(lines.documents())
+        assert str(from_parts.value) == str(one_by_one.value)
 
 
 # -- YAML text scalars ------------------------------------------------------------------------

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from kcing.documents.boot import boot_report_documents
 from kcing.documents.build import build_documents
-from kcing.documents.lava import lava_documents
+from kcing.documents.lava import LogLines, lava_documents, lava_parts
 from kcing.documents.nodes import node_documents
-from kcing.documents.validate import check_all
+from kcing.documents.validate import check_all, routing_fine
 from kcing.errors import RejectedInput, one_line
 from kcing.records import BOOT, BUILD, LAVA, NODE_KINDS, Document
 
@@ -50,17 +50,46 @@ def documents_for(kind: str, content: bytes, created: Optional[datetime] = None,
     and boot reports that do not name their own. Raises RejectedInput when the file cannot
     become documents, ValueError for an unknown `kind` (a caller's mistake, not bad input).
     """
+    documents, lines = parts_for(kind, content, created, listed_lab)
+    if lines is not None:
+        documents.extend(lines.documents())
+    return documents
+
+
+def parts_for(kind: str, content: bytes, created: Optional[datetime] = None,
+              listed_lab: Optional[str] = None) -> Tuple[List[Document], Optional[LogLines]]:
+    """`documents_for`, with the log documents of a LAVA job, which come last, still to be made:
+    (the other documents, the log's LogLines or None). Everything is checked as documents_for
+    checks it: what this returns can be posted."""
     try:
         builder = BUILDERS[kind]
     except (KeyError, TypeError):
         raise ValueError("unknown object kind %r" % (kind,)) from None
     record = json_object(content)
-    if kind in LAB_BUILDERS:
+    lines = None
+    if kind == LAVA:
+        documents, lines = lava_parts(record, created, listed_lab)
+    elif kind in LAB_BUILDERS:
         documents = LAB_BUILDERS[kind](record, created, listed_lab)
     else:
         documents = builder(record, created)
     check_all(documents)
-    return documents
+    if lines is not None:
+        check_lines(lines)
+    return documents, lines
+
+
+def check_lines(lines: LogLines) -> None:
+    """`check_all` of the documents `lines` makes, mostly without making them: the first one
+    is checked whole, the timestamps and ids of the others all at once (the index and bodies
+    are theirs too); when that finds anything, all are made and checked one by one, for the
+    reason."""
+    if not len(lines):
+        return
+    first = Document("log", lines.index, lines.ids[0], lines.timestamps[0], {}, lines.prefix + lines.own_json[0] + "}")
+    check_all([first])
+    if not routing_fine(lines.timestamps, lines.ids):
+        check_all(lines.documents())
 
 
 def json_object(content: bytes) -> Dict[str, Any]:

@@ -76,6 +76,16 @@ LOG_FIELDS = frozenset(("lineno", "level", "message"))
 
 def lava_documents(callback: Mapping[str, Any], created: Optional[datetime],
                    listed_lab: Optional[str] = None) -> List[Document]:
+    documents, lines = lava_parts(callback, created, listed_lab)
+    if lines is not None:
+        documents.extend(lines.documents())
+    return documents
+
+
+def lava_parts(callback: Mapping[str, Any], created: Optional[datetime],
+               listed_lab: Optional[str] = None) -> Tuple[List[Document], Optional["LogLines"]]:
+    """`lava_documents`, with the log documents, which come last, still to be made: (the
+    other documents, the job's LogLines or None)."""
     job_id = lava_job.lava_job_id(callback)
     definition = lava_job.read_definition(callback, job_id)
     fields = lava_job.job_fields(callback, definition, job_id, listed_lab)
@@ -93,8 +103,12 @@ def lava_documents(callback: Mapping[str, Any], created: Optional[datetime],
     boot_fields.update(outcome, **lava_results.bootloader_addresses(suites.get("lava", [])))
     documents = [context.document("boot", (), boot_fields)]
     documents.extend(_test_documents(context, suites))
-    documents.extend(_log_documents(context, log_items, plain_lines))
-    return documents
+    if not log_items:
+        return documents, None
+    if not context.log_prefix():
+        documents.extend(_log_documents_one_by_one(context, log_items))
+        return documents, None
+    return documents, _log_lines(context, log_items, plain_lines)
 
 
 def read_log(log: Any) -> List[Any]:
@@ -133,57 +147,103 @@ def _test_identity(suite: str, fields: Mapping[str, Any], position: int, seen: s
     return identity
 
 
-def _log_documents(context: _JobContext, items: List[Any], plain: Optional[List[bool]] = None) -> List[Document]:
-    """One document per log line, in order, with its body's JSON made from the job's shared
-    part (see `_JobContext.log_prefix`) and the line's own fields. `plain` tells, per item,
-    whether its texts need no JSON escaping (see `lava_log.parse_log_marked`).
+class LogLines:
+    """A LAVA job's log documents, one a line, before they are made: what is the same for all
+    of them once (index, the shared fields and their JSON) and, per line, its own fields, the
+    JSON of its own members, its @timestamp and id. `documents()` makes the Documents; a sink's
+    block encoder (kcing/sinks/encoding.py) writes their encoding straight from these parts."""
+
+    __slots__ = ("index", "common", "prefix", "own_fields", "own_json", "timestamps", "ids")
+
+    def __init__(self, index: str, common: dict, prefix: str):
+        self.index = index
+        self.common = common
+        self.prefix = prefix  # the body's JSON up to the line's own members (`log_prefix`)
+        self.own_fields: List[tuple] = []  # (lineno, level or None, message or None)
+        self.own_json: List[str] = []  # '"lineno":N' and the level and message members
+        self.timestamps: List[str] = []
+        self.ids: List[str] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def bodies_json(self) -> List[str]:
+        prefix = self.prefix
+        return [prefix + own + "}" for own in self.own_json]
+
+    def documents(self) -> List[Document]:
+        common, index = self.common, self.index
+        documents = []
+        for (lineno, level, message), body_json, timestamp, doc_id in zip(
+                self.own_fields, self.bodies_json(), self.timestamps, self.ids):
+            body = dict(common)
+            body["lineno"] = lineno
+            if level is not None:
+                body["level"] = level
+            if message is not None:
+                body["message"] = message
+            documents.append(Document("log", index, doc_id, timestamp, body, body_json))
+        return documents
+
+
+def _log_lines(context: _JobContext, items: List[Any], plain: Optional[List[bool]] = None) -> LogLines:
+    """The parts of a job's log documents (see LogLines), one a line, in order, with each
+    body's JSON made of the job's shared part (see `_JobContext.log_prefix`, not empty here)
+    and the line's own members. `plain` tells, per item, whether its texts need no JSON
+    escaping (see `lava_log.parse_log_marked`).
 
     A line is cheap to make here and a job has thousands of them, so this loop does per line
     only what differs between lines: what the shared fields give is computed once per job.
     """
-    if not items:
-        return []
-    prefix = context.log_prefix()
-    if not prefix:
-        documents = []
-        for lineno, item in enumerate(items, 1):
-            fields, dt = _log_line(lineno, item)
-            documents.append(context.document("log", (lineno,), fields, timestamp=line_timestamp(dt)))
-        return documents
-    common, index, job_time, ids = context.common, context.indices["log"], context.timestamp, context.ids["log"]
+    lines = LogLines(context.indices["log"], context.common, context.log_prefix())
+    job_time = context.timestamp
     times = _LineTimes()
     levels = {}  # lvl text -> (level, its JSON member): a log uses a handful of levels
-    documents = []
     if plain is not None and len(plain) != len(items):  # zip would drop lines
         raise ValueError("%d plain-line marks for %d log items" % (len(plain), len(items)))
-    lines = zip(count(1), items, repeat(False) if plain is None else plain, ids.numbered(len(items)))
-    for lineno, item, plain_line, doc_id in lines:
+    own_fields, own_json, timestamps = lines.own_fields, lines.own_json, lines.timestamps
+    for lineno, item, plain_line in zip(count(1), items, repeat(False) if plain is None else plain):
         if isinstance(item, dict):
             lvl, message, dt = item.get("lvl"), item.get("msg"), item.get("dt")
         else:
             lvl, message, dt = None, item, None
-        body = dict(common)
-        body["lineno"] = lineno
+        level = None
         level_json = message_json = ""
         if lvl is not None:
             known = levels.get(lvl) if type(lvl) is str else None
             level, level_json = known if known is not None else _level_member(lvl, levels)
-            if level is not None:
-                body["level"] = level
         if type(message) is str:
-            body["message"] = message
             # A text of a plain line has nothing to escape (`lava_log.parse_log_marked`).
             message_json = ',"message":"' + message + '"' if plain_line else ',"message":' + encode_basestring(message)
         elif message is not None:
             message = _message(message)
             if message is not None:
-                body["message"] = message
                 message_json = ',"message":' + encode_basestring(message)
         if not (message_json.isascii() and level_json.isascii()):
             _check_unicode(level_json + message_json)
-        documents.append(Document("log", index, doc_id, times.of(dt) or job_time, body,
-                                  prefix + '"lineno":%d%s%s}' % (lineno, level_json, message_json)))
+        own_fields.append((lineno, level, message))
+        own_json.append('"lineno":%d%s%s' % (lineno, level_json, message_json))
+        timestamps.append(times.of(dt) or job_time)
+    lines.ids = context.ids["log"].numbered(len(items))
+    return lines
+
+
+def _log_documents_one_by_one(context: _JobContext, items: List[Any]) -> List[Document]:
+    """The log documents, each body encoded whole: when a shared field is named like a line's."""
+    documents = []
+    for lineno, item in enumerate(items, 1):
+        fields, dt = _log_line(lineno, item)
+        documents.append(context.document("log", (lineno,), fields, timestamp=line_timestamp(dt)))
     return documents
+
+
+def _log_documents(context: _JobContext, items: List[Any], plain: Optional[List[bool]] = None) -> List[Document]:
+    """One document per log line, in order."""
+    if not items:
+        return []
+    if not context.log_prefix():
+        return _log_documents_one_by_one(context, items)
+    return _log_lines(context, items, plain).documents()
 
 
 def _level_member(lvl: Any, known: dict) -> tuple:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping
+from typing import Any, List, Mapping
 
 from kcing.errors import RejectedInput, one_line
 from kcing.records import DOCUMENT_KINDS, Document
 
 INDEX = re.compile(r"^(%s)-\d{4}\.\d{2}\.\d{2}$" % "|".join(DOCUMENT_KINDS))
-TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
+_TIMESTAMP_TEXT = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})"
+TIMESTAMP = re.compile(r"^%s$" % _TIMESTAMP_TEXT)
+# Many timestamps joined by newlines, each of them whole.
+_TIMESTAMPS = re.compile(r"(?:%s\n)*%s" % (_TIMESTAMP_TEXT, _TIMESTAMP_TEXT))
 MAX_ID_BYTES = 512  # Elasticsearch refuses longer _id values
 # Logstash moves "@metadata" out of the body and sets "@timestamp" from the document's own.
 LOGSTASH_KEYS = frozenset(("@metadata", "@timestamp"))
@@ -51,6 +54,20 @@ def check_all(documents) -> None:
             continue  # what `check` would find: nothing (ASCII is one byte a character)
         check(document)
         kind, index = document.kind, document.index
+
+
+def routing_fine(timestamps: List[Any], ids: List[Any]) -> bool:
+    """True when each of `timestamps` and `ids` is what `check` takes, all checked at once;
+    False does not say which is not, nor that any is not."""
+    try:
+        joined = "\n".join(timestamps)  # a TypeError for any that is not text
+        joined_ids = "".join(ids)
+    except TypeError:
+        return False
+    # Each a whole timestamp: a newline inside one would make two of it.
+    return (joined.count("\n") == len(timestamps) - 1 and _TIMESTAMPS.fullmatch(joined) is not None
+            and joined_ids.isascii() and min(map(len, ids), default=1) > 0
+            and max(map(len, ids), default=0) <= MAX_ID_BYTES)
 
 
 def check_field_names(names) -> None:

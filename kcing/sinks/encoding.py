@@ -6,8 +6,10 @@ the encoder without the sink's HTTP client, which would add a third to its memor
 from __future__ import annotations
 
 import json
-from json.encoder import encode_basestring_ascii
+from json.encoder import encode_basestring, encode_basestring_ascii
+from typing import Callable, Dict, List
 
+from kcing.documents.lava import LogLines
 from kcing.records import Document
 
 
@@ -26,3 +28,29 @@ def ndjson_record(document: Document) -> bytes:
     else:
         action = json.dumps({"index": {"_index": index, "_id": doc_id}}, separators=(",", ":"))
     return (action + "\n" + document.source_json() + "\n").encode("utf-8")
+
+
+# A LAVA job's log documents, thousands of them, are encoded straight from their parts
+# (documents.lava.LogLines) instead of one Document at a time: the same text as the function
+# each stands for gives for each document, without making the documents.
+
+def logstash_json_texts(lines: LogLines) -> List[str]:
+    """`logstash_json` of each of `lines`' documents, as text."""
+    prefix, route = lines.prefix, ',"@metadata":{"index":' + encode_basestring(lines.index) + ',"id":'
+    return [prefix + own + ',"@timestamp":' + encode_basestring(timestamp) + route + encode_basestring(doc_id) + "}}"
+            for own, timestamp, doc_id in zip(lines.own_json, lines.timestamps, lines.ids)]
+
+
+def ndjson_record_texts(lines: LogLines) -> List[str]:
+    """`ndjson_record` of each of `lines`' documents, as text."""
+    prefix, action = lines.prefix, '{"index":{"_index":' + encode_basestring_ascii(lines.index) + ',"_id":'
+    return [action + encode_basestring_ascii(doc_id) + "}}\n" + prefix + own + ',"@timestamp":'
+            + encode_basestring(timestamp) + "}\n"
+            for own, timestamp, doc_id in zip(lines.own_json, lines.timestamps, lines.ids)]
+
+
+# The encoders that have a way for LogLines, and that way.
+LINES_ENCODERS: Dict[Callable, Callable[[LogLines], List[str]]] = {
+    logstash_json: logstash_json_texts,
+    ndjson_record: ndjson_record_texts,
+}
