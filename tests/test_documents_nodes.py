@@ -15,9 +15,13 @@ import pytest
 
 from kcing.documents import documents_for
 from kcing.documents.fields import FIELDS, KERNELCI_API, field_problems
-from kcing.documents.identity import document_id
+from kcing.building import encoded_documents
+from kcing.documents.identity import document_id, iso_timestamp
+from kcing.documents.lava import log_line_fields, read_log
 from kcing.documents.nodes import build_log_summary, is_lab_job, node_boot_result
-from kcing.documents.validate import check
+from kcing.documents.validate import check, serialised
+from kcing.ledger import docids
+from kcing.sinks.encoding import logstash_json, ndjson_record
 from kcing.errors import RejectedInput
 from kcing.records import BUILD, LAVA
 from tests.fakes.api_corpus import ApiCorpus
@@ -222,6 +226,30 @@ def test_a_kbuild_and_its_legacy_build_json_give_the_same_build_fields():
     shared = set(api) & set(legacy)
     assert shared == set(api) - {"kconfig_fragments"}  # legacy's is "": not a value, so not kept
     assert {name: api[name] for name in shared} == {name: legacy[name] for name in shared}
+
+
+def test_a_lab_jobs_log_documents_are_those_made_one_by_one_and_encode_alike():
+    """Its log documents are made from one loop's parts (documents.lava.LogLines), as a legacy
+    file's are: each is what the fields, id and time of its line make, with its body's JSON."""
+    callback = json.loads(real_text(LEGACY, MESON))
+    callback["log"] += '- {"dt": "1960-01-01T00:00:00.5", "lvl": 7, "msg": {"case": "x"}}\n- "a plain line"\n'
+    node = dict(_minimal("job"), name="baseline", group="baseline", path=["checkout", "kbuild", "baseline"],
+                result="pass", data={"platform": "meson-gxbb-p200", "runtime": "lava-baylibre", "job_id": "370874"})
+    content = json.dumps({"node": node, "callback_data": json.dumps(callback)}).encode()
+    documents = documents_for("job", content)
+    logs = [document for document in documents if document.kind == "log"]
+    assert len(logs) == len(read_log(callback["log"])) > 1000
+    shared = {name: value for name, value in logs[0].body.items() if name not in ("lineno", "level", "message")}
+    for lineno, (document, item) in enumerate(zip(logs, read_log(callback["log"])), 1):
+        fields, line_time = log_line_fields(lineno, item)
+        assert document.body == dict(shared, **{name: value for name, value in fields.items() if value is not None})
+        assert document.body_json == serialised(document.body)
+        assert document.doc_id == document_id("log", "kernelci_api", node["id"], lineno)
+        assert document.timestamp == iso_timestamp(line_time or datetime(2024, 10, 16, 1, 2, 3, 4000, tzinfo=UTC))
+    for encode, separator in ((logstash_json, b","), (ndjson_record, b"")):
+        built = encoded_documents("job", content, None, None, encode, separator)
+        assert built.items == [encode(document) for document in documents]
+        assert built.kept == docids.by_index(documents)
 
 
 def test_a_lab_job_with_its_callback_and_the_legacy_lava_json_give_the_same_boot_and_log_documents():

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from kcing.documents.boot import boot_report_documents
 from kcing.documents.build import build_documents
 from kcing.documents.lava import LogLines, lava_documents, lava_parts
-from kcing.documents.nodes import node_documents
+from kcing.documents.nodes import node_documents, node_parts
 from kcing.documents.validate import check_all, routing_fine
 from kcing.errors import RejectedInput, one_line
 from kcing.records import BOOT, BUILD, LAVA, NODE_KINDS, Document
@@ -39,6 +39,8 @@ BUILDERS: Dict[str, Callable[[Dict[str, Any], Optional[datetime]], List[Document
 # Kinds whose files belong to a lab, which the listing or the storage path can name when the
 # file does not.
 LAB_BUILDERS = {LAVA: lava_documents, BOOT: boot_report_documents}
+# Kinds whose files can hold a LAVA log: their builders that leave its documents to be made.
+PARTS_BUILDERS = {kind: node_parts(kind) for kind in NODE_KINDS}
 
 
 def documents_for(kind: str, content: bytes, created: Optional[datetime] = None,
@@ -58,9 +60,10 @@ def documents_for(kind: str, content: bytes, created: Optional[datetime] = None,
 
 def parts_for(kind: str, content: bytes, created: Optional[datetime] = None,
               listed_lab: Optional[str] = None) -> Tuple[List[Document], Optional[LogLines]]:
-    """`documents_for`, with the log documents of a LAVA job, which come last, still to be made:
-    (the other documents, the log's LogLines or None). Everything is checked as documents_for
-    checks it: what this returns can be posted."""
+    """`documents_for`, with the log documents of a LAVA job (a legacy LAVA file, an API lab
+    job's callback), which come last, still to be made: (the other documents, the log's
+    LogLines or None). Everything is checked as documents_for checks it: what this returns can
+    be posted."""
     try:
         builder = BUILDERS[kind]
     except (KeyError, TypeError):
@@ -69,6 +72,8 @@ def parts_for(kind: str, content: bytes, created: Optional[datetime] = None,
     lines = None
     if kind == LAVA:
         documents, lines = lava_parts(record, created, listed_lab)
+    elif kind in PARTS_BUILDERS:
+        documents, lines = PARTS_BUILDERS[kind](record, created)
     elif kind in LAB_BUILDERS:
         documents = LAB_BUILDERS[kind](record, created, listed_lab)
     else:

@@ -83,7 +83,7 @@ def lava_documents(callback: Mapping[str, Any], created: Optional[datetime],
 
 
 def lava_parts(callback: Mapping[str, Any], created: Optional[datetime],
-               listed_lab: Optional[str] = None) -> Tuple[List[Document], Optional["LogLines"]]:
+               listed_lab: Optional[str] = None) -> Tuple[List[Document], Optional[LogLines]]:
     """`lava_documents`, with the log documents, which come last, still to be made: (the
     other documents, the job's LogLines or None)."""
     job_id = lava_job.lava_job_id(callback)
@@ -103,12 +103,25 @@ def lava_parts(callback: Mapping[str, Any], created: Optional[datetime],
     boot_fields.update(outcome, **lava_results.bootloader_addresses(suites.get("lava", [])))
     documents = [context.document("boot", (), boot_fields)]
     documents.extend(_test_documents(context, suites))
-    if not log_items:
-        return documents, None
+    made, lines = _log_parts(context, log_items, plain_lines)
+    documents.extend(made)
+    return documents, lines
+
+
+def log_parts(identity: tuple, when: datetime, common: dict,
+              items: List[Any]) -> Tuple[List[Document], Optional[LogLines]]:
+    """The log documents of the job `identity` names (an API lab job's, kcing/documents/nodes.py),
+    dated `when`, whose lines share the fields `common`, as `lava_parts` gives them: (documents
+    made, or their LogLines)."""
+    return _log_parts(_JobContext(identity, when, common), items)
+
+
+def _log_parts(context: _JobContext, items: List[Any], plain: Optional[List[bool]] = None) -> tuple:
+    if not items:
+        return [], None
     if not context.log_prefix():
-        documents.extend(_log_documents_one_by_one(context, log_items))
-        return documents, None
-    return documents, _log_lines(context, log_items, plain_lines)
+        return _log_documents_one_by_one(context, items), None
+    return [], _log_lines(context, items, plain)
 
 
 def read_log(log: Any) -> List[Any]:
@@ -239,11 +252,8 @@ def _log_documents_one_by_one(context: _JobContext, items: List[Any]) -> List[Do
 
 def _log_documents(context: _JobContext, items: List[Any], plain: Optional[List[bool]] = None) -> List[Document]:
     """One document per log line, in order."""
-    if not items:
-        return []
-    if not context.log_prefix():
-        return _log_documents_one_by_one(context, items)
-    return _log_lines(context, items, plain).documents()
+    made, lines = _log_parts(context, items, plain)
+    return made if lines is None else lines.documents()
 
 
 def _level_member(lvl: Any, known: dict) -> tuple:

@@ -37,13 +37,15 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from functools import partial
-from typing import Any, Callable, List, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 from kcing.documents import nodes_api, nodes_lava, nodes_regression
 from kcing.documents.coerce import as_date, as_float, as_int, as_keyword, as_lower_keyword, as_text
 from kcing.documents.fields import LAVA_COMMON
-from kcing.documents.identity import IdPrefix, document_id, index_name, iso_timestamp
+from kcing.documents.identity import document_id, index_name, iso_timestamp
+from kcing.documents.lava import LogLines, log_parts
 from kcing.documents.typed import without_missing
+from kcing.documents.validate import check_all
 from kcing.errors import RejectedInput
 from kcing.records import CHECKOUT, JOB, KBUILD, REGRESSION, Document
 
@@ -63,25 +65,39 @@ def node_documents(kind: str) -> Callable[[Mapping[str, Any], Optional[datetime]
     return partial(_documents, kind)
 
 
+def node_parts(kind: str) -> Callable[[Mapping[str, Any], Optional[datetime]],
+                                      Tuple[List[Document], Optional[LogLines]]]:
+    """`node_documents`, with a lab job's log documents, which come last, still to be made
+    (see `lava.lava_parts`)."""
+    return partial(_parts, kind)
+
+
 def _documents(kind: str, envelope: Mapping[str, Any], created: Optional[datetime]) -> List[Document]:
+    documents, lines = _parts(kind, envelope, created)
+    if lines is not None:
+        documents.extend(lines.documents())
+    return documents
+
+
+def _parts(kind: str, envelope: Mapping[str, Any], created: Optional[datetime]) -> tuple:
     node = _node(envelope, kind)
     if kind == CHECKOUT:
-        return []
+        return [], None
     node_id = nodes_api.node_id(node)
     when = as_date(node.get("created")) or (as_date(created) if created is not None else None)
     if when is None:
         raise RejectedInput("node %s has no created date" % node_id)
     api = nodes_api.kernelci_api_fields(node, envelope)
     if kind == REGRESSION:
-        return [_document("regression", node_id, when, nodes_regression.regression_fields(node, envelope), api)]
+        return [_document("regression", node_id, when, nodes_regression.regression_fields(node, envelope), api)], None
     if kind == KBUILD:
-        return [_document("build", node_id, when, _build_fields(node, envelope.get("build_log")), api)]
+        return [_document("build", node_id, when, _build_fields(node, envelope.get("build_log")), api)], None
     if kind == JOB and is_lab_job(node):
-        return _boot_documents(node_id, node, envelope, when, api)
+        return _boot_parts(node_id, node, envelope, when, api)
     job = nodes_api.mapping(envelope.get("job_node"))
     if nodes_api.node_id(job):
         api["job_node_id"] = nodes_api.node_id(job)
-    return [_document("test", node_id, when, _test_fields(node, when, job), api)]
+    return [_document("test", node_id, when, _test_fields(node, when, job), api)], None
 
 
 def _node(envelope: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
@@ -237,8 +253,8 @@ def node_boot_result(result: Optional[str], error_code: Optional[str]) -> str:
     return "unknown"
 
 
-def _boot_documents(node_id: str, node: Mapping[str, Any], envelope: Mapping[str, Any], when: datetime,
-                    api: dict) -> List[Document]:
+def _boot_parts(node_id: str, node: Mapping[str, Any], envelope: Mapping[str, Any], when: datetime,
+                api: dict) -> tuple:
     data = nodes_api.data_of(node)
     fields = revision_fields(data)
     fields.update(_lab_fields(node, data))
@@ -258,24 +274,12 @@ def _boot_documents(node_id: str, node: Mapping[str, Any], envelope: Mapping[str
         if value is not None or name not in fields:
             fields[name] = value
     documents = [_document("boot", node_id, when, fields, api)]
-    documents.extend(_log_documents(node_id, when, fields, api, callback.log_items))
-    return documents
-
-
-def _log_documents(node_id: str, when: datetime, boot_fields: Mapping[str, Any], api: Mapping[str, Any],
-                   items: List[Any]) -> List[Document]:
-    if not items:
-        return []
-    common = without_missing({name: boot_fields.get(name) for name in LAVA_COMMON})
+    if not callback.log_items:
+        return documents, None
+    # The boot document is checked first, as when every document is checked in turn: its
+    # reason for a refusal comes before any a log line would give while its parts are made.
+    check_all(documents)
+    common = without_missing({name: fields.get(name) for name in LAVA_COMMON})
     common["kernelci_api"] = {name: api[name] for name in nodes_api.LOG_API_FIELDS if name in api}
-    ids = IdPrefix("log", NAMESPACE, node_id)
-    index, timestamp = index_name("log", when), iso_timestamp(when)
-    documents = []
-    for lineno, item in enumerate(items, 1):
-        fields, line_time = nodes_lava.log_line_fields(lineno, item)
-        body = dict(common)
-        body.update(without_missing(fields))
-        documents.append(Document("log", index=index, doc_id=ids.make(lineno),
-                                  timestamp=iso_timestamp(line_time) if line_time else timestamp, body=body))
-    return documents
-
+    made, lines = log_parts((NAMESPACE, node_id), when, common, callback.log_items)
+    return documents + made, lines
