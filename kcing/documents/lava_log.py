@@ -5,8 +5,8 @@ is almost always plain JSON after the leading "- ". `parse_log` decodes such lin
 (about ten times faster than YAML), all of them at once when it can (see `_read_at_once`), and
 gives every other line to the safe YAML loader on its own. The result is the list
 `yamlsafe.load` returns for the whole text; tests compare both on the real files and on random
-lines. When a line cannot be read on its own (an alias, a scalar
-continued on the next line), the whole text goes to the YAML loader.
+lines. When a line cannot be read on its own (an alias, a scalar continued on the next line),
+the whole text goes to the YAML loader.
 """
 from __future__ import annotations
 

@@ -13,10 +13,10 @@ from typing import Any, List, Mapping, Optional
 
 from kcing.documents import lava_job, lava_results, yamlsafe
 from kcing.documents.coerce import as_int, as_keyword
-from kcing.documents.lava import log_line_fields, read_log
+from kcing.documents.lava import read_log
 from kcing.errors import RejectedInput
 
-__all__ = ["Callback", "read_callback", "log_line_fields"]
+__all__ = ["Callback", "read_callback"]
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 from json.encoder import encode_basestring, encode_basestring_ascii
-from typing import Callable, Dict, List
+from typing import TYPE_CHECKING, Callable, Dict, List
 
-from kcing.documents.lava import LogLines
 from kcing.records import Document
+
+if TYPE_CHECKING:  # not imported at run time: the feed's own process never loads the LAVA code
+    from kcing.documents.lava import LogLines
 
 
 def logstash_json(document: Document) -> bytes:
