@@ -41,7 +41,7 @@ class Stop(threading.Event):
             remaining = WAIT_SLICE_SECONDS if deadline is None else deadline - time.monotonic()
             if super().wait(max(0.0, min(remaining, WAIT_SLICE_SECONDS))):
                 return True
-            if remaining <= WAIT_SLICE_SECONDS:
+            if deadline is not None and remaining <= WAIT_SLICE_SECONDS:
                 return False
 
     def pause(self, seconds: float) -> None:

@@ -75,3 +75,15 @@ def test_the_waits_still_give_what_they_waited_for():
     started = time.monotonic()
     shutdown.sleep(0.5)
     assert 0.5 <= time.monotonic() - started < 1.5
+
+
+def test_a_wait_without_timeout_lasts_until_the_stop():
+    stop = shutdown.Stop()
+    waited = []
+    waiter = threading.Thread(target=lambda: waited.append(stop.wait()), daemon=True)
+    waiter.start()
+    waiter.join(1.0)
+    assert waiter.is_alive() and not waited  # several slices later, still waiting
+    stop.set()
+    waiter.join(2.0)
+    assert waited == [True]
