@@ -32,6 +32,7 @@ UTC = timezone.utc
 BASE = datetime(2024, 10, 16, tzinfo=UTC)
 FILES = "https://files.example"
 MESON = "lava-json-meson-gxbb-p200.json"
+RAW_QEMU = "lava-callback-raw-incomplete-qemu.json"
 
 
 def real_text(directory: Path, name: str) -> str:
@@ -128,11 +129,42 @@ def test_a_test_gives_the_legacy_test_fields(tree):
 
 
 @pytest.mark.parametrize("result, error_code, expected", [
-    ("pass", None, "pass"), ("fail", None, "pass"), ("fail", "Test", "fail"), ("incomplete", "Infrastructure", "unknown"),
-    ("incomplete", None, "unknown"), (None, None, "unknown"), ("skip", None, "unknown"),
+    ("pass", None, ("pass", None)),
+    ("fail", None, ("pass", None)),  # a test suite failed after the board booted
+    ("fail", "Test", ("fail", "kernel")),  # a baseline job's setup failed, not the lab's fault
+    ("fail", "Infrastructure", ("unknown", "infrastructure")),  # older nodes: fail for every incomplete job
+    ("incomplete", "Job", ("fail", "kernel")),  # LAVA gave up on the kernel (the qemu fault file)
+    ("incomplete", "LAVATimeout", ("fail", "kernel")),  # as a legacy job that timed out
+    ("incomplete", "Infrastructure", ("unknown", "infrastructure")),
+    ("incomplete", "Canceled", ("unknown", "infrastructure")),
+    ("incomplete", "node_timeout", ("unknown", "infrastructure")),  # no lab answered in time
+    ("incomplete", "submit_error", ("unknown", "infrastructure")),
+    ("incomplete", None, ("unknown", None)),  # setup failed: the login or the kernel messages
+    (None, None, ("unknown", None)), ("skip", None, ("unknown", None)),
 ])
 def test_without_its_callback_a_lab_job_says_what_its_result_implies_about_the_boot(result, error_code, expected):
     assert node_boot_result(result, error_code) == expected
+
+
+@pytest.mark.parametrize("with_callback", [False, True], ids=["node alone", "with its callback"])
+def test_a_kernel_fault_after_login_is_the_same_verdict_from_the_api_as_from_legacy_storage(tree, with_callback):
+    # The job of lava-callback-raw-incomplete-qemu.json as the API stores it: LAVA said
+    # incomplete, the `job` step's error type Job; its setup (login) passed.
+    callback = real_text(LEGACY, RAW_QEMU)
+    legacy = next(document for document in documents_for(LAVA, callback.encode(), BASE) if document.kind == "boot").body
+    node = {**tree["baseline"], "result": "incomplete"}
+    node["data"] = {**node["data"], "error_code": "Job", "error_msg": legacy["error_msg"]}
+    boot = docs(node, callback_data=callback if with_callback else None)[0].body
+    verdict = ("boot_result", "boot_failure", "error_type")
+    assert [boot.get(name) for name in verdict] == [legacy.get(name) for name in verdict] == ["fail", "kernel", "Job"]
+
+
+def test_a_callback_that_passed_clears_the_failure_its_node_implied(tree):
+    node = {**tree["baseline"], "result": "fail"}
+    node["data"] = {**node["data"], "error_code": "Test"}
+    assert (only(docs(node)).body["boot_failure"]) == "kernel"
+    boot = docs(node, callback_data=real_text(LEGACY, MESON))[0].body  # a complete job, login passed
+    assert boot["boot_result"] == "pass" and "boot_failure" not in boot
 
 
 def test_a_lab_job_gives_a_boot_document_and_with_its_callback_its_log(tree):

@@ -42,7 +42,8 @@ LAVA_COMMON = {
     # Who failed, when a LAVA job's boot did not pass: `kernel` (boot_result fail: the job ended
     # incomplete for a reason that is not the lab's, or the login failed) or `infrastructure`
     # (boot_result unknown: LAVA error type Infrastructure, Configuration or Bug, or the job was
-    # canceled). Absent when the boot passed, and on boot reports, which do not say.
+    # canceled; from the API without the callback, also its own error codes, documents/nodes.py).
+    # Absent when the boot passed, and on boot reports, which do not say.
     "boot_failure": KEYWORD,
     "boot_time": FLOAT,  # seconds to the login prompt
     "lava_job_id": LONG,

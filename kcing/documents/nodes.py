@@ -44,6 +44,7 @@ from kcing.documents.coerce import as_date, as_float, as_int, as_keyword, as_low
 from kcing.documents.fields import LAVA_COMMON
 from kcing.documents.identity import document_id, index_name, iso_timestamp
 from kcing.documents.lava import LogLines, log_parts
+from kcing.documents.lava_results import INFRASTRUCTURE_FAILURE, KERNEL_FAILURE, LAB_ERROR_TYPES
 from kcing.documents.typed import without_missing
 from kcing.documents.validate import check_all
 from kcing.errors import RejectedInput
@@ -177,6 +178,13 @@ def _lab_fields(node: Mapping[str, Any], data: Mapping[str, Any],
     }
 
 
+# Error codes of a lab job that blame the lab or KernelCI's pipeline, never the kernel: LAVA's
+# (lava_results.LAB_ERROR_TYPES) and the API's own (upstream.md §2.5: the job could not be made,
+# submitted or run, or no lab answered in time).
+NOT_THE_KERNEL = LAB_ERROR_TYPES | frozenset((
+    "invalid_job_params", "submit_error", "node_timeout", "job_generation_error", "kbuild_internal_error"))
+
+
 def lava_job_number(job_id: Optional[str]) -> Optional[int]:
     """A LAVA job id as a number; Kubernetes job names stay in kernelci_api.job_id."""
     return as_int(job_id) if job_id and job_id.isdigit() else None
@@ -239,18 +247,28 @@ def _measurement(value: Any) -> tuple:
 
 # Boot documents (and their log) --------------------------------------------------------------
 
-def node_boot_result(result: Optional[str], error_code: Optional[str]) -> str:
-    """The boot outcome a lab job's own result implies, without its callback.
+def node_boot_result(result: Optional[str], error_code: Optional[str]) -> Tuple[str, Optional[str]]:
+    """(boot_result, boot_failure) a lab job's own result and error code imply, without its
+    callback, read as the legacy verdict reads a callback (lava_results.boot_outcome).
 
-    A job passes only if its `setup` (login) did. It fails with no error code when a later test
-    suite failed after the board booted, and with one when a baseline job's `setup` failed for a
-    reason that is not the lab's. `incomplete` says neither (setup failed, or the lab gave up).
+    The API's job result (upstream.md §2.6): `pass`; `fail` without an error code when a test
+    suite failed after the board booted; `fail` with one when a baseline job's `setup` failed for
+    a reason that is not the lab's; `incomplete` with the error of LAVA's `job` step when LAVA
+    gave up (`Infrastructure` when it did not say), and without one when LAVA completed the job
+    but `setup` failed. So: an error code that blames the lab or the pipeline (and older nodes
+    carry `fail` with `Infrastructure`) gives `unknown`, an infrastructure failure; any other
+    error code a kernel failure, `fail`, as a legacy job that ended incomplete; a failed setup
+    without a code says neither (it may be the kernel messages, not the login): `unknown`.
     """
+    if error_code in NOT_THE_KERNEL:
+        return "unknown", INFRASTRUCTURE_FAILURE
     if result == "pass":
-        return "pass"
-    if result == "fail":
-        return "fail" if error_code else "pass"
-    return "unknown"
+        return "pass", None
+    if result == "fail" and not error_code:
+        return "pass", None
+    if result in ("fail", "incomplete") and error_code:
+        return "fail", KERNEL_FAILURE
+    return "unknown", None
 
 
 def _boot_parts(node_id: str, node: Mapping[str, Any], envelope: Mapping[str, Any], when: datetime,
@@ -264,15 +282,17 @@ def _boot_parts(node_id: str, node: Mapping[str, Any], envelope: Mapping[str, An
         "device_type": fields["board"],
         "error_type": error_code,
         "error_msg": as_text(data.get("error_msg")),
-        "boot_result": node_boot_result(as_keyword(node.get("result")), error_code),
         "boot_time": None,
     })
+    fields["boot_result"], fields["boot_failure"] = node_boot_result(as_keyword(node.get("result")), error_code)
     callback = nodes_lava.read_callback(envelope.get("callback_data"))
     if callback.problem:
         api.setdefault("artifact_errors", []).append("callback_data: %s" % callback.problem)
     for name, value in callback.boot_fields.items():
         if value is not None or name not in fields:
             fields[name] = value
+    if "boot_result" in callback.boot_fields:  # the callback's verdict replaces the node's whole
+        fields["boot_failure"] = callback.boot_fields.get("boot_failure")
     documents = [_document("boot", node_id, when, fields, api)]
     if not callback.log_items:
         return documents, None
