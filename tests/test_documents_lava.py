@@ -164,13 +164,21 @@ def test_a_stored_callback_names_its_lab_and_build():
     assert (boot["dtb_addr"], boot["loadaddr"], boot["initrd_addr"]) == ("0x1000000", "0x1080000", "0x13000000")
 
 
-def test_the_first_login_of_a_job_that_booted_twice_counts():
+@pytest.mark.parametrize("steps, expected", [
+    pytest.param([("20", "fail", "30"), ("10", "pass", "9.5")], ("pass", 9.5), id="the first passed, a later failed"),
+    # LAVA retried the boot (failure_retry) and the second attempt logged in: the job completed.
+    pytest.param([("10", "fail", "120"), ("20", "pass", "11.5")], ("pass", 11.5), id="retried after a failed login"),
+    pytest.param([("10", "pass", "9"), ("20", "pass", "8")], ("pass", 9.0), id="booted twice"),
+    pytest.param([("20", "fail", "30"), ("10", "fail", "40")], ("fail", 40.0), id="every login failed"),
+])
+def test_of_a_complete_job_that_logged_in_more_than_once_a_passed_login_counts(steps, expected):
     callback = real_callback(MESON)
-    callback["results"] = {"lava": (
-        "- {id: '20', name: login-action, result: fail, measurement: '30.0000000000'}\n"
-        "- {id: '10', name: login-action, result: pass, measurement: '9.5000000000'}\n")}
+    callback["results"] = {"lava": "".join(
+        "- {id: '%s', name: login-action, result: %s, measurement: '%s'}\n" % step for step in steps)}
     boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
-    assert (boot["boot_result"], boot["boot_time"]) == ("pass", 9.5)
+    assert boot["job_status"] == "complete"
+    assert (boot["boot_result"], boot["boot_time"]) == expected
+    assert boot.get("boot_failure") == ("kernel" if expected[0] == "fail" else None)
 
 
 def test_an_untimed_login_step_falls_back_to_its_duration():

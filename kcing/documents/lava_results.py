@@ -63,15 +63,17 @@ def boot_outcome(lava_suite: List[Case], job_status: Optional[str]) -> dict:
     - the job ended incomplete: `fail`. The login step passes as soon as a prompt shows, and a
       kernel that faults after it (the shell never answers, LAVA times out) leaves the job
       incomplete with a login step that passed: the login step alone is not to be trusted;
-    - the job completed: the login step's result (`auto-login-action` or `login-action`, the
-      first one when it booted twice), `pass` for a job without one (LAVA completes a job only
-      when every action passed);
+    - the job completed: the login step's result (`auto-login-action` or `login-action`), `pass`
+      for a job without one (LAVA completes a job only when every action passed). When it
+      logged in more than once, as a job LAVA retried after a failed boot (`failure_retry`), a
+      login that passed counts: the board booted, as KernelCI's own callback handler reads it;
     - any other status (none, submitted, running): the login step's result, else `unknown`.
 
-    `boot_failure` is `kernel` for every other `fail`. boot_time is the login step's time.
+    `boot_failure` is `kernel` for every other `fail`. boot_time is the time of the login step
+    that counts (the first that passed, else the first).
     """
     error = _job_error(lava_suite)
-    login = _first_login_step(lava_suite)
+    login = _login_step(lava_suite)
     login_result = as_lower_keyword(login.get("result")) if login is not None else None
     if error["error_type"] in LAB_ERROR_TYPES or job_status in CANCELED_STATUSES:
         result, failure = "unknown", INFRASTRUCTURE_FAILURE
@@ -100,12 +102,15 @@ def bootloader_addresses(lava_suite: List[Case]) -> dict:
     return {field: as_keyword(extras.get(key)) for field, key in BOOTLOADER_ADDRESSES.items()}
 
 
-def _first_login_step(lava_suite: List[Case]) -> Optional[Case]:
-    """The job's first login (lowest LAVA case id), when a job booted more than once."""
+def _login_step(lava_suite: List[Case]) -> Optional[Case]:
+    """The login step that says whether the job booted: of a job that logged in more than once,
+    the first (lowest LAVA case id) that passed, else the first."""
     steps = [(position, case) for position, case in enumerate(lava_suite) if case.get("name") in LOGIN_STEPS]
     if not steps:
         return None
-    return min(steps, key=lambda step: _case_order(step[1], step[0]))[1]
+    steps.sort(key=lambda step: _case_order(step[1], step[0]))
+    passed = [case for _, case in steps if as_lower_keyword(case.get("result")) == "pass"]
+    return passed[0] if passed else steps[0][1]
 
 
 def _case_order(case: Case, position: int) -> tuple:
