@@ -109,6 +109,16 @@ def test_a_kbuild_gives_the_legacy_build_fields(tree):
     assert (api["runtime"], api["job_id"], api["kernel_version"]) == ("k8s-all", "kci-tree-1-kbuild", "6.12")
 
 
+@pytest.mark.parametrize("result, error_code, expected", [
+    ("pass", None, "PASS"), ("fail", None, "FAIL"), (None, None, "UNKNOWN"), ("incomplete", "node_timeout", "INCOMPLETE"),
+    ("fail", "kbuild_internal_error", "ERROR"), ("fail", "node_timeout", "ERROR"), ("fail", "Infrastructure", "ERROR"),
+])
+def test_a_build_that_failed_for_the_pipelines_reason_is_an_error_not_a_failure(result, error_code, expected):
+    node = {**_minimal("kbuild"), "result": result}
+    node["data"] = {**node.get("data", {}), "error_code": error_code}
+    assert only(docs(node)).body["build_result"] == expected
+
+
 def test_a_build_log_gives_warning_and_error_counts():
     text = "CC a.o\nfs/x.c:1:2: warning: unused\nerror: no rule\nfs/y.c:3:4: error: undeclared\nwarnings: 0\n"
     assert build_log_summary(text) == {"warnings": 1, "errors": 2, "build_log_size": len(text)}

@@ -62,7 +62,7 @@ BUILD = {
     "defconfig_full": KEYWORD,
     "kconfig_fragments": KEYWORD,
     "build_environment": KEYWORD,
-    "build_result": KEYWORD,  # PASS, FAIL, UNKNOWN (uppercase, as upstream)
+    "build_result": KEYWORD,  # PASS, FAIL, UNKNOWN (uppercase, as upstream); API: INCOMPLETE, ERROR
     "build_type": KEYWORD,
     "build_platform": KEYWORD,  # platform.uname() of the builder, a list
     "build_threads": LONG,

@@ -197,7 +197,7 @@ def _build_fields(node: Mapping[str, Any], build_log: Any) -> dict:
     result = as_keyword(node.get("result"))
     compiler = _COMPILER.match(fields["build_environment"] or "")
     fields.update({
-        "build_result": result.upper() if result else "UNKNOWN",
+        "build_result": kbuild_result(result, as_keyword(data.get("error_code"))),
         "compiler": compiler.group("name") if compiler else fields["build_environment"],
         "compiler_version": compiler.group("version") if compiler else None,
         "kconfig_fragments": "+".join(nodes_api.keywords(data.get("fragments")) or ()) or None,
@@ -210,6 +210,16 @@ def _build_fields(node: Mapping[str, Any], build_log: Any) -> dict:
     if isinstance(build_log, str):
         fields.update(build_log_summary(build_log))
     return fields
+
+
+def kbuild_result(result: Optional[str], error_code: Optional[str]) -> str:
+    """A kbuild's `build_result`: its result in upper case, as legacy builds (`UNKNOWN` while
+    null), except that a build that failed for the pipeline's or the runner's reason (an error
+    code of NOT_THE_KERNEL: `kbuild_internal_error`, `node_timeout`, ...) is `ERROR`, as KCIDB
+    reads it (upstream.md §3.6): "Failed builds" are the kernel's to fix."""
+    if result == "fail" and error_code in NOT_THE_KERNEL:
+        return "ERROR"
+    return result.upper() if result else "UNKNOWN"
 
 
 def build_log_summary(text: str) -> dict:
