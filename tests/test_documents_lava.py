@@ -181,6 +181,19 @@ def test_of_a_complete_job_that_logged_in_more_than_once_a_passed_login_counts(s
     assert boot.get("boot_failure") == ("kernel" if expected[0] == "fail" else None)
 
 
+def test_cases_of_the_same_name_in_two_test_sets_are_told_apart():
+    callback = real_callback(MESON)
+    cases = [{"id": str(9000000 + number), "name": "VIDIOC_EXPBUF", "result": result, "suite": "2_v4l2",
+              "metadata": {"case": "VIDIOC_EXPBUF", "result": result, "set": test_set}}
+             for number, (result, test_set) in enumerate((("pass", "Input-0"), ("fail", "Input-1")))]
+    callback["results"] = {**callback["results"], "2_v4l2": json.dumps(cases)}  # JSON is YAML
+    tests = [doc for doc in documents_for(LAVA, encode(callback), LISTED) if doc.kind == "test" and doc.body["suite"] == "2_v4l2"]
+    assert sorted((doc.body["test_set"], doc.body["result"]) for doc in tests) == [("Input-0", "pass"), ("Input-1", "fail")]
+    assert len({doc.doc_id for doc in tests}) == 2
+    others = [doc for doc in documents_for(LAVA, encode(real_callback(MESON)), LISTED) if doc.kind == "test"]
+    assert others and all("test_set" not in doc.body for doc in others)  # the real file has no sets
+
+
 def test_an_untimed_login_step_falls_back_to_its_duration():
     callback = real_callback(MESON)
     callback["results"] = {"lava": "- {id: '1', name: login-action, result: PASS, measurement: None,"

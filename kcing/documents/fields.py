@@ -137,6 +137,7 @@ TEST = {
     "log_start_line": LONG,  # 1-based line in the job log (the log documents' lineno)
     "log_end_line": LONG,
     "test_case_id": KEYWORD,  # LAVA test case id
+    "test_set": KEYWORD,  # LAVA test set (metadata.set): a suite may repeat a case name in each set
     "error_type": KEYWORD,
     "error_msg": TEXT,
 }

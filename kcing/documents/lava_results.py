@@ -158,5 +158,7 @@ def case_fields(suite: str, case: Case) -> dict:
         "log_start_line": as_int(case.get("log_start_line")),
         "log_end_line": as_int(case.get("log_end_line")),
         "test_case_id": as_keyword(case.get("id")),
+        # A suite such as v4l2-compliance or LTP repeats case names across its sets.
+        "test_set": as_keyword(_metadata(case).get("set")),
         **case_error(case),
     }
