@@ -295,6 +295,8 @@ class Feed:
         while len(self.posting) >= self.options.posts_in_flight:
             self._collect(*self.posting.popleft())
         self.limiter.wait_for(len(batch))
+        if self.stop.is_set():  # the pause ends at a stop: the batch stays unsent, its objects undelivered
+            raise self._interrupted()
         self.posting.append((batch, self.post_pool.submit(self.sink.send, batch)))
 
     def _collect(self, batch: Batch, future: Future) -> None:

@@ -241,6 +241,20 @@ def test_a_run_stuck_on_a_download_stops_on_a_signal(legacy_replica, logstash, s
     assert ledger_states(db).get(("build", build_object.upstream_id)) != "delivered"
 
 
+def test_a_signal_ends_a_long_pause_between_batches(legacy_replica, logstash, tmp_path):
+    db = tmp_path / "kcing.db"
+    # Ten documents a second: the pause before each batch of hundreds lasts tens of seconds.
+    env = feed_environ(legacy_replica, logstash, db, ES_MAX_DOCS_PER_SECOND="10")
+    posts = lambda: sum(len(emulator.requests) for emulator in logstash.emulators.values())  # noqa: E731
+    process = kcing_process(["feed_es"], env, tmp_path)
+    assert wait_until(lambda: posts() >= 1, timeout=30)
+    time.sleep(1.0)
+    stderr = stopped_at_once(process, signal.SIGTERM)
+    assert "Traceback" not in stderr
+    assert last_run(env, tmp_path)["outcome"] == "error 130"
+    assert posts() == 1  # no batch went out after the stop
+
+
 def signal_a_thread_other_than_main(process, signum) -> None:
     """Send `signum` to one of the process's threads that is not its main thread, as the kernel
     may choose to when a signal is sent to the process."""
