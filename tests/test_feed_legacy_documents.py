@@ -263,3 +263,30 @@ def test_a_sample_build_without_a_manifest_date_is_refused_not_dated_by_its_file
     assert "no date: build.json carries none" in result.stdout
     assert "the samples manifest's" in result.stdout  # the reason says where a date comes from
     assert not logstash.store
+
+
+def test_a_local_file_larger_than_the_object_limit_is_refused_unread_and_the_run_goes_on(logstash, tmp_path):
+    sample = sample_build()
+    good = tmp_path / "build.json"
+    good.write_bytes(sample.path.read_bytes())
+    huge = tmp_path / "huge.json"
+    with huge.open("wb") as sparse:  # 300 MB that take no disk: read whole, they would take memory
+        sparse.truncate(300 * 1024 * 1024)
+    env = dict(local_environ(logstash, tmp_path), KCI_MAX_OBJECT_BYTES="1048576")
+    result = kcing(["feed_es", "--builds", str(huge), str(good), "--date", "2020-11-04"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "more than the limit of 1048576: raise KCI_MAX_OBJECT_BYTES" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert len(logstash.store) == 1  # the other file was fed
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_a_local_path_that_is_no_regular_file_is_refused_without_reading_it(logstash, tmp_path, special):
+    if special == "fifo":
+        special = str(tmp_path / "fifo")
+        os.mkfifo(special)  # no writer: opened as usual, it would block forever
+    result = kcing(["feed_es", "--builds", special, "--date", "2020-11-04"], local_environ(logstash, tmp_path),
+                   tmp_path, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "not a regular file" in result.stdout
+    assert not logstash.store

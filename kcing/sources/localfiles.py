@@ -3,18 +3,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Tuple
 
 from dateutil import parser as dateparser
 
-from kcing.errors import ConfigError, UpstreamError
+from kcing.errors import ConfigError, ObjectTooLarge, UpstreamError
 from kcing.records import OBJECT_KINDS, UpstreamObject
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MANIFEST = "manifest.json"
+# The default of KCI_MAX_OBJECT_BYTES, for callers that name no limit.
+DEFAULT_MAX_BYTES = 100_000_000
 
 
 class SamplesDir:
@@ -22,8 +26,9 @@ class SamplesDir:
 
     name = "samples"
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, max_bytes: int = DEFAULT_MAX_BYTES):
         self.root = Path(directory)
+        self.max_bytes = max_bytes
         manifest = self.root / MANIFEST
         try:
             self.manifest = json.loads(manifest.read_text(encoding="utf-8"))
@@ -39,7 +44,7 @@ class SamplesDir:
             yield self._object_from(number, entry)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
-        return _read(Path(obj.url))
+        return read_bounded(Path(obj.url), self.max_bytes)
 
     def _object_from(self, number: int, entry) -> UpstreamObject:
         if not isinstance(entry, dict):
@@ -81,14 +86,16 @@ class LocalFiles:
 
     name = "files"
 
-    def __init__(self, files: Sequence[Tuple[str, str]], date: Optional[datetime] = None):
+    def __init__(self, files: Sequence[Tuple[str, str]], date: Optional[datetime] = None,
+                 max_bytes: int = DEFAULT_MAX_BYTES):
         self.files = list(files)  # (kind, path)
         self.date = date
+        self.max_bytes = max_bytes
 
     def list_objects(self) -> Iterator[UpstreamObject]:
         for kind, path in self.files:
             try:
-                content = _read(Path(path))
+                content = read_bounded(Path(path), self.max_bytes)
             except UpstreamError as error:
                 yield UpstreamObject(self.name, kind, "missing:" + path[-100:], path, problem=str(error))
                 continue
@@ -96,14 +103,33 @@ class LocalFiles:
                                  str(Path(path).resolve()), self.date)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
-        return _read(Path(obj.url))
+        return read_bounded(Path(obj.url), self.max_bytes)
 
 
-def _read(path: Path) -> bytes:
+def read_bounded(path: Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file at `path`, held to `max_bytes` (KCI_MAX_OBJECT_BYTES) as a
+    download is: a larger file is refused (ObjectTooLarge) before it is read. So is anything but
+    a regular file: a device such as /dev/zero never ends, and a FIFO blocks until a writer comes
+    (it is opened without blocking to find out)."""
     try:
-        return path.read_bytes()
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as error:
         raise UpstreamError("cannot read %s: %s" % (path, error.strerror or error)) from None
+    try:
+        with os.fdopen(descriptor, "rb") as file:
+            status = os.fstat(file.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise UpstreamError("cannot read %s: not a regular file" % path)
+            if status.st_size > max_bytes:
+                raise ObjectTooLarge("%s: %d bytes, more than the limit of %d: raise KCI_MAX_OBJECT_BYTES to take it"
+                                     % (path, status.st_size, max_bytes))
+            content = file.read(max_bytes + 1)
+    except OSError as error:
+        raise UpstreamError("cannot read %s: %s" % (path, error.strerror or error)) from None
+    if len(content) > max_bytes:  # it grew while being read
+        raise ObjectTooLarge("%s: more than the limit of %d bytes: raise KCI_MAX_OBJECT_BYTES to take it"
+                             % (path, max_bytes))
+    return content
 
 
 def _parse_date(value):
