@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from kcing.collector import collector_paused
-from kcing.errors import RejectedInput
+from kcing.errors import RejectedInput, unexpected_failure
 from kcing.sinks.batching import LOGSTASH_SEPARATOR, Encoded
 
 log = logging.getLogger(__name__)
@@ -406,7 +406,7 @@ def serve() -> None:
         except RejectedInput as error:
             answer = ("rejected", str(error))
         except Exception as error:  # a fault in one object must cost only that object
-            answer = ("rejected", "document building failed: %s: %s" % (type(error).__name__, error))
+            answer = ("rejected", unexpected_failure("documents could not be made", error))
         del content, request
         try:
             _write_frame(answers, pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))

@@ -112,3 +112,11 @@ def one_line(text: Any, limit: int = 160) -> str:
     """A reason fit for one ledger line: whitespace collapsed, long text cut."""
     words = " ".join(str(text).split())
     return words if len(words) <= limit else words[: limit - 3] + "..."
+
+
+def unexpected_failure(what: str, error: Exception) -> str:
+    """The rejection reason for an object whose fetch or documents raised something kcing does
+    not raise on purpose: input no check foresaw must cost that object only, never the run (a
+    run that crashed on it would crash again on every retry, and deliver nothing ever after).
+    One line, the same whether the documents were made in the feed's process or in a worker."""
+    return one_line("%s: %s (%s)" % (what, type(error).__name__, error))

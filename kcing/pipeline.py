@@ -17,7 +17,8 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 from kcing import watermark
 from kcing.building import Builder
-from kcing.errors import ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput, UpstreamError, one_line
+from kcing.errors import (ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput, UpstreamError,
+                          unexpected_failure)
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE
 from kcing.listing import Listing
@@ -397,13 +398,6 @@ class Feed:
                 "documents sent %d (%.0f/s)%s" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected,
                                                   s.failed, s.documents, s.documents / elapsed,
                                                   eta_text(s.downloaded + s.failed + s.rejected, total, elapsed)))
-
-
-def unexpected_failure(what: str, error: Exception) -> str:
-    """The rejection reason for an object whose fetch or documents raised something kcing does
-    not raise on purpose: input no check foresaw must cost that object only, never the run (a
-    run that crashed on it would crash again on every retry, and deliver nothing ever after)."""
-    return one_line("%s: %s (%s)" % (what, type(error).__name__, error))
 
 
 def feed(source, ledger: Ledger, sink, options: FeedOptions, limiter: Optional[RateLimiter] = None,

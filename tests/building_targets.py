@@ -40,4 +40,6 @@ def fault_on_lab(kind, content, created, listed_lab, encode, separator=b","):
         raise TypeError("unsupported operand in worker %d" % os.getpid())
     if listed_lab == "pid":
         raise ValueError("pid %d" % os.getpid())
+    if listed_lab == "multiline":
+        raise ValueError("first line\nsecond line " + "x" * 500)
     return encoded_documents(kind, content, created, listed_lab, encode, separator)

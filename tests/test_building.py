@@ -18,7 +18,7 @@ import pytest
 
 from kcing import building, cli, pipeline
 from kcing.building import Builder
-from kcing.errors import RejectedInput
+from kcing.errors import RejectedInput, unexpected_failure
 from kcing.records import CHECKOUT, JOB, LAVA
 from kcing.sinks.logstash import LogstashSink
 from tests import building_targets
@@ -165,13 +165,19 @@ def test_a_fault_in_one_object_rejects_it_with_the_reason_and_keeps_the_worker()
     with Builder(2, LogstashSink.encode, target="tests.building_targets:fault_on_lab") as builder:
         builder.start(wait=True)
         pids = set()
-        for lab in ("fault", "pid", "pid", "pid", "pid"):
+        for lab in ("fault", "multiline", "pid", "pid", "pid", "pid"):
             with pytest.raises(RejectedInput) as rejected:
                 builder.build(LAVA, content, CREATED, lab)
+            reason = str(rejected.value)
             if lab == "fault":
-                assert "TypeError: unsupported operand" in str(rejected.value)
+                # The reason a fault in the feed's own process gives (pipeline.Feed._fetch).
+                assert reason.startswith("documents could not be made: TypeError (unsupported operand in worker")
+            elif lab == "multiline":
+                assert reason == unexpected_failure("documents could not be made",
+                                                    ValueError("first line\nsecond line " + "x" * 500))
+                assert "\n" not in reason and len(reason) <= 160
             else:
-                pids.add(str(rejected.value).rsplit(" ", 1)[1])
+                pids.add(reason.rsplit(" ", 1)[1])
         assert builder.restarts == 0 and len(pids) <= 2
 
 
