@@ -85,6 +85,35 @@ def test_a_redirect_from_logstash_is_a_configuration_error_and_nothing_is_marked
     assert last_run(env, tmp_path)["outcome"] == "error 2"
 
 
+@pytest.mark.parametrize("status, body, content_type", [
+    (200, b"<html><body>Welcome to nginx!</body></html>", "text/html"),  # a web server where the input should be
+    (200, b'{"acknowledged":true}', "application/json"),
+    (202, b"queued", "text/plain"),
+])
+def test_a_2xx_that_is_not_logstashs_ok_is_no_acknowledgement(legacy_replica, logstash, lava_front, tmp_path,
+                                                               status, body, content_type):
+    db = tmp_path / "kcing.db"
+    lava_front.on("POST", "/", answer(status, (("Content-Type", content_type),), body))
+    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url)
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "ES_LAVA" in line and "instead of a Logstash http input's \"ok\"" in line and content_type in line
+    lava_objects = {key for key, state in ledger_states(db).items() if key[0] == "lava"}
+    assert lava_objects and all(ledger_states(db)[key] != "delivered" for key in lava_objects)
+
+
+@pytest.mark.parametrize("status, body", [(200, b"ok"), (201, b"ok"), (204, b"")])
+def test_each_answer_a_logstash_input_can_be_set_to_give_acknowledges(legacy_replica, logstash, lava_front, tmp_path,
+                                                                      status, body):
+    db = tmp_path / "kcing.db"
+    lava_front.on("POST", "/", answer(status, (("Content-Type", "text/plain"),), body))
+    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url)
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {state for (kind, _), state in ledger_states(db).items() if kind == "lava"} == {"delivered"}
+
+
 # 413 from the sink (legacy source; the API source is in test_feed_api.py) ---------------------
 
 def test_a_document_too_large_for_logstash_is_kept_and_sent_once_the_limit_is_raised(

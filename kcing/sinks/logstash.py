@@ -32,6 +32,18 @@ class BatchTooLarge(Exception):
         self.size = size
 
 
+# What a Logstash http input answers once it queued a batch's events: "ok" (any of the codes
+# `response_code` allows), no body with 204 (elk.md §1.6).
+LOGSTASH_ACKNOWLEDGEMENTS = (b"ok", b"")
+
+
+def _described(answer: bytes, headers) -> str:
+    """A short, one-line account of an answer body, for an error message."""
+    kind = (headers.get("Content-Type") or "no Content-Type").split(";")[0].strip()
+    text = " ".join(answer[:60].decode("utf-8", "replace").split())
+    return "%s %r%s" % (kind, text, "..." if len(answer) > 60 else "")
+
+
 class LogstashSink:
     """Posts each batch to one of the route's Logstash inputs until one acknowledges it.
 
@@ -126,6 +138,12 @@ class LogstashSink:
         log.debug("POST %s [status:%s duration:%.3fs docs:%d bytes:%d]",
                   url, status, time.monotonic() - started, count, len(body))
         if 200 <= status < 300:
+            if answer.strip() not in LOGSTASH_ACKNOWLEDGEMENTS:
+                # Not Logstash's answer: a web server or a proxy's page says nothing of the batch,
+                # and taking it as an acknowledgement would record as delivered what went nowhere.
+                raise ConfigError("%s answered %d with %s instead of a Logstash http input's \"ok\": set %s to the "
+                                  "URL of the input" % (url, status, _described(answer, response.headers),
+                                                        self.settings.get(route, "the route's ES_* setting")))
             return None, None
         if 300 <= status < 400:
             location = response.headers.get("Location")
