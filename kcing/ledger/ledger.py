@@ -32,21 +32,50 @@ RANGE_MISSES_BEFORE_GIVING_UP = 3
 _ID_SEPARATOR = "\x1f"
 WRITE_CHUNK = 100
 
+
+def _sql_text(text: str) -> str:
+    """A constant as an SQL string literal (the upsert's statements are built once, at import)."""
+    return "'%s'" % text.replace("'", "''")
+
+
+def _marked_missing(error: str) -> str:
+    """SQL: the error `error` (a column) carries the mark of an object missing in Elasticsearch."""
+    mark = models.MISSING_IN_ELASTICSEARCH
+    return "(%s = %s OR substr(%s, 1, %d) = %s)" % (error, _sql_text(mark), error, len(mark) + 2,
+                                                    _sql_text(mark + "; "))
+
+
 # The upsert of one outcome row: a new object is inserted; a known one (same source, kind, id
 # and destination) takes the new state, adds its attempts, and keeps what the new row lacks.
 _COLUMNS = ("source", "kind", "upstream_id", "url", "sha256", "state", "attempts", "last_error", "object_date",
             "first_seen", "delivered_at", "document_count", "kept_ids", "destination")
-_ALWAYS_UPDATED = ('state = excluded.state', 'url = excluded.url', 'attempts = upstream_file.attempts + excluded.attempts',
+_ALWAYS_UPDATED = ('url = excluded.url', 'attempts = upstream_file.attempts + excluded.attempts',
                    'object_date = COALESCE(excluded.object_date, upstream_file.object_date)',
                    'sha256 = COALESCE(excluded.sha256, upstream_file.sha256)',
                    'document_count = COALESCE(excluded.document_count, upstream_file.document_count)')
+# An object reconcile found missing in Elasticsearch stays marked until it is delivered again:
+# `reconcile --resend` and its count of what is still missing find it by the mark, and a run
+# that downloads it may still end before Logstash acknowledges it (Logstash down, a signal, a
+# kill). The upsert keeps the mark itself, in the same statement, rather than each caller: a
+# download leaves the object failed with the mark alone; a failure, a rejection or a refusal as
+# too large takes its state, with its reason after the mark.
+_HELD_MISSING = "upstream_file.state <> %s AND %s" % (_sql_text(DELIVERED), _marked_missing("upstream_file.last_error"))
+_UNDELIVERED_STATE = "state = CASE WHEN %s AND excluded.state = %s THEN %s ELSE excluded.state END" % (
+    _HELD_MISSING, _sql_text(DOWNLOADED), _sql_text(FAILED))
+# (A NULL error makes the condition NULL, which CASE takes as false: such a row is not held.)
+_UNDELIVERED_ERROR = ("last_error = CASE WHEN %s AND excluded.last_error IS NULL THEN %s "
+                      "WHEN %s AND NOT %s THEN %s || excluded.last_error ELSE excluded.last_error END" % (
+                          _HELD_MISSING, _sql_text(models.MISSING_IN_ELASTICSEARCH), _HELD_MISSING,
+                          _marked_missing("excluded.last_error"), _sql_text(models.MISSING_IN_ELASTICSEARCH + "; ")))
 _UPSERT_SQL = ("INSERT INTO \"upstream_file\" (%s) VALUES (%s) ON CONFLICT (source, kind, upstream_id, destination) "
                "DO UPDATE SET %%s" % (", ".join(_COLUMNS), ", ".join("?" * len(_COLUMNS))))
 _UPSERT = {  # delivered or not -> statement
-    False: _UPSERT_SQL % ", ".join(_ALWAYS_UPDATED + ("last_error = excluded.last_error",)),
-    True: _UPSERT_SQL % ", ".join(_ALWAYS_UPDATED + ("delivered_at = excluded.delivered_at", "last_error = NULL",
-                                                     "kept_ids = excluded.kept_ids")),
+    False: _UPSERT_SQL % ", ".join(_ALWAYS_UPDATED + (_UNDELIVERED_STATE, _UNDELIVERED_ERROR)),
+    True: _UPSERT_SQL % ", ".join(_ALWAYS_UPDATED + ("state = excluded.state", "delivered_at = excluded.delivered_at",
+                                                     "last_error = NULL", "kept_ids = excluded.kept_ids")),
 }
+# The states an object held as missing can be in (every state but delivered).
+_UNDELIVERED = tuple(state for state in models.STATES if state != DELIVERED)
 # Seconds a write waits for another process holding the database lock (setting KCING_DB_LOCK_WAIT).
 DEFAULT_LOCK_WAIT = 30.0
 
@@ -304,15 +333,16 @@ class Ledger:
     def missing_objects(self, source: str, chunk: int = LOOKUP_CHUNK,
                         reason: str = models.MISSING_IN_ELASTICSEARCH,
                         destination_prefix: str = "") -> Iterator[UpstreamObject]:
-        """The objects of `source` that reconcile sent back to undelivered and no run has re-sent
-        yet, rebuilt from their rows (URL and date), read `chunk` rows at a time."""
+        """The objects of `source` that reconcile sent back to undelivered and no run has
+        delivered again since, rebuilt from their rows (URL and date), read `chunk` rows at a time."""
         last = 0
         while True:
             rows = [DeliveredRow(*row) for row in self.db.execute_sql(
-                "SELECT %s FROM upstream_file WHERE source = ? AND state = ? AND (last_error = ? OR "
+                "SELECT %s FROM upstream_file WHERE source = ? AND state IN (%s) AND (last_error = ? OR "
                 "substr(last_error, 1, ?) = ?) AND substr(destination, 1, ?) = ? AND id > ? ORDER BY id LIMIT ?"
-                % _ROW_COLUMNS, [source, FAILED, reason, len(reason) + 2, reason + "; ", len(destination_prefix),
-                                 destination_prefix, last, chunk]).fetchall()]
+                % (_ROW_COLUMNS, ",".join("?" * len(_UNDELIVERED))),
+                [source, *_UNDELIVERED, reason, len(reason) + 2, reason + "; ", len(destination_prefix),
+                 destination_prefix, last, chunk]).fetchall()]
             if not rows:
                 return
             last = rows[-1].id
@@ -323,13 +353,14 @@ class Ledger:
 
     def sources_with_missing(self, reason: str = models.MISSING_IN_ELASTICSEARCH,
                              destination_prefix: str = "") -> Dict[str, int]:
-        """{source: objects reconcile sent back to undelivered and not yet re-sent}.
+        """{source: objects reconcile sent back to undelivered and not delivered again since}.
 
-        An object whose re-send failed stays one of them: its error is `reason; ...`."""
+        An object whose re-send failed, was refused or was not acknowledged stays one of them:
+        its error is `reason` or `reason; ...` until it is delivered."""
         held = (UpstreamFile.last_error == reason) | (fn.SUBSTR(UpstreamFile.last_error, 1, len(reason) + 2)
                                                       == reason + "; ")
         query = (UpstreamFile.select(UpstreamFile.source, fn.COUNT(UpstreamFile.id))
-                 .where((UpstreamFile.state == FAILED) & held
+                 .where(UpstreamFile.state.in_(_UNDELIVERED) & held
                         & UpstreamFile.destination.startswith(destination_prefix))
                  .group_by(UpstreamFile.source))
         return {source: count for source, count in query.tuples()}

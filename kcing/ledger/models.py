@@ -13,7 +13,8 @@ REJECTED = "rejected"
 # fault of the object, so it stays undelivered (and holds an API watermark) until the limit is raised.
 TOO_LARGE = "too_large"
 STATES = (DOWNLOADED, DELIVERED, FAILED, REJECTED, TOO_LARGE)
-# The last_error of an object `kcing reconcile` found incomplete in Elasticsearch (state failed).
+# The last_error of an object `kcing reconcile` found incomplete in Elasticsearch (state failed),
+# or its start ("missing in Elasticsearch; <why the re-send failed>"): only a delivery clears it.
 MISSING_IN_ELASTICSEARCH = "missing in Elasticsearch"
 
 
