@@ -22,7 +22,7 @@ from kcing.documents import documents_for
 from kcing.errors import ConfigError, RejectedInput
 from kcing.ledger import docids
 from kcing.ledger.ledger import DeliveredRow, Ledger, Outcome
-from kcing.ledger.models import (DELIVERED, DOWNLOADED, FAILED, MISSING_IN_ELASTICSEARCH, REJECTED,
+from kcing.ledger.models import (APPLICATION_ID, DELIVERED, DOWNLOADED, FAILED, MISSING_IN_ELASTICSEARCH, REJECTED,
                                  SCHEMA_VERSION, TOO_LARGE)
 from kcing.reconcile import (
     MGET_BATCH, LookupFailed, ObjectCheck, Report, expired_index, is_present, read_groups, summary_lines,
@@ -267,6 +267,7 @@ def make_schema_1(path: Path) -> None:
         conn.execute("ALTER TABLE watermark DROP COLUMN destination")
         conn.execute('CREATE UNIQUE INDEX "watermark_source" ON "watermark" ("source")')
         conn.execute("PRAGMA user_version = 1")
+        conn.execute("PRAGMA application_id = 0")  # nor did it mark its ledgers
 
 
 def test_a_schema_1_ledger_is_migrated_and_its_rows_are_not_checkable(tmp_path):
@@ -280,6 +281,7 @@ def test_a_schema_1_ledger_is_migrated_and_its_rows_are_not_checkable(tmp_path):
     ledger.close()
     with sqlite3.connect(str(db)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
 
 
 def test_a_ledger_from_a_newer_kcing_is_refused(tmp_path):

@@ -13,7 +13,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple
 from peewee import DatabaseError, SqliteDatabase, fn
 
 from kcing.errors import ConfigError, KcingError, exit_status
-from kcing.ledger import docids, models
+from kcing.ledger import docids, identity, models
 from kcing.ledger.database import LedgerDatabase
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, UpstreamFile
 from kcing.records import UpstreamObject
@@ -143,16 +143,21 @@ class Ledger:
              earlier_watermark_destination: str = "logstash") -> "Ledger":
         """Open (creating if needed) the ledger at `path`; a file that is not one is a ConfigError.
 
-        A write waits up to `wait` seconds for another process holding the database lock, then
-        raises LedgerBusy; a full disk or an I/O error raises StorageFailed (ledger/database.py).
-        A ledger from before schema 3 knew one destination, Logstash: its rows are migrated as
-        sent to `earlier_destination(kind)` and its watermarks to `earlier_watermark_destination`
-        (the CLI passes the Logstash inputs configured now).
+        A SQLite file of another program is refused before anything is written to it (see
+        ledger/identity.py). A write waits up to `wait` seconds for another process holding the
+        database lock, then raises LedgerBusy; a full disk or an I/O error raises StorageFailed
+        (ledger/database.py). A ledger from before schema 3 knew one destination, Logstash: its
+        rows are migrated as sent to `earlier_destination(kind)` and its watermarks to
+        `earlier_watermark_destination` (the CLI passes the Logstash inputs configured now).
         """
         if path != ":memory:":
-            parent = Path(path).expanduser().resolve().parent
-            if not parent.is_dir():
-                raise ConfigError("KCING_DB directory %s does not exist" % parent)
+            _check_ledger_path(Path(path).expanduser())
+            if Path(path).expanduser().exists():
+                # Read only, on a connection of its own: a file that is not a ledger is refused
+                # before kcing writes a byte to it (even the WAL mode or a checkpoint of its WAL).
+                refused = identity.refusal(identity.shape_of_file(path, wait))
+                if refused:
+                    raise ConfigError("KCING_DB %s %s" % (path, refused))
         database = LedgerDatabase(path, wait, pragmas={
             "journal_mode": "wal",
             # WAL + NORMAL: a committed transaction survives a killed process; only a power loss
@@ -166,13 +171,15 @@ class Ledger:
             database.connect(reuse_if_open=True)
             with database.atomic():
                 version = database.execute_sql("PRAGMA user_version").fetchone()[0]
-                if version > models.SCHEMA_VERSION:
+                if version > models.SCHEMA_VERSION:  # a ledger made newer since it was checked above
                     raise ConfigError("KCING_DB %s was written by a newer kcing (ledger schema %d; this one knows "
                                       "up to %d)" % (path, version, models.SCHEMA_VERSION))
                 _migrate(database, earlier_destination, earlier_watermark_destination)
                 database.create_tables(models.TABLES, safe=True)
                 if version != models.SCHEMA_VERSION:
                     database.execute_sql("PRAGMA user_version = %d" % models.SCHEMA_VERSION)
+                if database.execute_sql("PRAGMA application_id").fetchone()[0] != models.APPLICATION_ID:
+                    database.execute_sql("PRAGMA application_id = %d" % models.APPLICATION_ID)
         except (DatabaseError, sqlite3.DatabaseError) as error:
             _close_quietly(database)
             raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
@@ -527,6 +534,17 @@ class Ledger:
     def last_run(self, command: str) -> Optional[models.Run]:
         """The newest run of `command`, or None."""
         return models.Run.select().where(models.Run.command == command).order_by(models.Run.id.desc()).first()
+
+
+def _check_ledger_path(path: Path) -> None:
+    """A ledger path must name a file, existing or not, in a directory that exists."""
+    if path.is_dir():
+        raise ConfigError("KCING_DB %s is a directory: name a ledger file, e.g. %s" % (path, path / "kcing.db"))
+    if path.exists() and not path.is_file():
+        raise ConfigError("KCING_DB %s is not a regular file: name a ledger file" % path)
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise ConfigError("KCING_DB directory %s does not exist" % parent)
 
 
 def _close_quietly(database: SqliteDatabase) -> None:

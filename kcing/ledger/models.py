@@ -103,3 +103,5 @@ TABLES = (UpstreamFile, DeliveredDocuments, Run, Watermark)
 # 1: upstream_file, run, watermark. 2: upstream_file.kept_ids and delivered_documents.
 # 3: upstream_file.destination and watermark.destination, part of their unique keys.
 SCHEMA_VERSION = 3
+# Stored as SQLite's application_id ("kcin"): marks the file as a kcing ledger (ledger/identity.py).
+APPLICATION_ID = int.from_bytes(b"kcin", "big")
