@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kcing import settings as settings_module
 from kcing.ledger.ledger import Ledger, Outcome
-from kcing.ledger.models import DELIVERED
+from kcing.ledger.models import APPLICATION_ID, DELIVERED
 from kcing.records import BUILD, UpstreamObject
 from kcing.wiring import logstash_destinations_key
 from tests.feedrun import SAMPLES, clean_environ, kcing, sample_objects
@@ -121,6 +121,7 @@ def test_a_schema_2_ledger_keeps_its_deliveries_as_sent_to_the_configured_logsta
     assert logstash_destinations_key(configured).startswith("logstash http://127.0.0.1:")
     with sqlite3.connect(str(db)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID  # now marked as kcing's
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("SELECT COUNT(*) FROM delivered_documents").fetchone()[0] == 3  # ids kept
         failed = conn.execute("SELECT attempts, state FROM upstream_file WHERE upstream_id = ?",

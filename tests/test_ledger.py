@@ -5,9 +5,11 @@ from datetime import datetime, timezone
 import pytest
 
 from kcing.errors import ConfigError
+from kcing.ledger.identity import FileShape, refusal
 from kcing.ledger.ledger import Ledger, Outcome
-from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, SCHEMA_VERSION, TOO_LARGE
+from kcing.ledger.models import APPLICATION_ID, DELIVERED, DOWNLOADED, FAILED, REJECTED, SCHEMA_VERSION, TOO_LARGE
 from kcing.records import UpstreamObject
+from tests.feedrun import feed_environ, kcing
 
 
 def obj(upstream_id, kind="build", source="legacy"):
@@ -157,3 +159,112 @@ def test_a_file_that_is_not_a_ledger_is_a_config_error(tmp_path):
 def test_missing_directory_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError):
         Ledger.open(str(tmp_path / "nope" / "kcing.db"))
+
+
+# -- only kcing's own ledgers are opened ------------------------------------------------------------
+
+def kcing_shape(version=SCHEMA_VERSION, application_id=APPLICATION_ID, **tables):
+    columns = {"upstream_file": EARLIEST_UPSTREAM_FILE, "run": RUN_COLUMNS}
+    columns.update(tables)
+    return FileShape(application_id, version, {name: frozenset(cols) for name, cols in columns.items()})
+
+
+EARLIEST_UPSTREAM_FILE = ("id", "source", "kind", "upstream_id", "url", "sha256", "state", "attempts", "last_error",
+                          "object_date", "first_seen", "delivered_at", "document_count")
+RUN_COLUMNS = ("id", "command", "started", "ended", "outcome", "counts")
+
+
+def test_a_file_is_a_kcing_ledger_by_its_marker_or_by_the_shape_earlier_kcings_wrote():
+    assert refusal(FileShape(0, 0, {})) is None  # new (an empty file too)
+    assert refusal(kcing_shape()) is None
+    for version in (1, 2, 3):  # written before ledgers were marked
+        assert refusal(kcing_shape(version, application_id=0, watermark=("id", "source", "position", "moved_at"))) \
+            is None
+    assert "newer kcing" in refusal(kcing_shape(SCHEMA_VERSION + 1))
+    for foreign in (FileShape(0, 0, {"foo": frozenset("a")}), FileShape(0, 42, {"foo": frozenset("a")}),
+                    FileShape(0, 7, {}), FileShape(0x12345678, 0, {}),
+                    FileShape(0x12345678, 1, kcing_shape().tables),
+                    kcing_shape(1, application_id=0, watermark=("id", "name")),
+                    kcing_shape(1, application_id=0, upstream_file=("id", "name")),
+                    kcing_shape(0, application_id=0), kcing_shape(42, application_id=0)):
+        assert "is not a kcing ledger" in refusal(foreign), foreign
+
+
+def test_a_new_ledger_is_marked_and_one_from_before_the_marker_gets_it(tmp_path):
+    path = tmp_path / "kcing.db"
+    Ledger.open(str(path)).record([Outcome(obj("a"), DELIVERED)])
+    with sqlite3.connect(str(path)) as raw:
+        assert raw.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        raw.execute("PRAGMA application_id = 0")  # as the kcing before the marker wrote it
+    reopened = Ledger.open(str(path))
+    try:
+        assert reopened.delivered_ids("legacy", "build", ["a"]) == {"a"}
+    finally:
+        reopened.close()
+    with sqlite3.connect(str(path)) as raw:
+        assert raw.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+
+
+def _another_programs_tables(db):
+    with sqlite3.connect(str(db)) as raw:
+        raw.execute("CREATE TABLE foo (a)")
+        raw.execute("INSERT INTO foo VALUES (1)")
+
+
+def _another_programs_version(db):
+    with sqlite3.connect(str(db)) as raw:
+        raw.execute("CREATE TABLE foo (a)")
+        raw.execute("PRAGMA user_version = 42")
+
+
+def _a_watermark_table_of_its_own(db):
+    with sqlite3.connect(str(db)) as raw:
+        raw.execute("CREATE TABLE watermark (id INTEGER PRIMARY KEY, name TEXT)")
+
+
+def _kcings_table_names_other_columns(db):
+    with sqlite3.connect(str(db)) as raw:
+        raw.execute("CREATE TABLE upstream_file (id INTEGER PRIMARY KEY, name TEXT)")
+        raw.execute("CREATE TABLE run (id INTEGER PRIMARY KEY, name TEXT)")
+        raw.execute("PRAGMA user_version = 1")
+
+
+def _another_programs_marker_in_wal_mode(db):
+    with sqlite3.connect(str(db)) as raw:
+        raw.execute("PRAGMA journal_mode = wal")
+        raw.execute("PRAGMA application_id = 305419896")
+        raw.execute("CREATE TABLE upstream_file (id INTEGER PRIMARY KEY)")
+
+
+FOREIGN_FILES = [_another_programs_tables, _another_programs_version, _a_watermark_table_of_its_own,
+                 _kcings_table_names_other_columns, _another_programs_marker_in_wal_mode]
+LEDGER_COMMANDS = [["status"], ["feed_es"], ["drp"], ["reconcile"]]
+
+
+@pytest.mark.parametrize("make", FOREIGN_FILES, ids=lambda make: make.__name__.strip("_"))
+def test_a_sqlite_file_of_another_program_is_refused_and_left_as_it_was(make, legacy_replica, logstash, tmp_path):
+    db = tmp_path / "other.db"
+    make(db)
+    before = db.read_bytes()
+    # Elasticsearch is never asked: the ledger is refused first (nothing listens there).
+    env = feed_environ(legacy_replica, logstash, db, ES_HOST="http://127.0.0.1:9", DRP_DAYS="36500")
+    for command in LEDGER_COMMANDS:
+        result = kcing(command, env, tmp_path)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        [line] = result.stderr.splitlines()
+        assert line.startswith("kcing %s: KCING_DB %s is not a kcing ledger (" % (command[0], db)), line
+        assert line.endswith("left as it is: point KCING_DB (or --db) at a kcing ledger or a new file"), line
+        assert db.read_bytes() == before, command
+    assert not logstash.store
+
+
+def test_a_directory_as_the_ledger_is_a_configuration_error(legacy_replica, logstash, tmp_path):
+    folder = tmp_path / "ledger"
+    folder.mkdir()
+    env = feed_environ(legacy_replica, logstash, folder, ES_HOST="http://127.0.0.1:9", DRP_DAYS="36500")
+    for command in LEDGER_COMMANDS:
+        result = kcing(command, env, tmp_path)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert result.stderr.splitlines() == ["kcing %s: KCING_DB %s is a directory: name a ledger file, e.g. %s"
+                                              % (command[0], folder, folder / "kcing.db")]
+    assert list(folder.iterdir()) == []

@@ -8,6 +8,7 @@ pipeline's elasticsearch output would, except the documents a test chooses to dr
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,7 +22,8 @@ from kcing.documents import documents_for
 from kcing.errors import ConfigError, RejectedInput
 from kcing.ledger import docids
 from kcing.ledger.ledger import DeliveredRow, Ledger, Outcome
-from kcing.ledger.models import DELIVERED, FAILED, MISSING_IN_ELASTICSEARCH, SCHEMA_VERSION
+from kcing.ledger.models import (APPLICATION_ID, DELIVERED, DOWNLOADED, FAILED, MISSING_IN_ELASTICSEARCH, REJECTED,
+                                 SCHEMA_VERSION, TOO_LARGE)
 from kcing.reconcile import (
     MGET_BATCH, LookupFailed, ObjectCheck, Report, expired_index, is_present, read_groups, summary_lines,
 )
@@ -31,8 +33,9 @@ from kcing.runlock import RunLock
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.elastic_forward import ForwardingStore
 from tests.fakes.logstash_emulator import LogstashCluster
-from tests.feedrun import (SAMPLES, clean_environ, feed_environ, kcing, kept_ids, ledger_rows, ledger_states,
-                           sample_objects)
+from tests.fakes.serving import wait_until
+from tests.feedrun import (SAMPLES, clean_environ, feed_environ, kcing, kcing_process, kept_ids, ledger_rows,
+                           ledger_states, sample_objects)
 
 DocKey = Tuple[str, str]
 
@@ -202,6 +205,39 @@ def test_mark_missing_sends_objects_back_and_forgets_their_ids(ledger, tmp_path)
     assert ledger.mark_missing([row.id]) == 0  # no longer delivered
 
 
+def test_an_object_held_as_missing_stays_held_until_it_is_delivered_again(ledger):
+    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1))])
+    ledger.mark_missing([ledger.row("legacy", BUILD, "a").id])
+
+    def held() -> tuple:
+        row = ledger.row("legacy", BUILD, "a")
+        return (row.state, row.last_error, [o.upstream_id for o in ledger.missing_objects("legacy")],
+                ledger.sources_with_missing())
+
+    # Downloaded, then the run died before Logstash acknowledged it (down, stopped, killed).
+    ledger.record([Outcome(obj("a"), DOWNLOADED, sha256="0" * 64, document_count=1)])
+    assert held() == (FAILED, MISSING_IN_ELASTICSEARCH, ["a"], {"legacy": 1})
+    ledger.record([Outcome(obj("a"), FAILED, error="storage down")])
+    assert held() == (FAILED, MISSING_IN_ELASTICSEARCH + "; storage down", ["a"], {"legacy": 1})
+    ledger.record([Outcome(obj("a"), FAILED, error=MISSING_IN_ELASTICSEARCH + "; re-send failed: 503")])
+    assert held()[1] == MISSING_IN_ELASTICSEARCH + "; re-send failed: 503"  # the mark once, not twice
+    ledger.record([Outcome(obj("a"), REJECTED, error="not JSON")])
+    assert held() == (REJECTED, MISSING_IN_ELASTICSEARCH + "; not JSON", ["a"], {"legacy": 1})
+    ledger.record([Outcome(obj("a"), TOO_LARGE, error="413")])
+    assert held() == (TOO_LARGE, MISSING_IN_ELASTICSEARCH + "; 413", ["a"], {"legacy": 1})
+    # In one transaction, as a run writes a batch: downloaded, then acknowledged.
+    ledger.record([Outcome(obj("a"), DOWNLOADED), Outcome(obj("a"), DELIVERED, documents=packed(1))])
+    assert held() == (DELIVERED, None, [], {})
+
+
+def test_an_object_never_marked_takes_each_outcome_as_it_comes(ledger):
+    ledger.record([Outcome(obj("b"), FAILED, error="storage down")])
+    ledger.record([Outcome(obj("b"), DOWNLOADED)])
+    row = ledger.row("legacy", BUILD, "b")
+    assert (row.state, row.last_error, row.attempts) == (DOWNLOADED, None, 2)
+    assert ledger.sources_with_missing() == {}
+
+
 def test_pruning_forgets_the_ids_with_their_rows(tmp_path):
     clock = [datetime(2024, 10, 1)]
     ledger = Ledger.open(str(tmp_path / "kcing.db"), clock=lambda: clock[0])
@@ -231,6 +267,7 @@ def make_schema_1(path: Path) -> None:
         conn.execute("ALTER TABLE watermark DROP COLUMN destination")
         conn.execute('CREATE UNIQUE INDEX "watermark_source" ON "watermark" ("source")')
         conn.execute("PRAGMA user_version = 1")
+        conn.execute("PRAGMA application_id = 0")  # nor did it mark its ledgers
 
 
 def test_a_schema_1_ledger_is_migrated_and_its_rows_are_not_checkable(tmp_path):
@@ -244,6 +281,7 @@ def test_a_schema_1_ledger_is_migrated_and_its_rows_are_not_checkable(tmp_path):
     ledger.close()
     with sqlite3.connect(str(db)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
 
 
 def test_a_ledger_from_a_newer_kcing_is_refused(tmp_path):
@@ -411,6 +449,73 @@ def test_an_object_whose_resend_failed_is_still_held_as_missing(env, tmp_path, l
     resent = kcing(["reconcile", "--resend"], env, tmp_path)
     assert resent.returncode == 0, resent.stdout + resent.stderr
     assert posted_keys(forwarding) == kept[boot]
+    assert set(ledger_states(db).values()) == {DELIVERED}
+
+
+def _lose_the_build_documents(env, tmp_path, es) -> Set[DocKey]:
+    """Feed, delete every build document in Elasticsearch, reconcile (which marks them); return them."""
+    db = tmp_path / "kcing.db"
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    builds = set().union(*(ids for (kind, _), ids in kept_ids(db).items() if kind == "build"))
+    delete_documents(es, builds)
+    marked = kcing(["reconcile"], env, tmp_path)
+    assert marked.returncode == 1, marked.stdout + marked.stderr
+    return builds
+
+
+def _held_as_missing(db: Path) -> Dict[Tuple[str, str], tuple]:
+    return {(row["kind"], row["upstream_id"]): (row["state"], row["last_error"]) for row in ledger_rows(db)
+            if row["state"] != DELIVERED}
+
+
+@needs_samples
+def test_a_resend_logstash_did_not_acknowledge_leaves_the_objects_held_as_missing(env, tmp_path, forwarding, es):
+    db = tmp_path / "kcing.db"
+    builds = _lose_the_build_documents(env, tmp_path, es)
+    held = _held_as_missing(db)
+    assert held and set(held.values()) == {(FAILED, MISSING_IN_ELASTICSEARCH)}
+
+    forwarding.build.down()  # downloaded again, never acknowledged
+    failed = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    assert "downloaded %d, delivered 0" % len(held) in failed.stdout
+    assert _held_as_missing(db) == held
+
+    forwarding.build.up()
+    resent = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    assert "re-sending %d legacy objects" % len(held) in resent.stdout
+    assert builds <= es_keys(es)
+    assert set(ledger_states(db).values()) == {DELIVERED}
+    assert kcing(["reconcile"], env, tmp_path).returncode == 0
+
+
+@needs_samples
+def test_a_resend_stopped_before_logstash_answered_leaves_the_objects_held_as_missing(legacy_replica, forwarding,
+                                                                                      es, tmp_path):
+    db = tmp_path / "kcing.db"
+    env = feed_environ(legacy_replica, forwarding, db, ES_HOST=es.url, DRP_DAYS=KEEP_EVERYTHING, ES_TIMEOUT="2")
+    builds = _lose_the_build_documents(env, tmp_path, es)
+    held = _held_as_missing(db)
+
+    forwarding.build.block_pipeline()  # Elasticsearch stalls: the post waits for an answer
+    process = kcing_process(["reconcile", "--resend"], env, tmp_path)
+    try:
+        assert wait_until(lambda: forwarding.build.inflight > 0, timeout=30)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        forwarding.build.unblock_pipeline()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stdout + stderr
+    assert _held_as_missing(db) == held
+
+    forwarding.build.wait_idle()
+    resent = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    assert "re-sending %d legacy objects" % len(held) in resent.stdout
+    assert builds <= es_keys(es)
     assert set(ledger_states(db).values()) == {DELIVERED}
 
 

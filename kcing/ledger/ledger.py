@@ -13,7 +13,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple
 from peewee import DatabaseError, SqliteDatabase, fn
 
 from kcing.errors import ConfigError, KcingError, exit_status
-from kcing.ledger import docids, models
+from kcing.ledger import docids, identity, models
 from kcing.ledger.database import LedgerDatabase
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, UpstreamFile
 from kcing.records import UpstreamObject
@@ -32,21 +32,50 @@ RANGE_MISSES_BEFORE_GIVING_UP = 3
 _ID_SEPARATOR = "\x1f"
 WRITE_CHUNK = 100
 
+
+def _sql_text(text: str) -> str:
+    """A constant as an SQL string literal (the upsert's statements are built once, at import)."""
+    return "'%s'" % text.replace("'", "''")
+
+
+def _marked_missing(error: str) -> str:
+    """SQL: the error `error` (a column) carries the mark of an object missing in Elasticsearch."""
+    mark = models.MISSING_IN_ELASTICSEARCH
+    return "(%s = %s OR substr(%s, 1, %d) = %s)" % (error, _sql_text(mark), error, len(mark) + 2,
+                                                    _sql_text(mark + "; "))
+
+
 # The upsert of one outcome row: a new object is inserted; a known one (same source, kind, id
 # and destination) takes the new state, adds its attempts, and keeps what the new row lacks.
 _COLUMNS = ("source", "kind", "upstream_id", "url", "sha256", "state", "attempts", "last_error", "object_date",
             "first_seen", "delivered_at", "document_count", "kept_ids", "destination")
-_ALWAYS_UPDATED = ('state = excluded.state', 'url = excluded.url', 'attempts = upstream_file.attempts + excluded.attempts',
+_ALWAYS_UPDATED = ('url = excluded.url', 'attempts = upstream_file.attempts + excluded.attempts',
                    'object_date = COALESCE(excluded.object_date, upstream_file.object_date)',
                    'sha256 = COALESCE(excluded.sha256, upstream_file.sha256)',
                    'document_count = COALESCE(excluded.document_count, upstream_file.document_count)')
+# An object reconcile found missing in Elasticsearch stays marked until it is delivered again:
+# `reconcile --resend` and its count of what is still missing find it by the mark, and a run
+# that downloads it may still end before Logstash acknowledges it (Logstash down, a signal, a
+# kill). The upsert keeps the mark itself, in the same statement, rather than each caller: a
+# download leaves the object failed with the mark alone; a failure, a rejection or a refusal as
+# too large takes its state, with its reason after the mark.
+_HELD_MISSING = "upstream_file.state <> %s AND %s" % (_sql_text(DELIVERED), _marked_missing("upstream_file.last_error"))
+_UNDELIVERED_STATE = "state = CASE WHEN %s AND excluded.state = %s THEN %s ELSE excluded.state END" % (
+    _HELD_MISSING, _sql_text(DOWNLOADED), _sql_text(FAILED))
+# (A NULL error makes the condition NULL, which CASE takes as false: such a row is not held.)
+_UNDELIVERED_ERROR = ("last_error = CASE WHEN %s AND excluded.last_error IS NULL THEN %s "
+                      "WHEN %s AND NOT %s THEN %s || excluded.last_error ELSE excluded.last_error END" % (
+                          _HELD_MISSING, _sql_text(models.MISSING_IN_ELASTICSEARCH), _HELD_MISSING,
+                          _marked_missing("excluded.last_error"), _sql_text(models.MISSING_IN_ELASTICSEARCH + "; ")))
 _UPSERT_SQL = ("INSERT INTO \"upstream_file\" (%s) VALUES (%s) ON CONFLICT (source, kind, upstream_id, destination) "
                "DO UPDATE SET %%s" % (", ".join(_COLUMNS), ", ".join("?" * len(_COLUMNS))))
 _UPSERT = {  # delivered or not -> statement
-    False: _UPSERT_SQL % ", ".join(_ALWAYS_UPDATED + ("last_error = excluded.last_error",)),
-    True: _UPSERT_SQL % ", ".join(_ALWAYS_UPDATED + ("delivered_at = excluded.delivered_at", "last_error = NULL",
-                                                     "kept_ids = excluded.kept_ids")),
+    False: _UPSERT_SQL % ", ".join(_ALWAYS_UPDATED + (_UNDELIVERED_STATE, _UNDELIVERED_ERROR)),
+    True: _UPSERT_SQL % ", ".join(_ALWAYS_UPDATED + ("state = excluded.state", "delivered_at = excluded.delivered_at",
+                                                     "last_error = NULL", "kept_ids = excluded.kept_ids")),
 }
+# The states an object held as missing can be in (every state but delivered).
+_UNDELIVERED = tuple(state for state in models.STATES if state != DELIVERED)
 # Seconds a write waits for another process holding the database lock (setting KCING_DB_LOCK_WAIT).
 DEFAULT_LOCK_WAIT = 30.0
 
@@ -114,16 +143,21 @@ class Ledger:
              earlier_watermark_destination: str = "logstash") -> "Ledger":
         """Open (creating if needed) the ledger at `path`; a file that is not one is a ConfigError.
 
-        A write waits up to `wait` seconds for another process holding the database lock, then
-        raises LedgerBusy; a full disk or an I/O error raises StorageFailed (ledger/database.py).
-        A ledger from before schema 3 knew one destination, Logstash: its rows are migrated as
-        sent to `earlier_destination(kind)` and its watermarks to `earlier_watermark_destination`
-        (the CLI passes the Logstash inputs configured now).
+        A SQLite file of another program is refused before anything is written to it (see
+        ledger/identity.py). A write waits up to `wait` seconds for another process holding the
+        database lock, then raises LedgerBusy; a full disk or an I/O error raises StorageFailed
+        (ledger/database.py). A ledger from before schema 3 knew one destination, Logstash: its
+        rows are migrated as sent to `earlier_destination(kind)` and its watermarks to
+        `earlier_watermark_destination` (the CLI passes the Logstash inputs configured now).
         """
         if path != ":memory:":
-            parent = Path(path).expanduser().resolve().parent
-            if not parent.is_dir():
-                raise ConfigError("KCING_DB directory %s does not exist" % parent)
+            _check_ledger_path(Path(path).expanduser())
+            if Path(path).expanduser().exists():
+                # Read only, on a connection of its own: a file that is not a ledger is refused
+                # before kcing writes a byte to it (even the WAL mode or a checkpoint of its WAL).
+                refused = identity.refusal(identity.shape_of_file(path, wait))
+                if refused:
+                    raise ConfigError("KCING_DB %s %s" % (path, refused))
         database = LedgerDatabase(path, wait, pragmas={
             "journal_mode": "wal",
             # WAL + NORMAL: a committed transaction survives a killed process; only a power loss
@@ -137,13 +171,15 @@ class Ledger:
             database.connect(reuse_if_open=True)
             with database.atomic():
                 version = database.execute_sql("PRAGMA user_version").fetchone()[0]
-                if version > models.SCHEMA_VERSION:
+                if version > models.SCHEMA_VERSION:  # a ledger made newer since it was checked above
                     raise ConfigError("KCING_DB %s was written by a newer kcing (ledger schema %d; this one knows "
                                       "up to %d)" % (path, version, models.SCHEMA_VERSION))
                 _migrate(database, earlier_destination, earlier_watermark_destination)
                 database.create_tables(models.TABLES, safe=True)
                 if version != models.SCHEMA_VERSION:
                     database.execute_sql("PRAGMA user_version = %d" % models.SCHEMA_VERSION)
+                if database.execute_sql("PRAGMA application_id").fetchone()[0] != models.APPLICATION_ID:
+                    database.execute_sql("PRAGMA application_id = %d" % models.APPLICATION_ID)
         except (DatabaseError, sqlite3.DatabaseError) as error:
             _close_quietly(database)
             raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
@@ -304,15 +340,16 @@ class Ledger:
     def missing_objects(self, source: str, chunk: int = LOOKUP_CHUNK,
                         reason: str = models.MISSING_IN_ELASTICSEARCH,
                         destination_prefix: str = "") -> Iterator[UpstreamObject]:
-        """The objects of `source` that reconcile sent back to undelivered and no run has re-sent
-        yet, rebuilt from their rows (URL and date), read `chunk` rows at a time."""
+        """The objects of `source` that reconcile sent back to undelivered and no run has
+        delivered again since, rebuilt from their rows (URL and date), read `chunk` rows at a time."""
         last = 0
         while True:
             rows = [DeliveredRow(*row) for row in self.db.execute_sql(
-                "SELECT %s FROM upstream_file WHERE source = ? AND state = ? AND (last_error = ? OR "
+                "SELECT %s FROM upstream_file WHERE source = ? AND state IN (%s) AND (last_error = ? OR "
                 "substr(last_error, 1, ?) = ?) AND substr(destination, 1, ?) = ? AND id > ? ORDER BY id LIMIT ?"
-                % _ROW_COLUMNS, [source, FAILED, reason, len(reason) + 2, reason + "; ", len(destination_prefix),
-                                 destination_prefix, last, chunk]).fetchall()]
+                % (_ROW_COLUMNS, ",".join("?" * len(_UNDELIVERED))),
+                [source, *_UNDELIVERED, reason, len(reason) + 2, reason + "; ", len(destination_prefix),
+                 destination_prefix, last, chunk]).fetchall()]
             if not rows:
                 return
             last = rows[-1].id
@@ -323,13 +360,14 @@ class Ledger:
 
     def sources_with_missing(self, reason: str = models.MISSING_IN_ELASTICSEARCH,
                              destination_prefix: str = "") -> Dict[str, int]:
-        """{source: objects reconcile sent back to undelivered and not yet re-sent}.
+        """{source: objects reconcile sent back to undelivered and not delivered again since}.
 
-        An object whose re-send failed stays one of them: its error is `reason; ...`."""
+        An object whose re-send failed, was refused or was not acknowledged stays one of them:
+        its error is `reason` or `reason; ...` until it is delivered."""
         held = (UpstreamFile.last_error == reason) | (fn.SUBSTR(UpstreamFile.last_error, 1, len(reason) + 2)
                                                       == reason + "; ")
         query = (UpstreamFile.select(UpstreamFile.source, fn.COUNT(UpstreamFile.id))
-                 .where((UpstreamFile.state == FAILED) & held
+                 .where(UpstreamFile.state.in_(_UNDELIVERED) & held
                         & UpstreamFile.destination.startswith(destination_prefix))
                  .group_by(UpstreamFile.source))
         return {source: count for source, count in query.tuples()}
@@ -496,6 +534,17 @@ class Ledger:
     def last_run(self, command: str) -> Optional[models.Run]:
         """The newest run of `command`, or None."""
         return models.Run.select().where(models.Run.command == command).order_by(models.Run.id.desc()).first()
+
+
+def _check_ledger_path(path: Path) -> None:
+    """A ledger path must name a file, existing or not, in a directory that exists."""
+    if path.is_dir():
+        raise ConfigError("KCING_DB %s is a directory: name a ledger file, e.g. %s" % (path, path / "kcing.db"))
+    if path.exists() and not path.is_file():
+        raise ConfigError("KCING_DB %s is not a regular file: name a ledger file" % path)
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise ConfigError("KCING_DB directory %s does not exist" % parent)
 
 
 def _close_quietly(database: SqliteDatabase) -> None:

@@ -13,7 +13,8 @@ REJECTED = "rejected"
 # fault of the object, so it stays undelivered (and holds an API watermark) until the limit is raised.
 TOO_LARGE = "too_large"
 STATES = (DOWNLOADED, DELIVERED, FAILED, REJECTED, TOO_LARGE)
-# The last_error of an object `kcing reconcile` found incomplete in Elasticsearch (state failed).
+# The last_error of an object `kcing reconcile` found incomplete in Elasticsearch (state failed),
+# or its start ("missing in Elasticsearch; <why the re-send failed>"): only a delivery clears it.
 MISSING_IN_ELASTICSEARCH = "missing in Elasticsearch"
 
 
@@ -102,3 +103,5 @@ TABLES = (UpstreamFile, DeliveredDocuments, Run, Watermark)
 # 1: upstream_file, run, watermark. 2: upstream_file.kept_ids and delivered_documents.
 # 3: upstream_file.destination and watermark.destination, part of their unique keys.
 SCHEMA_VERSION = 3
+# Stored as SQLite's application_id ("kcin"): marks the file as a kcing ledger (ledger/identity.py).
+APPLICATION_ID = int.from_bytes(b"kcin", "big")

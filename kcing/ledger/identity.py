@@ -1,0 +1,100 @@
+"""Which SQLite files are kcing ledgers: kcing opens, migrates and writes only its own.
+
+A ledger carries kcing's application_id in its header (SQLite's field for telling one
+program's files from another's), set when it is created or first opened by a kcing that knows
+the field. A ledger written before then is known by its shape instead: a user_version kcing
+wrote (1 to SCHEMA_VERSION) and kcing's tables with the columns every kcing ledger has had. A
+file with no tables and no version is a new ledger (an empty file too). Anything else belongs
+to another program: kcing refuses it before writing a byte to it.
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, FrozenSet, Mapping, Optional
+from urllib.parse import quote
+
+from kcing.errors import ConfigError
+from kcing.ledger import models
+from kcing.ledger.database import storage_error
+
+# The tables every kcing ledger has had since the first (the others come with create_tables).
+REQUIRED_TABLES = ("upstream_file", "run")
+# Columns later schemas added to tables that earlier ledgers already had (_migrate adds them).
+ADDED_LATER = {"upstream_file": {"kept_ids", "destination"}, "watermark": {"destination"}}
+# Table names shown when a file is refused for holding other tables.
+NAMES_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class FileShape:
+    """What a SQLite file's header and schema say about it."""
+
+    application_id: int
+    user_version: int
+    tables: Mapping[str, FrozenSet[str]]  # table or view -> its columns
+
+
+def shape_of_file(path: str, wait: float) -> FileShape:
+    """The shape of the SQLite file at `path`, read on a read-only connection of its own (which
+    writes nothing to the file, and so cannot checkpoint another program's WAL into it)."""
+    location = "file:%s?mode=ro" % quote(str(Path(path).expanduser().resolve()))
+    try:
+        connection = sqlite3.connect(location, uri=True, timeout=wait)
+        try:
+            return read_shape(lambda sql: connection.execute(sql).fetchall())
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        failure = storage_error(path, error, wait)  # locked past the wait, an I/O error
+        if failure is not None:
+            raise failure from None
+        raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
+
+
+def read_shape(query: Callable[[str], list]) -> FileShape:
+    """The shape of the open database `query` (SQL -> rows) reads; reads only."""
+    names = [row[0] for row in query("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                                     "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")]
+    tables = {name: frozenset(row[1] for row in query("PRAGMA table_info(%s)" % _quoted(name))) for name in names}
+    return FileShape(query("PRAGMA application_id")[0][0], query("PRAGMA user_version")[0][0], tables)
+
+
+def refusal(shape: FileShape) -> Optional[str]:
+    """Why kcing must not open a file of this shape (the rest of "KCING_DB FILE ..."), or None."""
+    if shape.application_id == models.APPLICATION_ID:
+        if shape.user_version > models.SCHEMA_VERSION:
+            return "was written by a newer kcing (ledger schema %d; this one knows up to %d)" % (
+                shape.user_version, models.SCHEMA_VERSION)
+        return None
+    if shape.application_id != 0:
+        return _foreign("it belongs to the program with SQLite application_id %d" % shape.application_id)
+    if not shape.tables:
+        return None if shape.user_version == 0 else _foreign("user_version %d and no tables" % shape.user_version)
+    absent = [name for name in REQUIRED_TABLES if name not in shape.tables]
+    if absent:
+        names = sorted(shape.tables)
+        shown = ", ".join(names[:NAMES_SHOWN]) + (", ..." if len(names) > NAMES_SHOWN else "")
+        return _foreign("it has no %s table; its tables: %s" % (absent[0], shown))
+    for name, wanted in _earliest_columns().items():
+        lacking = sorted(wanted - shape.tables[name]) if name in shape.tables else []
+        if lacking:
+            return _foreign("its %s table has no %s column" % (name, lacking[0]))
+    if not 1 <= shape.user_version <= models.SCHEMA_VERSION:
+        return _foreign("kcing's tables, but user_version %d, which no kcing wrote" % shape.user_version)
+    return None
+
+
+def _foreign(why: str) -> str:
+    return "is not a kcing ledger (%s); left as it is: point KCING_DB (or --db) at a kcing ledger or a new file" % why
+
+
+def _earliest_columns() -> Dict[str, FrozenSet[str]]:
+    """{table: the columns it has had in every kcing ledger that has it}."""
+    return {model._meta.table_name: frozenset(field.column_name for field in model._meta.sorted_fields)
+            - ADDED_LATER.get(model._meta.table_name, set()) for model in models.TABLES}
+
+
+def _quoted(name: str) -> str:
+    return '"%s"' % name.replace('"', '""')
