@@ -137,7 +137,15 @@ def parse_command(name: str, argv: List[str]) -> Optional[dict]:
     parsed = _fits(name, module.USAGE, argv)
     if parsed is None:
         raise UsageError(_mismatch(name, module.USAGE, argv))
+    for flag, value in parsed.items():
+        # `--output ""` would otherwise read as no --output at all, and post to Logstash.
+        if flag.startswith("-") and isinstance(value, str) and not value.strip() and flag not in MAY_BE_EMPTY:
+            raise UsageError("%s needs a value, not an empty one" % flag)
     return parsed
+
+
+# Options whose empty value means something: the Kibana space, where empty is the default space.
+MAY_BE_EMPTY = frozenset(("--space",))
 
 
 def _fits(name: str, usage: str, argv: List[str]) -> Optional[dict]:

@@ -108,6 +108,13 @@ def test_an_option_of_another_command_is_refused_by_the_program(tmp_path):
     (["drp", "extra"], "kcing drp: unexpected argument 'extra' (see kcing drp --help)"),
     (["feed"], "kcing: unknown command 'feed' (see kcing --help)"),
     ([], "kcing: no command given (see kcing --help)"),
+    # An empty --output would read as none: the run would post to Logstash instead.
+    (["feed_es", "--source", "samples", "--output", ""],
+     "kcing feed_es: --output needs a value, not an empty one (see kcing feed_es --help)"),
+    (["feed_es", "--output=", "--metrics", "m.prom"],
+     "kcing feed_es: --output needs a value, not an empty one (see kcing feed_es --help)"),
+    (["feed_es", "--metrics", " "], "kcing feed_es: --metrics needs a value, not an empty one (see kcing feed_es --help)"),
+    (["status", "--db", ""], "kcing status: --db needs a value, not an empty one (see kcing status --help)"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(argv, message, tmp_path):
     refused = kcing(argv, clean_environ(), tmp_path)
