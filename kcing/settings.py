@@ -358,7 +358,7 @@ def read_local_settings(path: Path) -> dict:
         return {}
     try:
         namespace = runpy.run_path(str(path))
-    except Exception as error:  # the user's file: any error in it is a configuration error
+    except (Exception, SystemExit) as error:  # the user's file: any error in it (even sys.exit) is a configuration error
         # File, line and class only: the message of a NameError or SyntaxError quotes the
         # source (`name 'pw_...' is not defined`), which is where passwords are written.
         line = _failing_line(error, path)

@@ -486,7 +486,10 @@ def test_credentials_in_a_host_or_url_setting_are_refused_without_being_shown(tm
     ('ES_LAVA = "http://ls:8338"\nLS_PASSWORD = %s\n' % PASSWORD.replace("-", "_"), "NameError", 2),
     ('LS_PASSWORD = "%s\n' % PASSWORD, "SyntaxError", 1),
     ('import base64\nLS_PASSWORD = base64.b64decode("%s")\n' % PASSWORD, "Error", 2),
-], ids=["unquoted value", "unterminated string", "exception while running"])
+    # sys.exit would end kcing itself: with 0, every command did nothing and said it succeeded.
+    ('import sys\nsys.exit(0)\n', "SystemExit", 2),
+    ('import sys\nsys.exit("password=%s")\n' % PASSWORD, "SystemExit", 2),
+], ids=["unquoted value", "unterminated string", "exception while running", "sys.exit(0)", "sys.exit(text)"])
 def test_a_local_settings_error_names_file_line_and_class_only(tmp_path, source, error, line):
     (tmp_path / "local_settings.py").write_text(source)
     result = kcing(["status", "--db", str(tmp_path / "none.db")], clean_environ(), tmp_path)
