@@ -110,9 +110,11 @@ def as_text(data: dict) -> str:
     if data["destinations"]:
         lines.pop()
     lines += ["", "last runs:"]
-    for run in data["runs"] or [{"command": "(none)", "started": "", "ended": "", "outcome": "", "counts": {}}]:
+    for run in data["runs"]:
         lines.append("  %-9s %s -> %s  %s  %s" % (run["command"], run["started"], run["ended"], run["outcome"],
                                                    _summary(run["counts"])))
+    if not data["runs"]:
+        lines.append("  none yet")
     reconciled = data.get("last_reconcile")
     lines += ["", "last reconcile (does Elasticsearch hold what was delivered?):"]
     if reconciled is None:

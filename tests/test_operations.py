@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from kcing.ledger.ledger import Ledger
+
 from kcing import cli, commands
 from kcing.samples import sample_path
 from tests.fakes.legacy_data import at, boot_item, build_item, build_json
@@ -77,6 +79,14 @@ def test_status_reports_counts_runs_and_errors(legacy_replica, logstash, tmp_pat
     data = json.loads(kcing(["status", "--json"], env, tmp_path).stdout)
     assert data["objects"]["legacy"]["build"]["failed"] == 1
     assert data["runs"][0]["outcome"] == "error 1"
+
+
+def test_status_of_a_ledger_with_no_run_says_so_in_words(tmp_path):
+    Ledger.open(str(tmp_path / "kcing.db")).close()
+    result = kcing(["status", "--db", str(tmp_path / "kcing.db")], {}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    runs = result.stdout.split("last runs:\n", 1)[1].split("\n", 1)[0]
+    assert runs == "  none yet"
 
 
 def test_status_without_a_ledger_is_a_clear_error(tmp_path):
