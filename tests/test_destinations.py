@@ -34,6 +34,18 @@ def delivered_per_destination(data: dict) -> dict:
             for destination, sources in data["destinations"].items()}
 
 
+def test_an_output_directory_reached_through_a_link_is_the_same_destination(logstash, tmp_path):
+    env = environ(logstash, tmp_path / "kcing.db")
+    out = tmp_path / "out"
+    first = kcing(["feed_es", "--source", "samples", "--output", str(out)], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    written = {path.name: path.read_bytes() for path in out.glob("*.ndjson")}
+    (tmp_path / "link").symlink_to(out, target_is_directory=True)
+    again = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "link")], env, tmp_path)
+    assert "skipped %d (already delivered)" % SAMPLE_COUNT in again.stdout
+    assert {path.name: path.read_bytes() for path in out.glob("*.ndjson")} == written  # nothing appended twice
+
+
 def test_files_written_with_output_do_not_make_logstash_skip_them(logstash, tmp_path):
     env = environ(logstash, tmp_path / "kcing.db")
     out = tmp_path / "out"

@@ -16,4 +16,6 @@ def logstash_destination(urls: Iterable[str]) -> str:
 
 
 def ndjson_destination(directory: str) -> str:
-    return NDJSON + os.path.abspath(directory)
+    """The directory as it is on disk, links resolved: `out` and a link to it are one place, whose
+    files a second run through the link must not append to again."""
+    return NDJSON + os.path.realpath(directory)
