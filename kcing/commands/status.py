@@ -24,7 +24,8 @@ Options:
   -l --log-file=FILE   Also write the log to FILE.
   -h --help            Show this help.
 
-Exit status: 0 shown; 2 no ledger there, or not a kcing ledger.
+Exit status: 0 shown; 2 no ledger there, or not a kcing ledger; 5 the ledger cannot be written
+(a read-only file or directory, a full disk).
 
 Examples:
   kcing status --db /var/lib/kcing/kcing.db

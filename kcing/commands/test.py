@@ -20,7 +20,8 @@ pytest unchanged (only `kcing test --help` alone shows this text; `pytest --help
 Exit status: pytest's (0 all passed, 1 some failed, 2 interrupted, 5 no tests collected).
 
 Examples:
-  kcing test                                      # the whole suite, as CI runs it
+  kcing test                                      # the whole suite (CI runs `make test`, which first
+                                                  # builds the Elasticsearch node of the real-engine tests)
   kcing test -q -k reconcile                      # quietly, only the tests named *reconcile*
   kcing test -m faults                            # the fault-injection scenarios
 """
