@@ -120,3 +120,14 @@ def unexpected_failure(what: str, error: Exception) -> str:
     run that crashed on it would crash again on every retry, and deliver nothing ever after).
     One line, the same whether the documents were made in the feed's process or in a worker."""
     return one_line("%s: %s (%s)" % (what, type(error).__name__, error))
+
+
+def reading_failure(error: Exception) -> str:
+    """Why a file could not be read, in words: the system's reason without Python's
+    "[Errno 20] ...: 'path'" wrapping (the caller names the file), "not UTF-8 text", or a JSON
+    error's own message."""
+    if isinstance(error, UnicodeDecodeError):
+        return "not UTF-8 text (byte %d)" % error.start
+    if isinstance(error, OSError):
+        return error.strerror or one_line(error)
+    return one_line(error)

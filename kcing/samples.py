@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from kcing.documents.identity import iso_timestamp
-from kcing.errors import ConfigError, RejectedInput, UpstreamError
+from kcing.errors import ConfigError, RejectedInput, UpstreamError, reading_failure
 from kcing.files import write_atomically
 from kcing.progress import Progress, eta_text
 from kcing.records import OBJECT_KINDS, UpstreamObject
@@ -70,7 +70,7 @@ class SamplesWriter:
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
-            raise ConfigError("cannot read %s: %s" % (path, error)) from None
+            raise ConfigError("cannot read %s: %s" % (path, reading_failure(error))) from None
         if manifest.get("source") not in (None, self.source_name):
             raise ConfigError("%s holds %s samples, not %s" % (self.root, manifest.get("source"), self.source_name))
         return manifest

@@ -138,6 +138,19 @@ def test_a_bad_setting_or_flag_says_what_value_is_expected(tmp_path):
     assert not PYTHON_INTERNALS.search(from_flag.stderr + from_environment.stderr)
 
 
+@pytest.mark.parametrize("argv", [
+    ["feed_es", "--source", "samples", "--samples-dir", "afile", "--output", "out"],
+    ["setup_kbn", "--kibana-dir", "afile", "--dry-run"],
+])
+def test_a_file_where_a_directory_belongs_is_said_in_words(argv, tmp_path):
+    (tmp_path / "afile").write_text("")
+    refused = kcing(argv, clean_environ(), tmp_path)
+    assert refused.returncode == 2
+    line = one_line(refused)
+    assert line.endswith("afile/%s: Not a directory" % ("manifest.json" if argv[0] == "feed_es" else "saved_objects.ndjson"))
+    assert "Errno" not in line
+
+
 def test_unreachable_services_are_named_without_python_reprs(tmp_path):
     port = closed_port()
     url = "http://127.0.0.1:%d" % port

@@ -12,7 +12,7 @@ from typing import List, Optional, Tuple
 from kcing.admin.kibana import (
     KibanaClient, backup_name, canonical_ndjson, count_by_type, hide_url, parse_ndjson, restore_url,
 )
-from kcing.errors import ConfigError
+from kcing.errors import ConfigError, reading_failure
 from kcing.http import new_session
 from kcing.files import write_atomically
 
@@ -45,7 +45,7 @@ def read_saved_objects(path: Path, url: str) -> Tuple[str, List[dict]]:
     except FileNotFoundError:
         raise ConfigError("no saved objects file at %s: run backup_kbn first or pass --kibana-dir" % path) from None
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError("cannot read %s: %s" % (path, error)) from None
+        raise ConfigError("cannot read %s: %s" % (path, reading_failure(error))) from None
     try:
         objects = parse_ndjson(text)
     except ValueError as error:

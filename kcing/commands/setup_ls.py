@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from kcing.admin.logstash_setup import free_backup_path, merge_pipeline_entry, pipeline_entry
-from kcing.errors import ConfigError
+from kcing.errors import ConfigError, reading_failure
 from kcing.files import write_atomically
 
 SUMMARY = "write the kcing entry of Logstash's pipelines.yml"
@@ -45,7 +45,7 @@ def run(args: dict, settings, now=time.time) -> int:
     try:
         existing = path.read_text(encoding="utf-8") if path.exists() else ""
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError("cannot read %s: %s" % (path, error)) from None
+        raise ConfigError("cannot read %s: %s" % (path, reading_failure(error))) from None
     entry = pipeline_entry(settings)
     try:
         merged = merge_pipeline_entry(existing, entry)

@@ -12,7 +12,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 from dateutil import parser as dateparser
 
-from kcing.errors import ConfigError, ObjectTooLarge, UpstreamError
+from kcing.errors import ConfigError, ObjectTooLarge, UpstreamError, reading_failure
 from kcing.records import OBJECT_KINDS, UpstreamObject
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -35,7 +35,7 @@ class SamplesDir:
         except FileNotFoundError:
             raise ConfigError("%s not found: is %s a samples directory?" % (manifest, directory)) from None
         except (OSError, UnicodeDecodeError, ValueError) as error:
-            raise ConfigError("cannot read %s: %s" % (manifest, error)) from None
+            raise ConfigError("cannot read %s: %s" % (manifest, reading_failure(error))) from None
         if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("objects"), list):
             raise ConfigError("%s has no \"objects\" list" % manifest)
 
