@@ -94,6 +94,10 @@ def _url(value: Any) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("%r is not an http(s) URL" % mask_credentials(text))
+    ambiguous = urls.authority_problem(text)
+    if ambiguous is not None:
+        raise ValueError("%r is not a usable URL: %s" % (mask_credentials(text), ambiguous))
+    _check_port(parts)
     if parts.username or parts.password or "@" in parts.netloc:
         raise ValueError("put credentials in their own settings, not in the URL")
     if parts.query or parts.fragment or text.endswith(("?", "#")):
@@ -105,6 +109,17 @@ def _optional_url(value: Any) -> str:
     return _url(value) if str(value).strip() else ""
 
 
+def _check_port(parts) -> None:
+    """Refuse a port that is not a number from 1 to 65535: urlsplit reads one only when asked,
+    and a URL with a port no connection can use would fail only later, as if the host were down."""
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError("the port must be a number from 1 to 65535")
+
+
 def _host(value: Any) -> str:
     """A host name or address, optionally with :port: what KCI_HOST names (no scheme or path)."""
     text = str(value).strip()
@@ -112,11 +127,12 @@ def _host(value: Any) -> str:
         raise ValueError("put credentials in their own settings, not in the host")
     try:
         parts = urlsplit("//" + text)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-    except ValueError:
+    except ValueError:  # an IPv6 address without its closing bracket
         raise ValueError("expected a host name, optionally with :port") from None
-    if not parts.hostname or parts.path or parts.query or parts.fragment or any(c.isspace() for c in text):
+    if (not parts.hostname or parts.path or parts.query or parts.fragment or any(c.isspace() for c in text)
+            or urls.authority_problem("http://" + text) is not None):
         raise ValueError("expected a host name, optionally with :port (no scheme or path)")
+    _check_port(parts)
     return text
 
 

@@ -131,6 +131,23 @@ def test_a_bad_setting_or_flag_says_what_value_is_expected(tmp_path):
     assert not PYTHON_INTERNALS.search(from_flag.stderr + from_environment.stderr)
 
 
+@pytest.mark.parametrize("setting, value", [
+    ("ES_BUILD", "http://127.0.0.1:99999"),
+    ("ES_LAVA", "http://127.0.0.1:abc"),
+    ("KCI_API_STORAGE_URL", "http://127.0.0.1:99999"),
+    ("KCI_HOST", "127.0.0.1:0"),
+    ("ES_HOST", "http://127.0.0.1\\@127.0.0.2:9200"),
+])
+def test_a_url_setting_no_connection_can_use_is_refused_before_the_run(tmp_path, setting, value):
+    """Not later, as a connection failure or (for an upstream URL) as nodes refused as another origin."""
+    refused = kcing(["feed_es"], samples_environ(tmp_path, **{setting: value}), tmp_path)
+    assert refused.returncode == 2
+    line = one_line(refused)
+    assert line.startswith("kcing feed_es: invalid %s=" % setting) and "(from environment)" in line, line
+    assert not PYTHON_INTERNALS.search(refused.stderr)
+    assert not (tmp_path / "kcing.db").exists()
+
+
 def test_unreachable_services_are_named_without_python_reprs(tmp_path):
     port = closed_port()
     url = "http://127.0.0.1:%d" % port

@@ -406,6 +406,33 @@ def test_each_request_is_judged_as_it_is_sent_the_first_and_every_redirect(api_r
     assert requester.session.get(api_replica.files_url + path[len(storage.path):], timeout=5).status_code == 200
 
 
+def test_a_storage_url_setting_with_a_bad_port_stops_the_run_before_any_node_is_settled(
+        tmp_path, api_replica, logstash):
+    """`KCI_API_STORAGE_URL=http://host:99999` used to be taken, its nodes refused as another origin
+    and settled, the watermark moved past them: never delivered once the typo was fixed."""
+    db = tmp_path / "kcing.db"
+    storage = urlsplit(api_replica.files_url)
+    for node in api_replica.corpus.nodes():  # relative artifact paths: KCI_API_STORAGE_URL makes them URLs
+        artifacts = node.get("artifacts")
+        if isinstance(artifacts, dict):
+            relative = {name: url[len(api_replica.files_url) + 1:] if url.startswith(api_replica.files_url) else url
+                        for name, url in artifacts.items()}
+            api_replica.corpus.update(node["id"], when=datetime.fromisoformat(node["updated"]).replace(
+                tzinfo=timezone.utc), artifacts=relative)
+    typo = "%s://%s:99999%s" % (storage.scheme, storage.hostname, storage.path)
+    refused = kcing(["feed_es", "--with-logs"],
+                    api_feed_environ(api_replica, logstash, db, KCI_DAYS="30", KCI_API_STORAGE_URL=typo), tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert line == ("kcing feed_es: invalid KCI_API_STORAGE_URL=%r (from environment): the port must be a number "
+                    "from 1 to 65535" % typo)
+    assert not db.exists() and not logstash.store
+    fixed = kcing(["feed_es", "--with-logs"], api_feed_environ(api_replica, logstash, db, KCI_DAYS="30"), tmp_path)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert {row["state"] for row in ledger_rows(db)} == {"delivered"}
+    assert any(index.startswith("log-") for index, _ in logstash.store)
+
+
 def test_a_node_whose_artifacts_are_not_a_mapping_is_delivered_without_logs(tmp_path, api_replica, logstash):
     db = tmp_path / "kcing.db"
     baseline = api_replica.tree["baseline"]
