@@ -130,3 +130,44 @@ def test_ports_and_addresses_connections_can_use_are_taken(tmp_path):
                                 "KCI_HOST": "[::1]:8000", "KCI_API_STORAGE_URL": "https://files.example:1/base"})
     assert s.ES_BUILD == ("http://127.0.0.1:65535",) and s.frontend_url == "https://[::1]:8000"
     assert ("http", "::1", 8001) in s.upstream_origins and ("https", "files.example", 1) in s.upstream_origins
+
+
+def numeric_specs():
+    """(name, minimum, maximum, is whole) of every setting whose parser bounds a number."""
+    found = []
+    for name, spec in settings_module.SPECS.items():
+        allowed = getattr(spec.parse, "allowed", "")
+        low, _, high = allowed.rpartition(", or ")[2].partition(" to ")
+        if high:
+            whole = "." not in low + high and not isinstance(spec.default, float)
+            found.append((name, float(low), float(high), whole))
+    return found
+
+
+def test_every_numeric_setting_has_an_upper_bound():
+    assert {name for name, *_ in numeric_specs()} == {
+        name for name, spec in settings_module.SPECS.items()
+        if isinstance(spec.default, (int, float)) or name == "KCING_WORKERS"}
+
+
+@pytest.mark.parametrize("name, minimum, maximum, whole", numeric_specs(), ids=[spec[0] for spec in numeric_specs()])
+def test_a_numeric_setting_takes_its_bounds_and_nothing_beyond(tmp_path, name, minimum, maximum, whole):
+    shown = (lambda number: "%d" % number) if whole else repr
+    for inside in (minimum, maximum):
+        assert getattr(load(tmp_path, environ={name: shown(inside)}), name) == inside
+    step = 1 if whole else 0.001
+    beyond = [shown(maximum + step), "1" + "0" * 400, "-1" + "0" * 400] + ([] if whole else ["inf", "nan", "1e400"])
+    if minimum > 0:
+        beyond.append(shown(minimum - step))
+    for value in beyond:
+        with pytest.raises(ConfigError) as caught:
+            load(tmp_path, environ={name: value})
+        assert str(caught.value).endswith("from %s to %s" % (
+            settings_module._number_text(minimum), settings_module._number_text(maximum))), str(caught.value)
+
+
+def test_a_number_from_local_settings_is_bounded_too(tmp_path):
+    with pytest.raises(ConfigError, match=r"invalid KCI_THREADS=.*local_settings.py.*from 1 to 256"):
+        load(tmp_path, local="KCI_THREADS = 10 ** 20\n")
+    with pytest.raises(ConfigError, match=r"invalid ES_TIMEOUT=.*local_settings.py.*from 0.1 to 3600"):
+        load(tmp_path, local="ES_TIMEOUT = float('inf')\n")
