@@ -7,32 +7,44 @@ from typing import Optional
 from kcing.errors import ConfigError
 
 
-def positive_int(args: dict, flag: str) -> Optional[int]:
-    """A whole number of at least 1, or None when the flag was not given."""
+# The most objects --how-many or --sample-size may ask for of each kind: more than upstream holds.
+MAX_COUNT = 1_000_000_000
+# The longest --wait or --verify-delay: a day (as the settings they stand for; far larger
+# numbers overflow the timers that wait).
+MAX_WAIT = 86_400
+
+
+def positive_int(args: dict, flag: str, maximum: int = MAX_COUNT) -> Optional[int]:
+    """A whole number from 1 to `maximum`, or None when the flag was not given."""
     value = args.get(flag)
     if value is None:
         return None
     try:
         number = int(value)
-    except ValueError:
-        raise ConfigError("%s expects a whole number, not %r" % (flag, value)) from None
-    if number < 1:
-        raise ConfigError("%s must be at least 1" % flag)
+    except ValueError:  # not a number, or more digits than Python converts
+        raise ConfigError("%s expects a whole number, not %r" % (flag, _shortened(value))) from None
+    if not 1 <= number <= maximum:
+        raise ConfigError("%s must be a whole number from 1 to %d" % (flag, maximum))
     return number
 
 
-def seconds(args: dict, flag: str, default: float) -> float:
-    """A duration of 0 or more seconds, or the default when the flag was not given."""
+def seconds(args: dict, flag: str, default: float, maximum: float = MAX_WAIT) -> float:
+    """A duration from 0 to `maximum` seconds, or the default when the flag was not given."""
     value = args.get(flag)
     if value is None:
         return default
     try:
         number = float(value)
     except ValueError:
-        raise ConfigError("%s expects seconds, not %r" % (flag, value)) from None
-    if not 0 <= number < float("inf"):
-        raise ConfigError("%s must be 0 or more seconds" % flag)
+        raise ConfigError("%s expects seconds, not %r" % (flag, _shortened(value))) from None
+    if not 0 <= number <= maximum:  # NaN and the infinities included
+        raise ConfigError("%s must be from 0 to %g seconds" % (flag, maximum))
     return number
+
+
+def _shortened(value: str, size: int = 40) -> str:
+    """A flag's value for a message: a pasted page of digits is not repeated whole."""
+    return value if len(value) <= size else value[:size] + "..."
 
 
 def a_date(args: dict, flag: str) -> Optional[datetime]:

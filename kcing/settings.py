@@ -26,41 +26,65 @@ from kcing.errors import ConfigError
 
 SECRET_NAMES = frozenset({"LS_PASSWORD", "ES_PASSWORD", "ES_API_KEY", "KB_PASSWORD", "KCI_API_TOKEN"})
 
+# Upper bounds of the numeric settings (and of the flags that set them): far above any use, and
+# low enough that no value overflows what takes it (a socket or lock timeout, a date so many days
+# before now) or asks for threads, processes or memory without end.
+MAX_DAYS = 36_500  # a century: "keep everything"
+MAX_SECONDS = 86_400  # a day: the longest deadline or wait
+MAX_REQUEST_SECONDS = 3_600  # an hour: one wait for an answer, one pause between tries or batches
+MAX_CONCURRENCY = 256  # threads or processes
+MAX_ATTEMPTS = 100
+MAX_PAGE_SIZE = 10_000
+MAX_BYTES = 1_000_000_000  # a body or a batch is held in memory whole
+MAX_JAVA_INT = 2_147_483_647  # what Logstash reads a count into
+
 
 def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def _integer(minimum: int) -> Callable[[Any], int]:
+def _integer(minimum: int, maximum: int) -> Callable[[Any], int]:
+    """A parser of whole numbers from `minimum` to `maximum`, which says its range (`allowed`)."""
+    expected = "expected a whole number from %d to %d" % (minimum, maximum)
+
     def parse(value: Any) -> int:
         if isinstance(value, bool):
-            raise ValueError("expected a whole number")
+            raise ValueError(expected)
         try:
             number = int(str(value).strip())
-        except ValueError:
-            raise ValueError("expected a whole number of at least %d" % minimum) from None
-        if number < minimum:
-            raise ValueError("expected a whole number of at least %d" % minimum)
+        except ValueError:  # not a number, or more digits than Python converts
+            raise ValueError(expected) from None
+        if not minimum <= number <= maximum:
+            raise ValueError(expected)
         return number
 
+    parse.allowed = "%d to %d" % (minimum, maximum)
     return parse
 
 
-def _number(minimum: float) -> Callable[[Any], float]:
+def _number(minimum: float, maximum: float) -> Callable[[Any], float]:
+    """A parser of numbers from `minimum` to `maximum`, which says its range (`allowed`)."""
+    allowed = "%s to %s" % (_number_text(minimum), _number_text(maximum))
+    expected = "expected a number from %s" % allowed
+
     def parse(value: Any) -> float:
         if isinstance(value, bool):
-            raise ValueError("expected a number")
+            raise ValueError(expected)
         try:
             number = float(str(value).strip())
         except ValueError:
-            raise ValueError("expected a number of at least %g" % minimum) from None
-        if number != number or number in (float("inf"), float("-inf")):
-            raise ValueError("expected a finite number of at least %g" % minimum)
-        if number < minimum:
-            raise ValueError("expected a number of at least %g" % minimum)
+            raise ValueError(expected) from None
+        if not minimum <= number <= maximum:  # NaN and the infinities included
+            raise ValueError(expected)
         return number
 
+    parse.allowed = allowed
     return parse
+
+
+def _number_text(number: float) -> str:
+    """`0.1`, `3600`: a bound as the README and messages show it."""
+    return "%d" % number if float(number).is_integer() else "%g" % number
 
 
 def _choice(*allowed: str) -> Callable[[Any], str]:
@@ -70,6 +94,7 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
             raise ValueError("must be one of %s" % ", ".join(allowed))
         return text
 
+    parse.allowed = ", ".join(allowed)
     return parse
 
 
@@ -77,7 +102,14 @@ def _workers(value: Any) -> Any:
     """A number of worker processes, or "auto": one per usable core."""
     if str(value).strip().lower() == "auto":
         return "auto"
-    return _integer(0)(value)
+    try:
+        return _worker_count(value)
+    except ValueError:
+        raise ValueError("expected auto, or a whole number from %s" % _worker_count.allowed) from None
+
+
+_worker_count = _integer(0, MAX_CONCURRENCY)
+_workers.allowed = "auto, or %s" % _worker_count.allowed
 
 
 def _url_list(value: Any) -> tuple:
@@ -94,6 +126,10 @@ def _url(value: Any) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("%r is not an http(s) URL" % mask_credentials(text))
+    ambiguous = urls.authority_problem(text)
+    if ambiguous is not None:
+        raise ValueError("%r is not a usable URL: %s" % (mask_credentials(text), ambiguous))
+    _check_port(parts)
     if parts.username or parts.password or "@" in parts.netloc:
         raise ValueError("put credentials in their own settings, not in the URL")
     if parts.query or parts.fragment or text.endswith(("?", "#")):
@@ -105,6 +141,17 @@ def _optional_url(value: Any) -> str:
     return _url(value) if str(value).strip() else ""
 
 
+def _check_port(parts) -> None:
+    """Refuse a port that is not a number from 1 to 65535: urlsplit reads one only when asked,
+    and a URL with a port no connection can use would fail only later, as if the host were down."""
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError("the port must be a number from 1 to 65535")
+
+
 def _host(value: Any) -> str:
     """A host name or address, optionally with :port: what KCI_HOST names (no scheme or path)."""
     text = str(value).strip()
@@ -112,11 +159,12 @@ def _host(value: Any) -> str:
         raise ValueError("put credentials in their own settings, not in the host")
     try:
         parts = urlsplit("//" + text)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-    except ValueError:
+    except ValueError:  # an IPv6 address without its closing bracket
         raise ValueError("expected a host name, optionally with :port") from None
-    if not parts.hostname or parts.path or parts.query or parts.fragment or any(c.isspace() for c in text):
+    if (not parts.hostname or parts.path or parts.query or parts.fragment or any(c.isspace() for c in text)
+            or urls.authority_problem("http://" + text) is not None):
         raise ValueError("expected a host name, optionally with :port (no scheme or path)")
+    _check_port(parts)
     return text
 
 
@@ -146,6 +194,13 @@ def _ca_bundle(value: Any) -> str:
     return text
 
 
+# What the README's table says each kind of value takes (numbers and choices say it themselves).
+_url.allowed = "an http(s) URL"
+_optional_url.allowed = "an http(s) URL, or empty"
+_url_list.allowed = "http(s) URLs, comma-separated"
+_host.allowed = "host[:port]"
+_origin_list.allowed = "scheme://host[:port], comma-separated"
+
 _USERINFO = re.compile(r"(^|//|[\s,'\"])[^/@\s,'\"]*@")
 
 
@@ -169,18 +224,19 @@ SPECS: Mapping[str, Spec] = {
     "KCI_SCHEME": Spec("https", _choice("http", "https"), "scheme for KCI_HOST"),
     "KCI_STORAGE_URL": Spec("", _optional_url, "storage base URL; empty means <scheme>://storage.<host>"),
     "KCI_NON_LAVA_LABS": Spec("lab-baylibre-seattle", _text, "comma-separated labs that publish boot-<board>.json"),
-    "KCI_DAYS": Spec(2, _integer(1), "default crawl window in days"),
-    "KCI_PAGE_SIZE": Spec(1000, _integer(1), "listing items per _ajax page"),
-    "KCI_THREADS": Spec(4, _integer(1), "concurrent downloads"),
+    "KCI_DAYS": Spec(2, _integer(1, MAX_DAYS), "default crawl window in days"),
+    "KCI_PAGE_SIZE": Spec(1000, _integer(1, MAX_PAGE_SIZE), "listing items per _ajax page"),
+    "KCI_THREADS": Spec(4, _integer(1, MAX_CONCURRENCY), "concurrent downloads"),
     "KCING_WORKERS": Spec("auto", _workers, "processes building documents while feeding; auto means one per usable "
                           "core, 0 or 1 builds them in the feed's own process"),
-    "KCI_TIMEOUT": Spec(60.0, _number(0.1), "seconds to wait for an upstream response"),
-    "KCI_MAX_RETRIES": Spec(3, _integer(1), "attempts per upstream request"),
-    "KCI_RETRY_BACKOFF": Spec(1.0, _number(0), "seconds of the first upstream retry wait (doubles each time)"),
-    "KCI_MAX_OBJECT_BYTES": Spec(100_000_000, _integer(1024), "largest upstream file or page taken (bytes); "
-                                 "a larger one is rejected while it streams"),
-    "KCI_DOWNLOAD_DEADLINE": Spec(300.0, _number(0.1), "seconds one upstream body may take in all; a slower "
-                                  "one fails and the next run tries again"),
+    "KCI_TIMEOUT": Spec(60.0, _number(0.1, MAX_REQUEST_SECONDS), "seconds to wait for an upstream response"),
+    "KCI_MAX_RETRIES": Spec(3, _integer(1, MAX_ATTEMPTS), "attempts per upstream request"),
+    "KCI_RETRY_BACKOFF": Spec(1.0, _number(0, MAX_REQUEST_SECONDS),
+                              "seconds of the first upstream retry wait (doubles each time)"),
+    "KCI_MAX_OBJECT_BYTES": Spec(100_000_000, _integer(1024, MAX_BYTES), "largest upstream file or page taken "
+                                 "(bytes); a larger one is rejected while it streams"),
+    "KCI_DOWNLOAD_DEADLINE": Spec(300.0, _number(0.1, MAX_SECONDS), "seconds one upstream body may take in all; a "
+                                  "slower one fails and the next run tries again"),
     "KCI_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for upstream TLS; empty means certifi's bundle (Mozilla's CAs)"),
     "KCI_SAMPLES_DIR": Spec("samples", _text, "directory of saved upstream files"),
     # Upstream: the current KernelCI API (--source api)
@@ -189,44 +245,46 @@ SPECS: Mapping[str, Spec] = {
     "KCI_API_STORAGE_URL": Spec("https://files.kernelci.org", _optional_url,
                                 "base URL for artifact paths the API gives as relative"),
     "KCI_ARTIFACT_ORIGINS": Spec(("https://kciapistagingstorage1.file.core.windows.net",), _origin_list,
-                                 "other origins (scheme://host[:port], comma-separated) artifacts may be fetched "
-                                 "from, besides those of KCI_HOST, KCI_STORAGE_URL, KCI_API_URL and "
-                                 "KCI_API_STORAGE_URL"),
-    "KCI_API_OVERLAP_MINUTES": Spec(10, _integer(0), "minutes before the watermark each run lists again"),
-    "KCI_API_PAGE_SIZE": Spec(500, _integer(1), "nodes per /nodes page"),
+                                 "other origins artifacts may be fetched from, besides those of KCI_HOST, "
+                                 "KCI_STORAGE_URL, KCI_API_URL and KCI_API_STORAGE_URL"),
+    "KCI_API_OVERLAP_MINUTES": Spec(10, _integer(0, 7 * 24 * 60),
+                                    "minutes before the watermark each run lists again"),
+    "KCI_API_PAGE_SIZE": Spec(500, _integer(1, MAX_PAGE_SIZE), "nodes per /nodes page"),
     # Delivery (Logstash HTTP inputs; the ES_* names are kept from the original tool)
     "ES_BUILD": Spec(("http://localhost:8337",), _url_list, "Logstash input(s) for build documents"),
     "ES_LAVA": Spec(("http://localhost:8338",), _url_list, "Logstash input(s) for LAVA documents"),
     "ES_BOOT": Spec(("http://localhost:8007",), _url_list, "Logstash input(s) for boot documents"),
     "ES_REGRESSION": Spec(("http://localhost:8339",), _url_list, "Logstash input(s) for regression documents"),
-    "ES_MAX_RETRIES": Spec(3, _integer(1), "failed attempts on a batch before the run stops"),
-    "ES_LOAD_INTERVAL": Spec(0.0, _number(0), "seconds to wait between batches"),
-    "ES_PARALLEL_POSTS": Spec(2, _integer(1), "batches posted at the same time (spread over the route's URLs)"),
-    "ES_MAX_DOCS_PER_SECOND": Spec(0.0, _number(0), "documents per second cap; 0 means no cap"),
-    "ES_RETRY_BACKOFF": Spec(1.0, _number(0), "seconds of the first delivery retry wait (doubles each time)"),
-    "ES_TIMEOUT": Spec(60.0, _number(0.1), "seconds to wait for Logstash to answer a batch"),
-    "ES_POST_DEADLINE": Spec(120.0, _number(0.1), "seconds Logstash may take in all to answer a batch "
+    "ES_MAX_RETRIES": Spec(3, _integer(1, MAX_ATTEMPTS), "failed attempts on a batch before the run stops"),
+    "ES_LOAD_INTERVAL": Spec(0.0, _number(0, MAX_REQUEST_SECONDS), "seconds to wait between batches"),
+    "ES_PARALLEL_POSTS": Spec(2, _integer(1, MAX_CONCURRENCY),
+                              "batches posted at the same time (spread over the route's URLs)"),
+    "ES_MAX_DOCS_PER_SECOND": Spec(0.0, _number(0, 1_000_000), "documents per second cap; 0 means no cap"),
+    "ES_RETRY_BACKOFF": Spec(1.0, _number(0, MAX_REQUEST_SECONDS),
+                             "seconds of the first delivery retry wait (doubles each time)"),
+    "ES_TIMEOUT": Spec(60.0, _number(0.1, MAX_REQUEST_SECONDS), "seconds to wait for Logstash to answer a batch"),
+    "ES_POST_DEADLINE": Spec(120.0, _number(0.1, MAX_SECONDS), "seconds Logstash may take in all to answer a batch "
                              "(ES_TIMEOUT bounds each wait); then the batch is retried"),
-    "LS_PIPELINE_BATCH_SIZE": Spec(500, _integer(1), "documents per POST (and Logstash batch size)"),
-    "LS_BATCH_MAX_BYTES": Spec(5_000_000, _integer(1024), "bytes per POST at most"),
+    "LS_PIPELINE_BATCH_SIZE": Spec(500, _integer(1, 100_000), "documents per POST (and Logstash batch size)"),
+    "LS_BATCH_MAX_BYTES": Spec(5_000_000, _integer(1024, MAX_BYTES), "bytes per POST at most"),
     "LS_USER": Spec("", _text, "basic-auth user for the Logstash inputs"),
     "LS_PASSWORD": Spec("", _text, "basic-auth password for the Logstash inputs"),
     "LS_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Logstash TLS (a PEM file, or a directory of hashed "
                          "certificates); empty means the system store (OpenSSL's default paths)"),
     # Ledger and retention
     "KCING_DB": Spec("kcing.db", _text, "SQLite ledger of what was delivered"),
-    "KCING_DB_LOCK_WAIT": Spec(30.0, _number(0), "seconds a ledger write waits for another process holding its "
-                               "database lock before the run stops (exit 4)"),
-    "DRP_DAYS": Spec(3, _integer(1), "days of data to keep (must exceed KCI_DAYS)"),
+    "KCING_DB_LOCK_WAIT": Spec(30.0, _number(0, MAX_SECONDS), "seconds a ledger write waits for another process "
+                               "holding its database lock before the run stops (exit 4)"),
+    "DRP_DAYS": Spec(3, _integer(1, MAX_DAYS), "days of data to keep (must exceed KCI_DAYS)"),
     # Elasticsearch and Kibana administration
     "ES_HOST": Spec("http://localhost:9200", _url, "Elasticsearch URL for admin commands"),
     "ES_USER": Spec("", _text, "basic-auth user for Elasticsearch"),
     "ES_PASSWORD": Spec("", _text, "basic-auth password for Elasticsearch"),
     "ES_API_KEY": Spec("", _text, "API key for Elasticsearch"),
     "ES_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Elasticsearch TLS; empty means certifi's bundle (Mozilla's CAs)"),
-    "ES_READY_TIMEOUT": Spec(60.0, _number(0), "seconds setup_es waits for the cluster to be ready"),
-    "ES_VERIFY_DELAY": Spec(30.0, _number(0), "seconds feed_es --verify waits for Logstash to pass the events on "
-                            "before checking Elasticsearch"),
+    "ES_READY_TIMEOUT": Spec(60.0, _number(0, MAX_SECONDS), "seconds setup_es waits for the cluster to be ready"),
+    "ES_VERIFY_DELAY": Spec(30.0, _number(0, MAX_SECONDS), "seconds feed_es --verify waits for Logstash to pass "
+                            "the events on before checking Elasticsearch"),
     "KB_URL": Spec("http://localhost:5601", _url, "Kibana URL"),
     "KB_USER": Spec("", _text, "basic-auth user for Kibana"),
     "KB_PASSWORD": Spec("", _text, "basic-auth password for Kibana"),
@@ -235,8 +293,8 @@ SPECS: Mapping[str, Spec] = {
     "LS_HOME": Spec("", _text, "Logstash home; setup_ls writes LS_HOME/config/pipelines.yml"),
     "LS_PATH_CONFIG": Spec("", _text, "pipeline file for pipelines.yml; empty means this checkout's logstash/pipeline/kcing.conf"),
     "LS_QUEUE_TYPE": Spec("persisted", _choice("persisted", "memory"), "Logstash queue type"),
-    "LS_NUM_WORKERS": Spec(0, _integer(0), "Logstash pipeline workers; 0 means one per CPU core"),
-    "LS_QUEUE_MAX_EVENTS": Spec(0, _integer(0), "events the persisted queue holds; 0 means no limit"),
+    "LS_NUM_WORKERS": Spec(0, _integer(0, 1024), "Logstash pipeline workers; 0 means one per CPU core"),
+    "LS_QUEUE_MAX_EVENTS": Spec(0, _integer(0, MAX_JAVA_INT), "events the persisted queue holds; 0 means no limit"),
     "LS_QUEUE_MAX_BYTES": Spec("1gb", _text, "bytes the persisted queue holds, e.g. 1gb"),
 }
 
@@ -399,14 +457,16 @@ def load(environ: Optional[Mapping[str, str]] = None, local_file: Optional[Path]
 
 
 def markdown_table() -> str:
-    """The README's settings table, generated so the two can never disagree."""
-    rows = ["| setting | default | meaning |", "| --- | --- | --- |"]
+    """The README's settings table, generated so the two can never disagree; a number's range
+    is the one its parser enforces."""
+    rows = ["| setting | default | allowed | meaning |", "| --- | --- | --- | --- |"]
     for name, spec in SPECS.items():
         default = spec.default
         if isinstance(default, tuple):
             default = ",".join(default)
         shown = "`%s`" % default if default != "" else "(empty)"
-        rows.append("| `%s` | %s | %s |" % (name, shown, spec.help.replace("|", "\\|")))
+        allowed = getattr(spec.parse, "allowed", "")
+        rows.append("| `%s` | %s | %s | %s |" % (name, shown, allowed, spec.help.replace("|", "\\|")))
     return "\n".join(rows) + "\n"
 
 

@@ -15,6 +15,7 @@ from kcing.http import BodyReader, RetryPolicy, new_session, warn_cleartext_cred
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import FeedOptions
 from kcing.records import BOOT, BUILD, CHECKOUT, JOB, KBUILD, LAVA, REGRESSION, TEST
+from kcing.settings import MAX_DAYS
 from kcing.shutdown import Stop
 from kcing.sinks import logstash_destination
 from kcing.sinks.logstash import MAX_ANSWER_BYTES, LogstashSink
@@ -67,7 +68,7 @@ def crawl_since(args: dict, now=None):
     source resume from its watermark."""
     if args.get("--since"):
         return parse_since(args["--since"])
-    days = positive_int(args, "--days")
+    days = positive_int(args, "--days", MAX_DAYS)
     if days is None:
         return None
     return (now or datetime.now(timezone.utc)) - timedelta(days=days)

@@ -575,6 +575,8 @@ def test_with_logs_a_job_carries_its_callback_and_a_kbuild_its_build_log(replica
     (403, None, "HTTP 403"),
     (200, gzip.compress(b"{}")[:-6], "gzip data cut short"),
     (200, b"\x1f\x8b not gzip at all", "not valid gzip"),
+    (200, gzip.compress(b"{}") + b"<html>trailing</html>", "not valid gzip (data after its last member is not gzip)"),
+    (200, gzip.compress(b"{}") + gzip.compress(b"{}")[:-6], "gzip data cut short"),
 ])
 def test_a_log_that_cannot_be_had_is_noted_and_the_node_still_delivered(replica, status, content, problem):
     baseline = replica.tree["baseline"]
@@ -616,6 +618,58 @@ def test_gunzip_refuses_what_would_inflate_too_far():
     with pytest.raises(ValueError, match="larger than"):
         gunzip(gzip.compress(b"0" * (3 << 20)), 2 << 20)
     assert gunzip(gzip.compress(b"ok"), 10) == b"ok"
+
+
+def test_a_log_in_several_gzip_members_is_carried_whole(replica):
+    """A gzip file may be members one after another (`cat a.gz b.gz`): the log is all of them."""
+    baseline = replica.tree["baseline"]
+    path = baseline["artifacts"]["callback_data"][len(replica.files_url) + 1:]
+    text = gzip.decompress(replica.corpus.read(path))
+    middle = len(text) // 2
+    replica.corpus.add_file(path, gzip.compress(text[:middle]) + gzip.compress(text[middle:]))
+    wrapped = envelope_of(make_source(replica, with_logs=True), baseline["id"])
+    assert "artifact_errors" not in wrapped
+    assert wrapped["callback_data"] == text.decode("utf-8")
+
+
+@pytest.mark.parametrize("data", [
+    gzip.compress(b"first\n") + gzip.compress(b"second\n"),
+    gzip.compress(b"first\n") + b"\0\0\0" + gzip.compress(b"second\n") + b"\0",  # zero padding, as gzip skips it
+    gzip.compress(b"") + gzip.compress(b"only\n") + gzip.compress(b""),
+    gzip.compress(bytes(range(256)) * 4096) + gzip.compress(b"tail"),  # a first member of many slices
+], ids=["two members", "padded", "empty members", "large first member"])
+def test_gunzip_reads_every_member_as_gzip_does(data):
+    assert gunzip(data, 10 << 20) == gzip.decompress(data)
+
+
+@pytest.mark.parametrize("data, problem", [
+    (gzip.compress(b"log") + b"GARBAGE", "not valid gzip (data after its last member is not gzip)"),
+    (gzip.compress(b"log") + b"\x1f", "not valid gzip (data after its last member is not gzip)"),
+    (gzip.compress(b"log") + gzip.compress(b"more")[:-4], "gzip data cut short"),
+    (gzip.compress(b"log") + b"\x1f\x8b\x07" + bytes(20), "not valid gzip"),  # compression method 7
+], ids=["garbage", "one byte", "second member cut short", "second member broken"])
+def test_gunzip_refuses_what_gzip_refuses_after_the_first_member(data, problem):
+    with pytest.raises(Exception):
+        gzip.decompress(data)
+    with pytest.raises(ValueError) as refused:
+        gunzip(data, 1 << 20)
+    assert str(refused.value).startswith(problem)
+
+
+def test_gunzip_limits_the_content_of_all_members_together():
+    member = gzip.compress(b"0" * (600 << 10))
+    assert len(gunzip(member, 1 << 20)) == 600 << 10
+    with pytest.raises(ValueError, match="larger than 1 MB once decompressed"):
+        gunzip(member + member, 1 << 20)
+    with pytest.raises(ValueError, match="larger than 1 MB once decompressed"):  # a bomb in the second member
+        gunzip(gzip.compress(b"ok") + gzip.compress(b"0" * (64 << 20)), 1 << 20)
+
+
+def test_gunzip_refuses_more_members_than_any_writer_makes():
+    empty = gzip.compress(b"")
+    assert gunzip(empty * api_module.MAX_GZIP_MEMBERS, 10) == b""
+    with pytest.raises(ValueError, match="more than %d gzip members" % api_module.MAX_GZIP_MEMBERS):
+        gunzip(empty * (api_module.MAX_GZIP_MEMBERS + 1), 10)
 
 
 def test_filter_times_are_naive_utc_with_microseconds():

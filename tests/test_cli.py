@@ -130,11 +130,11 @@ def test_a_bad_setting_or_flag_says_what_value_is_expected(tmp_path):
     from_flag = kcing(["feed_es", "--source", "samples", "--threads", "many", "--dry-run"], env, tmp_path)
     assert from_flag.returncode == 2
     assert one_line(from_flag) == ("kcing feed_es: invalid KCI_THREADS='many' (from --threads): "
-                                   "expected a whole number of at least 1")
+                                   "expected a whole number from 1 to 256")
     from_environment = kcing(["feed_es", "--dry-run"], dict(env, ES_TIMEOUT="soon"), tmp_path)
     assert from_environment.returncode == 2
     assert one_line(from_environment) == ("kcing feed_es: invalid ES_TIMEOUT='soon' (from environment): "
-                                          "expected a number of at least 0.1")
+                                          "expected a number from 0.1 to 3600")
     assert not PYTHON_INTERNALS.search(from_flag.stderr + from_environment.stderr)
 
 
@@ -149,6 +149,61 @@ def test_a_file_where_a_directory_belongs_is_said_in_words(argv, tmp_path):
     line = one_line(refused)
     assert line.endswith("afile/%s: Not a directory" % ("manifest.json" if argv[0] == "feed_es" else "saved_objects.ndjson"))
     assert "Errno" not in line
+
+
+@pytest.mark.parametrize("argv, settings, message", [
+    # Once 2 GB and minutes of CPU making threads, deaf to SIGTERM.
+    (["feed_es", "--threads", "99999999999999999999", "--dry-run"], {},
+     "invalid KCI_THREADS='99999999999999999999' (from --threads): expected a whole number from 1 to 256"),
+    # Once OverflowError (exit 70) from a socket timeout or a date so many days ago.
+    (["feed_es", "--dry-run"], {"ES_TIMEOUT": "1e10"},
+     "invalid ES_TIMEOUT='1e10' (from environment): expected a number from 0.1 to 3600"),
+    (["feed_es", "--dry-run"], {"KCI_TIMEOUT": "1e10"},
+     "invalid KCI_TIMEOUT='1e10' (from environment): expected a number from 0.1 to 3600"),
+    (["reconcile", "--days", "99999999999"], {},
+     "invalid KCI_DAYS='99999999999' (from --days): expected a whole number from 1 to 36500"),
+    (["feed_es", "--source", "api", "--days", "99999999"], {},
+     "invalid KCI_DAYS='99999999' (from --days): expected a whole number from 1 to 36500"),
+    (["drp", "--drp-days", "99999999999", "--dry-run"], {},
+     "invalid DRP_DAYS='99999999999' (from --drp-days): expected a whole number from 1 to 36500"),
+    (["feed_es", "--workers", "100000", "--dry-run"], {},
+     "invalid KCING_WORKERS='100000' (from --workers): expected auto, or a whole number from 0 to 256"),
+    (["feed_es", "--batch-size", "1" + "0" * 5000, "--dry-run"], {},
+     "invalid LS_PIPELINE_BATCH_SIZE=%r (from --batch-size): expected a whole number from 1 to 100000" % (
+         "1" + "0" * 5000)),
+    (["feed_es", "--dry-run"], {"KCING_DB_LOCK_WAIT": "1e10"},
+     "invalid KCING_DB_LOCK_WAIT='1e10' (from environment): expected a number from 0 to 86400"),
+    (["feed_es", "--dry-run"], {"KCI_MAX_OBJECT_BYTES": "99999999999999"},
+     "invalid KCI_MAX_OBJECT_BYTES='99999999999999' (from environment): expected a whole number from 1024 to "
+     "1000000000"),
+    (["feed_es", "--how-many", "99999999999999999999999", "--dry-run"], {},
+     "--how-many must be a whole number from 1 to 1000000000"),
+    (["feed_es", "--verify", "--verify-delay", "1e10"], {}, "--verify-delay must be from 0 to 86400 seconds"),
+    (["setup_es", "--wait", "inf"], {}, "--wait must be from 0 to 86400 seconds"),
+], ids=["threads", "ES_TIMEOUT", "KCI_TIMEOUT", "reconcile days", "api days", "drp days", "workers", "batch size",
+        "lock wait", "object bytes", "how many", "verify delay", "wait"])
+def test_a_number_beyond_its_range_is_refused_at_start_naming_the_range(tmp_path, argv, settings, message):
+    refused = kcing(argv, samples_environ(tmp_path, **settings), tmp_path, timeout=60)
+    assert refused.returncode == 2, refused.stderr
+    assert one_line(refused) == "kcing %s: %s" % (argv[0], message)
+    assert not PYTHON_INTERNALS.search(refused.stderr)
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("ES_BUILD", "http://127.0.0.1:99999"),
+    ("ES_LAVA", "http://127.0.0.1:abc"),
+    ("KCI_API_STORAGE_URL", "http://127.0.0.1:99999"),
+    ("KCI_HOST", "127.0.0.1:0"),
+    ("ES_HOST", "http://127.0.0.1\\@127.0.0.2:9200"),
+])
+def test_a_url_setting_no_connection_can_use_is_refused_before_the_run(tmp_path, setting, value):
+    """Not later, as a connection failure or (for an upstream URL) as nodes refused as another origin."""
+    refused = kcing(["feed_es"], samples_environ(tmp_path, **{setting: value}), tmp_path)
+    assert refused.returncode == 2
+    line = one_line(refused)
+    assert line.startswith("kcing feed_es: invalid %s=" % setting) and "(from environment)" in line, line
+    assert not PYTHON_INTERNALS.search(refused.stderr)
+    assert not (tmp_path / "kcing.db").exists()
 
 
 def test_unreachable_services_are_named_without_python_reprs(tmp_path):

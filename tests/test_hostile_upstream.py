@@ -25,9 +25,11 @@ import yaml
 from kcing import documents as documents_module, urls
 from kcing.documents import documents_for, yamlsafe
 from kcing.errors import RejectedInput
+from kcing.http import RetryPolicy, new_session
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import FeedOptions, feed
 from kcing.records import LAVA, UpstreamObject
+from kcing.sources.requester import Requester
 from tests.fakes.api_data import checkout_tree
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.logstash_emulator import LogstashEmulator
@@ -291,6 +293,24 @@ def test_a_storage_redirect_within_the_origin_is_followed(tmp_path):
         assert world.stored() == world.expected()
 
 
+def test_a_storage_redirect_to_a_url_parsers_read_differently_is_rejected_and_never_followed(tmp_path, canary):
+    """`http://<canary>\\@<storage>/...`: urllib.parse reads the storage host after the "@", the
+    HTTP client ends the host at the backslash and would ask the canary."""
+    with World(tmp_path) as world:
+        target = next(obj for obj in world.catalog.values() if obj.kind == "build")
+        location = "http://%s\\@%s/%s" % (urlsplit(canary.url).netloc, urlsplit(world.replica.storage_url).netloc,
+                                           target.path)
+        world.replica.storage.redirect(target.path, location, count=None)
+        result = world.run(world.environ())
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr and result.error_line is None, result.stderr
+        assert set(result.problems) == {target.key}, result.stdout
+        assert "redirected: an ambiguous URL (a backslash in its host part)" in result.problems[target.key]
+        assert world.ledger_rows()[target.key]["state"] == "rejected"
+        assert not canary.requests
+        assert set(world.stored()) == set(world.expected()) - set(world.documents_of(target))
+
+
 # KernelCI API artifacts off the upstream origins --------------------------------------------------
 
 @pytest.fixture
@@ -338,6 +358,79 @@ def test_api_artifacts_off_the_upstream_origins_are_never_fetched_nor_hold_the_w
     assert SIGNATURE not in result.stdout + result.stderr
     # A refused version is settled: the next run does not list everything since it for ever.
     assert watermark(db) == newest_updated(api_replica)
+
+
+@pytest.mark.parametrize("between, reason", [
+    ("\\", "a backslash in its host part"),
+    ("\t", "a control character"),
+    (" ", "whitespace in its host part"),
+], ids=["backslash", "tab", "space"])
+def test_an_api_artifact_url_parsers_read_differently_is_refused_and_its_host_never_asked(
+        tmp_path, api_replica, logstash, canary, between, reason):
+    """`http://<canary><between>@<storage>/...`: urllib.parse, which the allow-list was judged
+    with, reads the storage host after the "@"; the HTTP client ends the host part at a backslash
+    (or keeps what Python's parser drops) and connects to the canary."""
+    db = tmp_path / "kcing.db"
+    kbuild = api_replica.tree["kbuild-x86"]
+    storage = urlsplit(kbuild["artifacts"]["build_log"])
+    url = "http://%s%s@%s%s" % (urlsplit(canary.url).netloc, between, storage.netloc, storage.path)
+    point_artifact(api_replica, kbuild, "build_log", url)
+    result = kcing(["feed_es", "--with-logs"], api_feed_environ(api_replica, logstash, db, KCI_DAYS="30"), tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "kcing feed_es:" not in result.stderr, result.stderr
+    assert not canary.requests
+    rows = {row["upstream_id"].split(".")[0]: row for row in ledger_rows(db)}
+    assert rows[kbuild["id"]]["state"] == "rejected"
+    assert rows[kbuild["id"]]["last_error"] == "build_log: GET refused: an ambiguous URL (%s), never fetched" % reason
+    assert {row["state"] for node_id, row in rows.items() if node_id != kbuild["id"]} == {"delivered"}
+
+
+def test_each_request_is_judged_as_it_is_sent_the_first_and_every_redirect(api_replica, canary):
+    """The last check sits where requests hands a request over to be sent, on its URL as
+    requests prepared it: asked of the session itself, past the Requester's first look, an
+    ambiguous URL still reaches nothing off the origins, and nor does a redirect."""
+    requester = Requester(new_session(), RetryPolicy(attempts=1), 5,
+                          allowed_origins=urls.origins([api_replica.files_url]))
+    canary_host = urlsplit(canary.url).netloc
+    storage = urlsplit(api_replica.files_url)
+    path = urlsplit(api_replica.tree["kbuild-x86"]["artifacts"]["build_log"]).path
+    with pytest.raises(RejectedInput, match=r"GET refused: http://%s is not an upstream origin" % canary_host):
+        requester.session.get("http://%s\\@%s%s" % (canary_host, storage.netloc, path), timeout=5)
+    # Without the hook that refuses a redirect with a clearer message, the request made to follow
+    # it is refused all the same.
+    requester.session.hooks["response"].clear()
+    api_replica.redirect(path, "%s/elsewhere" % canary.url)
+    with pytest.raises(RejectedInput, match=r"GET refused: http://%s is not an upstream origin" % canary_host):
+        requester.session.get(api_replica.files_url + path[len(storage.path):], timeout=5)
+    assert not canary.requests
+    assert requester.session.get(api_replica.files_url + path[len(storage.path):], timeout=5).status_code == 200
+
+
+def test_a_storage_url_setting_with_a_bad_port_stops_the_run_before_any_node_is_settled(
+        tmp_path, api_replica, logstash):
+    """`KCI_API_STORAGE_URL=http://host:99999` used to be taken, its nodes refused as another origin
+    and settled, the watermark moved past them: never delivered once the typo was fixed."""
+    db = tmp_path / "kcing.db"
+    storage = urlsplit(api_replica.files_url)
+    for node in api_replica.corpus.nodes():  # relative artifact paths: KCI_API_STORAGE_URL makes them URLs
+        artifacts = node.get("artifacts")
+        if isinstance(artifacts, dict):
+            relative = {name: url[len(api_replica.files_url) + 1:] if url.startswith(api_replica.files_url) else url
+                        for name, url in artifacts.items()}
+            api_replica.corpus.update(node["id"], when=datetime.fromisoformat(node["updated"]).replace(
+                tzinfo=timezone.utc), artifacts=relative)
+    typo = "%s://%s:99999%s" % (storage.scheme, storage.hostname, storage.path)
+    refused = kcing(["feed_es", "--with-logs"],
+                    api_feed_environ(api_replica, logstash, db, KCI_DAYS="30", KCI_API_STORAGE_URL=typo), tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert line == ("kcing feed_es: invalid KCI_API_STORAGE_URL=%r (from environment): the port must be a number "
+                    "from 1 to 65535" % typo)
+    assert not db.exists() and not logstash.store
+    fixed = kcing(["feed_es", "--with-logs"], api_feed_environ(api_replica, logstash, db, KCI_DAYS="30"), tmp_path)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert {row["state"] for row in ledger_rows(db)} == {"delivered"}
+    assert any(index.startswith("log-") for index, _ in logstash.store)
 
 
 def test_a_node_whose_artifacts_are_not_a_mapping_is_delivered_without_logs(tmp_path, api_replica, logstash):
@@ -443,9 +536,30 @@ def test_signed_url_parameters_and_url_credentials_are_redacted(text, expected):
     ("gopher://files.kernelci.org/x", False),
     ("//files.kernelci.org/x", False),
     ("https://[::1", False),
+    ("https://files.kernelci.org:99999/x", False),
+    ("https://evil.example\\@files.kernelci.org/x", False),
+    ("https://evil.example\t@files.kernelci.org/x", False),
+    ("https://evil.example @files.kernelci.org/x", False),
+    ("https://files.kernelci.org/x/\\@evil.example/y", True),
+    ("https://files.kernelci.org\\@evil.example/x", False),
+    (" https://files.kernelci.org/x", False),
+    ("https://fıles.kernelci.org/x", False),
 ])
 def test_only_the_configured_origins_are_allowed(url, allowed):
     assert urls.origin_allowed(url, urls.origins(["https://files.kernelci.org"])) is allowed
+
+
+@pytest.mark.parametrize("url, origin", [
+    ("http://127.0.0.2:8080/%5C@127.0.0.1:9000/x", ("http", "127.0.0.2", 8080)),  # requests' form of a backslash
+    ("http://127.0.0.2:8080%5C@127.0.0.1:9000/x", ("http", "127.0.0.1", 9000)),  # a redirect's, requoted
+    ("HTTPS://Files.KernelCI.org/x", ("https", "files.kernelci.org", 443)),
+    ("http://[::1]:8080/x", ("http", "::1", 8080)),
+    ("http://127.0.0.2:8080\\@127.0.0.1:9000/x", None),
+    ("http://127.0.0.1:99999/x", None),
+    ("file:///etc/passwd", None),
+])
+def test_a_request_is_judged_by_the_origin_the_http_client_connects_to(url, origin):
+    assert urls.origin_as_sent(url) == origin
 
 
 # Credentials in host and URL settings -------------------------------------------------------------

@@ -84,3 +84,90 @@ def test_a_bad_url_is_quoted_without_its_credentials(tmp_path):
         load(tmp_path, environ={"ES_LAVA": "ftp://kcing:hunter2@ls:8338"})
     assert "hunter2" not in str(caught.value) and "ES_LAVA" in str(caught.value)
     assert settings_module.mask_credentials("see http://u:p@h:1/x and https://h/y") == "see http://***@h:1/x and https://h/y"
+
+
+URL_SETTINGS = ("KCI_STORAGE_URL", "KCI_API_URL", "KCI_API_STORAGE_URL", "KCI_ARTIFACT_ORIGINS", "ES_BUILD", "ES_LAVA",
+                "ES_BOOT", "ES_REGRESSION", "ES_HOST", "KB_URL")
+
+
+@pytest.mark.parametrize("name", URL_SETTINGS)
+@pytest.mark.parametrize("port", ["99999", "abc", "0", "-1"])
+def test_every_url_setting_refuses_a_port_no_connection_can_use(tmp_path, name, port):
+    """urlsplit reads a port only when asked: unread, `:99999` passed and failed later, as if the
+    host were down or (for an upstream URL) as another origin."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={name: "http://127.0.0.1:%s" % port})
+    assert str(caught.value) == ("invalid %s='http://127.0.0.1:%s' (from environment): the port must be a number "
+                                 "from 1 to 65535" % (name, port))
+
+
+@pytest.mark.parametrize("port", ["99999", "abc", "0"])
+def test_the_host_setting_refuses_a_port_no_connection_can_use(tmp_path, port):
+    with pytest.raises(ConfigError, match="KCI_HOST.*the port must be a number from 1 to 65535"):
+        load(tmp_path, environ={"KCI_HOST": "127.0.0.1:%s" % port})
+
+
+@pytest.mark.parametrize("name", URL_SETTINGS)
+@pytest.mark.parametrize("value, reason", [
+    ("http://127.0.0.1\\x:8337", "a backslash in its host part"),
+    ("http://127.0.0.1\t:8337", "a control character"),
+    ("http://bücher.example:8337", "a character beyond ASCII in its host part"),
+], ids=["backslash", "tab", "non-ASCII"])
+def test_every_url_setting_refuses_a_host_part_parsers_read_differently(tmp_path, name, value, reason):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={name: value})
+    assert name in str(caught.value) and str(caught.value).endswith("is not a usable URL: %s" % reason)
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1\\x", "127.0.0.1\\x:80", "bücher.example", "[::1"])
+def test_the_host_setting_refuses_a_host_parsers_read_differently(tmp_path, value):
+    with pytest.raises(ConfigError, match="KCI_HOST.*expected a host name"):
+        load(tmp_path, environ={"KCI_HOST": value})
+
+
+def test_ports_and_addresses_connections_can_use_are_taken(tmp_path):
+    s = load(tmp_path, environ={"ES_BUILD": "http://127.0.0.1:65535", "KCI_API_URL": "http://[::1]:8001/latest",
+                                "KCI_HOST": "[::1]:8000", "KCI_API_STORAGE_URL": "https://files.example:1/base"})
+    assert s.ES_BUILD == ("http://127.0.0.1:65535",) and s.frontend_url == "https://[::1]:8000"
+    assert ("http", "::1", 8001) in s.upstream_origins and ("https", "files.example", 1) in s.upstream_origins
+
+
+def numeric_specs():
+    """(name, minimum, maximum, is whole) of every setting whose parser bounds a number."""
+    found = []
+    for name, spec in settings_module.SPECS.items():
+        allowed = getattr(spec.parse, "allowed", "")
+        low, _, high = allowed.rpartition(", or ")[2].partition(" to ")
+        if high:
+            whole = "." not in low + high and not isinstance(spec.default, float)
+            found.append((name, float(low), float(high), whole))
+    return found
+
+
+def test_every_numeric_setting_has_an_upper_bound():
+    assert {name for name, *_ in numeric_specs()} == {
+        name for name, spec in settings_module.SPECS.items()
+        if isinstance(spec.default, (int, float)) or name == "KCING_WORKERS"}
+
+
+@pytest.mark.parametrize("name, minimum, maximum, whole", numeric_specs(), ids=[spec[0] for spec in numeric_specs()])
+def test_a_numeric_setting_takes_its_bounds_and_nothing_beyond(tmp_path, name, minimum, maximum, whole):
+    shown = (lambda number: "%d" % number) if whole else repr
+    for inside in (minimum, maximum):
+        assert getattr(load(tmp_path, environ={name: shown(inside)}), name) == inside
+    step = 1 if whole else 0.001
+    beyond = [shown(maximum + step), "1" + "0" * 400, "-1" + "0" * 400] + ([] if whole else ["inf", "nan", "1e400"])
+    if minimum > 0:
+        beyond.append(shown(minimum - step))
+    for value in beyond:
+        with pytest.raises(ConfigError) as caught:
+            load(tmp_path, environ={name: value})
+        assert str(caught.value).endswith("from %s to %s" % (
+            settings_module._number_text(minimum), settings_module._number_text(maximum))), str(caught.value)
+
+
+def test_a_number_from_local_settings_is_bounded_too(tmp_path):
+    with pytest.raises(ConfigError, match=r"invalid KCI_THREADS=.*local_settings.py.*from 1 to 256"):
+        load(tmp_path, local="KCI_THREADS = 10 ** 20\n")
+    with pytest.raises(ConfigError, match=r"invalid ES_TIMEOUT=.*local_settings.py.*from 0.1 to 3600"):
+        load(tmp_path, local="ES_TIMEOUT = float('inf')\n")

@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
@@ -56,6 +56,16 @@ log = logging.getLogger(__name__)
 
 # Artifacts are logs of at most tens of megabytes; refuse to inflate a gzip beyond this.
 MAX_ARTIFACT_BYTES = 256 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+# Members in one gzip file at most. bgzip, the writer making the most, puts 64 KiB of content
+# in each: 4,096 for the largest artifact. Far more are empty members, which cost time each.
+MAX_GZIP_MEMBERS = 100_000
+# Compressed bytes handed to zlib at once. A member's first slice is small and each next one
+# twice the last: zlib copies out what it did not take after a member's end, which is so never
+# much more than the member itself, and a file of many small members costs linear time.
+FIRST_GZIP_SLICE = 256
+LAST_GZIP_SLICE = 1 << 20
+_NOT_ZERO = re.compile(rb"[^\x00]")
 # Answers from a storage host that another try will not change (an expired SAS token, a file
 # that was never uploaded): the node's documents are made without that log.
 LOST_ARTIFACT_STATUSES = frozenset({401, 403, 404, 410})
@@ -424,7 +434,7 @@ class KernelCIApi:
         if response.status_code != 200:
             raise UpstreamError("GET %s answered %d" % (_without_query(url), response.status_code))
         content = response.content
-        if content[:2] == b"\x1f\x8b":  # gzip file content: servers send it without Content-Encoding
+        if content[:2] == GZIP_MAGIC:  # gzip file content: servers send it without Content-Encoding
             try:
                 content = gunzip(content, MAX_ARTIFACT_BYTES)
             except ValueError as error:
@@ -447,17 +457,60 @@ def filter_time(when: datetime) -> str:
 
 
 def gunzip(data: bytes, limit: int) -> bytes:
-    """The content of one gzip member, or ValueError when it is broken, cut short or too large."""
+    """The content of a gzip file, all of its members, or ValueError when it is broken, cut
+    short, too large, or followed by data that is not gzip.
+
+    A gzip file may hold members one after another (`cat a.gz b.gz`, bgzip, a log appended to
+    in pieces): its content is theirs joined, as `gzip.decompress` reads it, zero bytes between
+    or after members skipped as there. `limit` bounds the content of all members together,
+    checked while inflating: a bomb stops at `limit` bytes.
+    """
+    parts: List[bytes] = []
+    size = members = position = 0
+    while not members or position < len(data):
+        if data[position:position + 2] != GZIP_MAGIC:
+            raise ValueError("not valid gzip (%s)" % ("data after its last member is not gzip" if members
+                                                      else "no gzip header"))
+        if members == MAX_GZIP_MEMBERS:
+            raise ValueError("more than %d gzip members" % MAX_GZIP_MEMBERS)
+        member, position = _inflate_member(data, position, limit - size, limit)
+        parts.extend(member)
+        size += sum(map(len, member))
+        members += 1
+        position = _after_padding(data, position)
+    return b"".join(parts)
+
+
+def _inflate_member(data: bytes, start: int, room: int, limit: int) -> Tuple[List[bytes], int]:
+    """The content of the gzip member at `start` in pieces, and where the member ends; ValueError
+    when it is broken, cut short, or holds more than `room` bytes (of the file's `limit`)."""
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        content = inflater.decompress(data, limit + 1)
-    except zlib.error as error:
-        raise ValueError("not valid gzip (%s)" % error) from None
-    if len(content) > limit or inflater.unconsumed_tail:
-        raise ValueError("larger than %d MB once decompressed" % (limit >> 20))
-    if not inflater.eof:
-        raise ValueError("gzip data cut short")
-    return content
+    view = memoryview(data)
+    pieces: List[bytes] = []
+    produced, position, slice_size = 0, start, FIRST_GZIP_SLICE
+    while not inflater.eof:
+        if position >= len(data):
+            raise ValueError("gzip data cut short")
+        chunk = view[position:position + slice_size]
+        try:
+            piece = inflater.decompress(chunk, room - produced + 1)
+        except zlib.error as error:
+            raise ValueError("not valid gzip (%s)" % error) from None
+        produced += len(piece)
+        if produced > room or inflater.unconsumed_tail:
+            raise ValueError("larger than %d MB once decompressed" % (limit >> 20))
+        if piece:
+            pieces.append(piece)
+        # What zlib did not take is the start of the next member (or padding, or garbage).
+        position += len(chunk) - len(inflater.unused_data)
+        slice_size = min(2 * slice_size, LAST_GZIP_SLICE)
+    return pieces, position
+
+
+def _after_padding(data: bytes, position: int) -> int:
+    """The first position from `position` on that holds no zero byte, or the end of `data`."""
+    found = _NOT_ZERO.search(data, position)
+    return found.start() if found else len(data)
 
 
 def _newer_than_listed(newest: Dict[str, datetime], node_id: Optional[str], updated) -> bool:

@@ -6,14 +6,15 @@ import logging
 import random
 import time
 from typing import Callable, FrozenSet, Optional
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
+from requests.adapters import BaseAdapter
 
 from kcing.errors import ConfigError, Interrupted, ObjectTooLarge, ObjectTooSlow, RejectedInput, UpstreamError
 from kcing.http import (BodyAbandoned, BodyBroken, BodyReader, BodyTooLarge, BodyTooSlow, RetryPolicy,
                         certificate_refused, parse_retry_after, seconds_text)
-from kcing.urls import Origin, origin_allowed, origin_text, redacted
+from kcing.urls import Origin, authority_problem, origin_allowed, origin_as_sent, origin_text, redacted
 from kcing.netreason import connection_failure
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,10 @@ class Requester:
     With `allowed_origins`, a URL, or a redirect, to any other origin (or scheme: `file:`) is
     refused with RejectedInput before anything is sent to it: upstream data names the URLs
     fetched (artifact URLs, storage redirects), and must not make kcing fetch from hosts
-    inside the network it runs in and index what they answer.
+    inside the network it runs in and index what they answer. So is a URL whose host part
+    parsers could read differently (kcing/urls.py). Each URL is judged as given, then once more
+    as requests sends it, the first and every redirect (`_OriginGuard`): that is the origin
+    its connection goes to.
     """
 
     def __init__(self, session: requests.Session, policy: RetryPolicy, timeout: float,
@@ -46,18 +50,32 @@ class Requester:
         if allowed_origins is not None:
             # Response hooks run on each answer before requests follows its redirect.
             session.hooks["response"].append(self._refuse_redirect_elsewhere)
+            for prefix, adapter in list(session.adapters.items()):
+                session.mount(prefix, _OriginGuard(adapter, self._refusal_as_sent))
 
     def refusal(self, url: str) -> Optional[str]:
         """Why `url` may not be fetched, or None when it may."""
-        if self.allowed_origins is None or origin_allowed(url, self.allowed_origins):
+        if self.allowed_origins is None:
+            return None
+        ambiguous = authority_problem(url) if isinstance(url, str) else None
+        if ambiguous is not None:
+            return "an ambiguous URL (%s), never fetched" % ambiguous
+        if origin_allowed(url, self.allowed_origins):
             return None
         return "%s is not an upstream origin (%s)" % (origin_text(url), ORIGIN_SETTINGS)
+
+    def _refusal_as_sent(self, url: str) -> Optional[str]:
+        """Why a request requests is about to send may not go, or None when it may."""
+        origin = origin_as_sent(url)
+        if origin in self.allowed_origins:
+            return None
+        shown = "%s://%s:%d" % origin if origin is not None else "a URL the HTTP client reads no single origin in"
+        return "%s is not an upstream origin (%s)" % (shown, ORIGIN_SETTINGS)
 
     def _refuse_redirect_elsewhere(self, response: requests.Response, *args, **kwargs) -> None:
         if not response.is_redirect:
             return
-        target = urljoin(response.url, response.headers["location"])
-        why = self.refusal(target)
+        why = self.refusal(_redirect_target(self.session, response))
         if why is not None:
             response.close()
             raise RejectedInput("GET %s redirected: %s" % (redacted(response.url), why))
@@ -107,6 +125,35 @@ class Requester:
                          delay)
                 self.sleep(delay)
         raise UpstreamError("GET %s failed %d times (last: %s)" % (redacted(url), self.policy.attempts, last))
+
+
+class _OriginGuard(BaseAdapter):
+    """The session's adapter behind one last look at each request it is given to send: the
+    first, and each one requests makes to follow a redirect, its URL as requests joined,
+    requoted and prepared it. `refusal` judges that URL; a refused request is never sent."""
+
+    def __init__(self, adapter: BaseAdapter, refusal: Callable[[str], Optional[str]]):
+        super().__init__()
+        self.adapter = adapter
+        self.refusal = refusal
+
+    def send(self, request: requests.PreparedRequest, *args, **kwargs) -> requests.Response:
+        why = self.refusal(request.url)
+        if why is not None:
+            raise RejectedInput("GET refused: %s" % why)
+        return self.adapter.send(request, *args, **kwargs)
+
+    def close(self) -> None:
+        self.adapter.close()
+
+
+def _redirect_target(session: requests.Session, response: requests.Response) -> str:
+    """Where requests goes next for a redirect, as it reads the Location header (re-decoded as
+    UTF-8, `//host/...` given the answer's scheme, relative paths joined to the answer's URL)."""
+    location = session.get_redirect_target(response) or ""
+    if location.startswith("//"):
+        location = "%s:%s" % (urlsplit(response.url).scheme, location)
+    return urljoin(response.url, location)
 
 
 def _keep_body(response: requests.Response, body: bytes) -> None:
