@@ -482,6 +482,12 @@ def test_a_resend_logstash_did_not_acknowledge_leaves_the_objects_held_as_missin
     assert _held_as_missing(db) == held
 
     forwarding.build.up()
+    # A check without --resend does not look at them (no longer delivered), but says they wait.
+    checked = kcing(["reconcile"], env, tmp_path)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "%d objects are held as missing in Elasticsearch" % len(held) in checked.stdout
+    assert "kcing reconcile --resend" in checked.stdout
+
     resent = kcing(["reconcile", "--resend"], env, tmp_path)
     assert resent.returncode == 0, resent.stdout + resent.stderr
     assert "re-sending %d legacy objects" % len(held) in resent.stdout

@@ -82,15 +82,21 @@ def run(args: dict, settings) -> int:
                          ledger.delivered_since(since, reconciling.CHUNK, destination_prefix=LOGSTASH), stop,
                          dry_run=dry_run, total=ledger.count_delivered_since(since, destination_prefix=LOGSTASH))
         resent = None  # the worst exit code of re-sending, when something was sent again
+        # Not only what this check found: an earlier reconcile or feed_es --verify may have
+        # marked objects missing that no run has sent again yet (a dry run marked nothing).
+        held = sum(ledger.sources_with_missing(destination_prefix=LOGSTASH).values())
         if args.get("--resend"):
-            # Not only what this check found: an earlier reconcile or feed_es --verify may have
-            # marked objects missing that no run has sent again yet (a dry run marked nothing).
-            held = sum(ledger.sources_with_missing(destination_prefix=LOGSTASH).values())
             if dry_run and report.missing + held:
                 print("reconcile: dry run: would re-send the %d objects with missing documents"
                       % (report.missing + held))
             elif held:
                 resent = _resend(settings, ledger, stop)
+        elif held:
+            # They are no longer delivered, so this check did not look at them: without this, a
+            # check after an earlier one found documents missing would read as all clear.
+            print("reconcile: %d objects are held as missing in Elasticsearch (found by this check or an earlier "
+                  "one, not delivered since): `kcing reconcile --resend` sends them again" % held)
+            resent = 1
     if not report.total("checked") and resent is None:
         # A check of nothing must not read as success in cron.
         raise NothingChecked(_nothing_checked(report, since, settings))
