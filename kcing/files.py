@@ -79,7 +79,10 @@ def file_error(path: Path, error: OSError) -> KcingError:
     """The kcing error for a file kcing could not write: a setting to fix (permissions, a
     missing directory: exit 2), or the machine failing (a full disk, an I/O error: exit 5)."""
     reason = error.strerror or str(error)
-    if error.errno in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+    # A path to fix: no permission, no such directory, a file where a directory belongs (EEXIST
+    # from mkdir) or the reverse, a read-only file system, a name too long or a link loop.
+    if error.errno in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                       errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP):
         return ConfigError("cannot write %s: %s" % (path, reason))
     return StorageFailed("cannot write %s: %s; the previous file, if any, is left as it was" % (path, reason))
 

@@ -229,8 +229,14 @@ def test_spaces_get_the_prefix_and_their_own_url_in_links(kibana, workdir, tmp_p
     assert (tmp_path / "default" / "saved_objects.ndjson").read_text() == ""
 
 
+def test_a_file_where_the_kibana_directory_belongs_is_a_configuration_error(kibana, tmp_path):
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ConfigError, match="afile"):  # exit 2: a path to fix, not a failing disk (5)
+        backup_kbn(args(tmp_path / "afile"), make_settings(tmp_path, KB_URL=kibana.url))
+
+
 def test_an_unknown_space_is_a_clear_error(kibana, workdir, tmp_path):
-    with pytest.raises(kb.KibanaRefused, match="HTTP 404.*KB_SPACE"):
+    with pytest.raises(ConfigError, match="HTTP 404.*KB_SPACE"):  # exit 2: a setting to fix
         setup_kbn(args(workdir, space="nope"), make_settings(tmp_path, KB_URL=kibana.url))
     with pytest.raises(ConfigError, match="space id"):
         setup_kbn(args(workdir, space="No Space"), make_settings(tmp_path, KB_URL=kibana.url))

@@ -238,9 +238,9 @@ def error_for(status: int, message: str, action: str, url: str, user: str) -> Kc
         return ConfigError("Kibana at %s refused the credentials to %s (HTTP 401); %s" % (url, action, hint))
     if status == 403:
         return ConfigError("Kibana user %r may not %s at %s (HTTP 403)%s" % (user, action, url, detail))
-    if status == 404:
-        return KibanaRefused("Kibana at %s has no such API or space to %s (HTTP 404)%s; check KB_URL and KB_SPACE"
-                             % (url, action, detail))
+    if status == 404:  # a setting to fix, as a refused login is (exit 2), not a Kibana that refuses
+        return ConfigError("Kibana at %s has no such API or space to %s (HTTP 404)%s; check KB_URL and KB_SPACE"
+                           % (url, action, detail))
     if status == 503:
         return KibanaUnavailable("Kibana at %s is not ready to %s (HTTP 503)%s" % (url, action, detail))
     if status >= 500:
