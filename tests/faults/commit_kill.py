@@ -59,7 +59,9 @@ def install(target: int, delay: float, marker: Path, deliveries_only: bool = Fal
         word = statement.strip().upper()
         if word.startswith("BEGIN"):
             delivering[0] = False
-        elif 'INSERT INTO "upstream_file"' in statement and "'delivered'" in statement:
+        elif 'INSERT INTO "upstream_file"' in statement and "'delivered'" in statement.split("ON CONFLICT", 1)[0]:
+            # A row's state among the values inserted (the upsert's update clause names the
+            # state 'delivered' too, in every outcome's statement).
             delivering[0] = True
         if word != "COMMIT" or (deliveries_only and not delivering[0]):
             return
