@@ -46,6 +46,14 @@ def test_an_output_directory_reached_through_a_link_is_the_same_destination(logs
     assert {path.name: path.read_bytes() for path in out.glob("*.ndjson")} == written  # nothing appended twice
 
 
+def test_a_dry_run_to_an_output_directory_creates_nothing(logstash, tmp_path):
+    env = environ(logstash, tmp_path / "kcing.db")
+    planned = kcing(["feed_es", "--source", "samples", "--dry-run", "--output", str(tmp_path / "new")], env, tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert "%d would be fetched" % SAMPLE_COUNT in planned.stdout
+    assert not (tmp_path / "new").exists()
+
+
 def test_files_written_with_output_do_not_make_logstash_skip_them(logstash, tmp_path):
     env = environ(logstash, tmp_path / "kcing.db")
     out = tmp_path / "out"

@@ -66,12 +66,17 @@ class NdjsonDirSink:
 
     name = "NDJSON files"
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, create: bool = True):
+        """`create`: make the directory now (a dry run, which writes nothing, leaves it to the run)."""
         self.directory = Path(directory)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ConfigError("cannot create output directory %s: %s" % (directory, error.strerror)) from None
+        if not create:
+            if self.directory.exists() and not self.directory.is_dir():
+                raise ConfigError("output directory %s is not a directory" % directory)
+        else:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise ConfigError("cannot create output directory %s: %s" % (directory, error.strerror)) from None
         # Posts run in parallel; two appends to one file must not interleave, nor a cut-back
         # after a failed write remove another batch's records.
         self._lock = threading.Lock()
