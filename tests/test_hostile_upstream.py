@@ -264,6 +264,15 @@ def off_origin_locations(world, canary, target) -> dict:
     }
 
 
+def assert_only_rejected(world, result, target, reason: str) -> None:
+    """The run went on past `target`, rejected for `reason`, and ended with exit 1 and no error."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and result.error_line is None, result.stderr
+    assert set(result.problems) == {target.key}, result.stdout
+    assert reason in result.problems[target.key]
+    assert world.ledger_rows()[target.key]["state"] == "rejected"
+
+
 @pytest.mark.parametrize("where", ["another port", "another host name for the same server", "a file: URL",
                                    "https on the same host"])
 def test_a_storage_redirect_off_the_upstream_origins_is_rejected_and_never_followed(tmp_path, canary, where):
@@ -271,11 +280,7 @@ def test_a_storage_redirect_off_the_upstream_origins_is_rejected_and_never_follo
         target = next(obj for obj in world.catalog.values() if obj.kind == "build")
         world.replica.storage.redirect(target.path, off_origin_locations(world, canary, target)[where], count=None)
         result = world.run(world.environ())
-        assert result.returncode == 1, result.stderr
-        assert "Traceback" not in result.stderr and result.error_line is None, result.stderr
-        assert set(result.problems) == {target.key}, result.stdout
-        assert "not an upstream origin" in result.problems[target.key]
-        assert world.ledger_rows()[target.key]["state"] == "rejected"
+        assert_only_rejected(world, result, target, "not an upstream origin")
         asked = [request for request in world.replica.storage.requests if request.path == "/" + target.path]
         assert len(asked) == 1, "retried, as if the refusal could pass"
         assert not canary.requests
@@ -302,11 +307,7 @@ def test_a_storage_redirect_to_a_url_parsers_read_differently_is_rejected_and_ne
                                            target.path)
         world.replica.storage.redirect(target.path, location, count=None)
         result = world.run(world.environ())
-        assert result.returncode == 1, result.stderr
-        assert "Traceback" not in result.stderr and result.error_line is None, result.stderr
-        assert set(result.problems) == {target.key}, result.stdout
-        assert "redirected: an ambiguous URL (a backslash in its host part)" in result.problems[target.key]
-        assert world.ledger_rows()[target.key]["state"] == "rejected"
+        assert_only_rejected(world, result, target, "redirected: an ambiguous URL (a backslash in its host part)")
         assert not canary.requests
         assert set(world.stored()) == set(world.expected()) - set(world.documents_of(target))
 
