@@ -255,7 +255,9 @@ def serve_connections(serve: Callable[[socket.socket], None], name: str) -> sock
         allow_reuse_address = True
 
     server = Server((LOOPBACK, 0), Handler)
-    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+    # Polled often, as BackgroundServer is: `shutdown()` waits for the loop to look (0.5 s by
+    # default), and a fault scenario stops four of these.
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, name=name, daemon=True).start()
     return server
 
 
