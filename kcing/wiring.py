@@ -125,7 +125,7 @@ def open_ledger(settings, dry_run: bool = False) -> Ledger:
         return Ledger.open(":memory:")
     return Ledger.open(settings.KCING_DB, wait=settings.KCING_DB_LOCK_WAIT,
                        earlier_destination=logstash_destination_of(settings),
-                       earlier_watermark_destination=logstash_destinations_key(settings))
+                       earlier_watermark_destination=logstash_destinations_key(settings), unchanged=dry_run)
 
 
 def logstash_destinations_key(settings) -> str:

@@ -173,3 +173,20 @@ def test_drp_forgets_the_rows_of_every_destination_and_says_which(logstash, tmp_
     done = kcing(["drp"], env, tmp_path)
     assert done.returncode == 0, done.stderr
     assert "forgot 2 ledger rows" in done.stdout
+
+
+def test_dry_runs_over_a_ledger_from_an_earlier_kcing_leave_the_file_as_it_was(logstash, es, tmp_path):
+    db = tmp_path / "kcing.db"
+    objects = sample_objects()
+    make_schema_2(db, delivered=objects[:3], failed=[])
+    before = db.read_bytes()
+    env = environ(logstash, db, ES_HOST=es.url)
+    planned = kcing(["feed_es", "--source", "samples", "--dry-run"], env, tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    # Read from a migrated copy: its deliveries count as made to the configured Logstash.
+    assert "listed %d, 3 already delivered, %d would be fetched" % (SAMPLE_COUNT, SAMPLE_COUNT - 3) in planned.stdout
+    for argv in (["reconcile", "--dry-run"], ["drp", "--dry-run"]):
+        result = kcing(argv, env, tmp_path)
+        assert "Traceback" not in result.stderr and result.returncode in (0, 1, 6), result.stderr
+    assert db.read_bytes() == before
+    assert not Path(str(db) + "-wal").exists() or Path(str(db) + "-wal").stat().st_size == 0

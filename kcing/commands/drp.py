@@ -52,7 +52,7 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
         if have_ledger and not dry_run:
             # A feed run writing rows while they are pruned would race; one run at a time.
             stack.enter_context(RunLock(settings.KCING_DB))
-        ledger = open_ledger(settings) if have_ledger else None
+        ledger = open_ledger(settings, dry_run) if have_ledger else None
         if ledger is not None:
             stack.callback(ledger.close)
         chosen = retention.plan(client, host, ledger, today, settings.DRP_DAYS)

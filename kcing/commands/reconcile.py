@@ -73,7 +73,7 @@ def run(args: dict, settings) -> int:
         if not dry_run:
             stack.enter_context(RunLock(settings.KCING_DB))
         stop = stack.enter_context(stop_on_signals())
-        ledger = open_ledger(settings)
+        ledger = open_ledger(settings, dry_run)
         stack.callback(ledger.close)
         report = reconciling.Report(scope="objects delivered since %s" % since.strftime("%Y-%m-%d %H:%M UTC"),
                                     dry_run=dry_run)

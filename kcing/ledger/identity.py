@@ -39,9 +39,8 @@ class FileShape:
 def shape_of_file(path: str, wait: float) -> FileShape:
     """The shape of the SQLite file at `path`, read on a read-only connection of its own (which
     writes nothing to the file, and so cannot checkpoint another program's WAL into it)."""
-    location = "file:%s?mode=ro" % quote(str(Path(path).expanduser().resolve()))
     try:
-        connection = sqlite3.connect(location, uri=True, timeout=wait)
+        connection = sqlite3.connect(_read_only(path), uri=True, timeout=wait)
         try:
             return read_shape(lambda sql: connection.execute(sql).fetchall())
         finally:
@@ -51,6 +50,26 @@ def shape_of_file(path: str, wait: float) -> FileShape:
         if failure is not None:
             raise failure from None
         raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
+
+
+def copy_into(path: str, target: sqlite3.Connection, wait: float) -> None:
+    """Copy the SQLite file at `path` into the open database `target`, reading the file on a
+    read-only connection of its own (SQLite's backup: the file is not written)."""
+    try:
+        connection = sqlite3.connect(_read_only(path), uri=True, timeout=wait)
+        try:
+            connection.backup(target)
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        failure = storage_error(path, error, wait)
+        if failure is not None:
+            raise failure from None
+        raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
+
+
+def _read_only(path: str) -> str:
+    return "file:%s?mode=ro" % quote(str(Path(path).expanduser().resolve()))
 
 
 def read_shape(query: Callable[[str], list]) -> FileShape:

@@ -140,7 +140,7 @@ class Ledger:
     @classmethod
     def open(cls, path: str, clock=_utcnow, wait: float = DEFAULT_LOCK_WAIT,
              earlier_destination: Callable[[str], str] = lambda kind: "logstash",
-             earlier_watermark_destination: str = "logstash") -> "Ledger":
+             earlier_watermark_destination: str = "logstash", unchanged: bool = False) -> "Ledger":
         """Open (creating if needed) the ledger at `path`; a file that is not one is a ConfigError.
 
         A SQLite file of another program is refused before anything is written to it (see
@@ -149,15 +149,23 @@ class Ledger:
         (ledger/database.py). A ledger from before schema 3 knew one destination, Logstash: its
         rows are migrated as sent to `earlier_destination(kind)` and its watermarks to
         `earlier_watermark_destination` (the CLI passes the Logstash inputs configured now).
+
+        With `unchanged` (a dry run), a ledger that opening would migrate or mark is read into
+        memory and the copy is migrated: the file stays as it was.
         """
+        copy_from = None
         if path != ":memory:":
             _check_ledger_path(Path(path).expanduser())
             if Path(path).expanduser().exists():
                 # Read only, on a connection of its own: a file that is not a ledger is refused
                 # before kcing writes a byte to it (even the WAL mode or a checkpoint of its WAL).
-                refused = identity.refusal(identity.shape_of_file(path, wait))
+                shape = identity.shape_of_file(path, wait)
+                refused = identity.refusal(shape)
                 if refused:
                     raise ConfigError("KCING_DB %s %s" % (path, refused))
+                if unchanged and (shape.user_version, shape.application_id) != (models.SCHEMA_VERSION,
+                                                                               models.APPLICATION_ID):
+                    copy_from, path = path, ":memory:"
         database = LedgerDatabase(path, wait, pragmas={
             "journal_mode": "wal",
             # WAL + NORMAL: a committed transaction survives a killed process; only a power loss
@@ -169,6 +177,9 @@ class Ledger:
         models.database.initialize(database)
         try:
             database.connect(reuse_if_open=True)
+            if copy_from is not None:
+                identity.copy_into(copy_from, database.connection(), wait)
+                path = copy_from  # for the messages below
             with database.atomic():
                 version = database.execute_sql("PRAGMA user_version").fetchone()[0]
                 if version > models.SCHEMA_VERSION:  # a ledger made newer since it was checked above
