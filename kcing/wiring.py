@@ -34,8 +34,8 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
     for flag, kind in (("--builds", BUILD), ("--lavas", LAVA), ("--boots", BOOT)):
         if args.get(flag):
             from kcing.sources.localfiles import LocalFiles
-            return LocalFiles([(kind, path) for path in args["<file>"]], date=a_date(args, "--date"),
-                              max_bytes=settings.KCI_MAX_OBJECT_BYTES)
+            return LocalFiles([(kind, path) for path in args["<file>"]], settings.KCI_MAX_OBJECT_BYTES,
+                              date=a_date(args, "--date"))
     if settings.KCI_SOURCE == "samples":
         given = [flag for flag in ("--days", how_many_flag) if args.get(flag) is not None]
         if given:
@@ -43,7 +43,7 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
             raise ConfigError("%s does not apply to --source samples, which replays the whole samples directory"
                               % " and ".join(given))
         from kcing.sources.localfiles import SamplesDir
-        return SamplesDir(settings.KCI_SAMPLES_DIR, max_bytes=settings.KCI_MAX_OBJECT_BYTES)
+        return SamplesDir(settings.KCI_SAMPLES_DIR, settings.KCI_MAX_OBJECT_BYTES)
     stop = stop if stop is not None else Stop()
     session = new_session(pool_size=settings.KCI_THREADS + 2, verify=settings.KCI_CA_BUNDLE)
     reader = BodyReader(settings.KCI_DOWNLOAD_DEADLINE, settings.KCI_MAX_OBJECT_BYTES, abandon=stop.is_set)

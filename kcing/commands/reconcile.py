@@ -133,7 +133,7 @@ def _resend(settings, ledger: Ledger, stop) -> int:
         if sink is None:
             sink = make_sink({}, settings)
         fetcher = make_source({}, settings.with_overrides({"KCI_SOURCE": "legacy"})) if name == "legacy" \
-            else LocalFiles([])
+            else LocalFiles([], settings.KCI_MAX_OBJECT_BYTES)
         print("reconcile: re-sending %d %s objects" % (count, name), flush=True)
         summary = run_feed(reconciling.MissingObjects(ledger, name, fetcher), ledger, sink, settings, False, stop)
         print_summary(summary, sink.name, False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, FrozenSet, Mapping, Optional
+from typing import Callable, Dict, FrozenSet, Mapping, Optional, TypeVar
 from urllib.parse import quote
 
 from kcing.errors import ConfigError
@@ -25,6 +25,7 @@ REQUIRED_TABLES = ("upstream_file", "run")
 ADDED_LATER = {"upstream_file": {"kept_ids", "destination"}, "watermark": {"destination"}}
 # Table names shown when a file is refused for holding other tables.
 NAMES_SHOWN = 5
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -39,26 +40,23 @@ class FileShape:
 def shape_of_file(path: str, wait: float) -> FileShape:
     """The shape of the SQLite file at `path`, read on a read-only connection of its own (which
     writes nothing to the file, and so cannot checkpoint another program's WAL into it)."""
-    try:
-        connection = sqlite3.connect(_read_only(path), uri=True, timeout=wait)
-        try:
-            return read_shape(lambda sql: connection.execute(sql).fetchall())
-        finally:
-            connection.close()
-    except sqlite3.Error as error:
-        failure = storage_error(path, error, wait)  # locked past the wait, an I/O error
-        if failure is not None:
-            raise failure from None
-        raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
+    return _reading(path, wait, lambda connection: read_shape(lambda sql: connection.execute(sql).fetchall()))
 
 
 def copy_into(path: str, target: sqlite3.Connection, wait: float) -> None:
-    """Copy the SQLite file at `path` into the open database `target`, reading the file on a
-    read-only connection of its own (SQLite's backup: the file is not written)."""
+    """Copy the SQLite file at `path` into the open database `target` (SQLite's backup, read on
+    a read-only connection: the file is not written)."""
+    _reading(path, wait, lambda connection: connection.backup(target))
+
+
+def _reading(path: str, wait: float, read: Callable[[sqlite3.Connection], T]) -> T:
+    """`read(connection)` on a read-only connection of its own to the file at `path`; a file
+    SQLite cannot read is a ConfigError, or the storage error it is (locked past the wait, I/O)."""
+    location = "file:%s?mode=ro" % quote(str(Path(path).expanduser().resolve()))
     try:
-        connection = sqlite3.connect(_read_only(path), uri=True, timeout=wait)
+        connection = sqlite3.connect(location, uri=True, timeout=wait)
         try:
-            connection.backup(target)
+            return read(connection)
         finally:
             connection.close()
     except sqlite3.Error as error:
@@ -66,10 +64,6 @@ def copy_into(path: str, target: sqlite3.Connection, wait: float) -> None:
         if failure is not None:
             raise failure from None
         raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
-
-
-def _read_only(path: str) -> str:
-    return "file:%s?mode=ro" % quote(str(Path(path).expanduser().resolve()))
 
 
 def read_shape(query: Callable[[str], list]) -> FileShape:

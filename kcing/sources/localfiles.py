@@ -17,8 +17,6 @@ from kcing.records import OBJECT_KINDS, UpstreamObject
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MANIFEST = "manifest.json"
-# The default of KCI_MAX_OBJECT_BYTES, for callers that name no limit.
-DEFAULT_MAX_BYTES = 100_000_000
 
 
 class SamplesDir:
@@ -26,7 +24,7 @@ class SamplesDir:
 
     name = "samples"
 
-    def __init__(self, directory: str, max_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, directory: str, max_bytes: int):
         self.root = Path(directory)
         self.max_bytes = max_bytes
         manifest = self.root / MANIFEST
@@ -86,8 +84,7 @@ class LocalFiles:
 
     name = "files"
 
-    def __init__(self, files: Sequence[Tuple[str, str]], date: Optional[datetime] = None,
-                 max_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, files: Sequence[Tuple[str, str]], max_bytes: int, date: Optional[datetime] = None):
         self.files = list(files)  # (kind, path)
         self.date = date
         self.max_bytes = max_bytes
