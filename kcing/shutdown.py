@@ -93,16 +93,6 @@ def result_of(future: futures.Future) -> Any:
     return future.result()
 
 
-def sleep(seconds: float) -> None:
-    """time.sleep, in slices of WAIT_SLICE_SECONDS."""
-    deadline = time.monotonic() + seconds
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        time.sleep(min(remaining, WAIT_SLICE_SECONDS))
-
-
 def _exit_after(seconds: float) -> None:
     """End the process with status 130 in `seconds`, unless it ends first.
 

@@ -8,17 +8,16 @@ from typing import Optional
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import feed
 from kcing.progress import Progress
-from kcing import shutdown
 from kcing.sinks.throttle import RateLimiter
 from kcing.wiring import feed_options
 
 
 def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_delivered=lambda obj: None):
     """One feed run recorded in the ledger's runs table (unless a dry run); return its summary."""
-    # Paced in short slices (a signal's handler runs in this, the main, thread), and no longer
-    # than until a stop: a pause before a batch lasts the batch's size over ES_MAX_DOCS_PER_SECOND.
-    limiter = RateLimiter(settings.ES_LOAD_INTERVAL, settings.ES_MAX_DOCS_PER_SECOND,
-                          sleep=shutdown.sleep if stop is None else stop.wait)
+    # Paced by waiting on the stop, in short slices (a signal's handler runs in this, the main,
+    # thread), and no longer than until a stop: a pause before a batch lasts the batch's size
+    # over ES_MAX_DOCS_PER_SECOND.
+    limiter = RateLimiter(settings.ES_LOAD_INTERVAL, settings.ES_MAX_DOCS_PER_SECOND, sleep=stop.wait)
     if dry_run:
         # A dry run prints its plan on stdout line by line; a live line would only get in its way.
         return feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
