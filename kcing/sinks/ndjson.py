@@ -81,13 +81,15 @@ class NdjsonDirSink:
         # after a failed write remove another batch's records.
         self._lock = threading.Lock()
         self._checked: Set[str] = set()
+        # Resolved once: the ledger asks for it for every object it records.
+        self._destination = ndjson_destination(str(self.directory))
 
     def destination(self, kind: str) -> str:
         """What the ledger records as where objects were delivered: this directory."""
-        return ndjson_destination(str(self.directory))
+        return self._destination
 
     def destinations_key(self) -> str:
-        return ndjson_destination(str(self.directory))
+        return self._destination
 
     # Records end with a newline: an object's records are joined with nothing between them.
     separator = b""
