@@ -5,16 +5,20 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import socket
 import threading
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from kcing import __version__
 
@@ -54,7 +58,7 @@ def new_session(pool_size: int = 10, verify: str = "") -> requests.Session:
     (verification is never switched off).
     """
     session = _Session()
-    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    adapter = _WatchedAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = USER_AGENT
@@ -152,9 +156,27 @@ CHUNK = 64 * 1024
 
 @dataclass(eq=False)
 class _Transfer:
-    raw: object  # the urllib3 response being read
+    """One request, from sending it to the last byte of its answer, and what to cut to end it
+    now: the socket while the status line and headers are awaited, then the answer's body."""
     deadline: float
+    raw: object = None  # the urllib3 response whose body is being read
+    sock: object = None  # the socket awaiting the answer's status line and headers
     cut: Optional[str] = None  # "deadline" or "abandoned" once the watchdog cut it
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def cut_now(self, why: str) -> None:
+        with self.lock:
+            if self.cut is None:
+                self.cut = why
+            if self.raw is not None:
+                _cut(self.raw)
+            elif self.sock is not None:
+                _shutdown(self.sock)
+
+
+# The exchange each thread is making (BodyReader.exchange), for its connection to say which
+# socket awaits the answer: requests and urllib3 hand the caller nothing before the headers.
+_exchanges = threading.local()
 
 
 class BodyReader:
@@ -163,8 +185,9 @@ class BodyReader:
     Socket timeouts bound each read, not a whole body: a server sending a byte a second never
     times out, and one streaming forever never ends. A watchdog thread shuts down the socket of
     a body past its deadline, or of every body once `abandon()` turns true (the run is stopping),
-    which wakes the blocked read at once. Sources and sinks use the same reader class, each
-    with its own limits.
+    which wakes the blocked read at once. Within `exchange()`, the deadline and the stop cover
+    the whole request, the wait for the status line and headers included. Sources and sinks use
+    the same reader class, each with its own limits.
     """
 
     POLL = 0.1  # seconds between the watchdog's looks: the precision of deadlines and stops
@@ -179,6 +202,22 @@ class BodyReader:
         self._lock = threading.Lock()
         self._watchdog: Optional[threading.Thread] = None
 
+    @contextmanager
+    def exchange(self) -> Iterator[_Transfer]:
+        """One request and its answer under this reader's deadline and stop, from the moment it
+        is sent: a server that trickles its status line or headers is cut like one trickling its
+        body. Requests sent on this thread meanwhile through a watched pool (`watch_pools`)
+        belong to it, redirects included; `read` reads their bodies on the same clock.
+        The transfer's `cut` says, after any failure, whether the reader caused it."""
+        transfer = _Transfer(self.clock() + self.deadline)
+        self._watch(transfer)
+        outer, _exchanges.current = getattr(_exchanges, "current", None), (self, transfer)
+        try:
+            yield transfer
+        finally:
+            _exchanges.current = outer
+            self._unwatch(transfer)
+
     def read(self, response) -> bytes:
         """Return the whole (decoded) body of a `stream=True` response, or raise a BodyError.
 
@@ -188,12 +227,19 @@ class BodyReader:
         if announced is not None and announced > self.max_bytes:
             response.close()
             raise BodyTooLarge("announced %s bytes, more than the limit of %d" % (declared, self.max_bytes))
-        transfer = _Transfer(response.raw, self.clock() + self.deadline)
-        self._watch(transfer)
+        current = getattr(_exchanges, "current", None)
+        own = current is None or current[0] is not self
+        transfer = _Transfer(self.clock() + self.deadline) if own else current[1]
+        if own:
+            self._watch(transfer)
+        with transfer.lock:
+            transfer.raw = response.raw
         chunks: List[bytes] = []
         size = 0
         whole = False
         try:
+            if transfer.cut is not None:  # cut before this body began: nothing of it is read
+                raise _AlreadyCut()
             read = getattr(response.raw, "read1", None) or response.raw.read
             if announced is not None and not response.headers.get("Content-Encoding"):
                 # A plain body of announced length (within the limit, checked above) in one call,
@@ -223,7 +269,9 @@ class BodyReader:
             if transfer.cut is None:
                 raise BodyBroken("connection broken mid-body (%s)" % _error_name(error)) from None
         finally:
-            cut = self._unwatch(transfer)
+            with transfer.lock:
+                transfer.raw = None
+            cut = self._unwatch(transfer) if own else transfer.cut
             if not whole or cut is not None:
                 response.close()
         if cut == "deadline":
@@ -256,10 +304,12 @@ class BodyReader:
                     return
                 due = [transfer for transfer in self._active.values()
                        if transfer.cut is None and (abandon or now > transfer.deadline)]
-                for transfer in due:
-                    transfer.cut = "abandoned" if abandon else "deadline"
             for transfer in due:
-                _cut(transfer.raw)
+                transfer.cut_now("abandoned" if abandon else "deadline")
+
+
+class _AlreadyCut(Exception):
+    """The exchange was cut before its body was read."""
 
 
 def _cut(raw) -> None:
@@ -270,6 +320,70 @@ def _cut(raw) -> None:
         raw.shutdown()
     except (ValueError, RuntimeError, OSError):
         pass
+
+
+def _shutdown(sock) -> None:
+    """Wake a wait for an answer's status line or headers with end-of-file."""
+    try:
+        sock.shutdown(socket.SHUT_RD)
+    except (ValueError, RuntimeError, OSError):
+        pass
+
+
+class _WatchedAnswer:
+    """The part of a watched connection: while it awaits an answer, the thread's exchange
+    (BodyReader.exchange) may cut its socket."""
+
+    def getresponse(self):
+        current = getattr(_exchanges, "current", None)
+        if current is None:
+            return super().getresponse()
+        transfer = current[1]
+        with transfer.lock:
+            if transfer.cut is not None:  # cut before the answer was awaited: it never will be
+                raise urllib3.exceptions.ProtocolError("the exchange was cut before its answer")
+            transfer.sock = self.sock
+        try:
+            return super().getresponse()
+        finally:
+            with transfer.lock:
+                transfer.sock = None
+
+
+class _WatchedHTTPConnection(_WatchedAnswer, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedAnswer, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+def watch_pools(manager: urllib3.PoolManager) -> urllib3.PoolManager:
+    """Make `manager`'s connections report their wait for an answer to the thread's exchange
+    (BodyReader.exchange). A SOCKS proxy's manager keeps its own connections, unwatched: there
+    only the timeout bounds that wait."""
+    if manager.pool_classes_by_scheme.get("http") is HTTPConnectionPool:
+        manager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+    return manager
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter, its pools watched (`watch_pools`)."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        watch_pools(self.poolmanager)
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        return watch_pools(super().proxy_manager_for(proxy, **proxy_kwargs))
 
 
 def _error_name(error: BaseException) -> str:

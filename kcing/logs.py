@@ -30,11 +30,17 @@ class TerminalHandler(logging.StreamHandler):
 
 class RedactSecrets(logging.Filter):
     """Replaces any configured secret that reaches a log record with `***`, and the values of
-    signature and token parameters in URLs (signed artifact URLs; urllib3's `-d` request lines)."""
+    signature and token parameters in URLs (signed artifact URLs; urllib3's `-d` request lines).
 
-    def __init__(self, secrets: Iterable[str]):
+    A record's traceback becomes part of its message only with `tracebacks` (--debug): a library
+    that logs one with a warning (urllib3 does, for a header line it cannot parse) would print
+    it on a routine run, where a line is all a user needs.
+    """
+
+    def __init__(self, secrets: Iterable[str], tracebacks: bool = True):
         super().__init__()
         self.secrets = [secret for secret in secrets if secret]
+        self.tracebacks = tracebacks
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -43,7 +49,8 @@ class RedactSecrets(logging.Filter):
             return True  # a malformed call: let the handler report it as logging does
         if record.exc_info:
             # A traceback (with --debug) can quote a URL or header holding a secret too.
-            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            if self.tracebacks:
+                message += "\n" + logging.Formatter().formatException(record.exc_info)
             record.exc_info, record.exc_text = None, None
         for secret in self.secrets:
             message = message.replace(secret, "***")
@@ -71,7 +78,7 @@ def configure(debug: bool = False, log_file: Optional[str] = None, secrets: Iter
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
-    redact = RedactSecrets(secrets)
+    redact = RedactSecrets(secrets, tracebacks=debug)
     handlers = [TerminalHandler(sys.stderr)]
     if log_file:
         handlers.append(LogFileHandler(log_file, encoding="utf-8"))

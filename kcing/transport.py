@@ -27,7 +27,7 @@ from urllib3.exceptions import (ClosedPoolError, ConnectTimeoutError, HTTPError,
                                 ProxyError, ReadTimeoutError, SSLError)
 from urllib3.util.ssl_ import create_urllib3_context
 
-from kcing.http import USER_AGENT, certificate_refused
+from kcing.http import USER_AGENT, certificate_refused, watch_pools
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class Transport:
         self._pool_options = dict(num_pools=MAX_ORIGINS, maxsize=pool_size, block=False,
                                   ssl_context=tls_context(ca_bundle, system_store=False),
                                   cert_reqs="CERT_REQUIRED")
-        self._direct = urllib3.PoolManager(**self._pool_options)
+        self._direct = watch_pools(urllib3.PoolManager(**self._pool_options))
         self._proxied: Dict[str, urllib3.PoolManager] = {}
         self._routes: Dict[str, _Route] = {}
         self._lock = threading.Lock()
@@ -216,8 +216,9 @@ class Transport:
             manager = SOCKSProxyManager(proxy, username=user, password=password, **self._pool_options)
         else:
             headers = {"Proxy-Authorization": basic_auth(user, password)} if user else {}
-            manager = urllib3.ProxyManager(proxy, proxy_headers=headers, proxy_ssl_context=self._pool_options["ssl_context"],
-                                           **self._pool_options)
+            manager = watch_pools(urllib3.ProxyManager(proxy, proxy_headers=headers,
+                                                       proxy_ssl_context=self._pool_options["ssl_context"],
+                                                       **self._pool_options))
         with self._lock:
             return self._proxied.setdefault(proxy, manager)
 

@@ -21,7 +21,7 @@ import pytest
 from kcing import http as kcing_http
 from kcing.documents import documents_for
 from kcing.sinks.logstash import LogstashSink
-from tests.fakes.rogue_http import RogueFront, answer, cut_short, endless, redirect, trickle
+from tests.fakes.rogue_http import RogueFront, answer, cut_short, endless, redirect, trickle, trickle_head
 from tests.fakes.serving import wait_until
 from tests.feedrun import (REPO, SAMPLES, feed_environ, integrity, kcing, kcing_process, ledger_rows, ledger_states,
                            sample_objects)
@@ -186,6 +186,47 @@ def test_a_trickling_download_fails_at_its_deadline_without_holding_up_the_other
     assert set(ledger_states(db).values()) == {"delivered"}
 
 
+@pytest.mark.parametrize("status_line", [False, True], ids=["headers", "status-line"])
+def test_a_download_whose_headers_trickle_fails_at_its_deadline(
+        legacy_replica, logstash, storage_front, tmp_path, build_object, status_line):
+    # The socket timeout never fires on a byte every 0.2 s, and a hundred header lines of 600
+    # bytes at that pace take hours: only the download's deadline ends the wait.
+    db = tmp_path / "kcing.db"
+    storage_front.on("GET", storage_path(build_object), trickle_head(every=0.2, status_line=status_line),
+                     count=None)
+    env = feed_environ(legacy_replica, logstash, db, KCI_STORAGE_URL=storage_front.url,
+                       KCI_DOWNLOAD_DEADLINE="1.5", KCI_TIMEOUT="10")
+    started = time.monotonic()
+    result = kcing(["feed_es"], env, tmp_path, timeout=120)
+    assert time.monotonic() - started < 20
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    states = ledger_states(db)
+    assert states.pop(("build", build_object.upstream_id)) == "failed"
+    assert set(states.values()) == {"delivered"}
+    (row,) = [row for row in ledger_rows(db) if row["upstream_id"] == build_object.upstream_id]
+    assert "KCI_DOWNLOAD_DEADLINE" in row["last_error"]
+
+
+def test_a_redirect_with_an_endless_body_is_held_to_the_size_limit(
+        legacy_replica, logstash, storage_front, tmp_path, build_object):
+    # The redirect stays within the upstream origin; its body is read before it is followed.
+    db = tmp_path / "kcing.db"
+    path = storage_path(build_object)
+    storage_front.on("GET", path, endless(status=302, location=storage_front.url + path + "?moved=1"), count=1)
+    env = feed_environ(legacy_replica, logstash, db, KCI_STORAGE_URL=storage_front.url,
+                       KCI_MAX_OBJECT_BYTES="2000000")
+    started = time.monotonic()
+    result = kcing(["feed_es"], env, tmp_path, timeout=60)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1, result.stderr
+    states = ledger_states(db)
+    assert states.pop(("build", build_object.upstream_id)) == "rejected"
+    assert set(states.values()) == {"delivered"}
+    (row,) = [row for row in ledger_rows(db) if row["upstream_id"] == build_object.upstream_id]
+    assert "KCI_MAX_OBJECT_BYTES" in row["last_error"]
+
+
 # Logstash answers: trickling, cut short ----------------------------------------------------------
 
 def test_a_trickling_answer_from_logstash_is_cut_at_the_post_deadline_and_retried(
@@ -200,6 +241,21 @@ def test_a_trickling_answer_from_logstash_is_cut_at_the_post_deadline_and_retrie
     assert "not complete within 1s" in result.stderr  # logged as the failed attempt
     assert set(ledger_states(db).values()) == {"delivered"}
     assert lava_front.answered_by("trickled") == 1 and lava_front.answered_by("forward") >= 1
+
+
+def test_logstash_trickling_its_headers_is_cut_at_the_post_deadline_and_retried(
+        legacy_replica, logstash, lava_front, tmp_path):
+    db = tmp_path / "kcing.db"
+    lava_front.on("POST", "/", trickle_head(every=0.2), count=1)
+    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url, ES_POST_DEADLINE="1",
+                       ES_TIMEOUT="10")
+    started = time.monotonic()
+    result = kcing(["feed_es"], env, tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 30
+    assert "not complete within 1s" in result.stderr  # logged as the failed attempt
+    assert set(ledger_states(db).values()) == {"delivered"}
+    assert lava_front.answered_by("head_trickled") == 1 and lava_front.answered_by("forward") >= 1
 
 
 def test_an_answer_shorter_than_its_content_length_is_a_connection_failure_and_retried(
@@ -263,6 +319,21 @@ def test_a_run_stuck_on_a_download_stops_on_a_signal(legacy_replica, logstash, s
                        KCI_DOWNLOAD_DEADLINE="600", KCI_TIMEOUT="600")
     process = kcing_process(["feed_es"], env, tmp_path)
     assert wait_until(lambda: storage_front.answered_by("trickled") == 1, timeout=30)
+    time.sleep(1.0)
+    stderr = stopped_at_once(process, signal.SIGTERM)
+    assert "Traceback" not in stderr
+    assert last_run(env, tmp_path)["outcome"] == "error 130"
+    assert ledger_states(db).get(("build", build_object.upstream_id)) != "delivered"
+
+
+def test_a_run_waiting_for_a_downloads_headers_stops_on_a_signal(legacy_replica, logstash, storage_front,
+                                                                 tmp_path, build_object):
+    db = tmp_path / "kcing.db"
+    storage_front.on("GET", storage_path(build_object), trickle_head(every=0.5), count=None)
+    env = feed_environ(legacy_replica, logstash, db, KCI_STORAGE_URL=storage_front.url,
+                       KCI_DOWNLOAD_DEADLINE="600", KCI_TIMEOUT="600")
+    process = kcing_process(["feed_es"], env, tmp_path)
+    assert wait_until(lambda: storage_front.answered_by("head_trickled") == 1, timeout=30)
     time.sleep(1.0)
     stderr = stopped_at_once(process, signal.SIGTERM)
     assert "Traceback" not in stderr

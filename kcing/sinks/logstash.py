@@ -103,6 +103,23 @@ class LogstashSink:
         raise SinkUnavailable("Logstash unreachable: %s input failed %d attempts in a row (last: %s)"
                               % (batch.route, self.policy.attempts, errors[-1]))
 
+    def _failure(self, url: str, error: Exception, cut: Optional[str]) -> str:
+        """Why one POST failed, for the retry log; the reader's cut, whenever it came, first."""
+        if cut == "abandoned" or isinstance(error, BodyAbandoned):
+            return "cut short at %s: the run is stopping" % url
+        if cut == "deadline":
+            return "answer from %s not complete within %s" % (url, seconds_text(self.reader.deadline))
+        if isinstance(error, PostTimeout):
+            return "timed out after %s at %s" % (seconds_text(self.timeout[1]), url)
+        if isinstance(error, BodyError):
+            return "answer from %s %s" % (url, error)
+        if isinstance(error, CannotConnect):
+            if error.untrusted_certificate:
+                raise ConfigError("the TLS certificate of Logstash at %s is not trusted: point LS_CA_BUNDLE at "
+                                  "the CA bundle that signed it" % url) from None
+            return "cannot connect to %s (%s)" % (url, connection_failure(error))
+        return "request to %s failed (%s)" % (url, connection_failure(error))
+
     def _urls_for(self, route: str):
         """The route's URLs, starting with the next in turn, so batches spread across inputs."""
         urls = self.routes[route]
@@ -114,26 +131,17 @@ class LogstashSink:
     def _post(self, url: str, body: bytes, count: int, route: str = ""):
         """POST once. Return (None, None) on success, or (error text, Retry-After seconds)."""
         started = time.monotonic()
-        try:
-            # The transport never follows a redirect: a POST answered 301/302/303 and repeated as a
-            # GET without the body would get a 200 that looks like an acknowledgement.
-            response = self.transport.post(url, body, "application/json", self.timeout)
-            # The answer is read under the reader's overall deadline: an input trickling its
-            # answer forever, or cutting it short, is a failed attempt like a timeout.
-            answer = self.reader.read(response)
-        except PostTimeout:
-            return "timed out after %s at %s" % (seconds_text(self.timeout[1]), url), None
-        except BodyAbandoned:
-            return "cut short at %s: the run is stopping" % url, None
-        except BodyError as error:
-            return "answer from %s %s" % (url, error), None
-        except CannotConnect as error:
-            if error.untrusted_certificate:
-                raise ConfigError("the TLS certificate of Logstash at %s is not trusted: point LS_CA_BUNDLE at "
-                                  "the CA bundle that signed it" % url) from None
-            return "cannot connect to %s (%s)" % (url, connection_failure(error)), None
-        except PostFailed as error:
-            return "request to %s failed (%s)" % (url, connection_failure(error)), None
+        with self.reader.exchange() as exchange:
+            try:
+                # The transport never follows a redirect: a POST answered 301/302/303 and repeated as
+                # a GET without the body would get a 200 that looks like an acknowledgement.
+                response = self.transport.post(url, body, "application/json", self.timeout)
+                # The answer is read under the reader's overall deadline, which began when the
+                # batch was sent: an input trickling its headers or its answer forever, or cutting
+                # it short, is a failed attempt like a timeout.
+                answer = self.reader.read(response)
+            except (PostTimeout, BodyError, CannotConnect, PostFailed) as error:
+                return self._failure(url, error, exchange.cut), None
         status = response.status_code
         log.debug("POST %s [status:%s duration:%.3fs docs:%d bytes:%d]",
                   url, status, time.monotonic() - started, count, len(body))

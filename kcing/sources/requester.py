@@ -12,8 +12,8 @@ import requests
 from requests.adapters import BaseAdapter
 
 from kcing.errors import ConfigError, Interrupted, ObjectTooLarge, ObjectTooSlow, RejectedInput, UpstreamError
-from kcing.http import (BodyAbandoned, BodyBroken, BodyReader, BodyTooLarge, BodyTooSlow, RetryPolicy,
-                        certificate_refused, parse_retry_after, seconds_text)
+from kcing.http import (BodyError, BodyReader, BodyTooLarge, RetryPolicy, certificate_refused, parse_retry_after,
+                        seconds_text)
 from kcing.urls import Origin, authority_problem, origin_allowed, origin_as_sent, origin_text, redacted
 from kcing.netreason import connection_failure
 
@@ -52,6 +52,7 @@ class Requester:
             session.hooks["response"].append(self._refuse_redirect_elsewhere)
             for prefix, adapter in list(session.adapters.items()):
                 session.mount(prefix, _OriginGuard(adapter, self._refusal_as_sent))
+        session.hooks["response"].append(self._read_redirect_body)
 
     def refusal(self, url: str) -> Optional[str]:
         """Why `url` may not be fetched, or None when it may."""
@@ -91,40 +92,58 @@ class Requester:
         last = "no attempt"
         for attempt in range(1, self.policy.attempts + 1):
             retry_after: Optional[float] = None
-            try:
-                # verify= given per request: requests would otherwise let REQUESTS_CA_BUNDLE or
-                # CURL_CA_BUNDLE from the environment replace the session's (KCI_CA_BUNDLE).
-                response = self.session.get(url, params=params, headers=headers, timeout=self.timeout,
-                                            verify=self.session.verify, stream=True)
-                _keep_body(response, self.reader.read(response))
-            except requests.Timeout:
-                last = "timed out after %s" % seconds_text(self.timeout[1])
-            except BodyTooLarge as error:
-                raise ObjectTooLarge("GET %s: body %s: raise KCI_MAX_OBJECT_BYTES to take it"
-                                     % (redacted(url), error)) from None
-            except BodyTooSlow as error:
-                raise ObjectTooSlow("GET %s: body %s (KCI_DOWNLOAD_DEADLINE); the next run tries again"
-                                    % (redacted(url), error)) from None
-            except BodyAbandoned:
-                raise Interrupted("stopped by a signal during a download") from None
-            except BodyBroken as error:
-                last = str(error)
-            except requests.RequestException as error:
-                if certificate_refused(error):
-                    raise ConfigError("the TLS certificate of %s is not trusted: point KCI_CA_BUNDLE at the CA "
-                                      "bundle that signed it" % redacted(url)) from None
-                last = connection_failure(error)
-            else:
-                if not self.policy.is_retryable(response.status_code):
-                    return response
-                last = "HTTP %d" % response.status_code
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            with self.reader.exchange() as exchange:
+                try:
+                    response = self._attempt(url, params, headers)
+                except BodyTooLarge as error:
+                    raise ObjectTooLarge("GET %s: body %s: raise KCI_MAX_OBJECT_BYTES to take it"
+                                         % (redacted(url), error)) from None
+                except (BodyError, requests.RequestException) as error:
+                    # The reader's cut, whenever it came (awaiting the headers, a redirect, the
+                    # body), says more than the error it left the HTTP client with.
+                    if exchange.cut == "abandoned":
+                        raise Interrupted("stopped by a signal during a download") from None
+                    if exchange.cut == "deadline":
+                        raise ObjectTooSlow("GET %s: not complete within %s (KCI_DOWNLOAD_DEADLINE); the next run "
+                                            "tries again" % (redacted(url), seconds_text(self.reader.deadline))) from None
+                    last = self._failure(url, error)
+                else:
+                    if not self.policy.is_retryable(response.status_code):
+                        return response
+                    last = "HTTP %d" % response.status_code
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if attempt < self.policy.attempts:
                 delay = self.policy.delay(attempt, retry_after, self.rand)
                 log.info("GET %s: %s; retry %d of %d in %.1fs", redacted(url), last, attempt, self.policy.attempts - 1,
                          delay)
                 self.sleep(delay)
         raise UpstreamError("GET %s failed %d times (last: %s)" % (redacted(url), self.policy.attempts, last))
+
+    def _attempt(self, url: str, params, headers) -> requests.Response:
+        # verify= given per request: requests would otherwise let REQUESTS_CA_BUNDLE or
+        # CURL_CA_BUNDLE from the environment replace the session's (KCI_CA_BUNDLE).
+        response = self.session.get(url, params=params, headers=headers, timeout=self.timeout,
+                                    verify=self.session.verify, stream=True)
+        _keep_body(response, self.reader.read(response))
+        return response
+
+    def _failure(self, url: str, error: Exception) -> str:
+        """What went wrong in an attempt that another may mend; a certificate nobody trusts is
+        a configuration error instead."""
+        if isinstance(error, requests.Timeout):
+            return "timed out after %s" % seconds_text(self.timeout[1])
+        if isinstance(error, BodyError):
+            return str(error)
+        if certificate_refused(error):
+            raise ConfigError("the TLS certificate of %s is not trusted: point KCI_CA_BUNDLE at the CA "
+                              "bundle that signed it" % redacted(url)) from None
+        return connection_failure(error)
+
+    def _read_redirect_body(self, response: requests.Response, *args, **kwargs) -> None:
+        """Read a redirect's body within the reader's limits: requests would read it whole,
+        however long it is, before following the redirect."""
+        if response.is_redirect and not response._content_consumed:
+            _keep_body(response, self.reader.read(response))
 
 
 class _OriginGuard(BaseAdapter):

@@ -189,6 +189,24 @@ def trickle(length: int = 10_000, every: float = 0.5, status: int = 200, first: 
     return trickled
 
 
+def trickle_head(every: float = 0.5, status_line: bool = False):
+    """An answer that never gets past its head: a header line after another, a byte every
+    `every` seconds, each line and their number within http.client's limits. With
+    `status_line`, the status line trickles too; else it comes at once."""
+    def head_trickled(front, sock, request) -> bool:
+        status = b"HTTP/1.1 200 OK\r\n"
+        head = status + b"".join(b"X-Wait-%d: %s\r\n" % (number, b"w" * 600) for number in range(99))
+        if not status_line:
+            sock.sendall(status)
+            head = head[len(status):]
+        for byte in head:
+            if front.stopping.wait(every):
+                return False
+            sock.sendall(bytes([byte]))
+        return False
+    return head_trickled
+
+
 def cut_short(declared: int = 100, sent: bytes = b"ok"):
     """Announce `declared` bytes, send fewer, close: what a crashed or restarted server leaves."""
     def cut(front, sock, request) -> bool:
@@ -198,13 +216,16 @@ def cut_short(declared: int = 100, sent: bytes = b"ok"):
     return cut
 
 
-def endless(chunk: int = 64 * 1024, declared: Optional[int] = None):
+def endless(chunk: int = 64 * 1024, declared: Optional[int] = None, status: int = 200, location: str = ""):
     """A body that never ends (read until close, or chunked), fast: memory is what it attacks.
-    With `declared`, a Content-Length that size is announced (and not kept to)."""
+    With `declared`, a Content-Length that size is announced (and not kept to); with `location`,
+    it is the body of a redirect there (`status` 3xx)."""
     def streamed(front, sock, request) -> bool:
         headers = [("Content-Type", "application/json")]
         headers.append(("Content-Length", str(declared)) if declared else ("Connection", "close"))
-        _send_head(sock, 200, headers)
+        if location:
+            headers.append(("Location", location))
+        _send_head(sock, status, headers)
         block = b"[" + b" " * (chunk - 1)
         started = time.monotonic()
         while not front.stopping.is_set() and time.monotonic() - started < 120:
