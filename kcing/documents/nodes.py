@@ -180,9 +180,11 @@ def _lab_fields(node: Mapping[str, Any], data: Mapping[str, Any],
 
 # Error codes of a lab job that blame the lab or KernelCI's pipeline, never the kernel: LAVA's
 # (lava_results.LAB_ERROR_TYPES) and the API's own (upstream.md §2.5: the job could not be made,
-# submitted or run, or no lab answered in time).
+# submitted or run, or no lab answered in time; `RequestBodyTooLarge`: its callback was too
+# large for the pipeline to take).
 NOT_THE_KERNEL = LAB_ERROR_TYPES | frozenset((
-    "invalid_job_params", "submit_error", "node_timeout", "job_generation_error", "kbuild_internal_error"))
+    "invalid_job_params", "submit_error", "node_timeout", "job_generation_error", "kbuild_internal_error",
+    "RequestBodyTooLarge"))
 
 
 def lava_job_number(job_id: Optional[str]) -> Optional[int]:
