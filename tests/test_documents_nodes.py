@@ -171,6 +171,21 @@ def test_a_job_the_lab_or_the_pipeline_failed_is_no_kernel_failure(tree, error_c
     assert only(docs(kbuild)).body["build_result"] == "ERROR"
 
 
+def test_a_job_at_the_root_of_its_group_is_its_own_suite(tree):
+    # A KUnit job hangs off the checkout, a job in a runtime that boots no board off its kbuild:
+    # neither the checkout nor the build is a test suite.
+    kunit = only(docs(tree["kunit"])).body
+    assert (kunit["suite"], kunit["suite_name"], kunit["name"], kunit["plan"]) == (
+        "kunit-x86_64", "kunit-x86_64", "kunit-x86_64", "kunit-x86_64")
+    case = only(docs(tree["kunit-case-0"])).body
+    assert (case["suite"], case["name"]) == ("kunit-x86_64", "kunit-case-0")
+    shell = {**tree["kselftest"], "data": {**tree["kselftest"]["data"], "runtime": "shell"}}
+    body = only(docs(shell)).body
+    assert (body["suite"], body["name"]) == ("kselftest-exec", "kselftest-exec")
+    assert only(docs(tree["suite"])).body["suite"] == "kselftest-exec"  # below its job: the parent
+    assert only(docs(tree["setup"])).body["suite"] == "baseline-arm64-meson"
+
+
 @pytest.mark.parametrize("with_callback", [False, True], ids=["node alone", "with its callback"])
 def test_a_kernel_fault_after_login_is_the_same_verdict_from_the_api_as_from_legacy_storage(tree, with_callback):
     # The job of lava-callback-raw-incomplete-qemu.json as the API stores it: LAVA said

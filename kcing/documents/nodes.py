@@ -232,8 +232,7 @@ def build_log_summary(text: str) -> dict:
 
 def _test_fields(node: Mapping[str, Any], when: datetime, job: Mapping[str, Any]) -> dict:
     data = nodes_api.data_of(node)
-    path = nodes_api.keywords(node.get("path")) or []
-    suite = path[-2] if len(path) >= 2 else as_keyword(node.get("group"))
+    suite = _suite(node)
     measurement, unit = _measurement(nodes_api.mapping(data.get("misc")).get("measurement"))
     fields = revision_fields(data)
     fields.update(_lab_fields(node, data, job))
@@ -249,6 +248,16 @@ def _test_fields(node: Mapping[str, Any], when: datetime, job: Mapping[str, Any]
         "error_msg": as_text(data.get("error_msg")),
     })
     return fields
+
+
+def _suite(node: Mapping[str, Any]) -> Optional[str]:
+    """The suite a test or job node belongs to: its parent (`path[-2]`), except that the job at
+    the root of its group is its own suite, since above it are only its kbuild and checkout."""
+    path = nodes_api.keywords(node.get("path")) or []
+    group = as_keyword(node.get("group"))
+    if len(path) >= 2 and (group is None or group in path[:-1]):
+        return path[-2]
+    return group
 
 
 def _measurement(value: Any) -> tuple:
