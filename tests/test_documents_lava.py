@@ -129,6 +129,15 @@ def test_the_boot_verdict_is_the_same_for_both_login_step_names(status, suite, r
     assert verdict(status, suite.replace("login-action", login_step)) == (result, failure)
 
 
+@pytest.mark.parametrize("error_type", ["ObjectNotPersisted", "Unexisting permission codename."])
+def test_an_error_of_the_lava_server_is_the_lab_s_failure_not_the_kernel_s(error_type):
+    # Errors LAVA's server raises (django-guardian's, when it records a job's objects and their
+    # permissions): the lab failed, whatever the login step said; KCIDB counts them as missed.
+    for login in ("pass", "fail", None):
+        suite = lava_suite(login, error_type="'%s'" % error_type)
+        assert verdict(3, suite) == ("unknown", "infrastructure")
+
+
 def test_a_job_without_status_takes_the_login_step_else_unknown():
     callback = real_callback(MESON)
     del callback["status"], callback["status_string"]

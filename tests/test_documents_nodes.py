@@ -156,6 +156,36 @@ def test_without_its_callback_a_lab_job_says_what_its_result_implies_about_the_b
     assert node_boot_result(result, error_code) == expected
 
 
+@pytest.mark.parametrize("error_code", ["ObjectNotPersisted", "Unexisting permission codename.", "RequestBodyTooLarge"])
+def test_a_job_the_lab_or_the_pipeline_failed_is_no_kernel_failure(tree, error_code):
+    # KCIDB's bridge counts these as missed tests (the harness failed): the LAVA server's own
+    # errors, and a callback too large for the pipeline to take.
+    for result in ("incomplete", "fail"):
+        node = {**tree["baseline"], "result": result}
+        node["data"] = {**node["data"], "error_code": error_code}
+        boot = only(docs(node)).body
+        assert (boot["boot_result"], boot["boot_failure"], boot["error_type"]) == (
+            "unknown", "infrastructure", error_code)
+    kbuild = {**tree["kbuild-x86"], "result": "fail"}
+    kbuild["data"] = {**kbuild["data"], "error_code": error_code}
+    assert only(docs(kbuild)).body["build_result"] == "ERROR"
+
+
+def test_a_job_at_the_root_of_its_group_is_its_own_suite(tree):
+    # A KUnit job hangs off the checkout, a job in a runtime that boots no board off its kbuild:
+    # neither the checkout nor the build is a test suite.
+    kunit = only(docs(tree["kunit"])).body
+    assert (kunit["suite"], kunit["suite_name"], kunit["name"], kunit["plan"]) == (
+        "kunit-x86_64", "kunit-x86_64", "kunit-x86_64", "kunit-x86_64")
+    case = only(docs(tree["kunit-case-0"])).body
+    assert (case["suite"], case["name"]) == ("kunit-x86_64", "kunit-case-0")
+    shell = {**tree["kselftest"], "data": {**tree["kselftest"]["data"], "runtime": "shell"}}
+    body = only(docs(shell)).body
+    assert (body["suite"], body["name"]) == ("kselftest-exec", "kselftest-exec")
+    assert only(docs(tree["suite"])).body["suite"] == "kselftest-exec"  # below its job: the parent
+    assert only(docs(tree["setup"])).body["suite"] == "baseline-arm64-meson"
+
+
 @pytest.mark.parametrize("with_callback", [False, True], ids=["node alone", "with its callback"])
 def test_a_kernel_fault_after_login_is_the_same_verdict_from_the_api_as_from_legacy_storage(tree, with_callback):
     # The job of lava-callback-raw-incomplete-qemu.json as the API stores it: LAVA said

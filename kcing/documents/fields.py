@@ -41,7 +41,7 @@ LAVA_COMMON = {
     "boot_result": KEYWORD,  # pass, fail, unknown, ... (lowercase)
     # Who failed, when a LAVA job's boot did not pass: `kernel` (boot_result fail: the job ended
     # incomplete for a reason that is not the lab's, or the login failed) or `infrastructure`
-    # (boot_result unknown: LAVA error type Infrastructure, Configuration or Bug, or the job was
+    # (boot_result unknown: a LAVA error type of the lab's (lava_results.LAB_ERROR_TYPES), or the job was
     # canceled; from the API without the callback, also its own error codes, documents/nodes.py).
     # Absent when the boot passed, and on boot reports, which do not say.
     "boot_failure": KEYWORD,

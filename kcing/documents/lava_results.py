@@ -18,9 +18,12 @@ from kcing.errors import RejectedInput
 LOGIN_STEPS = ("auto-login-action", "login-action")
 # LAVA job error types (the `job` step's `error_type`) that blame the lab rather than the kernel:
 # its infrastructure, LAVA's own bugs, a job LAVA could not run as configured, an operator's
-# cancellation. KernelCI's backend turned `Infrastructure` into UNKNOWN; the others are no more
-# the kernel's fault.
-LAB_ERROR_TYPES = frozenset(("Infrastructure", "Configuration", "Bug", "Canceled"))
+# cancellation, and the errors of LAVA's server itself (django-guardian's `ObjectNotPersisted`
+# and "Unexisting permission codename.", raised while it records the job's objects). KernelCI's
+# backend turned `Infrastructure` into UNKNOWN; the others are no more the kernel's fault (KCIDB
+# counts them all as missed tests, the harness having failed, except `Canceled`, an error).
+LAB_ERROR_TYPES = frozenset(("Infrastructure", "Configuration", "Bug", "Canceled", "ObjectNotPersisted",
+                             "Unexisting permission codename."))
 # Job statuses that say nothing about the kernel (KernelCI's backend: UNKNOWN).
 CANCELED_STATUSES = frozenset(("canceled", "canceling"))
 # `boot_failure` values: who failed when the boot did not pass.

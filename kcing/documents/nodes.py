@@ -180,9 +180,11 @@ def _lab_fields(node: Mapping[str, Any], data: Mapping[str, Any],
 
 # Error codes of a lab job that blame the lab or KernelCI's pipeline, never the kernel: LAVA's
 # (lava_results.LAB_ERROR_TYPES) and the API's own (upstream.md §2.5: the job could not be made,
-# submitted or run, or no lab answered in time).
+# submitted or run, or no lab answered in time; `RequestBodyTooLarge`: its callback was too
+# large for the pipeline to take).
 NOT_THE_KERNEL = LAB_ERROR_TYPES | frozenset((
-    "invalid_job_params", "submit_error", "node_timeout", "job_generation_error", "kbuild_internal_error"))
+    "invalid_job_params", "submit_error", "node_timeout", "job_generation_error", "kbuild_internal_error",
+    "RequestBodyTooLarge"))
 
 
 def lava_job_number(job_id: Optional[str]) -> Optional[int]:
@@ -230,8 +232,7 @@ def build_log_summary(text: str) -> dict:
 
 def _test_fields(node: Mapping[str, Any], when: datetime, job: Mapping[str, Any]) -> dict:
     data = nodes_api.data_of(node)
-    path = nodes_api.keywords(node.get("path")) or []
-    suite = path[-2] if len(path) >= 2 else as_keyword(node.get("group"))
+    suite = _suite(node)
     measurement, unit = _measurement(nodes_api.mapping(data.get("misc")).get("measurement"))
     fields = revision_fields(data)
     fields.update(_lab_fields(node, data, job))
@@ -247,6 +248,16 @@ def _test_fields(node: Mapping[str, Any], when: datetime, job: Mapping[str, Any]
         "error_msg": as_text(data.get("error_msg")),
     })
     return fields
+
+
+def _suite(node: Mapping[str, Any]) -> Optional[str]:
+    """The suite a test or job node belongs to: its parent (`path[-2]`), except that the job at
+    the root of its group is its own suite, since above it are only its kbuild and checkout."""
+    path = nodes_api.keywords(node.get("path")) or []
+    group = as_keyword(node.get("group"))
+    if len(path) >= 2 and (group is None or group in path[:-1]):
+        return path[-2]
+    return group
 
 
 def _measurement(value: Any) -> tuple:
