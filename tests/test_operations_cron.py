@@ -1,0 +1,43 @@
+"""The operations commands as cron runs them: the real program against servers on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import shutil
+
+from kcing.admin import kibana as kb
+from tests.fakes.kibana_server import KibanaEmulator
+from tests.feedrun import REPO, clean_environ, kcing
+
+SHIPPED = REPO / "kibana" / "saved_objects.ndjson"
+
+
+def kibana_environ(kibana, **extra):
+    return clean_environ(KB_URL=kibana.url, **extra)
+
+
+# backup_kbn / setup_kbn ------------------------------------------------------------------------
+
+# Titles an encoding guess reads as another charset (windows-1250, johab, mac_latin2 ...) when
+# taken alone; an export is UTF-8 whatever it holds.
+NON_ASCII_TITLES = ["ôÉÀâç çê", "гагaaгжaе", "bcbกb กง", "Prüfung – naïve ünïcödé", "ß"]
+
+
+def test_backup_keeps_non_ascii_text_exactly_and_a_restore_gives_it_back(tmp_path):
+    out = tmp_path / "kibana"
+    with KibanaEmulator() as source:
+        for number, title in enumerate(NON_ASCII_TITLES):
+            # One object per export: a short body is where a guessed charset goes wrong.
+            source.store.clear()
+            source.put({"type": "dashboard", "id": "d%d" % number, "attributes": {"title": title},
+                        "references": []})
+            saved = kcing(["backup_kbn", "--kibana-dir", str(out / str(number)), "--wait", "5"],
+                          kibana_environ(source), tmp_path)
+            assert saved.returncode == 0, saved.stderr
+            [obj] = kb.parse_ndjson((out / str(number) / "saved_objects.ndjson").read_text(encoding="utf-8"))
+            assert obj["attributes"]["title"] == title
+    with KibanaEmulator() as target:
+        for number, title in enumerate(NON_ASCII_TITLES):
+            restored = kcing(["setup_kbn", "--kibana-dir", str(out / str(number)), "--wait", "5"],
+                             kibana_environ(target), tmp_path)
+            assert restored.returncode == 0, restored.stderr
+            assert target.get("dashboard", "d%d" % number)["attributes"]["title"] == title
