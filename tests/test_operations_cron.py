@@ -41,3 +41,20 @@ def test_backup_keeps_non_ascii_text_exactly_and_a_restore_gives_it_back(tmp_pat
                              kibana_environ(target), tmp_path)
             assert restored.returncode == 0, restored.stderr
             assert target.get("dashboard", "d%d" % number)["attributes"]["title"] == title
+
+
+def test_overwrite_saves_what_it_replaces_first(tmp_path):
+    directory = tmp_path / "kibana"
+    directory.mkdir()
+    shutil.copyfile(SHIPPED, directory / "saved_objects.ndjson")
+    with KibanaEmulator() as kibana:
+        kibana.put({"type": "dashboard", "id": "kcing-boots", "references": [],
+                    "attributes": {"title": "Boots, as the team edited it"}})
+        result = kcing(["setup_kbn", "--overwrite", "--kibana-dir", str(directory), "--wait", "5"],
+                       kibana_environ(kibana), tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert kibana.get("dashboard", "kcing-boots")["attributes"]["title"] == "kcing: boots"
+    [backup] = (directory / "backups").iterdir()
+    assert "saved to %s" % backup in result.stdout
+    [obj] = kb.parse_ndjson(backup.read_text(encoding="utf-8"))
+    assert obj["attributes"]["title"] == "Boots, as the team edited it"
