@@ -6,7 +6,7 @@ import shutil
 
 from kcing.admin import kibana as kb
 from tests.fakes.kibana_server import KibanaEmulator
-from tests.feedrun import REPO, clean_environ, kcing
+from tests.feedrun import REPO, clean_environ, feed_environ, kcing
 
 SHIPPED = REPO / "kibana" / "saved_objects.ndjson"
 
@@ -58,3 +58,29 @@ def test_overwrite_saves_what_it_replaces_first(tmp_path):
     assert "saved to %s" % backup in result.stdout
     [obj] = kb.parse_ndjson(backup.read_text(encoding="utf-8"))
     assert obj["attributes"]["title"] == "Boots, as the team edited it"
+
+
+# gen_samples -----------------------------------------------------------------------------------
+
+BROKEN_MANIFESTS = {
+    "a list": "[]\n",
+    "objects not a list": '{"format": 1, "source": "legacy", "objects": {"build": 1}}\n',
+    "an entry without its keys": '{"format": 1, "source": "legacy", "objects": [{"kind": "build"}]}\n',
+    "an entry that is a string": '{"format": 1, "source": "legacy", "objects": ["build/x.json"]}\n',
+    "a number for a hash": ('{"format": 1, "source": "legacy", "objects": [{"kind": "build", "upstream_id": "x", '
+                            '"path": "build/x.json", "sha256": 7}]}\n'),
+}
+
+
+def test_gen_samples_refuses_a_manifest_it_cannot_read_and_leaves_it_alone(legacy_replica, logstash, tmp_path):
+    for number, (what, text) in enumerate(BROKEN_MANIFESTS.items()):
+        samples = tmp_path / ("samples-%d" % number)
+        samples.mkdir()
+        (samples / "manifest.json").write_text(text)
+        env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+        result = kcing(["gen_samples"], env, tmp_path)
+        assert result.returncode == 2, (what, result.stderr)
+        [line] = result.stderr.splitlines()
+        assert line.startswith("kcing gen_samples: ") and str(samples / "manifest.json") in line, (what, line)
+        assert (samples / "manifest.json").read_text() == text, what
+        assert sorted(path.name for path in samples.iterdir()) == ["manifest.json", "manifest.json.lock"], what
