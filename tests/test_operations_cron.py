@@ -84,3 +84,22 @@ def test_gen_samples_refuses_a_manifest_it_cannot_read_and_leaves_it_alone(legac
         assert line.startswith("kcing gen_samples: ") and str(samples / "manifest.json") in line, (what, line)
         assert (samples / "manifest.json").read_text() == text, what
         assert sorted(path.name for path in samples.iterdir()) == ["manifest.json", "manifest.json.lock"], what
+
+
+def test_backup_of_an_empty_kibana_never_empties_a_file_that_holds_objects(tmp_path):
+    directory = tmp_path / "kibana"
+    directory.mkdir()
+    shutil.copyfile(SHIPPED, directory / "saved_objects.ndjson")
+    with KibanaEmulator(spaces=("ci",)) as kibana:  # a new Kibana, or the wrong space: nothing in it
+        result = kcing(["backup_kbn", "--kibana-dir", str(directory), "--wait", "5"], kibana_environ(kibana), tmp_path)
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.splitlines()
+        assert "holds no saved objects" in line and str(directory / "saved_objects.ndjson") in line
+        assert (directory / "saved_objects.ndjson").read_bytes() == SHIPPED.read_bytes()
+        # The file it keeps restores, and a backup of what it restored gives the file back.
+        assert kcing(["setup_kbn", "--space", "ci", "--kibana-dir", str(directory), "--wait", "5"],
+                     kibana_environ(kibana), tmp_path).returncode == 0
+        again = kcing(["backup_kbn", "--space", "ci", "--kibana-dir", str(directory), "--wait", "5"],
+                      kibana_environ(kibana), tmp_path)
+        assert again.returncode == 0, again.stderr
+    assert (directory / "saved_objects.ndjson").read_bytes() == SHIPPED.read_bytes()
