@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 from kcing.admin import kibana as kb
 from tests.fakes.kibana_server import KibanaEmulator
@@ -103,3 +106,20 @@ def test_backup_of_an_empty_kibana_never_empties_a_file_that_holds_objects(tmp_p
                       kibana_environ(kibana), tmp_path)
         assert again.returncode == 0, again.stderr
     assert (directory / "saved_objects.ndjson").read_bytes() == SHIPPED.read_bytes()
+
+
+# status ----------------------------------------------------------------------------------------
+
+def test_status_into_a_pipe_closed_early_is_no_internal_error(tmp_path):
+    db = tmp_path / "kcing.db"
+    env = clean_environ()
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(REPO / "samples"), "--output",
+                 str(tmp_path / "out"), "--db", str(db)], env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    read, write = os.pipe()
+    os.close(read)  # `kcing status | head -0`: the reader is gone before kcing writes
+    process = subprocess.run([sys.executable, str(REPO / "kcing.py"), "status", "--db", str(db)], env=env,
+                             cwd=str(tmp_path), stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(write)
+    assert "internal error" not in process.stderr and "Traceback" not in process.stderr
+    assert process.returncode == 141, process.stderr
