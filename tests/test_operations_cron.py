@@ -123,3 +123,23 @@ def test_status_into_a_pipe_closed_early_is_no_internal_error(tmp_path):
     os.close(write)
     assert "internal error" not in process.stderr and "Traceback" not in process.stderr
     assert process.returncode == 141, process.stderr
+
+
+# drp -------------------------------------------------------------------------------------------
+
+# Names that only look like kcing's: digits of other scripts (which Python's \d and int() take
+# for 0-9), and a name that goes on past the date with a newline.
+LOOK_ALIKES = ["build-\uff12\uff10\uff11\uff19.\uff10\uff11.\uff10\uff11",
+               "boot-\u0662\u0660\u0661\u0669.\u0660\u0661.\u0660\u0661", "log-2019.01.01\n"]
+
+
+def test_drp_deletes_only_names_written_with_ascii_digits(tmp_path, es):
+    for name in ["test-2019.01.01", *LOOK_ALIKES]:
+        es.seed_index(name, docs={"1": {"job": "mainline"}})
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(tmp_path / "kcing.db"))
+    planned = kcing(["drp", "--dry-run"], env, tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert "would delete 1 indices" in planned.stdout
+    done = kcing(["drp"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(es.index_names()) == sorted(LOOK_ALIKES)
