@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import select
 import sys
 from typing import List, Optional, Tuple
 
@@ -227,6 +229,27 @@ def _leading_log_options(argv: List[str]) -> List[str]:
     return taken if taken and follows in commands.NAMES and follows != "test" else []
 
 
+# The status of a process ended by SIGPIPE (128 + 13), which Python ignores for its sockets' sake.
+STDOUT_CLOSED = 141
+
+
+def stdout_reader_gone() -> bool:
+    """True when stdout is a pipe whose reader has closed it; stdout then goes to /dev/null, so
+    that the interpreter's last flush of what is buffered does not fail again."""
+    try:
+        descriptor = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(descriptor, select.POLLOUT)
+        gone = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+    if gone:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, descriptor)
+        os.close(devnull)
+    return gone
+
+
 def settings_from(args: dict, environ=None):
     """Load settings and apply the flags the user gave (docopt leaves absent ones as None)."""
     overrides = {name: args.get(flag) for flag, name in FLAG_SETTINGS.items() if args.get(flag) is not None}
@@ -275,6 +298,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("kcing %s: interrupted" % command, file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not stdout_reader_gone():
+            print("kcing %s: internal error (BrokenPipeError); run again with -d for the traceback, and report it"
+                  % command, file=sys.stderr)
+            log.debug("internal error", exc_info=True)
+            return INTERNAL_ERROR
+        # `kcing status | head`: the reader took what it wanted, as with any tool SIGPIPE ends.
+        return STDOUT_CLOSED
     except Exception as error:  # a bug: one line for cron; the message may quote anything, so not shown
         print("kcing %s: internal error (%s); run again with -d for the traceback, and report it"
               % (command, type(error).__name__), file=sys.stderr)

@@ -50,16 +50,28 @@ class SampleRun:
     refused: int = 0
 
 
+# What gen_samples reads of each manifest entry it keeps (and writes back as it found it).
+ENTRY_KEYS = ("kind", "upstream_id", "path", "sha256")
+
+
+def create_samples_dir(root: str) -> None:
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError("cannot create samples directory %s: %s" % (root, error.strerror)) from None
+
+
 class SamplesWriter:
-    """Keeps the manifest of a samples directory and adds downloaded files to it."""
+    """Keeps the manifest of a samples directory and adds downloaded files to it.
+
+    A manifest it cannot read whole is refused (ConfigError) and left as it is: rewriting it
+    would drop the entries it could not read.
+    """
 
     def __init__(self, root: str, source_name: str):
         self.root = Path(root)
         self.source_name = source_name
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ConfigError("cannot create samples directory %s: %s" % (root, error.strerror)) from None
+        create_samples_dir(root)
         self.entries: Dict[tuple, dict] = {(entry["kind"], entry["upstream_id"]): entry
                                            for entry in self._read_manifest().get("objects", [])}
 
@@ -71,6 +83,13 @@ class SamplesWriter:
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise ConfigError("cannot read %s: %s" % (path, reading_failure(error))) from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("objects", []), list):
+            raise ConfigError("%s is not a samples manifest (an object with an \"objects\" list); "
+                              "fix or move it" % path)
+        for number, entry in enumerate(manifest.get("objects", []), 1):
+            if not (isinstance(entry, dict) and all(isinstance(entry.get(key), str) for key in ENTRY_KEYS)):
+                raise ConfigError("%s: entry %d lacks one of %s; fix or move the manifest"
+                                  % (path, number, ", ".join(ENTRY_KEYS)))
         if manifest.get("source") not in (None, self.source_name):
             raise ConfigError("%s holds %s samples, not %s" % (self.root, manifest.get("source"), self.source_name))
         return manifest

@@ -206,11 +206,13 @@ def test_a_second_backup_in_the_same_second_gets_its_own_file(kibana, workdir, t
         "saved_objects-20231114T221320Z-2.ndjson", "saved_objects-20231114T221320Z.ndjson"]
 
 
-def test_overwrite_replaces_without_a_backup(kibana, workdir, tmp_path):
+def test_overwrite_replaces_after_a_backup(kibana, workdir, tmp_path):
     kibana.put({"type": "dashboard", "id": "kcing-boots", "attributes": {"title": "old"}, "references": []})
-    assert setup_kbn(args(workdir, overwrite=True), make_settings(tmp_path, KB_URL=kibana.url)) == 0
+    assert setup_kbn(args(workdir, overwrite=True), make_settings(tmp_path, KB_URL=kibana.url), now=lambda: NOW) == 0
     assert kibana.get("dashboard", "kcing-boots")["attributes"]["title"] == "kcing: boots"
-    assert not (workdir / "backups").exists()
+    backup = workdir / "backups" / "saved_objects-20231114T221320Z.ndjson"
+    assert [obj["attributes"]["title"] for obj in kb.parse_ndjson(backup.read_text(encoding="utf-8"))] == ["old"]
+    assert routes(kibana) == [("GET", "/api/status", 200), ("POST", EXPORT, 200), ("POST", IMPORT, 200)]
     assert kibana.requests[-1].query == {"overwrite": "true", "createNewCopies": "false"}
 
 

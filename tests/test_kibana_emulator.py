@@ -294,3 +294,20 @@ def test_faults_are_consumed_in_order_and_requests_are_recorded(kibana):
                      ("POST", EXPORT, 200), ("GET", "/api/status", None)]
     assert json.loads(kibana.requests[1].body) == {"type": "dashboard"}
     assert kibana.requests[1].headers["kbn-xsrf"] == "true"
+
+
+def test_a_kbn_version_other_than_kibanas_own_gets_400_on_every_route(kibana):
+    # Kibana checks the header after authentication, on every route, GET included.
+    for response in (post_export(kibana, {"type": ["dashboard"]}, headers={"kbn-version": "8.14.0"}),
+                     requests.get(kibana.url + "/api/status", headers={"kbn-version": "8.14.0"}, timeout=TIMEOUT)):
+        assert response.status_code == 400
+        assert boom_body(response)["message"] == ('Browser client is out of date, please refresh the page '
+                                                  '("kbn-version" header was "8.14.0" but should be "8.15.3")')
+    assert requests.get(kibana.url + "/api/status", headers={"kbn-version": "8.15.3"}, timeout=TIMEOUT).ok
+
+
+def test_an_import_naming_one_object_twice_is_refused_whole(kibana):
+    response = post_import(kibana, ndjson(data_view(), visualization(), data_view(title="other-*")))
+    assert response.status_code == 400
+    assert boom_body(response)["message"] == "Non-unique import objects detected: [index-pattern:dv]"
+    assert kibana.objects() == []

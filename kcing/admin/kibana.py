@@ -219,15 +219,25 @@ def one_line(text: Any) -> str:
     return flat if len(flat) <= _MESSAGE_LIMIT else flat[:_MESSAGE_LIMIT - 3] + "..."
 
 
+def body_text(response: requests.Response) -> str:
+    """The body as UTF-8 text, undecodable bytes replaced.
+
+    Kibana answers `application/ndjson` and JSON without a charset, and both are UTF-8: left to
+    requests, such a body would be decoded by a charset guess, which reads short UTF-8 texts as
+    windows-1250, johab or another charset.
+    """
+    return response.content.decode("utf-8", "replace")
+
+
 def response_message(response: requests.Response) -> str:
     """The Boom `message` of an error body, or its text."""
     try:
-        body = response.json()
+        body = json.loads(response.content)
     except ValueError:
-        return one_line(response.text)
+        return one_line(body_text(response))
     if isinstance(body, dict) and body.get("message"):
         return one_line(body["message"])
-    return one_line(response.text)
+    return one_line(body_text(response))
 
 
 def error_for(status: int, message: str, action: str, url: str, user: str) -> KcingError:
@@ -335,8 +345,8 @@ class KibanaClient:
                 continue
             self._raise_unless_ok(response, action)
             try:
-                return parse_ndjson(response.text)
-            except ValueError as error:
+                return parse_ndjson(response.content.decode("utf-8"))
+            except ValueError as error:  # UnicodeDecodeError included
                 raise KibanaRefused("Kibana at %s sent an unreadable export: %s" % (self.url, error)) from None
         return []
 
@@ -349,14 +359,14 @@ class KibanaClient:
                                  files=files, headers=XSRF_HEADERS)
         self._raise_unless_ok(response, action)
         try:
-            return read_import_result(response.json())
+            return read_import_result(json.loads(response.content))
         except (ValueError, AttributeError, TypeError):
             raise KibanaRefused("Kibana at %s sent an unreadable import result" % self.url) from None
 
 
 def _status_level(response: requests.Response) -> str:
     try:
-        overall = response.json()["status"]["overall"]
+        overall = json.loads(response.content)["status"]["overall"]
     except (ValueError, KeyError, TypeError):
         return ""
     return str(overall.get("level") or overall.get("state") or "")

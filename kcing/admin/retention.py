@@ -20,14 +20,16 @@ from kcing.records import DOCUMENT_KINDS
 
 log = logging.getLogger(__name__)
 
-KCING_INDEX = re.compile(r"^(%s)-(\d{4})\.(\d{2})\.(\d{2})$" % "|".join(DOCUMENT_KINDS))
+# ASCII digits and the end of the name: `\d` would also take other scripts' digits (which int()
+# reads as 0-9), and `$` a name that goes on with a newline.
+KCING_INDEX = re.compile(r"(%s)-([0-9]{4})\.([0-9]{2})\.([0-9]{2})" % "|".join(DOCUMENT_KINDS))
 # Names per DELETE: keeps the URL short whatever the index names are.
 DELETE_CHUNK = 50
 
 
 def index_day(name: str) -> Optional[date]:
     """The day in a kcing index name (`boot-2019.05.31`), or None for any other name."""
-    match = KCING_INDEX.match(name)
+    match = KCING_INDEX.fullmatch(name)
     if not match:
         return None
     try:
@@ -72,7 +74,7 @@ def delete_indices(client: Elasticsearch, host: str, names: Sequence[str], size:
     deleted: List[str] = []
     for chunk in chunks(names, size):
         for name in chunk:
-            if not KCING_INDEX.match(name):
+            if not KCING_INDEX.fullmatch(name):
                 raise ValueError("refusing to delete %r: not a kcing index name" % name)
         with elastic_errors(host, "deleting %d indices (%s ... )" % (len(chunk), chunk[0])):
             # ILM (setup_es --ilm) may delete an index between our listing and this call; a

@@ -1,8 +1,11 @@
 """kcing backup_kbn: export the kcing Kibana saved objects into kibana/saved_objects.ndjson."""
 from __future__ import annotations
 
-from kcing.admin.kibana import canonical_ndjson, count_by_type, hide_url, space_url
+from pathlib import Path
+
+from kcing.admin.kibana import canonical_ndjson, count_by_type, hide_url, parse_ndjson, space_url
 from kcing.commands._kibana import DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client
+from kcing.errors import ConfigError
 from kcing.flags import seconds
 from kcing.files import write_atomically
 
@@ -24,12 +27,21 @@ Options:
   -l --log-file=FILE   Also write the log to FILE.
   -h --help            Show this help.
 
-Exit status: 0 written; 2 configuration error; 3 Kibana unreachable, not ready or refusing.
+Exit status: 0 written; 2 configuration error (a Kibana space holding no saved objects when the
+file holds some: the file is kept); 3 Kibana unreachable, not ready or refusing.
 
 Examples:
   KB_URL=http://kibana:5601 kcing backup_kbn       # then review `git diff kibana/`
   kcing backup_kbn --space team-a --kibana-dir /tmp/kbn --dry-run
 """
+
+
+def _objects_in(path: Path) -> int:
+    """How many saved objects the file at `path` holds (0 when absent or unreadable)."""
+    try:
+        return len(parse_ndjson(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return 0
 
 
 def run(args: dict, settings, session=None) -> int:
@@ -41,6 +53,13 @@ def run(args: dict, settings, session=None) -> int:
     text = hide_url(canonical_ndjson(objects), url)
     path = kibana_dir(args) / SAVED_OBJECTS
     summary = "%d objects (%s) from %s" % (len(objects), count_by_type(objects), url)
+    if not objects:
+        kept = _objects_in(path)
+        if kept:
+            # A Kibana that lost its saved objects, or the wrong KB_URL or KB_SPACE: emptying the
+            # file would lose the dashboards it holds, and setup_kbn refuses an empty file.
+            raise ConfigError("Kibana at %s holds no saved objects: kept %s (%d objects) as it was; check KB_URL "
+                              "and KB_SPACE" % (url, path, kept))
     if args.get("--dry-run"):
         same = path.is_file() and path.read_text(encoding="utf-8") == text
         print("backup_kbn: dry run: would write %s to %s (%s)" % (summary, path, "no change" if same else "changed"))

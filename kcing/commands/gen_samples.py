@@ -6,7 +6,7 @@ from pathlib import Path
 from kcing.errors import ConfigError
 from kcing.progress import Progress
 from kcing.runlock import RunLock
-from kcing.samples import SamplesWriter, gen_samples as save_samples
+from kcing.samples import SamplesWriter, create_samples_dir, gen_samples as save_samples
 from kcing.wiring import make_source
 
 SUMMARY = "save upstream files into samples/ for offline work"
@@ -44,9 +44,11 @@ def run(args: dict, settings) -> int:
     if settings.KCI_SOURCE == "samples":
         raise ConfigError("gen_samples saves from an upstream source; --source samples would copy the samples onto themselves")
     source = make_source(args, settings, how_many_flag="--sample-size")
-    writer = SamplesWriter(settings.KCI_SAMPLES_DIR, source.name)
-    # Two runs writing one manifest would lose entries: lock the samples directory.
+    create_samples_dir(settings.KCI_SAMPLES_DIR)
+    # Two runs writing one manifest would lose entries: lock the samples directory, before the
+    # manifest is read, so that a run never reads it while another is about to rewrite it.
     with RunLock(str(Path(settings.KCI_SAMPLES_DIR) / "manifest.json")):
+        writer = SamplesWriter(settings.KCI_SAMPLES_DIR, source.name)
         run = save_samples(source, writer, threads=settings.KCI_THREADS, progress=Progress("gen_samples"))
     print("gen_samples: %d saved, %d already present, %d failed, %d refused (unsafe or unusable) in %s"
           % (run.saved, run.unchanged, run.failed, run.refused, settings.KCI_SAMPLES_DIR))

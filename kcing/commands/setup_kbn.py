@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, List
+from typing import Callable
 
 from kcing.admin.kibana import count_by_type, describe, space_url, unchanged_conflicts
 from kcing.commands._kibana import (
@@ -17,7 +17,7 @@ Usage:
   kcing setup_kbn [options]
 
 Import the Kibana saved objects from kibana/ into KB_URL. Objects that differ from the file are
-kept unless --overwrite; the current objects are saved into kibana/backups/ first.
+kept unless --overwrite; either way the current objects are saved into kibana/backups/ first.
 
 Options:
   --overwrite          Replace objects that differ from the file.
@@ -41,9 +41,10 @@ Examples:
 def run(args: dict, settings, session=None, now: Callable[[], float] = time.time) -> int:
     """Import the saved objects file into the space; 1 when some objects were not imported.
 
-    Without --overwrite the current objects are exported to kibana/backups/ first, and objects
-    that already exist are reported as conflicts (or as unchanged when identical). A dry run
-    reads and checks the file and says what would happen, without contacting Kibana.
+    The current objects are exported to kibana/backups/ first, with --overwrite too: that is
+    when what users changed in Kibana is replaced. Without --overwrite, objects that already
+    exist are reported as conflicts (or as unchanged when identical). A dry run reads and checks
+    the file and says what would happen, without contacting Kibana.
     """
     client = make_client(args, settings, session)
     url = space_url(settings.KB_URL, client.space)
@@ -52,15 +53,13 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
     overwrite = bool(args.get("--overwrite"))
     plan = "%d objects (%s) from %s into %s" % (len(objects), count_by_type(objects), source, url)
     if args.get("--dry-run"):
-        how = "replacing existing objects" if overwrite else "after saving the current objects under %s" % (
-            kibana_dir(args) / BACKUPS)
-        print("setup_kbn: dry run: would import %s, %s" % (plan, how))
+        how = "replacing existing objects" if overwrite else "keeping existing objects"
+        print("setup_kbn: dry run: would import %s, %s, after saving the current objects under %s"
+              % (plan, how, kibana_dir(args) / BACKUPS))
         return 0
     client.wait_ready(seconds(args, "--wait", DEFAULT_WAIT))
-    current: List[dict] = []
-    if not overwrite:
-        current = client.export()
-        save_backup(kibana_dir(args) / BACKUPS, current, url, now())
+    current = client.export()
+    save_backup(kibana_dir(args) / BACKUPS, current, url, now())
     print("setup_kbn: importing %s%s" % (plan, " (overwrite)" if overwrite else ""))
     report = client.import_ndjson(text, overwrite)
     unchanged = unchanged_conflicts(report.problems, objects, current)

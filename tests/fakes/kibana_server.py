@@ -10,6 +10,9 @@ Objects are kept per (space, type, id). Like Kibana, an import stamps `created_a
 and `version` on what it stores, so a client that keeps them in a backup sees a diff. Unlike
 Kibana, stored objects are not migrated: an export returns the migration versions imported.
 
+Like Kibana, it refuses a `kbn-version` header other than its own version (400, on every route)
+and an import naming one type and id twice (400 "Non-unique import objects detected").
+
 Assumptions, not verified against a running Kibana: a request for an unknown space gets 404;
 an object whose migration version is newer than `latest_versions` fails with an `unknown` error.
 """
@@ -262,6 +265,14 @@ class KibanaEmulator(ServedByBackgroundServer):
         objects = _read_import_lines(data)
         if len(objects) > self.max_objects:
             raise boom(400, "Can't import more than %d objects" % self.max_objects)
+        # Kibana refuses the whole import when a type and id come twice, identical copies included.
+        counts: Dict[str, int] = {}
+        for obj in objects:
+            key = "%s:%s" % (obj["type"], obj["id"])
+            counts[key] = counts.get(key, 0) + 1
+        repeated = [key for key, count in counts.items() if count > 1]
+        if repeated:
+            raise boom(400, "Non-unique import objects detected: [%s]" % ",".join(repeated))
         with self._lock:
             return _json_answer(self._import(space, objects, flags))
 
@@ -491,6 +502,12 @@ class _KibanaHandler(QuietHandler):
         emulator.check_auth(self.headers.get("Authorization"))
         if self.command != "GET" and not (self.headers.get("kbn-xsrf") or self.headers.get("kbn-version")):
             raise boom(400, XSRF_MESSAGE)
+        requested = self.headers.get("kbn-version")
+        if requested and requested != emulator.version:
+            # Kibana's version check after authentication, on every route (its UI sends the header).
+            raise boom(400, 'Browser client is out of date, please refresh the page ("kbn-version" header was "%s" '
+                            'but should be "%s")' % (requested, emulator.version),
+                       attributes={"expected": emulator.version, "got": requested})
         if handler == "import_":
             return emulator.import_(space, query, body, self.headers.get("Content-Type", ""))
         return getattr(emulator, handler)(space, query, body)

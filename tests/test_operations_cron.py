@@ -1,0 +1,145 @@
+"""The operations commands as cron runs them: the real program against servers on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from kcing.admin import kibana as kb
+from tests.fakes.kibana_server import KibanaEmulator
+from tests.feedrun import REPO, clean_environ, feed_environ, kcing
+
+SHIPPED = REPO / "kibana" / "saved_objects.ndjson"
+
+
+def kibana_environ(kibana, **extra):
+    return clean_environ(KB_URL=kibana.url, **extra)
+
+
+# backup_kbn / setup_kbn ------------------------------------------------------------------------
+
+# Titles an encoding guess reads as another charset (windows-1250, johab, mac_latin2 ...) when
+# taken alone; an export is UTF-8 whatever it holds.
+NON_ASCII_TITLES = ["ôÉÀâç çê", "гагaaгжaе", "bcbกb กง", "Prüfung – naïve ünïcödé", "ß"]
+
+
+def test_backup_keeps_non_ascii_text_exactly_and_a_restore_gives_it_back(tmp_path):
+    out = tmp_path / "kibana"
+    with KibanaEmulator() as source:
+        for number, title in enumerate(NON_ASCII_TITLES):
+            # One object per export: a short body is where a guessed charset goes wrong.
+            source.store.clear()
+            source.put({"type": "dashboard", "id": "d%d" % number, "attributes": {"title": title},
+                        "references": []})
+            saved = kcing(["backup_kbn", "--kibana-dir", str(out / str(number)), "--wait", "5"],
+                          kibana_environ(source), tmp_path)
+            assert saved.returncode == 0, saved.stderr
+            [obj] = kb.parse_ndjson((out / str(number) / "saved_objects.ndjson").read_text(encoding="utf-8"))
+            assert obj["attributes"]["title"] == title
+    with KibanaEmulator() as target:
+        for number, title in enumerate(NON_ASCII_TITLES):
+            restored = kcing(["setup_kbn", "--kibana-dir", str(out / str(number)), "--wait", "5"],
+                             kibana_environ(target), tmp_path)
+            assert restored.returncode == 0, restored.stderr
+            assert target.get("dashboard", "d%d" % number)["attributes"]["title"] == title
+
+
+def test_overwrite_saves_what_it_replaces_first(tmp_path):
+    directory = tmp_path / "kibana"
+    directory.mkdir()
+    shutil.copyfile(SHIPPED, directory / "saved_objects.ndjson")
+    with KibanaEmulator() as kibana:
+        kibana.put({"type": "dashboard", "id": "kcing-boots", "references": [],
+                    "attributes": {"title": "Boots, as the team edited it"}})
+        result = kcing(["setup_kbn", "--overwrite", "--kibana-dir", str(directory), "--wait", "5"],
+                       kibana_environ(kibana), tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert kibana.get("dashboard", "kcing-boots")["attributes"]["title"] == "kcing: boots"
+    [backup] = (directory / "backups").iterdir()
+    assert "saved to %s" % backup in result.stdout
+    [obj] = kb.parse_ndjson(backup.read_text(encoding="utf-8"))
+    assert obj["attributes"]["title"] == "Boots, as the team edited it"
+
+
+# gen_samples -----------------------------------------------------------------------------------
+
+BROKEN_MANIFESTS = {
+    "a list": "[]\n",
+    "objects not a list": '{"format": 1, "source": "legacy", "objects": {"build": 1}}\n',
+    "an entry without its keys": '{"format": 1, "source": "legacy", "objects": [{"kind": "build"}]}\n',
+    "an entry that is a string": '{"format": 1, "source": "legacy", "objects": ["build/x.json"]}\n',
+    "a number for a hash": ('{"format": 1, "source": "legacy", "objects": [{"kind": "build", "upstream_id": "x", '
+                            '"path": "build/x.json", "sha256": 7}]}\n'),
+}
+
+
+def test_gen_samples_refuses_a_manifest_it_cannot_read_and_leaves_it_alone(legacy_replica, logstash, tmp_path):
+    for number, (what, text) in enumerate(BROKEN_MANIFESTS.items()):
+        samples = tmp_path / ("samples-%d" % number)
+        samples.mkdir()
+        (samples / "manifest.json").write_text(text)
+        env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+        result = kcing(["gen_samples"], env, tmp_path)
+        assert result.returncode == 2, (what, result.stderr)
+        [line] = result.stderr.splitlines()
+        assert line.startswith("kcing gen_samples: ") and str(samples / "manifest.json") in line, (what, line)
+        assert (samples / "manifest.json").read_text() == text, what
+        assert sorted(path.name for path in samples.iterdir()) == ["manifest.json", "manifest.json.lock"], what
+
+
+def test_backup_of_an_empty_kibana_never_empties_a_file_that_holds_objects(tmp_path):
+    directory = tmp_path / "kibana"
+    directory.mkdir()
+    shutil.copyfile(SHIPPED, directory / "saved_objects.ndjson")
+    with KibanaEmulator(spaces=("ci",)) as kibana:  # a new Kibana, or the wrong space: nothing in it
+        result = kcing(["backup_kbn", "--kibana-dir", str(directory), "--wait", "5"], kibana_environ(kibana), tmp_path)
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.splitlines()
+        assert "holds no saved objects" in line and str(directory / "saved_objects.ndjson") in line
+        assert (directory / "saved_objects.ndjson").read_bytes() == SHIPPED.read_bytes()
+        # The file it keeps restores, and a backup of what it restored gives the file back.
+        assert kcing(["setup_kbn", "--space", "ci", "--kibana-dir", str(directory), "--wait", "5"],
+                     kibana_environ(kibana), tmp_path).returncode == 0
+        again = kcing(["backup_kbn", "--space", "ci", "--kibana-dir", str(directory), "--wait", "5"],
+                      kibana_environ(kibana), tmp_path)
+        assert again.returncode == 0, again.stderr
+    assert (directory / "saved_objects.ndjson").read_bytes() == SHIPPED.read_bytes()
+
+
+# status ----------------------------------------------------------------------------------------
+
+def test_status_into_a_pipe_closed_early_is_no_internal_error(tmp_path):
+    db = tmp_path / "kcing.db"
+    env = clean_environ()
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(REPO / "samples"), "--output",
+                 str(tmp_path / "out"), "--db", str(db)], env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    read, write = os.pipe()
+    os.close(read)  # `kcing status | head -0`: the reader is gone before kcing writes
+    process = subprocess.run([sys.executable, str(REPO / "kcing.py"), "status", "--db", str(db)], env=env,
+                             cwd=str(tmp_path), stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(write)
+    assert "internal error" not in process.stderr and "Traceback" not in process.stderr
+    assert process.returncode == 141, process.stderr
+
+
+# drp -------------------------------------------------------------------------------------------
+
+# Names that only look like kcing's: digits of other scripts (which Python's \d and int() take
+# for 0-9), and a name that goes on past the date with a newline.
+LOOK_ALIKES = ["build-\uff12\uff10\uff11\uff19.\uff10\uff11.\uff10\uff11",
+               "boot-\u0662\u0660\u0661\u0669.\u0660\u0661.\u0660\u0661", "log-2019.01.01\n"]
+
+
+def test_drp_deletes_only_names_written_with_ascii_digits(tmp_path, es):
+    for name in ["test-2019.01.01", *LOOK_ALIKES]:
+        es.seed_index(name, docs={"1": {"job": "mainline"}})
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(tmp_path / "kcing.db"))
+    planned = kcing(["drp", "--dry-run"], env, tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert "would delete 1 indices" in planned.stdout
+    done = kcing(["drp"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(es.index_names()) == sorted(LOOK_ALIKES)
