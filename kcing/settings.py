@@ -283,6 +283,8 @@ SPECS: Mapping[str, Spec] = {
     "ES_PASSWORD": Spec("", _text, "basic-auth password for Elasticsearch"),
     "ES_API_KEY": Spec("", _text, "API key for Elasticsearch"),
     "ES_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Elasticsearch TLS; empty means certifi's bundle (Mozilla's CAs)"),
+    "ES_REQUEST_DEADLINE": Spec(60.0, _number(0.1, MAX_SECONDS), "seconds one request of setup_es, drp or "
+                                "reconcile may take in all, from sending it to the last byte of the answer"),
     "ES_READY_TIMEOUT": Spec(60.0, _number(0, MAX_SECONDS), "seconds setup_es waits for the cluster to be ready"),
     "ES_VERIFY_DELAY": Spec(30.0, _number(0, MAX_SECONDS), "seconds feed_es --verify waits for Logstash to pass "
                             "the events on before checking Elasticsearch"),
@@ -290,6 +292,8 @@ SPECS: Mapping[str, Spec] = {
     "KB_USER": Spec("", _text, "basic-auth user for Kibana"),
     "KB_PASSWORD": Spec("", _text, "basic-auth password for Kibana"),
     "KB_SPACE": Spec("", _text, "Kibana space id; empty means the default space"),
+    "KB_REQUEST_DEADLINE": Spec(300.0, _number(0.1, MAX_SECONDS), "seconds one request of setup_kbn or "
+                                "backup_kbn may take in all, from sending it to the last byte of the answer"),
     # Logstash configuration written by setup_ls
     "LS_HOME": Spec("", _text, "Logstash home; setup_ls writes LS_HOME/config/pipelines.yml"),
     "LS_PATH_CONFIG": Spec("", _text, "pipeline file for pipelines.yml; empty means this checkout's logstash/pipeline/kcing.conf"),
@@ -350,12 +354,14 @@ class Settings:
     ES_PASSWORD: str
     ES_API_KEY: str
     ES_CA_BUNDLE: str
+    ES_REQUEST_DEADLINE: float
     ES_READY_TIMEOUT: float
     ES_VERIFY_DELAY: float
     KB_URL: str
     KB_USER: str
     KB_PASSWORD: str
     KB_SPACE: str
+    KB_REQUEST_DEADLINE: float
     LS_HOME: str
     LS_PATH_CONFIG: str
     LS_QUEUE_TYPE: str

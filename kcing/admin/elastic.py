@@ -10,14 +10,17 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 import elasticsearch
+from elastic_transport import Urllib3HttpNode
+from elastic_transport.client_utils import DEFAULT
 from elasticsearch import (
     ApiError, AuthenticationException, AuthorizationException, ConnectionError, ConnectionTimeout,
     Elasticsearch, SSLError, SerializationError, TransportError, UnsupportedProductError,
 )
 
 from kcing.errors import ConfigError, ElasticsearchError, KcingError
-from kcing.http import USER_AGENT, warn_cleartext_credentials
+from kcing.http import USER_AGENT, seconds_text, warn_cleartext_credentials
 from kcing.netreason import connection_failure
+from kcing.overdue import Overdue, deadline
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +29,39 @@ REQUEST_TIMEOUT = 30.0
 # Connection errors and 429/502/503/504 are retried by the transport, immediately.
 MAX_RETRIES = 2
 SUPPORTED_MAJORS = (8, 9)
+# What a request that asks the server to hold it (the health wait) gets beyond its own timeout.
+HELD_REQUEST_MARGIN = 10.0
 _REASON_LIMIT = 300
+
+
+class _OverallDeadlineNode(Urllib3HttpNode):
+    """The client's node, each request of which must be answered whole within `overall`
+    seconds (ES_REQUEST_DEADLINE): the timeout alone bounds each wait for the next bytes, however
+    slowly they come. A request given a longer timeout than the client's, one the server holds
+    (the health wait), may take that timeout and a margin."""
+
+    overall = 60.0
+    client_timeout = REQUEST_TIMEOUT  # what the client gives every request it is not told otherwise
+
+    def perform_request(self, method, target, body=None, headers=None, request_timeout=DEFAULT):
+        limit = self.overall
+        if request_timeout is not DEFAULT and request_timeout and request_timeout > self.client_timeout:
+            limit = max(limit, request_timeout + HELD_REQUEST_MARGIN)
+        try:
+            with deadline(limit):
+                return super().perform_request(method, target, body=body, headers=headers,
+                                               request_timeout=request_timeout)
+        except Overdue:
+            # A timeout to the transport, which does not retry one (retry_on_timeout is off).
+            raise ConnectionTimeout("no whole answer within %s (ES_REQUEST_DEADLINE)" % seconds_text(limit)) from None
 
 
 def make_client(settings, request_timeout: float = REQUEST_TIMEOUT) -> Elasticsearch:
     """An Elasticsearch client for ES_HOST with the configured credentials and CA bundle."""
     options = {
         "hosts": [settings.ES_HOST],
+        "node_class": type("OverallDeadlineNode", (_OverallDeadlineNode,),
+                           {"overall": settings.ES_REQUEST_DEADLINE, "client_timeout": request_timeout}),
         "request_timeout": request_timeout,
         "max_retries": MAX_RETRIES,
         "retry_on_timeout": False,
@@ -81,7 +110,7 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
         return ConfigError("TLS to %s failed: %s (check ES_HOST's scheme and ES_CA_BUNDLE)"
                            % (where, _transport_reason(error)))
     if isinstance(error, ConnectionTimeout):
-        return ElasticsearchError("%s did not answer in time while %s" % (where, action))
+        return ElasticsearchError("%s did not answer in time while %s (%s)" % (where, action, _transport_reason(error)))
     if isinstance(error, ConnectionError):
         return ElasticsearchError("cannot reach %s: %s" % (where, connection_failure(error)))
     if isinstance(error, SerializationError):

@@ -16,7 +16,9 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, T
 import requests
 
 from kcing.errors import ConfigError, KcingError
+from kcing.http import seconds_text
 from kcing.netreason import connection_failure
+from kcing.overdue import Overdue, deadline as overall_deadline
 from kcing.waiting import WaitReport
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ EXPORT_TYPES = ("index-pattern", "search", "visualization", "lens", "dashboard")
 VOLATILE_FIELDS = ("created_at", "created_by", "updated_at", "updated_by", "version", "namespaces")
 XSRF_HEADERS = {"kbn-xsrf": "kcing"}
 TIMEOUT = (10.0, 120.0)  # (connect, read) seconds; a large import can take a while
+DEADLINE = 300.0  # seconds for a whole request and its answer (KB_REQUEST_DEADLINE)
 _SPACE_ID = re.compile(r"^[a-z0-9_-]+$")
 _NOT_EXPORTABLE = re.compile(r"non-exportable type\(s\): (.+)$")
 _MESSAGE_LIMIT = 300
@@ -269,12 +272,13 @@ class KibanaClient:
     """Status, export and import against one Kibana space. Credentials never reach a log line."""
 
     def __init__(self, session: requests.Session, url: str, space: str = "",
-                 auth: Optional[Tuple[str, str]] = None, timeout=TIMEOUT):
+                 auth: Optional[Tuple[str, str]] = None, timeout=TIMEOUT, deadline: float = DEADLINE):
         self.session = session
         self.url = url.rstrip("/")
         self.space = check_space(space)
         self.auth = auth
         self.timeout = timeout
+        self.deadline = deadline
 
     @property
     def space_label(self) -> str:
@@ -284,7 +288,11 @@ class KibanaClient:
         url = (space_url(self.url, self.space) if in_space else self.url) + path
         started = time.monotonic()
         try:
-            response = self.session.request(method, url, auth=self.auth, timeout=self.timeout, **kwargs)
+            with overall_deadline(self.deadline):
+                response = self.session.request(method, url, auth=self.auth, timeout=self.timeout, **kwargs)
+        except Overdue:
+            raise KibanaUnavailable("Kibana at %s sent no whole answer within %s to %s (KB_REQUEST_DEADLINE)"
+                                    % (self.url, seconds_text(self.deadline), action)) from None
         except requests.RequestException as error:
             raise KibanaUnavailable("cannot reach Kibana at %s to %s (%s)"
                                     % (self.url, action, unreachable_reason(error))) from None

@@ -35,7 +35,8 @@ def make_client(args: dict, settings, session=None) -> KibanaClient:
         auth = (settings.KB_USER, settings.KB_PASSWORD)
     space = args.get("--space")
     space = settings.KB_SPACE if space is None else space
-    return KibanaClient(session or new_session(pool_size=1), settings.KB_URL, space, auth)
+    return KibanaClient(session or new_session(pool_size=1), settings.KB_URL, space, auth,
+                        deadline=settings.KB_REQUEST_DEADLINE)
 
 
 def read_saved_objects(path: Path, url: str) -> Tuple[str, List[dict]]:
