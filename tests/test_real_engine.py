@@ -254,6 +254,20 @@ ODD_SOURCES = [
     {"kernelci_api": "flat"}, {"kernelci_api": {"created": "nope"}}, {"a.b": 1, "a": {"c": 2}},
     {"build_threads": [1, "x"]}, {"@timestamp": "2020-01-01T10:00:00+0100"}, {"build_time": "1,5"},
     {"errors": 3.7}, {"x.": 1}, {"x..y": 1}, {".x": 1}, {"a": {"b.": 1}},
+    # Numbers at the edges of their types, and numbers as text as Java reads it.
+    {"build_time": 1e39}, {"build_time": "3.5e38"}, {"build_time": -3.5e38}, {"build_time": 3.4028235e38},
+    {"build_time": "1_000"}, {"build_time": " 12 "}, {"build_time": "12f"}, {"build_time": ""},
+    {"build_threads": "9223372036854775807"}, {"build_threads": "-9223372036854775808"},
+    {"build_threads": "9223372036854775808"}, {"build_threads": "1e19"}, {"build_threads": 9.3e18},
+    {"build_threads": " 12 "}, {"build_threads": "12 "}, {"build_threads": "1_000"}, {"build_threads": "+5"},
+    {"build_threads": ""}, {"build_threads": [[1, [2]]]}, {"build_time": [[1.5]]},
+    # Dates: epoch milliseconds as text and numbers, the years and offsets java.time reads.
+    {"@timestamp": 1.5}, {"@timestamp": "1."}, {"@timestamp": "-1.5"}, {"@timestamp": 9.2e18},
+    {"@timestamp": 2 ** 63}, {"@timestamp": -2 ** 63}, {"@timestamp": -2 ** 63 + 1}, {"@timestamp": "99999999999999999999"},
+    {"@timestamp": "0000-01-01T00:00:00Z"}, {"@timestamp": "-0001-01-01T00:00:00Z"}, {"@timestamp": "2019-02-29"},
+    {"@timestamp": "2020-06-01T00:00:00-23:59"}, {"@timestamp": "2020-06-01T00:00:00+18:01"},
+    {"@timestamp": "2020-06-01T00:00:00-18:00"}, {"@timestamp": "2020-06-01T00:00:00+01:30:15"},
+    {"@timestamp": "2020-06-01T00:00:00+18:00:01"}, {"@timestamp": "2020-06-01T00:00:00+0160"},
 ]
 
 
