@@ -227,6 +227,32 @@ def test_drp_deletes_exactly_the_expired_kind_indices_by_name(real_es, tmp_path)
     assert remaining >= set(kept) | {".kcing-system-build-2020.01.01", ".kcing-build-2020.01.01", ".tasks"}
 
 
+def test_drp_deletes_expired_indices_that_are_hidden_or_closed(real_es, tmp_path):
+    """A kcing index someone hid (`index.hidden`) or closed is still past the retention: drp
+    deletes it by name, as any other, and keeps the recent ones hidden or closed alike."""
+    client = client_for(real_es)
+    today = date.today()
+    old = (today - timedelta(days=30)).strftime("%Y.%m.%d")
+    recent = (today - timedelta(days=1)).strftime("%Y.%m.%d")
+    hidden = ["build-%s" % old, "log-%s" % recent]
+    closed = ["boot-%s" % old, "test-%s" % recent]
+    for name in hidden:
+        client.indices.create(index=name, settings={"index.hidden": True})
+    for name in closed:
+        client.indices.create(index=name)
+        client.indices.close(index=name)
+
+    env = admin_environ(real_es, tmp_path, DRP_DAYS="7", KCI_DAYS="2")
+    dry = kcing(["drp", "--dry-run"], env, tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert "would delete index build-%s" % old in dry.stdout and "would delete index boot-%s" % old in dry.stdout
+    done = kcing(["drp"], env, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    remaining = set(client.indices.get(index="*", expand_wildcards="all"))
+    assert not remaining & {"build-%s" % old, "boot-%s" % old}
+    assert remaining >= {"log-%s" % recent, "test-%s" % recent}
+
+
 # -- what the emulator's strictness is modelled on -------------------------------------------------
 
 def test_field_names_are_refused_as_the_emulator_says(real_es):
