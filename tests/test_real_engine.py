@@ -308,8 +308,13 @@ def answers(client: Elasticsearch) -> list:
         except ApiError as error:
             return error.meta.status
 
-    seen = [status(lambda: client.indices.put_index_template(name=name, body=body))
-            for name, body in sorted(templates_for(None).items())]
+    # setup_es reads the kcing templates by pattern before any exists.
+    seen = [status(lambda: client.indices.get_index_template(name="kcing-*")),
+            status(lambda: client.indices.get_index_template(name="kcing-*,other")),
+            status(lambda: client.indices.get_index_template(name="kcing-build"))]
+    seen += [status(lambda: client.indices.put_index_template(name=name, body=body))
+             for name, body in sorted(templates_for(None).items())]
+    seen.append(status(lambda: client.indices.get_index_template(name="kcing-*")))
     seen.append(status(lambda: client.indices.put_index_template(
         name="clash", index_patterns=["build-x*"], priority=200)))
     operations = []

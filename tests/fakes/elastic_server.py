@@ -995,14 +995,17 @@ class ElasticsearchEmulator(ServedByBackgroundServer):
                     % (name, _list(patterns), other, other, _list(theirs), priority))
 
     def _get_templates(self, pattern: str, method: str, query, headers, body) -> _Answer:
+        if "," in pattern:
+            raise bad_request("template name may not contain ','")
         with self._lock:
-            names = [n for n in sorted(self.templates) if any(fnmatch.fnmatchcase(n, p) for p in pattern.split(","))]
+            names = [n for n in sorted(self.templates) if fnmatch.fnmatchcase(n, pattern)]
             if not names and "*" not in pattern:
                 if method == "HEAD":
                     raise _Answer(404, {})
                 raise EsError(404, "resource_not_found_exception", "index template matching [%s] not found" % pattern)
             found = [{"name": n, "index_template": copy.deepcopy(self.templates[n])} for n in names]
-        return _Answer(200, {"index_templates": found})
+        # A pattern that matches nothing is a 404 too, with the empty list as its body.
+        return _Answer(200 if names else 404, {"index_templates": found})
 
     def _delete_template(self, pattern: str, query, headers, body) -> _Answer:
         with self._lock:
