@@ -59,6 +59,19 @@ def a_date(args: dict, flag: str) -> Optional[datetime]:
                           % (flag, value)) from None
 
 
+def a_document_date(args: dict, flag: str) -> Optional[datetime]:
+    """`a_date`, refused unless documents can be dated by it (their index names a day from 1970
+    to 9998): a day outside those would date no document, and every file would be rejected."""
+    when = a_date(args, flag)
+    if when is None:
+        return None
+    from kcing.documents.coerce import EARLIEST_YEAR, LATEST_YEAR  # here: only local files are dated so
+
+    if not EARLIEST_YEAR <= when.year <= LATEST_YEAR:
+        raise ConfigError("%s expects a day from %d to %d, not %r" % (flag, EARLIEST_YEAR, LATEST_YEAR, args[flag]))
+    return when
+
+
 def utc_date(text: str) -> datetime:
     """`text` read by python-dateutil as aware UTC (no zone means UTC). Raises ValueError or
     OverflowError for what is not a date."""

@@ -10,7 +10,7 @@ from typing import Optional
 
 from kcing.building import usable_cores
 from kcing.errors import ConfigError
-from kcing.flags import a_date, positive_int
+from kcing.flags import a_document_date, positive_int
 from kcing.http import BodyReader, RetryPolicy, new_session, warn_cleartext_credentials
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import FeedOptions
@@ -35,7 +35,7 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
         if args.get(flag):
             from kcing.sources.localfiles import LocalFiles
             return LocalFiles([(kind, path) for path in args["<file>"]], settings.KCI_MAX_OBJECT_BYTES,
-                              date=a_date(args, "--date"))
+                              date=a_document_date(args, "--date"))
     if settings.KCI_SOURCE == "samples":
         given = [flag for flag in ("--days", how_many_flag) if args.get(flag) is not None]
         if given:

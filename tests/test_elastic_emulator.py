@@ -189,7 +189,9 @@ def test_templates_need_patterns_and_known_fields(es, client):
     with pytest.raises(BadRequestError):
         client.indices.put_index_template(name="t", index_patterns=["t-*"], template={
             "mappings": {"properties": {"m": {"type": "strng"}}}})
-    assert client.indices.get_index_template(name="t*")["index_templates"] == []
+    # A pattern that matches nothing is a 404 with the empty list, as from a real node.
+    nothing = client.options(ignore_status=404).indices.get_index_template(name="t*")
+    assert nothing.meta.status == 404 and nothing["index_templates"] == []
 
 
 def test_overlapping_templates_of_equal_priority_are_refused(es, client):
@@ -335,6 +337,26 @@ def test_bulk_items_are_checked_against_the_mapping(es, client):
     error = results[1][1]["index"]["error"]
     assert error["type"] == "document_parsing_exception"
     assert error["reason"].startswith("failed to parse field [n] of type [long]")
+
+
+# (source, accepted) as the real node answers them (tests/test_real_engine.py replays them there too).
+NUMBER_AND_DATE_ANSWERS = [
+    ({"f": 1e39}, False), ({"f": "3.5e38"}, False), ({"f": 3.4028235e38}, True), ({"f": " 12 "}, True),
+    ({"f": "1_000"}, False), ({"f": ""}, True), ({"f": [[1.5]]}, True), ({"h": 65520}, False),
+    ({"n": "9223372036854775807"}, True), ({"n": "9223372036854775808"}, False), ({"n": 9.3e18}, False),
+    ({"n": " 12"}, False), ({"n": [[1, [2]]]}, True), ({"when": 1.5}, True), ({"when": 9.2e18}, False),
+    ({"when": -2 ** 63}, False), ({"when": "0000-01-01"}, True), ({"when": "2020-06-01T00:00:00+18:01"}, False),
+    ({"when": "2020-06-01T00:00:00+01:30:15"}, True),
+]
+
+
+def test_numbers_and_dates_beyond_their_types_are_refused_as_a_real_node_refuses_them(es, client):
+    client.indices.put_index_template(name="t", index_patterns=["t-*"], priority=200, template={
+        "mappings": {"properties": {"n": {"type": "long"}, "f": {"type": "float"}, "h": {"type": "half_float"},
+                                    "when": {"type": "date"}}}})
+    results = list(helpers.streaming_bulk(client, ({"_index": "t-1", "_source": d} for d, _ in NUMBER_AND_DATE_ANSWERS),
+                                          raise_on_error=False))
+    assert [ok for ok, _ in results] == [accepted for _, accepted in NUMBER_AND_DATE_ANSWERS]
 
 
 def test_item_level_429_and_request_level_faults(es, client):

@@ -223,6 +223,18 @@ def test_a_local_lava_file_is_dated_by_its_own_times_not_by_date_or_mtime(logsta
     assert {index.split("-", 1)[1] for index, _ in logstash.store} == {"2020.10.23"}  # the job's end_time
 
 
+@pytest.mark.parametrize("day", ["1969-12-31", "9999-12-31", "0001-01-01"])
+def test_a_date_no_index_can_be_named_by_is_a_usage_error_not_a_missing_date(logstash, tmp_path, day):
+    """Documents are dated 1970 to 9998: a --date outside those was taken, then every file was
+    rejected as if none had been given."""
+    result = kcing(["feed_es", "--builds", str(sample_build().path), "--date", day],
+                   local_environ(logstash, tmp_path), tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "kcing feed_es: --date expects a day from 1970 to 9998, not %r" % day]
+    assert not logstash.store
+
+
 def test_a_date_that_is_not_one_is_a_usage_error(logstash, tmp_path):
     result = kcing(["feed_es", "--builds", str(tmp_path / "x.json"), "--date", "soon"],
                    local_environ(logstash, tmp_path), tmp_path)

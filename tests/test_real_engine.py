@@ -227,6 +227,32 @@ def test_drp_deletes_exactly_the_expired_kind_indices_by_name(real_es, tmp_path)
     assert remaining >= set(kept) | {".kcing-system-build-2020.01.01", ".kcing-build-2020.01.01", ".tasks"}
 
 
+def test_drp_deletes_expired_indices_that_are_hidden_or_closed(real_es, tmp_path):
+    """A kcing index someone hid (`index.hidden`) or closed is still past the retention: drp
+    deletes it by name, as any other, and keeps the recent ones hidden or closed alike."""
+    client = client_for(real_es)
+    today = date.today()
+    old = (today - timedelta(days=30)).strftime("%Y.%m.%d")
+    recent = (today - timedelta(days=1)).strftime("%Y.%m.%d")
+    hidden = ["build-%s" % old, "log-%s" % recent]
+    closed = ["boot-%s" % old, "test-%s" % recent]
+    for name in hidden:
+        client.indices.create(index=name, settings={"index.hidden": True})
+    for name in closed:
+        client.indices.create(index=name)
+        client.indices.close(index=name)
+
+    env = admin_environ(real_es, tmp_path, DRP_DAYS="7", KCI_DAYS="2")
+    dry = kcing(["drp", "--dry-run"], env, tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert "would delete index build-%s" % old in dry.stdout and "would delete index boot-%s" % old in dry.stdout
+    done = kcing(["drp"], env, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    remaining = set(client.indices.get(index="*", expand_wildcards="all"))
+    assert not remaining & {"build-%s" % old, "boot-%s" % old}
+    assert remaining >= {"log-%s" % recent, "test-%s" % recent}
+
+
 # -- what the emulator's strictness is modelled on -------------------------------------------------
 
 def test_field_names_are_refused_as_the_emulator_says(real_es):
@@ -254,6 +280,20 @@ ODD_SOURCES = [
     {"kernelci_api": "flat"}, {"kernelci_api": {"created": "nope"}}, {"a.b": 1, "a": {"c": 2}},
     {"build_threads": [1, "x"]}, {"@timestamp": "2020-01-01T10:00:00+0100"}, {"build_time": "1,5"},
     {"errors": 3.7}, {"x.": 1}, {"x..y": 1}, {".x": 1}, {"a": {"b.": 1}},
+    # Numbers at the edges of their types, and numbers as text as Java reads it.
+    {"build_time": 1e39}, {"build_time": "3.5e38"}, {"build_time": -3.5e38}, {"build_time": 3.4028235e38},
+    {"build_time": "1_000"}, {"build_time": " 12 "}, {"build_time": "12f"}, {"build_time": ""},
+    {"build_threads": "9223372036854775807"}, {"build_threads": "-9223372036854775808"},
+    {"build_threads": "9223372036854775808"}, {"build_threads": "1e19"}, {"build_threads": 9.3e18},
+    {"build_threads": " 12 "}, {"build_threads": "12 "}, {"build_threads": "1_000"}, {"build_threads": "+5"},
+    {"build_threads": ""}, {"build_threads": [[1, [2]]]}, {"build_time": [[1.5]]},
+    # Dates: epoch milliseconds as text and numbers, the years and offsets java.time reads.
+    {"@timestamp": 1.5}, {"@timestamp": "1."}, {"@timestamp": "-1.5"}, {"@timestamp": 9.2e18},
+    {"@timestamp": 2 ** 63}, {"@timestamp": -2 ** 63}, {"@timestamp": -2 ** 63 + 1}, {"@timestamp": "99999999999999999999"},
+    {"@timestamp": "0000-01-01T00:00:00Z"}, {"@timestamp": "-0001-01-01T00:00:00Z"}, {"@timestamp": "2019-02-29"},
+    {"@timestamp": "2020-06-01T00:00:00-23:59"}, {"@timestamp": "2020-06-01T00:00:00+18:01"},
+    {"@timestamp": "2020-06-01T00:00:00-18:00"}, {"@timestamp": "2020-06-01T00:00:00+01:30:15"},
+    {"@timestamp": "2020-06-01T00:00:00+18:00:01"}, {"@timestamp": "2020-06-01T00:00:00+0160"},
 ]
 
 
@@ -268,8 +308,13 @@ def answers(client: Elasticsearch) -> list:
         except ApiError as error:
             return error.meta.status
 
-    seen = [status(lambda: client.indices.put_index_template(name=name, body=body))
-            for name, body in sorted(templates_for(None).items())]
+    # setup_es reads the kcing templates by pattern before any exists.
+    seen = [status(lambda: client.indices.get_index_template(name="kcing-*")),
+            status(lambda: client.indices.get_index_template(name="kcing-*,other")),
+            status(lambda: client.indices.get_index_template(name="kcing-build"))]
+    seen += [status(lambda: client.indices.put_index_template(name=name, body=body))
+             for name, body in sorted(templates_for(None).items())]
+    seen.append(status(lambda: client.indices.get_index_template(name="kcing-*")))
     seen.append(status(lambda: client.indices.put_index_template(
         name="clash", index_patterns=["build-x*"], priority=200)))
     operations = []

@@ -63,9 +63,10 @@ def chunks(names: Sequence[str], size: int = DELETE_CHUNK) -> Iterator[List[str]
 
 
 def list_indices(client: Elasticsearch, host: str) -> List[str]:
-    """Every index name the cluster has, hidden ones included (the server default for _cat)."""
+    """Every index name the cluster has: open, closed and hidden (_cat leaves hidden ones out
+    unless asked, and a kcing index someone hid still expires)."""
     with elastic_errors(host, "listing indices"):
-        rows = client.cat.indices(format="json", h="index")
+        rows = client.cat.indices(format="json", h="index", expand_wildcards="all")
     return [row["index"] for row in rows.body if isinstance(row, dict) and row.get("index")]
 
 

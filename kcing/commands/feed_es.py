@@ -65,8 +65,9 @@ Options:
   --boots              The <file>s are boot-<board>.json files.
   --date=DATE          The day of the <file>s that carry no date of their own (build.json,
                        bmeta.json, boot-<board>.json): it names their index, as the listing
-                       date does when crawling. Files without a date are refused without it;
-                       a LAVA file's own dates win over it. Never the files' modification time.
+                       date does when crawling, so a day from 1970 to 9998. Files without a
+                       date are refused without it; a LAVA file's own dates win over it.
+                       Never the files' modification time.
   --db=FILE            Ledger database (setting KCING_DB, default kcing.db).
   -d --debug           Log debug messages (every request, every retry decision).
   -l --log-file=FILE   Also write the log to FILE (for cron jobs).

@@ -23,6 +23,9 @@ TRUE_WORDS = frozenset(("true", "yes", "y", "on", "1"))
 FALSE_WORDS = frozenset(("false", "no", "n", "off", "0"))
 # Elasticsearch `long` range.
 LONG_MIN, LONG_MAX = -(2 ** 63), 2 ** 63 - 1
+# The largest magnitude of Elasticsearch's `float` (32 bits), which every FLOAT field is mapped as:
+# the node reads a larger number as infinity and refuses the whole document.
+FLOAT_MAX = 3.4028234663852886e38
 # Dates outside this range are typos or garbage, and years below 1000 do not format as ISO 8601.
 EARLIEST_YEAR, LATEST_YEAR = 1970, 9998
 
@@ -60,7 +63,8 @@ def as_lower_keyword(value: Any) -> Optional[str]:
 
 
 def as_float(value: Any) -> Optional[float]:
-    """A finite float from a number or a decimal string ("4.2700000000", "0E-10"); "None" is absent."""
+    """A float that a `float` field holds, from a number or a decimal string ("4.2700000000",
+    "0E-10"); "None", and a magnitude beyond a 32-bit float's (1e39), are absent."""
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
@@ -77,7 +81,7 @@ def as_float(value: Any) -> Optional[float]:
             return None
     else:
         return None
-    return number if math.isfinite(number) else None
+    return number if -FLOAT_MAX <= number <= FLOAT_MAX else None  # NaN compares false
 
 
 def as_int(value: Any) -> Optional[int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping
 
+from kcing.documents.coerce import FLOAT_MAX, LONG_MAX, LONG_MIN
 from kcing.documents.validate import TIMESTAMP
 
 KEYWORD, TEXT, LONG, FLOAT, BOOLEAN, DATE = "keyword", "text", "long", "float", "boolean", "date"
@@ -303,8 +304,8 @@ def _is_iso_date(value: Any) -> bool:
 _PYTHON_CHECKS = {
     KEYWORD: lambda value: isinstance(value, str),
     TEXT: lambda value: isinstance(value, str),
-    LONG: lambda value: isinstance(value, int) and not isinstance(value, bool),
-    FLOAT: lambda value: isinstance(value, float),
+    LONG: lambda value: isinstance(value, int) and not isinstance(value, bool) and LONG_MIN <= value <= LONG_MAX,
+    FLOAT: lambda value: isinstance(value, float) and -FLOAT_MAX <= value <= FLOAT_MAX,
     BOOLEAN: lambda value: isinstance(value, bool),
     DATE: _is_iso_date,
 }

@@ -23,16 +23,20 @@ APIs) is read entry by entry; unknown `h=` columns of `_cat/indices` are ignored
 from __future__ import annotations
 
 import base64
+import calendar
 import copy
 import fnmatch
 import json
+import math
 import os
 import re
+import struct
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -55,8 +59,20 @@ BUILTIN_TEMPLATES = {
 _TIME_VALUE = re.compile(r"^(-1|0|\d+(?:\.\d+)?(nanos|micros|ms|s|m|h|d))$")
 _TIME_SECONDS = {"nanos": 1e-9, "micros": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _MEDIA_TYPE = re.compile(r"^([a-z0-9!#$&^_.+-]+)/([a-z0-9!#$&^_.+-]+)$")
-_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2})(?::(\d{2})(?::(\d{2})(?:[.,]\d{1,9})?)?)?"
-                   r"(?:Z|[+-]\d{2}(?::?\d{2})?)?)?)?)?$")
+# strict_date_optional_time as java.time reads it: a year of four digits, from -9999 (year 0 and
+# the years before it count), and an offset of hours, minutes and seconds up to 18 hours.
+_DATE = re.compile(r"^(-?\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2})(?::(\d{2})(?::(\d{2})(?:[.,]\d{1,9})?)?)?"
+                   r"(?:Z|[+-](\d{2})(?::?(\d{2})(?::(\d{2}))?)?)?)?)?)?$")
+# epoch_millis: digits with an optional fraction, no sign but a minus, no exponent.
+_EPOCH_MILLIS = re.compile(r"^-?(\d+)(?:\.\d*)?$")
+# A number in text as Elasticsearch reads it into a long (Long.parseLong, else BigDecimal) and
+# into a double (Double.parseDouble, after trimming control characters and spaces).
+_BIG_DECIMAL = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+_JAVA_DOUBLE = re.compile(r"^[+-]?(?:NaN|Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[fFdD]?)$")
+_JAVA_TRIMMED = "".join(map(chr, range(33)))
+# Decimal types narrower than a double, by their struct format: a number beyond their range
+# rounds to infinity, which Elasticsearch refuses.
+_NARROW_DECIMALS = {"float": "<f", "half_float": "<e"}
 _ORIGINATION_NAME = re.compile(r"^.*-(\d{4}\.\d{2}\.\d{2})(-\d+)?$")
 
 # -- mapping and settings vocabularies ---------------------------------------------------------
@@ -446,17 +462,12 @@ def _check_scalar(path: str, field_type: str, doc_id: str, value: Any, definitio
                              "Current token (VALUE_%s) not numeric, can not use numeric value accessors"
                              % str(value).upper())
     if field_type in _INTEGRAL or field_type in _DECIMAL:
-        try:
-            number = float(value) if isinstance(value, str) else value
-            if isinstance(number, str) or number != number or number in (float("inf"), float("-inf")):
-                raise ValueError(value)
-        except ValueError:
-            raise _parse_failure(path, field_type, doc_id, value, "number_format_exception",
-                                 'For input string: "%s"' % value) from None
-        bits = _INTEGRAL.get(field_type)
-        if bits is not None and not (-(2 ** bits) <= int(number) < 2 ** bits):
-            raise _parse_failure(path, field_type, doc_id, value, "input_coercion_exception",
-                                 "Numeric value (%s) out of range of %s" % (value, field_type))
+        if value == "":
+            return  # an empty string is no value, as null
+        problem = (_integral_problem(value, field_type) if field_type in _INTEGRAL
+                   else _decimal_problem(value, field_type))
+        if problem:
+            raise _parse_failure(path, field_type, doc_id, value, *problem)
     elif field_type == "boolean":
         if not (isinstance(value, bool) or value in ("true", "false", "")):
             raise _parse_failure(path, field_type, doc_id, value, "illegal_argument_exception",
@@ -465,25 +476,90 @@ def _check_scalar(path: str, field_type: str, doc_id: str, value: Any, definitio
         if not _is_date(value):
             raise _parse_failure(path, field_type, doc_id, value, "illegal_argument_exception",
                                  "failed to parse date field [%s] with format [strict_date_optional_time||epoch_millis]"
-                                 % value)
+                                 % _number_text(value))
+
+
+def _integral_problem(value: Any, field_type: str) -> Optional[Tuple[str, str]]:
+    """None when Elasticsearch reads `value` into `field_type` (cutting a fraction off), else
+    (cause type, reason)."""
+    bits = _INTEGRAL[field_type]
+    low, high = -(2 ** bits), 2 ** bits - 1
+    if isinstance(value, str):
+        if not _BIG_DECIMAL.match(value):
+            return "number_format_exception", 'For input string: "%s"' % value
+        # The range is checked before the fraction is cut: 9223372036854775807.5 is taken.
+        if not low - 1 < Decimal(value) < high + 1:
+            return "illegal_argument_exception", "Value [%s] is out of range for a %s" % (value, field_type)
+        return None
+    # A JSON number with a fraction is a double, compared with the double nearest the bound.
+    if not (low <= value <= high if isinstance(value, int) else low <= value <= float(high)):
+        return "input_coercion_exception", "Numeric value (%s) out of range of %s" % (value, field_type)
+    return None
+
+
+def _decimal_problem(value: Any, field_type: str) -> Optional[Tuple[str, str]]:
+    if isinstance(value, str):
+        text = value.strip(_JAVA_TRIMMED)
+        if not _JAVA_DOUBLE.match(text):
+            return "number_format_exception", 'For input string: "%s"' % value
+        number = float(text.rstrip("fFdD"))
+    elif isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.copysign(math.inf, value)
+    else:
+        return "number_format_exception", 'For input string: "%s"' % value
+    narrow = _NARROW_DECIMALS.get(field_type)
+    if narrow and math.isfinite(number):
+        try:
+            struct.pack(narrow, number)  # rounds as Java's cast does
+        except OverflowError:
+            number = math.copysign(math.inf, number)
+    if not math.isfinite(number):
+        shown = "NaN" if number != number else ("Infinity" if number > 0 else "-Infinity")
+        return "illegal_argument_exception", "[%s] supports only finite values, but got [%s]" % (field_type, shown)
+    return None
+
+
+class JsonDecimal(float):
+    """A JSON number with a fraction or an exponent that keeps its text: a date field reads the
+    text (`1.5` is epoch milliseconds, `1e3` is not)."""
+
+    def __new__(cls, text: str) -> "JsonDecimal":
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+def _number_text(value: Any) -> str:
+    if isinstance(value, JsonDecimal) and isinstance(value.text, str):
+        return value.text
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _is_date(value: Any) -> bool:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return True
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return False
+    text = _number_text(value)
+    millis = _EPOCH_MILLIS.match(text)
+    if millis:
+        # A long, but not the smallest one, whose negation overflows.
+        return int(millis.group(1)) <= 2 ** 63 - 1
     if not isinstance(value, str):
         return False
-    if re.match(r"^-?\d+(\.\d+)?$", value):
-        return True  # epoch_millis
     match = _DATE.match(value)
     if not match:
         return False
-    year, month, day, hour, minute, second = (int(g) if g else None for g in match.groups())
-    try:
-        datetime(year, month or 1, day or 1, hour or 0, minute or 0, second or 0)
-    except ValueError:
+    year, month, day, hour, minute, second, off_hours, off_minutes, off_seconds = (
+        int(g) if g else None for g in match.groups())
+    if not (1 <= (month or 1) <= 12 and (hour or 0) <= 23 and (minute or 0) <= 59 and (second or 0) <= 59
+            and (off_minutes or 0) <= 59 and (off_seconds or 0) <= 59):
         return False
-    return True
+    if (off_hours or 0) * 3600 + (off_minutes or 0) * 60 + (off_seconds or 0) > 18 * 3600:
+        return False
+    # The proleptic calendar repeats every 400 years: year 0 and -1 are leap years as 2000 and 1999 are not.
+    return 1 <= (day or 1) <= calendar.monthrange(2000 + year % 400, month or 1)[1]
 
 
 def _dynamic_mapping(value: Any, date_detection: bool) -> Optional[dict]:
@@ -530,7 +606,7 @@ def _walk(properties: dict, dynamic: str, date_detection: bool, prefix: str, doc
                 continue
             properties[name] = definition
         field_type = definition.get("type", "object")
-        for item in (value if isinstance(value, list) else [value]):
+        for item in _flattened(value):
             if item is None:
                 continue
             if field_type in ("object", "nested"):
@@ -545,6 +621,15 @@ def _walk(properties: dict, dynamic: str, date_detection: bool, prefix: str, doc
                                      "Can't get text on a START_OBJECT")
             else:
                 _check_scalar(path, field_type, doc_id, item, definition)
+
+
+def _flattened(value: Any) -> Iterable[Any]:
+    """The values of a field: arrays, nested in arrays too, are read as their elements."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _flattened(item)
+    else:
+        yield value
 
 
 # -- state -------------------------------------------------------------------------------------
@@ -910,14 +995,17 @@ class ElasticsearchEmulator(ServedByBackgroundServer):
                     % (name, _list(patterns), other, other, _list(theirs), priority))
 
     def _get_templates(self, pattern: str, method: str, query, headers, body) -> _Answer:
+        if "," in pattern:
+            raise bad_request("template name may not contain ','")
         with self._lock:
-            names = [n for n in sorted(self.templates) if any(fnmatch.fnmatchcase(n, p) for p in pattern.split(","))]
+            names = [n for n in sorted(self.templates) if fnmatch.fnmatchcase(n, pattern)]
             if not names and "*" not in pattern:
                 if method == "HEAD":
                     raise _Answer(404, {})
                 raise EsError(404, "resource_not_found_exception", "index template matching [%s] not found" % pattern)
             found = [{"name": n, "index_template": copy.deepcopy(self.templates[n])} for n in names]
-        return _Answer(200, {"index_templates": found})
+        # A pattern that matches nothing is a 404 too, with the empty list as its body.
+        return _Answer(200 if names else 404, {"index_templates": found})
 
     def _delete_template(self, pattern: str, query, headers, body) -> _Answer:
         with self._lock:
@@ -1327,7 +1415,7 @@ def _parse_bulk(text: str, target: Optional[str]) -> List[Tuple[str, dict, Any]]
             if position >= len(lines):
                 raise bad_request("The bulk request must be terminated by a newline [\\n]")
             try:
-                source = json.loads(lines[position])
+                source = json.loads(lines[position], parse_float=JsonDecimal)
             except ValueError:
                 source = lines[position]  # refused per item, as ES does
             position += 1
