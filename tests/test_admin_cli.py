@@ -3,11 +3,14 @@ environment, against the Elasticsearch and Kibana emulators and a Logstash home 
 from __future__ import annotations
 
 import shutil
+import time
 from datetime import date, timedelta
 
+import pytest
 import yaml
 
 from tests.fakes.kibana_server import KibanaEmulator
+from tests.fakes.rogue_http import RogueFront, trickle_head
 from tests.feedrun import REPO, clean_environ, kcing
 
 SECRET = "s3cr3t-kibana-pw"
@@ -96,3 +99,50 @@ def test_setup_ls_refuses_a_bad_queue_type(tmp_path):
     done = kcing(["setup_ls"], clean_environ(LS_HOME=str(home), LS_QUEUE_TYPE="disk"), tmp_path)
     assert done.returncode == 2 and "LS_QUEUE_TYPE" in done.stderr
     assert not (home / "config" / "pipelines.yml").exists()
+
+
+# Servers that answer a byte at a time: each wait stays within the read timeout, so only the
+# deadline on the whole request ends it -----------------------------------------------------------
+
+@pytest.mark.parametrize("status_line", [False, True], ids=["headers", "status-line"])
+def test_drp_against_an_elasticsearch_trickling_its_answer_stops_at_the_request_deadline(
+        tmp_path, es, status_line):
+    with RogueFront(es.url) as front:
+        front.on("GET", "/_cat/indices", trickle_head(every=0.2, status_line=status_line), count=None)
+        env = clean_environ(ES_HOST=front.url, KCING_DB=str(tmp_path / "kcing.db"), ES_REQUEST_DEADLINE="2")
+        started = time.monotonic()
+        done = kcing(["drp", "--drp-days", "30"], env, tmp_path, timeout=120)
+    assert time.monotonic() - started < 20
+    assert done.returncode == 3, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("kcing drp: ") and "ES_REQUEST_DEADLINE" in last
+    assert "Traceback" not in done.stderr
+
+
+def test_setup_es_waiting_on_a_trickling_health_answer_gives_up_in_time(tmp_path, es):
+    with RogueFront(es.url) as front:
+        front.on("GET", "/_cluster/health", trickle_head(every=0.2), count=None)
+        env = clean_environ(ES_HOST=front.url, ES_REQUEST_DEADLINE="2")
+        started = time.monotonic()
+        done = kcing(["setup_es", "--wait", "1"], env, tmp_path, timeout=120)
+    assert time.monotonic() - started < 20
+    assert done.returncode == 3, done.stderr
+    assert "not ready" in done.stderr and "Traceback" not in done.stderr
+    assert not any(name.startswith("kcing-") for name in es.templates)
+
+
+def test_backup_kbn_against_a_kibana_trickling_its_export_stops_at_the_request_deadline(tmp_path):
+    kibana_dir = tmp_path / "kibana"
+    kibana_dir.mkdir()
+    before = (REPO / "kibana" / "saved_objects.ndjson").read_bytes()
+    (kibana_dir / "saved_objects.ndjson").write_bytes(before)
+    with KibanaEmulator() as kibana, RogueFront(kibana.url) as front:
+        front.on("POST", "/_export", trickle_head(every=0.2), count=None)
+        env = clean_environ(KB_URL=front.url, KB_REQUEST_DEADLINE="2")
+        started = time.monotonic()
+        done = kcing(["backup_kbn", "--kibana-dir", str(kibana_dir), "--wait", "5"], env, tmp_path, timeout=120)
+    assert time.monotonic() - started < 20
+    assert done.returncode == 3, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("kcing backup_kbn: ") and "KB_REQUEST_DEADLINE" in last
+    assert (kibana_dir / "saved_objects.ndjson").read_bytes() == before
