@@ -261,6 +261,52 @@ def test_days_and_since_override_the_watermark_without_moving_it_over_a_gap(env,
     assert result.stderr == "kcing feed_es: --days and --since do not go together (see kcing feed_es --help)\n"
 
 
+# A collection that moves while it is listed --------------------------------------------------
+
+def delivered_versions(db: Path) -> Dict[str, set]:
+    versions: Dict[str, set] = {}
+    for row in ledger_rows(db):
+        if row["state"] == "delivered":
+            node_id, stamp = row["upstream_id"].split(".", 1)
+            versions.setdefault(node_id, set()).add(stamp)
+    return versions
+
+
+def current_version(node: dict) -> str:
+    return node["updated"].replace("-", "").replace(":", "")
+
+
+def test_a_node_skipped_when_an_update_moves_another_past_the_end_is_delivered(env, tmp_path, db, api_replica,
+                                                                               logstash):
+    # An update that moves a node already listed to the end of the natural order brings every node
+    # after it one place earlier: the first node of the next page comes onto the page already
+    # read, and offset paging skips it (upstream.md §2.4: offset paging can skip items).
+    tests = [node for node in listed_nodes(api_replica) if node["kind"] == "test"]
+    skipped = tests[3]
+    moved = []
+
+    def relocate(server, query, number):
+        if dict(query).get("kind") == "test" and dict(query).get("offset") == "3" and not moved:
+            moved.append(server.corpus.update(tests[0]["id"], when=datetime.now(timezone.utc), relocate=True,
+                                              result="fail"))
+
+    api_replica.on_page(relocate)
+    env = dict(env, KCI_API_PAGE_SIZE="3")
+    first = kcing(["feed_es"], env, tmp_path)
+    assert moved and first.returncode == 0, first.stderr
+    api_replica.on_page(None)
+    second = kcing(["feed_es"], env, tmp_path)  # the next cron run
+    assert second.returncode == 0, second.stderr
+
+    delivered = delivered_versions(db)
+    for node in listed_nodes(api_replica):
+        assert current_version(node) in delivered.get(node["id"], set()), node["name"]
+    assert skipped["id"] in delivered
+    assert stored_keys(logstash) == set(expected_documents(api_replica))
+    _, document = document_of(logstash, tests[0]["id"])
+    assert document["result"] == "fail"
+
+
 # Errors ----------------------------------------------------------------------------------------
 
 def test_a_token_is_sent_to_the_api_only_and_refusals_are_clear(env, tmp_path, db, api_replica, logstash):
