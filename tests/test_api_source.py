@@ -234,8 +234,9 @@ def test_a_node_skipped_when_another_moves_past_the_end_is_listed_by_another_pas
     # one never seen, updated long ago): after the last pass the listing is not sure of itself.
     nodes = [{"id": "%024x" % n, "kind": "test", "created": "2024-10-16T00:00:00.000000",
               "updated": "2024-10-16T00:0%d:00.000000" % n} for n in range(5)]
-    source = KernelCIApi(ScriptedRequester([[node] for node in nodes]), "http://api.invalid/latest",
-                         kinds=("test",), since=SINCE, page_size=2)
+    passes = [page for node in nodes for page in ([node], [])]  # a pass ends at its empty page
+    source = KernelCIApi(ScriptedRequester(passes), "http://api.invalid/latest", kinds=("test",), since=SINCE,
+                         page_size=2)
     assert listed_ids(source.list_objects()) == [node["id"] for node in nodes[:MAX_PASSES]]
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
 

@@ -307,6 +307,19 @@ def test_a_node_skipped_when_an_update_moves_another_past_the_end_is_delivered(e
     assert document["result"] == "fail"
 
 
+@pytest.mark.parametrize("echo_asked_limit", [False, True], ids=["limit-it-used", "limit-asked"])
+def test_a_server_that_caps_the_page_size_is_listed_whole_whatever_limit_it_answers(env, tmp_path, db, api_replica,
+                                                                                     logstash, echo_asked_limit):
+    api_replica.max_limit = 4
+    api_replica.echo_asked_limit = echo_asked_limit
+    result = kcing(["feed_es"], dict(env, KCI_API_PAGE_SIZE="10"), tmp_path)
+    assert result.returncode == 0, result.stderr
+    delivered = delivered_versions(db)
+    assert all(current_version(node) in delivered.get(node["id"], set()) for node in listed_nodes(api_replica))
+    assert stored_keys(logstash) == set(expected_documents(api_replica))
+    assert watermark(db) == newest_updated(api_replica)
+
+
 # Errors ----------------------------------------------------------------------------------------
 
 def test_a_token_is_sent_to_the_api_only_and_refusals_are_clear(env, tmp_path, db, api_replica, logstash):

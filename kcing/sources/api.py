@@ -7,7 +7,7 @@ The only module that knows the API's paths, filters and paging, and where artifa
   filters are naive UTC without a zone, as the API stores them. There is no sort: results come
   in natural (about insertion) order, and while we page the result set only grows (an update
   keeps a node inside `updated__gte`); a node seen twice is listed again only in a newer version.
-  Paging by offset until `offset >= total` or a short page can still skip a node: one that an
+  Paging by offset until `offset >= total` (or an empty page) can still skip a node: one that an
   update moves to the end of the natural order brings those after it one place earlier. Since no
   node leaves the result set, a kind whose listing saw fewer distinct nodes than its last
   `total` is listed again from offset 0 (`_Passes`), until a pass finds no node it should have
@@ -267,7 +267,9 @@ class KernelCIApi:
                 while upcoming is not None:
                     page = self._decoded(kind, offset, *result_of(upcoming), read_heads=read_heads)
                     offset += len(page.items)
-                    more = page.items and len(page.items) >= page.limit and offset < page.total
+                    # A page shorter than its `limit` is no end while `total` says more: a server
+                    # that caps the page size may answer with the limit asked, not the one it used.
+                    more = page.items and offset < page.total
                     upcoming = prefetch.submit(self._page, kind, offset) if more else None
                     total = page.total
                     yield page
