@@ -307,6 +307,40 @@ def test_a_node_skipped_when_an_update_moves_another_past_the_end_is_delivered(e
     assert document["result"] == "fail"
 
 
+def test_two_versions_of_a_node_listed_in_one_run_leave_the_newer_in_elasticsearch(env, tmp_path, db, api_replica,
+                                                                                    logstash):
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    mark = watermark(db)
+    tests = [node for node in listed_nodes(api_replica) if node["kind"] == "test"]
+    for minutes, node in enumerate(tests[1:7], start=1):  # the next run's window: tests 1 to 6
+        api_replica.corpus.update(node["id"], when=mark + timedelta(minutes=minutes))
+    repeated = tests[3]
+    changed = []
+
+    def shift(server, query, number):
+        # Before the second page: a node before the offset enters the listing (updated), so the
+        # last node of the first page comes again on the second, changed meanwhile.
+        if dict(query).get("kind") == "test" and dict(query).get("offset") == "3" and not changed:
+            server.corpus.update(tests[0]["id"], when=mark + timedelta(minutes=20))
+            changed.append(server.corpus.update(repeated["id"], when=mark + timedelta(minutes=21), result="fail"))
+
+    api_replica.on_page(shift)
+    # One document a batch; the post of the older version is answered 503, and retried after the
+    # newer one went.
+    logstash.lava.slow_next(0, count=2)
+    logstash.lava.fail_next(503, retry_after=1)
+    result = kcing(["feed_es"], dict(env, KCI_API_PAGE_SIZE="3", LS_PIPELINE_BATCH_SIZE="1"), tmp_path)
+    assert changed and result.returncode == 0, result.stderr
+    assert len(delivered_versions(db)[repeated["id"]]) == 3  # the first run's, and both of this one
+    api_replica.on_page(None)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+
+    _, document = document_of(logstash, repeated["id"])
+    assert document["result"] == "fail"
+    assert document["kernelci_api"]["updated"].startswith(changed[0]["updated"][:19])
+    assert stored_keys(logstash) == set(expected_documents(api_replica))
+
+
 @pytest.mark.parametrize("echo_asked_limit", [False, True], ids=["limit-it-used", "limit-asked"])
 def test_a_server_that_caps_the_page_size_is_listed_whole_whatever_limit_it_answers(env, tmp_path, db, api_replica,
                                                                                      logstash, echo_asked_limit):
