@@ -137,14 +137,15 @@ class Feed:
 
     def run(self) -> RunSummary:
         try:
-            watermark.resume(self.source, self.ledger, self.destinations_key)
-            self.listing = Listing(self.source, self.ledger, self.destination, self.summary, self._reject,
-                                   self._progress)
-            candidates = self.listing.candidates()
-            if self.options.dry_run:
-                self._plan(candidates)
-            else:
-                self._deliver(candidates)
+            with self.progress.kept_up(self._progress_text):
+                watermark.resume(self.source, self.ledger, self.destinations_key)
+                self.listing = Listing(self.source, self.ledger, self.destination, self.summary, self._reject,
+                                       self._progress)
+                candidates = self.listing.candidates()
+                if self.options.dry_run:
+                    self._plan(candidates)
+                else:
+                    self._deliver(candidates)
         except KcingError as error:
             if self.stop.is_set() and not isinstance(error, (Interrupted, ConfigError)):
                 # Retries cut short by the stop end in the error of the last attempt; the
