@@ -214,8 +214,9 @@ class KernelCIApi:
         """Where the watermark may move after this run, or None to keep it.
 
         Nothing moves after an incomplete listing (an error, an interrupt, `how_many`, a kind
-        whose passes kept finding skipped nodes): nodes not listed may carry any time. Nor when this run started later than the watermark
-        (`--days`, `--since`): the time between was not crawled.
+        whose passes kept finding skipped nodes): nodes not listed may carry any time. Nor when
+        this run started later than the watermark (`--days`, `--since`): the time between was
+        not crawled.
         """
         if not self._complete or self._unsure or (self._stored is not None and self.start > self._stored):
             return None
