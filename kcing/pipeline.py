@@ -126,7 +126,8 @@ class Feed:
         self.owners: Dict[tuple, Fetched] = {}
         self.poisoned: set = set()
         self.outcomes: List[Outcome] = []
-        self.posting: deque = deque()  # (batch, future) in the order they were sent
+        # (batch, future, lineages of its objects) in the order they were sent
+        self.posting: deque = deque()
         self.post_pool: Optional[ThreadPoolExecutor] = None
         self._started = clock()
         self.progress = progress or Progress("feed_es", live=False, every=options.progress_every, clock=clock)
@@ -136,14 +137,15 @@ class Feed:
 
     def run(self) -> RunSummary:
         try:
-            watermark.resume(self.source, self.ledger, self.destinations_key)
-            self.listing = Listing(self.source, self.ledger, self.destination, self.summary, self._reject,
-                                   self._progress)
-            candidates = self.listing.candidates()
-            if self.options.dry_run:
-                self._plan(candidates)
-            else:
-                self._deliver(candidates)
+            with self.progress.kept_up(self._progress_text):
+                watermark.resume(self.source, self.ledger, self.destinations_key)
+                self.listing = Listing(self.source, self.ledger, self.destination, self.summary, self._reject,
+                                       self._progress)
+                candidates = self.listing.candidates()
+                if self.options.dry_run:
+                    self._plan(candidates)
+                else:
+                    self._deliver(candidates)
         except KcingError as error:
             if self.stop.is_set() and not isinstance(error, (Interrupted, ConfigError)):
                 # Retries cut short by the stop end in the error of the last attempt; the
@@ -204,7 +206,7 @@ class Feed:
             for route in list(self.batchers):
                 self._flush_route(route)
             while self.posting:
-                self._collect(*self.posting.popleft())
+                self._collect(*self.posting.popleft()[:2])
         finally:
             for future in in_flight:
                 future.cancel()
@@ -290,15 +292,23 @@ class Feed:
             self._send(batch)
 
     def _send(self, batch: Batch) -> None:
-        """Post `batch` in the background; first take the answers of older posts beyond the limit."""
+        """Post `batch` in the background; first take the answers of older posts beyond the limit,
+        and of those holding another version of one of its objects.
+
+        Two versions of a node listed in one run (a node changed while offset paging repeated
+        it) make documents with the same ids, and the last to arrive is what Elasticsearch
+        keeps: the newer waits until the post of the older was answered, which may come only
+        after its retries."""
         if self.stop.is_set():
             raise self._interrupted()
-        while len(self.posting) >= self.options.posts_in_flight:
-            self._collect(*self.posting.popleft())
+        lineages = {fetched.obj.lineage for fetched in map(self.owners.get, batch.owner_keys()) if fetched is not None}
+        while self.posting and (len(self.posting) >= self.options.posts_in_flight
+                                or any(not lineages.isdisjoint(sent[2]) for sent in self.posting)):
+            self._collect(*self.posting.popleft()[:2])
         self.limiter.wait_for(len(batch))
         if self.stop.is_set():  # the pause ends at a stop: the batch stays unsent, its objects undelivered
             raise self._interrupted()
-        self.posting.append((batch, self.post_pool.submit(self.sink.send, batch)))
+        self.posting.append((batch, self.post_pool.submit(self.sink.send, batch), lineages))
 
     def _collect(self, batch: Batch, future: Future) -> None:
         """Wait for one post; acknowledge its documents, or split it if it was too large."""
@@ -313,7 +323,7 @@ class Feed:
         """After a stop or an error: record the posts still in flight that did succeed (without
         `wait`, only those already answered)."""
         while self.posting:
-            batch, future = self.posting.popleft()
+            batch, future, _ = self.posting.popleft()
             if not wait and not future.done():
                 future.cancel()
                 continue

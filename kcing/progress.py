@@ -13,12 +13,15 @@ import shutil
 import sys
 import threading
 import time
-from typing import Callable, Optional, TextIO
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, TextIO
 
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 10.0
 REDRAW_EVERY = 0.25
+# How often a command's progress is looked at while the command waits (`Progress.kept_up`).
+TICK_EVERY = 1.0
 CLEAR = "\r\x1b[K"
 
 _lock = threading.Lock()
@@ -69,17 +72,38 @@ class Progress:
         self.clock = clock
         self.drawn = False
         self._last: Optional[float] = None if live else clock()
+        self._turn = threading.Lock()  # the command's thread and `kept_up`'s both report
 
     def update(self, text: Callable[[], str]) -> None:
         """Report `text()` if it is time to; cheap to call for every object."""
         now = self.clock()
-        if self._last is not None and now - self._last < (self.redraw if self.live else self.every):
-            return
-        self._last = now
+        with self._turn:
+            if self._last is not None and now - self._last < (self.redraw if self.live else self.every):
+                return
+            self._last = now
         if self.live:
             self._draw(text())
         else:
             log.info("progress: %s", text())
+
+    @contextmanager
+    def kept_up(self, text: Callable[[], str], every: float = TICK_EVERY) -> Iterator[None]:
+        """Report `text()` on time while the block runs, also while its thread only waits (a
+        pause ES_MAX_DOCS_PER_SECOND sets, a post retried after a backoff, a slow answer): a
+        thread of its own looks every `every` seconds whether a report is due."""
+        done = threading.Event()
+
+        def tick() -> None:
+            while not done.wait(every):
+                self.update(text)
+
+        ticker = threading.Thread(target=tick, name="progress", daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            ticker.join(every + 1.0)
 
     def finish(self, text: Callable[[], str]) -> None:
         """End the live line with the final figures (the summary follows on its own lines)."""

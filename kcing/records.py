@@ -50,6 +50,12 @@ class UpstreamObject:
     def key(self) -> tuple:
         return (self.source, self.kind, self.upstream_id)
 
+    @property
+    def lineage(self) -> tuple:
+        """What the versions of one upstream thing share (a KernelCI API node's id): their documents
+        have the same ids, so the newer must reach Logstash after the older."""
+        return (self.source, self.kind, self.facts.get("node_id") or self.upstream_id)
+
 
 # Not frozen, like UpstreamObject: a frozen dataclass sets each field through
 # object.__setattr__, which cost as much as the rest of making a log line's document, and a

@@ -22,7 +22,7 @@ from kcing.ledger.models import DELIVERED, FAILED
 from kcing.pipeline import FeedOptions, feed
 from kcing.records import NODE_KINDS, UpstreamObject
 from kcing.sources import api as api_module, heads
-from kcing.sources.api import KernelCIApi, filter_time, gunzip
+from kcing.sources.api import MAX_PASSES, KernelCIApi, filter_time, gunzip
 from kcing.sources.requester import Requester
 from tests.fakes.api_corpus import api_time
 from tests.fakes.api_data import MAESTRO, REAL_JOB, checkout_tree, object_id, real_files_present, real_nodes
@@ -213,6 +213,32 @@ def test_nodes_added_and_changed_while_paging_are_listed_once_and_none_missed(re
     ids = listed_ids(source.list_objects())
     tests = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
     assert sorted(ids) == sorted(tests)  # nothing missed, nothing twice
+
+
+def test_a_node_skipped_when_another_moves_past_the_end_is_listed_by_another_pass(replica):
+    moves = []
+
+    def relocate(server, query, number):  # at each pass's second page, the first node moves to the end
+        if dict(query).get("kind") == "test" and dict(query).get("offset") == "3" and not moves:
+            first = next(node for node in server.corpus.nodes() if node["kind"] == "test")
+            moves.append(server.corpus.update(first["id"], when=datetime.now(UTC), relocate=True))
+
+    tests = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
+    replica.on_page(relocate)
+    source = make_source(replica, page_size=3, kinds=("test",))
+    ids = listed_ids(source.list_objects())
+    assert moves and sorted(set(ids)) == sorted(tests)  # the node the move skipped too
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) is not None
+
+    # Passes that keep finding nodes skipped before (the API counts five nodes, each pass shows
+    # one never seen, updated long ago): after the last pass the listing is not sure of itself.
+    nodes = [{"id": "%024x" % n, "kind": "test", "created": "2024-10-16T00:00:00.000000",
+              "updated": "2024-10-16T00:0%d:00.000000" % n} for n in range(5)]
+    passes = [page for node in nodes for page in ([node], [])]  # a pass ends at its empty page
+    source = KernelCIApi(ScriptedRequester(passes), "http://api.invalid/latest", kinds=("test",), since=SINCE,
+                         page_size=2)
+    assert listed_ids(source.list_objects()) == [node["id"] for node in nodes[:MAX_PASSES]]
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
 
 
 def test_a_repeated_node_is_listed_again_only_when_newer():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import sqlite3
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -259,6 +260,113 @@ def test_days_and_since_override_the_watermark_without_moving_it_over_a_gap(env,
     result = kcing(["feed_es", "--days", "1", "--since", "2024-01-01"], env, tmp_path)
     assert result.returncode == 2  # one or the other, said in one line
     assert result.stderr == "kcing feed_es: --days and --since do not go together (see kcing feed_es --help)\n"
+
+
+# A collection that moves while it is listed --------------------------------------------------
+
+def delivered_versions(db: Path) -> Dict[str, set]:
+    versions: Dict[str, set] = {}
+    for row in ledger_rows(db):
+        if row["state"] == "delivered":
+            node_id, stamp = row["upstream_id"].split(".", 1)
+            versions.setdefault(node_id, set()).add(stamp)
+    return versions
+
+
+def current_version(node: dict) -> str:
+    return node["updated"].replace("-", "").replace(":", "")
+
+
+def test_a_node_skipped_when_an_update_moves_another_past_the_end_is_delivered(env, tmp_path, db, api_replica,
+                                                                               logstash):
+    # An update that moves a node already listed to the end of the natural order brings every node
+    # after it one place earlier: the first node of the next page comes onto the page already
+    # read, and offset paging skips it (upstream.md §2.4: offset paging can skip items).
+    tests = [node for node in listed_nodes(api_replica) if node["kind"] == "test"]
+    skipped = tests[3]
+    moved = []
+
+    def relocate(server, query, number):
+        if dict(query).get("kind") == "test" and dict(query).get("offset") == "3" and not moved:
+            moved.append(server.corpus.update(tests[0]["id"], when=datetime.now(timezone.utc), relocate=True,
+                                              result="fail"))
+
+    api_replica.on_page(relocate)
+    env = dict(env, KCI_API_PAGE_SIZE="3")
+    first = kcing(["feed_es"], env, tmp_path)
+    assert moved and first.returncode == 0, first.stderr
+    api_replica.on_page(None)
+    second = kcing(["feed_es"], env, tmp_path)  # the next cron run
+    assert second.returncode == 0, second.stderr
+
+    delivered = delivered_versions(db)
+    for node in listed_nodes(api_replica):
+        assert current_version(node) in delivered.get(node["id"], set()), node["name"]
+    assert skipped["id"] in delivered
+    assert stored_keys(logstash) == set(expected_documents(api_replica))
+    _, document = document_of(logstash, tests[0]["id"])
+    assert document["result"] == "fail"
+
+
+def test_two_versions_of_a_node_listed_in_one_run_leave_the_newer_in_elasticsearch(env, tmp_path, db, api_replica,
+                                                                                    logstash):
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    mark = watermark(db)
+    tests = [node for node in listed_nodes(api_replica) if node["kind"] == "test"]
+    for minutes, node in enumerate(tests[1:7], start=1):  # the next run's window: tests 1 to 6
+        api_replica.corpus.update(node["id"], when=mark + timedelta(minutes=minutes))
+    repeated = tests[3]
+    changed = []
+
+    def shift(server, query, number):
+        # Before the second page: a node before the offset enters the listing (updated), so the
+        # last node of the first page comes again on the second, changed meanwhile.
+        if dict(query).get("kind") == "test" and dict(query).get("offset") == "3" and not changed:
+            server.corpus.update(tests[0]["id"], when=mark + timedelta(minutes=20))
+            changed.append(server.corpus.update(repeated["id"], when=mark + timedelta(minutes=21), result="fail"))
+
+    api_replica.on_page(shift)
+    # One document a batch; the post of the older version is answered 503, and retried after the
+    # newer one went.
+    logstash.lava.slow_next(0, count=2)
+    logstash.lava.fail_next(503, retry_after=1)
+    result = kcing(["feed_es"], dict(env, KCI_API_PAGE_SIZE="3", LS_PIPELINE_BATCH_SIZE="1"), tmp_path)
+    assert changed and result.returncode == 0, result.stderr
+    assert len(delivered_versions(db)[repeated["id"]]) == 3  # the first run's, and both of this one
+    api_replica.on_page(None)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+
+    _, document = document_of(logstash, repeated["id"])
+    assert document["result"] == "fail"
+    assert document["kernelci_api"]["updated"].startswith(changed[0]["updated"][:19])
+    assert stored_keys(logstash) == set(expected_documents(api_replica))
+
+
+@pytest.mark.parametrize("echo_asked_limit", [False, True], ids=["limit-it-used", "limit-asked"])
+def test_a_server_that_caps_the_page_size_is_listed_whole_whatever_limit_it_answers(env, tmp_path, db, api_replica,
+                                                                                     logstash, echo_asked_limit):
+    api_replica.max_limit = 4
+    api_replica.echo_asked_limit = echo_asked_limit
+    result = kcing(["feed_es"], dict(env, KCI_API_PAGE_SIZE="10"), tmp_path)
+    assert result.returncode == 0, result.stderr
+    delivered = delivered_versions(db)
+    assert all(current_version(node) in delivered.get(node["id"], set()) for node in listed_nodes(api_replica))
+    assert stored_keys(logstash) == set(expected_documents(api_replica))
+    assert watermark(db) == newest_updated(api_replica)
+
+
+def test_a_run_that_waits_still_logs_its_progress_every_ten_seconds(env, tmp_path, api_replica, logstash):
+    # From cron (stderr not a terminal) a `progress:` line comes every 10 s, also while the run
+    # only waits: here for the pauses ES_MAX_DOCS_PER_SECOND sets between batches.
+    documents = len(expected_documents(api_replica))
+    started = time.monotonic()
+    result = kcing(["feed_es"], dict(env, ES_MAX_DOCS_PER_SECOND=str(documents / 13), LS_PIPELINE_BATCH_SIZE="4"),
+                   tmp_path)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert elapsed > 11
+    lines = [line for line in result.stderr.splitlines() if " progress: listed " in line]
+    assert 1 <= len(lines) <= elapsed // 10, result.stderr
 
 
 # Errors ----------------------------------------------------------------------------------------

@@ -123,6 +123,10 @@ class Batch:
         """The object of each document, in order."""
         return [part.owner for part in self.parts for _ in range(len(part))]
 
+    def owner_keys(self) -> List[tuple]:
+        """The objects of its documents, each once."""
+        return list(dict.fromkeys(part.owner for part in self.parts))
+
     def owner_counts(self) -> Iterator[Tuple[tuple, int]]:
         """(object, documents of it in this batch), a part at a time."""
         for part in self.parts:

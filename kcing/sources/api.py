@@ -5,9 +5,13 @@ The only module that knows the API's paths, filters and paging, and where artifa
 - Listing, one kind after another (checkout, kbuild, job, test: parents before children):
   `GET <api>/nodes?kind=<kind>&updated__gte=<start>&limit=<page size>&offset=<n>`. Times in
   filters are naive UTC without a zone, as the API stores them. There is no sort: results come
-  in insertion order, and while we page the result set only grows (an update keeps a node
-  inside `updated__gte`), so paging by offset until `offset >= total` or a short page misses
-  nothing; a node seen twice is listed again only in a newer version.
+  in natural (about insertion) order, and while we page the result set only grows (an update
+  keeps a node inside `updated__gte`); a node seen twice is listed again only in a newer version.
+  Paging by offset until `offset >= total` (or an empty page) can still skip a node: one that an
+  update moves to the end of the natural order brings those after it one place earlier. Since no
+  node leaves the result set, a kind whose listing saw fewer distinct nodes than its last
+  `total` is listed again from offset 0 (`_Passes`), until a pass finds no node it should have
+  seen before; the versions already listed are not listed twice.
 - One object per node version: its upstream id is `<node id>.<updated, ISO basic format>`, so
   a node changed since it was delivered is not skipped by the ledger, while its documents keep
   ids made from the node id alone.
@@ -80,6 +84,9 @@ _OBJECT_ID_LINES = re.compile(r"[0-9a-fA-F]{24}(?:\n[0-9a-fA-F]{24})*")
 _CANONICAL_TIME_LINES = re.compile(r"%s(?:\n%s)*" % (_CANONICAL_TIME, _CANONICAL_TIME))
 # A URL with a scheme ("https:", "file:") or a host ("//host/..."): anything else is a path.
 _NOT_RELATIVE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:|//)")
+# Passes over one kind's listing at most (`_Passes`): the first, one more when it saw fewer nodes
+# than the API counts, and another while a pass still finds nodes the one before it skipped.
+MAX_PASSES = 4
 
 
 def _utcnow() -> datetime:
@@ -101,6 +108,68 @@ class _Page:
         if self._whole is None:
             self._whole = self.decode_whole()
         return self._whole[index]
+
+
+class _Passes:
+    """The passes over one kind's listing, and the node versions they listed.
+
+    Offset paging over nodes in natural order skips a node whenever an update moves a node
+    before the offset to the end of that order. No node leaves an `updated__gte` listing, so
+    a pass that saw fewer distinct nodes than the last page's `total` may have skipped some;
+    the kind is then listed again. The nodes a later pass finds first are either skipped ones,
+    or nodes that entered the listing meanwhile (a node updated, or created, while it was
+    listed: `updated` at or after the listing started, less the overlap). Only skipped ones call
+    for another pass: a pass that found none of them ends the listing, and a node that entered
+    it unseen is listed by the next run, whose start the watermark keeps before the listing's.
+    A listing still finding skipped nodes after MAX_PASSES is `unsure`: it holds the watermark.
+    """
+
+    def __init__(self, entered_since: datetime, limit: int = MAX_PASSES):
+        self.newest: Dict[str, datetime] = {}  # node id -> newest `updated` listed
+        self.entered_since = entered_since  # a node updated since may have entered the listing
+        self.limit = limit
+        self.number = 1
+        self.found_skipped = False  # this pass found a node first that was there before it began
+        self.without_id = 0  # items of this pass without a node id (each counted as a node)
+        self.unsure = False
+
+    def listed_first(self, updated) -> None:
+        if self.number > 1 and (updated is None or updated < self.entered_since):
+            self.found_skipped = True
+
+    def is_new(self, node_id: Optional[str], updated) -> bool:
+        """Whether a listed version is to be listed (`_newer_than_listed`), noting what it says."""
+        if node_id is None:
+            self.without_id += 1
+        elif node_id not in self.newest:
+            self.listed_first(updated)
+        return _newer_than_listed(self.newest, node_id, updated)
+
+    def all_first(self, node_ids: List[str], updated: List[datetime]) -> bool:
+        """`_all_first_listed`, noting what it says."""
+        if not _all_first_listed(self.newest, node_ids, updated):
+            return False
+        if self.number > 1:
+            for when in updated:
+                self.listed_first(when)
+        return True
+
+    def again(self, kind: str, total: int) -> bool:
+        """After a pass's last page (whose `total` is given): whether to list the kind again."""
+        seen = len(self.newest) + self.without_id
+        if seen >= total or (self.number > 1 and not self.found_skipped):
+            return False
+        if self.number >= self.limit:
+            self.unsure = True
+            log.warning("%s listing: pass %d still found nodes that offset paging skipped before (%d listed, "
+                        "the API counts %d); the watermark stays for the next run", kind, self.number, seen, total)
+            return False
+        log.info("%s listing: %d nodes listed, the API counts %d (nodes moved while it was paged): listing "
+                 "them again", kind, seen, total)
+        self.number += 1
+        self.found_skipped = False
+        self.without_id = 0
+        return True
 
 
 class KernelCIApi:
@@ -132,6 +201,7 @@ class KernelCIApi:
         self._found_delivered: Dict[str, Set[str]] = {}
         self._listing_started: Optional[datetime] = None
         self._complete = False
+        self._unsure: Set[str] = set()  # kinds whose listing may have skipped nodes (`_Passes`)
         self.related = RelatedNodes(self._get_node, extract_of_head=heads.job_extract)
 
     # Incremental crawling (called by the pipeline through kcing/watermark.py) ---------------
@@ -143,11 +213,12 @@ class KernelCIApi:
     def watermark_candidate(self, settled_ids: Callable[[str, List[str]], Set[str]]) -> Optional[datetime]:
         """Where the watermark may move after this run, or None to keep it.
 
-        Nothing moves after an incomplete listing (an error, an interrupt, `how_many`): nodes
-        not listed may carry any time. Nor when this run started later than the watermark
-        (`--days`, `--since`): the time between was not crawled.
+        Nothing moves after an incomplete listing (an error, an interrupt, `how_many`, a kind
+        whose passes kept finding skipped nodes): nodes not listed may carry any time. Nor when
+        this run started later than the watermark (`--days`, `--since`): the time between was
+        not crawled.
         """
-        if not self._complete or (self._stored is not None and self.start > self._stored):
+        if not self._complete or self._unsure or (self._stored is not None and self.start > self._stored):
             return None
         settled, unsettled = [], []  # the `updated` times listed
         for kind, versions in self._listed.items():
@@ -172,6 +243,7 @@ class KernelCIApi:
         self._listing_started = self.clock()
         self._complete = False
         self._found_delivered = {}
+        self._unsure = set()
         log.info("listing %s nodes updated since %s from %s", ", ".join(self.kinds), filter_time(self.start),
                  self.api_url)
         for kind in self.kinds:
@@ -179,11 +251,16 @@ class KernelCIApi:
             yield from self._list(kind) if known is None or self.how_many is not None else self._list_new(kind, known)
         self._complete = self.how_many is None
 
-    def _pages(self, kind: str, read_heads: bool = False) -> Iterator[_Page]:
+    def _passes(self) -> _Passes:
+        return _Passes(self._listing_started - self.overlap)
+
+    def _pages(self, kind: str, read_heads: bool = False, passes: Optional[_Passes] = None) -> Iterator[_Page]:
         """The pages of one kind, each decoded when the caller asks for it (on the caller's
         thread, so that the caller decides whether the collector runs meanwhile); the next page
         is requested before this one is handed over, so the API's latency overlaps the work.
-        With `read_heads`, items are read only as far as their heads where msgspec can (heads.py)."""
+        With `read_heads`, items are read only as far as their heads where msgspec can (heads.py).
+        With `passes` (which the caller keeps up to date with each page), the kind is paged
+        again from offset 0 while `passes.again` asks for it."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="listing") as prefetch:
             offset = 0
             upcoming = prefetch.submit(self._page, kind, offset)
@@ -191,9 +268,15 @@ class KernelCIApi:
                 while upcoming is not None:
                     page = self._decoded(kind, offset, *result_of(upcoming), read_heads=read_heads)
                     offset += len(page.items)
-                    more = page.items and len(page.items) >= page.limit and offset < page.total
+                    # A page shorter than its `limit` is no end while `total` says more: a server
+                    # that caps the page size may answer with the limit asked, not the one it used.
+                    more = page.items and offset < page.total
                     upcoming = prefetch.submit(self._page, kind, offset) if more else None
+                    total = page.total
                     yield page
+                    if upcoming is None and passes is not None and passes.again(kind, total):
+                        offset = 0
+                        upcoming = prefetch.submit(self._page, kind, offset)
             finally:
                 if upcoming is not None:  # the caller stopped early (how_many, an error, a signal)
                     upcoming.cancel()
@@ -210,20 +293,22 @@ class KernelCIApi:
         """
         listed = self._listed.setdefault(kind, {})
         found = self._found_delivered.setdefault(kind, set())
-        newest: Dict[str, datetime] = {}  # node id -> newest `updated` listed
-        with closing(self._pages(kind, read_heads=True)) as pages:
+        passes = self._passes()
+        with closing(self._pages(kind, read_heads=True, passes=passes)) as pages:
             while True:
                 with collector_paused():
                     page = next(pages, None)
                     if page is None:
+                        if passes.unsure:
+                            self._unsure.add(kind)
                         return
                     # The usual page (heads of nodes listed for the first time, in the API's own
                     # forms) a page at a time; any other item by item.
                     versions = _page_versions(page.items, kind) if page.decode_whole is not None else None
-                    if versions is not None and _all_first_listed(newest, versions[0], versions[1]):
+                    if versions is not None and passes.all_first(versions[0], versions[1]):
                         pending = self._new_on_page(kind, page, *versions, known, listed, found)
                     else:
-                        pending = self._new_item_by_item(kind, page, known, newest, listed, found)
+                        pending = self._new_item_by_item(kind, page, known, passes, listed, found)
                     del page, versions
                 for entry in pending:
                     yield entry if isinstance(entry, UpstreamObject) else self._object_from(kind, entry)
@@ -254,7 +339,7 @@ class KernelCIApi:
         return pending
 
     def _new_item_by_item(self, kind: str, page: _Page, known: Callable[[str, List[str]], Set[str]],
-                          newest: Dict[str, datetime], listed: Dict[str, Optional[datetime]], found: Set[str]) -> list:
+                          passes: _Passes, listed: Dict[str, Optional[datetime]], found: Set[str]) -> list:
         """`_new_on_page` for any page: the objects made the long way (an item not in the API's
         own forms) and the whole items of versions `known` does not name; a repeated node only
         when newer."""
@@ -268,9 +353,10 @@ class KernelCIApi:
                 entries.append((obj.facts.get("node_id"), obj.facts.get("updated"), obj.upstream_id, index, obj))
             else:
                 entries.append((*version, index, None))
-        fresh = [entry for entry in entries if _newer_than_listed(newest, entry[0], entry[1])]
+        fresh = [entry for entry in entries if passes.is_new(entry[0], entry[1])]
         del entries
-        delivered = known(kind, [entry[2] for entry in fresh if entry[4] is None])
+        asked = [entry[2] for entry in fresh if entry[4] is None]
+        delivered = known(kind, asked) if asked else set()
         pending = []  # objects made the long way, and the items of versions not delivered
         for node_id, updated, upstream_id, index, obj in fresh:
             listed[upstream_id] = updated
@@ -291,17 +377,21 @@ class KernelCIApi:
     def _list(self, kind: str) -> Iterator[UpstreamObject]:
         """Page through one kind, an object for every item."""
         listed = self._listed.setdefault(kind, {})
-        newest: Dict[str, datetime] = {}  # node id -> newest `updated` listed
-        for page in _decoded_with_collector_paused(self._pages(kind)):
+        passes = self._passes()
+        # With `how_many`, one pass: the listing is incomplete anyway.
+        pages = self._pages(kind, passes=passes if self.how_many is None else None)
+        for page in _decoded_with_collector_paused(pages):
             for item in page.items:
                 obj = self._object_from(kind, item)
                 updated = obj.facts.get("updated")
-                if not _newer_than_listed(newest, obj.facts.get("node_id"), updated):
+                if not passes.is_new(obj.facts.get("node_id"), updated):
                     continue
                 listed[obj.upstream_id] = updated
                 yield obj
                 if self.how_many is not None and len(listed) >= self.how_many:
                     return
+        if passes.unsure:
+            self._unsure.add(kind)
 
     def _page(self, kind: str, offset: int) -> tuple:
         """(URL, response) of one listing page, its body read but not decoded."""

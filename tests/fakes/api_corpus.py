@@ -49,14 +49,22 @@ class ApiCorpus:
             self.version += 1
         return copy.deepcopy(stored)
 
-    def update(self, node_id: str, when: Optional[datetime] = None, **changes: Any) -> dict:
+    def update(self, node_id: str, when: Optional[datetime] = None, relocate: bool = False, **changes: Any) -> dict:
         """Change a node in place (it keeps its position) and move its `updated` time.
 
         `changes` name top-level fields; `data` is merged key by key. Without `when`, the new
-        `updated` is one millisecond after the old one.
+        `updated` is one millisecond after the old one. With `relocate`, the node moves to the end
+        of the natural order, as MongoDB moves a document an update made grow beyond its record
+        (or a replica set's resync re-inserts): the nodes after it then come one place earlier,
+        and an offset paging past it skips one of them (upstream.md §2.4).
         """
         with self._lock:
             node = self._nodes[self._index[node_id]]
+            if relocate:
+                del self._nodes[self._index[node_id]]
+                self._nodes.append(node)
+                self._index = {(item.get("id") or item.get("_id")): position
+                               for position, item in enumerate(self._nodes)}
             data = changes.pop("data", None)
             node.update(copy.deepcopy(changes))
             if data:

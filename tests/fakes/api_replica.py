@@ -59,6 +59,7 @@ class ApiReplica(ServedByBackgroundServer):
         self.token = token
         self.forbid = False
         self.max_limit: Optional[int] = None  # a server that caps `limit` below what was asked
+        self.echo_asked_limit = False  # ... and answers with the `limit` asked, not the one it used
         self.requests: LockedList = LockedList()
         self._failures = FaultQueue()
         self._malformed: Dict[int, bytes] = {}
@@ -200,17 +201,18 @@ class _ApiHandler(QuietHandler):
         if found is None:
             return
         key, matching = found
-        limit, offset = paging
-        limit = min(limit, replica.max_limit or limit)
+        asked, offset = paging
+        limit = min(asked, replica.max_limit or asked)
+        answered = asked if replica.echo_asked_limit else limit
         with replica._lock:
-            body = replica._page_bodies.get((key, limit, offset))
+            body = replica._page_bodies.get((key, limit, answered, offset))
         if body is None:
-            body = json.dumps({"items": matching[offset:offset + limit], "total": len(matching), "limit": limit,
+            body = json.dumps({"items": matching[offset:offset + limit], "total": len(matching), "limit": answered,
                                "offset": offset}, separators=(",", ":")).encode()
             with replica._lock:
                 if sum(map(len, replica._page_bodies.values())) > PAGE_BODY_CACHE_BYTES:
                     replica._page_bodies.clear()
-                replica._page_bodies[(key, limit, offset)] = body
+                replica._page_bodies[(key, limit, answered, offset)] = body
         self._finish(200, [_JSON], body)
 
     def _paging(self) -> Optional[Tuple[int, int]]:
