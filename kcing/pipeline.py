@@ -126,7 +126,7 @@ class Feed:
         self.owners: Dict[tuple, Fetched] = {}
         self.poisoned: set = set()
         self.outcomes: List[Outcome] = []
-        # (batch, future, lineages of its objects) in the order they were sent
+        # (batch, future, (lineage, version) of its objects) in the order they were sent
         self.posting: deque = deque()
         self.post_pool: Optional[ThreadPoolExecutor] = None
         self._started = clock()
@@ -301,14 +301,15 @@ class Feed:
         after its retries."""
         if self.stop.is_set():
             raise self._interrupted()
-        lineages = {fetched.obj.lineage for fetched in map(self.owners.get, batch.owner_keys()) if fetched is not None}
+        versions = {(fetched.obj.lineage, fetched.obj.upstream_id)
+                    for fetched in map(self.owners.get, batch.owner_keys()) if fetched is not None}
         while self.posting and (len(self.posting) >= self.options.posts_in_flight
-                                or any(not lineages.isdisjoint(sent[2]) for sent in self.posting)):
+                                or any(_another_version(versions, sent[2]) for sent in self.posting)):
             self._collect(*self.posting.popleft()[:2])
         self.limiter.wait_for(len(batch))
         if self.stop.is_set():  # the pause ends at a stop: the batch stays unsent, its objects undelivered
             raise self._interrupted()
-        self.posting.append((batch, self.post_pool.submit(self.sink.send, batch), lineages))
+        self.posting.append((batch, self.post_pool.submit(self.sink.send, batch), versions))
 
     def _collect(self, batch: Batch, future: Future) -> None:
         """Wait for one post; acknowledge its documents, or split it if it was too large."""
@@ -419,3 +420,10 @@ def feed(source, ledger: Ledger, sink, options: FeedOptions, limiter: Optional[R
     acknowledged (its ledger write follows with the batch's outcomes)."""
     return Feed(source, ledger, sink, options, limiter, on_planned=on_planned, stop=stop,
                 on_delivered=on_delivered, progress=progress).run()
+
+
+def _another_version(versions: set, sent: set) -> bool:
+    """Whether `sent` holds another version of something `versions` holds. The batches of one
+    version (a LAVA job's thousands of log lines) go out side by side."""
+    lineages = {lineage for lineage, _ in versions}
+    return any(lineage in lineages and (lineage, version) not in versions for lineage, version in sent)

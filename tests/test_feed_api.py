@@ -16,7 +16,7 @@ import pytest
 from kcing.documents import documents_for
 from kcing.records import NODE_KINDS
 from tests.fakes.api_corpus import parse_api_time
-from tests.fakes.api_data import checkout_tree, real_files_present, real_nodes
+from tests.fakes.api_data import _Tree, checkout_tree, real_files_present, real_nodes, revision
 from tests.fakes.api_replica import ApiReplica
 from tests.feedrun import api_feed_environ, kcing, ledger_rows, ledger_states, stored_keys
 
@@ -340,6 +340,23 @@ def test_two_versions_of_a_node_listed_in_one_run_leave_the_newer_in_elasticsear
     assert document["result"] == "fail"
     assert document["kernelci_api"]["updated"].startswith(changed[0]["updated"][:19])
     assert stored_keys(logstash) == set(expected_documents(api_replica))
+
+
+def test_the_batches_of_one_node_version_go_out_side_by_side(tmp_path, logstash):
+    # Only the newer of two versions of a node waits for the older's post: a job's own many
+    # documents (its log lines) keep the posts in flight that ES_PARALLEL_POSTS allows.
+    with ApiReplica() as replica:
+        builder = _Tree(replica.corpus, replica.files_url, BASE, "one-job", revision("mainline", "master", "v6.12"))
+        builder.checkout = builder.node("checkout", "checkout", None, 0, result=None)
+        kbuild = builder.kbuild("arm64", "gcc-12", 1)
+        builder.lab_job("baseline-arm64", kbuild, 10, "meson-gxbb-p200", 7700009, log_lines=40)
+        logstash.lava.slow_next(0.3, count=None)
+        env = api_feed_environ(replica, logstash, tmp_path / "kcing.db", LS_PIPELINE_BATCH_SIZE="5",
+                               ES_PARALLEL_POSTS="2")
+        result = kcing(["feed_es", "--with-logs"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(logstash.lava.requests) >= 4
+    assert logstash.lava.peak_inflight == 2
 
 
 @pytest.mark.parametrize("echo_asked_limit", [False, True], ids=["limit-it-used", "limit-asked"])

@@ -111,6 +111,7 @@ class LogstashEmulator(ServedByBackgroundServer):
         self._faults = FaultQueue()
         self._lock = threading.Lock()
         self._inflight = 0
+        self.peak_inflight = 0  # the most requests in flight at once so far
         self._request_count = 0
         self._max_inflight: Optional[int] = None
         self._pipeline_open = threading.Event()
@@ -210,6 +211,7 @@ class LogstashEmulator(ServedByBackgroundServer):
         """Count the request as in flight; yield (request number, requests now in flight)."""
         with self._lock:
             self._inflight += 1
+            self.peak_inflight = max(self.peak_inflight, self._inflight)
             self._request_count += 1
             current = (self._request_count, self._inflight)
         try:
