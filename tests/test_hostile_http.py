@@ -43,6 +43,16 @@ def error_lines(stderr: str):
     return [line for line in stderr.splitlines() if line.startswith("kcing ")]
 
 
+def assert_it_alone_ended(db, obj, state: str, setting: str) -> None:
+    """Every object in the ledger was delivered but `obj`, which ended `state` for a reason
+    naming `setting`."""
+    states = ledger_states(db)
+    assert states.pop((obj.kind, obj.upstream_id)) == state
+    assert set(states.values()) == {"delivered"}
+    (row,) = [row for row in ledger_rows(db) if row["upstream_id"] == obj.upstream_id]
+    assert setting in row["last_error"]
+
+
 @pytest.fixture
 def lava_front(logstash):
     with RogueFront(logstash.urls["lava"]) as front:
@@ -155,11 +165,7 @@ def test_a_download_beyond_the_size_limit_is_rejected_while_it_streams(
     result = kcing(["feed_es"], env, tmp_path, timeout=60)
     assert time.monotonic() - started < 30
     assert result.returncode == 1, result.stderr
-    states = ledger_states(db)
-    assert states.pop(("build", build_object.upstream_id)) == "rejected"
-    assert set(states.values()) == {"delivered"}
-    (row,) = [row for row in ledger_rows(db) if row["upstream_id"] == build_object.upstream_id]
-    assert "KCI_MAX_OBJECT_BYTES" in row["last_error"]
+    assert_it_alone_ended(db, build_object, "rejected", "KCI_MAX_OBJECT_BYTES")
 
 
 def test_a_trickling_download_fails_at_its_deadline_without_holding_up_the_others(
@@ -173,11 +179,7 @@ def test_a_trickling_download_fails_at_its_deadline_without_holding_up_the_other
     elapsed = time.monotonic() - started
     assert result.returncode == 1, result.stderr
     assert elapsed < 20, elapsed  # one deadline (not retried in the run), not 1000 s of trickle
-    states = ledger_states(db)
-    assert states.pop(("build", build_object.upstream_id)) == "failed"
-    assert set(states.values()) == {"delivered"}
-    (row,) = [row for row in ledger_rows(db) if row["upstream_id"] == build_object.upstream_id]
-    assert "KCI_DOWNLOAD_DEADLINE" in row["last_error"]
+    assert_it_alone_ended(db, build_object, "failed", "KCI_DOWNLOAD_DEADLINE")
     assert storage_front.answered_by("trickled") == 1
 
     storage_front.clear()  # the file is served normally again: the next run takes it
@@ -201,11 +203,7 @@ def test_a_download_whose_headers_trickle_fails_at_its_deadline(
     assert time.monotonic() - started < 20
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
-    states = ledger_states(db)
-    assert states.pop(("build", build_object.upstream_id)) == "failed"
-    assert set(states.values()) == {"delivered"}
-    (row,) = [row for row in ledger_rows(db) if row["upstream_id"] == build_object.upstream_id]
-    assert "KCI_DOWNLOAD_DEADLINE" in row["last_error"]
+    assert_it_alone_ended(db, build_object, "failed", "KCI_DOWNLOAD_DEADLINE")
 
 
 def test_a_redirect_with_an_endless_body_is_held_to_the_size_limit(
@@ -220,11 +218,7 @@ def test_a_redirect_with_an_endless_body_is_held_to_the_size_limit(
     result = kcing(["feed_es"], env, tmp_path, timeout=60)
     assert time.monotonic() - started < 30
     assert result.returncode == 1, result.stderr
-    states = ledger_states(db)
-    assert states.pop(("build", build_object.upstream_id)) == "rejected"
-    assert set(states.values()) == {"delivered"}
-    (row,) = [row for row in ledger_rows(db) if row["upstream_id"] == build_object.upstream_id]
-    assert "KCI_MAX_OBJECT_BYTES" in row["last_error"]
+    assert_it_alone_ended(db, build_object, "rejected", "KCI_MAX_OBJECT_BYTES")
 
 
 # Logstash answers: trickling, cut short ----------------------------------------------------------
