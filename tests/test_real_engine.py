@@ -92,6 +92,34 @@ def test_setup_es_with_ilm_on_a_node_without_ilm_is_a_clear_error(real_es, tmp_p
     assert "ILM" in done.stderr and "no handler found" in done.stderr
 
 
+def test_setup_es_with_user_templates_in_the_way_on_a_real_node(real_es, tmp_path):
+    """The node refuses kcing's template beside a user template of the same priority with
+    overlapping patterns: setup_es installs the others and names it; a user template of a higher
+    priority is installed beside kcing's, and setup_es warns that it takes precedence."""
+    client = client_for(real_es)
+    client.indices.put_index_template(name="user-build", index_patterns=["build-2*"], priority=200)
+    client.indices.put_index_template(name="user-logs", index_patterns=["log-*"], priority=500)
+    done = kcing(["setup_es"], admin_environ(real_es, tmp_path), tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("kcing setup_es: index template kcing-build (build-*) not installed: the index template "
+                           "user-build (build-2*) has the same priority [200]"), last
+    assert "index template user-logs (log-*; priority 500) takes precedence over kcing-log" in done.stderr
+    installed = {item["name"] for item in client.indices.get_index_template(name="kcing-*")["index_templates"]}
+    assert installed == {template_name(kind) for kind in KINDS} - {"kcing-build"}
+
+    # What kcing predicts is what the node does: kcing's template is refused beside user-build.
+    from elasticsearch import BadRequestError
+    from kcing.admin.templates import templates_for
+    with pytest.raises(BadRequestError) as refused:
+        client.indices.put_index_template(name="kcing-build", body=templates_for(None)["kcing-build"])
+    assert "same priority [200]" in str(refused.value.body)
+    # And an index both log templates match gets the user's, not kcing's.
+    client.indices.create(index="log-2020.03.01")
+    assert client.indices.get_mapping(index="log-2020.03.01")["log-2020.03.01"]["mappings"] == {}
+
+
 # -- the feed end to end ---------------------------------------------------------------------------
 
 @pytest.fixture
@@ -370,6 +398,19 @@ def answers(client: Elasticsearch) -> list:
     seen.append(status(lambda: client.indices.get_index_template(name="kcing-*")))
     seen.append(status(lambda: client.indices.put_index_template(
         name="clash", index_patterns=["build-x*"], priority=200)))
+    # Overlapping patterns at another priority are accepted, and the higher one wins.
+    seen.append(status(lambda: client.indices.put_index_template(
+        name="over", index_patterns=["test-2*", "elsewhere-*"], priority=500)))
+    seen.append(status(lambda: client.indices.put_index_template(
+        name="under", index_patterns=["*-2020.*"], priority=1)))
+    seen.append(status(lambda: client.indices.put_index_template(
+        name="same-as-over", index_patterns=["test-*"], priority=500)))
+    seen.append(status(lambda: client.indices.create(index="test-2020.04.01")))
+    seen.append(client.indices.get(index="test-2020.04.01")["test-2020.04.01"]["mappings"])
+    seen.append(sorted(item["name"] for item in client.indices.get_index_template()["index_templates"]
+                       if item["name"] in ("over", "under", "same-as-over", "clash")))
+    seen.append(status(lambda: client.indices.delete_index_template(name="over")))
+    seen.append(status(lambda: client.indices.delete_index_template(name="under")))
     operations = []
     for number, source in enumerate(ODD_SOURCES):
         operations += [{"index": {"_index": "build-2020.01.02", "_id": str(number)}}, source]
