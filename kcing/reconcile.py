@@ -8,16 +8,26 @@ batches (no `_source`), and sends every object with a missing document back to u
 so the next feed that lists it sends it again. Memory stays flat whatever the window: one
 chunk of rows, one bounded read of their ids and one `_mget` batch at a time.
 
+Some kcing index names cannot be read by id: a closed index, one with a read block, an alias of
+several indices, a data stream. Their documents are not checked (counted, and named with what
+to do), never counted missing, never marked. Documents missing from an index that refuses
+writes (a write block) are missing, but a resend could not write them: their objects are not
+marked either. Whether a name is a data stream, or blocks writes, is asked only about names
+where documents were missing, once per run.
+
 Planning and tallying are pure functions; `Reconciler` does the I/O.
 """
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from elasticsearch import AuthenticationException, AuthorizationException
 
 from kcing.admin.elastic import elastic_errors
 from kcing.admin.retention import index_day
@@ -46,6 +56,18 @@ MGET_FILTER = "docs._id,docs.found,docs.error.type,docs.error.reason"
 
 # Sources whose objects can be fetched again from the URL the ledger keeps.
 RESENDABLE = ("legacy", "samples", "files")
+# Index names named per reason in the summary.
+NAMED_INDICES = 5
+
+# Why the documents of an index could not be checked (an _mget entry's error, or what the
+# index name turned out to be), and what the summary says about them.
+CLOSED = "closed"
+READ_BLOCK = "read block"
+ALIAS = "alias"
+DATA_STREAM = "data stream"
+UNCHECKED_ORDER = (CLOSED, READ_BLOCK, ALIAS, DATA_STREAM)
+# Index blocks under which Elasticsearch refuses every write.
+WRITE_BLOCKS = ("index.blocks.write", "index.blocks.read_only", "index.blocks.read_only_allow_delete")
 
 
 # Pure parts -------------------------------------------------------------------------------------
@@ -58,6 +80,7 @@ class KindTally:
     missing: int = 0
     not_checkable: int = 0  # delivered before the ledger kept ids
     expired: int = 0  # every document in an index older than the retention (drp deletes those)
+    unreadable: int = 0  # no document checked: they are in closed or otherwise unreadable indices
     documents: int = 0
     documents_missing: int = 0
     examples: List[str] = field(default_factory=list)
@@ -75,6 +98,12 @@ class Report:
     dry_run: bool = False
     kinds: Dict[str, KindTally] = field(default_factory=dict)
     marked: int = 0
+    # {reason: Unchecked}: documents not checked because of where they are.
+    unchecked: Dict[str, "Unchecked"] = field(default_factory=dict)
+    # Objects with missing documents left delivered: every one of those is in an index that refuses
+    # writes ({index: its block}).
+    held: int = 0
+    write_blocked: Dict[str, str] = field(default_factory=dict)
 
     def kind(self, name: str) -> KindTally:
         return self.kinds.setdefault(name, KindTally())
@@ -99,10 +128,20 @@ class Report:
     def as_counts(self) -> dict:
         """The counts the runs table keeps (and `kcing status` shows)."""
         counts = {name: self.total(name) for name in ("checked", "present", "missing", "not_checkable", "expired",
-                                                     "documents", "documents_missing")}
+                                                     "unreadable", "documents", "documents_missing")}
         counts["marked"] = self.marked
         counts["scope"] = self.scope
         return counts
+
+
+@dataclass
+class Unchecked:
+    """Documents not checked for one reason: how many, of how many objects, in which indices
+    ({index: detail}, e.g. the indices an alias points to)."""
+
+    documents: int = 0
+    objects: int = 0
+    indices: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,13 +154,25 @@ class ObjectCheck:
     expired: int = 0
     damaged: bool = False
     first_missing: Optional[str] = None
+    unchecked: Dict[str, int] = field(default_factory=dict)  # {reason: documents asked but not checkable}
+    missing_blocked: int = 0  # missing documents in indices that refuse writes
+
+    @property
+    def checked(self) -> int:
+        return self.asked - sum(self.unchecked.values())
 
     def verdict(self) -> str:
         if self.missing or self.damaged:
             return "missing"
-        if self.asked == 0 and self.expired:
+        if self.checked == 0 and self.unchecked:
+            return "unreadable"
+        if self.checked == 0 and self.expired:
             return "expired"
         return "present"
+
+    def resendable(self) -> bool:
+        """False when every missing document is in an index that refuses writes: a resend cannot help."""
+        return self.damaged or self.missing > self.missing_blocked
 
     def example(self) -> str:
         if self.damaged:
@@ -155,25 +206,79 @@ def mget_request(batch: Sequence[Tuple[int, str, str]]) -> List[dict]:
     return [{"_index": index, "_id": doc_id, "_source": False} for _, index, doc_id in batch]
 
 
+class _NoMetadata(Exception):
+    """The user may read documents but not index metadata (no view_index_metadata privilege)."""
+
+
 class LookupFailed(Exception):
     """Elasticsearch could not say whether a document exists (not the same as: it does not)."""
 
 
-def is_present(doc_id: str, answer) -> bool:
-    """Read one entry of an _mget answer. A missing index is a missing document, not an error."""
+# What one _mget entry says: present, missing, no such index, or a reason it cannot be checked.
+PRESENT, MISSING, NO_INDEX = "present", "missing", "no index"
+_SEVERAL = re.compile(r"^alias \[[^\]]*\] has more than one index associated with it \[([^\]]*)\]")
+
+
+def lookup_result(doc_id: str, answer) -> Tuple[str, str]:
+    """(PRESENT | MISSING | NO_INDEX | an unchecked reason, detail) of one entry of an _mget answer.
+
+    A missing index is missing documents, not an error (unless the name is a data stream, which
+    the caller asks about). A closed index, a read block and an alias of several indices make
+    the document uncheckable; any other error is LookupFailed."""
     if not isinstance(answer, dict) or answer.get("_id") != doc_id:
         raise LookupFailed("the answer for %s is out of order or malformed: %.200r" % (doc_id, answer))
     found = answer.get("found")
     if found is True:
-        return True
+        return PRESENT, ""
     if found is False:
-        return False
+        return MISSING, ""
     error = answer.get("error")
     kind = error.get("type") if isinstance(error, dict) else None
-    if kind == "index_not_found_exception":
-        return False
     reason = error.get("reason") if isinstance(error, dict) else error
+    if kind == "index_not_found_exception":
+        return NO_INDEX, ""
+    if kind == "index_closed_exception":
+        return CLOSED, ""
+    if kind == "cluster_block_exception" and "index read" in str(reason):
+        return READ_BLOCK, ""
+    several = _SEVERAL.match(str(reason)) if kind == "illegal_argument_exception" else None
+    if several:
+        return ALIAS, several.group(1)
     raise LookupFailed("%s: %s" % (kind or "error", reason))
+
+
+def is_present(doc_id: str, answer) -> bool:
+    """Read one entry of an _mget answer as present or not (a missing index: not present)."""
+    result, _ = lookup_result(doc_id, answer)
+    if result in (PRESENT, MISSING, NO_INDEX):
+        return result == PRESENT
+    raise LookupFailed("the index is unreadable (%s)" % result)
+
+
+def named(names: Iterable[str], limit: int = NAMED_INDICES) -> str:
+    """A short list of index names: the first `limit`, then how many more."""
+    names = sorted(names)
+    text = ", ".join(names[:limit])
+    return text + (" and %d more" % (len(names) - limit) if len(names) > limit else "")
+
+
+def unchecked_line(reason: str, unchecked: Unchecked) -> str:
+    """The summary line for documents not checked for `reason`: where they are and what to do."""
+    head = "reconcile: not checked: %d documents of %d objects in " % (unchecked.documents, unchecked.objects)
+    indices = unchecked.indices
+    if reason == CLOSED:
+        return head + ("closed indices (%s): open them (POST /<index>/_open) and run reconcile again to check them"
+                       % named(indices))
+    if reason == READ_BLOCK:
+        return head + ("indices with a read block (%s): remove the block (index.blocks.read) to check them"
+                       % named(indices))
+    if reason == ALIAS:
+        what = "; ".join("%s, an alias of several indices (%s)" % (name, indices[name]) for name in sorted(indices))
+        return head + what + ": a document cannot be looked up by id through it; point it at one index to check them"
+    return head + ("%s, %s: kcing's documents cannot be looked up by id there, nor written (Logstash's index action "
+                   "is refused); delete the template that makes it (`kcing setup_es` names it) and the data "
+                   "stream, then run reconcile again" % (named(indices), "data streams" if len(indices) > 1
+                                                         else "a data stream"))
 
 
 def summary_lines(report: Report, host: str) -> List[str]:
@@ -184,13 +289,21 @@ def summary_lines(report: Report, host: str) -> List[str]:
     for name, tally in sorted(report.kinds.items()):
         extra = "".join(", %s %d" % (label, value) for label, value in
                         (("not checkable (delivered before ids were kept)", tally.not_checkable),
-                         ("not checked (index past retention)", tally.expired)) if value)
+                         ("not checked (index past retention)", tally.expired),
+                         ("not checked (index closed or unreadable)", tally.unreadable)) if value)
         lines.append("reconcile: %-8s checked %d, present %d, missing %d%s; documents: %d checked, %d missing"
                      % (name, tally.checked, tally.present, tally.missing, extra, tally.documents,
                         tally.documents_missing))
         lines += ["  missing %s %s" % (name, example) for example in tally.examples]
         if tally.missing > len(tally.examples):
             lines.append("  ... and %d more %s objects" % (tally.missing - len(tally.examples), name))
+    lines += [unchecked_line(reason, report.unchecked[reason]) for reason in UNCHECKED_ORDER
+              if reason in report.unchecked]
+    if report.held:
+        lines.append("reconcile: %d objects with missing documents were not marked undelivered: Elasticsearch refuses "
+                     "writes to %s; remove the block and run reconcile again"
+                     % (report.held, ", ".join("%s (%s)" % (name, block)
+                                              for name, block in sorted(report.write_blocked.items())[:NAMED_INDICES])))
     missing = report.missing
     if not missing:
         if report.total("checked"):
@@ -199,7 +312,7 @@ def summary_lines(report: Report, host: str) -> List[str]:
             lines.append("reconcile: no object could be checked")
     elif report.dry_run:
         lines.append("reconcile: dry run: %d objects have missing documents; nothing was changed" % missing)
-    else:
+    elif report.marked or not report.held:
         lines.append("reconcile: %d objects have missing documents; %d marked undelivered (%s): the next feed_es "
                      "that lists them sends them again, `kcing reconcile --resend` does it now"
                      % (missing, report.marked, MISSING_IN_ELASTICSEARCH))
@@ -224,6 +337,10 @@ class Reconciler:
         self.first_kept = first_kept
         self.batch = batch
         self.budget = budget
+        # What the index names with missing documents are: {name: (DATA_STREAM, "") or
+        # ("write block", the block setting) or None}, asked once per name and run.
+        self.facts: Dict[str, Optional[Tuple[str, str]]] = {}
+        self.facts_unknown = False
 
     def run(self, chunks: Iterable[List[DeliveredRow]], stop: Optional[threading.Event] = None,
             progress: Optional[Progress] = None, total: Optional[int] = None) -> Report:
@@ -289,27 +406,83 @@ class Reconciler:
         if not isinstance(found, list) or len(found) != len(batch):
             raise ElasticsearchError("Elasticsearch at %s answered an _mget of %d documents with %s entries"
                                      % (self.host, len(batch), len(found) if isinstance(found, list) else "no"))
+        results = []
         for (owner, index, doc_id), entry in zip(batch, found):
             try:
-                present = is_present(doc_id, entry)
+                results.append(lookup_result(doc_id, entry))
             except LookupFailed as error:
                 raise ElasticsearchError("Elasticsearch at %s could not look up document %s in %s: %s"
                                          % (self.host, doc_id, index, error)) from None
-            if not present:
-                check = checks[owner]
-                check.missing += 1
-                if check.first_missing is None:
-                    check.first_missing = "%s/%s" % (index, doc_id)
+        self._learn({index for (_, index, _), (result, _) in zip(batch, results) if result in (MISSING, NO_INDEX)})
+        for (owner, index, doc_id), (result, detail) in zip(batch, results):
+            if result == PRESENT:
+                continue
+            check = checks[owner]
+            fact = self.facts.get(index)
+            if result == NO_INDEX and fact is not None and fact[0] == DATA_STREAM:
+                result = DATA_STREAM
+            if result in UNCHECKED_ORDER:
+                check.unchecked[result] = check.unchecked.get(result, 0) + 1
+                self.report.unchecked.setdefault(result, Unchecked()).indices[index] = detail
+                continue
+            check.missing += 1
+            if fact is not None and fact[0] == "write block":
+                check.missing_blocked += 1
+                self.report.write_blocked[index] = fact[1]
+            if check.first_missing is None:
+                check.first_missing = "%s/%s" % (index, doc_id)
+
+    def _learn(self, names) -> None:
+        """Find out which of `names` (where documents were missing) are data streams or refuse writes."""
+        names = sorted(name for name in names if name not in self.facts)
+        if not names or self.facts_unknown:
+            return
+        for name in names:
+            self.facts[name] = None
+        try:
+            with elastic_errors(self.host, "asking what %s are" % named(names)):
+                try:
+                    resolved = self.client.indices.resolve_index(name=",".join(names), expand_wildcards="all",
+                                                                 ignore_unavailable=True)
+                    concrete = [item.get("name") for item in resolved.get("indices", []) if item.get("name") in names]
+                    blocks = self.client.indices.get_settings(index=",".join(concrete), name="index.blocks.*",
+                                                              flat_settings=True, ignore_unavailable=True,
+                                                              expand_wildcards="all") if concrete else {}
+                except (AuthenticationException, AuthorizationException) as error:
+                    raise _NoMetadata(error.meta.status) from None
+        except _NoMetadata as refused:
+            # `read` alone does not let a user see index metadata: the check still works, only
+            # a data stream reads as a missing index and a write block goes unnoticed.
+            log.warning("Elasticsearch at %s refused (%s) to say which indices are data streams or refuse writes: "
+                        "documents missing there are marked undelivered as any other; grant view_index_metadata "
+                        "on the kcing indices to tell them apart", self.host, refused)
+            self.facts_unknown = True
+            return
+        for stream in resolved.get("data_streams", []):
+            if stream.get("name") in self.facts:
+                self.facts[stream["name"]] = (DATA_STREAM, "")
+        for name, found in (getattr(blocks, "body", blocks) or {}).items():
+            settings = (found or {}).get("settings") or {}
+            block = next((setting for setting in WRITE_BLOCKS if str(settings.get(setting)).lower() == "true"), None)
+            if name in self.facts and block:
+                self.facts[name] = ("write block", block)
 
     def _settle(self, checks: List[ObjectCheck]) -> None:
         incomplete = []
         for check in checks:
             tally = self.report.kind(check.row.kind)
             verdict = check.verdict()
+            for reason, documents in check.unchecked.items():
+                unchecked = self.report.unchecked[reason]
+                unchecked.documents += documents
+                unchecked.objects += 1
             if verdict == "expired":
                 tally.expired += 1
                 continue
-            tally.documents += check.asked
+            if verdict == "unreadable":
+                tally.unreadable += 1
+                continue
+            tally.documents += check.checked
             tally.documents_missing += check.missing
             if verdict == "present":
                 tally.present += 1
@@ -317,6 +490,10 @@ class Reconciler:
             tally.missing += 1
             if len(tally.examples) < EXAMPLES:
                 tally.examples.append(check.example())
+            if not check.resendable():
+                # Every missing document is in an index that refuses writes: a resend would be refused.
+                self.report.held += 1
+                continue
             incomplete.append(check.row.id)
             log.warning("%s %s: %s missing in Elasticsearch", check.row.kind, check.row.upstream_id,
                         "kept ids damaged" if check.damaged else "%d of %d documents" % (check.missing, check.asked))

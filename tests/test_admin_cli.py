@@ -8,6 +8,7 @@ from datetime import date, timedelta
 
 import pytest
 import yaml
+from elasticsearch import Elasticsearch
 
 from tests.fakes.kibana_server import KibanaEmulator
 from tests.fakes.rogue_http import RogueFront, trickle_head
@@ -146,3 +147,33 @@ def test_backup_kbn_against_a_kibana_trickling_its_export_stops_at_the_request_d
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("kcing backup_kbn: ") and "KB_REQUEST_DEADLINE" in last
     assert (kibana_dir / "saved_objects.ndjson").read_bytes() == before
+
+
+def test_setup_es_names_a_user_template_of_the_same_priority_and_installs_the_others(es, tmp_path):
+    """Elasticsearch refuses two templates with overlapping patterns and the same priority: kcing's
+    template for that kind cannot be installed, but the others can, and the error says what to do."""
+    client = Elasticsearch(es.url)
+    client.indices.put_index_template(name="user-build", index_patterns=["build-2*"], priority=200)
+    done = kcing(["setup_es"], clean_environ(ES_HOST=es.url, ES_READY_TIMEOUT="5"), tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "kcing setup_es: index template kcing-build (build-*) not installed: the index template user-build "
+        "(build-2*) has the same priority [200] and patterns that overlap, which Elasticsearch refuses; give "
+        "user-build a priority below 200 (kcing's then applies) or above it (yours then applies), or patterns "
+        "that leave build-* alone, then run setup_es again")
+    installed = {item["name"] for item in client.indices.get_index_template(name="kcing-*")["index_templates"]}
+    assert installed == {"kcing-boot", "kcing-test", "kcing-log", "kcing-regression"}
+
+
+def test_setup_es_warns_of_a_user_template_that_overrides_kcings(es, tmp_path):
+    client = Elasticsearch(es.url)
+    client.indices.put_index_template(name="user-logs", index_patterns=["log-*", "other-*"], priority=500)
+    client.indices.put_index_template(name="user-archive", index_patterns=["build-*"], priority=10)
+    done = kcing(["setup_es"], clean_environ(ES_HOST=es.url, ES_READY_TIMEOUT="5"), tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "takes precedence" in line]
+    assert len(warnings) == 1, done.stderr
+    assert ("index template user-logs (log-*, other-*; priority 500) takes precedence over kcing-log (log-*; "
+            "priority 200) for the indices both match: they get its mappings and settings, not kcing's; give "
+            "user-logs a priority below 200 or patterns that leave log-* alone") in warnings[0]

@@ -92,6 +92,34 @@ def test_setup_es_with_ilm_on_a_node_without_ilm_is_a_clear_error(real_es, tmp_p
     assert "ILM" in done.stderr and "no handler found" in done.stderr
 
 
+def test_setup_es_with_user_templates_in_the_way_on_a_real_node(real_es, tmp_path):
+    """The node refuses kcing's template beside a user template of the same priority with
+    overlapping patterns: setup_es installs the others and names it; a user template of a higher
+    priority is installed beside kcing's, and setup_es warns that it takes precedence."""
+    client = client_for(real_es)
+    client.indices.put_index_template(name="user-build", index_patterns=["build-2*"], priority=200)
+    client.indices.put_index_template(name="user-logs", index_patterns=["log-*"], priority=500)
+    done = kcing(["setup_es"], admin_environ(real_es, tmp_path), tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("kcing setup_es: index template kcing-build (build-*) not installed: the index template "
+                           "user-build (build-2*) has the same priority [200]"), last
+    assert "index template user-logs (log-*; priority 500) takes precedence over kcing-log" in done.stderr
+    installed = {item["name"] for item in client.indices.get_index_template(name="kcing-*")["index_templates"]}
+    assert installed == {template_name(kind) for kind in KINDS} - {"kcing-build"}
+
+    # What kcing predicts is what the node does: kcing's template is refused beside user-build.
+    from elasticsearch import BadRequestError
+    from kcing.admin.templates import templates_for
+    with pytest.raises(BadRequestError) as refused:
+        client.indices.put_index_template(name="kcing-build", body=templates_for(None)["kcing-build"])
+    assert "same priority [200]" in str(refused.value.body)
+    # And an index both log templates match gets the user's, not kcing's.
+    client.indices.create(index="log-2020.03.01")
+    assert client.indices.get_mapping(index="log-2020.03.01")["log-2020.03.01"]["mappings"] == {}
+
+
 # -- the feed end to end ---------------------------------------------------------------------------
 
 @pytest.fixture
@@ -191,6 +219,59 @@ def test_reconcile_marks_exactly_the_objects_whose_documents_were_deleted(real_e
     failed = {(row["kind"], row["upstream_id"]) for row in ledger_rows(db) if row["state"] == FAILED}
     assert failed == {lava}
     assert {row["last_error"] for row in ledger_rows(db) if row["state"] == FAILED} == {MISSING_IN_ELASTICSEARCH}
+
+
+def test_reconcile_leaves_closed_aliased_and_blocked_indices_unchecked_on_a_real_node(real_es, tmp_path):
+    """The node's answers for kcing index names it cannot read by id (closed, read block, an alias
+    of several indices) or write to (a write block): reconcile says so and marks nothing wrongly.
+    (Data streams are checked against the emulator only: this node has no API to delete one, so
+    a test could not clean up after making one.)"""
+    from datetime import datetime, timezone
+
+    from kcing.ledger import docids
+    from kcing.ledger.ledger import Ledger, Outcome
+    from kcing.records import UpstreamObject
+    from kcing.sinks import logstash_destination
+
+    def day(kind: str, days_ago: int) -> str:
+        return "%s-%s" % (kind, (date.today() - timedelta(days=days_ago)).strftime("%Y.%m.%d"))
+
+    def doc(n: int) -> str:
+        return "%040x" % n
+
+    layout = {"present": (day("build", 0), [1]), "shut": (day("build", 1), [2]), "aliased": (day("boot", 1), [3]),
+              "unreadable": (day("test", 1), [4]), "frozen": (day("test", 2), [5, 6])}
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(UpstreamObject("legacy", "build", name, "https://storage.example/%s" % name,
+                                          datetime(2024, 10, 16, tzinfo=timezone.utc)), DELIVERED,
+                           documents={index: docids.pack(doc(n) for n in numbers)})
+                   for name, (index, numbers) in layout.items()],
+                  lambda kind: logstash_destination(["http://localhost:8337"]))
+    ledger.close()
+    client = client_for(real_es)
+    for index, doc_id in [(day("build", 0), 1), (day("build", 1), 2), ("kept-a", 3), ("kept-b", 9),
+                          (day("test", 1), 4), (day("test", 2), 5)]:
+        client.index(index=index, id=doc(doc_id), document={"job": "mainline"}, refresh=True)
+    client.indices.close(index=day("build", 1))
+    client.indices.update_aliases(actions=[{"add": {"index": "kept-a", "alias": day("boot", 1)}},
+                                           {"add": {"index": "kept-b", "alias": day("boot", 1)}}])
+    client.indices.add_block(index=day("test", 1), block="read")
+    client.indices.add_block(index=day("test", 2), block="write")
+
+    done = kcing(["reconcile"], admin_environ(real_es, tmp_path), tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr  # one document is missing, from the write-blocked index
+    assert "Traceback" not in done.stderr
+    assert ("build    checked 2, present 1, missing 1, not checked (index closed or unreadable) 3; "
+            "documents: 3 checked, 1 missing") in done.stdout
+    assert "1 documents of 1 objects in closed indices (%s)" % day("build", 1) in done.stdout
+    assert "in indices with a read block (%s)" % day("test", 1) in done.stdout
+    assert "in %s, an alias of several indices (kept-a, kept-b)" % day("boot", 1) in done.stdout
+    assert ("1 objects with missing documents were not marked undelivered: Elasticsearch refuses writes to %s "
+            "(index.blocks.write)" % day("test", 2)) in done.stdout
+    assert set(ledger_states(db).values()) == {DELIVERED}
+    client.indices.put_settings(index=day("test", 1), settings={"index.blocks.read": None})
+    client.indices.put_settings(index=day("test", 2), settings={"index.blocks.write": None})
 
 
 # -- drp -------------------------------------------------------------------------------------------
@@ -317,6 +398,19 @@ def answers(client: Elasticsearch) -> list:
     seen.append(status(lambda: client.indices.get_index_template(name="kcing-*")))
     seen.append(status(lambda: client.indices.put_index_template(
         name="clash", index_patterns=["build-x*"], priority=200)))
+    # Overlapping patterns at another priority are accepted, and the higher one wins.
+    seen.append(status(lambda: client.indices.put_index_template(
+        name="over", index_patterns=["test-2*", "elsewhere-*"], priority=500)))
+    seen.append(status(lambda: client.indices.put_index_template(
+        name="under", index_patterns=["*-2020.*"], priority=1)))
+    seen.append(status(lambda: client.indices.put_index_template(
+        name="same-as-over", index_patterns=["test-*"], priority=500)))
+    seen.append(status(lambda: client.indices.create(index="test-2020.04.01")))
+    seen.append(client.indices.get(index="test-2020.04.01")["test-2020.04.01"]["mappings"])
+    seen.append(sorted(item["name"] for item in client.indices.get_index_template()["index_templates"]
+                       if item["name"] in ("over", "under", "same-as-over", "clash")))
+    seen.append(status(lambda: client.indices.delete_index_template(name="over")))
+    seen.append(status(lambda: client.indices.delete_index_template(name="under")))
     operations = []
     for number, source in enumerate(ODD_SOURCES):
         operations += [{"index": {"_index": "build-2020.01.02", "_id": str(number)}}, source]
@@ -332,6 +426,48 @@ def answers(client: Elasticsearch) -> list:
     seen.append(sorted(row["index"] for row in client.cat.indices(format="json", h="index")))
     seen.append(status(lambda: client.indices.delete(index="build-2020.01.02,nope-2020.01.01",
                                                      ignore_unavailable=True, expand_wildcards="none")))
+    seen += index_state_answers(client)
+    return seen
+
+
+def index_state_answers(client: Elasticsearch) -> list:
+    """What reconcile meets under kcing index names: closed indices, blocks, an alias of several
+    indices, and how `_resolve/index` and `_settings` describe them (a data stream is left out:
+    this node has no API to delete one)."""
+    def mget(*names: str) -> list:
+        docs = client.mget(docs=[{"_index": name, "_id": "a", "_source": False} for name in names],
+                           filter_path="docs._id,docs.found,docs.error.type,docs.error.reason")["docs"]
+        return [(doc.get("found"), (doc.get("error") or {}).get("type"), (doc.get("error") or {}).get("reason"))
+                for doc in docs]
+
+    client.bulk(operations=[line for name in ("build-2020.02.01", "boot-2020.02.01", "test-2020.02.01",
+                                              "test-2020.02.02", "kept-a", "kept-b")
+                            for line in ({"index": {"_index": name, "_id": "a"}}, {"job": "x"})], refresh=True)
+    seen = [client.indices.close(index="build-2020.02.01").body]
+    seen.append(client.indices.add_block(index="test-2020.02.01", block="read").body)
+    seen.append(client.indices.add_block(index="test-2020.02.02", block="write").body)
+    seen.append(client.indices.update_aliases(actions=[{"add": {"index": "kept-a", "alias": "log-2020.02.01"}},
+                                                       {"add": {"index": "kept-b", "alias": "log-2020.02.01"}},
+                                                       {"add": {"index": "kept-a", "alias": "log-2020.02.02"}}]).body)
+    seen.append(mget("build-2020.02.01", "test-2020.02.01", "test-2020.02.02", "log-2020.02.01", "log-2020.02.02",
+                     "nope-2020.02.01", "boot-2020.02.01"))
+    operations = []
+    for name in ("build-2020.02.01", "test-2020.02.02", "log-2020.02.01", "log-2020.02.02"):
+        operations += [{"index": {"_index": name, "_id": "b"}}, {"job": "y"}]
+    seen.append([(item["index"]["_index"], item["index"]["status"], (item["index"].get("error") or {}).get("type"))
+                 for item in client.bulk(operations=operations, refresh=True)["items"]])
+    seen.append(client.indices.resolve_index(
+        name="build-2020.02.01,test-2020.02.02,log-2020.02.01,log-2020.02.02,nope-2020.02.01",
+        expand_wildcards="all", ignore_unavailable=True).body)
+    seen.append(client.indices.get_settings(index="build-2020.02.01,test-2020.02.01,test-2020.02.02,boot-2020.02.01,"
+                                                  "nope-2020.02.01", name="index.blocks.*", flat_settings=True,
+                                            ignore_unavailable=True, expand_wildcards="all").body)
+    seen.append(sorted((row["index"], row["status"], row["docs.count"])
+                       for row in client.cat.indices(index="*-2020.02.*", format="json", h="index,status,docs.count")))
+    client.indices.put_settings(index="test-2020.02.01,test-2020.02.02",
+                                settings={"index.blocks.read": None, "index.blocks.write": None})
+    client.indices.open(index="build-2020.02.01")
+    seen.append(mget("build-2020.02.01", "test-2020.02.01"))
     return seen
 
 

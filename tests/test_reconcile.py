@@ -748,3 +748,102 @@ def test_lock_held_no_ledger_and_bad_flags(tmp_path, es):
     assert kcing(["reconcile", "--since", "not a date"], env, tmp_path).returncode == 2
     assert kcing(["feed_es", "--verify", "--output", str(tmp_path / "out"), "--source", "samples"],
                  env, tmp_path).returncode == 2
+
+
+# -- kcing index names that cannot be read by id, or written to ------------------------------------
+
+def day_index(kind: str, days_ago: int) -> str:
+    return "%s-%s" % (kind, (datetime.now(timezone.utc) - timedelta(days=days_ago)).strftime("%Y.%m.%d"))
+
+
+def test_documents_in_closed_indices_are_not_checked_nor_marked(tmp_path, es):
+    """Closing old indices is a common retention practice: their documents cannot be read, so they
+    are left out of the check, counted, and named with the way to check them; nothing is marked."""
+    db = tmp_path / "kcing.db"
+    today, closed = day_index("build", 0), day_index("build", 1)
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("open"), DELIVERED, documents=packed(1, 2, index=today)),
+                   Outcome(obj("shut"), DELIVERED, documents=packed(3, 4, index=closed)),
+                   Outcome(obj("both"), DELIVERED, documents={**packed(5, index=today), **packed(6, index=closed)})],
+                  to_logstash)
+    ledger.close()
+    seed(es, [(today, "%040x" % n) for n in (1, 2, 5)] + [(closed, "%040x" % n) for n in (3, 4, 6)])
+    es_client(es).indices.close(index=closed)
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(db))
+    checked = kcing(["reconcile"], env, tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "Traceback" not in checked.stderr
+    assert ("build    checked 2, present 2, missing 0, not checked (index closed or unreadable) 1; "
+            "documents: 3 checked, 0 missing") in checked.stdout
+    assert ("reconcile: not checked: 3 documents of 2 objects in closed indices (%s): open them "
+            "(POST /<index>/_open) and run reconcile again to check them" % closed) in checked.stdout
+    assert set(ledger_states(db).values()) == {DELIVERED}
+
+    # Something missing elsewhere still decides the exit status; the closed index stays unchecked.
+    delete_documents(es, [(today, "%040x" % 1)])
+    missing = kcing(["reconcile"], env, tmp_path)
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    assert "1 objects have missing documents; 1 marked undelivered" in missing.stdout
+    states = {upstream_id: state for (_, upstream_id), state in ledger_states(db).items()}
+    assert states == {"open": FAILED, "shut": DELIVERED, "both": DELIVERED}
+
+
+def test_only_closed_indices_is_nothing_checked(tmp_path, es):
+    db = tmp_path / "kcing.db"
+    closed = day_index("build", 1)
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("shut"), DELIVERED, documents=packed(3, index=closed))], to_logstash)
+    ledger.close()
+    seed(es, [(closed, "%040x" % 3)])
+    es_client(es).indices.close(index=closed)
+    checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
+    assert checked.returncode == 6, checked.stdout + checked.stderr
+    assert checked.stderr.strip().splitlines()[-1].endswith(
+        "1 in closed or unreadable indices (%s)" % closed)
+    assert set(ledger_states(db).values()) == {DELIVERED}
+
+
+def test_aliases_blocks_and_data_streams_under_kcing_names_say_so_and_mark_nothing_wrongly(tmp_path, es):
+    """An alias of several indices, an index with a read block and a data stream under a kcing
+    index name cannot be looked up by id: not checked, one line each. Documents missing from an
+    index with a write block are missing, but a resend cannot write them: not marked."""
+    db = tmp_path / "kcing.db"
+    alias, read_blocked = day_index("boot", 1), day_index("test", 1)
+    stream, write_blocked = day_index("log", 2), day_index("test", 2)
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("aliased", kind="lava"), DELIVERED, documents=packed(1, index=alias)),
+                   Outcome(obj("unreadable", kind="lava"), DELIVERED, documents=packed(2, index=read_blocked)),
+                   Outcome(obj("streamed", kind="lava"), DELIVERED, documents=packed(3, index=stream)),
+                   Outcome(obj("frozen", kind="lava"), DELIVERED, documents=packed(4, 5, index=write_blocked))],
+                  to_logstash)
+    ledger.close()
+    client = es_client(es)
+    seed(es, [("kept-a", "%040x" % 1), ("kept-b", "%040x" % 9), (read_blocked, "%040x" % 2),
+              (write_blocked, "%040x" % 4)])
+    client.indices.update_aliases(actions=[{"add": {"index": "kept-a", "alias": alias}},
+                                           {"add": {"index": "kept-b", "alias": alias}}])
+    client.indices.add_block(index=read_blocked, block="read")
+    client.indices.add_block(index=write_blocked, block="write")
+    client.indices.put_index_template(name="user-logs", index_patterns=[stream], priority=300, data_stream={})
+    refused = client.bulk(operations=[{"index": {"_index": stream, "_id": "%040x" % 3}},
+                                      {"@timestamp": "2024-10-16T07:00:00Z"}])
+    assert refused["errors"]  # what Logstash's `index` action meets: the stream is made, the write refused
+
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(db))
+    checked = kcing(["reconcile"], env, tmp_path)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "Traceback" not in checked.stderr
+    assert ("lava     checked 1, present 0, missing 1, not checked (index closed or unreadable) 3; "
+            "documents: 2 checked, 1 missing") in checked.stdout
+    assert ("reconcile: not checked: 1 documents of 1 objects in %s, an alias of several indices (kept-a, kept-b): "
+            "a document cannot be looked up by id through it; point it at one index to check them" % alias
+            in checked.stdout)
+    assert ("reconcile: not checked: 1 documents of 1 objects in indices with a read block (%s): remove the block "
+            "(index.blocks.read) to check them" % read_blocked in checked.stdout)
+    assert ("reconcile: not checked: 1 documents of 1 objects in %s, a data stream: kcing's documents cannot be "
+            "looked up by id there, nor written (Logstash's index action is refused); delete the template that "
+            "makes it (`kcing setup_es` names it) and the data stream, then run reconcile again" % stream
+            in checked.stdout)
+    assert ("reconcile: 1 objects with missing documents were not marked undelivered: Elasticsearch refuses writes "
+            "to %s (index.blocks.write); remove the block and run reconcile again" % write_blocked in checked.stdout)
+    assert set(ledger_states(db).values()) == {DELIVERED}

@@ -7,6 +7,10 @@ rewrites them, and a test fails when they drift from the catalogue).
 Indices are `<kind>-YYYY.MM.DD`, so each template matches `<kind>-*` at priority 200: above the
 built-in templates (priority 100, `logs-*-*` and friends, which `log-*` does not overlap), and
 unique among kcing's own, since Elasticsearch refuses overlapping patterns of equal priority.
+A user template whose patterns overlap kcing's at priority 200 makes Elasticsearch refuse kcing's
+(`install` leaves that one out, installs the rest, and says what to do); one at a higher
+priority takes precedence over kcing's for the indices both match (`install` warns: documents
+would get mappings kcing did not choose).
 """
 from __future__ import annotations
 
@@ -182,11 +186,67 @@ def _not_ready_reason(error: ApiError) -> str:
 
 @dataclass(frozen=True)
 class Change:
-    """One object setup_es manages, and what happened to it: created, updated or unchanged."""
+    """One object setup_es manages, and what happened to it: created, updated, unchanged, or
+    conflict (not installed: `detail` says why and what to do)."""
 
     what: str  # "template" or "ILM policy"
     name: str
     outcome: str
+    detail: str = ""
+
+
+def patterns_overlap(a: str, b: str) -> bool:
+    """True if some index name matches both patterns (`*` is the only wildcard of index patterns)."""
+    seen: Dict[Tuple[int, int], bool] = {}
+
+    def match(i: int, j: int) -> bool:
+        if (i, j) not in seen:
+            if i == len(a) and j == len(b):
+                result = True
+            elif i < len(a) and a[i] == "*":
+                result = match(i + 1, j) or (j < len(b) and match(i, j + 1))
+            elif j < len(b) and b[j] == "*":
+                result = match(i, j + 1) or (i < len(a) and match(i + 1, j))
+            else:
+                result = i < len(a) and j < len(b) and a[i] == b[j] and match(i + 1, j + 1)
+            seen[(i, j)] = result
+        return seen[(i, j)]
+
+    return match(0, 0)
+
+
+def rivals(body: dict, others: Mapping[str, dict]) -> List[Tuple[str, dict]]:
+    """The templates in `others` ({name: template}) whose patterns overlap `body`'s, by name."""
+    mine = body["index_patterns"]
+    found = []
+    for name, other in sorted(others.items()):
+        theirs = other.get("index_patterns") or []
+        theirs = [theirs] if isinstance(theirs, str) else theirs
+        if any(patterns_overlap(a, b) for a in mine for b in theirs):
+            found.append((name, other))
+    return found
+
+
+def _patterns(template: dict) -> str:
+    patterns = template.get("index_patterns") or []
+    return ", ".join([patterns] if isinstance(patterns, str) else patterns)
+
+
+def conflict_detail(name: str, body: dict, other_name: str, other: dict) -> str:
+    """Why kcing's template `name` cannot be installed beside `other` (same priority), and what to do."""
+    return ("index template %s (%s) not installed: the index template %s (%s) has the same priority [%d] and "
+            "patterns that overlap, which Elasticsearch refuses; give %s a priority below %d (kcing's then applies) "
+            "or above it (yours then applies), or patterns that leave %s alone, then run setup_es again"
+            % (name, _patterns(body), other_name, _patterns(other), body["priority"], other_name, body["priority"],
+               _patterns(body)))
+
+
+def override_warning(name: str, body: dict, other_name: str, other: dict) -> str:
+    """What a user template with a higher priority than kcing's `name` does to kcing's indices."""
+    return ("index template %s (%s; priority %s) takes precedence over %s (%s; priority %d) for the indices both "
+            "match: they get its mappings and settings, not kcing's; give %s a priority below %d or patterns that "
+            "leave %s alone" % (other_name, _patterns(other), other.get("priority", 0), name, _patterns(body),
+                                body["priority"], other_name, body["priority"], _patterns(body)))
 
 
 def install(client: Elasticsearch, host: str, templates: Mapping[str, dict],
@@ -199,11 +259,21 @@ def install(client: Elasticsearch, host: str, templates: Mapping[str, dict],
     if policy is not None:
         name, body = policy
         changes.append(_put_policy(client, host, name, body))
-    with elastic_errors(host, "reading the kcing index templates"):
-        found = client.options(ignore_status=404).indices.get_index_template(name="kcing-*")
-    digests = {item["name"]: ((item.get("index_template") or {}).get("_meta") or {}).get("digest")
-               for item in found.get("index_templates", [])}
+    with elastic_errors(host, "reading the index templates"):
+        found = client.options(ignore_status=404).indices.get_index_template()
+    existing = {item["name"]: item.get("index_template") or {} for item in found.get("index_templates", [])}
+    digests = {name: (template.get("_meta") or {}).get("digest") for name, template in existing.items()
+               if name in templates}
+    others = {name: template for name, template in existing.items() if name not in templates}
     for name, body in templates.items():
+        overlapping = rivals(body, others)
+        same = [(other, spec) for other, spec in overlapping if spec.get("priority", 0) == body["priority"]]
+        if same:
+            changes.append(Change("template", name, "conflict", conflict_detail(name, body, *same[0])))
+            continue
+        for other, spec in overlapping:
+            if spec.get("priority", 0) > body["priority"]:
+                log.warning("%s", override_warning(name, body, other, spec))
         if name in digests and digests[name] == body["_meta"]["digest"]:
             changes.append(Change("template", name, "unchanged"))
             continue

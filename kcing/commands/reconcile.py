@@ -28,7 +28,9 @@ Ask Elasticsearch (ES_HOST) whether it holds every document of the objects the l
 delivered to Logstash in the last --days (or since --since): Logstash answers 200 before
 Elasticsearch indexes. Objects with missing documents go back to undelivered, so the next
 feed_es sends them again; --resend does it at once. Prints per kind: checked, present,
-missing, and the first missing ids.
+missing, and the first missing ids. Documents in closed indices, indices with a read block,
+aliases of several indices or data streams are not checked (a line names them and what to do);
+objects whose missing documents are all in indices with a write block are not marked.
 
 Options:
   --days=N             Check the objects delivered in the last N days (setting KCI_DAYS,
@@ -49,7 +51,7 @@ Options:
 Exit status: 0 everything checked is in Elasticsearch; 1 some documents are missing; 2 usage
 or configuration error; 3 Elasticsearch unreachable or refusing; 4 another run holds the lock;
 6 nothing could be checked (no object delivered to Logstash in the window, or all of it past
-retention); 5 the ledger cannot be written (a full disk, a read-only file); 130 stopped by a
+retention or in closed or unreadable indices); 5 the ledger cannot be written (a full disk, a read-only file); 130 stopped by a
 signal.
 
 Examples:
@@ -105,8 +107,8 @@ def run(args: dict, settings) -> int:
 
 
 def _nothing_checked(report, since: datetime, settings) -> str:
-    expired, old = report.total("expired"), report.total("not_checkable")
-    if not expired and not old:
+    expired, old, unreadable = report.total("expired"), report.total("not_checkable"), report.total("unreadable")
+    if not expired and not old and not unreadable:
         return ("nothing to check: no object was delivered to Logstash since %s (objects written with "
                 "--output are not in Elasticsearch)" % since.strftime("%Y-%m-%d %H:%M UTC"))
     reasons = []
@@ -114,6 +116,9 @@ def _nothing_checked(report, since: datetime, settings) -> str:
         reasons.append("%d in indices past the retention (DRP_DAYS=%d)" % (expired, settings.DRP_DAYS))
     if old:
         reasons.append("%d delivered before the ledger kept document ids" % old)
+    if unreadable:
+        indices = {name for unchecked in report.unchecked.values() for name in unchecked.indices}
+        reasons.append("%d in closed or unreadable indices (%s)" % (unreadable, reconciling.named(indices)))
     return "nothing could be checked: of the objects delivered since %s, %s" % (
         since.strftime("%Y-%m-%d %H:%M UTC"), " and ".join(reasons))
 

@@ -7,6 +7,7 @@ from kcing.admin.templates import (
     KINDS, POLICY_NAME, index_pattern, install, retention_policy, template_name, templates_for, wait_until_ready,
 )
 from kcing.commands._shared import with_drp_days
+from kcing.errors import ElasticsearchError
 from kcing.flags import seconds
 
 SUMMARY = "install the index templates (with --ilm a lifecycle policy too)"
@@ -17,6 +18,9 @@ Usage:
 
 Wait for Elasticsearch (ES_HOST), then install one index template per kind; with --ilm also a
 lifecycle policy deleting indices DRP_DAYS days old. Idempotent: run it after every upgrade.
+The templates have priority 200: another template whose patterns overlap one of them at the
+same priority is refused by Elasticsearch (that kind's template is not installed, the others
+are, and the error names it); one at a higher priority overrides kcing's (a warning names it).
 
 Options:
   --ilm                Also install an index lifecycle policy that deletes indices DRP_DAYS
@@ -29,7 +33,7 @@ Options:
   -h --help            Show this help.
 
 Exit status: 0 installed (or already there); 2 configuration error; 3 Elasticsearch
-unreachable, not ready in time, or refusing.
+unreachable, not ready in time, or refusing (a template of the same priority in the way).
 
 Examples:
   ES_HOST=http://es:9200 kcing setup_es --ilm     # templates and a lifecycle policy
@@ -52,7 +56,10 @@ def run(args: dict, settings) -> int:
         policy = (POLICY_NAME, retention_policy(settings.DRP_DAYS))
     changes = install(client, host, templates_for(POLICY_NAME if use_ilm else None), policy)
     patterns = {template_name(kind): index_pattern(kind) for kind in KINDS}
+    conflicts = [change for change in changes if change.outcome == "conflict"]
     for change in changes:
+        if change.outcome == "conflict":
+            continue
         if change.what == "template":
             print("setup_es: index template %s (%s) %s" % (change.name, patterns[change.name], change.outcome))
         else:
@@ -60,4 +67,6 @@ def run(args: dict, settings) -> int:
                   % (change.name, settings.DRP_DAYS, change.outcome))
     if not use_ilm:
         print("setup_es: no ILM policy in the templates; run `kcing drp` (e.g. daily from cron) to delete old indices")
+    if conflicts:
+        raise ElasticsearchError("; ".join(change.detail for change in conflicts))
     return 0

@@ -11,11 +11,12 @@ the mapping their index got from the matching template.
 Routes: `GET|HEAD /`, `GET /_cluster/health`, `PUT|POST|GET|HEAD|DELETE /_index_template/<name>`,
 `PUT|GET|DELETE /_ilm/policy/<name>`, `GET /_cat/indices[/<expr>]`, `PUT|GET|HEAD|DELETE /<index>`,
 `POST|PUT /[<index>/]_bulk` (index, create, delete), `GET|POST /[<index>/]_mget` (with or without `_source`),
-`GET|POST /[<index>/]_count` (match_all, term, terms, ids, exists, bool).
+`GET|POST /[<index>/]_count` (match_all, term, terms, ids, exists, bool); closed indices, blocks,
+aliases, `_resolve/index` and data streams made by a template (elastic_states.py).
 
 Not emulated (answered with a 400 `emulator_unsupported` so nobody mistakes them for working):
-update actions, external versions, ingest pipelines, component templates, data streams, `_source`
-filtering in `_mget`.
+update actions, external versions, ingest pipelines, component templates, the `_data_stream` API,
+`_source` filtering in `_mget`.
 Positions (`[1:23]`) in parse errors are left out. Assumptions not checked against a running
 server: a comma-separated Accept (`text/plain,application/json`, which the client sends for cat
 APIs) is read entry by entry; unknown `h=` columns of `_cat/indices` are ignored.
@@ -40,6 +41,7 @@ from decimal import Decimal
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from tests.fakes.elastic_states import STATE_ROUTE_PARAMS, IndexStates
 from tests.fakes.elastic_store import field_name_problem, index_name_problem
 from tests.fakes.serving import (
     BackgroundServer, BodyTooLarge, FaultQueue, LockedList, QuietHandler, ServedByBackgroundServer,
@@ -118,6 +120,8 @@ INDEX_SETTINGS = {
     "index.mapping.coerce": "bool", "index.default_pipeline": "str", "index.final_pipeline": "str",
     "index.auto_expand_replicas": "str", "index.max_result_window": "int>=1", "index.query.default_field": "str",
     "index.routing.allocation.include._tier_preference": "str", "index.mode": "str",
+    "index.blocks.read_only": "bool", "index.blocks.read": "bool", "index.blocks.write": "bool",
+    "index.blocks.read_only_allow_delete": "bool", "index.blocks.metadata": "bool",
 }
 TEMPLATE_FIELDS = {"index_patterns", "template", "composed_of", "priority", "version", "_meta", "data_stream",
                    "allow_auto_create", "ignore_missing_component_templates", "deprecated"}
@@ -163,6 +167,7 @@ ROUTE_PARAMS = {
     "count": {"allow_no_indices", "expand_wildcards", "ignore_unavailable", "ignore_throttled", "min_score",
               "preference", "routing", "terminate_after", "analyzer", "analyze_wildcard", "default_operator",
               "df", "lenient", "q"},
+    **STATE_ROUTE_PARAMS,
 }
 
 
@@ -651,6 +656,7 @@ class Index:
     hidden: bool
     docs: Dict[str, Doc] = field(default_factory=dict)
     next_seq_no: int = 0
+    closed: bool = False
 
     @property
     def shards(self) -> int:
@@ -688,7 +694,7 @@ class _Reset:
     pass
 
 
-class ElasticsearchEmulator(ServedByBackgroundServer):
+class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
     """Elasticsearch's REST API for kcing, in memory. `requests` records every call.
 
     `user`/`password` and/or `api_key` (the encoded form a client sends after `ApiKey `) turn
@@ -710,6 +716,8 @@ class ElasticsearchEmulator(ServedByBackgroundServer):
         self.templates: Dict[str, dict] = copy.deepcopy(BUILTIN_TEMPLATES) if builtin_templates else {}
         self.policies: Dict[str, dict] = {}
         self.indices: Dict[str, Index] = {}
+        self.aliases: Dict[str, List[str]] = {}
+        self.data_streams: Dict[str, List[str]] = {}
         self.health_override: Optional[str] = None
         self.not_ready_mode: Optional[str] = None
         self._rejected_items = 0
@@ -892,6 +900,9 @@ class ElasticsearchEmulator(ServedByBackgroundServer):
                 return "bulk", self._bulk, (target,)
             allowed("GET", "POST")
             return (("mget", self._mget, (target,)) if s[-1] == "_mget" else ("count", self._count, (target,)))
+        state_route = self._state_route(method, route, s, allowed)
+        if state_route is not None:
+            return state_route
         if len(s) == 1 and (head == "_all" or not head.startswith("_")):
             allowed("PUT", "GET", "HEAD", "DELETE")
             if method == "PUT":
@@ -1136,16 +1147,23 @@ class ElasticsearchEmulator(ServedByBackgroundServer):
         """Concrete index names for an expression (names, `*` patterns, `_all`), as ES resolves them."""
         expand = query.get("expand_wildcards", default_expand)
         with_hidden = "all" in expand or "hidden" in expand
+        with_open = "all" in expand or "open" in expand
+        with_closed = "all" in expand or "closed" in expand
         ignore_unavailable = _json_bool(query.get("ignore_unavailable"), "ignore_unavailable")
         names: List[str] = []
         for part in (expression or "_all").split(","):
             if part in ("_all", "*") or "*" in part:
                 pattern = "*" if part == "_all" else part
+                # A pattern matches index names and alias names (which stand for their indices).
+                aliased = {n for alias, targets in self.aliases.items() if fnmatch.fnmatchcase(alias, pattern)
+                           for n in targets}
                 names.extend(n for n, index in sorted(self.indices.items())
-                             if fnmatch.fnmatchcase(n, pattern) and (with_hidden or not index.hidden)
-                             and expand != "none")
+                             if (fnmatch.fnmatchcase(n, pattern) or n in aliased) and (with_hidden or not index.hidden)
+                             and (with_closed if index.closed else with_open))
             elif part in self.indices:
                 names.append(part)
+            elif part in self.aliases:
+                names.extend(sorted(self.aliases[part]))
             elif not ignore_unavailable:
                 raise index_not_found(part)
         return list(dict.fromkeys(names))
@@ -1184,6 +1202,11 @@ class ElasticsearchEmulator(ServedByBackgroundServer):
                 raise bad_request("Wildcard expressions or all indices are not allowed")
             for name in self.resolve(expression, query):
                 del self.indices[name]
+                for alias, targets in list(self.aliases.items()):
+                    if name in targets:
+                        targets.remove(name)
+                    if not targets:
+                        del self.aliases[alias]
         return _Answer(200, {"acknowledged": True})
 
     def _cat_indices(self, expression: Optional[str], query, headers, body) -> _Answer:
@@ -1211,6 +1234,12 @@ class ElasticsearchEmulator(ServedByBackgroundServer):
     def _cat_row(self, index: Index, unit: Optional[str]) -> dict:
         size = index.store_bytes()
         health = "green" if index.replicas == 0 else "yellow"
+        if index.closed:
+            # A node knows no counts or sizes of a closed index.
+            return {"health": health, "status": "close", "index": index.name, "uuid": index.uuid,
+                    "pri": str(index.shards), "rep": str(index.replicas), "docs.count": None, "docs.deleted": None,
+                    "store.size": None, "pri.store.size": None, "dataset.size": None,
+                    "creation.date": str(index.created_ms), "creation.date.string": _iso(index.created_ms / 1000)}
         return {"health": health, "status": "open", "index": index.name, "uuid": index.uuid,
                 "pri": str(index.shards), "rep": str(index.replicas), "docs.count": str(len(index.docs)),
                 "docs.deleted": "0", "store.size": _bytes(size, unit), "pri.store.size": _bytes(size, unit),
@@ -1245,7 +1274,19 @@ class ElasticsearchEmulator(ServedByBackgroundServer):
                 self._rejected_items -= 1
                 raise EsError(429, "es_rejected_execution_exception",
                               "rejected execution of coordinating operation [emulator write queue full]")
+            backing = self.data_stream_write(op, name, source)
+            if backing is not None:
+                name = backing
+            elif name in self.aliases:
+                if len(self.aliases[name]) > 1:
+                    raise bad_request("no write index is defined for alias [%s]. The write index may be explicitly "
+                                      "disabled using is_write_index=false or the alias points to multiple indices "
+                                      "without one being designated as a write index" % name)
+                name = self.aliases[name][0]
             index = self.indices.get(name)
+            if index is not None:
+                self.check_writable(name)
+            result["_index"] = name
             if op == "delete":
                 if index is None:
                     raise index_not_found(name)
@@ -1315,11 +1356,14 @@ class ElasticsearchEmulator(ServedByBackgroundServer):
         with self._lock:
             for item, fetch in zip(wanted, sources):
                 name, doc_id = item.get("_index") or target, str(item["_id"])
-                index = self.indices.get(name)
-                if index is None:
-                    # ES reports a missing index per document, with no `found` key.
-                    docs.append({"_index": name, "_id": doc_id, "error": index_not_found(name).envelope()["error"]})
+                try:
+                    # ES reports a missing, closed or unreadable index per document, with no `found` key.
+                    concrete = self.single_index(name)
+                    self.check_readable(concrete)
+                except EsError as error:
+                    docs.append({"_index": name, "_id": doc_id, "error": error.envelope()["error"]})
                     continue
+                name, index = concrete, self.indices[concrete]
                 doc = index.docs.get(doc_id)
                 if doc is None:
                     docs.append({"_index": name, "_id": doc_id, "found": False})
