@@ -5,9 +5,11 @@ does not pull images, start containers or look inside mounted files.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,55 @@ def test_setup_runs_once_against_the_stack(compose):
     }
     script = setup["command"][-1]
     assert script.index("setup_es") < script.index("setup_kbn")
+
+
+# --- the one-shot setup, run as compose runs it ---------------------------------------------------
+
+SETUP_MOUNT = "/kcing"
+SETUP_COPY = "/tmp/kcing-src"
+
+
+def _tree(root: Path) -> dict:
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def _run_setup_script(compose: dict, mount: Path, copy: Path, es_url: str, kb_url: str) -> subprocess.CompletedProcess:
+    """kcing-setup's command with the container paths mapped onto `mount` and `copy`.
+
+    The dependencies are already installed here, so `pip install` is a no-op; everything else
+    (copying, changing directory, `python -m kcing ...`) runs as written, from `working_dir`.
+    """
+    setup = compose["services"]["kcing-setup"]
+    script = setup["command"][-1]
+    assert setup["command"][:2] == ["sh", "-c"]
+    script = script.replace(SETUP_COPY, str(copy)).replace(SETUP_MOUNT, str(mount))
+    script, installs = re.subn(r"pip install [^&]*", ": ", script)
+    assert installs == 1, setup["command"][-1]
+    script = re.sub(r"\bpython\b", sys.executable, script)
+    working_dir = Path(setup["working_dir"].replace(SETUP_MOUNT, str(mount)))
+    environment = {name: value for name, value in os.environ.items() if not name.startswith(("ES_", "KB_"))}
+    environment.update(setup["environment"], ES_HOST=es_url, KB_URL=kb_url, PYTHONDONTWRITEBYTECODE="1")
+    environment.pop("PYTHONPATH", None)
+    return subprocess.run(["sh", "-c", script], cwd=working_dir, env=environment, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_setup_runs_again_without_writing_into_the_read_only_checkout(compose, tmp_path):
+    # Every `docker compose up` starts the exited kcing-setup again. The second time Kibana holds
+    # kcing's objects, and setup_kbn saves them before importing: that must not be into the
+    # checkout, which is mounted read-only (and would otherwise get root-owned files).
+    from tests.fakes.elastic_server import ElasticsearchEmulator
+    from tests.fakes.kibana_server import KibanaEmulator
+
+    mount = tmp_path / "mount"
+    shutil.copytree(REPO, mount, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*.egg-info", "build", "backups", "tests", "bench", "samples", "docs"))
+    before = _tree(mount)
+    with ElasticsearchEmulator() as es, KibanaEmulator() as kibana:
+        for run in (1, 2):
+            copy = tmp_path / ("copy-%d" % run)  # a new container each time
+            result = _run_setup_script(compose, mount, copy, es.url, kibana.url)
+            assert result.returncode == 0, (run, result.stdout, result.stderr)
+            assert "setup_kbn: imported" in result.stdout, result.stdout
+        assert kibana.store, "nothing was imported"
+    assert _tree(mount) == before, sorted(set(_tree(mount)) ^ set(before))
