@@ -534,3 +534,21 @@ def test_cluster_fixture_routes_share_one_store(logstash):
     assert set(logstash.store) == {("build-2019.05.31", "b"), ("test-2019.05.31", "t")}
     assert logstash.lava.events_received[0].metadata["origin"] == "lava"
     assert logstash.boot.trace == []
+
+
+def test_before_http_input_3_10_blocked_requests_are_held_not_refused():
+    # logstash-input-http before 3.10.0 (4.1.0 on the 4.x line) has no "blocked for 10 s" rule:
+    # a full queue keeps every request open until it has room.
+    with LogstashEmulator(reject_when_blocked_after=None) as stalled:
+        stalled.block_pipeline()
+        results = []
+        first = _post_in_background(stalled.url, results)
+        assert wait_until(lambda: stalled.inflight == 1)
+        wait_until(lambda: False, timeout=0.15)
+        second = _post_in_background(stalled.url, results)
+        assert wait_until(lambda: stalled.inflight == 2)
+        assert results == []
+        stalled.unblock_pipeline()
+        first.join(timeout=3)
+        second.join(timeout=3)
+        assert results == [200, 200]

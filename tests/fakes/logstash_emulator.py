@@ -82,7 +82,9 @@ class LogstashEmulator(ServedByBackgroundServer):
     Pass the same `store` to several emulators to model several pipelines writing into one
     Elasticsearch cluster. `now` gives the ingest time for events without `@timestamp`.
     `reject_when_blocked_after` is the plugin's "429 when an in-flight request has been blocked
-    pushing into the pipeline for 10 s" rule; only `block_pipeline()` blocks requests that way.
+    pushing into the pipeline for 10 s" rule (logstash-input-http 3.10.0 and 4.1.0 on); None is
+    an earlier plugin, which holds every request until the queue has room. Only
+    `block_pipeline()` blocks requests that way.
 
     Like the kcing pipeline, each accepted event gets `[@metadata][origin]` = `name` and loses
     the `strip_fields` (dotted paths); what was removed is listed in `stripped` as
@@ -92,7 +94,7 @@ class LogstashEmulator(ServedByBackgroundServer):
     def __init__(self, port: int = 0, user: Optional[str] = None, password: Optional[str] = None,
                  max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH, response_code: int = 200,
                  store: Optional[IndexStore] = None, now: Optional[Callable[[], datetime]] = None,
-                 reject_when_blocked_after: float = 10.0, name: str = "logstash",
+                 reject_when_blocked_after: Optional[float] = 10.0, name: str = "logstash",
                  strip_fields: Sequence[str] = PIPELINE_STRIPPED_FIELDS):
         if response_code not in (200, 201, 202, 204):
             raise ValueError("the http input only allows 200, 201, 202 or 204")
@@ -221,6 +223,8 @@ class LogstashEmulator(ServedByBackgroundServer):
                 self._inflight -= 1
 
     def _refuse_if_blocked_too_long(self) -> None:
+        if self.reject_when_blocked_after is None:
+            return
         with self._lock:
             starts = list(self._blocked_since.values())
         if starts and time.monotonic() - min(starts) >= self.reject_when_blocked_after:
