@@ -354,3 +354,19 @@ def test_an_ls_ca_bundle_without_a_certificate_is_a_one_line_configuration_error
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("kcing ")]
     assert "LS_CA_BUNDLE" in line and str(bundle) in line
 
+
+
+def test_a_batch_held_by_a_full_logstash_queue_is_sent_again_and_stored_once():
+    # An http input older than 3.10.0 answers nothing while its queue is full: the post times
+    # out, and the batch sent again once there is room overwrites what the first one queued.
+    from tests.fakes.logstash_emulator import LogstashEmulator
+
+    document = b'{"@metadata":{"index":"log-2024.10.15","id":"%s"},"message":"x"}' % (b"a" * 40)
+    with LogstashEmulator(reject_when_blocked_after=None) as full:
+        full.block_pipeline()
+        sink = LogstashSink({"lava": [full.url]}, Transport(), RetryPolicy(attempts=3), 0.3,
+                            sleep=lambda _: full.unblock_pipeline(), settings={"lava": "ES_LAVA"})
+        sink.send(Batch.of_items("lava", [document], [("lava", "x")]))
+        assert full.wait_idle()
+        assert list(full.store) == [("log-2024.10.15", "a" * 40)]
+        assert [status for _, _, status in full.trace] == [200, 200]
