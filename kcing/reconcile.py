@@ -104,6 +104,9 @@ class Report:
     # writes ({index: its block}).
     held: int = 0
     write_blocked: Dict[str, str] = field(default_factory=dict)
+    # Objects found missing by this check or an earlier one that this run leaves undelivered (not
+    # re-sent): Elasticsearch still lacks them, whatever this check found.
+    held_missing: int = 0
 
     def kind(self, name: str) -> KindTally:
         return self.kinds.setdefault(name, KindTally())
@@ -121,7 +124,7 @@ class Report:
 
     @property
     def outcome(self) -> str:
-        if self.missing:
+        if self.missing or self.held_missing:
             return "missing"
         return "ok" if self.total("checked") else "nothing checked"
 
@@ -130,6 +133,8 @@ class Report:
         counts = {name: self.total(name) for name in ("checked", "present", "missing", "not_checkable", "expired",
                                                      "unreadable", "documents", "documents_missing")}
         counts["marked"] = self.marked
+        counts["write_blocked"] = self.held
+        counts["held_missing"] = self.held_missing
         counts["scope"] = self.scope
         return counts
 

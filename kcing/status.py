@@ -79,10 +79,22 @@ def _frequent_errors(limit: int) -> List[dict]:
     return [{"state": row.state, "error": row.last_error, "objects": row.n} for row in query]
 
 
+# The counts a run's line shows, in this order, with the words its own summary uses; a reconcile
+# count that is 0 for what could not be checked, held or marked is left out.
+RUN_COUNTS = (("delivered", "delivered", True), ("rejected", "rejected", True), ("failed", "failed", True),
+              ("too_large", "too large", True), ("documents", "documents", True), ("checked", "checked", True),
+              ("present", "present", True), ("missing", "missing", True),
+              ("not_checkable", "not checkable (delivered before ids were kept)", False),
+              ("expired", "not checked (index past retention)", False),
+              ("unreadable", "not checked (index closed or unreadable)", False),
+              ("write_blocked", "not marked (index refuses writes)", False),
+              ("marked", "marked undelivered", False),
+              ("held_missing", "held missing", False))
+
+
 def _summary(counts: dict) -> str:
-    return ", ".join("%s %s" % (name.replace("_", " "), counts[name]) for name in
-                     ("delivered", "rejected", "failed", "too_large", "documents", "checked", "present", "missing",
-                      "not_checkable") if name in counts)
+    return ", ".join("%s %s" % (label, counts[name]) for name, label, always in RUN_COUNTS
+                     if name in counts and (always or counts[name]))
 
 
 def _iso(value) -> str:

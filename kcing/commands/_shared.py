@@ -3,7 +3,7 @@ reconcile check. Commands import this module; services never do."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Callable, Optional
 
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import feed
@@ -54,8 +54,11 @@ def print_summary(summary, sink_name: str, dry_run: bool) -> None:
 
 
 def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry_run: bool = False,
-                     total: Optional[int] = None):
-    """Run a reconcile over `chunks` of delivered rows, print it, and record it as a run."""
+                     total: Optional[int] = None, held_missing: Optional[Callable[[], int]] = None):
+    """Run a reconcile over `chunks` of delivered rows, print it, and record it as a run.
+
+    `held_missing`, when given, counts after the check the objects missing in Elasticsearch that
+    the run leaves so: the row's outcome is `missing` while there are any."""
     # Imported here: the Elasticsearch client takes a quarter of a second to import, which
     # every feed_es run from cron would pay.
     from kcing import reconcile as reconciling
@@ -69,6 +72,8 @@ def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry
         with ledger.recorded_run("reconcile") as run:
             try:
                 checker.run(chunks, stop, Progress("reconcile"), total)
+                if held_missing is not None:
+                    report.held_missing = held_missing()
             finally:
                 run.counts = report.as_counts()
             run.outcome = report.outcome

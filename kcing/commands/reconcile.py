@@ -82,7 +82,8 @@ def run(args: dict, settings) -> int:
         # Only what went to Logstash can be in Elasticsearch; NDJSON files are the user's to load.
         check_and_record(client, settings, ledger, report,
                          ledger.delivered_since(since, reconciling.CHUNK, destination_prefix=LOGSTASH), stop,
-                         dry_run=dry_run, total=ledger.count_delivered_since(since, destination_prefix=LOGSTASH))
+                         dry_run=dry_run, total=ledger.count_delivered_since(since, destination_prefix=LOGSTASH),
+                         held_missing=_left_missing(ledger, bool(args.get("--resend"))))
         resent = None  # the worst exit code of re-sending, when something was sent again
         # Not only what this check found: an earlier reconcile or feed_es --verify may have
         # marked objects missing that no run has sent again yet (a dry run marked nothing).
@@ -104,6 +105,15 @@ def run(args: dict, settings) -> int:
         raise NothingChecked(_nothing_checked(report, since, settings))
     # Something was missing even when --resend sent it all again: say so to cron.
     return max(report.exit_code, resent or 0)
+
+
+def _left_missing(ledger: Ledger, resend: bool):
+    """Counts the objects held as missing that this run does not send again: all of them without
+    --resend, those of sources that cannot be fetched again from the ledger with it."""
+    def count() -> int:
+        held = ledger.sources_with_missing(destination_prefix=LOGSTASH)
+        return sum(number for name, number in held.items() if not resend or name not in reconciling.RESENDABLE)
+    return count
 
 
 def _nothing_checked(report, since: datetime, settings) -> str:
