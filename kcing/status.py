@@ -16,18 +16,26 @@ UNRECORDED_END = "ended without a record (killed, or the ledger could not be wri
 # `too_large`: Logstash refused a document as too large; the next run sends it again.
 STATE_LABELS = ((DELIVERED, "delivered"), (FAILED, "failed"), (REJECTED, "rejected"), (DOWNLOADED, "pending"),
                 (TOO_LARGE, "too_large"))
+# Not a state: of the undelivered objects (counted in their state already), those reconcile found
+# missing in Elasticsearch and no delivery has cleared since (`kcing reconcile --resend` sends them).
+MISSING_IN_ES = "missing_in_es"
+COLUMNS = tuple(name for _, name in STATE_LABELS) + (MISSING_IN_ES,)
 
 
 def report(ledger: Ledger, runs: int = 5, errors: int = 5) -> dict:
     """Return counts per source and kind, the last runs and the most frequent recent errors."""
     objects: Dict[str, Dict[str, Dict[str, int]]] = {}
     destinations: Dict[str, Dict[str, Dict[str, Dict[str, int]]]] = {}
-    for (source, kind, destination, state), count in sorted(ledger.counts().items()):
-        label = dict(STATE_LABELS).get(state, state)
-        per_kind = objects.setdefault(source, {}).setdefault(kind, {name: 0 for _, name in STATE_LABELS})
+    missing = ledger.missing_counts()
+    counted = [((source, kind, destination, dict(STATE_LABELS).get(state, state)), count)
+               for (source, kind, destination, state), count in ledger.counts().items()]
+    counted += [((source, kind, destination, MISSING_IN_ES), count)
+                for (source, kind, destination), count in missing.items()]
+    for (source, kind, destination, label), count in sorted(counted):
+        per_kind = objects.setdefault(source, {}).setdefault(kind, dict.fromkeys(COLUMNS, 0))
         per_kind[label] = per_kind.get(label, 0) + count
         at = (destinations.setdefault(destination or "(unnamed)", {}).setdefault(source, {})
-              .setdefault(kind, {name: 0 for _, name in STATE_LABELS}))
+              .setdefault(kind, dict.fromkeys(COLUMNS, 0)))
         at[label] = at.get(label, 0) + count
     last_reconcile = ledger.last_run("reconcile")
     running = _running_run(ledger)
@@ -97,6 +105,14 @@ def _summary(counts: dict) -> str:
                      if name in counts and (always or counts[name]))
 
 
+def _where(counts: dict) -> str:
+    """'  (legacy to logstash http://...)': which of the feeds sharing the ledger a run was."""
+    source, destination = counts.get("source"), counts.get("destination")
+    if not source and not destination:
+        return ""
+    return "  (%s)" % " to ".join(part for part in (source, destination) if part)
+
+
 def _iso(value) -> str:
     # The ledger keeps naive UTC times.
     return value.isoformat(sep=" ", timespec="seconds") + " UTC" if value else ""
@@ -104,8 +120,8 @@ def _iso(value) -> str:
 
 def as_text(data: dict) -> str:
     lines = ["ledger: %s" % data["ledger"], ""]
-    header = "%-8s %-6s %10s %8s %9s %8s %9s" % ("source", "kind", "delivered", "failed", "rejected", "pending",
-                                                 "too large")
+    header = "%-8s %-6s %10s %8s %9s %8s %9s %13s" % ("source", "kind", "delivered", "failed", "rejected",
+                                                      "pending", "too large", "missing in ES")
     if not data["destinations"]:
         lines.append(header)
         lines.append("(no objects yet: run `kcing feed_es`)")
@@ -115,16 +131,16 @@ def as_text(data: dict) -> str:
         lines.append("  " + header)
         for source, kinds in sources.items():
             for kind, counts in kinds.items():
-                lines.append("  %-8s %-6s %10d %8d %9d %8d %9d" % (source, kind, counts["delivered"], counts["failed"],
-                                                                   counts["rejected"], counts["pending"],
-                                                                   counts["too_large"]))
+                lines.append("  %-8s %-6s %10d %8d %9d %8d %9d %13d" % (
+                    source, kind, counts["delivered"], counts["failed"], counts["rejected"], counts["pending"],
+                    counts["too_large"], counts[MISSING_IN_ES]))
         lines.append("")
     if data["destinations"]:
         lines.pop()
     lines += ["", "last runs:"]
     for run in data["runs"]:
-        lines.append("  %-9s %s -> %s  %s  %s" % (run["command"], run["started"], run["ended"], run["outcome"],
-                                                   _summary(run["counts"])))
+        lines.append(("  %-9s %s -> %s  %s  %s" % (run["command"], run["started"], run["ended"], run["outcome"],
+                                                    _summary(run["counts"])) + _where(run["counts"])).rstrip())
     if not data["runs"]:
         lines.append("  none yet")
     reconciled = data.get("last_reconcile")

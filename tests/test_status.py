@@ -85,3 +85,44 @@ def test_a_reconcile_that_exits_1_for_objects_held_missing_is_not_recorded_ok(tm
     assert data["last_reconcile"]["counts"]["held_missing"] == 1
     last = section(status_text(env, tmp_path), "last reconcile")
     assert " missing " in last and "held missing 1" in last, last
+
+
+needs_samples = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
+
+
+@needs_samples
+def test_each_run_line_names_its_source_and_destination(legacy_replica, logstash, tmp_path):
+    """The README's cron feeds two sources, and --output feeds a directory, into one ledger: a run
+    line that does not say which one it was cannot be told from another."""
+    db = tmp_path / "kcing.db"
+    env = feed_environ(legacy_replica, logstash, db)
+    first = legacy_replica.corpus.items("build")[0].doc
+    legacy_replica.corpus.remove_file(first["file_server_resource"] + "/build.json")
+    assert kcing(["feed_es"], env, tmp_path).returncode == 1
+    out = tmp_path / "out"
+    offline = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(out)],
+                    env, tmp_path)
+    assert offline.returncode == 0, offline.stderr
+    runs = [line.strip() for line in section(status_text(env, tmp_path), "last runs:").strip().splitlines()]
+    assert len(runs) == 2
+    assert re.search(r"^feed_es .* ok .*\(samples to ndjson %s\)$" % re.escape(str(out.resolve())), runs[0]), runs
+    assert re.search(r"^feed_es .* error 1 .*\(legacy to logstash http://127\.0\.0\.1:\d+", runs[1]), runs
+    data = status_json(env, tmp_path)
+    assert data["runs"][0]["counts"]["destination"] == "ndjson %s" % out.resolve()
+    assert data["runs"][1]["counts"]["source"] == "legacy"
+
+
+def test_objects_reconcile_found_missing_have_a_column_of_their_own(tmp_path, es):
+    """They are `failed` as a download that failed is, but what to do differs: status counts them
+    apart, per destination, source and kind, in the text and the JSON."""
+    db = closed_and_missing_ledger(tmp_path, es)
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(db))
+    assert kcing(["reconcile"], env, tmp_path).returncode == 1
+    text = status_text(env, tmp_path)
+    assert re.search(r"^\s+source\s+kind\s+delivered\s+failed\s+rejected\s+pending\s+too large\s+missing in ES$",
+                     text, re.M), text
+    assert re.search(r"^\s+legacy\s+build\s+3\s+1\s+0\s+0\s+0\s+1$", text, re.M), text
+    data = status_json(env, tmp_path)
+    assert data["objects"]["legacy"]["build"]["missing_in_es"] == 1
+    (counts,) = [kinds["legacy"]["build"] for kinds in data["destinations"].values()]
+    assert counts == {"delivered": 3, "failed": 1, "rejected": 0, "pending": 0, "too_large": 0, "missing_in_es": 1}

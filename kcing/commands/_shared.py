@@ -23,11 +23,13 @@ def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_del
         return feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
                     stop=stop, on_delivered=on_delivered)
     # Whatever ends the run (but SIGKILL), its row gets an outcome: never "running or killed".
-    with ledger.recorded_run("feed_es", {"source": source.name}) as run:
+    # Which feed it was: several (sources, --output directories) may share one ledger.
+    where = {"source": source.name, "destination": getattr(sink, "destinations_key", lambda: "")()}
+    with ledger.recorded_run("feed_es", where) as run:
         summary = feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
                        stop=stop, on_delivered=on_delivered, progress=Progress("feed_es"))
         run.outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
-        run.counts = dict(summary.as_dict(), source=source.name)
+        run.counts = dict(summary.as_dict(), **where)
     return summary
 
 

@@ -15,7 +15,9 @@ Usage:
   kcing status [options]
 
 Show what the ledger holds per source, kind and destination (delivered, failed, rejected,
-pending, too large for Logstash), the last runs, the last reconcile, the watermarks and the most frequent errors.
+pending, too large for Logstash; and, of the undelivered, those reconcile found missing in
+Elasticsearch), the last runs (outcome, counts, and for feed_es its source and destination), the
+last reconcile, the watermarks and the most frequent errors.
 
 Options:
   --json               Print machine-readable JSON.

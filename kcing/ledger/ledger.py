@@ -369,6 +369,17 @@ class Ledger:
                 yield UpstreamObject(row.source, row.kind, row.upstream_id, row.url,
                                      when.replace(tzinfo=timezone.utc) if when is not None else None)
 
+    def missing_counts(self, reason: str = models.MISSING_IN_ELASTICSEARCH) -> Dict[tuple, int]:
+        """{(source, kind, destination): objects held as missing in Elasticsearch} (see
+        `sources_with_missing`), whatever state their last re-send left them in."""
+        held = (UpstreamFile.last_error == reason) | (fn.SUBSTR(UpstreamFile.last_error, 1, len(reason) + 2)
+                                                      == reason + "; ")
+        query = (UpstreamFile.select(UpstreamFile.source, UpstreamFile.kind, UpstreamFile.destination,
+                                     fn.COUNT(UpstreamFile.id))
+                 .where(UpstreamFile.state.in_(_UNDELIVERED) & held)
+                 .group_by(UpstreamFile.source, UpstreamFile.kind, UpstreamFile.destination))
+        return {(source, kind, destination): count for source, kind, destination, count in query.tuples()}
+
     def sources_with_missing(self, reason: str = models.MISSING_IN_ELASTICSEARCH,
                              destination_prefix: str = "") -> Dict[str, int]:
         """{source: objects reconcile sent back to undelivered and not delivered again since}.
