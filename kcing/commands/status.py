@@ -26,8 +26,9 @@ Options:
   -l --log-file=FILE   Also write the log to FILE.
   -h --help            Show this help.
 
-Exit status: 0 shown; 2 no ledger there, or not a kcing ledger; 5 the ledger cannot be written
-(a read-only file or directory, a full disk).
+Exit status: 0 shown; 2 no ledger there, or not a kcing ledger; 4 another process held the
+ledger locked for reading too (exclusive locking mode) longer than KCING_DB_LOCK_WAIT; 5 the
+ledger cannot be written (a read-only file or directory, a full disk).
 
 Examples:
   kcing status --db /var/lib/kcing/kcing.db
