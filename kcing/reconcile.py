@@ -112,7 +112,8 @@ class Report:
         return self.kinds.setdefault(name, KindTally())
 
     def total(self, name: str) -> int:
-        return sum(getattr(tally, name) for tally in self.kinds.values())
+        # A copy: the progress thread asks while the check may add a kind.
+        return sum(getattr(tally, name) for tally in list(self.kinds.values()))
 
     @property
     def missing(self) -> int:
@@ -360,12 +361,14 @@ class Reconciler:
                        self.report.total("documents") / elapsed, eta_text(seen[0], total, elapsed)))
 
         try:
-            for rows in chunks:
-                self.check_chunk(rows)
-                seen[0] += len(rows)
-                if stop is not None and stop.is_set():
-                    raise Interrupted("stopped by a signal; the objects checked so far are recorded")
-                progress.update(text)
+            # Kept up also while an _mget waits for its answer (up to ES_REQUEST_DEADLINE).
+            with progress.kept_up(text):
+                for rows in chunks:
+                    self.check_chunk(rows)
+                    seen[0] += len(rows)
+                    if stop is not None and stop.is_set():
+                        raise Interrupted("stopped by a signal; the objects checked so far are recorded")
+                    progress.update(text)
         finally:
             progress.finish(text)
         return self.report
