@@ -55,14 +55,31 @@ def _watermarks(ledger: Ledger) -> Dict[str, Dict[str, str]]:
 
 
 def _running_run(ledger: Ledger) -> Optional[Tuple[int, str]]:
-    """(row id, pid) of the run in progress: the newest row without an end, while a kcing run
-    holds the lock beside the ledger. Every other row without an end belongs to a run that was
-    killed or could not write its end (the ledger locked or its disk full)."""
+    """(row id, pid) of the run in progress: the row without an end that the process holding the
+    lock beside the ledger started (its pid is in the row's counts; a row from a kcing that kept
+    no pid: the newest without an end). Every other row without an end belongs to a run that was
+    killed or could not write its end (the ledger locked or its disk full); the lock may be held
+    by a command that records no run (drp)."""
     if ledger.db.database == ":memory:":
         return None
     holder = lock_holder(ledger.db.database)
-    newest = Run.select(Run.id).where(Run.ended.is_null()).order_by(Run.id.desc()).first()
-    return (newest.id, holder) if holder is not None and newest is not None else None
+    if holder is None:
+        return None
+    unended = list(Run.select(Run.id, Run.counts).where(Run.ended.is_null()).order_by(Run.id.desc()))
+    for row in unended:
+        if str(_counts(row.counts).get("pid")) == str(holder):
+            return (row.id, holder)
+    if unended and "pid" not in _counts(unended[0].counts):
+        return (unended[0].id, holder)
+    return None
+
+
+def _counts(text: Optional[str]) -> dict:
+    try:
+        counts = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return counts if isinstance(counts, dict) else {}
 
 
 def _last_runs(limit: int, running: Optional[Tuple[int, str]]) -> List[dict]:
@@ -74,7 +91,7 @@ def _run(row: Run, running: Optional[Tuple[int, str]]) -> dict:
     if outcome is None:
         outcome = "running (pid %s)" % running[1] if running and running[0] == row.id else UNRECORDED_END
     return {"command": row.command, "started": _iso(row.started), "ended": _iso(row.ended),
-            "outcome": outcome, "counts": json.loads(row.counts) if row.counts else {}}
+            "outcome": outcome, "counts": _counts(row.counts)}
 
 
 def _frequent_errors(limit: int) -> List[dict]:

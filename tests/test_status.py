@@ -126,3 +126,35 @@ def test_objects_reconcile_found_missing_have_a_column_of_their_own(tmp_path, es
     assert data["objects"]["legacy"]["build"]["missing_in_es"] == 1
     (counts,) = [kinds["legacy"]["build"] for kinds in data["destinations"].values()]
     assert counts == {"delivered": 3, "failed": 1, "rejected": 0, "pending": 0, "too_large": 0, "missing_in_es": 1}
+
+
+def test_a_killed_run_is_not_shown_running_while_drp_holds_the_lock(legacy_replica, logstash, tmp_path):
+    """drp takes the run lock but records no run: the row of a feed killed earlier is not the
+    lock holder's, and must not read `running (pid N)` for drp's pid."""
+    from kcing.status import UNRECORDED_END
+    from tests.fakes.serving import wait_until
+    from tests.feedrun import kcing_process
+    from tests.test_exit_codes import Silent
+    db = tmp_path / "kcing.db"
+    env = feed_environ(legacy_replica, logstash, db)
+    logstash.lava.slow_next(30, count=None)
+    feeding = kcing_process(["feed_es"], env, tmp_path)
+    try:
+        assert wait_until(lambda: logstash.lava.inflight > 0, timeout=20)
+    finally:
+        feeding.kill()
+        feeding.communicate()
+    logstash.lava.clear_faults()
+    assert status_json(env, tmp_path)["runs"][0]["outcome"] == UNRECORDED_END
+    silent = Silent()
+    retention = kcing_process(["drp"], dict(env, ES_HOST=silent.url), tmp_path)
+    try:
+        assert wait_until(lambda: silent.accepted, timeout=20)  # drp holds the lock and waits
+        shown = status_json(env, tmp_path)
+        text = status_text(env, tmp_path)
+    finally:
+        retention.kill()
+        retention.communicate()
+        silent.close()
+    assert shown["runs"][0]["outcome"] == UNRECORDED_END, shown["runs"][0]
+    assert "running (pid" not in text, text

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -465,7 +466,7 @@ class Ledger:
         SIGKILL): with the outcome and counts the block set, or "error N" with N the exit status
         the error gives (130 for an interrupt). A row that cannot be closed (the ledger itself
         failed) is logged; the error that ended the run goes on."""
-        run = RunRecord(self.start_run(command), counts=dict(counts or {}))
+        run = RunRecord(self.start_run(command, counts), counts=dict(counts or {}))
         try:
             yield run
         except BaseException as error:
@@ -476,8 +477,11 @@ class Ledger:
             raise
         self.finish_run(run.id, run.outcome or "ok", run.counts)
 
-    def start_run(self, command: str) -> int:
-        return models.Run.create(command=command, started=self.clock()).id
+    def start_run(self, command: str, counts: Optional[dict] = None) -> int:
+        """A new row of the runs table, its counts holding `counts` and this process's pid until the
+        run ends: `kcing status` tells by the pid whether the run holding the lock is this one."""
+        started = dict(counts or {}, pid=os.getpid())
+        return models.Run.create(command=command, started=self.clock(), counts=json.dumps(started, sort_keys=True)).id
 
     def finish_run(self, run_id: int, outcome: str, counts: dict) -> None:
         (models.Run.update(ended=self.clock(), outcome=outcome, counts=json.dumps(counts, sort_keys=True))
