@@ -153,3 +153,25 @@ def test_gen_samples_logs_progress_every_10_s_while_upstream_is_slow_to_answer(t
     done = kcing(["gen_samples"], env, tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert [line for line in done.stderr.splitlines() if "progress:" in line], done.stderr
+
+
+def test_a_ledger_on_a_read_only_file_system_is_exit_5_saying_so(tmp_path):
+    """SQLite says only `unable to open database file`: the line must not send the user looking
+    for a full disk or a failing device when the file system is mounted read-only."""
+    import subprocess
+    from tests.feedrun import SAMPLES
+    from tests.tmpfs import small_tmpfs
+    if not (SAMPLES / "manifest.json").is_file():
+        pytest.skip("samples/ has no manifest")
+    with small_tmpfs(tmp_path / "ro", "16m") as mounted:
+        db = mounted / "kcing.db"
+        env = clean_environ(KCING_DB=str(db))
+        fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output",
+                     str(tmp_path / "out")], env, tmp_path)
+        assert fed.returncode == 0, fed.stderr
+        subprocess.run(["mount", "-o", "remount,ro", str(mounted)], check=True)
+        for args in (["status"], ["drp", "--dry-run"]):
+            shown = kcing(args, env, tmp_path)
+            assert shown.returncode == 5, shown.stdout + shown.stderr
+            line = shown.stderr.strip().splitlines()[-1]
+            assert "read-only" in line and "full disk" not in line, line
