@@ -107,6 +107,8 @@ class Report:
     # Objects found missing by this check or an earlier one that this run leaves undelivered (not
     # re-sent): Elasticsearch still lacks them, whatever this check found.
     held_missing: int = 0
+    # The row of the runs table that records this check (None: a dry run records none).
+    run_id: Optional[int] = None
 
     def kind(self, name: str) -> KindTally:
         return self.kinds.setdefault(name, KindTally())

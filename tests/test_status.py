@@ -14,7 +14,9 @@ from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing
-from tests.test_reconcile import day_index, es_client, obj, packed, seed, to_logstash
+from tests.test_reconcile import (  # noqa: F401 (env and forwarding are fixtures)
+    _lose_the_build_documents, day_index, env, es_client, forwarding, obj, packed, seed, to_logstash,
+)
 
 
 @pytest.fixture
@@ -158,3 +160,19 @@ def test_a_killed_run_is_not_shown_running_while_drp_holds_the_lock(legacy_repli
         silent.close()
     assert shown["runs"][0]["outcome"] == UNRECORDED_END, shown["runs"][0]
     assert "running (pid" not in text, text
+
+
+@needs_samples
+def test_a_reconcile_whose_resend_could_not_reach_logstash_is_recorded_with_its_exit_status(
+        env, tmp_path, forwarding, es):
+    """The runs table closes a run with `error N`, N its exit status: a reconcile --resend that
+    exits 3 (Logstash down) is not `ok` because its check found nothing new."""
+    builds = _lose_the_build_documents(env, tmp_path, es)
+    assert builds
+    forwarding.build.down()
+    failed = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    data = status_json(env, tmp_path)
+    assert data["last_reconcile"]["outcome"] == "error 3", data["last_reconcile"]
+    assert [run["command"] for run in data["runs"][:2]] == ["feed_es", "reconcile"]
+    assert data["runs"][0]["outcome"] == "error 3"

@@ -72,6 +72,7 @@ def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry
         checker.run(chunks, stop, Progress("reconcile"), total)
     else:
         with ledger.recorded_run("reconcile") as run:
+            report.run_id = run.id
             try:
                 checker.run(chunks, stop, Progress("reconcile"), total)
                 if held_missing is not None:
