@@ -290,13 +290,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         settings = settings_from(args)
         logs.configure(debug=args.get("--debug"), log_file=args.get("--log-file"),
                        secrets=[getattr(settings, name) for name in settings_module.SECRET_NAMES])
-        return commands.load(command).run(args, settings)
+        return commands.run(command, args, settings)
     except KcingError as error:
         print("kcing %s: %s" % (command, redacted(str(error))), file=sys.stderr)
         log.debug("error details", exc_info=True)
         return error.exit_code
     except KeyboardInterrupt:
-        print("kcing %s: interrupted" % command, file=sys.stderr)
+        print("kcing %s: interrupted" % command, file=sys.stderr, flush=True)
+        commands.interruption_told()
         return 130
     except BrokenPipeError:
         if not stdout_reader_gone():

@@ -95,7 +95,10 @@ class Progress:
 
         def tick() -> None:
             while not done.wait(every):
-                self.update(text)
+                try:
+                    self.update(text)
+                except Exception:  # figures read while the command changes them: the next tick tells
+                    log.debug("progress not reported this time", exc_info=True)
 
         ticker = threading.Thread(target=tick, name="progress", daemon=True)
         ticker.start()

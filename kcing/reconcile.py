@@ -104,12 +104,18 @@ class Report:
     # writes ({index: its block}).
     held: int = 0
     write_blocked: Dict[str, str] = field(default_factory=dict)
+    # Objects found missing by this check or an earlier one that this run leaves undelivered (not
+    # re-sent): Elasticsearch still lacks them, whatever this check found.
+    held_missing: int = 0
+    # The row of the runs table that records this check (None: a dry run records none).
+    run_id: Optional[int] = None
 
     def kind(self, name: str) -> KindTally:
         return self.kinds.setdefault(name, KindTally())
 
     def total(self, name: str) -> int:
-        return sum(getattr(tally, name) for tally in self.kinds.values())
+        # A copy: the progress thread asks while the check may add a kind.
+        return sum(getattr(tally, name) for tally in list(self.kinds.values()))
 
     @property
     def missing(self) -> int:
@@ -121,7 +127,7 @@ class Report:
 
     @property
     def outcome(self) -> str:
-        if self.missing:
+        if self.missing or self.held_missing:
             return "missing"
         return "ok" if self.total("checked") else "nothing checked"
 
@@ -130,6 +136,8 @@ class Report:
         counts = {name: self.total(name) for name in ("checked", "present", "missing", "not_checkable", "expired",
                                                      "unreadable", "documents", "documents_missing")}
         counts["marked"] = self.marked
+        counts["write_blocked"] = self.held
+        counts["held_missing"] = self.held_missing
         counts["scope"] = self.scope
         return counts
 
@@ -355,12 +363,14 @@ class Reconciler:
                        self.report.total("documents") / elapsed, eta_text(seen[0], total, elapsed)))
 
         try:
-            for rows in chunks:
-                self.check_chunk(rows)
-                seen[0] += len(rows)
-                if stop is not None and stop.is_set():
-                    raise Interrupted("stopped by a signal; the objects checked so far are recorded")
-                progress.update(text)
+            # Kept up also while an _mget waits for its answer (up to ES_REQUEST_DEADLINE).
+            with progress.kept_up(text):
+                for rows in chunks:
+                    self.check_chunk(rows)
+                    seen[0] += len(rows)
+                    if stop is not None and stop.is_set():
+                        raise Interrupted("stopped by a signal; the objects checked so far are recorded")
+                    progress.update(text)
         finally:
             progress.finish(text)
         return self.report

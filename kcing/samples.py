@@ -144,24 +144,26 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optio
             log.warning("could not save %s %s: %s", obj.kind, obj.upstream_id, error)
             return None
 
-    for listed in source.list_objects():
-        obj = completed(source, listed)
-        if obj.problem:
-            run.refused += 1
-            log.warning("refused %s %s: %s", obj.kind, obj.upstream_id, obj.problem)
-        elif writer.already_saved(obj):
-            run.unchanged += 1
-        else:
-            wanted.append(obj)
-        progress.update(text)
-    try:
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sample") as pool:
-            for obj, content in zip(wanted, pool.map(fetch, wanted)):
-                _save(writer, obj, content, run)
-                progress.update(text)
-    finally:
-        progress.finish(text)
-        writer.save_manifest()
+    # Kept up also while a listing page or every download in flight waits (KCI_DOWNLOAD_DEADLINE).
+    with progress.kept_up(text):
+        for listed in source.list_objects():
+            obj = completed(source, listed)
+            if obj.problem:
+                run.refused += 1
+                log.warning("refused %s %s: %s", obj.kind, obj.upstream_id, obj.problem)
+            elif writer.already_saved(obj):
+                run.unchanged += 1
+            else:
+                wanted.append(obj)
+            progress.update(text)
+        try:
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sample") as pool:
+                for obj, content in zip(wanted, pool.map(fetch, wanted)):
+                    _save(writer, obj, content, run)
+                    progress.update(text)
+        finally:
+            progress.finish(text)
+            writer.save_manifest()
     return run
 
 

@@ -50,6 +50,36 @@ class Stop(threading.Event):
             raise Interrupted("stopped by a signal while waiting to retry")
 
 
+# Set once the line saying a command was interrupted is written (kcing/cli.py).
+interrupt_reported = threading.Event()
+
+
+@contextmanager
+def terminate_as_interrupt(command: str) -> Iterator[None]:
+    """SIGINT and SIGTERM interrupt the main thread (KeyboardInterrupt) for the block: a command
+    that does not stop gently (drp, gen_samples, setup_*, status) then ends with exit status 130
+    and one line, rather than killed by SIGTERM with no word. Whatever a thread is stuck in (a
+    download of gen_samples' pool, which the interpreter would wait for), the process is gone
+    URGENT_EXIT_SECONDS later. `stop_on_signals` inside the block takes both over for its own."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        line = b"kcing %s: interrupted (still running %.0f s after the signal: exiting now)\n" % (
+            command.encode(), URGENT_EXIT_SECONDS)
+        threading.Thread(target=_exit_after, args=(URGENT_EXIT_SECONDS, line, interrupt_reported),
+                         name="urgent-exit", daemon=True).start()
+        raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 @contextmanager
 def stop_on_signals(stop: Optional[Stop] = None) -> Iterator[Stop]:
     """Yield a Stop set by the first SIGINT/SIGTERM; the second makes it urgent and interrupts the
@@ -93,13 +123,17 @@ def result_of(future: futures.Future) -> Any:
     return future.result()
 
 
-def _exit_after(seconds: float) -> None:
-    """End the process with status 130 in `seconds`, unless it ends first.
+def _exit_after(seconds: float, line: Optional[bytes] = None, said: Optional[threading.Event] = None) -> None:
+    """End the process with status 130 in `seconds`, unless it ends first, writing `line` unless
+    `said` is set (what happened was told already).
 
     Writes with os.write, not logging: a stuck thread may hold the logging lock."""
     time.sleep(seconds)
+    if line is None:
+        line = b"kcing: still running %.0f s after the second signal: exiting now\n" % seconds
     try:
-        os.write(2, b"kcing: still running %.0f s after the second signal: exiting now\n" % seconds)
+        if said is None or not said.is_set():
+            os.write(2, line)
     except OSError:
         pass
     os._exit(130)

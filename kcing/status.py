@@ -16,18 +16,26 @@ UNRECORDED_END = "ended without a record (killed, or the ledger could not be wri
 # `too_large`: Logstash refused a document as too large; the next run sends it again.
 STATE_LABELS = ((DELIVERED, "delivered"), (FAILED, "failed"), (REJECTED, "rejected"), (DOWNLOADED, "pending"),
                 (TOO_LARGE, "too_large"))
+# Not a state: of the undelivered objects (counted in their state already), those reconcile found
+# missing in Elasticsearch and no delivery has cleared since (`kcing reconcile --resend` sends them).
+MISSING_IN_ES = "missing_in_es"
+COLUMNS = tuple(name for _, name in STATE_LABELS) + (MISSING_IN_ES,)
 
 
 def report(ledger: Ledger, runs: int = 5, errors: int = 5) -> dict:
     """Return counts per source and kind, the last runs and the most frequent recent errors."""
     objects: Dict[str, Dict[str, Dict[str, int]]] = {}
     destinations: Dict[str, Dict[str, Dict[str, Dict[str, int]]]] = {}
-    for (source, kind, destination, state), count in sorted(ledger.counts().items()):
-        label = dict(STATE_LABELS).get(state, state)
-        per_kind = objects.setdefault(source, {}).setdefault(kind, {name: 0 for _, name in STATE_LABELS})
+    missing = ledger.missing_counts()
+    counted = [((source, kind, destination, dict(STATE_LABELS).get(state, state)), count)
+               for (source, kind, destination, state), count in ledger.counts().items()]
+    counted += [((source, kind, destination, MISSING_IN_ES), count)
+                for (source, kind, destination), count in missing.items()]
+    for (source, kind, destination, label), count in sorted(counted):
+        per_kind = objects.setdefault(source, {}).setdefault(kind, dict.fromkeys(COLUMNS, 0))
         per_kind[label] = per_kind.get(label, 0) + count
         at = (destinations.setdefault(destination or "(unnamed)", {}).setdefault(source, {})
-              .setdefault(kind, {name: 0 for _, name in STATE_LABELS}))
+              .setdefault(kind, dict.fromkeys(COLUMNS, 0)))
         at[label] = at.get(label, 0) + count
     last_reconcile = ledger.last_run("reconcile")
     running = _running_run(ledger)
@@ -47,14 +55,31 @@ def _watermarks(ledger: Ledger) -> Dict[str, Dict[str, str]]:
 
 
 def _running_run(ledger: Ledger) -> Optional[Tuple[int, str]]:
-    """(row id, pid) of the run in progress: the newest row without an end, while a kcing run
-    holds the lock beside the ledger. Every other row without an end belongs to a run that was
-    killed or could not write its end (the ledger locked or its disk full)."""
+    """(row id, pid) of the run in progress: the row without an end that the process holding the
+    lock beside the ledger started (its pid is in the row's counts; a row from a kcing that kept
+    no pid: the newest without an end). Every other row without an end belongs to a run that was
+    killed or could not write its end (the ledger locked or its disk full); the lock may be held
+    by a command that records no run (drp)."""
     if ledger.db.database == ":memory:":
         return None
     holder = lock_holder(ledger.db.database)
-    newest = Run.select(Run.id).where(Run.ended.is_null()).order_by(Run.id.desc()).first()
-    return (newest.id, holder) if holder is not None and newest is not None else None
+    if holder is None:
+        return None
+    unended = list(Run.select(Run.id, Run.counts).where(Run.ended.is_null()).order_by(Run.id.desc()))
+    for row in unended:
+        if str(_counts(row.counts).get("pid")) == str(holder):
+            return (row.id, holder)
+    if unended and "pid" not in _counts(unended[0].counts):
+        return (unended[0].id, holder)
+    return None
+
+
+def _counts(text: Optional[str]) -> dict:
+    try:
+        counts = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return counts if isinstance(counts, dict) else {}
 
 
 def _last_runs(limit: int, running: Optional[Tuple[int, str]]) -> List[dict]:
@@ -66,7 +91,7 @@ def _run(row: Run, running: Optional[Tuple[int, str]]) -> dict:
     if outcome is None:
         outcome = "running (pid %s)" % running[1] if running and running[0] == row.id else UNRECORDED_END
     return {"command": row.command, "started": _iso(row.started), "ended": _iso(row.ended),
-            "outcome": outcome, "counts": json.loads(row.counts) if row.counts else {}}
+            "outcome": outcome, "counts": _counts(row.counts)}
 
 
 def _frequent_errors(limit: int) -> List[dict]:
@@ -79,10 +104,30 @@ def _frequent_errors(limit: int) -> List[dict]:
     return [{"state": row.state, "error": row.last_error, "objects": row.n} for row in query]
 
 
+# The counts a run's line shows, in this order, with the words its own summary uses; a reconcile
+# count that is 0 for what could not be checked, held or marked is left out.
+RUN_COUNTS = (("delivered", "delivered", True), ("rejected", "rejected", True), ("failed", "failed", True),
+              ("too_large", "too large", True), ("documents", "documents", True), ("checked", "checked", True),
+              ("present", "present", True), ("missing", "missing", True),
+              ("not_checkable", "not checkable (delivered before ids were kept)", False),
+              ("expired", "not checked (index past retention)", False),
+              ("unreadable", "not checked (index closed or unreadable)", False),
+              ("write_blocked", "not marked (index refuses writes)", False),
+              ("marked", "marked undelivered", False),
+              ("held_missing", "held missing", False))
+
+
 def _summary(counts: dict) -> str:
-    return ", ".join("%s %s" % (name.replace("_", " "), counts[name]) for name in
-                     ("delivered", "rejected", "failed", "too_large", "documents", "checked", "present", "missing",
-                      "not_checkable") if name in counts)
+    return ", ".join("%s %s" % (label, counts[name]) for name, label, always in RUN_COUNTS
+                     if name in counts and (always or counts[name]))
+
+
+def _where(counts: dict) -> str:
+    """'  (legacy to logstash http://...)': which of the feeds sharing the ledger a run was."""
+    source, destination = counts.get("source"), counts.get("destination")
+    if not source and not destination:
+        return ""
+    return "  (%s)" % " to ".join(part for part in (source, destination) if part)
 
 
 def _iso(value) -> str:
@@ -92,8 +137,8 @@ def _iso(value) -> str:
 
 def as_text(data: dict) -> str:
     lines = ["ledger: %s" % data["ledger"], ""]
-    header = "%-8s %-6s %10s %8s %9s %8s %9s" % ("source", "kind", "delivered", "failed", "rejected", "pending",
-                                                 "too large")
+    header = "%-8s %-6s %10s %8s %9s %8s %9s %13s" % ("source", "kind", "delivered", "failed", "rejected",
+                                                      "pending", "too large", "missing in ES")
     if not data["destinations"]:
         lines.append(header)
         lines.append("(no objects yet: run `kcing feed_es`)")
@@ -103,16 +148,16 @@ def as_text(data: dict) -> str:
         lines.append("  " + header)
         for source, kinds in sources.items():
             for kind, counts in kinds.items():
-                lines.append("  %-8s %-6s %10d %8d %9d %8d %9d" % (source, kind, counts["delivered"], counts["failed"],
-                                                                   counts["rejected"], counts["pending"],
-                                                                   counts["too_large"]))
+                lines.append("  %-8s %-6s %10d %8d %9d %8d %9d %13d" % (
+                    source, kind, counts["delivered"], counts["failed"], counts["rejected"], counts["pending"],
+                    counts["too_large"], counts[MISSING_IN_ES]))
         lines.append("")
     if data["destinations"]:
         lines.pop()
     lines += ["", "last runs:"]
     for run in data["runs"]:
-        lines.append("  %-9s %s -> %s  %s  %s" % (run["command"], run["started"], run["ended"], run["outcome"],
-                                                   _summary(run["counts"])))
+        lines.append(("  %-9s %s -> %s  %s  %s" % (run["command"], run["started"], run["ended"], run["outcome"],
+                                                    _summary(run["counts"])) + _where(run["counts"])).rstrip())
     if not data["runs"]:
         lines.append("  none yet")
     reconciled = data.get("last_reconcile")

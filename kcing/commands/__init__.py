@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from kcing import shutdown
+
 # In the order `kcing --help` lists them.
 NAMES = ("feed_es", "reconcile", "gen_samples", "drp", "setup_es", "setup_ls", "setup_kbn", "backup_kbn",
          "status", "test")
@@ -17,3 +19,19 @@ NAMES = ("feed_es", "reconcile", "gen_samples", "drp", "setup_es", "setup_ls", "
 
 def load(name: str) -> ModuleType:
     return importlib.import_module("kcing.commands.%s" % name)
+
+
+def run(name: str, args: dict, settings) -> int:
+    """Run command `name`. SIGINT and SIGTERM interrupt it as Ctrl-C does (the CLI says so in one
+    line, exit 130), unless it stops gently on its own (feed_es, reconcile), or is pytest's."""
+    module = load(name)
+    if name == "test":
+        return module.run(args, settings)
+    with shutdown.terminate_as_interrupt(name):
+        return module.run(args, settings)
+
+
+def interruption_told() -> None:
+    """The line saying the command was interrupted is written: the exit forced a few seconds
+    after the signal, if it comes, need not say it again."""
+    shutdown.interrupt_reported.set()

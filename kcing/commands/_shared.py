@@ -3,7 +3,7 @@ reconcile check. Commands import this module; services never do."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Callable, Optional
 
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import feed
@@ -23,11 +23,13 @@ def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_del
         return feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
                     stop=stop, on_delivered=on_delivered)
     # Whatever ends the run (but SIGKILL), its row gets an outcome: never "running or killed".
-    with ledger.recorded_run("feed_es", {"source": source.name}) as run:
+    # Which feed it was: several (sources, --output directories) may share one ledger.
+    where = {"source": source.name, "destination": getattr(sink, "destinations_key", lambda: "")()}
+    with ledger.recorded_run("feed_es", where) as run:
         summary = feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
                        stop=stop, on_delivered=on_delivered, progress=Progress("feed_es"))
         run.outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
-        run.counts = dict(summary.as_dict(), source=source.name)
+        run.counts = dict(summary.as_dict(), **where)
     return summary
 
 
@@ -54,8 +56,11 @@ def print_summary(summary, sink_name: str, dry_run: bool) -> None:
 
 
 def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry_run: bool = False,
-                     total: Optional[int] = None):
-    """Run a reconcile over `chunks` of delivered rows, print it, and record it as a run."""
+                     total: Optional[int] = None, held_missing: Optional[Callable[[], int]] = None):
+    """Run a reconcile over `chunks` of delivered rows, print it, and record it as a run.
+
+    `held_missing`, when given, counts after the check the objects missing in Elasticsearch that
+    the run leaves so: the row's outcome is `missing` while there are any."""
     # Imported here: the Elasticsearch client takes a quarter of a second to import, which
     # every feed_es run from cron would pay.
     from kcing import reconcile as reconciling
@@ -67,8 +72,11 @@ def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry
         checker.run(chunks, stop, Progress("reconcile"), total)
     else:
         with ledger.recorded_run("reconcile") as run:
+            report.run_id = run.id
             try:
                 checker.run(chunks, stop, Progress("reconcile"), total)
+                if held_missing is not None:
+                    report.held_missing = held_missing()
             finally:
                 run.counts = report.as_counts()
             run.outcome = report.outcome

@@ -31,7 +31,9 @@ Options:
   -h --help            Show this help.
 
 Exit status: 0 done; 2 configuration error; 3 Elasticsearch unreachable or refusing; 4 another
-run holds the lock; 5 the ledger cannot be written (a full disk, a read-only file).
+run holds the lock or the ledger's database lock; 5 the ledger cannot be written (a full disk, a
+read-only file); 130 stopped by a signal (the ledger rows are forgotten in one transaction, whole
+or not at all).
 
 Examples:
   kcing drp --drp-days 30 --dry-run               # what retention would delete

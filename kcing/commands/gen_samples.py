@@ -32,7 +32,8 @@ Options:
   -h --help            Show this help.
 
 Exit status: 0 all saved; 1 some files failed or were refused; 2 usage or configuration error;
-4 another gen_samples writes into the same directory.
+4 another gen_samples writes into the same directory; 5 a file could not be written (a full disk:
+each file is whole or absent); 130 stopped by a signal.
 
 Examples:
   kcing gen_samples --sample-size 5               # the newest 5 builds and boots into samples/

@@ -2,6 +2,7 @@
 it lacks for sending again, and record the check as a run."""
 from __future__ import annotations
 
+import logging
 from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 from kcing import reconcile as reconciling
 from kcing.admin.elastic import make_client
 from kcing.commands._shared import check_and_record, print_summary, run_feed
-from kcing.errors import ConfigError, NothingChecked
+from kcing.errors import ConfigError, KcingError, NothingChecked, exit_status
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
 from kcing.sinks import LOGSTASH
@@ -17,6 +18,8 @@ from kcing.shutdown import stop_on_signals
 from kcing.sources.localfiles import LocalFiles
 from kcing.watermark import parse_since
 from kcing.wiring import make_sink, make_source, open_ledger
+
+log = logging.getLogger(__name__)
 
 SUMMARY = "check that Elasticsearch holds every document of what the ledger marks delivered; send back what it lacks"
 
@@ -82,7 +85,8 @@ def run(args: dict, settings) -> int:
         # Only what went to Logstash can be in Elasticsearch; NDJSON files are the user's to load.
         check_and_record(client, settings, ledger, report,
                          ledger.delivered_since(since, reconciling.CHUNK, destination_prefix=LOGSTASH), stop,
-                         dry_run=dry_run, total=ledger.count_delivered_since(since, destination_prefix=LOGSTASH))
+                         dry_run=dry_run, total=ledger.count_delivered_since(since, destination_prefix=LOGSTASH),
+                         held_missing=_left_missing(ledger, bool(args.get("--resend"))))
         resent = None  # the worst exit code of re-sending, when something was sent again
         # Not only what this check found: an earlier reconcile or feed_es --verify may have
         # marked objects missing that no run has sent again yet (a dry run marked nothing).
@@ -92,7 +96,7 @@ def run(args: dict, settings) -> int:
                 print("reconcile: dry run: would re-send the %d objects with missing documents"
                       % (report.missing + held))
             elif held:
-                resent = _resend(settings, ledger, stop)
+                resent = _resend_recorded(settings, ledger, stop, report)
         elif held:
             # They are no longer delivered, so this check did not look at them: without this, a
             # check after an earlier one found documents missing would read as all clear.
@@ -104,6 +108,36 @@ def run(args: dict, settings) -> int:
         raise NothingChecked(_nothing_checked(report, since, settings))
     # Something was missing even when --resend sent it all again: say so to cron.
     return max(report.exit_code, resent or 0)
+
+
+def _resend_recorded(settings, ledger: Ledger, stop, report) -> int:
+    """`_resend`, and the reconcile's row in the runs table closed again with the exit status
+    re-sending gives the run when it is worse than the check's (Logstash down: `error 3`)."""
+    try:
+        worst = _resend(settings, ledger, stop)
+    except BaseException as error:
+        _record_outcome(ledger, report, exit_status(error))
+        raise
+    _record_outcome(ledger, report, worst)
+    return worst
+
+
+def _record_outcome(ledger: Ledger, report, code: int) -> None:
+    if report.run_id is None or code <= 1:
+        return
+    try:
+        ledger.finish_run(report.run_id, "error %d" % code, report.as_counts())
+    except KcingError as failure:  # the ledger itself failed: the error that ends the run goes on
+        log.error("cannot record how reconcile run %d ended: %s", report.run_id, failure)
+
+
+def _left_missing(ledger: Ledger, resend: bool):
+    """Counts the objects held as missing that this run does not send again: all of them without
+    --resend, those of sources that cannot be fetched again from the ledger with it."""
+    def count() -> int:
+        held = ledger.sources_with_missing(destination_prefix=LOGSTASH)
+        return sum(number for name, number in held.items() if not resend or name not in reconciling.RESENDABLE)
+    return count
 
 
 def _nothing_checked(report, since: datetime, settings) -> str:

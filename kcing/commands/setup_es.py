@@ -33,7 +33,8 @@ Options:
   -h --help            Show this help.
 
 Exit status: 0 installed (or already there); 2 configuration error; 3 Elasticsearch
-unreachable, not ready in time, or refusing (a template of the same priority in the way).
+unreachable, not ready in time, or refusing (a template of the same priority in the way); 130
+stopped by a signal.
 
 Examples:
   ES_HOST=http://es:9200 kcing setup_es --ilm     # templates and a lifecycle policy

@@ -24,7 +24,9 @@ Options:
   -l --log-file=FILE   Also write the log to FILE.
   -h --help            Show this help.
 
-Exit status: 0 written (or already right); 2 configuration error (LS_HOME, an unreadable file).
+Exit status: 0 written (or already right); 2 configuration error (LS_HOME, an unreadable file,
+a directory it may not write into); 5 pipelines.yml could not be written (a full disk: the
+previous file is left as it was).
 
 Examples:
   LS_HOME=/usr/share/logstash kcing setup_ls --dry-run

@@ -15,7 +15,9 @@ Usage:
   kcing status [options]
 
 Show what the ledger holds per source, kind and destination (delivered, failed, rejected,
-pending, too large for Logstash), the last runs, the last reconcile, the watermarks and the most frequent errors.
+pending, too large for Logstash; and, of the undelivered, those reconcile found missing in
+Elasticsearch), the last runs (outcome, counts, and for feed_es its source and destination), the
+last reconcile, the watermarks and the most frequent errors.
 
 Options:
   --json               Print machine-readable JSON.
@@ -24,8 +26,9 @@ Options:
   -l --log-file=FILE   Also write the log to FILE.
   -h --help            Show this help.
 
-Exit status: 0 shown; 2 no ledger there, or not a kcing ledger; 5 the ledger cannot be written
-(a read-only file or directory, a full disk).
+Exit status: 0 shown; 2 no ledger there, or not a kcing ledger; 4 another process held the
+ledger locked for reading too (exclusive locking mode) longer than KCING_DB_LOCK_WAIT; 5 the
+ledger cannot be written (a read-only file or directory, a full disk).
 
 Examples:
   kcing status --db /var/lib/kcing/kcing.db

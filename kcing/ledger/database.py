@@ -7,7 +7,9 @@ that failed, so the ledger keeps only whole transactions and stays consistent.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
+from pathlib import Path
 from typing import Optional
 
 from peewee import DatabaseError, SqliteDatabase
@@ -37,14 +39,28 @@ def storage_error(path: str, error: BaseException, wait: float) -> Optional[Kcin
                           "more was recorded: try again when that process is done" % (path, wait))
     if primary == sqlite3.SQLITE_FULL or any(words in lowered for words in _FULL):
         why = "the disk is full"
-    elif primary == sqlite3.SQLITE_READONLY or any(words in lowered for words in _READONLY):
-        why = "it is read-only"
+    elif (primary == sqlite3.SQLITE_READONLY or any(words in lowered for words in _READONLY)
+          or (primary == sqlite3.SQLITE_CANTOPEN or "unable to open" in lowered) and _read_only(path)):
+        # SQLite cannot open a WAL ledger whose directory or file system refuses its -shm file,
+        # and says only "unable to open database file".
+        why = "it is read-only (the file, its directory or its file system)"
     elif primary in _CANNOT_WRITE or any(words in lowered for words in _IO):
         why = "%s (a full disk or a failing device)" % text
     else:
         return None
     return StorageFailed("cannot write the ledger %s: %s; the ledger keeps every whole transaction, and what "
                          "was not recorded is sent again by the next run" % (path, why))
+
+
+def _read_only(path: str) -> bool:
+    """Whether the ledger at `path`, or the directory it is in, cannot be written to."""
+    where = Path(path).expanduser()
+    try:
+        if os.statvfs(str(where.parent)).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    return not os.access(str(where.parent), os.W_OK) or (where.exists() and not os.access(str(where), os.W_OK))
 
 
 class LedgerDatabase(SqliteDatabase):

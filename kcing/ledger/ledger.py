@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -369,6 +370,17 @@ class Ledger:
                 yield UpstreamObject(row.source, row.kind, row.upstream_id, row.url,
                                      when.replace(tzinfo=timezone.utc) if when is not None else None)
 
+    def missing_counts(self, reason: str = models.MISSING_IN_ELASTICSEARCH) -> Dict[tuple, int]:
+        """{(source, kind, destination): objects held as missing in Elasticsearch} (see
+        `sources_with_missing`), whatever state their last re-send left them in."""
+        held = (UpstreamFile.last_error == reason) | (fn.SUBSTR(UpstreamFile.last_error, 1, len(reason) + 2)
+                                                      == reason + "; ")
+        query = (UpstreamFile.select(UpstreamFile.source, UpstreamFile.kind, UpstreamFile.destination,
+                                     fn.COUNT(UpstreamFile.id))
+                 .where(UpstreamFile.state.in_(_UNDELIVERED) & held)
+                 .group_by(UpstreamFile.source, UpstreamFile.kind, UpstreamFile.destination))
+        return {(source, kind, destination): count for source, kind, destination, count in query.tuples()}
+
     def sources_with_missing(self, reason: str = models.MISSING_IN_ELASTICSEARCH,
                              destination_prefix: str = "") -> Dict[str, int]:
         """{source: objects reconcile sent back to undelivered and not delivered again since}.
@@ -454,7 +466,7 @@ class Ledger:
         SIGKILL): with the outcome and counts the block set, or "error N" with N the exit status
         the error gives (130 for an interrupt). A row that cannot be closed (the ledger itself
         failed) is logged; the error that ended the run goes on."""
-        run = RunRecord(self.start_run(command), counts=dict(counts or {}))
+        run = RunRecord(self.start_run(command, counts), counts=dict(counts or {}))
         try:
             yield run
         except BaseException as error:
@@ -465,8 +477,11 @@ class Ledger:
             raise
         self.finish_run(run.id, run.outcome or "ok", run.counts)
 
-    def start_run(self, command: str) -> int:
-        return models.Run.create(command=command, started=self.clock()).id
+    def start_run(self, command: str, counts: Optional[dict] = None) -> int:
+        """A new row of the runs table, its counts holding `counts` and this process's pid until the
+        run ends: `kcing status` tells by the pid whether the run holding the lock is this one."""
+        started = dict(counts or {}, pid=os.getpid())
+        return models.Run.create(command=command, started=self.clock(), counts=json.dumps(started, sort_keys=True)).id
 
     def finish_run(self, run_id: int, outcome: str, counts: dict) -> None:
         (models.Run.update(ended=self.clock(), outcome=outcome, counts=json.dumps(counts, sort_keys=True))

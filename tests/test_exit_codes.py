@@ -1,0 +1,177 @@
+"""Every command ends with the exit status its help and the README give, with one line on stderr:
+here the situations that are not a feed's or a reconcile's own (see test_shutdown.py, test_reconcile.py)."""
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import sqlite3
+import threading
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from kcing import commands
+from kcing.ledger.ledger import Ledger
+from tests.fakes.serving import wait_until
+from tests.feedrun import REPO, clean_environ, kcing, kcing_process
+
+
+class Silent:
+    """A loopback server that takes connections and never answers: a service that hangs."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.accepted: List[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        for conn in self.accepted:
+            conn.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def silent():
+    server = Silent()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("args", [["drp"], ["setup_es", "--wait", "30"], ["setup_kbn"], ["backup_kbn"],
+                                  ["gen_samples"]], ids=lambda args: args[0])
+def test_sigterm_ends_every_command_with_130_and_one_line(tmp_path, silent, args):
+    """The README: 130 stopped by SIGINT/SIGTERM, and one line on stderr, never a traceback."""
+    Ledger.open(str(tmp_path / "kcing.db")).close()
+    host = silent.url.split("://", 1)[1]
+    env = clean_environ(ES_HOST=silent.url, KB_URL=silent.url, KCI_HOST=host, KCI_SCHEME="http",
+                        KCING_DB=str(tmp_path / "kcing.db"), KCI_SAMPLES_DIR=str(tmp_path / "samples"))
+    if args[0] == "setup_kbn":
+        args = args + ["--kibana-dir", str(REPO / "kibana")]
+    if args[0] == "backup_kbn":
+        args = args + ["--kibana-dir", str(tmp_path / "kibana")]
+        (tmp_path / "kibana").mkdir()
+    process = kcing_process(args, env, tmp_path)
+    try:
+        assert wait_until(lambda: silent.accepted, timeout=20), "%s never asked the server" % args[0]
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, (process.returncode, err)
+    assert "Traceback" not in err
+    # One line: that the main thread wrote, or, when a thread of the command was stuck in a
+    # download the interpreter would wait for, the one written as the process ended.
+    assert err.strip().splitlines()[-1].startswith("kcing %s: interrupted" % args[0]), err
+    assert err.count("interrupted") == 1, err
+
+
+# What each command's help lists; every one of these is reached by a test (this file,
+# test_storage_failures.py, test_reconcile.py, test_operations.py, test_shutdown.py, ...).
+DOCUMENTED = {
+    "feed_es": {0, 1, 2, 3, 4, 5, 130},
+    "reconcile": {0, 1, 2, 3, 4, 5, 6, 130},
+    "drp": {0, 2, 3, 4, 5, 130},
+    "gen_samples": {0, 1, 2, 4, 5, 130},
+    "setup_es": {0, 2, 3, 130},
+    "setup_ls": {0, 2, 5},
+    "setup_kbn": {0, 1, 2, 3, 130},
+    "backup_kbn": {0, 2, 3, 5, 130},
+    "status": {0, 2, 4, 5},
+}
+
+
+def exit_codes_in_help(command: str) -> set:
+    text = commands.load(command).USAGE
+    paragraph = " ".join(text.split("Exit status:", 1)[1].split("\n\n", 1)[0].split())
+    # "0 all delivered; 1 some ...": a number opening the text or following "; ".
+    return {int(code) for code in re.findall(r"(?:^|; )(\d+) ", paragraph.strip())}
+
+
+@pytest.mark.parametrize("command", sorted(DOCUMENTED))
+def test_each_help_lists_the_exit_statuses_the_command_can_end_with(command):
+    assert exit_codes_in_help(command) == DOCUMENTED[command]
+
+
+def test_status_of_a_ledger_another_process_keeps_locked_is_exit_4(tmp_path):
+    """Reading waits for no writer in WAL mode, but a process holding the file in exclusive
+    locking mode keeps every reader out: status waits KCING_DB_LOCK_WAIT, then exit 4."""
+    db = tmp_path / "kcing.db"
+    Ledger.open(str(db)).close()
+    holder = sqlite3.connect(str(db), isolation_level=None)
+    try:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("INSERT INTO run (command, started) VALUES ('feed_es', '2024-10-16 08:00:00')")
+        shown = kcing(["status"], clean_environ(KCING_DB=str(db), KCING_DB_LOCK_WAIT="0.5"), tmp_path)
+    finally:
+        holder.close()
+    assert shown.returncode == 4, shown.stdout + shown.stderr
+    assert shown.stderr.strip().splitlines() == [shown.stderr.strip()]
+    assert "is locked by another process" in shown.stderr
+
+
+# Progress while a command only waits ------------------------------------------------------------
+
+def test_reconcile_logs_progress_every_10_s_while_elasticsearch_is_slow_to_answer(tmp_path, silent):
+    """Not a terminal: a `progress:` line every 10 s, also while the one request in flight waits
+    (an Elasticsearch slow to answer an _mget): cron's log shows the run alive."""
+    from tests.test_reconcile import obj, packed, to_logstash
+    from kcing.ledger.models import DELIVERED
+    from kcing.ledger.ledger import Outcome
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("one"), DELIVERED, documents=packed(1))], to_logstash)
+    ledger.close()
+    env = clean_environ(ES_HOST=silent.url, KCING_DB=str(db), ES_REQUEST_DEADLINE="13")
+    done = kcing(["reconcile"], env, tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert [line for line in done.stderr.splitlines() if "progress:" in line], done.stderr
+
+
+def test_gen_samples_logs_progress_every_10_s_while_upstream_is_slow_to_answer(tmp_path, silent):
+    host = silent.url.split("://", 1)[1]
+    env = clean_environ(KCI_HOST=host, KCI_SCHEME="http", KCI_SAMPLES_DIR=str(tmp_path / "samples"),
+                        KCI_DOWNLOAD_DEADLINE="13", KCI_MAX_RETRIES="1")
+    done = kcing(["gen_samples"], env, tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert [line for line in done.stderr.splitlines() if "progress:" in line], done.stderr
+
+
+def test_a_ledger_on_a_read_only_file_system_is_exit_5_saying_so(tmp_path):
+    """SQLite says only `unable to open database file`: the line must not send the user looking
+    for a full disk or a failing device when the file system is mounted read-only."""
+    import subprocess
+    from tests.feedrun import SAMPLES
+    from tests.tmpfs import small_tmpfs
+    if not (SAMPLES / "manifest.json").is_file():
+        pytest.skip("samples/ has no manifest")
+    with small_tmpfs(tmp_path / "ro", "16m") as mounted:
+        db = mounted / "kcing.db"
+        env = clean_environ(KCING_DB=str(db))
+        fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output",
+                     str(tmp_path / "out")], env, tmp_path)
+        assert fed.returncode == 0, fed.stderr
+        subprocess.run(["mount", "-o", "remount,ro", str(mounted)], check=True)
+        for args in (["status"], ["drp", "--dry-run"]):
+            shown = kcing(args, env, tmp_path)
+            assert shown.returncode == 5, shown.stdout + shown.stderr
+            line = shown.stderr.strip().splitlines()[-1]
+            assert "read-only" in line and "full disk" not in line, line

@@ -1,0 +1,178 @@
+"""`kcing status` tells a cron user the truth about every state the ledger holds, and the last
+runs as they ended: each ledger built through the real program, read back through it."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from elasticsearch import Elasticsearch
+
+from kcing.admin.templates import install, templates_for
+from kcing.ledger.ledger import Ledger, Outcome
+from kcing.ledger.models import DELIVERED
+from tests.fakes.elastic_server import ElasticsearchEmulator
+from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing
+from tests.test_reconcile import (  # noqa: F401 (env and forwarding are fixtures)
+    _lose_the_build_documents, day_index, env, es_client, forwarding, obj, packed, seed, to_logstash,
+)
+
+
+@pytest.fixture
+def es():
+    with ElasticsearchEmulator() as emulator:
+        install(Elasticsearch(emulator.url), emulator.url, templates_for(None), None)
+        yield emulator
+    assert not emulator.errors
+
+
+def status_json(env: dict, cwd: Path) -> dict:
+    shown = kcing(["status", "--json"], env, cwd)
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout)
+
+
+def status_text(env: dict, cwd: Path) -> str:
+    shown = kcing(["status"], env, cwd)
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout
+
+
+def section(text: str, title: str) -> str:
+    return text.split(title, 1)[1].split("\n\n", 1)[0]
+
+
+def closed_and_missing_ledger(tmp_path: Path, es) -> Path:
+    """Four objects delivered to Logstash: one whole in an open index, one in a closed index, one
+    split over both, one whose only document Elasticsearch lacks."""
+    db = tmp_path / "kcing.db"
+    today, closed = day_index("build", 0), day_index("build", 1)
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("open"), DELIVERED, documents=packed(1, 2, index=today)),
+                   Outcome(obj("shut"), DELIVERED, documents=packed(3, 4, index=closed)),
+                   Outcome(obj("gone"), DELIVERED, documents=packed(7, index=today)),
+                   Outcome(obj("both"), DELIVERED, documents={**packed(5, index=today), **packed(6, index=closed)})],
+                  to_logstash)
+    ledger.close()
+    seed(es, [(today, "%040x" % n) for n in (1, 2, 5)] + [(closed, "%040x" % n) for n in (3, 4, 6)])
+    es_client(es).indices.close(index=closed)
+    return db
+
+
+def test_the_last_reconcile_shows_what_it_could_not_check_and_what_it_marked(tmp_path, es):
+    """The objects in a closed index were not checked: a status reading `ok, checked 2, present 2`
+    alone would claim Elasticsearch holds them."""
+    db = closed_and_missing_ledger(tmp_path, es)
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(db))
+    first = kcing(["reconcile"], env, tmp_path)
+    assert first.returncode == 1, first.stdout + first.stderr
+    text = status_text(env, tmp_path)
+    last = section(text, "last reconcile")
+    assert "missing 1" in last and "not checked (index closed or unreadable) 1" in last, text
+    assert "marked undelivered 1" in last, text
+
+
+def test_a_reconcile_that_exits_1_for_objects_held_missing_is_not_recorded_ok(tmp_path, es):
+    """A second reconcile finds nothing new missing but exits 1: an object found missing earlier
+    was not sent again. The runs table must not say `ok` for that run."""
+    db = closed_and_missing_ledger(tmp_path, es)
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(db))
+    assert kcing(["reconcile"], env, tmp_path).returncode == 1
+    again = kcing(["reconcile"], env, tmp_path)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "1 objects are held as missing" in again.stdout
+    data = status_json(env, tmp_path)
+    assert data["last_reconcile"]["outcome"] == "missing", data["last_reconcile"]
+    assert data["last_reconcile"]["counts"]["held_missing"] == 1
+    last = section(status_text(env, tmp_path), "last reconcile")
+    assert " missing " in last and "held missing 1" in last, last
+
+
+needs_samples = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
+
+
+@needs_samples
+def test_each_run_line_names_its_source_and_destination(legacy_replica, logstash, tmp_path):
+    """The README's cron feeds two sources, and --output feeds a directory, into one ledger: a run
+    line that does not say which one it was cannot be told from another."""
+    db = tmp_path / "kcing.db"
+    env = feed_environ(legacy_replica, logstash, db)
+    first = legacy_replica.corpus.items("build")[0].doc
+    legacy_replica.corpus.remove_file(first["file_server_resource"] + "/build.json")
+    assert kcing(["feed_es"], env, tmp_path).returncode == 1
+    out = tmp_path / "out"
+    offline = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(out)],
+                    env, tmp_path)
+    assert offline.returncode == 0, offline.stderr
+    runs = [line.strip() for line in section(status_text(env, tmp_path), "last runs:").strip().splitlines()]
+    assert len(runs) == 2
+    assert re.search(r"^feed_es .* ok .*\(samples to ndjson %s\)$" % re.escape(str(out.resolve())), runs[0]), runs
+    assert re.search(r"^feed_es .* error 1 .*\(legacy to logstash http://127\.0\.0\.1:\d+", runs[1]), runs
+    data = status_json(env, tmp_path)
+    assert data["runs"][0]["counts"]["destination"] == "ndjson %s" % out.resolve()
+    assert data["runs"][1]["counts"]["source"] == "legacy"
+
+
+def test_objects_reconcile_found_missing_have_a_column_of_their_own(tmp_path, es):
+    """They are `failed` as a download that failed is, but what to do differs: status counts them
+    apart, per destination, source and kind, in the text and the JSON."""
+    db = closed_and_missing_ledger(tmp_path, es)
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(db))
+    assert kcing(["reconcile"], env, tmp_path).returncode == 1
+    text = status_text(env, tmp_path)
+    assert re.search(r"^\s+source\s+kind\s+delivered\s+failed\s+rejected\s+pending\s+too large\s+missing in ES$",
+                     text, re.M), text
+    assert re.search(r"^\s+legacy\s+build\s+3\s+1\s+0\s+0\s+0\s+1$", text, re.M), text
+    data = status_json(env, tmp_path)
+    assert data["objects"]["legacy"]["build"]["missing_in_es"] == 1
+    (counts,) = [kinds["legacy"]["build"] for kinds in data["destinations"].values()]
+    assert counts == {"delivered": 3, "failed": 1, "rejected": 0, "pending": 0, "too_large": 0, "missing_in_es": 1}
+
+
+def test_a_killed_run_is_not_shown_running_while_drp_holds_the_lock(legacy_replica, logstash, tmp_path):
+    """drp takes the run lock but records no run: the row of a feed killed earlier is not the
+    lock holder's, and must not read `running (pid N)` for drp's pid."""
+    from kcing.status import UNRECORDED_END
+    from tests.fakes.serving import wait_until
+    from tests.feedrun import kcing_process
+    from tests.test_exit_codes import Silent
+    db = tmp_path / "kcing.db"
+    env = feed_environ(legacy_replica, logstash, db)
+    logstash.lava.slow_next(30, count=None)
+    feeding = kcing_process(["feed_es"], env, tmp_path)
+    try:
+        assert wait_until(lambda: logstash.lava.inflight > 0, timeout=20)
+    finally:
+        feeding.kill()
+        feeding.communicate()
+    logstash.lava.clear_faults()
+    assert status_json(env, tmp_path)["runs"][0]["outcome"] == UNRECORDED_END
+    silent = Silent()
+    retention = kcing_process(["drp"], dict(env, ES_HOST=silent.url), tmp_path)
+    try:
+        assert wait_until(lambda: silent.accepted, timeout=20)  # drp holds the lock and waits
+        shown = status_json(env, tmp_path)
+        text = status_text(env, tmp_path)
+    finally:
+        retention.kill()
+        retention.communicate()
+        silent.close()
+    assert shown["runs"][0]["outcome"] == UNRECORDED_END, shown["runs"][0]
+    assert "running (pid" not in text, text
+
+
+@needs_samples
+def test_a_reconcile_whose_resend_could_not_reach_logstash_is_recorded_with_its_exit_status(
+        env, tmp_path, forwarding, es):
+    """The runs table closes a run with `error N`, N its exit status: a reconcile --resend that
+    exits 3 (Logstash down) is not `ok` because its check found nothing new."""
+    builds = _lose_the_build_documents(env, tmp_path, es)
+    assert builds
+    forwarding.build.down()
+    failed = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    data = status_json(env, tmp_path)
+    assert data["last_reconcile"]["outcome"] == "error 3", data["last_reconcile"]
+    assert [run["command"] for run in data["runs"][:2]] == ["feed_es", "reconcile"]
+    assert data["runs"][0]["outcome"] == "error 3"
