@@ -305,29 +305,18 @@ def test_one_sigint_while_logstash_is_down_exits_130_without_waiting_the_retries
     assert last_run(env, tmp_path)["outcome"] == "error 130"
 
 
+@pytest.mark.parametrize("behaviour, name", [(trickle(length=100_000, every=0.5), "trickled"),
+                                             (trickle_head(every=0.5), "head_trickled")],
+                         ids=["body", "headers"])
 def test_a_run_stuck_on_a_download_stops_on_a_signal(legacy_replica, logstash, storage_front, tmp_path,
-                                                     build_object):
+                                                     build_object, behaviour, name):
+    # Stuck in the body, or still waiting for the headers: a signal ends both at once.
     db = tmp_path / "kcing.db"
-    storage_front.on("GET", storage_path(build_object), trickle(length=100_000, every=0.5), count=None)
+    storage_front.on("GET", storage_path(build_object), behaviour, count=None)
     env = feed_environ(legacy_replica, logstash, db, KCI_STORAGE_URL=storage_front.url,
                        KCI_DOWNLOAD_DEADLINE="600", KCI_TIMEOUT="600")
     process = kcing_process(["feed_es"], env, tmp_path)
-    assert wait_until(lambda: storage_front.answered_by("trickled") == 1, timeout=30)
-    time.sleep(1.0)
-    stderr = stopped_at_once(process, signal.SIGTERM)
-    assert "Traceback" not in stderr
-    assert last_run(env, tmp_path)["outcome"] == "error 130"
-    assert ledger_states(db).get(("build", build_object.upstream_id)) != "delivered"
-
-
-def test_a_run_waiting_for_a_downloads_headers_stops_on_a_signal(legacy_replica, logstash, storage_front,
-                                                                 tmp_path, build_object):
-    db = tmp_path / "kcing.db"
-    storage_front.on("GET", storage_path(build_object), trickle_head(every=0.5), count=None)
-    env = feed_environ(legacy_replica, logstash, db, KCI_STORAGE_URL=storage_front.url,
-                       KCI_DOWNLOAD_DEADLINE="600", KCI_TIMEOUT="600")
-    process = kcing_process(["feed_es"], env, tmp_path)
-    assert wait_until(lambda: storage_front.answered_by("head_trickled") == 1, timeout=30)
+    assert wait_until(lambda: storage_front.answered_by(name) == 1, timeout=30)
     time.sleep(1.0)
     stderr = stopped_at_once(process, signal.SIGTERM)
     assert "Traceback" not in stderr
