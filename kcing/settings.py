@@ -276,6 +276,9 @@ SPECS: Mapping[str, Spec] = {
     "KCING_DB": Spec("kcing.db", _text, "SQLite ledger of what was delivered"),
     "KCING_DB_LOCK_WAIT": Spec(30.0, _number(0, MAX_SECONDS), "seconds a ledger write waits for another process "
                                "holding its database lock before the run stops (exit 4)"),
+    "KCING_PROGRESS_EVERY": Spec(10.0, _number(1, 24 * 3600), "seconds between the `progress:` lines of feed_es, "
+                                 "reconcile and gen_samples, and the `still waiting` lines of setup_es, setup_kbn "
+                                 "and backup_kbn, when stderr is not a terminal (cron, a pipe, a log file)"),
     "DRP_DAYS": Spec(3, _integer(1, MAX_DAYS), "days of data to keep (must exceed KCI_DAYS)"),
     # Elasticsearch and Kibana administration
     "ES_HOST": Spec("http://localhost:9200", _url, "Elasticsearch URL for admin commands"),
@@ -348,6 +351,7 @@ class Settings:
     LS_CA_BUNDLE: str
     KCING_DB: str
     KCING_DB_LOCK_WAIT: float
+    KCING_PROGRESS_EVERY: float
     DRP_DAYS: int
     ES_HOST: str
     ES_USER: str

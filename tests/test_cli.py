@@ -239,15 +239,16 @@ def test_log_lines_and_status_times_carry_their_zone(tmp_path):
 # Waiting commands (5) ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("command, service", [("setup_es", "Elasticsearch"), ("backup_kbn", "Kibana")])
-def test_waiting_prints_one_line_then_a_countdown_at_most_every_10s(command, service, tmp_path):
+def test_waiting_prints_one_line_then_a_countdown_at_most_every_interval(command, service, tmp_path):
     url = "http://127.0.0.1:%d" % closed_port()
-    waited = kcing([command, "--wait", "12"], clean_environ(ES_HOST=url, KB_URL=url), tmp_path, timeout=60)
+    waited = kcing([command, "--wait", "7"], clean_environ(ES_HOST=url, KB_URL=url, KCING_PROGRESS_EVERY="3"),
+                   tmp_path, timeout=60)
     assert waited.returncode == 3
     lines = waited.stderr.strip().splitlines()
-    started = [line for line in lines if "waiting up to 12s for %s at %s" % (service, url) in line]
+    started = [line for line in lines if "waiting up to 7s for %s at %s" % (service, url) in line]
     countdown = [line for line in lines if "still waiting for %s" % service in line]
     assert len(started) == 1, waited.stderr
-    assert 1 <= len(countdown) <= 2, waited.stderr  # 12 s: one at 10 s (and none per poll)
+    assert 1 <= len(countdown) <= 2, waited.stderr  # 7 s: one at 3 to 4 s, maybe one at 6 s (and none per poll)
     assert re.search(r"still waiting for %s at \S+ to be ready: \d+s left" % service, countdown[0])
     assert len(lines) == len(started) + len(countdown) + 1  # and the final error
 

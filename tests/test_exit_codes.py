@@ -130,9 +130,13 @@ def test_status_of_a_ledger_another_process_keeps_locked_is_exit_4(tmp_path):
 
 # Progress while a command only waits ------------------------------------------------------------
 
-def test_reconcile_logs_progress_every_10_s_while_elasticsearch_is_slow_to_answer(tmp_path, silent):
-    """Not a terminal: a `progress:` line every 10 s, also while the one request in flight waits
-    (an Elasticsearch slow to answer an _mget): cron's log shows the run alive."""
+def progress_lines(stderr: str) -> list:
+    return [line for line in stderr.splitlines() if " progress: " in line]
+
+
+def test_reconcile_logs_progress_every_interval_while_elasticsearch_is_slow_to_answer(tmp_path, silent):
+    """Not a terminal: a `progress:` line every KCING_PROGRESS_EVERY seconds, also while the one
+    request in flight waits (an Elasticsearch slow to answer an _mget): cron's log shows the run alive."""
     from tests.test_reconcile import obj, packed, to_logstash
     from kcing.ledger.models import DELIVERED
     from kcing.ledger.ledger import Outcome
@@ -140,19 +144,19 @@ def test_reconcile_logs_progress_every_10_s_while_elasticsearch_is_slow_to_answe
     ledger = Ledger.open(str(db))
     ledger.record([Outcome(obj("one"), DELIVERED, documents=packed(1))], to_logstash)
     ledger.close()
-    env = clean_environ(ES_HOST=silent.url, KCING_DB=str(db), ES_REQUEST_DEADLINE="13")
+    env = clean_environ(ES_HOST=silent.url, KCING_DB=str(db), ES_REQUEST_DEADLINE="4.5", KCING_PROGRESS_EVERY="1")
     done = kcing(["reconcile"], env, tmp_path)
     assert done.returncode == 3, done.stdout + done.stderr
-    assert [line for line in done.stderr.splitlines() if "progress:" in line], done.stderr
+    assert 3 <= len(progress_lines(done.stderr)) <= 5, done.stderr
 
 
-def test_gen_samples_logs_progress_every_10_s_while_upstream_is_slow_to_answer(tmp_path, silent):
+def test_gen_samples_logs_progress_every_interval_while_upstream_is_slow_to_answer(tmp_path, silent):
     host = silent.url.split("://", 1)[1]
     env = clean_environ(KCI_HOST=host, KCI_SCHEME="http", KCI_SAMPLES_DIR=str(tmp_path / "samples"),
-                        KCI_DOWNLOAD_DEADLINE="13", KCI_MAX_RETRIES="1")
+                        KCI_DOWNLOAD_DEADLINE="4.5", KCI_MAX_RETRIES="1", KCING_PROGRESS_EVERY="1")
     done = kcing(["gen_samples"], env, tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert [line for line in done.stderr.splitlines() if "progress:" in line], done.stderr
+    assert 3 <= len(progress_lines(done.stderr)) <= 5, done.stderr
 
 
 def test_a_ledger_on_a_read_only_file_system_is_exit_5_saying_so(tmp_path):

@@ -19,7 +19,7 @@ from kcing.errors import ConfigError, KcingError
 from kcing.http import seconds_text
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline as overall_deadline
-from kcing.waiting import WaitReport
+from kcing.waiting import COUNTDOWN_EVERY, WaitReport
 
 log = logging.getLogger(__name__)
 
@@ -325,10 +325,11 @@ class KibanaClient:
         return None
 
     def wait_ready(self, timeout: float, clock: Callable[[], float] = time.monotonic,
-                   sleep: Callable[[float], None] = time.sleep, interval: float = 2.0) -> None:
+                   sleep: Callable[[float], None] = time.sleep, interval: float = 2.0,
+                   every: float = COUNTDOWN_EVERY) -> None:
         """Poll `/api/status` until Kibana is ready; raise KibanaUnavailable after `timeout` s."""
         deadline = clock() + timeout
-        waiting = WaitReport("Kibana at %s to be ready" % self.url, timeout, clock)
+        waiting = WaitReport("Kibana at %s to be ready" % self.url, timeout, clock, every)
         while True:
             reason = self.status()
             if reason is None:

@@ -29,7 +29,7 @@ from kcing.admin.elastic import elastic_errors, reason_of, translate
 from kcing.documents.fields import BOOLEAN, DATE, FIELDS, FLOAT, KEYWORD, LONG, SUB_OBJECTS, TEXT
 from kcing.errors import ElasticsearchError
 from kcing.records import DOCUMENT_KINDS
-from kcing.waiting import WaitReport
+from kcing.waiting import COUNTDOWN_EVERY, WaitReport
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +148,14 @@ def write_template_files(directory: Path = TEMPLATE_DIR) -> List[Path]:
 
 def wait_until_ready(client: Elasticsearch, host: str, timeout: float,
                      clock: Callable[[], float] = time.monotonic,
-                     sleep: Callable[[float], None] = time.sleep) -> str:
+                     sleep: Callable[[float], None] = time.sleep, every: float = COUNTDOWN_EVERY) -> str:
     """Return the cluster status once it is yellow or green; ElasticsearchError after `timeout` s.
 
     Refused connections and 503s (a node still starting) are waited out; bad credentials, TLS
     problems and version mismatches are not, as waiting cannot fix them.
     """
     deadline = clock() + timeout
-    waiting = WaitReport("Elasticsearch at %s to be ready" % host, timeout, clock)
+    waiting = WaitReport("Elasticsearch at %s to be ready" % host, timeout, clock, every)
     while True:
         remaining = max(0.0, deadline - clock())
         try:

@@ -27,7 +27,7 @@ def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_del
     where = {"source": source.name, "destination": getattr(sink, "destinations_key", lambda: "")()}
     with ledger.recorded_run("feed_es", where) as run:
         summary = feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
-                       stop=stop, on_delivered=on_delivered, progress=Progress("feed_es"))
+                       stop=stop, on_delivered=on_delivered, progress=Progress("feed_es", every=settings.KCING_PROGRESS_EVERY))
         run.outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
         run.counts = dict(summary.as_dict(), **where)
     return summary
@@ -69,12 +69,12 @@ def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry
     checker = reconciling.Reconciler(client, settings.ES_HOST, ledger, report, mark=not dry_run,
                                      first_kept=first_kept)
     if dry_run:
-        checker.run(chunks, stop, Progress("reconcile"), total)
+        checker.run(chunks, stop, Progress("reconcile", every=settings.KCING_PROGRESS_EVERY), total)
     else:
         with ledger.recorded_run("reconcile") as run:
             report.run_id = run.id
             try:
-                checker.run(chunks, stop, Progress("reconcile"), total)
+                checker.run(chunks, stop, Progress("reconcile", every=settings.KCING_PROGRESS_EVERY), total)
                 if held_missing is not None:
                     report.held_missing = held_missing()
             finally:

@@ -49,7 +49,7 @@ def run(args: dict, settings, session=None) -> int:
     """Export the space's saved objects into the saved objects file (dry run: only say so)."""
     client = make_client(args, settings, session)
     url = space_url(settings.KB_URL, client.space)
-    client.wait_ready(seconds(args, "--wait", DEFAULT_WAIT))
+    client.wait_ready(seconds(args, "--wait", DEFAULT_WAIT), every=settings.KCING_PROGRESS_EVERY)
     objects = client.export()
     text = hide_url(canonical_ndjson(objects), url)
     path = kibana_dir(args) / SAVED_OBJECTS

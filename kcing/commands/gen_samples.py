@@ -50,7 +50,7 @@ def run(args: dict, settings) -> int:
     # manifest is read, so that a run never reads it while another is about to rewrite it.
     with RunLock(str(Path(settings.KCI_SAMPLES_DIR) / "manifest.json")):
         writer = SamplesWriter(settings.KCI_SAMPLES_DIR, source.name)
-        run = save_samples(source, writer, threads=settings.KCI_THREADS, progress=Progress("gen_samples"))
+        run = save_samples(source, writer, threads=settings.KCI_THREADS, progress=Progress("gen_samples", every=settings.KCING_PROGRESS_EVERY))
     print("gen_samples: %d saved, %d already present, %d failed, %d refused (unsafe or unusable) in %s"
           % (run.saved, run.unchanged, run.failed, run.refused, settings.KCI_SAMPLES_DIR))
     return 1 if (run.failed or run.refused) else 0

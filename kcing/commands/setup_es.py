@@ -48,7 +48,8 @@ def run(args: dict, settings) -> int:
     host = settings.ES_HOST
     use_ilm = bool(args.get("--ilm"))
     client = make_client(settings)
-    status = wait_until_ready(client, host, seconds(args, "--wait", settings.ES_READY_TIMEOUT))
+    status = wait_until_ready(client, host, seconds(args, "--wait", settings.ES_READY_TIMEOUT),
+                              every=settings.KCING_PROGRESS_EVERY)
     version = server_version(client, host)
     print("setup_es: Elasticsearch %s at %s, cluster %s" % (version, host, status))
     policy = None

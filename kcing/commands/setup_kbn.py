@@ -57,7 +57,7 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
         print("setup_kbn: dry run: would import %s, %s, after saving the current objects under %s"
               % (plan, how, kibana_dir(args) / BACKUPS))
         return 0
-    client.wait_ready(seconds(args, "--wait", DEFAULT_WAIT))
+    client.wait_ready(seconds(args, "--wait", DEFAULT_WAIT), every=settings.KCING_PROGRESS_EVERY)
     current = client.export()
     save_backup(kibana_dir(args) / BACKUPS, current, url, now())
     print("setup_kbn: importing %s%s" % (plan, " (overwrite)" if overwrite else ""))
