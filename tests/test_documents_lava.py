@@ -148,6 +148,53 @@ def test_a_job_without_status_takes_the_login_step_else_unknown():
     assert (boot["boot_result"], boot.get("boot_failure")) == ("unknown", None)
 
 
+
+# KernelCI read the job's outcome from the number `status` (kernelci-backend's LAVA_JOB_RESULT,
+# kernelci-core's Callback.get_job_status); `status_string` is its text, read only without it.
+@pytest.mark.parametrize("status, status_string, expected", [
+    pytest.param(3, "complete", ("incomplete", "fail", "kernel"), id="number-incomplete-text-complete"),
+    pytest.param(2, "incomplete", ("complete", "pass", None), id="number-complete-text-incomplete"),
+    pytest.param(4, "complete", ("canceled", "unknown", "infrastructure"), id="number-canceled"),
+    pytest.param("3", "complete", ("incomplete", "fail", "kernel"), id="number-as-text"),
+    pytest.param(None, "Incomplete", ("incomplete", "fail", "kernel"), id="text-only"),
+    pytest.param(99, "incomplete", ("incomplete", "fail", "kernel"), id="unknown-number-text-used"),
+])
+def test_the_job_status_number_is_what_kernelci_read(status, status_string, expected):
+    callback = real_callback(RAW_QEMU)
+    callback["status"], callback["status_string"] = status, status_string
+    boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
+    assert (boot["job_status"], boot["boot_result"], boot.get("boot_failure")) == expected
+
+
+@pytest.mark.parametrize("health_string, expected", [
+    ("Incomplete", ("incomplete", "fail", "kernel")), ("Complete", ("complete", "pass", None)),
+    ("Canceled", ("canceled", "unknown", "infrastructure")),
+])
+def test_a_newer_lava_callback_without_status_is_read_by_its_health(health_string, expected):
+    callback = real_callback(RAW_QEMU)
+    del callback["status"], callback["status_string"]
+    callback["health_string"] = health_string
+    callback["results"] = dict(callback["results"], lava=lava_suite("pass", error_type=(
+        "Job" if health_string == "Incomplete" else None)))
+    boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
+    assert (boot["job_status"], boot["boot_result"], boot.get("boot_failure")) == expected
+
+
+@pytest.mark.parametrize("error_type, expected", [
+    ("Job", ("fail", "kernel")), ("LAVATimeout", ("fail", "kernel")),
+    ("Infrastructure", ("unknown", "infrastructure")),
+])
+def test_without_any_status_a_failed_job_step_outweighs_a_login_that_passed(error_type, expected):
+    # The raw QEMU job logged in, then its kernel faulted: LAVA's `job` step failed. The login
+    # step alone is not trusted (kernelci-backend, 2020-10: it passes even when the kernel panics).
+    callback = real_callback(RAW_QEMU)
+    for key in ("status", "status_string", "health", "health_string", "state", "state_string"):
+        callback.pop(key, None)
+    if error_type != "Job":
+        callback["results"] = dict(callback["results"], lava=lava_suite("pass", error_type=error_type))
+    boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
+    assert boot.get("job_status") is None
+    assert (boot["boot_result"], boot.get("boot_failure")) == expected
 def test_the_raw_incomplete_callback_carries_the_job_error():
     boot = boot_of(documents(RAW_QEMU)).body
     assert boot["job_status"] == "incomplete"

@@ -38,6 +38,8 @@ BOOT_METADATA_KEYS = {
 }
 REQUIRED = ("job", "kernel", "arch", "board")
 STATUS_NAMES = {0: "submitted", 1: "running", 2: "complete", 3: "incomplete", 4: "canceled", 5: "canceling"}
+# LAVA's job health (2018.1 on), beside the legacy `status` it still sends: 0 is "Unknown".
+HEALTH_NAMES = {1: "complete", 2: "incomplete", 3: "canceled"}
 # The file's own times, most telling first; the listing date is the last resort.
 DATE_KEYS = ("end_time", "start_time", "submit_time")
 
@@ -134,10 +136,19 @@ def boot_only_fields(callback: Mapping[str, Any], definition: Mapping[str, Any])
 
 
 def _status_name(callback: Mapping[str, Any]) -> Optional[str]:
+    """The job's status as KernelCI read it: the number `status` (kernelci-backend and
+    kernelci-core map it, never `status_string`, to the job's result), else its text, else the
+    job's health, which newer LAVA sends as well (`health_string` "Incomplete", `health` 2)."""
+    name = STATUS_NAMES.get(as_int(callback.get("status")))
+    if name is not None:
+        return name
     name = as_keyword(callback.get("status_string"))
     if name is not None:
         return name.lower()
-    return STATUS_NAMES.get(as_int(callback.get("status")))
+    health = as_keyword(callback.get("health_string"))
+    if health is not None and health.lower() in HEALTH_NAMES.values():
+        return health.lower()
+    return HEALTH_NAMES.get(as_int(callback.get("health")))
 
 
 def job_date(callback: Mapping[str, Any], created: Optional[datetime], job_id: int) -> datetime:

@@ -26,6 +26,8 @@ LAB_ERROR_TYPES = frozenset(("Infrastructure", "Configuration", "Bug", "Canceled
                              "Unexisting permission codename."))
 # Job statuses that say nothing about the kernel (KernelCI's backend: UNKNOWN).
 CANCELED_STATUSES = frozenset(("canceled", "canceling"))
+# Statuses of a job LAVA has finished with (or is finishing, canceling).
+FINAL_STATUSES = CANCELED_STATUSES | {"complete", "incomplete"}
 # `boot_failure` values: who failed when the boot did not pass.
 KERNEL_FAILURE = "kernel"
 INFRASTRUCTURE_FAILURE = "infrastructure"
@@ -70,13 +72,17 @@ def boot_outcome(lava_suite: List[Case], job_status: Optional[str]) -> dict:
       for a job without one (LAVA completes a job only when every action passed). When it
       logged in more than once, as a job LAVA retried after a failed boot (`failure_retry`), a
       login that passed counts: the board booted, as KernelCI's own callback handler reads it;
-    - any other status (none, submitted, running): the login step's result, else `unknown`.
+    - any other status (none, submitted, running): as `incomplete` when LAVA's `job` step failed
+      (LAVA fails that step exactly when the job ends incomplete, and a login that passed is not
+      to be trusted alone), else the login step's result, else `unknown`.
 
     `boot_failure` is `kernel` for every other `fail`. boot_time is the time of the login step
     that counts (the first that passed, else the first).
     """
     error = _job_error(lava_suite)
     login = _login_step(lava_suite)
+    if job_status not in FINAL_STATUSES and _job_step_failed(lava_suite):
+        job_status = "incomplete"
     login_result = as_lower_keyword(login.get("result")) if login is not None else None
     if error["error_type"] in LAB_ERROR_TYPES or job_status in CANCELED_STATUSES:
         result, failure = "unknown", INFRASTRUCTURE_FAILURE
@@ -127,6 +133,10 @@ def _seconds(step: Case) -> Optional[float]:
     if seconds is None:
         seconds = as_float(_metadata(step).get("duration"))
     return seconds
+
+
+def _job_step_failed(lava_suite: List[Case]) -> bool:
+    return any(case.get("name") == "job" and as_lower_keyword(case.get("result")) == "fail" for case in lava_suite)
 
 
 def _job_error(lava_suite: List[Case]) -> dict:
