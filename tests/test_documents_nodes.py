@@ -24,6 +24,7 @@ from kcing.ledger import docids
 from kcing.sinks.encoding import logstash_json, ndjson_record
 from kcing.errors import RejectedInput
 from kcing.records import BUILD, LAVA
+from kcing.sources.api_related import related_node
 from tests.fakes.api_corpus import ApiCorpus
 from tests.fakes.api_data import LEGACY, MAESTRO, REAL_JOB, checkout_tree
 from tests.fakes.legacy_data import build_item, build_json
@@ -425,6 +426,37 @@ def test_the_failing_revision_is_read_under_each_name_the_api_gave_it(tree, key)
     data[key] = data.pop("failed_kernel_revision")
     body = only(docs(node)).body
     assert (body["job"], body["git_describe"]) == ("mainline", "v6.12-rc3-45-gc862449c840a")
+
+
+@pytest.mark.parametrize("missing", [None, "absent", {}])
+def test_a_regression_without_its_own_revision_and_configuration_takes_the_failing_run_s(tree, missing):
+    # The failing run is what the tracker copied them from (Regression.create_regression); the
+    # source fetches it for its lab and job, as the small extract related_node keeps.
+    node = copy.deepcopy(tree["regression"])
+    for name in ("failed_kernel_revision", "arch", "defconfig", "config_full", "compiler"):
+        if missing == "absent":
+            node["data"].pop(name)
+        else:
+            node["data"][name] = copy.deepcopy(missing) if name == "failed_kernel_revision" else None
+    failed = tree["case-1"]
+    body = only(docs(node, fail_node=related_node(failed), fail_job_node=related_node(tree["kselftest"]))).body
+    revision = failed["data"]["kernel_revision"]
+    assert {name: body.get(name) for name in (
+        "job", "git_branch", "git_commit", "git_url", "git_describe", "kernel", "arch", "defconfig",
+        "defconfig_full", "build_environment")} == {
+        "job": revision["tree"], "git_branch": revision["branch"], "git_commit": revision["commit"],
+        "git_url": revision["url"], "git_describe": revision["describe"], "kernel": revision["describe"],
+        "arch": "arm64", "defconfig": "defconfig", "defconfig_full": "defconfig+lab-setup",
+        "build_environment": "gcc-12"}
+    assert field_problems("regression", body) == []
+
+
+def test_a_regression_s_own_revision_wins_over_its_failing_run_s(tree):
+    failed = copy.deepcopy(tree["case-1"])
+    failed["data"]["kernel_revision"] = {"tree": "other", "commit": "2" * 40, "describe": "v0"}
+    failed["data"]["arch"] = "x86_64"
+    body = only(docs(tree["regression"], fail_node=related_node(failed))).body
+    assert (body["job"], body["git_describe"], body["arch"]) == ("mainline", "v6.12-rc3-45-gc862449c840a", "arm64")
 
 
 @pytest.mark.parametrize("result, sequence, status, runs", [

@@ -23,6 +23,8 @@ from kcing.documents.identity import iso_timestamp
 # The failing kernel revision, as the regression data model spelled it over time: today's name,
 # the name one 2024 migration wrote, and the name of the first regression trackers.
 REVISION_KEYS = ("failed_kernel_revision", "kernel_revision", "failed_kernel_version")
+# The configuration the regression node copies from its failing run.
+CONFIGURATION_KEYS = ("arch", "defconfig", "config_full", "compiler")
 # Regression `result`: the test still fails, or passed again since.
 STATUSES = {"fail": "active", "pass": "inactive"}
 
@@ -41,7 +43,12 @@ def regression_fields(node: Mapping[str, Any], envelope: Mapping[str, Any]) -> d
     def first(name: str, *sources: Mapping[str, Any]) -> Optional[str]:
         return next((value for value in (as_keyword(source.get(name)) for source in sources) if value), None)
 
-    fields = nodes.revision_fields(dict(data, kernel_revision=failed_revision(data)))
+    # What the tracker copied from the failing run (Regression.create_regression), else the run's own.
+    own = {name: data.get(name) for name in CONFIGURATION_KEYS}
+    failing = dict({name: fail_data.get(name) for name in CONFIGURATION_KEYS},
+                   **{name: value for name, value in own.items() if as_keyword(value)})
+    failing["kernel_revision"] = failed_revision(data) or nodes_api.mapping(fail_data.get("kernel_revision"))
+    fields = nodes.revision_fields(failing)
     fields.update({
         "board": first("platform", data, fail_data),
         "board_instance": first("device", data, fail_data, job_data),
@@ -68,8 +75,9 @@ def regression_fields(node: Mapping[str, Any], envelope: Mapping[str, Any]) -> d
 
 
 def failed_revision(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The kernel revision of the first failing run, whichever name the node gives it."""
-    return next((data[key] for key in REVISION_KEYS if isinstance(data.get(key), dict)), {})
+    """The kernel revision of the first failing run, whichever name the node gives it (empty
+    when it gives none)."""
+    return next((data[key] for key in REVISION_KEYS if isinstance(data.get(key), dict) and data[key]), {})
 
 
 def _link(value: Any) -> Optional[str]:

@@ -30,7 +30,8 @@ CACHE_SIZE = 100_000
 # The deepest a test sits below its job: job -> sub-group -> ... -> case.
 MAX_DEPTH = 12
 # The part of `data` a related node contributes to another node's documents.
-RELATED_DATA = ("kernel_revision", "job_id", "device", "platform", "runtime", "error_code", "error_msg")
+RELATED_DATA = ("kernel_revision", "job_id", "device", "platform", "runtime", "error_code", "error_msg",
+                "arch", "defconfig", "config_full", "compiler")
 REVISION_FIELDS = ("tree", "url", "branch", "commit", "describe")
 RELATED_FIELDS = ("id", "kind", "name", "path", "group", "parent", "created", "result")
 
