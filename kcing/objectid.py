@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import string
+from datetime import datetime, timezone
 from typing import Any, Mapping, Optional
 
 
@@ -18,3 +19,11 @@ def node_id(node: Mapping[str, Any]) -> Optional[str]:
     if isinstance(value, dict):
         value = value.get("$oid")
     return value.lower() if is_object_id(value) else None
+
+
+def object_id_time(value: Any) -> Optional[datetime]:
+    """The time an ObjectId was made (its first four bytes: seconds since 1970, UTC), None when
+    `value` is no ObjectId."""
+    if not is_object_id(value):
+        return None
+    return datetime.fromtimestamp(int(value[:8], 16), tz=timezone.utc)

@@ -15,6 +15,7 @@ import requests
 
 from kcing import watermark
 from kcing.wiring import crawl_since
+from kcing.documents import documents_for
 from kcing.errors import ConfigError, UpstreamError
 from kcing.http import BodyReader, RetryPolicy, new_session
 from kcing.ledger.ledger import Ledger, Outcome
@@ -251,6 +252,26 @@ def test_a_repeated_node_is_listed_again_only_when_newer():
     assert [obj.upstream_id for obj in source.list_objects()] == [
         "a" * 24 + ".20241016T000500.000000", "b" * 24 + ".20241016T000500.000000",
         "a" * 24 + ".20241016T000600.000000"]
+
+
+@pytest.mark.parametrize("created", [None, "not a date", "absent"])
+def test_a_node_without_a_created_time_is_dated_by_its_id_in_every_version(created):
+    # A node's id is a MongoDB ObjectId, which holds the second the node was made: unlike its
+    # `updated` time, it is the same in every version, so its documents keep one index.
+    node = {"id": "670f0782493b6b8188c7621c", "kind": "regression", "created": created,
+            "updated": "2024-10-16T00:24:00.000000", "result": "fail"}
+    if created == "absent":
+        del node["created"]
+    later = dict(node, updated="2024-10-19T08:00:00.000000", result="pass")
+    source = KernelCIApi(ScriptedRequester([[node], [later]]), "http://api.invalid/latest", kinds=("regression",),
+                         since=SINCE, page_size=1)
+    objects = list(source.list_objects())
+    assert len(objects) == 2
+    assert {obj.created for obj in objects} == {datetime(2024, 10, 16, 0, 23, 30, tzinfo=UTC)}
+    indices = {document.index for obj in objects
+               for document in documents_for("regression", json.dumps({"node": obj.facts["node"]}).encode(),
+                                             obj.created)}
+    assert indices == {"regression-2024.10.16"}
 
 
 def test_versions_the_ledger_holds_as_delivered_become_no_objects_and_are_not_asked_about_again(replica):

@@ -51,7 +51,7 @@ from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
 from kcing.sources import heads
 from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.collector import collector_paused
-from kcing.objectid import is_object_id, node_id as _node_id
+from kcing.objectid import is_object_id, node_id as _node_id, object_id_time
 from kcing.shutdown import result_of
 from kcing.sources.requester import Requester
 from kcing.watermark import crawl_start, next_watermark
@@ -465,7 +465,9 @@ class KernelCIApi:
         url = "%s/node/%s" % (self.api_url, node_id)
         facts = {"node_id": node_id, "updated": updated, "node": _with_absolute_artifacts(item, self.storage_url)}
         problem = None if item.get("kind") == kind else "listed as kind=%s but is %r" % (kind, item.get("kind"))
-        created = _time(item.get("created")) or updated
+        # A node's date, which names its documents' index, must not change between versions: its
+        # `created` time, else the time its id was made, never `updated`.
+        created = _time(item.get("created")) or object_id_time(node_id) or updated
         if kind == JOB and problem is None:
             self.related.remember(node_id, item)  # its tests, listed next, need its LAVA job id
         return UpstreamObject(self.name, kind, upstream_id, url, created, facts, problem=problem)
