@@ -451,6 +451,21 @@ def test_a_regression_without_its_own_revision_and_configuration_takes_the_faili
     assert field_problems("regression", body) == []
 
 
+def test_a_regression_moved_from_the_2023_collection_names_its_failing_run_s_kernel_and_board(tree):
+    # kernelci-api's 2023-12 migration made nodes of the old `regression` collection with only
+    # the ids of their runs in `data` (and no result).
+    node = {name: copy.deepcopy(value) for name, value in tree["regression"].items() if name != "result"}
+    node["data"] = {name: node["data"][name] for name in ("pass_node", "fail_node")}
+    failed, passed = tree["case-1"], tree["case-0"]
+    body = only(docs(node, fail_node=related_node(failed), fail_job_node=related_node(tree["kselftest"]),
+                     pass_node=related_node(passed))).body
+    assert (body["job"], body["git_commit"], body["kernel"], body["arch"], body["board"], body["lab_name"]) == (
+        "mainline", failed["data"]["kernel_revision"]["commit"], failed["data"]["kernel_revision"]["describe"],
+        "arm64", "qemu-arm64", "lava-baylibre")
+    assert (body["status"], body["fail_node"], body["pass_node"]) == ("unknown", failed["id"], node["data"]["pass_node"])
+    assert field_problems("regression", body) == []
+
+
 def test_a_regression_s_own_revision_wins_over_its_failing_run_s(tree):
     failed = copy.deepcopy(tree["case-1"])
     failed["data"]["kernel_revision"] = {"tree": "other", "commit": "2" * 40, "describe": "v0"}
