@@ -10,7 +10,9 @@ The node names its runs by id only. The source adds what the document needs of t
 envelope (sources/api_related.py): `fail_node` (the first failing run: its lab, device, error),
 `fail_job_node` (the job it ran in: the LAVA job id), `pass_node` (the last passing run: its
 kernel revision) and `viewer_urls` (links to both). Without them the document still holds what
-the regression node says itself.
+the regression node says itself. What the tracker copied from the failing run (its kernel
+revision and configuration) is read from that run when the regression node lacks it, as nodes
+moved from the 2023 `regression` collection do (their `data` holds only the two runs' ids).
 """
 from __future__ import annotations
 
