@@ -41,6 +41,26 @@ def test_a_test_two_levels_down_finds_the_job_at_the_root_of_its_group():
     assert api.asked == [SUB, JOB]
 
 
+def test_a_test_nested_deeper_than_usual_still_finds_its_job_and_a_parent_loop_ends():
+    # LAVA test sets, KUnit suites and kselftest sub-tests nest cases below their job as deep as
+    # upstream makes them: the walk goes as far as the case's path says its job is.
+    nodes, parent = [ROOT], ROOT
+    for level in range(30):
+        parent = dict(node("%024x" % (level + 1), "set%d" % level, parent["id"], parent["path"] + ["set%d" % level]),
+                      kind="test")
+        nodes.append(parent)
+    api = Api(*nodes)
+    case = dict(node(CASE, "case", parent["id"], parent["path"] + ["case"]), kind="test")
+    assert RelatedNodes(api).job_of(case)["id"] == JOB
+    assert len(api.asked) == 31
+    # Parents that lead back to each other (no real tree does) end the walk without a job.
+    first, second = ("%024x" % 101, "%024x" % 102)
+    loop = Api(node(first, "a", second, ["checkout", "kselftest-exec", "a"]),
+               node(second, "b", first, ["checkout", "kselftest-exec", "a", "b"]))
+    stuck = dict(node(CASE, "case", first, ["checkout", "kselftest-exec", "a", "b", "case"]), kind="test")
+    assert RelatedNodes(loop).job_of(stuck) is None and len(loop.asked) == 2
+
+
 def test_jobs_remembered_while_listing_need_no_request_and_lookups_are_cached():
     api = Api(ROOT, SUITE)
     related = RelatedNodes(api)

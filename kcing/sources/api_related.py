@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 # Nodes kept for lookups: a day of production has tens of thousands of jobs; each extract is a
 # few hundred bytes. The oldest are forgotten first (children follow their parents closely).
 CACHE_SIZE = 100_000
-# The deepest a test sits below its job: job -> sub-group -> ... -> case.
+# Steps up from a node to its job at least (job -> sub-group -> ... -> case); a longer `path`
+# says how deep the node really is, and bounds the walk in its place.
 MAX_DEPTH = 12
 # The part of `data` a related node contributes to another node's documents.
 RELATED_DATA = ("kernel_revision", "job_id", "device", "platform", "runtime", "error_code", "error_msg")
@@ -112,8 +113,8 @@ class RelatedNodes:
         """The job at the root of `node`'s group (its LAVA or Kubernetes job); None for a root."""
         if is_group_root(node):
             return None
-        group, current = node.get("group"), node
-        for _ in range(MAX_DEPTH):
+        group, current, path = node.get("group"), node, node.get("path")
+        for _ in range(max(MAX_DEPTH, len(path))):
             parent = self.node(current.get("parent"))
             if parent is None:
                 return None
