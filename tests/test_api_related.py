@@ -83,6 +83,28 @@ def test_roots_and_unknown_or_malformed_ids_ask_for_nothing_more():
     assert api.asked == [SUB]
 
 
+def test_a_job_remembered_unfinished_is_asked_for_once_when_a_node_below_it_needs_it():
+    # The job was listed `running` (no result, no device yet); while the run listed on, LAVA's
+    # callback finished it and made its tests, which the same run then lists.
+    running = dict(ROOT, result=None, data={"job_id": "42"})
+    api = Api(ROOT, SUITE)
+    related = RelatedNodes(api)
+    related.remember(JOB, running)
+    related.remember(SUB, SUITE)
+    assert related.job_of(TEST)["data"] == {"job_id": "42", "device": "d1"}
+    assert related.job_of(TEST)["result"] == "pass" and api.asked == [JOB]
+    # A node that is still unfinished when asked for is not asked for again in the run.
+    still = Api(running, SUITE)
+    related = RelatedNodes(still)
+    related.remember(JOB, running)
+    related.job_of(TEST), related.job_of(TEST)
+    assert still.asked == [SUB, JOB]
+    # Heads kept of delivered jobs alike.
+    head = RelatedNodes(api, extract_of_head=lambda kept: related_node(kept.node))
+    head.keep_heads([(JOB, SimpleNamespace(node=running))])
+    assert head.node(JOB)["data"]["device"] == "d1"
+
+
 def test_a_regression_gets_its_failing_run_with_its_job_and_its_passing_run():
     passed = dict(TEST, id="f6" * 12, data={"kernel_revision": {"describe": "v6.11"}})
     api = Api(ROOT, SUITE, TEST, passed)
