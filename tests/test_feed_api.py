@@ -514,6 +514,21 @@ def test_a_missing_log_leaves_a_note_not_a_failure(env, tmp_path, api_replica, l
     assert boot["boot_result"] == "pass" and "job_status" not in boot
 
 
+def test_a_broken_log_its_storage_labels_gzip_leaves_a_note_and_the_watermark_moves(env, tmp_path, db, api_replica,
+                                                                                    logstash):
+    baseline = api_replica.tree["baseline"]
+    path = urlsplit(baseline["artifacts"]["callback_data"]).path[len("/files/"):]
+    api_replica.corpus.add_file(path, b"\x1f\x8b\x08\x00 cut by the uploader")
+    api_replica.content_encoded.add(path)
+    result = kcing(["feed_es", "--with-logs"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, boot = document_of(logstash, baseline["id"])
+    (note,) = boot["kernelci_api"]["artifact_errors"]
+    assert note.startswith("callback_data: GET ") and "does not decode as its Content-Encoding gzip says" in note
+    assert set(ledger_states(db).values()) == {"delivered"}
+    assert watermark(db) == newest_updated(api_replica)
+
+
 def test_dry_run_lists_and_changes_nothing(env, tmp_path, db, api_replica, logstash):
     result = kcing(["feed_es", "--dry-run"], env, tmp_path)
     assert result.returncode == 0, result.stderr
