@@ -25,6 +25,11 @@ class ObjectTooLarge(UpstreamError):
     again gives the same), and a listing page that large stops the run."""
 
 
+class ObjectUndecodable(UpstreamError):
+    """An upstream body does not decode as its Content-Encoding says: not retried (the same bytes
+    come again); a source may take the object without that file, as with a broken gzip file."""
+
+
 class ObjectTooSlow(UpstreamError):
     """An upstream body did not arrive whole within KCI_DOWNLOAD_DEADLINE. Not retried within the
     run, so one slow object holds the others up for one deadline at most; the next run tries again."""

@@ -151,6 +151,11 @@ class BodyBroken(BodyError):
     """The connection failed mid-body (reset, or fewer bytes than Content-Length announced)."""
 
 
+class BodyUndecodable(BodyError):
+    """The body does not decode as its Content-Encoding says (a `.gz` file labelled gzip by its
+    server, but broken): the same bytes come again however often they are asked for."""
+
+
 CHUNK = 64 * 1024
 
 
@@ -265,7 +270,12 @@ class BodyReader:
             whole = True
         except BodyError:
             raise
-        except Exception as error:  # urllib3 ProtocolError/IncompleteRead, socket errors, bad gzip
+        except urllib3.exceptions.DecodeError as error:
+            if transfer.cut is None:  # urllib3 gives its message and the decoder's error
+                cause = next((arg for arg in error.args if isinstance(arg, BaseException)), error)
+                raise BodyUndecodable("does not decode as its Content-Encoding %s says (%s)"
+                                      % (response.headers.get("Content-Encoding"), cause)) from None
+        except Exception as error:  # urllib3 ProtocolError/IncompleteRead, socket errors
             if transfer.cut is None:
                 raise BodyBroken("connection broken mid-body (%s)" % _error_name(error)) from None
         finally:

@@ -41,6 +41,26 @@ def test_a_test_two_levels_down_finds_the_job_at_the_root_of_its_group():
     assert api.asked == [SUB, JOB]
 
 
+def test_a_test_nested_deeper_than_usual_still_finds_its_job_and_a_parent_loop_ends():
+    # LAVA test sets, KUnit suites and kselftest sub-tests nest cases below their job as deep as
+    # upstream makes them: the walk goes as far as the case's path says its job is.
+    nodes, parent = [ROOT], ROOT
+    for level in range(30):
+        parent = dict(node("%024x" % (level + 1), "set%d" % level, parent["id"], parent["path"] + ["set%d" % level]),
+                      kind="test")
+        nodes.append(parent)
+    api = Api(*nodes)
+    case = dict(node(CASE, "case", parent["id"], parent["path"] + ["case"]), kind="test")
+    assert RelatedNodes(api).job_of(case)["id"] == JOB
+    assert len(api.asked) == 31
+    # Parents that lead back to each other (no real tree does) end the walk without a job.
+    first, second = ("%024x" % 101, "%024x" % 102)
+    loop = Api(node(first, "a", second, ["checkout", "kselftest-exec", "a"]),
+               node(second, "b", first, ["checkout", "kselftest-exec", "a", "b"]))
+    stuck = dict(node(CASE, "case", first, ["checkout", "kselftest-exec", "a", "b", "case"]), kind="test")
+    assert RelatedNodes(loop).job_of(stuck) is None and len(loop.asked) == 2
+
+
 def test_jobs_remembered_while_listing_need_no_request_and_lookups_are_cached():
     api = Api(ROOT, SUITE)
     related = RelatedNodes(api)
@@ -61,6 +81,28 @@ def test_roots_and_unknown_or_malformed_ids_ask_for_nothing_more():
     assert related.job_of(dict(TEST, parent="not-an-id")) is None
     assert related.job_of(TEST) is None  # its parent is unknown to the API
     assert api.asked == [SUB]
+
+
+def test_a_job_remembered_unfinished_is_asked_for_once_when_a_node_below_it_needs_it():
+    # The job was listed `running` (no result, no device yet); while the run listed on, LAVA's
+    # callback finished it and made its tests, which the same run then lists.
+    running = dict(ROOT, result=None, data={"job_id": "42"})
+    api = Api(ROOT, SUITE)
+    related = RelatedNodes(api)
+    related.remember(JOB, running)
+    related.remember(SUB, SUITE)
+    assert related.job_of(TEST)["data"] == {"job_id": "42", "device": "d1"}
+    assert related.job_of(TEST)["result"] == "pass" and api.asked == [JOB]
+    # A node that is still unfinished when asked for is not asked for again in the run.
+    still = Api(running, SUITE)
+    related = RelatedNodes(still)
+    related.remember(JOB, running)
+    related.job_of(TEST), related.job_of(TEST)
+    assert still.asked == [SUB, JOB]
+    # Heads kept of delivered jobs alike.
+    head = RelatedNodes(api, extract_of_head=lambda kept: related_node(kept.node))
+    head.keep_heads([(JOB, SimpleNamespace(node=running))])
+    assert head.node(JOB)["data"]["device"] == "d1"
 
 
 def test_a_regression_gets_its_failing_run_with_its_job_and_its_passing_run():

@@ -639,6 +639,31 @@ def test_a_log_that_cannot_be_had_is_noted_and_the_node_still_delivered(replica,
     assert "callback_data" not in wrapped
 
 
+@pytest.mark.parametrize("content, problem", [
+    pytest.param(gzip.compress(b'{"id": 7700001}'), None, id="gzip"),
+    pytest.param(b"\x1f\x8b\x08\x00 not gzip at all" * 8, "does not decode as its Content-Encoding", id="broken-gzip"),
+    pytest.param(b"not gzip at all", "does not decode as its Content-Encoding", id="not-gzip"),
+])
+def test_a_log_served_with_content_encoding_is_decoded_or_noted_and_the_node_still_delivered(replica, content,
+                                                                                              problem):
+    # A storage host that labels `.gz` files `Content-Encoding: gzip` (upstream.md §2.7): the HTTP
+    # client inflates the file itself; bytes that do not inflate stay the same however often they
+    # are asked for, as a broken gzip file sent without the header does.
+    baseline = replica.tree["baseline"]
+    path = baseline["artifacts"]["callback_data"][len(replica.files_url) + 1:]
+    replica.corpus.add_file(path, content)
+    replica.content_encoded.add(path)
+    sleeps = []
+    wrapped = envelope_of(make_source(replica, sleeps, with_logs=True), baseline["id"])
+    if problem is None:
+        assert json.loads(wrapped["callback_data"]) == {"id": 7700001}
+        assert "artifact_errors" not in wrapped
+    else:
+        assert problem in wrapped["artifact_errors"]["callback_data"]
+        assert "callback_data" not in wrapped
+        assert len(replica.file_requests()) == 1 and sleeps == []  # the same bytes again would not help
+
+
 def test_a_log_larger_than_the_object_size_limit_is_left_out_and_the_node_still_delivered(replica):
     baseline = replica.tree["baseline"]
     path = baseline["artifacts"]["callback_data"][len(replica.files_url) + 1:]

@@ -209,6 +209,32 @@ def test_a_node_that_changed_is_delivered_again_under_the_same_id(env, tmp_path,
     assert len(stored_keys(logstash)) == len(expected_documents(api_replica))
 
 
+def test_tests_a_job_made_while_the_run_listed_carry_the_finished_jobs_device(env, tmp_path, api_replica, logstash):
+    # A LAVA job is listed `running` (no device yet). Before this run lists the tests, LAVA's
+    # callback finishes the job in place (its device set) and makes its tests, which the run
+    # then lists: their documents name the job's device as those of tests made earlier do.
+    kbuild = api_replica.tree["kbuild-arm64"]
+    builder = _Tree(api_replica.corpus, api_replica.files_url, BASE, "tree-1", kbuild["data"]["kernel_revision"])
+    data = {key: kbuild["data"][key] for key in ("arch", "defconfig", "compiler", "kernel_type")}
+    data.update(config_full="+lab-setup", platform="rk3399-rock-pi-4b", runtime="lava-collabora", job_id="7700009")
+    job = builder.node("job", "baseline-arm64-rockchip", kbuild, 30, data, result=None, state="running",
+                       group="baseline-arm64-rockchip")
+    made = []
+
+    def callback(server, query, number):
+        if dict(query).get("kind") == "test" and not made:
+            done = server.corpus.update(job["id"], when=datetime.now(timezone.utc), state="done", result="pass",
+                                        data={"device": "rk3399-rock-pi-4b-cbg-3"})
+            setup = builder.child("job", "setup", done, 31)
+            made.append(builder.child("test", "login", setup, 31.5))
+
+    api_replica.on_page(callback)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    _, login = document_of(logstash, made[0]["id"])
+    assert (login["board_instance"], login["lava_job_id"]) == ("rk3399-rock-pi-4b-cbg-3", 7700009)
+    assert login["kernelci_api"]["job_node_id"] == job["id"]
+
+
 def test_a_node_too_large_for_logstash_holds_the_watermark_and_is_sent_once_the_limit_is_raised(
         env, tmp_path, db, api_replica, logstash):
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
@@ -486,6 +512,21 @@ def test_a_missing_log_leaves_a_note_not_a_failure(env, tmp_path, api_replica, l
     _, boot = document_of(logstash, baseline["id"])
     assert boot["kernelci_api"]["artifact_errors"] == ["callback_data: HTTP 404"]
     assert boot["boot_result"] == "pass" and "job_status" not in boot
+
+
+def test_a_broken_log_its_storage_labels_gzip_leaves_a_note_and_the_watermark_moves(env, tmp_path, db, api_replica,
+                                                                                    logstash):
+    baseline = api_replica.tree["baseline"]
+    path = urlsplit(baseline["artifacts"]["callback_data"]).path[len("/files/"):]
+    api_replica.corpus.add_file(path, b"\x1f\x8b\x08\x00 cut by the uploader")
+    api_replica.content_encoded.add(path)
+    result = kcing(["feed_es", "--with-logs"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, boot = document_of(logstash, baseline["id"])
+    (note,) = boot["kernelci_api"]["artifact_errors"]
+    assert note.startswith("callback_data: GET ") and "does not decode as its Content-Encoding gzip says" in note
+    assert set(ledger_states(db).values()) == {"delivered"}
+    assert watermark(db) == newest_updated(api_replica)
 
 
 def test_dry_run_lists_and_changes_nothing(env, tmp_path, db, api_replica, logstash):

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError
+from kcing.errors import ConfigError, ObjectTooLarge, ObjectUndecodable, RejectedInput, UpstreamError
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
 from kcing.sources import heads
 from kcing.sources.api_related import RelatedNodes, node_from_answer
@@ -519,7 +519,9 @@ class KernelCIApi:
         # No Authorization header: artifacts live on other hosts, which must never see the token.
         try:
             response = self.requester.get(url)
-        except ObjectTooLarge as error:  # as a log inflating too far: the node goes without it
+        except (ObjectTooLarge, ObjectUndecodable) as error:
+            # As a log inflating too far, or a broken one that its server labelled gzip: the node
+            # goes without it.
             return None, str(error)
         if response.status_code in LOST_ARTIFACT_STATUSES:
             return None, "HTTP %d" % response.status_code

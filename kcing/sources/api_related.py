@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Set, Tuple
 
 from kcing.errors import UpstreamError
 from kcing.objectid import is_object_id
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 # Nodes kept for lookups: a day of production has tens of thousands of jobs; each extract is a
 # few hundred bytes. The oldest are forgotten first (children follow their parents closely).
 CACHE_SIZE = 100_000
-# The deepest a test sits below its job: job -> sub-group -> ... -> case.
+# Steps up from a node to its job at least (job -> sub-group -> ... -> case); a longer `path`
+# says how deep the node really is, and bounds the walk in its place.
 MAX_DEPTH = 12
 # The part of `data` a related node contributes to another node's documents.
 RELATED_DATA = ("kernel_revision", "job_id", "device", "platform", "runtime", "error_code", "error_msg",
@@ -66,6 +67,7 @@ class RelatedNodes:
         self._cache_size = cache_size
         # What `related_node` makes of a whole node, from a head that `keep_heads` kept.
         self._extract_of_head = extract_of_head
+        self._asked: Set[str] = set()  # the ids asked for with `fetch_node` in this run
         self._lock = threading.Lock()
 
     def remember(self, node_id: str, node: Mapping[str, Any]) -> None:
@@ -93,7 +95,11 @@ class RelatedNodes:
             self._cache.popitem(last=False)
 
     def node(self, node_id: Any) -> Optional[dict]:
-        """The extract of node `node_id`, or None when the API does not know it."""
+        """The extract of node `node_id`, or None when the API does not know it.
+
+        A node kept from the listing without a result was not finished when it was listed; a
+        node below it that needs it now (a test its callback made meanwhile) gets it as the API
+        has it now, asked for once: a job's device is only set when it finishes."""
         if not is_object_id(node_id):
             return None  # the API would answer 400 however often it is asked
         with self._lock:
@@ -101,10 +107,12 @@ class RelatedNodes:
                 extract = self._cache[node_id]
                 if extract is not None and type(extract) is not dict:  # a head from `keep_heads`
                     extract = self._cache[node_id] = self._extract_of_head(extract)
-                return extract
+                if extract is None or extract.get("result") is not None or node_id in self._asked:
+                    return extract
         found = self._fetch_node(node_id)
         extract = related_node(found) if isinstance(found, Mapping) else None
         with self._lock:
+            self._asked.add(node_id)
             self._cache[node_id] = extract
             self._forget_oldest()
         return extract
@@ -113,8 +121,8 @@ class RelatedNodes:
         """The job at the root of `node`'s group (its LAVA or Kubernetes job); None for a root."""
         if is_group_root(node):
             return None
-        group, current = node.get("group"), node
-        for _ in range(MAX_DEPTH):
+        group, current, path = node.get("group"), node, node.get("path")
+        for _ in range(max(MAX_DEPTH, len(path))):
             parent = self.node(current.get("parent"))
             if parent is None:
                 return None

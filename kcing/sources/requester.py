@@ -11,9 +11,10 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from requests.adapters import BaseAdapter
 
-from kcing.errors import ConfigError, Interrupted, ObjectTooLarge, ObjectTooSlow, RejectedInput, UpstreamError
-from kcing.http import (BodyError, BodyReader, BodyTooLarge, RetryPolicy, certificate_refused, parse_retry_after,
-                        seconds_text)
+from kcing.errors import (ConfigError, Interrupted, ObjectTooLarge, ObjectTooSlow, ObjectUndecodable, RejectedInput,
+                          UpstreamError)
+from kcing.http import (BodyError, BodyReader, BodyTooLarge, BodyUndecodable, RetryPolicy, certificate_refused,
+                        parse_retry_after, seconds_text)
 from kcing.urls import Origin, authority_problem, origin_allowed, origin_as_sent, origin_text, redacted
 from kcing.netreason import connection_failure
 
@@ -98,6 +99,8 @@ class Requester:
                 except BodyTooLarge as error:
                     raise ObjectTooLarge("GET %s: body %s: raise KCI_MAX_OBJECT_BYTES to take it"
                                          % (redacted(url), error)) from None
+                except BodyUndecodable as error:
+                    raise ObjectUndecodable("GET %s: body %s" % (redacted(url), error)) from None
                 except (BodyError, requests.RequestException) as error:
                     # The reader's cut, whenever it came (awaiting the headers, a redirect, the
                     # body), says more than the error it left the HTTP client with.

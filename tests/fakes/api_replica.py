@@ -8,7 +8,9 @@ One server on 127.0.0.1 serves:
 - `GET /latest/count?<filters>` -> a bare integer;
 - `GET /latest/node/<id>` -> the node, `null` for an unknown id, 400 for a malformed one;
 - the same under `/v0/` and without a prefix; another version is a 400 in plain text;
-- `GET /files/<path>` -> artifact files as raw bytes (gzip files stay gzip: no Content-Encoding).
+- `GET /files/<path>` -> artifact files as raw bytes (gzip files stay gzip: no Content-Encoding),
+  except those named in `content_encoded`, whose bytes are sent as they are with
+  `Content-Encoding: gzip`, as a storage host that labels its `.gz` files so.
 
 Test hooks: a token the API paths require (`token`, 401 `{"detail": ...}` without it) or a
 blanket 403 (`forbid`); failures queued by path prefix (`fail_next`, with Retry-After) and
@@ -22,7 +24,7 @@ import json
 import re
 import threading
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tests.fakes import api_filters
@@ -60,6 +62,7 @@ class ApiReplica(ServedByBackgroundServer):
         self.forbid = False
         self.max_limit: Optional[int] = None  # a server that caps `limit` below what was asked
         self.echo_asked_limit = False  # ... and answers with the `limit` asked, not the one it used
+        self.content_encoded: Set[str] = set()  # file paths served with `Content-Encoding: gzip`
         self.requests: LockedList = LockedList()
         self._failures = FaultQueue()
         self._malformed: Dict[int, bytes] = {}
@@ -246,6 +249,8 @@ class _ApiHandler(QuietHandler):
         content = self.app.corpus.read(path)
         if content is None:
             self._finish(404, [_TEXT], b"404 Not Found\n")
+        elif path.lstrip("/") in self.app.content_encoded:
+            self._finish(200, [("Content-Type", "application/octet-stream"), ("Content-Encoding", "gzip")], content)
         else:
             self._finish(200, [("Content-Type", "application/octet-stream")], content)
 
