@@ -245,7 +245,7 @@ SPECS: Mapping[str, Spec] = {
     "KCI_API_TOKEN": Spec("", _text, "token sent as `Authorization: Bearer`; reading needs none"),
     "KCI_API_STORAGE_URL": Spec("https://files.kernelci.org", _optional_url,
                                 "base URL for artifact paths the API gives as relative"),
-    "KCI_ARTIFACT_ORIGINS": Spec(("https://kciapistagingstorage1.file.core.windows.net",), _origin_list,
+    "KCI_ARTIFACT_ORIGINS": Spec(("https://files-staging.kernelci.org", "https://kciapistagingstorage1.file.core.windows.net"), _origin_list,
                                  "other origins artifacts may be fetched from, besides those of KCI_HOST, "
                                  "KCI_STORAGE_URL, KCI_API_URL and KCI_API_STORAGE_URL"),
     "KCI_API_OVERLAP_MINUTES": Spec(10, _integer(0, 7 * 24 * 60),

@@ -613,3 +613,15 @@ def test_a_local_settings_error_names_file_line_and_class_only(tmp_path, source,
     assert "local_settings.py" in message and error in message and "line %d" % line in message, message
     assert PASSWORD not in message and PASSWORD.replace("-", "_") not in message
     assert "b64decode" not in message and "Traceback" not in result.stderr
+
+
+def test_by_default_artifacts_of_kernelci_s_own_storages_are_fetched_and_no_others():
+    # Production nodes name files.kernelci.org; staging nodes files-staging.kernelci.org (as the
+    # real staging job in ../shared/data/upstream/maestro does), older ones an Azure file share.
+    from kcing import settings as settings_module
+    allowed = settings_module.load(environ={}, local_file=Path("/nonexistent/local_settings.py")).upstream_origins
+    for url in ["https://files.kernelci.org/x/log.txt.gz", "https://files-staging.kernelci.org/x/log.txt.gz",
+                "https://kciapistagingstorage1.file.core.windows.net/staging/x?sv=1&sig=2"]:
+        assert urls.origin_allowed(url, allowed), url
+    for url in ["https://evil.example/x", "https://files-staging.kernelci.org.evil.example/x"]:
+        assert not urls.origin_allowed(url, allowed), url
