@@ -104,6 +104,12 @@ class LegacyKernelCI:
             upcoming = prefetch.submit(self._page, collection, skip, self._limit(0))
             while upcoming is not None:
                 url, response = result_of(upcoming)
+                if collection == "boot" and skip == 0 and response.status_code == 404:
+                    # The backend removed /boot on 2020-07-27 (upstream.md §1.2): no boots to list,
+                    # which must not cost the builds listed before.
+                    log.warning("GET %s answered 404: this KernelCI lists no boots (its backend removed "
+                                "/boot on 2020-07-27); builds only", url)
+                    return
                 with collector_paused():
                     # A routine page is all delivered: its items' ids and labs say so, and it
                     # is then decoded no further (sources/heads.py).

@@ -1,0 +1,41 @@
+"""`kcing feed_es` and `gen_samples` against the legacy replica where it behaves as the real
+upstream did in ways the samples do not show (upstream.md §1.3, §1.4.2, §1.11): the boot listing
+gone after 2020-07-27, dates in each extended-JSON form, the newest objects first for
+--how-many / --sample-size.
+"""
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+
+from tests.fakes.legacy_data import at, boot_item, boot_path, build_item, build_json, lava_json, small_corpus
+from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica
+from tests.fakes.serving import ManualClock
+from tests.feedrun import feed_environ, kcing, ledger_states
+
+TODAY = date(2019, 5, 31)
+
+
+def builds_in(logstash) -> dict:
+    return {doc_id: body for (index, doc_id), body in logstash.store.items() if index.startswith("build-")}
+
+
+# -- the boot listing, removed upstream on 2020-07-27 ---------------------------------------------
+
+def test_a_backend_without_the_boot_listing_still_delivers_the_builds(logstash, tmp_path):
+    corpus = small_corpus(TODAY)
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock(), boot_removed=True) as replica:
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db")
+        result = kcing(["feed_es"], env, tmp_path)
+        assert [request.status for request in replica.frontend.ajax_requests("boot")] == [404]
+    assert result.returncode == 0, result.stderr
+    states = ledger_states(tmp_path / "kcing.db")
+    assert {kind for kind, _ in states} == {"build"}
+    assert set(states.values()) == {"delivered"}
+    assert len(states) == corpus.count("build") and len(builds_in(logstash)) == corpus.count("build")
+    assert "delivered %d" % corpus.count("build") in result.stdout
+    warning = [line for line in result.stderr.splitlines() if "/_ajax/boot" in line]
+    assert len(warning) == 1 and "WARNING" in warning[0] and "404" in warning[0] and "2020-07-27" in warning[0]
+    assert "Traceback" not in result.stderr
