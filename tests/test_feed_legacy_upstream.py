@@ -39,3 +39,25 @@ def test_a_backend_without_the_boot_listing_still_delivers_the_builds(logstash, 
     warning = [line for line in result.stderr.splitlines() if "/_ajax/boot" in line]
     assert len(warning) == 1 and "WARNING" in warning[0] and "404" in warning[0] and "2020-07-27" in warning[0]
     assert "Traceback" not in result.stderr
+
+
+# -- dates in each extended-JSON form -------------------------------------------------------------
+
+@pytest.mark.parametrize("created_on", [
+    {"$date": 1559264400000},                      # what pymongo 3 wrote: epoch milliseconds
+    {"$date": {"$numberLong": "1559264400000"}},   # canonical extended JSON
+    {"$date": "2019-05-31T01:00:00Z"},             # relaxed extended JSON (pymongo 4)
+    {"$date": "2019-05-31T01:00:00.000+00:00"},
+    {"$date": "2019-05-31T03:00:00+02:00"},
+], ids=["millis", "numberLong", "iso-Z", "iso-offset", "iso-+02:00"])
+def test_a_listing_date_in_any_extended_json_form_dates_the_build(logstash, tmp_path, created_on):
+    corpus = LegacyCorpus()
+    build = build_item("next", "next-20190531", "arm64", "defconfig", at(TODAY, 0, 1))
+    corpus.add_build(dict(build, created_on=created_on), build_json(build))
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        result = kcing(["feed_es"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [(index, _)] = [key for key in logstash.store if key[0].startswith("build-")]
+    assert index == "build-2019.05.31"
+    [body] = builds_in(logstash).values()
+    assert body["@timestamp"].startswith("2019-05-31T01:00:00")

@@ -343,9 +343,24 @@ def _object_id(item: dict) -> Optional[str]:
 
 
 def _created_on(item: dict) -> Optional[datetime]:
+    """The item's `created_on` in any extended-JSON form: `{"$date": <epoch ms>}` (what the
+    backend's pymongo 3 wrote), `{"$date": {"$numberLong": "<ms>"}}` (canonical) or
+    `{"$date": "<ISO 8601>"}` (relaxed, pymongo 4); an ISO time without a zone is UTC."""
     value = item.get("created_on")
     if isinstance(value, dict):
         value = value.get("$date")
+    if isinstance(value, dict):
+        value = value.get("$numberLong")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit() and len(text) < 20:
+            value = int(text)
+        else:
+            try:
+                parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" and text else text)
+                return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+            except (ValueError, OverflowError):
+                return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
             return datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)
