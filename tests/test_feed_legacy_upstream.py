@@ -61,3 +61,59 @@ def test_a_listing_date_in_any_extended_json_form_dates_the_build(logstash, tmp_
     assert index == "build-2019.05.31"
     [body] = builds_in(logstash).values()
     assert body["@timestamp"].startswith("2019-05-31T01:00:00")
+
+
+# -- --how-many and --sample-size: the newest objects ---------------------------------------------
+
+def listed_ids(stdout: str) -> list:
+    return [line.split()[3] for line in stdout.splitlines() if line.startswith("would fetch")]
+
+
+def newest(corpus, collection: str, count: int) -> list:
+    items = sorted(corpus.items(collection), key=lambda item: item.created_ms, reverse=True)
+    return [item.oid for item in items[:count]]
+
+
+@pytest.mark.parametrize("how_many", [1, 2, 5])
+def test_how_many_takes_the_newest_objects_of_each_kind_whatever_their_day(logstash, tmp_path, how_many):
+    corpus = small_corpus(TODAY)
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_DAYS="1", KCI_PAGE_SIZE="2")
+        result = kcing(["feed_es", "--how-many", str(how_many), "--dry-run"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    # Five builds would take the one of ten days ago too: --how-many is instead of --days.
+    assert listed_ids(result.stdout) == newest(corpus, "build", how_many) + newest(corpus, "boot", how_many)
+
+
+def test_how_many_is_reached_when_newer_results_push_listed_ones_onto_the_next_page(logstash, tmp_path):
+    corpus = small_corpus(TODAY)
+    # One newer and one older than every listed build: either way of sorting, the page after the
+    # first starts with an item the first page held.
+    arrivals = [build_item("next", "next-20190531", "riscv", "defconfig", at(TODAY, 0, 23)),
+                build_item("stable", "v4.14.122", "arm", "multi_v7_defconfig", at(TODAY, 20, 0))]
+    pages = []
+
+    def new_builds_after_the_first_page(corpus, collection, query):
+        pages.append(collection)
+        if pages == ["build", "build"]:
+            for build in arrivals:
+                corpus.add_build(build, build_json(build))
+
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        replica.frontend.on_page(new_builds_after_the_first_page)
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_PAGE_SIZE="2")
+        result = kcing(["feed_es", "--how-many", "3", "--dry-run"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    builds = [line for line in result.stdout.splitlines() if line.startswith("would fetch build")]
+    assert len(builds) == 3 and len({line.split()[3] for line in builds}) == 3
+
+
+def test_gen_samples_sample_size_saves_the_newest_objects(logstash, tmp_path):
+    corpus = small_corpus(TODAY)
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(tmp_path / "samples"))
+        result = kcing(["gen_samples", "--sample-size", "1"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "samples" / "manifest.json").read_text())
+    assert sorted(entry["upstream_id"] for entry in manifest["objects"]) == sorted(
+        newest(corpus, "build", 1) + newest(corpus, "boot", 1))

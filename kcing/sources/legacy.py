@@ -46,7 +46,7 @@ LAB_FILE = re.compile(r"^(?:lava-json|boot)-.+\.json$")
 
 
 class LegacyKernelCI:
-    """Lists builds and boots of the last `days` (or `how_many` of each) and downloads their files."""
+    """Lists builds and boots of the last `days` (or the newest `how_many` of each) and downloads their files."""
 
     name = "legacy"
 
@@ -150,6 +150,10 @@ class LegacyKernelCI:
                         if upcoming is not None:
                             upcoming.cancel()
                         return
+                if upcoming is None and wanted is not None:
+                    # Items listed on an earlier page came again (newer results pushed them down):
+                    # `how_many` is not reached yet.
+                    upcoming = prefetch.submit(self._page, collection, skip, self._limit(len(seen)))
 
     @staticmethod
     def _all_skipped(kinds: list, ids: list, delivered: dict, seen: Set[str]) -> bool:
@@ -206,8 +210,13 @@ class LegacyKernelCI:
 
     def _page(self, collection: str, skip: int, limit: int) -> tuple:
         """(URL, response) of one listing page, its body read but not decoded."""
-        params = [("date_range", self.days), ("skip", skip), ("limit", limit),
-                  ("sort", "created_on"), ("sort_order", 1)]
+        if self.how_many is None:
+            # Oldest first: results that arrive while pages are read come after the last page.
+            params = [("date_range", self.days), ("skip", skip), ("limit", limit),
+                      ("sort", "created_on"), ("sort_order", 1)]
+        else:
+            # The newest `how_many`, whatever their day: newest first, no date_range.
+            params = [("skip", skip), ("limit", limit), ("sort", "created_on"), ("sort_order", -1)]
         params += [("field", name) for name in LISTING_FIELDS]
         url = "%s/_ajax/%s" % (self.frontend_url, collection)
         for _ in range(self.requester.policy.attempts):
