@@ -117,3 +117,33 @@ def test_gen_samples_sample_size_saves_the_newest_objects(logstash, tmp_path):
     manifest = json.loads((tmp_path / "samples" / "manifest.json").read_text())
     assert sorted(entry["upstream_id"] for entry in manifest["objects"]) == sorted(
         newest(corpus, "build", 1) + newest(corpus, "boot", 1))
+
+
+# -- a listing across UTC midnight ----------------------------------------------------------------
+
+def test_a_listing_that_runs_across_utc_midnight_misses_nothing_of_the_new_window(logstash, tmp_path):
+    """date_range counts whole UTC days back from the backend's today: at midnight the window's
+    start moves a day on, the items of its first day leave the front of the ascending listing,
+    and the pages after that start that many items further on."""
+    corpus = LegacyCorpus()
+    for days_ago, hour in ((1, 1), (1, 2), (1, 3), (0, 1), (0, 2), (0, 3), (0, 4)):
+        build = build_item("next", "v5.2-%d-day-%d" % (hour, days_ago), "arm64", "defconfig",
+                           at(TODAY, days_ago, hour))
+        corpus.add_build(build, build_json(build))
+    clock = ManualClock(start=at(TODAY, 0, 23, 59).timestamp())  # the backend's today follows it
+    requests = []
+
+    def midnight_after_the_first_page(corpus, collection, query):
+        requests.append(collection)
+        if requests == ["build", "build"]:
+            clock.advance(120)
+
+    with LegacyReplica(corpus, clock=clock) as replica:
+        replica.frontend.on_page(midnight_after_the_first_page)
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_DAYS="1", KCI_PAGE_SIZE="2")
+        result = kcing(["feed_es", "--dry-run"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    listed = listed_ids(result.stdout)
+    assert len(listed) == len(set(listed))
+    today = [item.oid for item in corpus.items("build") if item.doc["kernel"].endswith("-day-0")]
+    assert len(today) == 4 and set(today) <= set(listed)

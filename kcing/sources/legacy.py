@@ -16,8 +16,9 @@ import string
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from dataclasses import replace
-from datetime import datetime, timezone
-from typing import Callable, Iterator, List, Optional, Set
+from datetime import date, datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Callable, Iterator, List, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
 from kcing.errors import UpstreamError
@@ -43,6 +44,9 @@ BMETA_FILE = "bmeta.json"  # from 2020-09; alone from 2021-04
 RESOURCE_FALLBACK = ("job", "git_branch", "kernel", "arch", "defconfig_full", "build_environment")
 # A lab's file in a build's storage directory: `<lab>/lava-json-<board>.json`, `<lab>/boot-<board>.json`.
 LAB_FILE = re.compile(r"^(?:lava-json|boot)-.+\.json$")
+# A listing that runs across UTC midnight is listed again (upstream.md §1.4.2, date_range); a
+# third pass would need a listing longer than a day.
+MAX_LISTING_PASSES = 3
 
 
 class LegacyKernelCI:
@@ -99,11 +103,14 @@ class LegacyKernelCI:
         """
         seen: Set[str] = set()
         wanted = self.how_many
+        passes = 1
+        days: Set[Tuple[str, date]] = set()  # the UTC days this pass of the listing ran in
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="listing") as prefetch:
             skip = 0
             upcoming = prefetch.submit(self._page, collection, skip, self._limit(0))
             while upcoming is not None:
                 url, response = result_of(upcoming)
+                days.update(_utc_days(response))
                 if collection == "boot" and skip == 0 and response.status_code == 404:
                     # The backend removed /boot on 2020-07-27 (upstream.md §1.2): no boots to list,
                     # which must not cost the builds listed before.
@@ -119,6 +126,17 @@ class LegacyKernelCI:
                     if whole:
                         items = self._items(url, response)
                     if not items:
+                        if wanted is None and _day_changed(days) and passes < MAX_LISTING_PASSES:
+                            # UTC midnight passed: date_range's first day left the front of the
+                            # ascending listing, and the pages read since started further on. List
+                            # again from the start (what was listed is not listed twice).
+                            log.info("UTC midnight passed while listing %s: listing it again from the start",
+                                     url)
+                            passes += 1
+                            days = set(_utc_days(response))
+                            skip = 0
+                            upcoming = prefetch.submit(self._page, collection, skip, self._limit(0))
+                            continue
                         return
                     skip += len(items)
                     remaining = None if wanted is None else wanted - len(seen) - len(items)
@@ -319,6 +337,26 @@ def _url_segment(segment) -> str:
     if not isinstance(segment, str) or not SAFE_SEGMENT.match(segment) or ".." in segment:
         raise ValueError("unsafe storage path segment %r" % (segment,))
     return quote(segment, safe="+")
+
+
+def _utc_days(response) -> Set[Tuple[str, date]]:
+    """The UTC day here, and the UTC day of the answer's `Date` (the backend's today, whatever
+    this host's clock says), each named by whose it is."""
+    days = {("here", datetime.now(timezone.utc).date())}
+    headers = getattr(response, "headers", None)
+    stamp = headers.get("Date") if headers is not None else None
+    if isinstance(stamp, str):
+        try:
+            served = parsedate_to_datetime(stamp)
+            days.add(("upstream", (served.astimezone(timezone.utc) if served.tzinfo else served).date()))
+        except (TypeError, ValueError, IndexError, OverflowError):
+            pass
+    return days
+
+
+def _day_changed(days: Set[Tuple[str, date]]) -> bool:
+    """Whether a clock, here or upstream, showed two UTC days."""
+    return len(days) > len({whose for whose, _ in days})
 
 
 def _invalid_id(item) -> str:

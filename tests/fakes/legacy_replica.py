@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from email.utils import formatdate
 from http.cookies import CookieError, SimpleCookie
 from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -234,6 +235,11 @@ class LegacyFrontend(_RecordingServer):
 
 
 class _FrontendHandler(_LegacyHandler):
+    def _finish(self, status: int, headers, body: bytes = b"", close: bool = False) -> None:
+        # Flask behind its web server dates every answer; here by the frontend's clock, the one
+        # `date_range` follows when `today` is not fixed.
+        super()._finish(status, list(headers) + [("Date", formatdate(self.app.clock(), usegmt=True))], body, close)
+
     def route(self) -> None:
         path = self.decoded_path
         if path == "/":
