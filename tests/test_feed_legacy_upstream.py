@@ -147,3 +147,51 @@ def test_a_listing_that_runs_across_utc_midnight_misses_nothing_of_the_new_windo
     assert len(listed) == len(set(listed))
     today = [item.oid for item in corpus.items("build") if item.doc["kernel"].endswith("-day-0")]
     assert len(today) == 4 and set(today) <= set(listed)
+
+
+# -- the CSRF token ----------------------------------------------------------------------------------
+
+def test_an_expired_token_is_replaced_even_when_no_request_may_be_retried(logstash, tmp_path):
+    """A token lives 10 to 20 minutes: its expiry is routine, not a failed attempt."""
+    corpus = small_corpus(TODAY)
+    pages = []
+
+    def tokens_expire_after_the_first_page(corpus, collection, query):
+        pages.append(collection)
+        if len(pages) == 1:
+            replica.frontend.expire_all_tokens()
+
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        replica.frontend.on_page(tokens_expire_after_the_first_page)
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_MAX_RETRIES="1", KCI_PAGE_SIZE="2")
+        result = kcing(["feed_es", "--dry-run"], env, tmp_path)
+        statuses = [request.status for request in replica.frontend.ajax_requests()]
+    assert result.returncode == 0, result.stderr
+    assert statuses.count(403) == 1
+    assert len(listed_ids(result.stdout)) == corpus.count("build") + corpus.count("boot")
+
+
+@pytest.mark.parametrize("retries", ["1", "3"])
+def test_fresh_tokens_refused_end_the_run_after_kci_max_retries_with_one_line(logstash, tmp_path, retries):
+    corpus = small_corpus(TODAY)
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        replica.frontend.fail_next("/_ajax/build", 403, count=None, body=b"<title>403 Forbidden</title>")
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_MAX_RETRIES=retries)
+        result = kcing(["feed_es"], env, tmp_path)
+        home = [request for request in replica.frontend.requests if request.path == "/"]
+        ajax = replica.frontend.ajax_requests()
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(ajax) == int(retries) and len(home) == int(retries)
+    assert "refus" in result.stderr.splitlines()[-1] and "403" in result.stderr.splitlines()[-1]
+
+
+def test_a_403_the_backend_gave_says_the_backend_reason(logstash, tmp_path):
+    """The frontend passes the backend's answers through: a backend refusing the frontend's own
+    token answers 403 with its JSON reason, which no fresh CSRF token mends."""
+    reason = "Operation not permitted: provided token is not authorized"
+    with LegacyReplica(small_corpus(TODAY), today=TODAY, clock=ManualClock()) as replica:
+        replica.frontend.fail_next("/_ajax/build", 403, count=None,
+                                   body=json.dumps({"code": 403, "reason": reason}).encode())
+        result = kcing(["feed_es"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[-1].endswith("(403: %s)" % reason)

@@ -237,14 +237,20 @@ class LegacyKernelCI:
             params = [("skip", skip), ("limit", limit), ("sort", "created_on"), ("sort_order", -1)]
         params += [("field", name) for name in LISTING_FIELDS]
         url = "%s/_ajax/%s" % (self.frontend_url, collection)
-        for _ in range(self.requester.policy.attempts):
+        refused = 0
+        while True:
+            fresh = self._token is None
             response = self.requester.get(url, params=params, headers={"X-CSRFToken": self._csrf_token()})
             if response.status_code != 403:
                 return url, response
-            # The token expired (10 to 20 minutes) or the session cookie changed: get a new pair.
-            log.info("CSRF token refused by %s; fetching a new one", url)
+            # The token expired (it lives 10 to 20 minutes) or the session cookie changed: get a
+            # new pair. Only a token refused as soon as it was issued counts as a failed attempt.
             self._token = None
-        raise UpstreamError("%s kept refusing fresh CSRF tokens (403)" % url)
+            if fresh:
+                refused += 1
+                if refused >= self.requester.policy.attempts:
+                    raise UpstreamError("%s kept refusing fresh CSRF tokens (403%s)" % (url, _reason(response)))
+            log.info("CSRF token refused by %s; fetching a new one", url)
 
     @staticmethod
     def _items(url: str, response) -> list:
@@ -337,6 +343,16 @@ def _url_segment(segment) -> str:
     if not isinstance(segment, str) or not SAFE_SEGMENT.match(segment) or ".." in segment:
         raise ValueError("unsafe storage path segment %r" % (segment,))
     return quote(segment, safe="+")
+
+
+def _reason(response) -> str:
+    """`: <reason>` of an answer in the backend's error form (`{"code": 403, "reason": ...}`,
+    passed through by the frontend), else nothing."""
+    try:
+        reason = response.json().get("reason")
+    except (ValueError, AttributeError):
+        return ""
+    return ": %s" % reason[:200] if isinstance(reason, str) and reason.strip() else ""
 
 
 def _utc_days(response) -> Set[Tuple[str, date]]:
