@@ -195,3 +195,22 @@ def test_a_403_the_backend_gave_says_the_backend_reason(logstash, tmp_path):
         result = kcing(["feed_es"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
     assert result.returncode != 0
     assert result.stderr.splitlines()[-1].endswith("(403: %s)" % reason)
+
+
+# -- file_server_resource null: the backend's own path ------------------------------------------
+
+def test_a_null_file_server_resource_is_rebuilt_as_the_backend_did_a_branch_with_a_slash_included(logstash, tmp_path):
+    """The backend joined job, branch, kernel, arch, defconfig_full, build_environment and lab
+    with os.path.join: a branch such as `thermal/linux-next` is two directories."""
+    corpus = LegacyCorpus()
+    build = build_item("thermal", "v5.2-rc2-7-g0123456789ab", "arm64", "defconfig+kselftest", at(TODAY, 0, 1),
+                       branch="thermal/linux-next")
+    corpus.add_build(build, build_json(build))
+    boot = boot_item(build, "lab-baylibre", "meson-gxbb-p200", at(TODAY, 0, 2), null_resource=True)
+    path = corpus.add_boot(boot, boot_path(boot), lava_json(boot, 370874))
+    assert path.startswith("thermal/thermal/linux-next/v5.2-rc2-7-g0123456789ab/arm64/defconfig+kselftest/gcc-8/")
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        result = kcing(["feed_es"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
+        assert replica.storage.get_count(path) == 1
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}

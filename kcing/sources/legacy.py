@@ -440,4 +440,6 @@ def _resource_segments(item: dict) -> list:
     parts = [item.get(name) for name in RESOURCE_FALLBACK]
     if not all(isinstance(part, str) and part for part in parts):
         raise ValueError("listing item has no file_server_resource and not enough fields to rebuild it")
-    return parts
+    # The backend joined them as a path (os.path.join): a branch like `thermal/linux-next` is two
+    # directories. Each piece is then validated like any other segment.
+    return [segment for part in parts for segment in part.split("/")]
