@@ -1,7 +1,12 @@
 """`kcing feed_es` and `gen_samples` against the legacy replica where it behaves as the real
-upstream did in ways the samples do not show (upstream.md §1.3, §1.4.2, §1.11): the boot listing
-gone after 2020-07-27, dates in each extended-JSON form, the newest objects first for
---how-many / --sample-size.
+upstream did in ways the samples do not show (upstream.md §1.3, §1.4, §1.11):
+
+- the boot listing gone after 2020-07-27;
+- dates in each extended-JSON form;
+- the newest objects first for --how-many / --sample-size, however pages shift;
+- a listing that runs across UTC midnight, when date_range's window moves;
+- CSRF tokens that expire (routine) or are refused fresh (bounded, with the backend's reason);
+- a null file_server_resource rebuilt as the backend joined it.
 """
 from __future__ import annotations
 
