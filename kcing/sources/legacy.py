@@ -16,8 +16,9 @@ import string
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from dataclasses import replace
-from datetime import datetime, timezone
-from typing import Callable, Iterator, List, Optional, Set
+from datetime import date, datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Callable, Iterator, List, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
 from kcing.errors import UpstreamError
@@ -43,10 +44,13 @@ BMETA_FILE = "bmeta.json"  # from 2020-09; alone from 2021-04
 RESOURCE_FALLBACK = ("job", "git_branch", "kernel", "arch", "defconfig_full", "build_environment")
 # A lab's file in a build's storage directory: `<lab>/lava-json-<board>.json`, `<lab>/boot-<board>.json`.
 LAB_FILE = re.compile(r"^(?:lava-json|boot)-.+\.json$")
+# A listing that runs across UTC midnight is listed again (upstream.md §1.4.2, date_range); a
+# third pass would need a listing longer than a day.
+MAX_LISTING_PASSES = 3
 
 
 class LegacyKernelCI:
-    """Lists builds and boots of the last `days` (or `how_many` of each) and downloads their files."""
+    """Lists builds and boots of the last `days` (or the newest `how_many` of each) and downloads their files."""
 
     name = "legacy"
 
@@ -99,11 +103,20 @@ class LegacyKernelCI:
         """
         seen: Set[str] = set()
         wanted = self.how_many
+        passes = 1
+        days: Set[Tuple[str, date]] = set()  # the UTC days this pass of the listing ran in
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="listing") as prefetch:
             skip = 0
             upcoming = prefetch.submit(self._page, collection, skip, self._limit(0))
             while upcoming is not None:
                 url, response = result_of(upcoming)
+                days.update(_utc_days(response))
+                if collection == "boot" and skip == 0 and response.status_code == 404:
+                    # The backend removed /boot on 2020-07-27 (upstream.md §1.2): no boots to list,
+                    # which must not cost the builds listed before.
+                    log.warning("GET %s answered 404: this KernelCI lists no boots (its backend removed "
+                                "/boot on 2020-07-27); builds only", url)
+                    return
                 with collector_paused():
                     # A routine page is all delivered: its items' ids and labs say so, and it
                     # is then decoded no further (sources/heads.py).
@@ -113,6 +126,17 @@ class LegacyKernelCI:
                     if whole:
                         items = self._items(url, response)
                     if not items:
+                        if wanted is None and _day_changed(days) and passes < MAX_LISTING_PASSES:
+                            # UTC midnight passed: date_range's first day left the front of the
+                            # ascending listing, and the pages read since started further on. List
+                            # again from the start (what was listed is not listed twice).
+                            log.info("UTC midnight passed while listing %s: listing it again from the start",
+                                     url)
+                            passes += 1
+                            days = set(_utc_days(response))
+                            skip = 0
+                            upcoming = prefetch.submit(self._page, collection, skip, self._limit(0))
+                            continue
                         return
                     skip += len(items)
                     remaining = None if wanted is None else wanted - len(seen) - len(items)
@@ -144,6 +168,10 @@ class LegacyKernelCI:
                         if upcoming is not None:
                             upcoming.cancel()
                         return
+                if upcoming is None and wanted is not None:
+                    # Items listed on an earlier page came again (newer results pushed them down):
+                    # `how_many` is not reached yet.
+                    upcoming = prefetch.submit(self._page, collection, skip, self._limit(len(seen)))
 
     @staticmethod
     def _all_skipped(kinds: list, ids: list, delivered: dict, seen: Set[str]) -> bool:
@@ -200,18 +228,29 @@ class LegacyKernelCI:
 
     def _page(self, collection: str, skip: int, limit: int) -> tuple:
         """(URL, response) of one listing page, its body read but not decoded."""
-        params = [("date_range", self.days), ("skip", skip), ("limit", limit),
-                  ("sort", "created_on"), ("sort_order", 1)]
+        if self.how_many is None:
+            # Oldest first: results that arrive while pages are read come after the last page.
+            params = [("date_range", self.days), ("skip", skip), ("limit", limit),
+                      ("sort", "created_on"), ("sort_order", 1)]
+        else:
+            # The newest `how_many`, whatever their day: newest first, no date_range.
+            params = [("skip", skip), ("limit", limit), ("sort", "created_on"), ("sort_order", -1)]
         params += [("field", name) for name in LISTING_FIELDS]
         url = "%s/_ajax/%s" % (self.frontend_url, collection)
-        for _ in range(self.requester.policy.attempts):
+        refused = 0
+        while True:
+            fresh = self._token is None
             response = self.requester.get(url, params=params, headers={"X-CSRFToken": self._csrf_token()})
             if response.status_code != 403:
                 return url, response
-            # The token expired (10 to 20 minutes) or the session cookie changed: get a new pair.
-            log.info("CSRF token refused by %s; fetching a new one", url)
+            # The token expired (it lives 10 to 20 minutes) or the session cookie changed: get a
+            # new pair. Only a token refused as soon as it was issued counts as a failed attempt.
             self._token = None
-        raise UpstreamError("%s kept refusing fresh CSRF tokens (403)" % url)
+            if fresh:
+                refused += 1
+                if refused >= self.requester.policy.attempts:
+                    raise UpstreamError("%s kept refusing fresh CSRF tokens (403%s)" % (url, _reason(response)))
+            log.info("CSRF token refused by %s; fetching a new one", url)
 
     @staticmethod
     def _items(url: str, response) -> list:
@@ -306,6 +345,36 @@ def _url_segment(segment) -> str:
     return quote(segment, safe="+")
 
 
+def _reason(response) -> str:
+    """`: <reason>` of an answer in the backend's error form (`{"code": 403, "reason": ...}`,
+    passed through by the frontend), else nothing."""
+    try:
+        reason = response.json().get("reason")
+    except (ValueError, AttributeError):
+        return ""
+    return ": %s" % reason[:200] if isinstance(reason, str) and reason.strip() else ""
+
+
+def _utc_days(response) -> Set[Tuple[str, date]]:
+    """The UTC day here, and the UTC day of the answer's `Date` (the backend's today, whatever
+    this host's clock says), each named by whose it is."""
+    days = {("here", datetime.now(timezone.utc).date())}
+    headers = getattr(response, "headers", None)
+    stamp = headers.get("Date") if headers is not None else None
+    if isinstance(stamp, str):
+        try:
+            served = parsedate_to_datetime(stamp)
+            days.add(("upstream", (served.astimezone(timezone.utc) if served.tzinfo else served).date()))
+        except (TypeError, ValueError, IndexError, OverflowError):
+            pass
+    return days
+
+
+def _day_changed(days: Set[Tuple[str, date]]) -> bool:
+    """Whether a clock, here or upstream, showed two UTC days."""
+    return len(days) > len({whose for whose, _ in days})
+
+
 def _invalid_id(item) -> str:
     """A stable ledger id for a listing item without a usable _id, so that distinct bad items are
     counted apart and the same one is recognised on the next run."""
@@ -337,9 +406,24 @@ def _object_id(item: dict) -> Optional[str]:
 
 
 def _created_on(item: dict) -> Optional[datetime]:
+    """The item's `created_on` in any extended-JSON form: `{"$date": <epoch ms>}` (what the
+    backend's pymongo 3 wrote), `{"$date": {"$numberLong": "<ms>"}}` (canonical) or
+    `{"$date": "<ISO 8601>"}` (relaxed, pymongo 4); an ISO time without a zone is UTC."""
     value = item.get("created_on")
     if isinstance(value, dict):
         value = value.get("$date")
+    if isinstance(value, dict):
+        value = value.get("$numberLong")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit() and len(text) < 20:
+            value = int(text)
+        else:
+            try:
+                parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" and text else text)
+                return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+            except (ValueError, OverflowError):
+                return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
             return datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)
@@ -356,4 +440,6 @@ def _resource_segments(item: dict) -> list:
     parts = [item.get(name) for name in RESOURCE_FALLBACK]
     if not all(isinstance(part, str) and part for part in parts):
         raise ValueError("listing item has no file_server_resource and not enough fields to rebuild it")
-    return parts
+    # The backend joined them as a path (os.path.join): a branch like `thermal/linux-next` is two
+    # directories. Each piece is then validated like any other segment.
+    return [segment for part in parts for segment in part.split("/")]

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from email.utils import formatdate
 from http.cookies import CookieError, SimpleCookie
 from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -101,6 +102,9 @@ _NOT_FOUND_HTML = (b"<!doctype html>\n<html lang=en>\n<title>404 Not Found</titl
 _METHOD_NOT_ALLOWED_HTML = (b"<!doctype html>\n<html lang=en>\n<title>405 Method Not Allowed</title>\n"
                             b"<h1>Method Not Allowed</h1>\n")
 _BACKEND_500_HTML = b"<html><title>500: Internal Server Error</title><body>500: Internal Server Error</body></html>"
+# What the backend (Tornado) answered for /boot once its handler was removed on 2020-07-27; the
+# frontend passes the backend's status and body through.
+_BACKEND_404_HTML = b"<html><title>404: Not Found</title><body>404: Not Found</body></html>"
 _HTML = ("Content-Type", "text/html; charset=utf-8")
 _JSON = ("Content-Type", "application/json; charset=UTF-8")
 
@@ -190,15 +194,17 @@ class LegacyFrontend(_RecordingServer):
 
     `today` (a date, or None to follow `clock`) anchors `date_range`; `clock` (epoch seconds)
     decides token expiry; `token_lifetime` is the random lifetime range in seconds.
+    `boot_removed` serves the backend as it was from 2020-07-27: `/_ajax/boot` answers 404.
     """
 
     def __init__(self, corpus: LegacyCorpus, port: int = 0, today: Optional[date] = None,
                  clock: Callable[[], float] = time.time, token_lifetime: Tuple[int, int] = (600, 1200),
-                 rng: Optional[random.Random] = None):
+                 rng: Optional[random.Random] = None, boot_removed: bool = False):
         super().__init__(_FrontendHandler, port)
         self.corpus = corpus
         self.clock = clock
         self._today = today
+        self.boot_removed = boot_removed
         self.csrf = CsrfSessions(clock, token_lifetime, rng or random.Random())
         self._page_callback: Optional[PageCallback] = None
 
@@ -229,6 +235,11 @@ class LegacyFrontend(_RecordingServer):
 
 
 class _FrontendHandler(_LegacyHandler):
+    def _finish(self, status: int, headers, body: bytes = b"", close: bool = False) -> None:
+        # Flask behind its web server dates every answer; here by the frontend's clock, the one
+        # `date_range` follows when `today` is not fixed.
+        super()._finish(status, list(headers) + [("Date", formatdate(self.app.clock(), usegmt=True))], body, close)
+
     def route(self) -> None:
         path = self.decoded_path
         if path == "/":
@@ -259,6 +270,9 @@ class _FrontendHandler(_LegacyHandler):
         # Header names are case-insensitive: the old tool sent `x-csrftoken`, the site's JS `X-CSRFToken`.
         if not frontend.csrf.valid(self.headers.get("X-CSRFToken"), self._session_cookie()):
             self._finish(403, [_HTML], _FORBIDDEN_HTML)
+            return
+        if resource == "boot" and frontend.boot_removed:
+            self._finish(404, [_HTML], _BACKEND_404_HTML)
             return
         if resource not in COLLECTIONS:
             body = json.dumps({"code": 404, "reason": "Resource '/%s' not found" % resource}).encode()

@@ -1,0 +1,221 @@
+"""`kcing feed_es` and `gen_samples` against the legacy replica where it behaves as the real
+upstream did in ways the samples do not show (upstream.md §1.3, §1.4, §1.11):
+
+- the boot listing gone after 2020-07-27;
+- dates in each extended-JSON form;
+- the newest objects first for --how-many / --sample-size, however pages shift;
+- a listing that runs across UTC midnight, when date_range's window moves;
+- CSRF tokens that expire (routine) or are refused fresh (bounded, with the backend's reason);
+- a null file_server_resource rebuilt as the backend joined it.
+"""
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+
+from tests.fakes.legacy_data import at, boot_item, boot_path, build_item, build_json, lava_json, small_corpus
+from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica
+from tests.fakes.serving import ManualClock
+from tests.feedrun import feed_environ, kcing, ledger_states
+
+TODAY = date(2019, 5, 31)
+
+
+def builds_in(logstash) -> dict:
+    return {doc_id: body for (index, doc_id), body in logstash.store.items() if index.startswith("build-")}
+
+
+# -- the boot listing, removed upstream on 2020-07-27 ---------------------------------------------
+
+def test_a_backend_without_the_boot_listing_still_delivers_the_builds(logstash, tmp_path):
+    corpus = small_corpus(TODAY)
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock(), boot_removed=True) as replica:
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db")
+        result = kcing(["feed_es"], env, tmp_path)
+        assert [request.status for request in replica.frontend.ajax_requests("boot")] == [404]
+    assert result.returncode == 0, result.stderr
+    states = ledger_states(tmp_path / "kcing.db")
+    assert {kind for kind, _ in states} == {"build"}
+    assert set(states.values()) == {"delivered"}
+    assert len(states) == corpus.count("build") and len(builds_in(logstash)) == corpus.count("build")
+    assert "delivered %d" % corpus.count("build") in result.stdout
+    warning = [line for line in result.stderr.splitlines() if "/_ajax/boot" in line]
+    assert len(warning) == 1 and "WARNING" in warning[0] and "404" in warning[0] and "2020-07-27" in warning[0]
+    assert "Traceback" not in result.stderr
+
+
+# -- dates in each extended-JSON form -------------------------------------------------------------
+
+@pytest.mark.parametrize("created_on", [
+    {"$date": 1559264400000},                      # what pymongo 3 wrote: epoch milliseconds
+    {"$date": {"$numberLong": "1559264400000"}},   # canonical extended JSON
+    {"$date": "2019-05-31T01:00:00Z"},             # relaxed extended JSON (pymongo 4)
+    {"$date": "2019-05-31T01:00:00.000+00:00"},
+    {"$date": "2019-05-31T03:00:00+02:00"},
+], ids=["millis", "numberLong", "iso-Z", "iso-offset", "iso-+02:00"])
+def test_a_listing_date_in_any_extended_json_form_dates_the_build(logstash, tmp_path, created_on):
+    corpus = LegacyCorpus()
+    build = build_item("next", "next-20190531", "arm64", "defconfig", at(TODAY, 0, 1))
+    corpus.add_build(dict(build, created_on=created_on), build_json(build))
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        result = kcing(["feed_es"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [(index, _)] = [key for key in logstash.store if key[0].startswith("build-")]
+    assert index == "build-2019.05.31"
+    [body] = builds_in(logstash).values()
+    assert body["@timestamp"].startswith("2019-05-31T01:00:00")
+
+
+# -- --how-many and --sample-size: the newest objects ---------------------------------------------
+
+def listed_ids(stdout: str) -> list:
+    return [line.split()[3] for line in stdout.splitlines() if line.startswith("would fetch")]
+
+
+def newest(corpus, collection: str, count: int) -> list:
+    items = sorted(corpus.items(collection), key=lambda item: item.created_ms, reverse=True)
+    return [item.oid for item in items[:count]]
+
+
+@pytest.mark.parametrize("how_many", [1, 2, 5])
+def test_how_many_takes_the_newest_objects_of_each_kind_whatever_their_day(logstash, tmp_path, how_many):
+    corpus = small_corpus(TODAY)
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_DAYS="1", KCI_PAGE_SIZE="2")
+        result = kcing(["feed_es", "--how-many", str(how_many), "--dry-run"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    # Five builds would take the one of ten days ago too: --how-many is instead of --days.
+    assert listed_ids(result.stdout) == newest(corpus, "build", how_many) + newest(corpus, "boot", how_many)
+
+
+def test_how_many_is_reached_when_newer_results_push_listed_ones_onto_the_next_page(logstash, tmp_path):
+    corpus = small_corpus(TODAY)
+    # One newer and one older than every listed build: either way of sorting, the page after the
+    # first starts with an item the first page held.
+    arrivals = [build_item("next", "next-20190531", "riscv", "defconfig", at(TODAY, 0, 23)),
+                build_item("stable", "v4.14.122", "arm", "multi_v7_defconfig", at(TODAY, 20, 0))]
+    pages = []
+
+    def new_builds_after_the_first_page(corpus, collection, query):
+        pages.append(collection)
+        if pages == ["build", "build"]:
+            for build in arrivals:
+                corpus.add_build(build, build_json(build))
+
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        replica.frontend.on_page(new_builds_after_the_first_page)
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_PAGE_SIZE="2")
+        result = kcing(["feed_es", "--how-many", "3", "--dry-run"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    builds = [line for line in result.stdout.splitlines() if line.startswith("would fetch build")]
+    assert len(builds) == 3 and len({line.split()[3] for line in builds}) == 3
+
+
+def test_gen_samples_sample_size_saves_the_newest_objects(logstash, tmp_path):
+    corpus = small_corpus(TODAY)
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(tmp_path / "samples"))
+        result = kcing(["gen_samples", "--sample-size", "1"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "samples" / "manifest.json").read_text())
+    assert sorted(entry["upstream_id"] for entry in manifest["objects"]) == sorted(
+        newest(corpus, "build", 1) + newest(corpus, "boot", 1))
+
+
+# -- a listing across UTC midnight ----------------------------------------------------------------
+
+def test_a_listing_that_runs_across_utc_midnight_misses_nothing_of_the_new_window(logstash, tmp_path):
+    """date_range counts whole UTC days back from the backend's today: at midnight the window's
+    start moves a day on, the items of its first day leave the front of the ascending listing,
+    and the pages after that start that many items further on."""
+    corpus = LegacyCorpus()
+    for days_ago, hour in ((1, 1), (1, 2), (1, 3), (0, 1), (0, 2), (0, 3), (0, 4)):
+        build = build_item("next", "v5.2-%d-day-%d" % (hour, days_ago), "arm64", "defconfig",
+                           at(TODAY, days_ago, hour))
+        corpus.add_build(build, build_json(build))
+    clock = ManualClock(start=at(TODAY, 0, 23, 59).timestamp())  # the backend's today follows it
+    requests = []
+
+    def midnight_after_the_first_page(corpus, collection, query):
+        requests.append(collection)
+        if requests == ["build", "build"]:
+            clock.advance(120)
+
+    with LegacyReplica(corpus, clock=clock) as replica:
+        replica.frontend.on_page(midnight_after_the_first_page)
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_DAYS="1", KCI_PAGE_SIZE="2")
+        result = kcing(["feed_es", "--dry-run"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    listed = listed_ids(result.stdout)
+    assert len(listed) == len(set(listed))
+    today = [item.oid for item in corpus.items("build") if item.doc["kernel"].endswith("-day-0")]
+    assert len(today) == 4 and set(today) <= set(listed)
+
+
+# -- the CSRF token ----------------------------------------------------------------------------------
+
+def test_an_expired_token_is_replaced_even_when_no_request_may_be_retried(logstash, tmp_path):
+    """A token lives 10 to 20 minutes: its expiry is routine, not a failed attempt."""
+    corpus = small_corpus(TODAY)
+    pages = []
+
+    def tokens_expire_after_the_first_page(corpus, collection, query):
+        pages.append(collection)
+        if len(pages) == 1:
+            replica.frontend.expire_all_tokens()
+
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        replica.frontend.on_page(tokens_expire_after_the_first_page)
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_MAX_RETRIES="1", KCI_PAGE_SIZE="2")
+        result = kcing(["feed_es", "--dry-run"], env, tmp_path)
+        statuses = [request.status for request in replica.frontend.ajax_requests()]
+    assert result.returncode == 0, result.stderr
+    assert statuses.count(403) == 1
+    assert len(listed_ids(result.stdout)) == corpus.count("build") + corpus.count("boot")
+
+
+@pytest.mark.parametrize("retries", ["1", "3"])
+def test_fresh_tokens_refused_end_the_run_after_kci_max_retries_with_one_line(logstash, tmp_path, retries):
+    corpus = small_corpus(TODAY)
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        replica.frontend.fail_next("/_ajax/build", 403, count=None, body=b"<title>403 Forbidden</title>")
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_MAX_RETRIES=retries)
+        result = kcing(["feed_es"], env, tmp_path)
+        home = [request for request in replica.frontend.requests if request.path == "/"]
+        ajax = replica.frontend.ajax_requests()
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(ajax) == int(retries) and len(home) == int(retries)
+    assert "refus" in result.stderr.splitlines()[-1] and "403" in result.stderr.splitlines()[-1]
+
+
+def test_a_403_the_backend_gave_says_the_backend_reason(logstash, tmp_path):
+    """The frontend passes the backend's answers through: a backend refusing the frontend's own
+    token answers 403 with its JSON reason, which no fresh CSRF token mends."""
+    reason = "Operation not permitted: provided token is not authorized"
+    with LegacyReplica(small_corpus(TODAY), today=TODAY, clock=ManualClock()) as replica:
+        replica.frontend.fail_next("/_ajax/build", 403, count=None,
+                                   body=json.dumps({"code": 403, "reason": reason}).encode())
+        result = kcing(["feed_es"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[-1].endswith("(403: %s)" % reason)
+
+
+# -- file_server_resource null: the backend's own path ------------------------------------------
+
+def test_a_null_file_server_resource_is_rebuilt_as_the_backend_did_a_branch_with_a_slash_included(logstash, tmp_path):
+    """The backend joined job, branch, kernel, arch, defconfig_full, build_environment and lab
+    with os.path.join: a branch such as `thermal/linux-next` is two directories."""
+    corpus = LegacyCorpus()
+    build = build_item("thermal", "v5.2-rc2-7-g0123456789ab", "arm64", "defconfig+kselftest", at(TODAY, 0, 1),
+                       branch="thermal/linux-next")
+    corpus.add_build(build, build_json(build))
+    boot = boot_item(build, "lab-baylibre", "meson-gxbb-p200", at(TODAY, 0, 2), null_resource=True)
+    path = corpus.add_boot(boot, boot_path(boot), lava_json(boot, 370874))
+    assert path.startswith("thermal/thermal/linux-next/v5.2-rc2-7-g0123456789ab/arm64/defconfig+kselftest/gcc-8/")
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        result = kcing(["feed_es"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
+        assert replica.storage.get_count(path) == 1
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
