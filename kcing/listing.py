@@ -6,7 +6,9 @@ what was listed and skipped into the run's summary and hands unusable items to `
 from __future__ import annotations
 
 from itertools import islice
-from typing import Callable, Iterator, List, Optional, Set
+from typing import Callable, Iterator, List, Optional, Set, Tuple
+
+from kcing.errors import UpstreamError
 
 from kcing.ledger.ledger import Ledger
 from kcing.records import UpstreamObject
@@ -45,10 +47,15 @@ class Listing:
         return found
 
     def _undelivered(self, objects: Iterator[UpstreamObject]) -> Iterator[UpstreamObject]:
-        """Yield listed objects the ledger has not seen delivered; record unusable items as rejected."""
+        """Yield listed objects the ledger has not seen delivered; record unusable items as rejected.
+
+        When the listing fails (a page still refused after its retries), the objects listed
+        before the failing page are yielded first, then the listing's error is raised."""
         while True:
-            chunk = list(islice(objects, LOOKUP_CHUNK))
+            chunk, failure = _next_chunk(objects)
             if not chunk:
+                if failure is not None:
+                    raise failure
                 self.finished = True
                 return
             self.summary.listed += len(chunk)
@@ -73,3 +80,16 @@ class Listing:
                 else:
                     yield obj
             self.progress()
+            if failure is not None:
+                raise failure
+
+
+def _next_chunk(objects: Iterator[UpstreamObject]) -> Tuple[List[UpstreamObject], Optional[UpstreamError]]:
+    """Up to LOOKUP_CHUNK listed objects, and the listing's error when it failed after them."""
+    chunk: List[UpstreamObject] = []
+    try:
+        for obj in islice(objects, LOOKUP_CHUNK):
+            chunk.append(obj)
+    except UpstreamError as error:
+        return chunk, error
+    return chunk, None

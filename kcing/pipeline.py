@@ -192,9 +192,15 @@ class Feed:
         posts = ThreadPoolExecutor(max_workers=self.options.posts_in_flight, thread_name_prefix="post")
         self.post_pool = posts
         in_flight: deque = deque()
+        listing_failed: List[UpstreamError] = []
         try:
-            for obj in candidates:
+            for obj in self._until_listing_fails(candidates, listing_failed):
                 in_flight.append(pool.submit(self._fetch, obj))
+                if len(in_flight) > self.options.threads * 2:
+                    # A backlog: the workers start now, while the first files download, rather
+                    # than once building here has taken its share (a cron run of a few objects
+                    # never comes here).
+                    self.builder.start()
                 while len(in_flight) > self.options.threads * 2 and not self.stop.is_set():
                     self._take(in_flight.popleft())
                 if self.stop.is_set():
@@ -207,6 +213,8 @@ class Feed:
                 self._flush_route(route)
             while self.posting:
                 self._collect(*self.posting.popleft()[:2])
+            if listing_failed:
+                raise listing_failed[0]
         finally:
             for future in in_flight:
                 future.cancel()
@@ -222,6 +230,17 @@ class Feed:
                     wait_all(in_flight)
                 pool.shutdown(wait=not urgent, cancel_futures=True)
                 posts.shutdown(wait=not urgent, cancel_futures=True)
+
+    @staticmethod
+    def _until_listing_fails(candidates: Iterable[UpstreamObject],
+                             failed: List[UpstreamError]) -> Iterator[UpstreamObject]:
+        """`candidates`, ending early when the listing fails (its error is put in `failed`): what
+        was listed before is still delivered and recorded, then the run stops with that error."""
+        try:
+            yield from candidates
+        except UpstreamError as error:
+            log.error("listing failed: %s; delivering what was listed before it", error)
+            failed.append(error)
 
     def _urgent(self) -> bool:
         return bool(getattr(self.stop, "urgent", False))

@@ -557,3 +557,27 @@ def test_status_shows_the_watermark(env, tmp_path, db):
     # One watermark per destination: this run's Logstash inputs.
     (position,) = data["watermarks"]["api"].values()
     assert datetime.fromisoformat(position) == watermark(db)
+
+
+def test_a_listing_page_that_fails_still_delivers_what_was_listed_before_it(env, tmp_path, db, api_replica,
+                                                                            logstash):
+    # The last listing page is malformed (a proxy cut it short): the nodes of the pages before it
+    # are delivered and recorded, the run exits 1, and the watermark stays where it was.
+    small = dict(env, KCI_API_PAGE_SIZE="3")
+    planned = kcing(["feed_es", "--dry-run"], small, tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    pages = len(api_replica.listing_requests())
+    api_replica.malformed_page(2 * pages)  # the last page of the run below
+    result = kcing(["feed_es"], small, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    states = ledger_states(db)
+    assert states and set(states.values()) == {"delivered"}
+    last_kind = api_replica.listing_requests()[-1].params("kind")[0]
+    earlier = [node for node in listed_nodes(api_replica) if node["kind"] != last_kind]
+    assert {node["id"] for node in earlier} <= {upstream_id.split(".")[0] for (_, upstream_id) in states}
+    assert watermark(db) is None
+    assert [line for line in result.stderr.splitlines() if "run stopped" in line and "malformed" in line]
+    again = kcing(["feed_es"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "skipped %d" % len(states) in again.stdout
+    assert stored_keys(logstash) == set(expected_documents(api_replica))

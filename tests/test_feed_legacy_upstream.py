@@ -219,3 +219,21 @@ def test_a_null_file_server_resource_is_rebuilt_as_the_backend_did_a_branch_with
         assert replica.storage.get_count(path) == 1
     assert result.returncode == 0, result.stdout + result.stderr
     assert set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
+
+
+# -- a listing that fails part-way -----------------------------------------------------------------
+
+def test_a_boot_listing_that_keeps_failing_still_delivers_the_builds_listed_before_it(logstash, tmp_path):
+    # The builds are listed first: a boot listing refused after its retries must not cost them.
+    corpus = small_corpus(TODAY)
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        replica.frontend.fail_next("/_ajax/boot", 500, count=None)
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_MAX_RETRIES="2", KCI_RETRY_BACKOFF="0")
+        result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr  # what an upstream failure exits with
+    states = ledger_states(tmp_path / "kcing.db")
+    assert {kind for kind, _ in states} == {"build"} and set(states.values()) == {"delivered"}
+    assert len(states) == corpus.count("build") == len(builds_in(logstash))
+    stopped = [line for line in result.stderr.splitlines() if "run stopped" in line]
+    assert len(stopped) == 1 and "/_ajax/boot" in stopped[0] and "500" in stopped[0], result.stderr
+    assert "Traceback" not in result.stderr
