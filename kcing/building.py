@@ -5,9 +5,10 @@ once the network is fast, and a second core idles. `Builder.build` hands the fil
 process instead, waits for the encoded documents (the waiting thread releases the lock) and
 returns them. The output is the same bytes either way: the worker runs the same functions.
 
-- Lazy: workers start only once building in this process has taken a quarter of a second of
-  CPU (a backlog). A cron run of a few objects never starts one. Until a started worker is ready,
-  builds go on here, so a start never stalls the run.
+- Lazy: workers start when the feed sees a backlog (`start`: more objects listed than its
+  downloads hold), or once building in this process has taken a quarter of a second of CPU. A
+  cron run of a few objects never starts one. Until a started worker is ready, builds go on
+  here, so a start never stalls the run.
 - Plain processes: each worker is a fresh interpreter (`python -c`, never a fork of this
   threaded process) that imports only the document code. Requests and answers are bytes
   in length-prefixed frames over its stdin and stdout.
@@ -35,6 +36,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+try:
+    import fcntl
+except ImportError:  # not on this platform: pipes keep their default size
+    fcntl = None
+
 from kcing.collector import collector_paused
 from kcing.errors import RejectedInput, unexpected_failure
 from kcing.sinks.batching import LOGSTASH_SEPARATOR, Encoded
@@ -51,6 +57,17 @@ TARGET = "kcing.building:encoded_documents"
 WORKER_NICENESS = 10
 # How long close() lets workers finish the object in hand before killing them.
 CLOSE_GRACE = 2.0
+# Bytes each pipe to and from a worker holds (Linux's default is 64 KiB; an unprivileged process
+# may ask up to /proc/sys/fs/pipe-max-size, 1 MiB by default). A LAVA file's request and its
+# answer, hundreds of KiB, then pass in one write and one read: with 64 KiB pipes the worker
+# waited, its answer half written, until a thread of the feed's busy process took the
+# interpreter back for each further 64 KiB, and sat idle meanwhile.
+PIPE_BYTES = 1 << 20
+# The feed's switch interval while workers build (Python's default is 5 ms). With workers, the
+# feed's threads mostly hand files on and take answers back: a thread woken by a worker's answer,
+# or about to give an idle worker its next file, would wait up to the whole interval for the
+# thread that holds the interpreter, and the worker would idle meanwhile.
+SWITCH_INTERVAL_WITH_WORKERS = 0.0005
 
 _HEADER = struct.Struct("!Q")
 # The worker imports this checkout's kcing whatever its working directory, and (from Python
@@ -199,6 +216,7 @@ class Builder:
         self._spent_here = 0.0  # CPU seconds of the builds done in this process
         self._closed = False
         self._broken = False
+        self._switch_interval: Optional[float] = None  # the process's own, while workers run
         self.built_here = 0
         self.built_in_workers = 0
         self.restarts = 0
@@ -298,6 +316,10 @@ class Builder:
             log.warning("cannot start a document-building worker (%s); building in the feed's process", error)
             self._broken = self._ready == 0 and self._starting == 0
             return
+        _widen_pipes(process)
+        if self._switch_interval is None:
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL_WITH_WORKERS))
         self._processes.append(process)
         self.started += 1
         self._starting += 1
@@ -337,6 +359,9 @@ class Builder:
         with self._lock:
             self._closed = True
             processes = list(self._processes)
+            if self._switch_interval is not None:
+                sys.setswitchinterval(self._switch_interval)
+                self._switch_interval = None
         for process in processes:
             for stream in (process.stdin,):
                 try:
@@ -355,6 +380,26 @@ class Builder:
         if processes or self.workers:
             log.debug("documents built: %d objects in worker processes (%d restarted), %d in this process",
                       self.built_in_workers, self.restarts, self.built_here)
+
+
+def _widen_pipes(process: subprocess.Popen) -> None:
+    """Make the worker's pipes hold PIPE_BYTES, or as much as this system lets them."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
+    if set_size is None:
+        return
+    for stream in (process.stdin, process.stdout):
+        try:
+            fcntl.fcntl(stream.fileno(), set_size, PIPE_BYTES)
+        except OSError:  # over pipe-max-size, or the user's pipe quota: the default size works too
+            try:
+                fcntl.fcntl(stream.fileno(), set_size, _pipe_max_bytes())
+            except (OSError, ValueError):
+                pass
+
+
+def _pipe_max_bytes() -> int:
+    with open("/proc/sys/fs/pipe-max-size") as limit:
+        return min(PIPE_BYTES, int(limit.read()))
 
 
 # Framing ---------------------------------------------------------------------------------
