@@ -29,6 +29,7 @@ class Listing:
         self.reject = reject
         self.progress = progress
         self.finished = False  # every object listed (the run's total is known)
+        self.waiting = 0  # objects listed, not delivered before, and not handed on yet
 
     def candidates(self) -> Iterator[UpstreamObject]:
         return self._undelivered(self._listing())
@@ -70,10 +71,12 @@ class Listing:
                 ids = [obj.upstream_id for obj in usable if obj.kind == kind]
                 delivered |= {(kind, upstream_id) for upstream_id in self.ledger.delivered_ids(self.source.name, kind, ids,
                                                                                                self.destination(kind))}
-            for obj in usable:
-                if (obj.kind, obj.upstream_id) in delivered:
-                    self.summary.skipped += 1
-                    continue
+            undelivered = [obj for obj in usable if (obj.kind, obj.upstream_id) not in delivered]
+            self.summary.skipped += len(usable) - len(undelivered)
+            self.waiting = len(undelivered)
+            del usable
+            for obj in undelivered:
+                self.waiting -= 1
                 obj = completed(self.source, obj)
                 if obj.problem:
                     self.reject(obj, None, obj.problem)

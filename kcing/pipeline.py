@@ -13,7 +13,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 from kcing import watermark
 from kcing.building import Builder
@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 # A run that delivered what it could but had documents Logstash refused as too large: the
 # exit status of a sink refusing (as SinkRejected), since the fix is on the Logstash side.
 SINK_REFUSED_EXIT = 3
+# Objects listed and waiting to be downloaded from which a run starts its document workers at
+# once (kcing/building.py starts them anyway once building here has taken a quarter second):
+# more than a cron run of a few objects lists, whose documents are built here sooner than a
+# worker starts.
+BACKLOG_FOR_WORKERS = 32
 
 
 @dataclass
@@ -196,10 +201,9 @@ class Feed:
         try:
             for obj in self._until_listing_fails(candidates, listing_failed):
                 in_flight.append(pool.submit(self._fetch, obj))
-                if len(in_flight) > self.options.threads * 2:
+                if self.listing.waiting >= BACKLOG_FOR_WORKERS:
                     # A backlog: the workers start now, while the first files download, rather
-                    # than once building here has taken its share (a cron run of a few objects
-                    # never comes here).
+                    # than once building here has taken its share.
                     self.builder.start()
                 while len(in_flight) > self.options.threads * 2 and not self.stop.is_set():
                     self._take(in_flight.popleft())

@@ -206,6 +206,22 @@ def test_a_run_of_a_few_objects_starts_no_worker(tmp_path, clean_settings, spied
     assert spied[0].started == 0 and spied[0].built_in_workers == 0
 
 
+def test_a_listed_backlog_starts_the_workers_before_building_here_took_its_share(tmp_path, clean_settings, spied,
+                                                                                monkeypatch):
+    # 40 small builds (a few documents each) never cost a quarter second of CPU here: the
+    # listing's backlog alone starts the workers (which builds the rest depends on how soon
+    # they are ready; these are done in a blink).
+    today = datetime(2020, 11, 19).date()
+    corpus = synthetic_corpus(today, builds=pipeline.BACKLOG_FOR_WORKERS + 8, lava_boots=0)
+    with LegacyReplica(corpus, today=today) as replica:
+        unused = SimpleNamespace(urls={route: "http://127.0.0.1:9" for route in ("build", "lava", "boot")})
+        for name, value in feed_environ(replica, unused, tmp_path / "kcing.db", KCING_WORKERS="2").items():
+            monkeypatch.setenv(name, value)
+        assert run_cli("--output", str(tmp_path / "out")) == 0
+    assert spied[0].started == 2 and spied[0]._spent_here < building.BUILD_SECONDS_BEFORE_WORKERS
+    assert spied[0].built_here + spied[0].built_in_workers == corpus.count("build")
+
+
 @needs_real_files
 def test_a_backlog_of_builds_starts_the_workers():
     content = max(LAVA_FILES, key=lambda path: path.stat().st_size).read_bytes()
