@@ -20,6 +20,14 @@ class UpstreamError(KcingError):
     exit_code = 1
 
 
+class UpstreamAnsweredError(UpstreamError):
+    """Upstream kept answering a request with an HTTP error status (`status`, the last one)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 class ObjectTooLarge(UpstreamError):
     """An upstream body is larger than KCI_MAX_OBJECT_BYTES: its object is rejected (fetching it
     again gives the same), and a listing page that large stops the run."""

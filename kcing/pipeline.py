@@ -151,6 +151,10 @@ class Feed:
                     self._plan(candidates)
                 else:
                     self._deliver(candidates)
+                # Nodes the source could not list (it knows no more of them than where they were).
+                for problem in getattr(self.source, "left_out", ()):
+                    self.summary.failed += 1
+                    self.summary.problems.append(problem)
         except KcingError as error:
             if self.stop.is_set() and not isinstance(error, (Interrupted, ConfigError)):
                 # Retries cut short by the stop end in the error of the last attempt; the

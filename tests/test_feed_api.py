@@ -581,3 +581,29 @@ def test_a_listing_page_that_fails_still_delivers_what_was_listed_before_it(env,
     assert again.returncode == 0, again.stderr
     assert "skipped %d" % len(states) in again.stdout
     assert stored_keys(logstash) == set(expected_documents(api_replica))
+
+
+@pytest.mark.parametrize("page_size", ["500", "4"])
+def test_a_node_the_api_cannot_answer_is_left_out_and_the_rest_delivered(env, tmp_path, db, api_replica, logstash,
+                                                                         page_size):
+    # One node stored in a form the API's response model refuses makes it answer 500 for every
+    # page that holds it. Its neighbours are delivered; the watermark stays before it, and the
+    # next run (once the API answers it) delivers it.
+    nodes = listed_nodes(api_replica)
+    poisoned = next(node for node in nodes if node["kind"] == "test")
+    api_replica.unanswerable.add(poisoned["id"])
+    small = dict(env, KCI_API_PAGE_SIZE=page_size, KCI_RETRY_BACKOFF="0")
+    result = kcing(["feed_es"], small, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr  # a node was not delivered
+    assert "failed 1" in result.stdout and "offset" in result.stdout
+    states = ledger_states(db)
+    delivered = {upstream_id.split(".")[0] for (_, upstream_id), state in states.items() if state == "delivered"}
+    assert delivered == {node["id"] for node in nodes} - {poisoned["id"]}
+    assert watermark(db) is None
+    left_out = [line for line in result.stderr.splitlines() if "left out" in line]
+    assert len(left_out) == 1 and "WARNING" in left_out[0], result.stderr
+    api_replica.unanswerable.clear()
+    again = kcing(["feed_es"], small, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert stored_keys(logstash) == set(expected_documents(api_replica))
+    assert watermark(db) == newest_updated(api_replica)

@@ -46,7 +46,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from kcing.errors import ConfigError, ObjectTooLarge, ObjectUndecodable, RejectedInput, UpstreamError
+from kcing.errors import (ConfigError, ObjectTooLarge, ObjectUndecodable, RejectedInput, UpstreamAnsweredError,
+                          UpstreamError)
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
 from kcing.sources import heads
 from kcing.sources.api_related import RelatedNodes, node_from_answer
@@ -87,6 +88,9 @@ _NOT_RELATIVE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:|//)")
 # Passes over one kind's listing at most (`_Passes`): the first, one more when it saw fewer nodes
 # than the API counts, and another while a pass still finds nodes the one before it skipped.
 MAX_PASSES = 4
+# Nodes of one page left out at most (`_around_failing_nodes`): beyond that, the API is failing,
+# not a few nodes it cannot answer.
+MAX_UNLISTABLE_PER_PAGE = 8
 
 
 def _utcnow() -> datetime:
@@ -100,6 +104,7 @@ class _Page:
     limit: int
     decode_whole: Optional[Callable[[], list]] = None  # with heads: decodes the items whole
     _whole: Optional[list] = None
+    unlisted: int = 0  # nodes at the page's offsets the API failed to answer (left out)
 
     def item(self, index: int):
         """Item `index` decoded whole (a page of heads is decoded whole on the first call)."""
@@ -144,6 +149,12 @@ class _Passes:
         elif node_id not in self.newest:
             self.listed_first(updated)
         return _newer_than_listed(self.newest, node_id, updated)
+
+    def left_out(self, nodes: int) -> None:
+        """`nodes` of this pass the API failed to answer: counted as listed, and holding the watermark."""
+        if nodes:
+            self.without_id += nodes
+            self.unsure = True
 
     def all_first(self, node_ids: List[str], updated: List[datetime]) -> bool:
         """`_all_first_listed`, noting what it says."""
@@ -202,6 +213,7 @@ class KernelCIApi:
         self._listing_started: Optional[datetime] = None
         self._complete = False
         self._unsure: Set[str] = set()  # kinds whose listing may have skipped nodes (`_Passes`)
+        self.left_out: List[str] = []  # why nodes were left out of the listing (the run fails them)
         self.related = RelatedNodes(self._get_node, extract_of_head=heads.job_extract)
 
     # Incremental crawling (called by the pipeline through kcing/watermark.py) ---------------
@@ -244,6 +256,7 @@ class KernelCIApi:
         self._complete = False
         self._found_delivered = {}
         self._unsure = set()
+        self.left_out = []
         log.info("listing %s nodes updated since %s from %s", ", ".join(self.kinds), filter_time(self.start),
                  self.api_url)
         for kind in self.kinds:
@@ -266,11 +279,20 @@ class KernelCIApi:
             upcoming = prefetch.submit(self._page, kind, offset)
             try:
                 while upcoming is not None:
-                    page = self._decoded(kind, offset, *result_of(upcoming), read_heads=read_heads)
-                    offset += len(page.items)
+                    try:
+                        fetched = result_of(upcoming)
+                    except UpstreamAnsweredError as error:
+                        if error.status != 500:
+                            raise
+                        page = self._around_failing_nodes(kind, offset, error)
+                        if passes is not None:
+                            passes.left_out(page.unlisted)
+                    else:
+                        page = self._decoded(kind, offset, *fetched, read_heads=read_heads)
+                    offset += len(page.items) + page.unlisted
                     # A page shorter than its `limit` is no end while `total` says more: a server
                     # that caps the page size may answer with the limit asked, not the one it used.
-                    more = page.items and offset < page.total
+                    more = (page.items or page.unlisted) and offset < page.total
                     upcoming = prefetch.submit(self._page, kind, offset) if more else None
                     total = page.total
                     yield page
@@ -393,16 +415,55 @@ class KernelCIApi:
         if passes.unsure:
             self._unsure.add(kind)
 
-    def _page(self, kind: str, offset: int) -> tuple:
+    def _page(self, kind: str, offset: int, limit: Optional[int] = None, attempts: Optional[int] = None) -> tuple:
         """(URL, response) of one listing page, its body read but not decoded."""
         url = self.api_url + "/nodes"
         params = [("kind", kind), ("updated__gte", filter_time(self.start)),
-                  ("limit", self._limit()), ("offset", offset)]
-        response = self.requester.get(url, params=params, headers=self._headers)
+                  ("limit", limit or self._limit()), ("offset", offset)]
+        response = self.requester.get(url, params=params, headers=self._headers, attempts=attempts)
         self._check_access(url, response)
         if response.status_code != 200:
             raise UpstreamError("GET %s (kind=%s, offset %d) answered %d" % (url, kind, offset, response.status_code))
         return url, response
+
+    def _around_failing_nodes(self, kind: str, offset: int, error: UpstreamAnsweredError) -> _Page:
+        """The page at `offset`, which the API kept answering with 500, read in halves (each
+        asked once) down to the nodes it fails to answer alone, which are left out.
+
+        The API validates every node of a page as it answers it: one node stored in a form it no
+        longer accepts fails every page that holds it, which would stop each run at that page for
+        good. The nodes around it are listed; the kind's listing is then `unsure`, so the
+        watermark stays before the nodes left out and each run asks for them again."""
+        items: list = []
+        unlisted, total = 0, None
+        limit = self._limit()
+        pending = [(offset, limit)]
+        while pending:
+            start, size = pending.pop(0)
+            try:
+                url, response = self._page(kind, start, size, attempts=1)
+            except UpstreamAnsweredError as failure:
+                if failure.status != 500:
+                    raise
+                if size > 1:
+                    pending[:0] = [(start, size // 2), (start + size // 2, size - size // 2)]
+                    continue
+                unlisted += 1
+                if unlisted > MAX_UNLISTABLE_PER_PAGE:
+                    raise error from None
+                problem = ("%s listing: the API answers 500 for the node at offset %d alone (GET %s); it is left "
+                           "out, and the watermark stays before it" % (kind, start, self.api_url + "/nodes"))
+                log.warning(problem)
+                self.left_out.append(problem)
+                continue
+            part = self._decoded(kind, start, url, response)
+            items.extend(part.items)
+            total = part.total
+            if len(part.items) < size and start + len(part.items) >= part.total:
+                break  # the end of the listing
+        if total is None:  # every node of the page left out: the listing goes on past them
+            total = offset + unlisted + 1
+        return _Page(items, total, limit, unlisted=unlisted)
 
     def _decoded(self, kind: str, offset: int, url: str, response, read_heads: bool = False) -> _Page:
         """The page's items, total and limit; with `read_heads`, the items' heads where msgspec reads

@@ -12,7 +12,7 @@ import requests
 from requests.adapters import BaseAdapter
 
 from kcing.errors import (ConfigError, Interrupted, ObjectTooLarge, ObjectTooSlow, ObjectUndecodable, RejectedInput,
-                          UpstreamError)
+                          UpstreamAnsweredError, UpstreamError)
 from kcing.http import (BodyError, BodyReader, BodyTooLarge, BodyUndecodable, RetryPolicy, certificate_refused,
                         parse_retry_after, seconds_text)
 from kcing.urls import Origin, authority_problem, origin_allowed, origin_as_sent, origin_text, redacted
@@ -82,16 +82,19 @@ class Requester:
             response.close()
             raise RejectedInput("GET %s redirected: %s" % (redacted(response.url), why))
 
-    def get(self, url: str, params=None, headers=None) -> requests.Response:
+    def get(self, url: str, params=None, headers=None, attempts: Optional[int] = None) -> requests.Response:
         """Return the first response that is not a passing failure, its body read; the caller
-        judges its status.
+        judges its status. `attempts` (at most) instead of KCI_MAX_RETRIES.
 
-        Raises RejectedInput for a URL, or a redirect, outside the allowed origins (not retried)."""
+        Raises RejectedInput for a URL, or a redirect, outside the allowed origins (not retried);
+        UpstreamAnsweredError when the last attempt was answered with a status worth a retry."""
         why = self.refusal(url)
         if why is not None:
             raise RejectedInput("GET refused: %s" % why)
-        last = "no attempt"
-        for attempt in range(1, self.policy.attempts + 1):
+        last, last_status = "no attempt", None
+        attempts = min(attempts or self.policy.attempts, self.policy.attempts)
+        for attempt in range(1, attempts + 1):
+            last_status = None
             retry_after: Optional[float] = None
             with self.reader.exchange() as exchange:
                 try:
@@ -113,14 +116,16 @@ class Requester:
                 else:
                     if not self.policy.is_retryable(response.status_code):
                         return response
-                    last = "HTTP %d" % response.status_code
+                    last, last_status = "HTTP %d" % response.status_code, response.status_code
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if attempt < self.policy.attempts:
+            if attempt < attempts:
                 delay = self.policy.delay(attempt, retry_after, self.rand)
-                log.info("GET %s: %s; retry %d of %d in %.1fs", redacted(url), last, attempt, self.policy.attempts - 1,
-                         delay)
+                log.info("GET %s: %s; retry %d of %d in %.1fs", redacted(url), last, attempt, attempts - 1, delay)
                 self.sleep(delay)
-        raise UpstreamError("GET %s failed %d times (last: %s)" % (redacted(url), self.policy.attempts, last))
+        message = "GET %s failed %d times (last: %s)" % (redacted(url), attempts, last)
+        if last_status is not None:
+            raise UpstreamAnsweredError(message, last_status)
+        raise UpstreamError(message)
 
     def _attempt(self, url: str, params, headers) -> requests.Response:
         # verify= given per request: requests would otherwise let REQUESTS_CA_BUNDLE or

@@ -63,6 +63,9 @@ class ApiReplica(ServedByBackgroundServer):
         self.max_limit: Optional[int] = None  # a server that caps `limit` below what was asked
         self.echo_asked_limit = False  # ... and answers with the `limit` asked, not the one it used
         self.content_encoded: Set[str] = set()  # file paths served with `Content-Encoding: gzip`
+        # Ids of nodes the API cannot answer: stored in a form its response model refuses, they
+        # fail every page (and the /node answer) that holds them with FastAPI's plain 500.
+        self.unanswerable: Set[str] = set()
         self.requests: LockedList = LockedList()
         self._failures = FaultQueue()
         self._malformed: Dict[int, bytes] = {}
@@ -207,6 +210,10 @@ class _ApiHandler(QuietHandler):
         asked, offset = paging
         limit = min(asked, replica.max_limit or asked)
         answered = asked if replica.echo_asked_limit else limit
+        if replica.unanswerable and any(node.get("id") in replica.unanswerable
+                                        for node in matching[offset:offset + limit]):
+            self._finish(500, [("Content-Type", "text/plain; charset=utf-8")], b"Internal Server Error")
+            return
         with replica._lock:
             body = replica._page_bodies.get((key, limit, answered, offset))
         if body is None:
@@ -243,6 +250,9 @@ class _ApiHandler(QuietHandler):
             self._finish(400, [_JSON], json.dumps({"detail": detail}).encode())
             return
         node = replica.corpus.get(node_id.lower())
+        if node is not None and node.get("id") in replica.unanswerable:
+            self._finish(500, [("Content-Type", "text/plain; charset=utf-8")], b"Internal Server Error")
+            return
         self._finish(200, [_JSON], json.dumps(node).encode())
 
     def _file(self, path: str) -> None:
