@@ -27,7 +27,7 @@ from urllib3.exceptions import (ClosedPoolError, ConnectTimeoutError, HTTPError,
                                 ProxyError, ReadTimeoutError, SSLError)
 from urllib3.util.ssl_ import create_urllib3_context
 
-from kcing.http import USER_AGENT, certificate_refused, watch_pools
+from kcing.http import USER_AGENT, certificate_refused, sending_starts, sent_on_kept_alive_connection, watch_pools
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,14 @@ class CannotConnect(Exception):
     """The connection failed or broke before an answer: refused, reset, closed, unknown host, TLS
     or proxy failure. The urllib3 error is the cause, for netreason to find the reason in."""
 
-    def __init__(self, error: Exception):
+    def __init__(self, error: Exception, kept_alive: bool = False):
         super().__init__(str(error))
         # Retrying cannot help a certificate nobody trusts; the CA bundle setting can.
         self.untrusted_certificate = certificate_refused(error)
+        # The request went out on a kept-alive connection and it ended without an answer: the
+        # server (or a proxy) had most likely closed it while idle, just as the request was
+        # written. A new connection is worth trying at once (Transport.post says more).
+        self.stale_connection = kept_alive and isinstance(error, (ProtocolError, SSLError))
 
 
 class PostFailed(Exception):
@@ -130,13 +134,18 @@ MAX_ORIGINS = 64
 class Transport:
     """POSTs with keep-alive, safe to use from several threads at once.
 
-    Never retries and never follows a redirect: the caller decides what an answer means.
+    Never retries and never follows a redirect: the caller decides what an answer means. A POST
+    that got no answer on a connection kept alive from an earlier one fails with a CannotConnect
+    whose `stale_connection` is true: a server may close an idle connection at any moment, and
+    one closing it as the request is written looks just so. urllib3 drops a pooled connection
+    found closed before its use, and this one too, so sending again soon takes another.
     Proxies come from the environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY), credentials
     from `auth` or else ~/.netrc (NETRC), both read once per URL; headers are those requests sends.
     """
 
     def __init__(self, pool_size: int = 10, ca_bundle: str = "", auth: Optional[Tuple[str, str]] = None):
         self.auth = auth
+        self.pool_size = pool_size  # connections kept alive per input at most
         # Reading the system store takes about 30 ms of CPU, which a run posting to http:// inputs
         # need not pay at every start: it is read when the first https route is made.
         self._system_store_pending = not ca_bundle
@@ -158,13 +167,14 @@ class Transport:
         headers["Content-Type"] = content_type
         headers["Content-Length"] = str(len(body))
         headers.update(route.authorization)
+        sending_starts()
         try:
             pool = route.manager.connection_from_host(route.host, route.port, route.scheme)
             raw = pool.urlopen("POST", route.target, body=body, headers=headers, retries=False, redirect=False,
                                assert_same_host=False, preload_content=False, decode_content=False,
                                timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]))
         except (HTTPError, OSError) as error:
-            raise _failure(error) from error
+            raise _failure(error, sent_on_kept_alive_connection()) from error
         return Answer(raw)
 
     def _route(self, url: str) -> _Route:
@@ -223,14 +233,15 @@ class Transport:
             return self._proxied.setdefault(proxy, manager)
 
 
-def _failure(error: Exception) -> Exception:
+def _failure(error: Exception, kept_alive: bool = False) -> Exception:
     """The transport's error for a urllib3 one, sorted as requests sorts them into Timeout,
-    ConnectionError and the rest, so that every message about them stays what it was."""
+    ConnectionError and the rest, so that every message about them stays what it was.
+    `kept_alive`: the request went out on a connection that had carried an answer before."""
     if isinstance(error, (SSLError, ProxyError)):
-        return CannotConnect(error)
+        return CannotConnect(error, kept_alive)
     if isinstance(error, ReadTimeoutError) or (isinstance(error, ConnectTimeoutError)
                                                and not isinstance(error, NewConnectionError)):
         return PostTimeout(str(error))
     if isinstance(error, (ProtocolError, NewConnectionError, ClosedPoolError, OSError)):
-        return CannotConnect(error)
+        return CannotConnect(error, kept_alive)
     return PostFailed(str(error))

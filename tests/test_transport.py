@@ -144,6 +144,47 @@ def test_connections_stay_open_to_more_inputs_than_the_pool_size():
             each.__exit__(None, None, None)
 
 
+def test_a_kept_alive_connection_the_input_closed_is_replaced_without_costing_an_attempt(front):
+    # The input (or a proxy before it) closed the idle connection just as the next batch went out
+    # on it: no answer comes. The batch goes again at once on a new connection; the one attempt
+    # the policy allows is not spent on it.
+    front.on("POST", "/", answer(200, body=b"ok"), count=1)
+    front.on("POST", "/", silent_for(0), count=1)
+    front.on("POST", "/", answer(200, body=b"ok"), count=None)
+    sink = sink_for(front.url, Transport(pool_size=2))
+    sink.send(batch())
+    sink.send(batch())
+    assert [by for _, _, by in front.requests] == ["whole_answer", "silent", "whole_answer"]
+    assert front.connections == 2
+
+
+def test_no_answer_on_a_new_connection_still_costs_an_attempt(front):
+    # Only a connection that had carried an answer before can have been closed while idle.
+    front.on("POST", "/", silent_for(0), count=None)
+    with pytest.raises(SinkUnavailable, match="connection closed without an answer"):
+        sink_for(front.url, Transport(pool_size=2)).send(batch())
+    assert len(front.requests) == 1
+
+
+def test_an_input_that_closes_every_connection_after_its_answer_loses_no_attempt(tmp_path):
+    # Each answer is the last on its connection, without `Connection: close`: the next batch
+    # is often written before the close is seen. A run allowed a single attempt per batch still
+    # delivers everything, with nothing to warn about.
+    from tests.fakes.logstash_emulator import LogstashCluster
+
+    with LogstashCluster() as logstash:
+        for emulator in logstash.emulators.values():
+            emulator.close_after_answers()
+        env = clean_environ(KCI_SOURCE="samples", KCI_SAMPLES_DIR=str(SAMPLES), KCING_DB=str(tmp_path / "kcing.db"),
+                            KCING_WORKERS="0", ES_MAX_RETRIES="1", ES_RETRY_BACKOFF="0.05",
+                            LS_PIPELINE_BATCH_SIZE="20", ES_PARALLEL_POSTS="4",
+                            **{"ES_" + route.upper(): url for route, url in logstash.urls.items()})
+        result = kcing(["feed_es"], env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert " WARNING " not in result.stderr
+        assert {status for emulator in logstash.emulators.values() for *_, status in emulator.trace} == {200}
+
+
 def test_posts_from_several_threads_at_once_all_arrive(front):
     seen = []
     front.on("POST", "/", recording(seen), count=None)

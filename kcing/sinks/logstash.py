@@ -129,19 +129,36 @@ class LogstashSink:
         return urls[start:] + urls[:start]
 
     def _post(self, url: str, body: bytes, count: int, route: str = ""):
-        """POST once. Return (None, None) on success, or (error text, Retry-After seconds)."""
-        started = time.monotonic()
-        with self.reader.exchange() as exchange:
-            try:
-                # The transport never follows a redirect: a POST answered 301/302/303 and repeated as
-                # a GET without the body would get a 200 that looks like an acknowledgement.
-                response = self.transport.post(url, body, "application/json", self.timeout)
-                # The answer is read under the reader's overall deadline, which began when the
-                # batch was sent: an input trickling its headers or its answer forever, or cutting
-                # it short, is a failed attempt like a timeout.
-                answer = self.reader.read(response)
-            except (PostTimeout, BodyError, CannotConnect, PostFailed) as error:
-                return self._failure(url, error, exchange.cut), None
+        """POST once. Return (None, None) on success, or (error text, Retry-After seconds).
+
+        A POST that got no answer on a kept-alive connection is sent again at once on another
+        (urllib3 dropped that one), without counting as an attempt: the input, or a proxy before
+        it, closed the idle connection as the batch was written, which is no sign of trouble.
+        Sending a batch twice is harmless (see the class). Each such connection is dropped, so
+        after at most as many as the pool keeps the POST goes out on a new one, and a failure
+        there is a failed attempt."""
+        resends = getattr(self.transport, "pool_size", 0)
+        for resend in range(resends + 1):
+            started = time.monotonic()
+            with self.reader.exchange() as exchange:
+                try:
+                    # The transport never follows a redirect: a POST answered 301/302/303 and repeated
+                    # as a GET without the body would get a 200 that looks like an acknowledgement.
+                    response = self.transport.post(url, body, "application/json", self.timeout)
+                    # The answer is read under the reader's overall deadline, which began when the
+                    # batch was sent: an input trickling its headers or its answer forever, or
+                    # cutting it short, is a failed attempt like a timeout.
+                    answer = self.reader.read(response)
+                except CannotConnect as error:
+                    if (getattr(error, "stale_connection", False) and resend < resends
+                            and exchange.cut is None and not self.reader.abandon()):
+                        log.debug("POST %s: no answer on a kept-alive connection, which the input had "
+                                  "closed; sending the batch again on another", url)
+                        continue
+                    return self._failure(url, error, exchange.cut), None
+                except (PostTimeout, BodyError, PostFailed) as error:
+                    return self._failure(url, error, exchange.cut), None
+            break
         status = response.status_code
         log.debug("POST %s [status:%s duration:%.3fs docs:%d bytes:%d]",
                   url, status, time.monotonic() - started, count, len(body))
