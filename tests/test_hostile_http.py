@@ -99,6 +99,9 @@ def test_a_redirect_from_logstash_is_a_configuration_error_and_nothing_is_marked
     (200, b"<html><body>Welcome to nginx!</body></html>", "text/html"),  # a web server where the input should be
     (200, b'{"acknowledged":true}', "application/json"),
     (202, b"queued", "text/plain"),
+    # Only 204 comes without a body: a 200 with none is a stub or a proxy's, not the input's "ok".
+    (200, b"", "text/plain"),
+    (202, b"", "application/octet-stream"),
 ])
 def test_a_2xx_that_is_not_logstashs_ok_is_no_acknowledgement(legacy_replica, logstash, lava_front, tmp_path,
                                                                status, body, content_type):

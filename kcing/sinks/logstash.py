@@ -32,9 +32,16 @@ class BatchTooLarge(Exception):
         self.size = size
 
 
-# What a Logstash http input answers once it queued a batch's events: "ok" (any of the codes
-# `response_code` allows), no body with 204 (elk.md §1.6).
-LOGSTASH_ACKNOWLEDGEMENTS = (b"ok", b"")
+# What a Logstash http input answers once it queued a batch's events: "ok" with any of the codes
+# `response_code` allows, and no body with 204 alone (elk.md §1.6). A 200 without a body is a
+# stub's or a proxy's answer, not the input's.
+LOGSTASH_ACKNOWLEDGEMENT = b"ok"
+NO_CONTENT = 204
+
+
+def acknowledges(status: int, answer: bytes) -> bool:
+    """Whether a 2xx answer is a Logstash http input's acknowledgement of the batch."""
+    return answer.strip() == (b"" if status == NO_CONTENT else LOGSTASH_ACKNOWLEDGEMENT)
 
 
 def _described(answer: bytes, headers) -> str:
@@ -163,7 +170,7 @@ class LogstashSink:
         log.debug("POST %s [status:%s duration:%.3fs docs:%d bytes:%d]",
                   url, status, time.monotonic() - started, count, len(body))
         if 200 <= status < 300:
-            if answer.strip() not in LOGSTASH_ACKNOWLEDGEMENTS:
+            if not acknowledges(status, answer):
                 # Not Logstash's answer: a web server or a proxy's page says nothing of the batch,
                 # and taking it as an acknowledgement would record as delivered what went nowhere.
                 raise ConfigError("%s answered %d with %s instead of a Logstash http input's \"ok\": set %s to the "
