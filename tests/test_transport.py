@@ -369,6 +369,17 @@ def test_the_host_name_is_checked_against_the_certificate(tls_front, certificate
         sink_for(url, Transport(ca_bundle=str(certificate[0]))).send(batch())
 
 
+def test_a_certificate_for_another_host_name_is_named_so_not_blamed_on_the_ca_bundle(tls_front, certificate):
+    # The bundle is the right one: pointing LS_CA_BUNDLE elsewhere would not help, the URL's host would.
+    url = tls_front.url.replace("127.0.0.1", "localhost")
+    with pytest.raises(ConfigError) as refused:
+        sink_for(url, Transport(ca_bundle=str(certificate[0]))).send(batch())
+    message = str(refused.value)
+    assert "not valid for localhost" in message and "ES_LAVA" in message, message
+    assert "LS_CA_BUNDLE" not in message, message
+    assert "\n" not in message
+
+
 def test_https_through_a_proxy_tunnels_and_verifies_the_input(tls_front, certificate, proxy, monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
     assert post(Transport(ca_bundle=str(certificate[0])), tls_front.url) == (200, b"ok")

@@ -6,6 +6,7 @@ import random
 import threading
 import time
 from typing import Callable, Dict, Mapping, Optional, Sequence
+from urllib.parse import urlsplit
 
 from kcing.sinks import logstash_destination
 from kcing.errors import ConfigError, SinkRejected, SinkUnavailable
@@ -110,7 +111,16 @@ class LogstashSink:
         raise SinkUnavailable("Logstash unreachable: %s input failed %d attempts in a row (last: %s)"
                               % (batch.route, self.policy.attempts, errors[-1]))
 
-    def _failure(self, url: str, error: Exception, cut: Optional[str]) -> str:
+    def _untrusted_because(self, url: str, error: Exception, route: str) -> str:
+        """Why a certificate was refused, and what to change: the CA bundle only when the
+        certificate's signer is what is unknown."""
+        text = str(error).lower()
+        if "mismatch" in text:  # OpenSSL's "Hostname mismatch" or "IP address mismatch"
+            return ("it is not valid for %s: name the input in %s by a host name the certificate holds"
+                    % (urlsplit(url).hostname, self.settings.get(route, "the route's ES_* setting")))
+        return "point LS_CA_BUNDLE at the CA bundle that signed it"
+
+    def _failure(self, url: str, error: Exception, cut: Optional[str], route: str = "") -> str:
         """Why one POST failed, for the retry log; the reader's cut, whenever it came, first."""
         if cut == "abandoned" or isinstance(error, BodyAbandoned):
             return "cut short at %s: the run is stopping" % url
@@ -122,8 +132,8 @@ class LogstashSink:
             return "answer from %s %s" % (url, error)
         if isinstance(error, CannotConnect):
             if error.untrusted_certificate:
-                raise ConfigError("the TLS certificate of Logstash at %s is not trusted: point LS_CA_BUNDLE at "
-                                  "the CA bundle that signed it" % url) from None
+                raise ConfigError("the TLS certificate of Logstash at %s is not trusted: %s"
+                                  % (url, self._untrusted_because(url, error, route))) from None
             return "cannot connect to %s (%s)" % (url, connection_failure(error))
         return "request to %s failed (%s)" % (url, connection_failure(error))
 
@@ -162,9 +172,9 @@ class LogstashSink:
                         log.debug("POST %s: no answer on a kept-alive connection, which the input had "
                                   "closed; sending the batch again on another", url)
                         continue
-                    return self._failure(url, error, exchange.cut), None
+                    return self._failure(url, error, exchange.cut, route), None
                 except (PostTimeout, BodyError, PostFailed) as error:
-                    return self._failure(url, error, exchange.cut), None
+                    return self._failure(url, error, exchange.cut, route), None
             break
         status = response.status_code
         log.debug("POST %s [status:%s duration:%.3fs docs:%d bytes:%d]",
