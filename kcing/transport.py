@@ -79,8 +79,16 @@ def tls_context(ca_bundle: str = "", system_store: bool = True) -> ssl.SSLContex
 
 
 def basic_auth(user: str, password: str) -> str:
-    """The Authorization header value for basic auth: latin-1 bytes as requests sends them, and
-    UTF-8 (RFC 7617) for a name or password latin-1 cannot encode."""
+    """The Authorization header value for basic auth to a Logstash http input: base64 of
+    "user:password" in UTF-8 (RFC 7617), the exact string the input compares the header with
+    (`Base64.strict_encode64("#{user}:#{password}")` of its UTF-8 settings). requests would send
+    latin-1 bytes for a letter such as "ä", which the input refuses with 401."""
+    return "Basic " + b64encode(("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")
+
+
+def proxy_basic_auth(user: str, password: str) -> str:
+    """The Proxy-Authorization header value, as requests sends it: latin-1 bytes, and UTF-8 for
+    a name or password latin-1 cannot encode."""
     def encoded(text: str) -> bytes:
         try:
             return text.encode("latin-1")
@@ -225,7 +233,7 @@ class Transport:
             # requests' name for it: urllib3's manager, or without PySocks one raising InvalidSchema.
             manager = SOCKSProxyManager(proxy, username=user, password=password, **self._pool_options)
         else:
-            headers = {"Proxy-Authorization": basic_auth(user, password)} if user else {}
+            headers = {"Proxy-Authorization": proxy_basic_auth(user, password)} if user else {}
             manager = watch_pools(urllib3.ProxyManager(proxy, proxy_headers=headers,
                                                        proxy_ssl_context=self._pool_options["ssl_context"],
                                                        **self._pool_options))

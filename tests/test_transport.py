@@ -91,11 +91,24 @@ def test_basic_auth_is_the_header_requests_sent(front):
     seen = []
     front.on("POST", "/", recording(seen), count=None)
     session = new_session()
-    session.post(front.url, data=BODY, auth=("kcing", "pässwörd"), timeout=5).close()
-    post(Transport(auth=("kcing", "pässwörd")), front.url)
+    session.post(front.url, data=BODY, auth=("kcing", "s3cret-pass"), timeout=5).close()
+    post(Transport(auth=("kcing", "s3cret-pass")), front.url)
     old, new = seen
     assert new.headers["Authorization"] == old.headers["Authorization"]
-    assert new.headers["Authorization"] == "Basic " + base64.b64encode("kcing:pässwörd".encode("latin-1")).decode()
+    assert new.headers["Authorization"] == "Basic " + base64.b64encode(b"kcing:s3cret-pass").decode()
+
+
+def test_a_password_with_latin_1_letters_is_sent_as_utf_8_as_the_http_input_compares_it(front):
+    # The input expects "Basic " + base64 of "user:password" in UTF-8 (its config is UTF-8 text);
+    # requests would send latin-1 bytes for "ä", which the input answers with 401.
+    from tests.fakes.logstash_emulator import LogstashEmulator
+
+    seen = []
+    front.on("POST", "/", recording(seen))
+    post(Transport(auth=("kcing", "pässwörd")), front.url)
+    assert seen[0].headers["Authorization"] == "Basic " + base64.b64encode("kcing:pässwörd".encode()).decode()
+    with LogstashEmulator(user="kcing", password="pässwörd") as secured:
+        assert post(Transport(auth=("kcing", "pässwörd")), secured.url) == (200, b"ok")
 
 
 def test_a_password_outside_latin_1_is_sent_as_utf_8(front):
