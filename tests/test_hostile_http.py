@@ -116,6 +116,27 @@ def test_a_2xx_that_is_not_logstashs_ok_is_no_acknowledgement(legacy_replica, lo
     assert lava_objects and all(ledger_states(db)[key] != "delivered" for key in lava_objects)
 
 
+@pytest.mark.parametrize("status, body, content_type", [
+    # Elasticsearch where the input should be: POST / is not one of its methods there.
+    (405, b'{"error":"Incorrect HTTP method for uri [/] and method [POST], allowed: [GET, HEAD]","status":405}',
+     "application/json"),
+    (404, b"<html><body>404 Not Found</body></html>", "text/html"),  # a proxy with no route for the path
+])
+def test_an_answer_no_logstash_input_gives_is_a_configuration_error_naming_the_setting(
+        legacy_replica, logstash, lava_front, tmp_path, status, body, content_type):
+    # The http input takes any method on any path: 404 or 405 says the URL is not an input's.
+    db = tmp_path / "kcing.db"
+    lava_front.on("POST", "/", answer(status, (("Content-Type", content_type),), body))
+    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url)
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "ES_LAVA" in line and str(status) in line, line
+    assert lava_front.answered_by("whole_answer") <= 2  # the posts in flight, none retried
+    lava_objects = {key for key, state in ledger_states(db).items() if key[0] == "lava"}
+    assert lava_objects and all(ledger_states(db)[key] != "delivered" for key in lava_objects)
+
+
 @pytest.mark.parametrize("status, body", [(200, b"ok"), (201, b"ok"), (204, b"")])
 def test_each_answer_a_logstash_input_can_be_set_to_give_acknowledges(legacy_replica, logstash, lava_front, tmp_path,
                                                                       status, body):

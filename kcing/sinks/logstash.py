@@ -40,6 +40,11 @@ LOGSTASH_ACKNOWLEDGEMENT = b"ok"
 NO_CONTENT = 204
 
 
+# "Not Found" and "Method Not Allowed": a Logstash http input has no routing (elk.md §1.1), so
+# these come from something else at the URL (Elasticsearch itself, a proxy without the route).
+NOT_AN_INPUT = (404, 405)
+
+
 def acknowledges(status: int, answer: bytes) -> bool:
     """Whether a 2xx answer is a Logstash http input's acknowledgement of the batch."""
     return answer.strip() == (b"" if status == NO_CONTENT else LOGSTASH_ACKNOWLEDGEMENT)
@@ -193,6 +198,11 @@ class LogstashSink:
                               "URL; set %s to the URL that accepts it"
                               % (url, status, " to %s" % mask_credentials(location) if location else "",
                                  self.settings.get(route, "the route's ES_* setting")))
+        if status in NOT_AN_INPUT:
+            # The http input takes any method on any path: what answers so is not one.
+            raise ConfigError("%s answered %d with %s, which a Logstash http input never answers: set %s to the URL "
+                              "of the input" % (url, status, _described(answer, response.headers),
+                                                self.settings.get(route, "the route's ES_* setting")))
         if status == 413:
             raise BatchTooLarge(url, len(body))
         if status in (401, 403):
