@@ -15,7 +15,7 @@ from kcing import __version__
 from kcing.errors import ConfigError, SinkUnavailable
 from kcing.http import RetryPolicy, new_session
 from kcing.sinks.batching import Batch
-from kcing.sinks.logstash import LogstashSink
+from kcing.sinks.logstash import FAILING_INPUT_PAUSE, LogstashSink
 from kcing.transport import BadCaBundle, CannotConnect, Transport
 from tests.fakes.forward_proxy import ForwardProxy
 from tests.fakes.rogue_http import RogueFront, answer, redirect
@@ -196,6 +196,30 @@ def test_an_input_that_closes_every_connection_after_its_answer_loses_no_attempt
         assert result.returncode == 0, result.stderr
         assert " WARNING " not in result.stderr
         assert {status for emulator in logstash.emulators.values() for *_, status in emulator.trace} == {200}
+
+
+def test_an_input_that_stopped_answering_is_tried_after_the_others_for_a_while(front, caplog):
+    # Two inputs for a route; one holds every request without answering (its host hangs, or a
+    # firewall drops its packets). Each batch pays the timeout there once, not every other batch.
+    from tests.fakes.logstash_emulator import LogstashEmulator
+
+    front.on("POST", "/", answer(200, body=b"ok"), count=None)
+    now = [0.0]
+    with LogstashEmulator(reject_when_blocked_after=None) as hung:
+        hung.block_pipeline()
+        try:
+            sink = LogstashSink({"lava": [hung.url, front.url]}, Transport(), RetryPolicy(attempts=1), 0.3,
+                                sleep=lambda _: None, settings={"lava": "ES_LAVA"}, clock=lambda: now[0])
+            for _ in range(6):
+                sink.send(batch())
+            assert hung.peak_inflight == 1 and len(front.requests) == 6
+            assert "ES_LAVA input %s failed" % hung.url in caplog.text
+            now[0] += FAILING_INPUT_PAUSE + 1  # then it is tried first again, in its turn
+            sink.send(batch())
+            sink.send(batch())
+            assert hung.peak_inflight == 2
+        finally:
+            hung.unblock_pipeline()
 
 
 def test_posts_from_several_threads_at_once_all_arrive(front):

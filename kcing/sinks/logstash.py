@@ -20,6 +20,9 @@ from kcing.transport import CannotConnect, PostFailed, PostTimeout, Transport
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
+# Seconds an input that failed a POST is tried only after its route's other inputs: an input
+# that stopped answering would otherwise cost every other batch a timeout before the next one.
+FAILING_INPUT_PAUSE = 60.0
 # Logstash answers `ok`; anything near this size is not a Logstash answer.
 MAX_ANSWER_BYTES = 1_000_000
 
@@ -70,7 +73,8 @@ class LogstashSink:
     def __init__(self, routes: Mapping[str, Sequence[str]], transport: Transport,
                  policy: RetryPolicy, timeout: float,
                  sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random,
-                 settings: Optional[Mapping[str, str]] = None, reader: Optional[BodyReader] = None):
+                 settings: Optional[Mapping[str, str]] = None, reader: Optional[BodyReader] = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.routes = {route: list(urls) for route, urls in routes.items()}
         self.transport = transport
         self.policy = policy
@@ -82,6 +86,8 @@ class LogstashSink:
         self.reader = reader or BodyReader(deadline=2 * timeout, max_bytes=MAX_ANSWER_BYTES)
         self._turn: Dict[str, int] = {route: 0 for route in routes}
         self._turn_lock = threading.Lock()  # batches are posted from more than one thread
+        self.clock = clock
+        self._failing: Dict[str, float] = {}  # input URL -> until when it is tried last
 
     # An object's documents are joined by commas, as they lie in a batch's JSON array.
     separator = LOGSTASH_SEPARATOR
@@ -105,7 +111,9 @@ class LogstashSink:
             for url in self._urls_for(batch.route):
                 error, wait = self._post(url, body, len(batch), batch.route)
                 if error is None:
+                    self._answered(url)
                     return
+                self._failed(url, batch.route, error)
                 errors.append(error)
                 retry_after = wait if retry_after is None or (wait or 0) > retry_after else retry_after
             if attempt < self.policy.attempts:
@@ -143,12 +151,33 @@ class LogstashSink:
         return "request to %s failed (%s)" % (url, connection_failure(error))
 
     def _urls_for(self, route: str):
-        """The route's URLs, starting with the next in turn, so batches spread across inputs."""
+        """The route's URLs, starting with the next in turn, so batches spread across inputs;
+        those that failed within FAILING_INPUT_PAUSE come after the others."""
         urls = self.routes[route]
         with self._turn_lock:
             start = self._turn[route]
             self._turn[route] = (start + 1) % len(urls)
-        return urls[start:] + urls[:start]
+            now = self.clock()
+            failing = {url for url in urls if self._failing.get(url, now) > now}
+        turn = urls[start:] + urls[:start]
+        return [url for url in turn if url not in failing] + [url for url in turn if url in failing]
+
+    def _failed(self, url: str, route: str, error: str) -> None:
+        """Try `url` after the route's other inputs for a while; say so when it starts."""
+        if len(self.routes[route]) < 2:
+            return  # nothing to put before it: the retry messages tell what happens
+        with self._turn_lock:
+            now = self.clock()
+            was_failing = self._failing.get(url, now) > now
+            self._failing[url] = now + FAILING_INPUT_PAUSE
+        if not was_failing:
+            log.warning("%s input %s failed (%s): for %s it is tried only when the route's other inputs fail",
+                        self.settings.get(route, route), url, error, seconds_text(FAILING_INPUT_PAUSE))
+
+    def _answered(self, url: str) -> None:
+        if url in self._failing:
+            with self._turn_lock:
+                self._failing.pop(url, None)
 
     def _post(self, url: str, body: bytes, count: int, route: str = ""):
         """POST once. Return (None, None) on success, or (error text, Retry-After seconds).
