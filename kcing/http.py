@@ -340,21 +340,60 @@ def _shutdown(sock) -> None:
         pass
 
 
+class _ConnectionUse(threading.local):
+    """Whether the last request this thread wrote went out on a kept-alive connection, one that
+    had already carried an answer (see `sent_on_kept_alive_connection`)."""
+
+    kept_alive = False
+
+
+_connection_use = _ConnectionUse()
+
+
+def sending_starts() -> None:
+    """Forget what the thread's previous request went out on (call before each request)."""
+    _connection_use.kept_alive = False
+
+
+def sent_on_kept_alive_connection() -> bool:
+    """Whether the thread's last request went out on a connection that had carried an answer
+    before: one a server may have closed while it was idle, as the request was written."""
+    return _connection_use.kept_alive
+
+
 class _WatchedAnswer:
     """The part of a watched connection: while it awaits an answer, the thread's exchange
-    (BodyReader.exchange) may cut its socket."""
+    (BodyReader.exchange) may cut its socket. It also counts the answers its socket carried."""
+
+    _answers = 0  # status lines received on the current socket
+
+    def connect(self):
+        self._answers = 0
+        super().connect()
+
+    def close(self):
+        self._answers = 0
+        super().close()
+
+    def request(self, *args, **kwargs):
+        _connection_use.kept_alive = self._answers > 0
+        return super().request(*args, **kwargs)
 
     def getresponse(self):
         current = getattr(_exchanges, "current", None)
         if current is None:
-            return super().getresponse()
+            response = super().getresponse()
+            self._answers += 1
+            return response
         transfer = current[1]
         with transfer.lock:
             if transfer.cut is not None:  # cut before the answer was awaited: it never will be
                 raise urllib3.exceptions.ProtocolError("the exchange was cut before its answer")
             transfer.sock = self.sock
         try:
-            return super().getresponse()
+            response = super().getresponse()
+            self._answers += 1
+            return response
         finally:
             with transfer.lock:
                 transfer.sock = None

@@ -27,7 +27,7 @@ from urllib3.exceptions import (ClosedPoolError, ConnectTimeoutError, HTTPError,
                                 ProxyError, ReadTimeoutError, SSLError)
 from urllib3.util.ssl_ import create_urllib3_context
 
-from kcing.http import USER_AGENT, certificate_refused, watch_pools
+from kcing.http import USER_AGENT, certificate_refused, sending_starts, sent_on_kept_alive_connection, watch_pools
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,14 @@ class CannotConnect(Exception):
     """The connection failed or broke before an answer: refused, reset, closed, unknown host, TLS
     or proxy failure. The urllib3 error is the cause, for netreason to find the reason in."""
 
-    def __init__(self, error: Exception):
+    def __init__(self, error: Exception, kept_alive: bool = False):
         super().__init__(str(error))
         # Retrying cannot help a certificate nobody trusts; the CA bundle setting can.
         self.untrusted_certificate = certificate_refused(error)
+        # The request went out on a kept-alive connection and it ended without an answer: the
+        # server (or a proxy) had most likely closed it while idle, just as the request was
+        # written. A new connection is worth trying at once (Transport.post says more).
+        self.stale_connection = kept_alive and isinstance(error, (ProtocolError, SSLError))
 
 
 class PostFailed(Exception):
@@ -75,8 +79,16 @@ def tls_context(ca_bundle: str = "", system_store: bool = True) -> ssl.SSLContex
 
 
 def basic_auth(user: str, password: str) -> str:
-    """The Authorization header value for basic auth: latin-1 bytes as requests sends them, and
-    UTF-8 (RFC 7617) for a name or password latin-1 cannot encode."""
+    """The Authorization header value for basic auth to a Logstash http input: base64 of
+    "user:password" in UTF-8 (RFC 7617), the exact string the input compares the header with
+    (`Base64.strict_encode64("#{user}:#{password}")` of its UTF-8 settings). requests would send
+    latin-1 bytes for a letter such as "ä", which the input refuses with 401."""
+    return "Basic " + b64encode(("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")
+
+
+def proxy_basic_auth(user: str, password: str) -> str:
+    """The Proxy-Authorization header value, as requests sends it: latin-1 bytes, and UTF-8 for
+    a name or password latin-1 cannot encode."""
     def encoded(text: str) -> bytes:
         try:
             return text.encode("latin-1")
@@ -130,13 +142,18 @@ MAX_ORIGINS = 64
 class Transport:
     """POSTs with keep-alive, safe to use from several threads at once.
 
-    Never retries and never follows a redirect: the caller decides what an answer means.
+    Never retries and never follows a redirect: the caller decides what an answer means. A POST
+    that got no answer on a connection kept alive from an earlier one fails with a CannotConnect
+    whose `stale_connection` is true: a server may close an idle connection at any moment, and
+    one closing it as the request is written looks just so. urllib3 drops a pooled connection
+    found closed before its use, and this one too, so sending again soon takes another.
     Proxies come from the environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY), credentials
     from `auth` or else ~/.netrc (NETRC), both read once per URL; headers are those requests sends.
     """
 
     def __init__(self, pool_size: int = 10, ca_bundle: str = "", auth: Optional[Tuple[str, str]] = None):
         self.auth = auth
+        self.pool_size = pool_size  # connections kept alive per input at most
         # Reading the system store takes about 30 ms of CPU, which a run posting to http:// inputs
         # need not pay at every start: it is read when the first https route is made.
         self._system_store_pending = not ca_bundle
@@ -158,13 +175,14 @@ class Transport:
         headers["Content-Type"] = content_type
         headers["Content-Length"] = str(len(body))
         headers.update(route.authorization)
+        sending_starts()
         try:
             pool = route.manager.connection_from_host(route.host, route.port, route.scheme)
             raw = pool.urlopen("POST", route.target, body=body, headers=headers, retries=False, redirect=False,
                                assert_same_host=False, preload_content=False, decode_content=False,
                                timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]))
         except (HTTPError, OSError) as error:
-            raise _failure(error) from error
+            raise _failure(error, sent_on_kept_alive_connection()) from error
         return Answer(raw)
 
     def _route(self, url: str) -> _Route:
@@ -215,7 +233,7 @@ class Transport:
             # requests' name for it: urllib3's manager, or without PySocks one raising InvalidSchema.
             manager = SOCKSProxyManager(proxy, username=user, password=password, **self._pool_options)
         else:
-            headers = {"Proxy-Authorization": basic_auth(user, password)} if user else {}
+            headers = {"Proxy-Authorization": proxy_basic_auth(user, password)} if user else {}
             manager = watch_pools(urllib3.ProxyManager(proxy, proxy_headers=headers,
                                                        proxy_ssl_context=self._pool_options["ssl_context"],
                                                        **self._pool_options))
@@ -223,14 +241,15 @@ class Transport:
             return self._proxied.setdefault(proxy, manager)
 
 
-def _failure(error: Exception) -> Exception:
+def _failure(error: Exception, kept_alive: bool = False) -> Exception:
     """The transport's error for a urllib3 one, sorted as requests sorts them into Timeout,
-    ConnectionError and the rest, so that every message about them stays what it was."""
+    ConnectionError and the rest, so that every message about them stays what it was.
+    `kept_alive`: the request went out on a connection that had carried an answer before."""
     if isinstance(error, (SSLError, ProxyError)):
-        return CannotConnect(error)
+        return CannotConnect(error, kept_alive)
     if isinstance(error, ReadTimeoutError) or (isinstance(error, ConnectTimeoutError)
                                                and not isinstance(error, NewConnectionError)):
         return PostTimeout(str(error))
     if isinstance(error, (ProtocolError, NewConnectionError, ClosedPoolError, OSError)):
-        return CannotConnect(error)
+        return CannotConnect(error, kept_alive)
     return PostFailed(str(error))

@@ -99,6 +99,9 @@ def test_a_redirect_from_logstash_is_a_configuration_error_and_nothing_is_marked
     (200, b"<html><body>Welcome to nginx!</body></html>", "text/html"),  # a web server where the input should be
     (200, b'{"acknowledged":true}', "application/json"),
     (202, b"queued", "text/plain"),
+    # Only 204 comes without a body: a 200 with none is a stub or a proxy's, not the input's "ok".
+    (200, b"", "text/plain"),
+    (202, b"", "application/octet-stream"),
 ])
 def test_a_2xx_that_is_not_logstashs_ok_is_no_acknowledgement(legacy_replica, logstash, lava_front, tmp_path,
                                                                status, body, content_type):
@@ -109,6 +112,27 @@ def test_a_2xx_that_is_not_logstashs_ok_is_no_acknowledgement(legacy_replica, lo
     assert result.returncode == 2, result.stderr
     (line,) = error_lines(result.stderr)
     assert "ES_LAVA" in line and "instead of a Logstash http input's \"ok\"" in line and content_type in line
+    lava_objects = {key for key, state in ledger_states(db).items() if key[0] == "lava"}
+    assert lava_objects and all(ledger_states(db)[key] != "delivered" for key in lava_objects)
+
+
+@pytest.mark.parametrize("status, body, content_type", [
+    # Elasticsearch where the input should be: POST / is not one of its methods there.
+    (405, b'{"error":"Incorrect HTTP method for uri [/] and method [POST], allowed: [GET, HEAD]","status":405}',
+     "application/json"),
+    (404, b"<html><body>404 Not Found</body></html>", "text/html"),  # a proxy with no route for the path
+])
+def test_an_answer_no_logstash_input_gives_is_a_configuration_error_naming_the_setting(
+        legacy_replica, logstash, lava_front, tmp_path, status, body, content_type):
+    # The http input takes any method on any path: 404 or 405 says the URL is not an input's.
+    db = tmp_path / "kcing.db"
+    lava_front.on("POST", "/", answer(status, (("Content-Type", content_type),), body))
+    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url)
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "ES_LAVA" in line and str(status) in line, line
+    assert lava_front.answered_by("whole_answer") <= 2  # the posts in flight, none retried
     lava_objects = {key for key, state in ledger_states(db).items() if key[0] == "lava"}
     assert lava_objects and all(ledger_states(db)[key] != "delivered" for key in lava_objects)
 

@@ -15,7 +15,7 @@ from kcing import __version__
 from kcing.errors import ConfigError, SinkUnavailable
 from kcing.http import RetryPolicy, new_session
 from kcing.sinks.batching import Batch
-from kcing.sinks.logstash import LogstashSink
+from kcing.sinks.logstash import FAILING_INPUT_PAUSE, LogstashSink
 from kcing.transport import BadCaBundle, CannotConnect, Transport
 from tests.fakes.forward_proxy import ForwardProxy
 from tests.fakes.rogue_http import RogueFront, answer, redirect
@@ -91,11 +91,24 @@ def test_basic_auth_is_the_header_requests_sent(front):
     seen = []
     front.on("POST", "/", recording(seen), count=None)
     session = new_session()
-    session.post(front.url, data=BODY, auth=("kcing", "pässwörd"), timeout=5).close()
-    post(Transport(auth=("kcing", "pässwörd")), front.url)
+    session.post(front.url, data=BODY, auth=("kcing", "s3cret-pass"), timeout=5).close()
+    post(Transport(auth=("kcing", "s3cret-pass")), front.url)
     old, new = seen
     assert new.headers["Authorization"] == old.headers["Authorization"]
-    assert new.headers["Authorization"] == "Basic " + base64.b64encode("kcing:pässwörd".encode("latin-1")).decode()
+    assert new.headers["Authorization"] == "Basic " + base64.b64encode(b"kcing:s3cret-pass").decode()
+
+
+def test_a_password_with_latin_1_letters_is_sent_as_utf_8_as_the_http_input_compares_it(front):
+    # The input expects "Basic " + base64 of "user:password" in UTF-8 (its config is UTF-8 text);
+    # requests would send latin-1 bytes for "ä", which the input answers with 401.
+    from tests.fakes.logstash_emulator import LogstashEmulator
+
+    seen = []
+    front.on("POST", "/", recording(seen))
+    post(Transport(auth=("kcing", "pässwörd")), front.url)
+    assert seen[0].headers["Authorization"] == "Basic " + base64.b64encode("kcing:pässwörd".encode()).decode()
+    with LogstashEmulator(user="kcing", password="pässwörd") as secured:
+        assert post(Transport(auth=("kcing", "pässwörd")), secured.url) == (200, b"ok")
 
 
 def test_a_password_outside_latin_1_is_sent_as_utf_8(front):
@@ -142,6 +155,71 @@ def test_connections_stay_open_to_more_inputs_than_the_pool_size():
     finally:
         for each in fronts:
             each.__exit__(None, None, None)
+
+
+def test_a_kept_alive_connection_the_input_closed_is_replaced_without_costing_an_attempt(front):
+    # The input (or a proxy before it) closed the idle connection just as the next batch went out
+    # on it: no answer comes. The batch goes again at once on a new connection; the one attempt
+    # the policy allows is not spent on it.
+    front.on("POST", "/", answer(200, body=b"ok"), count=1)
+    front.on("POST", "/", silent_for(0), count=1)
+    front.on("POST", "/", answer(200, body=b"ok"), count=None)
+    sink = sink_for(front.url, Transport(pool_size=2))
+    sink.send(batch())
+    sink.send(batch())
+    assert [by for _, _, by in front.requests] == ["whole_answer", "silent", "whole_answer"]
+    assert front.connections == 2
+
+
+def test_no_answer_on_a_new_connection_still_costs_an_attempt(front):
+    # Only a connection that had carried an answer before can have been closed while idle.
+    front.on("POST", "/", silent_for(0), count=None)
+    with pytest.raises(SinkUnavailable, match="connection closed without an answer"):
+        sink_for(front.url, Transport(pool_size=2)).send(batch())
+    assert len(front.requests) == 1
+
+
+def test_an_input_that_closes_every_connection_after_its_answer_loses_no_attempt(tmp_path):
+    # Each answer is the last on its connection, without `Connection: close`: the next batch
+    # is often written before the close is seen. A run allowed a single attempt per batch still
+    # delivers everything, with nothing to warn about.
+    from tests.fakes.logstash_emulator import LogstashCluster
+
+    with LogstashCluster() as logstash:
+        for emulator in logstash.emulators.values():
+            emulator.close_after_answers()
+        env = clean_environ(KCI_SOURCE="samples", KCI_SAMPLES_DIR=str(SAMPLES), KCING_DB=str(tmp_path / "kcing.db"),
+                            KCING_WORKERS="0", ES_MAX_RETRIES="1", ES_RETRY_BACKOFF="0.05",
+                            LS_PIPELINE_BATCH_SIZE="20", ES_PARALLEL_POSTS="4",
+                            **{"ES_" + route.upper(): url for route, url in logstash.urls.items()})
+        result = kcing(["feed_es"], env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert " WARNING " not in result.stderr
+        assert {status for emulator in logstash.emulators.values() for *_, status in emulator.trace} == {200}
+
+
+def test_an_input_that_stopped_answering_is_tried_after_the_others_for_a_while(front, caplog):
+    # Two inputs for a route; one holds every request without answering (its host hangs, or a
+    # firewall drops its packets). Each batch pays the timeout there once, not every other batch.
+    from tests.fakes.logstash_emulator import LogstashEmulator
+
+    front.on("POST", "/", answer(200, body=b"ok"), count=None)
+    now = [0.0]
+    with LogstashEmulator(reject_when_blocked_after=None) as hung:
+        hung.block_pipeline()
+        try:
+            sink = LogstashSink({"lava": [hung.url, front.url]}, Transport(), RetryPolicy(attempts=1), 0.3,
+                                sleep=lambda _: None, settings={"lava": "ES_LAVA"}, clock=lambda: now[0])
+            for _ in range(6):
+                sink.send(batch())
+            assert hung.peak_inflight == 1 and len(front.requests) == 6
+            assert "ES_LAVA input %s failed" % hung.url in caplog.text
+            now[0] += FAILING_INPUT_PAUSE + 1  # then it is tried first again, in its turn
+            sink.send(batch())
+            sink.send(batch())
+            assert hung.peak_inflight == 2
+        finally:
+            hung.unblock_pipeline()
 
 
 def test_posts_from_several_threads_at_once_all_arrive(front):
@@ -326,6 +404,17 @@ def test_the_host_name_is_checked_against_the_certificate(tls_front, certificate
     url = tls_front.url.replace("127.0.0.1", "localhost")
     with pytest.raises(ConfigError, match="not trusted"):
         sink_for(url, Transport(ca_bundle=str(certificate[0]))).send(batch())
+
+
+def test_a_certificate_for_another_host_name_is_named_so_not_blamed_on_the_ca_bundle(tls_front, certificate):
+    # The bundle is the right one: pointing LS_CA_BUNDLE elsewhere would not help, the URL's host would.
+    url = tls_front.url.replace("127.0.0.1", "localhost")
+    with pytest.raises(ConfigError) as refused:
+        sink_for(url, Transport(ca_bundle=str(certificate[0]))).send(batch())
+    message = str(refused.value)
+    assert "not valid for localhost" in message and "ES_LAVA" in message, message
+    assert "LS_CA_BUNDLE" not in message, message
+    assert "\n" not in message
 
 
 def test_https_through_a_proxy_tunnels_and_verifies_the_input(tls_front, certificate, proxy, monkeypatch):

@@ -6,6 +6,7 @@ import random
 import threading
 import time
 from typing import Callable, Dict, Mapping, Optional, Sequence
+from urllib.parse import urlsplit
 
 from kcing.sinks import logstash_destination
 from kcing.errors import ConfigError, SinkRejected, SinkUnavailable
@@ -19,6 +20,9 @@ from kcing.transport import CannotConnect, PostFailed, PostTimeout, Transport
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
+# Seconds an input that failed a POST is tried only after its route's other inputs: an input
+# that stopped answering would otherwise cost every other batch a timeout before the next one.
+FAILING_INPUT_PAUSE = 60.0
 # Logstash answers `ok`; anything near this size is not a Logstash answer.
 MAX_ANSWER_BYTES = 1_000_000
 
@@ -32,9 +36,21 @@ class BatchTooLarge(Exception):
         self.size = size
 
 
-# What a Logstash http input answers once it queued a batch's events: "ok" (any of the codes
-# `response_code` allows), no body with 204 (elk.md §1.6).
-LOGSTASH_ACKNOWLEDGEMENTS = (b"ok", b"")
+# What a Logstash http input answers once it queued a batch's events: "ok" with any of the codes
+# `response_code` allows, and no body with 204 alone (elk.md §1.6). A 200 without a body is a
+# stub's or a proxy's answer, not the input's.
+LOGSTASH_ACKNOWLEDGEMENT = b"ok"
+NO_CONTENT = 204
+
+
+# "Not Found" and "Method Not Allowed": a Logstash http input has no routing (elk.md §1.1), so
+# these come from something else at the URL (Elasticsearch itself, a proxy without the route).
+NOT_AN_INPUT = (404, 405)
+
+
+def acknowledges(status: int, answer: bytes) -> bool:
+    """Whether a 2xx answer is a Logstash http input's acknowledgement of the batch."""
+    return answer.strip() == (b"" if status == NO_CONTENT else LOGSTASH_ACKNOWLEDGEMENT)
 
 
 def _described(answer: bytes, headers) -> str:
@@ -57,7 +73,8 @@ class LogstashSink:
     def __init__(self, routes: Mapping[str, Sequence[str]], transport: Transport,
                  policy: RetryPolicy, timeout: float,
                  sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random,
-                 settings: Optional[Mapping[str, str]] = None, reader: Optional[BodyReader] = None):
+                 settings: Optional[Mapping[str, str]] = None, reader: Optional[BodyReader] = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.routes = {route: list(urls) for route, urls in routes.items()}
         self.transport = transport
         self.policy = policy
@@ -69,6 +86,8 @@ class LogstashSink:
         self.reader = reader or BodyReader(deadline=2 * timeout, max_bytes=MAX_ANSWER_BYTES)
         self._turn: Dict[str, int] = {route: 0 for route in routes}
         self._turn_lock = threading.Lock()  # batches are posted from more than one thread
+        self.clock = clock
+        self._failing: Dict[str, float] = {}  # input URL -> until when it is tried last
 
     # An object's documents are joined by commas, as they lie in a batch's JSON array.
     separator = LOGSTASH_SEPARATOR
@@ -92,7 +111,9 @@ class LogstashSink:
             for url in self._urls_for(batch.route):
                 error, wait = self._post(url, body, len(batch), batch.route)
                 if error is None:
+                    self._answered(url)
                     return
+                self._failed(url, batch.route, error)
                 errors.append(error)
                 retry_after = wait if retry_after is None or (wait or 0) > retry_after else retry_after
             if attempt < self.policy.attempts:
@@ -103,7 +124,16 @@ class LogstashSink:
         raise SinkUnavailable("Logstash unreachable: %s input failed %d attempts in a row (last: %s)"
                               % (batch.route, self.policy.attempts, errors[-1]))
 
-    def _failure(self, url: str, error: Exception, cut: Optional[str]) -> str:
+    def _untrusted_because(self, url: str, error: Exception, route: str) -> str:
+        """Why a certificate was refused, and what to change: the CA bundle only when the
+        certificate's signer is what is unknown."""
+        text = str(error).lower()
+        if "mismatch" in text:  # OpenSSL's "Hostname mismatch" or "IP address mismatch"
+            return ("it is not valid for %s: name the input in %s by a host name the certificate holds"
+                    % (urlsplit(url).hostname, self.settings.get(route, "the route's ES_* setting")))
+        return "point LS_CA_BUNDLE at the CA bundle that signed it"
+
+    def _failure(self, url: str, error: Exception, cut: Optional[str], route: str = "") -> str:
         """Why one POST failed, for the retry log; the reader's cut, whenever it came, first."""
         if cut == "abandoned" or isinstance(error, BodyAbandoned):
             return "cut short at %s: the run is stopping" % url
@@ -115,38 +145,76 @@ class LogstashSink:
             return "answer from %s %s" % (url, error)
         if isinstance(error, CannotConnect):
             if error.untrusted_certificate:
-                raise ConfigError("the TLS certificate of Logstash at %s is not trusted: point LS_CA_BUNDLE at "
-                                  "the CA bundle that signed it" % url) from None
+                raise ConfigError("the TLS certificate of Logstash at %s is not trusted: %s"
+                                  % (url, self._untrusted_because(url, error, route))) from None
             return "cannot connect to %s (%s)" % (url, connection_failure(error))
         return "request to %s failed (%s)" % (url, connection_failure(error))
 
     def _urls_for(self, route: str):
-        """The route's URLs, starting with the next in turn, so batches spread across inputs."""
+        """The route's URLs, starting with the next in turn, so batches spread across inputs;
+        those that failed within FAILING_INPUT_PAUSE come after the others."""
         urls = self.routes[route]
         with self._turn_lock:
             start = self._turn[route]
             self._turn[route] = (start + 1) % len(urls)
-        return urls[start:] + urls[:start]
+            now = self.clock()
+            failing = {url for url in urls if self._failing.get(url, now) > now}
+        turn = urls[start:] + urls[:start]
+        return [url for url in turn if url not in failing] + [url for url in turn if url in failing]
+
+    def _failed(self, url: str, route: str, error: str) -> None:
+        """Try `url` after the route's other inputs for a while; say so when it starts."""
+        if len(self.routes[route]) < 2:
+            return  # nothing to put before it: the retry messages tell what happens
+        with self._turn_lock:
+            now = self.clock()
+            was_failing = self._failing.get(url, now) > now
+            self._failing[url] = now + FAILING_INPUT_PAUSE
+        if not was_failing:
+            log.warning("%s input %s failed (%s): for %s it is tried only when the route's other inputs fail",
+                        self.settings.get(route, route), url, error, seconds_text(FAILING_INPUT_PAUSE))
+
+    def _answered(self, url: str) -> None:
+        if url in self._failing:
+            with self._turn_lock:
+                self._failing.pop(url, None)
 
     def _post(self, url: str, body: bytes, count: int, route: str = ""):
-        """POST once. Return (None, None) on success, or (error text, Retry-After seconds)."""
-        started = time.monotonic()
-        with self.reader.exchange() as exchange:
-            try:
-                # The transport never follows a redirect: a POST answered 301/302/303 and repeated as
-                # a GET without the body would get a 200 that looks like an acknowledgement.
-                response = self.transport.post(url, body, "application/json", self.timeout)
-                # The answer is read under the reader's overall deadline, which began when the
-                # batch was sent: an input trickling its headers or its answer forever, or cutting
-                # it short, is a failed attempt like a timeout.
-                answer = self.reader.read(response)
-            except (PostTimeout, BodyError, CannotConnect, PostFailed) as error:
-                return self._failure(url, error, exchange.cut), None
+        """POST once. Return (None, None) on success, or (error text, Retry-After seconds).
+
+        A POST that got no answer on a kept-alive connection is sent again at once on another
+        (urllib3 dropped that one), without counting as an attempt: the input, or a proxy before
+        it, closed the idle connection as the batch was written, which is no sign of trouble.
+        Sending a batch twice is harmless (see the class). Each such connection is dropped, so
+        after at most as many as the pool keeps the POST goes out on a new one, and a failure
+        there is a failed attempt."""
+        resends = getattr(self.transport, "pool_size", 0)
+        for resend in range(resends + 1):
+            started = time.monotonic()
+            with self.reader.exchange() as exchange:
+                try:
+                    # The transport never follows a redirect: a POST answered 301/302/303 and repeated
+                    # as a GET without the body would get a 200 that looks like an acknowledgement.
+                    response = self.transport.post(url, body, "application/json", self.timeout)
+                    # The answer is read under the reader's overall deadline, which began when the
+                    # batch was sent: an input trickling its headers or its answer forever, or
+                    # cutting it short, is a failed attempt like a timeout.
+                    answer = self.reader.read(response)
+                except CannotConnect as error:
+                    if (getattr(error, "stale_connection", False) and resend < resends
+                            and exchange.cut is None and not self.reader.abandon()):
+                        log.debug("POST %s: no answer on a kept-alive connection, which the input had "
+                                  "closed; sending the batch again on another", url)
+                        continue
+                    return self._failure(url, error, exchange.cut, route), None
+                except (PostTimeout, BodyError, PostFailed) as error:
+                    return self._failure(url, error, exchange.cut, route), None
+            break
         status = response.status_code
         log.debug("POST %s [status:%s duration:%.3fs docs:%d bytes:%d]",
                   url, status, time.monotonic() - started, count, len(body))
         if 200 <= status < 300:
-            if answer.strip() not in LOGSTASH_ACKNOWLEDGEMENTS:
+            if not acknowledges(status, answer):
                 # Not Logstash's answer: a web server or a proxy's page says nothing of the batch,
                 # and taking it as an acknowledgement would record as delivered what went nowhere.
                 raise ConfigError("%s answered %d with %s instead of a Logstash http input's \"ok\": set %s to the "
@@ -159,6 +227,11 @@ class LogstashSink:
                               "URL; set %s to the URL that accepts it"
                               % (url, status, " to %s" % mask_credentials(location) if location else "",
                                  self.settings.get(route, "the route's ES_* setting")))
+        if status in NOT_AN_INPUT:
+            # The http input takes any method on any path: what answers so is not one.
+            raise ConfigError("%s answered %d with %s, which a Logstash http input never answers: set %s to the URL "
+                              "of the input" % (url, status, _described(answer, response.headers),
+                                                self.settings.get(route, "the route's ES_* setting")))
         if status == 413:
             raise BatchTooLarge(url, len(body))
         if status in (401, 403):

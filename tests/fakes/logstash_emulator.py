@@ -116,6 +116,7 @@ class LogstashEmulator(ServedByBackgroundServer):
         self.peak_inflight = 0  # the most requests in flight at once so far
         self._request_count = 0
         self._max_inflight: Optional[int] = None
+        self._close_after_answer = False
         self._pipeline_open = threading.Event()
         self._pipeline_open.set()
         self._blocked_since: Dict[int, float] = {}
@@ -189,6 +190,12 @@ class LogstashEmulator(ServedByBackgroundServer):
     def saturate(self, max_inflight: Optional[int]) -> None:
         """Answer 429 at once while more than `max_inflight` requests are in flight (None: off)."""
         self._max_inflight = max_inflight
+
+    def close_after_answers(self, enabled: bool = True) -> None:
+        """Close each connection right after its answer, without `Connection: close`: what an
+        input behind a proxy with a keep-alive timeout of 0, or one restarting, does. A client
+        that wrote its next request on the connection meanwhile gets no answer to it."""
+        self._close_after_answer = enabled
 
     def block_pipeline(self) -> None:
         """Hold accepted requests without answering, as when Elasticsearch stalls."""
@@ -315,6 +322,8 @@ class _LogstashHandler(QuietHandler):
                 return
             self._record(emulator, answer.status)
             self._send_or_ignore(answer)
+            if emulator._close_after_answer:
+                self.close_connection = True
 
     def _process(self, emulator: LogstashEmulator, request_id: int, inflight: int) -> _Answer:
         emulator._refuse_if_blocked_too_long()
