@@ -40,7 +40,25 @@ MAX_JAVA_INT = 2_147_483_647  # what Logstash reads a count into
 
 
 def _text(value: Any) -> str:
+    """Text: a string (or a path, or a number, from local_settings.py). Anything else is refused
+    rather than written out as Python shows it: `LS_USER = None` would be the user "None", and
+    `KCING_DB = None` a ledger named None."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError("expected text (a string), not %s" % _type_name(value))
     return str(value).strip()
+
+
+def _text_list(value: Any) -> str:
+    """Comma-separated names, or (from local_settings.py) a list or tuple of them."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(_text(item) for item in value)
+    return _text(value)
+
+
+def _type_name(value: Any) -> str:
+    return "None" if value is None else "a %s" % type(value).__name__
 
 
 def _integer(minimum: int, maximum: int) -> Callable[[Any], int]:
@@ -154,7 +172,9 @@ def _check_port(parts) -> None:
 
 def _host(value: Any) -> str:
     """A host name or address, optionally with :port: what KCI_HOST names (no scheme or path)."""
-    text = str(value).strip()
+    if not isinstance(value, str):  # `KCI_HOST = None` is no host named "None"
+        raise ValueError("expected a host name, optionally with :port, as a string")
+    text = value.strip()
     if "@" in text:
         raise ValueError("put credentials in their own settings, not in the host")
     try:
@@ -186,7 +206,7 @@ def _ca_bundle(value: Any) -> str:
 
     Checked here because requests reports a missing bundle only at the first request, as an
     OSError that looks like a network failure."""
-    text = str(value).strip()
+    text = _text(value)
     if text and not os.path.exists(text):
         raise ValueError("no such file or directory")
     if text and not os.access(text, os.R_OK):
@@ -223,7 +243,7 @@ SPECS: Mapping[str, Spec] = {
     "KCI_HOST": Spec("kernelci.org", _host, "legacy KernelCI web host (the _ajax API)"),
     "KCI_SCHEME": Spec("https", _choice("http", "https"), "scheme for KCI_HOST"),
     "KCI_STORAGE_URL": Spec("", _optional_url, "storage base URL; empty means <scheme>://storage.<host>"),
-    "KCI_NON_LAVA_LABS": Spec("lab-baylibre-seattle", _text, "comma-separated labs that publish boot-<board>.json"),
+    "KCI_NON_LAVA_LABS": Spec("lab-baylibre-seattle", _text_list, "comma-separated labs that publish boot-<board>.json"),
     "KCI_DAYS": Spec(2, _integer(1, MAX_DAYS), "default crawl window in days"),
     "KCI_PAGE_SIZE": Spec(1000, _integer(1, MAX_PAGE_SIZE), "listing items per _ajax page"),
     "KCI_THREADS": Spec(4, _integer(1, MAX_CONCURRENCY), "concurrent downloads"),

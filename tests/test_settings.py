@@ -171,3 +171,27 @@ def test_a_number_from_local_settings_is_bounded_too(tmp_path):
         load(tmp_path, local="KCI_THREADS = 10 ** 20\n")
     with pytest.raises(ConfigError, match=r"invalid ES_TIMEOUT=.*local_settings.py.*from 0.1 to 3600"):
         load(tmp_path, local="ES_TIMEOUT = float('inf')\n")
+
+
+@pytest.mark.parametrize("line, name, shown, expected", [
+    ("LS_USER = None", "LS_USER", "None", "expected text (a string), not None"),
+    ("KCING_DB = None", "KCING_DB", "None", "expected text (a string), not None"),
+    ("LS_PASSWORD = None", "LS_PASSWORD", "***", "expected text (a string), not None"),
+    ("LS_HOME = ['/usr/share/logstash']", "LS_HOME", "['/usr/share/logstash']", "expected text (a string), not a list"),
+    ("KB_SPACE = True", "KB_SPACE", "True", "expected text (a string), not a bool"),
+    ("ES_CA_BUNDLE = None", "ES_CA_BUNDLE", "None", "expected text (a string), not None"),
+    ("KCI_HOST = None", "KCI_HOST", "None", "expected a host name, optionally with :port, as a string"),
+])
+def test_a_text_setting_of_another_type_in_local_settings_is_refused_not_written_out(tmp_path, line, name, shown,
+                                                                                     expected):
+    """Once `LS_USER = None` made the user "None", and `KCING_DB = None` a ledger file named None."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, local=line + "\n")
+    assert str(caught.value) == "invalid %s=%s (from %s): %s" % (name, shown, tmp_path / "local_settings.py", expected)
+
+
+def test_text_settings_take_paths_numbers_and_a_list_of_labs_from_local_settings(tmp_path):
+    s = load(tmp_path, local="from pathlib import Path\nKCING_DB = Path('/srv/kcing/kcing.db')\nKB_SPACE = 7\n"
+                             "KCI_NON_LAVA_LABS = ['lab-a', ' lab-b ']\n")
+    assert s.KCING_DB == "/srv/kcing/kcing.db" and s.KB_SPACE == "7"
+    assert s.non_lava_labs == frozenset({"lab-a", "lab-b"})
