@@ -13,16 +13,21 @@ setting and where it came from. Secrets never appear in `repr()` or in error mes
 """
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
 import runpy
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
 from kcing import urls
 from kcing.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SECRET_NAMES = frozenset({"LS_PASSWORD", "ES_PASSWORD", "ES_API_KEY", "KB_PASSWORD", "KCI_API_TOKEN"})
 
@@ -58,7 +63,10 @@ def _text_list(value: Any) -> str:
 
 
 def _type_name(value: Any) -> str:
-    return "None" if value is None else "a %s" % type(value).__name__
+    if value is None:
+        return "None"
+    kind = type(value).__name__
+    return ("an %s" if kind[:1] in "aeiou" else "a %s") % kind
 
 
 def _integer(minimum: int, maximum: int) -> Callable[[Any], int]:
@@ -453,9 +461,47 @@ def read_local_settings(path: Path) -> dict:
         line = _failing_line(error, path)
         raise ConfigError("cannot load %s: %s%s (the text is not shown: it may hold a secret)"
                           % (path, type(error).__name__, " at line %d" % line if line else "")) from None
-    found = dict(namespace.get("settings") or {}) if isinstance(namespace.get("settings"), dict) else {}
+    given = namespace.get("settings")
+    found = dict(given) if isinstance(given, dict) else {}
+    if given is not None and not isinstance(given, (dict, ModuleType)):
+        log.warning("%s: `settings` is %s, not a dict of settings; it is ignored", path, _type_name(given))
     found.update({name: value for name, value in namespace.items() if name in SPECS})
+    for name in sorted(namespace):
+        if name not in SPECS and not name.startswith("_"):
+            mistake = _misnamed(name, same_prefix=False)
+            if mistake:
+                log.warning("%s: %s is not a kcing setting and is ignored%s", path, name, mistake)
     return found
+
+
+SETTING_PREFIXES = ("KCI_", "KCING_", "ES_", "LS_", "KB_", "DRP_")
+
+
+def _misnamed(name: str, same_prefix: bool) -> str:
+    """Why `name`, not a setting, looks meant as one (" (did you mean ES_HOST?)"), or "" when it
+    does not: a setting's name in lower case, or a name with a setting's prefix. With
+    `same_prefix` (the environment, which other programs share: ES_JAVA_OPTS, LS_COLORS), only
+    a near miss of a setting of the same prefix counts."""
+    if name.upper() in SPECS:
+        return " (setting names are upper-case: %s)" % name.upper()
+    if not name.startswith(SETTING_PREFIXES):
+        return ""
+    prefix = name.split("_", 1)[0] + "_"
+    candidates = [known for known in SPECS if not same_prefix or known.split("_", 1)[0] + "_" == prefix]
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.8)
+    if close:
+        return " (did you mean %s?)" % close[0]
+    return "" if same_prefix else " (the README's settings table lists them all)"
+
+
+def warn_of_unknown_environment(environ: Mapping[str, str]) -> None:
+    """Warn of an environment variable that looks meant as a setting but is none (ES_HOTS):
+    it would be ignored without a word, and the setting left at its default."""
+    for name in sorted(environ):
+        if name not in SPECS:
+            mistake = _misnamed(name, same_prefix=True)
+            if mistake:
+                log.warning("environment variable %s is not a kcing setting and is ignored%s", name, mistake)
 
 
 def _failing_line(error: BaseException, path: Path) -> Optional[int]:
@@ -480,6 +526,7 @@ def load(environ: Optional[Mapping[str, str]] = None, local_file: Optional[Path]
     values = {name: spec.default for name, spec in SPECS.items()}
     for name, value in read_local_settings(local_file).items():
         values[name] = _parse(name, value, str(local_file))
+    warn_of_unknown_environment(environ)
     for name in SPECS:
         if name in environ and environ[name].strip() != "":
             values[name] = _parse(name, environ[name], "environment")

@@ -138,6 +138,19 @@ def test_a_bad_setting_or_flag_says_what_value_is_expected(tmp_path):
     assert not PYTHON_INTERNALS.search(from_flag.stderr + from_environment.stderr)
 
 
+def test_a_misspelt_setting_is_warned_of_and_the_run_goes_on(tmp_path):
+    """ES_HOTS=... once left ES_HOST at its default without a word; a lower-case name in
+    local_settings.py too."""
+    (tmp_path / "local_settings.py").write_text("kb_space = 'team-a'\n")
+    shown = kcing(["setup_kbn", "--dry-run"], clean_environ(KB_URLL="http://127.0.0.1:5601"), tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    warnings = [line.split(" kcing.settings: ", 1)[1] for line in shown.stderr.splitlines()]
+    assert warnings == [
+        "local_settings.py: kb_space is not a kcing setting and is ignored (setting names are upper-case: KB_SPACE)",
+        "environment variable KB_URLL is not a kcing setting and is ignored (did you mean KB_URL?)"]
+    assert "http://localhost:5601" in shown.stdout
+
+
 @pytest.mark.parametrize("argv", [
     ["feed_es", "--source", "samples", "--samples-dir", "afile", "--output", "out"],
     ["setup_kbn", "--kibana-dir", "afile", "--dry-run"],

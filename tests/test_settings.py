@@ -195,3 +195,43 @@ def test_text_settings_take_paths_numbers_and_a_list_of_labs_from_local_settings
                              "KCI_NON_LAVA_LABS = ['lab-a', ' lab-b ']\n")
     assert s.KCING_DB == "/srv/kcing/kcing.db" and s.KB_SPACE == "7"
     assert s.non_lava_labs == frozenset({"lab-a", "lab-b"})
+
+
+def warnings_of(caplog):
+    return [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+
+
+def test_an_environment_variable_that_looks_meant_as_a_setting_is_warned_of(tmp_path, caplog):
+    s = load(tmp_path, environ={"ES_HOTS": "http://es.example:9200", "kci_host": "kernelci.example",
+                                "DRP_DAY": "9"})
+    assert s.ES_HOST == "http://localhost:9200" and s.KCI_HOST == "kernelci.org" and s.DRP_DAYS == 3
+    assert warnings_of(caplog) == [
+        "environment variable DRP_DAY is not a kcing setting and is ignored (did you mean DRP_DAYS?)",
+        "environment variable ES_HOTS is not a kcing setting and is ignored (did you mean ES_HOST?)",
+        "environment variable kci_host is not a kcing setting and is ignored (setting names are upper-case: KCI_HOST)",
+    ]
+
+
+def test_other_programs_variables_of_the_same_prefixes_are_not_warned_of(tmp_path, caplog):
+    load(tmp_path, environ={name: "x" for name in ("LS_COLORS", "ES_JAVA_OPTS", "LS_JAVA_OPTS", "ES_HOME",
+                                                   "ES_PATH_CONF", "ES_TMPDIR", "LS_SETTINGS_DIR", "KCI_SETTINGS")})
+    assert warnings_of(caplog) == []
+
+
+def test_a_name_in_local_settings_that_looks_meant_as_a_setting_is_warned_of(tmp_path, caplog):
+    s = load(tmp_path, local="import os\nkci_host = 'kernelci.example'\nES_HOTS = 'http://es.example:9200'\n"
+                             "ES_URL = 'http://es.example:9200'\nBASE = 'http://ls.example'\n"
+                             "ES_BUILD = BASE + ':8337'\n_private = 1\n")
+    assert s.KCI_HOST == "kernelci.org" and s.ES_BUILD == ("http://ls.example:8337",)
+    path = tmp_path / "local_settings.py"
+    assert warnings_of(caplog) == [
+        "%s: ES_HOTS is not a kcing setting and is ignored (did you mean ES_HOST?)" % path,
+        "%s: ES_URL is not a kcing setting and is ignored (the README's settings table lists them all)" % path,
+        "%s: kci_host is not a kcing setting and is ignored (setting names are upper-case: KCI_HOST)" % path,
+    ]
+
+
+def test_a_settings_name_in_local_settings_that_is_no_dict_is_warned_of(tmp_path, caplog):
+    load(tmp_path, local="settings = [('KCI_HOST', 'kernelci.example')]\n")
+    assert warnings_of(caplog) == ["%s: `settings` is a list, not a dict of settings; it is ignored"
+                                   % (tmp_path / "local_settings.py")]
