@@ -475,6 +475,9 @@ def read_local_settings(path: Path) -> dict:
 
 
 SETTING_PREFIXES = ("KCI_", "KCING_", "ES_", "LS_", "KB_", "DRP_")
+# What Logstash reads from the environment for kcing's pipeline (logstash/pipeline/kcing.conf):
+# set where kcing may run too, and no misspelt setting.
+PIPELINE_VARIABLES = frozenset(("ES_HOSTS", "LS_HTTP_USER", "LS_HTTP_PASSWORD"))
 
 
 def _misnamed(name: str, same_prefix: bool) -> str:
@@ -498,7 +501,7 @@ def warn_of_unknown_environment(environ: Mapping[str, str]) -> None:
     """Warn of an environment variable that looks meant as a setting but is none (ES_HOTS):
     it would be ignored without a word, and the setting left at its default."""
     for name in sorted(environ):
-        if name not in SPECS:
+        if name not in SPECS and name not in PIPELINE_VARIABLES:
             mistake = _misnamed(name, same_prefix=True)
             if mistake:
                 log.warning("environment variable %s is not a kcing setting and is ignored%s", name, mistake)

@@ -214,7 +214,9 @@ def test_an_environment_variable_that_looks_meant_as_a_setting_is_warned_of(tmp_
 
 def test_other_programs_variables_of_the_same_prefixes_are_not_warned_of(tmp_path, caplog):
     load(tmp_path, environ={name: "x" for name in ("LS_COLORS", "ES_JAVA_OPTS", "LS_JAVA_OPTS", "ES_HOME",
-                                                   "ES_PATH_CONF", "ES_TMPDIR", "LS_SETTINGS_DIR", "KCI_SETTINGS")})
+                                                   "ES_PATH_CONF", "ES_TMPDIR", "LS_SETTINGS_DIR", "KCI_SETTINGS",
+                                                   # kcing's Logstash pipeline reads these
+                                                   "ES_HOSTS", "LS_HTTP_USER", "LS_HTTP_PASSWORD")})
     assert warnings_of(caplog) == []
 
 
@@ -235,3 +237,12 @@ def test_a_settings_name_in_local_settings_that_is_no_dict_is_warned_of(tmp_path
     load(tmp_path, local="settings = [('KCI_HOST', 'kernelci.example')]\n")
     assert warnings_of(caplog) == ["%s: `settings` is a list, not a dict of settings; it is ignored"
                                    % (tmp_path / "local_settings.py")]
+
+
+def test_every_variable_the_logstash_pipeline_reads_is_known_not_to_be_a_misspelt_setting():
+    import re
+    from pathlib import Path
+    pipeline = (Path(__file__).resolve().parents[1] / "logstash" / "pipeline" / "kcing.conf").read_text()
+    read = set(re.findall(r"\$\{([A-Z_]+)", pipeline))
+    assert read and {name for name in read if name.startswith(settings_module.SETTING_PREFIXES)} <= (
+        settings_module.PIPELINE_VARIABLES | set(settings_module.SPECS))
