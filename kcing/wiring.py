@@ -40,8 +40,8 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
         given = [flag for flag in ("--days", how_many_flag) if args.get(flag) is not None]
         if given:
             # Refused rather than ignored: the samples source replays the whole directory.
-            raise ConfigError("%s does not apply to --source samples, which replays the whole samples directory"
-                              % " and ".join(given))
+            raise ConfigError("%s does not apply to %s, which replays the whole samples directory"
+                              % (" and ".join(given), source_named(args, "samples")))
         from kcing.sources.localfiles import SamplesDir
         return SamplesDir(settings.KCI_SAMPLES_DIR, settings.KCI_MAX_OBJECT_BYTES)
     stop = stop if stop is not None else Stop()
@@ -61,6 +61,12 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
     return LegacyKernelCI(requester, settings.frontend_url, settings.storage_url, settings.non_lava_labs,
                           days=settings.KCI_DAYS, how_many=positive_int(args, how_many_flag),
                           page_size=settings.KCI_PAGE_SIZE)
+
+
+def source_named(args: dict, name: str) -> str:
+    """How the user chose source `name`: by the flag, or by KCI_SOURCE (the environment or
+    local_settings.py), which a message must name when no --source was given."""
+    return "--source %s" % name if args.get("--source") is not None else "KCI_SOURCE=%s" % name
 
 
 def crawl_since(args: dict, now=None):

@@ -424,3 +424,15 @@ def test_each_command_is_one_module_that_no_service_imports():
     cli_imports = {module.split(".")[1] for module in imported_modules(package / "cli.py")
                    if module.startswith("kcing.")}
     assert cli_imports <= {"__version__", "commands", "logs", "settings", "errors", "urls"}, cli_imports
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["feed_es", "--days", "3", "--dry-run"],
+     "kcing feed_es: --days does not apply to KCI_SOURCE=samples, which replays the whole samples directory"),
+    (["gen_samples"], "kcing gen_samples: gen_samples saves from an upstream source; KCI_SOURCE=samples would copy "
+                      "the samples onto themselves"),
+])
+def test_a_source_chosen_by_kci_source_is_named_so_not_as_a_flag_never_given(argv, message, tmp_path):
+    refused = kcing(argv, samples_environ(tmp_path, KCI_SOURCE="samples"), tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == message
