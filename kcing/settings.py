@@ -14,6 +14,7 @@ setting and where it came from. Secrets never appear in `repr()` or in error mes
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import logging
 import os
 import re
@@ -185,6 +186,13 @@ def _host(value: Any) -> str:
     text = value.strip()
     if "@" in text:
         raise ValueError("put credentials in their own settings, not in the host")
+    scheme, given, rest = text.partition("://")
+    if given and scheme.lower() in ("http", "https") and _is_host(rest.rstrip("/")):
+        # The URL of the site, as a browser shows it: say which two settings it is.
+        raise ValueError("expected a host name, optionally with :port, without a scheme: set KCI_SCHEME=%s "
+                         "and KCI_HOST=%s" % (scheme.lower(), rest.rstrip("/")))
+    if _is_ipv6(text):
+        raise ValueError("expected a host name, optionally with :port; an IPv6 address goes in brackets: [%s]" % text)
     try:
         parts = urlsplit("//" + text)
     except ValueError:  # an IPv6 address without its closing bracket
@@ -194,6 +202,22 @@ def _host(value: Any) -> str:
         raise ValueError("expected a host name, optionally with :port (no scheme or path)")
     _check_port(parts)
     return text
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_host(text: str) -> bool:
+    try:
+        _host(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _origin_list(value: Any) -> tuple:

@@ -246,3 +246,15 @@ def test_every_variable_the_logstash_pipeline_reads_is_known_not_to_be_a_misspel
     read = set(re.findall(r"\$\{([A-Z_]+)", pipeline))
     assert read and {name for name in read if name.startswith(settings_module.SETTING_PREFIXES)} <= (
         settings_module.PIPELINE_VARIABLES | set(settings_module.SPECS))
+
+
+@pytest.mark.parametrize("value, hint", [
+    ("https://kernelci.org", "without a scheme: set KCI_SCHEME=https and KCI_HOST=kernelci.org"),
+    ("HTTP://127.0.0.1:8080/", "without a scheme: set KCI_SCHEME=http and KCI_HOST=127.0.0.1:8080"),
+    ("::1", "an IPv6 address goes in brackets: [::1]"),
+])
+def test_a_kci_host_given_as_a_url_or_a_bare_ipv6_address_says_what_to_set(tmp_path, value, hint):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={"KCI_HOST": value})
+    assert str(caught.value).startswith("invalid KCI_HOST=%r (from environment): expected a host name" % value)
+    assert str(caught.value).endswith(hint)
