@@ -56,6 +56,15 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
+def _path(value: Any) -> str:
+    """A file or directory name: never empty, which would name the working directory (a ledger
+    "." refused as a directory, samples saved among whatever is there)."""
+    text = _text(value)
+    if not text:
+        raise ValueError("expected a file or directory name, not an empty one")
+    return text
+
+
 def _text_list(value: Any) -> str:
     """Comma-separated names, or (from local_settings.py) a list or tuple of them."""
     if isinstance(value, (list, tuple)):
@@ -291,7 +300,7 @@ SPECS: Mapping[str, Spec] = {
                                   "all, from sending the request to the last byte; a slower one fails and the next "
                                   "run tries again"),
     "KCI_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for upstream TLS; empty means certifi's bundle (Mozilla's CAs)"),
-    "KCI_SAMPLES_DIR": Spec("samples", _text, "directory of saved upstream files"),
+    "KCI_SAMPLES_DIR": Spec("samples", _path, "directory of saved upstream files"),
     # Upstream: the current KernelCI API (--source api)
     "KCI_API_URL": Spec("https://api.kernelci.org/latest", _url, "KernelCI API base URL, version included"),
     "KCI_API_TOKEN": Spec("", _text, "token sent as `Authorization: Bearer`; reading needs none"),
@@ -325,7 +334,7 @@ SPECS: Mapping[str, Spec] = {
     "LS_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Logstash TLS (a PEM file, or a directory of hashed "
                          "certificates); empty means the system store (OpenSSL's default paths)"),
     # Ledger and retention
-    "KCING_DB": Spec("kcing.db", _text, "SQLite ledger of what was delivered"),
+    "KCING_DB": Spec("kcing.db", _path, "SQLite ledger of what was delivered"),
     "KCING_DB_LOCK_WAIT": Spec(30.0, _number(0, MAX_SECONDS), "seconds a ledger write waits for another process "
                                "holding its database lock before the run stops (exit 4)"),
     "KCING_PROGRESS_EVERY": Spec(10.0, _number(1, 24 * 3600), "seconds between the `progress:` lines of feed_es, "

@@ -258,3 +258,13 @@ def test_a_kci_host_given_as_a_url_or_a_bare_ipv6_address_says_what_to_set(tmp_p
         load(tmp_path, environ={"KCI_HOST": value})
     assert str(caught.value).startswith("invalid KCI_HOST=%r (from environment): expected a host name" % value)
     assert str(caught.value).endswith(hint)
+
+
+@pytest.mark.parametrize("name", ["KCING_DB", "KCI_SAMPLES_DIR"])
+def test_an_empty_file_or_directory_setting_in_local_settings_is_refused(tmp_path, name):
+    """An empty KCING_DB named the working directory ("KCING_DB . is a directory", a `.lock`
+    left in it); an empty KCI_SAMPLES_DIR had gen_samples save among whatever is there."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, local="%s = ' '\n" % name)
+    assert str(caught.value) == "invalid %s=' ' (from %s): expected a file or directory name, not an empty one" % (
+        name, tmp_path / "local_settings.py")
