@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import runpy
+import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from types import ModuleType
@@ -486,6 +487,10 @@ def read_local_settings(path: Path) -> dict:
     """Return the settings a local_settings.py file names (empty when the file is absent)."""
     if not path.is_file():
         return {}
+    # As Python runs a script: the file's own directory first on the path, so that it may import
+    # a module beside it (passwords kept in a file of their own, say).
+    directory = str(path.resolve().parent)
+    sys.path.insert(0, directory)
     try:
         namespace = runpy.run_path(str(path))
     except (Exception, SystemExit) as error:  # the user's file: any error in it (even sys.exit) is a configuration error
@@ -494,6 +499,9 @@ def read_local_settings(path: Path) -> dict:
         line = _failing_line(error, path)
         raise ConfigError("cannot load %s: %s%s (the text is not shown: it may hold a secret)"
                           % (path, type(error).__name__, " at line %d" % line if line else "")) from None
+    finally:
+        if directory in sys.path:
+            sys.path.remove(directory)
     given = namespace.get("settings")
     found = dict(given) if isinstance(given, dict) else {}
     if given is not None and not isinstance(given, (dict, ModuleType)):

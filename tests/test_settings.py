@@ -268,3 +268,13 @@ def test_an_empty_file_or_directory_setting_in_local_settings_is_refused(tmp_pat
         load(tmp_path, local="%s = ' '\n" % name)
     assert str(caught.value) == "invalid %s=' ' (from %s): expected a file or directory name, not an empty one" % (
         name, tmp_path / "local_settings.py")
+
+
+def test_local_settings_may_import_a_module_beside_it(tmp_path):
+    """As when Python runs a script: passwords may be kept in a file of their own."""
+    (tmp_path / "kcing_secrets_for_test.py").write_text("PASSWORD = 'from-beside'\n")
+    s = load(tmp_path, local="from kcing_secrets_for_test import PASSWORD\nLS_USER = 'kcing'\nLS_PASSWORD = PASSWORD\n")
+    assert s.LS_PASSWORD == "from-beside"
+    import sys
+    assert str(tmp_path) not in sys.path
+    sys.modules.pop("kcing_secrets_for_test", None)
