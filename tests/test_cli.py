@@ -288,6 +288,15 @@ def test_crawl_window_flags_are_refused_with_the_samples_source(flag, tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "kcing.db").exists()
 
 
+def test_a_verify_delay_without_verify_is_refused_not_ignored(tmp_path):
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
+    refused = kcing(["feed_es", "--source", "samples", "--verify-delay", "60", "--output", str(tmp_path / "out")],
+                    env, tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == "kcing feed_es: --verify-delay is how long --verify waits; it does nothing without --verify"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "kcing.db").exists()
+
+
 def test_metrics_into_a_missing_directory_is_refused_before_the_run(tmp_path):
     env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
     target = tmp_path / "textfile" / "kcing.prom"

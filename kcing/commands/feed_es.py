@@ -96,6 +96,9 @@ def run(args: dict, settings) -> int:
     verify = bool(args.get("--verify")) and not dry_run
     if args.get("--verify") and args.get("--output"):
         raise ConfigError("--verify checks Elasticsearch after posting to Logstash; it does not apply to --output")
+    if args.get("--verify-delay") is not None and not args.get("--verify"):
+        # Refused rather than ignored: a cron line with it alone would be taken for one that checks.
+        raise ConfigError("--verify-delay is how long --verify waits; it does nothing without --verify")
     delay = seconds(args, "--verify-delay", settings.ES_VERIFY_DELAY)
     if args.get("--metrics"):
         _check_metrics_path(args["--metrics"])
