@@ -74,6 +74,9 @@ def run(args: dict, settings) -> int:
         # --days is applied to KCI_DAYS by the CLI: the window defaults to the crawl window.
         since = datetime.now(timezone.utc) - timedelta(days=settings.KCI_DAYS)
     client = make_client(settings)
+    # Made now: a Logstash setting it cannot use (LS_USER without LS_PASSWORD, LS_CA_BUNDLE) is
+    # refused before the check marks anything, not after.
+    sink = make_sink({}, settings) if args.get("--resend") and not dry_run else None
     with ExitStack() as stack:
         if not dry_run:
             stack.enter_context(RunLock(settings.KCING_DB))
@@ -96,7 +99,7 @@ def run(args: dict, settings) -> int:
                 print("reconcile: dry run: would re-send the %d objects with missing documents"
                       % (report.missing + held))
             elif held:
-                resent = _resend_recorded(settings, ledger, stop, report)
+                resent = _resend_recorded(settings, ledger, stop, report, sink)
         elif held:
             # They are no longer delivered, so this check did not look at them: without this, a
             # check after an earlier one found documents missing would read as all clear.
@@ -110,11 +113,11 @@ def run(args: dict, settings) -> int:
     return max(report.exit_code, resent or 0)
 
 
-def _resend_recorded(settings, ledger: Ledger, stop, report) -> int:
+def _resend_recorded(settings, ledger: Ledger, stop, report, sink) -> int:
     """`_resend`, and the reconcile's row in the runs table closed again with the exit status
     re-sending gives the run when it is worse than the check's (Logstash down: `error 3`)."""
     try:
-        worst = _resend(settings, ledger, stop)
+        worst = _resend(settings, ledger, stop, sink)
     except BaseException as error:
         _record_outcome(ledger, report, exit_status(error))
         raise
@@ -157,10 +160,9 @@ def _nothing_checked(report, since: datetime, settings) -> str:
         since.strftime("%Y-%m-%d %H:%M UTC"), " and ".join(reasons))
 
 
-def _resend(settings, ledger: Ledger, stop) -> int:
+def _resend(settings, ledger: Ledger, stop, sink=None) -> int:
     """reconcile --resend: fetch every object the ledger holds as missing in Elasticsearch again
     from the ledger's URLs and feed it through the usual pipeline; return the worst exit code."""
-    sink = None
     worst = 0
     for name, count in sorted(ledger.sources_with_missing(destination_prefix=LOGSTASH).items()):
         if name not in reconciling.RESENDABLE:
