@@ -297,6 +297,14 @@ def test_a_verify_delay_without_verify_is_refused_not_ignored(tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "kcing.db").exists()
 
 
+def test_setup_es_refuses_drp_days_without_ilm_which_alone_reads_it(tmp_path):
+    refused = kcing(["setup_es", "--drp-days", "30"], clean_environ(ES_HOST="http://127.0.0.1:%d" % closed_port()),
+                    tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == ("kcing setup_es: --drp-days sets the days the --ilm policy keeps; it does nothing "
+                                 "without --ilm")
+
+
 def test_metrics_into_a_missing_directory_is_refused_before_the_run(tmp_path):
     env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
     target = tmp_path / "textfile" / "kcing.prom"
