@@ -486,6 +486,11 @@ def _parse(name: str, value: Any, origin: str) -> Any:
 def read_local_settings(path: Path) -> dict:
     """Return the settings a local_settings.py file names (empty when the file is absent)."""
     if not path.is_file():
+        if os.path.lexists(str(path)):
+            # A link to a file moved away, a directory: the settings would go unread without a word.
+            raise ConfigError("cannot load %s: %s" % (path, "it is a directory" if path.is_dir() else
+                                                      "it is a link to nothing (%s)" % os.readlink(str(path))
+                                                      if path.is_symlink() else "it is not a regular file"))
         return {}
     # As Python runs a script: the file's own directory first on the path, so that it may import
     # a module beside it (passwords kept in a file of their own, say).

@@ -278,3 +278,16 @@ def test_local_settings_may_import_a_module_beside_it(tmp_path):
     import sys
     assert str(tmp_path) not in sys.path
     sys.modules.pop("kcing_secrets_for_test", None)
+
+
+def test_a_local_settings_link_to_nothing_or_directory_is_refused_not_skipped(tmp_path):
+    """The settings it once named would go unread, and the run use the defaults."""
+    link = tmp_path / "local_settings.py"
+    link.symlink_to(tmp_path / "moved" / "local_settings.py")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path)
+    assert str(caught.value) == "cannot load %s: it is a link to nothing (%s)" % (link, tmp_path / "moved" / "local_settings.py")
+    link.unlink()
+    link.mkdir()
+    with pytest.raises(ConfigError, match="cannot load .*local_settings.py: it is a directory$"):
+        load(tmp_path)
