@@ -472,7 +472,7 @@ class Settings:
 def _parse(name: str, value: Any, origin: str) -> Any:
     spec = SPECS.get(name)
     if spec is None:
-        raise ConfigError("unknown setting %s (from %s)" % (name, origin))
+        raise ConfigError("unknown setting %s (from %s)%s" % (name, origin, _misnamed(str(name), same_prefix=False)))
     try:
         return spec.parse(value)
     except (TypeError, ValueError) as error:

@@ -291,3 +291,10 @@ def test_a_local_settings_link_to_nothing_or_directory_is_refused_not_skipped(tm
     link.mkdir()
     with pytest.raises(ConfigError, match="cannot load .*local_settings.py: it is a directory$"):
         load(tmp_path)
+
+
+def test_an_unknown_name_in_the_settings_dict_says_which_was_meant(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, local="settings = {'ES_HOTS': 'http://es.example:9200'}\n")
+    assert str(caught.value) == "unknown setting ES_HOTS (from %s) (did you mean ES_HOST?)" % (
+        tmp_path / "local_settings.py")
