@@ -203,6 +203,14 @@ def split_global(argv: List[str]) -> Tuple[Optional[str], List[str]]:
     if first == "--version" and not rest:
         print("kcing %s" % __version__)
         return None, []
+    if first in ("-h", "--help") and len(rest) == 1 and rest[0] in commands.NAMES:
+        # `kcing --help feed_es`, as `git --help commit`: the command's help.
+        return rest[0], ["--help"]
+    if first in ("-h", "--help"):
+        raise UsageError("%s takes at most a command's name (%s): %s" % (
+            first, ", ".join(commands.NAMES), " ".join(rest)))
+    if first == "--version":
+        raise UsageError("--version takes nothing after it")
     if first.startswith("-"):
         if any(word in commands.NAMES for word in rest):
             raise UsageError("options go after the command name (kcing <command> %s ...)" % first)

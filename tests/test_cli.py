@@ -97,6 +97,24 @@ def test_an_option_of_another_command_is_refused_by_the_program(tmp_path):
 
 # Usage errors in one line (3) -------------------------------------------------------------------
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_before_a_commands_name_shows_that_commands_help(flag, tmp_path):
+    shown = kcing([flag, "drp"], clean_environ(), tmp_path)
+    assert shown.returncode == 0 and shown.stderr == ""
+    assert shown.stdout == commands.load("drp").USAGE
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--version", "status"], "kcing: --version takes nothing after it (see kcing --help)"),
+    (["--help", "feed"], "kcing: --help takes at most a command's name (%s): feed (see kcing --help)"
+     % ", ".join(commands.NAMES)),
+])
+def test_global_options_given_more_say_what_they_take(argv, message, tmp_path):
+    refused = kcing(argv, clean_environ(), tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert one_line(refused) == message
+
+
 @pytest.mark.parametrize("argv, message", [
     (["feed_es", "--frobnicate"], "kcing feed_es: unknown option --frobnicate (see kcing feed_es --help)"),
     (["feed_es", "--days"], "kcing feed_es: --days needs a value (see kcing feed_es --help)"),
