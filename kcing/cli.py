@@ -32,10 +32,11 @@ Commands:
 
 `kcing <command> --help` shows a command's options, exit codes and examples.
 
-Settings come from kcing/settings.py defaults, then ./local_settings.py, then environment
-variables of the same name, then a command's flags. The main ones: KCI_HOST, ES_BUILD, ES_LAVA,
-ES_BOOT (comma-separated URLs spread the load), LS_USER, LS_PASSWORD, KCING_DB, DRP_DAYS,
-ES_HOST, KB_URL. The README lists them all.
+Settings come from kcing/settings.py defaults, then ./local_settings.py (in the working
+directory), then environment variables of the same name (an empty one counts as unset), then a
+command's flags. The main ones: KCI_HOST, ES_BUILD, ES_LAVA, ES_BOOT (comma-separated URLs
+spread the load), LS_USER, LS_PASSWORD, KCING_DB, DRP_DAYS, ES_HOST, KB_URL. The README lists
+them all.
 
 Exit status: 0 all done; 1 some objects failed or were rejected (reconcile, feed_es --verify:
 some documents are missing in Elasticsearch); 2 usage or configuration error (a Logstash input
