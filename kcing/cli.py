@@ -2,6 +2,7 @@
 command's own usage (kcing/commands/<name>.py) parses the rest; errors become exit codes here."""
 from __future__ import annotations
 
+import difflib
 import gc
 import logging
 import os
@@ -217,7 +218,8 @@ def split_global(argv: List[str]) -> Tuple[Optional[str], List[str]]:
             raise UsageError("options go after the command name (kcing <command> %s ...)" % first)
         raise UsageError("unknown option %s" % first)
     if first not in commands.NAMES:
-        raise UsageError("unknown command %r" % first)
+        close = difflib.get_close_matches(first.lower().replace("-", "_"), commands.NAMES, n=1, cutoff=0.75)
+        raise UsageError("unknown command %r%s" % (first, " (did you mean %s?)" % close[0] if close else ""))
     return first, rest
 
 

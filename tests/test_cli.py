@@ -97,6 +97,13 @@ def test_an_option_of_another_command_is_refused_by_the_program(tmp_path):
 
 # Usage errors in one line (3) -------------------------------------------------------------------
 
+@pytest.mark.parametrize("typed, meant", [("feed-es", "feed_es"), ("setup-kbn", "setup_kbn"), ("Status", "status")])
+def test_a_command_name_mistyped_says_which_was_meant(typed, meant, tmp_path):
+    refused = kcing([typed], clean_environ(), tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert one_line(refused) == "kcing: unknown command %r (did you mean %s?) (see kcing --help)" % (typed, meant)
+
+
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_before_a_commands_name_shows_that_commands_help(flag, tmp_path):
     shown = kcing([flag, "drp"], clean_environ(), tmp_path)
