@@ -66,6 +66,18 @@ def _path(value: Any) -> str:
     return text
 
 
+def _space(value: Any) -> str:
+    """A Kibana space id (empty: the default space), checked here so that a bad one is named as
+    the setting it came from, not found only when the Kibana URL is made."""
+    text = _text(value)
+    if text and not re.fullmatch(r"[a-z0-9_-]+", text):
+        raise ValueError("a Kibana space id takes lowercase letters, digits, '_' and '-'")
+    return text
+
+
+_space.allowed = "lowercase letters, digits, _ and -"
+
+
 def _text_list(value: Any) -> str:
     """Comma-separated names, or (from local_settings.py) a list or tuple of them."""
     if isinstance(value, (list, tuple)):
@@ -356,7 +368,7 @@ SPECS: Mapping[str, Spec] = {
     "KB_URL": Spec("http://localhost:5601", _url, "Kibana URL"),
     "KB_USER": Spec("", _text, "basic-auth user for Kibana"),
     "KB_PASSWORD": Spec("", _text, "basic-auth password for Kibana"),
-    "KB_SPACE": Spec("", _text, "Kibana space id; empty means the default space"),
+    "KB_SPACE": Spec("", _space, "Kibana space id; empty means the default space"),
     "KB_REQUEST_DEADLINE": Spec(300.0, _number(0.1, MAX_SECONDS), "seconds one request of setup_kbn or "
                                 "backup_kbn may take in all, from sending it to the last byte of the answer"),
     # Logstash configuration written by setup_ls

@@ -330,6 +330,13 @@ def test_setup_es_refuses_drp_days_without_ilm_which_alone_reads_it(tmp_path):
                                  "without --ilm")
 
 
+def test_a_bad_space_flag_is_named_as_the_flag(tmp_path):
+    refused = kcing(["setup_kbn", "--space", "Team A", "--dry-run"], clean_environ(), tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == ("kcing setup_kbn: invalid --space 'Team A': a Kibana space id takes lowercase "
+                                 "letters, digits, '_' and '-'")
+
+
 def test_metrics_into_a_missing_directory_is_refused_before_the_run(tmp_path):
     env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
     target = tmp_path / "textfile" / "kcing.prom"

@@ -298,3 +298,12 @@ def test_an_unknown_name_in_the_settings_dict_says_which_was_meant(tmp_path):
         load(tmp_path, local="settings = {'ES_HOTS': 'http://es.example:9200'}\n")
     assert str(caught.value) == "unknown setting ES_HOTS (from %s) (did you mean ES_HOST?)" % (
         tmp_path / "local_settings.py")
+
+
+def test_a_kibana_space_id_kibana_cannot_have_is_refused_naming_kb_space(tmp_path):
+    """It was refused only when a Kibana command made its URL, naming neither KB_SPACE nor where it came from."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={"KB_SPACE": "Team A"})
+    assert str(caught.value) == ("invalid KB_SPACE='Team A' (from environment): a Kibana space id takes lowercase "
+                                 "letters, digits, '_' and '-'")
+    assert load(tmp_path, environ={"KB_SPACE": "team_a-2"}).KB_SPACE == "team_a-2"
