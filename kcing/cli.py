@@ -31,7 +31,8 @@ Usage:
 Commands:
 %(commands)s
 
-`kcing <command> --help` shows a command's options, exit codes and examples.
+`kcing <command> --help` shows a command's options, the settings it reads, exit codes and
+examples.
 
 Settings come from kcing/settings.py defaults, then ./local_settings.py (in the working
 directory), then environment variables of the same name (an empty one counts as unset), then a

@@ -89,6 +89,28 @@ def test_every_option_listed_is_accepted_by_its_command_and_refused_by_the_other
             cli.parse_command(name, [option, "1"])
 
 
+def settings_read(name: str) -> str:
+    text = commands.load(name).USAGE
+    return " ".join(text.split("Settings read", 1)[1].split("\n\n", 1)[0].split()) if "Settings read" in text else ""
+
+
+@pytest.mark.parametrize("name", [name for name in commands.NAMES if name != "test"])
+def test_a_commands_help_lists_the_settings_it_reads(name):
+    from kcing.settings import SPECS
+    listed = settings_read(name)
+    named = set(re.findall(r"\b(?:KCI|KCING|ES|LS|KB|DRP)_[A-Z_]*[A-Z]\b", listed))
+    assert named and named <= set(SPECS), named - set(SPECS)
+    # What the command's own module, and the client module it makes, read of the settings.
+    modules = {"drp": ["admin/elastic.py"], "setup_es": ["admin/elastic.py"], "reconcile": ["admin/elastic.py"],
+               "setup_ls": ["admin/logstash_setup.py"], "setup_kbn": ["commands/_kibana.py"],
+               "backup_kbn": ["commands/_kibana.py"]}.get(name, [])
+    read = set()
+    for module in ["commands/%s.py" % name, *modules]:
+        read |= set(re.findall(r"settings\.([A-Z][A-Z_]+)", (REPO / "kcing" / module).read_text()))
+    assert not {setting for setting in read if setting not in named and not (
+        setting.startswith("KCI_") and "KCI_*" in listed)}, read - named
+
+
 def test_an_option_of_another_command_is_refused_by_the_program(tmp_path):
     refused = kcing(["status", "--source", "api"], clean_environ(), tmp_path)
     assert refused.returncode == 2 and refused.stdout == ""

@@ -33,6 +33,15 @@ file into Elasticsearch documents and post them in batches to the Logstash input
 ES_LAVA, ES_BOOT, ES_REGRESSION). With --output, write NDJSON files for the Elasticsearch _bulk API instead.
 With --verify, then check that Elasticsearch holds what was delivered, as reconcile does.
 
+Settings read (from the environment or ./local_settings.py; the README's table says each):
+upstream, every KCI_* setting (KCI_SOURCE, KCI_HOST, KCI_SCHEME, KCI_STORAGE_URL, KCI_API_URL,
+KCI_API_TOKEN, KCI_DAYS, KCI_THREADS, KCI_TIMEOUT, ...); delivery, ES_BUILD, ES_LAVA, ES_BOOT,
+ES_REGRESSION, LS_USER, LS_PASSWORD, LS_CA_BUNDLE, LS_PIPELINE_BATCH_SIZE, LS_BATCH_MAX_BYTES,
+ES_PARALLEL_POSTS, ES_MAX_RETRIES, ES_RETRY_BACKOFF, ES_TIMEOUT, ES_POST_DEADLINE,
+ES_LOAD_INTERVAL, ES_MAX_DOCS_PER_SECOND; KCING_WORKERS, KCING_DB, KCING_DB_LOCK_WAIT,
+KCING_PROGRESS_EVERY; with --verify, ES_HOST, ES_USER, ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE,
+ES_REQUEST_DEADLINE, ES_VERIFY_DELAY and DRP_DAYS.
+
 Options:
   --source=NAME        legacy (kernelci.org _ajax API + storage), samples (a saved samples
                        directory) or api (the current KernelCI API at KCI_API_URL; each run

@@ -18,6 +18,10 @@ Usage:
 Save upstream files (and a manifest.json describing them) into the samples directory, for
 offline work and tests: `kcing feed_es --source samples` replays them.
 
+Settings read (from the environment or ./local_settings.py; the README's table says each):
+every KCI_* setting (KCI_SOURCE, KCI_HOST, KCI_SCHEME, KCI_STORAGE_URL, KCI_API_URL,
+KCI_API_TOKEN, KCI_DAYS, KCI_THREADS, KCI_SAMPLES_DIR, ...) and KCING_PROGRESS_EVERY.
+
 Options:
   --source=NAME        legacy (kernelci.org _ajax API + storage) or api (the current KernelCI
                        API at KCI_API_URL) (setting KCI_SOURCE, default legacy).

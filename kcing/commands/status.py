@@ -19,6 +19,9 @@ pending, too large for Logstash; and, of the undelivered, those reconcile found 
 Elasticsearch), the last runs (outcome, counts, and for feed_es its source and destination), the
 last reconcile, the watermarks and the most frequent errors.
 
+Settings read (from the environment or ./local_settings.py; the README's table says each):
+KCING_DB, KCING_DB_LOCK_WAIT.
+
 Options:
   --json               Print machine-readable JSON.
   --db=FILE            Ledger database (setting KCING_DB, default kcing.db).
