@@ -123,6 +123,25 @@ def logstash_destination_of(settings):
     return lambda kind: logstash_destination(routes.get(kind, settings.ES_LAVA))
 
 
+def no_ledger(settings) -> ConfigError:
+    """The error of a command that reads a ledger when KCING_DB names none: a missing directory is
+    said as such, since running feed_es first would not help."""
+    directory = Path(settings.KCING_DB).expanduser().absolute().parent
+    if not directory.is_dir():
+        return ConfigError("no ledger at %s: directory %s does not exist (check KCING_DB or --db)"
+                           % (settings.KCING_DB, directory))
+    return ConfigError("no ledger at %s yet: run `kcing feed_es` first (or pass --db)" % settings.KCING_DB)
+
+
+def check_ledger_directory(settings) -> None:
+    """Before a run that creates the ledger: its directory must exist (kcing creates no directory
+    for it), said of KCING_DB rather than of the lock file beside it."""
+    directory = Path(settings.KCING_DB).expanduser().absolute().parent
+    if not directory.is_dir():
+        raise ConfigError("KCING_DB %s: directory %s does not exist; create it or point KCING_DB (or --db) "
+                          "elsewhere" % (settings.KCING_DB, directory))
+
+
 def open_ledger(settings, dry_run: bool = False) -> Ledger:
     """The ledger at KCING_DB. A ledger from before destinations were recorded takes what it
     holds as sent to the Logstash inputs configured now."""

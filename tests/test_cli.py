@@ -359,6 +359,21 @@ def test_a_bad_space_flag_is_named_as_the_flag(tmp_path):
                                  "letters, digits, '_' and '-'")
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["status"], "kcing status: no ledger at {db}: directory {dir} does not exist (check KCING_DB or --db)"),
+    (["reconcile"], "kcing reconcile: no ledger at {db}: directory {dir} does not exist (check KCING_DB or --db)"),
+    (["feed_es", "--source", "samples", "--output", "out"],
+     "kcing feed_es: KCING_DB {db}: directory {dir} does not exist; create it or point KCING_DB (or --db) elsewhere"),
+])
+def test_a_ledger_in_a_directory_that_does_not_exist_is_said_so(argv, message, tmp_path):
+    """Not "run `kcing feed_es` first", which would fail too, nor a word about a lock file."""
+    db = tmp_path / "gone" / "kcing.db"
+    refused = kcing(argv, dict(samples_environ(tmp_path), KCING_DB=str(db)), tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == message.format(db=db, dir=db.parent)
+    assert not (tmp_path / "out").exists()
+
+
 def test_metrics_into_a_missing_directory_is_refused_before_the_run(tmp_path):
     env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
     target = tmp_path / "textfile" / "kcing.prom"

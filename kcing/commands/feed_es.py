@@ -14,7 +14,7 @@ from kcing.flags import seconds
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
 from kcing.shutdown import Stop, stop_on_signals
-from kcing.wiring import make_source, make_sink, open_ledger
+from kcing.wiring import check_ledger_directory, make_source, make_sink, open_ledger
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,8 @@ def run(args: dict, settings) -> int:
     delay = seconds(args, "--verify-delay", settings.ES_VERIFY_DELAY)
     if args.get("--metrics"):
         _check_metrics_path(args["--metrics"])
+    if not dry_run:
+        check_ledger_directory(settings)
     stop = Stop()
     source = make_source(args, settings, stop=stop)
     sink = make_sink(args, settings, stop=stop)

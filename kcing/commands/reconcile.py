@@ -10,14 +10,14 @@ from pathlib import Path
 from kcing import reconcile as reconciling
 from kcing.admin.elastic import make_client
 from kcing.commands._shared import check_and_record, print_summary, run_feed
-from kcing.errors import ConfigError, KcingError, NothingChecked, exit_status
+from kcing.errors import KcingError, NothingChecked, exit_status
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
 from kcing.sinks import LOGSTASH
 from kcing.shutdown import stop_on_signals
 from kcing.sources.localfiles import LocalFiles
 from kcing.watermark import parse_since
-from kcing.wiring import make_sink, make_source, open_ledger
+from kcing.wiring import make_sink, make_source, no_ledger, open_ledger
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def run(args: dict, settings) -> int:
     """Check that Elasticsearch holds every document of the objects delivered in the window."""
     dry_run = bool(args.get("--dry-run"))
     if not Path(settings.KCING_DB).exists():
-        raise ConfigError("no ledger at %s yet: run `kcing feed_es` first (or pass --db)" % settings.KCING_DB)
+        raise no_ledger(settings)
     if args.get("--since"):
         since = parse_since(args["--since"])
     else:
