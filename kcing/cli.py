@@ -214,13 +214,18 @@ def split_global(argv: List[str]) -> Tuple[Optional[str], List[str]]:
             first, ", ".join(commands.NAMES), " ".join(rest)))
     if first == "--version":
         raise UsageError("--version takes nothing after it")
+    after = _after_log_options(argv)
+    if after == len(argv):
+        # Every command takes them, before its name too; only the command is missing.
+        raise UsageError("no command given (kcing %s <command> ...)" % " ".join(argv))
+    if after and not argv[after].startswith("-") and argv[after] not in commands.NAMES:
+        raise unknown_command(argv[after])
     if first.startswith("-"):
         if any(word in commands.NAMES for word in rest):
             raise UsageError("options go after the command name (kcing <command> %s ...)" % first)
         raise UsageError("unknown option %s" % first)
     if first not in commands.NAMES:
-        close = difflib.get_close_matches(first.lower().replace("-", "_"), commands.NAMES, n=1, cutoff=0.75)
-        raise UsageError("unknown command %r%s" % (first, " (did you mean %s?)" % close[0] if close else ""))
+        raise unknown_command(first)
     return first, rest
 
 
@@ -239,6 +244,26 @@ def _leading_log_options(argv: List[str]) -> List[str]:
         position += size
     follows = argv[position] if position < len(argv) else None
     return taken if taken and follows in commands.NAMES and follows != "test" else []
+
+
+def unknown_command(word: str) -> UsageError:
+    close = difflib.get_close_matches(word.lower().replace("-", "_"), commands.NAMES, n=1, cutoff=0.75)
+    return UsageError("unknown command %r%s" % (word, " (did you mean %s?)" % close[0] if close else ""))
+
+
+def _after_log_options(argv: List[str]) -> int:
+    """Where the -d/--debug and -l/--log-file FILE options opening `argv` end: len(argv) for a
+    command line lacking only the command (`kcing -l /var/log/kcing.log`)."""
+    position = 0
+    while position < len(argv):
+        token = argv[position]
+        if token in ("-d", "--debug") or token.startswith("--log-file="):
+            position += 1
+        elif token in ("-l", "--log-file"):
+            position += 2
+        else:
+            return position
+    return len(argv)
 
 
 # The status of a process ended by SIGPIPE (128 + 13), which Python ignores for its sockets' sake.

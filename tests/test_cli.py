@@ -126,6 +126,18 @@ def test_a_command_name_mistyped_says_which_was_meant(typed, meant, tmp_path):
     assert one_line(refused) == "kcing: unknown command %r (did you mean %s?) (see kcing --help)" % (typed, meant)
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["-l", "kcing.log"], "kcing: no command given (kcing -l kcing.log <command> ...) (see kcing --help)"),
+    (["-d"], "kcing: no command given (kcing -d <command> ...) (see kcing --help)"),
+    (["-d", "feed-es"], "kcing: unknown command 'feed-es' (did you mean feed_es?) (see kcing --help)"),
+])
+def test_log_options_before_no_command_or_an_unknown_one_say_what_is_wrong(argv, message, tmp_path):
+    """Not "unknown option -l": every command takes -l and -d, before its name too."""
+    refused = kcing(argv, clean_environ(), tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert one_line(refused) == message
+
+
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_before_a_commands_name_shows_that_commands_help(flag, tmp_path):
     shown = kcing([flag, "drp"], clean_environ(), tmp_path)
