@@ -110,8 +110,14 @@ def check_tokens(name: str, usage: str, argv: List[str]) -> bool:
                 raise UsageError("unknown option %s" % flag)
             if flag in ("-h", "--help"):
                 return True
-            if known[flag] and not has_value and next(tokens, None) is None:
-                raise UsageError("%s needs a value" % flag)
+            if known[flag] and not has_value:
+                value = next(tokens, None)
+                if value is None:
+                    raise UsageError("%s needs a value" % flag)
+                if value.split("=", 1)[0] in known:
+                    # `--output --dry-run` would write into a directory named --dry-run, and not
+                    # as a dry run: the value was forgotten (`--output=--dry-run` is taken as given).
+                    raise UsageError("%s needs a value, not the option %s" % (flag, value))
             if not known[flag] and has_value:
                 raise UsageError("%s takes no value" % flag)
             canonical = _canonical(flag, usage)

@@ -138,6 +138,20 @@ def test_log_options_before_no_command_or_an_unknown_one_say_what_is_wrong(argv,
     assert one_line(refused) == message
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["feed_es", "--source", "samples", "--output", "--dry-run"],
+     "kcing feed_es: --output needs a value, not the option --dry-run (see kcing feed_es --help)"),
+    (["status", "--db", "--json"], "kcing status: --db needs a value, not the option --json (see kcing status --help)"),
+    (["drp", "-l", "-d"], "kcing drp: -l needs a value, not the option -d (see kcing drp --help)"),
+])
+def test_an_option_given_where_a_value_belongs_is_refused(argv, message, tmp_path):
+    """`--output --dry-run` once wrote into a directory named --dry-run, and not as a dry run."""
+    refused = kcing(argv, samples_environ(tmp_path), tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert one_line(refused) == message
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_before_a_commands_name_shows_that_commands_help(flag, tmp_path):
     shown = kcing([flag, "drp"], clean_environ(), tmp_path)
