@@ -2,6 +2,7 @@
 command's own usage (kcing/commands/<name>.py) parses the rest; errors become exit codes here."""
 from __future__ import annotations
 
+import difflib
 import gc
 import logging
 import os
@@ -30,12 +31,14 @@ Usage:
 Commands:
 %(commands)s
 
-`kcing <command> --help` shows a command's options, exit codes and examples.
+`kcing <command> --help` shows a command's options, the settings it reads, exit codes and
+examples.
 
-Settings come from kcing/settings.py defaults, then ./local_settings.py, then environment
-variables of the same name, then a command's flags. The main ones: KCI_HOST, ES_BUILD, ES_LAVA,
-ES_BOOT (comma-separated URLs spread the load), LS_USER, LS_PASSWORD, KCING_DB, DRP_DAYS,
-ES_HOST, KB_URL. The README lists them all.
+Settings come from kcing/settings.py defaults, then ./local_settings.py (in the working
+directory), then environment variables of the same name (an empty one counts as unset), then a
+command's flags. The main ones: KCI_HOST, ES_BUILD, ES_LAVA, ES_BOOT (comma-separated URLs
+spread the load), LS_USER, LS_PASSWORD, KCING_DB, DRP_DAYS, ES_HOST, KB_URL. The README lists
+them all.
 
 Exit status: 0 all done; 1 some objects failed or were rejected (reconcile, feed_es --verify:
 some documents are missing in Elasticsearch); 2 usage or configuration error (a Logstash input
@@ -107,8 +110,14 @@ def check_tokens(name: str, usage: str, argv: List[str]) -> bool:
                 raise UsageError("unknown option %s" % flag)
             if flag in ("-h", "--help"):
                 return True
-            if known[flag] and not has_value and next(tokens, None) is None:
-                raise UsageError("%s needs a value" % flag)
+            if known[flag] and not has_value:
+                value = next(tokens, None)
+                if value is None:
+                    raise UsageError("%s needs a value" % flag)
+                if value.split("=", 1)[0] in known:
+                    # `--output --dry-run` would write into a directory named --dry-run, and not
+                    # as a dry run: the value was forgotten (`--output=--dry-run` is taken as given).
+                    raise UsageError("%s needs a value, not the option %s" % (flag, value))
             if not known[flag] and has_value:
                 raise UsageError("%s takes no value" % flag)
             canonical = _canonical(flag, usage)
@@ -203,12 +212,26 @@ def split_global(argv: List[str]) -> Tuple[Optional[str], List[str]]:
     if first == "--version" and not rest:
         print("kcing %s" % __version__)
         return None, []
+    if first in ("-h", "--help") and len(rest) == 1 and rest[0] in commands.NAMES:
+        # `kcing --help feed_es`, as `git --help commit`: the command's help.
+        return rest[0], ["--help"]
+    if first in ("-h", "--help"):
+        raise UsageError("%s takes at most a command's name (%s): %s" % (
+            first, ", ".join(commands.NAMES), " ".join(rest)))
+    if first == "--version":
+        raise UsageError("--version takes nothing after it")
+    after = _after_log_options(argv)
+    if after == len(argv):
+        # Every command takes them, before its name too; only the command is missing.
+        raise UsageError("no command given (kcing %s <command> ...)" % " ".join(argv))
+    if after and not argv[after].startswith("-") and argv[after] not in commands.NAMES:
+        raise unknown_command(argv[after])
     if first.startswith("-"):
         if any(word in commands.NAMES for word in rest):
             raise UsageError("options go after the command name (kcing <command> %s ...)" % first)
         raise UsageError("unknown option %s" % first)
     if first not in commands.NAMES:
-        raise UsageError("unknown command %r" % first)
+        raise unknown_command(first)
     return first, rest
 
 
@@ -227,6 +250,26 @@ def _leading_log_options(argv: List[str]) -> List[str]:
         position += size
     follows = argv[position] if position < len(argv) else None
     return taken if taken and follows in commands.NAMES and follows != "test" else []
+
+
+def unknown_command(word: str) -> UsageError:
+    close = difflib.get_close_matches(word.lower().replace("-", "_"), commands.NAMES, n=1, cutoff=0.75)
+    return UsageError("unknown command %r%s" % (word, " (did you mean %s?)" % close[0] if close else ""))
+
+
+def _after_log_options(argv: List[str]) -> int:
+    """Where the -d/--debug and -l/--log-file FILE options opening `argv` end: len(argv) for a
+    command line lacking only the command (`kcing -l /var/log/kcing.log`)."""
+    position = 0
+    while position < len(argv):
+        token = argv[position]
+        if token in ("-d", "--debug") or token.startswith("--log-file="):
+            position += 1
+        elif token in ("-l", "--log-file"):
+            position += 2
+        else:
+            return position
+    return len(argv)
 
 
 # The status of a process ended by SIGPIPE (128 + 13), which Python ignores for its sockets' sake.

@@ -13,16 +13,23 @@ setting and where it came from. Secrets never appear in `repr()` or in error mes
 """
 from __future__ import annotations
 
+import difflib
+import ipaddress
+import logging
 import os
 import re
 import runpy
+import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
 from kcing import urls
 from kcing.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SECRET_NAMES = frozenset({"LS_PASSWORD", "ES_PASSWORD", "ES_API_KEY", "KB_PASSWORD", "KCI_API_TOKEN"})
 
@@ -40,7 +47,49 @@ MAX_JAVA_INT = 2_147_483_647  # what Logstash reads a count into
 
 
 def _text(value: Any) -> str:
+    """Text: a string (or a path, or a number, from local_settings.py). Anything else is refused
+    rather than written out as Python shows it: `LS_USER = None` would be the user "None", and
+    `KCING_DB = None` a ledger named None."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError("expected text (a string), not %s" % _type_name(value))
     return str(value).strip()
+
+
+def _path(value: Any) -> str:
+    """A file or directory name: never empty, which would name the working directory (a ledger
+    "." refused as a directory, samples saved among whatever is there)."""
+    text = _text(value)
+    if not text:
+        raise ValueError("expected a file or directory name, not an empty one")
+    return text
+
+
+def _space(value: Any) -> str:
+    """A Kibana space id (empty: the default space), checked here so that a bad one is named as
+    the setting it came from, not found only when the Kibana URL is made."""
+    text = _text(value)
+    if text and not re.fullmatch(r"[a-z0-9_-]+", text):
+        raise ValueError("a Kibana space id takes lowercase letters, digits, '_' and '-'")
+    return text
+
+
+_space.allowed = "lowercase letters, digits, _ and -"
+
+
+def _text_list(value: Any) -> str:
+    """Comma-separated names, or (from local_settings.py) a list or tuple of them."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(_text(item) for item in value)
+    return _text(value)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "None"
+    kind = type(value).__name__
+    return ("an %s" if kind[:1] in "aeiou" else "a %s") % kind
 
 
 def _integer(minimum: int, maximum: int) -> Callable[[Any], int]:
@@ -154,9 +203,18 @@ def _check_port(parts) -> None:
 
 def _host(value: Any) -> str:
     """A host name or address, optionally with :port: what KCI_HOST names (no scheme or path)."""
-    text = str(value).strip()
+    if not isinstance(value, str):  # `KCI_HOST = None` is no host named "None"
+        raise ValueError("expected a host name, optionally with :port, as a string")
+    text = value.strip()
     if "@" in text:
         raise ValueError("put credentials in their own settings, not in the host")
+    scheme, given, rest = text.partition("://")
+    if given and scheme.lower() in ("http", "https") and _is_host(rest.rstrip("/")):
+        # The URL of the site, as a browser shows it: say which two settings it is.
+        raise ValueError("expected a host name, optionally with :port, without a scheme: set KCI_SCHEME=%s "
+                         "and KCI_HOST=%s" % (scheme.lower(), rest.rstrip("/")))
+    if _is_ipv6(text):
+        raise ValueError("expected a host name, optionally with :port; an IPv6 address goes in brackets: [%s]" % text)
     try:
         parts = urlsplit("//" + text)
     except ValueError:  # an IPv6 address without its closing bracket
@@ -166,6 +224,22 @@ def _host(value: Any) -> str:
         raise ValueError("expected a host name, optionally with :port (no scheme or path)")
     _check_port(parts)
     return text
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_host(text: str) -> bool:
+    try:
+        _host(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _origin_list(value: Any) -> tuple:
@@ -186,7 +260,7 @@ def _ca_bundle(value: Any) -> str:
 
     Checked here because requests reports a missing bundle only at the first request, as an
     OSError that looks like a network failure."""
-    text = str(value).strip()
+    text = _text(value)
     if text and not os.path.exists(text):
         raise ValueError("no such file or directory")
     if text and not os.access(text, os.R_OK):
@@ -223,7 +297,7 @@ SPECS: Mapping[str, Spec] = {
     "KCI_HOST": Spec("kernelci.org", _host, "legacy KernelCI web host (the _ajax API)"),
     "KCI_SCHEME": Spec("https", _choice("http", "https"), "scheme for KCI_HOST"),
     "KCI_STORAGE_URL": Spec("", _optional_url, "storage base URL; empty means <scheme>://storage.<host>"),
-    "KCI_NON_LAVA_LABS": Spec("lab-baylibre-seattle", _text, "comma-separated labs that publish boot-<board>.json"),
+    "KCI_NON_LAVA_LABS": Spec("lab-baylibre-seattle", _text_list, "comma-separated labs that publish boot-<board>.json"),
     "KCI_DAYS": Spec(2, _integer(1, MAX_DAYS), "default crawl window in days"),
     "KCI_PAGE_SIZE": Spec(1000, _integer(1, MAX_PAGE_SIZE), "listing items per _ajax page"),
     "KCI_THREADS": Spec(4, _integer(1, MAX_CONCURRENCY), "concurrent downloads"),
@@ -239,7 +313,7 @@ SPECS: Mapping[str, Spec] = {
                                   "all, from sending the request to the last byte; a slower one fails and the next "
                                   "run tries again"),
     "KCI_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for upstream TLS; empty means certifi's bundle (Mozilla's CAs)"),
-    "KCI_SAMPLES_DIR": Spec("samples", _text, "directory of saved upstream files"),
+    "KCI_SAMPLES_DIR": Spec("samples", _path, "directory of saved upstream files"),
     # Upstream: the current KernelCI API (--source api)
     "KCI_API_URL": Spec("https://api.kernelci.org/latest", _url, "KernelCI API base URL, version included"),
     "KCI_API_TOKEN": Spec("", _text, "token sent as `Authorization: Bearer`; reading needs none"),
@@ -273,7 +347,7 @@ SPECS: Mapping[str, Spec] = {
     "LS_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Logstash TLS (a PEM file, or a directory of hashed "
                          "certificates); empty means the system store (OpenSSL's default paths)"),
     # Ledger and retention
-    "KCING_DB": Spec("kcing.db", _text, "SQLite ledger of what was delivered"),
+    "KCING_DB": Spec("kcing.db", _path, "SQLite ledger of what was delivered"),
     "KCING_DB_LOCK_WAIT": Spec(30.0, _number(0, MAX_SECONDS), "seconds a ledger write waits for another process "
                                "holding its database lock before the run stops (exit 4)"),
     "KCING_PROGRESS_EVERY": Spec(10.0, _number(1, 24 * 3600), "seconds between the `progress:` lines of feed_es, "
@@ -294,7 +368,7 @@ SPECS: Mapping[str, Spec] = {
     "KB_URL": Spec("http://localhost:5601", _url, "Kibana URL"),
     "KB_USER": Spec("", _text, "basic-auth user for Kibana"),
     "KB_PASSWORD": Spec("", _text, "basic-auth password for Kibana"),
-    "KB_SPACE": Spec("", _text, "Kibana space id; empty means the default space"),
+    "KB_SPACE": Spec("", _space, "Kibana space id; empty means the default space"),
     "KB_REQUEST_DEADLINE": Spec(300.0, _number(0.1, MAX_SECONDS), "seconds one request of setup_kbn or "
                                 "backup_kbn may take in all, from sending it to the last byte of the answer"),
     # Logstash configuration written by setup_ls
@@ -410,7 +484,7 @@ class Settings:
 def _parse(name: str, value: Any, origin: str) -> Any:
     spec = SPECS.get(name)
     if spec is None:
-        raise ConfigError("unknown setting %s (from %s)" % (name, origin))
+        raise ConfigError("unknown setting %s (from %s)%s" % (name, origin, _misnamed(str(name), same_prefix=False)))
     try:
         return spec.parse(value)
     except (TypeError, ValueError) as error:
@@ -424,7 +498,16 @@ def _parse(name: str, value: Any, origin: str) -> Any:
 def read_local_settings(path: Path) -> dict:
     """Return the settings a local_settings.py file names (empty when the file is absent)."""
     if not path.is_file():
+        if os.path.lexists(str(path)):
+            # A link to a file moved away, a directory: the settings would go unread without a word.
+            raise ConfigError("cannot load %s: %s" % (path, "it is a directory" if path.is_dir() else
+                                                      "it is a link to nothing (%s)" % os.readlink(str(path))
+                                                      if path.is_symlink() else "it is not a regular file"))
         return {}
+    # As Python runs a script: the file's own directory first on the path, so that it may import
+    # a module beside it (passwords kept in a file of their own, say).
+    directory = str(path.resolve().parent)
+    sys.path.insert(0, directory)
     try:
         namespace = runpy.run_path(str(path))
     except (Exception, SystemExit) as error:  # the user's file: any error in it (even sys.exit) is a configuration error
@@ -433,9 +516,53 @@ def read_local_settings(path: Path) -> dict:
         line = _failing_line(error, path)
         raise ConfigError("cannot load %s: %s%s (the text is not shown: it may hold a secret)"
                           % (path, type(error).__name__, " at line %d" % line if line else "")) from None
-    found = dict(namespace.get("settings") or {}) if isinstance(namespace.get("settings"), dict) else {}
+    finally:
+        if directory in sys.path:
+            sys.path.remove(directory)
+    given = namespace.get("settings")
+    found = dict(given) if isinstance(given, dict) else {}
+    if given is not None and not isinstance(given, (dict, ModuleType)):
+        log.warning("%s: `settings` is %s, not a dict of settings; it is ignored", path, _type_name(given))
     found.update({name: value for name, value in namespace.items() if name in SPECS})
+    for name in sorted(namespace):
+        if name not in SPECS and not name.startswith("_"):
+            mistake = _misnamed(name, same_prefix=False)
+            if mistake:
+                log.warning("%s: %s is not a kcing setting and is ignored%s", path, name, mistake)
     return found
+
+
+SETTING_PREFIXES = ("KCI_", "KCING_", "ES_", "LS_", "KB_", "DRP_")
+# What Logstash reads from the environment for kcing's pipeline (logstash/pipeline/kcing.conf):
+# set where kcing may run too, and no misspelt setting.
+PIPELINE_VARIABLES = frozenset(("ES_HOSTS", "LS_HTTP_USER", "LS_HTTP_PASSWORD"))
+
+
+def _misnamed(name: str, same_prefix: bool) -> str:
+    """Why `name`, not a setting, looks meant as one (" (did you mean ES_HOST?)"), or "" when it
+    does not: a setting's name in lower case, or a name with a setting's prefix. With
+    `same_prefix` (the environment, which other programs share: ES_JAVA_OPTS, LS_COLORS), only
+    a near miss of a setting of the same prefix counts."""
+    if name.upper() in SPECS:
+        return " (setting names are upper-case: %s)" % name.upper()
+    if not name.startswith(SETTING_PREFIXES):
+        return ""
+    prefix = name.split("_", 1)[0] + "_"
+    candidates = [known for known in SPECS if not same_prefix or known.split("_", 1)[0] + "_" == prefix]
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.8)
+    if close:
+        return " (did you mean %s?)" % close[0]
+    return "" if same_prefix else " (the README's settings table lists them all)"
+
+
+def warn_of_unknown_environment(environ: Mapping[str, str]) -> None:
+    """Warn of an environment variable that looks meant as a setting but is none (ES_HOTS):
+    it would be ignored without a word, and the setting left at its default."""
+    for name in sorted(environ):
+        if name not in SPECS and name not in PIPELINE_VARIABLES:
+            mistake = _misnamed(name, same_prefix=True)
+            if mistake:
+                log.warning("environment variable %s is not a kcing setting and is ignored%s", name, mistake)
 
 
 def _failing_line(error: BaseException, path: Path) -> Optional[int]:
@@ -460,6 +587,7 @@ def load(environ: Optional[Mapping[str, str]] = None, local_file: Optional[Path]
     values = {name: spec.default for name, spec in SPECS.items()}
     for name, value in read_local_settings(local_file).items():
         values[name] = _parse(name, value, str(local_file))
+    warn_of_unknown_environment(environ)
     for name in SPECS:
         if name in environ and environ[name].strip() != "":
             values[name] = _parse(name, environ[name], "environment")

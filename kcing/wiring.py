@@ -40,8 +40,8 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
         given = [flag for flag in ("--days", how_many_flag) if args.get(flag) is not None]
         if given:
             # Refused rather than ignored: the samples source replays the whole directory.
-            raise ConfigError("%s does not apply to --source samples, which replays the whole samples directory"
-                              % " and ".join(given))
+            raise ConfigError("%s does not apply to %s, which replays the whole samples directory"
+                              % (" and ".join(given), source_named(args, "samples")))
         from kcing.sources.localfiles import SamplesDir
         return SamplesDir(settings.KCI_SAMPLES_DIR, settings.KCI_MAX_OBJECT_BYTES)
     stop = stop if stop is not None else Stop()
@@ -61,6 +61,12 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
     return LegacyKernelCI(requester, settings.frontend_url, settings.storage_url, settings.non_lava_labs,
                           days=settings.KCI_DAYS, how_many=positive_int(args, how_many_flag),
                           page_size=settings.KCI_PAGE_SIZE)
+
+
+def source_named(args: dict, name: str) -> str:
+    """How the user chose source `name`: by the flag, or by KCI_SOURCE (the environment or
+    local_settings.py), which a message must name when no --source was given."""
+    return "--source %s" % name if args.get("--source") is not None else "KCI_SOURCE=%s" % name
 
 
 def crawl_since(args: dict, now=None):
@@ -115,6 +121,25 @@ def logstash_destination_of(settings):
     """kind -> the ledger's name for the Logstash inputs configured for it."""
     routes = logstash_routes(settings)
     return lambda kind: logstash_destination(routes.get(kind, settings.ES_LAVA))
+
+
+def no_ledger(settings) -> ConfigError:
+    """The error of a command that reads a ledger when KCING_DB names none: a missing directory is
+    said as such, since running feed_es first would not help."""
+    directory = Path(settings.KCING_DB).expanduser().absolute().parent
+    if not directory.is_dir():
+        return ConfigError("no ledger at %s: directory %s does not exist (check KCING_DB or --db)"
+                           % (settings.KCING_DB, directory))
+    return ConfigError("no ledger at %s yet: run `kcing feed_es` first (or pass --db)" % settings.KCING_DB)
+
+
+def check_ledger_directory(settings) -> None:
+    """Before a run that creates the ledger: its directory must exist (kcing creates no directory
+    for it), said of KCING_DB rather than of the lock file beside it."""
+    directory = Path(settings.KCING_DB).expanduser().absolute().parent
+    if not directory.is_dir():
+        raise ConfigError("KCING_DB %s: directory %s does not exist; create it or point KCING_DB (or --db) "
+                          "elsewhere" % (settings.KCING_DB, directory))
 
 
 def open_ledger(settings, dry_run: bool = False) -> Ledger:

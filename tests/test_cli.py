@@ -89,6 +89,28 @@ def test_every_option_listed_is_accepted_by_its_command_and_refused_by_the_other
             cli.parse_command(name, [option, "1"])
 
 
+def settings_read(name: str) -> str:
+    text = commands.load(name).USAGE
+    return " ".join(text.split("Settings read", 1)[1].split("\n\n", 1)[0].split()) if "Settings read" in text else ""
+
+
+@pytest.mark.parametrize("name", [name for name in commands.NAMES if name != "test"])
+def test_a_commands_help_lists_the_settings_it_reads(name):
+    from kcing.settings import SPECS
+    listed = settings_read(name)
+    named = set(re.findall(r"\b(?:KCI|KCING|ES|LS|KB|DRP)_[A-Z_]*[A-Z]\b", listed))
+    assert named and named <= set(SPECS), named - set(SPECS)
+    # What the command's own module, and the client module it makes, read of the settings.
+    modules = {"drp": ["admin/elastic.py"], "setup_es": ["admin/elastic.py"], "reconcile": ["admin/elastic.py"],
+               "setup_ls": ["admin/logstash_setup.py"], "setup_kbn": ["commands/_kibana.py"],
+               "backup_kbn": ["commands/_kibana.py"]}.get(name, [])
+    read = set()
+    for module in ["commands/%s.py" % name, *modules]:
+        read |= set(re.findall(r"settings\.([A-Z][A-Z_]+)", (REPO / "kcing" / module).read_text()))
+    assert not {setting for setting in read if setting not in named and not (
+        setting.startswith("KCI_") and "KCI_*" in listed)}, read - named
+
+
 def test_an_option_of_another_command_is_refused_by_the_program(tmp_path):
     refused = kcing(["status", "--source", "api"], clean_environ(), tmp_path)
     assert refused.returncode == 2 and refused.stdout == ""
@@ -96,6 +118,57 @@ def test_an_option_of_another_command_is_refused_by_the_program(tmp_path):
 
 
 # Usage errors in one line (3) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("typed, meant", [("feed-es", "feed_es"), ("setup-kbn", "setup_kbn"), ("Status", "status")])
+def test_a_command_name_mistyped_says_which_was_meant(typed, meant, tmp_path):
+    refused = kcing([typed], clean_environ(), tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert one_line(refused) == "kcing: unknown command %r (did you mean %s?) (see kcing --help)" % (typed, meant)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-l", "kcing.log"], "kcing: no command given (kcing -l kcing.log <command> ...) (see kcing --help)"),
+    (["-d"], "kcing: no command given (kcing -d <command> ...) (see kcing --help)"),
+    (["-d", "feed-es"], "kcing: unknown command 'feed-es' (did you mean feed_es?) (see kcing --help)"),
+])
+def test_log_options_before_no_command_or_an_unknown_one_say_what_is_wrong(argv, message, tmp_path):
+    """Not "unknown option -l": every command takes -l and -d, before its name too."""
+    refused = kcing(argv, clean_environ(), tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert one_line(refused) == message
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["feed_es", "--source", "samples", "--output", "--dry-run"],
+     "kcing feed_es: --output needs a value, not the option --dry-run (see kcing feed_es --help)"),
+    (["status", "--db", "--json"], "kcing status: --db needs a value, not the option --json (see kcing status --help)"),
+    (["drp", "-l", "-d"], "kcing drp: -l needs a value, not the option -d (see kcing drp --help)"),
+])
+def test_an_option_given_where_a_value_belongs_is_refused(argv, message, tmp_path):
+    """`--output --dry-run` once wrote into a directory named --dry-run, and not as a dry run."""
+    refused = kcing(argv, samples_environ(tmp_path), tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert one_line(refused) == message
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_before_a_commands_name_shows_that_commands_help(flag, tmp_path):
+    shown = kcing([flag, "drp"], clean_environ(), tmp_path)
+    assert shown.returncode == 0 and shown.stderr == ""
+    assert shown.stdout == commands.load("drp").USAGE
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--version", "status"], "kcing: --version takes nothing after it (see kcing --help)"),
+    (["--help", "feed"], "kcing: --help takes at most a command's name (%s): feed (see kcing --help)"
+     % ", ".join(commands.NAMES)),
+])
+def test_global_options_given_more_say_what_they_take(argv, message, tmp_path):
+    refused = kcing(argv, clean_environ(), tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert one_line(refused) == message
+
 
 @pytest.mark.parametrize("argv, message", [
     (["feed_es", "--frobnicate"], "kcing feed_es: unknown option --frobnicate (see kcing feed_es --help)"),
@@ -136,6 +209,19 @@ def test_a_bad_setting_or_flag_says_what_value_is_expected(tmp_path):
     assert one_line(from_environment) == ("kcing feed_es: invalid ES_TIMEOUT='soon' (from environment): "
                                           "expected a number from 0.1 to 3600")
     assert not PYTHON_INTERNALS.search(from_flag.stderr + from_environment.stderr)
+
+
+def test_a_misspelt_setting_is_warned_of_and_the_run_goes_on(tmp_path):
+    """ES_HOTS=... once left ES_HOST at its default without a word; a lower-case name in
+    local_settings.py too."""
+    (tmp_path / "local_settings.py").write_text("kb_space = 'team-a'\n")
+    shown = kcing(["setup_kbn", "--dry-run"], clean_environ(KB_URLL="http://127.0.0.1:5601"), tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    warnings = [line.split(" kcing.settings: ", 1)[1] for line in shown.stderr.splitlines()]
+    assert warnings == [
+        "local_settings.py: kb_space is not a kcing setting and is ignored (setting names are upper-case: KB_SPACE)",
+        "environment variable KB_URLL is not a kcing setting and is ignored (did you mean KB_URL?)"]
+    assert "http://localhost:5601" in shown.stdout
 
 
 @pytest.mark.parametrize("argv", [
@@ -275,6 +361,45 @@ def test_crawl_window_flags_are_refused_with_the_samples_source(flag, tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "kcing.db").exists()
 
 
+def test_a_verify_delay_without_verify_is_refused_not_ignored(tmp_path):
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
+    refused = kcing(["feed_es", "--source", "samples", "--verify-delay", "60", "--output", str(tmp_path / "out")],
+                    env, tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == "kcing feed_es: --verify-delay is how long --verify waits; it does nothing without --verify"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "kcing.db").exists()
+
+
+def test_setup_es_refuses_drp_days_without_ilm_which_alone_reads_it(tmp_path):
+    refused = kcing(["setup_es", "--drp-days", "30"], clean_environ(ES_HOST="http://127.0.0.1:%d" % closed_port()),
+                    tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == ("kcing setup_es: --drp-days sets the days the --ilm policy keeps; it does nothing "
+                                 "without --ilm")
+
+
+def test_a_bad_space_flag_is_named_as_the_flag(tmp_path):
+    refused = kcing(["setup_kbn", "--space", "Team A", "--dry-run"], clean_environ(), tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == ("kcing setup_kbn: invalid --space 'Team A': a Kibana space id takes lowercase "
+                                 "letters, digits, '_' and '-'")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["status"], "kcing status: no ledger at {db}: directory {dir} does not exist (check KCING_DB or --db)"),
+    (["reconcile"], "kcing reconcile: no ledger at {db}: directory {dir} does not exist (check KCING_DB or --db)"),
+    (["feed_es", "--source", "samples", "--output", "out"],
+     "kcing feed_es: KCING_DB {db}: directory {dir} does not exist; create it or point KCING_DB (or --db) elsewhere"),
+])
+def test_a_ledger_in_a_directory_that_does_not_exist_is_said_so(argv, message, tmp_path):
+    """Not "run `kcing feed_es` first", which would fail too, nor a word about a lock file."""
+    db = tmp_path / "gone" / "kcing.db"
+    refused = kcing(argv, dict(samples_environ(tmp_path), KCING_DB=str(db)), tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == message.format(db=db, dir=db.parent)
+    assert not (tmp_path / "out").exists()
+
+
 def test_metrics_into_a_missing_directory_is_refused_before_the_run(tmp_path):
     env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
     target = tmp_path / "textfile" / "kcing.prom"
@@ -411,3 +536,15 @@ def test_each_command_is_one_module_that_no_service_imports():
     cli_imports = {module.split(".")[1] for module in imported_modules(package / "cli.py")
                    if module.startswith("kcing.")}
     assert cli_imports <= {"__version__", "commands", "logs", "settings", "errors", "urls"}, cli_imports
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["feed_es", "--days", "3", "--dry-run"],
+     "kcing feed_es: --days does not apply to KCI_SOURCE=samples, which replays the whole samples directory"),
+    (["gen_samples"], "kcing gen_samples: gen_samples saves from an upstream source; KCI_SOURCE=samples would copy "
+                      "the samples onto themselves"),
+])
+def test_a_source_chosen_by_kci_source_is_named_so_not_as_a_flag_never_given(argv, message, tmp_path):
+    refused = kcing(argv, samples_environ(tmp_path, KCI_SOURCE="samples"), tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == message

@@ -847,3 +847,17 @@ def test_aliases_blocks_and_data_streams_under_kcing_names_say_so_and_mark_nothi
     assert ("reconcile: 1 objects with missing documents were not marked undelivered: Elasticsearch refuses writes "
             "to %s (index.blocks.write); remove the block and run reconcile again" % write_blocked in checked.stdout)
     assert set(ledger_states(db).values()) == {DELIVERED}
+
+
+@needs_samples
+def test_resend_with_a_logstash_setting_it_cannot_use_is_refused_before_the_check_marks_anything(
+        env, tmp_path, forwarding, es):
+    db = tmp_path / "kcing.db"
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    kept = kept_ids(db)
+    delete_documents(es, kept[next(key for key in sorted(kept) if key[0] == "boot")])
+    before = table_dump(db)
+    refused = kcing(["reconcile", "--resend"], dict(env, LS_USER="kcing"), tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.strip() == "kcing reconcile: LS_USER and LS_PASSWORD must be set together"
+    assert table_dump(db) == before  # not checked, not marked, no run recorded

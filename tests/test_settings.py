@@ -171,3 +171,139 @@ def test_a_number_from_local_settings_is_bounded_too(tmp_path):
         load(tmp_path, local="KCI_THREADS = 10 ** 20\n")
     with pytest.raises(ConfigError, match=r"invalid ES_TIMEOUT=.*local_settings.py.*from 0.1 to 3600"):
         load(tmp_path, local="ES_TIMEOUT = float('inf')\n")
+
+
+@pytest.mark.parametrize("line, name, shown, expected", [
+    ("LS_USER = None", "LS_USER", "None", "expected text (a string), not None"),
+    ("KCING_DB = None", "KCING_DB", "None", "expected text (a string), not None"),
+    ("LS_PASSWORD = None", "LS_PASSWORD", "***", "expected text (a string), not None"),
+    ("LS_HOME = ['/usr/share/logstash']", "LS_HOME", "['/usr/share/logstash']", "expected text (a string), not a list"),
+    ("KB_SPACE = True", "KB_SPACE", "True", "expected text (a string), not a bool"),
+    ("ES_CA_BUNDLE = None", "ES_CA_BUNDLE", "None", "expected text (a string), not None"),
+    ("KCI_HOST = None", "KCI_HOST", "None", "expected a host name, optionally with :port, as a string"),
+])
+def test_a_text_setting_of_another_type_in_local_settings_is_refused_not_written_out(tmp_path, line, name, shown,
+                                                                                     expected):
+    """Once `LS_USER = None` made the user "None", and `KCING_DB = None` a ledger file named None."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, local=line + "\n")
+    assert str(caught.value) == "invalid %s=%s (from %s): %s" % (name, shown, tmp_path / "local_settings.py", expected)
+
+
+def test_text_settings_take_paths_numbers_and_a_list_of_labs_from_local_settings(tmp_path):
+    s = load(tmp_path, local="from pathlib import Path\nKCING_DB = Path('/srv/kcing/kcing.db')\nKB_SPACE = 7\n"
+                             "KCI_NON_LAVA_LABS = ['lab-a', ' lab-b ']\n")
+    assert s.KCING_DB == "/srv/kcing/kcing.db" and s.KB_SPACE == "7"
+    assert s.non_lava_labs == frozenset({"lab-a", "lab-b"})
+
+
+def warnings_of(caplog):
+    return [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+
+
+def test_an_environment_variable_that_looks_meant_as_a_setting_is_warned_of(tmp_path, caplog):
+    s = load(tmp_path, environ={"ES_HOTS": "http://es.example:9200", "kci_host": "kernelci.example",
+                                "DRP_DAY": "9"})
+    assert s.ES_HOST == "http://localhost:9200" and s.KCI_HOST == "kernelci.org" and s.DRP_DAYS == 3
+    assert warnings_of(caplog) == [
+        "environment variable DRP_DAY is not a kcing setting and is ignored (did you mean DRP_DAYS?)",
+        "environment variable ES_HOTS is not a kcing setting and is ignored (did you mean ES_HOST?)",
+        "environment variable kci_host is not a kcing setting and is ignored (setting names are upper-case: KCI_HOST)",
+    ]
+
+
+def test_other_programs_variables_of_the_same_prefixes_are_not_warned_of(tmp_path, caplog):
+    load(tmp_path, environ={name: "x" for name in ("LS_COLORS", "ES_JAVA_OPTS", "LS_JAVA_OPTS", "ES_HOME",
+                                                   "ES_PATH_CONF", "ES_TMPDIR", "LS_SETTINGS_DIR", "KCI_SETTINGS",
+                                                   # kcing's Logstash pipeline reads these
+                                                   "ES_HOSTS", "LS_HTTP_USER", "LS_HTTP_PASSWORD")})
+    assert warnings_of(caplog) == []
+
+
+def test_a_name_in_local_settings_that_looks_meant_as_a_setting_is_warned_of(tmp_path, caplog):
+    s = load(tmp_path, local="import os\nkci_host = 'kernelci.example'\nES_HOTS = 'http://es.example:9200'\n"
+                             "ES_URL = 'http://es.example:9200'\nBASE = 'http://ls.example'\n"
+                             "ES_BUILD = BASE + ':8337'\n_private = 1\n")
+    assert s.KCI_HOST == "kernelci.org" and s.ES_BUILD == ("http://ls.example:8337",)
+    path = tmp_path / "local_settings.py"
+    assert warnings_of(caplog) == [
+        "%s: ES_HOTS is not a kcing setting and is ignored (did you mean ES_HOST?)" % path,
+        "%s: ES_URL is not a kcing setting and is ignored (the README's settings table lists them all)" % path,
+        "%s: kci_host is not a kcing setting and is ignored (setting names are upper-case: KCI_HOST)" % path,
+    ]
+
+
+def test_a_settings_name_in_local_settings_that_is_no_dict_is_warned_of(tmp_path, caplog):
+    load(tmp_path, local="settings = [('KCI_HOST', 'kernelci.example')]\n")
+    assert warnings_of(caplog) == ["%s: `settings` is a list, not a dict of settings; it is ignored"
+                                   % (tmp_path / "local_settings.py")]
+
+
+def test_every_variable_the_logstash_pipeline_reads_is_known_not_to_be_a_misspelt_setting():
+    import re
+    from pathlib import Path
+    pipeline = (Path(__file__).resolve().parents[1] / "logstash" / "pipeline" / "kcing.conf").read_text()
+    read = set(re.findall(r"\$\{([A-Z_]+)", pipeline))
+    assert read and {name for name in read if name.startswith(settings_module.SETTING_PREFIXES)} <= (
+        settings_module.PIPELINE_VARIABLES | set(settings_module.SPECS))
+
+
+@pytest.mark.parametrize("value, hint", [
+    ("https://kernelci.org", "without a scheme: set KCI_SCHEME=https and KCI_HOST=kernelci.org"),
+    ("HTTP://127.0.0.1:8080/", "without a scheme: set KCI_SCHEME=http and KCI_HOST=127.0.0.1:8080"),
+    ("::1", "an IPv6 address goes in brackets: [::1]"),
+])
+def test_a_kci_host_given_as_a_url_or_a_bare_ipv6_address_says_what_to_set(tmp_path, value, hint):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={"KCI_HOST": value})
+    assert str(caught.value).startswith("invalid KCI_HOST=%r (from environment): expected a host name" % value)
+    assert str(caught.value).endswith(hint)
+
+
+@pytest.mark.parametrize("name", ["KCING_DB", "KCI_SAMPLES_DIR"])
+def test_an_empty_file_or_directory_setting_in_local_settings_is_refused(tmp_path, name):
+    """An empty KCING_DB named the working directory ("KCING_DB . is a directory", a `.lock`
+    left in it); an empty KCI_SAMPLES_DIR had gen_samples save among whatever is there."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, local="%s = ' '\n" % name)
+    assert str(caught.value) == "invalid %s=' ' (from %s): expected a file or directory name, not an empty one" % (
+        name, tmp_path / "local_settings.py")
+
+
+def test_local_settings_may_import_a_module_beside_it(tmp_path):
+    """As when Python runs a script: passwords may be kept in a file of their own."""
+    (tmp_path / "kcing_secrets_for_test.py").write_text("PASSWORD = 'from-beside'\n")
+    s = load(tmp_path, local="from kcing_secrets_for_test import PASSWORD\nLS_USER = 'kcing'\nLS_PASSWORD = PASSWORD\n")
+    assert s.LS_PASSWORD == "from-beside"
+    import sys
+    assert str(tmp_path) not in sys.path
+    sys.modules.pop("kcing_secrets_for_test", None)
+
+
+def test_a_local_settings_link_to_nothing_or_directory_is_refused_not_skipped(tmp_path):
+    """The settings it once named would go unread, and the run use the defaults."""
+    link = tmp_path / "local_settings.py"
+    link.symlink_to(tmp_path / "moved" / "local_settings.py")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path)
+    assert str(caught.value) == "cannot load %s: it is a link to nothing (%s)" % (link, tmp_path / "moved" / "local_settings.py")
+    link.unlink()
+    link.mkdir()
+    with pytest.raises(ConfigError, match="cannot load .*local_settings.py: it is a directory$"):
+        load(tmp_path)
+
+
+def test_an_unknown_name_in_the_settings_dict_says_which_was_meant(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, local="settings = {'ES_HOTS': 'http://es.example:9200'}\n")
+    assert str(caught.value) == "unknown setting ES_HOTS (from %s) (did you mean ES_HOST?)" % (
+        tmp_path / "local_settings.py")
+
+
+def test_a_kibana_space_id_kibana_cannot_have_is_refused_naming_kb_space(tmp_path):
+    """It was refused only when a Kibana command made its URL, naming neither KB_SPACE nor where it came from."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={"KB_SPACE": "Team A"})
+    assert str(caught.value) == ("invalid KB_SPACE='Team A' (from environment): a Kibana space id takes lowercase "
+                                 "letters, digits, '_' and '-'")
+    assert load(tmp_path, environ={"KB_SPACE": "team_a-2"}).KB_SPACE == "team_a-2"

@@ -299,3 +299,25 @@ def test_setup_es_through_the_cli(tmp_path, es, capsys, monkeypatch):
     assert cli.main(["setup_es", "--ilm"]) == 0
     assert "kcing-log (log-*) created" in capsys.readouterr().out
     assert POLICY_NAME in es.policies
+
+
+@pytest.mark.parametrize("url, scheme, host, port, prefix", [
+    ("http://es.example", "http", "es.example", 80, ""),
+    ("https://es.example/", "https", "es.example", 443, ""),
+    ("https://es.example/elastic", "https", "es.example", 443, "/elastic"),
+    ("HTTPS://[::1]", "https", "::1", 443, ""),
+    ("http://es.example:9200", "http", "es.example", 9200, ""),
+])
+def test_an_es_host_without_a_port_means_its_schemes_port(tmp_path, url, scheme, host, port, prefix):
+    """The client refuses a URL without a port ("URL must include a 'scheme', 'host', and 'port'");
+    an https URL behind a proxy on 443 is an ordinary ES_HOST."""
+    (node,) = make_client(load_settings(tmp_path, ES_HOST=url)).transport.node_pool.all()
+    assert (node.config.scheme, node.config.host, node.config.port, node.config.path_prefix) == (
+        scheme, host, port, prefix)
+
+
+def test_a_ca_bundle_applies_to_an_https_es_host_whatever_the_case_of_its_scheme(tmp_path, caplog):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    make_client(load_settings(tmp_path, ES_HOST="HTTPS://es.example:9200", ES_CA_BUNDLE=str(bundle)))
+    assert "ES_CA_BUNDLE is ignored" not in caplog.text

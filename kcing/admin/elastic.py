@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from typing import Iterator, Optional
+from urllib.parse import urlsplit, urlunsplit
 
 import elasticsearch
 from elastic_transport import Urllib3HttpNode
@@ -59,7 +60,7 @@ class _OverallDeadlineNode(Urllib3HttpNode):
 def make_client(settings, request_timeout: float = REQUEST_TIMEOUT) -> Elasticsearch:
     """An Elasticsearch client for ES_HOST with the configured credentials and CA bundle."""
     options = {
-        "hosts": [settings.ES_HOST],
+        "hosts": [client_url(settings.ES_HOST)],
         "node_class": type("OverallDeadlineNode", (_OverallDeadlineNode,),
                            {"overall": settings.ES_REQUEST_DEADLINE, "client_timeout": request_timeout}),
         "request_timeout": request_timeout,
@@ -78,7 +79,7 @@ def make_client(settings, request_timeout: float = REQUEST_TIMEOUT) -> Elasticse
         options["basic_auth"] = (settings.ES_USER, settings.ES_PASSWORD)
         warn_cleartext_credentials("the Elasticsearch password (ES_PASSWORD)", {"ES_HOST": [settings.ES_HOST]})
     if settings.ES_CA_BUNDLE:
-        if settings.ES_HOST.startswith("https://"):
+        if urlsplit(settings.ES_HOST).scheme == "https":
             options["ca_certs"] = settings.ES_CA_BUNDLE
         else:
             # The client refuses TLS options for http://; a bundle set for other hosts is harmless here.
@@ -87,6 +88,16 @@ def make_client(settings, request_timeout: float = REQUEST_TIMEOUT) -> Elasticse
         return Elasticsearch(**options)
     except ValueError as error:
         raise ConfigError("cannot use ES_HOST %s: %s" % (settings.ES_HOST, error)) from None
+
+
+def client_url(url: str) -> str:
+    """ES_HOST as the client takes it: with its port. The client refuses an http URL without one
+    ("URL must include ... 'port'"), where a URL without a port means its scheme's, as everywhere else."""
+    parts = urlsplit(url)
+    if parts.port is not None:
+        return url
+    host = parts.hostname if ":" not in parts.hostname else "[%s]" % parts.hostname
+    return urlunsplit((parts.scheme, "%s:%d" % (host, 443 if parts.scheme == "https" else 80), parts.path, "", ""))
 
 
 def translate(error: Exception, host: str, action: str) -> KcingError:

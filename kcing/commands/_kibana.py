@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from kcing.admin.kibana import (
-    KibanaClient, backup_name, canonical_ndjson, count_by_type, hide_url, parse_ndjson, restore_url,
+    KibanaClient, backup_name, canonical_ndjson, check_space, count_by_type, hide_url, parse_ndjson, restore_url,
 )
 from kcing.errors import ConfigError, reading_failure
 from kcing.http import new_session
@@ -34,6 +34,12 @@ def make_client(args: dict, settings, session=None) -> KibanaClient:
             raise ConfigError("KB_USER and KB_PASSWORD must be set together")
         auth = (settings.KB_USER, settings.KB_PASSWORD)
     space = args.get("--space")
+    if space is not None:
+        try:
+            check_space(space)
+        except ConfigError:
+            raise ConfigError("invalid --space %r: a Kibana space id takes lowercase letters, digits, '_' and '-'"
+                              % space) from None
     space = settings.KB_SPACE if space is None else space
     return KibanaClient(session or new_session(pool_size=1), settings.KB_URL, space, auth,
                         deadline=settings.KB_REQUEST_DEADLINE)

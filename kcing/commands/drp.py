@@ -22,6 +22,10 @@ Usage:
 Delete the build-, boot-, test-, log- and regression-YYYY.MM.DD indices older than --drp-days,
 by exact name (ES_HOST), and forget the ledger rows (of every destination) first seen before then.
 
+Settings read (from the environment or ./local_settings.py; the README's table says each):
+DRP_DAYS (and KCI_DAYS: a warning when DRP_DAYS does not exceed it), ES_HOST, ES_USER,
+ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE, ES_REQUEST_DEADLINE, KCING_DB, KCING_DB_LOCK_WAIT.
+
 Options:
   --drp-days=N         Keep this many days of data (setting DRP_DAYS, default 3).
   --dry-run            Show what would be deleted and forgotten; change nothing.

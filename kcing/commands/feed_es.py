@@ -14,7 +14,7 @@ from kcing.flags import seconds
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
 from kcing.shutdown import Stop, stop_on_signals
-from kcing.wiring import make_source, make_sink, open_ledger
+from kcing.wiring import check_ledger_directory, make_source, make_sink, open_ledger
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,15 @@ Crawl upstream, skip what the ledger says was delivered to this run's destinatio
 file into Elasticsearch documents and post them in batches to the Logstash inputs (ES_BUILD,
 ES_LAVA, ES_BOOT, ES_REGRESSION). With --output, write NDJSON files for the Elasticsearch _bulk API instead.
 With --verify, then check that Elasticsearch holds what was delivered, as reconcile does.
+
+Settings read (from the environment or ./local_settings.py; the README's table says each):
+upstream, every KCI_* setting (KCI_SOURCE, KCI_HOST, KCI_SCHEME, KCI_STORAGE_URL, KCI_API_URL,
+KCI_API_TOKEN, KCI_DAYS, KCI_THREADS, KCI_TIMEOUT, ...); delivery, ES_BUILD, ES_LAVA, ES_BOOT,
+ES_REGRESSION, LS_USER, LS_PASSWORD, LS_CA_BUNDLE, LS_PIPELINE_BATCH_SIZE, LS_BATCH_MAX_BYTES,
+ES_PARALLEL_POSTS, ES_MAX_RETRIES, ES_RETRY_BACKOFF, ES_TIMEOUT, ES_POST_DEADLINE,
+ES_LOAD_INTERVAL, ES_MAX_DOCS_PER_SECOND; KCING_WORKERS, KCING_DB, KCING_DB_LOCK_WAIT,
+KCING_PROGRESS_EVERY; with --verify, ES_HOST, ES_USER, ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE,
+ES_REQUEST_DEADLINE, ES_VERIFY_DELAY and DRP_DAYS.
 
 Options:
   --source=NAME        legacy (kernelci.org _ajax API + storage), samples (a saved samples
@@ -96,9 +105,14 @@ def run(args: dict, settings) -> int:
     verify = bool(args.get("--verify")) and not dry_run
     if args.get("--verify") and args.get("--output"):
         raise ConfigError("--verify checks Elasticsearch after posting to Logstash; it does not apply to --output")
+    if args.get("--verify-delay") is not None and not args.get("--verify"):
+        # Refused rather than ignored: a cron line with it alone would be taken for one that checks.
+        raise ConfigError("--verify-delay is how long --verify waits; it does nothing without --verify")
     delay = seconds(args, "--verify-delay", settings.ES_VERIFY_DELAY)
     if args.get("--metrics"):
         _check_metrics_path(args["--metrics"])
+    if not dry_run:
+        check_ledger_directory(settings)
     stop = Stop()
     source = make_source(args, settings, stop=stop)
     sink = make_sink(args, settings, stop=stop)

@@ -7,7 +7,7 @@ from kcing.errors import ConfigError
 from kcing.progress import Progress
 from kcing.runlock import RunLock
 from kcing.samples import SamplesWriter, create_samples_dir, gen_samples as save_samples
-from kcing.wiring import make_source
+from kcing.wiring import make_source, source_named
 
 SUMMARY = "save upstream files into samples/ for offline work"
 
@@ -17,6 +17,10 @@ Usage:
 
 Save upstream files (and a manifest.json describing them) into the samples directory, for
 offline work and tests: `kcing feed_es --source samples` replays them.
+
+Settings read (from the environment or ./local_settings.py; the README's table says each):
+every KCI_* setting (KCI_SOURCE, KCI_HOST, KCI_SCHEME, KCI_STORAGE_URL, KCI_API_URL,
+KCI_API_TOKEN, KCI_DAYS, KCI_THREADS, KCI_SAMPLES_DIR, ...) and KCING_PROGRESS_EVERY.
 
 Options:
   --source=NAME        legacy (kernelci.org _ajax API + storage) or api (the current KernelCI
@@ -43,7 +47,8 @@ Examples:
 
 def run(args: dict, settings) -> int:
     if settings.KCI_SOURCE == "samples":
-        raise ConfigError("gen_samples saves from an upstream source; --source samples would copy the samples onto themselves")
+        raise ConfigError("gen_samples saves from an upstream source; %s would copy the samples onto themselves"
+                          % source_named(args, "samples"))
     source = make_source(args, settings, how_many_flag="--sample-size")
     create_samples_dir(settings.KCI_SAMPLES_DIR)
     # Two runs writing one manifest would lose entries: lock the samples directory, before the

@@ -10,14 +10,14 @@ from pathlib import Path
 from kcing import reconcile as reconciling
 from kcing.admin.elastic import make_client
 from kcing.commands._shared import check_and_record, print_summary, run_feed
-from kcing.errors import ConfigError, KcingError, NothingChecked, exit_status
+from kcing.errors import KcingError, NothingChecked, exit_status
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
 from kcing.sinks import LOGSTASH
 from kcing.shutdown import stop_on_signals
 from kcing.sources.localfiles import LocalFiles
 from kcing.watermark import parse_since
-from kcing.wiring import make_sink, make_source, open_ledger
+from kcing.wiring import make_sink, make_source, no_ledger, open_ledger
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,12 @@ feed_es sends them again; --resend does it at once. Prints per kind: checked, pr
 missing, and the first missing ids. Documents in closed indices, indices with a read block,
 aliases of several indices or data streams are not checked (a line names them and what to do);
 objects whose missing documents are all in indices with a write block are not marked.
+
+Settings read (from the environment or ./local_settings.py; the README's table says each):
+ES_HOST, ES_USER, ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE, ES_REQUEST_DEADLINE, KCI_DAYS, DRP_DAYS,
+KCING_DB, KCING_DB_LOCK_WAIT, KCING_PROGRESS_EVERY; with --resend, also what feed_es reads to
+fetch legacy objects and post them (KCI_*, ES_BUILD, ES_LAVA, ES_BOOT, ES_REGRESSION, LS_USER,
+LS_PASSWORD, LS_CA_BUNDLE and the other delivery settings).
 
 Options:
   --days=N             Check the objects delivered in the last N days (setting KCI_DAYS,
@@ -67,13 +73,16 @@ def run(args: dict, settings) -> int:
     """Check that Elasticsearch holds every document of the objects delivered in the window."""
     dry_run = bool(args.get("--dry-run"))
     if not Path(settings.KCING_DB).exists():
-        raise ConfigError("no ledger at %s yet: run `kcing feed_es` first (or pass --db)" % settings.KCING_DB)
+        raise no_ledger(settings)
     if args.get("--since"):
         since = parse_since(args["--since"])
     else:
         # --days is applied to KCI_DAYS by the CLI: the window defaults to the crawl window.
         since = datetime.now(timezone.utc) - timedelta(days=settings.KCI_DAYS)
     client = make_client(settings)
+    # Made now: a Logstash setting it cannot use (LS_USER without LS_PASSWORD, LS_CA_BUNDLE) is
+    # refused before the check marks anything, not after.
+    sink = make_sink({}, settings) if args.get("--resend") and not dry_run else None
     with ExitStack() as stack:
         if not dry_run:
             stack.enter_context(RunLock(settings.KCING_DB))
@@ -96,7 +105,7 @@ def run(args: dict, settings) -> int:
                 print("reconcile: dry run: would re-send the %d objects with missing documents"
                       % (report.missing + held))
             elif held:
-                resent = _resend_recorded(settings, ledger, stop, report)
+                resent = _resend_recorded(settings, ledger, stop, report, sink)
         elif held:
             # They are no longer delivered, so this check did not look at them: without this, a
             # check after an earlier one found documents missing would read as all clear.
@@ -110,11 +119,11 @@ def run(args: dict, settings) -> int:
     return max(report.exit_code, resent or 0)
 
 
-def _resend_recorded(settings, ledger: Ledger, stop, report) -> int:
+def _resend_recorded(settings, ledger: Ledger, stop, report, sink) -> int:
     """`_resend`, and the reconcile's row in the runs table closed again with the exit status
     re-sending gives the run when it is worse than the check's (Logstash down: `error 3`)."""
     try:
-        worst = _resend(settings, ledger, stop)
+        worst = _resend(settings, ledger, stop, sink)
     except BaseException as error:
         _record_outcome(ledger, report, exit_status(error))
         raise
@@ -157,10 +166,9 @@ def _nothing_checked(report, since: datetime, settings) -> str:
         since.strftime("%Y-%m-%d %H:%M UTC"), " and ".join(reasons))
 
 
-def _resend(settings, ledger: Ledger, stop) -> int:
+def _resend(settings, ledger: Ledger, stop, sink=None) -> int:
     """reconcile --resend: fetch every object the ledger holds as missing in Elasticsearch again
     from the ledger's URLs and feed it through the usual pipeline; return the worst exit code."""
-    sink = None
     worst = 0
     for name, count in sorted(ledger.sources_with_missing(destination_prefix=LOGSTASH).items()):
         if name not in reconciling.RESENDABLE:

@@ -7,7 +7,7 @@ from kcing.admin.templates import (
     KINDS, POLICY_NAME, index_pattern, install, retention_policy, template_name, templates_for, wait_until_ready,
 )
 from kcing.commands._shared import with_drp_days
-from kcing.errors import ElasticsearchError
+from kcing.errors import ConfigError, ElasticsearchError
 from kcing.flags import seconds
 
 SUMMARY = "install the index templates (with --ilm a lifecycle policy too)"
@@ -22,10 +22,15 @@ The templates have priority 200: another template whose patterns overlap one of 
 same priority is refused by Elasticsearch (that kind's template is not installed, the others
 are, and the error names it); one at a higher priority overrides kcing's (a warning names it).
 
+Settings read (from the environment or ./local_settings.py; the README's table says each):
+ES_HOST, ES_USER, ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE, ES_REQUEST_DEADLINE, ES_READY_TIMEOUT,
+KCING_PROGRESS_EVERY; with --ilm, DRP_DAYS (and KCI_DAYS: a warning when DRP_DAYS does not
+exceed it).
+
 Options:
   --ilm                Also install an index lifecycle policy that deletes indices DRP_DAYS
                        days old (then drp need not delete indices, only ledger rows).
-  --drp-days=N         Days the lifecycle policy keeps (setting DRP_DAYS, default 3).
+  --drp-days=N         With --ilm: days the lifecycle policy keeps (setting DRP_DAYS, default 3).
   --wait=SECONDS       How long to wait for Elasticsearch to be ready (setting
                        ES_READY_TIMEOUT, default 60).
   -d --debug           Log debug messages (every request).
@@ -44,9 +49,13 @@ Examples:
 
 def run(args: dict, settings) -> int:
     """Wait for the cluster, then install the templates (and with --ilm the retention policy)."""
+    use_ilm = bool(args.get("--ilm"))
+    if args.get("--drp-days") is not None and not use_ilm:
+        # Refused rather than ignored: without --ilm no policy is installed, and nothing keeps
+        # those days but `kcing drp`, which reads its own --drp-days or DRP_DAYS.
+        raise ConfigError("--drp-days sets the days the --ilm policy keeps; it does nothing without --ilm")
     settings = with_drp_days(args, settings)
     host = settings.ES_HOST
-    use_ilm = bool(args.get("--ilm"))
     client = make_client(settings)
     status = wait_until_ready(client, host, seconds(args, "--wait", settings.ES_READY_TIMEOUT),
                               every=settings.KCING_PROGRESS_EVERY)

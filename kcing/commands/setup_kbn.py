@@ -19,6 +19,9 @@ Usage:
 Import the Kibana saved objects from kibana/ into KB_URL. Objects that differ from the file are
 kept unless --overwrite; either way the current objects are saved into kibana/backups/ first.
 
+Settings read (from the environment or ./local_settings.py; the README's table says each):
+KB_URL, KB_USER, KB_PASSWORD, KB_SPACE, KB_REQUEST_DEADLINE, KCING_PROGRESS_EVERY.
+
 Options:
   --overwrite          Replace objects that differ from the file.
   --space=ID           Kibana space (setting KB_SPACE, default: the default space).

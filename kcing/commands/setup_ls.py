@@ -18,6 +18,10 @@ Write the kcing pipeline entry into LS_HOME/config/pipelines.yml, keeping the ot
 in it (LS_QUEUE_TYPE, LS_NUM_WORKERS, ... from settings). The previous file is kept beside it
 as pipelines.yml.<time>.bak.
 
+Settings read (from the environment or ./local_settings.py; the README's table says each):
+LS_HOME, LS_PATH_CONFIG, LS_PIPELINE_BATCH_SIZE, LS_NUM_WORKERS, LS_QUEUE_TYPE,
+LS_QUEUE_MAX_EVENTS, LS_QUEUE_MAX_BYTES.
+
 Options:
   --dry-run            Print the file as it would become; write nothing.
   -d --debug           Log debug messages.

@@ -5,8 +5,7 @@ import json
 from pathlib import Path
 
 from kcing import status as status_report
-from kcing.errors import ConfigError
-from kcing.wiring import open_ledger
+from kcing.wiring import no_ledger, open_ledger
 
 SUMMARY = "what the ledger holds, per destination, and the last runs"
 
@@ -18,6 +17,9 @@ Show what the ledger holds per source, kind and destination (delivered, failed, 
 pending, too large for Logstash; and, of the undelivered, those reconcile found missing in
 Elasticsearch), the last runs (outcome, counts, and for feed_es its source and destination), the
 last reconcile, the watermarks and the most frequent errors.
+
+Settings read (from the environment or ./local_settings.py; the README's table says each):
+KCING_DB, KCING_DB_LOCK_WAIT.
 
 Options:
   --json               Print machine-readable JSON.
@@ -38,7 +40,7 @@ Examples:
 
 def run(args: dict, settings) -> int:
     if not Path(settings.KCING_DB).exists():
-        raise ConfigError("no ledger at %s yet: run `kcing feed_es` first (or pass --db)" % settings.KCING_DB)
+        raise no_ledger(settings)
     ledger = open_ledger(settings)
     try:
         data = status_report.report(ledger)
