@@ -391,7 +391,7 @@ class ScriptedRequester:
         self.pages = list(pages)
         self.total = sum(len(page) for page in pages)
 
-    def get(self, url, params=None, headers=None):
+    def get(self, url, params=None, headers=None, attempts=None):
         response = requests.Response()
         response.status_code = 200
         items = self.pages.pop(0) if self.pages else []
@@ -531,6 +531,21 @@ def test_a_page_that_keeps_failing_stops_the_listing_and_holds_the_watermark(rep
     replica.fail_next("/latest/nodes", 500, count=None)
     with pytest.raises(UpstreamError, match="failed 3 times"):
         list(source.list_objects())
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 3, 500])
+def test_nodes_the_api_cannot_answer_are_left_out_whole_pages_of_them_too(replica, page_size):
+    # Two neighbours the API fails to answer (a whole page of them when a page holds two):
+    # every other node is listed, each asked page by page, and the listing holds the watermark.
+    nodes = [node for node in replica.corpus.nodes() if node["kind"] == "kbuild"] or list(replica.corpus.nodes())
+    kind = nodes[0]["kind"]
+    listed_before = [node["id"] for node in replica.corpus.nodes() if node["kind"] == kind]
+    replica.unanswerable.update(listed_before[:2])
+    source = make_source(replica, page_size=page_size)
+    objects = [obj for obj in source.list_objects() if obj.kind == kind]
+    assert listed_ids(objects) == listed_before[2:]
+    assert len(source.left_out) == 2 and all("offset" in problem for problem in source.left_out)
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
 
 

@@ -91,6 +91,7 @@ MAX_PASSES = 4
 # Nodes of one page left out at most (`_around_failing_nodes`): beyond that, the API is failing,
 # not a few nodes it cannot answer.
 MAX_UNLISTABLE_PER_PAGE = 8
+MAX_UNLISTABLE_IN_A_ROW = 8
 
 
 def _utcnow() -> datetime:
@@ -277,6 +278,7 @@ class KernelCIApi:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="listing") as prefetch:
             offset = 0
             upcoming = prefetch.submit(self._page, kind, offset)
+            left_in_a_row = 0  # nodes left out since the last one the API answered
             try:
                 while upcoming is not None:
                     try:
@@ -284,10 +286,12 @@ class KernelCIApi:
                     except UpstreamAnsweredError as error:
                         if error.status != 500:
                             raise
-                        page = self._around_failing_nodes(kind, offset, error)
+                        page = self._around_failing_nodes(kind, offset, error, left_in_a_row)
+                        left_in_a_row = left_in_a_row + page.unlisted if not page.items else 0
                         if passes is not None:
                             passes.left_out(page.unlisted)
                     else:
+                        left_in_a_row = 0
                         page = self._decoded(kind, offset, *fetched, read_heads=read_heads)
                     offset += len(page.items) + page.unlisted
                     # A page shorter than its `limit` is no end while `total` says more: a server
@@ -426,14 +430,16 @@ class KernelCIApi:
             raise UpstreamError("GET %s (kind=%s, offset %d) answered %d" % (url, kind, offset, response.status_code))
         return url, response
 
-    def _around_failing_nodes(self, kind: str, offset: int, error: UpstreamAnsweredError) -> _Page:
+    def _around_failing_nodes(self, kind: str, offset: int, error: UpstreamAnsweredError, before: int = 0) -> _Page:
         """The page at `offset`, which the API kept answering with 500, read in halves (each
         asked once) down to the nodes it fails to answer alone, which are left out.
 
         The API validates every node of a page as it answers it: one node stored in a form it no
         longer accepts fails every page that holds it, which would stop each run at that page for
         good. The nodes around it are listed; the kind's listing is then `unsure`, so the
-        watermark stays before the nodes left out and each run asks for them again."""
+        watermark stays before the nodes left out and each run asks for them again. More than
+        MAX_UNLISTABLE_IN_A_ROW left out with no node answered between them (`before` of them on
+        the pages before) is the API failing, not nodes: `error` is raised."""
         items: list = []
         unlisted, total = 0, None
         limit = self._limit()
@@ -449,7 +455,7 @@ class KernelCIApi:
                     pending[:0] = [(start, size // 2), (start + size // 2, size - size // 2)]
                     continue
                 unlisted += 1
-                if unlisted > MAX_UNLISTABLE_PER_PAGE:
+                if unlisted > MAX_UNLISTABLE_PER_PAGE or (not items and before + unlisted > MAX_UNLISTABLE_IN_A_ROW):
                     raise error from None
                 problem = ("%s listing: the API answers 500 for the node at offset %d alone (GET %s); it is left "
                            "out, and the watermark stays before it" % (kind, start, self.api_url + "/nodes"))
@@ -461,7 +467,7 @@ class KernelCIApi:
             total = part.total
             if len(part.items) < size and start + len(part.items) >= part.total:
                 break  # the end of the listing
-        if total is None:  # every node of the page left out: the listing goes on past them
+        if total is None:  # no part of the page answered: the listing goes on past it, to see
             total = offset + unlisted + 1
         return _Page(items, total, limit, unlisted=unlisted)
 
