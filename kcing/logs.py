@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Iterable, Optional
@@ -28,6 +29,10 @@ class TerminalHandler(logging.StreamHandler):
         super().emit(record)
 
 
+# Secrets shorter than this are masked only as whole words (see RedactSecrets).
+WHOLE_WORD_BELOW = 8
+
+
 class RedactSecrets(logging.Filter):
     """Replaces any configured secret that reaches a log record with `***`, and the values of
     signature and token parameters in URLs (signed artifact URLs; urllib3's `-d` request lines).
@@ -39,7 +44,13 @@ class RedactSecrets(logging.Filter):
 
     def __init__(self, secrets: Iterable[str], tracebacks: bool = True):
         super().__init__()
-        self.secrets = [secret for secret in secrets if secret]
+        self.secrets = [secret for secret in secrets if len(secret) >= WHOLE_WORD_BELOW]
+        # A short secret ("p") is masked only where it stands alone, not inside a longer run of
+        # letters and digits: masked everywhere, it made every line unreadable ("htt***://")
+        # and showed which letter the password is.
+        short = sorted((secret for secret in secrets if 0 < len(secret) < WHOLE_WORD_BELOW), key=len, reverse=True)
+        self.short = (re.compile(r"(?<![0-9A-Za-z])(?:%s)(?![0-9A-Za-z])" % "|".join(map(re.escape, short)))
+                      if short else None)
         self.tracebacks = tracebacks
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -54,6 +65,8 @@ class RedactSecrets(logging.Filter):
             record.exc_info, record.exc_text = None, None
         for secret in self.secrets:
             message = message.replace(secret, "***")
+        if self.short is not None:
+            message = self.short.sub("***", message)
         record.msg, record.args = redacted(message), None
         return True
 

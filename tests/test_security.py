@@ -344,3 +344,18 @@ def test_a_samples_manifest_cannot_make_the_feed_read_outside_its_directory(tmp_
     states = ledger_states(tmp_path / "kcing.db")
     assert all(states[("build", "%024x" % (number + 1))] == "rejected" for number in range(len(hostile_paths)))
 
+
+
+@pytest.mark.parametrize("secret, message, expected", [
+    ("p", "run stopped: http://kcing:p@127.0.0.1:9/ refused p", "run stopped: http://***@127.0.0.1:9/ refused ***"),
+    ("ab1", "the key ab1, and abc1 or xab1 are other words", "the key ***, and abc1 or xab1 are other words"),
+    ("s3cret-value", "token=s3cret-value;xs3cret-valuex", "token=***;x***x"),
+])
+def test_a_secret_is_masked_in_logs_and_a_short_one_only_where_it_stands_alone(secret, message, expected):
+    # A one-letter password masked everywhere made each line unreadable ("htt***://") and told
+    # which letter it is; a long one is masked wherever it appears.
+    import logging
+    from kcing.logs import RedactSecrets
+    record = logging.LogRecord("kcing", logging.INFO, __file__, 1, "%s", (message,), None)
+    assert RedactSecrets([secret, ""]).filter(record)
+    assert record.getMessage() == expected
