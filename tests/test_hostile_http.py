@@ -105,15 +105,23 @@ def test_a_redirect_from_logstash_is_a_configuration_error_and_nothing_is_marked
 ])
 def test_a_2xx_that_is_not_logstashs_ok_is_no_acknowledgement(legacy_replica, logstash, lava_front, tmp_path,
                                                                status, body, content_type):
+    line = refused_as_misconfigured(legacy_replica, logstash, lava_front, tmp_path, answer(
+        status, (("Content-Type", content_type),), body))
+    assert "instead of a Logstash http input's \"ok\"" in line and content_type in line
+
+
+def refused_as_misconfigured(legacy_replica, logstash, lava_front, tmp_path, answered) -> str:
+    """The feed against an ES_LAVA that answers POSTs with `answered`: exit 2, one line naming
+    ES_LAVA (returned), no LAVA object delivered."""
     db = tmp_path / "kcing.db"
-    lava_front.on("POST", "/", answer(status, (("Content-Type", content_type),), body))
-    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url)
-    result = kcing(["feed_es"], env, tmp_path)
+    lava_front.on("POST", "/", answered)
+    result = kcing(["feed_es"], feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url), tmp_path)
     assert result.returncode == 2, result.stderr
     (line,) = error_lines(result.stderr)
-    assert "ES_LAVA" in line and "instead of a Logstash http input's \"ok\"" in line and content_type in line
+    assert "ES_LAVA" in line, line
     lava_objects = {key for key, state in ledger_states(db).items() if key[0] == "lava"}
     assert lava_objects and all(ledger_states(db)[key] != "delivered" for key in lava_objects)
+    return line
 
 
 @pytest.mark.parametrize("status, body, content_type", [
@@ -125,16 +133,10 @@ def test_a_2xx_that_is_not_logstashs_ok_is_no_acknowledgement(legacy_replica, lo
 def test_an_answer_no_logstash_input_gives_is_a_configuration_error_naming_the_setting(
         legacy_replica, logstash, lava_front, tmp_path, status, body, content_type):
     # The http input takes any method on any path: 404 or 405 says the URL is not an input's.
-    db = tmp_path / "kcing.db"
-    lava_front.on("POST", "/", answer(status, (("Content-Type", content_type),), body))
-    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url)
-    result = kcing(["feed_es"], env, tmp_path)
-    assert result.returncode == 2, result.stderr
-    (line,) = error_lines(result.stderr)
-    assert "ES_LAVA" in line and str(status) in line, line
+    line = refused_as_misconfigured(legacy_replica, logstash, lava_front, tmp_path, answer(
+        status, (("Content-Type", content_type),), body))
+    assert str(status) in line, line
     assert lava_front.answered_by("whole_answer") <= 2  # the posts in flight, none retried
-    lava_objects = {key for key, state in ledger_states(db).items() if key[0] == "lava"}
-    assert lava_objects and all(ledger_states(db)[key] != "delivered" for key in lava_objects)
 
 
 @pytest.mark.parametrize("status, body", [(200, b"ok"), (201, b"ok"), (204, b"")])
