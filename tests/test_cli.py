@@ -397,7 +397,18 @@ def test_a_ledger_in_a_directory_that_does_not_exist_is_said_so(argv, message, t
     refused = kcing(argv, dict(samples_environ(tmp_path), KCING_DB=str(db)), tmp_path)
     assert refused.returncode == 2
     assert one_line(refused) == message.format(db=db, dir=db.parent)
-    assert not (tmp_path / "out").exists()
+    assert not db.parent.exists()
+
+
+def test_the_readme_s_first_command_keeps_its_ledger_in_the_output_directory_it_makes(tmp_path):
+    # `make demo`: `kcing feed_es --source samples --output demo-output --db demo-output/kcing.db`
+    # on a fresh checkout, where demo-output does not exist yet.
+    out = tmp_path / "demo-output"
+    env = clean_environ()
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(out),
+                 "--db", str(out / "kcing.db")], env, tmp_path)
+    assert fed.returncode == 0, fed.stdout + fed.stderr
+    assert (out / "kcing.db").is_file() and list(out.glob("*.ndjson"))
 
 
 def test_metrics_into_a_missing_directory_is_refused_before_the_run(tmp_path):

@@ -111,11 +111,13 @@ def run(args: dict, settings) -> int:
     delay = seconds(args, "--verify-delay", settings.ES_VERIFY_DELAY)
     if args.get("--metrics"):
         _check_metrics_path(args["--metrics"])
-    if not dry_run:
-        check_ledger_directory(settings)
     stop = Stop()
     source = make_source(args, settings, stop=stop)
     sink = make_sink(args, settings, stop=stop)
+    if not dry_run:
+        # After the sink: `--output DIR --db DIR/kcing.db` (the README's first command) keeps
+        # its ledger in the directory the sink has just made.
+        check_ledger_directory(settings)
     if verify:
         # Imported here: the Elasticsearch client takes a quarter of a second to import, which
         # every cron run without --verify would pay.
