@@ -380,20 +380,21 @@ class _WatchedAnswer:
         return super().request(*args, **kwargs)
 
     def getresponse(self):
+        response = self._awaited_answer()
+        self._answers += 1
+        return response
+
+    def _awaited_answer(self):
         current = getattr(_exchanges, "current", None)
         if current is None:
-            response = super().getresponse()
-            self._answers += 1
-            return response
+            return super().getresponse()
         transfer = current[1]
         with transfer.lock:
             if transfer.cut is not None:  # cut before the answer was awaited: it never will be
                 raise urllib3.exceptions.ProtocolError("the exchange was cut before its answer")
             transfer.sock = self.sock
         try:
-            response = super().getresponse()
-            self._answers += 1
-            return response
+            return super().getresponse()
         finally:
             with transfer.lock:
                 transfer.sock = None

@@ -88,10 +88,9 @@ _NOT_RELATIVE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:|//)")
 # Passes over one kind's listing at most (`_Passes`): the first, one more when it saw fewer nodes
 # than the API counts, and another while a pass still finds nodes the one before it skipped.
 MAX_PASSES = 4
-# Nodes of one page left out at most (`_around_failing_nodes`): beyond that, the API is failing,
-# not a few nodes it cannot answer.
-MAX_UNLISTABLE_PER_PAGE = 8
-MAX_UNLISTABLE_IN_A_ROW = 8
+# Nodes left out at most (`_around_failing_nodes`), of one page or in a row across pages with no
+# node answered between them: beyond that, the API is failing, not a few nodes it cannot answer.
+MAX_UNLISTABLE = 8
 
 
 def _utcnow() -> datetime:
@@ -286,8 +285,10 @@ class KernelCIApi:
                     except UpstreamAnsweredError as error:
                         if error.status != 500:
                             raise
-                        page = self._around_failing_nodes(kind, offset, error, left_in_a_row)
+                        page = self._around_failing_nodes(kind, offset, error)
                         left_in_a_row = left_in_a_row + page.unlisted if not page.items else 0
+                        if left_in_a_row > MAX_UNLISTABLE:
+                            raise error
                         if passes is not None:
                             passes.left_out(page.unlisted)
                     else:
@@ -430,7 +431,7 @@ class KernelCIApi:
             raise UpstreamError("GET %s (kind=%s, offset %d) answered %d" % (url, kind, offset, response.status_code))
         return url, response
 
-    def _around_failing_nodes(self, kind: str, offset: int, error: UpstreamAnsweredError, before: int = 0) -> _Page:
+    def _around_failing_nodes(self, kind: str, offset: int, error: UpstreamAnsweredError) -> _Page:
         """The page at `offset`, which the API kept answering with 500, read in halves (each
         asked once) down to the nodes it fails to answer alone, which are left out.
 
@@ -438,8 +439,7 @@ class KernelCIApi:
         longer accepts fails every page that holds it, which would stop each run at that page for
         good. The nodes around it are listed; the kind's listing is then `unsure`, so the
         watermark stays before the nodes left out and each run asks for them again. More than
-        MAX_UNLISTABLE_IN_A_ROW left out with no node answered between them (`before` of them on
-        the pages before) is the API failing, not nodes: `error` is raised."""
+        MAX_UNLISTABLE of the page left out is the API failing, not nodes: `error` is raised."""
         items: list = []
         unlisted, total = 0, None
         limit = self._limit()
@@ -455,7 +455,7 @@ class KernelCIApi:
                     pending[:0] = [(start, size // 2), (start + size // 2, size - size // 2)]
                     continue
                 unlisted += 1
-                if unlisted > MAX_UNLISTABLE_PER_PAGE or (not items and before + unlisted > MAX_UNLISTABLE_IN_A_ROW):
+                if unlisted > MAX_UNLISTABLE:
                     raise error from None
                 problem = ("%s listing: the API answers 500 for the node at offset %d alone (GET %s); it is left "
                            "out, and the watermark stays before it" % (kind, start, self.api_url + "/nodes"))
