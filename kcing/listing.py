@@ -5,6 +5,7 @@ what was listed and skipped into the run's summary and hands unusable items to `
 """
 from __future__ import annotations
 
+import logging
 from itertools import islice
 from typing import Callable, Iterator, List, Optional, Set, Tuple
 
@@ -13,6 +14,8 @@ from kcing.errors import UpstreamError
 from kcing.ledger.ledger import Ledger
 from kcing.records import UpstreamObject
 from kcing.sources import completed
+
+log = logging.getLogger(__name__)
 
 LOOKUP_CHUNK = 500
 
@@ -29,6 +32,10 @@ class Listing:
         self.reject = reject
         self.progress = progress
         self.finished = False  # every object listed (the run's total is known)
+        # Why the listing ended early (a page still refused after its retries): the objects
+        # listed before it are handed on all the same, and the run stops with it once they are
+        # delivered.
+        self.failure: Optional[UpstreamError] = None
         self.waiting = 0  # objects listed, not delivered before, and not handed on yet
 
     def candidates(self) -> Iterator[UpstreamObject]:
@@ -50,14 +57,12 @@ class Listing:
     def _undelivered(self, objects: Iterator[UpstreamObject]) -> Iterator[UpstreamObject]:
         """Yield listed objects the ledger has not seen delivered; record unusable items as rejected.
 
-        When the listing fails (a page still refused after its retries), the objects listed
-        before the failing page are yielded first, then the listing's error is raised."""
+        When the listing fails, the objects listed before the failing page are yielded, then
+        the listing ends with its error in `failure`."""
         while True:
             chunk, failure = _next_chunk(objects)
             if not chunk:
-                if failure is not None:
-                    raise failure
-                self.finished = True
+                self._end(failure)
                 return
             self.summary.listed += len(chunk)
             usable = []
@@ -84,7 +89,15 @@ class Listing:
                     yield obj
             self.progress()
             if failure is not None:
-                raise failure
+                self._end(failure)
+                return
+
+    def _end(self, failure: Optional[UpstreamError]) -> None:
+        if failure is None:
+            self.finished = True
+            return
+        log.error("listing failed: %s; delivering what was listed before it", failure)
+        self.failure = failure
 
 
 def _next_chunk(objects: Iterator[UpstreamObject]) -> Tuple[List[UpstreamObject], Optional[UpstreamError]]:

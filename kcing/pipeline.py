@@ -13,7 +13,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 from kcing import watermark
 from kcing.building import Builder
@@ -151,6 +151,8 @@ class Feed:
                     self._plan(candidates)
                 else:
                     self._deliver(candidates)
+                if self.listing.failure is not None:
+                    raise self.listing.failure
                 # Nodes the source could not list (it knows no more of them than where they were).
                 for problem in getattr(self.source, "left_out", ()):
                     self.summary.failed += 1
@@ -201,9 +203,8 @@ class Feed:
         posts = ThreadPoolExecutor(max_workers=self.options.posts_in_flight, thread_name_prefix="post")
         self.post_pool = posts
         in_flight: deque = deque()
-        listing_failed: List[UpstreamError] = []
         try:
-            for obj in self._until_listing_fails(candidates, listing_failed):
+            for obj in candidates:
                 in_flight.append(pool.submit(self._fetch, obj))
                 if self.listing.waiting >= BACKLOG_FOR_WORKERS:
                     # A backlog: the workers start now, while the first files download, rather
@@ -221,8 +222,6 @@ class Feed:
                 self._flush_route(route)
             while self.posting:
                 self._collect(*self.posting.popleft()[:2])
-            if listing_failed:
-                raise listing_failed[0]
         finally:
             for future in in_flight:
                 future.cancel()
@@ -238,17 +237,6 @@ class Feed:
                     wait_all(in_flight)
                 pool.shutdown(wait=not urgent, cancel_futures=True)
                 posts.shutdown(wait=not urgent, cancel_futures=True)
-
-    @staticmethod
-    def _until_listing_fails(candidates: Iterable[UpstreamObject],
-                             failed: List[UpstreamError]) -> Iterator[UpstreamObject]:
-        """`candidates`, ending early when the listing fails (its error is put in `failed`): what
-        was listed before is still delivered and recorded, then the run stops with that error."""
-        try:
-            yield from candidates
-        except UpstreamError as error:
-            log.error("listing failed: %s; delivering what was listed before it", error)
-            failed.append(error)
 
     def _urgent(self) -> bool:
         return bool(getattr(self.stop, "urgent", False))
