@@ -16,6 +16,7 @@ from tests.fakes.legacy_data import small_corpus
 from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica
 from tests.fakes.logstash_emulator import LogstashCluster
 from tests.fakes.serving import ManualClock
+from tests import summary
 from tests.faults.tls_front import NoCertificateTool, make_certificate
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
@@ -77,7 +78,6 @@ def es():
 # ---------------------------------------------------------------------------------------------
 # A real Elasticsearch node (tests/realnode.py), one per session, for tests marked `realengine`.
 # ---------------------------------------------------------------------------------------------
-_REAL_NODE_FIGURES: list = []
 
 
 @pytest.fixture(scope="session")
@@ -90,10 +90,9 @@ def real_node(tmp_path_factory):
         if realnode.in_ci():
             pytest.fail("CI needs the real Elasticsearch node: %s" % reason, pytrace=False)
         pytest.skip("real Elasticsearch node unavailable: %s" % reason)
-    _REAL_NODE_FIGURES.append("started (cluster yellow) in %.1fs, RSS %d MB" % (node.start_seconds,
-                                                                             node.rss_bytes() // 2**20))
+    started = "started (cluster yellow) in %.1fs, RSS %d MB" % (node.start_seconds, node.rss_bytes() // 2**20)
     yield node
-    _REAL_NODE_FIGURES.append("RSS %d MB after the tests" % (node.rss_bytes() // 2**20))
+    summary.summary_line("real Elasticsearch node: %s; RSS %d MB after the tests" % (started, node.rss_bytes() // 2**20))
     node.stop()
 
 
@@ -105,9 +104,32 @@ def real_es(real_node):
     real_node.wipe()
 
 
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker
+        workeroutput["kcing_summary_lines"] = list(summary.LINES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    summary.LINES.extend(getattr(node, "workeroutput", {}).get("kcing_summary_lines", []))
+
+
 def pytest_terminal_summary(terminalreporter):
-    if _REAL_NODE_FIGURES:
-        terminalreporter.write_line("real Elasticsearch node: " + "; ".join(_REAL_NODE_FIGURES))
+    for line in summary.LINES:
+        terminalreporter.write_line(line)
+
+
+# Tests that must share one process under pytest-xdist's `--dist loadgroup` (what `make test`
+# runs): the fault scenarios, whose last test checks the totals of them all, and the tests of the
+# real node, so that a session starts one node. Marked before xdist reads the marks.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("faults") is not None:
+            item.add_marker(pytest.mark.xdist_group("faults"))
+        elif "real_node" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("realengine"))
 
 
 @pytest.fixture(scope="module")

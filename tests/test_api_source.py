@@ -635,10 +635,10 @@ def test_with_logs_a_job_carries_its_callback_and_a_kbuild_its_build_log(replica
 @pytest.mark.parametrize("status, content, problem", [
     (404, None, "HTTP 404"),
     (403, None, "HTTP 403"),
-    (200, gzip.compress(b"{}")[:-6], "gzip data cut short"),
+    (200, gzip.compress(b"{}", mtime=0)[:-6], "gzip data cut short"),
     (200, b"\x1f\x8b not gzip at all", "not valid gzip"),
-    (200, gzip.compress(b"{}") + b"<html>trailing</html>", "not valid gzip (data after its last member is not gzip)"),
-    (200, gzip.compress(b"{}") + gzip.compress(b"{}")[:-6], "gzip data cut short"),
+    (200, gzip.compress(b"{}", mtime=0) + b"<html>trailing</html>", "not valid gzip (data after its last member is not gzip)"),
+    (200, gzip.compress(b"{}", mtime=0) + gzip.compress(b"{}", mtime=0)[:-6], "gzip data cut short"),
 ])
 def test_a_log_that_cannot_be_had_is_noted_and_the_node_still_delivered(replica, status, content, problem):
     baseline = replica.tree["baseline"]
@@ -655,7 +655,7 @@ def test_a_log_that_cannot_be_had_is_noted_and_the_node_still_delivered(replica,
 
 
 @pytest.mark.parametrize("content, problem", [
-    pytest.param(gzip.compress(b'{"id": 7700001}'), None, id="gzip"),
+    pytest.param(gzip.compress(b'{"id": 7700001}', mtime=0), None, id="gzip"),
     pytest.param(b"\x1f\x8b\x08\x00 not gzip at all" * 8, "does not decode as its Content-Encoding", id="broken-gzip"),
     pytest.param(b"not gzip at all", "does not decode as its Content-Encoding", id="not-gzip"),
 ])
@@ -720,20 +720,20 @@ def test_a_log_in_several_gzip_members_is_carried_whole(replica):
 
 
 @pytest.mark.parametrize("data", [
-    gzip.compress(b"first\n") + gzip.compress(b"second\n"),
-    gzip.compress(b"first\n") + b"\0\0\0" + gzip.compress(b"second\n") + b"\0",  # zero padding, as gzip skips it
-    gzip.compress(b"") + gzip.compress(b"only\n") + gzip.compress(b""),
-    gzip.compress(bytes(range(256)) * 4096) + gzip.compress(b"tail"),  # a first member of many slices
+    gzip.compress(b"first\n", mtime=0) + gzip.compress(b"second\n", mtime=0),
+    gzip.compress(b"first\n", mtime=0) + b"\0\0\0" + gzip.compress(b"second\n", mtime=0) + b"\0",  # zero padding, as gzip skips it
+    gzip.compress(b"", mtime=0) + gzip.compress(b"only\n", mtime=0) + gzip.compress(b"", mtime=0),
+    gzip.compress(bytes(range(256)) * 4096, mtime=0) + gzip.compress(b"tail", mtime=0),  # a first member of many slices
 ], ids=["two members", "padded", "empty members", "large first member"])
 def test_gunzip_reads_every_member_as_gzip_does(data):
     assert gunzip(data, 10 << 20) == gzip.decompress(data)
 
 
 @pytest.mark.parametrize("data, problem", [
-    (gzip.compress(b"log") + b"GARBAGE", "not valid gzip (data after its last member is not gzip)"),
-    (gzip.compress(b"log") + b"\x1f", "not valid gzip (data after its last member is not gzip)"),
-    (gzip.compress(b"log") + gzip.compress(b"more")[:-4], "gzip data cut short"),
-    (gzip.compress(b"log") + b"\x1f\x8b\x07" + bytes(20), "not valid gzip"),  # compression method 7
+    (gzip.compress(b"log", mtime=0) + b"GARBAGE", "not valid gzip (data after its last member is not gzip)"),
+    (gzip.compress(b"log", mtime=0) + b"\x1f", "not valid gzip (data after its last member is not gzip)"),
+    (gzip.compress(b"log", mtime=0) + gzip.compress(b"more", mtime=0)[:-4], "gzip data cut short"),
+    (gzip.compress(b"log", mtime=0) + b"\x1f\x8b\x07" + bytes(20), "not valid gzip"),  # compression method 7
 ], ids=["garbage", "one byte", "second member cut short", "second member broken"])
 def test_gunzip_refuses_what_gzip_refuses_after_the_first_member(data, problem):
     with pytest.raises(Exception):

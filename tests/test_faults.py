@@ -29,6 +29,7 @@ from tests.faults.plan import FAMILIES, arm_all, family_names, injected, make_pl
 from tests.faults.world import World, sample_objects
 from kcing.status import UNRECORDED_END
 from tests.feedrun import SAMPLES, kcing
+from tests.summary import summary_line
 from tests.tmpfs import fill_leaving, small_tmpfs
 
 pytestmark = [pytest.mark.faults,
@@ -308,13 +309,12 @@ def test_a_listing_item_of_the_wrong_shape_is_reported_and_the_rest_delivered(tm
 
 # The summary ------------------------------------------------------------------------------------
 
-def test_every_fault_family_was_injected_and_the_totals_add_up(capsys, tmp_path):
+def test_every_fault_family_was_injected_and_the_totals_add_up(tmp_path):
     """Runs last: every family of the issue was armed, every kill point fired, resends happened."""
     if TOTALS.counts["scenarios"] < len(FAMILIES):
         pytest.skip("only %d scenarios ran; %d are needed to cover every fault family"
                     % (TOTALS.counts["scenarios"], len(FAMILIES)))
-    with capsys.disabled():
-        print("\n" + TOTALS.line())
+    summary_line(TOTALS.line())
     report = os.environ.get("KCING_FAULT_REPORT")
     if report:
         Path(report).write_text(json.dumps({"totals": TOTALS.counts, "families": TOTALS.families,
