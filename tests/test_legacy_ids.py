@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from kcing.sources import heads
-from kcing.sources.legacy import LegacyKernelCI, _object_id, _object_ids
+from kcing.sources.legacy import LegacyKernelCI, _ids_and_labs, _object_id, _object_ids
 
 GOOD = ["63c549319fb3b62c7626e7f9", "63C549329FB3B62C7626E7FA", "63c549339fb3b62c7626e7fb"]
 
@@ -30,10 +30,14 @@ def _page(*oids):
     _page(GOOD[0]) + [{"_id": {}}],
     _page(GOOD[0]) + [{"_id": [GOOD[1]]}],
     _page(GOOD[0]) + ["not an object", None, [GOOD[1]]],
+    _page(GOOD[0], GOOD[1] + "\n" + GOOD[2]),  # two ids in one, line break between
+    _page(GOOD[0] + "\n" + GOOD[1], GOOD[2]),
+    _page("63c549319fb3b62c7626e7f963c549319fb3b62c7626e7f9"),  # 48 digits
 ], ids=["empty", "good", "bad digit", "short", "line break", "space", "number", "null", "plain string", "no id",
-        "empty oid", "list id", "not objects"])
+        "empty oid", "list id", "not objects", "two in one", "two in the first", "double length"])
 def test_ids_read_at_once_are_the_ids_read_one_by_one(items):
-    assert _object_ids(items) == [_object_id(item) if isinstance(item, dict) else None for item in items]
+    id_values, _ = _ids_and_labs(items)
+    assert _object_ids(id_values) == [_object_id(item) if isinstance(item, dict) else None for item in items]
 
 
 def _answer(items, encoding="utf-8", body=None):
@@ -64,7 +68,8 @@ def test_a_pages_identities_read_from_its_raw_json_are_those_of_the_whole_page(c
     source = LegacyKernelCI(None, "http://frontend.invalid", "http://storage.invalid", non_lava_labs=["lab-baylibre-seattle"])
     read = heads.legacy_heads(_answer(items))
     assert read is not None
-    assert source._identities(collection, read) == source._identities(collection, items)
+    one_by_one = ([source._kind(collection, item) for item in items], [_object_id(item) for item in items])
+    assert source._identities(collection, *read) == source._identities(collection, *_ids_and_labs(items)) == one_by_one
 
 
 @pytest.mark.parametrize("answer", [
@@ -80,4 +85,4 @@ def test_a_page_the_raw_reading_cannot_take_is_left_to_the_whole_decoding(answer
 
 
 def test_ids_read_at_once_are_lowercase_and_keep_the_page_order():
-    assert _object_ids(_page(*GOOD)) == [oid.lower() for oid in GOOD]
+    assert _object_ids(_ids_and_labs(_page(*GOOD))[0]) == [oid.lower() for oid in GOOD]

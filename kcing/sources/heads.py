@@ -15,7 +15,7 @@ answer None, and the caller decodes the page whole, which also judges it.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import msgspec
 
@@ -63,9 +63,9 @@ class _JobHeadPage(msgspec.Struct):
     limit: Any = None
 
 
-class _LegacyHead(msgspec.Struct):
-    object_id: Any = msgspec.field(default=ABSENT, name="_id")
-    lab_name: Any = ABSENT
+class _LegacyHead(msgspec.Struct, gc=False):
+    object_id: Any = msgspec.field(default=None, name="_id")
+    lab_name: Any = None
 
 
 class _LegacyPage(msgspec.Struct):
@@ -84,21 +84,14 @@ def node_heads(response, jobs: bool = False):
     return _decoded(response, _JOB_HEAD_PAGE if jobs else _HEAD_PAGE)
 
 
-def legacy_heads(response) -> Optional[List[dict]]:
-    """A legacy listing page's items with only `_id` and `lab_name` (where present): what
-    sources/legacy.py reads to skip a delivered item. None when msgspec cannot read the page
-    as an object with a `result` list of objects."""
+def legacy_heads(response) -> Optional[Tuple[list, list]]:
+    """A legacy listing page's `_id` and `lab_name` values, item by item (None where an item
+    has none): what sources/legacy.py reads to skip a delivered item. None when msgspec cannot
+    read the page as an object with a `result` list of objects."""
     page = _decoded(response, _LEGACY_PAGE)
-    return None if page is None else [_legacy_item(head) for head in page.result]
-
-
-def _legacy_item(head: _LegacyHead) -> dict:
-    item = {}
-    if head.object_id is not ABSENT:
-        item["_id"] = head.object_id
-    if head.lab_name is not ABSENT:
-        item["lab_name"] = head.lab_name
-    return item
+    if page is None:
+        return None
+    return [head.object_id for head in page.result], [head.lab_name for head in page.result]
 
 
 def _decoded(response, decoder):

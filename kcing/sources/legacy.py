@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import re
-import string
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from dataclasses import replace
@@ -120,12 +119,15 @@ class LegacyKernelCI:
                 with collector_paused():
                     # A routine page is all delivered: its items' ids and labs say so, and it
                     # is then decoded no further (sources/heads.py).
-                    items = heads.legacy_heads(response) if known is not None and wanted is None \
+                    read = heads.legacy_heads(response) if known is not None and wanted is None \
                         and response.status_code == 200 else None
-                    whole = items is None
+                    whole = read is None
                     if whole:
                         items = self._items(url, response)
-                    if not items:
+                        id_values, labs = _ids_and_labs(items)
+                    else:
+                        id_values, labs = read
+                    if not id_values:
                         if wanted is None and _day_changed(days) and passes < MAX_LISTING_PASSES:
                             # UTC midnight passed: date_range's first day left the front of the
                             # ascending listing, and the pages read since started further on. List
@@ -138,16 +140,18 @@ class LegacyKernelCI:
                             upcoming = prefetch.submit(self._page, collection, skip, self._limit(0))
                             continue
                         return
-                    skip += len(items)
-                    remaining = None if wanted is None else wanted - len(seen) - len(items)
+                    skip += len(id_values)
+                    remaining = None if wanted is None else wanted - len(seen) - len(id_values)
                     upcoming = None
                     if remaining is None or remaining > 0:
                         upcoming = prefetch.submit(self._page, collection, skip,
-                                                   self._limit(len(seen) + len(items)))
-                    kinds, ids = self._identities(collection, items)
+                                                   self._limit(len(seen) + len(id_values)))
+                    kinds, ids = self._identities(collection, id_values, labs)
+                    del id_values, labs, read
                     delivered = self._known_on_page(kinds, ids, seen, known) if known is not None else {}
                     if wanted is None and self._all_skipped(kinds, ids, delivered, seen):
-                        del items, kinds, ids, delivered, response
+                        del kinds, ids, delivered, response
+                        items = None
                         continue
                     if not whole:  # some are not delivered: those need every field
                         items = self._items(url, response)
@@ -186,16 +190,19 @@ class LegacyKernelCI:
         seen.update(delivered.get(kinds[0], ()))
         return seen.issuperset(ids)
 
-    def _identities(self, collection: str, items: list) -> tuple:
-        """The kind and upstream id of every item of a page (id None: the item has no valid id).
+    def _identities(self, collection: str, id_values: list, labs: list) -> tuple:
+        """The kind and upstream id of every item of a page (id None: the item has no valid id),
+        from each item's `_id` and `lab_name` values (`_ids_and_labs`, or `heads.legacy_heads`).
 
         Runs for every listed item of every run: one pass over the page per question.
         """
         if collection == "build":
-            kinds = [BUILD] * len(items)
+            kinds = [BUILD] * len(id_values)
         else:
-            kinds = [self._kind(collection, item) if isinstance(item, dict) else LAVA for item in items]
-        return kinds, _object_ids(items)
+            # As `_kind`; the type is checked before the set lookup: a list is unhashable.
+            non_lava = self.non_lava_labs
+            kinds = [BOOT if isinstance(lab, str) and lab in non_lava else LAVA for lab in labs]
+        return kinds, _object_ids(id_values)
 
     @staticmethod
     def _known_on_page(kinds: list, ids: list, seen: Set[str], known) -> dict:
@@ -385,21 +392,35 @@ def _invalid_id(item) -> str:
     return "invalid-" + hashlib.sha256(canonical.encode("utf-8", "replace")).hexdigest()[:16]
 
 
-def _object_ids(items: list) -> List[Optional[str]]:
-    """`_object_id` of each item (None for an item that is not an object). A page in the
-    backend's own form, every `_id` a `{"$oid": ...}` of 24 hex digits, is checked at once."""
+def _ids_and_labs(items: list) -> Tuple[list, list]:
+    """Each item's `_id` and `lab_name` values (None where it has none or is not an object)."""
+    return ([item.get("_id") if isinstance(item, dict) else None for item in items],
+            [item.get("lab_name") if isinstance(item, dict) else None for item in items])
+
+
+# The `$oid`s of a page in the backend's own form, joined by line breaks: 24 hex digits each.
+_OBJECT_ID_LINES = re.compile(r"[0-9A-Fa-f]{24}(?:\n[0-9A-Fa-f]{24})*")
+
+
+def _object_ids(id_values: list) -> List[Optional[str]]:
+    """`_object_id_of` each `_id` value. A page in the backend's own form, every `_id` a
+    `{"$oid": ...}` of 24 hex digits, is checked in one pass of a regular expression."""
     try:
-        values = [item["_id"]["$oid"] for item in items]
-    except (TypeError, KeyError):  # an item that is no object, or an `_id` in another form
-        values = None
-    if values is not None and all(type(value) is str and len(value) == 24 for value in values) \
-            and not "".join(values).strip(string.hexdigits):
-        return [value.lower() for value in values]
-    return [_object_id(item) if isinstance(item, dict) else None for item in items]
+        joined = "\n".join([value["$oid"] for value in id_values])
+    except (TypeError, KeyError):  # an `_id` in another form, or an `$oid` that is no text
+        joined = None
+    # As many lines as values: no `$oid` held a line break of its own.
+    if joined is not None and len(joined) == 25 * len(id_values) - 1 and _OBJECT_ID_LINES.fullmatch(joined):
+        return joined.lower().split("\n")
+    return [_object_id_of(value) for value in id_values]
 
 
 def _object_id(item: dict) -> Optional[str]:
-    value = item.get("_id")
+    return _object_id_of(item.get("_id"))
+
+
+def _object_id_of(value) -> Optional[str]:
+    """The lowercase ObjectId of an item's `_id`, plain or `{"$oid": ...}`; None when not one."""
     if isinstance(value, dict):
         value = value.get("$oid")
     return value.lower() if is_object_id(value) else None
