@@ -300,7 +300,7 @@ def test_unreachable_services_are_named_without_python_reprs(tmp_path):
     fed = kcing(["feed_es", "--source", "samples"], env, tmp_path)
     assert fed.returncode == 3
     assert fed.stderr.strip().splitlines()[-1] == (
-        "kcing feed_es: Logstash unreachable: lava input failed 1 attempts in a row (last: cannot connect to "
+        "kcing feed_es: Logstash unreachable: lava input failed its only attempt (last: cannot connect to "
         "%s (connection refused))" % url)
     es = kcing(["setup_es", "--wait", "0"], env, tmp_path)
     kibana = kcing(["backup_kbn", "--wait", "0"], env, tmp_path)
@@ -368,6 +368,24 @@ def test_a_verify_delay_without_verify_is_refused_not_ignored(tmp_path):
     assert refused.returncode == 2
     assert one_line(refused) == "kcing feed_es: --verify-delay is how long --verify waits; it does nothing without --verify"
     assert not (tmp_path / "out").exists() and not (tmp_path / "kcing.db").exists()
+
+
+def test_verify_with_dry_run_is_refused_not_ignored(tmp_path):
+    env = samples_environ(tmp_path)
+    refused = kcing(["feed_es", "--source", "samples", "--dry-run", "--verify"], env, tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == "kcing feed_es: --verify checks what a run delivered; a --dry-run delivers nothing"
+    assert not (tmp_path / "kcing.db").exists()
+
+
+def test_a_dry_run_with_metrics_says_it_leaves_the_metrics_file_as_it_is(tmp_path):
+    metrics = tmp_path / "kcing.prom"
+    metrics.write_text("# the last real run's metrics\n")
+    env = samples_environ(tmp_path)
+    tried = kcing(["feed_es", "--source", "samples", "--dry-run", "--metrics", str(metrics)], env, tmp_path)
+    assert tried.returncode == 0, tried.stderr
+    assert "a --dry-run writes no metrics: %s is left as it is" % metrics in tried.stderr
+    assert metrics.read_text() == "# the last real run's metrics\n"
 
 
 def test_setup_es_refuses_drp_days_without_ilm_which_alone_reads_it(tmp_path):

@@ -107,6 +107,7 @@ def test_logstash_down_exits_3_and_marks_nothing_delivered(env, tmp_path, logsta
     result = kcing(["feed_es"], env, tmp_path)
     assert result.returncode == 3
     assert "Logstash unreachable" in result.stderr
+    assert "input failed 3 attempts in a row (last: " in result.stderr  # ES_MAX_RETRIES's default
     assert "Traceback" not in result.stderr
     assert "delivered" not in set(ledger_states(tmp_path / "kcing.db").values())
 

@@ -64,11 +64,13 @@ Options:
   --dry-run            Show what would be fetched and sent; change nothing.
   --verify             After the run, wait --verify-delay, then check that Elasticsearch
                        (ES_HOST) holds every document this run delivered; exit 1 if some are
-                       missing (their objects go back to undelivered).
+                       missing (their objects go back to undelivered). Not with --dry-run
+                       or --output, which deliver nothing to Elasticsearch.
   --verify-delay=SECONDS  How long --verify waits for Logstash and Elasticsearch first
                        (setting ES_VERIFY_DELAY, default 30).
   --metrics=FILE       Write the run's figures to FILE in the Prometheus text format, for a
                        node exporter's textfile collector (e.g. .../textfile/kcing.prom).
+                       A --dry-run leaves FILE as it is.
   --builds             The <file>s are build.json files.
   --lavas              The <file>s are lava-json-<board>.json files.
   --boots              The <file>s are boot-<board>.json files.
@@ -102,15 +104,20 @@ Examples:
 
 def run(args: dict, settings) -> int:
     dry_run = bool(args.get("--dry-run"))
-    verify = bool(args.get("--verify")) and not dry_run
-    if args.get("--verify") and args.get("--output"):
+    verify = bool(args.get("--verify"))
+    if verify and args.get("--output"):
         raise ConfigError("--verify checks Elasticsearch after posting to Logstash; it does not apply to --output")
+    if verify and dry_run:
+        raise ConfigError("--verify checks what a run delivered; a --dry-run delivers nothing")
     if args.get("--verify-delay") is not None and not args.get("--verify"):
         # Refused rather than ignored: a cron line with it alone would be taken for one that checks.
         raise ConfigError("--verify-delay is how long --verify waits; it does nothing without --verify")
     delay = seconds(args, "--verify-delay", settings.ES_VERIFY_DELAY)
     if args.get("--metrics"):
         _check_metrics_path(args["--metrics"])
+        if dry_run:
+            # Not refused: a cron line tried out with --dry-run keeps its --metrics.
+            log.warning("a --dry-run writes no metrics: %s is left as it is", args["--metrics"])
     stop = Stop()
     source = make_source(args, settings, stop=stop)
     sink = make_sink(args, settings, stop=stop)

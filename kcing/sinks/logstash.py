@@ -121,8 +121,10 @@ class LogstashSink:
                 log.warning("%s batch of %d failed (%s); retry %d of %d in %.1fs",
                             batch.route, len(batch), errors[-1], attempt, self.policy.attempts - 1, delay)
                 self.sleep(delay)
-        raise SinkUnavailable("Logstash unreachable: %s input failed %d attempts in a row (last: %s)"
-                              % (batch.route, self.policy.attempts, errors[-1]))
+        attempts = self.policy.attempts
+        raise SinkUnavailable("Logstash unreachable: %s input failed %s (last: %s)"
+                              % (batch.route, "its only attempt" if attempts == 1 else "%d attempts in a row" % attempts,
+                                 errors[-1]))
 
     def _untrusted_because(self, url: str, error: Exception, route: str) -> str:
         """Why a certificate was refused, and what to change: the CA bundle only when the
