@@ -258,6 +258,20 @@ def test_a_sqlite_file_of_another_program_is_refused_and_left_as_it_was(make, le
     assert not logstash.store
 
 
+def test_a_refused_ledger_leaves_no_output_directory_behind_and_keeps_one_that_was_there(legacy_replica, logstash,
+                                                                                          tmp_path):
+    db = tmp_path / "other.db"
+    _another_programs_tables(db)
+    env = feed_environ(legacy_replica, logstash, db)
+    made, kept = tmp_path / "new" / "out", tmp_path / "kept"
+    kept.mkdir()
+    for output in (made, kept):
+        result = kcing(["feed_es", "--output", str(output)], env, tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert "is not a kcing ledger" in result.stderr
+    assert not made.parent.exists() and kept.is_dir() and not any(kept.iterdir())
+
+
 def test_a_directory_as_the_ledger_is_a_configuration_error(legacy_replica, logstash, tmp_path):
     folder = tmp_path / "ledger"
     folder.mkdir()

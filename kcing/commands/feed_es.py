@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from kcing import metrics
@@ -102,6 +102,18 @@ Examples:
 """
 
 
+@contextmanager
+def _unmade_output_if_refused(sink):
+    """A run refused before it began leaves no empty --output directory behind."""
+    try:
+        yield
+    except KcingError:
+        unmake = getattr(sink, "unmake", None)
+        if unmake is not None:
+            unmake()
+        raise
+
+
 def run(args: dict, settings) -> int:
     dry_run = bool(args.get("--dry-run"))
     verify = bool(args.get("--verify"))
@@ -124,7 +136,8 @@ def run(args: dict, settings) -> int:
     if not dry_run:
         # After the sink: `--output DIR --db DIR/kcing.db` (the README's first command) keeps
         # its ledger in the directory the sink has just made.
-        check_ledger_directory(settings)
+        with _unmade_output_if_refused(sink):
+            check_ledger_directory(settings)
     if verify:
         # Imported here: the Elasticsearch client takes a quarter of a second to import, which
         # every cron run without --verify would pay.
@@ -135,7 +148,8 @@ def run(args: dict, settings) -> int:
         if not dry_run:
             stack.enter_context(RunLock(settings.KCING_DB))
         stack.enter_context(stop_on_signals(stop))
-        ledger = open_ledger(settings, dry_run)
+        with _unmade_output_if_refused(sink):
+            ledger = open_ledger(settings, dry_run)
         stack.callback(ledger.close)
         summary = run_feed(source, ledger, sink, settings, dry_run, stop,
                            on_delivered=(lambda obj: delivered.append((*obj.key, sink.destination(obj.kind)))) if verify else (lambda obj: None))

@@ -72,7 +72,15 @@ class NdjsonDirSink:
         if not create:
             if self.directory.exists() and not self.directory.is_dir():
                 raise ConfigError("output directory %s is not a directory" % directory)
-        else:
+        # The directories this sink makes, the output first, then the missing parents it needs:
+        # a run refused before it began removes them again.
+        self._made = []
+        if create:
+            missing = self.directory
+            while not missing.exists() and missing != missing.parent:
+                self._made.append(missing)
+                missing = missing.parent
+        if create:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
             except OSError as error:
@@ -83,6 +91,15 @@ class NdjsonDirSink:
         self._checked: Set[str] = set()
         # Resolved once: the ledger asks for it for every object it records.
         self._destination = ndjson_destination(str(self.directory))
+
+    def unmake(self) -> None:
+        """Remove the directories this sink made while nothing is in them: called when the run
+        is refused before it began (a KCING_DB that is no kcing ledger), to leave no trace."""
+        for made in self._made:
+            try:
+                made.rmdir()
+            except OSError:  # something is in it after all: left as it is, and its parents
+                return
 
     def destination(self, kind: str) -> str:
         """What the ledger records as where objects were delivered: this directory."""
