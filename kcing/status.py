@@ -58,8 +58,7 @@ def _running_run(ledger: Ledger) -> Optional[Tuple[int, str]]:
     """(row id, pid) of the run in progress: the row without an end that the process holding the
     lock beside the ledger started (its pid is in the row's counts; a row from a kcing that kept
     no pid: the newest without an end). Every other row without an end belongs to a run that was
-    killed or could not write its end (the ledger locked or its disk full); the lock may be held
-    by a command that records no run (drp)."""
+    killed or could not write its end (the ledger locked or its disk full)."""
     if ledger.db.database == ":memory:":
         return None
     holder = lock_holder(ledger.db.database)
@@ -114,7 +113,8 @@ RUN_COUNTS = (("delivered", "delivered", True), ("rejected", "rejected", True), 
               ("unreadable", "not checked (index closed or unreadable)", False),
               ("write_blocked", "not marked (index refuses writes)", False),
               ("marked", "marked undelivered", False),
-              ("held_missing", "held missing", False))
+              ("held_missing", "held missing", False),
+              ("indices_deleted", "indices deleted", True), ("forgotten", "ledger rows forgotten", True))
 
 
 def _summary(counts: dict) -> str:

@@ -1,6 +1,7 @@
 """drp: the pure selection, deletion by exact names only, ledger pruning, dry run."""
 from __future__ import annotations
 
+import json
 import logging
 from datetime import date, datetime, timedelta, timezone
 
@@ -144,10 +145,14 @@ def test_drp_forgets_old_ledger_rows_and_keeps_recent_ones(tmp_path, es, capsys)
     ledger = Ledger.open(str(db))
     ledger.advance_watermark("api", datetime(2019, 1, 1, tzinfo=timezone.utc))
     assert sum(ledger.counts().values()) == 6
+    assert ledger.last_run("drp") is None  # a dry run records no run
     ledger.close()
     drp.run(DRP_ARGS, settings, now=NOW)
     assert "forgot 4 ledger rows" in capsys.readouterr().out
     ledger = Ledger.open(str(db))
+    recorded = ledger.last_run("drp")
+    assert recorded.outcome == "ok" and recorded.ended is not None
+    assert json.loads(recorded.counts) == {"days": 3, "indices_deleted": 0, "forgotten": 4}
     assert ledger.row("legacy", "build", "kept1") is not None and ledger.row("legacy", "build", "kept2") is not None
     assert ledger.row("legacy", "build", "edge") is None
     assert sum(ledger.counts().values()) == 2

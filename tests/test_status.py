@@ -131,8 +131,8 @@ def test_objects_reconcile_found_missing_have_a_column_of_their_own(tmp_path, es
 
 
 def test_a_killed_run_is_not_shown_running_while_drp_holds_the_lock(legacy_replica, logstash, tmp_path):
-    """drp takes the run lock but records no run: the row of a feed killed earlier is not the
-    lock holder's, and must not read `running (pid N)` for drp's pid."""
+    """While drp holds the run lock, its own row reads `running (pid N)`; the row of a feed killed
+    earlier is not the lock holder's and must not. Then drp's row ends with its exit status."""
     from kcing.status import UNRECORDED_END
     from tests.fakes.serving import wait_until
     from tests.feedrun import kcing_process
@@ -158,8 +158,15 @@ def test_a_killed_run_is_not_shown_running_while_drp_holds_the_lock(legacy_repli
         retention.kill()
         retention.communicate()
         silent.close()
-    assert shown["runs"][0]["outcome"] == UNRECORDED_END, shown["runs"][0]
-    assert "running (pid" not in text, text
+    assert shown["runs"][0]["command"] == "drp", shown["runs"]
+    assert shown["runs"][0]["outcome"] == "running (pid %d)" % retention.pid, shown["runs"][0]
+    assert shown["runs"][1]["outcome"] == UNRECORDED_END, shown["runs"][1]
+    assert text.count("running (pid") == 1, text
+    from tests.test_cli import closed_port
+    unreachable = kcing(["drp"], dict(env, ES_HOST="http://127.0.0.1:%d" % closed_port()), tmp_path)
+    assert unreachable.returncode == 3, unreachable.stderr
+    last = status_json(env, tmp_path)["runs"][0]
+    assert (last["command"], last["outcome"]) == ("drp", "error 3"), last
 
 
 @needs_samples

@@ -21,6 +21,8 @@ Usage:
 
 Delete the build-, boot-, test-, log- and regression-YYYY.MM.DD indices older than --drp-days,
 by exact name (ES_HOST), and forget the ledger rows (of every destination) first seen before then.
+A run (not a --dry-run) is recorded in the ledger's runs table with its outcome and counts, which
+`kcing status` shows.
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
 DRP_DAYS (and KCI_DAYS: a warning when DRP_DAYS does not exceed it), ES_HOST, ES_USER,
@@ -59,8 +61,13 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
             # A feed run writing rows while they are pruned would race; one run at a time.
             stack.enter_context(RunLock(settings.KCING_DB))
         ledger = open_ledger(settings, dry_run) if have_ledger else None
+        recorded = None
         if ledger is not None:
             stack.callback(ledger.close)
+            if not dry_run:
+                # A row in the runs table, as feed_es and reconcile keep, closed with the outcome
+                # however the run ends: `kcing status` shows it.
+                recorded = stack.enter_context(ledger.recorded_run("drp", {"days": settings.DRP_DAYS}))
         chosen = retention.plan(client, host, ledger, today, settings.DRP_DAYS)
         print("drp: keeping %d days: indices dated from %s, ledger rows first seen since %s"
               % (chosen.days, chosen.first_kept.strftime("%Y.%m.%d"), chosen.ledger_cutoff.strftime("%Y-%m-%d %H:%M UTC")))
@@ -73,6 +80,8 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
             _print_plan(chosen, settings.KCING_DB)
             return 0
         deleted, forgotten = retention.apply(client, host, ledger, chosen)
+        if recorded is not None:
+            recorded.counts.update(indices_deleted=len(deleted), forgotten=forgotten)
     for name in deleted:
         print("drp: deleted index %s" % name)
     rows = ("forgot %d ledger rows" % forgotten) if have_ledger else ("no ledger at %s" % settings.KCING_DB)
