@@ -11,7 +11,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Set
+from typing import List, Set
 
 from kcing.errors import ConfigError, StorageFailed
 from kcing.sinks import ndjson_destination
@@ -69,18 +69,17 @@ class NdjsonDirSink:
     def __init__(self, directory: str, create: bool = True):
         """`create`: make the directory now (a dry run, which writes nothing, leaves it to the run)."""
         self.directory = Path(directory)
+        # The directories this sink makes, the output first, then the missing parents it needs:
+        # a run refused before it began removes them again (`unmake`).
+        self._made: List[Path] = []
         if not create:
             if self.directory.exists() and not self.directory.is_dir():
                 raise ConfigError("output directory %s is not a directory" % directory)
-        # The directories this sink makes, the output first, then the missing parents it needs:
-        # a run refused before it began removes them again.
-        self._made = []
-        if create:
+        else:
             missing = self.directory
             while not missing.exists() and missing != missing.parent:
                 self._made.append(missing)
                 missing = missing.parent
-        if create:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
             except OSError as error:
