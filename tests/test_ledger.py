@@ -7,7 +7,8 @@ import pytest
 from kcing.errors import ConfigError
 from kcing.ledger.identity import FileShape, refusal
 from kcing.ledger.ledger import Ledger, Outcome
-from kcing.ledger.models import APPLICATION_ID, DELIVERED, DOWNLOADED, FAILED, REJECTED, SCHEMA_VERSION, TOO_LARGE
+from kcing.ledger.models import (APPLICATION_ID, DELIVERED, DOWNLOADED, FAILED, REJECTED, SCHEMA_VERSION, TABLES,
+                                 TOO_LARGE)
 from kcing.records import UpstreamObject
 from tests.feedrun import feed_environ, kcing
 
@@ -174,9 +175,15 @@ EARLIEST_UPSTREAM_FILE = ("id", "source", "kind", "upstream_id", "url", "sha256"
 RUN_COLUMNS = ("id", "command", "started", "ended", "outcome", "counts")
 
 
+def current_tables():
+    """{table: its columns} of a ledger this kcing writes."""
+    return {model._meta.table_name: tuple(field.column_name for field in model._meta.sorted_fields)
+            for model in TABLES}
+
+
 def test_a_file_is_a_kcing_ledger_by_its_marker_or_by_the_shape_earlier_kcings_wrote():
     assert refusal(FileShape(0, 0, {})) is None  # new (an empty file too)
-    assert refusal(kcing_shape()) is None
+    assert refusal(kcing_shape(**current_tables())) is None
     for version in (1, 2, 3):  # written before ledgers were marked
         assert refusal(kcing_shape(version, application_id=0, watermark=("id", "source", "position", "moved_at"))) \
             is None
@@ -282,3 +289,47 @@ def test_a_directory_as_the_ledger_is_a_configuration_error(legacy_replica, logs
         assert result.stderr.splitlines() == ["kcing %s: KCING_DB %s is a directory: name a ledger file, e.g. %s"
                                               % (command[0], folder, folder / "kcing.db")]
     assert list(folder.iterdir()) == []
+
+
+def test_a_marked_ledger_lacking_a_table_or_column_of_its_schema_is_damaged_not_older():
+    assert refusal(kcing_shape(**current_tables())) is None
+    for name, columns in current_tables().items():
+        without_table = {table: cols for table, cols in current_tables().items() if table != name}
+        assert refusal(FileShape(APPLICATION_ID, SCHEMA_VERSION, {table: frozenset(cols) for table, cols
+                                                                   in without_table.items()})) \
+            .startswith("is damaged (it has no %s table); left as it is" % name)
+        for column in columns:
+            lacking = dict(current_tables(), **{name: tuple(c for c in columns if c != column)})
+            assert refusal(kcing_shape(**lacking)).startswith(
+                "is damaged (its %s table has no %s column); left as it is" % (name, column))
+
+
+def _drop_the_destination_column(raw):
+    # A column later schemas added: opening must not take the file for a schema-2 ledger
+    # and mark its rows as sent to Logstash.
+    raw.execute('DROP INDEX "upstream_file_source_kind_upstream_id_destination"')
+    raw.execute('DROP INDEX "upstream_file_source_kind_upstream_id_destination_state"')
+    raw.execute("ALTER TABLE upstream_file DROP COLUMN destination")
+
+
+@pytest.mark.parametrize("damage", [lambda raw: raw.execute("ALTER TABLE run DROP COLUMN outcome"),
+                                    lambda raw: raw.execute("DROP TABLE upstream_file"),
+                                    _drop_the_destination_column],
+                         ids=["run.outcome", "upstream_file", "upstream_file.destination"])
+def test_a_ledger_with_a_table_or_column_dropped_is_refused_and_left_as_it_was(damage, legacy_replica, logstash,
+                                                                                tmp_path):
+    db = tmp_path / "kcing.db"
+    written = Ledger.open(str(db))
+    written.record([Outcome(obj("a"), DELIVERED)], destination=lambda kind: "ndjson /out")
+    written.close()
+    with sqlite3.connect(str(db)) as raw:
+        damage(raw)
+    before = db.read_bytes()
+    env = feed_environ(legacy_replica, logstash, db, ES_HOST="http://127.0.0.1:9", DRP_DAYS="36500")
+    for command in LEDGER_COMMANDS:
+        result = kcing(command, env, tmp_path)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        [line] = result.stderr.splitlines()
+        assert line.startswith("kcing %s: KCING_DB %s is damaged (" % (command[0], db)), line
+        assert db.read_bytes() == before, command
+    assert not logstash.store

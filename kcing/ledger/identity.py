@@ -80,6 +80,15 @@ def refusal(shape: FileShape) -> Optional[str]:
         if shape.user_version > models.SCHEMA_VERSION:
             return "was written by a newer kcing (ledger schema %d; this one knows up to %d)" % (
                 shape.user_version, models.SCHEMA_VERSION)
+        if shape.user_version == models.SCHEMA_VERSION:
+            # Marked and at this schema, the file was written whole by a kcing of this schema:
+            # a table or column it lacks was removed since, not added later. Migrating it as an
+            # older ledger would mark every row as sent to Logstash; a table made anew would
+            # forget what the file held.
+            missing = _missing_from_current(shape)
+            if missing:
+                return ("is damaged (%s); left as it is: restore it from a backup, or point KCING_DB (or --db) "
+                        "at a new file, to which everything is sent again" % missing)
         return None
     if shape.application_id != 0:
         return _foreign("it belongs to the program with SQLite application_id %d" % shape.application_id)
@@ -96,6 +105,18 @@ def refusal(shape: FileShape) -> Optional[str]:
             return _foreign("its %s table has no %s column" % (name, lacking[0]))
     if not 1 <= shape.user_version <= models.SCHEMA_VERSION:
         return _foreign("kcing's tables, but user_version %d, which no kcing wrote" % shape.user_version)
+    return None
+
+
+def _missing_from_current(shape: FileShape) -> Optional[str]:
+    """What a ledger of this schema has that `shape` lacks ("it has no run table"), or None."""
+    for model in models.TABLES:
+        name = model._meta.table_name
+        if name not in shape.tables:
+            return "it has no %s table" % name
+        lacking = sorted(frozenset(field.column_name for field in model._meta.sorted_fields) - shape.tables[name])
+        if lacking:
+            return "its %s table has no %s column" % (name, lacking[0])
     return None
 
 
