@@ -1,4 +1,5 @@
 """The ledger records outcomes in transactions and answers "was this delivered?"."""
+import os
 import sqlite3
 from datetime import datetime, timezone
 
@@ -333,3 +334,13 @@ def test_a_ledger_with_a_table_or_column_dropped_is_refused_and_left_as_it_was(d
         assert line.startswith("kcing %s: KCING_DB %s is damaged (" % (command[0], db)), line
         assert db.read_bytes() == before, command
     assert not logstash.store
+
+
+def test_a_ledger_whose_name_is_not_utf8_opens_again(tmp_path):
+    path = os.fsdecode(os.fsencode(str(tmp_path)) + b"/k\xff.db")  # as Python holds such a name from argv
+    Ledger.open(path).record([Outcome(obj("a"), DELIVERED)])
+    reopened = Ledger.open(path)  # now an existing file, whose shape is read first
+    try:
+        assert reopened.delivered_ids("legacy", "build", ["a"]) == {"a"}
+    finally:
+        reopened.close()

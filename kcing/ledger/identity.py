@@ -9,6 +9,7 @@ to another program: kcing refuses it before writing a byte to it.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,9 @@ def copy_into(path: str, target: sqlite3.Connection, wait: float) -> None:
 def _reading(path: str, wait: float, read: Callable[[sqlite3.Connection], T]) -> T:
     """`read(connection)` on a read-only connection of its own to the file at `path`; a file
     SQLite cannot read is a ConfigError, or the storage error it is (locked past the wait, I/O)."""
-    location = "file:%s?mode=ro" % quote(str(Path(path).expanduser().resolve()))
+    # Quoted from its bytes: a name that is not UTF-8 (a byte Python holds as a lone surrogate)
+    # is then the same file for SQLite, not an error.
+    location = "file:%s?mode=ro" % quote(os.fsencode(Path(path).expanduser().resolve()))
     try:
         connection = sqlite3.connect(location, uri=True, timeout=wait)
         try:
