@@ -20,6 +20,16 @@ NEW_FILE_MODE = 0o644
 DEFAULT_UMASK = 0o022
 
 
+def as_text(name: str) -> str:
+    """`name` (a path, or a message quoting one) as text SQLite can store: the bytes of a file
+    name that are not UTF-8, which Python holds as lone surrogates, written as `\\xff`."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name
+
+
 def current_umask() -> int:
     """The process umask, read without changing it (os.umask would, for every thread)."""
     try:

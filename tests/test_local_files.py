@@ -6,6 +6,8 @@ Each test runs the real `kcing` program on real files, as an operator would meet
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -181,3 +183,23 @@ def test_gen_samples_writes_files_others_can_read(legacy_replica, logstash, tmp_
     assert result.returncode == 0, result.stderr
     written = [path for path in samples.rglob("*") if path.is_file() and not path.name.endswith(".lock")]
     assert written and {mode_of(path) for path in written} == {0o644}
+
+
+# -- names that are not UTF-8 ------------------------------------------------------------------
+
+def test_samples_and_output_directories_named_in_bytes_that_are_not_utf8_are_fed_and_recorded(tmp_path):
+    # As Python holds such names from argv: the byte 0xff as a lone surrogate, which the
+    # ledger (SQLite text) cannot take as it is.
+    samples = os.fsdecode(os.fsencode(str(tmp_path)) + b"/samples\xff")
+    output = os.fsdecode(os.fsencode(str(tmp_path)) + b"/out\xff")
+    shutil.copytree(str(SAMPLES), samples)
+    db = tmp_path / "kcing.db"
+    args = ["feed_es", "--source", "samples", "--samples-dir", samples, "--output", output, "--db", str(db)]
+    first = run(args, clean_environ(), tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = run(args, clean_environ(), tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "listed 11, skipped 11 (already delivered), downloaded 0" in second.stdout
+    with sqlite3.connect(str(db)) as raw:
+        assert {row[0] for row in raw.execute("SELECT destination FROM upstream_file")} == {
+            "ndjson %s/out\\xff" % os.path.realpath(str(tmp_path))}

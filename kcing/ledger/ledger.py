@@ -14,6 +14,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple
 from peewee import DatabaseError, SqliteDatabase, fn
 
 from kcing.errors import ConfigError, KcingError, exit_status
+from kcing.files import as_text
 from kcing.ledger import docids, identity, models
 from kcing.ledger.database import LedgerDatabase
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, UpstreamFile
@@ -416,11 +417,12 @@ class Ledger:
         delivered = outcome.state == DELIVERED
         kept = docids.total(outcome.documents) if delivered and outcome.documents is not None else None
         return {
-            "source": obj.source, "kind": obj.kind, "upstream_id": obj.upstream_id, "url": obj.url,
+            # A local file's name is its url: one that is not UTF-8 is stored as its text shows it.
+            "source": obj.source, "kind": obj.kind, "upstream_id": obj.upstream_id, "url": as_text(obj.url),
             "sha256": outcome.sha256, "state": outcome.state,
             "attempts": 0 if delivered else 1,
             # Signed URLs in an error (an artifact that failed) lose their signature here at the latest.
-            "last_error": redacted(outcome.error) if outcome.error else outcome.error,
+            "last_error": as_text(redacted(outcome.error)) if outcome.error else outcome.error,
             "object_date": _naive_utc(obj.created),
             "first_seen": now, "delivered_at": now if delivered else None,
             "document_count": outcome.document_count, "kept_ids": kept, "destination": destination,

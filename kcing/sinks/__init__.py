@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
+from kcing.files import as_text
+
 # Destination names start with these; reconcile checks only what went to Logstash.
 LOGSTASH = "logstash "
 NDJSON = "ndjson "
@@ -17,5 +19,6 @@ def logstash_destination(urls: Iterable[str]) -> str:
 
 def ndjson_destination(directory: str) -> str:
     """The directory as it is on disk, links resolved: `out` and a link to it are one place, whose
-    files a second run through the link must not append to again."""
-    return NDJSON + os.path.realpath(directory)
+    files a second run through the link must not append to again. A name that is not UTF-8 is
+    kept as its text shows it (the ledger stores text)."""
+    return NDJSON + as_text(os.path.realpath(directory))
