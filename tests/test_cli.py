@@ -3,9 +3,11 @@ person reads, waiting and progress lines, no silent success. Every test runs the
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -577,3 +579,22 @@ def test_a_source_chosen_by_kci_source_is_named_so_not_as_a_flag_never_given(arg
     refused = kcing(argv, samples_environ(tmp_path, KCI_SOURCE="samples"), tmp_path)
     assert refused.returncode == 2
     assert one_line(refused) == message
+
+
+# -- a samples directory or local files that list an object twice ----------------------------------
+
+def test_an_object_listed_twice_is_delivered_and_recorded_once(tmp_path):
+    samples = tmp_path / "samples"
+    shutil.copytree(str(SAMPLES), str(samples))
+    manifest = json.loads((samples / "manifest.json").read_text())
+    manifest["objects"].insert(1, manifest["objects"][0])  # an entry copied twice
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    build = SAMPLES / manifest["objects"][0]["path"]
+    shutil.copy(str(build), str(tmp_path / "copy.json"))  # the same content in two files
+    env = samples_environ(tmp_path)
+    for argv in (["--source", "samples", "--samples-dir", str(samples)],
+                 ["--builds", str(build), str(tmp_path / "copy.json"), "--date", "2020-11-04"]):
+        fed = kcing(["feed_es", *argv, "--output", str(tmp_path / "out")], env, tmp_path)
+        assert fed.returncode == 0, fed.stderr
+        assert "is listed again in" in fed.stderr and "internal error" not in fed.stderr
+    assert (tmp_path / "out" / "build.ndjson").read_text().count('"_id"') == 7  # 6 builds, and the local one

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import stat
@@ -14,6 +15,8 @@ from dateutil import parser as dateparser
 
 from kcing.errors import ConfigError, ObjectTooLarge, UpstreamError, reading_failure
 from kcing.records import OBJECT_KINDS, UpstreamObject
+
+log = logging.getLogger(__name__)
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MANIFEST = "manifest.json"
@@ -38,8 +41,8 @@ class SamplesDir:
             raise ConfigError("%s has no \"objects\" list" % manifest)
 
     def list_objects(self) -> Iterator[UpstreamObject]:
-        for number, entry in enumerate(self.manifest["objects"], 1):
-            yield self._object_from(number, entry)
+        return listed_once((self._object_from(number, entry)
+                            for number, entry in enumerate(self.manifest["objects"], 1)), MANIFEST)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
         return read_bounded(Path(obj.url), self.max_bytes)
@@ -90,6 +93,9 @@ class LocalFiles:
         self.max_bytes = max_bytes
 
     def list_objects(self) -> Iterator[UpstreamObject]:
+        return listed_once(self._listed(), "the files given")
+
+    def _listed(self) -> Iterator[UpstreamObject]:
         for kind, path in self.files:
             try:
                 content = read_bounded(Path(path), self.max_bytes)
@@ -101,6 +107,21 @@ class LocalFiles:
 
     def fetch(self, obj: UpstreamObject) -> bytes:
         return read_bounded(Path(obj.url), self.max_bytes)
+
+
+def listed_once(objects: Iterator[UpstreamObject], where: str) -> Iterator[UpstreamObject]:
+    """`objects` without the repeats of one already listed (a manifest entry given twice, the
+    same content in two files): the feed delivers and records each object once per run."""
+    seen = set()
+    for obj in objects:
+        key = (obj.kind, obj.upstream_id)
+        if not obj.problem and key in seen:
+            log.warning("%s %s is listed again in %s (%s); it is delivered once", obj.kind, obj.upstream_id,
+                        where, obj.url)
+            continue
+        if not obj.problem:
+            seen.add(key)
+        yield obj
 
 
 def read_bounded(path: Path, max_bytes: int) -> bytes:
