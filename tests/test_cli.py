@@ -598,3 +598,17 @@ def test_an_object_listed_twice_is_delivered_and_recorded_once(tmp_path):
         assert fed.returncode == 0, fed.stderr
         assert "is listed again in" in fed.stderr and "internal error" not in fed.stderr
     assert (tmp_path / "out" / "build.ndjson").read_text().count('"_id"') == 7  # 6 builds, and the local one
+
+
+def test_a_samples_file_that_is_a_symlink_loop_is_rejected_and_the_others_delivered(tmp_path):
+    samples = tmp_path / "samples"
+    shutil.copytree(str(SAMPLES), str(samples))
+    first = json.loads((samples / "manifest.json").read_text())["objects"][0]
+    looping = samples / first["path"]
+    looping.unlink()
+    looping.symlink_to(looping)
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(tmp_path / "out")],
+                samples_environ(tmp_path), tmp_path)
+    assert fed.returncode == 1, fed.stderr
+    assert "rejected build %s: path %r is not a file inside" % (first["upstream_id"], first["path"]) in fed.stderr
+    assert "delivered 10, rejected 1, failed 0" in fed.stdout

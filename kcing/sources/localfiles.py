@@ -69,8 +69,11 @@ class SamplesDir:
         """Return the file `relative` names only if it stays inside the samples directory."""
         if not isinstance(relative, str) or not relative or "\x00" in relative:
             return None
-        root = self.root.resolve()
-        candidate = (root / relative).resolve()
+        try:
+            root = self.root.resolve()
+            candidate = (root / relative).resolve()
+        except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+            return None
         if root not in candidate.parents:
             return None
         return candidate
