@@ -612,3 +612,14 @@ def test_a_samples_file_that_is_a_symlink_loop_is_rejected_and_the_others_delive
     assert fed.returncode == 1, fed.stderr
     assert "rejected build %s: path %r is not a file inside" % (first["upstream_id"], first["path"]) in fed.stderr
     assert "delivered 10, rejected 1, failed 0" in fed.stdout
+
+
+def test_a_samples_manifest_nested_too_deeply_is_one_line_and_exit_2(tmp_path):
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(tmp_path / "out")],
+                samples_environ(tmp_path), tmp_path)
+    assert fed.returncode == 2, fed.stderr
+    assert fed.stderr.splitlines() == ["kcing feed_es: cannot read %s: not valid JSON: nested too deeply"
+                                       % (samples / "manifest.json")]

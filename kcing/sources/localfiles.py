@@ -37,6 +37,8 @@ class SamplesDir:
             raise ConfigError("%s not found: is %s a samples directory?" % (manifest, directory)) from None
         except (OSError, UnicodeDecodeError, ValueError) as error:
             raise ConfigError("cannot read %s: %s" % (manifest, reading_failure(error))) from None
+        except RecursionError:  # the standard library's decoder recurses once per level
+            raise ConfigError("cannot read %s: not valid JSON: nested too deeply" % manifest) from None
         if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("objects"), list):
             raise ConfigError("%s has no \"objects\" list" % manifest)
 
