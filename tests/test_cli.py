@@ -614,6 +614,16 @@ def test_a_samples_file_that_is_a_symlink_loop_is_rejected_and_the_others_delive
     assert "delivered 10, rejected 1, failed 0" in fed.stdout
 
 
+def test_a_samples_manifest_that_is_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    os.mkfifo(samples / "manifest.json")
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(tmp_path / "out")],
+                samples_environ(tmp_path), tmp_path, timeout=30)
+    assert fed.returncode == 2, fed.stderr
+    assert fed.stderr.splitlines() == ["kcing feed_es: cannot read %s: not a regular file" % (samples / "manifest.json")]
+
+
 def test_a_samples_manifest_nested_too_deeply_is_one_line_and_exit_2(tmp_path):
     samples = tmp_path / "samples"
     samples.mkdir()

@@ -18,6 +18,8 @@ from kcing.records import OBJECT_KINDS, UpstreamObject
 
 log = logging.getLogger(__name__)
 
+# A manifest entry takes about 200 bytes: room for millions of them, and no more.
+MANIFEST_MAX_BYTES = 1 << 30
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MANIFEST = "manifest.json"
 
@@ -32,10 +34,17 @@ class SamplesDir:
         self.max_bytes = max_bytes
         manifest = self.root / MANIFEST
         try:
-            self.manifest = json.loads(manifest.read_text(encoding="utf-8"))
+            os.lstat(manifest)
         except FileNotFoundError:
             raise ConfigError("%s not found: is %s a samples directory?" % (manifest, directory)) from None
-        except (OSError, UnicodeDecodeError, ValueError) as error:
+        except OSError:
+            pass  # said in the system's words by the reading below ("Not a directory")
+        try:
+            # As a sample file is read: a FIFO or a device in its place would block or never end.
+            self.manifest = json.loads(read_bounded(manifest, MANIFEST_MAX_BYTES).decode("utf-8"))
+        except UpstreamError as error:
+            raise ConfigError(str(error)) from None
+        except (UnicodeDecodeError, ValueError) as error:
             raise ConfigError("cannot read %s: %s" % (manifest, reading_failure(error))) from None
         except RecursionError:  # the standard library's decoder recurses once per level
             raise ConfigError("cannot read %s: not valid JSON: nested too deeply" % manifest) from None
