@@ -2,6 +2,8 @@
 here the situations that are not a feed's or a reconcile's own (see test_shutdown.py, test_reconcile.py)."""
 from __future__ import annotations
 
+import json
+
 import re
 import signal
 import socket
@@ -13,6 +15,7 @@ from typing import List
 import pytest
 
 from kcing import commands
+from kcing.errors import StorageFailed
 from kcing.ledger.ledger import Ledger
 from tests.fakes.serving import wait_until
 from tests.feedrun import REPO, clean_environ, kcing, kcing_process
@@ -159,9 +162,10 @@ def test_gen_samples_logs_progress_every_interval_while_upstream_is_slow_to_answ
     assert 3 <= len(progress_lines(done.stderr)) <= 5, done.stderr
 
 
-def test_a_ledger_on_a_read_only_file_system_is_exit_5_saying_so(tmp_path):
+def test_a_ledger_on_a_read_only_file_system_is_exit_5_saying_so_and_still_read(tmp_path):
     """SQLite says only `unable to open database file`: the line must not send the user looking
-    for a full disk or a failing device when the file system is mounted read-only."""
+    for a full disk or a failing device when the file system is mounted read-only. What only
+    reads the ledger (status, a dry run) reads it there, as an account that may not write does."""
     import subprocess
     from tests.feedrun import SAMPLES
     from tests.tmpfs import small_tmpfs
@@ -170,12 +174,24 @@ def test_a_ledger_on_a_read_only_file_system_is_exit_5_saying_so(tmp_path):
     with small_tmpfs(tmp_path / "ro", "16m") as mounted:
         db = mounted / "kcing.db"
         env = clean_environ(KCING_DB=str(db))
-        fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output",
-                     str(tmp_path / "out")], env, tmp_path)
+        feed = ["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output"]
+        fed = kcing(feed + [str(tmp_path / "out")], env, tmp_path)
         assert fed.returncode == 0, fed.stderr
+        before = kcing(["status", "--json"], env, tmp_path)
+        assert before.returncode == 0, before.stderr
         subprocess.run(["mount", "-o", "remount,ro", str(mounted)], check=True)
-        for args in (["status"], ["drp", "--dry-run"]):
-            shown = kcing(args, env, tmp_path)
-            assert shown.returncode == 5, shown.stdout + shown.stderr
-            line = shown.stderr.strip().splitlines()[-1]
-            assert "read-only" in line and "full disk" not in line, line
+        with pytest.raises(StorageFailed) as opening:  # as a run that writes opens it
+            Ledger.open(str(db))
+        assert opening.value.exit_code == 5
+        assert "read-only" in str(opening.value) and "full disk" not in str(opening.value), opening.value
+        # A run that writes stops before: the run lock beside the ledger cannot be taken.
+        refused = kcing(feed + [str(tmp_path / "elsewhere")], env, tmp_path)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert refused.stderr.splitlines() == ["kcing feed_es: cannot create the lock file %s.lock: Read-only file "
+                                               "system" % db]
+        shown = kcing(["status", "--json"], env, tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["objects"] == json.loads(before.stdout)["objects"]
+        tried = kcing(feed + [str(tmp_path / "out"), "--dry-run"], env, tmp_path)
+        assert tried.returncode == 0, tried.stderr
+        assert "11 already delivered, 0 would be fetched" in tried.stdout

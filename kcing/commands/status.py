@@ -28,9 +28,12 @@ Options:
   -l --log-file=FILE   Also write the log to FILE.
   -h --help            Show this help.
 
+Reads the ledger and changes nothing in it: an account that may only read the ledger and its
+directory can run it.
+
 Exit status: 0 shown; 2 no ledger there, or not a kcing ledger; 4 another process held the
 ledger locked for reading too (exclusive locking mode) longer than KCING_DB_LOCK_WAIT; 5 the
-ledger cannot be written (a read-only file or directory, a full disk).
+ledger could not be read (an I/O error).
 
 Examples:
   kcing status --db /var/lib/kcing/kcing.db
@@ -41,7 +44,9 @@ Examples:
 def run(args: dict, settings) -> int:
     if not Path(settings.KCING_DB).exists():
         raise no_ledger(settings)
-    ledger = open_ledger(settings)
+    # Read as a dry run reads it, changing nothing: an older ledger is shown migrated, not
+    # migrated, and one this user may only read (a monitoring account) is shown too.
+    ledger = open_ledger(settings, dry_run=True)
     try:
         data = status_report.report(ledger)
     finally:

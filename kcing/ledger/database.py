@@ -39,10 +39,7 @@ def storage_error(path: str, error: BaseException, wait: float) -> Optional[Kcin
                           "more was recorded: try again when that process is done" % (path, wait))
     if primary == sqlite3.SQLITE_FULL or any(words in lowered for words in _FULL):
         why = "the disk is full"
-    elif (primary == sqlite3.SQLITE_READONLY or any(words in lowered for words in _READONLY)
-          or (primary == sqlite3.SQLITE_CANTOPEN or "unable to open" in lowered) and _read_only(path)):
-        # SQLite cannot open a WAL ledger whose directory or file system refuses its -shm file,
-        # and says only "unable to open database file".
+    elif read_only_failure(path, error):
         why = "it is read-only (the file, its directory or its file system)"
     elif primary in _CANNOT_WRITE or any(words in lowered for words in _IO):
         why = "%s (a full disk or a failing device)" % text
@@ -52,7 +49,19 @@ def storage_error(path: str, error: BaseException, wait: float) -> Optional[Kcin
                          "was not recorded is sent again by the next run" % (path, why))
 
 
-def _read_only(path: str) -> bool:
+def read_only_failure(path: str, error: BaseException) -> bool:
+    """Whether SQLite's `error` says that the ledger at `path` cannot be written."""
+    original = error.args[0] if isinstance(error, DatabaseError) and error.args else error
+    code = getattr(original, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    lowered = str(original).lower()
+    # SQLite cannot open a WAL ledger whose directory or file system refuses its -shm file,
+    # and says only "unable to open database file".
+    return (primary == sqlite3.SQLITE_READONLY or any(words in lowered for words in _READONLY)
+            or (primary == sqlite3.SQLITE_CANTOPEN or "unable to open" in lowered) and unwritable(path))
+
+
+def unwritable(path: str) -> bool:
     """Whether the ledger at `path`, or the directory it is in, cannot be written to."""
     where = Path(path).expanduser()
     try:

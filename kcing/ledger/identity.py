@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from kcing.errors import ConfigError
 from kcing.ledger import models
-from kcing.ledger.database import storage_error
+from kcing.ledger.database import read_only_failure, storage_error
 
 # The tables every kcing ledger has had since the first (the others come with create_tables).
 REQUIRED_TABLES = ("upstream_file", "run")
@@ -57,16 +57,29 @@ def _reading(path: str, wait: float, read: Callable[[sqlite3.Connection], T]) ->
     # is then the same file for SQLite, not an error.
     location = "file:%s?mode=ro" % quote(os.fsencode(Path(path).expanduser().resolve()))
     try:
-        connection = sqlite3.connect(location, uri=True, timeout=wait)
         try:
-            return read(connection)
-        finally:
-            connection.close()
+            return _read_at(location, wait, read)
+        except sqlite3.Error as error:
+            if not read_only_failure(path, error):
+                raise
+        # A ledger in WAL mode is read through its -shm file, which SQLite cannot make in a
+        # directory this user may not write to (kcing status run by another account). The file
+        # is then read as it is on disk: no run can be writing it, as a writer's -wal and -shm
+        # files would be there, and the read above would have used them.
+        return _read_at(location + "&immutable=1", wait, read)
     except sqlite3.Error as error:
         failure = storage_error(path, error, wait)
         if failure is not None:
             raise failure from None
         raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
+
+
+def _read_at(location: str, wait: float, read: Callable[[sqlite3.Connection], T]) -> T:
+    connection = sqlite3.connect(location, uri=True, timeout=wait)
+    try:
+        return read(connection)
+    finally:
+        connection.close()
 
 
 def read_shape(query: Callable[[str], list]) -> FileShape:

@@ -16,7 +16,7 @@ from peewee import DatabaseError, SqliteDatabase, fn
 from kcing.errors import ConfigError, KcingError, exit_status
 from kcing.files import as_text
 from kcing.ledger import docids, identity, models
-from kcing.ledger.database import LedgerDatabase
+from kcing.ledger.database import LedgerDatabase, unwritable
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, UpstreamFile
 from kcing.records import UpstreamObject
 from kcing.urls import redacted
@@ -152,8 +152,9 @@ class Ledger:
         rows are migrated as sent to `earlier_destination(kind)` and its watermarks to
         `earlier_watermark_destination` (the CLI passes the Logstash inputs configured now).
 
-        With `unchanged` (a dry run), a ledger that opening would migrate or mark is read into
-        memory and the copy is migrated: the file stays as it was.
+        With `unchanged` (a dry run, status), a ledger that opening would migrate or mark, or that
+        this user cannot write to, is read into memory and the copy is migrated: the file stays
+        as it was.
         """
         copy_from = None
         if path != ":memory:":
@@ -165,8 +166,11 @@ class Ledger:
                 refused = identity.refusal(shape)
                 if refused:
                     raise ConfigError("KCING_DB %s %s" % (path, refused))
-                if unchanged and (shape.user_version, shape.application_id) != (models.SCHEMA_VERSION,
-                                                                               models.APPLICATION_ID):
+                # What a read must not change is read from a copy: a ledger opening would migrate
+                # or mark, and one this user cannot write to (SQLite opens a file for writing).
+                if unchanged and ((shape.user_version, shape.application_id) != (models.SCHEMA_VERSION,
+                                                                                models.APPLICATION_ID)
+                                  or unwritable(path)):
                     copy_from, path = path, ":memory:"
         database = LedgerDatabase(path, wait, pragmas={
             "journal_mode": "wal",
