@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,16 +17,14 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from kcing.documents.identity import iso_timestamp
-from kcing.errors import ConfigError, RejectedInput, UpstreamError, reading_failure
+from kcing.errors import ConfigError, RejectedInput, UpstreamError
 from kcing.files import write_atomically
 from kcing.progress import Progress, eta_text
 from kcing.records import OBJECT_KINDS, UpstreamObject
 from kcing.sources import completed
+from kcing.sources.localfiles import MANIFEST, MANIFEST_FORMAT, SAFE_ID, read_manifest
 
 log = logging.getLogger(__name__)
-
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-MANIFEST = "manifest.json"
 
 
 def sample_path(root: Path, kind: str, upstream_id: str) -> Path:
@@ -77,12 +75,9 @@ class SamplesWriter:
 
     def _read_manifest(self) -> dict:
         path = self.root / MANIFEST
-        if not path.exists():
+        if not os.path.lexists(path):
             return {}
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise ConfigError("cannot read %s: %s" % (path, reading_failure(error))) from None
+        manifest = read_manifest(path)
         if not isinstance(manifest, dict) or not isinstance(manifest.get("objects", []), list):
             raise ConfigError("%s is not a samples manifest (an object with an \"objects\" list); "
                               "fix or move it" % path)
@@ -120,7 +115,7 @@ class SamplesWriter:
 
     def save_manifest(self) -> None:
         objects = sorted(self.entries.values(), key=lambda entry: (entry.get("date") or "", entry["upstream_id"]))
-        manifest = {"format": 1, "source": self.source_name, "objects": objects}
+        manifest = {"format": MANIFEST_FORMAT, "source": self.source_name, "objects": objects}
         write_atomically(self.root / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
 
 

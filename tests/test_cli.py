@@ -624,6 +624,21 @@ def test_a_samples_manifest_that_is_a_fifo_is_refused_without_waiting_for_a_writ
     assert fed.stderr.splitlines() == ["kcing feed_es: cannot read %s: not a regular file" % (samples / "manifest.json")]
 
 
+@pytest.mark.parametrize("written", ["2", '"1"', "true", "1.0"])
+def test_a_samples_manifest_of_another_format_is_refused_by_feed_es_and_gen_samples(tmp_path, written):
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    manifest = samples / "manifest.json"
+    manifest.write_text('{"format": %s, "source": "legacy", "objects": []}' % written)
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(tmp_path / "out")],
+                samples_environ(tmp_path), tmp_path)
+    saved = kcing(["gen_samples", "--samples-dir", str(samples)], clean_environ(KCI_HOST="127.0.0.1:9"), tmp_path)
+    for run in (fed, saved):
+        assert run.returncode == 2, run.stderr
+        assert len(run.stderr.splitlines()) == 1 and "is a samples manifest of format %s; this kcing reads format 1" % written in run.stderr
+    assert manifest.read_text() == '{"format": %s, "source": "legacy", "objects": []}' % written
+
+
 def test_a_samples_manifest_nested_too_deeply_is_one_line_and_exit_2(tmp_path):
     samples = tmp_path / "samples"
     samples.mkdir()

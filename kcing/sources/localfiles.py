@@ -18,6 +18,8 @@ from kcing.records import OBJECT_KINDS, UpstreamObject
 
 log = logging.getLogger(__name__)
 
+# What `manifest.json` says in "format" (gen_samples writes it; a hand-made one may leave it out).
+MANIFEST_FORMAT = 1
 # A manifest entry takes about 200 bytes: room for millions of them, and no more.
 MANIFEST_MAX_BYTES = 1 << 30
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -39,15 +41,7 @@ class SamplesDir:
             raise ConfigError("%s not found: is %s a samples directory?" % (manifest, directory)) from None
         except OSError:
             pass  # said in the system's words by the reading below ("Not a directory")
-        try:
-            # As a sample file is read: a FIFO or a device in its place would block or never end.
-            self.manifest = json.loads(read_bounded(manifest, MANIFEST_MAX_BYTES).decode("utf-8"))
-        except UpstreamError as error:
-            raise ConfigError(str(error)) from None
-        except (UnicodeDecodeError, ValueError) as error:
-            raise ConfigError("cannot read %s: %s" % (manifest, reading_failure(error))) from None
-        except RecursionError:  # the standard library's decoder recurses once per level
-            raise ConfigError("cannot read %s: not valid JSON: nested too deeply" % manifest) from None
+        self.manifest = read_manifest(manifest)
         if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("objects"), list):
             raise ConfigError("%s has no \"objects\" list" % manifest)
 
@@ -136,6 +130,27 @@ def listed_once(objects: Iterator[UpstreamObject], where: str) -> Iterator[Upstr
         if not obj.problem:
             seen.add(key)
         yield obj
+
+
+def read_manifest(path: Path):
+    """The decoded JSON of the samples manifest at `path` (its shape is the caller's to check);
+    ConfigError for a file that cannot be read as one, or that names a format this kcing does
+    not know (a manifest written by a newer kcing: entries read by these rules could be wrong)."""
+    try:
+        # As a sample file is read: a FIFO or a device in its place would block or never end.
+        manifest = json.loads(read_bounded(path, MANIFEST_MAX_BYTES).decode("utf-8"))
+    except UpstreamError as error:
+        raise ConfigError(str(error)) from None
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ConfigError("cannot read %s: %s" % (path, reading_failure(error))) from None
+    except RecursionError:  # the standard library's decoder recurses once per level
+        raise ConfigError("cannot read %s: not valid JSON: nested too deeply" % path) from None
+    if isinstance(manifest, dict) and "format" in manifest:
+        written = manifest["format"]
+        if type(written) is not int or written != MANIFEST_FORMAT:
+            raise ConfigError("%s is a samples manifest of format %s; this kcing reads format %d"
+                              % (path, json.dumps(written)[:40], MANIFEST_FORMAT))
+    return manifest
 
 
 def read_bounded(path: Path, max_bytes: int) -> bytes:
