@@ -481,6 +481,10 @@ class Settings:
         return replace(self, **parsed)
 
 
+# How much of a refused value the error line shows.
+SHOWN_VALUE_CHARACTERS = 80
+
+
 def _parse(name: str, value: Any, origin: str) -> Any:
     spec = SPECS.get(name)
     if spec is None:
@@ -492,6 +496,8 @@ def _parse(name: str, value: Any, origin: str) -> Any:
             shown = "***"
         else:
             shown = repr(mask_credentials(value)) if isinstance(value, str) else mask_credentials(repr(value))
+            if len(shown) > SHOWN_VALUE_CHARACTERS:  # a value pasted twice, 10**400: the line stays readable
+                shown = "%s... (%d characters)" % (shown[:SHOWN_VALUE_CHARACTERS], len(shown))
         raise ConfigError("invalid %s=%s (from %s): %s" % (name, shown, origin, error)) from None
 
 

@@ -52,6 +52,13 @@ def test_a_bad_value_names_the_setting_and_its_origin(tmp_path, name, value):
     assert name in str(error.value) and "environment" in str(error.value)
 
 
+def test_a_long_bad_value_is_shown_cut_with_its_length(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, environ={"ES_MAX_RETRIES": "9" * 500})
+    assert str(error.value) == ("invalid ES_MAX_RETRIES='%s... (502 characters) (from environment): expected a whole "
+                                "number from 1 to 100" % ("9" * 79))
+
+
 def test_several_logstash_urls_are_a_list(tmp_path):
     s = load(tmp_path, environ={"ES_LAVA": "http://a:8338, http://b:8338/"})
     assert s.ES_LAVA == ("http://a:8338", "http://b:8338")
