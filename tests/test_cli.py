@@ -639,6 +639,25 @@ def test_a_samples_manifest_of_another_format_is_refused_by_feed_es_and_gen_samp
     assert manifest.read_text() == '{"format": %s, "source": "legacy", "objects": []}' % written
 
 
+def test_a_build_whose_manifest_date_is_not_a_date_is_rejected_saying_so_and_a_lava_file_keeps_its_own(tmp_path):
+    samples = tmp_path / "samples"
+    shutil.copytree(SAMPLES, samples)
+    manifest = json.loads((samples / "manifest.json").read_text())
+    build, lava = manifest["objects"][0], manifest["objects"][2]
+    assert (build["kind"], lava["kind"]) == ("build", "lava")
+    build["date"] = lava["date"] = "2020-13-45"
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(tmp_path / "out")],
+                samples_environ(tmp_path), tmp_path)
+    assert fed.returncode == 1, fed.stderr
+    for number in (1, 3):
+        assert 'manifest.json, entry %d: date "2020-13-45" is not a date' % number in fed.stderr
+    shown = json.loads(kcing(["status", "--json"], samples_environ(tmp_path), tmp_path).stdout)
+    assert shown["objects"]["samples"]["build"]["rejected"] == 1
+    assert shown["objects"]["samples"]["lava"]["rejected"] == 0
+    assert any("no usable one was given" in error["error"] for error in shown["errors"]), shown["errors"]
+
+
 def test_a_samples_manifest_nested_too_deeply_is_one_line_and_exit_2(tmp_path):
     samples = tmp_path / "samples"
     samples.mkdir()

@@ -56,6 +56,6 @@ def listing_date(created: Optional[datetime], what: str) -> datetime:
     """The listing date of a file that carries no date of its own."""
     when = as_date(created) if created is not None else None
     if when is None:
-        raise RejectedInput("no date: %s carries none, and none was given (the listing's date, the samples "
-                            "manifest's, or --date for local files)" % what)
+        raise RejectedInput("no date: %s carries none, and no usable one was given (the listing's date, the "
+                            "samples manifest's, or --date for local files)" % what)
     return when

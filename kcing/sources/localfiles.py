@@ -57,6 +57,10 @@ class SamplesDir:
             return UpstreamObject(self.name, "unknown", "entry-%d" % number, "", problem="manifest entry is not an object")
         kind, upstream_id = entry.get("kind"), entry.get("upstream_id")
         created = _parse_date(entry.get("date"))
+        if created is None and entry.get("date") is not None:
+            # The file may carry dates of its own (a LAVA callback); a file without is rejected then.
+            log.warning("%s, entry %d: date %s is not a date; the file's own dates are used, if it has any",
+                        MANIFEST, number, json.dumps(entry.get("date"))[:80])
         problem = None
         if kind not in OBJECT_KINDS:
             problem, kind = "unknown kind %r" % (kind,), "unknown"
