@@ -2,6 +2,8 @@
 import os
 import sqlite3
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import List
 
 import pytest
 
@@ -253,17 +255,27 @@ LEDGER_COMMANDS = [["status"], ["feed_es"], ["drp"], ["reconcile"]]
 def test_a_sqlite_file_of_another_program_is_refused_and_left_as_it_was(make, legacy_replica, logstash, tmp_path):
     db = tmp_path / "other.db"
     make(db)
+    for line in refused_by_every_ledger_command(db, feed_environ(legacy_replica, logstash, db), tmp_path,
+                                                "is not a kcing ledger ("):
+        assert line.endswith("left as it is: point KCING_DB (or --db) at a kcing ledger or a new file"), line
+    assert not logstash.store
+
+
+def refused_by_every_ledger_command(db: Path, env: dict, cwd: Path, refusal: str) -> List[str]:
+    """The error line of each of LEDGER_COMMANDS, each asserted to be one line saying
+    "KCING_DB <db> <refusal>..." with exit 2, `db` left byte for byte as it was."""
     before = db.read_bytes()
     # Elasticsearch is never asked: the ledger is refused first (nothing listens there).
-    env = feed_environ(legacy_replica, logstash, db, ES_HOST="http://127.0.0.1:9", DRP_DAYS="36500")
+    env = dict(env, ES_HOST="http://127.0.0.1:9", DRP_DAYS="36500")
+    lines = []
     for command in LEDGER_COMMANDS:
-        result = kcing(command, env, tmp_path)
+        result = kcing(command, env, cwd)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
         [line] = result.stderr.splitlines()
-        assert line.startswith("kcing %s: KCING_DB %s is not a kcing ledger (" % (command[0], db)), line
-        assert line.endswith("left as it is: point KCING_DB (or --db) at a kcing ledger or a new file"), line
+        assert line.startswith("kcing %s: KCING_DB %s %s" % (command[0], db, refusal)), line
         assert db.read_bytes() == before, command
-    assert not logstash.store
+        lines.append(line)
+    return lines
 
 
 def test_a_refused_ledger_leaves_no_output_directory_behind_and_keeps_one_that_was_there(legacy_replica, logstash,
@@ -325,14 +337,7 @@ def test_a_ledger_with_a_table_or_column_dropped_is_refused_and_left_as_it_was(d
     written.close()
     with sqlite3.connect(str(db)) as raw:
         damage(raw)
-    before = db.read_bytes()
-    env = feed_environ(legacy_replica, logstash, db, ES_HOST="http://127.0.0.1:9", DRP_DAYS="36500")
-    for command in LEDGER_COMMANDS:
-        result = kcing(command, env, tmp_path)
-        assert result.returncode == 2, (command, result.stdout, result.stderr)
-        [line] = result.stderr.splitlines()
-        assert line.startswith("kcing %s: KCING_DB %s is damaged (" % (command[0], db)), line
-        assert db.read_bytes() == before, command
+    refused_by_every_ledger_command(db, feed_environ(legacy_replica, logstash, db), tmp_path, "is damaged (")
     assert not logstash.store
 
 
