@@ -21,6 +21,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from kcing import __version__
+from kcing.errors import ConfigError
+from kcing.urls import redacted
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,18 @@ def certificate_refused(error: Exception) -> bool:
     the CA bundle setting can. For requests' errors and for urllib3's (the Logstash transport)."""
     return (isinstance(error, (requests.exceptions.SSLError, urllib3.exceptions.SSLError))
             and "certificate verify failed" in str(error).lower())
+
+
+def socks_unsupported(error: Exception, url: str) -> Optional[ConfigError]:
+    """The configuration error for `error` when it says that the proxy the environment names for
+    `url` is a SOCKS proxy, which requests and urllib3 can only use with PySocks, not installed
+    (retrying cannot help); None for any other error."""
+    if not (isinstance(error, requests.exceptions.InvalidSchema) and "socks" in str(error).lower()):
+        return None
+    proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    return ConfigError("the proxy %s (ALL_PROXY, HTTPS_PROXY or HTTP_PROXY) is a SOCKS proxy, which needs PySocks: "
+                       "install it (pip install PySocks) where kcing runs, or name this host in NO_PROXY"
+                       % (redacted(proxy) if proxy else "set"))
 
 
 def seconds_text(seconds: float) -> str:

@@ -27,7 +27,8 @@ from urllib3.exceptions import (ClosedPoolError, ConnectTimeoutError, HTTPError,
                                 ProxyError, ReadTimeoutError, SSLError)
 from urllib3.util.ssl_ import create_urllib3_context
 
-from kcing.http import USER_AGENT, certificate_refused, sending_starts, sent_on_kept_alive_connection, watch_pools
+from kcing.http import (USER_AGENT, certificate_refused, sending_starts, sent_on_kept_alive_connection, socks_unsupported,
+                        watch_pools)
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,10 @@ class Transport:
         if parts.scheme == "https" or proxy:
             self._trust_system_store()
         if proxy:
-            manager = self._proxy_manager(proxy)
+            try:
+                manager = self._proxy_manager(proxy)
+            except RequestException as error:
+                raise socks_unsupported(error, url) or error from None
             log.debug("POSTs to %s go through the proxy %s", url, urldefragauth(proxy))
             if parts.scheme != "https" and not proxy.lower().startswith("socks"):
                 target = urldefragauth(url)  # a plain-http proxy is asked for the whole URL

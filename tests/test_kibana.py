@@ -1,6 +1,7 @@
 """backup_kbn / setup_kbn against the Kibana emulator, the pure helpers, and the shipped objects."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import re
@@ -331,6 +332,19 @@ def test_unreachable_kibana_is_a_clear_one_line_error(workdir, tmp_path):
         setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=url))
     assert str(caught.value) == ("cannot reach Kibana at %s to report its status (connection refused); "
                                  "gave up after waiting 0s" % url)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("socks") is not None, reason="PySocks is installed: SOCKS is usable")
+def test_a_socks_proxy_without_pysocks_is_a_configuration_error_not_a_wait_for_kibana(workdir, tmp_path, kibana,
+                                                                                      monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1")
+    with pytest.raises(ConfigError) as caught:
+        setup_kbn(args(workdir, wait="60"), make_settings(tmp_path, KB_URL=kibana.url))
+    assert "the proxy socks5://127.0.0.1:1 (ALL_PROXY, HTTPS_PROXY or HTTP_PROXY) is a SOCKS proxy" in str(caught.value)
+    assert kibana.requests.snapshot() == []
 
 
 def test_wait_ready_polls_until_kibana_is_available(kibana):

@@ -4,7 +4,9 @@ auth, redirects left alone, and the sink's messages for what can go wrong on the
 from __future__ import annotations
 
 import base64
+import importlib.util
 import shutil
+import sqlite3
 import subprocess
 import threading
 import time
@@ -14,6 +16,7 @@ import pytest
 from kcing import __version__
 from kcing.errors import ConfigError, SinkUnavailable
 from kcing.http import RetryPolicy, new_session
+from kcing.ledger.models import DELIVERED
 from kcing.sinks.batching import Batch
 from kcing.sinks.logstash import FAILING_INPUT_PAUSE, LogstashSink
 from kcing.transport import BadCaBundle, CannotConnect, Transport
@@ -278,10 +281,33 @@ def test_a_connection_closed_without_an_answer_is_named_so(front):
         sink_for(front.url, Transport()).send(batch())
 
 
-def test_an_unusable_proxy_setting_fails_the_request_not_the_run(front, monkeypatch):
-    monkeypatch.setenv("HTTP_PROXY", "socks5://127.0.0.1:1")
-    with pytest.raises(SinkUnavailable, match=r"request to %s failed \(connection failed\)" % front.url):
+@pytest.mark.skipif(importlib.util.find_spec("socks") is not None, reason="PySocks is installed: SOCKS is usable")
+def test_a_socks_proxy_without_pysocks_is_a_configuration_error_naming_the_proxy(front, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "socks5://user:secret@127.0.0.1:1")
+    with pytest.raises(ConfigError) as refused:
         sink_for(front.url, Transport()).send(batch())
+    assert str(refused.value).startswith("the proxy socks5://***@127.0.0.1:1 (ALL_PROXY, HTTPS_PROXY or HTTP_PROXY) "
+                                         "is a SOCKS proxy, which needs PySocks")
+    assert front.requests.snapshot() == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("socks") is not None, reason="PySocks is installed: SOCKS is usable")
+def test_a_feed_through_a_socks_proxy_without_pysocks_stops_at_once_with_exit_2(legacy_replica, logstash, tmp_path):
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db")
+    for name in PROXY_VARIABLES:
+        env.pop(name, None)
+        env.pop(name.lower(), None)
+    env["ALL_PROXY"] = "socks5h://127.0.0.1:1"
+    for args in (["feed_es"], ["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES)]):
+        result = kcing(args, env, tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines()[-1] == (
+            "kcing feed_es: the proxy socks5h://127.0.0.1:1 (ALL_PROXY, HTTPS_PROXY or HTTP_PROXY) is a SOCKS proxy, "
+            "which needs PySocks: install it (pip install PySocks) where kcing runs, or name this host in NO_PROXY")
+        assert "retry" not in result.stderr
+    assert not any(emulator.requests for emulator in logstash.emulators.values())
+    with sqlite3.connect(str(tmp_path / "kcing.db")) as ledger:
+        assert ledger.execute("SELECT count(*) FROM upstream_file WHERE state = ?", (DELIVERED,)).fetchone() == (0,)
 
 
 # Proxies from the environment ------------------------------------------------------------------------

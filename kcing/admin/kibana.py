@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, T
 import requests
 
 from kcing.errors import ConfigError, KcingError
-from kcing.http import seconds_text
+from kcing.http import seconds_text, socks_unsupported
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline as overall_deadline
 from kcing.waiting import COUNTDOWN_EVERY, WaitReport
@@ -294,6 +294,9 @@ class KibanaClient:
             raise KibanaUnavailable("Kibana at %s sent no whole answer within %s to %s (KB_REQUEST_DEADLINE)"
                                     % (self.url, seconds_text(self.deadline), action)) from None
         except requests.RequestException as error:
+            unsupported = socks_unsupported(error, url)
+            if unsupported is not None:
+                raise unsupported from None
             raise KibanaUnavailable("cannot reach Kibana at %s to %s (%s)"
                                     % (self.url, action, unreachable_reason(error))) from None
         log.debug("%s %s [status:%s duration:%.3fs]", method, url, response.status_code, time.monotonic() - started)

@@ -14,7 +14,7 @@ from requests.adapters import BaseAdapter
 from kcing.errors import (ConfigError, Interrupted, ObjectTooLarge, ObjectTooSlow, ObjectUndecodable, RejectedInput,
                           UpstreamAnsweredError, UpstreamError)
 from kcing.http import (BodyError, BodyReader, BodyTooLarge, BodyUndecodable, RetryPolicy, certificate_refused,
-                        parse_retry_after, seconds_text)
+                        parse_retry_after, seconds_text, socks_unsupported)
 from kcing.urls import Origin, authority_problem, origin_allowed, origin_as_sent, origin_text, redacted
 from kcing.netreason import connection_failure
 
@@ -105,6 +105,9 @@ class Requester:
                 except BodyUndecodable as error:
                     raise ObjectUndecodable("GET %s: body %s" % (redacted(url), error)) from None
                 except (BodyError, requests.RequestException) as error:
+                    unsupported = socks_unsupported(error, url)
+                    if unsupported is not None:
+                        raise unsupported from None
                     # The reader's cut, whenever it came (awaiting the headers, a redirect, the
                     # body), says more than the error it left the HTTP client with.
                     if exchange.cut == "abandoned":
