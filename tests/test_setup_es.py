@@ -25,6 +25,7 @@ from kcing.errors import ConfigError, ElasticsearchError, RejectedInput
 from tests.fakes.api_corpus import ApiCorpus
 from tests.fakes.api_data import checkout_tree
 from tests.fakes.elastic_server import ElasticsearchEmulator
+from tests.fakes.rogue_http import RogueFront, answer
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 SETUP_ARGS = {"--ilm": False, "--wait": None, "--drp-days": None}
@@ -209,6 +210,23 @@ def test_a_cluster_that_starts_during_the_wait_is_used(tmp_path, es, capsys):
     threading.Timer(0.7, es.ready).start()
     code, out = run_setup(tmp_path, es.url, capsys, wait="10")
     assert code == 0 and "kcing-test (test-*) created" in out
+
+
+@pytest.mark.parametrize("status, body", [(200, b'{"cluster_name": "kcing", "status": "gre'),
+                                          (503, b"<html>starting</html>")], ids=["cut-short", "proxy-page"])
+def test_a_health_answer_that_is_not_json_is_waited_out_then_an_elasticsearch_error(tmp_path, es, status, body):
+    """A body cut short (a wrong Content-Length, a node that restarted mid-answer) or a proxy's
+    page without a JSON body while the node behind it starts: not ready, not an internal error."""
+    garbled = answer(status, (("X-Elastic-Product", "Elasticsearch"),), body)
+    with RogueFront(es.url) as front:
+        front.on("GET", "/_cluster/health", garbled, count=None)
+        started = time.monotonic()
+        with pytest.raises(ElasticsearchError) as caught:
+            run_setup(tmp_path, front.url, wait="1")
+    assert 1 <= time.monotonic() - started < 5
+    assert "was not ready (yellow or green) within 1s" in str(caught.value)
+    assert "sent an unreadable answer while checking cluster health" in str(caught.value)
+    assert not any(name.startswith("kcing-") for name in es.templates)
 
 
 def test_wait_until_ready_uses_the_clock_it_is_given(es):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
-from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, Elasticsearch, SSLError
+from elasticsearch import ApiError, Elasticsearch, SSLError, TransportError
 
 from kcing.admin.elastic import elastic_errors, reason_of, translate
 from kcing.documents.fields import BOOLEAN, DATE, FIELDS, FLOAT, KEYWORD, LONG, SUB_OBJECTS, TEXT
@@ -168,7 +168,9 @@ def wait_until_ready(client: Elasticsearch, host: str, timeout: float,
             last = _not_ready_reason(error)
         except SSLError as error:
             raise translate(error, host, "checking cluster health") from None
-        except (ConnectionError, ConnectionTimeout) as error:
+        except TransportError as error:
+            # Unreachable, or an answer that is not JSON: cut short, or a proxy's page while the
+            # node behind it starts (the client reads the body before its status). Waited out.
             last = str(translate(error, host, "checking cluster health"))
         if clock() >= deadline:
             raise ElasticsearchError("Elasticsearch at %s was not ready (yellow or green) within %gs: %s"
