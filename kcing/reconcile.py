@@ -38,6 +38,7 @@ from kcing.ledger.models import MISSING_IN_ELASTICSEARCH
 from kcing.progress import Progress, eta_text
 from kcing.sinks import LOGSTASH
 from kcing.records import UpstreamObject
+from kcing.shutdown import cut_by_a_stop
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ EXAMPLES = 5
 PROGRESS_EVERY = 10.0
 # Keep the answer small: only what tells present from missing.
 MGET_FILTER = "docs._id,docs.found,docs.error.type,docs.error.reason"
+# How a run stopped while Elasticsearch had yet to answer says so.
+ASKING = "while waiting for Elasticsearch; the objects checked so far are recorded"
 
 # Sources whose objects can be fetched again from the URL the ledger keeps.
 RESENDABLE = ("legacy", "samples", "files")
@@ -349,12 +352,14 @@ class Reconciler:
         # ("write block", the block setting) or None}, asked once per name and run.
         self.facts: Dict[str, Optional[Tuple[str, str]]] = {}
         self.facts_unknown = False
+        self.stop: Optional[threading.Event] = None
 
     def run(self, chunks: Iterable[List[DeliveredRow]], stop: Optional[threading.Event] = None,
             progress: Optional[Progress] = None, total: Optional[int] = None) -> Report:
         """Check every chunk; `total` (objects in all chunks), when known, gives the progress an ETA."""
         progress = progress or Progress("reconcile", live=False, every=PROGRESS_EVERY)
         started, seen = time.monotonic(), [0]
+        self.stop = stop
 
         def text() -> str:
             elapsed = max(time.monotonic() - started, 1e-9)
@@ -409,7 +414,8 @@ class Reconciler:
         self._settle(list(checks.values()))
 
     def _look_up(self, batch: List[Tuple[int, str, str]], checks: Dict[int, ObjectCheck]) -> None:
-        with elastic_errors(self.host, "checking %d documents with _mget" % len(batch)):
+        # A signal ends the wait for an answer at once: nothing of this chunk is recorded yet.
+        with cut_by_a_stop(self.stop, ASKING), elastic_errors(self.host, "checking %d documents with _mget" % len(batch)):
             answer = self.client.mget(docs=mget_request(batch), filter_path=MGET_FILTER)
         body = getattr(answer, "body", answer)
         found = body.get("docs") if isinstance(body, dict) else None
@@ -450,7 +456,7 @@ class Reconciler:
         for name in names:
             self.facts[name] = None
         try:
-            with elastic_errors(self.host, "asking what %s are" % named(names)):
+            with cut_by_a_stop(self.stop, ASKING), elastic_errors(self.host, "asking what %s are" % named(names)):
                 try:
                     resolved = self.client.indices.resolve_index(name=",".join(names), expand_wildcards="all",
                                                                  ignore_unavailable=True)

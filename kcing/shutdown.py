@@ -33,6 +33,8 @@ class Stop(threading.Event):
     """
 
     urgent = False
+    # How many blocks of the main thread the first signal cuts at once (`cut_by_a_stop`).
+    cutting = 0
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Event.wait, in slices of WAIT_SLICE_SECONDS."""
@@ -91,8 +93,11 @@ def stop_on_signals(stop: Optional[Stop] = None) -> Iterator[Stop]:
     def request_stop(signum, frame):
         name = signal.Signals(signum).name
         if not stop.is_set():
-            log.warning("%s received: finishing the batch in flight, then stopping", name)
             stop.set()
+            if stop.cutting:
+                log.warning("%s received: stopping now", name)
+                raise KeyboardInterrupt
+            log.warning("%s received: finishing the batch in flight, then stopping", name)
         elif not stop.urgent:
             stop.urgent = True
             log.warning("%s received again: stopping now", name)
@@ -108,6 +113,26 @@ def stop_on_signals(stop: Optional[Stop] = None) -> Iterator[Stop]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextmanager
+def cut_by_a_stop(stop: Optional[Stop], what: str) -> Iterator[None]:
+    """Raise Interrupted ("stopped by a signal `what`") as soon as `stop` is set within the block,
+    even while the main thread is blocked in it: for a wait that nothing is lost by abandoning (a
+    question to Elasticsearch, answered or cut by ES_REQUEST_DEADLINE only), unlike a batch in
+    flight. Off the main thread, which no signal handler interrupts, it does nothing."""
+    if stop is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if stop.is_set():
+        raise Interrupted("stopped by a signal %s" % what)
+    stop.cutting += 1
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted("stopped by a signal %s" % what) from None
+    finally:
+        stop.cutting -= 1
 
 
 def wait_all(pending: Iterable[futures.Future]) -> None:

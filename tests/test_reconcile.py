@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Dict, Iterable, List, Set, Tuple
@@ -36,6 +37,7 @@ from tests.fakes.logstash_emulator import LogstashCluster
 from tests.fakes.serving import wait_until
 from tests.feedrun import (SAMPLES, clean_environ, feed_environ, kcing, kcing_process, kept_ids, ledger_rows,
                            ledger_states, sample_objects)
+from tests.test_exit_codes import Silent
 
 DocKey = Tuple[str, str]
 
@@ -733,6 +735,61 @@ def test_elasticsearch_unreachable_is_exit_3_and_changes_nothing(tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith("kcing reconcile: cannot reach Elasticsearch")
     assert set(ledger_states(db).values()) == {DELIVERED}
     assert runs(db)[-1][:2] == ("reconcile", "error 3")
+
+
+def stopped_while_elasticsearch_hangs(args, env, tmp_path, silent, signum):
+    """Run `args` against an Elasticsearch that takes the connection and never answers, send
+    `signum` once it asks; return (seconds from the signal to the end, exit status, stderr)."""
+    process = kcing_process(args, dict(env, ES_HOST=silent.url, ES_REQUEST_DEADLINE="120"), tmp_path)
+    try:
+        assert wait_until(lambda: silent.accepted, timeout=30), "never asked Elasticsearch"
+        time.sleep(0.5)  # well inside the _mget's wait for an answer
+        signalled = time.monotonic()
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+        return time.monotonic() - signalled, process.returncode, stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda signum: signum.name)
+def test_a_signal_ends_a_reconcile_waiting_for_elasticsearch_at_once(tmp_path, signum):
+    """An _mget is a question: nothing is lost by leaving it unanswered, so the first signal ends
+    it (exit 130), rather than the run waiting up to ES_REQUEST_DEADLINE and then exiting 3."""
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1))], to_logstash)
+    ledger.close()
+    silent = Silent()
+    try:
+        took, status, stderr = stopped_while_elasticsearch_hangs(["reconcile"], clean_environ(KCING_DB=str(db)),
+                                                                 tmp_path, silent, signum)
+    finally:
+        silent.close()
+    assert took < 5, took
+    assert status == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("kcing reconcile: stopped by a signal"), stderr
+    assert runs(db)[-1][:2] == ("reconcile", "error 130")
+    assert set(ledger_states(db).values()) == {DELIVERED}
+    assert kcing(["status"], clean_environ(KCING_DB=str(db)), tmp_path).returncode == 0
+
+
+@needs_samples
+def test_a_signal_ends_a_verify_waiting_for_elasticsearch_at_once(env, tmp_path):
+    silent = Silent()
+    try:
+        took, status, stderr = stopped_while_elasticsearch_hangs(["feed_es", "--verify", "--verify-delay", "0"], env,
+                                                                 tmp_path, silent, signal.SIGTERM)
+    finally:
+        silent.close()
+    assert took < 5, took
+    assert status == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("kcing feed_es: stopped by a signal"), stderr
+    assert set(ledger_states(tmp_path / "kcing.db").values()) == {DELIVERED}  # the feed itself was done
+    assert [run[:2] for run in runs(tmp_path / "kcing.db")] == [("feed_es", "ok"), ("reconcile", "error 130")]
 
 
 def test_lock_held_no_ledger_and_bad_flags(tmp_path, es):
