@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -162,6 +163,22 @@ def test_429_and_503_are_retried_honouring_retry_after(env, tmp_path, logstash, 
     assert stored_keys(logstash) == set(expected)
     assert "retry 1 of 2 in 1." in result.stderr  # waited the second Retry-After asked for
     assert [status for (_, _, status) in logstash.build.trace][:3] == [503, 503, 200]
+
+
+def test_a_retry_after_beyond_what_a_run_waits_fails_the_file_at_once_and_the_next_run_takes_it(
+        env, tmp_path, legacy_replica, logstash, expected):
+    legacy_replica.storage.fail_next("/", 429, count=None, headers=(("Retry-After", "86400"),))
+    started = time.monotonic()
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert time.monotonic() - started < 30  # not a day, nor 120 s a file
+    assert "failed once (last: HTTP 429, Retry-After 86400s (a run waits up to 120s))" in result.stderr
+    assert "retry 1 of" not in result.stderr
+    assert stored_keys(logstash) == set()
+    legacy_replica.storage.clear_faults()
+    again = kcing(["feed_es"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert stored_keys(logstash) == set(expected)
 
 
 def test_a_failing_input_is_replaced_by_the_next_url(env, tmp_path, legacy_replica, logstash, expected):

@@ -121,11 +121,18 @@ class Requester:
                         return response
                     last, last_status = "HTTP %d" % response.status_code, response.status_code
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if attempt < attempts and retry_after is not None and retry_after > self.policy.max_retry_after:
+                # Waiting that long for each of a crawl's files would stall the run for hours: the
+                # next run asks again.
+                last += ", Retry-After %s (a run waits up to %s)" % (
+                    seconds_text(retry_after), seconds_text(self.policy.max_retry_after))
+                break
             if attempt < attempts:
                 delay = self.policy.delay(attempt, retry_after, self.rand)
                 log.info("GET %s: %s; retry %d of %d in %.1fs", redacted(url), last, attempt, attempts - 1, delay)
                 self.sleep(delay)
-        message = "GET %s failed %d times (last: %s)" % (redacted(url), attempts, last)
+        message = "GET %s failed %s (last: %s)" % (redacted(url), "once" if attempt == 1 else "%d times" % attempt,
+                                                    last)
         if last_status is not None:
             raise UpstreamAnsweredError(message, last_status)
         raise UpstreamError(message)

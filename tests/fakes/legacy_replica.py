@@ -122,9 +122,10 @@ class _RecordingServer(ServedByBackgroundServer):
 
     base_url = ServedByBackgroundServer.url
 
-    def fail_next(self, path_prefix: str, status: int, count: Optional[int] = 1, body: bytes = b"") -> None:
-        """Answer the next `count` requests under `path_prefix` with `status` and `body`."""
-        self._failures.add(self._key(path_prefix), _Failure(status, body), count)
+    def fail_next(self, path_prefix: str, status: int, count: Optional[int] = 1, body: bytes = b"",
+                  headers: Tuple[Tuple[str, str], ...] = ()) -> None:
+        """Answer the next `count` requests under `path_prefix` with `status`, `body` and `headers`."""
+        self._failures.add(self._key(path_prefix), _Failure(status, body, headers), count)
 
     def redirect(self, path_prefix: str, location: str, status: int = 302, count: Optional[int] = 1) -> None:
         """Answer the next `count` requests under `path_prefix` with a redirect to `location`."""
