@@ -9,6 +9,7 @@ import signal
 import socket
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import List
 
@@ -84,6 +85,20 @@ def test_sigterm_ends_every_command_with_130_and_one_line(tmp_path, silent, args
     # download the interpreter would wait for, the one written as the process ended.
     assert err.strip().splitlines()[-1].startswith("kcing %s: interrupted" % args[0]), err
     assert err.count("interrupted") == 1, err
+
+
+@pytest.mark.parametrize("command", ["setup_kbn", "backup_kbn"])
+def test_a_kibana_that_never_answers_holds_the_wait_to_its_length_and_a_margin(tmp_path, silent, command):
+    (tmp_path / "kibana").mkdir()
+    kibana_dir = REPO / "kibana" if command == "setup_kbn" else tmp_path / "kibana"
+    started = time.monotonic()
+    ended = kcing([command, "--kibana-dir", str(kibana_dir), "--wait", "1"], clean_environ(KB_URL=silent.url), tmp_path)
+    took = time.monotonic() - started
+    assert ended.returncode == 3, ended.stderr
+    assert ended.stderr.splitlines() == [
+        "kcing %s: Kibana at %s sent no whole answer to report its status; gave up after waiting 1s"
+        % (command, silent.url)]
+    assert took < 11 + 8, took  # not the 120 s read timeout nor KB_REQUEST_DEADLINE's 300 s
 
 
 # What each command's help lists; every one of these is reached by a test (this file,

@@ -33,6 +33,8 @@ VOLATILE_FIELDS = ("created_at", "created_by", "updated_at", "updated_by", "vers
 XSRF_HEADERS = {"kbn-xsrf": "kcing"}
 TIMEOUT = (10.0, 120.0)  # (connect, read) seconds; a large import can take a while
 DEADLINE = 300.0  # seconds for a whole request and its answer (KB_REQUEST_DEADLINE)
+# While waiting for Kibana to be ready: how long past the wait a status answer may still come.
+STATUS_ANSWER_MARGIN = 10.0
 _SPACE_ID = re.compile(r"^[a-z0-9_-]+$")
 _NOT_EXPORTABLE = re.compile(r"non-exportable type\(s\): (.+)$")
 _MESSAGE_LIMIT = 300
@@ -284,15 +286,23 @@ class KibanaClient:
     def space_label(self) -> str:
         return self.space or "default"
 
-    def _request(self, method: str, path: str, action: str, in_space: bool = True, **kwargs) -> requests.Response:
+    def _request(self, method: str, path: str, action: str, in_space: bool = True, within: Optional[float] = None,
+                 **kwargs) -> requests.Response:
+        """The answer to one request, whole within KB_REQUEST_DEADLINE, or `within` seconds when sooner."""
         url = (space_url(self.url, self.space) if in_space else self.url) + path
         started = time.monotonic()
+        deadline, timeout = self.deadline, self.timeout
+        if within is not None and within < deadline:
+            deadline = within
+            timeout = tuple(min(part, within) for part in timeout) if isinstance(timeout, tuple) else min(timeout, within)
         try:
-            with overall_deadline(self.deadline):
-                response = self.session.request(method, url, auth=self.auth, timeout=self.timeout, **kwargs)
+            with overall_deadline(deadline):
+                response = self.session.request(method, url, auth=self.auth, timeout=timeout, **kwargs)
         except Overdue:
+            if deadline < self.deadline:  # the caller's limit, which its own message names
+                raise KibanaUnavailable("Kibana at %s sent no whole answer to %s" % (self.url, action)) from None
             raise KibanaUnavailable("Kibana at %s sent no whole answer within %s to %s (KB_REQUEST_DEADLINE)"
-                                    % (self.url, seconds_text(self.deadline), action)) from None
+                                    % (self.url, seconds_text(deadline), action)) from None
         except requests.RequestException as error:
             unsupported = socks_unsupported(error, url)
             if unsupported is not None:
@@ -307,11 +317,12 @@ class KibanaClient:
             user = self.auth[0] if self.auth else ""
             raise error_for(response.status_code, response_message(response), action, self.url, user)
 
-    def status(self) -> Optional[str]:
-        """None when Kibana is ready, else why not. Auth and "not a Kibana" errors are raised."""
+    def status(self, within: Optional[float] = None) -> Optional[str]:
+        """None when Kibana is ready, else why not. Auth and "not a Kibana" errors are raised.
+        `within`: the seconds the answer may take, when fewer than KB_REQUEST_DEADLINE."""
         action = "report its status"
         try:
-            response = self._request("GET", "/api/status", action, in_space=False)
+            response = self._request("GET", "/api/status", action, in_space=False, within=within)
         except KibanaUnavailable as error:
             return str(error)
         if response.status_code in (401, 403, 404):
@@ -334,7 +345,9 @@ class KibanaClient:
         deadline = clock() + timeout
         waiting = WaitReport("Kibana at %s to be ready" % self.url, timeout, clock, every)
         while True:
-            reason = self.status()
+            # A Kibana that takes the connection and does not answer holds the wait to --wait
+            # (and a margin for a slow answer), not to a whole request's deadline.
+            reason = self.status(within=max(0.0, deadline - clock()) + STATUS_ANSWER_MARGIN)
             if reason is None:
                 return
             remaining = deadline - clock()
