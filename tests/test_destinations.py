@@ -12,7 +12,7 @@ from kcing import settings as settings_module
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import APPLICATION_ID, DELIVERED
 from kcing.records import BUILD, UpstreamObject
-from kcing.wiring import logstash_destinations_key
+from kcing.wiring import logstash_destinations_key, open_ledger
 from tests.feedrun import SAMPLES, clean_environ, kcing, sample_objects
 
 SAMPLE_COUNT = len(sample_objects())
@@ -139,6 +139,9 @@ def test_a_schema_2_ledger_keeps_its_deliveries_as_sent_to_the_configured_logsta
     configured = settings_module.load(environ=env, local_file=tmp_path / "none.py")
     assert list(data["watermarks"]["api"]) == [logstash_destinations_key(configured)]
     assert logstash_destinations_key(configured).startswith("logstash http://127.0.0.1:")
+    with sqlite3.connect(str(db)) as conn:  # status showed it migrated, and left it as it was
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    open_ledger(configured).close()  # as a command that writes opens it
     with sqlite3.connect(str(db)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID  # now marked as kcing's
