@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 from peewee import DatabaseError, SqliteDatabase
 
@@ -29,10 +29,7 @@ _CANNOT_WRITE = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READO
 def storage_error(path: str, error: BaseException, wait: float) -> Optional[KcingError]:
     """The kcing error for a SQLite failure of the ledger at `path`, or None for any other
     error (a damaged file, a bug), which the caller leaves as it is."""
-    original = error.args[0] if isinstance(error, DatabaseError) and error.args else error
-    code = getattr(original, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
-    text = str(original)
+    primary, text = _sqlite_failure(error)
     lowered = text.lower()
     if primary in _BUSY or any(words in lowered for words in _BUSY_WORDS):
         return LedgerBusy("the ledger %s is locked by another process (waited %gs, KCING_DB_LOCK_WAIT); nothing "
@@ -51,14 +48,20 @@ def storage_error(path: str, error: BaseException, wait: float) -> Optional[Kcin
 
 def read_only_failure(path: str, error: BaseException) -> bool:
     """Whether SQLite's `error` says that the ledger at `path` cannot be written."""
-    original = error.args[0] if isinstance(error, DatabaseError) and error.args else error
-    code = getattr(original, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
-    lowered = str(original).lower()
+    primary, text = _sqlite_failure(error)
+    lowered = text.lower()
     # SQLite cannot open a WAL ledger whose directory or file system refuses its -shm file,
     # and says only "unable to open database file".
     return (primary == sqlite3.SQLITE_READONLY or any(words in lowered for words in _READONLY)
             or (primary == sqlite3.SQLITE_CANTOPEN or "unable to open" in lowered) and unwritable(path))
+
+
+def _sqlite_failure(error: BaseException) -> Tuple[Optional[int], str]:
+    """SQLite's primary result code of `error` (None when it carries none: an error raised by a
+    commit may not) and its message; peewee's errors wrap sqlite3's."""
+    original = error.args[0] if isinstance(error, DatabaseError) and error.args else error
+    code = getattr(original, "sqlite_errorcode", None)
+    return (code & 0xFF if isinstance(code, int) else None), str(original)
 
 
 def unwritable(path: str) -> bool:
