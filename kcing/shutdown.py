@@ -23,6 +23,10 @@ URGENT_EXIT_SECONDS = 3.0
 # again. A main thread blocked in one long wait (for a post's answer, a backoff) would keep the
 # handler, and so the stop, waiting as long as that wait lasts.
 WAIT_SLICE_SECONDS = 0.2
+# How long after the first signal the batch in flight may take to be answered: a stopping
+# service manager waits 10 s (Docker) to 90 s (systemd) before it kills, and an input that does
+# not answer would otherwise hold the stop for ES_TIMEOUT or ES_POST_DEADLINE.
+GRACE_SECONDS = 10.0
 
 
 class Stop(threading.Event):
@@ -35,6 +39,18 @@ class Stop(threading.Event):
     urgent = False
     # How many blocks of the main thread the first signal cuts at once (`cut_by_a_stop`).
     cutting = 0
+    # When the stop was requested (time.monotonic()), once it was.
+    requested_at: Optional[float] = None
+
+    def set(self) -> None:
+        if self.requested_at is None:
+            self.requested_at = time.monotonic()
+        super().set()
+
+    def past_grace(self) -> bool:
+        """Whether the batch in flight has had its GRACE_SECONDS since the stop to be answered:
+        then it is cut as by a second signal (sent again by the next run, under the same ids)."""
+        return self.requested_at is not None and time.monotonic() - self.requested_at > GRACE_SECONDS
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Event.wait, in slices of WAIT_SLICE_SECONDS."""
@@ -97,7 +113,8 @@ def stop_on_signals(stop: Optional[Stop] = None) -> Iterator[Stop]:
             if stop.cutting:
                 log.warning("%s received: stopping now", name)
                 raise KeyboardInterrupt
-            log.warning("%s received: finishing the batch in flight, then stopping", name)
+            log.warning("%s received: finishing the batch in flight (for up to %gs), then stopping", name,
+                        GRACE_SECONDS)
         elif not stop.urgent:
             stop.urgent = True
             log.warning("%s received again: stopping now", name)

@@ -101,7 +101,7 @@ def make_sink(args: dict, settings, stop: Optional[Stop] = None):
         transport = Transport(pool_size=settings.ES_PARALLEL_POSTS + 2, ca_bundle=settings.LS_CA_BUNDLE, auth=auth)
     except BadCaBundle as error:
         raise ConfigError("LS_CA_BUNDLE %s" % error) from None
-    reader = BodyReader(settings.ES_POST_DEADLINE, MAX_ANSWER_BYTES, abandon=lambda: stop.urgent)
+    reader = BodyReader(settings.ES_POST_DEADLINE, MAX_ANSWER_BYTES, abandon=lambda: stop.urgent or stop.past_grace())
     return LogstashSink(logstash_routes(settings), transport,
                         RetryPolicy(attempts=settings.ES_MAX_RETRIES, base=settings.ES_RETRY_BACKOFF),
                         settings.ES_TIMEOUT, sleep=stop.pause, settings=names, reader=reader)

@@ -21,6 +21,7 @@ import pytest
 from kcing import http as kcing_http
 from kcing.documents import documents_for
 from kcing.sinks.logstash import LogstashSink
+from kcing.shutdown import GRACE_SECONDS
 from tests.fakes.rogue_http import RogueFront, answer, cut_short, endless, redirect, trickle, trickle_head
 from tests.fakes.serving import wait_until
 from tests.feedrun import (REPO, SAMPLES, feed_environ, integrity, kcing, kcing_process, ledger_rows, ledger_states,
@@ -393,6 +394,35 @@ def test_a_second_signal_stops_at_once_while_a_post_is_in_flight(send, legacy_re
     assert last_run(env, tmp_path)["outcome"] == "error 130"
     assert integrity(db) == "ok"
     assert not any(state == "delivered" for (kind, _), state in ledger_states(db).items() if kind == "lava")
+
+
+def test_after_one_signal_a_batch_in_flight_gets_the_grace_period_to_be_answered_then_is_cut(
+        legacy_replica, logstash, lava_front, tmp_path):
+    db = tmp_path / "kcing.db"
+
+    def silent(front, sock, request) -> bool:  # reads the batch, never answers
+        front.stopping.wait(600)
+        return False
+
+    lava_front.on("POST", "/", silent, count=None)
+    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url, ES_POST_DEADLINE="600",
+                       ES_TIMEOUT="600")
+    process = kcing_process(["feed_es"], env, tmp_path)
+    assert wait_until(lambda: lava_front.requests.snapshot(), timeout=30)
+    process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=60)
+    took = time.monotonic() - started
+    assert process.returncode == 130, stderr
+    assert GRACE_SECONDS - 1 < took < GRACE_SECONDS + 5, (took, stderr)  # not ES_TIMEOUT's 600 s
+    assert "finishing the batch in flight (for up to %gs)" % GRACE_SECONDS in stderr and "Traceback" not in stderr
+    assert last_run(env, tmp_path)["outcome"] == "error 130"
+    assert integrity(db) == "ok"
+    assert not any(state == "delivered" for (kind, _), state in ledger_states(db).items() if kind == "lava")
+    lava_front.clear()  # it forwards to the LAVA input now: the same destination, answering
+    again = kcing(["feed_es"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert set(ledger_states(db).values()) == {"delivered"}
 
 
 # Credentials in clear text -----------------------------------------------------------------------
