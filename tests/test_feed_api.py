@@ -549,6 +549,30 @@ def test_gen_samples_saves_nodes_that_a_samples_feed_replays(env, tmp_path, api_
     assert stored_keys(logstash) == set(expected_documents(api_replica, with_logs=True))
 
 
+def test_a_samples_replay_of_two_versions_of_a_node_leaves_the_newer_in_elasticsearch(env, tmp_path, api_replica,
+                                                                                       logstash):
+    samples = tmp_path / "saved"
+    saving = dict(env, KCI_SAMPLES_DIR=str(samples))
+    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
+    test = next(node for node in listed_nodes(api_replica) if node["kind"] == "test")
+    changed = api_replica.corpus.update(test["id"], result="pass" if test["result"] == "fail" else "fail")
+    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
+    # The directory keeps both versions; the replay here holds only them.
+    manifest = json.loads((samples / "manifest.json").read_text())
+    manifest["objects"] = [entry for entry in manifest["objects"] if entry["upstream_id"].startswith(test["id"] + ".")]
+    assert len(manifest["objects"]) == 2
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    # One document a batch, the newer posted a moment after the older, whose post is answered
+    # 503 and retried after a second.
+    logstash.lava.fail_next(503, retry_after=1)
+    replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples)],
+                   dict(env, LS_PIPELINE_BATCH_SIZE="1", ES_LOAD_INTERVAL="0.3"), tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    _, document = document_of(logstash, test["id"])
+    assert document["result"] == changed["result"]
+    assert document["kernelci_api"]["updated"].startswith(changed["updated"][:23])
+
+
 def test_status_shows_the_watermark(env, tmp_path, db):
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
     text = kcing(["status"], env, tmp_path)

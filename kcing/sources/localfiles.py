@@ -14,7 +14,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 from dateutil import parser as dateparser
 
 from kcing.errors import ConfigError, ObjectTooLarge, UpstreamError, reading_failure
-from kcing.records import OBJECT_KINDS, UpstreamObject
+from kcing.records import NODE_KINDS, OBJECT_KINDS, UpstreamObject
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,10 @@ class SamplesDir:
         facts = {"url": entry.get("url")}
         if isinstance(entry.get("listing"), dict):
             facts["listing"] = entry["listing"]  # names the lab of a file that does not
+        if kind in NODE_KINDS and not problem:
+            # A KernelCI API node version is `<node id>.<updated>`: two versions of one node make
+            # documents with the same ids, and the newer must reach Logstash after the older.
+            facts["node_id"] = upstream_id.split(".", 1)[0]
         return UpstreamObject(self.name, kind, upstream_id, str(path or ""), created, facts, problem=problem)
 
     def _inside_root(self, relative) -> Path:
