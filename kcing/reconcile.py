@@ -529,6 +529,12 @@ class MissingObjects:
     def list_objects(self) -> Iterator[UpstreamObject]:
         return self.ledger.missing_objects(self.name, destination_prefix=LOGSTASH)
 
+    def complete(self, obj: UpstreamObject) -> UpstreamObject:
+        """`obj` with what the ledger does not keep and the fetcher can find again (a sample's
+        listing item), for the documents to be made as they were the first time."""
+        restore = getattr(self.fetcher, "restore", None)
+        return obj if restore is None else restore(obj)
+
     def fetch(self, obj: UpstreamObject) -> bytes:
         try:
             return self.fetcher.fetch(obj)

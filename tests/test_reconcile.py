@@ -37,6 +37,7 @@ from tests.fakes.logstash_emulator import LogstashCluster
 from tests.fakes.serving import wait_until
 from tests.feedrun import (SAMPLES, clean_environ, feed_environ, kcing, kcing_process, kept_ids, ledger_rows,
                            ledger_states, sample_objects)
+from tests.fakes.legacy_data import at, boot_item, boot_path, build_item, build_json, lava_json
 from tests.test_exit_codes import Silent
 
 DocKey = Tuple[str, str]
@@ -452,6 +453,44 @@ def test_an_object_whose_resend_failed_is_still_held_as_missing(env, tmp_path, l
     assert resent.returncode == 0, resent.stdout + resent.stderr
     assert posted_keys(forwarding) == kept[boot]
     assert set(ledger_states(db).values()) == {DELIVERED}
+
+
+def _samples_fed_then_lost(env, tmp_path, es, lost_kind: str,
+                           lost_id: str = "") -> Tuple[dict, DocKey, Dict[DocKey, Set[DocKey]]]:
+    """gen_samples, then feed the samples; delete every document of one object of `lost_kind`
+    (`lost_id`, else the first) and reconcile (which marks it). Return the samples feed's
+    environment, that object and the ids the ledger kept."""
+    samples = tmp_path / "saved"
+    assert kcing(["gen_samples"], dict(env, KCI_SAMPLES_DIR=str(samples)), tmp_path).returncode == 0
+    replay = dict(env, KCI_SOURCE="samples", KCI_SAMPLES_DIR=str(samples))
+    fed = kcing(["feed_es"], replay, tmp_path)
+    assert fed.returncode == 0, fed.stdout + fed.stderr
+    kept = kept_ids(tmp_path / "kcing.db")
+    lost = next(key for key in sorted(kept) if key[0] == lost_kind and key[1].startswith(lost_id))
+    delete_documents(es, kept[lost])
+    assert kcing(["reconcile"], replay, tmp_path).returncode == 1
+    return replay, lost, kept
+
+
+def test_resend_of_a_sample_lava_file_naming_no_lab_takes_the_lab_its_listing_named(env, tmp_path, legacy_replica,
+                                                                                      forwarding, es):
+    # A raw callback names no lab of its own: the listing item saved in the manifest (and the
+    # storage URL it came from) does, for the re-send as for the samples feed.
+    today = legacy_replica.frontend.today
+    build = build_item("next", "next-20190601", "arm64", "defconfig", at(today, 0, 1))
+    legacy_replica.corpus.add_build(build, build_json(build))
+    boot = boot_item(build, "lab-baylibre", "meson-gxbb-p200", at(today, 0, 2))
+    callback = json.loads(lava_json(boot, 370999))
+    del callback["lab_name"]
+    legacy_replica.corpus.add_boot(boot, boot_path(boot), json.dumps(callback).encode())
+    replay, lost, kept = _samples_fed_then_lost(env, tmp_path, es, "lava", boot["_id"]["$oid"])
+
+    forwarding.clear()
+    resent = kcing(["reconcile", "--resend"], replay, tmp_path)
+    assert "re-sending 1 samples objects" in resent.stdout and "delivered 1" in resent.stdout, resent.stderr
+    assert posted_keys(forwarding) == kept[lost]
+    assert set(ledger_states(tmp_path / "kcing.db").values()) == {DELIVERED}
+    assert kcing(["reconcile"], replay, tmp_path).returncode == 0
 
 
 def _lose_the_build_documents(env, tmp_path, es) -> Set[DocKey]:

@@ -15,7 +15,7 @@ from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
 from kcing.sinks import LOGSTASH
 from kcing.shutdown import stop_on_signals
-from kcing.sources.localfiles import LocalFiles
+from kcing.sources.localfiles import LocalFiles, SavedSamples
 from kcing.watermark import parse_since
 from kcing.wiring import make_sink, make_source, no_ledger, open_ledger
 
@@ -179,8 +179,12 @@ def _resend(settings, ledger: Ledger, stop, sink=None) -> int:
             continue
         if sink is None:
             sink = make_sink({}, settings)
-        fetcher = make_source({}, settings.with_overrides({"KCI_SOURCE": "legacy"})) if name == "legacy" \
-            else LocalFiles([], settings.KCI_MAX_OBJECT_BYTES)
+        if name == "legacy":
+            fetcher = make_source({}, settings.with_overrides({"KCI_SOURCE": "legacy"}))
+        elif name == "samples":
+            fetcher = SavedSamples(settings.KCI_MAX_OBJECT_BYTES)
+        else:
+            fetcher = LocalFiles([], settings.KCI_MAX_OBJECT_BYTES)
         print("reconcile: re-sending %d %s objects" % (count, name), flush=True)
         summary = run_feed(reconciling.MissingObjects(ledger, name, fetcher), ledger, sink, settings, False, stop)
         print_summary(summary, sink.name, False)

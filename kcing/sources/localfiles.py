@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import stat
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Tuple
@@ -90,6 +91,39 @@ class SamplesDir:
         if root not in candidate.parents:
             return None
         return candidate
+
+
+class SavedSamples:
+    """The sample files the ledger names, for `reconcile --resend`.
+
+    The ledger keeps a sample's path, not its manifest entry: `restore` takes back from the
+    manifest beside it what the samples feed listed with the file (the listing item and the
+    storage URL, which name the lab of a LAVA file that does not name its own).
+    """
+
+    name = "samples"
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.listed = {}  # samples directory -> {(kind, upstream id): object as the samples feed lists it}
+
+    def restore(self, obj: UpstreamObject) -> UpstreamObject:
+        root = Path(obj.url).parent.parent  # a sample is <root>/<kind>/<upstream id>.json
+        if root not in self.listed:
+            try:
+                self.listed[root] = {(listed.kind, listed.upstream_id): listed
+                                     for listed in SamplesDir(str(root), self.max_bytes).list_objects()
+                                     if not listed.problem}
+            except ConfigError as error:  # moved or unreadable: the file's own reading says more
+                log.debug("%s: %s", root, error)
+                self.listed[root] = {}
+        listed = self.listed[root].get((obj.kind, obj.upstream_id))
+        if listed is None or listed.url != obj.url:
+            return obj
+        return replace(obj, facts=dict(listed.facts, **obj.facts))
+
+    def fetch(self, obj: UpstreamObject) -> bytes:
+        return read_bounded(Path(obj.url), self.max_bytes)
 
 
 class LocalFiles:
