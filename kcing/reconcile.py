@@ -19,6 +19,7 @@ Planning and tallying are pure functions; `Reconciler` does the I/O.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -59,6 +60,8 @@ ASKING = "while waiting for Elasticsearch; the objects checked so far are record
 
 # Sources whose objects can be fetched again from the URL the ledger keeps.
 RESENDABLE = ("legacy", "samples", "files")
+# Sources whose files are copies kept here, which a re-send must find as they were delivered.
+LOCAL_SOURCES = ("samples", "files")
 # Index names named per reason in the summary.
 NAMED_INDICES = 5
 
@@ -537,8 +540,17 @@ class MissingObjects:
 
     def fetch(self, obj: UpstreamObject) -> bytes:
         try:
-            return self.fetcher.fetch(obj)
+            content = self.fetcher.fetch(obj)
         except UpstreamError as error:
             # Keep the mark: Elasticsearch still lacks the object, and the next --resend (not
             # only a feed that happens to list it again) must try it again.
             raise UpstreamError("%s; re-send failed: %s" % (MISSING_IN_ELASTICSEARCH, error)) from None
+        delivered = obj.facts.get("sha256")
+        if self.name in LOCAL_SOURCES and delivered and hashlib.sha256(content).hexdigest() != delivered:
+            # A copy kept here (a sample, a local file) stands for what was delivered: edited since,
+            # it would put other documents, or other ids, in place of those Elasticsearch lost.
+            raise UpstreamError("%s; re-send refused: %s changed since it was delivered (sha256 %s, now %s); "
+                                "put back the file that was delivered" % (
+                                    MISSING_IN_ELASTICSEARCH, obj.url, delivered[:12],
+                                    hashlib.sha256(content).hexdigest()[:12]))
+        return content

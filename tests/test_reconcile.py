@@ -493,6 +493,31 @@ def test_resend_of_a_sample_lava_file_naming_no_lab_takes_the_lab_its_listing_na
     assert kcing(["reconcile"], replay, tmp_path).returncode == 0
 
 
+def test_resend_of_a_sample_file_changed_since_it_was_delivered_is_refused_and_keeps_it_held(env, tmp_path,
+                                                                                             forwarding, es):
+    replay, lost, kept = _samples_fed_then_lost(env, tmp_path, es, "build")
+    sample = next(Path(row["url"]) for row in ledger_rows(tmp_path / "kcing.db")
+                  if (row["kind"], row["upstream_id"]) == lost)
+    delivered = sample.read_bytes()
+    sample.write_bytes(delivered.replace(b'"defconfig_full": "', b'"defconfig_full": "edited+', 1))
+    assert sample.read_bytes() != delivered
+
+    forwarding.clear()
+    refused = kcing(["reconcile", "--resend"], replay, tmp_path)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "failed 1" in refused.stdout and "changed since it was delivered" in refused.stdout
+    assert not posted_keys(forwarding)
+    row = next(row for row in ledger_rows(tmp_path / "kcing.db") if (row["kind"], row["upstream_id"]) == lost)
+    assert row["state"] == FAILED and row["last_error"].startswith(MISSING_IN_ELASTICSEARCH + "; ")
+    assert kept_ids(tmp_path / "kcing.db").get(lost) is None
+
+    sample.write_bytes(delivered)  # put back: the re-send sends exactly what was lost
+    resent = kcing(["reconcile", "--resend"], replay, tmp_path)
+    assert resent.returncode == 0 and "delivered 1" in resent.stdout, resent.stdout + resent.stderr
+    assert posted_keys(forwarding) == kept[lost]
+    assert kcing(["reconcile"], replay, tmp_path).returncode == 0
+
+
 def _lose_the_build_documents(env, tmp_path, es) -> Set[DocKey]:
     """Feed, delete every build document in Elasticsearch, reconcile (which marks them); return them."""
     db = tmp_path / "kcing.db"

@@ -358,22 +358,24 @@ class Ledger:
                         reason: str = models.MISSING_IN_ELASTICSEARCH,
                         destination_prefix: str = "") -> Iterator[UpstreamObject]:
         """The objects of `source` that reconcile sent back to undelivered and no run has
-        delivered again since, rebuilt from their rows (URL and date), read `chunk` rows at a time."""
+        delivered again since, rebuilt from their rows (URL and date, and the `sha256` of the
+        content delivered among their facts), read `chunk` rows at a time."""
         last = 0
         while True:
-            rows = [DeliveredRow(*row) for row in self.db.execute_sql(
-                "SELECT %s FROM upstream_file WHERE source = ? AND state IN (%s) AND (last_error = ? OR "
+            rows = [(DeliveredRow(*row[:-1]), row[-1]) for row in self.db.execute_sql(
+                "SELECT %s, sha256 FROM upstream_file WHERE source = ? AND state IN (%s) AND (last_error = ? OR "
                 "substr(last_error, 1, ?) = ?) AND substr(destination, 1, ?) = ? AND id > ? ORDER BY id LIMIT ?"
                 % (_ROW_COLUMNS, ",".join("?" * len(_UNDELIVERED))),
                 [source, *_UNDELIVERED, reason, len(reason) + 2, reason + "; ", len(destination_prefix),
                  destination_prefix, last, chunk]).fetchall()]
             if not rows:
                 return
-            last = rows[-1].id
-            for row in rows:
+            last = rows[-1][0].id
+            for row, sha256 in rows:
                 when = _dated(row).object_date
                 yield UpstreamObject(row.source, row.kind, row.upstream_id, row.url,
-                                     when.replace(tzinfo=timezone.utc) if when is not None else None)
+                                     when.replace(tzinfo=timezone.utc) if when is not None else None,
+                                     {"sha256": sha256} if sha256 else {})
 
     def missing_counts(self, reason: str = models.MISSING_IN_ELASTICSEARCH) -> Dict[tuple, int]:
         """{(source, kind, destination): objects held as missing in Elasticsearch} (see
