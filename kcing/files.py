@@ -54,6 +54,32 @@ def replacement_mode(path: Path, like: Optional[Path] = None) -> tuple:
     return stat.S_IMODE(existing.st_mode), existing.st_uid, existing.st_gid
 
 
+# The names of what write_atomically writes before the rename: a process killed meanwhile
+# (SIGKILL, a power loss) leaves one behind.
+PARTIAL_PREFIX, PARTIAL_SUFFIX = ".partial-", ".tmp"
+
+
+def remove_partial_files(directory: Path) -> int:
+    """Remove what killed writers left in `directory` (regular files only, links left alone);
+    only for a directory no other process writes to now (its owner holds a lock); how many."""
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        if not (name.startswith(PARTIAL_PREFIX) and name.endswith(PARTIAL_SUFFIX)):
+            continue
+        path = directory / name
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                os.unlink(path)
+                removed += 1
+        except OSError:
+            pass  # gone already, or not ours to remove: left as it is
+    return removed
+
+
 def write_atomically(path: Path, content: bytes, mode: Optional[int] = None, like: Optional[Path] = None) -> None:
     """Write to a temporary name beside `path`, then rename: readers see the old file or the new
     one, never half of one.
@@ -65,7 +91,7 @@ def write_atomically(path: Path, content: bytes, mode: Optional[int] = None, lik
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         kept_mode, uid, gid = replacement_mode(path, like)
-        handle, temporary = tempfile.mkstemp(dir=str(path.parent), prefix=".partial-", suffix=".tmp")
+        handle, temporary = tempfile.mkstemp(dir=str(path.parent), prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX)
     except OSError as error:
         raise file_error(path, error) from None
     try:

@@ -18,7 +18,7 @@ from typing import Dict, Optional
 
 from kcing.documents.identity import iso_timestamp
 from kcing.errors import ConfigError, RejectedInput, UpstreamError
-from kcing.files import write_atomically
+from kcing.files import remove_partial_files, write_atomically
 from kcing.progress import Progress, eta_text
 from kcing.records import OBJECT_KINDS, UpstreamObject
 from kcing.sources import completed
@@ -72,6 +72,12 @@ class SamplesWriter:
         create_samples_dir(root)
         self.entries: Dict[tuple, dict] = {(entry["kind"], entry["upstream_id"]): entry
                                            for entry in self._read_manifest().get("objects", [])}
+        # The caller holds the samples directory's lock: what is half written there, a killed
+        # run's, is no other run's.
+        left = sum(remove_partial_files(directory) for directory in
+                   [self.root, *(self.root / kind for kind in OBJECT_KINDS)])
+        if left:
+            log.info("removed %d partly written files a stopped run left in %s", left, self.root)
 
     def _read_manifest(self) -> dict:
         path = self.root / MANIFEST
@@ -120,10 +126,13 @@ class SamplesWriter:
 
 
 def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optional[Progress] = None) -> SampleRun:
-    """Download every listed object not yet saved; the manifest is rewritten once at the end."""
+    """Download every listed object not yet saved. The manifest is rewritten at the end, and as
+    often as progress is logged while files are saved: a run killed on the way (SIGKILL, a
+    reboot) keeps what it saved until then, and the next run does not download it again."""
     run = SampleRun()
     progress = progress or Progress("gen_samples", live=False)
     started, wanted = time.monotonic(), []
+    manifest_saved = [started, 0]  # when, and with how many files saved by this run
 
     def text() -> str:
         done = run.saved + run.failed + run.refused
@@ -156,6 +165,10 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optio
                 for obj, content in zip(wanted, pool.map(fetch, wanted)):
                     _save(writer, obj, content, run)
                     progress.update(text)
+                    now = time.monotonic()
+                    if run.saved > manifest_saved[1] and now - manifest_saved[0] >= progress.every:
+                        writer.save_manifest()
+                        manifest_saved[:] = [now, run.saved]
         finally:
             progress.finish(text)
             writer.save_manifest()

@@ -1,6 +1,7 @@
 """Commands around the main job: gen_samples, status, the run lock, signals, help and docs."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import signal
@@ -40,6 +41,39 @@ def test_gen_samples_saves_files_and_a_manifest_a_feed_can_replay(legacy_replica
     replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples)], env, tmp_path)
     assert replay.returncode == 0, replay.stderr
     assert "delivered %d" % listed in replay.stdout
+
+
+def test_a_gen_samples_run_killed_on_the_way_keeps_what_it_saved_for_the_next(legacy_replica, logstash, tmp_path):
+    samples = tmp_path / "saved"
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples), KCI_THREADS="1",
+                       KCING_PROGRESS_EVERY="1")
+    legacy_replica.storage.delay("/", 0.5, count=None)
+    listed = legacy_replica.corpus.count("build") + legacy_replica.corpus.count("boot")
+
+    def saved_in_manifest() -> int:
+        try:
+            return len(json.loads((samples / "manifest.json").read_text())["objects"])
+        except (OSError, ValueError):
+            return 0
+
+    process = kcing_process(["gen_samples"], env, tmp_path)
+    try:
+        assert wait_until(lambda: saved_in_manifest() >= 3, timeout=60), "no manifest written on the way"
+    finally:
+        process.kill()
+        process.communicate()
+    kept = json.loads((samples / "manifest.json").read_text())["objects"]
+    assert 3 <= len(kept) < listed
+    for entry in kept:
+        assert hashlib.sha256((samples / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
+    # What a writer killed before its rename leaves (a SIGKILL between two syscalls is hard to
+    # time): the next run, holding the directory's lock, removes it.
+    (samples / ".partial-x1y2z3.tmp").write_bytes(b'{"half": ')
+    legacy_replica.storage.clear_faults()
+    again = kcing(["gen_samples"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "%d saved, %d already present" % (listed - len(kept), len(kept)) in again.stdout
+    assert not list(samples.rglob(".partial-*"))
 
 
 @pytest.mark.parametrize("hostile", ["../../etc/x", "/etc/passwd", "a\x00b", "..", "a/../../b", ""])
