@@ -293,6 +293,24 @@ def test_setup_ls_on_a_full_disk_is_exit_5_and_leaves_pipelines_yml_as_it_was(tm
         assert not list((home / "config").glob(".partial-*"))
 
 
+def test_setup_kbn_whose_backup_finds_a_full_disk_is_exit_5_and_imports_nothing(tmp_path):
+    from tests.fakes.kibana_server import KibanaEmulator
+    shipped = Path(__file__).resolve().parent.parent / "kibana" / "saved_objects.ndjson"
+    with small_tmpfs(tmp_path / "kibana", "256k") as kibana_dir, KibanaEmulator() as kibana:
+        (kibana_dir / "saved_objects.ndjson").write_bytes(shipped.read_bytes())
+        env = clean_environ(KB_URL=kibana.url)
+        first = kcing(["setup_kbn", "--kibana-dir", str(kibana_dir)], env, tmp_path)
+        assert first.returncode == 0, first.stdout + first.stderr  # nothing to back up yet
+        imports = len([record for record in kibana.requests if record.route == "/api/saved_objects/_import"])
+        fill_leaving(kibana_dir, 0)
+        result = kcing(["setup_kbn", "--kibana-dir", str(kibana_dir), "--overwrite"], env, tmp_path)
+        assert result.returncode == 5, result.stdout + result.stderr
+        assert last_line(result).startswith("kcing setup_kbn: cannot write %s/backups/" % kibana_dir)
+        assert "No space left on device" in last_line(result)
+        assert len([record for record in kibana.requests if record.route == "/api/saved_objects/_import"]) == imports
+        assert not list(kibana_dir.rglob(".partial-*"))
+
+
 def test_status_tells_a_running_run_from_one_that_ended_without_a_record(tmp_path):
     db = tmp_path / "kcing.db"
     ledger = Ledger.open(str(db))
