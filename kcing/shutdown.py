@@ -82,20 +82,65 @@ def terminate_as_interrupt(command: str) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    line = b"kcing %s: interrupted (still running %.0f s after the signal: exiting now)\n" % (
+        command.encode(), URGENT_EXIT_SECONDS)
 
     def interrupt(signum, frame):
-        line = b"kcing %s: interrupted (still running %.0f s after the signal: exiting now)\n" % (
-            command.encode(), URGENT_EXIT_SECONDS)
-        threading.Thread(target=_exit_after, args=(URGENT_EXIT_SECONDS, line, interrupt_reported),
-                         name="urgent-exit", daemon=True).start()
+        _exit_soon(line, interrupt_reported)
         raise KeyboardInterrupt
 
     previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        with _watching_signals(line):
+            yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+# What the signal watcher acts on: how many signals arrived, from which count on they end the
+# process (the first outside a gentle stop, the second within one), and what it then says.
+_watched = {"arrived": 0, "urgent_from": 1, "line": None, "said": None}
+
+
+@contextmanager
+def _watching_signals(line: bytes) -> Iterator[None]:
+    """Start the exit URGENT_EXIT_SECONDS after a signal even while the main thread is blocked
+    in C code, where Python runs no signal handler until the call returns: SQLite waiting out
+    KCING_DB_LOCK_WAIT for another process's lock, say. Python's own C-level handler writes each
+    signal's number to the wakeup fd at once; a thread reading it starts the exit."""
+    reading, writing = os.pipe()
+    os.set_blocking(writing, False)
+    try:
+        previous = signal.set_wakeup_fd(writing, warn_on_full_buffer=False)
+    except ValueError:  # not the main thread of the main interpreter
+        os.close(reading)
+        os.close(writing)
+        yield
+        return
+    _watched.update(arrived=0, urgent_from=1, line=line, said=interrupt_reported)
+
+    def watch() -> None:
+        while True:
+            try:
+                arrived = os.read(reading, 64)
+            except OSError:
+                return
+            if not arrived:
+                return
+            _watched["arrived"] += sum(1 for number in arrived if number in (signal.SIGINT, signal.SIGTERM))
+            if _watched["arrived"] >= _watched["urgent_from"]:
+                _exit_soon(_watched["line"], _watched["said"])
+
+    watcher = threading.Thread(target=watch, name="signal-watcher", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(writing)
+        watcher.join(1.0)
+        os.close(reading)
 
 
 @contextmanager
@@ -118,16 +163,21 @@ def stop_on_signals(stop: Optional[Stop] = None) -> Iterator[Stop]:
         elif not stop.urgent:
             stop.urgent = True
             log.warning("%s received again: stopping now", name)
-            threading.Thread(target=_exit_after, args=(URGENT_EXIT_SECONDS,), name="urgent-exit", daemon=True).start()
+            _exit_soon()
             raise KeyboardInterrupt
         else:
             log.warning("%s received: already stopping", name)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, request_stop)
+    # The first signal is a gentle stop: the watcher (if one runs) ends the process only after
+    # the second, as the handler does.
+    watched = dict(_watched)
+    _watched.update(urgent_from=_watched["arrived"] + 2, line=None, said=None)
     try:
         yield stop
     finally:
+        _watched.update(urgent_from=watched["urgent_from"], line=watched["line"], said=watched["said"])
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
@@ -163,6 +213,17 @@ def result_of(future: futures.Future) -> Any:
     """`future.result()`, waiting in slices of WAIT_SLICE_SECONDS."""
     wait_all((future,))
     return future.result()
+
+
+_exit_started = threading.Lock()
+
+
+def _exit_soon(line: Optional[bytes] = None, said: Optional[threading.Event] = None) -> None:
+    """Start the exit URGENT_EXIT_SECONDS from now, once per process (a handler and the signal
+    watcher may both ask for it)."""
+    if _exit_started.acquire(blocking=False):
+        threading.Thread(target=_exit_after, args=(URGENT_EXIT_SECONDS, line, said), name="urgent-exit",
+                         daemon=True).start()
 
 
 def _exit_after(seconds: float, line: Optional[bytes] = None, said: Optional[threading.Event] = None) -> None:

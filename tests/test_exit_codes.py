@@ -146,6 +146,42 @@ def test_status_of_a_ledger_another_process_keeps_locked_is_exit_4(tmp_path):
     assert "is locked by another process" in shown.stderr
 
 
+@pytest.mark.parametrize("args, signals", [
+    (["status"], 1), (["drp"], 1),
+    (["feed_es", "--source", "samples", "--samples-dir", str(REPO / "samples"), "--output", "out"], 2),
+], ids=["status", "drp", "feed_es"])
+def test_a_command_waiting_for_a_locked_ledger_is_gone_3_s_after_the_signal(tmp_path, args, signals):
+    """SQLite waits out KCING_DB_LOCK_WAIT in C, where Python runs no signal handler: the process
+    still ends with 130 and one line 3 s after the signal (a feed's second), not when the wait ends."""
+    db = tmp_path / "kcing.db"
+    Ledger.open(str(db)).close()
+    holder = sqlite3.connect(str(db), isolation_level=None)
+    try:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("INSERT INTO run (command, started) VALUES ('feed_es', '2024-10-16 08:00:00')")
+        process = kcing_process(args, clean_environ(KCING_DB=str(db), KCING_DB_LOCK_WAIT="60"), tmp_path)
+        try:
+            time.sleep(3)  # started, and waiting for the ledger
+            assert process.poll() is None, process.communicate()
+            for _ in range(signals):
+                process.send_signal(signal.SIGTERM)
+                time.sleep(0.3)
+            signalled = time.monotonic()
+            out, err = process.communicate(timeout=20)
+            took = time.monotonic() - signalled
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    finally:
+        holder.close()
+    assert process.returncode == 130, (process.returncode, err)
+    assert took < 3 + 2, took
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("kcing"), err
+
+
 # Progress while a command only waits ------------------------------------------------------------
 
 def progress_lines(stderr: str) -> list:
