@@ -87,6 +87,27 @@ def test_sigterm_ends_every_command_with_130_and_one_line(tmp_path, silent, args
     assert err.count("interrupted") == 1, err
 
 
+def test_sigterm_ends_setup_ls_with_130_and_leaves_pipelines_yml_as_it_was(tmp_path):
+    """setup_ls held in reading pipelines.yml (a FIFO nothing writes to) ends like the others."""
+    import os
+    (tmp_path / "logstash" / "config").mkdir(parents=True)
+    pipelines = tmp_path / "logstash" / "config" / "pipelines.yml"
+    os.mkfifo(str(pipelines))
+    process = kcing_process(["setup_ls"], clean_environ(LS_HOME=str(tmp_path / "logstash")), tmp_path)
+    try:
+        time.sleep(2)  # started, and reading
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, (process.returncode, err)
+    assert err.strip().splitlines() == ["kcing setup_ls: interrupted"], err
+    assert sorted(path.name for path in pipelines.parent.iterdir()) == ["pipelines.yml"]
+
+
 @pytest.mark.parametrize("command", ["setup_kbn", "backup_kbn"])
 def test_a_kibana_that_never_answers_holds_the_wait_to_its_length_and_a_margin(tmp_path, silent, command):
     (tmp_path / "kibana").mkdir()
@@ -109,10 +130,10 @@ DOCUMENTED = {
     "drp": {0, 2, 3, 4, 5, 130},
     "gen_samples": {0, 1, 2, 4, 5, 130},
     "setup_es": {0, 2, 3, 130},
-    "setup_ls": {0, 2, 5},
+    "setup_ls": {0, 2, 5, 130},
     "setup_kbn": {0, 1, 2, 3, 5, 130},
     "backup_kbn": {0, 2, 3, 5, 130},
-    "status": {0, 2, 4, 5},
+    "status": {0, 2, 4, 5, 130},
 }
 
 

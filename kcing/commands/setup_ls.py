@@ -30,7 +30,7 @@ Options:
 
 Exit status: 0 written (or already right); 2 configuration error (LS_HOME, an unreadable file,
 a directory it may not write into); 5 pipelines.yml could not be written (a full disk: the
-previous file is left as it was).
+previous file is left as it was); 130 stopped by a signal (pipelines.yml is left as it was).
 
 Examples:
   LS_HOME=/usr/share/logstash kcing setup_ls --dry-run

@@ -33,7 +33,7 @@ directory can run it.
 
 Exit status: 0 shown; 2 no ledger there, or not a kcing ledger; 4 another process held the
 ledger locked for reading too (exclusive locking mode) longer than KCING_DB_LOCK_WAIT; 5 the
-ledger could not be read (an I/O error).
+ledger could not be read (an I/O error); 130 stopped by a signal.
 
 Examples:
   kcing status --db /var/lib/kcing/kcing.db
