@@ -378,6 +378,15 @@ def test_dry_runs_change_nothing(kibana, workdir, tmp_path, capsys):
     assert "would write 0 objects" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("wait", ["-1", "86401", "soon"])
+def test_a_dry_run_refuses_a_wait_the_run_would_refuse(kibana, workdir, tmp_path, wait):
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    for dry_run in (False, True):
+        with pytest.raises(ConfigError, match="--wait"):
+            setup_kbn(args(workdir, dry_run=dry_run, wait=wait), settings)
+    assert kibana.requests.snapshot() == []
+
+
 def test_a_missing_or_broken_file_is_a_config_error(tmp_path, kibana):
     settings = make_settings(tmp_path, KB_URL=kibana.url)
     with pytest.raises(ConfigError, match="run backup_kbn first"):

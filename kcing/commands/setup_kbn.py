@@ -56,12 +56,14 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
     text, objects = read_saved_objects(source, url)
     overwrite = bool(args.get("--overwrite"))
     plan = "%d objects (%s) from %s into %s" % (len(objects), count_by_type(objects), source, url)
+    # Checked before a dry run returns: a cron line tried out with --dry-run must fail as it would.
+    wait = seconds(args, "--wait", DEFAULT_WAIT)
     if args.get("--dry-run"):
         how = "replacing existing objects" if overwrite else "keeping existing objects"
         print("setup_kbn: dry run: would import %s, %s, after saving the current objects under %s"
               % (plan, how, kibana_dir(args) / BACKUPS))
         return 0
-    client.wait_ready(seconds(args, "--wait", DEFAULT_WAIT), every=settings.KCING_PROGRESS_EVERY)
+    client.wait_ready(wait, every=settings.KCING_PROGRESS_EVERY)
     current = client.export()
     save_backup(kibana_dir(args) / BACKUPS, current, url, now())
     print("setup_kbn: importing %s%s" % (plan, " (overwrite)" if overwrite else ""))
