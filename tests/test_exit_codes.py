@@ -149,6 +149,17 @@ def test_each_help_lists_the_exit_statuses_the_command_can_end_with(command):
     assert exit_codes_in_help(command) == DOCUMENTED[command]
 
 
+def test_kcing_help_gives_5_for_every_file_a_command_ends_with_5_for():
+    from kcing import cli
+    paragraph = " ".join(cli.global_help().split("Exit status:", 1)[1].split())
+    five = paragraph.split("; 5 ", 1)[1].split("; 6 ", 1)[0]
+    # The commands that end with 5 for a file that is not the ledger nor an --output file.
+    for command, written in (("setup_ls", "pipelines.yml"), ("backup_kbn", "Kibana export"),
+                             ("setup_kbn", "backup"), ("gen_samples", "sample")):
+        assert 5 in DOCUMENTED[command]
+        assert written in five, (command, five)
+
+
 def test_status_of_a_ledger_another_process_keeps_locked_is_exit_4(tmp_path):
     """Reading waits for no writer in WAL mode, but a process holding the file in exclusive
     locking mode keeps every reader out: status waits KCING_DB_LOCK_WAIT, then exit 4."""
