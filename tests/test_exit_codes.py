@@ -10,7 +10,6 @@ import socket
 import sqlite3
 import threading
 import time
-from pathlib import Path
 from typing import List
 
 import pytest
