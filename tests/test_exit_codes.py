@@ -3,14 +3,15 @@ here the situations that are not a feed's or a reconcile's own (see test_shutdow
 from __future__ import annotations
 
 import json
-
 import re
 import signal
 import socket
 import sqlite3
 import threading
 import time
-from typing import List
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, List, Tuple
 
 import pytest
 
@@ -56,6 +57,19 @@ def silent():
     server.close()
 
 
+def terminated(process, started: Callable[[], None]) -> Tuple[str, str]:
+    """The output of `process` sent SIGTERM once `started()` returned (it asserts that the process
+    got where the test wants it); a process still running after is killed."""
+    try:
+        started()
+        process.send_signal(signal.SIGTERM)
+        return process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 @pytest.mark.parametrize("args", [["drp"], ["setup_es", "--wait", "30"], ["setup_kbn"], ["backup_kbn"],
                                   ["gen_samples"]], ids=lambda args: args[0])
 def test_sigterm_ends_every_command_with_130_and_one_line(tmp_path, silent, args):
@@ -70,14 +84,11 @@ def test_sigterm_ends_every_command_with_130_and_one_line(tmp_path, silent, args
         args = args + ["--kibana-dir", str(tmp_path / "kibana")]
         (tmp_path / "kibana").mkdir()
     process = kcing_process(args, env, tmp_path)
-    try:
+
+    def asked_the_server() -> None:
         assert wait_until(lambda: silent.accepted, timeout=20), "%s never asked the server" % args[0]
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+
+    _, err = terminated(process, asked_the_server)
     assert process.returncode == 130, (process.returncode, err)
     assert "Traceback" not in err
     # One line: that the main thread wrote, or, when a thread of the command was stuck in a
@@ -93,15 +104,12 @@ def test_sigterm_ends_setup_ls_with_130_and_leaves_pipelines_yml_as_it_was(tmp_p
     pipelines = tmp_path / "logstash" / "config" / "pipelines.yml"
     os.mkfifo(str(pipelines))
     process = kcing_process(["setup_ls"], clean_environ(LS_HOME=str(tmp_path / "logstash")), tmp_path)
-    try:
-        time.sleep(2)  # started, and reading
+
+    def reading() -> None:
+        time.sleep(2)
         assert process.poll() is None, process.communicate()
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+
+    _, err = terminated(process, reading)
     assert process.returncode == 130, (process.returncode, err)
     assert err.strip().splitlines() == ["kcing setup_ls: interrupted"], err
     assert sorted(path.name for path in pipelines.parent.iterdir()) == ["pipelines.yml"]
@@ -159,19 +167,27 @@ def test_kcing_help_gives_5_for_every_file_a_command_ends_with_5_for():
         assert written in five, (command, five)
 
 
-def test_status_of_a_ledger_another_process_keeps_locked_is_exit_4(tmp_path):
-    """Reading waits for no writer in WAL mode, but a process holding the file in exclusive
-    locking mode keeps every reader out: status waits KCING_DB_LOCK_WAIT, then exit 4."""
-    db = tmp_path / "kcing.db"
+@contextmanager
+def locked_exclusively(db: Path) -> Iterator[None]:
+    """A new ledger at `db`, held for the block by a process in exclusive locking mode in the
+    middle of a write: no other connection may read or write it."""
     Ledger.open(str(db)).close()
     holder = sqlite3.connect(str(db), isolation_level=None)
     try:
         holder.execute("PRAGMA locking_mode=EXCLUSIVE")
         holder.execute("BEGIN EXCLUSIVE")
         holder.execute("INSERT INTO run (command, started) VALUES ('feed_es', '2024-10-16 08:00:00')")
-        shown = kcing(["status"], clean_environ(KCING_DB=str(db), KCING_DB_LOCK_WAIT="0.5"), tmp_path)
+        yield
     finally:
         holder.close()
+
+
+def test_status_of_a_ledger_another_process_keeps_locked_is_exit_4(tmp_path):
+    """Reading waits for no writer in WAL mode, but a process holding the file in exclusive
+    locking mode keeps every reader out: status waits KCING_DB_LOCK_WAIT, then exit 4."""
+    db = tmp_path / "kcing.db"
+    with locked_exclusively(db):
+        shown = kcing(["status"], clean_environ(KCING_DB=str(db), KCING_DB_LOCK_WAIT="0.5"), tmp_path)
     assert shown.returncode == 4, shown.stdout + shown.stderr
     assert shown.stderr.strip().splitlines() == [shown.stderr.strip()]
     assert "is locked by another process" in shown.stderr
@@ -185,12 +201,7 @@ def test_a_command_waiting_for_a_locked_ledger_is_gone_3_s_after_the_signal(tmp_
     """SQLite waits out KCING_DB_LOCK_WAIT in C, where Python runs no signal handler: the process
     still ends with 130 and one line 3 s after the signal (a feed's second), not when the wait ends."""
     db = tmp_path / "kcing.db"
-    Ledger.open(str(db)).close()
-    holder = sqlite3.connect(str(db), isolation_level=None)
-    try:
-        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
-        holder.execute("BEGIN EXCLUSIVE")
-        holder.execute("INSERT INTO run (command, started) VALUES ('feed_es', '2024-10-16 08:00:00')")
+    with locked_exclusively(db):
         process = kcing_process(args, clean_environ(KCING_DB=str(db), KCING_DB_LOCK_WAIT="60"), tmp_path)
         try:
             time.sleep(3)  # started, and waiting for the ledger
@@ -205,8 +216,6 @@ def test_a_command_waiting_for_a_locked_ledger_is_gone_3_s_after_the_signal(tmp_
             if process.poll() is None:
                 process.kill()
                 process.communicate()
-    finally:
-        holder.close()
     assert process.returncode == 130, (process.returncode, err)
     assert took < 3 + 2, took
     assert "Traceback" not in err
