@@ -431,6 +431,22 @@ def test_resend_sends_what_an_earlier_run_marked_missing(legacy_replica, forward
     assert "Elasticsearch holds every document checked" in final.stdout
 
 
+def test_a_resend_of_everything_the_check_found_missing_is_recorded_ok_not_nothing_checked(env, tmp_path,
+                                                                                            forwarding, es):
+    db = tmp_path / "kcing.db"
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    kept = kept_ids(db)
+    delete_documents(es, set().union(*kept.values()))
+    assert kcing(["reconcile"], env, tmp_path).returncode == 1  # every object marked missing
+    forwarding.clear()
+    resent = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    assert set(ledger_states(db).values()) == {DELIVERED}
+    runs = json.loads(kcing(["status", "--json"], env, tmp_path).stdout)["runs"]
+    last = next(run for run in runs if run["command"] == "reconcile")  # the re-send is a feed_es run of its own
+    assert last["outcome"] == "ok", runs
+
+
 @needs_samples
 def test_an_object_whose_resend_failed_is_still_held_as_missing(env, tmp_path, legacy_replica, forwarding, es):
     db = tmp_path / "kcing.db"

@@ -132,10 +132,18 @@ def _resend_recorded(settings, ledger: Ledger, stop, report, sink) -> int:
 
 
 def _record_outcome(ledger: Ledger, report, code: int) -> None:
-    if report.run_id is None or code <= 1:
+    if report.run_id is None or code == 1:
         return
+    if code == 0:
+        if report.outcome != "nothing checked":
+            return
+        # Every object the check would have looked at was held missing, and is delivered again:
+        # the run exits 0, and `nothing checked` is what a run that exits 6 records.
+        outcome = "ok"
+    else:
+        outcome = "error %d" % code
     try:
-        ledger.finish_run(report.run_id, "error %d" % code, report.as_counts())
+        ledger.finish_run(report.run_id, outcome, report.as_counts())
     except KcingError as failure:  # the ledger itself failed: the error that ends the run goes on
         log.error("cannot record how reconcile run %d ended: %s", report.run_id, failure)
 
