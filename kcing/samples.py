@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -81,9 +80,9 @@ class SamplesWriter:
 
     def _read_manifest(self) -> dict:
         path = self.root / MANIFEST
-        if not os.path.lexists(path):
-            return {}
         manifest = read_manifest(path)
+        if manifest is None:
+            return {}
         if not isinstance(manifest, dict) or not isinstance(manifest.get("objects", []), list):
             raise ConfigError("%s is not a samples manifest (an object with an \"objects\" list); "
                               "fix or move it" % path)
@@ -132,7 +131,7 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optio
     run = SampleRun()
     progress = progress or Progress("gen_samples", live=False)
     started, wanted = time.monotonic(), []
-    manifest_saved = [started, 0]  # when, and with how many files saved by this run
+    manifest_saved_at, manifest_saved_with = started, 0  # when, and with how many files this run saved
 
     def text() -> str:
         done = run.saved + run.failed + run.refused
@@ -166,9 +165,9 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optio
                     _save(writer, obj, content, run)
                     progress.update(text)
                     now = time.monotonic()
-                    if run.saved > manifest_saved[1] and now - manifest_saved[0] >= progress.every:
+                    if run.saved > manifest_saved_with and now - manifest_saved_at >= progress.every:
                         writer.save_manifest()
-                        manifest_saved[:] = [now, run.saved]
+                        manifest_saved_at, manifest_saved_with = now, run.saved
         finally:
             progress.finish(text)
             writer.save_manifest()

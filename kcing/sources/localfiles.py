@@ -36,13 +36,9 @@ class SamplesDir:
         self.root = Path(directory)
         self.max_bytes = max_bytes
         manifest = self.root / MANIFEST
-        try:
-            os.lstat(manifest)
-        except FileNotFoundError:
-            raise ConfigError("%s not found: is %s a samples directory?" % (manifest, directory)) from None
-        except OSError:
-            pass  # said in the system's words by the reading below ("Not a directory")
         self.manifest = read_manifest(manifest)
+        if self.manifest is None:
+            raise ConfigError("%s not found: is %s a samples directory?" % (manifest, directory))
         if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("objects"), list):
             raise ConfigError("%s has no \"objects\" list" % manifest)
 
@@ -175,9 +171,16 @@ def listed_once(objects: Iterator[UpstreamObject], where: str) -> Iterator[Upstr
 
 
 def read_manifest(path: Path):
-    """The decoded JSON of the samples manifest at `path` (its shape is the caller's to check);
-    ConfigError for a file that cannot be read as one, or that names a format this kcing does
-    not know (a manifest written by a newer kcing: entries read by these rules could be wrong)."""
+    """The decoded JSON of the samples manifest at `path` (its shape is the caller's to check),
+    None when there is none; ConfigError for a file that cannot be read as one, or that names a
+    format this kcing does not know (a manifest written by a newer kcing: entries read by these
+    rules could be wrong)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        pass  # said in the system's words by the reading below ("Not a directory")
     try:
         # As a sample file is read: a FIFO or a device in its place would block or never end.
         manifest = json.loads(read_bounded(path, MANIFEST_MAX_BYTES).decode("utf-8"))
