@@ -138,13 +138,24 @@ def test_http_errors_are_one_line_and_never_hold_the_password():
     assert kb.one_line("a\n\tb   c") == "a b c" and len(kb.one_line("x" * 1000)) == 300
 
 
-def test_unchanged_conflicts_compare_content_not_migration_versions():
-    wanted = [{"type": "dashboard", "id": "d", "attributes": {"t": 1}, "references": [], "typeMigrationVersion": "1"}]
+def test_the_import_plan_compares_content_not_migration_versions():
+    wanted = [{"type": "dashboard", "id": "d", "attributes": {"t": 1}, "references": [], "typeMigrationVersion": "1"},
+              {"type": "dashboard", "id": "n", "attributes": {}, "references": []}]
     same = [dict(wanted[0], typeMigrationVersion="2", updated_at="x")]
     changed = [dict(wanted[0], attributes={"t": 2})]
-    problems = [kb.ImportProblem("dashboard", "d", "", "conflict")]
-    assert kb.unchanged_conflicts(problems, wanted, same) == {("dashboard", "d")}
-    assert kb.unchanged_conflicts(problems, wanted, changed) == set()
+    assert kb.plan_import(wanted, same) == kb.ImportPlan((wanted[1],), (), (wanted[0],))
+    assert kb.plan_import(wanted, changed) == kb.ImportPlan((wanted[1],), (wanted[0],), ())
+    assert kb.plan_import(wanted, changed).to_send(overwrite=False) == (wanted[1],)
+    assert kb.plan_import(wanted, changed).to_send(overwrite=True) == (wanted[1], wanted[0])
+
+
+def test_an_import_with_a_resolvable_error_imported_nothing():
+    held = kb.read_import_result({"success": False, "successCount": 3, "errors": [
+        {"type": "dashboard", "id": "d", "error": {"type": "missing_references", "references": []}}]})
+    assert held.held_back and held.imported == 0 and held.success_count == 3
+    partial = kb.read_import_result({"success": False, "successCount": 3, "errors": [
+        {"type": "lens", "id": "l", "error": {"type": "unsupported_type"}}]})
+    assert not partial.held_back and partial.imported == 3
 
 
 # -- backup and restore ------------------------------------------------------------------------
@@ -187,14 +198,56 @@ def test_setup_without_overwrite_backs_up_first_then_reports_conflicts(kibana, w
 
     backup = workdir / "backups" / "saved_objects-20231114T221320Z.ndjson"
     assert backup.read_text(encoding="utf-8") == before
-    assert routes(kibana) == [("GET", "/api/status", 200), ("POST", EXPORT, 200), ("POST", IMPORT, 200)]
-    assert kibana.requests[-1].query == {"overwrite": "false", "createNewCopies": "false"}
+    # Nothing the Kibana lacks: no import is sent (it would only be refused as conflicts).
+    assert routes(kibana) == [("GET", "/api/status", 200), ("POST", EXPORT, 200)]
     out = capsys.readouterr().out
     assert "saved to %s" % backup in out
     assert "imported 0 of %d objects, %d already present and unchanged" % (len(objects), len(objects) - 1) in out
     # Kibana names a conflict by the title of the object being imported.
     assert 'conflict: dashboard kcing-boots "kcing: boots" already exists; run with --overwrite' in out
     assert kibana.get("dashboard", "kcing-boots")["attributes"]["title"] == "Boots, edited in Kibana"
+
+
+def test_objects_new_to_kibana_are_imported_beside_existing_ones(kibana, workdir, tmp_path, capsys):
+    # A Kibana holding the objects of an earlier kcing: one is new in this file, one was edited
+    # in Kibana. Kibana writes none of a file's objects while one of them is a conflict, so the
+    # new one must be imported on its own, not beside objects that already exist.
+    for obj in shipped_objects():
+        if obj["id"] != "kcing-slowest-boots":
+            kibana.put(json.loads(kb.restore_url(json.dumps(obj), kibana.url)))
+    kibana.put(dict(kibana.get("dashboard", "kcing-tests"), attributes={"title": "edited in Kibana"}))
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 1  # the edited one is a conflict
+
+    sent = kibana.requests[-1]
+    assert (sent.route, sent.query) == (IMPORT, {"overwrite": "false", "createNewCopies": "false"})
+    assert b'"id":"kcing-slowest-boots"' in sent.body and b'"id":"kcing-tests"' not in sent.body
+    assert kibana.get("visualization", "kcing-slowest-boots")["attributes"]["title"]
+    assert kibana.get("dashboard", "kcing-tests")["attributes"] == {"title": "edited in Kibana"}
+    out = capsys.readouterr().out
+    assert "imported 1 of %d objects, %d already present and unchanged" % (
+        len(shipped_objects()), len(shipped_objects()) - 2) in out
+    assert "conflict: dashboard kcing-tests" in out
+    assert setup_kbn(args(workdir, overwrite=True), settings, now=lambda: NOW) == 0
+    assert kibana.get("dashboard", "kcing-tests")["attributes"]["title"] == "kcing: tests"
+
+
+def test_a_file_kibana_refuses_whole_says_nothing_was_imported(kibana, workdir, tmp_path, capsys):
+    # A reference that is neither in the file nor in Kibana: Kibana reports the others as
+    # successes but writes none of them.
+    text = (workdir / "saved_objects.ndjson").read_text(encoding="utf-8")
+    (workdir / "saved_objects.ndjson").write_text(
+        text.replace('"id":"kcing-boot","name":"kibanaSavedObjectMeta', '"id":"kcing-gone","name":"kibanaSavedObjectMeta'),
+        encoding="utf-8")
+
+    assert setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url), now=lambda: NOW) == 1
+
+    assert kibana.objects() == []
+    out = capsys.readouterr().out
+    assert "imported 0 of %d objects" % len(shipped_objects()) in out
+    assert "missing references: visualization kcing-boot-jobs" in out
+    assert "Kibana imported none of them" in out
 
 
 def test_a_second_backup_in_the_same_second_gets_its_own_file(kibana, workdir, tmp_path):

@@ -165,11 +165,27 @@ class ImportProblem:
     message: str = ""
 
 
+# Import errors that Kibana expects the client to resolve (`_resolve_import_errors`) before it
+# writes anything: while one object of a file has one, Kibana creates none of the file's
+# objects, and yet counts the others in `successCount` and `successResults`.
+RESOLVABLE_ERRORS = ("conflict", "ambiguous_conflict", "missing_references")
+
+
 @dataclass(frozen=True)
 class ImportReport:
     success: bool
-    success_count: int
+    success_count: int  # what Kibana's `successCount` says: not necessarily written
     problems: Tuple[ImportProblem, ...]
+
+    @property
+    def held_back(self) -> bool:
+        """True when Kibana wrote none of the objects: one of them has a resolvable error."""
+        return any(problem.error in RESOLVABLE_ERRORS for problem in self.problems)
+
+    @property
+    def imported(self) -> int:
+        """How many objects Kibana actually wrote."""
+        return 0 if self.held_back else self.success_count
 
 
 def read_import_result(body: Mapping[str, Any]) -> ImportReport:
@@ -200,20 +216,52 @@ def describe(problem: ImportProblem) -> str:
     return "%s: %s%s" % (problem.error, what, ": " + problem.message if problem.message else "")
 
 
-def unchanged_conflicts(problems: Iterable[ImportProblem], wanted: Iterable[Mapping[str, Any]],
-                        current: Iterable[Mapping[str, Any]]) -> set:
-    """(type, id) of conflicts whose object in Kibana already has the same content.
+@dataclass(frozen=True)
+class ImportPlan:
+    """The file's objects split by what Kibana holds: not there yet, there with other content,
+    there with the same content."""
 
-    Only attributes and references count: Kibana rewrites the migration versions on import.
-    """
-    def content(obj):
-        return (obj.get("attributes"), sorted(json.dumps(ref, sort_keys=True) for ref in obj.get("references") or ()))
+    new: Tuple[dict, ...]
+    changed: Tuple[dict, ...]
+    unchanged: Tuple[dict, ...]
 
-    wanted_by_key = {(obj["type"], obj["id"]): content(obj) for obj in wanted}
-    current_by_key = {(obj["type"], obj["id"]): content(obj) for obj in current}
-    return {(p.type, p.id) for p in problems if p.error == "conflict"
-            and (p.type, p.id) in current_by_key
-            and current_by_key[(p.type, p.id)] == wanted_by_key.get((p.type, p.id))}
+    def to_send(self, overwrite: bool) -> Tuple[dict, ...]:
+        """What to import: the new objects, and the changed ones only when replacing them.
+
+        Objects already in Kibana are never sent without overwrite: Kibana would answer each with
+        a conflict and, because of it, write none of the file's objects, the new ones included."""
+        return self.new + (self.changed if overwrite else ())
+
+
+def _content(obj: Mapping[str, Any]):
+    # Only attributes and references count: Kibana rewrites the migration versions on import.
+    return (obj.get("attributes"), sorted(json.dumps(ref, sort_keys=True) for ref in obj.get("references") or ()))
+
+
+def plan_import(wanted: Iterable[Mapping[str, Any]], current: Iterable[Mapping[str, Any]]) -> ImportPlan:
+    """Split the objects to import (`wanted`) by the objects of the space (`current`)."""
+    held = {(obj["type"], obj["id"]): _content(obj) for obj in current}
+    new, changed, unchanged = [], [], []
+    for obj in wanted:
+        key = (obj["type"], obj["id"])
+        if key not in held:
+            new.append(obj)
+        elif held[key] == _content(obj):
+            unchanged.append(obj)
+        else:
+            changed.append(obj)
+    return ImportPlan(tuple(new), tuple(changed), tuple(unchanged))
+
+
+def import_text(objects: Iterable[Mapping[str, Any]]) -> str:
+    """The NDJSON of `objects`, one per line, as `_import` reads it."""
+    return "".join(json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
+                   for obj in objects)
+
+
+def conflict(obj: Mapping[str, Any]) -> ImportProblem:
+    """The problem reported for an object of the file that Kibana holds with other content."""
+    return ImportProblem(obj["type"], obj["id"], str((obj.get("attributes") or {}).get("title", "")), "conflict")
 
 
 # -- HTTP errors -----------------------------------------------------------------------------

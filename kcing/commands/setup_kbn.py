@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from kcing.admin.kibana import count_by_type, describe, space_url, unchanged_conflicts
+from kcing.admin.kibana import conflict, count_by_type, describe, import_text, plan_import, space_url
 from kcing.commands._kibana import (
     BACKUPS, DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client, read_saved_objects, save_backup,
 )
@@ -53,7 +53,7 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
     client = make_client(args, settings, session)
     url = space_url(settings.KB_URL, client.space)
     source = kibana_dir(args) / SAVED_OBJECTS
-    text, objects = read_saved_objects(source, url)
+    _, objects = read_saved_objects(source, url)
     overwrite = bool(args.get("--overwrite"))
     plan = "%d objects (%s) from %s into %s" % (len(objects), count_by_type(objects), source, url)
     # Checked before a dry run returns: a cron line tried out with --dry-run must fail as it would.
@@ -67,11 +67,21 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
     current = client.export()
     save_backup(kibana_dir(args) / BACKUPS, current, url, now())
     print("setup_kbn: importing %s%s" % (plan, " (overwrite)" if overwrite else ""))
-    report = client.import_ndjson(text, overwrite)
-    unchanged = unchanged_conflicts(report.problems, objects, current)
-    problems = [problem for problem in report.problems if (problem.type, problem.id) not in unchanged]
+    split = plan_import(objects, current)
+    # Kibana writes none of a file's objects while one of them conflicts with an object it
+    # holds: only what it lacks (and, to replace them, what differs) is sent.
+    problems = [] if overwrite else [conflict(obj) for obj in split.changed]
+    sending = split.to_send(overwrite)
+    imported = 0
+    if sending:
+        report = client.import_ndjson(import_text(sending), overwrite)
+        imported = report.imported
+        problems += report.problems
     print("setup_kbn: imported %d of %d objects%s" % (
-        report.success_count, len(objects), ", %d already present and unchanged" % len(unchanged) if unchanged else ""))
+        imported, len(objects),
+        ", %d already present and unchanged" % len(split.unchanged) if split.unchanged else ""))
+    if sending and report.held_back:
+        print("setup_kbn: Kibana imported none of them while an object below has a conflict or a missing reference")
     for problem in problems:
         print("  %s" % describe(problem))
     return 1 if problems else 0

@@ -10,6 +10,10 @@ Objects are kept per (space, type, id). Like Kibana, an import stamps `created_a
 and `version` on what it stores, so a client that keeps them in a backup sees a diff. Unlike
 Kibana, stored objects are not migrated: an export returns the migration versions imported.
 
+Like Kibana, an import in which one object has a conflict, an ambiguous conflict or missing
+references writes none of the file's objects, while `successCount` and `successResults` still
+count those that had no error; `successResults` and `errors` are left out when empty.
+
 Like Kibana, it refuses a `kbn-version` header other than its own version (400, on every route)
 and an import naming one type and id twice (400 "Non-unique import objects detected").
 
@@ -44,6 +48,9 @@ CORE_MIGRATION_VERSION = "8.8.0"
 ICONS = {"index-pattern": "indexPatternApp", "visualization": "visualizeApp", "dashboard": "dashboardApp",
          "search": "discoverApp", "lens": "lensApp", "config": "advancedSettingsApp", "tag": "tag"}
 MAX_IMPORT_EXPORT_SIZE = 10000
+# Import errors that make Kibana write none of the file's objects (createSavedObjects skips its
+# bulkCreate when one is present): the UI resolves them with `_resolve_import_errors` first.
+RESOLVABLE_ERRORS = ("conflict", "ambiguous_conflict", "missing_references")
 MAX_IMPORT_PAYLOAD_BYTES = 26214400
 EXPORT_KEYS = ("type", "hasReference", "objects", "search", "includeReferencesDeep", "excludeExportDetails")
 IMPORT_FLAGS = ("overwrite", "createNewCopies", "compatibilityMode")
@@ -296,6 +303,9 @@ class KibanaEmulator(ServedByBackgroundServer):
             if not flags["createNewCopies"] and not flags["overwrite"] and (space, *key) in self.store:
                 errors[key] = {"type": "conflict"}
         new_ids = {(obj["type"], obj["id"]): str(uuid.uuid4()) for obj in objects} if flags["createNewCopies"] else {}
+        # Kibana writes nothing while an object of the file has an error the UI offers to resolve
+        # (`_resolve_import_errors`), yet counts the others in successCount/successResults.
+        write = not any(error["type"] in RESOLVABLE_ERRORS for error in errors.values())
         results = []
         for obj in objects:
             key = (obj["type"], obj["id"])
@@ -307,13 +317,19 @@ class KibanaEmulator(ServedByBackgroundServer):
                 obj = _with_new_ids(obj, new_ids)
             elif (space, *key) in self.store:
                 result["overwrite"] = True
-            self._put(space, obj, self.store.get((space, obj["type"], obj["id"])))
+            if write:
+                self._put(space, obj, self.store.get((space, obj["type"], obj["id"])))
             results.append(result)
         error_list = [{"id": obj["id"], "type": obj["type"], "title": _title(obj), "meta": _meta(obj),
                        "error": errors[(obj["type"], obj["id"])]}
                       for obj in objects if (obj["type"], obj["id"]) in errors]
-        return {"success": not error_list, "successCount": len(results), "successResults": results,
-                "warnings": [], "errors": error_list}
+        answer = {"success": not error_list, "successCount": len(results), "warnings": []}
+        # Kibana leaves both lists out when they are empty.
+        if results:
+            answer["successResults"] = results
+        if error_list:
+            answer["errors"] = error_list
+        return answer
 
     def _too_new(self, obj: dict) -> str:
         core = obj.get("coreMigrationVersion")
