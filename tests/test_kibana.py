@@ -149,6 +149,19 @@ def test_the_import_plan_compares_content_not_migration_versions():
     assert kb.plan_import(wanted, changed).to_send(overwrite=True) == (wanted[1], wanted[0])
 
 
+def test_objects_go_back_under_their_origin_unless_it_is_ambiguous():
+    dv = {"type": "index-pattern", "id": "u1", "originId": "dv", "attributes": {}}
+    vis = {"type": "visualization", "id": "u2", "originId": "vis", "attributes": {},
+           "references": [{"type": "index-pattern", "id": "u1", "name": "x"}]}
+    assert kb.under_origin_ids([dv, vis]) == [
+        {"type": "index-pattern", "id": "dv", "attributes": {}},
+        {"type": "visualization", "id": "vis", "attributes": {}, "references": [{"type": "index-pattern", "id": "dv",
+                                                                              "name": "x"}]}]
+    twice = [dict(vis, id="u3"), vis]  # two copies of one origin: which is the file's is unknown
+    taken = [vis, {"type": "visualization", "id": "vis", "attributes": {}}]  # the origin is another's id
+    assert kb.under_origin_ids(twice) == twice and kb.under_origin_ids(taken) == taken
+
+
 def test_an_import_with_a_resolvable_error_imported_nothing():
     held = kb.read_import_result({"success": False, "successCount": 3, "errors": [
         {"type": "dashboard", "id": "d", "error": {"type": "missing_references", "references": []}}]})
@@ -283,6 +296,33 @@ def test_spaces_get_the_prefix_and_their_own_url_in_links(kibana, workdir, tmp_p
     # --space beats KB_SPACE; "default" is the space without a prefix.
     assert backup_kbn(args(tmp_path / "default", space="default"), settings) == 0
     assert (tmp_path / "default" / "saved_objects.ndjson").read_text() == ""
+
+
+def test_a_space_where_kibana_gave_the_objects_new_ids_is_still_kcing_s(kibana, workdir, tmp_path, capsys):
+    # Kibana 8 keeps a dashboard's id unique across spaces: imported into "ci" after the default
+    # space, every object gets a new id, with the file's id as its origin.
+    assert setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url), now=lambda: NOW) == 0
+    settings = make_settings(tmp_path, KB_URL=kibana.url, KB_SPACE="ci")
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 0
+    held = kibana.objects("ci")
+    assert sorted(obj["originId"] for obj in held) == sorted(obj["id"] for obj in shipped_objects())
+    assert not any(obj["id"].startswith("kcing-") for obj in held)
+    capsys.readouterr()
+
+    # Again: the copies are those objects, unchanged, not conflicts.
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 0
+    assert "imported 0 of %d objects, %d already present and unchanged" % (len(held), len(held)) in capsys.readouterr().out
+    # A backup of the space is the file: each object under the id it was imported with.
+    assert backup_kbn(args(tmp_path / "out"), settings) == 0
+    assert (tmp_path / "out" / "saved_objects.ndjson").read_text() == SHIPPED.read_text()
+    # One edited in that space is a conflict, and --overwrite replaces the copy, not adds one.
+    copy = next(obj for obj in held if obj["originId"] == "kcing-tests")
+    kibana.put(dict(copy, attributes=dict(copy["attributes"], title="edited")), space="ci")
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 1
+    assert "conflict: dashboard kcing-tests" in capsys.readouterr().out
+    assert setup_kbn(args(workdir, overwrite=True), settings, now=lambda: NOW) == 0
+    assert kibana.get("dashboard", copy["id"], space="ci")["attributes"]["title"] == "kcing: tests"
+    assert len(kibana.objects("ci")) == len(held)
 
 
 def test_a_file_where_the_kibana_directory_belongs_is_a_configuration_error(kibana, tmp_path):

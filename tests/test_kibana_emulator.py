@@ -251,6 +251,32 @@ def test_create_new_copies_regenerates_ids_and_their_references(kibana):
     assert copy["references"][0]["id"] == ids["dv"] != "dv"
 
 
+def test_an_id_another_space_holds_gets_a_new_one_and_the_old_as_its_origin(kibana):
+    kibana.put(data_view())
+    kibana.put(visualization())
+    body = post_import(kibana, ndjson(data_view(), visualization()), path="/s/ci" + IMPORT).json()
+    assert body["success"] is True and "errors" not in body
+    moved = {result["id"]: result["destinationId"] for result in body["successResults"]}
+    assert set(moved) == {"dv", "vis"} and "dv" not in moved.values()
+    copy = kibana.get("visualization", moved["vis"], space="ci")
+    assert copy["originId"] == "vis" and copy["references"][0]["id"] == moved["dv"]
+    assert kibana.get("visualization", "vis", space="ci") is None
+    exported = [json.loads(line) for line in post_export(kibana, {"type": "visualization"}, path="/s/ci" + EXPORT).text.split("\n")
+                if '"exportedCount"' not in line]
+    assert [(obj["id"], obj["originId"]) for obj in exported] == [(moved["vis"], "vis")]
+    # Imported again into that space: a conflict with the copy, held back whole; or an overwrite of it.
+    again = post_import(kibana, ndjson(data_view(), visualization(title="changed")), path="/s/ci" + IMPORT).json()
+    assert again["success"] is False and "successResults" not in again
+    assert {entry["id"]: entry["error"] for entry in again["errors"]} == {
+        "dv": {"type": "conflict", "destinationId": moved["dv"]},
+        "vis": {"type": "conflict", "destinationId": moved["vis"]}}
+    replaced = post_import(kibana, ndjson(visualization(title="changed")), path="/s/ci" + IMPORT,
+                           params={"overwrite": "true"}).json()
+    assert replaced["successResults"][0]["destinationId"] == moved["vis"] and replaced["successResults"][0]["overwrite"]
+    assert kibana.get("visualization", moved["vis"], space="ci")["attributes"]["title"] == "changed"
+    assert len(kibana.objects("ci")) == 2
+
+
 @pytest.mark.parametrize("params, message", [
     ({"overwrite": "true", "createNewCopies": "true"}, "[request query]: cannot use [overwrite] with [createNewCopies]"),
     ({"createNewCopies": "true", "compatibilityMode": "true"},

@@ -121,13 +121,46 @@ def stable_object(obj: Mapping[str, Any]) -> dict:
     return {key: value for key, value in obj.items() if key not in VOLATILE_FIELDS}
 
 
+def under_origin_ids(objects: Iterable[Mapping[str, Any]]) -> List[dict]:
+    """The objects of an export under the ids they were imported with, references following.
+
+    Since Kibana 8 the id of a dashboard, visualization, data view or search is unique across
+    spaces: one imported into a space while another space holds its id is written under a new
+    random id, with the id of the file as its `originId`. Under that origin it is the file's
+    object again. An origin that two objects of the export claim, or that another one has as
+    its id, is left as it is.
+    """
+    objects = list(objects)
+    ids = {(obj["type"], obj["id"]) for obj in objects}
+    claims: dict = {}
+    for obj in objects:
+        origin = obj.get("originId")
+        if isinstance(origin, str) and origin and origin != obj["id"]:
+            claims.setdefault((obj["type"], origin), []).append(obj["id"])
+    renamed = {(kind, holders[0]): origin for (kind, origin), holders in claims.items()
+               if len(holders) == 1 and (kind, origin) not in ids}
+    result = []
+    for obj in objects:
+        copy = dict(obj)
+        if "references" in obj:
+            copy["references"] = [dict(ref, id=renamed.get((ref.get("type"), ref.get("id")), ref.get("id")))
+                                  if isinstance(ref, dict) else ref for ref in obj.get("references") or ()]
+        key = (obj["type"], obj["id"])
+        if key in renamed:
+            copy["id"] = renamed[key]
+            del copy["originId"]
+        result.append(copy)
+    return result
+
+
 def canonical_ndjson(objects: Iterable[Mapping[str, Any]]) -> str:
-    """One object per line, sorted by type then id, keys sorted, compact, final newline.
+    """One object per line, under the ids they were imported with, sorted by type then id,
+    keys sorted, compact, final newline.
 
     Compact separators and sorted keys are also how Kibana writes exports, so a line changes
     only when the object does.
     """
-    ordered = sorted((stable_object(obj) for obj in objects), key=lambda obj: (obj["type"], obj["id"]))
+    ordered = sorted((stable_object(obj) for obj in under_origin_ids(objects)), key=lambda obj: (obj["type"], obj["id"]))
     lines = [json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for obj in ordered]
     return "".join(line + "\n" for line in lines)
 
@@ -239,8 +272,10 @@ def _content(obj: Mapping[str, Any]):
 
 
 def plan_import(wanted: Iterable[Mapping[str, Any]], current: Iterable[Mapping[str, Any]]) -> ImportPlan:
-    """Split the objects to import (`wanted`) by the objects of the space (`current`)."""
-    held = {(obj["type"], obj["id"]): _content(obj) for obj in current}
+    """Split the objects to import (`wanted`) by the objects of the space (`current`), these
+    under the ids they were imported with (an object Kibana gave a new id is still the one the
+    file names, and Kibana matches them so too: its import finds it by its origin)."""
+    held = {(obj["type"], obj["id"]): _content(obj) for obj in under_origin_ids(current)}
     new, changed, unchanged = [], [], []
     for obj in wanted:
         key = (obj["type"], obj["id"])

@@ -14,6 +14,13 @@ Like Kibana, an import in which one object has a conflict, an ambiguous conflict
 references writes none of the file's objects, while `successCount` and `successResults` still
 count those that had no error; `successResults` and `errors` are left out when empty.
 
+Like Kibana 8, an id of a type that can be shared between spaces (dashboard, data view,
+visualization, search, lens, map, tag) is unique across spaces: importing an object that another
+space holds writes it under a new id (`destinationId` in the result) with the file's id as its
+`originId`, which the export then shows; importing it again into that space is a conflict with
+that copy (`error.destinationId`), or overwrites it. (Kibana also resolves an "ambiguous source",
+two objects of one file with the same origin, by new copies; not modelled.)
+
 Like Kibana, it refuses a `kbn-version` header other than its own version (400, on every route)
 and an import naming one type and id twice (400 "Non-unique import objects detected").
 
@@ -48,6 +55,9 @@ CORE_MIGRATION_VERSION = "8.8.0"
 ICONS = {"index-pattern": "indexPatternApp", "visualization": "visualizeApp", "dashboard": "dashboardApp",
          "search": "discoverApp", "lens": "lensApp", "config": "advancedSettingsApp", "tag": "tag"}
 MAX_IMPORT_EXPORT_SIZE = 10000
+# Types whose objects can be shared between spaces (namespaceType "multiple" or
+# "multiple-isolated" since 8.0): an id is unique across all spaces.
+MULTI_NAMESPACE_TYPES = ("dashboard", "index-pattern", "lens", "map", "search", "tag", "visualization")
 # Import errors that make Kibana write none of the file's objects (createSavedObjects skips its
 # bulkCreate when one is present): the UI resolves them with `_resolve_import_errors` first.
 RESOLVABLE_ERRORS = ("conflict", "ambiguous_conflict", "missing_references")
@@ -286,13 +296,24 @@ class KibanaEmulator(ServedByBackgroundServer):
     def _import(self, space: str, objects: List[dict], flags: dict) -> dict:
         errors: Dict[Tuple[str, str], dict] = {}
         in_file = {(obj["type"], obj["id"]) for obj in objects}
+        referred: Dict[Tuple[str, str], str] = {}  # a reference outside the file -> the id it resolves to
         for obj in objects:
             key = (obj["type"], obj["id"])
             if obj["type"] not in self.types:
                 errors[key] = {"type": "unsupported_type"}
                 continue
-            missing = [{"type": ref["type"], "id": ref["id"]} for ref in obj.get("references") or ()
-                       if (ref["type"], ref["id"]) not in in_file and (space, ref["type"], ref["id"]) not in self.store]
+            missing = []
+            for ref in obj.get("references") or ():
+                target = (ref["type"], ref["id"])
+                if target in in_file or (space, *target) in self.store:
+                    continue
+                # Kibana's checkReferenceOrigins: an object of this space whose origin is the id.
+                found = [id_ for (where, kind, id_), held in self.store.items()
+                         if where == space and kind == ref["type"] and held.get("originId") == ref["id"]]
+                if len(found) == 1:
+                    referred[target] = found[0]
+                else:
+                    missing.append({"type": ref["type"], "id": ref["id"]})
             if missing:
                 errors[key] = {"type": "missing_references", "references": missing}
                 continue
@@ -300,9 +321,11 @@ class KibanaEmulator(ServedByBackgroundServer):
             if too_new:
                 errors[key] = {"type": "unknown", "message": too_new, "statusCode": 400}
                 continue
-            if not flags["createNewCopies"] and not flags["overwrite"] and (space, *key) in self.store:
-                errors[key] = {"type": "conflict"}
-        new_ids = {(obj["type"], obj["id"]): str(uuid.uuid4()) for obj in objects} if flags["createNewCopies"] else {}
+        if flags["createNewCopies"]:
+            new_ids = {(obj["type"], obj["id"]): str(uuid.uuid4()) for obj in objects}
+            overwriting: set = set()
+        else:
+            new_ids, overwriting = self._check_conflicts(space, objects, flags["overwrite"], errors)
         # Kibana writes nothing while an object of the file has an error the UI offers to resolve
         # (`_resolve_import_errors`), yet counts the others in successCount/successResults.
         write = not any(error["type"] in RESOLVABLE_ERRORS for error in errors.values())
@@ -312,11 +335,12 @@ class KibanaEmulator(ServedByBackgroundServer):
             if key in errors:
                 continue
             result = {"type": obj["type"], "id": obj["id"], "meta": _meta(obj), "managed": bool(obj.get("managed", False))}
-            if new_ids:
-                result["destinationId"] = new_ids[key]
-                obj = _with_new_ids(obj, new_ids)
-            elif (space, *key) in self.store:
+            if key in overwriting:
                 result["overwrite"] = True
+            if key in new_ids:
+                result["destinationId"] = new_ids[key]
+            if new_ids or referred:
+                obj = _with_new_ids(obj, new_ids, referred, keep_origin=not flags["createNewCopies"])
             if write:
                 self._put(space, obj, self.store.get((space, obj["type"], obj["id"])))
             results.append(result)
@@ -330,6 +354,45 @@ class KibanaEmulator(ServedByBackgroundServer):
         if error_list:
             answer["errors"] = error_list
         return answer
+
+    def _check_conflicts(self, space: str, objects: List[dict], overwrite: bool,
+                         errors: Dict[Tuple[str, str], dict]) -> Tuple[Dict[Tuple[str, str], str], set]:
+        """Kibana's checkConflicts and checkOriginConflicts: ({(type, id): the id it is written
+        under when not its own}, {(type, id) that overwrite an object}); errors are added to `errors`.
+
+        The id of an object of a multi-namespace type is unique across spaces: one that another
+        space holds is written under a new id, with the file's id as its `originId`. An object
+        whose origin (its `originId`, else its id) is the id or the origin of one object of this
+        space is a conflict with that object (`destinationId`), or overwrites it."""
+        new_ids: Dict[Tuple[str, str], str] = {}
+        overwriting = set()
+        in_file = {(obj["type"], obj["id"]) for obj in objects}
+        for obj in objects:
+            key = (obj["type"], obj["id"])
+            if key in errors:
+                continue
+            if (space, *key) in self.store:
+                if overwrite:
+                    overwriting.add(key)
+                else:
+                    errors[key] = {"type": "conflict"}
+                continue
+            if obj["type"] not in MULTI_NAMESPACE_TYPES:
+                continue
+            if any(where != space for where, kind, id_ in self.store if (kind, id_) == key):
+                new_ids[key] = str(uuid.uuid4())
+            origin = obj.get("originId") or obj["id"]
+            matches = sorted(id_ for (where, kind, id_), held in self.store.items()
+                             if where == space and kind == obj["type"] and (kind, id_) not in in_file
+                             and origin in (id_, held.get("originId")))
+            if len(matches) == 1 and overwrite:
+                new_ids[key] = matches[0]
+                overwriting.add(key)
+            elif len(matches) == 1:
+                errors[key] = {"type": "conflict", "destinationId": matches[0]}
+            elif matches:
+                errors[key] = {"type": "ambiguous_conflict", "destinations": [{"id": id_} for id_ in matches]}
+        return new_ids, overwriting
 
     def _too_new(self, obj: dict) -> str:
         core = obj.get("coreMigrationVersion")
@@ -472,9 +535,20 @@ def _read_import_lines(data: bytes) -> List[dict]:
     return objects
 
 
-def _with_new_ids(obj: dict, new_ids: dict) -> dict:
-    references = [dict(ref, id=new_ids.get((ref["type"], ref["id"]), ref["id"])) for ref in obj.get("references") or ()]
-    return dict(obj, id=new_ids[(obj["type"], obj["id"])], references=references)
+def _with_new_ids(obj: dict, new_ids: dict, referred: dict, keep_origin: bool) -> dict:
+    """`obj` as Kibana writes it: under its new id, if it has one (with its origin kept, or reset
+    for a new copy), its references following the objects of the file that got new ids and
+    resolved to the objects of the space whose origin they name."""
+    targets = dict(referred)
+    targets.update(new_ids)
+    references = [dict(ref, id=targets.get((ref["type"], ref["id"]), ref["id"])) for ref in obj.get("references") or ()]
+    key = (obj["type"], obj["id"])
+    if key not in new_ids:
+        return dict(obj, references=references)
+    written = {name: value for name, value in obj.items() if name != "originId"}
+    if keep_origin:
+        written["originId"] = obj.get("originId") or obj["id"]
+    return dict(written, id=new_ids[key], references=references)
 
 
 class _KibanaHandler(QuietHandler):
