@@ -57,7 +57,7 @@ ICONS = {"index-pattern": "indexPatternApp", "visualization": "visualizeApp", "d
 MAX_IMPORT_EXPORT_SIZE = 10000
 # Types whose objects can be shared between spaces (namespaceType "multiple" or
 # "multiple-isolated" since 8.0): an id is unique across all spaces.
-MULTI_NAMESPACE_TYPES = ("dashboard", "index-pattern", "lens", "map", "search", "tag", "visualization")
+MULTI_NAMESPACE_TYPES = ("dashboard", "index-pattern", "lens", "map", "query", "search", "tag", "visualization")
 # Import errors that make Kibana write none of the file's objects (createSavedObjects skips its
 # bulkCreate when one is present): the UI resolves them with `_resolve_import_errors` first.
 RESOLVABLE_ERRORS = ("conflict", "ambiguous_conflict", "missing_references")
