@@ -100,7 +100,7 @@ class RealNode:
         return sorted(row["index"] for row in rows or [] if not row["index"].startswith("."))
 
     def wipe(self) -> None:
-        """Delete the indices, templates and hidden test indices a test made, by exact name."""
+        """Delete the indices, templates (legacy ones too) and hidden test indices a test made, by exact name."""
         status, rows = http_json("GET", self.url + "/_cat/indices?format=json&h=index&expand_wildcards=all")
         names = [row["index"] for row in rows or [] if not row["index"].startswith(".") or
                  row["index"].startswith(".kcing")]
@@ -110,6 +110,10 @@ class RealNode:
         for item in (found or {}).get("index_templates", []):
             if not item["name"].startswith("."):
                 http_json("DELETE", self.url + "/_index_template/" + item["name"])
+        status, legacy = http_json("GET", self.url + "/_template")
+        for name in legacy or {}:
+            if not name.startswith("."):
+                http_json("DELETE", self.url + "/_template/" + name)
 
     def stop(self, timeout: float = 30) -> None:
         """Close the node's stdin (it shuts down cleanly on EOF); kill it if it lingers."""

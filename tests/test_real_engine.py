@@ -120,6 +120,22 @@ def test_setup_es_with_user_templates_in_the_way_on_a_real_node(real_es, tmp_pat
     assert client.indices.get_mapping(index="log-2020.03.01")["log-2020.03.01"]["mappings"] == {}
 
 
+def test_setup_es_beside_a_legacy_template_says_so_in_one_log_line(real_es, tmp_path):
+    """A legacy template of the same patterns (the tool kcing replaces installed `_template`s):
+    the node installs kcing's composable template and answers with a `Warning` header. That is
+    one log line, as kcing's own warnings are, not Python's two-line warning with kcing's source."""
+    from tests.realnode import http_json
+    status, _ = http_json("PUT", real_es.url + "/_template/kernelci-build", {"index_patterns": ["build-*"],
+                                                                           "order": 0})
+    assert status == 200
+    done = kcing(["setup_es"], admin_environ(real_es, tmp_path), tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ElasticsearchWarning" not in done.stderr and "put_index_template" not in done.stderr, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if "kernelci-build" in line]
+    assert " WARNING " in line and "index template [kcing-build] has index patterns [build-*] matching patterns " \
+        "from existing older templates [kernelci-build]" in line, line
+
+
 # -- the feed end to end ---------------------------------------------------------------------------
 
 @pytest.fixture

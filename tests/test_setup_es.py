@@ -26,6 +26,7 @@ from tests.fakes.api_corpus import ApiCorpus
 from tests.fakes.api_data import checkout_tree
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.rogue_http import RogueFront, answer
+from tests.feedrun import clean_environ, kcing
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 SETUP_ARGS = {"--ilm": False, "--wait": None, "--drp-days": None}
@@ -227,6 +228,25 @@ def test_a_health_answer_that_is_not_json_is_waited_out_then_an_elasticsearch_er
     assert "was not ready (yellow or green) within 1s" in str(caught.value)
     assert "sent an unreadable answer while checking cluster health" in str(caught.value)
     assert not any(name.startswith("kcing-") for name in es.templates)
+
+
+def test_a_warning_header_from_elasticsearch_is_one_log_line(tmp_path, es):
+    """Elasticsearch adds a `Warning` header to some answers (a legacy template matching the
+    patterns of a template being installed, a deprecated parameter). The client turns it into a
+    Python warning, which Python prints as two lines quoting kcing's source: kcing logs it."""
+    text = ("index template [kcing-build] has index patterns [build-*] matching patterns from existing older "
+            "templates [kernelci-build] with patterns (kernelci-build => [build-*]); this template [kcing-build] "
+            "will take precedence during new index creation")
+    warned = answer(200, (("X-Elastic-Product", "Elasticsearch"), ("Content-Type", "application/json"),
+                          ("Warning", '299 Elasticsearch-8.15.3-0000000000000000000000000000000000000000 "%s"' % text)),
+                    b'{"acknowledged":true}')
+    with RogueFront(es.url) as front:
+        front.on("PUT", "/_index_template/kcing-build", warned)
+        done = kcing(["setup_es"], clean_environ(ES_HOST=front.url, ES_READY_TIMEOUT="5"), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "ElasticsearchWarning" not in done.stderr and "put_index_template" not in done.stderr, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if "kernelci-build" in line]
+    assert line.endswith(" WARNING kcing.admin.elastic: Elasticsearch warns: " + text), line
 
 
 def test_wait_until_ready_uses_the_clock_it_is_given(es):

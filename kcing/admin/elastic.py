@@ -6,6 +6,8 @@ whereas a 9.x client is refused by every Elasticsearch 8 (elk.md §4.1).
 from __future__ import annotations
 
 import logging
+import threading
+import warnings
 from contextlib import contextmanager
 from typing import Iterator, Optional
 from urllib.parse import urlsplit, urlunsplit
@@ -15,7 +17,7 @@ from elastic_transport import Urllib3HttpNode
 from elastic_transport.client_utils import DEFAULT
 from elasticsearch import (
     ApiError, AuthenticationException, AuthorizationException, ConnectionError, ConnectionTimeout,
-    Elasticsearch, SSLError, SerializationError, TransportError, UnsupportedProductError,
+    Elasticsearch, ElasticsearchWarning, SSLError, SerializationError, TransportError, UnsupportedProductError,
 )
 
 from kcing.errors import ConfigError, ElasticsearchError, KcingError
@@ -57,8 +59,37 @@ class _OverallDeadlineNode(Urllib3HttpNode):
             raise ConnectionTimeout("no whole answer within %s (ES_REQUEST_DEADLINE)" % seconds_text(limit)) from None
 
 
+_warnings_logged = threading.Lock()
+_logging_warnings = False
+
+
+def log_server_warnings() -> None:
+    """Log each `Warning` header Elasticsearch answers with as one warning line.
+
+    The client turns them into Python warnings (ElasticsearchWarning), which Python prints on
+    stderr as two lines quoting kcing's own source (`templates.py:283: ElasticsearchWarning:
+    ...` and the line of code). A node answers so, for instance, when a legacy template matches
+    the patterns of a template kcing installs. Other warnings are shown as Python shows them;
+    a warning repeated from one place is still shown once, as Python's default filter does."""
+    global _logging_warnings
+    with _warnings_logged:
+        if _logging_warnings:
+            return
+        shown_otherwise = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if isinstance(category, type) and issubclass(category, ElasticsearchWarning):
+                log.warning("Elasticsearch warns: %s", _one_line(str(message)))
+            else:
+                shown_otherwise(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        _logging_warnings = True
+
+
 def make_client(settings, request_timeout: float = REQUEST_TIMEOUT) -> Elasticsearch:
     """An Elasticsearch client for ES_HOST with the configured credentials and CA bundle."""
+    log_server_warnings()
     options = {
         "hosts": [client_url(settings.ES_HOST)],
         "node_class": type("OverallDeadlineNode", (_OverallDeadlineNode,),
