@@ -126,6 +126,25 @@ def test_security_answers_401_in_the_es_envelope():
 
 # -- health and readiness ------------------------------------------------------------------------
 
+def test_legacy_templates_are_kept_and_overlaps_warned_or_refused_as_a_node_does(es):
+    # The node's answers, read with a real 8.15.3 node (tests/test_real_engine.py compares them).
+    put = requests.put(es.url + "/_template/kernelci-build", json={"index_patterns": ["build-*"]}, timeout=5)
+    assert put.status_code == 200 and "Warning" not in put.headers
+    mine = requests.put(es.url + "/_index_template/mine", json={"index_patterns": ["build-2*"], "priority": 1},
+                        timeout=5)
+    assert mine.status_code == 200
+    assert mine.headers["Warning"].startswith('299 Elasticsearch-8.15.3-')
+    assert ('"index template [mine] has index patterns [build-2*] matching patterns from existing older templates '
+            '[kernelci-build] with patterns (kernelci-build => [build-*]); this template [mine] will take precedence '
+            'during new index creation"') in mine.headers["Warning"]
+    refused = requests.put(es.url + "/_template/late", json={"index_patterns": ["build-20*"]}, timeout=5)
+    assert refused.status_code == 400 and refused.json()["error"]["reason"].endswith(
+        "use composable templates (/_index_template) instead")
+    assert sorted(requests.get(es.url + "/_template", timeout=5).json()) == ["kernelci-build"]
+    assert requests.delete(es.url + "/_template/kernelci-build", timeout=5).status_code == 200
+    assert requests.delete(es.url + "/_template/kernelci-build", timeout=5).status_code == 404
+
+
 def test_health_is_green_without_replicas_and_yellow_with(es, client):
     assert client.cluster.health()["status"] == "green"
     es.seed_index("plain")  # no template: one replica, unassigned on one node

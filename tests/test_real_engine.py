@@ -443,6 +443,45 @@ def answers(client: Elasticsearch) -> list:
     seen.append(status(lambda: client.indices.delete(index="build-2020.01.02,nope-2020.01.01",
                                                      ignore_unavailable=True, expand_wildcards="none")))
     seen += index_state_answers(client)
+    seen += legacy_template_answers(client)
+    return seen
+
+
+def legacy_template_answers(client: Elasticsearch) -> list:
+    """A legacy `_template` beside kcing's composable ones: accepted, listed, and the Warning
+    header each of the two puts gets when their patterns overlap."""
+    import warnings
+    from elasticsearch import BadRequestError, ElasticsearchWarning, NotFoundError
+    from kcing.admin.templates import templates_for
+
+    def warned(call) -> list:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        return [str(item.message) for item in caught if issubclass(item.category, ElasticsearchWarning)]
+
+    def refused(call):
+        try:
+            call()
+        except BadRequestError as error:
+            return error.meta.status, error.body["error"]["type"], error.body["error"]["reason"]
+
+    # Beside kcing's composable template, a legacy one of overlapping patterns is refused.
+    seen = [refused(lambda: client.indices.put_template(name="kernelci-boot", index_patterns=["boot-2*"]))]
+    client.indices.delete_index_template(name="kcing-boot")
+    # Before it, it is accepted, and kcing's is then installed with a warning.
+    seen.append(warned(lambda: client.indices.put_template(name="kernelci-boot", index_patterns=["boot-*"], order=1)))
+    seen.append(warned(lambda: client.indices.put_index_template(name="kcing-boot",
+                                                                body=templates_for(None)["kcing-boot"])))
+    seen.append(warned(lambda: client.indices.put_template(name="elsewhere", index_patterns=["other-*"])))
+    seen.append(sorted(client.indices.get_template().body))
+    seen.append(client.indices.get_template(name="kernelci-boot")["kernelci-boot"]["index_patterns"])
+    seen.append(client.indices.delete_template(name="kernelci-boot").body)
+    try:
+        client.indices.delete_template(name="kernelci-boot")
+    except NotFoundError as error:
+        seen.append((error.meta.status, error.body["error"]["type"]))
+    client.indices.delete_template(name="elsewhere")
     return seen
 
 

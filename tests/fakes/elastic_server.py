@@ -9,6 +9,10 @@ refuses wildcard deletes (`action.destructive_requires_name`), and type-checks d
 the mapping their index got from the matching template.
 
 Routes: `GET|HEAD /`, `GET /_cluster/health`, `PUT|POST|GET|HEAD|DELETE /_index_template/<name>`,
+`PUT|POST|GET|DELETE /_template/<name>` (legacy templates: kept; a composable template whose
+patterns overlap one is answered with the node's `Warning` header, and a legacy template whose
+patterns overlap a composable one is refused, as the node does; they are never applied to a new
+index, where a node applies them when no composable template matches),
 `PUT|GET|DELETE /_ilm/policy/<name>`, `GET /_cat/indices[/<expr>]`, `PUT|GET|HEAD|DELETE /<index>`,
 `POST|PUT /[<index>/]_bulk` (index, create, delete), `GET|POST /[<index>/]_mget` (with or without `_source`),
 `GET|POST /[<index>/]_count` (match_all, term, terms, ids, exists, bool); closed indices, blocks,
@@ -125,6 +129,7 @@ INDEX_SETTINGS = {
 }
 TEMPLATE_FIELDS = {"index_patterns", "template", "composed_of", "priority", "version", "_meta", "data_stream",
                    "allow_auto_create", "ignore_missing_component_templates", "deprecated"}
+LEGACY_TEMPLATE_FIELDS = {"index_patterns", "order", "version", "settings", "mappings", "aliases"}
 ILM_ACTIONS = {
     "hot": {"rollover", "set_priority", "unfollow", "readonly", "shrink", "forcemerge", "searchable_snapshot",
             "downsample"},
@@ -150,6 +155,9 @@ ROUTE_PARAMS = {
                "wait_for_no_initializing_shards", "expand_wildcards"},
     "put_template": {"create", "master_timeout", "cause"},
     "get_template": {"flat_settings", "local", "master_timeout", "include_defaults"},
+    "put_legacy_template": {"create", "master_timeout", "order", "cause"},
+    "get_legacy_template": {"flat_settings", "local", "master_timeout"},
+    "delete_legacy_template": {"master_timeout", "timeout"},
     "delete_template": {"master_timeout", "timeout"},
     "put_policy": {"master_timeout", "timeout"},
     "get_policy": {"master_timeout", "timeout"},
@@ -714,6 +722,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         self.clock = clock
         self.requests: LockedList = LockedList()
         self.templates: Dict[str, dict] = copy.deepcopy(BUILTIN_TEMPLATES) if builtin_templates else {}
+        self.legacy_templates: Dict[str, dict] = {}
         self.policies: Dict[str, dict] = {}
         self.indices: Dict[str, Index] = {}
         self.aliases: Dict[str, List[str]] = {}
@@ -882,6 +891,14 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         if head == "_index_template" and len(s) == 1:
             allowed("GET")
             return "get_template", self._get_templates, ("*", method)
+        if head == "_template" and len(s) <= 2:
+            allowed(*(("PUT", "POST", "GET", "DELETE") if len(s) == 2 else ("GET",)))
+            name = s[1] if len(s) == 2 else "*"
+            if method in ("PUT", "POST"):
+                return "put_legacy_template", self._put_legacy_template, (name,)
+            if method == "DELETE":
+                return "delete_legacy_template", self._delete_legacy_template, (name,)
+            return "get_legacy_template", self._get_legacy_templates, (name,)
         if head == "_ilm" and s[1:2] == ["policy"] and len(s) <= 3:
             name = s[2] if len(s) == 3 else None
             allowed(*(("PUT", "GET", "DELETE") if name else ("GET",)))
@@ -991,6 +1008,68 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             if not stored["template"]:
                 del stored["template"]
             self.templates[name] = stored
+            older = self._overlapping(self.legacy_templates, patterns)
+        warned = ()
+        if older:
+            warned = (self._warning(
+                "index template [%s] has index patterns %s matching patterns from existing older templates [%s] with "
+                "patterns (%s); this template [%s] will take precedence during new index creation"
+                % (name, _list(patterns), ",".join(older), ",".join("%s => %s" % (other, _list(theirs))
+                                                                    for other, theirs in older.items()), name)),)
+        return _Answer(200, {"acknowledged": True}, warned)
+
+    @staticmethod
+    def _overlapping(templates: Dict[str, dict], patterns: List[str]) -> Dict[str, List[str]]:
+        """{name: its patterns} of the `templates` whose patterns overlap `patterns`."""
+        return {other: spec["index_patterns"] for other, spec in sorted(templates.items())
+                if any(globs_overlap(mine, theirs) for mine in patterns for theirs in spec["index_patterns"])}
+
+    def _warning(self, text: str) -> Tuple[str, str]:
+        """The `Warning` header a node adds to an answer (RFC 7234 code 299, agent, quoted text)."""
+        quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+        return "Warning", '299 Elasticsearch-%s-%s "%s"' % (self.version, "0" * 40, quoted)
+
+    # -- legacy templates (`_template`): kept, listed and warned about as a node does; never
+    # applied to a new index.
+
+    def _put_legacy_template(self, name: str, query, headers, body) -> _Answer:
+        spec = self._json_body(headers, body, required=True)
+        unknown = sorted(set(spec) - LEGACY_TEMPLATE_FIELDS)
+        if unknown:
+            raise bad_request("unknown key [%s] in the template " % unknown[0])
+        patterns = spec.get("index_patterns")
+        patterns = [patterns] if isinstance(patterns, str) else patterns
+        if not patterns or not all(isinstance(p, str) and p for p in patterns):
+            raise bad_request("Validation Failed: 1: index patterns are missing;", "action_request_validation_exception")
+        with self._lock:
+            if _json_bool(query.get("create"), "create") and name in self.legacy_templates:
+                raise bad_request("index_template [%s] already exists" % name)
+            newer = self._overlapping(self.templates, patterns)
+            if newer:
+                raise bad_request(
+                    "legacy template [%s] has index patterns %s matching patterns from existing composable templates "
+                    "[%s] with patterns (%s), use composable templates (/_index_template) instead"
+                    % (name, _list(patterns), ",".join(newer),
+                       ",".join("%s => %s" % (other, _list(theirs)) for other, theirs in newer.items())))
+            self.legacy_templates[name] = {"order": spec.get("order", 0), "index_patterns": patterns,
+                                           "settings": nested_settings(normalize_settings(spec.get("settings"))),
+                                           "mappings": copy.deepcopy(spec.get("mappings") or {}),
+                                           "aliases": copy.deepcopy(spec.get("aliases") or {})}
+        return _Answer(200, {"acknowledged": True})
+
+    def _get_legacy_templates(self, pattern: str, query, headers, body) -> _Answer:
+        with self._lock:
+            found = {name: copy.deepcopy(spec) for name, spec in sorted(self.legacy_templates.items())
+                     if any(fnmatch.fnmatchcase(name, part) for part in pattern.split(","))}
+        return _Answer(200 if found or "*" in pattern else 404, found)
+
+    def _delete_legacy_template(self, pattern: str, query, headers, body) -> _Answer:
+        with self._lock:
+            matched = [name for name in self.legacy_templates if fnmatch.fnmatchcase(name, pattern)]
+            if not matched:
+                raise EsError(404, "index_template_missing_exception", "index_template [%s] missing" % pattern)
+            for name in matched:
+                del self.legacy_templates[name]
         return _Answer(200, {"acknowledged": True})
 
     def _check_overlap(self, name: str, patterns: List[str], priority: int) -> None:
