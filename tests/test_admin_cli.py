@@ -57,6 +57,18 @@ def test_drp_days_must_be_a_number(tmp_path, es):
     assert done.returncode == 2 and "DRP_DAYS" in done.stderr
 
 
+@pytest.mark.parametrize("password", ["pässwörd-for-kibana", "密码-for-kibana"], ids=["latin-1", "beyond-latin-1"])
+def test_a_kibana_password_beyond_ascii_is_sent_in_utf8(tmp_path, password):
+    """Kibana decodes basic credentials as UTF-8 (and passes them on to Elasticsearch, which
+    does too): sent as latin-1 the right password was refused with 401, or could not be sent."""
+    with KibanaEmulator(user="kcing", password=password) as kibana:
+        env = clean_environ(KB_URL=kibana.url, KB_USER="kcing", KB_PASSWORD=password)
+        exported = kcing(["backup_kbn", "--kibana-dir", str(tmp_path / "kibana"), "--wait", "5", "--dry-run"], env,
+                         tmp_path)
+        assert exported.returncode == 0, exported.stderr
+        assert [record.status for record in kibana.requests] == [200, 200]
+
+
 def test_backup_then_setup_kbn_round_trip_with_auth(tmp_path):
     kibana_dir = tmp_path / "kibana"
     kibana_dir.mkdir()

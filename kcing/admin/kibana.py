@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, T
 import requests
 
 from kcing.errors import ConfigError, KcingError
+from kcing.transport import basic_auth
 from kcing.http import seconds_text, socks_unsupported
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline as overall_deadline
@@ -353,6 +354,18 @@ def unreachable_reason(error: requests.RequestException) -> str:
 
 # -- client ----------------------------------------------------------------------------------
 
+class Utf8BasicAuth(requests.auth.AuthBase):
+    """Basic auth with the name and password in UTF-8, as Kibana (and Elasticsearch behind it)
+    decodes them. requests encodes them as latin-1: a password such as "pässwort" was refused
+    with 401, and one latin-1 cannot encode at all ended kcing with an internal error."""
+
+    def __init__(self, user: str, password: str):
+        self.header = basic_auth(user, password)
+
+    def __call__(self, request):
+        request.headers["Authorization"] = self.header
+        return request
+
 class KibanaClient:
     """Status, export and import against one Kibana space. Credentials never reach a log line."""
 
@@ -362,6 +375,7 @@ class KibanaClient:
         self.url = url.rstrip("/")
         self.space = check_space(space)
         self.auth = auth
+        self._auth = Utf8BasicAuth(*auth) if auth else None
         self.timeout = timeout
         self.deadline = deadline
 
@@ -380,7 +394,7 @@ class KibanaClient:
             timeout = tuple(min(part, within) for part in timeout) if isinstance(timeout, tuple) else min(timeout, within)
         try:
             with overall_deadline(deadline):
-                response = self.session.request(method, url, auth=self.auth, timeout=timeout, **kwargs)
+                response = self.session.request(method, url, auth=self._auth, timeout=timeout, **kwargs)
         except Overdue:
             if deadline < self.deadline:  # the caller's limit, which its own message names
                 raise KibanaUnavailable("Kibana at %s sent no whole answer to %s" % (self.url, action)) from None
