@@ -16,10 +16,10 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, T
 import requests
 
 from kcing.errors import ConfigError, KcingError
-from kcing.transport import basic_auth
 from kcing.http import seconds_text, socks_unsupported
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline as overall_deadline
+from kcing.transport import basic_auth
 from kcing.waiting import COUNTDOWN_EVERY, WaitReport
 
 log = logging.getLogger(__name__)
@@ -365,6 +365,7 @@ class Utf8BasicAuth(requests.auth.AuthBase):
     def __call__(self, request):
         request.headers["Authorization"] = self.header
         return request
+
 
 class KibanaClient:
     """Status, export and import against one Kibana space. Credentials never reach a log line."""
