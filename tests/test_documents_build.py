@@ -285,6 +285,26 @@ def test_a_bmeta_json_in_kernelci_cores_own_shape():
     assert body["vmlinux_file_size"] == 573708760
 
 
+def test_a_bmeta_json_of_the_first_nested_form_keeps_its_verbose_describe():
+    # kernelci-core's first nested bmeta.json (its RevisionData step, late 2020) wrote the verbose
+    # describe as `describe_v`; kernelci-backend's reader and later files say `describe_verbose`.
+    bmeta = {
+        "build": {"duration": 511.84, "status": "PASS"},
+        "environment": {"arch": "arm64", "compiler": "gcc", "name": "gcc-8"},
+        "kernel": {"defconfig": "defconfig", "defconfig_full": "defconfig", "image": "Image"},
+        "revision": {"tree": "next", "url": "https://git.kernel.org/pub/scm/linux/kernel/git/next/linux-next.git",
+                     "branch": "master", "describe": "next-20201119", "describe_v": "v5.10-rc4-5866-gf8550c0d35df",
+                     "commit": "f8550c0d35df3d027724b250a8c5888dfb2fa749"},
+    }
+    (document,) = documents_for(BUILD, json.dumps(bmeta).encode(), LISTED)
+    assert (document.body["git_describe"], document.body["git_describe_v"]) == \
+        ("next-20201119", "v5.10-rc4-5866-gf8550c0d35df")
+    # Where both are there, the later name wins, as for build.json's two spellings.
+    bmeta["revision"]["describe_verbose"] = "v5.10-rc4-5866-gf8550c0d35df3"
+    (document,) = documents_for(BUILD, json.dumps(bmeta).encode(), LISTED)
+    assert document.body["git_describe_v"] == "v5.10-rc4-5866-gf8550c0d35df3"
+
+
 @pytest.mark.parametrize("content, reason", [
     pytest.param({"revision": {"tree": "next"}}, "bmeta.json lacks environment.arch, revision.describe, "
                  "kernel.defconfig_full", id="bmeta-missing-fields"),

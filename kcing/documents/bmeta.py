@@ -2,9 +2,10 @@
 -> the same fields a flat `build.json` gives.
 
 Its sections (`build`, `environment`, `kernel`, `revision`) hold what build.json held at the top
-level, under other names; `BMETA_KEYS` maps each build document field to its place. What only
-the companion files `steps.json` and `artifacts.json` say (the build log's name, the dtb
-directory, modules, thread count) is left out.
+level, under other names; `BMETA_KEYS` maps each build document field to its place (the verbose
+describe was first written `revision.describe_v`, later `revision.describe_verbose`: both are
+read). What only the companion files `steps.json` and `artifacts.json` say (the build log's
+name, the dtb directory, modules, thread count) is left out.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from kcing.documents.fields import BUILD
 from kcing.documents.typed import READERS, typed_fields
 
 SECTIONS = ("build", "environment", "kernel", "revision")
+# The verbose describe's name in the first nested bmeta.json files kernelci-core wrote (its
+# RevisionData step, late 2020), before it became `describe_verbose` (the backend's reader).
+REVISION_DESCRIBE_V = "describe_v"
 
 # Build document field <- (section, key) in bmeta.json.
 BMETA_KEYS = {
@@ -23,7 +27,7 @@ BMETA_KEYS = {
     "git_commit": ("revision", "commit"),
     "git_describe": ("revision", "describe"),
     "kernel": ("revision", "describe"),  # what the backend stored as `kernel`
-    "git_describe_v": ("revision", "describe_verbose"),
+    "git_describe_v": ("revision", "describe_verbose"),  # else REVISION_DESCRIBE_V
     "git_url": ("revision", "url"),
     "arch": ("environment", "arch"),
     "build_environment": ("environment", "name"),
@@ -54,6 +58,7 @@ def bmeta_fields(record: Mapping[str, Any]) -> Dict[str, Any]:
     """Build document fields from a bmeta.json, typed as `fields.BUILD` declares them."""
     sections = {name: _section(record, name) for name in SECTIONS}
     fields = {name: READERS[BUILD[name]](sections[section].get(key)) for name, (section, key) in BMETA_KEYS.items()}
+    fields["git_describe_v"] = fields["git_describe_v"] or as_keyword(sections["revision"].get(REVISION_DESCRIBE_V))
     fields.update(typed_fields({"build_platform": _uname(sections["environment"])}, BUILD, ("build_platform",)))
     fragments = sections["kernel"].get("fragments")
     if isinstance(fragments, list):
