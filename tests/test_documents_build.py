@@ -305,6 +305,19 @@ def test_a_bmeta_json_of_the_first_nested_form_keeps_its_verbose_describe():
     assert document.body["git_describe_v"] == "v5.10-rc4-5866-gf8550c0d35df3"
 
 
+def test_a_flat_bmeta_json_is_read_as_a_build_json():
+    # Before the nested form, kernelci-core's install_kernel (2020) wrote the flat build.json
+    # fields into bmeta.json (`status`, `git_describe_v`, a `kselftests` tarball name) and
+    # uploaded no build.json beside it.
+    flat = dict(SPEC_BUILD, status="FAIL", kselftests="kselftest.tar.xz", kconfig_fragments="frag.config")
+    del flat["build_result"]
+    (document,) = documents_for(BUILD, json.dumps(flat).encode(), LISTED)
+    assert document.doc_id == build_doc().doc_id
+    assert (document.body["build_result"], document.body["git_describe_v"], document.body["kconfig_fragments"]) == \
+        ("FAIL", "next-20190531", "frag.config")
+    assert "kselftests" not in document.body and field_problems("build", document.body) == []
+
+
 @pytest.mark.parametrize("content, reason", [
     pytest.param({"revision": {"tree": "next"}}, "bmeta.json lacks environment.arch, revision.describe, "
                  "kernel.defconfig_full", id="bmeta-missing-fields"),
