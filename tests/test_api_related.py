@@ -168,3 +168,24 @@ def test_jobs_kept_as_heads_are_extracted_once_and_only_when_looked_up():
     related.keep_heads([(CASE, SimpleNamespace(node=TEST))])
     assert related.node(JOB) == related_node(ROOT) and api.asked == []
     assert related.node(SUB) is None and api.asked == [SUB]  # forgotten, asked for
+
+
+def test_a_job_the_api_names_by_its_older_id_field_is_named_in_its_tests_documents():
+    # Before 2023 the API named a node's id `_id` (its listing is read so too, sources/api.py):
+    # the job a test ran in is found all the same, and the test's documents name it.
+    import json
+    from datetime import datetime, timezone
+
+    from kcing.documents import documents_for
+
+    def older(item):
+        return dict({key: value for key, value in item.items() if key != "id"}, _id=item["id"].upper())
+
+    api = Api()
+    api.nodes = {JOB: older(ROOT), SUB: older(SUITE)}
+    job = RelatedNodes(api).job_of(TEST)
+    assert job["id"] == JOB
+    assert related_node(older(ROOT)) == related_node(ROOT)
+    (document,) = documents_for("test", json.dumps({"node": TEST, "job_node": job}).encode(),
+                                datetime(2024, 10, 16, tzinfo=timezone.utc))
+    assert (document.body["kernelci_api"]["job_node_id"], document.body["lava_job_id"]) == (JOB, 42)

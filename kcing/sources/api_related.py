@@ -19,7 +19,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Set, Tuple
 
 from kcing.errors import UpstreamError
-from kcing.objectid import is_object_id
+from kcing.objectid import is_object_id, node_id as _node_id
 from kcing.records import JOB, REGRESSION, TEST
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ Fetch = Callable[[str], Optional[Mapping[str, Any]]]
 def related_node(node: Mapping[str, Any]) -> dict:
     """What other nodes' documents use of `node`."""
     extract = {name: node.get(name) for name in RELATED_FIELDS}
+    # The id as the documents read it (objectid.node_id): `id`, or `_id` as the API named it
+    # before 2023, whose nodes the listing reads too.
+    extract["id"] = _node_id(node)
     data = node.get("data") if isinstance(node.get("data"), dict) else {}
     extract["data"] = {name: data[name] for name in RELATED_DATA if data.get(name) is not None}
     revision = extract["data"].get("kernel_revision")

@@ -19,6 +19,7 @@ from typing import Any, List, Optional, Tuple
 
 import msgspec
 
+from kcing.objectid import node_id
 from kcing.sources.api_related import RELATED_DATA, RELATED_FIELDS, REVISION_FIELDS
 
 # A field absent from the item (as opposed to present with the value null).
@@ -106,8 +107,7 @@ def _decoded(response, decoder):
 def job_extract(job) -> dict:
     """What api_related.related_node makes of the whole job, from its head (`JobHead`)."""
     extract = {name: getattr(job, name) for name in RELATED_FIELDS}
-    if extract["id"] is ABSENT:
-        extract["id"] = None
+    extract["id"] = node_id({"id": job.node_id})  # as related_node reads it: `id`, else `_id`
     related = {}
     data = job.data
     if data is not None:
