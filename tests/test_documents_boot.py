@@ -138,3 +138,24 @@ def test_a_report_without_a_lab_takes_the_listed_lab():
     assert document.doc_id == boot_doc().doc_id  # the same report naming its lab: the same document
     with pytest.raises(RejectedInput, match="lacks lab_name"):
         documents_for(BOOT, json.dumps(report).encode(), LISTED)
+
+
+def test_a_lava_labs_boot_report_read_as_its_lava_object_gives_the_boot_reports_document():
+    # A LAVA lab's boot from before the backend stored LAVA callbacks (2017-12-21) has its boot
+    # report alone: the legacy source fetches that for the boot's lava object.
+    report = json.dumps(dict(SPEC_REPORT, lab_name=None), indent="  ").encode("utf-8")
+    (as_lava,) = documents_for("lava", report, LISTED, listed_lab="lab-collabora")
+    (as_boot,) = documents_for(BOOT, report, LISTED, listed_lab="lab-collabora")
+    assert (as_lava.kind, as_lava.index, as_lava.doc_id, as_lava.body) == \
+        (as_boot.kind, as_boot.index, as_boot.doc_id, as_boot.body)
+    assert as_lava.body["lab_name"] == "lab-collabora"
+
+
+@pytest.mark.parametrize("callback, reason", [
+    pytest.param({"id": 370874, "status": 2}, "LAVA job 370874 has no definition text", id="no-definition"),
+    pytest.param({"id": 370874, "definition": "device_type: x\n", "board": "x", "boot_result": "PASS"},
+                 "definition has no metadata mapping", id="a-callback-with-report-keys-stays-a-callback"),
+])
+def test_a_lava_callback_is_never_read_as_a_boot_report(callback, reason):
+    with pytest.raises(RejectedInput, match=reason):
+        documents_for("lava", json.dumps(callback).encode(), LISTED, listed_lab="lab-collabora")

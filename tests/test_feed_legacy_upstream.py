@@ -15,7 +15,9 @@ from datetime import date
 
 import pytest
 
-from tests.fakes.legacy_data import at, boot_item, boot_path, build_item, build_json, lava_json, small_corpus
+from tests.fakes.legacy_data import (
+    at, boot_item, boot_json, boot_path, build_item, build_json, lava_json, small_corpus,
+)
 from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica
 from tests.fakes.serving import ManualClock
 from tests.feedrun import feed_environ, kcing, ledger_states
@@ -237,3 +239,31 @@ def test_a_boot_listing_that_keeps_failing_still_delivers_the_builds_listed_befo
     stopped = [line for line in result.stderr.splitlines() if "run stopped" in line]
     assert len(stopped) == 1 and "/_ajax/boot" in stopped[0] and "500" in stopped[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- a LAVA lab's boot stored before the backend kept LAVA callbacks ------------------------------
+
+def test_a_boot_whose_lab_directory_holds_only_its_boot_report_is_delivered_from_it(logstash, tmp_path):
+    """The backend stored each LAVA callback as lava-json-<board>.json from 2017-12-21 on; a boot
+    of a lab listed as a LAVA lab from before then (or one that reported with lava-ci's own
+    boot report) has only the boot-<board>.json every lab's boot got until 2020-07."""
+    corpus = LegacyCorpus()
+    build = build_item("next", "next-20190531", "arm", "multi_v7_defconfig", at(TODAY, 0, 1))
+    corpus.add_build(build, build_json(build))
+    boot = boot_item(build, "lab-collabora", "rk3288-veyron-jaq", at(TODAY, 0, 2), status="FAIL")
+    report = corpus.add_boot(boot, boot_path(boot, lava=False), boot_json(boot))
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        result = kcing(["feed_es"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
+        assert replica.storage.get_count(boot_path(boot)) == 1  # lava-json first, as for any LAVA lab
+        assert replica.storage.get_count(report) == 1
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
+    [body] = [body for (index, _), body in logstash.store.items() if index == "boot-2019.05.31"]
+    assert (body["lab_name"], body["board"], body["boot_result"], body["boot_time"]) == \
+        ("lab-collabora", "rk3288-veyron-jaq", "fail", 7.62)
+    # The same document, id and index as the report read as one (feed_es --boots).
+    from kcing.documents import documents_for
+    (expected,) = documents_for("boot", boot_json(boot), at(TODAY, 0, 2))
+    stored = {name: value for name, value in logstash.store[(expected.index, expected.doc_id)].items()
+              if name != "@version"}  # Logstash's own
+    assert stored == dict(expected.body, **{"@timestamp": expected.timestamp})

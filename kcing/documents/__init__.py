@@ -13,7 +13,7 @@ import re
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from kcing.documents.boot import boot_report_documents
+from kcing.documents.boot import boot_report_documents, is_boot_report
 from kcing.documents.build import build_documents
 from kcing.documents.lava import LogLines, lava_documents, lava_parts
 from kcing.documents.nodes import node_documents, node_parts
@@ -70,7 +70,11 @@ def parts_for(kind: str, content: bytes, created: Optional[datetime] = None,
         raise ValueError("unknown object kind %r" % (kind,)) from None
     record = json_object(content)
     lines = None
-    if kind == LAVA:
+    if kind == LAVA and is_boot_report(record):
+        # A LAVA lab's boot from before the backend stored LAVA callbacks: its boot report
+        # (sources/legacy.py fetches it where the lava-json file is missing).
+        documents = boot_report_documents(record, created, listed_lab)
+    elif kind == LAVA:
         documents, lines = lava_parts(record, created, listed_lab)
     elif kind in PARTS_BUILDERS:
         documents, lines = PARTS_BUILDERS[kind](record, created)

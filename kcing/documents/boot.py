@@ -1,5 +1,9 @@
 """A `boot-<board>.json` report from a lab without LAVA (until 2020-07) -> one `boot` document.
 
+A LAVA lab's boot from before the backend stored LAVA callbacks (2017-12-21) has only its boot
+report too: the legacy source fetches that for the boot's lava object, and `documents_for`
+reads it here (`is_boot_report`), to the same document a boot report gives.
+
 Needed: `lab_name`, `board`, `job`, `kernel`, `arch` and a defconfig (`defconfig_full`, else
 `defconfig`), plus the listing date, since the report carries no date of its own.
 
@@ -34,6 +38,15 @@ REPORT_FIELDS = (
     "endian", "fastboot", "initrd", "initrd_addr", "kernel_image", "loadaddr", "version",
 )
 REQUIRED = ("lab_name", "board", "job", "kernel", "arch", "defconfig_full")
+# Keys only a boot report has at its top level: a LAVA callback names its board and outcome in
+# its job `definition` and `results`, which a boot report never has.
+REPORT_ONLY_KEYS = ("board", "boot_result")
+
+
+def is_boot_report(record: Mapping[str, Any]) -> bool:
+    """Whether `record` is a boot report rather than a LAVA callback (which always carries its
+    job `definition`, even with LAVA's smallest notify dataset)."""
+    return "definition" not in record and any(key in record for key in REPORT_ONLY_KEYS)
 
 
 def boot_report_documents(report: Mapping[str, Any], created: Optional[datetime],

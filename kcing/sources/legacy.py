@@ -4,7 +4,8 @@ The only module that knows the legacy URLs and storage layout:
 
 - builds:  <storage>/<file_server_resource>/build.json, or bmeta.json alone (from 2021-04)
 - boots:   <storage>/<file_server_resource>/<lab>/lava-json-<board>.json  (LAVA labs)
-           <storage>/<file_server_resource>/<lab>/boot-<board>.json       (labs without LAVA)
+           <storage>/<file_server_resource>/<lab>/boot-<board>.json       (labs without LAVA, and
+           a LAVA lab's boot whose directory holds no lava-json file: one from before 2017-12-21)
 """
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ LISTING_FIELDS = ("_id", "created_on", "file_server_resource", "lab_name", "boar
                   "kernel", "arch", "defconfig_full", "build_environment")
 BUILD_FILE = "build.json"  # until 2021-04
 BMETA_FILE = "bmeta.json"  # from 2020-09; alone from 2021-04
+# A LAVA lab's boot file: the callback, stored from 2017-12-21 on; before, and until 2020-07, every
+# lab's boot had the boot report the backend wrote (upstream.md §1.2, §1.6).
+LAVA_FILE_PREFIX = "lava-json-"
+BOOT_FILE_PREFIX = "boot-"
 RESOURCE_FALLBACK = ("job", "git_branch", "kernel", "arch", "defconfig_full", "build_environment")
 # A lab's file in a build's storage directory: `<lab>/lava-json-<board>.json`, `<lab>/boot-<board>.json`.
 LAB_FILE = re.compile(r"^(?:lava-json|boot)-.+\.json$")
@@ -74,15 +79,15 @@ class LegacyKernelCI:
         yield from self._list("boot", known)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
-        """The object's file; for a build whose directory has no build.json, its bmeta.json."""
+        """The object's file; for a build whose directory has no build.json, its bmeta.json; for a
+        LAVA lab's boot whose directory has no lava-json file, its boot report."""
         response = self.requester.get(obj.url)
-        if response.status_code == 404 and obj.kind == BUILD and obj.url.endswith("/" + BUILD_FILE):
-            # From 2021-04 a build's storage directory held bmeta.json alone (upstream.md §1.2).
-            fallback = obj.url[:-len(BUILD_FILE)] + BMETA_FILE
+        fallback = _fallback_url(obj) if response.status_code == 404 else None
+        if fallback is not None:
             response = self.requester.get(fallback)
             if response.status_code != 200:
-                raise UpstreamError("GET %s answered 404, and %s answered %d" % (obj.url, BMETA_FILE,
-                                                                                response.status_code))
+                raise UpstreamError("GET %s answered 404, and %s answered %d" % (
+                    obj.url, fallback.rsplit("/", 1)[-1], response.status_code))
         if response.status_code != 200:
             raise UpstreamError("GET %s answered %d" % (obj.url, response.status_code))
         return response.content
@@ -320,6 +325,19 @@ class LegacyKernelCI:
             if not isinstance(segment, str):  # before the cache, which needs hashable keys
                 raise ValueError("storage path segment is not a string: %r" % (segment,))
         return self.storage_url + "/" + "/".join(_url_segment(segment) for segment in segments)
+
+
+def _fallback_url(obj: UpstreamObject) -> Optional[str]:
+    """Where else an object's file is when its URL answered 404: a build's bmeta.json (its
+    directory held that alone from 2021-04), a LAVA lab's boot report (the backend stored LAVA
+    callbacks from 2017-12-21 on; a boot from before has its boot-<board>.json alone). None for
+    other objects."""
+    directory, _, name = obj.url.rpartition("/")
+    if obj.kind == BUILD and name == BUILD_FILE:
+        return "%s/%s" % (directory, BMETA_FILE)
+    if obj.kind == LAVA and name.startswith(LAVA_FILE_PREFIX):
+        return "%s/%s%s" % (directory, BOOT_FILE_PREFIX, name[len(LAVA_FILE_PREFIX):])
+    return None
 
 
 def lab_in_storage_path(url) -> Optional[str]:
