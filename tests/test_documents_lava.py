@@ -713,3 +713,22 @@ def test_a_callback_naming_no_lab_anywhere_is_refused(listed_lab):
     raw = encode(without_any_lab(real_callback(RAW_QEMU)))
     with pytest.raises(RejectedInput, match="LAVA job 577 names no lab"):
         documents_for(LAVA, raw, LISTED, listed_lab)
+
+
+def test_a_raw_callback_sent_by_a_notify_callbacks_list_names_its_lab():
+    # LAVA takes `notify: {callbacks: [...]}` (a list, one callback per entry) beside the single
+    # `callback:` KernelCI's templates used; the callback whose URL names a lab names the job's.
+    callback = real_callback(RAW_QEMU)
+    single = "  callback: {content-type: json, dataset: all, method: POST, token: mgalka-local-callback,\n"
+    assert single in callback["definition"]
+    callback["definition"] = callback["definition"].replace(
+        single, "  callbacks:\n  - {url: 'https://example.invalid/hook', method: POST}\n"
+                "  - {content-type: json, dataset: all, method: POST, token: mgalka-local-callback,\n")
+    import yaml
+    notify = yaml.safe_load(callback["definition"])["notify"]
+    assert "callback" not in notify and len(notify["callbacks"]) == 2
+    raw = encode(callback)
+    assert {doc.body["lab_name"] for doc in documents_for(LAVA, raw, LISTED)} == {"mgalka-lava-local"}
+    # The same documents and ids as the job's body sent by a single callback.
+    assert [(doc.index, doc.doc_id) for doc in documents_for(LAVA, raw, LISTED)] == \
+        [(doc.index, doc.doc_id) for doc in documents(RAW_QEMU)]

@@ -102,13 +102,21 @@ def _defconfigs(metadata: Mapping[str, Any]) -> dict:
 
 
 def _lab_from_notify_url(definition: Mapping[str, Any]) -> Optional[str]:
-    """The lab the callback was addressed to: `?lab_name=` in `notify.callback.url`.
+    """The lab the callback was addressed to: `?lab_name=` in `notify.callback.url`, or in the
+    URL of the first of `notify.callbacks` (LAVA's list of callbacks) that names one.
 
     The raw callback body has no `lab_name` (the backend added it when storing the file, from
     this very query parameter).
     """
     notify = definition.get("notify")
-    callback = notify.get("callback") if isinstance(notify, dict) else None
+    if not isinstance(notify, dict):
+        return None
+    listed = notify.get("callbacks")
+    callbacks = [notify.get("callback")] + (listed if isinstance(listed, list) else [])
+    return next((lab for lab in map(_lab_of_callback, callbacks) if lab is not None), None)
+
+
+def _lab_of_callback(callback: Any) -> Optional[str]:
     url = callback.get("url") if isinstance(callback, dict) else None
     if not isinstance(url, str):
         return None
