@@ -152,11 +152,16 @@ def parse_command(name: str, argv: List[str]) -> Optional[dict]:
         # `--output ""` would otherwise read as no --output at all, and post to Logstash.
         if flag.startswith("-") and isinstance(value, str) and not value.strip() and flag not in MAY_BE_EMPTY:
             raise UsageError("%s needs a value, not an empty one" % flag)
+        if flag in PATH_OPTIONS and isinstance(value, str):
+            # `--output=~/out` in a crontab: cron's sh expands no `~` after an `=`.
+            parsed[flag] = settings_module.home_expanded(value)
     return parsed
 
 
 # Options whose empty value means something: the Kibana space, where empty is the default space.
 MAY_BE_EMPTY = frozenset(("--space",))
+# Options naming a file or directory (--db and --samples-dir are settings, which expand `~` too).
+PATH_OPTIONS = frozenset(("--output", "--metrics", "--kibana-dir", "--log-file"))
 
 
 def _fits(name: str, usage: str, argv: List[str]) -> Optional[dict]:

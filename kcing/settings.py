@@ -63,7 +63,20 @@ def _path(value: Any) -> str:
     text = _text(value)
     if not text:
         raise ValueError("expected a file or directory name, not an empty one")
-    return text
+    return home_expanded(text)
+
+
+def _optional_path(value: Any) -> str:
+    """A file or directory name, or empty."""
+    return home_expanded(_text(value))
+
+
+def home_expanded(path: str) -> str:
+    """`path` with a leading `~` or `~user` read as a shell reads it. Nothing else does it for a
+    setting: Python does not in local_settings.py, cron does not in its `KCING_DB=~/kcing.db`
+    lines, nor does cron's sh after an option's `=` (`--db=~/kcing.db`); a `~` left as it is
+    names a directory `~` in the working directory, which is never what was meant."""
+    return os.path.expanduser(path) if path.startswith("~") else path
 
 
 def _space(value: Any) -> str:
@@ -260,7 +273,7 @@ def _ca_bundle(value: Any) -> str:
 
     Checked here because requests reports a missing bundle only at the first request, as an
     OSError that looks like a network failure."""
-    text = _text(value)
+    text = _optional_path(value)
     if text and not os.path.exists(text):
         raise ValueError("no such file or directory")
     if text and not os.access(text, os.R_OK):
@@ -372,8 +385,8 @@ SPECS: Mapping[str, Spec] = {
     "KB_REQUEST_DEADLINE": Spec(300.0, _number(0.1, MAX_SECONDS), "seconds one request of setup_kbn or "
                                 "backup_kbn may take in all, from sending it to the last byte of the answer"),
     # Logstash configuration written by setup_ls
-    "LS_HOME": Spec("", _text, "Logstash home; setup_ls writes LS_HOME/config/pipelines.yml"),
-    "LS_PATH_CONFIG": Spec("", _text, "pipeline file for pipelines.yml; empty means this checkout's logstash/pipeline/kcing.conf"),
+    "LS_HOME": Spec("", _optional_path, "Logstash home; setup_ls writes LS_HOME/config/pipelines.yml"),
+    "LS_PATH_CONFIG": Spec("", _optional_path, "pipeline file for pipelines.yml; empty means this checkout's logstash/pipeline/kcing.conf"),
     "LS_QUEUE_TYPE": Spec("persisted", _choice("persisted", "memory"), "Logstash queue type"),
     "LS_NUM_WORKERS": Spec(0, _integer(0, 1024), "Logstash pipeline workers; 0 means one per CPU core"),
     "LS_QUEUE_MAX_EVENTS": Spec(0, _integer(0, MAX_JAVA_INT), "events the persisted queue holds; 0 means no limit"),

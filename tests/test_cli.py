@@ -420,6 +420,35 @@ def test_a_ledger_in_a_directory_that_does_not_exist_is_said_so(argv, message, t
     assert not db.parent.exists()
 
 
+def test_a_leading_tilde_in_a_path_setting_or_option_is_the_home_directory(tmp_path):
+    """Cron expands no `~` in its `KCING_DB=~/kcing.db` lines, its sh none after `--output=`, and
+    Python none in local_settings.py. The ledger's directory was checked with it expanded and
+    the ledger then opened without: `cannot create the lock file ~/kcing.db.lock`, exit 2."""
+    home, cron = tmp_path / "home", tmp_path / "cron"
+    home.mkdir()
+    cron.mkdir()
+    shutil.copytree(SAMPLES, home / "samples")
+    (cron / "local_settings.py").write_text('KCI_SAMPLES_DIR = "~/samples"\n')
+    env = clean_environ(HOME=str(home), KCING_DB="~/kcing.db")
+    fed = kcing(["feed_es", "--source", "samples", "--output=~/out", "--metrics=~/kcing.prom",
+                 "--log-file=~/feed.log"], env, cron)
+    assert fed.returncode == 0, fed.stdout + fed.stderr
+    assert (home / "kcing.db").is_file() and sorted(path.name for path in (home / "out").iterdir()) == \
+        ["boot.ndjson", "build.ndjson", "lava.ndjson"]
+    assert (home / "kcing.prom").is_file() and "run finished" in (home / "feed.log").read_text()
+    assert sorted(path.name for path in cron.iterdir()) == ["local_settings.py"]
+    for shown in (kcing(["status"], env, cron), kcing(["status", "--db=~/kcing.db"], clean_environ(HOME=str(home)), cron)):
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.splitlines()[0] == "ledger: %s" % (home / "kcing.db")
+        assert "ndjson %s" % (home / "out") in shown.stdout
+    (home / "logstash" / "config").mkdir(parents=True)
+    planned = kcing(["setup_ls", "--dry-run"], clean_environ(HOME=str(home), LS_HOME="~/logstash",
+                                                             LS_PATH_CONFIG="~/kcing.conf"), cron)
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.startswith("# setup_ls dry run: %s " % (home / "logstash" / "config" / "pipelines.yml"))
+    assert "  path.config: %s\n" % (home / "kcing.conf") in planned.stdout
+
+
 def test_the_readme_s_first_command_keeps_its_ledger_in_the_output_directory_it_makes(tmp_path):
     # `make demo`: `kcing feed_es --source samples --output demo-output --db demo-output/kcing.db`
     # on a fresh checkout, where demo-output does not exist yet.
