@@ -449,6 +449,17 @@ def test_a_leading_tilde_in_a_path_setting_or_option_is_the_home_directory(tmp_p
     assert "  path.config: %s\n" % (home / "kcing.conf") in planned.stdout
 
 
+def test_a_run_refused_because_another_holds_the_lock_leaves_no_output_directory(tmp_path):
+    db = tmp_path / "kcing.db"
+    (tmp_path / "kcing.db.lock").write_text("")
+    with open(str(tmp_path / "kcing.db.lock")) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        refused = kcing(["feed_es", "--source", "samples", "--output", "out/today"], samples_environ(tmp_path), tmp_path)
+    assert refused.returncode == 4
+    assert "another kcing run" in one_line(refused)
+    assert not (tmp_path / "out").exists() and not db.exists()
+
+
 def test_the_readme_s_first_command_keeps_its_ledger_in_the_output_directory_it_makes(tmp_path):
     # `make demo`: `kcing feed_es --source samples --output demo-output --db demo-output/kcing.db`
     # on a fresh checkout, where demo-output does not exist yet.

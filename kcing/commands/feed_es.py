@@ -146,7 +146,10 @@ def run(args: dict, settings) -> int:
     delivered: list = []
     with ExitStack() as stack:
         if not dry_run:
-            stack.enter_context(RunLock(settings.KCING_DB))
+            # Another run holding the lock refuses this one before it began, as a ledger that is
+            # none does.
+            with _unmade_output_if_refused(sink):
+                stack.enter_context(RunLock(settings.KCING_DB))
         stack.enter_context(stop_on_signals(stop))
         with _unmade_output_if_refused(sink):
             ledger = open_ledger(settings, dry_run)
