@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from kcing.admin import kibana as kb
 from tests.fakes.kibana_server import KibanaEmulator
 from tests.feedrun import REPO, clean_environ, feed_environ, kcing
@@ -143,3 +145,17 @@ def test_drp_deletes_only_names_written_with_ascii_digits(tmp_path, es):
     done = kcing(["drp"], env, tmp_path)
     assert done.returncode == 0, done.stderr
     assert sorted(es.index_names()) == sorted(LOOK_ALIKES)
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_drp_with_a_ledger_named_in_a_directory_that_is_not_there_deletes_nothing(tmp_path, es, dry_run):
+    """No ledger file is a retention of indices alone; no directory is a KCING_DB gone wrong
+    (a typo in a cron line), whose rows drp would never forget while it exited 0."""
+    es.seed_index("test-2019.01.01", docs={"1": {"job": "mainline"}})
+    db = tmp_path / "gone" / "kcing.db"
+    refused = kcing(["drp", *dry_run], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
+    assert refused.returncode == 2
+    assert refused.stdout == ""
+    assert refused.stderr == "kcing drp: no ledger at %s: directory %s does not exist (check KCING_DB or --db)\n" % (
+        db, db.parent)
+    assert es.index_names() == ["test-2019.01.01"] and not db.parent.exists()

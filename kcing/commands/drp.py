@@ -10,7 +10,7 @@ from kcing.admin import retention
 from kcing.admin.elastic import make_client
 from kcing.admin.retention import warn_short_retention
 from kcing.commands._shared import with_drp_days
-from kcing.wiring import open_ledger
+from kcing.wiring import no_ledger, open_ledger
 from kcing.runlock import RunLock
 
 SUMMARY = "data-retention policy: forget ledger rows and delete indices older than DRP_DAYS"
@@ -56,6 +56,10 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
     host = settings.ES_HOST
     client = make_client(settings)
     have_ledger = Path(settings.KCING_DB).exists()
+    if not have_ledger and not Path(settings.KCING_DB).absolute().parent.is_dir():
+        # No ledger is a retention of indices alone; a ledger named in a directory that is not
+        # there is a KCING_DB gone wrong, whose rows would never be forgotten while drp exits 0.
+        raise no_ledger(settings)
     with ExitStack() as stack:
         if have_ledger and not dry_run:
             # A feed run writing rows while they are pruned would race; one run at a time.
