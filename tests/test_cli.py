@@ -113,6 +113,29 @@ def test_a_commands_help_lists_the_settings_it_reads(name):
         setting.startswith("KCI_") and "KCI_*" in listed)}, read - named
 
 
+def option_entries(name: str) -> Dict[str, str]:
+    """{'--days': its help text on one line} for each option a command's help lists."""
+    options = commands.load(name).USAGE.split("\nOptions:\n", 1)[1].split("\n\n", 1)[0]
+    entries = re.split(r"\n(?=  -)", options)
+    return {re.findall(r"--[\w-]+", entry)[0]: " ".join(entry.split()) for entry in entries}
+
+
+# Flags whose default is a setting's without setting it: each stands for one run only.
+FLAG_DEFAULTS = {"--verify-delay": "ES_VERIFY_DELAY", "--wait": "ES_READY_TIMEOUT"}
+
+
+@pytest.mark.parametrize("name", [name for name in commands.NAMES if name != "test"])
+def test_a_setting_and_default_a_commands_help_names_for_an_option_are_the_ones_it_has(name):
+    from kcing.settings import SPECS
+    named = 0
+    for flag, text in option_entries(name).items():
+        for setting, default in re.findall(r"\(setting (\w+), default ([^):]+)", text):
+            assert cli.FLAG_SETTINGS.get(flag, FLAG_DEFAULTS.get(flag)) == setting, (name, flag)
+            assert SPECS[setting].parse(default) == SPECS[setting].default, (name, flag, default)
+            named += 1
+    assert named or name in ("setup_ls", "setup_kbn", "backup_kbn")
+
+
 def test_an_option_of_another_command_is_refused_by_the_program(tmp_path):
     refused = kcing(["status", "--source", "api"], clean_environ(), tmp_path)
     assert refused.returncode == 2 and refused.stdout == ""
