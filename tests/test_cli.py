@@ -507,8 +507,11 @@ def test_metrics_into_a_missing_directory_is_refused_before_the_run(tmp_path):
 # kcing test passes its arguments to pytest (7) -------------------------------------------------
 
 def test_kcing_test_passes_its_arguments_to_pytest(tmp_path):
+    # pytest reads no setting: neither a local_settings.py that cannot be loaded, nor a setting
+    # with a bad value (a cron job's environment, say) keeps it from running.
+    (tmp_path / "local_settings.py").write_text("KCI_DAYS = undefined_name\n")
     ran = kcing(["test", "-q", "-p", "no:cacheprovider", "-k", "test_every_setting_is_in_the_readme"],
-                clean_environ(), tmp_path, timeout=300)
+                clean_environ(ES_HOST="localhost:9200"), tmp_path, timeout=300)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert re.search(r"^1 passed, \d+ deselected", ran.stdout, re.M), ran.stdout
 
