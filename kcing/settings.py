@@ -516,6 +516,11 @@ def _parse(name: str, value: Any, origin: str) -> Any:
 
 def read_local_settings(path: Path) -> dict:
     """Return the settings a local_settings.py file names (empty when the file is absent)."""
+    if not path.is_absolute() and not _working_directory_exists():
+        # The file would read as absent, and the run go on with the defaults (Logstash on
+        # localhost) where a cron line's `cd` meant its settings.
+        raise ConfigError("cannot look for %s: the working directory is gone (removed, or replaced by a new one "
+                          "of its name); change into it again" % path)
     if not path.is_file():
         if os.path.lexists(str(path)):
             # A link to a file moved away, a directory: the settings would go unread without a word.
@@ -549,6 +554,14 @@ def read_local_settings(path: Path) -> dict:
             if mistake:
                 log.warning("%s: %s is not a kcing setting and is ignored%s", path, name, mistake)
     return found
+
+
+def _working_directory_exists() -> bool:
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 SETTING_PREFIXES = ("KCI_", "KCING_", "ES_", "LS_", "KB_", "DRP_")

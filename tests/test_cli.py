@@ -483,6 +483,26 @@ def test_a_run_refused_because_another_holds_the_lock_leaves_no_output_directory
     assert not (tmp_path / "out").exists() and not db.exists()
 
 
+@pytest.mark.parametrize("command", ["status", "feed_es"])
+def test_a_working_directory_that_is_gone_is_said_not_taken_for_one_without_local_settings(command, tmp_path):
+    """A deploy replaced the directory a shell, or a cron line's `cd`, was in: its
+    local_settings.py read as absent, and the run went on with the defaults (status: internal
+    error, exit 70, where the default ledger's path could not be made absolute)."""
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "local_settings.py").write_text("ES_BUILD = 'http://ls.example:8337'\n")
+    argv = {"status": ["status"],
+            "feed_es": ["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output",
+                        str(tmp_path / "out"), "--db", str(tmp_path / "kcing.db")]}[command]
+    ran = subprocess.run(["sh", "-c", 'cd "$1" && rm -r "$1" && shift && exec "$@"', "sh", str(release),
+                          sys.executable, str(REPO / "kcing.py"), *argv],
+                         env=clean_environ(), cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert one_line(ran) == ("kcing %s: cannot look for local_settings.py: the working directory is gone (removed, "
+                             "or replaced by a new one of its name); change into it again" % command)
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
 def test_the_readme_s_first_command_keeps_its_ledger_in_the_output_directory_it_makes(tmp_path):
     # `make demo`: `kcing feed_es --source samples --output demo-output --db demo-output/kcing.db`
     # on a fresh checkout, where demo-output does not exist yet.
