@@ -4,6 +4,7 @@ Runs the real program over the bundled samples against the Logstash emulators.""
 from __future__ import annotations
 
 import json
+from collections import Counter
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -44,6 +45,22 @@ def test_an_output_directory_reached_through_a_link_is_the_same_destination(logs
     again = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "link")], env, tmp_path)
     assert "skipped %d (already delivered)" % SAMPLE_COUNT in again.stdout
     assert {path.name: path.read_bytes() for path in out.glob("*.ndjson")} == written  # nothing appended twice
+
+
+def test_logstash_inputs_written_in_another_case_or_twice_are_the_same_destination(logstash, tmp_path):
+    """`ES_BUILD=HTTP://127.0.0.1:PORT`, or the input listed twice, made a destination of its own:
+    every build in the window was downloaded and sent again, and status showed it apart."""
+    env = environ(logstash, tmp_path / "kcing.db")
+    first = kcing(["feed_es", "--source", "samples"], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    build = logstash.urls["build"]
+    for written in (build.upper(), "%s,%s/" % (build, build.replace("http://", "HTTP://"))):
+        again = kcing(["feed_es", "--source", "samples"], dict(env, ES_BUILD=written), tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert "skipped %d (already delivered)" % SAMPLE_COUNT in again.stdout, (written, again.stdout)
+    kinds = Counter(obj.kind for obj in sample_objects())
+    assert delivered_per_destination(status(env, tmp_path)) == {
+        "logstash %s" % logstash.urls[kind]: count for kind, count in kinds.items()}
 
 
 def test_a_dry_run_to_an_output_directory_creates_nothing(logstash, tmp_path):

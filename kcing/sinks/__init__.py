@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from typing import Iterable
+from urllib.parse import urlsplit, urlunsplit
 
 from kcing.files import as_text
 
@@ -13,8 +14,15 @@ NDJSON = "ndjson "
 
 
 def logstash_destination(urls: Iterable[str]) -> str:
-    """One route's inputs; their order does not matter (batches are spread across them)."""
-    return LOGSTASH + ",".join(sorted(urls))
+    """One route's inputs; their order does not matter (batches are spread across them), nor
+    does one listed twice, nor the case of a scheme or host: `HTTP://LS:8337` is the input
+    `http://ls:8337` was, whose deliveries a run must not make again."""
+    return LOGSTASH + ",".join(sorted({_input_named(url) for url in urls}))
+
+
+def _input_named(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, parts.fragment))
 
 
 def ndjson_destination(directory: str) -> str:
