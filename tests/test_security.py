@@ -267,6 +267,19 @@ def test_a_missing_kci_ca_bundle_is_a_one_line_configuration_error(https_upstrea
     assert "KCI_CA_BUNDLE" in one_line_error(result)
 
 
+def test_a_kci_ca_bundle_without_a_certificate_is_a_one_line_configuration_error(https_upstream, tmp_path):
+    """It was found only by the first download: every one failed as if upstream were down
+    ("failed 3 times (last: connection failed)", exit 1), without a word of KCI_CA_BUNDLE."""
+    world = https_upstream
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate\n")
+    result = world.run(world_environ(world, KCI_CA_BUNDLE=str(bundle), **world.upstream_settings))
+    assert result.returncode == 2, result.stderr
+    assert one_line_error(result) == ("kcing feed_es: KCI_CA_BUNDLE %s holds no CA certificate that can be loaded "
+                                      "(NO_CERTIFICATE_OR_CRL_FOUND)" % bundle)
+    assert not world.replica.frontend.requests
+
+
 # Upstream names never become paths unchecked -----------------------------------------------------
 
 @pytest.fixture
