@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
@@ -56,7 +57,8 @@ class _Session(requests.Session):
 def new_session(pool_size: int = 10, verify: str = "") -> requests.Session:
     """Return a session with a connection pool sized for `pool_size` threads.
 
-    `verify` is a CA bundle path; empty keeps certificate verification against the system store
+    `verify` is a CA bundle path; empty means certifi's bundle, named as a path: requests would
+    let REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE from the environment replace a session's `True`
     (verification is never switched off).
     """
     session = _Session()
@@ -64,7 +66,7 @@ def new_session(pool_size: int = 10, verify: str = "") -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = USER_AGENT
-    session.verify = verify or True
+    session.verify = verify or DEFAULT_CA_BUNDLE_PATH
     return session
 
 

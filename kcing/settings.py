@@ -381,6 +381,7 @@ SPECS: Mapping[str, Spec] = {
     "KB_URL": Spec("http://localhost:5601", _url, "Kibana URL"),
     "KB_USER": Spec("", _text, "basic-auth user for Kibana"),
     "KB_PASSWORD": Spec("", _text, "basic-auth password for Kibana"),
+    "KB_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Kibana TLS; empty means certifi's bundle (Mozilla's CAs)"),
     "KB_SPACE": Spec("", _space, "Kibana space id; empty means the default space"),
     "KB_REQUEST_DEADLINE": Spec(300.0, _number(0.1, MAX_SECONDS), "seconds one request of setup_kbn or "
                                 "backup_kbn may take in all, from sending it to the last byte of the answer"),
@@ -451,6 +452,7 @@ class Settings:
     KB_URL: str
     KB_USER: str
     KB_PASSWORD: str
+    KB_CA_BUNDLE: str
     KB_SPACE: str
     KB_REQUEST_DEADLINE: float
     LS_HOME: str

@@ -27,6 +27,7 @@ from urllib3.exceptions import (ClosedPoolError, ConnectTimeoutError, HTTPError,
                                 ProxyError, ReadTimeoutError, SSLError)
 from urllib3.util.ssl_ import create_urllib3_context
 
+from kcing.errors import ConfigError
 from kcing.http import (USER_AGENT, certificate_refused, sending_starts, sent_on_kept_alive_connection, socks_unsupported,
                         watch_pools)
 
@@ -77,6 +78,17 @@ def tls_context(ca_bundle: str = "", system_store: bool = True) -> ssl.SSLContex
         raise BadCaBundle("%s holds no CA certificate that can be loaded (%s)"
                           % (ca_bundle, getattr(error, "reason", None) or error)) from None
     return context
+
+
+def check_ca_bundle(name: str, bundle: str) -> None:
+    """A CA bundle setting (KCI_CA_BUNDLE, KB_CA_BUNDLE) that holds no certificate is refused now,
+    as LS_CA_BUNDLE is by the Transport: requests would find it only at the first https request,
+    which would fail as if the host were down ("connection failed"), without a word of the setting."""
+    if bundle:
+        try:
+            tls_context(bundle, system_store=False)
+        except BadCaBundle as error:
+            raise ConfigError("%s %s" % (name, error)) from None
 
 
 def basic_auth(user: str, password: str) -> str:

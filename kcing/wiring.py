@@ -20,7 +20,7 @@ from kcing.shutdown import Stop
 from kcing.sinks import logstash_destination
 from kcing.sinks.logstash import MAX_ANSWER_BYTES, LogstashSink
 from kcing.sources.requester import Requester
-from kcing.transport import BadCaBundle, Transport, tls_context
+from kcing.transport import BadCaBundle, Transport, check_ca_bundle
 from kcing.watermark import parse_since
 
 
@@ -62,17 +62,6 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
     return LegacyKernelCI(requester, settings.frontend_url, settings.storage_url, settings.non_lava_labs,
                           days=settings.KCI_DAYS, how_many=positive_int(args, how_many_flag),
                           page_size=settings.KCI_PAGE_SIZE)
-
-
-def check_ca_bundle(name: str, bundle: str) -> None:
-    """A CA bundle that holds no certificate is refused now, as LS_CA_BUNDLE is: requests would
-    find it only at the first https request, and every download would fail as if the host were
-    down ("connection failed"), retried, without a word of the setting."""
-    if bundle:
-        try:
-            tls_context(bundle, system_store=False)
-        except BadCaBundle as error:
-            raise ConfigError("%s %s" % (name, error)) from None
 
 
 def source_named(args: dict, name: str) -> str:

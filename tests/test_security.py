@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -17,6 +18,7 @@ import pytest
 from kcing.http import new_session
 from tests.fakes.api_data import checkout_tree
 from tests.fakes.api_replica import ApiReplica
+from tests.fakes.kibana_server import KibanaEmulator
 from tests.fakes.legacy_data import at, boot_item, build_item
 from tests.fakes.logstash_emulator import LogstashCluster, LogstashEmulator
 from tests.faults.tls_front import TlsFront
@@ -156,7 +158,8 @@ def test_credentials_written_into_a_logstash_url_are_refused_without_being_shown
 # TLS ------------------------------------------------------------------------------------------
 
 def test_sessions_verify_certificates_unless_given_a_bundle(tmp_path):
-    assert new_session(verify="").verify is True
+    # certifi's bundle by name: a session's `True` gives way to REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE.
+    assert new_session(verify="").verify == certifi.where()
     bundle = tmp_path / "ca.pem"
     assert new_session(verify=str(bundle)).verify == str(bundle)
 
@@ -278,6 +281,55 @@ def test_a_kci_ca_bundle_without_a_certificate_is_a_one_line_configuration_error
     assert one_line_error(result) == ("kcing feed_es: KCI_CA_BUNDLE %s holds no CA certificate that can be loaded "
                                       "(NO_CERTIFICATE_OR_CRL_FOUND)" % bundle)
     assert not world.replica.frontend.requests
+
+
+@pytest.mark.parametrize("variable", REQUESTS_BUNDLE_VARIABLES)
+def test_the_requests_bundle_variables_never_make_an_upstream_trusted(https_upstream, certificate, variable):
+    """With KCI_CA_BUNDLE empty they replaced certifi's bundle, as requests reads them."""
+    world = https_upstream
+    env = world_environ(world, **world.upstream_settings)
+    env[variable] = str(certificate[0])
+    result = world.run(env)
+    assert result.returncode == 2, result.stderr
+    assert "not trusted" in one_line_error(result) and "KCI_CA_BUNDLE" in one_line_error(result)
+    assert not world.replica.frontend.requests
+
+
+@pytest.fixture
+def https_kibana(certificate):
+    with KibanaEmulator() as kibana:
+        front = TlsFront(urlsplit(kibana.url).port, *certificate)
+        front.start()
+        yield front
+        front.stop()
+
+
+def backup_kbn(kibana_url: str, tmp_path: Path, **settings: str):
+    return kcing(["backup_kbn", "--dry-run", "--wait", "30", "--kibana-dir", str(tmp_path / "kibana")],
+                 clean_environ(KB_URL=kibana_url, **settings), tmp_path, timeout=60)
+
+
+@pytest.mark.parametrize("variable", (None, *REQUESTS_BUNDLE_VARIABLES))
+def test_a_self_signed_kibana_is_refused_at_once_naming_kb_ca_bundle(https_kibana, certificate, tmp_path, variable):
+    """Kibana had no CA bundle setting: its certificate refused was waited on as a Kibana not yet
+    ready, for all of --wait, then exit 3; and REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE applied to it."""
+    started = time.monotonic()
+    refused = backup_kbn(https_kibana.url, tmp_path, **({variable: str(certificate[0])} if variable else {}))
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr == ("kcing backup_kbn: the TLS certificate of Kibana at %s is not trusted: point "
+                              "KB_CA_BUNDLE at the CA bundle that signed it\n" % https_kibana.url)
+    assert time.monotonic() - started < 20
+
+
+def test_kb_ca_bundle_makes_the_self_signed_kibana_trusted(https_kibana, certificate, tmp_path):
+    done = backup_kbn(https_kibana.url, tmp_path, KB_CA_BUNDLE=str(certificate[0]))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("backup_kbn: dry run: would write 0 objects")
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    refused = backup_kbn(https_kibana.url, tmp_path, KB_CA_BUNDLE=str(tmp_path / "ca.pem"))
+    assert refused.returncode == 2
+    assert refused.stderr == ("kcing backup_kbn: KB_CA_BUNDLE %s holds no CA certificate that can be loaded "
+                              "(NO_CERTIFICATE_OR_CRL_FOUND)\n" % (tmp_path / "ca.pem"))
 
 
 # Upstream names never become paths unchecked -----------------------------------------------------

@@ -12,11 +12,12 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
 
 import requests
 
 from kcing.errors import ConfigError, KcingError
-from kcing.http import seconds_text, socks_unsupported
+from kcing.http import certificate_refused, seconds_text, socks_unsupported
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline as overall_deadline
 from kcing.transport import basic_auth
@@ -352,6 +353,14 @@ def unreachable_reason(error: requests.RequestException) -> str:
     return connection_failure(error)
 
 
+def _untrusted_because(error: requests.RequestException, url: str) -> str:
+    """What to change: the CA bundle only when the certificate's signer is what is unknown."""
+    if "mismatch" in str(error).lower():  # OpenSSL's "Hostname mismatch" or "IP address mismatch"
+        return "it is not valid for %s: name Kibana in KB_URL by a host name the certificate holds" % (
+            urlsplit(url).hostname)
+    return "point KB_CA_BUNDLE at the CA bundle that signed it"
+
+
 # -- client ----------------------------------------------------------------------------------
 
 class Utf8BasicAuth(requests.auth.AuthBase):
@@ -395,7 +404,10 @@ class KibanaClient:
             timeout = tuple(min(part, within) for part in timeout) if isinstance(timeout, tuple) else min(timeout, within)
         try:
             with overall_deadline(deadline):
-                response = self.session.request(method, url, auth=self._auth, timeout=timeout, **kwargs)
+                # verify= given per request: requests would otherwise let REQUESTS_CA_BUNDLE or
+                # CURL_CA_BUNDLE from the environment replace the session's (KB_CA_BUNDLE).
+                response = self.session.request(method, url, auth=self._auth, timeout=timeout,
+                                                verify=self.session.verify, **kwargs)
         except Overdue:
             if deadline < self.deadline:  # the caller's limit, which its own message names
                 raise KibanaUnavailable("Kibana at %s sent no whole answer to %s" % (self.url, action)) from None
@@ -405,6 +417,10 @@ class KibanaClient:
             unsupported = socks_unsupported(error, url)
             if unsupported is not None:
                 raise unsupported from None
+            if certificate_refused(error):
+                # Not a Kibana still starting: waiting out --wait cannot help, a setting can.
+                raise ConfigError("the TLS certificate of Kibana at %s is not trusted: %s"
+                                  % (self.url, _untrusted_because(error, url))) from None
             raise KibanaUnavailable("cannot reach Kibana at %s to %s (%s)"
                                     % (self.url, action, unreachable_reason(error))) from None
         log.debug("%s %s [status:%s duration:%.3fs]", method, url, response.status_code, time.monotonic() - started)

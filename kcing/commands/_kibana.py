@@ -15,6 +15,7 @@ from kcing.admin.kibana import (
 from kcing.errors import ConfigError, reading_failure
 from kcing.http import new_session
 from kcing.files import write_atomically
+from kcing.transport import check_ca_bundle
 
 SAVED_OBJECTS = "saved_objects.ndjson"
 BACKUPS = "backups"
@@ -41,8 +42,9 @@ def make_client(args: dict, settings, session=None) -> KibanaClient:
             raise ConfigError("invalid --space %r: a Kibana space id takes lowercase letters, digits, '_' and '-'"
                               % space) from None
     space = settings.KB_SPACE if space is None else space
-    return KibanaClient(session or new_session(pool_size=1), settings.KB_URL, space, auth,
-                        deadline=settings.KB_REQUEST_DEADLINE)
+    check_ca_bundle("KB_CA_BUNDLE", settings.KB_CA_BUNDLE)
+    return KibanaClient(session or new_session(pool_size=1, verify=settings.KB_CA_BUNDLE), settings.KB_URL, space,
+                        auth, deadline=settings.KB_REQUEST_DEADLINE)
 
 
 def read_saved_objects(path: Path, url: str) -> Tuple[str, List[dict]]:

@@ -19,7 +19,8 @@ Export the kcing Kibana saved objects of KB_URL to kibana/saved_objects.ndjson: 
 the Kibana URL replaced by a placeholder, so that diffs stay reviewable.
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
-KB_URL, KB_USER, KB_PASSWORD, KB_SPACE, KB_REQUEST_DEADLINE, KCING_PROGRESS_EVERY.
+KB_URL, KB_USER, KB_PASSWORD, KB_CA_BUNDLE, KB_SPACE, KB_REQUEST_DEADLINE,
+KCING_PROGRESS_EVERY.
 
 Options:
   --space=ID           Kibana space (setting KB_SPACE, default: the default space).
