@@ -187,7 +187,7 @@ def _url(value: Any) -> str:
     text = str(value).strip()
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("%r is not an http(s) URL" % mask_credentials(text))
+        raise ValueError("%r is not an http(s) URL%s" % (mask_credentials(text), _scheme_hint(text)))
     ambiguous = urls.authority_problem(text)
     if ambiguous is not None:
         raise ValueError("%r is not a usable URL: %s" % (mask_credentials(text), ambiguous))
@@ -197,6 +197,20 @@ def _url(value: Any) -> str:
     if parts.query or parts.fragment or text.endswith(("?", "#")):
         raise ValueError("a base URL takes no query string or fragment (tokens go in their own settings)")
     return text.rstrip("/")
+
+
+def _scheme_hint(text: str) -> str:
+    """What a URL given without its scheme lacks: `localhost:9200` is read as the scheme
+    `localhost`, and `8337`, a port alone, as no URL at all."""
+    if text.isdigit():
+        return ": a port alone names no host; give the whole URL, e.g. http://localhost:%s" % text
+    if "://" in text or "@" in text:
+        return ""
+    try:
+        _url("http://" + text)
+    except ValueError:
+        return ""
+    return ": give its scheme, e.g. http://%s" % text
 
 
 def _optional_url(value: Any) -> str:

@@ -317,6 +317,22 @@ def test_a_url_setting_no_connection_can_use_is_refused_before_the_run(tmp_path,
     assert not (tmp_path / "kcing.db").exists()
 
 
+@pytest.mark.parametrize("command, setting, value, hint", [
+    ("drp", "ES_HOST", "localhost:9200", "give its scheme, e.g. http://localhost:9200"),
+    ("feed_es", "ES_BUILD", "8337", "a port alone names no host; give the whole URL, e.g. http://localhost:8337"),
+    ("feed_es", "ES_LAVA", "http://ls1:8338,ls2:8338", "give its scheme, e.g. http://ls2:8338"),
+    ("setup_kbn", "KB_URL", "kibana.example/kibana", "give its scheme, e.g. http://kibana.example/kibana"),
+])
+def test_a_url_setting_given_without_its_scheme_says_what_it_lacks(command, setting, value, hint, tmp_path):
+    """`localhost:9200` is read as the scheme `localhost`: "is not an http(s) URL" alone left a
+    person looking at a host and port that are right."""
+    refused = kcing([command], samples_environ(tmp_path, **{setting: value}), tmp_path)
+    assert refused.returncode == 2
+    given = value.split(",")[-1]
+    assert one_line(refused) == "kcing %s: invalid %s=%r (from environment): %r is not an http(s) URL: %s" % (
+        command, setting, value, given, hint)
+
+
 def test_unreachable_services_are_named_without_python_reprs(tmp_path):
     port = closed_port()
     url = "http://127.0.0.1:%d" % port
