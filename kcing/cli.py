@@ -344,26 +344,32 @@ def main(argv: Optional[List[str]] = None) -> int:
                        secrets=[getattr(settings, name) for name in settings_module.SECRET_NAMES])
         return commands.run(command, args, settings)
     except KcingError as error:
-        print("kcing %s: %s" % (command, redacted(str(error))), file=sys.stderr)
         log.debug("error details", exc_info=True)
-        return error.exit_code
+        return ended(command, redacted(str(error)), error.exit_code)
     except KeyboardInterrupt:
-        print("kcing %s: interrupted" % command, file=sys.stderr, flush=True)
+        status = ended(command, "interrupted", 130)
         commands.interruption_told()
-        return 130
+        return status
     except BrokenPipeError:
         if not stdout_reader_gone():
-            print("kcing %s: internal error (BrokenPipeError); run again with -d for the traceback, and report it"
-                  % command, file=sys.stderr)
             log.debug("internal error", exc_info=True)
-            return INTERNAL_ERROR
+            return ended(command, "internal error (BrokenPipeError); run again with -d for the traceback, and report "
+                                  "it", INTERNAL_ERROR)
         # `kcing status | head`: the reader took what it wanted, as with any tool SIGPIPE ends.
         return STDOUT_CLOSED
     except Exception as error:  # a bug: one line for cron; the message may quote anything, so not shown
-        print("kcing %s: internal error (%s); run again with -d for the traceback, and report it"
-              % (command, type(error).__name__), file=sys.stderr)
         log.debug("internal error", exc_info=True)
-        return INTERNAL_ERROR
+        return ended(command, "internal error (%s); run again with -d for the traceback, and report it"
+                     % type(error).__name__, INTERNAL_ERROR)
+
+
+def ended(command: str, why: str, status: int) -> int:
+    """Say in one line on stderr why the command ends with `status`, and in the -l log file too:
+    its trail is what a cron job's reader has, and a run refused at start (a setting gone wrong)
+    left nothing in it."""
+    print("kcing %s: %s" % (command, why), file=sys.stderr, flush=True)
+    logs.in_log_file_only(logging.ERROR, "kcing %s: %s (exit %d)" % (command, why, status), __name__)
+    return status
 
 
 __all__ = ["main", "ConfigError"]

@@ -104,3 +104,12 @@ def configure(debug: bool = False, log_file: Optional[str] = None, secrets: Iter
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
     # The Elasticsearch client warns once per failed attempt; kcing reports the outcome itself.
     logging.getLogger("elastic_transport").setLevel(logging.DEBUG if debug else logging.ERROR)
+
+
+def in_log_file_only(level: int, message: str, name: str) -> None:
+    """Write `message` to the -l log file, if there is one, and not to stderr (which has it
+    already, said otherwise)."""
+    record = logging.LogRecord(name, level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, LogFileHandler):
+            handler.handle(record)

@@ -15,7 +15,7 @@ from kcing import cli, commands
 from kcing.samples import sample_path
 from tests.fakes.legacy_data import at, boot_item, build_item, build_json
 from tests.fakes.serving import wait_until
-from tests.feedrun import REPO, feed_environ, integrity, kcing, kcing_process, ledger_states
+from tests.feedrun import REPO, clean_environ, feed_environ, integrity, kcing, kcing_process, ledger_states
 from kcing.runlock import RunLock
 
 
@@ -202,3 +202,18 @@ def test_log_file_gets_the_trail(legacy_replica, logstash, tmp_path):
     assert kcing(["feed_es", "-l", str(log)], env, tmp_path).returncode == 0
     trail = log.read_text()
     assert "run finished: listed" in trail and "delivered" in trail
+
+
+def test_a_run_refused_at_start_says_why_in_the_log_file_too(tmp_path):
+    """The -l file is the trail a cron job's reader has: a setting gone wrong (here in
+    local_settings.py, edited by hand) ended every run with exit 2 and left nothing in it."""
+    (tmp_path / "local_settings.py").write_text("ES_LAVA = 'ls.example:8338'\n")
+    log = tmp_path / "feed.log"
+    refused = kcing(["feed_es", "-l", str(log)], clean_environ(KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
+    assert refused.returncode == 2
+    why = ("kcing feed_es: invalid ES_LAVA='ls.example:8338' (from local_settings.py): 'ls.example:8338' is not an "
+           "http(s) URL: give its scheme, e.g. http://ls.example:8338")
+    assert refused.stderr == why + "\n"
+    (line,) = log.read_text().splitlines()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ERROR kcing\.cli: (.*)", line).group(1) == \
+        why + " (exit 2)"
