@@ -519,6 +519,13 @@ def test_a_working_directory_that_is_gone_is_said_not_taken_for_one_without_loca
     assert sorted(path.name for path in tmp_path.iterdir()) == []
 
 
+def test_a_since_that_is_no_date_is_said_before_a_missing_ledger(tmp_path):
+    """Said after it, the mistake in the cron line came to light only once a ledger was there."""
+    refused = kcing(["reconcile", "--since", "2024-13-45"], samples_environ(tmp_path), tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == "kcing reconcile: --since '2024-13-45' is not a date (try 2024-10-16 or '2024-10-16 08:00')"
+
+
 def test_the_readme_s_first_command_keeps_its_ledger_in_the_output_directory_it_makes(tmp_path):
     # `make demo`: `kcing feed_es --source samples --output demo-output --db demo-output/kcing.db`
     # on a fresh checkout, where demo-output does not exist yet.

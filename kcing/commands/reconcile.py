@@ -72,13 +72,14 @@ Examples:
 def run(args: dict, settings) -> int:
     """Check that Elasticsearch holds every document of the objects delivered in the window."""
     dry_run = bool(args.get("--dry-run"))
-    if not Path(settings.KCING_DB).exists():
-        raise no_ledger(settings)
+    # The command line first: a --since mistyped is said before whatever else is wrong.
     if args.get("--since"):
         since = parse_since(args["--since"])
     else:
         # --days is applied to KCI_DAYS by the CLI: the window defaults to the crawl window.
         since = datetime.now(timezone.utc) - timedelta(days=settings.KCI_DAYS)
+    if not Path(settings.KCING_DB).exists():
+        raise no_ledger(settings)
     client = make_client(settings)
     # Made now: a Logstash setting it cannot use (LS_USER without LS_PASSWORD, LS_CA_BUNDLE) is
     # refused before the check marks anything, not after.
