@@ -57,6 +57,26 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
+def _credential(value: Any) -> str:
+    """A user name or password: text sent in UTF-8, so never bytes the environment's encoding
+    could not read (Python keeps them as lone surrogates, which no encoding can send)."""
+    text = _text(value)
+    if any("\udc80" <= character <= "\udcff" for character in text):
+        raise ValueError("it holds bytes that are not UTF-8 text")
+    return text
+
+
+def _token(value: Any) -> str:
+    """A token or API key, sent as it is in an HTTP header: printable ASCII without spaces."""
+    text = _text(value)
+    if not all("!" <= character <= "~" for character in text):
+        raise ValueError("a token is printable ASCII without spaces")
+    return text
+
+
+_token.allowed = "printable ASCII"
+
+
 def _path(value: Any) -> str:
     """A file or directory name: never empty, which would name the working directory (a ledger
     "." refused as a directory, samples saved among whatever is there)."""
@@ -343,7 +363,7 @@ SPECS: Mapping[str, Spec] = {
     "KCI_SAMPLES_DIR": Spec("samples", _path, "directory of saved upstream files"),
     # Upstream: the current KernelCI API (--source api)
     "KCI_API_URL": Spec("https://api.kernelci.org/latest", _url, "KernelCI API base URL, version included"),
-    "KCI_API_TOKEN": Spec("", _text, "token sent as `Authorization: Bearer`; reading needs none"),
+    "KCI_API_TOKEN": Spec("", _token, "token sent as `Authorization: Bearer`; reading needs none"),
     "KCI_API_STORAGE_URL": Spec("https://files.kernelci.org", _optional_url,
                                 "base URL for artifact paths the API gives as relative"),
     "KCI_ARTIFACT_ORIGINS": Spec(("https://files-staging.kernelci.org", "https://kciapistagingstorage1.file.core.windows.net"), _origin_list,
@@ -369,8 +389,8 @@ SPECS: Mapping[str, Spec] = {
                              "from sending it (ES_TIMEOUT bounds each wait); then the batch is retried"),
     "LS_PIPELINE_BATCH_SIZE": Spec(500, _integer(1, 100_000), "documents per POST (and Logstash batch size)"),
     "LS_BATCH_MAX_BYTES": Spec(5_000_000, _integer(1024, MAX_BYTES), "bytes per POST at most"),
-    "LS_USER": Spec("", _text, "basic-auth user for the Logstash inputs"),
-    "LS_PASSWORD": Spec("", _text, "basic-auth password for the Logstash inputs"),
+    "LS_USER": Spec("", _credential, "basic-auth user for the Logstash inputs"),
+    "LS_PASSWORD": Spec("", _credential, "basic-auth password for the Logstash inputs"),
     "LS_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Logstash TLS (a PEM file, or a directory of hashed "
                          "certificates); empty means the system store (OpenSSL's default paths)"),
     # Ledger and retention
@@ -383,9 +403,9 @@ SPECS: Mapping[str, Spec] = {
     "DRP_DAYS": Spec(3, _integer(1, MAX_DAYS), "days of data to keep (must exceed KCI_DAYS)"),
     # Elasticsearch and Kibana administration
     "ES_HOST": Spec("http://localhost:9200", _url, "Elasticsearch URL for admin commands"),
-    "ES_USER": Spec("", _text, "basic-auth user for Elasticsearch"),
-    "ES_PASSWORD": Spec("", _text, "basic-auth password for Elasticsearch"),
-    "ES_API_KEY": Spec("", _text, "API key for Elasticsearch"),
+    "ES_USER": Spec("", _credential, "basic-auth user for Elasticsearch"),
+    "ES_PASSWORD": Spec("", _credential, "basic-auth password for Elasticsearch"),
+    "ES_API_KEY": Spec("", _token, "API key for Elasticsearch"),
     "ES_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Elasticsearch TLS, trusted with the system store; empty means "
                          "certifi's bundle (Mozilla's CAs)"),
     "ES_REQUEST_DEADLINE": Spec(60.0, _number(0.1, MAX_SECONDS), "seconds one request of setup_es, drp or "
@@ -394,8 +414,8 @@ SPECS: Mapping[str, Spec] = {
     "ES_VERIFY_DELAY": Spec(30.0, _number(0, MAX_SECONDS), "seconds feed_es --verify waits for Logstash to pass "
                             "the events on before checking Elasticsearch"),
     "KB_URL": Spec("http://localhost:5601", _url, "Kibana URL"),
-    "KB_USER": Spec("", _text, "basic-auth user for Kibana"),
-    "KB_PASSWORD": Spec("", _text, "basic-auth password for Kibana"),
+    "KB_USER": Spec("", _credential, "basic-auth user for Kibana"),
+    "KB_PASSWORD": Spec("", _credential, "basic-auth password for Kibana"),
     "KB_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Kibana TLS; empty means certifi's bundle (Mozilla's CAs)"),
     "KB_SPACE": Spec("", _space, "Kibana space id; empty means the default space"),
     "KB_REQUEST_DEADLINE": Spec(300.0, _number(0.1, MAX_SECONDS), "seconds one request of setup_kbn or "

@@ -18,6 +18,7 @@ import pytest
 from kcing.http import new_session
 from tests.fakes.api_data import checkout_tree
 from tests.fakes.api_replica import ApiReplica
+from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.kibana_server import KibanaEmulator
 from tests.fakes.legacy_data import at, boot_item, build_item
 from tests.fakes.logstash_emulator import LogstashCluster, LogstashEmulator
@@ -330,6 +331,41 @@ def test_kb_ca_bundle_makes_the_self_signed_kibana_trusted(https_kibana, certifi
     assert refused.returncode == 2
     assert refused.stderr == ("kcing backup_kbn: KB_CA_BUNDLE %s holds no CA certificate that can be loaded "
                               "(NO_CERTIFICATE_OR_CRL_FOUND)\n" % (tmp_path / "ca.pem"))
+
+
+@pytest.mark.parametrize("password", ["pässwort", "пароль"])
+def test_elasticsearch_and_kibana_passwords_beyond_ascii_are_sent_as_they_read_them(password, tmp_path):
+    """In UTF-8: the Elasticsearch client refused any such password as "cannot use ES_HOST ...:
+    'ascii' codec can't encode", and requests sent Kibana Latin-1 (401) or failed (exit 70)."""
+    with ElasticsearchEmulator(user="elastic", password=password) as es, \
+            KibanaEmulator(user="elastic", password=password) as kibana:
+        env = clean_environ(ES_HOST=es.url, ES_USER="elastic", ES_PASSWORD=password, KB_URL=kibana.url,
+                            KB_USER="elastic", KB_PASSWORD=password, KCING_DB=str(tmp_path / "kcing.db"))
+        pruned = kcing(["drp", "--dry-run"], env, tmp_path)
+        assert pruned.returncode == 0, pruned.stderr
+        exported = kcing(["backup_kbn", "--dry-run", "--kibana-dir", str(tmp_path / "kibana")], env, tmp_path)
+        assert exported.returncode == 0, exported.stderr
+        assert not es.errors and not kibana.errors
+
+
+@pytest.mark.parametrize("setting, value, reason", [
+    ("LS_PASSWORD", "pass\udcffword", "it holds bytes that are not UTF-8 text"),  # byte 0xff, as cron passes it
+    ("KB_USER", "\udce4dmin", "it holds bytes that are not UTF-8 text"),
+    ("KCI_API_TOKEN", "токен", "a token is printable ASCII without spaces"),
+    ("ES_API_KEY", "key with spaces", "a token is printable ASCII without spaces"),
+])
+def test_a_credential_no_request_can_carry_is_refused_at_start_naming_it(setting, value, reason, tmp_path):
+    """Refused by every command, as any bad setting is: it failed in the first request that
+    carried it (an internal error, exit 70), or went unseen until a command sent it."""
+    given = dict(KCI_SOURCE="samples", KCI_SAMPLES_DIR=str(SAMPLES), KCING_DB=str(tmp_path / "kcing.db"),
+                 LS_USER="kcing", LS_PASSWORD="secret-ls")
+    env = clean_environ(**dict(given, **{setting: value}))
+    refused = kcing(["feed_es"], env, tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    shown = "***" if setting in SECRETS else repr(value)
+    assert refused.stderr.splitlines()[-1] == "kcing feed_es: invalid %s=%s (from environment): %s" % (
+        setting, shown, reason)
+    assert not (tmp_path / "kcing.db").exists()
 
 
 # Upstream names never become paths unchecked -----------------------------------------------------

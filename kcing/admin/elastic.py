@@ -24,6 +24,7 @@ from kcing.errors import ConfigError, ElasticsearchError, KcingError
 from kcing.http import USER_AGENT, seconds_text, warn_cleartext_credentials
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline
+from kcing.transport import basic_auth
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,9 @@ def make_client(settings, request_timeout: float = REQUEST_TIMEOUT) -> Elasticse
     elif settings.ES_USER or settings.ES_PASSWORD:
         if not (settings.ES_USER and settings.ES_PASSWORD):
             raise ConfigError("ES_USER and ES_PASSWORD must be set together")
-        options["basic_auth"] = (settings.ES_USER, settings.ES_PASSWORD)
+        # In UTF-8, as Elasticsearch reads it (its 401 says charset="UTF-8"): the client's own
+        # basic_auth takes ASCII alone, and refused a password such as "пароль" as a bad ES_HOST.
+        options["headers"]["Authorization"] = basic_auth(settings.ES_USER, settings.ES_PASSWORD)
         warn_cleartext_credentials("the Elasticsearch password (ES_PASSWORD)", {"ES_HOST": [settings.ES_HOST]})
     if settings.ES_CA_BUNDLE:
         if urlsplit(settings.ES_HOST).scheme == "https":
