@@ -571,6 +571,15 @@ def test_how_many_limits_each_kind_and_keeps_the_watermark(replica):
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
 
 
+def test_how_many_takes_the_newest_nodes_of_each_kind_the_last_in_the_apis_order(replica):
+    # The API has no sort: its order is insertion order, oldest first, so the newest N are its last N.
+    source = make_source(replica, how_many=2, page_size=500)
+    objects = list(source.list_objects())
+    for kind in NODE_KINDS:
+        in_order = [node["id"] for node in replica.corpus.nodes() if node["kind"] == kind]
+        assert listed_ids(obj for obj in objects if obj.kind == kind) == in_order[-2:], kind
+
+
 @pytest.mark.parametrize("token, forbid, expected", [
     ("", False, "asks for a token (401: Could not validate credentials): set KCI_API_TOKEN"),
     ("tok-wrong-1", False, "refused KCI_API_TOKEN (401"),

@@ -288,6 +288,18 @@ def test_days_and_since_override_the_watermark_without_moving_it_over_a_gap(env,
     assert result.stderr == "kcing feed_es: --days and --since do not go together (see kcing feed_es --help)\n"
 
 
+
+def test_how_many_delivers_the_newest_nodes_of_each_kind_and_keeps_the_watermark(env, tmp_path, db, api_replica):
+    result = kcing(["feed_es", "--how-many", "2"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    newest = {}  # the API's order is insertion order, oldest first: the newest are the last
+    for node in listed_nodes(api_replica):
+        newest.setdefault(node["kind"], []).append(node["id"])
+    delivered = {(kind, upstream_id.split(".")[0]) for kind, upstream_id in ledger_states(db)}
+    assert delivered == {(kind, node_id) for kind, ids in newest.items() for node_id in ids[-2:]}
+    assert watermark(db) is None
+
+
 # A collection that moves while it is listed --------------------------------------------------
 
 def delivered_versions(db: Path) -> Dict[str, set]:

@@ -275,7 +275,7 @@ class KernelCIApi:
         With `passes` (which the caller keeps up to date with each page), the kind is paged
         again from offset 0 while `passes.again` asks for it."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="listing") as prefetch:
-            offset = 0
+            offset = self._newest_offset(kind) if self.how_many is not None else 0
             upcoming = prefetch.submit(self._page, kind, offset)
             left_in_a_row = 0  # nodes left out since the last one the API answered
             try:
@@ -430,6 +430,14 @@ class KernelCIApi:
         if response.status_code != 200:
             raise UpstreamError("GET %s (kind=%s, offset %d) answered %d" % (url, kind, offset, response.status_code))
         return url, response
+
+    def _newest_offset(self, kind: str) -> int:
+        """Where the newest `how_many` nodes of `kind` begin. The API has no sort: its order is
+        about insertion order, oldest first, so the newest are the last `how_many` of the
+        listing, counted by a one-node page's `total`."""
+        url, response = self._page(kind, 0, limit=1)
+        total = self._decoded(kind, 0, url, response).total
+        return max(0, total - self.how_many)
 
     def _around_failing_nodes(self, kind: str, offset: int, error: UpstreamAnsweredError) -> _Page:
         """The page at `offset`, which the API kept answering with 500, read in halves (each
