@@ -23,7 +23,7 @@ from kcing.ledger.models import DELIVERED, FAILED
 from kcing.pipeline import FeedOptions, feed
 from kcing.records import NODE_KINDS, UpstreamObject
 from kcing.sources import api as api_module, heads
-from kcing.sources.api import MAX_PASSES, KernelCIApi, filter_time, gunzip
+from kcing.sources.api import MAX_PASSES, KernelCIApi, filter_time, gunzip, server_time_before
 from kcing.sources.requester import Requester
 from tests.fakes.api_corpus import api_time
 from tests.fakes.api_data import MAESTRO, REAL_JOB, checkout_tree, object_id, real_files_present, real_nodes
@@ -569,6 +569,18 @@ def test_how_many_limits_each_kind_and_keeps_the_watermark(replica):
     assert [obj.kind for obj in objects] == \
         ["checkout"] + [kind for kind in NODE_KINDS[1:-1] for _ in range(2)] + ["regression"]
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
+
+
+@pytest.mark.parametrize("header, elapsed, expected", [
+    ("Fri, 04 Dec 2026 18:08:10 GMT", timedelta(seconds=2), datetime(2026, 12, 4, 18, 8, 8, tzinfo=timezone.utc)),
+    ("Fri, 04 Dec 2026 18:08:10 GMT", None, datetime(2026, 12, 4, 18, 8, 10, tzinfo=timezone.utc)),
+    ("Fri, 04 Dec 2026 19:08:10 +0100", timedelta(0), datetime(2026, 12, 4, 18, 8, 10, tzinfo=timezone.utc)),
+    (None, timedelta(seconds=1), None),
+    ("", None, None),
+    ("yesterday", None, None),
+])
+def test_the_apis_clock_is_read_from_its_date_header_less_the_requests_time(header, elapsed, expected):
+    assert server_time_before(header, elapsed) == expected
 
 
 def test_how_many_takes_the_newest_nodes_of_each_kind_the_last_in_the_apis_order(replica):

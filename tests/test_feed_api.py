@@ -300,6 +300,33 @@ def test_how_many_delivers_the_newest_nodes_of_each_kind_and_keeps_the_watermark
     assert watermark(db) is None
 
 
+@pytest.mark.parametrize("api_clock", [timedelta(0), timedelta(hours=-1), timedelta(hours=1)],
+                         ids=["same-clock", "api-clock-behind", "api-clock-ahead"])
+def test_a_change_made_after_its_kind_was_listed_is_delivered_by_the_next_run_whatever_the_apis_clock(
+        env, tmp_path, db, api_replica, api_clock):
+    # `updated` is the API's clock. A checkout changed while tests are listed (after the checkout
+    # kind was read), then a test changed after it: the watermark must stay before the checkout's
+    # change even when the API's clock is behind kcing's (no overlap to make up for it).
+    api_replica.clock_offset = api_clock
+    checkout, test = api_replica.tree["checkout"], api_replica.tree["login"]
+    changed = []
+
+    def change_while_tests_are_listed(server, query, number):
+        if dict(query).get("kind") == "test" and not changed:
+            now = server.now()
+            changed.append(server.corpus.update(checkout["id"], when=now, result="pass"))
+            server.corpus.update(test["id"], when=now + timedelta(milliseconds=1), result="fail")
+
+    api_replica.on_page(change_while_tests_are_listed)
+    env = dict(env, KCI_API_OVERLAP_MINUTES="0")
+    first = kcing(["feed_es"], env, tmp_path)
+    assert changed and first.returncode == 0, first.stderr
+    api_replica.on_page(None)
+    second = kcing(["feed_es"], env, tmp_path)  # the next cron run
+    assert second.returncode == 0, second.stderr
+    assert current_version(changed[0]) in delivered_versions(db)[checkout["id"]]
+
+
 # A collection that moves while it is listed --------------------------------------------------
 
 def delivered_versions(db: Path) -> Dict[str, set]:

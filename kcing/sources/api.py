@@ -23,7 +23,9 @@ The only module that knows the API's paths, filters and paging, and where artifa
 - A test's envelope also carries the job it ran in, and a regression's its failing and passing
   runs (sources/api_related.py), since the node alone does not say them.
 - The watermark (kcing/watermark.py): the run asks the ledger which of the listed versions
-  were delivered, and the newest time up to which all were becomes the next run's start.
+  were delivered, and the newest time up to which all were becomes the next run's start. It
+  never passes the listing's start, read from kcing's clock and lowered to the API's (its pages'
+  `Date`) when that is behind: `updated` times are the API's.
 - A routine run lists mostly versions delivered before. Given the ledger's `known` question,
   the listing reads only a version's id and time from each item (sources/heads.py: a page is
   decoded whole only when a node on it is wanted), checks them and makes their version ids a
@@ -35,6 +37,7 @@ The only module that knows the API's paths, filters and paging, and where artifa
 """
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import operator
@@ -129,9 +132,11 @@ class _Passes:
     A listing still finding skipped nodes after MAX_PASSES is `unsure`: it holds the watermark.
     """
 
-    def __init__(self, entered_since: datetime, limit: int = MAX_PASSES):
+    def __init__(self, entered_since: Callable[[], datetime], limit: int = MAX_PASSES):
         self.newest: Dict[str, datetime] = {}  # node id -> newest `updated` listed
-        self.entered_since = entered_since  # a node updated since may have entered the listing
+        # A node updated since may have entered the listing (asked when needed: the start of the
+        # listing is known in the API's clock once its first page answered).
+        self.entered_since = entered_since
         self.limit = limit
         self.number = 1
         self.found_skipped = False  # this pass found a node first that was there before it began
@@ -139,7 +144,7 @@ class _Passes:
         self.unsure = False
 
     def listed_first(self, updated) -> None:
-        if self.number > 1 and (updated is None or updated < self.entered_since):
+        if self.number > 1 and (updated is None or updated < self.entered_since()):
             self.found_skipped = True
 
     def is_new(self, node_id: Optional[str], updated) -> bool:
@@ -265,7 +270,7 @@ class KernelCIApi:
         self._complete = self.how_many is None
 
     def _passes(self) -> _Passes:
-        return _Passes(self._listing_started - self.overlap)
+        return _Passes(lambda: self._listing_started - self.overlap)
 
     def _pages(self, kind: str, read_heads: bool = False, passes: Optional[_Passes] = None) -> Iterator[_Page]:
         """The pages of one kind, each decoded when the caller asks for it (on the caller's
@@ -429,6 +434,11 @@ class KernelCIApi:
         self._check_access(url, response)
         if response.status_code != 200:
             raise UpstreamError("GET %s (kind=%s, offset %d) answered %d" % (url, kind, offset, response.status_code))
+        # `updated` times are the API's clock, which may be behind ours: the listing's start, which
+        # bounds the watermark, is the earlier of the two clocks' readings.
+        answered = server_time_before(response.headers.get("Date"), getattr(response, "elapsed", None))
+        if answered is not None and self._listing_started is not None and answered < self._listing_started:
+            self._listing_started = answered
         return url, response
 
     def _newest_offset(self, kind: str) -> int:
@@ -618,6 +628,22 @@ def version_id(node_id: str, updated: datetime) -> str:
     """
     stamp = updated.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds")
     return "%s.%s" % (node_id, stamp.replace("-", "").replace(":", ""))
+
+
+def server_time_before(date_header: Optional[str], elapsed: Optional[timedelta]) -> Optional[datetime]:
+    """A time of the server's clock no later than when it was sent a request, from its answer's
+    `Date` header (whole seconds, rounded down, stamped before the answer reached us) less the
+    time the request took; None without a readable Date."""
+    if not date_header:
+        return None
+    try:
+        stamped = email.utils.parsedate_to_datetime(date_header)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if stamped is None:
+        return None
+    stamped = stamped.replace(tzinfo=timezone.utc) if stamped.tzinfo is None else stamped.astimezone(timezone.utc)
+    return stamped - (elapsed if isinstance(elapsed, timedelta) and elapsed > timedelta(0) else timedelta(0))
 
 
 def filter_time(when: datetime) -> str:

@@ -12,6 +12,9 @@ One server on 127.0.0.1 serves:
   except those named in `content_encoded`, whose bytes are sent as they are with
   `Content-Encoding: gzip`, as a storage host that labels its `.gz` files so.
 
+Every answer carries a `Date` header, as uvicorn sends, read from the replica's clock: the
+real clock moved by `clock_offset` (a server whose clock is behind or ahead of the client's).
+
 Test hooks: a token the API paths require (`token`, 401 `{"detail": ...}` without it) or a
 blanket 403 (`forbid`); failures queued by path prefix (`fail_next`, with Retry-After) and
 redirects (`redirect`); a
@@ -20,10 +23,13 @@ listing page is computed (`on_page`), which may change the corpus between two pa
 """
 from __future__ import annotations
 
+import email.utils
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, List, Optional, Set, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -60,6 +66,7 @@ class ApiReplica(ServedByBackgroundServer):
         self.corpus = corpus if corpus is not None else ApiCorpus()
         self.token = token
         self.forbid = False
+        self.clock_offset = timedelta(0)  # the server's clock less the real one (its `Date` headers)
         self.max_limit: Optional[int] = None  # a server that caps `limit` below what was asked
         self.echo_asked_limit = False  # ... and answers with the `limit` asked, not the one it used
         self.content_encoded: Set[str] = set()  # file paths served with `Content-Encoding: gzip`
@@ -118,6 +125,10 @@ class ApiReplica(ServedByBackgroundServer):
 
     def file_requests(self) -> List[RecordedRequest]:
         return [request for request in self.requests if request.path.startswith("/files/")]
+
+    def now(self) -> datetime:
+        """The server's clock: what its `Date` headers say, and when a node it changes is `updated`."""
+        return datetime.now(timezone.utc) + self.clock_offset
 
     def _next_page_number(self) -> int:
         with self._lock:
@@ -267,6 +278,8 @@ class _ApiHandler(QuietHandler):
     def _finish(self, status: int, headers, body: bytes = b"") -> None:
         recorded = {name.lower(): value for name, value in self.headers.items()}
         self.app.requests.append(RecordedRequest("GET", self.decoded_path, self.query, recorded, status))
+        stamp = time.time() + self.app.clock_offset.total_seconds()
+        headers = list(headers) + [("Date", email.utils.formatdate(stamp, usegmt=True))]
         try:
             self.send_whole(status, headers, body)
         except CLIENT_GONE:
