@@ -242,6 +242,24 @@ def test_a_node_skipped_when_another_moves_past_the_end_is_listed_by_another_pas
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
 
 
+def test_an_empty_page_short_of_the_total_is_listed_again_and_holds_the_watermark_while_it_stays(replica):
+    tests = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
+    # Once: the next pass lists the rest, and the listing is complete.
+    replica.malformed_page(2, json.dumps({"items": [], "total": len(tests), "limit": 3, "offset": 3}).encode())
+    source = make_source(replica, page_size=3, kinds=("test",))
+    assert sorted(listed_ids(source.list_objects())) == sorted(tests)
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) is not None and source.left_out == []
+
+    # Every time: the nodes past it are never listed, so the watermark stays and the run is told.
+    replica.empty_from["test"] = 3
+    source = make_source(replica, page_size=3, kinds=("test",))
+    assert listed_ids(source.list_objects()) == tests[:3]
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
+    (problem,) = source.left_out
+    assert problem.startswith("test listing: the API answered an empty page at offset 3 though it counts %d nodes"
+                              % len(tests))
+
+
 def test_a_repeated_node_is_listed_again_only_when_newer():
     node = {"id": "a" * 24, "kind": "test", "created": "2024-10-16T00:00:00.000000",
             "updated": "2024-10-16T00:05:00.000000"}

@@ -327,6 +327,25 @@ def test_a_change_made_after_its_kind_was_listed_is_delivered_by_the_next_run_wh
     assert current_version(changed[0]) in delivered_versions(db)[checkout["id"]]
 
 
+def test_pages_that_run_dry_short_of_the_total_fail_the_run_and_hold_the_watermark(env, tmp_path, db, api_replica):
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    mark = watermark(db)
+    later = checkout_tree(api_replica.corpus, api_replica.files_url, mark + timedelta(minutes=5), seed="tree-2",
+                          describe="v6.12-rc4")
+    api_replica.empty_from["test"] = 3  # every test page from offset 3 on is empty, `total` counts them all
+    env = dict(env, KCI_API_PAGE_SIZE="3")
+    dry = kcing(["feed_es"], env, tmp_path)
+    assert dry.returncode == 1, dry.stderr
+    assert "test listing: the API answered an empty page at offset 3 though it counts" in dry.stdout
+    assert watermark(db) == mark  # the tests past the empty page were never listed
+
+    api_replica.empty_from.clear()
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    delivered = delivered_versions(db)
+    assert all(current_version(node) in delivered.get(node["id"], ()) for node in later.values())
+    assert watermark(db) == newest_updated(api_replica)
+
+
 # A collection that moves while it is listed --------------------------------------------------
 
 def delivered_versions(db: Path) -> Dict[str, set]:

@@ -130,6 +130,8 @@ class _Passes:
     for another pass: a pass that found none of them ends the listing, and a node that entered
     it unseen is listed by the next run, whose start the watermark keeps before the listing's.
     A listing still finding skipped nodes after MAX_PASSES is `unsure`: it holds the watermark.
+    So is one whose later pass found no skipped node but ended with an empty page short of the
+    API's `total`: the nodes past that offset were never listed, whatever their times.
     """
 
     def __init__(self, entered_since: Callable[[], datetime], limit: int = MAX_PASSES):
@@ -142,6 +144,7 @@ class _Passes:
         self.found_skipped = False  # this pass found a node first that was there before it began
         self.without_id = 0  # items of this pass without a node id (each counted as a node)
         self.unsure = False
+        self.cut_short: Optional[str] = None  # why nodes past an empty page went unlisted
 
     def listed_first(self, updated) -> None:
         if self.number > 1 and (updated is None or updated < self.entered_since()):
@@ -170,18 +173,27 @@ class _Passes:
                 self.listed_first(when)
         return True
 
-    def again(self, kind: str, total: int) -> bool:
-        """After a pass's last page (whose `total` is given): whether to list the kind again."""
+    def again(self, kind: str, total: int, empty_at: Optional[int] = None) -> bool:
+        """After a pass's last page (whose `total` is given): whether to list the kind again.
+        `empty_at`: the offset of the pass's last page when it was empty short of `total`."""
         seen = len(self.newest) + self.without_id
-        if seen >= total or (self.number > 1 and not self.found_skipped):
+        if seen >= total:
+            return False
+        if self.number > 1 and not self.found_skipped:
+            if empty_at is not None:  # not nodes that entered: offsets the API never answered
+                self.unsure = True
+                self.cut_short = ("%s listing: the API answered an empty page at offset %d though it counts %d "
+                                  "nodes, in %d passes; the nodes past it were not listed, and the watermark stays "
+                                  "before them" % (kind, empty_at, total, self.number))
+                log.warning(self.cut_short)
             return False
         if self.number >= self.limit:
             self.unsure = True
             log.warning("%s listing: pass %d still found nodes that offset paging skipped before (%d listed, "
                         "the API counts %d); the watermark stays for the next run", kind, self.number, seen, total)
             return False
-        log.info("%s listing: %d nodes listed, the API counts %d (nodes moved while it was paged): listing "
-                 "them again", kind, seen, total)
+        log.info("%s listing: %d nodes listed, the API counts %d (%s): listing them again", kind, seen, total,
+                 "nodes moved while it was paged" if empty_at is None else "its page at offset %d was empty" % empty_at)
         self.number += 1
         self.found_skipped = False
         self.without_id = 0
@@ -305,10 +317,14 @@ class KernelCIApi:
                     more = (page.items or page.unlisted) and offset < page.total
                     upcoming = prefetch.submit(self._page, kind, offset) if more else None
                     total = page.total
+                    empty_at = offset if not (page.items or page.unlisted) and offset < total else None
                     yield page
-                    if upcoming is None and passes is not None and passes.again(kind, total):
-                        offset = 0
-                        upcoming = prefetch.submit(self._page, kind, offset)
+                    if upcoming is None and passes is not None:
+                        if passes.again(kind, total, empty_at):
+                            offset = 0
+                            upcoming = prefetch.submit(self._page, kind, offset)
+                        elif passes.cut_short is not None:
+                            self.left_out.append(passes.cut_short)
             finally:
                 if upcoming is not None:  # the caller stopped early (how_many, an error, a signal)
                     upcoming.cancel()

@@ -18,7 +18,8 @@ real clock moved by `clock_offset` (a server whose clock is behind or ahead of t
 Test hooks: a token the API paths require (`token`, 401 `{"detail": ...}` without it) or a
 blanket 403 (`forbid`); failures queued by path prefix (`fail_next`, with Retry-After) and
 redirects (`redirect`); a
-listing page answered with a broken body (`malformed_page`); a callback run before each
+listing page answered with a broken body (`malformed_page`); pages of a kind empty from an
+offset on (`empty_from`); a callback run before each
 listing page is computed (`on_page`), which may change the corpus between two pages.
 """
 from __future__ import annotations
@@ -69,6 +70,9 @@ class ApiReplica(ServedByBackgroundServer):
         self.clock_offset = timedelta(0)  # the server's clock less the real one (its `Date` headers)
         self.max_limit: Optional[int] = None  # a server that caps `limit` below what was asked
         self.echo_asked_limit = False  # ... and answers with the `limit` asked, not the one it used
+        # kind -> offset from which listing pages of that kind come back empty, `total` still
+        # counting every node: a server whose pages run dry short of what it counts.
+        self.empty_from: Dict[str, int] = {}
         self.content_encoded: Set[str] = set()  # file paths served with `Content-Encoding: gzip`
         # Ids of nodes the API cannot answer: stored in a form its response model refuses, they
         # fail every page (and the /node answer) that holds them with FastAPI's plain 500.
@@ -221,6 +225,11 @@ class _ApiHandler(QuietHandler):
         asked, offset = paging
         limit = min(asked, replica.max_limit or asked)
         answered = asked if replica.echo_asked_limit else limit
+        dry_from = replica.empty_from.get(dict(self.query).get("kind", ""))
+        if dry_from is not None and offset >= dry_from:
+            self._finish(200, [_JSON], json.dumps({"items": [], "total": len(matching), "limit": answered,
+                                                   "offset": offset}).encode())
+            return
         if replica.unanswerable and any(node.get("id") in replica.unanswerable
                                         for node in matching[offset:offset + limit]):
             self._finish(500, [("Content-Type", "text/plain; charset=utf-8")], b"Internal Server Error")
