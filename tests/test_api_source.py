@@ -413,7 +413,8 @@ class ScriptedRequester:
         response = requests.Response()
         response.status_code = 200
         items = self.pages.pop(0) if self.pages else []
-        response._content = json.dumps({"items": items, "total": self.total, "limit": 2, "offset": 0}).encode()
+        offset = int(dict(params or ()).get("offset", 0))  # echoed, as the API does
+        response._content = json.dumps({"items": items, "total": self.total, "limit": 2, "offset": offset}).encode()
         return response
 
 
@@ -578,6 +579,17 @@ def test_a_malformed_page_stops_the_listing(replica, body, known):
         for obj in source.list_objects(known=known):
             listed.append(obj)
     assert listed and source.watermark_candidate(lambda kind, ids: set(ids)) is None
+
+
+@pytest.mark.parametrize("known", [None, lambda kind, ids: set()], ids=["decoded-whole", "read-as-heads"])
+def test_a_page_answered_for_another_offset_stops_the_listing(replica, known):
+    replica.ignores_offset = True  # a cache before the API that keys pages without their offset
+    source = make_source(replica, page_size=3, kinds=("test",))
+    listed = []
+    with pytest.raises(UpstreamError, match=r"\(kind=test, offset 3\) answered the page at offset 0 instead$"):
+        for obj in source.list_objects(known=known):
+            listed.append(obj)
+    assert len(listed) == 3 and source.watermark_candidate(lambda kind, ids: set(ids)) is None
 
 
 def test_how_many_limits_each_kind_and_keeps_the_watermark(replica):

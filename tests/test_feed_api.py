@@ -346,6 +346,25 @@ def test_pages_that_run_dry_short_of_the_total_fail_the_run_and_hold_the_waterma
     assert watermark(db) == newest_updated(api_replica)
 
 
+def test_a_server_that_answers_the_first_page_for_every_offset_stops_the_run_and_holds_the_watermark(
+        env, tmp_path, db, api_replica, logstash):
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    mark = watermark(db)
+    checkout_tree(api_replica.corpus, api_replica.files_url, mark + timedelta(minutes=5), seed="tree-2",
+                  describe="v6.12-rc4")
+    api_replica.ignores_offset = True  # a cache before the API keying pages without their offset
+    env = dict(env, KCI_API_PAGE_SIZE="3")
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.endswith("(kind=job, offset 3) answered the page at offset 0 instead\n"), result.stderr
+    assert watermark(db) == mark
+
+    api_replica.ignores_offset = False
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    assert stored_keys(logstash) == set(expected_documents(api_replica))
+    assert watermark(db) == newest_updated(api_replica)
+
+
 # A collection that moves while it is listed --------------------------------------------------
 
 def delivered_versions(db: Path) -> Dict[str, set]:

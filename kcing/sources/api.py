@@ -510,12 +510,17 @@ class KernelCIApi:
         the page, and the whole items when first asked for."""
         page = heads.node_heads(response, jobs=kind == JOB) if read_heads else None
         if page is not None:
-            items, total, limit = page.items, page.total, page.limit
+            items, total, limit, answered = page.items, page.total, page.limit, page.offset
         else:
-            items, total, limit = self._envelope(response)
+            items, total, limit, answered = self._envelope(response)
         if not isinstance(items, list) or not _is_count(total):
             raise UpstreamError("GET %s (kind=%s, offset %d) answered a malformed page: no items list and total"
                                 % (url, kind, offset))
+        if _is_count(answered) and answered != offset:
+            # A server (or a cache before it) that does not page as asked: its items are not
+            # those at `offset`, and listing on would take repeats for the rest.
+            raise UpstreamError("GET %s (kind=%s, offset %d) answered the page at offset %d instead"
+                                % (url, kind, offset, answered))
         limit = limit if _is_count(limit) and limit > 0 else self._limit()
         if page is None:
             return _Page(items, total, limit)
@@ -530,14 +535,14 @@ class KernelCIApi:
 
     @staticmethod
     def _envelope(response) -> tuple:
-        """(items, total, limit) of a page decoded whole; None for what it lacks."""
+        """(items, total, limit, offset) of a page decoded whole; None for what it lacks."""
         try:
             envelope = response.json()
         except ValueError:
             envelope = None
         if not isinstance(envelope, dict):
-            return None, None, None
-        return envelope.get("items"), envelope.get("total"), envelope.get("limit")
+            return None, None, None, None
+        return envelope.get("items"), envelope.get("total"), envelope.get("limit"), envelope.get("offset")
 
     def _limit(self) -> int:
         return self.page_size if self.how_many is None else max(1, min(self.page_size, self.how_many))

@@ -56,12 +56,14 @@ class _HeadPage(msgspec.Struct):
     items: List[NodeHead]
     total: Any = None
     limit: Any = None
+    offset: Any = None
 
 
 class _JobHeadPage(msgspec.Struct):
     items: List[JobHead]
     total: Any = None
     limit: Any = None
+    offset: Any = None
 
 
 class _LegacyHead(msgspec.Struct, gc=False):
@@ -79,7 +81,7 @@ _LEGACY_PAGE = msgspec.json.Decoder(_LegacyPage)
 
 
 def node_heads(response, jobs: bool = False):
-    """An API page's items as heads (`JobHead`s with `jobs`), with its `total` and `limit`;
+    """An API page's items as heads (`JobHead`s with `jobs`), with its `total`, `limit` and `offset`;
     None when msgspec cannot read it as an object with an `items` list of objects (a job's
     `data` and revision objects or null)."""
     return _decoded(response, _JOB_HEAD_PAGE if jobs else _HEAD_PAGE)

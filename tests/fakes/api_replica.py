@@ -19,7 +19,7 @@ Test hooks: a token the API paths require (`token`, 401 `{"detail": ...}` withou
 blanket 403 (`forbid`); failures queued by path prefix (`fail_next`, with Retry-After) and
 redirects (`redirect`); a
 listing page answered with a broken body (`malformed_page`); pages of a kind empty from an
-offset on (`empty_from`); a callback run before each
+offset on (`empty_from`); every page answered as the first (`ignores_offset`); a callback run before each
 listing page is computed (`on_page`), which may change the corpus between two pages.
 """
 from __future__ import annotations
@@ -73,6 +73,8 @@ class ApiReplica(ServedByBackgroundServer):
         # kind -> offset from which listing pages of that kind come back empty, `total` still
         # counting every node: a server whose pages run dry short of what it counts.
         self.empty_from: Dict[str, int] = {}
+        # A cache before the server that keys pages without their offset: every page is the first.
+        self.ignores_offset = False
         self.content_encoded: Set[str] = set()  # file paths served with `Content-Encoding: gzip`
         # Ids of nodes the API cannot answer: stored in a form its response model refuses, they
         # fail every page (and the /node answer) that holds them with FastAPI's plain 500.
@@ -223,6 +225,7 @@ class _ApiHandler(QuietHandler):
             return
         key, matching = found
         asked, offset = paging
+        offset = 0 if replica.ignores_offset else offset
         limit = min(asked, replica.max_limit or asked)
         answered = asked if replica.echo_asked_limit else limit
         dry_from = replica.empty_from.get(dict(self.query).get("kind", ""))
