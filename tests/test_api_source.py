@@ -23,7 +23,7 @@ from kcing.ledger.models import DELIVERED, FAILED
 from kcing.pipeline import FeedOptions, feed
 from kcing.records import NODE_KINDS, UpstreamObject
 from kcing.sources import api as api_module, heads
-from kcing.sources.api import MAX_PASSES, KernelCIApi, filter_time, gunzip, server_time_before
+from kcing.sources.api import MAX_PASSES, KernelCIApi, filter_time, gunzip, refusal_detail, server_time_before
 from kcing.sources.requester import Requester
 from tests.fakes.api_corpus import api_time
 from tests.fakes.api_data import MAESTRO, REAL_JOB, checkout_tree, object_id, real_files_present, real_nodes
@@ -611,6 +611,22 @@ def test_how_many_limits_each_kind_and_keeps_the_watermark(replica):
 ])
 def test_the_apis_clock_is_read_from_its_date_header_less_the_requests_time(header, elapsed, expected):
     assert server_time_before(header, elapsed) == expected
+
+
+@pytest.mark.parametrize("body, expected", [
+    (b'{"detail":[{"type":"less_than_equal","loc":["query","limit"],"msg":"Input should be less than or equal to 100",'
+     b'"input":"500","ctx":{"le":100}}]}', ({"limit"}, "limit: Input should be less than or equal to 100")),
+    (b'{"detail":[{"loc":["query","offset"],"msg":"out of range"},{"loc":[],"msg":"and\\nmore"}]}',
+     ({"offset"}, "offset: out of range; and more")),
+    (b'{"detail":"Invalid isoformat string: \'2024-13\'"}', (set(), "Invalid isoformat string: '2024-13'")),
+    (b"<html><body>502 Bad Gateway</body></html>", (set(), "")),
+    (b'{"detail": 3}', (set(), "")),
+    (b"[]", (set(), "")),
+])
+def test_an_error_answers_detail_is_read_as_fastapi_writes_it(body, expected):
+    response = requests.Response()
+    response.status_code, response._content = 422, body
+    assert refusal_detail(response) == expected
 
 
 def test_how_many_takes_the_newest_nodes_of_each_kind_the_last_in_the_apis_order(replica):

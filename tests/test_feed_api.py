@@ -365,6 +365,18 @@ def test_a_server_that_answers_the_first_page_for_every_offset_stops_the_run_and
     assert watermark(db) == newest_updated(api_replica)
 
 
+def test_an_api_that_refuses_the_page_size_says_which_setting_to_lower(env, tmp_path, db, api_replica):
+    api_replica.limit_maximum = 100  # fastapi-pagination's own maximum, without the API's custom parameters
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.endswith("\nkcing feed_es: the KernelCI API at %s/nodes refused limit=500 (422: limit: Input "
+                                  "should be less than or equal to 100): set KCI_API_PAGE_SIZE to what it allows\n"
+                                  % api_replica.api_url)
+    assert "Traceback" not in result.stderr
+    assert kcing(["feed_es"], dict(env, KCI_API_PAGE_SIZE="100"), tmp_path).returncode == 0
+    assert watermark(db) == newest_updated(api_replica)
+
+
 # A collection that moves while it is listed --------------------------------------------------
 
 def delivered_versions(db: Path) -> Dict[str, set]:

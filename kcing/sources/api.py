@@ -449,7 +449,13 @@ class KernelCIApi:
         response = self.requester.get(url, params=params, headers=self._headers, attempts=attempts)
         self._check_access(url, response)
         if response.status_code != 200:
-            raise UpstreamError("GET %s (kind=%s, offset %d) answered %d" % (url, kind, offset, response.status_code))
+            fields, detail = refusal_detail(response)
+            if response.status_code == 422 and "limit" in fields:
+                # An API whose pages are capped (fastapi-pagination's own default allows 100).
+                raise ConfigError("the KernelCI API at %s refused limit=%s (422: %s): set KCI_API_PAGE_SIZE to what "
+                                  "it allows" % (url, dict(params)["limit"], detail))
+            raise UpstreamError("GET %s (kind=%s, offset %d) answered %d%s" % (
+                url, kind, offset, response.status_code, ": %s" % detail if detail else ""))
         # `updated` times are the API's clock, which may be behind ours: the listing's start, which
         # bounds the watermark, is the earlier of the two clocks' readings.
         answered = server_time_before(response.headers.get("Date"), getattr(response, "elapsed", None))
@@ -649,6 +655,27 @@ def version_id(node_id: str, updated: datetime) -> str:
     """
     stamp = updated.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds")
     return "%s.%s" % (node_id, stamp.replace("-", "").replace(":", ""))
+
+
+def refusal_detail(response) -> Tuple[Set[str], str]:
+    """The query fields an error answer names and its `detail` as one line: FastAPI's
+    `{"detail": "text"}`, or its validation list `{"detail": [{"loc": ["query", "limit"], "msg": ...}]}`."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return set(), ""
+    if isinstance(detail, str):
+        return set(), " ".join(detail.split())[:300]
+    if not isinstance(detail, list):
+        return set(), ""
+    fields, parts = set(), []
+    for problem in detail:
+        if not isinstance(problem, dict):
+            continue
+        loc = [str(part) for part in problem.get("loc") or () if part not in ("query", "body")]
+        fields.update(loc[:1])
+        parts.append("%s%s" % ("%s: " % ".".join(loc) if loc else "", " ".join(str(problem.get("msg", "")).split())))
+    return fields, "; ".join(parts)[:300]
 
 
 def server_time_before(date_header: Optional[str], elapsed: Optional[timedelta]) -> Optional[datetime]:

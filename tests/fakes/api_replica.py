@@ -75,6 +75,9 @@ class ApiReplica(ServedByBackgroundServer):
         self.empty_from: Dict[str, int] = {}
         # A cache before the server that keys pages without their offset: every page is the first.
         self.ignores_offset = False
+        # The most `limit` may ask for, or None for no maximum (the API's own parameters); beyond
+        # it, 422 as FastAPI refuses a query parameter (fastapi-pagination's default is 100).
+        self.limit_maximum: Optional[int] = None
         self.content_encoded: Set[str] = set()  # file paths served with `Content-Encoding: gzip`
         # Ids of nodes the API cannot answer: stored in a form its response model refuses, they
         # fail every page (and the /node answer) that holds them with FastAPI's plain 500.
@@ -258,6 +261,12 @@ class _ApiHandler(QuietHandler):
         if limit < 1 or offset < 0:
             detail = [{"loc": ["query", "limit" if limit < 1 else "offset"], "msg": "out of range",
                        "type": "value_error"}]
+            self._finish(422, [_JSON], json.dumps({"detail": detail}).encode())
+            return None
+        maximum = self.app.limit_maximum
+        if maximum is not None and limit > maximum:
+            detail = [{"type": "less_than_equal", "loc": ["query", "limit"], "input": values["limit"],
+                       "msg": "Input should be less than or equal to %d" % maximum, "ctx": {"le": maximum}}]
             self._finish(422, [_JSON], json.dumps({"detail": detail}).encode())
             return None
         return limit, offset
