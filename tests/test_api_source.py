@@ -629,6 +629,13 @@ def test_an_error_answers_detail_is_read_as_fastapi_writes_it(body, expected):
     assert refusal_detail(response) == expected
 
 
+def test_a_listing_under_a_version_the_api_does_not_serve_says_the_apis_reason(replica):
+    source = KernelCIApi(Requester(new_session(), RetryPolicy(attempts=1), 5), replica.url + "/v1", since=SINCE)
+    with pytest.raises(UpstreamError, match=r"/v1/nodes \(kind=checkout, offset 0\) answered 400: Unsupported API "
+                                            r"version: v1$"):
+        list(source.list_objects())
+
+
 def test_how_many_takes_the_newest_nodes_of_each_kind_the_last_in_the_apis_order(replica):
     # The API has no sort: its order is insertion order, oldest first, so the newest N are its last N.
     source = make_source(replica, how_many=2, page_size=500)

@@ -659,11 +659,15 @@ def version_id(node_id: str, updated: datetime) -> str:
 
 def refusal_detail(response) -> Tuple[Set[str], str]:
     """The query fields an error answer names and its `detail` as one line: FastAPI's
-    `{"detail": "text"}`, or its validation list `{"detail": [{"loc": ["query", "limit"], "msg": ...}]}`."""
+    `{"detail": "text"}`, or its validation list `{"detail": [{"loc": ["query", "limit"], "msg": ...}]}`;
+    or the first line of a plain-text answer (the API's `Unsupported API version: v1`)."""
     try:
         detail = response.json().get("detail")
     except (ValueError, AttributeError):
-        return set(), ""
+        if not (response.headers.get("Content-Type") or "").startswith("text/plain"):
+            return set(), ""  # HTML from a proxy says nothing one line could
+        lines = response.content[:300].decode("utf-8", "replace").strip().splitlines()
+        return set(), " ".join(lines[0].split()) if lines else ""
     if isinstance(detail, str):
         return set(), " ".join(detail.split())[:300]
     if not isinstance(detail, list):
