@@ -377,6 +377,14 @@ def test_an_api_that_refuses_the_page_size_says_which_setting_to_lower(env, tmp_
     assert watermark(db) == newest_updated(api_replica)
 
 
+def test_a_date_header_before_the_window_listed_is_not_taken_for_the_apis_clock(env, tmp_path, db, api_replica):
+    # A proxy whose clock says 1971: nodes updated since the window's start exist, so it is wrong,
+    # and a watermark bounded by it would have every next run list the API's whole history.
+    api_replica.clock_offset = datetime(1971, 1, 1, tzinfo=timezone.utc) - datetime.now(timezone.utc)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    assert watermark(db) == newest_updated(api_replica)
+
+
 # A collection that moves while it is listed --------------------------------------------------
 
 def delivered_versions(db: Path) -> Dict[str, set]:

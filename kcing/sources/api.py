@@ -457,9 +457,11 @@ class KernelCIApi:
             raise UpstreamError("GET %s (kind=%s, offset %d) answered %d%s" % (
                 url, kind, offset, response.status_code, ": %s" % detail if detail else ""))
         # `updated` times are the API's clock, which may be behind ours: the listing's start, which
-        # bounds the watermark, is the earlier of the two clocks' readings.
+        # bounds the watermark, is the earlier of the two clocks' readings. Not a reading before
+        # the window listed: nodes updated since then exist, so that clock (a proxy's) is wrong.
         answered = server_time_before(response.headers.get("Date"), getattr(response, "elapsed", None))
-        if answered is not None and self._listing_started is not None and answered < self._listing_started:
+        if (answered is not None and self._listing_started is not None
+                and self.start <= answered < self._listing_started):
             self._listing_started = answered
         return url, response
 
