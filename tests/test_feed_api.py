@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 import sqlite3
 import time
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -429,6 +431,47 @@ def test_a_node_skipped_when_an_update_moves_another_past_the_end_is_delivered(e
     assert stored_keys(logstash) == set(expected_documents(api_replica))
     _, document = document_of(logstash, tests[0]["id"])
     assert document["result"] == "fail"
+
+
+@pytest.mark.parametrize("api_clock", [timedelta(0), timedelta(hours=-1)], ids=["same-clock", "api-clock-behind"])
+def test_cron_runs_over_an_api_changing_between_pages_deliver_every_version_once(env, tmp_path, db, api_replica,
+                                                                                logstash, api_clock):
+    # Between pages, nodes change in place (MongoDB keeps their place) and whole new trees are
+    # added, all stamped by the API's clock; no overlap makes up for anything. After a quiet run,
+    # every node's current version is delivered, and no version was posted twice.
+    api_replica.clock_offset = api_clock
+    rnd = random.Random(7)
+    changes = {"pages": 0, "trees": 0}
+
+    def churn(server, query, number):
+        changes["pages"] += 1
+        if changes["pages"] > 12:  # a bounded burst per run
+            return
+        nodes = [node for node in server.corpus.nodes() if node["kind"] in ("checkout", "kbuild", "job", "test")]
+        for _ in range(rnd.randint(0, 2)):
+            server.corpus.update(rnd.choice(nodes)["id"], when=server.now(), result=rnd.choice(["pass", "fail"]))
+        if rnd.random() < 0.2:
+            changes["trees"] += 1
+            checkout_tree(server.corpus, server.files_url, server.now(), seed="churn-%d" % changes["trees"],
+                          describe="v6.13-rc%d" % changes["trees"])
+
+    env = dict(env, KCI_API_PAGE_SIZE="4", KCI_API_OVERLAP_MINUTES="0")
+    for _ in range(4):
+        changes["pages"] = 0
+        api_replica.on_page(churn)
+        result = kcing(["feed_es"], env, tmp_path)
+        assert result.returncode == 0, result.stderr
+    api_replica.on_page(None)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+
+    delivered = delivered_versions(db)
+    assert [node["id"] for node in listed_nodes(api_replica)
+            if current_version(node) not in delivered.get(node["id"], ())] == []
+    assert stored_keys(logstash) == set(expected_documents(api_replica))
+    posted = Counter((event.metadata.get("index"), event.metadata.get("id"), event.fields["kernelci_api"]["updated"])
+                     for emulator in logstash.emulators.values() for event in emulator.events_received
+                     if "kernelci_api" in event.fields)
+    assert changes["trees"] and max(posted.values()) == 1
 
 
 def test_two_versions_of_a_node_listed_in_one_run_leave_the_newer_in_elasticsearch(env, tmp_path, db, api_replica,
