@@ -1,9 +1,11 @@
 """Pin the strictness of the local emulators with plain `requests` calls."""
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import re
+import socket
 import threading
 from datetime import date, datetime, timezone
 
@@ -486,6 +488,20 @@ def test_down_refuses_connections_until_up(emulator):
         session.post(emulator.url, json=[doc()], timeout=TIMEOUT)
     emulator.up()
     assert session.post(emulator.url, json=[doc()], timeout=TIMEOUT).status_code == 200
+
+
+def test_a_down_emulator_keeps_its_port_for_up(emulator):
+    # A fault scenario takes Logstash down for seconds while other processes open connections
+    # and servers: none of them may be given its port, or up() fails with "address in use".
+    emulator.down()
+    with socket.socket() as other, pytest.raises(OSError) as refused:
+        other.bind(("127.0.0.1", emulator.port))
+    assert refused.value.errno == errno.EADDRINUSE
+    emulator.up()
+    assert requests.post(emulator.url, json=[doc()], timeout=TIMEOUT).status_code == 200
+    emulator.stop()
+    with socket.socket() as other:  # stopped for good: the port is given back
+        other.bind(("127.0.0.1", emulator.port))
 
 
 def _post_in_background(url, results):

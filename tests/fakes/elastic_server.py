@@ -743,7 +743,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             raise ValueError("mode is '503' or 'refuse'")
         self.not_ready_mode = mode
         if mode == "refuse":
-            self._server.stop()
+            self._server.down()
 
     def ready(self) -> None:
         if self.not_ready_mode == "refuse":

@@ -133,7 +133,7 @@ class LogstashEmulator(ServedByBackgroundServer):
 
         Requests held by `block_pipeline()` stay held until `unblock_pipeline()` or `stop()`.
         """
-        self._server.stop()
+        self._server.down()
 
     def up(self) -> str:
         return self._server.start()

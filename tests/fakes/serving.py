@@ -177,6 +177,7 @@ class BackgroundServer:
         self.errors: List[BaseException] = []
         self._server: Optional[_LoopbackServer] = None
         self._thread: Optional[threading.Thread] = None
+        self._hold: Optional[socket.socket] = None  # keeps the port while down (see `down`)
 
     @property
     def base_url(self) -> str:
@@ -188,8 +189,11 @@ class BackgroundServer:
 
     def start(self) -> str:
         if self._server is None:
+            # Bound beside the hold (both reuse the address and the hold never listens), which
+            # is closed only then: the port is never free between `down()` and here.
             self._server = _LoopbackServer(self.port, self.handler_class, self)
             self.port = self._server.server_address[1]
+            self._release_hold()
             self._thread = threading.Thread(
                 target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
                 name="fake-http-%d" % self.port, daemon=True)
@@ -199,12 +203,34 @@ class BackgroundServer:
     def stop(self) -> None:
         """Stop listening and cut every open connection; a later `start()` binds the same port again."""
         server, self._server = self._server, None
-        if server is None:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            server.cut_connections()
+            self._thread.join(timeout=5)
+        self._release_hold()
+
+    def down(self) -> None:
+        """`stop()`, keeping the port for a later `start()`: connections to it are refused, as by
+        a service that is down, and no other socket of the machine takes it meanwhile.
+
+        A port the kernel handed out is free once closed: a client's connection (any process's)
+        or another server asking for any port could be given it, and `start()` then failed with
+        EADDRINUSE. A socket bound to it that never listens holds it and refuses connections."""
+        self.stop()
+        hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            hold.bind((LOOPBACK, self.port))
+        except OSError:  # taken in the instant between close and bind: start() will say so
+            hold.close()
             return
-        server.shutdown()
-        server.server_close()
-        server.cut_connections()
-        self._thread.join(timeout=5)
+        self._hold = hold
+
+    def _release_hold(self) -> None:
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            hold.close()
 
 
 class StartedByWith:
