@@ -592,6 +592,22 @@ def test_a_page_answered_for_another_offset_stops_the_listing(replica, known):
     assert len(listed) == 3 and source.watermark_candidate(lambda kind, ids: set(ids)) is None
 
 
+@pytest.mark.parametrize("since, overlap, moves", [
+    pytest.param(None, timedelta(minutes=10), True, id="resumed-with-overlap"),
+    pytest.param(None, timedelta(0), True, id="resumed-without-overlap"),
+    pytest.param(SINCE, timedelta(minutes=10), True, id="since-before-the-watermark"),
+    pytest.param(SINCE + timedelta(days=1), timedelta(minutes=10), False, id="since-after-the-watermark"),
+])
+def test_a_run_that_started_after_the_watermark_keeps_it(replica, since, overlap, moves):
+    # A `--since` (or `--days`) later than the watermark leaves the time between them uncrawled:
+    # moving the watermark past it would make every later run skip what changed in that gap.
+    source = make_source(replica, since=since, overlap=overlap)
+    source.resume_from(SINCE)
+    assert list(source.list_objects())
+    candidate = source.watermark_candidate(lambda kind, ids: set(ids))
+    assert (candidate is not None and candidate > SINCE) if moves else candidate is None
+
+
 def test_how_many_limits_each_kind_and_keeps_the_watermark(replica):
     source = make_source(replica, how_many=2)
     objects = list(source.list_objects())
