@@ -225,6 +225,33 @@ def test_an_input_that_stopped_answering_is_tried_after_the_others_for_a_while(f
             hung.unblock_pipeline()
 
 
+def test_batches_take_the_routes_inputs_in_turn(front):
+    with RogueFront() as other:
+        for each in (front, other):
+            each.on("POST", "/", answer(200, body=b"ok"), count=None)
+        sink = LogstashSink({"lava": [front.url, other.url]}, Transport(), RetryPolicy(attempts=1), 5,
+                            sleep=lambda _: None, settings={"lava": "ES_LAVA"})
+        for _ in range(4):
+            sink.send(batch())
+        assert (len(front.requests), len(other.requests)) == (2, 2)
+
+
+def test_a_batch_every_input_refuses_waits_between_attempts_as_long_as_the_longest_retry_after(front):
+    # Two inputs answer 503, asking for different pauses: the wait honours the longer one, and
+    # there is none after the last attempt, which ends the batch's retries at once.
+    sleeps = []
+    with RogueFront() as other:
+        front.on("POST", "/", answer(503, (("Retry-After", "7"),)), count=None)
+        other.on("POST", "/", answer(503, (("Retry-After", "3"),)), count=None)
+        sink = LogstashSink({"lava": [front.url, other.url]}, Transport(),
+                            RetryPolicy(attempts=3, base=0.01, cap=0.01), 5, sleep=sleeps.append,
+                            settings={"lava": "ES_LAVA"})
+        with pytest.raises(SinkUnavailable, match="3 attempts in a row"):
+            sink.send(batch())
+        assert len(front.requests) == len(other.requests) == 3
+    assert sleeps == [7, 7]
+
+
 def test_posts_from_several_threads_at_once_all_arrive(front):
     seen = []
     front.on("POST", "/", recording(seen), count=None)
