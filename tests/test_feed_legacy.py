@@ -102,10 +102,16 @@ def test_an_interrupted_run_then_a_rerun_end_with_exactly_the_expected_set(env, 
     assert "skipped %d" % len(delivered_before) in result.stdout
 
 
-def test_logstash_down_exits_3_and_marks_nothing_delivered(env, tmp_path, logstash, objects):
+@pytest.mark.parametrize("posts", [
+    pytest.param({}, id="defaults"),
+    # Many posts in flight when the first runs out of retries: the others failed too, and what
+    # the run salvages of them at its stop must not count as acknowledged.
+    pytest.param({"LS_PIPELINE_BATCH_SIZE": "1", "ES_PARALLEL_POSTS": "4"}, id="posts-in-flight"),
+])
+def test_logstash_down_exits_3_and_marks_nothing_delivered(env, tmp_path, logstash, objects, posts):
     for emulator in logstash.emulators.values():
         emulator.down()
-    result = kcing(["feed_es"], env, tmp_path)
+    result = kcing(["feed_es"], dict(env, **posts), tmp_path)
     assert result.returncode == 3
     assert "Logstash unreachable" in result.stderr
     assert "input failed 3 attempts in a row (last: " in result.stderr  # ES_MAX_RETRIES's default
