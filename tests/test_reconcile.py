@@ -789,6 +789,39 @@ def test_indices_past_the_retention_are_left_to_drp(tmp_path, es):
         "build-%s" % datetime.now(timezone.utc).strftime("%Y.%m.%d")]
 
 
+def test_an_object_with_documents_in_and_past_the_retention_is_checked_by_those_in_it(tmp_path, es):
+    today = "build-%s" % datetime.now(timezone.utc).strftime("%Y.%m.%d")
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    mixed = dict(packed(3, index="build-2019.05.31"), **packed(4, index=today))
+    ledger.record([Outcome(obj("old"), DELIVERED, documents=packed(1, index="build-2019.05.31")),
+                   Outcome(obj("mixed"), DELIVERED, documents=mixed)], to_logstash)
+    ledger.close()
+    seed(es, [(today, "%040x" % 4)])
+    checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db), DRP_DAYS="30"), tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "checked 1, present 1, missing 0, not checked (index past retention) 1;" in checked.stdout
+
+
+def test_an_object_whose_kept_ids_were_lost_in_part_is_counted_missing_and_sent_again(tmp_path, es):
+    # Its ids left in the ledger are all in Elasticsearch, but they are not all it produced:
+    # nothing says the others are there, so it is not reported present.
+    today = "build-%s" % datetime.now(timezone.utc).strftime("%Y.%m.%d")
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("a"), DELIVERED, documents=dict(packed(1, 2), **packed(3, index="build-2024.01.01")))],
+                  to_logstash)
+    ledger.close()
+    with sqlite3.connect(str(db)) as conn:
+        conn.execute("DELETE FROM delivered_documents WHERE index_name = 'build-2024.01.01'")
+    seed(es, [(today, "%040x" % 1), (today, "%040x" % 2), ("build-2024.01.01", "%040x" % 3)])
+    checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "checked 1, present 0, missing 1" in checked.stdout
+    assert "a (its kept ids do not match their count; a resend rewrites them)" in checked.stdout
+    assert set(ledger_states(db).values()) == {FAILED}
+
+
 def test_api_objects_are_marked_but_not_resent_at_once(tmp_path, es):
     db = tmp_path / "kcing.db"
     ledger = Ledger.open(str(db))
