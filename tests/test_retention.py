@@ -90,6 +90,16 @@ def test_drp_deletes_exactly_the_expired_kcing_indices(tmp_path, es, capsys):
     assert "drp: deleted 6 indices" in out and "drp: deleted index log-2018.12.31" in out
 
 
+def test_drp_deletes_an_expired_kcing_index_someone_hid_or_closed(tmp_path, es, capsys):
+    seed(es, ["build-2019.06.09"])
+    es.seed_index("boot-2019.05.01", docs={"1": {"job": "mainline"}}, hidden=True)
+    es.seed_index("test-2019.05.02", docs={"1": {"job": "mainline"}})
+    Elasticsearch(es.url).indices.close(index="test-2019.05.02")
+    assert drp.run(DRP_ARGS, load_settings(tmp_path, es.url, DRP_DAYS=3, KCI_DAYS=2), now=NOW) == 0
+    assert es.index_names() == ["build-2019.06.09"]
+    assert "drp: deleted 2 indices" in capsys.readouterr().out
+
+
 def test_drp_covers_regression_indices(tmp_path, es, capsys):
     expired = ["regression-2019.05.01", "regression-2019.06.06"]
     kept = ["regression-2019.06.07", "regression-2019.06.10"]
