@@ -225,6 +225,17 @@ def test_a_lab_job_gives_a_boot_document_and_with_its_callback_its_log(tree):
     assert set(logs[0].body["kernelci_api"]) <= set(KERNELCI_API) and logs[0].body["kernelci_api"]["node_id"] == node["id"]
 
 
+def test_what_a_callback_does_not_say_is_kept_from_the_node(tree):
+    # A callback without the device LAVA picked or its job id leaves the node's own in place.
+    node = tree["baseline"]
+    callback = json.loads(real_text(LEGACY, MESON))
+    for name in ("actual_device_id", "id"):
+        callback.pop(name, None)
+    boot = docs(node, callback_data=json.dumps(callback))[0].body
+    assert (boot["board_instance"], boot["lava_job_id"], boot["job_status"]) == (
+        "meson-gxbb-p200-cbg-1", 7700001, "complete")
+
+
 @pytest.mark.parametrize("callback, problem", [
     ("{\"id\": 1, ", "callback_data: not valid JSON"),
     ("[1]", "callback_data: not a JSON object"),
