@@ -140,6 +140,20 @@ def test_a_report_without_a_lab_takes_the_listed_lab():
         documents_for(BOOT, json.dumps(report).encode(), LISTED)
 
 
+def test_a_report_naming_its_lab_keeps_it_whatever_the_listing_names():
+    (document,) = documents_for(BOOT, json.dumps(SPEC_REPORT).encode(), LISTED, "lab-elsewhere")
+    assert document.body["lab_name"] == "lab-baylibre-seattle"
+    assert document.doc_id == boot_doc().doc_id
+
+
+def test_a_boot_report_without_its_board_read_as_its_lava_object_is_refused_as_a_boot_report():
+    # Its `boot_result` alone says it is a boot report, not a LAVA callback: the reason says what it lacks.
+    report = dict(SPEC_REPORT)
+    del report["board"]
+    with pytest.raises(RejectedInput, match="boot report lacks board"):
+        documents_for("lava", json.dumps(report).encode(), LISTED)
+
+
 def test_a_lava_labs_boot_report_read_as_its_lava_object_gives_the_boot_reports_document():
     # A LAVA lab's boot from before the backend stored LAVA callbacks (2017-12-21) has its boot
     # report alone: the legacy source fetches that for the boot's lava object.
