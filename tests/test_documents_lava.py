@@ -363,6 +363,13 @@ def test_a_job_without_its_own_dates_falls_back(removed, expected_index):
     assert boot_of(documents_for(LAVA, encode(callback), LISTED)).index == expected_index
 
 
+def test_a_job_that_ran_past_midnight_is_dated_by_its_end():
+    callback = real_callback(MESON)
+    callback["submit_time"] = callback["start_time"] = "2020-11-18T23:55:00.000000Z"
+    callback["end_time"] = "2020-11-19T00:05:00.000000Z"
+    assert boot_of(documents_for(LAVA, encode(callback), LISTED)).index == "boot-2020.11.19"
+
+
 def test_no_date_at_all_is_refused():
     callback = real_callback(MESON)
     for key in ("end_time", "start_time", "submit_time"):
@@ -382,6 +389,34 @@ def test_a_2019_definition_names_defconfigs_the_old_way():
     boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
     assert (boot["defconfig"], boot["defconfig_full"]) == ("defconfig", "defconfig+CONFIG_RANDOMIZE_BASE=y")
     assert boot["platform_name"] == "meson-gxbb-p200"
+
+
+def test_a_2019_definition_without_a_base_defconfig_takes_it_from_the_full_name():
+    callback = real_callback(MESON)
+    callback["definition"] = callback["definition"].replace(
+        "kernel.defconfig: defconfig, kernel.defconfig_full: defconfig",
+        "kernel.defconfig: defconfig+CONFIG_RANDOMIZE_BASE=y")
+    boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
+    assert (boot["defconfig"], boot["defconfig_full"]) == ("defconfig", "defconfig+CONFIG_RANDOMIZE_BASE=y")
+
+
+def test_a_definition_without_device_type_metadata_names_the_board_by_its_device_type():
+    callback = real_callback(MESON)
+    callback["definition"] = callback["definition"].replace("metadata: {device.type: meson-gxbb-p200, ", "metadata: {")
+    assert "device.type" not in callback["definition"]
+    boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
+    assert boot["board"] == "meson-gxbb-p200"
+
+
+@pytest.mark.parametrize("status, health_string, health, expected", [
+    pytest.param(5, None, None, "canceling", id="canceling"),
+    pytest.param(None, "Unknown", 0, None, id="health-unknown"),
+])
+def test_the_job_status_keeps_lavas_own_word(status, health_string, health, expected):
+    callback = real_callback(RAW_QEMU)
+    del callback["status_string"]
+    callback["status"], callback["health_string"], callback["health"] = status, health_string, health
+    assert boot_of(documents_for(LAVA, encode(callback), LISTED)).body.get("job_status") == expected
 
 
 def test_a_minimal_dataset_callback_makes_one_boot_document():
