@@ -158,6 +158,18 @@ def test_a_first_run_delivers_every_node_and_sets_the_watermark(env, tmp_path, d
         assert datetime.fromisoformat(since).tzinfo is None  # naive UTC, as the API stores times
 
 
+def test_nodes_written_with_output_are_still_sent_to_logstash(env, tmp_path, db, api_replica, logstash):
+    # The listing leaves out the node versions the ledger holds as delivered: delivered to this
+    # run's destination, not to an NDJSON directory an earlier run wrote.
+    offline = kcing(["feed_es", "--output", str(tmp_path / "out")], env, tmp_path)
+    assert offline.returncode == 0, offline.stderr
+    assert not logstash.store
+    posted = kcing(["feed_es"], env, tmp_path)
+    assert posted.returncode == 0, posted.stderr
+    assert stored_keys(logstash) == set(expected_documents(api_replica))
+    assert "delivered %d" % len(listed_nodes(api_replica)) in posted.stdout
+
+
 def test_documents_reach_the_input_of_their_kind(env, tmp_path, logstash):
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
     for route, kinds in {"build": {"build"}, "lava": {"boot", "test"}, "boot": set(),
