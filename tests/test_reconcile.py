@@ -113,8 +113,12 @@ def test_ids_pack_to_20_bytes_each_sorted_and_distinct():
     blob = docids.pack(ids)
     assert len(blob) == 3 * docids.ID_BYTES
     assert list(docids.unpack(blob)) == ["%040x" % n for n in (1, 3, 5)]
+    many = ["%040x" % ((n * 7919) % 1000) for n in range(1000)]
+    assert docids.pack(iter(many)) == docids.pack(many) == b"".join(bytes.fromhex(i) for i in sorted(set(many)))
     with pytest.raises(ValueError):
         docids.pack(["abc"])
+    with pytest.raises(ValueError, match="40 hex digits"):  # whole bytes, but not an id's 20
+        docids.pack(["%040x" % 1, "ab" * 19])
     with pytest.raises(ValueError):
         list(docids.unpack(b"x" * 21))
 
