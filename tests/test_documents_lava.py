@@ -195,6 +195,27 @@ def test_without_any_status_a_failed_job_step_outweighs_a_login_that_passed(erro
     boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
     assert boot.get("job_status") is None
     assert (boot["boot_result"], boot.get("boot_failure")) == expected
+def test_without_any_status_a_boot_retried_until_it_passed_is_a_pass():
+    # Only LAVA's `job` step says the job gave up: a login that failed once and passed on
+    # LAVA's retry (failure_retry) leaves the job step passed and the board booted.
+    callback = real_callback(RAW_QEMU)
+    for key in ("status", "status_string", "health", "health_string", "state", "state_string"):
+        callback.pop(key, None)
+    suite = lava_suite("fail") + "- {id: '3', name: login-action, result: pass, measurement: '6.0'}\n"
+    callback["results"] = dict(callback["results"], lava=suite)
+    boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
+    assert (boot["boot_result"], boot.get("boot_failure"), boot["boot_time"]) == ("pass", None, 6.0)
+
+
+def test_test_case_results_are_lower_case_and_an_empty_suite_has_no_cases():
+    callback = real_callback(MESON)
+    callback["results"] = {"lava": lava_suite("pass"), "1_bootrr": "- {id: '9', name: probe, result: PASS}\n",
+                           "2_empty": ""}
+    tests = of_kind(documents_for(LAVA, encode(callback), LISTED), "test")
+    assert {(doc.body["suite"], doc.body["name"], doc.body["result"]) for doc in tests} >= {("1_bootrr", "probe", "pass")}
+    assert not [doc for doc in tests if doc.body["suite"] == "2_empty"]
+
+
 def test_the_raw_incomplete_callback_carries_the_job_error():
     boot = boot_of(documents(RAW_QEMU)).body
     assert boot["job_status"] == "incomplete"
