@@ -237,6 +237,15 @@ def test_an_object_held_as_missing_stays_held_until_it_is_delivered_again(ledger
     assert held() == (DELIVERED, None, [], {})
 
 
+def test_a_failed_resend_keeps_the_digest_of_what_was_delivered(ledger):
+    # A later resend of a local copy is checked against this digest: losing it to a failed
+    # attempt would let an edited file stand in for the documents Elasticsearch lost.
+    ledger.record([Outcome(obj("a"), DELIVERED, sha256="d" * 64, documents=packed(1))])
+    ledger.mark_missing([ledger.row("legacy", BUILD, "a").id])
+    ledger.record([Outcome(obj("a"), FAILED, error=MISSING_IN_ELASTICSEARCH + "; re-send failed: 404")])
+    assert [o.facts for o in ledger.missing_objects("legacy")] == [{"sha256": "d" * 64}]
+
+
 def test_an_object_never_marked_takes_each_outcome_as_it_comes(ledger):
     ledger.record([Outcome(obj("b"), FAILED, error="storage down")])
     ledger.record([Outcome(obj("b"), DOWNLOADED)])
