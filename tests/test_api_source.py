@@ -165,6 +165,17 @@ def test_a_dry_run_leaves_the_watermark_alone():
     assert ledger.watermark("api") is None
 
 
+def test_a_dry_run_leaves_the_watermark_alone_even_where_the_ledger_would_move_it():
+    ledger = Ledger.open(":memory:")
+    source = StubSource()
+    ledger.record([Outcome(obj, DELIVERED) for obj in source.objects])
+    ledger.advance_watermark("api", at(0))
+    feed(source, ledger, ListSink(), FeedOptions(threads=1, dry_run=True))
+    assert ledger.watermark("api") == at(0)
+    feed(source, ledger, ListSink(), FeedOptions(threads=1))  # what the dry run must not have done
+    assert ledger.watermark("api") == at(2)
+
+
 # Listing ----------------------------------------------------------------------------------------
 
 def test_every_kind_is_listed_in_pages_with_naive_time_filters(replica):
