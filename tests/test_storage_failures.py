@@ -169,6 +169,8 @@ def test_a_full_disk_under_the_ledger_is_exit_5_with_the_run_closed_and_the_ledg
         assert "running or killed" not in json.dumps(status_runs(db, tmp_path))
         recorded = {key for key, state in ledger_states(db).items() if state == "delivered"}
         assert len(recorded) < len(sample_objects())
+        # The summary counts as delivered only what the ledger kept as delivered.
+        assert ", delivered %d," % len(recorded) in full.stdout, full.stdout
 
         filler.unlink()
         again = feed(db, out, tmp_path)
