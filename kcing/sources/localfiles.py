@@ -86,6 +86,10 @@ class SamplesDir:
             return None
         if root not in candidate.parents:
             return None
+        if candidate.is_symlink():
+            # A symlink loop: from Python 3.13 resolve() stops at it without an error, and a
+            # resolved path is otherwise never a link.
+            return None
         return candidate
 
 
