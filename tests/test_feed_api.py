@@ -314,6 +314,15 @@ def test_how_many_delivers_the_newest_nodes_of_each_kind_and_keeps_the_watermark
     assert watermark(db) is None
 
 
+def run_then_run_again(api_replica, on_page, env, tmp_path):
+    """A feed run during which `on_page` (server, query, page number) changes upstream as pages
+    are asked, then the next cron run over a quiet upstream: both runs' results."""
+    api_replica.on_page(on_page)
+    first = kcing(["feed_es"], env, tmp_path)
+    api_replica.on_page(None)
+    return first, kcing(["feed_es"], env, tmp_path)
+
+
 @pytest.mark.parametrize("api_clock", [timedelta(0), timedelta(hours=-1), timedelta(hours=1)],
                          ids=["same-clock", "api-clock-behind", "api-clock-ahead"])
 def test_a_change_made_after_its_kind_was_listed_is_delivered_by_the_next_run_whatever_the_apis_clock(
@@ -331,12 +340,9 @@ def test_a_change_made_after_its_kind_was_listed_is_delivered_by_the_next_run_wh
             changed.append(server.corpus.update(checkout["id"], when=now, result="pass"))
             server.corpus.update(test["id"], when=now + timedelta(milliseconds=1), result="fail")
 
-    api_replica.on_page(change_while_tests_are_listed)
-    env = dict(env, KCI_API_OVERLAP_MINUTES="0")
-    first = kcing(["feed_es"], env, tmp_path)
+    first, second = run_then_run_again(api_replica, change_while_tests_are_listed,
+                                       dict(env, KCI_API_OVERLAP_MINUTES="0"), tmp_path)
     assert changed and first.returncode == 0, first.stderr
-    api_replica.on_page(None)
-    second = kcing(["feed_es"], env, tmp_path)  # the next cron run
     assert second.returncode == 0, second.stderr
     assert current_version(changed[0]) in delivered_versions(db)[checkout["id"]]
 
@@ -428,12 +434,8 @@ def test_a_node_skipped_when_an_update_moves_another_past_the_end_is_delivered(e
             moved.append(server.corpus.update(tests[0]["id"], when=datetime.now(timezone.utc), relocate=True,
                                               result="fail"))
 
-    api_replica.on_page(relocate)
-    env = dict(env, KCI_API_PAGE_SIZE="3")
-    first = kcing(["feed_es"], env, tmp_path)
+    first, second = run_then_run_again(api_replica, relocate, dict(env, KCI_API_PAGE_SIZE="3"), tmp_path)
     assert moved and first.returncode == 0, first.stderr
-    api_replica.on_page(None)
-    second = kcing(["feed_es"], env, tmp_path)  # the next cron run
     assert second.returncode == 0, second.stderr
 
     delivered = delivered_versions(db)
