@@ -163,8 +163,7 @@ def canonical_ndjson(objects: Iterable[Mapping[str, Any]]) -> str:
     only when the object does.
     """
     ordered = sorted((stable_object(obj) for obj in under_origin_ids(objects)), key=lambda obj: (obj["type"], obj["id"]))
-    lines = [json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for obj in ordered]
-    return "".join(line + "\n" for line in lines)
+    return import_text(ordered)
 
 
 def count_by_type(objects: Iterable[Mapping[str, Any]]) -> str:
@@ -291,7 +290,8 @@ def plan_import(wanted: Iterable[Mapping[str, Any]], current: Iterable[Mapping[s
 
 
 def import_text(objects: Iterable[Mapping[str, Any]]) -> str:
-    """The NDJSON of `objects`, one per line, as `_import` reads it."""
+    """The NDJSON of `objects`, one per line in their order, keys sorted, compact, as `_import`
+    reads it."""
     return "".join(json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
                    for obj in objects)
 

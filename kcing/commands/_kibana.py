@@ -7,7 +7,7 @@ Kibana it came from, and so that links in dashboards follow the Kibana it is imp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from kcing.admin.kibana import (
     KibanaClient, backup_name, canonical_ndjson, check_space, count_by_type, hide_url, parse_ndjson, restore_url,
@@ -47,8 +47,8 @@ def make_client(args: dict, settings, session=None) -> KibanaClient:
                         auth, deadline=settings.KB_REQUEST_DEADLINE)
 
 
-def read_saved_objects(path: Path, url: str) -> Tuple[str, List[dict]]:
-    """The file's text with the placeholder replaced by `url`, and its objects."""
+def read_saved_objects(path: Path, url: str) -> List[dict]:
+    """The file's objects, the placeholder in them replaced by `url`."""
     try:
         text = restore_url(path.read_text(encoding="utf-8"), url)
     except FileNotFoundError:
@@ -67,7 +67,7 @@ def read_saved_objects(path: Path, url: str) -> Tuple[str, List[dict]]:
         if key in seen:
             raise ConfigError("%s holds %s %s twice" % (path, *key))
         seen.add(key)
-    return text, objects
+    return objects
 
 
 def free_path(directory: Path, name: str) -> Path:

@@ -54,7 +54,7 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
     client = make_client(args, settings, session)
     url = space_url(settings.KB_URL, client.space)
     source = kibana_dir(args) / SAVED_OBJECTS
-    _, objects = read_saved_objects(source, url)
+    objects = read_saved_objects(source, url)
     overwrite = bool(args.get("--overwrite"))
     plan = "%d objects (%s) from %s into %s" % (len(objects), count_by_type(objects), source, url)
     # Checked before a dry run returns: a cron line tried out with --dry-run must fail as it would.
@@ -73,15 +73,15 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
     # holds: only what it lacks (and, to replace them, what differs) is sent.
     problems = [] if overwrite else [conflict(obj) for obj in split.changed]
     sending = split.to_send(overwrite)
-    imported = 0
+    imported, held_back = 0, False
     if sending:
         report = client.import_ndjson(import_text(sending), overwrite)
-        imported = report.imported
+        imported, held_back = report.imported, report.held_back
         problems += report.problems
     print("setup_kbn: imported %d of %d objects%s" % (
         imported, len(objects),
         ", %d already present and unchanged" % len(split.unchanged) if split.unchanged else ""))
-    if sending and report.held_back:
+    if held_back:
         print("setup_kbn: Kibana imported none of them while an object below has a conflict or a missing reference")
     for problem in problems:
         print("  %s" % describe(problem))
