@@ -546,11 +546,12 @@ class MissingObjects:
             # only a feed that happens to list it again) must try it again.
             raise UpstreamError("%s; re-send failed: %s" % (MISSING_IN_ELASTICSEARCH, error)) from None
         delivered = obj.facts.get("sha256")
-        if self.name in LOCAL_SOURCES and delivered and hashlib.sha256(content).hexdigest() != delivered:
+        if self.name in LOCAL_SOURCES and delivered:
             # A copy kept here (a sample, a local file) stands for what was delivered: edited since,
             # it would put other documents, or other ids, in place of those Elasticsearch lost.
-            raise UpstreamError("%s; re-send refused: %s changed since it was delivered (sha256 %s, now %s); "
-                                "put back the file that was delivered" % (
-                                    MISSING_IN_ELASTICSEARCH, obj.url, delivered[:12],
-                                    hashlib.sha256(content).hexdigest()[:12]))
+            now = hashlib.sha256(content).hexdigest()
+            if now != delivered:
+                raise UpstreamError("%s; re-send refused: %s changed since it was delivered (sha256 %s, now %s); "
+                                    "put back the file that was delivered" % (
+                                        MISSING_IN_ELASTICSEARCH, obj.url, delivered[:12], now[:12]))
         return content
