@@ -84,6 +84,21 @@ def test_loose_types_are_read_tolerantly(changes, removed, expected):
     assert field_problems("boot", body) == []
 
 
+@pytest.mark.parametrize("result, expected", [
+    pytest.param("PASS", ("pass", None), id="pass"),
+    pytest.param("FAIL", ("fail", "kernel"), id="fail-the-kernel-s"),
+    pytest.param("OFFLINE", ("offline", "infrastructure"), id="offline-the-lab-s"),
+    pytest.param("UNTRIED", ("untried", None), id="untried-nobody-known"),
+    pytest.param(None, ("unknown", None), id="none"),
+])
+def test_a_report_says_who_failed_as_a_lava_boot_does(result, expected):
+    # `boot_failure: kernel` is the filter for the boots a kernel developer must look at: a lab
+    # without LAVA that reported FAIL is one of them, as a LAVA job that failed is.
+    body = boot_doc({"boot_result": result}).body
+    assert (body["boot_result"], body.get("boot_failure")) == expected
+    assert field_problems("boot", body) == []
+
+
 def test_the_id_is_lab_board_and_build():
     first = boot_doc()
     assert first.doc_id == boot_doc({"boot_time": "9.99"}, created=datetime(2022, 1, 1)).doc_id

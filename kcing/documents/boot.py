@@ -12,7 +12,10 @@ Labs posted numbers and booleans as strings ("boot_time": "4.30", "fastboot": "f
 match the documents made from LAVA callbacks (`unknown` when the report has none).
 `fastboot` is kept, as a boolean: the original kcing dropped it because its mixed
 string/boolean values broke the index mapping, which reading it as a boolean avoids.
-`git_describe` falls back to `kernel`, as the original did; `boot_retries` is read from
+`boot_failure` says who failed as on LAVA boots (`lava_results.boot_outcome`): `kernel` for a
+`fail` (the lab reported the kernel did not boot, which the backend counted as a boot failure
+like a LAVA job's), `infrastructure` for `offline` (the lab had the board offline: the kernel
+was never tried); absent otherwise. `git_describe` falls back to `kernel`, as the original did; `boot_retries` is read from
 `retries` when the report has no `boot_retries` (real lava-ci reports wrote `retries`), and the
 lab from the listing item or the storage path when the report names none. Other fields (`metadata`, `qemu`,
 ...) are left out.
@@ -25,6 +28,7 @@ from typing import Any, List, Mapping, Optional
 from kcing.documents.build import PATH_FIELDS
 from kcing.documents.coerce import as_int, as_keyword, as_lower_keyword
 from kcing.documents.fields import BOOT
+from kcing.documents.lava_results import INFRASTRUCTURE_FAILURE, KERNEL_FAILURE
 from kcing.documents.identity import document_id, index_name, iso_timestamp
 from kcing.documents.typed import listing_date, typed_fields, without_missing
 from kcing.errors import RejectedInput
@@ -41,6 +45,8 @@ REQUIRED = ("lab_name", "board", "job", "kernel", "arch", "defconfig_full")
 # Keys only a boot report has at its top level: a LAVA callback names its board and outcome in
 # its job `definition` and `results`, which a boot report never has.
 REPORT_ONLY_KEYS = ("board", "boot_result")
+# Who failed, by the lab's boot result (upstream.md §1.8: PASS, FAIL, OFFLINE, UNTRIED).
+REPORT_FAILURES = {"fail": KERNEL_FAILURE, "offline": INFRASTRUCTURE_FAILURE}
 
 
 def is_boot_report(record: Mapping[str, Any]) -> bool:
@@ -55,6 +61,7 @@ def boot_report_documents(report: Mapping[str, Any], created: Optional[datetime]
     fields = typed_fields(report, BOOT, REPORT_FIELDS)
     fields["lab_name"] = fields["lab_name"] or as_keyword(listed_lab)
     fields["boot_result"] = as_lower_keyword(report.get("boot_result")) or "unknown"
+    fields["boot_failure"] = REPORT_FAILURES.get(fields["boot_result"])
     fields["git_describe"] = fields["git_describe"] or fields["kernel"]
     fields["defconfig_full"] = fields["defconfig_full"] or fields["defconfig"]
     fields["loadaddr"] = fields["loadaddr"] or as_keyword(report.get("load_addr"))

@@ -40,11 +40,12 @@ LAVA_COMMON = {
     "file_server_resource": KEYWORD,  # storage path of the build
     "plan": KEYWORD,
     "boot_result": KEYWORD,  # pass, fail, unknown, ... (lowercase)
-    # Who failed, when a LAVA job's boot did not pass: `kernel` (boot_result fail: the job ended
-    # incomplete for a reason that is not the lab's, or the login failed) or `infrastructure`
-    # (boot_result unknown: a LAVA error type of the lab's (lava_results.LAB_ERROR_TYPES), or the job was
-    # canceled; from the API without the callback, also its own error codes, documents/nodes.py).
-    # Absent when the boot passed, and on boot reports, which do not say.
+    # Who failed, when a boot did not pass: `kernel` (boot_result fail: the job ended
+    # incomplete for a reason that is not the lab's, or the login failed; a boot report's FAIL) or
+    # `infrastructure` (boot_result unknown: a LAVA error type of the lab's (lava_results.LAB_ERROR_TYPES),
+    # or the job was canceled; from the API without the callback, also its own error codes,
+    # documents/nodes.py; a boot report's OFFLINE board). Absent when the boot passed or nobody is
+    # known to have failed (a boot report's UNTRIED or no result).
     "boot_failure": KEYWORD,
     "boot_time": FLOAT,  # seconds to the login prompt
     "lava_job_id": LONG,
