@@ -788,3 +788,17 @@ def test_a_raw_callback_sent_by_a_notify_callbacks_list_names_its_lab():
     # The same documents and ids as the job's body sent by a single callback.
     assert [(doc.index, doc.doc_id) for doc in documents_for(LAVA, raw, LISTED)] == \
         [(doc.index, doc.doc_id) for doc in documents(RAW_QEMU)]
+
+
+def test_of_several_bootloader_overlay_steps_each_address_comes_from_the_last_listed_as_the_backend_read_them():
+    # kernelci-backend's callback handler updated the boot's addresses step after step, in the
+    # suite's order (LAVA lists the newest case first: the last listed is the first boot).
+    callback = real_callback(MESON)
+    callback["results"] = {"lava": (
+        "- {id: '30', name: login-action, result: pass, measurement: '9'}\n"
+        "- {id: '20', name: bootloader-overlay, result: pass,"
+        " metadata: {extra: [{dtb_addr: '0x2000000'}, {kernel_addr: '0x2080000'}]}}\n"
+        "- {id: '10', name: bootloader-overlay, result: pass,"
+        " metadata: {extra: [{dtb_addr: '0x1000000'}, {ramdisk_addr: '0x13000000'}]}}\n")}
+    boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
+    assert (boot["dtb_addr"], boot["loadaddr"], boot["initrd_addr"]) == ("0x1000000", "0x2080000", "0x13000000")

@@ -99,7 +99,12 @@ def boot_outcome(lava_suite: List[Case], job_status: Optional[str]) -> dict:
 
 
 def bootloader_addresses(lava_suite: List[Case]) -> dict:
-    """dtb_addr, loadaddr and initrd_addr from the `bootloader-overlay` step, as the backend took them."""
+    """dtb_addr, loadaddr and initrd_addr from the `bootloader-overlay` step, as the backend took them.
+
+    A job that booted more than once (a boot LAVA retried, several boot actions) has one such step
+    per boot. The backend read every one in the order the suite lists them, each address it names
+    replacing the one before: so does this. LAVA lists a suite's cases newest first, so an address
+    comes from the earliest boot that names it."""
     extras = {}
     for case in lava_suite:
         if case.get("name") == "bootloader-overlay":
@@ -107,7 +112,6 @@ def bootloader_addresses(lava_suite: List[Case]) -> dict:
             for extra in listed if isinstance(listed, list) else ():
                 if isinstance(extra, dict):
                     extras.update(extra)
-            break
     return {field: as_keyword(extras.get(key)) for field, key in BOOTLOADER_ADDRESSES.items()}
 
 
