@@ -485,6 +485,42 @@ def test_a_regression_s_own_revision_wins_over_its_failing_run_s(tree):
     assert (body["job"], body["git_describe"], body["arch"]) == ("mainline", "v6.12-rc3-45-gc862449c840a", "arm64")
 
 
+@pytest.mark.parametrize("own, failing, job, expected", [
+    # The tracker copied the failing run's error into the regression node: its own comes first.
+    ({"error_code": "Test", "error_msg": "own"}, {"error_code": "Job", "error_msg": "run's"}, {},
+     ("Test", "own", "lava-baylibre")),
+    ({"error_code": None, "error_msg": None}, {"error_code": "Job", "error_msg": "run's"}, {},
+     ("Job", "run's", "lava-baylibre")),
+    # A regression node names no runtime: the failing run's, else its job's.
+    ({}, {"runtime": None}, {"runtime": "lava-collabora"}, (None, None, "lava-collabora")),
+    ({}, {"runtime": "lava-broonie"}, {"runtime": "lava-collabora"}, (None, None, "lava-broonie")),
+])
+def test_a_regression_takes_its_error_from_itself_first_and_its_lab_from_its_failing_run_first(
+        tree, own, failing, job, expected):
+    node = copy.deepcopy(tree["regression"])
+    node["data"].update(own)
+    failed, failed_job = copy.deepcopy(tree["case-1"]), copy.deepcopy(tree["kselftest"])
+    failed["data"].update(failing)
+    failed_job["data"].update(job)
+    body = only(docs(node, fail_node=related_node(failed), fail_job_node=related_node(failed_job))).body
+    assert (body.get("error_type"), body.get("error_msg"), body.get("lab_name")) == expected
+    assert field_problems("regression", body) == []
+
+
+def test_a_regression_and_its_failing_test_name_each_other(tree):
+    # upstream.md §2.5: the regression node names its first failing run (data.fail_node) and the
+    # failing test node its regression (data.regression): both ids are kept, in the fields a
+    # Kibana filter on one document finds the other with.
+    regression = tree["regression"]
+    failed = copy.deepcopy(tree["case-1"])
+    failed["data"]["regression"] = regression["id"]
+    test = only(docs(failed, job_node=related_node(tree["kselftest"])))
+    found = only(docs(regression, fail_node=related_node(failed)))
+    assert found.body["fail_node"] == test.body["kernelci_api"]["node_id"] == failed["id"]
+    assert test.body["kernelci_api"]["regression"] == found.body["kernelci_api"]["node_id"] == regression["id"]
+    assert test.body["result"] == "fail" and found.body["status"] == "active"
+
+
 @pytest.mark.parametrize("result, sequence, status, runs", [
     ("fail", [], "active", 0), ("fail", ["ef" * 12], "active", 1), ("pass", ["ef" * 12, "fe" * 12], "inactive", 2),
     (None, None, "unknown", None), ("incomplete", "not a list", "unknown", None),
