@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping
 
-from kcing.documents.coerce import as_keyword
+from kcing.documents.coerce import as_keyword, as_verdict
 from kcing.documents.fields import BUILD
 from kcing.documents.typed import READERS, typed_fields
 
@@ -64,7 +64,7 @@ def bmeta_fields(record: Mapping[str, Any]) -> Dict[str, Any]:
     if isinstance(fragments, list):
         names = [as_keyword(fragment) for fragment in fragments]
         fields["kconfig_fragments"] = "+".join(name for name in names if name) or None
-    status = as_keyword(sections["build"].get("status"))
+    status = as_verdict(sections["build"].get("status"))
     fields["build_result"] = status.upper() if status else "UNKNOWN"
     return fields
 

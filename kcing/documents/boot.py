@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any, List, Mapping, Optional
 
 from kcing.documents.build import PATH_FIELDS
-from kcing.documents.coerce import as_int, as_keyword, as_lower_keyword
+from kcing.documents.coerce import as_int, as_keyword, as_verdict
 from kcing.documents.fields import BOOT
 from kcing.documents.lava_results import INFRASTRUCTURE_FAILURE, KERNEL_FAILURE
 from kcing.documents.identity import document_id, index_name, iso_timestamp
@@ -60,7 +60,7 @@ def boot_report_documents(report: Mapping[str, Any], created: Optional[datetime]
     """`listed_lab` (from the listing item or the storage path) names the lab when the report does not."""
     fields = typed_fields(report, BOOT, REPORT_FIELDS)
     fields["lab_name"] = fields["lab_name"] or as_keyword(listed_lab)
-    fields["boot_result"] = as_lower_keyword(report.get("boot_result")) or "unknown"
+    fields["boot_result"] = as_verdict(report.get("boot_result")) or "unknown"
     fields["boot_failure"] = REPORT_FAILURES.get(fields["boot_result"])
     fields["git_describe"] = fields["git_describe"] or fields["kernel"]
     fields["defconfig_full"] = fields["defconfig_full"] or fields["defconfig"]

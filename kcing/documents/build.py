@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, List, Mapping, Optional
 
 from kcing.documents.bmeta import bmeta_fields, is_bmeta, missing_names
-from kcing.documents.coerce import as_keyword
+from kcing.documents.coerce import as_keyword, as_verdict
 from kcing.documents.fields import BUILD
 from kcing.documents.identity import document_id, index_name, iso_timestamp
 from kcing.documents.typed import listing_date, typed_fields, without_missing
@@ -69,7 +69,7 @@ def _flat_fields(build: Mapping[str, Any]) -> dict:
 
 
 def _build_result(build: Mapping[str, Any]) -> str:
-    result = as_keyword(build.get("build_result")) or as_keyword(build.get("status"))
+    result = as_verdict(build.get("build_result")) or as_verdict(build.get("status"))
     return result.upper() if result else "UNKNOWN"
 
 

@@ -57,9 +57,12 @@ def as_text(value: Any) -> Optional[str]:
     return as_keyword(value)
 
 
-def as_lower_keyword(value: Any) -> Optional[str]:
+def as_verdict(value: Any) -> Optional[str]:
+    """A result or status word as every source's verdict fields hold it: lowercase, without the
+    spaces around it (" PASS\n" is "pass"), so that one filter finds it whatever wrote it."""
     keyword = as_keyword(value)
-    return keyword.lower() if keyword is not None else None
+    verdict = keyword.strip().lower() if keyword is not None else None
+    return verdict or None
 
 
 def as_float(value: Any) -> Optional[float]:

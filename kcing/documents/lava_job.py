@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from kcing.documents import yamlsafe
-from kcing.documents.coerce import as_date, as_int, as_keyword
+from kcing.documents.coerce import as_date, as_int, as_keyword, as_verdict
 from kcing.documents.identity import iso_timestamp
 from kcing.errors import RejectedInput
 
@@ -150,12 +150,12 @@ def _status_name(callback: Mapping[str, Any]) -> Optional[str]:
     name = STATUS_NAMES.get(as_int(callback.get("status")))
     if name is not None:
         return name
-    name = as_keyword(callback.get("status_string"))
+    name = as_verdict(callback.get("status_string"))
     if name is not None:
-        return name.lower()
-    health = as_keyword(callback.get("health_string"))
-    if health is not None and health.lower() in HEALTH_NAMES.values():
-        return health.lower()
+        return name
+    health = as_verdict(callback.get("health_string"))
+    if health in HEALTH_NAMES.values():
+        return health
     return HEALTH_NAMES.get(as_int(callback.get("health")))
 
 

@@ -9,7 +9,7 @@ import re
 from typing import Any, Dict, List, Mapping, Optional
 
 from kcing.documents import yamlsafe
-from kcing.documents.coerce import as_date, as_float, as_int, as_keyword, as_lower_keyword, as_text
+from kcing.documents.coerce import as_date, as_float, as_int, as_keyword, as_verdict, as_text
 from kcing.documents.identity import iso_timestamp
 from kcing.errors import RejectedInput
 
@@ -83,7 +83,7 @@ def boot_outcome(lava_suite: List[Case], job_status: Optional[str]) -> dict:
     login = _login_step(lava_suite)
     if job_status not in FINAL_STATUSES and _job_step_failed(lava_suite):
         job_status = "incomplete"
-    login_result = as_lower_keyword(login.get("result")) if login is not None else None
+    login_result = as_verdict(login.get("result")) if login is not None else None
     if error["error_type"] in LAB_ERROR_TYPES or job_status in CANCELED_STATUSES:
         result, failure = "unknown", INFRASTRUCTURE_FAILURE
     else:
@@ -122,7 +122,7 @@ def _login_step(lava_suite: List[Case]) -> Optional[Case]:
     if not steps:
         return None
     steps.sort(key=lambda step: _case_order(step[1], step[0]))
-    passed = [case for _, case in steps if as_lower_keyword(case.get("result")) == "pass"]
+    passed = [case for _, case in steps if as_verdict(case.get("result")) == "pass"]
     return passed[0] if passed else steps[0][1]
 
 
@@ -140,7 +140,7 @@ def _seconds(step: Case) -> Optional[float]:
 
 
 def _job_step_failed(lava_suite: List[Case]) -> bool:
-    return any(case.get("name") == "job" and as_lower_keyword(case.get("result")) == "fail" for case in lava_suite)
+    return any(case.get("name") == "job" and as_verdict(case.get("result")) == "fail" for case in lava_suite)
 
 
 def _job_error(lava_suite: List[Case]) -> dict:
@@ -167,7 +167,7 @@ def case_fields(suite: str, case: Case) -> dict:
         "suite": suite,
         "suite_name": _SUITE_POSITION.sub("", suite),
         "name": as_keyword(case.get("name")),
-        "result": as_lower_keyword(case.get("result")),
+        "result": as_verdict(case.get("result")),
         "measurement": as_float(case.get("measurement")),
         "unit": as_keyword(case.get("unit")),
         "level": as_keyword(case.get("level")),

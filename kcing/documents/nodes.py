@@ -40,7 +40,7 @@ from functools import partial
 from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 from kcing.documents import nodes_api, nodes_lava, nodes_regression
-from kcing.documents.coerce import as_date, as_float, as_int, as_keyword, as_lower_keyword, as_text
+from kcing.documents.coerce import as_date, as_float, as_int, as_keyword, as_verdict, as_text
 from kcing.documents.fields import LAVA_COMMON
 from kcing.documents.identity import document_id, index_name, iso_timestamp
 from kcing.documents.lava import LogLines, log_parts
@@ -196,7 +196,7 @@ def _build_fields(node: Mapping[str, Any], build_log: Any) -> dict:
     data = nodes_api.data_of(node)
     artifacts = nodes_api.mapping(node.get("artifacts"))
     fields = revision_fields(data)
-    result = as_keyword(node.get("result"))
+    result = as_verdict(node.get("result"))
     compiler = _COMPILER.match(fields["build_environment"] or "")
     fields.update({
         "build_result": kbuild_result(result, as_keyword(data.get("error_code"))),
@@ -240,7 +240,7 @@ def _test_fields(node: Mapping[str, Any], when: datetime, job: Mapping[str, Any]
         "suite": suite,
         "suite_name": suite,  # the API already dropped LAVA's run-order prefix ("0_dmesg")
         "name": as_keyword(node.get("name")),
-        "result": as_lower_keyword(node.get("result")),
+        "result": as_verdict(node.get("result")),
         "measurement": measurement,
         "unit": unit,
         "logged": iso_timestamp(when),
@@ -305,7 +305,7 @@ def _boot_parts(node_id: str, node: Mapping[str, Any], envelope: Mapping[str, An
         "error_msg": as_text(data.get("error_msg")),
         "boot_time": None,
     })
-    fields["boot_result"], fields["boot_failure"] = node_boot_result(as_keyword(node.get("result")), error_code)
+    fields["boot_result"], fields["boot_failure"] = node_boot_result(as_verdict(node.get("result")), error_code)
     callback = nodes_lava.read_callback(envelope.get("callback_data"))
     if callback.problem:
         api.setdefault("artifact_errors", []).append("callback_data: %s" % callback.problem)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from kcing.documents import nodes, nodes_api
-from kcing.documents.coerce import as_date, as_keyword, as_text
+from kcing.documents.coerce import as_date, as_keyword, as_text, as_verdict
 from kcing.documents.identity import iso_timestamp
 
 # The failing kernel revision, as the regression data model spelled it over time: today's name,
@@ -59,7 +59,7 @@ def regression_fields(node: Mapping[str, Any], envelope: Mapping[str, Any]) -> d
         "plan": as_keyword(node.get("group")),
         "name": as_keyword(node.get("name")),
         "test_path": nodes_api.test_path(node),
-        "status": STATUSES.get(as_keyword(node.get("result")) or "", "unknown"),
+        "status": STATUSES.get(as_verdict(node.get("result")) or "", "unknown"),
         "error_type": first("error_code", data, fail_data),
         "error_msg": as_text(data.get("error_msg")) or as_text(fail_data.get("error_msg")),
         "fail_node": _node_id(data.get("fail_node")),
