@@ -390,6 +390,35 @@ def test_a_test_takes_the_lava_job_id_and_device_from_its_job(tree):
     assert field_problems("test", body) == []
 
 
+@pytest.mark.parametrize("result, error_code, verdict", [
+    ("pass", None, ("pass", None)),
+    ("fail", None, ("pass", None)),  # a suite failed after the board booted
+    ("fail", "Job", ("fail", "kernel")),
+    ("incomplete", "Infrastructure", ("unknown", "infrastructure")),
+    (None, None, ("unknown", None)),
+])
+def test_a_test_of_a_lab_job_carries_its_boot_s_verdict_as_legacy_test_documents_do(tree, result, error_code,
+                                                                                   verdict):
+    # Every document of a legacy LAVA job carries boot_result and boot_failure: so do the tests
+    # of an API lab job, from the job node as its boot document reads them.
+    job = copy.deepcopy(tree["kselftest"])
+    job.update(result=result)
+    job["data"]["error_code"] = error_code
+    boot = only(docs(job)).body
+    for name in ("case-1", "suite"):
+        body = only(docs(tree[name], job_node=related_node(job))).body
+        assert (body["boot_result"], body.get("boot_failure")) == verdict == (boot["boot_result"],
+                                                                              boot.get("boot_failure"))
+        assert field_problems("test", body) == []
+
+
+@pytest.mark.parametrize("name, related", [("kunit-case-0", "kunit"), ("case-1", None)])
+def test_a_test_of_a_container_job_or_of_no_known_job_says_nothing_of_a_boot(tree, name, related):
+    envelope = {"job_node": related_node(tree[related])} if related else {}
+    body = only(docs(tree[name], **envelope)).body
+    assert "boot_result" not in body and "boot_failure" not in body
+
+
 @pytest.mark.parametrize("job_node, expected", [
     ({"id": "cd" * 12, "data": {"job_id": "kci-kunit-x86", "platform": "other"}}, (None, "qemu-arm64")),
     ({"id": "cd" * 12, "data": {"job_id": 12}}, (12, "qemu-arm64")),  # a number is a LAVA job number too

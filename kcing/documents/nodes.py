@@ -247,7 +247,20 @@ def _test_fields(node: Mapping[str, Any], when: datetime, job: Mapping[str, Any]
         "error_type": as_keyword(data.get("error_code")),
         "error_msg": as_text(data.get("error_msg")),
     })
+    fields.update(job_boot_verdict(job))
     return fields
+
+
+def job_boot_verdict(job: Mapping[str, Any]) -> dict:
+    """boot_result and boot_failure of the lab job a test ran in, as its boot document reads them
+    from the job node: every document of a legacy LAVA job carries its boot's verdict, so that a
+    filter such as `boot_result : pass` finds the tests of boots that passed from either source.
+    Nothing for a test of a container job (no board booted) or whose job is not known."""
+    if not nodes_api.node_id(job) or not is_lab_job(job):
+        return {}
+    error_code = as_keyword(nodes_api.data_of(job).get("error_code"))
+    boot_result, boot_failure = node_boot_result(as_verdict(job.get("result")), error_code)
+    return {"boot_result": boot_result, "boot_failure": boot_failure}
 
 
 def _suite(node: Mapping[str, Any]) -> Optional[str]:
