@@ -64,7 +64,7 @@ BUILD = {
     "defconfig_full": KEYWORD,
     "kconfig_fragments": KEYWORD,
     "build_environment": KEYWORD,
-    "build_result": KEYWORD,  # PASS, FAIL, UNKNOWN (uppercase, as upstream); API: INCOMPLETE, ERROR
+    "build_result": KEYWORD,  # PASS, FAIL, UNKNOWN (uppercase, as upstream); API: INCOMPLETE, ERROR, SKIP
     "build_type": KEYWORD,
     "build_platform": KEYWORD,  # platform.uname() of the builder, a list
     "build_threads": LONG,
@@ -131,7 +131,7 @@ TEST = {
     "suite": KEYWORD,  # as in the callback: lava, 0_dmesg, 1_bootrr
     "suite_name": KEYWORD,  # without the run-order prefix: lava, dmesg, bootrr
     "name": KEYWORD,
-    "result": KEYWORD,  # pass, fail, skip, unknown
+    "result": KEYWORD,  # pass, fail, skip, unknown (LAVA); pass, fail, skip, incomplete (API)
     "measurement": FLOAT,
     "unit": KEYWORD,
     "level": KEYWORD,  # LAVA pipeline level, e.g. 2.4.4.1
