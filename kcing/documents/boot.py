@@ -15,9 +15,10 @@ string/boolean values broke the index mapping, which reading it as a boolean avo
 `boot_failure` says who failed as on LAVA boots (`lava_results.boot_outcome`): `kernel` for a
 `fail` (the lab reported the kernel did not boot, which the backend counted as a boot failure
 like a LAVA job's), `infrastructure` for `offline` (the lab had the board offline: the kernel
-was never tried); absent otherwise. `git_describe` falls back to `kernel`, as the original did; `boot_retries` is read from
-`retries` when the report has no `boot_retries` (real lava-ci reports wrote `retries`), and the
-lab from the listing item or the storage path when the report names none. Other fields (`metadata`, `qemu`,
+was never tried); absent otherwise. `git_describe` falls back to `kernel`, as the original
+did; `boot_retries` is read from `retries` when the report has no `boot_retries` (real lava-ci
+reports wrote `retries`), and the lab from the listing item or the storage path when the report
+names none. Other fields (`metadata`, `qemu`,
 ...) are left out.
 """
 from __future__ import annotations
