@@ -444,6 +444,42 @@ def answers(client: Elasticsearch) -> list:
                                                      ignore_unavailable=True, expand_wildcards="none")))
     seen += index_state_answers(client)
     seen += legacy_template_answers(client)
+    seen += delete_block_answers(client)
+    return seen
+
+
+def delete_block_answers(client: Elasticsearch) -> list:
+    """A DELETE naming an index with a read-only or metadata block is refused whole (403), its
+    reason naming each such index in the request's order; the other blocks do not stop a delete."""
+    from elasticsearch import ApiError
+
+    def delete(names: str):
+        try:
+            return client.indices.delete(index=names, ignore_unavailable=True, expand_wildcards="none").body
+        except ApiError as error:
+            return error.meta.status, error.body["error"]["type"], error.body["error"]["reason"]
+
+    def listed() -> list:
+        # By _resolve/index: a metadata block makes a node refuse GET /<index> and _cat/indices.
+        return [item["name"] for item in client.indices.resolve_index(name="build-2020.05.*",
+                                                                      expand_wildcards="all")["indices"]]
+
+    names = ["build-2020.05.0%d" % day for day in range(1, 8)]
+    for name in names:
+        client.indices.create(index=name)
+    client.indices.add_block(index=names[2], block="read_only")
+    client.indices.add_block(index=names[1], block="metadata")
+    client.indices.add_block(index=names[6], block="read_only")
+    client.indices.add_block(index=names[6], block="metadata")
+    seen = [delete(",".join([names[0], names[2], names[1]])), delete(names[6])]
+    for name, block in zip(names[3:6], ("write", "read", "read_only_allow_delete")):
+        client.indices.put_settings(index=name, settings={"index.blocks.%s" % block: True})
+    seen.append(delete(",".join(names[3:6])))
+    seen.append(listed())
+    client.indices.put_settings(index=",".join([names[1], names[2], names[6]]),
+                                settings={"index.blocks.metadata": None, "index.blocks.read_only": None})
+    seen.append(delete(",".join([names[0], names[1], names[2], names[6]])))
+    seen.append(listed())
     return seen
 
 

@@ -1279,7 +1279,9 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             parts = expression.split(",")
             if self.destructive_requires_name and any(p == "_all" or "*" in p for p in parts):
                 raise bad_request("Wildcard expressions or all indices are not allowed")
-            for name in self.resolve(expression, query):
+            names = self.resolve(expression, query)
+            self.check_deletable(names)
+            for name in names:
                 del self.indices[name]
                 for alias, targets in list(self.aliases.items()):
                     if name in targets:

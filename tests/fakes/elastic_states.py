@@ -5,8 +5,9 @@ per-document `index_closed_exception` for a closed index, `cluster_block_excepti
 a read block, `illegal_argument_exception` for an alias of several indices and
 `index_not_found_exception` for a data stream (a single-index operation never resolves one);
 `_bulk` items fail on closed and write-blocked indices and on data streams unless the action is
-`create`. `_resolve/index` says what a name is, `GET /<index>/_settings/<filter>` which blocks
-an index has.
+`create`. A DELETE naming an index with a read-only or metadata block is refused whole (403
+`cluster_block_exception`, naming each such index). `_resolve/index` says what a name is,
+`GET /<index>/_settings/<filter>` which blocks an index has.
 
 Routes: `POST /<index>/_close|_open`, `PUT /<index>/_block/<block>`, `GET|PUT /<index>/_settings[/<filter>]`,
 `POST /_aliases` (add, remove), `GET /_resolve/index/<names>`.
@@ -24,9 +25,14 @@ BLOCKS = {
     "index.blocks.write": (403, "FORBIDDEN/8/index write (api)"),
     "index.blocks.read_only_allow_delete": (429, "TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, "
                                                  "index has read-only-allow-delete block"),
+    "index.blocks.metadata": (403, "FORBIDDEN/9/index metadata (api)"),
 }
 WRITE_BLOCKS = ("index.blocks.read_only", "index.blocks.write", "index.blocks.read_only_allow_delete")
-BLOCK_NAMES = {"read_only": "index.blocks.read_only", "read": "index.blocks.read", "write": "index.blocks.write"}
+# The blocks under which a node refuses to delete an index, in the order its answer names them.
+# One such index among those a DELETE names refuses the whole DELETE: nothing is deleted.
+DELETE_BLOCKS = ("index.blocks.metadata", "index.blocks.read_only")
+BLOCK_NAMES = {"read_only": "index.blocks.read_only", "read": "index.blocks.read", "write": "index.blocks.write",
+               "metadata": "index.blocks.metadata"}
 STATE_ROUTE_PARAMS = {
     "close_index": {"allow_no_indices", "expand_wildcards", "ignore_unavailable", "master_timeout", "timeout",
                     "wait_for_active_shards"},
@@ -102,6 +108,19 @@ class IndexStates:
         for setting in WRITE_BLOCKS:
             if index.settings.get(setting) == "true":
                 raise self.block_error(name, setting)
+
+    def check_deletable(self, names: List[str]) -> None:
+        """Refuse a DELETE of `names` (403) when any of them has a block that stops a delete; the
+        reason names each such index, in the request's order, with its blocks."""
+        from tests.fakes.elastic_server import EsError
+        reasons = []
+        for name in names:
+            found = [BLOCKS[setting][1] for setting in DELETE_BLOCKS
+                     if self.indices[name].settings.get(setting) == "true"]
+            if found:
+                reasons.append("index [%s] blocked by: [%s];" % (name, ", ".join(found)))
+        if reasons:
+            raise EsError(403, "cluster_block_exception", "".join(reasons))
 
     @staticmethod
     def block_error(name: str, setting: str):
