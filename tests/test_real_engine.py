@@ -350,6 +350,36 @@ def test_drp_deletes_expired_indices_that_are_hidden_or_closed(real_es, tmp_path
     assert remaining >= {"log-%s" % recent, "test-%s" % recent}
 
 
+def test_drp_leaves_a_blocked_expired_index_and_deletes_the_others_on_a_real_node(real_es, tmp_path):
+    """The node refuses a whole DELETE naming a read-only (or metadata-blocked) index: drp names
+    that index and exits 3, having deleted every other expired index."""
+    client = client_for(real_es)
+    today = date.today()
+    old = [(today - timedelta(days=days)).strftime("%Y.%m.%d") for days in (30, 31)]
+    expired = ["%s-%s" % (kind, day) for kind in KINDS for day in old]
+    recent = "build-%s" % (today - timedelta(days=1)).strftime("%Y.%m.%d")
+    for name in expired + [recent]:
+        client.indices.create(index=name)
+    read_only, metadata = "boot-%s" % old[0], "test-%s" % old[1]
+    client.indices.create(index="archive-2019")  # not kcing's: its block must not matter to drp
+    for name, block in ((read_only, "read_only"), (metadata, "metadata"), ("archive-2019", "metadata")):
+        client.indices.add_block(index=name, block=block)
+    try:
+        done = kcing(["drp"], admin_environ(real_es, tmp_path, DRP_DAYS="7", KCI_DAYS="2"), tmp_path)
+        remaining = [item["name"] for item in client.indices.resolve_index(name="*", expand_wildcards="all")["indices"]
+                     if not item["name"].startswith(".")]
+    finally:
+        client.indices.put_settings(index="%s,%s,archive-2019" % (read_only, metadata),
+                                    settings={"index.blocks.read_only": None, "index.blocks.metadata": None})
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(remaining) == sorted([read_only, metadata, recent, "archive-2019"])
+    assert "drp: not deleted index %s: blocked by [FORBIDDEN/5/index read-only (api)]" % read_only in done.stdout
+    assert "drp: deleted %d indices" % (len(expired) - 2) in done.stdout
+    [last] = done.stderr.strip().splitlines()[-1:]
+    assert "refused to delete 2 expired indices because of a block" in last and metadata in last, last
+
+
 # -- what the emulator's strictness is modelled on -------------------------------------------------
 
 def test_field_names_are_refused_as_the_emulator_says(real_es):
@@ -451,6 +481,7 @@ def answers(client: Elasticsearch) -> list:
 def delete_block_answers(client: Elasticsearch) -> list:
     """A DELETE naming an index with a read-only or metadata block is refused whole (403), its
     reason naming each such index in the request's order; the other blocks do not stop a delete."""
+    import re
     from elasticsearch import ApiError
 
     def delete(names: str):
@@ -476,6 +507,20 @@ def delete_block_answers(client: Elasticsearch) -> list:
         client.indices.put_settings(index=name, settings={"index.blocks.%s" % block: True})
     seen.append(delete(",".join(names[3:6])))
     seen.append(listed())
+    # A metadata block also makes the node refuse an _cat/indices listing that index, naming each
+    # such index (in no particular order); one it does not list is no hindrance.
+    client.indices.create(index="other-2020.05.01")
+    client.indices.add_block(index="other-2020.05.01", block="metadata")
+    for pattern in ("build-2020.05.*,boot-*", "other-*", "build-2020.05.01,build-2020.05.03,log-*"):
+        try:
+            rows = client.cat.indices(index=pattern, format="json", h="index", expand_wildcards="all").body
+            seen.append(sorted(row["index"] for row in rows))
+        except ApiError as error:
+            seen.append((error.meta.status, error.body["error"]["type"],
+                         sorted(re.findall(r"index \[([^\]]+)\] blocked by: \[FORBIDDEN/9/index metadata \(api\)\];",
+                                           error.body["error"]["reason"]))))
+    client.indices.put_settings(index="other-2020.05.01", settings={"index.blocks.metadata": None})
+    client.indices.delete(index="other-2020.05.01")
     client.indices.put_settings(index=",".join([names[1], names[2], names[6]]),
                                 settings={"index.blocks.metadata": None, "index.blocks.read_only": None})
     seen.append(delete(",".join([names[0], names[1], names[2], names[6]])))

@@ -198,9 +198,67 @@ def test_retention_inside_the_crawl_window_warns(tmp_path, es, caplog, capsys):
 def test_an_index_gone_between_listing_and_delete_is_not_an_error(es):
     seed(es, ["build-2019.01.01"])
     client = Elasticsearch(es.url)
-    assert delete_indices(client, es.url, ["build-2019.01.01", "build-2019.01.02"]) == [
-        "build-2019.01.01", "build-2019.01.02"]
+    assert delete_indices(client, es.url, ["build-2019.01.01", "build-2019.01.02"]) == (
+        ["build-2019.01.01", "build-2019.01.02"], {})
     assert es.index_names() == []
+
+
+def test_an_expired_index_with_a_block_is_left_and_named_and_the_rest_of_the_retention_is_done(tmp_path, es, capsys):
+    """Elasticsearch refuses a whole DELETE when one index it names is read-only (or has a
+    metadata block): that index alone is left, named, and drp exits 3; every other expired
+    index is deleted and the old ledger rows forgotten."""
+    expired = day_names("build", date(2019, 5, 1), 3) + ["boot-2019.06.01", "test-2019.06.06"]
+    kept = ["build-2019.06.07", "log-2019.06.10"]
+    seed(es, expired + kept)
+    client = Elasticsearch(es.url)
+    client.indices.add_block(index="build-2019.05.02", block="read_only")
+    client.indices.add_block(index="boot-2019.06.01", block="metadata")
+    db = tmp_path / "kcing.db"
+    record_seen(db, {datetime(2019, 6, 1, 12): ["old"], datetime(2019, 6, 9): ["recent"]})
+    with pytest.raises(ElasticsearchError) as caught:
+        drp.run(DRP_ARGS, load_settings(tmp_path, es.url, DRP_DAYS=3, KCI_DAYS=2), now=NOW)
+    assert es.index_names() == sorted(kept + ["build-2019.05.02", "boot-2019.06.01"])
+    message = str(caught.value)
+    assert message.startswith("Elasticsearch at %s refused to delete 2 expired indices because of a block: "
+                              "boot-2019.06.01 [FORBIDDEN/9/index metadata (api)], build-2019.05.02 "
+                              "[FORBIDDEN/5/index read-only (api)]; remove the block" % es.url), message
+    assert "\n" not in message and caught.value.exit_code == 3
+    out = capsys.readouterr().out
+    assert "drp: not deleted index build-2019.05.02: blocked by [FORBIDDEN/5/index read-only (api)]" in out
+    assert "drp: deleted index build-2019.05.01" in out and "drp: deleted 3 indices, forgot 1 ledger rows" in out
+    ledger = Ledger.open(str(db))
+    recorded = ledger.last_run("drp")
+    assert recorded.outcome == "error 3"
+    assert json.loads(recorded.counts) == {"days": 3, "indices_deleted": 3, "forgotten": 1, "indices_blocked": 2}
+    assert ledger.row("legacy", "build", "old") is None and ledger.row("legacy", "build", "recent") is not None
+    ledger.close()
+
+
+def test_an_index_with_a_metadata_block_does_not_stop_the_listing(tmp_path, es, capsys):
+    """A node refuses `_cat/indices` when it would list an index with a metadata block: someone
+    else's so blocked is not listed by kcing's patterns; one of kcing's is listed by
+    `_resolve/index` instead, then named as not deleted."""
+    seed(es, ["build-2019.05.01", "boot-2019.05.01", "archive-2019.05.01", "log-2019.06.09"])
+    client = Elasticsearch(es.url)
+    client.indices.add_block(index="archive-2019.05.01", block="metadata")
+    assert drp.run(DRP_ARGS, load_settings(tmp_path, es.url, DRP_DAYS=3, KCI_DAYS=2), now=NOW) == 0
+    assert es.index_names() == ["archive-2019.05.01", "log-2019.06.09"]
+    seed(es, ["build-2019.05.02", "test-2019.05.02"])
+    client.indices.add_block(index="test-2019.05.02", block="metadata")
+    with pytest.raises(ElasticsearchError) as caught:
+        drp.run(DRP_ARGS, load_settings(tmp_path, es.url, DRP_DAYS=3, KCI_DAYS=2), now=NOW)
+    assert "refused to delete 1 expired indices because of a block: test-2019.05.02" in str(caught.value)
+    assert es.index_names() == ["archive-2019.05.01", "log-2019.06.09", "test-2019.05.02"]
+    assert any(r.route.startswith("/_resolve/index/") for r in es.requests)
+
+
+def test_a_refusal_that_is_not_a_block_still_stops_drp_with_a_clear_error(tmp_path, es):
+    seed(es, ["build-2019.05.01", "build-2019.05.02"])
+    es.fail_next(503, route="/build-2019.05.01")
+    with pytest.raises(ElasticsearchError) as caught:
+        delete_indices(Elasticsearch(es.url, max_retries=0), es.url, ["build-2019.05.01", "build-2019.05.02"])
+    assert "refused a request while deleting 2 indices (build-2019.05.01 ... ) (503" in str(caught.value)
+    assert es.index_names() == ["build-2019.05.01", "build-2019.05.02"]
 
 
 def test_delete_indices_refuses_a_name_that_is_not_kcing(es):

@@ -11,11 +11,11 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from elasticsearch import Elasticsearch
+from elasticsearch import ApiError, Elasticsearch, TransportError
 
-from kcing.admin.elastic import elastic_errors
+from kcing.admin.elastic import elastic_errors, error_type, translate
 from kcing.records import DOCUMENT_KINDS
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,14 @@ log = logging.getLogger(__name__)
 # ASCII digits and the end of the name: `\d` would also take other scripts' digits (which int()
 # reads as 0-9), and `$` a name that goes on with a newline.
 KCING_INDEX = re.compile(r"(%s)-([0-9]{4})\.([0-9]{2})\.([0-9]{2})" % "|".join(DOCUMENT_KINDS))
+# What drp lists: every index named like one of kcing's (the strict pattern then picks kcing's).
+KCING_PATTERNS = ",".join("%s-*" % kind for kind in DOCUMENT_KINDS)
 # Names per DELETE: keeps the URL short whatever the index names are.
 DELETE_CHUNK = 50
+# How a node names each index whose block stops a DELETE (index.blocks.read_only or .metadata, or
+# a cluster-wide read-only block): `index [build-2019.05.31] blocked by: [FORBIDDEN/5/index
+# read-only (api)];`, one after the other. It then deletes none of the indices named.
+_BLOCKED_INDEX = re.compile(r"index \[([^\]\[]+)\] blocked by: \[([^\]]*)\];")
 
 
 def index_day(name: str) -> Optional[date]:
@@ -63,27 +69,74 @@ def chunks(names: Sequence[str], size: int = DELETE_CHUNK) -> Iterator[List[str]
 
 
 def list_indices(client: Elasticsearch, host: str) -> List[str]:
-    """Every index name the cluster has: open, closed and hidden (_cat leaves hidden ones out
-    unless asked, and a kcing index someone hid still expires)."""
-    with elastic_errors(host, "listing indices"):
-        rows = client.cat.indices(format="json", h="index", expand_wildcards="all")
+    """Every index named like a kcing index: open, closed and hidden (_cat leaves hidden ones out
+    unless asked, and a kcing index someone hid still expires).
+
+    Asked by kcing's patterns: a node refuses the whole `_cat/indices` when one index it lists has
+    a metadata block (index.blocks.metadata), and someone else's index so blocked must not stop
+    the retention. When one of kcing's own is, `_resolve/index`, which that block does not stop,
+    names them instead (drp then says that it cannot delete it)."""
+    action = "listing indices (%s)" % KCING_PATTERNS
+    try:
+        rows = client.cat.indices(index=KCING_PATTERNS, format="json", h="index", expand_wildcards="all")
+    except ApiError as error:
+        if error_type(error) != "cluster_block_exception":
+            raise translate(error, host, action) from None
+        with elastic_errors(host, action):
+            resolved = client.indices.resolve_index(name=KCING_PATTERNS, expand_wildcards="all")
+        return [item["name"] for item in resolved.body.get("indices", [])
+                if isinstance(item, dict) and isinstance(item.get("name"), str)]
+    except TransportError as error:
+        raise translate(error, host, action) from None
     return [row["index"] for row in rows.body if isinstance(row, dict) and row.get("index")]
 
 
-def delete_indices(client: Elasticsearch, host: str, names: Sequence[str], size: int = DELETE_CHUNK) -> List[str]:
-    """Delete `names` (exact names, never patterns) in chunks; return the names deleted."""
+def blocked_indices(error: ApiError, names: Sequence[str]) -> Dict[str, str]:
+    """{index: its blocks} of the `names` a refused DELETE says are blocked; {} for any other refusal."""
+    if error_type(error) != "cluster_block_exception":
+        return {}
+    body = error.body if isinstance(error.body, dict) else {}
+    reason = str((body.get("error") or {}).get("reason", "")) if isinstance(body.get("error"), dict) else ""
+    found = {name: blocks for name, blocks in _BLOCKED_INDEX.findall(reason)}
+    return {name: found[name] for name in names if name in found}
+
+
+def delete_indices(client: Elasticsearch, host: str, names: Sequence[str],
+                   size: int = DELETE_CHUNK) -> Tuple[List[str], Dict[str, str]]:
+    """Delete `names` (exact names, never patterns) in chunks; return the names deleted and
+    {name: its blocks} of those Elasticsearch refuses to delete because of an index block.
+
+    One blocked index makes Elasticsearch refuse the whole DELETE: the others of its chunk are
+    deleted again without it, so that one index someone made read-only does not keep every
+    other expired index on the disk."""
     deleted: List[str] = []
+    blocked: Dict[str, str] = {}
     for chunk in chunks(names, size):
         for name in chunk:
             if not KCING_INDEX.fullmatch(name):
                 raise ValueError("refusing to delete %r: not a kcing index name" % name)
-        with elastic_errors(host, "deleting %d indices (%s ... )" % (len(chunk), chunk[0])):
-            # ILM (setup_es --ilm) may delete an index between our listing and this call; a
-            # missing one must not fail the chunk, which ES would then not delete at all.
-            client.indices.delete(index=chunk, ignore_unavailable=True, expand_wildcards="none")
-        deleted.extend(chunk)
-        log.info("deleted %d indices: %s", len(chunk), ",".join(chunk))
-    return deleted
+        remaining = list(chunk)
+        while remaining:
+            action = "deleting %d indices (%s ... )" % (len(remaining), remaining[0])
+            try:
+                # ILM (setup_es --ilm) may delete an index between our listing and this call; a
+                # missing one must not fail the chunk, which ES would then not delete at all.
+                client.indices.delete(index=remaining, ignore_unavailable=True, expand_wildcards="none")
+            except ApiError as error:
+                refused = blocked_indices(error, remaining)
+                if not refused:
+                    raise translate(error, host, action) from None
+                for name, blocks in refused.items():
+                    log.warning("Elasticsearch refuses to delete %s: it is blocked by [%s]", name, blocks)
+                blocked.update(refused)
+                remaining = [name for name in remaining if name not in refused]
+                continue
+            except TransportError as error:
+                raise translate(error, host, action) from None
+            deleted.extend(remaining)
+            log.info("deleted %d indices: %s", len(remaining), ",".join(remaining))
+            remaining = []
+    return deleted, blocked
 
 
 @dataclass(frozen=True)
@@ -109,11 +162,22 @@ def plan(client: Elasticsearch, host: str, ledger, today: date, days: int) -> Re
     return RetentionPlan(today, days, tuple(names), cutoff, rows)
 
 
-def apply(client: Elasticsearch, host: str, ledger, chosen: RetentionPlan) -> Tuple[List[str], int]:
-    """Delete the planned indices, then forget the ledger rows; return (indices deleted, rows forgotten)."""
-    deleted = delete_indices(client, host, chosen.indices)
+def apply(client: Elasticsearch, host: str, ledger, chosen: RetentionPlan) -> Tuple[List[str], int, Dict[str, str]]:
+    """Delete the planned indices, then forget the ledger rows; return (indices deleted, rows
+    forgotten, {index Elasticsearch refused to delete: its blocks})."""
+    deleted, blocked = delete_indices(client, host, chosen.indices)
     forgotten = ledger.prune_older_than(chosen.ledger_cutoff) if ledger is not None else 0
-    return deleted, forgotten
+    return deleted, forgotten, blocked
+
+
+def blocked_message(host: str, blocked: Dict[str, str]) -> str:
+    """The one-line error of a drp run that left expired indices because of their blocks."""
+    names = sorted(blocked)
+    shown = ", ".join("%s [%s]" % (name, blocked[name]) for name in names[:5])
+    more = " and %d more" % (len(names) - 5) if len(names) > 5 else ""
+    return ("Elasticsearch at %s refused to delete %d expired indices because of a block: %s%s; remove the "
+            "block (an index's: PUT /<index>/_settings {\"index.blocks.read_only\": null, \"index.blocks.metadata\": "
+            "null}) and run drp again; the other expired indices were deleted" % (host, len(names), shown, more))
 
 
 def warn_short_retention(settings) -> None:

@@ -10,6 +10,7 @@ from kcing.admin import retention
 from kcing.admin.elastic import make_client
 from kcing.admin.retention import warn_short_retention
 from kcing.commands._shared import with_drp_days
+from kcing.errors import ElasticsearchError
 from kcing.wiring import no_ledger, open_ledger
 from kcing.runlock import RunLock
 
@@ -36,7 +37,12 @@ Options:
   -l --log-file=FILE   Also write the log to FILE (for cron jobs).
   -h --help            Show this help.
 
-Exit status: 0 done; 2 configuration error; 3 Elasticsearch unreachable or refusing; 4 another
+An expired index Elasticsearch refuses to delete because of a block (index.blocks.read_only or
+index.blocks.metadata) is named and left; the other expired indices are deleted, the ledger rows
+forgotten, and drp exits 3.
+
+Exit status: 0 done; 2 configuration error; 3 Elasticsearch unreachable or refusing (also: an
+expired index left because of its block); 4 another
 run holds the lock or the ledger's database lock; 5 the ledger cannot be written (a full disk, a
 read-only file); 130 stopped by a signal (the ledger rows are forgotten in one transaction, whole
 or not at all).
@@ -83,14 +89,25 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
         if dry_run:
             _print_plan(chosen, settings.KCING_DB)
             return 0
-        deleted, forgotten = retention.apply(client, host, ledger, chosen)
+        deleted, forgotten, blocked = retention.apply(client, host, ledger, chosen)
         if recorded is not None:
             recorded.counts.update(indices_deleted=len(deleted), forgotten=forgotten)
-    for name in deleted:
-        print("drp: deleted index %s" % name)
-    rows = ("forgot %d ledger rows" % forgotten) if have_ledger else ("no ledger at %s" % settings.KCING_DB)
-    print("drp: deleted %d indices, %s" % (len(deleted), rows))
+            if blocked:
+                recorded.counts["indices_blocked"] = len(blocked)
+        for name in deleted:
+            print("drp: deleted index %s" % name)
+        for name in sorted(blocked):
+            print("drp: not deleted index %s: blocked by [%s]" % (name, blocked[name]))
+        if blocked:
+            # Exits 3, and the runs table says so; the rest of the retention was done.
+            print("drp: deleted %d indices, %s" % (len(deleted), _rows_text(have_ledger, forgotten, settings.KCING_DB)))
+            raise ElasticsearchError(retention.blocked_message(host, blocked))
+    print("drp: deleted %d indices, %s" % (len(deleted), _rows_text(have_ledger, forgotten, settings.KCING_DB)))
     return 0
+
+
+def _rows_text(have_ledger: bool, forgotten: int, db: str) -> str:
+    return ("forgot %d ledger rows" % forgotten) if have_ledger else ("no ledger at %s" % db)
 
 
 def _print_plan(chosen: retention.RetentionPlan, db: str) -> None:

@@ -1294,6 +1294,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         with self._lock:
             # A real node lists open and closed indices, not hidden ones, unless told otherwise.
             names = self.resolve(expression, query, default_expand="open,closed")
+            self.check_metadata_readable(names)
             rows = [self._cat_row(self.indices[n], query.get("bytes")) for n in names]
         if query.get("health"):
             rows = [row for row in rows if row["health"] == query["health"]]
