@@ -136,6 +136,23 @@ def test_setup_es_beside_a_legacy_template_says_so_in_one_log_line(real_es, tmp_
         "from existing older templates [kernelci-build]" in line, line
 
 
+@pytest.mark.parametrize("block", ["read_only", "read_only_allow_delete"])
+def test_setup_es_on_a_read_only_cluster_names_the_block_not_the_users_privileges(real_es, tmp_path, block):
+    """The node answers 403 cluster_block_exception to a template put while the cluster is
+    read-only (by hand, or after the disk's flood stage): Elasticsearch refusing (exit 3), not a
+    privilege the user lacks (exit 2)."""
+    client = client_for(real_es)
+    client.cluster.put_settings(persistent={"cluster.blocks.%s" % block: True})
+    try:
+        done = kcing(["setup_es"], admin_environ(real_es, tmp_path), tmp_path)
+    finally:
+        client.cluster.put_settings(persistent={"cluster.blocks.%s" % block: None})
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    [last] = done.stderr.strip().splitlines()[-1:]
+    assert "(403 cluster_block_exception): blocked by: [FORBIDDEN/" in last and "denied" not in last, last
+
+
 # -- the feed end to end ---------------------------------------------------------------------------
 
 @pytest.fixture

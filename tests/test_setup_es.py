@@ -275,6 +275,23 @@ def test_bad_credentials_are_a_config_error_without_the_password(tmp_path):
         assert code == 0
 
 
+# What a real node answers a template put while the cluster is read-only (cluster.blocks.read_only).
+CLUSTER_READ_ONLY = {"error": {"root_cause": [{"type": "cluster_block_exception",
+                                              "reason": "blocked by: [FORBIDDEN/6/cluster read-only (api)];"}],
+                               "type": "cluster_block_exception",
+                               "reason": "blocked by: [FORBIDDEN/6/cluster read-only (api)];"}, "status": 403}
+
+
+def test_a_read_only_cluster_is_elasticsearch_refusing_not_the_users_privileges(tmp_path, es):
+    es.fail_next(403, route="/_index_template/kcing-", body=CLUSTER_READ_ONLY)
+    with pytest.raises(ElasticsearchError) as caught:
+        run_setup(tmp_path, es.url)
+    assert not isinstance(caught.value, ConfigError) and caught.value.exit_code == 3
+    assert str(caught.value) == ("Elasticsearch at %s refused a request while installing the index template "
+                                 "kcing-build (403 cluster_block_exception): blocked by: [FORBIDDEN/6/cluster "
+                                 "read-only (api)];" % es.url)
+
+
 def test_an_api_key_is_used_when_set(tmp_path):
     with ElasticsearchEmulator(api_key="a2V5OnNlY3JldA==") as secured:
         assert run_setup(tmp_path, secured.url, ES_API_KEY="a2V5OnNlY3JldA==")[0] == 0

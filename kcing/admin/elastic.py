@@ -147,8 +147,11 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
     if isinstance(error, AuthenticationException):
         return ConfigError("%s refused the credentials (401) while %s: check ES_USER/ES_PASSWORD or ES_API_KEY"
                            % (where, action))
-    if isinstance(error, AuthorizationException):
+    if isinstance(error, AuthorizationException) and error_type(error) != "cluster_block_exception":
         return ConfigError("%s denied the configured user (403) while %s: %s" % (where, action, reason_of(error)))
+    # A 403 cluster_block_exception is a block on the cluster or an index (read-only, or the disk
+    # flood-stage watermark's read_only_allow_delete), not the user's privileges: Elasticsearch
+    # refusing, said as such (exit 3), with the block it names.
     if isinstance(error, ApiError):
         return _api_error(error, where, action)
     if isinstance(error, SSLError):
