@@ -136,6 +136,36 @@ def test_setup_es_beside_a_legacy_template_says_so_in_one_log_line(real_es, tmp_
         "from existing older templates [kernelci-build]" in line, line
 
 
+@needs_samples
+def test_setup_es_names_an_index_logstash_created_before_the_templates(real_es, tmp_path):
+    """Today's index created (by Logstash's _bulk) before setup_es ran got the types the node
+    guessed: setup_es installs the templates and names that index and its fields in one line."""
+    from datetime import datetime, timezone
+
+    from kcing.documents import documents_for
+    from tests.feedrun import sample_objects
+
+    build = next(obj for obj in sample_objects() if obj.kind == "build")
+    [document] = documents_for("build", build.path.read_bytes(), datetime.now(timezone.utc))
+    client = client_for(real_es)
+    assert not client.bulk(operations=[{"index": {"_index": document.index, "_id": document.doc_id}},
+                                       dict(document.body)], refresh=True)["errors"]
+    done = kcing(["setup_es"], admin_environ(real_es, tmp_path), tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [line] = [line for line in done.stderr.splitlines() if "did not make" in line]
+    assert " WARNING " in line and ("index %s has a mapping kcing's template kcing-build did not make" % document.index
+                                    in line) and "arch is text, not keyword" in line, line
+    # The node agrees that this index cannot serve the dashboards' aggregations.
+    from elasticsearch import BadRequestError
+    with pytest.raises(BadRequestError):
+        client.search(index=document.index, size=0, aggs={"arch": {"terms": {"field": "arch"}}})
+    # An index the template made is not named.
+    client.indices.create(index="build-2020.01.01")
+    again = kcing(["setup_es"], admin_environ(real_es, tmp_path), tmp_path)
+    named = [other.split(" WARNING ", 1)[1] for other in again.stderr.splitlines() if "did not make" in other]
+    assert named == [line.split(" WARNING ", 1)[1]]
+
+
 @pytest.mark.parametrize("block", ["read_only", "read_only_allow_delete"])
 def test_setup_es_on_a_read_only_cluster_names_the_block_not_the_users_privileges(real_es, tmp_path, block):
     """The node answers 403 cluster_block_exception to a template put while the cluster is

@@ -15,8 +15,8 @@ from elasticsearch import Elasticsearch, helpers
 from kcing import settings as settings_module
 from kcing.commands import setup_es
 from kcing.admin.templates import (
-    KEYWORD_LIMIT, KINDS, POLICY_NAME, PRIORITY, TEMPLATE_DIR, UNAGGREGATED_TEXT, template_body, template_files,
-    wait_until_ready,
+    KEYWORD_LIMIT, KINDS, POLICY_NAME, PRIORITY, TEMPLATE_DIR, UNAGGREGATED_TEXT, mapping_misfits, misfit_warnings,
+    template_body, template_files, templates_for, wait_until_ready,
 )
 from kcing.admin.elastic import make_client
 from kcing.documents import documents_for
@@ -185,6 +185,43 @@ def test_a_conflicting_template_of_the_same_priority_is_a_clear_error(tmp_path, 
         run_setup(tmp_path, es.url)
     message = str(caught.value)
     assert "kcing-b" in message and "same priority [200]" in message and "\n" not in message
+
+
+def test_an_index_created_before_the_templates_is_named_with_the_types_it_got(tmp_path, es, caplog):
+    """Logstash created today's index before setup_es ran: Elasticsearch guessed its types (text
+    for every keyword) and a template shapes only indices created after it. setup_es says so, per
+    index, in one line; an index made by kcing's template is not named."""
+    es.seed_index("build-2019.06.01", docs={"1": {"arch": "arm", "build_time": 12, "build_threads": 4}})
+    es.seed_index("build-latest", docs={"1": {"arch": "arm"}})  # not a dated kcing index
+    with caplog.at_level(logging.WARNING):
+        assert run_setup(tmp_path, es.url)[0] == 0
+    [line] = [record.getMessage() for record in caplog.records if "did not make" in record.getMessage()]
+    assert line.startswith("index build-2019.06.01 has a mapping kcing's template kcing-build did not make "
+                           "(the index was created before the template, or by another one): arch is text, not "
+                           "keyword; build_time is long, not float; it keeps those types"), line
+    caplog.clear()
+    es.seed_index("build-2019.06.02", docs={"1": {"arch": "arm", "build_time": 12}})
+    with caplog.at_level(logging.WARNING):
+        assert run_setup(tmp_path, es.url)[0] == 0
+    assert [record.getMessage() for record in caplog.records if "did not make" in record.getMessage()] == [line]
+
+
+def test_many_misfit_indices_are_named_in_a_few_lines():
+    found = {"test-2019.06.%02d" % day: {"mappings": {"properties": {"lab_name": {"type": "text"}}}}
+             for day in range(1, 31)}
+    lines = misfit_warnings(mapping_misfits(templates_for(None), found))
+    assert len(lines) == 6 and lines[-1].startswith("25 more indices have a mapping kcing's templates did not make: "
+                                                    "test-2019.06.06, ")
+    assert lines[-1].endswith(" ...")
+
+
+def test_a_refused_mapping_check_is_a_warning_not_a_failure(tmp_path, es, caplog):
+    es.seed_index("boot-2019.06.01", docs={"1": {"lab_name": "lab"}})
+    Elasticsearch(es.url).indices.add_block(index="boot-2019.06.01", block="metadata")
+    with caplog.at_level(logging.WARNING):
+        assert run_setup(tmp_path, es.url)[0] == 0
+    assert "could not check the mappings of the existing indices" in caplog.text
+    assert "403 cluster_block_exception" in caplog.text
 
 
 # -- failures ------------------------------------------------------------------------------------

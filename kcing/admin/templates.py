@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 from elasticsearch import ApiError, Elasticsearch, SSLError, TransportError
 
 from kcing.admin.elastic import elastic_errors, reason_of, translate
+from kcing.admin.retention import index_day
 from kcing.documents.fields import BOOLEAN, DATE, FIELDS, FLOAT, KEYWORD, LONG, SUB_OBJECTS, TEXT
 from kcing.errors import ElasticsearchError
 from kcing.records import DOCUMENT_KINDS
@@ -296,6 +297,76 @@ def _put_policy(client: Elasticsearch, host: str, name: str, body: dict) -> Chan
     with elastic_errors(host, "installing the ILM policy %s" % name):
         client.ilm.put_lifecycle(name=name, body=body)
     return Change("ILM policy", name, "updated" if existing is not None else "created")
+
+
+# Existing indices named, and fields named, in the warnings about mappings kcing did not make.
+NAMED_MISFITS = 5
+NAMED_FIELDS = 3
+# Only the types of an index's fields (and of its objects' fields): a small answer however many indices.
+_TYPES_ONLY = "*.mappings.properties.*.type,*.mappings.properties.*.properties.*.type"
+
+
+def field_types(properties: Mapping[str, dict], prefix: str = "") -> Dict[str, str]:
+    """{dotted field name: mapped type} of mapping `properties`, the fields of objects included."""
+    types: Dict[str, str] = {}
+    for name, spec in (properties or {}).items():
+        if not isinstance(spec, dict):
+            continue
+        if isinstance(spec.get("properties"), dict):
+            types.update(field_types(spec["properties"], prefix + name + "."))
+        if "type" in spec:
+            types[prefix + name] = str(spec["type"])
+    return types
+
+
+def mapping_misfits(intended: Mapping[str, dict], found: Mapping[str, dict]) -> Dict[str, List[Tuple[str, str, str]]]:
+    """{index: [(field, its type, the template's type)]} of the kcing indices in `found` (a
+    GET /<index> answer) whose mapping gives a field the template maps another type."""
+    misfits = {}
+    for index, description in sorted(found.items()):
+        day_kind = index.rsplit("-", 1)[0]
+        template = intended.get(template_name(day_kind))
+        if template is None or index_day(index) is None:
+            continue
+        wanted = field_types(template["template"]["mappings"]["properties"])
+        mapped = field_types(((description or {}).get("mappings") or {}).get("properties") or {})
+        different = [(field, mapped[field], wanted[field]) for field in sorted(wanted)
+                     if field in mapped and mapped[field] != wanted[field]]
+        if different:
+            misfits[index] = different
+    return misfits
+
+
+def misfit_warnings(misfits: Mapping[str, List[Tuple[str, str, str]]]) -> List[str]:
+    """One line per index (the first few) whose mapping kcing's template did not make, and what it means."""
+    lines = []
+    for index, different in sorted(misfits.items())[:NAMED_MISFITS]:
+        fields = "; ".join("%s is %s, not %s" % item for item in different[:NAMED_FIELDS])
+        more = " and %d more fields" % (len(different) - NAMED_FIELDS) if len(different) > NAMED_FIELDS else ""
+        lines.append("index %s has a mapping kcing's template %s did not make (the index was created before the "
+                     "template, or by another one): %s%s; it keeps those types until it is deleted (drp does when "
+                     "it expires) or reindexed, and the visualisations that use those fields fail or miss it"
+                     % (index, template_name(index.rsplit("-", 1)[0]), fields, more))
+    if len(misfits) > NAMED_MISFITS:
+        lines.append("%d more indices have a mapping kcing's templates did not make: %s"
+                     % (len(misfits) - NAMED_MISFITS, ", ".join(sorted(misfits)[NAMED_MISFITS:][:20])
+                        + (" ..." if len(misfits) > NAMED_MISFITS + 20 else "")))
+    return lines
+
+
+def existing_misfits(client: Elasticsearch, host: str, templates: Mapping[str, dict]) -> List[str]:
+    """Warnings about the existing (open) kcing indices whose mapping is not the templates': a
+    template shapes only the indices created after it, so an index Logstash created before
+    setup_es ran keeps the types Elasticsearch guessed (text for every keyword). Only a warning:
+    when the answer cannot be had, say so and go on."""
+    patterns = ",".join(sorted({pattern for body in templates.values() for pattern in body["index_patterns"]}))
+    try:
+        found = client.options(ignore_status=404).indices.get(index=patterns, filter_path=_TYPES_ONLY)
+    except (ApiError, TransportError) as error:
+        return ["could not check the mappings of the existing indices (%s): %s"
+                % (patterns, translate(error, host, "reading their mappings"))]
+    body = getattr(found, "body", found)
+    return misfit_warnings(mapping_misfits(templates, body if isinstance(body, dict) and "error" not in body else {}))
 
 
 def templates_for(policy: Optional[str] = None) -> Dict[str, dict]:

@@ -1,14 +1,19 @@
 """kcing setup_es: wait for Elasticsearch, then install the index templates (and an ILM policy)."""
 from __future__ import annotations
 
+import logging
+
 from kcing.admin.elastic import make_client, server_version
 from kcing.admin.retention import warn_short_retention
 from kcing.admin.templates import (
-    KINDS, POLICY_NAME, index_pattern, install, retention_policy, template_name, templates_for, wait_until_ready,
+    KINDS, POLICY_NAME, existing_misfits, index_pattern, install, retention_policy, template_name, templates_for,
+    wait_until_ready,
 )
 from kcing.commands._shared import with_drp_days
 from kcing.errors import ConfigError, ElasticsearchError
 from kcing.flags import seconds
+
+log = logging.getLogger(__name__)
 
 SUMMARY = "install the index templates (with --ilm a lifecycle policy too)"
 
@@ -65,7 +70,8 @@ def run(args: dict, settings) -> int:
     if use_ilm:
         warn_short_retention(settings)
         policy = (POLICY_NAME, retention_policy(settings.DRP_DAYS))
-    changes = install(client, host, templates_for(POLICY_NAME if use_ilm else None), policy)
+    templates = templates_for(POLICY_NAME if use_ilm else None)
+    changes = install(client, host, templates, policy)
     patterns = {template_name(kind): index_pattern(kind) for kind in KINDS}
     conflicts = [change for change in changes if change.outcome == "conflict"]
     for change in changes:
@@ -78,6 +84,8 @@ def run(args: dict, settings) -> int:
                   % (change.name, settings.DRP_DAYS, change.outcome))
     if not use_ilm:
         print("setup_es: no ILM policy in the templates; run `kcing drp` (e.g. daily from cron) to delete old indices")
+    for warning in existing_misfits(client, host, templates):
+        log.warning("%s", warning)
     if conflicts:
         raise ElasticsearchError("; ".join(change.detail for change in conflicts))
     return 0

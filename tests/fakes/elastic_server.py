@@ -1264,6 +1264,8 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
                 if method == "HEAD":
                     raise _Answer(404, {})
                 raise
+            if method == "GET":
+                self.check_metadata_readable(names)
             found = {n: {"aliases": {}, "mappings": copy.deepcopy(self.indices[n].mappings),
                          "settings": nested_settings({**self.indices[n].settings,
                                                       "index.uuid": self.indices[n].uuid,
