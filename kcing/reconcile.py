@@ -31,7 +31,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from elasticsearch import AuthenticationException, AuthorizationException
 
 from kcing.admin.elastic import elastic_errors
-from kcing.admin.retention import index_day
+from kcing.admin.retention import blocked_indices, index_day
 from kcing.errors import ElasticsearchError, Interrupted, UpstreamError
 from kcing.ledger import docids
 from kcing.ledger.ledger import DeliveredRow, Ledger
@@ -464,9 +464,7 @@ class Reconciler:
                     resolved = self.client.indices.resolve_index(name=",".join(names), expand_wildcards="all",
                                                                  ignore_unavailable=True)
                     concrete = [item.get("name") for item in resolved.get("indices", []) if item.get("name") in names]
-                    blocks = self.client.indices.get_settings(index=",".join(concrete), name="index.blocks.*",
-                                                              flat_settings=True, ignore_unavailable=True,
-                                                              expand_wildcards="all") if concrete else {}
+                    blocks = self._block_settings(concrete)
                 except (AuthenticationException, AuthorizationException) as error:
                     raise _NoMetadata(error.meta.status) from None
         except _NoMetadata as refused:
@@ -480,11 +478,38 @@ class Reconciler:
         for stream in resolved.get("data_streams", []):
             if stream.get("name") in self.facts:
                 self.facts[stream["name"]] = (DATA_STREAM, "")
-        for name, found in (getattr(blocks, "body", blocks) or {}).items():
+        for name, found in blocks.items():
             settings = (found or {}).get("settings") or {}
             block = next((setting for setting in WRITE_BLOCKS if str(settings.get(setting)).lower() == "true"), None)
             if name in self.facts and block:
                 self.facts[name] = ("write block", block)
+
+    def _block_settings(self, names: List[str]) -> Dict[str, dict]:
+        """{index: {"settings": its index.blocks.* settings}} of `names`.
+
+        A node refuses the settings of every index asked for (403 cluster_block_exception) when
+        one has a metadata block, naming each such index: whether those refuse writes cannot be
+        known (their documents missing are marked as any other), and the others are asked again.
+        A refusal that names no index is a privilege the user lacks."""
+        found: Dict[str, dict] = {}
+        while names:
+            try:
+                answer = self.client.indices.get_settings(index=",".join(names), name="index.blocks.*",
+                                                          flat_settings=True, ignore_unavailable=True,
+                                                          expand_wildcards="all")
+            except AuthorizationException as error:
+                refused = blocked_indices(error, names)
+                if not refused:
+                    raise
+                log.warning("Elasticsearch at %s refuses to describe %s (%s): whether they refuse writes is unknown, "
+                            "and documents missing there are marked undelivered as any other; remove the metadata "
+                            "block (index.blocks.metadata) to tell", self.host, named(refused),
+                            "; ".join(sorted(set(refused.values()))))
+                names = [name for name in names if name not in refused]
+                continue
+            found.update(getattr(answer, "body", answer) or {})
+            break
+        return found
 
     def _settle(self, checks: List[ObjectCheck]) -> None:
         incomplete = []

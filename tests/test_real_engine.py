@@ -337,6 +337,47 @@ def test_reconcile_leaves_closed_aliased_and_blocked_indices_unchecked_on_a_real
     client.indices.put_settings(index=day("test", 2), settings={"index.blocks.write": None})
 
 
+def test_reconcile_beside_an_index_with_a_metadata_block_still_tells_write_blocks_on_a_real_node(real_es, tmp_path):
+    """The node refuses the settings of every index asked for when one has a metadata block:
+    reconcile names that index instead of asking for a privilege, and still finds the write block
+    of the other, whose object it leaves delivered."""
+    from datetime import datetime, timezone
+
+    from kcing.ledger import docids
+    from kcing.ledger.ledger import Ledger, Outcome
+    from kcing.records import UpstreamObject
+    from kcing.sinks import logstash_destination
+
+    described = "test-%s" % (date.today() - timedelta(days=1)).strftime("%Y.%m.%d")
+    write_blocked = "test-%s" % (date.today() - timedelta(days=2)).strftime("%Y.%m.%d")
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(UpstreamObject("legacy", "lava", name, "https://storage.example/%s" % name,
+                                          datetime(2024, 10, 16, tzinfo=timezone.utc)), DELIVERED,
+                           documents={index: docids.pack("%040x" % n for n in numbers)})
+                   for name, index, numbers in (("hidden", described, (1, 2)), ("frozen", write_blocked, (3, 4)))],
+                  lambda kind: logstash_destination(["http://localhost:8337"]))
+    ledger.close()
+    client = client_for(real_es)
+    for index, number in ((described, 1), (write_blocked, 3)):
+        client.index(index=index, id="%040x" % number, document={"job": "mainline"}, refresh=True)
+    client.indices.add_block(index=described, block="metadata")
+    client.indices.add_block(index=write_blocked, block="write")
+    try:
+        done = kcing(["reconcile"], admin_environ(real_es, tmp_path), tmp_path)
+    finally:
+        # One at a time: the node refuses any other setting of an index with a metadata block.
+        client.indices.put_settings(index=described, settings={"index.blocks.metadata": None})
+        client.indices.put_settings(index=write_blocked, settings={"index.blocks.write": None})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "view_index_metadata" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "refuses to describe %s (FORBIDDEN/9/index metadata (api))" % described in done.stderr
+    assert ("1 objects with missing documents were not marked undelivered: Elasticsearch refuses writes to %s "
+            "(index.blocks.write)" % write_blocked) in done.stdout
+    assert {upstream_id: state for (_, upstream_id), state in ledger_states(db).items()} == {
+        "hidden": FAILED, "frozen": DELIVERED}
+
+
 # -- drp -------------------------------------------------------------------------------------------
 
 def test_drp_deletes_exactly_the_expired_kind_indices_by_name(real_es, tmp_path):
@@ -566,6 +607,12 @@ def delete_block_answers(client: Elasticsearch) -> list:
             seen.append((error.meta.status, error.body["error"]["type"],
                          sorted(re.findall(r"index \[([^\]]+)\] blocked by: \[FORBIDDEN/9/index metadata \(api\)\];",
                                            error.body["error"]["reason"]))))
+    try:
+        client.indices.get_settings(index="build-2020.05.03,other-2020.05.01", name="index.blocks.*", flat_settings=True,
+                                    ignore_unavailable=True, expand_wildcards="all")
+    except ApiError as error:
+        seen.append((error.meta.status, error.body["error"]["type"], error.body["error"]["reason"]))
+    seen.append(client.indices.resolve_index(name="other-2020.05.01", expand_wildcards="all").body)
     client.indices.put_settings(index="other-2020.05.01", settings={"index.blocks.metadata": None})
     client.indices.delete(index="other-2020.05.01")
     client.indices.put_settings(index=",".join([names[1], names[2], names[6]]),

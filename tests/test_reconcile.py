@@ -1032,6 +1032,33 @@ def test_aliases_blocks_and_data_streams_under_kcing_names_say_so_and_mark_nothi
     assert set(ledger_states(db).values()) == {DELIVERED}
 
 
+def test_an_index_with_a_metadata_block_is_no_reason_to_stop_telling_write_blocks(tmp_path, es):
+    """Elasticsearch refuses the settings of every index asked for when one has a metadata block
+    (403 cluster_block_exception): that is not a privilege the user lacks. The blocked index is
+    named (whether it refuses writes cannot be told), and the write block of the others is still
+    found, so their objects are not marked for a resend Elasticsearch would refuse."""
+    db = tmp_path / "kcing.db"
+    described, write_blocked = day_index("test", 1), day_index("test", 2)
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("hidden", kind="lava"), DELIVERED, documents=packed(1, 2, index=described)),
+                   Outcome(obj("frozen", kind="lava"), DELIVERED, documents=packed(3, 4, index=write_blocked))],
+                  to_logstash)
+    ledger.close()
+    client = es_client(es)
+    seed(es, [(described, "%040x" % 1), (write_blocked, "%040x" % 3)])
+    client.indices.add_block(index=described, block="metadata")
+    client.indices.add_block(index=write_blocked, block="write")
+    checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "view_index_metadata" not in checked.stderr, checked.stderr
+    assert ("refuses to describe %s (FORBIDDEN/9/index metadata (api)): whether they refuse writes is unknown"
+            % described) in checked.stderr
+    assert ("reconcile: 1 objects with missing documents were not marked undelivered: Elasticsearch refuses writes "
+            "to %s (index.blocks.write)" % write_blocked) in checked.stdout
+    states = {upstream_id: state for (_, upstream_id), state in ledger_states(db).items()}
+    assert states == {"hidden": FAILED, "frozen": DELIVERED}
+
+
 @needs_samples
 def test_resend_with_a_logstash_setting_it_cannot_use_is_refused_before_the_check_marks_anything(
         env, tmp_path, forwarding, es):

@@ -7,7 +7,7 @@ a read block, `illegal_argument_exception` for an alias of several indices and
 `_bulk` items fail on closed and write-blocked indices and on data streams unless the action is
 `create`. A DELETE naming an index with a read-only or metadata block is refused whole (403
 `cluster_block_exception`, naming each such index); `_cat/indices` listing an index with a
-metadata block is refused so too, as is `GET /<index>`. `_resolve/index` says what a name is,
+metadata block is refused so too, as are `GET /<index>` and `GET /<index>/_settings`. `_resolve/index` says what a name is,
 `GET /<index>/_settings/<filter>` which blocks an index has.
 
 Routes: `POST /<index>/_close|_open`, `PUT /<index>/_block/<block>`, `GET|PUT /<index>/_settings[/<filter>]`,
@@ -124,7 +124,7 @@ class IndexStates:
             raise EsError(403, "cluster_block_exception", "".join(reasons))
 
     def check_metadata_readable(self, names: List[str]) -> None:
-        """Refuse a request describing `names` (`_cat/indices`, `GET /<index>`) with 403 when any of them has a
+        """Refuse a request describing `names` (`_cat/indices`, `GET /<index>[/_settings]`) with 403 when any of them has a
         metadata block, naming each such index."""
         from tests.fakes.elastic_server import EsError
         blocked = [name for name in names if self.indices[name].settings.get("index.blocks.metadata") == "true"]
@@ -206,7 +206,9 @@ class IndexStates:
         flat = _json_bool(query.get("flat_settings"), "flat_settings")
         with self._lock:
             found = {}
-            for name in self.resolve(expression, query):
+            names = self.resolve(expression, query)
+            self.check_metadata_readable(names)
+            for name in names:
                 settings = self.indices[name].settings
                 if filter_:
                     settings = {key: value for key, value in settings.items()
