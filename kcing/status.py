@@ -114,7 +114,9 @@ RUN_COUNTS = (("delivered", "delivered", True), ("rejected", "rejected", True), 
               ("write_blocked", "not marked (index refuses writes)", False),
               ("marked", "marked undelivered", False),
               ("held_missing", "held missing", False),
-              ("indices_deleted", "indices deleted", True), ("forgotten", "ledger rows forgotten", True))
+              ("indices_deleted", "indices deleted", True),
+              ("indices_blocked", "indices not deleted (blocked)", False),
+              ("forgotten", "ledger rows forgotten", True))
 
 
 def _summary(counts: dict) -> str:

@@ -18,6 +18,7 @@ from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, FAILED
 from kcing.records import UpstreamObject
 from tests.fakes.elastic_server import ElasticsearchEmulator
+from tests.feedrun import clean_environ, kcing
 
 TODAY = date(2019, 6, 10)
 NOW = datetime(2019, 6, 10, 15, 30, tzinfo=timezone.utc)
@@ -232,6 +233,10 @@ def test_an_expired_index_with_a_block_is_left_and_named_and_the_rest_of_the_ret
     assert json.loads(recorded.counts) == {"days": 3, "indices_deleted": 3, "forgotten": 1, "indices_blocked": 2}
     assert ledger.row("legacy", "build", "old") is None and ledger.row("legacy", "build", "recent") is not None
     ledger.close()
+    shown = kcing(["status"], clean_environ(KCING_DB=str(db)), tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    [line] = [line for line in shown.stdout.splitlines() if "drp" in line and "error 3" in line]
+    assert "indices deleted 3, indices not deleted (blocked) 2, ledger rows forgotten 1" in line, line
 
 
 def test_an_index_with_a_metadata_block_does_not_stop_the_listing(tmp_path, es, capsys):
