@@ -703,3 +703,18 @@ def index_state_answers(client: Elasticsearch) -> list:
 
 def test_the_emulator_answers_as_the_node_does(real_es, es):
     assert answers(Elasticsearch(es.url)) == answers(client_for(real_es))
+
+
+def test_wipe_removes_what_a_failed_test_left_blocked_closed_or_hidden(real_node):
+    """A test that fails between adding a block and removing it must not break the next ones."""
+    client = client_for(real_node)
+    for name in ("build-2020.06.01", "boot-2020.06.01", "test-2020.06.01", "log-2020.06.01"):
+        client.indices.create(index=name)
+    client.indices.add_block(index="build-2020.06.01", block="metadata")
+    client.indices.add_block(index="boot-2020.06.01", block="read_only")
+    client.indices.add_block(index="boot-2020.06.01", block="metadata")
+    client.indices.close(index="test-2020.06.01")
+    client.indices.put_settings(index="log-2020.06.01", settings={"index.hidden": True})
+    real_node.wipe()
+    assert [item["name"] for item in client.indices.resolve_index(name="*-2020.06.01",
+                                                                   expand_wildcards="all")["indices"]] == []
