@@ -468,6 +468,21 @@ def test_drp_leaves_a_blocked_expired_index_and_deletes_the_others_on_a_real_nod
     assert "refused to delete 2 expired indices because of a block" in last and metadata in last, last
 
 
+def test_drp_on_a_read_only_cluster_names_the_cluster_setting_on_a_real_node(real_es, tmp_path):
+    client = client_for(real_es)
+    expired = "build-%s" % (date.today() - timedelta(days=30)).strftime("%Y.%m.%d")
+    client.indices.create(index=expired)
+    client.cluster.put_settings(persistent={"cluster.blocks.read_only": True})
+    try:
+        done = kcing(["drp"], admin_environ(real_es, tmp_path, DRP_DAYS="7", KCI_DAYS="2"), tmp_path)
+    finally:
+        client.cluster.put_settings(persistent={"cluster.blocks.read_only": None})
+    assert done.returncode == 3, done.stdout + done.stderr
+    [last] = done.stderr.strip().splitlines()[-1:]
+    assert "%s [FORBIDDEN/6/cluster read-only (api)]" % expired in last and "PUT /_cluster/settings" in last, last
+    assert client.indices.exists(index=expired)
+
+
 # -- what the emulator's strictness is modelled on -------------------------------------------------
 
 def test_field_names_are_refused_as_the_emulator_says(real_es):

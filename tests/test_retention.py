@@ -223,6 +223,7 @@ def test_an_expired_index_with_a_block_is_left_and_named_and_the_rest_of_the_ret
     assert message.startswith("Elasticsearch at %s refused to delete 2 expired indices because of a block: "
                               "boot-2019.06.01 [FORBIDDEN/9/index metadata (api)], build-2019.05.02 "
                               "[FORBIDDEN/5/index read-only (api)]; remove the block" % es.url), message
+    assert message.endswith("and run drp again; the 3 other expired indices were deleted"), message
     assert "\n" not in message and caught.value.exit_code == 3
     out = capsys.readouterr().out
     assert "drp: not deleted index build-2019.05.02: blocked by [FORBIDDEN/5/index read-only (api)]" in out
@@ -255,6 +256,14 @@ def test_an_index_with_a_metadata_block_does_not_stop_the_listing(tmp_path, es, 
     assert "refused to delete 1 expired indices because of a block: test-2019.05.02" in str(caught.value)
     assert es.index_names() == ["archive-2019.05.01", "log-2019.06.09", "test-2019.05.02"]
     assert any(r.route.startswith("/_resolve/index/") for r in es.requests)
+
+
+def test_a_read_only_cluster_is_named_with_the_cluster_setting_to_remove():
+    from kcing.admin.retention import blocked_message
+    message = blocked_message("http://es:9200", {"build-2019.05.01": "FORBIDDEN/6/cluster read-only (api)"}, 0)
+    assert "PUT /_cluster/settings" in message and "the 0 other expired indices were deleted" in message
+    assert "PUT /<index>/_settings" in blocked_message(
+        "http://es:9200", {"build-2019.05.01": "FORBIDDEN/5/index read-only (api)"}, 2)
 
 
 def test_a_refusal_that_is_not_a_block_still_stops_drp_with_a_clear_error(tmp_path, es):

@@ -170,14 +170,20 @@ def apply(client: Elasticsearch, host: str, ledger, chosen: RetentionPlan) -> Tu
     return deleted, forgotten, blocked
 
 
-def blocked_message(host: str, blocked: Dict[str, str]) -> str:
+def blocked_message(host: str, blocked: Dict[str, str], deleted: int) -> str:
     """The one-line error of a drp run that left expired indices because of their blocks."""
     names = sorted(blocked)
     shown = ", ".join("%s [%s]" % (name, blocked[name]) for name in names[:5])
     more = " and %d more" % (len(names) - 5) if len(names) > 5 else ""
-    return ("Elasticsearch at %s refused to delete %d expired indices because of a block: %s%s; remove the "
-            "block (an index's: PUT /<index>/_settings {\"index.blocks.read_only\": null, \"index.blocks.metadata\": "
-            "null}) and run drp again; the other expired indices were deleted" % (host, len(names), shown, more))
+    if any("cluster read-only" in blocks for blocks in blocked.values()):
+        # A cluster-wide block names every index; it is removed from the cluster's settings.
+        how = ('the cluster\'s: PUT /_cluster/settings {"persistent": {"cluster.blocks.read_only": null, '
+               '"cluster.blocks.read_only_allow_delete": null}}')
+    else:
+        how = 'an index\'s: PUT /<index>/_settings {"index.blocks.read_only": null, "index.blocks.metadata": null}'
+    return ("Elasticsearch at %s refused to delete %d expired indices because of a block: %s%s; remove the block "
+            "(%s) and run drp again; the %d other expired indices were deleted"
+            % (host, len(names), shown, more, how, deleted))
 
 
 def warn_short_retention(settings) -> None:

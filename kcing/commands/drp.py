@@ -101,7 +101,7 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
         if blocked:
             # Exits 3, and the runs table says so; the rest of the retention was done.
             print("drp: deleted %d indices, %s" % (len(deleted), _rows_text(have_ledger, forgotten, settings.KCING_DB)))
-            raise ElasticsearchError(retention.blocked_message(host, blocked))
+            raise ElasticsearchError(retention.blocked_message(host, blocked, len(deleted)))
     print("drp: deleted %d indices, %s" % (len(deleted), _rows_text(have_ledger, forgotten, settings.KCING_DB)))
     return 0
 
