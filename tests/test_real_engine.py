@@ -392,6 +392,10 @@ def test_drp_deletes_exactly_the_expired_kind_indices_by_name(real_es, tmp_path)
         client.indices.create(index=name)
     client.indices.create(index=".kcing-system-build-2020.01.01", settings={"index.hidden": True})
     client.indices.create(index=".kcing-build-2020.01.01")
+    # An alias with an expired kcing name: the index behind it is someone else's.
+    client.indices.create(index="kept-behind-alias")
+    client.indices.put_alias(index="kept-behind-alias", name="boot-%s" % (today - timedelta(days=40)).strftime("%Y.%m.%d"))
+    kept.append("kept-behind-alias")
     # A real system index: the node stores the result of a task run in the background in `.tasks`.
     client.indices.forcemerge(index=expired[0], wait_for_completion=False)
     for _ in range(100):
