@@ -92,11 +92,12 @@ def list_indices(client: Elasticsearch, host: str) -> List[str]:
 
 
 def blocked_indices(error: ApiError, names: Sequence[str]) -> Dict[str, str]:
-    """{index: its blocks} of the `names` a refused DELETE says are blocked; {} for any other refusal."""
+    """{index: its blocks} of the `names` a refusal (a DELETE's, a `_settings`') says are blocked;
+    {} for any other refusal."""
     if error_type(error) != "cluster_block_exception":
         return {}
-    body = error.body if isinstance(error.body, dict) else {}
-    reason = str((body.get("error") or {}).get("reason", "")) if isinstance(body.get("error"), dict) else ""
+    envelope = error.body.get("error") if isinstance(error.body, dict) else None
+    reason = str(envelope.get("reason", "")) if isinstance(envelope, dict) else ""
     found = {name: blocks for name, blocks in _BLOCKED_INDEX.findall(reason)}
     return {name: found[name] for name in names if name in found}
 
