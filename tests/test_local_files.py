@@ -5,6 +5,7 @@ Each test runs the real `kcing` program on real files, as an operator would meet
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -19,7 +20,7 @@ import pytest
 from kcing.runlock import RunLock
 from kcing.errors import ConfigError
 from tests.fakes.kibana_server import KibanaEmulator
-from tests.feedrun import REPO, SAMPLES, clean_environ, feed_environ
+from tests.feedrun import REPO, SAMPLES, clean_environ, feed_environ, ledger_states
 
 VICTIM_TEXT = "precious content that a lock must never overwrite\n"
 
@@ -203,3 +204,48 @@ def test_samples_and_output_directories_named_in_bytes_that_are_not_utf8_are_fed
     with sqlite3.connect(str(db)) as raw:
         assert {row[0] for row in raw.execute("SELECT destination FROM upstream_file")} == {
             "ndjson %s/out\\xff" % os.path.realpath(str(tmp_path))}
+
+
+# -- a samples replay reads only the files its manifest describes ---------------------------------
+
+def replay_into(samples: Path, output: Path, db: Path, cwd: Path) -> subprocess.CompletedProcess:
+    return run(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(output),
+                "--db", str(db)], clean_environ(), cwd)
+
+
+def test_a_sample_edited_since_it_was_saved_is_reported_not_fed_and_fed_once_put_back(tmp_path):
+    samples = tmp_path / "samples"
+    shutil.copytree(str(SAMPLES), str(samples))
+    manifest = json.loads((samples / "manifest.json").read_text())
+    entry = next(entry for entry in manifest["objects"] if entry["kind"] == "build")
+    saved = (samples / entry["path"]).read_bytes()
+    edited = json.loads(saved)
+    edited["job"] = "edited-by-hand"
+    (samples / entry["path"]).write_text(json.dumps(edited))
+    output, db = tmp_path / "out", tmp_path / "kcing.db"
+
+    first = replay_into(samples, output, db, tmp_path)
+    assert first.returncode == 1, first.stderr
+    assert "delivered 10, rejected 0, failed 1" in first.stdout
+    assert "problem: build %s: %s is not the file its manifest entry describes (sha256 %s" % (
+        entry["upstream_id"], samples / entry["path"], entry["sha256"][:12]) in first.stdout
+    assert "edited-by-hand" not in (output / "build.ndjson").read_text()
+    assert ledger_states(db)[("build", entry["upstream_id"])] == "failed"
+
+    (samples / entry["path"]).write_bytes(saved)  # put back: the next replay delivers it
+    second = replay_into(samples, output, db, tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "skipped 10 (already delivered), downloaded 1, delivered 1" in second.stdout
+    assert ledger_states(db)[("build", entry["upstream_id"])] == "delivered"
+
+
+def test_a_manifest_entry_whose_sha256_is_not_one_is_rejected_and_the_others_fed(tmp_path):
+    samples = tmp_path / "samples"
+    shutil.copytree(str(SAMPLES), str(samples))
+    manifest = json.loads((samples / "manifest.json").read_text())
+    manifest["objects"][0]["sha256"] = "not a hash"
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    result = replay_into(samples, tmp_path / "out", tmp_path / "kcing.db", tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "delivered 10, rejected 1, failed 0" in result.stdout
+    assert 'sha256 "not a hash" is not 64 lowercase hex digits' in result.stdout

@@ -24,6 +24,7 @@ MANIFEST_FORMAT = 1
 # A manifest entry takes about 200 bytes: room for millions of them, and no more.
 MANIFEST_MAX_BYTES = 1 << 30
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 MANIFEST = "manifest.json"
 
 
@@ -47,7 +48,12 @@ class SamplesDir:
                             for number, entry in enumerate(self.manifest["objects"], 1)), MANIFEST)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
-        return read_bounded(Path(obj.url), self.max_bytes)
+        content = read_bounded(Path(obj.url), self.max_bytes)
+        problem = sample_mismatch(obj.url, content, obj.facts.get("manifest_sha256"))
+        if problem:
+            # Failed, not rejected: the next run tries it again, once the saved file is back.
+            raise UpstreamError(problem)
+        return content
 
     def _object_from(self, number: int, entry) -> UpstreamObject:
         if not isinstance(entry, dict):
@@ -66,7 +72,12 @@ class SamplesDir:
         path = self._inside_root(entry.get("path"))
         if path is None:
             problem = problem or "path %r is not a file inside %s" % (entry.get("path"), self.root)
+        sha256 = entry.get("sha256")
+        if sha256 is not None and not (isinstance(sha256, str) and SHA256_HEX.match(sha256)):
+            problem = problem or "sha256 %s is not 64 lowercase hex digits" % json.dumps(sha256)[:80]
         facts = {"url": entry.get("url")}
+        if sha256 is not None and not problem:
+            facts["manifest_sha256"] = sha256  # what the file held when it was saved
         if isinstance(entry.get("listing"), dict):
             facts["listing"] = entry["listing"]  # names the lab of a file that does not
         if kind in NODE_KINDS and not problem:
@@ -157,6 +168,20 @@ class LocalFiles:
 
     def fetch(self, obj: UpstreamObject) -> bytes:
         return read_bounded(Path(obj.url), self.max_bytes)
+
+
+def sample_mismatch(path: str, content: bytes, saved_sha256: Optional[str]) -> Optional[str]:
+    """Why `content`, read from the sample at `path`, is not the file its manifest entry
+    describes (another SHA-256: edited, corrupted, or written over since it was saved); None when
+    it is, or when the entry records no hash (a hand-made manifest)."""
+    if saved_sha256 is None:
+        return None
+    now = hashlib.sha256(content).hexdigest()
+    if now == saved_sha256:
+        return None
+    return ("%s is not the file its manifest entry describes (sha256 %s, the file's %s): it changed since it "
+            "was saved; put the saved file back (gen_samples saves it again) or, for an edit on purpose, record "
+            "its new sha256 and size in the manifest" % (path, saved_sha256[:12], now[:12]))
 
 
 def listed_once(objects: Iterator[UpstreamObject], where: str) -> Iterator[UpstreamObject]:
