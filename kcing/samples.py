@@ -19,7 +19,7 @@ from kcing.documents.identity import iso_timestamp
 from kcing.errors import ConfigError, RejectedInput, UpstreamError
 from kcing.files import remove_partial_files, write_atomically
 from kcing.progress import Progress, eta_text
-from kcing.records import OBJECT_KINDS, UpstreamObject
+from kcing.records import JOB, KBUILD, OBJECT_KINDS, UpstreamObject
 from kcing.sources import completed
 from kcing.sources.localfiles import MANIFEST, MANIFEST_FORMAT, SAFE_ID, read_manifest
 
@@ -49,6 +49,9 @@ class SampleRun:
 
 # What gen_samples reads of each manifest entry it keeps (and writes back as it found it).
 ENTRY_KEYS = ("kind", "upstream_id", "path", "sha256")
+# The KernelCI API node kinds whose saved envelope holds a log with --with-logs (a job's LAVA
+# callback, a kbuild's build.log): their entries say whether it was saved with one.
+WITH_LOGS_KINDS = (JOB, KBUILD)
 
 
 def create_samples_dir(root: str) -> None:
@@ -65,9 +68,10 @@ class SamplesWriter:
     would drop the entries it could not read.
     """
 
-    def __init__(self, root: str, source_name: str):
+    def __init__(self, root: str, source_name: str, with_logs: bool = False):
         self.root = Path(root)
         self.source_name = source_name
+        self.with_logs = with_logs
         create_samples_dir(root)
         self.entries: Dict[tuple, dict] = {(entry["kind"], entry["upstream_id"]): entry
                                            for entry in self._read_manifest().get("objects", [])}
@@ -99,6 +103,10 @@ class SamplesWriter:
         entry = self.entries.get((obj.kind, obj.upstream_id))
         if entry is None:
             return False
+        if self.with_logs and obj.kind in WITH_LOGS_KINDS and entry.get("with_logs") is not True:
+            # Saved without its log (by a run without --with-logs, or before entries said):
+            # this run saves it again, with it. The reverse keeps the file that has the log.
+            return False
         try:
             content = (self.root / entry["path"]).read_bytes()
         except OSError:
@@ -116,6 +124,8 @@ class SamplesWriter:
         }
         if "listing" in obj.facts:
             entry["listing"] = obj.facts["listing"]
+        if obj.kind in WITH_LOGS_KINDS:
+            entry["with_logs"] = self.with_logs
         self.entries[(obj.kind, obj.upstream_id)] = entry
 
     def save_manifest(self) -> None:

@@ -703,6 +703,24 @@ def test_gen_samples_saves_nodes_that_a_samples_feed_replays(env, tmp_path, api_
     assert stored_keys(logstash) == set(expected_documents(api_replica, with_logs=True))
 
 
+def test_gen_samples_with_logs_saves_again_the_samples_saved_without_their_logs(env, tmp_path, api_replica, logstash):
+    samples = tmp_path / "saved"
+    saving = dict(env, KCI_SAMPLES_DIR=str(samples))
+    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
+    with_logs = kcing(["gen_samples", "--with-logs"], saving, tmp_path)
+    assert with_logs.returncode == 0, with_logs.stderr
+    logged = [node for node in listed_nodes(api_replica) if node["kind"] in ("job", "kbuild")]
+    assert "%d saved, %d already present" % (len(logged), len(listed_nodes(api_replica)) - len(logged)) in with_logs.stdout
+    entries = json.loads((samples / "manifest.json").read_text())["objects"]
+    assert {entry["with_logs"] for entry in entries if entry["kind"] in ("job", "kbuild")} == {True}
+    # A run without --with-logs keeps the files that have the logs.
+    again = kcing(["gen_samples"], saving, tmp_path)
+    assert "0 saved, %d already present" % len(listed_nodes(api_replica)) in again.stdout
+    replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples)], env, tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    assert stored_keys(logstash) == set(expected_documents(api_replica, with_logs=True))
+
+
 def test_a_samples_replay_of_two_versions_of_a_node_leaves_the_newer_in_elasticsearch(env, tmp_path, api_replica,
                                                                                        logstash):
     samples = tmp_path / "saved"

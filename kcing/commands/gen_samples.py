@@ -28,7 +28,8 @@ Options:
   --sample-size=N      Save the newest N objects of each kind instead of the last --days.
   --days=N             Save the last N days (setting KCI_DAYS, default 2).
   --since=DATE         With --source api: save nodes updated since DATE.
-  --with-logs          With --source api: also save the logs documents need.
+  --with-logs          With --source api: also save the logs documents need (a job's or
+                       kbuild's sample saved without its log is saved again, with it).
   --samples-dir=DIR    Samples directory (setting KCI_SAMPLES_DIR, default samples).
   --threads=N          Concurrent downloads (setting KCI_THREADS, default 4).
   -d --debug           Log debug messages (every request, every retry decision).
@@ -54,7 +55,7 @@ def run(args: dict, settings) -> int:
     # Two runs writing one manifest would lose entries: lock the samples directory, before the
     # manifest is read, so that a run never reads it while another is about to rewrite it.
     with RunLock(str(Path(settings.KCI_SAMPLES_DIR) / "manifest.json")):
-        writer = SamplesWriter(settings.KCI_SAMPLES_DIR, source.name)
+        writer = SamplesWriter(settings.KCI_SAMPLES_DIR, source.name, with_logs=bool(args.get("--with-logs")))
         run = save_samples(source, writer, threads=settings.KCI_THREADS, progress=Progress("gen_samples", every=settings.KCING_PROGRESS_EVERY))
     print("gen_samples: %d saved, %d already present, %d failed, %d refused (unsafe or unusable) in %s"
           % (run.saved, run.unchanged, run.failed, run.refused, settings.KCI_SAMPLES_DIR))
