@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, Iterable, List, Optional
 
 from kcing import watermark
@@ -122,7 +122,11 @@ class Feed:
         # to the unnamed one (""), as tests' sinks do.
         self.destination: Callable[[str], str] = getattr(sink, "destination", lambda kind: "")
         self.destinations_key: str = getattr(sink, "destinations_key", lambda: "")()
-        self.options = options
+        # A sink that appends batches in the order it is handed them (NDJSON files) takes one
+        # at a time: two in flight would land in whichever order their threads got to the file,
+        # and the same input would not give the same file twice.
+        most = getattr(sink, "posts_in_flight", None)
+        self.options = replace(options, posts_in_flight=most) if most and most < options.posts_in_flight else options
         self.limiter = limiter or RateLimiter()
         self.clock = clock
         self.summary = RunSummary()

@@ -380,7 +380,8 @@ SPECS: Mapping[str, Spec] = {
     "ES_MAX_RETRIES": Spec(3, _integer(1, MAX_ATTEMPTS), "failed attempts on a batch before the run stops"),
     "ES_LOAD_INTERVAL": Spec(0.0, _number(0, MAX_REQUEST_SECONDS), "seconds to wait between batches"),
     "ES_PARALLEL_POSTS": Spec(2, _integer(1, MAX_CONCURRENCY),
-                              "batches posted at the same time (spread over the route's URLs)"),
+                              "batches posted at the same time (spread over the route's URLs); "
+                              "`--output` writes one at a time, in order"),
     "ES_MAX_DOCS_PER_SECOND": Spec(0.0, _number(0, 1_000_000), "documents per second cap; 0 means no cap"),
     "ES_RETRY_BACKOFF": Spec(1.0, _number(0, MAX_REQUEST_SECONDS),
                              "seconds of the first delivery retry wait (doubles each time)"),

@@ -249,3 +249,33 @@ def test_a_manifest_entry_whose_sha256_is_not_one_is_rejected_and_the_others_fed
     assert result.returncode == 1, result.stderr
     assert "delivered 10, rejected 1, failed 0" in result.stdout
     assert 'sha256 "not a hash" is not 64 lowercase hex digits' in result.stdout
+
+
+# -- --output: NDJSON files ---------------------------------------------------------------------
+
+def bulk_records(path: Path) -> list:
+    """The (action, document) pairs of an NDJSON `_bulk` file, checking it is one: UTF-8, one JSON
+    value a line, every line ended, an `index` action before each document."""
+    data = path.read_bytes()
+    assert data.endswith(b"\n")
+    lines = [json.loads(line.decode("utf-8")) for line in data.split(b"\n")[:-1]]
+    assert len(lines) % 2 == 0
+    for action in lines[0::2]:
+        assert list(action) == ["index"] and set(action["index"]) == {"_index", "_id"}
+    return list(zip(lines[0::2], lines[1::2]))
+
+
+def test_two_runs_over_the_same_samples_write_the_same_ndjson_files_byte_for_byte(tmp_path):
+    # Small batches, several in flight by default (ES_PARALLEL_POSTS): the order the appends
+    # reach a file must still be the order the feed made the batches.
+    written = []
+    for run_number in (1, 2):
+        output = tmp_path / ("out-%d" % run_number)
+        result = run(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(output),
+                      "--db", str(tmp_path / ("kcing-%d.db" % run_number)), "--batch-size", "2"], clean_environ(), tmp_path)
+        assert result.returncode == 0, result.stderr
+        written.append({path.name: path.read_bytes() for path in output.glob("*.ndjson")})
+    assert sorted(written[0]) == ["boot.ndjson", "build.ndjson", "lava.ndjson"]
+    assert written[0] == written[1]
+    records = bulk_records(tmp_path / "out-1" / "lava.ndjson")
+    assert len({(action["index"]["_index"], action["index"]["_id"]) for action, _ in records}) == len(records)

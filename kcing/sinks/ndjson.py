@@ -65,6 +65,9 @@ class NdjsonDirSink:
     """
 
     name = "NDJSON files"
+    # One batch written at a time, in the order the feed made them: a file is then the same,
+    # byte for byte, for the same input (a lock serialises the appends anyway).
+    posts_in_flight = 1
 
     def __init__(self, directory: str, create: bool = True):
         """`create`: make the directory now (a dry run, which writes nothing, leaves it to the run)."""
