@@ -473,7 +473,7 @@ def test_a_leading_tilde_in_a_path_setting_or_option_is_the_home_directory(tmp_p
                  "--log-file=~/feed.log"], env, cron)
     assert fed.returncode == 0, fed.stdout + fed.stderr
     assert (home / "kcing.db").is_file() and sorted(path.name for path in (home / "out").iterdir()) == \
-        ["boot.ndjson", "build.ndjson", "lava.ndjson"]
+        ["boot.ndjson", "build.ndjson", "lava.ndjson", "ndjson.lock"]
     assert (home / "kcing.prom").is_file() and "run finished" in (home / "feed.log").read_text()
     assert sorted(path.name for path in cron.iterdir()) == ["local_settings.py"]
     for shown in (kcing(["status"], env, cron), kcing(["status", "--db=~/kcing.db"], clean_environ(HOME=str(home)), cron)):

@@ -279,3 +279,22 @@ def test_two_runs_over_the_same_samples_write_the_same_ndjson_files_byte_for_byt
     assert written[0] == written[1]
     records = bulk_records(tmp_path / "out-1" / "lava.ndjson")
     assert len({(action["index"]["_index"], action["index"]["_id"]) for action, _ in records}) == len(records)
+
+
+def test_a_second_run_writing_into_the_same_output_directory_exits_4_and_touches_nothing(tmp_path):
+    # Another ledger, so the ledger's lock does not stop it: its first append would have cut the
+    # file back to the last whole record while the first run was still writing it.
+    output = tmp_path / "out"
+    first = run(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(output),
+                 "--db", str(tmp_path / "first.db")], clean_environ(), tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = {path.name: path.read_bytes() for path in output.glob("*.ndjson")}
+    with RunLock(str(output / "ndjson")):  # held as a run writing into the directory holds it
+        second = run(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(output),
+                      "--db", str(tmp_path / "second.db")], clean_environ(), tmp_path)
+    assert second.returncode == 4, second.stderr
+    assert "another kcing run (pid %d) is using %s" % (os.getpid(), output / "ndjson.lock") in one_line_error(second)
+    assert {path.name: path.read_bytes() for path in output.glob("*.ndjson")} == before
+    again = run(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(output),
+                 "--db", str(tmp_path / "second.db")], clean_environ(), tmp_path)
+    assert again.returncode == 0, again.stderr  # released with its holder

@@ -154,6 +154,10 @@ def run(args: dict, settings) -> int:
         with _unmade_output_if_refused(sink):
             ledger = open_ledger(settings, dry_run)
         stack.callback(ledger.close)
+        if not dry_run and hasattr(sink, "run_lock"):
+            # After the ledger: a run refused for its ledger leaves no lock file in an output
+            # directory it made. Another run holding this one made nothing.
+            stack.enter_context(sink.run_lock())
         summary = run_feed(source, ledger, sink, settings, dry_run, stop,
                            on_delivered=(lambda obj: delivered.append((*obj.key, sink.destination(obj.kind)))) if verify else (lambda obj: None))
         print_summary(summary, sink.name, dry_run)

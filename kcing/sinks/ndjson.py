@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import List, Set
 
 from kcing.errors import ConfigError, StorageFailed
+from kcing.runlock import RunLock
 from kcing.sinks import ndjson_destination
 from kcing.sinks.batching import Batch
 from kcing.sinks.encoding import ndjson_record
 
 # Bytes read at a time while looking for the last whole record from the end of a file.
 TAIL_BLOCK = 1 << 16
+# The lock a run writing into an output directory holds there: `<dir>/ndjson.lock`.
+LOCK_STEM = "ndjson"
 
 
 def is_action_line(line: bytes) -> bool:
@@ -102,6 +105,12 @@ class NdjsonDirSink:
                 made.rmdir()
             except OSError:  # something is in it after all: left as it is, and its parents
                 return
+
+    def run_lock(self) -> RunLock:
+        """One run at a time writes into the directory, whatever ledger it keeps: another run's
+        first append would take the tail of a file still being written for a torn one, and cut
+        it back under a run that then records those documents as delivered."""
+        return RunLock(str(self.directory / LOCK_STEM))
 
     def destination(self, kind: str) -> str:
         """What the ledger records as where objects were delivered: this directory."""
