@@ -21,7 +21,7 @@ from kcing.files import remove_partial_files, write_atomically
 from kcing.progress import Progress, eta_text
 from kcing.records import JOB, KBUILD, OBJECT_KINDS, UpstreamObject
 from kcing.sources import completed
-from kcing.sources.localfiles import MANIFEST, MANIFEST_FORMAT, SAFE_ID, read_manifest
+from kcing.sources.localfiles import MANIFEST, MANIFEST_FORMAT, SAFE_ID, read_bounded, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,11 @@ class SamplesWriter:
     would drop the entries it could not read.
     """
 
-    def __init__(self, root: str, source_name: str, with_logs: bool = False):
+    def __init__(self, root: str, source_name: str, max_bytes: int, with_logs: bool = False):
         self.root = Path(root)
         self.source_name = source_name
         self.with_logs = with_logs
+        self.max_bytes = max_bytes  # KCI_MAX_OBJECT_BYTES: no saved file is larger
         create_samples_dir(root)
         self.entries: Dict[tuple, dict] = {(entry["kind"], entry["upstream_id"]): entry
                                            for entry in self._read_manifest().get("objects", [])}
@@ -108,8 +109,17 @@ class SamplesWriter:
             # this run saves it again, with it. The reverse keeps the file that has the log.
             return False
         try:
-            content = (self.root / entry["path"]).read_bytes()
-        except OSError:
+            path = sample_path(self.root, obj.kind, obj.upstream_id)
+        except ValueError:  # add() refuses it, saying why
+            return False
+        if entry["path"] != path.relative_to(self.root.resolve()).as_posix():
+            # An entry edited to name another file (a FIFO there would block the run, a device
+            # never end): the object is saved again where gen_samples keeps it.
+            return False
+        try:
+            # As a replay reads it: a regular file, of at most the size a download may have.
+            content = read_bounded(path, self.max_bytes)
+        except UpstreamError:
             return False
         return hashlib.sha256(content).hexdigest() == entry["sha256"]
 

@@ -298,3 +298,21 @@ def test_a_second_run_writing_into_the_same_output_directory_exits_4_and_touches
     again = run(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(output),
                  "--db", str(tmp_path / "second.db")], clean_environ(), tmp_path)
     assert again.returncode == 0, again.stderr  # released with its holder
+
+
+def test_gen_samples_over_a_manifest_entry_naming_a_fifo_or_a_device_saves_the_object_again(legacy_replica, logstash,
+                                                                                            tmp_path):
+    samples = tmp_path / "saved"
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+    assert run(["gen_samples"], env, tmp_path).returncode == 0
+    manifest = json.loads((samples / "manifest.json").read_text())
+    saved_paths = [entry["path"] for entry in manifest["objects"]]
+    os.mkfifo(str(samples / "build" / "fifo"))  # no writer: reading it would wait for ever
+    manifest["objects"][0]["path"] = "build/fifo"
+    manifest["objects"][1]["path"] = "/dev/zero"  # never ends
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    again = subprocess.run([sys.executable, str(REPO / "kcing.py"), "gen_samples"], env=env, cwd=str(tmp_path),
+                           capture_output=True, text=True, timeout=30)
+    assert again.returncode == 0, again.stderr
+    assert "2 saved, %d already present" % (len(saved_paths) - 2) in again.stdout
+    assert [entry["path"] for entry in json.loads((samples / "manifest.json").read_text())["objects"]] == saved_paths

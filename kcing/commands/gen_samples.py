@@ -55,7 +55,8 @@ def run(args: dict, settings) -> int:
     # Two runs writing one manifest would lose entries: lock the samples directory, before the
     # manifest is read, so that a run never reads it while another is about to rewrite it.
     with RunLock(str(Path(settings.KCI_SAMPLES_DIR) / "manifest.json")):
-        writer = SamplesWriter(settings.KCI_SAMPLES_DIR, source.name, with_logs=bool(args.get("--with-logs")))
+        writer = SamplesWriter(settings.KCI_SAMPLES_DIR, source.name, settings.KCI_MAX_OBJECT_BYTES,
+                               with_logs=bool(args.get("--with-logs")))
         run = save_samples(source, writer, threads=settings.KCI_THREADS, progress=Progress("gen_samples", every=settings.KCING_PROGRESS_EVERY))
     print("gen_samples: %d saved, %d already present, %d failed, %d refused (unsafe or unusable) in %s"
           % (run.saved, run.unchanged, run.failed, run.refused, settings.KCI_SAMPLES_DIR))
