@@ -316,3 +316,31 @@ def test_gen_samples_over_a_manifest_entry_naming_a_fifo_or_a_device_saves_the_o
     assert again.returncode == 0, again.stderr
     assert "2 saved, %d already present" % (len(saved_paths) - 2) in again.stdout
     assert [entry["path"] for entry in json.loads((samples / "manifest.json").read_text())["objects"]] == saved_paths
+
+
+@pytest.mark.parametrize("planted", ["symbolic link", "hard link"])
+def test_a_link_planted_at_an_output_file_is_refused_and_its_target_kept(tmp_path, victim, planted):
+    # The victim's last line has no newline: written through the link, kcing would first have
+    # cut it off as a torn record, then appended documents to the file.
+    victim.write_text(VICTIM_TEXT + "its last line")
+    output = tmp_path / "out"
+    output.mkdir()
+    if planted == "symbolic link":
+        (output / "boot.ndjson").symlink_to(victim)
+    else:
+        os.link(str(victim), str(output / "boot.ndjson"))
+    result = run(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(output),
+                  "--db", str(tmp_path / "kcing.db")], clean_environ(), tmp_path)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("kcing feed_es: the output file %s is a %s" % (output / "boot.ndjson", planted)), last
+    assert "Traceback" not in result.stderr
+    assert victim.read_text() == VICTIM_TEXT + "its last line"
+    # The other routes were written and recorded; the boots are sent once the link is gone.
+    assert "delivered 8" in result.stdout
+    (output / "boot.ndjson").unlink()
+    again = run(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(output),
+                 "--db", str(tmp_path / "kcing.db")], clean_environ(), tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "skipped 8 (already delivered), downloaded 3, delivered 3" in again.stdout
+    assert len(bulk_records(output / "boot.ndjson")) == 3

@@ -7,8 +7,10 @@ before anything is appended to it.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import List, Set
@@ -131,10 +133,7 @@ class NdjsonDirSink:
         path = self.directory / ("%s.ndjson" % batch.route)
         data = batch.joined()
         with self._lock:
-            try:
-                fd = os.open(str(path), os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
-            except OSError as error:
-                raise StorageFailed("cannot open the output file %s: %s" % (path, error.strerror)) from None
+            fd = open_output_file(path)
             try:
                 self._append(fd, path, batch.route, data)
             finally:
@@ -159,6 +158,32 @@ class NdjsonDirSink:
                 path, error.strerror or error,
                 "it was cut back to its last whole record" if cut else
                 "its torn tail is cut back before the next run appends to it")) from None
+
+
+def open_output_file(path: Path) -> int:
+    """Open (creating if needed) the output file at `path` for appending; return its fd.
+
+    As a lock file is (kcing.files.open_lock_file): a symlink there is refused, never followed,
+    and so is anything but a plain file with one name. kcing cuts a torn tail off the file before
+    it appends, so a link planted at the name would have it cut and write into whatever the link
+    points at.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(str(path), flags, 0o666)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ConfigError("the output file %s is a symbolic link; kcing does not write through it: remove it "
+                              "and run again" % path) from None
+        raise StorageFailed("cannot open the output file %s: %s" % (path, error.strerror)) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        what = "not a regular file" if not stat.S_ISREG(info.st_mode) else "a hard link to another file"
+        raise ConfigError("the output file %s is %s; kcing does not write to it: remove it and run again"
+                          % (path, what))
+    os.set_blocking(fd, True)
+    return fd
 
 
 def _cut_back(fd: int, size: int) -> bool:
