@@ -344,3 +344,13 @@ def test_a_link_planted_at_an_output_file_is_refused_and_its_target_kept(tmp_pat
     assert again.returncode == 0, again.stderr
     assert "skipped 8 (already delivered), downloaded 3, delivered 3" in again.stdout
     assert len(bulk_records(output / "boot.ndjson")) == 3
+
+
+def test_a_directory_at_an_output_file_name_is_a_path_to_fix_exit_2(tmp_path):
+    output = tmp_path / "out"
+    (output / "lava.ndjson").mkdir(parents=True)
+    result = run(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(output),
+                  "--db", str(tmp_path / "kcing.db")], clean_environ(), tmp_path)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "kcing feed_es: cannot open the output file %s: Is a directory" % (output / "lava.ndjson")

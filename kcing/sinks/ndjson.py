@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List, Set
 
 from kcing.errors import ConfigError, StorageFailed
+from kcing.files import file_error
 from kcing.runlock import RunLock
 from kcing.sinks import ndjson_destination
 from kcing.sinks.batching import Batch
@@ -175,7 +176,9 @@ def open_output_file(path: Path) -> int:
         if error.errno == errno.ELOOP:
             raise ConfigError("the output file %s is a symbolic link; kcing does not write through it: remove it "
                               "and run again" % path) from None
-        raise StorageFailed("cannot open the output file %s: %s" % (path, error.strerror)) from None
+        # A path to fix (a directory at the name, no permission) is exit 2, a failing disk exit 5.
+        failure = file_error(path, error)
+        raise type(failure)("cannot open the output file %s: %s" % (path, error.strerror)) from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         os.close(fd)
