@@ -76,6 +76,7 @@ class Listing:
                 ids = [obj.upstream_id for obj in usable if obj.kind == kind]
                 delivered |= {(kind, upstream_id) for upstream_id in self.ledger.delivered_ids(self.source.name, kind, ids,
                                                                                                self.destination(kind))}
+            delivered -= self._changed_since_delivered(usable, delivered)
             undelivered = [obj for obj in usable if (obj.kind, obj.upstream_id) not in delivered]
             self.summary.skipped += len(usable) - len(undelivered)
             self.waiting = len(undelivered)
@@ -91,6 +92,26 @@ class Listing:
             if failure is not None:
                 self._end(failure)
                 return
+
+    def _changed_since_delivered(self, objects: List[UpstreamObject], delivered: Set[tuple]) -> Set[tuple]:
+        """The (kind, upstream id) of those delivered `objects` whose content is known before it
+        is read (`content_sha256`: a sample's manifest entry) and is not the content delivered.
+
+        An edited sample, or one saved again (with its log by `gen_samples --with-logs`), is not
+        what the destination holds: it is delivered again, as a local file with other content is."""
+        known = [obj for obj in objects if "content_sha256" in obj.facts and (obj.kind, obj.upstream_id) in delivered]
+        changed: Set[tuple] = set()
+        for kind in {obj.kind for obj in known}:
+            of_kind = [obj for obj in known if obj.kind == kind]
+            hashes = self.ledger.delivered_hashes(self.source.name, kind, [obj.upstream_id for obj in of_kind],
+                                                  self.destination(kind))
+            for obj in of_kind:
+                was = hashes.get(obj.upstream_id)
+                if was and was != obj.facts["content_sha256"]:
+                    log.info("%s %s changed since it was delivered (sha256 %s, now %s): it is delivered again",
+                             obj.kind, obj.upstream_id, was[:12], obj.facts["content_sha256"][:12])
+                    changed.add((obj.kind, obj.upstream_id))
+        return changed
 
     def _end(self, failure: Optional[UpstreamError]) -> None:
         if failure is None:

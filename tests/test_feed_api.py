@@ -707,6 +707,10 @@ def test_gen_samples_with_logs_saves_again_the_samples_saved_without_their_logs(
     samples = tmp_path / "saved"
     saving = dict(env, KCI_SAMPLES_DIR=str(samples))
     assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
+    replay = ["feed_es", "--source", "samples", "--samples-dir", str(samples)]
+    assert kcing(replay, env, tmp_path).returncode == 0  # without the logs
+    saved_without = {entry["upstream_id"]: entry["sha256"]
+                     for entry in json.loads((samples / "manifest.json").read_text())["objects"]}
     with_logs = kcing(["gen_samples", "--with-logs"], saving, tmp_path)
     assert with_logs.returncode == 0, with_logs.stderr
     logged = [node for node in listed_nodes(api_replica) if node["kind"] in ("job", "kbuild")]
@@ -716,8 +720,13 @@ def test_gen_samples_with_logs_saves_again_the_samples_saved_without_their_logs(
     # A run without --with-logs keeps the files that have the logs.
     again = kcing(["gen_samples"], saving, tmp_path)
     assert "0 saved, %d already present" % len(listed_nodes(api_replica)) in again.stdout
-    replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples)], env, tmp_path)
-    assert replay.returncode == 0, replay.stderr
+    # The samples saved again with a log are not what Logstash got: they are delivered again,
+    # the rest (those saved again as they were: no log to add) skipped.
+    changed = [entry for entry in entries if entry["sha256"] != saved_without[entry["upstream_id"]]]
+    assert changed and {entry["kind"] for entry in changed} <= {"job", "kbuild"}
+    replayed = kcing(replay, env, tmp_path)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "skipped %d (already delivered), downloaded %d" % (len(entries) - len(changed), len(changed)) in replayed.stdout
     assert stored_keys(logstash) == set(expected_documents(api_replica, with_logs=True))
 
 

@@ -5,6 +5,7 @@ Each test runs the real `kcing` program on real files, as an operator would meet
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -354,3 +355,28 @@ def test_a_directory_at_an_output_file_name_is_a_path_to_fix_exit_2(tmp_path):
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last == "kcing feed_es: cannot open the output file %s: Is a directory" % (output / "lava.ndjson")
+
+
+def test_a_sample_changed_on_purpose_since_it_was_delivered_is_delivered_again_and_only_it(tmp_path):
+    samples = tmp_path / "samples"
+    shutil.copytree(str(SAMPLES), str(samples))
+    output, db = tmp_path / "out", tmp_path / "kcing.db"
+    assert replay_into(samples, output, db, tmp_path).returncode == 0
+    # Edited, and its manifest entry given the new sha256 and size (as samples/README.md says):
+    # what the destination holds is no longer this sample.
+    manifest = json.loads((samples / "manifest.json").read_text())
+    entry = next(entry for entry in manifest["objects"] if entry["kind"] == "build")
+    build = json.loads((samples / entry["path"]).read_bytes())
+    build["compiler_version_full"] = "gcc, added by hand"
+    content = json.dumps(build).encode()
+    (samples / entry["path"]).write_bytes(content)
+    entry.update(sha256=hashlib.sha256(content).hexdigest(), size=len(content))
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+
+    again = replay_into(samples, output, db, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "skipped 10 (already delivered), downloaded 1, delivered 1" in again.stdout
+    assert "build %s changed since it was delivered" % entry["upstream_id"] in again.stderr
+    assert "added by hand" in (output / "build.ndjson").read_text()
+    third = replay_into(samples, output, db, tmp_path)
+    assert "skipped 11 (already delivered), downloaded 0" in third.stdout

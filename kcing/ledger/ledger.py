@@ -215,6 +215,21 @@ class Ledger:
         """Return those of `upstream_ids` already delivered for (source, kind) to `destination`."""
         return self._ids_in_states(source, kind, upstream_ids, (DELIVERED,), destination)
 
+    def delivered_hashes(self, source: str, kind: str, upstream_ids: Iterable[str],
+                         destination: str = "") -> Dict[str, Optional[str]]:
+        """{upstream id: sha256 of the content delivered (None where unrecorded)} for those of
+        `upstream_ids` delivered for (source, kind) to `destination`."""
+        ids = sorted(set(upstream_ids))
+        found: Dict[str, Optional[str]] = {}
+        for start in range(0, len(ids), LOOKUP_CHUNK):
+            chunk = ids[start:start + LOOKUP_CHUNK]
+            cursor = self.db.execute_sql(
+                "SELECT upstream_id, sha256 FROM upstream_file WHERE source = ? AND kind = ? AND destination = ? "
+                "AND state = ? AND upstream_id IN (%s)" % ",".join("?" * len(chunk)),
+                [source, kind, destination, DELIVERED, *chunk])
+            found.update(cursor.fetchall())
+        return found
+
     def settled_ids(self, source: str, kind: str, upstream_ids: Iterable[str], destination: str = "") -> Set[str]:
         """Return those of `upstream_ids` delivered or rejected: nothing more will come of them
         until upstream changes them (a changed KernelCI API node is a new upstream id)."""

@@ -49,7 +49,7 @@ class SamplesDir:
 
     def fetch(self, obj: UpstreamObject) -> bytes:
         content = read_bounded(Path(obj.url), self.max_bytes)
-        problem = sample_mismatch(obj.url, content, obj.facts.get("manifest_sha256"))
+        problem = sample_mismatch(obj.url, content, obj.facts.get("content_sha256"))
         if problem:
             # Failed, not rejected: the next run tries it again, once the saved file is back.
             raise UpstreamError(problem)
@@ -77,7 +77,9 @@ class SamplesDir:
             problem = problem or "sha256 %s is not 64 lowercase hex digits" % json.dumps(sha256)[:80]
         facts = {"url": entry.get("url")}
         if sha256 is not None and not problem:
-            facts["manifest_sha256"] = sha256  # what the file held when it was saved
+            # What the file held when it was saved: the content is known before it is read, and
+            # the listing delivers again a sample whose delivered content was another.
+            facts["content_sha256"] = sha256
         if isinstance(entry.get("listing"), dict):
             facts["listing"] = entry["listing"]  # names the lab of a file that does not
         if kind in NODE_KINDS and not problem:
