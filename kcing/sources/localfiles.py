@@ -24,7 +24,7 @@ MANIFEST_FORMAT = 1
 # A manifest entry takes about 200 bytes: room for millions of them, and no more.
 MANIFEST_MAX_BYTES = 1 << 30
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 MANIFEST = "manifest.json"
 
 
@@ -74,12 +74,12 @@ class SamplesDir:
             problem = problem or "path %r is not a file inside %s" % (entry.get("path"), self.root)
         sha256 = entry.get("sha256")
         if sha256 is not None and not (isinstance(sha256, str) and SHA256_HEX.match(sha256)):
-            problem = problem or "sha256 %s is not 64 lowercase hex digits" % json.dumps(sha256)[:80]
+            problem = problem or "sha256 %s is not 64 hex digits" % json.dumps(sha256)[:80]
         facts = {"url": entry.get("url")}
         if sha256 is not None and not problem:
             # What the file held when it was saved: the content is known before it is read, and
             # the listing delivers again a sample whose delivered content was another.
-            facts["content_sha256"] = sha256
+            facts["content_sha256"] = sha256.lower()
         if isinstance(entry.get("listing"), dict):
             facts["listing"] = entry["listing"]  # names the lab of a file that does not
         if kind in NODE_KINDS and not problem:
