@@ -1,18 +1,36 @@
 """One run at a time: an advisory lock file beside the ledger database."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
 from pathlib import Path
 from typing import Optional
 
-from kcing.errors import LockHeld, StorageFailed
+from kcing.errors import ConfigError, LockHeld, StorageFailed
 from kcing.files import open_lock_file
 
 
+def lock_path(db_path: str) -> Path:
+    """The lock file of the ledger (or samples manifest) at `db_path`: `<file>.lock` beside the
+    file the name leads to, so that a ledger reached through a symlink, or by a relative name,
+    is locked where the same ledger reached by any other name is (SQLite keeps the ledger's -wal
+    and -shm files beside that file too). The lock file itself is never followed."""
+    named = Path(str(db_path)).expanduser()
+    try:
+        os.stat(str(named))
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # Python 3.13's resolve() would stop inside the loop
+            raise ConfigError("%s is a loop of symbolic links: point it at a file" % named) from None
+    try:
+        return Path(str(named.resolve()) + ".lock")
+    except (OSError, RuntimeError) as error:  # RuntimeError: a loop, before Python 3.13
+        raise ConfigError("cannot tell which file %s names: %s" % (named, error)) from None
+
+
 class RunLock:
-    """Holds `<db>.lock` with flock for the duration of a `with` block.
+    """Holds `<db>.lock` with flock for the duration of a `with` block (see `lock_path`).
 
     The operating system releases a flock when the process ends in any way (crash and SIGKILL
     included), so a stale lock file never blocks the next cron run. The file only ever holds the
@@ -20,7 +38,7 @@ class RunLock:
     """
 
     def __init__(self, db_path: str):
-        self.path = Path(str(db_path) + ".lock")
+        self.path = lock_path(db_path)
         self._fd = None
 
     def __enter__(self) -> "RunLock":
@@ -54,7 +72,7 @@ def lock_holder(db_path: str) -> Optional[str]:
     Only looks: creates nothing, writes nothing, follows no symlink, and takes no lock itself
     where the kernel lists its locks (a probe with flock would make a run starting at that very
     moment find the lock taken)."""
-    path = Path(str(db_path) + ".lock")
+    path = lock_path(db_path)
     try:
         info = os.lstat(str(path))
     except OSError:

@@ -139,6 +139,37 @@ def test_a_second_run_exits_4_while_the_first_holds_the_lock(legacy_replica, log
     assert kcing(["feed_es"], env, tmp_path).returncode == 0  # released with its holder
 
 
+@pytest.mark.parametrize("command", [["feed_es"], ["reconcile"], ["drp"]])
+def test_a_run_through_another_name_of_the_ledger_is_refused_while_the_first_holds_the_lock(legacy_replica, logstash,
+                                                                                          tmp_path, command):
+    """A symlink to the ledger (or a relative name) is the same ledger: one lock, not one per name."""
+    db = tmp_path / "data" / "kcing.db"
+    db.parent.mkdir()
+    env = feed_environ(legacy_replica, logstash, db, ES_HOST="http://127.0.0.1:9")
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    (tmp_path / "link.db").symlink_to(db)
+    linked = dict(env, KCING_DB=str(tmp_path / "link.db"))
+    relative = dict(env, KCING_DB="kcing.db")
+    before = ledger_states(db)
+    with RunLock(str(db)):
+        for other in (linked, relative):
+            refused = kcing(command, other, db.parent if other is relative else tmp_path)
+            assert refused.returncode == 4, refused.stdout + refused.stderr
+            assert refused.stderr.splitlines()[-1].startswith("kcing %s: another kcing run (pid " % command[0])
+    assert ledger_states(db) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "link.db"]
+
+
+def test_a_ledger_named_by_a_loop_of_symbolic_links_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "a.db").symlink_to("b.db")
+    (tmp_path / "b.db").symlink_to("a.db")
+    refused = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")],
+                    clean_environ(KCING_DB=str(tmp_path / "a.db"), KCI_SAMPLES_DIR=str(REPO / "samples")), tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.splitlines() == ["kcing feed_es: %s is a loop of symbolic links: point it at a file"
+                                           % (tmp_path / "a.db")]
+
+
 def test_a_killed_run_does_not_leave_the_lock_held(legacy_replica, logstash, tmp_path):
     env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db")
     logstash.lava.slow_next(5, count=None)
