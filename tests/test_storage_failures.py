@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
@@ -250,6 +251,67 @@ def test_a_ledger_locked_for_less_than_the_wait_is_waited_for(tmp_path):
     stdout, stderr = running.communicate(timeout=120)
     assert running.returncode == 0, stdout + stderr
     assert set(ledger_states(db).values()) == {"delivered"}
+
+
+HOLD_LOCK_THEN_WRITE = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("INSERT INTO run (command, started) VALUES ('operator', '2024-10-16 08:00:00')")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("COMMIT")
+"""
+
+
+@contextmanager
+def ledger_written_by_another_process(db: Path, seconds: float) -> Iterator[None]:
+    """A second process holding SQLite's write lock on `db` for `seconds`, then committing a row:
+    what an operator's sqlite3 shell does."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK_THEN_WRITE, str(db), str(seconds)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.wait(timeout=30)
+
+
+def _unmarked(db: Path) -> None:
+    """The ledger as a kcing from before the application_id marker left it: opening marks it."""
+    raw = sqlite3.connect(str(db))
+    raw.execute("PRAGMA application_id = 0")
+    raw.close()
+
+
+@pytest.mark.parametrize("change", [_unmarked, lambda db: None], ids=["opening writes", "opening reads"])
+def test_opening_a_ledger_another_process_is_writing_waits_for_it(tmp_path, change):
+    """Opening reads the ledger's version, then marks or migrates it: in one transaction begun for
+    reading, SQLite refuses the write at once when another process holds the lock, without the
+    wait, and the run stopped saying it had waited KCING_DB_LOCK_WAIT."""
+    db = tmp_path / "kcing.db"
+    Ledger.open(str(db)).close()
+    change(db)
+    with ledger_written_by_another_process(db, 1.5):
+        started = time.monotonic()
+        ledger = Ledger.open(str(db), wait=20)
+        took = time.monotonic() - started
+    assert ledger.last_run("operator") is not None
+    ledger.close()
+    assert took < 15
+    assert integrity(db) == "ok"
+
+
+def test_moving_a_watermark_while_another_process_writes_the_ledger_waits_for_it(tmp_path):
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db), wait=20)
+    ledger.advance_watermark("api", datetime(2024, 10, 16, tzinfo=timezone.utc), "logstash")
+    assert ledger.watermark("api", "logstash") is not None  # the transaction that reads it is over
+    with ledger_written_by_another_process(db, 1.5):
+        moved = ledger.advance_watermark("api", datetime(2024, 10, 17, tzinfo=timezone.utc), "logstash")
+    assert moved == datetime(2024, 10, 17, tzinfo=timezone.utc)
+    assert ledger.last_run("operator") is not None
+    ledger.close()
 
 
 # -- every end of a run closes its row --------------------------------------------------------------

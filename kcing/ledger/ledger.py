@@ -78,6 +78,11 @@ _UPSERT = {  # delivered or not -> statement
 }
 # The states an object held as missing can be in (every state but delivered).
 _UNDELIVERED = tuple(state for state in models.STATES if state != DELIVERED)
+# How a transaction that reads before it writes begins: with the write lock, waited for as long as
+# any write waits. Begun deferred, its read holds a snapshot, and SQLite then refuses its first write
+# at once (SQLITE_BUSY, without calling the busy handler) when another process holds the lock or has
+# committed since: no wait at all, and a message saying kcing waited KCING_DB_LOCK_WAIT.
+_WRITING = "IMMEDIATE"
 # Seconds a write waits for another process holding the database lock (setting KCING_DB_LOCK_WAIT).
 DEFAULT_LOCK_WAIT = 30.0
 
@@ -186,7 +191,10 @@ class Ledger:
             if copy_from is not None:
                 identity.copy_into(copy_from, database.connection(), wait)
                 path = copy_from  # for the messages below
-            with database.atomic():
+            # A run that writes takes the write lock as the transaction begins: one begun for
+            # reading, which then marks or migrates, is refused at once by SQLite (without the
+            # wait) when another process holds the lock. A read (status) takes no lock.
+            with database.atomic(None if unchanged else _WRITING):
                 version = database.execute_sql("PRAGMA user_version").fetchone()[0]
                 if version > models.SCHEMA_VERSION:  # a ledger made newer since it was checked above
                     raise ConfigError("KCING_DB %s was written by a newer kcing (ledger schema %d; this one knows "
@@ -526,7 +534,7 @@ class Ledger:
         """Move `source`'s watermark forward to `when` (never back); return where it now is."""
         position = _naive_utc(when)
         where = (models.Watermark.source == source) & (models.Watermark.destination == destination)
-        with self.db.atomic():
+        with self.db.atomic(_WRITING):  # it reads, then writes: see _WRITING
             row = models.Watermark.get_or_none(where)
             if row is None:
                 models.Watermark.create(source=source, destination=destination, position=position,
