@@ -286,3 +286,70 @@ def test_a_ledger_on_a_read_only_file_system_is_exit_5_saying_so_and_still_read(
         tried = kcing(feed + [str(tmp_path / "out"), "--dry-run"], env, tmp_path)
         assert tried.returncode == 0, tried.stderr
         assert "11 already delivered, 0 would be fetched" in tried.stdout
+
+
+def as_a_user_file_modes_bind(args: List[str]) -> List[str]:
+    """`args` run so that a file's mode binds them: root overrides a read-only mode, so as root
+    the command runs without that capability (setpriv); as any other user, as it is."""
+    import os
+    import shutil
+    if os.geteuid() != 0:
+        return args
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: file modes cannot be made to bind")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--"] + args
+
+
+def kcing_bound_by_modes(args: List[str], env: dict, cwd: Path):
+    import subprocess
+    import sys
+    return subprocess.run(as_a_user_file_modes_bind([sys.executable, str(REPO / "kcing.py"), *args]), env=env,
+                          cwd=str(cwd), capture_output=True, text=True, timeout=120)
+
+
+def _beside(db: Path) -> List[str]:
+    return sorted(path.name for path in db.parent.iterdir() if path.name.startswith(db.name + "-"))
+
+
+def test_a_read_only_ledger_is_left_without_files_that_keep_it_read_only_once_made_writable(tmp_path):
+    """SQLite makes a WAL ledger's -wal and -shm files with the ledger's own mode: a status or a
+    refused run on a read-only ledger left them read-only, and once the ledger was made writable
+    again every run still ended "read-only (the file, its directory or its file system)"."""
+    from tests.feedrun import SAMPLES
+    db = tmp_path / "kcing.db"
+    env = clean_environ(KCING_DB=str(db))
+    feed = ["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(tmp_path / "out")]
+    assert kcing(feed, env, tmp_path).returncode == 0
+    db.chmod(0o444)
+    shown = kcing_bound_by_modes(["status", "--json"], env, tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["objects"]["samples"]["build"]["delivered"] == 6
+    assert _beside(db) == []
+    refused = kcing_bound_by_modes(feed, env, tmp_path)
+    assert refused.returncode == 5, refused.stdout + refused.stderr
+    assert _beside(db) == []
+    assert refused.stderr.splitlines() == ["kcing feed_es: cannot write the ledger %s: the file is read-only; "
+                                           "nothing was changed" % db]
+    db.chmod(0o644)
+    again = kcing_bound_by_modes(feed, env, tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_a_read_only_shm_file_beside_a_writable_ledger_is_named_in_the_error(tmp_path):
+    """Left so by an earlier reader (another SQLite program): the line says which file is
+    read-only, and what to do with it, rather than blaming the ledger or its directory."""
+    import subprocess
+    import sys
+    db = tmp_path / "kcing.db"
+    Ledger.open(str(db)).close()
+    db.chmod(0o444)
+    read = "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM run').fetchall()"
+    subprocess.run(as_a_user_file_modes_bind([sys.executable, "-c", read, str(db)]), check=True, capture_output=True)
+    db.chmod(0o644)
+    assert "kcing.db-shm" in _beside(db)
+    refused = kcing_bound_by_modes(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")],
+                                   clean_environ(KCING_DB=str(db), KCI_SAMPLES_DIR=str(REPO / "samples")), tmp_path)
+    assert refused.returncode == 5, refused.stdout + refused.stderr
+    line = refused.stderr.splitlines()[-1]
+    assert line.startswith("kcing feed_es: cannot write the ledger %s: its -shm file %s-shm is read-only (make it "
+                           "writable, or remove it while nothing uses the ledger)" % (db, db)), line

@@ -37,7 +37,7 @@ def storage_error(path: str, error: BaseException, wait: float) -> Optional[Kcin
     if primary == sqlite3.SQLITE_FULL or any(words in lowered for words in _FULL):
         why = "the disk is full"
     elif read_only_failure(path, error):
-        why = "it is read-only (the file, its directory or its file system)"
+        why = read_only_part(path) or "it is read-only (the file, its directory or its file system)"
     elif primary in _CANNOT_WRITE or any(words in lowered for words in _IO):
         why = "%s (a full disk or a failing device)" % text
     else:
@@ -65,14 +65,37 @@ def _sqlite_failure(error: BaseException) -> Tuple[Optional[int], str]:
 
 
 def unwritable(path: str) -> bool:
-    """Whether the ledger at `path`, or the directory it is in, cannot be written to."""
+    """Whether the ledger at `path`, the directory it is in, or its -wal or -shm file cannot be
+    written to."""
+    return read_only_part(path) is not None
+
+
+def read_only_part(path: str) -> Optional[str]:
+    """What keeps the ledger at `path` from being written, said for its message, or None."""
     where = Path(path).expanduser()
     try:
         if os.statvfs(str(where.parent)).f_flag & os.ST_RDONLY:
-            return True
+            return "it is on a read-only file system"
     except OSError:
-        return False
-    return not os.access(str(where.parent), os.W_OK) or (where.exists() and not os.access(str(where), os.W_OK))
+        return None
+    if not os.access(str(where.parent), os.W_OK):
+        return "its directory %s cannot be written to" % where.parent
+    if where.exists() and not os.access(str(where), os.W_OK):
+        return "the file is read-only"
+    for suffix, advice in (("-shm", "make it writable, or remove it while nothing uses the ledger"),
+                           ("-wal", "make it writable; keep it, as it may hold the last transactions")):
+        # SQLite makes these with the ledger's own mode: a reader of a read-only ledger leaves
+        # them read-only, and they keep a ledger made writable again from being written.
+        beside = Path(str(where) + suffix)
+        if beside.exists() and not os.access(str(beside), os.W_OK):
+            return "its %s file %s is read-only (%s)" % (suffix, beside, advice)
+    return None
+
+
+def read_only_file(path: str) -> bool:
+    """Whether the ledger file at `path` exists and this process may not write to it."""
+    where = Path(path).expanduser()
+    return where.exists() and not os.access(str(where), os.W_OK)
 
 
 class LedgerDatabase(SqliteDatabase):

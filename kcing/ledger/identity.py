@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from kcing.errors import ConfigError
 from kcing.ledger import models
-from kcing.ledger.database import read_only_failure, storage_error
+from kcing.ledger.database import read_only_failure, read_only_file, storage_error
 
 # The tables every kcing ledger has had since the first (the others come with create_tables).
 REQUIRED_TABLES = ("upstream_file", "run")
@@ -57,6 +57,11 @@ def _reading(path: str, wait: float, read: Callable[[sqlite3.Connection], T]) ->
     # is then the same file for SQLite, not an error.
     location = "file:%s?mode=ro" % quote(os.fsencode(Path(path).expanduser().resolve()))
     try:
+        if read_only_file(path) and not Path(str(Path(path).expanduser()) + "-wal").exists():
+            # Read as it is on disk (see below): a WAL reader would leave -wal and -shm files
+            # beside it with its read-only mode, which would then keep the ledger from being
+            # written once it is made writable again. No writer is there without its -wal file.
+            return _read_at(location + "&immutable=1", wait, read)
         try:
             return _read_at(location, wait, read)
         except sqlite3.Error as error:

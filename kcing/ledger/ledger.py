@@ -13,10 +13,10 @@ from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple
 
 from peewee import DatabaseError, SqliteDatabase, fn
 
-from kcing.errors import ConfigError, KcingError, exit_status
+from kcing.errors import ConfigError, KcingError, StorageFailed, exit_status
 from kcing.files import as_text
 from kcing.ledger import docids, identity, models
-from kcing.ledger.database import LedgerDatabase, unwritable
+from kcing.ledger.database import LedgerDatabase, read_only_file, read_only_part, unwritable
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, UpstreamFile
 from kcing.records import UpstreamObject
 from kcing.urls import redacted
@@ -177,6 +177,9 @@ class Ledger:
                                                                                 models.APPLICATION_ID)
                                   or unwritable(path)):
                     copy_from, path = path, ":memory:"
+                elif not unchanged and read_only_file(path):
+                    # Refused before SQLite opens it: it would leave read-only -wal and -shm files.
+                    raise StorageFailed("cannot write the ledger %s: %s; nothing was changed" % (path, read_only_part(path)))
         database = LedgerDatabase(path, wait, pragmas={
             "journal_mode": "wal",
             # WAL + NORMAL: a committed transaction survives a killed process; only a power loss
