@@ -349,3 +349,36 @@ def test_a_ledger_whose_name_is_not_utf8_opens_again(tmp_path):
         assert reopened.delivered_ids("legacy", "build", ["a"]) == {"a"}
     finally:
         reopened.close()
+
+
+def _overwrite_page(db: Path, page: int) -> None:
+    """Damage one page of `db` as a failing disk or a stray write would (pages count from 1)."""
+    with sqlite3.connect(str(db)) as raw:
+        size = raw.execute("PRAGMA page_size").fetchone()[0]
+    with open(str(db), "r+b") as handle:
+        handle.seek((page - 1) * size)
+        handle.write(b"\xff" * size)
+
+
+def test_a_ledger_damaged_past_its_first_pages_is_said_so_in_one_line_when_a_run_meets_the_damage(
+        legacy_replica, logstash, tmp_path):
+    """Opening reads only the schema: a page of the index every listing reads, overwritten, was
+    found in the middle of the run, and ended it as an internal error to report (exit 70)."""
+    db = tmp_path / "kcing.db"
+    written = Ledger.open(str(db))
+    written.record([Outcome(obj("%05d" % number), DELIVERED) for number in range(2000)],
+                   destination=lambda kind: "ndjson /out")
+    written.close()
+    with sqlite3.connect(str(db)) as raw:
+        [root] = raw.execute("SELECT rootpage FROM sqlite_master WHERE name = ?",
+                             ["upstream_file_source_kind_upstream_id_destination"]).fetchone()
+    _overwrite_page(db, root)
+    env = feed_environ(legacy_replica, logstash, db)
+    for command in (["feed_es"], ["feed_es", "--output", str(tmp_path / "out")]):
+        result = kcing(command, env, tmp_path)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert result.stderr.splitlines()[-1] == (
+            "kcing %s: KCING_DB %s is damaged (database disk image is malformed); left as it is: restore it "
+            "from a backup, or point KCING_DB (or --db) at a new file, to which everything is sent again"
+            % (command[0], db)), result.stderr
+        assert "Traceback" not in result.stderr

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 
 from peewee import DatabaseError, SqliteDatabase
 
-from kcing.errors import KcingError, LedgerBusy, StorageFailed
+from kcing.errors import ConfigError, KcingError, LedgerBusy, StorageFailed
 
 # SQLite's primary result codes (the low byte of an extended code), and the messages SQLite
 # gives them: an error raised by a commit does not always carry its code.
@@ -98,16 +98,29 @@ def read_only_file(path: str) -> bool:
     return where.exists() and not os.access(str(where), os.W_OK)
 
 
+def damage_error(path: str, error: BaseException) -> Optional[KcingError]:
+    """The kcing error for SQLite finding the ledger at `path` damaged (a page overwritten, a
+    copy cut short where its first pages are whole), or None for any other error.
+
+    Only a statement that reads the damaged page finds it, often well into a run: it is the
+    file's fault, not kcing's, and said as the damage kcing refuses a ledger for when opening."""
+    primary, text = _sqlite_failure(error)
+    if primary != sqlite3.SQLITE_CORRUPT and "malformed" not in text.lower():
+        return None
+    return ConfigError("KCING_DB %s is damaged (%s); left as it is: restore it from a backup, or point KCING_DB "
+                       "(or --db) at a new file, to which everything is sent again" % (path, text))
+
+
 class LedgerDatabase(SqliteDatabase):
     """SqliteDatabase whose every statement, commit and rollback raises kcing errors for
-    storage failures (see `storage_error`)."""
+    storage failures (see `storage_error`) and for a damaged file (`damage_error`)."""
 
     def __init__(self, path: str, wait: float, **kwargs):
         super().__init__(path, **kwargs)
         self.wait = wait
 
     def _translated(self, error: BaseException) -> BaseException:
-        mapped = storage_error(str(self.database), error, self.wait)
+        mapped = storage_error(str(self.database), error, self.wait) or damage_error(str(self.database), error)
         return mapped if mapped is not None else error
 
     def connect(self, reuse_if_open=False):
