@@ -21,7 +21,9 @@ import pytest
 from kcing import cli
 from kcing.commands import status as status_command
 from kcing.errors import INTERNAL_ERROR, KcingError, StorageFailed
-from kcing.ledger.ledger import Ledger
+from kcing.ledger.ledger import Ledger, Outcome
+from kcing.ledger.models import DELIVERED
+from kcing.records import UpstreamObject
 from kcing.runlock import RunLock
 from kcing.status import UNRECORDED_END
 from kcing.sinks.batching import Batch
@@ -312,6 +314,28 @@ def test_moving_a_watermark_while_another_process_writes_the_ledger_waits_for_it
     assert moved == datetime(2024, 10, 17, tzinfo=timezone.utc)
     assert ledger.last_run("operator") is not None
     ledger.close()
+
+
+def test_status_of_a_ledger_lacking_an_index_a_later_kcing_added_reads_it_while_another_process_writes(tmp_path):
+    """status made the index (a write, however large the ledger): it changed the file it only
+    reads, and while another process held the write lock it stopped at once with exit 4."""
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(UpstreamObject("legacy", "build", "5fa2773359b5140d3b3a61d1", "https://x/build.json"),
+                           DELIVERED)], destination=lambda kind: "ndjson /out")
+    ledger.close()
+    with sqlite3.connect(str(db)) as raw:
+        raw.execute('DROP INDEX "upstream_file_source_kind_upstream_id_destination_state"')
+    raw.close()
+    before = db.read_bytes()
+    env = clean_environ(KCING_DB=str(db), KCING_DB_LOCK_WAIT="5")
+    with ledger_locked_by_another_process(db):
+        shown = kcing(["status", "--json"], env, tmp_path)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert json.loads(shown.stdout)["objects"]["legacy"]["build"]["delivered"] == 1
+    assert kcing(["status"], env, tmp_path).returncode == 0
+    assert db.read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kcing.db"]
 
 
 # -- every end of a run closes its row --------------------------------------------------------------

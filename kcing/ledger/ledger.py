@@ -180,14 +180,22 @@ class Ledger:
                 elif not unchanged and read_only_file(path):
                     # Refused before SQLite opens it: it would leave read-only -wal and -shm files.
                     raise StorageFailed("cannot write the ledger %s: %s; nothing was changed" % (path, read_only_part(path)))
-        database = LedgerDatabase(path, wait, pragmas={
+        # A read (status, a dry run) of a ledger at this schema, which this user may write to, reads
+        # the file itself and writes nothing to it: no journal mode set, no table or index made
+        # (one added by a later kcing, which the next run that writes makes). A write there would
+        # also wait for, or be refused by, a run writing the ledger at that moment.
+        in_place = unchanged and copy_from is None and path != ":memory:"
+        pragmas = {
             "journal_mode": "wal",
             # WAL + NORMAL: a committed transaction survives a killed process; only a power loss
             # can roll back the last few, which the next run simply re-sends (ids are stable).
             "synchronous": "normal",
             "busy_timeout": int(wait * 1000),
             "foreign_keys": 1,
-        })
+        }
+        if in_place:
+            del pragmas["journal_mode"]
+        database = LedgerDatabase(path, wait, pragmas=pragmas)
         models.database.initialize(database)
         try:
             database.connect(reuse_if_open=True)
@@ -202,12 +210,13 @@ class Ledger:
                 if version > models.SCHEMA_VERSION:  # a ledger made newer since it was checked above
                     raise ConfigError("KCING_DB %s was written by a newer kcing (ledger schema %d; this one knows "
                                       "up to %d)" % (path, version, models.SCHEMA_VERSION))
-                _migrate(database, earlier_destination, earlier_watermark_destination)
-                database.create_tables(models.TABLES, safe=True)
-                if version != models.SCHEMA_VERSION:
-                    database.execute_sql("PRAGMA user_version = %d" % models.SCHEMA_VERSION)
-                if database.execute_sql("PRAGMA application_id").fetchone()[0] != models.APPLICATION_ID:
-                    database.execute_sql("PRAGMA application_id = %d" % models.APPLICATION_ID)
+                if not in_place:
+                    _migrate(database, earlier_destination, earlier_watermark_destination)
+                    database.create_tables(models.TABLES, safe=True)
+                    if version != models.SCHEMA_VERSION:
+                        database.execute_sql("PRAGMA user_version = %d" % models.SCHEMA_VERSION)
+                    if database.execute_sql("PRAGMA application_id").fetchone()[0] != models.APPLICATION_ID:
+                        database.execute_sql("PRAGMA application_id = %d" % models.APPLICATION_ID)
         except (DatabaseError, sqlite3.DatabaseError) as error:
             _close_quietly(database)
             raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
