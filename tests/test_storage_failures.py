@@ -338,6 +338,41 @@ def test_status_of_a_ledger_lacking_an_index_a_later_kcing_added_reads_it_while_
     assert sorted(path.name for path in tmp_path.iterdir()) == ["kcing.db"]
 
 
+READ_FOR = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN")
+conn.execute("SELECT count(*) FROM run").fetchall()
+print("reading", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("COMMIT")
+"""
+
+
+def test_a_ledger_in_rollback_journal_mode_that_another_process_reads_is_waited_for_as_long_as_set(tmp_path):
+    """Opening puts the ledger back in WAL mode (a copy made by a backup tool may not be in it),
+    which waits for readers to finish: it gave up after SQLite's default 5 s, whatever
+    KCING_DB_LOCK_WAIT said, and said it had waited KCING_DB_LOCK_WAIT."""
+    db = tmp_path / "kcing.db"
+    Ledger.open(str(db)).close()
+    with sqlite3.connect(str(db)) as raw:
+        raw.execute("PRAGMA journal_mode = delete")
+    raw.close()
+    reader = subprocess.Popen([sys.executable, "-c", READ_FOR, str(db), "7"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "reading"
+        started = time.monotonic()
+        ledger = Ledger.open(str(db), wait=30)
+        took = time.monotonic() - started
+        ledger.close()
+    finally:
+        reader.wait(timeout=30)
+    assert 5 < took < 25
+    with sqlite3.connect(str(db)) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    raw.close()
+
+
 # -- every end of a run closes its row --------------------------------------------------------------
 
 @pytest.mark.parametrize("error, outcome", [(StorageFailed("disk full"), "error 5"),

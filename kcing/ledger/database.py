@@ -116,7 +116,10 @@ class LedgerDatabase(SqliteDatabase):
     storage failures (see `storage_error`) and for a damaged file (`damage_error`)."""
 
     def __init__(self, path: str, wait: float, **kwargs):
-        super().__init__(path, **kwargs)
+        # The connection's own busy timeout too: the pragmas it is opened with run before the
+        # busy_timeout pragma does, and setting WAL mode waits for readers of a ledger that is
+        # not in it (SQLite's default there is 5 s, whatever KCING_DB_LOCK_WAIT says).
+        super().__init__(path, timeout=wait, **kwargs)
         self.wait = wait
 
     def _translated(self, error: BaseException) -> BaseException:
