@@ -39,7 +39,7 @@ def report(ledger: Ledger, runs: int = 5, errors: int = 5) -> dict:
         at[label] = at.get(label, 0) + count
     last_reconcile = ledger.last_run("reconcile")
     running = _running_run(ledger)
-    return {"ledger": ledger.db.database, "objects": objects, "destinations": destinations,
+    return {"ledger": ledger.path, "objects": objects, "destinations": destinations,
             "runs": _last_runs(runs, running),
             "errors": _frequent_errors(errors),
             "watermarks": _watermarks(ledger),
@@ -59,9 +59,9 @@ def _running_run(ledger: Ledger) -> Optional[Tuple[int, str]]:
     lock beside the ledger started (its pid is in the row's counts; a row from a kcing that kept
     no pid: the newest without an end). Every other row without an end belongs to a run that was
     killed or could not write its end (the ledger locked or its disk full)."""
-    if ledger.db.database == ":memory:":
+    if ledger.path == ":memory:":
         return None
-    holder = lock_holder(ledger.db.database)
+    holder = lock_holder(ledger.path)
     if holder is None:
         return None
     unended = list(Run.select(Run.id, Run.counts).where(Run.ended.is_null()).order_by(Run.id.desc()))

@@ -280,7 +280,8 @@ def ledger_written_by_another_process(db: Path, seconds: float) -> Iterator[None
 
 
 def _unmarked(db: Path) -> None:
-    """The ledger as a kcing from before the application_id marker left it: opening marks it."""
+    """As a kcing from before the application_id marker left it: status reads a copy of it, as
+    it does of any ledger this user may not write to (a monitoring account's)."""
     raw = sqlite3.connect(str(db))
     raw.execute("PRAGMA application_id = 0")
     raw.close()
@@ -448,6 +449,42 @@ def test_status_tells_a_running_run_from_one_that_ended_without_a_record(tmp_pat
     assert [run["outcome"] for run in shown] == ["running (pid %d)" % os.getpid(), UNRECORDED_END]
     text = kcing(["status"], clean_environ(KCING_DB=str(db)), tmp_path).stdout
     assert "running or killed" not in text and UNRECORDED_END in text
+
+
+def test_status_read_from_a_copy_names_the_ledger_and_tells_the_run_holding_its_lock(tmp_path):
+    """It said `ledger: :memory:` and took the run in progress for one that ended without a record."""
+    db = tmp_path / "kcing.db"
+    with RunLock(str(db)):
+        ledger = Ledger.open(str(db))
+        ledger.start_run("feed_es")  # the run holding the lock now
+        ledger.close()
+        _unmarked(db)
+        shown = kcing(["status", "--json"], clean_environ(KCING_DB=str(db)), tmp_path)
+        text = kcing(["status"], clean_environ(KCING_DB=str(db)), tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["ledger"] == str(db)
+    assert [run["outcome"] for run in json.loads(shown.stdout)["runs"]] == ["running (pid %d)" % os.getpid()]
+    assert text.stdout.splitlines()[0] == "ledger: %s" % db
+
+
+def test_damage_met_in_a_copy_of_the_ledger_names_the_ledger(tmp_path):
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.start_run("feed_es")
+    ledger.close()
+    _unmarked(db)
+    with sqlite3.connect(str(db)) as raw:
+        [root] = raw.execute("SELECT rootpage FROM sqlite_master WHERE name = 'run'").fetchone()
+        size = raw.execute("PRAGMA page_size").fetchone()[0]
+    raw.close()
+    with open(str(db), "r+b") as handle:
+        handle.seek((root - 1) * size)
+        handle.write(b"\xff" * size)
+    shown = kcing(["status"], clean_environ(KCING_DB=str(db)), tmp_path)
+    assert shown.returncode == 2, shown.stdout + shown.stderr
+    assert shown.stderr.splitlines() == ["kcing status: KCING_DB %s is damaged (database disk image is malformed); "
+                                         "left as it is: restore it from a backup, or point KCING_DB (or --db) at "
+                                         "a new file, to which everything is sent again" % db]
 
 
 def test_gen_samples_on_a_full_disk_is_exit_5_and_keeps_whole_files(legacy_replica, logstash, tmp_path):

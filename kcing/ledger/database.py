@@ -121,9 +121,12 @@ class LedgerDatabase(SqliteDatabase):
         # not in it (SQLite's default there is 5 s, whatever KCING_DB_LOCK_WAIT says).
         super().__init__(path, timeout=wait, **kwargs)
         self.wait = wait
+        # The ledger file the messages name: a ledger read into memory (ledger.Ledger.open) is
+        # still the file the user named.
+        self.named = path
 
     def _translated(self, error: BaseException) -> BaseException:
-        mapped = storage_error(str(self.database), error, self.wait) or damage_error(str(self.database), error)
+        mapped = storage_error(str(self.named), error, self.wait) or damage_error(str(self.named), error)
         return mapped if mapped is not None else error
 
     def connect(self, reuse_if_open=False):

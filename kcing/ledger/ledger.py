@@ -138,9 +138,11 @@ def _naive_utc(when: Optional[datetime]) -> Optional[datetime]:
 class Ledger:
     """A SQLite ledger (WAL mode). Writes go in one transaction per call."""
 
-    def __init__(self, database: SqliteDatabase, clock=_utcnow):
+    def __init__(self, database: SqliteDatabase, clock=_utcnow, path: Optional[str] = None):
         self.db = database
         self.clock = clock
+        # The ledger file, also when what is open is a copy of it in memory (see `open`).
+        self.path = path if path is not None else database.database
         # (source, kind, destination) -> chunks whose ids were too scattered to read as one stretch
         self._scattered: Dict[Tuple[str, str, str], int] = {}
 
@@ -201,7 +203,7 @@ class Ledger:
             database.connect(reuse_if_open=True)
             if copy_from is not None:
                 identity.copy_into(copy_from, database.connection(), wait)
-                path = copy_from  # for the messages below
+                path = database.named = copy_from  # for the messages below, and those of the copy
             # A run that writes takes the write lock as the transaction begins: one begun for
             # reading, which then marks or migrates, is refused at once by SQLite (without the
             # wait) when another process holds the lock. A read (status) takes no lock.
@@ -223,7 +225,7 @@ class Ledger:
         except KcingError:
             _close_quietly(database)
             raise
-        return cls(database, clock)
+        return cls(database, clock, path)
 
     def close(self) -> None:
         if not self.db.is_closed():
