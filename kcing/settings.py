@@ -86,6 +86,24 @@ def _path(value: Any) -> str:
     return home_expanded(text)
 
 
+def _ledger_file(value: Any) -> str:
+    """The ledger's file name: one SQLite takes for a file. This SQLite reads a name beginning
+    with `file:` as a URI (`?mode=memory` keeps it in memory; otherwise it names another file
+    than the run lock's `<name>.lock` does), and `:memory:` as a database kept in memory: a run
+    would record its deliveries nowhere."""
+    text = _path(value)
+    if text == ":memory:":
+        what = "a database in memory, forgotten when the run ends"
+    elif text.startswith("file:"):
+        what = "a URI, not a file name"
+    else:
+        return text
+    raise ValueError("SQLite would take it for %s: name the ledger file (./%s for a file so named)" % (what, text))
+
+
+_ledger_file.allowed = "a file name (not `:memory:`, nor one beginning with `file:`)"
+
+
 def _optional_path(value: Any) -> str:
     """A file or directory name, or empty."""
     return home_expanded(_text(value))
@@ -395,7 +413,7 @@ SPECS: Mapping[str, Spec] = {
     "LS_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Logstash TLS (a PEM file, or a directory of hashed "
                          "certificates); empty means the system store (OpenSSL's default paths)"),
     # Ledger and retention
-    "KCING_DB": Spec("kcing.db", _path, "SQLite ledger of what was delivered"),
+    "KCING_DB": Spec("kcing.db", _ledger_file, "SQLite ledger of what was delivered"),
     "KCING_DB_LOCK_WAIT": Spec(30.0, _number(0, MAX_SECONDS), "seconds a ledger write waits for another process "
                                "holding its database lock before the run stops (exit 4)"),
     "KCING_PROGRESS_EVERY": Spec(10.0, _number(1, 24 * 3600), "seconds between the `progress:` lines of feed_es, "

@@ -314,3 +314,34 @@ def test_a_kibana_space_id_kibana_cannot_have_is_refused_naming_kb_space(tmp_pat
     assert str(caught.value) == ("invalid KB_SPACE='Team A' (from environment): a Kibana space id takes lowercase "
                                  "letters, digits, '_' and '-'")
     assert load(tmp_path, environ={"KB_SPACE": "team_a-2"}).KB_SPACE == "team_a-2"
+
+
+@pytest.mark.parametrize("value, what", [(":memory:", "a database in memory, forgotten when the run ends"),
+                                         ("file:kcing.db", "a URI, not a file name"),
+                                         ("file:kcing.db?mode=memory", "a URI, not a file name")])
+def test_a_ledger_name_sqlite_would_not_take_for_a_file_is_refused(tmp_path, value, what):
+    """SQLite kept `:memory:` and `file:...?mode=memory` in memory: every run delivered
+    everything again, exit 0, and recorded nothing; `file:kcing.db` was kcing.db for SQLite and
+    `file:kcing.db.lock` for the run lock, a second lock on the same ledger."""
+    from tests.feedrun import REPO, clean_environ, kcing
+    for given in ({"environ": {"KCING_DB": value}}, {"overrides": {"KCING_DB": value}}):
+        with pytest.raises(ConfigError) as caught:
+            load(tmp_path, **given)
+        assert ("SQLite would take it for %s: name the ledger file (./%s for a file so named)" % (what, value)
+                in str(caught.value))
+    fed = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")],
+                clean_environ(KCING_DB=value, KCI_SAMPLES_DIR=str(REPO / "samples")), tmp_path)
+    assert fed.returncode == 2, fed.stdout + fed.stderr
+    [line] = fed.stderr.splitlines()
+    # (The value is shown as settings show any URL: without its query.)
+    assert line.startswith("kcing feed_es: invalid KCING_DB=%r (from environment): " % value.split("?")[0]), line
+    assert line.endswith("SQLite would take it for %s: name the ledger file (./%s for a file so named)" % (what, value))
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_a_ledger_file_whose_name_begins_like_a_uri_is_named_with_its_directory(tmp_path):
+    from tests.feedrun import REPO, clean_environ, kcing
+    fed = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")],
+                clean_environ(KCING_DB="./file:kcing.db", KCI_SAMPLES_DIR=str(REPO / "samples")), tmp_path)
+    assert fed.returncode == 0, fed.stdout + fed.stderr
+    assert (tmp_path / "file:kcing.db").is_file() and (tmp_path / "file:kcing.db.lock").is_file()
