@@ -335,7 +335,8 @@ def test_a_ledger_name_sqlite_would_not_take_for_a_file_is_refused(tmp_path, val
     [line] = fed.stderr.splitlines()
     # (The value is shown as settings show any URL: without its query.)
     assert line.startswith("kcing feed_es: invalid KCING_DB=%r (from environment): " % value.split("?")[0]), line
-    assert line.endswith("SQLite would take it for %s: name the ledger file (./%s for a file so named)" % (what, value))
+    assert line.endswith("SQLite would take it for %s: name the ledger file (./%s for a file so named)"
+                         % (what, value))
     assert sorted(path.name for path in tmp_path.iterdir()) == []
 
 

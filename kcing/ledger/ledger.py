@@ -181,7 +181,8 @@ class Ledger:
                     copy_from, path = path, ":memory:"
                 elif not unchanged and read_only_file(path):
                     # Refused before SQLite opens it: it would leave read-only -wal and -shm files.
-                    raise StorageFailed("cannot write the ledger %s: %s; nothing was changed" % (path, read_only_part(path)))
+                    raise StorageFailed("cannot write the ledger %s: %s; nothing was changed"
+                                        % (path, read_only_part(path)))
         # A read (status, a dry run) of a ledger at this schema, which this user may write to, reads
         # the file itself and writes nothing to it: no journal mode set, no table or index made
         # (one added by a later kcing, which the next run that writes makes). A write there would
