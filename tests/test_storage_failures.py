@@ -558,3 +558,31 @@ def test_a_ledger_locked_mid_run_stops_it_in_one_line_and_loses_nothing(legacy_r
     assert again.returncode == 0, again.stderr
     assert set(ledger_states(db).values()) == {"delivered"}
     assert set(logstash.store.keys()) == set(expected_documents(sample_objects()))
+
+
+@needs_samples
+def test_a_run_that_found_the_ledger_locked_past_the_wait_does_not_wait_again_for_each_write_left(
+        legacy_replica, logstash, tmp_path):
+    """After the first write that waited KCING_DB_LOCK_WAIT in vain, the posts still answered,
+    the run's outcomes and its row each waited as long again: four times the wait set, for a
+    line saying the run had waited it once."""
+    db = tmp_path / "kcing.db"
+    Ledger.open(str(db)).close()
+    env = feed_environ(legacy_replica, logstash, db, KCING_DB_LOCK_WAIT="6", LS_PIPELINE_BATCH_SIZE="20")
+    logstash.lava.slow_next(0.3, count=None)  # posts still in flight when the first write gives up
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK_WHEN_RUNNING, str(db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        running = kcing_process(["feed_es"], env, tmp_path)
+        assert holder.stdout.readline().strip() == "locked"
+        locked = time.monotonic()
+        stdout, stderr = running.communicate(timeout=120)
+        took = time.monotonic() - locked
+        assert running.returncode == 4, stdout + stderr
+        assert stderr.splitlines()[-1].startswith("kcing feed_es: the ledger %s is locked by another process "
+                                                  "(waited 6s" % db)
+        assert took < 6 + 5, took
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert integrity(db) == "ok"

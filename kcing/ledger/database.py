@@ -127,7 +127,20 @@ class LedgerDatabase(SqliteDatabase):
 
     def _translated(self, error: BaseException) -> BaseException:
         mapped = storage_error(str(self.named), error, self.wait) or damage_error(str(self.named), error)
+        if isinstance(mapped, LedgerBusy):
+            self._wait_no_more()
         return mapped if mapped is not None else error
+
+    def _wait_no_more(self) -> None:
+        """After a write waited the whole KCING_DB_LOCK_WAIT in vain, the writes the run still
+        makes as it stops (the posts answered meanwhile, its outcomes, its row) each try once:
+        one more wait apiece would make the run stop after several times the wait it reports."""
+        if self.is_closed():  # (failed to open: the next open sets the wait again, and fails again)
+            return
+        try:
+            self._state.conn.execute("PRAGMA busy_timeout = 0")
+        except sqlite3.Error:
+            pass
 
     def connect(self, reuse_if_open=False):
         try:
