@@ -104,12 +104,18 @@ def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], floa
     return step / 2 + rand() * step / 2
 
 
+def ascii_digits(text: str) -> bool:
+    """Whether `text` is a number in HTTP's digits (0-9 alone). A header is read as latin-1, and
+    str.isdigit() also says yes to "²" or "١", which int() and float() then refuse."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_retry_after(value: Optional[str], now: Optional[datetime] = None) -> Optional[float]:
     """Return the seconds a `Retry-After` header asks to wait, or None if absent or unreadable."""
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
+    if ascii_digits(text):
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
@@ -146,6 +152,16 @@ class RetryPolicy:
 
 
 # Reading response bodies ----------------------------------------------------------------------
+
+def announced_length(declared: str) -> Optional[int]:
+    """The length a Content-Length header value announces: digits, or a list of the same digits
+    (`5, 5`, which a proxy joining two headers makes); None for anything else."""
+    values = {value.strip() for value in declared.split(",")}
+    if len(values) != 1:
+        return None
+    value = values.pop()
+    return int(value) if ascii_digits(value) else None
+
 
 class BodyError(Exception):
     """A response body could not be read whole; the subclass says why."""
@@ -244,7 +260,11 @@ class BodyReader:
 
         The connection goes back to the pool after a whole body and is closed otherwise."""
         declared = response.headers.get("Content-Length", "").strip()
-        announced = int(declared) if declared.isdigit() else None
+        announced = announced_length(declared)
+        if declared and announced is None:
+            # Its framing is unknown: where the body ends cannot be told (RFC 9112 §6.3).
+            response.close()
+            raise BodyBroken("framed by a Content-Length that is not a number (%r)" % declared[:40])
         if announced is not None and announced > self.max_bytes:
             response.close()
             raise BodyTooLarge("announced %s bytes, more than the limit of %d" % (declared, self.max_bytes))

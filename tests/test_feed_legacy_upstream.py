@@ -70,6 +70,23 @@ def test_a_listing_date_in_any_extended_json_form_dates_the_build(logstash, tmp_
     assert body["@timestamp"].startswith("2019-05-31T01:00:00")
 
 
+def test_a_listing_date_of_digits_only_python_reads_so_costs_its_build_alone(logstash, tmp_path):
+    """"²" is a digit to str.isdigit(), not to int(): such a date is no date, and the build is
+    rejected for want of one, as with any unreadable date, while the others are delivered."""
+    corpus = LegacyCorpus()
+    good = build_item("next", "next-20190531", "arm64", "defconfig", at(TODAY, 0, 1))
+    odd = build_item("next", "next-20190531", "riscv", "defconfig", at(TODAY, 0, 2))
+    corpus.add_build(good, build_json(good))
+    corpus.add_build(dict(odd, created_on={"$date": {"$numberLong": "\u00b2"}}), build_json(odd))
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db")
+        result = kcing(["feed_es", "--how-many", "5"], env, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert sorted(ledger_states(tmp_path / "kcing.db").values()) == ["delivered", "rejected"]
+    assert len(builds_in(logstash)) == 1
+
+
 # -- --how-many and --sample-size: the newest objects ---------------------------------------------
 
 def listed_ids(stdout: str) -> list:

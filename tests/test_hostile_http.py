@@ -22,7 +22,7 @@ from kcing import http as kcing_http
 from kcing.documents import documents_for
 from kcing.sinks.logstash import LogstashSink
 from kcing.shutdown import GRACE_SECONDS
-from tests.fakes.rogue_http import RogueFront, answer, cut_short, endless, redirect, trickle, trickle_head
+from tests.fakes.rogue_http import RogueFront, answer, cut_short, endless, exact_head, redirect, trickle, trickle_head
 from tests.fakes.serving import wait_until
 from tests.feedrun import (REPO, SAMPLES, feed_environ, integrity, kcing, kcing_process, ledger_rows, ledger_states,
                            sample_objects)
@@ -239,6 +239,21 @@ def test_a_download_whose_headers_trickle_fails_at_its_deadline(
     assert_it_alone_ended(db, build_object, "failed", "KCI_DOWNLOAD_DEADLINE")
 
 
+def test_a_download_whose_content_length_is_not_a_number_fails_and_the_next_run_takes_it(
+        legacy_replica, logstash, storage_front, tmp_path, build_object):
+    # "²" is a digit to str.isdigit(), not to int(): where the body ends is unknown (RFC 9112).
+    db = tmp_path / "kcing.db"
+    storage_front.on("GET", storage_path(build_object), exact_head(200, (("Content-Length", "\u00b2"),),
+                                                                   build_object.path.read_bytes()), count=None)
+    env = feed_environ(legacy_replica, logstash, db, KCI_STORAGE_URL=storage_front.url, KCI_MAX_RETRIES="2")
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert_it_alone_ended(db, build_object, "failed", "Content-Length that is not a number")
+    storage_front.clear()
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    assert set(ledger_states(db).values()) == {"delivered"}
+
+
 # Logstash answers: trickling, cut short ----------------------------------------------------------
 
 def test_a_trickling_answer_from_logstash_is_cut_at_the_post_deadline_and_retried(
@@ -294,6 +309,25 @@ def test_answers_always_cut_short_end_the_run_cleanly_with_exit_3(legacy_replica
     assert not any(state == "delivered" for (kind, _), state in ledger_states(db).items() if kind == "lava")
     assert last_run(env, tmp_path)["outcome"] == "error 3"
     assert integrity(db) == "ok"
+
+
+# Header values a Logstash, or a proxy before it, may send that read as digits to str.isdigit()
+# ("²" is a digit to Python, not to int() or float()): a failed attempt, never an internal error.
+@pytest.mark.parametrize("head, failure", [
+    ((("Retry-After", "\u00b2"), ("Content-Length", "0")), "answered 429"),
+    ((("Content-Length", "\u00b2"),), "framed by a Content-Length that is not a number"),
+], ids=["retry-after", "content-length"])
+def test_an_answer_with_a_header_that_is_not_a_number_is_a_failed_attempt(
+        legacy_replica, logstash, lava_front, tmp_path, head, failure):
+    db = tmp_path / "kcing.db"
+    lava_front.on("POST", "/", exact_head(429 if "Retry-After" in dict(head) else 200, head, b"ok"), count=None)
+    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url, ES_MAX_RETRIES="2")
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 3, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "Logstash unreachable" in line and failure in line
+    assert not any(state == "delivered" for (kind, _), state in ledger_states(db).items() if kind == "lava")
+    assert last_run(env, tmp_path)["outcome"] == "error 3"
 
 
 # Signals -----------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from kcing.http import RetryPolicy, backoff_delay, parse_retry_after
+from kcing.http import RetryPolicy, announced_length, backoff_delay, parse_retry_after
 
 
 def test_backoff_grows_exponentially_with_equal_jitter():
@@ -18,7 +18,9 @@ def test_backoff_is_capped():
 
 
 @pytest.mark.parametrize("header, seconds", [("5", 5.0), (" 120 ", 120.0), (None, None), ("", None),
-                                             ("soon", None), ("-3", None)])
+                                             ("soon", None), ("-3", None),
+                                             # digits to str.isdigit(), not to HTTP
+                                             ("\u00b2", None), ("\u0661\u0662", None), ("1e9", None)])
 def test_retry_after_in_seconds(header, seconds):
     assert parse_retry_after(header) == seconds
 
@@ -55,3 +57,9 @@ def test_sessions_honour_proxy_settings_from_the_environment_per_host(monkeypatc
         assert "https" not in local["proxies"] and "http" not in local["proxies"]
     given = session.merge_environment_settings("https://storage.kernelci.org/b", {"https": "http://other:1"}, None, True, None)
     assert given["proxies"]["https"] == "http://other:1"
+
+
+@pytest.mark.parametrize("header, length", [("5", 5), (" 120 ", 120), ("7, 7", 7), ("", None), ("5, 6", None),
+                                            ("-1", None), ("1e3", None), ("\u00b2", None), ("\u0661", None)])
+def test_a_content_length_announces_a_length_only_in_http_digits(header, length):
+    assert announced_length(header) == length

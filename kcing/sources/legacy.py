@@ -22,6 +22,7 @@ from typing import Callable, Iterator, List, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
 from kcing.errors import UpstreamError
+from kcing.http import ascii_digits
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
 from kcing.collector import collector_paused
 from kcing.objectid import is_object_id
@@ -455,7 +456,7 @@ def _created_on(item: dict) -> Optional[datetime]:
         value = value.get("$numberLong")
     if isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit() and len(text) < 20:
+        if ascii_digits(text.lstrip("-")) and len(text) < 20:
             value = int(text)
         else:
             try:

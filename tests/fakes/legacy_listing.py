@@ -67,9 +67,12 @@ def bson_date_ms(value: Any) -> Optional[int]:
     if isinstance(inner, (int, float)) and not isinstance(inner, bool):
         return int(inner)
     if isinstance(inner, str):
-        if inner.lstrip("-").isdigit():
+        if inner.isascii() and inner.lstrip("-").isdigit():
             return int(inner)
-        parsed = datetime.fromisoformat(inner.replace("Z", "+00:00"))
+        try:
+            parsed = datetime.fromisoformat(inner.replace("Z", "+00:00"))
+        except ValueError:  # stored as it came (`"²"`): listed, in no day's range
+            return None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=timezone.utc)
         return int(parsed.timestamp() * 1000)

@@ -232,3 +232,13 @@ def endless(chunk: int = 64 * 1024, declared: Optional[int] = None, status: int 
             sock.sendall(block)
         return False
     return streamed
+
+
+def exact_head(status: int, headers: Tuple[Tuple[str, str], ...], body: bytes = b""):
+    """An answer whose head is exactly `headers` (no Content-Length added: give one, even one
+    that is not a number), then `body`, then the connection closed."""
+    def exactly(front, sock, request) -> bool:
+        _send_head(sock, status, list(headers))
+        sock.sendall(body)
+        return False
+    return exactly
