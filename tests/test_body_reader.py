@@ -2,13 +2,16 @@
 Logstash answers), against real loopback servers that trickle, stream without end or cut short."""
 from __future__ import annotations
 
+import gzip
 import threading
 import time
+import zlib
 
 import pytest
 
-from kcing.http import BodyAbandoned, BodyBroken, BodyReader, BodyTooLarge, BodyTooSlow, new_session
-from tests.fakes.rogue_http import RogueFront, answer, cut_short, endless, trickle
+from kcing.http import (BodyAbandoned, BodyBroken, BodyReader, BodyTooLarge, BodyTooSlow, BodyUndecodable,
+                        new_session)
+from tests.fakes.rogue_http import RogueFront, answer, cut_short, endless, exact_head, trickle
 
 
 @pytest.fixture
@@ -84,3 +87,65 @@ def test_abandoning_cuts_every_body_in_progress_at_once(front):
         thread.join(5)
     assert time.monotonic() - started < 2
     assert len(errors) == 3 and all(isinstance(error, BodyAbandoned) for error in errors)
+
+
+# Compressed bodies: urllib3 inflates them, and hands out a stream cut short as if it were whole --
+
+LOG = b"".join(b"line %d of a build log\n" % number for number in range(5000))
+
+
+def deflated(data: bytes, wbits: int) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    return compressor.compress(data) + compressor.flush()
+
+
+def chunked(body: bytes) -> bytes:
+    """`body` in whole chunks, ended as the framing asks."""
+    return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:1000], body[1000:]) if part) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("encoding, body", [
+    ("gzip", gzip.compress(LOG)),
+    ("gzip", gzip.compress(LOG[:100]) + gzip.compress(LOG[100:])),  # members one after another
+    ("gzip", gzip.compress(LOG) + b"\0\0\0\0"),  # padding after the member, which gzip -d ignores
+    ("deflate", deflated(LOG, zlib.MAX_WBITS)),  # zlib's wrapping, as HTTP names it
+    ("deflate", deflated(LOG, -zlib.MAX_WBITS)),  # raw deflate, which servers send too
+], ids=["gzip", "gzip-members", "gzip-padded", "deflate-zlib", "deflate-raw"])
+def test_a_whole_compressed_body_is_inflated(front, encoding, body):
+    front.on("GET", "/file", exact_head(200, (("Content-Encoding", encoding), ("Content-Length", str(len(body)))), body))
+    assert get(front)[0] == LOG
+
+
+def test_an_empty_body_labelled_gzip_is_empty(front):
+    front.on("GET", "/file", exact_head(404, (("Content-Encoding", "gzip"), ("Content-Length", "0"))))
+    assert get(front)[0] == b""
+
+
+@pytest.mark.parametrize("encoding, body", [
+    ("gzip", gzip.compress(LOG)[:-8]),  # without its trailer (CRC and length)
+    ("gzip", gzip.compress(LOG)[:len(gzip.compress(LOG)) // 2]),
+    ("gzip", gzip.compress(LOG[:100]) + gzip.compress(LOG[100:])[:-8]),  # the second member cut
+    ("deflate", deflated(LOG, zlib.MAX_WBITS)[:len(deflated(LOG, zlib.MAX_WBITS)) // 2]),
+    ("deflate", deflated(LOG, -zlib.MAX_WBITS)[:len(deflated(LOG, -zlib.MAX_WBITS)) // 2]),
+], ids=["gzip-no-trailer", "gzip-half", "gzip-second-member", "deflate-zlib-half", "deflate-raw-half"])
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_compressed_file_cut_short_but_sent_whole_is_undecodable(front, encoding, body, framing):
+    # The server frames the body right: what it holds is a compressed file that stops short (an
+    # interrupted upload). The same bytes come again however often they are asked for.
+    if framing == "chunked":
+        head, sent = (("Content-Encoding", encoding), ("Transfer-Encoding", "chunked")), chunked(body)
+    else:
+        head, sent = (("Content-Encoding", encoding), ("Content-Length", str(len(body)))), body
+    front.on("GET", "/file", exact_head(200, head, sent))
+    with pytest.raises(BodyUndecodable, match="ends before its stream does"):
+        get(front)
+
+
+def test_a_compressed_body_read_until_the_connection_closed_and_cut_short_is_a_broken_connection(front):
+    # No Content-Length and no chunks: only the compressed stream's end tells that the connection
+    # closed early, which another try may not meet.
+    body = gzip.compress(LOG)
+    front.on("GET", "/file", exact_head(200, (("Content-Encoding", "gzip"), ("Connection", "close")),
+                                        body[:len(body) // 2]))
+    with pytest.raises(BodyBroken, match="closed before the end of its gzip stream"):
+        get(front)

@@ -8,6 +8,7 @@ legacy replica or the Logstash emulators, so the rest of the run behaves normall
 from __future__ import annotations
 
 import ctypes
+import gzip
 import json
 import os
 import signal
@@ -249,6 +250,29 @@ def test_a_download_whose_content_length_is_not_a_number_fails_and_the_next_run_
     result = kcing(["feed_es"], env, tmp_path)
     assert result.returncode == 1, result.stderr
     assert_it_alone_ended(db, build_object, "failed", "Content-Length that is not a number")
+    storage_front.clear()
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    assert set(ledger_states(db).values()) == {"delivered"}
+
+
+@pytest.mark.parametrize("framing, reason", [
+    # The storage holds a gzip file cut short (an interrupted upload), which it labels gzip.
+    ("content-length", "does not decode as its Content-Encoding gzip says"),
+    # Read until the connection closed, which it did early: only the gzip stream tells.
+    ("close", "connection closed before the end of its gzip stream"),
+])
+def test_a_gzip_download_cut_short_fails_and_is_never_taken_for_the_whole_file(
+        legacy_replica, logstash, storage_front, tmp_path, build_object, framing, reason):
+    db = tmp_path / "kcing.db"
+    whole = gzip.compress(build_object.path.read_bytes())
+    cut = whole[:-8]  # all of the JSON inflates; the gzip trailer that vouches for it is missing
+    framed = ("Content-Length", str(len(cut))) if framing == "content-length" else ("Connection", "close")
+    storage_front.on("GET", storage_path(build_object), exact_head(200, (("Content-Encoding", "gzip"), framed), cut),
+                     count=None)
+    env = feed_environ(legacy_replica, logstash, db, KCI_STORAGE_URL=storage_front.url, KCI_MAX_RETRIES="2")
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert_it_alone_ended(db, build_object, "failed", reason)
     storage_front.clear()
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
     assert set(ledger_states(db).values()) == {"delivered"}
