@@ -278,6 +278,22 @@ def test_a_gzip_download_cut_short_fails_and_is_never_taken_for_the_whole_file(
     assert set(ledger_states(db).values()) == {"delivered"}
 
 
+def test_a_storage_redirect_loop_fails_its_file_at_once_saying_so(
+        legacy_replica, logstash, storage_front, tmp_path, build_object):
+    db = tmp_path / "kcing.db"
+    path = storage_path(build_object)
+    storage_front.on("GET", path, redirect(302, storage_front.url + path), count=None)
+    env = feed_environ(legacy_replica, logstash, db, KCI_STORAGE_URL=storage_front.url, KCI_MAX_RETRIES="3")
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert_it_alone_ended(db, build_object, "failed", "redirected more than 30 times (a redirect loop)")
+    # Followed as far as requests goes once, not once more for every retry: a loop stays a loop.
+    assert storage_front.answered_by("redirected") == 31
+    storage_front.clear()
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    assert set(ledger_states(db).values()) == {"delivered"}
+
+
 # Logstash answers: trickling, cut short ----------------------------------------------------------
 
 def test_a_trickling_answer_from_logstash_is_cut_at_the_post_deadline_and_retried(

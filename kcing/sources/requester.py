@@ -104,6 +104,10 @@ class Requester:
                                          % (redacted(url), error)) from None
                 except BodyUndecodable as error:
                     raise ObjectUndecodable("GET %s: body %s" % (redacted(url), error)) from None
+                except requests.TooManyRedirects:
+                    # A loop (or a chain longer than any storage makes): another try meets it again.
+                    raise UpstreamError("GET %s: redirected more than %d times (a redirect loop); the next run "
+                                        "tries again" % (redacted(url), self.session.max_redirects)) from None
                 except (BodyError, requests.RequestException) as error:
                     unsupported = socks_unsupported(error, url)
                     if unsupported is not None:
