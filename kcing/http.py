@@ -400,26 +400,39 @@ def _cut(raw) -> None:
 
 
 def _shutdown(sock) -> None:
-    """Wake a wait for an answer's status line or headers with end-of-file."""
+    """Wake a wait to send the request's body (with an error) or for the answer's status line or
+    headers (with end-of-file)."""
     try:
-        sock.shutdown(socket.SHUT_RD)
+        sock.shutdown(socket.SHUT_RDWR)
     except (ValueError, RuntimeError, OSError):
         pass
 
 
 class _ConnectionUse(threading.local):
     """Whether the last request this thread wrote went out on a kept-alive connection, one that
-    had already carried an answer (see `sent_on_kept_alive_connection`)."""
+    had already carried an answer (see `sent_on_kept_alive_connection`); how long each wait to
+    send more of the request may take (`sending_starts`)."""
 
     kept_alive = False
+    send_wait: Optional[float] = None
 
 
 _connection_use = _ConnectionUse()
 
 
-def sending_starts() -> None:
-    """Forget what the thread's previous request went out on (call before each request)."""
+def sending_starts(send_wait: Optional[float] = None) -> None:
+    """Forget what the thread's previous request went out on (call before each request).
+
+    `send_wait` bounds each wait for the server to take more of the request, block by block,
+    instead of urllib3's connect timeout, which Python applies to a whole sendall(): a body that
+    takes longer than that to cross a slow link would fail however steadily it moved."""
     _connection_use.kept_alive = False
+    _connection_use.send_wait = send_wait
+
+
+def sending_ends() -> None:
+    """The thread's next requests wait to send as urllib3 sets it (see `sending_starts`)."""
+    _connection_use.send_wait = None
 
 
 def sent_on_kept_alive_connection() -> bool:
@@ -445,6 +458,28 @@ class _WatchedAnswer:
     def request(self, *args, **kwargs):
         _connection_use.kept_alive = self._answers > 0
         return super().request(*args, **kwargs)
+
+    def send(self, data):
+        """Send one piece of the request (its head, a block of its body). While it waits for the
+        server to take it, the thread's exchange may cut the socket: an input that stops
+        reading a batch is cut at the exchange's deadline like one that never answers."""
+        if self.sock is None:  # http.client connects on the first send
+            self.connect()
+        if _connection_use.send_wait is not None:
+            self.sock.settimeout(_connection_use.send_wait)
+        current = getattr(_exchanges, "current", None)
+        if current is None:
+            return super().send(data)
+        transfer = current[1]
+        with transfer.lock:
+            if transfer.cut is not None:
+                raise urllib3.exceptions.ProtocolError("the exchange was cut while its request was sent")
+            transfer.sock = self.sock
+        try:
+            return super().send(data)
+        finally:
+            with transfer.lock:
+                transfer.sock = None
 
     def getresponse(self):
         response = self._awaited_answer()

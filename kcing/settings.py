@@ -403,9 +403,10 @@ SPECS: Mapping[str, Spec] = {
     "ES_MAX_DOCS_PER_SECOND": Spec(0.0, _number(0, 1_000_000), "documents per second cap; 0 means no cap"),
     "ES_RETRY_BACKOFF": Spec(1.0, _number(0, MAX_REQUEST_SECONDS),
                              "seconds of the first delivery retry wait (doubles each time)"),
-    "ES_TIMEOUT": Spec(60.0, _number(0.1, MAX_REQUEST_SECONDS), "seconds to wait for Logstash to answer a batch"),
-    "ES_POST_DEADLINE": Spec(120.0, _number(0.1, MAX_SECONDS), "seconds Logstash may take in all to answer a batch, "
-                             "from sending it (ES_TIMEOUT bounds each wait); then the batch is retried"),
+    "ES_TIMEOUT": Spec(60.0, _number(0.1, MAX_REQUEST_SECONDS),
+                       "seconds each wait for Logstash may take, to take more of a batch or to answer it"),
+    "ES_POST_DEADLINE": Spec(120.0, _number(0.1, MAX_SECONDS), "seconds Logstash may take in all to take a batch and "
+                             "answer it, from sending it (ES_TIMEOUT bounds each wait); then the batch is retried"),
     "LS_PIPELINE_BATCH_SIZE": Spec(500, _integer(1, 100_000), "documents per POST (and Logstash batch size)"),
     "LS_BATCH_MAX_BYTES": Spec(5_000_000, _integer(1024, MAX_BYTES), "bytes per POST at most"),
     "LS_USER": Spec("", _credential, "basic-auth user for the Logstash inputs"),

@@ -28,8 +28,8 @@ from urllib3.exceptions import (ClosedPoolError, ConnectTimeoutError, HTTPError,
 from urllib3.util.ssl_ import create_urllib3_context
 
 from kcing.errors import ConfigError
-from kcing.http import (USER_AGENT, certificate_refused, sending_starts, sent_on_kept_alive_connection, socks_unsupported,
-                        watch_pools)
+from kcing.http import (USER_AGENT, certificate_refused, sending_ends, sending_starts, sent_on_kept_alive_connection,
+                        socks_unsupported, watch_pools)
 
 log = logging.getLogger(__name__)
 
@@ -188,14 +188,17 @@ class Transport:
         headers["Content-Type"] = content_type
         headers["Content-Length"] = str(len(body))
         headers.update(route.authorization)
-        sending_starts()
+        # Each wait for the input to take more of the batch is bounded like a wait for its answer.
+        sending_starts(send_wait=timeout[1])
         try:
             pool = route.manager.connection_from_host(route.host, route.port, route.scheme)
-            raw = pool.urlopen("POST", route.target, body=body, headers=headers, retries=False, redirect=False,
-                               assert_same_host=False, preload_content=False, decode_content=False,
+            raw = pool.urlopen("POST", route.target, body=_blocks(body), headers=headers, retries=False,
+                               redirect=False, assert_same_host=False, preload_content=False, decode_content=False,
                                timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]))
         except (HTTPError, OSError) as error:
             raise _failure(error, sent_on_kept_alive_connection()) from error
+        finally:
+            sending_ends()
         return Answer(raw)
 
     def _route(self, url: str) -> _Route:
@@ -257,12 +260,25 @@ class Transport:
             return self._proxied.setdefault(proxy, manager)
 
 
+# Bytes of a batch handed to the socket at once: a wait to send is bounded per block (ES_TIMEOUT),
+# where one sendall() of the whole batch would be bounded in all by the connect timeout.
+SEND_BLOCK = 256 * 1024
+
+
+def _blocks(body: bytes):
+    """`body` in blocks, sent one after the other (the Content-Length header frames them)."""
+    view = memoryview(body)
+    return [view[start:start + SEND_BLOCK] for start in range(0, len(body), SEND_BLOCK)] or [b""]
+
+
 def _failure(error: Exception, kept_alive: bool = False) -> Exception:
     """The transport's error for a urllib3 one, sorted as requests sorts them into Timeout,
     ConnectionError and the rest, so that every message about them stays what it was.
     `kept_alive`: the request went out on a connection that had carried an answer before."""
     if isinstance(error, (SSLError, ProxyError)):
         return CannotConnect(error, kept_alive)
+    if isinstance(error, ProtocolError) and any(isinstance(arg, TimeoutError) for arg in error.args):
+        return PostTimeout(str(error))  # the input stopped taking the batch: connected, then no progress
     if isinstance(error, ReadTimeoutError) or (isinstance(error, ConnectTimeoutError)
                                                and not isinstance(error, NewConnectionError)):
         return PostTimeout(str(error))

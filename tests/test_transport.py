@@ -15,13 +15,14 @@ import pytest
 
 from kcing import __version__
 from kcing.errors import ConfigError, SinkUnavailable
-from kcing.http import RetryPolicy, new_session
+from kcing.http import BodyReader, RetryPolicy, new_session
 from kcing.ledger.models import DELIVERED
 from kcing.sinks.batching import Batch
 from kcing.sinks.logstash import FAILING_INPUT_PAUSE, LogstashSink
 from kcing.transport import BadCaBundle, CannotConnect, Transport
 from tests.fakes.forward_proxy import ForwardProxy
 from tests.fakes.rogue_http import RogueFront, answer, redirect
+from tests.fakes.serving import serve_connections
 from tests.faults.tls_front import TlsFront
 from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing
 
@@ -306,6 +307,84 @@ def test_a_connection_closed_without_an_answer_is_named_so(front):
     with pytest.raises(SinkUnavailable, match=r"cannot connect to %s \(connection closed without an answer\)"
                        % front.url):
         sink_for(front.url, Transport()).send(batch())
+
+
+# Sending the batch: a slow link, an input that stops reading ------------------------------------
+
+# Larger than what the loopback's socket buffers hold, so that sending it waits on the reader.
+LARGE_BODY = b"[" + b" " * (40 << 20) + b"]"
+
+
+class ReadingInput:
+    """A raw loopback input that reads a request's body `rate` bytes a second (the speed of the
+    link), stops after `stop_after` bytes if given (an input stuck before its queue), then
+    answers `ok`: the pace no HTTP server library lets a test set."""
+
+    def __init__(self, rate: float, stop_after: int = -1):
+        self.rate, self.stop_after = rate, stop_after
+        self.stopping = threading.Event()
+        self.read_whole: list = []  # one True for each body read to its end
+
+    def __enter__(self):
+        self._server = serve_connections(self._serve, "reading-input")
+        self.url = "http://127.0.0.1:%d" % self._server.server_address[1]
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _serve(self, sock) -> None:
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += sock.recv(1)
+        length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+                     .split(b":")[1])
+        got, started = 0, time.monotonic()
+        while got < length:
+            if got >= self.stop_after >= 0:
+                self.stopping.wait(60)
+                return
+            chunk = sock.recv(min(1 << 16, length - got))
+            if not chunk:
+                return
+            got += len(chunk)
+            ahead = got / self.rate - (time.monotonic() - started)
+            if ahead > 0 and self.stopping.wait(ahead):
+                return
+        self.read_whole.append(True)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+
+
+def large_batch() -> Batch:
+    return Batch.of_items("lava", [LARGE_BODY[1:-1]], [("lava", "x")])
+
+
+def test_a_batch_that_takes_longer_to_send_than_the_connect_timeout_is_delivered_while_it_moves():
+    # A slow link to Logstash: 40 MB at 10 MB/s take 4 s, while ES_TIMEOUT (1 s here) bounds
+    # each wait for the input to take more, and ES_POST_DEADLINE the whole exchange.
+    with ReadingInput(rate=10 << 20) as slow:
+        sink = LogstashSink({"lava": [slow.url]}, Transport(), RetryPolicy(attempts=1), 1.0,
+                            reader=BodyReader(deadline=60, max_bytes=1000))
+        sink.send(large_batch())
+        assert slow.read_whole == [True]
+
+
+@pytest.mark.parametrize("timeout, deadline, failure", [
+    # The input stopped reading: each wait is cut after ES_TIMEOUT, a timeout, not a failure to connect.
+    (1.0, 60, r"timed out after 1s at "),
+    # ... and the whole exchange at ES_POST_DEADLINE, however long ES_TIMEOUT is.
+    (60.0, 1.0, r"answer from .* not complete within 1s"),
+])
+def test_an_input_that_stops_reading_the_batch_is_cut(timeout, deadline, failure):
+    with ReadingInput(rate=1 << 30, stop_after=1 << 20) as stuck:
+        sink = LogstashSink({"lava": [stuck.url]}, Transport(pool_size=2), RetryPolicy(attempts=1), timeout,
+                            reader=BodyReader(deadline=deadline, max_bytes=1000))
+        started = time.monotonic()
+        with pytest.raises(SinkUnavailable, match=failure):
+            sink.send(large_batch())
+        assert time.monotonic() - started < 4
 
 
 @pytest.mark.skipif(importlib.util.find_spec("socks") is not None, reason="PySocks is installed: SOCKS is usable")
