@@ -148,6 +148,12 @@ def test_a_build_without_what_identifies_it_is_refused(changes, removed, created
     pytest.param(b'"build"', "not a JSON object but a string", id="string"),
     pytest.param(b'{"job": "caf\xe9"}', "not UTF-8", id="latin-1"),
     pytest.param(b"[" * 100000, "nested too deeply", id="deep"),
+    # A proxy's or a web server's page sent with 200 in place of the file: said so, and shown.
+    pytest.param(b"\n<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>",
+                 r"not valid JSON: an HTML or XML page, a server's or a proxy's answer in place of the file "
+                 r"\(<html><head><title>502 Bad Gateway</title>", id="html-page"),
+    pytest.param(b'<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthenticationFailed</Code></Error>',
+                 "not valid JSON: an XML document, a server's or a proxy's answer", id="xml-error"),
 ])
 def test_content_that_is_not_a_json_object_is_refused(content, reason):
     with pytest.raises(RejectedInput, match=reason):

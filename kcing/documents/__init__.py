@@ -118,10 +118,21 @@ def json_object(content: bytes) -> Dict[str, Any]:
     except RecursionError:
         raise RejectedInput("not valid JSON: nested too deeply") from None
     except ValueError as error:
-        raise RejectedInput("not valid JSON: %s" % one_line(error)) from None
+        raise RejectedInput("not valid JSON: %s" % (markup_instead(text) or one_line(error))) from None
     if not isinstance(value, dict):
         raise RejectedInput("not a JSON object but %s" % _json_type_name(value))
     return value
+
+
+def markup_instead(text: str) -> Optional[str]:
+    """What a text that is markup is, for a file that should be JSON: the page a web server or a
+    proxy answered in place of the file (its 502 or login page, sent with 200), shown by its
+    start; None for anything else, whose JSON error says more."""
+    start = text.lstrip()
+    if not start.startswith("<"):
+        return None
+    kind = "an XML document" if start.startswith("<?xml") else "an HTML or XML page"
+    return "%s, a server's or a proxy's answer in place of the file (%s)" % (kind, one_line(start, 60))
 
 
 def _lone_surrogates_replaced(text: str) -> str:
