@@ -33,6 +33,7 @@ from kcing.sources.requester import Requester
 from tests.fakes.api_data import checkout_tree
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.logstash_emulator import LogstashEmulator
+from tests.fakes.rogue_http import RogueFront
 from tests.faults.world import World
 from tests.feedrun import REPO, SAMPLES, api_feed_environ, clean_environ, kcing, ledger_rows
 from tests.fakes.list_sink import ListSink
@@ -466,6 +467,28 @@ def test_a_listing_redirected_off_the_origins_stops_the_run_with_one_line(tmp_pa
     assert "redirected" in line and "not an upstream origin" in line
     assert not canary.requests and not logstash.store
     assert watermark(db) is None
+
+
+def test_the_api_token_never_follows_a_redirect_to_another_origin(tmp_path, api_replica, logstash):
+    """A listing redirected to another origin kcing may fetch from (an artifact host): the request
+    there goes without the token, which only the API's own origin is sent."""
+    api_replica.token = "s3cret-token-value"
+    heard = []
+
+    def heard_then_forwarded(front, sock, request) -> bool:
+        heard.append({name.lower(): value for name, value in request.headers.items()})
+        return front._forward(sock, request)
+
+    with RogueFront(api_replica.api_url.rsplit("/latest", 1)[0]) as other:
+        other.on("GET", "/", heard_then_forwarded, count=None)
+        api_replica.redirect("/latest/nodes", other.url + "/latest/nodes", count=1)
+        env = api_feed_environ(api_replica, logstash, tmp_path / "kcing.db", KCI_DAYS="30",
+                               KCI_API_TOKEN="s3cret-token-value", KCI_ARTIFACT_ORIGINS=other.url)
+        result = kcing(["feed_es"], env, tmp_path)
+    assert heard and not [headers for headers in heard if "authorization" in headers]
+    # Asked without its token, the API refuses: the run stops, as for any refused token.
+    assert result.returncode == 2, result.stderr
+    assert "s3cret-token-value" not in result.stdout + result.stderr
 
 
 def test_kci_artifact_origins_allows_another_artifact_host(tmp_path, api_replica, logstash):
