@@ -163,6 +163,24 @@ def announced_length(declared: str) -> Optional[int]:
     return int(value) if ascii_digits(value) else None
 
 
+# Content codings that compress (IANA's HTTP Content Coding Registry). A server may answer with one
+# kcing did not ask for; unless urllib3 decodes it, the bytes would be taken for the file.
+COMPRESSIONS = frozenset({"br", "compress", "x-compress", "deflate", "gzip", "x-gzip", "zstd", "exi", "pack200-gzip",
+                          "aes128gcm", "dcb", "dcz"})
+
+
+def compression_not_decoded(content_encoding: str) -> str:
+    """The first coding of a Content-Encoding value that compresses the body and that urllib3
+    does not decode (`br` without brotli installed), or "". Other tokens (`identity`, a server's
+    odd `utf-8`) leave the bytes as they are, and are read so."""
+    decoded = set(urllib3.response.HTTPResponse.CONTENT_DECODERS)
+    for coding in content_encoding.lower().split(","):
+        coding = coding.strip()
+        if coding in COMPRESSIONS and coding not in decoded:
+            return coding
+    return ""
+
+
 class BodyError(Exception):
     """A response body could not be read whole; the subclass says why."""
 
@@ -265,6 +283,11 @@ class BodyReader:
             # Its framing is unknown: where the body ends cannot be told (RFC 9112 §6.3).
             response.close()
             raise BodyBroken("framed by a Content-Length that is not a number (%r)" % declared[:40])
+        undecoded = compression_not_decoded(response.headers.get("Content-Encoding", ""))
+        if undecoded:
+            response.close()
+            raise BodyUndecodable("is compressed with %s, which kcing cannot decode (it asks for gzip or deflate)"
+                                  % undecoded)
         if announced is not None and announced > self.max_bytes:
             response.close()
             raise BodyTooLarge("announced %s bytes, more than the limit of %d" % (declared, self.max_bytes))

@@ -149,3 +149,20 @@ def test_a_compressed_body_read_until_the_connection_closed_and_cut_short_is_a_b
                                         body[:len(body) // 2]))
     with pytest.raises(BodyBroken, match="closed before the end of its gzip stream"):
         get(front)
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd", "gzip, br"])
+def test_a_body_compressed_in_a_coding_kcing_did_not_ask_for_is_undecodable(front, encoding):
+    # kcing asks for gzip or deflate; a server answering brotli anyway sends bytes that would
+    # otherwise be taken for the file (a build log of compressed bytes, its figures all zero).
+    body = b"\x1b\x00\x00\x00compressed bytes, never a file's text"
+    front.on("GET", "/file", exact_head(200, (("Content-Encoding", encoding), ("Content-Length", str(len(body)))),
+                                        body))
+    with pytest.raises(BodyUndecodable, match="compressed with %s, which kcing cannot decode" % encoding.split()[-1]):
+        get(front)
+
+
+@pytest.mark.parametrize("encoding", ["identity", "utf-8"])
+def test_a_coding_that_is_not_a_compression_leaves_the_body_as_it_came(front, encoding):
+    front.on("GET", "/file", exact_head(200, (("Content-Encoding", encoding), ("Content-Length", "2")), b"{}"))
+    assert get(front)[0] == b"{}"
