@@ -5,6 +5,9 @@ from __future__ import annotations
 # Checked in order against the text of the error and of the errors it wraps.
 _REASONS = (
     ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
+    # What OpenSSL says when the answer to its hello is not TLS: plain HTTP at an https:// URL.
+    ("WRONG_VERSION_NUMBER", "no TLS at that port: is it an http:// server?"),
+    ("RECORD_LAYER_FAILURE", "no TLS at that port: is it an http:// server?"),
     ("Connection refused", "connection refused"),
     ("refused", "connection refused"),
     ("Connection reset", "connection reset by the peer"),

@@ -302,6 +302,17 @@ def test_a_refused_connection_is_named_so():
         sink_for(url, Transport()).send(batch())
 
 
+def test_an_https_url_of_a_plain_http_input_is_named_so():
+    # The input answers the TLS hello as the bad HTTP request it is: OpenSSL reads no TLS in that.
+    from tests.fakes.logstash_emulator import LogstashEmulator
+
+    with LogstashEmulator() as plain:
+        url = plain.url.replace("http://", "https://")
+        with pytest.raises(SinkUnavailable,
+                           match=r"cannot connect to %s \(no TLS at that port: is it an http:// server\?\)" % url):
+            sink_for(url, Transport()).send(batch())
+
+
 def test_a_connection_closed_without_an_answer_is_named_so(front):
     front.on("POST", "/", silent_for(0))
     with pytest.raises(SinkUnavailable, match=r"cannot connect to %s \(connection closed without an answer\)"
