@@ -696,8 +696,11 @@ def server_time_before(date_header: Optional[str], elapsed: Optional[timedelta])
         return None
     if stamped is None:
         return None
-    stamped = stamped.replace(tzinfo=timezone.utc) if stamped.tzinfo is None else stamped.astimezone(timezone.utc)
-    return stamped - (elapsed if isinstance(elapsed, timedelta) and elapsed > timedelta(0) else timedelta(0))
+    try:
+        stamped = stamped.replace(tzinfo=timezone.utc) if stamped.tzinfo is None else stamped.astimezone(timezone.utc)
+        return stamped - (elapsed if isinstance(elapsed, timedelta) and elapsed > timedelta(0) else timedelta(0))
+    except OverflowError:  # a date at the calendar's edge (`31 Dec 9999 23:59:59 -0100`): no reading
+        return None
 
 
 def filter_time(when: datetime) -> str:
