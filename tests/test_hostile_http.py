@@ -294,6 +294,33 @@ def test_a_storage_redirect_loop_fails_its_file_at_once_saying_so(
     assert set(ledger_states(db).values()) == {"delivered"}
 
 
+# Locations no URL parser reads: a bracket left open, a byte that is not UTF-8 (sent as latin-1).
+UNREADABLE_LOCATIONS = [("http://[::1/x", "not a URL"), ("/caf\u00e9.json", "not UTF-8")]
+
+
+@pytest.mark.parametrize("location, reason", UNREADABLE_LOCATIONS, ids=["open-bracket", "latin-1"])
+def test_a_storage_redirect_to_a_location_no_parser_reads_rejects_its_file_alone(
+        legacy_replica, logstash, storage_front, tmp_path, build_object, location, reason):
+    db = tmp_path / "kcing.db"
+    storage_front.on("GET", storage_path(build_object), redirect(302, location), count=None)
+    env = feed_environ(legacy_replica, logstash, db, KCI_STORAGE_URL=storage_front.url)
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert_it_alone_ended(db, build_object, "rejected", "redirected to a Location that is %s" % reason)
+
+
+@pytest.mark.parametrize("location, reason", UNREADABLE_LOCATIONS, ids=["open-bracket", "latin-1"])
+def test_a_listing_redirected_to_a_location_no_parser_reads_stops_the_run_in_one_line(
+        legacy_replica, logstash, tmp_path, location, reason):
+    with RogueFront(legacy_replica.frontend_url) as frontend:
+        frontend.on("GET", "/_ajax/build", redirect(302, location), count=None)
+        env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_HOST=frontend.url.split("://")[1])
+        result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "/_ajax/build" in line and "redirected to a Location that is %s" % reason in line
+
+
 # Logstash answers: trickling, cut short ----------------------------------------------------------
 
 def test_a_trickling_answer_from_logstash_is_cut_at_the_post_deadline_and_retried(

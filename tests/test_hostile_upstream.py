@@ -408,6 +408,14 @@ def test_each_request_is_judged_as_it_is_sent_the_first_and_every_redirect(api_r
     assert requester.session.get(api_replica.files_url + path[len(storage.path):], timeout=5).status_code == 200
 
 
+def test_an_artifact_url_no_parser_reads_is_refused_with_the_reason_never_sent(api_replica):
+    requester = Requester(new_session(), RetryPolicy(attempts=1), 5,
+                          allowed_origins=urls.origins([api_replica.files_url]))
+    with pytest.raises(RejectedInput, match=r"GET refused: not a URL \(Invalid IPv6 URL\)"):
+        requester.get("http://[::1/lava_callback.json.gz")
+    assert not api_replica.requests
+
+
 def test_a_storage_url_setting_with_a_bad_port_stops_the_run_before_any_node_is_settled(
         tmp_path, api_replica, logstash):
     """`KCI_API_STORAGE_URL=http://host:99999` used to be taken, its nodes refused as another origin

@@ -64,7 +64,11 @@ class Requester:
             return "an ambiguous URL (%s), never fetched" % ambiguous
         if origin_allowed(url, self.allowed_origins):
             return None
-        return "%s is not an upstream origin (%s)" % (origin_text(url), ORIGIN_SETTINGS)
+        try:
+            shown = origin_text(url)
+        except ValueError as error:  # `http://[::1/x`, in upstream data: urllib.parse reads no URL in it
+            return "not a URL (%s)" % error
+        return "%s is not an upstream origin (%s)" % (shown, ORIGIN_SETTINGS)
 
     def _refusal_as_sent(self, url: str) -> Optional[str]:
         """Why a request requests is about to send may not go, or None when it may."""
@@ -77,7 +81,14 @@ class Requester:
     def _refuse_redirect_elsewhere(self, response: requests.Response, *args, **kwargs) -> None:
         if not response.is_redirect:
             return
-        why = self.refusal(_redirect_target(self.session, response))
+        try:
+            why = self.refusal(_redirect_target(self.session, response))
+        except ValueError as error:
+            # requests reads a Location as UTF-8 and would fail to follow one that is not;
+            # urllib.parse reads no URL in `http://[::1/x`. Either is the server's fault alone.
+            response.close()
+            what = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else "not a URL (%s)" % error
+            raise RejectedInput("GET %s redirected to a Location that is %s" % (redacted(response.url), what)) from None
         if why is not None:
             response.close()
             raise RejectedInput("GET %s redirected: %s" % (redacted(response.url), why))
