@@ -11,6 +11,8 @@ upstream did in ways the samples do not show (upstream.md §1.3, §1.4, §1.11):
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from datetime import date
 
 import pytest
@@ -19,6 +21,7 @@ from tests.fakes.legacy_data import (
     at, boot_item, boot_json, boot_path, build_item, build_json, lava_json, small_corpus,
 )
 from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica
+from tests.fakes.rogue_http import RogueFront
 from tests.fakes.serving import ManualClock
 from tests.feedrun import feed_environ, kcing, ledger_states
 
@@ -256,6 +259,29 @@ def test_a_boot_listing_that_keeps_failing_still_delivers_the_builds_listed_befo
     stopped = [line for line in result.stderr.splitlines() if "run stopped" in line]
     assert len(stopped) == 1 and "/_ajax/boot" in stopped[0] and "500" in stopped[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_listing_answered_with_the_first_page_whatever_the_skip_ends_and_keeps_what_it_listed(logstash, tmp_path):
+    # A cache or proxy before the frontend that keys pages without their query string: every
+    # page is the first, never an empty one. Paging until an empty page would never end.
+    def first_page_always(front, sock, request) -> bool:
+        return front._forward(sock, replace(request, path=re.sub(r"([?&])skip=[0-9]+", r"\1skip=0", request.path)))
+
+    corpus = small_corpus(TODAY)
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica, \
+            RogueFront(replica.frontend_url) as cache:
+        cache.on("GET", "/_ajax/build", first_page_always, count=None)
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_HOST=cache.url.split("://")[1],
+                           KCI_PAGE_SIZE="2")
+        # The second run reads its first page, all delivered, by the ids alone (sources/heads.py).
+        for run in (1, 2):
+            result = kcing(["feed_es"], env, tmp_path, timeout=60)
+            assert result.returncode == 1, result.stdout + result.stderr
+            (line,) = [line for line in result.stderr.splitlines() if line.startswith("kcing feed_es:")]
+            assert "/_ajax/build answered the page at skip=0 when asked for skip=2" in line
+            assert cache.answered_by("first_page_always") == 2 * run  # the first page, then the second asked
+            states = ledger_states(tmp_path / "kcing.db")
+            assert len(states) == 2 and set(states.values()) == {"delivered"}
 
 
 # -- a LAVA lab's boot stored before the backend kept LAVA callbacks ------------------------------

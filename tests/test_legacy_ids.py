@@ -69,7 +69,7 @@ def test_a_pages_identities_read_from_its_raw_json_are_those_of_the_whole_page(c
     read = heads.legacy_heads(_answer(items))
     assert read is not None
     one_by_one = ([source._kind(collection, item) for item in items], [_object_id(item) for item in items])
-    assert source._identities(collection, *read) == source._identities(collection, *_ids_and_labs(items)) == one_by_one
+    assert source._identities(collection, *read[:2]) == source._identities(collection, *_ids_and_labs(items)) == one_by_one
 
 
 @pytest.mark.parametrize("answer", [

@@ -73,6 +73,7 @@ class _LegacyHead(msgspec.Struct, gc=False):
 
 class _LegacyPage(msgspec.Struct):
     result: List[_LegacyHead]
+    skip: Any = None
 
 
 _HEAD_PAGE = msgspec.json.Decoder(_HeadPage)
@@ -87,14 +88,15 @@ def node_heads(response, jobs: bool = False):
     return _decoded(response, _JOB_HEAD_PAGE if jobs else _HEAD_PAGE)
 
 
-def legacy_heads(response) -> Optional[Tuple[list, list]]:
+def legacy_heads(response) -> Optional[Tuple[list, list, Any]]:
     """A legacy listing page's `_id` and `lab_name` values, item by item (None where an item
-    has none): what sources/legacy.py reads to skip a delivered item. None when msgspec cannot
-    read the page as an object with a `result` list of objects."""
+    has none), and the `skip` it says it answers: what sources/legacy.py reads to skip a
+    delivered item. None when msgspec cannot read the page as an object with a `result` list of
+    objects."""
     page = _decoded(response, _LEGACY_PAGE)
     if page is None:
         return None
-    return [head.object_id for head in page.result], [head.lab_name for head in page.result]
+    return [head.object_id for head in page.result], [head.lab_name for head in page.result], page.skip
 
 
 def _decoded(response, decoder):

@@ -129,10 +129,11 @@ class LegacyKernelCI:
                         and response.status_code == 200 else None
                     whole = read is None
                     if whole:
-                        items = self._items(url, response)
+                        items = self._items(url, response, skip)
                         id_values, labs = _ids_and_labs(items)
                     else:
-                        id_values, labs = read
+                        id_values, labs, answered_skip = read
+                        _check_skip(url, answered_skip, skip)
                     if not id_values:
                         if wanted is None and _day_changed(days) and passes < MAX_LISTING_PASSES:
                             # UTC midnight passed: date_range's first day left the front of the
@@ -160,7 +161,7 @@ class LegacyKernelCI:
                         items = None
                         continue
                     if not whole:  # some are not delivered: those need every field
-                        items = self._items(url, response)
+                        items = self._items(url, response, skip - len(ids))
                     del response
                 for item, kind, upstream_id in zip(items, kinds, ids):
                     if upstream_id is not None and upstream_id in delivered.get(kind, ()):
@@ -266,7 +267,8 @@ class LegacyKernelCI:
             log.info("CSRF token refused by %s; fetching a new one", url)
 
     @staticmethod
-    def _items(url: str, response) -> list:
+    def _items(url: str, response, skip: int) -> list:
+        """The items of the page asked for at `skip`."""
         if response.status_code != 200:
             raise UpstreamError("GET %s answered %d" % (url, response.status_code))
         try:
@@ -276,6 +278,7 @@ class LegacyKernelCI:
         items = envelope.get("result") if isinstance(envelope, dict) else None
         if not isinstance(items, list):
             raise UpstreamError("GET %s answered without a result list" % url)
+        _check_skip(url, envelope.get("skip"), skip)
         return items
 
     def _csrf_token(self) -> str:
@@ -379,6 +382,15 @@ def _reason(response) -> str:
     except (ValueError, AttributeError):
         return ""
     return ": %s" % reason[:200] if isinstance(reason, str) and reason.strip() else ""
+
+
+def _check_skip(url: str, answered, asked: int) -> None:
+    """A page must be the one asked for. The backend says which in its `skip`; a cache or proxy
+    keying pages without their query string answers the first for every one, and paging until
+    an empty page would then never end."""
+    if isinstance(answered, int) and not isinstance(answered, bool) and answered != asked:
+        raise UpstreamError("GET %s answered the page at skip=%d when asked for skip=%d (a cache or proxy that "
+                            "ignores the query string?)" % (url, answered, asked))
 
 
 def _utc_days(response) -> Set[Tuple[str, date]]:
