@@ -321,6 +321,19 @@ def test_a_listing_redirected_to_a_location_no_parser_reads_stops_the_run_in_one
     assert "/_ajax/build" in line and "redirected to a Location that is %s" % reason in line
 
 
+DEEP_JSON = b"[" * 100_000 + b"]" * 100_000  # deeper than Python's JSON decoder recurses
+
+
+def test_a_listing_page_nested_too_deeply_stops_the_run_in_one_line(legacy_replica, logstash, tmp_path):
+    with RogueFront(legacy_replica.frontend_url) as frontend:
+        frontend.on("GET", "/_ajax/build", answer(200, (("Content-Type", "application/json"),), DEEP_JSON), count=None)
+        env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_HOST=frontend.url.split("://")[1])
+        result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "/_ajax/build did not answer JSON" in line
+
+
 # Logstash answers: trickling, cut short ----------------------------------------------------------
 
 def test_a_trickling_answer_from_logstash_is_cut_at_the_post_deadline_and_retried(

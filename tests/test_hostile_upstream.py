@@ -33,7 +33,7 @@ from kcing.sources.requester import Requester
 from tests.fakes.api_data import checkout_tree
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.logstash_emulator import LogstashEmulator
-from tests.fakes.rogue_http import RogueFront
+from tests.fakes.rogue_http import RogueFront, answer
 from tests.faults.world import World
 from tests.feedrun import REPO, SAMPLES, api_feed_environ, clean_environ, kcing, ledger_rows
 from tests.fakes.list_sink import ListSink
@@ -497,6 +497,19 @@ def test_the_api_token_never_follows_a_redirect_to_another_origin(tmp_path, api_
     # Asked without its token, the API refuses: the run stops, as for any refused token.
     assert result.returncode == 2, result.stderr
     assert "s3cret-token-value" not in result.stdout + result.stderr
+
+
+def test_an_api_page_nested_too_deeply_stops_the_run_in_one_line(tmp_path, api_replica, logstash):
+    deep = b"[" * 100_000 + b"]" * 100_000  # deeper than Python's JSON decoder recurses
+    with RogueFront(api_replica.api_url.rsplit("/latest", 1)[0]) as front:
+        front.on("GET", "/latest/nodes", answer(200, (("Content-Type", "application/json"),), deep), count=None)
+        env = api_feed_environ(api_replica, logstash, tmp_path / "kcing.db", KCI_DAYS="30",
+                               KCI_API_URL=front.url + "/latest")
+        result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("kcing feed_es:")]
+    assert "answered a malformed page" in line
+    assert watermark(tmp_path / "kcing.db") is None
 
 
 def test_kci_artifact_origins_allows_another_artifact_host(tmp_path, api_replica, logstash):

@@ -57,7 +57,7 @@ from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.collector import collector_paused
 from kcing.objectid import is_object_id, node_id as _node_id, object_id_time
 from kcing.shutdown import result_of
-from kcing.sources.requester import Requester
+from kcing.sources.requester import Requester, json_of
 from kcing.watermark import crawl_start, next_watermark
 
 log = logging.getLogger(__name__)
@@ -545,7 +545,7 @@ class KernelCIApi:
     def _envelope(response) -> tuple:
         """(items, total, limit, offset) of a page decoded whole; None for what it lacks."""
         try:
-            envelope = response.json()
+            envelope = json_of(response)
         except ValueError:
             envelope = None
         if not isinstance(envelope, dict):
@@ -559,7 +559,7 @@ class KernelCIApi:
         if response.status_code not in (401, 403):
             return
         try:
-            detail = response.json().get("detail")
+            detail = json_of(response).get("detail")
         except (ValueError, AttributeError):
             detail = None
         reason = "(%d%s)" % (response.status_code, ": %s" % detail if isinstance(detail, str) else "")
@@ -623,7 +623,7 @@ class KernelCIApi:
         response = self.requester.get(url, headers=self._headers)
         self._check_access(url, response)
         try:
-            answer = response.json() if response.status_code == 200 else None
+            answer = json_of(response) if response.status_code == 200 else None
         except ValueError:
             raise UpstreamError("GET %s answered a body that is not JSON" % url) from None
         return node_from_answer(url, response.status_code, answer)
@@ -664,7 +664,7 @@ def refusal_detail(response) -> Tuple[Set[str], str]:
     `{"detail": "text"}`, or its validation list `{"detail": [{"loc": ["query", "limit"], "msg": ...}]}`;
     or the first line of a plain-text answer (the API's `Unsupported API version: v1`)."""
     try:
-        detail = response.json().get("detail")
+        detail = json_of(response).get("detail")
     except (ValueError, AttributeError):
         if not (response.headers.get("Content-Type") or "").startswith("text/plain"):
             return set(), ""  # HTML from a proxy says nothing one line could

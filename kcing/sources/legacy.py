@@ -28,7 +28,7 @@ from kcing.collector import collector_paused
 from kcing.objectid import is_object_id
 from kcing.shutdown import result_of
 from kcing.sources import heads
-from kcing.sources.requester import Requester
+from kcing.sources.requester import Requester, json_of
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ class LegacyKernelCI:
         if response.status_code != 200:
             raise UpstreamError("GET %s answered %d" % (url, response.status_code))
         try:
-            envelope = response.json()
+            envelope = json_of(response)
         except ValueError:
             raise UpstreamError("GET %s did not answer JSON" % url) from None
         items = envelope.get("result") if isinstance(envelope, dict) else None
@@ -378,7 +378,7 @@ def _reason(response) -> str:
     """`: <reason>` of an answer in the backend's error form (`{"code": 403, "reason": ...}`,
     passed through by the frontend), else nothing."""
     try:
-        reason = response.json().get("reason")
+        reason = json_of(response).get("reason")
     except (ValueError, AttributeError):
         return ""
     return ": %s" % reason[:200] if isinstance(reason, str) and reason.strip() else ""

@@ -212,3 +212,13 @@ def _keep_body(response: requests.Response, body: bytes) -> None:
     """Give a streamed response its body as if requests had read it (`.content`, `.text`, `.json()`)."""
     response._content = body
     response._content_consumed = True
+
+
+def json_of(response: requests.Response):
+    """The answer's JSON (`response.json()`); a body nested deeper than the decoder goes (it
+    recurses once per level: RecursionError) is as unreadable as any other that is not JSON,
+    and raises ValueError like it."""
+    try:
+        return response.json()
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
