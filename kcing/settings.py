@@ -229,9 +229,12 @@ def _url(value: Any) -> str:
     ambiguous = urls.authority_problem(text)
     if ambiguous is not None:
         raise ValueError("%r is not a usable URL: %s" % (mask_credentials(text), ambiguous))
-    _check_port(parts)
-    if parts.username or parts.password or "@" in parts.netloc:
+    # Any "@": a password holding "/", "?" or "#" unencoded (`http://u:1234/x@host`) ends the
+    # host part there for urllib.parse, which then reads no credentials but a port and a path;
+    # no base URL of a service needs an "@" in its path.
+    if parts.username or parts.password or "@" in text:
         raise ValueError("put credentials in their own settings, not in the URL")
+    _check_port(parts)
     if parts.query or parts.fragment or text.endswith(("?", "#")):
         raise ValueError("a base URL takes no query string or fragment (tokens go in their own settings)")
     return text.rstrip("/")
@@ -340,13 +343,15 @@ _url_list.allowed = "http(s) URLs, comma-separated"
 _host.allowed = "host[:port]"
 _origin_list.allowed = "scheme://host[:port], comma-separated"
 
-_USERINFO = re.compile(r"(^|//|[\s,'\"])[^/@\s,'\"]*@")
+# Up to the last "@" of the URL or host: a password may hold "/", "?" or "#" unencoded.
+_USERINFO = re.compile(r"(^|[\s,'\"])((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^\s,'\"]*@")
 
 
 def mask_credentials(text: str) -> str:
     """`http://user:password@host` -> `http://***@host` (and `user:password@host` -> `***@host`),
-    and no query string, for messages that quote a URL or host setting."""
-    return _USERINFO.sub(r"\1***@", text.split("?", 1)[0])
+    and no query string, for messages that quote a URL or host setting. Masked before the query
+    is cut: `http://user:pass?word@host` would otherwise show `http://user:pass`."""
+    return _USERINFO.sub(r"\1\2***@", text).split("?", 1)[0]
 
 
 @dataclass(frozen=True)

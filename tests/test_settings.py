@@ -346,3 +346,25 @@ def test_a_ledger_file_whose_name_begins_like_a_uri_is_named_with_its_directory(
                 clean_environ(KCING_DB="./file:kcing.db", KCI_SAMPLES_DIR=str(REPO / "samples")), tmp_path)
     assert fed.returncode == 0, fed.stdout + fed.stderr
     assert (tmp_path / "file:kcing.db").is_file() and (tmp_path / "file:kcing.db.lock").is_file()
+
+
+# A password holding "/", "?" or "#" written into a URL unencoded: urllib.parse ends the host part
+# there, so the userinfo is no userinfo to it, and the password was shown, or taken as a port and
+# a path and kept in the ledger as the destination's name.
+@pytest.mark.parametrize("name", URL_SETTINGS)
+@pytest.mark.parametrize("url", ["http://kcing:1234/pw-part@127.0.0.1:8337", "http://kcing:ab/pw-part@127.0.0.1:8337",
+                                 "http://kcing:ab?pw-part@127.0.0.1:8337", "http://kcing:ab#pw-part@127.0.0.1:8337"],
+                         ids=["digits-slash", "slash", "question-mark", "hash"])
+def test_a_password_with_a_delimiter_in_a_url_is_refused_as_credentials_without_being_shown(tmp_path, name, url):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={name: url})
+    message = str(caught.value)
+    assert "pw-part" not in message and ":ab" not in message and ":1234" not in message, message
+    assert message.endswith("put credentials in their own settings, not in the URL"), message
+
+
+def test_masking_takes_a_userinfo_up_to_its_last_at_sign():
+    mask = settings_module.mask_credentials
+    assert mask("http://u:1/p?w#x@h:1/y") == "http://***@h:1/y"
+    assert mask("a http://u:p/w@h, b http://h2/z") == "a http://***@h, b http://h2/z"
+    assert mask("u:p/w@host") == "***@host"
