@@ -183,3 +183,27 @@ def test_a_reconcile_whose_resend_could_not_reach_logstash_is_recorded_with_its_
     assert data["last_reconcile"]["outcome"] == "error 3", data["last_reconcile"]
     assert [run["command"] for run in data["runs"][:2]] == ["feed_es", "reconcile"]
     assert data["runs"][0]["outcome"] == "error 3"
+
+
+def test_a_ledger_read_from_a_copy_is_named_and_its_running_run_shown_running(tmp_path):
+    """status reads a copy of a ledger it must not change (an older schema, migrated in memory;
+    a ledger the monitoring account may only read): it still names the file, not the copy
+    (`:memory:`), and a run in progress on the file, whose process holds the lock beside it, is
+    `running`, not `ended without a record`."""
+    import os
+    import sqlite3
+    from kcing.runlock import RunLock
+    from tests.test_destinations import make_schema_2
+    db = tmp_path / "kcing.db"
+    make_schema_2(db, delivered=[], failed=[])
+    with sqlite3.connect(str(db)) as conn:
+        conn.execute("INSERT INTO run (command, started, counts) VALUES ('feed_es', '2024-10-16 08:00:00', ?)",
+                     [json.dumps({"pid": os.getpid(), "source": "api"})])
+    env = clean_environ(KCING_DB=str(db))
+    with RunLock(str(db)):
+        data = status_json(env, tmp_path)
+        text = status_text(env, tmp_path)
+    assert data["ledger"] == str(db), data["ledger"]
+    assert data["runs"][0]["outcome"] == "running (pid %d)" % os.getpid(), data["runs"]
+    assert text.splitlines()[0] == "ledger: %s" % db, text
+    assert "running (pid %d)" % os.getpid() in text, text
