@@ -257,9 +257,29 @@ def _leading_log_options(argv: List[str]) -> List[str]:
     return taken if taken and follows in commands.NAMES and follows != "test" else []
 
 
+# The services as commands abbreviate them: `setup_elastic` means setup_es, though its spelling
+# is nearer to setup_ls.
+SERVICE_WORDS = {"elasticsearch": "es", "elastic": "es", "logstash": "ls", "kibana": "kbn"}
+# A shorter start (`s`, `se`) would name half the commands.
+SHORTEST_START = 3
+
+
+def meant_commands(word: str) -> List[str]:
+    """The commands `word` most likely means: the one it names with a service's full name, those
+    it begins, else the nearest spelling."""
+    typed = "_".join(SERVICE_WORDS.get(part, part) for part in word.lower().replace("-", "_").split("_"))
+    if typed in commands.NAMES:
+        return [typed]
+    started = [name for name in commands.NAMES if len(typed) >= SHORTEST_START and name.startswith(typed)]
+    return started or difflib.get_close_matches(typed, commands.NAMES, n=1, cutoff=0.75)
+
+
 def unknown_command(word: str) -> UsageError:
-    close = difflib.get_close_matches(word.lower().replace("-", "_"), commands.NAMES, n=1, cutoff=0.75)
-    return UsageError("unknown command %r%s" % (word, " (did you mean %s?)" % close[0] if close else ""))
+    meant = meant_commands(word)
+    if not meant:
+        return UsageError("unknown command %r" % word)
+    listed = meant[0] if len(meant) == 1 else "%s or %s" % (", ".join(meant[:-1]), meant[-1])
+    return UsageError("unknown command %r (did you mean %s?)" % (word, listed))
 
 
 def _after_log_options(argv: List[str]) -> int:
@@ -328,6 +348,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         where = "kcing %s" % command if command else "kcing"
         print("%s: %s (see %s --help)" % (where, error, where), file=sys.stderr)
         return USAGE_ERROR
+    except Exception as error:  # a bug in reading the command line: one line too, not a traceback
+        if "-d" in argv or "--debug" in argv:
+            import traceback
+            traceback.print_exc()
+        where = "kcing %s" % command if command else "kcing"
+        print("%s: internal error (%s); run again with -d for the traceback, and report it"
+              % (where, type(error).__name__), file=sys.stderr)
+        return INTERNAL_ERROR
     try:
         logs.configure(debug=args.get("--debug"), log_file=args.get("--log-file"))
     except OSError as error:

@@ -151,6 +151,18 @@ def test_a_command_name_mistyped_says_which_was_meant(typed, meant, tmp_path):
     assert one_line(refused) == "kcing: unknown command %r (did you mean %s?) (see kcing --help)" % (typed, meant)
 
 
+@pytest.mark.parametrize("typed, meant", [
+    ("setup_elastic", "setup_es"), ("setup-elasticsearch", "setup_es"), ("setup_logstash", "setup_ls"),
+    ("backup_kibana", "backup_kbn"), ("feed", "feed_es"), ("recon", "reconcile"), ("gen", "gen_samples"),
+    ("setup", "setup_es, setup_ls or setup_kbn"),
+])
+def test_a_command_named_by_its_service_or_its_start_suggests_the_commands_meant(typed, meant):
+    """Not the nearest spelling (`setup_elastic` is nearer to setup_ls than to setup_es): the
+    service's name in the command's words, or the commands a word begins."""
+    from kcing.cli import unknown_command
+    assert str(unknown_command(typed)) == "unknown command %r (did you mean %s?)" % (typed, meant)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["-l", "kcing.log"], "kcing: no command given (kcing -l kcing.log <command> ...) (see kcing --help)"),
     (["-d"], "kcing: no command given (kcing -d <command> ...) (see kcing --help)"),
@@ -204,7 +216,7 @@ def test_global_options_given_more_say_what_they_take(argv, message, tmp_path):
     (["feed_es", "--dry-run=yes"], "kcing feed_es: --dry-run takes no value (see kcing feed_es --help)"),
     (["status", "--json", "--json"], "kcing status: --json given twice (see kcing status --help)"),
     (["drp", "extra"], "kcing drp: unexpected argument 'extra' (see kcing drp --help)"),
-    (["feed"], "kcing: unknown command 'feed' (see kcing --help)"),
+    (["feed"], "kcing: unknown command 'feed' (did you mean feed_es?) (see kcing --help)"),
     ([], "kcing: no command given (see kcing --help)"),
     # An empty --output would read as none: the run would post to Logstash instead.
     (["feed_es", "--source", "samples", "--output", ""],
@@ -776,3 +788,18 @@ def test_a_samples_manifest_nested_too_deeply_is_one_line_and_exit_2(tmp_path):
     assert fed.returncode == 2, fed.stderr
     assert fed.stderr.splitlines() == ["kcing feed_es: cannot read %s: not valid JSON: nested too deeply"
                                        % (samples / "manifest.json")]
+
+
+def test_a_bug_while_reading_the_command_line_is_one_line_and_exit_70(monkeypatch, capsys):
+    """As a bug during a run is: cron's mail gets one line, not a traceback."""
+    from kcing import cli
+
+    def broken(word):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(cli, "meant_commands", broken)
+    assert cli.main(["feedes"]) == 70
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("kcing: internal error (IndexError); run again with -d for the traceback, and report "
+                            "it\n")
