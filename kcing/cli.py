@@ -2,8 +2,10 @@
 command's own usage (kcing/commands/<name>.py) parses the rest; errors become exit codes here."""
 from __future__ import annotations
 
+import contextlib
 import difflib
 import gc
+import io
 import logging
 import os
 import select
@@ -356,8 +358,38 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("%s: internal error (%s); run again with -d for the traceback, and report it"
               % (where, type(error).__name__), file=sys.stderr)
         return INTERNAL_ERROR
+    if not args.get("--quiet"):
+        return run_command(command, args)
+    # --quiet (cron, which mails whatever a job prints): what the command prints is held, and
+    # shown only when it ends in failure; a run that went well leaves it to the -l log file.
+    held = io.StringIO()
+    status = INTERNAL_ERROR
     try:
-        logs.configure(debug=args.get("--debug"), log_file=args.get("--log-file"))
+        with contextlib.redirect_stdout(held):
+            status = run_command(command, args)
+    finally:
+        release(held.getvalue(), status)
+    return status
+
+
+def release(printed: str, status: int) -> None:
+    """What a --quiet command printed: on stdout after a failure, else in the -l log file only."""
+    if status == 0:
+        for line in printed.splitlines():
+            logs.in_log_file_only(logging.INFO, line, __name__)
+        return
+    try:
+        sys.stdout.write(printed)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        stdout_reader_gone()
+
+
+def run_command(command: str, args: dict) -> int:
+    """Set up logging, load the settings and run `command`; return its exit status."""
+    quiet = bool(args.get("--quiet"))
+    try:
+        logs.configure(debug=args.get("--debug"), log_file=args.get("--log-file"), quiet=quiet)
     except OSError as error:
         print("kcing %s: cannot open log file %s: %s" % (command, args.get("--log-file"), error.strerror),
               file=sys.stderr)
@@ -368,7 +400,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             # local_settings.py, an exported ES_HOST) must not refuse.
             return commands.run(command, args, None)
         settings = settings_from(args)
-        logs.configure(debug=args.get("--debug"), log_file=args.get("--log-file"),
+        logs.configure(debug=args.get("--debug"), log_file=args.get("--log-file"), quiet=quiet,
                        secrets=[getattr(settings, name) for name in settings_module.SECRET_NAMES])
         return commands.run(command, args, settings)
     except KcingError as error:

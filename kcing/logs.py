@@ -86,13 +86,20 @@ class LogFileHandler(logging.FileHandler):
                              "them)\n" % (self.baseFilename, reason))
 
 
-def configure(debug: bool = False, log_file: Optional[str] = None, secrets: Iterable[str] = ()) -> None:
+def configure(debug: bool = False, log_file: Optional[str] = None, secrets: Iterable[str] = (),
+              quiet: bool = False) -> None:
+    """Log to stderr and, with `log_file`, to that file too. `quiet` (--quiet) keeps stderr to
+    warnings and errors, and the progress to the log file: a cron job prints only what is wrong."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     redact = RedactSecrets(secrets, tracebacks=debug)
-    handlers = [TerminalHandler(sys.stderr)]
+    terminal = TerminalHandler(sys.stderr)
+    if quiet:
+        terminal.setLevel(logging.WARNING)
+    progress.live_allowed = not quiet
+    handlers = [terminal]
     if log_file:
         handlers.append(LogFileHandler(log_file, encoding="utf-8"))
     for handler in handlers:

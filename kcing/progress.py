@@ -26,6 +26,8 @@ CLEAR = "\r\x1b[K"
 
 _lock = threading.Lock()
 _shown: Optional["Progress"] = None  # the live line on the terminal now, if any
+# False with --quiet: no live line even on a terminal (kcing/logs.py sets it).
+live_allowed = True
 
 
 def clear_live_line(stream: TextIO) -> None:
@@ -65,7 +67,7 @@ class Progress:
         self.stream = stream or sys.stderr
         if live is None:
             isatty = getattr(self.stream, "isatty", None)
-            live = bool(isatty and isatty())
+            live = bool(live_allowed and isatty and isatty())
         self.live = live
         self.every = every
         self.redraw = redraw

@@ -11,7 +11,7 @@ import pytest
 
 from kcing.admin import kibana as kb
 from tests.fakes.kibana_server import KibanaEmulator
-from tests.feedrun import REPO, clean_environ, feed_environ, kcing
+from tests.feedrun import REPO, clean_environ, feed_environ, kcing, ledger_rows
 
 SHIPPED = REPO / "kibana" / "saved_objects.ndjson"
 
@@ -159,3 +159,40 @@ def test_drp_with_a_ledger_named_in_a_directory_that_is_not_there_deletes_nothin
     assert refused.stderr == "kcing drp: no ledger at %s: directory %s does not exist (check KCING_DB or --db)\n" % (
         db, db.parent)
     assert es.index_names() == ["test-2019.01.01"] and not db.parent.exists()
+
+
+# --quiet: cron mails whatever a job prints -----------------------------------------------------
+
+def test_a_quiet_run_prints_nothing_when_it_goes_well_and_its_failure_when_it_fails(legacy_replica, logstash,
+                                                                                  tmp_path):
+    db, trail = tmp_path / "kcing.db", tmp_path / "feed.log"
+    env = feed_environ(legacy_replica, logstash, db, KCING_PROGRESS_EVERY="1")
+    first = kcing(["feed_es", "-q", "-l", str(trail)], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (first.stdout, first.stderr) == ("", "")
+    delivered = len(logstash.store)
+    assert delivered
+    again = kcing(["feed_es", "--quiet", "-l", str(trail)], env, tmp_path)  # nothing new
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    # The -l log file keeps the whole trail: progress, the summary and the run's figures.
+    text = trail.read_text()
+    assert text.count("feed_es: listed") == 2 and text.count("run finished:") == 2, text
+    rows = len(ledger_rows(db))
+    assert "feed_es: listed %d, skipped %d (already delivered)" % (rows, rows) in text, text
+    # A run that fails says so: its summary on stdout, the reason on stderr, its exit status.
+    logstash.lava.down()
+    logstash.build.down()
+    logstash.boot.down()
+    failing = kcing(["feed_es", "-q", "--db", str(tmp_path / "other.db")], env, tmp_path)
+    assert failing.returncode == 3, failing.stderr
+    assert failing.stdout.startswith("feed_es: listed"), failing.stdout
+    assert failing.stderr.splitlines()[-1].startswith("kcing feed_es: Logstash unreachable"), failing.stderr
+    assert "progress:" not in failing.stderr and "INFO" not in failing.stderr, failing.stderr
+
+
+@pytest.mark.parametrize("command", ["feed_es", "reconcile", "drp", "gen_samples", "setup_es", "setup_ls",
+                                     "setup_kbn", "backup_kbn"])
+def test_every_command_cron_runs_takes_quiet(command):
+    from kcing.cli import command_options
+    from kcing.commands import load
+    assert {"-q", "--quiet"} <= set(command_options(load(command).USAGE))

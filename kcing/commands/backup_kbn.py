@@ -29,6 +29,9 @@ Options:
   --dry-run            Say what would be written; write nothing.
   -d --debug           Log debug messages.
   -l --log-file=FILE   Also write the log to FILE.
+  -q --quiet           Print only warnings and errors (for cron, which mails what a job
+                       prints): no progress, and no summary unless the command fails;
+                       with -l, FILE still gets everything.
   -h --help            Show this help.
 
 Exit status: 0 written; 2 configuration error (a Kibana space holding no saved objects when the

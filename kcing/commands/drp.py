@@ -35,6 +35,9 @@ Options:
   --db=FILE            Ledger database (setting KCING_DB, default kcing.db).
   -d --debug           Log debug messages (every request).
   -l --log-file=FILE   Also write the log to FILE (for cron jobs).
+  -q --quiet           Print only warnings and errors (for cron, which mails what a job
+                       prints): no progress, and no summary unless the command fails;
+                       with -l, FILE still gets everything.
   -h --help            Show this help.
 
 An expired index Elasticsearch refuses to delete because of a block (index.blocks.read_only or

@@ -82,6 +82,9 @@ Options:
   --db=FILE            Ledger database (setting KCING_DB, default kcing.db).
   -d --debug           Log debug messages (every request, every retry decision).
   -l --log-file=FILE   Also write the log to FILE (for cron jobs).
+  -q --quiet           Print only warnings and errors (for cron, which mails what a job
+                       prints): no progress, and no summary unless the command fails;
+                       with -l, FILE still gets everything.
   -h --help            Show this help.
 
 Exit status: 0 all delivered; 1 some objects failed or were rejected (with --verify: some

@@ -37,6 +37,9 @@ Options:
   --threads=N          Concurrent downloads (setting KCI_THREADS, default 4).
   -d --debug           Log debug messages (every request, every retry decision).
   -l --log-file=FILE   Also write the log to FILE (for cron jobs).
+  -q --quiet           Print only warnings and errors (for cron, which mails what a job
+                       prints): no progress, and no summary unless the command fails;
+                       with -l, FILE still gets everything.
   -h --help            Show this help.
 
 Exit status: 0 all saved; 1 some files failed or were refused; 2 usage or configuration error;

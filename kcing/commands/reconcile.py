@@ -55,6 +55,9 @@ Options:
   --db=FILE            Ledger database (setting KCING_DB, default kcing.db).
   -d --debug           Log debug messages (every request, every retry decision).
   -l --log-file=FILE   Also write the log to FILE (for cron jobs).
+  -q --quiet           Print only warnings and errors (for cron, which mails what a job
+                       prints): no progress, and no summary unless the command fails;
+                       with -l, FILE still gets everything.
   -h --help            Show this help.
 
 Exit status: 0 everything checked is in Elasticsearch; 1 some documents are missing; 2 usage

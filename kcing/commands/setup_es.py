@@ -40,6 +40,9 @@ Options:
                        ES_READY_TIMEOUT, default 60).
   -d --debug           Log debug messages (every request).
   -l --log-file=FILE   Also write the log to FILE.
+  -q --quiet           Print only warnings and errors (for cron, which mails what a job
+                       prints): no progress, and no summary unless the command fails;
+                       with -l, FILE still gets everything.
   -h --help            Show this help.
 
 Exit status: 0 installed (or already there); 2 configuration error; 3 Elasticsearch

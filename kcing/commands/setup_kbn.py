@@ -31,6 +31,9 @@ Options:
   --dry-run            Check the file and say what would be imported; contact no Kibana.
   -d --debug           Log debug messages.
   -l --log-file=FILE   Also write the log to FILE.
+  -q --quiet           Print only warnings and errors (for cron, which mails what a job
+                       prints): no progress, and no summary unless the command fails;
+                       with -l, FILE still gets everything.
   -h --help            Show this help.
 
 Exit status: 0 imported; 1 some objects were not imported (listed); 2 configuration error (a

@@ -26,6 +26,9 @@ Options:
   --dry-run            Print the file as it would become; write nothing.
   -d --debug           Log debug messages.
   -l --log-file=FILE   Also write the log to FILE.
+  -q --quiet           Print only warnings and errors (for cron, which mails what a job
+                       prints): no progress, and no summary unless the command fails;
+                       with -l, FILE still gets everything.
   -h --help            Show this help.
 
 Exit status: 0 written (or already right); 2 configuration error (LS_HOME, an unreadable file,
