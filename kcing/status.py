@@ -139,7 +139,11 @@ def _iso(value) -> str:
 
 def as_text(data: dict) -> str:
     lines = ["ledger: %s" % data["ledger"], ""]
-    header = "%-8s %-6s %10s %8s %9s %8s %9s %13s" % ("source", "kind", "delivered", "failed", "rejected",
+    # As wide as the longest kind: the KernelCI API's `regression` and `checkout` are longer than
+    # the legacy kinds, and a row wider than its header no longer lines up under it.
+    width = max([6] + [len(kind) for sources in data["destinations"].values() for kinds in sources.values()
+                       for kind in kinds])
+    header = "%-8s %-*s %10s %8s %9s %8s %9s %13s" % ("source", width, "kind", "delivered", "failed", "rejected",
                                                       "pending", "too large", "missing in ES")
     if not data["destinations"]:
         lines.append(header)
@@ -150,8 +154,8 @@ def as_text(data: dict) -> str:
         lines.append("  " + header)
         for source, kinds in sources.items():
             for kind, counts in kinds.items():
-                lines.append("  %-8s %-6s %10d %8d %9d %8d %9d %13d" % (
-                    source, kind, counts["delivered"], counts["failed"], counts["rejected"], counts["pending"],
+                lines.append("  %-8s %-*s %10d %8d %9d %8d %9d %13d" % (
+                    source, width, kind, counts["delivered"], counts["failed"], counts["rejected"], counts["pending"],
                     counts["too_large"], counts[MISSING_IN_ES]))
         lines.append("")
     if data["destinations"]:

@@ -207,3 +207,16 @@ def test_a_ledger_read_from_a_copy_is_named_and_its_running_run_shown_running(tm
     assert data["runs"][0]["outcome"] == "running (pid %d)" % os.getpid(), data["runs"]
     assert text.splitlines()[0] == "ledger: %s" % db, text
     assert "running (pid %d)" % os.getpid() in text, text
+
+
+def test_the_table_lines_up_under_its_header_whatever_the_kinds():
+    """The KernelCI API's kinds (`regression`, `checkout`) are longer than the legacy ones."""
+    from kcing.status import as_text
+    counts = dict(delivered=1, failed=0, rejected=0, pending=0, too_large=0, missing_in_es=0)
+    data = {"ledger": "kcing.db", "runs": [], "errors": [], "watermarks": {}, "last_reconcile": None,
+            "destinations": {"logstash http://ls:8339": {"api": {"regression": counts, "job": counts}}}}
+    header, *rows = as_text(data).split("to logstash http://ls:8339:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(rows) == 2
+    for row in rows:
+        assert len(row) == len(header), (header, row)
+        assert row.rindex("1") == header.index("delivered") + len("delivered") - 1, (header, row)
