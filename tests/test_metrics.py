@@ -62,3 +62,24 @@ def test_feed_es_writes_the_metrics_of_each_run(legacy_replica, logstash, tmp_pa
     assert values[("kcing_feed_objects", (("outcome", "delivered"), ("source", "legacy")))] > 0
     assert values[("kcing_feed_documents", (("source", "legacy"),))] == len(logstash.store)
     assert ("kcing_feed_last_success_timestamp_seconds", (("source", "legacy"),)) in values
+
+
+def test_the_last_success_is_that_of_a_run_to_the_same_destination(legacy_replica, logstash, tmp_path):
+    """A run into --output files that went well says nothing of the feed to Logstash: the
+    metrics of a Logstash run that fails must not show that run's time as its last success
+    (an alert on its age would stay quiet while Logstash gets nothing)."""
+    from tests.feedrun import feed_environ, kcing
+
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", ES_MAX_RETRIES="1")
+    prom = tmp_path / "kcing.prom"
+    written = kcing(["feed_es", "--output", str(tmp_path / "out"), "--metrics", str(prom)], env, tmp_path)
+    assert written.returncode == 0, written.stderr
+    assert ("kcing_feed_last_success_timestamp_seconds", (("source", "legacy"),)) in parsed(prom.read_text())
+    logstash.lava.fail_next(500, count=None)
+    failed = kcing(["feed_es", "--metrics", str(prom)], env, tmp_path)
+    assert failed.returncode == 3, failed.stderr
+    assert "kcing_feed_last_success_timestamp_seconds" not in prom.read_text(), prom.read_text()
+    logstash.lava.clear_faults()
+    ok = kcing(["feed_es", "--metrics", str(prom)], env, tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert ("kcing_feed_last_success_timestamp_seconds", (("source", "legacy"),)) in parsed(prom.read_text())

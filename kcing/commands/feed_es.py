@@ -165,7 +165,8 @@ def run(args: dict, settings) -> int:
                            on_delivered=(lambda obj: delivered.append((*obj.key, sink.destination(obj.kind)))) if verify else (lambda obj: None))
         print_summary(summary, sink.name, dry_run)
         if args.get("--metrics") and not dry_run:
-            _write_metrics(args["--metrics"], summary, source.name, ledger)
+            _write_metrics(args["--metrics"], summary, source.name, ledger,
+                           getattr(sink, "destinations_key", lambda: "")())
         if summary.stopped_by is not None:
             raise summary.stopped_by
         if not verify:
@@ -198,8 +199,9 @@ def _check_metrics_path(path: str) -> None:
         raise ConfigError("--metrics %s: cannot write into %s" % (path, directory))
 
 
-def _write_metrics(path: str, summary, source_name: str, ledger: Ledger) -> None:
-    last_success = ledger.last_success("feed_es", source_name)
+def _write_metrics(path: str, summary, source_name: str, ledger: Ledger, destination: str) -> None:
+    # This feed's last success: of its source to its destination, as the runs table records it.
+    last_success = ledger.last_success("feed_es", source_name, destination)
     text = metrics.render(summary, source_name, summary.exit_code, time.time(),
                           last_success.timestamp() if last_success else None)
     try:

@@ -589,8 +589,11 @@ class Ledger:
                                 "(SELECT id FROM upstream_file WHERE first_seen < ?)", [_as_text(cutoff)])
             return UpstreamFile.delete().where(UpstreamFile.first_seen < cutoff).execute()
 
-    def last_success(self, command: str, source: str, scan: int = 500) -> Optional[datetime]:
-        """When the newest run of `command` for `source` ended with outcome ok (aware UTC), or None."""
+    def last_success(self, command: str, source: str, destination: Optional[str] = None,
+                     scan: int = 500) -> Optional[datetime]:
+        """When the newest run of `command` for `source` (and, given one, to `destination`: a run
+        into --output files says nothing of the feed to Logstash) ended with outcome ok (aware
+        UTC), or None. A run recorded before destinations were (schema 2) counts for any."""
         query = (models.Run.select(models.Run.ended, models.Run.counts)
                  .where((models.Run.command == command) & (models.Run.outcome == "ok"))
                  .order_by(models.Run.id.desc()).limit(scan))
@@ -598,6 +601,8 @@ class Ledger:
             try:
                 counts = json.loads(run.counts or "{}")
             except ValueError:
+                continue
+            if destination is not None and counts.get("destination", destination) != destination:
                 continue
             if counts.get("source") == source and run.ended is not None:
                 return run.ended.replace(tzinfo=timezone.utc)
