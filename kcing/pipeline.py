@@ -189,7 +189,10 @@ class Feed:
                 self.summary.stopped_by = error
             self.summary.elapsed = self.clock() - self._started
             self.progress.finish(self._progress_text)
-        log.info("run finished: %s", ", ".join("%s %s" % item for item in self.summary.as_dict().items()))
+        # A warning when the run did not deliver everything: with --quiet it is the line that
+        # closes a failing run's stderr, saying what happened, as the README promises.
+        log.log(logging.INFO if self.summary.exit_code == 0 else logging.WARNING, "run finished: %s",
+                ", ".join("%s %s" % item for item in self.summary.as_dict().items()))
         return self.summary
 
     def _plan(self, candidates: Iterable[UpstreamObject]) -> None:

@@ -179,6 +179,15 @@ def test_a_quiet_run_prints_nothing_when_it_goes_well_and_its_failure_when_it_fa
     assert text.count("feed_es: listed") == 2 and text.count("run finished:") == 2, text
     rows = len(ledger_rows(db))
     assert "feed_es: listed %d, skipped %d (already delivered)" % (rows, rows) in text, text
+    # An object rejected: its warning, the summary, and a last line on stderr saying what happened.
+    lava = next(path for path in legacy_replica.corpus.paths() if "lava-json" in path)
+    legacy_replica.corpus.add_file(lava, b"{not json")
+    rejected = kcing(["feed_es", "-q", "--db", str(tmp_path / "third.db")], env, tmp_path)
+    assert rejected.returncode == 1, rejected.stderr
+    assert rejected.stdout.startswith("feed_es: listed"), rejected.stdout
+    lines = rejected.stderr.splitlines()
+    assert " WARNING kcing.pipeline: run finished: " in lines[-1] and "rejected 1," in lines[-1], lines
+    assert sum("rejected lava" in line for line in lines) == 1, lines
     # A run that fails says so: its summary on stdout, the reason on stderr, its exit status.
     logstash.lava.down()
     logstash.build.down()
