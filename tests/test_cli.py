@@ -594,6 +594,13 @@ def run_on_a_terminal(argv: List[str], env: Dict[str, str], cwd: Path) -> tuple:
     return process.wait(timeout=60), out, seen.decode()
 
 
+def test_quiet_draws_no_live_line_on_a_terminal_either(tmp_path):
+    env = samples_environ(tmp_path)
+    code, out, terminal = run_on_a_terminal(["feed_es", "-q", "--source", "samples", "--output",
+                                             str(tmp_path / "a")], env, tmp_path)
+    assert (code, out, terminal) == (0, "", "")
+
+
 def test_a_terminal_gets_a_live_progress_line_and_a_pipe_gets_none(tmp_path):
     env = samples_environ(tmp_path)
     code, out, terminal = run_on_a_terminal(["feed_es", "--source", "samples", "--output", str(tmp_path / "a")],
