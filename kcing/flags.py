@@ -54,6 +54,9 @@ def a_date(args: dict, flag: str) -> Optional[datetime]:
         return None
     try:
         return utc_date(value)
+    except IncompleteDate:
+        raise ConfigError("%s expects a date with its year, month and day, such as 2020-11-04 or "
+                          "'2020-11-04 09:41', not %r" % (flag, value)) from None
     except (ValueError, OverflowError):
         raise ConfigError("%s expects a date such as 2020-11-04 or '2020-11-04 09:41', not %r"
                           % (flag, value)) from None
@@ -72,10 +75,22 @@ def a_document_date(args: dict, flag: str) -> Optional[datetime]:
     return when
 
 
+class IncompleteDate(ValueError):
+    """A text python-dateutil reads as a date only by filling in what it leaves out from today."""
+
+
+# Two days that differ in year, month and day: what a text leaves out shows as a difference.
+_FILLERS = (datetime(2000, 1, 1), datetime(2001, 2, 2))
+
+
 def utc_date(text: str) -> datetime:
     """`text` read by python-dateutil as aware UTC (no zone means UTC). Raises ValueError or
-    OverflowError for what is not a date."""
+    OverflowError for what is not a date, and IncompleteDate for a text that does not name its
+    year, month and day: python-dateutil takes those from today (`-1` is the first of this month,
+    `2020` today's day of 2020), so the day read would depend on the day kcing ran."""
     from dateutil import parser as dateparser  # here: most runs never read a date, and it takes a while to import
 
-    parsed = dateparser.parse(text)
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    first, second = (dateparser.parse(text, default=filler) for filler in _FILLERS)
+    if first.date() != second.date():
+        raise IncompleteDate("%r does not name a year, a month and a day" % text)
+    return first.replace(tzinfo=timezone.utc) if first.tzinfo is None else first.astimezone(timezone.utc)

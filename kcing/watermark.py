@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import List, Optional
 
 from kcing.errors import ConfigError
-from kcing.flags import utc_date
+from kcing.flags import IncompleteDate, utc_date
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,9 @@ def parse_since(text: str) -> datetime:
     """A `--since` date (anything python-dateutil reads) as aware UTC; no zone means UTC."""
     try:
         return utc_date(text)
+    except IncompleteDate:
+        raise ConfigError("--since %r does not name a whole day: give its year, month and day (try 2024-10-16 or "
+                          "'2024-10-16 08:00')" % text) from None
     except (ValueError, OverflowError):
         raise ConfigError("--since %r is not a date (try 2024-10-16 or '2024-10-16 08:00')" % text) from None
 

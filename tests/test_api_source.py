@@ -962,3 +962,11 @@ def test_outcomes_used_by_the_hook_are_plain_ledger_facts():
     objects = [UpstreamObject("api", "test", "x.%d" % n, "") for n in range(3)]
     ledger.record([Outcome(objects[0], DELIVERED), Outcome(objects[1], FAILED, error="boom")])
     assert ledger.delivered_ids("api", "test", [obj.upstream_id for obj in objects]) == {"x.0"}
+
+
+@pytest.mark.parametrize("text", ["-1", "1", "99", "2024", "2024-10", "Oct 2024", "10:00", "16 Oct"])
+def test_a_since_that_does_not_name_a_whole_day_is_refused_not_filled_from_today(text):
+    """python-dateutil fills what a text leaves out from today: `--since -1` read as the first of
+    this month, `--since 2024` as today's day of 2024. A run must not list from such a day."""
+    with pytest.raises(ConfigError, match="--since"):
+        watermark.parse_since(text)

@@ -302,3 +302,16 @@ def test_a_local_path_that_is_no_regular_file_is_refused_without_reading_it(logs
     assert result.returncode == 1, result.stderr
     assert "not a regular file" in result.stdout
     assert not logstash.store
+
+
+@pytest.mark.parametrize("day", ["-5", "2020", "2020-11", "Nov 2020"])
+def test_a_date_that_names_no_whole_day_is_a_usage_error_not_filled_from_today(logstash, tmp_path, day):
+    """`--date -5` dated the documents the 5th of this month, `--date 2020` today's day of 2020:
+    an index named by the day the command ran."""
+    result = kcing(["feed_es", "--builds", str(sample_build().path), "--date", day],
+                   local_environ(logstash, tmp_path), tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "kcing feed_es: --date expects a date with its year, month and day, such as 2020-11-04 or "
+        "'2020-11-04 09:41', not %r" % day]
+    assert not logstash.store

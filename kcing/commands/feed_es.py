@@ -51,8 +51,8 @@ Options:
   --how-many=N         Instead of --days, take the newest N objects of each kind (not for
                        the samples source).
   --since=DATE         With --source api: list nodes updated since DATE (any date
-                       python-dateutil reads; UTC unless it names a zone), not since the
-                       watermark.
+                       python-dateutil reads that names its year, month and day; UTC unless
+                       it names a zone), not since the watermark.
   --with-logs          With --source api: also fetch the logs documents need: a LAVA job's
                        callback (boot details, one log document per line), a build.log.
   --threads=N          Concurrent downloads (setting KCI_THREADS, default 4).
