@@ -231,10 +231,11 @@ class Builder:
     # Building ------------------------------------------------------------------------------
 
     def build(self, kind: str, content: bytes, created: Optional[datetime],
-              listed_lab: Optional[str]) -> Built:
-        """Encoded documents of one object; RejectedInput when it cannot become documents."""
+              listed_lab: Optional[str], name: Optional[str] = None) -> Built:
+        """Encoded documents of one object; RejectedInput when it cannot become documents.
+        `name` (its kind and upstream id) says which object a worker died building."""
         if self.workers and self._use_workers():
-            return self._build_in_worker(kind, content, created, listed_lab)
+            return self._build_in_worker(kind, content, created, listed_lab, name or kind)
         started = time.thread_time()
         try:
             return _resolve(self.target)(kind, content, created, listed_lab, self.encode, self.separator)
@@ -266,7 +267,7 @@ class Builder:
                     self._start_worker()
             return self._ready > 0
 
-    def _build_in_worker(self, kind, content, created, listed_lab) -> Built:
+    def _build_in_worker(self, kind, content, created, listed_lab, name: str) -> Built:
         request = pickle.dumps((self.target, self._encoder, self.separator, kind, content, created, listed_lab),
                                protocol=pickle.HIGHEST_PROTOCOL)
         deaths = []
@@ -281,7 +282,7 @@ class Builder:
                 if self._closed:
                     raise
                 deaths.append(str(died))
-                log.warning("a document-building worker died building %s (%s)", kind, died)
+                log.warning("a document-building worker died building %s (%s)", name, died)
                 continue
             self._idle.put(worker)
             with self._lock:

@@ -267,7 +267,8 @@ class Feed:
             return Fetched(obj, rejected=unexpected_failure("could not be fetched", error))
         digest = hashlib.sha256(content).hexdigest()
         try:
-            built = self.builder.build(obj.kind, content, obj.created, listed_lab(obj))
+            built = self.builder.build(obj.kind, content, obj.created, listed_lab(obj),
+                                       name="%s %s" % (obj.kind, obj.upstream_id))
         except RejectedInput as error:
             return Fetched(obj, sha256=digest, rejected=str(error))
         except Exception as error:  # noqa: BLE001 - see unexpected_failure

@@ -189,10 +189,16 @@ def test_a_feed_rejects_the_object_whose_build_kills_workers_and_delivers_the_re
     out = tmp_path / "out"
     code = run_cli("--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(out), "--db",
                    str(tmp_path / "kcing.db"), "--workers", "2")
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert code == 1
     assert "problem: %s %s: building its documents ended the worker process twice" % (victim.kind, victim.upstream_id) \
         in printed
+    # Each death is logged naming the object, not only its kind: a file that kills a worker once
+    # (out of memory) and builds on the next must still be found.
+    died = [line for line in captured.err.splitlines() if "a document-building worker died" in line]
+    assert len(died) == 2 and all("building %s %s (" % (victim.kind, victim.upstream_id) in line for line in died), \
+        captured.err
     assert "rejected 1" in printed and "delivered %d" % (len(sample_objects()) - 1) in printed
     assert eager[0].restarts == 2
 
