@@ -373,10 +373,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def release(printed: str, status: int) -> None:
-    """What a --quiet command printed: on stdout after a failure, else in the -l log file only."""
+    """What a --quiet command printed: in the -l log file, and on stdout after a failure."""
+    for line in printed.splitlines():
+        logs.in_log_file_only(logging.INFO, line, __name__)
     if status == 0:
-        for line in printed.splitlines():
-            logs.in_log_file_only(logging.INFO, line, __name__)
         return
     try:
         sys.stdout.write(printed)

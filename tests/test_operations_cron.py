@@ -192,8 +192,10 @@ def test_a_quiet_run_prints_nothing_when_it_goes_well_and_its_failure_when_it_fa
     logstash.lava.down()
     logstash.build.down()
     logstash.boot.down()
-    failing = kcing(["feed_es", "-q", "--db", str(tmp_path / "other.db")], env, tmp_path)
+    failing = kcing(["feed_es", "-q", "--db", str(tmp_path / "other.db"), "-l", str(tmp_path / "failing.log")],
+                    env, tmp_path)
     assert failing.returncode == 3, failing.stderr
+    assert failing.stdout.splitlines()[0] in (tmp_path / "failing.log").read_text()
     assert failing.stdout.startswith("feed_es: listed"), failing.stdout
     assert failing.stderr.splitlines()[-1].startswith("kcing feed_es: Logstash unreachable"), failing.stderr
     assert "progress:" not in failing.stderr and "INFO" not in failing.stderr, failing.stderr
