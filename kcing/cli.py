@@ -360,8 +360,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return INTERNAL_ERROR
     if not args.get("--quiet"):
         return run_command(command, args)
-    # --quiet (cron, which mails whatever a job prints): what the command prints is held, and
-    # shown only when it ends in failure; a run that went well leaves it to the -l log file.
+    # --quiet (cron, which mails whatever a job prints): what the command prints is held, kept
+    # in the -l log file, and shown only when the command ends in failure.
     held = io.StringIO()
     status = INTERNAL_ERROR
     try:
