@@ -276,7 +276,13 @@ def meant_commands(word: str) -> List[str]:
     return started or difflib.get_close_matches(typed, commands.NAMES, n=1, cutoff=0.75)
 
 
+# Words that are options of kcing itself, typed as a command (`kcing help feed_es`, as git has it).
+GLOBAL_OPTION_WORDS = {"help": "kcing --help, or kcing <command> --help", "version": "kcing --version"}
+
+
 def unknown_command(word: str) -> UsageError:
+    if word.lower() in GLOBAL_OPTION_WORDS:
+        return UsageError("unknown command %r (did you mean %s?)" % (word, GLOBAL_OPTION_WORDS[word.lower()]))
     meant = meant_commands(word)
     if not meant:
         return UsageError("unknown command %r" % word)

@@ -154,7 +154,8 @@ def test_a_command_name_mistyped_says_which_was_meant(typed, meant, tmp_path):
 @pytest.mark.parametrize("typed, meant", [
     ("setup_elastic", "setup_es"), ("setup-elasticsearch", "setup_es"), ("setup_logstash", "setup_ls"),
     ("backup_kibana", "backup_kbn"), ("feed", "feed_es"), ("recon", "reconcile"), ("gen", "gen_samples"),
-    ("setup", "setup_es, setup_ls or setup_kbn"),
+    ("setup", "setup_es, setup_ls or setup_kbn"), ("help", "kcing --help, or kcing <command> --help"),
+    ("version", "kcing --version"),
 ])
 def test_a_command_named_by_its_service_or_its_start_suggests_the_commands_meant(typed, meant):
     """Not the nearest spelling (`setup_elastic` is nearer to setup_ls than to setup_es): the
