@@ -83,3 +83,20 @@ def test_the_last_success_is_that_of_a_run_to_the_same_destination(legacy_replic
     ok = kcing(["feed_es", "--metrics", str(prom)], env, tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert ("kcing_feed_last_success_timestamp_seconds", (("source", "legacy"),)) in parsed(prom.read_text())
+
+
+def test_the_exit_code_of_a_verify_run_is_the_one_the_run_ends_with(legacy_replica, logstash, es, tmp_path):
+    """feed_es --verify exits 1 when Elasticsearch lacks what Logstash acknowledged: its metrics
+    say so too, not the 0 of the delivery alone (an alert on the exit code would miss it)."""
+    from elasticsearch import Elasticsearch
+    from kcing.admin.templates import install, templates_for
+    from tests.feedrun import feed_environ, kcing
+
+    install(Elasticsearch(es.url), es.url, templates_for(None), None)  # an Elasticsearch that gets nothing
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", ES_HOST=es.url, DRP_DAYS="36500")
+    prom = tmp_path / "kcing.prom"
+    verified = kcing(["feed_es", "--verify", "--verify-delay", "0", "--metrics", str(prom)], env, tmp_path)
+    assert verified.returncode == 1, verified.stdout + verified.stderr
+    values = parsed(prom.read_text())
+    assert values[("kcing_feed_exit_code", (("source", "legacy"),))] == 1
+    assert values[("kcing_feed_objects", (("outcome", "delivered"), ("source", "legacy")))] > 0

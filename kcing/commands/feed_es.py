@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kcing import metrics
 from kcing.commands._shared import check_and_record, print_summary, run_feed
-from kcing.errors import ConfigError, Interrupted, KcingError
+from kcing.errors import ConfigError, Interrupted, KcingError, exit_status
 from kcing.flags import seconds
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
@@ -164,15 +164,22 @@ def run(args: dict, settings) -> int:
         summary = run_feed(source, ledger, sink, settings, dry_run, stop,
                            on_delivered=(lambda obj: delivered.append((*obj.key, sink.destination(obj.kind)))) if verify else (lambda obj: None))
         print_summary(summary, sink.name, dry_run)
-        if args.get("--metrics") and not dry_run:
-            _write_metrics(args["--metrics"], summary, source.name, ledger,
-                           getattr(sink, "destinations_key", lambda: "")())
-        if summary.stopped_by is not None:
-            raise summary.stopped_by
-        if not verify:
-            return summary.exit_code
-        report = verify_delivered(client, settings, ledger, delivered, delay, stop)
-    return max(summary.exit_code, report.exit_code)
+        status = summary.exit_code
+        try:
+            if summary.stopped_by is not None:
+                raise summary.stopped_by
+            if verify:
+                report = verify_delivered(client, settings, ledger, delivered, delay, stop)
+                status = max(summary.exit_code, report.exit_code)
+            return status
+        except BaseException as error:
+            status = exit_status(error)
+            raise
+        finally:
+            if args.get("--metrics") and not dry_run:
+                # After --verify: the exit code written is the one the run ends with.
+                _write_metrics(args["--metrics"], summary, source.name, ledger,
+                               getattr(sink, "destinations_key", lambda: "")(), status)
 
 
 def verify_delivered(client, settings, ledger: Ledger, delivered: list, delay: float, stop):
@@ -199,12 +206,12 @@ def _check_metrics_path(path: str) -> None:
         raise ConfigError("--metrics %s: cannot write into %s" % (path, directory))
 
 
-def _write_metrics(path: str, summary, source_name: str, ledger: Ledger, destination: str) -> None:
-    # This feed's last success: of its source to its destination, as the runs table records it.
-    last_success = ledger.last_success("feed_es", source_name, destination)
-    text = metrics.render(summary, source_name, summary.exit_code, time.time(),
-                          last_success.timestamp() if last_success else None)
+def _write_metrics(path: str, summary, source_name: str, ledger: Ledger, destination: str, status: int) -> None:
     try:
+        # This feed's last success: of its source to its destination, as the runs table records it.
+        last_success = ledger.last_success("feed_es", source_name, destination)
+        text = metrics.render(summary, source_name, status, time.time(),
+                              last_success.timestamp() if last_success else None)
         metrics.write(path, text)
     except KcingError as error:
         # The run itself is done and recorded: a metrics file that cannot be written must not
