@@ -11,7 +11,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from kcing.errors import ConfigError, KcingError, StorageFailed
 
@@ -132,26 +132,34 @@ def _keep_owner(fd: int, uid: int, gid: int) -> None:
             continue
 
 
-def open_lock_file(path: Path) -> int:
-    """Open (creating if needed) the lock file at `path` for reading and writing; return its fd.
+def open_own_file(path: Path, flags: int, what: str, open_failure: Callable[[OSError], KcingError],
+                  mode: int = NEW_FILE_MODE) -> int:
+    """Open (creating if needed) the file kcing writes at `path` with `flags`; return its fd.
 
-    A symlink there is refused, never followed: a lock file is written to, and following a link
-    planted at its name would overwrite whatever the link points at. So is anything but a plain
-    file with one name (a hard link to another file, a FIFO, a device).
+    A symlink there is refused, never followed: kcing writes to the file, and following a link
+    planted at its name would write into whatever the link points at. So is anything but a plain
+    file with one name (a hard link to another file, a FIFO, a device). `what` names the file in
+    the messages; `open_failure` is the error for any other reason the file cannot be opened;
+    `mode` that of a new file (before the umask).
     """
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
-        fd = os.open(str(path), flags, NEW_FILE_MODE)
+        fd = os.open(str(path), flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
     except OSError as error:
         if error.errno == errno.ELOOP:
-            raise ConfigError("the lock file %s is a symbolic link; kcing does not follow it (it would write "
-                              "through it): remove it and run again" % path) from None
-        raise ConfigError("cannot create the lock file %s: %s" % (path, error.strerror)) from None
+            raise ConfigError("the %s %s is a symbolic link; kcing does not follow it (it would write through "
+                              "it): remove it and run again" % (what, path)) from None
+        raise open_failure(error) from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         os.close(fd)
-        what = "not a regular file" if not stat.S_ISREG(info.st_mode) else "a hard link to another file"
-        raise ConfigError("the lock file %s is %s; kcing does not write to it: remove it and run again"
-                          % (path, what))
-    os.set_blocking(fd, True)
+        kind = "not a regular file" if not stat.S_ISREG(info.st_mode) else "a hard link to another file"
+        raise ConfigError("the %s %s is %s; kcing does not write to it: remove it and run again" % (what, path, kind))
+    os.set_blocking(fd, True)  # O_NONBLOCK only kept a FIFO at the name from stalling the open
     return fd
+
+
+def open_lock_file(path: Path) -> int:
+    """Open (creating if needed) the lock file at `path` for reading and writing; return its fd
+    (see `open_own_file`)."""
+    return open_own_file(path, os.O_RDWR, "lock file",
+                         lambda error: ConfigError("cannot create the lock file %s: %s" % (path, error.strerror)))

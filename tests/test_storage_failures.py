@@ -529,14 +529,23 @@ conn.execute("ROLLBACK")
 """
 
 
-@needs_samples
-def test_a_ledger_locked_mid_run_stops_it_in_one_line_and_loses_nothing(legacy_replica, logstash, tmp_path):
+def _run_to_be_locked(legacy_replica, logstash, tmp_path, **settings):
+    """A new ledger, the environment of a feed to the replicas with `settings`, its posts slowed
+    so that the run is long enough to be caught in the middle, and a process that takes the
+    ledger's write lock once the run has begun (it holds it until its stdin is closed)."""
     db = tmp_path / "kcing.db"
     Ledger.open(str(db)).close()
-    env = feed_environ(legacy_replica, logstash, db, KCING_DB_LOCK_WAIT="1", LS_PIPELINE_BATCH_SIZE="100")
-    logstash.lava.slow_next(0.3, count=None)  # a run long enough to be caught in the middle
+    env = feed_environ(legacy_replica, logstash, db, **settings)
+    logstash.lava.slow_next(0.3, count=None)
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK_WHEN_RUNNING, str(db)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
+    return db, env, holder
+
+
+@needs_samples
+def test_a_ledger_locked_mid_run_stops_it_in_one_line_and_loses_nothing(legacy_replica, logstash, tmp_path):
+    db, env, holder = _run_to_be_locked(legacy_replica, logstash, tmp_path, KCING_DB_LOCK_WAIT="1",
+                                        LS_PIPELINE_BATCH_SIZE="100")
     try:
         stopped = kcing(["feed_es"], env, tmp_path)
         assert holder.stdout.readline().strip() == "locked"
@@ -566,12 +575,9 @@ def test_a_run_that_found_the_ledger_locked_past_the_wait_does_not_wait_again_fo
     """After the first write that waited KCING_DB_LOCK_WAIT in vain, the posts still answered,
     the run's outcomes and its row each waited as long again: four times the wait set, for a
     line saying the run had waited it once."""
-    db = tmp_path / "kcing.db"
-    Ledger.open(str(db)).close()
-    env = feed_environ(legacy_replica, logstash, db, KCING_DB_LOCK_WAIT="6", LS_PIPELINE_BATCH_SIZE="20")
-    logstash.lava.slow_next(0.3, count=None)  # posts still in flight when the first write gives up
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK_WHEN_RUNNING, str(db)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    # (Posts are still in flight when the first write gives up.)
+    db, env, holder = _run_to_be_locked(legacy_replica, logstash, tmp_path, KCING_DB_LOCK_WAIT="6",
+                                        LS_PIPELINE_BATCH_SIZE="20")
     try:
         running = kcing_process(["feed_es"], env, tmp_path)
         assert holder.stdout.readline().strip() == "locked"

@@ -7,16 +7,14 @@ before anything is appended to it.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
-import stat
 import threading
 from pathlib import Path
 from typing import List, Set
 
-from kcing.errors import ConfigError, StorageFailed
-from kcing.files import file_error
+from kcing.errors import ConfigError, KcingError, StorageFailed
+from kcing.files import file_error, open_own_file
 from kcing.runlock import RunLock
 from kcing.sinks import ndjson_destination
 from kcing.sinks.batching import Batch
@@ -164,29 +162,16 @@ class NdjsonDirSink:
 def open_output_file(path: Path) -> int:
     """Open (creating if needed) the output file at `path` for appending; return its fd.
 
-    As a lock file is (kcing.files.open_lock_file): a symlink there is refused, never followed,
+    As kcing.files.open_own_file opens any file kcing writes: a symlink there is refused, never followed,
     and so is anything but a plain file with one name. kcing cuts a torn tail off the file before
     it appends, so a link planted at the name would have it cut and write into whatever the link
     points at.
     """
-    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-    try:
-        fd = os.open(str(path), flags, 0o666)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise ConfigError("the output file %s is a symbolic link; kcing does not write through it: remove it "
-                              "and run again" % path) from None
+    def failure(error: OSError) -> KcingError:
         # A path to fix (a directory at the name, no permission) is exit 2, a failing disk exit 5.
-        failure = file_error(path, error)
-        raise type(failure)("cannot open the output file %s: %s" % (path, error.strerror)) from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-        os.close(fd)
-        what = "not a regular file" if not stat.S_ISREG(info.st_mode) else "a hard link to another file"
-        raise ConfigError("the output file %s is %s; kcing does not write to it: remove it and run again"
-                          % (path, what))
-    os.set_blocking(fd, True)
-    return fd
+        return type(file_error(path, error))("cannot open the output file %s: %s" % (path, error.strerror))
+
+    return open_own_file(path, os.O_RDWR | os.O_APPEND, "output file", failure, mode=0o666)
 
 
 def _cut_back(fd: int, size: int) -> bool:
