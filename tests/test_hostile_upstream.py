@@ -30,7 +30,7 @@ from kcing.ledger.ledger import Ledger
 from kcing.pipeline import FeedOptions, feed
 from kcing.records import LAVA, UpstreamObject
 from kcing.sources.requester import Requester
-from tests.fakes.api_data import checkout_tree
+from tests.fakes.api_data import checkout_tree, object_id
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.logstash_emulator import LogstashEmulator
 from tests.fakes.rogue_http import RogueFront, answer
@@ -451,6 +451,36 @@ def test_a_node_whose_artifacts_are_not_a_mapping_is_delivered_without_logs(tmp_
     result = kcing(["feed_es", "--with-logs"], api_feed_environ(api_replica, logstash, db, KCI_DAYS="30"), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert {row["state"] for row in ledger_rows(db)} == {"delivered"}
+
+
+def copied_node(replica, original: dict, seed: str, **changes) -> dict:
+    """A new node like `original` (another id), with `changes` to its fields as they are."""
+    return replica.corpus.add(dict(original, id=object_id(seed), **changes))
+
+
+def test_node_times_beyond_the_calendar_cost_their_node_at_most(tmp_path, api_replica, logstash):
+    """Offsets that move year 1 or 9999 out of Python's calendar, and a year no index is named
+    after: the node whose `created` says so is dated by its id, the one whose `updated` says so
+    is rejected, and the others are delivered, run after run."""
+    db = tmp_path / "kcing.db"
+    login = api_replica.tree["login"]
+    dated_by_id = [copied_node(api_replica, login, "created-%d" % number, name="login-%d" % number, created=created)
+                   for number, created in enumerate(("0001-01-01T00:00:00+14:00", "0001-01-01T00:00:00",
+                                                     "9999-12-31T23:59:59.999999"))]
+    undated = copied_node(api_replica, login, "updated", name="login-late", updated="9999-12-31T23:59:59-14:00")
+    for _ in range(2):
+        result = kcing(["feed_es"], api_feed_environ(api_replica, logstash, db, KCI_DAYS="30"), tmp_path)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
+        rows = {row["upstream_id"].split(".")[0]: row for row in ledger_rows(db)}
+        assert rows[undated["id"]]["state"] == "rejected"
+        assert "no valid id and updated time" in rows[undated["id"]]["last_error"]
+        assert {row["state"] for node_id, row in rows.items() if node_id != undated["id"]} == {"delivered"}
+    for node in dated_by_id:
+        made = datetime.fromtimestamp(int(node["id"][:8], 16), tz=timezone.utc)
+        (document,) = [document for document in logstash.store.values()
+                       if document.get("kernelci_api", {}).get("node_id") == node["id"]]
+        assert document["@timestamp"].startswith(made.strftime("%Y-%m-%dT%H:%M:%S"))
 
 
 def test_an_api_artifact_redirected_off_the_origins_is_refused(tmp_path, api_replica, logstash, canary):

@@ -55,6 +55,7 @@ from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
 from kcing.sources import heads
 from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.collector import collector_paused
+from kcing.documents.coerce import as_date
 from kcing.objectid import is_object_id, node_id as _node_id, object_id_time
 from kcing.shutdown import result_of
 from kcing.sources.requester import Requester, json_of
@@ -580,8 +581,9 @@ class KernelCIApi:
         facts = {"node_id": node_id, "updated": updated, "node": _with_absolute_artifacts(item, self.storage_url)}
         problem = None if item.get("kind") == kind else "listed as kind=%s but is %r" % (kind, item.get("kind"))
         # A node's date, which names its documents' index, must not change between versions: its
-        # `created` time, else the time its id was made, never `updated`.
-        created = _time(item.get("created")) or object_id_time(node_id) or updated
+        # `created` time, else the time its id was made, never `updated`. A `created` no index can
+        # be named after (year 1, year 9999) counts as none, as the node's documents read it.
+        created = as_date(item.get("created")) or object_id_time(node_id) or updated
         if kind == JOB and problem is None:
             self.related.remember(node_id, item)  # its tests, listed next, need its LAVA job id
         return UpstreamObject(self.name, kind, upstream_id, url, created, facts, problem=problem)
@@ -867,9 +869,9 @@ def _time(value) -> Optional[datetime]:
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: an offset moves year 1 or 9999 out of range
         return None
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
 
 
 def _with_absolute_artifacts(node: dict, storage_url: str) -> dict:
