@@ -161,7 +161,17 @@ def _resolve(name: str):
 
 
 class WorkerDied(Exception):
-    """The worker process ended while building an object."""
+    """The worker process ended while building an object; `killed` when by SIGKILL."""
+
+    def __init__(self, message: str, killed: bool = False):
+        super().__init__(message)
+        self.killed = killed
+
+
+class WorkersKilled(Exception):
+    """Every worker that built an object was killed (SIGKILL): the out-of-memory killer or an
+    operator ended them, which says nothing certain of the object. It is not rejected but
+    failed, and the next run builds it again."""
 
 
 class _Worker:
@@ -175,20 +185,29 @@ class _Worker:
             _write_frame(self.process.stdin, request)
             return _read_frame(self.process.stdout)
         except (OSError, EOFError, ValueError) as error:
-            raise WorkerDied(self.death()) from error
+            code, ended_here = self._exit_code()
+            raise WorkerDied(_death_text(code), killed=code == -signal.SIGKILL and not ended_here) from error
 
     def death(self) -> str:
+        return _death_text(self._exit_code()[0])
+
+    def _exit_code(self) -> tuple:
+        """(its exit code, whether this process had to kill it: its pipes broke, yet it lived on)."""
         try:
-            code = self.process.wait(timeout=5)
+            return self.process.wait(timeout=5), False
         except subprocess.TimeoutExpired:
             self.process.kill()
-            code = self.process.wait()
-        if code < 0:
-            try:
-                return "killed by %s" % signal.Signals(-code).name
-            except ValueError:
-                return "killed by signal %d" % -code
-        return "exited with status %d" % code
+            return self.process.wait(), True
+
+
+def _death_text(code: int) -> str:
+    """How a worker that exited with `code` (Popen.returncode) ended."""
+    if code < 0:
+        try:
+            return "killed by %s" % signal.Signals(-code).name
+        except ValueError:
+            return "killed by signal %d" % -code
+    return "exited with status %d" % code
 
 
 class Builder:
@@ -270,7 +289,7 @@ class Builder:
     def _build_in_worker(self, kind, content, created, listed_lab, name: str) -> Built:
         request = pickle.dumps((self.target, self._encoder, self.separator, kind, content, created, listed_lab),
                                protocol=pickle.HIGHEST_PROTOCOL)
-        deaths = []
+        deaths: List[WorkerDied] = []
         while len(deaths) < 2:
             worker = self._take_worker()
             if worker is None:
@@ -281,7 +300,7 @@ class Builder:
                 self._lost(worker)
                 if self._closed:
                     raise
-                deaths.append(str(died))
+                deaths.append(died)
                 log.warning("a document-building worker died building %s (%s)", name, died)
                 continue
             self._idle.put(worker)
@@ -294,8 +313,12 @@ class Builder:
             raise RejectedInput(rest[0])
         if not deaths:
             raise RejectedInput("document building stopped: no worker process is running")
-        raise RejectedInput("building its documents ended the worker process %s (%s)"
-                            % ("twice" if len(deaths) > 1 else "once, and no new one started", "; ".join(deaths)))
+        how = "twice" if len(deaths) > 1 else "once, and no new one started"
+        causes = "; ".join(map(str, deaths))
+        if all(died.killed for died in deaths):
+            raise WorkersKilled("the worker process building its documents was killed %s (%s: out of memory, or "
+                                "killed from outside); built again by the next run" % (how, causes))
+        raise RejectedInput("building its documents ended the worker process %s (%s)" % (how, causes))
 
     def _take_worker(self) -> Optional[_Worker]:
         while True:

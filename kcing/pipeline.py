@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, Iterable, List, Optional
 
 from kcing import watermark
-from kcing.building import Builder
+from kcing.building import Builder, WorkersKilled
 from kcing.errors import (ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput, UpstreamError,
                           unexpected_failure)
 from kcing.ledger.ledger import Ledger, Outcome
@@ -271,6 +271,8 @@ class Feed:
                                        name="%s %s" % (obj.kind, obj.upstream_id))
         except RejectedInput as error:
             return Fetched(obj, sha256=digest, rejected=str(error))
+        except WorkersKilled as error:  # the machine's doing, maybe not the object's: tried again
+            return Fetched(obj, sha256=digest, failed=str(error))
         except Exception as error:  # noqa: BLE001 - see unexpected_failure
             log.debug("%s %s: documents failed", obj.kind, obj.upstream_id, exc_info=True)
             return Fetched(obj, sha256=digest, rejected=unexpected_failure("documents could not be made", error))

@@ -12,14 +12,18 @@ from pathlib import Path
 
 from kcing.building import encoded_documents
 
-# Set in the environment the workers inherit: the sha256 of the file that kills its worker.
+# Set in the environment the workers inherit: the sha256 of the file that kills its worker, and
+# the signal that kills it (a name; SIGKILL if unset).
 CRASH_SHA256 = "KCING_TEST_CRASH_SHA256"
+CRASH_SIGNAL = "KCING_TEST_CRASH_SIGNAL"
 
 
 def crash_on_one_file(kind, content, created, listed_lab, encode, separator=b","):
-    """Kill the worker process (as a segfault or the OOM killer would) on one file, every time."""
+    """End the worker process on one file, every time: by SIGSEGV as a parser's fault would, by
+    SIGKILL as the out-of-memory killer would."""
     if hashlib.sha256(content).hexdigest() == os.environ.get(CRASH_SHA256):
-        os.kill(os.getpid(), signal.SIGKILL)
+        signal.signal(signal.SIGSEGV, signal.SIG_DFL)  # Python's faulthandler may hold it
+        os.kill(os.getpid(), signal.Signals[os.environ.get(CRASH_SIGNAL, "SIGKILL")])
     return encoded_documents(kind, content, created, listed_lab, encode, separator)
 
 

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from kcing import building, cli, pipeline
-from kcing.building import Builder
+from kcing.building import Builder, WorkersKilled
 from kcing.errors import RejectedInput, unexpected_failure
 from kcing.records import CHECKOUT, JOB, LAVA
 from kcing.sinks.logstash import LogstashSink
@@ -25,7 +25,7 @@ from tests import building_targets
 from tests.fakes.api_data import LEGACY, MAESTRO, REAL_CHECKOUT, REAL_JOB
 from tests.fakes.legacy_data import synthetic_corpus
 from tests.fakes.legacy_replica import LegacyReplica
-from tests.feedrun import SAMPLES, SETTING_PREFIXES, feed_environ, kcing_process, sample_objects
+from tests.feedrun import SAMPLES, SETTING_PREFIXES, feed_environ, kcing_process, ledger_rows, sample_objects
 
 UTC = timezone.utc
 CREATED = datetime(2020, 11, 19, 7, 6, 18, tzinfo=UTC)
@@ -133,15 +133,19 @@ def _outcome(builder, kind, content, lab):
 # One object per fault -----------------------------------------------------------------------
 
 @needs_real_files
-def test_a_file_that_kills_its_worker_is_rejected_and_the_pool_recovers(monkeypatch):
+@pytest.mark.parametrize("signal_name, outcome", [("SIGSEGV", RejectedInput), ("SIGKILL", WorkersKilled)])
+def test_a_file_that_kills_its_worker_is_refused_and_the_pool_recovers(monkeypatch, signal_name, outcome):
+    """A fault (SIGSEGV) rejects the file; a kill (SIGKILL: the out-of-memory killer, an
+    operator) leaves it to be built again by the next run."""
     content = LAVA_FILES[0].read_bytes()
     bad = content.replace(b"{", b"{ ", 1)
     monkeypatch.setenv(building_targets.CRASH_SHA256, hashlib.sha256(bad).hexdigest())
+    monkeypatch.setenv(building_targets.CRASH_SIGNAL, signal_name)
     with Builder(2, LogstashSink.encode, target="tests.building_targets:crash_on_one_file") as builder:
         builder.start(wait=True)
-        with pytest.raises(RejectedInput) as rejected:
+        with pytest.raises(outcome) as refused:
             builder.build(LAVA, bad, CREATED, None)
-        assert "twice" in str(rejected.value) and "SIGKILL" in str(rejected.value)
+        assert "twice" in str(refused.value) and signal_name in str(refused.value)
         builder.start(wait=True)  # the replacements
         good = builder.build(LAVA, content, CREATED, None)
         assert good.items == Builder(0, LogstashSink.encode).build(LAVA, content, CREATED, None).items
@@ -185,6 +189,7 @@ def test_a_feed_rejects_the_object_whose_build_kills_workers_and_delivers_the_re
         tmp_path, clean_settings, eager, monkeypatch, capsys):
     victim = sample_objects()[3]
     monkeypatch.setenv(building_targets.CRASH_SHA256, hashlib.sha256(victim.path.read_bytes()).hexdigest())
+    monkeypatch.setenv(building_targets.CRASH_SIGNAL, "SIGSEGV")
     monkeypatch.setattr(building, "TARGET", "tests.building_targets:crash_on_one_file")
     out = tmp_path / "out"
     code = run_cli("--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(out), "--db",
@@ -201,6 +206,30 @@ def test_a_feed_rejects_the_object_whose_build_kills_workers_and_delivers_the_re
         captured.err
     assert "rejected 1" in printed and "delivered %d" % (len(sample_objects()) - 1) in printed
     assert eager[0].restarts == 2
+
+
+def test_a_feed_leaves_the_object_whose_workers_were_killed_to_the_next_run(
+        tmp_path, clean_settings, eager, monkeypatch, capsys):
+    """Killed twice (SIGKILL, as the out-of-memory killer kills): failed, not rejected, so that
+    it holds the API watermark like any failure; the next run delivers it."""
+    victim = sample_objects()[3]
+    monkeypatch.setenv(building_targets.CRASH_SHA256, hashlib.sha256(victim.path.read_bytes()).hexdigest())
+    monkeypatch.setenv(building_targets.CRASH_SIGNAL, "SIGKILL")
+    monkeypatch.setattr(building, "TARGET", "tests.building_targets:crash_on_one_file")
+    db, out = tmp_path / "kcing.db", tmp_path / "out"
+    arguments = ("--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(out), "--db", str(db),
+                 "--workers", "2")
+    assert run_cli(*arguments) == 1
+    printed = capsys.readouterr().out
+    assert "problem: %s %s: the worker process building its documents was killed twice" % (
+        victim.kind, victim.upstream_id) in printed
+    assert "rejected 0" in printed and "failed 1" in printed
+    states = {(row["kind"], row["upstream_id"]): row["state"] for row in ledger_rows(db)}
+    assert states.pop((victim.kind, victim.upstream_id)) == "failed"
+    assert set(states.values()) == {"delivered"}
+    monkeypatch.delenv(building_targets.CRASH_SHA256)
+    assert run_cli(*arguments) == 0
+    assert {row["state"] for row in ledger_rows(db)} == {"delivered"}
 
 
 # Small runs and backlogs --------------------------------------------------------------------
