@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 # of a few objects spends, and about what starting a worker costs. A backlog reaches it within
 # its first few dozen objects.
 BUILD_SECONDS_BEFORE_WORKERS = 0.25
+# Files at least this large are built in a worker whenever workers may run, started for them if
+# need be, never in the feed's own process: building takes many times a file's size in memory
+# (a LAVA log of short lines, 3 GB for 18 MB), and an out-of-memory kill then ends a worker,
+# which costs its object alone, not the feed and the whole run with it.
+IN_WORKER_BYTES = 4 << 20
 # What a worker calls for each object ("module:function"); tests point it elsewhere.
 TARGET = "kcing.building:encoded_documents"
 # How much lower a worker's CPU priority is than the feed's (os.nice; 19 is the lowest).
@@ -253,8 +258,11 @@ class Builder:
               listed_lab: Optional[str], name: Optional[str] = None) -> Built:
         """Encoded documents of one object; RejectedInput when it cannot become documents.
         `name` (its kind and upstream id) says which object a worker died building."""
-        if self.workers and self._use_workers():
-            return self._build_in_worker(kind, content, created, listed_lab, name or kind)
+        if self.workers and self._use_workers(len(content)):
+            built = self._build_in_worker(kind, content, created, listed_lab, name or kind)
+            if built is not None:
+                return built
+            # No worker became ready (a large file waited for them to start): built here after all.
         started = time.thread_time()
         try:
             return _resolve(self.target)(kind, content, created, listed_lab, self.encode, self.separator)
@@ -275,18 +283,23 @@ class Builder:
                     return
             time.sleep(0.01)
 
-    def _use_workers(self) -> bool:
+    def _use_workers(self, size: int = 0) -> bool:
+        """Whether to build a file of `size` bytes in a worker (starting them when it is time)."""
         with self._lock:
             if self._closed or self._broken:
                 return False
-            if not self._processes and self._spent_here >= BUILD_SECONDS_BEFORE_WORKERS:
-                log.debug("%.1f s of document building so far: starting %d worker processes", self._spent_here,
-                          self.workers)
+            large = size >= IN_WORKER_BYTES
+            if not self._processes and (large or self._spent_here >= BUILD_SECONDS_BEFORE_WORKERS):
+                log.debug("%s: starting %d worker processes", "a file of %d bytes" % size if large else
+                          "%.1f s of document building so far" % self._spent_here, self.workers)
                 for _ in range(self.workers):
                     self._start_worker()
-            return self._ready > 0
+            # A large file waits for a worker that is starting (`_take_worker`).
+            return self._ready > 0 or (large and self._starting > 0)
 
-    def _build_in_worker(self, kind, content, created, listed_lab, name: str) -> Built:
+    def _build_in_worker(self, kind, content, created, listed_lab, name: str) -> Optional[Built]:
+        """Built by a worker; None when there is none to take it (none started, and the builder
+        is still open). `name` says which object a worker died building."""
         request = pickle.dumps((self.target, self._encoder, self.separator, kind, content, created, listed_lab),
                                protocol=pickle.HIGHEST_PROTOCOL)
         deaths: List[WorkerDied] = []
@@ -312,6 +325,8 @@ class Builder:
                 return Built(Encoded(data, sizes, self.separator), kept)
             raise RejectedInput(rest[0])
         if not deaths:
+            if not self._closed:
+                return None
             raise RejectedInput("document building stopped: no worker process is running")
         how = "twice" if len(deaths) > 1 else "once, and no new one started"
         causes = "; ".join(map(str, deaths))

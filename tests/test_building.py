@@ -6,6 +6,7 @@ real upstream files in shared/data/upstream.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import threading
@@ -255,6 +256,33 @@ def test_a_listed_backlog_starts_the_workers_before_building_here_took_its_share
         assert run_cli("--output", str(tmp_path / "out")) == 0
     assert spied[0].started == 2 and spied[0]._spent_here < building.BUILD_SECONDS_BEFORE_WORKERS
     assert spied[0].built_here + spied[0].built_in_workers == corpus.count("build")
+
+
+def large_lava_file() -> bytes:
+    """A LAVA callback of IN_WORKER_BYTES or more: a sample's log made longer."""
+    callback = json.loads(sorted((SAMPLES / "lava").glob("*.json"))[0].read_bytes())
+    line = '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "[    1.234567] a kernel line"}\n'
+    callback["log"] += line * (building.IN_WORKER_BYTES // len(line) + 1)
+    return json.dumps(callback).encode()
+
+
+def test_a_large_file_is_built_in_a_worker_even_before_any_backlog():
+    """Building takes many times a file's size in memory: a large one never risks the feed's
+    own process, where an out-of-memory kill would end the run."""
+    content = large_lava_file()
+    with Builder(2, LogstashSink.encode) as builder:
+        built = builder.build(LAVA, content, CREATED, None)
+        assert (builder.built_here, builder.built_in_workers, builder.started) == (0, 1, 2)
+    assert built.items == Builder(0, LogstashSink.encode).build(LAVA, content, CREATED, None).items
+
+
+def test_a_run_with_one_large_local_file_builds_it_in_a_worker(tmp_path, clean_settings, spied):
+    big = tmp_path / "lava-json-large.json"
+    big.write_bytes(large_lava_file())
+    code = run_cli("--lavas", str(big), "--output", str(tmp_path / "out"), "--db", str(tmp_path / "kcing.db"),
+                   "--workers", "2")
+    assert code == 0
+    assert (spied[0].built_here, spied[0].built_in_workers) == (0, 1)
 
 
 @needs_real_files
