@@ -32,7 +32,12 @@ from kcing.sources.requester import Requester, json_of
 
 log = logging.getLogger(__name__)
 
-CSRF_PATTERN = re.compile(r'csrf-token.*?content="([^"]+)"', re.DOTALL)
+# The token is the first `content="..."` after the page's first "csrf-token" (`<meta
+# name="csrf-token" content="...">`): what the original tool's `csrf-token.*?content="([^"]+)"`
+# (DOTALL) finds, without trying that pattern again from every later "csrf-token" to the end of
+# the page, which took minutes on a page of a megabyte naming it often and no content after.
+_CSRF_NAME = "csrf-token"
+_CSRF_CONTENT = re.compile(r'content="([^"]+)"')
 # Storage path segments come from upstream: allow what real ones contain, nothing that moves
 # up a directory or starts a new URL component.
 SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+,=:@~-]*$")
@@ -284,10 +289,10 @@ class LegacyKernelCI:
     def _csrf_token(self) -> str:
         if self._token is None:
             response = self.requester.get(self.frontend_url + "/")
-            match = CSRF_PATTERN.search(response.text) if response.status_code == 200 else None
-            if match is None:
+            token = csrf_token(response.text) if response.status_code == 200 else None
+            if token is None:
                 raise UpstreamError("no CSRF token on %s/ (HTTP %d)" % (self.frontend_url, response.status_code))
-            self._token = match.group(1)
+            self._token = token
         return self._token
 
     # Items -> objects ----------------------------------------------------------------------
@@ -329,6 +334,15 @@ class LegacyKernelCI:
             if not isinstance(segment, str):  # before the cache, which needs hashable keys
                 raise ValueError("storage path segment is not a string: %r" % (segment,))
         return self.storage_url + "/" + "/".join(_url_segment(segment) for segment in segments)
+
+
+def csrf_token(page: str) -> Optional[str]:
+    """The CSRF token of the front page's HTML, or None when it names none."""
+    name = page.find(_CSRF_NAME)
+    if name < 0:
+        return None
+    found = _CSRF_CONTENT.search(page, name + len(_CSRF_NAME))
+    return found.group(1) if found else None
 
 
 def _fallback_url(obj: UpstreamObject) -> Optional[str]:
