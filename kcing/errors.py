@@ -127,6 +127,13 @@ def one_line(text: Any, limit: int = 160) -> str:
     return words if len(words) <= limit else words[: limit - 3] + "..."
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """`repr(value)` to quote an upstream value in a reason, cut to `limit` characters: a name
+    can be megabytes long, and the reason goes on one log line and into the ledger."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def unexpected_failure(what: str, error: Exception) -> str:
     """The rejection reason for an object whose fetch or documents raised something kcing does
     not raise on purpose: input no check foresaw must cost that object only, never the run (a

@@ -35,7 +35,7 @@ from tests.fakes.api_data import checkout_tree, object_id
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.logstash_emulator import LogstashEmulator
 from tests.fakes.rogue_http import RogueFront, answer
-from tests.faults.world import World
+from tests.faults.world import CatalogObject, World, sample_objects
 from tests.feedrun import REPO, SAMPLES, api_feed_environ, clean_environ, kcing, ledger_rows
 from tests.fakes.list_sink import ListSink
 
@@ -267,6 +267,26 @@ def test_a_scalar_alias_bomb_is_rejected_within_bounded_memory(tmp_path):
         result.error_line = next((line for line in result.stderr.splitlines() if line.startswith("kcing feed_es:")),
                                  None)
         assert_only_target_rejected(world, result, target, "expands (YAML aliases) beyond")
+
+
+def test_a_listing_item_with_a_name_of_megabytes_is_rejected_with_a_reason_of_one_short_line(tmp_path):
+    """The reason quotes the start of the name only: it goes on a log line, the summary and the ledger."""
+    objects = list(sample_objects())
+    lava, content = next((obj, content) for obj, content in objects if obj.kind == "lava")
+    board = "b" * (1 << 20) + " and more"  # a space: no storage path segment
+    listing = dict(lava.listing, _id={"$oid": "0" * 23 + "1"}, board=board)
+    hostile = CatalogObject(lava.kind, "0" * 23 + "1", lava.path + ".unused", lava.created, listing)
+    world = World(tmp_path, objects=objects + [(hostile, content)])
+    with world:
+        result = world.run(world.environ())
+    assert result.returncode == 1, result.stderr
+    assert set(result.problems) == {hostile.key}
+    reason = result.problems[hostile.key]
+    assert reason.startswith("unsafe storage path segment 'lava-json-bbbb") and len(reason) < 200, reason[:300]
+    assert max(map(len, (result.stdout + result.stderr).splitlines())) < 1000
+    rows = world.ledger_rows()
+    assert rows[hostile.key]["state"] == "rejected" and rows[hostile.key]["last_error"] == reason
+    assert {row["state"] for key, row in rows.items() if key != hostile.key} == {"delivered"}
 
 
 # Storage redirects off the upstream origins -------------------------------------------------------

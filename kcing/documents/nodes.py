@@ -47,7 +47,7 @@ from kcing.documents.lava import LogLines, log_parts
 from kcing.documents.lava_results import INFRASTRUCTURE_FAILURE, KERNEL_FAILURE, LAB_ERROR_TYPES
 from kcing.documents.typed import without_missing
 from kcing.documents.validate import check_all
-from kcing.errors import RejectedInput
+from kcing.errors import RejectedInput, shown
 from kcing.records import CHECKOUT, JOB, KBUILD, REGRESSION, Document
 
 # Runtimes that boot a kernel on a lab's board (LAVA labs, pull labs); the others run in containers.
@@ -108,7 +108,7 @@ def _node(envelope: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     if nodes_api.node_id(node) is None:
         raise RejectedInput("node has no valid id")
     if node.get("kind") != kind:
-        raise RejectedInput("node %s is %r, not %r" % (nodes_api.node_id(node), node.get("kind"), kind))
+        raise RejectedInput("node %s is %s, not %r" % (nodes_api.node_id(node), shown(node.get("kind")), kind))
     return node
 
 

@@ -50,7 +50,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from kcing.errors import (ConfigError, ObjectTooLarge, ObjectUndecodable, RejectedInput, UpstreamAnsweredError,
-                          UpstreamError)
+                          UpstreamError, shown)
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
 from kcing.sources import heads
 from kcing.sources.api_related import RelatedNodes, node_from_answer
@@ -579,7 +579,7 @@ class KernelCIApi:
         upstream_id = version_id(node_id, updated)
         url = "%s/node/%s" % (self.api_url, node_id)
         facts = {"node_id": node_id, "updated": updated, "node": _with_absolute_artifacts(item, self.storage_url)}
-        problem = None if item.get("kind") == kind else "listed as kind=%s but is %r" % (kind, item.get("kind"))
+        problem = None if item.get("kind") == kind else "listed as kind=%s but is %s" % (kind, shown(item.get("kind")))
         # A node's date, which names its documents' index, must not change between versions: its
         # `created` time, else the time its id was made, never `updated`. A `created` no index can
         # be named after (year 1, year 9999) counts as none, as the node's documents read it.

@@ -21,7 +21,7 @@ from email.utils import parsedate_to_datetime
 from typing import Callable, Iterator, List, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
-from kcing.errors import UpstreamError
+from kcing.errors import UpstreamError, shown
 from kcing.http import ascii_digits
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
 from kcing.collector import collector_paused
@@ -332,7 +332,7 @@ class LegacyKernelCI:
     def _storage_url(self, segments) -> str:
         for segment in segments:
             if not isinstance(segment, str):  # before the cache, which needs hashable keys
-                raise ValueError("storage path segment is not a string: %r" % (segment,))
+                raise ValueError("storage path segment is not a string: %s" % shown(segment))
         return self.storage_url + "/" + "/".join(_url_segment(segment) for segment in segments)
 
 
@@ -384,7 +384,7 @@ def lab_in_storage_path(url) -> Optional[str]:
 def _url_segment(segment) -> str:
     """Validate and percent-encode one storage path segment (they repeat a lot: cache them)."""
     if not isinstance(segment, str) or not SAFE_SEGMENT.match(segment) or ".." in segment:
-        raise ValueError("unsafe storage path segment %r" % (segment,))
+        raise ValueError("unsafe storage path segment %s" % shown(segment))
     return quote(segment, safe="+")
 
 

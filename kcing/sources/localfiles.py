@@ -14,7 +14,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 from dateutil import parser as dateparser
 
-from kcing.errors import ConfigError, ObjectTooLarge, UpstreamError, reading_failure
+from kcing.errors import ConfigError, ObjectTooLarge, UpstreamError, reading_failure, shown
 from kcing.records import NODE_KINDS, OBJECT_KINDS, UpstreamObject
 
 log = logging.getLogger(__name__)
@@ -66,12 +66,12 @@ class SamplesDir:
                         MANIFEST, number, json.dumps(entry.get("date"))[:80])
         problem = None
         if kind not in OBJECT_KINDS:
-            problem, kind = "unknown kind %r" % (kind,), "unknown"
+            problem, kind = "unknown kind %s" % shown(kind), "unknown"
         if not isinstance(upstream_id, str) or not SAFE_ID.match(upstream_id):
-            problem, upstream_id = problem or "invalid upstream_id %r" % (upstream_id,), "entry-%d" % number
+            problem, upstream_id = problem or "invalid upstream_id %s" % shown(upstream_id), "entry-%d" % number
         path = self._inside_root(entry.get("path"))
         if path is None:
-            problem = problem or "path %r is not a file inside %s" % (entry.get("path"), self.root)
+            problem = problem or "path %s is not a file inside %s" % (shown(entry.get("path")), self.root)
         sha256 = entry.get("sha256")
         if sha256 is not None and not (isinstance(sha256, str) and SHA256_HEX.match(sha256)):
             problem = problem or "sha256 %s is not 64 hex digits" % json.dumps(sha256)[:80]
