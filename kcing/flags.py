@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from kcing.errors import ConfigError
+from kcing.settings import foreign_digits
 
 
 # The most objects --how-many or --sample-size may ask for of each kind: more than upstream holds.
@@ -19,6 +20,8 @@ def positive_int(args: dict, flag: str, maximum: int = MAX_COUNT) -> Optional[in
     value = args.get(flag)
     if value is None:
         return None
+    if foreign_digits(value):  # int() would read them; nothing else does
+        raise ConfigError("%s expects a whole number in the digits 0-9, not %r" % (flag, _shortened(value)))
     try:
         number = int(value)
     except ValueError:  # not a number, or more digits than Python converts
@@ -33,6 +36,8 @@ def seconds(args: dict, flag: str, default: float, maximum: float = MAX_WAIT) ->
     value = args.get(flag)
     if value is None:
         return default
+    if foreign_digits(value):  # float() would read them; nothing else does
+        raise ConfigError("%s expects seconds in the digits 0-9, not %r" % (flag, _shortened(value)))
     try:
         number = float(value)
     except ValueError:
@@ -87,9 +92,12 @@ def utc_date(text: str) -> datetime:
     """`text` read by python-dateutil as aware UTC (no zone means UTC). Raises ValueError or
     OverflowError for what is not a date, and IncompleteDate for a text that does not name its
     year, month and day: python-dateutil takes those from today (`-1` is the first of this month,
-    `2020` today's day of 2020), so the day read would depend on the day kcing ran."""
+    `2020` today's day of 2020), so the day read would depend on the day kcing ran. Digits other
+than 0-9 are refused as a pasted mistake."""
     from dateutil import parser as dateparser  # here: most runs never read a date, and it takes a while to import
 
+    if foreign_digits(text):  # python-dateutil reads any script's digits as 0-9; no other tool does
+        raise ValueError("%r is not written in the digits 0-9" % text)
     first, second = (dateparser.parse(text, default=filler) for filler in _FILLERS)
     if first.date() != second.date():
         raise IncompleteDate("%r does not name a year, a month and a day" % text)

@@ -143,6 +143,22 @@ def _type_name(value: Any) -> str:
     return ("an %s" if kind[:1] in "aeiou" else "a %s") % kind
 
 
+def foreign_digits(text: str) -> bool:
+    """Whether `text` holds a digit other than 0-9 ("٣", "３", "²"). Python's int() and float()
+    read any script's digits, no other tool reads them (Logstash, cron's sh, Elasticsearch): such
+    a number is a pasted mistake, taken as a number only by accident."""
+    return any(not character.isascii() and (character.isdigit() or character.isdecimal()) for character in text)
+
+
+def _ascii_number_text(value: Any, expected: str) -> str:
+    """`value` as text for int() or float(), refused (ValueError saying `expected`) when it holds
+    digits other than 0-9."""
+    text = str(value).strip()
+    if foreign_digits(text):
+        raise ValueError("%s, in the digits 0-9" % expected)
+    return text
+
+
 def _integer(minimum: int, maximum: int) -> Callable[[Any], int]:
     """A parser of whole numbers from `minimum` to `maximum`, which says its range (`allowed`)."""
     expected = "expected a whole number from %d to %d" % (minimum, maximum)
@@ -150,8 +166,9 @@ def _integer(minimum: int, maximum: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool):
             raise ValueError(expected)
+        text = _ascii_number_text(value, expected)
         try:
-            number = int(str(value).strip())
+            number = int(text)
         except ValueError:  # not a number, or more digits than Python converts
             raise ValueError(expected) from None
         if not minimum <= number <= maximum:
@@ -170,8 +187,9 @@ def _number(minimum: float, maximum: float) -> Callable[[Any], float]:
     def parse(value: Any) -> float:
         if isinstance(value, bool):
             raise ValueError(expected)
+        text = _ascii_number_text(value, expected)
         try:
-            number = float(str(value).strip())
+            number = float(text)
         except ValueError:
             raise ValueError(expected) from None
         if not minimum <= number <= maximum:  # NaN and the infinities included

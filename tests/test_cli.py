@@ -249,6 +249,32 @@ def test_a_bad_setting_or_flag_says_what_value_is_expected(tmp_path):
     assert not PYTHON_INTERNALS.search(from_flag.stderr + from_environment.stderr)
 
 
+@pytest.mark.parametrize("args, environ, message", [
+    (["drp", "--dry-run"], {"DRP_DAYS": "\u0663"},
+     "kcing drp: invalid DRP_DAYS='\u0663' (from environment): expected a whole number from 1 to 36500, in the "
+     "digits 0-9"),
+    (["feed_es", "--source", "samples", "--dry-run"], {"ES_MAX_RETRIES": "\u0663"},
+     "kcing feed_es: invalid ES_MAX_RETRIES='\u0663' (from environment): expected a whole number from 1 to 100, in "
+     "the digits 0-9"),
+    (["feed_es", "--source", "samples", "--days", "\u0662", "--dry-run"], {},
+     "kcing feed_es: invalid KCI_DAYS='\u0662' (from --days): expected a whole number from 1 to 36500, in the "
+     "digits 0-9"),
+    (["feed_es", "--how-many", "\u0662", "--dry-run"], {"KCI_HOST": "127.0.0.1:9"},
+     "kcing feed_es: --how-many expects a whole number in the digits 0-9, not '\u0662'"),
+    (["backup_kbn", "--wait", "\u0662", "--dry-run"], {},
+     "kcing backup_kbn: --wait expects seconds in the digits 0-9, not '\u0662'"),
+    (["feed_es", "--source", "api", "--since", "\u0662\u0660\u0662\u0660-11-04", "--dry-run"],
+     {"KCI_API_URL": "http://127.0.0.1:9"},
+     "kcing feed_es: --since '\u0662\u0660\u0662\u0660-11-04' is not a date (try 2024-10-16 or '2024-10-16 08:00')"),
+])
+def test_a_number_written_in_other_digits_is_refused_naming_the_setting_or_flag(args, environ, message, tmp_path):
+    """Python reads "\u0663" (Arabic-Indic three) as 3; no other tool does: a pasted mistake."""
+    refused = kcing(args, dict(samples_environ(tmp_path), **environ), tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert one_line(refused) == message
+    assert not (tmp_path / "kcing.db").exists()
+
+
 def test_a_misspelt_setting_is_warned_of_and_the_run_goes_on(tmp_path):
     """ES_HOTS=... once left ES_HOST at its default without a word; a lower-case name in
     local_settings.py too."""

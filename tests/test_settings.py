@@ -368,3 +368,13 @@ def test_masking_takes_a_userinfo_up_to_its_last_at_sign():
     assert mask("http://u:1/p?w#x@h:1/y") == "http://***@h:1/y"
     assert mask("a http://u:p/w@h, b http://h2/z") == "a http://***@h, b http://h2/z"
     assert mask("u:p/w@host") == "***@host"
+
+
+@pytest.mark.parametrize("name, minimum, maximum, whole", numeric_specs(), ids=[spec[0] for spec in numeric_specs()])
+def test_a_numeric_setting_written_in_other_digits_is_refused_naming_it(tmp_path, name, minimum, maximum, whole):
+    """Python's int() and float() read "٣" (Arabic-Indic) or "３" (full-width) as 3; no other
+    tool does, so such a value is a pasted mistake, not a number."""
+    for value in ("\u0663", "\uff13", "1\u0660", "\u0663.\u0665"):
+        with pytest.raises(ConfigError) as caught:
+            load(tmp_path, environ={name: value})
+        assert str(caught.value).startswith("invalid %s=%r (from environment): expected " % (name, value))

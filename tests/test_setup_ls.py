@@ -213,3 +213,12 @@ def test_a_file_that_is_not_a_list_is_refused_and_left_alone(ls_home, tmp_path):
     assert str(target) in str(caught.value) and "not a YAML list" in str(caught.value)
     assert target.read_text() == "pipeline.id: main\n"
     assert sorted(path.name for path in target.parent.iterdir()) == ["pipelines.yml"]
+
+
+@pytest.mark.parametrize("text", ["\u0661gb", "\uff11gb", "1\u0660\u0660mb"])
+def test_a_queue_size_in_other_digits_is_refused_not_written(tmp_path, text):
+    """float() reads "١" as 1, and `\\d` matches it unless told ASCII; Logstash reads 0-9 only."""
+    with pytest.raises(ValueError):
+        queue_size(text)
+    with pytest.raises(ConfigError, match="LS_QUEUE_MAX_BYTES"):
+        pipeline_entry(make_settings(tmp_path).with_overrides({"LS_QUEUE_MAX_BYTES": text}))

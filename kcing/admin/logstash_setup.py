@@ -18,8 +18,9 @@ from kcing.errors import ConfigError
 
 PIPELINE_ID = "kcing"
 CHECKOUT_PIPELINE = Path(__file__).resolve().parents[2] / "logstash" / "pipeline" / "kcing.conf"
-# Logstash reads sizes with these suffixes, lower case only (logstash-core util/byte_value.rb).
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(b|kb?|mb?|gb?|tb?|pb?)$", re.IGNORECASE)
+# Logstash reads sizes with these suffixes, lower case only (logstash-core util/byte_value.rb),
+# and digits 0-9 only: re.ASCII keeps `\d` from taking other scripts' digits, which float() reads.
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(b|kb?|mb?|gb?|tb?|pb?)$", re.IGNORECASE | re.ASCII)
 _UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 # Logstash refuses to start when queue.max_bytes is below queue.page_capacity (default 64mb).
 PAGE_CAPACITY = 64 << 20
