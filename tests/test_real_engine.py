@@ -457,12 +457,19 @@ def test_drp_leaves_a_blocked_expired_index_and_deletes_the_others_on_a_real_nod
     for name, block in ((read_only, "read_only"), (metadata, "metadata"), ("archive-2019", "metadata")):
         client.indices.add_block(index=name, block=block)
     try:
+        dry = kcing(["drp", "--dry-run"], admin_environ(real_es, tmp_path, DRP_DAYS="7", KCI_DAYS="2"), tmp_path)
         done = kcing(["drp"], admin_environ(real_es, tmp_path, DRP_DAYS="7", KCI_DAYS="2"), tmp_path)
         remaining = [item["name"] for item in client.indices.resolve_index(name="*", expand_wildcards="all")["indices"]
                      if not item["name"].startswith(".")]
     finally:
         client.indices.put_settings(index="%s,%s,archive-2019" % (read_only, metadata),
                                     settings={"index.blocks.read_only": None, "index.blocks.metadata": None})
+    # The dry run says what the run then did: the two blocked indices left, the others deleted.
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "drp: would not delete index %s: blocked by [FORBIDDEN/5/index read-only (api)]" % read_only in dry.stdout
+    assert "drp: would not delete index %s: blocked by [FORBIDDEN/9/index metadata (api)]" % metadata in dry.stdout
+    assert sorted(line.split()[-1] for line in dry.stdout.splitlines() if line.startswith("drp: would delete index ")) \
+        == sorted(set(expired) - {read_only, metadata})
     assert done.returncode == 3, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     assert sorted(remaining) == sorted([read_only, metadata, recent, "archive-2019"])

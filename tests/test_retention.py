@@ -136,6 +136,37 @@ def test_dry_run_deletes_nothing_and_creates_no_ledger(tmp_path, es, capsys):
     assert "would delete 1 indices, no ledger at" in out
 
 
+def test_a_dry_run_names_an_expired_index_with_a_block_as_the_run_would_leave_it(tmp_path, es, capsys):
+    """A run leaves an index Elasticsearch will not delete for its block: the dry run must not
+    list it as one it would delete, but say which would be left, as the run then does."""
+    expired = ["build-2019.05.01", "build-2019.05.02", "boot-2019.06.01", "test-2019.06.06", "log-2019.05.05"]
+    seed(es, expired + ["log-2019.06.10"])
+    client = Elasticsearch(es.url)
+    client.indices.add_block(index="build-2019.05.02", block="read_only")
+    client.indices.add_block(index="boot-2019.06.01", block="metadata")
+    client.indices.add_block(index="test-2019.06.06", block="write")  # a write block does not stop a delete
+    client.indices.put_settings(index="log-2019.05.05", settings={"index.blocks.read_only_allow_delete": True})
+    settings = load_settings(tmp_path, es.url, DRP_DAYS=3, KCI_DAYS=2)
+    before = es.index_names()
+    es.requests.clear()
+    assert drp.run({**DRP_ARGS, "--dry-run": True}, settings, now=NOW) == 0
+    assert es.index_names() == before and {r.method for r in es.requests} == {"GET"}
+    planned = capsys.readouterr().out.splitlines()
+    with pytest.raises(ElasticsearchError):
+        drp.run(DRP_ARGS, settings, now=NOW)
+    done = capsys.readouterr().out.splitlines()
+    would = sorted(line.split()[-1] for line in planned if line.startswith("drp: would delete index "))
+    deleted = sorted(line.split()[-1] for line in done if line.startswith("drp: deleted index "))
+    assert would == deleted == ["build-2019.05.01", "log-2019.05.05", "test-2019.06.06"]
+    left = [line.replace("drp: would not delete", "drp: not deleted") for line in planned
+            if line.startswith("drp: would not delete index ")]
+    assert left == [line for line in done if line.startswith("drp: not deleted index ")] == [
+        "drp: not deleted index boot-2019.06.01: blocked by [FORBIDDEN/9/index metadata (api)]",
+        "drp: not deleted index build-2019.05.02: blocked by [FORBIDDEN/5/index read-only (api)]"]
+    assert planned[-1] == ("drp: dry run: would delete 3 indices, no ledger at %s; 2 expired indices would be left "
+                           "because of a block (the run would exit 3)" % settings.KCING_DB)
+
+
 def record_seen(ledger_path, ids_by_day):
     for seen, ids in ids_by_day.items():
         ledger = Ledger.open(str(ledger_path), clock=lambda seen=seen: seen)

@@ -140,6 +140,51 @@ def delete_indices(client: Elasticsearch, host: str, names: Sequence[str],
     return deleted, blocked
 
 
+# The blocks a node names when they stop a DELETE, by the setting that sets each, in the order
+# its refusal names them.
+DELETE_BLOCKS = {"index.blocks.metadata": "FORBIDDEN/9/index metadata (api)",
+                 "index.blocks.read_only": "FORBIDDEN/5/index read-only (api)"}
+
+
+def blocked_from_deletion(client: Elasticsearch, host: str, names: Sequence[str],
+                          size: int = DELETE_CHUNK) -> Dict[str, str]:
+    """{index: its blocks} of the `names` a DELETE would be refused for (what `delete_indices`
+    reports), found by reading their block settings, for a dry run to say what a run would do.
+
+    A metadata block refuses the read too, naming each index it blocks; those are taken from
+    the refusal and the others asked again (a node that answers instead shows the setting).
+    index.blocks.read_only_allow_delete and
+    index.blocks.write do not stop a delete."""
+    blocked: Dict[str, str] = {}
+    for chunk in chunks(names, size):
+        remaining = list(chunk)
+        while remaining:
+            action = "reading the blocks of %d indices (%s ... )" % (len(remaining), remaining[0])
+            try:
+                answer = client.indices.get_settings(index=remaining, name=",".join(DELETE_BLOCKS),
+                                                     flat_settings=True, ignore_unavailable=True,
+                                                     expand_wildcards="none")
+            except ApiError as error:
+                refused = blocked_indices(error, remaining)
+                if not refused:
+                    raise translate(error, host, action) from None
+                blocked.update(refused)
+                remaining = [name for name in remaining if name not in refused]
+                continue
+            except TransportError as error:
+                raise translate(error, host, action) from None
+            for name, found in answer.body.items():
+                settings = found.get("settings") if isinstance(found, dict) else None
+                if name not in remaining or not isinstance(settings, dict):
+                    continue
+                blocks = [block for setting, block in DELETE_BLOCKS.items()
+                          if str(settings.get(setting)).lower() == "true"]
+                if blocks:
+                    blocked[name] = ", ".join(blocks)
+            remaining = []
+    return blocked
+
+
 @dataclass(frozen=True)
 class RetentionPlan:
     """What drp deletes: the expired indices and the ledger rows first seen before `ledger_cutoff`."""

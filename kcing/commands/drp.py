@@ -42,7 +42,7 @@ Options:
 
 An expired index Elasticsearch refuses to delete because of a block (index.blocks.read_only or
 index.blocks.metadata) is named and left; the other expired indices are deleted, the ledger rows
-forgotten, and drp exits 3.
+forgotten, and drp exits 3. --dry-run names such an index too, as one it would not delete.
 
 Exit status: 0 done; 2 configuration error; 3 Elasticsearch unreachable or refusing (also: an
 expired index left because of its block); 4 another
@@ -90,7 +90,7 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
                 print("drp: %s %d ledger rows of objects sent to %s"
                       % ("would forget" if dry_run else "forgetting", count, destination or "(unnamed)"))
         if dry_run:
-            _print_plan(chosen, settings.KCING_DB)
+            _print_plan(chosen, retention.blocked_from_deletion(client, host, chosen.indices), settings.KCING_DB)
             return 0
         deleted, forgotten, blocked = retention.apply(client, host, ledger, chosen)
         if recorded is not None:
@@ -113,9 +113,16 @@ def _rows_text(have_ledger: bool, forgotten: int, db: str) -> str:
     return ("forgot %d ledger rows" % forgotten) if have_ledger else ("no ledger at %s" % db)
 
 
-def _print_plan(chosen: retention.RetentionPlan, db: str) -> None:
-    for name in chosen.indices:
+def _print_plan(chosen: retention.RetentionPlan, blocked: dict, db: str) -> None:
+    """What a run would do: an expired index with a block is left by a run, so it is named as
+    such, not as one to delete."""
+    deleted = [name for name in chosen.indices if name not in blocked]
+    for name in deleted:
         print("drp: would delete index %s" % name)
+    for name in sorted(blocked):
+        print("drp: would not delete index %s: blocked by [%s]" % (name, blocked[name]))
     rows = ("would forget %d ledger rows" % chosen.ledger_rows) if chosen.ledger_rows is not None \
         else ("no ledger at %s" % db)
-    print("drp: dry run: would delete %d indices, %s" % (len(chosen.indices), rows))
+    left = ("; %d expired indices would be left because of a block (the run would exit 3)" % len(blocked)
+            if blocked else "")
+    print("drp: dry run: would delete %d indices, %s%s" % (len(deleted), rows, left))
