@@ -160,6 +160,38 @@ def test_a_run_through_another_name_of_the_ledger_is_refused_while_the_first_hol
     assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "link.db"]
 
 
+def test_a_ledger_file_with_another_hard_link_is_refused_by_the_commands_that_write_it(tmp_path):
+    """SQLite keeps a -wal per name and the run lock is `<name>.lock`: runs through two hard
+    links of one ledger would write it at once, each unaware of the other. A command that writes
+    the ledger refuses it; status and the dry runs, which only read it, still do."""
+    db = tmp_path / "kcing.db"
+    env = clean_environ(KCING_DB=str(db), KCI_SAMPLES_DIR=str(REPO / "samples"), ES_HOST="http://127.0.0.1:9")
+    feed = ["feed_es", "--source", "samples", "--output", str(tmp_path / "out")]
+    assert kcing(feed, env, tmp_path).returncode == 0
+    other = tmp_path / "other.db"
+    other.hardlink_to(db)
+    before = ledger_states(db)
+    for name in (db, other):
+        named = dict(env, KCING_DB=str(name))
+        for command in (feed, ["reconcile"], ["drp"]):
+            refused = kcing(command, named, tmp_path)
+            assert refused.returncode == 2, refused.stdout + refused.stderr
+            assert refused.stderr.splitlines()[-1] == (
+                "kcing %s: KCING_DB %s is one file under 2 names (hard links): a run through another of its names "
+                "would take its own run lock and -wal file and write the ledger at the same time, losing rows; keep "
+                "one name (a symbolic link may point to it) and remove the others" % (command[0], name))
+    # Refused before SQLite opened it: no -wal or -shm of the other name.
+    assert not [path.name for path in tmp_path.iterdir() if path.name.startswith("other.db-")]
+    assert ledger_states(db) == before
+    for name in (db, other):
+        for command in (["status"], feed + ["--dry-run"]):
+            read = kcing(command, dict(env, KCING_DB=str(name)), tmp_path)
+            assert read.returncode == 0, read.stdout + read.stderr
+    assert ledger_states(db) == before
+    other.unlink()
+    assert kcing(feed, env, tmp_path).returncode == 0  # one name again: written as before
+
+
 def test_a_ledger_named_by_a_loop_of_symbolic_links_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "a.db").symlink_to("b.db")
     (tmp_path / "b.db").symlink_to("a.db")

@@ -166,6 +166,9 @@ class Ledger:
         copy_from = None
         if path != ":memory:":
             _check_ledger_path(Path(path).expanduser())
+            if not unchanged:
+                # Before any read: opening a WAL file leaves -wal and -shm files beside the name.
+                _refuse_other_names(Path(path).expanduser())
             if Path(path).expanduser().exists():
                 # Read only, on a connection of its own: a file that is not a ledger is refused
                 # before kcing writes a byte to it (even the WAL mode or a checkpoint of its WAL).
@@ -622,6 +625,22 @@ def _check_ledger_path(path: Path) -> None:
     parent = path.resolve().parent
     if not parent.is_dir():
         raise ConfigError("KCING_DB directory %s does not exist" % parent)
+
+
+def _refuse_other_names(path: Path) -> None:
+    """Refuse to write a ledger file that has other names (hard links). SQLite keeps a -wal and
+    -shm file per name and the run lock is `<name>.lock`: a run through another name would write
+    the same file at the same time, each unaware of the other, and rows written through one name
+    can be lost. A symbolic link is no such name: both lead to one name."""
+    try:
+        names = os.stat(str(path)).st_nlink
+    except OSError:
+        return  # gone meanwhile: opening it says so
+    if names > 1:
+        raise ConfigError("KCING_DB %s is one file under %d names (hard links): a run through another of its names "
+                          "would take its own run lock and -wal file and write the ledger at the same time, losing "
+                          "rows; keep one name (a symbolic link may point to it) and remove the others"
+                          % (path, names))
 
 
 def _close_quietly(database: SqliteDatabase) -> None:
