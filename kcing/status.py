@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Dict, List, Optional, Tuple
 
-from peewee import fn
 
 from kcing.ledger.ledger import Ledger
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, Run, UpstreamFile
@@ -23,7 +23,8 @@ COLUMNS = tuple(name for _, name in STATE_LABELS) + (MISSING_IN_ES,)
 
 
 def report(ledger: Ledger, runs: int = 5, errors: int = 5) -> dict:
-    """Return counts per source and kind, the last runs and the most frequent recent errors."""
+    """Return counts per source and kind, the last runs and the most frequent errors of the objects
+    not delivered (see `error_cause`)."""
     objects: Dict[str, Dict[str, Dict[str, int]]] = {}
     destinations: Dict[str, Dict[str, Dict[str, Dict[str, int]]]] = {}
     missing = ledger.missing_counts()
@@ -93,14 +94,52 @@ def _run(row: Run, running: Optional[Tuple[int, str]]) -> dict:
             "outcome": outcome, "counts": _counts(row.counts)}
 
 
+# A URL: its origin (kept: which service failed says much) and its path, query and fragment.
+_URL = re.compile(r"""\b([A-Za-z][A-Za-z0-9+.-]*://[^/\s'"<>]+)(/[^\s'"<>]*)?""")
+# An object id as KernelCI gives them (a MongoDB ObjectId: 24 hex digits).
+_OBJECT_ID = re.compile(r"\b[0-9a-f]{24}\b")
+# What a path found in a message may end with that belongs to the sentence, not to the path.
+_SENTENCE_END = ".,;:)]}"
+
+
+def error_cause(message: str, url: str = "", upstream_id: str = "") -> str:
+    """`message` with what names one object taken out, so that objects failing for one cause
+    count together: the object's own URL (a local file's name), the path of any URL (its origin
+    stays), and object ids. `GET https://storage.kernelci.org/<path> failed 3 times (last: HTTP
+    503)` stands for every file that storage failed to serve so."""
+    text = message
+    if url and "://" not in url and len(url) > 1:
+        text = text.replace(url, "<file>")
+    if len(upstream_id) >= 8:  # short ids ("1", "ab") could be any word's part
+        text = text.replace(upstream_id, "<id>")
+    text = _URL.sub(_url_origin, text)
+    return _OBJECT_ID.sub("<id>", text)
+
+
+def _url_origin(match: "re.Match") -> str:
+    path = match.group(2) or ""
+    kept = path.rstrip(_SENTENCE_END)
+    if kept in ("", "/"):
+        return match.group(0)
+    return match.group(1) + "/<path>" + path[len(kept):]
+
+
 def _frequent_errors(limit: int) -> List[dict]:
-    count = fn.COUNT(UpstreamFile.id)
-    query = (UpstreamFile.select(UpstreamFile.state, UpstreamFile.last_error, count.alias("n"),
-                                 fn.MAX(UpstreamFile.first_seen).alias("last"))
-             .where(UpstreamFile.state.in_([FAILED, REJECTED, TOO_LARGE]) & UpstreamFile.last_error.is_null(False))
-             .group_by(UpstreamFile.state, UpstreamFile.last_error)
-             .order_by(count.desc(), UpstreamFile.last_error).limit(limit))
-    return [{"state": row.state, "error": row.last_error, "objects": row.n} for row in query]
+    """The `limit` most frequent causes (`error_cause`) of the undelivered objects' last errors,
+    each with how many objects and one whole message as an example."""
+    rows = (UpstreamFile.select(UpstreamFile.state, UpstreamFile.last_error, UpstreamFile.url,
+                                UpstreamFile.upstream_id)
+            .where(UpstreamFile.state.in_([FAILED, REJECTED, TOO_LARGE]) & UpstreamFile.last_error.is_null(False))
+            .order_by(UpstreamFile.id).tuples().iterator())
+    counts: Dict[Tuple[str, str], int] = {}
+    examples: Dict[Tuple[str, str], str] = {}
+    for state, message, url, upstream_id in rows:
+        key = (state, error_cause(message, url or "", upstream_id or ""))
+        counts[key] = counts.get(key, 0) + 1
+        examples.setdefault(key, message)
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0][1], item[0][0]))[:limit]
+    return [{"state": state, "error": cause, "objects": count, "example": examples[(state, cause)]}
+            for (state, cause), count in ranked]
 
 
 # The counts a run's line shows, in this order, with the words its own summary uses; a reconcile

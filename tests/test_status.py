@@ -220,3 +220,36 @@ def test_the_table_lines_up_under_its_header_whatever_the_kinds():
     for row in rows:
         assert len(row) == len(header), (header, row)
         assert row.rindex("1") == header.index("delivered") + len("delivered") - 1, (header, row)
+
+
+def test_objects_failing_for_one_cause_count_together_though_each_message_names_its_own_url(legacy_replica,
+                                                                                              logstash, tmp_path):
+    """A download error names the file's URL: grouped by whole message, every failing file was
+    a cause of its own (1 object each), and a cause of two objects outranked one of many."""
+    db = tmp_path / "kcing.db"
+    env = feed_environ(legacy_replica, logstash, db, KCI_MAX_RETRIES="1")
+    builds = [item.doc for item in legacy_replica.corpus.items("build")[:3]]
+    for build in builds:
+        legacy_replica.corpus.remove_file(build["file_server_resource"] + "/build.json")
+    assert kcing(["feed_es"], env, tmp_path).returncode == 1
+    [error] = [error for error in status_json(env, tmp_path)["errors"] if error["state"] == "failed"]
+    assert error["objects"] == 3, error
+    assert "/<path>" in error["error"] and builds[0]["file_server_resource"] not in error["error"], error
+    assert any(build["file_server_resource"] in error["example"] for build in builds), error
+    shown = section(status_text(env, tmp_path), "most frequent errors:").strip().splitlines()
+    assert shown[0].split(None, 2)[:2] == ["3", "failed"], shown
+
+
+def test_an_error_cause_leaves_out_what_names_one_object_and_keeps_the_rest():
+    from kcing.status import error_cause
+    url = "https://storage.kernelci.org/mainline/v5.4/x86/build.json"
+    assert error_cause("GET %s failed 3 times (last: HTTP 503)" % url, url, "5e1f0c2b8a1d4e0f9b3c2a10") == (
+        "GET https://storage.kernelci.org/<path> failed 3 times (last: HTTP 503)")
+    # Another service's URL keeps its origin; a path ending a sentence keeps the sentence's stop.
+    assert error_cause("GET http://ls:8007/x/y: redirected to https://evil.example/a.", url, "") == (
+        "GET http://ls:8007/<path>: redirected to https://evil.example/<path>.")
+    assert error_cause("node 65a1b2c3d4e5f60718293a4b: no kernel", "https://api/x", "65a1b2c3d4e5f60718293a4b") == (
+        "node <id>: no kernel")
+    assert error_cause("/data/in/boot-8.json: not JSON", "/data/in/boot-8.json", "boot-8.json") == "<file>: not JSON"
+    assert error_cause("GET https://kernelci.org/ failed once (last: HTTP 500)") == (
+        "GET https://kernelci.org/ failed once (last: HTTP 500)")
