@@ -187,6 +187,34 @@ def test_round_trip_backup_restore_backup_gives_byte_identical_files(kibana, wor
     assert "written to %s" % (out / "saved_objects.ndjson") in capsys.readouterr().out
 
 
+def test_backup_creates_a_missing_kibana_dir_only_in_a_directory_that_exists(kibana, tmp_path):
+    """`--kibana-dir /srv/kcnig/kibana` (a typo) once created the whole tree and wrote the export
+    there without a word: the last directory is created, and said; a missing parent is refused
+    before Kibana is asked, and nothing is made."""
+    from tests.feedrun import clean_environ, kcing
+    env = clean_environ(KB_URL=kibana.url)
+    typo = tmp_path / "tpyo" / "kibana"
+    refused = kcing(["backup_kbn", "--kibana-dir", str(typo), "--wait", "0"], env, tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.splitlines() == [
+        "kcing backup_kbn: --kibana-dir %s: directory %s does not exist; create it, or check the name (kcing "
+        "creates the last directory of DIR only)" % (typo, typo.parent)]
+    assert not typo.parent.exists() and not routes(kibana)
+    (tmp_path / "a-file").write_text("")
+    not_a_directory = kcing(["backup_kbn", "--kibana-dir", str(tmp_path / "a-file"), "--wait", "0"], env, tmp_path)
+    assert not_a_directory.returncode == 2
+    assert not_a_directory.stderr.splitlines() == ["kcing backup_kbn: --kibana-dir %s is not a directory"
+                                                   % (tmp_path / "a-file")]
+    new = tmp_path / "new"
+    planned = kcing(["backup_kbn", "--kibana-dir", str(new), "--wait", "0", "--dry-run"], env, tmp_path)
+    assert planned.returncode == 0 and "(creating directory %s)" % new in planned.stdout, planned.stdout
+    assert not new.exists()
+    made = kcing(["backup_kbn", "--kibana-dir", str(new), "--wait", "0"], env, tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip().endswith("written to %s (directory %s created)" % (new / "saved_objects.ndjson", new))
+    assert (new / "saved_objects.ndjson").is_file()
+
+
 def test_the_placeholder_is_in_the_file_and_replaced_on_import(kibana, workdir, tmp_path):
     assert "{{KB_URL}}/app/dashboards#/view/kcing-boots" in SHIPPED.read_text(encoding="utf-8")
     assert setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url)) == 0

@@ -1,6 +1,7 @@
 """kcing backup_kbn: export the kcing Kibana saved objects into kibana/saved_objects.ndjson."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from kcing.admin.kibana import canonical_ndjson, count_by_type, hide_url, parse_ndjson, space_url
@@ -25,6 +26,8 @@ KCING_PROGRESS_EVERY.
 Options:
   --space=ID           Kibana space (setting KB_SPACE, default: the default space).
   --kibana-dir=DIR     Where saved_objects.ndjson lives (default: this checkout's kibana/).
+                       A DIR that does not exist is created, if the directory it is
+                       in exists (a DIR whose parent is missing is refused: a typo).
   --wait=SECONDS       How long to wait for Kibana to be ready (default 60).
   --dry-run            Say what would be written; write nothing.
   -d --debug           Log debug messages.
@@ -52,14 +55,31 @@ def _objects_in(path: Path) -> int:
         return 0
 
 
+def _checked_directory(directory: Path) -> bool:
+    """Whether `directory`, where the export goes, is to be created; refused (ConfigError) when it
+    is no directory, or when the directory it would be created in is missing: `/srv/kcnig/kibana`
+    would otherwise put the export in a tree of new directories nobody looks in."""
+    if directory.is_dir():
+        return False
+    if os.path.lexists(str(directory)):
+        raise ConfigError("--kibana-dir %s is not a directory" % directory)
+    parent = directory.absolute().parent
+    if not parent.is_dir():
+        raise ConfigError("--kibana-dir %s: directory %s does not exist; create it, or check the name (kcing "
+                          "creates the last directory of DIR only)" % (directory, parent))
+    return True
+
+
 def run(args: dict, settings, session=None) -> int:
     """Export the space's saved objects into the saved objects file (dry run: only say so)."""
+    directory = kibana_dir(args)
+    create = _checked_directory(directory)  # before waiting for Kibana: a typo is said at once
     client = make_client(args, settings, session)
     url = space_url(settings.KB_URL, client.space)
     client.wait_ready(seconds(args, "--wait", DEFAULT_WAIT), every=settings.KCING_PROGRESS_EVERY)
     objects = client.export()
     text = hide_url(canonical_ndjson(objects), url)
-    path = kibana_dir(args) / SAVED_OBJECTS
+    path = directory / SAVED_OBJECTS
     summary = "%d objects (%s) from %s" % (len(objects), count_by_type(objects), url)
     if not objects:
         kept = _objects_in(path)
@@ -70,8 +90,9 @@ def run(args: dict, settings, session=None) -> int:
                               "and KB_SPACE" % (url, path, kept))
     if args.get("--dry-run"):
         same = path.is_file() and path.read_text(encoding="utf-8") == text
-        print("backup_kbn: dry run: would write %s to %s (%s)" % (summary, path, "no change" if same else "changed"))
+        print("backup_kbn: dry run: would write %s to %s (%s)" % (
+            summary, path, "creating directory %s" % directory if create else "no change" if same else "changed"))
         return 0
     write_atomically(path, text.encode("utf-8"))
-    print("backup_kbn: %s written to %s" % (summary, path))
+    print("backup_kbn: %s written to %s%s" % (summary, path, " (directory %s created)" % directory if create else ""))
     return 0
