@@ -71,6 +71,55 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+# How much of a ledger statement a debug line shows (see BoundedStatements): the statement whole
+# up to this many characters, this many parameters, each up to this many characters.
+SQL_CHARACTERS = 2000
+SQL_PARAMETERS = 20
+SQL_PARAMETER_CHARACTERS = 60
+# `?, ?, ?, ...` (an IN list) and `(?, ?), (?, ?), ...` (the rows of a multi-row INSERT).
+_PLACEHOLDER_RUN = re.compile(r"\?(?:\s*,\s*\?){9,}")
+_ROW_RUN = re.compile(r"(\((?:\s*\?\s*,)*\s*\?\s*\))(?:\s*,\s*\1){2,}")
+
+
+def bounded_statement(sql: str, parameters) -> str:
+    """A ledger statement and its parameters for a debug line, bounded in size: a run of
+    placeholders or of rows is said by its count, a long parameter (document ids as bytes, a
+    pasted error message) by its start and length, and parameters past the first few by their
+    count. What statement ran stays readable; the line stays a line."""
+    text = _ROW_RUN.sub(lambda found: "%s, ... (%d rows)" % (found.group(1), found.group(0).count("(")), sql)
+    text = _PLACEHOLDER_RUN.sub(lambda found: "?, ... (%d values)" % found.group(0).count("?"), text)
+    if len(text) > SQL_CHARACTERS:
+        text = "%s... (%d characters)" % (text[:SQL_CHARACTERS], len(text))
+    values = list(parameters or ())
+    shown = [_bounded_parameter(value) for value in values[:SQL_PARAMETERS]]
+    if len(values) > SQL_PARAMETERS:
+        shown.append("... and %d more (%d in all)" % (len(values) - SQL_PARAMETERS, len(values)))
+    return "%s; parameters [%s]" % (text, ", ".join(shown))
+
+
+def _bounded_parameter(value) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "<%d bytes>" % len(value)  # document ids: binary, no reader's business in a log
+    shown = repr(value)
+    if len(shown) > SQL_PARAMETER_CHARACTERS:
+        return "%s... (%d characters)" % (shown[:SQL_PARAMETER_CHARACTERS], len(shown))
+    return shown
+
+
+class BoundedStatements(logging.Filter):
+    """On peewee's logger, which logs each statement as the tuple (sql, parameters): the record
+    becomes `bounded_statement`'s text. Unbounded, a write of document ids made 80 KB lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        statement = record.msg
+        if isinstance(statement, tuple) and len(statement) == 2 and isinstance(statement[0], str) and not record.args:
+            record.msg, record.args = bounded_statement(statement[0], statement[1]), None
+        return True
+
+
+BOUNDED_STATEMENTS = BoundedStatements()
+
+
 class LogFileHandler(logging.FileHandler):
     """A log file that says once, in one line, that it cannot be written (a full disk), instead
     of printing a traceback for every record; the run and its stderr log go on."""
@@ -109,6 +158,7 @@ def configure(debug: bool = False, log_file: Optional[str] = None, secrets: Iter
     # Library chatter (one line per pooled connection) drowns the progress lines otherwise.
     for noisy in ("urllib3", "peewee"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    logging.getLogger("peewee").addFilter(BOUNDED_STATEMENTS)  # added once, however often configured
     # The Elasticsearch client warns once per failed attempt; kcing reports the outcome itself.
     logging.getLogger("elastic_transport").setLevel(logging.DEBUG if debug else logging.ERROR)
 

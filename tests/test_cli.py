@@ -837,3 +837,29 @@ def test_a_bug_while_reading_the_command_line_is_one_line_and_exit_70(monkeypatc
     assert captured.out == ""
     assert captured.err == ("kcing: internal error (IndexError); run again with -d for the traceback, and report "
                             "it\n")
+
+
+def test_debug_lines_of_the_ledgers_statements_are_bounded_and_say_what_ran(tmp_path):
+    """-d logs each ledger statement; with its parameters whole, the document ids of one
+    delivered object (bytes) made lines of 80 KB. The statement stays; long values are cut."""
+    log = tmp_path / "debug.log"
+    fed = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out"), "-d", "-l", str(log)],
+                samples_environ(tmp_path), tmp_path)
+    assert fed.returncode == 0, fed.stderr[-2000:]
+    lines = log.read_text(encoding="utf-8").splitlines()
+    statements = [line for line in lines if " DEBUG peewee: " in line]
+    assert statements and max(len(line) for line in statements) < 3000, max(statements, key=len)[:300]
+    [insert, *_] = [line for line in statements if "INSERT INTO delivered_documents" in line]
+    assert re.search(r"VALUES \(\?, \?, \?\), \.\.\. \(\d+ rows\); parameters \[\d+, '[a-z]+-\d{4}\.\d\d\.\d\d', "
+                     r"<\d+ bytes>", insert), insert
+    assert not any(len(line) > 3000 for line in fed.stderr.splitlines())
+
+
+def test_a_bounded_statement_keeps_the_statement_and_cuts_what_is_long():
+    from kcing.logs import bounded_statement
+    assert bounded_statement("SELECT 1 FROM t WHERE id = ?", [5]) == "SELECT 1 FROM t WHERE id = ?; parameters [5]"
+    listed = bounded_statement("SELECT id FROM t WHERE k IN (%s)" % ", ".join("?" * 500), ["x"] * 500)
+    assert listed.startswith("SELECT id FROM t WHERE k IN (?, ... (500 values)); parameters ['x', ")
+    assert listed.endswith("... and 480 more (500 in all)]")
+    assert bounded_statement("UPDATE t SET e = ?", ["e" * 5000, b"\0" * 40]) == (
+        "UPDATE t SET e = ?; parameters ['%s... (5002 characters), <40 bytes>]" % ("e" * 59))
