@@ -424,6 +424,7 @@ def test_a_test_of_a_container_job_or_of_no_known_job_says_nothing_of_a_boot(tre
     ({"id": "cd" * 12, "data": {"job_id": 12}}, (12, "qemu-arm64")),  # a number is a LAVA job number too
     ("not a node", (None, "qemu-arm64")),
     ({"data": {"job_id": "5"}}, (5, "qemu-arm64")),  # no id: still its data
+    ({"data": {"job_id": "\u0661\u0662"}}, (None, "qemu-arm64")),  # digits LAVA never writes: no job number
 ])
 def test_a_test_keeps_its_own_fields_and_reads_only_lava_job_numbers_from_its_job(tree, job_node, expected):
     body = only(docs(tree["case-1"], job_node=job_node)).body

@@ -376,6 +376,15 @@ def test_elasticsearch_9_is_supported_and_7_is_not(tmp_path, capsys):
             run_setup(tmp_path, es7.url)
 
 
+def test_a_version_in_digits_other_than_0_9_is_refused_as_unsupported_not_an_internal_error(tmp_path):
+    """int() refused the "²" that str.isdigit() let through: exit 70 instead of the version message."""
+    with ElasticsearchEmulator() as odd:
+        odd.version = "\u00b2.1.2"  # what GET / reports
+        with pytest.raises(ConfigError) as caught:
+            run_setup(tmp_path, odd.url)
+    assert "is version \u00b2.1.2; kcing needs Elasticsearch 8 or 9" in str(caught.value)
+
+
 def test_make_client_refuses_half_credentials(tmp_path):
     with pytest.raises(ConfigError):
         make_client(load_settings(tmp_path, ES_USER="elastic"))

@@ -21,7 +21,7 @@ from elasticsearch import (
 )
 
 from kcing.errors import ConfigError, ElasticsearchError, KcingError
-from kcing.http import USER_AGENT, seconds_text, warn_cleartext_credentials
+from kcing.http import USER_AGENT, ascii_digits, seconds_text, warn_cleartext_credentials
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline
 from kcing.transport import basic_auth
@@ -237,4 +237,4 @@ def server_version(client: Elasticsearch, host: str) -> str:
 
 def _major(number: str) -> Optional[int]:
     head = number.split(".", 1)[0]
-    return int(head) if head.isdigit() else None
+    return int(head) if ascii_digits(head) else None

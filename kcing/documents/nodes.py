@@ -189,7 +189,7 @@ NOT_THE_KERNEL = LAB_ERROR_TYPES | frozenset((
 
 def lava_job_number(job_id: Optional[str]) -> Optional[int]:
     """A LAVA job id as a number; Kubernetes job names stay in kernelci_api.job_id."""
-    return as_int(job_id) if job_id and job_id.isdigit() else None
+    return as_int(job_id) if job_id and job_id.isascii() and job_id.isdigit() else None
 
 
 def _build_fields(node: Mapping[str, Any], build_log: Any) -> dict:
