@@ -29,6 +29,7 @@ NON_ASCII_TITLES = ["ôÉÀâç çê", "гагaaгжaе", "bcbกb กง", "Pr�
 
 def test_backup_keeps_non_ascii_text_exactly_and_a_restore_gives_it_back(tmp_path):
     out = tmp_path / "kibana"
+    out.mkdir()  # backup_kbn makes the last directory of --kibana-dir, as mkdir does
     with KibanaEmulator() as source:
         for number, title in enumerate(NON_ASCII_TITLES):
             # One object per export: a short body is where a guessed charset goes wrong.
