@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kcing.documents import documents_for
-from kcing.records import JOB, KBUILD, LAVA, REGRESSION, TEST
+from kcing.records import JOB, KBUILD, LAVA, REGRESSION
 from kcing.sources.api_related import RelatedNodes, related_node
 from tests.fakes.api_corpus import ApiCorpus
 from tests.fakes.api_data import LEGACY, checkout_tree

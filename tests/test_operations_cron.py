@@ -1,7 +1,6 @@
 """The operations commands as cron runs them: the real program against servers on 127.0.0.1."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 # The block settings and what a request they stop is answered (status, the block's description).
 BLOCKS = {
