@@ -4,8 +4,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Optional
 
+from kcing.digits import foreign_digits
 from kcing.errors import ConfigError
-from kcing.settings import foreign_digits
 
 
 # The most objects --how-many or --sample-size may ask for of each kind: more than upstream holds.

@@ -22,6 +22,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from kcing import __version__
+from kcing.digits import ascii_digits
 from kcing.errors import ConfigError
 from kcing.urls import redacted
 
@@ -102,12 +103,6 @@ def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], floa
     """
     step = min(cap, base * (2 ** max(0, attempt - 1)))
     return step / 2 + rand() * step / 2
-
-
-def ascii_digits(text: str) -> bool:
-    """Whether `text` is a number in HTTP's digits (0-9 alone). A header is read as latin-1, and
-    str.isdigit() also says yes to "²" or "١", which int() and float() then refuse."""
-    return text.isascii() and text.isdigit()
 
 
 def parse_retry_after(value: Optional[str], now: Optional[datetime] = None) -> Optional[float]:

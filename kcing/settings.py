@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
 from kcing import urls
+from kcing.digits import foreign_digits
 from kcing.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -141,13 +142,6 @@ def _type_name(value: Any) -> str:
         return "None"
     kind = type(value).__name__
     return ("an %s" if kind[:1] in "aeiou" else "a %s") % kind
-
-
-def foreign_digits(text: str) -> bool:
-    """Whether `text` holds a digit other than 0-9 ("٣", "３", "²"). Python's int() and float()
-    read any script's digits, no other tool reads them (Logstash, cron's sh, Elasticsearch): such
-    a number is a pasted mistake, taken as a number only by accident."""
-    return any(not character.isascii() and (character.isdigit() or character.isdecimal()) for character in text)
 
 
 def _ascii_number_text(value: Any, expected: str) -> str:

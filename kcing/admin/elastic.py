@@ -20,8 +20,9 @@ from elasticsearch import (
     Elasticsearch, ElasticsearchWarning, SSLError, SerializationError, TransportError, UnsupportedProductError,
 )
 
+from kcing.digits import ascii_digits
 from kcing.errors import ConfigError, ElasticsearchError, KcingError
-from kcing.http import USER_AGENT, ascii_digits, seconds_text, warn_cleartext_credentials
+from kcing.http import USER_AGENT, seconds_text, warn_cleartext_credentials
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline
 from kcing.transport import basic_auth

@@ -46,6 +46,7 @@ from kcing.documents.identity import document_id, index_name, iso_timestamp
 from kcing.documents.lava import LogLines, log_parts
 from kcing.documents.lava_results import INFRASTRUCTURE_FAILURE, KERNEL_FAILURE, LAB_ERROR_TYPES
 from kcing.documents.typed import without_missing
+from kcing.digits import ascii_digits
 from kcing.documents.validate import check_all
 from kcing.errors import RejectedInput, shown
 from kcing.records import CHECKOUT, JOB, KBUILD, REGRESSION, Document
@@ -189,7 +190,7 @@ NOT_THE_KERNEL = LAB_ERROR_TYPES | frozenset((
 
 def lava_job_number(job_id: Optional[str]) -> Optional[int]:
     """A LAVA job id as a number; Kubernetes job names stay in kernelci_api.job_id."""
-    return as_int(job_id) if job_id and job_id.isascii() and job_id.isdigit() else None
+    return as_int(job_id) if job_id and ascii_digits(job_id) else None
 
 
 def _build_fields(node: Mapping[str, Any], build_log: Any) -> dict:

@@ -21,8 +21,8 @@ from email.utils import parsedate_to_datetime
 from typing import Callable, Iterator, List, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
+from kcing.digits import ascii_digits
 from kcing.errors import UpstreamError, shown
-from kcing.http import ascii_digits
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
 from kcing.collector import collector_paused
 from kcing.objectid import is_object_id
