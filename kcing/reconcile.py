@@ -31,7 +31,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from elasticsearch import AuthenticationException, AuthorizationException
 
 from kcing.admin.elastic import elastic_errors
-from kcing.admin.retention import blocked_indices, index_day
+from kcing.admin.retention import index_day, settings_past_metadata_blocks
 from kcing.errors import ElasticsearchError, Interrupted, UpstreamError
 from kcing.ledger import docids
 from kcing.ledger.ledger import DeliveredRow, Ledger
@@ -487,28 +487,16 @@ class Reconciler:
     def _block_settings(self, names: List[str]) -> Dict[str, dict]:
         """{index: {"settings": its index.blocks.* settings}} of `names`.
 
-        A node refuses the settings of every index asked for (403 cluster_block_exception) when
-        one has a metadata block, naming each such index: whether those refuse writes cannot be
-        known (their documents missing are marked as any other), and the others are asked again.
-        A refusal that names no index is a privilege the user lacks."""
-        found: Dict[str, dict] = {}
-        while names:
-            try:
-                answer = self.client.indices.get_settings(index=",".join(names), name="index.blocks.*",
-                                                          flat_settings=True, ignore_unavailable=True,
-                                                          expand_wildcards="all")
-            except AuthorizationException as error:
-                refused = blocked_indices(error, names)
-                if not refused:
-                    raise
-                log.warning("Elasticsearch at %s refuses to describe %s (%s): whether they refuse writes is unknown, "
-                            "and documents missing there are marked undelivered as any other; remove the metadata "
-                            "block (index.blocks.metadata) to tell", self.host, named(refused),
-                            "; ".join(sorted(set(refused.values()))))
-                names = [name for name in names if name not in refused]
-                continue
-            found.update(getattr(answer, "body", answer) or {})
-            break
+        An index with a metadata block refuses to be described (see
+        `settings_past_metadata_blocks`): whether it refuses writes cannot be known, and its
+        documents missing are marked as any other. A refusal that names no index is a privilege
+        the user lacks."""
+        found, refused = settings_past_metadata_blocks(self.client, names, "index.blocks.*", "all")
+        if refused:
+            log.warning("Elasticsearch at %s refuses to describe %s (%s): whether they refuse writes is unknown, "
+                        "and documents missing there are marked undelivered as any other; remove the metadata "
+                        "block (index.blocks.metadata) to tell", self.host, named(refused),
+                        "; ".join(sorted(set(refused.values()))))
         return found
 
     def _settle(self, checks: List[ObjectCheck]) -> None:

@@ -146,42 +146,57 @@ DELETE_BLOCKS = {"index.blocks.metadata": "FORBIDDEN/9/index metadata (api)",
                  "index.blocks.read_only": "FORBIDDEN/5/index read-only (api)"}
 
 
+def settings_past_metadata_blocks(client: Elasticsearch, names: Sequence[str], setting: str,
+                                  expand_wildcards: str) -> Tuple[Dict[str, dict], Dict[str, str]]:
+    """The `setting` filter of the index settings of `names`: ({index: its answer}, {index: its
+    blocks} of the indices a metadata block keeps from being read).
+
+    A node refuses the settings of every index asked for (403 cluster_block_exception) when one
+    has a metadata block, naming each such index: those are taken from the refusal and the others
+    asked again. Any other refusal is raised as Elasticsearch gave it."""
+    found: Dict[str, dict] = {}
+    refused_all: Dict[str, str] = {}
+    remaining = list(names)
+    while remaining:
+        try:
+            answer = client.indices.get_settings(index=remaining, name=setting, flat_settings=True,
+                                                 ignore_unavailable=True, expand_wildcards=expand_wildcards)
+        except ApiError as error:
+            refused = blocked_indices(error, remaining)
+            if not refused:
+                raise
+            refused_all.update(refused)
+            remaining = [name for name in remaining if name not in refused]
+            continue
+        found.update(getattr(answer, "body", answer) or {})
+        break
+    return found, refused_all
+
+
 def blocked_from_deletion(client: Elasticsearch, host: str, names: Sequence[str],
                           size: int = DELETE_CHUNK) -> Dict[str, str]:
     """{index: its blocks} of the `names` a DELETE would be refused for (what `delete_indices`
     reports), found by reading their block settings, for a dry run to say what a run would do.
 
-    A metadata block refuses the read too, naming each index it blocks; those are taken from
-    the refusal and the others asked again (a node that answers instead shows the setting).
-    index.blocks.read_only_allow_delete and
-    index.blocks.write do not stop a delete."""
+    A metadata block refuses the read too, naming each index it blocks (see
+    `settings_past_metadata_blocks`). index.blocks.read_only_allow_delete and index.blocks.write
+    do not stop a delete."""
     blocked: Dict[str, str] = {}
     for chunk in chunks(names, size):
-        remaining = list(chunk)
-        while remaining:
-            action = "reading the blocks of %d indices (%s ... )" % (len(remaining), remaining[0])
-            try:
-                answer = client.indices.get_settings(index=remaining, name=",".join(DELETE_BLOCKS),
-                                                     flat_settings=True, ignore_unavailable=True,
-                                                     expand_wildcards="none")
-            except ApiError as error:
-                refused = blocked_indices(error, remaining)
-                if not refused:
-                    raise translate(error, host, action) from None
-                blocked.update(refused)
-                remaining = [name for name in remaining if name not in refused]
+        action = "reading the blocks of %d indices (%s ... )" % (len(chunk), chunk[0])
+        try:
+            answer, refused = settings_past_metadata_blocks(client, chunk, ",".join(DELETE_BLOCKS), "none")
+        except (ApiError, TransportError) as error:
+            raise translate(error, host, action) from None
+        blocked.update(refused)
+        for name, found in answer.items():
+            settings = found.get("settings") if isinstance(found, dict) else None
+            if name not in chunk or name in refused or not isinstance(settings, dict):
                 continue
-            except TransportError as error:
-                raise translate(error, host, action) from None
-            for name, found in answer.body.items():
-                settings = found.get("settings") if isinstance(found, dict) else None
-                if name not in remaining or not isinstance(settings, dict):
-                    continue
-                blocks = [block for setting, block in DELETE_BLOCKS.items()
-                          if str(settings.get(setting)).lower() == "true"]
-                if blocks:
-                    blocked[name] = ", ".join(blocks)
-            remaining = []
+            blocks = [block for setting, block in DELETE_BLOCKS.items()
+                      if str(settings.get(setting)).lower() == "true"]
+            if blocks:
+                blocked[name] = ", ".join(blocks)
     return blocked
 
 
