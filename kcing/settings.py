@@ -459,6 +459,8 @@ SPECS: Mapping[str, Spec] = {
                                 "backup_kbn may take in all, from sending it to the last byte of the answer"),
     # Logstash configuration written by setup_ls
     "LS_HOME": Spec("", _optional_path, "Logstash home; setup_ls writes LS_HOME/config/pipelines.yml"),
+    "LS_PATH_SETTINGS": Spec("", _optional_path, "Logstash's settings directory (path.settings), where setup_ls writes "
+                             "pipelines.yml instead of LS_HOME/config: /etc/logstash for the deb and rpm packages"),
     "LS_PATH_CONFIG": Spec("", _optional_path, "pipeline file for pipelines.yml; empty means this checkout's logstash/pipeline/kcing.conf"),
     "LS_QUEUE_TYPE": Spec("persisted", _choice("persisted", "memory"), "Logstash queue type, written by setup_ls"),
     "LS_NUM_WORKERS": Spec(0, _integer(0, 1024),
@@ -531,6 +533,7 @@ class Settings:
     KB_SPACE: str
     KB_REQUEST_DEADLINE: float
     LS_HOME: str
+    LS_PATH_SETTINGS: str
     LS_PATH_CONFIG: str
     LS_QUEUE_TYPE: str
     LS_NUM_WORKERS: int

@@ -205,6 +205,37 @@ def test_ls_home_must_be_set_and_be_a_logstash_home(tmp_path):
         setup_ls({}, make_settings(tmp_path, LS_HOME=tmp_path))
 
 
+def package_layout(tmp_path):
+    """A deb/rpm install: the home has no config/, Logstash runs with --path.settings /etc/logstash."""
+    home, settings_dir = tmp_path / "usr/share/logstash", tmp_path / "etc/logstash"
+    (home / "bin").mkdir(parents=True)
+    settings_dir.mkdir(parents=True)
+    (settings_dir / "pipelines.yml").write_text(OTHERS)
+    return home, settings_dir
+
+
+def test_a_package_install_is_written_in_its_settings_directory(tmp_path, capsys):
+    home, settings_dir = package_layout(tmp_path)
+    assert setup_ls({}, make_settings(tmp_path, LS_PATH_SETTINGS=settings_dir), now=lambda: NOW) == 0
+    written = (settings_dir / "pipelines.yml").read_text()
+    assert written.startswith(OTHERS) and kcing_entry(written) == entry(tmp_path)
+    assert (settings_dir / "pipelines.yml.20231114T221320Z.bak").read_text() == OTHERS
+    assert not (home / "config").exists()
+    # LS_PATH_SETTINGS wins over LS_HOME, whose config/ the packaged service never reads.
+    ls_home = tmp_path / "archive"
+    (ls_home / "config").mkdir(parents=True)
+    assert setup_ls({}, make_settings(tmp_path, LS_HOME=ls_home, LS_PATH_SETTINGS=settings_dir)) == 0
+    assert not (ls_home / "config" / "pipelines.yml").exists()
+
+
+def test_a_package_home_is_refused_naming_the_settings_directory(tmp_path):
+    home, _ = package_layout(tmp_path)
+    with pytest.raises(ConfigError, match="set LS_PATH_SETTINGS=/etc/logstash"):
+        setup_ls({}, make_settings(tmp_path, LS_HOME=home))
+    with pytest.raises(ConfigError, match="LS_PATH_SETTINGS=.* is not a directory"):
+        setup_ls({}, make_settings(tmp_path, LS_PATH_SETTINGS=tmp_path / "etc/logstash/pipelines.yml"))
+
+
 def test_a_file_that_is_not_a_list_is_refused_and_left_alone(ls_home, tmp_path):
     target = ls_home / "config" / "pipelines.yml"
     target.write_text("pipeline.id: main\n")

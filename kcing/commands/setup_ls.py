@@ -14,12 +14,13 @@ USAGE = """\
 Usage:
   kcing setup_ls [options]
 
-Write the kcing pipeline entry into LS_HOME/config/pipelines.yml, keeping the other pipelines
-in it (LS_QUEUE_TYPE, LS_NUM_WORKERS, ... from settings). The previous file is kept beside it
-as pipelines.yml.<time>.bak.
+Write the kcing pipeline entry into LS_HOME/config/pipelines.yml (LS_PATH_SETTINGS/pipelines.yml
+when set: /etc/logstash for the deb and rpm packages), keeping the other pipelines in it
+(LS_QUEUE_TYPE, LS_NUM_WORKERS, ... from settings). The previous file is kept beside it as
+pipelines.yml.<time>.bak.
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
-LS_HOME, LS_PATH_CONFIG, LS_PIPELINE_BATCH_SIZE, LS_NUM_WORKERS, LS_QUEUE_TYPE,
+LS_HOME, LS_PATH_SETTINGS, LS_PATH_CONFIG, LS_PIPELINE_BATCH_SIZE, LS_NUM_WORKERS, LS_QUEUE_TYPE,
 LS_QUEUE_MAX_EVENTS, LS_QUEUE_MAX_BYTES.
 
 Options:
@@ -31,25 +32,44 @@ Options:
                        with -l, FILE still gets everything.
   -h --help            Show this help.
 
-Exit status: 0 written (or already right); 2 configuration error (LS_HOME, an unreadable file,
-a directory it may not write into); 5 pipelines.yml could not be written (a full disk: the
+Exit status: 0 written (or already right); 2 configuration error (LS_HOME, LS_PATH_SETTINGS,
+an unreadable file, a directory it may not write into); 5 pipelines.yml could not be written (a full disk: the
 previous file is left as it was); 130 stopped by a signal (pipelines.yml is left as it was).
 
 Examples:
-  LS_HOME=/usr/share/logstash kcing setup_ls --dry-run
-  LS_HOME=/usr/share/logstash LS_QUEUE_TYPE=persisted kcing setup_ls
+  LS_HOME=/opt/logstash-8.15.3 kcing setup_ls --dry-run      # an archive install
+  LS_HOME=/opt/logstash-8.15.3 LS_QUEUE_TYPE=persisted kcing setup_ls
+  LS_PATH_SETTINGS=/etc/logstash kcing setup_ls              # the deb or rpm package
 """
 
 
-def run(args: dict, settings, now=time.time) -> int:
-    """Write the kcing entry into LS_HOME/config/pipelines.yml; --dry-run prints the result."""
+def settings_directory(settings) -> Path:
+    """The directory Logstash reads pipelines.yml from (its path.settings).
+
+    LS_HOME/config for an archive or Docker install; the deb and rpm packages keep their home
+    in /usr/share/logstash but run Logstash with --path.settings /etc/logstash, so a file
+    written into the home would never be read: LS_PATH_SETTINGS names that directory."""
+    if settings.LS_PATH_SETTINGS:
+        if not Path(settings.LS_PATH_SETTINGS).is_dir():
+            raise ConfigError("LS_PATH_SETTINGS=%s is not a directory" % settings.LS_PATH_SETTINGS)
+        return Path(settings.LS_PATH_SETTINGS)
     if not settings.LS_HOME:
-        raise ConfigError("LS_HOME is not set: point it at the Logstash home, whose config/ holds pipelines.yml")
+        raise ConfigError("LS_HOME is not set: point it at the Logstash home, whose config/ holds pipelines.yml "
+                          "(or LS_PATH_SETTINGS at the directory that holds it, /etc/logstash for the deb and rpm "
+                          "packages)")
     config_dir = Path(settings.LS_HOME) / "config"
     if not Path(settings.LS_HOME).is_dir():
         raise ConfigError("LS_HOME=%s is not a directory" % settings.LS_HOME)
     if not config_dir.is_dir():
-        raise ConfigError("%s does not exist: is LS_HOME=%s a Logstash home?" % (config_dir, settings.LS_HOME))
+        raise ConfigError("%s does not exist: is LS_HOME=%s a Logstash home? A deb or rpm install keeps its "
+                          "settings in /etc/logstash: set LS_PATH_SETTINGS=/etc/logstash"
+                          % (config_dir, settings.LS_HOME))
+    return config_dir
+
+
+def run(args: dict, settings, now=time.time) -> int:
+    """Write the kcing entry into pipelines.yml of Logstash's settings directory; --dry-run prints it."""
+    config_dir = settings_directory(settings)
     path = config_dir / "pipelines.yml"
     try:
         existing = path.read_text(encoding="utf-8") if path.exists() else ""
