@@ -2,6 +2,7 @@
 command's own usage (kcing/commands/<name>.py) parses the rest; errors become exit codes here."""
 from __future__ import annotations
 
+import codecs
 import contextlib
 import difflib
 import gc
@@ -326,6 +327,31 @@ def stdout_reader_gone() -> bool:
     return gone
 
 
+def _escape_unencodable(error: UnicodeError):
+    """The `kcing-escape` error handler: a character stdout's encoding lacks becomes `\\u0131`
+    (as stderr writes it), and a byte of a name that is not UTF-8 (a lone surrogate) goes out as
+    that byte (as `surrogateescape` sends it), instead of ending the command with an error."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    code = ord(error.object[error.start])
+    if 0xDC80 <= code <= 0xDCFF:
+        return bytes([code - 0xDC00]), error.start + 1
+    return "\\u%04x" % code if code <= 0xFFFF else "\\U%08x" % code, error.start + 1
+
+
+codecs.register_error("kcing-escape", _escape_unencodable)
+
+
+def tolerant_stdout() -> None:
+    """Under a locale whose encoding is not UTF-8 (LC_ALL=C with PYTHONUTF8=0, a Latin-1 locale,
+    PYTHONIOENCODING=ascii), a non-ASCII path or name in what a command prints (the ledger's path
+    and destinations in `status`) made stdout raise UnicodeEncodeError: an internal error and exit
+    70 after the work was done. stdout keeps its encoding; what it cannot hold is escaped."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="kcing-escape")
+
+
 def settings_from(args: dict, environ=None):
     """Load settings and apply the flags the user gave (docopt leaves absent ones as None)."""
     overrides = {name: args.get(flag) for flag, name in FLAG_SETTINGS.items() if args.get(flag) is not None}
@@ -340,6 +366,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     sys.argv, and what it imported is kept out of the collector's way."""
     as_program = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
+    if as_program:
+        tolerant_stdout()
     command = None
     try:
         command, rest = split_global(argv)

@@ -253,3 +253,22 @@ def test_an_error_cause_leaves_out_what_names_one_object_and_keeps_the_rest():
     assert error_cause("/data/in/boot-8.json: not JSON", "/data/in/boot-8.json", "boot-8.json") == "<file>: not JSON"
     assert error_cause("GET https://kernelci.org/ failed once (last: HTTP 500)") == (
         "GET https://kernelci.org/ failed once (last: HTTP 500)")
+
+
+@pytest.mark.parametrize("locale_env", [dict(LC_ALL="C", PYTHONUTF8="0"),
+                                        dict(LC_ALL="C.UTF-8", PYTHONIOENCODING="ascii")],
+                         ids=["C-without-utf8-mode", "ascii-stdout"])
+def test_status_prints_a_non_ascii_destination_on_an_ascii_stdout(tmp_path, locale_env):
+    # A user's non-ASCII directory names reach the ledger (the --output destination); under an
+    # ASCII locale `status` must still print its report, escaping what stdout cannot hold.
+    where = tmp_path / "çıktı→"
+    where.mkdir()
+    env = clean_environ(KCING_DB=str(where / "kcing.db"))
+    env.pop("LANG", None)
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(where / "out")],
+                dict(env, LC_ALL="C.UTF-8"), tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    shown = kcing(["status"], dict(env, **locale_env), tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "internal error" not in shown.stderr
+    assert "to ndjson %s" % (tmp_path / "\\u00e7\\u0131kt\\u0131\\u2192" / "out") in shown.stdout
