@@ -59,6 +59,9 @@ def a_date(args: dict, flag: str) -> Optional[datetime]:
         return None
     try:
         return utc_date(value)
+    except UnknownZone:
+        raise ConfigError("%s expects a time zone as a UTC offset, such as '2020-11-04 09:41 +01:00' or "
+                          "'2020-11-04 09:41 UTC', not %r" % (flag, value)) from None
     except IncompleteDate:
         raise ConfigError("%s expects a date with its year, month and day, such as 2020-11-04 or "
                           "'2020-11-04 09:41', not %r" % (flag, value)) from None
@@ -84,6 +87,20 @@ class IncompleteDate(ValueError):
     """A text python-dateutil reads as a date only by filling in what it leaves out from today."""
 
 
+class UnknownZone(ValueError):
+    """A text naming its time zone by an abbreviation ("BST", "EST") rather than an offset."""
+
+
+def _offset_only(name: Optional[str], offset: Optional[int]) -> Optional[int]:
+    """python-dateutil's `tzinfos` hook: a UTC offset ("+05:45", and "UTC", "GMT", "Z", which it
+    reads as 0) is kept; an abbreviation is refused. Left to itself python-dateutil reads one as
+    this host's zone when it is one of this host's names ("BST" under TZ=Europe/London) and
+    drops it with a warning otherwise, so the same flag meant a different time on each host."""
+    if name is None or offset is not None:  # no zone (UTC, the caller's rule), or an offset
+        return offset
+    raise UnknownZone("%r is not a UTC offset" % name)
+
+
 # Two days that differ in year, month and day: what a text leaves out shows as a difference.
 _FILLERS = (datetime(2000, 1, 1), datetime(2001, 2, 2))
 
@@ -91,14 +108,15 @@ _FILLERS = (datetime(2000, 1, 1), datetime(2001, 2, 2))
 def utc_date(text: str) -> datetime:
     """`text` read by python-dateutil as aware UTC (no zone means UTC). Raises ValueError or
     OverflowError for what is not a date, and IncompleteDate for a text that does not name its
-    year, month and day: python-dateutil takes those from today (`-1` is the first of this month,
+    year, month and day (UnknownZone for a zone named by an abbreviation, which would be read
+    by this host's zone): python-dateutil takes those from today (`-1` is the first of this month,
     `2020` today's day of 2020), so the day read would depend on the day kcing ran. Digits other
 than 0-9 are refused as a pasted mistake."""
     from dateutil import parser as dateparser  # here: most runs never read a date, and it takes a while to import
 
     if foreign_digits(text):  # python-dateutil reads any script's digits as 0-9; no other tool does
         raise ValueError("%r is not written in the digits 0-9" % text)
-    first, second = (dateparser.parse(text, default=filler) for filler in _FILLERS)
+    first, second = (dateparser.parse(text, default=filler, tzinfos=_offset_only) for filler in _FILLERS)
     if first.date() != second.date():
         raise IncompleteDate("%r does not name a year, a month and a day" % text)
     return first.replace(tzinfo=timezone.utc) if first.tzinfo is None else first.astimezone(timezone.utc)

@@ -863,3 +863,28 @@ def test_a_bounded_statement_keeps_the_statement_and_cuts_what_is_long():
     assert listed.endswith("... and 480 more (500 in all)]")
     assert bounded_statement("UPDATE t SET e = ?", ["e" * 5000, b"\0" * 40]) == (
         "UPDATE t SET e = ?; parameters ['%s... (5002 characters), <40 bytes>]" % ("e" * 59))
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/London", "America/New_York"])
+def test_a_since_naming_its_zone_by_an_abbreviation_is_refused_on_every_host(tmp_path, zone):
+    """python-dateutil reads "BST" as the host's zone where the host is in Britain and drops it
+    (with a library warning) elsewhere: the same cron line checked from 07:00 or 08:00 UTC."""
+    refused = kcing(["reconcile", "--since", "2024-07-01 08:00 BST"], dict(samples_environ(tmp_path), TZ=zone),
+                    tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == ("kcing reconcile: --since '2024-07-01 08:00 BST' names its time zone by an "
+                                 "abbreviation: give a UTC offset (try '2024-10-16 08:00 +01:00' or "
+                                 "'2024-10-16 08:00 UTC')")
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/London", "Asia/Kathmandu"])
+def test_a_since_with_no_zone_or_an_offset_means_the_same_time_on_every_host(tmp_path, zone):
+    # 01:30 on the day Britain's clocks go forward: a time that does not exist in London.
+    env = dict(samples_environ(tmp_path), TZ=zone)
+    fed = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    for since, shown in (("2024-03-31 01:30", "2024-03-31 01:30 UTC"), ("2024-03-31 01:30 GMT", "2024-03-31 01:30 UTC"),
+                         ("2024-03-31 07:15 +05:45", "2024-03-31 01:30 UTC")):
+        ran = kcing(["reconcile", "--since", since], env, tmp_path)
+        assert "since %s" % shown in ran.stdout + ran.stderr, (since, ran.stdout, ran.stderr)
+        assert "Warning" not in ran.stderr

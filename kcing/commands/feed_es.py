@@ -52,7 +52,7 @@ Options:
                        the samples source).
   --since=DATE         With --source api: list nodes updated since DATE (any date
                        python-dateutil reads that names its year, month and day; UTC unless
-                       it names a zone), not since the watermark.
+                       it gives an offset such as +01:00), not since the watermark.
   --with-logs          With --source api: also fetch the logs documents need: a LAVA job's
                        callback (boot details, one log document per line), a build.log.
   --threads=N          Concurrent downloads (setting KCI_THREADS, default 4).
