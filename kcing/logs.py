@@ -150,7 +150,9 @@ def configure(debug: bool = False, log_file: Optional[str] = None, secrets: Iter
     progress.live_allowed = not quiet
     handlers = [terminal]
     if log_file:
-        handlers.append(LogFileHandler(log_file, encoding="utf-8"))
+        # A name that is not UTF-8 (lone surrogates) is written escaped, as stderr writes it:
+        # strict, the file refused the line and every line after it.
+        handlers.append(LogFileHandler(log_file, encoding="utf-8", errors="backslashreplace"))
     for handler in handlers:
         handler.setFormatter(formatter())
         handler.addFilter(redact)

@@ -280,3 +280,17 @@ def test_a_run_refused_at_start_says_why_in_the_log_file_too(tmp_path):
     (line,) = log.read_text().splitlines()
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ERROR kcing\.cli: (.*)", line).group(1) == \
         why + " (exit 2)"
+
+
+def test_a_line_naming_a_path_that_is_not_utf8_reaches_the_log_file(tmp_path):
+    """A byte of a name that is not UTF-8 (Python holds it as a lone surrogate) made the UTF-8
+    log file refuse the line: "cannot write the log file", and every later line was lost."""
+    log = tmp_path / "feed.log"
+    metrics = str(tmp_path) + "/no\udcffdir/m.prom"  # passed to the child as the byte 0xff
+    refused = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out"), "--metrics", metrics,
+                     "-l", str(log)], clean_environ(KCING_DB=str(tmp_path / "kcing.db"), LC_ALL="C.UTF-8"), tmp_path)
+    assert refused.returncode == 2
+    assert "cannot write the log file" not in refused.stderr
+    (line,) = log.read_text(encoding="utf-8").splitlines()
+    assert line.endswith("ERROR kcing.cli: kcing feed_es: --metrics %s/no\\udcffdir/m.prom: directory %s/no\\udcffdir "
+                         "does not exist (exit 2)" % (tmp_path, tmp_path))
