@@ -3,6 +3,8 @@ runs as they ended: each ledger built through the real program, read back throug
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import re
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from kcing.admin.templates import install, templates_for
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED
 from tests.fakes.elastic_server import ElasticsearchEmulator
-from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing
+from tests.feedrun import REPO, SAMPLES, clean_environ, feed_environ, kcing
 from tests.test_reconcile import (  # noqa: F401 (env and forwarding are fixtures)
     _lose_the_build_documents, day_index, env, es_client, forwarding, obj, packed, seed, to_logstash,
 )
@@ -272,3 +274,17 @@ def test_status_prints_a_non_ascii_destination_on_an_ascii_stdout(tmp_path, loca
     assert shown.returncode == 0, shown.stderr
     assert "internal error" not in shown.stderr
     assert "to ndjson %s" % (tmp_path / "\\u00e7\\u0131kt\\u0131\\u2192" / "out") in shown.stdout
+
+
+def test_status_prints_a_ledger_path_that_is_not_utf8_on_a_strict_utf8_stdout(tmp_path):
+    # Under a UTF-8 locale other than C.UTF-8 (en_US.UTF-8) stdout is strict: the ledger's own
+    # path holding a byte that is not UTF-8 ended `status` as an internal error.
+    where = str(tmp_path) + "/x\udcff"  # the byte 0xff in the child's arguments
+    env = clean_environ(KCING_DB=where + "/kcing.db", LC_ALL="C.UTF-8")
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", where + "/out"],
+                env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    shown = subprocess.run([sys.executable, str(REPO / "kcing.py"), "status"], env=dict(env, PYTHONIOENCODING="utf-8"),
+                           cwd=str(tmp_path), capture_output=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert b"ledger: %s/x\xff/kcing.db\n" % bytes(tmp_path) in shown.stdout
