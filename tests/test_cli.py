@@ -888,3 +888,23 @@ def test_a_since_with_no_zone_or_an_offset_means_the_same_time_on_every_host(tmp
         ran = kcing(["reconcile", "--since", since], env, tmp_path)
         assert "since %s" % shown in ran.stdout + ran.stderr, (since, ran.stdout, ran.stderr)
         assert "Warning" not in ran.stderr
+
+
+def test_a_date_naming_its_zone_by_an_abbreviation_is_refused_where_that_is_the_host_s_zone(monkeypatch):
+    """Under TZ=Europe/London python-dateutil read "BST" as the host's zone (08:41 UTC); under
+    any other TZ it dropped it (09:41 UTC): documents dated by --date landed on different days."""
+    import time
+
+    from kcing import flags
+    from kcing.errors import ConfigError
+
+    monkeypatch.setenv("TZ", "Europe/London")
+    time.tzset()
+    try:
+        with pytest.raises(ConfigError, match=r"--date expects a time zone as a UTC offset"):
+            flags.a_date({"--date": "2020-07-04 00:30 BST"}, "--date")
+        assert flags.a_date({"--date": "2020-07-04 00:30 +01:00"}, "--date").isoformat() == "2020-07-03T23:30:00+00:00"
+        assert flags.a_date({"--date": "2020-07-04 00:30"}, "--date").isoformat() == "2020-07-04T00:30:00+00:00"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
