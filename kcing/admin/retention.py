@@ -11,7 +11,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
@@ -102,6 +102,26 @@ def blocked_indices(error: ApiError, names: Sequence[str]) -> Dict[str, str]:
     return {name: found[name] for name in names if name in found}
 
 
+def past_blocks(request: Callable[[List[str]], Any], names: Sequence[str]) -> Tuple[Any, List[str], Dict[str, str]]:
+    """`request(names)`, asked again without the indices a refusal says are blocked: a node
+    refuses a whole request (403 cluster_block_exception) naming each index whose block stops
+    it, and does none of it. Return (the answer, the names it was given for, {index: its blocks}
+    of those left out); (None, [], ...) when every one was. Any other refusal is raised as
+    Elasticsearch gave it."""
+    refused_all: Dict[str, str] = {}
+    remaining = list(names)
+    while remaining:
+        try:
+            return request(remaining), remaining, refused_all
+        except ApiError as error:
+            refused = blocked_indices(error, remaining)
+            if not refused:
+                raise
+            refused_all.update(refused)
+            remaining = [name for name in remaining if name not in refused]
+    return None, [], refused_all
+
+
 def delete_indices(client: Elasticsearch, host: str, names: Sequence[str],
                    size: int = DELETE_CHUNK) -> Tuple[List[str], Dict[str, str]]:
     """Delete `names` (exact names, never patterns) in chunks; return the names deleted and
@@ -116,27 +136,19 @@ def delete_indices(client: Elasticsearch, host: str, names: Sequence[str],
         for name in chunk:
             if not KCING_INDEX.fullmatch(name):
                 raise ValueError("refusing to delete %r: not a kcing index name" % name)
-        remaining = list(chunk)
-        while remaining:
-            action = "deleting %d indices (%s ... )" % (len(remaining), remaining[0])
-            try:
-                # ILM (setup_es --ilm) may delete an index between our listing and this call; a
-                # missing one must not fail the chunk, which ES would then not delete at all.
-                client.indices.delete(index=remaining, ignore_unavailable=True, expand_wildcards="none")
-            except ApiError as error:
-                refused = blocked_indices(error, remaining)
-                if not refused:
-                    raise translate(error, host, action) from None
-                for name, blocks in refused.items():
-                    log.warning("Elasticsearch refuses to delete %s: it is blocked by [%s]", name, blocks)
-                blocked.update(refused)
-                remaining = [name for name in remaining if name not in refused]
-                continue
-            except TransportError as error:
-                raise translate(error, host, action) from None
-            deleted.extend(remaining)
-            log.info("deleted %d indices: %s", len(remaining), ",".join(remaining))
-            remaining = []
+        try:
+            # ILM (setup_es --ilm) may delete an index between our listing and this call; a
+            # missing one must not fail the chunk, which ES would then not delete at all.
+            _, gone, refused = past_blocks(lambda remaining: client.indices.delete(
+                index=remaining, ignore_unavailable=True, expand_wildcards="none"), chunk)
+        except (ApiError, TransportError) as error:
+            raise translate(error, host, "deleting %d indices (%s ... )" % (len(chunk), chunk[0])) from None
+        for name, blocks in refused.items():
+            log.warning("Elasticsearch refuses to delete %s: it is blocked by [%s]", name, blocks)
+        blocked.update(refused)
+        if gone:
+            deleted.extend(gone)
+            log.info("deleted %d indices: %s", len(gone), ",".join(gone))
     return deleted, blocked
 
 
@@ -153,24 +165,11 @@ def settings_past_metadata_blocks(client: Elasticsearch, names: Sequence[str], s
 
     A node refuses the settings of every index asked for (403 cluster_block_exception) when one
     has a metadata block, naming each such index: those are taken from the refusal and the others
-    asked again. Any other refusal is raised as Elasticsearch gave it."""
-    found: Dict[str, dict] = {}
-    refused_all: Dict[str, str] = {}
-    remaining = list(names)
-    while remaining:
-        try:
-            answer = client.indices.get_settings(index=remaining, name=setting, flat_settings=True,
-                                                 ignore_unavailable=True, expand_wildcards=expand_wildcards)
-        except ApiError as error:
-            refused = blocked_indices(error, remaining)
-            if not refused:
-                raise
-            refused_all.update(refused)
-            remaining = [name for name in remaining if name not in refused]
-            continue
-        found.update(getattr(answer, "body", answer) or {})
-        break
-    return found, refused_all
+    asked again (`past_blocks`). Any other refusal is raised as Elasticsearch gave it."""
+    answer, _, refused = past_blocks(lambda remaining: client.indices.get_settings(
+        index=remaining, name=setting, flat_settings=True, ignore_unavailable=True,
+        expand_wildcards=expand_wildcards), names)
+    return getattr(answer, "body", answer) or {}, refused
 
 
 def blocked_from_deletion(client: Elasticsearch, host: str, names: Sequence[str],
