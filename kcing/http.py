@@ -105,6 +105,20 @@ def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], floa
     return step / 2 + rand() * step / 2
 
 
+def http_date(value: Optional[str]) -> Optional[datetime]:
+    """An HTTP date (a `Date` header, `Retry-After`'s date form) as an aware datetime, UTC when
+    it names no zone; None when it is absent or no date."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
 def parse_retry_after(value: Optional[str], now: Optional[datetime] = None) -> Optional[float]:
     """Return the seconds a `Retry-After` header asks to wait, or None if absent or unreadable."""
     if not value:
@@ -112,14 +126,9 @@ def parse_retry_after(value: Optional[str], now: Optional[datetime] = None) -> O
     text = value.strip()
     if ascii_digits(text):
         return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
+    when = http_date(text)
     if when is None:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
     now = now or datetime.now(timezone.utc)
     return max(0.0, (when - now).total_seconds())
 

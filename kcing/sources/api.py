@@ -37,7 +37,6 @@ The only module that knows the API's paths, filters and paging, and where artifa
 """
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import operator
@@ -56,6 +55,7 @@ from kcing.sources import heads
 from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.collector import collector_paused
 from kcing.documents.coerce import as_date
+from kcing.http import http_date
 from kcing.objectid import is_object_id, node_id as _node_id, object_id_time
 from kcing.shutdown import result_of
 from kcing.sources.requester import Requester, json_of
@@ -690,17 +690,12 @@ def server_time_before(date_header: Optional[str], elapsed: Optional[timedelta])
     """A time of the server's clock no later than when it was sent a request, from its answer's
     `Date` header (whole seconds, rounded down, stamped before the answer reached us) less the
     time the request took; None without a readable Date."""
-    if not date_header:
-        return None
-    try:
-        stamped = email.utils.parsedate_to_datetime(date_header)
-    except (TypeError, ValueError, IndexError):
-        return None
+    stamped = http_date(date_header)
     if stamped is None:
         return None
+    took = elapsed if isinstance(elapsed, timedelta) and elapsed > timedelta(0) else timedelta(0)
     try:
-        stamped = stamped.replace(tzinfo=timezone.utc) if stamped.tzinfo is None else stamped.astimezone(timezone.utc)
-        return stamped - (elapsed if isinstance(elapsed, timedelta) and elapsed > timedelta(0) else timedelta(0))
+        return stamped.astimezone(timezone.utc) - took
     except OverflowError:  # a date at the calendar's edge (`31 Dec 9999 23:59:59 -0100`): no reading
         return None
 

@@ -17,12 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from dataclasses import replace
 from datetime import date, datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Callable, Iterator, List, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
 from kcing.digits import ascii_digits
 from kcing.errors import UpstreamError, shown
+from kcing.http import http_date
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
 from kcing.collector import collector_paused
 from kcing.objectid import is_object_id
@@ -412,12 +412,11 @@ def _utc_days(response) -> Set[Tuple[str, date]]:
     this host's clock says), each named by whose it is."""
     days = {("here", datetime.now(timezone.utc).date())}
     headers = getattr(response, "headers", None)
-    stamp = headers.get("Date") if headers is not None else None
-    if isinstance(stamp, str):
+    served = http_date(headers.get("Date") if headers is not None else None)
+    if served is not None:
         try:
-            served = parsedate_to_datetime(stamp)
-            days.add(("upstream", (served.astimezone(timezone.utc) if served.tzinfo else served).date()))
-        except (TypeError, ValueError, IndexError, OverflowError):
+            days.add(("upstream", served.astimezone(timezone.utc).date()))
+        except OverflowError:  # a date at the calendar's edge, moved past it by its offset
             pass
     return days
 
