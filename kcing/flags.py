@@ -111,7 +111,7 @@ def utc_date(text: str) -> datetime:
     year, month and day (UnknownZone for a zone named by an abbreviation, which would be read
     by this host's zone): python-dateutil takes those from today (`-1` is the first of this month,
     `2020` today's day of 2020), so the day read would depend on the day kcing ran. Digits other
-than 0-9 are refused as a pasted mistake."""
+    than 0-9 are refused as a pasted mistake."""
     from dateutil import parser as dateparser  # here: most runs never read a date, and it takes a while to import
 
     if foreign_digits(text):  # python-dateutil reads any script's digits as 0-9; no other tool does

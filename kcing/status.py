@@ -5,7 +5,6 @@ import json
 import re
 from typing import Dict, List, Optional, Tuple
 
-
 from kcing.ledger.ledger import Ledger
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, Run, UpstreamFile
 from kcing.runlock import lock_holder

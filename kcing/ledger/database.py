@@ -80,7 +80,7 @@ def read_only_part(path: str) -> Optional[str]:
         return None
     if not os.access(str(where.parent), os.W_OK):
         return "its directory %s cannot be written to" % where.parent
-    if where.exists() and not os.access(str(where), os.W_OK):
+    if read_only_file(path):
         return "the file is read-only"
     for suffix, advice in (("-shm", "make it writable, or remove it while nothing uses the ledger"),
                            ("-wal", "make it writable; keep it, as it may hold the last transactions")):

@@ -162,10 +162,10 @@ class NdjsonDirSink:
 def open_output_file(path: Path) -> int:
     """Open (creating if needed) the output file at `path` for appending; return its fd.
 
-    As kcing.files.open_own_file opens any file kcing writes: a symlink there is refused, never followed,
-    and so is anything but a plain file with one name. kcing cuts a torn tail off the file before
-    it appends, so a link planted at the name would have it cut and write into whatever the link
-    points at.
+    As kcing.files.open_own_file opens any file kcing writes: a symlink there is refused, never
+    followed, and so is anything but a plain file with one name. kcing cuts a torn tail off the
+    file before it appends, so a link planted at the name would have it cut and write into
+    whatever the link points at.
     """
     def failure(error: OSError) -> KcingError:
         # A path to fix (a directory at the name, no permission) is exit 2, a failing disk exit 5.
