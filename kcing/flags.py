@@ -1,6 +1,7 @@
 """Command-line flags that are not settings: parsed here, with errors naming the flag."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -59,6 +60,10 @@ def a_date(args: dict, flag: str) -> Optional[datetime]:
         return None
     try:
         return utc_date(value)
+    except SignedZoneName:
+        raise ConfigError("%s %r gives its offset after UTC or GMT, which POSIX reads west of Greenwich and "
+                          "ISO 8601 east: give the offset alone, such as '2020-11-04 09:41 +03:00'"
+                          % (flag, value)) from None
     except UnknownZone:
         raise ConfigError("%s expects a time zone as a UTC offset, such as '2020-11-04 09:41 +01:00' or "
                           "'2020-11-04 09:41 UTC', not %r" % (flag, value)) from None
@@ -91,6 +96,15 @@ class UnknownZone(ValueError):
     """A text naming its time zone by an abbreviation ("BST", "EST") rather than an offset."""
 
 
+class SignedZoneName(UnknownZone):
+    """A text giving its offset after "UTC" or "GMT" ("UTC+3"), whose sign readers take two ways."""
+
+
+# "UTC+3" or "GMT-05:00": POSIX TZ rules, and python-dateutil with them, count such an offset
+# west of Greenwich (UTC+3 is 3 hours behind), while ISO 8601 and most people count it east.
+_SIGNED_ZONE_NAME = re.compile(r"(?:UTC|GMT)\s*[-+]\s*[0-9]", re.IGNORECASE)
+
+
 def _offset_only(name: Optional[str], offset: Optional[int]) -> Optional[int]:
     """python-dateutil's `tzinfos` hook: a UTC offset ("+05:45", and "UTC", "GMT", "Z", which it
     reads as 0) is kept; an abbreviation is refused. Left to itself python-dateutil reads one as
@@ -109,13 +123,15 @@ def utc_date(text: str) -> datetime:
     """`text` read by python-dateutil as aware UTC (no zone means UTC). Raises ValueError or
     OverflowError for what is not a date, and IncompleteDate for a text that does not name its
     year, month and day (UnknownZone for a zone named by an abbreviation, which would be read
-    by this host's zone): python-dateutil takes those from today (`-1` is the first of this month,
+    by this host's zone, or as "UTC+3", whose sign python-dateutil reads as POSIX does): python-dateutil takes those from today (`-1` is the first of this month,
     `2020` today's day of 2020), so the day read would depend on the day kcing ran. Digits other
     than 0-9 are refused as a pasted mistake."""
     from dateutil import parser as dateparser  # here: most runs never read a date, and it takes a while to import
 
     if foreign_digits(text):  # python-dateutil reads any script's digits as 0-9; no other tool does
         raise ValueError("%r is not written in the digits 0-9" % text)
+    if _SIGNED_ZONE_NAME.search(text):
+        raise SignedZoneName("%r gives an offset after UTC or GMT, which is read with either sign" % text)
     first, second = (dateparser.parse(text, default=filler, tzinfos=_offset_only) for filler in _FILLERS)
     if first.date() != second.date():
         raise IncompleteDate("%r does not name a year, a month and a day" % text)

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import List, Optional
 
 from kcing.errors import ConfigError
-from kcing.flags import IncompleteDate, UnknownZone, utc_date
+from kcing.flags import IncompleteDate, SignedZoneName, UnknownZone, utc_date
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,9 @@ def parse_since(text: str) -> datetime:
     """A `--since` date (anything python-dateutil reads) as aware UTC; no zone means UTC."""
     try:
         return utc_date(text)
+    except SignedZoneName:
+        raise ConfigError("--since %r gives its offset after UTC or GMT, which POSIX reads west of Greenwich and "
+                          "ISO 8601 east: give the offset alone (try '2024-10-16 08:00 +03:00')" % text) from None
     except UnknownZone:
         raise ConfigError("--since %r names its time zone by an abbreviation: give a UTC offset (try "
                           "'2024-10-16 08:00 +01:00' or '2024-10-16 08:00 UTC')" % text) from None

@@ -877,6 +877,27 @@ def test_a_since_naming_its_zone_by_an_abbreviation_is_refused_on_every_host(tmp
                                  "'2024-10-16 08:00 UTC')")
 
 
+@pytest.mark.parametrize("since", ["2024-07-01 08:00 UTC+3", "2024-07-01T08:00GMT-05:30", "2024-07-01 08:00 utc + 3"])
+def test_a_since_giving_its_offset_after_utc_or_gmt_is_refused_as_read_with_either_sign(tmp_path, since):
+    """python-dateutil reads "UTC+3" as POSIX TZ rules do, 3 hours west of Greenwich: a user
+    meaning 08:00 at +03:00 (05:00 UTC) was given 11:00 UTC, and missed six hours of results."""
+    refused = kcing(["reconcile", "--since", since], samples_environ(tmp_path), tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == ("kcing reconcile: --since %r gives its offset after UTC or GMT, which POSIX reads "
+                                 "west of Greenwich and ISO 8601 east: give the offset alone (try "
+                                 "'2024-10-16 08:00 +03:00')" % since)
+
+
+def test_a_date_giving_its_offset_after_utc_or_gmt_is_refused_and_an_offset_alone_is_read_east():
+    from kcing import flags
+    from kcing.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^--date '2020-07-04 00:30 GMT\+1' gives its offset after UTC or GMT"):
+        flags.a_date({"--date": "2020-07-04 00:30 GMT+1"}, "--date")
+    assert flags.a_date({"--date": "2020-07-04 00:30 +01:00"}, "--date").isoformat() == "2020-07-03T23:30:00+00:00"
+    assert flags.a_date({"--date": "2020-07-04 00:30 UTC"}, "--date").isoformat() == "2020-07-04T00:30:00+00:00"
+
+
 @pytest.mark.parametrize("zone", ["UTC", "Europe/London", "Asia/Kathmandu"])
 def test_a_since_with_no_zone_or_an_offset_means_the_same_time_on_every_host(tmp_path, zone):
     # 01:30 on the day Britain's clocks go forward: a time that does not exist in London.
