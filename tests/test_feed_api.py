@@ -683,6 +683,40 @@ def test_a_broken_log_its_storage_labels_gzip_leaves_a_note_and_the_watermark_mo
     assert watermark(db) == newest_updated(api_replica)
 
 
+@pytest.mark.parametrize("page", [
+    b"<!DOCTYPE html>\n<html><head><title>Service Unavailable</title></head><body>back soon</body></html>\n",
+    b"\n  <!-- maintenance -->\n<HTML>\n<body>Sign in to continue</body></HTML>",
+])
+def test_a_web_page_answered_for_a_build_log_is_not_counted_as_the_log(env, tmp_path, db, api_replica, logstash, page):
+    """A storage or proxy page served with 200 was read as the build log: 0 errors and the page's
+    size, delivered for good. The node fails instead, and the next run delivers the real log."""
+    kbuild = api_replica.tree["kbuild-x86"]
+    path = urlsplit(kbuild["artifacts"]["build_log"]).path[len("/files/"):]
+    real_log = api_replica.corpus.read(path)
+    api_replica.corpus.add_file(path, page)
+    first = kcing(["feed_es", "--with-logs"], env, tmp_path)
+    assert first.returncode == 1, first.stderr
+    assert "answered a web page with 200, not the file" in first.stdout + first.stderr
+    row = next(row for row in ledger_rows(db) if row["upstream_id"].startswith(kbuild["id"]))
+    assert row["state"] == "failed" and "web page" in row["last_error"]
+    assert not [body for body in logstash.store.values() if body["kernelci_api"]["node_id"] == kbuild["id"]]
+    api_replica.corpus.add_file(path, real_log)
+    second = kcing(["feed_es", "--with-logs"], env, tmp_path)
+    assert second.returncode == 0, second.stderr
+    _, build = document_of(logstash, kbuild["id"])
+    assert (build["errors"], build["warnings"]) == (1, 1)
+
+
+def test_a_build_log_starting_with_a_compiler_s_angle_bracket_is_the_log(env, tmp_path, api_replica, logstash):
+    kbuild = api_replica.tree["kbuild-x86"]
+    path = urlsplit(kbuild["artifacts"]["build_log"]).path[len("/files/"):]
+    api_replica.corpus.add_file(path, b"<stdin>:1519:2: warning: #warning syscall clone3 not implemented [-Wcpp]\n")
+    result = kcing(["feed_es", "--with-logs"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, build = document_of(logstash, kbuild["id"])
+    assert build["warnings"] == 1
+
+
 def test_dry_run_lists_and_changes_nothing(env, tmp_path, db, api_replica, logstash):
     result = kcing(["feed_es", "--dry-run"], env, tmp_path)
     assert result.returncode == 0, result.stderr

@@ -78,6 +78,9 @@ _NOT_ZERO = re.compile(rb"[^\x00]")
 # Answers from a storage host that another try will not change (an expired SAS token, a file
 # that was never uploaded): the node's documents are made without that log.
 LOST_ARTIFACT_STATUSES = frozenset({401, 403, 404, 410})
+# The start of a web page, which no artifact is (a build log may start with "<stdin>:12: warning"):
+# a storage's or a proxy's page answered with 200 in place of the file, for a while.
+_WEB_PAGE = re.compile(rb"\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)[\s>]", re.IGNORECASE | re.DOTALL)
 # The artifact each node kind needs for its documents with `with_logs`.
 LOG_ARTIFACTS = {JOB: "callback_data", KBUILD: "build_log"}
 # The forms the API writes `updated` in (naive UTC, with microseconds unless they are 0): a
@@ -649,6 +652,10 @@ class KernelCIApi:
                 content = gunzip(content, MAX_ARTIFACT_BYTES)
             except ValueError as error:
                 return None, str(error)
+        if _WEB_PAGE.match(content[:4096]):
+            # Counted as the log, its figures would be a page's, for good: the node is tried again.
+            raise UpstreamError("GET %s answered a web page with 200, not the file (a storage's or a proxy's "
+                                "page)" % _without_query(url))
         return content.decode("utf-8", "replace"), None
 
 
