@@ -521,6 +521,11 @@ def test_a_regression_s_own_revision_wins_over_its_failing_run_s(tree):
      ("Test", "own", "lava-baylibre")),
     ({"error_code": None, "error_msg": None}, {"error_code": "Job", "error_msg": "run's"}, {},
      ("Job", "run's", "lava-baylibre")),
+    # Code and message come from one node: the run's message is about the run's own error.
+    ({"error_code": "Test", "error_msg": None}, {"error_code": "Job", "error_msg": "run's"}, {},
+     ("Test", None, "lava-baylibre")),
+    ({"error_code": None, "error_msg": "own"}, {"error_code": "Job", "error_msg": "run's"}, {},
+     (None, "own", "lava-baylibre")),
     # A regression node names no runtime: the failing run's, else its job's.
     ({}, {"runtime": None}, {"runtime": "lava-collabora"}, (None, None, "lava-collabora")),
     ({}, {"runtime": "lava-broonie"}, {"runtime": "lava-collabora"}, (None, None, "lava-broonie")),

@@ -45,6 +45,10 @@ def regression_fields(node: Mapping[str, Any], envelope: Mapping[str, Any]) -> d
     def first(name: str, *sources: Mapping[str, Any]) -> Optional[str]:
         return next((value for value in (as_keyword(source.get(name)) for source in sources) if value), None)
 
+    # The error as one node gives it: a code from the regression node and a message from its
+    # failing run may be about two different failures.
+    erring = next((source for source in (data, fail_data)
+                   if as_keyword(source.get("error_code")) or as_text(source.get("error_msg"))), {})
     # What the tracker copied from the failing run (Regression.create_regression), else the run's own.
     own = {name: data.get(name) for name in CONFIGURATION_KEYS}
     failing = dict({name: fail_data.get(name) for name in CONFIGURATION_KEYS},
@@ -60,8 +64,8 @@ def regression_fields(node: Mapping[str, Any], envelope: Mapping[str, Any]) -> d
         "name": as_keyword(node.get("name")),
         "test_path": nodes_api.test_path(node),
         "status": STATUSES.get(as_verdict(node.get("result")) or "", "unknown"),
-        "error_type": first("error_code", data, fail_data),
-        "error_msg": as_text(data.get("error_msg")) or as_text(fail_data.get("error_msg")),
+        "error_type": as_keyword(erring.get("error_code")),
+        "error_msg": as_text(erring.get("error_msg")),
         "fail_node": _node_id(data.get("fail_node")),
         "pass_node": _node_id(data.get("pass_node")),
         "fail_node_url": _link(links.get("fail_node")),
