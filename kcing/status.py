@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Dict, List, Optional, Tuple
 
+from kcing.errors import one_line
 from kcing.ledger.ledger import Ledger
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, Run, UpstreamFile
 from kcing.runlock import lock_holder
@@ -171,8 +173,10 @@ def _where(counts: dict) -> str:
 
 
 def _iso(value) -> str:
-    # The ledger keeps naive UTC times.
-    return value.isoformat(sep=" ", timespec="seconds") + " UTC" if value else ""
+    # The ledger keeps naive UTC times; a value edited by hand is shown as it is.
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="seconds") + " UTC"
+    return "" if value is None or value == "" else "%s (not a time)" % one_line(str(value), 40)
 
 
 def as_text(data: dict) -> str:

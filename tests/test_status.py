@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import re
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -288,3 +289,47 @@ def test_status_prints_a_ledger_path_that_is_not_utf8_on_a_strict_utf8_stdout(tm
                            cwd=str(tmp_path), capture_output=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert b"ledger: %s/x\xff/kcing.db\n" % bytes(tmp_path) in shown.stdout
+
+
+def test_status_shows_run_rows_edited_by_hand_as_they_are(tmp_path):
+    import sqlite3
+
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(tmp_path / "out")],
+                env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    with sqlite3.connect(str(tmp_path / "kcing.db")) as edited:
+        edited.execute("UPDATE run SET started = 'yesterday', ended = 'soon', counts = '[1, 2]'")
+    shown = kcing(["status"], env, tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "feed_es   yesterday (not a time) -> soon (not a time)  ok" in shown.stdout
+    again = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output",
+                   str(tmp_path / "out"), "--metrics", str(tmp_path / "metrics.prom")], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_watermark_edited_into_no_time_is_a_one_line_error_naming_the_row(tmp_path):
+    import sqlite3
+
+    from kcing.errors import ConfigError
+
+    ledger_path = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(ledger_path))
+    ledger.advance_watermark("api", datetime.fromisoformat("2024-10-16T08:00:00+00:00"), "logstash http://ls:8338")
+    ledger.close()
+    with sqlite3.connect(str(ledger_path)) as edited:
+        edited.execute("UPDATE watermark SET position = '16/10/2024'")
+    expected = ("KCING_DB %s holds a watermark for api to logstash http://ls:8338 that is not a time ('16/10/2024'): "
+                "fix or delete that row of its watermark table (without it, the next run starts as a first run)"
+                % ledger_path)
+    shown = kcing(["status"], clean_environ(KCING_DB=str(ledger_path)), tmp_path)
+    assert (shown.returncode, shown.stderr.strip()) == (2, "kcing status: " + expected)
+    ledger = Ledger.open(str(ledger_path))
+    try:
+        with pytest.raises(ConfigError) as refused:
+            ledger.watermark("api", "logstash http://ls:8338")
+        assert str(refused.value) == expected
+        with pytest.raises(ConfigError):
+            ledger.advance_watermark("api", datetime.fromisoformat("2024-10-17T08:00:00+00:00"), "logstash http://ls:8338")
+    finally:
+        ledger.close()

@@ -13,7 +13,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple
 
 from peewee import DatabaseError, SqliteDatabase, fn
 
-from kcing.errors import ConfigError, KcingError, StorageFailed, exit_status
+from kcing.errors import ConfigError, KcingError, StorageFailed, exit_status, one_line
 from kcing.files import as_text
 from kcing.ledger import docids, identity, models
 from kcing.ledger.database import LedgerDatabase, read_only_file, read_only_part, unwritable
@@ -546,7 +546,7 @@ class Ledger:
         (UTC), or None."""
         row = models.Watermark.get_or_none((models.Watermark.source == source)
                                            & (models.Watermark.destination == destination))
-        return row.position.replace(tzinfo=timezone.utc) if row is not None else None
+        return self._position(row).replace(tzinfo=timezone.utc) if row is not None else None
 
     def advance_watermark(self, source: str, when: datetime, destination: str = "") -> datetime:
         """Move `source`'s watermark forward to `when` (never back); return where it now is."""
@@ -557,14 +557,24 @@ class Ledger:
             if row is None:
                 models.Watermark.create(source=source, destination=destination, position=position,
                                         moved_at=self.clock())
-            elif position > row.position:
+            elif position > self._position(row):
                 models.Watermark.update(position=position, moved_at=self.clock()).where(where).execute()
         return self.watermark(source, destination)
 
     def watermarks(self) -> Dict[Tuple[str, str], datetime]:
         """{(source, destination): watermark (UTC)} for every source that has one."""
-        return {(row.source, row.destination): row.position.replace(tzinfo=timezone.utc)
+        return {(row.source, row.destination): self._position(row).replace(tzinfo=timezone.utc)
                 for row in models.Watermark.select()}
+
+    def _position(self, row: models.Watermark) -> datetime:
+        """A watermark row's time; ConfigError when the row holds something else (edited by hand):
+        a run would otherwise list from nowhere known."""
+        if not isinstance(row.position, datetime):
+            raise ConfigError("KCING_DB %s holds a watermark for %s to %s that is not a time (%s): fix or delete "
+                              "that row of its watermark table (without it, the next run starts as a first run)"
+                              % (self.path, row.source, row.destination or "its destination",
+                                 one_line(repr(row.position), 60)))
+        return row.position
 
     # Retention -----------------------------------------------------------------------------
 
@@ -605,9 +615,11 @@ class Ledger:
                 counts = json.loads(run.counts or "{}")
             except ValueError:
                 continue
+            if not isinstance(counts, dict) or not isinstance(run.ended, datetime):
+                continue  # a row edited by hand says nothing sure
             if destination is not None and counts.get("destination", destination) != destination:
                 continue
-            if counts.get("source") == source and run.ended is not None:
+            if counts.get("source") == source:
                 return run.ended.replace(tzinfo=timezone.utc)
         return None
 
