@@ -243,6 +243,34 @@ def test_a_null_file_server_resource_is_rebuilt_as_the_backend_did_a_branch_with
     assert set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
 
 
+
+def test_a_null_file_server_resource_of_an_item_from_before_2019_has_no_build_environment_level(logstash, tmp_path):
+    """Storage had no build environment directory before early 2019 (upstream.md §1.6), and
+    items of then name no build_environment: the path rebuilt for a null file_server_resource
+    ends with the defconfig, where the files are, instead of refusing the item."""
+    corpus = LegacyCorpus()
+    build = build_item("next", "next-20181203", "arm", "multi_v7_defconfig", at(TODAY, 0, 1))
+    content = build_json(dict(build, file_server_resource=None, build_environment=None))
+    old_build = {key: value for key, value in build.items() if key != "build_environment"}
+    old_build["file_server_resource"] = None
+    build_path = corpus.add_build(old_build, content, path="next/master/next-20181203/arm/multi_v7_defconfig/build.json")
+    boot = boot_item(dict(build, build_environment=None), "lab-baylibre", "am335x-boneblack", at(TODAY, 0, 2),
+                     null_resource=True)
+    boot_file = lava_json(boot, 370875)
+    del boot["build_environment"]
+    boot_file_path = corpus.add_boot(
+        boot, "next/master/next-20181203/arm/multi_v7_defconfig/lab-baylibre/lava-json-am335x-boneblack.json", boot_file)
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        result = kcing(["feed_es"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
+        assert replica.storage.get_count(build_path) == 1
+        assert replica.storage.get_count(boot_file_path) == 1
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
+    [body] = builds_in(logstash).values()
+    assert body["kernel"] == "next-20181203" and "build_environment" not in body
+    boots = [body for (index, _), body in logstash.store.items() if index.startswith("boot-")]
+    assert [(body["board"], body["lab_name"]) for body in boots] == [("am335x-boneblack", "lab-baylibre")]
+
 # -- a listing that fails part-way -----------------------------------------------------------------
 
 def test_a_boot_listing_that_keeps_failing_still_delivers_the_builds_listed_before_it(logstash, tmp_path):

@@ -52,6 +52,9 @@ BMETA_FILE = "bmeta.json"  # from 2020-09; alone from 2021-04
 LAVA_FILE_PREFIX = "lava-json-"
 BOOT_FILE_PREFIX = "boot-"
 RESOURCE_FALLBACK = ("job", "git_branch", "kernel", "arch", "defconfig_full", "build_environment")
+# Storage had no build environment level before early 2019 (upstream.md §1.6): an item of then
+# names none, and its directory ends with the defconfig.
+OPTIONAL_RESOURCE_PARTS = ("build_environment",)
 # A lab's file in a build's storage directory: `<lab>/lava-json-<board>.json`, `<lab>/boot-<board>.json`.
 LAB_FILE = re.compile(r"^(?:lava-json|boot)-.+\.json$")
 # A listing that runs across UTC midnight is listed again (upstream.md §1.4.2, date_range); a
@@ -498,11 +501,13 @@ def _created_on(item: dict) -> Optional[datetime]:
 
 
 def _resource_segments(item: dict) -> list:
-    """Split file_server_resource; when null, rebuild it the way the backend did."""
+    """Split file_server_resource; when null, rebuild it the way the backend did, without the
+    build environment level for an item that names none (one from before early 2019)."""
     resource = item.get("file_server_resource")
     if isinstance(resource, str) and resource.strip("/"):
         return resource.strip("/").split("/")
-    parts = [item.get(name) for name in RESOURCE_FALLBACK]
+    parts = [item.get(name) for name in RESOURCE_FALLBACK
+             if not (name in OPTIONAL_RESOURCE_PARTS and item.get(name) in (None, ""))]
     if not all(isinstance(part, str) and part for part in parts):
         raise ValueError("listing item has no file_server_resource and not enough fields to rebuild it")
     # The backend joined them as a path (os.path.join): a branch like `thermal/linux-next` is two
