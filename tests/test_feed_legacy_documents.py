@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from datetime import date, datetime, timezone
@@ -125,6 +126,23 @@ def test_a_local_callback_naming_no_lab_is_refused_with_its_reason(logstash, tmp
     assert not logstash.store
     assert [row["state"] for row in ledger_rows(tmp_path / "kcing.db")] == ["rejected"]
 
+
+
+def test_a_gzip_compressed_local_file_is_read_as_its_content_and_a_broken_one_rejected_alone(logstash, tmp_path):
+    """An archived lava-json file (`.json.gz`), or an API job's `lava_callback.json.gz` artifact
+    (upstream.md §2.7), is gzip file content: it was rejected as "not UTF-8 text (byte 1)"."""
+    plain = (SAMPLES / "lava" / "5fb6196b59b5140d3b3a6259.json").read_bytes()
+    packed = tmp_path / "lava-json-meson-gxbb-p200.json.gz"
+    packed.write_bytes(gzip.compress(plain))
+    broken = tmp_path / "lava-json-broken.json.gz"
+    broken.write_bytes(gzip.compress(plain)[:200])
+    result = kcing(["feed_es", "--lavas", str(packed), str(broken)], local_environ(logstash, tmp_path), tmp_path)
+    assert result.returncode == 1, result.stderr
+    expected = {(document.index, document.doc_id) for document in documents_for(LAVA, plain)}
+    assert set(logstash.store) == expected
+    assert sorted(row["state"] for row in ledger_rows(tmp_path / "kcing.db")) == ["delivered", "rejected"]
+    assert "lava-json-broken.json.gz: gzip-compressed, and gzip data cut short" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
 
 # -- 4. bmeta.json ----------------------------------------------------------------------------------
 

@@ -14,8 +14,9 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 from dateutil import parser as dateparser
 
-from kcing.errors import ConfigError, ObjectTooLarge, UpstreamError, reading_failure, shown
+from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError, reading_failure, shown
 from kcing.records import NODE_KINDS, OBJECT_KINDS, UpstreamObject
+from kcing.sources.api import GZIP_MAGIC, gunzip
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,19 @@ class SavedSamples:
         return replace(obj, facts=dict(listed.facts, **obj.facts))
 
     def fetch(self, obj: UpstreamObject) -> bytes:
-        return read_bounded(Path(obj.url), self.max_bytes)
+        return gunzipped(obj.url, read_bounded(Path(obj.url), self.max_bytes), self.max_bytes)
+
+
+def gunzipped(path: str, content: bytes, max_bytes: int) -> bytes:
+    """The content of a file given gzip-compressed (`lava-json-<board>.json.gz` from an archive, an
+    API job's `lava_callback.json.gz` artifact: upstream.md §2.7), held to `max_bytes` once
+    decompressed; any other file as it is. A broken or too large one is rejected, saying so."""
+    if content[:2] != GZIP_MAGIC:
+        return content
+    try:
+        return gunzip(content, max_bytes)
+    except ValueError as error:
+        raise RejectedInput("%s: gzip-compressed, and %s" % (path, error)) from None
 
 
 class LocalFiles:
@@ -169,7 +182,19 @@ class LocalFiles:
                                  str(Path(path).resolve()), self.date)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
-        return read_bounded(Path(obj.url), self.max_bytes)
+        return gunzipped(obj.url, read_bounded(Path(obj.url), self.max_bytes), self.max_bytes)
+
+
+def gunzipped(path: str, content: bytes, max_bytes: int) -> bytes:
+    """The content of a file given gzip-compressed (`lava-json-<board>.json.gz` from an archive, an
+    API job's `lava_callback.json.gz` artifact: upstream.md §2.7), held to `max_bytes` once
+    decompressed; any other file as it is. A broken or too large one is rejected, saying so."""
+    if content[:2] != GZIP_MAGIC:
+        return content
+    try:
+        return gunzip(content, max_bytes)
+    except ValueError as error:
+        raise RejectedInput("%s: gzip-compressed, and %s" % (path, error)) from None
 
 
 def sample_mismatch(path: str, content: bytes, saved_sha256: Optional[str]) -> Optional[str]:
