@@ -23,7 +23,7 @@ from tests.fakes.legacy_data import (
 from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica
 from tests.fakes.rogue_http import RogueFront
 from tests.fakes.serving import ManualClock
-from tests.feedrun import feed_environ, kcing, ledger_states
+from tests.feedrun import feed_environ, kcing, ledger_rows, ledger_states
 
 TODAY = date(2019, 5, 31)
 
@@ -270,6 +270,36 @@ def test_a_null_file_server_resource_of_an_item_from_before_2019_has_no_build_en
     assert body["kernel"] == "next-20181203" and "build_environment" not in body
     boots = [body for (index, _), body in logstash.store.items() if index.startswith("boot-")]
     assert [(body["board"], body["lab_name"]) for body in boots] == [("am335x-boneblack", "lab-baylibre")]
+
+
+def test_a_boot_item_naming_no_board_or_no_lab_is_rejected_saying_which_and_never_asked_for(logstash, tmp_path):
+    """Formatted as it was, a missing board made the file `lava-json-None.json`, which storage
+    was asked for (and `boot-None.json` after it), and the boot counted as failed on every run."""
+    corpus = LegacyCorpus()
+    build = build_item("next", "next-20190531", "arm64", "defconfig", at(TODAY, 0, 1))
+    corpus.add_build(build, build_json(build))
+    good = boot_item(build, "lab-baylibre", "meson-gxbb-p200", at(TODAY, 0, 2))
+    corpus.add_boot(good, boot_path(good), lava_json(good, 370874))
+    no_board = dict(boot_item(build, "lab-baylibre", "rk3288-veyron-jaq", at(TODAY, 0, 3)), board=None)
+    corpus.add_item("boot", no_board)
+    absent_board = boot_item(build, "lab-collabora", "jetson-tk1", at(TODAY, 0, 4))
+    del absent_board["board"]
+    corpus.add_item("boot", absent_board)
+    no_lab = dict(boot_item(build, "lab-broonie", "bcm2837-rpi-3-b", at(TODAY, 0, 5)), lab_name=None)
+    corpus.add_item("boot", no_lab)
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        result = kcing(["feed_es"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
+        asked = [request.path for request in replica.storage.requests]
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert not [path for path in asked if "None" in path], asked
+    rows = {row["upstream_id"]: row for row in ledger_rows(tmp_path / "kcing.db")}
+    assert rows[good["_id"]["$oid"]]["state"] == "delivered"
+    assert [(rows[item["_id"]["$oid"]]["state"], rows[item["_id"]["$oid"]]["last_error"])
+            for item in (no_board, absent_board, no_lab)] == [
+        ("rejected", "listing item has no board (None)"),
+        ("rejected", "listing item has no board (absent)"),
+        ("rejected", "listing item has no lab_name (None)")]
+    assert "Traceback" not in result.stderr
 
 # -- a listing that fails part-way -----------------------------------------------------------------
 

@@ -324,8 +324,12 @@ class LegacyKernelCI:
         if obj.kind == BUILD:
             leaf = [BUILD_FILE]
         else:
-            leaf = [item.get("lab_name"),
-                    "%s-%s.json" % ("boot" if obj.kind == BOOT else "lava-json", item.get("board"))]
+            missing = _missing_names(item, ("lab_name", "board"))
+            if missing:
+                # Formatted as they are, the file would be `lava-json-None.json`, which no
+                # storage ever held: asked for on every run, failing on every run.
+                return replace(obj, created=created, problem="listing item has no %s" % " and no ".join(missing))
+            leaf = [item["lab_name"], "%s-%s.json" % ("boot" if obj.kind == BOOT else "lava-json", item["board"])]
         try:
             url = self._storage_url(_resource_segments(item) + leaf)
         except ValueError as error:
@@ -498,6 +502,13 @@ def _created_on(item: dict) -> Optional[datetime]:
         except (OverflowError, OSError, ValueError):
             return None
     return None
+
+
+def _missing_names(item: dict, names) -> List[str]:
+    """The `names` whose value in `item` is no text to name a file by (absent, null, empty, a
+    number or an object), each with what it is instead."""
+    return ["%s (%s)" % (name, shown(item[name]) if name in item else "absent") for name in names
+            if not (isinstance(item.get(name), str) and item[name])]
 
 
 def _resource_segments(item: dict) -> list:
