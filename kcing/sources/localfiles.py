@@ -137,19 +137,7 @@ class SavedSamples:
         return replace(obj, facts=dict(listed.facts, **obj.facts))
 
     def fetch(self, obj: UpstreamObject) -> bytes:
-        return gunzipped(obj.url, read_bounded(Path(obj.url), self.max_bytes), self.max_bytes)
-
-
-def gunzipped(path: str, content: bytes, max_bytes: int) -> bytes:
-    """The content of a file given gzip-compressed (`lava-json-<board>.json.gz` from an archive, an
-    API job's `lava_callback.json.gz` artifact: upstream.md §2.7), held to `max_bytes` once
-    decompressed; any other file as it is. A broken or too large one is rejected, saying so."""
-    if content[:2] != GZIP_MAGIC:
-        return content
-    try:
-        return gunzip(content, max_bytes)
-    except ValueError as error:
-        raise RejectedInput("%s: gzip-compressed, and %s" % (path, error)) from None
+        return read_bounded(Path(obj.url), self.max_bytes)
 
 
 class LocalFiles:
