@@ -4,6 +4,7 @@ Shared by the commands that feed (feed_es, gen_samples, reconcile --resend); no 
 """
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
@@ -129,8 +130,8 @@ def no_ledger(settings) -> ConfigError:
     said as such, since running feed_es first would not help."""
     directory = Path(settings.KCING_DB).expanduser().absolute().parent
     if not directory.is_dir():
-        return ConfigError("no ledger at %s: directory %s does not exist (check KCING_DB or --db)"
-                           % (settings.KCING_DB, directory))
+        return ConfigError("no ledger at %s: directory %s %s (check KCING_DB or --db)"
+                           % (settings.KCING_DB, directory, not_a_directory(directory)))
     return ConfigError("no ledger at %s yet: run `kcing feed_es` first (or pass --db)" % settings.KCING_DB)
 
 
@@ -139,8 +140,13 @@ def check_ledger_directory(settings) -> None:
     for it), said of KCING_DB rather than of the lock file beside it."""
     directory = Path(settings.KCING_DB).expanduser().absolute().parent
     if not directory.is_dir():
-        raise ConfigError("KCING_DB %s: directory %s does not exist; create it or point KCING_DB (or --db) "
-                          "elsewhere" % (settings.KCING_DB, directory))
+        raise ConfigError("KCING_DB %s: directory %s %s; create it or point KCING_DB (or --db) "
+                          "elsewhere" % (settings.KCING_DB, directory, not_a_directory(directory)))
+
+
+def not_a_directory(path: Path) -> str:
+    """Why `path`, which should be a directory, is none: a file in its place is not "missing"."""
+    return "is not a directory" if os.path.lexists(str(path)) else "does not exist"
 
 
 def open_ledger(settings, dry_run: bool = False) -> Ledger:

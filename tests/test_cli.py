@@ -488,6 +488,12 @@ def test_a_bad_space_flag_is_named_as_the_flag(tmp_path):
     (["reconcile"], "kcing reconcile: no ledger at {db}: directory {dir} does not exist (check KCING_DB or --db)"),
     (["feed_es", "--source", "samples", "--output", "out"],
      "kcing feed_es: KCING_DB {db}: directory {dir} does not exist; create it or point KCING_DB (or --db) elsewhere"),
+    # A dry run tries out the cron line: it once listed everything as "would be fetched", as if
+    # the ledger were new, where the run itself is refused.
+    (["feed_es", "--source", "samples", "--dry-run"],
+     "kcing feed_es: KCING_DB {db}: directory {dir} does not exist; create it or point KCING_DB (or --db) elsewhere"),
+    (["feed_es", "--source", "samples", "--output", "out", "--dry-run"],
+     "kcing feed_es: KCING_DB {db}: directory {dir} does not exist; create it or point KCING_DB (or --db) elsewhere"),
 ])
 def test_a_ledger_in_a_directory_that_does_not_exist_is_said_so(argv, message, tmp_path):
     """Not "run `kcing feed_es` first", which would fail too, nor a word about a lock file."""
@@ -496,6 +502,37 @@ def test_a_ledger_in_a_directory_that_does_not_exist_is_said_so(argv, message, t
     assert refused.returncode == 2
     assert one_line(refused) == message.format(db=db, dir=db.parent)
     assert not db.parent.exists()
+
+
+@pytest.mark.parametrize("argv", [["feed_es", "--source", "samples", "--dry-run"], ["status"], ["drp", "--dry-run"]],
+                         ids=lambda argv: argv[0])
+def test_a_file_where_the_ledgers_directory_should_be_is_not_said_missing(argv, tmp_path):
+    (tmp_path / "state").write_text("a file, not a directory\n")
+    db = tmp_path / "state" / "kcing.db"
+    refused = kcing(argv, dict(samples_environ(tmp_path), KCING_DB=str(db)), tmp_path)
+    assert refused.returncode == 2
+    assert "directory %s is not a directory" % db.parent in one_line(refused), refused.stderr
+    assert "does not exist" not in refused.stderr
+
+
+def test_a_dry_run_takes_the_ledger_in_the_output_directory_the_run_would_make(tmp_path):
+    """`--output DIR --db DIR/kcing.db` (what `make demo` runs): the run makes DIR, so its dry
+    run, which makes nothing, may not refuse the ledger's directory for being missing."""
+    for output, db in (("demo", "demo/kcing.db"), ("a/b/out", "a/kcing.db")):
+        tried = kcing(["feed_es", "--source", "samples", "--output", output, "--db", db, "--dry-run"],
+                      samples_environ(tmp_path), tmp_path)
+        assert tried.returncode == 0, tried.stderr
+        assert tried.stdout.splitlines()[-1] == "dry run: listed 11, 0 already delivered, 11 would be fetched"
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_metrics_in_a_directory_that_is_a_file_is_not_said_missing(tmp_path):
+    (tmp_path / "textfile").write_text("a file\n")
+    refused = kcing(["feed_es", "--source", "samples", "--dry-run", "--metrics", "textfile/kcing.prom"],
+                    samples_environ(tmp_path), tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == "kcing feed_es: --metrics textfile/kcing.prom: directory %s is not a directory" \
+        % (tmp_path / "textfile")
 
 
 def test_a_leading_tilde_in_a_path_setting_or_option_is_the_home_directory(tmp_path):

@@ -6,6 +6,7 @@ import os
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Optional
 
 from kcing import metrics
 from kcing.commands._shared import check_and_record, print_summary, run_feed
@@ -14,7 +15,7 @@ from kcing.flags import seconds
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
 from kcing.shutdown import Stop, stop_on_signals
-from kcing.wiring import check_ledger_directory, make_source, make_sink, open_ledger
+from kcing.wiring import check_ledger_directory, make_source, make_sink, not_a_directory, open_ledger
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,10 @@ def run(args: dict, settings) -> int:
         # its ledger in the directory the sink has just made.
         with _unmade_output_if_refused(sink):
             check_ledger_directory(settings)
+    elif not _made_by_the_run(settings.KCING_DB, args.get("--output")):
+        # A dry run tries out a cron line: one whose ledger the run would refuse is refused too,
+        # not shown as a first run with everything to fetch.
+        check_ledger_directory(settings)
     if verify:
         # Imported here: the Elasticsearch client takes a quarter of a second to import, which
         # every cron run without --verify would pay.
@@ -195,12 +200,22 @@ def verify_delivered(client, settings, ledger: Ledger, delivered: list, delay: f
     return report
 
 
+def _made_by_the_run(ledger: str, output: Optional[str]) -> bool:
+    """Whether the ledger's directory is one the run would make, which its dry run does not: the
+    --output DIR or a missing directory above it (`--output DIR --db DIR/kcing.db`)."""
+    if not output:
+        return False
+    directory = Path(ledger).expanduser().absolute().parent
+    made = Path(output).expanduser().absolute()
+    return directory == made or directory in made.parents
+
+
 def _check_metrics_path(path: str) -> None:
     """Before the run, as -l does: a metrics file that cannot be written would be noticed only
     when a dashboard goes stale."""
     directory = Path(path).expanduser().absolute().parent
     if not directory.is_dir():
-        raise ConfigError("--metrics %s: directory %s does not exist" % (path, directory))
+        raise ConfigError("--metrics %s: directory %s %s" % (path, directory, not_a_directory(directory)))
     if Path(path).is_dir():
         raise ConfigError("--metrics %s is a directory; name the file to write" % path)
     if not os.access(directory, os.W_OK):
