@@ -113,6 +113,44 @@ def test_a_commands_help_lists_the_settings_it_reads(name):
         setting.startswith("KCI_") and "KCI_*" in listed)}, read - named
 
 
+# Runs kcing's command line recording each setting the run reads, but for the reads that make
+# the settings (kcing/settings.py, dataclasses) and the secrets cli.py hides in every log line.
+READ_SETTINGS = r"""
+import json, sys
+from kcing import cli, settings
+read, plain = set(), settings.Settings.__getattribute__
+
+def recorded(self, name):
+    if name in settings.SPECS and not sys._getframe(1).f_code.co_filename.endswith(
+            ("dataclasses.py", "kcing/settings.py", "kcing/cli.py")):
+        read.add(name)
+    return plain(self, name)
+
+settings.Settings.__getattribute__ = recorded
+try:
+    status = cli.main(sys.argv[1:])
+finally:
+    sys.stderr.write("\nread: %s\n" % json.dumps(sorted(read)))
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize("argv", [["status"], ["drp", "--dry-run"], ["drp"], ["reconcile", "--dry-run"],
+                                  ["reconcile"]], ids=" ".join)
+def test_a_command_reads_no_setting_its_help_leaves_out(argv, tmp_path, es):
+    """What a run reads, not only what its module names: opening a ledger written before
+    destinations were recorded reads the Logstash inputs, which it records as that ledger's."""
+    env = samples_environ(tmp_path, ES_HOST=es.url)
+    fed = kcing(["feed_es", "--source", "samples", "--output", "out"], env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    ran = subprocess.run([sys.executable, "-c", READ_SETTINGS, *argv], env=dict(env, PYTHONPATH=str(REPO)), cwd=str(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in ran.stderr, ran.stderr
+    read = set(json.loads(ran.stderr.rsplit("read: ", 1)[1]))
+    named = set(re.findall(r"\b(?:KCI|KCING|ES|LS|KB|DRP)_[A-Z_]*[A-Z]\b", settings_read(argv[0])))
+    assert "KCING_DB" in read and not read - named, read - named
+
+
 def option_entries(name: str) -> Dict[str, str]:
     """{'--days': its help text on one line} for each option a command's help lists."""
     options = commands.load(name).USAGE.split("\nOptions:\n", 1)[1].split("\n\n", 1)[0]

@@ -19,7 +19,8 @@ Elasticsearch), the last runs (outcome, counts, and for feed_es its source and d
 last reconcile, the watermarks and the most frequent errors.
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
-KCING_DB, KCING_DB_LOCK_WAIT.
+KCING_DB, KCING_DB_LOCK_WAIT; ES_BUILD, ES_LAVA, ES_BOOT and ES_REGRESSION name the Logstash
+inputs a ledger written before kcing recorded destinations (schema 1 or 2) is shown as sent to.
 
 Options:
   --json               Print machine-readable JSON.
