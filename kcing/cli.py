@@ -9,6 +9,7 @@ import gc
 import io
 import logging
 import os
+import re
 import select
 import sys
 from typing import List, Optional, Tuple
@@ -393,7 +394,14 @@ def main(argv: Optional[List[str]] = None) -> int:
               % (where, type(error).__name__), file=sys.stderr)
         return INTERNAL_ERROR
     if not args.get("--quiet"):
-        return run_command(command, args)
+        if not args.get("--log-file"):
+            return run_command(command, args)
+        copied = logs.CopiedToLogFile(sys.stdout, __name__)
+        try:
+            with contextlib.redirect_stdout(copied):
+                return run_command(command, args)
+        finally:
+            copied.finish()
     # --quiet (cron, which mails whatever a job prints): what the command prints is held, kept
     # in the -l log file, and shown only when the command ends in failure.
     held = io.StringIO()
@@ -436,7 +444,13 @@ def run_command(command: str, args: dict) -> int:
         settings = settings_from(args)
         logs.configure(debug=args.get("--debug"), log_file=args.get("--log-file"), quiet=quiet,
                        secrets=[getattr(settings, name) for name in settings_module.SECRET_NAMES])
-        return commands.run(command, args, settings)
+        status = commands.run(command, args, settings)
+        if status:
+            # A command that ends so without an error (objects rejected, documents missing,
+            # Kibana objects not imported) has said why above; the trail gets its status too.
+            logs.in_log_file_only(logging.WARNING, "kcing %s: exit %d (%s)"
+                                  % (command, status, exit_meaning(command, status)), __name__)
+        return status
     except KcingError as error:
         log.debug("error details", exc_info=True)
         return ended(command, redacted(str(error)), error.exit_code)
@@ -455,6 +469,15 @@ def run_command(command: str, args: dict) -> int:
         log.debug("internal error", exc_info=True)
         return ended(command, "internal error (%s); run again with -d for the traceback, and report it"
                      % type(error).__name__, INTERNAL_ERROR)
+
+
+def exit_meaning(command: str, status: int) -> str:
+    """What `status` means for `command`, as its help's "Exit status:" paragraph says it."""
+    paragraph = " ".join(commands.load(command).USAGE.split("Exit status:", 1)[-1].split("\n\n", 1)[0].split())
+    for code, meaning in re.findall(r"(?:^|; )(\d+) (.*?)(?=; \d+ |\.?$)", paragraph):
+        if int(code) == status:
+            return meaning
+    return "see kcing %s --help" % command
 
 
 def ended(command: str, why: str, status: int) -> int:

@@ -172,3 +172,28 @@ def in_log_file_only(level: int, message: str, name: str) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, LogFileHandler):
             handler.handle(record)
+
+
+class CopiedToLogFile:
+    """stdout, each whole line of it also written to the -l log file: what a command prints (its
+    summary, all that setup_es, drp or setup_kbn say) belongs to the trail a cron job leaves, as
+    it does under --quiet. Everything else (fileno, isatty, encoding) is stdout's own."""
+
+    def __init__(self, stream, name: str):
+        self._stream, self._name, self._partial = stream, name, ""
+
+    def write(self, text: str) -> int:
+        written = self._stream.write(text)
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            in_log_file_only(logging.INFO, line, self._name)
+        return written
+
+    def finish(self) -> None:
+        """The last line, if the command ended without its newline."""
+        if self._partial:
+            in_log_file_only(logging.INFO, self._partial, self._name)
+            self._partial = ""
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)

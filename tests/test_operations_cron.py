@@ -207,3 +207,41 @@ def test_every_command_cron_runs_takes_quiet(command):
     from kcing.cli import command_options
     from kcing.commands import load
     assert {"-q", "--quiet"} <= set(command_options(load(command).USAGE))
+
+
+# -l FILE: the trail a cron job leaves ----------------------------------------------------------
+
+def test_a_log_file_gets_what_a_command_prints_without_quiet_too(tmp_path, es):
+    """`kcing drp -l /var/log/kcing-drp.log` (drp's help) left an empty file: what drp, setup_es
+    or setup_kbn say is printed, not logged, and reached the file under --quiet alone."""
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(tmp_path / "kcing.db"))
+    for argv, said in ((["drp"], "drp: deleted 0 indices, no ledger at %s" % (tmp_path / "kcing.db")),
+                       (["setup_es", "--wait", "5"], "setup_es: index template kcing-build (build-*) created")):
+        trail = tmp_path / ("%s.log" % argv[0])
+        ran = kcing([*argv, "-l", str(trail)], env, tmp_path)
+        assert ran.returncode == 0, ran.stderr
+        assert said in ran.stdout
+        lines = trail.read_text().splitlines()
+        assert [line.split(" INFO kcing.cli: ", 1)[1] for line in lines] == ran.stdout.splitlines(), lines
+
+
+def test_a_command_ending_1_says_so_on_stderr_and_its_status_in_the_log_file(tmp_path):
+    directory = tmp_path / "kibana"
+    directory.mkdir()
+    shutil.copyfile(SHIPPED, directory / "saved_objects.ndjson")
+    trail = tmp_path / "kbn.log"
+    with KibanaEmulator() as kibana:
+        kibana.put({"type": "dashboard", "id": "kcing-boots", "references": [],
+                    "attributes": {"title": "Boots, as the team edited it"}})
+        result = kcing(["setup_kbn", "--kibana-dir", str(directory), "--wait", "5", "-l", str(trail)],
+                       kibana_environ(kibana), tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert 'conflict: dashboard kcing-boots "kcing: boots" already exists' in result.stdout
+    assert result.stderr.splitlines()[-1].endswith(
+        "setup_kbn: 1 of %d objects not imported: run with --overwrite to replace those that differ"
+        % len(kb.parse_ndjson(SHIPPED.read_text(encoding="utf-8")))), result.stderr
+    logged = trail.read_text()
+    assert 'conflict: dashboard kcing-boots "kcing: boots" already exists' in logged
+    assert logged.splitlines()[-1].endswith("WARNING kcing.cli: kcing setup_kbn: exit 1 (some objects were not "
+                                            "imported (listed))"), logged
+    assert "exit 1" not in result.stderr  # stderr has said why; the status is the process's own

@@ -1,6 +1,7 @@
 """kcing setup_kbn: import the Kibana saved objects from kibana/ into KB_URL."""
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
 
@@ -9,6 +10,8 @@ from kcing.commands._kibana import (
     BACKUPS, DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client, read_saved_objects, save_backup,
 )
 from kcing.flags import seconds
+
+log = logging.getLogger(__name__)
 
 SUMMARY = "import the Kibana saved objects in kibana/ (dashboards, visualisations)"
 
@@ -88,4 +91,10 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
         print("setup_kbn: Kibana imported none of them while an object below has a conflict or a missing reference")
     for problem in problems:
         print("  %s" % describe(problem))
+    if problems:
+        # The one line on stderr a command that fails ends with: the list is on stdout, which a
+        # cron job under --quiet shows only after it.
+        log.warning("setup_kbn: %d of %d objects not imported: %s", len(problems), len(objects),
+                    "run with --overwrite to replace those that differ" if split.changed and not overwrite
+                    else "see the list printed")
     return 1 if problems else 0
