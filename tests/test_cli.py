@@ -506,6 +506,21 @@ def test_a_dry_run_with_metrics_says_it_leaves_the_metrics_file_as_it_is(tmp_pat
     assert metrics.read_text() == "# the last real run's metrics\n"
 
 
+@pytest.mark.parametrize("argv, source", [([], "legacy"), (["--source", "api"], "api")], ids=["default", "api"])
+def test_feed_es_refuses_a_samples_dir_for_a_source_that_reads_none(argv, source, tmp_path):
+    """`kcing feed_es --samples-dir DIR` without --source samples crawled kernelci.org and posted
+    to Logstash, the directory never read."""
+    refused = kcing(["feed_es", *argv, "--samples-dir", str(SAMPLES), "--dry-run"],
+                    clean_environ(KCING_DB=str(tmp_path / "kcing.db"), KCI_HOST="127.0.0.1:%d" % closed_port(),
+                                  KCI_SCHEME="http"), tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == ("kcing feed_es: --samples-dir names the directory --source samples replays; the "
+                                 "source here is %s (add --source samples to replay it)" % source)
+    chosen = kcing(["feed_es", "--samples-dir", str(SAMPLES), "--dry-run"], samples_environ(tmp_path, KCI_SOURCE="samples"),
+                   tmp_path)
+    assert chosen.returncode == 0, chosen.stderr
+
+
 def test_setup_es_refuses_drp_days_without_ilm_which_alone_reads_it(tmp_path):
     refused = kcing(["setup_es", "--drp-days", "30"], clean_environ(ES_HOST="http://127.0.0.1:%d" % closed_port()),
                     tmp_path)

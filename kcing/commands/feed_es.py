@@ -59,7 +59,8 @@ Options:
   --threads=N          Concurrent downloads (setting KCI_THREADS, default 4).
   --workers=N          Processes building documents while feeding; 0 or 1 builds them in kcing's
                        own process (setting KCING_WORKERS, default auto: one per usable core).
-  --samples-dir=DIR    Samples directory (setting KCI_SAMPLES_DIR, default samples).
+  --samples-dir=DIR    The directory --source samples replays (setting KCI_SAMPLES_DIR,
+                       default samples); not for the other sources.
   --output=DIR         Write NDJSON _bulk files into DIR instead of posting to Logstash.
   --batch-size=N       Documents per POST (setting LS_PIPELINE_BATCH_SIZE, default 500).
   --dry-run            Show what would be fetched and sent; change nothing.
@@ -129,6 +130,11 @@ def run(args: dict, settings) -> int:
     if args.get("--verify-delay") is not None and not args.get("--verify"):
         # Refused rather than ignored: a cron line with it alone would be taken for one that checks.
         raise ConfigError("--verify-delay is how long --verify waits; it does nothing without --verify")
+    if args.get("--samples-dir") is not None and settings.KCI_SOURCE != "samples":
+        # Refused rather than ignored: `feed_es --samples-dir DIR` alone would crawl upstream and
+        # post to Logstash where a replay of DIR was meant.
+        raise ConfigError("--samples-dir names the directory --source samples replays; the source here is %s "
+                          "(add --source samples to replay it)" % settings.KCI_SOURCE)
     delay = seconds(args, "--verify-delay", settings.ES_VERIFY_DELAY)
     if args.get("--metrics"):
         _check_metrics_path(args["--metrics"])
