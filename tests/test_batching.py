@@ -127,3 +127,21 @@ def test_no_throttle_by_default():
     for _ in range(5):
         limiter.wait_for(500)
     assert time.slept == []
+
+
+# The settings, through the real program ------------------------------------------------------
+
+def test_ls_batch_max_bytes_and_the_batch_size_bound_every_post_the_feed_makes(logstash, tmp_path):
+    """LS_BATCH_MAX_BYTES and LS_PIPELINE_BATCH_SIZE (`--batch-size`) reach the Logstash posts:
+    no body over the bytes, no batch over the count, and every document still delivered."""
+    from tests.feedrun import SAMPLES, clean_environ, kcing
+    env = clean_environ(ES_BUILD=logstash.urls["build"], ES_LAVA=logstash.urls["lava"],
+                        ES_BOOT=logstash.urls["boot"], ES_REGRESSION=logstash.urls["regression"],
+                        KCING_DB=str(tmp_path / "kcing.db"), LS_BATCH_MAX_BYTES="20000")
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--batch-size", "40"], env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    posts = [record for emulator in logstash.emulators.values() for record in emulator.requests]
+    assert sum(record.events for record in posts) == len(logstash.store) == 2462
+    assert max(record.body_bytes for record in posts) <= 20000
+    assert max(record.events for record in posts) <= 40
+    assert len(posts) > 2462 * 820 // 20000  # the 2 MB of documents went in posts of 20 kB at most
