@@ -543,6 +543,16 @@ def test_gzip_bodies_are_decoded_and_bad_gzip_is_400(emulator):
     assert bad.status_code == 400 and bad.content
 
 
+def test_bodies_are_inflated_and_measured_before_credentials_are_checked():
+    # Netty decompresses and aggregates before the executor task checks the Authorization header.
+    with LogstashEmulator(user="kcing", password="s3cret", max_content_length=100) as secured:
+        bad = post(secured.url, b"not gzip", headers={"Content-Encoding": "gzip"})
+        assert bad.status_code == 400 and bad.content
+        packed = gzip.compress(json.dumps([doc(padding="x" * 500)]).encode())
+        assert post(secured.url, packed, headers={"Content-Encoding": "gzip"}).status_code == 413
+        assert post(secured.url, gzip.compress(b"[]"), headers={"Content-Encoding": "gzip"}).status_code == 401
+
+
 def test_cluster_fixture_routes_share_one_store(logstash):
     assert len(set(logstash.urls.values())) == 4 and set(logstash.urls) == {"build", "lava", "boot", "regression"}
     post(logstash.build.url, [doc(doc_id="b")])

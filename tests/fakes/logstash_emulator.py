@@ -304,7 +304,8 @@ class _Dropped(Exception):
 
 
 class _LogstashHandler(QuietHandler):
-    """Processing order of the real input: blocked check, size, executor, auth, decode, push."""
+    """Processing order of the real input: blocked check, decompression and size, executor, auth,
+    decode, push."""
 
     def handle_request(self) -> None:
         emulator: LogstashEmulator = self.app
@@ -328,14 +329,17 @@ class _LogstashHandler(QuietHandler):
     def _process(self, emulator: LogstashEmulator, request_id: int, inflight: int) -> _Answer:
         emulator._refuse_if_blocked_too_long()
         body = self._read_limited(emulator)
-        emulator._refuse_if_saturated(inflight)
-        fault = emulator._faults.take("")
-        self._apply_early_fault(fault)
-        emulator._check_auth(self.headers.get("Authorization"))
+        # Netty's decompressor and aggregator come before the executor that checks credentials:
+        # a body that does not inflate (400) or inflates past the limit (413) is refused as such
+        # without credentials too.
         body = _decompress(body, self.headers.get("Content-Encoding"))
         self._body_size = len(body)
         if len(body) > emulator.max_content_length:
             raise _Answer(413, close=True)
+        emulator._refuse_if_saturated(inflight)
+        fault = emulator._faults.take("")
+        self._apply_early_fault(fault)
+        emulator._check_auth(self.headers.get("Authorization"))
         self._events = decode_body(body, self.headers.get("Content-Type"), emulator.now())
         emulator._wait_for_pipeline(request_id)
         if isinstance(fault, _Slow):
