@@ -191,10 +191,44 @@ def test_fail_next_and_the_request_log(es, client):
 
 # -- templates and ILM ---------------------------------------------------------------------------
 
+def test_template_names_patterns_and_field_types_are_refused_as_a_node_does(es, client):
+    # Answers of a real 8.15 node (test_real_engine's TEMPLATE_BODIES compares them all).
+    def refused(name, **body):
+        with pytest.raises(ApiError) as caught:
+            client.indices.put_index_template(name=name, body=body)
+        return caught.value.meta.status, caught.value.body["error"]["type"]
+
+    invalid = (400, "invalid_index_template_exception")
+    assert refused("Upper", index_patterns=["u-*"]) == invalid
+    assert refused("_under", index_patterns=["u-*"]) == invalid
+    assert refused("t", index_patterns=["u:1"]) == invalid
+    assert refused("t", index_patterns=["u?"]) == invalid
+    unreadable = (400, "x_content_parse_exception")
+    assert refused("t", index_patterns=["u-*"], version="x") == unreadable
+    assert refused("t", index_patterns=["u-*"], _meta=None) == unreadable
+    assert refused("t", index_patterns=["u-*"], template=[]) == unreadable
+    assert refused("t", index_patterns=["u-*"], allow_auto_create="yes") == unreadable
+    # Numbers as text, and fractions, are read as a node reads them.
+    client.indices.put_index_template(name="a?b", index_patterns=["u-*"], priority="5.5", version=7.9)
+    taken = client.indices.get_index_template(name="a?b")["index_templates"][0]["index_template"]
+    assert (taken["priority"], taken["version"]) == (5, 7)
+    # `?` is no wildcard, and a pattern that matches no template is missing.
+    with pytest.raises(NotFoundError):
+        client.indices.delete_index_template(name="a?c")
+    with pytest.raises(NotFoundError):
+        client.indices.delete_index_template(name="a?b,nothing*")
+    client.indices.delete_index_template(name="a?b")
+    with pytest.raises(BadRequestError) as caught:
+        client.cluster.health(timeout="1.5s")
+    assert caught.value.body["error"]["reason"] == "failed to parse [1.5s], fractional time values are not supported"
+
+
 def test_templates_need_patterns_and_known_fields(es, client):
     with pytest.raises(BadRequestError) as caught:
         client.indices.put_index_template(name="t", body={"priority": 5})
-    assert caught.value.body["error"]["type"] == "action_request_validation_exception"
+    # What a real 8.15 node answers.
+    assert (caught.value.body["error"]["type"], caught.value.body["error"]["reason"]) == (
+        "illegal_argument_exception", "Required [index_patterns]")
     with pytest.raises(BadRequestError) as caught:
         client.indices.put_index_template(name="t", body={"index_patterns": ["t-*"], "colour": 1})
     assert "unknown field [colour]" in caught.value.body["error"]["reason"]
@@ -204,7 +238,10 @@ def test_templates_need_patterns_and_known_fields(es, client):
     with pytest.raises(BadRequestError) as caught:
         client.indices.put_index_template(name="t", index_patterns=["t-*"], template={
             "mappings": {"properties": {"m": {"type": "text", "ignore_above": 10}}}})
-    assert caught.value.body["error"]["reason"] == "unknown parameter [ignore_above] on mapper [m] of type [text]"
+    # A node reads the mappings as those of the template once composed, and says so.
+    assert caught.value.body["error"]["reason"] == "composable template [t] template after composition is invalid"
+    assert caught.value.body["error"]["caused_by"]["caused_by"]["reason"] == (
+        "unknown parameter [ignore_above] on mapper [m] of type [text]")
     with pytest.raises(BadRequestError):
         client.indices.put_index_template(name="t", index_patterns=["t-*"], template={
             "mappings": {"properties": {"m": {"type": "strng"}}}})

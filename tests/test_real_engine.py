@@ -586,9 +586,64 @@ def answers(client: Elasticsearch) -> list:
     seen.append(sorted(row["index"] for row in client.cat.indices(format="json", h="index")))
     seen.append(status(lambda: client.indices.delete(index="build-2020.01.02,nope-2020.01.01",
                                                      ignore_unavailable=True, expand_wildcards="none")))
+    seen += template_body_answers(client)
     seen += index_state_answers(client)
     seen += legacy_template_answers(client)
     seen += delete_block_answers(client)
+    return seen
+
+
+# Index template bodies a node refuses or reads otherwise than they are written: names and
+# patterns it forbids, values of a type a field does not take, numbers as text.
+TEMPLATE_BODIES = [
+    ("T-upper", {"index_patterns": ["tb1-*"]}), ("_under", {"index_patterns": ["tb2-*"]}),
+    ("a b", {"index_patterns": ["tb3-*"]}), ("a*b", {"index_patterns": ["tb4-*"]}), ("a#b", {"index_patterns": ["tb5-*"]}),
+    ("a?b", {"index_patterns": ["tb6-*"]}), ("tb7", {"index_patterns": ["tb 7-*"]}), ("tb8", {"index_patterns": ["tb#8"]}),
+    ("tb9", {"index_patterns": ["tb:9"]}), ("tb10", {"index_patterns": ["_tb10"]}), ("tb11", {"index_patterns": ["tb?11"]}),
+    ("tb12", {"index_patterns": ["tb/12", "x"]}), ("tb13", {"index_patterns": [""]}), ("tb14", {"index_patterns": []}),
+    ("tb15", {"index_patterns": None}), ("tb16", {"index_patterns": [None]}), ("tb17", {"index_patterns": [["x"]]}),
+    ("tb18", {"index_patterns": [18, True]}), ("tb19", {"index_patterns": {"a": 1}}),
+    ("tb20", {"index_patterns": ["tb20-*"], "priority": "5.5", "version": "7"}),
+    ("tb21", {"index_patterns": ["tb21-*"], "priority": 2.5, "version": 1e3}),
+    ("tb22", {"index_patterns": ["tb22-*"], "priority": " 5"}), ("tb23", {"index_patterns": ["tb23-*"], "priority": ""}),
+    ("tb24", {"index_patterns": ["tb24-*"], "priority": None}), ("tb25", {"index_patterns": ["tb25-*"], "priority": True}),
+    ("tb26", {"index_patterns": ["tb26-*"], "priority": 1.5e30}), ("tb27", {"index_patterns": ["tb27-*"], "version": "x"}),
+    ("tb28", {"index_patterns": ["tb28-*"], "version": None}), ("tb29", {"index_patterns": ["tb29-*"], "_meta": "x"}),
+    ("tb30", {"index_patterns": ["tb30-*"], "_meta": None}), ("tb31", {"index_patterns": ["tb31-*"], "template": None}),
+    ("tb32", {"index_patterns": ["tb32-*"], "template": []}), ("tb33", {"index_patterns": ["tb33-*"], "composed_of": None}),
+    ("tb34", {"index_patterns": ["tb34-*"], "data_stream": None}),
+    ("tb35", {"index_patterns": ["tb35-*"], "allow_auto_create": "yes"}),
+    ("tb36", {"index_patterns": ["tb36-*"], "allow_auto_create": "true", "deprecated": "false"}),
+    ("tb37", {"index_patterns": ["tb37-*"], "deprecated": 1}),
+    ("tb38", {"index_patterns": ["tb38-*"], "template": {"settings": None}}),
+    ("tb39", {"index_patterns": ["tb39-*"], "template": {"settings": {"refresh_interval": "1.5s"}}}),
+    ("tb40", {"index_patterns": ["tb40-*"], "template": {"settings": {"refresh_interval": " 5S "}}}),
+    ("tb41", {"index_patterns": ["tb41-*"], "data_stream": {"hidden": "x"}}),
+]
+
+
+def template_body_answers(client: Elasticsearch) -> list:
+    """Status and error type of each of TEMPLATE_BODIES, the templates taken read back, and what
+    deleting names and patterns that match none answers."""
+    from elasticsearch import ApiError
+
+    def put(name: str, body: dict):
+        try:
+            return client.indices.put_index_template(name=name, body=body).meta.status
+        except ApiError as error:
+            return error.meta.status, error.body["error"]["type"]
+
+    def delete(names: str):
+        try:
+            return client.indices.delete_index_template(name=names).meta.status
+        except ApiError as error:
+            return error.meta.status, error.body["error"]["type"], error.body["error"]["reason"]
+
+    seen = [put(name, body) for name, body in TEMPLATE_BODIES]
+    taken = client.indices.get_index_template(name="tb*")["index_templates"]
+    seen.append(sorted((item["name"], item["index_template"]) for item in taken))
+    seen += [delete("tb20,nothing-here"), delete("tb20,nothing*"), delete("nothing*"), delete("tb*"),
+             delete("nothing,tb*")]
     return seen
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import calendar
 import copy
-import fnmatch
 import json
 import math
 import os
@@ -46,7 +45,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tests.fakes.elastic_states import STATE_ROUTE_PARAMS, IndexStates
-from tests.fakes.elastic_store import field_name_problem, index_name_problem
+from tests.fakes.elastic_store import field_name_problem, index_name_problem, simple_match
 from tests.fakes.serving import (
     BackgroundServer, BodyTooLarge, FaultQueue, LockedList, QuietHandler, ServedByBackgroundServer,
 )
@@ -62,7 +61,8 @@ BUILTIN_TEMPLATES = {
            "composed_of": [], "_meta": {"managed": True, "description": "default %s template" % name}}
     for name in ("logs", "metrics", "synthetics")
 }
-_TIME_VALUE = re.compile(r"^(-1|0|\d+(?:\.\d+)?(nanos|micros|ms|s|m|h|d))$")
+# The suffixes in the order TimeValue.parseTimeValue tries them ("ms" before "s").
+_TIME_UNITS = ("nanos", "micros", "ms", "s", "m", "h", "d")
 _TIME_SECONDS = {"nanos": 1e-9, "micros": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _MEDIA_TYPE = re.compile(r"^([a-z0-9!#$&^_.+-]+)/([a-z0-9!#$&^_.+-]+)$")
 # strict_date_optional_time as java.time reads it: a year of four digits, from -9999 (year 0 and
@@ -127,8 +127,6 @@ INDEX_SETTINGS = {
     "index.blocks.read_only": "bool", "index.blocks.read": "bool", "index.blocks.write": "bool",
     "index.blocks.read_only_allow_delete": "bool", "index.blocks.metadata": "bool",
 }
-TEMPLATE_FIELDS = {"index_patterns", "template", "composed_of", "priority", "version", "_meta", "data_stream",
-                   "allow_auto_create", "ignore_missing_component_templates", "deprecated"}
 LEGACY_TEMPLATE_FIELDS = {"index_patterns", "order", "version", "settings", "mappings", "aliases"}
 ILM_ACTIONS = {
     "hot": {"rollover", "set_priority", "unfollow", "readonly", "shrink", "forcemerge", "searchable_snapshot",
@@ -218,6 +216,120 @@ def index_not_found(name: str) -> EsError:
         "resource.type": "index_or_alias", "resource.id": name, "index_uuid": "_na_", "index": name})
 
 
+# -- composable index templates: the body's fields as a node's parser reads them ----------------
+
+# Field of the body -> what it holds: a list of texts (a single scalar too), an object, a long
+# (numbers and numeric texts, the fraction cut off), or a boolean (or the texts "true"/"false").
+TEMPLATE_FIELD_KINDS = {"index_patterns": "texts", "composed_of": "texts", "ignore_missing_component_templates": "texts",
+                        "template": "object", "_meta": "object", "data_stream": "object", "priority": "long",
+                        "version": "long", "allow_auto_create": "boolean", "deprecated": "boolean"}
+TEMPLATE_SECTION_KINDS = {"settings": "object", "mappings": "object", "aliases": "object", "lifecycle": "object",
+                          "data_stream_options": "object"}
+DATA_STREAM_TEMPLATE_KINDS = {"hidden": "boolean", "allow_custom_routing": "boolean"}
+# What an index pattern of a template may not hold besides `*` (Strings.INVALID_FILENAME_CHARS).
+_INVALID_PATTERN_CHARACTERS = "\\/?\"<>| ,"
+
+
+def _token(value: Any) -> str:
+    """The JSON parser's name for the token that starts `value`."""
+    if value is None:
+        return "VALUE_NULL"
+    if isinstance(value, bool):
+        return "VALUE_BOOLEAN"
+    if isinstance(value, (int, float)):
+        return "VALUE_NUMBER"
+    if isinstance(value, list):
+        return "START_ARRAY"
+    if isinstance(value, dict):
+        return "START_OBJECT"
+    return "VALUE_STRING"
+
+
+def _field_failure(parser: str, field: str, cause_type: str, cause: str) -> EsError:
+    return bad_request("[1:2] [%s] failed to parse field [%s]" % (parser, field), "x_content_parse_exception",
+                       caused_by={"type": cause_type, "reason": cause})
+
+
+def _scalar_text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else _number_text(value)
+
+
+def _parsed_field(parser: str, field: str, kind: str, value: Any) -> Any:
+    """`value` as the parser named `parser` reads field `field` of `kind`; x_content_parse_exception else."""
+    unsupported = bad_request("[1:2] [%s] %s doesn't support values of type: %s" % (parser, field, _token(value)),
+                              "x_content_parse_exception")
+    if kind == "object":
+        if not isinstance(value, dict):
+            raise unsupported
+        return value
+    if kind == "texts":
+        if value is None or isinstance(value, dict):
+            raise unsupported
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, (list, dict)):
+                raise _field_failure(parser, field, "illegal_state_exception", "expected value but got [%s]" % _token(item))
+            if item is None:
+                raise _field_failure(parser, field, "illegal_argument_exception", "Expected text at 1:2 but found VALUE_NULL")
+        return [_scalar_text(item) for item in items]
+    if kind == "long":
+        if value is None or isinstance(value, (bool, list, dict)):
+            raise unsupported
+        problem = _integral_problem(value, "long")
+        if problem:
+            raise _field_failure(parser, field, "illegal_argument_exception", problem[1])
+        return int(Decimal(value)) if isinstance(value, str) else int(value)
+    if value is None or not isinstance(value, (bool, str)):
+        raise unsupported
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise _field_failure(parser, field, "illegal_argument_exception",
+                             "Failed to parse value [%s] as only [true] or [false] are allowed." % value)
+    return value if isinstance(value, bool) else value == "true"
+
+
+def _parsed_object(parser: str, value: dict, kinds: Dict[str, str]) -> dict:
+    unknown = sorted(set(value) - set(kinds))
+    if unknown:
+        raise bad_request("[1:2] [%s] unknown field [%s]" % (parser, unknown[0]), "x_content_parse_exception")
+    return {field: _parsed_field(parser, field, kinds[field], item) for field, item in value.items()}
+
+
+def parse_template_fields(spec: dict) -> dict:
+    """The body of `PUT _index_template/<name>` as a node reads it: unknown fields, and values of a
+    type a field does not take (null included), refused; numbers and texts coerced as it does."""
+    parsed = _parsed_object("index_template", spec, TEMPLATE_FIELD_KINDS)
+    if "template" in parsed:
+        parsed["template"] = _parsed_object("template", parsed["template"], TEMPLATE_SECTION_KINDS)
+    if "data_stream" in parsed:
+        _parsed_object("data_stream_template", parsed["data_stream"], DATA_STREAM_TEMPLATE_KINDS)
+    return parsed
+
+
+def template_name_problems(name: str) -> List[str]:
+    """Why a node refuses `name` for an index template (MetadataIndexTemplateService.validate)."""
+    checks = [(" " in name, "name must not contain a space"), ("," in name, "name must not contain a ','"),
+              ("#" in name, "name must not contain a '#'"), ("*" in name, "name must not contain a '*'"),
+              (name.startswith("_"), "name must not start with '_'"),
+              (name.lower() != name, "name must be lower cased")]
+    return [problem for failed, problem in checks if failed]
+
+
+def index_pattern_problems(patterns: Iterable[str]) -> List[str]:
+    """Why a node refuses index patterns of a template."""
+    problems = []
+    listed = ",".join("'%s'" % char for char in "/,|>?*<\" \\")
+    for pattern in patterns:
+        checks = [(" " in pattern, "index_patterns [%s] must not contain a space" % pattern),
+                  ("," in pattern, "index_pattern [%s] must not contain a ','" % pattern),
+                  ("#" in pattern, "index_pattern [%s] must not contain a '#'" % pattern),
+                  (":" in pattern, "index_pattern [%s] must not contain a ':'" % pattern),
+                  (pattern.startswith("_"), "index_pattern [%s] must not start with '_'" % pattern),
+                  (any(char in _INVALID_PATTERN_CHARACTERS for char in pattern),
+                   "index_pattern [%s] must not contain the following characters [%s]" % (pattern, listed))]
+        problems += [problem for failed, problem in checks if failed]
+    return problems
+
+
 def _json_bool(value: Optional[str], name: str, default: bool = False) -> bool:
     if value is None:
         return default
@@ -229,15 +341,25 @@ def _json_bool(value: Optional[str], name: str, default: bool = False) -> bool:
 
 
 def parse_time(value: str, name: str) -> float:
-    """Seconds in an ES time value (`30s`, `1500ms`, `-1`)."""
-    match = _TIME_VALUE.match(value or "")
-    if not match:
+    """Seconds in an ES time value (`30s`, `1500ms`, `-1`), read as TimeValue.parseTimeValue reads
+    it: units in any case, blanks around the number, whole numbers only."""
+    text = value or ""
+    normalized = text.lower().strip()
+    if normalized in ("-1", "0"):
+        return float(normalized)
+    unit = next((unit for unit in _TIME_UNITS if normalized.endswith(unit)), None)
+    if unit is None:
         raise bad_request("failed to parse setting [%s] with value [%s] as a time value: unit is missing or "
-                          "unrecognized" % (name, value), "parse_exception")
-    if value in ("-1", "0"):
-        return float(value)
-    number = float(value[:-len(match.group(2))])
-    return number * _TIME_SECONDS[match.group(2)]
+                          "unrecognized" % (name, text))
+    number = normalized[:-len(unit)].strip()
+    if not re.match(r"^[+-]?\d+$", number):
+        fractional = re.match(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?[fd]?$", number)
+        raise bad_request("failed to parse [%s]%s" % (text, ", fractional time values are not supported" if fractional else ""),
+                          caused_by={"type": "number_format_exception", "reason": 'For input string: "%s"' % number})
+    if int(number) < -1:
+        raise bad_request("failed to parse setting [%s] with value [%s] as a time value: negative durations are not "
+                          "supported" % (name, text))
+    return int(number) * _TIME_SECONDS[unit]
 
 
 def globs_overlap(a: str, b: str) -> bool:
@@ -970,28 +1092,39 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
 
     def _put_template(self, name: str, query, headers, body) -> _Answer:
         spec = self._json_body(headers, body, required=True)
-        unknown = sorted(set(spec) - TEMPLATE_FIELDS)
-        if unknown:
-            raise bad_request("[1:2] [index_template] unknown field [%s]" % unknown[0], "x_content_parse_exception")
+        spec = parse_template_fields(spec)
         patterns = spec.get("index_patterns")
-        if isinstance(patterns, str):
-            patterns = [patterns]
-        if not patterns or not all(isinstance(p, str) and p for p in patterns):
-            raise bad_request("Validation Failed: 1: index patterns are missing;", "action_request_validation_exception")
+        if not patterns and "index_patterns" not in spec:
+            raise bad_request("Required [index_patterns]")
         priority = spec.get("priority", 0)
-        if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
+        if priority < 0:
             raise bad_request("Validation Failed: 1: index template priority must be >= 0;",
                               "action_request_validation_exception")
         if spec.get("composed_of") and not spec.get("ignore_missing_component_templates"):
             raise EsError(400, "invalid_index_template_exception", "index_template [%s] invalid, cause [index template "
                           "[%s] specifies component templates %s that do not exist]"
-                          % (name, name, json.dumps(spec["composed_of"]).replace('"', "")))
+                          % (name, name, "[%s]" % ", ".join(spec["composed_of"])))
+        if not patterns:
+            raise bad_request("There must be at least one pattern, zero given")
+        with self._lock:
+            self._check_overlap(name, patterns, priority)
         template = spec.get("template") or {}
-        unknown = sorted(set(template) - {"settings", "mappings", "aliases", "lifecycle", "data_stream_options"})
-        if unknown:
-            raise bad_request("[1:2] [template] unknown field [%s]" % unknown[0], "x_content_parse_exception")
-        settings = normalize_settings(template.get("settings"))
-        mappings = validate_mappings(template.get("mappings"))
+        # A node checks the name, the patterns and the settings together, and the mappings last.
+        problems = template_name_problems(name) + index_pattern_problems(patterns)
+        try:
+            settings = normalize_settings(template.get("settings"))
+        except EsError as error:
+            settings = {}
+            problems.append(error.reason)
+        if problems:
+            raise EsError(400, "invalid_index_template_exception", "index_template [%s] invalid, cause [Validation "
+                          "Failed: %s]" % (name, "".join("%d: %s;" % item for item in enumerate(problems, 1))))
+        try:
+            mappings = validate_mappings(template.get("mappings"))
+        except EsError as error:
+            raise bad_request("composable template [%s] template after composition is invalid" % name, caused_by={
+                "type": "illegal_argument_exception", "reason": "invalid composite mappings for [%s]" % name,
+                "caused_by": error.cause()}) from None
         with self._lock:
             if _json_bool(query.get("create"), "create") and name in self.templates:
                 raise bad_request("index template [%s] already exists" % name)
@@ -1060,12 +1193,12 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
     def _get_legacy_templates(self, pattern: str, query, headers, body) -> _Answer:
         with self._lock:
             found = {name: copy.deepcopy(spec) for name, spec in sorted(self.legacy_templates.items())
-                     if any(fnmatch.fnmatchcase(name, part) for part in pattern.split(","))}
+                     if any(simple_match(name, part) for part in pattern.split(","))}
         return _Answer(200 if found or "*" in pattern else 404, found)
 
     def _delete_legacy_template(self, pattern: str, query, headers, body) -> _Answer:
         with self._lock:
-            matched = [name for name in self.legacy_templates if fnmatch.fnmatchcase(name, pattern)]
+            matched = [name for name in self.legacy_templates if simple_match(name, pattern)]
             if not matched:
                 raise EsError(404, "index_template_missing_exception", "index_template [%s] missing" % pattern)
             for name in matched:
@@ -1088,7 +1221,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         if "," in pattern:
             raise bad_request("template name may not contain ','")
         with self._lock:
-            names = [n for n in sorted(self.templates) if fnmatch.fnmatchcase(n, pattern)]
+            names = [n for n in sorted(self.templates) if simple_match(n, pattern)]
             if not names and "*" not in pattern:
                 if method == "HEAD":
                     raise _Answer(404, {})
@@ -1098,13 +1231,18 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         return _Answer(200 if names else 404, {"index_templates": found})
 
     def _delete_template(self, pattern: str, query, headers, body) -> _Answer:
+        names = pattern.split(",")
         with self._lock:
-            doomed = []
-            for part in pattern.split(","):
-                matched = [n for n in self.templates if fnmatch.fnmatchcase(n, part)]
-                if not matched and "*" not in part:
-                    raise EsError(404, "resource_not_found_exception", "index_template [%s] missing" % part)
+            doomed, missing = [], []
+            for part in names:
+                matched = [name for name in self.templates if simple_match(name, part)]
                 doomed.extend(matched)
+                if not matched:
+                    missing.append(part)
+            # A name or a pattern that matches no template is a 404 naming each such one, but
+            # for a lone `*`, which may match none.
+            if missing and names != ["*"]:
+                raise EsError(404, "index_template_missing_exception", "index_template [%s] missing" % ",".join(missing))
             for name in doomed:
                 self.templates.pop(name, None)
         return _Answer(200, {"acknowledged": True})
@@ -1112,7 +1250,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
     def matching_template(self, index: str) -> Optional[Tuple[str, dict]]:
         """The template an index of this name gets: the highest priority among those matching."""
         candidates = [(spec.get("priority", 0), name) for name, spec in self.templates.items()
-                      if any(fnmatch.fnmatchcase(index, p) for p in spec["index_patterns"])]
+                      if any(simple_match(index, p) for p in spec["index_patterns"])]
         if not candidates:
             return None
         _, name = max(candidates)
@@ -1234,10 +1372,10 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             if part in ("_all", "*") or "*" in part:
                 pattern = "*" if part == "_all" else part
                 # A pattern matches index names and alias names (which stand for their indices).
-                aliased = {n for alias, targets in self.aliases.items() if fnmatch.fnmatchcase(alias, pattern)
+                aliased = {n for alias, targets in self.aliases.items() if simple_match(alias, pattern)
                            for n in targets}
                 names.extend(n for n, index in sorted(self.indices.items())
-                             if (fnmatch.fnmatchcase(n, pattern) or n in aliased) and (with_hidden or not index.hidden)
+                             if (simple_match(n, pattern) or n in aliased) and (with_hidden or not index.hidden)
                              and (with_closed if index.closed else with_open))
             elif part in self.indices:
                 names.append(part)
@@ -1615,7 +1753,7 @@ def filter_paths(value: Any, paths: Iterable[str]) -> Any:
             return None
         out = {}
         for key, child in node.items():
-            nxt = [p[1:] for p in remaining if fnmatch.fnmatchcase(key, p[0])]
+            nxt = [p[1:] for p in remaining if simple_match(key, p[0])]
             if nxt:
                 kept = keep(child, nxt)
                 if kept not in (None, {}, []):
@@ -1632,7 +1770,7 @@ def _cat_columns(h: Optional[str]) -> List[str]:
     columns = []
     for name in h.split(","):
         if "*" in name:
-            columns.extend(c for c in CAT_COLUMNS if fnmatch.fnmatchcase(c, name))
+            columns.extend(c for c in CAT_COLUMNS if simple_match(c, name))
         else:
             name = CAT_ALIASES.get(name, name)
             if name in CAT_COLUMNS:

@@ -15,9 +15,10 @@ Routes: `POST /<index>/_close|_open`, `PUT /<index>/_block/<block>`, `GET|PUT /<
 """
 from __future__ import annotations
 
-import fnmatch
 import time
 from typing import List, Optional
+
+from tests.fakes.elastic_store import simple_match
 
 # The block settings and what a request they stop is answered (status, the block's description).
 BLOCKS = {
@@ -212,7 +213,7 @@ class IndexStates:
                 settings = self.indices[name].settings
                 if filter_:
                     settings = {key: value for key, value in settings.items()
-                                if any(fnmatch.fnmatchcase(key, part) for part in filter_.split(","))}
+                                if any(simple_match(key, part) for part in filter_.split(","))}
                     if not settings:
                         continue
                 found[name] = {"settings": dict(sorted(settings.items())) if flat else nested_settings(settings)}
@@ -253,10 +254,10 @@ class IndexStates:
         with self._lock:
             for part in expression.split(","):
                 if "*" in part:
-                    indices.update(n for n, index in self.indices.items() if fnmatch.fnmatchcase(n, part)
+                    indices.update(n for n, index in self.indices.items() if simple_match(n, part)
                                    and (not index.hidden or "all" in expand or "hidden" in expand))
-                    aliases.update(n for n in self.aliases if fnmatch.fnmatchcase(n, part))
-                    streams.update(n for n in self.data_streams if fnmatch.fnmatchcase(n, part))
+                    aliases.update(n for n in self.aliases if simple_match(n, part))
+                    streams.update(n for n in self.data_streams if simple_match(n, part))
                 elif part in self.indices:
                     indices.add(part)
                 elif part in self.aliases:

@@ -8,6 +8,7 @@ instead of silently vanishing as they would in a real stack (dropped, logged or 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -59,6 +60,17 @@ def interpolate(value: Any) -> Optional[str]:
 
 
 @lru_cache(maxsize=1024)
+def simple_match(name: str, pattern: str) -> bool:
+    """Elasticsearch's Regex.simpleMatch: `*` matches any run of characters, and nothing else is
+    special (`?` and `[` are themselves, unlike in fnmatch)."""
+    return _simple_pattern(pattern).fullmatch(name) is not None
+
+
+@lru_cache(maxsize=1024)
+def _simple_pattern(pattern: str) -> "re.Pattern":
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
 def index_name_problem(name: str) -> Optional[str]:
     """Return why Elasticsearch would refuse `name` as an index name, or None if it is valid."""
     if not name:
