@@ -223,6 +223,16 @@ def test_template_names_patterns_and_field_types_are_refused_as_a_node_does(es, 
     assert caught.value.body["error"]["reason"] == "failed to parse [1.5s], fractional time values are not supported"
 
 
+def test_an_empty_id_fails_its_document_and_expand_wildcards_takes_known_values(es, client):
+    # A real 8.15 node's answers.
+    client.bulk(operations=[{"index": {"_index": "build-2020.01.02", "_id": "2"}}, {"x": 1}])
+    docs = client.mget(docs=[{"_index": "build-2020.01.02", "_id": ""}, {"_index": "build-2020.01.02", "_id": 2}])["docs"]
+    assert docs[0]["error"]["reason"] == "Ids can't be empty" and docs[1]["found"] is True
+    with pytest.raises(BadRequestError) as caught:
+        client.indices.resolve_index(name="build-*", expand_wildcards="bogus")
+    assert caught.value.body["error"]["reason"] == "No valid expand wildcard value [bogus]"
+
+
 def test_templates_need_patterns_and_known_fields(es, client):
     with pytest.raises(BadRequestError) as caught:
         client.indices.put_index_template(name="t", body={"priority": 5})

@@ -581,6 +581,11 @@ def answers(client: Elasticsearch) -> list:
     docs = client.mget(docs=[{"_index": "nope-1", "_id": "a"}, {"_index": "build-2020.01.02", "_id": "2"},
                              {"_index": "build-2020.01.02", "_id": "missing"}])["docs"]
     seen += [("error" in doc, doc.get("found")) for doc in docs]
+    # An empty id or index fails its own document; an unknown expand_wildcards value the request.
+    docs = client.mget(docs=[{"_index": "build-2020.01.02", "_id": ""}, {"_index": "", "_id": "2"},
+                             {"_index": "build-2020.01.02", "_id": 2}])["docs"]
+    seen += [((doc.get("error") or {}).get("type"), doc.get("found")) for doc in docs]
+    seen.append(status(lambda: client.indices.resolve_index(name="build-*", expand_wildcards="bogus")))
     client.indices.create(index=".kcing-plain")
     client.indices.create(index=".kcing-secret", settings={"index.hidden": True})
     seen.append(sorted(row["index"] for row in client.cat.indices(format="json", h="index")))

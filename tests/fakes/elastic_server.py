@@ -61,6 +61,7 @@ BUILTIN_TEMPLATES = {
            "composed_of": [], "_meta": {"managed": True, "description": "default %s template" % name}}
     for name in ("logs", "metrics", "synthetics")
 }
+EXPAND_WILDCARDS = ("all", "open", "closed", "hidden", "none")
 # The suffixes in the order TimeValue.parseTimeValue tries them ("ms" before "s").
 _TIME_UNITS = ("nanos", "micros", "ms", "s", "m", "h", "d")
 _TIME_SECONDS = {"nanos": 1e-9, "micros": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -985,6 +986,9 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         for param in query:
             if param not in allowed:
                 raise bad_request("request [%s] contains unrecognized parameter: [%s]" % (route, param))
+        for value in query.get("expand_wildcards", "open").split(","):
+            if value and value not in EXPAND_WILDCARDS:
+                raise bad_request("No valid expand wildcard value [%s]" % value)
         answer = handler(*args, query=query, headers=headers, body=body)
         if "filter_path" in query and isinstance(answer.body, (dict, list)):
             answer.body = filter_paths(answer.body, query["filter_path"].split(","))
@@ -1567,9 +1571,10 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             sources.append(fetch)
         problems = [] if wanted else ["no documents to get"]
         for position, item in enumerate(wanted):
-            if not (item.get("_index") or target):
+            if item.get("_index") is None and not target:
                 problems.append("index is missing for doc %d" % position)
-            if not item.get("_id"):
+            # An empty id is refused for its document alone, below.
+            if item.get("_id") is None:
                 problems.append("id is missing for doc %d" % position)
         if problems:
             raise bad_request("Validation Failed: %s" % "".join("%d: %s;" % (n + 1, p) for n, p in enumerate(problems)),
@@ -1577,7 +1582,12 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         docs = []
         with self._lock:
             for item, fetch in zip(wanted, sources):
-                name, doc_id = item.get("_index") or target, str(item["_id"])
+                name = target if item.get("_index") is None else item["_index"]
+                doc_id = _scalar_text(item["_id"])
+                if doc_id == "":
+                    docs.append({"_index": name, "_id": doc_id, "error": EsError(
+                        400, "illegal_argument_exception", "Ids can't be empty").envelope()["error"]})
+                    continue
                 try:
                     # ES reports a missing, closed or unreadable index per document, with no `found` key.
                     concrete = self.single_index(name)
