@@ -360,10 +360,25 @@ def test_a_file_where_the_kibana_directory_belongs_is_a_configuration_error(kiba
 
 
 def test_an_unknown_space_is_a_clear_error(kibana, workdir, tmp_path):
-    with pytest.raises(ConfigError, match="HTTP 404.*KB_SPACE"):  # exit 2: a setting to fix
+    # Kibana's saved objects API takes a space that does not exist (elastic/kibana#67164): an
+    # import there succeeds and shows nowhere. kcing asks the spaces API first.
+    with pytest.raises(ConfigError, match="no space 'nope' \\(HTTP 404\\).*KB_SPACE"):  # exit 2: a setting to fix
         setup_kbn(args(workdir, space="nope"), make_settings(tmp_path, KB_URL=kibana.url))
+    with pytest.raises(ConfigError, match="no space 'nope'"):
+        backup_kbn(args(tmp_path / "out", space="nope"), make_settings(tmp_path, KB_URL=kibana.url, KB_SPACE="ci"))
+    assert kibana.objects(space="nope") == [] and not (tmp_path / "out").exists()
+    assert [record.route for record in kibana.requests if record.route != "/api/status"] == [
+        "/api/spaces/space/nope"] * 2
     with pytest.raises(ConfigError, match="space id"):
         setup_kbn(args(workdir, space="No Space"), make_settings(tmp_path, KB_URL=kibana.url))
+
+
+def test_a_space_the_user_may_not_see_is_a_clear_error(kibana, workdir, tmp_path):
+    kibana.fail_next(403, route="/api/spaces/space/ci", body={
+        "statusCode": 403, "error": "Forbidden", "message": "Unauthorized to get space"})
+    with pytest.raises(ConfigError, match="may not read the space ci .*HTTP 403.*Unauthorized to get space"):
+        setup_kbn(args(workdir, space="ci"), make_settings(tmp_path, KB_URL=kibana.url))
+    assert kibana.objects(space="ci") == []
 
 
 def test_every_post_carries_kbn_xsrf_and_a_refusal_is_one_line(kibana, workdir, tmp_path):

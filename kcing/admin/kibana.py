@@ -377,7 +377,8 @@ class Utf8BasicAuth(requests.auth.AuthBase):
 
 
 class KibanaClient:
-    """Status, export and import against one Kibana space. Credentials never reach a log line."""
+    """Status, the space, export and import against one Kibana space. Credentials never reach a
+    log line."""
 
     def __init__(self, session: requests.Session, url: str, space: str = "",
                  auth: Optional[Tuple[str, str]] = None, timeout=TIMEOUT, deadline: float = DEADLINE):
@@ -469,6 +470,19 @@ class KibanaClient:
                 raise KibanaUnavailable("%s; gave up after waiting %gs" % (reason, timeout))
             waiting.not_ready(reason)
             sleep(min(interval, remaining))
+
+    def check_space(self) -> None:
+        """ConfigError unless the space exists. Kibana's saved objects API takes any space id
+        without checking it (elastic/kibana#67164): a mistyped space would export nothing and
+        take an import nobody sees until a space of that id is created."""
+        if not self.space:
+            return  # the default space always exists
+        action = "read the space %s" % self.space
+        response = self._request("GET", "/api/spaces/space/%s" % self.space, action, in_space=False)
+        if response.status_code == 404:
+            raise ConfigError("Kibana at %s has no space %r (HTTP 404): create it in Kibana, or check KB_SPACE "
+                              "and --space" % (self.url, self.space))
+        self._raise_unless_ok(response, action)
 
     def export(self, types: Sequence[str] = EXPORT_TYPES) -> List[dict]:
         """Every saved object of `types` (and what they reference) in this space."""

@@ -37,8 +37,8 @@ Options:
                        with -l, FILE still gets everything.
   -h --help            Show this help.
 
-Exit status: 0 written; 2 configuration error (a Kibana space holding no saved objects when the
-file holds some: the file is kept); 3 Kibana unreachable, not ready or refusing; 5 the export
+Exit status: 0 written; 2 configuration error (a space Kibana does not have, or one holding no
+saved objects when the file holds some: the file is kept); 3 Kibana unreachable, not ready or refusing; 5 the export
 could not be written (a full disk: the previous file is left as it was); 130 stopped by a signal.
 
 Examples:
@@ -77,6 +77,7 @@ def run(args: dict, settings, session=None) -> int:
     client = make_client(args, settings, session)
     url = space_url(settings.KB_URL, client.space)
     client.wait_ready(seconds(args, "--wait", DEFAULT_WAIT), every=settings.KCING_PROGRESS_EVERY)
+    client.check_space()
     objects = client.export()
     text = hide_url(canonical_ndjson(objects), url)
     path = directory / SAVED_OBJECTS

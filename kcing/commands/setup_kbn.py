@@ -40,7 +40,7 @@ Options:
   -h --help            Show this help.
 
 Exit status: 0 imported; 1 some objects were not imported (listed); 2 configuration error (a
-bad file); 3 Kibana unreachable, not ready or refusing; 5 the backup of the current objects
+bad file, a space Kibana does not have); 3 Kibana unreachable, not ready or refusing; 5 the backup of the current objects
 could not be written (a full disk: nothing is imported); 130 stopped by a signal.
 
 Examples:
@@ -71,6 +71,7 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
               % (plan, how, kibana_dir(args) / BACKUPS))
         return 0
     client.wait_ready(wait, every=settings.KCING_PROGRESS_EVERY)
+    client.check_space()
     current = client.export()
     save_backup(kibana_dir(args) / BACKUPS, current, url, now())
     print("setup_kbn: importing %s%s" % (plan, " (overwrite)" if overwrite else ""))

@@ -1,7 +1,7 @@
 """A strict local Kibana 8 for the saved objects API (elk.md §5), on 127.0.0.1.
 
 Routes: `GET /api/status`, `POST /api/saved_objects/_export`, `POST /api/saved_objects/_import`,
-each also under `/s/<space>`. Like Kibana it answers in the Boom envelope
+`GET /api/spaces/space/<id>`, each also under `/s/<space>`. Like Kibana it answers in the Boom envelope
 `{"statusCode","error","message"}`, wants `kbn-xsrf` on every POST, validates the export body and
 the import query as its route schemas do, and reports per-object import failures (`conflict`,
 `missing_references`, `unsupported_type`) in a 200 body with `success: false`.
@@ -24,8 +24,13 @@ two objects of one file with the same origin, by new copies; not modelled.)
 Like Kibana, it refuses a `kbn-version` header other than its own version (400, on every route)
 and an import naming one type and id twice (400 "Non-unique import objects detected").
 
-Assumptions, not verified against a running Kibana: a request for an unknown space gets 404;
-an object whose migration version is newer than `latest_versions` fails with an `unknown` error.
+Like Kibana 8, the saved objects API does not check that the space of a `/s/<space>` prefix
+exists (elastic/kibana#67164, #148930): an export from an unknown space is empty, an import into
+one writes objects nobody sees until a space of that id is created. `GET /api/spaces/space/<id>`
+says whether a space exists (404 Boom "Not Found" when not).
+
+Assumption, not verified against a running Kibana: an object whose migration version is newer
+than `latest_versions` fails with an `unknown` error.
 """
 from __future__ import annotations
 
@@ -65,6 +70,7 @@ MAX_IMPORT_PAYLOAD_BYTES = 26214400
 EXPORT_KEYS = ("type", "hasReference", "objects", "search", "includeReferencesDeep", "excludeExportDetails")
 IMPORT_FLAGS = ("overwrite", "createNewCopies", "compatibilityMode")
 SPACE_PREFIX = re.compile(r"^/s/([^/]+)(/.*)?$")
+SPACE_ROUTE = re.compile(r"^/api/spaces/space/([^/]+)$")
 READY_LEVELS = ("available", "degraded")
 REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            413: "Request Entity Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error",
@@ -405,9 +411,19 @@ class KibanaEmulator(ServedByBackgroundServer):
                     % (obj["id"], version, latest))
         return ""
 
+    def space(self, space_id: str) -> _Answer:
+        """`GET /api/spaces/space/<id>`: the space, or 404 when no space has that id."""
+        if space_id not in self.spaces:
+            raise boom(404, "Not Found")
+        name = "Default" if space_id == "default" else space_id
+        body = {"id": space_id, "name": name, "description": "", "color": "#00bfb3", "initials": name[:2].upper(),
+                "disabledFeatures": [], "imageUrl": ""}
+        if space_id == "default":
+            body["_reserved"] = True
+        return _json_answer(body)
+
     def _require_saved_objects(self, space: str) -> None:
-        if space not in self.spaces:
-            raise boom(404, "Saved object [space/%s] not found" % space)
+        # No check that `space` exists: Kibana's saved objects API does not make one.
         if self.level not in READY_LEVELS:
             raise boom(503, "Saved objects service is %s" % self.level)
 
@@ -587,6 +603,10 @@ class _KibanaHandler(QuietHandler):
         if not re.match(r"^[a-z0-9_-]+$", space):
             raise boom(404, "Not Found")
         handler = ROUTES.get((self.command, route))
+        space_route = SPACE_ROUTE.match(route)
+        if space_route and self.command == "GET":
+            emulator.check_auth(self.headers.get("Authorization"))
+            return emulator.space(space_route.group(1))
         if handler is None:
             raise boom(404, "Not Found")
         emulator.check_auth(self.headers.get("Authorization"))
