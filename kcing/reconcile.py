@@ -71,7 +71,11 @@ CLOSED = "closed"
 READ_BLOCK = "read block"
 ALIAS = "alias"
 DATA_STREAM = "data stream"
-UNCHECKED_ORDER = (CLOSED, READ_BLOCK, ALIAS, DATA_STREAM)
+UNASSIGNED = "unassigned shards"
+UNCHECKED_ORDER = (CLOSED, READ_BLOCK, ALIAS, DATA_STREAM, UNASSIGNED)
+# What _mget answers for a document of an index whose primary shard is not assigned (the index is
+# red: its node left, its disk filled): the document cannot be read now, wherever it is.
+NO_SHARD_ERRORS = ("no_shard_available_action_exception", "unavailable_shards_exception")
 # Index blocks under which Elasticsearch refuses every write.
 WRITE_BLOCKS = ("index.blocks.write", "index.blocks.read_only", "index.blocks.read_only_allow_delete")
 
@@ -237,8 +241,8 @@ def lookup_result(doc_id: str, answer) -> Tuple[str, str]:
     """(PRESENT | MISSING | NO_INDEX | an unchecked reason, detail) of one entry of an _mget answer.
 
     A missing index is missing documents, not an error (unless the name is a data stream, which
-    the caller asks about). A closed index, a read block and an alias of several indices make
-    the document uncheckable; any other error is LookupFailed."""
+    the caller asks about). A closed index, a read block, an alias of several indices and a
+    primary shard not assigned make the document uncheckable; any other error is LookupFailed."""
     if not isinstance(answer, dict) or answer.get("_id") != doc_id:
         raise LookupFailed("the answer for %s is out of order or malformed: %.200r" % (doc_id, answer))
     found = answer.get("found")
@@ -255,6 +259,8 @@ def lookup_result(doc_id: str, answer) -> Tuple[str, str]:
         return CLOSED, ""
     if kind == "cluster_block_exception" and "index read" in str(reason):
         return READ_BLOCK, ""
+    if kind in NO_SHARD_ERRORS:
+        return UNASSIGNED, ""
     several = _SEVERAL.match(str(reason)) if kind == "illegal_argument_exception" else None
     if several:
         return ALIAS, several.group(1)
@@ -285,6 +291,10 @@ def unchecked_line(reason: str, unchecked: Unchecked) -> str:
                        % named(indices))
     if reason == READ_BLOCK:
         return head + ("indices with a read block (%s): remove the block (index.blocks.read) to check them"
+                       % named(indices))
+    if reason == UNASSIGNED:
+        return head + ("indices whose primary shards are not assigned (%s): Elasticsearch cannot read them until "
+                       "they are (GET /_cluster/allocation/explain says why); run reconcile again then"
                        % named(indices))
     if reason == ALIAS:
         what = "; ".join("%s, an alias of several indices (%s)" % (name, indices[name]) for name in sorted(indices))

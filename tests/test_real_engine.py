@@ -337,6 +337,43 @@ def test_reconcile_leaves_closed_aliased_and_blocked_indices_unchecked_on_a_real
     client.indices.put_settings(index=day("test", 2), settings={"index.blocks.write": None})
 
 
+def test_reconcile_leaves_a_red_index_unchecked_and_checks_the_others_on_a_real_node(real_es, tmp_path):
+    """A kcing index whose primary shard is not assigned (red: a node gone, a disk full) answers
+    each document of an _mget with no_shard_available_action_exception: its documents cannot be
+    checked now, which neither stops the check of the other indices nor marks anything."""
+    from datetime import datetime, timezone
+
+    from kcing.ledger import docids
+    from kcing.ledger.ledger import Ledger, Outcome
+    from kcing.records import UpstreamObject
+    from kcing.sinks import logstash_destination
+
+    today = date.today().strftime("%Y.%m.%d")
+    layout = {"red": ("boot-" + today, 1), "present": ("build-" + today, 2), "lost": ("test-" + today, 3)}
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(UpstreamObject("legacy", "build", name, "https://storage.example/%s" % name,
+                                          datetime(2024, 10, 16, tzinfo=timezone.utc)), DELIVERED,
+                           documents={index: docids.pack(["%040x" % number])})
+                   for name, (index, number) in layout.items()],
+                  lambda kind: logstash_destination(["http://localhost:8337"]))
+    ledger.close()
+    client = client_for(real_es)
+    client.indices.create(index="boot-" + today, wait_for_active_shards="0", settings={
+        "index.routing.allocation.require._name": "no-such-node", "number_of_replicas": 0})
+    client.index(index="build-" + today, id="%040x" % 2, document={"job": "mainline"}, refresh=True)
+    client.indices.create(index="test-" + today)
+
+    done = kcing(["reconcile"], admin_environ(real_es, tmp_path), tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr  # the test document is missing
+    assert "Traceback" not in done.stderr
+    assert "checked 2, present 1, missing 1, not checked (index closed or unreadable) 1" in done.stdout
+    assert ("1 documents of 1 objects in indices whose primary shards are not assigned (boot-%s)" % today
+            in done.stdout)
+    states = ledger_states(db)
+    assert sorted(states.values()) == [DELIVERED, DELIVERED, FAILED]
+
+
 def test_reconcile_beside_an_index_with_a_metadata_block_still_tells_write_blocks_on_a_real_node(real_es, tmp_path):
     """The node refuses the settings of every index asked for when one has a metadata block:
     reconcile names that index instead of asking for a privilege, and still finds the write block

@@ -26,7 +26,8 @@ from kcing.ledger.ledger import DeliveredRow, Ledger, Outcome
 from kcing.ledger.models import (APPLICATION_ID, DELIVERED, DOWNLOADED, FAILED, MISSING_IN_ELASTICSEARCH, REJECTED,
                                  SCHEMA_VERSION, TOO_LARGE)
 from kcing.reconcile import (
-    MGET_BATCH, LookupFailed, ObjectCheck, Report, expired_index, is_present, read_groups, summary_lines,
+    MGET_BATCH, UNASSIGNED, LookupFailed, ObjectCheck, Report, expired_index, is_present, lookup_result, read_groups,
+    summary_lines,
 )
 from kcing.records import BUILD, UpstreamObject
 from kcing.sinks import logstash_destination
@@ -132,6 +133,15 @@ def test_an_mget_entry_is_present_missing_or_an_error():
         is_present("a", {"_id": "a", "error": {"type": "no_shard_available_action_exception", "reason": "red"}})
     with pytest.raises(LookupFailed):
         is_present("a", {"_id": "b", "found": True})  # out of order
+
+
+def test_a_document_of_an_index_without_its_primary_shard_is_not_checked():
+    # What a real 8.15 node answers for an index whose primary shard is not assigned (red).
+    red = {"_id": "a", "error": {"type": "no_shard_available_action_exception",
+                                 "reason": "No shard available for [org.elasticsearch.action.get.MultiGetShardRequest/unset]"}}
+    assert lookup_result("a", red) == (UNASSIGNED, "")
+    with pytest.raises(LookupFailed):  # any error nobody named still stops the check
+        lookup_result("a", {"_id": "a", "error": {"type": "security_exception", "reason": "unauthorized"}})
 
 
 def test_ledger_reads_are_bounded_by_a_budget_of_ids():
