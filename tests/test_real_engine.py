@@ -629,6 +629,7 @@ def answers(client: Elasticsearch) -> list:
     seen.append(status(lambda: client.indices.delete(index="build-2020.01.02,nope-2020.01.01",
                                                      ignore_unavailable=True, expand_wildcards="none")))
     seen += template_body_answers(client)
+    seen += red_index_answers(client)
     seen += index_state_answers(client)
     seen += legacy_template_answers(client)
     seen += delete_block_answers(client)
@@ -687,6 +688,24 @@ def template_body_answers(client: Elasticsearch) -> list:
     seen += [delete("tb20,nothing-here"), delete("tb20,nothing*"), delete("nothing*"), delete("tb*"),
              delete("nothing,tb*")]
     return seen
+
+
+def red_index_answers(client: Elasticsearch) -> list:
+    """An index whose primary shard must live on a node that is not there: the cluster is red,
+    a health wait for yellow times out (408), and _mget fails each of its documents."""
+    from elasticsearch import ApiError
+
+    client.indices.create(index="build-2020.07.01", wait_for_active_shards="0", settings={
+        "index.routing.allocation.require._name": "no-such-node", "number_of_replicas": 0})
+    docs = client.mget(docs=[{"_index": "build-2020.07.01", "_id": "a", "_source": False}],
+                       filter_path="docs._id,docs.found,docs.error.type")["docs"]
+    try:
+        health = client.cluster.health(wait_for_status="yellow", timeout="1ms").meta.status
+    except ApiError as error:
+        health = error.meta.status, error.body["status"], error.body["timed_out"]
+    rows = client.cat.indices(index="build-2020.07.01", format="json", h="index,health,status")
+    client.indices.delete(index="build-2020.07.01")
+    return [docs, health, list(rows)]
 
 
 def delete_block_answers(client: Elasticsearch) -> list:

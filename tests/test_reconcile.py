@@ -981,6 +981,29 @@ def test_documents_in_closed_indices_are_not_checked_nor_marked(tmp_path, es):
     assert states == {"open": FAILED, "shut": DELIVERED, "both": DELIVERED}
 
 
+def test_documents_in_a_red_index_are_not_checked_and_the_others_are(tmp_path, es):
+    """An index whose primary shard is not assigned cannot be read until it is: its documents are
+    left out, named with what to do, and the other indices are checked (a real node's answer:
+    test_real_engine replays it)."""
+    db = tmp_path / "kcing.db"
+    today, red = day_index("build", 0), day_index("boot", 0)
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("fine"), DELIVERED, documents=packed(1, index=today)),
+                   Outcome(obj("lost"), DELIVERED, documents=packed(2, index=today)),
+                   Outcome(obj("red"), DELIVERED, documents=packed(3, index=red))], to_logstash)
+    ledger.close()
+    seed(es, [(today, "%040x" % 1), (red, "%040x" % 3)])
+    es.unassign(red)
+    checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "checked 2, present 1, missing 1, not checked (index closed or unreadable) 1" in checked.stdout
+    assert ("reconcile: not checked: 1 documents of 1 objects in indices whose primary shards are not assigned "
+            "(%s): Elasticsearch cannot read them until they are (GET /_cluster/allocation/explain says why); "
+            "run reconcile again then" % red) in checked.stdout
+    states = {upstream_id: state for (_, upstream_id), state in ledger_states(db).items()}
+    assert states == {"fine": DELIVERED, "lost": FAILED, "red": DELIVERED}
+
+
 def test_only_closed_indices_is_nothing_checked(tmp_path, es):
     db = tmp_path / "kcing.db"
     closed = day_index("build", 1)

@@ -116,6 +116,7 @@ _TEXTUAL = {"keyword", "text", "match_only_text", "wildcard", "constant_keyword"
 _INTEGRAL = {"long": 63, "integer": 31, "short": 15, "byte": 7, "unsigned_long": 64}
 _DECIMAL = {"double", "float", "half_float", "scaled_float"}
 
+NODE_NAME = "emulator-node"
 INDEX_SETTINGS = {
     "index.number_of_shards": "int>=1", "index.number_of_replicas": "int>=0", "index.lifecycle.name": "str",
     "index.lifecycle.parse_origination_date": "bool", "index.lifecycle.origination_date": "int>=0",
@@ -124,7 +125,8 @@ INDEX_SETTINGS = {
     "index.mapping.total_fields.limit": "int>=0", "index.mapping.ignore_malformed": "bool",
     "index.mapping.coerce": "bool", "index.default_pipeline": "str", "index.final_pipeline": "str",
     "index.auto_expand_replicas": "str", "index.max_result_window": "int>=1", "index.query.default_field": "str",
-    "index.routing.allocation.include._tier_preference": "str", "index.mode": "str",
+    "index.routing.allocation.include._tier_preference": "str", "index.routing.allocation.require._name": "str",
+    "index.mode": "str",
     "index.blocks.read_only": "bool", "index.blocks.read": "bool", "index.blocks.write": "bool",
     "index.blocks.read_only_allow_delete": "bool", "index.blocks.metadata": "bool",
 }
@@ -790,6 +792,13 @@ class Index:
     closed: bool = False
 
     @property
+    def unassigned(self) -> bool:
+        """Its primary shard is not assigned: it must live on a node that is not this one (as when
+        its node left); the index is red and unreadable until that changes."""
+        required = self.settings.get("index.routing.allocation.require._name")
+        return required is not None and required != NODE_NAME
+
+    @property
     def shards(self) -> int:
         return int(self.settings.get("index.number_of_shards", "1"))
 
@@ -917,6 +926,18 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
                 self._store(index, doc_id, source)
             return index
 
+    def unassign(self, name: str, unassigned: bool = True) -> None:
+        """Make the primary shard of index `name` unassigned (the cluster turns red), as when the
+        only node holding it left: a node then answers each _mget document of it with
+        no_shard_available_action_exception. False assigns it again. (Through the API: the
+        setting index.routing.allocation.require._name naming another node.)"""
+        with self._lock:
+            settings = self.indices[name].settings
+            if unassigned:
+                settings["index.routing.allocation.require._name"] = "a-node-that-left"
+            else:
+                settings.pop("index.routing.allocation.require._name", None)
+
     def index_names(self) -> List[str]:
         with self._lock:
             return sorted(self.indices)
@@ -929,6 +950,8 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         with self._lock:
             if self.health_override:
                 return self.health_override
+            if any(index.unassigned for index in self.indices.values()):
+                return "red"
             return "yellow" if any(index.replicas > 0 for index in self.indices.values()) else "green"
 
     # -- request entry -----------------------------------------------------------------------
@@ -1062,7 +1085,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
     def _info(self, method: str, query, headers, body) -> _Answer:
         lucene, wire, index_compat = (("10.2.2", "8.18.0", "8.0.0") if self.major >= 9 else ("9.11.1", "7.17.0", "7.0.0"))
         return _Answer(200, {
-            "name": "emulator-node", "cluster_name": self.cluster_name,
+            "name": NODE_NAME, "cluster_name": self.cluster_name,
             "cluster_uuid": "_na_" if self.not_ready_mode else self.cluster_uuid,
             "version": {"number": self.version, "build_flavor": "default", "build_type": "docker",
                         "build_hash": "0" * 40, "build_date": "2024-10-09T22:08:00.328917561Z",
@@ -1459,7 +1482,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
 
     def _cat_row(self, index: Index, unit: Optional[str]) -> dict:
         size = index.store_bytes()
-        health = "green" if index.replicas == 0 else "yellow"
+        health = "red" if index.unassigned else "green" if index.replicas == 0 else "yellow"
         if index.closed:
             # A node knows no counts or sizes of a closed index.
             return {"health": health, "status": "close", "index": index.name, "uuid": index.uuid,

@@ -101,6 +101,9 @@ class IndexStates:
             raise EsError(400, "index_closed_exception", "closed", index_uuid=index.uuid, index=name)
         if index.settings.get("index.blocks.read") == "true":
             raise self.block_error(name, "index.blocks.read")
+        if index.unassigned:
+            raise EsError(503, "no_shard_available_action_exception",
+                          "No shard available for [org.elasticsearch.action.get.MultiGetShardRequest/unset]")
 
     def check_writable(self, name: str) -> None:
         from tests.fakes.elastic_server import EsError
