@@ -982,7 +982,8 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
     def _authenticate(self, authorization: Optional[str], route: str) -> None:
         if not (self.user or self.api_key):
             return
-        header = ((("WWW-Authenticate", 'Basic realm="security", charset="UTF-8"'), ("WWW-Authenticate", "ApiKey")))
+        # As an 8.x node words them (no comma between realm and charset).
+        header = (("WWW-Authenticate", 'Basic realm="security" charset="UTF-8"'), ("WWW-Authenticate", "ApiKey"))
         scheme, _, credentials = (authorization or "").partition(" ")
         if not authorization:
             reason = "missing authentication credentials for REST request [%s]" % route
