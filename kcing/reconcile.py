@@ -26,13 +26,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from elasticsearch import AuthenticationException, AuthorizationException
 
 from kcing.admin.elastic import elastic_errors
 from kcing.admin.retention import index_day, settings_past_metadata_blocks
 from kcing.errors import ElasticsearchError, Interrupted, UpstreamError
+from kcing.http import seconds_text
 from kcing.ledger import docids
 from kcing.ledger.ledger import DeliveredRow, Ledger
 from kcing.ledger.models import MISSING_IN_ELASTICSEARCH
@@ -76,6 +77,11 @@ UNCHECKED_ORDER = (CLOSED, READ_BLOCK, ALIAS, DATA_STREAM, UNASSIGNED)
 # What _mget answers for a document of an index whose primary shard is not assigned (the index is
 # red: its node left, its disk filled): the document cannot be read now, wherever it is.
 NO_SHARD_ERRORS = ("no_shard_available_action_exception", "unavailable_shards_exception")
+# What _mget answers for the documents of a shard request the node turned away for now (its get
+# queue full, a memory circuit breaker): back-pressure, per document. Asked again after a pause.
+REJECTIONS = ("es_rejected_execution_exception", "circuit_breaking_exception")
+REJECTED_ATTEMPTS = 4
+REJECTED_PAUSE = 1.0  # seconds before the first new ask; doubled before each next one
 # Index blocks under which Elasticsearch refuses every write.
 WRITE_BLOCKS = ("index.blocks.write", "index.blocks.read_only", "index.blocks.read_only_allow_delete")
 
@@ -237,6 +243,12 @@ PRESENT, MISSING, NO_INDEX = "present", "missing", "no index"
 _SEVERAL = re.compile(r"^alias \[[^\]]*\] has more than one index associated with it \[([^\]]*)\]")
 
 
+def _rejected(entry) -> bool:
+    """Whether an _mget entry is a document the node turned away for now (back-pressure)."""
+    error = entry.get("error") if isinstance(entry, dict) else None
+    return isinstance(error, dict) and error.get("type") in REJECTIONS
+
+
 def lookup_result(doc_id: str, answer) -> Tuple[str, str]:
     """(PRESENT | MISSING | NO_INDEX | an unchecked reason, detail) of one entry of an _mget answer.
 
@@ -350,7 +362,8 @@ class Reconciler:
     `mark` is False (a dry run)."""
 
     def __init__(self, client, host: str, ledger: Ledger, report: Report, mark: bool = True,
-                 first_kept: Optional[date] = None, batch: int = MGET_BATCH, budget: int = READ_BUDGET):
+                 first_kept: Optional[date] = None, batch: int = MGET_BATCH, budget: int = READ_BUDGET,
+                 sleep: Callable[[float], None] = time.sleep):
         if batch < 1:
             raise ValueError("batch must be at least 1")
         self.client = client
@@ -361,6 +374,7 @@ class Reconciler:
         self.first_kept = first_kept
         self.batch = batch
         self.budget = budget
+        self.sleep = sleep
         # What the index names with missing documents are: {name: (DATA_STREAM, "") or
         # ("write block", the block setting) or None}, asked once per name and run.
         self.facts: Dict[str, Optional[Tuple[str, str]]] = {}
@@ -426,7 +440,8 @@ class Reconciler:
             self._look_up(pending, checks)
         self._settle(list(checks.values()))
 
-    def _look_up(self, batch: List[Tuple[int, str, str]], checks: Dict[int, ObjectCheck]) -> None:
+    def _ask(self, batch: List[Tuple[int, str, str]]) -> list:
+        """The _mget entries of `batch`, in its order."""
         # A signal ends the wait for an answer at once: nothing of this chunk is recorded yet.
         with cut_by_a_stop(self.stop, ASKING), elastic_errors(self.host, "checking %d documents with _mget" % len(batch)):
             answer = self.client.mget(docs=mget_request(batch), filter_path=MGET_FILTER)
@@ -435,6 +450,28 @@ class Reconciler:
         if not isinstance(found, list) or len(found) != len(batch):
             raise ElasticsearchError("Elasticsearch at %s answered an _mget of %d documents with %s entries"
                                      % (self.host, len(batch), len(found) if isinstance(found, list) else "no"))
+        return found
+
+    def _answers(self, batch: List[Tuple[int, str, str]]) -> list:
+        """The _mget entries of `batch`, the documents the node turned away for now (REJECTIONS)
+        asked again after a growing pause, up to REJECTED_ATTEMPTS times in all."""
+        found = self._ask(batch)
+        for attempt in range(1, REJECTED_ATTEMPTS):
+            rejected = [position for position, entry in enumerate(found) if _rejected(entry)]
+            if not rejected:
+                break
+            pause = REJECTED_PAUSE * 2 ** (attempt - 1)
+            log.warning("Elasticsearch at %s turned away %d of %d documents asked for (%s); asking again in %s",
+                        self.host, len(rejected), len(found), found[rejected[0]]["error"].get("type"),
+                        seconds_text(pause))
+            with cut_by_a_stop(self.stop, ASKING):
+                self.sleep(pause)
+            for position, entry in zip(rejected, self._ask([batch[position] for position in rejected])):
+                found[position] = entry
+        return found
+
+    def _look_up(self, batch: List[Tuple[int, str, str]], checks: Dict[int, ObjectCheck]) -> None:
+        found = self._answers(batch)
         results = []
         for (owner, index, doc_id), entry in zip(batch, found):
             try:

@@ -20,14 +20,14 @@ from elasticsearch import Elasticsearch, helpers
 
 from kcing.admin.templates import install, templates_for
 from kcing.documents import documents_for
-from kcing.errors import ConfigError, RejectedInput
+from kcing.errors import ConfigError, ElasticsearchError, RejectedInput
 from kcing.ledger import docids
 from kcing.ledger.ledger import DeliveredRow, Ledger, Outcome
 from kcing.ledger.models import (APPLICATION_ID, DELIVERED, DOWNLOADED, FAILED, MISSING_IN_ELASTICSEARCH, REJECTED,
                                  SCHEMA_VERSION, TOO_LARGE)
 from kcing.reconcile import (
-    MGET_BATCH, UNASSIGNED, LookupFailed, ObjectCheck, Report, expired_index, is_present, lookup_result, read_groups,
-    summary_lines,
+    MGET_BATCH, REJECTED_ATTEMPTS, UNASSIGNED, LookupFailed, ObjectCheck, Reconciler, Report, expired_index, is_present,
+    lookup_result, read_groups, summary_lines,
 )
 from kcing.records import BUILD, UpstreamObject
 from kcing.sinks import logstash_destination
@@ -1002,6 +1002,41 @@ def test_documents_in_a_red_index_are_not_checked_and_the_others_are(tmp_path, e
             "run reconcile again then" % red) in checked.stdout
     states = {upstream_id: state for (_, upstream_id), state in ledger_states(db).items()}
     assert states == {"fine": DELIVERED, "lost": FAILED, "red": DELIVERED}
+
+
+def test_documents_the_node_turns_away_for_now_are_asked_again(tmp_path, es):
+    """Under load a node answers the documents of a shard request its get queue turned away with
+    a per-document es_rejected_execution_exception (429): back-pressure, not an answer. They are
+    asked again after a pause, and the check goes on."""
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("one"), DELIVERED, documents=packed(1, 2)),
+                   Outcome(obj("two"), DELIVERED, documents=packed(3))], to_logstash)
+    ledger.close()
+    seed(es, [(day_index("build", 0), "%040x" % n) for n in (1, 2, 3)])
+    es.reject_mget_docs(2)
+    checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "checked 2, present 2, missing 0" in checked.stdout
+    assert "turned away 2 of 3 documents asked for (es_rejected_execution_exception); asking again in 1s" in checked.stderr
+    assert [len(json.loads(record.body)["docs"]) for record in es.requests if record.route == "/_mget"] == [3, 2]
+    assert set(ledger_states(db).values()) == {DELIVERED}
+
+
+def test_documents_turned_away_every_time_stop_the_check_with_the_reason():
+    class Busy:
+        asked = 0
+
+        def mget(self, docs, filter_path):
+            self.asked += 1
+            return {"docs": [{"_id": doc["_id"], "error": {"type": "es_rejected_execution_exception",
+                                                          "reason": "rejected execution"}} for doc in docs]}
+
+    client, pauses = Busy(), []
+    checker = Reconciler(client, "http://es:9200", None, Report(scope="test"), sleep=pauses.append)
+    with pytest.raises(ElasticsearchError, match="es_rejected_execution_exception: rejected execution"):
+        checker._look_up([(1, "build-2024.10.16", "%040x" % 1)], {})
+    assert client.asked == REJECTED_ATTEMPTS and pauses == [1.0, 2.0, 4.0]
 
 
 def test_only_closed_indices_is_nothing_checked(tmp_path, es):

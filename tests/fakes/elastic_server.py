@@ -862,6 +862,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         self.health_override: Optional[str] = None
         self.not_ready_mode: Optional[str] = None
         self._rejected_items = 0
+        self._rejected_gets = 0
         self._lock = threading.RLock()
         self._faults = FaultQueue()
         self._server = BackgroundServer(_ElasticHandler, self, port)
@@ -899,6 +900,12 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
     def reset_next(self, route: str = "", count: Optional[int] = 1) -> None:
         """Close the connection without answering."""
         self._faults.add(route, _Reset(), count)
+
+    def reject_mget_docs(self, count: int) -> None:
+        """The next `count` _mget documents fail with a per-document 429, as a node answers the
+        documents of a shard request its get queue turned away."""
+        with self._lock:
+            self._rejected_gets += count
 
     def reject_bulk_items(self, count: int) -> None:
         """The next `count` bulk items fail with an item-level 429 (write queue full)."""
@@ -1608,6 +1615,12 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             for item, fetch in zip(wanted, sources):
                 name = target if item.get("_index") is None else item["_index"]
                 doc_id = _scalar_text(item["_id"])
+                if self._rejected_gets:
+                    self._rejected_gets -= 1
+                    docs.append({"_index": name, "_id": doc_id, "error": EsError(
+                        429, "es_rejected_execution_exception", "rejected execution of ActionRunnable on "
+                        "EsThreadPoolExecutor[name = emulator-node/get, queue capacity = 1000]").envelope()["error"]})
+                    continue
                 if doc_id == "":
                     docs.append({"_index": name, "_id": doc_id, "error": EsError(
                         400, "illegal_argument_exception", "Ids can't be empty").envelope()["error"]})
