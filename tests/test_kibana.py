@@ -664,3 +664,27 @@ def test_the_regressions_dashboard_serves_legacy_data_with_boot_results_kernel_a
     assert (kernel["params"]["orderBy"], kernel["params"]["order"]) == (newest[0], "desc")  # newest kernels first
     help_text = json.loads(objects[("visualization", "kcing-regressions-help")]["attributes"]["visState"])
     assert "legacy source has no regression objects" in help_text["params"]["markdown"]
+
+
+# What each dashboard breaks its results down by: (field, what the mission calls it).
+BREAKDOWNS = {
+    "kcing-builds": {"job": "tree", "arch": "platform (arch)"},
+    "kcing-boots": {"job": "tree", "lab_name": "lab", "board": "platform"},
+    "kcing-tests": {"job": "tree", "lab_name": "lab", "board": "platform"},
+    "kcing-boot-logs": {"lab_name": "lab", "board": "platform"},
+    "kcing-regressions": {"job": "tree", "lab_name": "lab", "board": "platform"},
+}
+
+
+@pytest.mark.parametrize("dashboard", sorted(BREAKDOWNS))
+def test_each_dashboard_breaks_its_results_down_per_tree_lab_and_platform(dashboard):
+    """Builds, boots, tests, logs and regressions per tree, lab and platform: a dashboard that
+    counts boots by board and lab, but by no tree, leaves one of those questions to a query."""
+    objects = {(obj["type"], obj["id"]): obj for obj in shipped_objects()}
+    bucketed = set()
+    for ref in objects[("dashboard", dashboard)]["references"]:
+        if ref["type"] == "visualization":
+            bucketed.update(field for kind, schema, field in _aggregations(objects[("visualization", ref["id"])])
+                            if kind == "terms")
+    missing = {name for field, name in BREAKDOWNS[dashboard].items() if field not in bucketed}
+    assert not missing, "%s has no panel per %s" % (dashboard, ", ".join(sorted(missing)))
