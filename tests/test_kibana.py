@@ -688,3 +688,25 @@ def test_each_dashboard_breaks_its_results_down_per_tree_lab_and_platform(dashbo
                             if kind == "terms")
     missing = {name for field, name in BREAKDOWNS[dashboard].items() if field not in bucketed}
     assert not missing, "%s has no panel per %s" % (dashboard, ", ".join(sorted(missing)))
+
+
+def test_a_table_of_lava_jobs_shows_the_jobs_of_two_labs_with_one_number_apart():
+    """A LAVA job id is unique only within its lab (README, What the legacy documents say). A
+    table bucketing by `lava_job_id` and then showing one board and one lab per job (size 1) made
+    one row of two labs' job 123, and showed one board and one result of the two."""
+    tables = 0
+    for obj in shipped_objects():
+        if obj["type"] != "visualization":
+            continue
+        buckets = [agg for agg in json.loads(obj["attributes"]["visState"])["aggs"]
+                   if agg["schema"] in ("bucket", "segment", "group")]
+        fields = [agg["params"].get("field") for agg in buckets]
+        if "lava_job_id" not in fields:
+            continue
+        tables += 1
+        job = fields.index("lava_job_id")
+        assert "lab_name" in fields, obj["id"]
+        lab = fields.index("lab_name")
+        # The lab is a row of its own beside the job (a bucket of more than one), or above it.
+        assert lab < job or (lab == job + 1 and buckets[lab]["params"]["size"] > 1), obj["id"]
+    assert tables == 2
