@@ -710,3 +710,23 @@ def test_a_table_of_lava_jobs_shows_the_jobs_of_two_labs_with_one_number_apart()
         # The lab is a row of its own beside the job (a bucket of more than one), or above it.
         assert lab < job or (lab == job + 1 and buckets[lab]["params"]["size"] > 1), obj["id"]
     assert tables == 2
+
+
+@pytest.mark.parametrize("route, status, location", [
+    ("/api/status", 302, "/login?next=%2Fapi%2Fstatus"),
+    (EXPORT, 301, "https://kibana.example" + EXPORT),
+    (IMPORT, 302, "/login"),
+    (IMPORT, 307, "https://kibana.example" + IMPORT),
+])
+def test_a_redirect_is_never_followed_and_names_where_it_leads(kibana, workdir, tmp_path, route, status, location):
+    """A proxy in front of Kibana that redirects http to https, or to a login page: followed, a
+    POST came back as a GET of the same path (or of the login page), and the 404 that answered
+    it was reported as "no such API or space", or its page as an unreadable export."""
+    kibana.fail_next(status, route=route, body=b"", headers=(("Location", location),))
+    with pytest.raises(ConfigError) as caught:
+        setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url))
+    message = str(caught.value)
+    assert ("Kibana at %s answered HTTP %d, a redirect to %s: set KB_URL to the address Kibana answers at itself"
+            % (kibana.url, status, location)) in message, message
+    assert [record.status for record in kibana.requests][-1] == status  # nothing after the redirect
+    assert kibana.objects() == []

@@ -348,6 +348,14 @@ def error_for(status: int, message: str, action: str, url: str, user: str) -> Kc
     return KibanaRefused("Kibana at %s refused to %s (HTTP %d)%s" % (url, action, status, detail))
 
 
+def redirect_error(url: str, status: int, location: Optional[str], action: str) -> ConfigError:
+    """A redirect from Kibana's API: Kibana sends none, so something in front of it does (a proxy
+    sending http to https, or to its login page). A setting to fix, not a Kibana to wait for."""
+    return ConfigError("Kibana at %s answered HTTP %d, a redirect to %s: set KB_URL to the address Kibana answers "
+                       "at itself (kcing follows no redirect when it asks to %s)"
+                       % (url, status, one_line(location or "nowhere (no Location)"), action))
+
+
 def unreachable_reason(error: requests.RequestException) -> str:
     """A short cause instead of urllib3's nested repr."""
     return connection_failure(error)
@@ -407,8 +415,10 @@ class KibanaClient:
             with overall_deadline(deadline):
                 # verify= given per request: requests would otherwise let REQUESTS_CA_BUNDLE or
                 # CURL_CA_BUNDLE from the environment replace the session's (KB_CA_BUNDLE).
+                # No redirect is followed: one to a POST comes back as a GET of the new address (or
+                # of a proxy's login page), whose answer would be read as Kibana's to the POST.
                 response = self.session.request(method, url, auth=self._auth, timeout=timeout,
-                                                verify=self.session.verify, **kwargs)
+                                                verify=self.session.verify, allow_redirects=False, **kwargs)
         except Overdue:
             if deadline < self.deadline:  # the caller's limit, which its own message names
                 raise KibanaUnavailable("Kibana at %s sent no whole answer to %s" % (self.url, action)) from None
@@ -425,6 +435,8 @@ class KibanaClient:
             raise KibanaUnavailable("cannot reach Kibana at %s to %s (%s)"
                                     % (self.url, action, unreachable_reason(error))) from None
         log.debug("%s %s [status:%s duration:%.3fs]", method, url, response.status_code, time.monotonic() - started)
+        if 300 <= response.status_code < 400:
+            raise redirect_error(self.url, response.status_code, response.headers.get("Location"), action)
         return response
 
     def _raise_unless_ok(self, response: requests.Response, action: str) -> None:
