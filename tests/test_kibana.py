@@ -63,11 +63,21 @@ def routes(kibana):
 
 # -- pure helpers ------------------------------------------------------------------------------
 
-def test_hide_and_restore_url_are_inverse():
-    text = '{"markdown":"[a](http://kb:5601/app/x) and http://kb:5601"}'
-    hidden = kb.hide_url(text, "http://kb:5601")
-    assert hidden == '{"markdown":"[a]({{KB_URL}}/app/x) and {{KB_URL}}"}'
-    assert kb.restore_url(hidden, "http://kb:5601") == text
+def test_links_are_restored_under_kibana_s_own_path_and_hidden_again():
+    """A link holds the path of the space, not the address kcing reached Kibana at: in docker
+    compose that is http://kibana:5601, a name only the containers resolve, and every link of the
+    navigation panel led the browser there."""
+    hidden = '{"markdown":"[a]({{KB_URL}}/app/x) and [b]({{KB_URL}}/app/discover#/view/y)"}'
+    for url, base in [("http://kibana:5601", ""), ("http://kibana:5601/s/ci", "/s/ci"),
+                      ("https://kb.example/kibana/s/ci", "/kibana/s/ci")]:
+        restored = kb.restore_url(hidden, url)
+        assert restored == '{"markdown":"[a](%s/app/x) and [b](%s/app/discover#/view/y)"}' % (base, base)
+        assert kb.hide_url(restored, url) == hidden
+    # Objects that an earlier kcing imported with the whole address: hidden all the same.
+    assert kb.hide_url('{"markdown":"[a](http://kb:5601/app/x) and http://kb:5601"}', "http://kb:5601") == \
+        '{"markdown":"[a]({{KB_URL}}/app/x) and {{KB_URL}}"}'
+    # A link into another space, or a path that only starts like an app's, is not this space's.
+    assert kb.hide_url("[a](/s/other/app/x) [b](/apps/x)", "http://kb:5601") == "[a](/s/other/app/x) [b](/apps/x)"
 
 
 @pytest.mark.parametrize("other", ["http://kb:56010/app", "http://kb:5601.example.org/", "http://kb:5601-b/x"])
@@ -77,7 +87,7 @@ def test_hide_url_leaves_other_addresses_alone(other):
 
 def test_restore_url_refuses_urls_that_would_break_json():
     with pytest.raises(ConfigError):
-        kb.restore_url("{{KB_URL}}", 'http://kb/"x')
+        kb.restore_url("{{KB_URL}}", 'http://kb/k"x')
 
 
 def test_space_url_and_space_ids():
@@ -220,9 +230,10 @@ def test_the_placeholder_is_in_the_file_and_replaced_on_import(kibana, workdir, 
     assert setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url)) == 0
     navigation = kibana.get("visualization", "kcing-navigation")["attributes"]["visState"]
     assert "{{KB_URL}}" not in navigation
-    assert "%s/app/dashboards#/view/kcing-boots" % kibana.url in navigation
+    assert "](/app/dashboards#/view/kcing-boots)" in navigation
     sent = kibana.requests[-1].body.decode()
-    assert "{{KB_URL}}" not in sent and kibana.url + "/app/discover#/view/kcing-log-lines" in sent
+    assert "{{KB_URL}}" not in sent and "](/app/discover#/view/kcing-log-lines)" in sent
+    assert kibana.url not in sent and "http://127.0.0.1" not in sent
 
 
 def test_setup_without_overwrite_backs_up_first_then_reports_conflicts(kibana, workdir, tmp_path, capsys):
@@ -318,7 +329,7 @@ def test_spaces_get_the_prefix_and_their_own_url_in_links(kibana, workdir, tmp_p
     assert {record.path.split("?")[0] for record in kibana.requests if record.method == "POST"} == {
         "/s/ci" + EXPORT, "/s/ci" + IMPORT}
     markdown = kibana.get("visualization", "kcing-navigation", space="ci")["attributes"]["visState"]
-    assert kibana.url + "/s/ci/app/dashboards#/view/kcing-tests" in markdown
+    assert "](/s/ci/app/dashboards#/view/kcing-tests)" in markdown and kibana.url not in markdown
     assert backup_kbn(args(tmp_path / "out"), settings) == 0
     assert (tmp_path / "out" / "saved_objects.ndjson").read_bytes() == SHIPPED.read_bytes()
     # --space beats KB_SPACE; "default" is the space without a prefix.

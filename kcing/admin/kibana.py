@@ -77,22 +77,41 @@ def _url_pattern(url: str) -> "re.Pattern":
     return re.compile(re.escape(url) + r"(?![\w.:-])")
 
 
+def link_base(url: str) -> str:
+    """What links into a space's apps start with: the path of its URL (Kibana's base path, and
+    `/s/<id>` outside the default space), without the scheme and host.
+
+    The host is the one kcing reached Kibana at, which need not be the browser's: in docker
+    compose it is `kibana`, a name only the containers resolve. A link from the path on leads to
+    the Kibana the browser is on, whatever address it reaches it by."""
+    return urlsplit(url).path.rstrip("/")
+
+
+def _link_pattern(base: str) -> "re.Pattern":
+    # A markdown link target into one of this space's apps: `](<base>/app/...`.
+    return re.compile(r"(?<=\]\()" + re.escape(base) + r"(?=/app/)")
+
+
 def hide_url(text: str, url: str) -> str:
-    """Replace every occurrence of `url` in `text` by the placeholder."""
+    """Replace by the placeholder every link into the apps of the space at `url` (as
+    `restore_url` wrote it), and every occurrence of `url` itself (as earlier versions did)."""
     if not url:
         return text
-    return _url_pattern(url).sub(lambda _: PLACEHOLDER, text)
+    text = _url_pattern(url).sub(lambda _: PLACEHOLDER, text)
+    return _link_pattern(link_base(url)).sub(lambda _: PLACEHOLDER, text)
 
 
 def restore_url(text: str, url: str) -> str:
-    """Replace the placeholder by `url`; refuse a URL that JSON would have to escape.
+    """Replace the placeholder by the path of the space at `url` (`link_base`); refuse a path
+    that JSON would have to escape.
 
-    The placeholder sits inside JSON strings, sometimes nested several levels deep; a URL
+    The placeholder sits inside JSON strings, sometimes nested several levels deep; a path
     without characters that need escaping stays valid at every level.
     """
-    if json.dumps(url, ensure_ascii=False)[1:-1] != url:
+    base = link_base(url)
+    if json.dumps(base, ensure_ascii=False)[1:-1] != base:
         raise ConfigError("the Kibana URL %r contains characters that cannot go into saved objects" % url)
-    return text.replace(PLACEHOLDER, url)
+    return text.replace(PLACEHOLDER, base)
 
 
 # -- NDJSON ----------------------------------------------------------------------------------

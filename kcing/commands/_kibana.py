@@ -1,7 +1,7 @@
 """What setup_kbn and backup_kbn share: a Kibana client from settings, the saved objects file.
 
 The file is `<kibana dir>/saved_objects.ndjson` (default: this checkout's kibana/), written with
-the URL of the Kibana space replaced by `{{KB_URL}}` so that it is the same file whichever
+links into the Kibana space starting with `{{KB_URL}}` so that it is the same file whichever
 Kibana it came from, and so that links in dashboards follow the Kibana it is imported into.
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ def make_client(args: dict, settings, session=None) -> KibanaClient:
 
 
 def read_saved_objects(path: Path, url: str) -> List[dict]:
-    """The file's objects, the placeholder in them replaced by `url`."""
+    """The file's objects, the placeholder in them replaced by the path of `url` (restore_url)."""
     try:
         text = restore_url(path.read_text(encoding="utf-8"), url)
     except FileNotFoundError:

@@ -17,7 +17,7 @@ Usage:
   kcing backup_kbn [options]
 
 Export the kcing Kibana saved objects of KB_URL to kibana/saved_objects.ndjson: stable order,
-the Kibana URL replaced by a placeholder, so that diffs stay reviewable.
+links into Kibana starting with a placeholder, so that diffs stay reviewable.
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
 KB_URL, KB_USER, KB_PASSWORD, KB_CA_BUNDLE, KB_SPACE, KB_REQUEST_DEADLINE,
