@@ -741,3 +741,23 @@ def test_a_redirect_is_never_followed_and_names_where_it_leads(kibana, workdir, 
             % (kibana.url, status, location)) in message, message
     assert [record.status for record in kibana.requests][-1] == status  # nothing after the redirect
     assert kibana.objects() == []
+
+
+def test_an_object_kibana_refuses_alone_is_reported_and_the_others_are_imported(kibana, workdir, tmp_path, capsys):
+    """A dashboard its type's schema refuses (an attribute edited into the file by hand): Kibana
+    writes the others and reports that one; kcing counts what was written and exits 1."""
+    path = workdir / "saved_objects.ndjson"
+    objects = kb.parse_ndjson(path.read_text(encoding="utf-8"))
+    for obj in objects:
+        if obj["id"] == "kcing-tests":
+            obj["attributes"]["colour"] = "red"
+    path.write_text(kb.canonical_ndjson(objects), encoding="utf-8")
+
+    assert setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url)) == 1
+
+    out = capsys.readouterr().out
+    assert "imported %d of %d objects\n" % (len(objects) - 1, len(objects)) in out
+    assert ('unknown: dashboard kcing-tests "kcing: tests": [attributes.colour]: definition for this key is missing: '
+            'Bad Request') in out
+    assert "imported none" not in out
+    assert kibana.get("dashboard", "kcing-tests") is None and kibana.get("dashboard", "kcing-boots") is not None

@@ -335,6 +335,25 @@ def test_objects_from_a_newer_kibana_fail_with_an_unknown_error(kibana):
     assert "more recent version" in body["errors"][0]["error"]["message"]
 
 
+def test_a_dashboard_or_search_with_an_attribute_its_schema_lacks_fails_alone(kibana):
+    """Kibana validates dashboards and saved searches against their type's schema when it writes
+    them (unknown keys forbidden, a title required): such an object fails with an `unknown` error,
+    400, while the rest of the file is written."""
+    dashboard = {"type": "dashboard", "id": "d", "attributes": {"title": "Boots", "panelsJSON": "[]", "colour": "red"},
+                 "references": []}
+    search = {"type": "search", "id": "s", "attributes": {"columns": [], "kibanaSavedObjectMeta": {
+        "searchSourceJSON": "{}"}}, "references": []}
+    body = post_import(kibana, ndjson(data_view(), dashboard, search)).json()
+    assert body["success"] is False and body["successCount"] == 1
+    assert [(error["id"], error["error"]) for error in body["errors"]] == [
+        ("d", {"type": "unknown", "statusCode": 400,
+               "message": "[attributes.colour]: definition for this key is missing: Bad Request"}),
+        ("s", {"type": "unknown", "statusCode": 400,
+               "message": "[attributes.title]: expected value of type [string] but got [undefined]: Bad Request"})]
+    assert kibana.get("index-pattern", "dv") is not None
+    assert kibana.get("dashboard", "d") is None and kibana.get("search", "s") is None
+
+
 # -- faults and the request log ----------------------------------------------------------------
 
 def test_faults_are_consumed_in_order_and_requests_are_recorded(kibana):

@@ -21,6 +21,10 @@ space holds writes it under a new id (`destinationId` in the result) with the fi
 that copy (`error.destinationId`), or overwrites it. (Kibana also resolves an "ambiguous source",
 two objects of one file with the same origin, by new copies; not modelled.)
 
+Like Kibana, it checks a dashboard's and a saved search's attributes against their type's schema
+when it writes them: one with an attribute the schema lacks, or without a title, fails alone with
+an `unknown` error (400) while the rest of the file is written.
+
 Like Kibana, it refuses a `kbn-version` header other than its own version (400, on every route)
 and an import naming one type and id twice (400 "Non-unique import objects detected").
 
@@ -67,6 +71,17 @@ MULTI_NAMESPACE_TYPES = ("dashboard", "index-pattern", "lens", "map", "query", "
 # bulkCreate when one is present): the UI resolves them with `_resolve_import_errors` first.
 RESOLVABLE_ERRORS = ("conflict", "ambiguous_conflict", "missing_references")
 MAX_IMPORT_PAYLOAD_BYTES = 26214400
+# The attributes the `create` schemas of Kibana 8.15 allow (unknown keys are refused): dashboard
+# model version 2 (src/plugins/dashboard/server/dashboard_saved_object/schema/v2) and saved search
+# model version 3 (src/plugins/saved_search/server/saved_objects/schema.ts). Both want a title.
+SCHEMA_ATTRIBUTES = {
+    "dashboard": frozenset(("title", "description", "kibanaSavedObjectMeta", "timeRestore", "timeFrom", "timeTo",
+                            "refreshInterval", "controlGroupInput", "panelsJSON", "optionsJSON", "hits", "version")),
+    "search": frozenset(("title", "description", "columns", "sort", "grid", "rowHeight", "rowsPerPage", "hideChart",
+                         "breakdownField", "kibanaSavedObjectMeta", "isTextBasedQuery", "usesAdHocDataView",
+                         "timeRestore", "timeRange", "refreshInterval", "viewMode", "hideAggregatedPreview", "hits",
+                         "version", "sampleSize", "headerRowHeight", "visContext")),
+}
 EXPORT_KEYS = ("type", "hasReference", "objects", "search", "includeReferencesDeep", "excludeExportDetails")
 IMPORT_FLAGS = ("overwrite", "createNewCopies", "compatibilityMode")
 SPACE_PREFIX = re.compile(r"^/s/([^/]+)(/.*)?$")
@@ -335,6 +350,12 @@ class KibanaEmulator(ServedByBackgroundServer):
         # Kibana writes nothing while an object of the file has an error the UI offers to resolve
         # (`_resolve_import_errors`), yet counts the others in successCount/successResults.
         write = not any(error["type"] in RESOLVABLE_ERRORS for error in errors.values())
+        if write:  # bulkCreate validates what it writes: the others are written all the same
+            for obj in objects:
+                key = (obj["type"], obj["id"])
+                invalid = _schema_problem(obj) if key not in errors else ""
+                if invalid:
+                    errors[key] = {"type": "unknown", "message": invalid + ": Bad Request", "statusCode": 400}
         results = []
         for obj in objects:
             key = (obj["type"], obj["id"])
@@ -455,6 +476,20 @@ def _check_json_payload(content_type: Optional[str]) -> None:
     if mime.startswith("text/"):
         raise boom(400, "[request body]: expected a plain object value, but found [string] instead.")
     raise boom(415, "Unsupported Media Type")
+
+
+def _schema_problem(obj: dict) -> str:
+    """What the `create` schema of the object's type (Kibana 8.15) refuses in its attributes, as
+    @kbn/config-schema words it; "" when nothing, or for a type without such a schema here."""
+    allowed = SCHEMA_ATTRIBUTES.get(obj["type"])
+    if allowed is None:
+        return ""
+    attributes = obj.get("attributes") if isinstance(obj.get("attributes"), dict) else {}
+    if not isinstance(attributes.get("title"), str):
+        return "[attributes.title]: expected value of type [string] but got [%s]" % (
+            "undefined" if "title" not in attributes else type(attributes["title"]).__name__)
+    unknown = sorted(set(attributes) - allowed)
+    return "[attributes.%s]: definition for this key is missing" % unknown[0] if unknown else ""
 
 
 def _export_options(body: bytes) -> dict:
