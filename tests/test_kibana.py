@@ -761,3 +761,15 @@ def test_an_object_kibana_refuses_alone_is_reported_and_the_others_are_imported(
             'Bad Request') in out
     assert "imported none" not in out
     assert kibana.get("dashboard", "kcing-tests") is None and kibana.get("dashboard", "kcing-boots") is not None
+
+
+def test_an_import_too_large_for_kibana_says_which_limit_to_raise(kibana, workdir, tmp_path):
+    kibana.fail_next(413, route=IMPORT, body={"statusCode": 413, "error": "Request Entity Too Large",
+                                              "message": "Payload content length greater than maximum allowed: 1024"})
+    with pytest.raises(kb.KibanaRefused) as caught:
+        setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url))
+    assert str(caught.value) == (
+        "Kibana at %s refused to import saved objects (HTTP 413): Payload content length greater than maximum "
+        "allowed: 1024; raise savedObjects.maxImportPayloadBytes in kibana.yml, or the body size limit of a proxy "
+        "in front of Kibana" % kibana.url)
+    assert caught.value.exit_code == 3

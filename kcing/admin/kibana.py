@@ -364,6 +364,9 @@ def error_for(status: int, message: str, action: str, url: str, user: str) -> Kc
         return KibanaUnavailable("Kibana at %s is not ready to %s (HTTP 503)%s" % (url, action, detail))
     if status >= 500:
         return KibanaUnavailable("Kibana at %s failed to %s (HTTP %d)%s" % (url, action, status, detail))
+    if status == 413:
+        return KibanaRefused("Kibana at %s refused to %s (HTTP 413)%s; raise savedObjects.maxImportPayloadBytes in "
+                             "kibana.yml, or the body size limit of a proxy in front of Kibana" % (url, action, detail))
     return KibanaRefused("Kibana at %s refused to %s (HTTP %d)%s" % (url, action, status, detail))
 
 
