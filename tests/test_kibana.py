@@ -458,6 +458,25 @@ def test_missing_credentials_and_forbidden_are_config_errors(tmp_path, workdir):
         backup_kbn(args(workdir), make_settings(tmp_path, KB_USER="elastic"))
 
 
+@pytest.mark.parametrize("status, body, content_type, said", [
+    (400, b'{"error":"no handler found for uri [/api/status] and method [GET]"}', "application/json",
+     "HTTP 400: {\"error\":\"no handler found for uri [/api/status] and method [GET]\"}"),
+    (200, b"<html><body>It works!</body></html>", "text/html", "HTTP 200, text/html, not Kibana's status"),
+    (200, b'{"cluster_name":"docker-cluster","tagline":"You Know, for Search"}', "application/json",
+     "HTTP 200, application/json, not Kibana's status"),
+])
+def test_a_kb_url_that_is_not_kibana_is_said_at_once_not_waited_for(kibana, workdir, tmp_path, status, body,
+                                                                     content_type, said):
+    """KB_URL at Elasticsearch's port, or a web server: no Kibana is starting there, yet kcing
+    waited out --wait and said Kibana "is not ready"."""
+    kibana.fail_next(status, route="/api/status", count=None, body=body, headers=(("Content-Type", content_type),))
+    with pytest.raises(ConfigError) as caught:
+        setup_kbn(args(workdir, wait="30"), make_settings(tmp_path, KB_URL=kibana.url))
+    assert str(caught.value) == ("%s answered GET /api/status with %s: KB_URL does not lead to Kibana"
+                                 % (kibana.url, said))
+    assert len(kibana.requests) == 1
+
+
 def test_not_ready_is_a_clear_one_line_error(kibana, workdir, tmp_path):
     kibana.set_level("unavailable")
     with pytest.raises(kb.KibanaUnavailable) as caught:

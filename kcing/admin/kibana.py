@@ -378,6 +378,11 @@ def redirect_error(url: str, status: int, location: Optional[str], action: str) 
                        % (url, status, one_line(location or "nowhere (no Location)"), action))
 
 
+def not_kibana(url: str, answer: str) -> ConfigError:
+    """What answered GET /api/status is not Kibana (a setting to fix, not a Kibana to wait for)."""
+    return ConfigError("%s answered GET /api/status with %s: KB_URL does not lead to Kibana" % (url, answer))
+
+
 def unreachable_reason(error: requests.RequestException) -> str:
     """A short cause instead of urllib3's nested repr."""
     return connection_failure(error)
@@ -476,10 +481,17 @@ class KibanaClient:
             return str(error)
         if response.status_code in (401, 403, 404):
             self._raise_unless_ok(response, action)
+        if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+            # Kibana refuses no plain GET of its status: what answers is not Kibana (Elasticsearch's
+            # port, another web server), and waiting will not make it one.
+            raise not_kibana(self.url, "HTTP %d: %s" % (response.status_code, response_message(response)))
         if response.status_code != 200:
             return "Kibana at %s is not ready (HTTP %d: %s)" % (self.url, response.status_code,
                                                               _status_level(response) or response_message(response))
         level = _status_level(response)
+        if not level:
+            kind = (response.headers.get("Content-Type") or "no Content-Type").split(";")[0].strip()
+            raise not_kibana(self.url, "HTTP 200, %s, not Kibana's status" % kind)
         # 8.x answers 200 for available and degraded; 7.x said green/yellow.
         if level not in ("available", "degraded", "green", "yellow"):
             return "Kibana at %s is not ready (status %s)" % (self.url, level or "unknown")
