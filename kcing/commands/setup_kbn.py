@@ -40,9 +40,9 @@ Options:
   -h --help            Show this help.
 
 Exit status: 0 imported; 1 some objects were not imported (listed); 2 configuration error (a
-bad file, a space Kibana does not have); 3 Kibana unreachable, not ready or refusing; 5 the
-backup of the current objects could not be written (a full disk: nothing is imported); 130
-stopped by a signal.
+bad file, a space Kibana does not have, a KB_URL that is not Kibana or answers a redirect);
+3 Kibana unreachable, not ready or refusing; 5 the backup of the current objects could not be
+written (a full disk: nothing is imported); 130 stopped by a signal.
 
 Examples:
   KB_URL=http://kibana:5601 kcing setup_kbn        # dashboards, keeping what users changed
