@@ -248,6 +248,17 @@ def test_missing_references_keep_the_other_objects_out_too(kibana):
     assert kibana.objects() == []
 
 
+def test_only_references_to_data_views_and_searches_must_be_found(kibana):
+    """Kibana's validateReferences checks references to `index-pattern` and `search` objects only
+    (REF_TYPES_TO_VALIDATE): a dashboard whose panel is gone is imported, its panel broken."""
+    dashboard = {"type": "dashboard", "id": "d", "attributes": {"title": "Boots", "panelsJSON": "[]"},
+                 "references": [{"type": "visualization", "id": "gone", "name": "1:panel_1"},
+                                {"type": "lens", "id": "gone-too", "name": "2:panel_2"}]}
+    body = post_import(kibana, ndjson(dashboard)).json()
+    assert body["success"] is True and body["successCount"] == 1 and "errors" not in body
+    assert kibana.get("dashboard", "d") is not None
+
+
 def test_overwrite_replaces_and_says_so(kibana):
     kibana.put(data_view())
     body = post_import(kibana, ndjson(data_view(title="changed-*")), params={"overwrite": "true"}).json()
