@@ -792,3 +792,13 @@ def test_an_import_too_large_for_kibana_says_which_limit_to_raise(kibana, workdi
         "allowed: 1024; raise savedObjects.maxImportPayloadBytes in kibana.yml, or the body size limit of a proxy "
         "in front of Kibana" % kibana.url)
     assert caught.value.exit_code == 3
+
+
+def test_the_lava_job_table_lists_the_newest_jobs_of_every_lab_first():
+    """Each LAVA lab numbers its own jobs: ordered by the job number (`_key`), the 100 rows were
+    all of the lab whose numbers run highest, and the jobs of the other labs never showed."""
+    objects = {(obj["type"], obj["id"]): obj for obj in shipped_objects()}
+    aggs = json.loads(objects[("visualization", "kcing-boot-jobs")]["attributes"]["visState"])["aggs"]
+    (jobs,) = [agg for agg in aggs if agg["params"].get("field") == "lava_job_id"]
+    newest = {agg["id"] for agg in aggs if agg["type"] == "max" and agg["params"]["field"] == "@timestamp"}
+    assert (jobs["params"]["orderBy"], jobs["params"]["order"]) in {(agg_id, "desc") for agg_id in newest}
