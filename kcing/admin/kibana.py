@@ -213,7 +213,9 @@ class ImportProblem:
     type: str
     id: str
     title: str
-    error: str  # conflict, ambiguous_conflict, missing_references, unsupported_type, unknown
+    # Kibana's: conflict, ambiguous_conflict, missing_references, unsupported_type, unknown;
+    # kcing's own: broken_references (see broken_references).
+    error: str
     references: Tuple[Tuple[str, str], ...] = ()  # (type, id) of missing references
     message: str = ""
 
@@ -264,6 +266,10 @@ def describe(problem: ImportProblem) -> str:
     if problem.error == "missing_references":
         missing = ", ".join("%s %s" % ref for ref in problem.references) or "?"
         return "missing references: %s refers to %s, found neither in the file nor in Kibana" % (what, missing)
+    if problem.error == "broken_references":
+        missing = ", ".join("%s %s" % ref for ref in problem.references) or "?"
+        return ("broken references: %s refers to %s, found neither in the file nor in Kibana: Kibana imports it with "
+                "what uses them broken" % (what, missing))
     if problem.error == "unsupported_type":
         return "unsupported type: %s (this Kibana does not know the type %s)" % (what, problem.type)
     return "%s: %s%s" % (problem.error, what, ": " + problem.message if problem.message else "")
@@ -313,6 +319,29 @@ def import_text(objects: Iterable[Mapping[str, Any]]) -> str:
     reads it."""
     return "".join(json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
                    for obj in objects)
+
+
+# The only reference types Kibana's import checks (its validateReferences): a missing one is a
+# `missing_references` error that holds the whole import back; others it does not look for.
+CHECKED_REFERENCE_TYPES = ("index-pattern", "search")
+
+
+def broken_references(wanted: Iterable[Mapping[str, Any]], current: Iterable[Mapping[str, Any]]) -> List[ImportProblem]:
+    """The objects to import that refer to objects neither among them nor in Kibana (`current`,
+    matched under the ids they were imported with), of types Kibana's import does not check: it
+    imports them with that part broken (a dashboard's panel), and says nothing."""
+    wanted = list(wanted)
+    held = {(obj["type"], obj["id"]) for obj in under_origin_ids(current)} | {(obj["type"], obj["id"]) for obj in wanted}
+    problems = []
+    for obj in wanted:
+        missing = tuple(dict.fromkeys(
+            (ref.get("type"), ref.get("id")) for ref in obj.get("references") or ()
+            if isinstance(ref, dict) and ref.get("type") not in CHECKED_REFERENCE_TYPES
+            and (ref.get("type"), ref.get("id")) not in held))
+        if missing:
+            problems.append(ImportProblem(obj["type"], obj["id"], str((obj.get("attributes") or {}).get("title", "")),
+                                          "broken_references", missing))
+    return problems
 
 
 def conflict(obj: Mapping[str, Any]) -> ImportProblem:

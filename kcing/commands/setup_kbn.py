@@ -5,7 +5,9 @@ import logging
 import time
 from typing import Callable
 
-from kcing.admin.kibana import conflict, count_by_type, describe, import_text, plan_import, space_url
+from kcing.admin.kibana import (
+    broken_references, conflict, count_by_type, describe, import_text, plan_import, space_url,
+)
 from kcing.commands._kibana import (
     BACKUPS, DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client, read_saved_objects, save_backup,
 )
@@ -39,7 +41,8 @@ Options:
                        with -l, FILE still gets everything.
   -h --help            Show this help.
 
-Exit status: 0 imported; 1 some objects were not imported (listed); 2 configuration error (a
+Exit status: 0 imported; 1 some objects were not imported, or refer to objects found neither
+in the file nor in Kibana (listed); 2 configuration error (a
 bad file, a space Kibana does not have, a KB_URL that is not Kibana or answers a redirect);
 3 Kibana unreachable, not ready or refusing; 5 the backup of the current objects could not be
 written (a full disk: nothing is imported); 130 stopped by a signal.
@@ -80,6 +83,7 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
     # Kibana writes none of a file's objects while one of them conflicts with an object it
     # holds: only what it lacks (and, to replace them, what differs) is sent.
     problems = [] if overwrite else [conflict(obj) for obj in split.changed]
+    problems += broken_references(objects, current)
     sending = split.to_send(overwrite)
     imported, held_back = 0, False
     if sending:
