@@ -243,5 +243,6 @@ def test_a_command_ending_1_says_so_on_stderr_and_its_status_in_the_log_file(tmp
     logged = trail.read_text()
     assert 'conflict: dashboard kcing-boots "kcing: boots" already exists' in logged
     assert logged.splitlines()[-1].endswith("WARNING kcing.cli: kcing setup_kbn: exit 1 (some objects were not "
-                                            "imported (listed))"), logged
+                                            "imported, or refer to objects found neither in the file nor in "
+                                            "Kibana (listed))"), logged
     assert "exit 1" not in result.stderr  # stderr has said why; the status is the process's own
