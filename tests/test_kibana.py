@@ -633,16 +633,21 @@ def _fields_used(obj: dict) -> set:
     return fields
 
 
-def test_every_field_a_visualization_uses_exists_for_its_document_kind():
-    fields_module = pytest.importorskip("kcing.documents.fields")
+def panels_and_kinds():
+    """(object, document kind of its data view) for each visualization and saved search of the
+    shipped file that reads a data view."""
     objects = shipped_objects()
     kinds = {obj["id"]: obj["attributes"]["title"].rstrip("-*") for obj in objects if obj["type"] == "index-pattern"}
-    checked = 0
     for obj in objects:
         views = [ref["id"] for ref in obj["references"] if ref["type"] == "index-pattern"]
-        if obj["type"] not in ("visualization", "search") or not views:
-            continue
-        kind = kinds[views[0]]
+        if obj["type"] in ("visualization", "search") and views:
+            yield obj, kinds[views[0]]
+
+
+def test_every_field_a_visualization_uses_exists_for_its_document_kind():
+    fields_module = pytest.importorskip("kcing.documents.fields")
+    checked = 0
+    for obj, kind in panels_and_kinds():
         unknown = _fields_used(obj) - set(fields_module.FIELDS[kind]) - {"@timestamp"}
         assert not unknown, "%s uses %s, not in FIELDS[%r]" % (obj["id"], sorted(unknown), kind)
         checked += 1

@@ -19,7 +19,7 @@ from kcing.records import JOB, KBUILD, LAVA, REGRESSION
 from kcing.sources.api_related import RelatedNodes, related_node
 from tests.fakes.api_corpus import ApiCorpus
 from tests.fakes.api_data import LEGACY, checkout_tree
-from tests.test_kibana import _fields_used, shipped_objects
+from tests.test_kibana import _fields_used, panels_and_kinds
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -77,12 +77,8 @@ def produced():
 
 
 def _panels():
-    objects = shipped_objects()
-    kinds = {obj["id"]: obj["attributes"]["title"].rstrip("-*") for obj in objects if obj["type"] == "index-pattern"}
-    for obj in objects:
-        views = [ref["id"] for ref in obj["references"] if ref["type"] == "index-pattern"]
-        if obj["type"] in ("visualization", "search") and views:
-            yield obj["id"], kinds[views[0]], _fields_used(obj) - {"@timestamp"}
+    for obj, kind in panels_and_kinds():
+        yield obj["id"], kind, _fields_used(obj) - {"@timestamp"}
 
 
 @pytest.mark.parametrize("source", ["legacy", "api"])
@@ -138,14 +134,8 @@ def test_every_value_a_panel_filters_on_is_one_the_documents_hold(produced_value
     """KQL on a keyword matches the exact word: `result : FAIL` finds no test (verdicts are lower
     case but for build_result), `status : open` no regression. Each value a panel keeps must be
     one the documents hold, in that case, and each panel must keep some of each source's."""
-    objects = shipped_objects()
-    kinds = {obj["id"]: obj["attributes"]["title"].rstrip("-*") for obj in objects if obj["type"] == "index-pattern"}
     checked = 0
-    for obj in objects:
-        views = [ref["id"] for ref in obj["references"] if ref["type"] == "index-pattern"]
-        if obj["type"] not in ("visualization", "search") or not views:
-            continue
-        kind = kinds[views[0]]
+    for obj, kind in panels_and_kinds():
         for field, values in _query_terms(obj).items():
             sources = [source for source in ("legacy", "api") if not (kind == "regression" and source == "legacy")]
             held = set().union(*(produced_values[source][kind][field] for source in sources))
