@@ -32,14 +32,14 @@ from elasticsearch import AuthenticationException, AuthorizationException
 
 from kcing.admin.elastic import elastic_errors
 from kcing.admin.retention import index_day, settings_past_metadata_blocks
-from kcing.errors import ElasticsearchError, Interrupted, UpstreamError
+from kcing.errors import ElasticsearchError, Interrupted, UpstreamError, one_line
 from kcing.http import seconds_text
 from kcing.ledger import docids
 from kcing.ledger.ledger import DeliveredRow, Ledger
 from kcing.ledger.models import MISSING_IN_ELASTICSEARCH
 from kcing.progress import Progress, eta_text
 from kcing.sinks import LOGSTASH
-from kcing.records import UpstreamObject
+from kcing.records import OBJECT_KINDS, UpstreamObject
 from kcing.shutdown import cut_by_a_stop
 
 log = logging.getLogger(__name__)
@@ -422,8 +422,8 @@ class Reconciler:
                 check = checks[row.id] = ObjectCheck(row)
                 entries = kept.get(row.id, [])
                 if sum(len(blob) for _, blob in entries) != row.kept_ids * docids.ID_BYTES:
-                    log.warning("%s %s: the ledger's kept ids do not match their count (%d); counted as missing",
-                                row.kind, row.upstream_id, row.kept_ids)
+                    log.warning("%s %s: the ledger's kept ids do not match their count (%s); counted as missing",
+                                row.kind, row.upstream_id, row.kept_ids if row.kept_ids >= 0 else "not a count")
                     check.damaged = True
                     continue
                 for index, blob in entries:
@@ -590,7 +590,14 @@ class MissingObjects:
         self.fetcher = fetcher
 
     def list_objects(self) -> Iterator[UpstreamObject]:
-        return self.ledger.missing_objects(self.name, destination_prefix=LOGSTASH)
+        for obj in self.ledger.missing_objects(self.name, destination_prefix=LOGSTASH):
+            if obj.kind in OBJECT_KINDS:
+                yield obj
+            else:
+                # A row edited by hand: no route takes such an object, and no fetch knows it.
+                log.warning("%s %s: the ledger gives it the kind %s, which kcing does not know; it is not sent "
+                            "again (fix the row's kind, or delete the row)", self.name,
+                            one_line(obj.upstream_id, 80), one_line(repr(obj.kind), 40))
 
     def complete(self, obj: UpstreamObject) -> UpstreamObject:
         """`obj` with what the ledger does not keep and the fetcher can find again (a sample's

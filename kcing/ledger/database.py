@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 from peewee import DatabaseError, SqliteDatabase
 
 from kcing.errors import ConfigError, KcingError, LedgerBusy, StorageFailed
+from kcing.ledger.models import ledger_text
 
 # SQLite's primary result codes (the low byte of an extended code), and the messages SQLite
 # gives them: an error raised by a commit does not always carry its code.
@@ -141,6 +142,13 @@ class LedgerDatabase(SqliteDatabase):
             self._state.conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error:
             pass
+
+    def _connect(self):
+        connection = super()._connect()
+        # A text value whose bytes are not UTF-8 (a ledger edited by hand) is read as it is, where
+        # sqlite3's own decoding fails the statement reading it ("Could not decode to UTF-8").
+        connection.text_factory = ledger_text
+        return connection
 
     def connect(self, reuse_if_open=False):
         try:

@@ -337,13 +337,13 @@ class Ledger:
         """
         last = 0
         while True:
-            rows = [DeliveredRow(*row) for row in self.db.execute_sql(
+            rows = [_delivered_row(row) for row in self.db.execute_sql(
                 "SELECT %s FROM upstream_file WHERE state = ? AND delivered_at >= ? AND substr(destination, 1, ?) = ? "
                 "AND id > ? ORDER BY id LIMIT ?" % _ROW_COLUMNS,
                 [DELIVERED, _as_text(since), len(destination_prefix), destination_prefix, last, chunk]).fetchall()]
             if not rows:
                 return
-            yield [_dated(row) for row in rows]
+            yield rows
             last = rows[-1].id
 
     def count_delivered_since(self, since: datetime, destination_prefix: str = "") -> int:
@@ -365,7 +365,7 @@ class Ledger:
                     "SELECT %s FROM upstream_file WHERE source = ? AND kind = ? AND destination = ? AND state = ? "
                     "AND upstream_id IN (%s) ORDER BY id" % (_ROW_COLUMNS, ",".join("?" * len(part))),
                     [source, kind, destination, DELIVERED, *part])
-                found = [_dated(DeliveredRow(*row)) for row in rows.fetchall()]
+                found = [_delivered_row(row) for row in rows.fetchall()]
                 if found:
                     yield found
 
@@ -378,7 +378,11 @@ class Ledger:
                 "SELECT upstream_file_id, index_name, ids FROM delivered_documents WHERE upstream_file_id IN (%s) "
                 "ORDER BY upstream_file_id, index_name" % ",".join("?" * len(part)), part)
             for file_id, index, blob in cursor.fetchall():
-                kept.setdefault(file_id, []).append((index, bytes(blob)))
+                # Only a BLOB holds ids: what a row edited by hand holds instead (NULL, text, a number,
+                # which bytes() would take for a size to allocate) is none, and the object's kept
+                # ids then fall short of its count, which reconcile reports as damage.
+                if isinstance(blob, bytes):
+                    kept.setdefault(file_id, []).append((_column_text(index), blob))
         return kept
 
     def mark_missing(self, file_ids: Sequence[int], reason: str = models.MISSING_IN_ELASTICSEARCH) -> int:
@@ -403,7 +407,7 @@ class Ledger:
         content delivered among their facts), read `chunk` rows at a time."""
         last = 0
         while True:
-            rows = [(DeliveredRow(*row[:-1]), row[-1]) for row in self.db.execute_sql(
+            rows = [(_delivered_row(row[:-1]), row[-1]) for row in self.db.execute_sql(
                 "SELECT %s, sha256 FROM upstream_file WHERE source = ? AND state IN (%s) AND (last_error = ? OR "
                 "substr(last_error, 1, ?) = ?) AND substr(destination, 1, ?) = ? AND id > ? ORDER BY id LIMIT ?"
                 % (_ROW_COLUMNS, ",".join("?" * len(_UNDELIVERED))),
@@ -413,10 +417,10 @@ class Ledger:
                 return
             last = rows[-1][0].id
             for row, sha256 in rows:
-                when = _dated(row).object_date
+                when = row.object_date
                 yield UpstreamObject(row.source, row.kind, row.upstream_id, row.url,
                                      when.replace(tzinfo=timezone.utc) if when is not None else None,
-                                     {"sha256": sha256} if sha256 else {})
+                                     {"sha256": sha256} if isinstance(sha256, str) and sha256 else {})
 
     def missing_counts(self, reason: str = models.MISSING_IN_ELASTICSEARCH) -> Dict[tuple, int]:
         """{(source, kind, destination): objects held as missing in Elasticsearch} (see
@@ -694,9 +698,39 @@ def _as_text(when: datetime) -> str:
     return str(_naive_utc(when))
 
 
-def _dated(row: DeliveredRow) -> DeliveredRow:
-    """SQLite returns the datetime columns of plain SQL as text; parse object_date."""
-    when = row.object_date
-    if isinstance(when, str):
-        when = datetime.fromisoformat(when)
-    return row._replace(object_date=when)
+def _delivered_row(values: Sequence) -> DeliveredRow:
+    """A DeliveredRow from plain SQL's values, which are what the row holds: kcing's own writes,
+    or anything an edit by hand left (see `_column_text` and `_column_time`)."""
+    file_id, source, kind, upstream_id, url, object_date, kept_ids = values
+    return DeliveredRow(file_id, _column_text(source), _column_text(kind), _column_text(upstream_id), _column_text(url),
+                        _column_time(object_date), _kept_count(kept_ids))
+
+
+def _kept_count(value) -> Optional[int]:
+    """How many ids the row says are kept: None (none kept: not checkable), or a count. What is
+    no count (a row edited by hand: text, a fraction, a negative number) is -1, which no kept
+    ids match, so reconcile reports the object as damaged and a resend rewrites its row."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    return -1
+
+
+def _column_text(value) -> str:
+    """A text column's value from plain SQL, as the models read one (models._ReadAsText): a
+    BLOB's bytes as `ledger_text` makes them, a number as its digits, NULL as the empty text."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return models.ledger_text(value)
+    return str(value)
+
+
+def _column_time(value) -> Optional[datetime]:
+    """A datetime column's value from plain SQL, which SQLite returns as the text peewee wrote;
+    anything else (a row edited by hand) is no known time: None, as an object with no date."""
+    if isinstance(value, str):
+        try:
+            return _naive_utc(datetime.fromisoformat(value))
+        except ValueError:
+            return None
+    return value if isinstance(value, datetime) else None

@@ -18,6 +18,37 @@ STATES = (DOWNLOADED, DELIVERED, FAILED, REJECTED, TOO_LARGE)
 MISSING_IN_ELASTICSEARCH = "missing in Elasticsearch"
 
 
+def ledger_text(raw: bytes) -> str:
+    """Text SQLite holds as bytes that are not UTF-8 (a ledger edited by hand: `CAST(X'ff' AS
+    TEXT)`, a BLOB in a text column), with those bytes written as `\\xff`: read as it is, where
+    a strict decoding would end every command that reads the row with an internal error."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
+class _ReadAsText:
+    """A text column read as text whatever the row holds: bytes (a BLOB) as `ledger_text`
+    makes them, a number as its digits, and NULL in a column kcing never leaves NULL (a table
+    edited by hand without the constraint) as the empty text, which names nothing."""
+
+    def adapt(self, value):
+        if isinstance(value, bytes):
+            return ledger_text(value)
+        return super().adapt(value)
+
+    def python_value(self, value):
+        if value is None:
+            return None if self.null else ""
+        return self.adapt(value)
+
+
+class LedgerCharField(_ReadAsText, CharField):
+    pass
+
+
+class LedgerTextField(_ReadAsText, TextField):
+    pass
+
+
 class BaseModel(Model):
     class Meta:
         database = database
@@ -27,14 +58,14 @@ class BaseModel(Model):
 class UpstreamFile(BaseModel):
     """One upstream object (a file) and how far it got."""
 
-    source = CharField()
-    kind = CharField()
-    upstream_id = CharField()
-    url = TextField()
-    sha256 = CharField(null=True)
-    state = CharField(index=True)
+    source = LedgerCharField()
+    kind = LedgerCharField()
+    upstream_id = LedgerCharField()
+    url = LedgerTextField()
+    sha256 = LedgerCharField(null=True)
+    state = LedgerCharField(index=True)
     attempts = IntegerField(default=0)
-    last_error = TextField(null=True)
+    last_error = LedgerTextField(null=True)
     object_date = DateTimeField(null=True)
     first_seen = DateTimeField(index=True)
     delivered_at = DateTimeField(null=True)
@@ -44,7 +75,7 @@ class UpstreamFile(BaseModel):
     kept_ids = IntegerField(null=True)
     # Where the object went: "logstash <input URLs>" or "ndjson <directory>" (kcing/sinks). One
     # object has a row per destination: delivered to one is not delivered to another.
-    destination = CharField(default="")
+    destination = LedgerCharField(default="")
 
     class Meta:
         indexes = (
@@ -65,7 +96,7 @@ class DeliveredDocuments(BaseModel):
     """
 
     upstream_file = ForeignKeyField(UpstreamFile, on_delete="CASCADE", index=False)
-    index_name = CharField()
+    index_name = LedgerCharField()
     ids = BlobField()  # 20-byte binary ids, sorted, concatenated
 
     class Meta:
@@ -75,22 +106,22 @@ class DeliveredDocuments(BaseModel):
 class Run(BaseModel):
     """One run of feed_es or reconcile, for `kcing status` and for cron trails."""
 
-    command = CharField()
+    command = LedgerCharField()
     started = DateTimeField()
     ended = DateTimeField(null=True)
-    outcome = CharField(null=True)
-    counts = TextField(null=True)
+    outcome = LedgerCharField(null=True)
+    counts = LedgerTextField(null=True)
 
 
 class Watermark(BaseModel):
     """How far an incremental source (the KernelCI API) got: every object it listed whose
     `updated` time is at or before `position` (naive UTC) was delivered."""
 
-    source = CharField()
+    source = LedgerCharField()
     position = DateTimeField()
     moved_at = DateTimeField()
     # The destinations of the run that moved it (kcing/sinks: the sink's `destinations_key`).
-    destination = CharField(default="")
+    destination = LedgerCharField(default="")
 
     class Meta:
         indexes = ((("source", "destination"), True),)
