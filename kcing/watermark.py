@@ -51,7 +51,10 @@ def crawl_start(watermark: Optional[datetime], since: Optional[datetime], overla
     if since is not None:
         return since
     if watermark is not None:
-        return watermark - overlap
+        # A watermark within the overlap of year 1 (a ledger edited by hand) lists from year 1:
+        # a datetime cannot go further back.
+        earliest = datetime.min.replace(tzinfo=watermark.tzinfo)
+        return watermark - overlap if watermark - earliest >= overlap else earliest
     return now - timedelta(days=default_days)
 
 

@@ -105,3 +105,15 @@ def test_reconcile_reads_rows_and_kept_ids_edited_into_what_kcing_never_writes(t
     assert_no_internal_error(resent)
     assert "the ledger gives it the kind 'bogus', which kcing does not know" in resent.stderr
     assert kcing(["reconcile", "--dry-run"], env, tmp_path).returncode in (0, 1)
+
+
+def test_a_watermark_edited_to_year_1_lists_from_year_1():
+    from datetime import datetime, timedelta, timezone
+
+    from kcing.watermark import crawl_start
+
+    now = datetime(2024, 10, 16, tzinfo=timezone.utc)
+    first = datetime(1, 1, 1, 0, 5, tzinfo=timezone.utc)  # `position = '0001-01-01 00:05:00'`
+    assert crawl_start(first, None, timedelta(minutes=10), 2, now) == datetime.min.replace(tzinfo=timezone.utc)
+    assert crawl_start(first, None, timedelta(minutes=5), 2, now) == datetime.min.replace(tzinfo=timezone.utc)
+    assert crawl_start(now, None, timedelta(minutes=10), 2, now) == now - timedelta(minutes=10)
