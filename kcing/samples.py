@@ -139,9 +139,16 @@ class SamplesWriter:
         self.entries[(obj.kind, obj.upstream_id)] = entry
 
     def save_manifest(self) -> None:
-        objects = sorted(self.entries.values(), key=lambda entry: (entry.get("date") or "", entry["upstream_id"]))
+        objects = sorted(self.entries.values(), key=_manifest_order)
         manifest = {"format": MANIFEST_FORMAT, "source": self.source_name, "objects": objects}
         write_atomically(self.root / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+
+
+def _manifest_order(entry: dict) -> tuple:
+    """Entries by date, then id. A date that is not text (a manifest edited by hand: a number, a
+    list) sorts as no date: it is kept as it is, and a sort comparing it with text would fail."""
+    date = entry.get("date")
+    return (date if isinstance(date, str) else "", entry["upstream_id"])
 
 
 def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optional[Progress] = None) -> SampleRun:

@@ -91,6 +91,25 @@ def test_gen_samples_refuses_a_manifest_it_cannot_read_and_leaves_it_alone(legac
         assert sorted(path.name for path in samples.iterdir()) == ["manifest.json", "manifest.json.lock"], what
 
 
+def test_gen_samples_keeps_manifest_entries_whose_date_is_not_text(legacy_replica, logstash, tmp_path):
+    import json
+
+    samples = tmp_path / "samples"
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+    assert kcing(["gen_samples"], env, tmp_path).returncode == 0
+    manifest = json.loads((samples / "manifest.json").read_text())
+    assert len(manifest["objects"]) >= 3
+    # Edited by hand: a date as a number and as a list, beside the dates gen_samples wrote.
+    manifest["objects"][0]["date"] = 1604482867312
+    manifest["objects"][1]["date"] = ["2020-11-04"]
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    again = kcing(["gen_samples"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    kept = {entry["upstream_id"]: entry["date"] for entry in json.loads((samples / "manifest.json").read_text())["objects"]}
+    assert kept[manifest["objects"][0]["upstream_id"]] == 1604482867312
+    assert kept[manifest["objects"][1]["upstream_id"]] == ["2020-11-04"]
+
+
 def test_backup_of_an_empty_kibana_never_empties_a_file_that_holds_objects(tmp_path):
     directory = tmp_path / "kibana"
     directory.mkdir()
