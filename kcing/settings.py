@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from kcing import urls
 from kcing.digits import foreign_digits
-from kcing.errors import ConfigError
+from kcing.errors import ConfigError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,7 @@ def _url(value: Any) -> str:
     if parts.username or parts.password or "@" in text:
         raise ValueError("put credentials in their own settings, not in the URL")
     _check_port(parts)
+    _check_host_name(parts)
     if parts.query or parts.fragment or text.endswith(("?", "#")):
         raise ValueError("a base URL takes no query string or fragment (tokens go in their own settings)")
     return text.rstrip("/")
@@ -281,6 +282,17 @@ def _check_port(parts) -> None:
         raise ValueError("the port must be a number from 1 to 65535")
 
 
+def _check_host_name(parts) -> None:
+    """Refuse a host name with an empty label (`a..b`) or a label of more than 63 characters: the
+    HTTP clients encode the name (IDNA) before they connect, and fail there, as if the host were
+    down or with an error of their own, instead of naming the setting."""
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise ValueError("the host name %r has an empty part or a part longer than 63 characters"
+                         % one_line(parts.hostname, 80)) from None
+
+
 def _host(value: Any) -> str:
     """A host name or address, optionally with :port: what KCI_HOST names (no scheme or path)."""
     if not isinstance(value, str):  # `KCI_HOST = None` is no host named "None"
@@ -303,6 +315,7 @@ def _host(value: Any) -> str:
             or urls.authority_problem("http://" + text) is not None):
         raise ValueError("expected a host name, optionally with :port (no scheme or path)")
     _check_port(parts)
+    _check_host_name(parts)
     return text
 
 

@@ -132,6 +132,35 @@ def test_the_host_setting_refuses_a_host_parsers_read_differently(tmp_path, valu
         load(tmp_path, environ={"KCI_HOST": value})
 
 
+LONG_LABEL = "a" * 64
+
+
+@pytest.mark.parametrize("name", URL_SETTINGS + ("KCI_HOST",))
+@pytest.mark.parametrize("host", ["a..b", ".example.org", "%s.example.org" % LONG_LABEL, "example.org.."])
+def test_a_host_name_no_http_client_can_encode_is_refused_naming_the_setting(tmp_path, name, host):
+    value = host if name == "KCI_HOST" else "http://%s:8337" % host
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={name: value})
+    assert str(caught.value).startswith("invalid %s=" % name)
+    assert str(caught.value).endswith("has an empty part or a part longer than 63 characters")
+
+
+def test_a_host_name_with_a_label_of_63_characters_or_a_final_dot_is_taken(tmp_path):
+    host = "a" * 63 + ".example.org."
+    loaded = load(tmp_path, environ={"ES_HOST": "http://%s:9200" % host, "KCI_HOST": host})
+    assert loaded.ES_HOST == "http://%s:9200" % host and loaded.KCI_HOST == host
+
+
+def test_drp_with_an_elasticsearch_host_name_no_client_can_encode_is_a_one_line_usage_error(tmp_path):
+    from tests.feedrun import clean_environ, kcing
+
+    done = kcing(["drp", "--dry-run"], clean_environ(ES_HOST="http://a..b:9200", KCING_DB=str(tmp_path / "k.db")),
+                 tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == ("kcing drp: invalid ES_HOST='http://a..b:9200' (from environment): the host name 'a..b' "
+                           "has an empty part or a part longer than 63 characters\n")
+
+
 def test_ports_and_addresses_connections_can_use_are_taken(tmp_path):
     s = load(tmp_path, environ={"ES_BUILD": "http://127.0.0.1:65535", "KCI_API_URL": "http://[::1]:8001/latest",
                                 "KCI_HOST": "[::1]:8000", "KCI_API_STORAGE_URL": "https://files.example:1/base"})
