@@ -356,6 +356,9 @@ def _ca_bundle(value: Any) -> str:
     text = _optional_path(value)
     if text and not os.path.exists(text):
         raise ValueError("no such file or directory")
+    if text and not (os.path.isfile(text) or os.path.isdir(text)):
+        # A FIFO would hold the run at the first connection, waiting for a writer, for good.
+        raise ValueError("neither a regular file (a PEM bundle) nor a directory of certificates")
     if text and not os.access(text, os.R_OK):
         raise ValueError("not readable")
     return text

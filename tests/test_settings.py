@@ -86,6 +86,31 @@ def test_a_ca_bundle_must_exist(tmp_path, name):
     assert getattr(load(tmp_path, environ={name: str(tmp_path)}), name) == str(tmp_path)  # a hashed dir
 
 
+@pytest.mark.parametrize("name", ["KCI_CA_BUNDLE", "LS_CA_BUNDLE", "ES_CA_BUNDLE", "KB_CA_BUNDLE"])
+def test_a_ca_bundle_that_is_a_fifo_is_refused_before_a_connection_waits_on_it(tmp_path, name):
+    import os
+
+    fifo = tmp_path / "ca.pem"
+    os.mkfifo(str(fifo))
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={name: str(fifo)})
+    assert str(caught.value).startswith("invalid %s=" % name)
+    assert str(caught.value).endswith("neither a regular file (a PEM bundle) nor a directory of certificates")
+
+
+def test_feed_es_with_a_logstash_ca_bundle_that_is_a_fifo_ends_at_once(tmp_path):
+    import os
+
+    from tests.feedrun import SAMPLES, clean_environ, kcing
+
+    fifo = tmp_path / "ca.pem"
+    os.mkfifo(str(fifo))
+    env = clean_environ(LS_CA_BUNDLE=str(fifo), ES_BUILD="https://127.0.0.1:1", ES_LAVA="https://127.0.0.1:1",
+                        ES_BOOT="https://127.0.0.1:1", KCING_DB=str(tmp_path / "k.db"), KCI_SAMPLES_DIR=str(SAMPLES))
+    done = kcing(["feed_es", "--source", "samples"], env, tmp_path, timeout=30)
+    assert done.returncode == 2 and "invalid LS_CA_BUNDLE=" in done.stderr, done.stderr
+
+
 def test_a_bad_url_is_quoted_without_its_credentials(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, environ={"ES_LAVA": "ftp://kcing:hunter2@ls:8338"})
