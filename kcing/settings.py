@@ -81,10 +81,10 @@ _token.allowed = "printable ASCII"
 def _path(value: Any) -> str:
     """A file or directory name: never empty, which would name the working directory (a ledger
     "." refused as a directory, samples saved among whatever is there)."""
-    text = _text(value)
+    text = _optional_path(value)
     if not text:
         raise ValueError("expected a file or directory name, not an empty one")
-    return home_expanded(text)
+    return text
 
 
 def _ledger_file(value: Any) -> str:
@@ -106,8 +106,12 @@ _ledger_file.allowed = "a file name (not `:memory:`, nor one beginning with `fil
 
 
 def _optional_path(value: Any) -> str:
-    """A file or directory name, or empty."""
-    return home_expanded(_text(value))
+    """A file or directory name, or empty. Never one holding a NUL character (which only
+    local_settings.py can give): no file name can, and every system call refuses it."""
+    text = _text(value)
+    if "\x00" in text:
+        raise ValueError("a file name cannot hold a NUL character")
+    return home_expanded(text)
 
 
 def home_expanded(path: str) -> str:

@@ -251,6 +251,26 @@ def test_a_text_setting_of_another_type_in_local_settings_is_refused_not_written
     assert str(caught.value) == "invalid %s=%s (from %s): %s" % (name, shown, tmp_path / "local_settings.py", expected)
 
 
+@pytest.mark.parametrize("name", ["KCING_DB", "KCI_SAMPLES_DIR", "LS_HOME", "LS_PATH_SETTINGS", "LS_PATH_CONFIG",
+                                  "KCI_CA_BUNDLE", "LS_CA_BUNDLE", "ES_CA_BUNDLE", "KB_CA_BUNDLE"])
+def test_a_path_setting_holding_a_nul_character_is_refused(tmp_path, name):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, local="%s = 'samples\\x00x'\n" % name)
+    assert str(caught.value) == ("invalid %s='samples\\x00x' (from %s): a file name cannot hold a NUL character"
+                                 % (name, tmp_path / "local_settings.py"))
+
+
+def test_feed_es_and_gen_samples_with_a_samples_dir_holding_a_nul_character_are_usage_errors(tmp_path):
+    from tests.feedrun import clean_environ, kcing
+
+    (tmp_path / "local_settings.py").write_text("KCI_SAMPLES_DIR = 'samples\\x00x'\n")
+    env = clean_environ(KCING_DB=str(tmp_path / "k.db"))
+    for args in (["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], ["gen_samples", "--source", "api"]):
+        done = kcing(args, env, tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert "a file name cannot hold a NUL character" in done.stderr
+
+
 def test_text_settings_take_paths_numbers_and_a_list_of_labs_from_local_settings(tmp_path):
     s = load(tmp_path, local="from pathlib import Path\nKCING_DB = Path('/srv/kcing/kcing.db')\nKB_SPACE = 7\n"
                              "KCI_NON_LAVA_LABS = ['lab-a', ' lab-b ']\n")
