@@ -253,6 +253,18 @@ def test_a_manifest_entry_whose_sha256_is_not_one_is_rejected_and_the_others_fed
     assert 'sha256 "not a hash" is not 64 hex digits' in result.stdout
 
 
+def test_a_manifest_entry_whose_path_is_too_long_for_the_system_fails_alone(tmp_path):
+    samples = tmp_path / "samples"
+    shutil.copytree(str(SAMPLES), str(samples))
+    manifest = json.loads((samples / "manifest.json").read_text())
+    manifest["objects"][0]["path"] = "build/" + "a" * 300 + ".json"  # longer than a file name may be (255)
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    result = replay_into(samples, tmp_path / "out", tmp_path / "kcing.db", tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "delivered 10, rejected 0, failed 1" in result.stdout
+    assert "File name too long" in result.stdout
+
+
 # -- --output: NDJSON files ---------------------------------------------------------------------
 
 def bulk_records(path: Path) -> list:

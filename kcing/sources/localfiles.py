@@ -100,7 +100,11 @@ class SamplesDir:
             return None
         if root not in candidate.parents:
             return None
-        if candidate.is_symlink():
+        try:
+            looped = candidate.is_symlink()
+        except OSError:  # a name too long for the system: reading the file says so, for that entry alone
+            return candidate
+        if looped:
             # A symlink loop: from Python 3.13 resolve() stops at it without an error, and a
             # resolved path is otherwise never a link.
             return None
