@@ -169,7 +169,8 @@ def _where(counts: dict) -> str:
     source, destination = counts.get("source"), counts.get("destination")
     if not source and not destination:
         return ""
-    return "  (%s)" % " to ".join(part for part in (source, destination) if part)
+    # As the row holds them: a row edited by hand may give a number, or a list, for either.
+    return "  (%s)" % " to ".join(str(part) for part in (source, destination) if part)
 
 
 def _iso(value) -> str:

@@ -117,3 +117,13 @@ def test_a_watermark_edited_to_year_1_lists_from_year_1():
     assert crawl_start(first, None, timedelta(minutes=10), 2, now) == datetime.min.replace(tzinfo=timezone.utc)
     assert crawl_start(first, None, timedelta(minutes=5), 2, now) == datetime.min.replace(tzinfo=timezone.utc)
     assert crawl_start(now, None, timedelta(minutes=10), 2, now) == now - timedelta(minutes=10)
+
+
+def test_status_shows_run_counts_edited_into_other_types_as_they_are(tmp_path):
+    db = tmp_path / "kcing.db"
+    env = clean_environ(KCING_DB=str(db), KCI_SAMPLES_DIR=str(SAMPLES), KCING_WORKERS="0")
+    assert kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], env, tmp_path).returncode == 0
+    edit(db, """UPDATE run SET counts = '{"source": 5, "destination": ["x"], "delivered": "many"}'""")
+    shown = kcing(["status"], env, tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "delivered many" in shown.stdout and "(5 to ['x'])" in shown.stdout
