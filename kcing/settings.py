@@ -603,15 +603,37 @@ def _parse(name: str, value: Any, origin: str) -> Any:
     if spec is None:
         raise ConfigError("unknown setting %s (from %s)%s" % (name, origin, _misnamed(str(name), same_prefix=False)))
     try:
+        if _too_many_digits(value):
+            raise ValueError("a number of more than %d digits, which no setting takes" % sys.get_int_max_str_digits())
         return spec.parse(value)
     except (TypeError, ValueError) as error:
         if name in SECRET_NAMES:
             shown = "***"
         else:
-            shown = repr(mask_credentials(value)) if isinstance(value, str) else mask_credentials(repr(value))
+            shown = repr(mask_credentials(value)) if isinstance(value, str) else mask_credentials(_repr(value))
             if len(shown) > SHOWN_VALUE_CHARACTERS:  # a value pasted twice, 10**400: the line stays readable
                 shown = "%s... (%d characters)" % (shown[:SHOWN_VALUE_CHARACTERS], len(shown))
         raise ConfigError("invalid %s=%s (from %s): %s" % (name, shown, origin, error)) from None
+
+
+def _repr(value: Any) -> str:
+    """`repr(value)`, or what it is when Python will not write it out: an int of more digits
+    than it converts to text (`10**5000` in local_settings.py), alone or inside a list or dict."""
+    try:
+        return repr(value)
+    except ValueError:
+        return "%s holding a number too long to show" % _type_name(value)
+
+
+def _too_many_digits(value: Any) -> bool:
+    """Whether `value` holds an int of more digits than Python converts to text: every parser
+    would fail on it with Python's own advice (sys.set_int_max_str_digits), and so would its
+    quoting in the message."""
+    try:
+        repr(value)
+    except ValueError:
+        return True
+    return False
 
 
 def read_local_settings(path: Path) -> dict:

@@ -271,6 +271,17 @@ def test_feed_es_and_gen_samples_with_a_samples_dir_holding_a_nul_character_are_
         assert "a file name cannot hold a NUL character" in done.stderr
 
 
+@pytest.mark.parametrize("name", ["KCI_DAYS", "ES_TIMEOUT", "LS_USER", "KCI_HOST", "ES_BUILD", "KCI_SOURCE",
+                                  "KCING_WORKERS", "KCI_NON_LAVA_LABS"])
+@pytest.mark.parametrize("given, shown", [("10**5000", "an int"), ("[10**5000]", "a list"),
+                                          ("{'a': 10**5000}", "a dict")])
+def test_a_number_of_more_digits_than_python_writes_out_is_refused_naming_the_setting(tmp_path, name, given, shown):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, local="%s = %s\n" % (name, given))
+    assert str(caught.value) == ("invalid %s=%s holding a number too long to show (from %s): a number of more than "
+                                 "4300 digits, which no setting takes" % (name, shown, tmp_path / "local_settings.py"))
+
+
 def test_text_settings_take_paths_numbers_and_a_list_of_labs_from_local_settings(tmp_path):
     s = load(tmp_path, local="from pathlib import Path\nKCING_DB = Path('/srv/kcing/kcing.db')\nKB_SPACE = 7\n"
                              "KCI_NON_LAVA_LABS = ['lab-a', ' lab-b ']\n")
