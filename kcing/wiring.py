@@ -13,7 +13,7 @@ from kcing.building import usable_cores
 from kcing.errors import ConfigError
 from kcing.flags import a_document_date, positive_int
 from kcing.http import BodyReader, RetryPolicy, new_session, warn_cleartext_credentials
-from kcing.ledger.ledger import Ledger
+from kcing.ledger.ledger import Ledger, ledger_exists
 from kcing.pipeline import FeedOptions
 from kcing.records import BOOT, BUILD, CHECKOUT, JOB, KBUILD, LAVA, REGRESSION, TEST
 from kcing.settings import MAX_DAYS
@@ -153,7 +153,7 @@ def open_ledger(settings, dry_run: bool = False) -> Ledger:
     """The ledger at KCING_DB. A ledger from before destinations were recorded takes what it
     holds as sent to the Logstash inputs configured now."""
     # A dry run must not create or change anything, not even an empty ledger file.
-    if dry_run and not Path(settings.KCING_DB).exists():
+    if dry_run and not ledger_exists(settings.KCING_DB):
         return Ledger.open(":memory:")
     return Ledger.open(settings.KCING_DB, wait=settings.KCING_DB_LOCK_WAIT,
                        earlier_destination=logstash_destination_of(settings),

@@ -353,3 +353,23 @@ def test_a_read_only_shm_file_beside_a_writable_ledger_is_named_in_the_error(tmp
     line = refused.stderr.splitlines()[-1]
     assert line.startswith("kcing feed_es: cannot write the ledger %s: its -shm file %s-shm is read-only (make it "
                            "writable, or remove it while nothing uses the ledger)" % (db, db)), line
+
+
+def test_a_ledger_in_a_directory_this_user_may_not_search_is_a_one_line_error(tmp_path):
+    """pathlib's exists() raises PermissionError there (it answers False only for a path that is
+    not found): status, drp, reconcile and a dry run ended with an internal error."""
+    from tests.feedrun import SAMPLES
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    db = locked / "kcing.db"
+    env = clean_environ(KCING_DB=str(db), ES_HOST="http://127.0.0.1:9", DRP_DAYS="36500")
+    feed = ["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(tmp_path / "out")]
+    assert kcing(feed, env, tmp_path).returncode == 0
+    locked.chmod(0)
+    try:
+        for args in (["status"], ["status", "--json"], ["drp", "--dry-run"], ["reconcile"], feed + ["--dry-run"]):
+            done = kcing_bound_by_modes(args, env, tmp_path)
+            assert (done.returncode, done.stderr) == (2, "kcing %s: KCING_DB %s cannot be looked up: Permission denied\n"
+                                                      % (args[0], db)), args
+    finally:
+        locked.chmod(0o755)

@@ -11,6 +11,7 @@ from kcing.admin.elastic import make_client
 from kcing.admin.retention import warn_short_retention
 from kcing.commands._shared import with_drp_days
 from kcing.errors import ElasticsearchError
+from kcing.ledger.ledger import ledger_exists
 from kcing.wiring import no_ledger, open_ledger
 from kcing.runlock import RunLock
 
@@ -65,7 +66,7 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
     today = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()
     host = settings.ES_HOST
     client = make_client(settings)
-    have_ledger = Path(settings.KCING_DB).exists()
+    have_ledger = ledger_exists(settings.KCING_DB)
     if not have_ledger and not Path(settings.KCING_DB).absolute().parent.is_dir():
         # No ledger is a retention of indices alone; a ledger named in a directory that is not
         # there is a KCING_DB gone wrong, whose rows would never be forgotten while drp exits 0.

@@ -11,7 +11,7 @@ from kcing import reconcile as reconciling
 from kcing.admin.elastic import make_client
 from kcing.commands._shared import check_and_record, print_summary, run_feed
 from kcing.errors import KcingError, NothingChecked, exit_status
-from kcing.ledger.ledger import Ledger
+from kcing.ledger.ledger import Ledger, ledger_exists
 from kcing.runlock import RunLock
 from kcing.sinks import LOGSTASH
 from kcing.shutdown import stop_on_signals
@@ -84,7 +84,7 @@ def run(args: dict, settings) -> int:
     else:
         # --days is applied to KCI_DAYS by the CLI: the window defaults to the crawl window.
         since = datetime.now(timezone.utc) - timedelta(days=settings.KCI_DAYS)
-    if not Path(settings.KCING_DB).exists():
+    if not ledger_exists(settings.KCING_DB):
         raise no_ledger(settings)
     client = make_client(settings)
     # Made now: a Logstash setting it cannot use (LS_USER without LS_PASSWORD, LS_CA_BUNDLE) is

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from kcing import status as status_report
+from kcing.ledger.ledger import ledger_exists
 from kcing.wiring import no_ledger, open_ledger
 
 SUMMARY = "what the ledger holds, per destination, and the last runs"
@@ -43,7 +44,7 @@ Examples:
 
 
 def run(args: dict, settings) -> int:
-    if not Path(settings.KCING_DB).exists():
+    if not ledger_exists(settings.KCING_DB):
         raise no_ledger(settings)
     # Read as a dry run reads it, changing nothing: an older ledger is shown migrated, not
     # migrated, and one this user may only read (a monitoring account) is shown too.

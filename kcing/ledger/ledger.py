@@ -169,7 +169,7 @@ class Ledger:
             if not unchanged:
                 # Before any read: opening a WAL file leaves -wal and -shm files beside the name.
                 _refuse_other_names(Path(path).expanduser())
-            if Path(path).expanduser().exists():
+            if ledger_exists(path):
                 # Read only, on a connection of its own: a file that is not a ledger is refused
                 # before kcing writes a byte to it (even the WAL mode or a checkpoint of its WAL).
                 shape = identity.shape_of_file(path, wait)
@@ -632,8 +632,22 @@ class Ledger:
         return models.Run.select().where(models.Run.command == command).order_by(models.Run.id.desc()).first()
 
 
+def ledger_exists(path: str) -> bool:
+    """Whether there is a file (or a directory, which opening refuses) at the ledger path `path`;
+    ConfigError when that cannot be known: a directory on the way this user may not search
+    (pathlib's exists() raises PermissionError there)."""
+    try:
+        os.stat(os.path.expanduser(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as error:
+        raise ConfigError("KCING_DB %s cannot be looked up: %s" % (path, error.strerror or error)) from None
+    return True
+
+
 def _check_ledger_path(path: Path) -> None:
     """A ledger path must name a file, existing or not, in a directory that exists."""
+    ledger_exists(str(path))  # a directory on the way that may not be searched: said of KCING_DB
     if path.is_dir():
         raise ConfigError("KCING_DB %s is a directory: name a ledger file, e.g. %s" % (path, path / "kcing.db"))
     if path.exists() and not path.is_file():
