@@ -903,6 +903,20 @@ def test_a_build_whose_manifest_date_is_not_a_date_is_rejected_saying_so_and_a_l
     assert any("no usable one was given" in error["error"] for error in shown["errors"]), shown["errors"]
 
 
+@pytest.mark.parametrize("date", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+def test_a_manifest_date_whose_offset_takes_it_beyond_the_years_a_date_holds_is_not_a_date(tmp_path, date):
+    samples = tmp_path / "samples"
+    shutil.copytree(SAMPLES, samples)
+    manifest = json.loads((samples / "manifest.json").read_text())
+    manifest["objects"][0]["date"] = date
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(tmp_path / "out")],
+                samples_environ(tmp_path), tmp_path)
+    assert fed.returncode == 1, fed.stderr
+    assert 'manifest.json, entry 1: date "%s" is not a date' % date in fed.stderr
+    assert "delivered 10, rejected 1, failed 0" in fed.stdout
+
+
 def test_a_samples_manifest_nested_too_deeply_is_one_line_and_exit_2(tmp_path):
     samples = tmp_path / "samples"
     samples.mkdir()

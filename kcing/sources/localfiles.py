@@ -277,6 +277,8 @@ def _parse_date(value):
         return None
     try:
         parsed = dateparser.isoparse(value)
+        # In UTC, as the ledger and the index names take it: a time whose offset takes it past
+        # year 9999 or before year 1 (`9999-12-31T23:59:59-05:00`) is no date a datetime holds.
+        return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
     except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
