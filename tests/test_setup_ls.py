@@ -253,3 +253,22 @@ def test_a_queue_size_in_other_digits_is_refused_not_written(tmp_path, text):
         queue_size(text)
     with pytest.raises(ConfigError, match="LS_QUEUE_MAX_BYTES"):
         pipeline_entry(make_settings(tmp_path).with_overrides({"LS_QUEUE_MAX_BYTES": text}))
+
+
+@pytest.mark.parametrize("setting", ["LS_HOME", "LS_PATH_SETTINGS"])
+def test_a_logstash_directory_this_user_may_not_search_is_a_one_line_error(tmp_path, setting):
+    """pathlib's is_dir() raises PermissionError for a path inside a directory that may not be
+    searched (it answers False only for one that is not found): setup_ls ended with an internal error."""
+    from tests.feedrun import clean_environ
+    from tests.test_exit_codes import kcing_bound_by_modes
+
+    locked = tmp_path / "locked"
+    (locked / "config").mkdir(parents=True)
+    named = locked if setting == "LS_HOME" else locked / "config"
+    locked.chmod(0)
+    try:
+        done = kcing_bound_by_modes(["setup_ls", "--dry-run"], clean_environ(**{setting: str(named)}), tmp_path)
+    finally:
+        locked.chmod(0o755)
+    assert (done.returncode, done.stderr) == (2, "kcing setup_ls: %s: cannot look up %s: Permission denied\n"
+                                              % (setting, locked / "config")), done.stderr
