@@ -163,3 +163,22 @@ def open_lock_file(path: Path) -> int:
     (see `open_own_file`)."""
     return open_own_file(path, os.O_RDWR, "lock file",
                          lambda error: ConfigError("cannot create the lock file %s: %s" % (path, error.strerror)))
+
+
+def is_directory(path: Path, named: str) -> bool:
+    """`path.is_dir()`; ConfigError saying `named` (the option or setting that gave the path) when
+    that cannot be known: pathlib raises PermissionError for a path inside a directory this user
+    may not search, where it answers False only for a path that is not there."""
+    return _looked_up(path.is_dir, path, named)
+
+
+def path_exists(path: Path, named: str) -> bool:
+    """`path.exists()`, as `is_directory` does it."""
+    return _looked_up(path.exists, path, named)
+
+
+def _looked_up(check: Callable[[], bool], path: Path, named: str) -> bool:
+    try:
+        return check()
+    except OSError as error:
+        raise ConfigError("%s: cannot look up %s: %s" % (named, path, error.strerror or error)) from None

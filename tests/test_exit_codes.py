@@ -373,3 +373,26 @@ def test_a_ledger_in_a_directory_this_user_may_not_search_is_a_one_line_error(tm
                                                       % (args[0], db)), args
     finally:
         locked.chmod(0o755)
+
+
+def test_output_metrics_and_kibana_dir_paths_in_a_directory_this_user_may_not_search_are_one_line_errors(tmp_path):
+    from tests.feedrun import SAMPLES
+    locked = tmp_path / "locked"
+    (locked / "sub").mkdir(parents=True)
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"), KCI_SAMPLES_DIR=str(SAMPLES), KB_URL="http://127.0.0.1:9")
+    feed = ["feed_es", "--source", "samples"]
+    cases = [
+        (feed + ["--output", str(locked / "sub" / "out")], "--output", locked / "sub" / "out"),
+        (feed + ["--output", str(locked / "sub" / "out"), "--dry-run"], "--output", locked / "sub" / "out"),
+        (feed + ["--output", str(tmp_path / "out"), "--metrics", str(locked / "sub" / "m.prom")], "--metrics",
+         locked / "sub"),
+        (["backup_kbn", "--kibana-dir", str(locked / "sub"), "--dry-run", "--wait", "1"], "--kibana-dir", locked / "sub"),
+    ]
+    locked.chmod(0)
+    try:
+        for args, named, path in cases:
+            done = kcing_bound_by_modes(args, env, tmp_path)
+            assert (done.returncode, done.stderr) == (2, "kcing %s: %s: cannot look up %s: Permission denied\n"
+                                                      % (args[0], named, path)), (args, done.stderr)
+    finally:
+        locked.chmod(0o755)

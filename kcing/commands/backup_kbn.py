@@ -8,7 +8,7 @@ from kcing.admin.kibana import canonical_ndjson, count_by_type, hide_url, parse_
 from kcing.commands._kibana import DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client
 from kcing.errors import ConfigError
 from kcing.flags import seconds
-from kcing.files import write_atomically
+from kcing.files import is_directory, write_atomically
 
 SUMMARY = "export the Kibana saved objects into kibana/"
 
@@ -60,12 +60,12 @@ def _checked_directory(directory: Path) -> bool:
     """Whether `directory`, where the export goes, is to be created; refused (ConfigError) when it
     is no directory, or when the directory it would be created in is missing: `/srv/kcnig/kibana`
     would otherwise put the export in a tree of new directories nobody looks in."""
-    if directory.is_dir():
+    if is_directory(directory, "--kibana-dir"):
         return False
     if os.path.lexists(str(directory)):
         raise ConfigError("--kibana-dir %s is not a directory" % directory)
     parent = directory.absolute().parent
-    if not parent.is_dir():
+    if not is_directory(parent, "--kibana-dir"):
         raise ConfigError("--kibana-dir %s: directory %s does not exist; create it, or check the name (kcing "
                           "creates the last directory of DIR only)" % (directory, parent))
     return True

@@ -11,6 +11,7 @@ from typing import Optional
 from kcing import metrics
 from kcing.commands._shared import check_and_record, print_summary, run_feed
 from kcing.errors import ConfigError, Interrupted, KcingError, exit_status
+from kcing.files import is_directory
 from kcing.flags import seconds
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
@@ -220,9 +221,9 @@ def _check_metrics_path(path: str) -> None:
     """Before the run, as -l does: a metrics file that cannot be written would be noticed only
     when a dashboard goes stale."""
     directory = Path(path).expanduser().absolute().parent
-    if not directory.is_dir():
+    if not is_directory(directory, "--metrics"):
         raise ConfigError("--metrics %s: directory %s %s" % (path, directory, not_a_directory(directory)))
-    if Path(path).is_dir():
+    if is_directory(Path(path), "--metrics"):
         raise ConfigError("--metrics %s is a directory; name the file to write" % path)
     if not os.access(directory, os.W_OK):
         raise ConfigError("--metrics %s: cannot write into %s" % (path, directory))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kcing.admin.logstash_setup import free_backup_path, merge_pipeline_entry, pipeline_entry
 from kcing.errors import ConfigError, reading_failure
-from kcing.files import write_atomically
+from kcing.files import is_directory, write_atomically
 
 SUMMARY = "write the kcing entry of Logstash's pipelines.yml"
 
@@ -50,7 +50,7 @@ def settings_directory(settings) -> Path:
     in /usr/share/logstash but run Logstash with --path.settings /etc/logstash, so a file
     written into the home would never be read: LS_PATH_SETTINGS names that directory."""
     if settings.LS_PATH_SETTINGS:
-        if not _is_directory(Path(settings.LS_PATH_SETTINGS), "LS_PATH_SETTINGS"):
+        if not is_directory(Path(settings.LS_PATH_SETTINGS), "LS_PATH_SETTINGS"):
             raise ConfigError("LS_PATH_SETTINGS=%s is not a directory" % settings.LS_PATH_SETTINGS)
         return Path(settings.LS_PATH_SETTINGS)
     if not settings.LS_HOME:
@@ -58,22 +58,13 @@ def settings_directory(settings) -> Path:
                           "(or LS_PATH_SETTINGS at the directory that holds it, /etc/logstash for the deb and rpm "
                           "packages)")
     config_dir = Path(settings.LS_HOME) / "config"
-    if not _is_directory(Path(settings.LS_HOME), "LS_HOME"):
+    if not is_directory(Path(settings.LS_HOME), "LS_HOME"):
         raise ConfigError("LS_HOME=%s is not a directory" % settings.LS_HOME)
-    if not _is_directory(config_dir, "LS_HOME"):
+    if not is_directory(config_dir, "LS_HOME"):
         raise ConfigError("%s does not exist: is LS_HOME=%s a Logstash home? A deb or rpm install keeps its "
                           "settings in /etc/logstash: set LS_PATH_SETTINGS=/etc/logstash"
                           % (config_dir, settings.LS_HOME))
     return config_dir
-
-
-def _is_directory(path: Path, setting: str) -> bool:
-    """Whether `path` is a directory; ConfigError naming `setting` when that cannot be known (a
-    directory on the way this user may not search, where pathlib raises PermissionError)."""
-    try:
-        return path.is_dir()
-    except OSError as error:
-        raise ConfigError("%s: cannot look up %s: %s" % (setting, path, error.strerror or error)) from None
 
 
 def run(args: dict, settings, now=time.time) -> int:

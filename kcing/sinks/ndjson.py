@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import List, Set
 
 from kcing.errors import ConfigError, KcingError, StorageFailed
-from kcing.files import file_error, open_own_file
+from kcing.files import file_error, is_directory, open_own_file, path_exists
 from kcing.runlock import RunLock
 from kcing.sinks import ndjson_destination
 from kcing.sinks.batching import Batch
@@ -80,11 +80,11 @@ class NdjsonDirSink:
         # a run refused before it began removes them again (`unmake`).
         self._made: List[Path] = []
         if not create:
-            if self.directory.exists() and not self.directory.is_dir():
+            if path_exists(self.directory, "--output") and not is_directory(self.directory, "--output"):
                 raise ConfigError("output directory %s is not a directory" % directory)
         else:
             missing = self.directory
-            while not missing.exists() and missing != missing.parent:
+            while not path_exists(missing, "--output") and missing != missing.parent:
                 self._made.append(missing)
                 missing = missing.parent
             try:
