@@ -396,3 +396,23 @@ def test_output_metrics_and_kibana_dir_paths_in_a_directory_this_user_may_not_se
                                                       % (args[0], named, path)), (args, done.stderr)
     finally:
         locked.chmod(0o755)
+
+
+def test_a_ledger_this_user_may_not_read_is_said_so_not_called_read_only(tmp_path):
+    """A ledger of mode 000 (or another user's, mode 600) was "cannot write the ledger ...: the
+    file is read-only", exit 5, for status as for a feed: SQLite says only that it cannot open it."""
+    from tests.feedrun import SAMPLES
+    db = tmp_path / "kcing.db"
+    env = clean_environ(KCING_DB=str(db))
+    feed = ["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(tmp_path / "out")]
+    assert kcing(feed, env, tmp_path).returncode == 0
+    db.chmod(0)
+    try:
+        for args in (["status"], feed, ["drp", "--dry-run"]):
+            refused = kcing_bound_by_modes(args, env, tmp_path)
+            assert (refused.returncode, refused.stderr.strip()) == (
+                2, "kcing %s: KCING_DB %s cannot be read by this user (its mode or owner): let this user read it (and "
+                   "write it, to feed), or run kcing as its owner" % (args[0], db)), refused.stderr
+    finally:
+        db.chmod(0o644)
+    assert kcing(feed, env, tmp_path).returncode == 0

@@ -170,6 +170,10 @@ class Ledger:
                 # Before any read: opening a WAL file leaves -wal and -shm files beside the name.
                 _refuse_other_names(Path(path).expanduser())
             if ledger_exists(path):
+                if not os.access(str(Path(path).expanduser()), os.R_OK):
+                    # SQLite says no more than "unable to open", which read as the file being read-only.
+                    raise ConfigError("KCING_DB %s cannot be read by this user (its mode or owner): let this user "
+                                      "read it (and write it, to feed), or run kcing as its owner" % path)
                 # Read only, on a connection of its own: a file that is not a ledger is refused
                 # before kcing writes a byte to it (even the WAL mode or a checkpoint of its WAL).
                 shape = identity.shape_of_file(path, wait)
