@@ -7,13 +7,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from elasticsearch import Elasticsearch
 
-from kcing.admin.templates import install, templates_for
 from tests.fakes.elastic_forward import ForwardingStore
-from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.logstash_emulator import LogstashCluster
 from tests.feedrun import SAMPLES, clean_environ, kcing
+from tests.test_status import es  # noqa: F401 (a fixture: an Elasticsearch emulator with kcing's templates)
 
 KEEP_EVERYTHING = "36500"  # the samples date from 2019-2020
 
@@ -34,14 +32,6 @@ def edit(db: Path, *statements: str, constraints: bool = True) -> None:
 
 def assert_no_internal_error(done) -> None:
     assert done.returncode != 70 and "Traceback" not in done.stderr + done.stdout, done.stderr[-2000:]
-
-
-@pytest.fixture
-def es():
-    with ElasticsearchEmulator() as emulator:
-        install(Elasticsearch(emulator.url), emulator.url, templates_for(None), None)
-        yield emulator
-    assert not emulator.errors
 
 
 @pytest.fixture
