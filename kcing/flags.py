@@ -122,10 +122,11 @@ _FILLERS = (datetime(2000, 1, 1), datetime(2001, 2, 2))
 def utc_date(text: str) -> datetime:
     """`text` read by python-dateutil as aware UTC (no zone means UTC). Raises ValueError or
     OverflowError for what is not a date, and IncompleteDate for a text that does not name its
-    year, month and day (UnknownZone for a zone named by an abbreviation, which would be read
-    by this host's zone, or as "UTC+3", whose sign python-dateutil reads as POSIX does): python-dateutil takes those from today (`-1` is the first of this month,
-    `2020` today's day of 2020), so the day read would depend on the day kcing ran. Digits other
-    than 0-9 are refused as a pasted mistake."""
+    year, month and day: python-dateutil takes those from today (`-1` is the first of this month,
+    `2020` today's day of 2020), so the day read would depend on the day kcing ran. UnknownZone
+    for a zone named by an abbreviation, which would be read by this host's zone, or written as
+    "UTC+3", whose sign python-dateutil reads as POSIX does. Digits other than 0-9 are refused
+    as a pasted mistake."""
     from dateutil import parser as dateparser  # here: most runs never read a date, and it takes a while to import
 
     if foreign_digits(text):  # python-dateutil reads any script's digits as 0-9; no other tool does

@@ -386,7 +386,7 @@ class Ledger:
                 # which bytes() would take for a size to allocate) is none, and the object's kept
                 # ids then fall short of its count, which reconcile reports as damage.
                 if isinstance(blob, bytes):
-                    kept.setdefault(file_id, []).append((_column_text(index), blob))
+                    kept.setdefault(file_id, []).append((models.column_text(index), blob))
         return kept
 
     def mark_missing(self, file_ids: Sequence[int], reason: str = models.MISSING_IN_ELASTICSEARCH) -> int:
@@ -718,9 +718,10 @@ def _as_text(when: datetime) -> str:
 
 def _delivered_row(values: Sequence) -> DeliveredRow:
     """A DeliveredRow from plain SQL's values, which are what the row holds: kcing's own writes,
-    or anything an edit by hand left (see `_column_text` and `_column_time`)."""
+    or anything an edit by hand left (see `models.column_text` and `_column_time`)."""
     file_id, source, kind, upstream_id, url, object_date, kept_ids = values
-    return DeliveredRow(file_id, _column_text(source), _column_text(kind), _column_text(upstream_id), _column_text(url),
+    text = models.column_text
+    return DeliveredRow(file_id, text(source), text(kind), text(upstream_id), text(url),
                         _column_time(object_date), _kept_count(kept_ids))
 
 
@@ -731,16 +732,6 @@ def _kept_count(value) -> Optional[int]:
     if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
         return value
     return -1
-
-
-def _column_text(value) -> str:
-    """A text column's value from plain SQL, as the models read one (models._ReadAsText): a
-    BLOB's bytes as `ledger_text` makes them, a number as its digits, NULL as the empty text."""
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return models.ledger_text(value)
-    return str(value)
 
 
 def _column_time(value) -> Optional[datetime]:

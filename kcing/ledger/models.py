@@ -25,10 +25,19 @@ def ledger_text(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+def column_text(value) -> str:
+    """A text column's value as text whatever the row holds: bytes (a BLOB) as `ledger_text`
+    makes them, a number as its digits, and NULL as the empty text, which names nothing."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return ledger_text(value)
+    return str(value)
+
+
 class _ReadAsText:
-    """A text column read as text whatever the row holds: bytes (a BLOB) as `ledger_text`
-    makes them, a number as its digits, and NULL in a column kcing never leaves NULL (a table
-    edited by hand without the constraint) as the empty text, which names nothing."""
+    """A text column read by `column_text`, but for NULL in a column that may hold it: NULL in
+    one kcing never leaves NULL (a table edited by hand without the constraint) is the empty text."""
 
     def adapt(self, value):
         if isinstance(value, bytes):
@@ -36,9 +45,7 @@ class _ReadAsText:
         return super().adapt(value)
 
     def python_value(self, value):
-        if value is None:
-            return None if self.null else ""
-        return self.adapt(value)
+        return None if value is None and self.null else column_text(value)
 
 
 class LedgerCharField(_ReadAsText, CharField):
