@@ -70,10 +70,16 @@ def _fields_by_kind(documents) -> dict:
 
 
 @pytest.fixture(scope="module")
-def produced():
+def documents():
+    """{source: its documents}, made once for the module's tests."""
     if not RAW_CALLBACK.is_file():
         pytest.skip("real upstream files are absent (the shared/ folder sits beside the repository)")
-    return {"legacy": _fields_by_kind(_legacy_documents()), "api": _fields_by_kind(_api_documents())}
+    return {"legacy": list(_legacy_documents()), "api": list(_api_documents())}
+
+
+@pytest.fixture(scope="module")
+def produced(documents):
+    return {source: _fields_by_kind(made) for source, made in documents.items()}
 
 
 def _panels():
@@ -124,10 +130,8 @@ def _values_by_kind(documents) -> dict:
 
 
 @pytest.fixture(scope="module")
-def produced_values():
-    if not RAW_CALLBACK.is_file():
-        pytest.skip("real upstream files are absent (the shared/ folder sits beside the repository)")
-    return {"legacy": _values_by_kind(_legacy_documents()), "api": _values_by_kind(_api_documents())}
+def produced_values(documents):
+    return {source: _values_by_kind(made) for source, made in documents.items()}
 
 
 def test_every_value_a_panel_filters_on_is_one_the_documents_hold(produced_values):
