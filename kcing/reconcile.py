@@ -32,7 +32,7 @@ from elasticsearch import AuthenticationException, AuthorizationException
 
 from kcing.admin.elastic import elastic_errors
 from kcing.admin.retention import index_day, settings_past_metadata_blocks
-from kcing.errors import ElasticsearchError, Interrupted, UpstreamError, one_line
+from kcing.errors import ConfigError, ElasticsearchError, Interrupted, UpstreamError, one_line
 from kcing.http import seconds_text
 from kcing.ledger import docids
 from kcing.ledger.ledger import DeliveredRow, Ledger
@@ -238,6 +238,10 @@ class LookupFailed(Exception):
     """Elasticsearch could not say whether a document exists (not the same as: it does not)."""
 
 
+class LookupDenied(LookupFailed):
+    """The configured user may not read the document's index (a per-document security_exception)."""
+
+
 # What one _mget entry says: present, missing, no such index, or a reason it cannot be checked.
 PRESENT, MISSING, NO_INDEX = "present", "missing", "no index"
 _SEVERAL = re.compile(r"^alias \[[^\]]*\] has more than one index associated with it \[([^\]]*)\]")
@@ -273,6 +277,8 @@ def lookup_result(doc_id: str, answer) -> Tuple[str, str]:
         return READ_BLOCK, ""
     if kind in NO_SHARD_ERRORS:
         return UNASSIGNED, ""
+    if kind == "security_exception":
+        raise LookupDenied(str(reason))
     several = _SEVERAL.match(str(reason)) if kind == "illegal_argument_exception" else None
     if several:
         return ALIAS, several.group(1)
@@ -476,6 +482,11 @@ class Reconciler:
         for (owner, index, doc_id), entry in zip(batch, found):
             try:
                 results.append(lookup_result(doc_id, entry))
+            except LookupDenied as error:
+                # The same for every document of the index, and mended only by granting a role.
+                raise ConfigError("Elasticsearch at %s denied the configured user reading %s (403): %s; reconcile "
+                                  "needs the read privilege on kcing's indices (ES_USER/ES_PASSWORD or ES_API_KEY)"
+                                  % (self.host, index, one_line(error, 300))) from None
             except LookupFailed as error:
                 raise ElasticsearchError("Elasticsearch at %s could not look up document %s in %s: %s"
                                          % (self.host, doc_id, index, error)) from None

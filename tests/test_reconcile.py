@@ -141,7 +141,7 @@ def test_a_document_of_an_index_without_its_primary_shard_is_not_checked():
                                  "reason": "No shard available for [org.elasticsearch.action.get.MultiGetShardRequest/unset]"}}
     assert lookup_result("a", red) == (UNASSIGNED, "")
     with pytest.raises(LookupFailed):  # any error nobody named still stops the check
-        lookup_result("a", {"_id": "a", "error": {"type": "security_exception", "reason": "unauthorized"}})
+        lookup_result("a", {"_id": "a", "error": {"type": "search_context_missing_exception", "reason": "?"}})
 
 
 def test_ledger_reads_are_bounded_by_a_budget_of_ids():
@@ -1002,6 +1002,27 @@ def test_documents_in_a_red_index_are_not_checked_and_the_others_are(tmp_path, e
             "run reconcile again then" % red) in checked.stdout
     states = {upstream_id: state for (_, upstream_id), state in ledger_states(db).items()}
     assert states == {"fine": DELIVERED, "lost": FAILED, "red": DELIVERED}
+
+
+def test_an_index_the_user_may_not_read_is_a_configuration_error(tmp_path, es):
+    """With security on, an _mget answers each document of an index the user's roles do not
+    grant `read` on with a security_exception: the user's rights, not Elasticsearch, need
+    mending, so the run says which index and stops with 2, and nothing is marked missing."""
+    db = tmp_path / "kcing.db"
+    readable, denied = day_index("build", 0), day_index("boot", 0)
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("fine"), DELIVERED, documents=packed(1, index=readable)),
+                   Outcome(obj("hidden"), DELIVERED, documents=packed(2, index=denied))], to_logstash)
+    ledger.close()
+    seed(es, [(readable, "%040x" % 1), (denied, "%040x" % 2)])
+    es.deny_read(denied)
+    checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert "Traceback" not in checked.stderr
+    assert "denied the configured user reading %s (403)" % denied in checked.stderr
+    assert "read privilege" in checked.stderr
+    states = {upstream_id: state for (_, upstream_id), state in ledger_states(db).items()}
+    assert states == {"fine": DELIVERED, "hidden": DELIVERED}
 
 
 def test_documents_the_node_turns_away_for_now_are_asked_again(tmp_path, es):

@@ -863,6 +863,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         self.not_ready_mode: Optional[str] = None
         self._rejected_items = 0
         self._rejected_gets = 0
+        self.read_denied: set = set()  # indices the user may not read (`deny_read`)
         self._lock = threading.RLock()
         self._faults = FaultQueue()
         self._server = BackgroundServer(_ElasticHandler, self, port)
@@ -906,6 +907,12 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         documents of a shard request its get queue turned away."""
         with self._lock:
             self._rejected_gets += count
+
+    def deny_read(self, name: str) -> None:
+        """The user's roles do not grant `read` on index `name`: its _mget documents fail with a
+        per-document security_exception (403), as on a node with security on."""
+        with self._lock:
+            self.read_denied.add(name)
 
     def reject_bulk_items(self, count: int) -> None:
         """The next `count` bulk items fail with an item-level 429 (write queue full)."""

@@ -104,6 +104,13 @@ class IndexStates:
         if index.unassigned:
             raise EsError(503, "no_shard_available_action_exception",
                           "No shard available for [org.elasticsearch.action.get.MultiGetShardRequest/unset]")
+        if name in self.read_denied:
+            # What a node with security on answers per document for an index the user's roles
+            # do not grant `read` on (8.x wording).
+            raise EsError(403, "security_exception",
+                          "action [indices:data/read/mget[shard]] is unauthorized for user [%s] with effective roles "
+                          "[kcing_writer] on indices [%s], this action is granted by the index privileges [read,all]"
+                          % (self.user or "elastic", name))
 
     def check_writable(self, name: str) -> None:
         from tests.fakes.elastic_server import EsError
