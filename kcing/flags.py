@@ -137,3 +137,10 @@ def utc_date(text: str) -> datetime:
     if first.date() != second.date():
         raise IncompleteDate("%r does not name a year, a month and a day" % text)
     return first.replace(tzinfo=timezone.utc) if first.tzinfo is None else first.astimezone(timezone.utc)
+
+
+def utc_text(when: datetime, seconds: bool = False) -> str:
+    """`when` (a UTC time) as "YYYY-MM-DD HH:MM[:SS] UTC", the year in four digits: strftime's
+    %Y writes the years before 1000 without their leading zeros ("1-01-01")."""
+    text = "%04d-%02d-%02d %02d:%02d" % (when.year, when.month, when.day, when.hour, when.minute)
+    return "%s:%02d UTC" % (text, when.second) if seconds else text + " UTC"

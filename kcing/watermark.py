@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import List, Optional
 
 from kcing.errors import ConfigError
-from kcing.flags import IncompleteDate, SignedZoneName, UnknownZone, utc_date
+from kcing.flags import IncompleteDate, SignedZoneName, UnknownZone, utc_date, utc_text
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,8 @@ def advance(source, ledger, destinations: str = "", destination=lambda kind: "")
     if when is None:
         kept = ledger.watermark(source.name, destinations)
         log.info("watermark of the %s source kept at %s", source.name,
-                 kept.strftime("%Y-%m-%d %H:%M:%S UTC") if kept else "its start (nothing delivered yet)")
+                 utc_text(kept, seconds=True) if kept else "its start (nothing delivered yet)")
         return None
     moved = ledger.advance_watermark(source.name, when, destinations)
-    log.info("watermark of the %s source now %s", source.name, moved.strftime("%Y-%m-%d %H:%M:%S UTC"))
+    log.info("watermark of the %s source now %s", source.name, utc_text(moved, seconds=True))
     return moved

@@ -939,6 +939,9 @@ def test_lock_held_no_ledger_and_bad_flags(tmp_path, es):
     assert held.returncode == 4 and "another kcing run" in held.stderr
     assert kcing(["reconcile", "--days", "1", "--since", "2024-01-01"], env, tmp_path).returncode == 2
     assert kcing(["reconcile", "--since", "not a date"], env, tmp_path).returncode == 2
+    # The first year of the calendar is written with its four digits (strftime writes "1-01-01").
+    earliest = kcing(["reconcile", "--since", "0001-01-01"], env, tmp_path)
+    assert earliest.returncode == 6 and "since 0001-01-01 00:00 UTC" in earliest.stderr, earliest.stderr
     assert kcing(["feed_es", "--verify", "--output", str(tmp_path / "out"), "--source", "samples"],
                  env, tmp_path).returncode == 2
 

@@ -11,6 +11,7 @@ from kcing.admin.elastic import make_client
 from kcing.admin.retention import warn_short_retention
 from kcing.commands._shared import with_drp_days
 from kcing.errors import ElasticsearchError
+from kcing.flags import utc_text
 from kcing.ledger.ledger import ledger_exists
 from kcing.wiring import no_ledger, open_ledger
 from kcing.runlock import RunLock
@@ -85,7 +86,7 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
                 recorded = stack.enter_context(ledger.recorded_run("drp", {"days": settings.DRP_DAYS}))
         chosen = retention.plan(client, host, ledger, today, settings.DRP_DAYS)
         print("drp: keeping %d days: indices dated from %s, ledger rows first seen since %s"
-              % (chosen.days, chosen.first_kept.strftime("%Y.%m.%d"), chosen.ledger_cutoff.strftime("%Y-%m-%d %H:%M UTC")))
+              % (chosen.days, chosen.first_kept.strftime("%Y.%m.%d"), utc_text(chosen.ledger_cutoff)))
         if ledger is not None:
             # Rows of every destination go: delivered to an NDJSON directory or to Logstash.
             for destination, count in sorted(ledger.seen_before_by_destination(chosen.ledger_cutoff).items()):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from kcing import reconcile as reconciling
 from kcing.admin.elastic import make_client
 from kcing.commands._shared import check_and_record, print_summary, run_feed
 from kcing.errors import KcingError, NothingChecked, exit_status
+from kcing.flags import utc_text
 from kcing.ledger.ledger import Ledger, ledger_exists
 from kcing.runlock import RunLock
 from kcing.sinks import LOGSTASH
@@ -96,7 +96,7 @@ def run(args: dict, settings) -> int:
         stop = stack.enter_context(stop_on_signals())
         ledger = open_ledger(settings, dry_run)
         stack.callback(ledger.close)
-        report = reconciling.Report(scope="objects delivered since %s" % since.strftime("%Y-%m-%d %H:%M UTC"),
+        report = reconciling.Report(scope="objects delivered since %s" % utc_text(since),
                                     dry_run=dry_run)
         # Only what went to Logstash can be in Elasticsearch; NDJSON files are the user's to load.
         check_and_record(client, settings, ledger, report,
@@ -168,7 +168,7 @@ def _nothing_checked(report, since: datetime, settings) -> str:
     expired, old, unreadable = report.total("expired"), report.total("not_checkable"), report.total("unreadable")
     if not expired and not old and not unreadable:
         return ("nothing to check: no object was delivered to Logstash since %s (objects written with "
-                "--output are not in Elasticsearch)" % since.strftime("%Y-%m-%d %H:%M UTC"))
+                "--output are not in Elasticsearch)" % utc_text(since))
     reasons = []
     if expired:
         reasons.append("%d in indices past the retention (DRP_DAYS=%d)" % (expired, settings.DRP_DAYS))
@@ -178,7 +178,7 @@ def _nothing_checked(report, since: datetime, settings) -> str:
         indices = {name for unchecked in report.unchecked.values() for name in unchecked.indices}
         reasons.append("%d in closed or unreadable indices (%s)" % (unreadable, reconciling.named(indices)))
     return "nothing could be checked: of the objects delivered since %s, %s" % (
-        since.strftime("%Y-%m-%d %H:%M UTC"), " and ".join(reasons))
+        utc_text(since), " and ".join(reasons))
 
 
 def _resend(settings, ledger: Ledger, stop, sink=None) -> int:
