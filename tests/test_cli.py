@@ -688,6 +688,15 @@ def test_kcing_test_passes_its_arguments_to_pytest(tmp_path):
     assert re.search(r"^1 passed, \d+ deselected", ran.stdout, re.M), ran.stdout
 
 
+def test_kcing_test_ends_with_pytests_exit_status_which_its_help_explains(tmp_path):
+    misused = kcing(["test", "-p", "no:cacheprovider", "--no-such-pytest-option"], clean_environ(), tmp_path,
+                    timeout=300)
+    assert misused.returncode == 4, misused.stdout + misused.stderr  # pytest's usage error
+    assert "unrecognized arguments: --no-such-pytest-option" in misused.stderr
+    helped = kcing(["test", "--help"], clean_environ(), tmp_path)
+    assert "4 a usage error in the arguments" in " ".join(helped.stdout.split())
+
+
 # Progress a person can watch (8) ----------------------------------------------------------------
 
 def run_on_a_terminal(argv: List[str], env: Dict[str, str], cwd: Path) -> tuple:
