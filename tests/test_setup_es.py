@@ -329,6 +329,24 @@ def test_a_read_only_cluster_is_elasticsearch_refusing_not_the_users_privileges(
                                  "read-only (api)];" % es.url)
 
 
+# What a node answers a template whose mapping it cannot read: the reason is two causes deep.
+MAPPING_REFUSED = {"error": {
+    "root_cause": [{"type": "mapper_parsing_exception",
+                    "reason": "Failed to parse mapping: No handler for type [match_only_text] declared on field [message]"}],
+    "type": "illegal_argument_exception", "reason": "composable template [kcing-build] template after composition is invalid",
+    "caused_by": {"type": "illegal_argument_exception", "reason": "invalid composite mappings for [kcing-build]",
+                  "caused_by": {"type": "mapper_parsing_exception", "reason": "Failed to parse mapping: No handler for "
+                                "type [match_only_text] declared on field [message]"}}}, "status": 400}
+
+
+def test_a_refused_template_is_reported_with_its_innermost_reason(tmp_path, es):
+    es.fail_next(400, route="/_index_template/kcing-", body=MAPPING_REFUSED)
+    with pytest.raises(ElasticsearchError) as caught:
+        run_setup(tmp_path, es.url)
+    assert str(caught.value).endswith("(400 illegal_argument_exception): Failed to parse mapping: No handler for type "
+                                      "[match_only_text] declared on field [message]"), str(caught.value)
+
+
 def test_an_api_key_is_used_when_set(tmp_path):
     with ElasticsearchEmulator(api_key="a2V5OnNlY3JldA==") as secured:
         assert run_setup(tmp_path, secured.url, ES_API_KEY="a2V5OnNlY3JldA==")[0] == 0

@@ -196,14 +196,25 @@ def reason_of(error: ApiError) -> str:
     if isinstance(body, dict):
         envelope = body.get("error")
         if isinstance(envelope, dict):
-            caused_by = envelope.get("caused_by")
-            # The caused_by reason is the actionable part of a media_type_header_exception.
-            reason = (caused_by.get("reason") if isinstance(caused_by, dict) else None) or envelope.get("reason", "")
+            reason = _deepest_reason(envelope)
         elif envelope:
             reason = str(envelope)
     elif body:
         reason = str(body)
     return _one_line(str(reason or error.message))
+
+
+def _deepest_reason(envelope: dict) -> str:
+    """The reason at the end of an error's `caused_by` chain that has one: the actionable part
+    (a media_type_header_exception's cause says which header; a refused template's innermost
+    cause names the mapping parameter, where the outer ones say only "invalid")."""
+    reason = envelope.get("reason") or ""
+    seen = 0
+    cause = envelope.get("caused_by")
+    while isinstance(cause, dict) and seen < 20:  # an envelope is nested a few levels; never loop for long
+        reason = cause.get("reason") or reason
+        cause, seen = cause.get("caused_by"), seen + 1
+    return reason
 
 
 def _transport_reason(error: TransportError) -> str:
