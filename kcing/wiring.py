@@ -15,7 +15,7 @@ from kcing.flags import a_document_date, positive_int
 from kcing.http import BodyReader, RetryPolicy, new_session, warn_cleartext_credentials
 from kcing.ledger.ledger import Ledger, ledger_exists
 from kcing.pipeline import FeedOptions
-from kcing.records import BOOT, BUILD, CHECKOUT, JOB, KBUILD, LAVA, REGRESSION, TEST
+from kcing.records import BOOT, BUILD, CHECKOUT, JOB, KBUILD, LAVA, NODE, REGRESSION, TEST
 from kcing.settings import MAX_DAYS
 from kcing.shutdown import Stop
 from kcing.sinks import logstash_destination
@@ -97,7 +97,7 @@ def make_sink(args: dict, settings, stop: Optional[Stop] = None):
         warn_cleartext_credentials("the Logstash password (LS_PASSWORD)",
                                    {name: getattr(settings, name) for name in inputs})
     names = {BUILD: "ES_BUILD", LAVA: "ES_LAVA", BOOT: "ES_BOOT", CHECKOUT: "ES_BUILD", KBUILD: "ES_BUILD",
-             JOB: "ES_LAVA", TEST: "ES_LAVA", REGRESSION: "ES_REGRESSION"}
+             JOB: "ES_LAVA", TEST: "ES_LAVA", NODE: "ES_LAVA", REGRESSION: "ES_REGRESSION"}
     stop = stop if stop is not None else Stop()
     try:
         transport = Transport(pool_size=settings.ES_PARALLEL_POSTS + 2, ca_bundle=settings.LS_CA_BUNDLE, auth=auth)
@@ -116,7 +116,7 @@ def logstash_routes(settings) -> dict:
     # which legacy had not, have an input of their own.
     return {BUILD: settings.ES_BUILD, LAVA: settings.ES_LAVA, BOOT: settings.ES_BOOT,
             CHECKOUT: settings.ES_BUILD, KBUILD: settings.ES_BUILD, JOB: settings.ES_LAVA, TEST: settings.ES_LAVA,
-            REGRESSION: settings.ES_REGRESSION}
+            NODE: settings.ES_LAVA, REGRESSION: settings.ES_REGRESSION}
 
 
 def logstash_destination_of(settings):

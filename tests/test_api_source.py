@@ -622,9 +622,9 @@ def test_a_run_that_started_after_the_watermark_keeps_it(replica, since, overlap
 def test_how_many_limits_each_kind_and_keeps_the_watermark(replica):
     source = make_source(replica, how_many=2)
     objects = list(source.list_objects())
-    # The tree has one checkout and one regression, and more than two of the other kinds.
+    # The tree has one checkout and one regression, no generic `node`, and more than two of the other kinds.
     assert [obj.kind for obj in objects] == \
-        ["checkout"] + [kind for kind in NODE_KINDS[1:-1] for _ in range(2)] + ["regression"]
+        ["checkout"] + [kind for kind in ("kbuild", "job", "test") for _ in range(2)] + ["regression"]
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
 
 

@@ -73,6 +73,24 @@ def test_each_node_kind_maps_to_the_legacy_document_kinds(tree, name, kinds):
     assert [document.kind for document in documents] == kinds
     for document in documents:
         check(document)
+
+
+@pytest.mark.parametrize("name, kinds", [
+    ("checkout", []), ("baseline", ["boot"]), ("setup", ["test"]), ("login", ["test"]), ("kunit", ["test"]),
+    ("kunit-case-0", ["test"]), ("running", ["test"]),
+])
+def test_a_generic_node_reads_as_the_job_or_test_in_its_place_and_a_root_gives_none(tree, name, kinds):
+    # The API's first data gave every node the generic kind `node` (upstream.md §2.5: KUnit
+    # cases among them): what it is shows by its place in the tree, as for jobs and tests.
+    related = {"job_node": related_node(tree["kunit"])} if name.startswith("kunit-") else {}
+    generic = docs(dict(tree[name], kind="node"), **related)
+    assert [document.kind for document in generic] == kinds
+    as_named = docs(tree[name], **related) if kinds else []
+    for document, twin in zip(generic, as_named, strict=True):
+        check(document)
+        assert (document.index, document.doc_id) == (twin.index, twin.doc_id)
+        assert without_api(document.body) == without_api(twin.body)
+        assert document.body["kernelci_api"]["kind"] == "node"
         assert field_problems(document.kind, document.body) == []
         assert document.doc_id == document_id(document.kind, "kernelci_api", tree[name]["id"])
         assert document.index == "%s-2024.10.16" % document.kind

@@ -50,6 +50,11 @@ def env(api_replica, logstash, db):
     return api_feed_environ(api_replica, logstash, db, KCI_DAYS=WIDE)
 
 
+def nid(node: dict) -> str:
+    """A node's id: `id`, or `_id` as the API named it in the real nodes from 2023."""
+    return node["id"] if "id" in node else node["_id"]
+
+
 def listed_nodes(replica: ApiReplica, since: Optional[datetime] = None) -> list:
     return [node for node in replica.corpus.nodes() if node.get("kind") in NODE_KINDS
             and (since is None or parse_api_time(node["updated"]) >= since)]
@@ -84,7 +89,7 @@ def job_of(replica: ApiReplica, node: dict) -> Optional[dict]:
 
 def related(replica: ApiReplica, node: dict) -> dict:
     """The related nodes the source adds to `node`'s envelope."""
-    if node["kind"] in ("job", "test"):
+    if node["kind"] in ("job", "test", "node"):
         job = job_of(replica, node)
         return {"job_node": extract(job)} if job else {}
     if node["kind"] != "regression":
@@ -103,7 +108,7 @@ def related(replica: ApiReplica, node: dict) -> dict:
 
 def envelope(replica: ApiReplica, node: dict, with_logs: bool = False) -> bytes:
     """What the source should hand the documents layer for `node`, built here independently."""
-    wrapped = {"node": node, "viewer_url": "%s/viewer?node_id=%s" % (replica.api_url, node["id"])}
+    wrapped = {"node": node, "viewer_url": "%s/viewer?node_id=%s" % (replica.api_url, nid(node))}
     wrapped.update(related(replica, node))
     artifact = {"job": "callback_data", "kbuild": "build_log"}.get(node["kind"])
     url = (node.get("artifacts") or {}).get(artifact) if with_logs else None
@@ -177,6 +182,32 @@ def test_documents_reach_the_input_of_their_kind(env, tmp_path, logstash):
         received = {event.metadata["index"].split("-")[0] for event in logstash.emulators[route].events_received}
         assert received == kinds, route
     assert not any(emulator.unrouted for emulator in logstash.emulators.values())
+
+
+def test_kunit_cases_of_the_generic_kind_node_are_delivered_as_tests_and_process_nodes_said_unlisted(
+        env, tmp_path, db, api_replica, logstash):
+    # Older data gives KUnit cases (and whole trees) the generic kind `node` (upstream.md §2.5):
+    # their results are what a dashboard of test results shows. A root of that kind was a
+    # checkout: recorded, no document. `process` nodes are not listed, and the log says so.
+    kunit = api_replica.tree["kunit"]
+    case = dict(api_replica.tree["kunit-case-0"], id="63c549319fb3b62c7626e800", kind="node", name="kunit-old-case",
+                result="fail", path=kunit["path"] + ["kunit-old-case"])
+    api_replica.corpus.add(case)
+    api_replica.corpus.add(dict(api_replica.tree["checkout"], id="63c549319fb3b62c7626e801", kind="node"))
+    api_replica.corpus.add(dict(api_replica.tree["checkout"], id="63c549319fb3b62c7626e802", kind="process",
+                                name="tarball", data={"free": "form"}))
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, body = document_of(logstash, case["id"])
+    assert (body["name"], body["result"], body["suite"], body["kernelci_api"]["kind"]) == (
+        "kunit-old-case", "fail", "kunit-x86_64", "node")
+    assert body["kernelci_api"]["job_node_id"] == kunit["id"]
+    assert stored_keys(logstash) == set(expected_documents(api_replica))
+    kinds = [request.params("kind")[0] for request in api_replica.listing_requests()]
+    assert "node" in kinds and "process" not in kinds
+    states = ledger_states(db)
+    assert {kind for kind, _ in states} == set(NODE_KINDS) and set(states.values()) == {"delivered"}
+    assert "process nodes are not listed" in result.stderr
 
 
 def test_a_second_run_lists_from_the_watermark_and_sends_only_what_changed(env, tmp_path, db, api_replica,
@@ -308,7 +339,7 @@ def test_how_many_delivers_the_newest_nodes_of_each_kind_and_keeps_the_watermark
     assert result.returncode == 0, result.stderr
     newest = {}  # the API's order is insertion order, oldest first: the newest are the last
     for node in listed_nodes(api_replica):
-        newest.setdefault(node["kind"], []).append(node["id"])
+        newest.setdefault(node["kind"], []).append(nid(node))
     delivered = {(kind, upstream_id.split(".")[0]) for kind, upstream_id in ledger_states(db)}
     assert delivered == {(kind, node_id) for kind, ids in newest.items() for node_id in ids[-2:]}
     assert watermark(db) is None
@@ -440,7 +471,7 @@ def test_a_node_skipped_when_an_update_moves_another_past_the_end_is_delivered(e
 
     delivered = delivered_versions(db)
     for node in listed_nodes(api_replica):
-        assert current_version(node) in delivered.get(node["id"], set()), node["name"]
+        assert current_version(node) in delivered.get(nid(node), set()), node["name"]
     assert skipped["id"] in delivered
     assert stored_keys(logstash) == set(expected_documents(api_replica))
     _, document = document_of(logstash, tests[0]["id"])
@@ -479,8 +510,8 @@ def test_cron_runs_over_an_api_changing_between_pages_deliver_every_version_once
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
 
     delivered = delivered_versions(db)
-    assert [node["id"] for node in listed_nodes(api_replica)
-            if current_version(node) not in delivered.get(node["id"], ())] == []
+    assert [nid(node) for node in listed_nodes(api_replica)
+            if current_version(node) not in delivered.get(nid(node), ())] == []
     assert stored_keys(logstash) == set(expected_documents(api_replica))
     posted = Counter((event.metadata.get("index"), event.metadata.get("id"), event.fields["kernelci_api"]["updated"])
                      for emulator in logstash.emulators.values() for event in emulator.events_received
@@ -547,7 +578,7 @@ def test_a_server_that_caps_the_page_size_is_listed_whole_whatever_limit_it_answ
     result = kcing(["feed_es"], dict(env, KCI_API_PAGE_SIZE="10"), tmp_path)
     assert result.returncode == 0, result.stderr
     delivered = delivered_versions(db)
-    assert all(current_version(node) in delivered.get(node["id"], set()) for node in listed_nodes(api_replica))
+    assert all(current_version(node) in delivered.get(nid(node), set()) for node in listed_nodes(api_replica))
     assert stored_keys(logstash) == set(expected_documents(api_replica))
     assert watermark(db) == newest_updated(api_replica)
 
@@ -813,7 +844,7 @@ def test_a_listing_page_that_fails_still_delivers_what_was_listed_before_it(env,
     assert states and set(states.values()) == {"delivered"}
     last_kind = api_replica.listing_requests()[-1].params("kind")[0]
     earlier = [node for node in listed_nodes(api_replica) if node["kind"] != last_kind]
-    assert {node["id"] for node in earlier} <= {upstream_id.split(".")[0] for (_, upstream_id) in states}
+    assert {nid(node) for node in earlier} <= {upstream_id.split(".")[0] for (_, upstream_id) in states}
     assert watermark(db) is None
     assert [line for line in result.stderr.splitlines() if "run stopped" in line and "malformed" in line]
     again = kcing(["feed_es"], env, tmp_path)
@@ -837,7 +868,7 @@ def test_a_node_the_api_cannot_answer_is_left_out_and_the_rest_delivered(env, tm
     assert "failed 1" in result.stdout and "offset" in result.stdout
     states = ledger_states(db)
     delivered = {upstream_id.split(".")[0] for (_, upstream_id), state in states.items() if state == "delivered"}
-    assert delivered == {node["id"] for node in nodes} - {poisoned["id"]}
+    assert delivered == {nid(node) for node in nodes} - {poisoned["id"]}
     assert watermark(db) is None
     left_out = [line for line in result.stderr.splitlines() if "left out" in line]
     assert len(left_out) == 1 and "WARNING" in left_out[0], result.stderr

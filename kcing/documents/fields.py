@@ -198,7 +198,7 @@ NULLABLE = frozenset(("boot_time", "measurement", "log_start_line", "log_end_lin
 # indexed as `kernelci_api.<name>`, the same in every document kind.
 KERNELCI_API = {
     "node_id": KEYWORD,  # the node's 24-hex id: one document per node, whatever its versions
-    "kind": KEYWORD,  # checkout, kbuild, job, test, regression
+    "kind": KEYWORD,  # checkout, kbuild, job, test, node, regression
     "name": KEYWORD,
     "path": KEYWORD,  # node names from the checkout down (a list)
     "test_path": KEYWORD,  # the path from the job down, dotted: baseline-arm64.setup.login

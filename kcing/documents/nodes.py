@@ -23,6 +23,8 @@ Which node gives which document (docs/api-source.md has the table of fields):
 - any other job (sub-groups such as `setup`, container jobs such as KUnit) and every test:
   one `test` document;
 - checkout: none (legacy had no such document; its revision is on every node below it);
+- node (the generic kind of the API's first data, 2023: KUnit cases, and jobs and checkouts
+  alike): as a job or test, by its place in the tree; none for a root, which was a checkout;
 - regression: one `regression` document (nodes_regression.py).
 
 Ids hash the node id alone and indices are dated by the node's `created`, which never changes,
@@ -49,7 +51,8 @@ from kcing.documents.typed import without_missing
 from kcing.digits import ascii_digits
 from kcing.documents.validate import check_all
 from kcing.errors import RejectedInput, shown
-from kcing.records import CHECKOUT, JOB, KBUILD, REGRESSION, Document
+from kcing.objectid import is_object_id
+from kcing.records import CHECKOUT, JOB, KBUILD, NODE, REGRESSION, Document
 
 # Runtimes that boot a kernel on a lab's board (LAVA labs, pull labs); the others run in containers.
 LAB_RUNTIMES = ("lava", "pull-labs")
@@ -83,7 +86,7 @@ def _documents(kind: str, envelope: Mapping[str, Any], created: Optional[datetim
 
 def _parts(kind: str, envelope: Mapping[str, Any], created: Optional[datetime]) -> tuple:
     node = _node(envelope, kind)
-    if kind == CHECKOUT:
+    if kind == CHECKOUT or (kind == NODE and _is_root(node)):
         return [], None
     node_id = nodes_api.node_id(node)
     when = as_date(node.get("created")) or (as_date(created) if created is not None else None)
@@ -94,7 +97,7 @@ def _parts(kind: str, envelope: Mapping[str, Any], created: Optional[datetime]) 
         return [_document("regression", node_id, when, nodes_regression.regression_fields(node, envelope), api)], None
     if kind == KBUILD:
         return [_document("build", node_id, when, _build_fields(node, envelope.get("build_log")), api)], None
-    if kind == JOB and is_lab_job(node):
+    if kind in (JOB, NODE) and is_lab_job(node):
         return _boot_parts(node_id, node, envelope, when, api)
     job = nodes_api.mapping(envelope.get("job_node"))
     if nodes_api.node_id(job):
@@ -111,6 +114,11 @@ def _node(envelope: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     if node.get("kind") != kind:
         raise RejectedInput("node %s is %s, not %r" % (nodes_api.node_id(node), shown(node.get("kind")), kind))
     return node
+
+
+def _is_root(node: Mapping[str, Any]) -> bool:
+    # A node without a parent heads a tree: of the generic kind, the checkout of 2023's data.
+    return not is_object_id(node.get("parent"))
 
 
 def is_lab_job(node: Mapping[str, Any]) -> bool:

@@ -2,7 +2,8 @@
 
 The only module that knows the API's paths, filters and paging, and where artifacts live.
 
-- Listing, one kind after another (checkout, kbuild, job, test: parents before children):
+- Listing, one kind after another (checkout, kbuild, job, test, the generic `node` of older
+  data, then regression: parents before children; not `process` nodes, NOT_LISTED):
   `GET <api>/nodes?kind=<kind>&updated__gte=<start>&limit=<page size>&offset=<n>`. Times in
   filters are naive UTC without a zone, as the API stores them. There is no sort: results come
   in natural (about insertion) order, and while we page the result set only grows (an update
@@ -95,6 +96,8 @@ _NOT_RELATIVE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:|//)")
 # Passes over one kind's listing at most (`_Passes`): the first, one more when it saw fewer nodes
 # than the API counts, and another while a pass still finds nodes the one before it skipped.
 MAX_PASSES = 4
+# The kinds of node no run lists, and why (said in each run's log; upstream.md §2.5).
+NOT_LISTED = {"process": "their data is free-form: it names no kernel, board or test a document could be made of"}
 # Nodes left out at most (`_around_failing_nodes`), of one page or in a row across pages with no
 # node answered between them: beyond that, the API is failing, not a few nodes it cannot answer.
 MAX_UNLISTABLE = 8
@@ -280,6 +283,8 @@ class KernelCIApi:
         self.left_out = []
         log.info("listing %s nodes updated since %s from %s", ", ".join(self.kinds), filter_time(self.start),
                  self.api_url)
+        for kind, why in NOT_LISTED.items():
+            log.info("%s nodes are not listed: %s", kind, why)
         for kind in self.kinds:
             # With `how_many`, a page may hold more than is wanted: every item goes the long way.
             yield from self._list(kind) if known is None or self.how_many is not None else self._list_new(kind, known)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Set, Tuple
 
 from kcing.errors import UpstreamError
 from kcing.objectid import is_object_id, node_id as _node_id
-from kcing.records import JOB, REGRESSION, TEST
+from kcing.records import JOB, NODE, REGRESSION, TEST
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class RelatedNodes:
 
     def for_envelope(self, kind: str, node: Mapping[str, Any]) -> Dict[str, Any]:
         """The related nodes the envelope of `node` carries (documents/nodes.py reads them)."""
-        if kind in (JOB, TEST):
+        if kind in (JOB, TEST, NODE):
             job = self.job_of(node)
             return {"job_node": job} if job is not None else {}
         if kind != REGRESSION:
