@@ -903,11 +903,38 @@ def test_the_replica_filters_as_the_api_does(replica):
     assert get(replica, "/latest/count", kind="kbuild").text == "2"
 
 
+def test_the_replica_reads_keys_operators_and_ids_as_the_api_does(replica):
+    # The API splits a key at `__` only into two parts; an operator it does not know matches
+    # nothing (a time is still parsed first); `__int` matches an integer; `parent` is an ObjectId.
+    nodes = replica.corpus.nodes()
+    assert total(replica, retry_counter__int="0") == len(nodes)
+    assert total(replica, name__foo="login") == total(replica, name__foo="null") == 0
+    assert total(replica, updated__foo="2024-10-16T00:00:00") == 0
+    assert total(replica, **{"data__arch__ne": "x"}) == 0  # a field named `data__arch__ne`, not an operator
+    kbuild = replica.tree["kbuild-arm64"]
+    children = [node for node in nodes if node["parent"] == kbuild["id"]]
+    assert total(replica, parent=kbuild["id"].upper()) == len(children) > 0
+    assert total(replica, parent__in=kbuild["id"] + "," + "f" * 24) == len(children)
+
+
 @pytest.mark.parametrize("params", [{"updated__gte": "yesterday"}, {"updated__gte": "2024-10-16T00:00:00Z"},
-                                    {"created__lt": "2024-10-16T00:00:00+00:00"}])
-def test_the_replica_refuses_times_that_are_not_naive_iso(replica, params):
+                                    {"created__lt": "2024-10-16T00:00:00+00:00"}, {"updated__foo": "yesterday"},
+                                    {"parent": "670f0c27"}, {"parent__in": "670f0c27,null"},
+                                    {"retry_counter__int": "zero"}])
+def test_the_replica_refuses_times_ids_and_numbers_the_api_cannot_read(replica, params):
     response = get(replica, "/latest/nodes", **params)
     assert response.status_code == 400 and "detail" in response.json()
+    assert get(replica, "/latest/count", **params).status_code == 400
+
+
+@pytest.mark.parametrize("params, refused", [
+    ({"limit": "0"}, ["limit"]), ({"offset": "-1"}, ["offset"]), ({"offset": "ten"}, ["offset"]),
+    ({"limit": "x", "offset": "-2"}, ["limit", "offset"]),
+])
+def test_the_replica_names_each_paging_parameter_it_refuses(replica, params, refused):
+    response = get(replica, "/latest/nodes", **params)
+    assert response.status_code == 422
+    assert [problem["loc"] for problem in response.json()["detail"]] == [["query", name] for name in refused]
 
 
 def test_the_replica_pages_in_insertion_order_with_a_default_limit(replica):

@@ -1,10 +1,13 @@
 """The KernelCI API's query filters for `/nodes` and `/count` (upstream.md §2.3): pure functions.
 
 Every query parameter but `limit` and `offset` is a filter `field[__op]=value`: equality, or one
-of lt, lte, gt, gte, ne, re, in, nin. Dotted fields reach into objects; equality with a list
-field means "contains". `null` matches null or missing, `true`/`false` (any case) are booleans,
-decimal strings given to an operator are numbers, and the time fields are parsed with
-`datetime.fromisoformat`, a bad one being a 400. Repeated keys keep only the last value.
+of lt, lte, gt, gte, ne, re, in, nin, or `int` (an exact integer match). A key is split at `__`
+only when that gives two parts, as the API splits it: `a__b__gt` is a field of that whole name,
+and an operator the API does not know matches nothing. Dotted fields reach into objects;
+equality with a list field means "contains". `null` matches null or missing, `true`/`false`
+(any case) are booleans, decimal strings given to an operator are numbers, the time fields are
+parsed with `datetime.fromisoformat` and `parent` as an ObjectId, a bad one being a 400.
+Repeated keys keep only the last value.
 
 Stricter than the server on one point: a time with a zone (`Z`, `+00:00`) is refused too, since
 the stored times are naive UTC and some server versions mis-compare such values.
@@ -17,7 +20,9 @@ from datetime import datetime
 from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 TIME_FIELDS = frozenset(("created", "updated", "timeout", "holdoff"))
-OPERATORS = frozenset(("lt", "lte", "gt", "gte", "ne", "re", "in", "nin"))
+OBJECT_ID_FIELDS = frozenset(("parent",))
+OPERATORS = frozenset(("lt", "lte", "gt", "gte", "ne", "re", "in", "nin", "int"))
+_OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
 PAGING = frozenset(("limit", "offset"))
 _MISSING = object()
 
@@ -60,9 +65,19 @@ def lookup(node: Mapping[str, Any], dotted: str) -> Any:
 
 
 def _filter(key: str, text: str) -> Filter:
-    field, _, op = key.rpartition("__")
-    if not field or op not in OPERATORS:
-        field, op = key, "eq"
+    parts = key.split("__")
+    if len(parts) != 2:  # no operator, or more than one `__`: the whole key names the field
+        return Filter(key, "eq", _value(key, text, "eq"))
+    field, op = parts
+    if op not in OPERATORS:
+        if field in TIME_FIELDS:
+            _time(field, text)  # parsed before the operator is looked at: a bad time is a 400 still
+        return Filter(field, "none", None)
+    if op == "int":
+        try:
+            return Filter(field, "eq", int(text))
+        except ValueError:
+            raise BadFilter("invalid literal for int() with base 10: %r" % text) from None
     if op in ("in", "nin"):
         value: Any = [_value(field, item, op) for item in text.split(",")]
     elif op == "re":
@@ -82,6 +97,11 @@ def _value(field: str, text: str, op: str) -> Any:
         return None
     if field in TIME_FIELDS:
         return _time(field, text)
+    if field in OBJECT_ID_FIELDS:
+        if not _OBJECT_ID.match(text):
+            raise BadFilter("'%s' is not a valid ObjectId, it must be a 12-byte input or a 24-character hex string"
+                            % text)
+        return text.lower()
     if field == "retry_counter" or (op != "eq" and text.isdigit()):
         return int(text)
     return text
@@ -126,6 +146,7 @@ def _search(stored: Any, pattern) -> bool:
 
 _TESTS: Dict[str, Callable[[Any, Any], bool]] = {
     "eq": _equal,
+    "none": lambda stored, wanted: False,  # an operator the API does not know
     "ne": lambda stored, wanted: not _equal(stored, wanted),
     "lt": _ordered(lambda stored, wanted: stored < wanted),
     "lte": _ordered(lambda stored, wanted: stored <= wanted),

@@ -253,16 +253,23 @@ class _ApiHandler(QuietHandler):
 
     def _paging(self) -> Optional[Tuple[int, int]]:
         values = dict(self.query)
-        try:
-            limit = int(values.get("limit", DEFAULT_LIMIT))
-            offset = int(values.get("offset", 0))
-        except ValueError:
-            limit = offset = -1
-        if limit < 1 or offset < 0:
-            detail = [{"loc": ["query", "limit" if limit < 1 else "offset"], "msg": "out of range",
-                       "type": "value_error"}]
-            self._finish(422, [_JSON], json.dumps({"detail": detail}).encode())
+        problems = []  # FastAPI validates each query parameter and names every one it refuses
+        numbers = {}
+        for name, default, least in (("limit", DEFAULT_LIMIT, 1), ("offset", 0, 0)):
+            text = values.get(name, str(default))
+            try:
+                numbers[name] = int(text)
+            except ValueError:
+                problems.append({"type": "int_parsing", "loc": ["query", name], "input": text,
+                                 "msg": "Input should be a valid integer, unable to parse string as an integer"})
+                continue
+            if numbers[name] < least:
+                problems.append({"type": "greater_than_equal", "loc": ["query", name], "input": text,
+                                 "msg": "Input should be greater than or equal to %d" % least, "ctx": {"ge": least}})
+        if problems:
+            self._finish(422, [_JSON], json.dumps({"detail": problems}).encode())
             return None
+        limit, offset = numbers["limit"], numbers["offset"]
         maximum = self.app.limit_maximum
         if maximum is not None and limit > maximum:
             detail = [{"type": "less_than_equal", "loc": ["query", "limit"], "input": values["limit"],
