@@ -139,6 +139,12 @@ class _Passes:
     A listing still finding skipped nodes after MAX_PASSES is `unsure`: it holds the watermark.
     So is one whose later pass found no skipped node but ended with an empty page short of the
     API's `total`: the nodes past that offset were never listed, whatever their times.
+
+    A node does leave the listing when the API deletes it (its maintenance purges the nodes
+    created more than 180 days ago, which a wide `--since` lists, as do regressions kept up to
+    date). The nodes after it then come one place earlier, and a pass can skip one while seeing
+    as many nodes as the smaller `total` counts. A pass whose pages' `total` went down is
+    therefore followed by another, as one that saw too few nodes.
     """
 
     def __init__(self, entered_since: Callable[[], datetime], limit: int = MAX_PASSES):
@@ -152,6 +158,11 @@ class _Passes:
         self.without_id = 0  # items of this pass without a node id (each counted as a node)
         self.unsure = False
         self.cut_short: Optional[str] = None  # why nodes past an empty page went unlisted
+        self.largest_total = 0  # of this pass's pages: a later page counting fewer saw nodes deleted
+
+    def counted(self, total: int) -> None:
+        """A page of this pass answered with `total`."""
+        self.largest_total = max(self.largest_total, total)
 
     def listed_first(self, updated) -> None:
         if self.number > 1 and (updated is None or updated < self.entered_since()):
@@ -184,9 +195,11 @@ class _Passes:
         """After a pass's last page (whose `total` is given): whether to list the kind again.
         `empty_at`: the offset of the pass's last page when it was empty short of `total`."""
         seen = len(self.newest) + self.without_id
-        if seen >= total:
+        # Nodes deleted while this pass paged moved the nodes after them to offsets already read.
+        shrunk, self.largest_total = self.largest_total > total, 0
+        if seen >= total and not shrunk:
             return False
-        if self.number > 1 and not self.found_skipped:
+        if self.number > 1 and not self.found_skipped and not shrunk:
             if empty_at is not None:  # not nodes that entered: offsets the API never answered
                 self.unsure = True
                 self.cut_short = ("%s listing: the API answered an empty page at offset %d though it counts %d "
@@ -196,11 +209,13 @@ class _Passes:
             return False
         if self.number >= self.limit:
             self.unsure = True
-            log.warning("%s listing: pass %d still found nodes that offset paging skipped before (%d listed, "
-                        "the API counts %d); the watermark stays for the next run", kind, self.number, seen, total)
+            log.warning("%s listing: pass %d still found nodes that offset paging skipped before, or nodes deleted "
+                        "while it paged (%d listed, the API counts %d); the watermark stays for the next run",
+                        kind, self.number, seen, total)
             return False
-        log.info("%s listing: %d nodes listed, the API counts %d (%s): listing them again", kind, seen, total,
-                 "nodes moved while it was paged" if empty_at is None else "its page at offset %d was empty" % empty_at)
+        why = ("nodes were deleted while it was paged" if shrunk else "nodes moved while it was paged"
+               if empty_at is None else "its page at offset %d was empty" % empty_at)
+        log.info("%s listing: %d nodes listed, the API counts %d (%s): listing them again", kind, seen, total, why)
         self.number += 1
         self.found_skipped = False
         self.without_id = 0
@@ -320,6 +335,8 @@ class KernelCIApi:
                     else:
                         left_in_a_row = 0
                         page = self._decoded(kind, offset, *fetched, read_heads=read_heads)
+                        if passes is not None:
+                            passes.counted(page.total)
                     offset += len(page.items) + page.unlisted
                     # A page shorter than its `limit` is no end while `total` says more: a server
                     # that caps the page size may answer with the limit asked, not the one it used.

@@ -74,6 +74,14 @@ class ApiCorpus:
             self.version += 1
             return copy.deepcopy(node)
 
+    def remove(self, node_id: str) -> None:
+        """Delete a node, as the API's maintenance purges nodes created long ago (upstream.md
+        §2.4): the nodes after it come one place earlier in the natural order."""
+        with self._lock:
+            del self._nodes[self._index[node_id]]
+            self._index = {(item.get("id") or item.get("_id")): position for position, item in enumerate(self._nodes)}
+            self.version += 1
+
     def get(self, node_id: str) -> Optional[dict]:
         with self._lock:
             position = self._index.get(node_id)
