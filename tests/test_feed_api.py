@@ -188,7 +188,7 @@ def test_kunit_cases_of_the_generic_kind_node_are_delivered_as_tests_and_process
         env, tmp_path, db, api_replica, logstash):
     # Older data gives KUnit cases (and whole trees) the generic kind `node` (upstream.md §2.5):
     # their results are what a dashboard of test results shows. A root of that kind was a
-    # checkout: recorded, no document. `process` nodes are not listed, and the log says so.
+    # checkout: recorded, no document. `process` nodes are not listed, and the debug log says so.
     kunit = api_replica.tree["kunit"]
     case = dict(api_replica.tree["kunit-case-0"], id="63c549319fb3b62c7626e800", kind="node", name="kunit-old-case",
                 result="fail", path=kunit["path"] + ["kunit-old-case"])
@@ -196,7 +196,7 @@ def test_kunit_cases_of_the_generic_kind_node_are_delivered_as_tests_and_process
     api_replica.corpus.add(dict(api_replica.tree["checkout"], id="63c549319fb3b62c7626e801", kind="node"))
     api_replica.corpus.add(dict(api_replica.tree["checkout"], id="63c549319fb3b62c7626e802", kind="process",
                                 name="tarball", data={"free": "form"}))
-    result = kcing(["feed_es"], env, tmp_path)
+    result = kcing(["feed_es", "--debug"], env, tmp_path)
     assert result.returncode == 0, result.stderr
     _, body = document_of(logstash, case["id"])
     assert (body["name"], body["result"], body["suite"], body["kernelci_api"]["kind"]) == (

@@ -96,7 +96,7 @@ _NOT_RELATIVE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:|//)")
 # Passes over one kind's listing at most (`_Passes`): the first, one more when it saw fewer nodes
 # than the API counts, and another while a pass still finds nodes the one before it skipped.
 MAX_PASSES = 4
-# The kinds of node no run lists, and why (said in each run's log; upstream.md §2.5).
+# The kinds of node no run lists, and why (said in each run's debug log; upstream.md §2.5).
 NOT_LISTED = {"process": "their data is free-form: it names no kernel, board or test a document could be made of"}
 # Nodes left out at most (`_around_failing_nodes`), of one page or in a row across pages with no
 # node answered between them: beyond that, the API is failing, not a few nodes it cannot answer.
@@ -299,7 +299,7 @@ class KernelCIApi:
         log.info("listing %s nodes updated since %s from %s", ", ".join(self.kinds), filter_time(self.start),
                  self.api_url)
         for kind, why in NOT_LISTED.items():
-            log.info("%s nodes are not listed: %s", kind, why)
+            log.debug("%s nodes are not listed: %s", kind, why)
         for kind in self.kinds:
             # With `how_many`, a page may hold more than is wanted: every item goes the long way.
             yield from self._list(kind) if known is None or self.how_many is not None else self._list_new(kind, known)
