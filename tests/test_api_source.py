@@ -271,6 +271,27 @@ def test_a_node_skipped_when_the_api_deletes_one_listed_before_it_is_listed_by_a
     assert purged and set(tests) - set(purged) <= set(ids)  # every node still there, the one after it too
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is not None
 
+    # A deletion, then a node created before the next page: `total` comes back up, yet the pass
+    # skipped one.
+    replica.on_page(None)
+    checkout_tree(replica.corpus, replica.files_url, BASE, seed="more")
+    tests = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
+    events = []
+
+    def purge_then_create(server, query, number):
+        offset = dict(query).get("offset")
+        if dict(query).get("kind") == "test" and offset == "3" and not events:
+            server.corpus.remove(tests[0])
+            events.append(tests[0])
+        elif dict(query).get("kind") == "test" and offset == "6" and len(events) == 1:
+            created = dict(server.corpus.get(tests[1]), id="f" * 24, updated=api_time(datetime.now(UTC)))
+            events.append(server.corpus.add(created)["id"])
+
+    replica.on_page(purge_then_create)
+    source = make_source(replica, page_size=3, kinds=("test",))
+    ids = listed_ids(source.list_objects())
+    assert len(events) == 2 and set(tests[1:]) | {"f" * 24} <= set(ids)
+
     # Deletions in every pass: after the last one, the listing is not sure of itself.
     replica.on_page(lambda server, query, number: dict(query).get("offset") == "3" and server.corpus.remove(
         next(node["id"] for node in server.corpus.nodes() if node["kind"] == "test")))

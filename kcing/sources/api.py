@@ -143,8 +143,8 @@ class _Passes:
     A node does leave the listing when the API deletes it (its maintenance purges the nodes
     created more than 180 days ago, which a wide `--since` lists, as do regressions kept up to
     date). The nodes after it then come one place earlier, and a pass can skip one while seeing
-    as many nodes as the smaller `total` counts. A pass whose pages' `total` went down is
-    therefore followed by another, as one that saw too few nodes.
+    as many nodes as the smaller `total` counts. A pass whose pages' `total` went down from one
+    page to the next is therefore followed by another, as one that saw too few nodes.
     """
 
     def __init__(self, entered_since: Callable[[], datetime], limit: int = MAX_PASSES):
@@ -158,11 +158,15 @@ class _Passes:
         self.without_id = 0  # items of this pass without a node id (each counted as a node)
         self.unsure = False
         self.cut_short: Optional[str] = None  # why nodes past an empty page went unlisted
-        self.largest_total = 0  # of this pass's pages: a later page counting fewer saw nodes deleted
+        self.last_total: Optional[int] = None  # of this pass's last page
+        self.shrunk = False  # a page of this pass counted fewer nodes than the page before it
 
     def counted(self, total: int) -> None:
-        """A page of this pass answered with `total`."""
-        self.largest_total = max(self.largest_total, total)
+        """A page of this pass answered with `total`: fewer than the page before means nodes were
+        deleted meanwhile, even when nodes created since bring the count back up."""
+        if self.last_total is not None and total < self.last_total:
+            self.shrunk = True
+        self.last_total = total
 
     def listed_first(self, updated) -> None:
         if self.number > 1 and (updated is None or updated < self.entered_since()):
@@ -196,7 +200,7 @@ class _Passes:
         `empty_at`: the offset of the pass's last page when it was empty short of `total`."""
         seen = len(self.newest) + self.without_id
         # Nodes deleted while this pass paged moved the nodes after them to offsets already read.
-        shrunk, self.largest_total = self.largest_total > total, 0
+        shrunk, self.shrunk, self.last_total = self.shrunk, False, None
         if seen >= total and not shrunk:
             return False
         if self.number > 1 and not self.found_skipped and not shrunk:
