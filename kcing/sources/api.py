@@ -6,13 +6,14 @@ The only module that knows the API's paths, filters and paging, and where artifa
   data, then regression: parents before children; not `process` nodes, NOT_LISTED):
   `GET <api>/nodes?kind=<kind>&updated__gte=<start>&limit=<page size>&offset=<n>`. Times in
   filters are naive UTC without a zone, as the API stores them. There is no sort: results come
-  in natural (about insertion) order, and while we page the result set only grows (an update
-  keeps a node inside `updated__gte`); a node seen twice is listed again only in a newer version.
-  Paging by offset until `offset >= total` (or an empty page) can still skip a node: one that an
-  update moves to the end of the natural order brings those after it one place earlier. Since no
-  node leaves the result set, a kind whose listing saw fewer distinct nodes than its last
-  `total` is listed again from offset 0 (`_Passes`), until a pass finds no node it should have
-  seen before; the versions already listed are not listed twice.
+  in natural (about insertion) order, and while we page the result set grows (an update keeps a
+  node inside `updated__gte`; only the API deleting a node takes one out); a node seen twice is
+  listed again only in a newer version. Paging by offset until `offset >= total` (or an empty
+  page) can still skip a node: one that an update moves to the end of the natural order, or a
+  deletion, brings those after it one place earlier. A kind whose listing saw fewer distinct
+  nodes than its last `total`, or whose `total` went down from one page to the next, is listed
+  again from offset 0 (`_Passes`), until a pass finds no node it should have seen before; the
+  versions already listed are not listed twice.
 - One object per node version: its upstream id is `<node id>.<updated, ISO basic format>`, so
   a node changed since it was delivered is not skipped by the ledger, while its documents keep
   ids made from the node id alone.
