@@ -16,7 +16,7 @@ CHECKOUT = "checkout"  # no document: its revision is on every node below it -> 
 KBUILD = "kbuild"  # build document -> ES_BUILD
 JOB = "job"  # boot document (a lab job) or test document, plus log documents -> ES_LAVA
 TEST = "test"  # test document -> ES_LAVA
-# The generic kind the API's first data (2023) gave every node, KUnit cases on: a root (a
+# The generic kind of older data (the checkouts of early 2023, KUnit cases): a root (a
 # checkout) has no document, the others read as jobs and tests do -> ES_LAVA
 NODE = "node"
 REGRESSION = "regression"  # regression document (a test that passed, then failed) -> ES_REGRESSION

@@ -80,8 +80,8 @@ def test_each_node_kind_maps_to_the_legacy_document_kinds(tree, name, kinds):
     ("kunit-case-0", ["test"]), ("running", ["test"]),
 ])
 def test_a_generic_node_reads_as_the_job_or_test_in_its_place_and_a_root_gives_none(tree, name, kinds):
-    # The API's first data gave every node the generic kind `node` (upstream.md §2.5: KUnit
-    # cases among them): what it is shows by its place in the tree, as for jobs and tests.
+    # Older data has nodes of the generic kind `node` (upstream.md §2.5: KUnit cases; the real
+    # 2023 listing: checkouts): what one is shows by its place in the tree, as for jobs and tests.
     related = {"job_node": related_node(tree["kunit"])} if name.startswith("kunit-") else {}
     generic = docs(dict(tree[name], kind="node"), **related)
     assert [document.kind for document in generic] == kinds

@@ -186,7 +186,7 @@ def test_documents_reach_the_input_of_their_kind(env, tmp_path, logstash):
 
 def test_kunit_cases_of_the_generic_kind_node_are_delivered_as_tests_and_process_nodes_said_unlisted(
         env, tmp_path, db, api_replica, logstash):
-    # Older data gives KUnit cases (and whole trees) the generic kind `node` (upstream.md §2.5):
+    # Older data gives KUnit cases (and checkouts) the generic kind `node` (upstream.md §2.5):
     # their results are what a dashboard of test results shows. A root of that kind was a
     # checkout: recorded, no document. `process` nodes are not listed, and the debug log says so.
     kunit = api_replica.tree["kunit"]

@@ -23,8 +23,8 @@ Which node gives which document (docs/api-source.md has the table of fields):
 - any other job (sub-groups such as `setup`, container jobs such as KUnit) and every test:
   one `test` document;
 - checkout: none (legacy had no such document; its revision is on every node below it);
-- node (the generic kind of the API's first data, 2023: KUnit cases, and jobs and checkouts
-  alike): as a job or test, by its place in the tree; none for a root, which was a checkout;
+- node (the generic kind of older data: the checkouts of early 2023, KUnit cases): as a job
+  or test, by its place in the tree; none for a root, which was a checkout;
 - regression: one `regression` document (nodes_regression.py).
 
 Ids hash the node id alone and indices are dated by the node's `created`, which never changes,
@@ -117,7 +117,7 @@ def _node(envelope: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
 
 
 def _is_root(node: Mapping[str, Any]) -> bool:
-    # A node without a parent heads a tree: of the generic kind, the checkout of 2023's data.
+    # A node without a parent heads a tree: of the generic kind, a checkout of early 2023.
     return not is_object_id(node.get("parent"))
 
 
