@@ -31,7 +31,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 from elasticsearch import AuthenticationException, AuthorizationException
 
 from kcing.admin.elastic import elastic_errors
-from kcing.admin.retention import index_day, settings_past_metadata_blocks
+from kcing.admin.retention import chunks, index_day, settings_past_metadata_blocks
 from kcing.errors import ConfigError, ElasticsearchError, Interrupted, UpstreamError, one_line
 from kcing.http import seconds_text
 from kcing.ledger import docids
@@ -516,6 +516,14 @@ class Reconciler:
             return
         for name in names:
             self.facts[name] = None
+        # A few names per request: they go in its URL, and a node refuses a long one (a backfill
+        # of a year that Elasticsearch lost misses documents in hundreds of indices at once).
+        for some in chunks(names):
+            if not self._learn_some(some):
+                return
+
+    def _learn_some(self, names: List[str]) -> bool:
+        """`_learn` for a few names; False when the user may not ask (then nothing more is asked)."""
         try:
             with cut_by_a_stop(self.stop, ASKING), elastic_errors(self.host, "asking what %s are" % named(names)):
                 try:
@@ -532,7 +540,7 @@ class Reconciler:
                         "documents missing there are marked undelivered as any other; grant view_index_metadata "
                         "on the kcing indices to tell them apart", self.host, refused)
             self.facts_unknown = True
-            return
+            return False
         for stream in resolved.get("data_streams", []):
             if stream.get("name") in self.facts:
                 self.facts[stream["name"]] = (DATA_STREAM, "")
@@ -541,6 +549,7 @@ class Reconciler:
             block = next((setting for setting in WRITE_BLOCKS if str(settings.get(setting)).lower() == "true"), None)
             if name in self.facts and block:
                 self.facts[name] = ("write block", block)
+        return True
 
     def _block_settings(self, names: List[str]) -> Dict[str, dict]:
         """{index: {"settings": its index.blocks.* settings}} of `names`.

@@ -355,6 +355,19 @@ def test_delete_refuses_wildcards_and_missing_names(es, client):
     assert es.index_names() == []
 
 
+def test_a_request_line_over_4096_bytes_is_refused_before_routing_as_a_node_refuses_it(es):
+    line = lambda path: len("GET %s HTTP/1.1" % path)  # noqa: E731
+    at_limit = "/_resolve/index/" + "a" * (4096 - line("/_resolve/index/"))
+    assert line(at_limit) == 4096
+    assert raw(es, "GET", at_limit).status_code == 404  # routed: no such index
+    refused = raw(es, "GET", at_limit + "a")
+    assert refused.status_code == 400
+    assert refused.headers["X-Elastic-Product"] == "Elasticsearch"
+    assert refused.json()["error"]["type"] == "too_long_http_line_exception"
+    assert refused.json()["error"]["reason"] == "An HTTP line is larger than 4096 bytes."
+    assert refused.headers.get("Connection") == "close"
+
+
 def test_wildcard_delete_when_destructive_requires_name_is_off():
     with ElasticsearchEmulator(destructive_requires_name=False) as es:
         es.seed_index(".kibana_1")

@@ -415,6 +415,38 @@ def test_reconcile_beside_an_index_with_a_metadata_block_still_tells_write_block
         "hidden": FAILED, "frozen": DELIVERED}
 
 
+def test_reconcile_finds_documents_missing_from_hundreds_of_indices_on_a_real_node(real_es, tmp_path):
+    """Documents missing from 300 indices at once (a year's backfill Elasticsearch lost): the
+    names reconcile asks about go a few per request, never in one URL the node refuses (a request
+    line over 4096 bytes is a 400 too_long_http_line_exception)."""
+    from datetime import datetime, timezone
+
+    from kcing.ledger import docids
+    from kcing.ledger.ledger import Ledger, Outcome
+    from kcing.records import UpstreamObject
+    from kcing.sinks import logstash_destination
+
+    first = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    layout = [("build-%s" % (first + timedelta(days=n)).strftime("%Y.%m.%d"), "%040x" % n) for n in range(400)]
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(UpstreamObject("legacy", "build", "%024x" % n, "https://storage.example/%d" % n,
+                                          first + timedelta(days=n)), DELIVERED,
+                           documents={index: docids.pack([doc_id])})
+                   for n, (index, doc_id) in enumerate(layout)],
+                  lambda kind: logstash_destination(["http://localhost:8337"]))
+    ledger.close()
+    helpers.bulk(client_for(real_es), [{"_index": index, "_id": doc_id, "_source": {"job": "mainline"}}
+                                       for n, (index, doc_id) in enumerate(layout) if n % 4 == 0], refresh=True)
+
+    done = kcing(["reconcile"], admin_environ(real_es, tmp_path, DRP_DAYS=KEEP_EVERYTHING), tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "too_long_http_line" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "build    checked 400, present 100, missing 300; documents: 400 checked, 300 missing" in done.stdout
+    assert sorted(int(upstream_id, 16) for (_, upstream_id), state in ledger_states(db).items()
+                  if state == FAILED) == [n for n in range(400) if n % 4]
+
+
 # -- drp -------------------------------------------------------------------------------------------
 
 def test_drp_deletes_exactly_the_expired_kind_indices_by_name(real_es, tmp_path):
@@ -633,6 +665,31 @@ def answers(client: Elasticsearch) -> list:
     seen += index_state_answers(client)
     seen += legacy_template_answers(client)
     seen += delete_block_answers(client)
+    seen += long_line_answers(client)
+    return seen
+
+
+def names_filling(length: int) -> str:
+    """Comma-separated index names that match nothing, `length` characters in all (at least 8)."""
+    count = -(-(length + 1) // 201)  # names of at most 200 characters, each but the last with its comma
+    letters = length - (count - 1)
+    sizes = [letters // count + (1 if n < letters % count else 0) for n in range(count)]
+    return ",".join("nothing-" + "a" * (size - 8) for size in sizes)
+
+
+def long_line_answers(client: Elasticsearch) -> list:
+    """A node answers a request line (method, target, HTTP version) of up to 4096 bytes, and
+    refuses a longer one before routing it: a request naming many indices in its URL."""
+    from elasticsearch import ApiError
+
+    fixed = len("GET /_resolve/index/") + len("?ignore_unavailable=true") + len(" HTTP/1.1")
+    seen = []
+    for line in (4095, 4096, 4097, 6000):
+        names = names_filling(line - fixed)
+        try:
+            seen.append(client.indices.resolve_index(name=names, ignore_unavailable=True).body)
+        except ApiError as error:
+            seen.append((error.meta.status, error.body))
     return seen
 
 

@@ -782,6 +782,30 @@ def test_a_large_window_is_checked_in_bounded_batches(tmp_path, es):
     assert failed == lost
 
 
+def test_documents_missing_from_hundreds_of_indices_are_found_missing_not_a_refused_request(tmp_path, es):
+    # A backfill of a year, then Elasticsearch lost it all (Logstash's output pointed nowhere):
+    # reconcile asks what the index names where documents were missing are (data streams? write
+    # blocks?), and hundreds of names in one URL make a request line the node refuses (400
+    # too_long_http_line_exception, over 4096 bytes), which stopped the check with exit 3.
+    db = tmp_path / "kcing.db"
+    when = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=1)
+    ledger = Ledger.open(str(db), clock=lambda: when)
+    first = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    days = [first + timedelta(days=n) for n in range(400)]
+    ledger.record([Outcome(UpstreamObject("legacy", BUILD, "%024x" % n, "https://storage.example/%d/build.json" % n, day),
+                           DELIVERED, documents=packed(n, index="build-%s" % day.strftime("%Y.%m.%d")))
+                   for n, day in enumerate(days)], to_logstash)
+    ledger.close()
+    seed(es, [("build-%s" % day.strftime("%Y.%m.%d"), "%040x" % n) for n, day in enumerate(days) if n % 4 == 0])
+    checked = kcing(["reconcile", "--days", "1"], clean_environ(ES_HOST=es.url, KCING_DB=str(db),
+                                                                DRP_DAYS=KEEP_EVERYTHING), tmp_path)
+    assert checked.returncode == 1, checked.stderr
+    assert "build    checked 400, present 100, missing 300; documents: 400 checked, 300 missing" in checked.stdout
+    assert not [request for request in es.requests if request.status == 400]
+    assert sorted(int(upstream_id, 16) for (_, upstream_id), state in ledger_states(db).items()
+                  if state == FAILED) == [n for n in range(400) if n % 4]
+
+
 def test_objects_delivered_before_ids_were_kept_are_not_checkable(tmp_path, es):
     db = tmp_path / "kcing.db"
     make_schema_1(db)

@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 KCING_INDEX = re.compile(r"(%s)-([0-9]{4})\.([0-9]{2})\.([0-9]{2})" % "|".join(DOCUMENT_KINDS))
 # What drp lists: every index named like one of kcing's (the strict pattern then picks kcing's).
 KCING_PATTERNS = ",".join("%s-*" % kind for kind in DOCUMENT_KINDS)
-# Names per DELETE: keeps the URL short whatever the index names are.
-DELETE_CHUNK = 50
+# Index names per request that names them in its URL (a DELETE, `_settings`, `_resolve/index`):
+# a node refuses a request line over 4096 bytes (http.max_initial_line_length) with 400
+# too_long_http_line_exception; 50 of kcing's names (21 characters at most) stay far below it.
+NAMES_PER_REQUEST = 50
 # How a node names each index whose block stops a DELETE (index.blocks.read_only or .metadata, or
 # a cluster-wide read-only block): `index [build-2019.05.31] blocked by: [FORBIDDEN/5/index
 # read-only (api)];`, one after the other. It then deletes none of the indices named.
@@ -61,7 +63,7 @@ def ledger_cutoff(today: date, days: int) -> datetime:
     return datetime.combine(cutoff_day(today, days), time(0), tzinfo=timezone.utc)
 
 
-def chunks(names: Sequence[str], size: int = DELETE_CHUNK) -> Iterator[List[str]]:
+def chunks(names: Sequence[str], size: int = NAMES_PER_REQUEST) -> Iterator[List[str]]:
     if size < 1:
         raise ValueError("size must be at least 1")
     for start in range(0, len(names), size):
@@ -123,7 +125,7 @@ def past_blocks(request: Callable[[List[str]], Any], names: Sequence[str]) -> Tu
 
 
 def delete_indices(client: Elasticsearch, host: str, names: Sequence[str],
-                   size: int = DELETE_CHUNK) -> Tuple[List[str], Dict[str, str]]:
+                   size: int = NAMES_PER_REQUEST) -> Tuple[List[str], Dict[str, str]]:
     """Delete `names` (exact names, never patterns) in chunks; return the names deleted and
     {name: its blocks} of those Elasticsearch refuses to delete because of an index block.
 
@@ -173,7 +175,7 @@ def settings_past_metadata_blocks(client: Elasticsearch, names: Sequence[str], s
 
 
 def blocked_from_deletion(client: Elasticsearch, host: str, names: Sequence[str],
-                          size: int = DELETE_CHUNK) -> Dict[str, str]:
+                          size: int = NAMES_PER_REQUEST) -> Dict[str, str]:
     """{index: its blocks} of the `names` a DELETE would be refused for (what `delete_indices`
     reports), found by reading their block settings, for a dry run to say what a run would do.
 

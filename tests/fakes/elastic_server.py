@@ -52,6 +52,9 @@ from tests.fakes.serving import (
 
 VERSION = "8.15.3"
 MAX_CONTENT_LENGTH = 100 * 1024 * 1024
+# http.max_initial_line_length: a node refuses a longer request line (method, target and HTTP
+# version) before routing it, with 400 too_long_http_line_exception, and closes the connection.
+MAX_INITIAL_LINE = 4096
 PRODUCT_HEADER = ("X-Elastic-Product", "Elasticsearch")
 GLOBAL_PARAMS = frozenset({"pretty", "human", "error_trace", "filter_path"})
 HEALTH_ORDER = {"red": 0, "yellow": 1, "green": 2}
@@ -1882,6 +1885,13 @@ class _ElasticHandler(QuietHandler):
         except BodyTooLarge as too_large:
             app.requests.append(RequestRecord(method, self.path, urlsplit(self.path).path, {}, headers, b"", 413))
             self.send_whole(413, [PRODUCT_HEADER], close=not too_large.drained)
+            return
+        if len(self.requestline) > MAX_INITIAL_LINE:
+            reason = "An HTTP line is larger than %d bytes." % MAX_INITIAL_LINE
+            app.requests.append(RequestRecord(method, self.path, urlsplit(self.path).path, {}, headers, body, 400))
+            raw = json.dumps(EsError(400, "too_long_http_line_exception", reason).envelope()).encode("utf-8")
+            self.send_whole(400, [PRODUCT_HEADER, ("Content-Type", "application/json")], raw, close=True,
+                            head_only=method == "HEAD")
             return
         answer = app.handle(method, self.path, headers, body)
         parts = urlsplit(self.path)
