@@ -6,7 +6,7 @@ import logging
 import socket
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -16,8 +16,10 @@ from kcing import settings as settings_module
 from kcing.commands import setup_es
 from kcing.admin.templates import (
     KEYWORD_LIMIT, KINDS, POLICY_NAME, PRIORITY, TEMPLATE_DIR, UNAGGREGATED_TEXT, mapping_misfits, misfit_warnings,
-    template_body, template_files, templates_for, wait_until_ready,
+    retention_policy, template_body, template_files, templates_for, wait_until_ready,
 )
+from kcing.admin.retention import cutoff_day, expired_indices
+from kcing.reconcile import expired_index
 from kcing.admin.elastic import make_client
 from kcing.documents import documents_for
 from kcing.documents.fields import FIELDS, SUB_OBJECTS, TEXT
@@ -125,20 +127,46 @@ def test_a_changed_template_is_updated(tmp_path, es, capsys):
 
 def test_ilm_policy_and_templates_referencing_it(tmp_path, es, capsys):
     code, out = run_setup(tmp_path, es.url, capsys, ilm=True, DRP_DAYS=7)
-    assert code == 0 and "ILM policy kcing-retention (delete indices 7 days after the date in their name) created" in out
+    assert code == 0 and "ILM policy kcing-retention (delete indices 7 days after the day in their name, as drp) created" in out
     policy = es.policies[POLICY_NAME]["policy"]
-    assert policy["phases"]["delete"] == {"min_age": "7d", "actions": {"delete": {}}}
+    # The day after the seventh: an index goes when its last document is 7 days old, as drp deletes it.
+    assert policy["phases"]["delete"] == {"min_age": "8d", "actions": {"delete": {}}}
     client = Elasticsearch(es.url)
     in_use = client.ilm.get_lifecycle(name=POLICY_NAME)[POLICY_NAME]["in_use_by"]["composable_templates"]
     assert in_use == sorted("kcing-%s" % kind for kind in KINDS)
     _, again = run_setup(tmp_path, es.url, capsys, ilm=True, DRP_DAYS=7)
     assert again.count(" unchanged") == len(KINDS) + 1
     _, longer = run_setup(tmp_path, es.url, capsys, ilm=True, DRP_DAYS=10)
-    assert "kcing-retention (delete indices 10 days after the date in their name) updated" in longer
+    assert "kcing-retention (delete indices 10 days after the day in their name, as drp) updated" in longer
     # An index the pipeline creates gets the policy; one without a date would be refused by ES.
     helpers.bulk(client, [{"_index": "build-2019.05.31", "_id": "1", "_source": {"job": "mainline"}}])
     assert client.indices.get(index="build-2019.05.31")["build-2019.05.31"]["settings"]["index"]["lifecycle"][
         "name"] == POLICY_NAME
+
+
+def ilm_deletes(index: str, now: datetime, policy: dict) -> bool:
+    """Whether ILM has reached the delete phase of `index` at `now`, as it reckons: the index's age
+    counts from its origination date, with index.lifecycle.parse_origination_date the UTC midnight
+    of the date in its name, and a phase starts once that age reaches its min_age."""
+    min_age = policy["policy"]["phases"]["delete"]["min_age"]
+    assert min_age.endswith("d")
+    origination = datetime.strptime(index.rsplit("-", 1)[1], "%Y.%m.%d").replace(tzinfo=timezone.utc)
+    return now - origination >= timedelta(days=int(min_age[:-1]))
+
+
+@pytest.mark.parametrize("days", [1, 3, 30])
+def test_the_ilm_policy_deletes_the_indices_drp_deletes_and_reconcile_leaves_unchecked(days):
+    # The ILM policy deleted an index a day before drp would: the morning after, reconcile (which
+    # checks what drp keeps) found its documents missing, marked their objects undelivered, and a
+    # `reconcile --resend` wrote that index again, for ILM to delete once more.
+    names = ["boot-%s" % (date(2024, 10, 1) + timedelta(days=n)).strftime("%Y.%m.%d") for n in range(60)]
+    policy = retention_policy(days)
+    for today in (date(2024, 10, 20), date(2024, 11, 15)):
+        for seconds in (0, 1, 12 * 3600, 86399):  # into the day
+            now = datetime(today.year, today.month, today.day, tzinfo=timezone.utc) + timedelta(seconds=seconds)
+            by_ilm = sorted(name for name in names if ilm_deletes(name, now, policy))
+            assert by_ilm == expired_indices(names, today, days), (today, seconds)
+            assert by_ilm == [name for name in names if expired_index(name, cutoff_day(today, days))]
 
 
 def test_ilm_with_a_retention_inside_the_crawl_window_warns(tmp_path, es, capsys, caplog):

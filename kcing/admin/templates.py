@@ -114,8 +114,13 @@ def template_body(kind: str, fields: Mapping[str, Mapping[str, str]] = FIELDS,
 
 
 def retention_policy(days: int) -> dict:
-    """The ILM policy body that deletes an index `days` days after its origination date."""
-    body = {"policy": {"phases": {"delete": {"min_age": "%dd" % days, "actions": {"delete": {}}}}}}
+    """The ILM policy body that deletes an index when drp would: `days` days after the end of the
+    day in its name (its last document is then `days` days old).
+
+    ILM counts an index's age from its origination date, the start of that day: a min_age of
+    `days` would delete it a day before drp, and reconcile, which checks the indices drp keeps,
+    would find their documents missing and have them sent again, for ILM to delete once more."""
+    body = {"policy": {"phases": {"delete": {"min_age": "%dd" % (days + 1), "actions": {"delete": {}}}}}}
     body["policy"]["_meta"] = {"managed_by": "kcing", "digest": _digest(body)}
     return body
 

@@ -22,7 +22,8 @@ Usage:
   kcing setup_es [options]
 
 Wait for Elasticsearch (ES_HOST), then install one index template per kind; with --ilm also a
-lifecycle policy deleting indices DRP_DAYS days old. Idempotent: run it after every upgrade.
+lifecycle policy deleting indices DRP_DAYS days after the day in their name, as drp does.
+Idempotent: run it after every upgrade.
 The templates have priority 200: another template whose patterns overlap one of them at the
 same priority is refused by Elasticsearch (that kind's template is not installed, the others
 are, and the error names it); one at a higher priority overrides kcing's (a warning names it).
@@ -34,7 +35,8 @@ exceed it).
 
 Options:
   --ilm                Also install an index lifecycle policy that deletes indices DRP_DAYS
-                       days old (then drp need not delete indices, only ledger rows).
+                       days after the day in their name, as drp does (then drp need not
+                       delete indices, only ledger rows).
   --drp-days=N         With --ilm: days the lifecycle policy keeps (setting DRP_DAYS, default 3).
   --wait=SECONDS       How long to wait for Elasticsearch to be ready (setting
                        ES_READY_TIMEOUT, default 60).
@@ -83,7 +85,7 @@ def run(args: dict, settings) -> int:
         if change.what == "template":
             print("setup_es: index template %s (%s) %s" % (change.name, patterns[change.name], change.outcome))
         else:
-            print("setup_es: ILM policy %s (delete indices %d days after the date in their name) %s"
+            print("setup_es: ILM policy %s (delete indices %d days after the day in their name, as drp) %s"
                   % (change.name, settings.DRP_DAYS, change.outcome))
     if not use_ilm:
         print("setup_es: no ILM policy in the templates; run `kcing drp` (e.g. daily from cron) to delete old indices")
