@@ -84,6 +84,24 @@ def test_setup_es_installs_every_template_idempotently_and_they_read_back_equal(
         assert item["index_template"] == normalised(files[item["name"]]), item["name"]
 
 
+def test_setup_es_puts_back_a_template_edited_by_hand_on_a_real_node(real_es, tmp_path):
+    """A template edited in place (Kibana's index management keeps its `_meta`, and with it the
+    digest of kcing's body) is put back as the file says, and said `updated`, not `unchanged`."""
+    from tests.test_setup_es import edited_as_by_hand
+
+    env = admin_environ(real_es, tmp_path)
+    assert kcing(["setup_es"], env, tmp_path).returncode == 0
+    client = client_for(real_es)
+    edited_as_by_hand(client, "kcing-build")
+    again = kcing(["setup_es"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "index template kcing-build (build-*) updated" in again.stdout
+    assert again.stdout.count("unchanged") == len(KINDS) - 1
+    stored = client.indices.get_index_template(name="kcing-build")["index_templates"][0]["index_template"]
+    assert stored == normalised(template_files()["kcing-build"])
+    assert kcing(["setup_es"], env, tmp_path).stdout.count("unchanged") == len(KINDS)
+
+
 def test_setup_es_with_ilm_on_a_node_without_ilm_is_a_clear_error(real_es, tmp_path):
     """The node has no x-pack, so no ILM: kcing must say so in one line, not crash."""
     done = kcing(["setup_es", "--ilm"], admin_environ(real_es, tmp_path, DRP_DAYS="10"), tmp_path)

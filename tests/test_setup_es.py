@@ -125,6 +125,39 @@ def test_a_changed_template_is_updated(tmp_path, es, capsys):
     assert "kcing-log (log-*) updated" in out and "kcing-build (build-*) unchanged" in out
 
 
+def edited_as_by_hand(client: Elasticsearch, name: str, ilm: bool = False) -> None:
+    """Change kcing's template `name` as an edit in Kibana's index management does: the rest of
+    the body as it was, its `_meta` (kcing's digest) included."""
+    stored = client.indices.get_index_template(name=name)["index_templates"][0]["index_template"]
+    stored["priority"] = 50
+    stored["template"]["mappings"]["properties"]["arch"] = {"type": "text"}
+    stored["template"]["settings"]["index"]["number_of_replicas"] = "2"
+    if ilm:
+        del stored["template"]["settings"]["index"]["lifecycle"]
+    client.indices.put_index_template(name=name, body=stored)
+
+
+@pytest.mark.parametrize("ilm", [False, True])
+def test_a_template_edited_by_hand_is_put_back_not_said_unchanged(tmp_path, es, capsys, ilm):
+    # Its _meta still held the digest of kcing's body, which was all setup_es compared: it said
+    # "unchanged" and left a kcing template that no longer was kcing's (another priority, a
+    # field of another type, replicas a single node cannot hold, no retention policy).
+    run_setup(tmp_path, es.url, capsys, ilm=ilm)
+    client = Elasticsearch(es.url)
+    edited_as_by_hand(client, "kcing-build", ilm)
+    _, out = run_setup(tmp_path, es.url, capsys, ilm=ilm)
+    assert "index template kcing-build (build-*) updated" in out
+    assert "index template kcing-boot (boot-*) unchanged" in out
+    stored = client.indices.get_index_template(name="kcing-build")["index_templates"][0]["index_template"]
+    intended = templates_for(POLICY_NAME if ilm else None)["kcing-build"]
+    assert stored["priority"] == intended["priority"]
+    assert stored["template"]["mappings"] == intended["template"]["mappings"]
+    assert stored["template"]["settings"]["index"]["number_of_replicas"] == "0"
+    assert ("lifecycle" in stored["template"]["settings"]["index"]) is ilm
+    _, again = run_setup(tmp_path, es.url, capsys, ilm=ilm)
+    assert again.count(" unchanged") == len(KINDS) + (1 if ilm else 0)
+
+
 def test_ilm_policy_and_templates_referencing_it(tmp_path, es, capsys):
     code, out = run_setup(tmp_path, es.url, capsys, ilm=True, DRP_DAYS=7)
     assert code == 0 and "ILM policy kcing-retention (delete indices 7 days after the day in their name, as drp) created" in out

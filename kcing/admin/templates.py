@@ -113,6 +113,32 @@ def template_body(kind: str, fields: Mapping[str, Mapping[str, str]] = FIELDS,
     return with_digest(body, "kcing %s documents (%s)" % (kind, index_pattern(kind)))
 
 
+def as_read_back(body: dict) -> dict:
+    """Template `body` as Elasticsearch gives it back once put: its settings nested under `index`,
+    each value a string (`"number_of_shards": 1` reads `{"index": {"number_of_shards": "1"}}`),
+    and an empty `composed_of`; the rest as written."""
+    read = json.loads(json.dumps(body))
+    settings = read.get("template", {}).get("settings")
+    if settings:
+        nested: Dict[str, object] = {}
+        for key, value in settings.items():
+            key = key if key.startswith("index.") else "index." + key
+            *parents, last = key.split(".")
+            node = nested
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = str(value).lower() if isinstance(value, bool) else str(value)
+        read["template"]["settings"] = nested
+    read.setdefault("composed_of", [])
+    return read
+
+
+def same_template(stored: Mapping, body: dict) -> bool:
+    """Whether the template Elasticsearch holds is `body`, whole: one edited by hand keeps the
+    `_meta` (and the digest in it) of the body it was, so the digest alone cannot tell."""
+    return dict(stored) == as_read_back(body)
+
+
 def retention_policy(days: int) -> dict:
     """The ILM policy body that deletes an index when drp would: `days` days after the end of the
     day in its name (its last document is then `days` days old).
@@ -126,7 +152,8 @@ def retention_policy(days: int) -> dict:
 
 
 def with_digest(body: dict, description: str) -> dict:
-    """`body` with `_meta` saying kcing manages it and a digest of the rest, to tell an unchanged one."""
+    """`body` with `_meta` saying kcing manages it and a digest of the rest (which tells an unchanged
+    ILM policy; a template is compared whole, `same_template`)."""
     return {**body, "_meta": {"managed_by": "kcing", "description": description, "digest": _digest(body)}}
 
 
@@ -270,8 +297,6 @@ def install(client: Elasticsearch, host: str, templates: Mapping[str, dict],
     with elastic_errors(host, "reading the index templates"):
         found = client.options(ignore_status=404).indices.get_index_template()
     existing = {item["name"]: item.get("index_template") or {} for item in found.get("index_templates", [])}
-    digests = {name: (template.get("_meta") or {}).get("digest") for name, template in existing.items()
-               if name in templates}
     others = {name: template for name, template in existing.items() if name not in templates}
     for name, body in templates.items():
         overlapping = rivals(body, others)
@@ -282,12 +307,12 @@ def install(client: Elasticsearch, host: str, templates: Mapping[str, dict],
         for other, spec in overlapping:
             if spec.get("priority", 0) > body["priority"]:
                 log.warning("%s", override_warning(name, body, other, spec))
-        if name in digests and digests[name] == body["_meta"]["digest"]:
+        if name in existing and same_template(existing[name], body):
             changes.append(Change("template", name, "unchanged"))
             continue
         with elastic_errors(host, "installing the index template %s" % name):
             client.indices.put_index_template(name=name, body=body)
-        changes.append(Change("template", name, "updated" if name in digests else "created"))
+        changes.append(Change("template", name, "updated" if name in existing else "created"))
     return changes
 
 
