@@ -915,6 +915,12 @@ def index_state_answers(client: Elasticsearch) -> list:
                                 settings={"index.blocks.read": None, "index.blocks.write": None})
     client.indices.open(index="build-2020.02.01")
     seen.append(mget("build-2020.02.01", "test-2020.02.01"))
+    # A hidden index, open and closed: how _resolve/index lists its attributes.
+    client.indices.create(index="boot-2020.02.02", settings={"index.hidden": True})
+    client.indices.create(index="boot-2020.02.03", settings={"index.hidden": True})
+    client.indices.close(index="boot-2020.02.03")
+    seen.append(client.indices.resolve_index(name="boot-2020.02.02,boot-2020.02.03", expand_wildcards="all").body)
+    client.indices.delete(index="boot-2020.02.02,boot-2020.02.03")
     return seen
 
 

@@ -280,8 +280,9 @@ class IndexStates:
             answer = {"indices": [], "aliases": [], "data_streams": []}
             for name in sorted(indices):
                 index = self.indices[name]
-                entry = {"name": name, "attributes": (["hidden"] if index.hidden else [])
-                         + ["closed" if index.closed else "open"]}
+                # In alphabetical order, as the node lists them: ["closed", "hidden"], ["hidden", "open"].
+                entry = {"name": name, "attributes": sorted((["hidden"] if index.hidden else [])
+                                                            + ["closed" if index.closed else "open"])}
                 if name in owner:
                     entry["data_stream"] = owner[name]
                 answer["indices"].append(entry)
