@@ -102,6 +102,36 @@ def test_setup_es_puts_back_a_template_edited_by_hand_on_a_real_node(real_es, tm
     assert kcing(["setup_es"], env, tmp_path).stdout.count("unchanged") == len(KINDS)
 
 
+def auto_create_answers(client: Elasticsearch) -> list:
+    """What a write to a missing index answers: under a template forbidding auto-creation, under
+    none, and under one allowing it."""
+    client.indices.put_index_template(name="zz-forbids", index_patterns=["zz-*"], priority=5, allow_auto_create=False)
+    client.indices.put_index_template(name="ww-allows", index_patterns=["ww-*"], priority=5, allow_auto_create=True)
+    items = client.bulk(operations=[line for name in ("zz-2020.01.01", "yy-2020.01.01", "ww-2020.01.01")
+                                    for line in ({"index": {"_index": name, "_id": "a"}}, {"job": "x"})])["items"]
+    for name in ("yy-2020.01.01", "ww-2020.01.01"):
+        client.options(ignore_status=404).indices.delete(index=name)
+    client.indices.delete_index_template(name="zz-forbids,ww-allows")
+    return [(item["index"]["status"], item["index"].get("error")) for item in items]
+
+
+def test_index_auto_creation_is_refused_and_allowed_as_the_emulator_says(real_es):
+    from tests.fakes.elastic_server import ElasticsearchEmulator
+
+    client = client_for(real_es)
+    node = {}
+    for allowed in (True, False):
+        client.cluster.put_settings(persistent={"action.auto_create_index": None if allowed else False})
+        try:
+            node[allowed] = auto_create_answers(client)
+        finally:
+            client.cluster.put_settings(persistent={"action.auto_create_index": None})
+    assert node[True] != node[False]
+    for allowed in (True, False):
+        with ElasticsearchEmulator(auto_create_index=allowed) as emulator:
+            assert auto_create_answers(Elasticsearch(emulator.url)) == node[allowed]
+
+
 def test_setup_es_with_ilm_on_a_node_without_ilm_is_a_clear_error(real_es, tmp_path):
     """The node has no x-pack, so no ILM: kcing must say so in one line, not crash."""
     done = kcing(["setup_es", "--ilm"], admin_environ(real_es, tmp_path, DRP_DAYS="10"), tmp_path)
@@ -223,6 +253,30 @@ def node_keys(client: Elasticsearch, indices) -> Set[DocKey]:
 def total_count(client: Elasticsearch, indices) -> int:
     client.indices.refresh(index=",".join(indices), ignore_unavailable=True)
     return client.count(index=",".join(indices), ignore_unavailable=True)["count"]
+
+
+@needs_samples
+def test_logstash_creates_kcing_indices_on_a_node_that_turned_auto_creation_off(real_es, legacy_replica, forwarding,
+                                                                                 tmp_path):
+    """A cluster hardened with action.auto_create_index: false refused every document Logstash
+    wrote to a kcing index not made yet (after Logstash had acknowledged it): the templates setup_es
+    installs allow auto-creation for kcing's patterns, and for them only."""
+    db = tmp_path / "kcing.db"
+    env = feed_environ(legacy_replica, forwarding, db, ES_HOST=real_es.url, DRP_DAYS=KEEP_EVERYTHING)
+    client = client_for(real_es)
+    client.cluster.put_settings(persistent={"action.auto_create_index": False})
+    try:
+        assert kcing(["setup_es"], env, tmp_path).returncode == 0
+        fed = kcing(["feed_es"], env, tmp_path)
+        assert fed.returncode == 0, fed.stdout + fed.stderr
+        expected = set().union(*kept_ids(db).values())
+        assert node_keys(client, sorted({index for index, _ in expected})) == expected
+        checked = kcing(["reconcile"], env, tmp_path)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        refused = client.bulk(operations=[{"index": {"_index": "other-2024.10.16", "_id": "a"}}, {"job": "x"}])
+        assert refused["items"][0]["index"]["status"] == 404
+    finally:
+        client.cluster.put_settings(persistent={"action.auto_create_index": None})
 
 
 @needs_samples

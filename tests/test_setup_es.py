@@ -240,6 +240,25 @@ def test_api_node_documents_regressions_included_index_cleanly_through_the_templ
     assert failures == []
 
 
+def test_kcing_indices_are_created_on_a_cluster_that_turned_index_auto_creation_off(tmp_path, capsys):
+    # action.auto_create_index: false is a common hardening of a cluster. Logstash creates kcing's
+    # indices by writing to them, so the node refused every document (404 index_not_found), after
+    # Logstash had acknowledged them: the templates now allow auto-creation for kcing's patterns.
+    with ElasticsearchEmulator(auto_create_index=False) as es:
+        run_setup(tmp_path, es.url, capsys)
+        client = Elasticsearch(es.url)
+        tree = checkout_tree(ApiCorpus(), "https://files.example", datetime(2024, 10, 16, tzinfo=timezone.utc))
+        documents = [document for node in tree.values()
+                     for document in documents_for(node["kind"], json.dumps({"node": node}).encode())]
+        actions = [{"_index": d.index, "_id": d.doc_id, "_source": json.loads(d.source_json())} for d in documents]
+        failures = [item for ok, item in helpers.streaming_bulk(client, actions, raise_on_error=False) if not ok]
+        assert failures == []
+        assert {index.rsplit("-", 1)[0] for index in es.index_names()} == {d.kind for d in documents}
+        # Only kcing's: any other index still waits for someone to create it.
+        refused = client.bulk(operations=[{"index": {"_index": "other-2024.10.16", "_id": "a"}}, {"job": "x"}])
+        assert refused["items"][0]["index"]["status"] == 404
+
+
 def test_a_conflicting_template_of_the_same_priority_is_a_clear_error(tmp_path, es):
     Elasticsearch(es.url).indices.put_index_template(name="someone", index_patterns=["b*"], priority=200)
     with pytest.raises(ElasticsearchError) as caught:

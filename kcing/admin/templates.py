@@ -95,6 +95,10 @@ def template_body(kind: str, fields: Mapping[str, Mapping[str, str]] = FIELDS,
     body = {
         "index_patterns": [index_pattern(kind)],
         "priority": PRIORITY,
+        # Logstash creates each day's index by writing to it: a cluster that turned auto-creation
+        # off (action.auto_create_index: false, a common hardening) would refuse every document,
+        # after Logstash acknowledged it. This template's setting decides for kcing's patterns.
+        "allow_auto_create": True,
         "template": {
             "settings": settings,
             "mappings": {

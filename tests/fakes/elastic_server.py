@@ -847,11 +847,14 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
     def __init__(self, port: int = 0, version: str = VERSION, user: Optional[str] = None,
                  password: Optional[str] = None, api_key: Optional[str] = None,
                  destructive_requires_name: bool = True, builtin_templates: bool = True,
-                 cluster_name: str = "kcing-emulator", clock: Callable[[], float] = time.time):
+                 cluster_name: str = "kcing-emulator", clock: Callable[[], float] = time.time,
+                 auto_create_index: bool = True):
         self.version = version
         self.major = int(version.split(".")[0])
         self.user, self.password, self.api_key = user, password, api_key
         self.destructive_requires_name = destructive_requires_name
+        # The cluster setting action.auto_create_index, true or false (a node's default is true).
+        self.auto_create_index = auto_create_index
         self.cluster_name = cluster_name
         self.cluster_uuid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         self.clock = clock
@@ -1571,6 +1574,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
                                          "reason": "Compressor detection can only be called on some xcontent bytes "
                                                    "or compressed xcontent bytes"})
             if index is None:
+                self._check_auto_create(name)
                 index = self._create_index(name, {})
             if op == "create" and doc_id in index.docs:
                 raise EsError(409, "version_conflict_engine_exception",
@@ -1582,6 +1586,20 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
                     "status": 201 if created else 200}
         except EsError as error:
             return {**result, "status": error.status, "error": error.cause()}
+
+    def _check_auto_create(self, name: str) -> None:
+        """A write creates a missing index only where auto-creation is allowed, as on a node: the
+        matching template's allow_auto_create decides when it sets it, else the cluster's
+        action.auto_create_index."""
+        matched = self.matching_template(name)
+        allowed = matched[1].get("allow_auto_create") if matched is not None else None
+        if allowed is False:
+            why = "composable template [%s] forbids index auto creation" % ", ".join(matched[1]["index_patterns"])
+            raise EsError(404, "index_not_found_exception", "no such index [%s]" % why, index_uuid="_na_", index=why)
+        if allowed is None and not self.auto_create_index:
+            raise EsError(404, "index_not_found_exception",
+                          "no such index [%s] and [action.auto_create_index] is [false]" % name,
+                          index_uuid="_na_", index=name)
 
     def _mget(self, target: Optional[str], query, headers, body) -> _Answer:
         spec = self._json_body(headers, body, required=True)
