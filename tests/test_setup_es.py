@@ -16,7 +16,7 @@ from kcing import settings as settings_module
 from kcing.commands import setup_es
 from kcing.admin.templates import (
     KEYWORD_LIMIT, KINDS, POLICY_NAME, PRIORITY, TEMPLATE_DIR, UNAGGREGATED_TEXT, mapping_misfits, misfit_warnings,
-    retention_policy, template_body, template_files, templates_for, wait_until_ready,
+    as_read_back, retention_policy, same_template, template_body, template_files, templates_for, wait_until_ready,
 )
 from kcing.admin.retention import cutoff_day, expired_indices
 from kcing.reconcile import expired_index
@@ -135,6 +135,21 @@ def edited_as_by_hand(client: Elasticsearch, name: str, ilm: bool = False) -> No
     if ilm:
         del stored["template"]["settings"]["index"]["lifecycle"]
     client.indices.put_index_template(name=name, body=stored)
+
+
+def test_a_template_is_the_same_as_kcings_whole_but_for_what_says_nothing_of_its_indices():
+    body = templates_for(POLICY_NAME)["kcing-test"]
+    stored = as_read_back(body)
+    assert stored["template"]["settings"] == {"index": {"number_of_shards": "1", "number_of_replicas": "0", "lifecycle": {
+        "name": POLICY_NAME, "parse_origination_date": "true"}}}
+    assert same_template(stored, body)
+    assert same_template(dict(stored, modified_date_millis=1733300000000), body)  # a date a node may keep
+    for shaping in ({"data_stream": {}}, {"composed_of": ["someone-mappings"]}, {"priority": 201},
+                    {"ignore_missing_component_templates": ["x"]}, {"_meta": dict(body["_meta"], digest="0")}):
+        assert not same_template(dict(stored, **shaping), body), shaping
+    without_replicas = json.loads(json.dumps(stored))
+    del without_replicas["template"]["settings"]["index"]["number_of_replicas"]
+    assert not same_template(without_replicas, body)
 
 
 @pytest.mark.parametrize("ilm", [False, True])
