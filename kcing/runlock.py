@@ -39,6 +39,7 @@ class RunLock:
 
     def __init__(self, db_path: str):
         self.path = lock_path(db_path)
+        self.locked_file = Path(str(db_path)).expanduser()
         self._fd = None
 
     def __enter__(self) -> "RunLock":
@@ -49,6 +50,14 @@ class RunLock:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             raise LockHeld("another kcing run (pid %s) is using %s; try again when it ends" % (holder, self.path)) from None
+        except OSError as error:
+            # The file system refuses file locks altogether (NFS without its lock service says
+            # ENOLCK, some FUSE and SMB mounts EOPNOTSUPP): running without the lock would let two
+            # runs write one ledger at once, so the run stops, saying where the fault lies.
+            os.close(fd)
+            raise ConfigError("cannot lock %s: %s; its file system takes no file locks (a network file system "
+                              "without its lock service?): keep %s on a local file system"
+                              % (self.path, error.strerror or error, self.locked_file)) from None
         # Only now, holding the lock on a plain file of our own, is rewriting it safe.
         try:
             os.ftruncate(fd, 0)
@@ -109,6 +118,8 @@ def _probe_holder(path: Path) -> Optional[str]:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        except OSError:
+            return None  # a file system without file locks: no run can hold one there
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:

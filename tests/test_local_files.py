@@ -5,6 +5,7 @@ Each test runs the real `kcing` program on real files, as an operator would meet
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -110,6 +111,48 @@ def test_the_lock_file_holds_the_pid_of_its_holder(tmp_path):
     Path(str(db) + ".lock").write_text("123456789 left by an older run")
     with RunLock(str(db)):
         assert Path(str(db) + ".lock").read_text() == str(os.getpid())
+
+
+# -- lock files on a file system that takes no file locks ---------------------------------------
+
+# Put first on the path of the kcing process: its fcntl.flock fails as it does on a file system
+# without lock support (NFS without its lock service: ENOLCK; some FUSE and SMB mounts: EOPNOTSUPP).
+FLOCK_REFUSED = """\
+import errno, fcntl, os
+def _refused(fd, operation):
+    code = int(os.environ["KCING_TEST_FLOCK_ERRNO"])
+    raise OSError(code, os.strerror(code))
+fcntl.flock = _refused
+"""
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP])
+def test_a_lock_file_system_that_takes_no_locks_is_one_line_and_exit_2(tmp_path, code):
+    """Was an internal error (OSError, exit 70), as if kcing had a bug: the operator must learn
+    that the ledger sits on a file system without file locks, and where to put it instead."""
+    (tmp_path / "patch").mkdir()
+    (tmp_path / "patch" / "sitecustomize.py").write_text(FLOCK_REFUSED)
+    db = tmp_path / "kcing.db"
+    env = clean_environ(KCING_DB=str(db), PYTHONPATH=str(tmp_path / "patch"), KCING_TEST_FLOCK_ERRNO=str(code))
+    result = run(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(tmp_path / "out")],
+                 env, tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert one_line_error(result) == (
+        "kcing feed_es: cannot lock %s.lock: %s; its file system takes no file locks (a network file system "
+        "without its lock service?): keep %s on a local file system" % (db, os.strerror(code), db))
+    assert not db.exists()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_lock_refused_by_the_file_system_closes_its_file(tmp_path, monkeypatch):
+    def refused(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.setattr("kcing.runlock.fcntl.flock", refused)
+    opened = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(ConfigError, match="takes no file locks"):
+        with RunLock(str(tmp_path / "kcing.db")):
+            pass
+    assert set(os.listdir("/proc/self/fd")) <= opened
 
 
 # -- replaced files keep readable modes ----------------------------------------------------------
