@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import re
 import sys
 import time
@@ -120,11 +121,23 @@ class BoundedStatements(logging.Filter):
 BOUNDED_STATEMENTS = BoundedStatements()
 
 
-class LogFileHandler(logging.FileHandler):
+class LogFileHandler(logging.handlers.WatchedFileHandler):
     """A log file that says once, in one line, that it cannot be written (a full disk), instead
-    of printing a traceback for every record; the run and its stderr log go on."""
+    of printing a traceback for every record; the run and its stderr log go on.
+
+    A file moved away or removed during the run (logrotate, whose `compress` removes it once
+    gzip has read it) is opened again at its name before the next line: the rest of the trail,
+    the summary and how the run ended included, goes where the operator looks for it."""
 
     failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Opening the file again happens outside FileHandler's own guard: a directory gone or
+        # made unwritable meanwhile would otherwise raise into whatever code logged the line.
+        try:
+            super().emit(record)
+        except Exception:
+            self.handleError(record)
 
     def handleError(self, record: logging.LogRecord) -> None:
         if not self.failed:

@@ -267,6 +267,35 @@ def test_log_file_gets_the_trail(legacy_replica, logstash, tmp_path):
     assert "run finished: listed" in trail and "delivered" in trail
 
 
+@pytest.mark.parametrize("rotation", ["moved", "removed"])
+def test_a_log_file_rotated_during_a_run_gets_the_rest_of_the_trail_at_its_name(tmp_path, rotation):
+    """logrotate moves the file away (and, with compress, removes it once gzip has read it): the
+    run kept writing into the moved or removed file, and its end (the summary, how it ended),
+    what a cron job's reader looks for, never reached the file at the name."""
+    from tests.feedrun import SAMPLES
+    if not (SAMPLES / "manifest.json").is_file():
+        pytest.skip("samples/ has no manifest")
+    log = tmp_path / "feed.log"
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"), ES_LOAD_INTERVAL="0.5", KCING_PROGRESS_EVERY="1")
+    run = kcing_process(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output",
+                         str(tmp_path / "out"), "-q", "-l", str(log)], env, tmp_path)
+    try:
+        assert wait_until(lambda: log.exists() and "progress:" in log.read_text(), timeout=30)
+        if rotation == "moved":
+            log.rename(tmp_path / "feed.log.1")
+        else:
+            log.unlink()
+        assert run.wait(timeout=60) == 0, run.communicate()
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.communicate()
+    trail = log.read_text()
+    assert "run finished: listed 11" in trail and "feed_es: 2462 documents in 7 batches" in trail, trail
+    if rotation == "moved":
+        assert "run finished" not in (tmp_path / "feed.log.1").read_text()
+
+
 def test_a_run_refused_at_start_says_why_in_the_log_file_too(tmp_path):
     """The -l file is the trail a cron job's reader has: a setting gone wrong (here in
     local_settings.py, edited by hand) ended every run with exit 2 and left nothing in it."""
