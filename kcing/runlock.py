@@ -5,6 +5,7 @@ import errno
 import fcntl
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -45,9 +46,9 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         fd = open_lock_file(self.path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_now_or_soon(fd)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            holder = _recorded_pid(fd) or "unknown"
             os.close(fd)
             raise LockHeld("another kcing run (pid %s) is using %s; try again when it ends" % (holder, self.path)) from None
         except OSError as error:
@@ -75,12 +76,38 @@ class RunLock:
             self._fd = None
 
 
-def lock_holder(db_path: str) -> Optional[str]:
-    """The pid of the kcing run holding `<db>.lock` now, or None when no run holds it.
+# How long taking the run lock tries again before it takes the lock as held by another run: a
+# `kcing status` may hold it shared for an instant to see whether a run holds it (`lock_holder`).
+PROBE_GRACE = 0.2
 
-    Only looks: creates nothing, writes nothing, follows no symlink, and takes no lock itself
-    where the kernel lists its locks (a probe with flock would make a run starting at that very
-    moment find the lock taken)."""
+
+def _lock_now_or_soon(fd: int, grace: float = PROBE_GRACE) -> None:
+    """flock `fd` exclusively; BlockingIOError when another holds it still after `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(0.01)
+
+
+def _recorded_pid(fd: int) -> str:
+    """The pid the run holding the lock wrote into it ("" when none yet): its own pid, the one
+    its runs-table row holds, whatever pid namespace (container) the reader is in."""
+    return os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+
+
+def lock_holder(db_path: str) -> Optional[str]:
+    """The pid of the kcing run holding `<db>.lock` now, as that run recorded it (os.getpid()
+    there), or None when no run holds it.
+
+    Only looks: creates nothing, writes nothing, follows no symlink. The kernel's list of locks
+    shows a run in another pid namespace (a container) under another pid, or not at all: what it
+    lists is taken as held, and the pid is read from the file; where it lists nothing, a shared
+    flock held for an instant tells (a run starting at that moment tries again, see PROBE_GRACE)."""
     path = lock_path(db_path)
     try:
         info = os.lstat(str(path))
@@ -89,9 +116,20 @@ def lock_holder(db_path: str) -> Optional[str]:
     if not stat.S_ISREG(info.st_mode):
         return None
     listed = _kernel_lock_holder(info)
-    if listed is not None:
-        return listed or None
+    if listed:
+        return _pid_in(path) or listed
     return _probe_holder(path)
+
+
+def _pid_in(path: Path) -> str:
+    try:
+        fd = os.open(str(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        return _recorded_pid(fd)
+    finally:
+        os.close(fd)
 
 
 def _kernel_lock_holder(info: os.stat_result) -> Optional[str]:
@@ -117,7 +155,7 @@ def _probe_holder(path: Path) -> Optional[str]:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            return _recorded_pid(fd) or "unknown"
         except OSError:
             return None  # a file system without file locks: no run can hold one there
         fcntl.flock(fd, fcntl.LOCK_UN)

@@ -113,6 +113,26 @@ def test_the_lock_file_holds_the_pid_of_its_holder(tmp_path):
         assert Path(str(db) + ".lock").read_text() == str(os.getpid())
 
 
+def test_a_run_starting_while_a_status_looks_at_the_lock_takes_it(tmp_path):
+    """`kcing status` holds the lock shared for an instant when the kernel's list of locks cannot
+    tell (a run in another pid namespace is not listed): a run starting at that very moment must
+    not take it for another run's and exit 4."""
+    import fcntl
+    import threading
+    db = tmp_path / "kcing.db"
+    lock = Path(str(db) + ".lock")
+    lock.write_text("")
+    looking = os.open(str(lock), os.O_RDONLY)
+    fcntl.flock(looking, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    done = threading.Timer(0.05, lambda: os.close(looking))
+    done.start()
+    try:
+        with RunLock(str(db)):
+            assert lock.read_text() == str(os.getpid())
+    finally:
+        done.join()
+
+
 # -- lock files on a file system that takes no file locks ---------------------------------------
 
 # Put first on the path of the kcing process: its fcntl.flock fails as it does on a file system

@@ -333,3 +333,48 @@ def test_a_watermark_edited_into_no_time_is_a_one_line_error_naming_the_row(tmp_
             ledger.advance_watermark("api", datetime.fromisoformat("2024-10-17T08:00:00+00:00"), "logstash http://ls:8338")
     finally:
         ledger.close()
+
+
+def _in_own_pid_namespace(args: list) -> list:
+    """`args` run in a pid namespace of their own (as in a container), with its own /proc: the
+    kernel's list of locks shows there only the processes of that namespace."""
+    import os
+    import shutil
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("pid namespaces need root and unshare")
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("cannot make a pid namespace here: %s" % probe.stderr.decode(errors="replace").strip())
+    return ["unshare", "--pid", "--fork", "--mount-proc"] + args
+
+
+@needs_samples
+@pytest.mark.parametrize("run_inside", [True, False], ids=["run-in-a-container", "status-in-a-container"])
+def test_a_run_in_another_pid_namespace_is_shown_running(tmp_path, run_inside):
+    """A feed in a container, its status read from the host (or the reverse), was shown `ended
+    without a record (killed, ...)` while it ran: the kernel lists its lock under another pid
+    than the one its row holds, or not at all."""
+    from tests.fakes.serving import wait_until
+    db = tmp_path / "kcing.db"
+    env = clean_environ(KCING_DB=str(db), ES_LOAD_INTERVAL="0.5")
+    feed = [sys.executable, str(REPO / "kcing.py"), "feed_es", "--source", "samples", "--samples-dir", str(SAMPLES),
+            "--output", str(tmp_path / "out"), "-q"]
+    status = [sys.executable, str(REPO / "kcing.py"), "status", "--json"]
+    if run_inside:
+        feed = _in_own_pid_namespace(feed)
+    else:
+        status = _in_own_pid_namespace(status)
+    feeding = subprocess.Popen(feed, env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        assert wait_until(lambda: (tmp_path / "out").is_dir() and any((tmp_path / "out").iterdir()), timeout=30)
+        shown = subprocess.run(status, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+        assert feeding.poll() is None, "the feed ended before status was read: %s" % (feeding.communicate(),)
+    finally:
+        if feeding.poll() is None:
+            feeding.kill()
+        feeding.communicate()
+    assert shown.returncode == 0, shown.stderr
+    (run,) = json.loads(shown.stdout)["runs"]
+    recorded = Path(str(db) + ".lock").read_text()
+    assert run["outcome"] == "running (pid %s)" % recorded, run
