@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import difflib
+import errno
 import gc
 import io
 import logging
@@ -433,8 +434,10 @@ def run_command(command: str, args: dict) -> int:
     try:
         logs.configure(debug=args.get("--debug"), log_file=args.get("--log-file"), quiet=quiet)
     except OSError as error:
-        print("kcing %s: cannot open log file %s: %s" % (command, args.get("--log-file"), error.strerror),
-              file=sys.stderr)
+        # ENXIO: a FIFO or socket no process reads ("No such device or address" says nothing of it).
+        reason = "no process reads it (a FIFO without a reader, or a socket)" if error.errno == errno.ENXIO \
+            else error.strerror
+        print("kcing %s: cannot open log file %s: %s" % (command, args.get("--log-file"), reason), file=sys.stderr)
         return USAGE_ERROR
     try:
         if not getattr(commands.load(command), "READS_SETTINGS", True):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import re
 import sys
 import time
@@ -130,6 +131,14 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
     the summary and how the run ended included, goes where the operator looks for it."""
 
     failed = False
+
+    def _open(self):
+        # Opened without waiting: a FIFO no process reads (a log shipper that is down) would hold
+        # the open for good, and cron would start another run, held there too, every hour. Then
+        # ENXIO refuses it; with a reader, it is written as any log file.
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+        os.set_blocking(fd, True)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
     def emit(self, record: logging.LogRecord) -> None:
         # Opening the file again happens outside FileHandler's own guard: a directory gone or

@@ -296,6 +296,34 @@ def test_a_log_file_rotated_during_a_run_gets_the_rest_of_the_trail_at_its_name(
         assert "run finished" not in (tmp_path / "feed.log.1").read_text()
 
 
+def test_a_log_file_that_is_a_fifo_nobody_reads_is_refused_not_waited_for(tmp_path):
+    """Opening a FIFO for writing waits for a reader: a log shipper that was down held every
+    run there for good, one more each time cron started one. With a reader, it is a log file."""
+    import os
+    from tests.feedrun import SAMPLES
+    if not (SAMPLES / "manifest.json").is_file():
+        pytest.skip("samples/ has no manifest")
+    fifo = tmp_path / "feed.log"
+    os.mkfifo(str(fifo))
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
+    feed = ["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(tmp_path / "out"), "-q",
+            "-l", str(fifo)]
+    refused = kcing(feed, env, tmp_path, timeout=30)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.splitlines() == ["kcing feed_es: cannot open log file %s: no process reads it (a FIFO "
+                                           "without a reader, or a socket)" % fifo]
+    assert not (tmp_path / "kcing.db").exists()
+    # A reader (the trail of a samples run fits in the pipe's buffer, read once the run ended).
+    reader = os.open(str(fifo), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        fed = kcing(feed, env, tmp_path, timeout=60)
+        assert fed.returncode == 0, fed.stdout + fed.stderr
+        trail = os.read(reader, 1 << 20).decode()
+    finally:
+        os.close(reader)
+    assert "run finished: listed 11" in trail, trail
+
+
 def test_a_run_refused_at_start_says_why_in_the_log_file_too(tmp_path):
     """The -l file is the trail a cron job's reader has: a setting gone wrong (here in
     local_settings.py, edited by hand) ended every run with exit 2 and left nothing in it."""
