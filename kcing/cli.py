@@ -354,6 +354,27 @@ def tolerant_stdout() -> None:
         reconfigure(errors="kcing-escape")
 
 
+def standard_descriptors_open() -> None:
+    """A crontab line that closes stdout or stderr (`>&-`, `2>&-`) starts kcing without
+    descriptor 1 or 2. Python then leaves sys.stdout or sys.stderr None, and printing the summary
+    through the -l copy of stdout failed after the run was done (exit 1, the summary and the ending
+    missing from the log file); and the first file kcing opened (the log file, the run lock, an
+    NDJSON file) took the closed number, where anything writing to stdout or stderr (a worker
+    process, a library) would have written into it. /dev/null takes the closed numbers first."""
+    for number in (0, 1, 2):
+        try:
+            os.fstat(number)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free number: `number` itself
+            if opened != number:
+                os.dup2(opened, number)
+                os.close(opened)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+
+
 def settings_from(args: dict, environ=None):
     """Load settings and apply the flags the user gave (docopt leaves absent ones as None)."""
     overrides = {name: args.get(flag) for flag, name in FLAG_SETTINGS.items() if args.get(flag) is not None}
@@ -369,6 +390,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     as_program = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if as_program:
+        standard_descriptors_open()
         tolerant_stdout()
     command = None
     try:

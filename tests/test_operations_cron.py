@@ -265,3 +265,40 @@ def test_a_command_ending_1_says_so_on_stderr_and_its_status_in_the_log_file(tmp
                                             "imported, or refer to objects found neither in the file nor in "
                                             "Kibana (listed))"), logged
     assert "exit 1" not in result.stderr  # stderr has said why; the status is the process's own
+
+
+# A crontab line that closes stdout or stderr (`>&-`, `2>&-`) -----------------------------------
+
+def _kcing_with_closed(fds, args, env, cwd):
+    """The real program started with the standard descriptors `fds` closed, as `>&-` leaves them."""
+    def close():
+        for fd in fds:
+            os.close(fd)
+    return subprocess.run([sys.executable, str(REPO / "kcing.py"), *args], env=env, cwd=str(cwd),
+                          stdout=subprocess.PIPE if 1 not in fds else None,
+                          stderr=subprocess.PIPE if 2 not in fds else None, preexec_fn=close, timeout=120)
+
+
+@pytest.mark.parametrize("fds", [(1,), (1, 2), (2,)], ids=["stdout", "stdout-and-stderr", "stderr"])
+def test_a_run_with_stdout_or_stderr_closed_ends_as_it_went_and_logs_its_trail(tmp_path, fds):
+    """`kcing feed_es -l FILE >&-`: the run delivered everything and recorded it, then printing its
+    summary through the -l copy of stdout failed (Python leaves sys.stdout None): exit 1, the
+    summary and the ending missing from the log file. And the first file kcing opened took the
+    closed descriptor's number, where whatever writes to stdout or stderr would have landed."""
+    from tests.feedrun import SAMPLES
+    if not (SAMPLES / "manifest.json").is_file():
+        pytest.skip("samples/ has no manifest")
+    trail = tmp_path / "feed.log"
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
+    fed = _kcing_with_closed(fds, ["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output",
+                                   str(tmp_path / "out"), "-l", str(trail)], env, tmp_path)
+    assert fed.returncode == 0, (fed.stdout, fed.stderr)
+    logged = trail.read_text()
+    assert "INFO kcing.cli: feed_es: 2462 documents in 7 batches" in logged, logged
+    assert "internal error" not in logged
+    refused = _kcing_with_closed(fds, ["feed_es", "--source", "nope", "-l", str(tmp_path / "refused.log")], env,
+                                 tmp_path)
+    assert refused.returncode == 2
+    (line,) = (tmp_path / "refused.log").read_text().splitlines()
+    assert line.endswith("ERROR kcing.cli: kcing feed_es: invalid KCI_SOURCE='nope' (from --source): must be one of "
+                         "legacy, samples, api (exit 2)"), line
