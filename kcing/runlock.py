@@ -7,7 +7,7 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 from kcing.errors import ConfigError, LockHeld, StorageFailed
 from kcing.files import open_lock_file
@@ -60,9 +60,11 @@ class RunLock:
                               "without its lock service?): keep %s on a local file system"
                               % (self.path, error.strerror or error, self.locked_file)) from None
         # Only now, holding the lock on a plain file of our own, is rewriting it safe.
+        pid = str(os.getpid()).encode("ascii")
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+            if os.pwrite(fd, pid, 0) != len(pid):  # a full disk may take part of it
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         except OSError as error:
             os.close(fd)
             raise StorageFailed("cannot write the lock file %s: %s" % (self.path, error.strerror)) from None
@@ -100,14 +102,15 @@ def _recorded_pid(fd: int) -> str:
     return os.pread(fd, 32, 0).decode("ascii", "replace").strip()
 
 
-def lock_holder(db_path: str) -> Optional[str]:
-    """The pid of the kcing run holding `<db>.lock` now, as that run recorded it (os.getpid()
-    there), or None when no run holds it.
+def lock_holder(db_path: str) -> Optional[Tuple[str, ...]]:
+    """The pids the kcing run holding `<db>.lock` now is known by, or None when no run holds it:
+    the pid it wrote into the file (its own, os.getpid() there, as its runs-table row holds it,
+    whatever pid namespace the reader is in), and the pid the kernel lists for it.
 
     Only looks: creates nothing, writes nothing, follows no symlink. The kernel's list of locks
     shows a run in another pid namespace (a container) under another pid, or not at all: what it
-    lists is taken as held, and the pid is read from the file; where it lists nothing, a shared
-    flock held for an instant tells (a run starting at that moment tries again, see PROBE_GRACE)."""
+    lists is taken as held; where it lists nothing, a shared flock held for an instant tells (a
+    run starting at that moment tries again, see PROBE_GRACE)."""
     path = lock_path(db_path)
     try:
         info = os.lstat(str(path))
@@ -117,8 +120,9 @@ def lock_holder(db_path: str) -> Optional[str]:
         return None
     listed = _kernel_lock_holder(info)
     if listed:
-        return _pid_in(path) or listed
-    return _probe_holder(path)
+        return tuple(pid for pid in (_pid_in(path), listed) if pid)
+    probed = _probe_holder(path)
+    return (probed,) if probed is not None else None
 
 
 def _pid_in(path: Path) -> str:

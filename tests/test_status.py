@@ -378,3 +378,25 @@ def test_a_run_in_another_pid_namespace_is_shown_running(tmp_path, run_inside):
     (run,) = json.loads(shown.stdout)["runs"]
     recorded = Path(str(db) + ".lock").read_text()
     assert run["outcome"] == "running (pid %s)" % recorded, run
+
+
+def test_a_lock_file_not_holding_its_holders_pid_still_tells_the_run_running(tmp_path):
+    """Between taking the lock and writing its pid, or after a full disk took part of the pid,
+    the file holds another number: the pid the kernel lists for the holder tells the run then."""
+    import fcntl
+    import os
+    if not os.path.exists("/proc/locks"):
+        pytest.skip("no /proc/locks")
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.start_run("feed_es")  # this process's run, holding the lock below
+    ledger.close()
+    lock = Path(str(db) + ".lock")
+    lock.write_text("303")
+    held = os.open(str(lock), os.O_RDWR)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        (run,) = status_json(clean_environ(KCING_DB=str(db)), tmp_path)["runs"]
+    finally:
+        os.close(held)
+    assert run["outcome"] == "running (pid %d)" % os.getpid(), run
