@@ -100,3 +100,29 @@ def test_the_exit_code_of_a_verify_run_is_the_one_the_run_ends_with(legacy_repli
     values = parsed(prom.read_text())
     assert values[("kcing_feed_exit_code", (("source", "legacy"),))] == 1
     assert values[("kcing_feed_objects", (("outcome", "delivered"), ("source", "legacy")))] > 0
+
+
+def test_the_last_success_is_found_however_many_runs_of_other_feeds_came_since(tmp_path):
+    """Only the newest 500 successful runs were read: once the other feeds sharing the ledger
+    (another source, an --output directory) had succeeded 500 times since, a feed failing all
+    that while lost its last-success metric, and the alert on its age, which the README
+    recommends, went quiet for good in the middle of the outage."""
+    from kcing.ledger.ledger import Ledger
+
+    ledger = Ledger.open(str(tmp_path / "kcing.db"))
+    try:
+        failing = {"source": "api", "destination": "logstash http://ls:8338"}
+        first = ledger.start_run("feed_es", failing)
+        ledger.finish_run(first, "ok", dict(failing, delivered=3))
+        succeeded_at = ledger.last_success("feed_es", "api", failing["destination"])
+        assert succeeded_at is not None
+        other = {"source": "legacy", "destination": "logstash http://ls:8338"}
+        with ledger.db.atomic():
+            for _ in range(600):  # some 25 days of an hourly feed beside it
+                ledger.finish_run(ledger.start_run("feed_es", other), "ok", other)
+            for _ in range(600):
+                ledger.finish_run(ledger.start_run("feed_es", failing), "error 3", failing)
+        assert ledger.last_success("feed_es", "api", failing["destination"]) == succeeded_at
+        assert ledger.last_success("feed_es", "legacy", other["destination"]) is not None
+    finally:
+        ledger.close()

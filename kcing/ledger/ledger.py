@@ -610,25 +610,30 @@ class Ledger:
                                 "(SELECT id FROM upstream_file WHERE first_seen < ?)", [_as_text(cutoff)])
             return UpstreamFile.delete().where(UpstreamFile.first_seen < cutoff).execute()
 
-    def last_success(self, command: str, source: str, destination: Optional[str] = None,
-                     scan: int = 500) -> Optional[datetime]:
+    def last_success(self, command: str, source: str, destination: Optional[str] = None) -> Optional[datetime]:
         """When the newest run of `command` for `source` (and, given one, to `destination`: a run
         into --output files says nothing of the feed to Logstash) ended with outcome ok (aware
-        UTC), or None. A run recorded before destinations were (schema 2) counts for any."""
+        UTC), or None. A run recorded before destinations were (schema 2) counts for any.
+
+        Every successful run is read, newest first, until one matches: however many runs of the
+        other feeds sharing the ledger succeeded since, a feed failing for weeks keeps its last
+        success (and the alert on its age), never None as a feed that never succeeded."""
+        # Only the rows whose counts name the source, as json.dumps wrote them, are decoded.
+        named = fn.instr(models.Run.counts, '"source": %s' % json.dumps(source)) > 0
         query = (models.Run.select(models.Run.ended, models.Run.counts)
-                 .where((models.Run.command == command) & (models.Run.outcome == "ok"))
-                 .order_by(models.Run.id.desc()).limit(scan))
-        for run in query:
+                 .where((models.Run.command == command) & (models.Run.outcome == "ok") & named)
+                 .order_by(models.Run.id.desc()))
+        for ended, text in query.tuples().iterator():
             try:
-                counts = json.loads(run.counts or "{}")
+                counts = json.loads(text or "{}")
             except ValueError:
                 continue
-            if not isinstance(counts, dict) or not isinstance(run.ended, datetime):
+            if not isinstance(counts, dict) or not isinstance(ended, datetime):
                 continue  # a row edited by hand says nothing sure
             if destination is not None and counts.get("destination", destination) != destination:
                 continue
             if counts.get("source") == source:
-                return run.ended.replace(tzinfo=timezone.utc)
+                return ended.replace(tzinfo=timezone.utc)
         return None
 
     def last_run(self, command: str) -> Optional[models.Run]:
