@@ -161,8 +161,17 @@ def open_own_file(path: Path, flags: int, what: str, open_failure: Callable[[OSE
 def open_lock_file(path: Path) -> int:
     """Open (creating if needed) the lock file at `path` for reading and writing; return its fd
     (see `open_own_file`)."""
-    return open_own_file(path, os.O_RDWR, "lock file",
-                         lambda error: ConfigError("cannot create the lock file %s: %s" % (path, error.strerror)))
+    return open_own_file(path, os.O_RDWR, "lock file", lambda error: _lock_file_error(path, error))
+
+
+def _lock_file_error(path: Path, error: OSError) -> ConfigError:
+    """Why the lock file at `path` cannot be opened: one that exists is the file refusing (its
+    mode or owner, a read-only file system), not a directory where it cannot be made."""
+    if not os.path.lexists(str(path)):
+        return ConfigError("cannot create the lock file %s: %s" % (path, error.strerror))
+    how = (" (its mode or owner: let the user running kcing write it, or remove it while no run is going)"
+           if error.errno in (errno.EACCES, errno.EPERM) else "")
+    return ConfigError("cannot open the lock file %s for writing: %s%s" % (path, error.strerror, how))
 
 
 def is_directory(path: Path, named: str) -> bool:

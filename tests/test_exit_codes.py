@@ -278,8 +278,8 @@ def test_a_ledger_on_a_read_only_file_system_is_exit_5_saying_so_and_still_read(
         # A run that writes stops before: the run lock beside the ledger cannot be taken.
         refused = kcing(feed + [str(tmp_path / "elsewhere")], env, tmp_path)
         assert refused.returncode == 2, refused.stdout + refused.stderr
-        assert refused.stderr.splitlines() == ["kcing feed_es: cannot create the lock file %s.lock: Read-only file "
-                                               "system" % db]
+        assert refused.stderr.splitlines() == ["kcing feed_es: cannot open the lock file %s.lock for writing: "
+                                               "Read-only file system" % db]
         shown = kcing(["status", "--json"], env, tmp_path)
         assert shown.returncode == 0, shown.stderr
         assert json.loads(shown.stdout)["objects"] == json.loads(before.stdout)["objects"]
@@ -416,3 +416,23 @@ def test_a_ledger_this_user_may_not_read_is_said_so_not_called_read_only(tmp_pat
     finally:
         db.chmod(0o644)
     assert kcing(feed, env, tmp_path).returncode == 0
+
+
+def test_a_lock_file_this_user_may_not_write_is_said_so_not_said_uncreatable(tmp_path):
+    """A lock file left read-only (another account's, mode 444) was "cannot create the lock file
+    ...: Permission denied", which sent the user to the directory's permissions: it exists, and
+    it is the file that refuses."""
+    from tests.feedrun import SAMPLES
+    db = tmp_path / "kcing.db"
+    env = clean_environ(KCING_DB=str(db))
+    feed = ["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(tmp_path / "out")]
+    assert kcing(feed, env, tmp_path).returncode == 0
+    lock = Path(str(db) + ".lock")
+    lock.chmod(0o444)
+    for args in (feed, ["drp"], ["reconcile"]):
+        refused = kcing_bound_by_modes(args, env, tmp_path)
+        assert (refused.returncode, refused.stderr.strip()) == (
+            2, "kcing %s: cannot open the lock file %s for writing: Permission denied (its mode or owner: let the "
+               "user running kcing write it, or remove it while no run is going)" % (args[0], lock)), refused.stderr
+    shown = kcing_bound_by_modes(["status"], env, tmp_path)
+    assert shown.returncode == 0, shown.stderr
