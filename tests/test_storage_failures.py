@@ -30,6 +30,7 @@ from kcing.sinks.batching import Batch
 from kcing.sinks.ndjson import NdjsonDirSink, whole_records_end
 from tests.feedrun import (SAMPLES, clean_environ, expected_documents, feed_environ, integrity, kcing, kcing_process,
                            ledger_states, sample_objects)
+from tests.fakes.serving import wait_until
 from tests.tmpfs import fill_leaving, resize, small_tmpfs
 
 needs_samples = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
@@ -181,6 +182,35 @@ def test_a_full_disk_under_the_ledger_is_exit_5_with_the_run_closed_and_the_ledg
         assert set(ledger_states(db).values()) == {"delivered"}
         assert len(ledger_states(db)) == len(sample_objects())
         assert set(written_keys(out)) == set(expected_documents(sample_objects()))
+
+
+@needs_samples
+def test_a_disk_that_stays_full_to_the_runs_end_still_gives_the_summary_and_the_metrics(tmp_path):
+    """The disk under the ledger fills mid-run and stays full: the write that closes the run's row
+    failed too, and the run ended with its one line alone: no summary of what it did, and the
+    metrics file (on another disk) kept the last run's exit code 0, which an alert on it missed."""
+    from prometheus_client.parser import text_string_to_metric_families
+    ledger_dir, out, prom = tmp_path / "ledger", tmp_path / "out", tmp_path / "kcing.prom"
+    with small_tmpfs(ledger_dir, "1m"):
+        db = ledger_dir / "kcing.db"
+        prom.write_text("kcing_feed_exit_code{source=\"samples\"} 0\n")
+        run = kcing_process(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(out),
+                             "--metrics", str(prom)], clean_environ(KCING_DB=str(db), ES_LOAD_INTERVAL="0.5"), tmp_path)
+        try:
+            assert wait_until(lambda: out.is_dir() and any(out.glob("*.ndjson")), timeout=30)
+            fill_leaving(ledger_dir, 0)
+            stdout, stderr = run.communicate(timeout=60)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+        assert run.returncode == 5, stdout + stderr
+        assert stderr.strip().splitlines()[-1].startswith("kcing feed_es: cannot write the ledger %s: " % db), stderr
+        assert "feed_es: listed 11, skipped 0 (already delivered), downloaded" in stdout, stdout
+        exit_codes = [sample.value for family in text_string_to_metric_families(prom.read_text())
+                      for sample in family.samples if sample.name == "kcing_feed_exit_code"]
+        assert exit_codes == [5], prom.read_text()
+        assert integrity(db) == "ok"
 
 
 def test_no_room_even_to_open_the_ledger_is_exit_5(tmp_path):

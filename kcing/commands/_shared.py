@@ -2,14 +2,18 @@
 reconcile check. Commands import this module; services never do."""
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
+from kcing.errors import KcingError
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import feed
 from kcing.progress import Progress
 from kcing.sinks.throttle import RateLimiter
 from kcing.wiring import feed_options
+
+log = logging.getLogger(__name__)
 
 
 def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_delivered=lambda obj: None):
@@ -25,11 +29,24 @@ def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_del
     # Whatever ends the run (but SIGKILL), its row gets an outcome: never "running or killed".
     # Which feed it was: several (sources, --output directories) may share one ledger.
     where = {"source": source.name, "destination": getattr(sink, "destinations_key", lambda: "")()}
-    with ledger.recorded_run("feed_es", where) as run:
-        summary = feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
-                       stop=stop, on_delivered=on_delivered, progress=Progress("feed_es", every=settings.KCING_PROGRESS_EVERY))
-        run.outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
-        run.counts = dict(summary.as_dict(), **where)
+    summary = None
+    try:
+        with ledger.recorded_run("feed_es", where) as run:
+            summary = feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
+                           stop=stop, on_delivered=on_delivered,
+                           progress=Progress("feed_es", every=settings.KCING_PROGRESS_EVERY))
+            run.outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
+            run.counts = dict(summary.as_dict(), **where)
+    except KcingError as error:
+        if summary is None:
+            raise
+        # The feed is over and its summary stands; only the write closing its row failed (the
+        # disk under the ledger still full, the ledger locked): the run ends with that error,
+        # or with the one that stopped it, and still says what it did and writes its metrics.
+        if summary.stopped_by is None:
+            summary.stopped_by = error
+        elif str(summary.stopped_by) != str(error):
+            log.error("cannot record how the feed_es run ended: %s", error)
     return summary
 
 
