@@ -40,7 +40,6 @@ class RunLock:
 
     def __init__(self, db_path: str):
         self.path = lock_path(db_path)
-        self.locked_file = Path(str(db_path)).expanduser()
         self._fd = None
 
     def __enter__(self) -> "RunLock":
@@ -58,7 +57,7 @@ class RunLock:
             os.close(fd)
             raise ConfigError("cannot lock %s: %s; its file system takes no file locks (a network file system "
                               "without its lock service?): keep %s on a local file system"
-                              % (self.path, error.strerror or error, self.locked_file)) from None
+                              % (self.path, error.strerror or error, self.path.parent)) from None
         # Only now, holding the lock on a plain file of our own, is rewriting it safe.
         pid = str(os.getpid()).encode("ascii")
         try:

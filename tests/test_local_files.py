@@ -170,7 +170,7 @@ def test_a_lock_file_system_that_takes_no_locks_is_one_line_and_exit_2(tmp_path,
     assert result.returncode == 2, result.stdout + result.stderr
     assert one_line_error(result) == (
         "kcing feed_es: cannot lock %s.lock: %s; its file system takes no file locks (a network file system "
-        "without its lock service?): keep %s on a local file system" % (db, os.strerror(code), db))
+        "without its lock service?): keep %s on a local file system" % (db, os.strerror(code), tmp_path))
     assert not db.exists()
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
