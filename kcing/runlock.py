@@ -59,11 +59,9 @@ class RunLock:
                               "without its lock service?): keep %s on a local file system"
                               % (self.path, error.strerror or error, self.path.parent)) from None
         # Only now, holding the lock on a plain file of our own, is rewriting it safe.
-        pid = str(os.getpid()).encode("ascii")
         try:
             os.ftruncate(fd, 0)
-            if os.pwrite(fd, pid, 0) != len(pid):  # a full disk may take part of it
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
         except OSError as error:
             os.close(fd)
             raise StorageFailed("cannot write the lock file %s: %s" % (self.path, error.strerror)) from None

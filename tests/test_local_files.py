@@ -133,17 +133,6 @@ def test_a_run_starting_while_a_status_looks_at_the_lock_takes_it(tmp_path):
         done.join()
 
 
-def test_a_pid_the_disk_took_only_part_of_is_a_lock_not_taken(tmp_path, monkeypatch):
-    """A full disk may take part of a write: the lock file then named another process, which
-    `kcing status` reads as the holder's pid."""
-    from kcing.errors import StorageFailed
-    real = os.pwrite
-    monkeypatch.setattr("kcing.runlock.os.pwrite", lambda fd, data, offset: real(fd, data[:3], offset))
-    with pytest.raises(StorageFailed, match="cannot write the lock file .*No space left on device"):
-        with RunLock(str(tmp_path / "kcing.db")):
-            pass
-
-
 # -- lock files on a file system that takes no file locks ---------------------------------------
 
 # Put first on the path of the kcing process: its fcntl.flock fails as it does on a file system

@@ -381,8 +381,8 @@ def test_a_run_in_another_pid_namespace_is_shown_running(tmp_path, run_inside):
 
 
 def test_a_lock_file_not_holding_its_holders_pid_still_tells_the_run_running(tmp_path):
-    """Between taking the lock and writing its pid, or after a full disk took part of the pid,
-    the file holds another number: the pid the kernel lists for the holder tells the run then."""
+    """Between taking the lock and writing its pid, the file holds the last run's pid (or
+    nothing): the pid the kernel lists for the holder tells the run then."""
     import fcntl
     import os
     if not os.path.exists("/proc/locks"):
