@@ -392,7 +392,7 @@ def test_a_lock_file_not_holding_its_holders_pid_still_tells_the_run_running(tmp
     ledger.start_run("feed_es")  # this process's run, holding the lock below
     ledger.close()
     lock = Path(str(db) + ".lock")
-    lock.write_text("303")
+    lock.write_text("0")  # no process has pid 0
     held = os.open(str(lock), os.O_RDWR)
     try:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
