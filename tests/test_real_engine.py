@@ -84,6 +84,21 @@ def test_setup_es_installs_every_template_idempotently_and_they_read_back_equal(
         assert item["index_template"] == normalised(files[item["name"]]), item["name"]
 
 
+def test_a_kcing_index_on_a_single_node_has_no_replica_and_leaves_the_cluster_green(real_es, tmp_path, es):
+    """The templates ask for one replica where a second node can hold it (auto_expand_replicas
+    0-1): a single node gives the index none, so it stays green; the emulator answers alike."""
+    env = admin_environ(real_es, tmp_path)
+    assert kcing(["setup_es"], env, tmp_path).returncode == 0
+    assert kcing(["setup_es"], dict(env, ES_HOST=es.url), tmp_path).returncode == 0
+    answers = []
+    for client in (client_for(real_es), Elasticsearch(es.url)):
+        client.bulk(operations=[{"index": {"_index": "build-2020.01.01", "_id": "a"}}, {"job": "mainline"}])
+        settings = client.indices.get_settings(index="build-2020.01.01")["build-2020.01.01"]["settings"]["index"]
+        health = client.cluster.health(wait_for_status="green", timeout="10s")
+        answers.append((settings["number_of_replicas"], settings["auto_expand_replicas"], health["status"]))
+    assert answers == [("0", "0-1", "green")] * 2
+
+
 def test_setup_es_puts_back_a_template_edited_by_hand_on_a_real_node(real_es, tmp_path):
     """A template edited in place (Kibana's index management keeps its `_meta`, and with it the
     digest of kcing's body) is put back as the file says, and said `updated`, not `unchanged`."""

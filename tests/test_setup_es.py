@@ -57,7 +57,7 @@ def free_port() -> int:
 def test_every_catalogue_field_is_mapped_with_its_type(kind):
     body = template_body(kind)
     assert body["index_patterns"] == ["%s-*" % kind] and body["priority"] == PRIORITY
-    assert body["template"]["settings"] == {"number_of_shards": 1, "number_of_replicas": 0}
+    assert body["template"]["settings"] == {"number_of_shards": 1, "auto_expand_replicas": "0-1"}
     mappings = body["template"]["mappings"]
     assert mappings["dynamic"] is False  # uncatalogued fields stay in _source, unmapped
     properties = mappings["properties"]
@@ -131,6 +131,7 @@ def edited_as_by_hand(client: Elasticsearch, name: str, ilm: bool = False) -> No
     stored = client.indices.get_index_template(name=name)["index_templates"][0]["index_template"]
     stored["priority"] = 50
     stored["template"]["mappings"]["properties"]["arch"] = {"type": "text"}
+    stored["template"]["settings"]["index"]["auto_expand_replicas"] = "false"
     stored["template"]["settings"]["index"]["number_of_replicas"] = "2"
     if ilm:
         del stored["template"]["settings"]["index"]["lifecycle"]
@@ -140,7 +141,7 @@ def edited_as_by_hand(client: Elasticsearch, name: str, ilm: bool = False) -> No
 def test_a_template_is_the_same_as_kcings_whole_but_for_what_says_nothing_of_its_indices():
     body = templates_for(POLICY_NAME)["kcing-test"]
     stored = as_read_back(body)
-    assert stored["template"]["settings"] == {"index": {"number_of_shards": "1", "number_of_replicas": "0", "lifecycle": {
+    assert stored["template"]["settings"] == {"index": {"number_of_shards": "1", "auto_expand_replicas": "0-1", "lifecycle": {
         "name": POLICY_NAME, "parse_origination_date": "true"}}}
     assert same_template(stored, body)
     assert same_template(dict(stored, modified_date_millis=1733300000000), body)  # a date a node may keep
@@ -148,7 +149,7 @@ def test_a_template_is_the_same_as_kcings_whole_but_for_what_says_nothing_of_its
                     {"ignore_missing_component_templates": ["x"]}, {"_meta": dict(body["_meta"], digest="0")}):
         assert not same_template(dict(stored, **shaping), body), shaping
     without_replicas = json.loads(json.dumps(stored))
-    del without_replicas["template"]["settings"]["index"]["number_of_replicas"]
+    del without_replicas["template"]["settings"]["index"]["auto_expand_replicas"]
     assert not same_template(without_replicas, body)
 
 
@@ -167,7 +168,8 @@ def test_a_template_edited_by_hand_is_put_back_not_said_unchanged(tmp_path, es, 
     intended = templates_for(POLICY_NAME if ilm else None)["kcing-build"]
     assert stored["priority"] == intended["priority"]
     assert stored["template"]["mappings"] == intended["template"]["mappings"]
-    assert stored["template"]["settings"]["index"]["number_of_replicas"] == "0"
+    assert stored["template"]["settings"]["index"]["auto_expand_replicas"] == "0-1"
+    assert "number_of_replicas" not in stored["template"]["settings"]["index"]
     assert ("lifecycle" in stored["template"]["settings"]["index"]) is ilm
     _, again = run_setup(tmp_path, es.url, capsys, ilm=ilm)
     assert again.count(" unchanged") == len(KINDS) + (1 if ilm else 0)

@@ -86,7 +86,10 @@ def template_body(kind: str, fields: Mapping[str, Mapping[str, str]] = FIELDS,
                   sub_objects: Mapping[str, Mapping[str, str]] = SUB_OBJECTS,
                   policy: Optional[str] = None) -> dict:
     """The composable template for `kind`; with `policy`, new indices are managed by that ILM policy."""
-    settings: Dict[str, object] = {"number_of_shards": 1, "number_of_replicas": 0}
+    # One replica wherever a second node can hold it, none on a single node (which then stays
+    # green): a cluster that loses a node keeps kcing's data, and the docker compose node is not
+    # left yellow for good.
+    settings: Dict[str, object] = {"number_of_shards": 1, "auto_expand_replicas": "0-1"}
     if policy:
         settings["index.lifecycle.name"] = policy
         # Age counts from the date in the index name, not from creation: a backfill of old days

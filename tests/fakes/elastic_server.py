@@ -127,7 +127,7 @@ INDEX_SETTINGS = {
     "index.refresh_interval": "time", "index.hidden": "bool", "index.codec": "str",
     "index.mapping.total_fields.limit": "int>=0", "index.mapping.ignore_malformed": "bool",
     "index.mapping.coerce": "bool", "index.default_pipeline": "str", "index.final_pipeline": "str",
-    "index.auto_expand_replicas": "str", "index.max_result_window": "int>=1", "index.query.default_field": "str",
+    "index.auto_expand_replicas": "auto_expand", "index.max_result_window": "int>=1", "index.query.default_field": "str",
     "index.routing.allocation.include._tier_preference": "str", "index.routing.allocation.require._name": "str",
     "index.mode": "str",
     "index.blocks.read_only": "bool", "index.blocks.read": "bool", "index.blocks.write": "bool",
@@ -501,7 +501,20 @@ def _setting_value(name: str, value: Any) -> str:
         raise bad_request("Failed to parse value [%s] as only [true] or [false] are allowed." % text)
     elif kind == "time":
         parse_time(text, name)
+    elif kind == "auto_expand" and text != "false":
+        # AutoExpandReplicas.parse: "<min>-<max>", max a number or "all"
+        low, dash, high = text.partition("-")
+        if not (dash and low.isdigit() and (high.isdigit() or high == "all")):
+            raise bad_request("failed to parse [index.auto_expand_replicas] from value: [%s] at index %d"
+                              % (text, text.find("-")))
     return text
+
+
+def auto_expanded_replicas(settings: Dict[str, str]) -> Optional[str]:
+    """The replicas `index.auto_expand_replicas` gives an index on this single-node cluster (its
+    lower bound: no other node can hold a copy), or None when it is not set or "false"."""
+    expand = settings.get("index.auto_expand_replicas", "false")
+    return None if expand == "false" else expand.split("-")[0]
 
 
 def nested_settings(flat: Dict[str, str]) -> dict:
@@ -1388,6 +1401,9 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         if request.get("mappings"):
             mappings = validate_mappings(request["mappings"])
         settings.setdefault("index.number_of_shards", "1")
+        expanded = auto_expanded_replicas(settings)
+        if expanded is not None:
+            settings["index.number_of_replicas"] = expanded
         settings.setdefault("index.number_of_replicas", "1")
         if settings.get("index.lifecycle.parse_origination_date") == "true" and not _ORIGINATION_NAME.match(name):
             raise bad_request("index name [%s] does not match pattern '^.*-\\d{4}.\\d{2}.\\d{2}(-[\\d]+)?$'" % name)
