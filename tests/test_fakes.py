@@ -159,6 +159,24 @@ def test_paging_with_skip_limit_until_an_empty_page(logged_in):
     assert len(seen) == 4 and created == sorted(created)
 
 
+def test_listing_answers_of_1024_bytes_or_more_come_gzip_compressed_as_the_backend_sent_them(replica):
+    """The frontend passes the backend's gzip body and Content-Encoding through, whatever the
+    crawler's Accept-Encoding said; a short answer stays plain."""
+    session = requests.Session()
+    token = login(session, replica.frontend_url)
+    url = "%s/_ajax/build" % replica.frontend_url
+    for accepted in ("gzip, deflate", "identity"):
+        raw = session.get(url, params={"limit": 0}, headers={"X-CSRFToken": token, "Accept-Encoding": accepted},
+                          timeout=TIMEOUT, stream=True)
+        assert raw.headers["Content-Encoding"] == "gzip"
+        body = raw.raw.read()
+        assert int(raw.headers["Content-Length"]) == len(body)
+        assert len(json.loads(gzip.decompress(body))["result"]) == 4
+    short = session.get(url, params={"limit": 1, "field": "_id"}, headers={"X-CSRFToken": token},
+                        timeout=TIMEOUT)
+    assert "Content-Encoding" not in short.headers and len(short.json()["result"]) == 1
+
+
 def test_sort_order_defaults_to_descending(logged_in):
     ascending = oids(logged_in("build", sort="created_on", sort_order=1))
     assert oids(logged_in("build", sort="created_on")) == ascending[::-1]

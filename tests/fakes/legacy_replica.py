@@ -6,6 +6,7 @@ collections, and storage files.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import hmac
 import json
@@ -107,6 +108,12 @@ _BACKEND_500_HTML = b"<html><title>500: Internal Server Error</title><body>500: 
 _BACKEND_404_HTML = b"<html><title>404: Not Found</title><body>404: Not Found</body></html>"
 _HTML = ("Content-Type", "text/html; charset=utf-8")
 _JSON = ("Content-Type", "application/json; charset=UTF-8")
+# The backend (Tornado, `compress_response`) gzips JSON answers of 1024 bytes or more for a client
+# that accepts gzip, and the frontend's proxy is such a client (requests asks for gzip and deflate
+# by default): it passes the compressed bytes through with the backend's `Content-Encoding`
+# (kernelci-frontend `utils/backend.py`, `ajax_get`: `r.raw.data`, `r.headers`), whatever the
+# crawler asked for.
+_GZIP_MIN_LENGTH = 1024
 
 PageCallback = Callable[[LegacyCorpus, str, Tuple[Tuple[str, str], ...]], None]
 
@@ -295,7 +302,7 @@ class _FrontendHandler(_LegacyHandler):
             self._single(items, query, wanted[-1])
             return
         total, texts = listing.page(items, query)
-        self._finish(200, [_JSON], listing.envelope(total, query, texts))
+        self._backend_json(200, listing.envelope(total, query, texts))
 
     def _single(self, items: List[ListingItem], query, oid: str) -> None:
         found = [item for item in items if item.oid == oid]
@@ -304,7 +311,15 @@ class _FrontendHandler(_LegacyHandler):
             self._finish(404, [_JSON], body)
             return
         text = json.dumps(listing.project(found[0].doc, query), separators=(",", ":"), ensure_ascii=False)
-        self._finish(200, [_JSON], ('{"code":200,"count":1,"result":[%s]}' % text).encode("utf-8"))
+        self._backend_json(200, ('{"code":200,"count":1,"result":[%s]}' % text).encode("utf-8"))
+
+    def _backend_json(self, status: int, body: bytes) -> None:
+        """A backend JSON answer as the frontend passed it through: gzip-compressed from 1024 bytes."""
+        if len(body) < _GZIP_MIN_LENGTH:
+            self._finish(status, [_JSON], body)
+            return
+        self._finish(status, [_JSON, ("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")],
+                     gzip.compress(body, mtime=0))
 
 
 @dataclass(frozen=True)
