@@ -144,6 +144,28 @@ def test_a_gzip_compressed_local_file_is_read_as_its_content_and_a_broken_one_re
     assert "lava-json-broken.json.gz: gzip-compressed, and gzip data cut short" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
 
+
+
+def test_a_storage_file_served_gzip_compressed_without_content_encoding_is_read_as_its_content(
+        corpus, replica, env, logstash, tmp_path):
+    """A storage host (a mirror, an object store) holding `build.json` gzip-compressed and serving
+    its bytes without `Content-Encoding`: the same file given with --builds was read, the crawled
+    one rejected as "not UTF-8 text (byte 1)". A broken one is rejected alone, saying so."""
+    whole = build_item("next", "next-20210503", "arm64", "defconfig", at(TODAY, 0, 8))
+    broken = build_item("next", "next-20210503", "riscv", "defconfig", at(TODAY, 0, 9))
+    corpus.add_build(whole, gzip.compress(build_json(whole)))
+    corpus.add_build(broken, gzip.compress(build_json(broken))[:100])
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    created = datetime(TODAY.year, TODAY.month, TODAY.day, 8, tzinfo=timezone.utc)
+    (expected,) = documents_for(BUILD, build_json(whole), created)
+    assert set(logstash.store) == {(expected.index, expected.doc_id)}
+    assert logstash.store[(expected.index, expected.doc_id)]["arch"] == "arm64"
+    states = {row["upstream_id"]: row["state"] for row in ledger_rows(tmp_path / "kcing.db")}
+    assert states == {whole["_id"]["$oid"]: "delivered", broken["_id"]["$oid"]: "rejected"}
+    assert "build.json: gzip-compressed, and gzip data cut short" in result.stdout
+    assert "Traceback" not in result.stderr
+
 # -- 4. bmeta.json ----------------------------------------------------------------------------------
 
 def test_a_build_with_only_bmeta_json_on_storage_is_fed_like_its_build_json(corpus, replica, env, logstash,

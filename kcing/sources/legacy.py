@@ -21,13 +21,14 @@ from typing import Callable, Iterator, List, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
 from kcing.digits import ascii_digits
-from kcing.errors import UpstreamError, shown
+from kcing.errors import RejectedInput, UpstreamError, shown
 from kcing.http import http_date
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
 from kcing.collector import collector_paused
 from kcing.objectid import is_object_id
 from kcing.shutdown import result_of
 from kcing.sources import heads
+from kcing.sources.api import GZIP_MAGIC, gunzip
 from kcing.sources.requester import Requester, json_of
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,18 @@ class LegacyKernelCI:
                     obj.url, fallback.rsplit("/", 1)[-1], response.status_code))
         if response.status_code != 200:
             raise UpstreamError("GET %s answered %d" % (obj.url, response.status_code))
-        return response.content
+        return self._decompressed(obj.url, response.content)
+
+    def _decompressed(self, url: str, content: bytes) -> bytes:
+        """The file's content when it is stored gzip-compressed and served as such, without a
+        `Content-Encoding` (a mirror or object store holding `build.json` compressed): as a local
+        `.json.gz` is read. JSON never starts with gzip's magic bytes. A broken one is rejected."""
+        if content[:2] != GZIP_MAGIC:
+            return content
+        try:
+            return gunzip(content, self.requester.reader.max_bytes)
+        except ValueError as error:
+            raise RejectedInput("%s: gzip-compressed, and %s" % (url.rsplit("/", 1)[-1], error)) from None
 
     # Listing -------------------------------------------------------------------------------
 
