@@ -5,6 +5,7 @@ import hashlib
 import json
 import re
 import signal
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,11 @@ from kcing.ledger.ledger import Ledger
 
 from kcing import cli, commands
 from kcing.samples import sample_path
-from tests.fakes.legacy_data import at, boot_item, build_item, build_json
+from tests.fakes.legacy_data import (
+    at, bmeta_json, boot_item, boot_json, boot_path, build_item, build_json, lava_json, small_corpus,
+)
+from tests.fakes.legacy_replica import LegacyReplica
+from tests.fakes.serving import ManualClock
 from tests.fakes.serving import wait_until
 from tests.feedrun import REPO, clean_environ, feed_environ, integrity, kcing, kcing_process, ledger_states
 from kcing.runlock import RunLock
@@ -41,6 +46,47 @@ def test_gen_samples_saves_files_and_a_manifest_a_feed_can_replay(legacy_replica
     replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples)], env, tmp_path)
     assert replay.returncode == 0, replay.stderr
     assert "delivered %d" % listed in replay.stdout
+
+
+def test_a_samples_feed_of_what_gen_samples_saved_writes_byte_for_byte_what_the_live_crawl_wrote(tmp_path):
+    """Samples are for offline work: replayed, they must make the documents the crawl of the same
+    objects made, in the same indices under the same ids, whatever way the crawl found each file
+    (a bmeta.json where build.json is missing, a LAVA lab's boot report where no callback is, a
+    callback naming no lab, a listing date finer than milliseconds, a null file_server_resource)."""
+    today = date(2019, 5, 31)
+    corpus = small_corpus(today)  # a null file_server_resource, a `+` in a path, a lab without LAVA
+    nested = build_item("next", "next-20190531", "riscv", "defconfig", at(today, 0, 4))
+    corpus.add_bmeta_build(nested, bmeta_json(nested))
+    report_only = boot_item(nested, "lab-collabora", "qemu", at(today, 0, 5))
+    corpus.add_boot(report_only, boot_path(report_only, lava=False), boot_json(report_only))
+    fine = dict(build_item("next", "next-20190531", "mips", "defconfig", at(today, 0, 6)),
+                created_on={"$date": "2019-05-31T06:00:00.123456Z"})
+    corpus.add_build(fine, build_json(fine))
+    unnamed = boot_item(fine, "lab-x", "malta", at(today, 0, 7))
+    callback = json.loads(lava_json(unnamed, 999))
+    del callback["lab_name"]
+    corpus.add_boot(unnamed, boot_path(unnamed), json.dumps(callback).encode())
+    samples, live, replayed = tmp_path / "saved", tmp_path / "live", tmp_path / "replayed"
+    with LegacyReplica(corpus, today=today, clock=ManualClock()) as replica:
+        env = feed_environ(replica, _NO_LOGSTASH, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+        crawl = kcing(["feed_es", "--output", str(live)], env, tmp_path)
+        assert crawl.returncode == 0, crawl.stdout + crawl.stderr
+        saved = kcing(["gen_samples"], env, tmp_path)
+        assert saved.returncode == 0, saved.stdout + saved.stderr
+    listed = corpus.count("build") + corpus.count("boot")
+    assert "listed %d," % listed in crawl.stdout and "%d saved" % listed in saved.stdout
+    replay = kcing(["feed_es", "--source", "samples", "--output", str(replayed)], env, tmp_path)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    written = sorted(path.name for path in live.glob("*.ndjson"))
+    assert written == ["boot.ndjson", "build.ndjson", "lava.ndjson"]
+    assert sorted(path.name for path in replayed.glob("*.ndjson")) == written
+    for name in written:
+        assert (replayed / name).read_bytes() == (live / name).read_bytes(), name
+
+
+class _NO_LOGSTASH:
+    """The feeds here write NDJSON (--output): no Logstash input is ever asked."""
+    urls = {route: "http://127.0.0.1:9" for route in ("build", "lava", "boot")}
 
 
 def test_a_gen_samples_run_killed_on_the_way_keeps_what_it_saved_for_the_next(legacy_replica, logstash, tmp_path):
