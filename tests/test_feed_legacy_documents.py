@@ -146,6 +146,29 @@ def test_a_gzip_compressed_local_file_is_read_as_its_content_and_a_broken_one_re
 
 
 
+def test_a_local_file_and_a_gzip_compressed_copy_of_it_are_one_file_delivered_once(logstash, tmp_path):
+    """The ledger knows a local file by its content: compressed (an archive's `.json.gz`), it is
+    the same file, not another to deliver again, in the same run or in a later one however it
+    was compressed (gzip writes the time it compressed into the file)."""
+    plain = (SAMPLES / "lava" / "5fb6196b59b5140d3b3a6259.json").read_bytes()
+    given = tmp_path / "lava-json-meson-gxbb-p200.json"
+    given.write_bytes(plain)
+    packed = tmp_path / "lava-json-meson-gxbb-p200.json.gz"
+    packed.write_bytes(gzip.compress(plain, mtime=1))
+    env = local_environ(logstash, tmp_path)
+    first = kcing(["feed_es", "--lavas", str(given), str(packed)], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "delivered 1," in first.stdout and "is listed again" in first.stderr
+    documents = documents_for(LAVA, plain)
+    assert len(logstash.lava.events_received) == len(documents)
+    packed.write_bytes(gzip.compress(plain, mtime=2, compresslevel=1))
+    again = kcing(["feed_es", "--lavas", str(packed)], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "skipped 1 (already delivered)" in again.stdout
+    assert len(logstash.lava.events_received) == len(documents)
+    assert [row["state"] for row in ledger_rows(tmp_path / "kcing.db")] == ["delivered"]
+
+
 def test_a_storage_file_served_gzip_compressed_without_content_encoding_is_read_as_its_content(
         corpus, replica, env, logstash, tmp_path):
     """A storage host (a mirror, an object store) holding `build.json` gzip-compressed and serving

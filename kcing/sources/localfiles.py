@@ -170,6 +170,12 @@ class LocalFiles:
             except UpstreamError as error:
                 yield UpstreamObject(self.name, kind, "missing:" + path[-100:], path, problem=str(error))
                 continue
+            try:
+                # Known by what it holds: a gzip-compressed copy (an archive's `.json.gz`, compressed
+                # at any time, which gzip writes into the file) is the file itself, not another one.
+                content = gunzipped(path, content, self.max_bytes)
+            except RejectedInput:
+                pass  # known by its bytes; fetching it rejects it, saying why
             yield UpstreamObject(self.name, kind, hashlib.sha256(content).hexdigest(),
                                  str(Path(path).resolve()), self.date)
 
