@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
+from kcing.documents import markup_instead
 from kcing.documents.identity import iso_timestamp
 from kcing.errors import ConfigError, RejectedInput, UpstreamError
 from kcing.files import remove_partial_files, write_atomically
@@ -169,10 +170,16 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optio
 
     def fetch(obj: UpstreamObject) -> Optional[bytes]:
         try:
-            return source.fetch(obj)
+            content = source.fetch(obj)
         except (UpstreamError, RejectedInput) as error:
             log.warning("could not save %s %s: %s", obj.kind, obj.upstream_id, error)
             return None
+        page = web_page_instead(content)
+        if page:
+            # Saved, it would be "already present" for every later run, and its replay rejected.
+            log.warning("could not save %s %s: %s; the next run asks again", obj.kind, obj.upstream_id, page)
+            return None
+        return content
 
     # Kept up also while a listing page or every download in flight waits (KCI_DOWNLOAD_DEADLINE).
     with progress.kept_up(text):
@@ -199,6 +206,12 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optio
             progress.finish(text)
             writer.save_manifest()
     return run
+
+
+def web_page_instead(content: bytes) -> Optional[str]:
+    """What a download is when it is a web page (a proxy's 502 or login page answered with 200)
+    instead of the JSON file asked for; None for anything else."""
+    return markup_instead(content[:512].decode("utf-8-sig", "replace"))
 
 
 def _save(writer: SamplesWriter, obj: UpstreamObject, content: Optional[bytes], run: SampleRun) -> None:

@@ -84,6 +84,30 @@ def test_a_samples_feed_of_what_gen_samples_saved_writes_byte_for_byte_what_the_
         assert (replayed / name).read_bytes() == (live / name).read_bytes(), name
 
 
+def test_gen_samples_never_saves_a_web_page_answered_in_place_of_a_file_and_saves_the_file_next_run(
+        legacy_replica, logstash, tmp_path):
+    """A proxy's 502 or login page sent with 200 is no upstream file: saved, it was "already
+    present" for every later run, and its replay rejected for good."""
+    samples = tmp_path / "saved"
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+    build = legacy_replica.corpus.items("build")[0].doc
+    page = b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head><body>proxy</body></html>\n"
+    legacy_replica.storage.fail_next("/%s/build.json" % build["file_server_resource"], 200, body=page)
+    listed = legacy_replica.corpus.count("build") + legacy_replica.corpus.count("boot")
+    first = kcing(["gen_samples"], env, tmp_path)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "%d saved, 0 already present, 1 failed" % (listed - 1) in first.stdout
+    assert "502 Bad Gateway" in first.stderr and "Traceback" not in first.stderr
+    upstream_id = build["_id"]["$oid"]
+    assert upstream_id not in {entry["upstream_id"] for entry in json.loads((samples / "manifest.json").read_text())["objects"]}
+    assert not sample_path(samples, "build", upstream_id).exists()
+    again = kcing(["gen_samples"], env, tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 saved, %d already present" % (listed - 1) in again.stdout
+    replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples)], env, tmp_path)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+
+
 class _NO_LOGSTASH:
     """The feeds here write NDJSON (--output): no Logstash input is ever asked."""
     urls = {route: "http://127.0.0.1:9" for route in ("build", "lava", "boot")}
