@@ -224,6 +224,21 @@ def test_a_403_the_backend_gave_says_the_backend_reason(logstash, tmp_path):
     assert result.stderr.splitlines()[-1].endswith("(403: %s)" % reason)
 
 
+def test_a_home_page_without_a_csrf_token_says_legacy_kernelci_is_retired_and_what_to_use_instead(logstash, tmp_path):
+    """kernelci.org serves the project's site since legacy KernelCI was shut down (2024): the
+    default source then met a page without a token, and only said so."""
+    site = (b'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>KernelCI</title>'
+            b'</head><body><h1>KernelCI</h1></body></html>')
+    with LegacyReplica(small_corpus(TODAY), today=TODAY, clock=ManualClock()) as replica:
+        replica.frontend.fail_next("/", 200, count=None, body=site)
+        result = kcing(["feed_es"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
+        assert replica.frontend.ajax_requests() == []
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert "no CSRF token on %s/ (HTTP 200)" % replica.frontend_url.rstrip("/") in last
+    assert "retired" in last and "--source api" in last and "Traceback" not in result.stderr
+
+
 # -- file_server_resource null: the backend's own path ------------------------------------------
 
 def test_a_null_file_server_resource_is_rebuilt_as_the_backend_did_a_branch_with_a_slash_included(logstash, tmp_path):

@@ -58,6 +58,10 @@ RESOURCE_FALLBACK = ("job", "git_branch", "kernel", "arch", "defconfig_full", "b
 OPTIONAL_RESOURCE_PARTS = ("build_environment",)
 # A lab's file in a build's storage directory: `<lab>/lava-json-<board>.json`, `<lab>/boot-<board>.json`.
 LAB_FILE = re.compile(r"^(?:lava-json|boot)-.+\.json$")
+# Said of a home page without a token: kernelci.org serves another site since the legacy system
+# was shut down (upstream.md §0), and the default source is still the legacy one.
+NOT_A_LEGACY_FRONTEND = (": is KCI_HOST a legacy KernelCI frontend? kernelci.org's was retired in 2024; "
+                         "--source api crawls the current KernelCI API")
 # A listing that runs across UTC midnight is listed again (upstream.md §1.4.2, date_range); a
 # third pass would need a listing longer than a day.
 MAX_LISTING_PASSES = 3
@@ -306,7 +310,8 @@ class LegacyKernelCI:
             response = self.requester.get(self.frontend_url + "/")
             token = csrf_token(response.text) if response.status_code == 200 else None
             if token is None:
-                raise UpstreamError("no CSRF token on %s/ (HTTP %d)" % (self.frontend_url, response.status_code))
+                raise UpstreamError("no CSRF token on %s/ (HTTP %d)%s" % (
+                    self.frontend_url, response.status_code, NOT_A_LEGACY_FRONTEND if response.status_code == 200 else ""))
             self._token = token
         return self._token
 
