@@ -58,10 +58,10 @@ RESOURCE_FALLBACK = ("job", "git_branch", "kernel", "arch", "defconfig_full", "b
 OPTIONAL_RESOURCE_PARTS = ("build_environment",)
 # A lab's file in a build's storage directory: `<lab>/lava-json-<board>.json`, `<lab>/boot-<board>.json`.
 LAB_FILE = re.compile(r"^(?:lava-json|boot)-.+\.json$")
-# Said of a home page without a token: kernelci.org serves another site since the legacy system
-# was shut down (upstream.md §0), and the default source is still the legacy one.
-NOT_A_LEGACY_FRONTEND = (": is KCI_HOST a legacy KernelCI frontend? kernelci.org's was retired in 2024; "
-                         "--source api crawls the current KernelCI API")
+# Said of a home page without a token: the public legacy frontend is gone (upstream.md §0) and
+# kernelci.org serves the project's site, while the default source is still the legacy one.
+NOT_A_LEGACY_FRONTEND = (": is KCI_HOST a legacy KernelCI frontend? The public one (kernelci.org, later "
+                         "linux.kernelci.org) was retired in 2024; --source api crawls the current KernelCI API")
 # A listing that runs across UTC midnight is listed again (upstream.md §1.4.2, date_range); a
 # third pass would need a listing longer than a day.
 MAX_LISTING_PASSES = 3
