@@ -239,6 +239,17 @@ def test_a_home_page_without_a_csrf_token_says_legacy_kernelci_is_retired_and_wh
     assert "retired" in last and "--source api" in last and "Traceback" not in result.stderr
 
 
+def test_a_listing_page_answered_with_a_login_page_says_what_came_instead_of_json(logstash, tmp_path):
+    """A proxy or single sign-on in front of the frontend answering its login page with 200."""
+    login = b'<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body><form action="/login"></form></body></html>'
+    with LegacyReplica(small_corpus(TODAY), today=TODAY, clock=ManualClock()) as replica:
+        replica.frontend.fail_next("/_ajax/build", 200, count=None, body=login)
+        result = kcing(["feed_es"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert "/_ajax/build did not answer JSON: an HTML or XML page" in last and "<title>Sign in" in last
+
+
 # -- file_server_resource null: the backend's own path ------------------------------------------
 
 def test_a_null_file_server_resource_is_rebuilt_as_the_backend_did_a_branch_with_a_slash_included(logstash, tmp_path):

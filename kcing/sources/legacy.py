@@ -21,6 +21,7 @@ from typing import Callable, Iterator, List, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
 from kcing.digits import ascii_digits
+from kcing.documents import markup_instead
 from kcing.errors import RejectedInput, UpstreamError, shown
 from kcing.http import http_date
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
@@ -298,7 +299,9 @@ class LegacyKernelCI:
         try:
             envelope = json_of(response)
         except ValueError:
-            raise UpstreamError("GET %s did not answer JSON" % url) from None
+            # A proxy's or a sign-on's page answered with 200 is named, so that it is looked at.
+            page = markup_instead(response.content[:512].decode("utf-8", "replace"))
+            raise UpstreamError("GET %s did not answer JSON%s" % (url, ": " + page if page else "")) from None
         items = envelope.get("result") if isinstance(envelope, dict) else None
         if not isinstance(items, list):
             raise UpstreamError("GET %s answered without a result list" % url)
