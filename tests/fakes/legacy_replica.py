@@ -114,6 +114,7 @@ _JSON = ("Content-Type", "application/json; charset=UTF-8")
 # (kernelci-frontend `utils/backend.py`, `ajax_get`: `r.raw.data`, `r.headers`), whatever the
 # crawler asked for.
 _GZIP_MIN_LENGTH = 1024
+_GZIP_LEVEL = 6  # Tornado's GZipContentEncoding.GZIP_LEVEL
 
 PageCallback = Callable[[LegacyCorpus, str, Tuple[Tuple[str, str], ...]], None]
 
@@ -319,7 +320,7 @@ class _FrontendHandler(_LegacyHandler):
             self._finish(status, [_JSON], body)
             return
         self._finish(status, [_JSON, ("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")],
-                     gzip.compress(body, mtime=0))
+                     gzip.compress(body, compresslevel=_GZIP_LEVEL, mtime=0))
 
 
 @dataclass(frozen=True)
