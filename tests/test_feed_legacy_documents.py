@@ -18,7 +18,7 @@ import pytest
 
 from kcing.documents import documents_for
 from kcing.records import BUILD, LAVA
-from tests.fakes.legacy_data import at, bmeta_json, boot_item, build_item, build_json
+from tests.fakes.legacy_data import at, bmeta_json, boot_item, boot_json, build_item, build_json
 from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica
 from tests.fakes.serving import ManualClock
 from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing, ledger_rows, sample_objects
@@ -274,6 +274,26 @@ def test_a_local_file_in_neither_build_format_is_refused_naming_them(logstash, t
                    tmp_path)
     assert result.returncode == 1
     assert "neither a build.json" in result.stdout and "nor a bmeta.json" in result.stdout
+
+
+def test_a_boot_report_given_as_a_build_is_refused_and_never_overwrites_the_build_it_booted(logstash, tmp_path):
+    """A boot report names the file_server_resource of the build it booted, and a build's id is its
+    storage directory: taken for a build.json (`--builds boot-<board>.json`, a slip of the flag),
+    it became a build document of that id, `build_result: UNKNOWN`, in place of the real one."""
+    build = build_item("next", "next-20210503", "arm64", "defconfig", at(TODAY, 0, 9))
+    built = tmp_path / "build.json"
+    built.write_bytes(build_json(build))
+    report = tmp_path / "boot-meson-gxbb-p200.json"
+    report.write_bytes(boot_json(boot_item(build, "lab-baylibre-seattle", "meson-gxbb-p200", at(TODAY, 0, 10))))
+    env = local_environ(logstash, tmp_path)
+    assert kcing(["feed_es", "--builds", str(built), "--date", "2021-05-03"], env, tmp_path).returncode == 0
+    (stored,) = logstash.store.values()
+    assert stored["build_result"] == "PASS"
+    slip = kcing(["feed_es", "--builds", str(report), "--date", "2021-05-03"], env, tmp_path)
+    assert slip.returncode == 1, slip.stdout + slip.stderr
+    assert "a boot report, not a build" in slip.stdout
+    assert list(logstash.store.values()) == [stored] and len(logstash.build.events_received) == 1
+    assert sorted(row["state"] for row in ledger_rows(tmp_path / "kcing.db")) == ["delivered", "rejected"]
 
 
 def test_a_local_lava_file_is_dated_by_its_own_times_not_by_date_or_mtime(logstash, tmp_path):

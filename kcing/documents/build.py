@@ -10,7 +10,9 @@ Both historical spellings are read: `build_result` (or `status`, from 2019-10) b
 2019-11) becomes `git_describe_v`. Numbers written as strings are read as numbers. Fields not
 in `fields.BUILD` (for example the backend's `dtb_dir_data`) are left out.
 
-A JSON object in neither shape is refused with a reason naming the two formats expected.
+A JSON object in neither shape is refused with a reason naming the two formats expected, and so
+is a boot's file (a boot report names its lab and board), whose build identity would replace the
+document of the build it booted.
 """
 from __future__ import annotations
 
@@ -29,6 +31,12 @@ REQUIRED = ("job", "arch", "kernel", "defconfig_full")
 # Top-level names by which a flat build.json is recognised: one of them as a string (a bmeta.json
 # nests them; a LAVA callback has none, only a `status` number).
 FLAT_KEYS = ("job", "arch", "kernel", "git_describe", "defconfig", "defconfig_full", "file_server_resource")
+# Top-level names only a boot's file has (a boot report; a LAVA callback as the backend stored it):
+# such a file names the storage directory of the build it booted, the build document's identity,
+# and taken for a build.json it would replace that build's document.
+BOOT_KEYS = ("lab_name", "board", "boot_result")
+BOOT_NOT_BUILD = ("a boot report, not a build.json or bmeta.json (it names a lab_name, board or boot_result; "
+                  "a boot-<board>.json is fed with --boots)")
 NEITHER_FORMAT = ("neither a build.json (flat: job, arch, kernel, defconfig_full, ... at the top level) nor a "
                   "bmeta.json (build, environment, kernel and revision sections)")
 # The fields that name a build's storage directory when file_server_resource is missing.
@@ -43,6 +51,8 @@ def build_documents(build: Mapping[str, Any], created: Optional[datetime]) -> Li
         if missing:
             raise RejectedInput("bmeta.json lacks %s" % ", ".join(missing))
         when = listing_date(created, "bmeta.json")
+    elif any(build.get(key) is not None for key in BOOT_KEYS):
+        raise RejectedInput(BOOT_NOT_BUILD)
     elif any(isinstance(build.get(key), str) for key in FLAT_KEYS):
         fields = _flat_fields(build)
         _require(fields)
