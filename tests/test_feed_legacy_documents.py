@@ -291,7 +291,7 @@ def test_a_boot_report_given_as_a_build_is_refused_and_never_overwrites_the_buil
     assert stored["build_result"] == "PASS"
     slip = kcing(["feed_es", "--builds", str(report), "--date", "2021-05-03"], env, tmp_path)
     assert slip.returncode == 1, slip.stdout + slip.stderr
-    assert "a boot report, not a build" in slip.stdout
+    assert "a boot's file, not a build.json or bmeta.json" in slip.stdout
     assert list(logstash.store.values()) == [stored] and len(logstash.build.events_received) == 1
     assert sorted(row["state"] for row in ledger_rows(tmp_path / "kcing.db")) == ["delivered", "rejected"]
 

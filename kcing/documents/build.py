@@ -35,8 +35,8 @@ FLAT_KEYS = ("job", "arch", "kernel", "git_describe", "defconfig", "defconfig_fu
 # such a file names the storage directory of the build it booted, the build document's identity,
 # and taken for a build.json it would replace that build's document.
 BOOT_KEYS = ("lab_name", "board", "boot_result")
-BOOT_NOT_BUILD = ("a boot report, not a build.json or bmeta.json (it names a lab_name, board or boot_result; "
-                  "a boot-<board>.json is fed with --boots)")
+BOOT_NOT_BUILD = ("a boot's file, not a build.json or bmeta.json: it names a lab_name, board or boot_result "
+                  "(a boot-<board>.json is fed with --boots, a lava-json-<board>.json with --lavas)")
 NEITHER_FORMAT = ("neither a build.json (flat: job, arch, kernel, defconfig_full, ... at the top level) nor a "
                   "bmeta.json (build, environment, kernel and revision sections)")
 # The fields that name a build's storage directory when file_server_resource is missing.
