@@ -270,6 +270,27 @@ def test_samples_and_output_directories_named_in_bytes_that_are_not_utf8_are_fed
             "ndjson %s/out\\xff" % os.path.realpath(str(tmp_path))}
 
 
+def test_a_missing_local_file_named_in_bytes_that_are_not_utf8_is_rejected_alone_not_an_internal_error(tmp_path):
+    """A file name from a glob over an old archive, not UTF-8, that is not there (moved, a typo):
+    the ledger row naming it could not be written (SQLite text), and the run ended with exit 70."""
+    given = tmp_path / "lava-json-x.json"
+    given.write_bytes((SAMPLES / "lava" / "5fb6196b59b5140d3b3a6259.json").read_bytes())
+    missing = os.fsdecode(os.fsencode(str(tmp_path)) + b"/lava-json-gone\xff.json")
+    db = tmp_path / "kcing.db"
+    args = ["feed_es", "--lavas", str(given), missing, "--output", str(tmp_path / "out"), "--db", str(db)]
+    for _ in range(2):  # and again, over the row the first run wrote
+        # The name's bytes come back as they are on stdout, as a shell's would.
+        result = subprocess.run([sys.executable, str(REPO / "kcing.py"), *args], env=clean_environ(), cwd=str(tmp_path),
+                                capture_output=True, text=True, errors="surrogateescape", timeout=120)
+        assert result.returncode == 1, result.stderr
+        assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert "No such file or directory" in result.stdout
+    with sqlite3.connect(str(db)) as raw:
+        rows = sorted(raw.execute("SELECT state, upstream_id FROM upstream_file"))
+    assert [state for state, _ in rows] == ["delivered", "rejected"]
+    assert rows[1][1].endswith("lava-json-gone\\xff.json")
+
+
 # -- a samples replay reads only the files its manifest describes ---------------------------------
 
 def replay_into(samples: Path, output: Path, db: Path, cwd: Path) -> subprocess.CompletedProcess:

@@ -14,6 +14,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 from dateutil import parser as dateparser
 
+from kcing.files import as_text
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError, reading_failure, shown
 from kcing.records import NODE_KINDS, OBJECT_KINDS, UpstreamObject
 from kcing.sources.api import GZIP_MAGIC, gunzip
@@ -168,7 +169,8 @@ class LocalFiles:
             try:
                 content = read_bounded(Path(path), self.max_bytes)
             except UpstreamError as error:
-                yield UpstreamObject(self.name, kind, "missing:" + path[-100:], path, problem=str(error))
+                # Its name is its id: as the ledger can store it, a name that is not UTF-8 included.
+                yield UpstreamObject(self.name, kind, "missing:" + as_text(path)[-100:], path, problem=str(error))
                 continue
             try:
                 # Known by what it holds: a gzip-compressed copy (an archive's `.json.gz`, compressed
