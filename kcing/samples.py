@@ -11,9 +11,9 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from kcing.documents import markup_instead
 from kcing.documents.identity import iso_timestamp
@@ -168,9 +168,13 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optio
                 % (len(wanted) + run.unchanged + run.refused, run.unchanged, run.saved, run.failed, run.refused,
                    run.saved / elapsed, eta_text(done, len(wanted) + run.refused, elapsed)))
 
-    def fetch(obj: UpstreamObject) -> Optional[bytes]:
+    # A source that may find a file elsewhere than its listed URL (legacy storage's fallbacks) says
+    # where: the manifest records the file's own URL.
+    served = getattr(source, "fetch_served", None) or (lambda obj: (obj.url, source.fetch(obj)))
+
+    def fetch(obj: UpstreamObject) -> Optional[Tuple[UpstreamObject, bytes]]:
         try:
-            content = source.fetch(obj)
+            url, content = served(obj)
         except (UpstreamError, RejectedInput) as error:
             log.warning("could not save %s %s: %s", obj.kind, obj.upstream_id, error)
             return None
@@ -179,7 +183,7 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optio
             # Saved, it would be "already present" for every later run, and its replay rejected.
             log.warning("could not save %s %s: %s; the next run asks again", obj.kind, obj.upstream_id, page)
             return None
-        return content
+        return replace(obj, url=url), content
 
     # Kept up also while a listing page or every download in flight waits (KCI_DOWNLOAD_DEADLINE).
     with progress.kept_up(text):
@@ -195,8 +199,8 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optio
             progress.update(text)
         try:
             with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sample") as pool:
-                for obj, content in zip(wanted, pool.map(fetch, wanted)):
-                    _save(writer, obj, content, run)
+                for obj, fetched in zip(wanted, pool.map(fetch, wanted)):
+                    _save(writer, obj, fetched, run)
                     progress.update(text)
                     now = time.monotonic()
                     if run.saved > manifest_saved_with and now - manifest_saved_at >= progress.every:
@@ -214,12 +218,13 @@ def web_page_instead(content: bytes) -> Optional[str]:
     return markup_instead(content[:512].decode("utf-8-sig", "replace"))
 
 
-def _save(writer: SamplesWriter, obj: UpstreamObject, content: Optional[bytes], run: SampleRun) -> None:
-    if content is None:
+def _save(writer: SamplesWriter, obj: UpstreamObject, fetched: Optional[Tuple[UpstreamObject, bytes]],
+          run: SampleRun) -> None:
+    if fetched is None:
         run.failed += 1
         return
     try:
-        writer.add(obj, content)
+        writer.add(*fetched)
     except ValueError as error:
         run.refused += 1
         log.warning("refused %s %s: %s", obj.kind, obj.upstream_id, error)

@@ -17,7 +17,7 @@ from kcing.samples import sample_path
 from tests.fakes.legacy_data import (
     at, bmeta_json, boot_item, boot_json, boot_path, build_item, build_json, lava_json, small_corpus,
 )
-from tests.fakes.legacy_replica import LegacyReplica
+from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica
 from tests.fakes.serving import ManualClock
 from tests.fakes.serving import wait_until
 from tests.feedrun import REPO, clean_environ, feed_environ, integrity, kcing, kcing_process, ledger_states
@@ -106,6 +106,29 @@ def test_gen_samples_never_saves_a_web_page_answered_in_place_of_a_file_and_save
     assert "1 saved, %d already present" % (listed - 1) in again.stdout
     replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples)], env, tmp_path)
     assert replay.returncode == 0, replay.stdout + replay.stderr
+
+
+def test_gen_samples_records_the_url_that_served_a_file_found_by_its_fallback(tmp_path):
+    """The manifest's url says where the saved file is upstream: for a build whose directory holds
+    only bmeta.json, or a LAVA lab's boot with only its boot report, not the file that answered 404.
+    A replica built from such samples then serves each file where storage had it."""
+    today = date(2019, 5, 31)
+    corpus = LegacyCorpus()
+    nested = build_item("next", "next-20190531", "riscv", "defconfig", at(today, 0, 4))
+    corpus.add_bmeta_build(nested, bmeta_json(nested))
+    report_only = boot_item(nested, "lab-collabora", "qemu", at(today, 0, 5))
+    corpus.add_boot(report_only, boot_path(report_only, lava=False), boot_json(report_only))
+    samples = tmp_path / "saved"
+    with LegacyReplica(corpus, today=today, clock=ManualClock()) as replica:
+        env = feed_environ(replica, _NO_LOGSTASH, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+        saved = kcing(["gen_samples"], env, tmp_path)
+        storage = replica.storage_url
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    urls = {entry["kind"]: entry["url"] for entry in json.loads((samples / "manifest.json").read_text())["objects"]}
+    assert urls == {"build": "%s/%s/bmeta.json" % (storage, nested["file_server_resource"]),
+                    "lava": "%s/%s" % (storage, boot_path(report_only, lava=False))}
+    rebuilt = LegacyCorpus.from_samples(samples)
+    assert rebuilt.has_file(boot_path(report_only, lava=False)) and not rebuilt.has_file(boot_path(report_only))
 
 
 class _NO_LOGSTASH:

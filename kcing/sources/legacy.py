@@ -96,16 +96,22 @@ class LegacyKernelCI:
     def fetch(self, obj: UpstreamObject) -> bytes:
         """The object's file; for a build whose directory has no build.json, its bmeta.json; for a
         LAVA lab's boot whose directory has no lava-json file, its boot report."""
+        return self.fetch_served(obj)[1]
+
+    def fetch_served(self, obj: UpstreamObject) -> Tuple[str, bytes]:
+        """(URL of the file that answered, the file), as `fetch`: gen_samples records where a
+        file found by its fallback is."""
         response = self.requester.get(obj.url)
+        served = obj.url
         fallback = _fallback_url(obj) if response.status_code == 404 else None
         if fallback is not None:
-            response = self.requester.get(fallback)
+            response, served = self.requester.get(fallback), fallback
             if response.status_code != 200:
                 raise UpstreamError("GET %s answered 404, and %s answered %d" % (
                     obj.url, fallback.rsplit("/", 1)[-1], response.status_code))
         if response.status_code != 200:
             raise UpstreamError("GET %s answered %d" % (obj.url, response.status_code))
-        return self._decompressed(obj.url, response.content)
+        return served, self._decompressed(served, response.content)
 
     def _decompressed(self, url: str, content: bytes) -> bytes:
         """The file's content when it is stored gzip-compressed and served as such, without a
