@@ -268,8 +268,14 @@ class _FrontendHandler(_LegacyHandler):
 
     def _home(self) -> None:
         session, token = self.app.csrf.issue(self._session_cookie())
-        page = ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-                '<meta name="csrf-token" content="%s">\n<title>Kernel CI Dashboard</title>\n</head>\n'
+        # The head of kernelci-frontend's base.html: other metas with a `content` come before the
+        # token's (its page templates add it in their `meta` block).
+        page = ('<!doctype html>\n<html lang="en">\n<head>\n    <meta charset="utf-8">\n'
+                '    <meta http-equiv="X-UA-Compatible" content="IE=edge">\n'
+                '    <meta name="viewport" content="width=device-width, initial-scale=1">\n'
+                '    <meta name="description" content="Kernel CI - Builds and boots reporting dashboard">\n'
+                '    <meta name="robots" content="index,follow,nosnippet">\n'
+                '    <meta name="csrf-token" content="%s">\n    <title>Kernel CI Dashboard</title>\n</head>\n'
                 '<body><h1>Kernel CI</h1></body>\n</html>\n' % token).encode()
         cookie = ("Set-Cookie", "%s=%s; HttpOnly; Path=/" % (SESSION_COOKIE, session))
         self._finish(200, [_HTML, cookie], page)
