@@ -134,13 +134,44 @@ def test_stack_services_have_healthchecks(compose):
         assert test[0] == "CMD-SHELL" and "curl -fsS" in test[1], name
 
 
-def test_services_wait_for_healthy_dependencies(compose):
+def one_shot(service: dict) -> bool:
+    """A service that runs its command once and exits (kcing's setup commands)."""
+    return service.get("restart") == "no" and "healthcheck" not in service
+
+
+def test_services_wait_for_healthy_or_completed_dependencies(compose):
     services = compose["services"]
     for name, service in services.items():
         for dependency, condition in service.get("depends_on", {}).items():
             assert dependency in services, (name, dependency)
-            assert condition == {"condition": "service_healthy"}, (name, dependency)
-    assert set(services["kcing-setup"]["depends_on"]) == {"elasticsearch", "kibana"}
+            # A server is waited for until its health check passes; a one-shot service until
+            # it exited 0 (`service_started` would wait for neither).
+            wanted = "service_completed_successfully" if one_shot(services[dependency]) else "service_healthy"
+            assert condition == {"condition": wanted}, (name, dependency)
+    assert set(services["kcing-setup-es"]["depends_on"]) == {"elasticsearch"}
+    assert set(services["kcing-setup-kbn"]["depends_on"]) == {"kibana", "logstash"}
+
+
+def services_running(compose: dict, command: str) -> list:
+    return [name for name, service in compose["services"].items()
+            if re.search(r"\bpython -m kcing %s\b" % command, " ".join(service.get("command", [])))]
+
+
+def test_logstash_takes_documents_only_once_the_index_templates_are_installed(compose):
+    # A document indexed before setup_es creates its day's index with guessed types (text for
+    # every keyword), which the index keeps: the dashboards cannot aggregate on them.
+    (setup_es,) = services_running(compose, "setup_es")
+    assert one_shot(compose["services"][setup_es])
+    assert compose["services"]["logstash"]["depends_on"][setup_es] == {"condition": "service_completed_successfully"}
+
+
+def test_up_returns_only_once_logstash_is_healthy(compose):
+    # `docker compose up -d` returns once it has started every service, each after its
+    # dependencies' conditions held: a service that waits for Logstash's health check makes the
+    # quick start's next step (feed_es) find the inputs listening.
+    waiting = [name for name, service in compose["services"].items()
+               if service.get("depends_on", {}).get("logstash") == {"condition": "service_healthy"}]
+    assert waiting
 
 
 def test_elasticsearch_data_is_a_named_volume(compose):
@@ -168,18 +199,22 @@ def test_logstash_publishes_exactly_the_pipeline_ports(compose):
     assert all(host == container for _, host, container in published)
 
 
-def test_setup_runs_once_against_the_stack(compose):
-    setup = compose["services"]["kcing-setup"]
+SETUP_SERVICES = {
+    "kcing-setup-es": ("setup_es", {"ES_HOST": "http://elasticsearch:9200"}),
+    "kcing-setup-kbn": ("setup_kbn", {"KB_URL": "http://kibana:5601"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SETUP_SERVICES))
+def test_setup_runs_once_against_the_stack(compose, name):
+    command, environment = SETUP_SERVICES[name]
+    setup = compose["services"][name]
     assert setup["image"] == "python:3.11-slim"
     assert setup["working_dir"] == "/kcing"
     assert bind_mounts(setup) == {"/kcing": "."}
     assert setup["restart"] == "no"
-    assert setup["environment"] == {
-        "ES_HOST": "http://elasticsearch:9200",
-        "KB_URL": "http://kibana:5601",
-    }
-    script = setup["command"][-1]
-    assert script.index("setup_es") < script.index("setup_kbn")
+    assert setup["environment"] == environment
+    assert services_running(compose, command) == [name]
 
 
 # --- the one-shot setup, run as compose runs it ---------------------------------------------------
@@ -192,13 +227,14 @@ def _tree(root: Path) -> dict:
     return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
-def _run_setup_script(compose: dict, mount: Path, copy: Path, es_url: str, kb_url: str) -> subprocess.CompletedProcess:
-    """kcing-setup's command with the container paths mapped onto `mount` and `copy`.
+def _run_setup_script(compose: dict, name: str, mount: Path, copy: Path, es_url: str,
+                      kb_url: str) -> subprocess.CompletedProcess:
+    """The command of the setup service `name` with the container paths mapped onto `mount` and `copy`.
 
     The dependencies are already installed here, so `pip install` is a no-op; everything else
     (copying, changing directory, `python -m kcing ...`) runs as written, from `working_dir`.
     """
-    setup = compose["services"]["kcing-setup"]
+    setup = compose["services"][name]
     script = setup["command"][-1]
     assert setup["command"][:2] == ["sh", "-c"]
     script = script.replace(SETUP_COPY, str(copy)).replace(SETUP_MOUNT, str(mount))
@@ -214,7 +250,7 @@ def _run_setup_script(compose: dict, mount: Path, copy: Path, es_url: str, kb_ur
 
 
 def test_setup_runs_again_without_writing_into_the_read_only_checkout(compose, tmp_path):
-    # Every `docker compose up` starts the exited kcing-setup again. The second time Kibana holds
+    # Every `docker compose up` starts the exited setup services again. The second time Kibana holds
     # kcing's objects, and setup_kbn saves them before importing: that must not be into the
     # checkout, which is mounted read-only (and would otherwise get root-owned files).
     from tests.fakes.elastic_server import ElasticsearchEmulator
@@ -226,9 +262,11 @@ def test_setup_runs_again_without_writing_into_the_read_only_checkout(compose, t
     before = _tree(mount)
     with ElasticsearchEmulator() as es, KibanaEmulator() as kibana:
         for run in (1, 2):
-            copy = tmp_path / ("copy-%d" % run)  # a new container each time
-            result = _run_setup_script(compose, mount, copy, es.url, kibana.url)
-            assert result.returncode == 0, (run, result.stdout, result.stderr)
+            for name in ("kcing-setup-es", "kcing-setup-kbn"):
+                copy = tmp_path / ("copy-%s-%d" % (name, run))  # a new container each time
+                result = _run_setup_script(compose, name, mount, copy, es.url, kibana.url)
+                assert result.returncode == 0, (run, name, result.stdout, result.stderr)
             assert "setup_kbn: imported" in result.stdout, result.stdout
         assert kibana.store, "nothing was imported"
+        assert {"kcing-build", "kcing-boot", "kcing-test", "kcing-log", "kcing-regression"} <= set(es.templates)
     assert _tree(mount) == before, sorted(set(_tree(mount)) ^ set(before))
