@@ -252,3 +252,104 @@ def test_pipelines_yml_declares_the_kcing_pipeline():
     assert str(kcing["queue.max_bytes"]).endswith(("kb", "mb", "gb"))
     assert kcing["pipeline.batch.size"] == 500
     assert kcing["dead_letter_queue.enable"] is True
+
+
+# --- plugin options -----------------------------------------------------------------------------
+# lscl checks the grammar only; Logstash refuses to start a pipeline naming an option its plugin
+# does not have, or a value outside an option's choices. These are the options of the plugin
+# versions elk.md names (logstash-input-http 3.7+ and 4.x, logstash-filter-mutate,
+# logstash-output-elasticsearch 11.x and 12.x), with the options every plugin of its section has.
+# Only options valid on both lines of a plugin are listed: the file must load on either.
+
+COMMON_OPTIONS = {
+    "input": {"add_field", "codec", "enable_metric", "id", "tags", "type", "ecs_compatibility"},
+    "filter": {"add_field", "add_tag", "enable_metric", "id", "periodic_flush", "remove_field", "remove_tag"},
+    "output": {"codec", "enable_metric", "id"},
+}
+PLUGIN_OPTIONS = {
+    ("input", "http"): {
+        "additional_codecs", "host", "port", "threads", "user", "password", "max_pending_requests",
+        "max_content_length", "response_code", "response_headers", "remote_host_target_field",
+        "request_headers_target_field", "ssl_enabled", "ssl_certificate", "ssl_key", "ssl_key_passphrase",
+        "ssl_certificate_authorities", "ssl_client_authentication", "ssl_keystore_path", "ssl_keystore_password",
+        "ssl_keystore_type", "ssl_truststore_path", "ssl_truststore_password", "ssl_truststore_type",
+        "ssl_supported_protocols", "ssl_cipher_suites", "ssl_handshake_timeout",
+    },
+    ("filter", "mutate"): {
+        "capitalize", "coerce", "convert", "copy", "gsub", "join", "lowercase", "merge", "rename", "replace",
+        "split", "strip", "tag_on_failure", "update", "uppercase",
+    },
+    ("output", "elasticsearch"): {
+        "action", "api_key", "bulk_path", "ca_trusted_fingerprint", "cloud_auth", "cloud_id", "compression_level",
+        "custom_headers", "data_stream", "data_stream_auto_routing", "data_stream_dataset", "data_stream_namespace",
+        "data_stream_sync_fields", "data_stream_type", "dlq_custom_codes", "dlq_on_failed_indexname_interpolation",
+        "doc_as_upsert", "document_id", "healthcheck_path", "hosts", "ilm_enabled", "ilm_pattern", "ilm_policy",
+        "ilm_rollover_alias", "index", "manage_template", "parameters", "parent", "password", "path", "pipeline",
+        "pool_max", "pool_max_per_route", "proxy", "resurrect_delay", "retry_initial_interval",
+        "retry_max_interval", "retry_on_conflict", "routing", "script", "script_lang", "script_type",
+        "script_var_name", "scripted_upsert", "silence_errors_in_log", "sniffing", "sniffing_delay",
+        "sniffing_path", "ssl_certificate", "ssl_certificate_authorities", "ssl_cipher_suites", "ssl_enabled",
+        "ssl_key", "ssl_keystore_password", "ssl_keystore_path", "ssl_keystore_type", "ssl_supported_protocols",
+        "ssl_truststore_password", "ssl_truststore_path", "ssl_truststore_type", "ssl_verification_mode",
+        "template", "template_api", "template_name", "template_overwrite", "timeout", "upsert", "user",
+        "validate_after_inactivity", "version", "version_type",
+    },
+}
+# Options whose value must be one of a few words (a bareword or a string alike).
+CHOICES = {
+    "ecs_compatibility": {"disabled", "v1", "v8"},
+    "action": {"index", "create", "update", "delete"},
+    "data_stream": {"true", "false", "auto"},
+    "ilm_enabled": {"true", "false", "auto"},
+    "manage_template": {"true", "false"},
+    "template_overwrite": {"true", "false"},
+    "enable_metric": {"true", "false"},
+}
+
+
+def option_problems(plugins) -> list:
+    """What Logstash would refuse in the options of `plugins`, one text per problem."""
+    problems = []
+    for plugin in plugins:
+        where = "%s %s" % (plugin.section, plugin.block.name)
+        known = PLUGIN_OPTIONS.get((plugin.section, plugin.block.name))
+        if known is None:
+            problems.append("%s: not a plugin this check knows" % where)
+            continue
+        names = [item.name for item in plugin.block.content if hasattr(item, "name")]
+        for name in sorted({name for name in names if names.count(name) > 1}):
+            problems.append("%s: %s given twice" % (where, name))
+        for name, value in plugin.options.items():
+            if name not in known | COMMON_OPTIONS[plugin.section]:
+                problems.append("%s: unknown option %s" % (where, name))
+            elif name in CHOICES and str(value).lower() not in CHOICES[name]:
+                problems.append("%s: %s => %r is not one of %s" % (where, name, value, sorted(CHOICES[name])))
+            elif name == "port" and not (isinstance(value, int) and 0 < value < 65536):
+                problems.append("%s: port => %r is not a TCP port" % (where, value))
+            elif name in ("add_field", "additional_codecs", "response_headers") and not isinstance(value, dict):
+                problems.append("%s: %s => %r is not a hash" % (where, name, value))
+    return problems
+
+
+def test_every_plugin_option_is_one_logstash_knows(plugins):
+    assert option_problems(plugins) == []
+
+
+@pytest.mark.parametrize(
+    "config, problem",
+    [
+        ('input { http { port => 8337 remote_host_target_fiel => "x" } }', "unknown option remote_host_target_fiel"),
+        ("input { http { port => 8337 ecs_compatibility => disable } }", "ecs_compatibility"),
+        ("input { http { port => 80337 } }", "not a TCP port"),
+        ('input { http { port => "8337" } }', "not a TCP port"),
+        ("input { http { port => 8337 port => 8338 } }", "port given twice"),
+        ('filter { mutate { remove_fields => ["host"] } }', "unknown option remove_fields"),
+        ('filter { json { source => "message" } }', "not a plugin this check knows"),
+        ('output { elasticsearch { action => "upsert" } }', "action"),
+        ("output { elasticsearch { data_stream => no } }", "data_stream"),
+        ('output { elasticsearch { document_ids => "x" } }', "unknown option document_ids"),
+    ],
+)
+def test_option_check_can_fail(lscl, config, problem):
+    problems = option_problems(iter_plugins(lscl, lscl.parser.parse_lscl(config)))
+    assert len(problems) == 1 and problem in problems[0], problems
