@@ -353,3 +353,55 @@ def test_every_plugin_option_is_one_logstash_knows(plugins):
 def test_option_check_can_fail(lscl, config, problem):
     problems = option_problems(iter_plugins(lscl, lscl.parser.parse_lscl(config)))
     assert len(problems) == 1 and problem in problems[0], problems
+
+
+# --- the README's probe ---------------------------------------------------------------------------
+
+LOGSTASH_README = REPO / "logstash" / "README.md"
+TEMPLATES = REPO / "mapping_templates"
+
+
+def searches_in(text: str) -> list:
+    """(index expression, field) of each `curl ...:9200/<indices>/_search?q=<field>:...` in `text`."""
+    import re
+
+    return re.findall(r"curl [^\n]*:9200/([^/\s']+)/_(?:search|count|delete_by_query)\?q=([\w.@]+):", text)
+
+
+def unsearchable_fields(index_expression: str, field: str) -> list:
+    """The kcing templates whose indices the expression names and that do not index `field`.
+
+    kcing's templates map only the field catalogue (`"dynamic": false`): a field they do not
+    name stays in `_source` but is not indexed, so a query on it finds nothing there."""
+    import fnmatch
+    import json
+
+    missing = []
+    for path in sorted(TEMPLATES.glob("*.json")):
+        template = json.loads(path.read_text(encoding="utf-8"))
+        patterns = template["index_patterns"]
+        named = [part for part in index_expression.split(",")
+                 if any(fnmatch.fnmatchcase(part.replace("*", "x"), pattern) for pattern in patterns)]
+        if named and field not in template["template"]["mappings"]["properties"]:
+            missing.append("%s (%s)" % (path.name, ",".join(named)))
+    return missing
+
+
+def test_the_probe_searches_only_by_fields_the_searched_indices_index():
+    searches = searches_in(LOGSTASH_README.read_text(encoding="utf-8"))
+    assert searches, "no search in logstash/README.md"
+    for index_expression, field in searches:
+        assert unsearchable_fields(index_expression, field) == [], (index_expression, field)
+
+
+@pytest.mark.parametrize(
+    "expression, field, unsearchable",
+    [
+        ("build-2020.11.19", "probe", True),
+        ("kcing-unrouted-*,boot-*", "probe", True),
+        ("kcing-unrouted-*", "probe", False),
+        ("build-2020.11.19", "job", False),
+    ],
+)
+def test_the_searchable_field_check_can_fail(expression, field, unsearchable):
+    assert bool(unsearchable_fields(expression, field)) is unsearchable
