@@ -263,13 +263,40 @@ def test_setup_runs_again_without_writing_into_the_read_only_checkout(compose, t
     with ElasticsearchEmulator() as es, KibanaEmulator() as kibana:
         for run in (1, 2):
             for name in ("kcing-setup-es", "kcing-setup-kbn"):
-                copy = tmp_path / ("copy-%s-%d" % (name, run))  # a new container each time
+                copy = tmp_path / ("copy-%s" % name)  # compose starts the same container again
                 result = _run_setup_script(compose, name, mount, copy, es.url, kibana.url)
                 assert result.returncode == 0, (run, name, result.stdout, result.stderr)
             assert "setup_kbn: imported" in result.stdout, result.stdout
         assert kibana.store, "nothing was imported"
         assert {"kcing-build", "kcing-boot", "kcing-test", "kcing-log", "kcing-regression"} <= set(es.templates)
     assert _tree(mount) == before, sorted(set(_tree(mount)) ^ set(before))
+
+
+
+def test_a_restarted_setup_service_runs_the_checkout_as_it_is_now(compose, tmp_path):
+    # `docker compose up` starts the exited container again, whose /tmp still holds the copy of
+    # the first start: copying over it must not leave kcing running that old copy (the templates
+    # and objects of the checkout as it was then, whatever `git pull` brought since).
+    import json
+
+    from tests.fakes.elastic_server import ElasticsearchEmulator
+    from tests.fakes.kibana_server import KibanaEmulator
+
+    mount = tmp_path / "mount"
+    shutil.copytree(REPO, mount, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*.egg-info", "build", "backups", "tests", "bench", "samples", "docs"))
+    copy = tmp_path / "copy-kbn"  # the same container both times
+    added = {"type": "index-pattern", "id": "kcing-probe", "attributes": {"title": "probe-*", "name": "probe"},
+             "references": []}
+    with ElasticsearchEmulator() as es, KibanaEmulator() as kibana:
+        first = _run_setup_script(compose, "kcing-setup-kbn", mount, copy, es.url, kibana.url)
+        assert first.returncode == 0, (first.stdout, first.stderr)
+        objects = mount / "kibana" / "saved_objects.ndjson"
+        objects.write_text(objects.read_text(encoding="utf-8").rstrip("\n") + "\n" + json.dumps(added) + "\n",
+                           encoding="utf-8")
+        second = _run_setup_script(compose, "kcing-setup-kbn", mount, copy, es.url, kibana.url)
+        assert second.returncode == 0, (second.stdout, second.stderr)
+        assert ("default", "index-pattern", "kcing-probe") in kibana.store, second.stdout
 
 
 # --- the README's quick start ----------------------------------------------------------------------
