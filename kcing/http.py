@@ -193,6 +193,24 @@ class BodyTooLarge(BodyError):
     """The body is larger than the reader's limit (declared, or found while streaming)."""
 
 
+def joined_within(chunks: Iterable[bytes], max_bytes: int, declared: str = "") -> bytes:
+    """The chunks of a body joined, held to `max_bytes`: BodyTooLarge when the Content-Length
+    value `declared` announces more, or as soon as the chunks pass it. For answers read whole into
+    memory at once (the admin commands'), whose deadline bounds their time but not their size: a
+    server streaming without end on loopback fills gigabytes within a minute."""
+    announced = announced_length(declared) if declared else None
+    if announced is not None and announced > max_bytes:
+        raise BodyTooLarge("announced %d bytes, more than the limit of %d bytes" % (announced, max_bytes))
+    parts: List[bytes] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyTooLarge("more than the limit of %d bytes" % max_bytes)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 class BodyTooSlow(BodyError):
     """The body did not arrive whole within the reader's overall deadline."""
 

@@ -2,7 +2,10 @@
 environment, against the Elasticsearch and Kibana emulators and a Logstash home in a temp dir."""
 from __future__ import annotations
 
+import resource
 import shutil
+import subprocess
+import sys
 import time
 from datetime import date, timedelta
 
@@ -11,7 +14,7 @@ import yaml
 from elasticsearch import Elasticsearch
 
 from tests.fakes.kibana_server import KibanaEmulator
-from tests.fakes.rogue_http import RogueFront, trickle_head
+from tests.fakes.rogue_http import RogueFront, endless, trickle_head
 from tests.feedrun import REPO, clean_environ, kcing
 
 SECRET = "s3cr3t-kibana-pw"
@@ -158,6 +161,58 @@ def test_backup_kbn_against_a_kibana_trickling_its_export_stops_at_the_request_d
     assert done.returncode == 3, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("kcing backup_kbn: ") and "KB_REQUEST_DEADLINE" in last
+    assert (kibana_dir / "saved_objects.ndjson").read_bytes() == before
+
+
+# Servers whose answer never ends, fast: the deadline bounds the time, the size limit the memory ---
+
+# Address space a kcing process may take in these tests: several times what one needs, far less
+# than what an answer read to its deadline fills (gigabytes on loopback).
+MEMORY_CAP = 1536 * 1024 * 1024
+
+
+def kcing_within_memory(args, env, cwd) -> subprocess.CompletedProcess:
+    """`kcing ARGS` as tests.feedrun.kcing runs it, its address space capped at MEMORY_CAP (what
+    it fills past that ends it with MemoryError, not the machine)."""
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+    return subprocess.run([sys.executable, str(REPO / "kcing.py"), *args], env=env, cwd=str(cwd), capture_output=True,
+                          text=True, timeout=120, preexec_fn=cap)
+
+
+@pytest.mark.parametrize("declared", [None, 10 ** 12], ids=["until-closed", "announced"])
+def test_drp_against_an_elasticsearch_answer_without_end_stops_at_the_size_limit(tmp_path, es, declared):
+    with RogueFront(es.url) as front:
+        front.on("GET", "/_cat/indices", endless(declared=declared), count=None)
+        env = clean_environ(ES_HOST=front.url, KCING_DB=str(tmp_path / "kcing.db"), ES_REQUEST_DEADLINE="30")
+        started = time.monotonic()
+        done = kcing_within_memory(["drp", "--drp-days", "30"], env, tmp_path)
+    assert time.monotonic() - started < 20  # the size limit ended it, not the 30 s deadline
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "kcing drp: Elasticsearch at %s sent an answer larger than kcing takes (%s than the limit of 67108864 "
+        "bytes) while listing indices (build-*,boot-*,test-*,log-*,regression-*)"
+        % (front.url, "announced 1000000000000 bytes, more" if declared else "more")]
+
+
+@pytest.mark.parametrize("command", ["backup_kbn", "setup_kbn"])
+def test_a_kibana_answer_without_end_stops_at_the_size_limit_and_writes_nothing(tmp_path, command):
+    kibana_dir = tmp_path / "kibana"
+    kibana_dir.mkdir()
+    before = (REPO / "kibana" / "saved_objects.ndjson").read_bytes()
+    (kibana_dir / "saved_objects.ndjson").write_bytes(before)
+    with KibanaEmulator() as kibana, RogueFront(kibana.url) as front:
+        front.on("POST", "/_export", endless(), count=None)
+        env = clean_environ(KB_URL=front.url, KB_REQUEST_DEADLINE="60")
+        started = time.monotonic()
+        done = kcing_within_memory([command, "--kibana-dir", str(kibana_dir), "--wait", "5"], env, tmp_path)
+        assert not [record for record in kibana.requests if "_import" in record.path]
+    assert time.monotonic() - started < 30  # the size limit ended it, not the 60 s deadline
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "kcing %s: Kibana at %s sent an answer larger than kcing takes (more than the limit of 268435456 bytes) "
+        "to export saved objects" % (command, front.url))
+    assert sorted(path.name for path in kibana_dir.iterdir()) == ["saved_objects.ndjson"]
     assert (kibana_dir / "saved_objects.ndjson").read_bytes() == before
 
 

@@ -22,7 +22,7 @@ from elasticsearch import (
 
 from kcing.digits import ascii_digits
 from kcing.errors import ConfigError, ElasticsearchError, KcingError
-from kcing.http import USER_AGENT, seconds_text, warn_cleartext_credentials
+from kcing.http import CHUNK, USER_AGENT, BodyTooLarge, joined_within, seconds_text, warn_cleartext_credentials
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline
 from kcing.transport import basic_auth
@@ -36,7 +36,57 @@ MAX_RETRIES = 2
 SUPPORTED_MAJORS = (8, 9)
 # What a request that asks the server to hold it (the health wait) gets beyond its own timeout.
 HELD_REQUEST_MARGIN = 10.0
+# The largest answer taken: kcing asks for little (an _mget of ids, kcing's templates and index
+# names, filtered), and a whole answer is held in memory at once.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 _REASON_LIMIT = 300
+
+
+class AnswerTooLarge(TransportError):
+    """An answer larger than MAX_ANSWER_BYTES. A TransportError that is no connection error nor
+    timeout, which the transport does not retry: the same answer would come again."""
+
+
+class _TooLarge(BaseException):
+    """Raised through the node's own `except Exception`, which would make a connection error of
+    it (retried), to become AnswerTooLarge in _OverallDeadlineNode.perform_request."""
+
+
+class _WholeAnswer:
+    """What the node reads of urllib3's response (status, headers, data), the body already read."""
+
+    def __init__(self, status: int, headers, data: bytes):
+        self.status = status
+        self.headers = headers
+        self.data = data
+
+
+class _BoundedPool:
+    """The node's urllib3 pool, each answer of which is read within `max_bytes`: urllib3 would
+    otherwise read a body of any length into memory before the node sees it (an endless body on
+    loopback is gigabytes before ES_REQUEST_DEADLINE cuts it). Everything else goes to the pool."""
+
+    def __init__(self, pool, max_bytes: int):
+        self._pool = pool
+        self._max_bytes = max_bytes
+
+    def __getattr__(self, name):
+        return getattr(self._pool, name)
+
+    def urlopen(self, method, url, **kwargs):
+        kwargs["preload_content"] = False
+        response = self._pool.urlopen(method, url, **kwargs)
+        try:
+            data = joined_within(response.stream(CHUNK, decode_content=True), self._max_bytes,
+                                 response.headers.get("Content-Length", ""))
+        except BodyTooLarge as error:
+            response.close()  # the rest is never read: the connection cannot serve another request
+            raise _TooLarge(str(error)) from None
+        except BaseException:
+            response.close()
+            raise
+        response.release_conn()
+        return _WholeAnswer(response.status, response.headers, data)
 
 
 class _OverallDeadlineNode(Urllib3HttpNode):
@@ -47,6 +97,11 @@ class _OverallDeadlineNode(Urllib3HttpNode):
 
     overall = 60.0
     client_timeout = REQUEST_TIMEOUT  # what the client gives every request it is not told otherwise
+    max_answer_bytes = MAX_ANSWER_BYTES
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.pool = _BoundedPool(self.pool, self.max_answer_bytes)
 
     def perform_request(self, method, target, body=None, headers=None, request_timeout=DEFAULT):
         limit = self.overall
@@ -59,6 +114,8 @@ class _OverallDeadlineNode(Urllib3HttpNode):
         except Overdue:
             # A timeout to the transport, which does not retry one (retry_on_timeout is off).
             raise ConnectionTimeout("no whole answer within %s (ES_REQUEST_DEADLINE)" % seconds_text(limit)) from None
+        except _TooLarge as error:
+            raise AnswerTooLarge("an answer larger than kcing takes (%s)" % error) from None
 
 
 _warnings_logged = threading.Lock()
@@ -158,6 +215,8 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
     if isinstance(error, SSLError):
         return ConfigError("TLS to %s failed: %s (check ES_HOST's scheme and ES_CA_BUNDLE)"
                            % (where, _transport_reason(error)))
+    if isinstance(error, AnswerTooLarge):
+        return ElasticsearchError("%s sent %s while %s" % (where, _transport_reason(error), action))
     if isinstance(error, ConnectionTimeout):
         return ElasticsearchError("%s did not answer in time while %s (%s)" % (where, action, _transport_reason(error)))
     if isinstance(error, ConnectionError):

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import requests
 
 from kcing.errors import ConfigError, KcingError
-from kcing.http import certificate_refused, seconds_text, socks_unsupported
+from kcing.http import CHUNK, BodyTooLarge, certificate_refused, joined_within, seconds_text, socks_unsupported
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline as overall_deadline
 from kcing.transport import basic_auth
@@ -35,6 +35,9 @@ VOLATILE_FIELDS = ("created_at", "created_by", "updated_at", "updated_by", "vers
 XSRF_HEADERS = {"kbn-xsrf": "kcing"}
 TIMEOUT = (10.0, 120.0)  # (connect, read) seconds; a large import can take a while
 DEADLINE = 300.0  # seconds for a whole request and its answer (KB_REQUEST_DEADLINE)
+# The largest answer taken, read whole into memory: an export of every dashboard, visualization,
+# data view and search of a space (Kibana exports 10,000 objects at most by default).
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
 # While waiting for Kibana to be ready: how long past the wait a status answer may still come.
 STATUS_ANSWER_MARGIN = 10.0
 _SPACE_ID = re.compile(r"^[a-z0-9_-]+$")
@@ -357,7 +360,7 @@ def one_line(text: Any) -> str:
     return flat if len(flat) <= _MESSAGE_LIMIT else flat[:_MESSAGE_LIMIT - 3] + "..."
 
 
-def body_text(response: requests.Response) -> str:
+def body_text(response: Answer) -> str:
     """The body as UTF-8 text, undecodable bytes replaced.
 
     Kibana answers `application/ndjson` and JSON without a charset, and both are UTF-8: left to
@@ -367,7 +370,7 @@ def body_text(response: requests.Response) -> str:
     return response.content.decode("utf-8", "replace")
 
 
-def response_message(response: requests.Response) -> str:
+def response_message(response: Answer) -> str:
     """The Boom `message` of an error body, or its text."""
     try:
         body = json.loads(response.content)
@@ -440,6 +443,15 @@ class Utf8BasicAuth(requests.auth.AuthBase):
         return request
 
 
+@dataclass(frozen=True)
+class Answer:
+    """An answer of Kibana read whole: what the client looks at of it."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+
 class KibanaClient:
     """Status, the space, export and import against one Kibana space. Credentials never reach a
     log line."""
@@ -453,13 +465,14 @@ class KibanaClient:
         self._auth = Utf8BasicAuth(*auth) if auth else None
         self.timeout = timeout
         self.deadline = deadline
+        self.max_answer_bytes = MAX_ANSWER_BYTES
 
     @property
     def space_label(self) -> str:
         return self.space or "default"
 
     def _request(self, method: str, path: str, action: str, in_space: bool = True, within: Optional[float] = None,
-                 **kwargs) -> requests.Response:
+                 **kwargs) -> Answer:
         """The answer to one request, whole within KB_REQUEST_DEADLINE, or `within` seconds when sooner."""
         url = (space_url(self.url, self.space) if in_space else self.url) + path
         started = time.monotonic()
@@ -473,8 +486,18 @@ class KibanaClient:
                 # CURL_CA_BUNDLE from the environment replace the session's (KB_CA_BUNDLE).
                 # No redirect is followed: one to a POST comes back as a GET of the new address (or
                 # of a proxy's login page), whose answer would be read as Kibana's to the POST.
+                # Read here, held to MAX_ANSWER_BYTES: requests would read a body of any length into
+                # memory (one without end fills gigabytes before the deadline cuts it).
                 response = self.session.request(method, url, auth=self._auth, timeout=timeout,
-                                                verify=self.session.verify, allow_redirects=False, **kwargs)
+                                                verify=self.session.verify, allow_redirects=False, stream=True,
+                                                **kwargs)
+                with response:
+                    answer = Answer(response.status_code, response.headers,
+                                    joined_within(response.iter_content(CHUNK), self.max_answer_bytes,
+                                                  response.headers.get("Content-Length", "")))
+        except BodyTooLarge as error:
+            raise KibanaRefused("Kibana at %s sent an answer larger than kcing takes (%s) to %s"
+                                % (self.url, error, action)) from None
         except Overdue:
             if deadline < self.deadline:  # the caller's limit, which its own message names
                 raise KibanaUnavailable("Kibana at %s sent no whole answer to %s" % (self.url, action)) from None
@@ -490,12 +513,12 @@ class KibanaClient:
                                   % (self.url, _untrusted_because(error, url))) from None
             raise KibanaUnavailable("cannot reach Kibana at %s to %s (%s)"
                                     % (self.url, action, unreachable_reason(error))) from None
-        log.debug("%s %s [status:%s duration:%.3fs]", method, url, response.status_code, time.monotonic() - started)
-        if 300 <= response.status_code < 400:
-            raise redirect_error(self.url, response.status_code, response.headers.get("Location"), action)
-        return response
+        log.debug("%s %s [status:%s duration:%.3fs]", method, url, answer.status_code, time.monotonic() - started)
+        if 300 <= answer.status_code < 400:
+            raise redirect_error(self.url, answer.status_code, answer.headers.get("Location"), action)
+        return answer
 
-    def _raise_unless_ok(self, response: requests.Response, action: str) -> None:
+    def _raise_unless_ok(self, response: Answer, action: str) -> None:
         if response.status_code != 200:
             user = self.auth[0] if self.auth else ""
             raise error_for(response.status_code, response_message(response), action, self.url, user)
@@ -592,7 +615,7 @@ class KibanaClient:
             raise KibanaRefused("Kibana at %s sent an unreadable import result" % self.url) from None
 
 
-def _status_level(response: requests.Response) -> str:
+def _status_level(response: Answer) -> str:
     try:
         overall = json.loads(response.content)["status"]["overall"]
     except (ValueError, KeyError, TypeError):
