@@ -14,7 +14,7 @@ import yaml
 from elasticsearch import Elasticsearch
 
 from tests.fakes.kibana_server import KibanaEmulator
-from tests.fakes.rogue_http import RogueFront, endless, trickle_head
+from tests.fakes.rogue_http import RogueFront, answer, endless, trickle_head
 from tests.feedrun import REPO, clean_environ, kcing
 
 SECRET = "s3cr3t-kibana-pw"
@@ -214,6 +214,63 @@ def test_a_kibana_answer_without_end_stops_at_the_size_limit_and_writes_nothing(
         "to export saved objects" % (command, front.url))
     assert sorted(path.name for path in kibana_dir.iterdir()) == ["saved_objects.ndjson"]
     assert (kibana_dir / "saved_objects.ndjson").read_bytes() == before
+
+
+# Successful answers that are not what Elasticsearch answers: read as empty, they made drp delete
+# nothing and exit 0; taken for objects, they ended the command with an internal error ------------
+
+ELASTIC = (("X-Elastic-Product", "Elasticsearch"),)
+NOT_ANSWERS = [("text/html", b"<html><body>502 Bad Gateway</body></html>"), ("application/json", b"null"),
+               ("application/json", b'"ok"'), ("application/json", b"{}"), ("application/json", b"")]
+
+
+@pytest.mark.parametrize("content_type, body", NOT_ANSWERS, ids=["html", "null", "string", "object", "empty"])
+def test_drp_given_an_index_listing_that_is_no_json_array_stops_and_deletes_nothing(tmp_path, es, content_type, body):
+    old = "boot-%s" % (date.today() - timedelta(days=40)).strftime("%Y.%m.%d")
+    es.seed_index(old, docs={"1": {"job": "mainline"}})
+    with RogueFront(es.url) as front:
+        front.on("GET", "/_cat/indices", answer(200, ELASTIC + (("Content-Type", content_type),), body), count=None)
+        env = clean_environ(ES_HOST=front.url, KCING_DB=str(tmp_path / "kcing.db"))
+        done = kcing(["drp", "--drp-days", "30"], env, tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "kcing drp: Elasticsearch at %s sent an unreadable answer while listing indices "
+        "(build-*,boot-*,test-*,log-*,regression-*): not a JSON array (%s)"
+        % (front.url, repr(body.decode()[:40]) if body else "no body")]
+    assert old in es.index_names()
+
+
+@pytest.mark.parametrize("content_type, body", [answer for answer in NOT_ANSWERS if answer[1] != b"{}"],
+                         ids=["html", "null", "string", "empty"])
+def test_setup_es_given_a_server_version_that_is_no_json_object_stops_in_one_line(tmp_path, es, content_type, body):
+    def version_answer(front, sock, request):
+        if request.path == "/":
+            return answer(200, ELASTIC + (("Content-Type", content_type),), body)(front, sock, request)
+        return front._forward(sock, request)
+
+    with RogueFront(es.url) as front:
+        front.on("GET", "", version_answer, count=None)
+        done = kcing(["setup_es", "--wait", "5"], clean_environ(ES_HOST=front.url), tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "kcing setup_es: Elasticsearch at %s sent an unreadable answer while reading the server version: not a "
+        "JSON object (%s)" % (front.url, repr(body.decode()[:40]) if body else "no body"))
+    assert not any(name.startswith("kcing-") for name in es.templates)
+
+
+def test_setup_es_given_a_server_version_that_is_no_object_says_its_version_is_unknown(tmp_path, es):
+    def version_answer(front, sock, request):
+        if request.path == "/":
+            return answer(200, ELASTIC + (("Content-Type", "application/json"),), b'{"version": "8.15.3"}')(
+                front, sock, request)
+        return front._forward(sock, request)
+
+    with RogueFront(es.url) as front:
+        front.on("GET", "", version_answer, count=None)
+        done = kcing(["setup_es", "--wait", "5"], clean_environ(ES_HOST=front.url), tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "kcing setup_es: Elasticsearch at %s is version unknown; kcing needs Elasticsearch 8 or 9" % front.url)
 
 
 def test_setup_es_names_a_user_template_of_the_same_priority_and_installs_the_others(es, tmp_path):

@@ -47,6 +47,11 @@ class AnswerTooLarge(TransportError):
     timeout, which the transport does not retry: the same answer would come again."""
 
 
+class UnexpectedAnswer(TransportError):
+    """A 2xx answer of Elasticsearch that is not the JSON kcing asked for (`unexpected_answer`);
+    not retried, as AnswerTooLarge."""
+
+
 class _TooLarge(BaseException):
     """Raised through the node's own `except Exception`, which would make a connection error of
     it (retried), to become AnswerTooLarge in _OverallDeadlineNode.perform_request."""
@@ -109,13 +114,35 @@ class _OverallDeadlineNode(Urllib3HttpNode):
             limit = max(limit, request_timeout + HELD_REQUEST_MARGIN)
         try:
             with deadline(limit):
-                return super().perform_request(method, target, body=body, headers=headers,
-                                               request_timeout=request_timeout)
+                answer = super().perform_request(method, target, body=body, headers=headers,
+                                                 request_timeout=request_timeout)
         except Overdue:
             # A timeout to the transport, which does not retry one (retry_on_timeout is off).
             raise ConnectionTimeout("no whole answer within %s (ES_REQUEST_DEADLINE)" % seconds_text(limit)) from None
         except _TooLarge as error:
             raise AnswerTooLarge("an answer larger than kcing takes (%s)" % error) from None
+        why = unexpected_answer(method, target, answer.meta.status, answer.meta.headers.get("X-Elastic-Product"),
+                                answer.body)
+        if why:
+            raise UnexpectedAnswer(why)
+        return answer
+
+
+def unexpected_answer(method: str, target: str, status: int, product: Optional[str], body: bytes) -> str:
+    """Why a successful answer of Elasticsearch is not one to read, or "".
+
+    Every request kcing makes is answered with a JSON object, but a `_cat` one (asked for JSON),
+    answered with an array: anything else (an HTML page, JSON null, a string) would be read as an
+    empty answer (drp deleting nothing and exiting 0) or end the command with an internal error.
+    An answer without Elasticsearch's product header is left to the client, which says that what
+    answered is not Elasticsearch; a HEAD has no body."""
+    if method == "HEAD" or not 200 <= status < 300 or product != "Elasticsearch":
+        return ""
+    array = target.split("?", 1)[0].startswith("/_cat/")
+    if body.lstrip()[:1] == (b"[" if array else b"{"):
+        return ""
+    start = body.lstrip()[:40].decode("utf-8", "replace")
+    return "not a JSON %s (%s)" % ("array" if array else "object", _one_line(repr(start)) if start else "no body")
 
 
 _warnings_logged = threading.Lock()
@@ -221,7 +248,7 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
         return ElasticsearchError("%s did not answer in time while %s (%s)" % (where, action, _transport_reason(error)))
     if isinstance(error, ConnectionError):
         return ElasticsearchError("cannot reach %s: %s" % (where, connection_failure(error)))
-    if isinstance(error, SerializationError):
+    if isinstance(error, (SerializationError, UnexpectedAnswer)):
         return ElasticsearchError("%s sent an unreadable answer while %s: %s" % (where, action, error))
     if isinstance(error, TransportError):
         return ElasticsearchError("%s failed while %s: %s" % (where, action, _transport_reason(error)))
@@ -298,7 +325,8 @@ def server_version(client: Elasticsearch, host: str) -> str:
     """The server's version number; a ConfigError if kcing does not support that major."""
     with elastic_errors(host, "reading the server version"):
         info = client.info()
-    number = str((info.get("version") or {}).get("number", ""))
+    version = info.get("version")
+    number = str(version.get("number", "")) if isinstance(version, dict) else ""
     major = _major(number)
     if major not in SUPPORTED_MAJORS:
         raise ConfigError("Elasticsearch at %s is version %s; kcing needs Elasticsearch %s"
