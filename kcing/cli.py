@@ -46,8 +46,8 @@ spread the load), LS_USER, LS_PASSWORD, KCING_DB, DRP_DAYS, ES_HOST, KB_URL. The
 them all.
 
 Exit status: 0 all done; 1 some objects failed or were rejected (reconcile, feed_es --verify:
-some documents are missing in Elasticsearch); 2 usage or configuration error (a Logstash input
-that redirects included); 3 Logstash, Elasticsearch or Kibana unreachable or refusing (a
+some documents are missing in Elasticsearch); 2 usage or configuration error (a Logstash input,
+Elasticsearch or Kibana that redirects included); 3 Logstash, Elasticsearch or Kibana unreachable or refusing (a
 document too large for Logstash included: its object is sent again by the next run); 4 another
 run holds the lock, or another process held the ledger's database lock longer than
 KCING_DB_LOCK_WAIT; 5 the ledger, an output file (of --output) or a file kcing replaces

@@ -273,6 +273,33 @@ def test_setup_es_given_a_server_version_that_is_no_object_says_its_version_is_u
         "kcing setup_es: Elasticsearch at %s is version unknown; kcing needs Elasticsearch 8 or 9" % front.url)
 
 
+@pytest.mark.parametrize("command", [["drp", "--drp-days", "30"], ["setup_es", "--wait", "5"], ["reconcile"]],
+                         ids=lambda args: args[0])
+@pytest.mark.parametrize("location", ["https://sso.example/login?next=%2F", None], ids=["location", "no-location"])
+def test_a_redirect_from_elasticsearch_is_a_setting_to_fix_naming_where_it_leads(tmp_path, es, command, location):
+    """Elasticsearch sends no redirect: a proxy in front of it does. Said as a setting to fix (exit
+    2), as one from Kibana or a Logstash input is, never followed."""
+    from tests.test_reconcile import obj, packed, to_logstash
+    from kcing.ledger.ledger import Ledger, Outcome
+    from kcing.ledger.models import DELIVERED
+    ledger = Ledger.open(str(tmp_path / "kcing.db"))
+    ledger.record([Outcome(obj("one"), DELIVERED, documents=packed(1))], to_logstash)
+    ledger.close()
+    headers = (("Location", location),) if location else ()
+    with RogueFront(es.url) as front:
+        for method in ("GET", "POST"):
+            front.on(method, "", answer(302, headers, b""), count=None)
+        env = clean_environ(ES_HOST=front.url, KCING_DB=str(tmp_path / "kcing.db"))
+        done = kcing(command, env, tmp_path)
+        asked = [path for _, path, _ in front.requests]
+    assert done.returncode == 2, done.stdout + done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("kcing %s: Elasticsearch at %s answered HTTP 302, a redirect to %s, while "
+                           % (command[0], front.url, location or "nowhere (no Location)")), last
+    assert last.endswith(": set ES_HOST to the address Elasticsearch answers at itself (kcing follows no redirect)")
+    assert len(asked) == 1 and "login" not in asked[0]
+
+
 def test_setup_es_names_a_user_template_of_the_same_priority_and_installs_the_others(es, tmp_path):
     """Elasticsearch refuses two templates with overlapping patterns and the same priority: kcing's
     template for that kind cannot be installed, but the others can, and the error says what to do."""

@@ -257,6 +257,13 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
 
 def _api_error(error: ApiError, where: str, action: str) -> KcingError:
     status = error.meta.status
+    if 300 <= status < 400:
+        # Elasticsearch sends none: something in front of it does (a proxy sending http to https,
+        # or to its login page). A setting to fix, as a redirect from Kibana or Logstash is.
+        location = error.meta.headers.get("Location")
+        return ConfigError("%s answered HTTP %d, a redirect to %s, while %s: set ES_HOST to the address "
+                           "Elasticsearch answers at itself (kcing follows no redirect)"
+                           % (where, status, _one_line(location) if location else "nowhere (no Location)", action))
     kind = error_type(error)
     if kind == "media_type_header_exception":
         # The server refused the client's `compatible-with`: a client/server major mismatch.
