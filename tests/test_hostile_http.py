@@ -222,6 +222,34 @@ def test_a_trickling_download_fails_at_its_deadline_without_holding_up_the_other
     assert set(ledger_states(db).values()) == {"delivered"}
 
 
+@pytest.mark.parametrize("page", [b"<html><head><title>502 Bad Gateway</title></head></html>",
+                                  b"\n  <!DOCTYPE html><html><body>Sign in</body></html>"], ids=["error", "login"])
+def test_gen_samples_never_saves_a_web_page_answered_in_place_of_a_file(
+        legacy_replica, logstash, storage_front, tmp_path, build_object, page):
+    """A saved sample is not fetched again: a proxy's page saved in place of the file would be
+    replayed for good. It fails instead, and the next run saves the file."""
+    samples = tmp_path / "samples"
+    storage_front.on("GET", storage_path(build_object), answer(200, (("Content-Type", "text/html"),), page),
+                     count=None)
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_STORAGE_URL=storage_front.url,
+                       KCI_SAMPLES_DIR=str(samples))
+    result = kcing(["gen_samples"], env, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 failed, 0 refused" in result.stdout
+    warning = [line for line in result.stderr.splitlines() if build_object.upstream_id in line]
+    assert len(warning) == 1 and "an HTML or XML page" in warning[0] and "next run asks again" in warning[0], result.stderr
+    saved = {entry["upstream_id"] for entry in json.loads((samples / "manifest.json").read_text())["objects"]}
+    assert build_object.upstream_id not in saved and saved
+    assert all(page not in path.read_bytes() for path in samples.rglob("*.json"))
+
+    storage_front.clear()  # the file is served again: the next run saves it
+    again = kcing(["gen_samples"], env, tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    entries = json.loads((samples / "manifest.json").read_text())["objects"]
+    (entry,) = [entry for entry in entries if entry["upstream_id"] == build_object.upstream_id]
+    assert (samples / entry["path"]).read_bytes() == build_object.path.read_bytes()
+
+
 @pytest.mark.parametrize("status_line", [False, True], ids=["headers", "status-line"])
 def test_a_download_whose_headers_trickle_fails_at_its_deadline(
         legacy_replica, logstash, storage_front, tmp_path, build_object, status_line):
