@@ -35,6 +35,7 @@ from kcing.runlock import RunLock
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.elastic_forward import ForwardingStore
 from tests.fakes.logstash_emulator import LogstashCluster
+from tests.fakes.rogue_http import RogueFront, answer, trickle
 from tests.fakes.serving import wait_until
 from tests.feedrun import (SAMPLES, clean_environ, feed_environ, kcing, kcing_process, kept_ids, ledger_rows,
                            ledger_states, sample_objects)
@@ -628,6 +629,48 @@ def test_a_resend_stopped_before_logstash_answered_leaves_the_objects_held_as_mi
     assert "re-sending %d legacy objects" % len(held) in resent.stdout
     assert builds <= es_keys(es)
     assert set(ledger_states(db).values()) == {DELIVERED}
+
+
+@needs_samples
+@pytest.mark.parametrize("where", ["logstash-retry-wait", "upstream-retry-wait", "upstream-trickle"])
+def test_one_signal_stops_a_resend_waiting_on_logstash_or_upstream_at_once(legacy_replica, forwarding, es, tmp_path,
+                                                                          where):
+    """As feed_es: after one SIGTERM no retry is waited for and no download goes on; only a batch
+    in flight gets its grace. The re-send's source and sink wait on the run's stop."""
+    db = tmp_path / "kcing.db"
+    to_logstash = where.startswith("logstash")
+    with RogueFront(forwarding.urls["build"] if to_logstash else legacy_replica.storage_url) as front:
+        # In place from the first feed: a re-send fetches from the URLs the ledger keeps.
+        env = feed_environ(legacy_replica, forwarding, db, ES_HOST=es.url, DRP_DAYS=KEEP_EVERYTHING,
+                           **({"ES_BUILD": front.url} if to_logstash else {"KCI_STORAGE_URL": front.url}))
+        _lose_the_build_documents(env, tmp_path, es)
+        held = _held_as_missing(db)
+        if where == "logstash-retry-wait":
+            front.on("POST", "", answer(503, (("Retry-After", "100"),)), count=None)
+            env.update(ES_RETRY_BACKOFF="100")
+        elif where == "upstream-retry-wait":
+            front.on("GET", "", answer(503, (("Retry-After", "100"),)), count=None)
+            env.update(KCI_RETRY_BACKOFF="100")
+        else:
+            front.on("GET", "", trickle(length=10_000, every=0.5), count=None)
+            env.update(KCI_DOWNLOAD_DEADLINE="100", KCI_THREADS="1")
+        process = kcing_process(["reconcile", "--resend"], env, tmp_path)
+        try:
+            assert wait_until(lambda: [by for _, _, by in front.requests if by != "forward"], timeout=30), \
+                "the re-send never reached %s" % where
+            time.sleep(1)
+            process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            stdout, stderr = process.communicate(timeout=60)
+            took = time.monotonic() - signalled
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 130, stdout + stderr
+    assert took < 3, took  # not the 100 s wait, nor the second signal's 3 s
+    assert "Traceback" not in stderr
+    assert _held_as_missing(db) == held
 
 
 def _documents_by_object() -> Dict[object, Set[DocKey]]:

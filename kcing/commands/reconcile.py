@@ -14,7 +14,7 @@ from kcing.flags import utc_text
 from kcing.ledger.ledger import Ledger, ledger_exists
 from kcing.runlock import RunLock
 from kcing.sinks import LOGSTASH
-from kcing.shutdown import stop_on_signals
+from kcing.shutdown import Stop, stop_on_signals
 from kcing.sources.localfiles import LocalFiles, SavedSamples
 from kcing.watermark import parse_since
 from kcing.wiring import make_sink, make_source, no_ledger, open_ledger
@@ -87,13 +87,16 @@ def run(args: dict, settings) -> int:
     if not ledger_exists(settings.KCING_DB):
         raise no_ledger(settings)
     client = make_client(settings)
+    # The run's stop, which the re-send's sink and source wait on, as feed_es's do: after one
+    # signal no retry is waited for and no download goes on, and a batch in flight has its grace.
+    stop = Stop()
     # Made now: a Logstash setting it cannot use (LS_USER without LS_PASSWORD, LS_CA_BUNDLE) is
     # refused before the check marks anything, not after.
-    sink = make_sink({}, settings) if args.get("--resend") and not dry_run else None
+    sink = make_sink({}, settings, stop=stop) if args.get("--resend") and not dry_run else None
     with ExitStack() as stack:
         if not dry_run:
             stack.enter_context(RunLock(settings.KCING_DB))
-        stop = stack.enter_context(stop_on_signals())
+        stack.enter_context(stop_on_signals(stop))
         ledger = open_ledger(settings, dry_run)
         stack.callback(ledger.close)
         report = reconciling.Report(scope="objects delivered since %s" % utc_text(since),
@@ -193,9 +196,9 @@ def _resend(settings, ledger: Ledger, stop, sink=None) -> int:
             worst = 1  # still missing in Elasticsearch: cron must hear of it
             continue
         if sink is None:
-            sink = make_sink({}, settings)
+            sink = make_sink({}, settings, stop=stop)
         if name == "legacy":
-            fetcher = make_source({}, settings.with_overrides({"KCI_SOURCE": "legacy"}))
+            fetcher = make_source({}, settings.with_overrides({"KCI_SOURCE": "legacy"}), stop=stop)
         elif name == "samples":
             fetcher = SavedSamples(settings.KCI_MAX_OBJECT_BYTES)
         else:
