@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -152,10 +154,16 @@ def _manifest_order(entry: dict) -> tuple:
     return (date if isinstance(date, str) else "", entry["upstream_id"])
 
 
-def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optional[Progress] = None) -> SampleRun:
+def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optional[Progress] = None,
+                stop: Optional[threading.Event] = None) -> SampleRun:
     """Download every listed object not yet saved. The manifest is rewritten at the end, and as
     often as progress is logged while files are saved: a run killed on the way (SIGKILL, a
-    reboot) keeps what it saved until then, and the next run does not download it again."""
+    reboot) keeps what it saved until then, and the next run does not download it again.
+
+    `stop`, the source's (its retry waits end and its downloads are cut once it is set), is set
+    when the run is interrupted (SIGINT, SIGTERM): the downloads in flight end at once, those not
+    begun never start, and the manifest is written with every file saved, in the time a signal
+    leaves the process (kcing.shutdown.URGENT_EXIT_SECONDS)."""
     run = SampleRun()
     progress = progress or Progress("gen_samples", live=False)
     started, wanted = time.monotonic(), []
@@ -186,7 +194,7 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optio
         return replace(obj, url=url), content
 
     # Kept up also while a listing page or every download in flight waits (KCI_DOWNLOAD_DEADLINE).
-    with progress.kept_up(text):
+    with progress.kept_up(text), _stopped_when_interrupted(stop):
         for listed in source.list_objects():
             obj = completed(source, listed)
             if obj.problem:
@@ -198,7 +206,8 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optio
                 wanted.append(obj)
             progress.update(text)
         try:
-            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sample") as pool:
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sample") as pool, \
+                    _stopped_when_interrupted(stop, pool):
                 for obj, fetched in zip(wanted, pool.map(fetch, wanted)):
                     _save(writer, obj, fetched, run)
                     progress.update(text)
@@ -212,10 +221,24 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optio
     return run
 
 
+@contextmanager
+def _stopped_when_interrupted(stop: Optional[threading.Event], pool: Optional[ThreadPoolExecutor] = None):
+    """Set `stop` and drop the downloads `pool` has not begun when the block is interrupted:
+    leaving the pool would otherwise wait for every download, the queued ones included."""
+    try:
+        yield
+    except BaseException:
+        if stop is not None:
+            stop.set()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+
+
 def web_page_instead(content: bytes) -> Optional[str]:
     """What a download is when it is a web page (a proxy's 502 or login page answered with 200)
     instead of the JSON file asked for; None for anything else."""
-    return markup_instead(content[:512].decode("utf-8-sig", "replace"))
+    return markup_instead(bytes(content[:512]).decode("utf-8-sig", "replace"))
 
 
 def _save(writer: SamplesWriter, obj: UpstreamObject, fetched: Optional[Tuple[UpstreamObject, bytes]],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import gzip
+import hashlib
 import json
 import os
 import signal
@@ -248,6 +249,46 @@ def test_gen_samples_never_saves_a_web_page_answered_in_place_of_a_file(
     entries = json.loads((samples / "manifest.json").read_text())["objects"]
     (entry,) = [entry for entry in entries if entry["upstream_id"] == build_object.upstream_id]
     assert (samples / entry["path"]).read_bytes() == build_object.path.read_bytes()
+
+
+@pytest.mark.parametrize("stuck", ["trickle", "retry-wait"])
+def test_gen_samples_stopped_while_upstream_holds_it_ends_at_once_and_keeps_what_it_saved(
+        legacy_replica, logstash, storage_front, tmp_path, stuck):
+    """One signal ends the downloads in flight and the retry waits (not 3 s later, as whatever a
+    thread is stuck in), and the manifest lists every file saved before it."""
+    samples = tmp_path / "samples"
+    served = []
+    held = trickle(length=10_000, every=0.5) if stuck == "trickle" else answer(503, (("Retry-After", "100"),))
+
+    def after_three_files(front, sock, request):
+        served.append(request.path)
+        if len(served) > 3:
+            return held(front, sock, request)
+        return front._forward(sock, request)
+
+    storage_front.on("GET", "", after_three_files, count=None)
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_STORAGE_URL=storage_front.url,
+                       KCI_SAMPLES_DIR=str(samples), KCI_THREADS="1", KCI_RETRY_BACKOFF="100",
+                       KCI_DOWNLOAD_DEADLINE="100")
+    process = kcing_process(["gen_samples"], env, tmp_path)
+    try:
+        assert wait_until(lambda: len(served) > 3, timeout=30), process.communicate()
+        time.sleep(1)
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        _, stderr = process.communicate(timeout=30)
+        took = time.monotonic() - signalled
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr
+    assert took < 2, took  # stopped, not ended by the exit 3 s after the signal
+    assert stderr.strip().splitlines()[-1] == "kcing gen_samples: interrupted", stderr
+    entries = json.loads((samples / "manifest.json").read_text())["objects"]
+    assert len(entries) == 3
+    for entry in entries:
+        assert hashlib.sha256((samples / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
 
 
 @pytest.mark.parametrize("status_line", [False, True], ids=["headers", "status-line"])

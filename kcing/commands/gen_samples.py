@@ -6,6 +6,7 @@ from pathlib import Path
 from kcing.errors import ConfigError
 from kcing.progress import Progress
 from kcing.runlock import RunLock
+from kcing.shutdown import Stop
 from kcing.samples import SamplesWriter, create_samples_dir, gen_samples as save_samples
 from kcing.wiring import make_source, source_named
 
@@ -58,14 +59,16 @@ def run(args: dict, settings) -> int:
     if settings.KCI_SOURCE == "samples":
         raise ConfigError("gen_samples saves from an upstream source; %s would copy the samples onto themselves"
                           % source_named(args, "samples"))
-    source = make_source(args, settings, how_many_flag="--sample-size")
+    stop = Stop()  # set when the run is interrupted: downloads and retry waits end at once
+    source = make_source(args, settings, how_many_flag="--sample-size", stop=stop)
     create_samples_dir(settings.KCI_SAMPLES_DIR)
     # Two runs writing one manifest would lose entries: lock the samples directory, before the
     # manifest is read, so that a run never reads it while another is about to rewrite it.
     with RunLock(str(Path(settings.KCI_SAMPLES_DIR) / "manifest.json")):
         writer = SamplesWriter(settings.KCI_SAMPLES_DIR, source.name, settings.KCI_MAX_OBJECT_BYTES,
                                with_logs=bool(args.get("--with-logs")))
-        run = save_samples(source, writer, threads=settings.KCI_THREADS, progress=Progress("gen_samples", every=settings.KCING_PROGRESS_EVERY))
+        run = save_samples(source, writer, threads=settings.KCI_THREADS,
+                           progress=Progress("gen_samples", every=settings.KCING_PROGRESS_EVERY), stop=stop)
     print("gen_samples: %d saved, %d already present, %d failed, %d refused (unsafe or unusable) in %s"
           % (run.saved, run.unchanged, run.failed, run.refused, settings.KCI_SAMPLES_DIR))
     return 1 if (run.failed or run.refused) else 0
