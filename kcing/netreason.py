@@ -14,6 +14,11 @@ _REASONS = (
     ("RemoteDisconnected", "connection closed without an answer"),
     ("closed connection without response", "connection closed without an answer"),
     ("IncompleteRead", "answer cut short"),
+    # http.client's limits on an answer's head (a server or proxy sending junk headers): the
+    # connection is dropped, which is no network fault to look for.
+    ("got more than 100 headers", "an answer of more than 100 header lines"),
+    ("bytes when reading header line", "an answer with a header line of more than 64 KiB"),
+    ("bytes when reading status line", "an answer whose status line is more than 64 KiB"),
     ("timed out", "timed out"),
     ("Name or service not known", "unknown host"),
     ("nodename nor servname", "unknown host"),

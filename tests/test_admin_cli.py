@@ -300,6 +300,38 @@ def test_a_redirect_from_elasticsearch_is_a_setting_to_fix_naming_where_it_leads
     assert len(asked) == 1 and "login" not in asked[0]
 
 
+def many_headers(front, sock, request) -> bool:
+    """200 with 150 header lines: more than http.client reads (100)."""
+    lines = "".join("X-Padding-%d: %s\r\n" % (number, "p" * 40) for number in range(150))
+    sock.sendall(("HTTP/1.1 200 OK\r\n%sContent-Length: 2\r\n\r\n{}" % lines).encode())
+    return False
+
+
+def a_long_header(front, sock, request) -> bool:
+    sock.sendall(("HTTP/1.1 200 OK\r\nX-Padding: %s\r\nContent-Length: 2\r\n\r\n{}" % ("p" * 70_000)).encode())
+    return False
+
+
+@pytest.mark.parametrize("head, reason", [(many_headers, "an answer of more than 100 header lines"),
+                                          (a_long_header, "an answer with a header line of more than 64 KiB")],
+                         ids=["many-lines", "long-line"])
+def test_an_answer_head_beyond_http_limits_is_named_so(tmp_path, es, head, reason):
+    kibana_dir = tmp_path / "kibana"
+    kibana_dir.mkdir()
+    with KibanaEmulator() as kibana, RogueFront(kibana.url) as kibana_front, RogueFront(es.url) as es_front:
+        kibana_front.on("POST", "/_export", head, count=None)
+        es_front.on("GET", "/_cat/indices", head, count=None)
+        exported = kcing(["backup_kbn", "--kibana-dir", str(kibana_dir), "--wait", "5"],
+                         clean_environ(KB_URL=kibana_front.url), tmp_path)
+        retained = kcing(["drp", "--drp-days", "30"],
+                         clean_environ(ES_HOST=es_front.url, KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
+    assert exported.returncode == 3 and retained.returncode == 3, exported.stderr + retained.stderr
+    assert exported.stderr.strip().splitlines() == [
+        "kcing backup_kbn: cannot reach Kibana at %s to export saved objects (%s)" % (kibana_front.url, reason)]
+    assert retained.stderr.strip().splitlines() == [
+        "kcing drp: cannot reach Elasticsearch at %s: %s" % (es_front.url, reason)]
+
+
 def test_setup_es_names_a_user_template_of_the_same_priority_and_installs_the_others(es, tmp_path):
     """Elasticsearch refuses two templates with overlapping patterns and the same priority: kcing's
     template for that kind cannot be installed, but the others can, and the error says what to do."""
