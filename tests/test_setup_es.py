@@ -537,3 +537,18 @@ def test_a_ca_bundle_applies_to_an_https_es_host_whatever_the_case_of_its_scheme
     bundle.write_text("")
     make_client(load_settings(tmp_path, ES_HOST="HTTPS://es.example:9200", ES_CA_BUNDLE=str(bundle)))
     assert "ES_CA_BUNDLE is ignored" not in caplog.text
+
+
+def test_a_head_is_not_held_to_the_size_its_content_length_announces(tmp_path):
+    """A HEAD's Content-Length is that of the body a GET would get, and none comes: the answer
+    size limit applies to bodies, not to what a HEAD announces."""
+    from tests.fakes.rogue_http import RogueFront
+
+    def head(front, sock, request) -> bool:
+        sock.sendall(b"HTTP/1.1 200 OK\r\nX-Elastic-Product: Elasticsearch\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100000000000\r\n\r\n")
+        return True
+
+    with RogueFront(None) as front:
+        front.on("HEAD", "", head, count=None)
+        assert make_client(load_settings(tmp_path, ES_HOST=front.url)).indices.exists(index="build-2024.10.16")

@@ -82,8 +82,9 @@ class _BoundedPool:
         kwargs["preload_content"] = False
         response = self._pool.urlopen(method, url, **kwargs)
         try:
-            data = joined_within(response.stream(CHUNK, decode_content=True), self._max_bytes,
-                                 response.headers.get("Content-Length", ""))
+            # A HEAD's Content-Length is that of the body a GET would have: none comes.
+            declared = response.headers.get("Content-Length", "") if method != "HEAD" else ""
+            data = joined_within(response.stream(CHUNK, decode_content=True), self._max_bytes, declared)
         except BodyTooLarge as error:
             response.close()  # the rest is never read: the connection cannot serve another request
             raise _TooLarge(str(error)) from None
