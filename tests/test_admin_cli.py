@@ -242,6 +242,25 @@ def test_drp_given_an_index_listing_that_is_no_json_array_stops_and_deletes_noth
 
 @pytest.mark.parametrize("content_type, body", [answer for answer in NOT_ANSWERS if answer[1] != b"{}"],
                          ids=["html", "null", "string", "empty"])
+def test_drp_never_takes_an_answer_that_is_no_elasticsearch_answer_for_a_deletion(tmp_path, es, content_type, body):
+    """A proxy's page answered with 200 to the DELETE: the index is not gone, and drp must not
+    say it is (nor go on to forget the ledger's rows as if it were)."""
+    old = "boot-%s" % (date.today() - timedelta(days=40)).strftime("%Y.%m.%d")
+    es.seed_index(old, docs={"1": {"job": "mainline"}})
+    with RogueFront(es.url) as front:
+        front.on("DELETE", "/", answer(200, ELASTIC + (("Content-Type", content_type),), body), count=None)
+        env = clean_environ(ES_HOST=front.url, KCING_DB=str(tmp_path / "kcing.db"))
+        done = kcing(["drp", "--drp-days", "30"], env, tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "deleted index" not in done.stdout
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "kcing drp: Elasticsearch at %s sent an unreadable answer while deleting 1 indices (%s ... ): not a JSON "
+        "object" % (front.url, old)), done.stderr
+    assert old in es.index_names()
+
+
+@pytest.mark.parametrize("content_type, body", [answer for answer in NOT_ANSWERS if answer[1] != b"{}"],
+                         ids=["html", "null", "string", "empty"])
 def test_setup_es_given_a_server_version_that_is_no_json_object_stops_in_one_line(tmp_path, es, content_type, body):
     def version_answer(front, sock, request):
         if request.path == "/":
