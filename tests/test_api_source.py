@@ -735,6 +735,27 @@ def test_refusals_name_the_token_setting_and_never_the_token(replica, token, for
     assert expected in str(error.value) and "tok-" not in str(error.value)
 
 
+@pytest.mark.parametrize("body, reason", [
+    (json.dumps({"detail": "Not authenticated.\nSign in at\r\n  https://auth.example " + "x" * 100_000}),
+     "(401: Not authenticated. Sign in at https://auth.example xxx"),
+    ("<html><body>\n<h1>401</h1>\n</body></html>", "(401): set KCI_API_TOKEN"),
+], ids=["long-detail", "html"])
+def test_a_refusal_is_said_in_one_short_line_whatever_the_api_answers(replica, body, reason):
+    """What the API answers with its 401 is quoted as one line of at most 300 characters: the
+    message is the run's last line, and a detail of many lines or megabytes came out whole."""
+    from tests.fakes.rogue_http import RogueFront, answer
+    with RogueFront(replica.url.rsplit("/", 1)[0]) as front:
+        content_type = "application/json" if body.startswith("{") else "text/html"
+        front.on("GET", "/nodes", answer(401, (("Content-Type", content_type),), body.encode()), count=None)
+        source = KernelCIApi(Requester(new_session(), RetryPolicy(attempts=1), 5),
+                             front.url + "/" + replica.url.rsplit("/", 1)[1], since=SINCE)
+        with pytest.raises(ConfigError) as error:
+            list(source.list_objects())
+    message = str(error.value)
+    assert reason in message and "\n" not in message and "\r" not in message
+    assert len(message) < 500, len(message)
+
+
 def test_the_token_goes_to_the_api_and_not_to_the_storage(replica):
     replica.token = "tok-123"
     source = make_source(replica, token="tok-123", with_logs=True)

@@ -589,11 +589,9 @@ class KernelCIApi:
     def _check_access(self, url: str, response) -> None:
         if response.status_code not in (401, 403):
             return
-        try:
-            detail = json_of(response).get("detail")
-        except (ValueError, AttributeError):
-            detail = None
-        reason = "(%d%s)" % (response.status_code, ": %s" % detail if isinstance(detail, str) else "")
+        # As one short line: the message is the run's last line, and the API's text could be anything.
+        _, detail = refusal_detail(response)
+        reason = "(%d%s)" % (response.status_code, ": %s" % detail if detail else "")
         if self._headers:
             raise ConfigError("the KernelCI API at %s refused KCI_API_TOKEN %s: check the token, or leave "
                               "KCI_API_TOKEN empty (reading nodes needs none)" % (url, reason))
