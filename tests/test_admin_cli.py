@@ -240,6 +240,20 @@ def test_drp_given_an_index_listing_that_is_no_json_array_stops_and_deletes_noth
     assert old in es.index_names()
 
 
+def test_an_unreadable_answer_of_megabytes_is_quoted_by_its_start_only(tmp_path, es):
+    cut_short = b'[{"index": "' + b"boot-2019.05.31\n" * 100_000
+    with RogueFront(es.url) as front:
+        front.on("GET", "/_cat/indices", answer(200, ELASTIC + (("Content-Type", "application/json"),), cut_short),
+                 count=None)
+        done = kcing(["drp", "--drp-days", "30"], clean_environ(ES_HOST=front.url, KCING_DB=str(tmp_path / "kcing.db")),
+                     tmp_path)
+    assert done.returncode == 3, done.stderr[:1000]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("kcing drp: Elasticsearch at %s sent an unreadable answer while listing indices "
+                           "(build-*,boot-*,test-*,log-*,regression-*): Unable to deserialize as JSON: " % front.url)
+    assert len(line) < 600, len(line)
+
+
 @pytest.mark.parametrize("content_type, body", [answer for answer in NOT_ANSWERS if answer[1] != b"{}"],
                          ids=["html", "null", "string", "empty"])
 def test_drp_never_takes_an_answer_that_is_no_elasticsearch_answer_for_a_deletion(tmp_path, es, content_type, body):

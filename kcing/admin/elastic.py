@@ -250,7 +250,8 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
     if isinstance(error, ConnectionError):
         return ElasticsearchError("cannot reach %s: %s" % (where, connection_failure(error)))
     if isinstance(error, (SerializationError, UnexpectedAnswer)):
-        return ElasticsearchError("%s sent an unreadable answer while %s: %s" % (where, action, error))
+        # The client's message quotes the whole body (megabytes, from a proxy): its start only.
+        return ElasticsearchError("%s sent an unreadable answer while %s: %s" % (where, action, _one_line(str(error))))
     if isinstance(error, TransportError):
         return ElasticsearchError("%s failed while %s: %s" % (where, action, _transport_reason(error)))
     raise TypeError("not an Elasticsearch client error: %r" % (error,))
