@@ -195,6 +195,20 @@ def test_drp_against_an_elasticsearch_answer_without_end_stops_at_the_size_limit
         % (front.url, "announced 1000000000000 bytes, more" if declared else "more")]
 
 
+def test_setup_es_waiting_on_a_health_answer_without_end_stops_at_once(tmp_path, es):
+    with RogueFront(es.url) as front:
+        front.on("GET", "/_cluster/health", endless(), count=None)
+        started = time.monotonic()
+        done = kcing_within_memory(["setup_es", "--wait", "60"], clean_environ(ES_HOST=front.url), tmp_path)
+        asked = front.answered_by("streamed")
+    assert time.monotonic() - started < 20  # not polled again and again for the 60 s of the wait
+    assert done.returncode == 3, done.stderr
+    assert asked == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "kcing setup_es: Elasticsearch at %s sent an answer larger than kcing takes (more than the limit of "
+        "67108864 bytes) while checking cluster health" % front.url)
+
+
 @pytest.mark.parametrize("command", ["backup_kbn", "setup_kbn"])
 def test_a_kibana_answer_without_end_stops_at_the_size_limit_and_writes_nothing(tmp_path, command):
     kibana_dir = tmp_path / "kibana"
