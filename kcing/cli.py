@@ -19,7 +19,6 @@ from docopt import DocoptExit, docopt, parse_docstring_sections, parse_options
 
 from kcing import __version__, commands, logs, settings as settings_module
 from kcing.errors import INTERNAL_ERROR, ConfigError, KcingError
-from kcing.urls import redacted
 
 log = logging.getLogger(__name__)
 
@@ -468,7 +467,7 @@ def run_command(command: str, args: dict) -> int:
             return commands.run(command, args, None)
         settings = settings_from(args)
         logs.configure(debug=args.get("--debug"), log_file=args.get("--log-file"), quiet=quiet,
-                       secrets=[getattr(settings, name) for name in settings_module.SECRET_NAMES])
+                       secrets=settings_module.secret_texts(settings))
         status = commands.run(command, args, settings)
         if status:
             # A command that ends so without an error (objects rejected, documents missing,
@@ -478,7 +477,7 @@ def run_command(command: str, args: dict) -> int:
         return status
     except KcingError as error:
         log.debug("error details", exc_info=True)
-        return ended(command, redacted(str(error)), error.exit_code)
+        return ended(command, str(error), error.exit_code)
     except KeyboardInterrupt:
         status = ended(command, "interrupted", 130)
         commands.interruption_told()
@@ -509,6 +508,9 @@ def ended(command: str, why: str, status: int) -> int:
     """Say in one line on stderr why the command ends with `status`, and in the -l log file too:
     its trail is what a cron job's reader has, and a run refused at start (a setting gone wrong)
     left nothing in it."""
+    # Masked as the log masks it: an error can quote a server's answer, and a server that echoes
+    # its request (a stub at an input's URL, a proxy's error page) quotes the credentials sent.
+    why = logs.masked(why)
     print("kcing %s: %s" % (command, why), file=sys.stderr, flush=True)
     logs.in_log_file_only(logging.ERROR, "kcing %s: %s (exit %d)" % (command, why, status), __name__)
     return status

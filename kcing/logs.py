@@ -9,8 +9,9 @@ import sys
 import time
 from typing import Iterable, Optional
 
-from kcing import progress
-from kcing.urls import redacted
+from kcing import progress, secrecy
+# What the CLI prints without logging (the line a failed command ends with) is masked alike.
+from kcing.secrecy import masked
 
 # Times in UTC, with the zone: a log read next to another host's must not need guessing.
 FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s"
@@ -31,13 +32,10 @@ class TerminalHandler(logging.StreamHandler):
         super().emit(record)
 
 
-# Secrets shorter than this are masked only as whole words (see RedactSecrets).
-WHOLE_WORD_BELOW = 8
-
-
 class RedactSecrets(logging.Filter):
     """Replaces any configured secret that reaches a log record with `***`, and the values of
-    signature and token parameters in URLs (signed artifact URLs; urllib3's `-d` request lines).
+    signature and token parameters in URLs (signed artifact URLs; urllib3's `-d` request lines)
+    (`kcing.secrecy.Masker`).
 
     A record's traceback becomes part of its message only with `tracebacks` (--debug): a library
     that logs one with a warning (urllib3 does, for a header line it cannot parse) would print
@@ -46,13 +44,7 @@ class RedactSecrets(logging.Filter):
 
     def __init__(self, secrets: Iterable[str], tracebacks: bool = True):
         super().__init__()
-        self.secrets = [secret for secret in secrets if len(secret) >= WHOLE_WORD_BELOW]
-        # A short secret ("p") is masked only where it stands alone, not inside a longer run of
-        # letters and digits: masked everywhere, it made every line unreadable ("htt***://")
-        # and showed which letter the password is.
-        short = sorted((secret for secret in secrets if 0 < len(secret) < WHOLE_WORD_BELOW), key=len, reverse=True)
-        self.short = (re.compile(r"(?<![0-9A-Za-z])(?:%s)(?![0-9A-Za-z])" % "|".join(map(re.escape, short)))
-                      if short else None)
+        self.masked = secrecy.Masker(secrets)
         self.tracebacks = tracebacks
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -65,11 +57,7 @@ class RedactSecrets(logging.Filter):
             if self.tracebacks:
                 message += "\n" + logging.Formatter().formatException(record.exc_info)
             record.exc_info, record.exc_text = None, None
-        for secret in self.secrets:
-            message = message.replace(secret, "***")
-        if self.short is not None:
-            message = self.short.sub("***", message)
-        record.msg, record.args = redacted(message), None
+        record.msg, record.args = self.masked(message), None
         return True
 
 
@@ -166,6 +154,9 @@ def configure(debug: bool = False, log_file: Optional[str] = None, secrets: Iter
         root.removeHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     redact = RedactSecrets(secrets, tracebacks=debug)
+    # What is written without logging (a failed command's last line, answers quoted in errors)
+    # is masked alike.
+    secrecy.remember(redact.masked)
     terminal = TerminalHandler(sys.stderr)
     if quiet:
         terminal.setLevel(logging.WARNING)

@@ -20,11 +20,12 @@ import os
 import re
 import runpy
 import sys
+from base64 import b64encode
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Mapping, Optional
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from kcing import urls
 from kcing.digits import foreign_digits
@@ -33,6 +34,28 @@ from kcing.errors import ConfigError, one_line
 log = logging.getLogger(__name__)
 
 SECRET_NAMES = frozenset({"LS_PASSWORD", "ES_PASSWORD", "ES_API_KEY", "KB_PASSWORD", "KCI_API_TOKEN"})
+# Each basic-auth password and the user sent with it: a request carries the two together, in
+# base64, and that form is as good as the password to whoever reads it.
+BASIC_AUTH_SETTINGS = (("LS_USER", "LS_PASSWORD"), ("ES_USER", "ES_PASSWORD"), ("KB_USER", "KB_PASSWORD"))
+
+def secret_texts(settings: Any) -> list:
+    """Every text that gives a secret of `settings` away, for the logs and messages to mask: each
+    secret as it is and percent-encoded (as in a URL), and each basic-auth `Authorization` value
+    as a request carries it (base64 of `user:password` in UTF-8). A server that echoes its request
+    back (a stub or an echo service at an input's URL, a proxy's error page) puts these in the
+    answer an error message quotes."""
+    texts = []
+    for name in sorted(SECRET_NAMES):
+        value = getattr(settings, name)
+        if value:
+            texts.append(value)
+            texts.append(quote(value, safe=""))
+    for user, password in BASIC_AUTH_SETTINGS:
+        if getattr(settings, password):
+            pair = "%s:%s" % (getattr(settings, user), getattr(settings, password))
+            texts.append(b64encode(pair.encode("utf-8")).decode("ascii"))
+    return list(dict.fromkeys(texts))
+
 
 # Upper bounds of the numeric settings (and of the flags that set them): far above any use, and
 # low enough that no value overflows what takes it (a socket or lock timeout, a date so many days

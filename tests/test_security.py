@@ -22,6 +22,7 @@ from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.kibana_server import KibanaEmulator
 from tests.fakes.legacy_data import at, boot_item, build_item
 from tests.fakes.logstash_emulator import LogstashCluster, LogstashEmulator
+from tests.fakes.rogue_http import RogueFront, answer
 from tests.faults.tls_front import TlsFront
 from tests.faults.world import World
 from tests.feedrun import SAMPLES, api_feed_environ, clean_environ, kcing, ledger_states
@@ -154,6 +155,69 @@ def test_credentials_written_into_a_logstash_url_are_refused_without_being_shown
         assert result.returncode == 2
         assert "ES_LAVA" in result.stderr and len(result.stderr.strip().splitlines()) == 1
         assert not leaks(result.stderr + result.stdout + (tmp_path / "feed.log").read_text())
+
+
+def echoing_credentials(status: int):
+    """An answer quoting the credentials its request carried, as an echo service or stub at the
+    wrong URL does, or an error page naming what it refused: the header as sent, and decoded, as
+    the `detail` of a JSON error (what the KernelCI API answers and kcing quotes)."""
+    def echoed(front, sock, request) -> bool:
+        header = next((value for name, value in request.headers.items() if name.lower() == "authorization"), "")
+        scheme, _, credentials = header.partition(" ")
+        decoded = base64.b64decode(credentials).decode() if scheme == "Basic" else credentials
+        body = json.dumps({"detail": "refused %s, Authorization: %s" % (decoded, header)}).encode()
+        return answer(status, (("Content-Type", "application/json"),), body)(front, sock, request)
+    return echoed
+
+
+def _feed_to_an_echoing_input(front_url, tmp_path):
+    routes = {"ES_%s" % route: front_url for route in ("BUILD", "LAVA", "BOOT", "REGRESSION")}
+    env = clean_environ(KCI_SOURCE="samples", KCI_SAMPLES_DIR=str(SAMPLES), KCING_DB=str(tmp_path / "kcing.db"),
+                        LS_USER=LS_USER, ES_MAX_RETRIES="1", **SECRETS, **routes)
+    return ["feed_es"], env
+
+
+def _api_behind_an_echoing_proxy(front_url, tmp_path):
+    env = clean_environ(KCI_SOURCE="api", KCI_API_URL=front_url, KCING_DB=str(tmp_path / "kcing.db"),
+                        KCI_MAX_RETRIES="1", **SECRETS)
+    return ["feed_es", "--output", str(tmp_path / "out")], env
+
+
+def _kibana_behind_an_echoing_proxy(front_url, tmp_path):
+    env = clean_environ(KB_URL=front_url, KB_USER="elastic", **SECRETS)
+    return ["backup_kbn", "--dry-run", "--wait", "5", "--kibana-dir", str(tmp_path / "kibana")], env
+
+
+@pytest.mark.parametrize("situation, status, exit_code", [
+    (_feed_to_an_echoing_input, 200, 2), (_feed_to_an_echoing_input, 400, 3),
+    (_api_behind_an_echoing_proxy, 401, 2), (_kibana_behind_an_echoing_proxy, 400, 2),
+], ids=["Logstash URL answering 200", "Logstash URL answering 400", "KernelCI API", "Kibana"])
+def test_credentials_a_server_echoes_back_are_masked_in_the_error(tmp_path, situation, status, exit_code):
+    """The error quoting the answer printed the password on stderr (only the log masked it), and
+    the Authorization header, base64 of user:password, on stderr and in the log alike."""
+    with RogueFront() as front:
+        front.on("POST", "", echoing_credentials(status)).on("GET", "", echoing_credentials(status))
+        args, env = situation(front.url, tmp_path)
+        log = tmp_path / "run.log"
+        result = kcing(args + ["-l", str(log)], env, tmp_path)
+    assert result.returncode == exit_code, result.stderr
+    assert "refused " in result.stderr  # the answer is quoted, what it echoed masked
+    for name, text in (("stdout", result.stdout), ("stderr", result.stderr), ("the -l log", log.read_text())):
+        assert not leaks(text) and not partial_leaks(text), "%s shows %s: %s" % (name, leaks(text), text)
+
+
+def partial_leaks(text: str) -> list:
+    """The secrets of which a part is in `text`: an answer quoted cut short must not cut a secret
+    short either. Basic auth forms are looked for past what encodes the user alone."""
+    parts = {}
+    for name, value in SECRETS.items():
+        parts.update({(name, start): value[start:start + 6] for start in range(len(value) - 5)})
+    for user, password in ((LS_USER, SECRETS["LS_PASSWORD"]), ("elastic", SECRETS["KB_PASSWORD"])):
+        encoded = base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+        first = len(base64.b64encode(user.encode())) // 4 * 4
+        parts.update({("basic auth of " + user, start): encoded[start:start + 8]
+                      for start in range(first, len(encoded) - 7)})
+    return sorted({name for (name, _), part in parts.items() if part in text})
 
 
 # TLS ------------------------------------------------------------------------------------------

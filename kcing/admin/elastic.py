@@ -23,6 +23,7 @@ from elasticsearch import (
 from kcing.digits import ascii_digits
 from kcing.errors import ConfigError, ElasticsearchError, KcingError
 from kcing.http import CHUNK, USER_AGENT, BodyTooLarge, joined_within, seconds_text, warn_cleartext_credentials
+from kcing.secrecy import masked
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline
 from kcing.transport import basic_auth
@@ -317,7 +318,8 @@ def _transport_reason(error: TransportError) -> str:
 
 
 def _one_line(text: str) -> str:
-    text = " ".join(text.split())
+    # Masked before the cut: a proxy's page echoing the request quotes its Authorization header.
+    text = " ".join(masked(text).split())
     return text if len(text) <= _REASON_LIMIT else text[:_REASON_LIMIT] + "..."
 
 

@@ -20,6 +20,7 @@ from kcing.errors import ConfigError, KcingError
 from kcing.http import CHUNK, BodyTooLarge, certificate_refused, joined_within, seconds_text, socks_unsupported
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline as overall_deadline
+from kcing.secrecy import masked
 from kcing.transport import basic_auth
 from kcing.waiting import COUNTDOWN_EVERY, WaitReport
 
@@ -355,8 +356,9 @@ def conflict(obj: Mapping[str, Any]) -> ImportProblem:
 # -- HTTP errors -----------------------------------------------------------------------------
 
 def one_line(text: Any) -> str:
-    """Collapse whitespace (Kibana's security messages span lines) and cap the length."""
-    flat = " ".join(str(text).split())
+    """Collapse whitespace (Kibana's security messages span lines) and cap the length; secrets
+    are masked first (a proxy's page echoing the request quotes its Authorization header)."""
+    flat = " ".join(masked(str(text)).split())
     return flat if len(flat) <= _MESSAGE_LIMIT else flat[:_MESSAGE_LIMIT - 3] + "..."
 
 

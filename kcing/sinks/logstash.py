@@ -12,6 +12,7 @@ from kcing.sinks import logstash_destination
 from kcing.errors import ConfigError, SinkRejected, SinkUnavailable
 from kcing.http import BodyAbandoned, BodyError, BodyReader, RetryPolicy, parse_retry_after, seconds_text
 from kcing.netreason import connection_failure
+from kcing.secrecy import masked
 from kcing.settings import mask_credentials
 from kcing.sinks.batching import LOGSTASH_SEPARATOR, Batch
 from kcing.sinks.encoding import logstash_json
@@ -56,8 +57,9 @@ def acknowledges(status: int, answer: bytes) -> bool:
 def _described(answer: bytes, headers) -> str:
     """A short, one-line account of an answer body, for an error message."""
     kind = (headers.get("Content-Type") or "no Content-Type").split(";")[0].strip()
-    text = " ".join(answer[:60].decode("utf-8", "replace").split())
-    return "%s %r%s" % (kind, text, "..." if len(answer) > 60 else "")
+    # Masked before the cut: an answer echoing the request holds its Authorization header.
+    text = " ".join(masked(answer[:4096].decode("utf-8", "replace")).split())
+    return "%s %r%s" % (kind, text[:60], "..." if len(text) > 60 or len(answer) > 4096 else "")
 
 
 class LogstashSink:
@@ -241,5 +243,5 @@ class LogstashSink:
                               % (url, status))
         if self.policy.is_retryable(status):
             return "%s answered %d" % (url, status), parse_retry_after(response.headers.get("Retry-After"))
-        text = answer[:200].decode("utf-8", "replace").strip()
+        text = masked(answer[:4096].decode("utf-8", "replace")).strip()[:200]
         raise SinkRejected("Logstash at %s rejected a batch with %d: %s" % (url, status, text or "no reason given"))

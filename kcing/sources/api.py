@@ -59,6 +59,7 @@ from kcing.collector import collector_paused
 from kcing.documents.coerce import as_date
 from kcing.http import http_date
 from kcing.objectid import is_object_id, node_id as _node_id, object_id_time
+from kcing.secrecy import masked
 from kcing.shutdown import result_of
 from kcing.sources.requester import Requester, json_of
 from kcing.watermark import crawl_start, next_watermark
@@ -702,10 +703,11 @@ def refusal_detail(response) -> Tuple[Set[str], str]:
     except (ValueError, AttributeError):
         if not (response.headers.get("Content-Type") or "").startswith("text/plain"):
             return set(), ""  # HTML from a proxy says nothing one line could
-        lines = response.content[:300].decode("utf-8", "replace").strip().splitlines()
-        return set(), " ".join(lines[0].split()) if lines else ""
+        # Masked before the cut: a proxy's page echoing the request quotes the token.
+        lines = masked(response.content[:4096].decode("utf-8", "replace")).strip().splitlines()
+        return set(), " ".join(lines[0].split())[:300] if lines else ""
     if isinstance(detail, str):
-        return set(), " ".join(detail.split())[:300]
+        return set(), " ".join(masked(detail).split())[:300]
     if not isinstance(detail, list):
         return set(), ""
     fields, parts = set(), []
@@ -714,7 +716,7 @@ def refusal_detail(response) -> Tuple[Set[str], str]:
             continue
         loc = [str(part) for part in problem.get("loc") or () if part not in ("query", "body")]
         fields.update(loc[:1])
-        parts.append("%s%s" % ("%s: " % ".".join(loc) if loc else "", " ".join(str(problem.get("msg", "")).split())))
+        parts.append("%s%s" % ("%s: " % ".".join(loc) if loc else "", " ".join(masked(str(problem.get("msg", ""))).split())))
     return fields, "; ".join(parts)[:300]
 
 

@@ -27,6 +27,7 @@ from kcing.http import http_date
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
 from kcing.collector import collector_paused
 from kcing.objectid import is_object_id
+from kcing.secrecy import masked
 from kcing.shutdown import result_of
 from kcing.sources import heads
 from kcing.sources.api import GZIP_MAGIC, gunzip
@@ -428,7 +429,7 @@ def _reason(response) -> str:
         reason = json_of(response).get("reason")
     except (ValueError, AttributeError):
         return ""
-    return ": %s" % reason[:200] if isinstance(reason, str) and reason.strip() else ""
+    return ": %s" % masked(reason)[:200] if isinstance(reason, str) and reason.strip() else ""
 
 
 def _check_skip(url: str, answered, asked: int) -> None:

@@ -1,0 +1,55 @@
+"""Secrets shown as `***` in whatever kcing writes: log lines, the line a failed command ends
+with, and the excerpts of servers' answers that its messages quote.
+
+The secrets are those of the command running (`remember`, called once its settings are read):
+a server's answer can hold them, since a server that echoes its request (a stub or an echo
+service at the wrong URL, a proxy's error page naming what it refused) quotes the credentials
+sent. An excerpt is masked before it is cut, so that no part of a secret survives the cut.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from kcing.urls import redacted
+
+# Secrets shorter than this are masked only as whole words (see Masker).
+WHOLE_WORD_BELOW = 8
+
+
+class Masker:
+    """Replaces each of `secrets` in a text with `***`, and the values of signature and token
+    parameters in URLs and credentials in URLs too (`kcing.urls.redacted`)."""
+
+    def __init__(self, secrets: Iterable[str]):
+        secrets = list(secrets)
+        # Longest first: a secret that holds another (a password and its percent-encoded form)
+        # is masked whole.
+        self.secrets = sorted((secret for secret in secrets if len(secret) >= WHOLE_WORD_BELOW), key=len, reverse=True)
+        # A short secret ("p") is masked only where it stands alone, not inside a longer run of
+        # letters and digits: masked everywhere, it made every line unreadable ("htt***://")
+        # and showed which letter the password is.
+        short = sorted((secret for secret in secrets if 0 < len(secret) < WHOLE_WORD_BELOW), key=len, reverse=True)
+        self.short = (re.compile(r"(?<![0-9A-Za-z])(?:%s)(?![0-9A-Za-z])" % "|".join(map(re.escape, short)))
+                      if short else None)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        if self.short is not None:
+            text = self.short.sub("***", text)
+        return redacted(text)
+
+
+_current = Masker(())
+
+
+def remember(masker: Masker) -> None:
+    """Make `masker` the one `masked` applies: the secrets of the command running."""
+    global _current
+    _current = masker
+
+
+def masked(text: str) -> str:
+    """`text` with the secrets of the command running, and URL signatures, as `***`."""
+    return _current(text)
