@@ -400,13 +400,15 @@ _origin_list.allowed = "scheme://host[:port], comma-separated"
 
 # Up to the last "@" of the URL or host: a password may hold "/", "?" or "#" unencoded.
 _USERINFO = re.compile(r"(^|[\s,'\"])((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^\s,'\"]*@")
+_QUERY_OR_FRAGMENT = re.compile(r"[?#]")
 
 
 def mask_credentials(text: str) -> str:
     """`http://user:password@host` -> `http://***@host` (and `user:password@host` -> `***@host`),
-    and no query string, for messages that quote a URL or host setting. Masked before the query
-    is cut: `http://user:pass?word@host` would otherwise show `http://user:pass`."""
-    return _USERINFO.sub(r"\1\2***@", text).split("?", 1)[0]
+    and no query string or fragment (either may hold a token: `#access_token=...` is where an
+    OAuth sign-in leaves one), for messages that quote a URL or host setting. Masked before the
+    query is cut: `http://user:pass?word@host` would otherwise show `http://user:pass`."""
+    return _QUERY_OR_FRAGMENT.split(_USERINFO.sub(r"\1\2***@", text), 1)[0]
 
 
 @dataclass(frozen=True)

@@ -448,6 +448,18 @@ def test_a_password_with_a_delimiter_in_a_url_is_refused_as_credentials_without_
     assert message.endswith("put credentials in their own settings, not in the URL"), message
 
 
+@pytest.mark.parametrize("name", URL_SETTINGS)
+@pytest.mark.parametrize("tail", ["?api_key=pw-part", "#access_token=pw-part", "/#pw-part", "#x?token=pw-part"])
+def test_a_url_setting_with_a_query_or_a_fragment_is_refused_without_showing_them(tmp_path, name, tail):
+    """A fragment was quoted whole: `https://h/#access_token=...`, as an OAuth sign-in leaves a
+    token in a URL, showed the token in the error line."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={name: "https://kernelci.example" + tail})
+    message = str(caught.value)
+    assert "pw-part" not in message, message
+    assert message.endswith("a base URL takes no query string or fragment (tokens go in their own settings)"), message
+
+
 def test_masking_takes_a_userinfo_up_to_its_last_at_sign():
     mask = settings_module.mask_credentials
     assert mask("http://u:1/p?w#x@h:1/y") == "http://***@h:1/y"
