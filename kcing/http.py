@@ -39,9 +39,32 @@ class _Session(requests.Session):
     per origin instead of for every request: a run's environment does not change, and a crawl
     makes hundreds of thousands of requests to a handful of hosts."""
 
-    def __init__(self):
+    def __init__(self, netrc: bool = True):
         super().__init__()
         self._environment_settings: dict = {}
+        self.netrc = netrc
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        # requests adds ~/.netrc's credentials for the URL's host to any request without auth of
+        # its own: its `default` entry to every host, an entry for the host in place of the
+        # request's own Authorization header.
+        if not self.netrc and not request.auth and not self.auth:
+            request.auth = _no_credentials
+        return super().prepare_request(request)
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        if self.netrc:
+            return super().rebuild_auth(prepared_request, response)
+        # What requests does on a redirect, less adding ~/.netrc's credentials for the new host.
+        if "Authorization" in prepared_request.headers and self.should_strip_auth(response.request.url,
+                                                                                  prepared_request.url):
+            del prepared_request.headers["Authorization"]
+
+
+def _no_credentials(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """An auth that adds nothing: a request given it gets no credentials from ~/.netrc."""
+    return request
+
 
     def merge_environment_settings(self, url, proxies, stream, verify, cert):
         if proxies:  # per-request proxies: rare, not worth a cache key
@@ -55,14 +78,16 @@ class _Session(requests.Session):
         return dict(settings, proxies=dict(settings["proxies"]))
 
 
-def new_session(pool_size: int = 10, verify: str = "") -> requests.Session:
+def new_session(pool_size: int = 10, verify: str = "", netrc: bool = True) -> requests.Session:
     """Return a session with a connection pool sized for `pool_size` threads.
 
     `verify` is a CA bundle path; empty means certifi's bundle, named as a path: requests would
     let REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE from the environment replace a session's `True`
-    (verification is never switched off).
+    (verification is never switched off). Without `netrc`, no request takes credentials from
+    ~/.netrc (`NETRC`): upstream is public, and must never be sent a password kept for another
+    host, which a netrc's `default` entry gives every host.
     """
-    session = _Session()
+    session = _Session(netrc=netrc)
     adapter = _WatchedAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

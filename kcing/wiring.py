@@ -47,7 +47,7 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
         return SamplesDir(settings.KCI_SAMPLES_DIR, settings.KCI_MAX_OBJECT_BYTES)
     stop = stop if stop is not None else Stop()
     check_ca_bundle("KCI_CA_BUNDLE", settings.KCI_CA_BUNDLE)
-    session = new_session(pool_size=settings.KCI_THREADS + 2, verify=settings.KCI_CA_BUNDLE)
+    session = new_session(pool_size=settings.KCI_THREADS + 2, verify=settings.KCI_CA_BUNDLE, netrc=False)
     reader = BodyReader(settings.KCI_DOWNLOAD_DEADLINE, settings.KCI_MAX_OBJECT_BYTES, abandon=stop.is_set)
     requester = Requester(session, RetryPolicy(attempts=settings.KCI_MAX_RETRIES, base=settings.KCI_RETRY_BACKOFF),
                           settings.KCI_TIMEOUT, sleep=stop.pause, reader=reader,

@@ -147,6 +147,48 @@ def test_the_api_token_never_reaches_output_logs_or_the_ledger(api_replica, logs
     assert_nothing_leaked(result, log, db)
 
 
+NETRC_PASSWORDS = ("netrc-host-pass-Zq81", "netrc-default-pass-Pw77")
+
+
+def netrc_naming_every_host(tmp_path: Path) -> Path:
+    """A ~/.netrc such as a developer's machine has: an entry for the loopback host every server
+    here listens on, and a `default` entry, which netrc readers apply to any other host."""
+    path = tmp_path / "netrc"
+    path.write_text("machine 127.0.0.1 login me password %s\ndefault login anyone password %s\n" % NETRC_PASSWORDS)
+    path.chmod(0o600)
+    return path
+
+
+def carries_netrc_credentials(request) -> bool:
+    header = request.headers.get("authorization", "")
+    return header.startswith("Basic ") and any(password in base64.b64decode(header[6:]).decode()
+                                               for password in NETRC_PASSWORDS)
+
+
+def test_netrc_credentials_never_go_upstream_nor_replace_the_api_token(api_replica, logstash, tmp_path):
+    """requests sent ~/.netrc's credentials with every upstream request, its `default` entry to
+    any host (the KernelCI API, storage, an artifact host, a redirect's target); and an entry
+    for the API's host replaced KCI_API_TOKEN, which the API then refused (exit 2)."""
+    db = tmp_path / "kcing.db"
+    env = api_feed_environ(api_replica, logstash, db, NETRC=str(netrc_naming_every_host(tmp_path)),
+                           KCI_API_TOKEN=SECRETS["KCI_API_TOKEN"])
+    result = kcing(["feed_es", "--with-logs"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert api_replica.listing_requests() and api_replica.file_requests()
+    assert not any(carries_netrc_credentials(request) for request in api_replica.requests)
+    assert all(request.headers.get("authorization") == "Bearer " + SECRETS["KCI_API_TOKEN"]
+               for request in api_replica.listing_requests())
+    assert not any("authorization" in request.headers for request in api_replica.file_requests())
+
+
+def test_netrc_credentials_never_go_to_the_legacy_site_or_its_storage(tmp_path):
+    with World(tmp_path) as world:
+        result = world.run(world_environ(world, NETRC=str(netrc_naming_every_host(tmp_path))))
+        assert result.returncode == 0, result.stderr
+        upstream = list(world.replica.frontend.requests) + list(world.replica.storage.requests)
+        assert upstream and not any("authorization" in request.headers for request in upstream)
+
+
 def test_credentials_written_into_a_logstash_url_are_refused_without_being_shown(tmp_path):
     with World(tmp_path) as world:
         url = "http://%s:%s@127.0.0.1:%d" % (LS_USER, SECRETS["LS_PASSWORD"], world.emulators["lava"].port)
