@@ -24,7 +24,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from kcing import __version__
 from kcing.digits import ascii_digits
 from kcing.errors import ConfigError
-from kcing.urls import redacted
+from kcing.settings import mask_credentials
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,10 @@ def socks_unsupported(error: Exception, url: str) -> Optional[ConfigError]:
     if not (isinstance(error, requests.exceptions.InvalidSchema) and "socks" in str(error).lower()):
         return None
     proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    # Its credentials masked up to their last "@", as a proxy reads them: a password may hold one.
     return ConfigError("the proxy %s (ALL_PROXY, HTTPS_PROXY or HTTP_PROXY) is a SOCKS proxy, which needs PySocks: "
                        "install it (pip install PySocks) where kcing runs, or name this host in NO_PROXY"
-                       % (redacted(proxy) if proxy else "set"))
+                       % (mask_credentials(proxy) if proxy else "set"))
 
 
 def seconds_text(seconds: float) -> str:

@@ -399,8 +399,11 @@ def test_an_input_that_stops_reading_the_batch_is_cut(timeout, deadline, failure
 
 
 @pytest.mark.skipif(importlib.util.find_spec("socks") is not None, reason="PySocks is installed: SOCKS is usable")
-def test_a_socks_proxy_without_pysocks_is_a_configuration_error_naming_the_proxy(front, monkeypatch):
-    monkeypatch.setenv("HTTP_PROXY", "socks5://user:secret@127.0.0.1:1")
+@pytest.mark.parametrize("password", ["secret", "sec@ret-part"], ids=["plain", "holding an @"])
+def test_a_socks_proxy_without_pysocks_is_a_configuration_error_naming_the_proxy(front, monkeypatch, password):
+    # A password holding an "@" (the proxy URL's credentials end at its last one) showed its
+    # part after the first: `socks5://***@ret-part@127.0.0.1:1`.
+    monkeypatch.setenv("HTTP_PROXY", "socks5://user:%s@127.0.0.1:1" % password)
     with pytest.raises(ConfigError) as refused:
         sink_for(front.url, Transport()).send(batch())
     assert str(refused.value).startswith("the proxy socks5://***@127.0.0.1:1 (ALL_PROXY, HTTPS_PROXY or HTTP_PROXY) "
