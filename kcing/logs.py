@@ -124,7 +124,8 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
         # Opened without waiting: a FIFO no process reads (a log shipper that is down) would hold
         # the open for good, and cron would start another run, held there too, every hour. Then
         # ENXIO refuses it; with a reader, it is written as any log file.
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+        # 0644 less the umask, as every file kcing makes: not a log others may write lines into.
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
         os.set_blocking(fd, True)
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
 

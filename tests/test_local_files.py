@@ -223,6 +223,21 @@ def test_a_new_pipelines_yml_is_0644_less_the_umask(ls_home, tmp_path, mask, wan
     assert mode_of(ls_home / "config" / "pipelines.yml") == wanted
 
 
+@pytest.mark.parametrize("mask, wanted", [(0o000, 0o644), (0o002, 0o644), (0o027, 0o640)])
+def test_new_output_and_log_files_are_0644_less_the_umask(tmp_path, mask, wanted):
+    """They were 0666 less the umask: under a umask of 0 (a container's, a service's) any local
+    user could write documents into the NDJSON files, which are then replayed into Elasticsearch,
+    or lines into the run's log."""
+    out, log = tmp_path / "out", tmp_path / "feed.log"
+    with umask(mask):
+        result = run(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(out),
+                      "-l", str(log)], clean_environ(KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = sorted(out.glob("*.ndjson")) + [log]
+    assert len(written) > 1
+    assert {path.name: mode_of(path) for path in written} == {path.name: wanted for path in written}
+
+
 def test_backup_kbn_keeps_the_mode_of_the_file_it_replaces(tmp_path):
     kibana_dir = tmp_path / "kibana"
     kibana_dir.mkdir()

@@ -171,7 +171,9 @@ def open_output_file(path: Path) -> int:
         # A path to fix (a directory at the name, no permission) is exit 2, a failing disk exit 5.
         return type(file_error(path, error))("cannot open the output file %s: %s" % (path, error.strerror))
 
-    return open_own_file(path, os.O_RDWR | os.O_APPEND, "output file", failure, mode=0o666)
+    # 0644 less the umask, as every file kcing makes: under a umask of 0 others could otherwise
+    # write documents into a file that is replayed into Elasticsearch.
+    return open_own_file(path, os.O_RDWR | os.O_APPEND, "output file", failure)
 
 
 def _cut_back(fd: int, size: int) -> bool:
