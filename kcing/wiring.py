@@ -54,6 +54,8 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
                           allowed_origins=settings.upstream_origins)
     if settings.KCI_SOURCE == "api":
         from kcing.sources.api import KernelCIApi
+        if settings.KCI_API_TOKEN:
+            warn_cleartext_credentials("the KernelCI API token (KCI_API_TOKEN)", {"KCI_API_URL": [settings.KCI_API_URL]})
         return KernelCIApi(requester, settings.KCI_API_URL, settings.KCI_API_STORAGE_URL, settings.KCI_API_TOKEN,
                            since=crawl_since(args), default_days=settings.KCI_DAYS,
                            overlap=timedelta(minutes=settings.KCI_API_OVERLAP_MINUTES),

@@ -26,8 +26,9 @@ from kcing.sinks.logstash import LogstashSink
 from kcing.shutdown import GRACE_SECONDS
 from tests.fakes.rogue_http import RogueFront, answer, cut_short, endless, exact_head, redirect, trickle, trickle_head
 from tests.fakes.serving import wait_until
-from tests.feedrun import (REPO, SAMPLES, feed_environ, integrity, kcing, kcing_process, ledger_rows, ledger_states,
-                           sample_objects)
+from tests.fakes.kibana_server import KibanaEmulator
+from tests.feedrun import (REPO, SAMPLES, clean_environ, feed_environ, integrity, kcing, kcing_process, ledger_rows,
+                           ledger_states, sample_objects)
 
 pytestmark = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
 
@@ -621,6 +622,27 @@ def test_credentials_for_a_plain_http_logstash_are_warned_about_once(legacy_repl
     assert len(warnings) == 1
     assert "LS_PASSWORD" in warnings[0] and "ES_BUILD" in warnings[0] and "ES_LAVA" in warnings[0]
     assert "pw-secret-value" not in result.stderr
+
+
+def test_the_kibana_password_and_the_api_token_for_plain_http_are_warned_about(tmp_path):
+    """Only the Logstash and Elasticsearch credentials were: KB_PASSWORD and KCI_API_TOKEN went to
+    http:// URLs without a word."""
+    with KibanaEmulator(user="elastic", password="kb-secret-value") as kibana:
+        env = clean_environ(KB_URL=kibana.url, KB_USER="elastic", KB_PASSWORD="kb-secret-value")
+        exported = kcing(["backup_kbn", "--dry-run", "--kibana-dir", str(tmp_path / "kibana")], env, tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert [line.split(": ", 1)[-1] for line in exported.stderr.splitlines() if "clear text" in line] == [
+        "the Kibana password (KB_PASSWORD) is sent in clear text: KB_URL is http://, not https://"]
+    assert "kb-secret-value" not in exported.stderr
+    with RogueFront() as api:  # answers 404 to everything
+        api_url = api.url
+    env = clean_environ(KCI_SOURCE="api", KCI_API_URL=api_url, KCI_MAX_RETRIES="1",
+                        KCI_API_TOKEN="api-secret-value", KCING_DB=str(tmp_path / "kcing.db"))
+    fed = kcing(["feed_es", "--output", str(tmp_path / "out")], env, tmp_path)
+    assert fed.returncode == 1, fed.stderr  # the API is gone: the warning comes first all the same
+    assert [line.split(": ", 1)[-1] for line in fed.stderr.splitlines() if "clear text" in line] == [
+        "the KernelCI API token (KCI_API_TOKEN) is sent in clear text: KCI_API_URL is http://, not https://"]
+    assert "api-secret-value" not in fed.stderr
 
 
 def test_no_clear_text_warning_for_https_only():

@@ -13,7 +13,7 @@ from kcing.admin.kibana import (
     KibanaClient, backup_name, canonical_ndjson, check_space, count_by_type, hide_url, parse_ndjson, restore_url,
 )
 from kcing.errors import ConfigError, reading_failure
-from kcing.http import new_session
+from kcing.http import new_session, warn_cleartext_credentials
 from kcing.files import write_atomically
 from kcing.transport import check_ca_bundle
 
@@ -34,6 +34,7 @@ def make_client(args: dict, settings, session=None) -> KibanaClient:
         if not (settings.KB_USER and settings.KB_PASSWORD):
             raise ConfigError("KB_USER and KB_PASSWORD must be set together")
         auth = (settings.KB_USER, settings.KB_PASSWORD)
+        warn_cleartext_credentials("the Kibana password (KB_PASSWORD)", {"KB_URL": [settings.KB_URL]})
     space = args.get("--space")
     if space is not None:
         try:
