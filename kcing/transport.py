@@ -10,18 +10,20 @@ is one call into the URL's pool.
 from __future__ import annotations
 
 import logging
+import netrc
 import os
 import ssl
 import threading
 from base64 import b64encode
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple
+from urllib.parse import urlsplit
 
 import urllib3
 from requests.adapters import SOCKSProxyManager
 from requests.exceptions import RequestException
 from requests.models import PreparedRequest
-from requests.utils import (default_headers, get_auth_from_url, get_environ_proxies, get_netrc_auth,
+from requests.utils import (NETRC_FILES, default_headers, get_auth_from_url, get_environ_proxies,
                             prepend_scheme_if_needed, select_proxy, urldefragauth)
 from urllib3.exceptions import (ClosedPoolError, ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError,
                                 ProxyError, ReadTimeoutError, SSLError)
@@ -97,6 +99,28 @@ def basic_auth(user: str, password: str) -> str:
     (`Base64.strict_encode64("#{user}:#{password}")` of its UTF-8 settings). requests would send
     latin-1 bytes for a letter such as "ä", which the input refuses with 401."""
     return "Basic " + b64encode(("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")
+
+
+def netrc_credentials(url: str) -> Optional[Tuple[str, str]]:
+    """The login and password of the `machine` entry for `url`'s host in ~/.netrc (or `NETRC`),
+    found and read as requests finds and reads them, or None. The `default` entry, which names
+    every host, is left out: a password kept for any host (an FTP login, a package index's token)
+    is not a Logstash input's."""
+    host = urlsplit(url).hostname
+    named = os.environ.get("NETRC")
+    for candidate in (named,) if named is not None else ["~/" + name for name in NETRC_FILES]:
+        path = os.path.expanduser(candidate)
+        if not os.path.exists(path):
+            continue
+        try:
+            entry = netrc.netrc(path).hosts.get(host)
+        except (netrc.NetrcParseError, OSError):
+            return None  # as requests does: an unreadable netrc gives no credentials
+        if entry is None or not any(entry):
+            return None
+        login, account, password = entry
+        return login or account or "", password or ""
+    return None
 
 
 def proxy_basic_auth(user: str, password: str) -> str:
@@ -227,7 +251,7 @@ class Transport:
             log.debug("POSTs to %s go through the proxy %s", url, urldefragauth(proxy))
             if parts.scheme != "https" and not proxy.lower().startswith("socks"):
                 target = urldefragauth(url)  # a plain-http proxy is asked for the whole URL
-        credentials = self.auth or get_netrc_auth(url)
+        credentials = self.auth or netrc_credentials(url)
         authorization = {"Authorization": basic_auth(*credentials)} if credentials else {}
         return _Route(manager, parts.scheme, parts.host, parts.port, target, dict(self._head), authorization)
 

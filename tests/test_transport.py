@@ -135,6 +135,20 @@ def test_credentials_for_the_host_in_netrc_are_sent_when_ls_user_is_not_set(fron
     assert seen[1].headers["Authorization"] == "Basic " + base64.b64encode(b"kcing:given").decode()
 
 
+def test_the_default_entry_of_netrc_is_never_sent_to_logstash(front, tmp_path, monkeypatch):
+    """A netrc's `default` entry names every host (an FTP login, a package index's token): it was
+    sent to every Logstash input, where the README promises only the entry for the input's host."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine elsewhere.example login other password other-secret\n"
+                     "default login anyone password default-secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    seen = []
+    front.on("POST", "/", recording(seen), count=None)
+    post(Transport(), front.url)
+    assert "Authorization" not in seen[0].headers
+
+
 # Connections -------------------------------------------------------------------------------------
 
 def test_posts_reuse_one_connection(front):
