@@ -225,6 +225,12 @@ def _api_behind_an_echoing_proxy(front_url, tmp_path):
     return ["feed_es", "--output", str(tmp_path / "out")], env
 
 
+def _elasticsearch_behind_an_echoing_proxy(front_url, tmp_path):
+    env = clean_environ(ES_HOST=front_url, ES_USER=LS_USER, KCING_DB=str(tmp_path / "kcing.db"),
+                        **dict(SECRETS, ES_API_KEY=""))
+    return ["drp", "--dry-run"], env
+
+
 def _kibana_behind_an_echoing_proxy(front_url, tmp_path):
     env = clean_environ(KB_URL=front_url, KB_USER="elastic", **SECRETS)
     return ["backup_kbn", "--dry-run", "--wait", "5", "--kibana-dir", str(tmp_path / "kibana")], env
@@ -232,8 +238,9 @@ def _kibana_behind_an_echoing_proxy(front_url, tmp_path):
 
 @pytest.mark.parametrize("situation, status, exit_code", [
     (_feed_to_an_echoing_input, 200, 2), (_feed_to_an_echoing_input, 400, 3),
-    (_api_behind_an_echoing_proxy, 401, 2), (_kibana_behind_an_echoing_proxy, 400, 2),
-], ids=["Logstash URL answering 200", "Logstash URL answering 400", "KernelCI API", "Kibana"])
+    (_api_behind_an_echoing_proxy, 401, 2), (_elasticsearch_behind_an_echoing_proxy, 400, 3),
+    (_kibana_behind_an_echoing_proxy, 400, 2),
+], ids=["Logstash URL answering 200", "Logstash URL answering 400", "KernelCI API", "Elasticsearch", "Kibana"])
 def test_credentials_a_server_echoes_back_are_masked_in_the_error(tmp_path, situation, status, exit_code):
     """The error quoting the answer printed the password on stderr (only the log masked it), and
     the Authorization header, base64 of user:password, on stderr and in the log alike."""
@@ -254,7 +261,8 @@ def partial_leaks(text: str) -> list:
     parts = {}
     for name, value in SECRETS.items():
         parts.update({(name, start): value[start:start + 6] for start in range(len(value) - 5)})
-    for user, password in ((LS_USER, SECRETS["LS_PASSWORD"]), ("elastic", SECRETS["KB_PASSWORD"])):
+    for user, password in ((LS_USER, SECRETS["LS_PASSWORD"]), (LS_USER, SECRETS["ES_PASSWORD"]),
+                           ("elastic", SECRETS["KB_PASSWORD"])):
         encoded = base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
         first = len(base64.b64encode(user.encode())) // 4 * 4
         parts.update({("basic auth of " + user, start): encoded[start:start + 8]
