@@ -189,6 +189,25 @@ def test_netrc_credentials_never_go_to_the_legacy_site_or_its_storage(tmp_path):
         assert upstream and not any("authorization" in request.headers for request in upstream)
 
 
+def test_kibana_gets_credentials_from_the_netrc_entry_for_its_host_alone(tmp_path):
+    """With KB_USER unset, requests sent Kibana the netrc `default` entry, meant for any host."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine elsewhere.example login me password netrc-host-pass-Zq81\n"
+                     "default login anyone password netrc-default-pass-Pw77\n")
+    netrc.chmod(0o600)
+    with KibanaEmulator() as kibana:
+        exported = kcing(["backup_kbn", "--dry-run", "--kibana-dir", str(tmp_path / "kibana")],
+                         clean_environ(KB_URL=kibana.url, NETRC=str(netrc)), tmp_path)
+        assert exported.returncode == 0, exported.stderr
+        assert kibana.requests and not any("authorization" in request.headers for request in kibana.requests)
+        netrc.write_text("machine 127.0.0.1 login me password netrc-host-pass-Zq81\n")
+        exported = kcing(["backup_kbn", "--dry-run", "--kibana-dir", str(tmp_path / "kibana")],
+                         clean_environ(KB_URL=kibana.url, NETRC=str(netrc)), tmp_path)
+        assert exported.returncode == 0, exported.stderr
+        assert kibana.requests[-1].headers["authorization"] == "Basic " + base64.b64encode(
+            b"me:netrc-host-pass-Zq81").decode()
+
+
 def test_credentials_written_into_a_logstash_url_are_refused_without_being_shown(tmp_path):
     with World(tmp_path) as world:
         url = "http://%s:%s@127.0.0.1:%d" % (LS_USER, SECRETS["LS_PASSWORD"], world.emulators["lava"].port)

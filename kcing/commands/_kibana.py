@@ -15,7 +15,7 @@ from kcing.admin.kibana import (
 from kcing.errors import ConfigError, reading_failure
 from kcing.http import new_session, warn_cleartext_credentials
 from kcing.files import write_atomically
-from kcing.transport import check_ca_bundle
+from kcing.transport import check_ca_bundle, netrc_credentials
 
 SAVED_OBJECTS = "saved_objects.ndjson"
 BACKUPS = "backups"
@@ -29,12 +29,15 @@ def kibana_dir(args: dict) -> Path:
 
 
 def make_client(args: dict, settings, session=None) -> KibanaClient:
-    auth = None
     if settings.KB_USER or settings.KB_PASSWORD:
         if not (settings.KB_USER and settings.KB_PASSWORD):
             raise ConfigError("KB_USER and KB_PASSWORD must be set together")
         auth = (settings.KB_USER, settings.KB_PASSWORD)
         warn_cleartext_credentials("the Kibana password (KB_PASSWORD)", {"KB_URL": [settings.KB_URL]})
+    else:
+        # The netrc entry for Kibana's host, as for a Logstash input: never the `default` entry,
+        # which requests would send, a password kept for any host.
+        auth = netrc_credentials(settings.KB_URL)
     space = args.get("--space")
     if space is not None:
         try:
@@ -44,8 +47,8 @@ def make_client(args: dict, settings, session=None) -> KibanaClient:
                               % space) from None
     space = settings.KB_SPACE if space is None else space
     check_ca_bundle("KB_CA_BUNDLE", settings.KB_CA_BUNDLE)
-    return KibanaClient(session or new_session(pool_size=1, verify=settings.KB_CA_BUNDLE), settings.KB_URL, space,
-                        auth, deadline=settings.KB_REQUEST_DEADLINE)
+    session = session or new_session(pool_size=1, verify=settings.KB_CA_BUNDLE, netrc=False)
+    return KibanaClient(session, settings.KB_URL, space, auth, deadline=settings.KB_REQUEST_DEADLINE)
 
 
 def read_saved_objects(path: Path, url: str) -> List[dict]:
