@@ -60,12 +60,6 @@ class _Session(requests.Session):
                                                                                   prepared_request.url):
             del prepared_request.headers["Authorization"]
 
-
-def _no_credentials(request: requests.PreparedRequest) -> requests.PreparedRequest:
-    """An auth that adds nothing: a request given it gets no credentials from ~/.netrc."""
-    return request
-
-
     def merge_environment_settings(self, url, proxies, stream, verify, cert):
         if proxies:  # per-request proxies: rare, not worth a cache key
             return super().merge_environment_settings(url, proxies, stream, verify, cert)
@@ -76,6 +70,11 @@ def _no_credentials(request: requests.PreparedRequest) -> requests.PreparedReque
             settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
             self._environment_settings[key] = settings
         return dict(settings, proxies=dict(settings["proxies"]))
+
+
+def _no_credentials(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """An auth that adds nothing: a request given it gets no credentials from ~/.netrc."""
+    return request
 
 
 def new_session(pool_size: int = 10, verify: str = "", netrc: bool = True) -> requests.Session:

@@ -38,6 +38,7 @@ SECRET_NAMES = frozenset({"LS_PASSWORD", "ES_PASSWORD", "ES_API_KEY", "KB_PASSWO
 # base64, and that form is as good as the password to whoever reads it.
 BASIC_AUTH_SETTINGS = (("LS_USER", "LS_PASSWORD"), ("ES_USER", "ES_PASSWORD"), ("KB_USER", "KB_PASSWORD"))
 
+
 def secret_texts(settings: Any) -> list:
     """Every text that gives a secret of `settings` away, for the logs and messages to mask: each
     secret as it is and percent-encoded (as in a URL), and each basic-auth `Authorization` value
