@@ -22,6 +22,7 @@ from kcing.errors import (ConfigError, Interrupted, KcingError, ObjectTooLarge, 
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE
 from kcing.listing import Listing
+from kcing.pending import PendingBytes
 from kcing.progress import Progress, eta_text
 from kcing.records import UpstreamObject
 from kcing.shutdown import result_of, wait_all
@@ -52,6 +53,8 @@ class FeedOptions:
     posts_in_flight: int = 2
     max_docs: int = 500
     max_bytes: int = 5_000_000
+    # Bytes of built documents that may wait for the sink before downloads pause (ES_QUEUE_MAX_BYTES).
+    queue_max_bytes: int = 200_000_000
     dry_run: bool = False
     progress_every: float = 10.0
 
@@ -101,6 +104,7 @@ class Fetched:
     failed: Optional[str] = None
     # {index: packed ids} of the documents, kept by the ledger with the delivery (reconcile).
     kept: Optional[Dict[str, bytes]] = None
+    held: int = 0  # bytes of documents counted in the feed's PendingBytes until it takes them
 
 
 class Feed:
@@ -141,6 +145,7 @@ class Feed:
         self._started = clock()
         self.progress = progress or Progress("feed_es", live=False, every=options.progress_every, clock=clock)
         self.listing: Optional[Listing] = None
+        self.pending = PendingBytes(self.options.queue_max_bytes)
 
     # Top level -----------------------------------------------------------------------------
 
@@ -211,8 +216,8 @@ class Feed:
         self.post_pool = posts
         in_flight: deque = deque()
         try:
-            for obj in candidates:
-                in_flight.append(pool.submit(self._fetch, obj))
+            for number, obj in enumerate(candidates):
+                in_flight.append(pool.submit(self._fetch, obj, number))
                 if self.listing.waiting >= BACKLOG_FOR_WORKERS:
                     # A backlog: the workers start now, while the first files download, rather
                     # than once building here has taken its share.
@@ -230,6 +235,7 @@ class Feed:
             while self.posting:
                 self._collect(*self.posting.popleft()[:2])
         finally:
+            self.pending.close()  # a download thread waiting for room fetches nothing more
             for future in in_flight:
                 future.cancel()
             try:
@@ -250,8 +256,13 @@ class Feed:
 
     # Download and documents (worker threads) -----------------------------------------------
 
-    def _fetch(self, obj: UpstreamObject) -> Fetched:
-        """Download one object and turn it into encoded documents. Runs in a worker thread."""
+    def _fetch(self, obj: UpstreamObject, number: int) -> Fetched:
+        """Download one object and turn it into encoded documents. Runs in a worker thread.
+
+        `number` is its place in the order the feed takes objects back: it waits for room while
+        the documents built before it and not yet taken hold ES_QUEUE_MAX_BYTES."""
+        if not self.pending.admit(number):
+            return Fetched(obj, failed="not downloaded: the run is ending")
         try:
             content = self.source.fetch(obj)
         except ObjectTooLarge as error:  # our size limit: the same every time it is fetched
@@ -276,12 +287,21 @@ class Feed:
         except Exception as error:  # noqa: BLE001 - see unexpected_failure
             log.debug("%s %s: documents failed", obj.kind, obj.upstream_id, exc_info=True)
             return Fetched(obj, sha256=digest, rejected=unexpected_failure("documents could not be made", error))
-        return Fetched(obj, sha256=digest, encoded=built.encoded, kept=built.kept)
+        held = len(built.encoded.data)
+        self.pending.built(held)
+        return Fetched(obj, sha256=digest, encoded=built.encoded, kept=built.kept, held=held)
 
     # Main thread: batching, sending, acknowledging -----------------------------------------
 
     def _take(self, future: Future) -> None:
         fetched: Fetched = result_of(future)
+        try:
+            self._take_fetched(fetched)
+        finally:
+            # Its full batches are posted (or the run is ending): the next downloads may go on.
+            self.pending.taken(fetched.held)
+
+    def _take_fetched(self, fetched: Fetched) -> None:
         obj = fetched.obj
         if fetched.failed:
             self.summary.failed += 1

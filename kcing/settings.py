@@ -472,6 +472,10 @@ SPECS: Mapping[str, Spec] = {
                              "answer it, from sending it (ES_TIMEOUT bounds each wait); then the batch is retried"),
     "LS_PIPELINE_BATCH_SIZE": Spec(500, _integer(1, 100_000), "documents per POST (and Logstash batch size)"),
     "LS_BATCH_MAX_BYTES": Spec(5_000_000, _integer(1024, MAX_BYTES), "bytes per POST at most"),
+    "ES_QUEUE_MAX_BYTES": Spec(200_000_000, _integer(1024, MAX_BYTES),
+                               "bytes of documents built and waiting to be sent at most: past it, downloads "
+                               "pause until Logstash (or --output) takes them; the next object to be sent is "
+                               "downloaded whatever its size"),
     "LS_USER": Spec("", _credential, "basic-auth user for the Logstash inputs"),
     "LS_PASSWORD": Spec("", _credential, "basic-auth password for the Logstash inputs"),
     "LS_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Logstash TLS (a PEM file, or a directory of hashed "
@@ -557,6 +561,7 @@ class Settings:
     ES_POST_DEADLINE: float
     LS_PIPELINE_BATCH_SIZE: int
     LS_BATCH_MAX_BYTES: int
+    ES_QUEUE_MAX_BYTES: int
     LS_USER: str
     LS_PASSWORD: str
     LS_CA_BUNDLE: str
