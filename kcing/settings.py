@@ -481,6 +481,10 @@ SPECS: Mapping[str, Spec] = {
     "LS_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Logstash TLS (a PEM file, or a directory of hashed "
                          "certificates); empty means the system store (OpenSSL's default paths)"),
     # Ledger and retention
+    "KCING_OUTPUT_MAX_BYTES": Spec(100_000_000, _integer(1024, MAX_BYTES),
+                                   "bytes an `--output` file takes before the next batch goes into the route's "
+                                   "next file (`lava.000002.ndjson`, ...); under Elasticsearch's 100 MB "
+                                   "http.max_content_length, each file can be posted to `_bulk` whole"),
     "KCING_DB": Spec("kcing.db", _ledger_file, "SQLite ledger of what was delivered"),
     "KCING_DB_LOCK_WAIT": Spec(30.0, _number(0, MAX_SECONDS), "seconds a ledger write waits for another process "
                                "holding its database lock before the run stops (exit 4)"),
@@ -565,6 +569,7 @@ class Settings:
     LS_USER: str
     LS_PASSWORD: str
     LS_CA_BUNDLE: str
+    KCING_OUTPUT_MAX_BYTES: int
     KCING_DB: str
     KCING_DB_LOCK_WAIT: float
     KCING_PROGRESS_EVERY: float

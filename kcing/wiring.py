@@ -89,7 +89,8 @@ def make_sink(args: dict, settings, stop: Optional[Stop] = None):
     being read are cut once it is urgent (a second signal)."""
     if args.get("--output"):
         from kcing.sinks.ndjson import NdjsonDirSink  # as the sources: imported when used
-        return NdjsonDirSink(args["--output"], create=not args.get("--dry-run"))
+        return NdjsonDirSink(args["--output"], create=not args.get("--dry-run"),
+                             max_file_bytes=settings.KCING_OUTPUT_MAX_BYTES)
     auth = None
     if settings.LS_USER or settings.LS_PASSWORD:
         if not (settings.LS_USER and settings.LS_PASSWORD):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
-from typing import List, Set
+from typing import Dict, List, Set
 
 from kcing.errors import ConfigError, KcingError, StorageFailed
 from kcing.files import file_error, is_directory, open_own_file, path_exists
@@ -24,6 +25,22 @@ from kcing.sinks.encoding import ndjson_record
 TAIL_BLOCK = 1 << 16
 # The lock a run writing into an output directory holds there: `<dir>/ndjson.lock`.
 LOCK_STEM = "ndjson"
+# Bytes a file takes before the next batch goes into the route's next file: under the 100 MB
+# Elasticsearch takes in one request (http.max_content_length), so that each file can be posted
+# to `_bulk` as it is (KCING_OUTPUT_MAX_BYTES).
+OUTPUT_MAX_BYTES = 100_000_000
+
+
+def part_name(route: str, part: int) -> str:
+    """`<route>.ndjson` for a route's first file, then `<route>.000002.ndjson` and on."""
+    return "%s.ndjson" % route if part == 1 else "%s.%06d.ndjson" % (route, part)
+
+
+def last_part(directory: Path, route: str) -> int:
+    """The number of the route's newest file in `directory` (1 when there is none yet)."""
+    pattern = re.compile(r"%s\.(\d{6})\.ndjson\Z" % re.escape(route))
+    numbers = [int(found.group(1)) for found in map(pattern.match, os.listdir(directory)) if found]
+    return max(numbers, default=1)
 
 
 def is_action_line(line: bytes) -> bool:
@@ -66,6 +83,9 @@ class NdjsonDirSink:
 
     A file can be replayed with `curl -H 'Content-Type: application/x-ndjson' --data-binary @FILE
     http://localhost:9200/_bulk`; the action carries the index and id, so a replay is idempotent.
+    A file that would grow past `max_file_bytes` is left as it is and the batch goes into the
+    route's next file (`<route>.000002.ndjson`, ...): a file is never larger than Elasticsearch
+    takes in one request, but for a single batch larger than that, alone in its file.
     """
 
     name = "NDJSON files"
@@ -73,7 +93,7 @@ class NdjsonDirSink:
     # byte for byte, for the same input (a lock serialises the appends anyway).
     posts_in_flight = 1
 
-    def __init__(self, directory: str, create: bool = True):
+    def __init__(self, directory: str, create: bool = True, max_file_bytes: int = OUTPUT_MAX_BYTES):
         """`create`: make the directory now (a dry run, which writes nothing, leaves it to the run)."""
         self.directory = Path(directory)
         # The directories this sink makes, the output first, then the missing parents it needs:
@@ -94,7 +114,9 @@ class NdjsonDirSink:
         # Posts run in parallel; two appends to one file must not interleave, nor a cut-back
         # after a failed write remove another batch's records.
         self._lock = threading.Lock()
-        self._checked: Set[str] = set()
+        self._checked: Set[Path] = set()
+        self.max_file_bytes = max_file_bytes
+        self._parts: Dict[str, int] = {}  # route -> the number of the file its batches go into
         # Resolved once: the ledger asks for it for every object it records.
         self._destination = ndjson_destination(str(self.directory))
 
@@ -129,28 +151,42 @@ class NdjsonDirSink:
         """Append and flush to disk; only then does the pipeline record the objects as delivered.
 
         Raises StorageFailed (the file cut back to its last whole record) when it cannot."""
-        path = self.directory / ("%s.ndjson" % batch.route)
         data = batch.joined()
         with self._lock:
-            fd = open_output_file(path)
-            try:
-                self._append(fd, path, batch.route, data)
-            finally:
-                os.close(fd)
+            route = batch.route
+            if route not in self._parts:
+                try:
+                    self._parts[route] = last_part(self.directory, route)
+                except OSError as error:
+                    raise type(file_error(self.directory, error))("cannot read the output directory %s: %s" % (
+                        self.directory, error.strerror)) from None
+            while True:
+                path = self.directory / part_name(route, self._parts[route])
+                fd = open_output_file(path)
+                try:
+                    if self._append(fd, path, route, data):
+                        return
+                finally:
+                    os.close(fd)
+                self._parts[route] += 1  # this one is full: the batch opens the next
 
-    def _append(self, fd: int, path: Path, route: str, data: bytes) -> None:
+    def _append(self, fd: int, path: Path, route: str, data: bytes) -> bool:
+        """Append `data` unless the file holds records and would grow past max_file_bytes (False)."""
         start = None
         try:
-            if route not in self._checked:
+            if path not in self._checked:
                 whole = whole_records_end(fd)
                 if whole < os.fstat(fd).st_size:
                     os.ftruncate(fd, whole)
-                self._checked.add(route)
+                self._checked.add(path)
             start = os.fstat(fd).st_size
+            if start and start + len(data) > self.max_file_bytes:
+                return False
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
+            return True
         except OSError as error:
             cut = start is not None and _cut_back(fd, start)
             raise StorageFailed("cannot write the output file %s: %s; %s" % (

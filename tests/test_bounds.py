@@ -1,9 +1,13 @@
-"""While the sink does not take batches (Logstash answering 429 or 503, or slow), the downloads
+"""Memory and disk stay bounded.
+
+While the sink does not take batches (Logstash answering 429 or 503, or slow), the downloads
 wait for it: the documents built and waiting stay within ES_QUEUE_MAX_BYTES, whatever the number
-of download threads, instead of every object handed to a thread being downloaded and built."""
+of download threads, instead of every object handed to a thread being downloaded and built.
+An `--output` file stays under what Elasticsearch takes in one `_bulk` request."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from kcing.building import Builder
 from kcing.ledger.ledger import Ledger
@@ -11,7 +15,8 @@ from kcing.pending import PendingBytes
 from kcing.pipeline import FeedOptions, feed
 from kcing.records import LAVA, UpstreamObject
 from tests.fakes.list_sink import ListSink
-from tests.feedrun import SAMPLES
+from kcing.sinks.ndjson import is_action_line
+from tests.feedrun import SAMPLES, clean_environ, kcing
 
 OBJECTS = 40
 THREADS = 6
@@ -117,3 +122,62 @@ def test_a_run_ending_releases_the_downloads_waiting_for_room_without_downloadin
     pending.close()
     waiting.join(5)
     assert answers == [False]
+
+
+# --output files -----------------------------------------------------------------------------------
+
+def output_run(tmp_path, out: Path, files, **settings):
+    env = clean_environ(KCING_DB=str(tmp_path / ("%s.db" % out.name)), **settings)
+    return kcing(["feed_es", "--lavas", *map(str, files), "--output", str(out), "--batch-size", "50"], env, tmp_path)
+
+
+def parts(directory: Path, route: str) -> list:
+    """The route's files in the order they were written: `<route>.ndjson`, then by number."""
+    names = sorted(path.name for path in directory.glob("%s.*ndjson" % route))
+    return ["%s.ndjson" % route] + [name for name in names if name != "%s.ndjson" % route]
+
+
+def records(directory: Path, route: str) -> list:
+    """The route's records, file after file in the order they were written."""
+    return [line for name in parts(directory, route) for line in (directory / name).read_bytes().splitlines()]
+
+
+def test_an_output_file_stays_under_the_limit_and_the_route_goes_on_in_its_next_files(tmp_path):
+    """Elasticsearch refuses a request over its http.max_content_length (100 MB; 413): one file
+    taking every run's documents could no longer be posted to `_bulk` as the README says."""
+    lava = sorted((SAMPLES / "lava").glob("*.json"))
+    limit = 200_000
+    whole = output_run(tmp_path, tmp_path / "whole", lava)
+    assert whole.returncode == 0, whole.stderr
+    assert (tmp_path / "whole" / "lava.ndjson").stat().st_size > 3 * limit  # what the limit must cut
+    cut = output_run(tmp_path, tmp_path / "cut", lava, KCING_OUTPUT_MAX_BYTES=str(limit))
+    assert cut.returncode == 0, cut.stderr
+    parts = sorted((tmp_path / "cut").glob("lava*.ndjson"))
+    assert len(parts) > 3
+    assert all(0 < part.stat().st_size <= limit for part in parts)
+    assert {part.name for part in parts} >= {"lava.ndjson", "lava.000002.ndjson", "lava.000003.ndjson"}
+    # The same records in the same order, each file whole `_bulk` input (an action, then its document).
+    assert records(tmp_path / "cut", "lava") == records(tmp_path / "whole", "lava")
+    for part in parts:
+        lines = part.read_bytes().splitlines()
+        assert len(lines) % 2 == 0 and all(is_action_line(line) for line in lines[::2])
+
+
+def test_a_later_run_appends_to_the_newest_output_file(tmp_path):
+    first, second = sorted((SAMPLES / "lava").glob("*.json"))
+    out = tmp_path / "out"
+    assert output_run(tmp_path, out, [first], KCING_OUTPUT_MAX_BYTES="200000").returncode == 0
+    written = records(out, "lava")
+    before = {path.name: path.read_bytes() for path in out.glob("lava*.ndjson")}
+    newest = parts(out, "lava")[-1]
+    assert output_run(tmp_path, out, [second], KCING_OUTPUT_MAX_BYTES="200000").returncode == 0
+    after = {path.name: path.read_bytes() for path in out.glob("lava*.ndjson")}
+    # The full files are left as they were; the newest takes what fits, then come the next ones.
+    assert all(after[name] == data for name, data in before.items() if name != newest)
+    assert after[newest].startswith(before[newest])
+    assert len(after) > len(before) and all(len(data) <= 200000 for data in after.values())
+    assert newest != "lava.ndjson"  # the first run went on past its first file
+    # Nothing repeated or lost: the first run's records, then the second's.
+    alone = tmp_path / "alone"
+    assert output_run(tmp_path, alone, [second]).returncode == 0
+    assert records(out, "lava") == written + records(alone, "lava")
