@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 try:
     import fcntl
@@ -185,11 +185,18 @@ class _Worker:
     def __init__(self, process: subprocess.Popen):
         self.process = process
 
-    def exchange(self, request: bytes) -> bytes:
+    def exchange(self, request: bytes, content: bytes) -> Tuple[tuple, Optional[bytes]]:
+        """Hand the worker a request and the file's bytes; return its answer, and the encoded
+        documents when it built them. The bytes go as they are, each in a frame of its own, not
+        inside a pickle: pickling them would copy the file here and the documents there, and
+        unpickling copy the documents again here (another gigabyte for a LAVA log of a million
+        lines)."""
         try:
             _write_frame(self.process.stdin, request)
-            return _read_frame(self.process.stdout)
-        except (OSError, EOFError, ValueError) as error:
+            _write_frame(self.process.stdin, content)
+            answer = pickle.loads(_read_frame(self.process.stdout))
+            return answer, _read_frame(self.process.stdout) if answer[0] == "ok" else None
+        except (OSError, EOFError, ValueError, pickle.UnpicklingError) as error:
             code, ended_here = self._exit_code()
             raise WorkerDied(_death_text(code), killed=code == -signal.SIGKILL and not ended_here) from error
 
@@ -300,7 +307,7 @@ class Builder:
     def _build_in_worker(self, kind, content, created, listed_lab, name: str) -> Optional[Built]:
         """Built by a worker; None when there is none to take it (none started, and the builder
         is still open). `name` says which object a worker died building."""
-        request = pickle.dumps((self.target, self._encoder, self.separator, kind, content, created, listed_lab),
+        request = pickle.dumps((self.target, self._encoder, self.separator, kind, created, listed_lab),
                                protocol=pickle.HIGHEST_PROTOCOL)
         deaths: List[WorkerDied] = []
         while len(deaths) < 2:
@@ -308,7 +315,7 @@ class Builder:
             if worker is None:
                 break
             try:
-                answer = worker.exchange(request)
+                answer, data = worker.exchange(request, content)
             except WorkerDied as died:
                 self._lost(worker)
                 if self._closed:
@@ -319,9 +326,9 @@ class Builder:
             self._idle.put(worker)
             with self._lock:
                 self.built_in_workers += 1
-            status, *rest = pickle.loads(answer)
+            status, *rest = answer
             if status == "ok":
-                data, sizes, kept = rest
+                sizes, kept = rest
                 return Built(Encoded(data, sizes, self.separator), kept)
             raise RejectedInput(rest[0])
         if not deaths:
@@ -481,12 +488,16 @@ def serve() -> None:
     while True:
         try:
             request = _read_frame(requests)
+            content = _read_frame(requests)
         except EOFError:
             return
-        target, encoder, separator, kind, content, created, listed_lab = pickle.loads(request)
+        target, encoder, separator, kind, created, listed_lab = pickle.loads(request)
+        data = None
         try:
             built = _resolve(target)(kind, content, created, listed_lab, _resolve(encoder), separator)
-            answer = ("ok", built.encoded.data, built.encoded.sizes, built.kept)
+            answer = ("ok", built.encoded.sizes, built.kept)
+            data = built.encoded.data
+            del built
         except RejectedInput as error:
             answer = ("rejected", str(error))
         except Exception as error:  # a fault in one object must cost only that object
@@ -494,8 +505,11 @@ def serve() -> None:
         del content, request
         try:
             _write_frame(answers, pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+            if data is not None:
+                _write_frame(answers, data)  # the documents follow their sizes, as they are
         except OSError:
             return
+        del data
 
 
 def _lower_priority() -> None:

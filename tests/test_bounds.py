@@ -6,9 +6,12 @@ of download threads, instead of every object handed to a thread being downloaded
 An `--output` file stays under what Elasticsearch takes in one `_bulk` request."""
 from __future__ import annotations
 
+import json
 import threading
+import tracemalloc
 from pathlib import Path
 
+from kcing import building
 from kcing.building import Builder
 from kcing.ledger.ledger import Ledger
 from kcing.pending import PendingBytes
@@ -181,3 +184,29 @@ def test_a_later_run_appends_to_the_newest_output_file(tmp_path):
     alone = tmp_path / "alone"
     assert output_run(tmp_path, alone, [second]).returncode == 0
     assert records(out, "lava") == written + records(alone, "lava")
+
+
+# Documents built by a worker process ---------------------------------------------------------------
+
+def test_documents_built_by_a_worker_are_held_once_in_the_feeds_process():
+    """The feed's process holds a large file's documents once: taken from the worker as they are,
+    not inside a pickle (its bytes, then the documents unpickled from them: twice, 1.6 GB for a
+    LAVA log of a million short lines), and the file goes to the worker without a pickled copy."""
+    callback = json.loads(lava_sample())
+    line = '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "[    1.234567] a kernel line"}\n'
+    callback["log"] += line * (building.IN_WORKER_BYTES // len(line) + 1)
+    content = json.dumps(callback).encode()
+    with Builder(2, ListSink.encode, separator=ListSink.separator) as builder:
+        builder.start(wait=True)
+        tracemalloc.start()
+        try:
+            built = builder.build(LAVA, content, None, None)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert builder.built_in_workers == 1
+    documents = len(built.encoded.data)
+    assert documents > 5 * len(content)  # what a copy too many would show
+    # The documents, their sizes and ids (a few bytes per document), and nothing of the size of
+    # the documents or the file besides.
+    assert peak < documents + len(content) // 2 + 200 * len(built.encoded), (peak, documents, len(content))
