@@ -41,6 +41,10 @@ SINK_REFUSED_EXIT = 3
 # more than a cron run of a few objects lists, whose documents are built here sooner than a
 # worker starts.
 BACKLOG_FOR_WORKERS = 32
+# Outcomes waiting for the ledger that are written without waiting for the next acknowledged
+# batch: a run whose downloads all fail (the storage down) acknowledges none, and each outcome
+# holds its object and listing item (kilobytes): a listing of 400,000 would have held them all.
+OUTCOMES_PER_WRITE = 1000
 
 
 @dataclass
@@ -313,6 +317,7 @@ class Feed:
         else:
             self.summary.downloaded += 1
             self._queue(fetched)
+        self._write_outcomes_if_many()
         self._progress()
 
     def _queue(self, fetched: Fetched) -> None:
@@ -436,6 +441,11 @@ class Feed:
         self.summary.problems.append("%s %s: %s" % (obj.kind, obj.upstream_id, reason))
         self.outcomes.append(Outcome(obj, REJECTED, sha256=sha256, error=reason))
         log.warning("rejected %s %s: %s", obj.kind, obj.upstream_id, reason)
+        self._write_outcomes_if_many()
+
+    def _write_outcomes_if_many(self) -> None:
+        if len(self.outcomes) >= OUTCOMES_PER_WRITE:
+            self._write_outcomes()
 
     def _write_outcomes(self) -> None:
         if self.outcomes and not self.options.dry_run:

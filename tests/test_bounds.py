@@ -7,12 +7,15 @@ An `--output` file stays under what Elasticsearch takes in one `_bulk` request."
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import tracemalloc
 from pathlib import Path
 
 from kcing import building
+from kcing import pipeline
 from kcing.building import Builder
+from kcing.errors import UpstreamError
 from kcing.ledger.ledger import Ledger
 from kcing.pending import PendingBytes
 from kcing.pipeline import FeedOptions, feed
@@ -210,3 +213,33 @@ def test_documents_built_by_a_worker_are_held_once_in_the_feeds_process():
     # The documents, their sizes and ids (a few bytes per document), and nothing of the size of
     # the documents or the file besides.
     assert peak < documents + len(content) // 2 + 200 * len(built.encoded), (peak, documents, len(content))
+
+
+# Outcomes waiting for the ledger -------------------------------------------------------------------
+
+class StorageDown(ManyLavaFiles):
+    def fetch(self, obj):
+        raise UpstreamError("GET %s failed (last: connection refused)" % obj.url)
+
+
+class CountingLedger(Ledger):
+    """The ledger, noting how many outcomes each write took."""
+
+    writes: list
+
+    def record(self, outcomes, destination=lambda kind: ""):
+        self.writes.append(len(outcomes))
+        super().record(outcomes, destination)
+
+
+def test_outcomes_are_written_as_they_come_when_no_batch_is_acknowledged(monkeypatch):
+    """Storage down: every download fails, no batch is ever acknowledged, and the outcomes (each
+    with its object and listing item, kilobytes) waited for the run's end: 300 MB for a listing
+    of 100,000 builds. They go to the ledger a thousand at a time instead."""
+    monkeypatch.setattr(sys.modules[__name__], "OBJECTS", 2500)
+    ledger = CountingLedger.open(":memory:")
+    ledger.writes = []
+    summary = feed(StorageDown(b""), ledger, ListSink(), FeedOptions(threads=2))
+    assert (summary.failed, summary.exit_code) == (2500, 1)
+    assert sum(ledger.writes) == 2500 and max(ledger.writes) <= pipeline.OUTCOMES_PER_WRITE, ledger.writes
+    assert ledger.row("samples", LAVA, "lava-2499").state == "failed"
