@@ -45,6 +45,9 @@ BACKLOG_FOR_WORKERS = 32
 # batch: a run whose downloads all fail (the storage down) acknowledges none, and each outcome
 # holds its object and listing item (kilobytes): a listing of 400,000 would have held them all.
 OUTCOMES_PER_WRITE = 1000
+# Problems a run's summary keeps to print (it prints 20): a run of 400,000 failing objects kept
+# a line for each. The log has every one.
+PROBLEMS_KEPT = 100
 
 
 @dataclass
@@ -78,8 +81,15 @@ class RunSummary:
     batches: int = 0
     bytes_sent: int = 0
     elapsed: float = 0.0
+    # The first PROBLEMS_KEPT problems (each is logged as it happens); `problem_count` counts them all.
     problems: List[str] = field(default_factory=list)
+    problem_count: int = 0
     stopped_by: Optional[KcingError] = None
+
+    def problem(self, text: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < PROBLEMS_KEPT:
+            self.problems.append(text)
 
     @property
     def exit_code(self) -> int:
@@ -169,7 +179,7 @@ class Feed:
                 # Nodes the source could not list (it knows no more of them than where they were).
                 for problem in getattr(self.source, "left_out", ()):
                     self.summary.failed += 1
-                    self.summary.problems.append(problem)
+                    self.summary.problem(problem)
         except KcingError as error:
             if self.stop.is_set() and not isinstance(error, (Interrupted, ConfigError)):
                 # Retries cut short by the stop end in the error of the last attempt; the
@@ -309,7 +319,7 @@ class Feed:
         obj = fetched.obj
         if fetched.failed:
             self.summary.failed += 1
-            self.summary.problems.append("%s %s: %s" % (obj.kind, obj.upstream_id, fetched.failed))
+            self.summary.problem("%s %s: %s" % (obj.kind, obj.upstream_id, fetched.failed))
             self.outcomes.append(Outcome(obj, FAILED, error=fetched.failed))
             log.warning("failed %s %s: %s", obj.kind, obj.upstream_id, fetched.failed)
         elif fetched.rejected:
@@ -432,13 +442,13 @@ class Feed:
                   "of that http input (or the body limit of a proxy in front of it); sent again by the next run"
                   % (refused.size, refused.url))
         self.summary.too_large += 1
-        self.summary.problems.append("%s %s: %s" % (obj.kind, obj.upstream_id, reason))
+        self.summary.problem("%s %s: %s" % (obj.kind, obj.upstream_id, reason))
         self.outcomes.append(Outcome(obj, TOO_LARGE, sha256=fetched.sha256, error=reason))
         log.warning("too large for Logstash: %s %s: %s", obj.kind, obj.upstream_id, reason)
 
     def _reject(self, obj: UpstreamObject, sha256: Optional[str], reason: str) -> None:
         self.summary.rejected += 1
-        self.summary.problems.append("%s %s: %s" % (obj.kind, obj.upstream_id, reason))
+        self.summary.problem("%s %s: %s" % (obj.kind, obj.upstream_id, reason))
         self.outcomes.append(Outcome(obj, REJECTED, sha256=sha256, error=reason))
         log.warning("rejected %s %s: %s", obj.kind, obj.upstream_id, reason)
         self._write_outcomes_if_many()

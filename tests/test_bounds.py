@@ -15,6 +15,7 @@ from pathlib import Path
 from kcing import building
 from kcing import pipeline
 from kcing.building import Builder
+from kcing.commands._shared import print_summary
 from kcing.errors import UpstreamError
 from kcing.ledger.ledger import Ledger
 from kcing.pending import PendingBytes
@@ -243,3 +244,16 @@ def test_outcomes_are_written_as_they_come_when_no_batch_is_acknowledged(monkeyp
     assert (summary.failed, summary.exit_code) == (2500, 1)
     assert sum(ledger.writes) == 2500 and max(ledger.writes) <= pipeline.OUTCOMES_PER_WRITE, ledger.writes
     assert ledger.row("samples", LAVA, "lava-2499").state == "failed"
+
+
+def test_a_run_of_many_failures_keeps_a_few_problems_to_print_and_counts_them_all(monkeypatch, capsys):
+    """Each problem is logged as it happens and the summary prints 20: keeping a line for each of
+    a listing of hundreds of thousands held them all in memory to the end."""
+    monkeypatch.setattr(sys.modules[__name__], "OBJECTS", 2500)
+    summary = feed(StorageDown(b""), Ledger.open(":memory:"), ListSink(), FeedOptions(threads=2))
+    assert summary.problem_count == 2500 and len(summary.problems) <= pipeline.PROBLEMS_KEPT
+    assert summary.problems[0].startswith("lava lava-0: GET lava-0.json failed")
+    print_summary(summary, "Logstash", dry_run=False)
+    printed = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("  problem: ") for line in printed) == 20
+    assert printed[-1] == "  ... and 2480 more problems (see the log)"

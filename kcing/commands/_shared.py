@@ -68,8 +68,9 @@ def print_summary(summary, sink_name: str, dry_run: bool) -> None:
               % (s.documents, s.batches, s.bytes_sent / 1e6, sink_name, s.elapsed, rate))
     for problem in s.problems[:20]:
         print("  problem: %s" % problem)
-    if len(s.problems) > 20:
-        print("  ... and %d more problems (see the log)" % (len(s.problems) - 20))
+    shown = min(len(s.problems), 20)
+    if s.problem_count > shown:
+        print("  ... and %d more problems (see the log)" % (s.problem_count - shown))
 
 
 def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry_run: bool = False,
