@@ -436,3 +436,27 @@ def test_a_lock_file_this_user_may_not_write_is_said_so_not_said_uncreatable(tmp
                "user running kcing write it, or remove it while no run is going)" % (args[0], lock)), refused.stderr
     shown = kcing_bound_by_modes(["status"], env, tmp_path)
     assert shown.returncode == 0, shown.stderr
+
+
+@pytest.mark.parametrize("command", sorted(DOCUMENTED) + ["test", None])
+def test_each_exit_status_paragraph_is_wrapped_to_the_width_of_the_help(command):
+    """A line of the paragraph longer than the rest reads as a paragraph edited in place and not
+    reflowed; 96 columns is the width of every help's prose."""
+    from kcing import cli
+    text = cli.global_help() if command is None else commands.load(command).USAGE
+    paragraph = "Exit status:" + text.split("\nExit status:", 1)[1].split("\n\n", 1)[0]
+    assert max(len(line) for line in paragraph.splitlines()) <= 96, paragraph
+
+
+@pytest.mark.parametrize("command", ["drp", "reconcile", "setup_es", "setup_kbn", "backup_kbn"])
+def test_help_gives_a_redirect_exit_2_and_an_answer_too_large_exit_3(command):
+    """These commands end with 2 for an ES_HOST or KB_URL that redirects and with 3 for an answer
+    beyond the size kcing reads: their help, which the log's closing line quotes, says so."""
+    from kcing import cli
+    assert "redirect" in cli.exit_meaning(command, 2)
+    assert "too large" in cli.exit_meaning(command, 3)
+
+
+def test_reconcile_help_gives_exit_2_for_an_index_the_user_may_not_read():
+    from kcing import cli
+    assert "may not read" in cli.exit_meaning("reconcile", 2)

@@ -38,9 +38,10 @@ Options:
   -h --help            Show this help.
 
 Exit status: 0 written; 2 configuration error (a space Kibana does not have, or one holding no
-saved objects when the file holds some: the file is kept; a KB_URL that is not Kibana or
-answers a redirect); 3 Kibana unreachable, not ready or refusing; 5 the export could not be
-written (a full disk: the previous file is left as it was); 130 stopped by a signal.
+saved objects when the file holds some: the file is kept; a KB_URL that is not Kibana or answers
+a redirect); 3 Kibana unreachable, not ready or refusing, or an answer of it too large; 5 the
+export could not be written (a full disk: the previous file is left as it was); 130 stopped by a
+signal.
 
 Examples:
   KB_URL=http://kibana:5601 kcing backup_kbn       # then review `git diff kibana/`

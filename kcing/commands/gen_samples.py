@@ -45,8 +45,8 @@ Options:
                        with -l, FILE still gets everything.
   -h --help            Show this help.
 
-Exit status: 0 all saved; 1 some files failed or were refused; 2 usage or configuration error;
-4 another gen_samples writes into the same directory; 5 a file could not be written (a full disk:
+Exit status: 0 all saved; 1 some files failed or were refused; 2 usage or configuration error; 4
+another gen_samples writes into the same directory; 5 a file could not be written (a full disk:
 each file is whole or absent); 130 stopped by a signal.
 
 Examples:

@@ -41,11 +41,11 @@ Options:
                        with -l, FILE still gets everything.
   -h --help            Show this help.
 
-Exit status: 0 imported; 1 some objects were not imported, or refer to objects found neither
-in the file nor in Kibana (listed); 2 configuration error (a
-bad file, a space Kibana does not have, a KB_URL that is not Kibana or answers a redirect);
-3 Kibana unreachable, not ready or refusing; 5 the backup of the current objects could not be
-written (a full disk: nothing is imported); 130 stopped by a signal.
+Exit status: 0 imported; 1 some objects were not imported, or refer to objects found neither in
+the file nor in Kibana (listed); 2 configuration error (a bad file, a space Kibana does not
+have, a KB_URL that is not Kibana or answers a redirect); 3 Kibana unreachable, not ready or
+refusing, or an answer of it too large; 5 the backup of the current objects could not be written
+(a full disk: nothing is imported); 130 stopped by a signal.
 
 Examples:
   KB_URL=http://kibana:5601 kcing setup_kbn        # dashboards, keeping what users changed

@@ -32,9 +32,10 @@ Options:
                        with -l, FILE still gets everything.
   -h --help            Show this help.
 
-Exit status: 0 written (or already right); 2 configuration error (LS_HOME, LS_PATH_SETTINGS,
-an unreadable file, a directory it may not write into); 5 pipelines.yml could not be written (a full disk: the
-previous file is left as it was); 130 stopped by a signal (pipelines.yml is left as it was).
+Exit status: 0 written (or already right); 2 configuration error (LS_HOME, LS_PATH_SETTINGS, an
+unreadable file, a directory it may not write into); 5 pipelines.yml could not be written (a
+full disk: the previous file is left as it was); 130 stopped by a signal (pipelines.yml is left
+as it was).
 
 Examples:
   LS_HOME=/opt/logstash-8.15.3 kcing setup_ls --dry-run      # an archive install
