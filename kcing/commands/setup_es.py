@@ -23,7 +23,8 @@ Usage:
 
 Wait for Elasticsearch (ES_HOST), then install one index template per kind; with --ilm also a
 lifecycle policy deleting indices DRP_DAYS days after the day in their name, as drp does.
-Idempotent: run it after every upgrade.
+Idempotent: a template Elasticsearch holds as kcing puts it is left unchanged, one edited in
+place is put back. Run it after every upgrade.
 The templates have priority 200: another template whose patterns overlap one of them at the
 same priority is refused by Elasticsearch (that kind's template is not installed, the others
 are, and the error names it); one at a higher priority overrides kcing's (a warning names it).
