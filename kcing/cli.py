@@ -48,11 +48,12 @@ Exit status: 0 all done; 1 some objects failed or were rejected (reconcile, feed
 some documents are missing in Elasticsearch); 2 usage or configuration error (a Logstash input,
 Elasticsearch or Kibana that redirects included); 3 Logstash, Elasticsearch or Kibana
 unreachable or refusing (a document too large for Logstash included: its object is sent again by
-the next run); 4 another run holds the lock, or another process held the ledger's database lock
-longer than KCING_DB_LOCK_WAIT; 5 the ledger, an output file (of --output) or a file kcing
-replaces (pipelines.yml, a Kibana export or backup, a sample) could not be written (disk full,
-I/O error; what was written is whole); 6 reconcile could check nothing; 70 an internal error (a
-bug; -d shows the traceback); 130 stopped by SIGINT/SIGTERM after recording the batch in flight.
+the next run), or an answer of Elasticsearch or Kibana too large or unreadable; 4 another run
+holds the lock, or another process held the ledger's database lock longer than
+KCING_DB_LOCK_WAIT; 5 the ledger, an output file (of --output) or a file kcing replaces
+(pipelines.yml, a Kibana export or backup, a sample) could not be written (disk full, I/O error;
+what was written is whole); 6 reconcile could check nothing; 70 an internal error (a bug; -d
+shows the traceback); 130 stopped by SIGINT/SIGTERM after recording the batch in flight.
 """
 
 # Flags that override a setting of the same meaning: flag -> (setting name).

@@ -460,3 +460,9 @@ def test_help_gives_a_redirect_exit_2_and_an_answer_too_large_exit_3(command):
 def test_reconcile_help_gives_exit_2_for_an_index_the_user_may_not_read():
     from kcing import cli
     assert "may not read" in cli.exit_meaning("reconcile", 2)
+
+
+def test_kcing_help_gives_3_for_an_answer_too_large():
+    from kcing import cli
+    paragraph = " ".join(cli.global_help().split("Exit status:", 1)[1].split())
+    assert "too large or unreadable" in paragraph.split("; 3 ", 1)[1].split("; 4 ", 1)[0]
