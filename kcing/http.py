@@ -115,8 +115,15 @@ def socks_unsupported(error: Exception, url: str) -> Optional[ConfigError]:
                        % (mask_credentials(proxy) if proxy else "set"))
 
 
+# Beyond this a duration in a message is only "very long": a Retry-After of hundreds of digits
+# reads as infinity ("infs"), and its exact size tells nobody anything.
+LONGEST_SHOWN = 100 * 86400.0
+
+
 def seconds_text(seconds: float) -> str:
     """`60s`, `0.5s`: durations in messages, without rounding sub-second timeouts to 0."""
+    if not seconds <= LONGEST_SHOWN:
+        return "over 100 days"
     return "%gs" % seconds
 
 

@@ -3,7 +3,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from kcing.http import RetryPolicy, announced_length, backoff_delay, parse_retry_after
+from kcing.http import RetryPolicy, announced_length, backoff_delay, parse_retry_after, seconds_text
 
 
 def test_backoff_grows_exponentially_with_equal_jitter():
@@ -63,3 +63,10 @@ def test_sessions_honour_proxy_settings_from_the_environment_per_host(monkeypatc
                                             ("-1", None), ("1e3", None), ("\u00b2", None), ("\u0661", None)])
 def test_a_content_length_announces_a_length_only_in_http_digits(header, length):
     assert announced_length(header) == length
+
+
+def test_a_retry_after_of_hundreds_of_digits_is_said_to_be_very_long_not_infinite():
+    huge = parse_retry_after("9" * 400)
+    assert huge == float("inf")  # float() of a number past its range
+    assert seconds_text(huge) == "over 100 days"
+    assert seconds_text(120.0) == "120s" and seconds_text(0.5) == "0.5s"
