@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -49,6 +51,22 @@ def kcing(args: List[str], env: Dict[str, str], cwd: Path, timeout: float = 120)
 def kcing_process(args: List[str], env: Dict[str, str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(REPO / "kcing.py"), *args], env=env, cwd=str(cwd),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stopped_by_signal(process: subprocess.Popen, settle: float = 1.0, timeout: float = 60) -> Tuple[str, str, float]:
+    """Send `process` SIGTERM `settle` seconds from now, once it is busy, and wait for it to end:
+    (stdout, stderr, the seconds it took after the signal). Killed if it is still running after
+    `timeout`, so that a test never leaves it behind."""
+    try:
+        time.sleep(settle)
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        stdout, stderr = process.communicate(timeout=timeout)
+        return stdout, stderr, time.monotonic() - signalled
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 @dataclass(frozen=True)

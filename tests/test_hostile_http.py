@@ -28,7 +28,7 @@ from tests.fakes.rogue_http import RogueFront, answer, cut_short, endless, exact
 from tests.fakes.serving import wait_until
 from tests.fakes.kibana_server import KibanaEmulator
 from tests.feedrun import (REPO, SAMPLES, clean_environ, feed_environ, integrity, kcing, kcing_process, ledger_rows,
-                           ledger_states, sample_objects)
+                           ledger_states, sample_objects, stopped_by_signal)
 
 pytestmark = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
 
@@ -272,17 +272,10 @@ def test_gen_samples_stopped_while_upstream_holds_it_ends_at_once_and_keeps_what
                        KCI_SAMPLES_DIR=str(samples), KCI_THREADS="1", KCI_RETRY_BACKOFF="100",
                        KCI_DOWNLOAD_DEADLINE="100")
     process = kcing_process(["gen_samples"], env, tmp_path)
-    try:
-        assert wait_until(lambda: len(served) > 3, timeout=30), process.communicate()
-        time.sleep(1)
-        process.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        _, stderr = process.communicate(timeout=30)
-        took = time.monotonic() - signalled
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    if not wait_until(lambda: len(served) > 3, timeout=30):
+        process.kill()
+        pytest.fail("gen_samples never reached its fourth file: %s" % (process.communicate(),))
+    _, stderr, took = stopped_by_signal(process, timeout=30)
     assert process.returncode == 130, stderr
     assert took < 2, took  # stopped, not ended by the exit 3 s after the signal
     assert stderr.strip().splitlines()[-1] == "kcing gen_samples: interrupted", stderr

@@ -38,7 +38,7 @@ from tests.fakes.logstash_emulator import LogstashCluster
 from tests.fakes.rogue_http import RogueFront, answer, trickle
 from tests.fakes.serving import wait_until
 from tests.feedrun import (SAMPLES, clean_environ, feed_environ, kcing, kcing_process, kept_ids, ledger_rows,
-                           ledger_states, sample_objects)
+                           ledger_states, sample_objects, stopped_by_signal)
 from tests.fakes.legacy_data import at, boot_item, boot_path, build_item, build_json, lava_json
 from tests.test_exit_codes import Silent
 
@@ -655,18 +655,10 @@ def test_one_signal_stops_a_resend_waiting_on_logstash_or_upstream_at_once(legac
             front.on("GET", "", trickle(length=10_000, every=0.5), count=None)
             env.update(KCI_DOWNLOAD_DEADLINE="100", KCI_THREADS="1")
         process = kcing_process(["reconcile", "--resend"], env, tmp_path)
-        try:
-            assert wait_until(lambda: [by for _, _, by in front.requests if by != "forward"], timeout=30), \
-                "the re-send never reached %s" % where
-            time.sleep(1)
-            process.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
-            stdout, stderr = process.communicate(timeout=60)
-            took = time.monotonic() - signalled
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+        if not wait_until(lambda: [by for _, _, by in front.requests if by != "forward"], timeout=30):
+            process.kill()
+            pytest.fail("the re-send never reached %s: %s" % (where, process.communicate()))
+        stdout, stderr, took = stopped_by_signal(process)
     assert process.returncode == 130, stdout + stderr
     assert took < 3, took  # not the 100 s wait, nor the second signal's 3 s
     assert "Traceback" not in stderr
