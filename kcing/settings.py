@@ -483,7 +483,7 @@ SPECS: Mapping[str, Spec] = {
     # Ledger and retention
     "KCING_OUTPUT_MAX_BYTES": Spec(100_000_000, _integer(1024, MAX_BYTES),
                                    "bytes an `--output` file takes before the next batch goes into the route's "
-                                   "next file (`lava.000002.ndjson`, ...); under Elasticsearch's 100 MB "
+                                   "next file (`lava.part000002.ndjson`, ...); under Elasticsearch's 100 MB "
                                    "http.max_content_length, each file can be posted to `_bulk` whole"),
     "KCING_DB": Spec("kcing.db", _ledger_file, "SQLite ledger of what was delivered"),
     "KCING_DB_LOCK_WAIT": Spec(30.0, _number(0, MAX_SECONDS), "seconds a ledger write waits for another process "

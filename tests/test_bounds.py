@@ -162,7 +162,7 @@ def test_an_output_file_stays_under_the_limit_and_the_route_goes_on_in_its_next_
     parts = sorted((tmp_path / "cut").glob("lava*.ndjson"))
     assert len(parts) > 3
     assert all(0 < part.stat().st_size <= limit for part in parts)
-    assert {part.name for part in parts} >= {"lava.ndjson", "lava.000002.ndjson", "lava.000003.ndjson"}
+    assert {part.name for part in parts} >= {"lava.ndjson", "lava.part000002.ndjson", "lava.part000003.ndjson"}
     # The same records in the same order, each file whole `_bulk` input (an action, then its document).
     assert records(tmp_path / "cut", "lava") == records(tmp_path / "whole", "lava")
     for part in parts:
@@ -257,3 +257,27 @@ def test_a_run_of_many_failures_keeps_a_few_problems_to_print_and_counts_them_al
     printed = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("  problem: ") for line in printed) == 20
     assert printed[-1] == "  ... and 2480 more problems (see the log)"
+
+
+def test_a_routes_files_sort_in_the_order_they_were_written(tmp_path):
+    """`for f in out/lava*.ndjson; do curl ... _bulk; done` posts the files in the order the shell
+    sorts their names; a document delivered again (its file changed upstream) is in a later file
+    than its first version, and the last one posted is what Elasticsearch keeps: the route's
+    first file sorted after its next ones, and a replay brought back the old version."""
+    job = tmp_path / "job.json"
+    callback = json.loads((sorted((SAMPLES / "lava").glob("*.json"))[0]).read_bytes())
+    job.write_text(json.dumps(callback))
+    out = tmp_path / "out"
+    assert output_run(tmp_path, out, [job], KCING_OUTPUT_MAX_BYTES="200000").returncode == 0
+    callback["boot_log_html"] = "changed-upstream.html"
+    job.write_text(json.dumps(callback))
+    assert output_run(tmp_path, out, [job], KCING_OUTPUT_MAX_BYTES="200000").returncode == 0
+    globbed = sorted(path.name for path in out.glob("lava*.ndjson"))  # C order, as `ls` and bash with LC_ALL=C
+    assert len(globbed) > 2 and globbed[0] == "lava.ndjson"
+    kept = {}
+    for name in globbed:
+        lines = (out / name).read_bytes().splitlines()
+        for action, document in zip(lines[::2], lines[1::2]):
+            kept[json.loads(action)["index"]["_id"]] = document
+    changed = [document for document in kept.values() if b"changed-upstream.html" in document]
+    assert changed and not [document for document in kept.values() if b'"ltp-ipc-jetson-tk1.html"' in document]

@@ -32,13 +32,18 @@ OUTPUT_MAX_BYTES = 100_000_000
 
 
 def part_name(route: str, part: int) -> str:
-    """`<route>.ndjson` for a route's first file, then `<route>.000002.ndjson` and on."""
-    return "%s.ndjson" % route if part == 1 else "%s.%06d.ndjson" % (route, part)
+    """`<route>.ndjson` for a route's first file, then `<route>.part000002.ndjson` and on.
+
+    The names sort in the order the files were written (`lava.ndjson` before `lava.part...`, the
+    numbers zero-padded), in the C locale as in others: a replay posting `lava*.ndjson` in the
+    shell's order posts a document delivered again after its older version, which Elasticsearch
+    then keeps (`lava.000002.ndjson` sorted before `lava.ndjson`)."""
+    return "%s.ndjson" % route if part == 1 else "%s.part%06d.ndjson" % (route, part)
 
 
 def last_part(directory: Path, route: str) -> int:
     """The number of the route's newest file in `directory` (1 when there is none yet)."""
-    pattern = re.compile(r"%s\.(\d{6})\.ndjson\Z" % re.escape(route))
+    pattern = re.compile(r"%s\.part(\d{6,})\.ndjson\Z" % re.escape(route))
     numbers = [int(found.group(1)) for found in map(pattern.match, os.listdir(directory)) if found]
     return max(numbers, default=1)
 
@@ -84,7 +89,7 @@ class NdjsonDirSink:
     A file can be replayed with `curl -H 'Content-Type: application/x-ndjson' --data-binary @FILE
     http://localhost:9200/_bulk`; the action carries the index and id, so a replay is idempotent.
     A file that would grow past `max_file_bytes` is left as it is and the batch goes into the
-    route's next file (`<route>.000002.ndjson`, ...): a file is never larger than Elasticsearch
+    route's next file (`<route>.part000002.ndjson`, ...): a file is never larger than Elasticsearch
     takes in one request, but for a single batch larger than that, alone in its file.
     """
 
