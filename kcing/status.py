@@ -99,6 +99,10 @@ def _run(row: Run, running: Optional[Tuple[int, str]]) -> dict:
 _URL = re.compile(r"""\b([A-Za-z][A-Za-z0-9+.-]*://[^/\s'"<>]+)(/[^\s'"<>]*)?""")
 # An object id as KernelCI gives them (a MongoDB ObjectId: 24 hex digits).
 _OBJECT_ID = re.compile(r"\b[0-9a-f]{24}\b")
+# The size of one object or document (`a document of 1405 bytes`, `announced 9000001 bytes`,
+# `boot-1.json: 123456 bytes, more than ...`); a limit (`the limit of 8000000 bytes`) is the
+# same for every object and stays.
+_OWN_SIZE = re.compile(r"(?<!limit of )\b\d+ bytes\b")
 # What a path found in a message may end with that belongs to the sentence, not to the path.
 _SENTENCE_END = ".,;:)]}"
 
@@ -106,14 +110,15 @@ _SENTENCE_END = ".,;:)]}"
 def error_cause(message: str, url: str = "", upstream_id: str = "") -> str:
     """`message` with what names one object taken out, so that objects failing for one cause
     count together: the object's own URL (a local file's name), the path of any URL (its origin
-    stays), and object ids. `GET https://storage.kernelci.org/<path> failed 3 times (last: HTTP
-    503)` stands for every file that storage failed to serve so."""
+    stays), object ids and the object's own size in bytes. `GET https://storage.kernelci.org/<path>
+    failed 3 times (last: HTTP 503)` stands for every file that storage failed to serve so."""
     text = message
     if url and "://" not in url and len(url) > 1:
         text = text.replace(url, "<file>")
     if len(upstream_id) >= 8:  # short ids ("1", "ab") could be any word's part
         text = text.replace(upstream_id, "<id>")
     text = _URL.sub(_url_origin, text)
+    text = _OWN_SIZE.sub("<n> bytes", text)
     return _OBJECT_ID.sub("<id>", text)
 
 

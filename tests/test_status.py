@@ -243,6 +243,20 @@ def test_objects_failing_for_one_cause_count_together_though_each_message_names_
     assert shown[0].split(None, 2)[:2] == ["3", "failed"], shown
 
 
+def test_documents_too_large_for_logstash_count_as_one_cause_whatever_their_sizes(legacy_replica, logstash,
+                                                                                    tmp_path):
+    """The message of an object Logstash refused with 413 names its document's size: grouped with
+    it, every such object was a cause of its own (1 object each) and pushed the other causes out
+    of the five shown."""
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", ES_MAX_RETRIES="1")
+    logstash.lava.fail_next(413, count=None)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 3
+    too_large = [error for error in status_json(env, tmp_path)["errors"] if error["state"] == "too_large"]
+    assert [error["objects"] for error in too_large] == [2], too_large
+    assert "a document of <n> bytes is larger than Logstash" in too_large[0]["error"], too_large
+    assert re.search(r"a document of \d+ bytes", too_large[0]["example"]), too_large
+
+
 def test_an_error_cause_leaves_out_what_names_one_object_and_keeps_the_rest():
     from kcing.status import error_cause
     url = "https://storage.kernelci.org/mainline/v5.4/x86/build.json"
@@ -256,6 +270,11 @@ def test_an_error_cause_leaves_out_what_names_one_object_and_keeps_the_rest():
     assert error_cause("/data/in/boot-8.json: not JSON", "/data/in/boot-8.json", "boot-8.json") == "<file>: not JSON"
     assert error_cause("GET https://kernelci.org/ failed once (last: HTTP 500)") == (
         "GET https://kernelci.org/ failed once (last: HTTP 500)")
+    # A size is the object's own; a limit is the same for every object, and stays.
+    assert error_cause("GET https://kernelci.org/x: announced 9000001 bytes, more than the limit of 8000000") == (
+        "GET https://kernelci.org/<path>: announced <n> bytes, more than the limit of 8000000")
+    assert error_cause("/in/lava-1.json: 123456 bytes, more than the limit of 1000 bytes: raise it", "/in/lava-1.json") == (
+        "<file>: <n> bytes, more than the limit of 1000 bytes: raise it")
 
 
 @pytest.mark.parametrize("locale_env", [dict(LC_ALL="C", PYTHONUTF8="0"),
