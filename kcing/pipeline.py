@@ -85,6 +85,9 @@ class RunSummary:
     problems: List[str] = field(default_factory=list)
     problem_count: int = 0
     stopped_by: Optional[KcingError] = None
+    # The run's row in the ledger's runs table (None for a dry run): `feed_es --verify` records
+    # there what its check found.
+    run_id: Optional[int] = None
 
     def problem(self, text: str) -> None:
         self.problem_count += 1

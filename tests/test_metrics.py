@@ -102,6 +102,32 @@ def test_the_exit_code_of_a_verify_run_is_the_one_the_run_ends_with(legacy_repli
     assert values[("kcing_feed_objects", (("outcome", "delivered"), ("source", "legacy")))] > 0
 
 
+def test_a_verify_run_that_found_documents_missing_is_no_success(legacy_replica, logstash, es, tmp_path):
+    """Logstash acknowledged everything and Elasticsearch got none of it (its output broken): the
+    run exits 1, and neither its metrics nor `kcing status` may call it a success. Counted as
+    one, the README's hourly `feed_es --verify` would refresh the last-success metric every hour
+    (each run re-sending what the previous found missing), and the alert on its age would never
+    fire for the very fault --verify is there to catch."""
+    import json
+
+    from elasticsearch import Elasticsearch
+    from kcing.admin.templates import install, templates_for
+    from tests.feedrun import feed_environ, kcing
+
+    install(Elasticsearch(es.url), es.url, templates_for(None), None)  # an Elasticsearch that gets nothing
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", ES_HOST=es.url, DRP_DAYS="36500")
+    prom = tmp_path / "kcing.prom"
+    for _ in range(2):  # the second re-sends what the first found missing, and finds it missing again
+        verified = kcing(["feed_es", "--verify", "--verify-delay", "0", "--metrics", str(prom)], env, tmp_path)
+        assert verified.returncode == 1, verified.stdout + verified.stderr
+        assert "kcing_feed_last_success_timestamp_seconds" not in prom.read_text(), prom.read_text()
+    shown = kcing(["status", "--json"], env, tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    feeds = [run for run in json.loads(shown.stdout)["runs"] if run["command"] == "feed_es"]
+    assert [run["outcome"] for run in feeds] == ["missing", "missing"], feeds
+    assert feeds[0]["counts"]["delivered"] > 0, feeds
+
+
 def test_the_last_success_is_found_however_many_runs_of_other_feeds_came_since(tmp_path):
     """Only the newest 500 successful runs were read: once the other feeds sharing the ledger
     (another source, an --output directory) had succeeded 500 times since, a feed failing all

@@ -35,6 +35,7 @@ def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_del
             summary = feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
                            stop=stop, on_delivered=on_delivered,
                            progress=Progress("feed_es", every=settings.KCING_PROGRESS_EVERY))
+            summary.run_id = run.id
             run.outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code
             run.counts = dict(summary.as_dict(), **where)
     except KcingError as error:

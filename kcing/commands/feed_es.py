@@ -184,6 +184,8 @@ def run(args: dict, settings) -> int:
             if verify:
                 report = verify_delivered(client, settings, ledger, delivered, delay, stop)
                 status = max(summary.exit_code, report.exit_code)
+                if report.exit_code and summary.exit_code == 0:
+                    _record_missing(ledger, summary)
             return status
         except BaseException as error:
             status = exit_status(error)
@@ -205,6 +207,20 @@ def verify_delivered(client, settings, ledger: Ledger, delivered: list, delay: f
     report = reconciling.Report(scope="the %d objects this feed_es run delivered" % len(delivered))
     check_and_record(client, settings, ledger, report, ledger.delivered_rows(delivered), stop)
     return report
+
+
+def _record_missing(ledger: Ledger, summary) -> None:
+    """The run delivered everything to Logstash, but Elasticsearch lacks some of it: its row says
+    `missing`, not `ok`, so that `kcing status` shows the outcome the run's exit status gives and
+    the last success of the --metrics file (an `ok` row) is not this run. Otherwise a Logstash
+    that acknowledges every event and never passes one on would keep that metric fresh, every
+    hour, and the alert on its age quiet."""
+    if summary.run_id is None:
+        return
+    try:
+        ledger.change_outcome(summary.run_id, "missing")
+    except KcingError as error:
+        log.error("cannot record that this feed_es run left documents missing in Elasticsearch: %s", error)
 
 
 def _made_by_the_run(ledger: str, output: Optional[str]) -> bool:

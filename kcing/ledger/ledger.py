@@ -544,6 +544,10 @@ class Ledger:
         (models.Run.update(ended=self.clock(), outcome=outcome, counts=json.dumps(counts, sort_keys=True))
          .where(models.Run.id == run_id).execute())
 
+    def change_outcome(self, run_id: int, outcome: str) -> None:
+        """Give a closed run another outcome (its end and counts stay as they were)."""
+        models.Run.update(outcome=outcome).where(models.Run.id == run_id).execute()
+
     def integrity_ok(self) -> bool:
         return self.db.execute_sql("PRAGMA integrity_check").fetchone()[0] == "ok"
 
