@@ -1,6 +1,7 @@
 """--metrics: Prometheus text a node exporter's textfile collector accepts."""
 from __future__ import annotations
 
+import re
 import stat
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -12,6 +13,73 @@ from kcing.pipeline import RunSummary
 def parsed(text: str) -> dict:
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+# The text exposition format, as Prometheus and the node exporter's textfile collector read it.
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
+_SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)(?: (-?\d+))?\Z")
+_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|[Ii]nf|NaN)\Z")
+
+
+def strictly_parsed(text: str) -> dict:
+    """{(name, labels): value}, refusing what the lenient prometheus_client parser lets through:
+    a bad metric or label name, a label value with a raw newline or an unknown escape, a HELP or
+    TYPE given twice or after its samples, a family's samples apart, a series given twice, a
+    value that is no float, a missing last newline."""
+    assert text.endswith("\n") and not text.endswith("\n\n"), repr(text[-20:])
+    series: dict = {}
+    described, typed, finished = set(), set(), set()
+    family = None
+    for line in text[:-1].split("\n"):
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            name, _, rest = line[7:].partition(" ")
+            assert _METRIC_NAME.match(name), line
+            seen = described if line.startswith("# HELP ") else typed
+            assert name not in seen and name not in finished and name != family, line
+            if line.startswith("# TYPE "):
+                assert rest in ("counter", "gauge", "histogram", "summary", "untyped"), line
+            else:
+                assert rest.strip() and "\\" not in rest.replace("\\\\", "").replace("\\n", ""), line
+            seen.add(name)
+            continue
+        assert not line.startswith("#") and line.strip(), repr(line)
+        match = _SAMPLE.match(line)
+        assert match, repr(line)
+        name, labels_text, value = match.group(1), match.group(2) or "", match.group(3)
+        if name != family:
+            assert name not in finished, "samples of %s apart: %r" % (name, line)
+            if family is not None:
+                finished.add(family)
+            family = name
+        assert name in typed and name in described, "%s has no HELP or TYPE" % name
+        labels = []
+        rest = labels_text
+        while rest:
+            label = _LABEL.match(rest)
+            assert label and not label.group(1).startswith("__"), repr(line)
+            labels.append((label.group(1), label.group(2)))
+            rest = rest[label.end():]
+            if rest:
+                assert rest.startswith(","), repr(line)
+                rest = rest[1:]
+        assert len({name for name, _ in labels}) == len(labels), line
+        key = (name, tuple(sorted(labels)))
+        assert key not in series, "series twice: %r" % line
+        assert _FLOAT.match(value), line
+        series[key] = float(value)
+    return series
+
+
+def test_render_is_strictly_valid_whatever_the_label_holds():
+    summary = RunSummary(listed=3, delivered=2, failed=1, elapsed=0.0004)
+    hostile = 'a\\b"c\nd'
+    text = metrics.render(summary, hostile, 1, 1700000000.123456, 1690000000.0)
+    values = strictly_parsed(text)
+    escaped = 'a\\\\b\\"c\\nd'
+    assert values[("kcing_feed_exit_code", (("source", escaped),))] == 1
+    assert parsed(text)[("kcing_feed_exit_code", (("source", hostile),))] == 1
+    assert len([key for key in values if key[0] == "kcing_feed_objects"]) == len(metrics.OUTCOMES)
 
 
 def test_render_is_valid_exposition_text_with_every_outcome():
@@ -50,6 +118,7 @@ def test_feed_es_writes_the_metrics_of_each_run(legacy_replica, logstash, tmp_pa
     failed = kcing(["feed_es", "--metrics", str(prom)], env, tmp_path)
     assert failed.returncode == 3, failed.stderr
     values = parsed(prom.read_text())
+    strictly_parsed(prom.read_text())
     assert values[("kcing_feed_exit_code", (("source", "legacy"),))] == 3
     assert "kcing_feed_last_success_timestamp_seconds" not in prom.read_text()
 
@@ -58,6 +127,7 @@ def test_feed_es_writes_the_metrics_of_each_run(legacy_replica, logstash, tmp_pa
     ok = kcing(["feed_es", "--metrics", str(prom)], env, tmp_path)
     assert ok.returncode == 0, ok.stderr
     values = parsed(prom.read_text())
+    assert strictly_parsed(prom.read_text()) == values
     assert values[("kcing_feed_exit_code", (("source", "legacy"),))] == 0
     assert values[("kcing_feed_objects", (("outcome", "delivered"), ("source", "legacy")))] > 0
     assert values[("kcing_feed_documents", (("source", "legacy"),))] == len(logstash.store)
