@@ -100,9 +100,9 @@ _URL = re.compile(r"""\b([A-Za-z][A-Za-z0-9+.-]*://[^/\s'"<>]+)(/[^\s'"<>]*)?"""
 # An object id as KernelCI gives them (a MongoDB ObjectId: 24 hex digits).
 _OBJECT_ID = re.compile(r"\b[0-9a-f]{24}\b")
 # The size of one object or document (`a document of 1405 bytes`, `announced 9000001 bytes`,
-# `boot-1.json: 123456 bytes, more than ...`); a limit (`the limit of 8000000 bytes`) is the
-# same for every object and stays.
-_OWN_SIZE = re.compile(r"(?<!limit of )\b\d+ bytes\b")
+# `boot-1.json: 123456 bytes, more than ...`); a limit (`the limit of 8000000 bytes`, `longer
+# than 512 bytes`) is the same for every object and stays.
+_OWN_SIZE = re.compile(r"(?<!limit of )(?<!than )\b\d+ bytes\b")
 # What a path found in a message may end with that belongs to the sentence, not to the path.
 _SENTENCE_END = ".,;:)]}"
 

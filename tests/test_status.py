@@ -275,6 +275,7 @@ def test_an_error_cause_leaves_out_what_names_one_object_and_keeps_the_rest():
         "GET https://kernelci.org/<path>: announced <n> bytes, more than the limit of 8000000")
     assert error_cause("/in/lava-1.json: 123456 bytes, more than the limit of 1000 bytes: raise it", "/in/lava-1.json") == (
         "<file>: <n> bytes, more than the limit of 1000 bytes: raise it")
+    assert error_cause("document id longer than 512 bytes") == "document id longer than 512 bytes"
 
 
 @pytest.mark.parametrize("locale_env", [dict(LC_ALL="C", PYTHONUTF8="0"),
