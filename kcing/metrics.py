@@ -41,7 +41,8 @@ def render(summary, source: str, exit_code: int, finished_at: float,
            [(source_label, finished_at)])
     if last_success_at is not None:
         metric("kcing_feed_last_success_timestamp_seconds",
-               "When a feed_es run last delivered everything it listed (Unix time); alert on its age.",
+               "When a feed_es run of this source to the same destination last delivered everything it "
+               "listed, and with --verify found it in Elasticsearch (Unix time); alert on its age.",
                [(source_label, last_success_at)])
     return "\n".join(lines) + "\n"
 
