@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from kcing.documents import markup_instead
+from kcing.documents import page_instead
 from kcing.documents.identity import iso_timestamp
 from kcing.errors import ConfigError, RejectedInput, UpstreamError
 from kcing.files import remove_partial_files, write_atomically
@@ -186,7 +186,7 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optio
         except (UpstreamError, RejectedInput) as error:
             log.warning("could not save %s %s: %s", obj.kind, obj.upstream_id, error)
             return None
-        page = web_page_instead(content)
+        page = page_instead(content)
         if page:
             # Saved, it would be "already present" for every later run, and its replay rejected.
             log.warning("could not save %s %s: %s; the next run asks again", obj.kind, obj.upstream_id, page)
@@ -233,12 +233,6 @@ def _stopped_when_interrupted(stop: Optional[threading.Event], pool: Optional[Th
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
         raise
-
-
-def web_page_instead(content: bytes) -> Optional[str]:
-    """What a download is when it is a web page (a proxy's 502 or login page answered with 200)
-    instead of the JSON file asked for; None for anything else."""
-    return markup_instead(bytes(content[:512]).decode("utf-8-sig", "replace"))
 
 
 def _save(writer: SamplesWriter, obj: UpstreamObject, fetched: Optional[Tuple[UpstreamObject, bytes]],

@@ -135,6 +135,12 @@ def markup_instead(text: str) -> Optional[str]:
     return "%s, a server's or a proxy's answer in place of the file (%s)" % (kind, one_line(start, 60))
 
 
+def page_instead(content: bytes) -> Optional[str]:
+    """`markup_instead` of a download by its start: what it is when a web page (a proxy's 502 or
+    login page answered with 200) came instead of the JSON asked for; None for anything else."""
+    return markup_instead(bytes(content[:512]).decode("utf-8-sig", "replace"))
+
+
 def _lone_surrogates_replaced(text: str) -> str:
     """`text` with escaped lone surrogates ("\\udcff") replaced by U+FFFD.
 

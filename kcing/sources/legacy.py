@@ -21,7 +21,7 @@ from typing import Callable, Iterator, List, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
 from kcing.digits import ascii_digits
-from kcing.documents import markup_instead
+from kcing.documents import page_instead
 from kcing.errors import RejectedInput, UpstreamError, shown
 from kcing.http import http_date
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
@@ -307,7 +307,7 @@ class LegacyKernelCI:
             envelope = json_of(response)
         except ValueError:
             # A proxy's or a sign-on's page answered with 200 is named, so that it is looked at.
-            page = markup_instead(response.content[:512].decode("utf-8", "replace"))
+            page = page_instead(response.content)
             raise UpstreamError("GET %s did not answer JSON%s" % (url, ": " + page if page else "")) from None
         items = envelope.get("result") if isinstance(envelope, dict) else None
         if not isinstance(items, list):
