@@ -68,8 +68,9 @@ def _running_run(ledger: Ledger) -> Optional[Tuple[int, str]]:
         return None
     unended = list(Run.select(Run.id, Run.counts).where(Run.ended.is_null()).order_by(Run.id.desc()))
     for row in unended:
-        if str(_counts(row.counts).get("pid")) in holder:
-            return (row.id, str(_counts(row.counts).get("pid")))
+        pid = str(_counts(row.counts).get("pid"))
+        if pid in holder:
+            return (row.id, pid)
     if unended and "pid" not in _counts(unended[0].counts):
         return (unended[0].id, holder[0])
     return None

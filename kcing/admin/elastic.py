@@ -141,9 +141,10 @@ def unexpected_answer(method: str, target: str, status: int, product: Optional[s
     if method == "HEAD" or not 200 <= status < 300 or product != "Elasticsearch":
         return ""
     array = target.split("?", 1)[0].startswith("/_cat/")
-    if body.lstrip()[:1] == (b"[" if array else b"{"):
+    body = body.lstrip()
+    if body[:1] == (b"[" if array else b"{"):
         return ""
-    start = body.lstrip()[:40].decode("utf-8", "replace")
+    start = body[:40].decode("utf-8", "replace")
     return "not a JSON %s (%s)" % ("array" if array else "object", _one_line(repr(start)) if start else "no body")
 
 
@@ -305,11 +306,10 @@ def _deepest_reason(envelope: dict) -> str:
     (a media_type_header_exception's cause says which header; a refused template's innermost
     cause names the mapping parameter, where the outer ones say only "invalid")."""
     reason = envelope.get("reason") or ""
-    seen = 0
     cause = envelope.get("caused_by")
-    while isinstance(cause, dict) and seen < 20:  # an envelope is nested a few levels; never loop for long
+    while isinstance(cause, dict):  # decoded JSON: a chain as deep as the answer, never a loop
         reason = cause.get("reason") or reason
-        cause, seen = cause.get("caused_by"), seen + 1
+        cause = cause.get("caused_by")
     return reason
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from kcing import status as status_report
 from kcing.ledger.ledger import ledger_exists
