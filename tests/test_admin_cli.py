@@ -238,19 +238,26 @@ NOT_ANSWERS = [("text/html", b"<html><body>502 Bad Gateway</body></html>"), ("ap
                ("application/json", b'"ok"'), ("application/json", b"{}"), ("application/json", b"")]
 
 
-@pytest.mark.parametrize("content_type, body", NOT_ANSWERS, ids=["html", "null", "string", "object", "empty"])
-def test_drp_given_an_index_listing_that_is_no_json_array_stops_and_deletes_nothing(tmp_path, es, content_type, body):
+def drp_answered_in_place_of_elasticsearch(tmp_path, es, method: str, path: str, content_type: str, body: bytes):
+    """Run drp through a front answering `method path` with a 200 of `body` in place of
+    Elasticsearch, an expired index waiting there; (the run, that index, the front's URL)."""
     old = "boot-%s" % (date.today() - timedelta(days=40)).strftime("%Y.%m.%d")
     es.seed_index(old, docs={"1": {"job": "mainline"}})
     with RogueFront(es.url) as front:
-        front.on("GET", "/_cat/indices", answer(200, ELASTIC + (("Content-Type", content_type),), body), count=None)
+        front.on(method, path, answer(200, ELASTIC + (("Content-Type", content_type),), body), count=None)
         env = clean_environ(ES_HOST=front.url, KCING_DB=str(tmp_path / "kcing.db"))
-        done = kcing(["drp", "--drp-days", "30"], env, tmp_path)
+        return kcing(["drp", "--drp-days", "30"], env, tmp_path), old, front.url
+
+
+@pytest.mark.parametrize("content_type, body", NOT_ANSWERS, ids=["html", "null", "string", "object", "empty"])
+def test_drp_given_an_index_listing_that_is_no_json_array_stops_and_deletes_nothing(tmp_path, es, content_type, body):
+    done, old, front_url = drp_answered_in_place_of_elasticsearch(tmp_path, es, "GET", "/_cat/indices",
+                                                                  content_type, body)
     assert done.returncode == 3, done.stdout + done.stderr
     assert done.stderr.strip().splitlines() == [
         "kcing drp: Elasticsearch at %s sent an unreadable answer while listing indices "
         "(build-*,boot-*,test-*,log-*,regression-*): not a JSON array (%s)"
-        % (front.url, repr(body.decode()[:40]) if body else "no body")]
+        % (front_url, repr(body.decode()[:40]) if body else "no body")]
     assert old in es.index_names()
 
 
@@ -273,17 +280,12 @@ def test_an_unreadable_answer_of_megabytes_is_quoted_by_its_start_only(tmp_path,
 def test_drp_never_takes_an_answer_that_is_no_elasticsearch_answer_for_a_deletion(tmp_path, es, content_type, body):
     """A proxy's page answered with 200 to the DELETE: the index is not gone, and drp must not
     say it is (nor go on to forget the ledger's rows as if it were)."""
-    old = "boot-%s" % (date.today() - timedelta(days=40)).strftime("%Y.%m.%d")
-    es.seed_index(old, docs={"1": {"job": "mainline"}})
-    with RogueFront(es.url) as front:
-        front.on("DELETE", "/", answer(200, ELASTIC + (("Content-Type", content_type),), body), count=None)
-        env = clean_environ(ES_HOST=front.url, KCING_DB=str(tmp_path / "kcing.db"))
-        done = kcing(["drp", "--drp-days", "30"], env, tmp_path)
+    done, old, front_url = drp_answered_in_place_of_elasticsearch(tmp_path, es, "DELETE", "/", content_type, body)
     assert done.returncode == 3, done.stdout + done.stderr
     assert "deleted index" not in done.stdout
     assert done.stderr.strip().splitlines()[-1].startswith(
         "kcing drp: Elasticsearch at %s sent an unreadable answer while deleting 1 indices (%s ... ): not a JSON "
-        "object" % (front.url, old)), done.stderr
+        "object" % (front_url, old)), done.stderr
     assert old in es.index_names()
 
 
