@@ -289,9 +289,9 @@ def test_drp_never_takes_an_answer_that_is_no_elasticsearch_answer_for_a_deletio
     assert old in es.index_names()
 
 
-@pytest.mark.parametrize("content_type, body", [answer for answer in NOT_ANSWERS if answer[1] != b"{}"],
-                         ids=["html", "null", "string", "empty"])
-def test_setup_es_given_a_server_version_that_is_no_json_object_stops_in_one_line(tmp_path, es, content_type, body):
+def setup_es_given_a_server_version(tmp_path, es, content_type: str, body: bytes):
+    """Run setup_es through a front answering `GET /` (the server's version) with a 200 of `body`,
+    everything else going to Elasticsearch; (the run, the front's URL)."""
     def version_answer(front, sock, request):
         if request.path == "/":
             return answer(200, ELASTIC + (("Content-Type", content_type),), body)(front, sock, request)
@@ -299,27 +299,25 @@ def test_setup_es_given_a_server_version_that_is_no_json_object_stops_in_one_lin
 
     with RogueFront(es.url) as front:
         front.on("GET", "", version_answer, count=None)
-        done = kcing(["setup_es", "--wait", "5"], clean_environ(ES_HOST=front.url), tmp_path)
+        return kcing(["setup_es", "--wait", "5"], clean_environ(ES_HOST=front.url), tmp_path), front.url
+
+
+@pytest.mark.parametrize("content_type, body", [answer for answer in NOT_ANSWERS if answer[1] != b"{}"],
+                         ids=["html", "null", "string", "empty"])
+def test_setup_es_given_a_server_version_that_is_no_json_object_stops_in_one_line(tmp_path, es, content_type, body):
+    done, front_url = setup_es_given_a_server_version(tmp_path, es, content_type, body)
     assert done.returncode == 3, done.stdout + done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         "kcing setup_es: Elasticsearch at %s sent an unreadable answer while reading the server version: not a "
-        "JSON object (%s)" % (front.url, repr(body.decode()[:40]) if body else "no body"))
+        "JSON object (%s)" % (front_url, repr(body.decode()[:40]) if body else "no body"))
     assert not any(name.startswith("kcing-") for name in es.templates)
 
 
 def test_setup_es_given_a_server_version_that_is_no_object_says_its_version_is_unknown(tmp_path, es):
-    def version_answer(front, sock, request):
-        if request.path == "/":
-            return answer(200, ELASTIC + (("Content-Type", "application/json"),), b'{"version": "8.15.3"}')(
-                front, sock, request)
-        return front._forward(sock, request)
-
-    with RogueFront(es.url) as front:
-        front.on("GET", "", version_answer, count=None)
-        done = kcing(["setup_es", "--wait", "5"], clean_environ(ES_HOST=front.url), tmp_path)
+    done, front_url = setup_es_given_a_server_version(tmp_path, es, "application/json", b'{"version": "8.15.3"}')
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        "kcing setup_es: Elasticsearch at %s is version unknown; kcing needs Elasticsearch 8 or 9" % front.url)
+        "kcing setup_es: Elasticsearch at %s is version unknown; kcing needs Elasticsearch 8 or 9" % front_url)
 
 
 @pytest.mark.parametrize("command", [["drp", "--drp-days", "30"], ["setup_es", "--wait", "5"], ["reconcile"]],
