@@ -36,7 +36,7 @@ from kcing.errors import ConfigError, ElasticsearchError, Interrupted, UpstreamE
 from kcing.http import seconds_text
 from kcing.ledger import docids
 from kcing.ledger.ledger import DeliveredRow, Ledger
-from kcing.ledger.models import MISSING_IN_ELASTICSEARCH
+from kcing.ledger.models import MISSING_IN_ELASTICSEARCH, column_text
 from kcing.progress import Progress, eta_text
 from kcing.sinks import LOGSTASH
 from kcing.records import OBJECT_KINDS, UpstreamObject
@@ -291,6 +291,21 @@ def is_present(doc_id: str, answer) -> bool:
     if result in (PRESENT, MISSING, NO_INDEX):
         return result == PRESENT
     raise LookupFailed("the index is unreadable (%s)" % result)
+
+
+def held_elsewhere(counts: Dict[tuple, int], destination_of: Callable[[str], str]) -> Dict[str, Dict[str, int]]:
+    """{source: {destination: objects}} of the objects held as missing in Elasticsearch (`counts`:
+    {(source, kind, destination): objects}, as `Ledger.missing_counts` gives them) whose row is
+    of other Logstash inputs than `destination_of(kind)`, where these settings send their kind.
+    Only a delivery to its own destination clears a row: a re-send through these settings
+    could not. (A kind kcing does not know is no one's: the re-send names it in a warning.)"""
+    elsewhere: Dict[str, Dict[str, int]] = {}
+    for (source, kind, destination), count in counts.items():
+        destination = column_text(destination)  # a row edited by hand may hold anything
+        if kind in OBJECT_KINDS and destination.startswith(LOGSTASH) and destination != destination_of(kind):
+            where = elsewhere.setdefault(source, {})
+            where[destination] = where.get(destination, 0) + count
+    return elsewhere
 
 
 def named(names: Iterable[str], limit: int = NAMED_INDICES) -> str:
@@ -604,13 +619,17 @@ class MissingObjects:
     """A source listing what reconcile sent back to undelivered, fetched by `fetcher` (a source
     of the same kind, whose `fetch` needs only the URL and date the ledger kept)."""
 
-    def __init__(self, ledger: Ledger, name: str, fetcher):
+    def __init__(self, ledger: Ledger, name: str, fetcher, destination_of: Optional[Callable[[str], str]] = None):
         self.ledger = ledger
         self.name = name
         self.fetcher = fetcher
+        # kind -> where the re-send delivers it: only the objects held for that destination are
+        # listed, since the delivery clears the row of its own destination alone.
+        self.destination_of = destination_of
 
     def list_objects(self) -> Iterator[UpstreamObject]:
-        for obj in self.ledger.missing_objects(self.name, destination_prefix=LOGSTASH):
+        for obj in self.ledger.missing_objects(self.name, destination_prefix=LOGSTASH,
+                                               destination_of=self._destination_of):
             if obj.kind in OBJECT_KINDS:
                 yield obj
             else:
@@ -618,6 +637,12 @@ class MissingObjects:
                 log.warning("%s %s: the ledger gives it the kind %s, which kcing does not know; it is not sent "
                             "again (fix the row's kind, or delete the row)", self.name,
                             one_line(obj.upstream_id, 80), one_line(repr(obj.kind), 40))
+
+    def _destination_of(self, kind: str) -> Optional[str]:
+        # An unknown kind is listed whatever its destination, to be named in the warning below.
+        if self.destination_of is None or kind not in OBJECT_KINDS:
+            return None
+        return self.destination_of(kind)
 
     def complete(self, obj: UpstreamObject) -> UpstreamObject:
         """`obj` with what the ledger does not keep and the fetcher can find again (a sample's

@@ -603,6 +603,38 @@ def test_a_resend_logstash_did_not_acknowledge_leaves_the_objects_held_as_missin
 
 
 @needs_samples
+def test_a_resend_leaves_objects_held_for_other_logstash_inputs_and_says_so(env, tmp_path, forwarding, es):
+    # The ledger's rows are per destination: what the builds' Logstash input lost is cleared only
+    # by a delivery there. Re-sent through other inputs (ES_BUILD moved, or the settings of
+    # another feed sharing the ledger), the object gets a row of its own and the held one stayed
+    # held for ever, each later --resend skipping it as delivered and exiting 0 while every
+    # plain reconcile exited 1.
+    db = tmp_path / "kcing.db"
+    builds = _lose_the_build_documents(env, tmp_path, es)
+    held = _held_as_missing(db)
+    elsewhere = LogstashCluster(store=ForwardingStore(es.url))
+    elsewhere.start()
+    try:
+        moved = dict(env, ES_BUILD=elsewhere.urls["build"])
+        for _ in range(2):
+            resent = kcing(["reconcile", "--resend"], moved, tmp_path)
+            assert resent.returncode == 1, resent.stdout + resent.stderr
+            assert ("%d legacy objects held as missing were delivered through other Logstash inputs"
+                    % len(held)) in resent.stdout, resent.stdout
+            assert logstash_destination([forwarding.urls["build"]]) in resent.stdout
+            assert "re-sending" not in resent.stdout
+            assert not posted_keys(elsewhere)
+            assert _held_as_missing(db) == held
+    finally:
+        elsewhere.stop()
+    resent = kcing(["reconcile", "--resend"], env, tmp_path)  # the settings of the feed that delivered them
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    assert "re-sending %d legacy objects" % len(held) in resent.stdout
+    assert builds <= es_keys(es)
+    assert set(ledger_states(db).values()) == {DELIVERED}
+
+
+@needs_samples
 def test_a_resend_stopped_before_logstash_answered_leaves_the_objects_held_as_missing(legacy_replica, forwarding,
                                                                                       es, tmp_path):
     db = tmp_path / "kcing.db"
@@ -915,6 +947,25 @@ def test_api_objects_are_marked_but_not_resent_at_once(tmp_path, es):
     assert done.returncode == 1, done.stderr
     assert "1 objects of the api source cannot be fetched again" in done.stdout
     assert "feed_es --source api --since" in done.stdout
+    assert set(ledger_states(db).values()) == {FAILED}
+
+
+def test_a_resend_that_leaves_an_object_held_does_not_exit_0(tmp_path, es, logstash):
+    # A row edited to a kind kcing does not know is skipped by the re-send with a warning; it is
+    # still missing in Elasticsearch, which exit 0 ("everything held was sent again") denied.
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1, index="build-2024.10.16"))],
+                  lambda kind: logstash_destination([logstash.urls["lava"]]))
+    ledger.mark_missing([ledger.row("legacy", BUILD, "a", logstash_destination([logstash.urls["lava"]])).id])
+    ledger.close()
+    with sqlite3.connect(str(db)) as conn:
+        conn.execute("UPDATE upstream_file SET kind = 'bogus'")
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(db), ES_BUILD=logstash.urls["build"],
+                        ES_LAVA=logstash.urls["lava"], ES_BOOT=logstash.urls["boot"])
+    done = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert "the ledger gives it the kind 'bogus', which kcing does not know" in done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr
     assert set(ledger_states(db).values()) == {FAILED}
 
 

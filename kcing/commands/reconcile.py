@@ -17,7 +17,7 @@ from kcing.sinks import LOGSTASH
 from kcing.shutdown import Stop, stop_on_signals
 from kcing.sources.localfiles import LocalFiles, SavedSamples
 from kcing.watermark import parse_since
-from kcing.wiring import make_sink, make_source, no_ledger, open_ledger
+from kcing.wiring import logstash_destination_of, make_sink, make_source, no_ledger, open_ledger
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ Options:
                        offset such as +01:00).
   --dry-run            Check and report; mark nothing and send nothing.
   --resend             Send the objects with missing documents again now, fetched from the
-                       URLs in the ledger (not for --source api objects).
+                       URLs in the ledger (not for --source api objects, nor for objects
+                       delivered through other Logstash inputs than ES_BUILD, ES_LAVA,
+                       ES_BOOT and ES_REGRESSION name now: those are named).
   --threads=N          Concurrent downloads for --resend (setting KCI_THREADS, default 4).
   --batch-size=N       Documents per POST for --resend (setting LS_PIPELINE_BATCH_SIZE,
                        default 500).
@@ -94,6 +96,8 @@ def run(args: dict, settings) -> int:
     # Made now: a Logstash setting it cannot use (LS_USER without LS_PASSWORD, LS_CA_BUNDLE) is
     # refused before the check marks anything, not after.
     sink = make_sink({}, settings, stop=stop) if args.get("--resend") and not dry_run else None
+    # Where these settings send each kind: a re-send clears only the rows of that destination.
+    destination_of = logstash_destination_of(settings)
     with ExitStack() as stack:
         if not dry_run:
             stack.enter_context(RunLock(settings.KCING_DB))
@@ -106,7 +110,7 @@ def run(args: dict, settings) -> int:
         check_and_record(client, settings, ledger, report,
                          ledger.delivered_since(since, reconciling.CHUNK, destination_prefix=LOGSTASH), stop,
                          dry_run=dry_run, total=ledger.count_delivered_since(since, destination_prefix=LOGSTASH),
-                         held_missing=_left_missing(ledger, bool(args.get("--resend"))))
+                         held_missing=_left_missing(ledger, bool(args.get("--resend")), destination_of))
         resent = None  # the worst exit code of re-sending, when something was sent again
         # Not only what this check found: an earlier reconcile or feed_es --verify may have
         # marked objects missing that no run has sent again yet (a dry run marked nothing).
@@ -116,7 +120,7 @@ def run(args: dict, settings) -> int:
                 print("reconcile: dry run: would re-send the %d objects with missing documents"
                       % (report.missing + held))
             elif held:
-                resent = _resend_recorded(settings, ledger, stop, report, sink)
+                resent = _resend_recorded(settings, ledger, stop, report, sink, destination_of)
         elif held:
             # They are no longer delivered, so this check did not look at them: without this, a
             # check after an earlier one found documents missing would read as all clear.
@@ -130,11 +134,11 @@ def run(args: dict, settings) -> int:
     return max(report.exit_code, resent or 0)
 
 
-def _resend_recorded(settings, ledger: Ledger, stop, report, sink) -> int:
+def _resend_recorded(settings, ledger: Ledger, stop, report, sink, destination_of) -> int:
     """`_resend`, and the reconcile's row in the runs table closed again with the exit status
     re-sending gives the run when it is worse than the check's (Logstash down: `error 3`)."""
     try:
-        worst = _resend(settings, ledger, stop, sink)
+        worst = _resend(settings, ledger, stop, sink, destination_of)
     except BaseException as error:
         _record_outcome(ledger, report, exit_status(error))
         raise
@@ -159,12 +163,17 @@ def _record_outcome(ledger: Ledger, report, code: int) -> None:
         log.error("cannot record how reconcile run %d ended: %s", report.run_id, failure)
 
 
-def _left_missing(ledger: Ledger, resend: bool):
+def _left_missing(ledger: Ledger, resend: bool, destination_of):
     """Counts the objects held as missing that this run does not send again: all of them without
-    --resend, those of sources that cannot be fetched again from the ledger with it."""
+    --resend; with it, those of sources that cannot be fetched again from the ledger, and those
+    held for other Logstash inputs than these settings send their kind to."""
     def count() -> int:
         held = ledger.sources_with_missing(destination_prefix=LOGSTASH)
-        return sum(number for name, number in held.items() if not resend or name not in reconciling.RESENDABLE)
+        if not resend:
+            return sum(held.values())
+        elsewhere = reconciling.held_elsewhere(ledger.missing_counts(), destination_of)
+        return sum(number if name not in reconciling.RESENDABLE else sum(elsewhere.get(name, {}).values())
+                   for name, number in held.items())
     return count
 
 
@@ -185,10 +194,12 @@ def _nothing_checked(report, since: datetime, settings) -> str:
         utc_text(since), " and ".join(reasons))
 
 
-def _resend(settings, ledger: Ledger, stop, sink=None) -> int:
+def _resend(settings, ledger: Ledger, stop, sink=None, destination_of=None) -> int:
     """reconcile --resend: fetch every object the ledger holds as missing in Elasticsearch again
     from the ledger's URLs and feed it through the usual pipeline; return the worst exit code."""
     worst = 0
+    destination_of = destination_of or logstash_destination_of(settings)
+    elsewhere = reconciling.held_elsewhere(ledger.missing_counts(), destination_of)
     for name, count in sorted(ledger.sources_with_missing(destination_prefix=LOGSTASH).items()):
         if name not in reconciling.RESENDABLE:
             print("reconcile: %d objects of the %s source cannot be fetched again from the ledger alone; "
@@ -196,6 +207,18 @@ def _resend(settings, ledger: Ledger, stop, sink=None) -> int:
                   % (count, name, name))
             worst = 1  # still missing in Elasticsearch: cron must hear of it
             continue
+        other = elsewhere.get(name, {})
+        if other:
+            # Their rows are cleared by a delivery to their own inputs only: sent through these,
+            # they would get rows of their own and stay held for ever.
+            print("reconcile: %d %s objects held as missing were delivered through other Logstash inputs than "
+                  "these settings send their kind to (%s): `kcing reconcile --resend` with the ES_BUILD, ES_LAVA, "
+                  "ES_BOOT and ES_REGRESSION of the feed that delivered them sends them again"
+                  % (sum(other.values()), name, reconciling.named(other)))
+            worst = 1
+            count -= sum(other.values())
+            if count <= 0:
+                continue
         if sink is None:
             sink = make_sink({}, settings, stop=stop)
         if name == "legacy":
@@ -205,9 +228,14 @@ def _resend(settings, ledger: Ledger, stop, sink=None) -> int:
         else:
             fetcher = LocalFiles([], settings.KCI_MAX_OBJECT_BYTES)
         print("reconcile: re-sending %d %s objects" % (count, name), flush=True)
-        summary = run_feed(reconciling.MissingObjects(ledger, name, fetcher), ledger, sink, settings, False, stop)
+        summary = run_feed(reconciling.MissingObjects(ledger, name, fetcher, destination_of), ledger, sink, settings,
+                           False, stop)
         print_summary(summary, sink.name, False)
         if summary.stopped_by is not None:
             raise summary.stopped_by
         worst = max(worst, summary.exit_code)
+    if sum(ledger.sources_with_missing(destination_prefix=LOGSTASH).values()):
+        # Whatever a re-send left held (an object of a kind kcing does not know, skipped with a
+        # warning) is still missing in Elasticsearch: exit 0 says everything was sent again.
+        worst = max(worst, 1)
     return worst

@@ -405,14 +405,18 @@ class Ledger:
 
     def missing_objects(self, source: str, chunk: int = LOOKUP_CHUNK,
                         reason: str = models.MISSING_IN_ELASTICSEARCH,
-                        destination_prefix: str = "") -> Iterator[UpstreamObject]:
+                        destination_prefix: str = "",
+                        destination_of: Optional[Callable[[str], Optional[str]]] = None) -> Iterator[UpstreamObject]:
         """The objects of `source` that reconcile sent back to undelivered and no run has
         delivered again since, rebuilt from their rows (URL and date, and the `sha256` of the
-        content delivered among their facts), read `chunk` rows at a time."""
+        content delivered among their facts), read `chunk` rows at a time. With `destination_of`
+        (kind -> destination, or None for any), only those whose row is of the destination it
+        names for their kind: a delivery elsewhere records a row of its own and leaves theirs held."""
         last = 0
         while True:
-            rows = [(_delivered_row(row[:-1]), row[-1]) for row in self.db.execute_sql(
-                "SELECT %s, sha256 FROM upstream_file WHERE source = ? AND state IN (%s) AND (last_error = ? OR "
+            rows = [(_delivered_row(row[:-2]), row[-2], row[-1]) for row in self.db.execute_sql(
+                "SELECT %s, sha256, destination FROM upstream_file WHERE source = ? AND state IN (%s) "
+                "AND (last_error = ? OR "
                 "substr(last_error, 1, ?) = ?) AND substr(destination, 1, ?) = ? AND id > ? ORDER BY id LIMIT ?"
                 % (_ROW_COLUMNS, ",".join("?" * len(_UNDELIVERED))),
                 [source, *_UNDELIVERED, reason, len(reason) + 2, reason + "; ", len(destination_prefix),
@@ -420,7 +424,10 @@ class Ledger:
             if not rows:
                 return
             last = rows[-1][0].id
-            for row, sha256 in rows:
+            for row, sha256, destination in rows:
+                wanted = destination_of(row.kind) if destination_of is not None else None
+                if wanted is not None and models.column_text(destination) != wanted:
+                    continue
                 when = row.object_date
                 yield UpstreamObject(row.source, row.kind, row.upstream_id, row.url,
                                      when.replace(tzinfo=timezone.utc) if when is not None else None,
