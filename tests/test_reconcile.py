@@ -726,6 +726,24 @@ def test_a_dry_run_changes_nothing(env, tmp_path, forwarding, es):
 
 
 @needs_samples
+def test_a_dry_run_of_a_resend_exits_1_while_objects_are_held_as_missing(env, tmp_path, forwarding, es):
+    # Trying out the cron line with --dry-run: the objects an earlier check marked are still
+    # missing, which the same dry run without --resend says with exit 1; with --resend it said 0,
+    # or 6 (nothing checked) when the window held nothing else.
+    db = tmp_path / "kcing.db"
+    _lose_the_build_documents(env, tmp_path, es)
+    held = _held_as_missing(db)
+    before = table_dump(db)
+    forwarding.clear()
+    for window in ([], ["--since", "2099-01-01"]):
+        planned = kcing(["reconcile", "--dry-run", "--resend"] + window, env, tmp_path)
+        assert planned.returncode == 1, planned.stdout + planned.stderr
+        assert "would re-send the %d objects" % len(held) in planned.stdout
+    assert table_dump(db) == before
+    assert not posted_keys(forwarding)
+
+
+@needs_samples
 def test_status_shows_the_last_reconcile(env, tmp_path, forwarding, es):
     db = tmp_path / "kcing.db"
     assert kcing(["feed_es"], env, tmp_path).returncode == 0

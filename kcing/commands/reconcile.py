@@ -119,6 +119,7 @@ def run(args: dict, settings) -> int:
             if dry_run and report.missing + held:
                 print("reconcile: dry run: would re-send the %d objects with missing documents"
                       % (report.missing + held))
+                resent = 1  # a dry run sends nothing: they are still missing, as without --resend
             elif held:
                 resent = _resend_recorded(settings, ledger, stop, report, sink, destination_of)
         elif held:
