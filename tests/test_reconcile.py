@@ -495,6 +495,52 @@ def test_an_object_whose_resend_failed_is_still_held_as_missing(env, tmp_path, l
     assert set(ledger_states(db).values()) == {DELIVERED}
 
 
+def _last_reconcile(env, tmp_path) -> dict:
+    return json.loads(kcing(["status", "--json"], env, tmp_path).stdout)["last_reconcile"]
+
+
+@needs_samples
+def test_a_resend_that_leaves_objects_held_is_recorded_missing_not_ok(env, tmp_path, legacy_replica, forwarding, es):
+    # The check of this run found nothing missing (the held object is no longer delivered), and
+    # its row was closed `ok` before the re-send, which failed and left it held: the run exited 1
+    # and `kcing status` said its last reconcile was ok.
+    db = tmp_path / "kcing.db"
+    builds = _lose_the_build_documents(env, tmp_path, es)
+    held = _held_as_missing(db)
+    legacy_replica.storage.fail_next("/", 404, count=None)
+    failed = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert set(_held_as_missing(db)) == set(held)
+    last = _last_reconcile(env, tmp_path)
+    assert last["outcome"] == "missing", last
+    assert last["counts"]["held_missing"] == len(held), last
+
+    legacy_replica.storage.clear_faults()
+    resent = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    assert builds <= es_keys(es)
+    last = _last_reconcile(env, tmp_path)
+    assert last["outcome"] == "ok" and last["counts"]["held_missing"] == 0, last
+
+
+@needs_samples
+def test_a_resend_killed_before_logstash_answered_leaves_no_ok_reconcile_behind(env, tmp_path, forwarding, es):
+    db = tmp_path / "kcing.db"
+    _lose_the_build_documents(env, tmp_path, es)
+    held = _held_as_missing(db)
+    forwarding.build.block_pipeline()
+    process = kcing_process(["reconcile", "--resend"], env, tmp_path)
+    try:
+        assert wait_until(lambda: forwarding.build.inflight > 0, timeout=30)
+    finally:
+        process.kill()
+        process.communicate()
+        forwarding.build.unblock_pipeline()
+    assert _held_as_missing(db) == held
+    last = _last_reconcile(env, tmp_path)
+    assert last["outcome"] == "missing" and last["counts"]["held_missing"] == len(held), last
+
+
 def _samples_fed_then_lost(env, tmp_path, es, lost_kind: str,
                            lost_id: str = "") -> Tuple[dict, DocKey, Dict[DocKey, Set[DocKey]]]:
     """gen_samples, then feed the samples; delete every document of one object of `lost_kind`

@@ -110,11 +110,11 @@ def run(args: dict, settings) -> int:
         check_and_record(client, settings, ledger, report,
                          ledger.delivered_since(since, reconciling.CHUNK, destination_prefix=LOGSTASH), stop,
                          dry_run=dry_run, total=ledger.count_delivered_since(since, destination_prefix=LOGSTASH),
-                         held_missing=_left_missing(ledger, bool(args.get("--resend")), destination_of))
+                         held_missing=lambda: _held(ledger))
         resent = None  # the worst exit code of re-sending, when something was sent again
         # Not only what this check found: an earlier reconcile or feed_es --verify may have
         # marked objects missing that no run has sent again yet (a dry run marked nothing).
-        held = sum(ledger.sources_with_missing(destination_prefix=LOGSTASH).values())
+        held = _held(ledger)
         if args.get("--resend"):
             if dry_run and report.missing + held:
                 print("reconcile: dry run: would re-send the %d objects with missing documents"
@@ -148,34 +148,30 @@ def _resend_recorded(settings, ledger: Ledger, stop, report, sink, destination_o
 
 
 def _record_outcome(ledger: Ledger, report, code: int) -> None:
-    if report.run_id is None or code == 1:
+    """Close the reconcile's row again once re-sending is over. Closed before it as `missing`,
+    counting every object held (so a kill in the middle leaves no `ok` behind), it now says what
+    the re-send left held, and the run's outcome: `error N` when re-sending ended it."""
+    if report.run_id is None:
         return
-    if code == 0:
-        if report.outcome != "nothing checked":
-            return
-        # Every object the check would have looked at was held missing, and is delivered again:
-        # the run exits 0, and `nothing checked` is what a run that exits 6 records.
-        outcome = "ok"
-    else:
-        outcome = "error %d" % code
     try:
+        report.held_missing = _held(ledger)
+        if code in (0, 1):
+            outcome = report.outcome
+            if outcome == "nothing checked" and code == 0:
+                # Every object the check would have looked at was held missing, and is delivered
+                # again: the run exits 0, and `nothing checked` is what a run that exits 6 records.
+                outcome = "ok"
+        else:
+            outcome = "error %d" % code
         ledger.finish_run(report.run_id, outcome, report.as_counts())
     except KcingError as failure:  # the ledger itself failed: the error that ends the run goes on
         log.error("cannot record how reconcile run %d ended: %s", report.run_id, failure)
 
 
-def _left_missing(ledger: Ledger, resend: bool, destination_of):
-    """Counts the objects held as missing that this run does not send again: all of them without
-    --resend; with it, those of sources that cannot be fetched again from the ledger, and those
-    held for other Logstash inputs than these settings send their kind to."""
-    def count() -> int:
-        held = ledger.sources_with_missing(destination_prefix=LOGSTASH)
-        if not resend:
-            return sum(held.values())
-        elsewhere = reconciling.held_elsewhere(ledger.missing_counts(), destination_of)
-        return sum(number if name not in reconciling.RESENDABLE else sum(elsewhere.get(name, {}).values())
-                   for name, number in held.items())
-    return count
+def _held(ledger: Ledger) -> int:
+    """The objects held as missing in Elasticsearch (found by this check or an earlier one, and
+    not delivered since), whichever source they are of and wherever they were delivered."""
+    return sum(ledger.sources_with_missing(destination_prefix=LOGSTASH).values())
 
 
 def _nothing_checked(report, since: datetime, settings) -> str:
@@ -235,7 +231,7 @@ def _resend(settings, ledger: Ledger, stop, sink=None, destination_of=None) -> i
         if summary.stopped_by is not None:
             raise summary.stopped_by
         worst = max(worst, summary.exit_code)
-    if sum(ledger.sources_with_missing(destination_prefix=LOGSTASH).values()):
+    if _held(ledger):
         # Whatever a re-send left held (an object of a kind kcing does not know, skipped with a
         # warning) is still missing in Elasticsearch: exit 0 says everything was sent again.
         worst = max(worst, 1)
