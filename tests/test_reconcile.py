@@ -1120,6 +1120,22 @@ def test_lock_held_no_ledger_and_bad_flags(tmp_path, es):
                  env, tmp_path).returncode == 2
 
 
+def test_resend_options_without_resend_are_refused_not_ignored(tmp_path, es):
+    # `reconcile --days 2 --threads 8` in a crontab reads as a line that re-sends; it only checked.
+    db = tmp_path / "kcing.db"
+    Ledger.open(str(db)).close()
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(db))
+    for option in (["--threads", "8"], ["--batch-size", "100"]):
+        for extra in ([], ["--dry-run"]):
+            refused = kcing(["reconcile"] + option + extra, env, tmp_path)
+            assert refused.returncode == 2, refused.stdout + refused.stderr
+            assert "%s is for --resend" % option[0] in refused.stderr
+            assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        allowed = kcing(["reconcile", "--resend", "--dry-run"] + option, env, tmp_path)
+        assert allowed.returncode == 6, allowed.stdout + allowed.stderr  # an empty ledger: nothing to check
+    assert not mget_requests(es)
+
+
 # -- kcing index names that cannot be read by id, or written to ------------------------------------
 
 def day_index(kind: str, days_ago: int) -> str:

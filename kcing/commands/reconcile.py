@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from kcing import reconcile as reconciling
 from kcing.admin.elastic import make_client
 from kcing.commands._shared import check_and_record, print_summary, run_feed
-from kcing.errors import KcingError, NothingChecked, exit_status
+from kcing.errors import ConfigError, KcingError, NothingChecked, exit_status
 from kcing.flags import utc_text
 from kcing.ledger.ledger import Ledger, ledger_exists
 from kcing.runlock import RunLock
@@ -54,9 +54,10 @@ Options:
                        URLs in the ledger (not for --source api objects, nor for objects
                        delivered through other Logstash inputs than ES_BUILD, ES_LAVA,
                        ES_BOOT and ES_REGRESSION name now: those are named).
-  --threads=N          Concurrent downloads for --resend (setting KCI_THREADS, default 4).
+  --threads=N          Concurrent downloads for --resend (setting KCI_THREADS, default 4);
+                       refused without --resend.
   --batch-size=N       Documents per POST for --resend (setting LS_PIPELINE_BATCH_SIZE,
-                       default 500).
+                       default 500); refused without --resend.
   --db=FILE            Ledger database (setting KCING_DB, default kcing.db).
   -d --debug           Log debug messages (every request, every retry decision).
   -l --log-file=FILE   Also write the log to FILE (for cron jobs).
@@ -83,6 +84,11 @@ Examples:
 def run(args: dict, settings) -> int:
     """Check that Elasticsearch holds every document of the objects delivered in the window."""
     dry_run = bool(args.get("--dry-run"))
+    for option in ("--threads", "--batch-size"):
+        if args.get(option) is not None and not args.get("--resend"):
+            # Refused rather than ignored: a cron line with it would be taken for one that re-sends.
+            raise ConfigError("%s is for --resend (how it downloads and posts); without --resend reconcile only "
+                              "checks" % option)
     # The command line first: a --since mistyped is said before whatever else is wrong.
     if args.get("--since"):
         since = parse_since(args["--since"])
