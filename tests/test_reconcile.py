@@ -37,10 +37,11 @@ from tests.fakes.elastic_forward import ForwardingStore
 from tests.fakes.logstash_emulator import LogstashCluster
 from tests.fakes.rogue_http import RogueFront, answer, trickle
 from tests.fakes.serving import wait_until
-from tests.feedrun import (SAMPLES, clean_environ, feed_environ, kcing, kcing_process, kept_ids, ledger_rows,
-                           ledger_states, sample_objects, stopped_by_signal)
+from tests.feedrun import (SAMPLES, api_feed_environ, clean_environ, feed_environ, kcing, kcing_process, kept_ids,
+                           ledger_rows, ledger_states, sample_objects, stopped_by_signal)
 from tests.fakes.legacy_data import at, boot_item, boot_path, build_item, build_json, lava_json
 from tests.test_exit_codes import Silent
+from tests.test_feed_api import WIDE as API_WIDE, api_replica, watermark as api_watermark  # noqa: F401 (a fixture)
 
 DocKey = Tuple[str, str]
 
@@ -255,6 +256,32 @@ def test_a_failed_resend_keeps_the_digest_of_what_was_delivered(ledger):
     ledger.mark_missing([ledger.row("legacy", BUILD, "a").id])
     ledger.record([Outcome(obj("a"), FAILED, error=MISSING_IN_ELASTICSEARCH + "; re-send failed: 404")])
     assert [o.facts for o in ledger.missing_objects("legacy")] == [{"sha256": "d" * 64}]
+
+
+def node_version(version: str, node_id: str = "6aec122c689dd928d5d3df79", source: str = "api") -> UpstreamObject:
+    return UpstreamObject(source, "test", "%s.%s" % (node_id, version), "https://api.example/latest/node/%s" % node_id,
+                          datetime(2024, 10, 16, 7, 0, tzinfo=timezone.utc), {"node_id": node_id})
+
+
+def test_a_newer_version_of_a_node_delivered_clears_the_older_version_held_as_missing(ledger):
+    # A node's versions make documents with the same ids: once a newer version is delivered,
+    # Elasticsearch holds them again, and re-sending the older would put older content back.
+    # Held, it could never be cleared: the API source lists only the newest version.
+    older, newer = node_version("20241016T070000.000000"), node_version("20241017T070000.000000")
+    other = node_version("20241016T070000.000000", node_id="6aec122c689dd928d5d3df7a")
+    ledger.record([Outcome(found, DELIVERED, documents=packed(n)) for n, found in enumerate((older, other))])
+    ledger.mark_missing([ledger.row("api", "test", found.upstream_id).id for found in (older, other)])
+    ledger.record([Outcome(newer, DELIVERED, documents=packed(1))])
+    assert [found.upstream_id for found in ledger.missing_objects("api")] == [other.upstream_id]
+    assert ledger.sources_with_missing() == {"api": 1}
+    row = ledger.row("api", "test", older.upstream_id)
+    assert row.state == FAILED and not row.last_error.startswith(MISSING_IN_ELASTICSEARCH), row.last_error
+    assert newer.upstream_id in row.last_error
+
+    # An older version delivered after a newer one was found missing leaves the newer held.
+    ledger.mark_missing([ledger.row("api", "test", newer.upstream_id).id])
+    ledger.record([Outcome(older, DELIVERED, documents=packed(1))])
+    assert newer.upstream_id in [found.upstream_id for found in ledger.missing_objects("api")]
 
 
 def test_an_object_never_marked_takes_each_outcome_as_it_comes(ledger):
@@ -1031,6 +1058,33 @@ def test_a_resend_that_leaves_an_object_held_does_not_exit_0(tmp_path, es, logst
     assert "the ledger gives it the kind 'bogus', which kcing does not know" in done.stderr
     assert done.returncode == 1, done.stdout + done.stderr
     assert set(ledger_states(db).values()) == {FAILED}
+
+
+def test_an_api_node_held_as_missing_is_cleared_by_the_feed_that_delivers_its_newer_version(api_replica, forwarding,
+                                                                                           es, tmp_path):
+    # What --resend tells the user for API objects: `feed_es --source api --since DATE`. It
+    # delivers the node's newest version, another row; the held one stayed held for ever, and
+    # every reconcile exited 1 though Elasticsearch held the node's documents again.
+    db = tmp_path / "kcing.db"
+    env = api_feed_environ(api_replica, forwarding, db, KCI_DAYS=API_WIDE, ES_HOST=es.url, DRP_DAYS=KEEP_EVERYTHING)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    running = api_replica.tree["running"]
+    kept = kept_ids(db)
+    lost = next(key for key in kept if key[1].startswith(running["id"] + "."))
+    delete_documents(es, kept[lost])
+    assert kcing(["reconcile"], env, tmp_path).returncode == 1
+    advised = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert advised.returncode == 1 and "feed_es --source api --since DATE" in advised.stdout, advised.stdout
+
+    position = api_watermark(db)
+    api_replica.corpus.update(running["id"], when=position + timedelta(minutes=1), state="done", result="fail")
+    since = (position - timedelta(days=1)).strftime("%Y-%m-%d")
+    fed = kcing(["feed_es", "--since", since], env, tmp_path)
+    assert fed.returncode == 0 and "delivered 1," in fed.stdout, fed.stdout + fed.stderr
+    assert kept[lost] <= es_keys(es)
+    final = kcing(["reconcile"], env, tmp_path)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert not _held_as_missing(db).get(lost, (None, ""))[1].startswith(MISSING_IN_ELASTICSEARCH)
 
 
 # -- failures --------------------------------------------------------------------------------------

@@ -76,6 +76,14 @@ _UPSERT = {  # delivered or not -> statement
     True: _UPSERT_SQL % ", ".join(_ALWAYS_UPDATED + ("state = excluded.state", "delivered_at = excluded.delivered_at",
                                                      "last_error = NULL", "kept_ids = excluded.kept_ids")),
 }
+# The older versions of a node (`<node id>.<updated>`, the version part of fixed width, so that
+# text order is time order) held as missing, once a newer version is delivered: their documents
+# have the newer's ids, so Elasticsearch holds them again, and a re-send of the older would put
+# older content back. Their error loses the mark, and says which version took their place.
+_SUPERSEDED = ("UPDATE upstream_file SET last_error = 'superseded by version ' || ? || ', delivered after Elasticsearch "
+               "lost this one (the versions of a node make documents with the same ids)' WHERE source = ? AND kind = ? "
+               "AND destination = ? AND upstream_id > ? AND upstream_id < ? AND state <> %s AND %s"
+               % (_sql_text(DELIVERED), _marked_missing("last_error")))
 # The states an object held as missing can be in (every state but delivered).
 _UNDELIVERED = tuple(state for state in models.STATES if state != DELIVERED)
 # How a transaction that reads before it writes begins: with the write lock, waited for as long as
@@ -472,7 +480,9 @@ class Ledger:
                         if outcome.state == state]
                 if rows:
                     self._upsert(state, rows)
-            self._keep_ids([outcome for outcome in outcomes if outcome.state == DELIVERED], destination)
+            delivered = [outcome for outcome in outcomes if outcome.state == DELIVERED]
+            self._keep_ids(delivered, destination)
+            self._clear_superseded(delivered, destination)
 
     def _row(self, outcome: Outcome, now: datetime, destination: str) -> dict:
         obj = outcome.obj
@@ -516,6 +526,18 @@ class Ledger:
                         "INSERT INTO delivered_documents (upstream_file_id, index_name, ids) VALUES %s"
                         % ",".join(["(?, ?, ?)"] * len(kept[first:first + WRITE_CHUNK])),
                         [value for row in kept[first:first + WRITE_CHUNK] for value in row])
+
+    def _clear_superseded(self, delivered: Sequence[Outcome], destination: Callable[[str], str]) -> None:
+        """Older versions of the nodes just delivered no longer held as missing (see _SUPERSEDED)."""
+        rows = []
+        for outcome in delivered:
+            obj = outcome.obj
+            node = obj.facts.get("node_id")
+            if isinstance(node, str) and node and obj.upstream_id.startswith(node + "."):
+                # Between `<node id>.` and this version: exactly the older versions of this node.
+                rows.append([obj.upstream_id, obj.source, obj.kind, destination(obj.kind), node + ".", obj.upstream_id])
+        if rows:
+            self.db.execute_many(_SUPERSEDED, rows)
 
     def _upsert(self, state: str, rows: List[dict]) -> None:
         # One prepared statement for all rows: building an INSERT of many rows through the query
