@@ -378,6 +378,14 @@ def summary_lines(report: Report, host: str) -> List[str]:
 
 # I/O --------------------------------------------------------------------------------------------
 
+def warn_unchecked(report: Report) -> None:
+    """Say as warnings what could not be checked: a run that exits 0 prints no summary with -q
+    (cron), and documents in a closed index or a data stream would go unchecked unseen."""
+    for reason in UNCHECKED_ORDER:
+        if reason in report.unchecked:
+            log.warning("%s", unchecked_line(reason, report.unchecked[reason])[len("reconcile: "):])
+
+
 class Reconciler:
     """Checks chunks of delivered rows against Elasticsearch; marks the incomplete ones unless
     `mark` is False (a dry run)."""

@@ -1228,6 +1228,25 @@ def test_documents_in_closed_indices_are_not_checked_nor_marked(tmp_path, es):
     assert states == {"open": FAILED, "shut": DELIVERED, "both": DELIVERED}
 
 
+def test_documents_not_checked_are_said_by_a_quiet_run_that_exits_0(tmp_path, es):
+    # -q (cron) prints only warnings, and the summary when the run fails: documents in a closed
+    # index, an alias of several indices or a data stream went unchecked night after night with
+    # nothing printed, for the run exits 0.
+    db = tmp_path / "kcing.db"
+    today, closed = day_index("build", 0), day_index("build", 1)
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("open"), DELIVERED, documents=packed(1, index=today)),
+                   Outcome(obj("shut"), DELIVERED, documents=packed(3, 4, index=closed))], to_logstash)
+    ledger.close()
+    seed(es, [(today, "%040x" % 1)] + [(closed, "%040x" % n) for n in (3, 4)])
+    es_client(es).indices.close(index=closed)
+    quiet = kcing(["reconcile", "-q"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    assert not quiet.stdout
+    (line,) = quiet.stderr.strip().splitlines()
+    assert "WARNING" in line and "not checked: 2 documents of 1 objects in closed indices (%s)" % closed in line
+
+
 def test_documents_in_a_red_index_are_not_checked_and_the_others_are(tmp_path, es):
     """An index whose primary shard is not assigned cannot be read until it is: its documents are
     left out, named with what to do, and the other indices are checked (a real node's answer:

@@ -101,6 +101,7 @@ def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry
             run.outcome = report.outcome
     for line in reconciling.summary_lines(report, settings.ES_HOST):
         print(line)
+    reconciling.warn_unchecked(report)
     return report
 
 
