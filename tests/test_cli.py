@@ -151,6 +151,23 @@ def test_a_command_reads_no_setting_its_help_leaves_out(argv, tmp_path, es):
     assert "KCING_DB" in read and not read - named, read - named
 
 
+@pytest.mark.parametrize("argv", [["--output", "out"], [], ["--dry-run"]], ids=lambda argv: " ".join(argv) or "logstash")
+def test_a_feed_reads_no_setting_its_help_leaves_out(argv, tmp_path, logstash):
+    """The feed's reads go through its sinks and pipeline too: how much waits to be sent
+    (ES_QUEUE_MAX_BYTES), how large an --output file grows (KCING_OUTPUT_MAX_BYTES)."""
+    env = samples_environ(tmp_path, ES_BUILD=logstash.urls["build"], ES_LAVA=logstash.urls["lava"],
+                          ES_BOOT=logstash.urls["boot"], ES_REGRESSION=logstash.urls["regression"])
+    ran = subprocess.run([sys.executable, "-c", READ_SETTINGS, "feed_es", "--source", "samples", *argv],
+                         env=dict(env, PYTHONPATH=str(REPO)), cwd=str(tmp_path), capture_output=True, text=True,
+                         timeout=120)
+    assert ran.returncode == 0 and "Traceback" not in ran.stderr, ran.stderr
+    read = set(json.loads(ran.stderr.rsplit("read: ", 1)[1]))
+    listed = settings_read("feed_es")
+    named = set(re.findall(r"\b(?:KCI|KCING|ES|LS|KB|DRP)_[A-Z_]*[A-Z]\b", listed))
+    unlisted = {setting for setting in read - named if not (setting.startswith("KCI_") and "KCI_*" in listed)}
+    assert "KCING_DB" in read and not unlisted, unlisted
+
+
 def option_entries(name: str) -> Dict[str, str]:
     """{'--days': its help text on one line} for each option a command's help lists."""
     options = commands.load(name).USAGE.split("\nOptions:\n", 1)[1].split("\n\n", 1)[0]
