@@ -14,7 +14,7 @@ import yaml
 from elasticsearch import Elasticsearch
 
 from tests.fakes.kibana_server import KibanaEmulator
-from tests.fakes.rogue_http import RogueFront, answer, endless, trickle_head
+from tests.fakes.rogue_http import RogueFront, answer, endless, silent_then_forward, trickle_head
 from tests.feedrun import REPO, clean_environ, kcing
 
 SECRET = "s3cr3t-kibana-pw"
@@ -133,6 +133,18 @@ def test_drp_against_an_elasticsearch_trickling_its_answer_stops_at_the_request_
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("kcing drp: ") and "ES_REQUEST_DEADLINE" in last
     assert "Traceback" not in done.stderr
+
+
+def test_drp_takes_an_answer_that_comes_whole_within_the_request_deadline_after_a_long_silence(tmp_path, es):
+    """ES_REQUEST_DEADLINE is what a request may take: a busy node that answers after 32 s, well
+    within the 60 s set here, is answered, not cut at a shorter wait of the client's own."""
+    es.seed_index("boot-2001.01.01", docs={"1": {"job": "mainline"}})
+    with RogueFront(es.url) as front:
+        front.on("GET", "/_cat/indices", silent_then_forward(32), count=None)
+        env = clean_environ(ES_HOST=front.url, KCING_DB=str(tmp_path / "kcing.db"), ES_REQUEST_DEADLINE="60")
+        done = kcing(["drp", "--drp-days", "30", "--dry-run"], env, tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "would delete index boot-2001.01.01" in done.stdout
 
 
 def test_setup_es_waiting_on_a_trickling_health_answer_gives_up_in_time(tmp_path, es):

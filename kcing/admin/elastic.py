@@ -30,13 +30,9 @@ from kcing.transport import basic_auth
 
 log = logging.getLogger(__name__)
 
-# Admin calls are small; a node that takes longer than this to answer one is not healthy.
-REQUEST_TIMEOUT = 30.0
 # Connection errors and 429/502/503/504 are retried by the transport, immediately.
 MAX_RETRIES = 2
 SUPPORTED_MAJORS = (8, 9)
-# What a request that asks the server to hold it (the health wait) gets beyond its own timeout.
-HELD_REQUEST_MARGIN = 10.0
 # The largest answer taken: kcing asks for little (an _mget of ids, kcing's templates and index
 # names, filtered), and a whole answer is held in memory at once.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
@@ -99,11 +95,10 @@ class _BoundedPool:
 class _OverallDeadlineNode(Urllib3HttpNode):
     """The client's node, each request of which must be answered whole within `overall`
     seconds (ES_REQUEST_DEADLINE): the timeout alone bounds each wait for the next bytes, however
-    slowly they come. A request given a longer timeout than the client's, one the server holds
-    (the health wait), may take that timeout and a margin."""
+    slowly they come. A request given a longer timeout of its own, one the server holds (the
+    health wait, told its --wait and a margin), may take that long."""
 
     overall = 60.0
-    client_timeout = REQUEST_TIMEOUT  # what the client gives every request it is not told otherwise
     max_answer_bytes = MAX_ANSWER_BYTES
 
     def __init__(self, config):
@@ -112,8 +107,8 @@ class _OverallDeadlineNode(Urllib3HttpNode):
 
     def perform_request(self, method, target, body=None, headers=None, request_timeout=DEFAULT):
         limit = self.overall
-        if request_timeout is not DEFAULT and request_timeout and request_timeout > self.client_timeout:
-            limit = max(limit, request_timeout + HELD_REQUEST_MARGIN)
+        if request_timeout is not DEFAULT and request_timeout:
+            limit = max(limit, request_timeout)
         try:
             with deadline(limit):
                 answer = super().perform_request(method, target, body=body, headers=headers,
@@ -176,13 +171,19 @@ def log_server_warnings() -> None:
         _logging_warnings = True
 
 
-def make_client(settings, request_timeout: float = REQUEST_TIMEOUT) -> Elasticsearch:
-    """An Elasticsearch client for ES_HOST with the configured credentials and CA bundle."""
+def make_client(settings) -> Elasticsearch:
+    """An Elasticsearch client for ES_HOST with the configured credentials and CA bundle.
+
+    Each wait for the next bytes of an answer may last as long as the whole request may
+    (ES_REQUEST_DEADLINE): a shorter one of the client's own would cut a busy node working on a
+    request (a delete of many indices, a large _mget) before the time the setting gives it, and
+    raising the setting would not help. The deadline, started first, is what ends a silent one."""
     log_server_warnings()
+    request_timeout = settings.ES_REQUEST_DEADLINE
     options = {
         "hosts": [client_url(settings.ES_HOST)],
         "node_class": type("OverallDeadlineNode", (_OverallDeadlineNode,),
-                           {"overall": settings.ES_REQUEST_DEADLINE, "client_timeout": request_timeout}),
+                           {"overall": settings.ES_REQUEST_DEADLINE}),
         "request_timeout": request_timeout,
         "max_retries": MAX_RETRIES,
         "retry_on_timeout": False,

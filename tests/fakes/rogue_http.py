@@ -234,6 +234,16 @@ def endless(chunk: int = 64 * 1024, declared: Optional[int] = None, status: int 
     return streamed
 
 
+def silent_then_forward(seconds: float):
+    """Nothing for `seconds` (a busy node working on the request), then the emulator's answer,
+    whole and at once."""
+    def answered_late(front, sock, request) -> bool:
+        if front.stopping.wait(seconds):
+            return False
+        return front._forward(sock, request)
+    return answered_late
+
+
 def exact_head(status: int, headers: Tuple[Tuple[str, str], ...], body: bytes = b""):
     """An answer whose head is exactly `headers` (no Content-Length added: give one, even one
     that is not a number), then `body`, then the connection closed."""
