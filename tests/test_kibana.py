@@ -825,3 +825,33 @@ def test_a_file_whose_dashboard_uses_an_object_found_nowhere_is_imported_and_rep
     assert ('broken references: dashboard kcing-boots "kcing: boots" refers to visualization kcing-slowest-boots, '
             'found neither in the file nor in Kibana: Kibana imports it with what uses them broken') in out
     assert kibana.get("dashboard", "kcing-boots") is not None
+
+
+# -- how long an answer may take ---------------------------------------------------------------
+
+class TimeoutsSeen(type(new_session(pool_size=1))):
+    """kcing's session, recording the `timeout` each request but the readiness polls is sent with
+    (a poll's answer may take what is left of --wait, and a margin)."""
+
+    def __init__(self):
+        super().__init__()
+        self.timeouts = []
+
+    def request(self, method, url, **kwargs):
+        if not url.endswith("/api/status"):
+            self.timeouts.append(kwargs.get("timeout"))
+        return super().request(method, url, **kwargs)
+
+
+@pytest.mark.parametrize("deadline", ["300", "900"])
+def test_a_wait_for_kibanas_answer_may_last_as_long_as_kb_request_deadline(kibana, workdir, tmp_path, deadline):
+    """A large import or export keeps Kibana silent for minutes: each wait for the next bytes of
+    its answer may last KB_REQUEST_DEADLINE, the time the README gives a request, and no shorter
+    wait of the client's own cuts it first (a Kibana answering an export after 125 s was cut at
+    120 s, 'cannot reach Kibana ... (timed out)', with KB_REQUEST_DEADLINE at 300)."""
+    settings = make_settings(tmp_path, KB_URL=kibana.url, KB_REQUEST_DEADLINE=deadline)
+    session = TimeoutsSeen()
+    assert setup_kbn(args(workdir), settings, session=session) == 0
+    assert backup_kbn(args(workdir), settings, session=session) == 0
+    waits = [timeout[1] if isinstance(timeout, tuple) else timeout for timeout in session.timeouts]
+    assert waits and min(waits) >= float(deadline), session.timeouts

@@ -34,7 +34,10 @@ EXPORT_TYPES = ("index-pattern", "search", "visualization", "lens", "dashboard")
 # an imported `version` could be taken as a concurrency token. `namespaces` never belongs in a file.
 VOLATILE_FIELDS = ("created_at", "created_by", "updated_at", "updated_by", "version", "namespaces")
 XSRF_HEADERS = {"kbn-xsrf": "kcing"}
-TIMEOUT = (10.0, 120.0)  # (connect, read) seconds; a large import can take a while
+# Seconds to connect. Each wait for the answer's next bytes may last as long as the whole request
+# (KB_REQUEST_DEADLINE): a large import can keep Kibana silent for minutes, and a shorter wait of
+# the client's own would cut it before the time the setting gives it, however high it is set.
+CONNECT_TIMEOUT = 10.0
 DEADLINE = 300.0  # seconds for a whole request and its answer (KB_REQUEST_DEADLINE)
 # The largest answer taken, read whole into memory: an export of every dashboard, visualization,
 # data view and search of a space (Kibana exports 10,000 objects at most by default).
@@ -459,13 +462,13 @@ class KibanaClient:
     log line."""
 
     def __init__(self, session: requests.Session, url: str, space: str = "",
-                 auth: Optional[Tuple[str, str]] = None, timeout=TIMEOUT, deadline: float = DEADLINE):
+                 auth: Optional[Tuple[str, str]] = None, deadline: float = DEADLINE):
         self.session = session
         self.url = url.rstrip("/")
         self.space = check_space(space)
         self.auth = auth
         self._auth = Utf8BasicAuth(*auth) if auth else None
-        self.timeout = timeout
+        self.timeout = (CONNECT_TIMEOUT, deadline)
         self.deadline = deadline
         self.max_answer_bytes = MAX_ANSWER_BYTES
 
@@ -481,7 +484,7 @@ class KibanaClient:
         deadline, timeout = self.deadline, self.timeout
         if within is not None and within < deadline:
             deadline = within
-            timeout = tuple(min(part, within) for part in timeout) if isinstance(timeout, tuple) else min(timeout, within)
+            timeout = tuple(min(part, within) for part in timeout)
         try:
             with overall_deadline(deadline):
                 # verify= given per request: requests would otherwise let REQUESTS_CA_BUNDLE or
