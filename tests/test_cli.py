@@ -714,6 +714,14 @@ def test_kcing_test_ends_with_pytests_exit_status_which_its_help_explains(tmp_pa
     assert "4 a usage error in the arguments" in " ".join(helped.stdout.split())
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_kcing_test_names_each_flag_that_shows_its_own_help_instead_of_pytests(flag, tmp_path):
+    """Every other argument goes to pytest: the text must name each one kcing keeps."""
+    helped = kcing(["test", flag], clean_environ(), tmp_path)
+    assert helped.returncode == 0 and helped.stdout.startswith("Usage:\n  kcing test"), helped.stdout
+    assert "`kcing test %s`" % flag in " ".join(helped.stdout.split())
+
+
 # Progress a person can watch (8) ----------------------------------------------------------------
 
 def run_on_a_terminal(argv: List[str], env: Dict[str, str], cwd: Path) -> tuple:

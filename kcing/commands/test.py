@@ -15,7 +15,8 @@ Usage:
   kcing test [<pytest-arg>...]
 
 Run the test suite with pytest from this kcing checkout. Every argument after `test` goes to
-pytest unchanged (only `kcing test --help` alone shows this text; `pytest --help` shows pytest's).
+pytest unchanged (only `kcing test --help` or `kcing test -h` alone shows this text; `pytest --help`
+shows pytest's).
 
 Exit status: pytest's (0 all passed, 1 some failed, 2 interrupted, 3 pytest's internal error, 4
 a usage error in the arguments, 5 no tests collected).
