@@ -1268,6 +1268,9 @@ def test_documents_in_a_red_index_are_not_checked_and_the_others_are(tmp_path, e
             "run reconcile again then" % red) in checked.stdout
     states = {upstream_id: state for (_, upstream_id), state in ledger_states(db).items()}
     assert states == {"fine": DELIVERED, "lost": FAILED, "red": DELIVERED}
+    # The help names them among what is not checked, as it names closed indices.
+    helped = kcing(["reconcile", "--help"], clean_environ(), tmp_path)
+    assert "whose primary shard is not assigned (red)" in " ".join(helped.stdout.split())
 
 
 def test_an_index_the_user_may_not_read_is_a_configuration_error(tmp_path, es):

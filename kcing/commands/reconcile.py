@@ -31,9 +31,10 @@ Ask Elasticsearch (ES_HOST) whether it holds every document of the objects the l
 delivered to Logstash in the last --days (or since --since): Logstash answers 200 before
 Elasticsearch indexes. Objects with missing documents go back to undelivered, so the next
 feed_es sends them again; --resend does it at once. Prints per kind: checked, present,
-missing, and the first missing ids. Documents in closed indices, indices with a read block,
-aliases of several indices or data streams are not checked (a line names them and what to do);
-objects whose missing documents are all in indices with a write block are not marked.
+missing, and the first missing ids. Documents in closed indices, indices with a read block or
+whose primary shard is not assigned (red), aliases of several indices or data streams are not
+checked (a line names them and what to do); objects whose missing documents are all in indices
+with a write block are not marked.
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
 ES_HOST, ES_USER, ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE, ES_REQUEST_DEADLINE, KCI_DAYS, DRP_DAYS,
