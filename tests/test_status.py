@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import re
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -257,6 +258,23 @@ def test_documents_too_large_for_logstash_count_as_one_cause_whatever_their_size
     assert re.search(r"a document of \d+ bytes", too_large[0]["example"]), too_large
 
 
+def test_samples_edited_since_they_were_saved_count_as_one_cause_whatever_their_hashes(tmp_path):
+    """Each such failure names the sha256 its manifest entry records and the file's own, which
+    differ from file to file: grouped with them, every edited sample was a cause of its own."""
+    samples = tmp_path / "samples"
+    shutil.copytree(SAMPLES, samples)
+    edited = sorted((samples / "build").glob("*.json"))[:3]
+    for path in edited:
+        path.write_bytes(path.read_bytes() + b" ")
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"), KCI_SAMPLES_DIR=str(samples))
+    fed = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], env, tmp_path)
+    assert fed.returncode == 1, fed.stderr
+    failed = [error for error in status_json(env, tmp_path)["errors"] if error["state"] == "failed"]
+    assert [error["objects"] for error in failed] == [3], failed
+    assert "is not the file its manifest entry describes" in failed[0]["error"], failed
+    assert re.search(r"\(sha256 [0-9a-f]{12}, the file's [0-9a-f]{12}\)", failed[0]["example"]), failed
+
+
 def test_an_error_cause_leaves_out_what_names_one_object_and_keeps_the_rest():
     from kcing.status import error_cause
     url = "https://storage.kernelci.org/mainline/v5.4/x86/build.json"
@@ -276,6 +294,12 @@ def test_an_error_cause_leaves_out_what_names_one_object_and_keeps_the_rest():
     assert error_cause("/in/lava-1.json: 123456 bytes, more than the limit of 1000 bytes: raise it", "/in/lava-1.json") == (
         "<file>: <n> bytes, more than the limit of 1000 bytes: raise it")
     assert error_cause("document id longer than 512 bytes") == "document id longer than 512 bytes"
+    # A file's own SHA-256, whole or its first 12 digits; a document id (40 digits) stays.
+    assert error_cause("missing in Elasticsearch; re-send refused: /in/b.json changed since it was delivered "
+                       "(sha256 0123456789ab, now 9f86d081884c); put back the file", "/in/b.json") == (
+        "missing in Elasticsearch; re-send refused: <file> changed since it was delivered (sha256 <sha256>, "
+        "now <sha256>); put back the file")
+    assert error_cause("e.g. log-2024.10.15/%s" % ("ab" * 20)) == "e.g. log-2024.10.15/%s" % ("ab" * 20)
 
 
 @pytest.mark.parametrize("locale_env", [dict(LC_ALL="C", PYTHONUTF8="0"),
