@@ -275,6 +275,23 @@ def test_samples_edited_since_they_were_saved_count_as_one_cause_whatever_their_
     assert re.search(r"\(sha256 [0-9a-f]{12}, the file's [0-9a-f]{12}\)", failed[0]["example"]), failed
 
 
+def test_files_cut_short_count_as_one_cause_wherever_they_were_cut(tmp_path):
+    """A file that is not valid JSON is rejected with the place the decoder stopped (`line 12
+    column 5 (char 300)`), which differs from file to file: grouped with it, every file of an
+    interrupted upload was a cause of its own."""
+    cut = []
+    for lines in (1, 5, 9):  # each ends inside a string, on another line
+        path = tmp_path / ("cut-%d.json" % lines)
+        path.write_text("{" + '"job": "mainline",\n' * lines + '"kernel": "v5.4-rc', encoding="utf-8")
+        cut.append(str(path))
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
+    fed = kcing(["feed_es", "--builds", "--date", "2020-11-04", *cut, "--output", str(tmp_path / "out")], env, tmp_path)
+    assert fed.returncode == 1, fed.stderr
+    rejected = [error for error in status_json(env, tmp_path)["errors"] if error["state"] == "rejected"]
+    assert [error["objects"] for error in rejected] == [3], rejected
+    assert rejected[0]["error"].startswith("not valid JSON: Unterminated string starting at: line <n> column <n>"), rejected
+
+
 def test_an_error_cause_leaves_out_what_names_one_object_and_keeps_the_rest():
     from kcing.status import error_cause
     url = "https://storage.kernelci.org/mainline/v5.4/x86/build.json"
@@ -300,6 +317,10 @@ def test_an_error_cause_leaves_out_what_names_one_object_and_keeps_the_rest():
         "missing in Elasticsearch; re-send refused: <file> changed since it was delivered (sha256 <sha256>, "
         "now <sha256>); put back the file")
     assert error_cause("e.g. log-2024.10.15/%s" % ("ab" * 20)) == "e.g. log-2024.10.15/%s" % ("ab" * 20)
+    # Where in its file a decoder stopped.
+    assert error_cause("not valid JSON: Expecting ',' delimiter: line 12 column 5 (char 300)") == (
+        "not valid JSON: Expecting ',' delimiter: line <n> column <n> (char <n>)")
+    assert error_cause("not UTF-8 text (byte 11)") == "not UTF-8 text (byte <n>)"
 
 
 @pytest.mark.parametrize("locale_env", [dict(LC_ALL="C", PYTHONUTF8="0"),
