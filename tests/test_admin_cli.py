@@ -2,6 +2,7 @@
 environment, against the Elasticsearch and Kibana emulators and a Logstash home in a temp dir."""
 from __future__ import annotations
 
+import re
 import resource
 import shutil
 import subprocess
@@ -157,6 +158,20 @@ def test_setup_es_waiting_on_a_trickling_health_answer_gives_up_in_time(tmp_path
     assert done.returncode == 3, done.stderr
     assert "not ready" in done.stderr and "Traceback" not in done.stderr
     assert not any(name.startswith("kcing-") for name in es.templates)
+
+
+def test_setup_es_waits_for_a_trickling_health_answer_its_wait_and_10_s_more_not_the_request_deadline(tmp_path, es):
+    """The health wait gets --wait and 10 s more, as the README says: with --wait 1 and the
+    default ES_REQUEST_DEADLINE (60 s), a node trickling its health answer held setup_es 60 s."""
+    with RogueFront(es.url) as front:
+        front.on("GET", "/_cluster/health", trickle_head(every=0.2), count=None)
+        started = time.monotonic()
+        done = kcing(["setup_es", "--wait", "1"], clean_environ(ES_HOST=front.url), tmp_path, timeout=120)
+    assert time.monotonic() - started < 30
+    assert done.returncode == 3, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "not ready" in last and "ES_REQUEST_DEADLINE" not in last, last
+    assert re.search(r"no whole answer within 1[01](\.\d+)?s", last), last
 
 
 def test_backup_kbn_against_a_kibana_trickling_its_export_stops_at_the_request_deadline(tmp_path):

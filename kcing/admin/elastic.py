@@ -95,8 +95,9 @@ class _BoundedPool:
 class _OverallDeadlineNode(Urllib3HttpNode):
     """The client's node, each request of which must be answered whole within `overall`
     seconds (ES_REQUEST_DEADLINE): the timeout alone bounds each wait for the next bytes, however
-    slowly they come. A request given a longer timeout of its own, one the server holds (the
-    health wait, told its --wait and a margin), may take that long."""
+    slowly they come. A request given a timeout of its own, one the server holds (the health
+    wait, told what is left of --wait and a margin), takes that long at most instead: a
+    `setup_es --wait 1` is not held a whole request's deadline by a node trickling its answer."""
 
     overall = 60.0
     max_answer_bytes = MAX_ANSWER_BYTES
@@ -108,14 +109,16 @@ class _OverallDeadlineNode(Urllib3HttpNode):
     def perform_request(self, method, target, body=None, headers=None, request_timeout=DEFAULT):
         limit = self.overall
         if request_timeout is not DEFAULT and request_timeout:
-            limit = max(limit, request_timeout)
+            limit = request_timeout
         try:
             with deadline(limit):
                 answer = super().perform_request(method, target, body=body, headers=headers,
                                                  request_timeout=request_timeout)
         except Overdue:
             # A timeout to the transport, which does not retry one (retry_on_timeout is off).
-            raise ConnectionTimeout("no whole answer within %s (ES_REQUEST_DEADLINE)" % seconds_text(limit)) from None
+            # The setting is named where it set the limit (the health wait's comes from --wait).
+            setting = " (ES_REQUEST_DEADLINE)" if limit == self.overall else ""
+            raise ConnectionTimeout("no whole answer within %s%s" % (seconds_text(limit), setting)) from None
         except _TooLarge as error:
             raise AnswerTooLarge("an answer larger than kcing takes (%s)" % error) from None
         why = unexpected_answer(method, target, answer.meta.status, answer.meta.headers.get("X-Elastic-Product"),
