@@ -223,7 +223,9 @@ def _death_text(code: int) -> str:
 
 
 class Builder:
-    """Builds documents here (workers <= 1) or in up to `workers` worker processes.
+    """Builds documents here (workers <= 1) or in up to `workers` worker processes. With one
+    (KCING_WORKERS=1, or auto on a machine with one usable core), every file is built here but
+    one of IN_WORKER_BYTES or more, which one worker, started for it, builds; with 0, every file.
 
     Thread-safe: the feed's download threads call `build` at the same time. Close it (or use it
     as a context manager) after the last `build` returned.
@@ -235,9 +237,12 @@ class Builder:
         self.separator = separator
         self.target = target or TARGET
         encoder = _name_of(encode)
-        if workers > 1 and encoder is None:
+        if workers >= 1 and encoder is None:
             log.debug("the sink's encoder cannot be imported by a worker: building documents here")
-        self.workers = workers if (workers > 1 and encoder is not None) else 0
+        # One worker is there for large files alone: building the others here costs the same CPU
+        # without a pipe's copies, and the memory a large one takes is what must not end the feed.
+        self.large_files_only = workers == 1 and encoder is not None
+        self.workers = workers if (workers >= 1 and encoder is not None) else 0
         self._encoder = encoder
         self._lock = threading.Lock()
         self._idle: "queue.Queue[_Worker]" = queue.Queue()
@@ -279,7 +284,10 @@ class Builder:
                 self._spent_here += time.thread_time() - started
 
     def start(self, wait: bool = False) -> None:
-        """Start the workers now rather than at the first backlog; with `wait`, until they are ready."""
+        """Start the workers now rather than at the first backlog; with `wait`, until they are ready.
+        A worker for large files alone starts for the first of them, not for a backlog."""
+        if self.large_files_only:
+            return
         with self._lock:
             if self.workers and not self._processes and not self._closed:
                 for _ in range(self.workers):
@@ -296,6 +304,8 @@ class Builder:
             if self._closed or self._broken:
                 return False
             large = size >= IN_WORKER_BYTES
+            if self.large_files_only and not large:
+                return False
             if not self._processes and (large or self._spent_here >= BUILD_SECONDS_BEFORE_WORKERS):
                 log.debug("%s: starting %d worker processes", "a file of %d bytes" % size if large else
                           "%.1f s of document building so far" % self._spent_here, self.workers)

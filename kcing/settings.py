@@ -430,7 +430,8 @@ SPECS: Mapping[str, Spec] = {
     "KCI_PAGE_SIZE": Spec(1000, _integer(1, MAX_PAGE_SIZE), "listing items per _ajax page"),
     "KCI_THREADS": Spec(4, _integer(1, MAX_CONCURRENCY), "concurrent downloads"),
     "KCING_WORKERS": Spec("auto", _workers, "processes building documents while feeding; auto means one per usable "
-                          "core, 0 or 1 builds them in the feed's own process"),
+                          "core; 1 builds them in the feed's own process but for a file of 4 MiB or more, "
+                          "0 every file"),
     "KCI_TIMEOUT": Spec(60.0, _number(0.1, MAX_REQUEST_SECONDS), "seconds to wait for an upstream response"),
     "KCI_MAX_RETRIES": Spec(3, _integer(1, MAX_ATTEMPTS), "attempts per upstream request"),
     "KCI_RETRY_BACKOFF": Spec(1.0, _number(0, MAX_REQUEST_SECONDS),

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from kcing import building, cli, pipeline
+from kcing import building, cli, pipeline, wiring
 from kcing.building import Builder, WorkersKilled
 from kcing.errors import RejectedInput, unexpected_failure
 from kcing.records import CHECKOUT, JOB, LAVA
@@ -283,6 +283,35 @@ def test_a_run_with_one_large_local_file_builds_it_in_a_worker(tmp_path, clean_s
                    "--workers", "2")
     assert code == 0
     assert (spied[0].built_here, spied[0].built_in_workers) == (0, 1)
+
+
+def test_with_one_worker_a_large_file_is_built_in_it_and_the_others_here():
+    """KCING_WORKERS=1 (auto's value on a machine with one usable core) builds in the feed's own
+    process, but for a large file: an out-of-memory kill building one must end a worker, not the
+    feed and its run. No backlog starts that worker, only a large file."""
+    content = large_lava_file()
+    small = sorted((SAMPLES / "lava").glob("*.json"))[0].read_bytes()
+    with Builder(1, LogstashSink.encode) as builder:
+        builder.start()
+        assert builder.started == 0
+        builder.build(LAVA, small, CREATED, None)
+        assert (builder.built_here, builder.built_in_workers, builder.started) == (1, 0, 0)
+        built = builder.build(LAVA, content, CREATED, None)
+        builder.build(LAVA, small, CREATED, None)
+        assert (builder.built_here, builder.built_in_workers, builder.started) == (2, 1, 1)
+    assert built.items == Builder(0, LogstashSink.encode).build(LAVA, content, CREATED, None).items
+
+
+def test_on_a_machine_with_one_usable_core_a_run_builds_a_large_local_file_in_a_worker(
+        tmp_path, clean_settings, spied, monkeypatch):
+    monkeypatch.setattr(wiring, "usable_cores", lambda: 1)  # what KCING_WORKERS=auto reads
+    big = tmp_path / "lava-json-large.json"
+    big.write_bytes(large_lava_file())
+    assert run_cli("--lavas", str(big), "--output", str(tmp_path / "out"), "--db", str(tmp_path / "kcing.db")) == 0
+    assert (spied[0].built_here, spied[0].built_in_workers, spied[0].started) == (0, 1, 1)
+    assert run_cli("--lavas", str(big), "--output", str(tmp_path / "out-0"), "--db", str(tmp_path / "kcing-0.db"),
+                   "--workers", "0") == 0
+    assert (spied[1].built_here, spied[1].built_in_workers, spied[1].started) == (1, 0, 0)
 
 
 @needs_real_files

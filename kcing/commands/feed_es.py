@@ -58,8 +58,9 @@ Options:
   --with-logs          With --source api: also fetch the logs documents need: a LAVA job's
                        callback (boot details, one log document per line), a build.log.
   --threads=N          Concurrent downloads (setting KCI_THREADS, default 4).
-  --workers=N          Processes building documents while feeding; 0 or 1 builds them in kcing's
-                       own process (setting KCING_WORKERS, default auto: one per usable core).
+  --workers=N          Processes building documents while feeding; 1 builds them in kcing's own
+                       process but for a file of 4 MiB or more, which one worker builds, 0 every
+                       file (setting KCING_WORKERS, default auto: one per usable core).
   --samples-dir=DIR    The directory --source samples replays (setting KCI_SAMPLES_DIR,
                        default samples); not for the other sources.
   --output=DIR         Write NDJSON _bulk files into DIR instead of posting to Logstash.
