@@ -103,8 +103,9 @@ _OBJECT_ID = re.compile(r"\b[0-9a-f]{24}\b")
 # A file's SHA-256 as kcing's messages write it, whole or its first 12 hex digits (`sha256
 # 7255d0b0b344, the file's 879d68746639`): each file has its own. Document ids (40 digits) stay.
 _DIGEST = re.compile(r"\b[0-9a-f]{12}(?:[0-9a-f]{52})?\b")
-# Where in its file a decoder stopped (`line 12 column 5 (char 300)`, `not UTF-8 text (byte 11)`).
-_POSITION = re.compile(r"\b(line|column|char|byte) \d+\b")
+# Where in its file a decoder stopped (`line 12 column 5 (char 300)`, `not UTF-8 text (byte 11)`),
+# and the job a LAVA callback is of (`LAVA job 2783047 has no definition text`).
+_POSITION = re.compile(r"\b(line|column|char|byte|LAVA job) \d+\b")
 # The size of one object or document (`a document of 1405 bytes`, `announced 9000001 bytes`,
 # `boot-1.json: 123456 bytes, more than ...`); a limit (`the limit of 8000000 bytes`, `longer
 # than 512 bytes`) is the same for every object and stays.
@@ -116,8 +117,8 @@ _SENTENCE_END = ".,;:)]}"
 def error_cause(message: str, url: str = "", upstream_id: str = "") -> str:
     """`message` with what names one object taken out, so that objects failing for one cause
     count together: the object's own URL (a local file's name), the path of any URL (its origin
-    stays), object ids, a file's SHA-256, the object's own size in bytes and where in the file a
-    decoder stopped. `GET https://storage.kernelci.org/<path> failed 3 times (last: HTTP 503)`
+    stays), object ids and LAVA job ids, a file's SHA-256, the object's own size in bytes and
+    where in the file a decoder stopped. `GET https://storage.kernelci.org/<path> failed 3 times (last: HTTP 503)`
     stands for every file that storage failed to serve so."""
     text = message
     if url and "://" not in url and len(url) > 1:

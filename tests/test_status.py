@@ -292,6 +292,23 @@ def test_files_cut_short_count_as_one_cause_wherever_they_were_cut(tmp_path):
     assert rejected[0]["error"].startswith("not valid JSON: Unterminated string starting at: line <n> column <n>"), rejected
 
 
+def test_lava_jobs_refused_for_one_reason_count_as_one_cause_whatever_their_job_ids(tmp_path):
+    """A LAVA job's refusal names the job (`LAVA job 2783047 has no definition text`): grouped
+    with its id, every job of a lab that sends such callbacks was a cause of its own."""
+    callback = json.loads((SAMPLES / "lava" / "5fa2dae359b5140d3b3a61f3.json").read_bytes())
+    files = []
+    for job_id in (101, 2783047, 99999999):
+        callback.update(id=job_id, definition=None)
+        path = tmp_path / ("lava-json-%d.json" % job_id)
+        path.write_text(json.dumps(callback), encoding="utf-8")
+        files.append(str(path))
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
+    fed = kcing(["feed_es", "--lavas", *files, "--output", str(tmp_path / "out")], env, tmp_path)
+    assert fed.returncode == 1, fed.stderr
+    rejected = [error for error in status_json(env, tmp_path)["errors"] if error["state"] == "rejected"]
+    assert [(error["error"], error["objects"]) for error in rejected] == [("LAVA job <n> has no definition text", 3)]
+
+
 def test_an_error_cause_leaves_out_what_names_one_object_and_keeps_the_rest():
     from kcing.status import error_cause
     url = "https://storage.kernelci.org/mainline/v5.4/x86/build.json"
