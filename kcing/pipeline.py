@@ -291,18 +291,18 @@ class Feed:
         except KcingError:
             raise  # a configuration error (an untrusted certificate) stops the run
         except Exception as error:  # noqa: BLE001 - see unexpected_failure
-            log.debug("%s %s: fetch failed", obj.kind, obj.upstream_id, exc_info=True)
+            log.debug("%s: fetch failed", obj.label, exc_info=True)
             return Fetched(obj, rejected=unexpected_failure("could not be fetched", error))
         digest = hashlib.sha256(content).hexdigest()
         try:
             built = self.builder.build(obj.kind, content, obj.created, listed_lab(obj),
-                                       name="%s %s" % (obj.kind, obj.upstream_id))
+                                       name=obj.label)
         except RejectedInput as error:
             return Fetched(obj, sha256=digest, rejected=str(error))
         except WorkersKilled as error:  # the machine's doing, maybe not the object's: tried again
             return Fetched(obj, sha256=digest, failed=str(error))
         except Exception as error:  # noqa: BLE001 - see unexpected_failure
-            log.debug("%s %s: documents failed", obj.kind, obj.upstream_id, exc_info=True)
+            log.debug("%s: documents failed", obj.label, exc_info=True)
             return Fetched(obj, sha256=digest, rejected=unexpected_failure("documents could not be made", error))
         held = len(built.encoded.data)
         self.pending.built(held)
@@ -322,9 +322,9 @@ class Feed:
         obj = fetched.obj
         if fetched.failed:
             self.summary.failed += 1
-            self.summary.problem("%s %s: %s" % (obj.kind, obj.upstream_id, fetched.failed))
+            self.summary.problem("%s: %s" % (obj.label, fetched.failed))
             self.outcomes.append(Outcome(obj, FAILED, error=fetched.failed))
-            log.warning("failed %s %s: %s", obj.kind, obj.upstream_id, fetched.failed)
+            log.warning("failed %s: %s", obj.label, fetched.failed)
         elif fetched.rejected:
             self._reject(obj, fetched.sha256, fetched.rejected)
         else:
@@ -445,15 +445,15 @@ class Feed:
                   "of that http input (or the body limit of a proxy in front of it); sent again by the next run"
                   % (refused.size, refused.url))
         self.summary.too_large += 1
-        self.summary.problem("%s %s: %s" % (obj.kind, obj.upstream_id, reason))
+        self.summary.problem("%s: %s" % (obj.label, reason))
         self.outcomes.append(Outcome(obj, TOO_LARGE, sha256=fetched.sha256, error=reason))
-        log.warning("too large for Logstash: %s %s: %s", obj.kind, obj.upstream_id, reason)
+        log.warning("too large for Logstash: %s: %s", obj.label, reason)
 
     def _reject(self, obj: UpstreamObject, sha256: Optional[str], reason: str) -> None:
         self.summary.rejected += 1
-        self.summary.problem("%s %s: %s" % (obj.kind, obj.upstream_id, reason))
+        self.summary.problem("%s: %s" % (obj.label, reason))
         self.outcomes.append(Outcome(obj, REJECTED, sha256=sha256, error=reason))
-        log.warning("rejected %s %s: %s", obj.kind, obj.upstream_id, reason)
+        log.warning("rejected %s: %s", obj.label, reason)
         self._write_outcomes_if_many()
 
     def _write_outcomes_if_many(self) -> None:

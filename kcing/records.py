@@ -54,6 +54,17 @@ class UpstreamObject:
         return (self.source, self.kind, self.upstream_id)
 
     @property
+    def label(self) -> str:
+        """How messages name the object: its kind and id, or, for a file given on the command
+        line (whose id is the hash of its content, which tells a user nothing), its kind, the
+        file's name as given and the start of that hash."""
+        named = self.facts.get("file")
+        if isinstance(named, str) and named:
+            named = named if named.isprintable() else repr(named)  # messages are one line
+            return "%s %s (sha256 %s)" % (self.kind, named, self.upstream_id[:12])
+        return "%s %s" % (self.kind, self.upstream_id)
+
+    @property
     def lineage(self) -> tuple:
         """What the versions of one upstream thing share (a KernelCI API node's id): their documents
         have the same ids, so the newer must reach Logstash after the older."""

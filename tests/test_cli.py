@@ -3,6 +3,7 @@ person reads, waiting and progress lines, no silent success. Every test runs the
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import pty
@@ -877,6 +878,25 @@ def test_an_object_listed_twice_is_delivered_and_recorded_once(tmp_path):
         assert fed.returncode == 0, fed.stderr
         assert "is listed again in" in fed.stderr and "internal error" not in fed.stderr
     assert (tmp_path / "out" / "build.ndjson").read_text().count('"_id"') == 7  # 6 builds, and the local one
+
+
+def test_local_files_refused_or_given_twice_are_named_by_their_file_not_only_by_a_hash(tmp_path):
+    # A local file is known by the hash of its content (so its gzip copy is the same file); a
+    # user given "rejected build 2a64fe34...: not valid JSON" for one of ten files cannot tell which.
+    (tmp_path / "cut.json").write_text('{"job": ')
+    (tmp_path / "odd\nname.json").write_text("not json")
+    build = SAMPLES / json.loads((SAMPLES / "manifest.json").read_text())["objects"][0]["path"]
+    shutil.copy(str(build), str(tmp_path / "copy.json"))
+    fed = kcing(["feed_es", "--builds", "cut.json", "odd\nname.json", str(build), "copy.json", "--date", "2020-11-04",
+                 "--output", str(tmp_path / "out")], samples_environ(tmp_path), tmp_path)
+    assert fed.returncode == 1, fed.stderr
+    cut = hashlib.sha256(b'{"job": ').hexdigest()
+    assert "rejected build cut.json (sha256 %s): not valid JSON" % cut[:12] in fed.stderr
+    assert "  problem: build cut.json (sha256 %s): not valid JSON" % cut[:12] in fed.stdout
+    assert "problem: build 'odd\\nname.json' (sha256 " in fed.stdout  # one line, the name quoted
+    assert "build copy.json (sha256 %s) is listed again in the files given" % hashlib.sha256(
+        build.read_bytes()).hexdigest()[:12] in fed.stderr
+    assert "delivered 1, rejected 2, failed 0" in fed.stdout
 
 
 def test_a_samples_file_that_is_a_symlink_loop_is_rejected_and_the_others_delivered(tmp_path):

@@ -179,7 +179,7 @@ class LocalFiles:
             except RejectedInput:
                 pass  # known by its bytes; fetching it rejects it, saying why
             yield UpstreamObject(self.name, kind, hashlib.sha256(content).hexdigest(),
-                                 str(Path(path).resolve()), self.date)
+                                 str(Path(path).resolve()), self.date, {"file": as_text(path)})
 
     def fetch(self, obj: UpstreamObject) -> bytes:
         return gunzipped(obj.url, read_bounded(Path(obj.url), self.max_bytes), self.max_bytes)
@@ -218,8 +218,7 @@ def listed_once(objects: Iterator[UpstreamObject], where: str) -> Iterator[Upstr
     for obj in objects:
         key = (obj.kind, obj.upstream_id)
         if not obj.problem and key in seen:
-            log.warning("%s %s is listed again in %s (%s); it is delivered once", obj.kind, obj.upstream_id,
-                        where, obj.url)
+            log.warning("%s is listed again in %s (%s); it is delivered once", obj.label, where, obj.url)
             continue
         if not obj.problem:
             seen.add(key)
