@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -54,6 +55,24 @@ def test_drp_deletes_only_expired_kcing_indices(tmp_path, es):
     done = kcing(["drp", "--drp-days", "30"], env, tmp_path)
     assert done.returncode == 0, done.stderr
     assert sorted(es.index_names()) == sorted([recent, "metrics-2001.01.01"])
+
+
+def test_elasticsearch_is_reached_directly_whatever_the_proxy_variables_say(tmp_path, es):
+    """As the README says: the Elasticsearch client reads no proxy variable, so a proxy set for
+    upstream and Logstash neither sees the admin commands' requests nor stands in their way."""
+    es.seed_index("boot-2001.01.01", docs={"1": {"job": "mainline"}})
+    with socket.socket() as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen(8)
+        proxy.setblocking(False)
+        url = "http://127.0.0.1:%d" % proxy.getsockname()[1]
+        env = clean_environ(ES_HOST=es.url, KCING_DB=str(tmp_path / "kcing.db"), HTTP_PROXY=url, HTTPS_PROXY=url,
+                            ALL_PROXY=url, http_proxy=url, NO_PROXY="", no_proxy="")
+        done = kcing(["drp", "--drp-days", "30", "--dry-run"], env, tmp_path)
+        with pytest.raises(BlockingIOError):
+            proxy.accept()  # nothing ever connected to the proxy
+    assert done.returncode == 0, done.stderr
+    assert "would delete index boot-2001.01.01" in done.stdout
 
 
 def test_drp_days_must_be_a_number(tmp_path, es):
