@@ -369,7 +369,8 @@ def test_setup_es_given_a_server_version_that_is_no_object_says_its_version_is_u
 @pytest.mark.parametrize("command", [["drp", "--drp-days", "30"], ["setup_es", "--wait", "5"], ["reconcile"]],
                          ids=lambda args: args[0])
 @pytest.mark.parametrize("location", ["https://sso.example/login?next=%2F", None], ids=["location", "no-location"])
-def test_a_redirect_from_elasticsearch_is_a_setting_to_fix_naming_where_it_leads(tmp_path, es, command, location):
+@pytest.mark.parametrize("body", [b"", b"Moved. Redirecting to https://sso.example/login"], ids=["empty", "text"])
+def test_a_redirect_from_elasticsearch_is_a_setting_to_fix_naming_where_it_leads(tmp_path, es, command, location, body):
     """Elasticsearch sends no redirect: a proxy in front of it does. Said as a setting to fix (exit
     2), as one from Kibana or a Logstash input is, never followed."""
     from tests.test_reconcile import obj, packed, to_logstash
@@ -381,7 +382,7 @@ def test_a_redirect_from_elasticsearch_is_a_setting_to_fix_naming_where_it_leads
     headers = (("Location", location),) if location else ()
     with RogueFront(es.url) as front:
         for method in ("GET", "POST"):
-            front.on(method, "", answer(302, headers, b""), count=None)
+            front.on(method, "", answer(302, headers, body), count=None)  # no Content-Type
         env = clean_environ(ES_HOST=front.url, KCING_DB=str(tmp_path / "kcing.db"))
         done = kcing(command, env, tmp_path)
         asked = [path for _, path, _ in front.requests]

@@ -49,6 +49,15 @@ class UnexpectedAnswer(TransportError):
     not retried, as AnswerTooLarge."""
 
 
+class Redirected(TransportError):
+    """A 3xx answer, taken before the client reads its body: a redirect's body, of whatever type
+    (none, text, HTML), would otherwise be an unreadable answer rather than the setting to fix."""
+
+    def __init__(self, status: int, location: Optional[str]):
+        super().__init__("HTTP %d to %s" % (status, location))
+        self.status, self.location = status, location
+
+
 class _TooLarge(BaseException):
     """Raised through the node's own `except Exception`, which would make a connection error of
     it (retried), to become AnswerTooLarge in _OverallDeadlineNode.perform_request."""
@@ -121,6 +130,8 @@ class _OverallDeadlineNode(Urllib3HttpNode):
             raise ConnectionTimeout("no whole answer within %s%s" % (seconds_text(limit), setting)) from None
         except _TooLarge as error:
             raise AnswerTooLarge("an answer larger than kcing takes (%s)" % error) from None
+        if 300 <= answer.meta.status < 400:
+            raise Redirected(answer.meta.status, answer.meta.headers.get("Location"))
         why = unexpected_answer(method, target, answer.meta.status, answer.meta.headers.get("X-Elastic-Product"),
                                 answer.body)
         if why:
@@ -244,6 +255,8 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
     # A 403 cluster_block_exception is a block on the cluster or an index (read-only, or the disk
     # flood-stage watermark's read_only_allow_delete), not the user's privileges: Elasticsearch
     # refusing, said as such (exit 3), with the block it names.
+    if isinstance(error, Redirected):
+        return _redirect(error.status, error.location, where, action)
     if isinstance(error, ApiError):
         return _api_error(error, where, action)
     if isinstance(error, SSLError):
@@ -266,12 +279,7 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
 def _api_error(error: ApiError, where: str, action: str) -> KcingError:
     status = error.meta.status
     if 300 <= status < 400:
-        # Elasticsearch sends none: something in front of it does (a proxy sending http to https,
-        # or to its login page). A setting to fix, as a redirect from Kibana or Logstash is.
-        location = error.meta.headers.get("Location")
-        return ConfigError("%s answered HTTP %d, a redirect to %s, while %s: set ES_HOST to the address "
-                           "Elasticsearch answers at itself (kcing follows no redirect)"
-                           % (where, status, _one_line(location) if location else "nowhere (no Location)", action))
+        return _redirect(status, error.meta.headers.get("Location"), where, action)
     kind = error_type(error)
     if kind == "media_type_header_exception":
         # The server refused the client's `compatible-with`: a client/server major mismatch.
@@ -280,6 +288,14 @@ def _api_error(error: ApiError, where: str, action: str) -> KcingError:
                            % (where, elasticsearch.__versionstr__, reason_of(error)))
     return ElasticsearchError("%s refused a request while %s (%d %s): %s"
                               % (where, action, status, kind or "error", reason_of(error)))
+
+
+def _redirect(status: int, location: Optional[str], where: str, action: str) -> ConfigError:
+    # Elasticsearch sends none: something in front of it does (a proxy sending http to https,
+    # or to its login page). A setting to fix, as a redirect from Kibana or Logstash is.
+    return ConfigError("%s answered HTTP %d, a redirect to %s, while %s: set ES_HOST to the address "
+                       "Elasticsearch answers at itself (kcing follows no redirect)"
+                       % (where, status, _one_line(location) if location else "nowhere (no Location)", action))
 
 
 def error_type(error: ApiError) -> str:

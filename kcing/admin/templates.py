@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from elasticsearch import ApiError, Elasticsearch, SSLError, TransportError
 
-from kcing.admin.elastic import AnswerTooLarge, elastic_errors, reason_of, translate
+from kcing.admin.elastic import AnswerTooLarge, Redirected, elastic_errors, reason_of, translate
 from kcing.admin.retention import index_day
 from kcing.documents.fields import BOOLEAN, DATE, FIELDS, FLOAT, KEYWORD, LONG, SUB_OBJECTS, TEXT
 from kcing.errors import ElasticsearchError
@@ -214,8 +214,9 @@ def wait_until_ready(client: Elasticsearch, host: str, timeout: float,
             if error.meta.status not in _NOT_READY:
                 raise translate(error, host, "checking cluster health") from None
             last = _not_ready_reason(error)
-        except (SSLError, AnswerTooLarge) as error:
-            # Not a node still starting: asking again would read as much again, every poll.
+        except (SSLError, AnswerTooLarge, Redirected) as error:
+            # Not a node still starting: asking again would read as much again, or be sent
+            # away again, every poll.
             raise translate(error, host, "checking cluster health") from None
         except TransportError as error:
             # Unreachable, or an answer that is not JSON: cut short, or a proxy's page while the
