@@ -60,6 +60,8 @@ def a_date(args: dict, flag: str) -> Optional[datetime]:
         return None
     try:
         return utc_date(value)
+    except AmbiguousDate as ambiguous:
+        raise ConfigError(ambiguous_message(flag, value, ambiguous)) from None
     except SignedZoneName:
         raise ConfigError("%s %r gives its offset after UTC or GMT, which POSIX reads west of Greenwich and "
                           "ISO 8601 east: give the offset alone, such as '2020-11-04 09:41 +03:00'"
@@ -73,6 +75,11 @@ def a_date(args: dict, flag: str) -> Optional[datetime]:
     except (ValueError, OverflowError):
         raise ConfigError("%s expects a date such as 2020-11-04 or '2020-11-04 09:41', not %r"
                           % (flag, value)) from None
+
+
+def ambiguous_message(flag: str, value: str, ambiguous: "AmbiguousDate") -> str:
+    return ("%s %r could mean %s (countries write day and month in different orders): write the date "
+            "year first, as YYYY-MM-DD" % (flag, value, " or ".join(day.isoformat() for day in ambiguous.readings)))
 
 
 def a_document_date(args: dict, flag: str) -> Optional[datetime]:
@@ -90,6 +97,15 @@ def a_document_date(args: dict, flag: str) -> Optional[datetime]:
 
 class IncompleteDate(ValueError):
     """A text python-dateutil reads as a date only by filling in what it leaves out from today."""
+
+
+class AmbiguousDate(ValueError):
+    """A text whose numbers python-dateutil could read as day and month either way round
+    ("01/12/2026": 12 January as it reads it, 1 December in most of the world)."""
+
+    def __init__(self, text: str, readings):
+        self.readings = sorted(readings)
+        super().__init__("%r could be %s" % (text, " or ".join(day.isoformat() for day in self.readings)))
 
 
 class UnknownZone(ValueError):
@@ -118,6 +134,30 @@ def _offset_only(name: Optional[str], offset: Optional[int]) -> Optional[int]:
 # Two days that differ in year, month and day: what a text leaves out shows as a difference.
 _FILLERS = (datetime(2000, 1, 1), datetime(2001, 2, 2))
 
+# A date written year first, as ISO 8601 writes it (2026-12-01, 2026/12/01, 20261201): nobody
+# writes the day before the month after the year, though python-dateutil's dayfirst reads it so.
+_YEAR_FIRST = re.compile(r"(?<![0-9])[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}(?![0-9])", re.ASCII)
+_COMPACT_YEAR_FIRST = re.compile(r"\s*[0-9]{8}(?![0-9])", re.ASCII)
+
+
+def _orders_agree(text: str, read: datetime) -> None:
+    """AmbiguousDate when `text`, not written year first, names another day read with the day
+    before the month or the year first ("01/12/2026", "01/12/26"): python-dateutil reads the
+    month first, the American order, so a user elsewhere was given another day without a word."""
+    from dateutil import parser as dateparser
+
+    if _YEAR_FIRST.search(text) or _COMPACT_YEAR_FIRST.match(text):
+        return
+    readings = {read.date()}
+    for dayfirst, yearfirst in ((True, False), (False, True), (True, True)):
+        try:
+            readings.add(dateparser.parse(text, default=_FILLERS[0], dayfirst=dayfirst, yearfirst=yearfirst,
+                                          tzinfos=_offset_only).date())
+        except (ValueError, OverflowError):  # that order names no day: it is not a reading
+            pass
+    if len(readings) > 1:
+        raise AmbiguousDate(text, readings)
+
 
 def utc_date(text: str) -> datetime:
     """`text` read by python-dateutil as aware UTC (no zone means UTC). Raises ValueError or
@@ -125,7 +165,8 @@ def utc_date(text: str) -> datetime:
     year, month and day: python-dateutil takes those from today (`-1` is the first of this month,
     `2020` today's day of 2020), so the day read would depend on the day kcing ran. UnknownZone
     for a zone named by an abbreviation, which would be read by this host's zone, or written as
-    "UTC+3", whose sign python-dateutil reads as POSIX does. Digits other than 0-9 are refused
+    "UTC+3", whose sign python-dateutil reads as POSIX does. AmbiguousDate for a text whose day
+    and month (or year) could be read the other way round. Digits other than 0-9 are refused
     as a pasted mistake."""
     from dateutil import parser as dateparser  # here: most runs never read a date, and it takes a while to import
 
@@ -136,6 +177,7 @@ def utc_date(text: str) -> datetime:
     first, second = (dateparser.parse(text, default=filler, tzinfos=_offset_only) for filler in _FILLERS)
     if first.date() != second.date():
         raise IncompleteDate("%r does not name a year, a month and a day" % text)
+    _orders_agree(text, first)
     return first.replace(tzinfo=timezone.utc) if first.tzinfo is None else first.astimezone(timezone.utc)
 
 

@@ -22,7 +22,8 @@ from datetime import datetime, timedelta
 from typing import List, Optional
 
 from kcing.errors import ConfigError
-from kcing.flags import IncompleteDate, SignedZoneName, UnknownZone, utc_date, utc_text
+from kcing.flags import (AmbiguousDate, IncompleteDate, SignedZoneName, UnknownZone, ambiguous_message, utc_date,
+                         utc_text)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def parse_since(text: str) -> datetime:
     """A `--since` date (anything python-dateutil reads) as aware UTC; no zone means UTC."""
     try:
         return utc_date(text)
+    except AmbiguousDate as ambiguous:
+        raise ConfigError(ambiguous_message("--since", text, ambiguous)) from None
     except SignedZoneName:
         raise ConfigError("--since %r gives its offset after UTC or GMT, which POSIX reads west of Greenwich and "
                           "ISO 8601 east: give the offset alone (try '2024-10-16 08:00 +03:00')" % text) from None

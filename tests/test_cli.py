@@ -1056,6 +1056,35 @@ def test_a_date_giving_its_offset_after_utc_or_gmt_is_refused_and_an_offset_alon
     assert flags.a_date({"--date": "2020-07-04 00:30 UTC"}, "--date").isoformat() == "2020-07-04T00:30:00+00:00"
 
 
+def test_a_date_whose_day_and_month_could_be_swapped_is_refused_not_read_month_first(tmp_path):
+    """python-dateutil reads 01/12/2026 month first: a user in Europe meaning 1 December had a
+    build filed in build-2026.01.12, eleven months away, without a word."""
+    manifest = json.loads((SAMPLES / "manifest.json").read_text())
+    build = SAMPLES / next(entry for entry in manifest["objects"] if entry["kind"] == "build")["path"]
+    env = samples_environ(tmp_path)
+    for day in ("01/12/2026", "01.12.2026", "01/12/26"):
+        refused = kcing(["feed_es", "--builds", str(build), "--date", day, "--output", str(tmp_path / "out")], env,
+                        tmp_path)
+        assert refused.returncode == 2, refused.stderr
+        assert one_line(refused).startswith("kcing feed_es: --date %r could mean " % day)
+        assert "2026-12-01" in one_line(refused) and "write the date year first, as YYYY-MM-DD" in one_line(refused)
+        assert not (tmp_path / "out").exists()
+    refused = kcing(["reconcile", "--since", "12/01/2026 10:00"], env, tmp_path)
+    assert one_line(refused) == ("kcing reconcile: --since '12/01/2026 10:00' could mean 2026-01-12 or 2026-12-01 "
+                                 "(countries write day and month in different orders): write the date year first, "
+                                 "as YYYY-MM-DD")
+    assert refused.returncode == 2
+    # Written year first, or with a day no month could be, or the month named: one reading.
+    for day, index in (("2026-12-01", "build-2026.12.01"), ("2026/12/01", "build-2026.12.01"),
+                       ("13/12/2026", "build-2026.12.13"), ("1 Dec 2026", "build-2026.12.01"),
+                       ("20261201", "build-2026.12.01")):
+        out = tmp_path / ("out-" + day.replace("/", "-").replace(" ", "-"))
+        fed = kcing(["feed_es", "--builds", str(build), "--date", day, "--output", str(out), "--db",
+                     str(out) + ".db"], env, tmp_path)
+        assert fed.returncode == 0, fed.stderr
+        assert '"_index":"%s"' % index in (out / "build.ndjson").read_text()
+
+
 @pytest.mark.parametrize("zone", ["UTC", "Europe/London", "Asia/Kathmandu"])
 def test_a_since_with_no_zone_or_an_offset_means_the_same_time_on_every_host(tmp_path, zone):
     # 01:30 on the day Britain's clocks go forward: a time that does not exist in London.

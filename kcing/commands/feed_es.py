@@ -53,8 +53,9 @@ Options:
   --how-many=N         Instead of --days, take the newest N objects of each kind (not for
                        the samples source).
   --since=DATE         With --source api: list nodes updated since DATE (any date
-                       python-dateutil reads that names its year, month and day; UTC unless
-                       it gives an offset such as +01:00), not since the watermark.
+                       python-dateutil reads that names its year, month and day, in one
+                       order only: 2024-10-16, not 10/12/2024; UTC unless it gives an
+                       offset such as +01:00), not since the watermark.
   --with-logs          With --source api: also fetch the logs documents need: a LAVA job's
                        callback (boot details, one log document per line), a build.log.
   --threads=N          Concurrent downloads (setting KCI_THREADS, default 4).
@@ -80,8 +81,9 @@ Options:
   --boots              The <file>s are boot-<board>.json files.
   --date=DATE          The day of the <file>s that carry no date of their own (build.json,
                        bmeta.json, boot-<board>.json): it names their index, as the listing
-                       date does when crawling, so a day from 1970 to 9998. Files without a
-                       date are refused without it; a LAVA file's own dates win over it.
+                       date does when crawling, so a day from 1970 to 9998, read as --since
+                       is. Files without a date are refused without it; a LAVA file's own
+                       dates win over it.
                        Never the files' modification time.
   --db=FILE            Ledger database (setting KCING_DB, default kcing.db).
   -d --debug           Log debug messages (every request, every retry decision).
