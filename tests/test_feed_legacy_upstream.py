@@ -73,6 +73,21 @@ def test_a_listing_date_in_any_extended_json_form_dates_the_build(logstash, tmp_
     assert body["@timestamp"].startswith("2019-05-31T01:00:00")
 
 
+def test_a_listing_date_in_milliseconds_keeps_its_last_millisecond_in_any_year(logstash, tmp_path):
+    """Epoch milliseconds were divided into seconds as a float, which from the 2240s on cannot
+    hold the millisecond: 2300-06-30T00:00:02.994 was sent as .993."""
+    corpus = LegacyCorpus()
+    build = build_item("next", "next-23000630", "arm64", "defconfig", at(TODAY, 0, 1))
+    corpus.add_build(dict(build, created_on={"$date": 10429344002994}), build_json(build))
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        result = kcing(["feed_es", "--how-many", "1"], feed_environ(replica, logstash, tmp_path / "kcing.db"),
+                       tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [body] = builds_in(logstash).values()
+    assert body["@timestamp"] == "2300-06-30T00:00:02.994Z"
+    assert [index for index, _ in logstash.store] == ["build-2300.06.30"]
+
+
 def test_a_listing_date_of_digits_only_python_reads_so_costs_its_build_alone(logstash, tmp_path):
     """"²" is a digit to str.isdigit(), not to int(): such a date is no date, and the build is
     rejected for want of one, as with any unreadable date, while the others are delivered."""

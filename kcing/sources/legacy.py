@@ -16,7 +16,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Iterator, List, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
@@ -525,10 +525,15 @@ def _created_on(item: dict) -> Optional[datetime]:
                 return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
-            return datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)
-        except (OverflowError, OSError, ValueError):
+            # Milliseconds counted exactly: seconds as a float (value / 1000) lose the last
+            # millisecond from the 2240s on (2300-06-30T00:00:02.994 became .993).
+            return _EPOCH + timedelta(milliseconds=value)
+        except (OverflowError, ValueError):  # beyond the years a datetime holds; NaN
             return None
     return None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _missing_names(item: dict, names) -> List[str]:
