@@ -159,6 +159,19 @@ def _orders_agree(text: str, read: datetime) -> None:
         raise AmbiguousDate(text, readings)
 
 
+# A day with a zone but no time ("2026-12-01 +05:30", "2026-12-01Z", "2026-12-01 UTC"), which
+# python-dateutil does not read: it reads a zone only after a time of day.
+_ZONE_AFTER_A_DAY = re.compile(r"(?P<day>[^:]*[0-9])\s*(?P<zone>Z|[A-Za-z]{2,5}|[+-][0-9]{2}(?::?[0-9]{2})?)\s*",
+                               re.ASCII)
+
+
+def _at_midnight(text: str) -> Optional[str]:
+    """`text` with the start of its day written in, when it is a day with a zone and no time:
+    the day begins at midnight in that zone, as a day without a zone begins at midnight UTC."""
+    match = _ZONE_AFTER_A_DAY.fullmatch(text)
+    return "%s 00:00 %s" % (match.group("day"), match.group("zone")) if match else None
+
+
 def utc_date(text: str) -> datetime:
     """`text` read by python-dateutil as aware UTC (no zone means UTC). Raises ValueError or
     OverflowError for what is not a date, and IncompleteDate for a text that does not name its
@@ -174,7 +187,13 @@ def utc_date(text: str) -> datetime:
         raise ValueError("%r is not written in the digits 0-9" % text)
     if _SIGNED_ZONE_NAME.search(text):
         raise SignedZoneName("%r gives an offset after UTC or GMT, which is read with either sign" % text)
-    first, second = (dateparser.parse(text, default=filler, tzinfos=_offset_only) for filler in _FILLERS)
+    try:
+        first, second = (dateparser.parse(text, default=filler, tzinfos=_offset_only) for filler in _FILLERS)
+    except ValueError:
+        midnight = _at_midnight(text)
+        if midnight is None:
+            raise
+        return utc_date(midnight)
     if first.date() != second.date():
         raise IncompleteDate("%r does not name a year, a month and a day" % text)
     _orders_agree(text, first)

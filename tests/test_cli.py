@@ -1098,6 +1098,23 @@ def test_a_since_with_no_zone_or_an_offset_means_the_same_time_on_every_host(tmp
         assert "Warning" not in ran.stderr
 
 
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "Etc/GMT+12"])
+def test_a_day_with_a_zone_and_no_time_begins_at_midnight_in_that_zone(tmp_path, zone):
+    """python-dateutil reads a zone only after a time of day: `--since "2024-03-31 +05:30"`
+    (a day as a user in India counts it) and `--since 2024-03-31Z` were refused as no date."""
+    env = dict(samples_environ(tmp_path), TZ=zone)
+    fed = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    for since, shown in (("2024-03-31 +05:30", "2024-03-30 18:30 UTC"), ("2024-03-31Z", "2024-03-31 00:00 UTC"),
+                         ("2024-03-31 UTC", "2024-03-31 00:00 UTC"), ("31 Mar 2024 -05:00", "2024-03-31 05:00 UTC")):
+        ran = kcing(["reconcile", "--since", since], env, tmp_path)
+        assert "since %s" % shown in ran.stdout + ran.stderr, (since, ran.stdout, ran.stderr)
+    # A zone named by an abbreviation is still refused, now saying so.
+    refused = kcing(["reconcile", "--since", "2024-03-31 EST"], env, tmp_path)
+    assert refused.returncode == 2
+    assert "names its time zone by an abbreviation" in one_line(refused)
+
+
 def test_a_date_naming_its_zone_by_an_abbreviation_is_refused_where_that_is_the_host_s_zone(monkeypatch):
     """Under TZ=Europe/London python-dateutil read "BST" as the host's zone (08:41 UTC); under
     any other TZ it dropped it (09:41 UTC): documents dated by --date landed on different days."""
