@@ -47,6 +47,15 @@ def parse_since(text: str) -> datetime:
         raise ConfigError("--since %r is not a date (try 2024-10-16 or '2024-10-16 08:00')" % text) from None
 
 
+def warn_if_future(since: datetime, now: datetime, consequence: str) -> None:
+    """Say so when `--since` lies after this host's clock: nothing can have changed since a
+    time to come, so the run would find nothing and say only that (a mistyped year, 2062 for
+    2026). A warning, not a refusal: upstream's clock may be ahead of this host's."""
+    if since > now:
+        log.warning("--since %s is after this host's clock (%s): %s", utc_text(since, seconds=True),
+                    utc_text(now, seconds=True), consequence)
+
+
 def crawl_start(watermark: Optional[datetime], since: Optional[datetime], overlap: timedelta,
                 default_days: int, now: datetime) -> datetime:
     """Where a run's listing starts: `since` if given, else the watermark minus the overlap,

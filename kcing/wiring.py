@@ -22,7 +22,7 @@ from kcing.sinks import logstash_destination
 from kcing.sinks.logstash import MAX_ANSWER_BYTES, LogstashSink
 from kcing.sources.requester import Requester
 from kcing.transport import BadCaBundle, Transport, check_ca_bundle
-from kcing.watermark import parse_since
+from kcing.watermark import parse_since, warn_if_future
 
 
 def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: Optional[Stop] = None):
@@ -77,7 +77,10 @@ def crawl_since(args: dict, now=None):
     """Where --since or --days (never both: see the usage) start the API crawl; None lets the
     source resume from its watermark."""
     if args.get("--since"):
-        return parse_since(args["--since"])
+        since = parse_since(args["--since"])
+        warn_if_future(since, now or datetime.now(timezone.utc),
+                       "no node can have been updated since (a mistyped year?)")
+        return since
     days = positive_int(args, "--days", MAX_DAYS)
     if days is None:
         return None

@@ -1115,6 +1115,17 @@ def test_a_day_with_a_zone_and_no_time_begins_at_midnight_in_that_zone(tmp_path,
     assert "names its time zone by an abbreviation" in one_line(refused)
 
 
+def test_a_reconcile_since_after_the_clock_is_said_to_find_nothing(tmp_path):
+    env = samples_environ(tmp_path)
+    fed = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    ran = kcing(["reconcile", "--since", "2099-01-01"], env, tmp_path)
+    assert "WARNING kcing.watermark: --since 2099-01-01 00:00:00 UTC is after this host's clock (" in ran.stderr
+    assert "): no object can have been delivered since (a mistyped year?)" in ran.stderr
+    ran = kcing(["reconcile", "--since", "2024-01-01"], env, tmp_path)
+    assert "WARNING" not in ran.stderr, ran.stderr
+
+
 def test_a_date_naming_its_zone_by_an_abbreviation_is_refused_where_that_is_the_host_s_zone(monkeypatch):
     """Under TZ=Europe/London python-dateutil read "BST" as the host's zone (08:41 UTC); under
     any other TZ it dropped it (09:41 UTC): documents dated by --date landed on different days."""

@@ -334,6 +334,18 @@ def test_days_and_since_override_the_watermark_without_moving_it_over_a_gap(env,
 
 
 
+def test_a_since_after_the_clock_is_said_to_find_nothing(env, tmp_path, db):
+    """A mistyped year (2062 for 2026) listed nothing and said only "listed 0", run after run."""
+    result = kcing(["feed_es", "--since", "2099-01-01 +05:30"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    [warning] = [line for line in result.stderr.splitlines() if " WARNING " in line]
+    assert warning.endswith("--since 2098-12-31 18:30:00 UTC is after this host's clock (%s UTC): no node can have "
+                            "been updated since (a mistyped year?)" % warning.split("clock (")[1][:19])
+    assert "listed 0" in result.stdout
+    result = kcing(["feed_es", "--since", "2024-01-01"], env, tmp_path)
+    assert result.returncode == 0 and " WARNING " not in result.stderr, result.stderr
+
+
 def test_how_many_delivers_the_newest_nodes_of_each_kind_and_keeps_the_watermark(env, tmp_path, db, api_replica):
     result = kcing(["feed_es", "--how-many", "2"], env, tmp_path)
     assert result.returncode == 0, result.stderr

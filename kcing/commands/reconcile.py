@@ -16,7 +16,7 @@ from kcing.runlock import RunLock
 from kcing.sinks import LOGSTASH
 from kcing.shutdown import Stop, stop_on_signals
 from kcing.sources.localfiles import LocalFiles, SavedSamples
-from kcing.watermark import parse_since
+from kcing.watermark import parse_since, warn_if_future
 from kcing.wiring import logstash_destination_of, make_sink, make_source, no_ledger, open_ledger
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ def run(args: dict, settings) -> int:
     # The command line first: a --since mistyped is said before whatever else is wrong.
     if args.get("--since"):
         since = parse_since(args["--since"])
+        warn_if_future(since, datetime.now(timezone.utc), "no object can have been delivered since (a mistyped year?)")
     else:
         # --days is applied to KCI_DAYS by the CLI: the window defaults to the crawl window.
         since = datetime.now(timezone.utc) - timedelta(days=settings.KCI_DAYS)
