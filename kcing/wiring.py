@@ -79,7 +79,7 @@ def crawl_since(args: dict, now=None):
     if args.get("--since"):
         since = parse_since(args["--since"])
         warn_if_future(since, now or datetime.now(timezone.utc),
-                       "no node can have been updated since (a mistyped year?)")
+                       "no node can have been updated since (a mistyped date or offset?)")
         return since
     days = positive_int(args, "--days", MAX_DAYS)
     if days is None:

@@ -340,7 +340,7 @@ def test_a_since_after_the_clock_is_said_to_find_nothing(env, tmp_path, db):
     assert result.returncode == 0, result.stderr
     [warning] = [line for line in result.stderr.splitlines() if " WARNING " in line]
     assert warning.endswith("--since 2098-12-31 18:30:00 UTC is after this host's clock (%s UTC): no node can have "
-                            "been updated since (a mistyped year?)" % warning.split("clock (")[1][:19])
+                            "been updated since (a mistyped date or offset?)" % warning.split("clock (")[1][:19])
     assert "listed 0" in result.stdout
     result = kcing(["feed_es", "--since", "2024-01-01"], env, tmp_path)
     assert result.returncode == 0 and " WARNING " not in result.stderr, result.stderr

@@ -94,7 +94,7 @@ def run(args: dict, settings) -> int:
     # The command line first: a --since mistyped is said before whatever else is wrong.
     if args.get("--since"):
         since = parse_since(args["--since"])
-        warn_if_future(since, datetime.now(timezone.utc), "no object can have been delivered since (a mistyped year?)")
+        warn_if_future(since, datetime.now(timezone.utc), "no object can have been delivered since (a mistyped date or offset?)")
     else:
         # --days is applied to KCI_DAYS by the CLI: the window defaults to the crawl window.
         since = datetime.now(timezone.utc) - timedelta(days=settings.KCI_DAYS)
