@@ -396,6 +396,52 @@ def test_versions_the_ledger_holds_as_delivered_become_no_objects_and_are_not_as
     assert source.watermark_candidate(lambda kind, ids: set(ids)) == max(plain[i].facts["updated"] for i in plain)
 
 
+def _test_node(number: int, updated: datetime) -> dict:
+    return {"id": "%024x" % (0x670F0C27493B6B8A00000000 + number), "kind": "test", "created": api_time(BASE),
+            "updated": api_time(updated)}
+
+
+def test_a_relisting_of_delivered_versions_keeps_a_time_per_minute_not_per_version():
+    """A backfill over weeks lists millions of versions the ledger holds: what the listing keeps
+    for the watermark grows with the minutes listed, not with the versions."""
+    nodes = [_test_node(number, BASE + timedelta(seconds=number / 100)) for number in range(3000)]  # 30 s
+    nodes += [_test_node(3000 + number, BASE + timedelta(minutes=5, seconds=number / 100)) for number in range(3000)]
+    source = KernelCIApi(ScriptedRequester([nodes[start:start + 500] for start in range(0, len(nodes), 500)]),
+                         "http://api.invalid/latest", kinds=("test",), since=SINCE, page_size=500)
+    assert list(source.list_objects(known=lambda kind, ids: set(ids))) == []
+    assert source.versions_held() == 2  # two minutes of 6,000 delivered versions
+    newest = BASE + timedelta(minutes=5, seconds=2999 / 100)
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) == newest
+
+
+def _minutes(minutes: int, seconds: int) -> datetime:
+    return BASE + timedelta(minutes=minutes, seconds=seconds)
+
+
+@pytest.mark.parametrize("undelivered_at, held_at", [
+    pytest.param(_minutes(3, 0), _minutes(2, 50), id="after-a-minute"),
+    # The versions would allow 2:10; the newest of minute 2 is after 2:30, so minute 2 is left.
+    pytest.param(_minutes(2, 30), _minutes(1, 10), id="between-two-of-a-minute"),
+    pytest.param(_minutes(2, 5), _minutes(1, 10), id="before-a-minute"),
+    pytest.param(_minutes(0, 5), None, id="before-all"),
+])
+def test_the_watermark_never_passes_a_version_not_delivered_among_those_found_delivered(undelivered_at, held_at):
+    """Of those found delivered, the newest of each minute is kept: a version not delivered in a
+    minute between two found delivered holds the watermark before that minute, a minute earlier
+    than the versions would (listed again by the next run, within its overlap), never after it."""
+    times = [_minutes(number, 10) for number in range(5)] + [_minutes(2, 50)]
+    delivered = [_test_node(number, when) for number, when in enumerate(times)]
+    late = _test_node(99, undelivered_at)
+    source = KernelCIApi(ScriptedRequester([delivered + [late]]), "http://api.invalid/latest", kinds=("test",),
+                         since=SINCE, page_size=10)
+    not_delivered = {"%024x.%s" % (0x670F0C27493B6B8A00000000 + 99, undelivered_at.strftime("%Y%m%dT%H%M%S.000000"))}
+    listed = list(source.list_objects(known=lambda kind, ids: set(ids) - not_delivered))
+    assert [obj.upstream_id for obj in listed] == sorted(not_delivered)
+    assert source.watermark_candidate(lambda kind, ids: set()) == held_at
+    # Delivered by the run, it holds nothing back.
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) == _minutes(4, 10)
+
+
 def test_a_repeated_version_is_asked_about_once_and_counted_once():
     node = {"id": "a" * 24, "kind": "test", "created": "2024-10-16T00:00:00.000000",
             "updated": "2024-10-16T00:05:00.000000"}

@@ -127,6 +127,35 @@ class _Page:
         return self._whole[index]
 
 
+class _DeliveredTimes:
+    """The `updated` times of the versions a listing found delivered, as the newest of each minute.
+
+    The watermark needs of them only the newest time before the oldest version not delivered
+    (`next_watermark`), and a backfill of weeks lists millions: each version kept by its id and
+    time held about 200 bytes for the whole run. The newest of each minute answers the same,
+    but in the minute of that oldest version not delivered, where it may stop the watermark up
+    to a minute earlier (listed again by the next run, within its overlap, and skipped); the
+    memory grows with the minutes listed, not with the versions.
+    """
+
+    def __init__(self):
+        self._newest: Dict[datetime, datetime] = {}  # the minute -> the newest time in it
+
+    def add(self, times) -> None:
+        newest = self._newest
+        for when in times:
+            minute = when.replace(second=0, microsecond=0)
+            kept = newest.get(minute)
+            if kept is None or when > kept:
+                newest[minute] = when
+
+    def newest_of_each_minute(self) -> List[datetime]:
+        return list(self._newest.values())
+
+    def __len__(self) -> int:
+        return len(self._newest)
+
+
 class _Passes:
     """The passes over one kind's listing, and the node versions they listed.
 
@@ -252,9 +281,12 @@ class KernelCIApi:
         self._since = since
         self.start = crawl_start(None, since, overlap, default_days, clock())
         self._stored: Optional[datetime] = None
+        # Per kind, the listed versions the ledger did not say were delivered while listing, with
+        # their `updated` times: the ledger is asked about them after the run.
         self._listed: Dict[str, Dict[str, Optional[datetime]]] = {}
-        # Per kind, the listed versions the ledger said were delivered while listing.
-        self._found_delivered: Dict[str, Set[str]] = {}
+        # The times of the versions the ledger said were delivered while listing: delivered is
+        # final, so only their times matter, kept a minute at a time (`_DeliveredTimes`).
+        self._found_delivered = _DeliveredTimes()
         self._listing_started: Optional[datetime] = None
         self._complete = False
         self._unsure: Set[str] = set()  # kinds whose listing may have skipped nodes (`_Passes`)
@@ -277,18 +309,18 @@ class KernelCIApi:
         """
         if not self._complete or self._unsure or (self._stored is not None and self.start > self._stored):
             return None
-        settled, unsettled = [], []  # the `updated` times listed
+        # Delivered is final: what the listing found delivered needs no second question.
+        settled, unsettled = self._found_delivered.newest_of_each_minute(), []  # `updated` times
         for kind, versions in self._listed.items():
-            # Delivered is final: what the listing found delivered needs no second question.
-            found = self._found_delivered.get(kind, set())
-            if len(found) == len(versions):  # the routine run: all were found delivered (found is of versions)
-                settled.extend(versions.values())
-                continue
-            unknown = [upstream_id for upstream_id in versions if upstream_id not in found]
-            now_settled = settled_ids(kind, unknown) if unknown else set()
+            now_settled = settled_ids(kind, list(versions)) if versions else set()
             for upstream_id, updated in versions.items():
-                (settled if upstream_id in found or upstream_id in now_settled else unsettled).append(updated)
+                (settled if upstream_id in now_settled else unsettled).append(updated)
         return next_watermark(settled, unsettled, self._listing_started)
+
+    def versions_held(self) -> int:
+        """What the listing keeps in memory for the watermark until the run ends: one entry per
+        version not found delivered while listing, and one per minute of those found delivered."""
+        return sum(map(len, self._listed.values())) + len(self._found_delivered)
 
     # Listing -------------------------------------------------------------------------------
 
@@ -299,7 +331,8 @@ class KernelCIApi:
     def list_objects(self, known: Optional[Callable[[str, List[str]], Set[str]]] = None) -> Iterator[UpstreamObject]:
         self._listing_started = self.clock()
         self._complete = False
-        self._found_delivered = {}
+        self._listed = {}
+        self._found_delivered = _DeliveredTimes()
         self._unsure = set()
         self.left_out = []
         log.info("listing %s nodes updated since %s from %s", ", ".join(self.kinds), filter_time(self.start),
@@ -372,7 +405,7 @@ class KernelCIApi:
         hundred thousand objects, on a routine page only to free them afterwards.
         """
         listed = self._listed.setdefault(kind, {})
-        found = self._found_delivered.setdefault(kind, set())
+        found = self._found_delivered
         passes = self._passes()
         with closing(self._pages(kind, read_heads=True, passes=passes)) as pages:
             while True:
@@ -396,22 +429,22 @@ class KernelCIApi:
 
     def _new_on_page(self, kind: str, page: _Page, node_ids: List[str], updated: List[datetime],
                      upstream_ids: List[str], known: Callable[[str, List[str]], Set[str]],
-                     listed: Dict[str, Optional[datetime]], found: Set[str]) -> list:
+                     listed: Dict[str, Optional[datetime]], found: "_DeliveredTimes") -> list:
         """The whole items of a page's versions `known` does not name, all of them listed (as
         `_page_versions` read them); the delivered jobs kept for their tests."""
         delivered = known(kind, upstream_ids)
-        listed.update(zip(upstream_ids, updated))
         if len(delivered) == len(upstream_ids):  # the routine page: nothing new on it
-            found.update(upstream_ids)
+            found.add(updated)
             if kind == JOB:  # their tests may not have been delivered
                 self.related.keep_heads(zip(node_ids, page.items))
             return []
         pending, delivered_jobs = [], []
         for index, upstream_id in enumerate(upstream_ids):
             if upstream_id not in delivered:
+                listed[upstream_id] = updated[index]
                 pending.append(page.item(index))
                 continue
-            found.add(upstream_id)
+            found.add((updated[index],))
             if kind == JOB:
                 delivered_jobs.append((node_ids[index], page.items[index]))
         if delivered_jobs:
@@ -419,7 +452,8 @@ class KernelCIApi:
         return pending
 
     def _new_item_by_item(self, kind: str, page: _Page, known: Callable[[str, List[str]], Set[str]],
-                          passes: _Passes, listed: Dict[str, Optional[datetime]], found: Set[str]) -> list:
+                          passes: _Passes, listed: Dict[str, Optional[datetime]],
+                          found: "_DeliveredTimes") -> list:
         """`_new_on_page` for any page: the objects made the long way (an item not in the API's
         own forms) and the whole items of versions `known` does not name; a repeated node only
         when newer."""
@@ -439,11 +473,13 @@ class KernelCIApi:
         delivered = known(kind, asked) if asked else set()
         pending = []  # objects made the long way, and the items of versions not delivered
         for node_id, updated, upstream_id, index, obj in fresh:
-            listed[upstream_id] = updated
+            if obj is None and upstream_id in delivered:
+                found.add((updated,))
+            else:
+                listed[upstream_id] = updated
             if obj is not None:
                 pending.append(obj)  # the listing's ledger question covers it (and rejects a problem)
             elif upstream_id in delivered:
-                found.add(upstream_id)
                 if kind == JOB:  # its tests may not have been delivered
                     item = page.items[index]
                     if isinstance(item, heads.JobHead):
