@@ -463,6 +463,7 @@ class Feed:
     def _write_outcomes(self) -> None:
         if self.outcomes and not self.options.dry_run:
             self.ledger.record(self.outcomes, self.destination)
+            watermark.recorded(self.source, self.outcomes)
         self.outcomes = []
 
     def _progress(self) -> None:

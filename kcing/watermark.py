@@ -10,6 +10,9 @@ Sources that crawl this way offer two calls, which only the pipeline makes, thro
 and `advance` below:
 
 - `resume_from(watermark)` before listing;
+- `recorded(settled)` each time the ledger has recorded outcomes of objects it listed
+  (`settled`: the (kind, upstream id) of those delivered or rejected), so that a source need
+  not keep each of them in memory until the run ends;
 - `watermark_candidate(settled_ids)` after the run: the new position, or None to keep it
   (`settled_ids(kind, ids)` names those delivered or rejected).
 
@@ -22,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import List, Optional
 
 from kcing.errors import ConfigError
+from kcing.ledger.models import DELIVERED, REJECTED
 from kcing.flags import (AmbiguousDate, IncompleteDate, SignedZoneName, UnknownZone, ambiguous_message, utc_date,
                          utc_text)
 
@@ -98,6 +102,15 @@ def resume(source, ledger, destinations: str = "") -> None:
     resume_from = getattr(source, "resume_from", None)
     if resume_from is not None:
         resume_from(ledger.watermark(source.name, destinations))
+
+
+def recorded(source, outcomes) -> None:
+    """Tell an incremental source which of its objects the ledger has just recorded as delivered or
+    rejected (`outcomes`: ledger.Outcome): settled, whatever comes later in the run."""
+    note = getattr(source, "recorded", None)
+    if note is not None:
+        note([(outcome.obj.kind, outcome.obj.upstream_id) for outcome in outcomes
+              if outcome.state in (DELIVERED, REJECTED)])
 
 
 def advance(source, ledger, destinations: str = "", destination=lambda kind: "") -> Optional[datetime]:

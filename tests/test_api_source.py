@@ -414,6 +414,21 @@ def test_a_relisting_of_delivered_versions_keeps_a_time_per_minute_not_per_versi
     assert source.watermark_candidate(lambda kind, ids: set(ids)) == newest
 
 
+def test_a_backfill_keeps_a_time_per_minute_of_what_it_delivered_not_each_version():
+    """A first run over weeks hands on millions of versions: once the ledger holds one as
+    delivered (or rejected), the listing keeps only its time, the newest of each minute."""
+    nodes = [dict(_test_node(number, BASE + timedelta(seconds=number / 50)), name="case-%d" % number, result="pass",
+                  path=["checkout", "job", "case-%d" % number]) for number in range(1500)]  # 30 s
+    pages = [nodes[start:start + 100] for start in range(0, len(nodes), 100)]
+    source = KernelCIApi(ScriptedRequester(pages), "http://api.invalid/latest", kinds=("test",), since=SINCE,
+                         page_size=100)
+    ledger = Ledger.open(":memory:")
+    summary = feed(source, ledger, ListSink(), FeedOptions(threads=2, max_docs=50))
+    assert (summary.delivered, summary.rejected, summary.failed) == (1500, 0, 0)
+    assert source.versions_held() == 1  # one minute of 1,500 versions delivered
+    assert ledger.watermark("api") == BASE + timedelta(seconds=1499 / 50)
+
+
 def _minutes(minutes: int, seconds: int) -> datetime:
     return BASE + timedelta(minutes=minutes, seconds=seconds)
 

@@ -128,7 +128,8 @@ class _Page:
 
 
 class _DeliveredTimes:
-    """The `updated` times of the versions a listing found delivered, as the newest of each minute.
+    """The `updated` times of the versions a listing found delivered, or that the run delivered or
+    rejected, as the newest of each minute.
 
     The watermark needs of them only the newest time before the oldest version not delivered
     (`next_watermark`), and a backfill of weeks lists millions: each version kept by its id and
@@ -281,11 +282,13 @@ class KernelCIApi:
         self._since = since
         self.start = crawl_start(None, since, overlap, default_days, clock())
         self._stored: Optional[datetime] = None
-        # Per kind, the listed versions the ledger did not say were delivered while listing, with
-        # their `updated` times: the ledger is asked about them after the run.
+        # Per kind, the listed versions the ledger did not say were delivered while listing, nor
+        # recorded as settled since (`recorded`), with their `updated` times: the ledger is asked
+        # about them after the run.
         self._listed: Dict[str, Dict[str, Optional[datetime]]] = {}
-        # The times of the versions the ledger said were delivered while listing: delivered is
-        # final, so only their times matter, kept a minute at a time (`_DeliveredTimes`).
+        # The times of the versions the ledger said were delivered while listing, or recorded as
+        # delivered or rejected during the run: that is final, so only their times matter, kept
+        # a minute at a time (`_DeliveredTimes`).
         self._found_delivered = _DeliveredTimes()
         self._listing_started: Optional[datetime] = None
         self._complete = False
@@ -316,6 +319,17 @@ class KernelCIApi:
             for upstream_id, updated in versions.items():
                 (settled if upstream_id in now_settled else unsettled).append(updated)
         return next_watermark(settled, unsettled, self._listing_started)
+
+    def recorded(self, settled: List[Tuple[str, str]]) -> None:
+        """The ledger now holds these (kind, version id) as delivered or rejected: of those listed
+        and handed on, only their time is kept from now on, as of those found delivered. A
+        backfill hands on millions, which were otherwise each kept until the run ended."""
+        for kind, upstream_id in settled:
+            versions = self._listed.get(kind)
+            updated = versions.get(upstream_id) if versions is not None else None
+            if updated is not None:  # an unknown time stays: it holds the watermark
+                del versions[upstream_id]
+                self._found_delivered.add((updated,))
 
     def versions_held(self) -> int:
         """What the listing keeps in memory for the watermark until the run ends: one entry per
