@@ -132,8 +132,10 @@ class Feed:
                  on_planned: Callable[[UpstreamObject], None] = lambda obj: None,
                  stop: Optional[threading.Event] = None,
                  on_delivered: Callable[[UpstreamObject], None] = lambda obj: None,
-                 progress: Optional[Progress] = None):
+                 progress: Optional[Progress] = None,
+                 on_recorded: Callable[[List[int]], None] = lambda row_ids: None):
         self.source = source
+        self.on_recorded = on_recorded
         self.stop = stop or threading.Event()
         self.on_planned = on_planned
         self.on_delivered = on_delivered
@@ -462,7 +464,7 @@ class Feed:
 
     def _write_outcomes(self) -> None:
         if self.outcomes and not self.options.dry_run:
-            self.ledger.record(self.outcomes, self.destination)
+            self.on_recorded(self.ledger.record(self.outcomes, self.destination))
             watermark.recorded(self.source, self.outcomes)
         self.outcomes = []
 
@@ -484,11 +486,13 @@ def feed(source, ledger: Ledger, sink, options: FeedOptions, limiter: Optional[R
          on_planned: Callable[[UpstreamObject], None] = lambda obj: None,
          stop: Optional[threading.Event] = None,
          on_delivered: Callable[[UpstreamObject], None] = lambda obj: None,
-         progress: Optional[Progress] = None) -> RunSummary:
+         progress: Optional[Progress] = None,
+         on_recorded: Callable[[List[int]], None] = lambda row_ids: None) -> RunSummary:
     """Run the feed once and return its summary. `on_delivered` hears of each object as it is
-    acknowledged (its ledger write follows with the batch's outcomes)."""
+    acknowledged (its ledger write follows with the batch's outcomes); `on_recorded`, after each
+    ledger write, of the row ids of the objects it marked delivered."""
     return Feed(source, ledger, sink, options, limiter, on_planned=on_planned, stop=stop,
-                on_delivered=on_delivered, progress=progress).run()
+                on_delivered=on_delivered, progress=progress, on_recorded=on_recorded).run()
 
 
 def _another_version(versions: set, sent: set) -> bool:

@@ -7,6 +7,7 @@ An `--output` file stays under what Elasticsearch takes in one `_bulk` request."
 from __future__ import annotations
 
 import json
+from array import array
 import sys
 import threading
 import tracemalloc
@@ -230,7 +231,7 @@ class CountingLedger(Ledger):
 
     def record(self, outcomes, destination=lambda kind: ""):
         self.writes.append(len(outcomes))
-        super().record(outcomes, destination)
+        return super().record(outcomes, destination)
 
 
 def test_outcomes_are_written_as_they_come_when_no_batch_is_acknowledged(monkeypatch):
@@ -257,6 +258,26 @@ def test_a_run_of_many_failures_keeps_a_few_problems_to_print_and_counts_them_al
     printed = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("  problem: ") for line in printed) == 20
     assert printed[-1] == "  ... and 2480 more problems (see the log)"
+
+
+def test_what_a_run_delivered_is_handed_on_as_ledger_row_ids_for_verify(monkeypatch):
+    """`feed_es --verify` checks the objects the run delivered: it kept each one's key (source,
+    kind, version id, destination: a quarter of a kilobyte) to the end, gigabytes for a backfill
+    of millions. The feed hands on the ledger row ids of what each write marked delivered
+    instead, which it keeps in an array of 8 bytes each, and the check reads the rows by them."""
+    monkeypatch.setattr(sys.modules[__name__], "OBJECTS", 300)
+    source = ManyLavaFiles(lava_sample())
+    source.objects[7] = UpstreamObject("samples", LAVA, "broken", "broken.json")
+    source.fetch = lambda obj: b"{" if obj.upstream_id == "broken" else source.content
+    ledger = Ledger.open(":memory:")
+    kept = array("q")
+    summary = feed(source, ledger, ListSink(), FeedOptions(threads=2), on_recorded=kept.extend)
+    assert (summary.delivered, summary.rejected) == (299, 1)
+    delivered = [row[0] for row in ledger.db.execute_sql("SELECT id FROM upstream_file WHERE state = 'delivered'")]
+    assert sorted(kept) == sorted(delivered) and len(kept) == 299
+    assert kept.itemsize * len(kept) == 8 * 299
+    rows = [row for chunk in ledger.delivered_rows_with_ids(kept, chunk=100) for row in chunk]
+    assert sorted(row.upstream_id for row in rows) == sorted("lava-%d" % n for n in range(300) if n != 7)
 
 
 def test_a_routes_files_sort_in_the_order_they_were_written(tmp_path):

@@ -16,7 +16,8 @@ from kcing.wiring import feed_options
 log = logging.getLogger(__name__)
 
 
-def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_delivered=lambda obj: None):
+def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_delivered=lambda obj: None,
+             on_recorded=lambda row_ids: None):
     """One feed run recorded in the ledger's runs table (unless a dry run); return its summary."""
     # Paced by waiting on the stop, in short slices (a signal's handler runs in this, the main,
     # thread), and no longer than until a stop: a pause before a batch lasts the batch's size
@@ -33,7 +34,7 @@ def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_del
     try:
         with ledger.recorded_run("feed_es", where) as run:
             summary = feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
-                           stop=stop, on_delivered=on_delivered,
+                           stop=stop, on_delivered=on_delivered, on_recorded=on_recorded,
                            progress=Progress("feed_es", every=settings.KCING_PROGRESS_EVERY))
             summary.run_id = run.id
             run.outcome = "ok" if summary.exit_code == 0 else "error %d" % summary.exit_code

@@ -364,22 +364,15 @@ class Ledger:
             "SELECT COUNT(*) FROM upstream_file WHERE state = ? AND delivered_at >= ? AND substr(destination, 1, ?) = ?",
             [DELIVERED, _as_text(since), len(destination_prefix), destination_prefix]).fetchone()[0]
 
-    def delivered_rows(self, keys: Iterable[Tuple[str, ...]],
-                       chunk: int = LOOKUP_CHUNK) -> Iterator[List[DeliveredRow]]:
-        """The delivered rows of the objects `keys` ((source, kind, upstream_id, destination)), in chunks."""
-        groups: Dict[Tuple[str, str, str], List[str]] = {}
-        for source, kind, upstream_id, *destination in keys:
-            groups.setdefault((source, kind, destination[0] if destination else ""), []).append(upstream_id)
-        for (source, kind, destination), ids in groups.items():
-            for start in range(0, len(ids), chunk):
-                part = ids[start:start + chunk]
-                rows = self.db.execute_sql(
-                    "SELECT %s FROM upstream_file WHERE source = ? AND kind = ? AND destination = ? AND state = ? "
-                    "AND upstream_id IN (%s) ORDER BY id" % (_ROW_COLUMNS, ",".join("?" * len(part))),
-                    [source, kind, destination, DELIVERED, *part])
-                found = [_delivered_row(row) for row in rows.fetchall()]
-                if found:
-                    yield found
+    def delivered_rows_with_ids(self, file_ids: Sequence[int], chunk: int = LOOKUP_CHUNK) -> Iterator[List[DeliveredRow]]:
+        """The rows of `file_ids` (row ids, as `record` returns them) still delivered, in chunks."""
+        for start in range(0, len(file_ids), chunk):
+            part = list(file_ids[start:start + chunk])
+            found = [_delivered_row(row) for row in self.db.execute_sql(
+                "SELECT %s FROM upstream_file WHERE state = ? AND id IN (%s) ORDER BY id"
+                % (_ROW_COLUMNS, ",".join("?" * len(part))), [DELIVERED, *part]).fetchall()]
+            if found:
+                yield found
 
     def kept_documents(self, file_ids: Sequence[int]) -> Dict[int, List[Tuple[str, bytes]]]:
         """{row id: [(index, packed ids), ...]} of the given delivered objects."""
@@ -468,11 +461,12 @@ class Ledger:
 
     # Facts ---------------------------------------------------------------------------------
 
-    def record(self, outcomes: Sequence[Outcome], destination: Callable[[str], str] = lambda kind: "") -> None:
+    def record(self, outcomes: Sequence[Outcome], destination: Callable[[str], str] = lambda kind: "") -> List[int]:
         """Write `outcomes` in one transaction. A `delivered` outcome is the acknowledgement.
-        `destination(kind)` names where this run sends objects of that kind."""
+        `destination(kind)` names where this run sends objects of that kind. Returns the row ids
+        of the objects marked delivered (`feed_es --verify` keeps those, 8 bytes an object)."""
         if not outcomes:
-            return
+            return []
         now = self.clock()
         with self.db.atomic():
             for state in (DOWNLOADED, FAILED, REJECTED, TOO_LARGE, DELIVERED):
@@ -481,8 +475,9 @@ class Ledger:
                 if rows:
                     self._upsert(state, rows)
             delivered = [outcome for outcome in outcomes if outcome.state == DELIVERED]
-            self._keep_ids(delivered, destination)
+            rows = self._keep_ids(delivered, destination)
             self._clear_superseded(delivered, destination)
+        return rows
 
     def _row(self, outcome: Outcome, now: datetime, destination: str) -> dict:
         obj = outcome.obj
@@ -500,8 +495,10 @@ class Ledger:
             "document_count": outcome.document_count, "kept_ids": kept, "destination": destination,
         }
 
-    def _keep_ids(self, delivered: Sequence[Outcome], destination: Callable[[str], str]) -> None:
-        """Replace the kept ids of the objects just marked delivered (inside record's transaction)."""
+    def _keep_ids(self, delivered: Sequence[Outcome], destination: Callable[[str], str]) -> List[int]:
+        """Replace the kept ids of the objects just marked delivered (inside record's transaction);
+        return their row ids."""
+        rows: List[int] = []
         groups: Dict[Tuple[str, str], Dict[str, Outcome]] = {}
         for outcome in delivered:
             obj = outcome.obj
@@ -516,6 +513,7 @@ class Ledger:
                     [source, kind, destination(kind), *part]).fetchall()
                 if not file_ids:
                     continue
+                rows.extend(file_id for file_id, _ in file_ids)
                 # A re-delivered object may have produced other documents than the last time.
                 self.db.execute_sql("DELETE FROM delivered_documents WHERE upstream_file_id IN (%s)"
                                     % ",".join("?" * len(file_ids)), [file_id for file_id, _ in file_ids])
@@ -526,6 +524,7 @@ class Ledger:
                         "INSERT INTO delivered_documents (upstream_file_id, index_name, ids) VALUES %s"
                         % ",".join(["(?, ?, ?)"] * len(kept[first:first + WRITE_CHUNK])),
                         [value for row in kept[first:first + WRITE_CHUNK] for value in row])
+        return rows
 
     def _clear_superseded(self, delivered: Sequence[Outcome], destination: Callable[[str], str]) -> None:
         """Older versions of the nodes just delivered no longer held as missing (see _SUPERSEDED)."""
