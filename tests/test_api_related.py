@@ -137,6 +137,24 @@ def test_the_cache_keeps_the_newest_nodes():
     assert api.asked == [JOB]  # forgotten, asked again
 
 
+def test_more_jobs_listed_than_kept_cost_one_request_per_job_forgotten_not_one_per_test():
+    """A backfill lists all its jobs, then their tests in the same order. With more jobs than the
+    cache keeps, the oldest are forgotten; each answer for one of them pushed out the oldest job
+    still kept, the next one its tests needed, so every test asked the API. Now the answers are
+    kept apart: one request per job forgotten."""
+    jobs = [dict(ROOT, id="%024x" % number) for number in range(150)]
+    api = Api(*jobs)
+    related = RelatedNodes(api, cache_size=100, looked_up_size=10)
+    for job in jobs:
+        related.remember(job["id"], job)
+    for job in jobs:  # two tests a job, listed in the jobs' order
+        for case in ("login", "dmesg"):
+            test = dict(TEST, id="f" * 24, name=case, parent=job["id"],
+                        path=["checkout", "kbuild", "kselftest-exec", case])
+            assert related.job_of(test)["id"] == job["id"]
+    assert sorted(api.asked) == sorted(job["id"] for job in jobs[:50])
+
+
 @pytest.mark.parametrize("status, answer, expected", [
     (200, None, None), (404, {"detail": "Not Found"}, None), (200, {"id": JOB}, {"id": JOB}),
 ])

@@ -24,9 +24,14 @@ from kcing.records import JOB, NODE, REGRESSION, TEST
 
 log = logging.getLogger(__name__)
 
-# Nodes kept for lookups: a day of production has tens of thousands of jobs; each extract is a
+# Listed jobs kept for lookups: a day of production has tens of thousands of jobs; each extract is a
 # few hundred bytes. The oldest are forgotten first (children follow their parents closely).
 CACHE_SIZE = 100_000
+# Nodes asked for with `GET <api>/node/<id>` kept apart, the least recently used forgotten first:
+# the children of one node come together. Kept with the listed jobs, each answer pushed out the
+# oldest listed job, the very one the next tests needed: a run listing more jobs than CACHE_SIZE
+# (a backfill of weeks lists all its jobs before its tests) asked the API once per test.
+LOOKED_UP_SIZE = 10_000
 # Steps up from a node to its job at least (job -> sub-group -> ... -> case); a longer `path`
 # says how deep the node really is, and bounds the walk in its place.
 MAX_DEPTH = 12
@@ -63,11 +68,14 @@ class RelatedNodes:
     """Finds a node's job and a regression's runs; `fetch_node(id)` asks the API for one node."""
 
     def __init__(self, fetch_node: Fetch, cache_size: int = CACHE_SIZE,
-                 extract_of_head: Optional[Callable[[Any], dict]] = None):
+                 extract_of_head: Optional[Callable[[Any], dict]] = None, looked_up_size: int = LOOKED_UP_SIZE):
         self._fetch_node = fetch_node
-        # node id -> its extract (a dict), None (unknown to the API), or a head kept by `keep_heads`
+        # listed node id -> its extract (a dict), or a head kept by `keep_heads`
         self._cache: "OrderedDict[str, Any]" = OrderedDict()
         self._cache_size = cache_size
+        # node id asked for and not listed -> its extract, or None (unknown to the API)
+        self._looked_up: "OrderedDict[str, Any]" = OrderedDict()
+        self._looked_up_size = looked_up_size
         # What `related_node` makes of a whole node, from a head that `keep_heads` kept.
         self._extract_of_head = extract_of_head
         self._asked: Set[str] = set()  # the ids asked for with `fetch_node` in this run
@@ -112,12 +120,19 @@ class RelatedNodes:
                     extract = self._cache[node_id] = self._extract_of_head(extract)
                 if extract is None or extract.get("result") is not None or node_id in self._asked:
                     return extract
+            elif node_id in self._looked_up:
+                self._looked_up.move_to_end(node_id)
+                return self._looked_up[node_id]
         found = self._fetch_node(node_id)
         extract = related_node(found) if isinstance(found, Mapping) else None
         with self._lock:
             self._asked.add(node_id)
-            self._cache[node_id] = extract
-            self._forget_oldest()
+            if node_id in self._cache:  # a listed job unfinished when listed: its answer now, in its place
+                self._cache[node_id] = extract
+            else:
+                self._looked_up[node_id] = extract
+                while len(self._looked_up) > self._looked_up_size:
+                    self._looked_up.popitem(last=False)
         return extract
 
     def job_of(self, node: Mapping[str, Any]) -> Optional[dict]:
