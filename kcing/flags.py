@@ -134,9 +134,9 @@ def _offset_only(name: Optional[str], offset: Optional[int]) -> Optional[int]:
 # Two days that differ in year, month and day: what a text leaves out shows as a difference.
 _FILLERS = (datetime(2000, 1, 1), datetime(2001, 2, 2))
 
-# A date written year first, as ISO 8601 writes it (2026-12-01, 2026/12/01, 20261201): nobody
-# writes the day before the month after the year, though python-dateutil's dayfirst reads it so.
-_YEAR_FIRST = re.compile(r"(?<![0-9])[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}(?![0-9])", re.ASCII)
+# A date written year first, as ISO 8601 writes it (2026-12-01, 2026/12/01, 2026 12 01, 20261201):
+# nobody writes the day before the month after the year, though python-dateutil's dayfirst reads it so.
+_YEAR_FIRST = re.compile(r"(?<![0-9])[0-9]{4}(?:[-/.][0-9]{1,2}[-/.]|\s+[0-9]{1,2}\s+)[0-9]{1,2}(?![0-9])", re.ASCII)
 _COMPACT_YEAR_FIRST = re.compile(r"\s*[0-9]{8}(?![0-9])", re.ASCII)
 
 
@@ -172,6 +172,17 @@ def _at_midnight(text: str) -> Optional[str]:
     return "%s 00:00 %s" % (match.group("day"), match.group("zone")) if match else None
 
 
+def _names_a_day(text: str) -> bool:
+    """Whether `text` alone is a date that names its year, month and day."""
+    try:
+        utc_date(text)
+    except AmbiguousDate:  # a day either way: reading the whole text with its zone says which
+        return True
+    except (ValueError, OverflowError):
+        return False
+    return True
+
+
 def utc_date(text: str) -> datetime:
     """`text` read by python-dateutil as aware UTC (no zone means UTC). Raises ValueError or
     OverflowError for what is not a date, and IncompleteDate for a text that does not name its
@@ -191,7 +202,8 @@ def utc_date(text: str) -> datetime:
         first, second = (dateparser.parse(text, default=filler, tzinfos=_offset_only) for filler in _FILLERS)
     except ValueError:
         midnight = _at_midnight(text)
-        if midnight is None:
+        if midnight is None or not _names_a_day(_ZONE_AFTER_A_DAY.fullmatch(text).group("day")):
+            # Not a day and a zone: "2026-02-30" is not 2026-02 at offset -30, a day short.
             raise
         return utc_date(midnight)
     if first.date() != second.date():

@@ -1115,6 +1115,25 @@ def test_a_day_with_a_zone_and_no_time_begins_at_midnight_in_that_zone(tmp_path,
     assert "names its time zone by an abbreviation" in one_line(refused)
 
 
+def test_a_day_no_month_has_is_not_a_date_and_a_day_written_year_first_with_spaces_is_read(tmp_path):
+    """The reading of a day with a zone took the last number of "2026-02-30" for an offset, and
+    said the day was not named whole; "2026 12 01", written year first, was refused as
+    ambiguous with the advice to write it year first."""
+    env = samples_environ(tmp_path)
+    fed = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    for since in ("2026-02-30", "2026-12-32", "2026-13-01"):
+        refused = kcing(["reconcile", "--since", since], env, tmp_path)
+        assert refused.returncode == 2
+        assert one_line(refused) == ("kcing reconcile: --since %r is not a date (try 2024-10-16 or "
+                                     "'2024-10-16 08:00')" % since)
+    ran = kcing(["reconcile", "--since", "2024 03 31"], env, tmp_path)
+    assert "since 2024-03-31 00:00 UTC" in ran.stdout + ran.stderr, (ran.stdout, ran.stderr)
+    # A day that could be read either way is still said to be so, zone or not.
+    refused = kcing(["reconcile", "--since", "01/12/2026 +05:30"], env, tmp_path)
+    assert refused.returncode == 2 and "could mean 2026-01-12 or 2026-12-01" in one_line(refused)
+
+
 def test_a_reconcile_since_after_the_clock_is_said_to_find_nothing(tmp_path):
     env = samples_environ(tmp_path)
     fed = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], env, tmp_path)
