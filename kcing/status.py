@@ -98,8 +98,10 @@ def _run(row: Run, running: Optional[Tuple[int, str]]) -> dict:
 
 # A URL: its origin (kept: which service failed says much) and its path, query and fragment.
 _URL = re.compile(r"""\b([A-Za-z][A-Za-z0-9+.-]*://[^/\s'"<>]+)(/[^\s'"<>]*)?""")
-# An object id as KernelCI gives them (a MongoDB ObjectId: 24 hex digits).
-_OBJECT_ID = re.compile(r"\b[0-9a-f]{24}\b")
+# An object id as KernelCI gives them (a MongoDB ObjectId: 24 hex digits), with the time a node
+# was updated when it names one version of a KernelCI API node (`<node id>.20241017T070000.000000`,
+# as a newer version that took an older one's place is named).
+_OBJECT_ID = re.compile(r"\b[0-9a-f]{24}(?:\.[0-9]{8}T[0-9]{6}\.[0-9]{6})?\b")
 # A file's SHA-256 as kcing's messages write it, whole or its first 12 hex digits (`sha256
 # 7255d0b0b344, the file's 879d68746639`): each file has its own. Document ids (40 digits) stay.
 _DIGEST = re.compile(r"\b[0-9a-f]{12}(?:[0-9a-f]{52})?\b")
@@ -117,8 +119,8 @@ _SENTENCE_END = ".,;:)]}"
 def error_cause(message: str, url: str = "", upstream_id: str = "") -> str:
     """`message` with what names one object taken out, so that objects failing for one cause
     count together: the object's own URL (a local file's name), the path of any URL (its origin
-    stays), object ids and LAVA job ids, a file's SHA-256, the object's own size in bytes and
-    where in the file a decoder stopped. `GET https://storage.kernelci.org/<path> failed 3 times (last: HTTP 503)`
+    stays), object ids (with its time, a node version's) and LAVA job ids, a file's SHA-256,
+    the object's own size in bytes and where in the file a decoder stopped. `GET https://storage.kernelci.org/<path> failed 3 times (last: HTTP 503)`
     stands for every file that storage failed to serve so."""
     text = message
     if url and "://" not in url and len(url) > 1:

@@ -309,6 +309,29 @@ def test_lava_jobs_refused_for_one_reason_count_as_one_cause_whatever_their_job_
     assert [(error["error"], error["objects"]) for error in rejected] == [("LAVA job <n> has no definition text", 3)]
 
 
+def test_node_versions_superseded_by_newer_ones_count_as_one_cause_whatever_the_newer_version(tmp_path):
+    """Each older version a newer delivery clears names that newer version (`<node id>.<updated>`):
+    grouped with its time, every such node was a cause of its own, pushing the others out."""
+    from datetime import timezone
+    from kcing.records import UpstreamObject
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    destination = lambda kind: "logstash:http://ls:8001"  # noqa: E731
+    for number, day in enumerate(("16", "17", "18")):
+        node_id = "6aec122c689dd928d5d3df%02d" % number
+        older, newer = (UpstreamObject("api", "test", "%s.202410%sT070000.%06d" % (node_id, day, micro), "u",
+                                       datetime(2024, 10, 16, tzinfo=timezone.utc), {"node_id": node_id})
+                        for micro in (0, 1))
+        ledger.record([Outcome(older, DELIVERED, documents={})], destination)
+        ledger.mark_missing([ledger.row("api", "test", older.upstream_id, "logstash:http://ls:8001").id])
+        ledger.record([Outcome(newer, DELIVERED, documents={})], destination)
+    ledger.close()
+    errors = status_json(clean_environ(KCING_DB=str(db)), tmp_path)["errors"]
+    assert [(error["error"], error["objects"]) for error in errors] == [
+        ("superseded by version <id>, delivered after Elasticsearch lost this one (the versions of a node make "
+         "documents with the same ids)", 3)]
+
+
 def test_an_error_cause_leaves_out_what_names_one_object_and_keeps_the_rest():
     from kcing.status import error_cause
     url = "https://storage.kernelci.org/mainline/v5.4/x86/build.json"
@@ -338,6 +361,9 @@ def test_an_error_cause_leaves_out_what_names_one_object_and_keeps_the_rest():
     assert error_cause("not valid JSON: Expecting ',' delimiter: line 12 column 5 (char 300)") == (
         "not valid JSON: Expecting ',' delimiter: line <n> column <n> (char <n>)")
     assert error_cause("not UTF-8 text (byte 11)") == "not UTF-8 text (byte <n>)"
+    # A KernelCI API node version is the node's id and the time it was updated.
+    assert error_cause("superseded by version 6aec122c689dd928d5d3df79.20241017T070000.000000, delivered") == (
+        "superseded by version <id>, delivered")
 
 
 @pytest.mark.parametrize("locale_env", [dict(LC_ALL="C", PYTHONUTF8="0"),
