@@ -167,9 +167,22 @@ _ZONE_AFTER_A_DAY = re.compile(r"(?P<day>[^:]*[0-9])\s*(?P<zone>Z|[A-Za-z]{2,5}|
 
 def _at_midnight(text: str) -> Optional[str]:
     """`text` with the start of its day written in, when it is a day with a zone and no time:
-    the day begins at midnight in that zone, as a day without a zone begins at midnight UTC."""
+    the day begins at midnight in that zone, as a day without a zone begins at midnight UTC.
+    None when the day is none ("2026-02-30" is not 2026-02 at offset -30) or what follows it
+    is no zone: "2026-12-01 PM" would be read as noon, "2026-12-01 at" as the day alone."""
+    from dateutil import parser as dateparser
+
     match = _ZONE_AFTER_A_DAY.fullmatch(text)
-    return "%s 00:00 %s" % (match.group("day"), match.group("zone")) if match else None
+    if match is None or not _names_a_day(match.group("day")):
+        return None
+    midnight = "%s 00:00 %s" % (match.group("day"), match.group("zone"))
+    try:
+        read = dateparser.parse(midnight, default=_FILLERS[0], tzinfos=_offset_only)
+    except UnknownZone:
+        raise  # a zone, named by an abbreviation: said as such
+    except (ValueError, OverflowError):
+        return None
+    return midnight if read.tzinfo is not None and read.time() == datetime.min.time() else None
 
 
 def _names_a_day(text: str) -> bool:
@@ -202,8 +215,7 @@ def utc_date(text: str) -> datetime:
         first, second = (dateparser.parse(text, default=filler, tzinfos=_offset_only) for filler in _FILLERS)
     except ValueError:
         midnight = _at_midnight(text)
-        if midnight is None or not _names_a_day(_ZONE_AFTER_A_DAY.fullmatch(text).group("day")):
-            # Not a day and a zone: "2026-02-30" is not 2026-02 at offset -30, a day short.
+        if midnight is None:
             raise
         return utc_date(midnight)
     if first.date() != second.date():

@@ -1127,6 +1127,11 @@ def test_a_day_no_month_has_is_not_a_date_and_a_day_written_year_first_with_spac
         assert refused.returncode == 2
         assert one_line(refused) == ("kcing reconcile: --since %r is not a date (try 2024-10-16 or "
                                      "'2024-10-16 08:00')" % since)
+    # Nor is a day followed by a word that is no zone read as one: "PM" made it noon UTC.
+    for since in ("2024-03-31 PM", "2024-03-31 pm"):
+        refused = kcing(["reconcile", "--since", since], env, tmp_path)
+        assert refused.returncode == 2, (since, refused.stdout, refused.stderr)
+        assert "is not a date" in one_line(refused)
     ran = kcing(["reconcile", "--since", "2024 03 31"], env, tmp_path)
     assert "since 2024-03-31 00:00 UTC" in ran.stdout + ran.stderr, (ran.stdout, ran.stderr)
     # A day that could be read either way is still said to be so, zone or not.
