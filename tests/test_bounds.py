@@ -121,6 +121,23 @@ def test_the_next_object_to_be_taken_never_waits_for_room():
     assert not waiting.is_alive()
 
 
+def test_room_the_feed_frees_lets_any_object_be_downloaded_again():
+    """The budget is a ceiling on the bytes waiting, not a count of bytes ever built: once the
+    feed has taken an object, its bytes are room again for every download thread, not only for
+    the one whose object the feed takes next (downloads would otherwise go one at a time for the
+    rest of the run after the budget was first reached)."""
+    pending = PendingBytes(1024)
+    pending.built(1024)  # exactly the budget: no room left
+    waiting = threading.Thread(target=pending.admit, args=(3,), daemon=True)  # a failure leaves it waiting
+    waiting.start()
+    waiting.join(0.2)
+    assert waiting.is_alive()  # object 3 waits: the documents waiting hold the whole budget
+    pending.taken(1024)
+    waiting.join(5)
+    assert not waiting.is_alive()  # object 3 goes on, though the feed takes object 1 next
+    assert pending.held == 0
+
+
 def test_a_run_ending_releases_the_downloads_waiting_for_room_without_downloading():
     pending = PendingBytes(1024)
     pending.built(10_000)
