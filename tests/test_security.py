@@ -584,6 +584,10 @@ def test_a_samples_manifest_cannot_make_the_feed_read_outside_its_directory(tmp_
     ("p", "run stopped: http://kcing:p@127.0.0.1:9/ refused p", "run stopped: http://***@127.0.0.1:9/ refused ***"),
     ("ab1", "the key ab1, and abc1 or xab1 are other words", "the key ***, and abc1 or xab1 are other words"),
     ("s3cret-value", "token=s3cret-value;xs3cret-valuex", "token=***;x***x"),
+    # Seven characters are still short: masked inside a longer word, it would tell the password.
+    ("kernel7", "GET kernel7ci.org with kernel7", "GET kernel7ci.org with ***"),
+    # Eight are not: masked wherever they appear.
+    ("12345678", "id=x12345678y", "id=x***y"),
 ])
 def test_a_secret_is_masked_in_logs_and_a_short_one_only_where_it_stands_alone(secret, message, expected):
     # A one-letter password masked everywhere made each line unreadable ("htt***://") and told
@@ -593,3 +597,13 @@ def test_a_secret_is_masked_in_logs_and_a_short_one_only_where_it_stands_alone(s
     record = logging.LogRecord("kcing", logging.INFO, __file__, 1, "%s", (message,), None)
     assert RedactSecrets([secret, ""]).filter(record)
     assert record.getMessage() == expected
+
+
+def test_a_secret_holding_another_is_masked_whole():
+    """Two settings' secrets, one inside the other (a password and the same with a suffix, as
+    for two services): the shorter one masked first left the longer one's rest readable."""
+    from kcing.secrecy import Masker
+    masked = Masker(["hunter2hunter2", "hunter2hunter2-for-kibana"])
+    assert masked("refused hunter2hunter2-for-kibana and hunter2hunter2") == "refused *** and ***"
+    # Short ones alike: "pw" matched first within "pw-1" left "-1" readable.
+    assert Masker(["pw", "pw-1"])("refused pw-1 and pw") == "refused *** and ***"
