@@ -188,6 +188,22 @@ def test_an_output_file_stays_under_the_limit_and_the_route_goes_on_in_its_next_
         assert len(lines) % 2 == 0 and all(is_action_line(line) for line in lines[::2])
 
 
+def test_a_batch_larger_than_the_output_limit_goes_alone_into_a_file_of_its_own(tmp_path):
+    """No file can hold a batch larger than KCING_OUTPUT_MAX_BYTES within the limit: it is written
+    whole into a new file, never cut, never dropped, and no empty file is left for it to fit."""
+    lava = sorted((SAMPLES / "lava").glob("*.json"))[:1]
+    limit = 1024  # the smallest the setting takes: every batch of this file is larger
+    whole = output_run(tmp_path, tmp_path / "whole", lava)
+    assert whole.returncode == 0, whole.stderr
+    env = clean_environ(KCING_DB=str(tmp_path / "cut.db"), KCING_OUTPUT_MAX_BYTES=str(limit))
+    cut = kcing(["feed_es", "--lavas", *map(str, lava), "--output", str(tmp_path / "cut"), "--batch-size", "50"],
+                env, tmp_path, timeout=60)
+    assert cut.returncode == 0, cut.stderr
+    parts = list((tmp_path / "cut").glob("lava*.ndjson"))
+    assert len(parts) > 1 and all(part.stat().st_size > limit for part in parts)
+    assert records(tmp_path / "cut", "lava") == records(tmp_path / "whole", "lava")
+
+
 def test_a_later_run_appends_to_the_newest_output_file(tmp_path):
     first, second = sorted((SAMPLES / "lava").glob("*.json"))
     out = tmp_path / "out"
