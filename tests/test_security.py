@@ -181,6 +181,27 @@ def test_netrc_credentials_never_go_upstream_nor_replace_the_api_token(api_repli
     assert not any("authorization" in request.headers for request in api_replica.file_requests())
 
 
+def test_a_redirect_to_another_origin_carries_neither_the_token_nor_netrc_credentials(tmp_path, monkeypatch):
+    """Upstream sessions (no ~/.netrc) follow a redirect as requests does, less the netrc: the
+    Authorization header given for one origin (KCI_API_TOKEN) is dropped for another origin,
+    and nothing from the netrc replaces it there."""
+    from tests.fakes.rogue_http import redirect
+    monkeypatch.setenv("NETRC", str(netrc_naming_every_host(tmp_path)))
+    seen = []
+
+    def recorded(front, sock, request) -> bool:
+        seen.append({name.lower(): value for name, value in request.headers.items()})
+        return answer(200, (("Content-Type", "application/json"),), b"{}")(front, sock, request)
+
+    with RogueFront() as target, RogueFront() as first:
+        target.on("GET", "/file", recorded)
+        first.on("GET", "/file", redirect(302, target.url + "/file"))
+        session = new_session(netrc=False)
+        answered = session.get(first.url + "/file", headers={"Authorization": "Bearer tok-Xq41"}, timeout=10)
+    assert answered.status_code == 200 and len(seen) == 1
+    assert "authorization" not in seen[0], seen[0]
+
+
 def test_netrc_credentials_never_go_to_the_legacy_site_or_its_storage(tmp_path):
     with World(tmp_path) as world:
         result = world.run(world_environ(world, NETRC=str(netrc_naming_every_host(tmp_path))))
@@ -597,6 +618,17 @@ def test_a_secret_is_masked_in_logs_and_a_short_one_only_where_it_stands_alone(s
     record = logging.LogRecord("kcing", logging.INFO, __file__, 1, "%s", (message,), None)
     assert RedactSecrets([secret, ""]).filter(record)
     assert record.getMessage() == expected
+
+
+def test_a_secret_is_masked_also_as_a_url_carries_it():
+    """An echoed request quotes a password percent-encoded (in a URL, a form) as often as plain."""
+    from types import SimpleNamespace
+    from kcing.secrecy import Masker
+    from kcing.settings import SECRET_NAMES, secret_texts
+    values = dict(dict.fromkeys(SECRET_NAMES, ""), ES_PASSWORD="pa/ss@word 1")
+    given = SimpleNamespace(**values, LS_USER="", ES_USER="", KB_USER="")
+    masked = Masker(secret_texts(given))
+    assert masked("proxy refused pa%2Fss%40word%201 and pa/ss@word 1") == "proxy refused *** and ***"
 
 
 def test_a_secret_holding_another_is_masked_whole():
