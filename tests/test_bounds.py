@@ -106,6 +106,13 @@ def test_the_budget_lets_documents_wait_up_to_it_then_holds_the_downloads():
     assert (summary.delivered, summary.exit_code) == (OBJECTS, 0)
 
 
+def test_es_queue_max_bytes_is_the_budget_the_feed_runs_with():
+    from kcing import settings
+    from kcing.wiring import feed_options
+    assert feed_options(settings.load({"ES_QUEUE_MAX_BYTES": "5000"}), False).queue_max_bytes == 5000
+    assert feed_options(settings.load({}), False).queue_max_bytes == settings.SPECS["ES_QUEUE_MAX_BYTES"].default
+
+
 def test_the_next_object_to_be_taken_never_waits_for_room():
     """An object larger than the budget, next to be sent: it is downloaded (else the feed, waiting
     for it, and its download, waiting for the feed, would wait for each other for good)."""
