@@ -133,6 +133,20 @@ def test_a_run_starting_while_a_status_looks_at_the_lock_takes_it(tmp_path):
         done.join()
 
 
+def test_a_run_finding_the_lock_held_is_refused_at_once(tmp_path):
+    """Taking the lock tries again only for the instant a `kcing status` may hold it: a run
+    beside another is refused (exit 4) without waiting for it."""
+    import time
+    from kcing.errors import LockHeld
+    db = tmp_path / "kcing.db"
+    with RunLock(str(db)):
+        started = time.monotonic()
+        with pytest.raises(LockHeld, match="another kcing run \\(pid %d\\)" % os.getpid()):
+            with RunLock(str(db)):
+                pass
+        assert time.monotonic() - started < 2
+
+
 # -- lock files on a file system that takes no file locks ---------------------------------------
 
 # Put first on the path of the kcing process: its fcntl.flock fails as it does on a file system
@@ -162,6 +176,22 @@ def test_a_lock_file_system_that_takes_no_locks_is_one_line_and_exit_2(tmp_path,
         "without its lock service?): keep %s on a local file system" % (db, os.strerror(code), tmp_path))
     assert not db.exists()
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_status_on_a_file_system_that_takes_no_locks_shows_the_ledger(tmp_path):
+    """Looking whether a run holds the lock takes a shared lock for an instant where the kernel
+    lists none: a file system refusing it (ENOLCK) means no run can hold one, not an error."""
+    from kcing.ledger.ledger import Ledger
+    (tmp_path / "patch").mkdir()
+    (tmp_path / "patch" / "sitecustomize.py").write_text(FLOCK_REFUSED)
+    db = tmp_path / "kcing.db"
+    Ledger.open(str(db)).close()
+    Path(str(db) + ".lock").write_text("")  # left by an earlier run
+    env = clean_environ(KCING_DB=str(db), PYTHONPATH=str(tmp_path / "patch"),
+                        KCING_TEST_FLOCK_ERRNO=str(errno.ENOLCK))
+    result = run(["status"], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("ledger: %s" % db), result.stdout
 
 
 def test_a_lock_refused_by_the_file_system_closes_its_file(tmp_path, monkeypatch):
