@@ -38,6 +38,16 @@ def test_only_delivered_objects_are_skipped(ledger):
     assert ledger.delivered_ids("samples", "build", ["a"]) == set()
 
 
+def test_an_object_delivered_without_documents_is_read_back_with_a_count_of_zero(ledger):
+    """A checkout node makes no document: its row keeps 0 ids, which reconcile finds whole; read
+    as "no count", it was reported damaged and sent again by every reconcile."""
+    checkout = obj("c1", kind="checkout", source="api")
+    ledger.record([Outcome(checkout, DELIVERED, sha256="1", document_count=0, documents={})])
+    (rows,) = list(ledger.delivered_rows([("api", "checkout", "c1")]))
+    assert [row.kept_ids for row in rows] == [0]
+    assert ledger.kept_documents([rows[0].id]) == {}
+
+
 def test_too_large_objects_stay_undelivered_and_unsettled_unlike_rejected_ones(ledger):
     # Rejected: the object itself is unusable; too large: Logstash's limit, raised later.
     ledger.record([Outcome(obj("a"), REJECTED, error="not JSON"),
