@@ -213,6 +213,24 @@ def test_a_ledger_read_from_a_copy_is_named_and_its_running_run_shown_running(tm
     assert "running (pid %d)" % os.getpid() in text, text
 
 
+def test_a_run_of_a_kcing_that_recorded_no_pid_is_running_while_the_lock_is_held(tmp_path):
+    """A run started by a kcing from before the runs table held pids: its row names no pid, and
+    the run holding the lock is taken for it, newest first, rather than shown ended."""
+    import os
+    import sqlite3
+    from kcing.runlock import RunLock
+    db = tmp_path / "kcing.db"
+    Ledger.open(str(db)).close()
+    with sqlite3.connect(str(db)) as conn:
+        conn.execute("INSERT INTO run (command, started, counts) VALUES ('feed_es', '2024-10-16 08:00:00', ?)",
+                     [json.dumps({"source": "legacy"})])
+    conn.close()
+    env = clean_environ(KCING_DB=str(db))
+    with RunLock(str(db)):
+        data = status_json(env, tmp_path)
+    assert data["runs"][0]["outcome"] == "running (pid %d)" % os.getpid(), data["runs"]
+
+
 def test_the_table_lines_up_under_its_header_whatever_the_kinds():
     """The KernelCI API's kinds (`regression`, `checkout`) are longer than the legacy ones."""
     from kcing.status import as_text
