@@ -86,7 +86,12 @@ def test_reconcile_reads_rows_and_kept_ids_edited_into_what_kcing_never_writes(t
          "UPDATE delivered_documents SET ids = 'x' WHERE upstream_file_id = 5",
          "UPDATE delivered_documents SET ids = 9223372036854775807 WHERE upstream_file_id = 6",
          "UPDATE upstream_file SET kind = 'bogus', state = 'failed', last_error = 'missing in Elasticsearch', "
-         "delivered_at = NULL WHERE id = 7")
+         "delivered_at = NULL WHERE id = 7",
+         # Sent again by --resend: a hash (a BLOB) and a date (a number) of other types are none known.
+         "UPDATE upstream_file SET sha256 = X'31323334', state = 'failed', "
+         "last_error = 'missing in Elasticsearch', delivered_at = NULL WHERE id = 8",
+         "UPDATE upstream_file SET object_date = 3.5, state = 'failed', "
+         "last_error = 'missing in Elasticsearch', delivered_at = NULL WHERE id = 9")
     checked = kcing(["reconcile"], env, tmp_path)
     assert_no_internal_error(checked)
     assert checked.returncode == 1  # the objects whose kept ids are damaged count as missing
@@ -94,6 +99,8 @@ def test_reconcile_reads_rows_and_kept_ids_edited_into_what_kcing_never_writes(t
     resent = kcing(["reconcile", "--resend"], env, tmp_path)
     assert_no_internal_error(resent)
     assert "the ledger gives it the kind 'bogus', which kcing does not know" in resent.stderr
+    assert "re-send refused" not in resent.stdout + resent.stderr
+    assert sqlite3.connect(str(db)).execute("SELECT state FROM upstream_file WHERE id = 8").fetchone() == ("delivered",)
     assert kcing(["reconcile", "--dry-run"], env, tmp_path).returncode in (0, 1)
 
 
