@@ -48,6 +48,24 @@ def test_an_object_delivered_without_documents_is_read_back_with_a_count_of_zero
     assert ledger.kept_documents([rows[0].id]) == {}
 
 
+def test_an_object_delivered_without_its_ids_known_is_read_back_as_not_checkable(ledger):
+    """A row from before kcing kept ids (or a delivery whose ids were not known) says nothing
+    reconcile can check: read as a damaged count, every such object would be resent."""
+    ledger.record([Outcome(obj("old"), DELIVERED, sha256="1", document_count=3)])
+    (rows,) = list(ledger.delivered_rows([("legacy", "build", "old")]))
+    assert [row.kept_ids for row in rows] == [None]
+
+
+def test_a_success_recorded_before_destinations_counts_for_any_destination(ledger):
+    """A run recorded by a kcing from before destinations (schema 2) names none: its success is
+    the last one of a feed to any destination, not none at all (the metric's alert firing at
+    once after an upgrade)."""
+    run = ledger.start_run("feed_es", {"source": "legacy"})
+    ledger.finish_run(run, "ok", {"source": "legacy"})
+    assert ledger.last_success("feed_es", "legacy", destination="logstash http://ls:8337") is not None
+    assert ledger.last_success("feed_es", "api", destination="logstash http://ls:8337") is None
+
+
 def test_too_large_objects_stay_undelivered_and_unsettled_unlike_rejected_ones(ledger):
     # Rejected: the object itself is unusable; too large: Logstash's limit, raised later.
     ledger.record([Outcome(obj("a"), REJECTED, error="not JSON"),
