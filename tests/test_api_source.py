@@ -768,6 +768,20 @@ def test_an_error_answers_detail_is_read_as_fastapi_writes_it(body, expected):
     assert refusal_detail(response) == expected
 
 
+def test_a_plain_text_refusal_is_quoted_by_its_first_line_masked_then_cut(monkeypatch):
+    """A proxy's text answer echoing the request quotes the token: the message quotes its first
+    line with the secrets masked, and at most 300 characters of it (the run's last line)."""
+    from kcing import secrecy
+    token = "tok-Secret-0123456789"
+    monkeypatch.setattr(secrecy, "_current", secrecy.Masker([token]))
+    response = requests.Response()
+    response.status_code, response.headers["Content-Type"] = 403, "text/plain; charset=utf-8"
+    response._content = ("denied: Authorization: Bearer %s %s\nsecond line" % (token, "x" * 400)).encode()
+    fields, detail = refusal_detail(response)
+    assert detail.startswith("denied: Authorization: Bearer *** xxx") and len(detail) == 300, detail
+    assert fields == set() and "tok-Se" not in detail
+
+
 def test_a_listing_under_a_version_the_api_does_not_serve_says_the_apis_reason(replica):
     source = KernelCIApi(Requester(new_session(), RetryPolicy(attempts=1), 5), replica.url + "/v1", since=SINCE)
     with pytest.raises(UpstreamError, match=r"/v1/nodes \(kind=checkout, offset 0\) answered 400: Unsupported API "
