@@ -782,6 +782,20 @@ def test_a_plain_text_refusal_is_quoted_by_its_first_line_masked_then_cut(monkey
     assert fields == set() and "tok-Se" not in detail
 
 
+@pytest.mark.parametrize("shape", ["text", "list"])
+def test_a_json_refusal_is_masked_before_it_is_cut(monkeypatch, shape):
+    """A token that the 300-character cut would split is masked first: cut first, its start
+    would be left that no later masking recognises."""
+    from kcing import secrecy
+    token = "tok-Secret-0123456789"
+    monkeypatch.setattr(secrecy, "_current", secrecy.Masker([token]))
+    said = "x" * 290 + " " + token
+    detail = said if shape == "text" else [{"loc": [], "msg": said}]
+    response = requests.Response()
+    response.status_code, response._content = 401, json.dumps({"detail": detail}).encode()
+    assert refusal_detail(response) == (set(), "x" * 290 + " ***")
+
+
 def test_a_listing_under_a_version_the_api_does_not_serve_says_the_apis_reason(replica):
     source = KernelCIApi(Requester(new_session(), RetryPolicy(attempts=1), 5), replica.url + "/v1", since=SINCE)
     with pytest.raises(UpstreamError, match=r"/v1/nodes \(kind=checkout, offset 0\) answered 400: Unsupported API "
