@@ -964,6 +964,32 @@ def test_documents_missing_from_hundreds_of_indices_are_found_missing_not_a_refu
                   if state == FAILED) == [n for n in range(400) if n % 4]
 
 
+def test_a_user_refused_index_metadata_is_asked_once_however_many_indices_miss_documents(tmp_path, es):
+    """Without view_index_metadata, the first request asking what the indices are is refused
+    (403), and so would every other: the warning is said once and no more requests are made,
+    not one refusal and one warning for every 50 index names."""
+    db = tmp_path / "kcing.db"
+    when = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=1)
+    ledger = Ledger.open(str(db), clock=lambda: when)
+    first = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    days = [first + timedelta(days=n) for n in range(120)]
+    ledger.record([Outcome(UpstreamObject("legacy", BUILD, "%024x" % n, "https://storage.example/%d/build.json" % n, day),
+                           DELIVERED, documents=packed(n, index="build-%s" % day.strftime("%Y.%m.%d")))
+                   for n, day in enumerate(days)], to_logstash)
+    ledger.close()
+    refusal = json.dumps({"error": {"type": "security_exception", "reason": "action [indices:admin/resolve/index] "
+                                    "is unauthorized for user [reader]"}, "status": 403}).encode()
+    with RogueFront(es.url) as front:
+        front.on("GET", "/_resolve/index/", answer(403, (("Content-Type", "application/json"),), refusal))
+        checked = kcing(["reconcile", "--days", "1"], clean_environ(ES_HOST=front.url, KCING_DB=str(db),
+                                                                    DRP_DAYS=KEEP_EVERYTHING), tmp_path)
+        asked = front.answered_by("whole_answer")
+    assert checked.returncode == 1, checked.stderr
+    assert "build    checked 120, present 0, missing 120" in checked.stdout, checked.stdout
+    assert asked == 1
+    assert checked.stderr.count("grant view_index_metadata") == 1, checked.stderr
+
+
 def test_objects_delivered_before_ids_were_kept_are_not_checkable(tmp_path, es):
     db = tmp_path / "kcing.db"
     make_schema_1(db)
