@@ -417,6 +417,54 @@ def test_a_log_file_that_is_a_fifo_nobody_reads_is_refused_not_waited_for(tmp_pa
     assert "run finished: listed 11" in trail, trail
 
 
+def test_a_log_fifo_whose_reader_lags_gets_the_whole_trail(tmp_path):
+    """The FIFO is opened without waiting, then written as any log file: a reader that lags (a
+    log shipper busy elsewhere) holds the writes until it reads, and no line is lost (written
+    without waiting, a full pipe refused them: EAGAIN, "cannot write" and the rest dropped)."""
+    import fcntl
+    import os
+    import threading
+    import time
+    from tests.feedrun import SAMPLES, kcing_process
+    if not (SAMPLES / "manifest.json").is_file():
+        pytest.skip("samples/ has no manifest")
+    fifo = tmp_path / "feed.log"
+    os.mkfifo(str(fifo))
+    reader = os.open(str(fifo), os.O_RDONLY | os.O_NONBLOCK)
+    fcntl.fcntl(reader, 1031, 4096)  # F_SETPIPE_SZ: a page, less than the trail of a -d run
+    feed = ["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(tmp_path / "out"), "-q",
+            "-d", "-l", str(fifo)]
+    process = kcing_process(feed, clean_environ(KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
+    read = []
+
+    def lagging_reader() -> None:
+        time.sleep(1.0)  # the run fills the pipe meanwhile
+        while True:
+            try:
+                chunk = os.read(reader, 1 << 16)
+            except BlockingIOError:
+                chunk = None
+            if chunk:
+                read.append(chunk)
+            elif process.poll() is not None and chunk == b"":
+                return
+            else:
+                time.sleep(0.01)
+
+    reading = threading.Thread(target=lagging_reader, daemon=True)
+    reading.start()
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    reading.join(10)
+    os.close(reader)
+    trail = b"".join(read).decode()
+    assert process.returncode == 0, stdout + stderr
+    assert "cannot write" not in stderr, stderr
+    assert len(trail) > 4096 and "run finished: listed 11" in trail, trail[-500:]
+
+
 def test_a_run_refused_at_start_says_why_in_the_log_file_too(tmp_path):
     """The -l file is the trail a cron job's reader has: a setting gone wrong (here in
     local_settings.py, edited by hand) ended every run with exit 2 and left nothing in it."""
