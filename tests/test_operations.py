@@ -389,6 +389,32 @@ def test_a_log_file_rotated_during_a_run_gets_the_rest_of_the_trail_at_its_name(
         assert "run finished" not in (tmp_path / "feed.log.1").read_text()
 
 
+def test_a_log_directory_removed_during_a_run_costs_the_log_not_the_run(tmp_path):
+    """The log file is opened again at its name once it is gone; its directory gone too, that
+    fails outside the handler's own guard: the run goes on, saying once that the log is lost."""
+    import shutil
+    from tests.feedrun import SAMPLES
+    if not (SAMPLES / "manifest.json").is_file():
+        pytest.skip("samples/ has no manifest")
+    log = tmp_path / "logs" / "feed.log"
+    log.parent.mkdir()
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"), ES_LOAD_INTERVAL="0.5", KCING_PROGRESS_EVERY="1")
+    run = kcing_process(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output",
+                         str(tmp_path / "out"), "-q", "-l", str(log)], env, tmp_path)
+    try:
+        assert wait_until(lambda: log.exists() and "progress:" in log.read_text(), timeout=30)
+        shutil.rmtree(str(log.parent))
+        stdout, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, stdout + stderr
+    assert "Traceback" not in stderr and stderr.count("cannot write the log file") == 1, stderr
+    written = sum(len(path.read_bytes().splitlines()) for path in (tmp_path / "out").glob("*.ndjson"))
+    assert written == 2 * 2462  # an action and a document each
+
+
 def test_a_log_file_that_is_a_fifo_nobody_reads_is_refused_not_waited_for(tmp_path):
     """Opening a FIFO for writing waits for a reader: a log shipper that was down held every
     run there for good, one more each time cron started one. With a reader, it is a log file."""
