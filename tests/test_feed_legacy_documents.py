@@ -189,6 +189,20 @@ def test_a_storage_file_served_gzip_compressed_without_content_encoding_is_read_
     assert "build.json: gzip-compressed, and gzip data cut short" in result.stdout
     assert "Traceback" not in result.stderr
 
+
+def test_a_storage_file_served_gzip_compressed_is_held_to_the_size_limit_once_decompressed(
+        corpus, replica, env, logstash, tmp_path):
+    """A few kilobytes of gzip can inflate to gigabytes: the content is held to KCI_MAX_OBJECT_BYTES
+    while it is inflated, and the file is rejected, as a file served that large is."""
+    bomb = build_item("next", "next-20210503", "arm64", "defconfig", at(TODAY, 0, 8))
+    corpus.add_build(bomb, gzip.compress(build_json(bomb) + b" " * 3_000_000))
+    result = kcing(["feed_es"], dict(env, KCI_MAX_OBJECT_BYTES="2000000"), tmp_path)
+    assert result.returncode == 1, result.stderr
+    states = {row["upstream_id"]: row["state"] for row in ledger_rows(tmp_path / "kcing.db")}
+    assert states == {bomb["_id"]["$oid"]: "rejected"}
+    assert "build.json: gzip-compressed, and larger than 1 MB once decompressed" in result.stdout, result.stdout
+    assert not logstash.store
+
 # -- 4. bmeta.json ----------------------------------------------------------------------------------
 
 def test_a_build_with_only_bmeta_json_on_storage_is_fed_like_its_build_json(corpus, replica, env, logstash,
