@@ -115,3 +115,20 @@ def test_no_stray_files():
     listed = {obj["path"] for obj in OBJECTS}
     present = {path.relative_to(SAMPLES).as_posix() for path in SAMPLES.rglob("*.json") if path.name != "manifest.json"}
     assert present == listed
+
+
+def test_a_manifest_entry_whose_date_is_not_text_is_kept_and_sorts_as_undated(tmp_path):
+    """A manifest edited by hand may give an entry a date that is a number: rewriting the
+    manifest compared it with the others' text dates and gen_samples ended with an internal
+    error; it is kept as it is, first, with the entries that have no date."""
+    from kcing.samples import MANIFEST, MANIFEST_FORMAT, SamplesWriter
+    entry = {"kind": "build", "upstream_id": "b", "path": "build/b.json", "url": "https://storage.example/b.json",
+             "sha256": "0" * 64}
+    objects = [dict(entry, upstream_id="dated", date="2020-11-19T07:00:00Z"), dict(entry, upstream_id="number", date=5),
+               dict(entry, upstream_id="list", date=["x"])]
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "source": "legacy", "objects": objects}))
+    writer = SamplesWriter(str(tmp_path), "legacy", 1 << 20)
+    writer.save_manifest()
+    saved = json.loads((tmp_path / MANIFEST).read_text())["objects"]
+    assert [(item["upstream_id"], item["date"]) for item in saved] == [
+        ("list", ["x"]), ("number", 5), ("dated", "2020-11-19T07:00:00Z")]
