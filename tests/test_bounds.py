@@ -17,7 +17,7 @@ from kcing import building
 from kcing import pipeline
 from kcing.building import Builder
 from kcing.commands._shared import print_summary
-from kcing.errors import UpstreamError
+from kcing.errors import ConfigError, UpstreamError
 from kcing.ledger.ledger import Ledger
 from kcing.pending import PendingBytes
 from kcing.pipeline import FeedOptions, feed
@@ -111,6 +111,29 @@ def test_es_queue_max_bytes_is_the_budget_the_feed_runs_with():
     from kcing.wiring import feed_options
     assert feed_options(settings.load({"ES_QUEUE_MAX_BYTES": "5000"}), False).queue_max_bytes == 5000
     assert feed_options(settings.load({}), False).queue_max_bytes == settings.SPECS["ES_QUEUE_MAX_BYTES"].default
+
+
+class RefusingSink(ListSink):
+    """A sink that refuses for good (a wrong URL, credentials), once the downloads had time to
+    fill the budget and wait for room."""
+
+    def send(self, batch):
+        threading.Event().wait(0.5)
+        raise ConfigError("the sink refused the batch")
+
+
+def test_a_run_ending_while_downloads_wait_for_room_ends_at_once():
+    """The downloads waiting for room when the run stops are let go: the run waits for the
+    downloads under way before it ends, and those would wait for room no batch frees."""
+    source = ManyLavaFiles(lava_sample())
+    summary = []
+    running = threading.Thread(target=lambda: summary.append(feed(
+        source, Ledger.open(":memory:"), RefusingSink(),
+        FeedOptions(threads=THREADS, posts_in_flight=1, max_docs=1, queue_max_bytes=1024))), daemon=True)
+    running.start()
+    running.join(30)
+    assert not running.is_alive(), "the run waited for downloads waiting for room"
+    assert isinstance(summary[0].stopped_by, ConfigError) and source.fetched < OBJECTS
 
 
 def test_the_next_object_to_be_taken_never_waits_for_room():
