@@ -115,25 +115,34 @@ def test_es_queue_max_bytes_is_the_budget_the_feed_runs_with():
 
 class RefusingSink(ListSink):
     """A sink that refuses for good (a wrong URL, credentials), once the downloads had time to
-    fill the budget and wait for room."""
+    fill the budget and wait for room; it notes how many objects were downloaded by then."""
+
+    def __init__(self, source: ManyLavaFiles):
+        super().__init__()
+        self.source = source
+        self.fetched_when_refused = None
 
     def send(self, batch):
         threading.Event().wait(0.5)
+        self.fetched_when_refused = self.source.fetched
         raise ConfigError("the sink refused the batch")
 
 
 def test_a_run_ending_while_downloads_wait_for_room_ends_at_once():
-    """The downloads waiting for room when the run stops are let go: the run waits for the
-    downloads under way before it ends, and those would wait for room no batch frees."""
+    """The downloads waiting for room when the run stops are let go, without downloading: the
+    run waits for the downloads under way before it ends, and those would wait for room no
+    batch frees."""
     source = ManyLavaFiles(lava_sample())
+    sink = RefusingSink(source)
     summary = []
     running = threading.Thread(target=lambda: summary.append(feed(
-        source, Ledger.open(":memory:"), RefusingSink(),
+        source, Ledger.open(":memory:"), sink,
         FeedOptions(threads=THREADS, posts_in_flight=1, max_docs=1, queue_max_bytes=1024))), daemon=True)
     running.start()
     running.join(30)
     assert not running.is_alive(), "the run waited for downloads waiting for room"
-    assert isinstance(summary[0].stopped_by, ConfigError) and source.fetched < OBJECTS
+    assert isinstance(summary[0].stopped_by, ConfigError)
+    assert source.fetched == sink.fetched_when_refused  # those let go downloaded nothing more
 
 
 def test_the_next_object_to_be_taken_never_waits_for_room():
@@ -342,6 +351,18 @@ def test_what_a_run_delivered_is_handed_on_as_ledger_row_ids_for_verify(monkeypa
     assert kept.itemsize * len(kept) == 8 * 299
     rows = [row for chunk in ledger.delivered_rows_with_ids(kept, chunk=100) for row in chunk]
     assert sorted(row.upstream_id for row in rows) == sorted("lava-%d" % n for n in range(300) if n != 7)
+
+
+class SomeUnlistable(ManyLavaFiles):
+    """A source that could not list some objects: it knows no more of them than a problem each."""
+
+    left_out = ["lava listing: page %d could not be listed" % number for number in range(25)]
+
+
+def test_objects_a_source_could_not_list_count_among_the_problems():
+    summary = feed(SomeUnlistable(lava_sample()), Ledger.open(":memory:"), ListSink(), FeedOptions(threads=2))
+    assert (summary.failed, summary.problem_count, summary.exit_code) == (25, 25, 1)
+    assert summary.problems[0] == "lava listing: page 0 could not be listed"
 
 
 def test_a_routes_files_sort_in_the_order_they_were_written(tmp_path):
