@@ -42,8 +42,8 @@ def test_an_object_delivered_without_documents_is_read_back_with_a_count_of_zero
     """A checkout node makes no document: its row keeps 0 ids, which reconcile finds whole; read
     as "no count", it was reported damaged and sent again by every reconcile."""
     checkout = obj("c1", kind="checkout", source="api")
-    ledger.record([Outcome(checkout, DELIVERED, sha256="1", document_count=0, documents={})])
-    (rows,) = list(ledger.delivered_rows([("api", "checkout", "c1")]))
+    recorded = ledger.record([Outcome(checkout, DELIVERED, sha256="1", document_count=0, documents={})])
+    (rows,) = list(ledger.delivered_rows_with_ids(recorded))
     assert [row.kept_ids for row in rows] == [0]
     assert ledger.kept_documents([rows[0].id]) == {}
 
@@ -51,8 +51,8 @@ def test_an_object_delivered_without_documents_is_read_back_with_a_count_of_zero
 def test_an_object_delivered_without_its_ids_known_is_read_back_as_not_checkable(ledger):
     """A row from before kcing kept ids (or a delivery whose ids were not known) says nothing
     reconcile can check: read as a damaged count, every such object would be resent."""
-    ledger.record([Outcome(obj("old"), DELIVERED, sha256="1", document_count=3)])
-    (rows,) = list(ledger.delivered_rows([("legacy", "build", "old")]))
+    recorded = ledger.record([Outcome(obj("old"), DELIVERED, sha256="1", document_count=3)])
+    (rows,) = list(ledger.delivered_rows_with_ids(recorded))
     assert [row.kept_ids for row in rows] == [None]
 
 
