@@ -202,11 +202,10 @@ def _nothing_checked(report, since: datetime, settings) -> str:
         utc_text(since), " and ".join(reasons))
 
 
-def _resend(settings, ledger: Ledger, stop, sink=None, destination_of=None) -> int:
+def _resend(settings, ledger: Ledger, stop, sink, destination_of) -> int:
     """reconcile --resend: fetch every object the ledger holds as missing in Elasticsearch again
     from the ledger's URLs and feed it through the usual pipeline; return the worst exit code."""
     worst = 0
-    destination_of = destination_of or logstash_destination_of(settings)
     elsewhere = reconciling.held_elsewhere(ledger.missing_counts(), destination_of)
     for name, count in sorted(ledger.sources_with_missing(destination_prefix=LOGSTASH).items()):
         if name not in reconciling.RESENDABLE:
@@ -227,8 +226,6 @@ def _resend(settings, ledger: Ledger, stop, sink=None, destination_of=None) -> i
             count -= sum(other.values())
             if count <= 0:
                 continue
-        if sink is None:
-            sink = make_sink({}, settings, stop=stop)
         if name == "legacy":
             fetcher = make_source({}, settings.with_overrides({"KCI_SOURCE": "legacy"}), stop=stop)
         elif name == "samples":
