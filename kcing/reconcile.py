@@ -123,6 +123,9 @@ class Report:
     # Objects found missing by this check or an earlier one that this run leaves undelivered (not
     # re-sent): Elasticsearch still lacks them, whatever this check found.
     held_missing: int = 0
+    # {(source, kind, destination): objects} this check found missing that a re-send could
+    # write: what a dry run's plan counts, since it marks nothing in the ledger.
+    found_missing: Dict[Tuple[str, str, str], int] = field(default_factory=dict)
     # The row of the runs table that records this check (None: a dry run records none).
     run_id: Optional[int] = None
 
@@ -306,6 +309,39 @@ def held_elsewhere(counts: Dict[tuple, int], destination_of: Callable[[str], str
             where = elsewhere.setdefault(source, {})
             where[destination] = where.get(destination, 0) + count
     return elsewhere
+
+
+@dataclass
+class ResendPlan:
+    """What `reconcile --resend` does with objects held as missing: `sendable` it fetches again
+    and sends; `unfetchable` ({source: objects}) it cannot fetch from the ledger alone (the API's
+    nodes: feed_es lists them again); `elsewhere` ({source: {destination: objects}}) were delivered
+    through other Logstash inputs than the settings name; `unknown` are of a kind kcing does not
+    make documents of, skipped with a warning."""
+
+    sendable: int = 0
+    unfetchable: Dict[str, int] = field(default_factory=dict)
+    elsewhere: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    unknown: int = 0
+
+
+def resend_plan(counts: Dict[tuple, int], destination_of: Callable[[str], str]) -> ResendPlan:
+    """The plan for `counts` ({(source, kind, destination): objects}, as `Ledger.missing_counts`
+    gives them) under settings sending each kind to `destination_of(kind)`. Objects delivered
+    to NDJSON files are not in Elasticsearch, so not in any plan."""
+    plan = ResendPlan(elsewhere={source: where for source, where in held_elsewhere(counts, destination_of).items()
+                                 if source in RESENDABLE})
+    for (source, kind, destination), count in counts.items():
+        destination = column_text(destination)
+        if not destination.startswith(LOGSTASH):
+            continue
+        if source not in RESENDABLE:
+            plan.unfetchable[source] = plan.unfetchable.get(source, 0) + count
+        elif kind not in OBJECT_KINDS:
+            plan.unknown += count
+        elif destination == destination_of(kind):
+            plan.sendable += count
+    return plan
 
 
 def named(names: Iterable[str], limit: int = NAMED_INDICES) -> str:
@@ -617,6 +653,8 @@ class Reconciler:
                 self.report.held += 1
                 continue
             incomplete.append(check.row.id)
+            key = (check.row.source, check.row.kind, check.row.destination)
+            self.report.found_missing[key] = self.report.found_missing.get(key, 0) + 1
             log.warning("%s %s: %s missing in Elasticsearch", check.row.kind, check.row.upstream_id,
                         "kept ids damaged" if check.damaged else "%d of %d documents" % (check.missing, check.asked))
         if incomplete and self.mark:

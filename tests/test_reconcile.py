@@ -27,10 +27,10 @@ from kcing.ledger.models import (APPLICATION_ID, DELIVERED, DOWNLOADED, FAILED, 
                                  SCHEMA_VERSION, TOO_LARGE)
 from kcing.reconcile import (
     MGET_BATCH, REJECTED_ATTEMPTS, UNASSIGNED, LookupFailed, ObjectCheck, Reconciler, Report, expired_index, is_present,
-    lookup_result, read_groups, summary_lines,
+    lookup_result, read_groups, resend_plan, summary_lines,
 )
 from kcing.records import BUILD, UpstreamObject
-from kcing.sinks import logstash_destination
+from kcing.sinks import LOGSTASH, logstash_destination
 from kcing.runlock import RunLock
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.elastic_forward import ForwardingStore
@@ -793,7 +793,7 @@ def test_a_dry_run_changes_nothing(env, tmp_path, forwarding, es):
         planned = kcing(["reconcile", "--dry-run", "--resend"], env, tmp_path)
     assert planned.returncode == 1, planned.stderr
     assert "dry run" in planned.stdout and "nothing was changed" in planned.stdout
-    assert "would re-send the %d objects" % len(kept_ids(db)) in planned.stdout
+    assert "would re-send %d objects" % len(kept_ids(db)) in planned.stdout
     assert table_dump(db) == before
     assert not posted_keys(forwarding)
 
@@ -811,7 +811,7 @@ def test_a_dry_run_of_a_resend_exits_1_while_objects_are_held_as_missing(env, tm
     for window in ([], ["--since", "2099-01-01"]):
         planned = kcing(["reconcile", "--dry-run", "--resend"] + window, env, tmp_path)
         assert planned.returncode == 1, planned.stdout + planned.stderr
-        assert "would re-send the %d objects" % len(held) in planned.stdout
+        assert "would re-send %d objects" % len(held) in planned.stdout
     assert table_dump(db) == before
     assert not posted_keys(forwarding)
 
@@ -1065,6 +1065,46 @@ def test_api_objects_are_marked_but_not_resent_at_once(tmp_path, es):
     assert "1 objects of the api source cannot be fetched again" in done.stdout
     assert "feed_es --source api --since" in done.stdout
     assert set(ledger_states(db).values()) == {FAILED}
+
+
+@needs_samples
+def test_a_dry_run_of_a_resend_counts_only_what_the_resend_would_send(env, tmp_path, forwarding, es):
+    # The dry run said "would re-send N" of every object it found missing or held, API nodes and
+    # objects of other inputs included, which the real --resend names and does not send.
+    db = tmp_path / "kcing.db"
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    es_client(es).indices.delete(index=",".join(es.index_names()))
+    kinds = [kind for kind, _ in kept_ids(db)]
+    builds = kinds.count(BUILD)
+    assert builds and len(kinds) > builds
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("n1.20241016T070000Z", kind="job", source="api"), DELIVERED,
+                           documents=packed(1, index="boot-%s" % datetime.now(timezone.utc).strftime("%Y.%m.%d")))],
+                  lambda kind: logstash_destination([forwarding.urls["lava"]]))
+    ledger.close()
+    before = table_dump(db)
+    moved = dict(env, ES_BUILD="http://127.0.0.1:9/")  # where these settings would now send builds
+    planned = kcing(["reconcile", "--dry-run", "--resend"], moved, tmp_path)
+    assert planned.returncode == 1, planned.stdout + planned.stderr
+    assert "would re-send %d objects" % (len(kinds) - builds) in planned.stdout, planned.stdout
+    assert "1 objects of the api source cannot be fetched again" in planned.stdout
+    assert ("%d legacy objects held as missing were delivered through other Logstash inputs" % builds
+            in planned.stdout), planned.stdout
+    assert table_dump(db) == before
+
+
+def test_a_resend_plan_sorts_what_would_be_sent_from_what_would_be_named():
+    def destination_of(kind):
+        return LOGSTASH + kind
+
+    plan = resend_plan({("legacy", "build", LOGSTASH + "build"): 3, ("legacy", "lava", LOGSTASH + "old-lava"): 2,
+                        ("samples", "boot", LOGSTASH + "boot"): 1, ("api", "job", LOGSTASH + "lava"): 4,
+                        ("files", "bogus", LOGSTASH + "x"): 5, ("legacy", "build", "ndjson /tmp/out"): 7},
+                       destination_of)
+    assert plan.sendable == 4
+    assert plan.unfetchable == {"api": 4}
+    assert plan.elsewhere == {"legacy": {LOGSTASH + "old-lava": 2}}
+    assert plan.unknown == 5
 
 
 def test_a_resend_that_leaves_an_object_held_does_not_exit_0(tmp_path, es, logstash):

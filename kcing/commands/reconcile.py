@@ -128,8 +128,8 @@ def run(args: dict, settings) -> int:
         held = _held(ledger)
         if args.get("--resend"):
             if dry_run and report.missing + held:
-                print("reconcile: dry run: would re-send the %d objects with missing documents"
-                      % (report.missing + held))
+                _print_plan(reconciling.resend_plan(_merged(ledger.missing_counts(), report.found_missing),
+                                                    destination_of))
                 resent = 1  # a dry run sends nothing: they are still missing, as without --resend
             elif held:
                 resent = _resend_recorded(settings, ledger, stop, report, sink, destination_of)
@@ -185,6 +185,40 @@ def _held(ledger: Ledger) -> int:
     return sum(ledger.sources_with_missing(destination_prefix=LOGSTASH).values())
 
 
+def _merged(*counts: dict) -> dict:
+    merged: dict = {}
+    for each in counts:
+        for key, count in each.items():
+            merged[key] = merged.get(key, 0) + count
+    return merged
+
+
+def _print_plan(plan: reconciling.ResendPlan) -> None:
+    """What a dry run's --resend would do: the objects it would send, and those it would name
+    instead, as the real run does."""
+    print("reconcile: dry run: would re-send %d objects with missing documents" % plan.sendable)
+    for name, count in sorted(plan.unfetchable.items()):
+        print(_unfetchable_line(name, count))
+    for name, other in sorted(plan.elsewhere.items()):
+        print(_elsewhere_line(name, other))
+    if plan.unknown:
+        print("reconcile: %d objects held as missing are of a kind kcing does not know; --resend would skip them"
+              % plan.unknown)
+
+
+def _unfetchable_line(name: str, count: int) -> str:
+    return ("reconcile: %d objects of the %s source cannot be fetched again from the ledger alone; "
+            "`kcing feed_es --source %s --since DATE` (DATE before their last update) sends them again"
+            % (count, name, name))
+
+
+def _elsewhere_line(name: str, other: dict) -> str:
+    return ("reconcile: %d %s objects held as missing were delivered through other Logstash inputs than "
+            "these settings send their kind to (%s): `kcing reconcile --resend` with the ES_BUILD, ES_LAVA, "
+            "ES_BOOT and ES_REGRESSION of the feed that delivered them sends them again"
+            % (sum(other.values()), name, reconciling.named(other)))
+
+
 def _nothing_checked(report, since: datetime, settings) -> str:
     expired, old, unreadable = report.total("expired"), report.total("not_checkable"), report.total("unreadable")
     if not expired and not old and not unreadable:
@@ -209,19 +243,14 @@ def _resend(settings, ledger: Ledger, stop, sink, destination_of) -> int:
     elsewhere = reconciling.held_elsewhere(ledger.missing_counts(), destination_of)
     for name, count in sorted(ledger.sources_with_missing(destination_prefix=LOGSTASH).items()):
         if name not in reconciling.RESENDABLE:
-            print("reconcile: %d objects of the %s source cannot be fetched again from the ledger alone; "
-                  "`kcing feed_es --source %s --since DATE` (DATE before their last update) sends them again"
-                  % (count, name, name))
+            print(_unfetchable_line(name, count))
             worst = 1  # still missing in Elasticsearch: cron must hear of it
             continue
         other = elsewhere.get(name, {})
         if other:
             # Their rows are cleared by a delivery to their own inputs only: sent through these,
             # they would get rows of their own and stay held for ever.
-            print("reconcile: %d %s objects held as missing were delivered through other Logstash inputs than "
-                  "these settings send their kind to (%s): `kcing reconcile --resend` with the ES_BUILD, ES_LAVA, "
-                  "ES_BOOT and ES_REGRESSION of the feed that delivered them sends them again"
-                  % (sum(other.values()), name, reconciling.named(other)))
+            print(_elsewhere_line(name, other))
             worst = 1
             count -= sum(other.values())
             if count <= 0:

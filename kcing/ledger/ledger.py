@@ -128,9 +128,12 @@ class DeliveredRow(NamedTuple):
     url: str
     object_date: Optional[datetime]
     kept_ids: Optional[int]
+    # The Logstash input (or NDJSON output) it was delivered to: a re-send clears its row only
+    # through that same destination.
+    destination: str = ""
 
 
-_ROW_COLUMNS = "id, source, kind, upstream_id, url, object_date, kept_ids"
+_ROW_COLUMNS = "id, source, kind, upstream_id, url, object_date, kept_ids, destination"
 
 
 def _utcnow() -> datetime:
@@ -415,8 +418,8 @@ class Ledger:
         names for their kind: a delivery elsewhere records a row of its own and leaves theirs held."""
         last = 0
         while True:
-            rows = [(_delivered_row(row[:-2]), row[-2], row[-1]) for row in self.db.execute_sql(
-                "SELECT %s, sha256, destination FROM upstream_file WHERE source = ? AND state IN (%s) "
+            rows = [(_delivered_row(row[:-1]), row[-1]) for row in self.db.execute_sql(
+                "SELECT %s, sha256 FROM upstream_file WHERE source = ? AND state IN (%s) "
                 "AND (last_error = ? OR "
                 "substr(last_error, 1, ?) = ?) AND substr(destination, 1, ?) = ? AND id > ? ORDER BY id LIMIT ?"
                 % (_ROW_COLUMNS, ",".join("?" * len(_UNDELIVERED))),
@@ -425,9 +428,9 @@ class Ledger:
             if not rows:
                 return
             last = rows[-1][0].id
-            for row, sha256, destination in rows:
+            for row, sha256 in rows:
                 wanted = destination_of(row.kind) if destination_of is not None else None
-                if wanted is not None and models.column_text(destination) != wanted:
+                if wanted is not None and row.destination != wanted:
                     continue
                 when = row.object_date
                 yield UpstreamObject(row.source, row.kind, row.upstream_id, row.url,
@@ -756,10 +759,10 @@ def _as_text(when: datetime) -> str:
 def _delivered_row(values: Sequence) -> DeliveredRow:
     """A DeliveredRow from plain SQL's values, which are what the row holds: kcing's own writes,
     or anything an edit by hand left (see `models.column_text` and `_column_time`)."""
-    file_id, source, kind, upstream_id, url, object_date, kept_ids = values
+    file_id, source, kind, upstream_id, url, object_date, kept_ids, destination = values
     text = models.column_text
     return DeliveredRow(file_id, text(source), text(kind), text(upstream_id), text(url),
-                        _column_time(object_date), _kept_count(kept_ids))
+                        _column_time(object_date), _kept_count(kept_ids), text(destination))
 
 
 def _kept_count(value) -> Optional[int]:
