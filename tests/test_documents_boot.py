@@ -9,8 +9,11 @@ from kcing.documents import documents_for
 from kcing.documents.fields import field_problems
 from kcing.errors import RejectedInput
 from kcing.records import BOOT
+from tests.feedrun import clean_environ, kcing
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+# A LAVA lab's boot report as the backend wrote it (upstream.md §1.8, flavour (b)).
+LAVA_LAB_REPORT = Path(__file__).resolve().parent / "data" / "upstream_shapes" / "boot-rk3288-veyron-jaq.json"
 LISTED = datetime(2019, 5, 31, 7, 2, 22, 117000, tzinfo=timezone.utc)
 
 # upstream.md §1.8, flavour (a), as lab-baylibre-seattle posted it: numbers and booleans as strings.
@@ -89,7 +92,12 @@ def test_loose_types_are_read_tolerantly(changes, removed, expected):
     pytest.param("FAIL", ("fail", "kernel"), id="fail-the-kernel-s"),
     pytest.param("OFFLINE", ("offline", "infrastructure"), id="offline-the-lab-s"),
     pytest.param("UNTRIED", ("untried", None), id="untried-nobody-known"),
+    # Only the backend wrote UNKNOWN, for a LAVA lab's job canceled or failed by its lab
+    # (upstream.md §1.8 (b)); a lab posting its own report knew PASS, FAIL, OFFLINE, UNTRIED.
+    pytest.param("UNKNOWN", ("unknown", "infrastructure"), id="unknown-the-lab-s"),
+    pytest.param(" Unknown\n", ("unknown", "infrastructure"), id="unknown-any-case"),
     pytest.param(None, ("unknown", None), id="none"),
+    pytest.param("", ("unknown", None), id="empty"),
 ])
 def test_a_report_says_who_failed_as_a_lava_boot_does(result, expected):
     # `boot_failure: kernel` is the filter for the boots a kernel developer must look at: a lab
@@ -97,6 +105,27 @@ def test_a_report_says_who_failed_as_a_lava_boot_does(result, expected):
     body = boot_doc({"boot_result": result}).body
     assert (body["boot_result"], body.get("boot_failure")) == expected
     assert field_problems("boot", body) == []
+
+
+def test_a_lava_lab_report_the_backend_wrote_unknown_is_the_lab_s_failure_through_kcing(tmp_path):
+    # A LAVA lab's boot report (flavour (b)): the backend wrote UNKNOWN for a job LAVA canceled or
+    # that failed for an Infrastructure error, the verdict the job's lava-json file gives as
+    # `boot_result: unknown, boot_failure: infrastructure`; the same boot read from its report
+    # must say the same, or a `boot_failure : infrastructure` filter misses it.
+    out = tmp_path / "out"
+    done = kcing(["feed_es", "--output", str(out), "--date", "2019-08-31", "--boots", str(LAVA_LAB_REPORT)],
+                 clean_environ(KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (path,) = out.glob("*.ndjson")
+    action, source = path.read_text(encoding="utf-8").splitlines()
+    assert json.loads(action)["index"]["_index"] == "boot-2019.08.31"
+    body = json.loads(source)
+    assert (body["boot_result"], body.get("boot_failure")) == ("unknown", "infrastructure")
+    assert (body["lab_name"], body["board"], body["board_instance"]) == (
+        "lab-collabora", "rk3288-veyron-jaq", "rk3288-veyron-jaq-cbg-0")
+    assert body["defconfig_full"] == "multi_v7_defconfig+CONFIG_EFI=y+CONFIG_ARM_LPAE=y"
+    assert "directory_path" not in body  # the backend's own file system path
+    assert field_problems("boot", {k: v for k, v in body.items() if k != "@timestamp"}) == []
 
 
 def test_the_id_is_lab_board_and_build():

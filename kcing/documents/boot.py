@@ -15,7 +15,9 @@ string/boolean values broke the index mapping, which reading it as a boolean avo
 `boot_failure` says who failed as on LAVA boots (`lava_results.boot_outcome`): `kernel` for a
 `fail` (the lab reported the kernel did not boot, which the backend counted as a boot failure
 like a LAVA job's), `infrastructure` for `offline` (the lab had the board offline: the kernel
-was never tried); absent otherwise. `git_describe` falls back to `kernel`, as the original
+was never tried) and for an `unknown` the report says (only the backend wrote UNKNOWN, in a LAVA
+lab's report, for a job LAVA canceled or that failed for its lab's reason: the verdict the job's
+lava-json file gives); absent otherwise (`untried`, or no result at all). `git_describe` falls back to `kernel`, as the original
 did; `boot_retries` is read from `retries` when the report has no `boot_retries` (real lava-ci
 reports wrote `retries`), and the lab from the listing item or the storage path when the report
 names none. Other fields (`metadata`, `qemu`,
@@ -46,8 +48,10 @@ REQUIRED = ("lab_name", "board", "job", "kernel", "arch", "defconfig_full")
 # Keys only a boot report has at its top level: a LAVA callback names its board and outcome in
 # its job `definition` and `results`, which a boot report never has.
 REPORT_ONLY_KEYS = ("board", "boot_result")
-# Who failed, by the lab's boot result (upstream.md §1.8: PASS, FAIL, OFFLINE, UNTRIED).
-REPORT_FAILURES = {"fail": KERNEL_FAILURE, "offline": INFRASTRUCTURE_FAILURE}
+# Who failed, by the report's boot result (upstream.md §1.8: labs posted PASS, FAIL, OFFLINE,
+# UNTRIED; the backend wrote UNKNOWN into a LAVA lab's report for a canceled job or one whose
+# `job` step failed with `error_type: Infrastructure`, never for the kernel).
+REPORT_FAILURES = {"fail": KERNEL_FAILURE, "offline": INFRASTRUCTURE_FAILURE, "unknown": INFRASTRUCTURE_FAILURE}
 
 
 def is_boot_report(record: Mapping[str, Any]) -> bool:
@@ -61,8 +65,10 @@ def boot_report_documents(report: Mapping[str, Any], created: Optional[datetime]
     """`listed_lab` (from the listing item or the storage path) names the lab when the report does not."""
     fields = typed_fields(report, BOOT, REPORT_FIELDS)
     fields["lab_name"] = fields["lab_name"] or as_keyword(listed_lab)
-    fields["boot_result"] = as_verdict(report.get("boot_result")) or "unknown"
-    fields["boot_failure"] = REPORT_FAILURES.get(fields["boot_result"])
+    reported = as_verdict(report.get("boot_result"))
+    fields["boot_result"] = reported or "unknown"
+    # Who failed is the report's to say: a report without a result names nobody.
+    fields["boot_failure"] = REPORT_FAILURES.get(reported) if reported else None
     fields["git_describe"] = fields["git_describe"] or fields["kernel"]
     fields["defconfig_full"] = fields["defconfig_full"] or fields["defconfig"]
     fields["loadaddr"] = fields["loadaddr"] or as_keyword(report.get("load_addr"))

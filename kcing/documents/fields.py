@@ -44,8 +44,9 @@ LAVA_COMMON = {
     # incomplete for a reason that is not the lab's, or the login failed; a boot report's FAIL) or
     # `infrastructure` (boot_result unknown: a LAVA error type of the lab's (lava_results.LAB_ERROR_TYPES),
     # or the job was canceled; from the API without the callback, also its own error codes,
-    # documents/nodes.py; a boot report's OFFLINE board). Absent when the boot passed or nobody is
-    # known to have failed (a boot report's UNTRIED or no result).
+    # documents/nodes.py; a boot report's OFFLINE board, or the UNKNOWN the backend wrote into a LAVA
+    # lab's report). Absent when the boot passed or nobody is known to have failed (a boot report's
+    # UNTRIED or no result).
     "boot_failure": KEYWORD,
     "boot_time": FLOAT,  # seconds to the login prompt
     "lava_job_id": LONG,
