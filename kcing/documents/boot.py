@@ -17,11 +17,10 @@ string/boolean values broke the index mapping, which reading it as a boolean avo
 like a LAVA job's), `infrastructure` for `offline` (the lab had the board offline: the kernel
 was never tried) and for an `unknown` the report says (only the backend wrote UNKNOWN, in a LAVA
 lab's report, for a job LAVA canceled or that failed for its lab's reason: the verdict the job's
-lava-json file gives); absent otherwise (`untried`, or no result at all). `git_describe` falls back to `kernel`, as the original
-did; `boot_retries` is read from `retries` when the report has no `boot_retries` (real lava-ci
-reports wrote `retries`), and the lab from the listing item or the storage path when the report
-names none. Other fields (`metadata`, `qemu`,
-...) are left out.
+lava-json file gives); absent otherwise (`untried`, or no result at all). `git_describe` falls
+back to `kernel`, as the original did; `boot_retries` is read from `retries` when the report has
+no `boot_retries` (real lava-ci reports wrote `retries`), and the lab from the listing item or the
+storage path when the report names none. Other fields (`metadata`, `qemu`, ...) are left out.
 """
 from __future__ import annotations
 
