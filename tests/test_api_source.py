@@ -493,7 +493,30 @@ def test_a_version_read_without_making_an_object_has_the_objects_id_and_time(nod
         "2024-10-16T02:22:58.113000", "2024-10-16T02:22:58"))
     # An id with a line break after it is no ObjectId, however the item is read.
     if node_id.endswith("\n"):
-        assert short is None and long.problem == "listed node has no valid id and updated time"
+        assert short is None and long.problem == "listed node has no valid id: %r" % node_id
+
+
+@pytest.mark.parametrize("item, upstream_id, reason", [
+    pytest.param({"id": "not-an-object-id", "name": "login", "kind": "test", "updated": "2024-10-16T02:22:58"},
+                 "invalid-item", "listed node has no valid id: 'not-an-object-id' (named 'login')", id="bad-id"),
+    pytest.param({"kind": "test", "name": "login", "updated": "2024-10-16T02:22:58"},
+                 "invalid-item", "listed node has no id (named 'login')", id="no-id"),
+    pytest.param({"id": "670f0c27493b6b8a3f1e2d4c", "kind": "test", "updated": "2024-13-45T02:22:58"},
+                 "670f0c27493b6b8a3f1e2d4c", "listed node's updated time is no date: '2024-13-45T02:22:58'",
+                 id="bad-updated"),
+    pytest.param({"id": "670f0c27493b6b8a3f1e2d4c", "kind": "test", "updated": None},
+                 "670f0c27493b6b8a3f1e2d4c", "listed node's updated time is no date: None", id="null-updated"),
+    pytest.param({"id": "670f0c27493b6b8a3f1e2d4c", "kind": "test"},
+                 "670f0c27493b6b8a3f1e2d4c", "listed node has no updated time", id="no-updated"),
+    pytest.param(["670f0c27493b6b8a3f1e2d4c"], "invalid-item", "listed item is not a node object but a list",
+                 id="not-an-object"),
+])
+def test_an_unusable_listed_node_is_refused_saying_which_part_and_its_value(item, upstream_id, reason):
+    """A reason that names what is wrong and quotes it: `no valid id and updated time` said neither
+    which of the two, nor what the node held, nor which node it was when its id was the bad part."""
+    source = KernelCIApi(ScriptedRequester([]), "http://api.invalid/latest", kinds=("test",), since=SINCE)
+    listed = source._object_from("test", item)
+    assert (listed.upstream_id, listed.problem) == (upstream_id, reason)
 
 
 VERSION_FORMS = [("670F0C27493B6B8A3F1E2D4C", "2024-10-16T02:22:58.113000"), ("670f0c27493b6b8a3f1e2d4d", "2024-10-16T02:22:58"),

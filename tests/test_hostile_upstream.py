@@ -517,7 +517,7 @@ def test_node_times_beyond_the_calendar_cost_their_node_at_most(tmp_path, api_re
         assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
         rows = {row["upstream_id"].split(".")[0]: row for row in ledger_rows(db)}
         assert rows[undated["id"]]["state"] == "rejected"
-        assert "no valid id and updated time" in rows[undated["id"]]["last_error"]
+        assert "listed node's updated time is no date: '9999-12-31T23:59:59-14:00'" in rows[undated["id"]]["last_error"]
         assert {row["state"] for node_id, row in rows.items() if node_id != undated["id"]} == {"delivered"}
     for node in dated_by_id:
         made = datetime.fromtimestamp(int(node["id"][:8], 16), tz=timezone.utc)

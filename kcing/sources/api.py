@@ -48,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from kcing.errors import (ConfigError, ObjectTooLarge, ObjectUndecodable, RejectedInput, UpstreamAnsweredError,
                           UpstreamError, shown)
@@ -654,7 +654,7 @@ class KernelCIApi:
         updated = _time(item.get("updated")) if isinstance(item, dict) else None
         if node_id is None or updated is None:
             return UpstreamObject(self.name, kind, node_id or "invalid-item", "", facts={"updated": None},
-                                  problem="listed node has no valid id and updated time")
+                                  problem=unusable_item_reason(item, node_id))
         upstream_id = version_id(node_id, updated)
         url = "%s/node/%s" % (self.api_url, node_id)
         facts = {"node_id": node_id, "updated": updated, "node": _with_absolute_artifacts(item, self.storage_url)}
@@ -733,6 +733,27 @@ class KernelCIApi:
             raise UpstreamError("GET %s answered a web page with 200, not the file (a storage's or a proxy's "
                                 "page)" % _without_query(url))
         return content.decode("utf-8", "replace"), None
+
+
+def unusable_item_reason(item: Any, node_id: Optional[str]) -> str:
+    """Why a listed item cannot be a node version, for one whose id or `updated` time is not
+    usable (`node_id`: its id read, None when not an ObjectId): which of the two, with what the
+    item held, and, when the id is the bad part, the node's name, so that it can be found."""
+    if not isinstance(item, dict):
+        return "listed item is not a node object but %s" % _json_type(item)
+    if node_id is None:
+        raw = item.get("id", item.get("_id"))
+        named = " (named %s)" % shown(item["name"]) if isinstance(item.get("name"), str) else ""
+        if raw is None:
+            return "listed node has no id%s" % named
+        return "listed node has no valid id: %s%s" % (shown(raw), named)
+    if "updated" not in item:
+        return "listed node has no updated time"
+    return "listed node's updated time is no date: %s" % shown(item["updated"])
+
+
+def _json_type(value: Any) -> str:
+    return {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
 def version_id(node_id: str, updated: datetime) -> str:
