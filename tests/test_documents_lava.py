@@ -469,7 +469,14 @@ def metadata_without(key):
 
 @pytest.mark.parametrize("change, reason", [
     pytest.param(without("id"), "no integer job id", id="no-job-id"),
-    pytest.param(setting("id", "three"), "no integer job id", id="job-id-not-a-number"),
+    pytest.param(setting("id", "three"), "no integer job id: 'three'$", id="job-id-not-a-number"),
+    pytest.param(setting("id", 2 ** 70), "job id 1180591620717411303424 is beyond a 64-bit integer$",
+                 id="job-id-beyond-a-long"),
+    pytest.param(setting("id", "-%d" % 2 ** 64), "job id '-18446744073709551616' is beyond a 64-bit integer$",
+                 id="job-id-text-beyond-a-long"),
+    pytest.param(setting("id", 370874.5), "no integer job id: 370874.5$", id="job-id-a-fraction"),
+    pytest.param(setting("id", "9" * 5000), r"job id '9+\.\.\. is beyond a 64-bit integer$",
+                 id="job-id-thousands-of-digits"),
     pytest.param(without("definition"), "no definition text", id="no-definition"),
     pytest.param(setting("definition", "metadata: [unclosed"), "definition is not valid YAML", id="definition-not-yaml"),
     pytest.param(setting("definition", "device_type: x\n"), "no metadata mapping", id="definition-without-metadata"),

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 from kcing.documents import yamlsafe
 from kcing.documents.coerce import as_date, as_int, as_keyword, as_verdict
 from kcing.documents.identity import iso_timestamp
-from kcing.errors import RejectedInput
+from kcing.errors import RejectedInput, shown
 
 # Document field <- key of the definition's `metadata:` mapping (upstream.md §1.9.3).
 METADATA_KEYS = {
@@ -45,10 +45,22 @@ DATE_KEYS = ("end_time", "start_time", "submit_time")
 
 
 def lava_job_id(callback: Mapping[str, Any]) -> int:
-    job_id = as_int(callback.get("id"))
+    value = callback.get("id")
+    job_id = as_int(value)
     if job_id is None:
-        raise RejectedInput("LAVA callback has no integer job id")
+        raise RejectedInput(_job_id_problem(value))
     return job_id
+
+
+def _job_id_problem(value: Any) -> str:
+    """Why `value` is no job id a document can hold, quoting it: a whole number beyond the
+    64-bit integers of `lava_job_id` is one, and saying it has none would mislead."""
+    if value is None:
+        return "LAVA callback has no integer job id"
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if whole or (isinstance(value, str) and value.strip().lstrip("+-").isdigit() and value.isascii()):
+        return "LAVA callback's job id %s is beyond a 64-bit integer" % shown(value)
+    return "LAVA callback has no integer job id: %s" % shown(value)
 
 
 def read_definition(callback: Mapping[str, Any], job_id: int) -> Mapping[str, Any]:
