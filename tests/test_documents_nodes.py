@@ -145,6 +145,18 @@ def test_a_build_log_gives_warning_and_error_counts():
     assert (body["warnings"], body["errors"], body["build_result"]) == (1, 2, "UNKNOWN")
 
 
+def test_a_build_log_s_size_is_the_one_the_source_counted_in_the_file():
+    # The text replaced the file's bytes that are not UTF-8 (two Latin-1 "é", one byte each) by
+    # U+FFFD, three bytes each in UTF-8: the file held len(text) bytes, the text's UTF-8 four more.
+    text = "fs/x.c:1:2: warning: unused 'r\ufffdsum\ufffd'\n"
+    body = only(docs(_minimal("kbuild"), build_log=text, build_log_bytes=len(text))).body
+    assert (body["build_log_size"], body["warnings"]) == (len(text), 1)
+    # An envelope saved before the source counted it: the text's size, as before.
+    assert only(docs(_minimal("kbuild"), build_log=text)).body["build_log_size"] == len(text.encode())
+    assert only(docs(_minimal("kbuild"), build_log=text, build_log_bytes="x")).body["build_log_size"] == len(
+        text.encode())
+
+
 def test_a_test_gives_the_legacy_test_fields(tree):
     body = only(docs(tree["case-1"])).body
     assert (body["suite"], body["suite_name"], body["name"], body["result"]) == (

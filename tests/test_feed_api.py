@@ -114,7 +114,10 @@ def envelope(replica: ApiReplica, node: dict, with_logs: bool = False) -> bytes:
     url = (node.get("artifacts") or {}).get(artifact) if with_logs else None
     if url:
         content = replica.corpus.read(urlsplit(url).path[len("/files/"):])
-        wrapped[artifact] = (gzip.decompress(content) if content[:2] == b"\x1f\x8b" else content).decode()
+        content = gzip.decompress(content) if content[:2] == b"\x1f\x8b" else content
+        wrapped[artifact] = content.decode("utf-8", "replace")
+        if artifact == "build_log":
+            wrapped["build_log_bytes"] = len(content)
     return json.dumps(wrapped).encode()
 
 
@@ -699,6 +702,22 @@ def test_with_logs_adds_the_lava_log_and_build_log_figures(env, tmp_path, api_re
     assert (build["errors"], build["warnings"], build["build_result"]) == (1, 1, "FAIL")
     gz = [request for request in api_replica.file_requests() if request.path.endswith(".gz")]
     assert gz and all(request.path.endswith("lava_callback.json.gz") for request in gz)
+
+
+def test_a_build_log_s_size_is_the_file_s_even_with_bytes_that_are_not_utf8(env, tmp_path, api_replica, logstash):
+    """GCC quotes source lines under its warnings, and a source file in Latin-1 puts bytes that
+    are not UTF-8 in build.log: its size was counted in the text decoded, each such byte
+    replaced by U+FFFD (three bytes), so `build_log_size` said more than the file holds."""
+    kbuild = api_replica.tree["kbuild-x86"]
+    log = (b"drivers/media/x.c:12:5: warning: unused variable 'r\xe9sum\xe9'\n"
+           b"   12 |  int r\xe9sum\xe9; /* Fran\xe7ois */\n"
+           b"arch/x86/y.c:3:4: error: undeclared\nmake: *** [Makefile:1234: vmlinux] Error 1\n")
+    api_replica.corpus.add_file(urlsplit(kbuild["artifacts"]["build_log"]).path[len("/files/"):], log)
+    result = kcing(["feed_es", "--with-logs"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, build = document_of(logstash, kbuild["id"])
+    assert (build["build_log_size"], build["warnings"], build["errors"]) == (len(log), 1, 1)
+    assert stored_keys(logstash) == set(expected_documents(api_replica, with_logs=True))
 
 
 def test_a_missing_log_leaves_a_note_not_a_failure(env, tmp_path, api_replica, logstash):

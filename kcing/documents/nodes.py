@@ -8,6 +8,7 @@ envelope around the node as `/nodes` lists it:
      "viewer_url": "https://api.kernelci.org/latest/viewer?node_id=...",
      "callback_data": "<JSON text>",         # a lab job's LAVA callback, with --with-logs
      "build_log": "<text>",                  # a kbuild's build.log, with --with-logs
+     "build_log_bytes": 1804231,             # and its size (the text replaced bytes not UTF-8)
      "artifact_errors": {"callback_data": "HTTP 404"},   # asked for, but not to be had
      "job_node": {...},                      # a test's job: its LAVA job id and device
      "fail_node": {...}, "fail_job_node": {...}, "pass_node": {...},   # a regression's runs
@@ -96,7 +97,8 @@ def _parts(kind: str, envelope: Mapping[str, Any], created: Optional[datetime]) 
     if kind == REGRESSION:
         return [_document("regression", node_id, when, nodes_regression.regression_fields(node, envelope), api)], None
     if kind == KBUILD:
-        return [_document("build", node_id, when, _build_fields(node, envelope.get("build_log")), api)], None
+        build_log = envelope.get("build_log"), envelope.get("build_log_bytes")
+        return [_document("build", node_id, when, _build_fields(node, *build_log), api)], None
     if kind in (JOB, NODE) and is_lab_job(node):
         return _boot_parts(node_id, node, envelope, when, api)
     job = nodes_api.mapping(envelope.get("job_node"))
@@ -201,7 +203,7 @@ def lava_job_number(job_id: Optional[str]) -> Optional[int]:
     return as_int(job_id) if job_id and ascii_digits(job_id) else None
 
 
-def _build_fields(node: Mapping[str, Any], build_log: Any) -> dict:
+def _build_fields(node: Mapping[str, Any], build_log: Any, build_log_bytes: Any = None) -> dict:
     data = nodes_api.data_of(node)
     artifacts = nodes_api.mapping(node.get("artifacts"))
     fields = revision_fields(data)
@@ -219,7 +221,7 @@ def _build_fields(node: Mapping[str, Any], build_log: Any) -> dict:
         "modules": nodes_api.file_name(artifacts.get("modules")),
     })
     if isinstance(build_log, str):
-        fields.update(build_log_summary(build_log))
+        fields.update(build_log_summary(build_log, as_int(build_log_bytes)))
     return fields
 
 
@@ -233,10 +235,13 @@ def kbuild_result(result: Optional[str], error_code: Optional[str]) -> str:
     return result.upper() if result else "UNKNOWN"
 
 
-def build_log_summary(text: str) -> dict:
-    """Compiler warnings and errors counted in a build log, and its size in bytes."""
-    return {"warnings": len(_WARNING.findall(text)), "errors": len(_ERROR.findall(text)),
-            "build_log_size": len(text.encode("utf-8", "replace"))}
+def build_log_summary(text: str, size: Optional[int] = None) -> dict:
+    """Compiler warnings and errors counted in a build log, and its size in bytes: `size`, the
+    file's as the source counted it, else the text's in UTF-8 (an envelope saved before the source
+    counted it), which is the file's unless it held bytes that are not UTF-8."""
+    if size is None or size < 0:
+        size = len(text.encode("utf-8", "replace"))
+    return {"warnings": len(_WARNING.findall(text)), "errors": len(_ERROR.findall(text)), "build_log_size": size}
 
 
 def _test_fields(node: Mapping[str, Any], when: datetime, job: Mapping[str, Any]) -> dict:

@@ -86,6 +86,8 @@ LOST_ARTIFACT_STATUSES = frozenset({401, 403, 404, 410})
 _WEB_PAGE = re.compile(rb"\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)[\s>]", re.IGNORECASE | re.DOTALL)
 # The artifact each node kind needs for its documents with `with_logs`.
 LOG_ARTIFACTS = {JOB: "callback_data", KBUILD: "build_log"}
+# Envelope key <- artifact whose size in bytes a document reports (a build's `build_log_size`).
+SIZED_ARTIFACTS = {"build_log": "build_log_bytes"}
 # The forms the API writes `updated` in (naive UTC, with microseconds unless they are 0): a
 # version id is then made from the text itself, with no datetime formatting (as `version_id`).
 _CANONICAL_TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?"
@@ -683,11 +685,15 @@ class KernelCIApi:
         url = artifacts.get(artifact) if artifact and isinstance(artifacts, dict) else None
         if isinstance(url, str) and url:
             try:
-                text, problem = self._artifact_text(url)
+                text, problem, size = self._artifact_text(url)
             except RejectedInput as refusal:  # outside the upstream origins: the node is refused
                 raise RejectedInput("%s: %s" % (artifact, refusal)) from None
             if problem is None:
                 envelope[artifact] = text
+                if artifact in SIZED_ARTIFACTS:
+                    # The text is the file decoded, bytes that are not UTF-8 replaced: its size
+                    # is the file's, counted here.
+                    envelope[SIZED_ARTIFACTS[artifact]] = size
             else:
                 log.warning("%s %s: %s not usable (%s); its documents go without it",
                             obj.kind, obj.upstream_id, artifact, problem)
@@ -710,16 +716,18 @@ class KernelCIApi:
         return node_from_answer(url, response.status_code, answer)
 
     def _artifact_text(self, url: str) -> tuple:
-        """(text, None), or (None, why) when the file will not be had; passing failures raise."""
+        """(text, None, its size in bytes), or (None, why, None) when the file will not be had;
+        passing failures raise. The size is the file's own (decompressed when it was gzip), which
+        the text, decoded with bytes that are not UTF-8 replaced, no longer tells."""
         # No Authorization header: artifacts live on other hosts, which must never see the token.
         try:
             response = self.requester.get(url)
         except (ObjectTooLarge, ObjectUndecodable) as error:
             # As a log inflating too far, or a broken one that its server labelled gzip: the node
             # goes without it.
-            return None, str(error)
+            return None, str(error), None
         if response.status_code in LOST_ARTIFACT_STATUSES:
-            return None, "HTTP %d" % response.status_code
+            return None, "HTTP %d" % response.status_code, None
         if response.status_code != 200:
             raise UpstreamError("GET %s answered %d" % (_without_query(url), response.status_code))
         content = response.content
@@ -727,12 +735,12 @@ class KernelCIApi:
             try:
                 content = gunzip(content, MAX_ARTIFACT_BYTES)
             except ValueError as error:
-                return None, str(error)
+                return None, str(error), None
         if _WEB_PAGE.match(content[:4096]):
             # Counted as the log, its figures would be a page's, for good: the node is tried again.
             raise UpstreamError("GET %s answered a web page with 200, not the file (a storage's or a proxy's "
                                 "page)" % _without_query(url))
-        return content.decode("utf-8", "replace"), None
+        return content.decode("utf-8", "replace"), None, len(content)
 
 
 def unusable_item_reason(item: Any, node_id: Optional[str]) -> str:
