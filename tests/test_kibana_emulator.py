@@ -66,6 +66,22 @@ def test_status_answers_200_when_available_or_degraded_and_503_otherwise(kibana)
     assert response.status_code == 503 and response.json()["status"]["overall"]["level"] == "unavailable"
 
 
+def test_the_status_code_follows_the_core_services_not_the_plugins(kibana):
+    """A plugin unavailable makes the overall level unavailable, yet Kibana answers 200 while
+    Elasticsearch and saved objects are available (elastic/kibana#159768), and the saved objects
+    API works."""
+    kibana.set_level("unavailable", core="available")
+    response = requests.get(kibana.url + "/api/status", timeout=TIMEOUT)
+    assert response.status_code == 200
+    status = response.json()["status"]
+    assert status["overall"]["level"] == "unavailable" and status["core"]["savedObjects"]["level"] == "available"
+    assert post_export(kibana, {"type": ["dashboard"]}).status_code == 200
+    kibana.set_level("unavailable", core="degraded")
+    assert requests.get(kibana.url + "/api/status", timeout=TIMEOUT).status_code == 200
+    kibana.set_level("critical", core="critical")
+    assert requests.get(kibana.url + "/api/status", timeout=TIMEOUT).status_code == 503
+
+
 def test_saved_objects_routes_answer_503_while_unavailable(kibana):
     kibana.set_level("critical")
     response = post_export(kibana, {"type": ["dashboard"]})
@@ -142,7 +158,16 @@ def test_basic_auth_comes_before_the_xsrf_check():
         assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"] == 'Basic realm="kibana"'
         wrong = post_export(kibana, {"type": "dashboard"}, auth=("elastic", "nope"))
         assert wrong.status_code == 401 and "\n" in boom_body(wrong)["message"]
-        assert requests.get(kibana.url + "/api/status", timeout=TIMEOUT).status_code == 401
+        # Since 8.9 the status route takes bad or no credentials: it answers the redacted status.
+        for auth in (None, ("elastic", "nope")):
+            anonymous = requests.get(kibana.url + "/api/status", auth=auth, timeout=TIMEOUT)
+            assert (anonymous.status_code, anonymous.json()) == (200, {"status": {"overall": {"level": "available"}}})
+        kibana.set_level("critical", core="unavailable")
+        anonymous = requests.get(kibana.url + "/api/status", timeout=TIMEOUT)
+        assert (anonymous.status_code, anonymous.json()) == (503, {"status": {"overall": {"level": "unavailable"}}})
+        kibana.set_level("available")
+        full = requests.get(kibana.url + "/api/status", auth=("elastic", "s3cret"), timeout=TIMEOUT).json()
+        assert full["version"]["number"] == "8.15.3"
         assert post_export(kibana, {"type": "dashboard"}, auth=("elastic", "s3cret")).status_code == 200
         assert post_export(kibana, {"type": "dashboard"}, headers={}, auth=("elastic", "s3cret")).status_code == 400
         assert kibana.errors == []

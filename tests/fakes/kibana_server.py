@@ -30,6 +30,12 @@ an `unknown` error (400) while the rest of the file is written.
 Like Kibana, it refuses a `kbn-version` header other than its own version (400, on every route)
 and an import naming one type and id twice (400 "Non-unique import objects detected").
 
+Like Kibana 8.9 and later (elastic/kibana#159768), `GET /api/status` answers with the status of
+Kibana's core services (Elasticsearch and saved objects): 503 while one of them is unavailable or
+critical, else 200, whatever the plugins' status that the body's `overall` level adds in. Without
+valid credentials it is no 401: its body is then the redacted `{"status":{"overall":{"level"}}}`
+holding the core level.
+
 Like Kibana 8, the saved objects API does not check that the space of a `/s/<space>` prefix
 exists (elastic/kibana#67164, #148930): an export from an unknown space is empty, an import into
 one writes objects nobody sees until a space of that id is created. `GET /api/spaces/space/<id>`
@@ -171,7 +177,8 @@ class KibanaEmulator(ServedByBackgroundServer):
         self.latest_versions = dict(LATEST_VERSIONS if latest_versions is None else latest_versions)
         self.max_objects = max_objects
         self.clock = clock
-        self.level = "available"
+        self.level = "available"  # overall: the core services and every plugin
+        self.core_level = "available"  # Elasticsearch and saved objects, which the status code follows
         self.starting = False
         self.requests: LockedList = LockedList()
         self.store: Dict[Tuple[str, str, str], dict] = {}
@@ -182,9 +189,13 @@ class KibanaEmulator(ServedByBackgroundServer):
 
     # -- state and faults --------------------------------------------------------------------
 
-    def set_level(self, level: str) -> None:
-        """Overall status: available, degraded (both 200), unavailable, critical (503)."""
+    def set_level(self, level: str, core: Optional[str] = None) -> None:
+        """Overall status (available, degraded, unavailable, critical) and that of the core
+        services, the same unless `core` is given: a plugin alone may be unavailable. The status
+        code and the saved objects routes follow the core level: 200 when available or degraded,
+        else 503."""
         self.level = level
+        self.core_level = level if core is None else core
 
     def set_starting(self, starting: bool = True) -> None:
         """While starting, every request gets 503 "Kibana server is not ready yet" (plain text)."""
@@ -244,19 +255,22 @@ class KibanaEmulator(ServedByBackgroundServer):
 
     # -- routes ------------------------------------------------------------------------------
 
-    def status(self, space: str, query: dict, body: bytes) -> _Answer:
-        level = self.level
+    def status(self, space: str, query: dict, body: bytes, authenticated: bool = True) -> _Answer:
+        level, core = self.level, self.core_level
+        code = 200 if core in READY_LEVELS else 503
+        if not authenticated:
+            return _json_answer({"status": {"overall": {"level": core}}}, code)
         body = {
             "name": "kibana-emulator", "uuid": "5b2de169-2785-441b-ae8c-186a1936b17d",
             "version": {"number": self.version, "build_hash": "0" * 40, "build_number": 1,
                         "build_snapshot": False, "build_flavor": "traditional"},
             "status": {"overall": {"level": level, "summary": "emulated status %s" % level},
-                       "core": {"elasticsearch": {"level": level, "summary": level},
-                                "savedObjects": {"level": level, "summary": level}},
-                       "plugins": {}},
+                       "core": {"elasticsearch": {"level": core, "summary": core},
+                                "savedObjects": {"level": core, "summary": core}},
+                       "plugins": {"emulatedPlugin": {"level": level, "summary": level}}},
             "metrics": {"collection_interval_in_millis": 5000},
         }
-        return _json_answer(body, 200 if level in READY_LEVELS else 503)
+        return _json_answer(body, code)
 
     def export(self, space: str, query: dict, body: bytes) -> _Answer:
         self._require_saved_objects(space)
@@ -452,8 +466,15 @@ class KibanaEmulator(ServedByBackgroundServer):
 
     def _require_saved_objects(self, space: str) -> None:
         # No check that `space` exists: Kibana's saved objects API does not make one.
-        if self.level not in READY_LEVELS:
-            raise boom(503, "Saved objects service is %s" % self.level)
+        if self.core_level not in READY_LEVELS:
+            raise boom(503, "Saved objects service is %s" % self.core_level)
+
+    def authenticated(self, authorization: Optional[str]) -> bool:
+        """Whether the request has valid credentials (always, with security off)."""
+        if self.user is None:
+            return True
+        expected = "Basic " + base64.b64encode(("%s:%s" % (self.user, self.password)).encode()).decode()
+        return authorization == expected
 
     def check_auth(self, authorization: Optional[str]) -> None:
         if self.user is None:
@@ -664,7 +685,10 @@ class _KibanaHandler(QuietHandler):
             return emulator.space(space_route.group(1))
         if handler is None:
             raise boom(404, "Not Found")
-        emulator.check_auth(self.headers.get("Authorization"))
+        if handler != "status":
+            # Authentication is optional on the status route ("try" mode): bad or no credentials
+            # get the redacted status there, not a 401.
+            emulator.check_auth(self.headers.get("Authorization"))
         if handler == "export":
             _check_json_payload(self.headers.get("Content-Type"))
         # Kibana's xsrf check asks only whether either header is there, whatever its value.
@@ -678,6 +702,8 @@ class _KibanaHandler(QuietHandler):
                        attributes={"expected": emulator.version, "got": requested})
         if handler == "import_":
             return emulator.import_(space, query, body, self.headers.get("Content-Type", ""))
+        if handler == "status":
+            return emulator.status(space, query, body, emulator.authenticated(self.headers.get("Authorization")))
         return getattr(emulator, handler)(space, query, body)
 
     def _record(self, emulator, space, route, query, body, status) -> None:
