@@ -139,7 +139,7 @@ DOCUMENTED = {
     "setup_es": {0, 2, 3, 130},
     "setup_ls": {0, 2, 5, 130},
     "setup_kbn": {0, 1, 2, 3, 5, 130},
-    "backup_kbn": {0, 2, 3, 5, 130},
+    "backup_kbn": {0, 1, 2, 3, 5, 130},
     "status": {0, 2, 4, 5, 130},
 }
 

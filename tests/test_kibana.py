@@ -404,6 +404,38 @@ def test_every_post_carries_kbn_xsrf_and_a_refusal_is_one_line(kibana, workdir, 
     assert caught.value.exit_code == 3
 
 
+def test_a_backup_of_objects_that_refer_to_objects_kibana_lost_says_so_and_exits_1(kibana, tmp_path, capsys, caplog):
+    """A dashboard whose visualization and data view were deleted in Kibana: its export holds the
+    dashboard alone, and the backup was written and reported as any other (exit 0), though a
+    setup_kbn of that file imports nothing (the data view missing) or a broken panel."""
+    kibana.put({"type": "index-pattern", "id": "dv", "attributes": {"title": "boot-*"}, "references": []})
+    kibana.put({"type": "dashboard", "id": "d", "attributes": {"title": "Team board", "panelsJSON": "[]"},
+                "references": [{"type": "visualization", "id": "gone-vis", "name": "1:panel_1"},
+                               {"type": "index-pattern", "id": "gone-dv", "name": "2:panel_2"},
+                               {"type": "index-pattern", "id": "dv", "name": "3:panel_3"}]})
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    assert backup_kbn(args(tmp_path, dry_run=True), settings) == 1
+    assert not (tmp_path / "saved_objects.ndjson").exists()
+    assert backup_kbn(args(tmp_path), settings) == 1
+    out = capsys.readouterr().out
+    assert ('  dangling references: dashboard d "Team board" refers to visualization gone-vis, index-pattern gone-dv, '
+            'which Kibana does not hold: a setup_kbn of the file restores it with what uses them broken, or not at all'
+            in out)
+    assert "refers to index-pattern dv" not in out and out.count("dangling references") == 2  # dry run and run
+    assert "backup_kbn: 1 of 2 objects refer to objects Kibana does not hold: see the list printed" in caplog.text
+    assert [obj["id"] for obj in kb.parse_ndjson((tmp_path / "saved_objects.ndjson").read_text())] == ["d", "dv"]
+
+
+def test_dangling_references_are_those_an_export_does_not_hold():
+    objects = [{"type": "dashboard", "id": "d", "references": [
+                   {"type": "visualization", "id": "v", "name": "a"}, {"type": "visualization", "id": "gone", "name": "b"},
+                   {"type": "visualization", "id": "gone", "name": "c"}, "not a reference"]},
+               {"type": "visualization", "id": "v", "attributes": {"title": "V"}, "references": []}]
+    assert kb.dangling_references(objects) == [kb.ImportProblem("dashboard", "d", "", "dangling_references",
+                                                                (("visualization", "gone"),))]
+    assert kb.dangling_references(shipped_objects()) == []
+
+
 def test_lens_is_left_out_when_kibana_cannot_export_it(tmp_path):
     with KibanaEmulator(types=("index-pattern", "search", "visualization", "dashboard")) as kibana:
         kibana.put({"type": "index-pattern", "id": "dv", "attributes": {"title": "boot-*"}, "references": []})

@@ -221,7 +221,8 @@ class ImportProblem:
     id: str
     title: str
     # Kibana's: conflict, ambiguous_conflict, missing_references, unsupported_type, unknown;
-    # kcing's own: broken_references (see broken_references).
+    # kcing's own: broken_references (see broken_references), dangling_references (see
+    # dangling_references).
     error: str
     references: Tuple[Tuple[str, str], ...] = ()  # (type, id) of missing references
     message: str = ""
@@ -277,6 +278,10 @@ def describe(problem: ImportProblem) -> str:
         missing = ", ".join("%s %s" % ref for ref in problem.references) or "?"
         return ("broken references: %s refers to %s, found neither in the file nor in Kibana: Kibana imports it with "
                 "what uses them broken" % (what, missing))
+    if problem.error == "dangling_references":
+        missing = ", ".join("%s %s" % ref for ref in problem.references) or "?"
+        return ("dangling references: %s refers to %s, which Kibana does not hold: a setup_kbn of the file restores it "
+                "with what uses them broken, or not at all" % (what, missing))
     if problem.error == "unsupported_type":
         return "unsupported type: %s (this Kibana does not know the type %s)" % (what, problem.type)
     return "%s: %s%s" % (problem.error, what, ": " + problem.message if problem.message else "")
@@ -333,22 +338,37 @@ def import_text(objects: Iterable[Mapping[str, Any]]) -> str:
 CHECKED_REFERENCE_TYPES = ("index-pattern", "search")
 
 
+def _unresolved(objects: Sequence[Mapping[str, Any]], held: set, error: str,
+                skipped_types: Sequence[str] = ()) -> List[ImportProblem]:
+    """One `error` problem per object referring to (type, id) pairs not in `held`, references of
+    `skipped_types` left out."""
+    problems = []
+    for obj in objects:
+        missing = tuple(dict.fromkeys(
+            (ref.get("type"), ref.get("id")) for ref in obj.get("references") or ()
+            if isinstance(ref, dict) and ref.get("type") not in skipped_types
+            and (ref.get("type"), ref.get("id")) not in held))
+        if missing:
+            problems.append(ImportProblem(obj["type"], obj["id"], str((obj.get("attributes") or {}).get("title", "")),
+                                          error, missing))
+    return problems
+
+
 def broken_references(wanted: Iterable[Mapping[str, Any]], current: Iterable[Mapping[str, Any]]) -> List[ImportProblem]:
     """The objects to import that refer to objects neither among them nor in Kibana (`current`,
     matched under the ids they were imported with), of types Kibana's import does not check: it
     imports them with that part broken (a dashboard's panel), and says nothing."""
     wanted = list(wanted)
     held = {(obj["type"], obj["id"]) for obj in under_origin_ids(current)} | {(obj["type"], obj["id"]) for obj in wanted}
-    problems = []
-    for obj in wanted:
-        missing = tuple(dict.fromkeys(
-            (ref.get("type"), ref.get("id")) for ref in obj.get("references") or ()
-            if isinstance(ref, dict) and ref.get("type") not in CHECKED_REFERENCE_TYPES
-            and (ref.get("type"), ref.get("id")) not in held))
-        if missing:
-            problems.append(ImportProblem(obj["type"], obj["id"], str((obj.get("attributes") or {}).get("title", "")),
-                                          "broken_references", missing))
-    return problems
+    return _unresolved(wanted, held, "broken_references", CHECKED_REFERENCE_TYPES)
+
+
+def dangling_references(exported: Iterable[Mapping[str, Any]]) -> List[ImportProblem]:
+    """The objects of an export (`KibanaClient.export`, which includes the objects they refer to)
+    that refer to objects it does not hold: Kibana lacks them (deleted while still in use). A file
+    of them is no whole backup: its import reports or breaks what refers to them."""
+    exported = list(exported)
+    return _unresolved(exported, {(obj["type"], obj["id"]) for obj in exported}, "dangling_references")
 
 
 def conflict(obj: Mapping[str, Any]) -> ImportProblem:

@@ -4,11 +4,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kcing.admin.kibana import canonical_ndjson, count_by_type, hide_url, parse_ndjson, space_url
+import logging
+
+from kcing.admin.kibana import (
+    canonical_ndjson, count_by_type, dangling_references, describe, hide_url, parse_ndjson, space_url,
+)
 from kcing.commands._kibana import DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client
 from kcing.errors import ConfigError
 from kcing.flags import seconds
 from kcing.files import is_directory, write_atomically
+
+log = logging.getLogger(__name__)
 
 SUMMARY = "export the Kibana saved objects into kibana/"
 
@@ -37,11 +43,12 @@ Options:
                        with -l, FILE still gets everything.
   -h --help            Show this help.
 
-Exit status: 0 written; 2 configuration error (a space Kibana does not have, or one holding no
-saved objects when the file holds some: the file is kept; a KB_URL that is not Kibana or answers
-a redirect); 3 Kibana unreachable, not ready or refusing, or an answer of it too large; 5 the
-export could not be written (a full disk: the previous file is left as it was); 130 stopped by a
-signal.
+Exit status: 0 written; 1 written, but some objects refer to objects Kibana does not hold
+(listed: deleted while still in use), which a setup_kbn of the file cannot restore whole; 2
+configuration error (a space Kibana does not have, or one holding no saved objects when the file
+holds some: the file is kept; a KB_URL that is not Kibana or answers a redirect); 3 Kibana
+unreachable, not ready or refusing, or an answer of it too large; 5 the export could not be
+written (a full disk: the previous file is left as it was); 130 stopped by a signal.
 
 Examples:
   KB_URL=http://kibana:5601 kcing backup_kbn       # then review `git diff kibana/`
@@ -72,8 +79,21 @@ def _checked_directory(directory: Path) -> bool:
     return True
 
 
+def _report_dangling(objects: list) -> int:
+    """List the objects that refer to objects Kibana does not hold; 1 when there are some."""
+    dangling = dangling_references(objects)
+    for problem in dangling:
+        print("  %s" % describe(problem))
+    if dangling:
+        # The one line on stderr the command ends with: the list is on stdout.
+        log.warning("backup_kbn: %d of %d objects refer to objects Kibana does not hold: see the list printed",
+                    len(dangling), len(objects))
+    return 1 if dangling else 0
+
+
 def run(args: dict, settings, session=None) -> int:
-    """Export the space's saved objects into the saved objects file (dry run: only say so)."""
+    """Export the space's saved objects into the saved objects file (dry run: only say so); 1
+    when some of them refer to objects Kibana does not hold."""
     directory = kibana_dir(args)
     create = _checked_directory(directory)  # before waiting for Kibana: a typo is said at once
     client = make_client(args, settings, session)
@@ -95,7 +115,7 @@ def run(args: dict, settings, session=None) -> int:
         same = path.is_file() and path.read_text(encoding="utf-8") == text
         print("backup_kbn: dry run: would write %s to %s (%s)" % (
             summary, path, "creating directory %s" % directory if create else "no change" if same else "changed"))
-        return 0
+        return _report_dangling(objects)
     write_atomically(path, text.encode("utf-8"))
     print("backup_kbn: %s written to %s%s" % (summary, path, " (directory %s created)" % directory if create else ""))
-    return 0
+    return _report_dangling(objects)
