@@ -436,6 +436,20 @@ def test_dangling_references_are_those_an_export_does_not_hold():
     assert kb.dangling_references(shipped_objects()) == []
 
 
+def test_an_export_past_kibanas_size_limit_names_the_setting_and_keeps_the_file(workdir, tmp_path):
+    with KibanaEmulator(max_objects=3) as kibana:
+        for number in range(4):
+            kibana.put({"type": "dashboard", "id": "d%d" % number, "attributes": {"title": "d"}, "references": []})
+        kept = (workdir / "saved_objects.ndjson").read_bytes()
+        with pytest.raises(kb.KibanaRefused) as caught:
+            backup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url))
+        assert str(caught.value) == (
+            "Kibana at %s refused to export saved objects (HTTP 400): Can't export more than 3 objects. If your server "
+            "has enough memory, this limit can be increased by adjusting the \"savedObjects.maxImportExportSize\" "
+            "setting." % kibana.url)
+        assert caught.value.exit_code == 3 and (workdir / "saved_objects.ndjson").read_bytes() == kept
+
+
 def test_lens_is_left_out_when_kibana_cannot_export_it(tmp_path):
     with KibanaEmulator(types=("index-pattern", "search", "visualization", "dashboard")) as kibana:
         kibana.put({"type": "index-pattern", "id": "dv", "attributes": {"title": "boot-*"}, "references": []})

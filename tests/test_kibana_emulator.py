@@ -232,6 +232,28 @@ def test_export_of_a_missing_object_is_a_fetch_error(kibana):
     assert body["attributes"]["objects"][0]["error"]["statusCode"] == 404
 
 
+def test_the_export_size_limit_counts_the_objects_found_not_their_references():
+    """savedObjects.maxImportExportSize bounds what the search by type finds (its exporter's
+    fetchByTypes); the objects they refer to come on top."""
+    with KibanaEmulator(max_objects=2) as kibana:
+        kibana.put(data_view("dv1"))
+        kibana.put(data_view("dv2"))
+        kibana.put(visualization("v1", index="dv1"))
+        kibana.put(visualization("v2", index="dv2"))
+        deep = post_export(kibana, {"type": "visualization", "includeReferencesDeep": True, "excludeExportDetails": True})
+        assert deep.status_code == 200 and len(deep.text.split("\n")) == 4
+        kibana.put(visualization("v3", index="dv1"))
+        too_many = post_export(kibana, {"type": "visualization"})
+        assert too_many.status_code == 400
+        assert boom_body(too_many) == {"statusCode": 400, "error": "Bad Request", "message": (
+            "Can't export more than 2 objects. If your server has enough memory, this limit can be increased by "
+            "adjusting the \"savedObjects.maxImportExportSize\" setting.")}
+        by_id = post_export(kibana, {"objects": [{"type": "visualization", "id": name} for name in ("v1", "v2", "v3")]})
+        assert by_id.status_code == 400
+        assert boom_body(by_id)["message"] == "[request body.objects]: array size is [3], but cannot be greater than [2]"
+        assert kibana.errors == []
+
+
 def test_type_star_exports_every_type(kibana):
     kibana.put(data_view())
     kibana.put(visualization())

@@ -72,6 +72,9 @@ CORE_MIGRATION_VERSION = "8.8.0"
 ICONS = {"index-pattern": "indexPatternApp", "visualization": "visualizeApp", "dashboard": "dashboardApp",
          "search": "discoverApp", "lens": "lensApp", "config": "advancedSettingsApp", "tag": "tag"}
 MAX_IMPORT_EXPORT_SIZE = 10000
+# SavedObjectsExportError.exportSizeExceeded, for an export by type that finds more objects.
+EXPORT_SIZE_EXCEEDED = ("Can't export more than %d objects. If your server has enough memory, this limit can be "
+                        "increased by adjusting the \"savedObjects.maxImportExportSize\" setting.")
 # Types whose objects can be shared between spaces (namespaceType "multiple" or
 # "multiple-isolated" since 8.0): an id is unique across all spaces.
 MULTI_NAMESPACE_TYPES = ("dashboard", "index-pattern", "lens", "map", "query", "search", "tag", "visualization")
@@ -290,7 +293,13 @@ class KibanaEmulator(ServedByBackgroundServer):
             wanted = set(self.types) if "*" in types else set(types)
             roots = sorted((obj for (where, kind, _), obj in self.store.items() if where == space and kind in wanted),
                            key=lambda obj: obj["id"])
+            # Kibana counts the objects its search finds, not those their references add.
+            if len(roots) > self.max_objects:
+                raise boom(400, EXPORT_SIZE_EXCEEDED % self.max_objects)
         else:
+            if len(objects) > self.max_objects:  # the body schema's maxSize, before anything is read
+                raise boom(400, "[request body.objects]: array size is [%d], but cannot be greater than [%d]"
+                           % (len(objects), self.max_objects))
             missing = [ref for ref in objects if (space, ref["type"], ref["id"]) not in self.store]
             if missing:
                 raise boom(400, "Error fetching objects to export", attributes={"objects": [
@@ -300,8 +309,6 @@ class KibanaEmulator(ServedByBackgroundServer):
                     for ref in missing]})
             roots = [self.store[(space, ref["type"], ref["id"])] for ref in objects]
         ordered, missing_refs = _references_first(roots, space, self.store, options["includeReferencesDeep"])
-        if len(ordered) > self.max_objects:
-            raise boom(400, "Can't export more than %d objects" % self.max_objects)
         lines = [_export_line(obj) for obj in ordered]
         if not options["excludeExportDetails"]:
             lines.append(json.dumps({"exportedCount": len(ordered), "missingRefCount": len(missing_refs),
