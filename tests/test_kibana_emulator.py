@@ -295,6 +295,27 @@ def test_missing_references_keep_the_other_objects_out_too(kibana):
     assert kibana.objects() == []
 
 
+def test_an_object_of_an_unknown_type_is_no_reference_target():
+    """An object of a type Kibana does not know is left out before references are checked: a
+    panel referring to it is broken, and a reference to a data view or search of that type is looked
+    up in the store, whose 400 for the type refuses the whole import."""
+    with KibanaEmulator(types=("index-pattern", "visualization", "dashboard", "search")) as kibana:
+        lens = {"type": "lens", "id": "l", "attributes": {"title": "L"}, "references": []}
+        board = {"type": "dashboard", "id": "d", "attributes": {"title": "D"},
+                 "references": [{"type": "lens", "id": "l", "name": "1:panel_1"}]}
+        body = post_import(kibana, ndjson(lens, board)).json()
+        assert body["successCount"] == 1 and [error["error"] for error in body["errors"]] == [{"type": "unsupported_type"}]
+        assert kibana.get("dashboard", "d") is not None
+    with KibanaEmulator(types=("index-pattern", "visualization", "dashboard")) as kibana:
+        search = {"type": "search", "id": "s", "attributes": {"title": "S"}, "references": []}
+        board = {"type": "dashboard", "id": "d2", "attributes": {"title": "D"},
+                 "references": [{"type": "search", "id": "s", "name": "1:panel_1"}]}
+        response = post_import(kibana, ndjson(search, board))
+        assert response.status_code == 400
+        assert boom_body(response)["message"] == "Error fetching references for imported objects"
+        assert kibana.objects() == []
+
+
 def test_only_references_to_data_views_and_searches_must_be_found(kibana):
     """Kibana's validateReferences checks references to `index-pattern` and `search` objects only
     (REF_TYPES_TO_VALIDATE): a dashboard whose panel is gone is imported, its panel broken."""

@@ -342,7 +342,19 @@ class KibanaEmulator(ServedByBackgroundServer):
 
     def _import(self, space: str, objects: List[dict], flags: dict) -> dict:
         errors: Dict[Tuple[str, str], dict] = {}
-        in_file = {(obj["type"], obj["id"]) for obj in objects}
+        # What references may find in the file: an object of a type this Kibana does not know is
+        # left out of the import before they are checked (collectSavedObjects).
+        in_file = {(obj["type"], obj["id"]) for obj in objects if obj["type"] in self.types}
+        unknown = sorted({(ref["type"], ref["id"]) for obj in objects if obj["type"] in self.types
+                          for ref in obj.get("references") or ()
+                          if ref["type"] in VALIDATED_REFERENCE_TYPES and ref["type"] not in self.types})
+        if unknown:
+            # Looked up in the store, a type it does not know fails with a 400, not a 404: the
+            # whole import is refused (validateReferences' referencesFetchError).
+            raise boom(400, "Error fetching references for imported objects", attributes={"objects": [
+                {"id": id_, "type": type_, "error": {"statusCode": 400, "error": "Bad Request",
+                                                     "message": "Unsupported saved object type: '%s': Bad Request" % type_}}
+                for type_, id_ in unknown]})
         referred: Dict[Tuple[str, str], str] = {}  # a reference outside the file -> the id it resolves to
         for obj in objects:
             key = (obj["type"], obj["id"])
