@@ -33,7 +33,7 @@ from kcing.errors import ConfigError, one_line
 
 log = logging.getLogger(__name__)
 
-SECRET_NAMES = frozenset({"LS_PASSWORD", "ES_PASSWORD", "ES_API_KEY", "KB_PASSWORD", "KCI_API_TOKEN"})
+SECRET_NAMES = frozenset({"LS_PASSWORD", "ES_PASSWORD", "ES_API_KEY", "KB_PASSWORD", "KB_API_KEY", "KCI_API_TOKEN"})
 # Each basic-auth password and the user sent with it: a request carries the two together, in
 # base64, and that form is as good as the password to whoever reads it.
 BASIC_AUTH_SETTINGS = (("LS_USER", "LS_PASSWORD"), ("ES_USER", "ES_PASSWORD"), ("KB_USER", "KB_PASSWORD"))
@@ -508,6 +508,8 @@ SPECS: Mapping[str, Spec] = {
     "KB_URL": Spec("http://localhost:5601", _url, "Kibana URL"),
     "KB_USER": Spec("", _credential, "basic-auth user for Kibana"),
     "KB_PASSWORD": Spec("", _credential, "basic-auth password for Kibana"),
+    "KB_API_KEY": Spec("", _token, "API key for Kibana (the encoded value Elasticsearch returns), instead of "
+                       "KB_USER and KB_PASSWORD"),
     "KB_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Kibana TLS; empty means certifi's bundle (Mozilla's CAs)"),
     "KB_SPACE": Spec("", _space, "Kibana space id; empty means the default space"),
     "KB_REQUEST_DEADLINE": Spec(300.0, _number(0.1, MAX_SECONDS), "seconds one request of setup_kbn or "
@@ -586,6 +588,7 @@ class Settings:
     KB_URL: str
     KB_USER: str
     KB_PASSWORD: str
+    KB_API_KEY: str
     KB_CA_BUNDLE: str
     KB_SPACE: str
     KB_REQUEST_DEADLINE: float

@@ -488,6 +488,35 @@ def test_wrong_credentials_are_a_one_line_config_error_without_the_password(work
     assert caplog.records and not [record for record in caplog.records if PASSWORD in record.getMessage()]
 
 
+API_KEY = "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw=="
+
+
+def test_an_api_key_is_sent_instead_of_a_password(workdir, tmp_path, caplog):
+    """KB_API_KEY: Kibana takes an Elasticsearch API key as `Authorization: ApiKey <key>`; a
+    user who has only a key got 401 and "set KB_USER and KB_PASSWORD"."""
+    caplog.set_level(logging.DEBUG)
+    with KibanaEmulator(api_key=API_KEY) as kibana:
+        assert setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url, KB_API_KEY=API_KEY)) == 0
+        assert {record.headers.get("authorization") for record in kibana.requests} == {"ApiKey " + API_KEY}
+        with pytest.raises(ConfigError) as caught:
+            backup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url, KB_API_KEY="bm9wZTpub3Bl"))
+        assert str(caught.value) == ("Kibana at %s refused the credentials to export saved objects (HTTP 401); check "
+                                     "KB_API_KEY (an expired or invalidated key is refused)" % kibana.url)
+        with pytest.raises(ConfigError, match=r"set KB_USER and KB_PASSWORD, or KB_API_KEY$"):
+            backup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url))
+        kibana.fail_next(403, route=IMPORT, body={"statusCode": 403, "error": "Forbidden",
+                                                  "message": "Unable to bulk_create dashboard"})
+        (workdir / "saved_objects.ndjson").write_text(kb.canonical_ndjson(
+            [{"type": "dashboard", "id": "new", "attributes": {"title": "New"}, "references": []}]))
+        with pytest.raises(ConfigError) as caught:
+            setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url, KB_API_KEY=API_KEY))
+        assert str(caught.value) == ("The Kibana API key (KB_API_KEY) may not import saved objects at %s (HTTP 403): "
+                                     "Unable to bulk_create dashboard" % kibana.url)
+    with pytest.raises(ConfigError, match="set either KB_API_KEY or KB_USER/KB_PASSWORD, not both"):
+        backup_kbn(args(workdir), make_settings(tmp_path, KB_USER="elastic", KB_PASSWORD="x", KB_API_KEY=API_KEY))
+    assert caplog.records and not [record for record in caplog.records if API_KEY in record.getMessage()]
+
+
 def test_missing_credentials_and_forbidden_are_config_errors(tmp_path, workdir):
     with KibanaEmulator(user="elastic", password="right") as kibana:
         with pytest.raises(ConfigError, match="set KB_USER and KB_PASSWORD"):

@@ -406,14 +406,19 @@ def response_message(response: Answer) -> str:
     return one_line(body_text(response))
 
 
-def error_for(status: int, message: str, action: str, url: str, user: str) -> KcingError:
-    """The error to raise when Kibana answers `status` to `action` (an HTTP error, not 2xx)."""
+def error_for(status: int, message: str, action: str, url: str, user: str, api_key: bool = False) -> KcingError:
+    """The error to raise when Kibana answers `status` to `action` (an HTTP error, not 2xx);
+    `user` is the basic-auth user sent, `api_key` whether an API key was sent instead."""
     detail = ": %s" % message if message else ""
     if status == 401:
-        hint = "check KB_USER and KB_PASSWORD" if user else "set KB_USER and KB_PASSWORD"
+        if api_key:
+            hint = "check KB_API_KEY (an expired or invalidated key is refused)"
+        else:
+            hint = "check KB_USER and KB_PASSWORD" if user else "set KB_USER and KB_PASSWORD, or KB_API_KEY"
         return ConfigError("Kibana at %s refused the credentials to %s (HTTP 401); %s" % (url, action, hint))
     if status == 403:
-        return ConfigError("Kibana user %r may not %s at %s (HTTP 403)%s" % (user, action, url, detail))
+        who = "The Kibana API key (KB_API_KEY)" if api_key else "Kibana user %r" % user
+        return ConfigError("%s may not %s at %s (HTTP 403)%s" % (who, action, url, detail))
     if status == 404:  # a setting to fix, as a refused login is (exit 2), not a Kibana that refuses
         return ConfigError("Kibana at %s has no such API or space to %s (HTTP 404)%s; check KB_URL and KB_SPACE"
                            % (url, action, detail))
@@ -468,6 +473,17 @@ class Utf8BasicAuth(requests.auth.AuthBase):
         return request
 
 
+class ApiKeyAuth(requests.auth.AuthBase):
+    """An Elasticsearch API key, which Kibana takes as `Authorization: ApiKey <encoded key>`."""
+
+    def __init__(self, encoded: str):
+        self.header = "ApiKey " + encoded
+
+    def __call__(self, request):
+        request.headers["Authorization"] = self.header
+        return request
+
+
 @dataclass(frozen=True)
 class Answer:
     """An answer of Kibana read whole: what the client looks at of it."""
@@ -482,12 +498,14 @@ class KibanaClient:
     log line."""
 
     def __init__(self, session: requests.Session, url: str, space: str = "",
-                 auth: Optional[Tuple[str, str]] = None, deadline: float = DEADLINE):
+                 auth: Optional[Tuple[str, str]] = None, deadline: float = DEADLINE, api_key: str = ""):
+        """`auth`: a basic-auth (user, password); `api_key`: an encoded API key, sent instead."""
         self.session = session
         self.url = url.rstrip("/")
         self.space = check_space(space)
-        self.auth = auth
-        self._auth = Utf8BasicAuth(*auth) if auth else None
+        self.auth = None if api_key else auth
+        self.api_key = bool(api_key)
+        self._auth = ApiKeyAuth(api_key) if api_key else Utf8BasicAuth(*auth) if auth else None
         self.timeout = (CONNECT_TIMEOUT, deadline)
         self.deadline = deadline
         self.max_answer_bytes = MAX_ANSWER_BYTES
@@ -546,7 +564,7 @@ class KibanaClient:
     def _raise_unless_ok(self, response: Answer, action: str) -> None:
         if response.status_code != 200:
             user = self.auth[0] if self.auth else ""
-            raise error_for(response.status_code, response_message(response), action, self.url, user)
+            raise error_for(response.status_code, response_message(response), action, self.url, user, self.api_key)
 
     def status(self, within: Optional[float] = None) -> Optional[str]:
         """None when Kibana is ready, else why not. Auth and "not a Kibana" errors are raised.

@@ -29,7 +29,12 @@ def kibana_dir(args: dict) -> Path:
 
 
 def make_client(args: dict, settings, session=None) -> KibanaClient:
-    if settings.KB_USER or settings.KB_PASSWORD:
+    auth = None
+    if settings.KB_API_KEY:
+        if settings.KB_USER or settings.KB_PASSWORD:
+            raise ConfigError("set either KB_API_KEY or KB_USER/KB_PASSWORD, not both")
+        warn_cleartext_credentials("the Kibana API key (KB_API_KEY)", {"KB_URL": [settings.KB_URL]})
+    elif settings.KB_USER or settings.KB_PASSWORD:
         if not (settings.KB_USER and settings.KB_PASSWORD):
             raise ConfigError("KB_USER and KB_PASSWORD must be set together")
         auth = (settings.KB_USER, settings.KB_PASSWORD)
@@ -48,7 +53,8 @@ def make_client(args: dict, settings, session=None) -> KibanaClient:
     space = settings.KB_SPACE if space is None else space
     check_ca_bundle("KB_CA_BUNDLE", settings.KB_CA_BUNDLE)
     session = session or new_session(pool_size=1, verify=settings.KB_CA_BUNDLE, netrc=False)
-    return KibanaClient(session, settings.KB_URL, space, auth, deadline=settings.KB_REQUEST_DEADLINE)
+    return KibanaClient(session, settings.KB_URL, space, auth, deadline=settings.KB_REQUEST_DEADLINE,
+                        api_key=settings.KB_API_KEY)
 
 
 def read_saved_objects(path: Path, url: str) -> List[dict]:

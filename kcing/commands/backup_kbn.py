@@ -26,7 +26,7 @@ Export the kcing Kibana saved objects of KB_URL to kibana/saved_objects.ndjson: 
 links into Kibana starting with a placeholder, so that diffs stay reviewable.
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
-KB_URL, KB_USER, KB_PASSWORD, KB_CA_BUNDLE, KB_SPACE, KB_REQUEST_DEADLINE,
+KB_URL, KB_USER, KB_PASSWORD, KB_API_KEY, KB_CA_BUNDLE, KB_SPACE, KB_REQUEST_DEADLINE,
 KCING_PROGRESS_EVERY.
 
 Options:

@@ -25,7 +25,7 @@ Import the Kibana saved objects from kibana/ into KB_URL. Objects that differ fr
 kept unless --overwrite; either way the current objects are saved into kibana/backups/ first.
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
-KB_URL, KB_USER, KB_PASSWORD, KB_CA_BUNDLE, KB_SPACE, KB_REQUEST_DEADLINE,
+KB_URL, KB_USER, KB_PASSWORD, KB_API_KEY, KB_CA_BUNDLE, KB_SPACE, KB_REQUEST_DEADLINE,
 KCING_PROGRESS_EVERY.
 
 Options:

@@ -165,15 +165,17 @@ def _meta(obj: dict) -> dict:
 class KibanaEmulator(ServedByBackgroundServer):
     """Kibana's saved objects API with an in-memory store; `requests` records every call.
 
-    `user`/`password` turn basic auth on. `spaces` are the space ids that exist. `types` are the
+    `user`/`password` turn security on, and `api_key` too: an Elasticsearch API key, taken as
+    `Authorization: ApiKey <api_key>` (Kibana's http authentication, on by default, for the
+    schemes apikey and bearer), beside that user's basic auth. `spaces` are the space ids that exist. `types` are the
     importable and exportable types (leave out "lens" to model a Kibana without it).
     """
 
     def __init__(self, port: int = 0, user: Optional[str] = None, password: Optional[str] = None,
                  spaces: Iterable[str] = ("default",), types: Iterable[str] = EXPORTABLE_TYPES,
                  version: str = VERSION, latest_versions: Optional[Dict[str, str]] = None,
-                 max_objects: int = MAX_IMPORT_EXPORT_SIZE, clock=time.time):
-        self.user, self.password = user, password
+                 max_objects: int = MAX_IMPORT_EXPORT_SIZE, clock=time.time, api_key: Optional[str] = None):
+        self.user, self.password, self.api_key = user, password, api_key
         self.spaces = set(spaces) | {"default"}
         self.types = tuple(types)
         self.version = version
@@ -488,20 +490,27 @@ class KibanaEmulator(ServedByBackgroundServer):
         if self.core_level not in READY_LEVELS:
             raise boom(503, "Saved objects service is %s" % self.core_level)
 
+    @property
+    def secured(self) -> bool:
+        return self.user is not None or self.api_key is not None
+
     def authenticated(self, authorization: Optional[str]) -> bool:
         """Whether the request has valid credentials (always, with security off)."""
-        if self.user is None:
+        if not self.secured:
             return True
-        expected = "Basic " + base64.b64encode(("%s:%s" % (self.user, self.password)).encode()).decode()
-        return authorization == expected
+        accepted = []
+        if self.user is not None:
+            accepted.append("Basic " + base64.b64encode(("%s:%s" % (self.user, self.password)).encode()).decode())
+        if self.api_key is not None:
+            accepted.append("ApiKey " + self.api_key)
+        return authorization in accepted
 
     def check_auth(self, authorization: Optional[str]) -> None:
-        if self.user is None:
+        if not self.secured:
             return
         if not authorization:
             raise boom(401, "Unauthorized", headers=(("WWW-Authenticate", 'Basic realm="kibana"'),))
-        expected = "Basic " + base64.b64encode(("%s:%s" % (self.user, self.password)).encode()).decode()
-        if authorization != expected:
+        if not self.authenticated(authorization):
             # Kibana passes Elasticsearch's multi-line security message through.
             raise boom(401, "[security_exception\n\tRoot causes:\n\t\tsecurity_exception: unable to authenticate "
                             "user for REST request [/_security/_authenticate]]: unable to authenticate user for "
