@@ -580,6 +580,37 @@ def test_a_plugin_unavailable_does_not_hold_back_a_kibana_whose_core_is_up(kiban
         backup_kbn(args(workdir), settings)
 
 
+NGINX_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
+             b"</center>\r\n<hr><center>nginx/1.25.3</center>\r\n</body>\r\n</html>\r\n")
+
+
+def test_a_proxys_html_page_is_said_by_its_title_not_its_markup(kibana, workdir, tmp_path):
+    """A proxy in front of Kibana answers with HTML pages: the line kcing ended with held the
+    page's markup, cut at 300 characters, and for an export the JSON parser's complaint."""
+    kibana.fail_next(502, route="/api/status", count=None, body=NGINX_502, headers=(("Content-Type", "text/html"),))
+    with pytest.raises(kb.KibanaUnavailable) as caught:
+        backup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url))
+    assert str(caught.value) == ('Kibana at %s is not ready (HTTP 502: an HTML page "502 Bad Gateway"); gave up after '
+                                 'waiting 0s' % kibana.url)
+    kibana._faults.clear()
+    login = b'<!DOCTYPE html>\n<html lang="en"><head>\n<title>\n  Sign in -\n Corp SSO</title></head><body>...</body></html>'
+    kibana.fail_next(200, route=EXPORT, body=login, headers=(("Content-Type", "text/html; charset=utf-8"),))
+    kept = (workdir / "saved_objects.ndjson").read_bytes()
+    with pytest.raises(kb.KibanaRefused) as caught:
+        backup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url))
+    assert str(caught.value) == ('Kibana at %s answered the export with an HTML page "Sign in - Corp SSO", not saved '
+                                 'objects: something in front of Kibana (a proxy, a login page) answered instead'
+                                 % kibana.url)
+    assert (workdir / "saved_objects.ndjson").read_bytes() == kept
+
+
+def test_html_page_knows_html_from_other_text():
+    assert kb.html_page("<!-- proxy -->\n<HTML><BODY>Service Unavailable</BODY></HTML>") == "an HTML page"
+    assert kb.html_page("<html><head><title></title></head></html>") == "an HTML page"
+    assert kb.html_page("Kibana server is not ready yet") is None
+    assert kb.html_page('{"message":"<html>"}') is None and kb.html_page("<xml/>") is None
+
+
 def test_unreachable_kibana_is_a_clear_one_line_error(workdir, tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

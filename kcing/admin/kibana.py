@@ -395,12 +395,28 @@ def body_text(response: Answer) -> str:
     return response.content.decode("utf-8", "replace")
 
 
+_HTML_START = re.compile(r"\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)\b", re.IGNORECASE | re.DOTALL)
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def html_page(text: str) -> Optional[str]:
+    """`an HTML page "<its title>"` when `text` is an HTML page (a proxy's error or login page
+    in front of Kibana, which never answers its API with one), else None: its markup, flattened
+    into an error line, would bury the one thing it says."""
+    if not _HTML_START.match(text):
+        return None
+    found = _HTML_TITLE.search(text)
+    title = " ".join(found.group(1).split()) if found else ""
+    return 'an HTML page "%s"' % title if title else "an HTML page"
+
+
 def response_message(response: Answer) -> str:
-    """The Boom `message` of an error body, or its text."""
+    """The Boom `message` of an error body, what an HTML page is, or the body's text."""
     try:
         body = json.loads(response.content)
     except ValueError:
-        return one_line(body_text(response))
+        text = body_text(response)
+        return one_line(html_page(text) or text)
     if isinstance(body, dict) and body.get("message"):
         return one_line(body["message"])
     return one_line(body_text(response))
@@ -643,6 +659,10 @@ class KibanaClient:
                 wanted = [name for name in wanted if name not in unknown]
                 continue
             self._raise_unless_ok(response, action)
+            page = html_page(body_text(response))
+            if page:
+                raise KibanaRefused("Kibana at %s answered the export with %s, not saved objects: something in "
+                                    "front of Kibana (a proxy, a login page) answered instead" % (self.url, one_line(page)))
             try:
                 return parse_ndjson(response.content.decode("utf-8"))
             except ValueError as error:  # UnicodeDecodeError included
