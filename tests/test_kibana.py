@@ -828,7 +828,7 @@ BREAKDOWNS = {
     "kcing-builds": {"job": "tree", "arch": "platform (arch)"},
     "kcing-boots": {"job": "tree", "lab_name": "lab", "board": "platform"},
     "kcing-tests": {"job": "tree", "lab_name": "lab", "board": "platform"},
-    "kcing-boot-logs": {"lab_name": "lab", "board": "platform"},
+    "kcing-boot-logs": {"job": "tree", "lab_name": "lab", "board": "platform"},
     "kcing-regressions": {"job": "tree", "lab_name": "lab", "board": "platform"},
 }
 
