@@ -80,6 +80,8 @@ def test_the_status_code_follows_the_core_services_not_the_plugins(kibana):
     assert requests.get(kibana.url + "/api/status", timeout=TIMEOUT).status_code == 200
     kibana.set_level("critical", core="critical")
     assert requests.get(kibana.url + "/api/status", timeout=TIMEOUT).status_code == 503
+    kibana.set_level("available", core="degraded")  # the overall level is the worst of all
+    assert requests.get(kibana.url + "/api/status", timeout=TIMEOUT).json()["status"]["overall"]["level"] == "degraded"
 
 
 def test_saved_objects_routes_answer_503_while_unavailable(kibana):

@@ -101,6 +101,7 @@ IMPORT_FLAGS = ("overwrite", "createNewCopies", "compatibilityMode")
 SPACE_PREFIX = re.compile(r"^/s/([^/]+)(/.*)?$")
 SPACE_ROUTE = re.compile(r"^/api/spaces/space/([^/]+)$")
 READY_LEVELS = ("available", "degraded")
+LEVEL_ORDER = ("available", "degraded", "unavailable", "critical")
 REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            413: "Request Entity Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error",
            503: "Service Unavailable"}
@@ -261,7 +262,9 @@ class KibanaEmulator(ServedByBackgroundServer):
     # -- routes ------------------------------------------------------------------------------
 
     def status(self, space: str, query: dict, body: bytes, authenticated: bool = True) -> _Answer:
-        level, core = self.level, self.core_level
+        core = self.core_level
+        # The overall level is the worst of the core services' and the plugins'.
+        level = max(self.level, core, key=lambda name: LEVEL_ORDER.index(name) if name in LEVEL_ORDER else 0)
         code = 200 if core in READY_LEVELS else 503
         if not authenticated:
             return _json_answer({"status": {"overall": {"level": core}}}, code)
@@ -272,7 +275,7 @@ class KibanaEmulator(ServedByBackgroundServer):
             "status": {"overall": {"level": level, "summary": "emulated status %s" % level},
                        "core": {"elasticsearch": {"level": core, "summary": core},
                                 "savedObjects": {"level": core, "summary": core}},
-                       "plugins": {"emulatedPlugin": {"level": level, "summary": level}}},
+                       "plugins": {"emulatedPlugin": {"level": self.level, "summary": self.level}}},
             "metrics": {"collection_interval_in_millis": 5000},
         }
         return _json_answer(body, code)
