@@ -285,6 +285,27 @@ def test_objects_new_to_kibana_are_imported_beside_existing_ones(kibana, workdir
     assert kibana.get("dashboard", "kcing-tests")["attributes"]["title"] == "kcing: tests"
 
 
+def test_an_object_of_another_type_in_the_file_is_compared_and_backed_up_not_sent_as_new(kibana, tmp_path, capsys):
+    """A tag (or a map) a backed-up dashboard used is in the file. setup_kbn exported kcing's
+    types only, so took the tag Kibana holds for a new object: it was left out of the backup,
+    sent, and its conflict made Kibana import none of the file, the new dashboard included."""
+    directory = tmp_path / "kibana"
+    directory.mkdir()
+    tag = {"type": "tag", "id": "t1", "attributes": {"name": "kernel", "color": "#ffffff", "description": ""},
+           "references": []}
+    board = {"type": "dashboard", "id": "new-board", "attributes": {"title": "New"}, "references": []}
+    (directory / "saved_objects.ndjson").write_text(kb.canonical_ndjson([tag, board]))
+    kibana.put(dict(tag))
+    assert setup_kbn(args(directory), make_settings(tmp_path, KB_URL=kibana.url), now=lambda: NOW) == 0
+    out = capsys.readouterr().out
+    assert "current objects (1 tag) saved to" in out
+    assert "imported 1 of 2 objects, 1 already present and unchanged\n" in out
+    assert kibana.get("dashboard", "new-board") is not None
+    (backup,) = (directory / "backups").iterdir()
+    assert [obj["id"] for obj in kb.parse_ndjson(backup.read_text())] == ["t1"]
+    assert kb.export_types([tag, board]) == kb.EXPORT_TYPES + ("tag",)
+
+
 def test_a_file_kibana_refuses_whole_says_nothing_was_imported(kibana, workdir, tmp_path, capsys):
     # A reference that is neither in the file nor in Kibana: Kibana reports the others as
     # successes but writes none of them.

@@ -192,6 +192,15 @@ def canonical_ndjson(objects: Iterable[Mapping[str, Any]]) -> str:
     return import_text(ordered)
 
 
+def export_types(objects: Iterable[Mapping[str, Any]]) -> Tuple[str, ...]:
+    """The types to export before importing `objects`: kcing's (EXPORT_TYPES), and any other
+    type the file holds (a tag or a map a backed-up dashboard used). An object of a type left out
+    of the export would be taken as new, so sent, and Kibana would answer it with a conflict that
+    holds back the whole import; it would be missing from the backup made first too."""
+    extra = sorted({obj["type"] for obj in objects} - set(EXPORT_TYPES))
+    return EXPORT_TYPES + tuple(extra)
+
+
 def count_by_type(objects: Iterable[Mapping[str, Any]]) -> str:
     """"4 index-pattern, 2 dashboard" in a stable order (for summaries)."""
     counts: dict = {}

@@ -6,7 +6,7 @@ import time
 from typing import Callable
 
 from kcing.admin.kibana import (
-    broken_references, conflict, count_by_type, describe, import_text, plan_import, space_url,
+    broken_references, conflict, count_by_type, describe, export_types, import_text, plan_import, space_url,
 )
 from kcing.commands._kibana import (
     BACKUPS, DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client, read_saved_objects, save_backup,
@@ -76,7 +76,7 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
         return 0
     client.wait_ready(wait, every=settings.KCING_PROGRESS_EVERY)
     client.check_space()
-    current = client.export()
+    current = client.export(export_types(objects))
     save_backup(kibana_dir(args) / BACKUPS, current, url, now())
     print("setup_kbn: importing %s%s" % (plan, " (overwrite)" if overwrite else ""))
     split = plan_import(objects, current)
