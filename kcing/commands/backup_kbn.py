@@ -1,10 +1,9 @@
 """kcing backup_kbn: export the kcing Kibana saved objects into kibana/saved_objects.ndjson."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
-
-import logging
 
 from kcing.admin.kibana import (
     canonical_ndjson, count_by_type, dangling_references, describe, hide_url, parse_ndjson, space_url,
