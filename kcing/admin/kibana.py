@@ -671,7 +671,8 @@ class KibanaClient:
             page = html_page(body_text(response))
             if page:
                 raise KibanaRefused("Kibana at %s answered the export with %s, not saved objects: something in "
-                                    "front of Kibana (a proxy, a login page) answered instead" % (self.url, one_line(page)))
+                                    "front of Kibana (a proxy, a login page) answered instead"
+                                    % (self.url, one_line(page)))
             try:
                 return parse_ndjson(response.content.decode("utf-8"))
             except ValueError as error:  # UnicodeDecodeError included
