@@ -306,6 +306,43 @@ def test_an_object_of_another_type_in_the_file_is_compared_and_backed_up_not_sen
     assert kb.export_types([tag, board]) == kb.EXPORT_TYPES + ("tag",)
 
 
+def test_a_data_view_used_in_discover_is_unchanged_for_setup_and_backup(kibana, workdir, tmp_path, capsys):
+    """Adding a field as a column in Discover raises its popularity count, which Kibana saves
+    in the data view's fieldAttrs: the next setup_kbn reported the data view as a conflict (exit
+    1, on every start of the compose service), and backup_kbn wrote the counts as a change."""
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    assert setup_kbn(args(workdir), settings) == 0
+    view = dict(kibana.get("index-pattern", "kcing-log"))
+    view["attributes"] = dict(view["attributes"], fieldAttrs='{"message":{"count":2},"level":{"count":1}}')
+    kibana.put(view)
+    capsys.readouterr()
+    assert setup_kbn(args(workdir), settings) == 0
+    assert "imported 0 of %d objects, %d already present and unchanged\n" % ((len(shipped_objects()),) * 2) \
+        in capsys.readouterr().out
+    assert backup_kbn(args(workdir), settings) == 0
+    assert (workdir / "saved_objects.ndjson").read_text(encoding="utf-8") == SHIPPED.read_text(encoding="utf-8")
+    # A label given to a field is a change: a conflict, and in the backup.
+    view["attributes"] = dict(view["attributes"], fieldAttrs='{"message":{"count":3,"customLabel":"Line"}}')
+    kibana.put(view)
+    assert setup_kbn(args(workdir), settings) == 1
+    assert 'conflict: index-pattern kcing-log "log-*" already exists' in capsys.readouterr().out
+    assert backup_kbn(args(workdir), settings) == 0
+    assert '"fieldAttrs":"{\\"message\\":{\\"customLabel\\":\\"Line\\"}}"' in (
+        workdir / "saved_objects.ndjson").read_text(encoding="utf-8")
+
+
+def test_without_popularity_drops_field_counts_only():
+    view = {"type": "index-pattern", "id": "v", "attributes": {
+        "title": "log-*", "fieldAttrs": '{"a":{"count":1},"b":{"count":4,"customLabel":"Bé"},"c":{"customDescription":"x"}}'}}
+    assert kb.without_popularity(view)["attributes"] == {
+        "title": "log-*", "fieldAttrs": '{"b":{"customLabel":"Bé"},"c":{"customDescription":"x"}}'}
+    assert view["attributes"]["fieldAttrs"].startswith('{"a"')  # the caller's object is not changed
+    for unchanged in ({"type": "index-pattern", "id": "v", "attributes": {"fieldAttrs": "{}"}},
+                      {"type": "index-pattern", "id": "v", "attributes": {"fieldAttrs": "not json"}},
+                      {"type": "visualization", "id": "v", "attributes": {"fieldAttrs": '{"a":{"count":1}}'}}):
+        assert kb.without_popularity(unchanged) is unchanged
+
+
 def test_a_file_kibana_refuses_whole_says_nothing_was_imported(kibana, workdir, tmp_path, capsys):
     # A reference that is neither in the file nor in Kibana: Kibana reports the others as
     # successes but writes none of them.

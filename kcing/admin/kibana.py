@@ -144,9 +144,37 @@ def parse_ndjson(text: str) -> List[dict]:
     return objects
 
 
+def without_popularity(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A data view without the popularity counts of its fields (`count` in its `fieldAttrs`),
+    which Discover raises and saves each time someone adds a field as a column: usage, not a
+    change anyone made to the data view. Any other object, or a `fieldAttrs` that is not the JSON
+    object Kibana writes, is returned as it is."""
+    attributes = obj.get("attributes")
+    if obj.get("type") != "index-pattern" or not isinstance(attributes, dict) \
+            or not isinstance(attributes.get("fieldAttrs"), str):
+        return obj
+    try:
+        fields = json.loads(attributes["fieldAttrs"])
+    except ValueError:
+        return obj
+    if not isinstance(fields, dict) or not any(isinstance(attrs, dict) and "count" in attrs
+                                               for attrs in fields.values()):
+        return obj
+    kept = {}
+    for name, attrs in fields.items():
+        if isinstance(attrs, dict):
+            attrs = {key: value for key, value in attrs.items() if key != "count"}
+            if not attrs:
+                continue
+        kept[name] = attrs
+    text = json.dumps(kept, separators=(",", ":"), ensure_ascii=False)
+    return dict(obj, attributes=dict(attributes, fieldAttrs=text))
+
+
 def stable_object(obj: Mapping[str, Any]) -> dict:
-    """The object without the metadata Kibana rewrites on every save or import."""
-    return {key: value for key, value in obj.items() if key not in VOLATILE_FIELDS}
+    """The object without the metadata Kibana rewrites on every save or import, nor the
+    popularity counts Discover keeps in data views."""
+    return {key: value for key, value in without_popularity(obj).items() if key not in VOLATILE_FIELDS}
 
 
 def under_origin_ids(objects: Iterable[Mapping[str, Any]]) -> List[dict]:
@@ -314,7 +342,9 @@ class ImportPlan:
 
 
 def _content(obj: Mapping[str, Any]):
-    # Only attributes and references count: Kibana rewrites the migration versions on import.
+    # Only attributes and references count: Kibana rewrites the migration versions on import,
+    # and Discover the popularity counts of a data view's fields each time it is used.
+    obj = without_popularity(obj)
     return (obj.get("attributes"), sorted(json.dumps(ref, sort_keys=True) for ref in obj.get("references") or ()))
 
 
