@@ -724,6 +724,16 @@ def test_dry_runs_change_nothing(kibana, workdir, tmp_path, capsys):
     assert "would write 0 objects" in capsys.readouterr().out
 
 
+def test_a_backup_dry_run_over_a_file_that_is_not_utf8_says_changed(kibana, workdir, tmp_path, capsys):
+    """The dry run compared the export with the file read as UTF-8 text: a file of other bytes
+    (a stray binary, another encoding) ended it with an internal error (exit 70)."""
+    kibana.put({"type": "dashboard", "id": "d", "attributes": {"title": "D"}, "references": []})
+    (workdir / "saved_objects.ndjson").write_bytes(b"\xff\xfe not text\n")
+    assert backup_kbn(args(workdir, dry_run=True), make_settings(tmp_path, KB_URL=kibana.url)) == 0
+    assert capsys.readouterr().out.endswith("saved_objects.ndjson (changed)\n")
+    assert (workdir / "saved_objects.ndjson").read_bytes() == b"\xff\xfe not text\n"
+
+
 @pytest.mark.parametrize("wait", ["-1", "86401", "soon"])
 def test_a_dry_run_refuses_a_wait_the_run_would_refuse(kibana, workdir, tmp_path, wait):
     settings = make_settings(tmp_path, KB_URL=kibana.url)
