@@ -119,6 +119,25 @@ def test_parse_ndjson_skips_blank_and_details_lines_and_names_bad_lines():
         kb.parse_ndjson('{"title":"no type"}')
 
 
+@pytest.mark.parametrize("line, why", [
+    ('{"type":"dashboard","id":"x","attributes":["t"]}', "its attributes are not a JSON object"),
+    ('{"type":"dashboard","id":"x","attributes":{},"references":"none"}', "its references are not a list"),
+    ('{"type":"dashboard","id":"x","references":[{"type":"visualization","name":"a"}]}', "its references are not"),
+    ('{"type":"dashboard","id":"x","references":["visualization:v"]}', "its references are not"),
+])
+def test_a_line_whose_attributes_or_references_are_not_an_exports_is_refused_by_name(tmp_path, kibana, line, why):
+    """A hand-edited line whose attributes are a list, or whose references are not objects with a
+    type and id: setup_kbn ended with an internal error (exit 70) once it read the title or the
+    references, after it had backed up and begun."""
+    directory = tmp_path / "kibana"
+    directory.mkdir()
+    (directory / "saved_objects.ndjson").write_text('{"type":"dashboard","id":"ok","attributes":{}}\n' + line + "\n")
+    with pytest.raises(ConfigError) as caught:
+        setup_kbn(args(directory), make_settings(tmp_path, KB_URL=kibana.url))
+    assert str(caught.value).startswith("%s: line 2 is not a saved object (%s" % (directory / "saved_objects.ndjson", why))
+    assert kibana.requests.snapshot() == []
+
+
 def test_unsupported_types_are_read_from_the_export_message():
     assert kb.unsupported_types("Trying to export non-exportable type(s): lens, map") == ["lens", "map"]
     assert kb.unsupported_types("Either `type` or `objects` are required.") == []

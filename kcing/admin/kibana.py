@@ -140,6 +140,16 @@ def parse_ndjson(text: str) -> List[dict]:
             continue
         if not (isinstance(item, dict) and isinstance(item.get("type"), str) and isinstance(item.get("id"), str)):
             raise ValueError("line %d is not a saved object (no type and id)" % number)
+        # What kcing reads of an object (a title, the references' type and id) must be where an
+        # export puts it: a hand-edited line is refused here, not failed on halfway through.
+        if not isinstance(item.get("attributes", {}), dict):
+            raise ValueError("line %d is not a saved object (its attributes are not a JSON object)" % number)
+        references = item.get("references") or []
+        if not (isinstance(references, list) and all(
+                isinstance(ref, dict) and isinstance(ref.get("type"), str) and isinstance(ref.get("id"), str)
+                for ref in references)):
+            raise ValueError("line %d is not a saved object (its references are not a list of objects with a type "
+                             "and an id)" % number)
         objects.append(item)
     return objects
 
