@@ -660,8 +660,11 @@ class KibanaClient:
         if level == "red":
             return "Kibana at %s is not ready (status red)" % self.url
         if level not in ("available", "green"):
-            log.warning("Kibana at %s reports status %s but answers 200 (its core services are up); going on",
-                        self.url, one_line(level))
+            # Said at info level when only plugins are behind it: a run that goes well says
+            # nothing under --quiet, and a plugin degraded for good would make every cron run speak.
+            log.log(logging.INFO if _core_available(response) else logging.WARNING,
+                    "Kibana at %s reports status %s but answers 200 (its core services are up); going on",
+                    self.url, one_line(level))
         return None
 
     def wait_ready(self, timeout: float, clock: Callable[[], float] = time.monotonic,
@@ -739,3 +742,15 @@ def _status_level(response: Answer) -> str:
     except (ValueError, KeyError, TypeError):
         return ""
     return str(overall.get("level") or overall.get("state") or "")
+
+
+def _core_available(response: Answer) -> bool:
+    """Whether the status lists its core services (Elasticsearch, saved objects), all available:
+    then a level other than available comes from plugins alone, which the saved objects API does
+    not need. (The status of a request without credentials lists no core service.)"""
+    try:
+        core = json.loads(response.content)["status"]["core"]
+        levels = [service["level"] for service in core.values()]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return bool(levels) and all(level == "available" for level in levels)
