@@ -394,6 +394,14 @@ def test_import_query_is_validated(kibana, params, message):
     assert response.status_code == 400 and boom_body(response)["message"] == message
 
 
+def test_an_import_that_is_not_multipart_is_415_before_the_xsrf_check(kibana):
+    """hapi reads the payload, refusing a type the route does not accept, before Kibana's
+    onPostAuth xsrf check runs."""
+    response = requests.post(kibana.url + IMPORT, data=b"{}", headers={"Content-Type": "application/json"},
+                             timeout=TIMEOUT)
+    assert response.status_code == 415 and boom_body(response)["message"] == "Unsupported Media Type"
+
+
 def test_import_needs_a_multipart_ndjson_file(kibana):
     wrong_extension = post_import(kibana, ndjson(data_view()), filename="export.json")
     assert wrong_extension.status_code == 400

@@ -628,10 +628,15 @@ def _import_flags(query: dict) -> dict:
     return flags
 
 
-def _multipart_file(body: bytes, content_type: str) -> Tuple[str, bytes]:
-    """(filename, content) of the form field `file`."""
+def _check_multipart(content_type: str) -> None:
+    """The import route accepts multipart/form-data only (415 otherwise)."""
     if not content_type.lower().startswith("multipart/form-data") or "boundary=" not in content_type:
         raise boom(415, "Unsupported Media Type")
+
+
+def _multipart_file(body: bytes, content_type: str) -> Tuple[str, bytes]:
+    """(filename, content) of the form field `file`."""
+    _check_multipart(content_type)
     message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
     if not message.is_multipart():
         raise boom(400, "Invalid multipart payload format")
@@ -720,8 +725,11 @@ class _KibanaHandler(QuietHandler):
             # Authentication is optional on the status route ("try" mode): bad or no credentials
             # get the redacted status there, not a 401.
             emulator.check_auth(self.headers.get("Authorization"))
+        # hapi parses the payload (the route's `accepts` included) before Kibana's xsrf check.
         if handler == "export":
             _check_json_payload(self.headers.get("Content-Type"))
+        if handler == "import_":
+            _check_multipart(self.headers.get("Content-Type", ""))
         # Kibana's xsrf check asks only whether either header is there, whatever its value.
         if self.command != "GET" and "kbn-xsrf" not in self.headers and "kbn-version" not in self.headers:
             raise boom(400, XSRF_MESSAGE)
