@@ -734,19 +734,25 @@ PIPELINE_VARIABLES = frozenset(("ES_HOSTS", "LS_HTTP_USER", "LS_HTTP_PASSWORD"))
 
 def _misnamed(name: str, same_prefix: bool) -> str:
     """Why `name`, not a setting, looks meant as one (" (did you mean ES_HOST?)"), or "" when it
-    does not: a setting's name in lower case, or a name with a setting's prefix. With
-    `same_prefix` (the environment, which other programs share: ES_JAVA_OPTS, LS_COLORS), only
-    a near miss of a setting of the same prefix counts."""
+    does not: a setting's name in lower case, a near miss of one, or a name with a setting's
+    prefix. With `same_prefix` (the environment, which other programs share: ES_JAVA_OPTS,
+    LS_COLORS, ES_HOME, CURL_CA_BUNDLE), only a near miss of a setting of the same prefix counts.
+    Without it (local_settings.py, whose upper-case names are meant for kcing), a near miss in
+    upper case counts whatever its prefix: the typo may be in the prefix itself (KIC_HOST,
+    DRPDAYS, KCNG_DB); a name in lower case is a helper of the file's own unless it is a setting's."""
     if name.upper() in SPECS:
         return " (setting names are upper-case: %s)" % name.upper()
-    if not name.startswith(SETTING_PREFIXES):
-        return ""
-    prefix = name.split("_", 1)[0] + "_"
-    candidates = [known for known in SPECS if not same_prefix or known.split("_", 1)[0] + "_" == prefix]
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.8)
+    if same_prefix:
+        if not name.startswith(SETTING_PREFIXES):
+            return ""
+        prefix = name.split("_", 1)[0] + "_"
+        candidates = [known for known in SPECS if known.split("_", 1)[0] + "_" == prefix]
+        close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.8)
+        return " (did you mean %s?)" % close[0] if close else ""
+    close = difflib.get_close_matches(name, list(SPECS), n=1, cutoff=0.8) if name.isupper() else []
     if close:
         return " (did you mean %s?)" % close[0]
-    return "" if same_prefix else " (the README's settings table lists them all)"
+    return " (the README's settings table lists them all)" if name.startswith(SETTING_PREFIXES) else ""
 
 
 def warn_of_unknown_environment(environ: Mapping[str, str]) -> None:

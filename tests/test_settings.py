@@ -325,6 +325,26 @@ def test_a_name_in_local_settings_that_looks_meant_as_a_setting_is_warned_of(tmp
     ]
 
 
+def test_a_name_in_local_settings_misspelt_in_its_prefix_is_warned_of(tmp_path, caplog):
+    s = load(tmp_path, local="KIC_HOST = 'kernelci.example'\nDRPDAYS = 9\nKCNG_DB = 'other.db'\n"
+                             "timeout = 5\n_ES_BASE = 'http://es.example'\n")
+    assert s.KCI_HOST == "kernelci.org" and s.DRP_DAYS == 3 and s.KCING_DB == "kcing.db"
+    path = tmp_path / "local_settings.py"
+    # A helper in lower case, or beginning with "_", is the file's own business.
+    assert warnings_of(caplog) == [
+        "%s: DRPDAYS is not a kcing setting and is ignored (did you mean DRP_DAYS?)" % path,
+        "%s: KCNG_DB is not a kcing setting and is ignored (did you mean KCING_DB?)" % path,
+        "%s: KIC_HOST is not a kcing setting and is ignored (did you mean KCI_HOST?)" % path,
+    ]
+
+
+def test_a_key_of_the_settings_dict_misspelt_in_its_prefix_says_which_was_meant(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, local="settings = {'KIC_HOST': 'kernelci.example'}\n")
+    assert str(error.value) == ("unknown setting KIC_HOST (from %s) (did you mean KCI_HOST?)"
+                                % (tmp_path / "local_settings.py"))
+
+
 def test_a_settings_name_in_local_settings_that_is_no_dict_is_warned_of(tmp_path, caplog):
     load(tmp_path, local="settings = [('KCI_HOST', 'kernelci.example')]\n")
     assert warnings_of(caplog) == ["%s: `settings` is a list, not a dict of settings; it is ignored"
