@@ -255,14 +255,24 @@ _workers.allowed = "auto, or %s" % _worker_count.allowed
 def _url_list(value: Any) -> tuple:
     """Comma-separated http(s) URLs: one Logstash input, or several to spread batches across."""
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-    urls = tuple(_url(item) for item in items if str(item).strip())
+    urls = tuple(_url(item, several=LIST_SEPARATOR) for item in items if str(item).strip())
     if not urls:
         raise ValueError("needs at least one URL")
     return urls
 
 
-def _url(value: Any) -> str:
+# What a URL setting that takes one URL, or an item of a list of them, says of several URLs run
+# together (`http://es1:9200,http://es2:9200`, `http://a:8338 http://b:8338`): their host part
+# would otherwise read as one odd host name, refused only at the first connection, or as a port.
+ONE_URL_ONLY = "this setting takes one URL"
+LIST_SEPARATOR = "separate them with commas"
+_ANOTHER_URL = re.compile(r"\S.*?[\s,;|]\s*https?://", re.IGNORECASE)
+
+
+def _url(value: Any, several: str = ONE_URL_ONLY) -> str:
     text = str(value).strip()
+    if _ANOTHER_URL.match(text):
+        raise ValueError("%r holds several URLs: %s" % (mask_credentials(text), several))
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("%r is not an http(s) URL%s" % (mask_credentials(text), _scheme_hint(text)))
@@ -310,10 +320,22 @@ def _check_port(parts) -> None:
         raise ValueError("the port must be a number from 1 to 65535")
 
 
+# The characters of a host name (letters, digits, hyphens; underscores too, which container and
+# cluster names use), as urllib.parse gives it, in lower case, and those of an IPv4 address.
+_HOST_NAME = re.compile(r"[a-z0-9._-]+", re.ASCII)
+
+
 def _check_host_name(parts) -> None:
-    """Refuse a host name with an empty label (`a..b`) or a label of more than 63 characters: the
-    HTTP clients encode the name (IDNA) before they connect, and fail there, as if the host were
-    down or with an error of their own, instead of naming the setting."""
+    """Refuse a host name holding a character no host name has (`es,http` from two URLs run
+    together, `a%2Cb`, `a!b`): no resolver finds it, so the run would fail only at its first
+    connection, saying the host is unknown. An IPv6 address (in brackets) is urllib.parse's to
+    check. Refuse too a host name with an empty label (`a..b`) or a label of more than 63
+    characters: the HTTP clients encode the name (IDNA) before they connect, and fail there, as
+    if the host were down or with an error of their own, instead of naming the setting."""
+    name = parts.hostname
+    if ":" not in name and not _HOST_NAME.fullmatch(name):
+        odd = next(character for character in name if not _HOST_NAME.fullmatch(character))
+        raise ValueError("the host name %r holds %r, which no host name has" % (one_line(name, 80), odd))
     try:
         parts.hostname.encode("idna")
     except UnicodeError:
@@ -368,7 +390,7 @@ def _origin_list(value: Any) -> tuple:
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
     found = []
     for item in items:
-        text = _url(item) if str(item).strip() else ""
+        text = _url(item, several=LIST_SEPARATOR) if str(item).strip() else ""
         if text and urlsplit(text).path not in ("", "/"):
             raise ValueError("%r is not an origin: give scheme://host[:port] without a path" % text)
         if text:

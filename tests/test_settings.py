@@ -170,6 +170,51 @@ def test_a_host_name_no_http_client_can_encode_is_refused_naming_the_setting(tmp
     assert str(caught.value).endswith("has an empty part or a part longer than 63 characters")
 
 
+LIST_SETTINGS = ("ES_BUILD", "ES_LAVA", "ES_BOOT", "ES_REGRESSION", "KCI_ARTIFACT_ORIGINS")
+
+
+@pytest.mark.parametrize("name, host, odd", [
+    (name, host, odd) for name in URL_SETTINGS + ("KCI_HOST",)
+    for host, odd in [("es,http", ","), ("a;b", ";"), ("a!b", "!"), ("a%2cb", "%")]
+    if odd != "," or name not in LIST_SETTINGS  # a comma separates the URLs of a list
+])
+def test_a_host_name_holding_a_character_no_host_name_has_is_refused_naming_the_setting(tmp_path, name, host, odd):
+    """urlsplit takes `es,http` for the host of `http://es,http://es2`: no resolver finds it."""
+    value = host if name == "KCI_HOST" else "http://%s:8337" % host
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={name: value})
+    assert str(caught.value) == ("invalid %s=%r (from environment): the host name %r holds %r, which no host name has"
+                                 % (name, value, host, odd))
+
+
+@pytest.mark.parametrize("name", ("KCI_STORAGE_URL", "KCI_API_URL", "KCI_API_STORAGE_URL", "ES_HOST", "KB_URL"))
+@pytest.mark.parametrize("value", ["http://es1:9200,http://es2:9200", "http://es1,http://es2",
+                                   "http://es1:9200 https://es2:9200", "http://es1:9200; http://es2:9200"])
+def test_several_urls_in_a_setting_that_takes_one_are_refused_as_such(tmp_path, name, value):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={name: value})
+    assert str(caught.value) == ("invalid %s=%r (from environment): %r holds several URLs: this setting takes one URL"
+                                 % (name, value, value))
+
+
+@pytest.mark.parametrize("name", LIST_SETTINGS)
+@pytest.mark.parametrize("separator", [";", " ", " | "])
+def test_urls_of_a_list_setting_run_together_otherwise_than_by_commas_say_how_to_separate_them(tmp_path, name,
+                                                                                                separator):
+    value = "http://a:8338%shttp://b:8338" % separator
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={name: value})
+    assert str(caught.value).endswith("%r holds several URLs: separate them with commas" % value)
+    assert load(tmp_path, environ={name: "http://a:8338, http://b:8338"}).__getattribute__(name) == (
+        "http://a:8338", "http://b:8338")
+
+
+def test_several_urls_with_credentials_are_refused_without_showing_them(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={"ES_HOST": "http://elastic:s3cret@es1:9200,http://es2:9200"})
+    assert "s3cret" not in str(caught.value) and "holds several URLs" in str(caught.value)
+
+
 def test_a_host_name_with_a_label_of_63_characters_or_a_final_dot_is_taken(tmp_path):
     host = "a" * 63 + ".example.org."
     loaded = load(tmp_path, environ={"ES_HOST": "http://%s:9200" % host, "KCI_HOST": host})
