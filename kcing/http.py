@@ -180,8 +180,10 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: Optional[float] = None,
               rand: Callable[[], float] = random.random) -> float:
-        """Return the wait after failed attempt number `attempt`, honouring Retry-After."""
-        wait = backoff_delay(attempt, self.base, self.cap, rand)
+        """Return the wait after failed attempt number `attempt`, honouring Retry-After. The cap
+        bounds the growth of the waits, never the first: a base above it (ES_RETRY_BACKOFF=120,
+        to give Logstash two minutes) is the cap, where every wait was cut to 30 s."""
+        wait = backoff_delay(attempt, self.base, max(self.cap, self.base), rand)
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.max_retry_after))
         return wait

@@ -457,7 +457,8 @@ SPECS: Mapping[str, Spec] = {
     "KCI_TIMEOUT": Spec(60.0, _number(0.1, MAX_REQUEST_SECONDS), "seconds to wait for an upstream response"),
     "KCI_MAX_RETRIES": Spec(3, _integer(1, MAX_ATTEMPTS), "attempts per upstream request"),
     "KCI_RETRY_BACKOFF": Spec(1.0, _number(0, MAX_REQUEST_SECONDS),
-                              "seconds of the first upstream retry wait (doubles each time)"),
+                              "seconds of the first upstream retry wait; each next one doubles, up to 30 s or this "
+                              "value if larger (each drawn between half of it and all of it)"),
     "KCI_MAX_OBJECT_BYTES": Spec(100_000_000, _integer(1024, MAX_BYTES), "largest upstream file or page taken "
                                  "(bytes); a larger one is rejected while it streams"),
     "KCI_DOWNLOAD_DEADLINE": Spec(300.0, _number(0.1, MAX_SECONDS), "seconds one upstream download may take in "
@@ -488,7 +489,8 @@ SPECS: Mapping[str, Spec] = {
                               "`--output` writes one at a time, in order"),
     "ES_MAX_DOCS_PER_SECOND": Spec(0.0, _number(0, 1_000_000), "documents per second cap; 0 means no cap"),
     "ES_RETRY_BACKOFF": Spec(1.0, _number(0, MAX_REQUEST_SECONDS),
-                             "seconds of the first delivery retry wait (doubles each time)"),
+                             "seconds of the first delivery retry wait; each next one doubles, up to 30 s or this "
+                             "value if larger (each drawn between half of it and all of it)"),
     "ES_TIMEOUT": Spec(60.0, _number(0.1, MAX_REQUEST_SECONDS),
                        "seconds each wait for Logstash may take, to take more of a batch or to answer it"),
     "ES_POST_DEADLINE": Spec(120.0, _number(0.1, MAX_SECONDS), "seconds Logstash may take in all to take a batch and "

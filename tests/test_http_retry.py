@@ -17,6 +17,24 @@ def test_backoff_is_capped():
     assert backoff_delay(30, base=1, cap=30, rand=lambda: 1.0) == 30
 
 
+def test_a_policy_whose_first_wait_is_above_the_cap_waits_it_every_time():
+    policy = RetryPolicy(attempts=4, base=120, cap=30)
+    assert [policy.delay(attempt, rand=lambda: 1.0) for attempt in (1, 2, 3)] == [120, 120, 120]
+    assert policy.delay(1, rand=lambda: 0.0) == 60
+
+
+@pytest.mark.parametrize("name", ["ES_RETRY_BACKOFF", "KCI_RETRY_BACKOFF"])
+def test_a_retry_backoff_setting_above_thirty_seconds_is_the_first_wait(tmp_path, name):
+    """The settings allow up to an hour; the policy's 30 s cap cut every wait to 30 s."""
+    from kcing import settings as settings_module
+    from kcing.wiring import make_sink, make_source
+
+    settings = settings_module.load(environ={name: "300"}, local_file=tmp_path / "local_settings.py")
+    made = make_sink({}, settings) if name.startswith("ES_") else make_source({}, settings)
+    policy = made.policy if name.startswith("ES_") else made.requester.policy
+    assert policy.delay(1, rand=lambda: 1.0) == 300
+
+
 @pytest.mark.parametrize("header, seconds", [("5", 5.0), (" 120 ", 120.0), (None, None), ("", None),
                                              ("soon", None), ("-3", None),
                                              # digits to str.isdigit(), not to HTTP
