@@ -446,7 +446,8 @@ SPECS: Mapping[str, Spec] = {
     "KCI_SOURCE": Spec("legacy", _choice("legacy", "samples", "api"), "where feed_es reads from"),
     "KCI_HOST": Spec("kernelci.org", _host, "legacy KernelCI web host (the _ajax API)"),
     "KCI_SCHEME": Spec("https", _choice("http", "https"), "scheme for KCI_HOST"),
-    "KCI_STORAGE_URL": Spec("", _optional_url, "storage base URL; empty means <scheme>://storage.<host>"),
+    "KCI_STORAGE_URL": Spec("", _optional_url, "storage base URL; empty means <scheme>://storage.<host>, "
+                            "which a KCI_HOST that is an IP address has not: the legacy source refuses it"),
     "KCI_NON_LAVA_LABS": Spec("lab-baylibre-seattle", _text_list, "comma-separated labs that publish boot-<board>.json"),
     "KCI_DAYS": Spec(2, _integer(1, MAX_DAYS), "default crawl window in days"),
     "KCI_PAGE_SIZE": Spec(1000, _integer(1, MAX_PAGE_SIZE), "listing items per _ajax page"),

@@ -4,10 +4,12 @@ Shared by the commands that feed (feed_es, gen_samples, reconcile --resend); no 
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 from kcing.building import usable_cores
 from kcing.errors import ConfigError
@@ -62,9 +64,25 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
                            page_size=settings.KCI_API_PAGE_SIZE, how_many=positive_int(args, how_many_flag),
                            with_logs=bool(args.get("--with-logs")))
     from kcing.sources.legacy import LegacyKernelCI
+    how_many = positive_int(args, how_many_flag)  # the command line first, as for the other sources
+    check_storage_url(settings)
     return LegacyKernelCI(requester, settings.frontend_url, settings.storage_url, settings.non_lava_labs,
-                          days=settings.KCI_DAYS, how_many=positive_int(args, how_many_flag),
-                          page_size=settings.KCI_PAGE_SIZE)
+                          days=settings.KCI_DAYS, how_many=how_many, page_size=settings.KCI_PAGE_SIZE)
+
+
+def check_storage_url(settings) -> None:
+    """Refuse to derive legacy storage's URL from a KCI_HOST that is an IP address: storage.<host>
+    names no host then (`storage.192.0.2.7`), and every file of the crawl would fail, after its
+    retries, as an unknown host."""
+    if settings.KCI_STORAGE_URL:
+        return
+    host = urlsplit(settings.frontend_url).hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return
+    raise ConfigError("KCI_HOST=%s is an IP address, from which no storage URL can be made (%s names no host): set "
+                      "KCI_STORAGE_URL to the URL of the legacy storage" % (settings.KCI_HOST, settings.storage_url))
 
 
 def source_named(args: dict, name: str) -> str:

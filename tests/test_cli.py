@@ -931,7 +931,8 @@ def test_a_samples_manifest_of_another_format_is_refused_by_feed_es_and_gen_samp
     manifest.write_text('{"format": %s, "source": "legacy", "objects": []}' % written)
     fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(tmp_path / "out")],
                 samples_environ(tmp_path), tmp_path)
-    saved = kcing(["gen_samples", "--samples-dir", str(samples)], clean_environ(KCI_HOST="127.0.0.1:9"), tmp_path)
+    saved = kcing(["gen_samples", "--samples-dir", str(samples)],
+                  clean_environ(KCI_HOST="127.0.0.1:9", KCI_STORAGE_URL="http://127.0.0.1:9"), tmp_path)
     for run in (fed, saved):
         assert run.returncode == 2, run.stderr
         assert len(run.stderr.splitlines()) == 1 and "is a samples manifest of format %s; this kcing reads format 1" % written in run.stderr

@@ -77,7 +77,7 @@ def test_sigterm_ends_every_command_with_130_and_one_line(tmp_path, silent, args
     Ledger.open(str(tmp_path / "kcing.db")).close()
     host = silent.url.split("://", 1)[1]
     env = clean_environ(ES_HOST=silent.url, KB_URL=silent.url, KCI_HOST=host, KCI_SCHEME="http",
-                        KCING_DB=str(tmp_path / "kcing.db"), KCI_SAMPLES_DIR=str(tmp_path / "samples"))
+                        KCI_STORAGE_URL=silent.url, KCING_DB=str(tmp_path / "kcing.db"), KCI_SAMPLES_DIR=str(tmp_path / "samples"))
     if args[0] == "setup_kbn":
         args = args + ["--kibana-dir", str(REPO / "kibana")]
     if args[0] == "backup_kbn":
@@ -246,7 +246,8 @@ def test_reconcile_logs_progress_every_interval_while_elasticsearch_is_slow_to_a
 
 def test_gen_samples_logs_progress_every_interval_while_upstream_is_slow_to_answer(tmp_path, silent):
     host = silent.url.split("://", 1)[1]
-    env = clean_environ(KCI_HOST=host, KCI_SCHEME="http", KCI_SAMPLES_DIR=str(tmp_path / "samples"),
+    env = clean_environ(KCI_HOST=host, KCI_SCHEME="http", KCI_STORAGE_URL=silent.url,
+                        KCI_SAMPLES_DIR=str(tmp_path / "samples"),
                         KCI_DOWNLOAD_DEADLINE="4.5", KCI_MAX_RETRIES="1", KCING_PROGRESS_EVERY="1")
     done = kcing(["gen_samples"], env, tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr

@@ -540,3 +540,20 @@ def test_a_numeric_setting_written_in_other_digits_is_refused_naming_it(tmp_path
         with pytest.raises(ConfigError) as caught:
             load(tmp_path, environ={name: value})
         assert str(caught.value).startswith("invalid %s=%r (from environment): expected " % (name, value))
+
+
+@pytest.mark.parametrize("command", [["feed_es", "--days", "30"], ["feed_es", "--days", "30", "--dry-run"],
+                                     ["gen_samples", "--sample-size", "1"]])
+def test_a_legacy_crawl_of_a_host_given_as_an_ip_address_needs_its_storage_url(legacy_replica, logstash, tmp_path,
+                                                                             command):
+    """storage.<IP address> names no host: every file failed, after its retries, as an unknown host."""
+    from tests.feedrun import feed_environ, kcing
+
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(tmp_path / "saved"))
+    del env["KCI_STORAGE_URL"]  # the replica's frontend is at 127.0.0.1:<port>
+    done = kcing(command, env, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == ("kcing %s: KCI_HOST=%s is an IP address, from which no storage URL can be made "
+                           "(http://storage.%s names no host): set KCI_STORAGE_URL to the URL of the legacy storage\n"
+                           % (command[0], env["KCI_HOST"], env["KCI_HOST"]))
+    assert not logstash.store and not (tmp_path / "saved").exists()
