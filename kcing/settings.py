@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import logging
+import math
 import os
 import re
 import runpy
@@ -488,7 +489,8 @@ SPECS: Mapping[str, Spec] = {
     "ES_PARALLEL_POSTS": Spec(2, _integer(1, MAX_CONCURRENCY),
                               "batches posted at the same time (spread over the route's URLs); "
                               "`--output` writes one at a time, in order"),
-    "ES_MAX_DOCS_PER_SECOND": Spec(0.0, _number(0, 1_000_000), "documents per second cap; 0 means no cap"),
+    "ES_MAX_DOCS_PER_SECOND": Spec(0.0, _number(0, 1_000_000), "documents per second cap; 0 means no cap; one at "
+                                   "which a whole batch (LS_PIPELINE_BATCH_SIZE) would wait more than 3600 s is refused"),
     "ES_RETRY_BACKOFF": Spec(1.0, _number(0, MAX_REQUEST_SECONDS),
                              "seconds of the first delivery retry wait; each next one doubles, up to 30 s or this "
                              "value if larger (each drawn between half of it and all of it)"),
@@ -656,7 +658,28 @@ class Settings:
         origins = origins or {}
         parsed = {name: _parse(name, value, origins.get(name, "command line"))
                   for name, value in overrides.items() if value is not None}
-        return replace(self, **parsed)
+        settings = replace(self, **parsed)
+        _check_pace(settings)
+        return settings
+
+
+def _check_pace(settings: Settings) -> None:
+    """Refuse a documents-per-second cap so low that the pause it makes before one batch (the
+    batch's size over the cap) would outlast the longest pause between batches ES_LOAD_INTERVAL
+    may ask for: ES_MAX_DOCS_PER_SECOND=1e-9 held the first batch's successor for centuries, and
+    the run with it."""
+    rate, batch = settings.ES_MAX_DOCS_PER_SECOND, settings.LS_PIPELINE_BATCH_SIZE
+    if rate and batch / rate > MAX_REQUEST_SECONDS:
+        raise ConfigError("ES_MAX_DOCS_PER_SECOND=%g would pause %.4g s before a batch of %d documents "
+                          "(LS_PIPELINE_BATCH_SIZE, or --batch-size), more than the %d s a pause between batches may "
+                          "last: set it to at least %s, or to 0 for no cap"
+                          % (rate, batch / rate, batch, MAX_REQUEST_SECONDS, _rounded_up(batch / MAX_REQUEST_SECONDS)))
+
+
+def _rounded_up(number: float) -> str:
+    """`number` rounded up to three significant digits, as a message suggests a bound."""
+    step = 10.0 ** (math.floor(math.log10(number)) - 2)
+    return "%g" % (math.ceil(round(number / step, 6)) * step)
 
 
 # How much of a refused value the error line shows.

@@ -557,3 +557,37 @@ def test_a_legacy_crawl_of_a_host_given_as_an_ip_address_needs_its_storage_url(l
                            "(http://storage.%s names no host): set KCI_STORAGE_URL to the URL of the legacy storage\n"
                            % (command[0], env["KCI_HOST"], env["KCI_HOST"]))
     assert not logstash.store and not (tmp_path / "saved").exists()
+
+
+@pytest.mark.parametrize("rate, batch, pause", [("1e-300", "500", "5e+302"), ("0.1", "500", "5000"),
+                                                ("1", "5000", "5000")])
+def test_a_documents_per_second_cap_pausing_a_batch_longer_than_any_pause_may_last_is_refused(tmp_path, rate, batch,
+                                                                                              pause):
+    """A batch waits its size over ES_MAX_DOCS_PER_SECOND: 1e-300 held the run for good."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={"ES_MAX_DOCS_PER_SECOND": rate, "LS_PIPELINE_BATCH_SIZE": batch})
+    assert str(caught.value) == (
+        "ES_MAX_DOCS_PER_SECOND=%s would pause %s s before a batch of %s documents (LS_PIPELINE_BATCH_SIZE, or "
+        "--batch-size), more than the 3600 s a pause between batches may last: set it to at least %s, or to 0 for no "
+        "cap" % (rate, pause, batch, {"500": "0.139", "5000": "1.39"}[batch]))
+
+
+def test_a_documents_per_second_cap_is_checked_against_the_batch_size_the_flag_gives(tmp_path):
+    environ = {"ES_MAX_DOCS_PER_SECOND": "1", "LS_PIPELINE_BATCH_SIZE": "5000"}
+    assert load(tmp_path, environ=environ, overrides={"LS_PIPELINE_BATCH_SIZE": "3600"}).ES_MAX_DOCS_PER_SECOND == 1
+    with pytest.raises(ConfigError, match="ES_MAX_DOCS_PER_SECOND=0.1 would pause 5000 s"):
+        load(tmp_path, environ={"ES_MAX_DOCS_PER_SECOND": "0.1", "LS_PIPELINE_BATCH_SIZE": "10"},
+             overrides={"LS_PIPELINE_BATCH_SIZE": "500"})
+    assert load(tmp_path, environ={"ES_MAX_DOCS_PER_SECOND": "0.1"},
+                overrides={"LS_PIPELINE_BATCH_SIZE": "360"}).LS_PIPELINE_BATCH_SIZE == 360
+
+
+def test_feed_es_with_a_documents_per_second_cap_that_would_hold_it_for_good_ends_at_once(tmp_path):
+    from tests.feedrun import SAMPLES, clean_environ, kcing
+
+    done = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(tmp_path / "out")],
+                 clean_environ(ES_MAX_DOCS_PER_SECOND="1e-9", KCING_DB=str(tmp_path / "kcing.db")), tmp_path,
+                 timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("kcing feed_es: ES_MAX_DOCS_PER_SECOND=1e-09 would pause 5e+11 s")
+    assert not (tmp_path / "out").exists()
