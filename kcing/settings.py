@@ -255,7 +255,7 @@ _workers.allowed = "auto, or %s" % _worker_count.allowed
 
 def _url_list(value: Any) -> tuple:
     """Comma-separated http(s) URLs: one Logstash input, or several to spread batches across."""
-    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    items = _list_items(value)
     urls = tuple(_url(item, several=LIST_SEPARATOR) for item in items if str(item).strip())
     if not urls:
         raise ValueError("needs at least one URL")
@@ -270,16 +270,27 @@ LIST_SEPARATOR = "separate them with commas"
 _ANOTHER_URL = re.compile(r"\S.*?[\s,;|]\s*https?://", re.IGNORECASE)
 
 
+def _list_items(value: Any) -> list:
+    """The items of a list setting: a list or tuple's, or the text's between commas. Credentials
+    are refused first, in the text whole: a password holding a comma (`http://u:pa,ss@ls`) would
+    otherwise be split into items, one refused for its port `pa`."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if "@" in str(value):
+        raise ValueError("put credentials in their own settings, not in the URL")
+    return str(value).split(",")
+
+
 def _url(value: Any, several: str = ONE_URL_ONLY) -> str:
     text = str(value).strip()
     if _ANOTHER_URL.match(text):
-        raise ValueError("%r holds several URLs: %s" % (mask_credentials(text), several))
+        raise ValueError("%r holds several URLs: %s" % (masked_value(text), several))
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("%r is not an http(s) URL%s" % (mask_credentials(text), _scheme_hint(text)))
+        raise ValueError("%r is not an http(s) URL%s" % (masked_value(text), _scheme_hint(text)))
     ambiguous = urls.authority_problem(text)
     if ambiguous is not None:
-        raise ValueError("%r is not a usable URL: %s" % (mask_credentials(text), ambiguous))
+        raise ValueError("%r is not a usable URL: %s" % (masked_value(text), ambiguous))
     # Any "@": a password holding "/", "?" or "#" unencoded (`http://u:1234/x@host`) ends the
     # host part there for urllib.parse, which then reads no credentials but a port and a path;
     # no base URL of a service needs an "@" in its path.
@@ -388,7 +399,7 @@ def _is_host(text: str) -> bool:
 
 def _origin_list(value: Any) -> tuple:
     """Comma-separated origins (scheme://host[:port]), e.g. of artifact storage hosts."""
-    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    items = _list_items(value)
     found = []
     for item in items:
         text = _url(item, several=LIST_SEPARATOR) if str(item).strip() else ""
@@ -433,6 +444,26 @@ def mask_credentials(text: str) -> str:
     OAuth sign-in leaves one), for messages that quote a URL or host setting. Masked before the
     query is cut: `http://user:pass?word@host` would otherwise show `http://user:pass`."""
     return _QUERY_OR_FRAGMENT.split(_USERINFO.sub(r"\1\2***@", text), 1)[0]
+
+
+def masked_value(text: str) -> str:
+    """A setting's value (a URL, a list of them, a host, or what Python shows of one given in
+    local_settings.py) as a message may quote it: from after the scheme it begins with (or from
+    its start) up to its last "@" it is `***`, and its query string or fragment is cut. A setting holds nothing but
+    URLs or a host, so whatever comes before its last "@" may be a password's: one may hold a
+    space, a comma or a quote (a passphrase), where mask_credentials, made to find each URL of
+    a text, stops and shows the user and the start of the password."""
+    at = text.rfind("@")
+    if at >= 0:
+        scheme = _LEADING_SCHEME.match(text)
+        start = scheme.end() if scheme and scheme.end() <= at else 0
+        text = text[:start] + "***" + text[at:]
+    return _QUERY_OR_FRAGMENT.split(text, 1)[0]
+
+
+# The scheme a setting's value begins with (`http://`), also as Python shows a list or tuple of
+# URLs (`['http://`): what masked_value keeps before the `***`. Nothing else of the value is kept.
+_LEADING_SCHEME = re.compile(r"""[\[(]?\s*['"]?[A-Za-z][A-Za-z0-9+.-]*://""")
 
 
 @dataclass(frozen=True)
@@ -698,7 +729,7 @@ def _parse(name: str, value: Any, origin: str) -> Any:
         if name in SECRET_NAMES:
             shown = "***"
         else:
-            shown = repr(mask_credentials(value)) if isinstance(value, str) else mask_credentials(_repr(value))
+            shown = repr(masked_value(value)) if isinstance(value, str) else masked_value(_repr(value))
             if len(shown) > SHOWN_VALUE_CHARACTERS:  # a value pasted twice, 10**400: the line stays readable
                 shown = "%s... (%d characters)" % (shown[:SHOWN_VALUE_CHARACTERS], len(shown))
         raise ConfigError("invalid %s=%s (from %s): %s" % (name, shown, origin, error)) from None

@@ -513,6 +513,41 @@ def test_a_password_with_a_delimiter_in_a_url_is_refused_as_credentials_without_
     assert message.endswith("put credentials in their own settings, not in the URL"), message
 
 
+# A passphrase holding a space, a comma or a quote: the masking of a URL within a text stops there,
+# and showed the user and the start of the password, `http://kcing:first ***@es:9200`.
+@pytest.mark.parametrize("name", URL_SETTINGS + ("KCI_HOST",))
+@pytest.mark.parametrize("password", ["first pw-part", "first,pw-part", "first'pw-part", 'first"pw-part',
+                                      "first, https://pw-part"],
+                         ids=["space", "comma", "quote", "double-quote", "url-like"])
+def test_a_password_holding_a_space_comma_or_quote_in_a_url_is_never_shown(tmp_path, name, password):
+    value = ("kcing:%s@127.0.0.1:8337" if name == "KCI_HOST" else "http://kcing:%s@127.0.0.1:8337") % password
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={name: value})
+    message = str(caught.value)
+    assert "first" not in message and "pw-part" not in message and "kcing" not in message, message
+    assert message.startswith("invalid %s=" % name) and "***@127.0.0.1:8337" in message, message
+
+
+@pytest.mark.parametrize("local", ['ES_BUILD = ["http://kcing:first pw-part@ls:8337"]\n',
+                                   "ES_LAVA = (\"http://kcing:first'pw-part@ls:8338\",)\n",
+                                   'ES_HOST = "http://kcing:first pw-part@es:9200"\n'])
+def test_a_password_in_a_url_of_local_settings_is_never_shown(tmp_path, local):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, local=local)
+    message = str(caught.value)
+    assert "first" not in message and "pw-part" not in message and "kcing" not in message, message
+
+
+def test_drp_with_a_passphrase_in_the_elasticsearch_url_ends_without_showing_it(tmp_path):
+    from tests.feedrun import clean_environ, kcing
+
+    done = kcing(["drp", "--dry-run"], clean_environ(ES_HOST="http://elastic:correct horse@es.example:9200",
+                                                     KCING_DB=str(tmp_path / "k.db")), tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == ("kcing drp: invalid ES_HOST='http://***@es.example:9200' (from environment): "
+                           "'http://***@es.example:9200' is not a usable URL: whitespace in its host part\n")
+
+
 @pytest.mark.parametrize("name", URL_SETTINGS)
 @pytest.mark.parametrize("tail", ["?api_key=pw-part", "#access_token=pw-part", "/#pw-part", "#x?token=pw-part"])
 def test_a_url_setting_with_a_query_or_a_fragment_is_refused_without_showing_them(tmp_path, name, tail):
