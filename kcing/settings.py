@@ -860,18 +860,32 @@ def _failing_line(error: BaseException, path: Path) -> Optional[int]:
 
 def load(environ: Optional[Mapping[str, str]] = None, local_file: Optional[Path] = None,
          overrides: Optional[Mapping[str, Any]] = None, origins: Optional[Mapping[str, str]] = None) -> Settings:
-    """Build Settings from defaults <- local_settings.py <- environment <- overrides (flags)."""
+    """Build Settings from defaults <- local_settings.py <- environment <- overrides (flags).
+
+    Only the value in effect is parsed: one a higher layer replaces is never used, so it must not
+    stop the run. A CA bundle local_settings.py names that this host lacks, replaced by the
+    environment's, or a KCING_DB the environment gives that --db replaces, refused every command
+    while the value it would use was right."""
     environ = os.environ if environ is None else environ
     local_file = Path("local_settings.py") if local_file is None else local_file
-    values = {name: spec.default for name, spec in SPECS.items()}
+    given = {}  # name -> (value as given, where it came from), the highest layer's
     for name, value in read_local_settings(local_file).items():
-        values[name] = _parse(name, value, str(local_file))
+        if name not in SPECS:
+            _parse(name, value, str(local_file))  # a key of `settings` that is no setting: refused
+        given[name] = (value, str(local_file))
     warn_of_unknown_environment(environ)
     for name in SPECS:
         if name in environ and environ[name].strip() != "":
-            values[name] = _parse(name, environ[name], "environment")
+            given[name] = (environ[name], "environment")
+    origins = origins or {}
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            given[name] = (value, origins.get(name, "command line"))
+    values = {name: spec.default for name, spec in SPECS.items()}
+    values.update((name, _parse(name, value, origin)) for name, (value, origin) in given.items())
     settings = Settings(**values)
-    return settings.with_overrides(overrides or {}, origins)
+    _check_pace(settings)
+    return settings
 
 
 def markdown_table() -> str:

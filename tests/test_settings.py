@@ -31,6 +31,33 @@ def test_each_layer_overrides_the_one_below(tmp_path):
     assert s.KCING_DB == "flag.db"  # flag beats environment
 
 
+def test_a_value_a_higher_layer_replaces_is_never_read_so_cannot_stop_the_run(tmp_path):
+    """A CA bundle this host lacks, in local_settings.py, replaced by the environment's: every
+    command was refused for the value it would not use."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    local = "ES_CA_BUNDLE = '/nonexistent/elastic-ca.pem'\nES_MAX_RETRIES = 'three'\nKCING_DB = ':memory:'\n"
+    s = load(tmp_path, environ={"ES_CA_BUNDLE": str(bundle), "ES_MAX_RETRIES": "5", "KCING_DB": ""}, local=local,
+             overrides={"KCING_DB": "flag.db"})
+    assert (s.ES_CA_BUNDLE, s.ES_MAX_RETRIES, s.KCING_DB) == (str(bundle), 5, "flag.db")
+    # What is in effect is still checked, wherever it comes from.
+    with pytest.raises(ConfigError, match="invalid ES_MAX_RETRIES='three' [(]from .*local_settings.py[)]"):
+        load(tmp_path, environ={"ES_CA_BUNDLE": str(bundle), "KCING_DB": "env.db"})
+    with pytest.raises(ConfigError, match="invalid KCING_DB=':memory:' [(]from environment[)]"):
+        load(tmp_path, environ={"ES_CA_BUNDLE": str(bundle), "ES_MAX_RETRIES": "5", "KCING_DB": ":memory:"})
+
+
+def test_status_runs_with_a_local_setting_the_environment_replaces(tmp_path):
+    from tests.feedrun import clean_environ, kcing
+
+    (tmp_path / "local_settings.py").write_text("ES_CA_BUNDLE = '/nonexistent/elastic-ca.pem'\n")
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    done = kcing(["status"], clean_environ(ES_CA_BUNDLE=str(bundle), KCING_DB=str(tmp_path / "k.db")), tmp_path)
+    assert done.returncode == 2 and done.stderr == "kcing status: no ledger at %s yet: run `kcing feed_es` first " \
+        "(or pass --db)\n" % (tmp_path / "k.db"), done.stderr
+
+
 def test_original_settings_dict_form_is_read(tmp_path):
     s = load(tmp_path, local="settings = {'KCI_SCHEME': 'http', 'KCI_HOST': 'h'}\n")
     assert s.storage_url == "http://storage.h"
