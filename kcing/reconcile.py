@@ -25,7 +25,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from elasticsearch import AuthenticationException, AuthorizationException
@@ -126,6 +126,9 @@ class Report:
     # {(source, kind, destination): objects} this check found missing that a re-send could
     # write: what a dry run's plan counts, since it marks nothing in the ledger.
     found_missing: Dict[Tuple[str, str, str], int] = field(default_factory=dict)
+    # {source: the earliest object date of those}: where a feed must list from to send again the
+    # objects of a source a re-send cannot fetch (the KernelCI API's nodes; None: no date known).
+    found_since: Dict[str, Optional[datetime]] = field(default_factory=dict)
     # The row of the runs table that records this check (None: a dry run records none).
     run_id: Optional[int] = None
 
@@ -406,10 +409,49 @@ def summary_lines(report: Report, host: str) -> List[str]:
     elif report.dry_run:
         lines.append("reconcile: dry run: %d objects have missing documents; nothing was changed" % missing)
     elif report.marked or not report.held:
-        lines.append("reconcile: %d objects have missing documents; %d marked undelivered (%s): the next feed_es "
-                     "that lists them sends them again, `kcing reconcile --resend` does it now"
-                     % (missing, report.marked, MISSING_IN_ELASTICSEARCH))
+        unfetchable = {}
+        for (source, _kind, _destination), count in report.found_missing.items():
+            if source not in RESENDABLE:
+                unfetchable[source] = unfetchable.get(source, 0) + count
+        head = "reconcile: %d objects have missing documents; %d marked undelivered (%s)" % (
+            missing, report.marked, MISSING_IN_ELASTICSEARCH)
+        if sum(unfetchable.values()) < sum(report.found_missing.values()) or not unfetchable:
+            lines.append(head + ": the next feed_es that lists them sends them again, `kcing reconcile --resend` "
+                                "does it now")
+        else:
+            lines.append(head)
+        # A node of the KernelCI API is listed again only by a feed from before its last update:
+        # not by the next one, which starts from the watermark, nor by a re-send.
+        lines += ["reconcile: %d of them are of the %s source: %s" % (count, source, refeed_advice(
+                      source, report.found_since.get(source))) for source, count in sorted(unfetchable.items())]
     return lines
+
+
+# The "no date yet" of `earliest`: later than any object's date.
+EPOCH_END = datetime.max
+
+
+def earliest(known: Optional[datetime], when: Optional[datetime]) -> Optional[datetime]:
+    """The earlier of two object dates; None (a row without a readable date) wins, as it makes
+    the date of a set of objects unknown."""
+    if known is None or when is None:
+        return None
+    return min(known.replace(tzinfo=None), when.replace(tzinfo=None))
+
+
+def refeed_advice(source: str, since: Optional[datetime]) -> str:
+    """Why objects of `source` that reconcile found missing need a feed of their own, and which."""
+    return ("no feed from the watermark lists them again, nor can `kcing reconcile --resend` fetch them: "
+            + refeed_command(source, since))
+
+
+def refeed_command(source: str, since: Optional[datetime]) -> str:
+    """The feed that sends again objects of `source` a re-send cannot fetch from the ledger: one
+    listing from `since` (their earliest date, UTC), written so that it can be pasted."""
+    if since is None or since == EPOCH_END:
+        return "`kcing feed_es --source %s --since DATE` (DATE before their last update) sends them again" % source
+    return "`kcing feed_es --source %s --since %s` sends them again" % (
+        source, since.replace(tzinfo=None, microsecond=0).isoformat() + "Z")
 
 
 # I/O --------------------------------------------------------------------------------------------
@@ -655,6 +697,8 @@ class Reconciler:
             incomplete.append(check.row.id)
             key = (check.row.source, check.row.kind, check.row.destination)
             self.report.found_missing[key] = self.report.found_missing.get(key, 0) + 1
+            self.report.found_since[check.row.source] = earliest(self.report.found_since.get(check.row.source, EPOCH_END),
+                                                                 check.row.object_date)
             log.warning("%s %s: %s missing in Elasticsearch", check.row.kind, check.row.upstream_id,
                         "kept ids damaged" if check.damaged else "%d of %d documents" % (check.missing, check.asked))
         if incomplete and self.mark:

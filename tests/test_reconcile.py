@@ -8,6 +8,7 @@ pipeline's elasticsearch output would, except the documents a test chooses to dr
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import time
@@ -26,12 +27,14 @@ from kcing.ledger.ledger import DeliveredRow, Ledger, Outcome
 from kcing.ledger.models import (APPLICATION_ID, DELIVERED, DOWNLOADED, FAILED, MISSING_IN_ELASTICSEARCH, REJECTED,
                                  SCHEMA_VERSION, TOO_LARGE)
 from kcing.reconcile import (
-    MGET_BATCH, REJECTED_ATTEMPTS, UNASSIGNED, LookupFailed, ObjectCheck, Reconciler, Report, expired_index, is_present,
+    MGET_BATCH, REJECTED_ATTEMPTS, UNASSIGNED, KindTally, LookupFailed, ObjectCheck, Reconciler, Report, expired_index,
+    is_present,
     lookup_result, read_groups, resend_plan, summary_lines,
 )
 from kcing.records import BUILD, UpstreamObject
 from kcing.sinks import LOGSTASH, logstash_destination
 from kcing.runlock import RunLock
+from kcing.watermark import parse_since
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.elastic_forward import ForwardingStore
 from tests.fakes.logstash_emulator import LogstashCluster
@@ -1140,7 +1143,7 @@ def test_an_api_node_held_as_missing_is_cleared_by_the_feed_that_delivers_its_ne
     delete_documents(es, kept[lost])
     assert kcing(["reconcile"], env, tmp_path).returncode == 1
     advised = kcing(["reconcile", "--resend"], env, tmp_path)
-    assert advised.returncode == 1 and "feed_es --source api --since DATE" in advised.stdout, advised.stdout
+    assert advised.returncode == 1 and "`kcing feed_es --source api --since 20" in advised.stdout, advised.stdout
 
     position = api_watermark(db)
     api_replica.corpus.update(running["id"], when=position + timedelta(minutes=1), state="done", result="fail")
@@ -1151,6 +1154,52 @@ def test_an_api_node_held_as_missing_is_cleared_by_the_feed_that_delivers_its_ne
     final = kcing(["reconcile"], env, tmp_path)
     assert final.returncode == 0, final.stdout + final.stderr
     assert not _held_as_missing(db).get(lost, (None, ""))[1].startswith(MISSING_IN_ELASTICSEARCH)
+
+
+def test_reconcile_names_the_feed_that_sends_lost_api_nodes_again_and_that_feed_does(api_replica, forwarding,
+                                                                                      es, tmp_path):
+    # Reconcile told of API nodes it marked undelivered: "the next feed_es that lists them sends
+    # them again, `kcing reconcile --resend` does it now", and of those still held, "`kcing
+    # reconcile --resend` sends them again". Neither does: the next feed lists from the watermark,
+    # after them, and --resend cannot fetch a node's version from the ledger. A user following
+    # the advice got exit 1 every night. It now names the feed to run, with the date to give.
+    db = tmp_path / "kcing.db"
+    env = api_feed_environ(api_replica, forwarding, db, KCI_DAYS=API_WIDE, ES_HOST=es.url, DRP_DAYS=KEEP_EVERYTHING)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    kept = kept_ids(db)
+    lost = {key for key, keys in kept.items() if any(index.startswith("test-") for index, _ in keys)}
+    assert len(lost) > 1
+    delete_documents(es, set().union(*(kept[key] for key in lost)))
+
+    found = kcing(["reconcile"], env, tmp_path)
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert "--resend` does it now" not in found.stdout and "--resend` sends them" not in found.stdout, found.stdout
+    commands = set(re.findall(r"`kcing (feed_es --source api --since \S+)`", found.stdout))
+    assert len(commands) == 1, found.stdout
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0  # from the watermark: lists none of them
+    assert kcing(["reconcile"], env, tmp_path).returncode == 1
+
+    fed = kcing(commands.pop().split(), env, tmp_path)
+    assert fed.returncode == 0, fed.stdout + fed.stderr
+    assert set().union(*(kept[key] for key in lost)) <= es_keys(es)
+    final = kcing(["reconcile"], env, tmp_path)
+    assert final.returncode == 0, final.stdout + final.stderr
+
+
+def test_the_advice_for_lost_api_nodes_gives_their_earliest_date():
+    report = Report(scope="test", found_missing={("api", "job", LOGSTASH + "x"): 2, ("legacy", "build", LOGSTASH + "y"): 1})
+    report.kinds["job"] = KindTally(missing=2)
+    report.kinds["build"] = KindTally(missing=1)
+    report.marked = 3
+    report.found_since = {"api": datetime(2024, 10, 16, 7, 5, 9, 123000)}
+    lines = summary_lines(report, "http://es:9200")
+    assert lines[-2].endswith("`kcing reconcile --resend` does it now")  # for the legacy build
+    assert lines[-1] == ("reconcile: 2 of them are of the api source: no feed from the watermark lists them again, "
+                         "nor can `kcing reconcile --resend` fetch them: "
+                         "`kcing feed_es --source api --since 2024-10-16T07:05:09Z` sends them again")
+    assert parse_since("2024-10-16T07:05:09Z") == datetime(2024, 10, 16, 7, 5, 9, tzinfo=timezone.utc)
+    report.found_since = {"api": None}  # a row edited by hand, without a readable date
+    assert "--since DATE` (DATE before their last update)" in summary_lines(report, "http://es:9200")[-1]
 
 
 # -- failures --------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import ExitStack
+from typing import Callable, Optional
 from datetime import datetime, timedelta, timezone
 
 from kcing import reconcile as reconciling
@@ -129,15 +130,15 @@ def run(args: dict, settings) -> int:
         if args.get("--resend"):
             if dry_run and report.missing + held:
                 _print_plan(reconciling.resend_plan(_merged(ledger.missing_counts(), report.found_missing),
-                                                    destination_of))
+                                                    destination_of),
+                            lambda name: _earliest_missing(name, report, ledger))
                 resent = 1  # a dry run sends nothing: they are still missing, as without --resend
             elif held:
                 resent = _resend_recorded(settings, ledger, stop, report, sink, destination_of)
         elif held:
             # They are no longer delivered, so this check did not look at them: without this, a
             # check after an earlier one found documents missing would read as all clear.
-            print("reconcile: %d objects are held as missing in Elasticsearch (found by this check or an earlier "
-                  "one, not delivered since): `kcing reconcile --resend` sends them again" % held)
+            _print_held(ledger, held)
             resent = 1
     if not report.total("checked") and resent is None:
         # A check of nothing must not read as success in cron.
@@ -179,6 +180,19 @@ def _record_outcome(ledger: Ledger, report, code: int) -> None:
         log.error("cannot record how reconcile run %d ended: %s", report.run_id, failure)
 
 
+def _print_held(ledger: Ledger, held: int) -> None:
+    """Say how many objects are held as missing, and what sends them again: `--resend`, but for
+    a source whose objects it cannot fetch (the KernelCI API's), which a feed must list again."""
+    unfetchable = {name: count for name, count in ledger.sources_with_missing(destination_prefix=LOGSTASH).items()
+                   if name not in reconciling.RESENDABLE}
+    resendable = held - sum(unfetchable.values())
+    if resendable > 0:
+        print("reconcile: %d objects are held as missing in Elasticsearch (found by this check or an earlier "
+              "one, not delivered since): `kcing reconcile --resend` sends them again" % resendable)
+    for name, count in sorted(unfetchable.items()):
+        print(_unfetchable_line(name, count, ledger.earliest_missing_date(name, destination_prefix=LOGSTASH)))
+
+
 def _held(ledger: Ledger) -> int:
     """The objects held as missing in Elasticsearch (found by this check or an earlier one, and
     not delivered since), whichever source they are of and wherever they were delivered."""
@@ -193,12 +207,20 @@ def _merged(*counts: dict) -> dict:
     return merged
 
 
-def _print_plan(plan: reconciling.ResendPlan) -> None:
+def _earliest_missing(source: str, report, ledger: Ledger) -> Optional[datetime]:
+    """The earliest date of the objects of `source` a dry run found missing (and did not mark)
+    or the ledger already holds as missing: where a feed must list from to send them all."""
+    held = ledger.sources_with_missing(destination_prefix=LOGSTASH).get(source)
+    stored = ledger.earliest_missing_date(source, destination_prefix=LOGSTASH) if held else reconciling.EPOCH_END
+    return reconciling.earliest(report.found_since.get(source, reconciling.EPOCH_END), stored)
+
+
+def _print_plan(plan: reconciling.ResendPlan, since_of: Callable[[str], Optional[datetime]]) -> None:
     """What a dry run's --resend would do: the objects it would send, and those it would name
     instead, as the real run does."""
     print("reconcile: dry run: would re-send %d objects with missing documents" % plan.sendable)
     for name, count in sorted(plan.unfetchable.items()):
-        print(_unfetchable_line(name, count))
+        print(_unfetchable_line(name, count, since_of(name)))
     for name, other in sorted(plan.elsewhere.items()):
         print(_elsewhere_line(name, other))
     if plan.unknown:
@@ -206,10 +228,9 @@ def _print_plan(plan: reconciling.ResendPlan) -> None:
               % plan.unknown)
 
 
-def _unfetchable_line(name: str, count: int) -> str:
-    return ("reconcile: %d objects of the %s source cannot be fetched again from the ledger alone; "
-            "`kcing feed_es --source %s --since DATE` (DATE before their last update) sends them again"
-            % (count, name, name))
+def _unfetchable_line(name: str, count: int, since: Optional[datetime]) -> str:
+    return ("reconcile: %d objects of the %s source cannot be fetched again from the ledger alone; %s"
+            % (count, name, reconciling.refeed_command(name, since)))
 
 
 def _elsewhere_line(name: str, other: dict) -> str:
@@ -243,7 +264,7 @@ def _resend(settings, ledger: Ledger, stop, sink, destination_of) -> int:
     elsewhere = reconciling.held_elsewhere(ledger.missing_counts(), destination_of)
     for name, count in sorted(ledger.sources_with_missing(destination_prefix=LOGSTASH).items()):
         if name not in reconciling.RESENDABLE:
-            print(_unfetchable_line(name, count))
+            print(_unfetchable_line(name, count, ledger.earliest_missing_date(name, destination_prefix=LOGSTASH)))
             worst = 1  # still missing in Elasticsearch: cron must hear of it
             continue
         other = elsewhere.get(name, {})

@@ -462,6 +462,21 @@ class Ledger:
                  .group_by(UpstreamFile.source))
         return {source: count for source, count in query.tuples()}
 
+    def earliest_missing_date(self, source: str, reason: str = models.MISSING_IN_ELASTICSEARCH,
+                              destination_prefix: str = "") -> Optional[datetime]:
+        """The earliest object date (aware UTC) of the objects of `source` held as missing in
+        Elasticsearch (see `sources_with_missing`), or None when none of them has a readable one.
+        A KernelCI API node's date is its `created`, never after any of its versions' `updated`:
+        a `feed_es --source api --since` that date lists them all again."""
+        row = self.db.execute_sql(
+            "SELECT MIN(object_date) FROM upstream_file WHERE source = ? AND state IN (%s) "
+            "AND (last_error = ? OR substr(last_error, 1, ?) = ?) AND substr(destination, 1, ?) = ?"
+            % ",".join("?" * len(_UNDELIVERED)),
+            [source, *_UNDELIVERED, reason, len(reason) + 2, reason + "; ", len(destination_prefix),
+             destination_prefix]).fetchone()
+        when = _column_time(row[0]) if row else None
+        return when.replace(tzinfo=timezone.utc) if when is not None else None
+
     # Facts ---------------------------------------------------------------------------------
 
     def record(self, outcomes: Sequence[Outcome], destination: Callable[[str], str] = lambda kind: "") -> List[int]:
