@@ -450,16 +450,29 @@ def release(printed: str, status: int) -> None:
         stdout_reader_gone()
 
 
+def log_file_problem(path: str, error: OSError) -> str:
+    """Why the -l file could not be opened, said so that the user knows what to do."""
+    if error.errno == errno.ENXIO:
+        # A FIFO or socket no process reads ("No such device or address" says nothing of it).
+        return "no process reads it (a FIFO without a reader, or a socket)"
+    if error.errno == errno.ENOENT:
+        # A cron line's log directory (/var/log/kcing) that nobody made: kcing makes no directories
+        # for a log, as a mistyped one would then collect the trail where nobody looks.
+        directory = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
+        if not os.path.isdir(directory):
+            return "directory %s does not exist; create it (mkdir -p %s) or check the name" % (directory, directory)
+    return error.strerror or str(error)
+
+
 def run_command(command: str, args: dict) -> int:
     """Set up logging, load the settings and run `command`; return its exit status."""
     quiet = bool(args.get("--quiet"))
     try:
         logs.configure(debug=args.get("--debug"), log_file=args.get("--log-file"), quiet=quiet)
     except OSError as error:
-        # ENXIO: a FIFO or socket no process reads ("No such device or address" says nothing of it).
-        reason = "no process reads it (a FIFO without a reader, or a socket)" if error.errno == errno.ENXIO \
-            else error.strerror
-        print("kcing %s: cannot open log file %s: %s" % (command, args.get("--log-file"), reason), file=sys.stderr)
+        print("kcing %s: cannot open log file %s: %s" % (command, args.get("--log-file"),
+                                                         log_file_problem(args.get("--log-file"), error)),
+              file=sys.stderr)
         return USAGE_ERROR
     try:
         if not getattr(commands.load(command), "READS_SETTINGS", True):

@@ -415,6 +415,19 @@ def test_a_log_directory_removed_during_a_run_costs_the_log_not_the_run(tmp_path
     assert written == 2 * 2462  # an action and a document each
 
 
+def test_a_log_file_in_a_directory_not_made_yet_says_to_make_it(tmp_path):
+    """The cron lines log into /var/log/kcing/, which a new install lacks: the run was refused
+    with "No such file or directory", which does not say which part is missing or what to do."""
+    log = tmp_path / "kcing-logs" / "feed.log"
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
+    refused = kcing(["status", "-l", str(log)], env, tmp_path, timeout=30)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.splitlines() == [
+        "kcing status: cannot open log file %s: directory %s does not exist; create it (mkdir -p %s) or check the "
+        "name" % (log, log.parent, log.parent)]
+    assert not log.parent.exists()  # made by no one but the user
+
+
 def test_a_log_file_that_is_a_fifo_nobody_reads_is_refused_not_waited_for(tmp_path):
     """Opening a FIFO for writing waits for a reader: a log shipper that was down held every
     run there for good, one more each time cron started one. With a reader, it is a log file."""
