@@ -89,6 +89,16 @@ def command_options(usage: str) -> dict:
     return known
 
 
+def option_meant(typed: str, known) -> str:
+    """` (did you mean --source?)` for a mistyped long option (`--sorce`, `--how_many`), as for a
+    mistyped command; nothing when no option of the command is near."""
+    if not typed.startswith("--"):
+        return ""
+    near = difflib.get_close_matches(typed.replace("_", "-"), [name for name in known if name.startswith("--")],
+                                     n=1, cutoff=0.75)
+    return " (did you mean %s?)" % near[0] if near else ""
+
+
 def check_tokens(name: str, usage: str, argv: List[str]) -> bool:
     """Refuse, in one line, what docopt would answer with its internals; True for --help."""
     known = command_options(usage)
@@ -112,7 +122,7 @@ def check_tokens(name: str, usage: str, argv: List[str]) -> bool:
                     break
         for flag, has_value in flags:
             if flag not in known:
-                raise UsageError("unknown option %s" % flag)
+                raise UsageError("unknown option %s%s" % (flag, option_meant(flag, known)))
             if flag in ("-h", "--help"):
                 return True
             if known[flag] and not has_value:

@@ -266,6 +266,12 @@ def test_global_options_given_more_say_what_they_take(argv, message, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["feed_es", "--frobnicate"], "kcing feed_es: unknown option --frobnicate (see kcing feed_es --help)"),
+    # A typo in an option is answered as one in a command's name: with the option meant.
+    (["feed_es", "--sorce", "api"],
+     "kcing feed_es: unknown option --sorce (did you mean --source?) (see kcing feed_es --help)"),
+    (["feed_es", "--how_many", "5"],
+     "kcing feed_es: unknown option --how_many (did you mean --how-many?) (see kcing feed_es --help)"),
+    (["drp", "--days", "5"], "kcing drp: unknown option --days (did you mean --drp-days?) (see kcing drp --help)"),
     (["feed_es", "--days"], "kcing feed_es: --days needs a value (see kcing feed_es --help)"),
     (["feed_es", "--days", "1", "--how-many", "2"],
      "kcing feed_es: --days and --how-many do not go together (see kcing feed_es --help)"),
