@@ -64,6 +64,9 @@ LAB_FILE = re.compile(r"^(?:lava-json|boot)-.+\.json$")
 # kernelci.org serves the project's site, while the default source is still the legacy one.
 NOT_A_LEGACY_FRONTEND = (": is KCI_HOST a legacy KernelCI frontend? The public one (kernelci.org, later "
                          "linux.kernelci.org) was retired in 2024; --source api crawls the current KernelCI API")
+# What a home page without a token answered when KCI_HOST names another server than a legacy
+# frontend: a page of its own, or none at `/` (the KernelCI API's host answers 404 there).
+NO_FRONTEND_THERE = (200, 404, 410)
 # A listing that runs across UTC midnight is listed again (upstream.md §1.4.2, date_range); a
 # third pass would need a listing longer than a day.
 MAX_LISTING_PASSES = 3
@@ -321,7 +324,8 @@ class LegacyKernelCI:
             token = csrf_token(response.text) if response.status_code == 200 else None
             if token is None:
                 raise UpstreamError("no CSRF token on %s/ (HTTP %d)%s" % (
-                    self.frontend_url, response.status_code, NOT_A_LEGACY_FRONTEND if response.status_code == 200 else ""))
+                    self.frontend_url, response.status_code,
+                    NOT_A_LEGACY_FRONTEND if response.status_code in NO_FRONTEND_THERE else ""))
             self._token = token
         return self._token
 
