@@ -442,7 +442,7 @@ def test_unreachable_services_are_named_without_python_reprs(tmp_path):
     fed = kcing(["feed_es", "--source", "samples"], env, tmp_path)
     assert fed.returncode == 3
     assert fed.stderr.strip().splitlines()[-1] == (
-        "kcing feed_es: Logstash unreachable: lava input failed its only attempt (last: cannot connect to "
+        "kcing feed_es: Logstash unreachable: lava input (ES_LAVA) failed its only attempt (last: cannot connect to "
         "%s (connection refused))" % url)
     es = kcing(["setup_es", "--wait", "0"], env, tmp_path)
     kibana = kcing(["backup_kbn", "--wait", "0"], env, tmp_path)

@@ -124,8 +124,12 @@ class LogstashSink:
                             batch.route, len(batch), errors[-1], attempt, self.policy.attempts - 1, delay)
                 self.sleep(delay)
         attempts = self.policy.attempts
-        raise SinkUnavailable("Logstash unreachable: %s input failed %s (last: %s)"
-                              % (batch.route, "its only attempt" if attempts == 1 else "%d attempts in a row" % attempts,
+        # The setting named: a newcomer whose Logstash is not started, or who gave it another
+        # port, reads which URL to check (a route's name is kcing's word, not the user's).
+        setting = self.settings.get(batch.route)
+        raise SinkUnavailable("Logstash unreachable: %s input%s failed %s (last: %s)"
+                              % (batch.route, " (%s)" % setting if setting else "",
+                                 "its only attempt" if attempts == 1 else "%d attempts in a row" % attempts,
                                  errors[-1]))
 
     def _untrusted_because(self, url: str, error: Exception, route: str) -> str:
