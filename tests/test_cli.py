@@ -61,6 +61,15 @@ def test_kcing_help_lists_every_command_on_one_line_and_how_to_get_more(tmp_path
     assert "--source" not in shown.stdout  # options belong to each command's help
 
 
+@pytest.mark.parametrize("name", ["feed_es", "gen_samples"])
+def test_a_help_never_offers_kernelcis_retired_frontend_as_a_live_source(name):
+    # `kcing feed_es --help` opened its examples with "kcing feed_es  # last 2 days of
+    # kernelci.org into Logstash", which since 2024 ends saying that frontend was retired.
+    text = " ".join(commands.load(name).USAGE.split())
+    for mention in re.finditer(r"kernelci\.org", text):
+        assert "retired" in text[mention.start():mention.start() + 40], text[mention.start() - 80:mention.end() + 40]
+
+
 @pytest.mark.parametrize("name", commands.NAMES)
 def test_a_commands_help_shows_its_usage_options_and_examples_only(name, tmp_path):
     shown = kcing([name, "--help"], clean_environ(), tmp_path)

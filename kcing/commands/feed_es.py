@@ -46,9 +46,10 @@ KCING_WORKERS, KCING_DB, KCING_DB_LOCK_WAIT, KCING_PROGRESS_EVERY; with --verify
 ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE, ES_REQUEST_DEADLINE, ES_VERIFY_DELAY and DRP_DAYS.
 
 Options:
-  --source=NAME        legacy (kernelci.org _ajax API + storage), samples (a saved samples
-                       directory) or api (the current KernelCI API at KCI_API_URL; each run
-                       resumes from the ledger's watermark) (setting KCI_SOURCE, default legacy).
+  --source=NAME        legacy (a legacy KernelCI's _ajax API + storage at KCI_HOST; kernelci.org's
+                       was retired in 2024), samples (a saved samples directory) or api (the
+                       current KernelCI API at KCI_API_URL; each run resumes from the ledger's
+                       watermark) (setting KCI_SOURCE, default legacy).
   --days=N             Crawl the last N days (setting KCI_DAYS, default 2). Not for the
                        samples source, which replays the whole directory.
   --how-many=N         Instead of --days, take the newest N objects of each kind (not for
@@ -102,12 +103,12 @@ or the ledger's database lock; 5 the ledger or an output file could not be writt
 130 stopped by a signal.
 
 Examples:
-  kcing feed_es                                   # last 2 days of kernelci.org into Logstash
+  kcing feed_es --source api --with-logs          # the KernelCI API, from where the last run got to
   kcing feed_es --source samples --output out/    # offline: bundled samples to NDJSON files
-  kcing feed_es --how-many 50 --dry-run           # what the newest 50 builds/boots would be
+  kcing feed_es                                   # last 2 days of the legacy KernelCI at KCI_HOST
+  kcing feed_es --how-many 50 --dry-run           # what its newest 50 builds/boots would be
   kcing feed_es --lavas saved/lava-json-*.json    # send local files (recorded by content hash)
   kcing feed_es --builds --date 2020-11-04 bmeta.json  # a build file dated by the day it was built
-  kcing feed_es --source api --with-logs          # the KernelCI API, from where the last run got to
   ES_LAVA=http://ls1:8338,http://ls2:8338 kcing feed_es -l /var/log/kcing.log
   kcing feed_es --verify --verify-delay 60        # then check Elasticsearch holds it all
 """

@@ -29,8 +29,9 @@ every KCI_* setting (KCI_SOURCE, KCI_HOST, KCI_SCHEME, KCI_STORAGE_URL, KCI_API_
 KCI_API_TOKEN, KCI_DAYS, KCI_THREADS, KCI_SAMPLES_DIR, ...) and KCING_PROGRESS_EVERY.
 
 Options:
-  --source=NAME        legacy (kernelci.org _ajax API + storage) or api (the current KernelCI
-                       API at KCI_API_URL) (setting KCI_SOURCE, default legacy).
+  --source=NAME        legacy (a legacy KernelCI's _ajax API + storage at KCI_HOST; kernelci.org's
+                       was retired in 2024) or api (the current KernelCI API at KCI_API_URL)
+                       (setting KCI_SOURCE, default legacy).
   --sample-size=N      Save the newest N objects of each kind instead of the last --days.
   --days=N             Save the last N days (setting KCI_DAYS, default 2).
   --since=DATE         With --source api: save nodes updated since DATE.
