@@ -42,6 +42,28 @@ def test_setup_es_against_nothing_is_one_clear_line_and_exit_3(tmp_path):
     assert "Traceback" not in done.stderr and "WARNING" not in done.stderr
 
 
+@pytest.mark.parametrize("command", [["setup_es", "--wait", "5"], ["drp"], ["reconcile"]])
+def test_es_host_set_to_kibanas_port_is_a_setting_to_fix_not_elasticsearch_refusing(command, tmp_path):
+    # Kibana answers 404 to Elasticsearch's paths, without the X-Elastic-Product header every
+    # answer of Elasticsearch carries (its errors too): setup_es said "Elasticsearch ... refused a
+    # request while checking cluster health (404 error): Not Found" and exited 3, as for an outage.
+    from kcing.ledger.ledger import Ledger, Outcome
+    from kcing.ledger.models import DELIVERED
+    from tests.test_reconcile import obj, packed, to_logstash
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1))], to_logstash)  # for reconcile to check
+    ledger.close()
+    with KibanaEmulator() as kibana:
+        done = kcing(command, clean_environ(ES_HOST=kibana.url, KCING_DB=str(db)), tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kcing %s: ES_HOST %s is not Elasticsearch: it answered HTTP 404 "
+                                                    "without Elasticsearch's X-Elastic-Product header while "
+                                                    % (command[0], kibana.url)), done.stderr
+    assert lines[0].endswith("set ES_HOST to the address Elasticsearch answers at"), done.stderr
+
+
 def test_drp_deletes_only_expired_kcing_indices(tmp_path, es):
     today = date.today()
     old = "boot-%s" % (today - timedelta(days=40)).strftime("%Y.%m.%d")

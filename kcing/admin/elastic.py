@@ -257,6 +257,10 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
     # refusing, said as such (exit 3), with the block it names.
     if isinstance(error, Redirected):
         return _redirect(error.status, error.location, where, action)
+    if isinstance(error, ApiError) and answered_by_another_server(error.meta.status, error.meta.headers):
+        return ConfigError("ES_HOST %s is not Elasticsearch: it answered HTTP %d without Elasticsearch's "
+                           "X-Elastic-Product header while %s (Kibana's port, or another server's?): set ES_HOST "
+                           "to the address Elasticsearch answers at" % (host, error.meta.status, action))
     if isinstance(error, ApiError):
         return _api_error(error, where, action)
     if isinstance(error, SSLError):
@@ -274,6 +278,16 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
     if isinstance(error, TransportError):
         return ElasticsearchError("%s failed while %s: %s" % (where, action, _transport_reason(error)))
     raise TypeError("not an Elasticsearch client error: %r" % (error,))
+
+
+def answered_by_another_server(status: int, headers) -> bool:
+    """Whether a refusal came from something that is not Elasticsearch. Elasticsearch sends its
+    X-Elastic-Product header with every answer, its errors too; the client checks it on
+    successful answers only. A 4xx without it (Kibana's 404 for `/_cluster/health`, ES_HOST set
+    to Kibana's port) is a setting to fix, not Elasticsearch refusing. A time-out or a throttle
+    (408, 429), as a proxy in front of the cluster may answer, is still read as refusing."""
+    return (400 <= status < 500 and status not in (408, 429)
+            and (headers or {}).get("X-Elastic-Product") != "Elasticsearch")
 
 
 def _api_error(error: ApiError, where: str, action: str) -> KcingError:
