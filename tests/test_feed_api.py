@@ -644,6 +644,16 @@ def test_a_forbidden_answer_names_the_token(env, tmp_path, api_replica):
     assert result.returncode == 2 and "(403: Forbidden)" in result.stderr
 
 
+def test_a_kci_api_url_naming_another_server_asks_whether_it_is_the_apis(env, tmp_path, api_replica):
+    # KCI_API_URL set to the legacy frontend, or to the API's files: "GET .../nodes (kind=checkout,
+    # offset 0) answered 404" was all a newcomer read, without the setting to check.
+    result = kcing(["feed_es"], dict(env, KCI_API_URL=api_replica.files_url), tmp_path)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("kcing feed_es: GET %s/nodes (kind=checkout, offset 0) answered 404" % api_replica.files_url)
+    assert last.endswith(" (is KCI_API_URL the KernelCI API's base URL, as https://api.kernelci.org/latest?)"), last
+
+
 def test_429_and_503_pages_are_retried_honouring_retry_after(env, tmp_path, api_replica, logstash):
     api_replica.fail_next("/latest/nodes", 429, retry_after=1)
     api_replica.fail_next("/latest/nodes", 503, count=1)

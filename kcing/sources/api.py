@@ -65,6 +65,9 @@ from kcing.sources.requester import Requester, json_of
 from kcing.watermark import crawl_start, next_watermark
 
 log = logging.getLogger(__name__)
+# Said of a listing page answered 404 (or 405): the KernelCI API answers `/nodes` under its
+# base URL, with or without a version prefix, so KCI_API_URL names another server or path.
+NOT_THE_API = " (is KCI_API_URL the KernelCI API's base URL, as https://api.kernelci.org/latest?)"
 
 # Artifacts are logs of at most tens of megabytes; refuse to inflate a gzip beyond this.
 MAX_ARTIFACT_BYTES = 256 << 20
@@ -538,8 +541,9 @@ class KernelCIApi:
                 # An API whose pages are capped (fastapi-pagination's own default allows 100).
                 raise ConfigError("the KernelCI API at %s refused limit=%s (422: %s): set KCI_API_PAGE_SIZE to what "
                                   "it allows" % (url, dict(params)["limit"], detail))
-            raise UpstreamError("GET %s (kind=%s, offset %d) answered %d%s" % (
-                url, kind, offset, response.status_code, ": %s" % detail if detail else ""))
+            raise UpstreamError("GET %s (kind=%s, offset %d) answered %d%s%s" % (
+                url, kind, offset, response.status_code, ": %s" % detail if detail else "",
+                NOT_THE_API if response.status_code in (404, 405) else ""))
         # `updated` times are the API's clock, which may be behind ours: the listing's start, which
         # bounds the watermark, is the earlier of the two clocks' readings. Not a reading before
         # the window listed: nodes updated since then exist, so that clock (a proxy's) is wrong.
