@@ -156,6 +156,13 @@ def no_ledger(settings) -> ConfigError:
     if not directory.is_dir():
         return ConfigError("no ledger at %s: directory %s %s (check KCING_DB or --db)"
                            % (settings.KCING_DB, directory, not_a_directory(directory)))
+    if not Path(settings.KCING_DB).expanduser().is_absolute():
+        # The default `kcing.db` is read in the working directory: `kcing status` typed in one's
+        # home, while cron's feed runs in /srv/kcing, is not a ledger to start with a feed_es
+        # there (a second ledger, and everything sent again), but a directory to change to.
+        return ConfigError("no ledger at %s yet (KCING_DB %s is relative to the working directory): run this where "
+                           "feed_es runs, pass --db, or run `kcing feed_es` first"
+                           % (Path(settings.KCING_DB).expanduser().absolute(), settings.KCING_DB))
     return ConfigError("no ledger at %s yet: run `kcing feed_es` first (or pass --db)" % settings.KCING_DB)
 
 

@@ -590,6 +590,21 @@ def test_a_ledger_in_a_directory_that_does_not_exist_is_said_so(argv, message, t
     assert not db.parent.exists()
 
 
+@pytest.mark.parametrize("command", ["status", "reconcile"])
+def test_no_ledger_in_the_working_directory_says_where_it_looked_and_that_it_may_be_elsewhere(command, tmp_path):
+    # `kcing status` typed in one's home, where cron's feed runs in /srv/kcing with the default
+    # KCING_DB (kcing.db): "no ledger at kcing.db yet: run `kcing feed_es` first" led a user to
+    # start a second ledger there, and a feed sending everything again.
+    elsewhere = tmp_path / "home"
+    elsewhere.mkdir()
+    refused = kcing([command], clean_environ(), elsewhere)
+    assert refused.returncode == 2
+    assert one_line(refused) == (
+        "kcing %s: no ledger at %s yet (KCING_DB kcing.db is relative to the working directory): run this where "
+        "feed_es runs, pass --db, or run `kcing feed_es` first" % (command, elsewhere / "kcing.db"))
+    assert list(elsewhere.iterdir()) == []
+
+
 @pytest.mark.parametrize("argv", [["feed_es", "--source", "samples", "--dry-run"], ["status"], ["drp", "--dry-run"]],
                          ids=lambda argv: argv[0])
 def test_a_file_where_the_ledgers_directory_should_be_is_not_said_missing(argv, tmp_path):
