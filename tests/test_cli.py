@@ -590,6 +590,19 @@ def test_a_ledger_in_a_directory_that_does_not_exist_is_said_so(argv, message, t
     assert not db.parent.exists()
 
 
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry-run"])
+def test_an_output_that_is_a_file_is_said_to_be_no_directory(dry_run, tmp_path):
+    # The run said "cannot create output directory out.ndjson: File exists", its dry run that the
+    # output directory was not a directory: a user naming the file to write must read the latter.
+    (tmp_path / "out.ndjson").write_text("")
+    refused = kcing(["feed_es", "--source", "samples", "--output", "out.ndjson", *dry_run],
+                    samples_environ(tmp_path), tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == ("kcing feed_es: --output out.ndjson is not a directory: name a directory for the "
+                                 "NDJSON files")
+    assert (tmp_path / "out.ndjson").read_text() == ""
+
+
 @pytest.mark.parametrize("command", ["status", "reconcile"])
 def test_no_ledger_in_the_working_directory_says_where_it_looked_and_that_it_may_be_elsewhere(command, tmp_path):
     # `kcing status` typed in one's home, where cron's feed runs in /srv/kcing with the default

@@ -104,10 +104,10 @@ class NdjsonDirSink:
         # The directories this sink makes, the output first, then the missing parents it needs:
         # a run refused before it began removes them again (`unmake`).
         self._made: List[Path] = []
-        if not create:
-            if path_exists(self.directory, "--output") and not is_directory(self.directory, "--output"):
-                raise ConfigError("output directory %s is not a directory" % directory)
-        else:
+        if path_exists(self.directory, "--output") and not is_directory(self.directory, "--output"):
+            # Said so by the run as by its dry run: mkdir's "File exists" says nothing of what to fix.
+            raise ConfigError("--output %s is not a directory: name a directory for the NDJSON files" % directory)
+        if create:
             missing = self.directory
             while not path_exists(missing, "--output") and missing != missing.parent:
                 self._made.append(missing)
