@@ -91,6 +91,17 @@ def test_several_logstash_urls_are_a_list(tmp_path):
     assert s.ES_LAVA == ("http://a:8338", "http://b:8338")
 
 
+@pytest.mark.parametrize("separator", [";", " ", " ; ", "|"])
+def test_logstash_urls_separated_otherwise_than_by_commas_are_refused_saying_so(tmp_path, separator):
+    # `http://a:8338;http://b:8338` was refused as "the port must be a number from 1 to 65535",
+    # with a space as "whitespace in its host part": neither says to use commas.
+    value = "http://a:8338%shttp://b:8338" % separator
+    with pytest.raises(ConfigError) as refused:
+        load(tmp_path, environ={"ES_LAVA": value})
+    assert str(refused.value) == ("invalid ES_LAVA=%r (from environment): %r holds several URLs: separate them "
+                                  "with commas" % (value, value.strip()))
+
+
 def test_secrets_never_show(tmp_path):
     s = load(tmp_path, environ={"LS_PASSWORD": "hunter2-secret"})
     assert "hunter2-secret" not in repr(s) and "LS_PASSWORD='***'" in repr(s)
