@@ -283,11 +283,11 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
 def answered_by_another_server(status: int, headers) -> bool:
     """Whether a refusal came from something that is not Elasticsearch. Elasticsearch sends its
     X-Elastic-Product header with every answer, its errors too; the client checks it on
-    successful answers only. A 4xx without it (Kibana's 404 for `/_cluster/health`, ES_HOST set
-    to Kibana's port) is a setting to fix, not Elasticsearch refusing. A time-out or a throttle
-    (408, 429), as a proxy in front of the cluster may answer, is still read as refusing."""
-    return (400 <= status < 500 and status not in (408, 429)
-            and (headers or {}).get("X-Elastic-Product") != "Elasticsearch")
+    successful answers only. A 404 or 405 without it (Kibana's 404 for `/_cluster/health`,
+    ES_HOST set to Kibana's port; a web server's, or a proxy's routing another path) says that
+    no Elasticsearch answers at ES_HOST: a setting to fix, not Elasticsearch refusing. Other
+    statuses a proxy in front of the cluster may answer itself (400, 429, 5xx) stay refusals."""
+    return status in (404, 405) and (headers or {}).get("X-Elastic-Product") != "Elasticsearch"
 
 
 def _api_error(error: ApiError, where: str, action: str) -> KcingError:
