@@ -48,11 +48,11 @@ An expired index Elasticsearch refuses to delete because of a block (index.block
 index.blocks.metadata) is named and left; the other expired indices are deleted, the ledger rows
 forgotten, and drp exits 3. --dry-run names such an index too, as one it would not delete.
 
-Exit status: 0 done; 2 configuration error (an ES_HOST that redirects included); 3 Elasticsearch
-unreachable or refusing, or an answer of it too large or unreadable (also: an expired index left
-because of its block); 4 another run holds the lock or the ledger's database lock; 5 the ledger
-cannot be written (a full disk, a read-only file); 130 stopped by a signal (the ledger rows are
-forgotten in one transaction, whole or not at all).
+Exit status: 0 done; 2 configuration error (an ES_HOST that redirects or is not Elasticsearch
+included); 3 Elasticsearch unreachable or refusing, or an answer of it too large or unreadable
+(also: an expired index left because of its block); 4 another run holds the lock or the ledger's
+database lock; 5 the ledger cannot be written (a full disk, a read-only file); 130 stopped by a
+signal (the ledger rows are forgotten in one transaction, whole or not at all).
 
 Examples:
   kcing drp --drp-days 30 --dry-run               # what retention would delete
