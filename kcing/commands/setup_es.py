@@ -48,10 +48,10 @@ Options:
                        with -l, FILE still gets everything.
   -h --help            Show this help.
 
-Exit status: 0 installed (or already there); 2 configuration error (an ES_HOST that redirects or is
-not Elasticsearch included); 3 Elasticsearch unreachable, not ready in time, or refusing (a template
-of the same priority in the way), or an answer of it too large or unreadable; 130 stopped by a
-signal.
+Exit status: 0 installed (or already there); 2 configuration error (an ES_HOST that redirects or
+is not Elasticsearch included); 3 Elasticsearch unreachable, not ready in time, or refusing (a
+template of the same priority in the way), or an answer of it too large or unreadable; 130
+stopped by a signal.
 
 Examples:
   ES_HOST=http://es:9200 kcing setup_es --ilm     # templates and a lifecycle policy
