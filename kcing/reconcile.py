@@ -377,8 +377,10 @@ def unchecked_line(reason: str, unchecked: Unchecked) -> str:
                                                          else "a data stream"))
 
 
-def summary_lines(report: Report, host: str) -> List[str]:
-    """What reconcile prints: per kind checked, present, missing, and the first missing objects."""
+def summary_lines(report: Report, host: str, advise_refeed: bool = True) -> List[str]:
+    """What reconcile prints: per kind checked, present, missing, and the first missing objects.
+    `advise_refeed`: also name the feed that sends again the objects found missing that no feed
+    from the watermark lists again (the KernelCI API's nodes)."""
     lines = ["reconcile: %s, against Elasticsearch at %s" % (report.scope, host)]
     if not report.kinds:
         lines.append("reconcile: no delivered objects to check")
@@ -421,9 +423,11 @@ def summary_lines(report: Report, host: str) -> List[str]:
         else:
             lines.append(head)
         # A node of the KernelCI API is listed again only by a feed from before its last update:
-        # not by the next one, which starts from the watermark, nor by a re-send.
-        lines += ["reconcile: %d of them are of the %s source: %s" % (count, source, refeed_advice(
-                      source, report.found_since.get(source))) for source, count in sorted(unfetchable.items())]
+        # not by the next one, which starts from the watermark, nor by a re-send. Not said by a
+        # caller that names that feed itself, for every object of the source held as missing.
+        if advise_refeed:
+            lines += ["reconcile: %d of them are of the %s source: %s" % (count, source, refeed_advice(
+                source, report.found_since.get(source))) for source, count in sorted(unfetchable.items())]
     return lines
 
 

@@ -76,8 +76,10 @@ def print_summary(summary, sink_name: str, dry_run: bool) -> None:
 
 
 def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry_run: bool = False,
-                     total: Optional[int] = None, held_missing: Optional[Callable[[], int]] = None):
+                     total: Optional[int] = None, held_missing: Optional[Callable[[], int]] = None,
+                     advise_refeed: bool = True):
     """Run a reconcile over `chunks` of delivered rows, print it, and record it as a run.
+    `advise_refeed`: see `reconcile.summary_lines`.
 
     `held_missing`, when given, counts after the check the objects missing in Elasticsearch that
     the run leaves so: the row's outcome is `missing` while there are any."""
@@ -100,7 +102,7 @@ def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry
             finally:
                 run.counts = report.as_counts()
             run.outcome = report.outcome
-    for line in reconciling.summary_lines(report, settings.ES_HOST):
+    for line in reconciling.summary_lines(report, settings.ES_HOST, advise_refeed):
         print(line)
     reconciling.warn_unchecked(report)
     return report

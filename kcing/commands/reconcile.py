@@ -122,7 +122,10 @@ def run(args: dict, settings) -> int:
         check_and_record(client, settings, ledger, report,
                          ledger.delivered_since(since, reconciling.CHUNK, destination_prefix=LOGSTASH), stop,
                          dry_run=dry_run, total=ledger.count_delivered_since(since, destination_prefix=LOGSTASH),
-                         held_missing=lambda: _held(ledger))
+                         held_missing=lambda: _held(ledger),
+                         # The lines on objects held as missing that follow name that feed, with
+                         # the earliest date of all those held, this check's included.
+                         advise_refeed=False)
         resent = None  # the worst exit code of re-sending, when something was sent again
         # Not only what this check found: an earlier reconcile or feed_es --verify may have
         # marked objects missing that no run has sent again yet (a dry run marked nothing).
@@ -229,7 +232,8 @@ def _print_plan(plan: reconciling.ResendPlan, since_of: Callable[[str], Optional
 
 
 def _unfetchable_line(name: str, count: int, since: Optional[datetime]) -> str:
-    return ("reconcile: %d objects of the %s source cannot be fetched again from the ledger alone; %s"
+    return ("reconcile: %d objects of the %s source cannot be fetched again from the ledger alone, nor does a feed "
+            "from the watermark list them again; %s"
             % (count, name, reconciling.refeed_command(name, since)))
 
 
