@@ -149,21 +149,25 @@ def logstash_destination_of(settings):
     return lambda kind: logstash_destination(routes.get(kind, settings.ES_LAVA))
 
 
-def no_ledger(settings) -> ConfigError:
+def no_ledger(settings, args: Optional[dict] = None) -> ConfigError:
     """The error of a command that reads a ledger when KCING_DB names none: a missing directory is
-    said as such, since running feed_es first would not help."""
+    said as such, since running feed_es first would not help. `args`: the command's flags, to
+    name --db rather than KCING_DB, and not advise passing it, when it was passed."""
     directory = Path(settings.KCING_DB).expanduser().absolute().parent
     if not directory.is_dir():
         return ConfigError("no ledger at %s: directory %s %s (check KCING_DB or --db)"
                            % (settings.KCING_DB, directory, not_a_directory(directory)))
+    by_flag = bool((args or {}).get("--db"))
     if not Path(settings.KCING_DB).expanduser().is_absolute():
         # The default `kcing.db` is read in the working directory: `kcing status` typed in one's
         # home, while cron's feed runs in /srv/kcing, is not a ledger to start with a feed_es
         # there (a second ledger, and everything sent again), but a directory to change to.
-        return ConfigError("no ledger at %s yet (KCING_DB %s is relative to the working directory): run this where "
-                           "feed_es runs, pass --db, or run `kcing feed_es` first"
-                           % (Path(settings.KCING_DB).expanduser().absolute(), settings.KCING_DB))
-    return ConfigError("no ledger at %s yet: run `kcing feed_es` first (or pass --db)" % settings.KCING_DB)
+        return ConfigError("no ledger at %s yet (%s %s is relative to the working directory): run this where "
+                           "feed_es runs, %s, or run `kcing feed_es` first"
+                           % (Path(settings.KCING_DB).expanduser().absolute(), "--db" if by_flag else "KCING_DB",
+                              settings.KCING_DB, "give --db the ledger's absolute path" if by_flag else "pass --db"))
+    return ConfigError("no ledger at %s yet: run `kcing feed_es` first (or %s --db)"
+                       % (settings.KCING_DB, "check" if by_flag else "pass"))
 
 
 def check_ledger_directory(settings) -> None:

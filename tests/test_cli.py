@@ -618,6 +618,25 @@ def test_no_ledger_in_the_working_directory_says_where_it_looked_and_that_it_may
     assert list(elsewhere.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", ["status", "reconcile"])
+def test_no_ledger_at_a_db_flag_names_the_flag_and_does_not_say_to_pass_it(command, tmp_path):
+    # `kcing status --db state.db` said "KCING_DB state.db is relative ...: ..., pass --db, ...",
+    # naming a setting the user did not give and telling them to pass the flag they had passed.
+    elsewhere = tmp_path / "home"
+    elsewhere.mkdir()
+    relative = kcing([command, "--db", "state.db"], clean_environ(), elsewhere)
+    assert relative.returncode == 2
+    assert one_line(relative) == (
+        "kcing %s: no ledger at %s yet (--db state.db is relative to the working directory): run this where "
+        "feed_es runs, give --db the ledger's absolute path, or run `kcing feed_es` first"
+        % (command, elsewhere / "state.db"))
+    absolute = kcing([command, "--db", str(elsewhere / "state.db")], clean_environ(), elsewhere)
+    assert absolute.returncode == 2
+    assert one_line(absolute) == "kcing %s: no ledger at %s yet: run `kcing feed_es` first (or check --db)" % (
+        command, elsewhere / "state.db")
+    assert list(elsewhere.iterdir()) == []
+
+
 @pytest.mark.parametrize("argv", [["feed_es", "--source", "samples", "--dry-run"], ["status"], ["drp", "--dry-run"]],
                          ids=lambda argv: argv[0])
 def test_a_file_where_the_ledgers_directory_should_be_is_not_said_missing(argv, tmp_path):

@@ -72,7 +72,7 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
     if not have_ledger and not Path(settings.KCING_DB).absolute().parent.is_dir():
         # No ledger is a retention of indices alone; a ledger named in a directory that is not
         # there is a KCING_DB gone wrong, whose rows would never be forgotten while drp exits 0.
-        raise no_ledger(settings)
+        raise no_ledger(settings, args)
     with ExitStack() as stack:
         if have_ledger and not dry_run:
             # A feed run writing rows while they are pruned would race; one run at a time.

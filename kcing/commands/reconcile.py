@@ -100,7 +100,7 @@ def run(args: dict, settings) -> int:
         # --days is applied to KCI_DAYS by the CLI: the window defaults to the crawl window.
         since = datetime.now(timezone.utc) - timedelta(days=settings.KCI_DAYS)
     if not ledger_exists(settings.KCING_DB):
-        raise no_ledger(settings)
+        raise no_ledger(settings, args)
     client = make_client(settings)
     # The run's stop, which the re-send's sink and source wait on, as feed_es's do: after one
     # signal no retry is waited for and no download goes on, and a batch in flight has its grace.

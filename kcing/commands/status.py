@@ -44,7 +44,7 @@ Examples:
 
 def run(args: dict, settings) -> int:
     if not ledger_exists(settings.KCING_DB):
-        raise no_ledger(settings)
+        raise no_ledger(settings, args)
     # Read as a dry run reads it, changing nothing: an older ledger is shown migrated, not
     # migrated, and one this user may only read (a monitoring account) is shown too.
     ledger = open_ledger(settings, dry_run=True)
