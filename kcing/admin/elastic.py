@@ -282,8 +282,8 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
 
 def answered_by_another_server(status: int, headers) -> bool:
     """Whether a refusal came from something that is not Elasticsearch. Elasticsearch sends its
-    X-Elastic-Product header with every answer, its errors too; the client checks it on
-    successful answers only. A 404 or 405 without it (Kibana's 404 for `/_cluster/health`,
+    X-Elastic-Product header with every answer, its errors too, but a 401 to a request it could
+    not authenticate (never a 404 or 405); the client checks it on successful answers only. A 404 or 405 without it (Kibana's 404 for `/_cluster/health`,
     ES_HOST set to Kibana's port; a web server's, or a proxy's routing another path) says that
     no Elasticsearch answers at ES_HOST: a setting to fix, not Elasticsearch refusing. Other
     statuses a proxy in front of the cluster may answer itself (400, 429, 5xx) stay refusals."""
