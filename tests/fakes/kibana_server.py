@@ -30,11 +30,11 @@ an `unknown` error (400) while the rest of the file is written.
 Like Kibana, it refuses a `kbn-version` header other than its own version (400, on every route)
 and an import naming one type and id twice (400 "Non-unique import objects detected").
 
-Like Kibana 8.9 and later (elastic/kibana#159768), `GET /api/status` answers with the status of
+Like Kibana 7.16 and later (elastic/kibana#113729), `GET /api/status` answers with the status of
 Kibana's core services (Elasticsearch and saved objects): 503 while one of them is unavailable or
-critical, else 200, whatever the plugins' status that the body's `overall` level adds in. Without
-valid credentials it is no 401: its body is then the redacted `{"status":{"overall":{"level"}}}`
-holding the core level.
+critical, else 200, whatever the plugins' status that the body's `overall` level adds in. Like
+Kibana 8.9 and later (elastic/kibana#159768), without valid credentials it is no 401: its body is
+then the redacted `{"status":{"overall":{"level"}}}` holding the core level.
 
 Like Kibana 8, the saved objects API does not check that the space of a `/s/<space>` prefix
 exists (elastic/kibana#67164, #148930): an export from an unknown space is empty, an import into
