@@ -759,7 +759,7 @@ def unusable_item_reason(item: Any, node_id: Optional[str]) -> str:
         if raw is None:
             return "listed node has no id%s" % named
         return "listed node has no valid id: %s%s" % (shown(raw), named)
-    if "updated" not in item:
+    if item.get("updated") is None:  # absent, or JSON's null
         return "listed node has no updated time"
     return "listed node's updated time is no date: %s" % shown(item["updated"])
 
