@@ -217,6 +217,7 @@ def test_drp_days_flag_overrides_the_setting(tmp_path, es, capsys):
     drp.run({**DRP_ARGS, "--drp-days": "1"}, load_settings(tmp_path, es.url, DRP_DAYS=30, KCI_DAYS=1),
                  now=NOW)
     assert es.index_names() == []
+    assert "drp: keeping 1 day: indices dated from" in capsys.readouterr().out
 
 
 def test_retention_inside_the_crawl_window_warns(tmp_path, es, caplog, capsys):

@@ -86,8 +86,9 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
                 # however the run ends: `kcing status` shows it.
                 recorded = stack.enter_context(ledger.recorded_run("drp", {"days": settings.DRP_DAYS}))
         chosen = retention.plan(client, host, ledger, today, settings.DRP_DAYS)
-        print("drp: keeping %d days: indices dated from %s, ledger rows first seen since %s"
-              % (chosen.days, chosen.first_kept.strftime("%Y.%m.%d"), utc_text(chosen.ledger_cutoff)))
+        print("drp: keeping %d day%s: indices dated from %s, ledger rows first seen since %s"
+              % (chosen.days, "" if chosen.days == 1 else "s", chosen.first_kept.strftime("%Y.%m.%d"),
+                 utc_text(chosen.ledger_cutoff)))
         if ledger is not None:
             # Rows of every destination go: delivered to an NDJSON directory or to Logstash.
             for destination, count in sorted(ledger.seen_before_by_destination(chosen.ledger_cutoff).items()):
