@@ -137,7 +137,9 @@ _FILLERS = (datetime(2000, 1, 1), datetime(2001, 2, 2))
 # A date written year first, as ISO 8601 writes it (2026-12-01, 2026/12/01, 2026 12 01, 20261201):
 # nobody writes the day before the month after the year, though python-dateutil's dayfirst reads it so.
 _YEAR_FIRST = re.compile(r"(?<![0-9])[0-9]{4}(?:[-/.][0-9]{1,2}[-/.]|\s+[0-9]{1,2}\s+)[0-9]{1,2}(?![0-9])", re.ASCII)
-_COMPACT_YEAR_FIRST = re.compile(r"\s*[0-9]{8}(?![0-9])", re.ASCII)
+# Eight digits, and the hours and minutes (and seconds) when they follow without a `T`
+# (202612011030, as `date +%Y%m%d%H%M` writes it): python-dateutil reads these year first only.
+_COMPACT_YEAR_FIRST = re.compile(r"\s*[0-9]{8}(?:[0-9]{4}(?:[0-9]{2})?)?(?![0-9])", re.ASCII)
 
 
 def _orders_agree(text: str, read: datetime) -> None:

@@ -1202,6 +1202,42 @@ def test_a_day_no_month_has_is_not_a_date_and_a_day_written_year_first_with_spac
     assert refused.returncode == 2 and "could mean 2026-01-12 or 2026-12-01" in one_line(refused)
 
 
+def test_a_date_readings_in_each_order_are_named_and_a_day_with_a_zone_is_read_in_every_form():
+    from kcing import flags
+    from kcing.errors import ConfigError
+
+    def read(text):
+        return flags.a_date({"--since": text}, "--since").isoformat()
+
+    # Read year first, "13/12/26" is 26 December 2013: a third order, named with the others.
+    with pytest.raises(ConfigError, match=r"^--since '13/12/26' could mean 2013-12-26 or 2026-12-13 \("):
+        read("13/12/26")
+    with pytest.raises(ConfigError, match=r"^--since '01/12/26' could mean 2001-12-26 or 2026-01-12 or 2026-12-01 \("):
+        read("01/12/26")
+    # Written year first with spaces, a day that dayfirst would read as 3 January is 1 March.
+    assert read("2024 03 01") == "2024-03-01T00:00:00+00:00"
+    # An offset without its colon follows a day as it follows a time.
+    assert read("2024-03-31 +0530") == "2024-03-30T18:30:00+00:00"
+    assert read("2024-03-31 -0500") == "2024-03-31T05:00:00+00:00"
+    # "am" is no zone: a day followed by it is no date, as with "PM".
+    with pytest.raises(ConfigError, match=r"^--since expects a date such as"):
+        read("2024-03-31 am")
+    # A zone of two letters is an abbreviation, and said to be one.
+    with pytest.raises(ConfigError, match=r"^--since expects a time zone as a UTC offset"):
+        read("2024-03-31 ET")
+
+
+def test_a_compact_date_and_time_written_year_first_is_read_not_refused_as_ambiguous():
+    """`date +%Y%m%d%H%M` writes 202612011030, which python-dateutil reads as 2026-12-01 10:30
+    only: it was refused as day and month either way round, with the advice to write the year
+    first, as it was."""
+    from kcing import flags
+
+    for text, read in (("202612011030", "2026-12-01T10:30:00+00:00"), ("20261201103000", "2026-12-01T10:30:00+00:00"),
+                       ("20261201", "2026-12-01T00:00:00+00:00"), ("20261201T1030", "2026-12-01T10:30:00+00:00")):
+        assert flags.a_date({"--since": text}, "--since").isoformat() == read
+
+
 def test_a_reconcile_since_after_the_clock_is_said_to_find_nothing(tmp_path):
     env = samples_environ(tmp_path)
     fed = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], env, tmp_path)
