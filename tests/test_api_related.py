@@ -155,6 +155,22 @@ def test_more_jobs_listed_than_kept_cost_one_request_per_job_forgotten_not_one_p
     assert sorted(api.asked) == sorted(job["id"] for job in jobs[:50])
 
 
+def test_nodes_looked_up_are_kept_to_their_bound_the_least_recently_used_forgotten_first():
+    # The children of one node come together: the node they all need stays while it is used,
+    # and an answer that is unknown to the API (None) is kept as well as a node.
+    first, second, third, unknown = ("%024x" % number for number in range(4))
+    api = Api(*(dict(ROOT, id=node_id) for node_id in (first, second, third)))
+    related = RelatedNodes(api, looked_up_size=2)
+    related.node(first), related.node(second), related.node(first)  # `second` is now the least recently used
+    related.node(third)  # forgets `second`
+    assert related.node(first)["id"] == first and related.node(third)["id"] == third
+    assert api.asked == [first, second, third]
+    related.node(second)  # asked again; forgets `first`
+    assert api.asked == [first, second, third, second]
+    assert related.node(unknown) is None and related.node(unknown) is None
+    assert api.asked == [first, second, third, second, unknown]
+
+
 @pytest.mark.parametrize("status, answer, expected", [
     (200, None, None), (404, {"detail": "Not Found"}, None), (200, {"id": JOB}, {"id": JOB}),
 ])
