@@ -287,6 +287,52 @@ def test_a_newer_version_of_a_node_delivered_clears_the_older_version_held_as_mi
     assert newer.upstream_id in [found.upstream_id for found in ledger.missing_objects("api")]
 
 
+def test_a_resend_lists_only_the_objects_held_for_the_inputs_it_sends_their_kind_to(ledger, caplog):
+    # A row is cleared only by a delivery to its own destination: an object held for other
+    # inputs, sent through these, would get a row of its own and stay held (and be posted to
+    # inputs that never had it), while the summary counted only the others.
+    from kcing.reconcile import MissingObjects
+
+    here, there = logstash_destination(["http://ls:8337"]), logstash_destination(["http://old-ls:8337"])
+    for upstream_id, destination in (("here", here), ("there", there), ("odd", there)):
+        found = obj(upstream_id, kind="a kind edited by hand" if upstream_id == "odd" else BUILD)
+        ledger.record([Outcome(found, DELIVERED, documents=packed(1))], lambda kind: destination)
+        ledger.mark_missing([ledger.row("legacy", found.kind, upstream_id, destination).id])
+    resent = MissingObjects(ledger, "legacy", None, lambda kind: here)
+    assert [found.upstream_id for found in resent.list_objects()] == ["here"]
+    # A kind kcing does not know is no input's: listed to be named, wherever it was delivered.
+    assert "legacy odd: the ledger gives it the kind 'a kind edited by hand'" in caplog.text
+    assert [found.upstream_id for found in ledger.missing_objects("legacy", destination_of=lambda kind: there)] == [
+        "there", "odd"]
+    assert [found.upstream_id for found in ledger.missing_objects("legacy")] == ["here", "there", "odd"]
+
+
+def test_objects_held_elsewhere_are_counted_per_source_and_destination_whatever_their_kind():
+    # One input may have taken several kinds (ES_BUILD and ES_BOOT naming one URL): its count is
+    # theirs together. What went to no Logstash input, and a kind kcing does not know, are no
+    # input's: they are not said to have been delivered through other inputs.
+    from kcing.reconcile import held_elsewhere
+
+    old, now = logstash_destination(["http://old-ls:8337"]), logstash_destination(["http://ls:8337"])
+    counts = {("legacy", "build", old): 2, ("legacy", "boot", old): 3, ("legacy", "lava", now): 4,
+              ("samples", "build", old): 1, ("legacy", "a kind edited by hand", old): 5, ("legacy", "boot", ""): 6,
+              ("legacy", "build", "ndjson /tmp/out"): 7}
+    assert held_elsewhere(counts, lambda kind: now) == {"legacy": {old: 5}, "samples": {old: 1}}
+    # A row edited by hand may hold a destination of any type: read as text, not a traceback.
+    edited = {("legacy", "build", old.encode()): 1, ("legacy", "boot", None): 2, ("legacy", "lava", 42): 3}
+    assert held_elsewhere(edited, lambda kind: now) == {"legacy": {old: 1}}
+
+
+def test_a_newer_version_delivered_leaves_the_error_of_an_older_one_not_held_as_missing(ledger):
+    # Only the mark of missing documents is the newer version's to clear: an older version that
+    # failed for its own reason keeps that reason, which `kcing status` counts by.
+    older, newer = node_version("20241016T070000.000000"), node_version("20241017T070000.000000")
+    ledger.record([Outcome(older, FAILED, error="GET https://api.example/latest/node/x failed 3 times (last: HTTP 503)")])
+    ledger.record([Outcome(newer, DELIVERED, documents=packed(1))])
+    row = ledger.row("api", "test", older.upstream_id)
+    assert (row.state, row.last_error) == (FAILED, "GET https://api.example/latest/node/x failed 3 times (last: HTTP 503)")
+
+
 def test_an_object_never_marked_takes_each_outcome_as_it_comes(ledger):
     ledger.record([Outcome(obj("b"), FAILED, error="storage down")])
     ledger.record([Outcome(obj("b"), DOWNLOADED)])
@@ -711,6 +757,33 @@ def test_a_resend_leaves_objects_held_for_other_logstash_inputs_and_says_so(env,
 
 
 @needs_samples
+def test_a_resend_sends_what_is_held_for_its_inputs_and_leaves_what_is_held_for_others(env, tmp_path, forwarding, es):
+    # Builds held for the build input the feed used, a boot held for the boot input these
+    # settings still name: the boot alone is sent again, and no build reaches the moved input.
+    db = tmp_path / "kcing.db"
+    _lose_the_build_documents(env, tmp_path, es)
+    builds_held = _held_as_missing(db)
+    boot = next(row for row in ledger_rows(db) if row["kind"] == "boot" and row["state"] == DELIVERED)
+    ledger = Ledger.open(str(db))
+    try:
+        assert ledger.mark_missing([boot["id"]]) == 1
+    finally:
+        ledger.close()
+    elsewhere = LogstashCluster(store=ForwardingStore(es.url))
+    elsewhere.start()
+    try:
+        resent = kcing(["reconcile", "--resend"], dict(env, ES_BUILD=elsewhere.urls["build"]), tmp_path)
+        assert not posted_keys(elsewhere)
+    finally:
+        elsewhere.stop()
+    assert resent.returncode == 1, resent.stdout + resent.stderr
+    assert ("%d legacy objects held as missing were delivered through other Logstash inputs" % len(builds_held)
+            in resent.stdout), resent.stdout
+    assert "re-sending 1 legacy objects" in resent.stdout, resent.stdout
+    assert _held_as_missing(db) == builds_held
+
+
+@needs_samples
 def test_a_resend_stopped_before_logstash_answered_leaves_the_objects_held_as_missing(legacy_replica, forwarding,
                                                                                       es, tmp_path):
     db = tmp_path / "kcing.db"
@@ -730,6 +803,9 @@ def test_a_resend_stopped_before_logstash_answered_leaves_the_objects_held_as_mi
             process.kill()
     assert process.returncode == 130, stdout + stderr
     assert _held_as_missing(db) == held
+    # `kcing status` says how the run ended, not only what its check found.
+    last = _last_reconcile(env, tmp_path)
+    assert last["outcome"] == "error 130" and last["counts"]["held_missing"] == len(held), last
 
     forwarding.build.wait_idle()
     resent = kcing(["reconcile", "--resend"], env, tmp_path)
