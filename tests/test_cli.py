@@ -1249,6 +1249,20 @@ def test_a_reconcile_since_after_the_clock_is_said_to_find_nothing(tmp_path):
     assert "WARNING" not in ran.stderr, ran.stderr
 
 
+def test_a_since_any_time_after_the_clock_is_warned_of_and_the_clock_itself_is_not(caplog):
+    # A mistyped offset puts --since hours ahead, not years: warned of all the same.
+    from datetime import datetime, timedelta, timezone
+
+    from kcing.watermark import warn_if_future
+
+    now = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
+    warn_if_future(now, now, "nothing")
+    assert not caplog.records
+    warn_if_future(now + timedelta(minutes=1), now, "nothing")
+    assert [record.getMessage() for record in caplog.records] == [
+        "--since 2026-12-01 10:01:00 UTC is after this host's clock (2026-12-01 10:00:00 UTC): nothing"]
+
+
 def test_a_date_naming_its_zone_by_an_abbreviation_is_refused_where_that_is_the_host_s_zone(monkeypatch):
     """Under TZ=Europe/London python-dateutil read "BST" as the host's zone (08:41 UTC); under
     any other TZ it dropped it (09:41 UTC): documents dated by --date landed on different days."""
