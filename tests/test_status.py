@@ -375,6 +375,8 @@ def test_an_error_cause_leaves_out_what_names_one_object_and_keeps_the_rest():
         "missing in Elasticsearch; re-send refused: <file> changed since it was delivered (sha256 <sha256>, "
         "now <sha256>); put back the file")
     assert error_cause("e.g. log-2024.10.15/%s" % ("ab" * 20)) == "e.g. log-2024.10.15/%s" % ("ab" * 20)
+    assert error_cause("a copy of build %s, delivered from another file" % ("9f86d081" * 8)) == (
+        "a copy of build <sha256>, delivered from another file")
     # Where in its file a decoder stopped.
     assert error_cause("not valid JSON: Expecting ',' delimiter: line 12 column 5 (char 300)") == (
         "not valid JSON: Expecting ',' delimiter: line <n> column <n> (char <n>)")
