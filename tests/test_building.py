@@ -302,6 +302,17 @@ def test_with_one_worker_a_large_file_is_built_in_it_and_the_others_here():
     assert built.items == Builder(0, LogstashSink.encode).build(LAVA, content, CREATED, None).items
 
 
+def test_with_one_worker_a_file_of_exactly_in_worker_bytes_is_built_in_it(monkeypatch):
+    # "IN_WORKER_BYTES or more": the bound itself is a large file.
+    small = sorted((SAMPLES / "lava").glob("*.json"))[0].read_bytes()
+    monkeypatch.setattr(building, "IN_WORKER_BYTES", len(small) + 1)
+    with Builder(1, LogstashSink.encode) as builder:
+        builder.build(LAVA, small, CREATED, None)
+        assert (builder.built_here, builder.built_in_workers) == (1, 0)
+        builder.build(LAVA, small + b" ", CREATED, None)
+        assert (builder.built_here, builder.built_in_workers, builder.started) == (1, 1, 1)
+
+
 def test_on_a_machine_with_one_usable_core_a_run_builds_a_large_local_file_in_a_worker(
         tmp_path, clean_settings, spied, monkeypatch):
     monkeypatch.setattr(wiring, "usable_cores", lambda: 1)  # what KCING_WORKERS=auto reads
