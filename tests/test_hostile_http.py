@@ -182,6 +182,23 @@ def test_a_document_too_large_for_logstash_is_kept_and_sent_once_the_limit_is_ra
     assert "delivered %d" % len(held) in second.stdout
 
 
+def test_a_local_file_too_large_for_logstash_is_named_by_its_file_not_only_by_its_hash(
+        legacy_replica, logstash, tmp_path):
+    # A local file is known by the hash of its content: of ten files given, "lava 2a64fe34...: a
+    # document of ... bytes is larger than Logstash accepts" does not say which one to split.
+    lava = next(obj for obj in sample_objects() if obj.kind == "lava")
+    content = lava.path.read_bytes()
+    logstash.lava.max_content_length = max(len(LogstashSink.encode(document))
+                                           for document in documents_for("lava", content, lava.date))
+    (tmp_path / "big-lava.json").write_bytes(content)
+    fed = kcing(["feed_es", "--lavas", "big-lava.json", "--date", "2020-11-04"],
+                feed_environ(legacy_replica, logstash, tmp_path / "kcing.db"), tmp_path)
+    assert fed.returncode == 3, fed.stdout + fed.stderr
+    named = "lava big-lava.json (sha256 %s): a document of " % hashlib.sha256(content).hexdigest()[:12]
+    assert "  problem: " + named in fed.stdout, fed.stdout
+    assert "too large for Logstash: " + named in fed.stderr, fed.stderr
+
+
 # Downloads: endless, oversized, trickling ---------------------------------------------------------
 
 @pytest.mark.parametrize("answer_for", [
