@@ -9,6 +9,7 @@ becomes -1, `field` projections keep `_id`, a repeated filter key means "any of"
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ def bson_date_ms(value: Any) -> Optional[int]:
     inner = value["$date"]
     if isinstance(inner, dict):
         inner = inner.get("$numberLong")
+    if isinstance(inner, float) and not math.isfinite(inner):
+        return None  # stored as it came (NaN, Infinity, which Python's JSON reads): listed, in no day's range
     if isinstance(inner, (int, float)) and not isinstance(inner, bool):
         return int(inner)
     if isinstance(inner, str):
