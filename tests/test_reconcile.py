@@ -1441,7 +1441,7 @@ def test_documents_not_checked_are_said_by_a_quiet_run_that_exits_0(tmp_path, es
     assert quiet.returncode == 0, quiet.stdout + quiet.stderr
     assert not quiet.stdout
     (line,) = quiet.stderr.strip().splitlines()
-    assert "WARNING" in line and "not checked: 2 documents of 1 objects in closed indices (%s)" % closed in line
+    assert "WARNING kcing.reconcile: not checked: 2 documents of 1 objects in closed indices (%s)" % closed in line, line
 
 
 def test_documents_in_a_red_index_are_not_checked_and_the_others_are(tmp_path, es):
