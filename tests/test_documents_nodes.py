@@ -17,6 +17,7 @@ from kcing.documents import documents_for
 from kcing.documents.fields import FIELDS, KERNELCI_API, field_problems
 from kcing.building import encoded_documents
 from kcing.documents.identity import document_id, iso_timestamp
+from kcing.documents import yamlsafe
 from kcing.documents.lava import log_line_fields, read_log
 from kcing.documents.nodes import build_log_summary, is_lab_job, node_boot_result
 from kcing.documents.validate import check, serialised
@@ -228,6 +229,37 @@ def test_a_kernel_fault_after_login_is_the_same_verdict_from_the_api_as_from_leg
     boot = docs(node, callback_data=callback if with_callback else None)[0].body
     verdict = ("boot_result", "boot_failure", "error_type")
     assert [boot.get(name) for name in verdict] == [legacy.get(name) for name in verdict] == ["fail", "kernel", "Job"]
+
+
+@pytest.mark.parametrize("results", ["no job step", "no results"])
+def test_a_failure_its_callback_names_no_error_for_stays_the_lab_s_as_kernelci_classified_it(tree, results):
+    # LAVA ended the job incomplete, and its callback names no error: KernelCI's pipeline then
+    # records `Infrastructure` on the job node. Read with its callback, the boot document must
+    # not call it a kernel failure while it says `error_type: Infrastructure`.
+    callback = json.loads(real_text(LEGACY, RAW_QEMU))
+    if results == "no job step":
+        lava = yamlsafe.load(callback["results"]["lava"], "lava")
+        callback["results"] = {"lava": json.dumps([case for case in lava if case["name"] != "job"])}
+    else:
+        callback["results"] = {}
+    node = {**tree["baseline"], "result": "incomplete"}
+    node["data"] = {**node["data"], "error_code": "Infrastructure", "error_msg": "Unknown infrastructure error"}
+    verdict = ("boot_result", "boot_failure", "error_type")
+    alone = docs(node)[0].body
+    boot = docs(node, callback_data=json.dumps(callback))[0].body
+    assert [boot.get(name) for name in verdict] == [alone.get(name) for name in verdict] == [
+        "unknown", "infrastructure", "Infrastructure"]
+    assert boot["job_status"] == "incomplete"  # the rest of the callback is still read
+    assert all(log.body["boot_failure"] == "infrastructure" for log in docs(node, callback_data=json.dumps(callback))[1:])
+
+
+def test_a_callback_that_names_its_error_decides_over_the_node_s_code(tree):
+    # The callback's own job-step error is what the document says: LAVA's `Job` error on a
+    # kernel that faulted is the kernel's, whatever code the node was left with.
+    node = {**tree["baseline"], "result": "incomplete"}
+    node["data"] = {**node["data"], "error_code": "Infrastructure"}
+    boot = docs(node, callback_data=real_text(LEGACY, RAW_QEMU))[0].body
+    assert (boot["boot_result"], boot["boot_failure"], boot["error_type"]) == ("fail", "kernel", "Job")
 
 
 def test_a_callback_that_passed_clears_the_failure_its_node_implied(tree):

@@ -319,6 +319,18 @@ def node_boot_result(result: Optional[str], error_code: Optional[str]) -> Tuple[
     return "unknown", None
 
 
+def callback_boot_verdict(callback_fields: Mapping[str, Any], error_code: Optional[str]) -> Tuple[str, Optional[str]]:
+    """(boot_result, boot_failure) of a lab job read with its callback: the callback's, as the
+    legacy verdict reads it, but for a failure the callback names no error for (no `job` step
+    error type, or no `lava` results at all) on a job whose node carries an error code that blames
+    the lab or the pipeline: KernelCI's pipeline records `Infrastructure` for just such a callback,
+    and the document, which says that error, must not call the boot a kernel failure."""
+    result, failure = callback_fields.get("boot_result"), callback_fields.get("boot_failure")
+    if result == "fail" and callback_fields.get("error_type") is None and error_code in NOT_THE_KERNEL:
+        return "unknown", INFRASTRUCTURE_FAILURE
+    return result, failure
+
+
 def _boot_parts(node_id: str, node: Mapping[str, Any], envelope: Mapping[str, Any], when: datetime,
                 api: dict) -> tuple:
     data = nodes_api.data_of(node)
@@ -340,7 +352,7 @@ def _boot_parts(node_id: str, node: Mapping[str, Any], envelope: Mapping[str, An
         if value is not None or name not in fields:
             fields[name] = value
     if "boot_result" in callback.boot_fields:  # the callback's verdict replaces the node's whole
-        fields["boot_failure"] = callback.boot_fields.get("boot_failure")
+        fields["boot_result"], fields["boot_failure"] = callback_boot_verdict(callback.boot_fields, error_code)
     documents = [_document("boot", node_id, when, fields, api)]
     if not callback.log_items:
         return documents, None
