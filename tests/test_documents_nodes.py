@@ -262,6 +262,21 @@ def test_a_callback_that_names_its_error_decides_over_the_node_s_code(tree):
     assert (boot["boot_result"], boot["boot_failure"], boot["error_type"]) == ("fail", "kernel", "Job")
 
 
+def test_a_failed_login_its_callback_shows_is_the_kernel_s_whatever_the_pipeline_s_own_code(tree):
+    # A code of the pipeline (the job timed out there) says nothing of what LAVA saw: the
+    # callback of a job LAVA completed whose login failed is a kernel failure.
+    callback = json.loads(real_text(LEGACY, MESON))
+    lava = yamlsafe.load(callback["results"]["lava"], "lava")
+    for case in lava:
+        if case["name"] == "login-action":
+            case["result"] = "fail"
+    callback["results"] = dict(callback["results"], lava=json.dumps(lava))
+    node = {**tree["baseline"], "result": "incomplete"}
+    node["data"] = {**node["data"], "error_code": "node_timeout"}
+    boot = docs(node, callback_data=json.dumps(callback))[0].body
+    assert (boot["boot_result"], boot["boot_failure"], boot["job_status"]) == ("fail", "kernel", "complete")
+
+
 def test_a_callback_that_passed_clears_the_failure_its_node_implied(tree):
     node = {**tree["baseline"], "result": "fail"}
     node["data"] = {**node["data"], "error_code": "Test"}

@@ -322,11 +322,12 @@ def node_boot_result(result: Optional[str], error_code: Optional[str]) -> Tuple[
 def callback_boot_verdict(callback_fields: Mapping[str, Any], error_code: Optional[str]) -> Tuple[str, Optional[str]]:
     """(boot_result, boot_failure) of a lab job read with its callback: the callback's, as the
     legacy verdict reads it, but for a failure the callback names no error for (no `job` step
-    error type, or no `lava` results at all) on a job whose node carries an error code that blames
-    the lab or the pipeline: KernelCI's pipeline records `Infrastructure` for just such a callback,
-    and the document, which says that error, must not call the boot a kernel failure."""
+    error type, or no `lava` results at all) on a job whose node carries a LAVA error code that
+    blames the lab: KernelCI's pipeline records `Infrastructure` for just such a callback, and the
+    document, which says that error, must not call the boot a kernel failure. A code of the
+    pipeline's own (`node_timeout`, ...) says nothing of what the callback shows."""
     result, failure = callback_fields.get("boot_result"), callback_fields.get("boot_failure")
-    if result == "fail" and callback_fields.get("error_type") is None and error_code in NOT_THE_KERNEL:
+    if result == "fail" and callback_fields.get("error_type") is None and error_code in LAB_ERROR_TYPES:
         return "unknown", INFRASTRUCTURE_FAILURE
     return result, failure
 
