@@ -110,6 +110,9 @@ VERDICTS = [
     pytest.param(3, lava_suite(None, error_type="Job"), "fail", "kernel", id="no-login-step-job-error"),
     pytest.param(3, lava_suite(None, error_type="LAVATimeout"), "fail", "kernel", id="no-login-step-timeout"),
     pytest.param(2, lava_suite(None), "pass", None, id="no-login-step-job-complete"),
+    # A login step that says neither pass nor fail blames nobody: no boot_failure.
+    pytest.param(2, lava_suite("skip"), "skip", None, id="login-skip-job-complete"),
+    pytest.param(2, lava_suite("unknown"), "unknown", None, id="login-unknown-job-complete"),
     pytest.param(3, lava_suite("pass", error_type="Infrastructure"), "unknown", "infrastructure",
                  id="infrastructure-error-after-login"),
     pytest.param(3, lava_suite("fail", error_type="Infrastructure"), "unknown", "infrastructure",
