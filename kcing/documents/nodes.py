@@ -228,8 +228,9 @@ def _build_fields(node: Mapping[str, Any], build_log: Any, build_log_bytes: Any 
 def kbuild_result(result: Optional[str], error_code: Optional[str]) -> str:
     """A kbuild's `build_result`: its result in upper case, as legacy builds (`UNKNOWN` while
     null), except that a build that failed for the pipeline's or the runner's reason (an error
-    code of NOT_THE_KERNEL: `kbuild_internal_error`, `node_timeout`, ...) is `ERROR`, as KCIDB
-    reads it (upstream.md §3.6): "Failed builds" are the kernel's to fix."""
+    code of NOT_THE_KERNEL: `kbuild_internal_error`, `node_timeout`, ...) is `ERROR`: none of them
+    the kernel's, as KCIDB reads them (upstream.md §3.6: ERROR, MISS for `node_timeout`), and
+    "Failed builds" are the kernel's to fix."""
     if result == "fail" and error_code in NOT_THE_KERNEL:
         return "ERROR"
     return result.upper() if result else "UNKNOWN"
