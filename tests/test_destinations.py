@@ -14,6 +14,7 @@ from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import APPLICATION_ID, DELIVERED
 from kcing.records import BUILD, UpstreamObject
 from kcing.wiring import logstash_destinations_key, open_ledger
+from kcing.sinks import logstash_destination
 from tests.feedrun import SAMPLES, clean_environ, kcing, sample_objects
 
 SAMPLE_COUNT = len(sample_objects())
@@ -61,6 +62,17 @@ def test_logstash_inputs_written_in_another_case_or_twice_are_the_same_destinati
     kinds = Counter(obj.kind for obj in sample_objects())
     assert delivered_per_destination(status(env, tmp_path)) == {
         "logstash %s" % logstash.urls[kind]: count for kind, count in kinds.items()}
+
+
+def test_a_logstash_input_written_with_its_scheme_s_default_port_is_the_same_destination():
+    # `https://ls:443` and `https://ls` are one input: named apart, a change of spelling in
+    # ES_BUILD sent every build of the window again.
+    assert logstash_destination(["https://ls:443"]) == logstash_destination(["https://LS"]) == "logstash https://ls"
+    assert logstash_destination(["http://ls:80/"]) == logstash_destination(["http://ls/"])
+    assert logstash_destination(["http://[::1]:80"]) == "logstash http://[::1]"
+    assert logstash_destination(["https://ls:80"]) == "logstash https://ls:80"
+    assert logstash_destination(["http://ls:443"]) == "logstash http://ls:443"
+    assert logstash_destination(["http://ls:8080"]) == "logstash http://ls:8080"
 
 
 def test_a_dry_run_to_an_output_directory_creates_nothing(logstash, tmp_path):

@@ -15,14 +15,25 @@ NDJSON = "ndjson "
 
 def logstash_destination(urls: Iterable[str]) -> str:
     """One route's inputs; their order does not matter (batches are spread across them), nor
-    does one listed twice, nor the case of a scheme or host: `HTTP://LS:8337` is the input
-    `http://ls:8337` was, whose deliveries a run must not make again."""
+    does one listed twice, nor the case of a scheme or host, nor a scheme's default port written
+    out: `HTTP://LS:8337` is the input `http://ls:8337` was, and `https://ls:443` is `https://ls`,
+    whose deliveries a run must not make again."""
     return LOGSTASH + ",".join(sorted({_input_named(url) for url in urls}))
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _input_named(url: str) -> str:
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, parts.fragment))
+    scheme, netloc = parts.scheme.lower(), parts.netloc.lower()
+    try:
+        port = parts.port
+    except ValueError:  # not a port: the settings refuse it; named as written
+        port = None
+    if port is not None and port == _DEFAULT_PORTS.get(scheme):
+        netloc = netloc.rsplit(":", 1)[0]
+    return urlunsplit((scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def ndjson_destination(directory: str) -> str:
