@@ -78,8 +78,8 @@ def a_date(args: dict, flag: str) -> Optional[datetime]:
 
 
 def ambiguous_message(flag: str, value: str, ambiguous: "AmbiguousDate") -> str:
-    return ("%s %r could mean %s (countries write day and month in different orders): write the date "
-            "year first, as YYYY-MM-DD" % (flag, value, " or ".join(day.isoformat() for day in ambiguous.readings)))
+    return ("%s %r could mean %s (%s): write the date year first, as YYYY-MM-DD"
+            % (flag, value, " or ".join(day.isoformat() for day in ambiguous.readings), ambiguous.why))
 
 
 def a_document_date(args: dict, flag: str) -> Optional[datetime]:
@@ -103,8 +103,9 @@ class AmbiguousDate(ValueError):
     """A text whose numbers python-dateutil could read as day and month either way round
     ("01/12/2026": 12 January as it reads it, 1 December in most of the world)."""
 
-    def __init__(self, text: str, readings):
+    def __init__(self, text: str, readings, why: str = "countries write day and month in different orders"):
         self.readings = sorted(readings)
+        self.why = why
         super().__init__("%r could be %s" % (text, " or ".join(day.isoformat() for day in self.readings)))
 
 
@@ -140,6 +141,9 @@ _YEAR_FIRST = re.compile(r"(?<![0-9])[0-9]{4}(?:[-/.][0-9]{1,2}[-/.]|\s+[0-9]{1,
 # Eight digits, and the hours and minutes (and seconds) when they follow without a `T`
 # (202612011030, as `date +%Y%m%d%H%M` writes it): python-dateutil reads these year first only.
 _COMPACT_YEAR_FIRST = re.compile(r"\s*[0-9]{8}(?:[0-9]{4}(?:[0-9]{2})?)?(?![0-9])", re.ASCII)
+# Twelve digits are also what `date +%y%m%d%H%M%S` writes: 261201101500, 1 December 2026 at
+# 10:15:00, which python-dateutil reads as 10 January 2612 at 15:00.
+_TWO_DIGIT_YEAR_TIME = "%y%m%d%H%M%S"
 
 
 def _orders_agree(text: str, read: datetime) -> None:
@@ -148,7 +152,11 @@ def _orders_agree(text: str, read: datetime) -> None:
     month first, the American order, so a user elsewhere was given another day without a word."""
     from dateutil import parser as dateparser
 
-    if _YEAR_FIRST.search(text) or _COMPACT_YEAR_FIRST.match(text):
+    if _YEAR_FIRST.search(text):
+        return
+    compact = _COMPACT_YEAR_FIRST.match(text)
+    if compact:
+        _four_digit_year_only(text, compact.group().strip(), read)
         return
     readings = {read.date()}
     for dayfirst, yearfirst in ((True, False), (False, True), (True, True)):
@@ -159,6 +167,20 @@ def _orders_agree(text: str, read: datetime) -> None:
             pass
     if len(readings) > 1:
         raise AmbiguousDate(text, readings)
+
+
+def _four_digit_year_only(text: str, digits: str, read: datetime) -> None:
+    """AmbiguousDate when the twelve `digits` python-dateutil read as YYYYMMDDhhmm are also a
+    time written with a two-digit year and its seconds (YYMMDDhhmmss) on another day."""
+    if len(digits) != 12:
+        return
+    try:
+        short = datetime.strptime(digits, _TWO_DIGIT_YEAR_TIME)
+    except ValueError:  # no such time: the four-digit year is the only reading
+        return
+    if short.date() != read.date():
+        raise AmbiguousDate(text, {read.date(), short.date()},
+                            why="twelve digits are YYYYMMDDhhmm or, as `date +%y%m%d%H%M%S` writes them, YYMMDDhhmmss")
 
 
 # A day with a zone but no time ("2026-12-01 +05:30", "2026-12-01Z", "2026-12-01 UTC"), which

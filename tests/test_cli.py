@@ -1238,6 +1238,24 @@ def test_a_compact_date_and_time_written_year_first_is_read_not_refused_as_ambig
         assert flags.a_date({"--since": text}, "--since").isoformat() == read
 
 
+def test_twelve_digits_that_are_also_a_two_digit_year_with_seconds_are_refused_not_dated_centuries_ahead(tmp_path):
+    """`date +%y%m%d%H%M%S` writes 1 December 2026 at 10:15:00 as 261201101500, which
+    python-dateutil reads as YYYYMMDDhhmm: the build was filed in build-2612.01.10 with exit 0."""
+    build = sorted((SAMPLES / "build").glob("*.json"))[0]
+    out = tmp_path / "out"
+    dated = kcing(["feed_es", "--builds", str(build), "--date", "261201101500", "--output", str(out),
+                   "--db", str(tmp_path / "kcing.db")], clean_environ(), tmp_path)
+    assert dated.returncode == 2, dated.stdout + dated.stderr
+    assert one_line(dated) == (
+        "kcing feed_es: --date '261201101500' could mean 2026-12-01 or 2612-01-10 (twelve digits are YYYYMMDDhhmm "
+        "or, as `date +%y%m%d%H%M%S` writes them, YYMMDDhhmmss): write the date year first, as YYYY-MM-DD")
+    assert not out.exists()
+    # Twelve digits that are no time with a two-digit year have the one reading.
+    from kcing import flags
+
+    assert flags.a_date({"--date": "202612011030"}, "--date").isoformat() == "2026-12-01T10:30:00+00:00"
+
+
 def test_a_reconcile_since_after_the_clock_is_said_to_find_nothing(tmp_path):
     env = samples_environ(tmp_path)
     fed = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], env, tmp_path)
