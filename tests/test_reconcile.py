@@ -12,7 +12,7 @@ import re
 import signal
 import sqlite3
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Dict, Iterable, List, Set, Tuple
 
@@ -1097,6 +1097,38 @@ def test_indices_past_the_retention_are_left_to_drp(tmp_path, es):
     assert "checked 1, present 1, missing 0, not checked (index past retention) 1" in checked.stdout
     assert [doc["_index"] for docs in mget_requests(es) for doc in docs] == [
         "build-%s" % datetime.now(timezone.utc).strftime("%Y.%m.%d")]
+
+
+def test_indices_a_drp_run_with_a_shorter_retention_deleted_are_not_called_missing(tmp_path, es):
+    # `drp --drp-days 1` by hand, then reconcile with DRP_DAYS=3: the index drp deleted is not
+    # missing, and marking its object undelivered would have the next feed bring it back.
+    now = datetime.now(timezone.utc)
+    today, two_days_ago = ("build-%s" % day.strftime("%Y.%m.%d") for day in (now, now - timedelta(days=2)))
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("late"), DELIVERED, documents=packed(1, index=two_days_ago)),
+                   Outcome(obj("new"), DELIVERED, documents=packed(2))], to_logstash)
+    ledger.close()
+    seed(es, [(two_days_ago, "%040x" % 1), (today, "%040x" % 2)])
+    environ = clean_environ(ES_HOST=es.url, KCING_DB=str(db), KCI_DAYS="1")
+    deleted = kcing(["drp", "--drp-days", "1"], environ, tmp_path)
+    assert deleted.returncode == 0 and "drp: deleted index %s" % two_days_ago in deleted.stdout, deleted.stderr
+    checked = kcing(["reconcile"], dict(environ, DRP_DAYS="3", KCI_DAYS="2"), tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "checked 1, present 1, missing 0, not checked (index past retention) 1" in checked.stdout
+    assert set(ledger_states(db).values()) == {DELIVERED}
+
+
+def test_the_day_a_drp_run_kept_from_is_read_from_runs_recorded_before_it_was_written(tmp_path):
+    ledger = Ledger.open(str(tmp_path / "kcing.db"))
+    assert ledger.deleted_before() is None
+    ledger.clock = lambda: datetime(2024, 10, 16, 3, 5)
+    ledger.finish_run(ledger.start_run("drp", {"days": 2}), "ok", {"days": 2})  # kept from 2024-10-14
+    ledger.finish_run(ledger.start_run("drp", {"days": 9}), "ok", {"days": 9, "first_kept": "2024-10-07"})
+    ledger.finish_run(ledger.start_run("drp", {"days": "x"}), "ok", {"days": "x", "first_kept": "soon"})
+    ledger.finish_run(ledger.start_run("reconcile", {}), "ok", {"first_kept": "2030-01-01"})
+    assert ledger.deleted_before() == date(2024, 10, 14)
+    ledger.close()
 
 
 def test_an_object_with_documents_in_and_past_the_retention_is_checked_by_those_in_it(tmp_path, es):

@@ -194,7 +194,8 @@ def test_drp_forgets_old_ledger_rows_and_keeps_recent_ones(tmp_path, es, capsys)
     ledger = Ledger.open(str(db))
     recorded = ledger.last_run("drp")
     assert recorded.outcome == "ok" and recorded.ended is not None
-    assert json.loads(recorded.counts) == {"days": 3, "indices_deleted": 0, "forgotten": 4}
+    assert json.loads(recorded.counts) == {"days": 3, "first_kept": "2019-06-07", "indices_deleted": 0,
+                                          "forgotten": 4}
     assert ledger.row("legacy", "build", "kept1") is not None and ledger.row("legacy", "build", "kept2") is not None
     assert ledger.row("legacy", "build", "edge") is None
     assert sum(ledger.counts().values()) == 2
@@ -263,7 +264,8 @@ def test_an_expired_index_with_a_block_is_left_and_named_and_the_rest_of_the_ret
     ledger = Ledger.open(str(db))
     recorded = ledger.last_run("drp")
     assert recorded.outcome == "error 3"
-    assert json.loads(recorded.counts) == {"days": 3, "indices_deleted": 3, "forgotten": 1, "indices_blocked": 2}
+    assert json.loads(recorded.counts) == {"days": 3, "first_kept": "2019-06-07", "indices_deleted": 3,
+                                          "forgotten": 1, "indices_blocked": 2}
     assert ledger.row("legacy", "build", "old") is None and ledger.row("legacy", "build", "recent") is not None
     ledger.close()
     shown = kcing(["status"], clean_environ(KCING_DB=str(db)), tmp_path)

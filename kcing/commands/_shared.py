@@ -88,6 +88,11 @@ def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry
     from kcing import reconcile as reconciling
     from kcing.admin.retention import cutoff_day
     first_kept = cutoff_day(datetime.now(timezone.utc).date(), settings.DRP_DAYS)
+    # A drp run with a shorter --drp-days than this DRP_DAYS deleted more: its indices are not
+    # missing, and sending their objects again would bring back what it deleted.
+    deleted_before = ledger.deleted_before()
+    if deleted_before is not None and deleted_before > first_kept:
+        first_kept = deleted_before
     checker = reconciling.Reconciler(client, settings.ES_HOST, ledger, report, mark=not dry_run,
                                      first_kept=first_kept)
     if dry_run:

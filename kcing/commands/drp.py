@@ -84,7 +84,11 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
             if not dry_run:
                 # A row in the runs table, as feed_es and reconcile keep, closed with the outcome
                 # however the run ends: `kcing status` shows it.
-                recorded = stack.enter_context(ledger.recorded_run("drp", {"days": settings.DRP_DAYS}))
+                # The first day kept is recorded too: reconcile then knows the indices this run deletes
+                # are gone on purpose, whatever DRP_DAYS it is given.
+                kept_from = retention.cutoff_day(today, settings.DRP_DAYS).isoformat()
+                recorded = stack.enter_context(ledger.recorded_run(
+                    "drp", {"days": settings.DRP_DAYS, "first_kept": kept_from}))
         chosen = retention.plan(client, host, ledger, today, settings.DRP_DAYS)
         print("drp: keeping %d day%s: indices dated from %s, ledger rows first seen since %s"
               % (chosen.days, "" if chosen.days == 1 else "s", chosen.first_kept.strftime("%Y.%m.%d"),

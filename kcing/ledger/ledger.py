@@ -7,7 +7,7 @@ import sqlite3
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
@@ -685,6 +685,31 @@ class Ledger:
             if counts.get("source") == source:
                 return ended.replace(tzinfo=timezone.utc)
         return None
+
+    def deleted_before(self) -> Optional[date]:
+        """The latest first day kept of the drp runs recorded (indices dated before it were
+        deleted, whatever DRP_DAYS now says), or None when no drp run was recorded.
+
+        A run records the day it kept from; a run recorded before it did counts from the day it
+        started and the days it kept. A row edited by hand into something else says nothing."""
+        latest: Optional[date] = None
+        query = models.Run.select(models.Run.started, models.Run.counts).where(models.Run.command == "drp")
+        for started, text in query.tuples().iterator():
+            try:
+                counts = json.loads(text or "{}")
+                if not isinstance(counts, dict):
+                    continue
+                if isinstance(counts.get("first_kept"), str):
+                    kept = date.fromisoformat(counts["first_kept"])
+                elif isinstance(started, datetime) and type(counts.get("days")) is int:
+                    kept = started.date() - timedelta(days=counts["days"])
+                else:
+                    continue
+            except (ValueError, OverflowError):
+                continue
+            if latest is None or kept > latest:
+                latest = kept
+        return latest
 
     def last_run(self, command: str) -> Optional[models.Run]:
         """The newest run of `command`, or None."""
