@@ -21,7 +21,7 @@ The decisions are pure functions of plain values; nothing here sleeps or reads a
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from typing import List, Optional
 
 from kcing.errors import ConfigError
@@ -101,7 +101,19 @@ def resume(source, ledger, destinations: str = "") -> None:
     """Tell an incremental source where the ledger says its last runs to `destinations` got to."""
     resume_from = getattr(source, "resume_from", None)
     if resume_from is not None:
-        resume_from(ledger.watermark(source.name, destinations))
+        resume_from(past_retention(ledger.watermark(source.name, destinations), ledger.deleted_before()))
+
+
+def past_retention(watermark: Optional[datetime], first_kept: Optional[date]) -> Optional[datetime]:
+    """The watermark, or the start of the first day a drp run kept when the watermark lies before it.
+
+    A watermark a failing node holds stays where it is while days pass, and drp forgets the rows
+    of what was delivered after it: listing from it would fetch and send those objects again,
+    every run, into indices drp deletes (an object updated before that day is dated before it).
+    """
+    if watermark is None or first_kept is None:
+        return watermark
+    return max(watermark, datetime.combine(first_kept, time(0), tzinfo=timezone.utc))
 
 
 def recorded(source, outcomes) -> None:

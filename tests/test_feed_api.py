@@ -20,6 +20,7 @@ from kcing.records import NODE_KINDS
 from tests.fakes.api_corpus import parse_api_time
 from tests.fakes.api_data import _Tree, checkout_tree, real_files_present, real_nodes, revision
 from tests.fakes.api_replica import ApiReplica
+from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.feedrun import api_feed_environ, kcing, ledger_rows, ledger_states, stored_keys
 
 # The synthesized trees are recent, so a first run's default window (KCI_DAYS) would see them;
@@ -320,6 +321,43 @@ def test_a_node_too_large_for_logstash_holds_the_watermark_and_is_sent_once_the_
         assert any(body.get("kernelci_api", {}).get("id") == node["id"] or node["id"] in json.dumps(body)
                    for body in logstash.store.values())
     assert watermark(db) == mark + timedelta(hours=5)
+
+
+def test_a_watermark_held_past_the_retention_lists_from_the_first_day_drp_kept(env, tmp_path, db, api_replica,
+                                                                                logstash):
+    # A node too large for Logstash holds the watermark while days pass, and drp forgets the rows
+    # of what changed after it: listing from that watermark would send those nodes again, into
+    # indices drp deletes, every day. A run lists from the first day drp kept instead.
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    now = datetime.now(timezone.utc)
+    tests = [node for node in listed_nodes(api_replica) if node["kind"] == "test"]
+    big, later = tests[0], tests[1]
+    logstash.lava.max_content_length = 20_000
+    api_replica.corpus.update(big["id"], when=now - timedelta(days=8), data={"error_msg": "x" * 50_000})
+    api_replica.corpus.update(later["id"], when=now - timedelta(days=6), result="fail")
+    with sqlite3.connect(str(db)) as conn:  # the watermark as it stood eight days ago
+        conn.execute("UPDATE watermark SET position = ?", [str((now - timedelta(days=9)).replace(tzinfo=None))])
+    assert kcing(["feed_es"], env, tmp_path).returncode == 3
+    with sqlite3.connect(str(db)) as conn:  # the two were first seen then too
+        conn.execute("UPDATE upstream_file SET first_seen = ? WHERE upstream_id LIKE ? OR upstream_id LIKE ?",
+                     [str((now - timedelta(days=8)).replace(tzinfo=None)), big["id"] + "%", later["id"] + "%"])
+    rows = [row["upstream_id"] for row in ledger_rows(db)]
+    kept = [row for row in rows if not row.startswith((big["id"], later["id"]))]
+    with ElasticsearchEmulator() as es:
+        retained = kcing(["drp"], dict(env, ES_HOST=es.url, DRP_DAYS="3", KCI_DAYS="2"), tmp_path)
+    assert retained.returncode == 0, retained.stderr
+    assert "forgot %d ledger rows" % (len(rows) - len(kept)) in retained.stdout
+    assert [row["upstream_id"] for row in ledger_rows(db)] == kept
+    sent = sum(len(emulator.events_received) for emulator in logstash.emulators.values())
+
+    after = kcing(["feed_es"], dict(env, KCI_DAYS="2"), tmp_path)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert sum(len(emulator.events_received) for emulator in logstash.emulators.values()) == sent
+    assert [row["upstream_id"] for row in ledger_rows(db)] == kept
+    # From the start of that day, less the overlap every run lists again.
+    first_kept = datetime.combine((now - timedelta(days=3)).date(), datetime.min.time()) - timedelta(minutes=10)
+    assert "nodes updated since %s" % first_kept.strftime("%Y-%m-%dT%H:%M:%S") in after.stderr, after.stderr
+    assert watermark(db) > now - timedelta(days=3)  # moved on: the node that held it is past the retention
 
 
 def test_days_and_since_override_the_watermark_without_moving_it_over_a_gap(env, tmp_path, db, api_replica):
