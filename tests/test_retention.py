@@ -309,6 +309,20 @@ def test_a_refusal_that_is_not_a_block_still_stops_drp_with_a_clear_error(tmp_pa
     assert es.index_names() == ["build-2019.05.01", "build-2019.05.02"]
 
 
+def test_a_refusal_after_some_indices_were_deleted_says_how_many_were(es):
+    # `drp -q` from cron mails the error line alone: it must say that part of the work was done.
+    seed(es, ["build-2019.05.01", "build-2019.05.02", "build-2019.05.03"])
+    es.fail_next(503, route="/build-2019.05.02")
+    with pytest.raises(ElasticsearchError) as caught:
+        delete_indices(Elasticsearch(es.url, max_retries=0), es.url,
+                       ["build-2019.05.01", "build-2019.05.02", "build-2019.05.03"], size=1)
+    message = str(caught.value)
+    assert "refused a request while deleting 1 indices (build-2019.05.02 ... ) (503" in message, message
+    assert message.endswith("(1 of the 3 expired indices were deleted before it; the next drp deletes the "
+                            "others and forgets the ledger rows)"), message
+    assert es.index_names() == ["build-2019.05.02", "build-2019.05.03"]
+
+
 def test_delete_indices_refuses_a_name_that_is_not_kcing(es):
     seed(es, ["build-latest"])
     with pytest.raises(ValueError):

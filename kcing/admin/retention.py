@@ -144,7 +144,13 @@ def delete_indices(client: Elasticsearch, host: str, names: Sequence[str],
             _, gone, refused = past_blocks(lambda remaining: client.indices.delete(
                 index=remaining, ignore_unavailable=True, expand_wildcards="none"), chunk)
         except (ApiError, TransportError) as error:
-            raise translate(error, host, "deleting %d indices (%s ... )" % (len(chunk), chunk[0])) from None
+            failure = translate(error, host, "deleting %d indices (%s ... )" % (len(chunk), chunk[0]))
+            if deleted:
+                # The run stops here, and `drp -q` from cron mails this line alone: it says what
+                # was done before, which the next run need not do again.
+                failure.args = ("%s (%d of the %d expired indices were deleted before it; the next drp deletes "
+                                "the others and forgets the ledger rows)" % (failure, len(deleted), len(names)),)
+            raise failure from None
         for name, blocks in refused.items():
             log.warning("Elasticsearch refuses to delete %s: it is blocked by [%s]", name, blocks)
         blocked.update(refused)
