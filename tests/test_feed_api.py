@@ -956,3 +956,34 @@ def test_a_node_the_api_cannot_answer_is_left_out_and_the_rest_delivered(env, tm
     assert again.returncode == 0, again.stderr
     assert stored_keys(logstash) == set(expected_documents(api_replica))
     assert watermark(db) == newest_updated(api_replica)
+
+
+def _documents_written(directory: Path) -> Dict[str, list]:
+    """{file name: its (action line, document line) pairs, sorted} of an --output directory."""
+    written = {}
+    for path in sorted(directory.glob("*.ndjson")):
+        lines = path.read_bytes().splitlines()
+        written[path.name] = sorted(zip(lines[::2], lines[1::2]))
+    return written
+
+
+@pytest.mark.parametrize("logs", [[], ["--with-logs"]], ids=["without-logs", "with-logs"])
+def test_a_samples_feed_of_what_gen_samples_saved_writes_the_documents_the_live_crawl_wrote(env, tmp_path,
+                                                                                            api_replica, logs):
+    """Replayed, the saved nodes make the documents the crawl of the same nodes made: the same
+    indices, ids and fields, `@timestamp` included (the order within a file may differ: the
+    crawl writes nodes as the API lists them, the replay as the manifest does, by date)."""
+    samples, live, replayed = tmp_path / "saved", tmp_path / "live", tmp_path / "replayed"
+    crawl = kcing(["feed_es", "--output", str(live), *logs], dict(env, KCING_DB=str(tmp_path / "live.db")), tmp_path)
+    assert crawl.returncode == 0, crawl.stdout + crawl.stderr
+    saved = kcing(["gen_samples", *logs], dict(env, KCI_SAMPLES_DIR=str(samples)), tmp_path)
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    assert "%d saved" % len(listed_nodes(api_replica)) in saved.stdout
+    replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(replayed)],
+                   dict(env, KCING_DB=str(tmp_path / "replay.db")), tmp_path)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    expected = _documents_written(live)
+    assert expected and all(pairs for pairs in expected.values())
+    for pairs in expected.values():
+        assert len(set(pairs)) == len(pairs)  # each document once: the comparison below is exact
+    assert _documents_written(replayed) == expected
