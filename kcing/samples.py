@@ -124,7 +124,9 @@ class SamplesWriter:
             content = read_bounded(path, self.max_bytes)
         except UpstreamError:
             return False
-        return hashlib.sha256(content).hexdigest() == entry["sha256"]
+        # Hex digits in either case, as the replay reads them (a hash recorded by hand in
+        # capitals, as PowerShell's Get-FileHash prints it, is the same hash).
+        return hashlib.sha256(content).hexdigest() == entry["sha256"].lower()
 
     def add(self, obj: UpstreamObject, content: bytes) -> None:
         path = sample_path(self.root, obj.kind, obj.upstream_id)

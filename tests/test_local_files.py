@@ -522,3 +522,30 @@ def test_a_sample_changed_on_purpose_since_it_was_delivered_is_delivered_again_a
     assert "added by hand" in (output / "build.ndjson").read_text()
     third = replay_into(samples, output, db, tmp_path)
     assert "skipped 11 (already delivered), downloaded 0" in third.stdout
+
+
+def test_gen_samples_keeps_a_sample_edited_on_purpose_whose_sha256_is_recorded_in_capitals(legacy_replica, logstash,
+                                                                                          tmp_path):
+    """A sha256 written in capitals (as PowerShell's Get-FileHash prints it) is the same hash: the
+    replay takes the file, and gen_samples must not download it again over the edit."""
+    samples = tmp_path / "saved"
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+    first = run(["gen_samples"], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    manifest = json.loads((samples / "manifest.json").read_text())
+    entry = next(entry for entry in manifest["objects"] if entry["kind"] == "build")
+    build = json.loads((samples / entry["path"]).read_bytes())
+    build["compiler_version_full"] = "gcc, added by hand"
+    content = json.dumps(build).encode()
+    (samples / entry["path"]).write_bytes(content)
+    entry.update(sha256=hashlib.sha256(content).hexdigest().upper(), size=len(content))
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+
+    again = run(["gen_samples"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "0 saved, %d already present" % len(manifest["objects"]) in again.stdout
+    assert (samples / entry["path"]).read_bytes() == content
+    replay = run(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(tmp_path / "out")],
+                 env, tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    assert "added by hand" in (tmp_path / "out" / "build.ndjson").read_text()
