@@ -24,7 +24,8 @@ from kcing.files import remove_partial_files, write_atomically
 from kcing.progress import Progress, eta_text
 from kcing.records import JOB, KBUILD, OBJECT_KINDS, UpstreamObject
 from kcing.sources import completed
-from kcing.sources.localfiles import MANIFEST, MANIFEST_FORMAT, SAFE_ID, read_bounded, read_manifest
+from kcing.sources.localfiles import (MANIFEST, MANIFEST_FORMAT, SAFE_ID, read_bounded, read_manifest,
+                                     sample_read_limit)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ class SamplesWriter:
         self.root = Path(root)
         self.source_name = source_name
         self.with_logs = with_logs
-        self.max_bytes = max_bytes  # KCI_MAX_OBJECT_BYTES: no saved file is larger
+        # KCI_MAX_OBJECT_BYTES: no download is larger (a node's envelope with its log may be).
+        self.max_bytes = max_bytes
         create_samples_dir(root)
         self.entries: Dict[tuple, dict] = {(entry["kind"], entry["upstream_id"]): entry
                                            for entry in self._read_manifest().get("objects", [])}
@@ -120,8 +122,10 @@ class SamplesWriter:
             # never end): the object is saved again where gen_samples keeps it.
             return False
         try:
-            # As a replay reads it: a regular file, of at most the size a download may have.
-            content = read_bounded(path, self.max_bytes)
+            # As a replay reads it: a regular file, of at most the size a download may have or
+            # the entry records.
+            content = read_bounded(path, sample_read_limit(self.max_bytes, {
+                "content_sha256": entry["sha256"], "content_size": entry.get("size")}))
         except UpstreamError:
             return False
         # Hex digits in either case, as the replay reads them (a hash recorded by hand in

@@ -987,3 +987,30 @@ def test_a_samples_feed_of_what_gen_samples_saved_writes_the_documents_the_live_
     for pairs in expected.values():
         assert len(set(pairs)) == len(pairs)  # each document once: the comparison below is exact
     assert _documents_written(replayed) == expected
+
+
+def test_a_node_saved_with_a_log_that_makes_its_file_larger_than_any_download_is_kept_and_replayed(env, tmp_path,
+                                                                                                   api_replica):
+    """A build log under KCI_MAX_OBJECT_BYTES, whose text escaped in JSON (a terminal's colour
+    codes, quotes) makes the saved node larger than it: the feed of the node delivers it, so
+    the replay of its sample must, and gen_samples must find it saved the next time."""
+    kbuild = api_replica.tree["kbuild-x86"]
+    path = urlsplit(kbuild["artifacts"]["build_log"]).path[len("/files/"):]
+    line = b'\x1b[31mwarning: "unused" variable\x1b[0m\n'
+    api_replica.corpus.add_file(path, line * (1_500_000 // len(line)))
+    limited = dict(env, KCI_MAX_OBJECT_BYTES="2000000")
+    samples, live, replayed = tmp_path / "saved", tmp_path / "live", tmp_path / "replayed"
+    crawl = kcing(["feed_es", "--with-logs", "--output", str(live)], dict(limited, KCING_DB=str(tmp_path / "live.db")),
+                  tmp_path)
+    assert crawl.returncode == 0, crawl.stdout + crawl.stderr
+    saving = dict(limited, KCI_SAMPLES_DIR=str(samples))
+    assert kcing(["gen_samples", "--with-logs"], saving, tmp_path).returncode == 0
+    (saved,) = [entry for entry in json.loads((samples / "manifest.json").read_text())["objects"]
+                if entry["upstream_id"].startswith(kbuild["id"] + ".")]
+    assert saved["size"] > 2_000_000  # the case at hand
+    again = kcing(["gen_samples", "--with-logs"], saving, tmp_path)
+    assert "0 saved, %d already present" % len(listed_nodes(api_replica)) in again.stdout, again.stdout + again.stderr
+    replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(replayed)],
+                   dict(limited, KCING_DB=str(tmp_path / "replay.db")), tmp_path)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert _documents_written(replayed) == _documents_written(live)

@@ -17,7 +17,7 @@ from dateutil import parser as dateparser
 from kcing.files import as_text
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError, reading_failure, shown
 from kcing.records import NODE_KINDS, OBJECT_KINDS, UpstreamObject
-from kcing.sources.api import GZIP_MAGIC, gunzip
+from kcing.sources.api import GZIP_MAGIC, MAX_ARTIFACT_BYTES, gunzip
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,10 @@ MANIFEST_MAX_BYTES = 1 << 30
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 MANIFEST = "manifest.json"
+# The largest file a manifest entry's `size` may vouch for (see sample_read_limit): a KernelCI API
+# node's log, saved in its envelope, is at most MAX_ARTIFACT_BYTES decoded, and its JSON
+# escapes take a few bytes for some of its characters.
+SAMPLE_MAX_BYTES = 8 * MAX_ARTIFACT_BYTES
 
 
 class SamplesDir:
@@ -50,7 +54,7 @@ class SamplesDir:
                             for number, entry in enumerate(self.manifest["objects"], 1)), MANIFEST)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
-        content = read_bounded(Path(obj.url), self.max_bytes)
+        content = read_bounded(Path(obj.url), sample_read_limit(self.max_bytes, obj.facts))
         problem = sample_mismatch(obj.url, content, obj.facts.get("content_sha256"))
         if problem:
             # Failed, not rejected: the next run tries it again, once the saved file is back.
@@ -82,6 +86,7 @@ class SamplesDir:
             # What the file held when it was saved: the content is known before it is read, and
             # the listing delivers again a sample whose delivered content was another.
             facts["content_sha256"] = sha256.lower()
+            facts["content_size"] = entry.get("size")
         if isinstance(entry.get("listing"), dict):
             facts["listing"] = entry["listing"]  # names the lab of a file that does not
         if kind in NODE_KINDS and not problem:
@@ -142,7 +147,7 @@ class SavedSamples:
         return replace(obj, facts=dict(listed.facts, **obj.facts))
 
     def fetch(self, obj: UpstreamObject) -> bytes:
-        return read_bounded(Path(obj.url), self.max_bytes)
+        return read_bounded(Path(obj.url), sample_read_limit(self.max_bytes, obj.facts))
 
 
 class LocalFiles:
@@ -195,6 +200,21 @@ def gunzipped(path: str, content: bytes, max_bytes: int) -> bytes:
         return gunzip(content, max_bytes)
     except ValueError as error:
         raise RejectedInput("%s: gzip-compressed, and %s" % (path, error)) from None
+
+
+def sample_read_limit(max_bytes: int, facts: dict) -> int:
+    """The most bytes the sample `facts` describe may hold when read back: KCI_MAX_OBJECT_BYTES,
+    or the `size` its manifest entry records, when larger, for an entry recording a sha256 too.
+
+    gen_samples saves a KernelCI API node with the log `--with-logs` adds as one file, larger
+    than any download was when the log is large (a log up to MAX_ARTIFACT_BYTES once decompressed,
+    its text escaped in JSON): the feed of the node built its documents from it, and the replay
+    must take the file it saved, under the same settings. The sha256 check after reading makes
+    sure the file is that one, and only a size up to SAMPLE_MAX_BYTES is taken at its word."""
+    recorded = facts.get("content_size") if facts.get("content_sha256") else None
+    if type(recorded) is int and max_bytes < recorded <= SAMPLE_MAX_BYTES:
+        return recorded
+    return max_bytes
 
 
 def sample_mismatch(path: str, content: bytes, saved_sha256: Optional[str]) -> Optional[str]:
