@@ -37,10 +37,12 @@ def sample_path(root: Path, kind: str, upstream_id: str) -> Path:
     if not isinstance(upstream_id, str) or not SAFE_ID.match(upstream_id) or ".." in upstream_id:
         raise ValueError("unsafe upstream id %r" % (upstream_id,))
     resolved_root = root.resolve()
-    path = (resolved_root / kind / (upstream_id + ".json")).resolve()
-    if resolved_root not in path.parents:
-        raise ValueError("%r would leave %s" % (upstream_id, root))
-    return path
+    # The directory resolved, not the file's own name: a symlink there (to another sample) is
+    # what a write replaces, never a file it leads to.
+    directory = (resolved_root / kind).resolve()
+    if directory != resolved_root and resolved_root not in directory.parents:
+        raise ValueError("%r would leave %s" % (kind, root))
+    return directory / (upstream_id + ".json")
 
 
 @dataclass

@@ -177,6 +177,35 @@ def test_sample_paths_never_leave_the_samples_directory(tmp_path, hostile):
         sample_path(tmp_path, hostile, "5cf0b1c259b5140d3b1f2a10")
 
 
+def test_gen_samples_replaces_a_symlink_at_a_sample_s_name_and_never_writes_through_it(legacy_replica, logstash,
+                                                                                       tmp_path):
+    """One sample's name made a link to another's (a duplicate finder's `-makesymlinks`, a
+    mistaken edit): saving the first again must replace the link, not write the first's content
+    into the second's file."""
+    samples = tmp_path / "saved"
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+    assert kcing(["gen_samples"], env, tmp_path).returncode == 0
+    first, second = [entry for entry in json.loads((samples / "manifest.json").read_text())["objects"]
+                     if entry["kind"] == "build"][:2]
+    second_content = (samples / second["path"]).read_bytes()
+    (samples / first["path"]).unlink()
+    (samples / first["path"]).symlink_to(Path(second["path"]).name)
+
+    again = kcing(["gen_samples"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (samples / second["path"]).read_bytes() == second_content
+    assert not (samples / first["path"]).is_symlink()
+    entries = {entry["upstream_id"]: entry for entry in json.loads((samples / "manifest.json").read_text())["objects"]}
+    assert entries[first["upstream_id"]]["path"] == first["path"]
+    for entry in entries.values():
+        assert hashlib.sha256((samples / entry["path"]).read_bytes()).hexdigest() == entry["sha256"], entry["path"]
+    replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(tmp_path / "out")],
+                   env, tmp_path)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    third = kcing(["gen_samples"], env, tmp_path)
+    assert "0 saved, %d already present" % len(entries) in third.stdout
+
+
 def test_hostile_upstream_names_are_refused_not_written(legacy_replica, logstash, tmp_path):
     today = legacy_replica.frontend.today
     build = build_item("next", "next-x", "arm64", "defconfig", at(today, 0, 1))
