@@ -89,11 +89,20 @@ def command_options(usage: str) -> dict:
     return known
 
 
+# Options one command names otherwise: feed_es crawls the newest `--how-many`, gen_samples saves
+# the newest `--sample-size`.
+SAME_MEANING = {"--how-many": "--sample-size", "--sample-size": "--how-many"}
+
+
 def option_meant(typed: str, known) -> str:
-    """` (did you mean --source?)` for a mistyped long option (`--sorce`, `--how_many`), as for a
-    mistyped command; nothing when no option of the command is near."""
+    """` (did you mean --source?)` for a mistyped long option (`--sorce`, `--how_many`), or one
+    another command spells otherwise (`gen_samples --how-many`), as for a mistyped command;
+    nothing when no option of the command is near."""
     if not typed.startswith("--"):
         return ""
+    other = SAME_MEANING.get(typed.replace("_", "-"))
+    if other in known:
+        return " (did you mean %s?)" % other
     near = difflib.get_close_matches(typed.replace("_", "-"), [name for name in known if name.startswith("--")],
                                      n=1, cutoff=0.75)
     return " (did you mean %s?)" % near[0] if near else ""

@@ -281,6 +281,11 @@ def test_global_options_given_more_say_what_they_take(argv, message, tmp_path):
     (["feed_es", "--how_many", "5"],
      "kcing feed_es: unknown option --how_many (did you mean --how-many?) (see kcing feed_es --help)"),
     (["drp", "--days", "5"], "kcing drp: unknown option --days (did you mean --drp-days?) (see kcing drp --help)"),
+    # The newest N objects, as the other command names it.
+    (["gen_samples", "--how-many", "5"],
+     "kcing gen_samples: unknown option --how-many (did you mean --sample-size?) (see kcing gen_samples --help)"),
+    (["feed_es", "--sample-size", "5"],
+     "kcing feed_es: unknown option --sample-size (did you mean --how-many?) (see kcing feed_es --help)"),
     (["feed_es", "--days"], "kcing feed_es: --days needs a value (see kcing feed_es --help)"),
     (["feed_es", "--days", "1", "--how-many", "2"],
      "kcing feed_es: --days and --how-many do not go together (see kcing feed_es --help)"),
