@@ -499,6 +499,20 @@ def test_a_directory_at_an_output_file_name_is_a_path_to_fix_exit_2(tmp_path):
     assert last == "kcing feed_es: cannot open the output file %s: Is a directory" % (output / "lava.ndjson")
 
 
+def _edit_a_build_on_purpose(samples: Path, hash_case) -> dict:
+    """Edit the first build sample and record the edit in the manifest, its sha256 written in
+    `hash_case`, as samples/README.md says to: the manifest entry, as changed."""
+    manifest = json.loads((samples / "manifest.json").read_text())
+    entry = next(entry for entry in manifest["objects"] if entry["kind"] == "build")
+    build = json.loads((samples / entry["path"]).read_bytes())
+    build["compiler_version_full"] = "gcc, added by hand"
+    content = json.dumps(build).encode()
+    (samples / entry["path"]).write_bytes(content)
+    entry.update(sha256=hash_case(hashlib.sha256(content).hexdigest()), size=len(content))
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    return entry
+
+
 def test_a_sample_changed_on_purpose_since_it_was_delivered_is_delivered_again_and_only_it(tmp_path):
     samples = tmp_path / "samples"
     shutil.copytree(str(SAMPLES), str(samples))
@@ -506,14 +520,7 @@ def test_a_sample_changed_on_purpose_since_it_was_delivered_is_delivered_again_a
     assert replay_into(samples, output, db, tmp_path).returncode == 0
     # Edited, and its manifest entry given the new sha256 and size (as samples/README.md says):
     # what the destination holds is no longer this sample.
-    manifest = json.loads((samples / "manifest.json").read_text())
-    entry = next(entry for entry in manifest["objects"] if entry["kind"] == "build")
-    build = json.loads((samples / entry["path"]).read_bytes())
-    build["compiler_version_full"] = "gcc, added by hand"
-    content = json.dumps(build).encode()
-    (samples / entry["path"]).write_bytes(content)
-    entry.update(sha256=hashlib.sha256(content).hexdigest(), size=len(content))
-    (samples / "manifest.json").write_text(json.dumps(manifest))
+    entry = _edit_a_build_on_purpose(samples, str.lower)
 
     again = replay_into(samples, output, db, tmp_path)
     assert again.returncode == 0, again.stderr
@@ -532,18 +539,13 @@ def test_gen_samples_keeps_a_sample_edited_on_purpose_whose_sha256_is_recorded_i
     env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
     first = run(["gen_samples"], env, tmp_path)
     assert first.returncode == 0, first.stderr
-    manifest = json.loads((samples / "manifest.json").read_text())
-    entry = next(entry for entry in manifest["objects"] if entry["kind"] == "build")
-    build = json.loads((samples / entry["path"]).read_bytes())
-    build["compiler_version_full"] = "gcc, added by hand"
-    content = json.dumps(build).encode()
-    (samples / entry["path"]).write_bytes(content)
-    entry.update(sha256=hashlib.sha256(content).hexdigest().upper(), size=len(content))
-    (samples / "manifest.json").write_text(json.dumps(manifest))
+    entry = _edit_a_build_on_purpose(samples, str.upper)
+    content = (samples / entry["path"]).read_bytes()
+    saved = len(json.loads((samples / "manifest.json").read_text())["objects"])
 
     again = run(["gen_samples"], env, tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "0 saved, %d already present" % len(manifest["objects"]) in again.stdout
+    assert "0 saved, %d already present" % saved in again.stdout
     assert (samples / entry["path"]).read_bytes() == content
     replay = run(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(tmp_path / "out")],
                  env, tmp_path)
