@@ -3,6 +3,7 @@ it lacks for sending again, and record the check as a run."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from contextlib import ExitStack
 from typing import Callable, Optional
 from datetime import datetime, timedelta, timezone
@@ -132,7 +133,7 @@ def run(args: dict, settings) -> int:
         held = _held(ledger)
         if args.get("--resend"):
             if dry_run and report.missing + held:
-                _print_plan(reconciling.resend_plan(_merged(ledger.missing_counts(), report.found_missing),
+                _print_plan(reconciling.resend_plan(Counter(ledger.missing_counts()) + Counter(report.found_missing),
                                                     destination_of),
                             lambda name: _earliest_missing(name, report, ledger))
                 resent = 1  # a dry run sends nothing: they are still missing, as without --resend
@@ -200,14 +201,6 @@ def _held(ledger: Ledger) -> int:
     """The objects held as missing in Elasticsearch (found by this check or an earlier one, and
     not delivered since), whichever source they are of and wherever they were delivered."""
     return sum(ledger.sources_with_missing(destination_prefix=LOGSTASH).values())
-
-
-def _merged(*counts: dict) -> dict:
-    merged: dict = {}
-    for each in counts:
-        for key, count in each.items():
-            merged[key] = merged.get(key, 0) + count
-    return merged
 
 
 def _earliest_missing(source: str, report, ledger: Ledger) -> Optional[datetime]:

@@ -97,8 +97,8 @@ def _parts(kind: str, envelope: Mapping[str, Any], created: Optional[datetime]) 
     if kind == REGRESSION:
         return [_document("regression", node_id, when, nodes_regression.regression_fields(node, envelope), api)], None
     if kind == KBUILD:
-        build_log = envelope.get("build_log"), envelope.get("build_log_bytes")
-        return [_document("build", node_id, when, _build_fields(node, *build_log), api)], None
+        fields = _build_fields(node, envelope.get("build_log"), envelope.get("build_log_bytes"))
+        return [_document("build", node_id, when, fields, api)], None
     if kind in (JOB, NODE) and is_lab_job(node):
         return _boot_parts(node_id, node, envelope, when, api)
     job = nodes_api.mapping(envelope.get("job_node"))
