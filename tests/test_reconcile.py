@@ -1019,20 +1019,27 @@ def test_a_large_window_is_checked_in_bounded_batches(tmp_path, es):
     assert failed == lost
 
 
+def _one_build_a_day_delivered_an_hour_ago(db: Path, count: int) -> List[datetime]:
+    """A ledger of `count` legacy builds, one a day from 2020-01-01, each with one document in its
+    day's index (build n: id "%040x" % n), delivered to Logstash an hour ago; their days."""
+    when = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=1)
+    ledger = Ledger.open(str(db), clock=lambda: when)
+    first = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    days = [first + timedelta(days=n) for n in range(count)]
+    ledger.record([Outcome(UpstreamObject("legacy", BUILD, "%024x" % n, "https://storage.example/%d/build.json" % n, day),
+                           DELIVERED, documents=packed(n, index="build-%s" % day.strftime("%Y.%m.%d")))
+                   for n, day in enumerate(days)], to_logstash)
+    ledger.close()
+    return days
+
+
 def test_documents_missing_from_hundreds_of_indices_are_found_missing_not_a_refused_request(tmp_path, es):
     # A backfill of a year, then Elasticsearch lost it all (Logstash's output pointed nowhere):
     # reconcile asks what the index names where documents were missing are (data streams? write
     # blocks?), and hundreds of names in one URL make a request line the node refuses (400
     # too_long_http_line_exception, over 4096 bytes), which stopped the check with exit 3.
     db = tmp_path / "kcing.db"
-    when = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=1)
-    ledger = Ledger.open(str(db), clock=lambda: when)
-    first = datetime(2020, 1, 1, tzinfo=timezone.utc)
-    days = [first + timedelta(days=n) for n in range(400)]
-    ledger.record([Outcome(UpstreamObject("legacy", BUILD, "%024x" % n, "https://storage.example/%d/build.json" % n, day),
-                           DELIVERED, documents=packed(n, index="build-%s" % day.strftime("%Y.%m.%d")))
-                   for n, day in enumerate(days)], to_logstash)
-    ledger.close()
+    days = _one_build_a_day_delivered_an_hour_ago(db, 400)
     seed(es, [("build-%s" % day.strftime("%Y.%m.%d"), "%040x" % n) for n, day in enumerate(days) if n % 4 == 0])
     checked = kcing(["reconcile", "--days", "1"], clean_environ(ES_HOST=es.url, KCING_DB=str(db),
                                                                 DRP_DAYS=KEEP_EVERYTHING), tmp_path)
@@ -1048,14 +1055,7 @@ def test_a_user_refused_index_metadata_is_asked_once_however_many_indices_miss_d
     (403), and so would every other: the warning is said once and no more requests are made,
     not one refusal and one warning for every 50 index names."""
     db = tmp_path / "kcing.db"
-    when = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=1)
-    ledger = Ledger.open(str(db), clock=lambda: when)
-    first = datetime(2020, 1, 1, tzinfo=timezone.utc)
-    days = [first + timedelta(days=n) for n in range(120)]
-    ledger.record([Outcome(UpstreamObject("legacy", BUILD, "%024x" % n, "https://storage.example/%d/build.json" % n, day),
-                           DELIVERED, documents=packed(n, index="build-%s" % day.strftime("%Y.%m.%d")))
-                   for n, day in enumerate(days)], to_logstash)
-    ledger.close()
+    _one_build_a_day_delivered_an_hour_ago(db, 120)
     refusal = json.dumps({"error": {"type": "security_exception", "reason": "action [indices:admin/resolve/index] "
                                     "is unauthorized for user [reader]"}, "status": 403}).encode()
     with RogueFront(es.url) as front:
