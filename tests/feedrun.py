@@ -8,10 +8,11 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, List, Set, Tuple
+from typing import Dict, Iterator, List, Set, Tuple
 
 from kcing.documents import documents_for
 from kcing.errors import RejectedInput
@@ -53,20 +54,28 @@ def kcing_process(args: List[str], env: Dict[str, str], cwd: Path) -> subprocess
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@contextmanager
+def reaped(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """`process`, killed if it is still running when the block ends (a failed wait, a timeout),
+    so that a test never leaves it behind."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 def stopped_by_signal(process: subprocess.Popen, settle: float = 1.0, timeout: float = 60) -> Tuple[str, str, float]:
     """Send `process` SIGTERM `settle` seconds from now, once it is busy, and wait for it to end:
     (stdout, stderr, the seconds it took after the signal). Killed if it is still running after
-    `timeout`, so that a test never leaves it behind."""
-    try:
+    `timeout`."""
+    with reaped(process):
         time.sleep(settle)
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         stdout, stderr = process.communicate(timeout=timeout)
         return stdout, stderr, time.monotonic() - signalled
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
 
 
 @dataclass(frozen=True)

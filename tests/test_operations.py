@@ -20,7 +20,8 @@ from tests.fakes.legacy_data import (
 from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica
 from tests.fakes.serving import ManualClock
 from tests.fakes.serving import wait_until
-from tests.feedrun import REPO, clean_environ, feed_environ, integrity, kcing, kcing_process, ledger_states
+from tests.feedrun import (REPO, clean_environ, feed_environ, integrity, kcing, kcing_process, ledger_states,
+                           reaped)
 from kcing.runlock import RunLock
 
 
@@ -401,17 +402,14 @@ def test_a_log_file_rotated_during_a_run_gets_the_rest_of_the_trail_at_its_name(
     env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"), ES_LOAD_INTERVAL="0.5", KCING_PROGRESS_EVERY="1")
     run = kcing_process(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output",
                          str(tmp_path / "out"), "-q", "-l", str(log)], env, tmp_path)
-    try:
+    with reaped(run):
         assert wait_until(lambda: log.exists() and "progress:" in log.read_text(), timeout=30)
         if rotation == "moved":
             log.rename(tmp_path / "feed.log.1")
         else:
             log.unlink()
         assert run.wait(timeout=60) == 0, run.communicate()
-    finally:
-        if run.poll() is None:
-            run.kill()
-        run.communicate()
+    run.communicate()
     trail = log.read_text()
     assert "run finished: listed 11" in trail and "feed_es: 2462 documents in 7 batches" in trail, trail
     if rotation == "moved":
@@ -430,14 +428,10 @@ def test_a_log_directory_removed_during_a_run_costs_the_log_not_the_run(tmp_path
     env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"), ES_LOAD_INTERVAL="0.5", KCING_PROGRESS_EVERY="1")
     run = kcing_process(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output",
                          str(tmp_path / "out"), "-q", "-l", str(log)], env, tmp_path)
-    try:
+    with reaped(run):
         assert wait_until(lambda: log.exists() and "progress:" in log.read_text(), timeout=30)
         shutil.rmtree(str(log.parent))
         stdout, stderr = run.communicate(timeout=60)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
     assert run.returncode == 0, stdout + stderr
     assert "Traceback" not in stderr and stderr.count("cannot write the log file") == 1, stderr
     written = sum(len(path.read_bytes().splitlines()) for path in (tmp_path / "out").glob("*.ndjson"))

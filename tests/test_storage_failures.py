@@ -29,7 +29,7 @@ from kcing.status import UNRECORDED_END
 from kcing.sinks.batching import Batch
 from kcing.sinks.ndjson import NdjsonDirSink, whole_records_end
 from tests.feedrun import (SAMPLES, clean_environ, expected_documents, feed_environ, integrity, kcing, kcing_process,
-                           ledger_states, sample_objects)
+                           ledger_states, reaped, sample_objects)
 from tests.fakes.serving import wait_until
 from tests.tmpfs import fill_leaving, resize, small_tmpfs
 
@@ -196,14 +196,10 @@ def test_a_disk_that_stays_full_to_the_runs_end_still_gives_the_summary_and_the_
         prom.write_text("kcing_feed_exit_code{source=\"samples\"} 0\n")
         run = kcing_process(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(out),
                              "--metrics", str(prom)], clean_environ(KCING_DB=str(db), ES_LOAD_INTERVAL="0.5"), tmp_path)
-        try:
+        with reaped(run):
             assert wait_until(lambda: out.is_dir() and any(out.glob("*.ndjson")), timeout=30)
             fill_leaving(ledger_dir, 0)
             stdout, stderr = run.communicate(timeout=60)
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.communicate()
         assert run.returncode == 5, stdout + stderr
         assert stderr.strip().splitlines()[-1].startswith("kcing feed_es: cannot write the ledger %s: " % db), stderr
         assert "feed_es: listed 11, skipped 0 (already delivered), downloaded" in stdout, stdout
