@@ -1,6 +1,7 @@
 """A real small file system that fills up: a tmpfs mounted for one test."""
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from contextlib import contextmanager
@@ -32,10 +33,19 @@ def resize(directory: Path, size: str) -> None:
 
 def fill_leaving(directory: Path, free_kib: int) -> Path:
     """Fill the file system of `directory` so that about `free_kib` KiB stay free; return the
-    filler file (remove it to free the space again)."""
+    filler file (remove it to free the space again). A kcing process writing there meanwhile may
+    take some of the space counted: the filler then stops where the file system is full, and
+    gives back `free_kib` KiB."""
     stats = os.statvfs(str(directory))
     available = stats.f_bavail * stats.f_frsize // 1024
     filler = directory / "filler"
-    with open(filler, "wb") as handle:
-        handle.write(b"\0" * max(0, available - free_kib) * 1024)
+    data = memoryview(b"\0" * max(0, available - free_kib) * 1024)
+    with open(filler, "wb", buffering=0) as handle:
+        try:
+            while data:
+                data = data[handle.write(data):]
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            handle.truncate(max(0, handle.tell() - free_kib * 1024))
     return filler
