@@ -24,7 +24,7 @@ from kcing.records import CHECKOUT, JOB, LAVA
 from kcing.sinks.logstash import LogstashSink
 from tests import building_targets
 from tests.fakes.api_data import LEGACY, MAESTRO, REAL_CHECKOUT, REAL_JOB
-from tests.fakes.legacy_data import synthetic_corpus
+from tests.fakes.legacy_data import boot_item, build_item, lava_json, synthetic_corpus
 from tests.fakes.legacy_replica import LegacyReplica
 from tests.feedrun import SAMPLES, SETTING_PREFIXES, feed_environ, kcing_process, ledger_rows, sample_objects
 
@@ -338,6 +338,38 @@ def test_a_backlog_of_builds_starts_the_workers():
         assert builder.built_here + builder.built_in_workers == 160
         assert builder.built_in_workers > 0
     assert _worker_pids(os.getpid()) == []
+
+
+def _page_faults(pid: int) -> int:
+    """Minor page faults of a process so far (field 10 of /proc/<pid>/stat)."""
+    return int(Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[7])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="no /proc here")
+def test_a_worker_keeps_the_memory_of_one_object_for_the_next():
+    # A LAVA file of the real shapes with a 1,000-line log: with glibc's own malloc settings the
+    # worker gave its memory back after each object and faulted it in again, ~480 pages an object.
+    build = build_item("mainline", "v6.1", "arm64", "defconfig", CREATED)
+    content = lava_json(boot_item(build, "lab-baylibre", "meson-gxbb-p200", CREATED), 400001, 1000, True)
+    with Builder(2, LogstashSink.encode) as builder:
+        builder.start(wait=True)
+        for _ in range(10):  # the first objects grow the heap to what one takes
+            builder.build(LAVA, content, CREATED, None)
+        before = sum(_page_faults(process.pid) for process in builder._processes)
+        for _ in range(30):
+            builder.build(LAVA, content, CREATED, None)
+        after = sum(_page_faults(process.pid) for process in builder._processes)
+        assert builder.built_in_workers == 40
+    assert (after - before) / 30 < 50
+
+
+def test_a_users_own_malloc_setting_reaches_the_workers_unchanged(monkeypatch):
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    environment = building._worker_environment()
+    assert environment["MALLOC_TRIM_THRESHOLD_"] == "131072" and "MALLOC_MMAP_THRESHOLD_" not in environment
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    assert building._worker_environment()["MALLOC_MMAP_THRESHOLD_"] == str(building.WORKER_MALLOC_BYTES)
 
 
 def test_workers_setting_and_flag(tmp_path, clean_settings):
