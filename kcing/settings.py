@@ -523,8 +523,9 @@ SPECS: Mapping[str, Spec] = {
     "ES_MAX_DOCS_PER_SECOND": Spec(0.0, _number(0, 1_000_000), "documents per second cap; 0 means no cap; one at "
                                    "which a whole batch (LS_PIPELINE_BATCH_SIZE) would wait more than 3600 s is refused"),
     "ES_RETRY_BACKOFF": Spec(1.0, _number(0, MAX_REQUEST_SECONDS),
-                             "seconds of the first delivery retry wait; each next one doubles, up to 30 s or this "
-                             "value if larger (each drawn between half of it and all of it)"),
+                             "seconds of the first delivery retry wait (and of an admin command's wait for a busy "
+                             "Elasticsearch); each next one doubles, up to 30 s or this value if larger (each drawn "
+                             "between half of it and all of it)"),
     "ES_TIMEOUT": Spec(60.0, _number(0.1, MAX_REQUEST_SECONDS),
                        "seconds each wait for Logstash may take, to take more of a batch or to answer it"),
     "ES_POST_DEADLINE": Spec(120.0, _number(0.1, MAX_SECONDS), "seconds Logstash may take in all to take a batch and "

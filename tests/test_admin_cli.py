@@ -17,7 +17,8 @@ from elasticsearch import Elasticsearch
 
 from tests.fakes.kibana_server import KibanaEmulator
 from tests.fakes.rogue_http import RogueFront, answer, endless, silent_then_forward, trickle_head
-from tests.feedrun import REPO, clean_environ, kcing
+from tests.fakes.serving import wait_until
+from tests.feedrun import REPO, clean_environ, kcing, kcing_process, stopped_by_signal
 
 SECRET = "s3cr3t-kibana-pw"
 
@@ -476,3 +477,74 @@ def test_setup_es_warns_of_a_user_template_that_overrides_kcings(es, tmp_path):
     assert ("index template user-logs (log-*, other-*; priority 500) takes precedence over kcing-log (log-*; "
             "priority 200) for the indices both match: they get its mappings and settings, not kcing's; give "
             "user-logs a priority below 200 or patterns that leave log-* alone") in warnings[0]
+
+
+# A busy node: 429 and 503 are asked again after a wait, not at once --------------------------
+
+REJECTED = (b'{"error":{"root_cause":[],"type":"es_rejected_execution_exception","reason":"rejected execution of '
+            b'coordinating operation"},"status":429}')
+FLOOD_BLOCK = (b'{"error":{"root_cause":[],"type":"cluster_block_exception","reason":"index [build-2019.05.01] '
+               b'blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has '
+               b'read-only-allow-delete block];"},"status":429}')
+
+
+def busy_for(seconds: float, status: int = 429, body: bytes = REJECTED, retry_after: str = ""):
+    """Answer `status` from the first request until `seconds` later, then pass requests on."""
+    began = []
+
+    def busy(front, sock, request) -> bool:
+        began.append(began[0] if began else time.monotonic())
+        if time.monotonic() - began[0] >= seconds:
+            return front._forward(sock, request)
+        headers = [("Content-Type", "application/json"), ("X-Elastic-Product", "Elasticsearch")]
+        return answer(status, tuple(headers + ([("Retry-After", retry_after)] if retry_after else [])), body)(
+            front, sock, request)
+    return busy
+
+
+@pytest.mark.parametrize("status, retry_after, backoff", [(429, "", "0.5"), (503, "2", "0.01")],
+                         ids=["backoff", "retry-after"])
+def test_drp_asks_a_busy_node_again_after_a_wait(tmp_path, es, status, retry_after, backoff):
+    # Asked again at once, a node whose queues are full answers 429 again: drp failed on a
+    # moment's load. With ES_RETRY_BACKOFF 0.5 the retries come 0.25 s or more and 0.5 s or more
+    # later; a Retry-After of 2 s is waited even with a backoff of 0.01 s.
+    es.seed_index("build-2019.05.01", {})
+    with RogueFront(es.url) as front:
+        front.on("GET", "/_cat/indices", busy_for(0.6 if not retry_after else 1.5, status, retry_after=retry_after))
+        done = kcing(["drp", "--drp-days", "30"], clean_environ(ES_HOST=front.url, ES_RETRY_BACKOFF=backoff,
+                                                                 KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert es.index_names() == []
+    assert "GET /_cat/indices/build-*,boot-*,test-*,log-*,regression-*: HTTP %d; retry 1 of 2 in" % status in done.stderr
+
+
+def test_a_block_answered_with_429_is_not_waited_on(tmp_path):
+    # A full disk's flood-stage block answers a write 429 too, but no wait lifts it: it is
+    # answered at once, not after ES_RETRY_BACKOFF's waits.
+    from elasticsearch import ApiError
+
+    from kcing import settings as settings_module
+    from kcing.admin.elastic import make_client
+    with RogueFront() as front:
+        front.on("PUT", "/build-2019.05.01/_doc/1", busy_for(100, body=FLOOD_BLOCK))
+        front.on("PUT", "/build-2019.05.02/_doc/1", busy_for(100))
+        client = make_client(settings_module.load(environ={"ES_HOST": front.url, "ES_RETRY_BACKOFF": "0.2"},
+                                                  local_file=tmp_path / "none.py"))
+        for index, asked in (("build-2019.05.01", 1), ("build-2019.05.02", 3)):
+            with pytest.raises(ApiError) as refused:
+                client.index(index=index, id="1", document={})
+            assert refused.value.meta.status == 429
+            assert [path for _, path, _ in front.requests].count("/%s/_doc/1" % index) == asked
+
+
+def test_a_signal_ends_the_wait_for_a_busy_node_at_once(tmp_path, es):
+    with RogueFront(es.url) as front:
+        front.on("GET", "/_cat/indices", busy_for(1000, retry_after="100"))
+        process = kcing_process(["drp", "--drp-days", "30"], clean_environ(ES_HOST=front.url,
+                                                                         KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
+        if not wait_until(lambda: front.answered_by("busy"), timeout=30):
+            process.kill()
+            pytest.fail("drp never asked: %s" % (process.communicate(),))
+        stdout, stderr, took = stopped_by_signal(process, settle=0.5)
+    assert process.returncode == 130, stdout + stderr
+    assert took < 3 and "Traceback" not in stderr

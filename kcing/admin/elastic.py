@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import warnings
 from contextlib import contextmanager
 from typing import Iterator, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 import elasticsearch
-from elastic_transport import Urllib3HttpNode
+from elastic_transport import Transport, Urllib3HttpNode
 from elastic_transport.client_utils import DEFAULT
 from elasticsearch import (
     ApiError, AuthenticationException, AuthorizationException, ConnectionError, ConnectionTimeout,
@@ -22,7 +23,8 @@ from elasticsearch import (
 
 from kcing.digits import ascii_digits
 from kcing.errors import ConfigError, ElasticsearchError, KcingError
-from kcing.http import CHUNK, USER_AGENT, BodyTooLarge, joined_within, seconds_text, warn_cleartext_credentials
+from kcing.http import (CHUNK, USER_AGENT, BodyTooLarge, RetryPolicy, joined_within, parse_retry_after, seconds_text,
+                        warn_cleartext_credentials)
 from kcing.secrecy import masked
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline
@@ -30,8 +32,10 @@ from kcing.transport import basic_auth
 
 log = logging.getLogger(__name__)
 
-# Connection errors and 429/502/503/504 are retried by the transport, immediately.
+# Connection errors are asked again this many times at once, 429/502/503/504 after a backoff
+# wait (_PatientTransport).
 MAX_RETRIES = 2
+RETRIED_STATUSES = frozenset({429, 502, 503, 504})
 SUPPORTED_MAJORS = (8, 9)
 # The largest answer taken: kcing asks for little (an _mget of ids, kcing's templates and index
 # names, filtered), and a whole answer is held in memory at once.
@@ -139,6 +143,36 @@ class _OverallDeadlineNode(Urllib3HttpNode):
         return answer
 
 
+class _PatientTransport(Transport):
+    """elastic-transport's Transport, which asks again at once, asking again after a wait.
+
+    A node answers 429 when a queue of its is full or a circuit breaker tripped, and a proxy in
+    front of it 502/503/504 while it restarts: asked again at once, it answers the same, and the
+    command failed for a moment's load. Here such an answer is asked again after a capped
+    exponential backoff from `policy.base` (ES_RETRY_BACKOFF), or after its `Retry-After` (up
+    to 120 s), MAX_RETRIES times. A 429 for an index block (a full disk's flood-stage block) is
+    answered at once: no wait lifts it. Connection errors are still asked again at once by the
+    transport, and a timeout not at all: the deadline is the longest a question may take. The
+    waits sleep in the command's main thread, where a signal ends them as it ends a request."""
+
+    policy = RetryPolicy(attempts=MAX_RETRIES + 1)
+
+    def perform_request(self, method, target, **kwargs):
+        kwargs["retry_on_status"] = ()
+        attempt = 1
+        while True:
+            response = super().perform_request(method, target, **kwargs)
+            status = response.meta.status
+            if (status not in RETRIED_STATUSES or attempt >= self.policy.attempts
+                    or body_error_type(response.body) == "cluster_block_exception"):
+                return response
+            wait = self.policy.delay(attempt, parse_retry_after(response.meta.headers.get("Retry-After")))
+            log.info("%s %s: HTTP %d; retry %d of %d in %.1fs", method, target.split("?", 1)[0], status, attempt,
+                     self.policy.attempts - 1, wait)
+            time.sleep(wait)
+            attempt += 1
+
+
 def unexpected_answer(method: str, target: str, status: int, product: Optional[str], body: bytes) -> str:
     """Why a successful answer of Elasticsearch is not one to read, or "".
 
@@ -199,6 +233,8 @@ def make_client(settings) -> Elasticsearch:
         "node_class": type("OverallDeadlineNode", (_OverallDeadlineNode,),
                            {"overall": settings.ES_REQUEST_DEADLINE}),
         "request_timeout": request_timeout,
+        "transport_class": type("PatientTransport", (_PatientTransport,),
+                                {"policy": RetryPolicy(attempts=MAX_RETRIES + 1, base=settings.ES_RETRY_BACKOFF)}),
         "max_retries": MAX_RETRIES,
         "retry_on_timeout": False,
         "headers": {"User-Agent": USER_AGENT},
@@ -314,7 +350,11 @@ def _redirect(status: int, location: Optional[str], where: str, action: str) -> 
 
 def error_type(error: ApiError) -> str:
     """The `error.type` of an Elasticsearch error envelope ("" when the body has none)."""
-    body = error.body
+    return body_error_type(error.body)
+
+
+def body_error_type(body) -> str:
+    """The `error.type` of an Elasticsearch error answer's body ("" when it has none)."""
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return str(body["error"].get("type", ""))
     return ""

@@ -28,10 +28,10 @@ A run (not a --dry-run) is recorded in the ledger's runs table with its outcome 
 `kcing status` shows.
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
-DRP_DAYS (and KCI_DAYS: a warning when DRP_DAYS does not exceed it), ES_HOST, ES_USER,
-ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE, ES_REQUEST_DEADLINE, KCING_DB, KCING_DB_LOCK_WAIT; ES_BUILD,
-ES_LAVA, ES_BOOT and ES_REGRESSION name the Logstash inputs a ledger written before kcing recorded
-destinations (schema 1 or 2) is upgraded as sent to.
+DRP_DAYS (and KCI_DAYS: a warning when DRP_DAYS does not exceed it), ES_HOST, ES_USER, ES_PASSWORD,
+ES_API_KEY, ES_CA_BUNDLE, ES_REQUEST_DEADLINE, ES_RETRY_BACKOFF, KCING_DB, KCING_DB_LOCK_WAIT;
+ES_BUILD, ES_LAVA, ES_BOOT and ES_REGRESSION name the Logstash inputs a ledger written before kcing
+recorded destinations (schema 1 or 2) is upgraded as sent to.
 
 Options:
   --drp-days=N         Keep this many days of data (setting DRP_DAYS, default 3).

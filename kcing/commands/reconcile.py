@@ -39,12 +39,12 @@ checked (a line names them and what to do); objects whose missing documents are 
 with a write block are not marked.
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
-ES_HOST, ES_USER, ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE, ES_REQUEST_DEADLINE, KCI_DAYS, DRP_DAYS,
-KCING_DB, KCING_DB_LOCK_WAIT, KCING_PROGRESS_EVERY; ES_BUILD, ES_LAVA, ES_BOOT and ES_REGRESSION,
-which name the Logstash inputs a ledger written before kcing recorded destinations (schema 1 or 2)
-is upgraded as sent to, and with --resend where objects are posted; with --resend, also what
-feed_es reads to fetch legacy objects and post them (KCI_*, LS_USER, LS_PASSWORD, LS_CA_BUNDLE and
-the other delivery settings).
+ES_HOST, ES_USER, ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE, ES_REQUEST_DEADLINE, ES_RETRY_BACKOFF,
+KCI_DAYS, DRP_DAYS, KCING_DB, KCING_DB_LOCK_WAIT, KCING_PROGRESS_EVERY; ES_BUILD, ES_LAVA, ES_BOOT
+and ES_REGRESSION, which name the Logstash inputs a ledger written before kcing recorded
+destinations (schema 1 or 2) is upgraded as sent to, and with --resend where objects are posted;
+with --resend, also what feed_es reads to fetch legacy objects and post them (KCI_*, LS_USER,
+LS_PASSWORD, LS_CA_BUNDLE and the other delivery settings).
 
 Options:
   --days=N             Check the objects delivered in the last N days (setting KCI_DAYS,

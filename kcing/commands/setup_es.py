@@ -30,9 +30,9 @@ same priority is refused by Elasticsearch (that kind's template is not installed
 are, and the error names it); one at a higher priority overrides kcing's (a warning names it).
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
-ES_HOST, ES_USER, ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE, ES_REQUEST_DEADLINE, ES_READY_TIMEOUT,
-KCING_PROGRESS_EVERY; with --ilm, DRP_DAYS (and KCI_DAYS: a warning when DRP_DAYS does not
-exceed it).
+ES_HOST, ES_USER, ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE, ES_REQUEST_DEADLINE, ES_RETRY_BACKOFF,
+ES_READY_TIMEOUT, KCING_PROGRESS_EVERY; with --ilm, DRP_DAYS (and KCI_DAYS: a warning when DRP_DAYS
+does not exceed it).
 
 Options:
   --ilm                Also install an index lifecycle policy that deletes indices DRP_DAYS
