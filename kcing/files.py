@@ -2,7 +2,8 @@
 
 Files that other programs read (Logstash's pipelines.yml, Kibana exports, samples, metrics)
 keep the permissions and group of the file they replace, so a Logstash running as another
-user can still read them; a new file is 0644 less the umask's bits.
+user can still read them; a new file is 0644 less the umask's bits, and a new directory 0755
+less them.
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from typing import Callable, Optional
 from kcing.errors import ConfigError, KcingError, StorageFailed
 
 NEW_FILE_MODE = 0o644
+# Whoever may write a directory may replace the files in it: a directory kcing makes is never
+# group- or world-writable either, whatever the umask (0 in many containers and services).
+NEW_DIRECTORY_MODE = 0o755
 # What a process without a readable /proc assumes: the usual umask of a service account.
 DEFAULT_UMASK = 0o022
 
@@ -80,6 +84,26 @@ def remove_partial_files(directory: Path) -> int:
     return removed
 
 
+def make_directories(path: Path) -> None:
+    """`mkdir -p path`, each directory it makes 0755 less the umask, the missing parents too
+    (Path.mkdir and os.makedirs make those 0777 less the umask): under a umask of 0, an `--output`
+    directory any local user could write would let them swap an NDJSON file for one of their own,
+    which kcing appends to and an operator replays into Elasticsearch. Raises OSError."""
+    missing = []
+    directory = Path(path)
+    while not os.path.lexists(directory) and directory.parent != directory:
+        missing.append(directory)
+        directory = directory.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, NEW_DIRECTORY_MODE)  # less the umask, as any mode mkdir is given
+        except FileExistsError:
+            if not directory.is_dir():  # made meanwhile, but not as a directory
+                raise
+    if not Path(path).is_dir():
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
+
+
 def write_atomically(path: Path, content: bytes, mode: Optional[int] = None, like: Optional[Path] = None) -> None:
     """Write to a temporary name beside `path`, then rename: readers see the old file or the new
     one, never half of one.
@@ -89,7 +113,7 @@ def write_atomically(path: Path, content: bytes, mode: Optional[int] = None, lik
     group are kept as far as this process may set them (root may; a user may set a group it is in).
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_directories(path.parent)
         kept_mode, uid, gid = replacement_mode(path, like)
         handle, temporary = tempfile.mkstemp(dir=str(path.parent), prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX)
     except OSError as error:

@@ -20,7 +20,7 @@ from typing import Dict, Optional, Tuple
 from kcing.documents import page_instead
 from kcing.documents.identity import iso_timestamp
 from kcing.errors import ConfigError, RejectedInput, UpstreamError
-from kcing.files import remove_partial_files, write_atomically
+from kcing.files import make_directories, remove_partial_files, write_atomically
 from kcing.progress import Progress, eta_text
 from kcing.records import JOB, KBUILD, OBJECT_KINDS, UpstreamObject
 from kcing.sources import completed
@@ -62,7 +62,7 @@ WITH_LOGS_KINDS = (JOB, KBUILD)
 
 def create_samples_dir(root: str) -> None:
     try:
-        Path(root).mkdir(parents=True, exist_ok=True)
+        make_directories(Path(root))
     except OSError as error:
         raise ConfigError("cannot create samples directory %s: %s" % (root, error.strerror)) from None
 

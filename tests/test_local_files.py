@@ -268,6 +268,25 @@ def test_new_output_and_log_files_are_0644_less_the_umask(tmp_path, mask, wanted
     assert {path.name: mode_of(path) for path in written} == {path.name: wanted for path in written}
 
 
+@pytest.mark.parametrize("mask, wanted", [(0o000, 0o755), (0o027, 0o750)])
+def test_new_directories_are_0755_less_the_umask(legacy_replica, logstash, tmp_path, mask, wanted):
+    """They were 0777 less the umask: under a umask of 0 any local user could remove an NDJSON
+    file of an `--output` directory kcing made and put one of their own in its place, which the
+    next run appends to and an operator replays into Elasticsearch; or replace a saved sample or
+    Kibana export. The parents kcing makes on the way too."""
+    out, samples, kibana_dir = tmp_path / "new" / "out", tmp_path / "saved" / "2024", tmp_path / "kibana"
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+    with umask(mask), KibanaEmulator() as kibana:
+        fed = run(["feed_es", "--output", str(out)], env, tmp_path)
+        saved = run(["gen_samples", "--sample-size", "1"], env, tmp_path)
+        exported = run(["backup_kbn", "--kibana-dir", str(kibana_dir), "--wait", "5"], clean_environ(KB_URL=kibana.url),
+                       tmp_path)
+    assert (fed.returncode, saved.returncode, exported.returncode) == (0, 0, 0), fed.stderr + saved.stderr + exported.stderr
+    made = [out, out.parent, samples, samples.parent, kibana_dir] + [path for path in samples.iterdir() if path.is_dir()]
+    assert len(made) > 5
+    assert {str(path): oct(mode_of(path)) for path in made} == {str(path): oct(wanted) for path in made}
+
+
 def test_backup_kbn_keeps_the_mode_of_the_file_it_replaces(tmp_path):
     kibana_dir = tmp_path / "kibana"
     kibana_dir.mkdir()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Set
 
 from kcing.errors import ConfigError, KcingError, StorageFailed
-from kcing.files import file_error, is_directory, open_own_file, path_exists
+from kcing.files import file_error, is_directory, make_directories, open_own_file, path_exists
 from kcing.runlock import RunLock
 from kcing.sinks import ndjson_destination
 from kcing.sinks.batching import Batch
@@ -113,7 +113,7 @@ class NdjsonDirSink:
                 self._made.append(missing)
                 missing = missing.parent
             try:
-                self.directory.mkdir(parents=True, exist_ok=True)
+                make_directories(self.directory)
             except OSError as error:
                 raise ConfigError("cannot create output directory %s: %s" % (directory, error.strerror)) from None
         # Posts run in parallel; two appends to one file must not interleave, nor a cut-back
