@@ -21,7 +21,7 @@ from tests.fakes.api_corpus import parse_api_time
 from tests.fakes.api_data import _Tree, checkout_tree, real_files_present, real_nodes, revision
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.elastic_server import ElasticsearchEmulator
-from tests.feedrun import api_feed_environ, kcing, ledger_rows, ledger_states, stored_keys
+from tests.feedrun import REPO, api_feed_environ, kcing, ledger_rows, ledger_states, stored_keys
 
 # The synthesized trees are recent, so a first run's default window (KCI_DAYS) would see them;
 # the real payloads are from 2024, so the tests widen it to reach those too.
@@ -177,6 +177,20 @@ def test_nodes_written_with_output_are_still_sent_to_logstash(env, tmp_path, db,
     assert posted.returncode == 0, posted.stderr
     assert stored_keys(logstash) == set(expected_documents(api_replica))
     assert "delivered %d" % len(listed_nodes(api_replica)) in posted.stdout
+
+
+def test_output_files_of_the_api_are_named_after_the_node_kinds_as_the_readme_says(env, tmp_path, api_replica):
+    """The README said an `--output` directory holds `<route>.ndjson` (`lava.ndjson`, ...), which
+    is what legacy files and samples make: the KernelCI API's files are named after the kind of
+    node whose documents they hold, and a user replaying `lava*.ndjson` found none."""
+    out = tmp_path / "out"
+    result = kcing(["feed_es", "--output", str(out)], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = {path.name for path in out.glob("*.ndjson")}
+    assert {"kbuild.ndjson", "job.ndjson", "test.ndjson", "regression.ndjson"} <= written
+    assert written <= {"%s.ndjson" % kind for kind in NODE_KINDS}
+    readme = (REPO / "README.md").read_text()
+    assert "`kbuild.ndjson`, `job.ndjson`, `test.ndjson`, `node.ndjson`, `regression.ndjson`" in readme
 
 
 def test_documents_reach_the_input_of_their_kind(env, tmp_path, logstash):
