@@ -119,7 +119,9 @@ class SignedZoneName(UnknownZone):
 
 # "UTC+3" or "GMT-05:00": POSIX TZ rules, and python-dateutil with them, count such an offset
 # west of Greenwich (UTC+3 is 3 hours behind), while ISO 8601 and most people count it east.
-_SIGNED_ZONE_NAME = re.compile(r"(?:UTC|GMT)\s*[-+]\s*[0-9]", re.IGNORECASE)
+# python-dateutil takes "Z" for UTC's name as well: "10:00Z+03:00" was read as 13:00 UTC, and
+# "10:00 Z +3" as 10:00 UTC, the offset dropped.
+_SIGNED_ZONE_NAME = re.compile(r"(?:UTC|GMT|(?<![a-z])Z)\s*[-+]\s*[0-9]", re.IGNORECASE)
 
 
 def _offset_only(name: Optional[str], offset: Optional[int]) -> Optional[int]:

@@ -1103,7 +1103,9 @@ def test_a_since_naming_its_zone_by_an_abbreviation_is_refused_on_every_host(tmp
                                  "'2024-10-16 08:00 UTC')")
 
 
-@pytest.mark.parametrize("since", ["2024-07-01 08:00 UTC+3", "2024-07-01T08:00GMT-05:30", "2024-07-01 08:00 utc + 3"])
+@pytest.mark.parametrize("since", ["2024-07-01 08:00 UTC+3", "2024-07-01T08:00GMT-05:30", "2024-07-01 08:00 utc + 3",
+                                   # "Z" is UTC to python-dateutil too: 11:00 UTC, and 08:00 with "+3" dropped
+                                   "2024-07-01T08:00:00Z+03:00", "2024-07-01 08:00 z +3"])
 def test_a_since_giving_its_offset_after_utc_or_gmt_is_refused_as_read_with_either_sign(tmp_path, since):
     """python-dateutil reads "UTC+3" as POSIX TZ rules do, 3 hours west of Greenwich: a user
     meaning 08:00 at +03:00 (05:00 UTC) was given 11:00 UTC, and missed six hours of results."""
