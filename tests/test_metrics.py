@@ -198,6 +198,33 @@ def test_a_verify_run_that_found_documents_missing_is_no_success(legacy_replica,
     assert feeds[0]["counts"]["delivered"] > 0, feeds
 
 
+def test_a_verify_run_that_could_not_ask_elasticsearch_is_no_success(legacy_replica, logstash, tmp_path):
+    """Logstash acknowledged everything, and Elasticsearch could not be asked (down, or ES_HOST
+    naming something else): the run exits 3, yet its row said `ok` and its metrics a fresh last
+    success, so that an Elasticsearch down for good kept the README's alert on that age quiet,
+    and `kcing status` contradicted the exit status. The row says `error 3`, as the run ended."""
+    import json
+    import socket
+
+    from tests.feedrun import feed_environ, kcing
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        nowhere = "http://127.0.0.1:%d" % closed.getsockname()[1]
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", ES_HOST=nowhere, DRP_DAYS="36500")
+    prom = tmp_path / "kcing.prom"
+    verified = kcing(["feed_es", "--verify", "--verify-delay", "0", "--metrics", str(prom)], env, tmp_path)
+    assert verified.returncode == 3, verified.stdout + verified.stderr
+    values = parsed(prom.read_text())
+    assert values[("kcing_feed_exit_code", (("source", "legacy"),))] == 3
+    assert "kcing_feed_last_success_timestamp_seconds" not in prom.read_text(), prom.read_text()
+    shown = kcing(["status", "--json"], env, tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    feeds = [run for run in json.loads(shown.stdout)["runs"] if run["command"] == "feed_es"]
+    assert [run["outcome"] for run in feeds] == ["error 3"], feeds
+    assert feeds[0]["counts"]["delivered"] > 0, feeds
+
+
 def test_the_last_success_is_found_however_many_runs_of_other_feeds_came_since(tmp_path):
     """Only the newest 500 successful runs were read: once the other feeds sharing the ledger
     (another source, an --output directory) had succeeded 500 times since, a feed failing all

@@ -189,10 +189,18 @@ def run(args: dict, settings) -> int:
             if summary.stopped_by is not None:
                 raise summary.stopped_by
             if verify:
-                report = verify_delivered(client, settings, ledger, delivered, delay, stop)
+                try:
+                    report = verify_delivered(client, settings, ledger, delivered, delay, stop)
+                except KcingError as error:
+                    # Elasticsearch unreachable, refusing, or not Elasticsearch at all. Not a
+                    # signal: the operator stopped the check of a feed that was done, which the
+                    # check's own row says (`error 130`).
+                    if summary.exit_code == 0 and not isinstance(error, Interrupted):
+                        _record_outcome(ledger, summary, "error %d" % exit_status(error))
+                    raise
                 status = max(summary.exit_code, report.exit_code)
                 if report.exit_code and summary.exit_code == 0:
-                    _record_missing(ledger, summary)
+                    _record_outcome(ledger, summary, "missing")
             return status
         except BaseException as error:
             status = exit_status(error)
@@ -217,18 +225,19 @@ def verify_delivered(client, settings, ledger: Ledger, delivered: Sequence[int],
     return report
 
 
-def _record_missing(ledger: Ledger, summary) -> None:
-    """The run delivered everything to Logstash, but Elasticsearch lacks some of it: its row says
-    `missing`, not `ok`, so that `kcing status` shows the outcome the run's exit status gives and
-    the last success of the --metrics file (an `ok` row) is not this run. Otherwise a Logstash
+def _record_outcome(ledger: Ledger, summary, outcome: str) -> None:
+    """The run delivered everything to Logstash, but Elasticsearch lacks some of it (`missing`),
+    or could not be asked (`error N`: unreachable, not Elasticsearch, a signal before the check):
+    its row says so, not `ok`, so that `kcing status` shows the outcome the run's exit status gives
+    and the last success of the --metrics file (an `ok` row) is not this run. Otherwise a Logstash
     that acknowledges every event and never passes one on would keep that metric fresh, every
-    hour, and the alert on its age quiet."""
+    hour, and the alert on its age quiet, as would an Elasticsearch down for good."""
     if summary.run_id is None:
         return
     try:
-        ledger.change_outcome(summary.run_id, "missing")
+        ledger.change_outcome(summary.run_id, outcome)
     except KcingError as error:
-        log.error("cannot record that this feed_es run left documents missing in Elasticsearch: %s", error)
+        log.error("cannot record that this feed_es run ended %s after its check of Elasticsearch: %s", outcome, error)
 
 
 def _made_by_the_run(ledger: str, output: Optional[str]) -> bool:
