@@ -757,6 +757,32 @@ def test_a_resend_leaves_objects_held_for_other_logstash_inputs_and_says_so(env,
 
 
 @needs_samples
+def test_a_check_names_the_inputs_of_objects_held_for_others_not_a_resend_that_would_skip_them(
+        env, tmp_path, forwarding, es):
+    # Without --resend, reconcile said of every object held as missing that `kcing reconcile
+    # --resend` sends it again: one run with these settings then only named the other inputs.
+    _lose_the_build_documents(env, tmp_path, es)
+    held = _held_as_missing(tmp_path / "kcing.db")
+    elsewhere = LogstashCluster(store=ForwardingStore(es.url))
+    elsewhere.start()
+    try:
+        checked = kcing(["reconcile"], dict(env, ES_BUILD=elsewhere.urls["build"]), tmp_path)
+    finally:
+        elsewhere.stop()
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert ("%d legacy objects held as missing were delivered through other Logstash inputs" % len(held)
+            in checked.stdout), checked.stdout
+    assert logstash_destination([forwarding.urls["build"]]) in checked.stdout
+    assert "held as missing in Elasticsearch (found by this check" not in checked.stdout, checked.stdout
+    # With the settings that delivered them, --resend is what sends them.
+    same = kcing(["reconcile"], env, tmp_path)
+    assert same.returncode == 1, same.stdout + same.stderr
+    assert ("%d objects are held as missing in Elasticsearch (found by this check or an earlier one, not "
+            "delivered since): `kcing reconcile --resend` sends them again" % len(held)) in same.stdout, same.stdout
+    assert "through other Logstash inputs" not in same.stdout
+
+
+@needs_samples
 def test_a_resend_sends_what_is_held_for_its_inputs_and_leaves_what_is_held_for_others(env, tmp_path, forwarding, es):
     # Builds held for the build input the feed used, a boot held for the boot input these
     # settings still name: the boot alone is sent again, and no build reaches the moved input.

@@ -142,7 +142,7 @@ def run(args: dict, settings) -> int:
         elif held:
             # They are no longer delivered, so this check did not look at them: without this, a
             # check after an earlier one found documents missing would read as all clear.
-            _print_held(ledger, held)
+            _print_held(ledger, destination_of)
             resent = 1
     if not report.total("checked") and resent is None:
         # A check of nothing must not read as success in cron.
@@ -184,17 +184,21 @@ def _record_outcome(ledger: Ledger, report, code: int) -> None:
         log.error("cannot record how reconcile run %d ended: %s", report.run_id, failure)
 
 
-def _print_held(ledger: Ledger, held: int) -> None:
-    """Say how many objects are held as missing, and what sends them again: `--resend`, but for
-    a source whose objects it cannot fetch (the KernelCI API's), which a feed must list again."""
-    unfetchable = {name: count for name, count in ledger.sources_with_missing(destination_prefix=LOGSTASH).items()
-                   if name not in reconciling.RESENDABLE}
-    resendable = held - sum(unfetchable.values())
+def _print_held(ledger: Ledger, destination_of) -> None:
+    """Say how many objects are held as missing, and what sends them again: `--resend`, but for a
+    source whose objects it cannot fetch (the KernelCI API's), which a feed must list again, and
+    for objects delivered through other Logstash inputs than these settings name, which only a
+    `--resend` with the settings of the feed that delivered them sends: told otherwise, a user
+    ran `--resend` and was told only then."""
+    plan = reconciling.resend_plan(ledger.missing_counts(), destination_of)
+    resendable = plan.sendable + plan.unknown  # the unknown kinds: --resend says it skips them
     if resendable > 0:
         print("reconcile: %d objects are held as missing in Elasticsearch (found by this check or an earlier "
               "one, not delivered since): `kcing reconcile --resend` sends them again" % resendable)
-    for name, count in sorted(unfetchable.items()):
+    for name, count in sorted(plan.unfetchable.items()):
         print(_unfetchable_line(name, count, ledger.earliest_missing_date(name, destination_prefix=LOGSTASH)))
+    for name, other in sorted(plan.elsewhere.items()):
+        print(_elsewhere_line(name, other))
 
 
 def _held(ledger: Ledger) -> int:
