@@ -131,6 +131,11 @@ class Report:
     found_since: Dict[str, Optional[datetime]] = field(default_factory=dict)
     # The row of the runs table that records this check (None: a dry run records none).
     run_id: Optional[int] = None
+    # The first day whose indices the check looked in: DRP_DAYS's, or a later one a drp run with a
+    # shorter --drp-days kept (None until the check starts).
+    first_kept: Optional[date] = None
+    # Whether that day is a drp run's, not DRP_DAYS's.
+    kept_by_drp: bool = False
 
     def kind(self, name: str) -> KindTally:
         return self.kinds.setdefault(name, KindTally())

@@ -1145,6 +1145,27 @@ def test_indices_a_drp_run_with_a_shorter_retention_deleted_are_not_called_missi
     assert set(ledger_states(db).values()) == {DELIVERED}
 
 
+def test_nothing_checked_because_a_drp_run_deleted_it_names_that_run_not_drp_days(tmp_path, es):
+    # The one line reconcile ends with said "1 in indices past the retention (DRP_DAYS=30)": an
+    # index of two days ago is not past 30 days; a drp run with --drp-days 1 deleted it.
+    two_days_ago = datetime.now(timezone.utc) - timedelta(days=2)
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("late"), DELIVERED, documents=packed(1, index="build-%s" % two_days_ago.strftime(
+        "%Y.%m.%d")))], to_logstash)
+    ledger.close()
+    environ = clean_environ(ES_HOST=es.url, KCING_DB=str(db), KCI_DAYS="1")
+    assert kcing(["drp", "--drp-days", "1"], environ, tmp_path).returncode == 0
+    checked = kcing(["reconcile"], dict(environ, DRP_DAYS="30", KCI_DAYS="3"), tmp_path)
+    assert checked.returncode == 6, checked.stdout + checked.stderr
+    first_kept = (datetime.now(timezone.utc) - timedelta(days=1)).date().isoformat()
+    assert checked.stderr.strip().splitlines()[-1].endswith(
+        "1 in indices past the retention (dated before %s, which a drp run deleted)" % first_kept), checked.stderr
+    # Past DRP_DAYS itself, the setting is named as before.
+    past = kcing(["reconcile"], dict(environ, DRP_DAYS="1", KCI_DAYS="3"), tmp_path)
+    assert past.returncode == 6 and past.stderr.strip().endswith("(DRP_DAYS=1)"), past.stderr
+
+
 def test_the_day_a_drp_run_kept_from_is_read_from_runs_recorded_before_it_was_written(tmp_path):
     ledger = Ledger.open(str(tmp_path / "kcing.db"))
     assert ledger.deleted_before() is None

@@ -93,6 +93,8 @@ def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry
     deleted_before = ledger.deleted_before()
     if deleted_before is not None and deleted_before > first_kept:
         first_kept = deleted_before
+        report.kept_by_drp = True
+    report.first_kept = first_kept
     checker = reconciling.Reconciler(client, settings.ES_HOST, ledger, report, mark=not dry_run,
                                      first_kept=first_kept)
     if dry_run:

@@ -248,7 +248,7 @@ def _nothing_checked(report, since: datetime, settings) -> str:
                 "--output are not in Elasticsearch)" % utc_text(since))
     reasons = []
     if expired:
-        reasons.append("%d in indices past the retention (DRP_DAYS=%d)" % (expired, settings.DRP_DAYS))
+        reasons.append("%d in indices past the retention (%s)" % (expired, _retention(report, settings)))
     if old:
         reasons.append("%d delivered before the ledger kept document ids" % old)
     if unreadable:
@@ -256,6 +256,15 @@ def _nothing_checked(report, since: datetime, settings) -> str:
         reasons.append("%d in closed or unreadable indices (%s)" % (unreadable, reconciling.named(indices)))
     return "nothing could be checked: of the objects delivered since %s, %s" % (
         utc_text(since), " and ".join(reasons))
+
+
+def _retention(report, settings) -> str:
+    """Which retention the indices the check left out were past: DRP_DAYS's, or that of a drp run
+    with a shorter --drp-days, which deleted them (naming DRP_DAYS alone, far longer, said nothing
+    of why)."""
+    if report.kept_by_drp and report.first_kept is not None:
+        return "dated before %s, which a drp run deleted" % report.first_kept.isoformat()
+    return "DRP_DAYS=%d" % settings.DRP_DAYS
 
 
 def _resend(settings, ledger: Ledger, stop, sink, destination_of) -> int:
