@@ -1034,9 +1034,9 @@ def test_gunzip_refuses_what_gzip_refuses_after_the_first_member(data, problem):
 def test_gunzip_limits_the_content_of_all_members_together():
     member = gzip.compress(b"0" * (600 << 10))
     assert len(gunzip(member, 1 << 20)) == 600 << 10
-    with pytest.raises(ValueError, match="larger than 1 MB once decompressed"):
+    with pytest.raises(ValueError, match="^larger than 1048576 bytes once decompressed$"):
         gunzip(member + member, 1 << 20)
-    with pytest.raises(ValueError, match="larger than 1 MB once decompressed"):  # a bomb in the second member
+    with pytest.raises(ValueError, match="^larger than 1048576 bytes once decompressed$"):  # a bomb in the second member
         gunzip(gzip.compress(b"ok") + gzip.compress(b"0" * (64 << 20)), 1 << 20)
 
 

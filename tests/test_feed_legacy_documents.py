@@ -146,6 +146,19 @@ def test_a_gzip_compressed_local_file_is_read_as_its_content_and_a_broken_one_re
 
 
 
+def test_a_gzip_compressed_local_file_too_large_once_decompressed_is_rejected_naming_the_setting(logstash, tmp_path):
+    plain = (SAMPLES / "lava" / "5fb6196b59b5140d3b3a6259.json").read_bytes()
+    packed = tmp_path / "lava-json-meson-gxbb-p200.json.gz"
+    packed.write_bytes(gzip.compress(plain))
+    assert len(packed.read_bytes()) < 100_000 < len(plain)
+    result = kcing(["feed_es", "--lavas", str(packed)], dict(local_environ(logstash, tmp_path),
+                                                              KCI_MAX_OBJECT_BYTES="100000"), tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert ("lava-json-meson-gxbb-p200.json.gz: gzip-compressed, and larger than 100000 bytes once "
+            "decompressed: raise KCI_MAX_OBJECT_BYTES to take it") in result.stdout, result.stdout
+    assert not logstash.store
+
+
 def test_a_local_file_and_a_gzip_compressed_copy_of_it_are_one_file_delivered_once(logstash, tmp_path):
     """The ledger knows a local file by its content: compressed (an archive's `.json.gz`), it is
     the same file, not another to deliver again, in the same run or in a later one however it
@@ -200,7 +213,10 @@ def test_a_storage_file_served_gzip_compressed_is_held_to_the_size_limit_once_de
     assert result.returncode == 1, result.stderr
     states = {row["upstream_id"]: row["state"] for row in ledger_rows(tmp_path / "kcing.db")}
     assert states == {bomb["_id"]["$oid"]: "rejected"}
-    assert "build.json: gzip-compressed, and larger than 1 MB once decompressed" in result.stdout, result.stdout
+    # The limit as set, and the setting named, as for a file served that large ("larger than 1 MB"
+    # was said of a limit of 2 MB, and of 1024 bytes "0 MB", without naming the setting).
+    assert ("build.json: gzip-compressed, and larger than 2000000 bytes once decompressed: raise "
+            "KCI_MAX_OBJECT_BYTES to take it") in result.stdout, result.stdout
     assert not logstash.store
 
 # -- 4. bmeta.json ----------------------------------------------------------------------------------

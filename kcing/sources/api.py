@@ -822,6 +822,10 @@ def filter_time(when: datetime) -> str:
     return when.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
+class InflatedTooLarge(ValueError):
+    """A gzip file whose content is larger than the limit it is held to."""
+
+
 def gunzip(data: bytes, limit: int) -> bytes:
     """The content of a gzip file, all of its members, or ValueError when it is broken, cut
     short, too large, or followed by data that is not gzip.
@@ -847,6 +851,14 @@ def gunzip(data: bytes, limit: int) -> bytes:
     return b"".join(parts)
 
 
+def gzip_problem(name: str, error: ValueError) -> str:
+    """Why a gzip-compressed file held to KCI_MAX_OBJECT_BYTES is rejected: a file too large once
+    decompressed names the setting, as one too large as it is does."""
+    if isinstance(error, InflatedTooLarge):
+        return "%s: gzip-compressed, and %s: raise KCI_MAX_OBJECT_BYTES to take it" % (name, error)
+    return "%s: gzip-compressed, and %s" % (name, error)
+
+
 def _inflate_member(data: bytes, start: int, room: int, limit: int) -> Tuple[List[bytes], int]:
     """The content of the gzip member at `start` in pieces, and where the member ends; ValueError
     when it is broken, cut short, or holds more than `room` bytes (of the file's `limit`)."""
@@ -864,7 +876,8 @@ def _inflate_member(data: bytes, start: int, room: int, limit: int) -> Tuple[Lis
             raise ValueError("not valid gzip (%s)" % error) from None
         produced += len(piece)
         if produced > room or inflater.unconsumed_tail:
-            raise ValueError("larger than %d MB once decompressed" % (limit >> 20))
+            # In bytes, as the limit is set: "0 MB" said nothing of a KCI_MAX_OBJECT_BYTES of 1024.
+            raise InflatedTooLarge("larger than %d bytes once decompressed" % limit)
         if piece:
             pieces.append(piece)
         # What zlib did not take is the start of the next member (or padding, or garbage).

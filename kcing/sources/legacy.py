@@ -30,7 +30,7 @@ from kcing.objectid import is_object_id
 from kcing.secrecy import masked
 from kcing.shutdown import result_of
 from kcing.sources import heads
-from kcing.sources.api import GZIP_MAGIC, gunzip
+from kcing.sources.api import GZIP_MAGIC, gunzip, gzip_problem
 from kcing.sources.requester import Requester, json_of
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class LegacyKernelCI:
         try:
             return gunzip(content, self.requester.reader.max_bytes)
         except ValueError as error:
-            raise RejectedInput("%s: gzip-compressed, and %s" % (url.rsplit("/", 1)[-1], error)) from None
+            raise RejectedInput(gzip_problem(url.rsplit("/", 1)[-1], error)) from None
 
     # Listing -------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from dateutil import parser as dateparser
 from kcing.files import as_text
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError, reading_failure, shown
 from kcing.records import NODE_KINDS, OBJECT_KINDS, UpstreamObject
-from kcing.sources.api import GZIP_MAGIC, MAX_ARTIFACT_BYTES, gunzip
+from kcing.sources.api import GZIP_MAGIC, MAX_ARTIFACT_BYTES, gunzip, gzip_problem
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,8 @@ def gunzipped(path: str, content: bytes, max_bytes: int) -> bytes:
     try:
         return gunzip(content, max_bytes)
     except ValueError as error:
-        raise RejectedInput("%s: gzip-compressed, and %s" % (path, error)) from None
+        raise RejectedInput(gzip_problem(path, error)) from None
+
 
 
 def sample_read_limit(max_bytes: int, facts: dict) -> int:
