@@ -135,8 +135,12 @@ def advance(source, ledger, destinations: str = "", destination=lambda kind: "")
     when = candidate(lambda kind, ids: ledger.settled_ids(source.name, kind, ids, destination(kind)))
     if when is None:
         kept = ledger.watermark(source.name, destinations)
-        log.info("watermark of the %s source kept at %s", source.name,
-                 utc_text(kept, seconds=True) if kept else "its start (nothing delivered yet)")
+        if kept:
+            log.info("watermark of the %s source kept at %s", source.name, utc_text(kept, seconds=True))
+        else:
+            # Not "nothing delivered": a run may deliver and still leave it unset (--how-many, a
+            # listing that failed part-way, a node that holds it).
+            log.info("watermark of the %s source not set yet: the next run lists as a first run does", source.name)
         return None
     moved = ledger.advance_watermark(source.name, when, destinations)
     log.info("watermark of the %s source now %s", source.name, utc_text(moved, seconds=True))

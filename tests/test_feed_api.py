@@ -167,6 +167,16 @@ def test_a_first_run_delivers_every_node_and_sets_the_watermark(env, tmp_path, d
         assert datetime.fromisoformat(since).tzinfo is None  # naive UTC, as the API stores times
 
 
+def test_a_first_run_that_delivers_but_sets_no_watermark_does_not_say_nothing_was_delivered(env, tmp_path, db):
+    """--how-many lists part of each kind, so the watermark stays unset: the log said "kept at its
+    start (nothing delivered yet)" after the run had delivered its nodes."""
+    result = kcing(["feed_es", "--how-many", "2"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "delivered 0," not in result.stdout and watermark(db) is None
+    assert "nothing delivered yet" not in result.stderr, result.stderr
+    assert "watermark of the api source not set yet: the next run lists as a first run does" in result.stderr
+
+
 def test_nodes_written_with_output_are_still_sent_to_logstash(env, tmp_path, db, api_replica, logstash):
     # The listing leaves out the node versions the ledger holds as delivered: delivered to this
     # run's destination, not to an NDJSON directory an earlier run wrote.
