@@ -606,6 +606,13 @@ def test_missing_credentials_and_forbidden_are_config_errors(tmp_path, workdir):
             setup_kbn(args(workdir), settings)
         assert str(caught.value) == ("Kibana user 'viewer' may not import saved objects at %s (HTTP 403): "
                                      "Unable to bulk_create dashboard" % kibana.url)
+        kibana.fail_next(403, route=IMPORT, body={"statusCode": 403, "error": "Forbidden",
+                                                  "message": "Unable to bulk_create dashboard"})
+        with pytest.raises(ConfigError) as caught:
+            setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url))
+        assert str(caught.value) == ("Kibana at %s does not let a request without credentials import saved objects "
+                                     "(HTTP 403): Unable to bulk_create dashboard; set KB_USER and KB_PASSWORD, or "
+                                     "KB_API_KEY" % kibana.url)
     with pytest.raises(ConfigError, match="set together"):
         backup_kbn(args(workdir), make_settings(tmp_path, KB_USER="elastic"))
 

@@ -482,6 +482,10 @@ def error_for(status: int, message: str, action: str, url: str, user: str, api_k
             hint = "check KB_USER and KB_PASSWORD" if user else "set KB_USER and KB_PASSWORD, or KB_API_KEY"
         return ConfigError("Kibana at %s refused the credentials to %s (HTTP 401); %s" % (url, action, hint))
     if status == 403:
+        if not (api_key or user):
+            # Kibana's anonymous access (xpack.security.authc.anonymous) lets some requests in.
+            return ConfigError("Kibana at %s does not let a request without credentials %s (HTTP 403)%s; set KB_USER "
+                               "and KB_PASSWORD, or KB_API_KEY" % (url, action, detail))
         who = "The Kibana API key (KB_API_KEY)" if api_key else "Kibana user %r" % user
         return ConfigError("%s may not %s at %s (HTTP 403)%s" % (who, action, url, detail))
     if status == 404:  # a setting to fix, as a refused login is (exit 2), not a Kibana that refuses
