@@ -732,6 +732,8 @@ def _parse(name: str, value: Any, origin: str) -> Any:
         else:
             shown = repr(masked_value(value)) if isinstance(value, str) else masked_value(_repr(value))
             if len(shown) > SHOWN_VALUE_CHARACTERS:  # a value pasted twice, 10**400: the line stays readable
+                # The reason may quote the whole value again ("'...' is not an http(s) URL").
+                error = str(error).replace(shown, "it")
                 shown = "%s... (%d characters)" % (shown[:SHOWN_VALUE_CHARACTERS], len(shown))
         raise ConfigError("invalid %s=%s (from %s): %s" % (name, shown, origin, error)) from None
 

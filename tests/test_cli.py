@@ -448,6 +448,15 @@ def test_a_url_setting_given_without_its_scheme_says_what_it_lacks(command, sett
         command, setting, value, given, hint)
 
 
+def test_a_long_bad_url_is_quoted_once_and_cut(tmp_path):
+    # A value pasted into ES_HOST with the rest of a line: the error quotes its start, once.
+    value = "es.example:9200 " + "x" * 2000
+    refused = kcing(["drp"], samples_environ(tmp_path, ES_HOST=value), tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == "kcing drp: invalid ES_HOST=%s... (%d characters) (from environment): it is not an " \
+                                "http(s) URL" % (repr(value)[:80], len(repr(value)))
+
+
 def test_unreachable_services_are_named_without_python_reprs(tmp_path):
     port = closed_port()
     url = "http://127.0.0.1:%d" % port
