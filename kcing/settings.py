@@ -695,6 +695,16 @@ class Settings:
         return settings
 
 
+def warn_short_retention(settings: Settings) -> None:
+    """Warn when drp (DRP_DAYS) forgets what the legacy crawl (KCI_DAYS) lists again."""
+    if settings.DRP_DAYS <= settings.KCI_DAYS:
+        # feed_es lists the last KCI_DAYS days again on every run and skips what the ledger says
+        # was delivered: forgetting those rows would download and send those objects again.
+        log.warning("DRP_DAYS=%d is not more than KCI_DAYS=%d: ledger rows of objects the next crawl lists "
+                    "again would be forgotten, and those objects downloaded and sent again",
+                    settings.DRP_DAYS, settings.KCI_DAYS)
+
+
 def _check_pace(settings: Settings) -> None:
     """Refuse a documents-per-second cap so low that the pause it makes before one batch (the
     batch's size over the cap) would outlast the longest pause between batches ES_LOAD_INTERVAL

@@ -32,12 +32,14 @@ def clean_environ(**settings: str) -> Dict[str, str]:
 
 
 def feed_environ(replica, logstash, db: Path, **extra) -> Dict[str, str]:
-    """Point kcing at the replica and the Logstash emulators, with quick retries for tests."""
+    """Point kcing at the replica and the Logstash emulators, with quick retries for tests; a crawl
+    window (KCI_DAYS) of 30 days for the corpora's dates, and a retention (DRP_DAYS) that exceeds it."""
     frontend = replica.frontend_url.split("://", 1)[1].rstrip("/")
     settings = dict(
         KCI_HOST=frontend, KCI_SCHEME="http", KCI_STORAGE_URL=replica.storage_url,
         ES_BUILD=logstash.urls["build"], ES_LAVA=logstash.urls["lava"], ES_BOOT=logstash.urls["boot"],
-        KCING_DB=str(db), KCI_DAYS="30", KCI_RETRY_BACKOFF="0.05", ES_RETRY_BACKOFF="0.05", ES_TIMEOUT="10", KCI_TIMEOUT="10",
+        KCING_DB=str(db), KCI_DAYS="30", DRP_DAYS="31", KCI_RETRY_BACKOFF="0.05", ES_RETRY_BACKOFF="0.05",
+        ES_TIMEOUT="10", KCI_TIMEOUT="10",
     )
     settings.update(extra)
     return clean_environ(**settings)

@@ -255,6 +255,15 @@ def test_days_narrows_the_crawl_window(env, tmp_path, legacy_replica, objects):
     assert {request.params("date_range")[0] for request in legacy_replica.frontend.ajax_requests()} == {"1"}
 
 
+def test_a_crawl_window_drp_would_forget_is_warned_of_by_the_feed(env, tmp_path, legacy_replica):
+    # drp forgets the rows of a window it does not exceed, and each run then sends them again:
+    # said by the cron line that gives --days, not only by drp's.
+    warning = "DRP_DAYS=3 is not more than KCI_DAYS=3: ledger rows of objects the next crawl lists again would be forgotten"
+    assert warning in kcing(["feed_es", "--days", "3", "--dry-run"], env, tmp_path).stderr
+    for fine in (["--days", "2"], ["--how-many", "1"]):
+        assert "DRP_DAYS" not in kcing(["feed_es", *fine, "--dry-run"], env, tmp_path).stderr
+
+
 def test_output_dir_writes_bulk_ready_ndjson(env, tmp_path, logstash, expected):
     out = tmp_path / "out"
     result = kcing(["feed_es", "--output", str(out)], env, tmp_path)

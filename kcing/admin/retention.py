@@ -252,12 +252,3 @@ def blocked_message(host: str, blocked: Dict[str, str], deleted: int) -> str:
     return ("Elasticsearch at %s refused to delete %d expired indices because of a block: %s%s; remove the block "
             "(%s) and run drp again; the %d other expired indices were deleted"
             % (host, len(names), shown, more, how, deleted))
-
-
-def warn_short_retention(settings) -> None:
-    if settings.DRP_DAYS <= settings.KCI_DAYS:
-        # feed_es lists the last KCI_DAYS days again on every run and skips what the ledger says
-        # was delivered: forgetting those rows would download and send those objects again.
-        log.warning("DRP_DAYS=%d is not more than KCI_DAYS=%d: ledger rows of objects the next crawl lists "
-                    "again would be forgotten, and those objects downloaded and sent again",
-                    settings.DRP_DAYS, settings.KCI_DAYS)

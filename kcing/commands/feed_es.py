@@ -16,6 +16,7 @@ from kcing.files import is_directory
 from kcing.flags import seconds
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
+from kcing.settings import warn_short_retention
 from kcing.shutdown import Stop, stop_on_signals
 from kcing.wiring import check_ledger_directory, make_source, make_sink, not_a_directory, open_ledger
 
@@ -149,6 +150,9 @@ def run(args: dict, settings) -> int:
             log.warning("a --dry-run writes no metrics: %s is left as it is", args["--metrics"])
     stop = Stop()
     source = make_source(args, settings, stop=stop)
+    if source.name == "legacy" and source.how_many is None:
+        # As drp says: said here too, where a cron line's --days is given, and every day.
+        warn_short_retention(settings)
     sink = make_sink(args, settings, stop=stop)
     if not dry_run:
         # After the sink: `--output DIR --db DIR/kcing.db` (the README's first command) keeps

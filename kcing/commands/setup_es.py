@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 
 from kcing.admin.elastic import make_client, server_version
-from kcing.admin.retention import warn_short_retention
 from kcing.admin.templates import (
     KINDS, POLICY_NAME, existing_misfits, index_pattern, install, retention_policy, template_name, templates_for,
     wait_until_ready,
@@ -12,6 +11,7 @@ from kcing.admin.templates import (
 from kcing.commands._shared import with_drp_days
 from kcing.errors import ConfigError, ElasticsearchError
 from kcing.flags import seconds
+from kcing.settings import warn_short_retention
 
 log = logging.getLogger(__name__)
 
