@@ -253,6 +253,13 @@ def test_several_urls_with_credentials_are_refused_without_showing_them(tmp_path
     assert "s3cret" not in str(caught.value) and "holds several URLs" in str(caught.value)
 
 
+def test_a_host_name_with_an_underscore_as_container_names_have_is_taken(tmp_path):
+    loaded = load(tmp_path, environ={"ES_HOST": "http://kcing_es:9200", "ES_BUILD": "http://kcing_ls:8337",
+                                     "KCI_STORAGE_URL": "https://my_storage.example"})
+    assert (loaded.ES_HOST, loaded.ES_BUILD, loaded.KCI_STORAGE_URL) == (
+        "http://kcing_es:9200", ("http://kcing_ls:8337",), "https://my_storage.example")
+
+
 def test_a_host_name_with_a_label_of_63_characters_or_a_final_dot_is_taken(tmp_path):
     host = "a" * 63 + ".example.org."
     loaded = load(tmp_path, environ={"ES_HOST": "http://%s:9200" % host, "KCI_HOST": host})
@@ -576,6 +583,33 @@ def test_a_password_in_a_url_of_local_settings_is_never_shown(tmp_path, local):
     assert "first" not in message and "pw-part" not in message and "kcing" not in message, message
 
 
+@pytest.mark.parametrize("name", LIST_SETTINGS)
+def test_a_password_holding_a_comma_in_a_url_of_a_list_is_refused_as_credentials_not_split_at_it(tmp_path, name):
+    """Split at the comma first, `http://kcing:first` was refused for its port `first`: advice
+    about a port, for a password."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={name: "http://kcing:first,pw-part@127.0.0.1:8337"})
+    assert str(caught.value) == ("invalid %s='http://***@127.0.0.1:8337' (from environment): put credentials in "
+                                 "their own settings, not in the URL" % name)
+
+
+@pytest.mark.parametrize("name", URL_SETTINGS)
+def test_a_password_holding_an_at_sign_in_a_url_is_never_shown(tmp_path, name):
+    """The userinfo ends at the last "@": masked up to the first, the rest of the password showed."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={name: "http://kcing:first@pw-part@127.0.0.1:8337"})
+    message = str(caught.value)
+    assert "pw-part" not in message and "first" not in message, message
+    assert message.startswith("invalid %s='http://***@127.0.0.1:8337' (from environment): " % name), message
+
+
+def test_a_kibana_api_key_no_request_can_carry_is_refused_without_being_shown(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={"KB_API_KEY": "kb-key pw-part"})
+    assert str(caught.value) == ("invalid KB_API_KEY=*** (from environment): a token is printable ASCII without "
+                                 "spaces")
+
+
 def test_drp_with_a_passphrase_in_the_elasticsearch_url_ends_without_showing_it(tmp_path):
     from tests.feedrun import clean_environ, kcing
 
@@ -643,6 +677,16 @@ def test_a_documents_per_second_cap_pausing_a_batch_longer_than_any_pause_may_la
         "ES_MAX_DOCS_PER_SECOND=%s would pause %s s before a batch of %s documents (LS_PIPELINE_BATCH_SIZE, or "
         "--batch-size), more than the 3600 s a pause between batches may last: set it to at least %s, or to 0 for no "
         "cap" % (rate, pause, batch, {"500": "0.139", "5000": "1.39"}[batch]))
+
+
+def test_the_documents_per_second_cap_a_refusal_suggests_is_taken(tmp_path):
+    """7 documents over 3600 s is 0.0019444 a second: the bound is rounded up, as 0.00194 is refused."""
+    with pytest.raises(ConfigError, match=r"set it to at least 0\.00195, or to 0 for no cap$"):
+        load(tmp_path, environ={"ES_MAX_DOCS_PER_SECOND": "0.0001", "LS_PIPELINE_BATCH_SIZE": "7"})
+    assert load(tmp_path, environ={"ES_MAX_DOCS_PER_SECOND": "0.00195",
+                                   "LS_PIPELINE_BATCH_SIZE": "7"}).ES_MAX_DOCS_PER_SECOND == 0.00195
+    with pytest.raises(ConfigError, match=r"ES_MAX_DOCS_PER_SECOND=0\.00194 would pause"):
+        load(tmp_path, environ={"ES_MAX_DOCS_PER_SECOND": "0.00194", "LS_PIPELINE_BATCH_SIZE": "7"})
 
 
 def test_a_documents_per_second_cap_is_checked_against_the_batch_size_the_flag_gives(tmp_path):
