@@ -473,6 +473,7 @@ def metadata_without(key):
 @pytest.mark.parametrize("change, reason", [
     pytest.param(without("id"), "no integer job id", id="no-job-id"),
     pytest.param(setting("id", "three"), "no integer job id: 'three'$", id="job-id-not-a-number"),
+    pytest.param(setting("id", True), "no integer job id: True$", id="job-id-boolean"),
     pytest.param(setting("id", 2 ** 70), "job id 1180591620717411303424 is beyond a 64-bit integer$",
                  id="job-id-beyond-a-long"),
     pytest.param(setting("id", "-%d" % 2 ** 64), "job id '-18446744073709551616' is beyond a 64-bit integer$",

@@ -156,6 +156,9 @@ def test_a_build_log_s_size_is_the_one_the_source_counted_in_the_file():
     assert only(docs(_minimal("kbuild"), build_log=text)).body["build_log_size"] == len(text.encode())
     assert only(docs(_minimal("kbuild"), build_log=text, build_log_bytes="x")).body["build_log_size"] == len(
         text.encode())
+    # A size no file has (an envelope edited by hand) is not taken either.
+    assert only(docs(_minimal("kbuild"), build_log=text, build_log_bytes=-1)).body["build_log_size"] == len(
+        text.encode())
 
 
 def test_a_test_gives_the_legacy_test_fields(tree):
