@@ -27,9 +27,8 @@ from kcing.ledger.ledger import DeliveredRow, Ledger, Outcome
 from kcing.ledger.models import (APPLICATION_ID, DELIVERED, DOWNLOADED, FAILED, MISSING_IN_ELASTICSEARCH, REJECTED,
                                  SCHEMA_VERSION, TOO_LARGE)
 from kcing.reconcile import (
-    MGET_BATCH, REJECTED_ATTEMPTS, UNASSIGNED, KindTally, LookupFailed, ObjectCheck, Reconciler, Report, expired_index,
-    is_present,
-    lookup_result, read_groups, resend_plan, summary_lines,
+    EPOCH_END, MGET_BATCH, REJECTED_ATTEMPTS, UNASSIGNED, KindTally, LookupFailed, ObjectCheck, Reconciler, Report,
+    earliest, expired_index, is_present, lookup_result, read_groups, refeed_command, resend_plan, summary_lines,
 )
 from kcing.records import BUILD, UpstreamObject
 from kcing.sinks import LOGSTASH, logstash_destination
@@ -1257,7 +1256,8 @@ def test_a_resend_plan_sorts_what_would_be_sent_from_what_would_be_named():
 
     plan = resend_plan({("legacy", "build", LOGSTASH + "build"): 3, ("legacy", "lava", LOGSTASH + "old-lava"): 2,
                         ("samples", "boot", LOGSTASH + "boot"): 1, ("api", "job", LOGSTASH + "lava"): 4,
-                        ("files", "bogus", LOGSTASH + "x"): 5, ("legacy", "build", "ndjson /tmp/out"): 7},
+                        ("files", "bogus", LOGSTASH + "x"): 5, ("legacy", "build", "ndjson /tmp/out"): 7,
+                        ("api", "job", "ndjson /tmp/out"): 6, ("files", "bogus", "ndjson /tmp/out"): 8},
                        destination_of)
     assert plan.sendable == 4
     assert plan.unfetchable == {"api": 4}
@@ -1344,6 +1344,34 @@ def test_reconcile_names_the_feed_that_sends_lost_api_nodes_again_and_that_feed_
     assert final.returncode == 0, final.stdout + final.stderr
 
 
+def test_a_dry_run_of_a_resend_names_the_feed_for_lost_api_nodes_from_their_earliest_date(api_replica, forwarding,
+                                                                                           es, tmp_path):
+    """The dry run marks nothing: the date it gives is that of the nodes it found missing, the
+    same the real check gives once it has marked them."""
+    db = tmp_path / "kcing.db"
+    env = api_feed_environ(api_replica, forwarding, db, KCI_DAYS=API_WIDE, ES_HOST=es.url, DRP_DAYS=KEEP_EVERYTHING)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    kept = kept_ids(db)
+    lost = {key for key, keys in kept.items() if any(index.startswith("test-") for index, _ in keys)}
+    with sqlite3.connect(str(db)) as conn:
+        dates = {row[0] for row in conn.execute("SELECT object_date FROM upstream_file WHERE source = 'api'")
+                 if row[0] is not None}
+    assert len(lost) > 1 and len(dates) > 1
+    delete_documents(es, set().union(*(kept[key] for key in lost)))
+
+    planned = kcing(["reconcile", "--dry-run", "--resend"], env, tmp_path)
+    assert planned.returncode == 1, planned.stdout + planned.stderr
+    found = kcing(["reconcile"], env, tmp_path)
+    assert found.returncode == 1, found.stdout + found.stderr
+    advised = re.findall(r"`kcing feed_es --source api --since (\S+)`", found.stdout)
+    assert len(advised) == 1, found.stdout
+    assert re.findall(r"`kcing feed_es --source api --since (\S+)`", planned.stdout) == advised, planned.stdout
+    with sqlite3.connect(str(db)) as conn:
+        first = conn.execute("SELECT MIN(object_date) FROM upstream_file WHERE source = 'api' AND state != ?",
+                             (DELIVERED,)).fetchone()[0]
+    assert parse_since(advised[0]) == parse_since(first.replace(" ", "T")[:19] + "Z")
+
+
 def test_the_advice_for_lost_api_nodes_gives_their_earliest_date():
     report = Report(scope="test", found_missing={("api", "job", LOGSTASH + "x"): 2, ("legacy", "build", LOGSTASH + "y"): 1})
     report.kinds["job"] = KindTally(missing=2)
@@ -1361,6 +1389,16 @@ def test_the_advice_for_lost_api_nodes_gives_their_earliest_date():
     assert quiet[-1].endswith("`kcing reconcile --resend` does it now") and "--source api" not in "".join(quiet)
     report.found_since = {"api": None}  # a row edited by hand, without a readable date
     assert "--since DATE` (DATE before their last update)" in summary_lines(report, "http://es:9200")[-1]
+
+
+def test_the_earliest_date_of_lost_nodes_is_unknown_when_one_of_them_has_none():
+    first, later = datetime(2024, 10, 16, 7, 5, 9), datetime(2024, 10, 17, tzinfo=timezone.utc)
+    assert earliest(later, first) == earliest(first, later) == first
+    assert earliest(EPOCH_END, later) == later.replace(tzinfo=None)
+    # A node without a readable date may be older than any other: no date is safe to give.
+    assert earliest(first, None) is None and earliest(None, first) is None
+    assert refeed_command("api", None) == refeed_command("api", EPOCH_END) == (
+        "`kcing feed_es --source api --since DATE` (DATE before their last update) sends them again")
 
 
 # -- failures --------------------------------------------------------------------------------------
