@@ -570,3 +570,38 @@ def test_gen_samples_keeps_a_sample_edited_on_purpose_whose_sha256_is_recorded_i
                  env, tmp_path)
     assert replay.returncode == 0, replay.stderr
     assert "added by hand" in (tmp_path / "out" / "build.ndjson").read_text()
+
+
+# -- a sample's read limit: KCI_MAX_OBJECT_BYTES, or the size its manifest entry vouches for ----------
+
+def test_a_sample_s_recorded_size_raises_its_read_limit_only_with_its_sha256_and_within_bounds():
+    from kcing.sources.localfiles import SAMPLE_MAX_BYTES, sample_read_limit
+
+    sha256 = "0" * 64
+    assert sample_read_limit(2048, {"content_sha256": sha256, "content_size": 5000}) == 5000
+    # Without a sha256 nothing checks the file is the one the size was recorded for.
+    assert sample_read_limit(2048, {"content_size": 5000}) == 2048
+    # A size no saved node reaches (a manifest edited by hand) would have a file of any size read whole.
+    assert sample_read_limit(2048, {"content_sha256": sha256, "content_size": SAMPLE_MAX_BYTES + 1}) == 2048
+    assert sample_read_limit(2048, {"content_sha256": sha256, "content_size": SAMPLE_MAX_BYTES}) == SAMPLE_MAX_BYTES
+    assert sample_read_limit(2048, {"content_sha256": sha256, "content_size": 1000}) == 2048
+    assert sample_read_limit(2048, {"content_sha256": sha256, "content_size": "5000"}) == 2048
+
+
+def test_a_sample_reconcile_resends_is_read_up_to_the_size_its_manifest_entry_records(tmp_path):
+    """reconcile --resend reads a sample the ledger names as the replay does: a node saved with
+    its log may be larger than KCI_MAX_OBJECT_BYTES, and was refused as too large."""
+    from kcing.errors import ObjectTooLarge
+    from kcing.records import UpstreamObject
+    from kcing.sources.localfiles import SavedSamples
+
+    path = tmp_path / "kbuild" / "n1.json"
+    path.parent.mkdir()
+    content = b'{"log": "%s"}' % (b"x" * 4000)
+    path.write_bytes(content)
+    sha256 = hashlib.sha256(content).hexdigest()
+    vouched = UpstreamObject("samples", "kbuild", "n1", str(path),
+                             facts={"content_sha256": sha256, "content_size": len(content)})
+    assert SavedSamples(2048).fetch(vouched) == content
+    with pytest.raises(ObjectTooLarge):
+        SavedSamples(2048).fetch(UpstreamObject("samples", "kbuild", "n1", str(path), facts={"content_sha256": sha256}))
