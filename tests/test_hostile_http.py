@@ -655,6 +655,16 @@ def test_the_kibana_password_and_the_api_token_for_plain_http_are_warned_about(t
     assert "api-secret-value" not in fed.stderr
 
 
+def test_a_kibana_api_key_for_plain_http_is_warned_about(tmp_path):
+    with KibanaEmulator(api_key="a2Itc2VjcmV0LXZhbHVl") as kibana:
+        env = clean_environ(KB_URL=kibana.url, KB_API_KEY="a2Itc2VjcmV0LXZhbHVl")
+        exported = kcing(["backup_kbn", "--dry-run", "--kibana-dir", str(tmp_path / "kibana")], env, tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert [line.split(": ", 1)[-1] for line in exported.stderr.splitlines() if "clear text" in line] == [
+        "the Kibana API key (KB_API_KEY) is sent in clear text: KB_URL is http://, not https://"]
+    assert "a2Itc2VjcmV0LXZhbHVl" not in exported.stderr
+
+
 def test_no_clear_text_warning_for_https_only():
     assert kcing_http.cleartext_warning("the password", {"ES_HOST": ["https://es:9200"]}) is None
     warning = kcing_http.cleartext_warning("the password (ES_PASSWORD)", {"ES_HOST": ["http://es:9200"]})
