@@ -673,6 +673,19 @@ def test_a_plugin_unavailable_does_not_hold_back_a_kibana_whose_core_is_up(kiban
         backup_kbn(args(workdir), settings)
 
 
+def test_a_status_listing_no_core_service_is_not_taken_for_one_whose_core_is_up():
+    """A status read without credentials lists no core service: its degraded level may be
+    Elasticsearch's, so it is warned of, not said at info level as a plugin's."""
+    def answer(status):
+        return kb.Answer(200, {}, json.dumps({"status": status}).encode())
+
+    assert kb._core_available(answer({"overall": {"level": "degraded"}, "core": {"elasticsearch": {"level": "available"},
+                                                                               "savedObjects": {"level": "available"}}}))
+    assert not kb._core_available(answer({"overall": {"level": "degraded"}, "core": {}}))
+    assert not kb._core_available(answer({"overall": {"level": "degraded"}}))
+    assert not kb._core_available(answer({"overall": {"level": "degraded"}, "core": {"elasticsearch": {"level": "degraded"}}}))
+
+
 NGINX_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
              b"</center>\r\n<hr><center>nginx/1.25.3</center>\r\n</body>\r\n</html>\r\n")
 
