@@ -1,4 +1,6 @@
 """Settings precedence (defaults < local_settings.py < environment < flags) and validation."""
+import re
+
 import pytest
 
 from kcing import settings as settings_module
@@ -664,6 +666,17 @@ def test_a_legacy_crawl_of_a_host_given_as_an_ip_address_needs_its_storage_url(l
                            "(http://storage.%s names no host): set KCI_STORAGE_URL to the URL of the legacy storage\n"
                            % (command[0], env["KCI_HOST"], env["KCI_HOST"]))
     assert not logstash.store and not (tmp_path / "saved").exists()
+
+
+@pytest.mark.parametrize("host", ["192.0.2.7", "192.0.2.7:8080", "[::1]", "[2001:db8::7]:8080"])
+def test_a_kci_host_that_is_an_ip_address_takes_the_storage_url_it_is_given(tmp_path, host):
+    from kcing.wiring import check_storage_url
+
+    with pytest.raises(ConfigError, match=r"^KCI_HOST=%s is an IP address, from which no storage URL can be made"
+                                          % re.escape(host)):
+        check_storage_url(load(tmp_path, environ={"KCI_HOST": host}))
+    check_storage_url(load(tmp_path, environ={"KCI_HOST": host, "KCI_STORAGE_URL": "https://storage.example"}))
+    check_storage_url(load(tmp_path, environ={"KCI_HOST": "kernelci.example"}))
 
 
 @pytest.mark.parametrize("rate, batch, pause", [("1e-300", "500", "5e+302"), ("0.1", "500", "5000"),
