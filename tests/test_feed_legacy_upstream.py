@@ -271,18 +271,20 @@ def test_a_home_page_without_a_csrf_token_says_legacy_kernelci_is_retired_and_wh
     assert "retired" in last and "--source api" in last and "Traceback" not in result.stderr
 
 
-def test_a_kci_host_without_a_home_page_asks_whether_it_is_a_legacy_frontend(logstash, tmp_path):
+@pytest.mark.parametrize("status", [404, 410])
+def test_a_kci_host_without_a_home_page_asks_whether_it_is_a_legacy_frontend(logstash, tmp_path, status):
     """KCI_HOST set to another server (the KernelCI API's host, meant for --source api) answers
-    404 at `/`: the run said only "no CSRF token on ... (HTTP 404)", not what to check."""
+    404 at `/` (a retired one, 410): the run said only "no CSRF token on ... (HTTP 404)", not what
+    to check."""
     detail = b'{"detail":"Not Found"}'
     with LegacyReplica(small_corpus(TODAY), today=TODAY, clock=ManualClock()) as replica:
-        replica.frontend.fail_next("/", 404, count=None, body=detail)
+        replica.frontend.fail_next("/", status, count=None, body=detail)
         result = kcing(["feed_es"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
         assert replica.frontend.ajax_requests() == []
     assert result.returncode == 1, result.stderr
     last = result.stderr.splitlines()[-1]
-    assert "no CSRF token on %s/ (HTTP 404): is KCI_HOST a legacy KernelCI frontend?" % (
-        replica.frontend_url.rstrip("/")) in last
+    assert "no CSRF token on %s/ (HTTP %d): is KCI_HOST a legacy KernelCI frontend?" % (
+        replica.frontend_url.rstrip("/"), status) in last
     assert "--source api" in last and "Traceback" not in result.stderr
 
 
