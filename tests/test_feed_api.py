@@ -802,6 +802,19 @@ def test_a_missing_log_leaves_a_note_not_a_failure(env, tmp_path, api_replica, l
     assert boot["boot_result"] == "pass" and "job_status" not in boot
 
 
+def test_a_build_log_stored_gzip_compressed_is_sized_as_the_log_not_as_the_compressed_file(env, tmp_path, api_replica,
+                                                                                          logstash):
+    kbuild = api_replica.tree["kbuild-x86"]
+    log = b"arch/x86/y.c:3:4: warning: unused variable 'x'\n" * 200 + b"make: *** [Makefile:1234: vmlinux] Error 1\n"
+    compressed = gzip.compress(log)
+    assert len(compressed) < len(log) // 10
+    api_replica.corpus.add_file(urlsplit(kbuild["artifacts"]["build_log"]).path[len("/files/"):], compressed)
+    result = kcing(["feed_es", "--with-logs"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, build = document_of(logstash, kbuild["id"])
+    assert (build["build_log_size"], build["warnings"]) == (len(log), 200)
+
+
 def test_a_broken_log_its_storage_labels_gzip_leaves_a_note_and_the_watermark_moves(env, tmp_path, db, api_replica,
                                                                                     logstash):
     baseline = api_replica.tree["baseline"]
