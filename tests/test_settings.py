@@ -612,6 +612,13 @@ def test_a_kibana_api_key_no_request_can_carry_is_refused_without_being_shown(tm
                                  "spaces")
 
 
+def test_a_list_of_urls_in_local_settings_is_quoted_with_its_scheme_and_host_and_the_password_masked(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, local='ES_BUILD = ["http://kcing:first pw-part@ls:8337"]\n')
+    assert str(caught.value) == ("invalid ES_BUILD=['http://***@ls:8337'] (from %s): 'http://***@ls:8337' is not a "
+                                 "usable URL: whitespace in its host part" % (tmp_path / "local_settings.py"))
+
+
 def test_drp_with_a_passphrase_in_the_elasticsearch_url_ends_without_showing_it(tmp_path):
     from tests.feedrun import clean_environ, kcing
 
