@@ -1177,6 +1177,21 @@ def test_the_day_a_drp_run_kept_from_is_read_from_runs_recorded_before_it_was_wr
     ledger.close()
 
 
+def test_a_drp_run_row_edited_by_hand_into_no_counts_says_nothing_of_the_day_kept(tmp_path):
+    """Every feed resumes from the day drp kept: a row it cannot read must not stop it."""
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.clock = lambda: datetime(2024, 10, 16, 3, 5)
+    ids = [ledger.start_run("drp", {"days": 2}) for _ in range(5)]
+    ledger.close()
+    with sqlite3.connect(str(db)) as conn:
+        for run_id, counts in zip(ids, ["null", "[2]", '"2024-10-14"', '{"days": true}', '{"days": 3}']):
+            conn.execute("UPDATE run SET counts = ? WHERE id = ?", (counts, run_id))
+    ledger = Ledger.open(str(db))
+    assert ledger.deleted_before() == date(2024, 10, 13)  # the one row still readable
+    ledger.close()
+
+
 def test_an_object_with_documents_in_and_past_the_retention_is_checked_by_those_in_it(tmp_path, es):
     today = "build-%s" % datetime.now(timezone.utc).strftime("%Y.%m.%d")
     db = tmp_path / "kcing.db"
