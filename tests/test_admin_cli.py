@@ -65,6 +65,17 @@ def test_es_host_set_to_kibanas_port_is_a_setting_to_fix_not_elasticsearch_refus
     assert lines[0].endswith("set ES_HOST to the address Elasticsearch answers at"), done.stderr
 
 
+def test_only_a_404_or_405_without_elasticsearchs_header_is_taken_for_another_server():
+    """Elasticsearch's own 404 (an index it lacks) carries its header; its 401 may not, and is a
+    refusal of the credentials, as a proxy's 503 is an outage: neither is a setting to fix."""
+    from kcing.admin.elastic import answered_by_another_server
+
+    elastic = {"X-Elastic-Product": "Elasticsearch"}
+    assert answered_by_another_server(404, {}) and answered_by_another_server(405, None)
+    assert not answered_by_another_server(404, elastic) and not answered_by_another_server(405, elastic)
+    assert not any(answered_by_another_server(status, {}) for status in (400, 401, 403, 429, 502, 503))
+
+
 def test_drp_deletes_only_expired_kcing_indices(tmp_path, es):
     today = date.today()
     old = "boot-%s" % (today - timedelta(days=40)).strftime("%Y.%m.%d")
