@@ -679,11 +679,12 @@ def test_a_status_listing_no_core_service_is_not_taken_for_one_whose_core_is_up(
     def answer(status):
         return kb.Answer(200, {}, json.dumps({"status": status}).encode())
 
-    assert kb._core_available(answer({"overall": {"level": "degraded"}, "core": {"elasticsearch": {"level": "available"},
-                                                                               "savedObjects": {"level": "available"}}}))
-    assert not kb._core_available(answer({"overall": {"level": "degraded"}, "core": {}}))
-    assert not kb._core_available(answer({"overall": {"level": "degraded"}}))
-    assert not kb._core_available(answer({"overall": {"level": "degraded"}, "core": {"elasticsearch": {"level": "degraded"}}}))
+    degraded = {"overall": {"level": "degraded"}}
+    up = {"elasticsearch": {"level": "available"}, "savedObjects": {"level": "available"}}
+    assert kb._core_available(answer(dict(degraded, core=up)))
+    assert not kb._core_available(answer(dict(degraded, core={})))
+    assert not kb._core_available(answer(degraded))
+    assert not kb._core_available(answer(dict(degraded, core={"elasticsearch": {"level": "degraded"}})))
 
 
 NGINX_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
