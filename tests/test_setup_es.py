@@ -323,11 +323,13 @@ def test_a_refused_mapping_check_is_a_warning_not_a_failure(tmp_path, es, caplog
 
 # -- failures ------------------------------------------------------------------------------------
 
-def test_a_cluster_that_never_becomes_ready_is_a_bounded_wait(tmp_path, es):
+@pytest.mark.parametrize("backoff", ["1.0", "30"])
+def test_a_cluster_that_never_becomes_ready_is_a_bounded_wait(tmp_path, es, backoff):
+    # The health wait asks again in a loop of its own: no retry wait of ES_RETRY_BACKOFF's is added.
     es.not_ready("503")
     started = time.monotonic()
     with pytest.raises(ElasticsearchError) as caught:
-        run_setup(tmp_path, es.url, wait="1")
+        run_setup(tmp_path, es.url, wait="1", ES_RETRY_BACKOFF=backoff)
     assert time.monotonic() - started < 5
     assert "was not ready (yellow or green) within 1s" in str(caught.value)
     assert es.templates.keys() == {"logs", "metrics", "synthetics"}

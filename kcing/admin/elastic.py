@@ -159,16 +159,20 @@ class _PatientTransport(Transport):
 
     def perform_request(self, method, target, **kwargs):
         kwargs["retry_on_status"] = ()
+        # A request given fewer retries of its own (setup_es's health wait, which has a loop and
+        # a deadline of its own, none) gets no more.
+        given = kwargs.get("max_retries", DEFAULT)
+        attempts = self.policy.attempts if given is DEFAULT else min(self.policy.attempts, given + 1)
         attempt = 1
         while True:
             response = super().perform_request(method, target, **kwargs)
             status = response.meta.status
-            if (status not in RETRIED_STATUSES or attempt >= self.policy.attempts
+            if (status not in RETRIED_STATUSES or attempt >= attempts
                     or body_error_type(response.body) == "cluster_block_exception"):
                 return response
             wait = self.policy.delay(attempt, parse_retry_after(response.meta.headers.get("Retry-After")))
             log.info("%s %s: HTTP %d; retry %d of %d in %.1fs", method, target.split("?", 1)[0], status, attempt,
-                     self.policy.attempts - 1, wait)
+                     attempts - 1, wait)
             time.sleep(wait)
             attempt += 1
 
