@@ -178,7 +178,10 @@ def parse_command(name: str, argv: List[str]) -> Optional[dict]:
             raise UsageError("%s needs a value, not an empty one" % flag)
         if flag in PATH_OPTIONS and isinstance(value, str):
             # `--output=~/out` in a crontab: cron's sh expands no `~` after an `=`.
-            parsed[flag] = settings_module.home_expanded(value)
+            try:
+                parsed[flag] = settings_module.home_expanded(value)
+            except ValueError as error:
+                raise UsageError("%s %s: %s" % (flag, value, error)) from None
     return parsed
 
 

@@ -143,8 +143,17 @@ def home_expanded(path: str) -> str:
     """`path` with a leading `~` or `~user` read as a shell reads it. Nothing else does it for a
     setting: Python does not in local_settings.py, cron does not in its `KCING_DB=~/kcing.db`
     lines, nor does cron's sh after an option's `=` (`--db=~/kcing.db`); a `~` left as it is
-    names a directory `~` in the working directory, which is never what was meant."""
-    return os.path.expanduser(path) if path.startswith("~") else path
+    names a directory `~` in the working directory, which is never what was meant. So is a
+    `~user` naming no user of this host (a typo, or an account on another host): a shell leaves
+    it as it is, and the run would make that directory here (and pathlib, asked again, raises)."""
+    if not path.startswith("~"):
+        return path
+    expanded = os.path.expanduser(path)
+    if expanded.startswith("~"):
+        user = path[1:].split("/", 1)[0]
+        raise ValueError("~%s names no user of this host, so no home directory" % one_line(user, 40) if user
+                         else "~ names no home directory: HOME is not set")
+    return expanded
 
 
 def _space(value: Any) -> str:

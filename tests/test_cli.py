@@ -711,6 +711,22 @@ def test_a_leading_tilde_in_a_path_setting_or_option_is_the_home_directory(tmp_p
     assert "  path.config: %s\n" % (home / "kcing.conf") in planned.stdout
 
 
+@pytest.mark.parametrize("given", [["feed_es", "--output=~nosuchuser/out"], ["feed_es", "--metrics=~nosuchuser/k.prom"],
+                                   ["status", "--db=~nosuchuser/kcing.db"], ["status", "--log-file=~nosuchuser/k.log"]])
+def test_a_leading_tilde_naming_no_user_is_a_usage_error(given, tmp_path):
+    """`~nosuchuser/out` (a typo, or an account of another host) is left as it is by a shell and
+    by os.path.expanduser: the run made a directory `~nosuchuser` in the working directory, then
+    pathlib, asked to expand it again for the lock, raised (internal error, exit 70)."""
+    refused = kcing(given + ["--source", "samples"] * (given[0] == "feed_es"), samples_environ(tmp_path), tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert "~nosuchuser names no user of this host" in one_line(refused)
+    assert not (tmp_path / "~nosuchuser").exists()
+    by_setting = kcing(["status"], clean_environ(KCING_DB="~nosuchuser/kcing.db"), tmp_path)
+    assert by_setting.returncode == 2
+    assert one_line(by_setting) == ("kcing status: invalid KCING_DB='~nosuchuser/kcing.db' (from environment): "
+                                    "~nosuchuser names no user of this host, so no home directory")
+
+
 def test_a_run_refused_because_another_holds_the_lock_leaves_no_output_directory(tmp_path):
     db = tmp_path / "kcing.db"
     (tmp_path / "kcing.db.lock").write_text("")
