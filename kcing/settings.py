@@ -23,6 +23,8 @@ import runpy
 import sys
 from base64 import b64encode
 from dataclasses import dataclass, fields, replace
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Mapping, Optional
@@ -807,16 +809,60 @@ def read_local_settings(path: Path) -> dict:
         if directory in sys.path:
             sys.path.remove(directory)
     given = namespace.get("settings")
-    found = dict(given) if isinstance(given, dict) else {}
+    # dict.items itself, not the user's: a subclass of dict may say otherwise, or raise.
+    found = {_setting_name(name, path): value for name, value in dict.items(given)} if isinstance(given, dict) else {}
     if given is not None and not isinstance(given, (dict, ModuleType)):
         log.warning("%s: `settings` is %s, not a dict of settings; it is ignored", path, _type_name(given))
     found.update({name: value for name, value in namespace.items() if name in SPECS})
+    found = {name: _plain(value, name, path) for name, value in found.items()}
     for name in sorted(namespace):
         if name not in SPECS and not name.startswith("_"):
             mistake = _misnamed(name, same_prefix=False)
             if mistake:
                 log.warning("%s: %s is not a kcing setting and is ignored%s", path, name, mistake)
     return found
+
+
+# What a value of local_settings.py may be made of, which the parsers read (and a message quotes)
+# without running any code of the user's: Python's own types.
+_PLAIN_SCALARS = (str, int, float, bool, type(None), bytes, bytearray, complex, Decimal, Fraction)
+_PLAIN_CONTAINERS = (list, tuple, set, frozenset)
+
+
+def _plain(value: Any, name: str, path: Path) -> Any:
+    """`value`, given to setting `name` in local_settings.py, as Python's own types: a subclass of
+    str, int or float as its base type's value, a list's items so too, a path as its text. Any
+    other object is refused (ConfigError) without being shown: reading it, even to quote it, runs
+    the user's code (its __str__, __repr__ or __eq__), which may do anything, raise included."""
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return value
+    # The base type's own conversion, which copies the value without calling the subclass's methods.
+    for base, as_base in ((str, str.__str__), (int, int.__int__), (float, float.__float__)):
+        if isinstance(value, base):
+            return as_base(value)
+    for base in _PLAIN_CONTAINERS:
+        if isinstance(value, base):
+            return base(_plain(item, name, path) for item in base.__iter__(value))
+    if isinstance(value, dict):
+        return {_plain(key, name, path): _plain(item, name, path) for key, item in dict.items(value)}
+    if isinstance(value, os.PathLike):
+        try:
+            text = os.fspath(value)
+        except Exception as error:  # the user's own __fspath__: their file's error, as any in running it
+            raise ConfigError("invalid %s (from %s): a path whose __fspath__ raised %s"
+                              % (name, path, type(error).__name__)) from None
+        return _plain(text, name, path)
+    raise ConfigError("invalid %s (from %s): %s, which no setting takes: give text, a number or a list of them"
+                      % (name, path, _type_name(value)))
+
+
+def _setting_name(key: Any, path: Path) -> str:
+    """A key of local_settings.py's `settings` dict: a setting's name, so text (a subclass's
+    value as plain str); any other key is refused without running its code to show it."""
+    if isinstance(key, str):
+        return str.__str__(key)
+    raise ConfigError("%s: `settings` has a key that is %s, not a setting's name" % (path, _type_name(key)))
 
 
 def _working_directory_exists() -> bool:

@@ -343,6 +343,51 @@ def test_a_text_setting_of_another_type_in_local_settings_is_refused_not_written
     assert str(caught.value) == "invalid %s=%s (from %s): %s" % (name, shown, tmp_path / "local_settings.py", expected)
 
 
+OBJECTS_OF_THE_USERS = """
+class Raising:
+    def __str__(self): raise RuntimeError('str')
+    def __repr__(self): raise RuntimeError('repr')
+    def __eq__(self, other): raise RuntimeError('eq')
+    def __hash__(self): return 1
+class Text(str):
+    def strip(self, *args): raise RuntimeError('strip')
+class Number(int):
+    def __repr__(self): raise RuntimeError('repr')
+class Settings(dict):
+    def keys(self): raise RuntimeError('keys')
+    def __iter__(self): raise RuntimeError('iter')
+"""
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("KCI_DAYS = Raising()", "invalid KCI_DAYS (from local_settings.py): a Raising, which no setting takes: give text, "
+                             "a number or a list of them"),
+    ("ES_BUILD = ['http://ls:8337', Raising()]", "invalid ES_BUILD (from local_settings.py): a Raising, which no "
+                                                 "setting takes: give text, a number or a list of them"),
+    ("settings = {Raising(): 3}", "local_settings.py: `settings` has a key that is a Raising, not a setting's name"),
+    ("settings = Settings(KCI_DAYS=Number(0))", "invalid KCI_DAYS=0 (from local_settings.py): expected a whole number "
+                                                "from 1 to 36500"),
+    ("KCI_HOST = Text('ci example')", "invalid KCI_HOST='ci example' (from local_settings.py): expected a host name, "
+                                      "optionally with :port (no scheme or path)"),
+])
+def test_an_object_of_the_users_in_local_settings_is_refused_unread_not_an_internal_error(tmp_path, line, expected):
+    """Reading a value, or quoting it, ran the user's own __str__, __repr__ or strip, whose error
+    ended the run as an internal error (exit 70)."""
+    from tests.feedrun import clean_environ, kcing
+
+    (tmp_path / "local_settings.py").write_text(OBJECTS_OF_THE_USERS + line + "\n")
+    done = kcing(["status"], clean_environ(), tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == ["kcing status: " + expected]
+
+
+def test_a_subclass_of_text_or_a_number_in_local_settings_is_read_as_its_value(tmp_path):
+    s = load(tmp_path, local=OBJECTS_OF_THE_USERS + "KCI_DAYS = Number(5)\nKCI_HOST = Text('ci.example')\n"
+                                                    "settings = Settings(DRP_DAYS=Number(9))\n")
+    assert (s.KCI_DAYS, s.KCI_HOST, s.DRP_DAYS) == (5, "ci.example", 9)
+    assert type(s.KCI_HOST) is str
+
+
 @pytest.mark.parametrize("name", ["KCING_DB", "KCI_SAMPLES_DIR", "LS_HOME", "LS_PATH_SETTINGS", "LS_PATH_CONFIG",
                                   "KCI_CA_BUNDLE", "LS_CA_BUNDLE", "ES_CA_BUNDLE", "KB_CA_BUNDLE"])
 def test_a_path_setting_holding_a_nul_character_is_refused(tmp_path, name):
