@@ -104,6 +104,23 @@ def make_directories(path: Path) -> None:
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
 
 
+def not_replaceable(path: Path) -> Optional[str]:
+    """Why the file at `path` must not be replaced by a rename (a device, a FIFO, a socket: the
+    rename would put a file in its place, and run as root, `--metrics /dev/null` replaced the
+    machine's /dev/null for every program), or None when it may (a regular file, a link, which
+    the rename replaces and its target keeps, or nothing yet)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None  # nothing there (or nothing this process may see): the rename says what it finds
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode):
+        return None  # a directory: os.replace refuses it itself (EISDIR)
+    kind = ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    return "it is %s, which kcing would replace with a file (it writes a new file and renames it): " \
+           "name a regular file" % kind
+
+
 def write_atomically(path: Path, content: bytes, mode: Optional[int] = None, like: Optional[Path] = None) -> None:
     """Write to a temporary name beside `path`, then rename: readers see the old file or the new
     one, never half of one.
@@ -112,6 +129,9 @@ def write_atomically(path: Path, content: bytes, mode: Optional[int] = None, lik
     those of the file it copies) or of the file it replaces, else 0644 less the umask. Owner and
     group are kept as far as this process may set them (root may; a user may set a group it is in).
     """
+    refused = not_replaceable(path)
+    if refused:
+        raise ConfigError("cannot write %s: %s" % (path, refused))
     try:
         make_directories(path.parent)
         kept_mode, uid, gid = replacement_mode(path, like)

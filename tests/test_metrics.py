@@ -1,12 +1,17 @@
 """--metrics: Prometheus text a node exporter's textfile collector accepts."""
 from __future__ import annotations
 
+import os
 import re
 import stat
+
+import pytest
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from kcing import metrics
+from kcing.errors import ConfigError
+from kcing.files import write_atomically
 from kcing.pipeline import RunSummary
 
 
@@ -106,6 +111,39 @@ def test_the_file_is_replaced_whole_and_readable_by_the_exporter(tmp_path):
     assert "kcing_feed_objects" in path.read_text()
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert [p.name for p in path.parent.iterdir()] == ["kcing.prom"]
+
+
+def test_a_metrics_file_that_is_a_device_or_fifo_is_refused_before_the_run_not_replaced(tmp_path):
+    """`--metrics /dev/null` (to keep a cron line's metrics nowhere) renamed the new file over the
+    device: run as root, every program's /dev/null was a file from then on. A FIFO stands for the
+    device here, which a test must never risk replacing."""
+    from tests.feedrun import SAMPLES, clean_environ, kcing
+
+    fifo = tmp_path / "kcing.prom"
+    os.mkfifo(str(fifo))
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"), KCI_SAMPLES_DIR=str(SAMPLES))
+    refused = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out"), "--metrics", str(fifo)],
+                    env, tmp_path, timeout=60)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.splitlines() == [
+        "kcing feed_es: --metrics %s: it is a FIFO, which kcing would replace with a file (it writes a new file and "
+        "renames it): name a regular file" % fifo]
+    assert stat.S_ISFIFO(os.lstat(str(fifo)).st_mode)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "kcing.db").exists()
+
+
+def test_a_file_kcing_replaces_whole_is_never_a_device_or_fifo(tmp_path):
+    """What write_atomically replaces (metrics, pipelines.yml, a Kibana export, a sample) is a
+    regular file or a link, never the device or FIFO found at its name."""
+    fifo = tmp_path / "pipelines.yml"
+    os.mkfifo(str(fifo))
+    with pytest.raises(ConfigError, match="it is a FIFO, which kcing would replace with a file"):
+        write_atomically(fifo, b"x\n")
+    assert stat.S_ISFIFO(os.lstat(str(fifo)).st_mode) and os.listdir(str(tmp_path)) == ["pipelines.yml"]
+    (tmp_path / "target").write_text("old\n")
+    (tmp_path / "link").symlink_to("target")
+    write_atomically(tmp_path / "link", b"new\n")  # a link is replaced, its target left as it was
+    assert (tmp_path / "link").read_text() == "new\n" and (tmp_path / "target").read_text() == "old\n"
 
 
 def test_feed_es_writes_the_metrics_of_each_run(legacy_replica, logstash, tmp_path):

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 from kcing import metrics
 from kcing.commands._shared import check_and_record, print_summary, run_feed
 from kcing.errors import ConfigError, Interrupted, KcingError, exit_status
-from kcing.files import is_directory
+from kcing.files import is_directory, not_replaceable
 from kcing.flags import seconds
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
@@ -262,6 +262,9 @@ def _check_metrics_path(path: str) -> None:
         raise ConfigError("--metrics %s: directory %s %s" % (path, directory, not_a_directory(directory)))
     if is_directory(Path(path), "--metrics"):
         raise ConfigError("--metrics %s is a directory; name the file to write" % path)
+    refused = not_replaceable(Path(path))
+    if refused:
+        raise ConfigError("--metrics %s: %s" % (path, refused))
     if not os.access(directory, os.W_OK):
         raise ConfigError("--metrics %s: cannot write into %s" % (path, directory))
 
