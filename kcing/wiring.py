@@ -15,7 +15,7 @@ from kcing.building import usable_cores
 from kcing.errors import ConfigError
 from kcing.flags import a_document_date, positive_int
 from kcing.http import BodyReader, RetryPolicy, new_session, warn_cleartext_credentials
-from kcing.ledger.ledger import Ledger, ledger_exists
+from kcing.ledger.ledger import Ledger, check_ledger_path, ledger_exists
 from kcing.pipeline import FeedOptions
 from kcing.records import BOOT, BUILD, CHECKOUT, JOB, KBUILD, LAVA, NODE, REGRESSION, TEST
 from kcing.settings import MAX_DAYS
@@ -177,6 +177,7 @@ def check_ledger_directory(settings) -> None:
     if not directory.is_dir():
         raise ConfigError("KCING_DB %s: directory %s %s; create it or point KCING_DB (or --db) "
                           "elsewhere" % (settings.KCING_DB, directory, not_a_directory(directory)))
+    check_ledger_path(Path(settings.KCING_DB).expanduser())
 
 
 def not_a_directory(path: Path) -> str:

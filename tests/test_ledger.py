@@ -332,6 +332,22 @@ def test_a_directory_as_the_ledger_is_a_configuration_error(legacy_replica, logs
     assert list(folder.iterdir()) == []
 
 
+def test_a_ledger_that_is_no_regular_file_is_refused_before_a_lock_file_is_made_beside_it(legacy_replica, logstash,
+                                                                                           tmp_path):
+    """`KCING_DB=/dev/null` (to keep no ledger) was refused, but only after the run lock's file was
+    made beside it: /dev/null.lock, in /dev. A FIFO stands for the device here."""
+    fifo = tmp_path / "state" / "kcing.db"
+    fifo.parent.mkdir()
+    os.mkfifo(str(fifo))
+    env = feed_environ(legacy_replica, logstash, fifo, ES_HOST="http://127.0.0.1:9", DRP_DAYS="36500")
+    for command in LEDGER_COMMANDS:
+        result = kcing(command, env, tmp_path)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert result.stderr.splitlines() == ["kcing %s: KCING_DB %s is not a regular file: name a ledger file"
+                                              % (command[0], fifo)]
+        assert os.listdir(str(fifo.parent)) == ["kcing.db"], command
+
+
 def test_a_marked_ledger_lacking_a_table_or_column_of_its_schema_is_damaged_not_older():
     assert refusal(kcing_shape(**current_tables())) is None
     for name, columns in current_tables().items():

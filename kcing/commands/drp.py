@@ -11,7 +11,7 @@ from kcing.admin.elastic import make_client
 from kcing.commands._shared import with_drp_days
 from kcing.errors import ElasticsearchError
 from kcing.flags import utc_text
-from kcing.ledger.ledger import ledger_exists
+from kcing.ledger.ledger import check_ledger_path, ledger_exists
 from kcing.wiring import no_ledger, open_ledger
 from kcing.runlock import RunLock
 from kcing.settings import warn_short_retention
@@ -76,6 +76,7 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
     with ExitStack() as stack:
         if have_ledger and not dry_run:
             # A feed run writing rows while they are pruned would race; one run at a time.
+            check_ledger_path(Path(settings.KCING_DB).expanduser())  # before the lock file is made beside it
             stack.enter_context(RunLock(settings.KCING_DB))
         ledger = open_ledger(settings, dry_run) if have_ledger else None
         recorded = None

@@ -176,7 +176,7 @@ class Ledger:
         """
         copy_from = None
         if path != ":memory:":
-            _check_ledger_path(Path(path).expanduser())
+            check_ledger_path(Path(path).expanduser())
             if not unchanged:
                 # Before any read: opening a WAL file leaves -wal and -shm files beside the name.
                 _refuse_other_names(Path(path).expanduser())
@@ -729,8 +729,10 @@ def ledger_exists(path: str) -> bool:
     return True
 
 
-def _check_ledger_path(path: Path) -> None:
-    """A ledger path must name a file, existing or not, in a directory that exists."""
+def check_ledger_path(path: Path) -> None:
+    """A ledger path must name a file, existing or not, in a directory that exists. Checked too
+    before the run lock is taken, whose file is made beside it: `KCING_DB=/dev/null` left a
+    /dev/null.lock in /dev."""
     ledger_exists(str(path))  # a directory on the way that may not be searched: said of KCING_DB
     if path.is_dir():
         raise ConfigError("KCING_DB %s is a directory: name a ledger file, e.g. %s" % (path, path / "kcing.db"))
