@@ -82,7 +82,18 @@ def _text(value: Any) -> str:
         value = os.fspath(value)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError("expected text (a string), not %s" % _type_name(value))
-    return str(value).strip()
+    text = str(value).strip()
+    if _LONE_SURROGATE.search(text):
+        # `'\ud800'` written in local_settings.py: half of a character, which no encoding writes,
+        # so no file name, header or log line can hold it. (The environment's bytes that are not
+        # UTF-8 arrive as \udc80-\udcff, which name the same bytes again.)
+        raise ValueError("it holds half of a character (a lone surrogate, \\ud800 to \\udfff), which no text can be "
+                         "written with")
+    return text
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _credential(value: Any) -> str:
@@ -294,6 +305,12 @@ def _list_items(value: Any) -> list:
 
 def _url(value: Any, several: str = ONE_URL_ONLY) -> str:
     text = str(value).strip()
+    if _SURROGATE.search(text):
+        # An environment in another encoding than UTF-8 (`\xff`, kept as `\udcff`), or half of a
+        # character in local_settings.py: a URL is sent, logged and recorded as UTF-8 text (the
+        # ledger names each destination by its URLs), which cannot hold it.
+        raise ValueError("%r holds bytes that are not UTF-8 text: write the URL in UTF-8 (or percent-encoded)"
+                         % masked_value(text))
     if _ANOTHER_URL.match(text):
         raise ValueError("%r holds several URLs: %s" % (masked_value(text), several))
     parts = urlsplit(text)

@@ -388,6 +388,37 @@ def test_a_subclass_of_text_or_a_number_in_local_settings_is_read_as_its_value(t
     assert type(s.KCI_HOST) is str
 
 
+@pytest.mark.parametrize("name", ["KCING_DB", "KCI_SAMPLES_DIR", "LS_PASSWORD", "ES_USER"])
+def test_half_a_character_in_a_text_setting_of_local_settings_is_refused(name, tmp_path):
+    """`'\\ud800'` in local_settings.py is no character any encoding writes: a ledger, a samples
+    directory or a password holding it ended every command as an internal error (exit 70)."""
+    from tests.feedrun import clean_environ, kcing
+
+    (tmp_path / "local_settings.py").write_text("%s = 'kcing\\ud800'\n" % name)
+    done = kcing(["status"], clean_environ(), tmp_path)
+    assert done.returncode == 2, done.stderr
+    shown = "***" if name == "LS_PASSWORD" else "'kcing\\ud800'"
+    assert done.stderr.splitlines() == [
+        "kcing status: invalid %s=%s (from local_settings.py): it holds half of a character (a lone surrogate, "
+        "\\ud800 to \\udfff), which no text can be written with" % (name, shown)]
+
+
+def test_a_url_setting_holding_bytes_that_are_not_utf8_is_refused(tmp_path):
+    """An environment in another encoding (`ES_BUILD=http://ls/caf\\xe9`): the URL went into the
+    ledger's name of the destination, which SQLite takes as UTF-8 only (exit 70)."""
+    from tests.feedrun import SAMPLES, clean_environ, kcing
+
+    env = clean_environ(ES_BUILD="http://127.0.0.1:9/caf\udce9", KCING_DB=str(tmp_path / "k.db"),
+                        KCI_SAMPLES_DIR=str(SAMPLES))
+    done = kcing(["feed_es", "--source", "samples"], env, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "kcing feed_es: invalid ES_BUILD='http://127.0.0.1:9/caf\\udce9' (from environment): "
+        "'http://127.0.0.1:9/caf\\udce9' holds bytes that are not UTF-8 text: write the URL in UTF-8 (or "
+        "percent-encoded)"]
+    assert not (tmp_path / "k.db").exists()
+
+
 @pytest.mark.parametrize("name", ["KCING_DB", "KCI_SAMPLES_DIR", "LS_HOME", "LS_PATH_SETTINGS", "LS_PATH_CONFIG",
                                   "KCI_CA_BUNDLE", "LS_CA_BUNDLE", "ES_CA_BUNDLE", "KB_CA_BUNDLE"])
 def test_a_path_setting_holding_a_nul_character_is_refused(tmp_path, name):
