@@ -18,7 +18,7 @@ from typing import List, Optional, Tuple
 from docopt import DocoptExit, docopt, parse_docstring_sections, parse_options
 
 from kcing import __version__, commands, logs, settings as settings_module
-from kcing.errors import INTERNAL_ERROR, ConfigError, KcingError
+from kcing.errors import INTERNAL_ERROR, ConfigError, KcingError, kept_on_one_line
 
 log = logging.getLogger(__name__)
 
@@ -428,7 +428,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             gc.freeze()
     except UsageError as error:
         where = "kcing %s" % command if command else "kcing"
-        print("%s: %s (see %s --help)" % (where, error, where), file=sys.stderr)
+        print("%s: %s (see %s --help)" % (where, kept_on_one_line(str(error)), where), file=sys.stderr)
         return USAGE_ERROR
     except Exception as error:  # a bug in reading the command line: one line too, not a traceback
         if "-d" in argv or "--debug" in argv:
@@ -546,7 +546,7 @@ def ended(command: str, why: str, status: int) -> int:
     left nothing in it."""
     # Masked as the log masks it: an error can quote a server's answer, and a server that echoes
     # its request (a stub at an input's URL, a proxy's error page) quotes the credentials sent.
-    why = logs.masked(why)
+    why = kept_on_one_line(logs.masked(why))
     print("kcing %s: %s" % (command, why), file=sys.stderr, flush=True)
     logs.in_log_file_only(logging.ERROR, "kcing %s: %s (exit %d)" % (command, why, status), __name__)
     return status

@@ -1,4 +1,5 @@
 """One exception root; the CLI maps each class to an exit code in one place."""
+import re
 from typing import Any
 
 
@@ -119,6 +120,17 @@ def exit_status(error: BaseException) -> int:
     if isinstance(error, KeyboardInterrupt):
         return Interrupted.exit_code
     return INTERNAL_ERROR
+
+
+_LINE_BREAKING = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def kept_on_one_line(text: str) -> str:
+    """`text` with each control character (a newline, a carriage return, an escape) written as
+    Python writes it in a string (`\\n`): the last line kcing prints must stay one line whatever
+    it quotes (a file name may hold a newline: `--db $'a\\nb'`), and a terminal must not take
+    part of it for a command."""
+    return _LINE_BREAKING.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 def one_line(text: Any, limit: int = 160) -> str:

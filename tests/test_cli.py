@@ -727,6 +727,15 @@ def test_a_leading_tilde_naming_no_user_is_a_usage_error(given, tmp_path):
                                     "~nosuchuser names no user of this host, so no home directory")
 
 
+@pytest.mark.parametrize("command", ["status", "reconcile"])
+def test_the_last_line_stays_one_line_whatever_file_name_it_quotes(command, tmp_path):
+    """A file name may hold a newline or an escape sequence (`--db $'a\\nb'`): the message quoting
+    it came out on two lines, the second of which a cron mail or a log reader took for another."""
+    refused = kcing([command, "--db", "led\nger\x1b[2J.db"], clean_environ(), tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused).startswith("kcing %s: no ledger at %s yet" % (command, tmp_path / "led\\nger\\x1b[2J.db"))
+
+
 def test_a_run_refused_because_another_holds_the_lock_leaves_no_output_directory(tmp_path):
     db = tmp_path / "kcing.db"
     (tmp_path / "kcing.db.lock").write_text("")
