@@ -104,6 +104,22 @@ def make_directories(path: Path) -> None:
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
 
 
+class NotRegularFile(OSError):
+    """What read_regular_text raises for anything at a path but a regular file."""
+
+
+def read_regular_text(path: Path) -> str:
+    """The UTF-8 text of the regular file at `path` (OSError or UnicodeDecodeError when it cannot
+    be read). Anything else there is refused unread, NotRegularFile saying what it is: a FIFO
+    blocks its reader until a writer comes, for good when none does, and a device such as
+    /dev/zero never ends. It is opened without blocking to find out (a FIFO's open would block)."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file (a FIFO or a device is never read)")
+        return file.read().decode("utf-8")
+
+
 def not_replaceable(path: Path) -> Optional[str]:
     """Why the file at `path` must not be replaced by a rename (a device, a FIFO, a socket: the
     rename would put a file in its place, and run as root, `--metrics /dev/null` replaced the

@@ -2,6 +2,7 @@
 environment, against the Elasticsearch and Kibana emulators and a Logstash home in a temp dir."""
 from __future__ import annotations
 
+import os
 import re
 import resource
 import shutil
@@ -74,6 +75,23 @@ def test_only_a_404_or_405_without_elasticsearchs_header_is_taken_for_another_se
     assert answered_by_another_server(404, {}) and answered_by_another_server(405, None)
     assert not answered_by_another_server(404, elastic) and not answered_by_another_server(405, elastic)
     assert not any(answered_by_another_server(status, {}) for status in (400, 401, 403, 429, 502, 503))
+
+
+@pytest.mark.parametrize("command", [["setup_ls"], ["setup_ls", "--dry-run"], ["setup_kbn"], ["setup_kbn", "--dry-run"]])
+def test_a_file_to_read_that_is_a_fifo_is_refused_not_waited_on_for_good(command, tmp_path):
+    """pipelines.yml or saved_objects.ndjson that is a FIFO (or a link to one, or to /dev/zero): the
+    command waited for a writer that never came, and would have until killed."""
+    home = tmp_path / "logstash"
+    (home / "config").mkdir(parents=True)
+    kibana_dir = tmp_path / "kibana"
+    kibana_dir.mkdir()
+    fifo = home / "config" / "pipelines.yml" if command[0] == "setup_ls" else kibana_dir / "saved_objects.ndjson"
+    os.mkfifo(str(fifo))
+    env = clean_environ(LS_HOME=str(home), KB_URL="http://127.0.0.1:9")
+    done = kcing(command + ["--kibana-dir", str(kibana_dir)] * (command[0] == "setup_kbn"), env, tmp_path, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == ["kcing %s: cannot read %s: not a regular file (a FIFO or a device is never "
+                                        "read)" % (command[0], fifo)]
 
 
 def test_drp_deletes_only_expired_kcing_indices(tmp_path, es):

@@ -14,7 +14,7 @@ from kcing.admin.kibana import (
 )
 from kcing.errors import ConfigError, reading_failure
 from kcing.http import new_session, warn_cleartext_credentials
-from kcing.files import write_atomically
+from kcing.files import read_regular_text, write_atomically
 from kcing.transport import check_ca_bundle, netrc_credentials
 
 SAVED_OBJECTS = "saved_objects.ndjson"
@@ -60,7 +60,7 @@ def make_client(args: dict, settings, session=None) -> KibanaClient:
 def read_saved_objects(path: Path, url: str) -> List[dict]:
     """The file's objects, the placeholder in them replaced by the path of `url` (restore_url)."""
     try:
-        text = restore_url(path.read_text(encoding="utf-8"), url)
+        text = restore_url(read_regular_text(path), url)
     except FileNotFoundError:
         raise ConfigError("no saved objects file at %s: run backup_kbn first or pass --kibana-dir" % path) from None
     except (OSError, UnicodeDecodeError) as error:

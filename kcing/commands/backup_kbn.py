@@ -11,7 +11,7 @@ from kcing.admin.kibana import (
 from kcing.commands._kibana import DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client
 from kcing.errors import ConfigError
 from kcing.flags import seconds
-from kcing.files import is_directory, write_atomically
+from kcing.files import is_directory, read_regular_text, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ Examples:
 def _objects_in(path: Path) -> int:
     """How many saved objects the file at `path` holds (0 when absent or unreadable)."""
     try:
-        return len(parse_ndjson(path.read_text(encoding="utf-8")))
+        return len(parse_ndjson(read_regular_text(path)))
     except (OSError, UnicodeDecodeError, ValueError):
         return 0
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kcing.admin.logstash_setup import free_backup_path, merge_pipeline_entry, pipeline_entry
 from kcing.errors import ConfigError, reading_failure
-from kcing.files import is_directory, write_atomically
+from kcing.files import is_directory, read_regular_text, write_atomically
 
 SUMMARY = "write the kcing entry of Logstash's pipelines.yml"
 
@@ -73,7 +73,7 @@ def run(args: dict, settings, now=time.time) -> int:
     config_dir = settings_directory(settings)
     path = config_dir / "pipelines.yml"
     try:
-        existing = path.read_text(encoding="utf-8") if path.exists() else ""
+        existing = read_regular_text(path) if path.exists() else ""
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError("cannot read %s: %s" % (path, reading_failure(error))) from None
     entry = pipeline_entry(settings)
