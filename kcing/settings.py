@@ -844,9 +844,10 @@ def read_local_settings(path: Path) -> dict:
 # without running any code of the user's: Python's own types.
 _PLAIN_SCALARS = (str, int, float, bool, type(None), bytes, bytearray, complex, Decimal, Fraction)
 _PLAIN_CONTAINERS = (list, tuple, set, frozenset)
+_PLAIN_DEPTH = 8  # a list of URLs is one level; the dict `settings` two
 
 
-def _plain(value: Any, name: str, path: Path) -> Any:
+def _plain(value: Any, name: str, path: Path, depth: int = 0) -> Any:
     """`value`, given to setting `name` in local_settings.py, as Python's own types: a subclass of
     str, int or float as its base type's value, a list's items so too, a path as its text. Any
     other object is refused (ConfigError) without being shown: reading it, even to quote it, runs
@@ -858,11 +859,17 @@ def _plain(value: Any, name: str, path: Path) -> Any:
     for base, as_base in ((str, str.__str__), (int, int.__int__), (float, float.__float__)):
         if isinstance(value, base):
             return as_base(value)
+    if isinstance(value, _PLAIN_CONTAINERS + (dict,)) and depth >= _PLAIN_DEPTH:
+        # A list that holds itself (`x = []; x.append(x)`), or nested beyond any use: Python's own
+        # repr() and the walk below would recurse without end (RecursionError).
+        raise ConfigError("invalid %s (from %s): %s nested more than %d deep (or holding itself), which no setting "
+                          "takes" % (name, path, _type_name(value), _PLAIN_DEPTH))
     for base in _PLAIN_CONTAINERS:
         if isinstance(value, base):
-            return base(_plain(item, name, path) for item in base.__iter__(value))
+            return base(_plain(item, name, path, depth + 1) for item in base.__iter__(value))
     if isinstance(value, dict):
-        return {_plain(key, name, path): _plain(item, name, path) for key, item in dict.items(value)}
+        return {_plain(key, name, path, depth + 1): _plain(item, name, path, depth + 1)
+                for key, item in dict.items(value)}
     if isinstance(value, os.PathLike):
         try:
             text = os.fspath(value)

@@ -381,6 +381,20 @@ def test_an_object_of_the_users_in_local_settings_is_refused_unread_not_an_inter
     assert done.stderr.splitlines() == ["kcing status: " + expected]
 
 
+@pytest.mark.parametrize("source, kind", [("x = []\nx.append(x)\nKCI_DAYS = x", "a list"),
+                                          ("x = {}\nx['a'] = x\nsettings = {'KCI_DAYS': x}", "a dict"),
+                                          ("x = 1\nfor _ in range(100000):\n    x = [x]\nKCI_DAYS = x", "a list")])
+def test_a_value_holding_itself_or_nested_without_end_in_local_settings_is_refused(tmp_path, source, kind):
+    """Walking it, or Python's own repr() quoting it, recursed until RecursionError: exit 70."""
+    from tests.feedrun import clean_environ, kcing
+
+    (tmp_path / "local_settings.py").write_text(source + "\n")
+    done = kcing(["status"], clean_environ(), tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == ["kcing status: invalid KCI_DAYS (from local_settings.py): %s nested more "
+                                        "than 8 deep (or holding itself), which no setting takes" % kind]
+
+
 def test_a_subclass_of_text_or_a_number_in_local_settings_is_read_as_its_value(tmp_path):
     s = load(tmp_path, local=OBJECTS_OF_THE_USERS + "KCI_DAYS = Number(5)\nKCI_HOST = Text('ci.example')\n"
                                                     "settings = Settings(DRP_DAYS=Number(9))\n")
