@@ -19,7 +19,7 @@ from kcing import commands
 from kcing.errors import StorageFailed
 from kcing.ledger.ledger import Ledger
 from tests.fakes.serving import wait_until
-from tests.feedrun import REPO, clean_environ, kcing, kcing_process
+from tests.feedrun import REPO, clean_environ, kcing, kcing_process, reaped
 
 
 class Silent:
@@ -97,21 +97,19 @@ def test_sigterm_ends_every_command_with_130_and_one_line(tmp_path, silent, args
     assert err.count("interrupted") == 1, err
 
 
-def test_sigterm_ends_setup_ls_with_130_and_leaves_pipelines_yml_as_it_was(tmp_path):
-    """setup_ls held in reading pipelines.yml (a FIFO nothing writes to) ends like the others."""
+def test_setup_ls_is_never_held_reading_a_pipelines_yml_that_is_a_fifo(tmp_path):
+    """A pipelines.yml that is a FIFO nothing writes to held setup_ls until a signal ended it
+    (130); it is now refused unread at once (exit 2), and left as it was."""
     import os
     (tmp_path / "logstash" / "config").mkdir(parents=True)
     pipelines = tmp_path / "logstash" / "config" / "pipelines.yml"
     os.mkfifo(str(pipelines))
     process = kcing_process(["setup_ls"], clean_environ(LS_HOME=str(tmp_path / "logstash")), tmp_path)
-
-    def reading() -> None:
-        time.sleep(2)
-        assert process.poll() is None, process.communicate()
-
-    _, err = terminated(process, reading)
-    assert process.returncode == 130, (process.returncode, err)
-    assert err.strip().splitlines() == ["kcing setup_ls: interrupted"], err
+    with reaped(process):
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 2, (process.returncode, err)
+    assert err.strip().splitlines() == ["kcing setup_ls: cannot read %s: not a regular file (a FIFO or a device is "
+                                        "never read)" % pipelines], err
     assert sorted(path.name for path in pipelines.parent.iterdir()) == ["pipelines.yml"]
 
 
