@@ -18,7 +18,7 @@ from typing import List, Optional, Tuple
 from docopt import DocoptExit, docopt, parse_docstring_sections, parse_options
 
 from kcing import __version__, commands, logs, settings as settings_module
-from kcing.errors import INTERNAL_ERROR, ConfigError, KcingError, kept_on_one_line
+from kcing.errors import INTERNAL_ERROR, ConfigError, KcingError, StorageFailed, kept_on_one_line
 
 log = logging.getLogger(__name__)
 
@@ -366,6 +366,59 @@ def _escape_unencodable(error: UnicodeError):
 codecs.register_error("kcing-escape", _escape_unencodable)
 
 
+class StdoutFailing:
+    """sys.stdout, whose failure to write (`kcing status > file` on a full disk, an I/O error) is
+    a StorageFailed, said in one line with exit 5: a command took it for a bug (internal error,
+    exit 70), and a failure of Python's last flush at exit printed two lines of its own and exit
+    120. The output that could not be written then goes to /dev/null, so that no later flush,
+    the interpreter's at exit included, fails again. A reader gone (BrokenPipeError) is left to
+    stdout_reader_gone."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise self._failed(error) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise self._failed(error) from None
+
+    def _failed(self, error: OSError) -> StorageFailed:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+        return StorageFailed("cannot write to stdout: %s; what it did not take is lost" % (error.strerror or error))
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+
+def stdout_flushed(status: int) -> int:
+    """`status`, or 5 with one line on stderr when what is left of stdout cannot be written."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return STDOUT_CLOSED if stdout_reader_gone() else status
+    except StorageFailed as error:
+        print("kcing: %s" % error, file=sys.stderr, flush=True)
+        return status or StorageFailed.exit_code  # a command that failed has said why already
+    return status
+
+
 def tolerant_stdout() -> None:
     """Under a locale whose encoding is not UTF-8 (LC_ALL=C with PYTHONUTF8=0, a Latin-1 locale,
     PYTHONIOENCODING=ascii), a non-ASCII path or name in what a command prints (the ledger's path
@@ -410,10 +463,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     Without `argv`, the process is kcing (`kcing`, `python -m kcing`, `kcing.py`): its arguments are
     sys.argv, and what it imported is kept out of the collector's way."""
     as_program = argv is None
-    argv = sys.argv[1:] if argv is None else list(argv)
     if as_program:
         standard_descriptors_open()
         tolerant_stdout()
+        sys.stdout = StdoutFailing(sys.stdout)
+        return stdout_flushed(_main(sys.argv[1:], as_program))
+    return _main(list(argv), as_program)
+
+
+def _main(argv: List[str], as_program: bool) -> int:
     command = None
     try:
         command, rest = split_global(argv)
@@ -430,6 +488,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         where = "kcing %s" % command if command else "kcing"
         print("%s: %s (see %s --help)" % (where, kept_on_one_line(str(error)), where), file=sys.stderr)
         return USAGE_ERROR
+    except StorageFailed as error:  # --help printed into a full disk
+        where = "kcing %s" % command if command else "kcing"
+        print("%s: %s" % (where, error), file=sys.stderr)
+        return error.exit_code
     except Exception as error:  # a bug in reading the command line: one line too, not a traceback
         if "-d" in argv or "--debug" in argv:
             import traceback

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -144,6 +145,24 @@ def test_status_into_a_pipe_closed_early_is_no_internal_error(tmp_path):
     os.close(write)
     assert "internal error" not in process.stderr and "Traceback" not in process.stderr
     assert process.returncode == 141, process.stderr
+
+
+@pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["status", "--help"]])
+def test_status_into_a_full_disk_ends_with_one_line_and_exit_5(args, tmp_path):
+    """`kcing status > report.txt` on a full disk (/dev/full stands for it): Python's last flush of
+    stdout failed at exit, which printed two lines of its own and ended the process with 120."""
+    db = tmp_path / "kcing.db"
+    env = clean_environ()
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(REPO / "samples"), "--output",
+                 str(tmp_path / "out"), "--db", str(db)], env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    with open("/dev/full", "w") as full:
+        process = subprocess.run([sys.executable, str(REPO / "kcing.py"), *args, "--db", str(db)], env=env,
+                                 cwd=str(tmp_path), stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert process.returncode == 5, process.stderr
+    [line] = process.stderr.splitlines()  # `kcing status: ...` when a write inside the command failed
+    assert re.fullmatch(r"kcing( status)?: cannot write to stdout: No space left on device; what it did not take is "
+                        r"lost", line), line
 
 
 # drp -------------------------------------------------------------------------------------------
