@@ -464,8 +464,10 @@ def test_an_unknown_space_is_a_clear_error(kibana, workdir, tmp_path):
 def test_a_space_the_user_may_not_see_is_a_clear_error(kibana, workdir, tmp_path):
     kibana.fail_next(403, route="/api/spaces/space/ci", body={
         "statusCode": 403, "error": "Forbidden", "message": "Unauthorized to get space"})
-    with pytest.raises(ConfigError, match="may not read the space ci .*HTTP 403.*Unauthorized to get space"):
-        setup_kbn(args(workdir, space="ci"), make_settings(tmp_path, KB_URL=kibana.url))
+    with pytest.raises(ConfigError, match="^Kibana user 'viewer' may not read the space ci .*HTTP 403.*Unauthorized to get "
+                                          "space"):
+        setup_kbn(args(workdir, space="ci"), make_settings(tmp_path, KB_URL=kibana.url, KB_USER="viewer",
+                                                           KB_PASSWORD=PASSWORD))
     assert kibana.objects(space="ci") == []
 
 
