@@ -1,6 +1,7 @@
 """The ledger: which upstream objects were seen, and which Logstash acknowledged in full."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sqlite3
@@ -725,6 +726,8 @@ def ledger_exists(path: str) -> bool:
     except (FileNotFoundError, NotADirectoryError):
         return False
     except OSError as error:
+        if error.errno == errno.ELOOP:  # as the run lock says it (kcing.runlock.lock_path)
+            raise ConfigError("%s is a loop of symbolic links: point it at a file" % os.path.expanduser(path)) from None
         raise ConfigError("KCING_DB %s cannot be looked up: %s" % (path, error.strerror or error)) from None
     return True
 
