@@ -577,3 +577,18 @@ def test_a_signal_ends_the_wait_for_a_busy_node_at_once(tmp_path, es):
         stdout, stderr, took = stopped_by_signal(process, settle=0.5)
     assert process.returncode == 130, stdout + stderr
     assert took < 3 and "Traceback" not in stderr
+
+
+def test_setup_es_health_wait_is_not_stretched_by_the_busy_node_waits(tmp_path):
+    # The health wait polls a starting node itself, within --wait: the waits for a busy node
+    # (here a Retry-After of 30 s, twice) would hold `setup_es --wait 1` a minute.
+    not_ready = b'{"error":{"root_cause":[],"type":"master_not_discovered_exception","reason":null},"status":503}'
+    with RogueFront() as front:
+        front.on("GET", "/_cluster/health", busy_for(1000, 503, body=not_ready, retry_after="30"))
+        began = time.monotonic()
+        done = kcing(["setup_es", "--wait", "1"], clean_environ(ES_HOST=front.url, KCING_DB=str(tmp_path / "k.db")),
+                     tmp_path)
+        took = time.monotonic() - began
+    assert done.returncode == 3, done.stderr
+    assert "was not ready (yellow or green) within 1s: 503 master_not_discovered_exception" in done.stderr
+    assert took < 11 and "retry 1 of" not in done.stderr, (took, done.stderr)
