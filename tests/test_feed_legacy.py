@@ -258,10 +258,20 @@ def test_days_narrows_the_crawl_window(env, tmp_path, legacy_replica, objects):
 def test_a_crawl_window_drp_would_forget_is_warned_of_by_the_feed(env, tmp_path, legacy_replica):
     # drp forgets the rows of a window it does not exceed, and each run then sends them again:
     # said by the cron line that gives --days, not only by drp's.
+    # (The environment's DRP_DAYS of 31 exceeds every window here: drp's default of 3 is meant.)
+    env = dict(env, DRP_DAYS="3")
     warning = "DRP_DAYS=3 is not more than KCI_DAYS=3: ledger rows of objects the next crawl lists again would be forgotten"
     assert warning in kcing(["feed_es", "--days", "3", "--dry-run"], env, tmp_path).stderr
     for fine in (["--days", "2"], ["--how-many", "1"]):
         assert "DRP_DAYS" not in kcing(["feed_es", *fine, "--dry-run"], env, tmp_path).stderr
+
+
+
+def test_the_feeds_help_says_a_legacy_crawl_reads_drp_days_not_only_with_verify():
+    from kcing import commands
+
+    listed = " ".join(commands.load("feed_es").USAGE.split("Settings read", 1)[1].split("\n\n", 1)[0].split())
+    assert "DRP_DAYS (a legacy crawl, unless given --how-many, warns when it does not exceed KCI_DAYS" in listed, listed
 
 
 def test_output_dir_writes_bulk_ready_ndjson(env, tmp_path, logstash, expected):
