@@ -303,6 +303,18 @@ def _list_items(value: Any) -> list:
     return str(value).split(",")
 
 
+def _quoted(text: str) -> str:
+    """`text` quoted in a reason, masked, and cut as `_parse` cuts a value: an item of a list
+    pasted with the rest of a line would otherwise be quoted whole after the cut value."""
+    return _cut(repr(masked_value(text)))
+
+
+def _cut(shown: str) -> str:
+    if len(shown) <= SHOWN_VALUE_CHARACTERS:
+        return shown
+    return "%s... (%d characters)" % (shown[:SHOWN_VALUE_CHARACTERS], len(shown))
+
+
 def _url(value: Any, several: str = ONE_URL_ONLY) -> str:
     text = str(value).strip()
     if _SURROGATE.search(text):
@@ -312,13 +324,13 @@ def _url(value: Any, several: str = ONE_URL_ONLY) -> str:
         raise ValueError("%r holds bytes that are not UTF-8 text: write the URL in UTF-8 (or percent-encoded)"
                          % masked_value(text))
     if _ANOTHER_URL.match(text):
-        raise ValueError("%r holds several URLs: %s" % (masked_value(text), several))
+        raise ValueError("%s holds several URLs: %s" % (_quoted(text), several))
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("%r is not an http(s) URL%s" % (masked_value(text), _scheme_hint(text)))
+        raise ValueError("%s is not an http(s) URL%s" % (_quoted(text), _scheme_hint(text)))
     ambiguous = urls.authority_problem(text)
     if ambiguous is not None:
-        raise ValueError("%r is not a usable URL: %s" % (masked_value(text), ambiguous))
+        raise ValueError("%s is not a usable URL: %s" % (_quoted(text), ambiguous))
     # Any "@": a password holding "/", "?" or "#" unencoded (`http://u:1234/x@host`) ends the
     # host part there for urllib.parse, which then reads no credentials but a port and a path;
     # no base URL of a service needs an "@" in its path.
@@ -770,9 +782,9 @@ def _parse(name: str, value: Any, origin: str) -> Any:
         else:
             shown = repr(masked_value(value)) if isinstance(value, str) else masked_value(_repr(value))
             if len(shown) > SHOWN_VALUE_CHARACTERS:  # a value pasted twice, 10**400: the line stays readable
-                # The reason may quote the whole value again ("'...' is not an http(s) URL").
-                error = str(error).replace(shown, "it")
-                shown = "%s... (%d characters)" % (shown[:SHOWN_VALUE_CHARACTERS], len(shown))
+                # The reason may quote the value again ("'...' is not an http(s) URL"), whole or cut.
+                error = str(error).replace(shown, "it").replace(_cut(shown), "it")
+                shown = _cut(shown)
         raise ConfigError("invalid %s=%s (from %s): %s" % (name, shown, origin, error)) from None
 
 

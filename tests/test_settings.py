@@ -818,3 +818,13 @@ def test_feed_es_with_a_documents_per_second_cap_that_would_hold_it_for_good_end
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("kcing feed_es: ES_MAX_DOCS_PER_SECOND=1e-09 would pause 5e+11 s")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_long_url_of_a_list_refused_is_quoted_cut_as_the_value_is(tmp_path):
+    # An item pasted with the rest of a line was quoted whole after the value's cut start.
+    item = "ftp://" + "c" * 300
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={"ES_BUILD": "http://ok, " + item})
+    message = str(caught.value)
+    assert message.endswith(": %s... (%d characters) is not an http(s) URL" % (repr(item)[:80], len(repr(item))))
+    assert len(message) < 300, message
