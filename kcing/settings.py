@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Optional
 from urllib.parse import quote, urlsplit
 
 from kcing import urls
-from kcing.digits import foreign_digits
+from kcing.digits import ascii_digits, foreign_digits
 from kcing.errors import ConfigError, one_line
 
 log = logging.getLogger(__name__)
@@ -345,9 +345,12 @@ def _url(value: Any, several: str = ONE_URL_ONLY) -> str:
 
 def _scheme_hint(text: str) -> str:
     """What a URL given without its scheme lacks: `localhost:9200` is read as the scheme
-    `localhost`, and `8337`, a port alone, as no URL at all."""
+    `localhost`, and `8337`, a port alone, as no URL at all. A number that is no port (0, 99999,
+    a long one pasted) gets no hint: http://localhost:99999 would be refused in its turn."""
     if text.isdigit():
-        return ": a port alone names no host; give the whole URL, e.g. http://localhost:%s" % text
+        if ascii_digits(text) and len(text) <= 5 and 1 <= int(text) <= 65535:
+            return ": a port alone names no host; give the whole URL, e.g. http://localhost:%s" % text
+        return ""
     if "://" in text or "@" in text:
         return ""
     try:

@@ -448,6 +448,17 @@ def test_a_url_setting_given_without_its_scheme_says_what_it_lacks(command, sett
         command, setting, value, given, hint)
 
 
+@pytest.mark.parametrize("value", ["0", "99999", "9" * 200])
+def test_a_number_that_is_no_port_is_not_offered_as_one(tmp_path, value):
+    # "give the whole URL, e.g. http://localhost:99999" offered a URL refused in its turn, and of
+    # a long number pasted quoted all of it again after the cut value.
+    refused = kcing(["feed_es"], samples_environ(tmp_path, ES_BUILD=value), tmp_path)
+    assert refused.returncode == 2
+    line = one_line(refused)
+    assert line.endswith(" is not an http(s) URL"), line
+    assert "localhost" not in line and len(line) < 250, line
+
+
 def test_a_long_bad_url_is_quoted_once_and_cut(tmp_path):
     # A value pasted into ES_HOST with the rest of a line: the error quotes its start, once.
     value = "es.example:9200 " + "x" * 2000
