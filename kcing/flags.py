@@ -62,10 +62,10 @@ def a_date(args: dict, flag: str) -> Optional[datetime]:
         return utc_date(value)
     except AmbiguousDate as ambiguous:
         raise ConfigError(ambiguous_message(flag, value, ambiguous)) from None
-    except SignedZoneName:
-        raise ConfigError("%s %r gives its offset after UTC or GMT, which POSIX reads west of Greenwich and "
+    except SignedZoneName as signed:
+        raise ConfigError("%s %r gives its offset after %s, which POSIX reads west of Greenwich and "
                           "ISO 8601 east: give the offset alone, such as '2020-11-04 09:41 +03:00'"
-                          % (flag, value)) from None
+                          % (flag, value, signed.name)) from None
     except UnknownZone:
         raise ConfigError("%s expects a time zone as a UTC offset, such as '2020-11-04 09:41 +01:00' or "
                           "'2020-11-04 09:41 UTC', not %r" % (flag, value)) from None
@@ -114,14 +114,20 @@ class UnknownZone(ValueError):
 
 
 class SignedZoneName(UnknownZone):
-    """A text giving its offset after "UTC" or "GMT" ("UTC+3"), whose sign readers take two ways."""
+    """A text giving its offset after "UTC", "GMT" or "Z" ("UTC+3"), whose sign readers take two
+    ways. `name` is the name as the text wrote it, upper-cased ("Z (UTC)" for Z): the message
+    names what the user wrote, not a UTC or GMT that is not in it."""
+
+    def __init__(self, message: str, name: str = "UTC or GMT"):
+        super().__init__(message)
+        self.name = name
 
 
 # "UTC+3" or "GMT-05:00": POSIX TZ rules, and python-dateutil with them, count such an offset
 # west of Greenwich (UTC+3 is 3 hours behind), while ISO 8601 and most people count it east.
 # python-dateutil takes "Z" for UTC's name as well: "10:00Z+03:00" was read as 13:00 UTC, and
 # "10:00 Z +3" as 10:00 UTC, the offset dropped.
-_SIGNED_ZONE_NAME = re.compile(r"(?:UTC|GMT|(?<![a-z])Z)\s*[-+]\s*[0-9]", re.IGNORECASE)
+_SIGNED_ZONE_NAME = re.compile(r"(UTC|GMT|(?<![a-z])Z)\s*[-+]\s*[0-9]", re.IGNORECASE)
 
 
 def _offset_only(name: Optional[str], offset: Optional[int]) -> Optional[int]:
@@ -235,8 +241,11 @@ def utc_date(text: str) -> datetime:
 
     if foreign_digits(text):  # python-dateutil reads any script's digits as 0-9; no other tool does
         raise ValueError("%r is not written in the digits 0-9" % text)
-    if _SIGNED_ZONE_NAME.search(text):
-        raise SignedZoneName("%r gives an offset after UTC or GMT, which is read with either sign" % text)
+    signed = _SIGNED_ZONE_NAME.search(text)
+    if signed:
+        name = signed.group(1).upper()
+        name = "Z (UTC)" if name == "Z" else name
+        raise SignedZoneName("%r gives an offset after %s, which is read with either sign" % (text, name), name)
     try:
         first, second = (dateparser.parse(text, default=filler, tzinfos=_offset_only) for filler in _FILLERS)
     except ValueError:

@@ -38,9 +38,9 @@ def parse_since(text: str) -> datetime:
         return utc_date(text)
     except AmbiguousDate as ambiguous:
         raise ConfigError(ambiguous_message("--since", text, ambiguous)) from None
-    except SignedZoneName:
-        raise ConfigError("--since %r gives its offset after UTC or GMT, which POSIX reads west of Greenwich and "
-                          "ISO 8601 east: give the offset alone (try '2024-10-16 08:00 +03:00')" % text) from None
+    except SignedZoneName as signed:
+        raise ConfigError("--since %r gives its offset after %s, which POSIX reads west of Greenwich and ISO 8601 "
+                          "east: give the offset alone (try '2024-10-16 08:00 +03:00')" % (text, signed.name)) from None
     except UnknownZone:
         raise ConfigError("--since %r names its time zone by an abbreviation: give a UTC offset (try "
                           "'2024-10-16 08:00 +01:00' or '2024-10-16 08:00 UTC')" % text) from None

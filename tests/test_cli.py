@@ -1148,25 +1148,29 @@ def test_a_since_naming_its_zone_by_an_abbreviation_is_refused_on_every_host(tmp
                                  "'2024-10-16 08:00 UTC')")
 
 
-@pytest.mark.parametrize("since", ["2024-07-01 08:00 UTC+3", "2024-07-01T08:00GMT-05:30", "2024-07-01 08:00 utc + 3",
-                                   # "Z" is UTC to python-dateutil too: 11:00 UTC, and 08:00 with "+3" dropped
-                                   "2024-07-01T08:00:00Z+03:00", "2024-07-01 08:00 z +3"])
-def test_a_since_giving_its_offset_after_utc_or_gmt_is_refused_as_read_with_either_sign(tmp_path, since):
+@pytest.mark.parametrize("since, name", [("2024-07-01 08:00 UTC+3", "UTC"), ("2024-07-01T08:00GMT-05:30", "GMT"),
+                                         ("2024-07-01 08:00 utc + 3", "UTC"),
+                                         # "Z" is UTC to python-dateutil too: 11:00 UTC, and 08:00 with "+3" dropped
+                                         ("2024-07-01T08:00:00Z+03:00", "Z (UTC)"), ("2024-07-01 08:00 z +3", "Z (UTC)")])
+def test_a_since_giving_its_offset_after_utc_or_gmt_is_refused_as_read_with_either_sign(tmp_path, since, name):
     """python-dateutil reads "UTC+3" as POSIX TZ rules do, 3 hours west of Greenwich: a user
-    meaning 08:00 at +03:00 (05:00 UTC) was given 11:00 UTC, and missed six hours of results."""
+    meaning 08:00 at +03:00 (05:00 UTC) was given 11:00 UTC, and missed six hours of results.
+    The refusal names the zone the user wrote: "after UTC or GMT" of a Z sent them looking."""
     refused = kcing(["reconcile", "--since", since], samples_environ(tmp_path), tmp_path)
     assert refused.returncode == 2
-    assert one_line(refused) == ("kcing reconcile: --since %r gives its offset after UTC or GMT, which POSIX reads "
+    assert one_line(refused) == ("kcing reconcile: --since %r gives its offset after %s, which POSIX reads "
                                  "west of Greenwich and ISO 8601 east: give the offset alone (try "
-                                 "'2024-10-16 08:00 +03:00')" % since)
+                                 "'2024-10-16 08:00 +03:00')" % (since, name))
 
 
 def test_a_date_giving_its_offset_after_utc_or_gmt_is_refused_and_an_offset_alone_is_read_east():
     from kcing import flags
     from kcing.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"^--date '2020-07-04 00:30 GMT\+1' gives its offset after UTC or GMT"):
+    with pytest.raises(ConfigError, match=r"^--date '2020-07-04 00:30 GMT\+1' gives its offset after GMT, "):
         flags.a_date({"--date": "2020-07-04 00:30 GMT+1"}, "--date")
+    with pytest.raises(ConfigError, match=r"^--date '2020-07-04T00:30Z\+01:00' gives its offset after Z \(UTC\), "):
+        flags.a_date({"--date": "2020-07-04T00:30Z+01:00"}, "--date")
     assert flags.a_date({"--date": "2020-07-04 00:30 +01:00"}, "--date").isoformat() == "2020-07-03T23:30:00+00:00"
     assert flags.a_date({"--date": "2020-07-04 00:30 UTC"}, "--date").isoformat() == "2020-07-04T00:30:00+00:00"
 
