@@ -566,6 +566,32 @@ def test_a_block_answered_with_429_is_not_waited_on(tmp_path):
             assert [path for _, path, _ in front.requests].count("/%s/_doc/1" % index) == asked
 
 
+PERMANENT_BREAKER = (b'{"error":{"root_cause":[],"type":"circuit_breaking_exception","reason":"[parent] Data too '
+                     b'large, data for [<http_request>] would be [1073741824/1gb], which is larger than the limit of '
+                     b'[1020054732/972.7mb]","bytes_wanted":1073741824,"bytes_limit":1020054732,"durability":'
+                     b'"PERMANENT"},"status":429}')
+
+
+def test_a_permanent_circuit_breaker_is_not_waited_on_and_a_transient_one_is(tmp_path):
+    # Elasticsearch says a PERMANENT breaker needs an operator, not a retry: ES_RETRY_BACKOFF's
+    # waits (minutes, with a large one) would only delay the error.
+    from elasticsearch import ApiError
+
+    from kcing import settings as settings_module
+    from kcing.admin.elastic import make_client
+    transient = PERMANENT_BREAKER.replace(b'"PERMANENT"', b'"TRANSIENT"')
+    with RogueFront() as front:
+        front.on("PUT", "/build-2019.05.01/_doc/1", busy_for(100, body=PERMANENT_BREAKER))
+        front.on("PUT", "/build-2019.05.02/_doc/1", busy_for(100, body=transient))
+        client = make_client(settings_module.load(environ={"ES_HOST": front.url, "ES_RETRY_BACKOFF": "0.05"},
+                                                  local_file=tmp_path / "none.py"))
+        for index, asked in (("build-2019.05.01", 1), ("build-2019.05.02", 3)):
+            with pytest.raises(ApiError) as refused:
+                client.index(index=index, id="1", document={})
+            assert refused.value.meta.status == 429
+            assert [path for _, path, _ in front.requests].count("/%s/_doc/1" % index) == asked
+
+
 def test_a_signal_ends_the_wait_for_a_busy_node_at_once(tmp_path, es):
     with RogueFront(es.url) as front:
         front.on("GET", "/_cat/indices", busy_for(1000, retry_after="100"))

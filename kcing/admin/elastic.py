@@ -150,8 +150,8 @@ class _PatientTransport(Transport):
     front of it 502/503/504 while it restarts: asked again at once, it answers the same, and the
     command failed for a moment's load. Here such an answer is asked again after a capped
     exponential backoff from `policy.base` (ES_RETRY_BACKOFF), or after its `Retry-After` (up
-    to 120 s), MAX_RETRIES times. A 429 for an index block (a full disk's flood-stage block) is
-    answered at once: no wait lifts it. Connection errors are still asked again at once by the
+    to 120 s), MAX_RETRIES times. A 429 for an index block (a full disk's flood-stage block) or
+    a PERMANENT circuit breaker is answered at once: no wait lifts it. Connection errors are still asked again at once by the
     transport, and a timeout not at all: the deadline is the longest a question may take. The
     waits sleep in the command's main thread, where a signal ends them as it ends a request."""
 
@@ -167,14 +167,24 @@ class _PatientTransport(Transport):
         while True:
             response = super().perform_request(method, target, **kwargs)
             status = response.meta.status
-            if (status not in RETRIED_STATUSES or attempt >= attempts
-                    or body_error_type(response.body) == "cluster_block_exception"):
+            if status not in RETRIED_STATUSES or attempt >= attempts or no_wait_helps(response.body):
                 return response
             wait = self.policy.delay(attempt, parse_retry_after(response.meta.headers.get("Retry-After")))
             log.info("%s %s: HTTP %d; retry %d of %d in %.1fs", method, target.split("?", 1)[0], status, attempt,
                      attempts - 1, wait)
             time.sleep(wait)
             attempt += 1
+
+
+def no_wait_helps(body) -> bool:
+    """Whether an error answer says asking again later would be answered the same: an index
+    block (a full disk's flood-stage block, answered 429), or a circuit breaker Elasticsearch
+    calls PERMANENT (429 too: the request is larger than the memory it may ever take, which an
+    operator has to change)."""
+    kind = body_error_type(body)
+    if kind == "cluster_block_exception":
+        return True
+    return kind == "circuit_breaking_exception" and str(body["error"].get("durability", "")).upper() == "PERMANENT"
 
 
 def unexpected_answer(method: str, target: str, status: int, product: Optional[str], body: bytes) -> str:
