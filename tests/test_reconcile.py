@@ -1758,3 +1758,26 @@ def test_resend_with_a_logstash_setting_it_cannot_use_is_refused_before_the_chec
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert refused.stderr.strip() == "kcing reconcile: LS_USER and LS_PASSWORD must be set together"
     assert table_dump(db) == before  # not checked, not marked, no run recorded
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_signal_ends_a_reconcile_waiting_to_ask_a_busy_elasticsearch_again(tmp_path, status):
+    # The wait before asking a busy node again (a Retry-After of 100 s) is a question's too.
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1))], to_logstash)
+    ledger.close()
+    busy = answer(status, (("Content-Type", "application/json"), ("X-Elastic-Product", "Elasticsearch"),
+                           ("Retry-After", "100")), b'{"error":{"type":"es_rejected_execution_exception"},"status":%d}'
+                  % status)
+    with RogueFront() as front:
+        front.on("POST", "/_mget", busy, count=None)
+        process = kcing_process(["reconcile"], clean_environ(KCING_DB=str(db), ES_HOST=front.url), tmp_path)
+        if not wait_until(lambda: front.requests, timeout=30):
+            process.kill()
+            pytest.fail("reconcile never asked: %s" % (process.communicate(),))
+        stdout, stderr, took = stopped_by_signal(process, settle=0.5)
+    assert process.returncode == 130, stdout + stderr
+    assert took < 3 and "Traceback" not in stderr, (took, stderr)
+    assert runs(db)[-1][:2] == ("reconcile", "error 130")
+    assert set(ledger_states(db).values()) == {DELIVERED}
