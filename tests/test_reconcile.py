@@ -1781,3 +1781,20 @@ def test_a_signal_ends_a_reconcile_waiting_to_ask_a_busy_elasticsearch_again(tmp
     assert took < 3 and "Traceback" not in stderr, (took, stderr)
     assert runs(db)[-1][:2] == ("reconcile", "error 130")
     assert set(ledger_states(db).values()) == {DELIVERED}
+
+
+@needs_samples
+def test_a_signal_ends_a_verify_waiting_to_ask_a_busy_elasticsearch_again(env, tmp_path):
+    busy = answer(429, (("Content-Type", "application/json"), ("X-Elastic-Product", "Elasticsearch"),
+                        ("Retry-After", "100")), b'{"error":{"type":"es_rejected_execution_exception"},"status":429}')
+    with RogueFront(env["ES_HOST"]) as front:
+        front.on("POST", "/_mget", busy, count=None)
+        process = kcing_process(["feed_es", "--verify", "--verify-delay", "0"], dict(env, ES_HOST=front.url), tmp_path)
+        if not wait_until(lambda: [by for _, _, by in front.requests if by != "forward"], timeout=60):
+            process.kill()
+            pytest.fail("the check never asked: %s" % (process.communicate(),))
+        stdout, stderr, took = stopped_by_signal(process, settle=0.5)
+    assert process.returncode == 130, stdout + stderr
+    assert took < 3 and "Traceback" not in stderr, (took, stderr)
+    assert set(ledger_states(tmp_path / "kcing.db").values()) == {DELIVERED}
+    assert [run[:2] for run in runs(tmp_path / "kcing.db")] == [("feed_es", "ok"), ("reconcile", "error 130")]
