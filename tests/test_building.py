@@ -372,6 +372,15 @@ def test_a_users_own_malloc_setting_reaches_the_workers_unchanged(monkeypatch):
     assert building._worker_environment()["MALLOC_MMAP_THRESHOLD_"] == str(building.WORKER_MALLOC_BYTES)
 
 
+def test_the_readme_names_the_malloc_settings_workers_start_with():
+    # An operator chasing a worker's memory finds them in its environment: the README says why.
+    from tests.feedrun import REPO
+
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert all("`%s`" % name in readme for name in building.WORKER_MALLOC_SETTINGS)
+    assert "at %d MiB" % (building.WORKER_MALLOC_BYTES >> 20) in readme
+
+
 def test_workers_setting_and_flag(tmp_path, clean_settings):
     from kcing import settings
     from kcing.wiring import feed_options
