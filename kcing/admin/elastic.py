@@ -151,9 +151,10 @@ class _PatientTransport(Transport):
     command failed for a moment's load. Here such an answer is asked again after a capped
     exponential backoff from `policy.base` (ES_RETRY_BACKOFF), or after its `Retry-After` (up
     to 120 s), MAX_RETRIES times. A 429 for an index block (a full disk's flood-stage block) or
-    a PERMANENT circuit breaker is answered at once: no wait lifts it. Connection errors are still asked again at once by the
-    transport, and a timeout not at all: the deadline is the longest a question may take. The
-    waits sleep in the command's main thread, where a signal ends them as it ends a request."""
+    a PERMANENT circuit breaker is answered at once: no wait lifts it. Connection errors are
+    still asked again at once by the transport, and a timeout not at all: the deadline is the
+    longest a question may take. The waits sleep in the command's main thread, where a signal
+    ends them as it ends a request."""
 
     policy = RetryPolicy(attempts=MAX_RETRIES + 1)
 
