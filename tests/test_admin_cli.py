@@ -547,42 +547,27 @@ def test_drp_asks_a_busy_node_again_after_a_wait(tmp_path, es, status, retry_aft
     assert "GET /_cat/indices/build-*,boot-*,test-*,log-*,regression-*: HTTP %d; retry 1 of 2 in" % status in done.stderr
 
 
-def test_a_block_answered_with_429_is_not_waited_on(tmp_path):
-    # A full disk's flood-stage block answers a write 429 too, but no wait lifts it: it is
-    # answered at once, not after ES_RETRY_BACKOFF's waits.
-    from elasticsearch import ApiError
-
-    from kcing import settings as settings_module
-    from kcing.admin.elastic import make_client
-    with RogueFront() as front:
-        front.on("PUT", "/build-2019.05.01/_doc/1", busy_for(100, body=FLOOD_BLOCK))
-        front.on("PUT", "/build-2019.05.02/_doc/1", busy_for(100))
-        client = make_client(settings_module.load(environ={"ES_HOST": front.url, "ES_RETRY_BACKOFF": "0.2"},
-                                                  local_file=tmp_path / "none.py"))
-        for index, asked in (("build-2019.05.01", 1), ("build-2019.05.02", 3)):
-            with pytest.raises(ApiError) as refused:
-                client.index(index=index, id="1", document={})
-            assert refused.value.meta.status == 429
-            assert [path for _, path, _ in front.requests].count("/%s/_doc/1" % index) == asked
-
-
 PERMANENT_BREAKER = (b'{"error":{"root_cause":[],"type":"circuit_breaking_exception","reason":"[parent] Data too '
                      b'large, data for [<http_request>] would be [1073741824/1gb], which is larger than the limit of '
                      b'[1020054732/972.7mb]","bytes_wanted":1073741824,"bytes_limit":1020054732,"durability":'
                      b'"PERMANENT"},"status":429}')
 
 
-def test_a_permanent_circuit_breaker_is_not_waited_on_and_a_transient_one_is(tmp_path):
-    # Elasticsearch says a PERMANENT breaker needs an operator, not a retry: ES_RETRY_BACKOFF's
-    # waits (minutes, with a large one) would only delay the error.
+@pytest.mark.parametrize("final, asked_again", [(FLOOD_BLOCK, REJECTED),
+                                                (PERMANENT_BREAKER, PERMANENT_BREAKER.replace(b'"PERMANENT"',
+                                                                                              b'"TRANSIENT"'))],
+                         ids=["flood-stage-block", "permanent-breaker"])
+def test_a_429_no_wait_lifts_is_answered_at_once(tmp_path, final, asked_again):
+    # A full disk's flood-stage block answers a write 429, and so does a circuit breaker
+    # Elasticsearch calls PERMANENT (an operator's to change): asked again after ES_RETRY_BACKOFF's
+    # waits, they would be refused the same, later. A full queue or a TRANSIENT breaker is asked again.
     from elasticsearch import ApiError
 
     from kcing import settings as settings_module
     from kcing.admin.elastic import make_client
-    transient = PERMANENT_BREAKER.replace(b'"PERMANENT"', b'"TRANSIENT"')
     with RogueFront() as front:
-        front.on("PUT", "/build-2019.05.01/_doc/1", busy_for(100, body=PERMANENT_BREAKER))
-        front.on("PUT", "/build-2019.05.02/_doc/1", busy_for(100, body=transient))
+        front.on("PUT", "/build-2019.05.01/_doc/1", busy_for(100, body=final))
+        front.on("PUT", "/build-2019.05.02/_doc/1", busy_for(100, body=asked_again))
         client = make_client(settings_module.load(environ={"ES_HOST": front.url, "ES_RETRY_BACKOFF": "0.05"},
                                                   local_file=tmp_path / "none.py"))
         for index, asked in (("build-2019.05.01", 1), ("build-2019.05.02", 3)):
