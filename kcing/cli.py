@@ -406,7 +406,6 @@ class StdoutFailing:
         return getattr(self._stream, name)
 
 
-
 def stdout_flushed(status: int) -> int:
     """`status`, or 5 with one line on stderr when what is left of stdout cannot be written."""
     try:
