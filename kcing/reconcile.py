@@ -97,6 +97,7 @@ class KindTally:
     not_checkable: int = 0  # delivered before the ledger kept ids
     expired: int = 0  # every document in an index older than the retention (drp deletes those)
     unreadable: int = 0  # no document checked: they are in closed or otherwise unreadable indices
+    empty: int = 0  # delivered making no document (a KernelCI API checkout): nothing to look for
     documents: int = 0
     documents_missing: int = 0
     examples: List[str] = field(default_factory=list)
@@ -161,7 +162,7 @@ class Report:
     def as_counts(self) -> dict:
         """The counts the runs table keeps (and `kcing status` shows)."""
         counts = {name: self.total(name) for name in ("checked", "present", "missing", "not_checkable", "expired",
-                                                     "unreadable", "documents", "documents_missing")}
+                                                     "unreadable", "empty", "documents", "documents_missing")}
         counts["marked"] = self.marked
         counts["write_blocked"] = self.held
         counts["held_missing"] = self.held_missing
@@ -393,7 +394,8 @@ def summary_lines(report: Report, host: str, advise_refeed: bool = True) -> List
         extra = "".join(", %s %d" % (label, value) for label, value in
                         (("not checkable (delivered before ids were kept)", tally.not_checkable),
                          ("not checked (index past retention)", tally.expired),
-                         ("not checked (index closed or unreadable)", tally.unreadable)) if value)
+                         ("not checked (index closed or unreadable)", tally.unreadable),
+                         ("with no documents", tally.empty)) if value)
         lines.append("reconcile: %-8s checked %d, present %d, missing %d%s; documents: %d checked, %d missing"
                      % (name, tally.checked, tally.present, tally.missing, extra, tally.documents,
                         tally.documents_missing))
@@ -690,6 +692,11 @@ class Reconciler:
                 continue
             if verdict == "unreadable":
                 tally.unreadable += 1
+                continue
+            if verdict == "present" and not check.asked and not check.expired:
+                # Not "present": Elasticsearch was not asked, and a check of such objects alone
+                # must not read as one that found everything (it would with Elasticsearch down).
+                tally.empty += 1
                 continue
             tally.documents += check.checked
             tally.documents_missing += check.missing

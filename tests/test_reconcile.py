@@ -30,7 +30,7 @@ from kcing.reconcile import (
     EPOCH_END, MGET_BATCH, REJECTED_ATTEMPTS, UNASSIGNED, KindTally, LookupFailed, ObjectCheck, Reconciler, Report,
     earliest, expired_index, is_present, lookup_result, read_groups, refeed_command, resend_plan, summary_lines,
 )
-from kcing.records import BUILD, UpstreamObject
+from kcing.records import BUILD, CHECKOUT, UpstreamObject
 from kcing.sinks import LOGSTASH, logstash_destination
 from kcing.runlock import RunLock
 from kcing.watermark import parse_since
@@ -42,6 +42,7 @@ from tests.fakes.serving import wait_until
 from tests.feedrun import (SAMPLES, api_feed_environ, clean_environ, feed_environ, kcing, kcing_process, kept_ids,
                            ledger_rows, ledger_states, sample_objects, stopped_by_signal)
 from tests.fakes.legacy_data import at, boot_item, boot_path, build_item, build_json, lava_json
+from tests.test_cli import closed_port
 from tests.test_exit_codes import Silent
 from tests.test_feed_api import WIDE as API_WIDE, api_replica, watermark as api_watermark  # noqa: F401 (a fixture)
 
@@ -1108,6 +1109,29 @@ def test_objects_delivered_before_ids_were_kept_are_not_checkable(tmp_path, es):
         "ledger kept document ids" % checked.stdout.split("since ", 1)[1].split(",", 1)[0]]
     assert not mget_requests(es)
     assert set(ledger_states(db).values()) == {DELIVERED}
+
+
+def test_objects_that_made_no_documents_are_no_check_that_found_everything(tmp_path, es):
+    # A KernelCI API checkout makes no document: Elasticsearch is not asked about it, so a check
+    # of such objects alone is no success for cron, which it was even with Elasticsearch down.
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("c1", kind=CHECKOUT, source="api"), DELIVERED, documents={})], to_logstash)
+    ledger.close()
+    down = kcing(["reconcile"], clean_environ(ES_HOST="http://127.0.0.1:%d" % closed_port(), KCING_DB=str(db)),
+                 tmp_path)
+    assert down.returncode == 6, down.stdout + down.stderr
+    assert "checkout checked 0, present 0, missing 0, with no documents 1" in down.stdout, down.stdout
+    assert "Elasticsearch holds every document checked" not in down.stdout
+    assert down.stderr.strip().splitlines()[-1].endswith(", 1 that made no documents"), down.stderr
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("b1"), DELIVERED, documents=packed(1))], to_logstash)
+    ledger.close()
+    seed(es, [("build-%s" % datetime.now(timezone.utc).strftime("%Y.%m.%d"), "%040x" % 1)])
+    checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "build    checked 1, present 1, missing 0;" in checked.stdout, checked.stdout
+    assert "Elasticsearch holds every document checked" in checked.stdout
 
 
 def test_indices_past_the_retention_are_left_to_drp(tmp_path, es):

@@ -245,7 +245,8 @@ def _elsewhere_line(name: str, other: dict) -> str:
 
 def _nothing_checked(report, since: datetime, settings) -> str:
     expired, old, unreadable = report.total("expired"), report.total("not_checkable"), report.total("unreadable")
-    if not expired and not old and not unreadable:
+    empty = report.total("empty")
+    if not expired and not old and not unreadable and not empty:
         return ("nothing to check: no object was delivered to Logstash since %s (objects written with "
                 "--output are not in Elasticsearch)" % utc_text(since))
     reasons = []
@@ -256,6 +257,8 @@ def _nothing_checked(report, since: datetime, settings) -> str:
     if unreadable:
         indices = {name for unchecked in report.unchecked.values() for name in unchecked.indices}
         reasons.append("%d in closed or unreadable indices (%s)" % (unreadable, reconciling.named(indices)))
+    if empty:
+        reasons.append("%d that made no documents" % empty)
     return "nothing could be checked: of the objects delivered since %s, %s" % (
         utc_text(since), " and ".join(reasons))
 
