@@ -492,6 +492,8 @@ def _main(argv: List[str], as_program: bool) -> int:
         print("%s: %s" % (where, error), file=sys.stderr)
         return error.exit_code
     except Exception as error:  # a bug in reading the command line: one line too, not a traceback
+        if isinstance(error, BrokenPipeError) and stdout_reader_gone():
+            return STDOUT_CLOSED  # `kcing feed_es --help | head -0`: as a reader gone ends a command's output
         if "-d" in argv or "--debug" in argv:
             import traceback
             traceback.print_exc()

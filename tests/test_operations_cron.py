@@ -147,6 +147,19 @@ def test_status_into_a_pipe_closed_early_is_no_internal_error(tmp_path):
     assert process.returncode == 141, process.stderr
 
 
+@pytest.mark.parametrize("args", [["--help"], ["status", "--help"], ["feed_es", "--help"], ["test", "--help"]])
+def test_help_into_a_pipe_closed_early_ends_as_sigpipe_ends_a_tool(args, tmp_path):
+    """`kcing feed_es --help | head -0`: the help is written after the reader is gone, which ended
+    as an internal error (exit 70) asking for a bug report, where any other output so cut is 141."""
+    read, write = os.pipe()
+    os.close(read)
+    process = subprocess.run([sys.executable, str(REPO / "kcing.py"), *args], env=clean_environ(),
+                             cwd=str(tmp_path), stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(write)
+    assert process.stderr == ""
+    assert process.returncode == 141
+
+
 @pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["status", "--help"]])
 def test_status_into_a_full_disk_ends_with_one_line_and_exit_5(args, tmp_path):
     """`kcing status > report.txt` on a full disk (/dev/full stands for it): Python's last flush of
