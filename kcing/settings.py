@@ -846,7 +846,8 @@ def read_local_settings(path: Path) -> dict:
     if given is not None and not isinstance(given, (dict, ModuleType)):
         log.warning("%s: `settings` is %s, not a dict of settings; it is ignored", path, _type_name(given))
     found.update({name: value for name, value in namespace.items() if name in SPECS})
-    found = {name: _plain(value, name, path) for name, value in found.items()}
+    # A name that is no setting is refused as such (load), whatever its value: only a setting's is read.
+    found = {name: _plain(value, name, path) if name in SPECS else value for name, value in found.items()}
     for name in sorted(namespace):
         if name not in SPECS and not name.startswith("_"):
             mistake = _misnamed(name, same_prefix=False)

@@ -594,6 +594,19 @@ def test_an_unknown_name_in_the_settings_dict_says_which_was_meant(tmp_path):
         tmp_path / "local_settings.py")
 
 
+@pytest.mark.parametrize("entry, expected", [
+    ("'ES_HOTS': datetime.timedelta(days=2)", "unknown setting ES_HOTS (from %s) (did you mean ES_HOST?)"),
+    ("'kci_days': datetime.date(2024, 1, 1)", "unknown setting kci_days (from %s) (setting names are upper-case: "
+                                              "KCI_DAYS)"),
+])
+def test_an_unknown_name_in_the_settings_dict_is_refused_as_one_whatever_its_value(tmp_path, entry, expected):
+    """A value no setting takes under a name that is no setting was refused for its value ("invalid
+    ES_HOTS: a timedelta, which no setting takes"), where the mistake is the name."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, local="import datetime\nsettings = {%s}\n" % entry)
+    assert str(caught.value) == expected % (tmp_path / "local_settings.py")
+
+
 def test_a_kibana_space_id_kibana_cannot_have_is_refused_naming_kb_space(tmp_path):
     """It was refused only when a Kibana command made its URL, naming neither KB_SPACE nor where it came from."""
     with pytest.raises(ConfigError) as caught:
