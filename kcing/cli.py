@@ -533,6 +533,8 @@ def release(printed: str, status: int) -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         stdout_reader_gone()
+    except StorageFailed as error:  # a full disk: the run's own status stands, it said why it failed
+        print("kcing: %s" % error, file=sys.stderr, flush=True)
 
 
 def log_file_problem(path: str, error: OSError) -> str:

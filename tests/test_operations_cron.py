@@ -147,6 +147,22 @@ def test_status_into_a_pipe_closed_early_is_no_internal_error(tmp_path):
     assert process.returncode == 141, process.stderr
 
 
+def test_a_quiet_run_that_fails_into_a_full_disk_ends_with_its_status_and_one_line_more(tmp_path):
+    """--quiet holds what a command prints and writes it to stdout when the command fails: into a
+    full disk that write raised out of kcing, a traceback and exit 1 in place of the run's status."""
+    with open("/dev/full", "w") as full:
+        process = subprocess.run([sys.executable, str(REPO / "kcing.py"), "feed_es", "--quiet", "--source", "samples",
+                                  "--samples-dir", str(tmp_path / "missing"), "--output", str(tmp_path / "out"),
+                                  "--db", str(tmp_path / "kcing.db")], env=clean_environ(), cwd=str(tmp_path),
+                                 stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert "Traceback" not in process.stderr
+    assert process.returncode == 2, process.stderr
+    assert process.stderr.splitlines() == [
+        "kcing feed_es: %s not found: is %s a samples directory?" % (tmp_path / "missing" / "manifest.json",
+                                                                      tmp_path / "missing"),
+        "kcing: cannot write to stdout: No space left on device; what it did not take is lost"]
+
+
 @pytest.mark.parametrize("args", [["--help"], ["status", "--help"], ["feed_es", "--help"], ["test", "--help"]])
 def test_help_into_a_pipe_closed_early_ends_as_sigpipe_ends_a_tool(args, tmp_path):
     """`kcing feed_es --help | head -0`: the help is written after the reader is gone, which ended
