@@ -406,6 +406,22 @@ class StdoutFailing:
         return getattr(self._stream, name)
 
 
+def told(line: str) -> None:
+    """Write `line` on stderr, or nothing when stderr cannot take it (`>> kcing.log 2>&1` on a full
+    disk): the -l log file and the exit status still say it, where the failed write raised out of
+    kcing and ended every such run with exit 1, which says that objects failed. stderr then goes
+    to /dev/null, so that the interpreter's last flush of it does not fail again."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stderr.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+
 def stdout_flushed(status: int) -> int:
     """`status`, or 5 with one line on stderr when what is left of stdout cannot be written."""
     try:
@@ -413,7 +429,7 @@ def stdout_flushed(status: int) -> int:
     except BrokenPipeError:
         return STDOUT_CLOSED if stdout_reader_gone() else status
     except StorageFailed as error:
-        print("kcing: %s" % error, file=sys.stderr, flush=True)
+        told("kcing: %s" % error)
         return status or StorageFailed.exit_code  # a command that failed has said why already
     return status
 
@@ -485,11 +501,11 @@ def _main(argv: List[str], as_program: bool) -> int:
             gc.freeze()
     except UsageError as error:
         where = "kcing %s" % command if command else "kcing"
-        print("%s: %s (see %s --help)" % (where, kept_on_one_line(str(error)), where), file=sys.stderr)
+        told("%s: %s (see %s --help)" % (where, kept_on_one_line(str(error)), where))
         return USAGE_ERROR
     except StorageFailed as error:  # --help printed into a full disk
         where = "kcing %s" % command if command else "kcing"
-        print("%s: %s" % (where, error), file=sys.stderr)
+        told("%s: %s" % (where, error))
         return error.exit_code
     except Exception as error:  # a bug in reading the command line: one line too, not a traceback
         if isinstance(error, BrokenPipeError) and stdout_reader_gone():
@@ -498,8 +514,8 @@ def _main(argv: List[str], as_program: bool) -> int:
             import traceback
             traceback.print_exc()
         where = "kcing %s" % command if command else "kcing"
-        print("%s: internal error (%s); run again with -d for the traceback, and report it"
-              % (where, type(error).__name__), file=sys.stderr)
+        told("%s: internal error (%s); run again with -d for the traceback, and report it"
+             % (where, type(error).__name__))
         return INTERNAL_ERROR
     if not args.get("--quiet"):
         if not args.get("--log-file"):
@@ -534,7 +550,7 @@ def release(printed: str, status: int) -> None:
     except BrokenPipeError:
         stdout_reader_gone()
     except StorageFailed as error:  # a full disk: the run's own status stands, it said why it failed
-        print("kcing: %s" % error, file=sys.stderr, flush=True)
+        told("kcing: %s" % error)
 
 
 def log_file_problem(path: str, error: OSError) -> str:
@@ -612,7 +628,7 @@ def ended(command: str, why: str, status: int) -> int:
     # Masked as the log masks it: an error can quote a server's answer, and a server that echoes
     # its request (a stub at an input's URL, a proxy's error page) quotes the credentials sent.
     why = kept_on_one_line(logs.masked(why))
-    print("kcing %s: %s" % (command, why), file=sys.stderr, flush=True)
+    told("kcing %s: %s" % (command, why))
     logs.in_log_file_only(logging.ERROR, "kcing %s: %s (exit %d)" % (command, why, status), __name__)
     return status
 

@@ -147,6 +147,23 @@ def test_status_into_a_pipe_closed_early_is_no_internal_error(tmp_path):
     assert process.returncode == 141, process.stderr
 
 
+@pytest.mark.parametrize("args, status", [(["status"], 5), (["status", "--json"], 5), (["status", "--help"], 5),
+                                          (["status", "--bogus"], 2), (["reconcile", "--dry-run"], 5)])
+def test_a_command_with_stdout_and_stderr_on_a_full_disk_ends_with_its_own_status(args, status, tmp_path):
+    """`kcing ... >> /var/log/kcing.log 2>&1` when that disk is full: the line saying why a command
+    ended could not be written either, which raised out of kcing, and every such run exited 1,
+    which says that objects failed, whatever the run had done."""
+    db = tmp_path / "kcing.db"
+    env = clean_environ()
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(REPO / "samples"), "--output",
+                 str(tmp_path / "out"), "--db", str(db)], env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    with open("/dev/full", "w") as full:
+        process = subprocess.run([sys.executable, str(REPO / "kcing.py"), *args, "--db", str(db)], env=env,
+                                 cwd=str(tmp_path), stdout=full, stderr=full, timeout=60)
+    assert process.returncode == status
+
+
 def test_a_quiet_run_that_fails_into_a_full_disk_ends_with_its_status_and_one_line_more(tmp_path):
     """--quiet holds what a command prints and writes it to stdout when the command fails: into a
     full disk that write raised out of kcing, a traceback and exit 1 in place of the run's status."""
