@@ -394,12 +394,7 @@ class StdoutFailing:
             raise self._failed(error) from None
 
     def _failed(self, error: OSError) -> StorageFailed:
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._stream.fileno())
-            os.close(devnull)
-        except (OSError, ValueError):
-            pass
+        _to_devnull(self._stream)
         return StorageFailed("cannot write to stdout: %s; what it did not take is lost" % (error.strerror or error))
 
     def __getattr__(self, name: str):
@@ -414,12 +409,18 @@ def told(line: str) -> None:
     try:
         print(line, file=sys.stderr, flush=True)
     except OSError:
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stderr.fileno())
-            os.close(devnull)
-        except (OSError, ValueError):
-            pass
+        _to_devnull(sys.stderr)
+
+
+def _to_devnull(stream) -> None:
+    """Point `stream`'s descriptor at /dev/null: what it could not take is lost anyway, and no
+    later write or flush of it (the interpreter's at exit included) fails again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def stdout_flushed(status: int) -> int:

@@ -130,14 +130,20 @@ def test_backup_of_an_empty_kibana_never_empties_a_file_that_holds_objects(tmp_p
     assert (directory / "saved_objects.ndjson").read_bytes() == SHIPPED.read_bytes()
 
 
-# status ----------------------------------------------------------------------------------------
-
-def test_status_into_a_pipe_closed_early_is_no_internal_error(tmp_path):
+def a_fed_ledger(tmp_path):
+    """(the ledger of a feed of the bundled samples to --output, the environment it ran in)."""
     db = tmp_path / "kcing.db"
     env = clean_environ()
     fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(REPO / "samples"), "--output",
                  str(tmp_path / "out"), "--db", str(db)], env, tmp_path)
     assert fed.returncode == 0, fed.stderr
+    return db, env
+
+
+# status ----------------------------------------------------------------------------------------
+
+def test_status_into_a_pipe_closed_early_is_no_internal_error(tmp_path):
+    db, env = a_fed_ledger(tmp_path)
     read, write = os.pipe()
     os.close(read)  # `kcing status | head -0`: the reader is gone before kcing writes
     process = subprocess.run([sys.executable, str(REPO / "kcing.py"), "status", "--db", str(db)], env=env,
@@ -153,11 +159,7 @@ def test_a_command_with_stdout_and_stderr_on_a_full_disk_ends_with_its_own_statu
     """`kcing ... >> /var/log/kcing.log 2>&1` when that disk is full: the line saying why a command
     ended could not be written either, which raised out of kcing, and every such run exited 1,
     which says that objects failed, whatever the run had done."""
-    db = tmp_path / "kcing.db"
-    env = clean_environ()
-    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(REPO / "samples"), "--output",
-                 str(tmp_path / "out"), "--db", str(db)], env, tmp_path)
-    assert fed.returncode == 0, fed.stderr
+    db, env = a_fed_ledger(tmp_path)
     with open("/dev/full", "w") as full:
         process = subprocess.run([sys.executable, str(REPO / "kcing.py"), *args, "--db", str(db)], env=env,
                                  cwd=str(tmp_path), stdout=full, stderr=full, timeout=60)
@@ -197,11 +199,7 @@ def test_help_into_a_pipe_closed_early_ends_as_sigpipe_ends_a_tool(args, tmp_pat
 def test_status_into_a_full_disk_ends_with_one_line_and_exit_5(args, tmp_path):
     """`kcing status > report.txt` on a full disk (/dev/full stands for it): Python's last flush of
     stdout failed at exit, which printed two lines of its own and ended the process with 120."""
-    db = tmp_path / "kcing.db"
-    env = clean_environ()
-    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(REPO / "samples"), "--output",
-                 str(tmp_path / "out"), "--db", str(db)], env, tmp_path)
-    assert fed.returncode == 0, fed.stderr
+    db, env = a_fed_ledger(tmp_path)
     with open("/dev/full", "w") as full:
         process = subprocess.run([sys.executable, str(REPO / "kcing.py"), *args, "--db", str(db)], env=env,
                                  cwd=str(tmp_path), stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
