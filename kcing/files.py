@@ -11,8 +11,9 @@ import errno
 import os
 import stat
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import BinaryIO, Callable, Iterator, Optional
 
 from kcing.errors import ConfigError, KcingError, StorageFailed
 
@@ -108,15 +109,23 @@ class NotRegularFile(OSError):
     """What read_regular_text raises for anything at a path but a regular file."""
 
 
-def read_regular_text(path: Path) -> str:
-    """The UTF-8 text of the regular file at `path` (OSError or UnicodeDecodeError when it cannot
-    be read). Anything else there is refused unread, NotRegularFile saying what it is: a FIFO
-    blocks its reader until a writer comes, for good when none does, and a device such as
-    /dev/zero never ends. It is opened without blocking to find out (a FIFO's open would block)."""
+@contextmanager
+def opened_regular(path: Path) -> Iterator[BinaryIO]:
+    """The regular file at `path`, open for reading (OSError when it cannot be). Anything else
+    there is refused unread (NotRegularFile): a FIFO blocks its reader until a writer comes, for
+    good when none does, and a device such as /dev/zero never ends. It is opened without
+    blocking to find out (a FIFO's open would block)."""
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     with os.fdopen(descriptor, "rb") as file:
         if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
             raise NotRegularFile(errno.EINVAL, "not a regular file (a FIFO or a device is never read)")
+        yield file
+
+
+def read_regular_text(path: Path) -> str:
+    """The UTF-8 text of the regular file at `path` (opened_regular; OSError or
+    UnicodeDecodeError when it cannot be read)."""
+    with opened_regular(path) as file:
         return file.read().decode("utf-8")
 
 

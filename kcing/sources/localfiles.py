@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import re
-import stat
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 from dateutil import parser as dateparser
 
-from kcing.files import as_text
+from kcing.files import NotRegularFile, as_text, opened_regular
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError, reading_failure, shown
 from kcing.records import NODE_KINDS, OBJECT_KINDS, UpstreamObject
 from kcing.sources.api import GZIP_MAGIC, MAX_ARTIFACT_BYTES, gunzip, gzip_problem
@@ -202,7 +201,6 @@ def gunzipped(path: str, content: bytes, max_bytes: int) -> bytes:
         raise RejectedInput(gzip_problem(path, error)) from None
 
 
-
 def sample_read_limit(max_bytes: int, facts: dict) -> int:
     """The most bytes the sample `facts` describe may hold when read back: KCI_MAX_OBJECT_BYTES,
     or the `size` its manifest entry records, when larger, for an entry recording a sha256 too.
@@ -277,21 +275,17 @@ def read_manifest(path: Path):
 def read_bounded(path: Path, max_bytes: int) -> bytes:
     """The bytes of the regular file at `path`, held to `max_bytes` (KCI_MAX_OBJECT_BYTES) as a
     download is: a larger file is refused (ObjectTooLarge) before it is read. So is anything but
-    a regular file: a device such as /dev/zero never ends, and a FIFO blocks until a writer comes
-    (it is opened without blocking to find out)."""
+    a regular file (opened_regular: a device such as /dev/zero never ends, and a FIFO blocks
+    until a writer comes)."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError as error:
-        raise UpstreamError("cannot read %s: %s" % (path, error.strerror or error)) from None
-    try:
-        with os.fdopen(descriptor, "rb") as file:
-            status = os.fstat(file.fileno())
-            if not stat.S_ISREG(status.st_mode):
-                raise UpstreamError("cannot read %s: not a regular file" % path)
-            if status.st_size > max_bytes:
+        with opened_regular(path) as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > max_bytes:
                 raise ObjectTooLarge("%s: %d bytes, more than the limit of %d: raise KCI_MAX_OBJECT_BYTES to take it"
-                                     % (path, status.st_size, max_bytes))
+                                     % (path, size, max_bytes))
             content = file.read(max_bytes + 1)
+    except NotRegularFile:
+        raise UpstreamError("cannot read %s: not a regular file" % path) from None
     except OSError as error:
         raise UpstreamError("cannot read %s: %s" % (path, error.strerror or error)) from None
     if len(content) > max_bytes:  # it grew while being read
