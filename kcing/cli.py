@@ -345,9 +345,7 @@ def stdout_reader_gone() -> bool:
     except (AttributeError, OSError, ValueError):
         return False
     if gone:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, descriptor)
-        os.close(devnull)
+        _to_devnull(sys.stdout)
     return gone
 
 
