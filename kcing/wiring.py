@@ -18,6 +18,7 @@ from kcing.http import BodyReader, RetryPolicy, new_session, warn_cleartext_cred
 from kcing.ledger.ledger import Ledger, check_ledger_path, ledger_exists
 from kcing.pipeline import FeedOptions
 from kcing.records import BOOT, BUILD, CHECKOUT, JOB, KBUILD, LAVA, NODE, REGRESSION, TEST
+from kcing.runlock import RunLock
 from kcing.settings import MAX_DAYS
 from kcing.shutdown import Stop
 from kcing.sinks import logstash_destination
@@ -178,6 +179,13 @@ def check_ledger_directory(settings) -> None:
         raise ConfigError("KCING_DB %s: directory %s %s; create it or point KCING_DB (or --db) "
                           "elsewhere" % (settings.KCING_DB, directory, not_a_directory(directory)))
     check_ledger_path(Path(settings.KCING_DB).expanduser())
+
+
+def ledger_run_lock(settings) -> RunLock:
+    """The run lock of the ledger KCING_DB names, whose path is checked first: the lock's file is
+    made beside it, and `KCING_DB=/dev/null` left a /dev/null.lock in /dev."""
+    check_ledger_path(Path(settings.KCING_DB).expanduser())
+    return RunLock(settings.KCING_DB)
 
 
 def not_a_directory(path: Path) -> str:

@@ -11,9 +11,8 @@ from kcing.admin.elastic import make_client
 from kcing.commands._shared import with_drp_days
 from kcing.errors import ElasticsearchError
 from kcing.flags import utc_text
-from kcing.ledger.ledger import check_ledger_path, ledger_exists
-from kcing.wiring import no_ledger, open_ledger
-from kcing.runlock import RunLock
+from kcing.ledger.ledger import ledger_exists
+from kcing.wiring import ledger_run_lock, no_ledger, open_ledger
 from kcing.settings import warn_short_retention
 
 SUMMARY = "data-retention policy: forget ledger rows and delete indices older than DRP_DAYS"
@@ -76,8 +75,7 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
     with ExitStack() as stack:
         if have_ledger and not dry_run:
             # A feed run writing rows while they are pruned would race; one run at a time.
-            check_ledger_path(Path(settings.KCING_DB).expanduser())  # before the lock file is made beside it
-            stack.enter_context(RunLock(settings.KCING_DB))
+            stack.enter_context(ledger_run_lock(settings))
         ledger = open_ledger(settings, dry_run) if have_ledger else None
         recorded = None
         if ledger is not None:

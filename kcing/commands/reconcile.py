@@ -7,20 +7,18 @@ from collections import Counter
 from contextlib import ExitStack
 from typing import Callable, Optional
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from kcing import reconcile as reconciling
 from kcing.admin.elastic import make_client
 from kcing.commands._shared import check_and_record, print_summary, run_feed
 from kcing.errors import ConfigError, KcingError, NothingChecked, exit_status
 from kcing.flags import utc_text
-from kcing.ledger.ledger import Ledger, check_ledger_path, ledger_exists
-from kcing.runlock import RunLock
+from kcing.ledger.ledger import Ledger, ledger_exists
 from kcing.sinks import LOGSTASH
 from kcing.shutdown import Stop, stop_on_signals
 from kcing.sources.localfiles import LocalFiles, SavedSamples
 from kcing.watermark import parse_since, warn_if_future
-from kcing.wiring import logstash_destination_of, make_sink, make_source, no_ledger, open_ledger
+from kcing.wiring import ledger_run_lock, logstash_destination_of, make_sink, make_source, no_ledger, open_ledger
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +112,7 @@ def run(args: dict, settings) -> int:
     destination_of = logstash_destination_of(settings)
     with ExitStack() as stack:
         if not dry_run:
-            check_ledger_path(Path(settings.KCING_DB).expanduser())  # before the lock file is made beside it
-            stack.enter_context(RunLock(settings.KCING_DB))
+            stack.enter_context(ledger_run_lock(settings))
         stack.enter_context(stop_on_signals(stop))
         ledger = open_ledger(settings, dry_run)
         stack.callback(ledger.close)
