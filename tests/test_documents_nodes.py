@@ -18,7 +18,7 @@ from kcing.documents.fields import FIELDS, KERNELCI_API, field_problems
 from kcing.building import encoded_documents
 from kcing.documents.identity import document_id, iso_timestamp
 from kcing.documents import yamlsafe
-from kcing.documents.lava import log_line_fields, read_log
+from kcing.documents.lava import log_line_fields
 from kcing.documents.nodes import build_log_summary, is_lab_job, node_boot_result
 from kcing.documents.validate import check, serialised
 from kcing.ledger import docids
@@ -402,9 +402,9 @@ def test_a_lab_jobs_log_documents_are_those_made_one_by_one_and_encode_alike():
     content = json.dumps({"node": node, "callback_data": json.dumps(callback)}).encode()
     documents = documents_for("job", content)
     logs = [document for document in documents if document.kind == "log"]
-    assert len(logs) == len(read_log(callback["log"])) > 1000
+    assert len(logs) == len(yamlsafe.load(callback["log"], "log")) > 1000
     shared = {name: value for name, value in logs[0].body.items() if name not in ("lineno", "level", "message")}
-    for lineno, (document, item) in enumerate(zip(logs, read_log(callback["log"])), 1):
+    for lineno, (document, item) in enumerate(zip(logs, yamlsafe.load(callback["log"], "log")), 1):
         fields, line_time = log_line_fields(lineno, item)
         assert document.body == dict(shared, **{name: value for name, value in fields.items() if value is not None})
         assert document.body_json == serialised(document.body)

@@ -15,15 +15,15 @@ import yaml
 from kcing.building import encoded_documents
 from kcing.documents import check_lines, documents_for, parts_for, yamlsafe
 from kcing.documents.identity import IdPrefix, document_id
-from kcing.documents.lava import _JobContext, _LineTimes, _log_documents, _log_line, line_timestamp
-from kcing.documents.lava_log import parse_log, parse_log_marked
+from kcing.documents.lava import _JobContext, _LineTimes, _log_documents, _log_line, _log_parts, line_timestamp
+from kcing.documents.lava_log import parse_log, parse_log_marked, read_log_text
 from kcing.documents.validate import check, check_all
 from kcing.errors import RejectedInput
 from kcing.ledger import docids
 from kcing.records import LAVA, Document, _ENCODER
 from kcing.sinks.batching import LOGSTASH_SEPARATOR, Encoded
 from kcing.sinks.encoding import LINES_ENCODERS, logstash_json, ndjson_record
-from tests.test_documents_lava import MESON, REAL_FILES, SAMPLES, real_bytes, real_callback
+from tests.test_documents_lava import MESON, REAL_FILES, SAMPLES, property_seed, real_bytes, real_callback
 
 WHEN = datetime(2020, 11, 19, 7, 6, 18, 385000, tzinfo=timezone.utc)
 COMMON = {"job": "mainline", "board": "meson-gxbb-p200", "lab_name": "lab-baylibre", "lava_job_id": 123,
@@ -126,6 +126,94 @@ def test_log_documents_of_lines_read_from_text_equal_those_made_one_by_one():
     general = _general_log_documents(items)
     assert fast == general
     assert [document.to_json() for document in fast] == [document.to_json() for document in general]
+
+
+# Usual lines, which the quick way cuts into their texts, and lines that differ from them in one
+# thing, with the time edges of a line's @timestamp.
+LOG_TEXT_LINES = [
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "usual"}',
+    '- {"dt": "2020-11-19T07:03:25.393", "lvl": "info", "msg": "milliseconds only"}',
+    '- {"dt": "2020-11-19T07:03:25.39", "lvl": "info", "msg": "two digits"}',
+    '- {"dt": "2020-11-19T07:03:25.3931740", "lvl": "info", "msg": "seven digits"}',
+    '- {"dt": "2020-11-19T07:03:25", "lvl": "info", "msg": "no fraction"}',
+    '- {"dt": "2020-11-19 07:03:25.393174", "lvl": "info", "msg": "a space for the T"}',
+    '- {"dt": "2020-02-30T00:00:00.000001", "lvl": "debug", "msg": "no such day"}',
+    '- {"dt": "2020-02-30T00:00:00.500000", "lvl": "debug", "msg": "no such day, same second"}',
+    '- {"dt": "1960-01-01T00:00:00.000001", "lvl": "debug", "msg": "too early"}',
+    '- {"dt": "9999-12-31T23:59:59.999999", "lvl": "debug", "msg": "too late"}',
+    '- {"dt": "2020-11-19T25:03:25.393174", "lvl": "info", "msg": "no such hour"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "None", "msg": "a level that says none"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "", "msg": ""}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": " null ", "msg": " spaces "}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "a \\"quote\\" and a \\\\ backslash"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "tab\\there"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "\\b\\f\\n\\r\\t\\\\"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "a \\/ slash"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "\\u001b[0;32m colour"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "YAML alone: \\e \\0 \\x41 \\N"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "ta\\tget", "msg": "an escape in the level"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "a backslash at the end \\\\"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "caf\u00e9"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "caf\\u00e9"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "carriage return"}\r',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "trailing space"} ',
+    '- {"dt": "2020-11-19T07:03:25.393174",  "lvl": "target", "msg": "two spaces"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "x", "ns": "common"}',
+    '- {"lvl": "target", "dt": "2020-11-19T07:03:25.393174", "msg": "another order"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "results", "msg": {"case": "x", "result": "pass"}}',
+    '- {"dt": "2020-11-19T07:03:26.0", "lvl": "info", "msg": !!python/object/apply:decimal.Decimal ["2"]}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "{#}: [x] & *y !z %w @v `u\' -"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "usual"}',
+    '- "a plain line"',
+    '- {"dt": "2020-11-19T07:03:25.\u0663\u0669\u0663", "lvl": "info", "msg": "other digits"}',
+    '- {"dt": "2020-11-19T07:03:27.100000", "lvl": 3, "msg": 1.5}',
+]
+
+
+def _documents_of_log_text(text, common=None):
+    made, lines = _log_parts(_context(common), read_log_text(text))
+    return made if lines is None else lines.documents()
+
+
+def _assert_like_one_by_one(text, common=None):
+    fast = _documents_of_log_text(text, common)
+    general = _general_log_documents(yamlsafe.load(text, "log") or [], common)
+    assert fast == general  # kind, index, id, @timestamp, body
+    assert [document.body_json or _ENCODER.encode(document.body) for document in fast] \
+        == [_ENCODER.encode(document.body) for document in general]
+    assert [document.to_json() for document in fast] == [document.to_json() for document in general]
+
+
+def test_log_documents_of_usual_lines_cut_as_texts_equal_those_made_one_by_one():
+    text = "\n".join(LOG_TEXT_LINES) + "\n"
+    log = read_log_text(text)
+    assert log.lines is not None and sum(not other for *_, other in log.lines) >= 10  # the quick way
+    _assert_like_one_by_one(text)
+    # Every line alone, first and last, and without a newline at the end.
+    for line in LOG_TEXT_LINES:
+        _assert_like_one_by_one(line)
+        _assert_like_one_by_one(LOG_TEXT_LINES[0] + "\n" + line + "\n" + LOG_TEXT_LINES[0])
+    # A shared field named like a line's: the documents are made one by one from the same items.
+    _assert_like_one_by_one(text, dict(COMMON, level="job level"))
+
+
+def test_log_documents_of_random_usual_and_other_lines_equal_those_made_one_by_one():
+    rng = random.Random(property_seed())
+    seconds = ["2020-11-19T07:03:%02d" % n for n in range(3)] + ["2020-02-30T00:00:00", "1960-01-01T00:00:00"]
+    levels = ["info", "debug", "target", "None", "", "results", "x" * 300]
+    messages = ["", "plain", 'a "quote"', "back\\slash", "tab\t", "\b\f\n\r", "\x1b[0m", "/", "caf\u00e9", "  spaced  ",
+                "[x]: {y}", "#", "\\"]
+    for _ in range(200):
+        lines = []
+        for _ in range(rng.randint(1, 25)):
+            dt = rng.choice(seconds) + "." + "".join(rng.choice("0123456789") for _ in range(rng.choice([1, 3, 4, 6, 7])))
+            line = "- " + json.dumps({"dt": dt, "lvl": rng.choice(levels), "msg": rng.choice(messages)},
+                                     ensure_ascii=rng.random() < 0.7)
+            if rng.random() < 0.1:
+                line = rng.choice([line + " ", line.replace(", ", ",  ", 1), '- {"msg": 17}', "- [a, b]", "- null"])
+            lines.append(line)
+        text = "\n".join(lines) + rng.choice(["", "\n", "\n\n"])
+        _assert_like_one_by_one(text)
 
 
 @pytest.mark.parametrize("item", [

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from itertools import count, repeat
+from itertools import count
 from json.encoder import encode_basestring
 from typing import Any, Iterator, List, Mapping, Optional, Tuple
 
 from kcing.documents import lava_job, lava_results
 from kcing.documents.coerce import EARLIEST_YEAR, LATEST_YEAR, as_date, as_keyword, as_text, compact_json
 from kcing.documents.identity import IdPrefix, index_name, iso_timestamp
-from kcing.documents.lava_log import parse_log_marked
+from kcing.documents.lava_log import LogText, message_text, read_log_text
 from kcing.documents.typed import without_missing
 from kcing.documents.validate import check_field_names, serialised
 from kcing.errors import RejectedInput
@@ -91,7 +91,7 @@ def lava_parts(callback: Mapping[str, Any], created: Optional[datetime],
     fields = lava_job.job_fields(callback, definition, job_id, listed_lab)
     boot_fields = lava_job.boot_only_fields(callback, definition)
     suites = lava_results.read_suites(callback.get("results"))
-    log_items, plain_lines = _read_log_marked(callback.get("log"))
+    log = read_log(callback.get("log"))
     outcome = lava_results.boot_outcome(suites.get("lava", []), boot_fields["job_status"])
     common = dict(fields, boot_result=outcome["boot_result"], boot_failure=outcome["boot_failure"],
                   boot_time=outcome["boot_time"])
@@ -103,39 +103,34 @@ def lava_parts(callback: Mapping[str, Any], created: Optional[datetime],
     boot_fields.update(outcome, **lava_results.bootloader_addresses(suites.get("lava", [])))
     documents = [context.document("boot", (), boot_fields)]
     documents.extend(_test_documents(context, suites))
-    made, lines = _log_parts(context, log_items, plain_lines)
+    made, lines = _log_parts(context, log)
     documents.extend(made)
     return documents, lines
 
 
 def log_parts(identity: tuple, when: datetime, common: dict,
-              items: List[Any]) -> Tuple[List[Document], Optional[LogLines]]:
+              log: LogText) -> Tuple[List[Document], Optional[LogLines]]:
     """The log documents of the job `identity` names (an API lab job's, kcing/documents/nodes.py),
     dated `when`, whose lines share the fields `common`, as `lava_parts` gives them: (documents
     made, or their LogLines)."""
-    return _log_parts(_JobContext(identity, when, common), items)
+    return _log_parts(_JobContext(identity, when, common), log)
 
 
-def _log_parts(context: _JobContext, items: List[Any], plain: Optional[List[bool]] = None) -> tuple:
-    if not items:
+def _log_parts(context: _JobContext, log: LogText) -> tuple:
+    if not len(log):
         return [], None
     if not context.log_prefix():
-        return _log_documents_one_by_one(context, items), None
-    return [], _log_lines(context, items, plain)
+        return _log_documents_one_by_one(context, log.marked()[0]), None
+    return [], _log_lines(context, log)
 
 
-def read_log(log: Any) -> List[Any]:
+def read_log(log: Any) -> LogText:
     """The items of a callback's `log` YAML text (none when there is no log)."""
-    return _read_log_marked(log)[0]
-
-
-def _read_log_marked(log: Any) -> Tuple[List[Any], List[bool]]:
-    """`read_log(log)`, and which items need no JSON escaping (`lava_log.parse_log_marked`)."""
     if log is None:
-        return [], []
+        return LogText.of_items([])
     if not isinstance(log, str):
         raise RejectedInput("log is not YAML text")
-    return parse_log_marked(log)
+    return read_log_text(log)
 
 
 def _test_documents(context: _JobContext, suites: Mapping[str, list]) -> Iterator[Document]:
@@ -199,46 +194,96 @@ class LogLines:
         return documents
 
 
-def _log_lines(context: _JobContext, items: List[Any], plain: Optional[List[bool]] = None) -> LogLines:
+def _log_lines(context: _JobContext, log: LogText) -> LogLines:
     """The parts of a job's log documents (see LogLines), one a line, in order, with each
     body's JSON made of the job's shared part (see `_JobContext.log_prefix`, not empty here)
-    and the line's own members. `plain` tells, per item, whether its texts need no JSON
-    escaping (see `lava_log.parse_log_marked`).
-
-    A line is cheap to make here and a job has thousands of them, so this loop does per line
-    only what differs between lines: what the shared fields give is computed once per job.
-    """
+    and the line's own members."""
     lines = LogLines(context.indices["log"], context.common, context.log_prefix())
-    job_time = context.timestamp
-    times = _LineTimes()
-    levels = {}  # lvl text -> (level, its JSON member): a log uses a handful of levels
-    if plain is not None and len(plain) != len(items):  # zip would drop lines
-        raise ValueError("%d plain-line marks for %d log items" % (len(plain), len(items)))
-    own_fields, own_json, timestamps = lines.own_fields, lines.own_json, lines.timestamps
-    for lineno, item, plain_line in zip(count(1), items, repeat(False) if plain is None else plain):
-        if isinstance(item, dict):
-            lvl, message, dt = item.get("lvl"), item.get("msg"), item.get("dt")
-        else:
-            lvl, message, dt = None, item, None
-        level = None
-        level_json = message_json = ""
-        if lvl is not None:
-            known = levels.get(lvl) if type(lvl) is str else None
-            level, level_json = known if known is not None else _level_member(lvl, levels)
-        if type(message) is str:
-            # A text of a plain line has nothing to escape (`lava_log.parse_log_marked`).
-            message_json = ',"message":"' + message + '"' if plain_line else ',"message":' + encode_basestring(message)
-        elif message is not None:
-            message = _message(message)
-            if message is not None:
-                message_json = ',"message":' + encode_basestring(message)
-        if not (message_json.isascii() and level_json.isascii()):
-            _check_unicode(level_json + message_json)
-        own_fields.append((lineno, level, message))
-        own_json.append('"lineno":%d%s%s' % (lineno, level_json, message_json))
-        timestamps.append(times.of(dt) or job_time)
-    lines.ids = context.ids["log"].numbered(len(items))
+    maker = _LinePartsMaker(lines, context.timestamp)
+    if log.lines is None:
+        maker.add_items(*log.marked())
+    else:
+        maker.add_read_lines(log.lines, log.apart)
+    lines.ids = context.ids["log"].numbered(len(lines.own_json))
     return lines
+
+
+class _LinePartsMaker:
+    """Adds log lines' parts to a LogLines, numbered from 1 on across calls.
+
+    A line is cheap to make here and a job has thousands of them, so the loops do per line only
+    what differs between lines: what the shared fields give is computed once per job, a level
+    once per level text, the calendar check of a time once per second.
+    """
+
+    def __init__(self, lines: LogLines, job_time: str):
+        self.lines = lines
+        self.job_time = job_time  # a line's @timestamp when it has no usable time of its own
+        self.lineno = 0
+        self.levels = {}  # lvl text -> (level, its JSON member): a log uses a handful of levels
+        self.times = _LineTimes()
+        self.seconds = {}  # "YYYY-MM-DDTHH:MM:SS" -> whether line_timestamp takes it
+
+    def add_read_lines(self, read_lines: List[Tuple[str, str, str, str]], apart: dict) -> None:
+        """Add the lines of a log read line by line (`lava_log.LogText`): a usual line's texts
+        go into its parts as they stand in the line, which is their JSON; the items of every
+        other line go through `add_items`."""
+        lines = self.lines
+        own_fields, own_json, timestamps = lines.own_fields, lines.own_json, lines.timestamps
+        levels, seconds, job_time = self.levels, self.seconds, self.job_time
+        lineno = self.lineno
+        for dt, lvl, msg, other in read_lines:
+            if other:
+                self.lineno = lineno
+                self.add_items(*apart[other])
+                lineno = self.lineno
+                continue
+            lineno += 1
+            known = levels.get(lvl)
+            level, level_json = known if known is not None else _level_member(lvl, levels)
+            # msg is the message's JSON as it stands in the line, without its quotes.
+            own_fields.append((lineno, level, msg if "\\" not in msg else message_text(msg)))
+            own_json.append(f'"lineno":{lineno}{level_json},"message":"{msg}"')
+            # dt is a date, a time and 3 to 6 digits of a second: `_LineTimes.of`'s answer.
+            second = dt[:19]
+            valid = seconds.get(second)
+            if valid is None:
+                valid = seconds[second] = line_timestamp(second) is not None
+            timestamps.append(dt[:23] + "Z" if valid else job_time)
+        self.lineno = lineno
+
+    def add_items(self, items: List[Any], plain: List[bool]) -> None:
+        """Add the lines of log `items`; `plain` tells, per item, whether its texts need no JSON
+        escaping (see `lava_log.parse_log_marked`)."""
+        if len(plain) != len(items):  # zip would drop lines
+            raise ValueError("%d plain-line marks for %d log items" % (len(plain), len(items)))
+        lines = self.lines
+        own_fields, own_json, timestamps = lines.own_fields, lines.own_json, lines.timestamps
+        levels, times, job_time = self.levels, self.times, self.job_time
+        for lineno, item, plain_line in zip(count(self.lineno + 1), items, plain):
+            if isinstance(item, dict):
+                lvl, message, dt = item.get("lvl"), item.get("msg"), item.get("dt")
+            else:
+                lvl, message, dt = None, item, None
+            level = None
+            level_json = message_json = ""
+            if lvl is not None:
+                known = levels.get(lvl) if type(lvl) is str else None
+                level, level_json = known if known is not None else _level_member(lvl, levels)
+            if type(message) is str:
+                # A text of a plain line has nothing to escape (`lava_log.parse_log_marked`).
+                message_json = (',"message":"' + message + '"' if plain_line
+                                else ',"message":' + encode_basestring(message))
+            elif message is not None:
+                message = _message(message)
+                if message is not None:
+                    message_json = ',"message":' + encode_basestring(message)
+            if not (message_json.isascii() and level_json.isascii()):
+                _check_unicode(level_json + message_json)
+            own_fields.append((lineno, level, message))
+            own_json.append('"lineno":%d%s%s' % (lineno, level_json, message_json))
+            timestamps.append(times.of(dt) or job_time)
+        self.lineno += len(items)
 
 
 def _log_documents_one_by_one(context: _JobContext, items: List[Any]) -> List[Document]:
@@ -252,7 +297,7 @@ def _log_documents_one_by_one(context: _JobContext, items: List[Any]) -> List[Do
 
 def _log_documents(context: _JobContext, items: List[Any], plain: Optional[List[bool]] = None) -> List[Document]:
     """One document per log line, in order."""
-    made, lines = _log_parts(context, items, plain)
+    made, lines = _log_parts(context, LogText.of_items(items, plain))
     return made if lines is None else lines.documents()
 
 

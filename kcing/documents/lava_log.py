@@ -1,20 +1,20 @@
 """The `log` of a LAVA callback: a YAML list with one flow mapping per line, parsed fast.
 
 Each line looks like `- {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "..."}` and
-is almost always plain JSON after the leading "- ". `parse_log` decodes such lines as JSON
-(about ten times faster than YAML), all of them at once when it can (see `_read_at_once`), and
-gives every other line to the safe YAML loader on its own. The result is the list
-`yamlsafe.load` returns for the whole text; tests compare both on the real files and on random
-lines. When a line cannot be read on its own (an alias, a scalar continued on the next line),
-the whole text goes to the YAML loader.
+nearly always of the same form: three texts of printable ASCII with nothing to escape. Those
+lines are cut into their texts by one regular expression over the whole log (`read_log_text`);
+every other line is decoded as JSON where YAML would read it alike (about ten times faster than
+YAML), else given to the safe YAML loader on its own. The result is the list `yamlsafe.load`
+returns for the whole text; tests compare both on the real files and on random lines. When a
+line cannot be read on its own (an alias, a scalar continued on the next line), the whole text
+goes to the YAML loader.
 """
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, List, Optional, Tuple
-
-import msgspec
+from json.decoder import scanstring
+from typing import Any, Dict, List, Optional, Tuple
 
 from kcing.documents import yamlsafe
 from kcing.errors import RejectedInput
@@ -73,32 +73,98 @@ _SCAN = _DECODER.scan_once
 
 def parse_log(text: str) -> List[Any]:
     """Return the log items of `text`, equal to `yamlsafe.load(text)` (an empty log is [])."""
-    return parse_log_marked(text)[0]
+    return read_log_text(text).marked()[0]
 
 
 def parse_log_marked(text: str) -> Tuple[List[Any], List[bool]]:
     """`parse_log(text)`, and for each item whether its line was printable ASCII without a
     backslash: then no text in the item has a character JSON escapes (a quote, a backslash, a
     control character), and its JSON is the text in quotes."""
-    at_once = _read_at_once(text)
-    if at_once is not None:
-        return at_once
-    return _read_by_line(text)
+    return read_log_text(text).marked()
 
 
-def _read_by_line(text: str) -> Tuple[List[Any], List[bool]]:
-    items: List[Any] = []
-    plain: List[bool] = []
-    for line in text.split("\n"):
-        if not line:
-            continue
-        read = _line_alone(line)
+class LogText:
+    """A log's items as read, in one of two forms.
+
+    Read line by line (`lines` is not None): one tuple per non-empty line, in order,
+    `(dt, lvl, msg, "")` for a usual line (see `_USUAL_LINE_OR_OTHER`), whose item is the
+    mapping of dt, lvl and `message_text(msg)` (msg as it stands in the line), or `("", "", "", line)` for any other line, whose items and
+    plain marks are `apart[line]`. Read whole (`lines` is None): the items and their marks.
+    A log document builder takes the usual lines' texts as they are, without making a mapping.
+    """
+
+    __slots__ = ("lines", "apart", "_marked")
+
+    def __init__(self, lines: Optional[List[Tuple[str, str, str, str]]], apart: Dict[str, Tuple[List[Any], List[bool]]],
+                 marked: Optional[Tuple[List[Any], List[bool]]] = None):
+        self.lines = lines
+        self.apart = apart
+        self._marked = marked
+
+    @classmethod
+    def of_items(cls, items: List[Any], plain: Optional[List[bool]] = None) -> "LogText":
+        return cls(None, {}, (items, [False] * len(items) if plain is None else plain))
+
+    def __len__(self) -> int:
+        if self.lines is None:
+            return len(self._marked[0])
+        apart = self.apart
+        return len(self.lines) + sum(len(apart[other][0]) - 1 for _, _, _, other in self.lines if other)
+
+    def marked(self) -> Tuple[List[Any], List[bool]]:
+        """The items, each with whether its texts need no JSON escaping."""
+        if self._marked is None:
+            items: List[Any] = []
+            plain: List[bool] = []
+            for dt, lvl, msg, other in self.lines:
+                if other:
+                    items += self.apart[other][0]
+                    plain += self.apart[other][1]
+                else:
+                    items.append({"dt": dt, "lvl": lvl, "msg": message_text(msg)})
+                    plain.append("\\" not in msg)
+            self._marked = items, plain
+        return self._marked
+
+
+# A usual line of a LAVA log, as the dispatcher writes nearly all of them: a flow mapping of a
+# "dt" of microseconds (at least milliseconds), a "lvl" and a "msg", all three texts of
+# printable ASCII without a quote or a backslash, except that the message may hold the escapes
+# that JSON and YAML read alike and that JSON writes back the same way (\" \\ \b \f \n \r \t).
+# YAML and JSON read such a line alike, to those three texts (no other escape, no tag, no alias,
+# no line break), and the JSON of each text is the text in quotes as it stands in the line. Any
+# other non-empty line is taken whole, in the fourth group.
+_PLAIN_TEXT = r'[ !#-\[\]-~]*'
+_MESSAGE = _PLAIN_TEXT + r'(?:\\["\\bfnrt]' + _PLAIN_TEXT + r')*'
+_USUAL_LINE_OR_OTHER = re.compile(
+    r'^- \{"dt": "([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3,6})", '
+    r'"lvl": "(' + _PLAIN_TEXT + r')", "msg": "(' + _MESSAGE + r')"\}$|^(.+)$', re.MULTILINE)
+
+
+def message_text(msg: str) -> str:
+    """The text of a usual line's message as it stands in the line (its JSON without quotes)."""
+    return scanstring('"%s"' % msg, 1)[0] if "\\" in msg else msg
+
+
+def read_log_text(text: str) -> LogText:
+    """The items of `text`, equal to `yamlsafe.load(text)`: line by line when every line can be
+    read on its own (nearly always), else whole.
+
+    The usual lines are told apart and cut into their texts by one regular expression over the
+    whole text; each other line is read on its own, once however often it repeats (repeats
+    share their items, which nothing changes). When one
+    cannot be read on its own (an alias, a scalar continued on the next line), the whole text
+    goes to the YAML loader.
+    """
+    lines = _USUAL_LINE_OR_OTHER.findall(text)
+    apart = {}
+    for other in {line[3] for line in lines if line[3]}:
+        read = _line_alone(other)
         if read is None:
             whole = _whole(text)
-            return whole, [False] * len(whole)
-        items.extend(read[0])
-        plain.extend(read[1])
-    return items, plain
+            return LogText(None, {}, (whole, [False] * len(whole)))
+        apart[other] = read
+    return LogText(lines, apart)
 
 
 def _line_alone(line: str) -> Optional[Tuple[List[Any], List[bool]]]:
@@ -120,81 +186,14 @@ def _line_alone(line: str) -> Optional[Tuple[List[Any], List[bool]]]:
     if not line.startswith(_ITEM_PREFIX):
         return None
     item = _json_item(line)
+    if item is _NOT_JSON and DECIMAL_TAG in line:
+        item = _json_item_untagged(line)
     if item is not _NOT_JSON:
         return [item], [False]
     parsed = _yaml_line(line)
     if parsed is None:
         return None
     return parsed, [False] * len(parsed)
-
-
-# Reads the JSON array of many lines' items in one call, floats as `_DECODER` reads them.
-_ARRAY_DECODER = msgspec.json.Decoder(float_hook=_yaml_compatible_float)
-# A backslash JSON does not take as an escape, and YAML may ("\\0", "\\x41", "\\e"): its line is
-# set apart (an escaped backslash before such a letter sets its line apart too, needlessly).
-_NOT_A_JSON_ESCAPE = re.compile(r'\\[^"\\/bfnrtu]')
-# Printable ASCII (what str.isprintable() accepts of ASCII) and the newline between lines.
-_PRINTABLE_ASCII_LINES = bytes(range(0x20, 0x7f)) + b"\n"
-_ALL_BUT_OPENING_BRACKETS = bytes(set(range(128)) - set(b"[{\n"))
-
-
-def _read_at_once(text: str) -> Optional[Tuple[List[Any], List[bool]]]:
-    """`_read_by_line(text)` for a log of usual lines, or None to read it line by line.
-
-    Usual lines are what the line loop reads with its first, quickest test: "- {" and a short,
-    shallow, printable ASCII JSON mapping without \\u escapes. Such lines are told apart with
-    a few operations on the whole text, then decoded as one JSON array by one msgspec call. A
-    line with a "!" (a YAML tag such as the Decimals of results lines), a \\u escape, an escape
-    JSON lacks, or MAX_DEPTH brackets is read on its own, as the loop reads it, and its items
-    put in its place. Any other line, or an array that does not decode to one value per line,
-    sends the whole text to the loop.
-    """
-    if not text.isascii():
-        return None
-    lines = text.split("\n")
-    if "" in lines:
-        lines = [line for line in lines if line]
-    if not lines or text.count("\n- {") + text.startswith("- {") != len(lines):
-        return None  # a line does not start with "- {"
-    ascii_text = text.encode("ascii")
-    if max(map(len, lines)) > _SHORT_LINE or ascii_text.translate(None, _PRINTABLE_ASCII_LINES):
-        return None  # a long line, or a character isprintable() refuses
-    apart = {}  # number -> a line read on its own, as the line loop reads it
-    if "!" in text or "\\u" in text or _NOT_A_JSON_ESCAPE.search(text):
-        apart = {number: line for number, line in enumerate(lines)
-                 if "!" in line or ("\\" in line and ("\\u" in line or _NOT_A_JSON_ESCAPE.search(line)))}
-    # A line's depth is at most its brackets: the lines with MAX_DEPTH of them are set apart.
-    # Counted on the text's brackets and newlines alone, as the lines' lengths.
-    if max(map(len, ascii_text.translate(None, _ALL_BUT_OPENING_BRACKETS).split(b"\n"))) >= yamlsafe.MAX_DEPTH:
-        apart.update((number, line) for number, line in enumerate(lines)
-                     if line.count("[") + line.count("{") >= yamlsafe.MAX_DEPTH)
-    usual = [line for number, line in enumerate(lines) if number not in apart] if apart else lines
-    try:
-        items = _ARRAY_DECODER.decode("[" + "\n".join(usual)[len(_ITEM_PREFIX):].replace("\n- ", ",") + "]")
-    except (ValueError, RecursionError):  # msgspec's DecodeError is a ValueError
-        return None
-    if len(items) != len(usual):
-        return None  # a line held more than one value
-    plain = [True] * len(items) if "\\" not in text else ["\\" not in line for line in usual]
-    if not apart:
-        return items, plain
-    # The set-apart lines' items in their places: before the one of rank r come its number - r
-    # usual lines.
-    merged_items: List[Any] = []
-    merged_plain: List[bool] = []
-    taken = 0
-    for rank, number in enumerate(sorted(apart)):
-        read = _line_alone(apart[number])
-        if read is None:
-            return None
-        merged_items += items[taken:number - rank]
-        merged_plain += plain[taken:number - rank]
-        taken = number - rank
-        merged_items += read[0]
-        merged_plain += read[1]
-    merged_items += items[taken:]
-    merged_plain += plain[taken:]
-    return merged_items, merged_plain
 
 
 def _json_item(line: str) -> Any:
@@ -213,6 +212,34 @@ def _json_item(line: str) -> Any:
         return decoder.decode(line[len(_ITEM_PREFIX):])
     except (ValueError, RecursionError):
         return _NOT_JSON
+
+
+# The tag of a results line's measurement (`"measurement": !!python/object/apply:decimal.Decimal
+# ["2"]`), which the loader reads as its one quoted text ("2"), as the value of a quoted key.
+DECIMAL_TAG = "!!python/object/apply:decimal.Decimal"
+_TAGGED_VALUE = re.compile(r'(?<=": )!!python/object/apply:decimal\.Decimal \[("[^"\\]*")\]')
+
+
+def _json_item_untagged(line: str) -> Any:
+    """`_json_item` of `line` with each tagged value replaced by its quoted text, which JSON then
+    reads as the loader reads the tagged value; _NOT_JSON when a tag may be in a quoted text.
+
+    Without a backslash in the line, a position is in a quoted text when an odd number of
+    quotes come before it: a tag found there is left, and the line goes to the YAML loader.
+    """
+    if "\\" in line:
+        return _NOT_JSON
+    parts = []
+    position = 0
+    for tagged in _TAGGED_VALUE.finditer(line):
+        if line.count('"', 0, tagged.start()) % 2:
+            return _NOT_JSON
+        parts += (line[position:tagged.start()], tagged.group(1))
+        position = tagged.end()
+    if not parts:
+        return _NOT_JSON
+    parts.append(line[position:])
+    return _json_item("".join(parts))
 
 
 def _reads_alike(line: str) -> bool:

@@ -356,12 +356,12 @@ def _boot_parts(node_id: str, node: Mapping[str, Any], envelope: Mapping[str, An
     if "boot_result" in callback.boot_fields:  # the callback's verdict replaces the node's whole
         fields["boot_result"], fields["boot_failure"] = callback_boot_verdict(callback.boot_fields, error_code)
     documents = [_document("boot", node_id, when, fields, api)]
-    if not callback.log_items:
+    if not len(callback.log):
         return documents, None
     # The boot document is checked first, as when every document is checked in turn: its
     # reason for a refusal comes before any a log line would give while its parts are made.
     check_all(documents)
     common = without_missing({name: fields.get(name) for name in LAVA_COMMON})
     common["kernelci_api"] = {name: api[name] for name in nodes_api.LOG_API_FIELDS if name in api}
-    made, lines = log_parts((NAMESPACE, node_id), when, common, callback.log_items)
+    made, lines = log_parts((NAMESPACE, node_id), when, common, callback.log)
     return documents + made, lines

@@ -9,11 +9,12 @@ and the board. An unreadable part is reported as a problem instead of refusing t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from kcing.documents import lava_job, lava_results, yamlsafe
 from kcing.documents.coerce import as_int, as_keyword
 from kcing.documents.lava import read_log
+from kcing.documents.lava_log import LogText
 from kcing.errors import RejectedInput
 
 __all__ = ["Callback", "read_callback"]
@@ -21,10 +22,10 @@ __all__ = ["Callback", "read_callback"]
 
 @dataclass(frozen=True)
 class Callback:
-    """Boot document fields and log items from one callback, or why they are missing."""
+    """Boot document fields and the log from one callback, or why they are missing."""
 
     boot_fields: Mapping[str, Any] = field(default_factory=dict)
-    log_items: List[Any] = field(default_factory=list)
+    log: LogText = field(default_factory=lambda: LogText.of_items([]))
     problem: Optional[str] = None
 
 
@@ -40,10 +41,10 @@ def read_callback(text: Any) -> Callback:
     except RejectedInput as error:
         return Callback(problem=str(error))
     try:
-        items = read_log(callback.get("log"))
+        log = read_log(callback.get("log"))
     except RejectedInput as error:
         return Callback(boot_fields, problem="log: %s" % error)
-    return Callback(boot_fields, items)
+    return Callback(boot_fields, log)
 
 
 def _json_object(text: str) -> Mapping[str, Any]:
