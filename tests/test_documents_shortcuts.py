@@ -413,6 +413,18 @@ def test_log_lines_of_random_items_encode_as_their_documents():
             assert _outcome(lambda: _encoded_from_parts(LAVA, content, encode, separator)) == expected
 
 
+@pytest.mark.parametrize("odd", ['a "quote"', "a \\ backslash", "caf\u00e9", "tab\t", "\x7f", "\u2028", ""])
+@pytest.mark.parametrize("where", ["timestamps", "ids"])
+def test_log_lines_whose_timestamps_or_ids_need_escaping_encode_as_their_documents(odd, where):
+    # Timestamps and ids are quoted as they are only when none needs escaping: the encoders
+    # must not depend on their having been checked.
+    lines = parts_for(LAVA, real_bytes(MESON), WHEN)[1]
+    getattr(lines, where)[5] = odd
+    for encode in (logstash_json, ndjson_record):
+        texts = LINES_ENCODERS[encode](lines)
+        assert [text.encode("utf-8") for text in texts] == [encode(document) for document in lines.documents()]
+
+
 def test_a_log_refused_from_its_parts_is_refused_for_the_same_reason():
     callback = real_callback(MESON)
     callback["log"] = '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "a \\ud800 lone surrogate"}\n'
