@@ -845,15 +845,26 @@ def read_local_settings(path: Path) -> dict:
     found = {_setting_name(name, path): value for name, value in dict.items(given)} if isinstance(given, dict) else {}
     if given is not None and not isinstance(given, (dict, ModuleType)):
         log.warning("%s: `settings` is %s, not a dict of settings; it is ignored", path, _type_name(given))
-    found.update({name: value for name, value in namespace.items() if name in SPECS})
+    found.update({name: value for name, value in namespace.items() if name in SPECS or name in FORMER_NAMES})
+    found = _under_current_names(found)
     # A name that is no setting is refused as such (load), whatever its value: only a setting's is read.
     found = {name: _plain(value, name, path) if name in SPECS else value for name, value in found.items()}
     for name in sorted(namespace):
-        if name not in SPECS and not name.startswith("_"):
+        if name not in SPECS and name not in FORMER_NAMES and not name.startswith("_"):
             mistake = _misnamed(name, same_prefix=False)
             if mistake:
                 log.warning("%s: %s is not a kcing setting and is ignored%s", path, name, mistake)
     return found
+
+
+def _under_current_names(given: dict) -> dict:
+    """`given` with each of the original tool's names (FORMER_NAMES) replaced by kcing's, whose
+    own value, when given too, wins."""
+    current = {name: value for name, value in given.items() if name not in FORMER_NAMES}
+    for former, name in FORMER_NAMES.items():
+        if former in given:
+            current.setdefault(name, given[former])
+    return current
 
 
 # What a value of local_settings.py may be made of, which the parsers read (and a message quotes)
@@ -913,6 +924,11 @@ def _working_directory_exists() -> bool:
     return True
 
 
+# The original tool's names of settings kcing names otherwise, read as kcing's own, so that its
+# local_settings.py and cron environment work unchanged: it took the one lab without LAVA, kcing a
+# list of them. Where both names are given in one place, kcing's wins.
+FORMER_NAMES = {"KCI_NON_LAVA_LAB": "KCI_NON_LAVA_LABS"}
+
 SETTING_PREFIXES = ("KCI_", "KCING_", "ES_", "LS_", "KB_", "DRP_")
 # What Logstash reads from the environment for kcing's pipeline (logstash/pipeline/kcing.conf):
 # set where kcing may run too, and no misspelt setting.
@@ -946,7 +962,7 @@ def warn_of_unknown_environment(environ: Mapping[str, str]) -> None:
     """Warn of an environment variable that looks meant as a setting but is none (ES_HOTS):
     it would be ignored without a word, and the setting left at its default."""
     for name in sorted(environ):
-        if name not in SPECS and name not in PIPELINE_VARIABLES:
+        if name not in SPECS and name not in PIPELINE_VARIABLES and name not in FORMER_NAMES:
             mistake = _misnamed(name, same_prefix=True)
             if mistake:
                 log.warning("environment variable %s is not a kcing setting and is ignored%s", name, mistake)
@@ -982,6 +998,9 @@ def load(environ: Optional[Mapping[str, str]] = None, local_file: Optional[Path]
             _parse(name, value, str(local_file))  # a key of `settings` that is no setting: refused
         given[name] = (value, str(local_file))
     warn_of_unknown_environment(environ)
+    for former, name in FORMER_NAMES.items():
+        if former in environ and environ[former].strip() != "":
+            given[name] = (environ[former], "environment, as %s" % former)
     for name in SPECS:
         if name in environ and environ[name].strip() != "":
             given[name] = (environ[name], "environment")

@@ -60,6 +60,31 @@ def test_documents_reach_the_input_of_their_origin(env, tmp_path, logstash, obje
     assert not any(emulator.unrouted for emulator in logstash.emulators.values())
 
 
+def test_the_original_tools_setting_of_the_lab_without_lava_chooses_the_input_of_its_boots(
+        env, tmp_path, logstash, objects):
+    """KCI_NON_LAVA_LAB, as the original tool named it, in its `settings` dict or the environment."""
+    reports = {obj.upstream_id for obj in objects if obj.kind == "boot"}
+    assert reports
+
+    def boots_by_route() -> dict:
+        return {route: {event.metadata["id"] for event in logstash.emulators[route].events_received
+                        if event.metadata["index"].startswith("boot-")} for route in ("lava", "boot")}
+
+    (tmp_path / "local_settings.py").write_text("settings = {'KCI_NON_LAVA_LAB': 'lab-baylibre-seattle'}\n")
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0 and "KCI_NON_LAVA_LAB" not in result.stderr, result.stderr
+    first = boots_by_route()
+    assert len(first["boot"]) == len(reports)
+    # Named a lab that has no boots here, the reports' lab is a LAVA lab's: its boots are asked
+    # for as lava-json files, found as boot reports, and go to the LAVA input.
+    logstash.clear()
+    (tmp_path / "local_settings.py").unlink()
+    again = dict(env, KCI_NON_LAVA_LAB="lab-nowhere", KCING_DB=str(tmp_path / "again.db"))
+    result = kcing(["feed_es"], again, tmp_path)
+    assert result.returncode == 0 and "KCI_NON_LAVA_LAB" not in result.stderr, result.stderr
+    assert boots_by_route() == {"lava": first["boot"] | first["lava"], "boot": set()}
+
+
 def test_a_second_run_sends_nothing(env, tmp_path, logstash, objects):
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
     posts = sum(len(emulator.requests) for emulator in logstash.emulators.values())

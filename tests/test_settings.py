@@ -65,6 +65,22 @@ def test_original_settings_dict_form_is_read(tmp_path):
     assert s.storage_url == "http://storage.h"
 
 
+def test_the_original_tools_name_of_the_labs_without_lava_is_read_as_kcing_s_own(tmp_path, caplog):
+    """The original tool named the lab without LAVA KCI_NON_LAVA_LAB: its settings dict naming it
+    was refused (exit 2) and the name elsewhere ignored, its lab's boots then read as LAVA boots."""
+    s = load(tmp_path, local="settings = {'KCI_HOST': 'h', 'KCI_NON_LAVA_LAB': 'lab-a'}\n")
+    assert s.non_lava_labs == frozenset({"lab-a"})
+    assert load(tmp_path, local="KCI_NON_LAVA_LAB = 'lab-b'\n").non_lava_labs == frozenset({"lab-b"})
+    assert load(tmp_path, environ={"KCI_NON_LAVA_LAB": "lab-c"}).non_lava_labs == frozenset({"lab-c"})
+    assert warnings_of(caplog) == []
+    # kcing's own name wins where both are given in one place; a higher layer wins whichever it uses.
+    both = "KCI_NON_LAVA_LAB = 'lab-b'\nKCI_NON_LAVA_LABS = 'lab-d,lab-e'\n"
+    assert load(tmp_path, local=both).non_lava_labs == frozenset({"lab-d", "lab-e"})
+    assert load(tmp_path, environ={"KCI_NON_LAVA_LAB": "lab-c", "KCI_NON_LAVA_LABS": "lab-f"},
+                local=both).non_lava_labs == frozenset({"lab-f"})
+    assert load(tmp_path, environ={"KCI_NON_LAVA_LAB": "lab-c"}, local=both).non_lava_labs == frozenset({"lab-c"})
+
+
 def test_numbers_from_the_environment_are_parsed(tmp_path):
     s = load(tmp_path, environ={"ES_LOAD_INTERVAL": "0.25", "LS_PIPELINE_BATCH_SIZE": "50"})
     assert s.ES_LOAD_INTERVAL == 0.25 and s.LS_PIPELINE_BATCH_SIZE == 50
