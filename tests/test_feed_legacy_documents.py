@@ -326,6 +326,31 @@ def test_a_boot_report_given_as_a_build_is_refused_and_never_overwrites_the_buil
     assert sorted(row["state"] for row in ledger_rows(tmp_path / "kcing.db")) == ["delivered", "rejected"]
 
 
+@pytest.mark.parametrize("option, given, reason", [
+    ("--boots", "lava", "a LAVA callback (it holds a job definition), not a boot report: a lava-json-<board>.json "
+                        "is fed with --lavas"),
+    ("--boots", "build", "a build's file, not a boot report: a build.json or bmeta.json is fed with --builds"),
+    ("--boots", "bmeta", "a build's file, not a boot report: a build.json or bmeta.json is fed with --builds"),
+    ("--lavas", "build", "a build's file, not a LAVA callback: a build.json or bmeta.json is fed with --builds"),
+    ("--lavas", "bmeta", "a build's file, not a LAVA callback: a build.json or bmeta.json is fed with --builds"),
+])
+def test_a_local_file_given_to_another_kind_s_option_is_refused_saying_what_it_is(logstash, tmp_path, option, given,
+                                                                                  reason):
+    """Read as the kind of its option, it was refused for lacking what that kind holds (`boot report
+    lacks board, job, ...`, `LAVA callback has no integer job id`), which says nothing of the slip."""
+    build = build_item("next", "next-20210503", "arm64", "defconfig", at(TODAY, 0, 9))
+    content = {"lava": RAW_QEMU.read_bytes() if RAW_QEMU.is_file() else None, "build": build_json(build),
+               "bmeta": bmeta_json(build)}[given]
+    if content is None:
+        pytest.skip("the real raw LAVA callback is not here")
+    path = tmp_path / "file.json"
+    path.write_bytes(content)
+    result = kcing(["feed_es", option, str(path), "--date", "2021-05-03"], local_environ(logstash, tmp_path), tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert reason in result.stdout
+    assert not logstash.store and [row["state"] for row in ledger_rows(tmp_path / "kcing.db")] == ["rejected"]
+
+
 def test_a_local_lava_file_is_dated_by_its_own_times_not_by_date_or_mtime(logstash, tmp_path):
     path = tmp_path / "lava-json-qemu.json"
     path.write_text(json.dumps(raw_callback()))

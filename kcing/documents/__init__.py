@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from kcing.documents.boot import boot_report_documents, is_boot_report
-from kcing.documents.build import build_documents
+from kcing.documents.build import build_documents, is_build_file
 from kcing.documents.lava import LogLines, lava_documents, lava_parts
 from kcing.documents.nodes import node_documents, node_parts
 from kcing.documents.validate import check_all, routing_fine
@@ -69,6 +69,7 @@ def parts_for(kind: str, content: bytes, created: Optional[datetime] = None,
     except (KeyError, TypeError):
         raise ValueError("unknown object kind %r" % (kind,)) from None
     record = json_object(content)
+    _check_file_kind(kind, record)
     lines = None
     if kind == LAVA and is_boot_report(record):
         # A LAVA lab's boot from before the backend stored LAVA callbacks: its boot report
@@ -86,6 +87,34 @@ def parts_for(kind: str, content: bytes, created: Optional[datetime] = None,
     if lines is not None:
         check_lines(lines)
     return documents, lines
+
+
+# What a LAVA object or a boot report is told apart by: a LAVA callback always carries its job
+# definition, a build's file never does.
+WRONG_KIND_REASONS = {
+    (BOOT, LAVA): "a LAVA callback (it holds a job definition), not a boot report: a lava-json-<board>.json is "
+                  "fed with --lavas",
+    (BOOT, BUILD): "a build's file, not a boot report: a build.json or bmeta.json is fed with --builds",
+    (LAVA, BUILD): "a build's file, not a LAVA callback: a build.json or bmeta.json is fed with --builds",
+}
+
+
+def _check_file_kind(kind: str, record: Dict[str, Any]) -> None:
+    """Refuse, saying what it is, a build's file or a LAVA callback read as another kind of file
+    (a local file given to the wrong option): read as that kind, it would be refused for lacking
+    what that kind holds, which says nothing of the mistake. (build.py says so of a boot's file
+    read as a build's.)"""
+    if kind not in (LAVA, BOOT):
+        return
+    if "definition" in record:
+        found = LAVA
+    elif is_build_file(record):
+        found = BUILD
+    else:
+        return
+    reason = WRONG_KIND_REASONS.get((kind, found))
+    if reason is not None:
+        raise RejectedInput(reason)
 
 
 def check_lines(lines: LogLines) -> None:

@@ -69,6 +69,15 @@ def build_documents(build: Mapping[str, Any], created: Optional[datetime]) -> Li
     )]
 
 
+def is_build_file(record: Mapping[str, Any]) -> bool:
+    """Whether `record` is read as a build's file: a bmeta.json, or a flat build.json (a build
+    name at its top level as text, and none of a boot's file's names)."""
+    if is_bmeta(record):
+        return True
+    return (not any(record.get(key) is not None for key in BOOT_KEYS)
+            and any(isinstance(record.get(key), str) for key in FLAT_KEYS))
+
+
 def _flat_fields(build: Mapping[str, Any]) -> dict:
     fields = typed_fields(build, BUILD)
     fields["kernel"] = fields.get("kernel") or fields.get("git_describe")
