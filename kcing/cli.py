@@ -182,6 +182,10 @@ def parse_command(name: str, argv: List[str]) -> Optional[dict]:
                 parsed[flag] = settings_module.home_expanded(value)
             except ValueError as error:
                 raise UsageError("%s %s: %s" % (flag, value, error)) from None
+    if "" in (parsed.get("<file>") or ()):
+        # `--builds "$FILE"` with FILE unset: no file has an empty name, and read as one it
+        # became the working directory ("cannot read .: Is a directory").
+        raise UsageError("a <file> needs a name, not an empty one")
     return parsed
 
 

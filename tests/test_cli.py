@@ -302,6 +302,9 @@ def test_global_options_given_more_say_what_they_take(argv, message, tmp_path):
      "kcing feed_es: --output needs a value, not an empty one (see kcing feed_es --help)"),
     (["feed_es", "--metrics", " "], "kcing feed_es: --metrics needs a value, not an empty one (see kcing feed_es --help)"),
     (["status", "--db", ""], "kcing status: --db needs a value, not an empty one (see kcing status --help)"),
+    # `--builds "$FILE"` with FILE unset: read as a name, it was the working directory.
+    (["feed_es", "--builds", "build.json", "", "--date", "2020-11-04", "--output", "out"],
+     "kcing feed_es: a <file> needs a name, not an empty one (see kcing feed_es --help)"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(argv, message, tmp_path):
     refused = kcing(argv, clean_environ(), tmp_path)
