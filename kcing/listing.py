@@ -43,8 +43,31 @@ class Listing:
 
     def _listing(self) -> Iterator[UpstreamObject]:
         if getattr(self.source, "leaves_out_known", False):
-            return self.source.list_objects(known=self._known_delivered)
-        return self.source.list_objects()
+            listed = self.source.list_objects(known=self._known_delivered)
+        else:
+            listed = self.source.list_objects()
+        window_start = getattr(self.source, "window_start", None)
+        start = window_start() if window_start is not None else None
+        return listed if start is None else self._with_earlier_failures(listed, start)
+
+    def _with_earlier_failures(self, listed: Iterator[UpstreamObject], start) -> Iterator[UpstreamObject]:
+        """The listing, then the objects it can no longer list: those dated before `start`, where a
+        source that lists a window of days (the legacy one) begins, that the ledger holds as not
+        delivered here (failed, too large for Logstash, or in hand when a run stopped). The next
+        run was to try them again; out of the window, only the ledger still names them."""
+        seen: Set[Tuple[str, str]] = set()
+        for obj in listed:
+            seen.add((obj.kind, obj.upstream_id))
+            yield obj
+        again = 0
+        for kind in getattr(self.source, "kinds", ()):
+            for obj in self.ledger.undelivered_before(self.source.name, kind, self.destination(kind), start):
+                if (obj.kind, obj.upstream_id) not in seen:
+                    again += 1
+                    yield obj
+        if again:
+            log.info("%d objects dated before %s, where the listing starts, were not delivered by an earlier run: "
+                     "trying them again", again, start.strftime("%Y-%m-%d %H:%M UTC"))
 
     def _known_delivered(self, kind: str, upstream_ids: List[str]) -> Set[str]:
         """For sources that leave out what was delivered while listing: which ids those are."""

@@ -5,6 +5,7 @@ import base64
 import json
 import re
 import time
+from datetime import timedelta
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -170,6 +171,42 @@ def test_malformed_and_missing_files_are_recorded_and_the_rest_delivered(env, tm
     assert "rejected 1" in result.stdout and "failed 1" in result.stdout
     healthy = [obj for obj in objects if obj not in (broken, missing)]
     assert stored_keys(logstash) == set(expected_documents(healthy))
+
+
+def test_objects_that_failed_are_tried_again_once_older_than_the_crawl_window(env, tmp_path, legacy_replica,
+                                                                             logstash, objects, expected):
+    """The next run was to try a failed file again, but a legacy run lists only its window of
+    days: a file whose day had left it was never asked for again, and the run said all was well."""
+    newest = max(obj.date for obj in objects).date()
+    early = [obj for obj in objects if obj.date.date() < newest - timedelta(days=2)]
+    broken, missing = early[0], early[-1]
+    assert broken is not missing
+    legacy_replica.frontend.today = newest
+    legacy_replica.corpus.add_file(storage_path(broken), b'{"job": "next", "kernel": ')  # truncated JSON
+    for obj in early:
+        legacy_replica.storage.fail_next("/" + storage_path(obj), 503, count=None)
+    first = kcing(["feed_es"], env, tmp_path)
+    assert first.returncode == 1, first.stderr
+    states = ledger_states(tmp_path / "kcing.db")
+    assert {states[(obj.kind, obj.upstream_id)] for obj in early} == {"failed"}
+    # Storage answers again, but their day is out of the window of --days 2: only the ledger names them.
+    legacy_replica.storage.clear_faults()
+    legacy_replica.corpus.remove_file(storage_path(missing))
+    again = kcing(["feed_es", "--days", "2"], env, tmp_path)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "were not delivered by an earlier run: trying them again" in again.stderr
+    states = ledger_states(tmp_path / "kcing.db")
+    assert states[(broken.kind, broken.upstream_id)] == "rejected"
+    assert states[(missing.kind, missing.upstream_id)] == "failed"
+    assert {states[(obj.kind, obj.upstream_id)] for obj in early if obj not in (broken, missing)} == {"delivered"}
+    assert stored_keys(logstash) == set(expected_documents([obj for obj in objects if obj is not broken
+                                                            and obj is not missing]))
+    # A rejected file is not asked for again; a failed one is, by every run.
+    asked_before = len(legacy_replica.storage.requests)
+    third = kcing(["feed_es", "--days", "2"], env, tmp_path)
+    assert third.returncode == 1, third.stdout + third.stderr
+    asked = {request.path for request in list(legacy_replica.storage.requests)[asked_before:]}
+    assert "/" + storage_path(missing) in asked and "/" + storage_path(broken) not in asked
 
 
 def test_csrf_expiry_mid_crawl_is_survived(env, tmp_path, legacy_replica, logstash, expected):

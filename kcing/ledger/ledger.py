@@ -438,6 +438,30 @@ class Ledger:
                                      when.replace(tzinfo=timezone.utc) if when is not None else None,
                                      {"sha256": sha256} if isinstance(sha256, str) and sha256 else {})
 
+    def undelivered_before(self, source: str, kind: str, destination: str, before: datetime,
+                           chunk: int = LOOKUP_CHUNK) -> Iterator[UpstreamObject]:
+        """The objects of `source` and `kind` dated before `before` whose last try to deliver
+        them to `destination` did not (failed, too large for Logstash, or cut off by a stop),
+        rebuilt from their rows (URL and date), `chunk` rows at a time. Left out: those rejected,
+        which fetching again would refuse again, and those reconcile holds as missing in
+        Elasticsearch, which `reconcile --resend` sends."""
+        reason = models.MISSING_IN_ELASTICSEARCH
+        last = 0
+        while True:
+            rows = [_delivered_row(row) for row in self.db.execute_sql(
+                "SELECT %s FROM upstream_file WHERE source = ? AND kind = ? AND destination = ? AND state IN (?, ?, ?) "
+                "AND object_date < ? AND NOT (last_error IS NOT NULL AND (last_error = ? OR substr(last_error, 1, ?) = ?)) "
+                "AND id > ? ORDER BY id LIMIT ?" % _ROW_COLUMNS,
+                [source, kind, destination, FAILED, TOO_LARGE, DOWNLOADED, _as_text(before), reason, len(reason) + 2,
+                 reason + "; ", last, chunk]).fetchall()]
+            if not rows:
+                return
+            last = rows[-1].id
+            for row in rows:
+                if row.object_date is not None:
+                    yield UpstreamObject(row.source, row.kind, row.upstream_id, row.url,
+                                         row.object_date.replace(tzinfo=timezone.utc))
+
     def missing_counts(self, reason: str = models.MISSING_IN_ELASTICSEARCH) -> Dict[tuple, int]:
         """{(source, kind, destination): objects held as missing in Elasticsearch} (see
         `sources_with_missing`), whatever state their last re-send left them in."""

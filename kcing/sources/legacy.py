@@ -76,6 +76,7 @@ class LegacyKernelCI:
     """Lists builds and boots of the last `days` (or the newest `how_many` of each) and downloads their files."""
 
     name = "legacy"
+    kinds = (BUILD, LAVA, BOOT)
 
     def __init__(self, requester: Requester, frontend_url: str, storage_url: str, non_lava_labs=frozenset(),
                  days: int = 2, how_many: Optional[int] = None, page_size: int = 1000):
@@ -96,6 +97,16 @@ class LegacyKernelCI:
     def list_objects(self, known: Optional[Callable[[str, List[str]], Set[str]]] = None) -> Iterator[UpstreamObject]:
         yield from self._list("build", known)
         yield from self._list("boot", known)
+
+    def window_start(self, now: Optional[datetime] = None) -> Optional[datetime]:
+        """The start of what the listing covers: midnight UTC `days` days before today (the
+        backend's `date_range`), by this host's clock; None when it lists the newest `how_many`,
+        whatever their day. An object dated before it that failed is no longer listed: the feed
+        takes it from the ledger to try it again (kcing/listing.py)."""
+        if self.how_many is not None:
+            return None
+        today = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()
+        return datetime.combine(today - timedelta(days=self.days), datetime.min.time(), tzinfo=timezone.utc)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
         """The object's file; for a build whose directory has no build.json, its bmeta.json; for a
@@ -349,8 +360,11 @@ class LegacyKernelCI:
         return UpstreamObject(self.name, kind, upstream_id, "", None, facts)
 
     def complete(self, obj: UpstreamObject) -> UpstreamObject:
-        """The storage URL and the date of a listed object; an unsafe or incomplete item gets a problem."""
-        item = obj.facts["listing"]
+        """The storage URL and the date of a listed object; an unsafe or incomplete item gets a problem.
+        An object taken from the ledger to be tried again has both already."""
+        item = obj.facts.get("listing")
+        if item is None:
+            return obj
         created = _created_on(item)
         if obj.kind == BUILD:
             leaf = [BUILD_FILE]
