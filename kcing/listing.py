@@ -6,6 +6,7 @@ what was listed and skipped into the run's summary and hands unusable items to `
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from itertools import islice
 from typing import Callable, Iterator, List, Optional, Set, Tuple
 
@@ -50,24 +51,23 @@ class Listing:
         start = window_start() if window_start is not None else None
         return listed if start is None else self._with_earlier_failures(listed, start)
 
-    def _with_earlier_failures(self, listed: Iterator[UpstreamObject], start) -> Iterator[UpstreamObject]:
-        """The listing, then the objects it can no longer list: those dated before `start`, where a
-        source that lists a window of days (the legacy one) begins, that the ledger holds as not
-        delivered here (failed, too large for Logstash, or in hand when a run stopped). The next
-        run was to try them again; out of the window, only the ledger still names them."""
-        seen: Set[Tuple[str, str]] = set()
+    def _with_earlier_failures(self, listed: Iterator[UpstreamObject], start: datetime) -> Iterator[UpstreamObject]:
+        """The listing, then the objects it no longer lists: those dated before `start`, where a
+        source that lists a window of days (the legacy one) begins by this host's clock, that an
+        earlier run did not deliver here (failed, too large for Logstash, or in hand when a run
+        stopped). The next run was to try them again; out of the window, only the ledger still
+        names them. They are read from the ledger before the listing (the failures of this run
+        are not among them), and those the listing gives after all (upstream's day begins
+        before this host's) are left to it: no object is taken twice."""
+        earlier = {obj.key: obj for kind in getattr(self.source, "kinds", ())
+                   for obj in self.ledger.undelivered_before(self.source.name, kind, self.destination(kind), start)}
         for obj in listed:
-            seen.add((obj.kind, obj.upstream_id))
+            earlier.pop(obj.key, None)
             yield obj
-        again = 0
-        for kind in getattr(self.source, "kinds", ()):
-            for obj in self.ledger.undelivered_before(self.source.name, kind, self.destination(kind), start):
-                if (obj.kind, obj.upstream_id) not in seen:
-                    again += 1
-                    yield obj
-        if again:
-            log.info("%d objects dated before %s, where the listing starts, were not delivered by an earlier run: "
-                     "trying them again", again, start.strftime("%Y-%m-%d %H:%M UTC"))
+        if earlier:
+            log.info("%d objects dated before %s were not delivered by an earlier run, and the listing no longer "
+                     "lists them: trying them again", len(earlier), start.strftime("%Y-%m-%d %H:%M UTC"))
+        yield from earlier.values()
 
     def _known_delivered(self, kind: str, upstream_ids: List[str]) -> Set[str]:
         """For sources that leave out what was delivered while listing: which ids those are."""

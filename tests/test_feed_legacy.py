@@ -194,7 +194,8 @@ def test_objects_that_failed_are_tried_again_once_older_than_the_crawl_window(en
     legacy_replica.corpus.remove_file(storage_path(missing))
     again = kcing(["feed_es", "--days", "2"], env, tmp_path)
     assert again.returncode == 1, again.stdout + again.stderr
-    assert "were not delivered by an earlier run: trying them again" in again.stderr
+    assert "were not delivered by an earlier run, and the listing no longer lists them: trying them again" \
+        in again.stderr
     states = ledger_states(tmp_path / "kcing.db")
     assert states[(broken.kind, broken.upstream_id)] == "rejected"
     assert states[(missing.kind, missing.upstream_id)] == "failed"
