@@ -545,7 +545,9 @@ def release(printed: str, status: int) -> None:
     """What a --quiet command printed: in the -l log file, and on stdout after a failure."""
     for line in printed.splitlines():
         logs.in_log_file_only(logging.INFO, line, __name__)
-    if status == 0:
+    if status == 0 or not printed:
+        # Nothing held is nothing lost: a write of nothing into a full disk (/dev/full refuses even
+        # that) is no output to say could not be written.
         return
     try:
         sys.stdout.write(printed)
