@@ -372,6 +372,12 @@ class Number(int):
 class Settings(dict):
     def keys(self): raise RuntimeError('keys')
     def __iter__(self): raise RuntimeError('iter')
+    def items(self): raise RuntimeError('items')
+class Name(str):
+    def __eq__(self, other): raise RuntimeError('eq')
+    __hash__ = str.__hash__
+class Place:
+    def __fspath__(self): raise RuntimeError('fspath')
 """
 
 
@@ -385,6 +391,7 @@ class Settings(dict):
                                                 "from 1 to 36500"),
     ("KCI_HOST = Text('ci example')", "invalid KCI_HOST='ci example' (from local_settings.py): expected a host name, "
                                       "optionally with :port (no scheme or path)"),
+    ("KCING_DB = Place()", "invalid KCING_DB (from local_settings.py): a path whose __fspath__ raised RuntimeError"),
 ])
 def test_an_object_of_the_users_in_local_settings_is_refused_unread_not_an_internal_error(tmp_path, line, expected):
     """Reading a value, or quoting it, ran the user's own __str__, __repr__ or strip, whose error
@@ -416,6 +423,15 @@ def test_a_subclass_of_text_or_a_number_in_local_settings_is_read_as_its_value(t
                                                     "settings = Settings(DRP_DAYS=Number(9))\n")
     assert (s.KCI_DAYS, s.KCI_HOST, s.DRP_DAYS) == (5, "ci.example", 9)
     assert type(s.KCI_HOST) is str
+    # A key of the settings dict is read as its text: looking it up runs none of its methods.
+    s = load(tmp_path, local=OBJECTS_OF_THE_USERS + "settings = {Name('KCI_DAYS'): 4}\n")
+    assert s.KCI_DAYS == 4
+
+
+def test_a_number_of_pythons_own_exact_types_in_local_settings_is_read_as_its_value(tmp_path):
+    s = load(tmp_path, local="from decimal import Decimal\nfrom fractions import Fraction\n"
+                             "KCI_DAYS = Decimal(5)\nDRP_DAYS = Fraction(9)\nES_RETRY_BACKOFF = Decimal('0.5')\n")
+    assert (s.KCI_DAYS, s.DRP_DAYS, s.ES_RETRY_BACKOFF) == (5, 9, 0.5)
 
 
 @pytest.mark.parametrize("name", ["KCING_DB", "KCI_SAMPLES_DIR", "LS_PASSWORD", "ES_USER"])
@@ -857,3 +873,30 @@ def test_a_long_url_of_a_list_refused_is_quoted_cut_as_the_value_is(tmp_path):
     message = str(caught.value)
     assert message.endswith(": %s... (%d characters) is not an http(s) URL" % (repr(item)[:80], len(repr(item))))
     assert len(message) < 300, message
+
+
+def test_a_long_item_of_a_list_refused_for_any_reason_is_quoted_cut(tmp_path):
+    # Each reason a URL is refused for quotes it: an item pasted with the rest of a line, cut.
+    for item, reason in (("http://a.example/" + "c" * 300 + " http://b.example", "holds several URLs"),
+                         ("http://a.example\\" + "c" * 300, "is not a usable URL")):
+        with pytest.raises(ConfigError) as caught:
+            load(tmp_path, environ={"ES_BUILD": "http://ok, " + item})
+        message = str(caught.value)
+        assert "%s... (%d characters) %s" % (repr(item)[:80], len(repr(item)), reason) in message, message
+        assert len(message) < 400, message
+
+
+def test_a_long_url_holding_bytes_that_are_not_utf8_is_quoted_once_and_cut(tmp_path):
+    value = "http://es.example/" + "x" * 300 + "caf\udce9"
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={"ES_HOST": value})
+    assert str(caught.value) == ("invalid ES_HOST=%s... (%d characters) (from environment): it holds bytes that are "
+                                 "not UTF-8 text: write the URL in UTF-8 (or percent-encoded)"
+                                 % (repr(value)[:80], len(repr(value))))
+
+
+def test_an_item_as_long_as_a_value_is_shown_is_quoted_whole(tmp_path):
+    item = "ftp://" + "c" * (settings_module.SHOWN_VALUE_CHARACTERS - 8)  # quoted: two characters more
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={"ES_BUILD": "http://ok, " + item})
+    assert str(caught.value).endswith(": %r is not an http(s) URL" % item)
