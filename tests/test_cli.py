@@ -451,7 +451,7 @@ def test_a_url_setting_given_without_its_scheme_says_what_it_lacks(command, sett
         command, setting, value, given, hint)
 
 
-@pytest.mark.parametrize("value", ["0", "99999", "9" * 200])
+@pytest.mark.parametrize("value", ["0", "65536", "99999", "9" * 200, "\uff18\uff13\uff13\uff17", "\u00b2"])
 def test_a_number_that_is_no_port_is_not_offered_as_one(tmp_path, value):
     # "give the whole URL, e.g. http://localhost:99999" offered a URL refused in its turn, and of
     # a long number pasted quoted all of it again after the cut value.
@@ -748,6 +748,16 @@ def test_the_last_line_stays_one_line_whatever_file_name_it_quotes(command, tmp_
     refused = kcing([command, "--db", "led\nger\x1b[2J.db"], clean_environ(), tmp_path)
     assert refused.returncode == 2
     assert one_line(refused).startswith("kcing %s: no ledger at %s yet" % (command, tmp_path / "led\\nger\\x1b[2J.db"))
+    # The characters other than the ASCII controls that readers take for a line's end, and DEL.
+    refused = kcing([command, "--db", "a\u2028b\u2029c\x85d\x7f.db"], clean_environ(), tmp_path)
+    assert one_line(refused).startswith("kcing %s: no ledger at %s yet" % (command,
+                                                                         tmp_path / "a\\u2028b\\u2029c\\x85d\\x7f.db"))
+
+
+def test_a_usage_error_quoting_an_option_stays_one_line(tmp_path):
+    refused = kcing(["status", "--bo\ngus\x1b[2J"], clean_environ(), tmp_path)
+    assert refused.returncode == 2
+    assert one_line(refused) == "kcing status: unknown option --bo\\ngus\\x1b[2J (see kcing status --help)"
 
 
 def test_a_run_refused_because_another_holds_the_lock_leaves_no_output_directory(tmp_path):
