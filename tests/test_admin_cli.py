@@ -518,33 +518,54 @@ FLOOD_BLOCK = (b'{"error":{"root_cause":[],"type":"cluster_block_exception","rea
 
 
 def busy_for(seconds: float, status: int = 429, body: bytes = REJECTED, retry_after: str = ""):
-    """Answer `status` from the first request until `seconds` later, then pass requests on."""
+    """Answer `status` from the first request until `seconds` later, then pass requests on: an
+    Elasticsearch error, or a proxy's page when `body` is no JSON."""
     began = []
 
     def busy(front, sock, request) -> bool:
         began.append(began[0] if began else time.monotonic())
         if time.monotonic() - began[0] >= seconds:
             return front._forward(sock, request)
-        headers = [("Content-Type", "application/json"), ("X-Elastic-Product", "Elasticsearch")]
+        headers = ([("Content-Type", "application/json"), ("X-Elastic-Product", "Elasticsearch")]
+                   if body.startswith(b"{") else [("Content-Type", "text/html")])
         return answer(status, tuple(headers + ([("Retry-After", retry_after)] if retry_after else [])), body)(
             front, sock, request)
     return busy
 
 
-@pytest.mark.parametrize("status, retry_after, backoff", [(429, "", "0.5"), (503, "2", "0.01")],
-                         ids=["backoff", "retry-after"])
-def test_drp_asks_a_busy_node_again_after_a_wait(tmp_path, es, status, retry_after, backoff):
+# What a proxy in front of a restarting node answers: no Elasticsearch error in it.
+PROXY_PAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+@pytest.mark.parametrize("status, retry_after, backoff, body", [(429, "", "0.5", REJECTED),
+                                                           (503, "2", "0.01", REJECTED),
+                                                           (502, "", "0.5", PROXY_PAGE), (504, "", "0.5", PROXY_PAGE)],
+                         ids=["backoff", "retry-after", "bad-gateway", "gateway-timeout"])
+def test_drp_asks_a_busy_node_again_after_a_wait(tmp_path, es, status, retry_after, backoff, body):
     # Asked again at once, a node whose queues are full answers 429 again: drp failed on a
     # moment's load. With ES_RETRY_BACKOFF 0.5 the retries come 0.25 s or more and 0.5 s or more
     # later; a Retry-After of 2 s is waited even with a backoff of 0.01 s.
     es.seed_index("build-2019.05.01", {})
     with RogueFront(es.url) as front:
-        front.on("GET", "/_cat/indices", busy_for(0.6 if not retry_after else 1.5, status, retry_after=retry_after))
+        front.on("GET", "/_cat/indices", busy_for(0.6 if not retry_after else 1.5, status, body, retry_after))
         done = kcing(["drp", "--drp-days", "30"], clean_environ(ES_HOST=front.url, ES_RETRY_BACKOFF=backoff,
                                                                  KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
     assert done.returncode == 0, done.stderr
     assert es.index_names() == []
     assert "GET /_cat/indices/build-*,boot-*,test-*,log-*,regression-*: HTTP %d; retry 1 of 2 in" % status in done.stderr
+
+
+def test_the_wait_for_a_busy_node_is_es_retry_backoffs(tmp_path):
+    # ES_RETRY_BACKOFF of 0.01 s: waits of 0.01 s and 0.02 s at most, not the default's second.
+    with RogueFront() as front:
+        front.on("GET", "/_cat/indices", busy_for(1000))
+        began = time.monotonic()
+        done = kcing(["drp", "--drp-days", "30"], clean_environ(ES_HOST=front.url, ES_RETRY_BACKOFF="0.01",
+                                                                 KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
+        took = time.monotonic() - began
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert re.findall(r"HTTP 429; retry (\d) of 2 in (\S+)s", done.stderr) == [("1", "0.0"), ("2", "0.0")], done.stderr
+    assert took < 10, took
 
 
 PERMANENT_BREAKER = (b'{"error":{"root_cause":[],"type":"circuit_breaking_exception","reason":"[parent] Data too '
