@@ -287,6 +287,21 @@ def test_new_directories_are_0755_less_the_umask(legacy_replica, logstash, tmp_p
     assert {str(path): oct(mode_of(path)) for path in made} == {str(path): oct(wanted) for path in made}
 
 
+def test_a_directory_to_make_where_a_file_or_a_dangling_link_is_is_refused(tmp_path):
+    # Not taken as made: the run would go on to write into a directory that is not there.
+    from kcing.files import make_directories
+
+    (tmp_path / "file").write_text("")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for path in (tmp_path / "file", tmp_path / "dangling", tmp_path / "file" / "below"):
+        with pytest.raises(OSError):
+            make_directories(path)
+    assert not (tmp_path / "nowhere").exists()
+    make_directories(tmp_path / "new" / "deeper")
+    make_directories(tmp_path / "new" / "deeper")  # made already: nothing to do
+    assert (tmp_path / "new" / "deeper").is_dir()
+
+
 def test_backup_kbn_keeps_the_mode_of_the_file_it_replaces(tmp_path):
     kibana_dir = tmp_path / "kibana"
     kibana_dir.mkdir()

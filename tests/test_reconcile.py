@@ -783,6 +783,17 @@ def test_a_check_names_the_inputs_of_objects_held_for_others_not_a_resend_that_w
 
 
 @needs_samples
+def test_a_single_object_held_as_missing_is_said_to_wait_for_a_resend(ledger, capsys):
+    from kcing.commands.reconcile import _print_held
+
+    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1))], to_logstash)
+    ledger.mark_missing([ledger.row("legacy", BUILD, "a", to_logstash(BUILD)).id])
+    _print_held(ledger, to_logstash)
+    assert capsys.readouterr().out == (
+        "reconcile: 1 objects are held as missing in Elasticsearch (found by this check or an earlier one, not "
+        "delivered since): `kcing reconcile --resend` sends them again\n")
+
+
 def test_a_resend_sends_what_is_held_for_its_inputs_and_leaves_what_is_held_for_others(env, tmp_path, forwarding, es):
     # Builds held for the build input the feed used, a boot held for the boot input these
     # settings still name: the boot alone is sent again, and no build reaches the moved input.
@@ -1124,6 +1135,9 @@ def test_objects_that_made_no_documents_are_no_check_that_found_everything(tmp_p
     assert "checkout checked 0, present 0, missing 0, with no documents 1" in down.stdout, down.stdout
     assert "Elasticsearch holds every document checked" not in down.stdout
     assert down.stderr.strip().splitlines()[-1].endswith(", 1 that made no documents"), down.stderr
+    # The run's row keeps that count, which `kcing status` shows with the check's others.
+    shown = kcing(["status"], clean_environ(KCING_DB=str(db)), tmp_path)
+    assert re.search(r"\bwith no documents 1\b", shown.stdout), shown.stdout
     ledger = Ledger.open(str(db))
     ledger.record([Outcome(obj("b1"), DELIVERED, documents=packed(1))], to_logstash)
     ledger.close()
