@@ -94,6 +94,19 @@ def test_a_file_to_read_that_is_a_fifo_is_refused_not_waited_on_for_good(command
                                         "read)" % (command[0], fifo)]
 
 
+def test_backup_kbn_over_a_saved_objects_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
+    # The objects the file holds are counted before it is replaced: reading a FIFO waited for good.
+    kibana_dir = tmp_path / "kibana"
+    kibana_dir.mkdir()
+    fifo = kibana_dir / "saved_objects.ndjson"
+    os.mkfifo(str(fifo))
+    with KibanaEmulator() as kibana:
+        done = kcing(["backup_kbn", "--kibana-dir", str(kibana_dir), "--wait", "5"], clean_environ(KB_URL=kibana.url),
+                     tmp_path, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert "it is a FIFO" in done.stderr and fifo.is_fifo(), done.stderr
+
+
 def test_drp_deletes_only_expired_kcing_indices(tmp_path, es):
     today = date.today()
     old = "boot-%s" % (today - timedelta(days=40)).strftime("%Y.%m.%d")

@@ -327,6 +327,9 @@ def test_a_crawl_window_drp_would_forget_is_warned_of_by_the_feed(env, tmp_path,
     assert warning in kcing(["feed_es", "--days", "3", "--dry-run"], env, tmp_path).stderr
     for fine in (["--days", "2"], ["--how-many", "1"]):
         assert "DRP_DAYS" not in kcing(["feed_es", *fine, "--dry-run"], env, tmp_path).stderr
+    # Only a legacy crawl lists a window again: the bundled samples are no crawl.
+    samples = kcing(["feed_es", "--source", "samples", "--dry-run"], dict(env, KCI_SAMPLES_DIR=str(SAMPLES)), tmp_path)
+    assert samples.returncode == 0 and "DRP_DAYS" not in samples.stderr, samples.stderr
 
 
 

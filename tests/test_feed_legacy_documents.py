@@ -422,10 +422,15 @@ def test_a_local_file_larger_than_the_object_limit_is_refused_unread_and_the_run
     huge = tmp_path / "huge.json"
     with huge.open("wb") as sparse:  # 300 MB that take no disk: read whole, they would take memory
         sparse.truncate(300 * 1024 * 1024)
+    just_over = tmp_path / "just_over.json"  # one byte more than the limit: refused as unread too
+    with just_over.open("wb") as sparse:
+        sparse.truncate(1048577)
     env = dict(local_environ(logstash, tmp_path), KCI_MAX_OBJECT_BYTES="1048576")
-    result = kcing(["feed_es", "--builds", str(huge), str(good), "--date", "2020-11-04"], env, tmp_path)
+    result = kcing(["feed_es", "--builds", str(huge), str(just_over), str(good), "--date", "2020-11-04"], env,
+                   tmp_path)
     assert result.returncode == 1, result.stderr
     assert "more than the limit of 1048576: raise KCI_MAX_OBJECT_BYTES" in result.stdout
+    assert "just_over.json: 1048577 bytes, more than the limit of 1048576" in result.stdout, result.stdout
     assert "Traceback" not in result.stderr
     assert len(logstash.store) == 1  # the other file was fed
 
