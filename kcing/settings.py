@@ -321,8 +321,8 @@ def _url(value: Any, several: str = ONE_URL_ONLY) -> str:
         # An environment in another encoding than UTF-8 (`\xff`, kept as `\udcff`), or half of a
         # character in local_settings.py: a URL is sent, logged and recorded as UTF-8 text (the
         # ledger names each destination by its URLs), which cannot hold it.
-        raise ValueError("%r holds bytes that are not UTF-8 text: write the URL in UTF-8 (or percent-encoded)"
-                         % masked_value(text))
+        raise ValueError("%s holds bytes that are not UTF-8 text: write the URL in UTF-8 (or percent-encoded)"
+                         % _quoted(text))
     if _ANOTHER_URL.match(text):
         raise ValueError("%s holds several URLs: %s" % (_quoted(text), several))
     parts = urlsplit(text)
@@ -447,7 +447,7 @@ def _origin_list(value: Any) -> tuple:
     for item in items:
         text = _url(item, several=LIST_SEPARATOR) if str(item).strip() else ""
         if text and urlsplit(text).path not in ("", "/"):
-            raise ValueError("%r is not an origin: give scheme://host[:port] without a path" % text)
+            raise ValueError("%s is not an origin: give scheme://host[:port] without a path" % _quoted(text))
         if text:
             found.append(text)
     return tuple(found)

@@ -877,10 +877,13 @@ def test_a_long_url_of_a_list_refused_is_quoted_cut_as_the_value_is(tmp_path):
 
 def test_a_long_item_of_a_list_refused_for_any_reason_is_quoted_cut(tmp_path):
     # Each reason a URL is refused for quotes it: an item pasted with the rest of a line, cut.
-    for item, reason in (("http://a.example/" + "c" * 300 + " http://b.example", "holds several URLs"),
-                         ("http://a.example\\" + "c" * 300, "is not a usable URL")):
+    for name, item, reason in (
+            ("ES_BUILD", "http://a.example/" + "c" * 300 + " http://b.example", "holds several URLs"),
+            ("ES_BUILD", "http://a.example\\" + "c" * 300, "is not a usable URL"),
+            ("ES_BUILD", "http://a.example/" + "c" * 300 + "caf\udce9", "holds bytes that are not UTF-8 text"),
+            ("KCI_ARTIFACT_ORIGINS", "https://a.example/" + "c" * 300, "is not an origin")):
         with pytest.raises(ConfigError) as caught:
-            load(tmp_path, environ={"ES_BUILD": "http://ok, " + item})
+            load(tmp_path, environ={name: "https://ok.example, " + item})
         message = str(caught.value)
         assert "%s... (%d characters) %s" % (repr(item)[:80], len(repr(item)), reason) in message, message
         assert len(message) < 400, message
