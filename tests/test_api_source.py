@@ -993,6 +993,11 @@ def test_gunzip_refuses_what_would_inflate_too_far():
     with pytest.raises(ValueError, match="larger than"):
         gunzip(gzip.compress(b"0" * (3 << 20)), 2 << 20)
     assert gunzip(gzip.compress(b"ok"), 10) == b"ok"
+    # The limit is what may be taken: content of exactly that size is, one byte more is not.
+    assert gunzip(gzip.compress(b"0" * 1000), 1000) == b"0" * 1000
+    assert gunzip(gzip.compress(b"a" * 600) + gzip.compress(b"b" * 400), 1000) == b"a" * 600 + b"b" * 400
+    with pytest.raises(ValueError, match="^larger than 1000 bytes once decompressed$"):
+        gunzip(gzip.compress(b"0" * 1001), 1000)
 
 
 def test_a_log_in_several_gzip_members_is_carried_whole(replica):

@@ -369,7 +369,8 @@ def test_a_users_own_malloc_setting_reaches_the_workers_unchanged(monkeypatch):
     environment = building._worker_environment()
     assert environment["MALLOC_TRIM_THRESHOLD_"] == "131072" and "MALLOC_MMAP_THRESHOLD_" not in environment
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
-    assert building._worker_environment()["MALLOC_MMAP_THRESHOLD_"] == str(building.WORKER_MALLOC_BYTES)
+    environment = building._worker_environment()
+    assert [environment[name] for name in building.WORKER_MALLOC_SETTINGS] == [str(building.WORKER_MALLOC_BYTES)] * 2
 
 
 def test_the_readme_names_the_malloc_settings_workers_start_with():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -144,6 +145,15 @@ def test_a_file_kcing_replaces_whole_is_never_a_device_or_fifo(tmp_path):
     (tmp_path / "link").symlink_to("target")
     write_atomically(tmp_path / "link", b"new\n")  # a link is replaced, its target left as it was
     assert (tmp_path / "link").read_text() == "new\n" and (tmp_path / "target").read_text() == "old\n"
+
+
+def test_what_is_never_replaced_is_named_by_its_kind_and_a_directory_is_left_to_the_rename(tmp_path):
+    from kcing.files import not_replaceable
+
+    assert not_replaceable(Path("/dev/null")).startswith("it is a character device, which kcing would replace ")
+    (tmp_path / "file").write_text("")
+    # A directory is refused by the rename itself (EISDIR), not taken for a file kcing would replace.
+    assert [not_replaceable(path) for path in (tmp_path / "file", tmp_path, tmp_path / "none")] == [None] * 3
 
 
 def test_feed_es_writes_the_metrics_of_each_run(legacy_replica, logstash, tmp_path):
