@@ -903,3 +903,20 @@ def test_an_item_as_long_as_a_value_is_shown_is_quoted_whole(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, environ={"ES_BUILD": "http://ok, " + item})
     assert str(caught.value).endswith(": %r is not an http(s) URL" % item)
+
+
+def test_a_text_setting_holding_bytes_of_another_encoding_than_utf8_is_taken_as_those_bytes(tmp_path):
+    # A file name from an environment in Latin-1 (`caf\xe9`) names that file: only half of a
+    # character (\ud800 to \udfff but for the bytes Python keeps as \udc80 to \udcff) is refused.
+    s = load(tmp_path, environ={"KCING_DB": str(tmp_path / "caf\udce9.db"), "LS_HOME": "/opt/jos\udce9"})
+    assert (s.KCING_DB, s.LS_HOME) == (str(tmp_path / "caf\udce9.db"), "/opt/jos\udce9")
+    for half in ("\\ud800", "\\udc7f", "\\udd00", "\\udfff"):
+        with pytest.raises(ConfigError, match="it holds half of a character"):
+            load(tmp_path, local="KCING_DB = 'kcing%s.db'\n" % half)
+
+
+def test_a_leading_tilde_naming_a_long_user_name_is_quoted_cut(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={"KCING_DB": "~" + "u" * 300 + "/kcing.db"})
+    message = str(caught.value)
+    assert message.endswith(" names no user of this host, so no home directory") and len(message) < 300, message
