@@ -94,6 +94,25 @@ def test_a_file_to_read_that_is_a_fifo_is_refused_not_waited_on_for_good(command
                                         "read)" % (command[0], fifo)]
 
 
+@pytest.mark.parametrize("command", ["setup_ls", "setup_kbn"])
+def test_a_file_to_read_that_is_not_utf8_is_refused_and_left_as_it_was(command, tmp_path):
+    # pipelines.yml in another encoding: read as any other, it would be written back in UTF-8 with
+    # its own text turned into other characters.
+    home = tmp_path / "logstash"
+    (home / "config").mkdir(parents=True)
+    kibana_dir = tmp_path / "kibana"
+    kibana_dir.mkdir()
+    path = home / "config" / "pipelines.yml" if command == "setup_ls" else kibana_dir / "saved_objects.ndjson"
+    written = b"- pipeline.id: caf\xe9\n  path.config: /etc/logstash/conf.d/*.conf\n"
+    path.write_bytes(written)
+    env = clean_environ(LS_HOME=str(home), KB_URL="http://127.0.0.1:9")
+    done = kcing([command] + ["--kibana-dir", str(kibana_dir)] * (command == "setup_kbn"), env, tmp_path, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == ["kcing %s: cannot read %s: not UTF-8 text (byte %d)"
+                                        % (command, path, written.index(b"\xe9"))]
+    assert path.read_bytes() == written
+
+
 def test_backup_kbn_over_a_saved_objects_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
     # The objects the file holds are counted before it is replaced: reading a FIFO waited for good.
     kibana_dir = tmp_path / "kibana"

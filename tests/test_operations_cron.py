@@ -282,6 +282,24 @@ def test_drp_with_a_ledger_named_in_a_directory_that_is_not_there_deletes_nothin
     assert es.index_names() == ["test-2019.01.01"] and not db.parent.exists()
 
 
+def test_drp_without_a_ledger_leaves_no_lock_file_and_its_dry_run_waits_for_no_lock(tmp_path, es):
+    """No ledger yet (indices alone to delete): no run lock either, whose file would be left beside
+    the ledger's name. A --dry-run writes nothing, so a run holding the lock does not stop it."""
+    import fcntl
+
+    es.seed_index("test-2019.01.01", docs={"1": {"job": "mainline"}})
+    (tmp_path / "ledger").mkdir()
+    alone = kcing(["drp"], clean_environ(ES_HOST=es.url, KCING_DB=str(tmp_path / "ledger" / "kcing.db")), tmp_path)
+    assert alone.returncode == 0, alone.stderr
+    assert es.index_names() == [] and os.listdir(str(tmp_path / "ledger")) == []
+    db, env = a_fed_ledger(tmp_path)
+    with open(str(db) + ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a feed's run in progress
+        planned = kcing(["drp", "--dry-run", "--db", str(db)], dict(env, ES_HOST=es.url, KCING_DB_LOCK_WAIT="0"),
+                        tmp_path)
+    assert planned.returncode == 0, planned.stderr
+
+
 # --quiet: cron mails whatever a job prints -----------------------------------------------------
 
 def test_a_quiet_run_prints_nothing_when_it_goes_well_and_its_failure_when_it_fails(legacy_replica, logstash,

@@ -1122,6 +1122,19 @@ def test_objects_delivered_before_ids_were_kept_are_not_checkable(tmp_path, es):
     assert set(ledger_states(db).values()) == {DELIVERED}
 
 
+def test_a_check_of_nothing_names_each_reason_nothing_was_checked(tmp_path):
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("c1", kind=CHECKOUT, source="api"), DELIVERED, documents={})], to_logstash)
+    ledger.record([Outcome(obj("b0"), DELIVERED)], to_logstash)  # no ids kept: not checkable
+    ledger.close()
+    down = kcing(["reconcile"], clean_environ(ES_HOST="http://127.0.0.1:%d" % closed_port(), KCING_DB=str(db)),
+                 tmp_path)
+    assert down.returncode == 6, down.stdout + down.stderr
+    assert down.stderr.strip().splitlines()[-1].endswith(
+        ", 1 delivered before the ledger kept document ids and 1 that made no documents"), down.stderr
+
+
 def test_objects_that_made_no_documents_are_no_check_that_found_everything(tmp_path, es):
     # A KernelCI API checkout makes no document: Elasticsearch is not asked about it, so a check
     # of such objects alone is no success for cron, which it was even with Elasticsearch down.
