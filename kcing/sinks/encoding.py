@@ -39,34 +39,33 @@ def ndjson_record(document: Document) -> bytes:
 def logstash_json_texts(lines: LogLines) -> List[str]:
     """`logstash_json` of each of `lines`' documents, as text."""
     prefix, route = lines.prefix, ',"@metadata":{"index":' + encode_basestring(lines.index) + ',"id":'
-    timestamps, ids = lines.timestamps, lines.ids
+    timestamps = _inside_quotes(lines.timestamps, encode_basestring)
+    ids = _inside_quotes(lines.ids, encode_basestring)
     # Each text built by one f-string: `+` would copy the long shared prefix once per `+`.
-    if _quoted_as_they_are(timestamps) and _quoted_as_they_are(ids):
-        return [f'{prefix}{own},"@timestamp":"{timestamp}"{route}"{doc_id}"}}}}'
-                for own, timestamp, doc_id in zip(lines.own_json, timestamps, ids)]
-    return [f'{prefix}{own},"@timestamp":{encode_basestring(timestamp)}{route}{encode_basestring(doc_id)}}}}}'
+    return [f'{prefix}{own},"@timestamp":"{timestamp}"{route}"{doc_id}"}}}}'
             for own, timestamp, doc_id in zip(lines.own_json, timestamps, ids)]
 
 
 def ndjson_record_texts(lines: LogLines) -> List[str]:
     """`ndjson_record` of each of `lines`' documents, as text."""
     prefix, action = lines.prefix, '{"index":{"_index":' + encode_basestring_ascii(lines.index) + ',"_id":'
-    timestamps, ids = lines.timestamps, lines.ids
-    if _quoted_as_they_are(timestamps) and _quoted_as_they_are(ids):
-        return [f'{action}"{doc_id}"}}}}\n{prefix}{own},"@timestamp":"{timestamp}"}}\n'
-                for own, timestamp, doc_id in zip(lines.own_json, timestamps, ids)]
-    return [f'{action}{encode_basestring_ascii(doc_id)}}}}}\n{prefix}{own},"@timestamp":{encode_basestring(timestamp)}}}\n'
+    timestamps = _inside_quotes(lines.timestamps, encode_basestring)
+    ids = _inside_quotes(lines.ids, encode_basestring_ascii)
+    return [f'{action}"{doc_id}"}}}}\n{prefix}{own},"@timestamp":"{timestamp}"}}\n'
             for own, timestamp, doc_id in zip(lines.own_json, timestamps, ids)]
 
 
-def _quoted_as_they_are(texts: List[str]) -> bool:
-    """Whether the JSON of each of `texts` is the text in quotes (for both JSON encoders above):
-    texts of printable ASCII without a quote or a backslash, as timestamps and ids are."""
+def _inside_quotes(texts: List[str], encode: Callable[[str], str]) -> List[str]:
+    """Each of `texts` as `encode` writes it, without the quotes around it: `texts` themselves
+    when they are printable ASCII without a quote or a backslash (as timestamps and ids are),
+    which both encoders write as they are."""
     try:
         joined = "".join(texts)
     except TypeError:
-        return False
-    return joined.isascii() and joined.isprintable() and '"' not in joined and "\\" not in joined
+        joined = None
+    if joined is not None and joined.isascii() and joined.isprintable() and '"' not in joined and "\\" not in joined:
+        return texts
+    return [encode(text)[1:-1] for text in texts]
 
 
 # The encoders that have a way for LogLines, and that way.
