@@ -446,21 +446,26 @@ class Ledger:
         which fetching again would refuse again, and those reconcile holds as missing in
         Elasticsearch, which `reconcile --resend` sends."""
         reason = models.MISSING_IN_ELASTICSEARCH
-        last = 0
-        while True:
-            rows = [_delivered_row(row) for row in self.db.execute_sql(
-                "SELECT %s FROM upstream_file WHERE source = ? AND kind = ? AND destination = ? AND state IN (?, ?, ?) "
-                "AND object_date < ? AND NOT (last_error IS NOT NULL AND (last_error = ? OR substr(last_error, 1, ?) = ?)) "
-                "AND id > ? ORDER BY id LIMIT ?" % _ROW_COLUMNS,
-                [source, kind, destination, FAILED, TOO_LARGE, DOWNLOADED, _as_text(before), reason, len(reason) + 2,
-                 reason + "; ", last, chunk]).fetchall()]
-            if not rows:
-                return
-            last = rows[-1].id
-            for row in rows:
-                if row.object_date is not None:
-                    yield UpstreamObject(row.source, row.kind, row.upstream_id, row.url,
-                                         row.object_date.replace(tzinfo=timezone.utc))
+        for state in (FAILED, TOO_LARGE, DOWNLOADED):
+            last = 0
+            while True:
+                # Found through the index of states, one state at a time in row order: the few rows
+                # not delivered, however many are. (`+` keeps SQLite from the index of source and
+                # kind, which would walk every row of the kind, delivered or not, for each chunk.)
+                rows = [_delivered_row(row) for row in self.db.execute_sql(
+                    "SELECT %s FROM upstream_file WHERE state = ? AND id > ? AND +source = ? AND +kind = ? "
+                    "AND +destination = ? AND object_date < ? "
+                    "AND NOT (last_error IS NOT NULL AND (last_error = ? OR substr(last_error, 1, ?) = ?)) "
+                    "ORDER BY id LIMIT ?" % _ROW_COLUMNS,
+                    [state, last, source, kind, destination, _as_text(before), reason, len(reason) + 2,
+                     reason + "; ", chunk]).fetchall()]
+                if not rows:
+                    break
+                last = rows[-1].id
+                for row in rows:
+                    if row.object_date is not None:
+                        yield UpstreamObject(row.source, row.kind, row.upstream_id, row.url,
+                                             row.object_date.replace(tzinfo=timezone.utc))
 
     def missing_counts(self, reason: str = models.MISSING_IN_ELASTICSEARCH) -> Dict[tuple, int]:
         """{(source, kind, destination): objects held as missing in Elasticsearch} (see
