@@ -49,18 +49,25 @@ class Listing:
             listed = self.source.list_objects()
         window_start = getattr(self.source, "window_start", None)
         start = window_start() if window_start is not None else None
-        return listed if start is None else self._with_earlier_failures(listed, start)
+        if start is None:
+            return listed
+        retention_start = getattr(self.source, "retention_start", None)
+        return self._with_earlier_failures(listed, start, retention_start() if retention_start is not None else None)
 
-    def _with_earlier_failures(self, listed: Iterator[UpstreamObject], start: datetime) -> Iterator[UpstreamObject]:
+    def _with_earlier_failures(self, listed: Iterator[UpstreamObject], start: datetime,
+                               kept_from: Optional[datetime]) -> Iterator[UpstreamObject]:
         """The listing, then the objects it no longer lists: those dated before `start`, where a
         source that lists a window of days (the legacy one) begins by this host's clock, that an
         earlier run did not deliver here (failed, too large for Logstash, or in hand when a run
         stopped). The next run was to try them again; out of the window, only the ledger still
-        names them. They are read from the ledger before the listing (the failures of this run
-        are not among them), and those the listing gives after all (upstream's day begins
-        before this host's) are left to it: no object is taken twice."""
+        names them. Those dated before `kept_from` (the first day drp keeps) are left: their
+        index is one drp deletes, and a delivery would make it again. They are read from the
+        ledger before the listing (the failures of this run are not among them), and those the
+        listing gives after all (upstream's day begins before this host's) are left to it: no
+        object is taken twice."""
         earlier = {obj.key: obj for kind in getattr(self.source, "kinds", ())
-                   for obj in self.ledger.undelivered_before(self.source.name, kind, self.destination(kind), start)}
+                   for obj in self.ledger.undelivered_before(self.source.name, kind, self.destination(kind), start,
+                                                             kept_from)}
         for obj in listed:
             earlier.pop(obj.key, None)
             yield obj

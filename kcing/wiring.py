@@ -68,7 +68,8 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
     how_many = positive_int(args, how_many_flag)  # the command line first, as for the other sources
     check_storage_url(settings)
     return LegacyKernelCI(requester, settings.frontend_url, settings.storage_url, settings.non_lava_labs,
-                          days=settings.KCI_DAYS, how_many=how_many, page_size=settings.KCI_PAGE_SIZE)
+                          days=settings.KCI_DAYS, how_many=how_many, page_size=settings.KCI_PAGE_SIZE,
+                          retention_days=settings.DRP_DAYS)
 
 
 def check_storage_url(settings) -> None:

@@ -177,6 +177,8 @@ def test_objects_that_failed_are_tried_again_once_older_than_the_crawl_window(en
                                                                              logstash, objects, expected):
     """The next run was to try a failed file again, but a legacy run lists only its window of
     days: a file whose day had left it was never asked for again, and the run said all was well."""
+    # The replica's days are years before this host's: a retention (DRP_DAYS) that still keeps them.
+    env = dict(env, DRP_DAYS="3650")
     newest = max(obj.date for obj in objects).date()
     early = [obj for obj in objects if obj.date.date() < newest - timedelta(days=2)]
     broken, missing = early[0], early[-1]
@@ -208,6 +210,38 @@ def test_objects_that_failed_are_tried_again_once_older_than_the_crawl_window(en
     assert third.returncode == 1, third.stdout + third.stderr
     asked = {request.path for request in list(legacy_replica.storage.requests)[asked_before:]}
     assert "/" + storage_path(missing) in asked and "/" + storage_path(broken) not in asked
+
+
+def test_an_object_that_failed_is_not_tried_again_once_its_day_is_past_the_retention(
+        legacy_replica, logstash, es, tmp_path, objects):
+    """drp deletes the indices of the days before DRP_DAYS, and forgets a ledger row by when it
+    was first seen, which can be days after the object's own date (a first crawl, a backfill):
+    a retry delivered into an index drp had deleted, made it again."""
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", ES_HOST=es.url)
+    newest = max(obj.date for obj in objects).date()
+    early = [obj for obj in objects if obj.date.date() < newest - timedelta(days=2)]
+    failing = early[0]
+    index = "%s-%s" % ("build" if failing.kind == "build" else "boot", failing.date.strftime("%Y.%m.%d"))
+    legacy_replica.storage.fail_next("/" + storage_path(failing), 503, count=None)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 1
+    es.seed_index(index, docs={"1": {"job": "mainline"}})
+    # The replica's days are years before this host's: DRP_DAYS=31 keeps none of them.
+    drp = kcing(["drp"], env, tmp_path)
+    assert drp.returncode == 0 and "deleted index %s" % index in drp.stdout, drp.stdout + drp.stderr
+    assert ledger_states(tmp_path / "kcing.db")[(failing.kind, failing.upstream_id)] == "failed"
+    legacy_replica.storage.clear_faults()
+    asked_before = len(legacy_replica.storage.requests)
+    sent_before = stored_keys(logstash)
+    again = kcing(["feed_es", "--days", "2"], env, tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    asked = {request.path for request in list(legacy_replica.storage.requests)[asked_before:]}
+    assert "/" + storage_path(failing) not in asked
+    day = failing.date.strftime("%Y.%m.%d")
+    assert not {key for key in stored_keys(logstash) - sent_before if key[0].endswith(day)}
+    # Kept by the retention, the same object is tried again and delivered.
+    kept = kcing(["feed_es", "--days", "2"], dict(env, DRP_DAYS="3650"), tmp_path)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert ledger_states(tmp_path / "kcing.db")[(failing.kind, failing.upstream_id)] == "delivered"
 
 
 def test_csrf_expiry_mid_crawl_is_survived(env, tmp_path, legacy_replica, logstash, expected):

@@ -439,12 +439,12 @@ class Ledger:
                                      {"sha256": sha256} if isinstance(sha256, str) and sha256 else {})
 
     def undelivered_before(self, source: str, kind: str, destination: str, before: datetime,
-                           chunk: int = LOOKUP_CHUNK) -> Iterator[UpstreamObject]:
-        """The objects of `source` and `kind` dated before `before` whose last try to deliver
-        them to `destination` did not (failed, too large for Logstash, or cut off by a stop),
-        rebuilt from their rows (URL and date), `chunk` rows at a time. Left out: those rejected,
-        which fetching again would refuse again, and those reconcile holds as missing in
-        Elasticsearch, which `reconcile --resend` sends."""
+                           since: Optional[datetime] = None, chunk: int = LOOKUP_CHUNK) -> Iterator[UpstreamObject]:
+        """The objects of `source` and `kind` dated before `before` (and from `since` on, given
+        one) whose last try to deliver them to `destination` did not (failed, too large for
+        Logstash, or cut off by a stop), rebuilt from their rows (URL and date), `chunk` rows at a
+        time. Left out: those rejected, which fetching again would refuse again, and those
+        reconcile holds as missing in Elasticsearch, which `reconcile --resend` sends."""
         reason = models.MISSING_IN_ELASTICSEARCH
         for state in (FAILED, TOO_LARGE, DOWNLOADED):
             last = 0
@@ -454,10 +454,11 @@ class Ledger:
                 # kind, which would walk every row of the kind, delivered or not, for each chunk.)
                 rows = [_delivered_row(row) for row in self.db.execute_sql(
                     "SELECT %s FROM upstream_file WHERE state = ? AND id > ? AND +source = ? AND +kind = ? "
-                    "AND +destination = ? AND object_date < ? "
+                    "AND +destination = ? AND object_date < ? AND object_date >= ? "
                     "AND NOT (last_error IS NOT NULL AND (last_error = ? OR substr(last_error, 1, ?) = ?)) "
                     "ORDER BY id LIMIT ?" % _ROW_COLUMNS,
-                    [state, last, source, kind, destination, _as_text(before), reason, len(reason) + 2,
+                    [state, last, source, kind, destination, _as_text(before),
+                     _as_text(since) if since is not None else "", reason, len(reason) + 2,
                      reason + "; ", chunk]).fetchall()]
                 if not rows:
                     break

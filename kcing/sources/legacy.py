@@ -79,7 +79,8 @@ class LegacyKernelCI:
     kinds = (BUILD, LAVA, BOOT)
 
     def __init__(self, requester: Requester, frontend_url: str, storage_url: str, non_lava_labs=frozenset(),
-                 days: int = 2, how_many: Optional[int] = None, page_size: int = 1000):
+                 days: int = 2, how_many: Optional[int] = None, page_size: int = 1000,
+                 retention_days: Optional[int] = None):
         self.requester = requester
         self.frontend_url = frontend_url.rstrip("/")
         self.storage_url = storage_url.rstrip("/")
@@ -87,6 +88,7 @@ class LegacyKernelCI:
         self.days = days
         self.how_many = how_many
         self.page_size = page_size
+        self.retention_days = retention_days  # DRP_DAYS: drp deletes the indices of the days before
         self._token: Optional[str] = None
 
     # The pipeline may pass `known(kind, ids)`, which names the ids the ledger already holds as
@@ -105,8 +107,15 @@ class LegacyKernelCI:
         takes it from the ledger to try it again (kcing/listing.py)."""
         if self.how_many is not None:
             return None
-        today = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()
-        return datetime.combine(today - timedelta(days=self.days), datetime.min.time(), tzinfo=timezone.utc)
+        return _midnight_days_ago(self.days, now)
+
+    def retention_start(self, now: Optional[datetime] = None) -> Optional[datetime]:
+        """The first day drp keeps (DRP_DAYS), by this host's clock, as drp counts it: an object
+        dated before it is no longer tried again from the ledger, its index being one drp deletes
+        (a delivery would make it again). None when no retention is known."""
+        if self.retention_days is None:
+            return None
+        return _midnight_days_ago(self.retention_days, now)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
         """The object's file; for a build whose directory has no build.json, its bmeta.json; for a
@@ -386,6 +395,12 @@ class LegacyKernelCI:
             if not isinstance(segment, str):  # before the cache, which needs hashable keys
                 raise ValueError("storage path segment is not a string: %s" % shown(segment))
         return self.storage_url + "/" + "/".join(_url_segment(segment) for segment in segments)
+
+
+def _midnight_days_ago(days: int, now: Optional[datetime] = None) -> datetime:
+    """Midnight UTC `days` days before today (UTC, by this host's clock or `now`)."""
+    today = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()
+    return datetime.combine(today - timedelta(days=days), datetime.min.time(), tzinfo=timezone.utc)
 
 
 def csrf_token(page: str) -> Optional[str]:
