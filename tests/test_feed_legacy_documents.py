@@ -329,6 +329,8 @@ def test_a_boot_report_given_as_a_build_is_refused_and_never_overwrites_the_buil
 @pytest.mark.parametrize("option, given, reason", [
     ("--boots", "lava", "a LAVA callback (it holds a job definition), not a boot report: a lava-json-<board>.json "
                         "is fed with --lavas"),
+    ("--builds", "lava", "nor a bmeta.json (build, environment, kernel and revision sections): it is a LAVA "
+                         "callback (it holds a job definition), which is fed with --lavas"),
     ("--boots", "build", "a build's file, not a boot report: a build.json or bmeta.json is fed with --builds"),
     ("--boots", "bmeta", "a build's file, not a boot report: a build.json or bmeta.json is fed with --builds"),
     ("--lavas", "build", "a build's file, not a LAVA callback: a build.json or bmeta.json is fed with --builds"),

@@ -39,6 +39,9 @@ BOOT_NOT_BUILD = ("a boot's file, not a build.json or bmeta.json: it names a lab
                   "(a boot-<board>.json is fed with --boots, a lava-json-<board>.json with --lavas)")
 NEITHER_FORMAT = ("neither a build.json (flat: job, arch, kernel, defconfig_full, ... at the top level) nor a "
                   "bmeta.json (build, environment, kernel and revision sections)")
+# What a LAVA callback (its job definition tells it: see documents/__init__.py) given to --builds
+# is told besides: the option that feeds it.
+LAVA_NOT_BUILD = ": it is a LAVA callback (it holds a job definition), which is fed with --lavas"
 # The fields that name a build's storage directory when file_server_resource is missing.
 PATH_FIELDS = ("job", "git_branch", "kernel", "arch", "defconfig_full", "build_environment")
 
@@ -58,7 +61,7 @@ def build_documents(build: Mapping[str, Any], created: Optional[datetime]) -> Li
         _require(fields)
         when = listing_date(created, "build.json")
     else:
-        raise RejectedInput(NEITHER_FORMAT)
+        raise RejectedInput(NEITHER_FORMAT + (LAVA_NOT_BUILD if "definition" in build else ""))
     fields = without_missing(fields)
     return [Document(
         "build",
