@@ -27,7 +27,7 @@ from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
 from kcing import urls
@@ -846,9 +846,9 @@ def read_local_settings(path: Path) -> dict:
     if given is not None and not isinstance(given, (dict, ModuleType)):
         log.warning("%s: `settings` is %s, not a dict of settings; it is ignored", path, _type_name(given))
     found.update({name: value for name, value in namespace.items() if name in SPECS or name in FORMER_NAMES})
-    found = _under_current_names(found)
     # A name that is no setting is refused as such (load), whatever its value: only a setting's is read.
-    found = {name: _plain(value, name, path) if name in SPECS else value for name, value in found.items()}
+    found = {name: _plain(value, name, path) if name in SPECS or name in FORMER_NAMES else value
+             for name, value in found.items()}
     for name in sorted(namespace):
         if name not in SPECS and name not in FORMER_NAMES and not name.startswith("_"):
             mistake = _misnamed(name, same_prefix=False)
@@ -857,13 +857,15 @@ def read_local_settings(path: Path) -> dict:
     return found
 
 
-def _under_current_names(given: dict) -> dict:
-    """`given` with each of the original tool's names (FORMER_NAMES) replaced by kcing's, whose
-    own value, when given too, wins."""
-    current = {name: value for name, value in given.items() if name not in FORMER_NAMES}
+def _under_current_names(given: Mapping[str, Any], origin: str) -> Dict[str, Tuple[Any, str]]:
+    """{name: (value, where it came from)} of `given` (settings from `origin`), each of the
+    original tool's names (FORMER_NAMES) replaced by kcing's, whose own value, when given too,
+    wins. A value given under a former name comes from `origin`, "as" that name: a message about
+    it names the name the user wrote."""
+    current = {name: (value, origin) for name, value in given.items() if name not in FORMER_NAMES}
     for former, name in FORMER_NAMES.items():
         if former in given:
-            current.setdefault(name, given[former])
+            current.setdefault(name, (given[former], "%s, as %s" % (origin, former)))
     return current
 
 
@@ -992,18 +994,15 @@ def load(environ: Optional[Mapping[str, str]] = None, local_file: Optional[Path]
     while the value it would use was right."""
     environ = os.environ if environ is None else environ
     local_file = Path("local_settings.py") if local_file is None else local_file
-    given = {}  # name -> (value as given, where it came from), the highest layer's
-    for name, value in read_local_settings(local_file).items():
-        if name not in SPECS:
+    local = read_local_settings(local_file)
+    for name, value in local.items():
+        if name not in SPECS and name not in FORMER_NAMES:
             _parse(name, value, str(local_file))  # a key of `settings` that is no setting: refused
-        given[name] = (value, str(local_file))
+    # name -> (value as given, where it came from), the highest layer's
+    given = _under_current_names(local, str(local_file))
     warn_of_unknown_environment(environ)
-    for former, name in FORMER_NAMES.items():
-        if former in environ and environ[former].strip() != "":
-            given[name] = (environ[former], "environment, as %s" % former)
-    for name in SPECS:
-        if name in environ and environ[name].strip() != "":
-            given[name] = (environ[name], "environment")
+    given.update(_under_current_names({name: environ[name] for name in (*SPECS, *FORMER_NAMES)
+                                       if name in environ and environ[name].strip() != ""}, "environment"))
     origins = origins or {}
     for name, value in (overrides or {}).items():
         if value is not None:

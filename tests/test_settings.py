@@ -81,6 +81,18 @@ def test_the_original_tools_name_of_the_labs_without_lava_is_read_as_kcing_s_own
     assert load(tmp_path, environ={"KCI_NON_LAVA_LAB": "lab-c"}, local=both).non_lava_labs == frozenset({"lab-c"})
 
 
+@pytest.mark.parametrize("local, environ", [
+    ("KCI_NON_LAVA_LAB = b'lab-a'\n", {}),
+    ("settings = {'KCI_NON_LAVA_LAB': {'lab': 'a'}}\n", {}),
+    ("KCI_NON_LAVA_LAB = [object()]\n", {}),
+])
+def test_a_refused_value_given_under_the_original_tools_name_is_said_to_be_given_so(tmp_path, local, environ):
+    """A message naming only KCI_NON_LAVA_LABS sent the user looking for a name their file does not hold."""
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, environ=environ, local=local)
+    assert "KCI_NON_LAVA_LAB " in str(error.value) or "as KCI_NON_LAVA_LAB)" in str(error.value), str(error.value)
+
+
 def test_numbers_from_the_environment_are_parsed(tmp_path):
     s = load(tmp_path, environ={"ES_LOAD_INTERVAL": "0.25", "LS_PIPELINE_BATCH_SIZE": "50"})
     assert s.ES_LOAD_INTERVAL == 0.25 and s.LS_PIPELINE_BATCH_SIZE == 50
