@@ -238,10 +238,12 @@ def test_an_object_that_failed_is_not_tried_again_once_its_day_is_past_the_reten
     assert "/" + storage_path(failing) not in asked
     day = failing.date.strftime("%Y.%m.%d")
     assert not {key for key in stored_keys(logstash) - sent_before if key[0].endswith(day)}
-    # Kept by the retention, the same object is tried again and delivered.
-    kept = kcing(["feed_es", "--days", "2"], dict(env, DRP_DAYS="3650"), tmp_path)
-    assert kept.returncode == 0, kept.stdout + kept.stderr
-    assert ledger_states(tmp_path / "kcing.db")[(failing.kind, failing.upstream_id)] == "delivered"
+    # A DRP_DAYS that keeps its day does not bring it back: the drp run recorded deleted that day.
+    longer = kcing(["feed_es", "--days", "2"], dict(env, DRP_DAYS="3650"), tmp_path)
+    assert longer.returncode == 0, longer.stdout + longer.stderr
+    asked = {request.path for request in list(legacy_replica.storage.requests)[asked_before:]}
+    assert "/" + storage_path(failing) not in asked
+    assert ledger_states(tmp_path / "kcing.db")[(failing.kind, failing.upstream_id)] == "failed"
 
 
 def test_csrf_expiry_mid_crawl_is_survived(env, tmp_path, legacy_replica, logstash, expected):
