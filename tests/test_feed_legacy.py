@@ -181,8 +181,8 @@ def test_objects_that_failed_are_tried_again_once_older_than_the_crawl_window(en
     env = dict(env, DRP_DAYS="3650")
     newest = max(obj.date for obj in objects).date()
     early = [obj for obj in objects if obj.date.date() < newest - timedelta(days=2)]
-    broken, missing = early[0], early[-1]
-    assert broken is not missing
+    broken, missing, stubborn = early[0], early[-1], early[1]
+    assert len({(obj.kind, obj.upstream_id) for obj in (broken, missing, stubborn)}) == 3
     legacy_replica.frontend.today = newest
     legacy_replica.corpus.add_file(storage_path(broken), b'{"job": "next", "kernel": ')  # truncated JSON
     for obj in early:
@@ -191,8 +191,10 @@ def test_objects_that_failed_are_tried_again_once_older_than_the_crawl_window(en
     assert first.returncode == 1, first.stderr
     states = ledger_states(tmp_path / "kcing.db")
     assert {states[(obj.kind, obj.upstream_id)] for obj in early} == {"failed"}
-    # Storage answers again, but their day is out of the window of --days 2: only the ledger names them.
+    # Storage answers again (but for one file, still busy), but their day is out of the window
+    # of --days 2: only the ledger names them.
     legacy_replica.storage.clear_faults()
+    legacy_replica.storage.fail_next("/" + storage_path(stubborn), 503, count=None)
     legacy_replica.corpus.remove_file(storage_path(missing))
     again = kcing(["feed_es", "--days", "2"], env, tmp_path)
     assert again.returncode == 1, again.stdout + again.stderr
@@ -201,15 +203,23 @@ def test_objects_that_failed_are_tried_again_once_older_than_the_crawl_window(en
     states = ledger_states(tmp_path / "kcing.db")
     assert states[(broken.kind, broken.upstream_id)] == "rejected"
     assert states[(missing.kind, missing.upstream_id)] == "failed"
-    assert {states[(obj.kind, obj.upstream_id)] for obj in early if obj not in (broken, missing)} == {"delivered"}
-    assert stored_keys(logstash) == set(expected_documents([obj for obj in objects if obj is not broken
-                                                            and obj is not missing]))
-    # A rejected file is not asked for again; a failed one is, by every run.
+    assert states[(stubborn.kind, stubborn.upstream_id)] == "failed"
+    # A failure that may pass is asked for again by every run; a rejected file is not, nor one
+    # storage said is not there (404) once its day has left the window: it is taken as gone.
     asked_before = len(legacy_replica.storage.requests)
     third = kcing(["feed_es", "--days", "2"], env, tmp_path)
     assert third.returncode == 1, third.stdout + third.stderr
     asked = {request.path for request in list(legacy_replica.storage.requests)[asked_before:]}
-    assert "/" + storage_path(missing) in asked and "/" + storage_path(broken) not in asked
+    assert "/" + storage_path(stubborn) in asked
+    assert "/" + storage_path(missing) not in asked and "/" + storage_path(broken) not in asked
+    legacy_replica.storage.clear_faults()
+    fourth = kcing(["feed_es", "--days", "2"], env, tmp_path)
+    assert fourth.returncode == 0, fourth.stdout + fourth.stderr
+    assert "failed 0" in fourth.stdout or "failed" not in fourth.stdout
+    assert stored_keys(logstash) == set(expected_documents([obj for obj in objects if obj is not broken
+                                                            and obj is not missing]))
+    states = ledger_states(tmp_path / "kcing.db")
+    assert states[(missing.kind, missing.upstream_id)] == "failed"  # `kcing status` still counts it
 
 
 def test_an_object_that_failed_is_not_tried_again_once_its_day_is_past_the_retention(

@@ -45,7 +45,8 @@ ES_PARALLEL_POSTS, ES_MAX_RETRIES, ES_RETRY_BACKOFF, ES_TIMEOUT, ES_POST_DEADLIN
 ES_LOAD_INTERVAL, ES_MAX_DOCS_PER_SECOND, ES_QUEUE_MAX_BYTES; with --output, KCING_OUTPUT_MAX_BYTES;
 KCING_WORKERS, KCING_DB, KCING_DB_LOCK_WAIT, KCING_PROGRESS_EVERY; DRP_DAYS (a legacy crawl, unless
 given --how-many, warns when it does not exceed KCI_DAYS, as drp does, and tries no object that
-failed before again once its day is past the retention); with --verify, ES_HOST,
+failed before again once its day is past the retention; one storage answered 404 or 410 for, it
+tries again only while its day is in the window); with --verify, ES_HOST,
 ES_USER, ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE, ES_REQUEST_DEADLINE and ES_VERIFY_DELAY.
 
 Options:

@@ -147,6 +147,15 @@ def _naive_utc(when: Optional[datetime]) -> Optional[datetime]:
     return when.astimezone(timezone.utc).replace(tzinfo=None)
 
 
+# How a download's failure ends when storage said the file is not there (kcing/sources/legacy.py:
+# "GET <url> answered 404", or its fallback's answer). Within the crawl window the listing names
+# such a file and every run asks for it again (it may be uploaded late); once its day has left
+# the window it is taken as gone for good and not asked for from the ledger, where a failure
+# that may pass (a timeout, a 5xx, a stop) is, until delivered.
+GONE_ANSWERS = (" answered 404", " answered 410")
+_GONE_CONDITION = " OR ".join("substr(last_error, -%d) = ?" % len(answer) for answer in GONE_ANSWERS)
+
+
 class Ledger:
     """A SQLite ledger (WAL mode). Writes go in one transaction per call."""
 
@@ -443,8 +452,9 @@ class Ledger:
         """The objects of `source` and `kind` dated before `before` (and from `since` on, given
         one) whose last try to deliver them to `destination` did not (failed, too large for
         Logstash, or cut off by a stop), rebuilt from their rows (URL and date), `chunk` rows at a
-        time. Left out: those rejected, which fetching again would refuse again, and those
-        reconcile holds as missing in Elasticsearch, which `reconcile --resend` sends."""
+        time. Left out: those rejected, which fetching again would refuse again, those whose
+        last try was told the file is not there (`GONE_ANSWERS`), and those reconcile holds as
+        missing in Elasticsearch, which `reconcile --resend` sends."""
         reason = models.MISSING_IN_ELASTICSEARCH
         for state in (FAILED, TOO_LARGE, DOWNLOADED):
             last = 0
@@ -455,11 +465,11 @@ class Ledger:
                 rows = [_delivered_row(row) for row in self.db.execute_sql(
                     "SELECT %s FROM upstream_file WHERE state = ? AND id > ? AND +source = ? AND +kind = ? "
                     "AND +destination = ? AND object_date < ? AND object_date >= ? "
-                    "AND NOT (last_error IS NOT NULL AND (last_error = ? OR substr(last_error, 1, ?) = ?)) "
-                    "ORDER BY id LIMIT ?" % _ROW_COLUMNS,
+                    "AND NOT (last_error IS NOT NULL AND (last_error = ? OR substr(last_error, 1, ?) = ? OR %s)) "
+                    "ORDER BY id LIMIT ?" % (_ROW_COLUMNS, _GONE_CONDITION),
                     [state, last, source, kind, destination, _as_text(before),
                      _as_text(since) if since is not None else "", reason, len(reason) + 2,
-                     reason + "; ", chunk]).fetchall()]
+                     reason + "; ", *GONE_ANSWERS, chunk]).fetchall()]
                 if not rows:
                     break
                 last = rows[-1].id
