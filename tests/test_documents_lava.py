@@ -530,6 +530,8 @@ TRICKY_LOGS = {
     "nan-and-infinity": '- {"msg": [NaN, Infinity, -Infinity]}\n',
     "escaped-slash-and-controls": '- {"msg": "a\\/b \\b\\f\\n\\r\\t \\u0000 \\u001b"}\n',
     "escaped-surrogate-pair": '- {"msg": "\\ud83d\\ude00"}\n',
+    "escaped-low-surrogate": '- {"msg": "a\\udc00b"}\n',
+    "escaped-low-surrogate-upper-case": '- {"msg": "a\\uDFFFb"}\n',
     "raw-non-ascii": '- {"msg": "caf\u00e9 \u2013 \U0001f600"}\n',
     "raw-line-separator": '- {"msg": "a\u2028b"}\n',
     "raw-next-line": '- {"msg": "a\u0085b"}\n',

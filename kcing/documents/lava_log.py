@@ -22,11 +22,12 @@ from kcing.errors import RejectedInput
 # A JSON line takes the fast path only if YAML would read it identically. These make YAML
 # read a line differently from JSON, or fail on it: control characters (a tab is not YAML
 # flow whitespace), C1 controls and NEL, U+2028/U+2029 (YAML line breaks), a BOM, U+FFFE/F,
-# lone surrogates, and escaped surrogates (JSON joins pairs, libyaml refuses them).
+# lone surrogates, and escaped surrogates, high or low (JSON joins pairs and decodes a lone one,
+# libyaml refuses them all).
 _YAML_SENSITIVE_CHARACTER = re.compile(
     "[^\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
 )
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abAB]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # YAML 1.1 reads a number as a float only with a dot and a signed exponent ("1.5e+3");
 # JSON's "1e5" or "1.5e3" are strings to YAML.
 _YAML_FLOAT = re.compile(r"-?[0-9]+\.[0-9]*(?:[eE][-+][0-9]+)?")
