@@ -577,6 +577,9 @@ TRICKY_LOGS = {
     "decimal-tag-without-space": '- {"m":!!python/object/apply:decimal.Decimal ["2"]}\n',
     "decimal-tag-key": '- {!!python/object/apply:decimal.Decimal ["2"]: "v"}\n',
     "decimal-tag-tab": '- {"m": !!python/object/apply:decimal.Decimal ["2\t"]}\n',
+    # The tag's own list is a level of nesting to the loader, gone once the tag is replaced.
+    "decimal-tag-at-the-depth-limit": '- %s{"m": !!python/object/apply:decimal.Decimal ["2"]}%s\n' % ("[" * 97, "]" * 97),
+    "decimal-tag-over-the-depth-limit": '- %s{"m": !!python/object/apply:decimal.Decimal ["2"]}%s\n' % ("[" * 98, "]" * 98),
     "decimal-tag-then-float": '- {"m": !!python/object/apply:decimal.Decimal ["2"], "f": 1e5}\n',
 }
 

@@ -227,8 +227,10 @@ def _json_item_untagged(line: str) -> Any:
 
     Without a backslash in the line, a position is in a quoted text when an odd number of
     quotes come before it: a tag found there is left, and the line goes to the YAML loader.
+    The brackets are counted before the replacement: a tag's list is a level of nesting to the
+    loader, which JSON no longer sees.
     """
-    if "\\" in line:
+    if "\\" in line or line.count("[") + line.count("{") >= yamlsafe.MAX_DEPTH:
         return _NOT_JSON
     parts = []
     position = 0
