@@ -543,6 +543,8 @@ TRICKY_LOGS = {
     "non-specific-tag": '- {"msg": {"size": ! "4984326"}}\n',
     "plain-yaml-item": "- {dt: 2020-11-19T07:03:25.393174, lvl: info, msg: plain words}\n",
     "alias-across-lines": '- &shared {"msg": "x"}\n- *shared\n',
+    "same-anchor-on-two-lines": '- &a {"msg": "x"}\n- &a {"msg": "y"}\n',
+    "same-anchor-on-a-repeated-line": '- &a x\n- &a x\n',
     "multi-line-item": '- {"msg": "a",\n   "lvl": "info"}\n',
     "comment-line": '# a comment\n- {"msg": "a"}\n',
     "blank-lines": '\n- {"msg": "a"}\n\n\n- {"msg": "b"}',
@@ -629,6 +631,8 @@ def test_real_logs_are_read_line_by_line_with_their_usual_lines_cut_as_texts(nam
     ('- {"msg": "caf\u00e9"}', True),  # not ASCII
     ('- {"msg": "x", "msg": "y"}', True),
     ('- {"msg": &a "x"}', True),
+    ('- {"msg": &a "x"}\n- {"msg": "a & b"}', True),  # one anchor: "&" in a JSON text is no anchor
+    ('- {"msg": &a "x"}\n- {"msg": &b "y"}', False),  # anchors on two lines may repeat a name: read whole
     ('- {"msg": *a}', False),  # an alias may name another line's anchor: read whole
     ('- {"msg": "continued', False),  # a text continued on the next line
     ('- {"msg": %s}' % ("[" * 40 + "]" * 40), True),

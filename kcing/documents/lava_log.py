@@ -154,23 +154,44 @@ def read_log_text(text: str) -> LogText:
     The usual lines are told apart and cut into their texts by one regular expression over the
     whole text; each other line is read on its own, once however often it repeats (repeats
     share their items, which nothing changes). When one
-    cannot be read on its own (an alias, a scalar continued on the next line), the whole text
-    goes to the YAML loader.
+    cannot be read on its own (an alias, a scalar continued on the next line), or when more than
+    one line may define an anchor (see `_anchors_may_repeat`), the whole text goes to the YAML
+    loader.
     """
     lines = _USUAL_LINE_OR_OTHER.findall(text)
     apart = {}
+    anchored = set()
     for other in {line[3] for line in lines if line[3]}:
         read = _line_alone(other)
         if read is None:
-            whole = _whole(text)
-            return LogText(None, {}, (whole, [False] * len(whole)))
-        apart[other] = read
+            return _read_whole(text)
+        items, plain, by_loader = read
+        if by_loader and "&" in other:
+            anchored.add(other)
+        apart[other] = items, plain
+    if anchored and _anchors_may_repeat(lines, anchored):
+        return _read_whole(text)
     return LogText(lines, apart)
 
 
-def _line_alone(line: str) -> Optional[Tuple[List[Any], List[bool]]]:
-    """The items of one non-empty line and their plain marks, or None when the line only makes
-    sense read with the whole text."""
+def _anchors_may_repeat(lines: List[Tuple[str, str, str, str]], anchored: set) -> bool:
+    """Whether more than one of `lines`, a repeat included, is in `anchored`.
+
+    The loader refuses a text that defines an anchor twice, and a line read alone knows only its
+    own anchors: two lines that may define one (read by the loader, with a `&`) may define the
+    same, so the text is read whole. Only the loader reads an anchor: JSON has none.
+    """
+    return sum(other in anchored for _, _, _, other in lines) > 1
+
+
+def _read_whole(text: str) -> LogText:
+    whole = _whole(text)
+    return LogText(None, {}, (whole, [False] * len(whole)))
+
+
+def _line_alone(line: str) -> Optional[Tuple[List[Any], List[bool], bool]]:
+    """The items of one non-empty line, their plain marks and whether the YAML loader read them,
+    or None when the line only makes sense read with the whole text."""
     # The usual line, read at once: what `_json_item` would read with `_DECODER` (a short,
     # shallow, printable ASCII mapping without \u escapes, nothing after it). Anything else,
     # a failure included, takes the general way below.
@@ -183,18 +204,18 @@ def _line_alone(line: str) -> Optional[Tuple[List[Any], List[bool]]]:
             pass
         else:
             if end == len(line):
-                return [item], ["\\" not in line]
+                return [item], ["\\" not in line], False
     if not line.startswith(_ITEM_PREFIX):
         return None
     item = _json_item(line)
     if item is _NOT_JSON and DECIMAL_TAG in line:
         item = _json_item_untagged(line)
     if item is not _NOT_JSON:
-        return [item], [False]
+        return [item], [False], False
     parsed = _yaml_line(line)
     if parsed is None:
         return None
-    return parsed, [False] * len(parsed)
+    return parsed, [False] * len(parsed), True
 
 
 def _json_item(line: str) -> Any:
