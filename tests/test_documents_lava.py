@@ -546,6 +546,9 @@ TRICKY_LOGS = {
     "same-anchor-on-two-lines": '- &a {"msg": "x"}\n- &a {"msg": "y"}\n',
     "same-anchor-on-a-repeated-line": '- &a x\n- &a x\n',
     "multi-line-item": '- {"msg": "a",\n   "lvl": "info"}\n',
+    # A block text that keeps its trailing line breaks (`+`) holds the blank lines after it.
+    "literal-text-keeping-blank-lines": '- |+\n\n- {"msg": "a"}\n',
+    "folded-text-keeping-blank-lines-at-the-end": '- >2+\n\n\n',
     "comment-line": '# a comment\n- {"msg": "a"}\n',
     "blank-lines": '\n- {"msg": "a"}\n\n\n- {"msg": "b"}',
     "scalars-and-lists": '- "text"\n- 5\n- true\n- null\n- [1, {"a": []}]\n- {}\n',

@@ -278,15 +278,22 @@ def _yaml_line(line: str):
     """The items of one line read alone, or None if it only makes sense with its neighbours.
 
     A line that may hold an alias (`*`) is not read alone: an alias can point at another line,
-    and the loader's limit on alias expansion counts the whole text, not one line.
+    and the loader's limit on alias expansion counts the whole text, not one line. Nor is one
+    that may start a block text keeping its trailing line breaks (`|+`, `>+`): the blank lines
+    after it, which the line loop skips, are part of that text.
     """
-    if "*" in line:
+    if "*" in line or _may_keep_blank_lines(line):
         return None
     try:
         parsed = yamlsafe.load(line, "log")
     except RejectedInput:
         return None
     return parsed if isinstance(parsed, list) else None
+
+
+def _may_keep_blank_lines(line: str) -> bool:
+    """Whether `line` may end in a block text header with the keep indicator (`|+`, `>2+`)."""
+    return "+" in line and ("|" in line or ">" in line)
 
 
 def _whole(text: str) -> List[Any]:
