@@ -537,6 +537,7 @@ TRICKY_LOGS = {
     "raw-next-line": '- {"msg": "a\u0085b"}\n',
     "raw-tab": '- {"msg": "a\tb"}\n',
     "raw-delete": '- {"msg": "a\x7fb"}\n',
+    "raw-delete-in-a-usual-line": '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "a\x7fb"}\n',
     "crlf": '- {"msg": "a"}\r\n- {"msg": "b"}\r\n',
     "yaml-escapes": '- {"msg": "\\0\\x03\\e"}\n',
     "decimal-tag": '- {"msg": {"measurement": !!python/object/apply:decimal.Decimal ["2"]}}\n',
@@ -564,6 +565,7 @@ TRICKY_LOGS = {
         for n in range(30)),
     "empty": "",
     "long-key": '- {"msg": {"%s": 1}}\n' % ("k" * 1100),
+    "key-just-over-the-limit": '- {"%s": 1}\n' % ("k" * 1023),  # 1025 characters to its ":", a line of 1032
     "long-escaped-key": '- {"msg": {"%s": 1}}\n' % ("\\u00e9" * 200),
     "long-line-short-keys": '- {"msg": {"k": "%s", "j": [{"i": 1}]}}\n' % ("v" * 3000),
     "long-line-spaced-colon": '- {"msg"%s: "%s"}\n' % (" " * 1100, "v" * 10),

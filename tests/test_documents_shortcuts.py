@@ -147,6 +147,7 @@ LOG_TEXT_LINES = [
     '- {"dt": "2020-11-19T07:03:25.393174", "lvl": " null ", "msg": " spaces "}',
     '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "a \\"quote\\" and a \\\\ backslash"}',
     '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "tab\\there"}',
+    '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "raw\ttab"}',
     '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "\\b\\f\\n\\r\\t\\\\"}',
     '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "a \\/ slash"}',
     '- {"dt": "2020-11-19T07:03:25.393174", "lvl": "target", "msg": "\\u001b[0;32m colour"}',
