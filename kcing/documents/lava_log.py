@@ -255,8 +255,10 @@ def _json_item_untagged(line: str) -> Any:
         return _NOT_JSON
     parts = []
     position = 0
+    quotes = 0  # before the tag, counted on from the last one: the line is scanned once
     for tagged in _TAGGED_VALUE.finditer(line):
-        if line.count('"', 0, tagged.start()) % 2:
+        quotes += line.count('"', position, tagged.start())
+        if quotes % 2:
             return _NOT_JSON
         parts += (line[position:tagged.start()], tagged.group(1))
         position = tagged.end()
