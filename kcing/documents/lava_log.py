@@ -6,8 +6,9 @@ lines are cut into their texts by one regular expression over the whole log (`re
 every other line is decoded as JSON where YAML would read it alike (about ten times faster than
 YAML), else given to the safe YAML loader on its own. The result is the list `yamlsafe.load`
 returns for the whole text; tests compare both on the real files and on random lines. When a
-line cannot be read on its own (an alias, a scalar continued on the next line), the whole text
-goes to the YAML loader.
+line cannot be read on its own (an alias, a scalar continued on the next line, a block scalar
+keeping the blank lines after it), or anchors are on more than one line, the whole text goes to
+the YAML loader.
 """
 from __future__ import annotations
 
