@@ -551,6 +551,10 @@ TRICKY_LOGS = {
     # A block text that keeps its trailing line breaks (`+`) holds the blank lines after it.
     "literal-text-keeping-blank-lines": '- |+\n\n- {"msg": "a"}\n',
     "folded-text-keeping-blank-lines-at-the-end": '- >2+\n\n\n',
+    # A block text whose lines are within one line of the log (YAML also breaks lines at CR, NEL,
+    # U+2028 and U+2029) ends with that line's own line break.
+    "literal-text-within-a-line": '- |\r  a\n- {"msg": "b"}\n',
+    "folded-text-within-a-line": '- {"msg": "a"}\n- k: >\x85    b\u2028    c\n',
     "comment-line": '# a comment\n- {"msg": "a"}\n',
     "blank-lines": '\n- {"msg": "a"}\n\n\n- {"msg": "b"}',
     "scalars-and-lists": '- "text"\n- 5\n- true\n- null\n- [1, {"a": []}]\n- {}\n',

@@ -7,8 +7,8 @@ every other line is decoded as JSON where YAML would read it alike (about ten ti
 YAML), else given to the safe YAML loader on its own. The result is the list `yamlsafe.load`
 returns for the whole text; tests compare both on the real files and on random lines. When a
 line cannot be read on its own (an alias, a scalar continued on the next line, a block scalar
-keeping the blank lines after it), or anchors are on more than one line, the whole text goes to
-the YAML loader.
+taking in the blank lines or the line break after it), or anchors are on more than one line, the
+whole text goes to the YAML loader.
 """
 from __future__ import annotations
 
@@ -282,10 +282,10 @@ def _yaml_line(line: str):
 
     A line that may hold an alias (`*`) is not read alone: an alias can point at another line,
     and the loader's limit on alias expansion counts the whole text, not one line. Nor is one
-    that may start a block text keeping its trailing line breaks (`|+`, `>+`): the blank lines
-    after it, which the line loop skips, are part of that text.
+    that may hold a block text whose value depends on what follows the line (see
+    `_block_text_may_reach_past`).
     """
-    if "*" in line or _may_keep_blank_lines(line):
+    if "*" in line or _block_text_may_reach_past(line):
         return None
     try:
         parsed = yamlsafe.load(line, "log")
@@ -294,9 +294,18 @@ def _yaml_line(line: str):
     return parsed if isinstance(parsed, list) else None
 
 
-def _may_keep_blank_lines(line: str) -> bool:
-    """Whether `line` may end in a block text header with the keep indicator (`|+`, `>2+`)."""
-    return "+" in line and ("|" in line or ">" in line)
+# Line breaks to YAML besides "\n": a line of the log may hold several lines of YAML.
+_INNER_LINE_BREAKS = ("\r", "\x85", "\u2028", "\u2029")
+
+
+def _block_text_may_reach_past(line: str) -> bool:
+    """Whether `line` may hold a block text (`|`, `>`) whose value takes in what follows the line:
+    the blank lines after it, which the line loop skips, when it keeps its trailing line breaks
+    (`|+`, `>2+`); the line's own "\n", which ends its last content line, when its content
+    lines are within this line (after a CR, NEL, U+2028 or U+2029)."""
+    if "|" not in line and ">" not in line:
+        return False
+    return "+" in line or any(inner in line for inner in _INNER_LINE_BREAKS)
 
 
 def _whole(text: str) -> List[Any]:
