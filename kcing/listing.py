@@ -6,10 +6,11 @@ what was listed and skipped into the run's summary and hands unusable items to `
 from __future__ import annotations
 
 import logging
-from datetime import datetime, time, timezone
+from datetime import datetime, timezone
 from itertools import islice
 from typing import Callable, Iterator, List, Optional, Set, Tuple
 
+from kcing import keptdays
 from kcing.errors import UpstreamError
 
 from kcing.ledger.ledger import Ledger
@@ -51,20 +52,10 @@ class Listing:
         start = window_start() if window_start is not None else None
         if start is None:
             return listed
-        return self._with_earlier_failures(listed, start, self._first_kept())
-
-    def _first_kept(self) -> Optional[datetime]:
-        """Midnight UTC of the first day whose indices are kept: the source's by DRP_DAYS, or a
-        later one a recorded drp run kept from (a shorter --drp-days deleted more), as reconcile
-        reads it; None when neither is known."""
-        retention_start = getattr(self.source, "retention_start", None)
-        kept_from = retention_start() if retention_start is not None else None
-        deleted_before = self.ledger.deleted_before()
-        if deleted_before is not None:
-            by_drp = datetime.combine(deleted_before, time(0), tzinfo=timezone.utc)
-            if kept_from is None or by_drp > kept_from:
-                kept_from = by_drp
-        return kept_from
+        # Midnight UTC of the first day whose indices drp keeps, as reconcile reads it.
+        kept = keptdays.first_kept(datetime.now(timezone.utc).date(), getattr(self.source, "retention_days", None),
+                                   self.ledger.deleted_before())
+        return self._with_earlier_failures(listed, start, keptdays.day_start(kept) if kept is not None else None)
 
     def _with_earlier_failures(self, listed: Iterator[UpstreamObject], start: datetime,
                                kept_from: Optional[datetime]) -> Iterator[UpstreamObject]:
@@ -73,8 +64,8 @@ class Listing:
         earlier run did not deliver here (failed, too large for Logstash, or in hand when a run
         stopped). The next run was to try them again; out of the window, only the ledger still
         names them. Those dated before `kept_from` (the first day drp keeps) are left: their
-        index is one drp deletes or deleted, and a delivery would make it again. They are read from the
-        ledger before the listing (the failures of this run are not among them), and those the
+        index is one drp deletes or deleted, and a delivery would make it again. They are read
+        from the ledger before the listing (the failures of this run are not among them), and those the
         listing gives after all (upstream's day begins before this host's) are left to it: no
         object is taken twice."""
         earlier = {obj.key: obj for kind in getattr(self.source, "kinds", ())

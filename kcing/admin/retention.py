@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from kcing.admin.elastic import elastic_errors, error_type, translate
+from kcing.keptdays import cutoff_day, day_start
 from kcing.records import DOCUMENT_KINDS
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,6 @@ def index_day(name: str) -> Optional[date]:
         return None
 
 
-def cutoff_day(today: date, days: int) -> date:
-    """The first day kept: indices dated before it are expired."""
-    return today - timedelta(days=days)
-
-
 def expired_indices(names: Iterable[str], today: date, days: int) -> List[str]:
     """The kcing indices among `names` dated before `today - days`, sorted."""
     first_kept = cutoff_day(today, days)
@@ -60,7 +56,7 @@ def expired_indices(names: Iterable[str], today: date, days: int) -> List[str]:
 
 def ledger_cutoff(today: date, days: int) -> datetime:
     """Ledger rows first seen before this instant (UTC midnight of the first day kept) are forgotten."""
-    return datetime.combine(cutoff_day(today, days), time(0), tzinfo=timezone.utc)
+    return day_start(cutoff_day(today, days))
 
 
 def chunks(names: Sequence[str], size: int = NAMES_PER_REQUEST) -> Iterator[List[str]]:

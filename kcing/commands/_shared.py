@@ -6,6 +6,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
+from kcing import keptdays
 from kcing.errors import KcingError
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import feed
@@ -86,14 +87,11 @@ def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry
     # Imported here: the Elasticsearch client takes a quarter of a second to import, which
     # every feed_es run from cron would pay.
     from kcing import reconcile as reconciling
-    from kcing.admin.retention import cutoff_day
-    first_kept = cutoff_day(datetime.now(timezone.utc).date(), settings.DRP_DAYS)
+    today = datetime.now(timezone.utc).date()
     # A drp run with a shorter --drp-days than this DRP_DAYS deleted more: its indices are not
     # missing, and sending their objects again would bring back what it deleted.
-    deleted_before = ledger.deleted_before()
-    if deleted_before is not None and deleted_before > first_kept:
-        first_kept = deleted_before
-        report.kept_by_drp = True
+    first_kept = keptdays.first_kept(today, settings.DRP_DAYS, ledger.deleted_before())
+    report.kept_by_drp = first_kept > keptdays.cutoff_day(today, settings.DRP_DAYS)
     report.first_kept = first_kept
     checker = reconciling.Reconciler(client, settings.ES_HOST, ledger, report, mark=not dry_run,
                                      first_kept=first_kept)

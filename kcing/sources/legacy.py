@@ -24,6 +24,7 @@ from kcing.digits import ascii_digits
 from kcing.documents import page_instead
 from kcing.errors import RejectedInput, UpstreamError, shown
 from kcing.http import http_date
+from kcing.keptdays import cutoff_day, day_start
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
 from kcing.collector import collector_paused
 from kcing.objectid import is_object_id
@@ -107,15 +108,8 @@ class LegacyKernelCI:
         takes it from the ledger to try it again (kcing/listing.py)."""
         if self.how_many is not None:
             return None
-        return _midnight_days_ago(self.days, now)
-
-    def retention_start(self, now: Optional[datetime] = None) -> Optional[datetime]:
-        """The first day drp keeps (DRP_DAYS), by this host's clock, as drp counts it: an object
-        dated before it is no longer tried again from the ledger, its index being one drp deletes
-        (a delivery would make it again). None when no retention is known."""
-        if self.retention_days is None:
-            return None
-        return _midnight_days_ago(self.retention_days, now)
+        today = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()
+        return day_start(cutoff_day(today, self.days))
 
     def fetch(self, obj: UpstreamObject) -> bytes:
         """The object's file; for a build whose directory has no build.json, its bmeta.json; for a
@@ -395,12 +389,6 @@ class LegacyKernelCI:
             if not isinstance(segment, str):  # before the cache, which needs hashable keys
                 raise ValueError("storage path segment is not a string: %s" % shown(segment))
         return self.storage_url + "/" + "/".join(_url_segment(segment) for segment in segments)
-
-
-def _midnight_days_ago(days: int, now: Optional[datetime] = None) -> datetime:
-    """Midnight UTC `days` days before today (UTC, by this host's clock or `now`)."""
-    today = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()
-    return datetime.combine(today - timedelta(days=days), datetime.min.time(), tzinfo=timezone.utc)
 
 
 def csrf_token(page: str) -> Optional[str]:
