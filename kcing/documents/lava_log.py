@@ -90,8 +90,8 @@ class LogText:
 
     Read line by line (`lines` is not None): one tuple per non-empty line, in order,
     `(dt, lvl, msg, "")` for a usual line (see `_USUAL_LINE_OR_OTHER`), whose item is the
-    mapping of dt, lvl and `message_text(msg)` (msg as it stands in the line), or `("", "", "", line)` for any other line, whose items and
-    plain marks are `apart[line]`. Read whole (`lines` is None): the items and their marks.
+    mapping of dt, lvl and `message_text(msg)` (msg as it stands in the line), or
+    `("", "", "", line)` for any other line, whose items and plain marks are `apart[line]`. Read whole (`lines` is None): the items and their marks.
     A log document builder takes the usual lines' texts as they are, without making a mapping.
     """
 
@@ -130,7 +130,7 @@ class LogText:
 
 
 # A usual line of a LAVA log, as the dispatcher writes nearly all of them: a flow mapping of a
-# "dt" of microseconds (at least milliseconds), a "lvl" and a "msg", all three texts of
+# "dt" with 3 to 6 decimals of a second, a "lvl" and a "msg", all three texts of
 # printable ASCII without a quote or a backslash, except that the message may hold the escapes
 # that JSON and YAML read alike and that JSON writes back the same way (\" \\ \b \f \n \r \t).
 # YAML and JSON read such a line alike, to those three texts (no other escape, no tag, no alias,
@@ -154,10 +154,9 @@ def read_log_text(text: str) -> LogText:
 
     The usual lines are told apart and cut into their texts by one regular expression over the
     whole text; each other line is read on its own, once however often it repeats (repeats
-    share their items, which nothing changes). When one
-    cannot be read on its own (an alias, a scalar continued on the next line), or when more than
-    one line may define an anchor (see `_anchors_may_repeat`), the whole text goes to the YAML
-    loader.
+    share their items, which nothing changes). When one cannot be read on its own (an alias, a
+    scalar continued on the next line), or when more than one line may define an anchor (see
+    `_anchors_may_repeat`), the whole text goes to the YAML loader.
     """
     lines = _USUAL_LINE_OR_OTHER.findall(text)
     apart = {}
@@ -186,8 +185,7 @@ def _anchors_may_repeat(lines: List[Tuple[str, str, str, str]], anchored: set) -
 
 
 def _read_whole(text: str) -> LogText:
-    whole = _whole(text)
-    return LogText(None, {}, (whole, [False] * len(whole)))
+    return LogText.of_items(_whole(text))
 
 
 def _line_alone(line: str) -> Optional[Tuple[List[Any], List[bool], bool]]:
