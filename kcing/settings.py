@@ -845,12 +845,12 @@ def read_local_settings(path: Path) -> dict:
     found = {_setting_name(name, path): value for name, value in dict.items(given)} if isinstance(given, dict) else {}
     if given is not None and not isinstance(given, (dict, ModuleType)):
         log.warning("%s: `settings` is %s, not a dict of settings; it is ignored", path, _type_name(given))
-    found.update({name: value for name, value in namespace.items() if name in SPECS or name in FORMER_NAMES})
+    found.update({name: value for name, value in namespace.items() if _read_as_setting(name)})
     # A name that is no setting is refused as such (load), whatever its value: only a setting's is read.
-    found = {name: _plain(value, name, path) if name in SPECS or name in FORMER_NAMES else value
+    found = {name: _plain(value, name, path) if _read_as_setting(name) else value
              for name, value in found.items()}
     for name in sorted(namespace):
-        if name not in SPECS and name not in FORMER_NAMES and not name.startswith("_"):
+        if not _read_as_setting(name) and not name.startswith("_"):
             mistake = _misnamed(name, same_prefix=False)
             if mistake:
                 log.warning("%s: %s is not a kcing setting and is ignored%s", path, name, mistake)
@@ -931,6 +931,11 @@ def _working_directory_exists() -> bool:
 # list of them. Where both names are given in one place, kcing's wins.
 FORMER_NAMES = {"KCI_NON_LAVA_LAB": "KCI_NON_LAVA_LABS"}
 
+
+def _read_as_setting(name: str) -> bool:
+    """Whether `name` is read as a setting: kcing's own name, or the original tool's for one."""
+    return name in SPECS or name in FORMER_NAMES
+
 SETTING_PREFIXES = ("KCI_", "KCING_", "ES_", "LS_", "KB_", "DRP_")
 # What Logstash reads from the environment for kcing's pipeline (logstash/pipeline/kcing.conf):
 # set where kcing may run too, and no misspelt setting.
@@ -964,7 +969,7 @@ def warn_of_unknown_environment(environ: Mapping[str, str]) -> None:
     """Warn of an environment variable that looks meant as a setting but is none (ES_HOTS):
     it would be ignored without a word, and the setting left at its default."""
     for name in sorted(environ):
-        if name not in SPECS and name not in PIPELINE_VARIABLES and name not in FORMER_NAMES:
+        if not _read_as_setting(name) and name not in PIPELINE_VARIABLES:
             mistake = _misnamed(name, same_prefix=True)
             if mistake:
                 log.warning("environment variable %s is not a kcing setting and is ignored%s", name, mistake)
@@ -996,7 +1001,7 @@ def load(environ: Optional[Mapping[str, str]] = None, local_file: Optional[Path]
     local_file = Path("local_settings.py") if local_file is None else local_file
     local = read_local_settings(local_file)
     for name, value in local.items():
-        if name not in SPECS and name not in FORMER_NAMES:
+        if not _read_as_setting(name):
             _parse(name, value, str(local_file))  # a key of `settings` that is no setting: refused
     # name -> (value as given, where it came from), the highest layer's
     given = _under_current_names(local, str(local_file))
