@@ -17,7 +17,7 @@ from kcing.documents import check_lines, documents_for, parts_for, yamlsafe
 from kcing.documents.identity import IdPrefix, document_id
 from kcing.documents.lava import _JobContext, _LineTimes, _log_documents, _log_line, _log_parts, line_timestamp
 from kcing.documents.lava_log import parse_log, parse_log_marked, read_log_text
-from kcing.documents.validate import check, check_all
+from kcing.documents.validate import TIMESTAMP, check, check_all, routing_fine
 from kcing.errors import RejectedInput
 from kcing.ledger import docids
 from kcing.records import LAVA, Document, _ENCODER
@@ -444,6 +444,27 @@ def test_checking_log_lines_at_once_refuses_what_checking_their_documents_refuse
         with pytest.raises(RejectedInput) as one_by_one:
             check_all(lines.documents())
         assert str(from_parts.value) == str(one_by_one.value)
+
+
+USUAL_TIMESTAMPS = ["2020-11-19T07:03:%02d.%03dZ" % (n % 60, n) for n in range(300)]
+
+
+@pytest.mark.parametrize("odd", [
+    None, "2020-11-19T07:03:25.393+02:00", "2020-11-19T07:03:25Z", "2020-11-19T07:03:25.393174Z",
+    "2020-11-19T07:03:25.393z", "2020-11-19 07:03:25.393Z", "2020-11-19T07:03:25.39XZ", "\u0662020-11-19T07:03:25.393Z",
+    "2020-11-19T07:03:25.393Z\n", "", "x" * 24,
+])
+@pytest.mark.parametrize("where", [0, 150, 299])
+def test_timestamps_checked_at_once_are_judged_as_the_full_check_judges_them(odd, where):
+    # routing_fine compares the usual shape as bytes first; whatever that says, the answer is
+    # the one the timestamp expression gives.
+    timestamps = list(USUAL_TIMESTAMPS)
+    timestamps[where] = odd
+    ids = IdPrefix("log", "a/b", 1).numbered(len(timestamps))
+    full = all(type(stamp) is str and TIMESTAMP.match(stamp) is not None and "\n" not in stamp
+               for stamp in timestamps)
+    assert routing_fine(timestamps, ids) is full
+    assert routing_fine(USUAL_TIMESTAMPS, ids) is True
 
 
 # -- YAML text scalars ------------------------------------------------------------------------

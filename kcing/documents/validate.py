@@ -65,9 +65,24 @@ def routing_fine(timestamps: List[Any], ids: List[Any]) -> bool:
     except TypeError:
         return False
     # Each a whole timestamp: a newline inside one would make two of it.
-    return (joined.count("\n") == len(timestamps) - 1 and _TIMESTAMPS.fullmatch(joined) is not None
+    return (joined.count("\n") == len(timestamps) - 1
+            and (_all_usual(joined, len(timestamps)) or _TIMESTAMPS.fullmatch(joined) is not None)
             and joined_ids.isascii() and min(map(len, ids), default=1) > 0
             and max(map(len, ids), default=0) <= MAX_ID_BYTES)
+
+
+# The timestamps the builders make ("2020-11-19T07:06:00.379Z"), with each digit read as 0.
+_USUAL_SHAPE = b"0000-00-00T00:00:00.000Z"
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+
+
+def _all_usual(joined: str, count: int) -> bool:
+    """True when the `count` timestamps joined by newlines in `joined` all have the usual shape,
+    which _TIMESTAMPS takes: a comparison of bytes, where the regular expression, for the
+    thousands of a LAVA log, costs a few tenths of a millisecond. False says nothing."""
+    if len(joined) != count * (len(_USUAL_SHAPE) + 1) - 1 or not joined.isascii():
+        return False
+    return joined.encode("ascii").translate(_DIGITS_AS_ZERO) == b"\n".join([_USUAL_SHAPE] * count)
 
 
 def check_field_names(names) -> None:
