@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import requests
 
@@ -49,6 +49,7 @@ class KcingRun:
     stdout: str
     stderr: str = ""
     profile: List[str] = field(default_factory=list)
+    own_cpu_seconds: Optional[float] = None  # kcing's own process alone, without its workers
 
 
 def run_kcing(env: Dict[str, str], cwd: Path, args: Sequence[str] = ("feed_es",), profile: bool = False,
@@ -101,7 +102,7 @@ def _measured(env, cwd, args, check, python_flags: Sequence[str] = ()) -> KcingR
             sys.exit("kcing %s failed (%d):\n%s" % (" ".join(args), process.returncode, stderr[-2000:]))
         figures = json.loads(stderr.strip().splitlines()[-1])
         return KcingRun(figures["wall_seconds"], figures["cpu_seconds"], figures["peak_rss_mb"], figures["processes"],
-                        out.read(), stderr)
+                        out.read(), stderr, own_cpu_seconds=figures.get("own_cpu_seconds"))
 
 
 def _profile(env, cwd, args, top: int = 8) -> List[str]:

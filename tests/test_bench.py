@@ -72,6 +72,25 @@ def test_peak_rss_counts_every_process_of_the_tree(tmp_path):
     assert figures["peak_rss_mb"] >= 120
 
 
+def test_peak_rss_tells_the_commands_own_cpu_from_its_childrens(tmp_path):
+    # The child spins about three times as long as the parent: the split must say so.
+    script = tmp_path / "split.py"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        "def spin(seconds):\n"
+        "    end = time.process_time() + seconds\n"
+        "    while time.process_time() < end: pass\n"
+        "spin(0.3)\n"
+        "subprocess.run([sys.executable, '-c', 'import time\\nend = time.process_time() + 0.9\\n"
+        "while time.process_time() < end: pass'])\n")
+    done = subprocess.run([sys.executable, str(BENCH / "peak_rss.py"), sys.executable, str(script)],
+                          capture_output=True, text=True, timeout=60)
+    figures = json.loads(done.stderr.strip().splitlines()[-1])
+    assert done.returncode == 0
+    assert 0.25 <= figures["own_cpu_seconds"] <= 0.6
+    assert figures["cpu_seconds"] - figures["own_cpu_seconds"] >= 0.85
+
+
 def test_the_wire_loop_posts_every_batch_from_its_own_process():
     batches = [("lava", 2, b'[{"a":1,"@metadata":{"index":"log-2020.11.19","id":"x%d"}},'
                           b'{"a":2,"@metadata":{"index":"log-2020.11.19","id":"y%d"}}]' % (n, n)) for n in range(5)]
