@@ -39,6 +39,10 @@ class Listing:
         # delivered.
         self.failure: Optional[UpstreamError] = None
         self.waiting = 0  # objects listed, not delivered before, and not handed on yet
+        # The keys of the objects an earlier run did not deliver that the ledger adds to the
+        # listing (`_with_earlier_failures`): the summary counts them apart from what upstream
+        # listed, which a user compares with upstream's own count.
+        self.retrying: Set[tuple] = set()
 
     def candidates(self) -> Iterator[UpstreamObject]:
         return self._undelivered(self._listing())
@@ -77,6 +81,7 @@ class Listing:
         if earlier:
             log.info("%d objects dated before %s were not delivered by an earlier run, and the listing no longer "
                      "lists them: trying them again", len(earlier), start.strftime("%Y-%m-%d %H:%M UTC"))
+        self.retrying = set(earlier)
         yield from earlier.values()
 
     def _known_delivered(self, kind: str, upstream_ids: List[str]) -> Set[str]:
@@ -97,7 +102,9 @@ class Listing:
             if not chunk:
                 self._end(failure)
                 return
-            self.summary.listed += len(chunk)
+            retried = sum(1 for obj in chunk if obj.key in self.retrying)
+            self.summary.listed += len(chunk) - retried
+            self.summary.retried += retried
             usable = []
             for obj in chunk:
                 if obj.problem:

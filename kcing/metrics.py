@@ -10,7 +10,9 @@ from typing import List, Optional
 
 from kcing.files import write_atomically
 
-OUTCOMES = ("listed", "skipped", "downloaded", "delivered", "rejected", "failed", "too_large")
+# `listed` is what upstream listed; `retried`, the objects an earlier run did not deliver that the
+# listing no longer lists, tried again from the ledger (a legacy crawl's, out of its window).
+OUTCOMES = ("listed", "skipped", "downloaded", "delivered", "rejected", "failed", "too_large", "retried")
 
 
 def _label(value: str) -> str:

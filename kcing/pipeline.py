@@ -70,7 +70,10 @@ class FeedOptions:
 class RunSummary:
     """Counts of one run; `exit_code` is what cron sees."""
 
-    listed: int = 0
+    listed: int = 0  # what upstream listed (a source's own count)
+    # Objects an earlier run did not deliver that the listing no longer lists, taken from the
+    # ledger and tried again (kcing/listing.py): not in `listed`.
+    retried: int = 0
     skipped: int = 0
     downloaded: int = 0
     delivered: int = 0
@@ -105,7 +108,7 @@ class RunSummary:
     def as_dict(self) -> dict:
         counts = {name: getattr(self, name) for name in
                   ("listed", "skipped", "downloaded", "delivered", "rejected", "failed", "too_large", "documents",
-                   "batches", "bytes_sent")}
+                   "batches", "bytes_sent", "retried")}
         counts["elapsed"] = round(self.elapsed, 3)
         return counts
 
@@ -474,8 +477,8 @@ class Feed:
     def _progress_text(self) -> str:
         s = self.summary
         elapsed = max(self.clock() - self._started, 1e-9)
-        # The total is known once the listing is complete: what was listed and not skipped.
-        total = s.listed - s.skipped if self.listing is not None and self.listing.finished else None
+        # The total is known once the listing is complete: what was listed or retried and not skipped.
+        total = s.listed + s.retried - s.skipped if self.listing is not None and self.listing.finished else None
         return ("listed %d, skipped %d, downloaded %d, delivered %d, rejected %d, failed %d, "
                 "documents sent %d (%.0f/s)%s" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected,
                                                   s.failed, s.documents, s.documents / elapsed,

@@ -222,6 +222,41 @@ def test_objects_that_failed_are_tried_again_once_older_than_the_crawl_window(en
     assert states[(missing.kind, missing.upstream_id)] == "failed"  # `kcing status` still counts it
 
 
+def test_the_summary_counts_what_upstream_listed_and_the_earlier_failures_tried_again_apart(
+        env, tmp_path, legacy_replica, logstash, objects):
+    """The earlier failures a run takes from the ledger were counted as listed: a user who saw
+    `listed 11` where upstream listed 8 was misled, in the closing line, the run's row and the
+    metrics alike."""
+    from tests.test_metrics import parsed
+
+    env = dict(env, DRP_DAYS="3650")
+    newest = max(obj.date for obj in objects).date()
+    early = [obj for obj in objects if obj.date.date() < newest - timedelta(days=2)]
+    in_window = len(objects) - len(early)
+    assert early and in_window
+    legacy_replica.frontend.today = newest
+    for obj in early:
+        legacy_replica.storage.fail_next("/" + storage_path(obj), 503, count=None)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 1
+    legacy_replica.storage.clear_faults()
+
+    planned = kcing(["feed_es", "--days", "2", "--dry-run"], env, tmp_path)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "dry run: listed %d, %d already delivered, %d would be fetched, %d of them earlier failures\n" % (
+        in_window, in_window, len(early), len(early)) in planned.stdout
+    prom = tmp_path / "kcing.prom"
+    again = kcing(["feed_es", "--days", "2", "--metrics", str(prom)], env, tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.startswith("feed_es: listed %d, skipped %d (already delivered), downloaded %d, delivered %d, "
+                                   "rejected 0, failed 0, retried %d earlier failures\n"
+                                   % (in_window, in_window, len(early), len(early), len(early))), again.stdout
+    values = parsed(prom.read_text())
+    assert values[("kcing_feed_objects", (("outcome", "listed"), ("source", "legacy")))] == in_window
+    assert values[("kcing_feed_objects", (("outcome", "retried"), ("source", "legacy")))] == len(early)
+    run = json.loads(kcing(["status", "--json"], env, tmp_path).stdout)["runs"][0]
+    assert (run["counts"]["listed"], run["counts"]["retried"]) == (in_window, len(early)), run
+
+
 def test_an_object_that_failed_is_not_tried_again_once_its_day_is_past_the_retention(
         legacy_replica, logstash, es, tmp_path, objects):
     """drp deletes the indices of the days before DRP_DAYS, and forgets a ledger row by when it

@@ -59,14 +59,18 @@ def print_plan(obj) -> None:
 
 def print_summary(summary, sink_name: str, dry_run: bool) -> None:
     s = summary
+    # `listed` is what upstream listed, as its own count would say; the earlier failures the
+    # ledger adds (the legacy crawl's, out of its window) are said apart, after the known counts.
     if dry_run:
-        print("dry run: listed %d, %d already delivered, %d would be fetched"
-              % (s.listed, s.skipped, s.listed - s.skipped - s.rejected))
+        print("dry run: listed %d, %d already delivered, %d would be fetched%s"
+              % (s.listed, s.skipped, s.listed + s.retried - s.skipped - s.rejected,
+                 ", %d of them earlier failures" % s.retried if s.retried else ""))
     else:
+        retried = ", retried %d earlier failures" % s.retried if s.retried else ""
         rate = s.documents / s.elapsed if s.elapsed > 0 else 0.0
         print("feed_es: listed %d, skipped %d (already delivered), downloaded %d, delivered %d, rejected %d, "
-              "failed %d%s" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected, s.failed,
-                               ", too large for Logstash %d" % s.too_large if s.too_large else ""))
+              "failed %d%s%s" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected, s.failed,
+                                 ", too large for Logstash %d" % s.too_large if s.too_large else "", retried))
         print("feed_es: %d documents in %d batches (%.1f MB) to %s in %.1fs (%.0f documents/s)"
               % (s.documents, s.batches, s.bytes_sent / 1e6, sink_name, s.elapsed, rate))
     for problem in s.problems[:20]:
