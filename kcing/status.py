@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Dict, List, Optional, Tuple
 
 from kcing.errors import one_line
@@ -21,11 +21,17 @@ STATE_LABELS = ((DELIVERED, "delivered"), (FAILED, "failed"), (REJECTED, "reject
 # missing in Elasticsearch and no delivery has cleared since (`kcing reconcile --resend` sends them).
 MISSING_IN_ES = "missing_in_es"
 COLUMNS = tuple(name for _, name in STATE_LABELS) + (MISSING_IN_ES,)
+# The source whose runs take the objects an earlier run did not deliver from the ledger, once
+# they are out of its window of days, until the first day drp keeps (kcing/listing.py): before
+# it, they are given up. (A KernelCI API node that failed holds the watermark instead.)
+RETRYING_SOURCE = "legacy"
+UNDELIVERED_COLUMNS = ("failed", "pending", "too_large")
 
 
-def report(ledger: Ledger, runs: int = 5, errors: int = 5) -> dict:
+def report(ledger: Ledger, runs: int = 5, errors: int = 5, first_kept: Optional[date] = None) -> dict:
     """Return counts per source and kind, the last runs and the most frequent errors of the objects
-    not delivered (see `error_cause`)."""
+    not delivered (see `error_cause`); `first_kept` (kcing/keptdays.py), the first day whose
+    undelivered legacy objects are still tried again, as `retried_from`."""
     objects: Dict[str, Dict[str, Dict[str, int]]] = {}
     destinations: Dict[str, Dict[str, Dict[str, Dict[str, int]]]] = {}
     missing = ledger.missing_counts()
@@ -45,7 +51,8 @@ def report(ledger: Ledger, runs: int = 5, errors: int = 5) -> dict:
             "runs": _last_runs(runs, running),
             "errors": _frequent_errors(errors),
             "watermarks": _watermarks(ledger),
-            "last_reconcile": _run(last_reconcile, running) if last_reconcile is not None else None}
+            "last_reconcile": _run(last_reconcile, running) if last_reconcile is not None else None,
+            "retried_from": first_kept.isoformat() if first_kept is not None else None}
 
 
 def _watermarks(ledger: Ledger) -> Dict[str, Dict[str, str]]:
@@ -221,6 +228,9 @@ def as_text(data: dict) -> str:
         lines.append("")
     if data["destinations"]:
         lines.pop()
+    retries = _retries(data)
+    if retries:
+        lines += ["", retries]
     lines += ["", "last runs:"]
     for run in data["runs"]:
         lines.append(("  %-9s %s -> %s  %s  %s" % (run["command"], run["started"], run["ended"], run["outcome"],
@@ -242,3 +252,15 @@ def as_text(data: dict) -> str:
         lines += ["", "most frequent errors:"]
         lines += ["  %4d %-8s %s" % (error["objects"], error["state"], error["error"]) for error in data["errors"]]
     return "\n".join(lines)
+
+
+def _retries(data: dict) -> Optional[str]:
+    """The line saying from which day on the legacy objects not delivered are still tried again,
+    when the table counts any: an operator reads in it which failures are given up."""
+    undelivered = sum(counts.get(column, 0) for sources in data["destinations"].values()
+                      for counts in sources.get(RETRYING_SOURCE, {}).values() for column in UNDELIVERED_COLUMNS)
+    if not undelivered or not data.get("retried_from"):
+        return None
+    return ("%s objects not delivered (failed, pending, too large) are tried again by every run while dated %s or "
+            "later (the first day drp keeps); those dated before are given up" % (RETRYING_SOURCE,
+                                                                                  data["retried_from"]))

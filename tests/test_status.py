@@ -7,7 +7,7 @@ import subprocess
 import sys
 import re
 import shutil
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -116,6 +116,46 @@ def test_each_run_line_names_its_source_and_destination(legacy_replica, logstash
     data = status_json(env, tmp_path)
     assert data["runs"][0]["counts"]["destination"] == "ndjson %s" % out.resolve()
     assert data["runs"][1]["counts"]["source"] == "legacy"
+
+
+@needs_samples
+def test_status_says_from_which_day_on_the_objects_not_delivered_are_still_tried_again(legacy_replica, logstash, es,
+                                                                                     tmp_path):
+    """A legacy run tries an object that failed again only while its day is one drp keeps:
+    status counted the failed objects and never said so, and an operator could not tell which
+    failures were given up."""
+    db = tmp_path / "kcing.db"
+    env = feed_environ(legacy_replica, logstash, db, DRP_DAYS="60", ES_HOST=es.url, KCI_MAX_RETRIES="1")
+
+    def first_kept(days: int) -> str:
+        return (datetime.now(timezone.utc).date() - timedelta(days=days)).isoformat()
+
+    def retries_shown(days: int) -> list:
+        """The lines saying until when objects are tried again, checked against `days` kept."""
+        # Read on either side of the command: a test that runs across midnight UTC sees either day.
+        before = first_kept(days)
+        text, data = status_text(env, tmp_path), status_json(env, tmp_path)
+        days_kept = {before, first_kept(days)}
+        assert data["retried_from"] in days_kept, (data["retried_from"], days_kept)
+        lines = [line for line in text.splitlines() if "tried again" in line]
+        for line in lines:
+            assert line in {"legacy objects not delivered (failed, pending, too large) are tried again by every run "
+                            "while dated %s or later (the first day drp keeps); those dated before are given up"
+                            % day for day in days_kept}, text
+            # Its own paragraph, below the table of what is not delivered.
+            assert "\n\n%s\n\nlast runs:\n" % line in text, text
+        return lines
+
+    failing = legacy_replica.corpus.items("build")[0].doc["file_server_resource"] + "/build.json"
+    legacy_replica.storage.fail_next("/" + failing, 503, count=None)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 1
+    assert len(retries_shown(60)) == 1
+    # A drp run that kept fewer days than DRP_DAYS says: its first day kept is the one.
+    assert kcing(["drp", "--drp-days", "45"], env, tmp_path).returncode == 0
+    assert len(retries_shown(45)) == 1
+    legacy_replica.storage.clear_faults()
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    assert retries_shown(45) == []  # nothing waits: the JSON alone names the day
 
 
 def test_objects_reconcile_found_missing_have_a_column_of_their_own(tmp_path, es):

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
-from kcing import status as status_report
+from kcing import keptdays, status as status_report
 from kcing.ledger.ledger import ledger_exists
 from kcing.wiring import no_ledger, open_ledger
 
@@ -16,11 +17,13 @@ Usage:
 Show what the ledger holds per source, kind and destination (delivered, failed, rejected,
 pending, too large for Logstash; and, of the undelivered, those reconcile found missing in
 Elasticsearch), the last runs (outcome, counts, and for feed_es its source and destination), the
-last reconcile, the watermarks and the most frequent errors.
+last reconcile, the watermarks and the most frequent errors; where legacy objects are not
+delivered, the first day whose objects every run still tries again (the first day drp keeps).
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
-KCING_DB, KCING_DB_LOCK_WAIT; ES_BUILD, ES_LAVA, ES_BOOT and ES_REGRESSION name the Logstash
-inputs a ledger written before kcing recorded destinations (schema 1 or 2) is shown as sent to.
+KCING_DB, KCING_DB_LOCK_WAIT; DRP_DAYS (the first day kept, or a later one a recorded drp run
+kept from); ES_BUILD, ES_LAVA, ES_BOOT and ES_REGRESSION name the Logstash inputs a ledger
+written before kcing recorded destinations (schema 1 or 2) is shown as sent to.
 
 Options:
   --json               Print machine-readable JSON.
@@ -49,7 +52,10 @@ def run(args: dict, settings) -> int:
     # migrated, and one this user may only read (a monitoring account) is shown too.
     ledger = open_ledger(settings, dry_run=True)
     try:
-        data = status_report.report(ledger)
+        # As a legacy feed_es run reads it: DRP_DAYS, or a later day a recorded drp run kept from.
+        first_kept = keptdays.first_kept(datetime.now(timezone.utc).date(), settings.DRP_DAYS,
+                                         ledger.deleted_before())
+        data = status_report.report(ledger, first_kept=first_kept)
     finally:
         ledger.close()
     print(json.dumps(data, indent=2, sort_keys=True) if args.get("--json") else status_report.as_text(data))
