@@ -71,18 +71,25 @@ class Listing:
         index is one drp deletes or deleted, and a delivery would make it again. They are read
         from the ledger before the listing (the failures of this run are not among them), and those the
         listing gives after all (upstream's day begins before this host's) are left to it: no
-        object is taken twice."""
+        object is taken twice. A listing that fails part way ends with its error after them: they
+        do not depend on it, and the objects it listed before the error are delivered too."""
         earlier = {obj.key: obj for kind in getattr(self.source, "kinds", ())
                    for obj in self.ledger.undelivered_before(self.source.name, kind, self.destination(kind), start,
                                                              kept_from)}
-        for obj in listed:
-            earlier.pop(obj.key, None)
-            yield obj
+        failure: Optional[UpstreamError] = None
+        try:
+            for obj in listed:
+                earlier.pop(obj.key, None)
+                yield obj
+        except UpstreamError as error:
+            failure = error
         if earlier:
             log.info("%d objects dated before %s were not delivered by an earlier run, and the listing no longer "
                      "lists them: trying them again", len(earlier), start.strftime("%Y-%m-%d %H:%M UTC"))
         self.retrying = set(earlier)
         yield from earlier.values()
+        if failure is not None:
+            raise failure
 
     def _known_delivered(self, kind: str, upstream_ids: List[str]) -> Set[str]:
         """For sources that leave out what was delivered while listing: which ids those are."""

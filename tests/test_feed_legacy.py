@@ -257,6 +257,30 @@ def test_the_summary_counts_what_upstream_listed_and_the_earlier_failures_tried_
     assert (run["counts"]["listed"], run["counts"]["retried"]) == (in_window, len(early)), run
 
 
+def test_a_listing_that_fails_part_way_still_tries_the_earlier_failures_again(env, tmp_path, legacy_replica,
+                                                                             logstash, objects):
+    """The objects listed before a failing page were delivered, but the earlier failures taken
+    from the ledger, which do not depend on the listing, were tried by no run while it failed."""
+    env = dict(env, DRP_DAYS="3650", KCI_MAX_RETRIES="1")
+    newest = max(obj.date for obj in objects).date()
+    early = [obj for obj in objects if obj.date.date() < newest - timedelta(days=2)]
+    assert early
+    legacy_replica.frontend.today = newest
+    for obj in early:
+        legacy_replica.storage.fail_next("/" + storage_path(obj), 503, count=None)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 1
+    legacy_replica.storage.clear_faults()
+    legacy_replica.frontend.fail_next("/_ajax/boot", 500, count=None)  # after the builds, it keeps failing
+    again = kcing(["feed_es", "--days", "2"], env, tmp_path)
+    assert again.returncode == 1, again.stdout + again.stderr  # what a listing that failed exits with
+    [stopped] = [line for line in again.stderr.splitlines() if line.startswith("kcing feed_es:")]
+    assert "/_ajax/boot" in stopped and "500" in stopped, again.stderr
+    assert "retried %d earlier failures" % len(early) in again.stdout, again.stdout
+    states = ledger_states(tmp_path / "kcing.db")
+    assert {states[(obj.kind, obj.upstream_id)] for obj in early} == {"delivered"}
+    assert stored_keys(logstash) >= set(expected_documents(early))
+
+
 def test_an_object_that_failed_is_not_tried_again_once_its_day_is_past_the_retention(
         legacy_replica, logstash, es, tmp_path, objects):
     """drp deletes the indices of the days before DRP_DAYS, and forgets a ledger row by when it
