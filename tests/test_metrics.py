@@ -182,6 +182,29 @@ def test_feed_es_writes_the_metrics_of_each_run(legacy_replica, logstash, tmp_pa
     assert ("kcing_feed_last_success_timestamp_seconds", (("source", "legacy"),)) in values
 
 
+@pytest.mark.parametrize("buffering", ["unbuffered", "buffered"])
+def test_a_run_whose_stdout_fails_still_writes_its_metrics(legacy_replica, logstash, tmp_path, buffering):
+    # `kcing feed_es --metrics F >> kcing.log` on a full disk: the summary that could not be
+    # printed took the metrics file with it, and the exporter went on showing the run before.
+    import subprocess
+    import sys
+
+    from tests.feedrun import REPO, feed_environ
+    from tests.test_operations_cron import buffered_as
+
+    env = buffered_as(feed_environ(legacy_replica, logstash, tmp_path / "kcing.db"), buffering)
+    prom = tmp_path / "kcing.prom"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, str(REPO / "kcing.py"), "feed_es", "--metrics", str(prom)], env=env,
+                              cwd=str(tmp_path), stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 5, done.stderr
+    values = parsed(prom.read_text())
+    # The exit code the run ends with where stdout fails at once; held to the end, the run's own.
+    assert values[("kcing_feed_exit_code", (("source", "legacy"),))] == (5 if buffering == "unbuffered" else 0)
+    assert values[("kcing_feed_objects", (("outcome", "delivered"), ("source", "legacy")))] > 0
+    assert values[("kcing_feed_documents", (("source", "legacy"),))] == len(logstash.store)
+
+
 def test_the_last_success_is_that_of_a_run_to_the_same_destination(legacy_replica, logstash, tmp_path):
     """A run into --output files that went well says nothing of the feed to Logstash: the
     metrics of a Logstash run that fails must not show that run's time as its last success

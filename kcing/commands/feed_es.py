@@ -190,9 +190,11 @@ def run(args: dict, settings) -> int:
             stack.enter_context(sink.run_lock())
         summary = run_feed(source, ledger, sink, settings, dry_run, stop,
                            on_recorded=delivered.extend if verify else (lambda row_ids: None))
-        print_summary(summary, sink.name, dry_run)
         status = summary.exit_code
         try:
+            # Inside: stdout failing (a full disk under `>> kcing.log`) ends the run, with its
+            # metrics written all the same.
+            print_summary(summary, sink.name, dry_run)
             if summary.stopped_by is not None:
                 raise summary.stopped_by
             if verify:
