@@ -262,5 +262,5 @@ def _retries(data: dict) -> Optional[str]:
     if not undelivered or not data.get("retried_from"):
         return None
     return ("%s objects not delivered (failed, pending, too large) are tried again by every run while dated %s or "
-            "later (the first day drp keeps); those dated before are given up" % (RETRYING_SOURCE,
-                                                                                  data["retried_from"]))
+            "later (the first day drp keeps; a file the storage answered 404 or 410 for, only while within "
+            "the run's --days); those dated before are given up" % (RETRYING_SOURCE, data["retried_from"]))
