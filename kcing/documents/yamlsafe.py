@@ -19,6 +19,7 @@ hostile file could do to the code that reads the result:
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, List, Optional
 
 import yaml
@@ -38,6 +39,9 @@ EXPANSION_NODES_ALLOWANCE = 100_000
 EXPANSION_CHARACTERS_ALLOWANCE = 8 << 20
 
 DECIMAL_SUFFIX = "object/apply:decimal.Decimal"
+# The most digits of an integer: Python's own limit on reading a decimal one (a longer one is
+# refused as not valid YAML), also held to base 60 ones, which are read in quadratic time.
+MAX_INTEGER_DIGITS = sys.int_info.default_max_str_digits
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -279,7 +283,21 @@ def _is_number_or_text(value: Any) -> bool:
     return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
+def _construct_integer(loader: LavaSafeLoader, node: yaml.Node) -> int:
+    """An integer as SafeConstructor reads it, but a base 60 one (`1:30:00`) longer than the
+    digits Python reads a decimal integer of: SafeConstructor adds up its places one by one,
+    each a multiplication as long as the number, in time quadratic in its length (a megabyte of
+    `1:0:0...` took twenty seconds), where Python refuses a decimal integer of more digits."""
+    text = node.value if isinstance(node, ScalarNode) else ""
+    if ":" in text and len(text) > MAX_INTEGER_DIGITS:
+        raise yaml.constructor.ConstructorError(
+            None, None, "a base 60 integer of %d characters, more than the %d digits an integer may have"
+            % (len(text), MAX_INTEGER_DIGITS), node.start_mark)
+    return loader.construct_yaml_int(node)
+
+
 LavaSafeLoader.add_multi_constructor("tag:yaml.org,2002:python/", _construct_python_tag)
+LavaSafeLoader.add_constructor("tag:yaml.org,2002:int", _construct_integer)
 
 # What PyYAML raises on bad input: its own errors, plus builtin ones from the safe constructors
 # on explicit tags with bad values (`!!int ''` IndexError, `!!bool x` KeyError,
