@@ -182,6 +182,31 @@ def test_a_long_base_60_integer_is_refused_as_a_long_decimal_one_is_without_read
     assert yamlsafe.load("a: 1:30:00\nb: -1" + ":0" * 2000, "definition") == {"a": 5400, "b": -(60 ** 2000)}
 
 
+HASH_MODULUS = (1 << 61) - 1  # Python hashes an integer as its value modulo this
+
+
+def test_integer_keys_of_one_hash_value_are_refused_before_a_mapping_is_made_of_them():
+    """Keys 0, 2**61 - 1, 2 * (2**61 - 1), ... all hash alike, and a mapping of 32,000 of them
+    (1 MB) took seven seconds to make, quadratic in them, where as many other integer keys took
+    a tenth of a second. The text is refused after a few, in a mapping or spread over many."""
+    count = 32_000
+    flood = "{" + ", ".join("%d: 0" % (number * HASH_MODULUS) for number in range(count)) + "}"
+    spread = "\n".join("- {%d: 0}" % (number * HASH_MODULUS) for number in range(count))
+    usual = "{" + ", ".join("%d: 0" % (number * 1_000_003) for number in range(count)) + "}"
+    started = time.process_time()
+    with pytest.raises(RejectedInput, match="more than 64 mapping keys share one hash value"):
+        yamlsafe.load(flood, "definition")
+    refusing = time.process_time() - started
+    started = time.process_time()
+    assert len(yamlsafe.load(usual, "definition")) == count
+    assert refusing < 2 * (time.process_time() - started)
+    with pytest.raises(RejectedInput, match=r"more than 64 mapping keys share one hash value \(line 65\)"):
+        yamlsafe.load(spread, "definition")
+    few = "{" + ", ".join("%d: %d" % (number * HASH_MODULUS, number) for number in range(64)) + ", 0: x, -1: y, -2: z}"
+    assert yamlsafe.load(few, "definition") == {**{number * HASH_MODULUS: number for number in range(1, 64)},
+                                                0: "x", -1: "y", -2: "z"}
+
+
 # The legacy front page ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("page, token", [

@@ -16,6 +16,10 @@ hostile file could do to the code that reads the result:
   downstream copies out of it (merge keys, the JSON of a log message, one document per log
   line), so each one costs as much as what it names: one 512 KiB string named 12,000 times is
   6 GB of documents from a 1.3 MB file.
+
+While it constructs the values it refuses what would take time quadratic in the text: many
+mapping keys that are no text sharing one hash value (`_count_keys_by_hash`), and a base 60
+integer longer than the digits of a decimal one (`_construct_integer`).
 """
 from __future__ import annotations
 
@@ -37,6 +41,9 @@ MAX_DEPTH = 100
 # character per character of text).
 EXPANSION_NODES_ALLOWANCE = 100_000
 EXPANSION_CHARACTERS_ALLOWANCE = 8 << 20
+# Distinct mapping keys of one text that may share a hash value (see `_count_keys_by_hash`); real
+# callbacks have a handful of keys that are no text at all.
+MAX_KEYS_OF_ONE_HASH = 64
 
 DECIMAL_SUFFIX = "object/apply:decimal.Decimal"
 # The most digits of an integer: Python's own limit on reading a decimal one (a longer one is
@@ -76,6 +83,7 @@ class LavaSafeLoader(_BaseLoader):
         super().__init__(stream)
         self.text_length = len(stream) if isinstance(stream, str) else 0
         self.harmless = isinstance(stream, str) and _cannot_be_hostile(stream)
+        self.keys_by_hash = {}  # hash value -> the distinct keys that are no text with it
 
     def construct_object(self, node, deep=False):
         # A text scalar's value is its text (`construct_yaml_str`), whether or not an alias
@@ -93,7 +101,34 @@ class LavaSafeLoader(_BaseLoader):
                                              for key, _ in node.value):
             construct = self.construct_object
             return {key.value: construct(value, deep=deep) for key, value in node.value}
+        if isinstance(node, MappingNode):
+            self.flatten_mapping(node)  # the keys merged in are keys of this mapping too
+            self._count_keys_by_hash(node)
         return super().construct_mapping(node, deep)
+
+    def _count_keys_by_hash(self, node) -> None:
+        """Refuse a text whose mapping keys that are no text (numbers, booleans, null) share one
+        hash value more than MAX_KEYS_OF_ONE_HASH times, counted over the whole text (mappings
+        are merged downstream: a job's bootloader addresses).
+
+        Python hashes an integer as its value modulo 2**61 - 1, the same on every run: a mapping
+        of keys 0, 2**61 - 1, 2 * (2**61 - 1), ... puts every key on one chain, and making it
+        takes time quadratic in them (a megabyte of such keys, seven seconds). Text keys hash
+        differently on every run."""
+        by_hash = self.keys_by_hash
+        for key_node, _ in node.value:
+            if type(key_node) is not ScalarNode or key_node.tag == _TEXT_TAG:
+                continue
+            key = self.construct_object(key_node)  # kept: the mapping takes the same object
+            try:
+                same = by_hash.setdefault(hash(key), [])
+            except TypeError:
+                continue  # unhashable: the mapping refuses it
+            if key not in same:
+                same.append(key)
+                if len(same) > MAX_KEYS_OF_ONE_HASH:
+                    raise HostileShape("more than %d mapping keys share one hash value (line %d): a hash flood"
+                                       % (MAX_KEYS_OF_ONE_HASH, key_node.start_mark.line + 1))
 
     def flatten_mapping(self, node):
         # SafeConstructor's own, which deletes each merge key from the list in place: a mapping
