@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from kcing.errors import UpstreamError
-from kcing.sources.api_related import RelatedNodes, node_from_answer, related_node
+from kcing.sources import api_related
+from kcing.sources.api_related import RelatedNodes, is_group_root, node_from_answer, related_node
 
 JOB, SUB, CASE, REGRESSION = ("a1" * 12, "b2" * 12, "c3" * 12, "d4" * 12)
 
@@ -59,6 +60,28 @@ def test_a_test_nested_deeper_than_usual_still_finds_its_job_and_a_parent_loop_e
                node(second, "b", first, ["checkout", "kselftest-exec", "a", "b"]))
     stuck = dict(node(CASE, "case", first, ["checkout", "kselftest-exec", "a", "b", "case"]), kind="test")
     assert RelatedNodes(loop).job_of(stuck) is None and len(loop.asked) == 2
+
+
+def test_a_walk_past_nodes_of_long_paths_reads_each_of_their_paths_once(monkeypatch):
+    # Two nodes named as the group, each the other's parent, with paths of 20,000 steps that
+    # name the group, and a case whose path is as long: its walk takes 20,000 steps and asked
+    # at each whether the node there heads its group, which scans that node's whole path. A
+    # megabyte of such paths took minutes, quadratic in them; each path is now read once.
+    (first, second), steps = ("%024x" % 201, "%024x" % 202), 20_000
+    tree = ["checkout"] * steps + ["kselftest-exec"]
+    related = RelatedNodes(Api())
+    related.remember(first, node(first, "kselftest-exec", second, tree + ["a"]))
+    related.remember(second, node(second, "kselftest-exec", first, tree + ["b"]))
+    scans = []
+
+    def scanned(extract):
+        scans.append(extract["id"])
+        return is_group_root(extract)
+
+    monkeypatch.setattr(api_related, "is_group_root", scanned)
+    case = dict(node(CASE, "case", first, tree + ["set", "case"]), kind="test")
+    assert related.job_of(case) is None
+    assert sorted(scans) == sorted([CASE, first, second])  # the case's own path, and each of theirs
 
 
 def test_jobs_remembered_while_listing_need_no_request_and_lookups_are_cached():

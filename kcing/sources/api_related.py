@@ -79,6 +79,10 @@ class RelatedNodes:
         # What `related_node` makes of a whole node, from a head that `keep_heads` kept.
         self._extract_of_head = extract_of_head
         self._asked: Set[str] = set()  # the ids asked for with `fetch_node` in this run
+        # node id -> (its extract, whether it is the root of its group), for the extracts kept
+        # above: a walk up from a node asks it of each node on the way, and the answer scans the
+        # node's whole `path`, which upstream may make as long as a page.
+        self._roots: Dict[str, Tuple[dict, bool]] = {}
         self._lock = threading.Lock()
 
     def remember(self, node_id: str, node: Mapping[str, Any]) -> None:
@@ -103,7 +107,7 @@ class RelatedNodes:
     def _forget_oldest(self) -> None:
         """Trim the cache to its size, oldest first (with the lock held)."""
         while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+            self._roots.pop(self._cache.popitem(last=False)[0], None)
 
     def node(self, node_id: Any) -> Optional[dict]:
         """The extract of node `node_id`, or None when the API does not know it.
@@ -132,7 +136,7 @@ class RelatedNodes:
             else:
                 self._looked_up[node_id] = extract
                 while len(self._looked_up) > self._looked_up_size:
-                    self._looked_up.popitem(last=False)
+                    self._roots.pop(self._looked_up.popitem(last=False)[0], None)
         return extract
 
     def job_of(self, node: Mapping[str, Any]) -> Optional[dict]:
@@ -141,13 +145,28 @@ class RelatedNodes:
             return None
         group, current, path = node.get("group"), node, node.get("path")
         for _ in range(max(MAX_DEPTH, len(path))):
-            parent = self.node(current.get("parent"))
+            parent_id = current.get("parent")
+            parent = self.node(parent_id)
             if parent is None:
                 return None
-            if parent.get("name") == group and is_group_root(parent):
+            if parent.get("name") == group and self._is_group_root(parent_id, parent):
                 return parent
             current = parent
         return None
+
+    def _is_group_root(self, node_id: str, extract: dict) -> bool:
+        """`is_group_root(extract)`, worked out once per extract kept: the walks of a page's
+        nodes would otherwise scan the `path` of every node they pass, each time, in time that
+        grows with the product of the paths' lengths."""
+        with self._lock:
+            known = self._roots.get(node_id)
+        if known is not None and known[0] is extract:
+            return known[1]
+        root = is_group_root(extract)
+        with self._lock:
+            if node_id in self._cache or node_id in self._looked_up:  # held only while its extract is
+                self._roots[node_id] = (extract, root)
+        return root
 
     def for_envelope(self, kind: str, node: Mapping[str, Any]) -> Dict[str, Any]:
         """The related nodes the envelope of `node` carries (documents/nodes.py reads them)."""
