@@ -6,6 +6,7 @@ import json
 import os
 import random
 import time
+import tracemalloc
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -876,3 +877,45 @@ def test_of_several_bootloader_overlay_steps_each_address_comes_from_the_last_li
         " metadata: {extra: [{dtb_addr: '0x1000000'}, {ramdisk_addr: '0x13000000'}]}}\n")}
     boot = boot_of(documents_for(LAVA, encode(callback), LISTED)).body
     assert (boot["dtb_addr"], boot["loadaddr"], boot["initrd_addr"]) == ("0x1000000", "0x2080000", "0x13000000")
+
+
+# -- what a job's documents repeat ----------------------------------------------------------------
+
+def with_long_tree_and_lines(tree_characters: int, lines: int) -> bytes:
+    """The real callback with a kernel tree name of `tree_characters` more, which every document
+    of the job repeats, and a log of `lines` short lines."""
+    callback = real_callback(MESON)
+    callback["definition"] = callback["definition"].replace("kernel.tree: next", "kernel.tree: next" + "x" * tree_characters, 1)
+    callback["log"] = "\n".join(['- {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "m"}'] * lines)
+    return encode(callback)
+
+
+def test_shared_fields_too_long_to_repeat_in_each_document_refuse_the_job_before_its_documents_are_made():
+    """Each document holds the job's fields whole: a kernel tree name of 60,000 characters and
+    8,000 log lines, a file of 700 kB, made 486 MB of documents and took 1.9 GB of memory to build
+    (a file twice as large, four times that). Refused at once, in memory of the file's order; the
+    same name with a few lines, or a long log with the usual names, is still made as before."""
+    content = with_long_tree_and_lines(60_000, 8_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(RejectedInput, match=r"^LAVA job 370874: its \d+ test and log documents would each repeat up "
+                                                r"to 60\d\d\d bytes of the job's fields .* more than 64 MiB$"):
+            documents_for(LAVA, content, LISTED)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * len(content)
+    few_lines = documents_for(LAVA, with_long_tree_and_lines(60_000, 500), LISTED)
+    assert len(of_kind(few_lines, "log")) == 500 and boot_of(few_lines).body["job"] == "next" + "x" * 60_000
+    assert len(of_kind(documents_for(LAVA, with_long_tree_and_lines(0, 80_000), LISTED), "log")) == 80_000
+
+
+def test_a_suite_name_too_long_to_repeat_in_each_of_its_tests_refuses_the_job():
+    callback = real_callback(MESON)
+    cases = yamlsafe.load(callback["results"]["0_dmesg"], "0_dmesg")
+    callback["results"] = {"0_" + "s" * 50_000: json.dumps(cases * 400)}
+    with pytest.raises(RejectedInput, match=r"each repeat up to 10\d\d\d\d bytes of the job's fields"):
+        documents_for(LAVA, encode(callback), LISTED)
+    callback["results"] = {"0_" + "s" * 50_000: json.dumps(cases)}
+    assert {doc.body["suite"] for doc in of_kind(documents_for(LAVA, encode(callback), LISTED), "test")} == {
+        "0_" + "s" * 50_000}

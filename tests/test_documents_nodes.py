@@ -696,3 +696,24 @@ def test_a_test_with_junk_in_its_job_gives_a_valid_document(tree):
             document = only(docs(tree["case-1"], job_node=job))
             check(document)
             assert field_problems("test", document.body) == [], (name, junk)
+
+
+def test_a_lab_job_whose_fields_are_too_long_to_repeat_in_each_log_line_is_made_without_its_log(tree):
+    # Each log document holds the job's fields whole: a platform name of 60,000 characters and
+    # 8,000 log lines would make half a gigabyte of documents from a node of 700 kB. The node's
+    # own document is made, saying why its log is left out; with a few lines, the log is made.
+    callback = json.loads(real_text(LEGACY, MESON))
+    node = copy.deepcopy(tree["baseline"])
+    node["data"]["platform"] = "p" * 60_000
+
+    def with_lines(lines: int) -> list:
+        callback["log"] = "\n".join(['- {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "m"}'] * lines)
+        return docs(node, callback_data=json.dumps(callback))
+
+    (boot,) = with_lines(8_000)
+    (left_out,) = boot.body["kernelci_api"]["artifact_errors"]
+    assert left_out.startswith("callback_data: log left out: its 8000 test and log documents would each repeat up to 60")
+    assert boot.body["board"] == "p" * 60_000 and boot.body["job_status"] == "complete"
+    boot, *logs = with_lines(500)
+    assert len(logs) == 500 and "artifact_errors" not in boot.body["kernelci_api"]
+    assert {log.body["board"] for log in logs} == {"p" * 60_000}

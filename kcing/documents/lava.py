@@ -55,6 +55,10 @@ class _JobContext:
         )
 
 
+    def shared_bytes(self) -> int:
+        """The bytes of the shared fields' JSON, which every document of the job repeats."""
+        return shared_bytes(self.common)
+
     def log_prefix(self) -> str:
         """The JSON of a log body up to its own fields: the shared fields' JSON, encoded once per
         job (a job has thousands of lines), without its closing brace and with a trailing comma
@@ -101,6 +105,9 @@ def lava_parts(callback: Mapping[str, Any], created: Optional[datetime],
         common=common,
     )
     boot_fields.update(outcome, **lava_results.bootloader_addresses(suites.get("lava", [])))
+    problem = repetition_problem(context.shared_bytes(), suites, len(log))
+    if problem is not None:
+        raise RejectedInput("LAVA job %d: %s" % (job_id, problem))
     documents = [context.document("boot", (), boot_fields)]
     documents.extend(_test_documents(context, suites))
     made, lines = _log_parts(context, log)
@@ -114,6 +121,45 @@ def log_parts(identity: tuple, when: datetime, common: dict,
     dated `when`, whose lines share the fields `common`, as `lava_parts` gives them: (documents
     made, or their LogLines)."""
     return _log_parts(_JobContext(identity, when, common), log)
+
+
+# Each document of a job holds the job's shared fields (kernel, board, lab, ...; a test's suite
+# too) in full. Real ones take well under a kilobyte; a file may make them megabytes long and
+# still have a line of log per few bytes, and its documents would then take the product of the
+# two: gigabytes from a file of one or two megabytes, built in memory before anything is sent.
+# What the documents repeat beyond REPEATED_FREE_BYTES each may add up to REPEATED_MAX_BYTES,
+# so that a job's documents take at most what they would with shared fields of that size.
+REPEATED_FREE_BYTES = 4096
+REPEATED_MAX_BYTES = 64 << 20
+
+
+def repetition_problem(shared: int, suites: Mapping[str, list], log_lines: int) -> Optional[str]:
+    """What is wrong with a job whose documents (a test for each case of `suites`, a log line for
+    each of `log_lines`) would repeat `shared` bytes of shared fields (`shared_bytes`), and its
+    suites' names, more than REPEATED_MAX_BYTES beyond REPEATED_FREE_BYTES a document (see
+    above); None when nothing is."""
+    largest = shared
+    beyond = max(0, shared - REPEATED_FREE_BYTES) * log_lines
+    for suite, cases in suites.items():
+        # A test document holds its suite's name twice (suite, suite_name), as JSON text.
+        each = shared + 2 * len(encode_basestring(suite).encode("utf-8", "replace"))
+        beyond += max(0, each - REPEATED_FREE_BYTES) * len(cases)
+        largest = max(largest, each) if cases else largest
+    if beyond <= REPEATED_MAX_BYTES:
+        return None
+    return ("its %d test and log documents would each repeat up to %d bytes of the job's fields (kernel, board, "
+            "lab, a test's suite), %d MiB beyond %d bytes a document, more than %d MiB"
+            % (log_lines + sum(map(len, suites.values())), largest, beyond >> 20, REPEATED_FREE_BYTES,
+               REPEATED_MAX_BYTES >> 20))
+
+
+def shared_bytes(common: Mapping[str, Any]) -> int:
+    """The bytes of the JSON of the fields `common` that every document of a job repeats (0 when
+    they are no JSON: the job's first document says why, as it always did)."""
+    try:
+        return len(serialised(without_missing(common)).encode("utf-8"))
+    except RejectedInput:
+        return 0
 
 
 def _log_parts(context: _JobContext, log: LogText) -> tuple:

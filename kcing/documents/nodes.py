@@ -46,7 +46,8 @@ from kcing.documents import nodes_api, nodes_lava, nodes_regression
 from kcing.documents.coerce import as_date, as_float, as_int, as_keyword, as_verdict, as_text
 from kcing.documents.fields import LAVA_COMMON
 from kcing.documents.identity import document_id, index_name, iso_timestamp
-from kcing.documents.lava import LogLines, log_parts
+from kcing.documents.lava import LogLines, log_parts, repetition_problem, shared_bytes
+from kcing.documents.lava_log import LogText
 from kcing.documents.lava_results import INFRASTRUCTURE_FAILURE, KERNEL_FAILURE, LAB_ERROR_TYPES
 from kcing.documents.typed import without_missing
 from kcing.digits import ascii_digits
@@ -355,13 +356,18 @@ def _boot_parts(node_id: str, node: Mapping[str, Any], envelope: Mapping[str, An
             fields[name] = value
     if "boot_result" in callback.boot_fields:  # the callback's verdict replaces the node's whole
         fields["boot_result"], fields["boot_failure"] = callback_boot_verdict(callback.boot_fields, error_code)
+    common = without_missing({name: fields.get(name) for name in LAVA_COMMON})
+    common["kernelci_api"] = {name: api[name] for name in nodes_api.LOG_API_FIELDS if name in api}
+    log = callback.log
+    problem = repetition_problem(shared_bytes(common), {}, len(log)) if len(log) else None
+    if problem is not None:  # the node's fields are too long to repeat in each line: its log is left out
+        api.setdefault("artifact_errors", []).append("callback_data: log left out: %s" % problem)
+        log = LogText.of_items([])
     documents = [_document("boot", node_id, when, fields, api)]
-    if not len(callback.log):
+    if not len(log):
         return documents, None
     # The boot document is checked first, as when every document is checked in turn: its
     # reason for a refusal comes before any a log line would give while its parts are made.
     check_all(documents)
-    common = without_missing({name: fields.get(name) for name in LAVA_COMMON})
-    common["kernelci_api"] = {name: api[name] for name in nodes_api.LOG_API_FIELDS if name in api}
-    made, lines = log_parts((NAMESPACE, node_id), when, common, callback.log)
+    made, lines = log_parts((NAMESPACE, node_id), when, common, log)
     return documents + made, lines
