@@ -854,6 +854,19 @@ def test_a_web_page_answered_for_a_build_log_is_not_counted_as_the_log(env, tmp_
     assert (build["errors"], build["warnings"]) == (1, 1)
 
 
+def test_a_build_log_starting_with_many_comments_is_read_as_the_log_at_once(env, tmp_path, api_replica, logstash):
+    """Whether an artifact is a web page was asked of a regular expression that tried every way
+    of cutting a run of `<!---->` into comments: 40 of them (280 bytes) held the run for days,
+    deaf to SIGTERM. A log that merely starts so is the log, found in a linear scan."""
+    kbuild = api_replica.tree["kbuild-x86"]
+    path = urlsplit(kbuild["artifacts"]["build_log"]).path[len("/files/"):]
+    api_replica.corpus.add_file(path, b"<!---->" * 40 + b"\nfile.c:1:2: warning: unused\n")
+    result = kcing(["feed_es", "--with-logs"], env, tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    _, build = document_of(logstash, kbuild["id"])
+    assert build["warnings"] == 1
+
+
 def test_a_build_log_starting_with_a_compiler_s_angle_bracket_is_the_log(env, tmp_path, api_replica, logstash):
     kbuild = api_replica.tree["kbuild-x86"]
     path = urlsplit(kbuild["artifacts"]["build_log"]).path[len("/files/"):]

@@ -85,8 +85,11 @@ _NOT_ZERO = re.compile(rb"[^\x00]")
 # that was never uploaded): the node's documents are made without that log.
 LOST_ARTIFACT_STATUSES = frozenset({401, 403, 404, 410})
 # The start of a web page, which no artifact is (a build log may start with "<stdin>:12: warning"):
-# a storage's or a proxy's page answered with 200 in place of the file, for a while.
-_WEB_PAGE = re.compile(rb"\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)[\s>]", re.IGNORECASE | re.DOTALL)
+# a storage's or a proxy's page answered with 200 in place of the file, for a while. Comments may
+# come first: one `<!--` to any `-->` takes in every comment between, so one optional comment
+# matches what any number of them does, where `(<!--.*?-->\s*)*` tried every way of cutting
+# the text into comments (`<!---->` 30 times: minutes, each one more doubling them).
+_WEB_PAGE = re.compile(rb"\s*(?:<!--.*?-->\s*)?<(?:!doctype\s+html|html)[\s>]", re.IGNORECASE | re.DOTALL)
 # The artifact each node kind needs for its documents with `with_logs`.
 LOG_ARTIFACTS = {JOB: "callback_data", KBUILD: "build_log"}
 # Envelope key <- artifact whose size in bytes a document reports (a build's `build_log_size`).
