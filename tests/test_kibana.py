@@ -7,6 +7,7 @@ import logging
 import re
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -718,6 +719,22 @@ def test_html_page_knows_html_from_other_text():
     assert kb.html_page("<html><head><title></title></head></html>") == "an HTML page"
     assert kb.html_page("Kibana server is not ready yet") is None
     assert kb.html_page('{"message":"<html>"}') is None and kb.html_page("<xml/>") is None
+
+
+def test_html_page_reads_many_comments_and_unclosed_titles_in_linear_time():
+    """The page's start was matched by trying every way of cutting a run of `<!---->` into
+    comments (24 of them, seconds; each one more, twice as long), and its title by scanning to
+    the end from each `<title` when none was closed (200 kB of them, seconds). Each now
+    costs less than counting the angle brackets of ten megabytes."""
+    many_comments = "<!---->" * 24 + "x"
+    unclosed = "<html>" + "<title>" * 30_000
+    started = time.process_time()
+    assert kb.html_page(many_comments) is None and kb.html_page(unclosed) == "an HTML page"
+    assert kb.html_page("<!---->" * 24 + "<html><TITLE lang=en>Sign\n in</title><title>2</title>") == 'an HTML page "Sign in"'
+    taken = time.process_time() - started
+    started = time.process_time()
+    ("x" * 10_000_000).count("<")
+    assert taken < 10 * (time.process_time() - started)
 
 
 def test_unreachable_kibana_is_a_clear_one_line_error(workdir, tmp_path):
