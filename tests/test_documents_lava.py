@@ -885,7 +885,8 @@ def with_long_tree_and_lines(tree_characters: int, lines: int) -> bytes:
     """The real callback with a kernel tree name of `tree_characters` more, which every document
     of the job repeats, and a log of `lines` short lines."""
     callback = real_callback(MESON)
-    callback["definition"] = callback["definition"].replace("kernel.tree: next", "kernel.tree: next" + "x" * tree_characters, 1)
+    tree = "kernel.tree: next"
+    callback["definition"] = callback["definition"].replace(tree, tree + "x" * tree_characters, 1)
     callback["log"] = "\n".join(['- {"dt": "2020-11-19T07:03:25.393174", "lvl": "info", "msg": "m"}'] * lines)
     return encode(callback)
 
@@ -898,8 +899,8 @@ def test_shared_fields_too_long_to_repeat_in_each_document_refuse_the_job_before
     content = with_long_tree_and_lines(60_000, 8_000)
     tracemalloc.start()
     try:
-        with pytest.raises(RejectedInput, match=r"^LAVA job 370874: its \d+ test and log documents would each repeat up "
-                                                r"to 60\d\d\d bytes of the job's fields .* more than 64 MiB$"):
+        with pytest.raises(RejectedInput, match=r"^LAVA job 370874: its \d+ test and log documents would each "
+                                                r"repeat up to 60\d\d\d bytes of the job's fields .* more than 64 MiB$"):
             documents_for(LAVA, content, LISTED)
         peak = tracemalloc.get_traced_memory()[1]
     finally:

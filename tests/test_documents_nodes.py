@@ -712,7 +712,8 @@ def test_a_lab_job_whose_fields_are_too_long_to_repeat_in_each_log_line_is_made_
 
     (boot,) = with_lines(8_000)
     (left_out,) = boot.body["kernelci_api"]["artifact_errors"]
-    assert left_out.startswith("callback_data: log left out: its 8000 test and log documents would each repeat up to 60")
+    assert left_out.startswith("callback_data: log left out: its 8000 test and log documents would each repeat "
+                               "up to 60")
     assert boot.body["board"] == "p" * 60_000 and boot.body["job_status"] == "complete"
     boot, *logs = with_lines(500)
     assert len(logs) == 500 and "artifact_errors" not in boot.body["kernelci_api"]
