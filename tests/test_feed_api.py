@@ -282,6 +282,24 @@ def test_a_node_that_changed_is_delivered_again_under_the_same_id(env, tmp_path,
     assert len(stored_keys(logstash)) == len(expected_documents(api_replica))
 
 
+@pytest.mark.parametrize("content_type, byte_order_mark", [("text/plain", False), ("", True),
+                                                            ("application/json; charset=utf-8", True)])
+def test_pages_labelled_otherwise_or_starting_with_a_byte_order_mark_are_read_as_the_utf8_json_they_are(
+        env, tmp_path, api_replica, logstash, content_type, byte_order_mark):
+    """JSON is UTF-8 whatever its label says (RFC 8259 §8.1): a page labelled `text/plain` was
+    read as ISO-8859-1 (`büro` stored as `bÃ¼ro`), and one starting with a byte order mark, which
+    a JSON reader may ignore, stopped the run as "a malformed page"."""
+    running = api_replica.tree["running"]
+    api_replica.corpus.update(running["id"], name="büro-测试")
+    api_replica.page_ascii = False
+    api_replica.page_content_type = content_type
+    api_replica.page_byte_order_mark = byte_order_mark
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert document_of(logstash, running["id"])[1]["kernelci_api"]["name"] == "büro-测试"
+    assert stored_keys(logstash) == set(expected_documents(api_replica))
+
+
 def test_tests_a_job_made_while_the_run_listed_carry_the_finished_jobs_device(env, tmp_path, api_replica, logstash):
     # A LAVA job is listed `running` (no device yet). Before this run lists the tests, LAVA's
     # callback finishes the job in place (its device set) and makes its tests, which the run

@@ -2,6 +2,7 @@
 within the upstream origins."""
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -215,10 +216,14 @@ def _keep_body(response: requests.Response, body: bytes) -> None:
 
 
 def json_of(response: requests.Response):
-    """The answer's JSON (`response.json()`); a body nested deeper than the decoder goes (it
-    recurses once per level: RecursionError) is as unreadable as any other that is not JSON,
-    and raises ValueError like it."""
+    """The answer's JSON, read as JSON text is (RFC 8259 §8.1): UTF-8 whatever charset its
+    Content-Type names or implies, a byte order mark ignored, bytes that are not UTF-8 replaced.
+    `response.json()` would decode a page labelled `text/plain` without a charset as ISO-8859-1
+    (every letter beyond ASCII garbled), and refuse one starting with a byte order mark. A body
+    nested deeper than the decoder goes (it recurses once per level: RecursionError) is as
+    unreadable as any other that is not JSON, and raises ValueError like it."""
+    content = response.content
     try:
-        return response.json()
+        return json.loads(content.decode(json.detect_encoding(content), "replace"))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None

@@ -79,6 +79,12 @@ class ApiReplica(ServedByBackgroundServer):
         # it, 422 as FastAPI refuses a query parameter (fastapi-pagination's default is 100).
         self.limit_maximum: Optional[int] = None
         self.content_encoded: Set[str] = set()  # file paths served with `Content-Encoding: gzip`
+        # How listing pages are written: `\u` escapes beyond ASCII, labelled `application/json`.
+        # FastAPI sends raw UTF-8 (`page_ascii` False); a proxy or a mirror before the API may label
+        # pages otherwise (`text/plain`, a charset, none) or start them with a byte order mark.
+        self.page_ascii = True
+        self.page_content_type = "application/json"
+        self.page_byte_order_mark = False
         # Ids of nodes the API cannot answer: stored in a form its response model refuses, they
         # fail every page (and the /node answer) that holds them with FastAPI's plain 500.
         self.unanswerable: Set[str] = set()
@@ -240,16 +246,18 @@ class _ApiHandler(QuietHandler):
                                         for node in matching[offset:offset + limit]):
             self._finish(500, [("Content-Type", "text/plain; charset=utf-8")], b"Internal Server Error")
             return
+        cached = (key, limit, answered, offset, replica.page_ascii)
         with replica._lock:
-            body = replica._page_bodies.get((key, limit, answered, offset))
+            body = replica._page_bodies.get(cached)
         if body is None:
             body = json.dumps({"items": matching[offset:offset + limit], "total": len(matching), "limit": answered,
-                               "offset": offset}, separators=(",", ":")).encode()
+                               "offset": offset}, separators=(",", ":"), ensure_ascii=replica.page_ascii).encode()
             with replica._lock:
                 if sum(map(len, replica._page_bodies.values())) > PAGE_BODY_CACHE_BYTES:
                     replica._page_bodies.clear()
-                replica._page_bodies[(key, limit, answered, offset)] = body
-        self._finish(200, [_JSON], body)
+                replica._page_bodies[cached] = body
+        labelled = [("Content-Type", replica.page_content_type)] if replica.page_content_type else []
+        self._finish(200, labelled, b"\xef\xbb\xbf" + body if replica.page_byte_order_mark else body)
 
     def _paging(self) -> Optional[Tuple[int, int]]:
         values = dict(self.query)
