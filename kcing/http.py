@@ -39,10 +39,11 @@ class _Session(requests.Session):
     per origin instead of for every request: a run's environment does not change, and a crawl
     makes hundreds of thousands of requests to a handful of hosts."""
 
-    def __init__(self, netrc: bool = True):
+    def __init__(self, netrc: bool = True, pool_size: int = 10):
         super().__init__()
         self._environment_settings: dict = {}
         self.netrc = netrc
+        self.pool_size = pool_size  # connections kept alive per origin at most
 
     def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
         # requests adds ~/.netrc's credentials for the URL's host to any request without auth of
@@ -86,7 +87,7 @@ def new_session(pool_size: int = 10, verify: str = "", netrc: bool = True) -> re
     ~/.netrc (`NETRC`): upstream is public, and must never be sent a password kept for another
     host, which a netrc's `default` entry gives every host.
     """
-    session = _Session(netrc=netrc)
+    session = _Session(netrc=netrc, pool_size=pool_size)
     adapter = _WatchedAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

@@ -333,6 +333,22 @@ def test_csrf_expiry_mid_crawl_is_survived(env, tmp_path, legacy_replica, logsta
     assert stored_keys(logstash) == set(expected)
 
 
+def test_a_kept_alive_connection_upstream_closed_is_asked_again_on_another_without_costing_an_attempt(
+        env, tmp_path, legacy_replica, logstash, expected, objects):
+    """Every request that arrives on a connection that carried an answer before finds it closed
+    (a server's or a proxy's idle timeout meeting the next request): with one attempt per
+    request, the listing pages and the files failed; each is now asked again at once on a new
+    connection, and no retry is logged."""
+    legacy_replica.frontend.close_kept_alive(count=None)
+    legacy_replica.storage.close_kept_alive(count=None)
+    result = kcing(["feed_es", "-d"], dict(env, KCI_MAX_RETRIES="1", KCI_THREADS="1"), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert stored_keys(logstash) == set(expected)
+    assert set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
+    assert "delivered %d" % len(objects) in result.stdout and "; retry " not in result.stderr
+    assert sum(1 for request in legacy_replica.storage.requests if request.status == 200) == len(objects)
+
+
 def test_429_and_503_are_retried_honouring_retry_after(env, tmp_path, logstash, expected):
     logstash.lava.fail_next(429, retry_after=1)
     logstash.build.fail_next(503, count=2)

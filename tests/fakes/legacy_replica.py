@@ -126,6 +126,7 @@ class _RecordingServer(ServedByBackgroundServer):
         self.requests: LockedList = LockedList()
         self._failures = FaultQueue()
         self._delays = FaultQueue()
+        self._idle_closes = FaultQueue()
         self._server = BackgroundServer(handler_class, self, port)
 
     base_url = ServedByBackgroundServer.url
@@ -143,9 +144,17 @@ class _RecordingServer(ServedByBackgroundServer):
         """Sleep `seconds` before handling the next `count` requests under `path_prefix`."""
         self._delays.add(self._key(path_prefix), seconds, count)
 
+    def close_kept_alive(self, path_prefix: str = "/", count: Optional[int] = 1) -> None:
+        """Close, without an answer, the connection the next `count` requests under `path_prefix`
+        arrive on when it carried an answer before: what a server (or a proxy) closing an idle
+        kept-alive connection as the next request is written looks like to the client. A request
+        on a new connection is answered as ever."""
+        self._idle_closes.add(self._key(path_prefix), True, count)
+
     def clear_faults(self) -> None:
         self._failures.clear()
         self._delays.clear()
+        self._idle_closes.clear()
 
     @staticmethod
     def _key(path: str) -> str:
@@ -173,6 +182,9 @@ class _LegacyHandler(QuietHandler):
         self.decoded_path = "/" + storage_path(url.path) if url.path.startswith("/") else url.path
         self.query = tuple(parse_qsl(url.query, keep_blank_values=True))
         server: _RecordingServer = self.app
+        if getattr(self, "answers_sent", 0) and server._idle_closes.take(self.decoded_path):
+            self.drop_connection()
+            return
         seconds = server._delays.take(self.decoded_path)
         if seconds:
             time.sleep(seconds)
@@ -187,6 +199,7 @@ class _LegacyHandler(QuietHandler):
 
     def _finish(self, status: int, headers, body: bytes = b"", close: bool = False) -> None:
         self._record(status)
+        self.answers_sent = getattr(self, "answers_sent", 0) + 1  # on this connection (one handler each)
         try:
             self.send_whole(status, headers, body, close=close, head_only=getattr(self, "head_only", False))
         except CLIENT_GONE:
