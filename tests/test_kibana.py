@@ -280,6 +280,20 @@ def test_setup_without_overwrite_backs_up_first_then_reports_conflicts(kibana, w
     assert kibana.get("dashboard", "kcing-boots")["attributes"]["title"] == "Boots, edited in Kibana"
 
 
+def test_a_kept_alive_connection_kibana_closed_is_asked_again_on_another(kibana, workdir, tmp_path, capsys):
+    """Every request that arrives on a connection that carried an answer before finds it closed
+    (Kibana's keep-alive timeout, or a proxy's, meeting the next request): setup_kbn stopped at
+    its export with "cannot reach Kibana" (exit 3), and backup_kbn too; each request is now sent
+    again at once on a new connection."""
+    kibana.close_kept_alive(count=None)
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    assert setup_kbn(args(workdir, wait="5"), settings, now=lambda: NOW) == 0
+    assert "imported %d of %d objects" % (len(shipped_objects()), len(shipped_objects())) in capsys.readouterr().out
+    assert backup_kbn(args(workdir), settings) == 0
+    assert routes(kibana) == [("GET", "/api/status", 200), ("POST", EXPORT, 200), ("POST", IMPORT, 200),
+                              ("GET", "/api/status", 200), ("POST", EXPORT, 200)]
+
+
 def test_objects_new_to_kibana_are_imported_beside_existing_ones(kibana, workdir, tmp_path, capsys):
     # A Kibana holding the objects of an earlier kcing: one is new in this file, one was edited
     # in Kibana. Kibana writes none of a file's objects while one of them is a conflict, so the

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 import requests
 
 from kcing.errors import ConfigError, KcingError
-from kcing.http import CHUNK, BodyTooLarge, certificate_refused, joined_within, seconds_text, socks_unsupported
+from kcing.http import (CHUNK, BodyTooLarge, certificate_refused, joined_within, seconds_text, sending_starts,
+                        sent_on_kept_alive_connection, socks_unsupported)
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline as overall_deadline
 from kcing.secrecy import masked
@@ -616,9 +617,7 @@ class KibanaClient:
                 # of a proxy's login page), whose answer would be read as Kibana's to the POST.
                 # Read here, held to MAX_ANSWER_BYTES: requests would read a body of any length into
                 # memory (one without end fills gigabytes before the deadline cuts it).
-                response = self.session.request(method, url, auth=self._auth, timeout=timeout,
-                                                verify=self.session.verify, allow_redirects=False, stream=True,
-                                                **kwargs)
+                response = self._sent(method, url, timeout, kwargs)
                 with response:
                     answer = Answer(response.status_code, response.headers,
                                     joined_within(response.iter_content(CHUNK), self.max_answer_bytes,
@@ -645,6 +644,27 @@ class KibanaClient:
         if 300 <= answer.status_code < 400:
             raise redirect_error(self.url, answer.status_code, answer.headers.get("Location"), action)
         return answer
+
+    def _sent(self, method: str, url: str, timeout, kwargs) -> requests.Response:
+        """The answer's status line and headers. A request that got no answer on a kept-alive
+        connection, one that carried an answer before, is sent again at once on another: Kibana
+        (or a proxy before it) closed the idle connection as the request was written, and asking
+        again is harmless, an import too, which names every object by its id (never new copies).
+        urllib3 drops each such connection; after at most as many as the pool keeps, the request
+        goes out on a new one, where a failure is the request's."""
+        resends = getattr(self.session, "pool_size", 0)
+        for resend in range(resends + 1):
+            sending_starts()
+            try:
+                return self.session.request(method, url, auth=self._auth, timeout=timeout, verify=self.session.verify,
+                                            allow_redirects=False, stream=True, **kwargs)
+            except requests.ConnectionError as error:
+                if resend < resends and not isinstance(error, requests.Timeout) and sent_on_kept_alive_connection():
+                    log.debug("%s %s: no answer on a kept-alive connection, which Kibana had closed; asking again on "
+                              "another", method, url)
+                    continue
+                raise
+        raise AssertionError("unreachable: the last send returns or raises")
 
     def _raise_unless_ok(self, response: Answer, action: str) -> None:
         if response.status_code != 200:

@@ -191,6 +191,7 @@ class KibanaEmulator(ServedByBackgroundServer):
         self._lock = threading.Lock()
         self._sequence = 0
         self._faults = FaultQueue()
+        self._idle_closes = FaultQueue()
         self._server = BackgroundServer(_KibanaHandler, self, port)
 
     # -- state and faults --------------------------------------------------------------------
@@ -218,6 +219,12 @@ class KibanaEmulator(ServedByBackgroundServer):
     def reset_next(self, route: str = "", count: Optional[int] = 1) -> None:
         """Close the connection without answering."""
         self._faults.add(route, _Reset(), count)
+
+    def close_kept_alive(self, route: str = "", count: Optional[int] = 1) -> None:
+        """Close, without an answer, the connection the next `count` requests whose route starts
+        with `route` arrive on when it carried an answer before: Kibana's (or a proxy's) idle
+        timeout meeting the next request. A request on a new connection is answered as ever."""
+        self._idle_closes.add(route, True, count)
 
     # -- the store ---------------------------------------------------------------------------
 
@@ -695,6 +702,9 @@ class _KibanaHandler(QuietHandler):
             matched = SPACE_PREFIX.match(parts.path)
             if matched:
                 space, route = matched.group(1), matched.group(2) or "/"
+            if getattr(self, "answers_sent", 0) and emulator._idle_closes.take(route):
+                self.drop_connection()  # unrecorded: Kibana never saw the request
+                return
             fault = emulator._faults.take(route)
             if isinstance(fault, _Reset):
                 self._record(emulator, space, route, query, body, None)
@@ -706,6 +716,7 @@ class _KibanaHandler(QuietHandler):
         except _Answer as refusal:
             answer = refusal
         self._record(emulator, space, route, query, body, answer.status)
+        self.answers_sent = getattr(self, "answers_sent", 0) + 1  # on this connection (one handler each)
         # A body too large was not read to the end: the connection cannot be reused.
         self.send_whole(answer.status, answer.headers, answer.body, close=answer.status == 413)
 
