@@ -3,6 +3,7 @@ reading of answers (the Logstash sink posts through kcing/transport.py)."""
 from __future__ import annotations
 
 import email.utils
+import http.client
 import logging
 import random
 import socket
@@ -582,12 +583,46 @@ class _WatchedAnswer:
                 transfer.sock = None
 
 
+class FinalAnswer(http.client.HTTPResponse):
+    """http.client's response, read past every interim (1xx) answer to the final one.
+
+    A server, or a proxy or CDN before it, may send interim answers before the final one (103
+    Early Hints, 102 Processing), which a client must read and pass over (RFC 9110 §15.2).
+    http.client passes over 100 Continue alone, and took any other for the answer: the request
+    failed with "HTTP 103", and the final answer, left unread on the connection, was then read
+    as the answer to the next request sent on it (one file's content taken for another's)."""
+
+    def _read_status(self):
+        while True:
+            version, status, reason = super()._read_status()
+            # 100 is passed over by begin(); 101 ends HTTP on the connection, never asked for.
+            if not 102 <= status < 200:
+                return version, status, reason
+            http.client.parse_headers(self.fp)  # the interim answer's header fields, of no use here
+
+
+class _FinalAnswerHTTPConnection(HTTPConnection):
+    response_class = FinalAnswer
+
+
+class _FinalAnswerHTTPSConnection(HTTPSConnection):
+    response_class = FinalAnswer
+
+
+def final_answers_only(pool: HTTPConnectionPool) -> HTTPConnectionPool:
+    """Make the connections `pool` opens from now on read past interim answers (FinalAnswer):
+    for a pool kcing does not make itself (the Elasticsearch client's)."""
+    pool.ConnectionCls = {HTTPConnection: _FinalAnswerHTTPConnection,
+                          HTTPSConnection: _FinalAnswerHTTPSConnection}.get(pool.ConnectionCls, pool.ConnectionCls)
+    return pool
+
+
 class _WatchedHTTPConnection(_WatchedAnswer, HTTPConnection):
-    pass
+    response_class = FinalAnswer
 
 
 class _WatchedHTTPSConnection(_WatchedAnswer, HTTPSConnection):
-    pass
+    response_class = FinalAnswer
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):

@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from tests.fakes.rogue_http import RogueFront, interim_then_forward
 from tests.fakes.serving import wait_until
 from tests.feedrun import (expected_documents, feed_environ, integrity, kcing, kcing_process, ledger_rows,
                            ledger_states, sample_objects, stored_keys, SAMPLES)
@@ -347,6 +348,23 @@ def test_a_kept_alive_connection_upstream_closed_is_asked_again_on_another_witho
     assert set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
     assert "delivered %d" % len(objects) in result.stdout and "; retry " not in result.stderr
     assert sum(1 for request in legacy_replica.storage.requests if request.status == 200) == len(objects)
+
+
+def test_interim_answers_before_the_final_one_are_passed_over(env, tmp_path, legacy_replica, logstash, expected):
+    """A `103 Early Hints` before each answer (a CDN in front of the site, or of an input): it was
+    taken for the answer (no CSRF token on the home page, files failed with 103, a batch
+    "rejected with 103"), and the final answer left on the connection was then read as the
+    answer to the next request on it: a LAVA callback taken for a boot report, rejected."""
+    legacy_replica.frontend.early_hints = legacy_replica.storage.early_hints = True
+    with RogueFront(logstash.urls["lava"]) as front:
+        front.on("POST", "/", interim_then_forward())
+        result = kcing(["feed_es"], dict(env, ES_LAVA=front.url, KCI_THREADS="1"), tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert front.answered_by("interim_first") > 0
+    assert stored_keys(logstash) == set(expected)
+    for key, body in expected.items():
+        assert {name: logstash.store[key].get(name) for name in body} == body
+    assert set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
 
 
 def test_429_and_503_are_retried_honouring_retry_after(env, tmp_path, logstash, expected):

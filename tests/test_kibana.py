@@ -19,6 +19,7 @@ from kcing.commands.setup_kbn import run as setup_kbn
 from kcing.errors import ConfigError
 from kcing.http import new_session
 from tests.fakes.kibana_server import KibanaEmulator
+from tests.fakes.rogue_http import RogueFront, interim_then_forward
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "kibana" / "saved_objects.ndjson"
@@ -292,6 +293,18 @@ def test_a_kept_alive_connection_kibana_closed_is_asked_again_on_another(kibana,
     assert backup_kbn(args(workdir), settings) == 0
     assert routes(kibana) == [("GET", "/api/status", 200), ("POST", EXPORT, 200), ("POST", IMPORT, 200),
                               ("GET", "/api/status", 200), ("POST", EXPORT, 200)]
+
+
+def test_interim_answers_before_kibana_s_own_are_passed_over(kibana, workdir, tmp_path, capsys):
+    """A `103 Early Hints` before each answer, from a proxy or CDN in front of Kibana: it was taken
+    for the answer ("not ready (HTTP 103)" until --wait ran out)."""
+    with RogueFront(kibana.url) as front:
+        for method in ("GET", "POST"):
+            front.on(method, "/", interim_then_forward(), count=None)
+        settings = make_settings(tmp_path, KB_URL=front.url)
+        assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 0
+        assert backup_kbn(args(workdir), settings) == 0
+    assert "imported %d of %d objects" % (len(shipped_objects()), len(shipped_objects())) in capsys.readouterr().out
 
 
 def test_objects_new_to_kibana_are_imported_beside_existing_ones(kibana, workdir, tmp_path, capsys):

@@ -27,7 +27,7 @@ from kcing.errors import ConfigError, ElasticsearchError, RejectedInput
 from tests.fakes.api_corpus import ApiCorpus
 from tests.fakes.api_data import checkout_tree
 from tests.fakes.elastic_server import ElasticsearchEmulator
-from tests.fakes.rogue_http import RogueFront, answer
+from tests.fakes.rogue_http import RogueFront, answer, interim_then_forward
 from tests.feedrun import clean_environ, kcing
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -383,6 +383,18 @@ def test_a_warning_header_from_elasticsearch_is_one_log_line(tmp_path, es):
     assert "ElasticsearchWarning" not in done.stderr and "put_index_template" not in done.stderr, done.stderr
     [line] = [line for line in done.stderr.splitlines() if "kernelci-build" in line]
     assert line.endswith(" WARNING kcing.admin.elastic: Elasticsearch warns: " + text), line
+
+
+def test_interim_answers_before_elasticsearch_s_own_are_passed_over(tmp_path, es):
+    """A `103 Early Hints` (or `102 Processing`) before each answer, from a proxy in front of the
+    node: it was taken for the answer ("refused a request ... (103 error)", exit 3)."""
+    with RogueFront(es.url) as front:
+        for method in ("GET", "PUT", "HEAD"):
+            front.on(method, "/", interim_then_forward(), count=None)
+        done = kcing(["setup_es"], clean_environ(ES_HOST=front.url, ES_READY_TIMEOUT="5"), tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert front.answered_by("interim_first") > 0
+    assert {name for name in es.templates if name.startswith("kcing-")} == {"kcing-%s" % kind for kind in KINDS}
 
 
 def test_wait_until_ready_uses_the_clock_it_is_given(es):

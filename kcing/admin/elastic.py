@@ -23,8 +23,8 @@ from elasticsearch import (
 
 from kcing.digits import ascii_digits
 from kcing.errors import ConfigError, ElasticsearchError, KcingError
-from kcing.http import (CHUNK, USER_AGENT, BodyTooLarge, RetryPolicy, joined_within, parse_retry_after, seconds_text,
-                        warn_cleartext_credentials)
+from kcing.http import (CHUNK, USER_AGENT, BodyTooLarge, RetryPolicy, final_answers_only, joined_within,
+                        parse_retry_after, seconds_text, warn_cleartext_credentials)
 from kcing.secrecy import masked
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline
@@ -117,7 +117,7 @@ class _OverallDeadlineNode(Urllib3HttpNode):
 
     def __init__(self, config):
         super().__init__(config)
-        self.pool = _BoundedPool(self.pool, self.max_answer_bytes)
+        self.pool = _BoundedPool(final_answers_only(self.pool), self.max_answer_bytes)
 
     def perform_request(self, method, target, body=None, headers=None, request_timeout=DEFAULT):
         limit = self.overall

@@ -119,6 +119,9 @@ _GZIP_LEVEL = 6  # Tornado's GZipContentEncoding.GZIP_LEVEL
 PageCallback = Callable[[LegacyCorpus, str, Tuple[Tuple[str, str], ...]], None]
 
 
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </static/css/kernelci.css>; rel=preload; as=style\r\n\r\n"
+
+
 class _RecordingServer(ServedByBackgroundServer):
     """Shared lifecycle, fault queues and request log of the two legacy servers."""
 
@@ -127,6 +130,8 @@ class _RecordingServer(ServedByBackgroundServer):
         self._failures = FaultQueue()
         self._delays = FaultQueue()
         self._idle_closes = FaultQueue()
+        # Each answer after a `103 Early Hints` interim answer, as a CDN in front of the site may send.
+        self.early_hints = False
         self._server = BackgroundServer(handler_class, self, port)
 
     base_url = ServedByBackgroundServer.url
@@ -201,6 +206,8 @@ class _LegacyHandler(QuietHandler):
         self._record(status)
         self.answers_sent = getattr(self, "answers_sent", 0) + 1  # on this connection (one handler each)
         try:
+            if self.app.early_hints:
+                self.wfile.write(EARLY_HINTS)
             self.send_whole(status, headers, body, close=close, head_only=getattr(self, "head_only", False))
         except CLIENT_GONE:
             self.close_connection = True

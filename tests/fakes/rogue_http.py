@@ -234,6 +234,16 @@ def endless(chunk: int = 64 * 1024, declared: Optional[int] = None, status: int 
     return streamed
 
 
+def interim_then_forward(status: int = 103, headers: Tuple[Tuple[str, str], ...] = (
+        ("Link", "</static/style.css>; rel=preload; as=style"),)):
+    """An interim answer (103 Early Hints, as a CDN sends; 102 Processing), then the emulator's
+    final answer: a client must pass over the first (RFC 9110 §15.2)."""
+    def interim_first(front, sock, request) -> bool:
+        _send_head(sock, status, list(headers))
+        return front._forward(sock, request)
+    return interim_first
+
+
 def silent_then_forward(seconds: float):
     """Nothing for `seconds` (a busy node working on the request), then the emulator's answer,
     whole and at once."""
