@@ -9,9 +9,10 @@ that is wanted is then decoded whole by the standard library's decoder as before
 result becomes does not depend on this module.
 
 A page msgspec does not read (JSON the standard library accepts and msgspec refuses, such as
-`NaN`; a page starting with a byte order mark; an item that is not an object, or a job
-whose `data` is neither an object nor null; not the expected envelope) makes these functions
-answer None, and the caller decodes the page whole, which also judges it.
+`NaN`; text declared in another charset than UTF-8, or starting with a byte order mark; an item
+that is not an object, or a job whose `data` is neither an object nor null; not the expected
+envelope) makes these functions answer None, and the caller decodes the page whole, which also
+judges it.
 """
 from __future__ import annotations
 
@@ -100,6 +101,8 @@ def legacy_heads(response) -> Optional[Tuple[list, list, Any]]:
 
 
 def _decoded(response, decoder):
+    if response.encoding is not None and response.encoding.lower().replace("-", "").replace("_", "") != "utf8":
+        return None  # declared in another charset: the whole decoding (json_of) judges the page
     try:
         return decoder.decode(response.content)
     except msgspec.DecodeError:  # its ValidationError too
