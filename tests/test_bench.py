@@ -55,6 +55,14 @@ def test_each_run_of_the_backlog_feed_delivers_the_whole_corpus_anew():
     assert all("delivered 5," in run.stdout for run in twice.runs)
 
 
+def peak_rss_figures(script) -> dict:
+    """What bench/peak_rss.py says of running `script`, which must succeed."""
+    done = subprocess.run([sys.executable, str(BENCH / "peak_rss.py"), sys.executable, str(script)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stderr.strip().splitlines()[-1])
+
+
 def test_peak_rss_counts_every_process_of_the_tree(tmp_path):
     # The parent holds ~60 MB and its child ~60 MB at the same time: only a sum sees ~120 MB.
     script = tmp_path / "tree.py"
@@ -63,10 +71,7 @@ def test_peak_rss_counts_every_process_of_the_tree(tmp_path):
         "block = bytearray(60 * 2**20)\n"
         "child = 'block = bytearray(60 * 2**20); import time; time.sleep(1)'\n"
         "subprocess.run([sys.executable, '-c', child])\n")
-    done = subprocess.run([sys.executable, str(BENCH / "peak_rss.py"), sys.executable, str(script)],
-                          capture_output=True, text=True, timeout=60)
-    figures = json.loads(done.stderr.strip().splitlines()[-1])
-    assert done.returncode == 0
+    figures = peak_rss_figures(script)
     assert figures["processes"] >= 2
     assert figures["largest_process_rss_mb"] < 110
     assert figures["peak_rss_mb"] >= 120
@@ -83,10 +88,7 @@ def test_peak_rss_tells_the_commands_own_cpu_from_its_childrens(tmp_path):
         "spin(0.3)\n"
         "subprocess.run([sys.executable, '-c', 'import time\\nend = time.process_time() + 0.9\\n"
         "while time.process_time() < end: pass'])\n")
-    done = subprocess.run([sys.executable, str(BENCH / "peak_rss.py"), sys.executable, str(script)],
-                          capture_output=True, text=True, timeout=60)
-    figures = json.loads(done.stderr.strip().splitlines()[-1])
-    assert done.returncode == 0
+    figures = peak_rss_figures(script)
     assert 0.25 <= figures["own_cpu_seconds"] <= 0.6
     assert figures["cpu_seconds"] - figures["own_cpu_seconds"] >= 0.85
 
