@@ -529,6 +529,9 @@ class _WatchedAnswer:
     _answers = 0  # status lines received on the current socket
 
     def connect(self):
+        # A request that needs a new connection is on none the server could have closed while
+        # idle, whatever the thread's request before it went out on (the redirect it follows).
+        _connection_use.kept_alive = False
         self._answers = 0
         super().connect()
 

@@ -1184,3 +1184,59 @@ def test_a_since_that_does_not_name_a_whole_day_is_refused_not_filled_from_today
     this month, `--since 2024` as today's day of 2024. A run must not list from such a day."""
     with pytest.raises(ConfigError, match="--since"):
         watermark.parse_since(text)
+
+
+def test_a_redirect_answered_on_a_kept_alive_connection_to_a_target_that_fails_costs_one_attempt():
+    """A GET answered with a redirect on a kept-alive connection, to an https target whose TLS
+    handshake fails: the failure came on a new connection, not on one the server closed while
+    idle, yet it was taken for that and the GET asked again at once on it as many times as the
+    pool keeps connections (11 handshakes for one attempt, KCI_MAX_RETRIES=1)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import socket
+
+    target = socket.socket()
+    target.bind(("127.0.0.1", 0))
+    target.listen(50)
+    handshakes = []
+
+    def refuse_handshakes():
+        while True:
+            try:
+                connection, _ = target.accept()
+            except OSError:
+                return
+            handshakes.append(1)
+            connection.close()
+
+    class Redirecting(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            if self.path == "/page":
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+                return
+            self.send_response(302)
+            self.send_header("Location", "https://127.0.0.1:%d/file" % target.getsockname()[1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=refuse_handshakes, daemon=True).start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = "http://127.0.0.1:%d" % server.server_address[1]
+        requester = Requester(new_session(pool_size=10), RetryPolicy(attempts=1), 5)
+        requester.get(url + "/page")  # the connection to the server is kept alive
+        with pytest.raises(UpstreamError, match="failed once"):
+            requester.get(url + "/file")
+        assert len(handshakes) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        target.close()
