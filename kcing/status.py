@@ -106,7 +106,9 @@ def _run(row: Run, running: Optional[Tuple[int, str]]) -> dict:
 # A URL: its origin (kept: which service failed says much) and its path, query and fragment.
 # A scheme is read to 255 characters at most: from each word of a long run such as `a.a.a...`
 # (no URL), an unbounded one was read to the run's end before `://` was missed, in time
-# quadratic in the run. A match starting later in a longer scheme leaves the same text.
+# quadratic in the run. A longer scheme broken by `.`, `+` or `-` is still found from a later
+# word of it, with the same text left; one of 256 letters or digits unbroken (no scheme is) is
+# left as it is, its path too.
 _URL = re.compile(r"""\b([A-Za-z][A-Za-z0-9+.-]{0,254}://[^/\s'"<>]+)(/[^\s'"<>]*)?""")
 # An object id as KernelCI gives them (a MongoDB ObjectId: 24 hex digits), with the time a node
 # was updated when it names one version of a KernelCI API node (`<node id>.20241017T070000.000000`,
