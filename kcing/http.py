@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -520,6 +520,31 @@ def sent_on_kept_alive_connection() -> bool:
     """Whether the thread's last request went out on a connection that had carried an answer
     before: one a server may have closed while it was idle, as the request was written."""
     return _connection_use.kept_alive
+
+
+_Answer = TypeVar("_Answer")
+
+
+def resent_if_idle_closed(send: Callable[[], _Answer], resends: int, described: str, closer: str,
+                          may_resend: Callable[[], bool] = lambda: True) -> _Answer:
+    """What `send()` (one request of a requests session) returns. A request that got no answer on
+    a kept-alive connection, one that carried an answer before, is sent again at once, at most
+    `resends` times, while `may_resend()`: `closer` (or a proxy before it) closed the idle
+    connection as the request was written, which says nothing of the request. urllib3 drops each
+    such connection, so after at most as many as the pool keeps (`resends`) the request goes out
+    on a new one, where a failure is the request's. `described` names it in the debug line."""
+    for resend in range(resends + 1):
+        sending_starts()
+        try:
+            return send()
+        except requests.ConnectionError as error:
+            if (resend < resends and not isinstance(error, requests.Timeout) and sent_on_kept_alive_connection()
+                    and may_resend()):
+                log.debug("%s: no answer on a kept-alive connection, which %s had closed; asking again on another",
+                          described, closer)
+                continue
+            raise
+    raise AssertionError("unreachable: the last send returns or raises")
 
 
 class _WatchedAnswer:

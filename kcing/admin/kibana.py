@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import requests
 
 from kcing.errors import ConfigError, KcingError
-from kcing.http import (CHUNK, BodyTooLarge, certificate_refused, joined_within, seconds_text, sending_starts,
-                        sent_on_kept_alive_connection, socks_unsupported)
+from kcing.http import (CHUNK, BodyTooLarge, certificate_refused, joined_within, resent_if_idle_closed, seconds_text,
+                        socks_unsupported)
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline as overall_deadline
 from kcing.secrecy import masked
@@ -647,24 +647,12 @@ class KibanaClient:
 
     def _sent(self, method: str, url: str, timeout, kwargs) -> requests.Response:
         """The answer's status line and headers. A request that got no answer on a kept-alive
-        connection, one that carried an answer before, is sent again at once on another: Kibana
-        (or a proxy before it) closed the idle connection as the request was written, and asking
-        again is harmless, an import too, which names every object by its id (never new copies).
-        urllib3 drops each such connection; after at most as many as the pool keeps, the request
-        goes out on a new one, where a failure is the request's."""
-        resends = getattr(self.session, "pool_size", 0)
-        for resend in range(resends + 1):
-            sending_starts()
-            try:
-                return self.session.request(method, url, auth=self._auth, timeout=timeout, verify=self.session.verify,
-                                            allow_redirects=False, stream=True, **kwargs)
-            except requests.ConnectionError as error:
-                if resend < resends and not isinstance(error, requests.Timeout) and sent_on_kept_alive_connection():
-                    log.debug("%s %s: no answer on a kept-alive connection, which Kibana had closed; asking again on "
-                              "another", method, url)
-                    continue
-                raise
-        raise AssertionError("unreachable: the last send returns or raises")
+        connection Kibana closed is sent again at once on another (`resent_if_idle_closed`):
+        harmless, an import too, which names every object by its id (never new copies)."""
+        return resent_if_idle_closed(
+            lambda: self.session.request(method, url, auth=self._auth, timeout=timeout, verify=self.session.verify,
+                                         allow_redirects=False, stream=True, **kwargs),
+            getattr(self.session, "pool_size", 0), "%s %s" % (method, url), "Kibana")
 
     def _raise_unless_ok(self, response: Answer, action: str) -> None:
         if response.status_code != 200:

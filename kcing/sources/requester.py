@@ -15,8 +15,7 @@ from requests.adapters import BaseAdapter
 from kcing.errors import (ConfigError, Interrupted, ObjectTooLarge, ObjectTooSlow, ObjectUndecodable, RejectedInput,
                           UpstreamAnsweredError, UpstreamError)
 from kcing.http import (BodyError, BodyReader, BodyTooLarge, BodyUndecodable, RetryPolicy, certificate_refused,
-                        parse_retry_after, seconds_text, sending_starts, sent_on_kept_alive_connection,
-                        socks_unsupported)
+                        parse_retry_after, resent_if_idle_closed, seconds_text, socks_unsupported)
 from kcing.urls import Origin, authority_problem, origin_allowed, origin_as_sent, origin_text, redacted
 from kcing.netreason import connection_failure
 
@@ -155,25 +154,13 @@ class Requester:
         raise UpstreamError(message)
 
     def _attempt(self, url: str, params, headers, exchange) -> requests.Response:
-        """One attempt. A GET that got no answer on a kept-alive connection, one that carried an
-        answer before, is sent again at once on another, without counting as an attempt: the
-        server (or a proxy before it) closed the idle connection as the request was written,
-        which says nothing of the object, and asking again is harmless. urllib3 drops each such
-        connection, so after at most as many as the pool keeps the GET goes out on a new one,
-        where a failure is the attempt's."""
-        resends = getattr(self.session, "pool_size", 0)
-        for resend in range(resends + 1):
-            sending_starts()
-            try:
-                return self._sent(url, params, headers)
-            except requests.ConnectionError as error:
-                if (resend < resends and not isinstance(error, requests.Timeout) and sent_on_kept_alive_connection()
-                        and exchange.cut is None and not self.reader.abandon()):
-                    log.debug("GET %s: no answer on a kept-alive connection, which the server had closed; "
-                              "asking again on another", redacted(url))
-                    continue
-                raise
-        raise AssertionError("unreachable: the last send returns or raises")
+        """One attempt. A GET that got no answer on a kept-alive connection the server closed is
+        asked again at once on another (`resent_if_idle_closed`), without counting as an
+        attempt: that says nothing of the object, and asking again is harmless. Not once the
+        exchange was cut (its deadline, a signal) or the run is stopping."""
+        return resent_if_idle_closed(lambda: self._sent(url, params, headers), getattr(self.session, "pool_size", 0),
+                                     "GET %s" % redacted(url), "the server",
+                                     may_resend=lambda: exchange.cut is None and not self.reader.abandon())
 
     def _sent(self, url: str, params, headers) -> requests.Response:
         # verify= given per request: requests would otherwise let REQUESTS_CA_BUNDLE or
