@@ -54,11 +54,6 @@ class _JobContext:
             body=body,
         )
 
-
-    def shared_bytes(self) -> int:
-        """The bytes of the shared fields' JSON, which every document of the job repeats."""
-        return shared_bytes(self.common)
-
     def log_prefix(self) -> str:
         """The JSON of a log body up to its own fields: the shared fields' JSON, encoded once per
         job (a job has thousands of lines), without its closing brace and with a trailing comma
@@ -105,7 +100,7 @@ def lava_parts(callback: Mapping[str, Any], created: Optional[datetime],
         common=common,
     )
     boot_fields.update(outcome, **lava_results.bootloader_addresses(suites.get("lava", [])))
-    problem = repetition_problem(context.shared_bytes(), suites, len(log))
+    problem = repetition_problem(shared_bytes(context.common), suites, len(log))
     if problem is not None:
         raise RejectedInput("LAVA job %d: %s" % (job_id, problem))
     documents = [context.document("boot", (), boot_fields)]
