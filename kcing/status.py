@@ -266,6 +266,10 @@ def _retries(data: dict) -> Optional[str]:
                       for counts in sources.get(RETRYING_SOURCE, {}).values() for column in UNDELIVERED_COLUMNS)
     if not undelivered or not data.get("retried_from"):
         return None
-    return ("%s objects not delivered (failed, pending, too large) are tried again by every run while dated %s or "
-            "later (the first day drp keeps; a file the storage answered 404 or 410 for, only while within "
-            "the run's --days); those dated before are given up" % (RETRYING_SOURCE, data["retried_from"]))
+    # As the listing takes them (kcing/listing.py, Ledger.undelivered_before): for its own
+    # destination only, and out of the window of days neither a file gone from storage nor one
+    # reconcile found missing, which `reconcile --resend` sends.
+    return ("%s objects not delivered (failed, pending, too large) are tried again by every run to their destination "
+            "while dated %s or later (the first day drp keeps; a file the storage answered 404 or 410 for, or one "
+            "reconcile found missing in Elasticsearch, only while within the run's --days, the latter sent by "
+            "reconcile --resend); those dated before are given up" % (RETRYING_SOURCE, data["retried_from"]))

@@ -141,8 +141,9 @@ def test_status_says_from_which_day_on_the_objects_not_delivered_are_still_tried
         lines = [line for line in text.splitlines() if "tried again" in line]
         for line in lines:
             assert line in {"legacy objects not delivered (failed, pending, too large) are tried again by every run "
-                            "while dated %s or later (the first day drp keeps; a file the storage answered 404 or 410 for, only "
-                            "while within the run's --days); those dated before are given up"
+                            "to their destination while dated %s or later (the first day drp keeps; a file the storage "
+                            "answered 404 or 410 for, or one reconcile found missing in Elasticsearch, only while within "
+                            "the run's --days, the latter sent by reconcile --resend); those dated before are given up"
                             % day for day in days_kept}, text
             # Its own paragraph, below the table of what is not delivered.
             assert "\n\n%s\n\nlast runs:\n" % line in text, text
@@ -158,6 +159,27 @@ def test_status_says_from_which_day_on_the_objects_not_delivered_are_still_tried
     legacy_replica.storage.clear_faults()
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
     assert retries_shown(45) == []  # nothing waits: the JSON alone names the day
+
+
+def test_the_line_on_objects_tried_again_leaves_out_those_no_run_takes(tmp_path):
+    """An object reconcile found missing in Elasticsearch, dated after the first day drp keeps
+    but before the crawl's window: no feed run takes it from the ledger (`reconcile --resend`
+    sends it), yet the line said every run tried it again; nor does a run to another
+    destination try what failed for this one."""
+    from kcing.records import UpstreamObject
+    db = tmp_path / "kcing.db"
+    dated = datetime.now(timezone.utc) - timedelta(days=10)
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(UpstreamObject("legacy", "build", "b1", "https://storage.example/b1/build.json", dated),
+                           DELIVERED, documents=packed(1))], to_logstash)
+    ledger.mark_missing([ledger.row("legacy", "build", "b1", to_logstash("build")).id])
+    window_start = datetime.now(timezone.utc) - timedelta(days=2)
+    assert list(ledger.undelivered_before("legacy", "build", to_logstash("build"), window_start)) == []
+    ledger.close()
+    text = status_text(clean_environ(KCING_DB=str(db), DRP_DAYS="60"), tmp_path)
+    (line,) = [line for line in text.splitlines() if "tried again" in line]
+    assert "by every run to their destination while dated" in line, line
+    assert "or one reconcile found missing in Elasticsearch, only while within the run's --days" in line, line
 
 
 def test_objects_reconcile_found_missing_have_a_column_of_their_own(tmp_path, es):

@@ -18,7 +18,8 @@ Show what the ledger holds per source, kind and destination (delivered, failed, 
 pending, too large for Logstash; and, of the undelivered, those reconcile found missing in
 Elasticsearch), the last runs (outcome, counts, and for feed_es its source and destination), the
 last reconcile, the watermarks and the most frequent errors; where legacy objects are not
-delivered, the first day whose objects every run still tries again (the first day drp keeps).
+delivered, the first day whose objects every run to their destination still tries again (the
+first day drp keeps).
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
 KCING_DB, KCING_DB_LOCK_WAIT; DRP_DAYS (the first day kept, or a later one a recorded drp run
