@@ -3,6 +3,7 @@ reading of answers (the Logstash sink posts through kcing/transport.py)."""
 from __future__ import annotations
 
 import email.utils
+import functools
 import http.client
 import logging
 import random
@@ -629,20 +630,21 @@ class FinalAnswer(http.client.HTTPResponse):
             http.client.parse_headers(self.fp)  # the interim answer's header fields, of no use here
 
 
-class _FinalAnswerHTTPConnection(HTTPConnection):
-    response_class = FinalAnswer
-
-
-class _FinalAnswerHTTPSConnection(HTTPSConnection):
-    response_class = FinalAnswer
-
-
 def final_answers_only(pool: HTTPConnectionPool) -> HTTPConnectionPool:
     """Make the connections `pool` opens from now on read past interim answers (FinalAnswer):
-    for a pool kcing does not make itself (the Elasticsearch client's)."""
-    pool.ConnectionCls = {HTTPConnection: _FinalAnswerHTTPConnection,
-                          HTTPSConnection: _FinalAnswerHTTPSConnection}.get(pool.ConnectionCls, pool.ConnectionCls)
+    for a pool kcing does not make itself (the Elasticsearch client's). Its connection class,
+    whichever it is, is kept beneath: the client's own for https (which checks a certificate
+    chain) is no urllib3 class, and a table of urllib3's left it reading 103 as the answer."""
+    pool.ConnectionCls = _reading_final_answers(pool.ConnectionCls)
     return pool
+
+
+@functools.lru_cache(maxsize=None)
+def _reading_final_answers(connection_class: type) -> type:
+    """`connection_class`, its answers read as FinalAnswer (one class made per class given)."""
+    if issubclass(connection_class.response_class, FinalAnswer):
+        return connection_class
+    return type("FinalAnswer" + connection_class.__name__, (connection_class,), {"response_class": FinalAnswer})
 
 
 class _WatchedHTTPConnection(_WatchedAnswer, HTTPConnection):

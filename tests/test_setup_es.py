@@ -8,6 +8,7 @@ import threading
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from elasticsearch import Elasticsearch, helpers
@@ -28,6 +29,7 @@ from tests.fakes.api_corpus import ApiCorpus
 from tests.fakes.api_data import checkout_tree
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.rogue_http import RogueFront, answer, interim_then_forward
+from tests.faults.tls_front import TlsFront
 from tests.feedrun import clean_environ, kcing
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -392,6 +394,25 @@ def test_interim_answers_before_elasticsearch_s_own_are_passed_over(tmp_path, es
         for method in ("GET", "PUT", "HEAD"):
             front.on(method, "/", interim_then_forward(), count=None)
         done = kcing(["setup_es"], clean_environ(ES_HOST=front.url, ES_READY_TIMEOUT="5"), tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert front.answered_by("interim_first") > 0
+    assert {name for name in es.templates if name.startswith("kcing-")} == {"kcing-%s" % kind for kind in KINDS}
+
+
+def test_interim_answers_before_elasticsearch_s_own_are_passed_over_on_https_too(tmp_path, es, certificate):
+    """The same through TLS: the client's connections for https are its own class (one that
+    checks a certificate chain), which was left as it was and took the 103 for the answer
+    ("refused a request while checking cluster health (103 error)", exit 3)."""
+    with RogueFront(es.url) as front:
+        for method in ("GET", "PUT", "HEAD"):
+            front.on(method, "/", interim_then_forward(), count=None)
+        tls = TlsFront(urlsplit(front.url).port, *certificate)
+        tls.start()
+        try:
+            done = kcing(["setup_es"], clean_environ(ES_HOST=tls.url, ES_CA_BUNDLE=str(certificate[0]),
+                                                     ES_READY_TIMEOUT="5"), tmp_path)
+        finally:
+            tls.stop()
         assert done.returncode == 0, done.stderr
         assert front.answered_by("interim_first") > 0
     assert {name for name in es.templates if name.startswith("kcing-")} == {"kcing-%s" % kind for kind in KINDS}
