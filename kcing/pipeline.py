@@ -479,9 +479,12 @@ class Feed:
         elapsed = max(self.clock() - self._started, 1e-9)
         # The total is known once the listing is complete: what was listed or retried and not skipped.
         total = s.listed + s.retried - s.skipped if self.listing is not None and self.listing.finished else None
-        return ("listed %d, skipped %d, downloaded %d, delivered %d, rejected %d, failed %d, "
+        # The earlier failures are said as the closing line says them: without them, what was
+        # downloaded could pass what was listed and not skipped.
+        retried = "retried %d earlier failures, " % s.retried if s.retried else ""
+        return ("listed %d, skipped %d, downloaded %d, delivered %d, rejected %d, failed %d, %s"
                 "documents sent %d (%.0f/s)%s" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected,
-                                                  s.failed, s.documents, s.documents / elapsed,
+                                                  s.failed, retried, s.documents, s.documents / elapsed,
                                                   eta_text(s.downloaded + s.failed + s.rejected, total, elapsed)))
 
 

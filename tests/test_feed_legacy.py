@@ -282,6 +282,28 @@ def test_a_listing_that_fails_part_way_still_tries_the_earlier_failures_again(en
     assert stored_keys(logstash) >= set(expected_documents(early))
 
 
+def test_the_progress_lines_count_the_earlier_failures_tried_again_as_the_summary_does(
+        env, tmp_path, legacy_replica, logstash, objects):
+    """The progress lines counted what upstream listed and left out the earlier failures a run
+    takes from the ledger, which it downloads all the same: `listed 8, skipped 8, downloaded 3`
+    added up to nothing a user could follow, where the closing line says `retried 3`."""
+    env = dict(env, DRP_DAYS="3650")
+    newest = max(obj.date for obj in objects).date()
+    early = [obj for obj in objects if obj.date.date() < newest - timedelta(days=2)]
+    assert early and len(early) < len(objects)
+    legacy_replica.frontend.today = newest
+    for obj in early:
+        legacy_replica.storage.fail_next("/" + storage_path(obj), 503, count=None)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 1
+    legacy_replica.storage.clear_faults()
+    legacy_replica.storage.delay("/" + storage_path(early[-1]), 2.5)  # long enough for a progress line
+    again = kcing(["feed_es", "--days", "2"], dict(env, KCING_PROGRESS_EVERY="1"), tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    progress = [line for line in again.stderr.splitlines() if " progress: " in line]
+    assert progress, again.stderr
+    assert all(", retried %d earlier failures, " % len(early) in line for line in progress), progress
+
+
 def test_an_object_that_failed_is_not_tried_again_once_its_day_is_past_the_retention(
         legacy_replica, logstash, es, tmp_path, objects):
     """drp deletes the indices of the days before DRP_DAYS, and forgets a ledger row by when it
