@@ -633,8 +633,8 @@ class FinalAnswer(http.client.HTTPResponse):
 def final_answers_only(pool: HTTPConnectionPool) -> HTTPConnectionPool:
     """Make the connections `pool` opens from now on read past interim answers (FinalAnswer):
     for a pool kcing does not make itself (the Elasticsearch client's). Its connection class,
-    whichever it is, is kept beneath: the client's own for https (which checks a certificate
-    chain) is no urllib3 class, and a table of urllib3's left it reading 103 as the answer."""
+    whichever it is, is kept beneath: the client's own for https, which checks a certificate
+    chain, is none of urllib3's."""
     pool.ConnectionCls = _reading_final_answers(pool.ConnectionCls)
     return pool
 
