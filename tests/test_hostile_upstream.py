@@ -9,6 +9,7 @@ replica and the Logstash emulators, as cron would.
 from __future__ import annotations
 
 import json
+import re
 import resource
 import sqlite3
 import subprocess
@@ -180,6 +181,19 @@ def test_a_long_base_60_integer_is_refused_as_a_long_decimal_one_is_without_read
     with pytest.raises(RejectedInput, match="Exceeds the limit"):
         yamlsafe.load("a: 1" + "0" * 4300, "definition")
     assert yamlsafe.load("a: 1:30:00\nb: -1" + ":0" * 2000, "definition") == {"a": 5400, "b": -(60 ** 2000)}
+
+
+@pytest.mark.parametrize("written", ["0x" + "f" * 3600, "-0x" + "f" * 3600, "0b" + "1" * 14300, "0" + "7" * 4800],
+                         ids=["hexadecimal", "negative", "binary", "octal"])
+def test_an_integer_in_another_base_too_long_to_write_in_decimal_is_refused_for_that(written):
+    # Read in linear time at any length, but its document needs it in decimal, which Python
+    # writes to 4300 digits: the file was refused with the writer's ValueError, not a reason.
+    with pytest.raises(RejectedInput, match=r"an integer \(%s\.\.\.\) of more than the 4300 decimal digits"
+                                            % re.escape(written[:12])):
+        yamlsafe.load("a: %s\n" % written, "results")
+    short = written[:-3000] if written.startswith(("0x", "-0x")) else written[:-1000]
+    assert len(str(yamlsafe.load("a: %s\n" % short, "results")["a"])) <= 4300
+    assert len(str(yamlsafe.load("a: " + "9" * 4300, "results")["a"])) == 4300
 
 
 HASH_MODULUS = (1 << 61) - 1  # Python hashes an integer as its value modulo this

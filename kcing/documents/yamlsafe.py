@@ -49,6 +49,8 @@ DECIMAL_SUFFIX = "object/apply:decimal.Decimal"
 # The most digits of an integer: Python's own limit on reading a decimal one (a longer one is
 # refused as not valid YAML), also held to base 60 ones, which are read in quadratic time.
 MAX_INTEGER_DIGITS = sys.int_info.default_max_str_digits
+_TOO_MANY_DIGITS = 10 ** MAX_INTEGER_DIGITS  # the least integer of one digit more
+_SAFE_INTEGER_BITS = int(MAX_INTEGER_DIGITS * 3.32)  # one of no more bits is below it (3.32 < log2 10)
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -328,7 +330,14 @@ def _construct_integer(loader: LavaSafeLoader, node: yaml.Node) -> int:
         raise yaml.constructor.ConstructorError(
             None, None, "a base 60 integer of %d characters, more than the %d digits an integer may have"
             % (len(text), MAX_INTEGER_DIGITS), node.start_mark)
-    return loader.construct_yaml_int(node)
+    value = loader.construct_yaml_int(node)
+    # A hexadecimal, octal or binary one is read in linear time at any length, but one beyond
+    # those digits cannot be written as a decimal number, as its document must be.
+    if value.bit_length() > _SAFE_INTEGER_BITS and abs(value) >= _TOO_MANY_DIGITS:
+        raise yaml.constructor.ConstructorError(
+            None, None, "an integer (%s...) of more than the %d decimal digits an integer may have"
+            % (text[:12], MAX_INTEGER_DIGITS), node.start_mark)
+    return value
 
 
 LavaSafeLoader.add_multi_constructor("tag:yaml.org,2002:python/", _construct_python_tag)
