@@ -91,7 +91,8 @@ class LogText:
     Read line by line (`lines` is not None): one tuple per non-empty line, in order,
     `(dt, lvl, msg, "")` for a usual line (see `_USUAL_LINE_OR_OTHER`), whose item is the
     mapping of dt, lvl and `message_text(msg)` (msg as it stands in the line), or
-    `("", "", "", line)` for any other line, whose items and plain marks are `apart[line]`. Read whole (`lines` is None): the items and their marks.
+    `("", "", "", line)` for any other line, whose items and plain marks are `apart[line]`.
+    Read whole (`lines` is None): the items and their marks.
     A log document builder takes the usual lines' texts as they are, without making a mapping.
     """
 

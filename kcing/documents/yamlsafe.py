@@ -103,10 +103,12 @@ class LavaSafeLoader(_BaseLoader):
                                              for key, _ in node.value):
             construct = self.construct_object
             return {key.value: construct(value, deep=deep) for key, value in node.value}
-        if isinstance(node, MappingNode):
-            self.flatten_mapping(node)  # the keys merged in are keys of this mapping too
-            self._count_keys_by_hash(node)
-        return super().construct_mapping(node, deep)
+        if not isinstance(node, MappingNode):
+            return super().construct_mapping(node, deep)
+        self.flatten_mapping(node)  # the keys merged in are keys of this mapping too
+        self._count_keys_by_hash(node)
+        # SafeConstructor's own would flatten the mapping again before this: flattened above.
+        return yaml.constructor.BaseConstructor.construct_mapping(self, node, deep)
 
     def _count_keys_by_hash(self, node) -> None:
         """Refuse a text whose mapping keys that are no text (numbers, booleans, null) share one
