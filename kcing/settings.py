@@ -936,6 +936,7 @@ def _read_as_setting(name: str) -> bool:
     """Whether `name` is read as a setting: kcing's own name, or the original tool's for one."""
     return name in SPECS or name in FORMER_NAMES
 
+
 SETTING_PREFIXES = ("KCI_", "KCING_", "ES_", "LS_", "KB_", "DRP_")
 # What Logstash reads from the environment for kcing's pipeline (logstash/pipeline/kcing.conf):
 # set where kcing may run too, and no misspelt setting.
