@@ -535,6 +535,10 @@ SPECS: Mapping[str, Spec] = {
     "KCI_RETRY_BACKOFF": Spec(1.0, _number(0, MAX_REQUEST_SECONDS),
                               "seconds of the first upstream retry wait; each next one doubles, up to 30 s or this "
                               "value if larger (each drawn between half of it and all of it)"),
+    "KCI_GIVE_UP_AFTER": Spec(10, _integer(0, 1_000_000), "upstream requests in a row one host may leave unanswered "
+                              "after all their attempts (refused, timed out, no such host) before the run asks it "
+                              "nothing more: what is left to fetch from it fails at once, for the next run; 0 never "
+                              "gives up"),
     "KCI_MAX_OBJECT_BYTES": Spec(100_000_000, _integer(1024, MAX_BYTES), "largest upstream file or page taken "
                                  "(bytes); a larger one is rejected while it streams"),
     "KCI_DOWNLOAD_DEADLINE": Spec(300.0, _number(0.1, MAX_SECONDS), "seconds one upstream download may take in "
@@ -647,6 +651,7 @@ class Settings:
     KCI_TIMEOUT: float
     KCI_MAX_RETRIES: int
     KCI_RETRY_BACKOFF: float
+    KCI_GIVE_UP_AFTER: int
     KCI_MAX_OBJECT_BYTES: int
     KCI_DOWNLOAD_DEADLINE: float
     KCI_CA_BUNDLE: str

@@ -54,7 +54,7 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
     reader = BodyReader(settings.KCI_DOWNLOAD_DEADLINE, settings.KCI_MAX_OBJECT_BYTES, abandon=stop.is_set)
     requester = Requester(session, RetryPolicy(attempts=settings.KCI_MAX_RETRIES, base=settings.KCI_RETRY_BACKOFF),
                           settings.KCI_TIMEOUT, sleep=stop.pause, reader=reader,
-                          allowed_origins=settings.upstream_origins)
+                          allowed_origins=settings.upstream_origins, give_up_after=settings.KCI_GIVE_UP_AFTER)
     if settings.KCI_SOURCE == "api":
         from kcing.sources.api import KernelCIApi
         if settings.KCI_API_TOKEN:

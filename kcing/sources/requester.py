@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
-from typing import Callable, FrozenSet, Optional
+from typing import Callable, Dict, FrozenSet, Optional
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -16,7 +17,7 @@ from kcing.errors import (ConfigError, Interrupted, ObjectTooLarge, ObjectTooSlo
                           UpstreamAnsweredError, UpstreamError)
 from kcing.http import (BodyError, BodyReader, BodyTooLarge, BodyUndecodable, RetryPolicy, certificate_refused,
                         parse_retry_after, resent_if_idle_closed, seconds_text, socks_unsupported)
-from kcing.urls import Origin, authority_problem, origin_allowed, origin_as_sent, origin_text, redacted
+from kcing.urls import Origin, authority_problem, origin_allowed, origin_as_sent, origin_of, origin_text, redacted
 from kcing.netreason import connection_failure
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,19 @@ class Requester:
     parsers could read differently (kcing/urls.py). Each URL is judged as given, then once more
     as requests sends it, the first and every redirect (`_OriginGuard`): that is the origin
     its connection goes to.
+
+    With `give_up_after` (N > 0), once N requests in a row to one origin went unanswered after all
+    their attempts (refused, timed out, no such host), with no answer from it in between, the
+    requests to it that follow fail at once for the rest of the run: a storage down for the day
+    would otherwise hold each of a backlog's files for its retries and timeouts, hours for a
+    run that can do nothing (`_GivenUp`).
     """
 
     def __init__(self, session: requests.Session, policy: RetryPolicy, timeout: float,
                  sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random,
-                 reader: Optional[BodyReader] = None, allowed_origins: Optional[FrozenSet[Origin]] = None):
+                 reader: Optional[BodyReader] = None, allowed_origins: Optional[FrozenSet[Origin]] = None,
+                 give_up_after: int = 0):
+        self.given_up = _GivenUp(give_up_after)
         self.session = session
         self.policy = policy
         self.timeout = (min(10.0, timeout), timeout)
@@ -103,7 +112,11 @@ class Requester:
         why = self.refusal(url)
         if why is not None:
             raise RejectedInput("GET refused: %s" % why)
-        last, last_status = "no attempt", None
+        origin = origin_of(url)
+        why = self.given_up.why(origin)
+        if why is not None:
+            raise UpstreamError("GET %s not sent: %s" % (redacted(url), why))
+        last, last_status, answered = "no attempt", None, False
         attempts = min(attempts or self.policy.attempts, self.policy.attempts)
         for attempt in range(1, attempts + 1):
             last_status = None
@@ -121,6 +134,7 @@ class Requester:
                     raise UpstreamError("GET %s: redirected more than %d times (a redirect loop); the next run "
                                         "tries again" % (redacted(url), self.session.max_redirects)) from None
                 except (BodyError, requests.RequestException) as error:
+                    answered = answered or isinstance(error, BodyError)  # its headers came
                     unsupported = socks_unsupported(error, url)
                     if unsupported is not None:
                         raise unsupported from None
@@ -133,6 +147,8 @@ class Requester:
                                             "tries again" % (redacted(url), seconds_text(self.reader.deadline))) from None
                     last = self._failure(url, error)
                 else:
+                    answered = True
+                    self.given_up.answered(origin)
                     if not self.policy.is_retryable(response.status_code):
                         return response
                     last, last_status = "HTTP %d" % response.status_code, response.status_code
@@ -151,6 +167,8 @@ class Requester:
                                                     last)
         if last_status is not None:
             raise UpstreamAnsweredError(message, last_status)
+        if not answered:
+            self.given_up.unanswered(origin, last)
         raise UpstreamError(message)
 
     def _attempt(self, url: str, params, headers, exchange) -> requests.Response:
@@ -187,6 +205,41 @@ class Requester:
         however long it is, before following the redirect."""
         if response.is_redirect and not response._content_consumed:
             _keep_body(response, self.reader.read(response))
+
+
+class _GivenUp:
+    """The count of requests in a row each origin left unanswered, and the origins a run gives up
+    on (KCI_GIVE_UP_AFTER). Shared by the download threads."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._unanswered: Dict[Origin, int] = {}
+        self._reasons: Dict[Origin, str] = {}
+
+    def why(self, origin: Optional[Origin]) -> Optional[str]:
+        """Why a request to `origin` is not sent, or None when it is."""
+        return self._reasons.get(origin) if origin is not None else None
+
+    def answered(self, origin: Optional[Origin]) -> None:
+        if origin is not None and self._unanswered.get(origin):
+            with self._lock:
+                self._unanswered[origin] = 0
+
+    def unanswered(self, origin: Optional[Origin], last: str) -> None:
+        if self.limit <= 0 or origin is None:
+            return
+        with self._lock:
+            count = self._unanswered[origin] = self._unanswered.get(origin, 0) + 1
+            if count < self.limit or origin in self._reasons:
+                return
+            shown = "%s://%s:%d" % origin
+            self._reasons[origin] = ("%s left the last %d requests in a row unanswered (last: %s), so this run "
+                                     "asks it nothing more (KCI_GIVE_UP_AFTER); the next run tries again"
+                                     % (shown, count, last))
+        log.warning("giving up on %s for this run: %d requests in a row unanswered (last: %s); the objects left "
+                    "to fetch from it fail at once and the next run tries them again (KCI_GIVE_UP_AFTER)",
+                    shown, count, last)
 
 
 class _OriginGuard(BaseAdapter):

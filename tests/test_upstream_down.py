@@ -1,0 +1,132 @@
+"""An upstream host that stops answering costs a run a few requests, not hours: after
+KCI_GIVE_UP_AFTER requests in a row to it went unanswered (after all their attempts), the run
+asks it nothing more. What was left to fetch from it fails at once, is recorded as failed, and
+the next run takes it; an answer from the host in between starts the count again.
+
+The real `kcing feed_es` runs against the legacy replica, whose storage sits behind a loopback
+front that hangs up on every request while the host is "down".
+"""
+from __future__ import annotations
+
+import pytest
+
+from kcing.errors import UpstreamError
+from kcing.http import RetryPolicy, new_session
+from kcing.sources.requester import Requester
+from kcing.urls import origin_of
+from tests.fakes.rogue_http import RogueFront, answer
+from tests.feedrun import SAMPLES, feed_environ, kcing, ledger_rows, ledger_states, sample_objects
+
+pytestmark = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
+
+
+def hang_up(front, sock, request) -> bool:
+    """Read the request, answer nothing, close: what a host whose server is gone does."""
+    return False
+
+
+@pytest.fixture
+def storage_front(legacy_replica):
+    with RogueFront(legacy_replica.storage_url) as front:
+        yield front
+
+
+def environ(legacy_replica, logstash, storage_front, tmp_path, **extra):
+    settings = dict(KCI_STORAGE_URL=storage_front.url, KCI_THREADS="1", KCI_MAX_RETRIES="2",
+                    KCI_RETRY_BACKOFF="0.01")
+    settings.update(extra)
+    return feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", **settings)
+
+
+def test_a_storage_that_stops_answering_is_given_up_after_the_limit_and_the_next_run_takes_all(
+        legacy_replica, logstash, storage_front, tmp_path):
+    objects = sample_objects()
+    assert len(objects) > 4
+    storage_front.on("GET", "/", hang_up)
+    env = environ(legacy_replica, logstash, storage_front, tmp_path, KCI_GIVE_UP_AFTER="2")
+
+    down = kcing(["feed_es"], env, tmp_path)
+
+    assert down.returncode == 1, down.stderr
+    # Two files, two attempts each; every other file failed without a request.
+    assert storage_front.answered_by("hang_up") == 4
+    assert set(ledger_states(tmp_path / "kcing.db").values()) == {"failed"}
+    given_up = [row for row in ledger_rows(tmp_path / "kcing.db") if "KCI_GIVE_UP_AFTER" in row["last_error"]]
+    assert len(given_up) == len(objects) - 2
+    assert "not sent" in given_up[0]["last_error"] and storage_front.url.rstrip("/") in given_up[0]["last_error"]
+    assert down.stderr.count("giving up on") == 1
+    assert "Traceback" not in down.stderr
+
+    storage_front.clear()
+    back = kcing(["feed_es"], env, tmp_path)
+
+    assert back.returncode == 0, back.stderr
+    assert set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
+    assert len(ledger_states(tmp_path / "kcing.db")) == len(objects)
+
+
+def test_with_no_limit_every_file_gets_all_its_attempts(legacy_replica, logstash, storage_front, tmp_path):
+    objects = sample_objects()
+    storage_front.on("GET", "/", hang_up)
+    env = environ(legacy_replica, logstash, storage_front, tmp_path, KCI_GIVE_UP_AFTER="0")
+
+    down = kcing(["feed_es"], env, tmp_path)
+
+    assert down.returncode == 1, down.stderr
+    assert storage_front.answered_by("hang_up") == 2 * len(objects)
+    assert "giving up" not in down.stderr
+
+
+def test_files_storage_answers_even_with_an_error_never_count_towards_giving_up(
+        legacy_replica, logstash, storage_front, tmp_path):
+    """A 404 or a 503 is an answer: the host is there, and each file is judged alone."""
+    objects = sample_objects()
+    storage_front.on("GET", "/", answer(503, (("Content-Type", "text/html"),), b"<html>busy</html>"))
+    env = environ(legacy_replica, logstash, storage_front, tmp_path, KCI_GIVE_UP_AFTER="1")
+
+    busy = kcing(["feed_es"], env, tmp_path)
+
+    assert busy.returncode == 1, busy.stderr
+    assert storage_front.answered_by("whole_answer") == 2 * len(objects)
+    assert not any("KCI_GIVE_UP_AFTER" in row["last_error"] for row in ledger_rows(tmp_path / "kcing.db"))
+
+
+@pytest.fixture
+def two_hosts():
+    """Two loopback hosts: one hangs up on paths under /down/, the other answers everything."""
+    with RogueFront() as first, RogueFront() as second:
+        for front in (first, second):
+            front.on("GET", "/down/", hang_up)
+            front.on("GET", "/up/", answer(200, (("Content-Type", "text/plain"),), b"fine"))
+        yield first, second
+
+
+def asked(front) -> set:
+    return {path for _, path, _ in front.requests}
+
+
+def test_an_answer_starts_the_count_again_and_each_host_has_its_own(two_hosts):
+    first, second = two_hosts
+    requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 5, give_up_after=3,
+                          allowed_origins=frozenset({origin_of(first.url), origin_of(second.url)}))
+
+    def unanswered(front, name):
+        with pytest.raises(UpstreamError) as failed:
+            requester.get(front.url + "/down/" + name)
+        return str(failed.value)
+
+    unanswered(first, "1")
+    unanswered(first, "2")
+    assert requester.get(first.url + "/up/a").content == b"fine"  # the count starts again
+    unanswered(first, "3")
+    unanswered(first, "4")
+    unanswered(second, "1")  # another host: counted apart
+    assert "not sent" not in unanswered(first, "5")  # the third in a row is still asked
+    assert asked(first) == {"/down/1", "/down/2", "/up/a", "/down/3", "/down/4", "/down/5"}
+
+    refused = unanswered(first, "6")
+    with pytest.raises(UpstreamError, match="not sent.*3 requests in a row"):
+        requester.get(first.url + "/up/b")
+    assert asked(first) == {"/down/1", "/down/2", "/up/a", "/down/3", "/down/4", "/down/5"}
+    assert "KCI_GIVE_UP_AFTER" in refused
+    assert requester.get(second.url + "/up/a").content == b"fine"
