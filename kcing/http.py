@@ -154,8 +154,13 @@ def http_date(value: Optional[str]) -> Optional[datetime]:
     return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
-def parse_retry_after(value: Optional[str], now: Optional[datetime] = None) -> Optional[float]:
-    """Return the seconds a `Retry-After` header asks to wait, or None if absent or unreadable."""
+def parse_retry_after(value: Optional[str], now: Optional[datetime] = None,
+                      sent_at: Optional[str] = None) -> Optional[float]:
+    """Return the seconds a `Retry-After` header asks to wait, or None if absent or unreadable.
+
+    A date is measured from the answer's own `Date` (`sent_at`) when it has a readable one: the
+    server wrote both by its clock, which may be minutes or hours off this host's (RFC 9110 reads
+    the date form so). Without one, from this host's clock (`now`)."""
     if not value:
         return None
     text = value.strip()
@@ -164,7 +169,7 @@ def parse_retry_after(value: Optional[str], now: Optional[datetime] = None) -> O
     when = http_date(text)
     if when is None:
         return None
-    now = now or datetime.now(timezone.utc)
+    now = http_date(sent_at) or now or datetime.now(timezone.utc)
     return max(0.0, (when - now).total_seconds())
 
 

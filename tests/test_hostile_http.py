@@ -16,6 +16,8 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -238,6 +240,25 @@ def test_a_trickling_download_fails_at_its_deadline_without_holding_up_the_other
     storage_front.clear()  # the file is served normally again: the next run takes it
     again = kcing(["feed_es"], env, tmp_path)
     assert again.returncode == 0, again.stderr
+    assert set(ledger_states(db).values()) == {"delivered"}
+
+
+def test_a_retry_after_date_is_read_by_the_storages_clock_not_this_hosts(
+        legacy_replica, logstash, storage_front, tmp_path, build_object):
+    """A storage whose clock runs three hours ahead asks to wait a second, as a date: that is a
+    second, not three hours beyond what a run waits (which would fail the file)."""
+    server_now = datetime.now(timezone.utc) + timedelta(hours=3)
+    headers = (("Date", format_datetime(server_now, usegmt=True)),
+               ("Retry-After", format_datetime(server_now + timedelta(seconds=1), usegmt=True)),
+               ("Content-Type", "text/plain"))
+    storage_front.on("GET", storage_path(build_object), answer(503, headers, b"busy"), count=1)
+    db = tmp_path / "kcing.db"
+    env = feed_environ(legacy_replica, logstash, db, KCI_STORAGE_URL=storage_front.url, KCI_MAX_RETRIES="2")
+
+    result = kcing(["feed_es"], env, tmp_path, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert storage_front.answered_by("whole_answer") == 1
     assert set(ledger_states(db).values()) == {"delivered"}
 
 

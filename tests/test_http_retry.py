@@ -49,6 +49,18 @@ def test_retry_after_as_http_date():
     assert parse_retry_after("Mon, 23 Nov 2026 11:00:00 GMT", now) == 0.0
 
 
+def test_a_retry_after_date_is_measured_from_the_answers_own_date():
+    """The server wrote both dates by its clock, hours off this host's: the wait is their difference."""
+    here = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
+    server_ahead = "Mon, 23 Nov 2026 15:00:00 GMT"
+    assert parse_retry_after("Mon, 23 Nov 2026 15:00:30 GMT", here, sent_at=server_ahead) == 30.0
+    server_behind = "Mon, 23 Nov 2026 09:00:00 GMT"
+    assert parse_retry_after("Mon, 23 Nov 2026 09:00:20 GMT", here, sent_at=server_behind) == 20.0
+    # An answer without a readable Date: this host's clock.
+    assert parse_retry_after("Mon, 23 Nov 2026 12:00:30 GMT", here, sent_at="yesterday") == 30.0
+    assert parse_retry_after("Mon, 23 Nov 2026 12:00:30 GMT", here, sent_at=None) == 30.0
+
+
 def test_policy_honours_retry_after_but_bounds_it():
     policy = RetryPolicy(attempts=3, base=1, cap=30, max_retry_after=60)
     assert policy.delay(1, retry_after=10, rand=lambda: 0.0) == 10

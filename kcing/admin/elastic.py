@@ -170,7 +170,9 @@ class _PatientTransport(Transport):
             status = response.meta.status
             if status not in RETRIED_STATUSES or attempt >= attempts or no_wait_helps(response.body):
                 return response
-            wait = self.policy.delay(attempt, parse_retry_after(response.meta.headers.get("Retry-After")))
+            headers = response.meta.headers
+            asked = parse_retry_after(headers.get("Retry-After"), sent_at=headers.get("Date"))
+            wait = self.policy.delay(attempt, asked)
             log.info("%s %s: HTTP %d; retry %d of %d in %.1fs", method, target.split("?", 1)[0], status, attempt,
                      attempts - 1, wait)
             time.sleep(wait)

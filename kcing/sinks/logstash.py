@@ -246,6 +246,8 @@ class LogstashSink:
             raise ConfigError("Logstash at %s refused the request (%d): check LS_USER and LS_PASSWORD"
                               % (url, status))
         if self.policy.is_retryable(status):
-            return "%s answered %d" % (url, status), parse_retry_after(response.headers.get("Retry-After"))
+            headers = response.headers
+            return "%s answered %d" % (url, status), parse_retry_after(headers.get("Retry-After"),
+                                                                       sent_at=headers.get("Date"))
         text = masked(answer[:4096].decode("utf-8", "replace")).strip()[:200]
         raise SinkRejected("Logstash at %s rejected a batch with %d: %s" % (url, status, text or "no reason given"))

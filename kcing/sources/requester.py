@@ -152,7 +152,8 @@ class Requester:
                     if not self.policy.is_retryable(response.status_code):
                         return response
                     last, last_status = "HTTP %d" % response.status_code, response.status_code
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"),
+                                                    sent_at=response.headers.get("Date"))
             if attempt < attempts and retry_after is not None and retry_after > self.policy.max_retry_after:
                 # Waiting that long for each of a crawl's files would stall the run for hours: the
                 # next run asks again.
