@@ -1,6 +1,10 @@
 """Why a connection failed, in words a person reads: never urllib3's nested reprs
-(`HTTPConnection(host=...)`, `<... object at 0x...>`) nor an exception class name."""
+(`HTTPConnection(host=...)`, `<... object at 0x...>`) nor an exception class name; and whether
+the server said anything at all."""
 from __future__ import annotations
+
+import http.client
+import ssl
 
 # Checked in order against the text of the error and of the errors it wraps.
 _REASONS = (
@@ -40,3 +44,27 @@ def connection_failure(error: BaseException) -> str:
         if needle in text:
             return reason
     return "connection failed"
+
+
+def got_no_answer(error: BaseException) -> bool:
+    """Whether a failed request heard nothing from its server: no connection (refused, no such
+    host, no route), or one timed out, reset or closed before any answer. A server that spoke,
+    however unusably (a TLS alert, plain HTTP at an https:// URL, a head http.client refuses: not
+    HTTP, too many or too long header lines), answered: the host is there."""
+    chain, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    if any("timed out" in str(link) or isinstance(link, TimeoutError) for link in chain):
+        return True
+    return not any(_spoke(link) for link in chain)
+
+
+def _spoke(error: BaseException) -> bool:
+    """Whether `error` is one only a server's bytes cause."""
+    if isinstance(error, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)):
+        return False  # the connection closed during the handshake: hung up on
+    if isinstance(error, ssl.SSLError):
+        return True
+    return isinstance(error, http.client.HTTPException) and not isinstance(error, http.client.RemoteDisconnected)

@@ -14,7 +14,8 @@ from kcing.errors import UpstreamError
 from kcing.http import RetryPolicy, new_session
 from kcing.sources.requester import Requester
 from kcing.urls import origin_of
-from tests.fakes.rogue_http import RogueFront, answer
+from tests.fakes.rogue_http import RogueFront, answer, cut_short
+from tests.fakes.serving import serve_connections
 from tests.feedrun import SAMPLES, feed_environ, kcing, ledger_rows, ledger_states, sample_objects
 
 pytestmark = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
@@ -130,3 +131,57 @@ def test_an_answer_starts_the_count_again_and_each_host_has_its_own(two_hosts):
     assert asked(first) == {"/down/1", "/down/2", "/up/a", "/down/3", "/down/4", "/down/5"}
     assert "KCI_GIVE_UP_AFTER" in refused
     assert requester.get(second.url + "/up/a").content == b"fine"
+
+
+def not_http(front, sock, request) -> bool:
+    """Bytes that are no HTTP answer: what a port serving something else says."""
+    sock.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+    return False
+
+
+def head_too_long(front, sock, request) -> bool:
+    """A head of more header lines than http.client reads."""
+    sock.sendall(b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-Line-%d: a\r\n" % number for number in range(150)) + b"\r\n")
+    return False
+
+
+@pytest.mark.parametrize("unusable", [not_http, head_too_long, cut_short()], ids=["not-http", "head-too-long",
+                                                                                  "cut-short"])
+def test_an_answer_the_run_cannot_use_is_an_answer_and_starts_the_count_again(unusable):
+    """A host that answers, however badly, is there: such a file fails alone, as before, and the
+    count of requests in a row left unanswered starts again."""
+    with RogueFront() as front:
+        front.on("GET", "/down/", hang_up)
+        front.on("GET", "/odd/", unusable)
+        requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 5, give_up_after=2,
+                              allowed_origins=frozenset({origin_of(front.url)}))
+        for number in range(3):
+            for path in ("/down/%d" % number, "/odd/%d" % number):
+                with pytest.raises(UpstreamError) as failed:
+                    requester.get(front.url + path)
+                assert "not sent" not in str(failed.value)
+        assert len(front.requests) == 6
+
+
+@pytest.fixture
+def plain_http_port():
+    """A port that answers plain HTTP at once, to a TLS hello too."""
+    def refuse_tls(sock):
+        sock.recv(4096)
+        sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    server = serve_connections(refuse_tls, "plain-http")
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_tls_failure_the_host_answered_never_gives_it_up(plain_http_port):
+    """An https:// URL at a port that speaks plain HTTP fails each request as before (the host
+    answered, in the wrong protocol); it is never taken for a host that went away."""
+    url = "https://127.0.0.1:%d" % plain_http_port.server_address[1]
+    requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 5, give_up_after=1,
+                          allowed_origins=frozenset({origin_of(url)}))
+    for number in range(3):
+        with pytest.raises(UpstreamError, match="no TLS at that port") as failed:
+            requester.get("%s/file-%d" % (url, number))
+        assert "not sent" not in str(failed.value)

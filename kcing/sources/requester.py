@@ -18,7 +18,7 @@ from kcing.errors import (ConfigError, Interrupted, ObjectTooLarge, ObjectTooSlo
 from kcing.http import (BodyError, BodyReader, BodyTooLarge, BodyUndecodable, RetryPolicy, certificate_refused,
                         parse_retry_after, resent_if_idle_closed, seconds_text, socks_unsupported)
 from kcing.urls import Origin, authority_problem, origin_allowed, origin_as_sent, origin_of, origin_text, redacted
-from kcing.netreason import connection_failure
+from kcing.netreason import connection_failure, got_no_answer
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,11 @@ class Requester:
                     raise UpstreamError("GET %s: redirected more than %d times (a redirect loop); the next run "
                                         "tries again" % (redacted(url), self.session.max_redirects)) from None
                 except (BodyError, requests.RequestException) as error:
-                    answered = answered or isinstance(error, BodyError)  # its headers came
+                    if isinstance(error, BodyError) or not got_no_answer(error):
+                        # Its head came, or bytes no HTTP client reads (a TLS alert, no HTTP at
+                        # all): the host is there, however unusable this answer.
+                        answered = True
+                        self.given_up.answered(origin)
                     unsupported = socks_unsupported(error, url)
                     if unsupported is not None:
                         raise unsupported from None
