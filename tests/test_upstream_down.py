@@ -14,7 +14,7 @@ from kcing.errors import UpstreamError
 from kcing.http import RetryPolicy, new_session
 from kcing.sources.requester import Requester
 from kcing.urls import origin_of
-from tests.fakes.rogue_http import RogueFront, answer, cut_short
+from tests.fakes.rogue_http import RogueFront, answer, cut_short, redirect
 from tests.fakes.serving import serve_connections
 from tests.feedrun import SAMPLES, feed_environ, kcing, ledger_rows, ledger_states, sample_objects
 
@@ -185,3 +185,45 @@ def test_a_tls_failure_the_host_answered_never_gives_it_up(plain_http_port):
         with pytest.raises(UpstreamError, match="no TLS at that port") as failed:
             requester.get("%s/file-%d" % (url, number))
         assert "not sent" not in str(failed.value)
+
+
+def test_a_redirect_to_a_host_that_stopped_answering_counts_against_that_host(two_hosts):
+    """The storage answers each file with a redirect to a host that is down: that host is the
+    one left unanswered, and given up on, with no more redirects followed to it; the storage,
+    which answered every time, is still asked."""
+    storage, gone = two_hosts
+    storage.on("GET", "/moved/", lambda front, sock, request: redirect(302, gone.url + "/down" + request.path)(
+        front, sock, request))
+    requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 5, give_up_after=2,
+                          allowed_origins=frozenset({origin_of(storage.url), origin_of(gone.url)}))
+    for name in ("1", "2"):
+        with pytest.raises(UpstreamError, match="failed once"):
+            requester.get(storage.url + "/moved/" + name)
+
+    with pytest.raises(UpstreamError) as refused:
+        requester.get(storage.url + "/moved/3")
+
+    assert "not sent: %s left the last 2 requests in a row unanswered" % gone.url in str(refused.value)
+    assert asked(gone) == {"/down/moved/1", "/down/moved/2"}
+    assert requester.get(storage.url + "/up/a").content == b"fine"
+
+
+def test_a_request_waiting_to_retry_when_its_host_is_given_up_asks_it_nothing_more(two_hosts):
+    """Another download thread's failure gives the host up while this request waits for its
+    next attempt: that attempt is not sent, as no request to the host is from then on."""
+    host, _ = two_hosts
+    others = []
+
+    def meanwhile(seconds):
+        if not others:
+            others.append("/down/2")
+            with pytest.raises(UpstreamError, match="failed once"):
+                requester.get(host.url + "/down/2", attempts=1)
+
+    requester = Requester(new_session(), RetryPolicy(attempts=2, base=0), 5, sleep=meanwhile, give_up_after=1,
+                          allowed_origins=frozenset({origin_of(host.url)}))
+
+    with pytest.raises(UpstreamError, match="not sent: .*KCI_GIVE_UP_AFTER"):
+        requester.get(host.url + "/down/1")
+
+    assert [path for _, path, _ in host.requests] == ["/down/1", "/down/2"]

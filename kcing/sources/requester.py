@@ -41,7 +41,8 @@ class Requester:
 
     With `give_up_after` (N > 0), once N requests in a row to one origin went unanswered after all
     their attempts (refused, timed out, no such host), with no answer from it in between, the
-    requests to it that follow fail at once for the rest of the run: a storage down for the day
+    requests to it that follow fail at once for the rest of the run, redirects to it and the
+    next attempts of requests already under way included: a storage down for the day
     would otherwise hold each of a backlog's files for its retries and timeouts, hours for a
     run that can do nothing (`_GivenUp`).
     """
@@ -58,11 +59,12 @@ class Requester:
         self.rand = rand
         self.reader = reader or BodyReader(deadline=300.0, max_bytes=100_000_000)
         self.allowed_origins = allowed_origins
+        # Response hooks run on each answer, a redirect's before requests follows it.
+        session.hooks["response"].append(self._heard_from)
         if allowed_origins is not None:
-            # Response hooks run on each answer before requests follows its redirect.
             session.hooks["response"].append(self._refuse_redirect_elsewhere)
-            for prefix, adapter in list(session.adapters.items()):
-                session.mount(prefix, _OriginGuard(adapter, self._refusal_as_sent))
+        for prefix, adapter in list(session.adapters.items()):
+            session.mount(prefix, _OriginGuard(adapter, self._refusal_as_sent, self._given_up_as_sent))
         session.hooks["response"].append(self._read_redirect_body)
 
     def refusal(self, url: str) -> Optional[str]:
@@ -82,11 +84,23 @@ class Requester:
 
     def _refusal_as_sent(self, url: str) -> Optional[str]:
         """Why a request requests is about to send may not go, or None when it may."""
+        if self.allowed_origins is None:
+            return None
         origin = origin_as_sent(url)
         if origin in self.allowed_origins:
             return None
         shown = "%s://%s:%d" % origin if origin is not None else "a URL the HTTP client reads no single origin in"
         return "%s is not an upstream origin (%s)" % (shown, ORIGIN_SETTINGS)
+
+    def _given_up_as_sent(self, url: str) -> Optional[str]:
+        """Why a request requests is about to send goes to a host this run gave up on, or None:
+        checked as each is sent, so that neither a redirect to that host nor the next attempt of
+        a request that was waiting to retry when the run gave up on it asks it again."""
+        return self.given_up.why(origin_of(url))
+
+    def _heard_from(self, response: requests.Response, *args, **kwargs) -> None:
+        """Any answer, a redirect's included, says its host is there."""
+        self.given_up.answered(origin_of(response.url))
 
     def _refuse_redirect_elsewhere(self, response: requests.Response, *args, **kwargs) -> None:
         if not response.is_redirect:
@@ -117,9 +131,10 @@ class Requester:
         if why is not None:
             raise UpstreamError("GET %s not sent: %s" % (redacted(url), why))
         last, last_status, answered = "no attempt", None, False
+        silent: Optional[Origin] = None  # the host the last attempt heard nothing from
         attempts = min(attempts or self.policy.attempts, self.policy.attempts)
         for attempt in range(1, attempts + 1):
-            last_status = None
+            last_status, silent = None, None
             retry_after: Optional[float] = None
             with self.reader.exchange() as exchange:
                 try:
@@ -134,11 +149,16 @@ class Requester:
                     raise UpstreamError("GET %s: redirected more than %d times (a redirect loop); the next run "
                                         "tries again" % (redacted(url), self.session.max_redirects)) from None
                 except (BodyError, requests.RequestException) as error:
+                    # The host the failed request went to: after a redirect, another than
+                    # the one that answered it.
+                    sent_to = _origin_sent_to(error) or origin
                     if isinstance(error, BodyError) or not got_no_answer(error):
                         # Its head came, or bytes no HTTP client reads (a TLS alert, no HTTP at
                         # all): the host is there, however unusable this answer.
                         answered = True
-                        self.given_up.answered(origin)
+                        self.given_up.answered(sent_to)
+                    else:
+                        silent = sent_to
                     unsupported = socks_unsupported(error, url)
                     if unsupported is not None:
                         raise unsupported from None
@@ -152,7 +172,6 @@ class Requester:
                     last = self._failure(url, error)
                 else:
                     answered = True
-                    self.given_up.answered(origin)
                     if not self.policy.is_retryable(response.status_code):
                         return response
                     last, last_status = "HTTP %d" % response.status_code, response.status_code
@@ -172,8 +191,8 @@ class Requester:
                                                     last)
         if last_status is not None:
             raise UpstreamAnsweredError(message, last_status)
-        if not answered:
-            self.given_up.unanswered(origin, last)
+        if not answered and silent is not None:
+            self.given_up.unanswered(silent, last)
         raise UpstreamError(message)
 
     def _attempt(self, url: str, params, headers, exchange) -> requests.Response:
@@ -250,21 +269,33 @@ class _GivenUp:
 class _OriginGuard(BaseAdapter):
     """The session's adapter behind one last look at each request it is given to send: the
     first, and each one requests makes to follow a redirect, its URL as requests joined,
-    requoted and prepared it. `refusal` judges that URL; a refused request is never sent."""
+    requoted and prepared it. `refusal` judges that URL; a refused request is never sent, nor
+    one to a host the run gave up on (`given_up` says why)."""
 
-    def __init__(self, adapter: BaseAdapter, refusal: Callable[[str], Optional[str]]):
+    def __init__(self, adapter: BaseAdapter, refusal: Callable[[str], Optional[str]],
+                 given_up: Callable[[str], Optional[str]]):
         super().__init__()
         self.adapter = adapter
         self.refusal = refusal
+        self.given_up = given_up
 
     def send(self, request: requests.PreparedRequest, *args, **kwargs) -> requests.Response:
         why = self.refusal(request.url)
         if why is not None:
             raise RejectedInput("GET refused: %s" % why)
+        why = self.given_up(request.url)
+        if why is not None:
+            raise UpstreamError("GET %s not sent: %s" % (redacted(request.url), why))
         return self.adapter.send(request, *args, **kwargs)
 
     def close(self) -> None:
         self.adapter.close()
+
+
+def _origin_sent_to(error: Exception) -> Optional[Origin]:
+    """The origin of the request a requests error is about (the first or a redirect), if it names one."""
+    request = getattr(error, "request", None)
+    return origin_of(request.url) if request is not None and isinstance(request.url, str) else None
 
 
 def _redirect_target(session: requests.Session, response: requests.Response) -> str:
