@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from kcing.errors import UpstreamError
-from kcing.http import RetryPolicy, new_session
+from kcing.errors import ObjectTooSlow, UpstreamError
+from kcing.http import BodyReader, RetryPolicy, new_session
 from kcing.sources.requester import Requester
 from kcing.urls import origin_of
 from tests.fakes.rogue_http import RogueFront, answer, cut_short, redirect
@@ -227,3 +227,26 @@ def test_a_request_waiting_to_retry_when_its_host_is_given_up_asks_it_nothing_mo
         requester.get(host.url + "/down/1")
 
     assert [path for _, path, _ in host.requests] == ["/down/1", "/down/2"]
+
+
+def test_a_host_silent_past_the_download_deadline_is_given_up_like_one_that_times_out():
+    """With KCI_DOWNLOAD_DEADLINE shorter than KCI_TIMEOUT, a host that accepts connections and
+    never answers meets the deadline first: each such file failed after it, and the run never
+    gave the host up."""
+    def silent(front, sock, request) -> bool:
+        front.stopping.wait(30)
+        return False
+
+    with RogueFront() as front:
+        front.on("GET", "/", silent)
+        requester = Requester(new_session(), RetryPolicy(attempts=2, base=0), 10, give_up_after=2,
+                              reader=BodyReader(deadline=0.3, max_bytes=1 << 20),
+                              allowed_origins=frozenset({origin_of(front.url)}))
+        for name in ("1", "2"):
+            with pytest.raises(ObjectTooSlow):
+                requester.get(front.url + "/silent/" + name)
+
+        with pytest.raises(UpstreamError, match="not sent: .*2 requests in a row unanswered \\(last: no answer "
+                                                "within 0.3s\\)"):
+            requester.get(front.url + "/silent/3")
+        assert len(front.requests) == 2

@@ -167,6 +167,11 @@ class Requester:
                     if exchange.cut == "abandoned":
                         raise Interrupted("stopped by a signal during a download") from None
                     if exchange.cut == "deadline":
+                        if not answered and silent is not None:
+                            # Cut awaiting its answer: a host that never answers within
+                            # KCI_DOWNLOAD_DEADLINE, shorter than KCI_TIMEOUT, times out so.
+                            self.given_up.unanswered(silent, "no answer within %s"
+                                                     % seconds_text(self.reader.deadline))
                         raise ObjectTooSlow("GET %s: not complete within %s (KCI_DOWNLOAD_DEADLINE); the next run "
                                             "tries again" % (redacted(url), seconds_text(self.reader.deadline))) from None
                     last = self._failure(url, error)
