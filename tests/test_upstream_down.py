@@ -250,3 +250,14 @@ def test_a_host_silent_past_the_download_deadline_is_given_up_like_one_that_time
                                                 "within 0.3s\\)"):
             requester.get(front.url + "/silent/3")
         assert len(front.requests) == 2
+
+
+def test_a_limit_of_one_says_one_request(two_hosts):
+    host, _ = two_hosts
+    requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 5, give_up_after=1,
+                          allowed_origins=frozenset({origin_of(host.url)}))
+    with pytest.raises(UpstreamError, match="failed once"):
+        requester.get(host.url + "/down/1")
+    with pytest.raises(UpstreamError) as refused:
+        requester.get(host.url + "/down/2")
+    assert "not sent: %s left its last request unanswered (last: connection closed" % host.url in str(refused.value)

@@ -263,12 +263,15 @@ class _GivenUp:
             if count < self.limit or origin in self._reasons:
                 return
             shown = "%s://%s:%d" % origin
-            self._reasons[origin] = ("%s left the last %d requests in a row unanswered (last: %s), so this run "
-                                     "asks it nothing more (KCI_GIVE_UP_AFTER); the next run tries again"
-                                     % (shown, count, last))
-        log.warning("giving up on %s for this run: %d requests in a row unanswered (last: %s); the objects left "
-                    "to fetch from it fail at once and the next run tries them again (KCI_GIVE_UP_AFTER)",
-                    shown, count, last)
+            self._reasons[origin] = ("%s left %s unanswered (last: %s), so this run asks it nothing more "
+                                     "(KCI_GIVE_UP_AFTER); the next run tries again" % (shown, _in_a_row(count), last))
+        log.warning("giving up on %s for this run: %s unanswered (last: %s); the objects left to fetch from it "
+                    "fail at once and the next run tries them again (KCI_GIVE_UP_AFTER)", shown, _in_a_row(count), last)
+
+
+def _in_a_row(count: int) -> str:
+    """`count` requests in a row, in words (KCI_GIVE_UP_AFTER=1 gives up after one)."""
+    return "the last %d requests in a row" % count if count > 1 else "its last request"
 
 
 class _OriginGuard(BaseAdapter):
