@@ -86,10 +86,20 @@ class Listing:
         if earlier:
             log.info("%d objects dated before %s were not delivered by an earlier run, and the listing no longer "
                      "lists them: trying them again", len(earlier), start.strftime("%Y-%m-%d %H:%M UTC"))
+            earlier = self._at_this_storage(earlier)
         self.retrying = set(earlier)
         yield from earlier.values()
         if failure is not None:
             raise failure
+
+    def _at_this_storage(self, earlier: dict) -> dict:
+        """The earlier failures, each asked for where this run's source keeps its files now: a
+        row holds the URL an earlier run built, at a storage KCI_STORAGE_URL may no longer name."""
+        relocate = getattr(self.source, "at_this_storage", None)
+        if relocate is None:
+            return earlier
+        storages = self.ledger.storages_recorded(self.source.name)
+        return {key: relocate(obj, storages) for key, obj in earlier.items()}
 
     def _known_delivered(self, kind: str, upstream_ids: List[str]) -> Set[str]:
         """For sources that leave out what was delivered while listing: which ids those are."""

@@ -616,3 +616,81 @@ def test_a_rerun_over_delivered_results_reads_odd_listing_pages_as_a_full_decodi
     else:
         assert after == before
         assert result.returncode != 0 and outcome in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_earlier_failure_is_asked_for_at_the_storage_the_run_is_given(env, tmp_path, legacy_replica, logstash,
+                                                                          objects):
+    """An earlier failure taken from the ledger was asked for at the URL its row holds: once
+    KCI_STORAGE_URL named a mirror, because the old storage was gone, the object was refused as
+    off the upstream origins and never tried again, though the mirror held its file."""
+    from tests.fakes.legacy_replica import LegacyStorage
+
+    env = dict(env, DRP_DAYS="3650")
+    newest = max(obj.date for obj in objects).date()
+    early = [obj for obj in objects if obj.date.date() < newest - timedelta(days=2)]
+    assert early
+    legacy_replica.frontend.today = newest
+    corpus = legacy_replica.corpus
+    for path in corpus.paths():  # the old storage and the mirror each under a path of their own
+        corpus.add_file("old/" + path, corpus.read(path))
+        corpus.add_file("mirror/" + path, corpus.read(path))
+    for obj in early:
+        legacy_replica.storage.fail_next("/old/" + storage_path(obj), 503, count=None)
+    first = kcing(["feed_es"], dict(env, KCI_STORAGE_URL=legacy_replica.storage_url + "/old"), tmp_path)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert {ledger_states(tmp_path / "kcing.db")[(obj.kind, obj.upstream_id)] for obj in early} == {"failed"}
+    legacy_replica.storage.stop()  # gone: the mirror holds its files now
+    with LegacyStorage(corpus) as mirror:
+        again = kcing(["feed_es", "--days", "2"], dict(env, KCI_STORAGE_URL=mirror.url + "/mirror"), tmp_path)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "retried %d earlier failures" % len(early) in again.stdout, again.stdout
+        asked = {request.path for request in mirror.requests}
+    assert {"/mirror/" + storage_path(obj) for obj in early} <= asked, asked
+    assert {ledger_states(tmp_path / "kcing.db")[(obj.kind, obj.upstream_id)] for obj in early} == {"delivered"}
+    assert stored_keys(logstash) >= set(expected_documents(early))
+
+
+@pytest.mark.parametrize("storages, asked", [
+    # The run that built the URL recorded its storage: the path after it is the file's place.
+    ({"http://127.0.0.1:3/old"}, "http://127.0.0.1:2/mirror/mainline/master/v5.10/arm/defconfig/build.json"),
+    # A row of a kcing that recorded none: built at its origin, as at storage.<KCI_HOST>.
+    (set(), "http://127.0.0.1:2/mirror/old/mainline/master/v5.10/arm/defconfig/build.json"),
+])
+def test_an_earlier_failure_is_moved_to_this_runs_storage_by_its_path(storages, asked):
+    from datetime import datetime, timezone
+
+    from kcing.records import UpstreamObject
+    from kcing.sources.legacy import LegacyKernelCI
+
+    source = LegacyKernelCI(None, "http://127.0.0.1:1", "http://127.0.0.1:2/mirror/")
+    when = datetime(2020, 11, 4, tzinfo=timezone.utc)
+    row = UpstreamObject("legacy", "build", "a" * 24,
+                         "http://127.0.0.1:3/old/mainline/master/v5.10/arm/defconfig/build.json", when)
+    moved = source.at_this_storage(row, storages)
+    assert (moved.url, moved.problem, moved.created) == (asked, None, when)
+    # Already at this storage: left as it is, whatever was recorded before.
+    assert source.at_this_storage(moved, storages | {"http://127.0.0.1:2"}) == moved
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:3/mainline/../../../etc/passwd",
+    "http://127.0.0.1:3/mainline/a%2F..%2Fb/build.json",
+    "http://127.0.0.1:3/mainline//build.json",
+    "http://127.0.0.1:3/mainline/build.json?redirect=http://elsewhere",
+    "file:///etc/passwd",
+    "http://127.0.0.1:3",
+    42,
+])
+def test_an_earlier_failure_whose_row_names_no_storage_path_is_refused_not_fetched(url):
+    """A ledger edited by hand (or written by a broken run) never makes a run ask for a URL
+    built of its parts: the path is checked as a listed one is, and the object is rejected."""
+    from datetime import datetime, timezone
+
+    from kcing.records import UpstreamObject
+    from kcing.sources.legacy import LegacyKernelCI
+
+    source = LegacyKernelCI(None, "http://127.0.0.1:1", "http://127.0.0.1:2")
+    row = UpstreamObject("legacy", "build", "a" * 24, url, datetime(2020, 11, 4, tzinfo=timezone.utc))
+    moved = source.at_this_storage(row, {"http://127.0.0.1:3"})
+    assert moved.problem and "cannot be asked for at http://127.0.0.1:2" in moved.problem, moved
+    assert moved.url == url

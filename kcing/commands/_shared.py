@@ -31,6 +31,9 @@ def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_del
     # Whatever ends the run (but SIGKILL), its row gets an outcome: never "running or killed".
     # Which feed it was: several (sources, --output directories) may share one ledger.
     where = {"source": source.name, "destination": getattr(sink, "destinations_key", lambda: "")()}
+    # And what the source needs of it later: where the legacy one built the URLs its rows hold
+    # (recorded as the run starts, so a run killed half way leaves it too).
+    where.update(getattr(source, "recorded_with_run", {}))
     summary = None
     try:
         with ledger.recorded_run("feed_es", where) as run:

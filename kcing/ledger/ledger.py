@@ -727,6 +727,22 @@ class Ledger:
                 return ended.replace(tzinfo=timezone.utc)
         return None
 
+    def storages_recorded(self, source: str) -> Set[str]:
+        """The storage base URLs the feed runs of `source` recorded (`storage` in their counts):
+        where the URLs of its rows were built, which a run given another storage needs to ask
+        for their files there. A row edited by hand into something else says nothing."""
+        named = fn.instr(models.Run.counts, '"storage": ') > 0
+        query = models.Run.select(models.Run.counts).where((models.Run.command == "feed_es") & named)
+        found: Set[str] = set()
+        for (text,) in query.tuples().iterator():
+            try:
+                counts = json.loads(text or "{}")
+            except ValueError:
+                continue
+            if isinstance(counts, dict) and counts.get("source") == source and isinstance(counts.get("storage"), str):
+                found.add(counts["storage"])
+        return found
+
     def deleted_before(self) -> Optional[date]:
         """The latest first day kept of the drp runs recorded (indices dated before it were
         deleted, whatever DRP_DAYS now says), or None when no drp run was recorded.

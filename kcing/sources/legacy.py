@@ -111,6 +111,34 @@ class LegacyKernelCI:
         today = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()
         return day_start(cutoff_day(today, self.days))
 
+    @property
+    def recorded_with_run(self) -> dict:
+        """What a feed run's row keeps of this source: the storage its URLs are built at, which
+        `at_this_storage` reads back from the ledger."""
+        return {"storage": self.storage_url}
+
+    def at_this_storage(self, obj: UpstreamObject, storages: Set[str]) -> UpstreamObject:
+        """An object taken from the ledger to be fetched again, asked for at this run's storage:
+        its row holds the URL an earlier run built at its own (KCI_STORAGE_URL may name a mirror
+        since, the old storage gone). The path after the longest of `storages` (those earlier
+        runs recorded, and this one) that begins the URL is the file's place in storage; a URL
+        that none begins (a row of a run that recorded none) is taken as built at its origin, as
+        at the default `storage.<KCI_HOST>`. The path is checked segment by segment as a listed
+        one is: the URL asked for is always under this run's storage, whatever the ledger held."""
+        given = obj.url if isinstance(obj.url, str) else ""  # a row edited by hand may hold anything
+        bases = sorted({base.rstrip("/") for base in storages} | {self.storage_url}, key=len, reverse=True)
+        relative = next((given[len(base) + 1:] for base in bases if given.startswith(base + "/")), None)
+        if relative is None:
+            relative = _path_after_origin(given)
+        try:
+            if relative is None:
+                raise ValueError("its URL is no storage URL")
+            url = self._storage_url([unquote(segment) for segment in relative.split("/")])
+        except ValueError as error:
+            return replace(obj, problem="ledger URL %s cannot be asked for at %s: %s" % (
+                shown(obj.url), self.storage_url, error))
+        return obj if url == obj.url else replace(obj, url=url)
+
     def fetch(self, obj: UpstreamObject) -> bytes:
         """The object's file; for a build whose directory has no build.json, its bmeta.json; for a
         LAVA lab's boot whose directory has no lava-json file, its boot report."""
@@ -411,6 +439,18 @@ def _fallback_url(obj: UpstreamObject) -> Optional[str]:
     if obj.kind == LAVA and name.startswith(LAVA_FILE_PREFIX):
         return "%s/%s%s" % (directory, BOOT_FILE_PREFIX, name[len(LAVA_FILE_PREFIX):])
     return None
+
+
+def _path_after_origin(url: str) -> Optional[str]:
+    """The path of an http(s) URL without its leading slash, or None for another URL or one
+    with a query or fragment (no storage URL has either)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        return None
+    return parts.path.lstrip("/") or None
 
 
 def lab_in_storage_path(url) -> Optional[str]:
