@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from elasticsearch import AuthenticationException, AuthorizationException
 
@@ -732,6 +732,7 @@ class MissingObjects:
         # kind -> where the re-send delivers it: only the objects held for that destination are
         # listed, since the delivery clears the row of its own destination alone.
         self.destination_of = destination_of
+        self._storages: Optional[Set[str]] = None  # those the ledger's runs recorded, read once
 
     def list_objects(self) -> Iterator[UpstreamObject]:
         for obj in self.ledger.missing_objects(self.name, destination_prefix=LOGSTASH,
@@ -750,9 +751,24 @@ class MissingObjects:
             return None
         return self.destination_of(kind)
 
+    @property
+    def recorded_with_run(self) -> dict:
+        """What the fetcher's own feed runs record (the legacy storage): the rows sent again
+        hold URLs built at it."""
+        return getattr(self.fetcher, "recorded_with_run", {})
+
     def complete(self, obj: UpstreamObject) -> UpstreamObject:
         """`obj` with what the ledger does not keep and the fetcher can find again (a sample's
-        listing item), for the documents to be made as they were the first time."""
+        listing item), for the documents to be made as they were the first time; a legacy
+        object's file asked for at the storage this run is given, not at the one its row names
+        (KCI_STORAGE_URL may name a mirror since)."""
+        relocate = getattr(self.fetcher, "at_this_storage", None)
+        if relocate is not None:
+            if self._storages is None:
+                self._storages = self.ledger.storages_recorded(self.name)
+            obj = relocate(obj, self._storages)
+            if obj.problem:
+                return obj
         restore = getattr(self.fetcher, "restore", None)
         return obj if restore is None else restore(obj)
 

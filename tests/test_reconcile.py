@@ -571,6 +571,32 @@ def test_an_object_whose_resend_failed_is_still_held_as_missing(env, tmp_path, l
     assert set(ledger_states(db).values()) == {DELIVERED}
 
 
+@needs_samples
+def test_a_resend_asks_for_the_file_at_the_storage_it_is_given(env, tmp_path, legacy_replica, forwarding, es):
+    """--resend fetched a legacy object again from the URL its row held: once KCI_STORAGE_URL
+    named a mirror, the old storage gone, the object was rejected as off the upstream origins."""
+    from tests.fakes.legacy_replica import LegacyStorage
+
+    db = tmp_path / "kcing.db"
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    kept = kept_ids(db)
+    boot = next(key for key in sorted(kept) if key[0] == "boot")
+    delete_documents(es, kept[boot])
+    assert kcing(["reconcile"], env, tmp_path).returncode == 1
+    legacy_replica.storage.stop()  # gone: the mirror holds its files now, under a path of its own
+    corpus = legacy_replica.corpus
+    for path in corpus.paths():
+        corpus.add_file("mirror/" + path, corpus.read(path))
+    forwarding.clear()
+    with LegacyStorage(corpus) as mirror:
+        resent = kcing(["reconcile", "--resend"], dict(env, KCI_STORAGE_URL=mirror.url + "/mirror"), tmp_path)
+        asked = [request.path for request in mirror.requests]
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    assert "delivered 1" in resent.stdout and asked and all(path.startswith("/mirror/") for path in asked), asked
+    assert posted_keys(forwarding) == kept[boot]
+    assert set(ledger_states(db).values()) == {DELIVERED}
+
+
 def _last_reconcile(env, tmp_path) -> dict:
     return json.loads(kcing(["status", "--json"], env, tmp_path).stdout)["last_reconcile"]
 
