@@ -267,9 +267,11 @@ def _retries(data: dict) -> Optional[str]:
     if not undelivered or not data.get("retried_from"):
         return None
     # As the listing takes them (kcing/listing.py, Ledger.undelivered_before): for its own
-    # destination only, and out of the window of days neither a file gone from storage nor one
-    # reconcile found missing, which `reconcile --resend` sends.
+    # destination only, one without a date by when its row was first seen, and out of the window
+    # of days neither a file gone from storage nor one reconcile found missing, which
+    # `reconcile --resend` sends.
     return ("%s objects not delivered (failed, pending, too large) are tried again by every run to their destination "
-            "while dated %s or later (the first day drp keeps; a file the storage answered 404 or 410 for, or one "
-            "reconcile found missing in Elasticsearch, only while within the run's --days, the latter sent by "
-            "reconcile --resend); those dated before are given up" % (RETRYING_SOURCE, data["retried_from"]))
+            "while dated %s or later (the first day drp keeps; one without a date while first seen then or later; a "
+            "file the storage answered 404 or 410 for, or one reconcile found missing in Elasticsearch, only while "
+            "within the run's --days, the latter sent by reconcile --resend); those dated before are given up"
+            % (RETRYING_SOURCE, data["retried_from"]))

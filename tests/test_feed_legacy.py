@@ -694,3 +694,32 @@ def test_an_earlier_failure_whose_row_names_no_storage_path_is_refused_not_fetch
     moved = source.at_this_storage(row, {"http://127.0.0.1:3"})
     assert moved.problem and "cannot be asked for at http://127.0.0.1:2" in moved.problem, moved
     assert moved.url == url
+
+
+def test_an_earlier_failure_listed_without_a_date_is_tried_again_while_drp_keeps_its_row(
+        env, tmp_path, legacy_replica, logstash, objects):
+    """A listing item without a readable `created_on` (listed by --how-many, which asks for no
+    window of days) whose file failed left a row without a date: no run took it from the ledger
+    again, since the listing of a window never lists it, and every later run exited 0."""
+    env = dict(env, DRP_DAYS="3650")
+    corpus = legacy_replica.corpus
+    lava = next(item for item in corpus.items("boot") if item.doc.get("lab_name") and item.doc.get("board")
+                and corpus.has_file("%s/%s/lava-json-%s.json" % (item.doc["file_server_resource"],
+                                                                 item.doc["lab_name"], item.doc["board"])))
+    original = "%s/%s/lava-json-%s.json" % (lava.doc["file_server_resource"], lava.doc["lab_name"], lava.doc["board"])
+    undated = {name: value for name, value in lava.doc.items() if name != "created_on"}
+    undated.update(_id={"$oid": "e" * 24}, board="undated-board")
+    path = corpus.add_boot(undated, "%s/%s/lava-json-undated-board.json" % (undated["file_server_resource"],
+                                                                           undated["lab_name"]),
+                           corpus.read(original))
+    legacy_replica.frontend.today = max(obj.date for obj in objects).date()
+    legacy_replica.storage.fail_next("/" + path, 503, count=None)
+    first = kcing(["feed_es", "--how-many", str(len(objects) + 1)], env, tmp_path)
+    assert first.returncode == 1, first.stdout + first.stderr
+    [row] = [row for row in ledger_rows(tmp_path / "kcing.db") if row["upstream_id"] == "e" * 24]
+    assert (row["state"], row["object_date"]) == ("failed", None), row
+    legacy_replica.storage.clear_faults()
+    again = kcing(["feed_es", "--days", "2"], env, tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "retried 1 earlier failures" in again.stdout, again.stdout
+    assert ledger_states(tmp_path / "kcing.db")[("lava", "e" * 24)] == "delivered"

@@ -447,3 +447,24 @@ def test_a_ledger_damaged_past_its_first_pages_is_said_so_in_one_line_when_a_run
             "from a backup, or point KCING_DB (or --db) at a new file, to which everything is sent again"
             % (command[0], db)), result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_an_undated_object_not_delivered_is_tried_again_while_first_seen_from_the_first_day_kept(tmp_path):
+    """A row without a date was never taken again: no day placed it before the window. It is
+    while first seen from the first day drp keeps, the day drp forgets rows by."""
+    from dataclasses import replace
+
+    seen = [datetime(2024, 10, 10, 12, 0)]
+    ledger = Ledger.open(str(tmp_path / "kcing.db"), clock=lambda: seen[0])
+    try:
+        ledger.record([Outcome(replace(obj("old"), created=None), FAILED, error="GET ... answered 503")])
+        seen[0] = datetime(2024, 10, 13, 0, 0)
+        ledger.record([Outcome(replace(obj("new"), created=None), FAILED, error="GET ... answered 503"),
+                       Outcome(replace(obj("gone"), created=None), FAILED, error="GET ... answered 404")])
+        found = list(ledger.undelivered_before("legacy", "build", "", datetime(2024, 10, 14, tzinfo=timezone.utc),
+                                               datetime(2024, 10, 13, tzinfo=timezone.utc)))
+        assert [(found_obj.upstream_id, found_obj.created) for found_obj in found] == [("new", None)]
+        found = list(ledger.undelivered_before("legacy", "build", "", datetime(2024, 10, 14, tzinfo=timezone.utc)))
+        assert sorted(found_obj.upstream_id for found_obj in found) == ["new", "old"]
+    finally:
+        ledger.close()

@@ -141,9 +141,9 @@ def test_status_says_from_which_day_on_the_objects_not_delivered_are_still_tried
         lines = [line for line in text.splitlines() if "tried again" in line]
         for line in lines:
             assert line in {"legacy objects not delivered (failed, pending, too large) are tried again by every run "
-                            "to their destination while dated %s or later (the first day drp keeps; a file the storage "
-                            "answered 404 or 410 for, or one reconcile found missing in Elasticsearch, only while within "
-                            "the run's --days, the latter sent by reconcile --resend); those dated before are given up"
+                            "to their destination while dated %s or later (the first day drp keeps; one without a "
+                            "date while first seen then or later; a file the storage answered 404 or 410 for, or "
+                            "one reconcile found missing in Elasticsearch, only while within the run's --days, the latter sent by reconcile --resend); those dated before are given up"
                             % day for day in days_kept}, text
             # Its own paragraph, below the table of what is not delivered.
             assert "\n\n%s\n\nlast runs:\n" % line in text, text

@@ -454,8 +454,13 @@ class Ledger:
         Logstash, or cut off by a stop), rebuilt from their rows (URL and date), `chunk` rows at a
         time. Left out: those rejected, which fetching again would refuse again, those whose
         last try was told the file is not there (`GONE_ANSWERS`), and those reconcile holds as
-        missing in Elasticsearch, which `reconcile --resend` sends."""
+        missing in Elasticsearch, which `reconcile --resend` sends.
+
+        A row without a date (its listing item had no readable `created_on`: one a `--how-many`
+        run listed, which a window of days never lists) is among them while first seen from
+        `since` on: no day says where it stands, and drp forgets it by that time too."""
         reason = models.MISSING_IN_ELASTICSEARCH
+        kept_from = _as_text(since) if since is not None else ""
         for state in (FAILED, TOO_LARGE, DOWNLOADED):
             last = 0
             while True:
@@ -464,19 +469,19 @@ class Ledger:
                 # kind, which would walk every row of the kind, delivered or not, for each chunk.)
                 rows = [_delivered_row(row) for row in self.db.execute_sql(
                     "SELECT %s FROM upstream_file WHERE state = ? AND id > ? AND +source = ? AND +kind = ? "
-                    "AND +destination = ? AND object_date < ? AND object_date >= ? "
+                    "AND +destination = ? AND (object_date < ? AND object_date >= ? "
+                    "OR object_date IS NULL AND first_seen >= ?) "
                     "AND NOT (last_error IS NOT NULL AND (last_error = ? OR substr(last_error, 1, ?) = ? OR %s)) "
                     "ORDER BY id LIMIT ?" % (_ROW_COLUMNS, _GONE_CONDITION),
-                    [state, last, source, kind, destination, _as_text(before),
-                     _as_text(since) if since is not None else "", reason, len(reason) + 2,
-                     reason + "; ", *GONE_ANSWERS, chunk]).fetchall()]
+                    [state, last, source, kind, destination, _as_text(before), kept_from, kept_from, reason,
+                     len(reason) + 2, reason + "; ", *GONE_ANSWERS, chunk]).fetchall()]
                 if not rows:
                     break
                 last = rows[-1].id
                 for row in rows:
-                    if row.object_date is not None:
-                        yield UpstreamObject(row.source, row.kind, row.upstream_id, row.url,
-                                             row.object_date.replace(tzinfo=timezone.utc))
+                    yield UpstreamObject(row.source, row.kind, row.upstream_id, row.url,
+                                         row.object_date.replace(tzinfo=timezone.utc)
+                                         if row.object_date is not None else None)
 
     def missing_counts(self, reason: str = models.MISSING_IN_ELASTICSEARCH) -> Dict[tuple, int]:
         """{(source, kind, destination): objects held as missing in Elasticsearch} (see
