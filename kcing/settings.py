@@ -753,6 +753,25 @@ def warn_short_retention(settings: Settings) -> None:
                     settings.DRP_DAYS, settings.KCI_DAYS)
 
 
+def warn_crawl_past_retention(settings: Settings) -> None:
+    """Warn a legacy crawl whose window (KCI_DAYS, the feed's --days) begins before the first day
+    drp (DRP_DAYS) keeps: said by each such run, since each lists those days again.
+
+    Not when the two are equal, which a cron line chooses on purpose: both count whole UTC days
+    before today, so the window begins on the first day drp keeps, and drp forgets only rows first
+    seen before it, of objects the crawl no longer lists. drp and `setup_es --ilm`, where the
+    retention is set, still ask for a day more than the window (`warn_short_retention`): a margin
+    for the backend's clock, which dates the listing, against this host's, which dates drp. Said
+    by every hourly feed, that advice would be cron's mail of the same line every hour, for a
+    window that loses nothing."""
+    if settings.DRP_DAYS < settings.KCI_DAYS:
+        # The days before DRP_DAYS are deleted by drp and listed by every run: their objects, whose
+        # rows drp forgot, are downloaded and sent again, and make the deleted indices again.
+        log.warning("DRP_DAYS=%d is less than KCI_DAYS=%d: the crawl lists days whose indices drp deletes and whose "
+                    "ledger rows it forgets; their objects are downloaded and sent again, and make those indices "
+                    "again", settings.DRP_DAYS, settings.KCI_DAYS)
+
+
 def _check_pace(settings: Settings) -> None:
     """Refuse a documents-per-second cap so low that the pause it makes before one batch (the
     batch's size over the cap) would outlast the longest pause between batches ES_LOAD_INTERVAL

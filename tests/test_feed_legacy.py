@@ -480,13 +480,16 @@ def test_days_narrows_the_crawl_window(env, tmp_path, legacy_replica, objects):
 
 
 def test_a_crawl_window_drp_would_forget_is_warned_of_by_the_feed(env, tmp_path, legacy_replica):
-    # drp forgets the rows of a window it does not exceed, and each run then sends them again:
-    # said by the cron line that gives --days, not only by drp's.
+    # A window that begins before the first day drp keeps lists days drp deleted, and sends
+    # their objects again: said by the cron line that gives --days, which drp does not know.
     # (The environment's DRP_DAYS of 31 exceeds every window here: drp's default of 3 is meant.)
     env = dict(env, DRP_DAYS="3")
-    warning = "DRP_DAYS=3 is not more than KCI_DAYS=3: ledger rows of objects the next crawl lists again would be forgotten"
-    assert warning in kcing(["feed_es", "--days", "3", "--dry-run"], env, tmp_path).stderr
-    for fine in (["--days", "2"], ["--how-many", "1"]):
+    warning = ("DRP_DAYS=3 is less than KCI_DAYS=4: the crawl lists days whose indices drp deletes and whose "
+               "ledger rows it forgets")
+    assert warning in kcing(["feed_es", "--days", "4", "--dry-run"], env, tmp_path).stderr
+    # A window as long as the retention begins on the first day drp keeps: nothing it lists was
+    # forgotten, and a cron line chose it; a warning there came with every hourly run.
+    for fine in (["--days", "3"], ["--days", "2"], ["--how-many", "1"]):
         assert "DRP_DAYS" not in kcing(["feed_es", *fine, "--dry-run"], env, tmp_path).stderr
     # Only a legacy crawl lists a window again: the bundled samples are no crawl.
     samples = kcing(["feed_es", "--source", "samples", "--dry-run"], dict(env, KCI_SAMPLES_DIR=str(SAMPLES)), tmp_path)
@@ -498,7 +501,7 @@ def test_the_feeds_help_says_a_legacy_crawl_reads_drp_days_not_only_with_verify(
     from kcing import commands
 
     listed = " ".join(commands.load("feed_es").USAGE.split("Settings read", 1)[1].split("\n\n", 1)[0].split())
-    assert "DRP_DAYS (a legacy crawl, unless given --how-many, warns when it does not exceed KCI_DAYS" in listed, listed
+    assert "DRP_DAYS (a legacy crawl, unless given --how-many, warns when it is less than KCI_DAYS" in listed, listed
 
 
 def test_output_dir_writes_bulk_ready_ndjson(env, tmp_path, logstash, expected):

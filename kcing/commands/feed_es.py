@@ -16,7 +16,7 @@ from kcing.files import is_directory, not_replaceable
 from kcing.flags import seconds
 from kcing.ledger.ledger import Ledger
 from kcing.runlock import RunLock
-from kcing.settings import warn_short_retention
+from kcing.settings import warn_crawl_past_retention
 from kcing.shutdown import Stop, stop_on_signals
 from kcing.wiring import check_ledger_directory, make_source, make_sink, not_a_directory, open_ledger
 
@@ -44,10 +44,10 @@ ES_REGRESSION, LS_USER, LS_PASSWORD, LS_CA_BUNDLE, LS_PIPELINE_BATCH_SIZE, LS_BA
 ES_PARALLEL_POSTS, ES_MAX_RETRIES, ES_RETRY_BACKOFF, ES_TIMEOUT, ES_POST_DEADLINE,
 ES_LOAD_INTERVAL, ES_MAX_DOCS_PER_SECOND, ES_QUEUE_MAX_BYTES; with --output, KCING_OUTPUT_MAX_BYTES;
 KCING_WORKERS, KCING_DB, KCING_DB_LOCK_WAIT, KCING_PROGRESS_EVERY; DRP_DAYS (a legacy crawl, unless
-given --how-many, warns when it does not exceed KCI_DAYS, as drp does, and tries no object that
-failed before again once its day is past the retention; one storage answered 404 or 410 for, it
-tries again only while its day is in the window); with --verify, ES_HOST,
-ES_USER, ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE, ES_REQUEST_DEADLINE and ES_VERIFY_DELAY.
+given --how-many, warns when it is less than KCI_DAYS, where drp warns when it does not exceed it,
+and tries no object that failed before again once its day is past the retention; one storage
+answered 404 or 410 for, it tries again only while its day is in the window); with --verify,
+ES_HOST, ES_USER, ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE, ES_REQUEST_DEADLINE and ES_VERIFY_DELAY.
 
 Options:
   --source=NAME        legacy (a legacy KernelCI's _ajax API + storage at KCI_HOST; kernelci.org's
@@ -154,8 +154,8 @@ def run(args: dict, settings) -> int:
     stop = Stop()
     source = make_source(args, settings, stop=stop)
     if source.name == "legacy" and source.how_many is None:
-        # As drp says: said here too, where a cron line's --days is given, and every day.
-        warn_short_retention(settings)
+        # Said here, where a cron line's --days is given, which drp does not know.
+        warn_crawl_past_retention(settings)
     sink = make_sink(args, settings, stop=stop)
     if not dry_run:
         # After the sink: `--output DIR --db DIR/kcing.db` (the README's first command) keeps
