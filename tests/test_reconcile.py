@@ -547,14 +547,21 @@ def test_a_resend_of_everything_the_check_found_missing_is_recorded_ok_not_nothi
     assert last["outcome"] == "ok", runs
 
 
-@needs_samples
-def test_an_object_whose_resend_failed_is_still_held_as_missing(env, tmp_path, legacy_replica, forwarding, es):
+def one_boot_missing(env, tmp_path, es):
+    """Feed the samples, delete one boot's documents from Elasticsearch and let reconcile find
+    them missing: (the ledger, the ids kept per object, that boot's key)."""
     db = tmp_path / "kcing.db"
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
     kept = kept_ids(db)
     boot = next(key for key in sorted(kept) if key[0] == "boot")
     delete_documents(es, kept[boot])
     assert kcing(["reconcile"], env, tmp_path).returncode == 1
+    return db, kept, boot
+
+
+@needs_samples
+def test_an_object_whose_resend_failed_is_still_held_as_missing(env, tmp_path, legacy_replica, forwarding, es):
+    db, kept, boot = one_boot_missing(env, tmp_path, es)
 
     legacy_replica.storage.fail_next("/", 404, count=None)  # storage loses the file for a while
     failed = kcing(["reconcile", "--resend"], env, tmp_path)
@@ -577,12 +584,7 @@ def test_a_resend_asks_for_the_file_at_the_storage_it_is_given(env, tmp_path, le
     named a mirror, the old storage gone, the object was rejected as off the upstream origins."""
     from tests.fakes.legacy_replica import LegacyStorage
 
-    db = tmp_path / "kcing.db"
-    assert kcing(["feed_es"], env, tmp_path).returncode == 0
-    kept = kept_ids(db)
-    boot = next(key for key in sorted(kept) if key[0] == "boot")
-    delete_documents(es, kept[boot])
-    assert kcing(["reconcile"], env, tmp_path).returncode == 1
+    db, kept, boot = one_boot_missing(env, tmp_path, es)
     legacy_replica.storage.stop()  # gone: the mirror holds its files now, under a path of its own
     corpus = legacy_replica.corpus
     for path in corpus.paths():
