@@ -1,6 +1,8 @@
 """How the API source finds the nodes another node's documents need (sources/api_related.py)."""
 from __future__ import annotations
 
+import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -126,6 +128,58 @@ def test_a_job_remembered_unfinished_is_asked_for_once_when_a_node_below_it_need
     head = RelatedNodes(api, extract_of_head=lambda kept: related_node(kept.node))
     head.keep_heads([(JOB, SimpleNamespace(node=running))])
     assert head.node(JOB)["data"]["device"] == "d1"
+
+
+def test_a_node_asked_for_on_two_threads_at_once_is_asked_of_the_api_once():
+    """The tests of one job are fetched on several threads: each found the job's nodes not yet
+    looked up and asked the API for them too, where one request per node and run was said."""
+    answer = threading.Event()
+
+    class SlowApi(Api):
+        def __call__(self, node_id):
+            self.asked.append(node_id)
+            answer.wait(10)
+            return self.nodes.get(node_id)
+
+    api = SlowApi(ROOT, SUITE)
+    related = RelatedNodes(api)
+    found = []
+    walks = [threading.Thread(target=lambda: found.append(related.job_of(TEST))) for _ in range(3)]
+    for walk in walks:
+        walk.start()
+    time.sleep(0.3)  # every walk has asked, or waits for the one that asks
+    answer.set()
+    for walk in walks:
+        walk.join(10)
+    assert [job["id"] for job in found] == [JOB] * 3
+    assert api.asked == [SUB, JOB]
+
+
+def test_a_node_whose_request_failed_on_another_thread_is_asked_for_again():
+    calls = []
+
+    def flaky(node_id):
+        calls.append(node_id)
+        if len(calls) == 1:
+            time.sleep(0.2)
+            raise UpstreamError("GET /node/%s answered 503" % node_id)
+        return ROOT
+
+    related = RelatedNodes(flaky)
+    outcomes = []
+
+    def ask():
+        try:
+            outcomes.append(related.node(JOB)["id"])
+        except UpstreamError:
+            outcomes.append("failed")
+
+    asking = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in asking:
+        thread.start()
+    for thread in asking:
+        thread.join(10)
+    assert sorted(outcomes) == [JOB, "failed"] and calls == [JOB, JOB]
 
 
 def test_a_regression_gets_its_failing_run_with_its_job_and_its_passing_run():

@@ -144,6 +144,27 @@ def test_a_test_whose_job_was_delivered_by_an_earlier_run_asks_the_api_for_it(en
     assert (body["result"], body["lava_job_id"], body["board_instance"]) == ("fail", 7700001, "meson-gxbb-p200-cbg-1")
 
 
+def test_tests_of_one_job_fetched_side_by_side_ask_for_each_of_its_nodes_once(env, tmp_path, api_replica, logstash):
+    """The tests of a job delivered by an earlier run are fetched on KCI_THREADS threads at once:
+    each of them asked the API for the same parents, where the README says each node is asked
+    for once per run."""
+    env = dict(env, KCI_API_OVERLAP_MINUTES="0", KCI_THREADS="8")
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    changed = datetime.now(timezone.utc) - timedelta(minutes=1)
+    tests = [api_replica.new[name] for name in ("login", "kernelmsg", "case-0", "case-1", "case-2")]
+    for test in tests:
+        api_replica.corpus.update(test["id"], when=changed, state="done")
+    api_replica.requests.clear()
+
+    second = kcing(["feed_es"], env, tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "delivered %d" % len(tests) in second.stdout
+    asked = [request.path for request in api_replica.requests if "/node/" in request.path]
+    assert sorted(asked) == sorted("/latest/node/%s" % api_replica.new[name]["id"]
+                                   for name in ("setup", "baseline", "suite", "kselftest"))
+    assert document(logstash, "test", api_replica.new["case-2"])["lava_job_id"] == 7700002
+
+
 def test_a_job_lookup_that_keeps_failing_leaves_the_test_undelivered_until_the_api_answers(env, tmp_path,
                                                                                          api_replica, logstash):
     env = dict(env, KCI_API_OVERLAP_MINUTES="0")

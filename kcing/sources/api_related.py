@@ -79,6 +79,9 @@ class RelatedNodes:
         # What `related_node` makes of a whole node, from a head that `keep_heads` kept.
         self._extract_of_head = extract_of_head
         self._asked: Set[str] = set()  # the ids asked for with `fetch_node` in this run
+        # node id -> set once the request for it being made ends: the tests of one job are
+        # fetched on several threads at once, and each asked the API for the same parents.
+        self._in_flight: Dict[str, threading.Event] = {}
         # node id -> (its extract, whether it is the root of its group), for the extracts kept
         # above: a walk up from a node asks it of each node on the way, and the answer scans the
         # node's whole `path`, which upstream may make as long as a page.
@@ -114,30 +117,50 @@ class RelatedNodes:
 
         A node kept from the listing without a result was not finished when it was listed; a
         node below it that needs it now (a test its callback made meanwhile) gets it as the API
-        has it now, asked for once: a job's device is only set when it finishes."""
+        has it now, asked for once: a job's device is only set when it finishes. A node another
+        thread is asking for is waited for, not asked for again."""
         if not is_object_id(node_id):
             return None  # the API would answer 400 however often it is asked
-        with self._lock:
-            if node_id in self._cache:
-                extract = self._cache[node_id]
-                if extract is not None and type(extract) is not dict:  # a head from `keep_heads`
-                    extract = self._cache[node_id] = self._extract_of_head(extract)
-                if extract is None or extract.get("result") is not None or node_id in self._asked:
+        while True:
+            with self._lock:
+                known, extract = self._known(node_id)
+                if known:
                     return extract
-            elif node_id in self._looked_up:
-                self._looked_up.move_to_end(node_id)
-                return self._looked_up[node_id]
-        found = self._fetch_node(node_id)
-        extract = related_node(found) if isinstance(found, Mapping) else None
-        with self._lock:
-            self._asked.add(node_id)
-            if node_id in self._cache:  # a listed job unfinished when listed: its answer now, in its place
-                self._cache[node_id] = extract
-            else:
-                self._looked_up[node_id] = extract
-                while len(self._looked_up) > self._looked_up_size:
-                    self._roots.pop(self._looked_up.popitem(last=False)[0], None)
+                asking = self._in_flight.get(node_id)
+                if asking is None:
+                    asking = self._in_flight[node_id] = threading.Event()
+                    break
+            asking.wait()  # then read its answer; asked again only if that request failed
+        try:
+            found = self._fetch_node(node_id)
+            extract = related_node(found) if isinstance(found, Mapping) else None
+            with self._lock:
+                self._asked.add(node_id)
+                if node_id in self._cache:  # a listed job unfinished when listed: its answer now, in its place
+                    self._cache[node_id] = extract
+                else:
+                    self._looked_up[node_id] = extract
+                    while len(self._looked_up) > self._looked_up_size:
+                        self._roots.pop(self._looked_up.popitem(last=False)[0], None)
+        finally:
+            with self._lock:
+                del self._in_flight[node_id]
+            asking.set()
         return extract
+
+    def _known(self, node_id: str) -> Tuple[bool, Optional[dict]]:
+        """(True, the extract of node `node_id`) when no request is needed for it, else (False,
+        None); with the lock held."""
+        if node_id in self._cache:
+            extract = self._cache[node_id]
+            if extract is not None and type(extract) is not dict:  # a head from `keep_heads`
+                extract = self._cache[node_id] = self._extract_of_head(extract)
+            if extract is None or extract.get("result") is not None or node_id in self._asked:
+                return True, extract
+        elif node_id in self._looked_up:
+            self._looked_up.move_to_end(node_id)
+            return True, self._looked_up[node_id]
+        return False, None
 
     def job_of(self, node: Mapping[str, Any]) -> Optional[dict]:
         """The job at the root of `node`'s group (its LAVA or Kubernetes job); None for a root."""
