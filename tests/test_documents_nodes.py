@@ -316,6 +316,17 @@ def test_what_a_callback_does_not_say_is_kept_from_the_node(tree):
         "meson-gxbb-p200-cbg-1", 7700001, "complete")
 
 
+def test_a_boot_s_device_type_is_its_platform_and_with_its_callback_the_lava_device_type(tree):
+    """As the README's table says: the node's platform, and with `--with-logs` the device type
+    LAVA ran the job on, as legacy boot documents held it (`qemu` for every QEMU board); test
+    documents have no device type, as legacy test documents."""
+    node = tree["baseline"]
+    assert only(docs(node)).body["device_type"] == "meson-gxbb-p200"
+    boot = docs(node, callback_data=real_text(LEGACY, RAW_QEMU))[0].body
+    assert (boot["device_type"], boot["board"], boot["lava_job_id"]) == ("qemu", "meson-gxbb-p200", 577)
+    assert "device_type" not in only(docs(tree["login"], job_node=related_node(node))).body
+
+
 @pytest.mark.parametrize("callback, problem", [
     ("{\"id\": 1, ", "callback_data: not valid JSON"),
     ("[1]", "callback_data: not a JSON object"),
