@@ -155,17 +155,19 @@ def test_a_node_asked_for_on_two_threads_at_once_is_asked_of_the_api_once():
     assert api.asked == [SUB, JOB]
 
 
-def test_a_node_whose_request_failed_on_another_thread_is_asked_for_again():
-    calls = []
+def test_a_node_whose_request_fails_fails_the_threads_waiting_for_it_and_is_asked_for_again_later():
+    """Threads waiting for another's request share its outcome: a failing API costs one request
+    (and its retries) per node, not one after another for each waiting thread."""
+    answer, calls = threading.Event(), []
 
-    def flaky(node_id):
+    def failing(node_id):
         calls.append(node_id)
+        answer.wait(10)
         if len(calls) == 1:
-            time.sleep(0.2)
             raise UpstreamError("GET /node/%s answered 503" % node_id)
         return ROOT
 
-    related = RelatedNodes(flaky)
+    related = RelatedNodes(failing)
     outcomes = []
 
     def ask():
@@ -174,12 +176,15 @@ def test_a_node_whose_request_failed_on_another_thread_is_asked_for_again():
         except UpstreamError:
             outcomes.append("failed")
 
-    asking = [threading.Thread(target=ask) for _ in range(2)]
+    asking = [threading.Thread(target=ask) for _ in range(3)]
     for thread in asking:
         thread.start()
+    time.sleep(0.3)
+    answer.set()
     for thread in asking:
         thread.join(10)
-    assert sorted(outcomes) == [JOB, "failed"] and calls == [JOB, JOB]
+    assert outcomes == ["failed"] * 3 and calls == [JOB]
+    assert related.node(JOB)["id"] == JOB and calls == [JOB, JOB]  # a failure is not kept
 
 
 def test_a_regression_gets_its_failing_run_with_its_job_and_its_passing_run():

@@ -64,6 +64,14 @@ def is_group_root(node: Mapping[str, Any]) -> bool:
     return not isinstance(group, str) or not isinstance(path, list) or group not in path[:-1]
 
 
+class _Request:
+    """A `GET <api>/node/<id>` one thread makes while others wait for its answer."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.failure: Optional[BaseException] = None  # what the request raised, if it failed
+
+
 class RelatedNodes:
     """Finds a node's job and a regression's runs; `fetch_node(id)` asks the API for one node."""
 
@@ -79,9 +87,9 @@ class RelatedNodes:
         # What `related_node` makes of a whole node, from a head that `keep_heads` kept.
         self._extract_of_head = extract_of_head
         self._asked: Set[str] = set()  # the ids asked for with `fetch_node` in this run
-        # node id -> set once the request for it being made ends: the tests of one job are
-        # fetched on several threads at once, and each asked the API for the same parents.
-        self._in_flight: Dict[str, threading.Event] = {}
+        # node id -> the request for it being made: the tests of one job are fetched on several
+        # threads at once, and each asked the API for the same parents.
+        self._in_flight: Dict[str, _Request] = {}
         # node id -> (its extract, whether it is the root of its group), for the extracts kept
         # above: a walk up from a node asks it of each node on the way, and the answer scans the
         # node's whole `path`, which upstream may make as long as a page.
@@ -128,9 +136,14 @@ class RelatedNodes:
                     return extract
                 asking = self._in_flight.get(node_id)
                 if asking is None:
-                    asking = self._in_flight[node_id] = threading.Event()
+                    asking = self._in_flight[node_id] = _Request()
                     break
-            asking.wait()  # then read its answer; asked again only if that request failed
+            asking.done.wait()
+            if asking.failure is not None:
+                # Its outcome is this node's too: the node needing it fails, for the next run,
+                # as the one whose request it was; each waiting thread asking again took the
+                # retries of a failing API one after another.
+                raise asking.failure
         try:
             found = self._fetch_node(node_id)
             extract = related_node(found) if isinstance(found, Mapping) else None
@@ -142,10 +155,13 @@ class RelatedNodes:
                     self._looked_up[node_id] = extract
                     while len(self._looked_up) > self._looked_up_size:
                         self._roots.pop(self._looked_up.popitem(last=False)[0], None)
+        except BaseException as failure:
+            asking.failure = failure
+            raise
         finally:
             with self._lock:
                 del self._in_flight[node_id]
-            asking.set()
+            asking.done.set()
         return extract
 
     def _known(self, node_id: str) -> Tuple[bool, Optional[dict]]:
