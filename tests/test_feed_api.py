@@ -769,6 +769,24 @@ def test_a_page_failing_midway_keeps_what_was_delivered_and_the_watermark(env, t
     assert watermark(db) == newest_updated(api_replica)
 
 
+def test_a_malformed_page_stops_the_run_before_the_kinds_after_it_and_keeps_the_watermark(env, tmp_path, db,
+                                                                                         api_replica, logstash):
+    """As the README says: the run stops (exit 1), the kinds after the malformed page are not
+    listed, what was delivered stays delivered, and the watermark stays where it was."""
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    mark = watermark(db)
+    later = checkout_tree(api_replica.corpus, api_replica.files_url, mark + timedelta(minutes=1), seed="later")
+    api_replica.malformed_page(len(api_replica.listing_requests()) + 2)  # this run's kbuild page
+    api_replica.requests.clear()
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1 and "malformed page" in result.stderr, result.stderr
+    assert [request.params("kind")[0] for request in api_replica.listing_requests()] == ["checkout", "kbuild"]
+    delivered = {upstream_id.split(".")[0] for (_, upstream_id), state in ledger_states(db).items()
+                 if state == "delivered"}
+    assert later["checkout"]["id"] in delivered and later["kbuild-arm64"]["id"] not in delivered
+    assert watermark(db) == mark
+
+
 def test_a_failing_page_server_stops_the_run_with_exit_1(env, tmp_path, db, api_replica):
     api_replica.fail_next("/latest/nodes", 500, count=None)
     result = kcing(["feed_es"], dict(env, KCI_MAX_RETRIES="2"), tmp_path)
