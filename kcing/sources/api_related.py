@@ -141,8 +141,8 @@ class RelatedNodes:
             asking.done.wait()
             if asking.failure is not None:
                 # Its outcome is this node's too: the node needing it fails, for the next run,
-                # as the one whose request it was; each waiting thread asking again took the
-                # retries of a failing API one after another.
+                # as the one whose request it was. Asking again here would spend a failing
+                # API's retries once more for each waiting thread, one after another.
                 raise asking.failure
         try:
             found = self._fetch_node(node_id)
