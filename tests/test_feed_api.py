@@ -238,6 +238,24 @@ def test_kunit_cases_of_the_generic_kind_node_are_delivered_as_tests_and_process
     assert "process nodes are not listed" in result.stderr
 
 
+def test_a_lab_job_of_the_generic_kind_node_is_a_boot_made_from_the_node_alone_even_with_logs(
+        env, tmp_path, api_replica, logstash):
+    """As the README's table says: `--with-logs` fetches no callback for a `node` that is a lab
+    job at the root of its group; its boot document is what the node alone says."""
+    baseline = api_replica.tree["baseline"]
+    old = api_replica.corpus.add(dict(baseline, id="63c549319fb3b62c7626e803", kind="node", name="baseline-old",
+                                      group="baseline-old", path=baseline["path"][:-1] + ["baseline-old"]))
+    result = kcing(["feed_es", "--with-logs"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    (index, _), body = document_of(logstash, old["id"])
+    assert index.startswith("boot-") and body["kernelci_api"]["kind"] == "node"
+    assert (body["boot_result"], body["lava_job_id"], body["board_instance"]) == (
+        "pass", 7700001, "meson-gxbb-p200-cbg-1")
+    assert "job_status" not in body and body["boot_time"] is None
+    callback = urlsplit(baseline["artifacts"]["callback_data"]).path
+    assert [request.path for request in api_replica.file_requests()].count(callback) == 1  # the `job`'s only
+
+
 def test_a_second_run_lists_from_the_watermark_and_sends_only_what_changed(env, tmp_path, db, api_replica,
                                                                           logstash):
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
