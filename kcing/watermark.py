@@ -80,13 +80,18 @@ def next_watermark(settled: List[Optional[datetime]], unsettled: List[Optional[d
     rejected), or None.
 
     `settled` and `unsettled` hold the `updated` times of a complete listing's objects, those
-    settled and the others; an unknown time (None) blocks any move. The result never passes
-    `listing_started`: a change made after its kind was listed may carry any later time, and
-    the next run must still see it. (A routine run lists a hundred thousand times here, read
-    by C-level built-ins only.)
+    settled and the others. An unknown time (None) of one not settled blocks any move: it may
+    lie anywhere. One settled (a version rejected for its unreadable `updated`) blocks nothing:
+    it is never needed again, and a change to its node comes as a new version with a time of its
+    own; holding the watermark for it would re-list the same days, and more, on every run for
+    good. The result never passes `listing_started`: a change made after its kind was listed may
+    carry any later time, and the next run must still see it. (A routine run lists a hundred
+    thousand times here, read by C-level built-ins only.)
     """
-    if None in settled or None in unsettled:
+    if None in unsettled:
         return None
+    if None in settled:
+        settled = [updated for updated in settled if updated is not None]
     if unsettled:
         oldest_unsettled = min(unsettled)
         settled = [updated for updated in settled if updated < oldest_unsettled]

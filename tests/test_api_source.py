@@ -65,7 +65,9 @@ def at(minutes: float) -> datetime:
     pytest.param([(at(1), True), (at(3), True), (at(2), True)], at(3), id="all-delivered-newest"),
     pytest.param([(at(1), True), (at(2), False), (at(3), True)], at(1), id="held-before-undelivered"),
     pytest.param([(at(2), False), (at(3), True)], None, id="oldest-undelivered-keeps-it"),
-    pytest.param([(at(1), True), (None, True)], None, id="unknown-time-keeps-it"),
+    pytest.param([(at(1), True), (None, False)], None, id="unknown-time-unsettled-keeps-it"),
+    pytest.param([(at(1), True), (None, True)], at(1), id="unknown-time-settled-holds-nothing"),
+    pytest.param([(None, True)], None, id="only-an-unknown-time-settled"),
     pytest.param([], None, id="nothing-listed"),
     pytest.param([(at(1), True), (at(90), True)], at(60), id="capped-at-listing-start"),
 ])

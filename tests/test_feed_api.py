@@ -18,7 +18,7 @@ import pytest
 from kcing.documents import documents_for
 from kcing.records import NODE_KINDS
 from tests.fakes.api_corpus import parse_api_time
-from tests.fakes.api_data import _Tree, checkout_tree, real_files_present, real_nodes, revision
+from tests.fakes.api_data import _Tree, checkout_tree, object_id, real_files_present, real_nodes, revision
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.feedrun import REPO, api_feed_environ, kcing, ledger_rows, ledger_states, stored_keys
@@ -280,6 +280,27 @@ def test_a_second_run_lists_from_the_watermark_and_sends_only_what_changed(env, 
 
     third = kcing(["feed_es"], env, tmp_path)
     assert third.returncode == 0 and "delivered 0" in third.stdout
+
+
+def test_a_version_rejected_for_its_unreadable_time_does_not_hold_the_watermark(env, tmp_path, db, api_replica):
+    """Its time says nothing of where it stands, but it is settled: it is never needed again. Held
+    for it, the watermark never moved, and every run listed the whole crawl window again."""
+    login = api_replica.tree["login"]
+    newest = newest_updated(api_replica)
+    undated = api_replica.corpus.add(dict(login, id=object_id("undated"), name="login-undated",
+                                          updated="9999-12-31T23:59:59-14:00"))
+
+    first = kcing(["feed_es"], env, tmp_path)
+
+    assert first.returncode == 1, first.stdout + first.stderr
+    rows = {row["upstream_id"].split(".")[0]: row["state"] for row in ledger_rows(db)}
+    assert rows.pop(undated["id"]) == "rejected" and set(rows.values()) == {"delivered"}
+    assert watermark(db) == newest
+    api_replica.requests.clear()
+    second = kcing(["feed_es"], env, tmp_path)
+    window = {request.params("updated__gte")[0] for request in api_replica.listing_requests()}
+    assert window == {(newest - timedelta(minutes=10)).replace(tzinfo=None).isoformat(timespec="microseconds")}
+    assert "delivered 0" in second.stdout
 
 
 def test_a_node_that_changed_is_delivered_again_under_the_same_id(env, tmp_path, db, api_replica, logstash):
