@@ -8,14 +8,16 @@ front that hangs up on every request while the host is "down".
 """
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from kcing.errors import ObjectTooSlow, UpstreamError
 from kcing.http import BodyReader, RetryPolicy, new_session
 from kcing.sources.requester import Requester
 from kcing.urls import origin_of
-from tests.fakes.rogue_http import RogueFront, answer, cut_short, redirect
-from tests.fakes.serving import serve_connections
+from tests.fakes.rogue_http import RogueFront, answer, cut_short, redirect, trickle
+from tests.fakes.serving import serve_connections, wait_until
 from tests.feedrun import SAMPLES, feed_environ, kcing, ledger_rows, ledger_states, sample_objects
 
 pytestmark = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
@@ -261,3 +263,106 @@ def test_a_limit_of_one_says_one_request(two_hosts):
     with pytest.raises(UpstreamError) as refused:
         requester.get(host.url + "/down/2")
     assert "not sent: %s left its last request unanswered (last: connection closed" % host.url in str(refused.value)
+
+
+def silent_past(front, sock, request) -> bool:
+    """Accept the request and say nothing until the test ends: a host whose server hangs."""
+    front.stopping.wait(30)
+    return False
+
+
+@pytest.mark.parametrize("then", [hang_up, silent_past], ids=["then-hung-up-on", "then-silent-past-the-deadline"])
+@pytest.mark.parametrize("first", [answer(503, (("Content-Type", "text/plain"),), b"busy"), cut_short()],
+                         ids=["answered-503", "answered-cut-short"])
+def test_a_request_the_host_answered_once_is_not_left_unanswered_whatever_its_last_attempt_met(first, then):
+    """A host that answered one attempt (a 503, a body cut short) was there during that request,
+    whatever the next attempt met: the request counts towards no giving up, even with a limit
+    of one, and the next is asked."""
+    with RogueFront() as front:
+        front.on("GET", "/flaky/", first, count=1)
+        front.on("GET", "/flaky/", then)
+        front.on("GET", "/up/", answer(200, (("Content-Type", "text/plain"),), b"fine"))
+        requester = Requester(new_session(), RetryPolicy(attempts=2, base=0), 5, give_up_after=1,
+                              reader=BodyReader(deadline=0.5, max_bytes=1 << 20),
+                              allowed_origins=frozenset({origin_of(front.url)}))
+        with pytest.raises(UpstreamError) as failed:
+            requester.get(front.url + "/flaky/1")
+        assert "not sent" not in str(failed.value)
+        assert requester.get(front.url + "/up/a").content == b"fine"
+
+
+def test_a_host_whose_answers_trickle_past_the_download_deadline_is_never_given_up():
+    """Its head came each time: a file too slow to download fails alone, and the host, which
+    answers, is asked for the next."""
+    with RogueFront() as front:
+        front.on("GET", "/slow/", trickle(length=10_000, every=0.1))
+        requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 10, give_up_after=1,
+                              reader=BodyReader(deadline=0.3, max_bytes=1 << 20),
+                              allowed_origins=frozenset({origin_of(front.url)}))
+        for name in ("1", "2", "3"):
+            with pytest.raises(ObjectTooSlow):
+                requester.get(front.url + "/slow/" + name)
+        assert len(front.requests) == 3
+
+
+@pytest.fixture
+def tls_hang_up_port():
+    """A port that takes the connection and closes it during the TLS handshake: a load balancer
+    whose servers behind are gone."""
+    def hang_up_in_handshake(sock):
+        sock.recv(4096)
+    server = serve_connections(hang_up_in_handshake, "tls-hang-up")
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_host_hanging_up_during_the_tls_handshake_is_given_up(tls_hang_up_port):
+    """A connection closed before any TLS came back heard nothing, as a refused one does: unlike a
+    TLS alert, which the server sends."""
+    url = "https://127.0.0.1:%d" % tls_hang_up_port.server_address[1]
+    requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 5, give_up_after=2,
+                          allowed_origins=frozenset({origin_of(url)}))
+    for number in range(2):
+        with pytest.raises(UpstreamError) as failed:
+            requester.get("%s/file-%d" % (url, number))
+        assert "not sent" not in str(failed.value)
+    with pytest.raises(UpstreamError, match="not sent: .*left the last 2 requests in a row unanswered"):
+        requester.get(url + "/file-2")
+
+
+def test_a_request_left_unanswered_after_its_host_was_given_up_warns_no_more(caplog):
+    """Another download thread's request, sent before the run gave the host up and left
+    unanswered after, neither warns a second time nor changes what the run says of the host."""
+    release = threading.Event()
+
+    def late_hang_up(front, sock, request) -> bool:
+        release.wait(10)
+        return False
+
+    with RogueFront() as front:
+        front.on("GET", "/late/", late_hang_up)
+        front.on("GET", "/down/", hang_up)
+        requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 5, give_up_after=1,
+                              allowed_origins=frozenset({origin_of(front.url)}))
+        late_failure = []
+
+        def late():
+            try:
+                requester.get(front.url + "/late/1")
+            except UpstreamError as error:
+                late_failure.append(str(error))
+
+        in_flight = threading.Thread(target=late)
+        in_flight.start()
+        assert wait_until(lambda: front.requests, timeout=10)  # sent before the host is given up
+        with caplog.at_level("WARNING", logger="kcing"):
+            with pytest.raises(UpstreamError, match="failed once"):
+                requester.get(front.url + "/down/1")
+            release.set()
+            in_flight.join(10)
+            assert late_failure and "not sent" not in late_failure[0]
+            with pytest.raises(UpstreamError) as refused:
+                requester.get(front.url + "/down/2")
+    assert "left its last request unanswered" in str(refused.value)
+    assert sum("giving up on" in record.getMessage() for record in caplog.records) == 1
