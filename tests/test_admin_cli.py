@@ -587,6 +587,35 @@ def test_drp_asks_a_busy_node_again_after_a_wait(tmp_path, es, status, retry_aft
     assert "GET /_cat/indices/build-*,boot-*,test-*,log-*,regression-*: HTTP %d; retry 1 of 2 in" % status in done.stderr
 
 
+
+def test_a_retry_after_date_from_elasticsearch_is_read_by_its_clock_not_this_hosts(tmp_path, es):
+    # A proxy before the node whose clock runs three hours ahead asks, as a date, for a pause of
+    # a second: drp waits that second, not the longest wait it makes (two minutes).
+    from datetime import datetime, timezone
+    from email.utils import format_datetime
+
+    es.seed_index("build-2019.05.01", {})
+    asked = []
+
+    def busy_ahead(front, sock, request) -> bool:
+        asked.append(request.path)
+        if len(asked) > 1:
+            return front._forward(sock, request)
+        there = datetime.now(timezone.utc) + timedelta(hours=3)
+        return answer(429, (("Content-Type", "application/json"), ("X-Elastic-Product", "Elasticsearch"),
+                            ("Date", format_datetime(there, usegmt=True)),
+                            ("Retry-After", format_datetime(there + timedelta(seconds=1), usegmt=True))),
+                      REJECTED)(front, sock, request)
+
+    with RogueFront(es.url) as front:
+        front.on("GET", "/_cat/indices", busy_ahead)
+        done = kcing(["drp", "--drp-days", "30"], clean_environ(ES_HOST=front.url, ES_RETRY_BACKOFF="0.01",
+                                                                 KCING_DB=str(tmp_path / "kcing.db")), tmp_path,
+                     timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"HTTP 429; retry 1 of 2 in 1\.\ds", done.stderr), done.stderr
+    assert es.index_names() == []
+
 def test_the_wait_for_a_busy_node_is_es_retry_backoffs(tmp_path):
     # ES_RETRY_BACKOFF of 0.01 s: waits of 0.01 s and 0.02 s at most, not the default's second.
     with RogueFront() as front:

@@ -267,6 +267,24 @@ def test_a_batch_every_input_refuses_waits_between_attempts_as_long_as_the_longe
     assert sleeps == [7, 7]
 
 
+
+def test_a_retry_after_date_from_logstash_is_read_by_its_clock_not_this_hosts(front):
+    # A proxy before Logstash whose clock runs three hours ahead asks, as a date, for a pause of
+    # 7 s: measured from its own Date, that is 7 s, not the longest wait a run makes.
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    sleeps = []
+    there = datetime.now(timezone.utc) + timedelta(hours=3)
+    front.on("POST", "/", answer(503, (("Date", format_datetime(there, usegmt=True)),
+                                       ("Retry-After", format_datetime(there + timedelta(seconds=7), usegmt=True)))),
+             count=None)
+    sink = LogstashSink({"lava": [front.url]}, Transport(), RetryPolicy(attempts=2, base=0.01, cap=0.01), 5,
+                        sleep=sleeps.append, settings={"lava": "ES_LAVA"})
+    with pytest.raises(SinkUnavailable):
+        sink.send(batch())
+    assert sleeps == [7]
+
 def test_posts_from_several_threads_at_once_all_arrive(front):
     seen = []
     front.on("POST", "/", recording(seen), count=None)
