@@ -658,6 +658,8 @@ def test_an_earlier_failure_is_asked_for_at_the_storage_the_run_is_given(env, tm
     ({"http://127.0.0.1:3/old"}, "http://127.0.0.1:2/mirror/mainline/master/v5.10/arm/defconfig/build.json"),
     # A row of a kcing that recorded none: built at its origin, as at storage.<KCI_HOST>.
     (set(), "http://127.0.0.1:2/mirror/old/mainline/master/v5.10/arm/defconfig/build.json"),
+    # A storage recorded whose path the URL's only begins with is not where it was built.
+    ({"http://127.0.0.1:3/ol"}, "http://127.0.0.1:2/mirror/old/mainline/master/v5.10/arm/defconfig/build.json"),
 ])
 def test_an_earlier_failure_is_moved_to_this_runs_storage_by_its_path(storages, asked):
     from datetime import datetime, timezone
@@ -680,6 +682,9 @@ def test_an_earlier_failure_is_moved_to_this_runs_storage_by_its_path(storages, 
     "http://127.0.0.1:3/mainline/a%2F..%2Fb/build.json",
     "http://127.0.0.1:3/mainline//build.json",
     "http://127.0.0.1:3/mainline/build.json?redirect=http://elsewhere",
+    "http://127.0.0.1:4/mainline/build.json?redirect=http://elsewhere",  # no storage recorded there
+    "http://127.0.0.1:4/mainline/build.json#top",
+    "ftp://127.0.0.1:4/mainline/build.json",
     "file:///etc/passwd",
     "http://127.0.0.1:3",
     42,

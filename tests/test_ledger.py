@@ -468,3 +468,25 @@ def test_an_undated_object_not_delivered_is_tried_again_while_first_seen_from_th
         assert sorted(found_obj.upstream_id for found_obj in found) == ["new", "old"]
     finally:
         ledger.close()
+
+
+def test_the_storages_recorded_are_those_of_the_sources_feed_runs_and_a_row_edited_by_hand_says_nothing(tmp_path):
+    """Where a source's rows were built is read from its own feed runs; a row edited by hand
+    into something else (not JSON, a list, a storage that is no text) is passed over, not a
+    traceback in the feed that reads it."""
+    from kcing.ledger import models
+
+    ledger = Ledger.open(str(tmp_path / "kcing.db"))
+    try:
+        for command, counts in (("feed_es", {"source": "legacy", "storage": "http://127.0.0.1:2/old"}),
+                                ("feed_es", {"source": "api", "storage": "http://127.0.0.1:3"}),
+                                ("reconcile", {"source": "legacy", "storage": "http://127.0.0.1:4"}),
+                                ("feed_es", {"source": "legacy", "storage": 5}),
+                                ("feed_es", {"source": "legacy", "storage": ["http://127.0.0.1:5"]})):
+            ledger.start_run(command, counts)
+        for edited in ('{"storage": "http://127.0.0.1:6", "source": "legacy"', '[{"storage": "http://127.0.0.1:7"}]'):
+            run_id = ledger.start_run("feed_es")
+            models.Run.update(counts=edited).where(models.Run.id == run_id).execute()
+        assert ledger.storages_recorded("legacy") == {"http://127.0.0.1:2/old"}
+    finally:
+        ledger.close()
