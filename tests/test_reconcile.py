@@ -579,15 +579,23 @@ def test_an_object_whose_resend_failed_is_still_held_as_missing(env, tmp_path, l
 
 
 @needs_samples
-def test_a_resend_asks_for_the_file_at_the_storage_it_is_given(env, tmp_path, legacy_replica, forwarding, es):
+@pytest.mark.parametrize("built_at", ["", "old/"], ids=["storage-at-its-origin", "storage-under-a-path"])
+def test_a_resend_asks_for_the_file_at_the_storage_it_is_given(env, tmp_path, legacy_replica, forwarding, es,
+                                                               built_at):
     """--resend fetched a legacy object again from the URL its row held: once KCI_STORAGE_URL
-    named a mirror, the old storage gone, the object was rejected as off the upstream origins."""
+    named a mirror, the old storage gone, the object was rejected as off the upstream origins.
+    A storage under a path of its own is told from the file's place by what its feed recorded."""
     from tests.fakes.legacy_replica import LegacyStorage
 
+    corpus = legacy_replica.corpus
+    originals = list(corpus.paths())
+    if built_at:
+        for path in originals:
+            corpus.add_file(built_at + path, corpus.read(path))
+        env = dict(env, KCI_STORAGE_URL=legacy_replica.storage_url + "/" + built_at.rstrip("/"))
     db, kept, boot = one_boot_missing(env, tmp_path, es)
     legacy_replica.storage.stop()  # gone: the mirror holds its files now, under a path of its own
-    corpus = legacy_replica.corpus
-    for path in corpus.paths():
+    for path in originals:
         corpus.add_file("mirror/" + path, corpus.read(path))
     forwarding.clear()
     with LegacyStorage(corpus) as mirror:
