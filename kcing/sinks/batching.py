@@ -13,7 +13,6 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from itertools import accumulate
-from operator import add
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 # A batch body is a JSON array: "[" + items joined by "," + "]".
@@ -24,14 +23,13 @@ LOGSTASH_SEPARATOR = b","
 class Encoded:
     """The encoded documents of one object: `data` is them joined by `separator`."""
 
-    __slots__ = ("data", "sizes", "separator", "_starts", "_bounds")
+    __slots__ = ("data", "sizes", "separator", "_sums")
 
     def __init__(self, data: bytes, sizes: Sequence[int], separator: bytes = LOGSTASH_SEPARATOR):
         self.data = data
         self.sizes = sizes
         self.separator = separator
-        self._starts: Optional[List[int]] = None
-        self._bounds: Optional[List[int]] = None
+        self._sums: Optional[List[int]] = None
 
     @classmethod
     def of(cls, items: Sequence[bytes], separator: bytes = LOGSTASH_SEPARATOR) -> "Encoded":
@@ -40,31 +38,40 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.sizes)
 
-    def starts(self) -> List[int]:
-        """Where each document starts in `data`, and (last) where one after the last would."""
-        if self._starts is None:
-            gap = len(self.separator)
-            if gap == 1:
-                self._starts = self.bounds()  # a comma after each document: the same offsets
-            elif gap == 0:
-                self._starts = list(accumulate(self.sizes, initial=0))
-            else:
-                self._starts = list(map(add, accumulate(self.sizes, initial=0), range(0, gap * len(self) + 1, gap)))
-        return self._starts
+    def sums(self) -> List[int]:
+        """Bytes of the first k documents themselves, for k = 0..len. Offsets and bounds are read
+        from it with an addition each: a table of bounds of its own cost the feed more than the
+        rest of batching an object (thousands of documents for a LAVA job)."""
+        if self._sums is None:
+            self._sums = list(accumulate(self.sizes, initial=0))
+        return self._sums
 
-    def bounds(self) -> List[int]:
-        """Body bytes of the first k documents and the comma after each, for k = 0..len."""
-        if self._bounds is None:
-            self._bounds = list(map(add, accumulate(self.sizes, initial=0), range(len(self.sizes) + 1)))
-        return self._bounds
+    def start(self, number: int) -> int:
+        """Where document `number` starts in `data` (for len: where one after the last would)."""
+        return self.sums()[number] + len(self.separator) * number
+
+    def bound(self, count: int) -> int:
+        """Body bytes of the first `count` documents and the comma after each."""
+        return self.sums()[count] + count
 
     def span(self, first: int, stop: int) -> memoryview:
         """Documents first..stop-1 as they lie in `data`, separators between them."""
-        starts = self.starts()
-        return memoryview(self.data)[starts[first]:starts[stop] - len(self.separator)]
+        return memoryview(self.data)[self.start(first):self.start(stop) - len(self.separator)]
 
     def items(self) -> List[bytes]:
         return [bytes(self.span(number, number + 1)) for number in range(len(self))]
+
+
+def _array_of(documents: Sequence) -> List:
+    """The pieces of the JSON array of `documents` (bytes-like), to be joined with nothing."""
+    pieces = [b"["]
+    for document in documents:
+        pieces.append(document)
+        pieces.append(LOGSTASH_SEPARATOR)
+    if documents:
+        pieces.pop()  # no comma after the last
+    pieces.append(b"]")
+    return pieces
 
 
 @dataclass
@@ -99,10 +106,13 @@ class Batch:
         return batch
 
     def body(self) -> bytes:
-        """The JSON array Logstash takes."""
+        """The JSON array Logstash takes, made by a single join: `b"[" + ... + b"]"` copied the
+        whole batch twice more, hundreds of kilobytes into fresh memory each time."""
         if all(part.encoded.separator == LOGSTASH_SEPARATOR for part in self.parts):
-            return b"[" + b",".join(part.encoded.span(part.first, part.stop) for part in self.parts) + b"]"
-        return b"[" + b",".join(self.items) + b"]"
+            documents = [part.encoded.span(part.first, part.stop) for part in self.parts]
+        else:
+            documents = self.items
+        return b"".join(_array_of(documents))
 
     def joined(self) -> bytes:
         """The documents joined by their separator (for NDJSON, one record after the other)."""
@@ -148,8 +158,8 @@ class Batch:
         return left, right
 
     def _append(self, part: Part) -> None:
-        bounds = part.encoded.bounds()
-        self.size += bounds[part.stop] - bounds[part.first] - (0 if self.count else 1)
+        encoded = part.encoded
+        self.size += encoded.bound(part.stop) - encoded.bound(part.first) - (0 if self.count else 1)
         self.parts.append(part)
         self.count += len(part)
 
@@ -172,17 +182,20 @@ class Batcher:
         """Add an object's documents; return the batches they filled (the last stays open)."""
         full = []
         first, count = 0, len(encoded)
-        bounds = encoded.bounds() if count else ()
         while first < count:
             current = self.current
             if current.count >= self.max_docs:
                 full.append(self.flush())
                 continue
             stop = min(count, first + self.max_docs - current.count)
-            # Bytes of documents first..k-1 added here: bounds[k] - bounds[first], less the comma
+            # Bytes of documents first..k-1 added here: bound(k) - bound(first), less the comma
             # before the first one when the batch is empty.
-            room = self.max_bytes - current.size + bounds[first] + (0 if current.count else 1)
-            fits = bisect_right(bounds, room, first, stop + 1) - 1
+            room = self.max_bytes - current.size + encoded.bound(first) + (0 if current.count else 1)
+            if encoded.bound(stop) <= room:
+                fits = stop  # the count ends them, as it mostly does: no search
+            else:
+                sums = encoded.sums()
+                fits = bisect_right(range(count + 1), room, first, stop + 1, key=lambda k: sums[k] + k) - 1
             if fits <= first:
                 if current.count:
                     full.append(self.flush())
