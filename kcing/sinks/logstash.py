@@ -78,6 +78,8 @@ class LogstashSink:
                  settings: Optional[Mapping[str, str]] = None, reader: Optional[BodyReader] = None,
                  clock: Callable[[], float] = time.monotonic):
         self.routes = {route: list(urls) for route, urls in routes.items()}
+        # Asked for each object the feed takes: named once, not re-read from the URLs each time.
+        self._destinations = {route: logstash_destination(urls) for route, urls in self.routes.items()}
         self.transport = transport
         self.policy = policy
         self.timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
@@ -98,7 +100,7 @@ class LogstashSink:
 
     def destination(self, kind: str) -> str:
         """What the ledger records as where objects of `kind` were delivered."""
-        return logstash_destination(self.routes[kind])
+        return self._destinations[kind]
 
     def destinations_key(self) -> str:
         """All the routes' inputs: where a watermark of this sink's runs applies."""
