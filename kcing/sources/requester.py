@@ -64,7 +64,7 @@ class Requester:
         if allowed_origins is not None:
             session.hooks["response"].append(self._refuse_redirect_elsewhere)
         for prefix, adapter in list(session.adapters.items()):
-            session.mount(prefix, _OriginGuard(adapter, self._refusal_as_sent, self._given_up_as_sent))
+            session.mount(prefix, _OriginGuard(adapter, self._refusal_as_sent, self.given_up.why))
         session.hooks["response"].append(self._read_redirect_body)
 
     def refusal(self, url: str) -> Optional[str]:
@@ -92,15 +92,9 @@ class Requester:
         shown = "%s://%s:%d" % origin if origin is not None else "a URL the HTTP client reads no single origin in"
         return "%s is not an upstream origin (%s)" % (shown, ORIGIN_SETTINGS)
 
-    def _given_up_as_sent(self, url: str) -> Optional[str]:
-        """Why a request requests is about to send goes to a host this run gave up on, or None:
-        checked as each is sent, so that neither a redirect to that host nor the next attempt of
-        a request that was waiting to retry when the run gave up on it asks it again."""
-        return self.given_up.why(origin_of(url))
-
     def _heard_from(self, response: requests.Response, *args, **kwargs) -> None:
         """Any answer, a redirect's included, says its host is there."""
-        self.given_up.answered(origin_of(response.url))
+        self.given_up.heard_from(response.url)
 
     def _refuse_redirect_elsewhere(self, response: requests.Response, *args, **kwargs) -> None:
         if not response.is_redirect:
@@ -126,8 +120,7 @@ class Requester:
         why = self.refusal(url)
         if why is not None:
             raise RejectedInput("GET refused: %s" % why)
-        origin = origin_of(url)
-        why = self.given_up.why(origin)
+        why = self.given_up.why(url)
         if why is not None:
             raise UpstreamError("GET %s not sent: %s" % (redacted(url), why))
         last, last_status, answered = "no attempt", None, False
@@ -151,7 +144,7 @@ class Requester:
                 except (BodyError, requests.RequestException) as error:
                     # The host the failed request went to: after a redirect, another than
                     # the one that answered it.
-                    sent_to = _origin_sent_to(error) or origin
+                    sent_to = _origin_sent_to(error) or origin_of(url)
                     if isinstance(error, BodyError) or not got_no_answer(error):
                         # Its head came, or bytes no HTTP client reads (a TLS alert, no HTTP at
                         # all): the host is there, however unusable this answer.
@@ -246,14 +239,25 @@ class _GivenUp:
         self._unanswered: Dict[Origin, int] = {}
         self._reasons: Dict[Origin, str] = {}
 
-    def why(self, origin: Optional[Origin]) -> Optional[str]:
-        """Why a request to `origin` is not sent, or None when it is."""
+    def why(self, url: str) -> Optional[str]:
+        """Why a request to `url` is not sent (checked as each is sent, redirects and retries
+        included), or None when it is. The URL is read only once some host was given up on: every
+        request asks, and nearly every run gives up on none."""
+        if not self._reasons:
+            return None
+        origin = origin_of(url)
         return self._reasons.get(origin) if origin is not None else None
 
+    def heard_from(self, url: str) -> None:
+        """`url`'s host answered; read only while some host has requests left unanswered."""
+        if self._unanswered:
+            self.answered(origin_of(url))
+
     def answered(self, origin: Optional[Origin]) -> None:
-        if origin is not None and self._unanswered.get(origin):
+        """The count of `origin` starts again (a host that has none is not counted)."""
+        if origin is not None and origin in self._unanswered:
             with self._lock:
-                self._unanswered[origin] = 0
+                self._unanswered.pop(origin, None)
 
     def unanswered(self, origin: Optional[Origin], last: str) -> None:
         if self.limit <= 0 or origin is None:
