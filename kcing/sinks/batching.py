@@ -194,8 +194,7 @@ class Batcher:
             if encoded.bound(stop) <= room:
                 fits = stop  # the count ends them, as it mostly does: no search
             else:
-                sums = encoded.sums()
-                fits = bisect_right(range(count + 1), room, first, stop + 1, key=lambda k: sums[k] + k) - 1
+                fits = bisect_right(range(count + 1), room, first, stop + 1, key=encoded.bound) - 1
             if fits <= first:
                 if current.count:
                     full.append(self.flush())
