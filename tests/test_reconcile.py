@@ -1004,6 +1004,24 @@ def test_verify_checks_what_the_run_delivered(env, tmp_path, forwarding, es):
 
 
 @needs_samples
+def test_a_verify_of_a_run_that_delivered_nothing_leaves_the_last_reconcile_shown(env, tmp_path, forwarding, es):
+    # The nightly reconcile found documents missing; the hourly `feed_es --verify` that follows,
+    # finding nothing new, must not take its place as the last reconcile `kcing status` shows.
+    db = tmp_path / "kcing.db"
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    with sqlite3.connect(str(db)) as conn:
+        oldest = conn.execute("SELECT kind, upstream_id FROM upstream_file ORDER BY object_date LIMIT 1").fetchone()
+    delete_documents(es, kept_ids(db)[tuple(oldest)])
+    assert kcing(["reconcile"], env, tmp_path).returncode == 1
+    checked = runs(db)
+    # A window of one day lists only the newest objects, every one of them delivered already.
+    hourly = kcing(["feed_es", "--days", "1", "--verify", "--verify-delay", "0", "-q"], env, tmp_path)
+    assert hourly.returncode == 0, hourly.stdout + hourly.stderr
+    assert runs(db)[:len(checked)] == checked and [run[0] for run in runs(db)[len(checked):]] == ["feed_es"]
+    assert json.loads(kcing(["status", "--json"], env, tmp_path).stdout)["last_reconcile"]["outcome"] == "missing"
+
+
+@needs_samples
 def test_verify_marks_what_elasticsearch_dropped_and_exits_1(legacy_replica, forwarding, es, tmp_path):
     first_log_lines = _first_log_line_of_each_object()
     if not first_log_lines:
