@@ -35,7 +35,7 @@ from kcing.admin.retention import chunks, index_day, settings_past_metadata_bloc
 from kcing.errors import ConfigError, ElasticsearchError, Interrupted, UpstreamError, one_line
 from kcing.http import seconds_text
 from kcing.ledger import docids
-from kcing.ledger.ledger import DeliveredRow, Ledger
+from kcing.ledger.ledger import RESENT_BY, DeliveredRow, Ledger
 from kcing.ledger.models import MISSING_IN_ELASTICSEARCH, column_text
 from kcing.progress import Progress, eta_text
 from kcing.sinks import LOGSTASH
@@ -754,8 +754,9 @@ class MissingObjects:
     @property
     def recorded_with_run(self) -> dict:
         """What the fetcher's own feed runs record (the legacy storage): the rows sent again
-        hold URLs built at it."""
-        return getattr(self.fetcher, "recorded_with_run", {})
+        hold URLs built at it. And that reconcile re-sent them (RESENT_BY): a re-send lists
+        nothing upstream, so its row is no success of the feed (`Ledger.last_success`)."""
+        return dict(getattr(self.fetcher, "recorded_with_run", {}), **{RESENT_BY: "reconcile"})
 
     def complete(self, obj: UpstreamObject) -> UpstreamObject:
         """`obj` with what the ledger does not keep and the fetcher can find again (a sample's

@@ -200,7 +200,10 @@ def _where(counts: dict) -> str:
     if not source and not destination:
         return ""
     # As the row holds them: a row edited by hand may give a number, or a list, for either.
-    return "  (%s)" % " to ".join(str(part) for part in (source, destination) if part)
+    where = " to ".join(str(part) for part in (source, destination) if part)
+    # A re-send of what reconcile found missing lists nothing upstream: not the feed's own run.
+    resent_by = counts.get("resent_by")
+    return "  (%s%s)" % (where, ", re-sent by %s" % resent_by if resent_by else "")
 
 
 def _iso(value) -> str:

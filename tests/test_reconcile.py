@@ -727,6 +727,29 @@ def _lose_the_build_documents(env, tmp_path, es) -> Set[DocKey]:
     return builds
 
 
+@needs_samples
+def test_a_resend_is_no_success_of_the_feed_in_its_metrics_nor_shown_as_its_run(env, tmp_path, forwarding, es):
+    """`reconcile --resend` fetches what the ledger holds as missing: it lists nothing upstream,
+    so it says nothing of whether the feed works. Counted as the feed's last success, it kept the
+    alert on that metric's age quiet through an outage of the listing."""
+    from tests.test_metrics import parsed
+
+    db = tmp_path / "kcing.db"
+    _lose_the_build_documents(env, tmp_path, es)
+    with sqlite3.connect(str(db)) as conn:
+        (crawled,) = conn.execute("SELECT ended FROM run WHERE command = 'feed_es' ORDER BY id LIMIT 1").fetchone()
+    resent = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert resent.returncode == 0, resent.stdout + resent.stderr
+    assert "re-sent by reconcile" in kcing(["status"], env, tmp_path).stdout.split("last runs:", 1)[1]
+    prom = tmp_path / "kcing.prom"
+    listing_down = kcing(["feed_es", "--metrics", str(prom)], dict(env, KCI_HOST="127.0.0.1:%d" % closed_port(),
+                                                                    KCI_MAX_RETRIES="1"), tmp_path)
+    assert listing_down.returncode != 0, listing_down.stdout + listing_down.stderr
+    last_success = parsed(prom.read_text())[("kcing_feed_last_success_timestamp_seconds", (("source", "legacy"),))]
+    assert last_success == pytest.approx(datetime.fromisoformat(crawled).replace(tzinfo=timezone.utc).timestamp(),
+                                         abs=0.002)
+
+
 def _held_as_missing(db: Path) -> Dict[Tuple[str, str], tuple]:
     return {(row["kind"], row["upstream_id"]): (row["state"], row["last_error"]) for row in ledger_rows(db)
             if row["state"] != DELIVERED}

@@ -135,6 +135,8 @@ class DeliveredRow(NamedTuple):
 
 
 _ROW_COLUMNS = "id, source, kind, upstream_id, url, object_date, kept_ids, destination"
+# In the counts of the runs-table row of a feed that `reconcile --resend` ran: who re-sent.
+RESENT_BY = "resent_by"
 
 
 def _utcnow() -> datetime:
@@ -713,7 +715,8 @@ class Ledger:
 
         Every successful run is read, newest first, until one matches: however many runs of the
         other feeds sharing the ledger succeeded since, a feed failing for weeks keeps its last
-        success (and the alert on its age), never None as a feed that never succeeded."""
+        success (and the alert on its age), never None as a feed that never succeeded. A run of
+        `reconcile --resend` (`resent_by` in its counts) lists nothing upstream: it is none."""
         # Only the rows whose counts name the source, as json.dumps wrote them, are decoded.
         named = fn.instr(models.Run.counts, '"source": %s' % json.dumps(source)) > 0
         query = (models.Run.select(models.Run.ended, models.Run.counts)
@@ -728,7 +731,7 @@ class Ledger:
                 continue  # a row edited by hand says nothing sure
             if destination is not None and counts.get("destination", destination) != destination:
                 continue
-            if counts.get("source") == source:
+            if counts.get("source") == source and RESENT_BY not in counts:
                 return ended.replace(tzinfo=timezone.utc)
         return None
 
