@@ -1886,6 +1886,12 @@ def test_resend_with_a_logstash_setting_it_cannot_use_is_refused_before_the_chec
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert refused.stderr.strip() == "kcing reconcile: LS_USER and LS_PASSWORD must be set together"
     assert table_dump(db) == before  # not checked, not marked, no run recorded
+    # Its dry run, which tries the cron line out, is refused so too, as feed_es's is: it planned
+    # a re-send (exit 1) that the night's run refuses with exit 2.
+    tried = kcing(["reconcile", "--resend", "--dry-run"], dict(env, LS_USER="kcing"), tmp_path)
+    assert tried.returncode == 2, tried.stdout + tried.stderr
+    assert tried.stderr.strip() == "kcing reconcile: LS_USER and LS_PASSWORD must be set together"
+    assert table_dump(db) == before
 
 
 @pytest.mark.parametrize("status", [429, 503])

@@ -106,8 +106,9 @@ def run(args: dict, settings) -> int:
     # signal no retry is waited for and no download goes on, and a batch in flight has its grace.
     stop = Stop()
     # Made now: a Logstash setting it cannot use (LS_USER without LS_PASSWORD, LS_CA_BUNDLE) is
-    # refused before the check marks anything, not after.
-    sink = make_sink({}, settings, stop=stop) if args.get("--resend") and not dry_run else None
+    # refused before the check marks anything, not after; by a dry run too, which tries out the
+    # cron line (as feed_es's does), and would otherwise plan a re-send that the run refuses.
+    sink = make_sink({}, settings, stop=stop) if args.get("--resend") else None
     # Where these settings send each kind: a re-send clears only the rows of that destination.
     destination_of = logstash_destination_of(settings)
     with ExitStack() as stack:
