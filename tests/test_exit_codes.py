@@ -461,6 +461,13 @@ def test_reconcile_help_gives_exit_2_for_an_index_the_user_may_not_read():
     assert "may not read" in cli.exit_meaning("reconcile", 2)
 
 
+def test_reconcile_help_gives_exit_3_for_a_logstash_its_resend_cannot_post_to():
+    """`reconcile --resend` ends with 3 when Logstash is down or refuses: its help, which the
+    log's closing line quotes, must not send the reader to Elasticsearch alone."""
+    from kcing import cli
+    assert "Logstash" in cli.exit_meaning("reconcile", 3)
+
+
 def test_kcing_help_gives_3_for_an_answer_too_large():
     from kcing import cli
     paragraph = " ".join(cli.global_help().split("Exit status:", 1)[1].split())

@@ -73,7 +73,8 @@ Exit status: 0 everything checked is in Elasticsearch (and, with --resend, every
 missing was sent again); 1 some documents are missing, or objects are still held as missing; 2
 usage or configuration error (an ES_HOST that redirects or is not Elasticsearch, a kcing index
 the user may not read included); 3 Elasticsearch unreachable or refusing, or an answer of it too
-large or unreadable; 4 another run holds the lock or the ledger's database lock; 5 the ledger
+large or unreadable (with --resend, Logstash unreachable or refusing too: what it did not take
+stays held as missing); 4 another run holds the lock or the ledger's database lock; 5 the ledger
 cannot be written (a full disk, a read-only file); 6 nothing could be checked (no object
 delivered to Logstash in the window, or all of it past retention, in closed or unreadable
 indices, or delivered before ids were kept); 130 stopped by a signal.
