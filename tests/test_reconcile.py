@@ -1272,6 +1272,27 @@ def test_indices_a_drp_run_with_a_shorter_retention_deleted_are_not_called_missi
     assert set(ledger_states(db).values()) == {DELIVERED}
 
 
+def test_a_drp_run_that_could_not_reach_elasticsearch_deleted_nothing_for_reconcile(tmp_path, es):
+    # `drp --drp-days 1` with Elasticsearch down deleted nothing: recorded as having kept from
+    # yesterday, it had reconcile take every index before as deleted, and check none of them.
+    two_days_ago = "build-%s" % (datetime.now(timezone.utc) - timedelta(days=2)).strftime("%Y.%m.%d")
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("late"), DELIVERED, documents=packed(1, index=two_days_ago))], to_logstash)
+    ledger.close()
+    seed(es, [(two_days_ago, "%040x" % 1)])
+    environ = clean_environ(ES_HOST=es.url, KCING_DB=str(db), KCI_DAYS="1")
+    down = kcing(["drp", "--drp-days", "1"], dict(environ, ES_HOST="http://127.0.0.1:%d" % closed_port()), tmp_path)
+    assert down.returncode == 3, down.stdout + down.stderr
+    assert runs(db)[-1][:2] == ("drp", "error 3")
+    checked = kcing(["reconcile"], dict(environ, DRP_DAYS="3", KCI_DAYS="2"), tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "checked 1, present 1, missing 0;" in checked.stdout
+    ledger = Ledger.open(str(db))
+    assert ledger.deleted_before() is None
+    ledger.close()
+
+
 def test_nothing_checked_because_a_drp_run_deleted_it_names_that_run_not_drp_days(tmp_path, es):
     # The one line reconcile ends with said "1 in indices past the retention (DRP_DAYS=30)": an
     # index of two days ago is not past 30 days; a drp run with --drp-days 1 deleted it.

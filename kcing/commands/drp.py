@@ -83,11 +83,7 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
             if not dry_run:
                 # A row in the runs table, as feed_es and reconcile keep, closed with the outcome
                 # however the run ends: `kcing status` shows it.
-                # The first day kept is recorded too: reconcile then knows the indices this run deletes
-                # are gone on purpose, whatever DRP_DAYS it is given.
-                kept_from = retention.cutoff_day(today, settings.DRP_DAYS).isoformat()
-                recorded = stack.enter_context(ledger.recorded_run(
-                    "drp", {"days": settings.DRP_DAYS, "first_kept": kept_from}))
+                recorded = stack.enter_context(ledger.recorded_run("drp"))
         chosen = retention.plan(client, host, ledger, today, settings.DRP_DAYS)
         print("drp: keeping %d day%s: indices dated from %s, ledger rows first seen since %s"
               % (chosen.days, "" if chosen.days == 1 else "s", chosen.first_kept.strftime("%Y.%m.%d"),
@@ -100,6 +96,14 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
         if dry_run:
             _print_plan(chosen, retention.blocked_from_deletion(client, host, chosen.indices), settings.KCING_DB)
             return 0
+        if recorded is not None:
+            # The first day kept, written before the first index is deleted (a kill during the
+            # deletes leaves it too): reconcile then knows the indices this run deletes are gone on
+            # purpose, whatever DRP_DAYS it is given, and the legacy feed stops retrying their
+            # objects. Not before the indices were listed: a run that could not reach
+            # Elasticsearch deleted nothing, and had every index before that day taken for gone.
+            recorded.counts.update(days=settings.DRP_DAYS, first_kept=chosen.first_kept.isoformat())
+            ledger.update_run_counts(recorded.id, recorded.counts)
         deleted, forgotten, blocked = retention.apply(client, host, ledger, chosen)
         if recorded is not None:
             recorded.counts.update(indices_deleted=len(deleted), forgotten=forgotten)

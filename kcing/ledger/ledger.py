@@ -634,6 +634,12 @@ class Ledger:
         started = dict(counts or {}, pid=os.getpid())
         return models.Run.create(command=command, started=self.clock(), counts=json.dumps(started, sort_keys=True)).id
 
+    def update_run_counts(self, run_id: int, counts: dict) -> None:
+        """Write `counts` into the row of a run still going (its pid kept, as `start_run` wrote
+        it): what must be known even if the run is killed before it ends."""
+        (models.Run.update(counts=json.dumps(dict(counts, pid=os.getpid()), sort_keys=True))
+         .where(models.Run.id == run_id).execute())
+
     def finish_run(self, run_id: int, outcome: str, counts: dict) -> None:
         (models.Run.update(ended=self.clock(), outcome=outcome, counts=json.dumps(counts, sort_keys=True))
          .where(models.Run.id == run_id).execute())
