@@ -250,8 +250,9 @@ def as_text(data: dict) -> str:
     if reconciled is None:
         lines.append("  never: run `kcing reconcile`")
     else:
-        lines.append("  %s -> %s  %s  %s" % (reconciled["started"], reconciled["ended"], reconciled["outcome"],
-                                             _summary(reconciled["counts"])))
+        # As a run line: no trailing spaces where there are no counts (a run killed at once).
+        lines.append(("  %s -> %s  %s  %s" % (reconciled["started"], reconciled["ended"], reconciled["outcome"],
+                                              _summary(reconciled["counts"]))).rstrip())
     if data.get("watermarks"):
         lines += ["", "watermarks (the next run lists what changed since, minus the overlap):"]
         lines += ["  %-8s %s  to %s" % (source, when, destination) for source, positions in data["watermarks"].items()

@@ -513,6 +513,18 @@ def test_status_shows_run_rows_edited_by_hand_as_they_are(tmp_path):
     assert again.returncode == 0, again.stderr
 
 
+def test_a_reconcile_killed_before_it_counted_anything_ends_no_line_with_spaces(tmp_path):
+    # The line of the last reconcile, as each run line, holds no trailing space for a script to
+    # trip over when there is no end and no count to show.
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.start_run("reconcile")
+    ledger.close()
+    shown = status_text(clean_environ(KCING_DB=str(db)), tmp_path)
+    assert "ended without a record" in section(shown, "last reconcile")
+    assert [line for line in shown.splitlines() if line != line.rstrip()] == []
+
+
 def test_a_watermark_edited_into_no_time_is_a_one_line_error_naming_the_row(tmp_path):
     import sqlite3
 
