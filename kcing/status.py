@@ -203,7 +203,7 @@ def _where(counts: dict) -> str:
     where = " to ".join(str(part) for part in (source, destination) if part)
     # A re-send of what reconcile found missing lists nothing upstream: not the feed's own run.
     resent_by = counts.get("resent_by")
-    return "  (%s%s)" % (where, ", re-sent by %s" % resent_by if resent_by else "")
+    return "  (%s%s)" % (where, "; re-sent by %s" % resent_by if resent_by else "")
 
 
 def _iso(value) -> str:
