@@ -7,7 +7,7 @@ from datetime import date, datetime
 from typing import Dict, List, Optional, Tuple
 
 from kcing.errors import one_line
-from kcing.ledger.ledger import Ledger
+from kcing.ledger.ledger import RESENT_BY, Ledger
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, Run, UpstreamFile
 from kcing.runlock import lock_holder
 
@@ -202,7 +202,7 @@ def _where(counts: dict) -> str:
     # As the row holds them: a row edited by hand may give a number, or a list, for either.
     where = " to ".join(str(part) for part in (source, destination) if part)
     # A re-send of what reconcile found missing lists nothing upstream: not the feed's own run.
-    resent_by = counts.get("resent_by")
+    resent_by = counts.get(RESENT_BY)
     return "  (%s%s)" % (where, "; re-sent by %s" % resent_by if resent_by else "")
 
 
