@@ -100,7 +100,22 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
     if problems:
         # The one line on stderr a command that fails ends with: the list is on stdout, which a
         # cron job under --quiet shows only after it.
-        log.warning("setup_kbn: %d of %d objects not imported: %s", len(problems), len(objects),
-                    "run with --overwrite to replace those that differ" if split.changed and not overwrite
-                    else "see the list printed")
+        log.warning("setup_kbn: %s", outcome_line(len(objects), imported, len(split.unchanged), problems,
+                                                  bool(split.changed) and not overwrite))
     return 1 if problems else 0
+
+
+def outcome_line(total: int, imported: int, unchanged: int, problems, overwrite_helps: bool) -> str:
+    """What went wrong, counted in objects of the file: those neither imported nor already there
+    unchanged, and those that refer to objects found nowhere. The problems listed count neither:
+    an object may have two, one with a broken reference is imported all the same, and an import
+    Kibana held back wrote none of the objects, those without a problem too."""
+    not_imported = max(0, total - imported - unchanged)
+    broken = len({(problem.type, problem.id) for problem in problems if problem.error == "broken_references"})
+    parts = []
+    if not_imported:
+        parts.append("%d of %d objects not imported" % (not_imported, total))
+    if broken:
+        parts.append("%d of %d objects refer to objects found neither in the file nor in Kibana" % (broken, total))
+    hint = "run with --overwrite to replace those that differ" if overwrite_helps else "see the list printed"
+    return "%s: %s" % ("; ".join(parts) or "%d problems listed" % len(problems), hint)
