@@ -741,6 +741,18 @@ def test_a_proxys_html_page_is_said_by_its_title_not_its_markup(kibana, workdir,
     assert (workdir / "saved_objects.ndjson").read_bytes() == kept
 
 
+
+def test_a_login_page_answering_the_import_is_said_by_its_title(kibana, workdir, tmp_path):
+    """The export named a proxy's login page; the import it answered ended with "sent an
+    unreadable import result", which sends one looking at Kibana."""
+    login = b'<!DOCTYPE html>\n<html><head><title>Sign in - Corp SSO</title></head><body>...</body></html>'
+    kibana.fail_next(200, route=IMPORT, body=login, headers=(("Content-Type", "text/html; charset=utf-8"),))
+    with pytest.raises(kb.KibanaRefused) as caught:
+        setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url))
+    assert str(caught.value) == ('Kibana at %s answered the import with an HTML page "Sign in - Corp SSO", not an '
+                                 'import result: something in front of Kibana (a proxy, a login page) answered '
+                                 'instead' % kibana.url)
+
 def test_html_page_knows_html_from_other_text():
     assert kb.html_page("<!-- proxy -->\n<HTML><BODY>Service Unavailable</BODY></HTML>") == "an HTML page"
     assert kb.html_page("<html><head><title></title></head></html>") == "an HTML page"

@@ -739,11 +739,7 @@ class KibanaClient:
                 wanted = [name for name in wanted if name not in unknown]
                 continue
             self._raise_unless_ok(response, action)
-            page = html_page(body_text(response))
-            if page:
-                raise KibanaRefused("Kibana at %s answered the export with %s, not saved objects: something in "
-                                    "front of Kibana (a proxy, a login page) answered instead"
-                                    % (self.url, one_line(page)))
+            self._refuse_html_page(response, "the export", "saved objects")
             try:
                 return parse_ndjson(response.content.decode("utf-8"))
             except ValueError as error:  # UnicodeDecodeError included
@@ -758,10 +754,19 @@ class KibanaClient:
         response = self._request("POST", "/api/saved_objects/_import", action, params=params,
                                  files=files, headers=XSRF_HEADERS)
         self._raise_unless_ok(response, action)
+        self._refuse_html_page(response, "the import", "an import result")
         try:
             return read_import_result(json.loads(response.content))
         except (ValueError, AttributeError, TypeError):
             raise KibanaRefused("Kibana at %s sent an unreadable import result" % self.url) from None
+
+    def _refuse_html_page(self, response: Answer, what: str, expected: str) -> None:
+        """KibanaRefused naming the page when a 200 answer is an HTML page: Kibana's API answers
+        with none, a proxy or login page in front of it does."""
+        page = html_page(body_text(response))
+        if page:
+            raise KibanaRefused("Kibana at %s answered %s with %s, not %s: something in front of Kibana (a proxy, a "
+                                "login page) answered instead" % (self.url, what, one_line(page), expected))
 
 
 def _status_level(response: Answer) -> str:
