@@ -522,8 +522,14 @@ def test_elasticsearch_9_is_supported_and_7_is_not(tmp_path, capsys):
         code, out = run_setup(tmp_path, es9.url, capsys)
         assert code == 0 and "Elasticsearch 9.1.2" in out
     with ElasticsearchEmulator(version="7.17.9") as es7:
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigError) as caught:
             run_setup(tmp_path, es7.url)
+    # Not "use an elasticsearch-py whose major version the server accepts": kcing runs with 8.x
+    # only, and no client reaches an Elasticsearch 7 through it.
+    assert str(caught.value) == (
+        "Elasticsearch at %s is version 7 (it refused kcing's requests: Accept version must be either version 7 "
+        "or 6, but found 8. Accept=application/vnd.elasticsearch+json; compatible-with=8); kcing needs "
+        "Elasticsearch 8 or 9" % es7.url)
 
 
 def test_a_version_in_digits_other_than_0_9_is_refused_as_unsupported_not_an_internal_error(tmp_path):

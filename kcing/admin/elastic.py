@@ -6,6 +6,7 @@ whereas a 9.x client is refused by every Elasticsearch 8 (elk.md §4.1).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import warnings
@@ -349,12 +350,28 @@ def _api_error(error: ApiError, where: str, action: str) -> KcingError:
         return _redirect(status, error.meta.headers.get("Location"), where, action)
     kind = error_type(error)
     if kind == "media_type_header_exception":
-        # The server refused the client's `compatible-with`: a client/server major mismatch.
-        return ConfigError("%s refused elasticsearch-py %s (%s): use an elasticsearch-py whose major version "
-                           "the server accepts (8.x works with Elasticsearch 8 and 9)"
-                           % (where, elasticsearch.__versionstr__, reason_of(error)))
+        return compatibility_refused(where, reason_of(error))
     return ElasticsearchError("%s refused a request while %s (%d %s): %s"
                               % (where, action, status, kind or "error", reason_of(error)))
+
+
+# How a node says which `compatible-with` versions it takes: its own major and the one before.
+_ACCEPTED_VERSIONS = re.compile(r"version must be either version ([0-9]+) or ([0-9]+)")
+
+
+def compatibility_refused(where: str, reason: str) -> ConfigError:
+    """The error for a node that refused the client's `compatible-with` version: a server older
+    than kcing supports (Elasticsearch 7 takes 7 or 6), which no client kcing runs with can
+    reach, or an elasticsearch-py of another major installed in kcing's place."""
+    accepted = _ACCEPTED_VERSIONS.search(reason)
+    server_major = max(int(number) for number in accepted.groups()) if accepted else None
+    if server_major is not None and server_major < min(SUPPORTED_MAJORS):
+        return ConfigError("%s is version %d (it refused kcing's requests: %s); kcing needs Elasticsearch %s"
+                           % (where, server_major, reason, " or ".join(str(m) for m in SUPPORTED_MAJORS)))
+    # The server refused the client's `compatible-with`: a client/server major mismatch.
+    return ConfigError("%s refused elasticsearch-py %s (%s): use an elasticsearch-py whose major version "
+                       "the server accepts (8.x works with Elasticsearch 8 and 9)"
+                       % (where, elasticsearch.__versionstr__, reason))
 
 
 def _redirect(status: int, location: Optional[str], where: str, action: str) -> ConfigError:
