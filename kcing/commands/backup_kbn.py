@@ -1,4 +1,4 @@
-"""kcing backup_kbn: export the kcing Kibana saved objects into kibana/saved_objects.ndjson."""
+"""kcing backup_kbn: export the Kibana space's saved objects into kibana/saved_objects.ndjson."""
 from __future__ import annotations
 
 import logging
@@ -21,8 +21,10 @@ USAGE = """\
 Usage:
   kcing backup_kbn [options]
 
-Export the kcing Kibana saved objects of KB_URL to kibana/saved_objects.ndjson: stable order,
-links into Kibana starting with a placeholder, so that diffs stay reviewable.
+Export the saved objects of the Kibana space (KB_URL, KB_SPACE) to kibana/saved_objects.ndjson:
+every data view, saved search, visualization, Lens visualization and dashboard it holds, kcing's
+and any other, with what they refer to; stable order, links into Kibana starting with a
+placeholder, so that diffs stay reviewable.
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
 KB_URL, KB_USER, KB_PASSWORD, KB_API_KEY, KB_CA_BUNDLE, KB_SPACE, KB_REQUEST_DEADLINE,
