@@ -1,6 +1,7 @@
 """setup_ls: the kcing entry of pipelines.yml, merged into what is there, written safely."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -195,6 +196,24 @@ def test_dry_run_prints_the_result_and_writes_nothing(ls_home, tmp_path, capsys)
     assert out.startswith("# setup_ls dry run: %s would become (changed):" % target)
     assert [item["pipeline.id"] for item in yaml.safe_load(out)] == ["main", "syslog", "kcing"]
 
+
+
+def test_a_path_config_that_names_no_file_is_written_with_a_warning(ls_home, tmp_path, caplog, capsys):
+    """A mistyped LS_PATH_CONFIG was written without a word, and found only when Logstash next
+    started and refused the pipeline; the file may come later, so it is still written."""
+    missing = str(tmp_path / "conf.d" / "kcnig.conf")
+    with caplog.at_level(logging.WARNING, logger="kcing.commands.setup_ls"):
+        assert setup_ls({}, make_settings(tmp_path, LS_HOME=ls_home, LS_PATH_CONFIG=missing)) == 0
+    assert caplog.messages == ["LS_PATH_CONFIG=%s names no file on this host: Logstash refuses to start the kcing "
+                               "pipeline until it does (No config files found in path)" % missing]
+    assert kcing_entry((ls_home / "config" / "pipelines.yml").read_text())["path.config"] == missing
+    caplog.clear()
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "kcing.conf").write_text("input {}\n")
+    for path_config in (str(tmp_path / "conf.d" / "kcing.conf"), str(tmp_path / "conf.d" / "*.conf")):
+        with caplog.at_level(logging.WARNING, logger="kcing.commands.setup_ls"):
+            assert setup_ls({}, make_settings(tmp_path, LS_HOME=ls_home, LS_PATH_CONFIG=path_config)) == 0
+    assert caplog.messages == []
 
 def test_ls_home_must_be_set_and_be_a_logstash_home(tmp_path):
     with pytest.raises(ConfigError, match="LS_HOME is not set"):

@@ -7,6 +7,7 @@ written out again whole. The file is written through a rename, after a backup of
 """
 from __future__ import annotations
 
+import glob
 import re
 import time
 from pathlib import Path
@@ -67,6 +68,13 @@ def pipeline_entry(settings, default_config: Path = CHECKOUT_PIPELINE) -> dict:
             raise ConfigError("invalid LS_QUEUE_MAX_BYTES: %s" % error) from None
     entry["dead_letter_queue.enable"] = True
     return entry
+
+
+def names_no_file(path_config: str) -> bool:
+    """Whether `path_config` (a file, a directory or a glob, as Logstash reads path.config) names
+    nothing on this host: Logstash would then refuse to start the pipeline ("No config files found
+    in path"). Checked only when said, since the file may be put there after pipelines.yml."""
+    return not glob.glob(path_config)
 
 
 def _pipeline_id(item: dict) -> Optional[str]:

@@ -1,12 +1,15 @@
 """kcing setup_ls: write the kcing entry of Logstash's pipelines.yml, keeping the other pipelines."""
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
-from kcing.admin.logstash_setup import free_backup_path, merge_pipeline_entry, pipeline_entry
+from kcing.admin.logstash_setup import free_backup_path, merge_pipeline_entry, names_no_file, pipeline_entry
 from kcing.errors import ConfigError, reading_failure
 from kcing.files import is_directory, read_regular_text, write_atomically
+
+log = logging.getLogger(__name__)
 
 SUMMARY = "write the kcing entry of Logstash's pipelines.yml"
 
@@ -77,6 +80,11 @@ def run(args: dict, settings, now=time.time) -> int:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError("cannot read %s: %s" % (path, reading_failure(error))) from None
     entry = pipeline_entry(settings)
+    if names_no_file(entry["path.config"]):
+        # A mistyped LS_PATH_CONFIG would be found only when Logstash next starts, and refuses the
+        # pipeline. Not refused here: the pipeline file may be put in place after this entry.
+        log.warning("LS_PATH_CONFIG=%s names no file on this host: Logstash refuses to start the kcing pipeline "
+                    "until it does (No config files found in path)", entry["path.config"])
     try:
         merged = merge_pipeline_entry(existing, entry)
     except ValueError as error:
