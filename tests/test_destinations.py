@@ -205,6 +205,8 @@ def test_drp_forgets_the_rows_of_every_destination_and_says_which(logstash, tmp_
     done = kcing(["drp"], env, tmp_path)
     assert done.returncode == 0, done.stderr
     assert "forgot 2 ledger rows" in done.stdout
+    assert "drp: forgot 1 ledger rows of objects sent to logstash http://ls:8337" in done.stdout
+    assert "drp: forgot 1 ledger rows of objects sent to ndjson /srv/out" in done.stdout
 
 
 def test_dry_runs_over_a_ledger_from_an_earlier_kcing_leave_the_file_as_it_was(logstash, es, tmp_path):

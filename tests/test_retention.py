@@ -323,6 +323,28 @@ def test_a_refusal_after_some_indices_were_deleted_says_how_many_were(es):
     assert es.index_names() == ["build-2019.05.02", "build-2019.05.03"]
 
 
+
+def test_a_run_elasticsearch_stops_does_not_say_it_forgets_rows_it_keeps(tmp_path, es, capsys):
+    """`drp -q` from cron mailed "drp: forgetting 2 ledger rows of objects sent to ..." above the
+    error of a DELETE refused, though the rows are forgotten only once the indices are deleted,
+    and were all kept."""
+    db = tmp_path / "kcing.db"
+    record_seen(db, {datetime(2019, 6, 1, 12): ["old1", "old2"]})
+    seed(es, ["build-2019.05.01"])
+    es.fail_next(503, route="/build-2019.05.01", count=None)
+    settings = load_settings(tmp_path, es.url, ES_RETRY_BACKOFF="0.01")
+    with pytest.raises(ElasticsearchError):
+        drp.run(DRP_ARGS, settings, now=NOW)
+    assert "ledger rows of objects sent to" not in capsys.readouterr().out
+    ledger = Ledger.open(str(db))
+    assert sum(ledger.counts().values()) == 2
+    ledger.close()
+    es._faults.clear()
+    drp.run(DRP_ARGS, settings, now=NOW)
+    assert capsys.readouterr().out.splitlines()[-3:] == [
+        "drp: deleted index build-2019.05.01", "drp: forgot 2 ledger rows of objects sent to (unnamed)",
+        "drp: deleted 1 indices, forgot 2 ledger rows"]
+
 def test_delete_indices_refuses_a_name_that_is_not_kcing(es):
     seed(es, ["build-latest"])
     with pytest.raises(ValueError):

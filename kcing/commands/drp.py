@@ -88,12 +88,12 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
         print("drp: keeping %d day%s: indices dated from %s, ledger rows first seen since %s"
               % (chosen.days, "" if chosen.days == 1 else "s", chosen.first_kept.strftime("%Y.%m.%d"),
                  utc_text(chosen.ledger_cutoff)))
-        if ledger is not None:
-            # Rows of every destination go: delivered to an NDJSON directory or to Logstash.
-            for destination, count in sorted(ledger.seen_before_by_destination(chosen.ledger_cutoff).items()):
-                print("drp: %s %d ledger rows of objects sent to %s"
-                      % ("would forget" if dry_run else "forgetting", count, destination or "(unnamed)"))
+        # Rows of every destination go: delivered to an NDJSON directory or to Logstash. Said once
+        # they are gone: a run that Elasticsearch stops first forgets none of them.
+        by_destination = (sorted(ledger.seen_before_by_destination(chosen.ledger_cutoff).items())
+                          if ledger is not None else [])
         if dry_run:
+            _print_destinations("would forget", by_destination)
             _print_plan(chosen, retention.blocked_from_deletion(client, host, chosen.indices), settings.KCING_DB)
             return 0
         if recorded is not None:
@@ -113,12 +113,18 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
             print("drp: deleted index %s" % name)
         for name in sorted(blocked):
             print("drp: not deleted index %s: blocked by [%s]" % (name, blocked[name]))
+        _print_destinations("forgot", by_destination)
         if blocked:
             # Exits 3, and the runs table says so; the rest of the retention was done.
             print("drp: deleted %d indices, %s" % (len(deleted), _rows_text(have_ledger, forgotten, settings.KCING_DB)))
             raise ElasticsearchError(retention.blocked_message(host, blocked, len(deleted)))
     print("drp: deleted %d indices, %s" % (len(deleted), _rows_text(have_ledger, forgotten, settings.KCING_DB)))
     return 0
+
+
+def _print_destinations(verb: str, by_destination) -> None:
+    for destination, count in by_destination:
+        print("drp: %s %d ledger rows of objects sent to %s" % (verb, count, destination or "(unnamed)"))
 
 
 def _rows_text(have_ledger: bool, forgotten: int, db: str) -> str:
