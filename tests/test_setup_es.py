@@ -196,6 +196,27 @@ def test_ilm_policy_and_templates_referencing_it(tmp_path, es, capsys):
         "name"] == POLICY_NAME
 
 
+
+def test_leaving_ilm_warns_that_the_indices_made_meanwhile_keep_the_policy(tmp_path, es, capsys, caplog):
+    """A setup_es without --ilm after one with it said only "no ILM policy in the templates; run
+    kcing drp": each index keeps the settings it was made with, and ILM went on deleting the
+    indices made meanwhile by the old policy, whatever DRP_DAYS drp was then given."""
+    run_setup(tmp_path, es.url, capsys, ilm=True)
+    helpers.bulk(Elasticsearch(es.url), [{"_index": "build-2019.05.31", "_id": "1", "_source": {"job": "mainline"}}])
+    with caplog.at_level(logging.WARNING, logger="kcing.admin.templates"):
+        code, _ = run_setup(tmp_path, es.url, capsys)
+    assert code == 0
+    assert caplog.messages == [
+        "the index templates named the ILM policy kcing-retention until this run: the indices created meanwhile keep "
+        "it, and ILM goes on deleting them by it whatever drp keeps; to keep them, take them out of it: "
+        "POST /boot-*,build-*,log-*,regression-*,test-*/_ilm/remove"]
+    assert es.indices["build-2019.05.31"].settings["index.lifecycle.name"] == POLICY_NAME
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kcing.admin.templates"):
+        run_setup(tmp_path, es.url, capsys)
+        run_setup(tmp_path, es.url, capsys, ilm=True)
+    assert caplog.messages == []
+
 def ilm_deletes(index: str, now: datetime, policy: dict) -> bool:
     """Whether ILM has reached the delete phase of `index` at `now`, as it reckons: the index's age
     counts from its origination date, with index.lifecycle.parse_origination_date the UTC midnight

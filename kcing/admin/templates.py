@@ -301,6 +301,34 @@ def override_warning(name: str, body: dict, other_name: str, other: dict) -> str
                                 body["priority"], other_name, body["priority"], _patterns(body)))
 
 
+def lifecycle_name(template: Mapping) -> Optional[str]:
+    """The ILM policy a template gives the indices it makes (`index.lifecycle.name`, nested as
+    Elasticsearch gives a template back, or flat as written), or None."""
+    settings = (template.get("template") or {}).get("settings") or {}
+    flat = settings.get("index.lifecycle.name")
+    nested = ((settings.get("index") or {}).get("lifecycle") or {}).get("name") \
+        if isinstance(settings.get("index"), dict) else None
+    name = flat if flat is not None else nested
+    return str(name) if name else None
+
+
+def dropped_policies(existing: Mapping[str, dict], templates: Mapping[str, dict]) -> List[str]:
+    """The ILM policies kcing's templates as Elasticsearch holds them (`existing`) name, and the
+    ones about to replace them (`templates`) do not."""
+    return sorted({lifecycle_name(existing[name]) for name, body in templates.items()
+                   if name in existing and lifecycle_name(existing[name]) and not lifecycle_name(body)})
+
+
+def dropped_policy_warning(policies: List[str], templates: Mapping[str, dict]) -> str:
+    """A setup_es without --ilm after one with it: the templates lose the policy, but each index
+    keeps the settings it was created with, so ILM goes on deleting those indices by it, on its
+    own schedule, whatever DRP_DAYS drp is given later."""
+    patterns = ",".join(sorted({pattern for body in templates.values() for pattern in body["index_patterns"]}))
+    return ("the index templates named the ILM policy %s until this run: the indices created meanwhile keep it, and "
+            "ILM goes on deleting them by it whatever drp keeps; to keep them, take them out of it: POST /%s/_ilm/remove"
+            % (" and ".join(policies), patterns))
+
+
 def install(client: Elasticsearch, host: str, templates: Mapping[str, dict],
             policy: Optional[Tuple[str, dict]] = None) -> List[Change]:
     """Put the ILM policy (first: the templates name it) and the templates; skip unchanged ones.
@@ -314,6 +342,9 @@ def install(client: Elasticsearch, host: str, templates: Mapping[str, dict],
     with elastic_errors(host, "reading the index templates"):
         found = client.options(ignore_status=404).indices.get_index_template()
     existing = {item["name"]: item.get("index_template") or {} for item in found.get("index_templates", [])}
+    dropped = dropped_policies(existing, templates)
+    if dropped:
+        log.warning("%s", dropped_policy_warning(dropped, templates))
     others = {name: template for name, template in existing.items() if name not in templates}
     for name, body in templates.items():
         overlapping = rivals(body, others)
