@@ -305,10 +305,9 @@ def lifecycle_name(template: Mapping) -> Optional[str]:
     """The ILM policy a template gives the indices it makes (`index.lifecycle.name`, nested as
     Elasticsearch gives a template back, or flat as written), or None."""
     settings = (template.get("template") or {}).get("settings") or {}
-    flat = settings.get("index.lifecycle.name")
-    nested = ((settings.get("index") or {}).get("lifecycle") or {}).get("name") \
-        if isinstance(settings.get("index"), dict) else None
-    name = flat if flat is not None else nested
+    index = settings.get("index") if isinstance(settings.get("index"), dict) else {}
+    lifecycle = index.get("lifecycle") if isinstance(index.get("lifecycle"), dict) else {}
+    name = settings.get("index.lifecycle.name") or lifecycle.get("name")
     return str(name) if name else None
 
 
