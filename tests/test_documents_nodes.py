@@ -560,6 +560,22 @@ def test_the_failing_revision_is_read_under_each_name_the_api_gave_it(tree, key)
     assert (body["job"], body["git_describe"]) == ("mainline", "v6.12-rc3-45-gc862449c840a")
 
 
+@pytest.mark.parametrize("key", ["failed_kernel_revision", "kernel_revision", "failed_kernel_version"])
+def test_a_regression_s_kernelci_api_describes_the_failing_revision_under_each_name(tree, key):
+    # docs/api-source.md: kernel_version, patchset, commit_tags, commit_message and tip_of_branch
+    # come from the node's kernel revision, which a regression node names `failed_kernel_revision`
+    # (upstream.md §2.5): they were kept only for the older name `kernel_revision`.
+    revision = json.loads(real_text(MAESTRO, REAL_JOB))["data"]["kernel_revision"]
+    node = copy.deepcopy(tree["regression"])
+    del node["data"]["failed_kernel_revision"]
+    node["data"][key] = revision
+    api = only(docs(node)).body["kernelci_api"]
+    assert {name: api.get(name) for name in ("kernel_version", "commit_tags", "commit_message", "tip_of_branch")} == {
+        "kernel_version": "6.12", "commit_tags": ["staging-mainline-20241016.0"],
+        "commit_message": "staging-mainline-20241016.0", "tip_of_branch": False}
+    assert only(docs(node)).body["git_describe"] == "staging-mainline-20241016.0"
+
+
 @pytest.mark.parametrize("missing", [None, "absent", {}])
 def test_a_regression_without_its_own_revision_and_configuration_takes_the_failing_run_s(tree, missing):
     # The failing run is what the tracker copied them from (Regression.create_regression); the

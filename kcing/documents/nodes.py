@@ -94,7 +94,9 @@ def _parts(kind: str, envelope: Mapping[str, Any], created: Optional[datetime]) 
     when = as_date(node.get("created")) or (as_date(created) if created is not None else None)
     if when is None:
         raise RejectedInput("node %s has no created date" % node_id)
-    api = nodes_api.kernelci_api_fields(node, envelope)
+    # A regression names its failing revision, not `kernel_revision` (nodes_regression.REVISION_KEYS).
+    revision = nodes_regression.failed_revision(nodes_api.data_of(node)) if kind == REGRESSION else None
+    api = nodes_api.kernelci_api_fields(node, envelope, revision)
     if kind == REGRESSION:
         return [_document("regression", node_id, when, nodes_regression.regression_fields(node, envelope), api)], None
     if kind == KBUILD:

@@ -64,10 +64,15 @@ def file_name(url: Any) -> Optional[str]:
     return as_keyword(unquote(path.rstrip("/").rsplit("/", 1)[-1]))
 
 
-def kernelci_api_fields(node: Mapping[str, Any], envelope: Mapping[str, Any]) -> dict:
-    """The `kernelci_api` sub-object of every document made from `node` (fields.KERNELCI_API)."""
+def kernelci_api_fields(node: Mapping[str, Any], envelope: Mapping[str, Any],
+                        revision: Optional[Mapping[str, Any]] = None) -> dict:
+    """The `kernelci_api` sub-object of every document made from `node` (fields.KERNELCI_API).
+
+    `revision` is the kernel revision the documents name, when it is not `data.kernel_revision`
+    (a regression's failing revision)."""
     data = data_of(node)
-    revision = mapping(data.get("kernel_revision"))
+    if revision is None:
+        revision = mapping(data.get("kernel_revision"))
     fields = {"node_id": node_id(node), "parent": as_keyword(node.get("parent"))}
     fields.update({name: as_keyword(node.get(name)) for name in NODE_KEYWORDS})
     fields.update({name: _iso(node.get(name)) for name in NODE_DATES})
