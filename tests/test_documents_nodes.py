@@ -375,6 +375,24 @@ def test_a_bare_node_has_no_optional_fields_and_old_string_versions_read():
     assert only(docs(node)).timestamp == "2024-10-16T01:02:03.004Z"
 
 
+@pytest.mark.parametrize("version, expected", [
+    ({"version": 6, "patchlevel": 12, "sublevel": None}, "6.12"),  # as the real node
+    ({"version": "6", "patchlevel": "12", "sublevel": "3"}, "6.12.3"),  # before 2023
+    ({"version": 6.0, "patchlevel": 12.0, "sublevel": 3.0}, "6.12.3"),
+    ({"version": True, "patchlevel": False, "sublevel": None}, None),
+    ({"version": "six", "patchlevel": "12", "sublevel": None}, None),
+    ({"version": -6, "patchlevel": 12, "sublevel": None}, None),
+    ({"version": 6, "patchlevel": 12, "sublevel": "-rc3"}, "6.12"),
+])
+def test_kernel_version_is_made_of_the_revision_s_numbers_only(version, expected):
+    # upstream.md §2.5: version, patchlevel and sublevel are integers (strings of them before
+    # 2023); a float's text ("6.0") or a boolean's ("true") named no kernel.
+    node = json.loads(real_text(MAESTRO, REAL_JOB))
+    node["data"]["kernel_revision"]["version"] = version
+    api = only(docs(node)).body["kernelci_api"]
+    assert api.get("kernel_version") == expected
+
+
 def test_the_real_job_node_gives_a_boot_document():
     node = json.loads(real_text(MAESTRO, REAL_JOB))
     body = only(docs(node)).body

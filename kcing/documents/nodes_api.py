@@ -119,12 +119,18 @@ def test_path(node: Mapping[str, Any]) -> Optional[str]:
 
 
 def _kernel_version(version: Any) -> Optional[str]:
-    # Numbers are ints today and were strings before 2023: both read the same.
+    # Numbers are ints today and were strings before 2023: both read the same. Anything else
+    # (a boolean, a word, "-rc3") names no version: its text would make one up ("true.false").
     version = mapping(version)
-    parts = [as_keyword(version.get(name)) for name in ("version", "patchlevel", "sublevel")]
+    parts = [_version_number(version.get(name)) for name in ("version", "patchlevel", "sublevel")]
     if parts[0] is None or parts[1] is None:
         return None
-    return ".".join(part for part in parts if part is not None)
+    return ".".join(str(part) for part in parts if part is not None)
+
+
+def _version_number(value: Any) -> Optional[int]:
+    number = as_int(value)  # 6, "6" and 6.0 alike; never a boolean
+    return number if number is not None and number >= 0 else None
 
 
 def _iso(value: Any) -> Optional[str]:
