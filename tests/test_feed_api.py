@@ -18,7 +18,8 @@ import pytest
 from kcing.documents import documents_for
 from kcing.records import NODE_KINDS
 from tests.fakes.api_corpus import parse_api_time
-from tests.fakes.api_data import _Tree, checkout_tree, object_id, real_files_present, real_nodes, revision
+from tests.fakes.api_data import (MAESTRO, REAL_JOB, _Tree, checkout_tree, object_id, real_files_present, real_nodes,
+                                  revision)
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.feedrun import REPO, api_feed_environ, kcing, ledger_rows, ledger_states, stored_keys
@@ -236,6 +237,25 @@ def test_kunit_cases_of_the_generic_kind_node_are_delivered_as_tests_and_process
     states = ledger_states(db)
     assert {kind for kind, _ in states} == set(NODE_KINDS) and set(states.values()) == {"delivered"}
     assert "process nodes are not listed" in result.stderr
+
+
+def test_a_node_holding_an_escaped_lone_surrogate_is_delivered_with_a_replacement_character(
+        env, tmp_path, db, api_replica, logstash):
+    """JSON may escape half of a character ("\\udc80", what Python writes for a byte that is not
+    UTF-8): such a node was refused whole ("could not be fetched: UnicodeEncodeError"), even for
+    a key no document reads. It is read as the legacy JSON files are: U+FFFD in its place."""
+    if not (MAESTRO / REAL_JOB).is_file():
+        pytest.skip("real upstream file %s is absent" % REAL_JOB)
+    job = json.loads((MAESTRO / REAL_JOB).read_text())
+    job.update(id=object_id("lone-surrogate-job"), artifacts=None)
+    job["data"]["platform"] = "sc7180-\udc80-limozeen"
+    job["data"]["unread"] = {"k\udc80": "v\ud800"}
+    api_replica.corpus.add(job)
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    _, body = document_of(logstash, job["id"])
+    assert (body["board"], body["device_type"], body["kernelci_api"]["platform"]) == ("sc7180-\ufffd-limozeen",) * 3
+    assert set(ledger_states(db).values()) == {"delivered"}
 
 
 def test_a_lab_job_of_the_generic_kind_node_is_a_boot_made_from_the_node_alone_even_with_logs(

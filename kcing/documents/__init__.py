@@ -9,7 +9,6 @@ listed in `fields.FIELDS`.
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -20,13 +19,7 @@ from kcing.documents.nodes import node_documents, node_parts
 from kcing.documents.validate import check_all, routing_fine
 from kcing.errors import RejectedInput, one_line
 from kcing.records import BOOT, BUILD, LAVA, NODE_KINDS, Document
-
-# An escaped backslash, an escaped surrogate pair, or an escaped lone surrogate (6 characters).
-_ESCAPES = re.compile(
-    r"\\\\"
-    r"|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-    r"|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
-)
+from kcing.surrogates import lone_surrogates_replaced
 
 BUILDERS: Dict[str, Callable[[Dict[str, Any], Optional[datetime]], List[Document]]] = {
     BUILD: build_documents,
@@ -140,8 +133,7 @@ def json_object(content: bytes) -> Dict[str, Any]:
         raise RejectedInput("not UTF-8 text (byte %d)" % error.start) from None
     if not text.strip():
         raise RejectedInput("empty file")
-    if "\\ud" in text or "\\uD" in text:
-        text = _lone_surrogates_replaced(text)
+    text = lone_surrogates_replaced(text)
     try:
         value = json.loads(text)
     except RecursionError:
@@ -168,16 +160,6 @@ def page_instead(content: bytes) -> Optional[str]:
     """`markup_instead` of a download by its start: what it is when a web page (a proxy's 502 or
     login page answered with 200) came instead of the JSON asked for; None for anything else."""
     return markup_instead(bytes(content[:512]).decode("utf-8-sig", "replace"))
-
-
-def _lone_surrogates_replaced(text: str) -> str:
-    """`text` with escaped lone surrogates ("\\udcff") replaced by U+FFFD.
-
-    Python writes them for undecodable bytes (surrogateescape); they load as strings that
-    cannot be encoded as UTF-8, so neither libyaml, the ids nor the sink could take them.
-    Escaped backslashes are matched too so that a literal "\\\\udcff" stays as it is.
-    """
-    return _ESCAPES.sub(lambda match: "\\ufffd" if len(match.group()) == 6 else match.group(), text)
 
 
 def _json_type_name(value: Any) -> str:

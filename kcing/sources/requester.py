@@ -19,6 +19,7 @@ from kcing.http import (BodyError, BodyReader, BodyTooLarge, BodyUndecodable, Re
                         parse_retry_after, resent_if_idle_closed, seconds_text, socks_unsupported)
 from kcing.urls import Origin, authority_problem, origin_allowed, origin_as_sent, origin_of, origin_text, redacted
 from kcing.netreason import connection_failure, got_no_answer
+from kcing.surrogates import lone_surrogates_replaced
 
 log = logging.getLogger(__name__)
 
@@ -331,9 +332,11 @@ def json_of(response: requests.Response):
     `response.json()` would decode a page labelled `text/plain` without a charset as ISO-8859-1
     (every letter beyond ASCII garbled), and refuse one starting with a byte order mark. A body
     nested deeper than the decoder goes (it recurses once per level: RecursionError) is as
-    unreadable as any other that is not JSON, and raises ValueError like it."""
+    unreadable as any other that is not JSON, and raises ValueError like it. Half a character
+    escaped ("\\udc80") is replaced too, as in upstream files (surrogates.py): kept, no document
+    made of the answer could be written out."""
     content = response.content
     try:
-        return json.loads(content.decode(json.detect_encoding(content), "replace"))
+        return json.loads(lone_surrogates_replaced(content.decode(json.detect_encoding(content), "replace")))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
