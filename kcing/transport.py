@@ -135,12 +135,14 @@ def proxy_basic_auth(user: str, password: str) -> str:
 
 
 class Answer:
-    """An answer whose body is still to be read: by BodyReader, from `raw`."""
+    """An answer whose body is still to be read: by BodyReader, from `raw`. `request_sent_whole`:
+    whether the server took every byte of the request's body before answering."""
 
-    __slots__ = ("raw",)
+    __slots__ = ("raw", "request_sent_whole")
 
-    def __init__(self, raw: urllib3.BaseHTTPResponse):
+    def __init__(self, raw: urllib3.BaseHTTPResponse, request_sent_whole: bool = True):
         self.raw = raw
+        self.request_sent_whole = request_sent_whole
 
     @property
     def status_code(self) -> int:
@@ -214,16 +216,17 @@ class Transport:
         headers.update(route.authorization)
         # Each wait for the input to take more of the batch is bounded like a wait for its answer.
         sending_starts(send_wait=timeout[1])
+        blocks = _SentBlocks(body)
         try:
             pool = route.manager.connection_from_host(route.host, route.port, route.scheme)
-            raw = pool.urlopen("POST", route.target, body=_blocks(body), headers=headers, retries=False,
+            raw = pool.urlopen("POST", route.target, body=blocks, headers=headers, retries=False,
                                redirect=False, assert_same_host=False, preload_content=False, decode_content=False,
                                timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]))
         except (HTTPError, OSError) as error:
             raise _failure(error, sent_on_kept_alive_connection()) from error
         finally:
             sending_ends()
-        return Answer(raw)
+        return Answer(raw, request_sent_whole=blocks.all_sent)
 
     def _route(self, url: str) -> _Route:
         try:
@@ -293,6 +296,22 @@ def _blocks(body: bytes):
     """`body` in blocks, sent one after the other (the Content-Length header frames them)."""
     view = memoryview(body)
     return [view[start:start + SEND_BLOCK] for start in range(0, len(body), SEND_BLOCK)] or [b""]
+
+
+class _SentBlocks:
+    """A body's blocks for urllib3 to send, knowing whether it sent them all. urllib3 reads the
+    answer of a server that stopped taking the body (it closed or reset the connection: a server
+    may answer a request it refuses, as a 413, without reading it), so an answer may come for a
+    body of which only a part went out."""
+
+    def __init__(self, body: bytes):
+        self._blocks = _blocks(body)
+        self.all_sent = False
+
+    def __iter__(self):
+        yield from self._blocks
+        # Asked for a block after the last one: every block went out whole.
+        self.all_sent = True
 
 
 def _failure(error: Exception, kept_alive: bool = False) -> Exception:

@@ -430,6 +430,30 @@ def test_an_input_that_stops_reading_the_batch_is_cut(timeout, deadline, failure
         assert time.monotonic() - started < 4
 
 
+def answer_ok_then_hang_up(sock) -> None:
+    """Read the request's head, answer `200 ok` at once and close on the body: what a stub, or
+    a proxy that answers for its backend, may do. The input behind it queued nothing."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        head += sock.recv(1)
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+
+
+def test_a_success_answered_before_the_input_took_the_whole_batch_acknowledges_nothing():
+    # urllib3 reads the answer of a server that closed the connection on the body it was sending:
+    # that "ok" came before most of the batch went out, and acknowledges none of it.
+    server = serve_connections(answer_ok_then_hang_up, "answering-first")
+    try:
+        url = "http://127.0.0.1:%d" % server.server_address[1]
+        sink = LogstashSink({"lava": [url]}, Transport(), RetryPolicy(attempts=1), 5.0,
+                            reader=BodyReader(deadline=60, max_bytes=1000))
+        with pytest.raises(SinkUnavailable, match=r"answered 200 before it had taken the whole batch"):
+            sink.send(large_batch())
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("socks") is not None, reason="PySocks is installed: SOCKS is usable")
 @pytest.mark.parametrize("password", ["secret", "sec@ret-part"], ids=["plain", "holding an @"])
 def test_a_socks_proxy_without_pysocks_is_a_configuration_error_naming_the_proxy(front, monkeypatch, password):

@@ -224,6 +224,11 @@ class LogstashSink:
         log.debug("POST %s [status:%s duration:%.3fs docs:%d bytes:%d]",
                   url, status, time.monotonic() - started, count, len(body))
         if 200 <= status < 300:
+            if not response.request_sent_whole:
+                # An input queues a batch's events once it has read the whole body (elk.md §1.2):
+                # a success for a batch it did not take whole (a proxy or stub that answers first,
+                # then drops the connection) acknowledges nothing, and the batch goes again.
+                return "%s answered %d before it had taken the whole batch" % (url, status), None
             if not acknowledges(status, answer):
                 # Not Logstash's answer: a web server or a proxy's page says nothing of the batch,
                 # and taking it as an acknowledgement would record as delivered what went nowhere.
