@@ -132,7 +132,7 @@ def make_sink(args: dict, settings, stop: Optional[Stop] = None):
     reader = BodyReader(settings.ES_POST_DEADLINE, MAX_ANSWER_BYTES, abandon=lambda: stop.urgent or stop.past_grace())
     return LogstashSink(logstash_routes(settings), transport,
                         RetryPolicy(attempts=settings.ES_MAX_RETRIES, base=settings.ES_RETRY_BACKOFF),
-                        settings.ES_TIMEOUT, sleep=stop.pause, settings=names, reader=reader)
+                        settings.ES_TIMEOUT, sleep=stop.pause, settings=names, reader=reader, stopping=stop.is_set)
 
 
 def logstash_routes(settings) -> dict:

@@ -631,6 +631,8 @@ def test_after_one_signal_a_batch_in_flight_gets_the_grace_period_to_be_answered
     assert process.returncode == 130, stderr
     assert GRACE_SECONDS - 1 < took < GRACE_SECONDS + 5, (took, stderr)  # not ES_TIMEOUT's 600 s
     assert "finishing the batch in flight (for up to %gs)" % GRACE_SECONDS in stderr and "Traceback" not in stderr
+    # No retry is started after a signal, and none is announced.
+    assert "retry 1 of" not in stderr and "not retried: the run is stopping" in stderr, stderr
     assert last_run(env, tmp_path)["outcome"] == "error 130"
     assert integrity(db) == "ok"
     assert not any(state == "delivered" for (kind, _), state in ledger_states(db).items() if kind == "lava")

@@ -76,7 +76,7 @@ class LogstashSink:
                  policy: RetryPolicy, timeout: float,
                  sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random,
                  settings: Optional[Mapping[str, str]] = None, reader: Optional[BodyReader] = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, stopping: Callable[[], bool] = lambda: False):
         self.routes = {route: list(urls) for route, urls in routes.items()}
         # Asked for each object the feed takes: named once, not re-read from the URLs each time.
         self._destinations = {route: logstash_destination(urls) for route, urls in self.routes.items()}
@@ -91,6 +91,7 @@ class LogstashSink:
         self._turn: Dict[str, int] = {route: 0 for route in routes}
         self._turn_lock = threading.Lock()  # batches are posted from more than one thread
         self.clock = clock
+        self.stopping = stopping  # whether the run is stopping (a signal): then nothing is retried
         self._failing: Dict[str, float] = {}  # input URL -> until when it is tried last
 
     # An object's documents are joined by commas, as they lie in a batch's JSON array.
@@ -121,6 +122,11 @@ class LogstashSink:
                 errors.append(error)
                 retry_after = wait if retry_after is None or (wait or 0) > retry_after else retry_after
             if attempt < self.policy.attempts:
+                if self.stopping():
+                    # No retry starts once the run is stopping (the next run sends the batch, under
+                    # the same ids), and none is announced.
+                    raise SinkUnavailable("%s batch of %d failed (%s), not retried: the run is stopping"
+                                          % (batch.route, len(batch), errors[-1]))
                 delay = self.policy.delay(attempt, retry_after, self.rand)
                 log.warning("%s batch of %d failed (%s); retry %d of %d in %.1fs",
                             batch.route, len(batch), errors[-1], attempt, self.policy.attempts - 1, delay)
