@@ -37,7 +37,12 @@ log = logging.getLogger(__name__)
 
 
 class PostTimeout(Exception):
-    """No connection, or no answer, within the timeout."""
+    """No connection, or no answer, within the timeout. `connecting`: no connection was made, a
+    wait bounded by the connect timeout, not the read timeout."""
+
+    def __init__(self, message: str, connecting: bool = False):
+        super().__init__(message)
+        self.connecting = connecting
 
 
 class CannotConnect(Exception):
@@ -322,8 +327,9 @@ def _failure(error: Exception, kept_alive: bool = False) -> Exception:
         return CannotConnect(error, kept_alive)
     if isinstance(error, ProtocolError) and any(isinstance(arg, TimeoutError) for arg in error.args):
         return PostTimeout(str(error))  # the input stopped taking the batch: connected, then no progress
-    if isinstance(error, ReadTimeoutError) or (isinstance(error, ConnectTimeoutError)
-                                               and not isinstance(error, NewConnectionError)):
+    if isinstance(error, ConnectTimeoutError) and not isinstance(error, NewConnectionError):
+        return PostTimeout(str(error), connecting=True)
+    if isinstance(error, ReadTimeoutError):
         return PostTimeout(str(error))
     if isinstance(error, (ProtocolError, NewConnectionError, ClosedPoolError, OSError)):
         return CannotConnect(error, kept_alive)

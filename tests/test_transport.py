@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import shutil
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -17,6 +18,7 @@ from kcing import __version__
 from kcing.errors import ConfigError, SinkUnavailable
 from kcing.http import BodyReader, RetryPolicy, new_session
 from kcing.ledger.models import DELIVERED
+from kcing.sinks import logstash as logstash_sink
 from kcing.sinks.batching import Batch
 from kcing.sinks.logstash import FAILING_INPUT_PAUSE, LogstashSink
 from kcing.transport import BadCaBundle, CannotConnect, Transport
@@ -325,6 +327,32 @@ def test_no_answer_within_the_timeout_is_a_timeout(front):
     with pytest.raises(SinkUnavailable, match=r"timed out after 0\.5s at %s\)" % front.url):
         sink_for(front.url, Transport(), timeout=0.5).send(batch())
     assert time.monotonic() - started < 3
+
+
+def test_no_connection_within_the_connect_timeout_is_named_so_not_as_es_timeout(monkeypatch):
+    # An input too busy to take connections: its accept queue is full and the SYN goes unanswered.
+    # That wait is bounded by the connect timeout (10 s at most, whatever ES_TIMEOUT is), and the
+    # message said "timed out after <ES_TIMEOUT>", which raising ES_TIMEOUT would not change.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(0)
+        queued = []
+        for _ in range(3):
+            waiting = socket.socket()
+            waiting.setblocking(False)
+            waiting.connect_ex(busy.getsockname())
+            queued.append(waiting)
+        url = "http://127.0.0.1:%d" % busy.getsockname()[1]
+        monkeypatch.setattr(logstash_sink, "CONNECT_TIMEOUT", 0.5)
+        sink = LogstashSink({"lava": [url]}, Transport(), RetryPolicy(attempts=1), 60.0, sleep=lambda _: None)
+        started = time.monotonic()
+        try:
+            with pytest.raises(SinkUnavailable, match=r"no connection to %s within 0\.5s\)" % url):
+                sink.send(batch())
+        finally:
+            for waiting in queued:
+                waiting.close()
+        assert time.monotonic() - started < 5
 
 
 def test_a_refused_connection_is_named_so():

@@ -155,6 +155,9 @@ class LogstashSink:
             return "cut short at %s: the run is stopping" % url
         if cut == "deadline":
             return "answer from %s not complete within %s" % (url, seconds_text(self.reader.deadline))
+        if isinstance(error, PostTimeout) and error.connecting:
+            # Named apart: the wait was the connect timeout's, which ES_TIMEOUT caps but does not set.
+            return "no connection to %s within %s" % (url, seconds_text(self.timeout[0]))
         if isinstance(error, PostTimeout):
             return "timed out after %s at %s" % (seconds_text(self.timeout[1]), url)
         if isinstance(error, BodyError):
