@@ -574,7 +574,8 @@ SPECS: Mapping[str, Spec] = {
                              "Elasticsearch); each next one doubles, up to 30 s or this value if larger (each drawn "
                              "between half of it and all of it)"),
     "ES_TIMEOUT": Spec(60.0, _number(0.1, MAX_REQUEST_SECONDS),
-                       "seconds each wait for Logstash may take, to take more of a batch or to answer it"),
+                       "seconds each wait for Logstash may take, to take more of a batch or to answer it (to "
+                       "accept a connection, 10 at most)"),
     "ES_POST_DEADLINE": Spec(120.0, _number(0.1, MAX_SECONDS), "seconds Logstash may take in all to take a batch and "
                              "answer it, from sending it (ES_TIMEOUT bounds each wait); then the batch is retried"),
     "LS_PIPELINE_BATCH_SIZE": Spec(500, _integer(1, 100_000), "documents per POST (and Logstash batch size)"),
