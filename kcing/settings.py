@@ -530,7 +530,8 @@ SPECS: Mapping[str, Spec] = {
     "KCING_WORKERS": Spec("auto", _workers, "processes building documents while feeding; auto means one per usable "
                           "core; 1 builds them in the feed's own process but for a file of 4 MiB or more, "
                           "0 every file"),
-    "KCI_TIMEOUT": Spec(60.0, _number(0.1, MAX_REQUEST_SECONDS), "seconds to wait for an upstream response"),
+    "KCI_TIMEOUT": Spec(60.0, _number(0.1, MAX_REQUEST_SECONDS),
+                        "seconds to wait for an upstream response (for a connection, 10 at most)"),
     "KCI_MAX_RETRIES": Spec(3, _integer(1, MAX_ATTEMPTS), "attempts per upstream request"),
     "KCI_RETRY_BACKOFF": Spec(1.0, _number(0, MAX_REQUEST_SECONDS),
                               "seconds of the first upstream retry wait; each next one doubles, up to 30 s or this "

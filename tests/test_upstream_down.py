@@ -8,12 +8,14 @@ front that hangs up on every request while the host is "down".
 """
 from __future__ import annotations
 
+import socket
 import threading
 
 import pytest
 
 from kcing.errors import ObjectTooSlow, UpstreamError
 from kcing.http import BodyReader, RetryPolicy, new_session
+from kcing.sources import requester as requester_module
 from kcing.sources.requester import Requester
 from kcing.urls import origin_of
 from tests.fakes.rogue_http import RogueFront, answer, cut_short, redirect, trickle
@@ -252,6 +254,33 @@ def test_a_host_silent_past_the_download_deadline_is_given_up_like_one_that_time
                                                 "within 0.3s\\)"):
             requester.get(front.url + "/silent/3")
         assert len(front.requests) == 2
+
+
+def test_a_host_that_takes_no_connection_is_said_to_time_out_connecting_not_after_kci_timeout(monkeypatch):
+    """A host that drops connections (a firewall's DROP, an accept queue full) costs each attempt
+    the connect timeout, 10 s at most, whatever KCI_TIMEOUT is: the message named KCI_TIMEOUT's
+    wait ("timed out after 1m"), which no attempt waited."""
+    monkeypatch.setattr(requester_module, "CONNECT_TIMEOUT", 0.5)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(0)
+        queued = []
+        for _ in range(3):  # fill the accept queue: the next SYN goes unanswered
+            waiting = socket.socket()
+            waiting.setblocking(False)
+            waiting.connect_ex(busy.getsockname())
+            queued.append(waiting)
+        url = "http://127.0.0.1:%d" % busy.getsockname()[1]
+        requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 60, give_up_after=1,
+                              allowed_origins=frozenset({origin_of(url)}))
+        try:
+            with pytest.raises(UpstreamError, match=r"failed once \(last: no connection within 0\.5s\)"):
+                requester.get(url + "/build.json")
+            with pytest.raises(UpstreamError, match=r"not sent: .*\(last: no connection within 0\.5s\)"):
+                requester.get(url + "/boot.json")
+        finally:
+            for waiting in queued:
+                waiting.close()
 
 
 def test_a_limit_of_one_says_one_request(two_hosts):

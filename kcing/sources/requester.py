@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 ORIGIN_SETTINGS = "KCI_HOST, KCI_STORAGE_URL, KCI_API_URL, KCI_API_STORAGE_URL or KCI_ARTIFACT_ORIGINS"
 
 
+# Seconds a connection to upstream may take at most (KCI_TIMEOUT when shorter).
+CONNECT_TIMEOUT = 10.0
+
+
 class Requester:
     """Wraps one pooled session; every call has a (connect, read) timeout, and every body an
     overall deadline and a size limit (`reader`).
@@ -55,7 +59,7 @@ class Requester:
         self.given_up = _GivenUp(give_up_after)
         self.session = session
         self.policy = policy
-        self.timeout = (min(10.0, timeout), timeout)
+        self.timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
         self.sleep = sleep
         self.rand = rand
         self.reader = reader or BodyReader(deadline=300.0, max_bytes=100_000_000)
@@ -214,6 +218,10 @@ class Requester:
     def _failure(self, url: str, error: Exception) -> str:
         """What went wrong in an attempt that another may mend; a certificate nobody trusts is
         a configuration error instead."""
+        if isinstance(error, requests.ConnectTimeout):
+            # Named apart: that wait was the connect timeout's, which KCI_TIMEOUT caps but does not set
+            # (a host behind a firewall that drops packets: 10 s an attempt, whatever KCI_TIMEOUT is).
+            return "no connection within %s" % seconds_text(self.timeout[0])
         if isinstance(error, requests.Timeout):
             return "timed out after %s" % seconds_text(self.timeout[1])
         if isinstance(error, BodyError):
