@@ -141,7 +141,8 @@ def proxy_basic_auth(user: str, password: str) -> str:
 
 class Answer:
     """An answer whose body is still to be read: by BodyReader, from `raw`. `request_sent_whole`:
-    whether the server took every byte of the request's body before answering."""
+    whether the connection took every byte of the request's body (into the socket's buffers, at
+    least) before the answer was read."""
 
     __slots__ = ("raw", "request_sent_whole")
 
