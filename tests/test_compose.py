@@ -319,6 +319,28 @@ def test_a_start_without_the_network_runs_with_what_an_earlier_start_installed(c
         assert es.templates if name == "kcing-setup-es" else kibana.store
 
 
+@pytest.mark.parametrize("name", sorted(SETUP_SERVICES))
+def test_the_setup_services_read_no_local_settings_of_the_checkout(compose, tmp_path, name):
+    # A local_settings.py in the checkout configures the kcing run on the host, from the checkout
+    # (the quick start's feed_es), and is copied with it: its paths and space are the host's. Read
+    # in the container, a CA bundle only the host has stopped setup_es (exit 2), and with it
+    # Logstash, which waits for it; a space of another Kibana stopped setup_kbn.
+    from tests.fakes.elastic_server import ElasticsearchEmulator
+    from tests.fakes.kibana_server import KibanaEmulator
+
+    mount = tmp_path / "mount"
+    shutil.copytree(REPO, mount, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*.egg-info", "build", "backups", "tests", "bench", "samples", "docs"))
+    (mount / "local_settings.py").write_text(
+        'ES_CA_BUNDLE = "%s"\nKB_CA_BUNDLE = "%s"\nKB_SPACE = "production"\n'
+        % (tmp_path / "host-only" / "ca.pem", tmp_path / "host-only" / "ca.pem"), encoding="utf-8")
+    with ElasticsearchEmulator() as es, KibanaEmulator() as kibana:
+        result = _run_setup_script(compose, name, mount, tmp_path / "copy", es.url, kibana.url)
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        assert es.templates if name == "kcing-setup-es" else kibana.store
+    assert (mount / "local_settings.py").exists()  # the checkout's own file is left alone
+
+
 # --- the README's quick start ----------------------------------------------------------------------
 
 
