@@ -24,7 +24,7 @@ from kcing.files import make_directories, remove_partial_files, write_atomically
 from kcing.progress import Progress, eta_text
 from kcing.records import JOB, KBUILD, OBJECT_KINDS, UpstreamObject
 from kcing.sources import completed
-from kcing.sources.localfiles import (MANIFEST, MANIFEST_FORMAT, SAFE_ID, read_bounded, read_manifest,
+from kcing.sources.localfiles import (MANIFEST, MANIFEST_FORMAT, SAFE_ID, file_inside, read_bounded, read_manifest,
                                      sample_read_limit)
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,11 @@ class SamplesWriter:
         if entry["path"] != path.relative_to(self.root.resolve()).as_posix():
             # An entry edited to name another file (a FIFO there would block the run, a device
             # never end): the object is saved again where gen_samples keeps it.
+            return False
+        if file_inside(self.root, entry["path"]) is None:
+            # A link there leading outside the directory (a file moved to another disk and
+            # linked back): the replay refuses to follow it, so the object is saved again, the
+            # link replaced by the file.
             return False
         try:
             # As a replay reads it: a regular file, of at most the size a download may have or

@@ -207,6 +207,31 @@ def test_gen_samples_replaces_a_symlink_at_a_sample_s_name_and_never_writes_thro
     assert "0 saved, %d already present" % len(entries) in third.stdout
 
 
+def test_gen_samples_saves_again_a_sample_linked_to_a_file_outside_the_directory_which_a_replay_refuses(
+        legacy_replica, logstash, tmp_path):
+    """A sample moved elsewhere and linked back (to another disk, to share it): the replay never
+    follows a link out of the samples directory, so gen_samples must not take it as present,
+    which would leave it refused by every replay; it saves the file in the link's place."""
+    samples = tmp_path / "saved"
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+    assert kcing(["gen_samples"], env, tmp_path).returncode == 0
+    entries = json.loads((samples / "manifest.json").read_text())["objects"]
+    moved = next(entry for entry in entries if entry["kind"] == "build")
+    elsewhere = tmp_path / "elsewhere.json"
+    (samples / moved["path"]).rename(elsewhere)
+    (samples / moved["path"]).symlink_to(elsewhere)
+
+    again = kcing(["gen_samples"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "1 saved, %d already present" % (len(entries) - 1) in again.stdout
+    assert not (samples / moved["path"]).is_symlink()
+    assert (samples / moved["path"]).read_bytes() == elsewhere.read_bytes()
+    replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(tmp_path / "out")],
+                   env, tmp_path)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert "delivered %d, rejected 0" % len(entries) in replay.stdout
+
+
 def test_hostile_upstream_names_are_refused_not_written(legacy_replica, logstash, tmp_path):
     today = legacy_replica.frontend.today
     build = build_item("next", "next-x", "arm64", "defconfig", at(today, 0, 1))

@@ -74,7 +74,7 @@ class SamplesDir:
             problem, kind = "unknown kind %s" % shown(kind), "unknown"
         if not isinstance(upstream_id, str) or not SAFE_ID.match(upstream_id):
             problem, upstream_id = problem or "invalid upstream_id %s" % shown(upstream_id), "entry-%d" % number
-        path = self._inside_root(entry.get("path"))
+        path = file_inside(self.root, entry.get("path"))
         if path is None:
             problem = problem or "path %s is not a file inside %s" % (shown(entry.get("path")), self.root)
         sha256 = entry.get("sha256")
@@ -93,28 +93,6 @@ class SamplesDir:
             # documents with the same ids, and the newer must reach Logstash after the older.
             facts["node_id"] = upstream_id.split(".", 1)[0]
         return UpstreamObject(self.name, kind, upstream_id, str(path or ""), created, facts, problem=problem)
-
-    def _inside_root(self, relative) -> Path:
-        """Return the file `relative` names only if it stays inside the samples directory."""
-        if not isinstance(relative, str) or not relative or "\x00" in relative:
-            return None
-        try:
-            root = self.root.resolve()
-            candidate = (root / relative).resolve()
-        except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
-            return None
-        if root not in candidate.parents:
-            return None
-        try:
-            looped = candidate.is_symlink()
-        except OSError:  # a name too long for the system: reading the file says so, for that entry alone
-            return candidate
-        if looped:
-            # A symlink loop: from Python 3.13 resolve() stops at it without an error, and a
-            # resolved path is otherwise never a link.
-            return None
-        return candidate
-
 
 class SavedSamples:
     """The sample files the ledger names, for `reconcile --resend`.
@@ -199,6 +177,30 @@ def gunzipped(path: str, content: bytes, max_bytes: int) -> bytes:
         return gunzip(content, max_bytes)
     except ValueError as error:
         raise RejectedInput(gzip_problem(path, error)) from None
+
+
+def file_inside(root: Path, relative) -> Optional[Path]:
+    """The file the manifest path `relative` names, with every symbolic link on the way
+    followed, when it stays inside the samples directory `root`; None when it leaves it (`..`,
+    an absolute path, or a link leading outside) or names nothing a path can."""
+    if not isinstance(relative, str) or not relative or "\x00" in relative:
+        return None
+    try:
+        resolved_root = root.resolve()
+        candidate = (resolved_root / relative).resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        return None
+    if resolved_root not in candidate.parents:
+        return None
+    try:
+        looped = candidate.is_symlink()
+    except OSError:  # a name too long for the system: reading the file says so, for that entry alone
+        return candidate
+    if looped:
+        # A symlink loop: from Python 3.13 resolve() stops at it without an error, and a
+        # resolved path is otherwise never a link.
+        return None
+    return candidate
 
 
 def sample_read_limit(max_bytes: int, facts: dict) -> int:
