@@ -102,7 +102,9 @@ def make_directories(path: Path) -> None:
             if not directory.is_dir():  # made meanwhile, but not as a directory
                 raise
     if not Path(path).is_dir():
-        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
+        # Said with the name of what is in the way: mkdir's "File exists", about a file kcing
+        # was about to write inside it, said nothing of what to fix.
+        raise NotADirectoryError(errno.ENOTDIR, "%s is not a directory" % path, str(path))
 
 
 class NotRegularFile(OSError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -64,6 +65,8 @@ def create_samples_dir(root: str) -> None:
     try:
         make_directories(Path(root))
     except OSError as error:
+        if os.path.lexists(root):  # a file there, or a link to none
+            raise ConfigError("samples directory %s is not a directory: name a directory for the samples" % root) from None
         raise ConfigError("cannot create samples directory %s: %s" % (root, error.strerror)) from None
 
 

@@ -232,6 +232,29 @@ def test_gen_samples_saves_again_a_sample_linked_to_a_file_outside_the_directory
     assert "delivered %d, rejected 0" % len(entries) in replay.stdout
 
 
+def test_a_file_where_gen_samples_needs_a_directory_is_named_not_called_a_file_that_exists(legacy_replica, logstash,
+                                                                                          tmp_path):
+    # mkdir's "File exists", said of the sample to write or of the samples directory, named
+    # neither what was in the way nor what to do about it.
+    samples = tmp_path / "saved"
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+    samples.write_text("")
+    refused = kcing(["gen_samples"], env, tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "kcing gen_samples: samples directory %s is not a directory: name a directory for the samples" % samples)
+
+    samples.unlink()
+    samples.mkdir()
+    (samples / "build").write_text("")
+    refused = kcing(["gen_samples"], env, tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"kcing gen_samples: cannot write %s/[0-9a-f]{24}\.json: %s is not a directory"
+                        % (re.escape(str(samples / "build")), re.escape(str(samples / "build"))), last), last
+    assert (samples / "build").read_text() == ""
+
+
 def test_hostile_upstream_names_are_refused_not_written(legacy_replica, logstash, tmp_path):
     today = legacy_replica.frontend.today
     build = build_item("next", "next-x", "arm64", "defconfig", at(today, 0, 1))
