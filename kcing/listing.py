@@ -14,12 +14,16 @@ from kcing import keptdays
 from kcing.errors import UpstreamError
 
 from kcing.ledger.ledger import Ledger
-from kcing.records import UpstreamObject
+from kcing.records import BOOT, BUILD, UpstreamObject
 from kcing.sources import completed
 
 log = logging.getLogger(__name__)
 
 LOOKUP_CHUNK = 500
+# The sources whose objects' dates a user gives (`--date`, a samples manifest's `date`).
+LOCAL_SOURCES = ("files", "samples")
+# The kinds whose files carry no date of their own: the listing's date names their index.
+LISTING_DATED_KINDS = (BUILD, BOOT)
 
 
 class Listing:
@@ -134,6 +138,7 @@ class Listing:
                 delivered |= {(kind, upstream_id) for upstream_id in self.ledger.delivered_ids(self.source.name, kind, ids,
                                                                                                self.destination(kind))}
             delivered -= self._changed_since_delivered(usable, delivered)
+            self._warn_of_other_dates(usable, delivered)
             undelivered = [obj for obj in usable if (obj.kind, obj.upstream_id) not in delivered]
             self.summary.skipped += len(usable) - len(undelivered)
             self.waiting = len(undelivered)
@@ -169,6 +174,28 @@ class Listing:
                              obj.kind, obj.upstream_id, was[:12], obj.facts["content_sha256"][:12])
                     changed.add((obj.kind, obj.upstream_id))
         return changed
+
+    def _warn_of_other_dates(self, objects: List[UpstreamObject], delivered: Set[tuple]) -> None:
+        """Say so of those delivered `objects` dated now by another day than they were delivered
+        with: a file given again with another `--date`, a sample whose manifest date was edited.
+        The day names the index of a build or boot report, whose file carries no date of its
+        own; skipped as delivered, it stays in the index it went to, and the run must not let a
+        user take the new date as applied. Only for local files and samples: a crawled object's
+        listing date is upstream's, the same at every listing."""
+        if self.source.name not in LOCAL_SOURCES:
+            return
+        dated = [obj for obj in objects if obj.kind in LISTING_DATED_KINDS and obj.created is not None
+                 and (obj.kind, obj.upstream_id) in delivered]
+        for kind in {obj.kind for obj in dated}:
+            of_kind = [obj for obj in dated if obj.kind == kind]
+            dates = self.ledger.delivered_dates(self.source.name, kind, [obj.upstream_id for obj in of_kind],
+                                                self.destination(kind))
+            for obj in of_kind:
+                was = dates.get(obj.upstream_id)
+                now = obj.created.astimezone(timezone.utc).date()
+                if was is not None and was.date() != now:
+                    log.warning("%s was delivered dated %s, not %s: skipped as delivered, its documents stay in "
+                                "the indices of %s", obj.label, was.date(), now, was.date())
 
     def _end(self, failure: Optional[UpstreamError]) -> None:
         if failure is None:

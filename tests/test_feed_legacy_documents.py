@@ -271,6 +271,25 @@ def test_a_local_build_lands_where_the_samples_feed_put_it_whatever_its_mtime(lo
     assert set(logstash.store) == {(from_samples.index, from_samples.doc_id)}
 
 
+def test_a_local_build_given_again_with_another_date_is_said_to_stay_where_it_was_delivered(logstash, tmp_path):
+    # A wrong --date put right: the file is delivered already, so the run skips it, and said
+    # only "skipped 1 (already delivered)", as if its documents now were in the new day's index.
+    sample = sample_build()
+    env = local_environ(logstash, tmp_path)
+    first = kcing(["feed_es", "--builds", str(sample.path), "--date", "2021-11-04"], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = kcing(["feed_es", "-q", "--builds", str(sample.path), "--date", "2020-11-04"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert {index for index, _ in logstash.store} == {"build-2021.11.04"}
+    warnings = [line for line in again.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, again.stderr
+    assert warnings[0].endswith("was delivered dated 2021-11-04, not 2020-11-04: skipped as delivered, its documents "
+                                "stay in the indices of 2021-11-04")
+    # The same day, at another time of it, is the same index: nothing to say.
+    same_day = kcing(["feed_es", "-q", "--builds", str(sample.path), "--date", "2021-11-04 23:00"], env, tmp_path)
+    assert same_day.returncode == 0 and "WARNING" not in same_day.stderr, same_day.stderr
+
+
 def test_a_local_bmeta_json_is_the_same_build_document_as_its_build_json(logstash, tmp_path):
     item = build_item("next", "next-20210503", "arm64", "defconfig", at(TODAY, 0, 9))
     (tmp_path / "build.json").write_bytes(build_json(item))

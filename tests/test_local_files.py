@@ -565,6 +565,24 @@ def test_a_sample_changed_on_purpose_since_it_was_delivered_is_delivered_again_a
     assert "skipped 11 (already delivered), downloaded 0" in third.stdout
 
 
+def test_a_delivered_sample_whose_manifest_date_was_edited_is_said_to_stay_in_its_day_s_index(tmp_path):
+    samples = tmp_path / "samples"
+    shutil.copytree(str(SAMPLES), str(samples))
+    output, db = tmp_path / "out", tmp_path / "kcing.db"
+    assert replay_into(samples, output, db, tmp_path).returncode == 0
+    manifest = json.loads((samples / "manifest.json").read_text())
+    entry = next(entry for entry in manifest["objects"] if entry["kind"] == "build")
+    delivered_day = entry["date"][:10]
+    entry["date"] = "2019-01-02T03:04:05Z"
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+
+    again = replay_into(samples, output, db, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "skipped 11 (already delivered)" in again.stdout
+    assert ("build %s was delivered dated %s, not 2019-01-02: skipped as delivered, its documents stay in the "
+            "indices of %s" % (entry["upstream_id"], delivered_day, delivered_day)) in again.stderr
+
+
 def test_gen_samples_keeps_a_sample_edited_on_purpose_whose_sha256_is_recorded_in_capitals(legacy_replica, logstash,
                                                                                           tmp_path):
     """A sha256 written in capitals (as PowerShell's Get-FileHash prints it) is the same hash: the

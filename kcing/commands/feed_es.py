@@ -89,7 +89,8 @@ Options:
                        bmeta.json, boot-<board>.json): it names their index, as the listing
                        date does when crawling, so a day from 1970 to 9998, read as --since
                        is. Files without a date are refused without it; a LAVA file's own
-                       dates win over it.
+                       dates win over it; a file already delivered keeps the day it was
+                       delivered with (the run warns so).
                        Never the files' modification time.
   --db=FILE            Ledger database (setting KCING_DB, default kcing.db).
   -d --debug           Log debug messages (every request, every retry decision).

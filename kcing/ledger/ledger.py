@@ -283,6 +283,21 @@ class Ledger:
             found.update(cursor.fetchall())
         return found
 
+    def delivered_dates(self, source: str, kind: str, upstream_ids: Iterable[str],
+                        destination: str = "") -> Dict[str, Optional[datetime]]:
+        """{upstream id: the date (naive UTC) it was delivered with, None where it had none} for
+        those of `upstream_ids` delivered for (source, kind) to `destination`."""
+        ids = sorted(set(upstream_ids))
+        found: Dict[str, Optional[datetime]] = {}
+        for start in range(0, len(ids), LOOKUP_CHUNK):
+            chunk = ids[start:start + LOOKUP_CHUNK]
+            cursor = self.db.execute_sql(
+                "SELECT upstream_id, object_date FROM upstream_file WHERE source = ? AND kind = ? "
+                "AND destination = ? AND state = ? AND upstream_id IN (%s)" % ",".join("?" * len(chunk)),
+                [source, kind, destination, DELIVERED, *chunk])
+            found.update((upstream_id, _column_time(when)) for upstream_id, when in cursor.fetchall())
+        return found
+
     def settled_ids(self, source: str, kind: str, upstream_ids: Iterable[str], destination: str = "") -> Set[str]:
         """Return those of `upstream_ids` delivered or rejected: nothing more will come of them
         until upstream changes them (a changed KernelCI API node is a new upstream id)."""
