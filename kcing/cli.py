@@ -195,6 +195,14 @@ MAY_BE_EMPTY = frozenset(("--space",))
 PATH_OPTIONS = frozenset(("--output", "--metrics", "--kibana-dir", "--log-file"))
 
 
+# What an option that goes with one way of running a command only is for, said when it is given
+# with another: `feed_es --source samples --date DAY` dates nothing, a manifest dates its samples.
+ONLY_WITH = {
+    "--date": "--date dates the files of --builds, --lavas or --boots only (a crawl's objects take upstream's "
+              "listing date, samples their manifest's)",
+}
+
+
 def _fits(name: str, usage: str, argv: List[str]) -> Optional[dict]:
     try:
         return dict(docopt(usage, argv=[name, *argv], default_help=False))
@@ -225,7 +233,8 @@ def _mismatch(name: str, usage: str, argv: List[str]) -> str:
                                                        ("--builds", "--lavas", "--boots"))
     for flag in flags:
         if _fits(name, usage, [token for group in groups if group is not flag for token in group]) is not None:
-            return "%s does not go with the other arguments given" % flag[0].split("=")[0]
+            option = flag[0].split("=")[0]
+            return ONLY_WITH.get(option, "%s does not go with the other arguments given" % option)
     extra = [group[0] for group in groups if not group[0].startswith("-")]
     if extra:
         return "unexpected argument %r" % extra[0]

@@ -290,6 +290,10 @@ def test_global_options_given_more_say_what_they_take(argv, message, tmp_path):
     (["feed_es", "--days", "1", "--how-many", "2"],
      "kcing feed_es: --days and --how-many do not go together (see kcing feed_es --help)"),
     (["feed_es", "--lavas"], "kcing feed_es: --lavas needs at least one file (see kcing feed_es --help)"),
+    # "--date does not go with the other arguments given" left a user guessing which of them.
+    (["feed_es", "--source", "samples", "--date", "2020-11-04"],
+     "kcing feed_es: --date dates the files of --builds, --lavas or --boots only (a crawl's objects take upstream's "
+     "listing date, samples their manifest's) (see kcing feed_es --help)"),
     (["feed_es", "--dry-run=yes"], "kcing feed_es: --dry-run takes no value (see kcing feed_es --help)"),
     (["status", "--json", "--json"], "kcing status: --json given twice (see kcing status --help)"),
     (["drp", "extra"], "kcing drp: unexpected argument 'extra' (see kcing drp --help)"),
