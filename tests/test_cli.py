@@ -1025,6 +1025,8 @@ def test_local_files_refused_or_given_twice_are_named_by_their_file_not_only_by_
     assert "problem: build 'odd\\nname.json' (sha256 " in fed.stdout  # one line, the name quoted
     assert "build copy.json (sha256 %s) is listed again in the files given" % hashlib.sha256(
         build.read_bytes()).hexdigest()[:12] in fed.stderr
+    # and which of the files given it repeats
+    assert "(%s, the same as %s); it is delivered once" % (tmp_path / "copy.json", build.resolve()) in fed.stderr
     assert "delivered 1, rejected 2, failed 0" in fed.stdout
 
 

@@ -235,15 +235,22 @@ def sample_mismatch(path: str, content: bytes, saved_sha256: Optional[str]) -> O
 def listed_once(objects: Iterator[UpstreamObject], where: str) -> Iterator[UpstreamObject]:
     """`objects` without the repeats of one already listed (a manifest entry given twice, the
     same content in two files): the feed delivers and records each object once per run."""
-    seen = set()
+    first_listed = {}  # (kind, upstream id) -> the object listed first
     for obj in objects:
         key = (obj.kind, obj.upstream_id)
-        if not obj.problem and key in seen:
-            log.warning("%s is listed again in %s (%s); it is delivered once", obj.label, where, obj.url)
+        if not obj.problem and key in first_listed:
+            # Named with the one listed first: "copy.json is listed again" said nothing of which
+            # other file, of the ten given, it repeats.
+            log.warning("%s is listed again in %s (%s, the same as %s); it is delivered once",
+                        obj.label, where, _one_line(obj.url), _one_line(first_listed[key].url))
             continue
         if not obj.problem:
-            seen.add(key)
+            first_listed[key] = obj
         yield obj
+
+
+def _one_line(name: str) -> str:
+    return name if name.isprintable() else repr(name)
 
 
 def read_manifest(path: Path):
