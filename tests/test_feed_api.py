@@ -1043,6 +1043,33 @@ def test_a_samples_replay_of_two_versions_of_a_node_leaves_the_newer_in_elastics
     assert document["kernelci_api"]["updated"].startswith(changed["updated"][:23])
 
 
+def test_a_samples_replay_of_a_manifest_listing_a_node_s_newer_version_first_leaves_the_newer(env, tmp_path,
+                                                                                              api_replica, logstash):
+    # A manifest edited or merged by hand: replayed in its order, the older version went last,
+    # and Elasticsearch kept it.
+    samples = tmp_path / "saved"
+    saving = dict(env, KCI_SAMPLES_DIR=str(samples))
+    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
+    test = next(node for node in listed_nodes(api_replica) if node["kind"] == "test")
+    changed = api_replica.corpus.update(test["id"], result="pass" if test["result"] == "fail" else "fail")
+    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
+    manifest = json.loads((samples / "manifest.json").read_text())
+    versions = [entry for entry in manifest["objects"] if entry["upstream_id"].startswith(test["id"] + ".")]
+    assert len(versions) == 2
+    others = [entry for entry in manifest["objects"] if entry not in versions]
+    manifest["objects"] = [versions[1], *others, versions[0]]  # the newer first, the older last
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    output = tmp_path / "out"
+    replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(output)],
+                   env, tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    lines = (output / "test.ndjson").read_text().splitlines()
+    written = [json.loads(document) for document in lines[1::2]]
+    last = [document for document in written if document["kernelci_api"]["node_id"] == test["id"]][-1]
+    assert last["result"] == changed["result"]
+    assert last["kernelci_api"]["updated"].startswith(changed["updated"][:23])
+
+
 def test_status_shows_the_watermark(env, tmp_path, db):
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
     text = kcing(["status"], env, tmp_path)

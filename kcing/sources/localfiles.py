@@ -9,7 +9,7 @@ import re
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from dateutil import parser as dateparser
 
@@ -49,8 +49,8 @@ class SamplesDir:
             raise ConfigError("%s has no \"objects\" list" % manifest)
 
     def list_objects(self) -> Iterator[UpstreamObject]:
-        return listed_once((self._object_from(number, entry)
-                            for number, entry in enumerate(self.manifest["objects"], 1)), MANIFEST)
+        objects = [self._object_from(number, entry) for number, entry in enumerate(self.manifest["objects"], 1)]
+        return listed_once(iter(oldest_versions_first(objects)), MANIFEST)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
         content = read_bounded(Path(obj.url), sample_read_limit(self.max_bytes, obj.facts))
@@ -230,6 +230,23 @@ def sample_mismatch(path: str, content: bytes, saved_sha256: Optional[str]) -> O
     return ("%s is not the file its manifest entry describes (sha256 %s, the file's %s): it changed since it "
             "was saved; put the saved file back (gen_samples saves it again) or, for an edit on purpose, record "
             "its new sha256 and size in the manifest" % (path, saved_sha256[:12], now[:12]))
+
+
+def oldest_versions_first(objects: List[UpstreamObject]) -> List[UpstreamObject]:
+    """`objects` in their order, but for the versions of one KernelCI API node, which take the
+    places the node's versions hold in it oldest first (`<node id>.<updated>`: the ids sort as
+    the times do). Their documents have the same ids: the one delivered last is the one
+    Elasticsearch keeps, and a manifest edited or merged by hand may list a newer version first."""
+    places: Dict[tuple, List[int]] = {}
+    for place, obj in enumerate(objects):
+        if not obj.problem and obj.kind in NODE_KINDS:
+            places.setdefault(obj.lineage, []).append(place)
+    ordered = list(objects)
+    for held in places.values():
+        if len(held) > 1:
+            for place, obj in zip(held, sorted((objects[place] for place in held), key=lambda obj: obj.upstream_id)):
+                ordered[place] = obj
+    return ordered
 
 
 def listed_once(objects: Iterator[UpstreamObject], where: str) -> Iterator[UpstreamObject]:
