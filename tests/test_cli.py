@@ -1041,6 +1041,8 @@ def test_a_samples_file_that_is_a_symlink_loop_is_rejected_and_the_others_delive
                 samples_environ(tmp_path), tmp_path)
     assert fed.returncode == 1, fed.stderr
     assert "rejected build %s: path %r is not a file inside" % (first["upstream_id"], first["path"]) in fed.stderr
+    # The path names a file the user sees there: the reason says what keeps the replay from it.
+    assert "%s: a symbolic link on the way leads out of it, or round in a loop" % samples in fed.stderr
     assert "delivered 10, rejected 1, failed 0" in fed.stdout
 
 

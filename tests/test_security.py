@@ -594,6 +594,7 @@ def test_a_samples_manifest_cannot_make_the_feed_read_outside_its_directory(tmp_
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout.count("is not a file inside") == len(hostile_paths), result.stdout
+    assert result.stdout.count("a symbolic link on the way leads out of it") == 1, result.stdout  # build/link.json
     written = "".join(path.read_text() for path in out.glob("*.ndjson"))
     assert written and "outside-the-samples-directory" not in written
     states = ledger_states(tmp_path / "kcing.db")

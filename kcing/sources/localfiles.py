@@ -76,7 +76,8 @@ class SamplesDir:
             problem, upstream_id = problem or "invalid upstream_id %s" % shown(upstream_id), "entry-%d" % number
         path = file_inside(self.root, entry.get("path"))
         if path is None:
-            problem = problem or "path %s is not a file inside %s" % (shown(entry.get("path")), self.root)
+            problem = problem or "path %s is not a file inside %s%s" % (shown(entry.get("path")), self.root,
+                                                                          _why_outside(entry.get("path")))
         sha256 = entry.get("sha256")
         if sha256 is not None and not (isinstance(sha256, str) and SHA256_HEX.match(sha256)):
             problem = problem or "sha256 %s is not 64 hex digits" % json.dumps(sha256)[:80]
@@ -201,6 +202,19 @@ def file_inside(root: Path, relative) -> Optional[Path]:
         # resolved path is otherwise never a link.
         return None
     return candidate
+
+
+def _why_outside(relative) -> str:
+    """What to add to "path X is not a file inside DIR" for a manifest path that names a place
+    inside the directory (`build/<id>.json`, which a user sees there): a symbolic link on the way
+    leads out, or round in a loop."""
+    if not isinstance(relative, str) or not relative or "\x00" in relative or os.path.isabs(relative):
+        return ""
+    lexical = os.path.normpath(relative)
+    if lexical == os.curdir or lexical == os.pardir or lexical.startswith(os.pardir + os.sep):
+        return ""
+    return (": a symbolic link on the way leads out of it, or round in a loop, and a replay follows neither "
+            "(gen_samples saves a sample's file in its place)")
 
 
 def sample_read_limit(max_bytes: int, facts: dict) -> int:
