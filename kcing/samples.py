@@ -140,7 +140,16 @@ class SamplesWriter:
             return False
         # Hex digits in either case, as the replay reads them (a hash recorded by hand in
         # capitals, as PowerShell's Get-FileHash prints it, is the same hash).
-        return hashlib.sha256(content).hexdigest() == entry["sha256"].lower()
+        now = hashlib.sha256(content).hexdigest()
+        if now == entry["sha256"].lower():
+            return True
+        if content:
+            # Edited by hand, its manifest entry left as it was, or corrupted: the file upstream
+            # serves replaces it. Said, so that an edit is not lost unawares.
+            log.warning("%s %s: %s is not the file its manifest entry describes (sha256 %s, the file's %s); it is "
+                        "replaced by upstream's (to keep an edit, record its sha256 and size in the manifest first)",
+                        obj.kind, obj.upstream_id, path, entry["sha256"][:12], now[:12])
+        return False
 
     def add(self, obj: UpstreamObject, content: bytes) -> None:
         path = sample_path(self.root, obj.kind, obj.upstream_id)

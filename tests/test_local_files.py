@@ -605,6 +605,29 @@ def test_gen_samples_keeps_a_sample_edited_on_purpose_whose_sha256_is_recorded_i
     assert "added by hand" in (tmp_path / "out" / "build.ndjson").read_text()
 
 
+def test_gen_samples_says_so_when_it_replaces_a_sample_edited_without_its_manifest_entry(legacy_replica, logstash,
+                                                                                        tmp_path):
+    # An edit whose new sha256 was not recorded is taken for a corrupted file and replaced by
+    # upstream's: the run said only "1 saved", and the edit was gone unawares.
+    samples = tmp_path / "saved"
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+    assert run(["gen_samples"], env, tmp_path).returncode == 0
+    entry = _edit_a_build_on_purpose(samples, str.lower)
+    manifest = json.loads((samples / "manifest.json").read_text())
+    edited = next(listed for listed in manifest["objects"] if listed["upstream_id"] == entry["upstream_id"])
+    saved_sha256 = hashlib.sha256(b"").hexdigest()  # the entry left describing another file
+    edited["sha256"] = saved_sha256
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+
+    again = run(["gen_samples", "-q"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert ("WARNING kcing.samples: build %s: %s is not the file its manifest entry describes (sha256 %s, the file's "
+            "%s); it is replaced by upstream's (to keep an edit, record its sha256 and size in the manifest first)"
+            % (entry["upstream_id"], samples.resolve() / entry["path"], saved_sha256[:12], entry["sha256"][:12])
+            ) in again.stderr
+    assert "added by hand" not in (samples / entry["path"]).read_text()
+
+
 # -- a sample's read limit: KCI_MAX_OBJECT_BYTES, or the size its manifest entry vouches for ----------
 
 def test_a_sample_s_recorded_size_raises_its_read_limit_only_with_its_sha256_and_within_bounds():

@@ -20,11 +20,12 @@ Save upstream files (and a manifest.json describing them) into the samples direc
 offline work and tests: `kcing feed_es --source samples` replays them. A run adds to what the
 directory holds: an object whose file is there with the sha256 its entry records is not
 downloaded again, even if upstream changed it since (a changed KernelCI API node is a new
-version, saved beside the older); remove a file to have it saved again. A file linked from
-outside the directory is saved again in the link's place: the replay never follows such a link.
-A web page
-answered in place of a file (a proxy's error or login page, sent with 200) is not saved: it
-counts as failed, and the next run asks for the file again.
+version, saved beside the older); remove a file to have it saved again. A file that changed
+since (edited without recording its new sha256 and size, or corrupted) is replaced by
+upstream's, with a warning naming it. A file linked from outside the directory is saved again
+in the link's place: the replay never follows such a link. A web page answered in place of a
+file (a proxy's error or login page, sent with 200) is not saved: it counts as failed, and the
+next run asks for the file again.
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
 every KCI_* setting (KCI_SOURCE, KCI_HOST, KCI_SCHEME, KCI_STORAGE_URL, KCI_API_URL,
