@@ -54,6 +54,8 @@ class SampleRun:
     refused: int = 0
 
 
+# The keys of a manifest gen_samples writes.
+MANIFEST_KEYS = ("format", "source", "objects")
 # What gen_samples reads of each manifest entry it keeps (and writes back as it found it).
 ENTRY_KEYS = ("kind", "upstream_id", "path", "sha256")
 # The KernelCI API node kinds whose saved envelope holds a log with --with-logs (a job's LAVA
@@ -84,8 +86,12 @@ class SamplesWriter:
         # KCI_MAX_OBJECT_BYTES: no download is larger (a node's envelope with its log may be).
         self.max_bytes = max_bytes
         create_samples_dir(root)
+        manifest = self._read_manifest()
         self.entries: Dict[tuple, dict] = {(entry["kind"], entry["upstream_id"]): entry
-                                           for entry in self._read_manifest().get("objects", [])}
+                                           for entry in manifest.get("objects", [])}
+        # What else a manifest edited by hand holds (a note on where the samples came from):
+        # written back as it was, as entries' own keys are.
+        self.kept = {key: value for key, value in manifest.items() if key not in MANIFEST_KEYS}
         # The caller holds the samples directory's lock: what is half written there, a killed
         # run's, is no other run's.
         left = sum(remove_partial_files(directory) for directory in
@@ -168,7 +174,7 @@ class SamplesWriter:
 
     def save_manifest(self) -> None:
         objects = sorted(self.entries.values(), key=_manifest_order)
-        manifest = {"format": MANIFEST_FORMAT, "source": self.source_name, "objects": objects}
+        manifest = dict(self.kept, format=MANIFEST_FORMAT, source=self.source_name, objects=objects)
         write_atomically(self.root / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
 
 

@@ -111,6 +111,28 @@ def test_gen_samples_keeps_manifest_entries_whose_date_is_not_text(legacy_replic
     assert kept[manifest["objects"][1]["upstream_id"]] == ["2020-11-04"]
 
 
+def test_gen_samples_keeps_what_else_a_manifest_edited_by_hand_holds(legacy_replica, logstash, tmp_path):
+    import json
+
+    samples = tmp_path / "samples"
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+    assert kcing(["gen_samples"], env, tmp_path).returncode == 0
+    manifest = json.loads((samples / "manifest.json").read_text())
+    # A note on where the samples came from, and an entry's own remark: the rewrite dropped the note.
+    manifest["note"] = {"from": "lab-x", "on": "2020-11-20"}
+    manifest["objects"][0]["remark"] = "checked by hand"
+    removed = manifest["objects"][-1]
+    (samples / removed["path"]).unlink()  # so that the run saves a file, and rewrites the manifest
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    again = kcing(["gen_samples"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "1 saved" in again.stdout
+    rewritten = json.loads((samples / "manifest.json").read_text())
+    assert rewritten["note"] == {"from": "lab-x", "on": "2020-11-20"}
+    assert rewritten["objects"][0]["remark"] == "checked by hand"
+    assert (rewritten["format"], rewritten["source"]) == (1, "legacy")
+
+
 def test_backup_of_an_empty_kibana_never_empties_a_file_that_holds_objects(tmp_path):
     directory = tmp_path / "kibana"
     directory.mkdir()
