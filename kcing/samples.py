@@ -108,9 +108,15 @@ class SamplesWriter:
             raise ConfigError("%s is not a samples manifest (an object with an \"objects\" list); "
                               "fix or move it" % path)
         for number, entry in enumerate(manifest.get("objects", []), 1):
-            if not (isinstance(entry, dict) and all(isinstance(entry.get(key), str) for key in ENTRY_KEYS)):
-                raise ConfigError("%s: entry %d lacks one of %s; fix or move the manifest"
+            if not isinstance(entry, dict):
+                raise ConfigError("%s: entry %d is not an object with %s; fix or move the manifest"
                                   % (path, number, ", ".join(ENTRY_KEYS)))
+            lacking = [key for key in ENTRY_KEYS if not isinstance(entry.get(key), str)]
+            if lacking:
+                # Which: "lacks one of kind, upstream_id, path, sha256" sent a user through all four,
+                # where a hand-made manifest (which a replay takes) most often has no sha256.
+                raise ConfigError("%s: entry %d lacks %s (as text): gen_samples keeps only entries whose file it "
+                                  "can check; fix or move the manifest" % (path, number, " and ".join(lacking)))
         if manifest.get("source") not in (None, self.source_name):
             raise ConfigError("%s holds %s samples, not %s" % (self.root, manifest.get("source"), self.source_name))
         return manifest

@@ -92,6 +92,23 @@ def test_gen_samples_refuses_a_manifest_it_cannot_read_and_leaves_it_alone(legac
         assert sorted(path.name for path in samples.iterdir()) == ["manifest.json", "manifest.json.lock"], what
 
 
+def test_gen_samples_names_what_a_manifest_entry_it_refuses_lacks(legacy_replica, logstash, tmp_path):
+    # A hand-made manifest, which a replay takes, most often has no sha256: "lacks one of kind,
+    # upstream_id, path, sha256" sent the user through all four.
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    text = ('{"objects": [{"kind": "build", "upstream_id": "x", "path": "build/x.json", "sha256": "%s"}, '
+            '{"kind": "build", "upstream_id": "y", "path": "build/y.json"}]}\n' % ("0" * 64))
+    (samples / "manifest.json").write_text(text)
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+    result = kcing(["gen_samples"], env, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "kcing gen_samples: %s: entry 2 lacks sha256 (as text): gen_samples keeps only entries whose file it can "
+        "check; fix or move the manifest" % (samples / "manifest.json")]
+    assert (samples / "manifest.json").read_text() == text
+
+
 def test_gen_samples_keeps_manifest_entries_whose_date_is_not_text(legacy_replica, logstash, tmp_path):
     import json
 
