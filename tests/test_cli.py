@@ -1116,6 +1116,27 @@ def test_a_samples_manifest_nested_too_deeply_is_one_line_and_exit_2(tmp_path):
                                        % (samples / "manifest.json")]
 
 
+@pytest.mark.parametrize("text, reason", [
+    ("", "an empty file, not a samples manifest"),
+    (" \n", "an empty file, not a samples manifest"),
+    ('{"format": 1, "objects": [{"kind": "bu', "not valid JSON: Unterminated string starting at: line 1 column 36 "
+                                              "(char 35)"),
+], ids=["empty", "blank", "cut short"])
+def test_a_samples_manifest_empty_or_cut_short_is_said_so_by_feed_es_and_gen_samples(tmp_path, text, reason):
+    # JSON's own "Expecting value: line 1 column 1 (char 0)" was all a user read of an empty file.
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "manifest.json").write_text(text)
+    env = dict(samples_environ(tmp_path), KCI_SAMPLES_DIR=str(samples), KCI_HOST="127.0.0.1:%d" % closed_port(),
+               KCI_SCHEME="http", KCI_STORAGE_URL="http://127.0.0.1:%d" % closed_port())
+    for argv in (["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], ["gen_samples"]):
+        refused = kcing(argv, env, tmp_path)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.splitlines() == ["kcing %s: cannot read %s: %s" % (argv[0], samples / "manifest.json",
+                                                                               reason)]
+    assert (samples / "manifest.json").read_text() == text
+
+
 def test_a_bug_while_reading_the_command_line_is_one_line_and_exit_70(monkeypatch, capsys):
     """As a bug during a run is: cron's mail gets one line, not a traceback."""
     from kcing import cli

@@ -297,11 +297,17 @@ def read_manifest(path: Path):
         pass  # said in the system's words by the reading below ("Not a directory")
     try:
         # As a sample file is read: a FIFO or a device in its place would block or never end.
-        manifest = json.loads(read_bounded(path, MANIFEST_MAX_BYTES).decode("utf-8"))
+        text = read_bounded(path, MANIFEST_MAX_BYTES).decode("utf-8")
+        if not text.strip():
+            # Said so, not as JSON's "Expecting value: line 1 column 1 (char 0)".
+            raise ConfigError("cannot read %s: an empty file, not a samples manifest" % path)
+        manifest = json.loads(text)
     except UpstreamError as error:
         raise ConfigError(str(error)) from None
-    except (UnicodeDecodeError, ValueError) as error:
+    except UnicodeDecodeError as error:
         raise ConfigError("cannot read %s: %s" % (path, reading_failure(error))) from None
+    except ValueError as error:  # a manifest cut short, or edited into one that is not JSON
+        raise ConfigError("cannot read %s: not valid JSON: %s" % (path, reading_failure(error))) from None
     except RecursionError:  # the standard library's decoder recurses once per level
         raise ConfigError("cannot read %s: not valid JSON: nested too deeply" % path) from None
     if isinstance(manifest, dict) and "format" in manifest:
