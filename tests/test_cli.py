@@ -1137,6 +1137,19 @@ def test_a_samples_manifest_empty_or_cut_short_is_said_so_by_feed_es_and_gen_sam
     assert (samples / "manifest.json").read_text() == text
 
 
+def test_a_samples_manifest_saved_with_a_byte_order_mark_is_replayed(tmp_path):
+    # Edited in an editor that writes one (Windows' Notepad did by default): JSON files are read
+    # with a leading byte order mark allowed, and the manifest was refused for it.
+    samples = tmp_path / "samples"
+    shutil.copytree(str(SAMPLES), str(samples))
+    manifest = samples / "manifest.json"
+    manifest.write_bytes(b"\xef\xbb\xbf" + manifest.read_bytes())
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(tmp_path / "out")],
+                samples_environ(tmp_path), tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    assert "delivered 11, rejected 0, failed 0" in fed.stdout
+
+
 def test_a_bug_while_reading_the_command_line_is_one_line_and_exit_70(monkeypatch, capsys):
     """As a bug during a run is: cron's mail gets one line, not a traceback."""
     from kcing import cli

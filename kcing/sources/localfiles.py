@@ -297,7 +297,9 @@ def read_manifest(path: Path):
         pass  # said in the system's words by the reading below ("Not a directory")
     try:
         # As a sample file is read: a FIFO or a device in its place would block or never end.
-        text = read_bounded(path, MANIFEST_MAX_BYTES).decode("utf-8")
+        # A leading byte order mark allowed, as in any JSON file kcing reads: an editor may put
+        # one in front of a manifest edited by hand (Windows' Notepad did by default).
+        text = read_bounded(path, MANIFEST_MAX_BYTES).decode("utf-8-sig")
         if not text.strip():
             # Said so, not as JSON's "Expecting value: line 1 column 1 (char 0)".
             raise ConfigError("cannot read %s: an empty file, not a samples manifest" % path)
