@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 LOOKUP_CHUNK = 500
 # The sources whose objects' dates a user gives (`--date`, a samples manifest's `date`).
 LOCAL_SOURCES = ("files", "samples")
+# The sources whose objects may be versions of a KernelCI API node (`<node id>.<updated>`).
+NODE_VERSION_SOURCES = ("samples", "api")
 # The kinds whose files carry no date of their own: the listing's date names their index.
 LISTING_DATED_KINDS = (BUILD, BOOT)
 
@@ -139,7 +141,8 @@ class Listing:
                                                                                                self.destination(kind))}
             delivered -= self._changed_since_delivered(usable, delivered)
             self._warn_of_other_dates(usable, delivered)
-            undelivered = [obj for obj in usable if (obj.kind, obj.upstream_id) not in delivered]
+            undelivered = self._newer_than_delivered([obj for obj in usable
+                                                      if (obj.kind, obj.upstream_id) not in delivered])
             self.summary.skipped += len(usable) - len(undelivered)
             self.waiting = len(undelivered)
             del usable
@@ -196,6 +199,27 @@ class Listing:
                 if was is not None and was.date() != now:
                     log.warning("%s was delivered dated %s, not %s: skipped as delivered, its documents stay in "
                                 "the indices of %s", obj.label, was.date(), now, was.date())
+
+    def _newer_than_delivered(self, objects: List[UpstreamObject]) -> List[UpstreamObject]:
+        """`objects` but the versions of a KernelCI API node older than one delivered already to
+        this run's destination, by a replay or by the API's feed: their documents have the same
+        ids, and delivered after it, the older would replace the newer in Elasticsearch. Only
+        samples may list one (a manifest merged from two directories, edited by hand, or saved
+        before the feed delivered a newer version): the API lists a node's current version."""
+        if self.source.name != "samples":
+            return objects
+        newer = []
+        for obj in objects:
+            node = obj.facts.get("node_id")
+            newest = (self.ledger.newest_delivered_version(NODE_VERSION_SOURCES, obj.kind, node,
+                                                           self.destination(obj.kind))
+                      if isinstance(node, str) and node else None)
+            if newest is not None and newest > obj.upstream_id:
+                log.warning("%s is older than version %s of its node, delivered already: skipped, so that "
+                            "Elasticsearch keeps the newer", obj.label, newest)
+            else:
+                newer.append(obj)
+        return newer
 
     def _end(self, failure: Optional[UpstreamError]) -> None:
         if failure is None:

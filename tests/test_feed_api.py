@@ -1070,6 +1070,33 @@ def test_a_samples_replay_of_a_manifest_listing_a_node_s_newer_version_first_lea
     assert last["kernelci_api"]["updated"].startswith(changed["updated"][:23])
 
 
+def test_a_samples_replay_never_delivers_a_node_s_older_version_after_a_newer_one(env, tmp_path, api_replica,
+                                                                                 logstash):
+    # An older version added to a manifest after the newer was replayed (directories merged by
+    # hand): delivered then, it replaced the newer in Elasticsearch.
+    samples = tmp_path / "saved"
+    saving = dict(env, KCI_SAMPLES_DIR=str(samples))
+    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
+    test = next(node for node in listed_nodes(api_replica) if node["kind"] == "test")
+    changed = api_replica.corpus.update(test["id"], result="pass" if test["result"] == "fail" else "fail")
+    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
+    manifest = json.loads((samples / "manifest.json").read_text())
+    older, newer = [entry for entry in manifest["objects"] if entry["upstream_id"].startswith(test["id"] + ".")]
+    manifest["objects"].remove(older)
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    replay = ["feed_es", "--source", "samples", "--samples-dir", str(samples)]
+    assert kcing(replay, env, tmp_path).returncode == 0
+    assert document_of(logstash, test["id"])[1]["result"] == changed["result"]
+
+    manifest["objects"].append(older)
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    again = kcing(replay, env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert ("test %s is older than version %s of its node, delivered already: skipped, so that Elasticsearch keeps "
+            "the newer" % (older["upstream_id"], newer["upstream_id"])) in again.stderr
+    assert document_of(logstash, test["id"])[1]["result"] == changed["result"]
+
+
 def test_status_shows_the_watermark(env, tmp_path, db):
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
     text = kcing(["status"], env, tmp_path)

@@ -298,6 +298,18 @@ class Ledger:
             found.update((upstream_id, _column_time(when)) for upstream_id, when in cursor.fetchall())
         return found
 
+    def newest_delivered_version(self, sources: Sequence[str], kind: str, node_id: str,
+                                 destination: str = "") -> Optional[str]:
+        """The newest version (`<node id>.<updated>`) of the KernelCI API node `node_id` delivered
+        for `kind` by any of `sources` to `destination`, None when none is."""
+        cursor = self.db.execute_sql(
+            "SELECT MAX(upstream_id) FROM upstream_file WHERE source IN (%s) AND kind = ? AND destination = ? "
+            "AND state = ? AND upstream_id > ? AND upstream_id < ?" % ",".join("?" * len(sources)),
+            # Between `<node id>.` and `<node id>/` ('/' follows '.'): exactly the node's versions.
+            [*sources, kind, destination, DELIVERED, node_id + ".", node_id + "/"])
+        (newest,) = cursor.fetchone()
+        return newest
+
     def settled_ids(self, source: str, kind: str, upstream_ids: Iterable[str], destination: str = "") -> Set[str]:
         """Return those of `upstream_ids` delivered or rejected: nothing more will come of them
         until upstream changes them (a changed KernelCI API node is a new upstream id)."""
