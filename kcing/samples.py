@@ -68,7 +68,8 @@ def create_samples_dir(root: str) -> None:
         make_directories(Path(root))
     except OSError as error:
         if os.path.lexists(root):  # a file there, or a link to none
-            raise ConfigError("samples directory %s is not a directory: name a directory for the samples" % root) from None
+            raise ConfigError("samples directory %s is not a directory: name a directory for the samples"
+                              % root) from None
         raise ConfigError("cannot create samples directory %s: %s" % (root, error.strerror)) from None
 
 

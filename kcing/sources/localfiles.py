@@ -95,6 +95,7 @@ class SamplesDir:
             facts["node_id"] = upstream_id.split(".", 1)[0]
         return UpstreamObject(self.name, kind, upstream_id, str(path or ""), created, facts, problem=problem)
 
+
 class SavedSamples:
     """The sample files the ledger names, for `reconcile --resend`.
 
