@@ -11,6 +11,7 @@ import json
 import re
 import signal
 import sqlite3
+import threading
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -40,7 +41,7 @@ from tests.fakes.logstash_emulator import LogstashCluster
 from tests.fakes.rogue_http import RogueFront, answer, trickle
 from tests.fakes.serving import wait_until
 from tests.feedrun import (SAMPLES, api_feed_environ, clean_environ, feed_environ, kcing, kcing_process, kept_ids,
-                           ledger_rows, ledger_states, sample_objects, stopped_by_signal)
+                           ledger_rows, ledger_states, reaped, sample_objects, stopped_by_signal)
 from tests.fakes.legacy_data import at, boot_item, boot_path, build_item, build_json, lava_json
 from tests.test_cli import closed_port
 from tests.test_exit_codes import Silent
@@ -1291,6 +1292,40 @@ def test_a_drp_run_that_could_not_reach_elasticsearch_deleted_nothing_for_reconc
     ledger = Ledger.open(str(db))
     assert ledger.deleted_before() is None
     ledger.close()
+
+
+def test_a_drp_run_killed_while_deleting_has_its_first_kept_day_known_to_reconcile(tmp_path, es):
+    # Killed (the out-of-memory killer, a reboot) while Elasticsearch deletes an index, drp never
+    # closes its run row: the day it kept from must be in it already, or reconcile takes the index
+    # gone for a loss, marks its object missing and the next feed sends it again.
+    two_days_ago = "build-%s" % (datetime.now(timezone.utc) - timedelta(days=2)).strftime("%Y.%m.%d")
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("late"), DELIVERED, documents=packed(1, index=two_days_ago))], to_logstash)
+    ledger.close()
+    seed(es, [(two_days_ago, "%040x" % 1)])
+    deleting, killed = threading.Event(), threading.Event()
+    answer = es.handle
+
+    def held_while_deleting(method, target, headers, body):
+        if method == "DELETE":
+            deleting.set()
+            killed.wait(30)  # Elasticsearch deletes the index all the same
+        return answer(method, target, headers, body)
+
+    es.handle = held_while_deleting
+    environ = clean_environ(ES_HOST=es.url, KCING_DB=str(db), KCI_DAYS="1")
+    with reaped(kcing_process(["drp", "--drp-days", "1"], environ, tmp_path)) as drp:
+        assert deleting.wait(60), drp.communicate()
+        drp.kill()
+        drp.communicate()
+    killed.set()
+    assert wait_until(lambda: two_days_ago not in es.index_names())
+    assert runs(db)[-1][:2] == ("drp", None)
+    checked = kcing(["reconcile"], dict(environ, DRP_DAYS="3", KCI_DAYS="2"), tmp_path)
+    assert checked.returncode == 6, checked.stdout + checked.stderr
+    assert checked.stderr.strip().endswith("which a drp run deleted)"), checked.stderr
+    assert set(ledger_states(db).values()) == {DELIVERED}
 
 
 def test_nothing_checked_because_a_drp_run_deleted_it_names_that_run_not_drp_days(tmp_path, es):
