@@ -261,6 +261,7 @@ def test_an_expired_index_with_a_block_is_left_and_named_and_the_rest_of_the_ret
     out = capsys.readouterr().out
     assert "drp: not deleted index build-2019.05.02: blocked by [FORBIDDEN/5/index read-only (api)]" in out
     assert "drp: deleted index build-2019.05.01" in out and "drp: deleted 3 indices, forgot 1 ledger rows" in out
+    assert "drp: forgot 1 ledger rows of objects sent to (unnamed)" in out  # forgotten all the same
     ledger = Ledger.open(str(db))
     recorded = ledger.last_run("drp")
     assert recorded.outcome == "error 3"
