@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -345,6 +346,29 @@ def test_a_run_elasticsearch_stops_does_not_say_it_forgets_rows_it_keeps(tmp_pat
     assert capsys.readouterr().out.splitlines()[-3:] == [
         "drp: deleted index build-2019.05.01", "drp: forgot 2 ledger rows of objects sent to (unnamed)",
         "drp: deleted 1 indices, forgot 2 ledger rows"]
+
+def test_drp_writes_its_first_kept_day_into_its_own_run_row_alone(tmp_path, es):
+    """The day kept is written into the run's row before the deletes; the rows of the runs before
+    it (a feed's counts, its source: `kcing status` and the feed's last success read them) stay
+    as they were."""
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    feed = ledger.start_run("feed_es", {"source": "legacy"})
+    ledger.finish_run(feed, "ok", {"source": "legacy", "destination": "logstash http://ls:8337", "delivered": 2})
+    ledger.close()
+    before = run_rows(db)
+    seed(es, ["build-2019.05.01"])
+    drp.run(DRP_ARGS, load_settings(tmp_path, es.url, DRP_DAYS=3), now=NOW)
+    after = run_rows(db)
+    assert after[:len(before)] == before
+    assert [(command, json.loads(counts)["first_kept"]) for command, counts in after[len(before):]] == [
+        ("drp", "2019-06-07")]
+
+
+def run_rows(db) -> list:
+    with sqlite3.connect(str(db)) as conn:
+        return conn.execute("SELECT command, counts FROM run ORDER BY id").fetchall()
+
 
 def test_delete_indices_refuses_a_name_that_is_not_kcing(es):
     seed(es, ["build-latest"])
