@@ -403,6 +403,28 @@ def test_a_log_file_gets_what_a_command_prints_without_quiet_too(tmp_path, es):
         assert [line.split(" INFO kcing.cli: ", 1)[1] for line in lines] == ran.stdout.splitlines(), lines
 
 
+def test_setup_kbn_again_after_a_dashboard_was_edited_counts_that_one_alone_not_imported(tmp_path):
+    """The nightly setup_kbn after the team edited one dashboard: the other objects are in Kibana
+    as the file has them, and only the edited one is not imported; the line cron mails must not
+    count those already there among the objects not imported."""
+    directory = tmp_path / "kibana"
+    directory.mkdir()
+    shutil.copyfile(SHIPPED, directory / "saved_objects.ndjson")
+    total = len(kb.parse_ndjson(SHIPPED.read_text(encoding="utf-8")))
+    with KibanaEmulator() as kibana:
+        argv = ["setup_kbn", "--kibana-dir", str(directory), "--wait", "5"]
+        assert kcing(argv, kibana_environ(kibana), tmp_path).returncode == 0
+        edited = dict(kibana.get("dashboard", "kcing-boots"))
+        edited["attributes"] = dict(edited["attributes"], title="Boots, as the team edited it")
+        kibana.put(edited)
+        again = kcing(argv, kibana_environ(kibana), tmp_path)
+    assert again.returncode == 1, again.stderr
+    assert "setup_kbn: imported 0 of %d objects, %d already present and unchanged" % (total, total - 1) in again.stdout
+    assert again.stderr.splitlines()[-1].endswith(
+        "setup_kbn: 1 of %d objects not imported: run with --overwrite to replace those that differ" % total), \
+        again.stderr
+
+
 def test_a_command_ending_1_says_so_on_stderr_and_its_status_in_the_log_file(tmp_path):
     directory = tmp_path / "kibana"
     directory.mkdir()
