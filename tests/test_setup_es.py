@@ -553,6 +553,17 @@ def test_elasticsearch_9_is_supported_and_7_is_not(tmp_path, capsys):
         "Elasticsearch 8 or 9" % es7.url)
 
 
+def test_a_refused_media_type_that_names_no_accepted_versions_gets_the_client_advice():
+    # A node refuses a header it cannot parse with the same error type ("Invalid media-type value
+    # on headers [Accept]", a proxy rewriting it): no server version to name, and no crash.
+    from kcing.admin.elastic import compatibility_refused
+    reason = "Invalid media-type value on headers [Accept]"
+    message = str(compatibility_refused("Elasticsearch at http://es:9200", reason))
+    assert message.startswith("Elasticsearch at http://es:9200 refused elasticsearch-py ")
+    assert message.endswith("(Invalid media-type value on headers [Accept]): use an elasticsearch-py whose major "
+                            "version the server accepts (8.x works with Elasticsearch 8 and 9)")
+
+
 def test_a_version_in_digits_other_than_0_9_is_refused_as_unsupported_not_an_internal_error(tmp_path):
     """int() refused the "²" that str.isdigit() let through: exit 70 instead of the version message."""
     with ElasticsearchEmulator() as odd:
