@@ -217,6 +217,16 @@ def test_leaving_ilm_warns_that_the_indices_made_meanwhile_keep_the_policy(tmp_p
         run_setup(tmp_path, es.url, capsys, ilm=True)
     assert caplog.messages == []
 
+def test_setup_es_ilm_run_again_keeps_the_policy_without_a_warning(tmp_path, es, capsys, caplog):
+    # The templates Elasticsearch holds name the policy (nested, as it gives them back), and so do
+    # the ones written again (flat, as kcing writes them): nothing is dropped, nothing to warn of.
+    run_setup(tmp_path, es.url, capsys, ilm=True)
+    with caplog.at_level(logging.WARNING, logger="kcing.admin.templates"):
+        code, _ = run_setup(tmp_path, es.url, capsys, ilm=True)
+    assert code == 0
+    assert caplog.messages == []
+
+
 def ilm_deletes(index: str, now: datetime, policy: dict) -> bool:
     """Whether ILM has reached the delete phase of `index` at `now`, as it reckons: the index's age
     counts from its origination date, with index.lifecycle.parse_origination_date the UTC midnight
