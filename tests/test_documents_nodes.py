@@ -383,6 +383,9 @@ def test_a_bare_node_has_no_optional_fields_and_old_string_versions_read():
     ({"version": "six", "patchlevel": "12", "sublevel": None}, None),
     ({"version": -6, "patchlevel": 12, "sublevel": None}, None),
     ({"version": 6, "patchlevel": 12, "sublevel": "-rc3"}, "6.12"),
+    ({"version": 6, "patchlevel": 0, "sublevel": None}, "6.0"),  # v6.0: zero is a number
+    ({"version": 6, "patchlevel": 1, "sublevel": 0}, "6.1.0"),
+    ({"version": 6, "patchlevel": None, "sublevel": 3}, None),  # no patchlevel: no version to name
 ])
 def test_kernel_version_is_made_of_the_revision_s_numbers_only(version, expected):
     # upstream.md §2.5: version, patchlevel and sublevel are integers (strings of them before
