@@ -194,6 +194,12 @@ def test_escaped_lone_surrogates_become_replacement_characters():
     assert body["compiler"] == "\U0001f600"
 
 
+def test_an_escaped_lone_surrogate_written_in_upper_case_hex_is_replaced_too():
+    # JSON allows either case ("\uDCFF"); a file holding no lower-case escape is read the same.
+    text = json.dumps(dict(SPEC_BUILD, compiler_version_full="LONE")).replace('"LONE"', r'"gcc \uDCFF"')
+    assert documents_for(BUILD, text.encode("utf-8"), LISTED)[0].body["compiler_version_full"] == "gcc \ufffd"
+
+
 # -- validate.check: what makes a document unpostable --------------------------------------------
 
 GOOD = Document("log", "log-2020.11.19", "a1", "2020-11-19T07:03:25.393Z", {"lineno": 1, "message": "x"})
