@@ -215,6 +215,28 @@ def test_a_path_config_that_names_no_file_is_written_with_a_warning(ls_home, tmp
             assert setup_ls({}, make_settings(tmp_path, LS_HOME=ls_home, LS_PATH_CONFIG=path_config)) == 0
     assert caplog.messages == []
 
+
+def test_a_path_config_whose_directory_or_glob_holds_no_file_logstash_reads_is_warned_of(ls_home, tmp_path, caplog):
+    """Logstash reads the files in a directory (DIR/*) and the files a glob matches, leaving out
+    directories and editor backups ending in ~: a directory the pipeline file was not copied into
+    yet is refused as a missing file is ("No config files found in path")."""
+    conf_d = tmp_path / "conf.d"
+    (conf_d / "old").mkdir(parents=True)
+    (conf_d / "kcing.conf~").write_text("input {}\\n")
+    for path_config in (str(conf_d), str(conf_d) + "/", str(conf_d / "*")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="kcing.commands.setup_ls"):
+            assert setup_ls({}, make_settings(tmp_path, LS_HOME=ls_home, LS_PATH_CONFIG=path_config)) == 0
+        assert caplog.messages == ["LS_PATH_CONFIG=%s names no file on this host: Logstash refuses to start the kcing "
+                                   "pipeline until it does (No config files found in path)" % path_config]
+    (conf_d / "kcing.conf").write_text("input {}\\n")
+    caplog.clear()
+    for path_config in (str(conf_d), str(conf_d / "*")):
+        with caplog.at_level(logging.WARNING, logger="kcing.commands.setup_ls"):
+            assert setup_ls({}, make_settings(tmp_path, LS_HOME=ls_home, LS_PATH_CONFIG=path_config)) == 0
+    assert caplog.messages == []
+
+
 def test_ls_home_must_be_set_and_be_a_logstash_home(tmp_path):
     with pytest.raises(ConfigError, match="LS_HOME is not set"):
         setup_ls({}, make_settings(tmp_path))

@@ -8,6 +8,7 @@ written out again whole. The file is written through a rename, after a backup of
 from __future__ import annotations
 
 import glob
+import os
 import re
 import time
 from pathlib import Path
@@ -72,9 +73,13 @@ def pipeline_entry(settings, default_config: Path = CHECKOUT_PIPELINE) -> dict:
 
 def names_no_file(path_config: str) -> bool:
     """Whether `path_config` (a file, a directory or a glob, as Logstash reads path.config) names
-    nothing on this host: Logstash would then refuse to start the pipeline ("No config files found
-    in path"). Checked only when said, since the file may be put there after pipelines.yml."""
-    return not glob.glob(path_config)
+    no file Logstash would read on this host: it would then refuse to start the pipeline ("No
+    config files found in path"). Checked only when said, since the file may be put there after
+    pipelines.yml."""
+    # As Logstash reads it: a directory stands for the files in it, and of what a glob matches
+    # it skips the directories and the editors' backups (a name ending in ~).
+    pattern = os.path.join(path_config, "*") if os.path.isdir(path_config) else path_config
+    return not any(os.path.isfile(path) and not path.endswith("~") for path in glob.glob(pattern))
 
 
 def _pipeline_id(item: dict) -> Optional[str]:
