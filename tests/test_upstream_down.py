@@ -283,6 +283,34 @@ def test_a_host_that_takes_no_connection_is_said_to_time_out_connecting_not_afte
                 waiting.close()
 
 
+def read_the_request_then_answer_nothing(sock) -> None:
+    """Take the connection and the request, then say nothing until the client hangs up: a host
+    whose server is stuck."""
+    sock.settimeout(10)
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+
+
+def test_a_host_that_connects_but_never_answers_is_said_to_time_out_after_kci_timeout_not_connecting():
+    """The other wait: connected, the request sent, no answer within KCI_TIMEOUT. Said as that
+    wait, in the failure and in the KCI_GIVE_UP_AFTER warning, not as a connection never made."""
+    server = serve_connections(read_the_request_then_answer_nothing, "never-answering")
+    try:
+        url = "http://127.0.0.1:%d" % server.server_address[1]
+        requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 0.5, give_up_after=1,
+                              allowed_origins=frozenset({origin_of(url)}))
+        with pytest.raises(UpstreamError, match=r"failed once \(last: timed out after 0\.5s\)"):
+            requester.get(url + "/build.json")
+        with pytest.raises(UpstreamError, match=r"not sent: .*\(last: timed out after 0\.5s\)"):
+            requester.get(url + "/boot.json")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_limit_of_one_says_one_request(two_hosts):
     host, _ = two_hosts
     requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 5, give_up_after=1,
