@@ -3,6 +3,7 @@ and the Logstash emulators, with the ledger's watermark carried from one run to 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import random
 import sqlite3
@@ -1095,6 +1096,79 @@ def test_a_samples_replay_never_delivers_a_node_s_older_version_after_a_newer_on
     assert ("test %s is older than version %s of its node, delivered already: skipped, so that Elasticsearch keeps "
             "the newer" % (older["upstream_id"], newer["upstream_id"])) in again.stderr
     assert document_of(logstash, test["id"])[1]["result"] == changed["result"]
+
+
+def _two_versions_saved(env, tmp_path, api_replica):
+    """A samples directory holding a test node's version and, saved after upstream changed it,
+    its newer: (samples directory, manifest, older entry, newer entry, the node's id, the older
+    version's result, the newer's)."""
+    samples = tmp_path / "saved"
+    saving = dict(env, KCI_SAMPLES_DIR=str(samples))
+    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
+    test = next(node for node in listed_nodes(api_replica) if node["kind"] == "test")
+    node_id, result = test["id"], test["result"]
+    changed = api_replica.corpus.update(node_id, result="pass" if result == "fail" else "fail")
+    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
+    manifest = json.loads((samples / "manifest.json").read_text())
+    older, newer = [entry for entry in manifest["objects"] if entry["upstream_id"].startswith(node_id + ".")]
+    return samples, manifest, older, newer, node_id, result, changed["result"]
+
+
+def test_a_samples_replay_never_delivers_a_node_s_older_version_after_the_api_feed_delivered_a_newer(
+        env, tmp_path, api_replica, logstash):
+    # Samples saved before the feed delivered the node's newer version: replayed then, the older
+    # replaced the newer in Elasticsearch.
+    samples, manifest, older, newer, node_id, result, changed = _two_versions_saved(env, tmp_path, api_replica)
+    manifest["objects"].remove(newer)
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    assert document_of(logstash, node_id)[1]["result"] == changed
+
+    replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples)], env, tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    assert "test %s is older than version %s of its node" % (older["upstream_id"], newer["upstream_id"]) in replay.stderr
+    assert document_of(logstash, node_id)[1]["result"] == changed
+
+
+def test_a_node_s_newer_version_that_failed_does_not_keep_its_older_from_being_replayed(
+        env, tmp_path, api_replica, logstash):
+    # Only a delivered version is in Elasticsearch: one that failed (its file corrupted) stands
+    # in the way of no older version.
+    samples, manifest, older, newer, node_id, result, changed = _two_versions_saved(env, tmp_path, api_replica)
+    manifest["objects"].remove(older)
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    (samples / newer["path"]).write_bytes(b"{}")
+    replay = ["feed_es", "--source", "samples", "--samples-dir", str(samples)]
+    failed = kcing(replay, env, tmp_path)
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr, failed.stderr
+    assert ledger_states(tmp_path / "kcing.db")[("test", newer["upstream_id"])] == "failed"
+
+    manifest["objects"] = [older]
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    again = kcing(replay, env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "is older than version" not in again.stderr
+    assert document_of(logstash, node_id)[1]["result"] == result
+
+
+def test_a_node_s_newest_sample_changed_on_purpose_since_it_was_delivered_is_delivered_again(
+        env, tmp_path, api_replica, logstash):
+    # The same version, delivered already: not older than itself.
+    samples, manifest, older, newer, node_id, result, changed = _two_versions_saved(env, tmp_path, api_replica)
+    replay = ["feed_es", "--source", "samples", "--samples-dir", str(samples)]
+    assert kcing(replay, env, tmp_path).returncode == 0
+    envelope = json.loads((samples / newer["path"]).read_text())
+    envelope["node"]["result"] = result  # put back by hand, its manifest entry recording it
+    content = json.dumps(envelope).encode()
+    (samples / newer["path"]).write_bytes(content)
+    newer.update(sha256=hashlib.sha256(content).hexdigest(), size=len(content))
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+
+    again = kcing(replay, env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "test %s changed since it was delivered" % newer["upstream_id"] in again.stderr
+    assert "is older than version" not in again.stderr
+    assert document_of(logstash, node_id)[1]["result"] == result
 
 
 def test_status_shows_the_watermark(env, tmp_path, db):
