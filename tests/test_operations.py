@@ -255,6 +255,20 @@ def test_a_file_where_gen_samples_needs_a_directory_is_named_not_called_a_file_t
     assert (samples / "build").read_text() == ""
 
 
+def test_a_samples_directory_named_by_a_link_to_nothing_is_said_not_to_be_a_directory(legacy_replica, logstash,
+                                                                                      tmp_path):
+    # A link whose target is gone (a disk not mounted): mkdir's "File exists" again, of a name
+    # where the user sees nothing.
+    samples = tmp_path / "saved"
+    samples.symlink_to(tmp_path / "unmounted" / "samples")
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+    refused = kcing(["gen_samples"], env, tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "kcing gen_samples: samples directory %s is not a directory: name a directory for the samples" % samples)
+    assert not (tmp_path / "unmounted").exists()
+
+
 def test_hostile_upstream_names_are_refused_not_written(legacy_replica, logstash, tmp_path):
     today = legacy_replica.frontend.today
     build = build_item("next", "next-x", "arm64", "defconfig", at(today, 0, 1))
