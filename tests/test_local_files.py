@@ -583,6 +583,23 @@ def test_a_delivered_sample_whose_manifest_date_was_edited_is_said_to_stay_in_it
             "indices of %s" % (entry["upstream_id"], delivered_day, delivered_day)) in again.stderr
 
 
+def test_a_delivered_sample_whose_manifest_date_was_removed_is_skipped_as_delivered(tmp_path):
+    # No date now: nothing to set against the day it was delivered with, and nothing to warn of.
+    samples = tmp_path / "samples"
+    shutil.copytree(str(SAMPLES), str(samples))
+    output, db = tmp_path / "out", tmp_path / "kcing.db"
+    assert replay_into(samples, output, db, tmp_path).returncode == 0
+    manifest = json.loads((samples / "manifest.json").read_text())
+    entry = next(entry for entry in manifest["objects"] if entry["kind"] == "build")
+    del entry["date"]
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+
+    again = replay_into(samples, output, db, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "skipped 11 (already delivered)" in again.stdout
+    assert "was delivered dated" not in again.stderr and "Traceback" not in again.stderr
+
+
 def test_gen_samples_keeps_a_sample_edited_on_purpose_whose_sha256_is_recorded_in_capitals(legacy_replica, logstash,
                                                                                           tmp_path):
     """A sha256 written in capitals (as PowerShell's Get-FileHash prints it) is the same hash: the
