@@ -382,6 +382,18 @@ def test_a_local_lava_file_is_dated_by_its_own_times_not_by_date_or_mtime(logsta
     assert {index.split("-", 1)[1] for index, _ in logstash.store} == {"2020.10.23"}  # the job's end_time
 
 
+def test_a_local_lava_file_given_again_with_another_date_is_skipped_with_nothing_to_warn_of(logstash, tmp_path):
+    # Its own times name its index, whatever --date says: the other day changes nothing.
+    path = tmp_path / "lava-json-qemu.json"
+    path.write_text(json.dumps(raw_callback()))
+    env = local_environ(logstash, tmp_path)
+    first = kcing(["feed_es", "--lavas", str(path), "--date", "2030-01-01"], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = kcing(["feed_es", "-q", "--lavas", str(path), "--date", "2031-01-01"], env, tmp_path)
+    assert again.returncode == 0 and "WARNING" not in again.stderr, again.stderr
+    assert {index.split("-", 1)[1] for index, _ in logstash.store} == {"2020.10.23"}
+
+
 @pytest.mark.parametrize("day", ["1969-12-31", "9999-12-31", "0001-01-01"])
 def test_a_date_no_index_can_be_named_by_is_a_usage_error_not_a_missing_date(logstash, tmp_path, day):
     """Documents are dated 1970 to 9998: a --date outside those was taken, then every file was
