@@ -355,6 +355,29 @@ def test_no_connection_within_the_connect_timeout_is_named_so_not_as_es_timeout(
         assert time.monotonic() - started < 5
 
 
+def test_an_es_timeout_shorter_than_the_connect_timeout_bounds_the_wait_for_a_connection():
+    # "10 s at most": ES_TIMEOUT when shorter, for each attempt, and the message says that wait.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(0)
+        queued = []
+        for _ in range(3):  # fill the accept queue: the next SYN goes unanswered
+            waiting = socket.socket()
+            waiting.setblocking(False)
+            waiting.connect_ex(busy.getsockname())
+            queued.append(waiting)
+        url = "http://127.0.0.1:%d" % busy.getsockname()[1]
+        sink = LogstashSink({"lava": [url]}, Transport(), RetryPolicy(attempts=1), 0.5, sleep=lambda _: None)
+        started = time.monotonic()
+        try:
+            with pytest.raises(SinkUnavailable, match=r"no connection to %s within 0\.5s\)" % url):
+                sink.send(batch())
+        finally:
+            for waiting in queued:
+                waiting.close()
+        assert time.monotonic() - started < 5
+
+
 def test_a_refused_connection_is_named_so():
     with RogueFront() as gone:
         url = gone.url

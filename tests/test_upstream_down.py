@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -281,6 +282,30 @@ def test_a_host_that_takes_no_connection_is_said_to_time_out_connecting_not_afte
         finally:
             for waiting in queued:
                 waiting.close()
+
+
+def test_a_kci_timeout_shorter_than_the_connect_timeout_bounds_the_wait_for_a_connection():
+    # "10 at most": KCI_TIMEOUT when shorter, for each attempt, and the message says that wait.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(0)
+        queued = []
+        for _ in range(3):  # fill the accept queue: the next SYN goes unanswered
+            waiting = socket.socket()
+            waiting.setblocking(False)
+            waiting.connect_ex(busy.getsockname())
+            queued.append(waiting)
+        url = "http://127.0.0.1:%d" % busy.getsockname()[1]
+        requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 0.5, give_up_after=1,
+                              allowed_origins=frozenset({origin_of(url)}))
+        started = time.monotonic()
+        try:
+            with pytest.raises(UpstreamError, match=r"failed once \(last: no connection within 0\.5s\)"):
+                requester.get(url + "/build.json")
+        finally:
+            for waiting in queued:
+                waiting.close()
+        assert time.monotonic() - started < 5
 
 
 def read_the_request_then_answer_nothing(sock) -> None:
