@@ -1171,6 +1171,36 @@ def test_a_node_s_newest_sample_changed_on_purpose_since_it_was_delivered_is_del
     assert document_of(logstash, node_id)[1]["result"] == result
 
 
+def test_a_samples_replay_skips_a_node_s_version_older_than_the_newest_delivered_not_only_than_the_oldest(
+        env, tmp_path, api_replica, logstash):
+    # Three versions: the first and the third delivered, the second added afterwards. Newer than
+    # the first, it is still older than the third, which Elasticsearch must keep.
+    samples = tmp_path / "saved"
+    saving = dict(env, KCI_SAMPLES_DIR=str(samples))
+    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
+    test = next(node for node in listed_nodes(api_replica) if node["kind"] == "test")
+    node_id, first = test["id"], test["result"]
+    other = "pass" if first == "fail" else "fail"
+    api_replica.corpus.update(node_id, result=other)
+    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
+    api_replica.corpus.update(node_id, result=first)
+    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
+    manifest = json.loads((samples / "manifest.json").read_text())
+    oldest, middle, newest = [entry for entry in manifest["objects"] if entry["upstream_id"].startswith(node_id + ".")]
+    assert oldest["upstream_id"] < middle["upstream_id"] < newest["upstream_id"]
+    manifest["objects"].remove(middle)
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    replay = ["feed_es", "--source", "samples", "--samples-dir", str(samples)]
+    assert kcing(replay, env, tmp_path).returncode == 0
+
+    manifest["objects"].append(middle)
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    again = kcing(replay, env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "test %s is older than version %s of its node" % (middle["upstream_id"], newest["upstream_id"]) in again.stderr
+    assert document_of(logstash, node_id)[1]["result"] == first
+
+
 def test_status_shows_the_watermark(env, tmp_path, db):
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
     text = kcing(["status"], env, tmp_path)
