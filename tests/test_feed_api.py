@@ -1126,7 +1126,8 @@ def test_a_samples_replay_never_delivers_a_node_s_older_version_after_the_api_fe
 
     replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples)], env, tmp_path)
     assert replay.returncode == 0, replay.stderr
-    assert "test %s is older than version %s of its node" % (older["upstream_id"], newer["upstream_id"]) in replay.stderr
+    assert ("test %s is older than version %s of its node" % (older["upstream_id"], newer["upstream_id"])
+            in replay.stderr)
     assert document_of(logstash, node_id)[1]["result"] == changed
 
 
@@ -1197,7 +1198,8 @@ def test_a_samples_replay_skips_a_node_s_version_older_than_the_newest_delivered
     (samples / "manifest.json").write_text(json.dumps(manifest))
     again = kcing(replay, env, tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "test %s is older than version %s of its node" % (middle["upstream_id"], newest["upstream_id"]) in again.stderr
+    assert ("test %s is older than version %s of its node" % (middle["upstream_id"], newest["upstream_id"])
+            in again.stderr)
     assert document_of(logstash, node_id)[1]["result"] == first
 
 
