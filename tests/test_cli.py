@@ -1030,6 +1030,18 @@ def test_local_files_refused_or_given_twice_are_named_by_their_file_not_only_by_
     assert "delivered 1, rejected 2, failed 0" in fed.stdout
 
 
+def test_a_local_file_repeating_one_whose_name_holds_a_newline_is_warned_of_on_one_line(tmp_path):
+    build = SAMPLES / json.loads((SAMPLES / "manifest.json").read_text())["objects"][0]["path"]
+    shutil.copy(str(build), str(tmp_path / "first\ncopy.json"))
+    shutil.copy(str(build), str(tmp_path / "copy.json"))
+    fed = kcing(["feed_es", "--builds", "first\ncopy.json", "copy.json", "--date", "2020-11-04",
+                 "--output", str(tmp_path / "out")], samples_environ(tmp_path), tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    (warning,) = [line for line in fed.stderr.splitlines() if "is listed again" in line]
+    assert warning.endswith("(%s, the same as %r); it is delivered once" % (tmp_path / "copy.json",
+                                                                         str(tmp_path / "first\ncopy.json"))), warning
+
+
 def test_a_samples_file_that_is_a_symlink_loop_is_rejected_and_the_others_delivered(tmp_path):
     samples = tmp_path / "samples"
     shutil.copytree(str(SAMPLES), str(samples))
