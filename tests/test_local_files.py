@@ -583,6 +583,26 @@ def test_a_delivered_sample_whose_manifest_date_was_edited_is_said_to_stay_in_it
             "indices of %s" % (entry["upstream_id"], delivered_day, delivered_day)) in again.stderr
 
 
+def test_a_sample_changed_on_purpose_and_dated_anew_is_delivered_again_with_no_word_of_being_skipped(tmp_path):
+    # Delivered again, under its new date: "skipped as delivered, its documents stay in the
+    # indices of <the old day>" would say the opposite of what the run does.
+    samples = tmp_path / "samples"
+    shutil.copytree(str(SAMPLES), str(samples))
+    output, db = tmp_path / "out", tmp_path / "kcing.db"
+    assert replay_into(samples, output, db, tmp_path).returncode == 0
+    entry = _edit_a_build_on_purpose(samples, str.lower)
+    manifest = json.loads((samples / "manifest.json").read_text())
+    next(edited for edited in manifest["objects"] if edited["upstream_id"] == entry["upstream_id"])["date"] = (
+        "2019-01-02T03:04:05Z")
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+
+    again = replay_into(samples, output, db, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "downloaded 1, delivered 1" in again.stdout
+    assert "build %s changed since it was delivered" % entry["upstream_id"] in again.stderr
+    assert "was delivered dated" not in again.stderr
+
+
 def test_a_delivered_sample_whose_manifest_date_was_removed_is_skipped_as_delivered(tmp_path):
     # No date now: nothing to set against the day it was delivered with, and nothing to warn of.
     samples = tmp_path / "samples"
