@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import importlib.util
 import shutil
-import socket
 import sqlite3
 import subprocess
 import threading
@@ -24,7 +23,7 @@ from kcing.sinks.logstash import FAILING_INPUT_PAUSE, LogstashSink
 from kcing.transport import BadCaBundle, CannotConnect, Transport
 from tests.fakes.forward_proxy import ForwardProxy
 from tests.fakes.rogue_http import RogueFront, answer, redirect
-from tests.fakes.serving import serve_connections
+from tests.fakes.serving import serve_connections, taking_no_connection
 from tests.faults.tls_front import TlsFront
 from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing
 
@@ -333,48 +332,22 @@ def test_no_connection_within_the_connect_timeout_is_named_so_not_as_es_timeout(
     # An input too busy to take connections: its accept queue is full and the SYN goes unanswered.
     # That wait is bounded by the connect timeout (10 s at most, whatever ES_TIMEOUT is), and the
     # message said "timed out after <ES_TIMEOUT>", which raising ES_TIMEOUT would not change.
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen(0)
-        queued = []
-        for _ in range(3):
-            waiting = socket.socket()
-            waiting.setblocking(False)
-            waiting.connect_ex(busy.getsockname())
-            queued.append(waiting)
-        url = "http://127.0.0.1:%d" % busy.getsockname()[1]
+    with taking_no_connection() as url:
         monkeypatch.setattr(logstash_sink, "CONNECT_TIMEOUT", 0.5)
         sink = LogstashSink({"lava": [url]}, Transport(), RetryPolicy(attempts=1), 60.0, sleep=lambda _: None)
         started = time.monotonic()
-        try:
-            with pytest.raises(SinkUnavailable, match=r"no connection to %s within 0\.5s\)" % url):
-                sink.send(batch())
-        finally:
-            for waiting in queued:
-                waiting.close()
+        with pytest.raises(SinkUnavailable, match=r"no connection to %s within 0\.5s\)" % url):
+            sink.send(batch())
         assert time.monotonic() - started < 5
 
 
 def test_an_es_timeout_shorter_than_the_connect_timeout_bounds_the_wait_for_a_connection():
     # "10 s at most": ES_TIMEOUT when shorter, for each attempt, and the message says that wait.
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen(0)
-        queued = []
-        for _ in range(3):  # fill the accept queue: the next SYN goes unanswered
-            waiting = socket.socket()
-            waiting.setblocking(False)
-            waiting.connect_ex(busy.getsockname())
-            queued.append(waiting)
-        url = "http://127.0.0.1:%d" % busy.getsockname()[1]
+    with taking_no_connection() as url:
         sink = LogstashSink({"lava": [url]}, Transport(), RetryPolicy(attempts=1), 0.5, sleep=lambda _: None)
         started = time.monotonic()
-        try:
-            with pytest.raises(SinkUnavailable, match=r"no connection to %s within 0\.5s\)" % url):
-                sink.send(batch())
-        finally:
-            for waiting in queued:
-                waiting.close()
+        with pytest.raises(SinkUnavailable, match=r"no connection to %s within 0\.5s\)" % url):
+            sink.send(batch())
         assert time.monotonic() - started < 5
 
 

@@ -8,7 +8,6 @@ front that hangs up on every request while the host is "down".
 """
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -20,7 +19,7 @@ from kcing.sources import requester as requester_module
 from kcing.sources.requester import Requester
 from kcing.urls import origin_of
 from tests.fakes.rogue_http import RogueFront, answer, cut_short, redirect, trickle
-from tests.fakes.serving import serve_connections, wait_until
+from tests.fakes.serving import serve_connections, taking_no_connection, wait_until
 from tests.feedrun import SAMPLES, feed_environ, kcing, ledger_rows, ledger_states, sample_objects
 
 pytestmark = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
@@ -262,49 +261,23 @@ def test_a_host_that_takes_no_connection_is_said_to_time_out_connecting_not_afte
     the connect timeout, 10 s at most, whatever KCI_TIMEOUT is: the message named KCI_TIMEOUT's
     wait ("timed out after 1m"), which no attempt waited."""
     monkeypatch.setattr(requester_module, "CONNECT_TIMEOUT", 0.5)
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen(0)
-        queued = []
-        for _ in range(3):  # fill the accept queue: the next SYN goes unanswered
-            waiting = socket.socket()
-            waiting.setblocking(False)
-            waiting.connect_ex(busy.getsockname())
-            queued.append(waiting)
-        url = "http://127.0.0.1:%d" % busy.getsockname()[1]
+    with taking_no_connection() as url:
         requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 60, give_up_after=1,
                               allowed_origins=frozenset({origin_of(url)}))
-        try:
-            with pytest.raises(UpstreamError, match=r"failed once \(last: no connection within 0\.5s\)"):
-                requester.get(url + "/build.json")
-            with pytest.raises(UpstreamError, match=r"not sent: .*\(last: no connection within 0\.5s\)"):
-                requester.get(url + "/boot.json")
-        finally:
-            for waiting in queued:
-                waiting.close()
+        with pytest.raises(UpstreamError, match=r"failed once \(last: no connection within 0\.5s\)"):
+            requester.get(url + "/build.json")
+        with pytest.raises(UpstreamError, match=r"not sent: .*\(last: no connection within 0\.5s\)"):
+            requester.get(url + "/boot.json")
 
 
 def test_a_kci_timeout_shorter_than_the_connect_timeout_bounds_the_wait_for_a_connection():
     # "10 at most": KCI_TIMEOUT when shorter, for each attempt, and the message says that wait.
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen(0)
-        queued = []
-        for _ in range(3):  # fill the accept queue: the next SYN goes unanswered
-            waiting = socket.socket()
-            waiting.setblocking(False)
-            waiting.connect_ex(busy.getsockname())
-            queued.append(waiting)
-        url = "http://127.0.0.1:%d" % busy.getsockname()[1]
+    with taking_no_connection() as url:
         requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 0.5, give_up_after=1,
                               allowed_origins=frozenset({origin_of(url)}))
         started = time.monotonic()
-        try:
-            with pytest.raises(UpstreamError, match=r"failed once \(last: no connection within 0\.5s\)"):
-                requester.get(url + "/build.json")
-        finally:
-            for waiting in queued:
-                waiting.close()
+        with pytest.raises(UpstreamError, match=r"failed once \(last: no connection within 0\.5s\)"):
+            requester.get(url + "/build.json")
         assert time.monotonic() - started < 5
 
 

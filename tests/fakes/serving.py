@@ -14,7 +14,8 @@ import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 LOOPBACK = "127.0.0.1"
 
@@ -285,6 +286,26 @@ def serve_connections(serve: Callable[[socket.socket], None], name: str) -> sock
     # default), and a fault scenario stops four of these.
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, name=name, daemon=True).start()
     return server
+
+
+@contextmanager
+def taking_no_connection() -> Iterator[str]:
+    """The URL of a listener that takes no connection: its accept queue is full, so the next SYN
+    goes unanswered, as with a firewall that drops packets or a server too busy to accept."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(0)
+        queued = []
+        try:
+            for _ in range(3):
+                waiting = socket.socket()
+                queued.append(waiting)
+                waiting.setblocking(False)
+                waiting.connect_ex(busy.getsockname())
+            yield "http://127.0.0.1:%d" % busy.getsockname()[1]
+        finally:
+            for waiting in queued:
+                waiting.close()
 
 
 def relay(first: socket.socket, second: socket.socket, idle: float = 30.0) -> None:
