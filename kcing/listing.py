@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 from itertools import islice
-from typing import Callable, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from kcing import keptdays
 from kcing.errors import UpstreamError
@@ -166,17 +166,22 @@ class Listing:
         what the destination holds: it is delivered again, as a local file with other content is."""
         known = [obj for obj in objects if "content_sha256" in obj.facts and (obj.kind, obj.upstream_id) in delivered]
         changed: Set[tuple] = set()
-        for kind in {obj.kind for obj in known}:
-            of_kind = [obj for obj in known if obj.kind == kind]
-            hashes = self.ledger.delivered_hashes(self.source.name, kind, [obj.upstream_id for obj in of_kind],
-                                                  self.destination(kind))
-            for obj in of_kind:
-                was = hashes.get(obj.upstream_id)
-                if was and was != obj.facts["content_sha256"]:
-                    log.info("%s %s changed since it was delivered (sha256 %s, now %s): it is delivered again",
-                             obj.kind, obj.upstream_id, was[:12], obj.facts["content_sha256"][:12])
-                    changed.add((obj.kind, obj.upstream_id))
+        for obj, was in self._recorded_when_delivered(known, self.ledger.delivered_hashes):
+            if was and was != obj.facts["content_sha256"]:
+                log.info("%s %s changed since it was delivered (sha256 %s, now %s): it is delivered again",
+                         obj.kind, obj.upstream_id, was[:12], obj.facts["content_sha256"][:12])
+                changed.add((obj.kind, obj.upstream_id))
         return changed
+
+    def _recorded_when_delivered(self, objects: List[UpstreamObject],
+                                 lookup: Callable[..., Dict[str, Any]]) -> Iterator[Tuple[UpstreamObject, Any]]:
+        """Each of the delivered `objects` with what `lookup` (a Ledger method taking source,
+        kind, upstream ids and destination) says was recorded of it, None where nothing was."""
+        for kind in sorted({obj.kind for obj in objects}):
+            of_kind = [obj for obj in objects if obj.kind == kind]
+            recorded = lookup(self.source.name, kind, [obj.upstream_id for obj in of_kind], self.destination(kind))
+            for obj in of_kind:
+                yield obj, recorded.get(obj.upstream_id)
 
     def _warn_of_other_dates(self, objects: List[UpstreamObject], delivered: Set[tuple]) -> None:
         """Say so of those delivered `objects` dated now by another day than they were delivered
@@ -189,16 +194,11 @@ class Listing:
             return
         dated = [obj for obj in objects if obj.kind in LISTING_DATED_KINDS and obj.created is not None
                  and (obj.kind, obj.upstream_id) in delivered]
-        for kind in {obj.kind for obj in dated}:
-            of_kind = [obj for obj in dated if obj.kind == kind]
-            dates = self.ledger.delivered_dates(self.source.name, kind, [obj.upstream_id for obj in of_kind],
-                                                self.destination(kind))
-            for obj in of_kind:
-                was = dates.get(obj.upstream_id)
-                now = obj.created.astimezone(timezone.utc).date()
-                if was is not None and was.date() != now:
-                    log.warning("%s was delivered dated %s, not %s: skipped as delivered, its documents stay in "
-                                "the indices of %s", obj.label, was.date(), now, was.date())
+        for obj, was in self._recorded_when_delivered(dated, self.ledger.delivered_dates):
+            now = obj.created.astimezone(timezone.utc).date()
+            if was is not None and was.date() != now:
+                log.warning("%s was delivered dated %s, not %s: skipped as delivered, its documents stay in "
+                            "the indices of %s", obj.label, was.date(), now, was.date())
 
     def _newer_than_delivered(self, objects: List[UpstreamObject]) -> List[UpstreamObject]:
         """`objects` but the versions of a KernelCI API node older than one delivered already to

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from peewee import DatabaseError, SqliteDatabase, fn
 
@@ -272,31 +272,27 @@ class Ledger:
                          destination: str = "") -> Dict[str, Optional[str]]:
         """{upstream id: sha256 of the content delivered (None where unrecorded)} for those of
         `upstream_ids` delivered for (source, kind) to `destination`."""
-        ids = sorted(set(upstream_ids))
-        found: Dict[str, Optional[str]] = {}
-        for start in range(0, len(ids), LOOKUP_CHUNK):
-            chunk = ids[start:start + LOOKUP_CHUNK]
-            cursor = self.db.execute_sql(
-                "SELECT upstream_id, sha256 FROM upstream_file WHERE source = ? AND kind = ? AND destination = ? "
-                "AND state = ? AND upstream_id IN (%s)" % ",".join("?" * len(chunk)),
-                [source, kind, destination, DELIVERED, *chunk])
-            found.update(cursor.fetchall())
-        return found
+        return dict(self._delivered_column("sha256", source, kind, upstream_ids, destination))
 
     def delivered_dates(self, source: str, kind: str, upstream_ids: Iterable[str],
                         destination: str = "") -> Dict[str, Optional[datetime]]:
         """{upstream id: the date (naive UTC) it was delivered with, None where it had none} for
         those of `upstream_ids` delivered for (source, kind) to `destination`."""
+        return {upstream_id: _column_time(when)
+                for upstream_id, when in self._delivered_column("object_date", source, kind, upstream_ids, destination)}
+
+    def _delivered_column(self, column: str, source: str, kind: str, upstream_ids: Iterable[str],
+                          destination: str) -> Iterator[Tuple[str, Any]]:
+        """(upstream id, `column`) of those of `upstream_ids` delivered for (source, kind) to
+        `destination`, asked for LOOKUP_CHUNK ids at a time."""
         ids = sorted(set(upstream_ids))
-        found: Dict[str, Optional[datetime]] = {}
         for start in range(0, len(ids), LOOKUP_CHUNK):
             chunk = ids[start:start + LOOKUP_CHUNK]
             cursor = self.db.execute_sql(
-                "SELECT upstream_id, object_date FROM upstream_file WHERE source = ? AND kind = ? "
-                "AND destination = ? AND state = ? AND upstream_id IN (%s)" % ",".join("?" * len(chunk)),
+                "SELECT upstream_id, %s FROM upstream_file WHERE source = ? AND kind = ? AND destination = ? "
+                "AND state = ? AND upstream_id IN (%s)" % (column, ",".join("?" * len(chunk))),
                 [source, kind, destination, DELIVERED, *chunk])
-            found.update((upstream_id, _column_time(when)) for upstream_id, when in cursor.fetchall())
-        return found
+            yield from cursor.fetchall()
 
     def newest_delivered_version(self, sources: Sequence[str], kind: str, node_id: str,
                                  destination: str = "") -> Optional[str]:
