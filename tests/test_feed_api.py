@@ -1022,16 +1022,9 @@ def test_gen_samples_with_logs_saves_again_the_samples_saved_without_their_logs(
 
 def test_a_samples_replay_of_two_versions_of_a_node_leaves_the_newer_in_elasticsearch(env, tmp_path, api_replica,
                                                                                        logstash):
-    samples = tmp_path / "saved"
-    saving = dict(env, KCI_SAMPLES_DIR=str(samples))
-    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
-    test = next(node for node in listed_nodes(api_replica) if node["kind"] == "test")
-    changed = api_replica.corpus.update(test["id"], result="pass" if test["result"] == "fail" else "fail")
-    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
+    samples, manifest, older, newer, node_id, _, changed = _two_versions_saved(env, tmp_path, api_replica)
     # The directory keeps both versions; the replay here holds only them.
-    manifest = json.loads((samples / "manifest.json").read_text())
-    manifest["objects"] = [entry for entry in manifest["objects"] if entry["upstream_id"].startswith(test["id"] + ".")]
-    assert len(manifest["objects"]) == 2
+    manifest["objects"] = [older, newer]
     (samples / "manifest.json").write_text(json.dumps(manifest))
     # One document a batch, the newer posted a moment after the older, whose post is answered
     # 503 and retried after a second.
@@ -1039,26 +1032,18 @@ def test_a_samples_replay_of_two_versions_of_a_node_leaves_the_newer_in_elastics
     replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples)],
                    dict(env, LS_PIPELINE_BATCH_SIZE="1", ES_LOAD_INTERVAL="0.3"), tmp_path)
     assert replay.returncode == 0, replay.stderr
-    _, document = document_of(logstash, test["id"])
-    assert document["result"] == changed["result"]
-    assert document["kernelci_api"]["updated"].startswith(changed["updated"][:23])
+    _, document = document_of(logstash, node_id)
+    assert document["result"] == changed
+    assert document["kernelci_api"]["updated"].startswith(_updated_now(api_replica, node_id)[:23])
 
 
 def test_a_samples_replay_of_a_manifest_listing_a_node_s_newer_version_first_leaves_the_newer(env, tmp_path,
                                                                                               api_replica, logstash):
     # A manifest edited or merged by hand: replayed in its order, the older version went last,
     # and Elasticsearch kept it.
-    samples = tmp_path / "saved"
-    saving = dict(env, KCI_SAMPLES_DIR=str(samples))
-    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
-    test = next(node for node in listed_nodes(api_replica) if node["kind"] == "test")
-    changed = api_replica.corpus.update(test["id"], result="pass" if test["result"] == "fail" else "fail")
-    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
-    manifest = json.loads((samples / "manifest.json").read_text())
-    versions = [entry for entry in manifest["objects"] if entry["upstream_id"].startswith(test["id"] + ".")]
-    assert len(versions) == 2
-    others = [entry for entry in manifest["objects"] if entry not in versions]
-    manifest["objects"] = [versions[1], *others, versions[0]]  # the newer first, the older last
+    samples, manifest, older, newer, node_id, _, changed = _two_versions_saved(env, tmp_path, api_replica)
+    others = [entry for entry in manifest["objects"] if entry not in (older, newer)]
+    manifest["objects"] = [newer, *others, older]  # the newer first, the older last
     (samples / "manifest.json").write_text(json.dumps(manifest))
     output = tmp_path / "out"
     replay = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(output)],
@@ -1066,28 +1051,21 @@ def test_a_samples_replay_of_a_manifest_listing_a_node_s_newer_version_first_lea
     assert replay.returncode == 0, replay.stderr
     lines = (output / "test.ndjson").read_text().splitlines()
     written = [json.loads(document) for document in lines[1::2]]
-    last = [document for document in written if document["kernelci_api"]["node_id"] == test["id"]][-1]
-    assert last["result"] == changed["result"]
-    assert last["kernelci_api"]["updated"].startswith(changed["updated"][:23])
+    last = [document for document in written if document["kernelci_api"]["node_id"] == node_id][-1]
+    assert last["result"] == changed
+    assert last["kernelci_api"]["updated"].startswith(_updated_now(api_replica, node_id)[:23])
 
 
 def test_a_samples_replay_never_delivers_a_node_s_older_version_after_a_newer_one(env, tmp_path, api_replica,
                                                                                  logstash):
     # An older version added to a manifest after the newer was replayed (directories merged by
     # hand): delivered then, it replaced the newer in Elasticsearch.
-    samples = tmp_path / "saved"
-    saving = dict(env, KCI_SAMPLES_DIR=str(samples))
-    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
-    test = next(node for node in listed_nodes(api_replica) if node["kind"] == "test")
-    changed = api_replica.corpus.update(test["id"], result="pass" if test["result"] == "fail" else "fail")
-    assert kcing(["gen_samples"], saving, tmp_path).returncode == 0
-    manifest = json.loads((samples / "manifest.json").read_text())
-    older, newer = [entry for entry in manifest["objects"] if entry["upstream_id"].startswith(test["id"] + ".")]
+    samples, manifest, older, newer, node_id, _, changed = _two_versions_saved(env, tmp_path, api_replica)
     manifest["objects"].remove(older)
     (samples / "manifest.json").write_text(json.dumps(manifest))
     replay = ["feed_es", "--source", "samples", "--samples-dir", str(samples)]
     assert kcing(replay, env, tmp_path).returncode == 0
-    assert document_of(logstash, test["id"])[1]["result"] == changed["result"]
+    assert document_of(logstash, node_id)[1]["result"] == changed
 
     manifest["objects"].append(older)
     (samples / "manifest.json").write_text(json.dumps(manifest))
@@ -1095,7 +1073,7 @@ def test_a_samples_replay_never_delivers_a_node_s_older_version_after_a_newer_on
     assert again.returncode == 0, again.stderr
     assert ("test %s is older than version %s of its node, delivered already: skipped, so that Elasticsearch keeps "
             "the newer" % (older["upstream_id"], newer["upstream_id"])) in again.stderr
-    assert document_of(logstash, test["id"])[1]["result"] == changed["result"]
+    assert document_of(logstash, node_id)[1]["result"] == changed
 
 
 def _two_versions_saved(env, tmp_path, api_replica):
@@ -1112,6 +1090,11 @@ def _two_versions_saved(env, tmp_path, api_replica):
     manifest = json.loads((samples / "manifest.json").read_text())
     older, newer = [entry for entry in manifest["objects"] if entry["upstream_id"].startswith(node_id + ".")]
     return samples, manifest, older, newer, node_id, result, changed["result"]
+
+
+def _updated_now(api_replica, node_id: str) -> str:
+    """The `updated` of the node's version the API serves now (the newer one saved)."""
+    return next(node for node in listed_nodes(api_replica) if node.get("id") == node_id)["updated"]
 
 
 def test_a_samples_replay_never_delivers_a_node_s_older_version_after_the_api_feed_delivered_a_newer(
