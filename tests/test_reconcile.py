@@ -1273,15 +1273,22 @@ def test_indices_a_drp_run_with_a_shorter_retention_deleted_are_not_called_missi
     assert set(ledger_states(db).values()) == {DELIVERED}
 
 
-def test_a_drp_run_that_could_not_reach_elasticsearch_deleted_nothing_for_reconcile(tmp_path, es):
-    # `drp --drp-days 1` with Elasticsearch down deleted nothing: recorded as having kept from
-    # yesterday, it had reconcile take every index before as deleted, and check none of them.
+def _one_object_delivered_two_days_ago(tmp_path, es):
+    """A ledger holding one object delivered to Logstash with one document in the build index of
+    two days ago, which Elasticsearch holds: the ledger's path and the index."""
     two_days_ago = "build-%s" % (datetime.now(timezone.utc) - timedelta(days=2)).strftime("%Y.%m.%d")
     db = tmp_path / "kcing.db"
     ledger = Ledger.open(str(db))
     ledger.record([Outcome(obj("late"), DELIVERED, documents=packed(1, index=two_days_ago))], to_logstash)
     ledger.close()
     seed(es, [(two_days_ago, "%040x" % 1)])
+    return db, two_days_ago
+
+
+def test_a_drp_run_that_could_not_reach_elasticsearch_deleted_nothing_for_reconcile(tmp_path, es):
+    # `drp --drp-days 1` with Elasticsearch down deleted nothing: recorded as having kept from
+    # yesterday, it had reconcile take every index before as deleted, and check none of them.
+    db, _ = _one_object_delivered_two_days_ago(tmp_path, es)
     environ = clean_environ(ES_HOST=es.url, KCING_DB=str(db), KCI_DAYS="1")
     down = kcing(["drp", "--drp-days", "1"], dict(environ, ES_HOST="http://127.0.0.1:%d" % closed_port()), tmp_path)
     assert down.returncode == 3, down.stdout + down.stderr
@@ -1298,12 +1305,7 @@ def test_a_drp_run_killed_while_deleting_has_its_first_kept_day_known_to_reconci
     # Killed (the out-of-memory killer, a reboot) while Elasticsearch deletes an index, drp never
     # closes its run row: the day it kept from must be in it already, or reconcile takes the index
     # gone for a loss, marks its object missing and the next feed sends it again.
-    two_days_ago = "build-%s" % (datetime.now(timezone.utc) - timedelta(days=2)).strftime("%Y.%m.%d")
-    db = tmp_path / "kcing.db"
-    ledger = Ledger.open(str(db))
-    ledger.record([Outcome(obj("late"), DELIVERED, documents=packed(1, index=two_days_ago))], to_logstash)
-    ledger.close()
-    seed(es, [(two_days_ago, "%040x" % 1)])
+    db, two_days_ago = _one_object_delivered_two_days_ago(tmp_path, es)
     deleting, killed = threading.Event(), threading.Event()
     answer = es.handle
 
