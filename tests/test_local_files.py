@@ -547,11 +547,18 @@ def _edit_a_build_on_purpose(samples: Path, hash_case) -> dict:
     return entry
 
 
-def test_a_sample_changed_on_purpose_since_it_was_delivered_is_delivered_again_and_only_it(tmp_path):
+def _samples_replayed_once(tmp_path):
+    """A copy of samples/ replayed once into NDJSON files: (its directory, the output directory,
+    the ledger)."""
     samples = tmp_path / "samples"
     shutil.copytree(str(SAMPLES), str(samples))
     output, db = tmp_path / "out", tmp_path / "kcing.db"
     assert replay_into(samples, output, db, tmp_path).returncode == 0
+    return samples, output, db
+
+
+def test_a_sample_changed_on_purpose_since_it_was_delivered_is_delivered_again_and_only_it(tmp_path):
+    samples, output, db = _samples_replayed_once(tmp_path)
     # Edited, and its manifest entry given the new sha256 and size (as samples/README.md says):
     # what the destination holds is no longer this sample.
     entry = _edit_a_build_on_purpose(samples, str.lower)
@@ -566,10 +573,7 @@ def test_a_sample_changed_on_purpose_since_it_was_delivered_is_delivered_again_a
 
 
 def test_a_delivered_sample_whose_manifest_date_was_edited_is_said_to_stay_in_its_day_s_index(tmp_path):
-    samples = tmp_path / "samples"
-    shutil.copytree(str(SAMPLES), str(samples))
-    output, db = tmp_path / "out", tmp_path / "kcing.db"
-    assert replay_into(samples, output, db, tmp_path).returncode == 0
+    samples, output, db = _samples_replayed_once(tmp_path)
     manifest = json.loads((samples / "manifest.json").read_text())
     entry = next(entry for entry in manifest["objects"] if entry["kind"] == "build")
     delivered_day = entry["date"][:10]
@@ -586,10 +590,7 @@ def test_a_delivered_sample_whose_manifest_date_was_edited_is_said_to_stay_in_it
 def test_a_sample_changed_on_purpose_and_dated_anew_is_delivered_again_with_no_word_of_being_skipped(tmp_path):
     # Delivered again, under its new date: "skipped as delivered, its documents stay in the
     # indices of <the old day>" would say the opposite of what the run does.
-    samples = tmp_path / "samples"
-    shutil.copytree(str(SAMPLES), str(samples))
-    output, db = tmp_path / "out", tmp_path / "kcing.db"
-    assert replay_into(samples, output, db, tmp_path).returncode == 0
+    samples, output, db = _samples_replayed_once(tmp_path)
     entry = _edit_a_build_on_purpose(samples, str.lower)
     manifest = json.loads((samples / "manifest.json").read_text())
     next(edited for edited in manifest["objects"] if edited["upstream_id"] == entry["upstream_id"])["date"] = (
@@ -605,10 +606,7 @@ def test_a_sample_changed_on_purpose_and_dated_anew_is_delivered_again_with_no_w
 
 def test_a_delivered_sample_whose_manifest_date_was_removed_is_skipped_as_delivered(tmp_path):
     # No date now: nothing to set against the day it was delivered with, and nothing to warn of.
-    samples = tmp_path / "samples"
-    shutil.copytree(str(SAMPLES), str(samples))
-    output, db = tmp_path / "out", tmp_path / "kcing.db"
-    assert replay_into(samples, output, db, tmp_path).returncode == 0
+    samples, output, db = _samples_replayed_once(tmp_path)
     manifest = json.loads((samples / "manifest.json").read_text())
     entry = next(entry for entry in manifest["objects"] if entry["kind"] == "build")
     del entry["date"]
