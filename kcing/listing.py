@@ -16,12 +16,11 @@ from kcing.errors import UpstreamError
 from kcing.ledger.ledger import Ledger
 from kcing.records import BOOT, BUILD, UpstreamObject
 from kcing.sources import completed
+from kcing.sources.localfiles import LOCAL_SOURCES
 
 log = logging.getLogger(__name__)
 
 LOOKUP_CHUNK = 500
-# The sources whose objects' dates a user gives (`--date`, a samples manifest's `date`).
-LOCAL_SOURCES = ("files", "samples")
 # The sources whose objects may be versions of a KernelCI API node (`<node id>.<updated>`).
 NODE_VERSION_SOURCES = ("samples", "api")
 # The kinds whose files carry no date of their own: the listing's date names their index.

@@ -41,6 +41,7 @@ from kcing.progress import Progress, eta_text
 from kcing.sinks import LOGSTASH
 from kcing.records import OBJECT_KINDS, UpstreamObject
 from kcing.shutdown import cut_by_a_stop
+from kcing.sources.localfiles import LOCAL_SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,6 @@ ASKING = "while waiting for Elasticsearch; the objects checked so far are record
 
 # Sources whose objects can be fetched again from the URL the ledger keeps.
 RESENDABLE = ("legacy", "samples", "files")
-# Sources whose files are copies kept here, which a re-send must find as they were delivered.
-LOCAL_SOURCES = ("samples", "files")
 # Index names named per reason in the summary.
 NAMED_INDICES = 5
 

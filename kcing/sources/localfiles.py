@@ -33,6 +33,11 @@ MANIFEST = "manifest.json"
 SAMPLE_MAX_BYTES = 8 * MAX_ARTIFACT_BYTES
 
 
+# The sources whose files are copies kept here (SamplesDir, LocalFiles): a user gives their
+# objects' dates (`--date`, a manifest's `date`), and a re-send must find them as they were
+# delivered.
+LOCAL_SOURCES = ("samples", "files")
+
 class SamplesDir:
     """Replays `samples/`: `manifest.json` lists each saved file with its kind, id and date."""
 
