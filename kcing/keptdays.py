@@ -6,6 +6,10 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Optional
 
+# The fewest days drp keeps: DRP_DAYS and --drp-days are 1 at least (kcing/settings.py), so a drp
+# run keeps yesterday whatever it is given.
+FEWEST_DAYS_KEPT = 1
+
 
 def cutoff_day(today: date, days: int) -> date:
     """The first day kept: indices dated before it are expired."""

@@ -33,6 +33,7 @@ from urllib.parse import quote, urlsplit
 from kcing import urls
 from kcing.digits import ascii_digits, foreign_digits
 from kcing.errors import ConfigError, one_line
+from kcing.keptdays import FEWEST_DAYS_KEPT
 
 log = logging.getLogger(__name__)
 
@@ -600,7 +601,7 @@ SPECS: Mapping[str, Spec] = {
     "KCING_PROGRESS_EVERY": Spec(10.0, _number(1, 24 * 3600), "seconds between the `progress:` lines of feed_es, "
                                  "reconcile and gen_samples, and the `still waiting` lines of setup_es, setup_kbn "
                                  "and backup_kbn, when stderr is not a terminal (cron, a pipe, a log file)"),
-    "DRP_DAYS": Spec(3, _integer(1, MAX_DAYS), "days of data to keep (must exceed KCI_DAYS)"),
+    "DRP_DAYS": Spec(3, _integer(FEWEST_DAYS_KEPT, MAX_DAYS), "days of data to keep (must exceed KCI_DAYS)"),
     # Elasticsearch and Kibana administration
     "ES_HOST": Spec("http://localhost:9200", _url, "Elasticsearch URL for admin commands"),
     "ES_USER": Spec("", _credential, "basic-auth user for Elasticsearch"),

@@ -462,6 +462,24 @@ def test_a_watermark_held_past_the_retention_lists_from_the_first_day_drp_kept(e
     assert watermark(db) > now - timedelta(days=3)  # moved on: the node that held it is past the retention
 
 
+def test_a_drp_run_whose_clock_was_ahead_does_not_move_the_listing_into_the_future(env, tmp_path, db, api_replica,
+                                                                                   logstash):
+    # drp on a host whose clock was half a year ahead, then set right, recorded a first day kept
+    # in the future: every run listed the nodes updated since then, found none, and exited 0.
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    now = datetime.now(timezone.utc)
+    changed = [node for node in listed_nodes(api_replica) if node["kind"] == "test"][0]
+    api_replica.corpus.update(changed["id"], when=now - timedelta(minutes=1), result="fail")
+    ahead = (now + timedelta(days=180)).replace(tzinfo=None)
+    with sqlite3.connect(str(db)) as conn:
+        conn.execute("INSERT INTO run (command, started, ended, outcome, counts) VALUES ('drp', ?, ?, 'ok', ?)",
+                     [str(ahead), str(ahead), json.dumps({"days": 3, "first_kept": (ahead - timedelta(days=3)).date()
+                                                          .isoformat()})])
+    after = kcing(["feed_es"], env, tmp_path)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert "delivered 1," in after.stdout, after.stdout + after.stderr
+
+
 def test_days_and_since_override_the_watermark_without_moving_it_over_a_gap(env, tmp_path, db, api_replica):
     assert kcing(["feed_es", "--since", "2024-01-01"], env, tmp_path).returncode == 0
     mark = watermark(db)

@@ -1363,6 +1363,38 @@ def test_the_day_a_drp_run_kept_from_is_read_from_runs_recorded_before_it_was_wr
     ledger.close()
 
 
+def test_a_day_kept_that_no_drp_run_could_keep_by_the_ledger_s_clock_says_nothing(tmp_path):
+    # drp keeps yesterday at least: a later day was written by a run whose clock was ahead.
+    ledger = Ledger.open(str(tmp_path / "kcing.db"))
+    ledger.clock = lambda: datetime(2024, 10, 16, 3, 5)
+    ledger.finish_run(ledger.start_run("drp", {"days": 3}), "ok", {"days": 3, "first_kept": "2024-10-13"})
+    ledger.finish_run(ledger.start_run("drp", {"days": 3}), "ok", {"days": 3, "first_kept": "2025-04-11"})
+    ledger.finish_run(ledger.start_run("drp", {"days": 1}), "ok", {"days": 1, "first_kept": "2024-10-16"})
+    assert ledger.deleted_before() == date(2024, 10, 13)
+    ledger.finish_run(ledger.start_run("drp", {"days": 1}), "ok", {"days": 1, "first_kept": "2024-10-15"})
+    assert ledger.deleted_before() == date(2024, 10, 15)
+    ledger.clock = lambda: datetime(2025, 4, 12, 0, 0)  # the day came: what that run kept holds
+    assert ledger.deleted_before() == date(2025, 4, 11)
+    ledger.close()
+
+
+def test_a_drp_run_whose_clock_was_ahead_does_not_stop_reconcile_checking(tmp_path, es):
+    # drp run on a host whose clock was half a year ahead, then set right, recorded a first day
+    # kept in the future: reconcile took every index before it for one drp deleted, checked none
+    # and ended with 6 on every run until that day.
+    db, _ = _one_object_delivered_two_days_ago(tmp_path, es)
+    ahead = (datetime.now(timezone.utc) + timedelta(days=180)).replace(tzinfo=None)
+    ledger = Ledger.open(str(db))
+    ledger.clock = lambda: ahead
+    ledger.finish_run(ledger.start_run("drp", {}), "ok",
+                      {"days": 3, "first_kept": (ahead - timedelta(days=3)).date().isoformat()})
+    ledger.close()
+    checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db), DRP_DAYS="3", KCI_DAYS="2"),
+                    tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "checked 1, present 1, missing 0;" in checked.stdout
+
+
 def test_a_drp_run_row_edited_by_hand_into_no_counts_says_nothing_of_the_day_kept(tmp_path):
     """Every feed resumes from the day drp kept: a row it cannot read must not stop it."""
     db = tmp_path / "kcing.db"

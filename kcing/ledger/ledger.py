@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Named
 
 from peewee import DatabaseError, SqliteDatabase, fn
 
+from kcing import keptdays
 from kcing.errors import ConfigError, KcingError, StorageFailed, exit_status, one_line
 from kcing.files import as_text
 from kcing.ledger import docids, identity, models
@@ -785,8 +786,13 @@ class Ledger:
         deleted, whatever DRP_DAYS now says), or None when no drp run was recorded.
 
         A run records the day it kept from; a run recorded before it did counts from the day it
-        started and the days it kept. A row edited by hand into something else says nothing."""
+        started and the days it kept. A row edited by hand into something else says nothing.
+        Nor does a day after yesterday by the ledger's clock: drp keeps one day at least, so only
+        a run whose clock was ahead of this one (set back since) wrote it. Taken, it would hold
+        every feed and reconcile until that day came: the API listed from it, finding nothing,
+        and reconcile took every index before it for one drp deleted, checking none."""
         latest: Optional[date] = None
+        last_possible = keptdays.cutoff_day(self.clock().date(), keptdays.FEWEST_DAYS_KEPT)
         query = models.Run.select(models.Run.started, models.Run.counts).where(models.Run.command == "drp")
         for started, text in query.tuples().iterator():
             try:
@@ -801,7 +807,7 @@ class Ledger:
                     continue
             except (ValueError, OverflowError):
                 continue
-            if latest is None or kept > latest:
+            if kept <= last_possible and (latest is None or kept > latest):
                 latest = kept
         return latest
 
