@@ -105,6 +105,24 @@ def test_a_listing_date_of_digits_only_python_reads_so_costs_its_build_alone(log
     assert len(builds_in(logstash)) == 1
 
 
+@pytest.mark.parametrize("created_on", [{"$date": "--1559264400000"}, {"$date": {"$numberLong": "--1559264400000"}}],
+                         ids=["two-signs", "numberLong-two-signs"])
+def test_a_listing_date_of_milliseconds_with_two_signs_costs_its_build_alone(logstash, tmp_path, created_on):
+    """Read as digits once its minus signs were stripped, "--1559264400000" went to int(), which
+    refused it: the ValueError ended the run as an internal error (exit 70), nothing delivered."""
+    corpus = LegacyCorpus()
+    good = build_item("next", "next-20190531", "arm64", "defconfig", at(TODAY, 0, 1))
+    odd = build_item("next", "next-20190531", "riscv", "defconfig", at(TODAY, 0, 2))
+    corpus.add_build(good, build_json(good))
+    corpus.add_build(dict(odd, created_on=created_on), build_json(odd))
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        result = kcing(["feed_es", "--how-many", "5"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert sorted(ledger_states(tmp_path / "kcing.db").values()) == ["delivered", "rejected"]
+    assert len(builds_in(logstash)) == 1
+
+
 @pytest.mark.parametrize("millis", [float("nan"), float("inf"), 1e300], ids=["NaN", "Infinity", "beyond-9999"])
 def test_a_listing_date_of_milliseconds_no_datetime_holds_costs_its_build_alone(logstash, tmp_path, millis):
     """Python's JSON reads NaN and Infinity; no day is that many milliseconds from 1970: the build

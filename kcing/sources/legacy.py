@@ -576,7 +576,8 @@ def _created_on(item: dict) -> Optional[datetime]:
         value = value.get("$numberLong")
     if isinstance(value, str):
         text = value.strip()
-        if ascii_digits(text.lstrip("-")) and len(text) < 20:
+        # One minus sign at most: lstrip("-") took "--5" for digits, which int() then refused.
+        if ascii_digits(text[1:] if text.startswith("-") else text) and len(text) < 20:
             value = int(text)
         else:
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ def bson_date_ms(value: Any) -> Optional[int]:
     if isinstance(inner, (int, float)) and not isinstance(inner, bool):
         return int(inner)
     if isinstance(inner, str):
-        if inner.isascii() and inner.lstrip("-").isdigit():
+        if re.fullmatch(r"-?[0-9]+", inner):
             return int(inner)
         try:
             parsed = datetime.fromisoformat(inner.replace("Z", "+00:00"))
