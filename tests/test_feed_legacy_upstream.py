@@ -196,6 +196,25 @@ def test_gen_samples_sample_size_saves_the_newest_objects(logstash, tmp_path):
         newest(corpus, "build", 1) + newest(corpus, "boot", 1))
 
 
+def test_gen_samples_writes_a_listing_date_before_the_year_1000_as_the_replay_reads_it(logstash, tmp_path):
+    """strftime's %Y writes year 999 as "999" on glibc: the manifest said "999-06-30T00:00:00.000Z",
+    which the replay refused as no date, warning so of a date kcing had written itself."""
+    corpus = LegacyCorpus()
+    build = build_item("next", "next-09990630", "arm64", "defconfig", at(TODAY, 0, 1))
+    corpus.add_build(dict(build, created_on={"$date": "0999-06-30T00:00:00Z"}), build_json(build))
+    samples = tmp_path / "samples"
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_SAMPLES_DIR=str(samples))
+        saved = kcing(["gen_samples", "--sample-size", "1"], env, tmp_path)
+    assert saved.returncode == 0, saved.stderr
+    [entry] = json.loads((samples / "manifest.json").read_text())["objects"]
+    assert entry["date"] == "0999-06-30T00:00:00.000Z"
+    replayed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output",
+                      str(tmp_path / "out")], env, tmp_path)
+    assert "is not a date" not in replayed.stderr, replayed.stderr
+    assert "no date" in replayed.stdout + replayed.stderr  # no index is named after year 999, as in the crawl
+
+
 # -- a listing across UTC midnight ----------------------------------------------------------------
 
 def test_a_listing_that_runs_across_utc_midnight_misses_nothing_of_the_new_window(logstash, tmp_path):

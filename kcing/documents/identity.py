@@ -56,15 +56,19 @@ def _canonical(part) -> str:
     return _CANONICAL.encode(part)
 
 
+# The year in four digits, by hand: strftime's %Y writes the years before 1000 without their
+# leading zeros on glibc ("999-06-30"), which no ISO 8601 reader takes back, and with them elsewhere.
 def index_name(kind: str, when: datetime) -> str:
     """Return `<kind>-YYYY.MM.DD` for the UTC calendar day of `when`."""
-    return "%s-%s" % (kind, as_utc(when).strftime("%Y.%m.%d"))
+    utc = as_utc(when)
+    return "%s-%04d.%02d.%02d" % (kind, utc.year, utc.month, utc.day)
 
 
 def iso_timestamp(when: datetime) -> str:
     """Return ISO 8601 in UTC with millisecond precision and a `Z` zone (what Logstash expects)."""
     utc = as_utc(when)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (utc.microsecond // 1000)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second,
+                                                   utc.microsecond // 1000)
 
 
 def as_utc(when: datetime) -> datetime:
