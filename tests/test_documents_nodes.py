@@ -396,6 +396,26 @@ def test_kernel_version_is_made_of_the_revision_s_numbers_only(version, expected
     assert api.get("kernel_version") == expected
 
 
+@pytest.mark.parametrize("test_revision, expected", [
+    # KernelCI's models make it a revision object, as kernel_revision: its commit names it.
+    ({"tree": "ltp", "url": "https://github.com/linux-test-project/ltp.git", "branch": "master",
+      "commit": "4bd6f9fd0f65a2b7e1e3d0cbbb6f1c8e0e5ac0de", "describe": "20240930-29-g4bd6f9fd0"},
+     "4bd6f9fd0f65a2b7e1e3d0cbbb6f1c8e0e5ac0de"),
+    ({"tree": "ltp", "describe": "20240930"}, "20240930"),
+    ("4bd6f9fd0f65", "4bd6f9fd0f65"),
+    (None, None),  # as the real node
+    ({"commit": None}, None),
+])
+def test_a_node_s_test_revision_is_kept_whether_an_object_or_a_name(test_revision, expected):
+    node = json.loads(real_text(MAESTRO, REAL_JOB))
+    node["data"]["test_source"] = "https://github.com/linux-test-project/ltp.git"
+    node["data"]["test_revision"] = test_revision
+    body = only(docs(node)).body
+    assert body["kernelci_api"].get("test_revision") == expected
+    assert body["kernelci_api"]["test_source"] == "https://github.com/linux-test-project/ltp.git"
+    assert field_problems("boot", body) == []
+
+
 def test_the_real_job_node_gives_a_boot_document():
     node = json.loads(real_text(MAESTRO, REAL_JOB))
     body = only(docs(node)).body

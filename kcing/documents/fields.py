@@ -230,7 +230,7 @@ KERNELCI_API = {
     "error_code": KEYWORD,
     "error_msg": TEXT,
     "test_source": KEYWORD,
-    "test_revision": KEYWORD,
+    "test_revision": KEYWORD,  # the commit of the tests' revision (an object upstream)
     "regression": KEYWORD,
     "architecture_filter": KEYWORD,
     "kernel_version": KEYWORD,  # version.patchlevel[.sublevel], e.g. 6.12

@@ -32,7 +32,7 @@ LOG_API_FIELDS = ("node_id", "kind", "name")
 NODE_KEYWORDS = ("kind", "name", "group", "state", "result", "owner", "submitter", "treeid")
 NODE_DATES = ("created", "updated", "timeout", "holdoff")
 DATA_KEYWORDS = ("runtime", "platform", "device", "job_id", "job_context", "kernel_type", "error_code",
-                 "test_source", "test_revision", "regression")
+                 "test_source", "regression")
 
 
 EMPTY: Mapping[str, Any] = {}
@@ -89,6 +89,7 @@ def kernelci_api_fields(node: Mapping[str, Any], envelope: Mapping[str, Any],
         "fragments": keywords(data.get("fragments")),
         "architecture_filter": keywords(data.get("architecture_filter")),
         "error_msg": as_text(data.get("error_msg")),
+        "test_revision": revision_name(data.get("test_revision")),
         "kernel_version": _kernel_version(revision.get("version")),
         "patchset": as_keyword(revision.get("patchset")),
         "commit_tags": keywords(revision.get("commit_tags")),
@@ -100,6 +101,15 @@ def kernelci_api_fields(node: Mapping[str, Any], envelope: Mapping[str, Any],
     errors = mapping(envelope.get("artifact_errors"))
     fields["artifact_errors"] = ["%s: %s" % (name, as_text(why)) for name, why in sorted(errors.items())]
     return {name: value for name, value in fields.items() if value is not None and value != []}
+
+
+def revision_name(revision: Any) -> Optional[str]:
+    """The revision of the tests a node ran: KernelCI's models make `test_revision` a revision
+    object, as `kernel_revision` (tree, url, branch, commit, describe), whose `commit` names it;
+    a plain value names it itself."""
+    if isinstance(revision, dict):
+        return as_keyword(revision.get("commit")) or as_keyword(revision.get("describe"))
+    return as_keyword(revision)
 
 
 def _artifact_fields(artifacts: Mapping[str, Any]) -> dict:
