@@ -129,6 +129,24 @@ def test_a_kbuild_gives_the_legacy_build_fields(tree):
     assert (api["runtime"], api["job_id"], api["kernel_version"]) == ("k8s-all", "kci-tree-1-kbuild", "6.12")
 
 
+@pytest.mark.parametrize("config_full, fragments, expected", [
+    ("defconfig+lab-setup", ["lab-setup"], "defconfig+lab-setup"),  # as today's kbuilds
+    (None, ["lab-setup", "arm64-chromebook"], "defconfig+lab-setup+arm64-chromebook"),  # KernelCI's first model
+    ("absent", ["lab-setup"], "defconfig+lab-setup"),
+    ("absent", [], "defconfig"),
+    ("absent", None, "defconfig"),
+])
+def test_a_kbuild_without_config_full_is_named_by_its_defconfig_and_fragments(tree, config_full, fragments, expected):
+    node = copy.deepcopy(tree["kbuild-arm64"])
+    node["data"]["fragments"] = fragments
+    if config_full == "absent":
+        del node["data"]["config_full"]
+    else:
+        node["data"]["config_full"] = config_full
+    body = only(docs(node)).body
+    assert (body["defconfig"], body["defconfig_full"]) == ("defconfig", expected)
+
+
 @pytest.mark.parametrize("result, error_code, expected", [
     ("pass", None, "PASS"), ("fail", None, "FAIL"), (None, None, "UNKNOWN"), ("incomplete", "node_timeout", "INCOMPLETE"),
     ("fail", "kbuild_internal_error", "ERROR"), ("fail", "node_timeout", "ERROR"), ("fail", "Infrastructure", "ERROR"),

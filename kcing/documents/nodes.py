@@ -156,6 +156,11 @@ def revision_fields(data: Mapping[str, Any]) -> dict:
     # Jobs and tests copy only the fragments part ("+lab-setup+..."); legacy spelled it whole.
     if config_full and config_full.startswith("+") and defconfig:
         config_full = defconfig + config_full
+    # A kbuild whose data has no config_full (KernelCI's first kbuild model had none) still
+    # names its fragments: its full name is the defconfig with them, as config_full spells it.
+    fragments = nodes_api.keywords(data.get("fragments"))
+    if not config_full and defconfig and fragments:
+        config_full = "+".join([defconfig, *fragments])
     return {
         "job": as_keyword(revision.get("tree")),
         "git_branch": as_keyword(revision.get("branch")),
