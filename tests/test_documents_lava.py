@@ -246,6 +246,21 @@ def test_a_stored_callback_names_its_lab_and_build():
     assert (boot["dtb_addr"], boot["loadaddr"], boot["initrd_addr"]) == ("0x1000000", "0x1080000", "0x13000000")
 
 
+@pytest.mark.parametrize("priority, expected", [(50, 50), ("75", 75), (None, None), ("absent", None), ("high", None)])
+def test_the_boot_document_keeps_the_job_s_priority_as_the_original_boot_index_did(priority, expected):
+    # upstream.md §1.9.2: an int (50 in every real file); §1.8: the original boot index had it.
+    assert boot_of(documents(MESON)).body["priority"] == 50
+    callback = real_callback(RAW_QEMU)
+    if priority == "absent":
+        del callback["priority"]
+    else:
+        callback["priority"] = priority
+    docs = documents_for(LAVA, encode(callback), LISTED)
+    assert boot_of(docs).body.get("priority") == expected
+    assert all("priority" not in doc.body for doc in docs if doc.kind != "boot")
+    assert field_problems("boot", boot_of(docs).body) == []
+
+
 @pytest.mark.parametrize("steps, expected", [
     pytest.param([("20", "fail", "30"), ("10", "pass", "9.5")], ("pass", 9.5), id="the first passed, a later failed"),
     # LAVA retried the boot (failure_retry) and the second attempt logged in: the job completed.

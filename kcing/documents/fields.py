@@ -105,6 +105,7 @@ BOOT = {
     "error_type": KEYWORD,  # the `job` step's error: Infrastructure, Job, Test, ...
     "error_msg": TEXT,
     "lava_job_name": KEYWORD,
+    "priority": LONG,  # the LAVA job's priority (0 to 100), as the original boot index had it
     "submit_time": DATE,
     "start_time": DATE,
     "end_time": DATE,

@@ -146,6 +146,7 @@ def boot_only_fields(callback: Mapping[str, Any], definition: Mapping[str, Any])
         "device_type": as_keyword(definition.get("device_type")),
         "job_status": _status_name(callback),
         "lava_job_name": as_keyword(callback.get("description")),
+        "priority": as_int(callback.get("priority")),
         "boot_log_html": as_keyword(callback.get("boot_log_html")),
         "version": as_keyword(callback.get("version")),
     })
