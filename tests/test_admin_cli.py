@@ -126,6 +126,24 @@ def test_backup_kbn_over_a_saved_objects_file_that_is_a_fifo_is_refused_not_wait
     assert "it is a FIFO" in done.stderr and fifo.is_fifo(), done.stderr
 
 
+def test_an_installed_kcing_without_the_clones_kibana_dir_asks_for_one_and_writes_nothing(tmp_path):
+    # `pip install .` copies the package alone: the default kibana/ beside it would have been made
+    # in site-packages by backup_kbn, the export and its backups written there.
+    site = tmp_path / "site-packages"
+    shutil.copytree(REPO / "kcing", site / "kcing", ignore=shutil.ignore_patterns("__pycache__"))
+    env = clean_environ(PYTHONPATH=str(site))
+    with KibanaEmulator() as kibana:
+        env["KB_URL"] = kibana.url
+        for command in ("backup_kbn", "setup_kbn"):
+            done = subprocess.run([sys.executable, "-m", "kcing", command, "--wait", "5"], env=env, cwd=str(tmp_path),
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 2, done.stderr
+            assert done.stderr.strip().splitlines() == [
+                "kcing %s: no kibana/ directory at %s, where a clone of kcing has it: pass --kibana-dir DIR"
+                % (command, site / "kibana")], done.stderr
+    assert sorted(path.name for path in site.iterdir()) == ["kcing"]
+
+
 def test_drp_deletes_only_expired_kcing_indices(tmp_path, es):
     today = date.today()
     old = "boot-%s" % (today - timedelta(days=40)).strftime("%Y.%m.%d")

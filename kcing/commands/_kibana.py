@@ -25,7 +25,15 @@ DEFAULT_WAIT = 60.0
 
 
 def kibana_dir(args: dict) -> Path:
-    return Path(args.get("--kibana-dir") or CHECKOUT_KIBANA_DIR)
+    """--kibana-dir, else the clone's kibana/; an installed package has none (`pip install .`
+    does not copy it), and its site-packages is no place for Kibana's objects and backups."""
+    given = args.get("--kibana-dir")
+    if given:
+        return Path(given)
+    if not CHECKOUT_KIBANA_DIR.is_dir():
+        raise ConfigError("no kibana/ directory at %s, where a clone of kcing has it: pass --kibana-dir DIR"
+                          % CHECKOUT_KIBANA_DIR)
+    return CHECKOUT_KIBANA_DIR
 
 
 def make_client(args: dict, settings, session=None) -> KibanaClient:
