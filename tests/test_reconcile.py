@@ -1378,6 +1378,20 @@ def test_a_day_kept_that_no_drp_run_could_keep_by_the_ledger_s_clock_says_nothin
     ledger.close()
 
 
+def test_a_run_recorded_before_the_day_kept_was_written_on_a_clock_ahead_says_nothing_either(tmp_path):
+    # Such a row holds the day it started and the days it kept: started half a year ahead, the day
+    # it kept from is to come too.
+    ledger = Ledger.open(str(tmp_path / "kcing.db"))
+    ledger.clock = lambda: datetime(2025, 4, 14, 3, 5)
+    ledger.finish_run(ledger.start_run("drp", {"days": 3}), "ok", {"days": 3})  # kept from 2025-04-11
+    ledger.clock = lambda: datetime(2024, 10, 16, 3, 5)
+    ledger.finish_run(ledger.start_run("drp", {"days": 3}), "ok", {"days": 3})  # kept from 2024-10-13
+    assert ledger.deleted_before() == date(2024, 10, 13)
+    ledger.clock = lambda: datetime(2025, 4, 12, 0, 0)  # the day came: what that run kept holds
+    assert ledger.deleted_before() == date(2025, 4, 11)
+    ledger.close()
+
+
 def test_a_drp_run_whose_clock_was_ahead_does_not_stop_reconcile_checking(tmp_path, es):
     # drp run on a host whose clock was half a year ahead, then set right, recorded a first day
     # kept in the future: reconcile took every index before it for one drp deleted, checked none
