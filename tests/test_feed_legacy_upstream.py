@@ -123,6 +123,24 @@ def test_a_listing_date_of_milliseconds_with_two_signs_costs_its_build_alone(log
     assert len(builds_in(logstash)) == 1
 
 
+@pytest.mark.parametrize("created_on", [{"$date": "9" * 5000}, {"$date": {"$numberLong": "-" + "9" * 5000}}],
+                         ids=["digits", "numberLong-signed-digits"])
+def test_a_listing_date_of_more_digits_than_int_reads_costs_its_build_alone(logstash, tmp_path, created_on):
+    """int() refuses more than 4300 digits (ValueError): no day is that many milliseconds from
+    1970, and the build is rejected for want of a date, not the run ended as an internal error."""
+    corpus = LegacyCorpus()
+    good = build_item("next", "next-20190531", "arm64", "defconfig", at(TODAY, 0, 1))
+    odd = build_item("next", "next-20190531", "riscv", "defconfig", at(TODAY, 0, 2))
+    corpus.add_build(good, build_json(good))
+    corpus.add_build(dict(odd, created_on=created_on), build_json(odd))
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        result = kcing(["feed_es", "--how-many", "5"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert sorted(ledger_states(tmp_path / "kcing.db").values()) == ["delivered", "rejected"]
+    assert len(builds_in(logstash)) == 1
+
+
 @pytest.mark.parametrize("millis", [float("nan"), float("inf"), 1e300], ids=["NaN", "Infinity", "beyond-9999"])
 def test_a_listing_date_of_milliseconds_no_datetime_holds_costs_its_build_alone(logstash, tmp_path, millis):
     """Python's JSON reads NaN and Infinity; no day is that many milliseconds from 1970: the build

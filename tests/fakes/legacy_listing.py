@@ -72,7 +72,10 @@ def bson_date_ms(value: Any) -> Optional[int]:
         return int(inner)
     if isinstance(inner, str):
         if re.fullmatch(r"-?[0-9]+", inner):
-            return int(inner)
+            try:
+                return int(inner)
+            except ValueError:  # more digits than int() reads: listed, in no day's range
+                return None
         try:
             parsed = datetime.fromisoformat(inner.replace("Z", "+00:00"))
         except ValueError:  # stored as it came (`"²"`): listed, in no day's range
