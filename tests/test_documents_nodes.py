@@ -423,6 +423,8 @@ def test_kernel_version_is_made_of_the_revision_s_numbers_only(version, expected
     ("4bd6f9fd0f65", "4bd6f9fd0f65"),
     (None, None),  # as the real node
     ({"commit": None}, None),
+    # Neither commit nor describe: the tree and the branch name no revision of it.
+    ({"tree": "ltp", "url": "https://github.com/linux-test-project/ltp.git", "branch": "master"}, None),
 ])
 def test_a_node_s_test_revision_is_kept_whether_an_object_or_a_name(test_revision, expected):
     node = json.loads(real_text(MAESTRO, REAL_JOB))
