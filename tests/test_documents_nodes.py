@@ -135,6 +135,11 @@ def test_a_kbuild_gives_the_legacy_build_fields(tree):
     ("absent", ["lab-setup"], "defconfig+lab-setup"),
     ("absent", [], "defconfig"),
     ("absent", None, "defconfig"),
+    # config_full names the build whatever data.fragments lists.
+    ("defconfig+lab-setup+kselftest", ["lab-setup"], "defconfig+lab-setup+kselftest"),
+    # Items that are no fragment name are left out, as from kernelci_api.fragments: no "++".
+    ("absent", ["lab-setup", "", None, {"name": "x"}, "kselftest"], "defconfig+lab-setup+kselftest"),
+    ("absent", ["", None], "defconfig"),
 ])
 def test_a_kbuild_without_config_full_is_named_by_its_defconfig_and_fragments(tree, config_full, fragments, expected):
     node = copy.deepcopy(tree["kbuild-arm64"])
@@ -145,6 +150,15 @@ def test_a_kbuild_without_config_full_is_named_by_its_defconfig_and_fragments(tr
         node["data"]["config_full"] = config_full
     body = only(docs(node)).body
     assert (body["defconfig"], body["defconfig_full"]) == ("defconfig", expected)
+
+
+def test_a_kbuild_without_defconfig_or_config_full_gets_no_defconfig_full_from_its_fragments(tree):
+    node = copy.deepcopy(tree["kbuild-arm64"])
+    del node["data"]["config_full"], node["data"]["defconfig"]
+    node["data"]["fragments"] = ["lab-setup"]
+    body = only(docs(node)).body
+    assert "defconfig" not in body and "defconfig_full" not in body
+    assert body["kernelci_api"]["fragments"] == ["lab-setup"]
 
 
 @pytest.mark.parametrize("result, error_code, expected", [
