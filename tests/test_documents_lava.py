@@ -404,6 +404,16 @@ def test_a_job_without_its_own_dates_falls_back(removed, expected_index):
     assert boot_of(documents_for(LAVA, encode(callback), LISTED)).index == expected_index
 
 
+@pytest.mark.parametrize("end_time", ["2020-11", "2020", "2020-100"], ids=["year-and-month", "year", "ordinal"])
+def test_an_end_time_that_is_no_whole_date_and_time_is_no_date_as_in_every_upstream_time(end_time):
+    """python-dateutil, which read the times Python's fromisoformat does not, filled a month or a
+    year with its first day: "2020" dated a job 1 January, where a listing's `created_on` or a
+    node's `updated` so written was no date. The job is dated by its start time instead."""
+    callback = real_callback(MESON)
+    callback["end_time"] = end_time
+    assert boot_of(documents_for(LAVA, encode(callback), LISTED)).index == "boot-2020.11.19"
+
+
 def test_a_job_that_ran_past_midnight_is_dated_by_its_end():
     callback = real_callback(MESON)
     callback["submit_time"] = callback["start_time"] = "2020-11-18T23:55:00.000000Z"
@@ -805,6 +815,7 @@ def test_log_bodies_serialised_once_per_job_equal_a_full_encoding(path):
     "2020-11-04T16:44:34.082427+02:00", "2020-11-04T16:44:34Z", "2020-13-04T16:44:34.082427",
     "2020-02-30T00:00:00", "0001-01-01T00:00:00", "9999-12-31T23:59:59", "1970-01-01T00:00:00.000001",
     "٢٠٢٠-11-04T16:44:34", "2020-11-04 16:44:34", "", "yesterday", None, 17, 1.5, ["2020-11-04T16:44:34"],
+    "2020-11-04T24:00:00", "2020-11-04T24:00:00.000000", "2020-11-04T24:00:00.5",
 ])
 def test_a_log_line_timestamp_read_by_string_equals_the_general_reading(dt):
     from kcing.documents.coerce import as_date

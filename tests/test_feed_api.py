@@ -324,6 +324,24 @@ def test_a_version_rejected_for_its_unreadable_time_does_not_hold_the_watermark(
     assert "delivered 0" in second.stdout
 
 
+def test_times_at_hour_24_are_the_next_midnight_in_updated_as_in_created(env, tmp_path, db, api_replica, logstash):
+    """ISO 8601's end of a day, "T24:00:00": a `created` so written dated the node the next day,
+    but an `updated` so written made the node unusable, rejected. Both are the next midnight
+    now, and the node is recorded under the day of the index it went to."""
+    login = api_replica.tree["login"]
+    ended = api_replica.corpus.add(dict(login, id=object_id("ended"), name="login-ended",
+                                        created="2024-10-16T24:00:00.000000", updated="2024-10-16T24:00:00.000000"))
+
+    result = kcing(["feed_es"], env, tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    [row] = [row for row in ledger_rows(db) if row["upstream_id"].startswith(ended["id"])]
+    assert (row["upstream_id"], row["state"]) == (ended["id"] + ".20241017T000000.000000", "delivered")
+    assert row["object_date"].startswith("2024-10-17 00:00:00")
+    (index, _), body = document_of(logstash, ended["id"])
+    assert index.endswith("-2024.10.17") and body["@timestamp"] == "2024-10-17T00:00:00.000Z"
+
+
 def test_a_node_that_changed_is_delivered_again_under_the_same_id(env, tmp_path, db, api_replica, logstash):
     running = api_replica.tree["running"]
     assert kcing(["feed_es"], env, tmp_path).returncode == 0

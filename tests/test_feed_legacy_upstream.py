@@ -105,6 +105,21 @@ def test_a_listing_date_of_digits_only_python_reads_so_costs_its_build_alone(log
     assert len(builds_in(logstash)) == 1
 
 
+def test_a_listing_date_at_hour_24_dates_the_build_the_next_midnight_as_every_upstream_time(logstash, tmp_path):
+    """ISO 8601's end of a day, "T24:00:00", was read as the next midnight in a LAVA job's times
+    and a node's `created`, but made a listing's `created_on` no date: its build was rejected."""
+    corpus = LegacyCorpus()
+    build = build_item("next", "next-20190531", "arm64", "defconfig", at(TODAY, 0, 1))
+    corpus.add_build(dict(build, created_on={"$date": "2019-05-31T24:00:00Z"}), build_json(build))
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        result = kcing(["feed_es", "--how-many", "5"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [(index, _)] = [key for key in logstash.store if key[0].startswith("build-")]
+    assert index == "build-2019.06.01"
+    [row] = ledger_rows(tmp_path / "kcing.db")
+    assert row["object_date"].startswith("2019-06-01 00:00:00")  # recorded under the day it went to
+
+
 @pytest.mark.parametrize("created_on", [{"$date": "--1559264400000"}, {"$date": {"$numberLong": "--1559264400000"}}],
                          ids=["two-signs", "numberLong-two-signs"])
 def test_a_listing_date_of_milliseconds_with_two_signs_costs_its_build_alone(logstash, tmp_path, created_on):

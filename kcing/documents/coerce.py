@@ -10,10 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import math
-from datetime import date, datetime
+import re
+from datetime import date, datetime, timedelta
 from typing import Any, Optional
-
-from dateutil import parser as dateparser
 
 from kcing.documents.identity import as_utc
 
@@ -137,29 +136,45 @@ def as_date(value: Any) -> Optional[datetime]:
     elif isinstance(value, date):
         parsed = datetime(value.year, value.month, value.day)
     elif isinstance(value, str):
-        parsed = _parse_iso(value)
+        return _in_index_years(iso_time(value))
     else:
         return None
-    if parsed is None:
-        return None
     try:
-        utc = as_utc(parsed)
+        return _in_index_years(as_utc(parsed))
     except (OverflowError, ValueError):
         return None
-    return utc if EARLIEST_YEAR <= utc.year <= LATEST_YEAR else None
 
 
-def _parse_iso(text: str) -> Optional[datetime]:
-    # fromisoformat is fast and reads what LAVA writes; dateutil covers the ISO forms it
-    # does not know on older Pythons ("Z", other fraction lengths).
+def _in_index_years(when: Optional[datetime]) -> Optional[datetime]:
+    return when if when is not None and EARLIEST_YEAR <= when.year <= LATEST_YEAR else None
+
+
+# The end of a day written as hour 24 ("2024-10-16T24:00:00", nothing after the hour but zeros
+# and a zone): the next day's midnight in ISO 8601, in python-dateutil and in the fromisoformat
+# of newer Pythons, which 3.11's refuses. Groups: the date and separator, what follows the hour.
+_END_OF_DAY = re.compile(r"([0-9]{4}-?[0-9]{2}-?[0-9]{2}.)24((?::?00(?::?00(?:[.,]0+)?)?)?(?:Z|[+-].*)?)",
+                         re.ASCII | re.DOTALL)
+
+
+def iso_time(text: str) -> Optional[datetime]:
+    """An upstream time (the KernelCI API's, a listing's `created_on`, LAVA's) as aware UTC, or
+    None. One rule for every reader, so that no object is listed under one day and delivered
+    under another: ISO 8601 as Python's `datetime.fromisoformat` reads it, hour 24 the next
+    midnight whatever Python runs kcing, and nothing around the text (the KernelCI API's
+    fromisoformat refuses spaces; nothing upstream writes has any). No zone means UTC."""
     try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        pass
-    try:
-        return dateparser.isoparse(text)
-    except (ValueError, OverflowError):
+        return as_utc(_from_iso(text))
+    except (ValueError, OverflowError):  # OverflowError: an offset moves year 1 or 9999 out of range
         return None
+
+
+def _from_iso(text: str) -> datetime:
+    if text.endswith("z"):  # RFC 3339 allows the zone letter in lower case; fromisoformat does not
+        text = text[:-1] + "Z"
+    end_of_day = _END_OF_DAY.fullmatch(text)
+    if end_of_day is None:
+        return datetime.fromisoformat(text)
+    return datetime.fromisoformat(end_of_day.group(1) + "00" + end_of_day.group(2)) + timedelta(days=1)
 
 
 def compact_json(value: Any) -> str:

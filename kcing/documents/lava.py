@@ -379,15 +379,21 @@ def line_timestamp(dt: Any) -> Optional[str]:
     """`iso_timestamp(as_date(dt))`, or None when `dt` is not a date."""
     if type(dt) is str:
         match = _LAVA_DT.match(dt)
-        if match is not None:
-            try:
-                year = datetime.fromisoformat(dt[:19]).year  # a real calendar date and time
-            except ValueError:
-                return None
-            if EARLIEST_YEAR <= year <= LATEST_YEAR:
-                return "%s.%sZ" % (dt[:19], ((match.group(1) or "") + "000")[:3])
+        if match is not None and _written_as_is(dt[:19]):
+            return "%s.%sZ" % (dt[:19], ((match.group(1) or "") + "000")[:3])
     when = as_date(dt)
     return iso_timestamp(when) if when is not None else None
+
+
+def _written_as_is(second: str) -> bool:
+    """Whether a `dt`'s date and time to the second, "YYYY-MM-DDThh:mm:ss", is a real calendar
+    date and time in the years an index is named after: its text is then the timestamp's. Any
+    other (hour 24, the next midnight; month 13, no date) is left to `as_date`."""
+    try:
+        year = datetime.fromisoformat(second).year
+    except ValueError:
+        return False
+    return EARLIEST_YEAR <= year <= LATEST_YEAR
 
 
 class _LineTimes:
@@ -407,12 +413,13 @@ class _LineTimes:
             if second == self._second:
                 # The same second as the line before, which matched _LAVA_DT: this line
                 # matches it too if the rest is "." and 1 to 6 ASCII digits.
-                if len(dt) <= 26 and dt[19] == "." and dt[20:].isdigit() and dt.isascii():
-                    return dt[:23] + "Z" if self._valid else None
+                if len(dt) <= 26 and dt[19] == "." and dt[20:].isdigit() and dt.isascii() and self._valid:
+                    return dt[:23] + "Z"
             elif _LAVA_DT.match(dt) is not None:
                 self._second = second
-                self._valid = line_timestamp(second) is not None
-                return dt[:23] + "Z" if self._valid else None
+                self._valid = _written_as_is(second)
+                if self._valid:
+                    return dt[:23] + "Z"
         return line_timestamp(dt)
 
 

@@ -56,7 +56,7 @@ from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
 from kcing.sources import heads
 from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.collector import collector_paused
-from kcing.documents.coerce import as_date
+from kcing.documents.coerce import as_date, iso_time
 from kcing.http import http_date
 from kcing.objectid import is_object_id, node_id as _node_id, object_id_time
 from kcing.secrecy import masked
@@ -992,14 +992,9 @@ def _is_count(value) -> bool:
 
 
 def _time(value) -> Optional[datetime]:
-    """An API time (naive UTC ISO 8601) as aware UTC; None when absent or unreadable."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
-    except (ValueError, OverflowError):  # OverflowError: an offset moves year 1 or 9999 out of range
-        return None
+    """An API time (naive UTC ISO 8601) as aware UTC, read as `created` is (`iso_time`); None
+    when absent or unreadable."""
+    return iso_time(value) if isinstance(value, str) else None
 
 
 def _with_absolute_artifacts(node: dict, storage_url: str) -> dict:

@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from kcing.digits import ascii_digits
 from kcing.documents import page_instead
+from kcing.documents.coerce import iso_time
 from kcing.errors import RejectedInput, UpstreamError, shown
 from kcing.http import http_date
 from kcing.keptdays import cutoff_day, day_start
@@ -568,7 +569,7 @@ def _object_id_of(value) -> Optional[str]:
 def _created_on(item: dict) -> Optional[datetime]:
     """The item's `created_on` in any extended-JSON form: `{"$date": <epoch ms>}` (what the
     backend's pymongo 3 wrote), `{"$date": {"$numberLong": "<ms>"}}` (canonical) or
-    `{"$date": "<ISO 8601>"}` (relaxed, pymongo 4); an ISO time without a zone is UTC."""
+    `{"$date": "<ISO 8601>"}` (relaxed, pymongo 4), read by `iso_time`."""
     value = item.get("created_on")
     if isinstance(value, dict):
         value = value.get("$date")
@@ -580,11 +581,7 @@ def _created_on(item: dict) -> Optional[datetime]:
         if ascii_digits(text[1:] if text.startswith("-") else text) and len(text) < 20:
             value = int(text)
         else:
-            try:
-                parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" and text else text)
-                return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
-            except (ValueError, OverflowError):
-                return None
+            return iso_time(text)  # as every upstream time is read: a build's day is its documents' index
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
             # Milliseconds counted exactly: seconds as a float (value / 1000) lose the last

@@ -7,12 +7,12 @@ import logging
 import os
 import re
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from dateutil import parser as dateparser
 
+from kcing.documents.coerce import iso_time
 from kcing.files import NotRegularFile, as_text, opened_regular
 from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError, reading_failure, shown
 from kcing.records import NODE_KINDS, OBJECT_KINDS, UpstreamObject
@@ -349,12 +349,6 @@ def read_bounded(path: Path, max_bytes: int) -> bytes:
 
 
 def _parse_date(value):
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dateparser.isoparse(value)
-        # In UTC, as the ledger and the index names take it: a time whose offset takes it past
-        # year 9999 or before year 1 (`9999-12-31T23:59:59-05:00`) is no date a datetime holds.
-        return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    except (ValueError, OverflowError):
-        return None
+    """A manifest's `date`, which stands for the listing's, read as upstream times are
+    (`iso_time`): in UTC, as the ledger and the index names take it."""
+    return iso_time(value) if isinstance(value, str) else None
