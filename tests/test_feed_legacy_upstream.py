@@ -120,6 +120,25 @@ def test_a_listing_date_at_hour_24_dates_the_build_the_next_midnight_as_every_up
     assert row["object_date"].startswith("2019-06-01 00:00:00")  # recorded under the day it went to
 
 
+@pytest.mark.parametrize("created_on", [{"$date": " 2019-05-31T01:00:00Z "}, {"$date": {"$numberLong": " 1559264400000"}}],
+                         ids=["iso", "numberLong"])
+def test_a_listing_date_with_spaces_around_it_is_no_date_as_in_every_upstream_time(logstash, tmp_path, created_on):
+    """Only a listing's `created_on` was read without the spaces around it: a node's `created`
+    or `updated`, a LAVA job's times, a manifest's date so written were no time. Its build is
+    rejected for want of a date, the others are delivered."""
+    corpus = LegacyCorpus()
+    good = build_item("next", "next-20190531", "arm64", "defconfig", at(TODAY, 0, 1))
+    odd = build_item("next", "next-20190531", "riscv", "defconfig", at(TODAY, 0, 2))
+    corpus.add_build(good, build_json(good))
+    corpus.add_build(dict(odd, created_on=created_on), build_json(odd))
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        result = kcing(["feed_es", "--how-many", "5"], feed_environ(replica, logstash, tmp_path / "kcing.db"), tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no date" in result.stdout
+    assert sorted(ledger_states(tmp_path / "kcing.db").values()) == ["delivered", "rejected"]
+    assert len(builds_in(logstash)) == 1
+
+
 @pytest.mark.parametrize("created_on", [{"$date": "--1559264400000"}, {"$date": {"$numberLong": "--1559264400000"}}],
                          ids=["two-signs", "numberLong-two-signs"])
 def test_a_listing_date_of_milliseconds_with_two_signs_costs_its_build_alone(logstash, tmp_path, created_on):

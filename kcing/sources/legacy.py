@@ -569,19 +569,19 @@ def _object_id_of(value) -> Optional[str]:
 def _created_on(item: dict) -> Optional[datetime]:
     """The item's `created_on` in any extended-JSON form: `{"$date": <epoch ms>}` (what the
     backend's pymongo 3 wrote), `{"$date": {"$numberLong": "<ms>"}}` (canonical) or
-    `{"$date": "<ISO 8601>"}` (relaxed, pymongo 4), read by `iso_time`."""
+    `{"$date": "<ISO 8601>"}` (relaxed, pymongo 4), read by `iso_time`; text with anything
+    around it is none of these."""
     value = item.get("created_on")
     if isinstance(value, dict):
         value = value.get("$date")
     if isinstance(value, dict):
         value = value.get("$numberLong")
     if isinstance(value, str):
-        text = value.strip()
         # One minus sign at most: lstrip("-") took "--5" for digits, which int() then refused.
-        if ascii_digits(text[1:] if text.startswith("-") else text) and len(text) < 20:
-            value = int(text)
+        if ascii_digits(value[1:] if value.startswith("-") else value) and len(value) < 20:
+            value = int(value)
         else:
-            return iso_time(text)  # as every upstream time is read: a build's day is its documents' index
+            return iso_time(value)  # as every upstream time is read: a build's day is its documents' index
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
             # Milliseconds counted exactly: seconds as a float (value / 1000) lose the last
