@@ -58,6 +58,12 @@ def a_date(args: dict, flag: str) -> Optional[datetime]:
     value = args.get(flag)
     if value is None:
         return None
+    return _flag_date(flag, value, "%s %r is outside the years 1 to 9999 in UTC" % (flag, value))
+
+
+def _flag_date(flag: str, value: str, out_of_range: str) -> datetime:
+    """`utc_date(value)`, each reason it is refused said in one line naming `flag`;
+    `out_of_range` for a date whose offset takes it outside the years a time holds."""
     try:
         return utc_date(value)
     except AmbiguousDate as ambiguous:
@@ -72,6 +78,8 @@ def a_date(args: dict, flag: str) -> Optional[datetime]:
     except IncompleteDate:
         raise ConfigError("%s expects a date with its year, month and day, such as 2020-11-04 or "
                           "'2020-11-04 09:41', not %r" % (flag, value)) from None
+    except OutOfRange:
+        raise ConfigError(out_of_range) from None
     except (ValueError, OverflowError):
         raise ConfigError("%s expects a date such as 2020-11-04 or '2020-11-04 09:41', not %r"
                           % (flag, value)) from None
@@ -85,13 +93,15 @@ def ambiguous_message(flag: str, value: str, ambiguous: "AmbiguousDate") -> str:
 def a_document_date(args: dict, flag: str) -> Optional[datetime]:
     """`a_date`, refused unless documents can be dated by it (their index names a day from 1970
     to 9998): a day outside those would date no document, and every file would be rejected."""
-    when = a_date(args, flag)
-    if when is None:
+    value = args.get(flag)
+    if value is None:
         return None
     from kcing.documents.coerce import EARLIEST_YEAR, LATEST_YEAR  # here: only local files are dated so
 
+    outside = "%s expects a day from %d to %d, not %r" % (flag, EARLIEST_YEAR, LATEST_YEAR, value)
+    when = _flag_date(flag, value, outside)  # past 9999 in UTC is outside the index years too
     if not EARLIEST_YEAR <= when.year <= LATEST_YEAR:
-        raise ConfigError("%s expects a day from %d to %d, not %r" % (flag, EARLIEST_YEAR, LATEST_YEAR, args[flag]))
+        raise ConfigError(outside)
     return when
 
 
@@ -107,6 +117,12 @@ class AmbiguousDate(ValueError):
         self.readings = sorted(readings)
         self.why = why
         super().__init__("%r could be %s" % (text, " or ".join(day.isoformat() for day in self.readings)))
+
+
+class OutOfRange(ValueError):
+    """A date whose time in UTC falls outside the years 1 to 9999 that a time is held in
+    ("9999-12-31T23:59:59-01:00" is in the year 10000 in UTC): a date, but none kcing
+    can count with."""
 
 
 class UnknownZone(ValueError):
@@ -235,7 +251,8 @@ def utc_date(text: str) -> datetime:
     `2020` today's day of 2020), so the day read would depend on the day kcing ran. UnknownZone
     for a zone named by an abbreviation, which would be read by this host's zone, or written as
     "UTC+3", whose sign python-dateutil reads as POSIX does. AmbiguousDate for a text whose day
-    and month (or year) could be read the other way round. Digits other than 0-9 are refused
+    and month (or year) could be read the other way round. OutOfRange for a date whose offset
+    takes it outside the years 1 to 9999 in UTC. Digits other than 0-9 are refused
     as a pasted mistake."""
     from dateutil import parser as dateparser  # here: most runs never read a date, and it takes a while to import
 
@@ -256,7 +273,12 @@ def utc_date(text: str) -> datetime:
     if first.date() != second.date():
         raise IncompleteDate("%r does not name a year, a month and a day" % text)
     _orders_agree(text, first)
-    return first.replace(tzinfo=timezone.utc) if first.tzinfo is None else first.astimezone(timezone.utc)
+    if first.tzinfo is None:
+        return first.replace(tzinfo=timezone.utc)
+    try:
+        return first.astimezone(timezone.utc)
+    except OverflowError:  # said as such: the text is a date, only not one a time can hold in UTC
+        raise OutOfRange("%r is outside the years 1 to 9999 in UTC" % text) from None
 
 
 def utc_text(when: datetime, seconds: bool = False) -> str:

@@ -1325,6 +1325,17 @@ def test_a_day_no_month_has_is_not_a_date_and_a_day_written_year_first_with_spac
     assert refused.returncode == 2 and "could mean 2026-01-12 or 2026-12-01" in one_line(refused)
 
 
+@pytest.mark.parametrize("since", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_a_since_whose_offset_takes_it_outside_the_years_a_time_holds_is_said_to_be_so(tmp_path, since):
+    """A date, but an hour past the year 9999 (or before the year 1) in UTC: it was called no date."""
+    env = samples_environ(tmp_path, KCI_API_URL="http://127.0.0.1:%d" % closed_port())
+    for args in (["feed_es", "--source", "api", "--dry-run"], ["reconcile"]):
+        refused = kcing(args + ["--since", since], env, tmp_path)
+        assert refused.returncode == 2, refused.stderr
+        assert one_line(refused) == ("kcing %s: --since %r is outside the years 1 to 9999 in UTC (try 2024-10-16 or "
+                                     "'2024-10-16 08:00')" % (args[0], since))
+
+
 def test_a_date_readings_in_each_order_are_named_and_a_day_with_a_zone_is_read_in_every_form():
     from kcing import flags
     from kcing.errors import ConfigError

@@ -394,10 +394,12 @@ def test_a_local_lava_file_given_again_with_another_date_is_skipped_with_nothing
     assert {index.split("-", 1)[1] for index, _ in logstash.store} == {"2020.10.23"}
 
 
-@pytest.mark.parametrize("day", ["1969-12-31", "9999-12-31", "0001-01-01"])
+@pytest.mark.parametrize("day", ["1969-12-31", "9999-12-31", "0001-01-01", "9999-12-31T23:59:59-01:00",
+                                 "0001-01-01T00:00:00+01:00"])
 def test_a_date_no_index_can_be_named_by_is_a_usage_error_not_a_missing_date(logstash, tmp_path, day):
     """Documents are dated 1970 to 9998: a --date outside those was taken, then every file was
-    rejected as if none had been given."""
+    rejected as if none had been given. One whose offset takes it past the year 9999 (or before
+    the year 1) in UTC is outside them too, not "no date"."""
     result = kcing(["feed_es", "--builds", str(sample_build().path), "--date", day],
                    local_environ(logstash, tmp_path), tmp_path)
     assert result.returncode == 2
