@@ -3,6 +3,7 @@ YAML's `metadata:` mapping), the lab, the LAVA job id and the job's date.
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Mapping, Optional
 from urllib.parse import parse_qs, urlsplit
@@ -52,13 +53,18 @@ def lava_job_id(callback: Mapping[str, Any]) -> int:
     return job_id
 
 
+# A whole number written as text: the digits 0-9 after one sign at most. "--5" is none, though
+# lstrip("+-") took it for digits and called it beyond a 64-bit integer.
+_WHOLE_NUMBER = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+
+
 def _job_id_problem(value: Any) -> str:
     """Why `value` is no job id a document can hold, quoting it: a whole number beyond the
     64-bit integers of `lava_job_id` is one, and saying it has none would mislead."""
     if value is None:
         return "LAVA callback has no integer job id"
     whole = isinstance(value, int) and not isinstance(value, bool)
-    if whole or (isinstance(value, str) and value.strip().lstrip("+-").isdigit() and value.isascii()):
+    if whole or (isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value)):
         return "LAVA callback's job id %s is beyond a 64-bit integer" % shown(value)
     return "LAVA callback has no integer job id: %s" % shown(value)
 
