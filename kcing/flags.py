@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Optional
 
 from kcing.digits import foreign_digits
@@ -80,6 +80,8 @@ def _flag_date(flag: str, value: str, out_of_range: str) -> datetime:
                           "'2020-11-04 09:41', not %r" % (flag, value)) from None
     except OutOfRange:
         raise ConfigError(out_of_range) from None
+    except WrongWeekday as wrong:
+        raise ConfigError(weekday_message(flag, value, wrong)) from None
     except (ValueError, OverflowError):
         raise ConfigError("%s expects a date such as 2020-11-04 or '2020-11-04 09:41', not %r"
                           % (flag, value)) from None
@@ -88,6 +90,11 @@ def _flag_date(flag: str, value: str, out_of_range: str) -> datetime:
 def ambiguous_message(flag: str, value: str, ambiguous: "AmbiguousDate") -> str:
     return ("%s %r could mean %s (%s): write the date year first, as YYYY-MM-DD"
             % (flag, value, " or ".join(day.isoformat() for day in ambiguous.readings), ambiguous.why))
+
+
+def weekday_message(flag: str, value: str, wrong: "WrongWeekday") -> str:
+    return ("%s %r names %s, but %s is a %s: check the date, or leave the weekday out"
+            % (flag, value, wrong.named, wrong.day.isoformat(), weekday_name(wrong.day)))
 
 
 def a_document_date(args: dict, flag: str) -> Optional[datetime]:
@@ -123,6 +130,22 @@ class OutOfRange(ValueError):
     """A date whose time in UTC falls outside the years 1 to 9999 that a time is held in
     ("9999-12-31T23:59:59-01:00" is in the year 10000 in UTC): a date, but none kcing
     can count with."""
+
+
+class WrongWeekday(ValueError):
+    """A text naming a weekday that is not its date's ("Thursday 2020-11-04", a Wednesday):
+    python-dateutil reads the date and drops the weekday, so one of the two is a mistake and
+    nothing says which."""
+
+    def __init__(self, text: str, named: str, day: date):
+        self.named = named
+        self.day = day
+        super().__init__("%r names %s, but %s is a %s" % (text, named, day.isoformat(), weekday_name(day)))
+
+
+def weekday_name(day: date) -> str:
+    """The English name of `day`'s weekday, whatever the host's locale (strftime's %A follows it)."""
+    return ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")[day.weekday()]
 
 
 class UnknownZone(ValueError):
@@ -193,6 +216,21 @@ def _orders_agree(text: str, read: datetime) -> None:
         raise AmbiguousDate(text, readings)
 
 
+_WORD = re.compile(r"[A-Za-z]+", re.ASCII)
+
+
+def _weekday_agrees(text: str, read: datetime) -> None:
+    """WrongWeekday when `text` names a weekday (in any of python-dateutil's spellings: "Wed",
+    "Wednesday") other than the weekday of the day it names, in its own zone as written."""
+    from dateutil import parser as dateparser
+
+    names = dateparser.parserinfo()
+    for word in _WORD.findall(text):
+        weekday = names.weekday(word)
+        if weekday is not None and weekday != read.weekday():
+            raise WrongWeekday(text, word, read.date())
+
+
 def _four_digit_year_only(text: str, digits: str, read: datetime) -> None:
     """AmbiguousDate when the twelve `digits` python-dateutil read as YYYYMMDDhhmm are also a
     time written with a two-digit year and its seconds (YYMMDDhhmmss) on another day."""
@@ -237,7 +275,7 @@ def _names_a_day(text: str) -> bool:
     """Whether `text` alone is a date that names its year, month and day."""
     try:
         utc_date(text)
-    except AmbiguousDate:  # a day either way: reading the whole text with its zone says which
+    except (AmbiguousDate, WrongWeekday):  # a day: reading the whole text with its zone says what is wrong
         return True
     except (ValueError, OverflowError):
         return False
@@ -251,7 +289,8 @@ def utc_date(text: str) -> datetime:
     `2020` today's day of 2020), so the day read would depend on the day kcing ran. UnknownZone
     for a zone named by an abbreviation, which would be read by this host's zone, or written as
     "UTC+3", whose sign python-dateutil reads as POSIX does. AmbiguousDate for a text whose day
-    and month (or year) could be read the other way round. OutOfRange for a date whose offset
+    and month (or year) could be read the other way round, WrongWeekday for one naming a
+    weekday that is not its day's. OutOfRange for a date whose offset
     takes it outside the years 1 to 9999 in UTC. Digits other than 0-9 are refused
     as a pasted mistake."""
     from dateutil import parser as dateparser  # here: most runs never read a date, and it takes a while to import
@@ -273,6 +312,7 @@ def utc_date(text: str) -> datetime:
     if first.date() != second.date():
         raise IncompleteDate("%r does not name a year, a month and a day" % text)
     _orders_agree(text, first)
+    _weekday_agrees(text, first)
     if first.tzinfo is None:
         return first.replace(tzinfo=timezone.utc)
     try:

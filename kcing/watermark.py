@@ -26,8 +26,8 @@ from typing import List, Optional
 
 from kcing.errors import ConfigError
 from kcing.ledger.models import DELIVERED, REJECTED
-from kcing.flags import (AmbiguousDate, IncompleteDate, OutOfRange, SignedZoneName, UnknownZone, ambiguous_message,
-                         utc_date, utc_text)
+from kcing.flags import (AmbiguousDate, IncompleteDate, OutOfRange, SignedZoneName, UnknownZone, WrongWeekday,
+                         ambiguous_message, utc_date, utc_text, weekday_message)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ def parse_since(text: str) -> datetime:
     except IncompleteDate:
         raise ConfigError("--since %r does not name a whole day: give its year, month and day (try 2024-10-16 or "
                           "'2024-10-16 08:00')" % text) from None
+    except WrongWeekday as wrong:
+        raise ConfigError(weekday_message("--since", text, wrong)) from None
     except OutOfRange:
         raise ConfigError("--since %r is outside the years 1 to 9999 in UTC (try 2024-10-16 or '2024-10-16 08:00')"
                           % text) from None

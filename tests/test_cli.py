@@ -1336,6 +1336,30 @@ def test_a_since_whose_offset_takes_it_outside_the_years_a_time_holds_is_said_to
                                      "'2024-10-16 08:00')" % (args[0], since))
 
 
+def test_a_weekday_named_with_a_date_must_be_the_dates_own(tmp_path):
+    """python-dateutil drops a weekday: `--since 'Thursday 2020-11-04'`, a Wednesday, was read
+    as that Wednesday without a word, though one of the two is a mistake."""
+    env = samples_environ(tmp_path)
+    fed = kcing(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    for since, shown in (("Wed Nov  4 09:41:00 UTC 2020", "2020-11-04 09:41 UTC"),  # as `date` writes it
+                         ("Wed, 04 Nov 2020 09:41:00 +0000", "2020-11-04 09:41 UTC"),  # `date -R`
+                         ("Tue 2020-11-03 23:00 -05:00", "2020-11-04 04:00 UTC")):  # its day where it is written
+        ran = kcing(["reconcile", "--since", since], env, tmp_path)
+        assert "since %s" % shown in ran.stdout + ran.stderr, (since, ran.stdout, ran.stderr)
+    for since, named in (("Thursday 2020-11-04", "Thursday"), ("2020-11-04 sun", "sun"),
+                         ("Thu 2020-11-04 +05:30", "Thu")):
+        refused = kcing(["reconcile", "--since", since], env, tmp_path)
+        assert refused.returncode == 2, refused.stderr
+        assert one_line(refused) == ("kcing reconcile: --since %r names %s, but 2020-11-04 is a Wednesday: check the "
+                                     "date, or leave the weekday out" % (since, named))
+    dated = kcing(["feed_es", "--builds", str(tmp_path / "build.json"), "--date", "Thursday 2020-11-04"], env,
+                  tmp_path)
+    assert dated.returncode == 2
+    assert one_line(dated) == ("kcing feed_es: --date 'Thursday 2020-11-04' names Thursday, but 2020-11-04 is a "
+                               "Wednesday: check the date, or leave the weekday out")
+
+
 def test_a_date_readings_in_each_order_are_named_and_a_day_with_a_zone_is_read_in_every_form():
     from kcing import flags
     from kcing.errors import ConfigError

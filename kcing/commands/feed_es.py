@@ -60,8 +60,9 @@ Options:
                        the samples source).
   --since=DATE         With --source api: list nodes updated since DATE (any date
                        python-dateutil reads that names its year, month and day, in one
-                       order only: 2024-10-16, not 10/12/2024; UTC unless it gives an
-                       offset such as +01:00), not since the watermark.
+                       order only: 2024-10-16, not 10/12/2024, and a weekday only if it is
+                       that day's; UTC unless it gives an offset such as +01:00), not since
+                       the watermark.
   --with-logs          With --source api: also fetch the logs documents need: a LAVA job's
                        callback (boot details, one log document per line), a build.log.
   --threads=N          Concurrent downloads (setting KCI_THREADS, default 4).

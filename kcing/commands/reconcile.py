@@ -50,8 +50,8 @@ Options:
                        default 2).
   --since=DATE         Check the objects delivered since DATE (any date python-dateutil
                        reads that names its year, month and day, in one order only:
-                       2024-10-16, not 10/12/2024; UTC unless it gives an offset such as
-                       +01:00).
+                       2024-10-16, not 10/12/2024, and a weekday only if it is that day's;
+                       UTC unless it gives an offset such as +01:00).
   --dry-run            Check and report; mark nothing and send nothing.
   --resend             Send the objects with missing documents again now, fetched from the
                        URLs in the ledger (not for --source api objects, nor for objects
