@@ -169,12 +169,15 @@ def iso_time(text: str) -> Optional[datetime]:
 
 
 def _from_iso(text: str) -> datetime:
-    if text.endswith("z"):  # RFC 3339 allows the zone letter in lower case; fromisoformat does not
-        text = text[:-1] + "Z"
-    end_of_day = _END_OF_DAY.fullmatch(text)
-    if end_of_day is None:
-        return datetime.fromisoformat(text)
-    return datetime.fromisoformat(end_of_day.group(1) + "00" + end_of_day.group(2)) + timedelta(days=1)
+    try:
+        return datetime.fromisoformat(text)  # first: what upstream writes, read at once
+    except ValueError:
+        if text.endswith("z"):  # RFC 3339 allows the zone letter in lower case; fromisoformat does not
+            text = text[:-1] + "Z"
+        end_of_day = _END_OF_DAY.fullmatch(text)
+        if end_of_day is None:
+            return datetime.fromisoformat(text)
+        return datetime.fromisoformat(end_of_day.group(1) + "00" + end_of_day.group(2)) + timedelta(days=1)
 
 
 def compact_json(value: Any) -> str:
