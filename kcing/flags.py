@@ -5,7 +5,7 @@ import re
 from datetime import date, datetime, timezone
 from typing import Optional
 
-from kcing.digits import foreign_digits
+from kcing.digits import decimal_number_spelling, foreign_digits, whole_number_spelling
 from kcing.errors import ConfigError
 
 
@@ -29,6 +29,8 @@ def positive_int(args: dict, flag: str, maximum: int = MAX_COUNT) -> Optional[in
         raise ConfigError("%s expects a whole number, not %r" % (flag, _shortened(value))) from None
     if not 1 <= number <= maximum:
         raise ConfigError("%s must be a whole number from 1 to %d" % (flag, maximum))
+    if not whole_number_spelling(value.strip()):  # int() reads "1_0" as 10 and "+3" as 3
+        raise ConfigError("%s expects a whole number, not %r" % (flag, _shortened(value)))
     return number
 
 
@@ -45,6 +47,8 @@ def seconds(args: dict, flag: str, default: float, maximum: float = MAX_WAIT) ->
         raise ConfigError("%s expects seconds, not %r" % (flag, _shortened(value))) from None
     if not 0 <= number <= maximum:  # NaN and the infinities included
         raise ConfigError("%s must be from 0 to %g seconds" % (flag, maximum))
+    if not decimal_number_spelling(value.strip()):  # float() reads "1_0" as 10 and "+1" as 1
+        raise ConfigError("%s expects seconds, not %r" % (flag, _shortened(value)))
     return number
 
 

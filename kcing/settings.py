@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
 from kcing import urls
-from kcing.digits import ascii_digits, foreign_digits
+from kcing.digits import ascii_digits, decimal_number_spelling, foreign_digits, whole_number_spelling
 from kcing.errors import ConfigError, one_line
 from kcing.keptdays import FEWEST_DAYS_KEPT
 
@@ -213,6 +213,8 @@ def _integer(minimum: int, maximum: int) -> Callable[[Any], int]:
         if isinstance(value, bool):
             raise ValueError(expected)
         text = _ascii_number_text(value, expected)
+        if not whole_number_spelling(text):  # int() reads "1_0" as 10 and "+3" as 3
+            raise ValueError(expected)
         try:
             number = int(text)
         except ValueError:  # not a number, or more digits than Python converts
@@ -234,6 +236,8 @@ def _number(minimum: float, maximum: float) -> Callable[[Any], float]:
         if isinstance(value, bool):
             raise ValueError(expected)
         text = _ascii_number_text(value, expected)
+        if not decimal_number_spelling(text):  # float() reads "1_0" as 10 and "+1" as 1
+            raise ValueError(expected)
         try:
             number = float(text)
         except ValueError:

@@ -358,6 +358,34 @@ def test_a_number_written_in_other_digits_is_refused_naming_the_setting_or_flag(
     assert not (tmp_path / "kcing.db").exists()
 
 
+@pytest.mark.parametrize("args, environ, message", [
+    (["feed_es", "--source", "api", "--days", "1_0", "--dry-run"], {"KCI_API_URL": "http://127.0.0.1:9"},
+     "kcing feed_es: invalid KCI_DAYS='1_0' (from --days): expected a whole number from 1 to 36500"),
+    (["drp", "--dry-run"], {"DRP_DAYS": "+3"},
+     "kcing drp: invalid DRP_DAYS='+3' (from environment): expected a whole number from 1 to 36500"),
+    (["feed_es", "--threads", "1_6", "--dry-run"], {},
+     "kcing feed_es: invalid KCI_THREADS='1_6' (from --threads): expected a whole number from 1 to 256"),
+    (["feed_es", "--how-many", "+3", "--dry-run"], {"KCI_HOST": "127.0.0.1:9"},
+     "kcing feed_es: --how-many expects a whole number, not '+3'"),
+    (["gen_samples", "--sample-size", "1_0"], {"KCI_HOST": "127.0.0.1:9"},
+     "kcing gen_samples: --sample-size expects a whole number, not '1_0'"),
+    (["backup_kbn", "--wait", "1_0", "--dry-run"], {}, "kcing backup_kbn: --wait expects seconds, not '1_0'"),
+    (["feed_es", "--dry-run"], {"ES_LOAD_INTERVAL": "+1"},
+     "kcing feed_es: invalid ES_LOAD_INTERVAL='+1' (from environment): expected a number from 0 to 3600"),
+    (["feed_es", "--dry-run"], {"ES_TIMEOUT": "6_0"},
+     "kcing feed_es: invalid ES_TIMEOUT='6_0' (from environment): expected a number from 0.1 to 3600"),
+], ids=["days", "DRP_DAYS", "threads", "how many", "sample size", "wait", "ES_LOAD_INTERVAL", "ES_TIMEOUT"])
+def test_a_number_spelt_as_only_python_reads_one_is_refused_naming_the_setting_or_flag(args, environ, message,
+                                                                                      tmp_path):
+    """int() and float() read "1_0" as 10 and "+3" as 3; no tool that writes a cron line or a
+    setting means that number by them, so the run is refused before it starts."""
+    refused = kcing(args, dict(samples_environ(tmp_path), **environ), tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert one_line(refused) == message
+    assert not PYTHON_INTERNALS.search(refused.stderr)
+    assert not (tmp_path / "kcing.db").exists()
+
+
 def test_a_misspelt_setting_is_warned_of_and_the_run_goes_on(tmp_path):
     """ES_HOTS=... once left ES_HOST at its default without a word; a lower-case name in
     local_settings.py too."""

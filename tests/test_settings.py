@@ -796,6 +796,35 @@ def test_masking_takes_a_userinfo_up_to_its_last_at_sign():
 
 
 @pytest.mark.parametrize("name, minimum, maximum, whole", numeric_specs(), ids=[spec[0] for spec in numeric_specs()])
+def test_a_numeric_setting_spelt_as_only_python_reads_a_number_is_refused_naming_it(tmp_path, name, minimum, maximum,
+                                                                                   whole):
+    """int() and float() read "1_0" as 10 and "+2" as 2, float() "infinity" and "nan" too; no other
+    tool that writes or reads a setting does, so such a value was not meant as that number."""
+    spellings = ["1_0", "+2", "0_2", "2 0"] + ([] if whole else ["+.5", "1_0.5", "infinity", "-nan", "1e1_0"])
+    for value in spellings:
+        with pytest.raises(ConfigError) as caught:
+            load(tmp_path, environ={name: value})
+        assert str(caught.value).startswith("invalid %s=%r (from environment): expected " % (name, value))
+
+
+@pytest.mark.parametrize("name, minimum, maximum, whole", numeric_specs(), ids=[spec[0] for spec in numeric_specs()])
+def test_a_numeric_setting_takes_the_spellings_every_tool_writes(tmp_path, name, minimum, maximum, whole):
+    """Whitespace around a value is dropped, and a decimal number may have a point or an exponent."""
+    low = int(max(minimum, 2))
+    spellings = {" %d " % low: low, "0%d" % low: low}
+    if not whole:
+        spellings.update({"%d." % low: low, "%d.50" % low: low + 0.5, "%de0" % low: low, "%dE+0" % low: low})
+    for value, number in spellings.items():
+        assert getattr(load(tmp_path, environ={name: value}), name) == number
+
+
+def test_a_number_of_local_settings_is_read_as_python_wrote_it(tmp_path):
+    """A float there is written out by Python (1e-05, 1e+16): its exponent is a number's spelling."""
+    s = load(tmp_path, local="ES_MAX_DOCS_PER_SECOND = 0.00001 * 10 ** 5\nKCI_DAYS = 7\nES_LOAD_INTERVAL = 1e-05\n")
+    assert (s.ES_MAX_DOCS_PER_SECOND, s.KCI_DAYS, s.ES_LOAD_INTERVAL) == (1.0, 7, 1e-05)
+
+
+@pytest.mark.parametrize("name, minimum, maximum, whole", numeric_specs(), ids=[spec[0] for spec in numeric_specs()])
 def test_a_numeric_setting_written_in_other_digits_is_refused_naming_it(tmp_path, name, minimum, maximum, whole):
     """Python's int() and float() read "٣" (Arabic-Indic) or "３" (full-width) as 3; no other
     tool does, so such a value is a pasted mistake, not a number."""
