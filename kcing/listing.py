@@ -14,6 +14,7 @@ from kcing import keptdays
 from kcing.errors import UpstreamError
 
 from kcing.ledger.ledger import Ledger
+from kcing.plural import counted, verb
 from kcing.records import BOOT, BUILD, UpstreamObject
 from kcing.sources import completed
 from kcing.sources.localfiles import LOCAL_SOURCES
@@ -89,8 +90,10 @@ class Listing:
         except UpstreamError as error:
             failure = error
         if earlier:
-            log.info("%d objects dated before %s were not delivered by an earlier run, and the listing no longer "
-                     "lists them: trying them again", len(earlier), start.strftime("%Y-%m-%d %H:%M UTC"))
+            log.info("%s dated before %s %s not delivered by an earlier run, and the listing no longer "
+                     "lists %s: trying %s again", counted(len(earlier), "object"), start.strftime("%Y-%m-%d %H:%M UTC"),
+                     verb(len(earlier), "was", "were"), verb(len(earlier), "it", "them"),
+                     verb(len(earlier), "it", "them"))
             earlier = self._at_this_storage(earlier)
         self.retrying = set(earlier)
         yield from earlier.values()

@@ -23,6 +23,7 @@ from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE
 from kcing.listing import Listing
 from kcing.pending import PendingBytes
+from kcing.plural import counted
 from kcing.progress import Progress, eta_text
 from kcing.records import UpstreamObject
 from kcing.shutdown import result_of, wait_all
@@ -481,7 +482,7 @@ class Feed:
         total = s.listed + s.retried - s.skipped if self.listing is not None and self.listing.finished else None
         # The earlier failures are said as the closing line says them: without them, what was
         # downloaded could pass what was listed and not skipped.
-        retried = "retried %d earlier failures, " % s.retried if s.retried else ""
+        retried = "retried %s, " % counted(s.retried, "earlier failure") if s.retried else ""
         return ("listed %d, skipped %d, downloaded %d, delivered %d, rejected %d, failed %d, %s"
                 "documents sent %d (%.0f/s)%s" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected,
                                                   s.failed, retried, s.documents, s.documents / elapsed,

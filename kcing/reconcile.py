@@ -37,6 +37,7 @@ from kcing.http import seconds_text
 from kcing.ledger import docids
 from kcing.ledger.ledger import RESENT_BY, DeliveredRow, Ledger
 from kcing.ledger.models import MISSING_IN_ELASTICSEARCH, column_text
+from kcing.plural import counted, verb
 from kcing.progress import Progress, eta_text
 from kcing.sinks import LOGSTASH
 from kcing.records import OBJECT_KINDS, UpstreamObject
@@ -212,7 +213,8 @@ class ObjectCheck:
     def example(self) -> str:
         if self.damaged:
             return "%s (its kept ids do not match their count; a resend rewrites them)" % self.row.upstream_id
-        return "%s: %d of %d documents, e.g. %s" % (self.row.upstream_id, self.missing, self.asked, self.first_missing)
+        return "%s: %d of %s, e.g. %s" % (self.row.upstream_id, self.missing, counted(self.asked, "document"),
+                                          self.first_missing)
 
 
 def read_groups(rows: Sequence[DeliveredRow], budget: int = READ_BUDGET) -> Iterator[List[DeliveredRow]]:
@@ -361,7 +363,8 @@ def named(names: Iterable[str], limit: int = NAMED_INDICES) -> str:
 
 def unchecked_line(reason: str, unchecked: Unchecked) -> str:
     """The summary line for documents not checked for `reason`: where they are and what to do."""
-    head = "reconcile: not checked: %d documents of %d objects in " % (unchecked.documents, unchecked.objects)
+    head = "reconcile: not checked: %s of %s in " % (counted(unchecked.documents, "document"),
+                                                     counted(unchecked.objects, "object"))
     indices = unchecked.indices
     if reason == CLOSED:
         return head + ("closed indices (%s): open them (POST /<index>/_open) and run reconcile again to check them"
@@ -400,14 +403,15 @@ def summary_lines(report: Report, host: str, advise_refeed: bool = True) -> List
                         tally.documents_missing))
         lines += ["  missing %s %s" % (name, example) for example in tally.examples]
         if tally.missing > len(tally.examples):
-            lines.append("  ... and %d more %s objects" % (tally.missing - len(tally.examples), name))
+            lines.append("  ... and %s" % counted(tally.missing - len(tally.examples), "more %s object" % name))
     lines += [unchecked_line(reason, report.unchecked[reason]) for reason in UNCHECKED_ORDER
               if reason in report.unchecked]
     if report.held:
-        lines.append("reconcile: %d objects with missing documents were not marked undelivered: Elasticsearch refuses "
+        lines.append("reconcile: %s with missing documents %s not marked undelivered: Elasticsearch refuses "
                      "writes to %s; remove the block and run reconcile again"
-                     % (report.held, ", ".join("%s (%s)" % (name, block)
-                                              for name, block in sorted(report.write_blocked.items())[:NAMED_INDICES])))
+                     % (counted(report.held, "object"), verb(report.held, "was", "were"),
+                        ", ".join("%s (%s)" % (name, block)
+                                  for name, block in sorted(report.write_blocked.items())[:NAMED_INDICES])))
     missing = report.missing
     if not missing:
         if report.total("checked"):
@@ -415,14 +419,14 @@ def summary_lines(report: Report, host: str, advise_refeed: bool = True) -> List
         elif report.kinds:
             lines.append("reconcile: no object could be checked")
     elif report.dry_run:
-        lines.append("reconcile: dry run: %d objects have missing documents; nothing was changed" % missing)
+        lines.append("reconcile: dry run: %s missing documents; nothing was changed" % objects_have(missing))
     elif report.marked or not report.held:
         unfetchable = {}
         for (source, _kind, _destination), count in report.found_missing.items():
             if source not in RESENDABLE:
                 unfetchable[source] = unfetchable.get(source, 0) + count
-        head = "reconcile: %d objects have missing documents; %d marked undelivered (%s)" % (
-            missing, report.marked, MISSING_IN_ELASTICSEARCH)
+        head = "reconcile: %s missing documents; %d marked undelivered (%s)" % (
+            objects_have(missing), report.marked, MISSING_IN_ELASTICSEARCH)
         if sum(unfetchable.values()) < sum(report.found_missing.values()) or not unfetchable:
             lines.append(head + ": the next feed_es that lists them sends them again, `kcing reconcile --resend` "
                                 "does it now")
@@ -432,9 +436,16 @@ def summary_lines(report: Report, host: str, advise_refeed: bool = True) -> List
         # not by the next one, which starts from the watermark, nor by a re-send. Not said by a
         # caller that names that feed itself, for every object of the source held as missing.
         if advise_refeed:
-            lines += ["reconcile: %d of them are of the %s source: %s" % (count, source, refeed_advice(
-                source, report.found_since.get(source))) for source, count in sorted(unfetchable.items())]
+            lines += ["reconcile: %d of them %s of the %s source: %s" % (count, verb(count, "is", "are"), source,
+                                                                        refeed_advice(source,
+                                                                                      report.found_since.get(source)))
+                      for source, count in sorted(unfetchable.items())]
     return lines
+
+
+def objects_have(number: int) -> str:
+    """`1 object has`, `2 objects have`: the start of a line about objects with missing documents."""
+    return "%s %s" % (counted(number, "object"), verb(number, "has", "have"))
 
 
 # The "no date yet" of `earliest`: later than any object's date.
@@ -507,8 +518,9 @@ class Reconciler:
 
         def text() -> str:
             elapsed = max(time.monotonic() - started, 1e-9)
-            return ("%d objects checked, %d missing, %d documents asked for (%.0f/s)%s"
-                    % (self.report.total("checked"), self.report.missing, self.report.total("documents"),
+            return ("%s checked, %d missing, %s asked for (%.0f/s)%s"
+                    % (counted(self.report.total("checked"), "object"), self.report.missing,
+                       counted(self.report.total("documents"), "document"),
                        self.report.total("documents") / elapsed, eta_text(seen[0], total, elapsed)))
 
         try:
@@ -560,13 +572,16 @@ class Reconciler:
     def _ask(self, batch: List[Tuple[int, str, str]]) -> list:
         """The _mget entries of `batch`, in its order."""
         # A signal ends the wait for an answer at once: nothing of this chunk is recorded yet.
-        with cut_by_a_stop(self.stop, ASKING), elastic_errors(self.host, "checking %d documents with _mget" % len(batch)):
+        asking = "checking %s with _mget" % counted(len(batch), "document")
+        with cut_by_a_stop(self.stop, ASKING), elastic_errors(self.host, asking):
             answer = self.client.mget(docs=mget_request(batch), filter_path=MGET_FILTER)
         body = getattr(answer, "body", answer)
         found = body.get("docs") if isinstance(body, dict) else None
         if not isinstance(found, list) or len(found) != len(batch):
-            raise ElasticsearchError("Elasticsearch at %s answered an _mget of %d documents with %s entries"
-                                     % (self.host, len(batch), len(found) if isinstance(found, list) else "no"))
+            raise ElasticsearchError("Elasticsearch at %s answered an _mget of %s with %s"
+                                     % (self.host, counted(len(batch), "document"),
+                                        counted(len(found), "entry", "entries") if isinstance(found, list)
+                                        else "no entries"))
         return found
 
     def _answers(self, batch: List[Tuple[int, str, str]]) -> list:
@@ -578,8 +593,9 @@ class Reconciler:
             if not rejected:
                 break
             pause = REJECTED_PAUSE * 2 ** (attempt - 1)
-            log.warning("Elasticsearch at %s turned away %d of %d documents asked for (%s); asking again in %s",
-                        self.host, len(rejected), len(found), found[rejected[0]]["error"].get("type"),
+            log.warning("Elasticsearch at %s turned away %d of %s asked for (%s); asking again in %s",
+                        self.host, len(rejected), counted(len(found), "document"),
+                        found[rejected[0]]["error"].get("type"),
                         seconds_text(pause))
             with cut_by_a_stop(self.stop, ASKING):
                 self.sleep(pause)
@@ -715,7 +731,8 @@ class Reconciler:
             self.report.found_since[check.row.source] = earliest(self.report.found_since.get(check.row.source, EPOCH_END),
                                                                  check.row.object_date)
             log.warning("%s %s: %s missing in Elasticsearch", check.row.kind, check.row.upstream_id,
-                        "kept ids damaged" if check.damaged else "%d of %d documents" % (check.missing, check.asked))
+                        "kept ids damaged" if check.damaged else "%d of %s" % (check.missing,
+                                                                               counted(check.asked, "document")))
         if incomplete and self.mark:
             self.report.marked += self.ledger.mark_missing(incomplete)
 

@@ -432,7 +432,7 @@ def test_drp_never_takes_an_answer_that_is_no_elasticsearch_answer_for_a_deletio
     assert done.returncode == 3, done.stdout + done.stderr
     assert "deleted index" not in done.stdout
     assert done.stderr.strip().splitlines()[-1].startswith(
-        "kcing drp: Elasticsearch at %s sent an unreadable answer while deleting 1 indices (%s ... ): not a JSON "
+        "kcing drp: Elasticsearch at %s sent an unreadable answer while deleting 1 index (%s ... ): not a JSON "
         "object" % (front_url, old)), done.stderr
     assert old in es.index_names()
 

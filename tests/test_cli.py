@@ -1485,3 +1485,23 @@ def test_a_date_naming_its_zone_by_an_abbreviation_is_refused_where_that_is_the_
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_the_closing_lines_of_a_feed_of_one_object_say_one_in_the_singular(tmp_path):
+    """`1 documents in 1 batches` read wrong: a count of one takes its noun in the singular."""
+    build = sorted((SAMPLES / "build").glob("*.json"))[0]
+    done = kcing(["feed_es", "--builds", str(build), "--date", "2020-11-04", "--output", str(tmp_path / "out")],
+                 samples_environ(tmp_path), tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"^feed_es: 1 document in 1 batch \(", done.stdout, re.M), done.stdout
+    again = kcing(["feed_es", "--builds", str(build), "--date", "2020-11-04", "--output", str(tmp_path / "out")],
+                  samples_environ(tmp_path), tmp_path)
+    assert re.search(r"^feed_es: 0 documents in 0 batches \(", again.stdout, re.M), again.stdout
+
+
+def test_a_count_takes_its_noun_in_the_plural_but_for_one():
+    from kcing.plural import counted, verb
+
+    assert [counted(number, "object") for number in (0, 1, 2)] == ["0 objects", "1 object", "2 objects"]
+    assert counted(1, "index", "indices") == "1 index" and counted(3, "index", "indices") == "3 indices"
+    assert (verb(1, "has", "have"), verb(2, "has", "have")) == ("has", "have")

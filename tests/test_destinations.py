@@ -200,13 +200,13 @@ def test_drp_forgets_the_rows_of_every_destination_and_says_which(logstash, tmp_
     env = environ(logstash, db, ES_HOST=es.url, DRP_DAYS="30")
     planned = kcing(["drp", "--dry-run"], env, tmp_path)
     assert planned.returncode == 0, planned.stderr
-    assert "drp: would forget 1 ledger rows of objects sent to logstash http://ls:8337" in planned.stdout
-    assert "drp: would forget 1 ledger rows of objects sent to ndjson /srv/out" in planned.stdout
+    assert "drp: would forget 1 ledger row of objects sent to logstash http://ls:8337" in planned.stdout
+    assert "drp: would forget 1 ledger row of objects sent to ndjson /srv/out" in planned.stdout
     done = kcing(["drp"], env, tmp_path)
     assert done.returncode == 0, done.stderr
     assert "forgot 2 ledger rows" in done.stdout
-    assert "drp: forgot 1 ledger rows of objects sent to logstash http://ls:8337" in done.stdout
-    assert "drp: forgot 1 ledger rows of objects sent to ndjson /srv/out" in done.stdout
+    assert "drp: forgot 1 ledger row of objects sent to logstash http://ls:8337" in done.stdout
+    assert "drp: forgot 1 ledger row of objects sent to ndjson /srv/out" in done.stdout
 
 
 def test_dry_runs_over_a_ledger_from_an_earlier_kcing_leave_the_file_as_it_was(logstash, es, tmp_path):

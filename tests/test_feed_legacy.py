@@ -729,5 +729,5 @@ def test_an_earlier_failure_listed_without_a_date_is_tried_again_while_drp_keeps
     legacy_replica.storage.clear_faults()
     again = kcing(["feed_es", "--days", "2"], env, tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "retried 1 earlier failures" in again.stdout, again.stdout
+    assert "retried 1 earlier failure\n" in again.stdout, again.stdout
     assert ledger_states(tmp_path / "kcing.db")[("lava", "e" * 24)] == "delivered"

@@ -529,7 +529,7 @@ def test_a_backup_of_objects_that_refer_to_objects_kibana_lost_says_so_and_exits
             'which Kibana does not hold: a setup_kbn of the file restores it with what uses them broken, or not at all'
             in out)
     assert "refers to index-pattern dv" not in out and out.count("dangling references") == 2  # dry run and run
-    assert "backup_kbn: 1 of 2 objects refer to objects Kibana does not hold: see the list printed" in caplog.text
+    assert "backup_kbn: 1 of 2 objects refers to objects Kibana does not hold: see the list printed" in caplog.text
     assert [obj["id"] for obj in kb.parse_ndjson((tmp_path / "saved_objects.ndjson").read_text())] == ["d", "dv"]
 
 
@@ -574,7 +574,7 @@ def test_import_errors_are_reported_per_object_with_exit_status_1(kibana, tmp_pa
     (directory / "saved_objects.ndjson").write_text(kb.canonical_ndjson([vis]))
     assert setup_kbn(args(directory, overwrite=True), make_settings(tmp_path, KB_URL=kibana.url)) == 1
     out = capsys.readouterr().out
-    assert "imported 0 of 1 objects" in out
+    assert "imported 0 of 1 object\n" in out
     assert 'missing references: visualization v "Orphan" refers to index-pattern gone' in out
 
 
@@ -1136,7 +1136,7 @@ def test_the_closing_line_counts_objects_not_imported_and_objects_imported_with_
     path.write_text(kb.canonical_ndjson(objects), encoding="utf-8")
     with caplog.at_level(logging.WARNING, logger="kcing.commands.setup_kbn"):
         assert setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url)) == 1
-    assert caplog.messages[-1] == ("setup_kbn: 1 of %d objects refer to objects found neither in the file nor in "
+    assert caplog.messages[-1] == ("setup_kbn: 1 of %d objects refers to objects found neither in the file nor in "
                                    "Kibana: see the list printed" % len(objects))
 
     # Dashboards and data views alone: two dashboards miss a saved search, which holds back the

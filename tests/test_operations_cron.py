@@ -301,7 +301,7 @@ def test_drp_deletes_only_names_written_with_ascii_digits(tmp_path, es):
     env = clean_environ(ES_HOST=es.url, KCING_DB=str(tmp_path / "kcing.db"))
     planned = kcing(["drp", "--dry-run"], env, tmp_path)
     assert planned.returncode == 0, planned.stderr
-    assert "would delete 1 indices" in planned.stdout
+    assert "would delete 1 index" in planned.stdout
     done = kcing(["drp"], env, tmp_path)
     assert done.returncode == 0, done.stderr
     assert sorted(es.index_names()) == sorted(LOOK_ALIKES)

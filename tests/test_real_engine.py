@@ -414,10 +414,10 @@ def test_reconcile_leaves_closed_aliased_and_blocked_indices_unchecked_on_a_real
     assert "Traceback" not in done.stderr
     assert ("build    checked 2, present 1, missing 1, not checked (index closed or unreadable) 3; "
             "documents: 3 checked, 1 missing") in done.stdout
-    assert "1 documents of 1 objects in closed indices (%s)" % day("build", 1) in done.stdout
+    assert "1 document of 1 object in closed indices (%s)" % day("build", 1) in done.stdout
     assert "in indices with a read block (%s)" % day("test", 1) in done.stdout
     assert "in %s, an alias of several indices (kept-a, kept-b)" % day("boot", 1) in done.stdout
-    assert ("1 objects with missing documents were not marked undelivered: Elasticsearch refuses writes to %s "
+    assert ("1 object with missing documents was not marked undelivered: Elasticsearch refuses writes to %s "
             "(index.blocks.write)" % day("test", 2)) in done.stdout
     assert set(ledger_states(db).values()) == {DELIVERED}
     client.indices.put_settings(index=day("test", 1), settings={"index.blocks.read": None})
@@ -455,7 +455,7 @@ def test_reconcile_leaves_a_red_index_unchecked_and_checks_the_others_on_a_real_
     assert done.returncode == 1, done.stdout + done.stderr  # the test document is missing
     assert "Traceback" not in done.stderr
     assert "checked 2, present 1, missing 1, not checked (index closed or unreadable) 1" in done.stdout
-    assert ("1 documents of 1 objects in indices whose primary shards are not assigned (boot-%s)" % today
+    assert ("1 document of 1 object in indices whose primary shards are not assigned (boot-%s)" % today
             in done.stdout)
     states = ledger_states(db)
     assert sorted(states.values()) == [DELIVERED, DELIVERED, FAILED]
@@ -496,7 +496,7 @@ def test_reconcile_beside_an_index_with_a_metadata_block_still_tells_write_block
     assert done.returncode == 1, done.stdout + done.stderr
     assert "view_index_metadata" not in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert "refuses to describe %s (FORBIDDEN/9/index metadata (api))" % described in done.stderr
-    assert ("1 objects with missing documents were not marked undelivered: Elasticsearch refuses writes to %s "
+    assert ("1 object with missing documents was not marked undelivered: Elasticsearch refuses writes to %s "
             "(index.blocks.write)" % write_blocked) in done.stdout
     assert {upstream_id: state for (_, upstream_id), state in ledger_states(db).items()} == {
         "hidden": FAILED, "frozen": DELIVERED}

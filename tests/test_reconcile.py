@@ -483,7 +483,7 @@ def test_resend_sends_the_missing_objects_at_once(env, tmp_path, forwarding, es)
     forwarding.clear()
     done = kcing(["reconcile", "--resend"], env, tmp_path)
     assert done.returncode == 1, done.stderr  # something was missing, even though it was re-sent
-    assert "re-sending 1 legacy objects" in done.stdout and "delivered 1" in done.stdout
+    assert "re-sending 1 legacy object\n" in done.stdout and "delivered 1" in done.stdout
     assert posted_keys(forwarding) == kept[boot]
     assert set(ledger_states(db).values()) == {DELIVERED}
     assert kept_ids(db)[boot] == kept[boot]
@@ -567,7 +567,7 @@ def test_an_object_whose_resend_failed_is_still_held_as_missing(env, tmp_path, l
     legacy_replica.storage.fail_next("/", 404, count=None)  # storage loses the file for a while
     failed = kcing(["reconcile", "--resend"], env, tmp_path)
     assert failed.returncode == 1, failed.stdout + failed.stderr
-    assert "re-sending 1 legacy objects" in failed.stdout and "failed 1" in failed.stdout
+    assert "re-sending 1 legacy object\n" in failed.stdout and "failed 1" in failed.stdout
     row = next(row for row in ledger_rows(db) if (row["kind"], row["upstream_id"]) == boot)
     assert row["state"] == FAILED and row["last_error"].startswith(MISSING_IN_ELASTICSEARCH + "; re-send failed: ")
 
@@ -686,7 +686,7 @@ def test_resend_of_a_sample_lava_file_naming_no_lab_takes_the_lab_its_listing_na
 
     forwarding.clear()
     resent = kcing(["reconcile", "--resend"], replay, tmp_path)
-    assert "re-sending 1 samples objects" in resent.stdout and "delivered 1" in resent.stdout, resent.stderr
+    assert "re-sending 1 samples object\n" in resent.stdout and "delivered 1" in resent.stdout, resent.stderr
     assert posted_keys(forwarding) == kept[lost]
     assert set(ledger_states(tmp_path / "kcing.db").values()) == {DELIVERED}
     assert kcing(["reconcile"], replay, tmp_path).returncode == 0
@@ -850,8 +850,8 @@ def test_a_single_object_held_as_missing_is_said_to_wait_for_a_resend(ledger, ca
     ledger.mark_missing([ledger.row("legacy", BUILD, "a", to_logstash(BUILD)).id])
     _print_held(ledger, to_logstash)
     assert capsys.readouterr().out == (
-        "reconcile: 1 objects are held as missing in Elasticsearch (found by this check or an earlier one, not "
-        "delivered since): `kcing reconcile --resend` sends them again\n")
+        "reconcile: 1 object is held as missing in Elasticsearch (found by this check or an earlier one, not "
+        "delivered since): `kcing reconcile --resend` sends it again\n")
 
 
 def test_a_resend_sends_what_is_held_for_its_inputs_and_leaves_what_is_held_for_others(env, tmp_path, forwarding, es):
@@ -876,7 +876,7 @@ def test_a_resend_sends_what_is_held_for_its_inputs_and_leaves_what_is_held_for_
     assert resent.returncode == 1, resent.stdout + resent.stderr
     assert ("%d legacy objects held as missing were delivered through other Logstash inputs" % len(builds_held)
             in resent.stdout), resent.stdout
-    assert "re-sending 1 legacy objects" in resent.stdout, resent.stdout
+    assert "re-sending 1 legacy object\n" in resent.stdout, resent.stdout
     assert _held_as_missing(db) == builds_held
 
 
@@ -1466,7 +1466,7 @@ def test_api_objects_are_marked_but_not_resent_at_once(tmp_path, es):
     ledger.close()
     done = kcing(["reconcile", "--resend"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
     assert done.returncode == 1, done.stderr
-    assert "1 objects of the api source cannot be fetched again" in done.stdout
+    assert "1 object of the api source cannot be fetched again" in done.stdout
     assert "feed_es --source api --since" in done.stdout
     assert set(ledger_states(db).values()) == {FAILED}
 
@@ -1491,7 +1491,7 @@ def test_a_dry_run_of_a_resend_counts_only_what_the_resend_would_send(env, tmp_p
     planned = kcing(["reconcile", "--dry-run", "--resend"], moved, tmp_path)
     assert planned.returncode == 1, planned.stdout + planned.stderr
     assert "would re-send %d objects" % (len(kinds) - builds) in planned.stdout, planned.stdout
-    assert "1 objects of the api source cannot be fetched again" in planned.stdout
+    assert "1 object of the api source cannot be fetched again" in planned.stdout
     assert ("%d legacy objects held as missing were delivered through other Logstash inputs" % builds
             in planned.stdout), planned.stdout
     assert table_dump(db) == before
@@ -1784,7 +1784,7 @@ def test_documents_in_closed_indices_are_not_checked_nor_marked(tmp_path, es):
     delete_documents(es, [(today, "%040x" % 1)])
     missing = kcing(["reconcile"], env, tmp_path)
     assert missing.returncode == 1, missing.stdout + missing.stderr
-    assert "1 objects have missing documents; 1 marked undelivered" in missing.stdout
+    assert "1 object has missing documents; 1 marked undelivered" in missing.stdout
     states = {upstream_id: state for (_, upstream_id), state in ledger_states(db).items()}
     assert states == {"open": FAILED, "shut": DELIVERED, "both": DELIVERED}
 
@@ -1805,7 +1805,7 @@ def test_documents_not_checked_are_said_by_a_quiet_run_that_exits_0(tmp_path, es
     assert quiet.returncode == 0, quiet.stdout + quiet.stderr
     assert not quiet.stdout
     (line,) = quiet.stderr.strip().splitlines()
-    assert "WARNING kcing.reconcile: not checked: 2 documents of 1 objects in closed indices (%s)" % closed in line, line
+    assert "WARNING kcing.reconcile: not checked: 2 documents of 1 object in closed indices (%s)" % closed in line, line
 
 
 def test_documents_in_a_red_index_are_not_checked_and_the_others_are(tmp_path, es):
@@ -1824,7 +1824,7 @@ def test_documents_in_a_red_index_are_not_checked_and_the_others_are(tmp_path, e
     checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
     assert checked.returncode == 1, checked.stdout + checked.stderr
     assert "checked 2, present 1, missing 1, not checked (index closed or unreadable) 1" in checked.stdout
-    assert ("reconcile: not checked: 1 documents of 1 objects in indices whose primary shards are not assigned "
+    assert ("reconcile: not checked: 1 document of 1 object in indices whose primary shards are not assigned "
             "(%s): Elasticsearch cannot read them until they are (GET /_cluster/allocation/explain says why); "
             "run reconcile again then" % red) in checked.stdout
     states = {upstream_id: state for (_, upstream_id), state in ledger_states(db).items()}
@@ -1937,16 +1937,16 @@ def test_aliases_blocks_and_data_streams_under_kcing_names_say_so_and_mark_nothi
     assert "Traceback" not in checked.stderr
     assert ("lava     checked 1, present 0, missing 1, not checked (index closed or unreadable) 3; "
             "documents: 2 checked, 1 missing") in checked.stdout
-    assert ("reconcile: not checked: 1 documents of 1 objects in %s, an alias of several indices (kept-a, kept-b): "
+    assert ("reconcile: not checked: 1 document of 1 object in %s, an alias of several indices (kept-a, kept-b): "
             "a document cannot be looked up by id through it; point it at one index to check them" % alias
             in checked.stdout)
-    assert ("reconcile: not checked: 1 documents of 1 objects in indices with a read block (%s): remove the block "
+    assert ("reconcile: not checked: 1 document of 1 object in indices with a read block (%s): remove the block "
             "(index.blocks.read) to check them" % read_blocked in checked.stdout)
-    assert ("reconcile: not checked: 1 documents of 1 objects in %s, a data stream: kcing's documents cannot be "
+    assert ("reconcile: not checked: 1 document of 1 object in %s, a data stream: kcing's documents cannot be "
             "looked up by id there, nor written (Logstash's index action is refused); delete the template that "
             "makes it (`kcing setup_es` names it) and the data stream, then run reconcile again" % stream
             in checked.stdout)
-    assert ("reconcile: 1 objects with missing documents were not marked undelivered: Elasticsearch refuses writes "
+    assert ("reconcile: 1 object with missing documents was not marked undelivered: Elasticsearch refuses writes "
             "to %s (index.blocks.write); remove the block and run reconcile again" % write_blocked in checked.stdout)
     assert set(ledger_states(db).values()) == {DELIVERED}
 
@@ -1972,7 +1972,7 @@ def test_an_index_with_a_metadata_block_is_no_reason_to_stop_telling_write_block
     assert "view_index_metadata" not in checked.stderr, checked.stderr
     assert ("refuses to describe %s (FORBIDDEN/9/index metadata (api)): whether they refuse writes is unknown"
             % described) in checked.stderr
-    assert ("reconcile: 1 objects with missing documents were not marked undelivered: Elasticsearch refuses writes "
+    assert ("reconcile: 1 object with missing documents was not marked undelivered: Elasticsearch refuses writes "
             "to %s (index.blocks.write)" % write_blocked) in checked.stdout
     states = {upstream_id: state for (_, upstream_id), state in ledger_states(db).items()}
     assert states == {"hidden": FAILED, "frozen": DELIVERED}

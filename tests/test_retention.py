@@ -134,7 +134,7 @@ def test_dry_run_deletes_nothing_and_creates_no_ledger(tmp_path, es, capsys):
     assert not (tmp_path / "kcing.db").exists()
     out = capsys.readouterr().out
     assert "drp: would delete index build-2019.01.01" in out
-    assert "would delete 1 indices, no ledger at" in out
+    assert "would delete 1 index, no ledger at" in out
 
 
 def test_a_dry_run_names_an_expired_index_with_a_block_as_the_run_would_leave_it(tmp_path, es, capsys):
@@ -261,8 +261,8 @@ def test_an_expired_index_with_a_block_is_left_and_named_and_the_rest_of_the_ret
     assert "\n" not in message and caught.value.exit_code == 3
     out = capsys.readouterr().out
     assert "drp: not deleted index build-2019.05.02: blocked by [FORBIDDEN/5/index read-only (api)]" in out
-    assert "drp: deleted index build-2019.05.01" in out and "drp: deleted 3 indices, forgot 1 ledger rows" in out
-    assert "drp: forgot 1 ledger rows of objects sent to (unnamed)" in out  # forgotten all the same
+    assert "drp: deleted index build-2019.05.01" in out and "drp: deleted 3 indices, forgot 1 ledger row" in out
+    assert "drp: forgot 1 ledger row of objects sent to (unnamed)" in out  # forgotten all the same
     ledger = Ledger.open(str(db))
     recorded = ledger.last_run("drp")
     assert recorded.outcome == "error 3"
@@ -289,7 +289,7 @@ def test_an_index_with_a_metadata_block_does_not_stop_the_listing(tmp_path, es, 
     client.indices.add_block(index="test-2019.05.02", block="metadata")
     with pytest.raises(ElasticsearchError) as caught:
         drp.run(DRP_ARGS, load_settings(tmp_path, es.url, DRP_DAYS=3, KCI_DAYS=2), now=NOW)
-    assert "refused to delete 1 expired indices because of a block: test-2019.05.02" in str(caught.value)
+    assert "refused to delete 1 expired index because of a block: test-2019.05.02" in str(caught.value)
     assert es.index_names() == ["archive-2019.05.01", "log-2019.06.09", "test-2019.05.02"]
     assert any(r.route.startswith("/_resolve/index/") for r in es.requests)
 
@@ -319,8 +319,8 @@ def test_a_refusal_after_some_indices_were_deleted_says_how_many_were(es):
         delete_indices(Elasticsearch(es.url, max_retries=0), es.url,
                        ["build-2019.05.01", "build-2019.05.02", "build-2019.05.03"], size=1)
     message = str(caught.value)
-    assert "refused a request while deleting 1 indices (build-2019.05.02 ... ) (503" in message, message
-    assert message.endswith("(1 of the 3 expired indices were deleted before it; the next drp deletes the "
+    assert "refused a request while deleting 1 index (build-2019.05.02 ... ) (503" in message, message
+    assert message.endswith("(1 of the 3 expired indices was deleted before it; the next drp deletes the "
                             "others and forgets the ledger rows)"), message
     assert es.index_names() == ["build-2019.05.02", "build-2019.05.03"]
 
@@ -345,7 +345,7 @@ def test_a_run_elasticsearch_stops_does_not_say_it_forgets_rows_it_keeps(tmp_pat
     drp.run(DRP_ARGS, settings, now=NOW)
     assert capsys.readouterr().out.splitlines()[-3:] == [
         "drp: deleted index build-2019.05.01", "drp: forgot 2 ledger rows of objects sent to (unnamed)",
-        "drp: deleted 1 indices, forgot 2 ledger rows"]
+        "drp: deleted 1 index, forgot 2 ledger rows"]
 
 def test_drp_writes_its_first_kept_day_into_its_own_run_row_alone(tmp_path, es):
     """The day kept is written into the run's row before the deletes; the rows of the runs before

@@ -86,7 +86,7 @@ def test_a_reconcile_that_exits_1_for_objects_held_missing_is_not_recorded_ok(tm
     assert kcing(["reconcile"], env, tmp_path).returncode == 1
     again = kcing(["reconcile"], env, tmp_path)
     assert again.returncode == 1, again.stdout + again.stderr
-    assert "1 objects are held as missing" in again.stdout
+    assert "1 object is held as missing" in again.stdout
     data = status_json(env, tmp_path)
     assert data["last_reconcile"]["outcome"] == "missing", data["last_reconcile"]
     assert data["last_reconcile"]["counts"]["held_missing"] == 1

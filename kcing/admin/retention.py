@@ -17,6 +17,7 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from kcing.admin.elastic import elastic_errors, error_type, translate
 from kcing.keptdays import cutoff_day, day_start
+from kcing.plural import counted, verb
 from kcing.records import DOCUMENT_KINDS
 
 log = logging.getLogger(__name__)
@@ -140,19 +141,21 @@ def delete_indices(client: Elasticsearch, host: str, names: Sequence[str],
             _, gone, refused = past_blocks(lambda remaining: client.indices.delete(
                 index=remaining, ignore_unavailable=True, expand_wildcards="none"), chunk)
         except (ApiError, TransportError) as error:
-            failure = translate(error, host, "deleting %d indices (%s ... )" % (len(chunk), chunk[0]))
+            failure = translate(error, host, "deleting %s (%s ... )" % (counted(len(chunk), "index", "indices"),
+                                                                        chunk[0]))
             if deleted:
                 # The run stops here, and `drp -q` from cron mails this line alone: it says what
                 # was done before, which the next run need not do again.
-                failure.args = ("%s (%d of the %d expired indices were deleted before it; the next drp deletes "
-                                "the others and forgets the ledger rows)" % (failure, len(deleted), len(names)),)
+                failure.args = ("%s (%d of the %d expired indices %s deleted before it; the next drp deletes "
+                                "the others and forgets the ledger rows)"
+                                % (failure, len(deleted), len(names), verb(len(deleted), "was", "were")),)
             raise failure from None
         for name, blocks in refused.items():
             log.warning("Elasticsearch refuses to delete %s: it is blocked by [%s]", name, blocks)
         blocked.update(refused)
         if gone:
             deleted.extend(gone)
-            log.info("deleted %d indices: %s", len(gone), ",".join(gone))
+            log.info("deleted %s: %s", counted(len(gone), "index", "indices"), ",".join(gone))
     return deleted, blocked
 
 
@@ -186,7 +189,7 @@ def blocked_from_deletion(client: Elasticsearch, host: str, names: Sequence[str]
     do not stop a delete."""
     blocked: Dict[str, str] = {}
     for chunk in chunks(names, size):
-        action = "reading the blocks of %d indices (%s ... )" % (len(chunk), chunk[0])
+        action = "reading the blocks of %s (%s ... )" % (counted(len(chunk), "index", "indices"), chunk[0])
         try:
             answer, refused = settings_past_metadata_blocks(client, chunk, ",".join(DELETE_BLOCKS), "none")
         except (ApiError, TransportError) as error:
@@ -245,6 +248,7 @@ def blocked_message(host: str, blocked: Dict[str, str], deleted: int) -> str:
                '"cluster.blocks.read_only_allow_delete": null}}')
     else:
         how = 'an index\'s: PUT /<index>/_settings {"index.blocks.read_only": null, "index.blocks.metadata": null}'
-    return ("Elasticsearch at %s refused to delete %d expired indices because of a block: %s%s; remove the block "
-            "(%s) and run drp again; the %d other expired indices were deleted"
-            % (host, len(names), shown, more, how, deleted))
+    return ("Elasticsearch at %s refused to delete %s because of a block: %s%s; remove the block "
+            "(%s) and run drp again; the %s %s deleted"
+            % (host, counted(len(names), "expired index", "expired indices"), shown, more, how,
+               counted(deleted, "other expired index", "other expired indices"), verb(deleted, "was", "were")))

@@ -29,6 +29,7 @@ from kcing.admin.elastic import AnswerTooLarge, Redirected, elastic_errors, reas
 from kcing.admin.retention import index_day
 from kcing.documents.fields import BOOLEAN, DATE, FIELDS, FLOAT, KEYWORD, LONG, SUB_OBJECTS, TEXT
 from kcing.errors import ElasticsearchError
+from kcing.plural import counted, verb
 from kcing.records import DOCUMENT_KINDS
 from kcing.waiting import COUNTDOWN_EVERY, WaitReport
 
@@ -419,14 +420,17 @@ def misfit_warnings(misfits: Mapping[str, List[Tuple[str, str, str]]]) -> List[s
     lines = []
     for index, different in sorted(misfits.items())[:NAMED_MISFITS]:
         fields = "; ".join("%s is %s, not %s" % item for item in different[:NAMED_FIELDS])
-        more = " and %d more fields" % (len(different) - NAMED_FIELDS) if len(different) > NAMED_FIELDS else ""
+        more = (" and %s" % counted(len(different) - NAMED_FIELDS, "more field")
+                if len(different) > NAMED_FIELDS else "")
         lines.append("index %s has a mapping kcing's template %s did not make (the index was created before the "
                      "template, or by another one): %s%s; it keeps those types until it is deleted (drp does when "
                      "it expires) or reindexed, and the visualisations that use those fields fail or miss it"
                      % (index, template_name(index.rsplit("-", 1)[0]), fields, more))
     if len(misfits) > NAMED_MISFITS:
-        lines.append("%d more indices have a mapping kcing's templates did not make: %s"
-                     % (len(misfits) - NAMED_MISFITS, ", ".join(sorted(misfits)[NAMED_MISFITS:][:20])
+        others = len(misfits) - NAMED_MISFITS
+        lines.append("%s %s a mapping kcing's templates did not make: %s"
+                     % (counted(others, "more index", "more indices"), verb(others, "has", "have"),
+                        ", ".join(sorted(misfits)[NAMED_MISFITS:][:20])
                         + (" ..." if len(misfits) > NAMED_MISFITS + 20 else "")))
     return lines
 

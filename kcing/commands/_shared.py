@@ -10,6 +10,7 @@ from kcing import keptdays
 from kcing.errors import KcingError
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import feed
+from kcing.plural import counted
 from kcing.progress import Progress
 from kcing.sinks.throttle import RateLimiter
 from kcing.wiring import feed_options
@@ -67,20 +68,22 @@ def print_summary(summary, sink_name: str, dry_run: bool) -> None:
     if dry_run:
         print("dry run: listed %d, %d already delivered, %d would be fetched%s"
               % (s.listed, s.skipped, s.listed + s.retried - s.skipped - s.rejected,
-                 ", %d of them earlier failures" % s.retried if s.retried else ""))
+                 ", %d of them %s" % (s.retried, "an earlier failure" if s.retried == 1 else "earlier failures")
+                 if s.retried else ""))
     else:
-        retried = ", retried %d earlier failures" % s.retried if s.retried else ""
+        retried = ", retried %s" % counted(s.retried, "earlier failure") if s.retried else ""
         rate = s.documents / s.elapsed if s.elapsed > 0 else 0.0
         print("feed_es: listed %d, skipped %d (already delivered), downloaded %d, delivered %d, rejected %d, "
               "failed %d%s%s" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected, s.failed,
                                  ", too large for Logstash %d" % s.too_large if s.too_large else "", retried))
-        print("feed_es: %d documents in %d batches (%.1f MB) to %s in %.1fs (%.0f documents/s)"
-              % (s.documents, s.batches, s.bytes_sent / 1e6, sink_name, s.elapsed, rate))
+        print("feed_es: %s in %s (%.1f MB) to %s in %.1fs (%.0f documents/s)"
+              % (counted(s.documents, "document"), counted(s.batches, "batch", "batches"), s.bytes_sent / 1e6,
+                 sink_name, s.elapsed, rate))
     for problem in s.problems[:20]:
         print("  problem: %s" % problem)
     shown = min(len(s.problems), 20)
     if s.problem_count > shown:
-        print("  ... and %d more problems (see the log)" % (s.problem_count - shown))
+        print("  ... and %s (see the log)" % counted(s.problem_count - shown, "more problem"))
 
 
 def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry_run: bool = False,

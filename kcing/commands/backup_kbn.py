@@ -12,6 +12,7 @@ from kcing.commands._kibana import DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make
 from kcing.errors import ConfigError
 from kcing.flags import seconds
 from kcing.files import is_directory, read_regular_text, write_atomically
+from kcing.plural import counted, verb
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,8 @@ def _report_dangling(objects: list) -> int:
         print("  %s" % describe(problem))
     if dangling:
         # The one line on stderr the command ends with: the list is on stdout.
-        log.warning("backup_kbn: %d of %d objects refer to objects Kibana does not hold: see the list printed",
-                    len(dangling), len(objects))
+        log.warning("backup_kbn: %d of %s %s to objects Kibana does not hold: see the list printed",
+                    len(dangling), counted(len(objects), "object"), verb(len(dangling), "refers", "refer"))
     return 1 if dangling else 0
 
 
@@ -113,14 +114,14 @@ def run(args: dict, settings, session=None) -> int:
     objects = client.export()
     text = hide_url(canonical_ndjson(objects), url)
     path = directory / SAVED_OBJECTS
-    summary = "%d objects (%s) from %s" % (len(objects), count_by_type(objects), url)
+    summary = "%s (%s) from %s" % (counted(len(objects), "object"), count_by_type(objects), url)
     if not objects:
         kept = _objects_in(path)
         if kept:
             # A Kibana that lost its saved objects, or the wrong KB_URL or KB_SPACE: emptying the
             # file would lose the dashboards it holds, and setup_kbn refuses an empty file.
-            raise ConfigError("Kibana at %s holds no saved objects: kept %s (%d objects) as it was; check KB_URL "
-                              "and KB_SPACE" % (url, path, kept))
+            raise ConfigError("Kibana at %s holds no saved objects: kept %s (%s) as it was; check KB_URL "
+                              "and KB_SPACE" % (url, path, counted(kept, "object")))
     if args.get("--dry-run"):
         same = _holds(path, text.encode("utf-8"))
         print("backup_kbn: dry run: would write %s to %s (%s)" % (

@@ -12,6 +12,7 @@ from kcing.commands._shared import with_drp_days
 from kcing.errors import ElasticsearchError
 from kcing.flags import utc_text
 from kcing.ledger.ledger import ledger_exists
+from kcing.plural import counted
 from kcing.wiring import ledger_run_lock, no_ledger, open_ledger
 from kcing.settings import warn_short_retention
 
@@ -116,19 +117,21 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
         _print_destinations("forgot", by_destination)
         if blocked:
             # Exits 3, and the runs table says so; the rest of the retention was done.
-            print("drp: deleted %d indices, %s" % (len(deleted), _rows_text(have_ledger, forgotten, settings.KCING_DB)))
+            print("drp: deleted %s, %s" % (counted(len(deleted), "index", "indices"),
+                                           _rows_text(have_ledger, forgotten, settings.KCING_DB)))
             raise ElasticsearchError(retention.blocked_message(host, blocked, len(deleted)))
-    print("drp: deleted %d indices, %s" % (len(deleted), _rows_text(have_ledger, forgotten, settings.KCING_DB)))
+    print("drp: deleted %s, %s" % (counted(len(deleted), "index", "indices"),
+                                   _rows_text(have_ledger, forgotten, settings.KCING_DB)))
     return 0
 
 
 def _print_destinations(verb: str, by_destination) -> None:
     for destination, count in by_destination:
-        print("drp: %s %d ledger rows of objects sent to %s" % (verb, count, destination or "(unnamed)"))
+        print("drp: %s %s of objects sent to %s" % (verb, counted(count, "ledger row"), destination or "(unnamed)"))
 
 
 def _rows_text(have_ledger: bool, forgotten: int, db: str) -> str:
-    return ("forgot %d ledger rows" % forgotten) if have_ledger else ("no ledger at %s" % db)
+    return ("forgot %s" % counted(forgotten, "ledger row")) if have_ledger else ("no ledger at %s" % db)
 
 
 def _print_plan(chosen: retention.RetentionPlan, blocked: dict, db: str) -> None:
@@ -139,8 +142,8 @@ def _print_plan(chosen: retention.RetentionPlan, blocked: dict, db: str) -> None
         print("drp: would delete index %s" % name)
     for name in sorted(blocked):
         print("drp: would not delete index %s: blocked by [%s]" % (name, blocked[name]))
-    rows = ("would forget %d ledger rows" % chosen.ledger_rows) if chosen.ledger_rows is not None \
+    rows = ("would forget %s" % counted(chosen.ledger_rows, "ledger row")) if chosen.ledger_rows is not None \
         else ("no ledger at %s" % db)
-    left = ("; %d expired indices would be left because of a block (the run would exit 3)" % len(blocked)
-            if blocked else "")
-    print("drp: dry run: would delete %d indices, %s%s" % (len(deleted), rows, left))
+    left = ("; %s would be left because of a block (the run would exit 3)"
+            % counted(len(blocked), "expired index", "expired indices") if blocked else "")
+    print("drp: dry run: would delete %s, %s%s" % (counted(len(deleted), "index", "indices"), rows, left))

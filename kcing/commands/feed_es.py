@@ -15,6 +15,7 @@ from kcing.errors import ConfigError, Interrupted, KcingError, exit_status
 from kcing.files import is_directory, not_replaceable
 from kcing.flags import seconds
 from kcing.ledger.ledger import Ledger
+from kcing.plural import counted
 from kcing.runlock import RunLock
 from kcing.settings import warn_crawl_past_retention
 from kcing.shutdown import Stop, stop_on_signals
@@ -228,10 +229,11 @@ def verify_delivered(client, settings, ledger: Ledger, delivered: Sequence[int],
     ids, `delivered`; no window query)."""
     from kcing import reconcile as reconciling
     if delivered and delay > 0:
-        print("feed_es: verifying %d objects in Elasticsearch in %.0fs" % (len(delivered), delay), flush=True)
+        print("feed_es: verifying %s in Elasticsearch in %.0fs" % (counted(len(delivered), "object"), delay),
+              flush=True)
         if stop.wait(delay):
             raise Interrupted("stopped by a signal before verifying; run `kcing reconcile` to check this run")
-    report = reconciling.Report(scope="the %d objects this feed_es run delivered" % len(delivered))
+    report = reconciling.Report(scope="the %s this feed_es run delivered" % counted(len(delivered), "object"))
     # A run that delivered nothing has nothing to check, and records no check: an hourly feed
     # finding nothing new recorded `nothing checked` as the last reconcile in `kcing status`,
     # in place of the nightly check that found documents missing.

@@ -14,6 +14,7 @@ from kcing.commands._shared import check_and_record, print_summary, run_feed
 from kcing.errors import ConfigError, KcingError, NothingChecked, exit_status
 from kcing.flags import utc_text
 from kcing.ledger.ledger import Ledger, ledger_exists
+from kcing.plural import counted, verb
 from kcing.sinks import LOGSTASH
 from kcing.shutdown import Stop, stop_on_signals
 from kcing.sources.localfiles import LocalFiles, SavedSamples
@@ -194,8 +195,9 @@ def _print_held(ledger: Ledger, destination_of) -> None:
     plan = reconciling.resend_plan(ledger.missing_counts(), destination_of)
     resendable = plan.sendable + plan.unknown  # the unknown kinds: --resend says it skips them
     if resendable > 0:
-        print("reconcile: %d objects are held as missing in Elasticsearch (found by this check or an earlier "
-              "one, not delivered since): `kcing reconcile --resend` sends them again" % resendable)
+        print("reconcile: %s held as missing in Elasticsearch (found by this check or an earlier "
+              "one, not delivered since): `kcing reconcile --resend` sends %s again"
+              % (counted(resendable, "object") + verb(resendable, " is", " are"), verb(resendable, "it", "them")))
     for name, count in sorted(plan.unfetchable.items()):
         print(_unfetchable_line(name, count, ledger.earliest_missing_date(name, destination_prefix=LOGSTASH)))
     for name, other in sorted(plan.elsewhere.items()):
@@ -219,27 +221,29 @@ def _earliest_missing(source: str, report, ledger: Ledger) -> Optional[datetime]
 def _print_plan(plan: reconciling.ResendPlan, since_of: Callable[[str], Optional[datetime]]) -> None:
     """What a dry run's --resend would do: the objects it would send, and those it would name
     instead, as the real run does."""
-    print("reconcile: dry run: would re-send %d objects with missing documents" % plan.sendable)
+    print("reconcile: dry run: would re-send %s with missing documents" % counted(plan.sendable, "object"))
     for name, count in sorted(plan.unfetchable.items()):
         print(_unfetchable_line(name, count, since_of(name)))
     for name, other in sorted(plan.elsewhere.items()):
         print(_elsewhere_line(name, other))
     if plan.unknown:
-        print("reconcile: %d objects held as missing are of a kind kcing does not know; --resend would skip them"
-              % plan.unknown)
+        print("reconcile: %s held as missing %s of a kind kcing does not know; --resend would skip them"
+              % (counted(plan.unknown, "object"), verb(plan.unknown, "is", "are")))
 
 
 def _unfetchable_line(name: str, count: int, since: Optional[datetime]) -> str:
-    return ("reconcile: %d objects of the %s source cannot be fetched again from the ledger alone, nor does a feed "
-            "from the watermark list them again; %s"
-            % (count, name, reconciling.refeed_command(name, since)))
+    return ("reconcile: %s of the %s source cannot be fetched again from the ledger alone, nor does a feed "
+            "from the watermark list %s again; %s"
+            % (counted(count, "object"), name, verb(count, "it", "them"), reconciling.refeed_command(name, since)))
 
 
 def _elsewhere_line(name: str, other: dict) -> str:
-    return ("reconcile: %d %s objects held as missing were delivered through other Logstash inputs than "
+    count = sum(other.values())
+    return ("reconcile: %s held as missing %s delivered through other Logstash inputs than "
             "these settings send their kind to (%s): `kcing reconcile --resend` with the ES_BUILD, ES_LAVA, "
-            "ES_BOOT and ES_REGRESSION of the feed that delivered them sends them again"
-            % (sum(other.values()), name, reconciling.named(other)))
+            "ES_BOOT and ES_REGRESSION of the feed that delivered %s sends %s again"
+            % (counted(count, "%s object" % name), verb(count, "was", "were"), reconciling.named(other),
+               verb(count, "it", "them"), verb(count, "it", "them")))
 
 
 def _nothing_checked(report, since: datetime, settings) -> str:
@@ -296,7 +300,7 @@ def _resend(settings, ledger: Ledger, stop, sink, destination_of) -> int:
             fetcher = SavedSamples(settings.KCI_MAX_OBJECT_BYTES)
         else:
             fetcher = LocalFiles([], settings.KCI_MAX_OBJECT_BYTES)
-        print("reconcile: re-sending %d %s objects" % (count, name), flush=True)
+        print("reconcile: re-sending %s" % counted(count, "%s object" % name), flush=True)
         summary = run_feed(reconciling.MissingObjects(ledger, name, fetcher, destination_of), ledger, sink, settings,
                            False, stop)
         print_summary(summary, sink.name, False)

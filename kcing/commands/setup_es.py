@@ -11,6 +11,7 @@ from kcing.admin.templates import (
 from kcing.commands._shared import with_drp_days
 from kcing.errors import ConfigError, ElasticsearchError
 from kcing.flags import seconds
+from kcing.plural import counted
 from kcing.settings import warn_short_retention
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,8 @@ def run(args: dict, settings) -> int:
         if change.what == "template":
             print("setup_es: index template %s (%s) %s" % (change.name, patterns[change.name], change.outcome))
         else:
-            print("setup_es: ILM policy %s (delete indices %d days after the day in their name, as drp) %s"
-                  % (change.name, settings.DRP_DAYS, change.outcome))
+            print("setup_es: ILM policy %s (delete indices %s after the day in their name, as drp) %s"
+                  % (change.name, counted(settings.DRP_DAYS, "day"), change.outcome))
     if not use_ilm:
         print("setup_es: no ILM policy in the templates; run `kcing drp` (e.g. daily from cron) to delete old indices")
     for warning in existing_misfits(client, host, templates):

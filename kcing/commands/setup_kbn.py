@@ -12,6 +12,7 @@ from kcing.commands._kibana import (
     BACKUPS, DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client, read_saved_objects, save_backup,
 )
 from kcing.flags import seconds
+from kcing.plural import counted, verb
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
     source = kibana_dir(args) / SAVED_OBJECTS
     objects = read_saved_objects(source, url)
     overwrite = bool(args.get("--overwrite"))
-    plan = "%d objects (%s) from %s into %s" % (len(objects), count_by_type(objects), source, url)
+    plan = "%s (%s) from %s into %s" % (counted(len(objects), "object"), count_by_type(objects), source, url)
     # Checked before a dry run returns: a cron line tried out with --dry-run must fail as it would.
     wait = seconds(args, "--wait", DEFAULT_WAIT)
     if args.get("--dry-run"):
@@ -90,8 +91,8 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
         report = client.import_ndjson(import_text(sending), overwrite)
         imported, held_back = report.imported, report.held_back
         problems += report.problems
-    print("setup_kbn: imported %d of %d objects%s" % (
-        imported, len(objects),
+    print("setup_kbn: imported %d of %s%s" % (
+        imported, counted(len(objects), "object"),
         ", %d already present and unchanged" % len(split.unchanged) if split.unchanged else ""))
     if held_back:
         print("setup_kbn: Kibana imported none of them while an object below has a conflict or a missing reference")
@@ -114,8 +115,9 @@ def outcome_line(total: int, imported: int, unchanged: int, problems, overwrite_
     broken = len({(problem.type, problem.id) for problem in problems if problem.error == "broken_references"})
     parts = []
     if not_imported:
-        parts.append("%d of %d objects not imported" % (not_imported, total))
+        parts.append("%d of %s not imported" % (not_imported, counted(total, "object")))
     if broken:
-        parts.append("%d of %d objects refer to objects found neither in the file nor in Kibana" % (broken, total))
+        parts.append("%d of %s %s to objects found neither in the file nor in Kibana"
+                     % (broken, counted(total, "object"), verb(broken, "refers", "refer")))
     hint = "run with --overwrite to replace those that differ" if overwrite_helps else "see the list printed"
-    return "%s: %s" % ("; ".join(parts) or "%d problems listed" % len(problems), hint)
+    return "%s: %s" % ("; ".join(parts) or "%s listed" % counted(len(problems), "problem"), hint)

@@ -52,6 +52,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set,
 
 from kcing.errors import (ConfigError, ObjectTooLarge, ObjectUndecodable, RejectedInput, UpstreamAnsweredError,
                           UpstreamError, shown)
+from kcing.plural import counted
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
 from kcing.sources import heads
 from kcing.sources.api_related import RelatedNodes, node_from_answer
@@ -246,9 +247,9 @@ class _Passes:
         if self.number > 1 and not self.found_skipped and not shrunk:
             if empty_at is not None:  # not nodes that entered: offsets the API never answered
                 self.unsure = True
-                self.cut_short = ("%s listing: the API answered an empty page at offset %d though it counts %d "
-                                  "nodes, in %d passes; the nodes past it were not listed, and the watermark stays "
-                                  "before them" % (kind, empty_at, total, self.number))
+                self.cut_short = ("%s listing: the API answered an empty page at offset %d though it counts %s, "
+                                  "in %d passes; the nodes past it were not listed, and the watermark stays "
+                                  "before them" % (kind, empty_at, counted(total, "node"), self.number))
                 log.warning(self.cut_short)
             return False
         if self.number >= self.limit:
@@ -259,7 +260,8 @@ class _Passes:
             return False
         why = ("nodes were deleted while it was paged" if shrunk else "nodes moved while it was paged"
                if empty_at is None else "its page at offset %d was empty" % empty_at)
-        log.info("%s listing: %d nodes listed, the API counts %d (%s): listing them again", kind, seen, total, why)
+        log.info("%s listing: %s listed, the API counts %d (%s): listing them again", kind, counted(seen, "node"),
+                 total, why)
         self.number += 1
         self.found_skipped = False
         self.without_id = 0
