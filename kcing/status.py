@@ -7,7 +7,7 @@ from datetime import date, datetime
 from typing import Dict, List, Optional, Tuple
 
 from kcing.errors import one_line
-from kcing.ledger.ledger import RESENT_BY, Ledger
+from kcing.ledger.ledger import RESENT_BY, RUNS_SHOWN, Ledger
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, Run, UpstreamFile
 from kcing.runlock import lock_holder
 
@@ -28,7 +28,7 @@ RETRYING_SOURCE = "legacy"
 UNDELIVERED_COLUMNS = ("failed", "pending", "too_large")
 
 
-def report(ledger: Ledger, runs: int = 5, errors: int = 5, first_kept: Optional[date] = None) -> dict:
+def report(ledger: Ledger, runs: int = RUNS_SHOWN, errors: int = 5, first_kept: Optional[date] = None) -> dict:
     """Return counts per source and kind, the last runs and the most frequent errors of the objects
     not delivered (see `error_cause`); `first_kept` (kcing/keptdays.py), the first day whose
     undelivered legacy objects are still tried again, as `retried_from`."""
@@ -186,7 +186,8 @@ RUN_COUNTS = (("delivered", "delivered", True), ("rejected", "rejected", True), 
               ("held_missing", "held missing", False),
               ("indices_deleted", "indices deleted", True),
               ("indices_blocked", "indices not deleted (blocked)", False),
-              ("forgotten", "ledger rows forgotten", True))
+              ("forgotten", "ledger rows forgotten", True),
+              ("runs_forgotten", "runs forgotten", False))
 
 
 def _summary(counts: dict) -> str:

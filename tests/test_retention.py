@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 import sqlite3
 from datetime import date, datetime, timedelta, timezone
@@ -383,3 +384,91 @@ def test_unreachable_elasticsearch_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(ElasticsearchError) as caught:
         drp.run(DRP_ARGS, load_settings(tmp_path, url), now=NOW)
     assert "cannot reach Elasticsearch at %s" % url in str(caught.value)
+
+
+def old_runs(db, first: datetime) -> dict:
+    """Runs a minute apart from `first`, each as the ledger records it; {name: row id}."""
+    times = iter(first + timedelta(minutes=n) for n in range(1000))
+    ledger = Ledger.open(str(db), clock=lambda: next(times))
+    ids = {}
+
+    def run(name, command, outcome, counts):
+        ids[name] = ledger.start_run(command, counts)
+        if outcome is not None:
+            ledger.finish_run(ids[name], outcome, counts)
+
+    api_to = {"a": {"source": "api", "destination": "logstash http://a:8337"},
+              "b": {"source": "api", "destination": "ndjson /srv/b"}}
+    run("success a, older", "feed_es", "ok", api_to["a"])
+    run("success a", "feed_es", "ok", api_to["a"])
+    run("success b", "feed_es", "ok", api_to["b"])
+    run("old storage", "feed_es", "ok", {"source": "legacy", "storage": "http://old-storage"})
+    run("new storage, older", "feed_es", "error 1", {"source": "legacy", "storage": "http://new-storage"})
+    run("new storage", "feed_es", "error 1", {"source": "legacy", "storage": "http://new-storage"})
+    run("drp kept latest", "drp", "ok", {"days": 30, "first_kept": "2019-04-10"})
+    run("drp kept less", "drp", "ok", {"days": 60, "first_kept": "2019-03-11"})
+    run("reconcile, older", "reconcile", "ok", {"checked": 1})
+    run("reconcile", "reconcile", "missing", {"checked": 1})
+    run("killed", "feed_es", None, {"source": "api", "pid": 1})
+    run("edited", "feed_es", "ok", None)
+    run("resent", "feed_es", "ok", dict(api_to["a"], resent_by="reconcile"))
+    for n in range(8):
+        run("failing %d" % n, "feed_es", "error 3", api_to["a"])
+    ledger.close()
+    return ids
+
+
+def what_runs_say(db) -> dict:
+    """Every answer kcing reads from the runs table."""
+    from kcing.status import report
+
+    ledger = Ledger.open(str(db))
+    try:
+        return {"last success": [ledger.last_success("feed_es", "api", destination) for destination in
+                                 ("logstash http://a:8337", "ndjson /srv/b", None)],
+                "storages": ledger.storages_recorded("legacy"), "deleted before": ledger.deleted_before(),
+                "last runs": {command: ledger.last_run(command).id for command in ("feed_es", "reconcile", "drp")},
+                "status": report(ledger)["runs"]}
+    finally:
+        ledger.close()
+
+
+def test_the_runs_drp_forgets_are_none_that_anything_reads(tmp_path):
+    """A feed from cron every 10 minutes made 52,000 rows a year that no one read: the runs
+    started before the cutoff go, but for the newest of each command and the last runs status
+    shows, each feed's last success (its alert on --metrics), the newest run that recorded each
+    storage, and the drp run that kept from the latest day."""
+    db = tmp_path / "kcing.db"
+    ids = old_runs(db, datetime(2019, 5, 1))
+    said = what_runs_say(db)
+    ledger = Ledger.open(str(db))
+    forgotten = ledger.runs_started_before(ledger_cutoff(TODAY, 3))
+    assert sorted(forgotten) == sorted(ids[name] for name in (
+        "success a, older", "new storage, older", "reconcile, older", "killed", "edited", "resent",
+        "failing 0", "failing 1", "failing 2"))
+    assert ledger.forget_runs(forgotten) == len(forgotten)
+    ledger.close()
+    assert what_runs_say(db) == said
+    ledger = Ledger.open(str(db))
+    assert ledger.runs_started_before(ledger_cutoff(TODAY, 3)) == []
+    assert ledger.runs_started_before(ledger_cutoff(date(2019, 5, 1), 0)) == []  # only runs before the cutoff
+    ledger.close()
+
+
+def test_drp_forgets_the_runs_no_one_reads_and_says_so(tmp_path, es):
+    db = tmp_path / "kcing.db"
+    ids = old_runs(db, datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=400))
+    env = clean_environ(KCING_DB=str(db), ES_HOST=es.url, DRP_DAYS="3", KCI_DAYS="2")
+    planned = kcing(["drp", "--dry-run"], env, tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert re.search(r"^drp: would forget 9 runs started before \S+ \S+ UTC from the runs table \(kept: those "
+                     r"status, --metrics, reconcile and the feed still read\)$", planned.stdout, re.M), planned.stdout
+    assert len(run_rows(db)) == len(ids)
+    done = kcing(["drp"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^drp: forgot 9 runs started before ", done.stdout, re.M), done.stdout
+    assert len(run_rows(db)) == len(ids) - 9 + 1  # and drp's own
+    shown = kcing(["status"], clean_environ(KCING_DB=str(db)), tmp_path)
+    [line] = [line for line in shown.stdout.splitlines() if line.startswith("  drp ") and " ok " in line
+              and "runs forgotten" in line]
+    assert line.endswith("indices deleted 0, ledger rows forgotten 0, runs forgotten 9"), line

@@ -208,33 +208,40 @@ def blocked_from_deletion(client: Elasticsearch, host: str, names: Sequence[str]
 
 @dataclass(frozen=True)
 class RetentionPlan:
-    """What drp deletes: the expired indices and the ledger rows first seen before `ledger_cutoff`."""
+    """What drp deletes: the expired indices, the ledger rows first seen before `ledger_cutoff`,
+    and the runs started before it that nothing reads any more (`Ledger.runs_started_before`)."""
 
     today: date
     days: int
     indices: Tuple[str, ...]
     ledger_cutoff: datetime
     ledger_rows: Optional[int]  # None when there is no ledger yet
+    runs: Tuple[int, ...] = ()
 
     @property
     def first_kept(self) -> date:
         return cutoff_day(self.today, self.days)
 
 
-def plan(client: Elasticsearch, host: str, ledger, today: date, days: int) -> RetentionPlan:
-    """Look, change nothing: this is the whole of a dry run."""
+def plan(client: Elasticsearch, host: str, ledger, today: date, days: int,
+         running: Optional[int] = None) -> RetentionPlan:
+    """Look, change nothing: this is the whole of a dry run. `running`: the row of this drp run."""
     names = expired_indices(list_indices(client, host), today, days)
     cutoff = ledger_cutoff(today, days)
     rows = ledger.seen_before(cutoff) if ledger is not None else None
-    return RetentionPlan(today, days, tuple(names), cutoff, rows)
+    runs = tuple(ledger.runs_started_before(cutoff, running)) if ledger is not None else ()
+    return RetentionPlan(today, days, tuple(names), cutoff, rows, runs)
 
 
-def apply(client: Elasticsearch, host: str, ledger, chosen: RetentionPlan) -> Tuple[List[str], int, Dict[str, str]]:
-    """Delete the planned indices, then forget the ledger rows; return (indices deleted, rows
-    forgotten, {index Elasticsearch refused to delete: its blocks})."""
+def apply(client: Elasticsearch, host: str, ledger,
+          chosen: RetentionPlan) -> Tuple[List[str], int, int, Dict[str, str]]:
+    """Delete the planned indices, then forget the ledger rows and the runs; return (indices
+    deleted, rows forgotten, runs forgotten, {index Elasticsearch refused to delete: its blocks})."""
     deleted, blocked = delete_indices(client, host, chosen.indices)
-    forgotten = ledger.prune_older_than(chosen.ledger_cutoff) if ledger is not None else 0
-    return deleted, forgotten, blocked
+    if ledger is None:
+        return deleted, 0, 0, blocked
+    forgotten = ledger.prune_older_than(chosen.ledger_cutoff)
+    return deleted, forgotten, ledger.forget_runs(list(chosen.runs)), blocked
 
 
 def blocked_message(host: str, blocked: Dict[str, str], deleted: int) -> str:

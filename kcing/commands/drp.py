@@ -23,9 +23,11 @@ Usage:
   kcing drp [options]
 
 Delete the build-, boot-, test-, log- and regression-YYYY.MM.DD indices older than --drp-days,
-by exact name (ES_HOST), and forget the ledger rows (of every destination) first seen before then.
-A run (not a --dry-run) is recorded in the ledger's runs table with its outcome and counts, which
-`kcing status` shows.
+by exact name (ES_HOST), and forget the ledger rows (of every destination) first seen before then,
+and the runs started before then that nothing reads (kept: the newest of each command, the last
+five, each feed's last success, the newest run that recorded each storage, and the drp run that
+kept from the latest day). A run (not a --dry-run) is recorded in the ledger's runs table with its
+outcome and counts, which `kcing status` shows.
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
 DRP_DAYS (and KCI_DAYS: a warning when DRP_DAYS does not exceed it), ES_HOST, ES_USER, ES_PASSWORD,
@@ -85,7 +87,8 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
                 # A row in the runs table, as feed_es and reconcile keep, closed with the outcome
                 # however the run ends: `kcing status` shows it.
                 recorded = stack.enter_context(ledger.recorded_run("drp"))
-        chosen = retention.plan(client, host, ledger, today, settings.DRP_DAYS)
+        chosen = retention.plan(client, host, ledger, today, settings.DRP_DAYS,
+                                recorded.id if recorded is not None else None)
         print("drp: keeping %d day%s: indices dated from %s, ledger rows first seen since %s"
               % (chosen.days, "" if chosen.days == 1 else "s", chosen.first_kept.strftime("%Y.%m.%d"),
                  utc_text(chosen.ledger_cutoff)))
@@ -95,6 +98,7 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
                           if ledger is not None else [])
         if dry_run:
             _print_destinations("would forget", by_destination)
+            _print_runs("would forget", len(chosen.runs), chosen)
             _print_plan(chosen, retention.blocked_from_deletion(client, host, chosen.indices), settings.KCING_DB)
             return 0
         if recorded is not None:
@@ -105,9 +109,11 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
             # Elasticsearch deleted nothing, and had every index before that day taken for gone.
             recorded.counts.update(days=settings.DRP_DAYS, first_kept=chosen.first_kept.isoformat())
             ledger.update_run_counts(recorded.id, recorded.counts)
-        deleted, forgotten, blocked = retention.apply(client, host, ledger, chosen)
+        deleted, forgotten, runs_forgotten, blocked = retention.apply(client, host, ledger, chosen)
         if recorded is not None:
             recorded.counts.update(indices_deleted=len(deleted), forgotten=forgotten)
+            if runs_forgotten:
+                recorded.counts["runs_forgotten"] = runs_forgotten
             if blocked:
                 recorded.counts["indices_blocked"] = len(blocked)
         for name in deleted:
@@ -115,6 +121,7 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
         for name in sorted(blocked):
             print("drp: not deleted index %s: blocked by [%s]" % (name, blocked[name]))
         _print_destinations("forgot", by_destination)
+        _print_runs("forgot", runs_forgotten, chosen)
         if blocked:
             # Exits 3, and the runs table says so; the rest of the retention was done.
             print("drp: deleted %s, %s" % (counted(len(deleted), "index", "indices"),
@@ -128,6 +135,12 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
 def _print_destinations(verb: str, by_destination) -> None:
     for destination, count in by_destination:
         print("drp: %s %s of objects sent to %s" % (verb, counted(count, "ledger row"), destination or "(unnamed)"))
+
+
+def _print_runs(verb: str, count: int, chosen: retention.RetentionPlan) -> None:
+    if count:
+        print("drp: %s %s started before %s from the runs table (kept: those status, --metrics, reconcile and "
+              "the feed still read)" % (verb, counted(count, "run"), utc_text(chosen.ledger_cutoff)))
 
 
 def _rows_text(have_ledger: bool, forgotten: int, db: str) -> str:

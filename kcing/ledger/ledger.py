@@ -138,6 +138,8 @@ class DeliveredRow(NamedTuple):
 _ROW_COLUMNS = "id, source, kind, upstream_id, url, object_date, kept_ids, destination"
 # In the counts of the runs-table row of a feed that `reconcile --resend` ran: who re-sent.
 RESENT_BY = "resent_by"
+# The newest runs `kcing status` lists, which drp never forgets however old they are.
+RUNS_SHOWN = 5
 
 
 def _utcnow() -> datetime:
@@ -785,35 +787,94 @@ class Ledger:
         """The latest first day kept of the drp runs recorded (indices dated before it were
         deleted, whatever DRP_DAYS now says), or None when no drp run was recorded.
 
-        A run records the day it kept from; a run recorded before it did counts from the day it
-        started and the days it kept. A row edited by hand into something else says nothing.
-        Nor does a day after yesterday by the ledger's clock: drp keeps one day at least, so only
-        a run whose clock was ahead of this one (set back since) wrote it. Taken, it would hold
-        every feed and reconcile until that day came: the API listed from it, finding nothing,
-        and reconcile took every index before it for one drp deleted, checking none."""
-        latest: Optional[date] = None
+        A day after yesterday by the ledger's clock says nothing: drp keeps one day at least, so
+        only a run whose clock was ahead of this one (set back since) wrote it. Taken, it would
+        hold every feed and reconcile until that day came: the API listed from it, finding
+        nothing, and reconcile took every index before it for one drp deleted, checking none."""
         last_possible = keptdays.cutoff_day(self.clock().date(), keptdays.FEWEST_DAYS_KEPT)
         query = models.Run.select(models.Run.started, models.Run.counts).where(models.Run.command == "drp")
-        for started, text in query.tuples().iterator():
-            try:
-                counts = json.loads(text or "{}")
-                if not isinstance(counts, dict):
-                    continue
-                if isinstance(counts.get("first_kept"), str):
-                    kept = date.fromisoformat(counts["first_kept"])
-                elif isinstance(started, datetime) and type(counts.get("days")) is int:
-                    kept = started.date() - timedelta(days=counts["days"])
-                else:
-                    continue
-            except (ValueError, OverflowError):
-                continue
-            if kept <= last_possible and (latest is None or kept > latest):
-                latest = kept
-        return latest
+        kept = [day for day in (drp_kept_day(started, text) for started, text in query.tuples().iterator())
+                if day is not None and day <= last_possible]
+        return max(kept, default=None)
+
+    def runs_started_before(self, cutoff: datetime, running: Optional[int] = None) -> List[int]:
+        """The ids of the runs started before `cutoff` (naive means UTC) that nothing reads any
+        more (see `runs_still_read`): what `forget_runs` is given by drp. `running`, the row of
+        the drp run asking, is left out of the newest runs kept, so that its dry run, which has
+        no row, forgets the same."""
+        cutoff = _naive_utc(cutoff)
+        rows = [row for row in models.Run.select(models.Run.id, models.Run.command, models.Run.started,
+                                                 models.Run.ended, models.Run.outcome,
+                                                 models.Run.counts).tuples().iterator() if row[0] != running]
+        read = runs_still_read(rows)
+        return [row[0] for row in rows
+                if row[0] not in read and isinstance(row[2], datetime) and row[2] < cutoff]
+
+    def forget_runs(self, run_ids: Sequence[int]) -> int:
+        """Delete the runs-table rows `run_ids`, in one transaction; return how many went."""
+        forgotten = 0
+        with self.db.atomic():
+            for start in range(0, len(run_ids), LOOKUP_CHUNK):
+                chunk = run_ids[start:start + LOOKUP_CHUNK]
+                forgotten += models.Run.delete().where(models.Run.id.in_(chunk)).execute()
+        return forgotten
 
     def last_run(self, command: str) -> Optional[models.Run]:
         """The newest run of `command`, or None."""
         return models.Run.select().where(models.Run.command == command).order_by(models.Run.id.desc()).first()
+
+
+def drp_kept_day(started: Any, text: Optional[str]) -> Optional[date]:
+    """The first day a drp run's row says it kept (None when it says none). A run records the day
+    it kept from; a run recorded before it did counts from the day it started and the days it
+    kept. A row edited by hand into something else says nothing."""
+    try:
+        counts = json.loads(text or "{}")
+        if not isinstance(counts, dict):
+            return None
+        if isinstance(counts.get("first_kept"), str):
+            return date.fromisoformat(counts["first_kept"])
+        if isinstance(started, datetime) and type(counts.get("days")) is int:
+            return started.date() - timedelta(days=counts["days"])
+    except (ValueError, OverflowError):
+        pass
+    return None
+
+
+def runs_still_read(rows: Sequence[tuple]) -> Set[int]:
+    """The ids, of runs-table `rows` (id, command, started, ended, outcome, counts), that kcing
+    reads however old they are: the newest RUNS_SHOWN and the newest of each command (`kcing
+    status`: the last runs, the last reconcile); the newest success of each feed, by source and
+    destination (`Ledger.last_success`: `--metrics`, whose alert on its age must not move because
+    drp ran); the newest feed run that recorded each storage of a source (`storages_recorded`:
+    the earlier failures whose URLs were built there); and the drp run that kept from the latest
+    day (`deleted_before`: what reconcile and the legacy feed take as deleted on purpose)."""
+    newest_first = sorted(rows, key=lambda row: row[0], reverse=True)
+    read = {row[0] for row in newest_first[:RUNS_SHOWN]}
+    newest: Dict[Any, int] = {}  # what each row may be the newest of -> its id
+    latest_kept: Optional[Tuple[date, int]] = None
+    for run_id, command, started, ended, outcome, text in newest_first:
+        newest.setdefault(("command", repr(command)), run_id)
+        try:
+            counts = json.loads(text or "{}")
+        except ValueError:
+            counts = None
+        if not isinstance(counts, dict):
+            continue  # a row edited by hand says nothing sure, to any of them
+        source = counts.get("source")
+        if outcome == "ok" and isinstance(ended, datetime) and isinstance(source, str) and RESENT_BY not in counts:
+            newest.setdefault(("success", repr(command), source,
+                               json.dumps(counts.get("destination"), sort_keys=True)), run_id)
+        if command == "feed_es" and isinstance(source, str) and isinstance(counts.get("storage"), str):
+            newest.setdefault(("storage", source, counts["storage"]), run_id)
+        if command == "drp":
+            kept = drp_kept_day(started, text)
+            if kept is not None and (latest_kept is None or kept > latest_kept[0]):
+                latest_kept = (kept, run_id)
+    read.update(newest.values())
+    if latest_kept is not None:
+        read.add(latest_kept[1])
+    return read
 
 
 def ledger_exists(path: str) -> bool:
