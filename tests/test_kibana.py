@@ -412,9 +412,31 @@ def test_a_second_backup_in_the_same_second_gets_its_own_file(kibana, workdir, t
     assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 0  # fresh Kibana: nothing to back up
     assert not (workdir / "backups").exists()
     assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 0  # identical objects: not conflicts
+    kibana.put({"type": "dashboard", "id": "made-by-a-user", "attributes": {"title": "Mine"}, "references": []})
     assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 0
     assert sorted(path.name for path in (workdir / "backups").iterdir()) == [
         "saved_objects-20231114T221320Z-2.ndjson", "saved_objects-20231114T221320Z.ndjson"]
+
+
+def test_a_backup_the_newest_one_holds_byte_for_byte_is_not_written_again(kibana, workdir, tmp_path, capsys):
+    """setup_kbn run again with nothing changed in Kibana (from cron, or at every start of the
+    compose service) wrote one more copy of the same objects each time."""
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 0  # fresh Kibana: nothing to back up
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 0
+    [first] = (workdir / "backups").iterdir()
+    capsys.readouterr()
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW + 60) == 0
+    assert list((workdir / "backups").iterdir()) == [first]
+    assert ("setup_kbn: current objects (5 dashboard, 5 index-pattern, 2 search, 25 visualization) are those of the "
+            "newest backup, %s: no new backup written\n" % first) in capsys.readouterr().out
+    # Compared with the newest backup alone: one with other objects is the copy a restore would take.
+    kibana.put({"type": "dashboard", "id": "made-by-a-user", "attributes": {"title": "Mine"}, "references": []})
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW + 120) == 0
+    kibana.store.pop(("default", "dashboard", "made-by-a-user"))  # deleted in Kibana
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW + 180) == 0
+    backups = sorted((workdir / "backups").iterdir())
+    assert len(backups) == 3 and backups[-1].read_bytes() == first.read_bytes()
 
 
 def test_overwrite_replaces_after_a_backup(kibana, workdir, tmp_path):

@@ -6,6 +6,8 @@ Kibana it came from, and so that links in dashboards follow the Kibana it is imp
 """
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import List, Optional
 
@@ -14,11 +16,13 @@ from kcing.admin.kibana import (
 )
 from kcing.errors import ConfigError, reading_failure
 from kcing.http import new_session, warn_cleartext_credentials
-from kcing.files import read_regular_text, write_atomically
+from kcing.files import opened_regular, read_regular_text, write_atomically
 from kcing.transport import check_ca_bundle, netrc_credentials
 
 SAVED_OBJECTS = "saved_objects.ndjson"
 BACKUPS = "backups"
+# A backup's name (kcing.admin.kibana.backup_name), with -2, -3 ... for a later one of the same second.
+_BACKUP_NAME = re.compile(r"saved_objects-([0-9]{8}T[0-9]{6}Z)(?:-([0-9]{1,9}))?\.ndjson")
 CHECKOUT_KIBANA_DIR = Path(__file__).resolve().parents[2] / "kibana"
 # Kibana takes about a minute to start next to a fresh Elasticsearch.
 DEFAULT_WAIT = 60.0
@@ -99,10 +103,43 @@ def free_path(directory: Path, name: str) -> Path:
 
 
 def save_backup(directory: Path, objects: List[dict], url: str, when: float) -> Optional[Path]:
+    """Save `objects` into a new backup in `directory`, unless the newest backup there holds them
+    byte for byte already (a setup_kbn run again with nothing changed in Kibana, from cron or at
+    every start of the compose service): that file is then the copy of what the import changes."""
     if not objects:
         print("setup_kbn: %s holds no saved objects yet, nothing to back up" % url)
         return None
+    content = hide_url(canonical_ndjson(objects), url).encode("utf-8")
+    newest = newest_backup(directory)
+    if newest is not None and _holds(newest, content):
+        print("setup_kbn: current objects (%s) are those of the newest backup, %s: no new backup written"
+              % (count_by_type(objects), newest))
+        return newest
     path = free_path(directory, backup_name(when))
-    write_atomically(path, hide_url(canonical_ndjson(objects), url).encode("utf-8"))
+    write_atomically(path, content)
     print("setup_kbn: current objects (%s) saved to %s" % (count_by_type(objects), path))
     return path
+
+
+def newest_backup(directory: Path) -> Optional[Path]:
+    """The latest backup in `directory` by the time (and number) in its name, or None; files
+    named otherwise (a copy kept by hand) are not backups setup_kbn wrote."""
+    try:
+        names = os.listdir(directory)
+    except OSError:  # no backups yet, or none this user may list: a new one is written (or refused)
+        return None
+    found = []
+    for name in names:
+        named = _BACKUP_NAME.fullmatch(name)
+        if named:
+            found.append(((named.group(1), int(named.group(2) or 1)), name))
+    return directory / max(found)[1] if found else None
+
+
+def _holds(path: Path, content: bytes) -> bool:
+    """Whether the regular file at `path` holds `content`; not when it cannot be read."""
+    try:
+        with opened_regular(path) as file:
+            return file.read() == content
+    except OSError:
+        return False

@@ -23,7 +23,8 @@ Usage:
   kcing setup_kbn [options]
 
 Import the Kibana saved objects from kibana/ into KB_URL. Objects that differ from the file are
-kept unless --overwrite; either way the current objects are saved into kibana/backups/ first.
+kept unless --overwrite; either way the current objects are saved into kibana/backups/ first
+(unless the newest backup there holds them byte for byte: then no new file is written).
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
 KB_URL, KB_USER, KB_PASSWORD, KB_API_KEY, KB_CA_BUNDLE, KB_SPACE, KB_REQUEST_DEADLINE,
@@ -58,7 +59,7 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
     """Import the saved objects file into the space; 1 when some objects were not imported.
 
     The current objects are exported to kibana/backups/ first, with --overwrite too: that is
-    when what users changed in Kibana is replaced. Without --overwrite, objects that already
+    when what users changed in Kibana is replaced (the newest backup, when it holds them already). Without --overwrite, objects that already
     exist are reported as conflicts (or as unchanged when identical). A dry run reads and checks
     the file and says what would happen, without contacting Kibana.
     """
