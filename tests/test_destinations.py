@@ -153,6 +153,26 @@ def make_schema_2(db: Path, delivered: list, failed: list) -> None:
         conn.execute("PRAGMA user_version = 2")
 
 
+def test_reading_a_schema_2_ledger_in_wal_mode_leaves_no_wal_or_shm_file_beside_it(logstash, tmp_path):
+    """status and the dry runs read an older ledger through a copy, made on a read-only
+    connection: SQLite made a -wal and a -shm file for it, which such a connection may not
+    remove, and left them beside a ledger nothing had written."""
+    db = tmp_path / "kcing.db"
+    objects = sample_objects()
+    make_schema_2(db, delivered=objects[:3], failed=objects[3:4])
+    with sqlite3.connect(str(db)) as conn:
+        assert conn.execute("PRAGMA journal_mode = wal").fetchone()[0] == "wal"  # as kcing writes its ledgers
+    conn.close()
+    content = db.read_bytes()
+    env = environ(logstash, db)
+    for command in (["status"], ["status", "--json"], ["feed_es", "--source", "samples", "--dry-run"]):
+        done = kcing(command, env, tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("kcing.db")) == [
+            "kcing.db"], command
+    assert db.read_bytes() == content
+
+
 def test_a_schema_2_ledger_keeps_its_deliveries_as_sent_to_the_configured_logstash(logstash, tmp_path):
     db = tmp_path / "kcing.db"
     objects = sample_objects()

@@ -55,18 +55,23 @@ def _reading(path: str, wait: float, read: Callable[[sqlite3.Connection], T]) ->
     SQLite cannot read is a ConfigError, or the storage error it is (locked past the wait, I/O)."""
     # Quoted from its bytes: a name that is not UTF-8 (a byte Python holds as a lone surrogate)
     # is then the same file for SQLite, not an error.
-    location = "file:%s?mode=ro" % quote(os.fsencode(Path(path).expanduser().resolve()))
+    quoted = quote(os.fsencode(Path(path).expanduser().resolve()))
+    location = "file:%s?mode=ro" % quoted
     try:
         if read_only_file(path) and not Path(str(Path(path).expanduser()) + "-wal").exists():
             # Read as it is on disk (see below): a WAL reader would leave -wal and -shm files
             # beside it with its read-only mode, which would then keep the ledger from being
             # written once it is made writable again. No writer is there without its -wal file.
             return _read_at(location + "&immutable=1", wait, read)
+        found_beside = _journal_files(path)
         try:
             return _read_at(location, wait, read)
         except sqlite3.Error as error:
             if not read_only_failure(path, error):
                 raise
+        finally:
+            if not found_beside:
+                _remove_journal_files_left("file:%s?mode=rw" % quoted)
         # A ledger in WAL mode is read through its -shm file, which SQLite cannot make in a
         # directory this user may not write to (kcing status run by another account). The file
         # is then read as it is on disk: no run can be writing it, as a writer's -wal and -shm
@@ -77,6 +82,28 @@ def _reading(path: str, wait: float, read: Callable[[sqlite3.Connection], T]) ->
         if failure is not None:
             raise failure from None
         raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
+
+
+def _journal_files(path: str) -> bool:
+    """Whether a -wal or -shm file is beside the SQLite file at `path`."""
+    named = str(Path(path).expanduser())
+    return any(os.path.lexists(named + suffix) for suffix in ("-wal", "-shm"))
+
+
+def _remove_journal_files_left(location: str) -> None:
+    """Remove the -wal and -shm files a read-only connection to a file in WAL mode made and
+    left (it may not delete them; `kcing status` on a ledger it reads through a copy, an older
+    one, left them for good). A connection that may write removes them as it closes, when it is
+    the last one: a run opening the ledger meanwhile keeps them. Only an empty WAL (none was
+    there before the read) is checkpointed so: nothing is written into the file itself."""
+    try:
+        connection = sqlite3.connect(location, uri=True, timeout=0)
+        try:
+            connection.execute("PRAGMA user_version").fetchall()
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        pass  # a file this user may not write to (opened read-only above) or one locked: left as SQLite left it
 
 
 def _read_at(location: str, wait: float, read: Callable[[sqlite3.Connection], T]) -> T:
