@@ -295,8 +295,20 @@ def _another_programs_marker_in_wal_mode(db):
         raw.execute("CREATE TABLE upstream_file (id INTEGER PRIMARY KEY)")
 
 
+def _another_programs_file_in_wal_mode_closed(db):
+    """As that program leaves it when it is not running: no -wal or -shm file beside it."""
+    raw = sqlite3.connect(str(db))
+    raw.execute("PRAGMA journal_mode = wal")
+    raw.execute("PRAGMA application_id = 305419896")
+    raw.execute("CREATE TABLE upstream_file (id INTEGER PRIMARY KEY)")
+    raw.commit()
+    raw.close()
+    assert not Path(str(db) + "-wal").exists() and not Path(str(db) + "-shm").exists()
+
+
 FOREIGN_FILES = [_another_programs_tables, _another_programs_version, _a_watermark_table_of_its_own,
-                 _kcings_table_names_other_columns, _another_programs_marker_in_wal_mode]
+                 _kcings_table_names_other_columns, _another_programs_marker_in_wal_mode,
+                 _another_programs_file_in_wal_mode_closed]
 LEDGER_COMMANDS = [["status"], ["feed_es"], ["drp"], ["reconcile"]]
 
 
@@ -312,8 +324,10 @@ def test_a_sqlite_file_of_another_program_is_refused_and_left_as_it_was(make, le
 
 def refused_by_every_ledger_command(db: Path, env: dict, cwd: Path, refusal: str) -> List[str]:
     """The error line of each of LEDGER_COMMANDS, each asserted to be one line saying
-    "KCING_DB <db> <refusal>..." with exit 2, `db` left byte for byte as it was."""
+    "KCING_DB <db> <refusal>..." with exit 2, `db` left byte for byte as it was, and no file
+    made beside it (a -wal or -shm file of the read that refused it)."""
     before = db.read_bytes()
+    beside = sorted(path.name for path in db.parent.iterdir() if path.name.startswith(db.name + "-"))
     # Elasticsearch is never asked: the ledger is refused first (nothing listens there).
     env = dict(env, ES_HOST="http://127.0.0.1:9", DRP_DAYS="36500")
     lines = []
@@ -323,6 +337,8 @@ def refused_by_every_ledger_command(db: Path, env: dict, cwd: Path, refusal: str
         [line] = result.stderr.splitlines()
         assert line.startswith("kcing %s: KCING_DB %s %s" % (command[0], db, refusal)), line
         assert db.read_bytes() == before, command
+        assert sorted(path.name for path in db.parent.iterdir() if path.name.startswith(db.name + "-")) == beside, \
+            command
         lines.append(line)
     return lines
 
