@@ -494,7 +494,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         standard_descriptors_open()
         tolerant_stdout()
         sys.stdout = StdoutFailing(sys.stdout)
-        return stdout_flushed(_main(sys.argv[1:], as_program))
+        status = _main(sys.argv[1:], as_program)
+        commands.ending_with(status)  # what a signal from now on leaves it (kcing/shutdown.py)
+        status = stdout_flushed(status)
+        commands.ending_with(status)
+        return status
     return _main(list(argv), as_program)
 
 
@@ -511,6 +515,8 @@ def _main(argv: List[str], as_program: bool) -> int:
             # What the imports made lives as long as the process: the cyclic collector need not
             # walk it again in every full collection of a run.
             gc.freeze()
+            # A signal once the command is done no longer ends the process by itself.
+            commands.hold_signals_after_the_end(command)
     except UsageError as error:
         where = "kcing %s" % command if command else "kcing"
         told("%s: %s (see %s --help)" % (where, kept_on_one_line(str(error)), where))

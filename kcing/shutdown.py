@@ -1,9 +1,11 @@
 """Turn SIGINT and SIGTERM into a request to stop: the first one gently, a second one at once."""
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from concurrent import futures
@@ -71,6 +73,69 @@ class Stop(threading.Event):
 # Set once the line saying a command was interrupted is written (kcing/cli.py).
 interrupt_reported = threading.Event()
 
+# For the process that is kcing (not a test calling a command): whether a signal may still
+# change how the command ends (see `hold_signals_after_the_end`), and the status it ends with.
+_after_the_command = {"held": False, "status": None, "command": "", "row_closed": False}
+
+
+def hold_signals_after_the_end(command: str) -> None:
+    """Once the command's run row records how it ended (`run_row_closed`), and once the command
+    is done, a SIGINT or SIGTERM no longer changes how it ends (`_signal_after_the_end`), and
+    the process leaves no moment to Python's own handlers: with those, a SIGTERM in its last
+    milliseconds (its summary printed, its row closed `ok`) killed it, exit 143 without a word,
+    and one a moment earlier ended it `interrupted`, exit 130, its row saying `ok` all the same."""
+    _after_the_command.update(held=True, command=command)
+    # Exit functions run last registered first: this one, registered as the command starts, runs
+    # after those registered since, and does logging's (registered at import) itself. Past it,
+    # the interpreter would put the default handlers back while it tears its modules down.
+    atexit.register(_exit_without_finalizing)
+
+
+def run_row_opened() -> None:
+    """A run row of this process is open: a signal stops its run (Ledger.recorded_run)."""
+    _after_the_command["row_closed"] = False
+
+
+def run_row_closed() -> None:
+    """The run row of this process has its outcome: a signal can no longer change it."""
+    _after_the_command["row_closed"] = True
+
+
+def ending_with(status: int) -> None:
+    """The status the process ends with, once the command line knows it."""
+    _after_the_command["status"] = status
+
+
+def _settled() -> bool:
+    """Whether how the command ends is recorded, and a signal must not change it."""
+    return _after_the_command["held"] and _after_the_command["row_closed"]
+
+
+def _exit_without_finalizing() -> None:
+    """End the process with the command's status once every exit function ran (threads were
+    joined before them), without the interpreter's teardown, during which a SIGTERM would
+    find the default handler and end the process with 143."""
+    status = _after_the_command["status"]
+    if status is None:  # the command line did not end as it does: let Python say what happened
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:  # said already (kcing/cli.py: stdout_flushed), or nowhere left to say it
+            pass
+    os._exit(status)
+
+
+def _signal_after_the_end(signum, frame) -> None:
+    """A signal once the command is done changes nothing of how it ended (its run row says so
+    already): the process ends with the command's status, as it is about to, or after
+    URGENT_EXIT_SECONDS if something holds it (a thread the interpreter waits for)."""
+    line = b"kcing %s: still ending %.0f s after the signal: exiting now\n" % (
+        _after_the_command["command"].encode(), URGENT_EXIT_SECONDS)
+    _exit_soon(line)
+
 
 @contextmanager
 def terminate_as_interrupt(command: str) -> Iterator[None]:
@@ -86,6 +151,9 @@ def terminate_as_interrupt(command: str) -> Iterator[None]:
         command.encode(), URGENT_EXIT_SECONDS)
 
     def interrupt(signum, frame):
+        if _settled():
+            _signal_after_the_end(signum, frame)
+            return
         _exit_soon(line, interrupt_reported)
         raise KeyboardInterrupt
 
@@ -95,7 +163,7 @@ def terminate_as_interrupt(command: str) -> Iterator[None]:
             yield
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, _signal_after_the_end if _after_the_command["held"] else handler)
 
 
 # What the signal watcher acts on: how many signals arrived, from which count on they end the
@@ -153,6 +221,15 @@ def stop_on_signals(stop: Optional[Stop] = None) -> Iterator[Stop]:
 
     def request_stop(signum, frame):
         name = signal.Signals(signum).name
+        if _settled():
+            # The run's row says how it ended: what is left of the command (its summary, its
+            # metrics) is done as it is. Only what would start a new run stops: the check of
+            # `feed_es --verify`, a re-send of reconcile, which open rows of their own.
+            if not stop.is_set():
+                log.warning("%s received: the run's end is recorded; finishing", name)
+            stop.set()
+            _signal_after_the_end(signum, frame)
+            return
         if not stop.is_set():
             stop.set()
             if stop.cutting:
@@ -227,8 +304,9 @@ def _exit_soon(line: Optional[bytes] = None, said: Optional[threading.Event] = N
 
 
 def _exit_after(seconds: float, line: Optional[bytes] = None, said: Optional[threading.Event] = None) -> None:
-    """End the process with status 130 in `seconds`, unless it ends first, writing `line` unless
-    `said` is set (what happened was told already).
+    """End the process in `seconds`, unless it ends first, writing `line` unless `said` is set
+    (what happened was told already), with status 130, or the command's own status once the
+    command line knows it (the command was done: the signal changed nothing).
 
     Writes with os.write, not logging: a stuck thread may hold the logging lock."""
     time.sleep(seconds)
@@ -239,4 +317,5 @@ def _exit_after(seconds: float, line: Optional[bytes] = None, said: Optional[thr
             os.write(2, line)
     except OSError:
         pass
-    os._exit(130)
+    ending = _after_the_command["status"]
+    os._exit(130 if ending is None else ending)

@@ -83,3 +83,69 @@ def test_a_wait_without_timeout_lasts_until_the_stop():
     stop.set()
     waiter.join(2.0)
     assert waited == [True]
+
+
+def signalled_from_its_closing_line(command, env, cwd, closing: str):
+    """Run kcing `command`, and from the moment it prints `closing` (its run row is closed by
+    then), send it SIGTERM every millisecond until it is gone; return (its exit status, stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.feedrun import REPO
+
+    process = subprocess.Popen([sys.executable, str(REPO / "kcing.py"), *command], env=dict(env, PYTHONUNBUFFERED="1"),
+                               cwd=str(cwd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith(closing):
+            break
+    sent = 0
+    while process.poll() is None:
+        try:
+            os.kill(process.pid, signal.SIGTERM)
+            sent += 1
+        except ProcessLookupError:
+            break
+        time.sleep(0.001)
+    process.stdout.read()
+    errors = process.stderr.read()
+    process.wait(10)
+    assert sent, "the command was gone before a signal was sent"
+    return process.returncode, errors
+
+
+def last_run(db) -> tuple:
+    import sqlite3
+
+    with sqlite3.connect(str(db)) as connection:
+        return connection.execute("SELECT command, outcome FROM run ORDER BY id DESC LIMIT 1").fetchone()
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_signal_once_the_feeds_row_is_closed_changes_nothing_of_how_it_ends(tmp_path, attempt):
+    """A SIGTERM in the last milliseconds of a run, its row closed `ok`, ended it with 143 (the
+    default handler, put back as the interpreter ended) or 130 (`interrupted`): now the run ends
+    as its row says."""
+    from tests.feedrun import SAMPLES, clean_environ
+
+    build = sorted((SAMPLES / "build").glob("*.json"))[attempt]
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
+    status, errors = signalled_from_its_closing_line(
+        ["feed_es", "--builds", str(build), "--date", "2020-11-04", "--output", str(tmp_path / "out")], env, tmp_path,
+        "feed_es: 1 document in 1 batch")
+    assert (status, last_run(tmp_path / "kcing.db")) == (0, ("feed_es", "ok")), errors
+    assert "interrupted" not in errors and "Traceback" not in errors, errors
+    assert "SIGTERM received: the run's end is recorded; finishing" in errors, errors
+
+
+def test_a_signal_once_drps_row_is_closed_changes_nothing_of_how_it_ends(tmp_path):
+    from kcing.ledger.ledger import Ledger
+    from tests.fakes.elastic_server import ElasticsearchEmulator
+    from tests.feedrun import clean_environ
+
+    Ledger.open(str(tmp_path / "kcing.db")).close()
+    with ElasticsearchEmulator() as es:
+        env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"), ES_HOST=es.url, DRP_DAYS="3", KCI_DAYS="2")
+        status, errors = signalled_from_its_closing_line(["drp"], env, tmp_path, "drp: deleted 0 indices")
+    assert (status, last_run(tmp_path / "kcing.db")) == (0, ("drp", "ok")), errors
+    assert "interrupted" not in errors and "Traceback" not in errors, errors

@@ -31,6 +31,19 @@ def run(name: str, args: dict, settings) -> int:
         return module.run(args, settings)
 
 
+def hold_signals_after_the_end(name: str) -> None:
+    """In the process that is kcing: a signal once command `name` recorded how its run ended,
+    or once it is done, no longer changes how it ends (kcing/shutdown.py). Not for `test`,
+    whose tests run commands in this process and signal them as they please."""
+    if name != "test":
+        shutdown.hold_signals_after_the_end(name)
+
+
+def ending_with(status: int) -> None:
+    """The status the process ends with, which a signal from now on leaves as it is."""
+    shutdown.ending_with(status)
+
+
 def interruption_told() -> None:
     """The line saying the command was interrupted is written: the exit forced a few seconds
     after the signal, if it comes, need not say it again."""

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Named
 
 from peewee import DatabaseError, SqliteDatabase, fn
 
-from kcing import keptdays
+from kcing import keptdays, shutdown
 from kcing.errors import ConfigError, KcingError, StorageFailed, exit_status, one_line
 from kcing.files import as_text
 from kcing.ledger import docids, identity, models
@@ -644,15 +644,19 @@ class Ledger:
         the error gives (130 for an interrupt). A row that cannot be closed (the ledger itself
         failed) is logged; the error that ended the run goes on."""
         run = RunRecord(self.start_run(command, counts), counts=dict(counts or {}))
+        shutdown.run_row_opened()
         try:
             yield run
         except BaseException as error:
             try:
                 self.finish_run(run.id, "error %d" % exit_status(error), run.counts)
+                shutdown.run_row_closed()
             except KcingError as failure:
                 log.error("cannot record how %s run %d ended: %s", command, run.id, failure)
             raise
         self.finish_run(run.id, run.outcome or "ok", run.counts)
+        # From here a signal no longer changes how the run ends: the row says it.
+        shutdown.run_row_closed()
 
     def start_run(self, command: str, counts: Optional[dict] = None) -> int:
         """A new row of the runs table, its counts holding `counts` and this process's pid until the
