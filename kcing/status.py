@@ -28,10 +28,14 @@ RETRYING_SOURCE = "legacy"
 UNDELIVERED_COLUMNS = ("failed", "pending", "too_large")
 
 
-def report(ledger: Ledger, runs: int = RUNS_SHOWN, errors: int = 5, first_kept: Optional[date] = None) -> dict:
+def report(ledger: Ledger, runs: int = RUNS_SHOWN, errors: int = 5, first_kept: Optional[date] = None,
+           held_before: Tuple[str, ...] = ()) -> dict:
     """Return counts per source and kind, the last runs and the most frequent errors of the objects
     not delivered (see `error_cause`); `first_kept` (kcing/keptdays.py), the first day whose
-    undelivered legacy objects are still tried again, as `retried_from`."""
+    undelivered legacy objects are still tried again, as `retried_from`.
+
+    Read by the caller in one snapshot (Ledger.snapshot), begun after `held_before` (see
+    `lock_holders`) was asked: a run is running when its pid held the lock then or holds it now."""
     objects: Dict[str, Dict[str, Dict[str, int]]] = {}
     destinations: Dict[str, Dict[str, Dict[str, Dict[str, int]]]] = {}
     missing = ledger.missing_counts()
@@ -46,7 +50,7 @@ def report(ledger: Ledger, runs: int = RUNS_SHOWN, errors: int = 5, first_kept: 
               .setdefault(kind, dict.fromkeys(COLUMNS, 0)))
         at[label] = at.get(label, 0) + count
     last_reconcile = ledger.last_run("reconcile")
-    running = _running_run(ledger)
+    running = _running_run(ledger, held_before)
     return {"ledger": ledger.path, "objects": objects, "destinations": destinations,
             "runs": _last_runs(runs, running),
             "errors": _frequent_errors(errors),
@@ -63,15 +67,23 @@ def _watermarks(ledger: Ledger) -> Dict[str, Dict[str, str]]:
     return found
 
 
-def _running_run(ledger: Ledger) -> Optional[Tuple[int, str]]:
+def lock_holders(ledger: Ledger) -> Tuple[str, ...]:
+    """The pids the run holding the lock beside the ledger is known by now, () when none does."""
+    if ledger.path == ":memory:":
+        return ()
+    return lock_holder(ledger.path) or ()
+
+
+def _running_run(ledger: Ledger, held_before: Tuple[str, ...] = ()) -> Optional[Tuple[int, str]]:
     """(row id, pid) of the run in progress: the row without an end that the process holding the
     lock beside the ledger started (its pid is in the row's counts; a row from a kcing that kept
     no pid: the newest without an end). Every other row without an end belongs to a run that was
-    killed or could not write its end (the ledger locked or its disk full)."""
-    if ledger.path == ":memory:":
-        return None
-    holder = lock_holder(ledger.path)
-    if holder is None:
+    killed or could not write its end (the ledger locked or its disk full).
+
+    The rows are read from a snapshot: a run that ended after it was taken, its row still open
+    there, held the lock before it (`held_before`), and one that started since holds it now."""
+    holder = held_before + tuple(pid for pid in lock_holders(ledger) if pid not in held_before)
+    if not holder:
         return None
     unended = list(Run.select(Run.id, Run.counts).where(Run.ended.is_null()).order_by(Run.id.desc()))
     for row in unended:

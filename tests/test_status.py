@@ -617,3 +617,43 @@ def test_a_lock_file_not_holding_its_holders_pid_still_tells_the_run_running(tmp
     finally:
         os.close(held)
     assert run["outcome"] == "running (pid %d)" % os.getpid(), run
+
+
+def test_status_shows_the_ledger_at_one_moment_while_a_run_records_its_objects_and_its_end(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """A feed that records its last objects and closes its row while status reads the ledger: its
+    row and the objects it delivered are shown from one moment, both before (the run `running`,
+    not `ended without a record` once its lock is gone) or both after, never its end (`ok,
+    delivered 1`) beside counts read before it delivered anything."""
+    import os
+    import sqlite3
+    from kcing import settings as settings_module
+    from kcing.commands import status as status_command
+    from kcing.runlock import RunLock
+    db = tmp_path / "kcing.db"
+    Ledger.open(str(db)).close()
+    with sqlite3.connect(str(db)) as conn:
+        conn.execute("INSERT INTO run (command, started, counts) VALUES ('feed_es', '2024-10-16 08:00:00', ?)",
+                     [json.dumps({"pid": os.getpid(), "source": "legacy"})])
+    conn.close()
+    lock = RunLock(str(db)).__enter__()
+    first_read = Ledger.missing_counts
+
+    def the_run_ends_meanwhile(ledger):
+        counted = first_read(ledger)
+        with sqlite3.connect(str(db)) as writer:  # the feed, in its own process
+            writer.execute("INSERT INTO upstream_file (source, kind, upstream_id, url, state, attempts, first_seen, "
+                           "destination) VALUES ('legacy', 'build', 'b1', 'u', 'delivered', 1, '2024-10-16 08:00:01', "
+                           "'logstash http://ls:8337')")
+            writer.execute("UPDATE run SET ended = '2024-10-16 08:00:02', outcome = 'ok', counts = ? WHERE id = 1",
+                           [json.dumps({"source": "legacy", "delivered": 1})])
+        writer.close()
+        lock.__exit__(None, None, None)
+        return counted
+
+    monkeypatch.setattr(Ledger, "missing_counts", the_run_ends_meanwhile)
+    settings = settings_module.load(environ={"KCING_DB": str(db)}, local_file=tmp_path / "none.py")
+    assert status_command.run({"--json": True}, settings) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["objects"] == {}, data["objects"]
+    assert data["runs"][0]["outcome"] == "running (pid %d)" % os.getpid(), data["runs"]

@@ -53,10 +53,14 @@ def run(args: dict, settings) -> int:
     # migrated, and one this user may only read (a monitoring account) is shown too.
     ledger = open_ledger(settings, dry_run=True)
     try:
-        # As a legacy feed_es run reads it: DRP_DAYS, or a later day a recorded drp run kept from.
-        first_kept = keptdays.first_kept(datetime.now(timezone.utc).date(), settings.DRP_DAYS,
-                                         ledger.deleted_before())
-        data = status_report.report(ledger, first_kept=first_kept)
+        held = status_report.lock_holders(ledger)
+        # Every read from one snapshot: a feed recording its objects and its end meanwhile showed
+        # its end ("ok, delivered 387") beside the object counts read before it delivered them.
+        with ledger.snapshot():
+            # As a legacy feed_es run reads it: DRP_DAYS, or a later day a recorded drp run kept from.
+            first_kept = keptdays.first_kept(datetime.now(timezone.utc).date(), settings.DRP_DAYS,
+                                             ledger.deleted_before())
+            data = status_report.report(ledger, first_kept=first_kept, held_before=held)
     finally:
         ledger.close()
     print(json.dumps(data, indent=2, sort_keys=True) if args.get("--json") else status_report.as_text(data))

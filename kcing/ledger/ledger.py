@@ -365,6 +365,14 @@ class Ledger:
             [source, kind, destination, *states, *chunk])
         return {row[0] for row in cursor.fetchall()}
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """The reads of the block see the ledger as it was at one moment (the first of them): a
+        run that records objects and its end meanwhile is seen whole or not at all. A read
+        transaction, which in WAL mode holds up no writer."""
+        with self.db.atomic():
+            yield
+
     def counts(self) -> Dict[tuple, int]:
         """Return {(source, kind, destination, state): number of objects}."""
         query = (UpstreamFile.select(UpstreamFile.source, UpstreamFile.kind, UpstreamFile.destination,
