@@ -72,7 +72,8 @@ class LockHeld(KcingError):
 
 
 class LedgerBusy(KcingError):
-    """Another process held the ledger's database lock for longer than KCING_DB_LOCK_WAIT.
+    """Another process held the ledger's database lock for longer than KCING_DB_LOCK_WAIT (or, once
+    a signal stopped the run, than the grace the batch in flight gets).
 
     Same exit status as LockHeld: something else is using the ledger; try again later."""
 

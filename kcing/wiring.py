@@ -194,15 +194,17 @@ def not_a_directory(path: Path) -> str:
     return "is not a directory" if os.path.lexists(str(path)) else "does not exist"
 
 
-def open_ledger(settings, dry_run: bool = False) -> Ledger:
+def open_ledger(settings, dry_run: bool = False, stop: Optional[Stop] = None) -> Ledger:
     """The ledger at KCING_DB. A ledger from before destinations were recorded takes what it
-    holds as sent to the Logstash inputs configured now."""
+    holds as sent to the Logstash inputs configured now. `stop`: once it is set, a write waits
+    for another process's lock no longer than the batch in flight is waited for (its grace)."""
     # A dry run must not create or change anything, not even an empty ledger file.
     if dry_run and not ledger_exists(settings.KCING_DB):
         return Ledger.open(":memory:")
     return Ledger.open(settings.KCING_DB, wait=settings.KCING_DB_LOCK_WAIT,
                        earlier_destination=logstash_destination_of(settings),
-                       earlier_watermark_destination=logstash_destinations_key(settings), unchanged=dry_run)
+                       earlier_watermark_destination=logstash_destinations_key(settings), unchanged=dry_run,
+                       abandon_wait=stop.past_grace if stop is not None else (lambda: False))
 
 
 def logstash_destinations_key(settings) -> str:

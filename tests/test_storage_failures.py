@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED
 from kcing.records import UpstreamObject
 from kcing.runlock import RunLock
+from kcing.shutdown import GRACE_SECONDS
 from kcing.status import UNRECORDED_END
 from kcing.sinks.batching import Batch
 from kcing.sinks.ndjson import NdjsonDirSink, whole_records_end
@@ -593,6 +595,37 @@ def test_a_ledger_locked_mid_run_stops_it_in_one_line_and_loses_nothing(legacy_r
     assert again.returncode == 0, again.stderr
     assert set(ledger_states(db).values()) == {"delivered"}
     assert set(logstash.store.keys()) == set(expected_documents(sample_objects()))
+
+
+@needs_samples
+def test_a_signal_is_acted_on_while_the_ledger_is_locked_and_the_run_waits_no_longer_than_its_grace(
+        legacy_replica, logstash, tmp_path):
+    """SIGTERM while a write waits for another process's lock: the main thread was inside SQLite
+    for the whole KCING_DB_LOCK_WAIT (60 s here, up to a day), the signal's handler unrun until
+    then, where a stopping service kills after 10 s. The signal is now taken at once, and the
+    run waits for the lock as long as it waits for the batch in flight, then ends in one line."""
+    db, env, holder = _run_to_be_locked(legacy_replica, logstash, tmp_path, KCING_DB_LOCK_WAIT="60",
+                                        LS_PIPELINE_BATCH_SIZE="20")
+    try:
+        running = kcing_process(["feed_es"], env, tmp_path)
+        assert holder.stdout.readline().strip() == "locked"
+        time.sleep(1)  # the run's next write waits for the lock
+        running.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        stdout, stderr = running.communicate(timeout=120)
+        took = time.monotonic() - signalled
+        assert running.returncode == 4, stdout + stderr
+        assert took < GRACE_SECONDS + 5, took
+        assert stderr.splitlines()[-1] == (
+            "kcing feed_es: the ledger %s is locked by another process, and a run stopped by a signal waits for it "
+            "no longer than for the batch in flight; nothing more was recorded: try again when that process is done"
+            % db)
+        taken = [line for line in stderr.splitlines() if "SIGTERM received" in line]
+        assert len(taken) == 1, stderr
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert integrity(db) == "ok"
 
 
 @needs_samples

@@ -185,7 +185,7 @@ def run(args: dict, settings) -> int:
                 stack.enter_context(RunLock(settings.KCING_DB))
         stack.enter_context(stop_on_signals(stop))
         with _unmade_output_if_refused(sink):
-            ledger = open_ledger(settings, dry_run)
+            ledger = open_ledger(settings, dry_run, stop)
         stack.callback(ledger.close)
         if not dry_run and hasattr(sink, "run_lock"):
             # After the ledger: a run refused for its ledger leaves no lock file in an output

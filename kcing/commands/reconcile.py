@@ -117,7 +117,7 @@ def run(args: dict, settings) -> int:
         if not dry_run:
             stack.enter_context(ledger_run_lock(settings))
         stack.enter_context(stop_on_signals(stop))
-        ledger = open_ledger(settings, dry_run)
+        ledger = open_ledger(settings, dry_run, stop)
         stack.callback(ledger.close)
         report = reconciling.Report(scope="objects delivered since %s" % utc_text(since),
                                     dry_run=dry_run)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 from peewee import DatabaseError, SqliteDatabase
 
@@ -25,6 +26,13 @@ _FULL = ("database or disk is full", "no space left")
 _READONLY = ("readonly database", "read-only")
 _IO = ("disk i/o error", "unable to open database file")
 _CANNOT_WRITE = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN}
+# SQLite's refusal of a write whose transaction read an older snapshot: at once, and for good.
+_BUSY_SNAPSHOT = 517
+# The longest one wait inside SQLite for another process's lock lasts: KCING_DB_LOCK_WAIT is
+# waited out in such slices, Python running between them. The main thread runs a signal's
+# handler only between Python instructions, and one wait of KCING_DB_LOCK_WAIT held a SIGTERM
+# unanswered that long (30 s by default, up to a day), past the 10 s a stopping service waits.
+LOCK_WAIT_SLICE = 0.2
 
 
 def storage_error(path: str, error: BaseException, wait: float) -> Optional[KcingError]:
@@ -45,6 +53,16 @@ def storage_error(path: str, error: BaseException, wait: float) -> Optional[Kcin
         return None
     return StorageFailed("cannot write the ledger %s: %s; the ledger keeps every whole transaction, and what "
                          "was not recorded is sent again by the next run" % (path, why))
+
+
+def held_by_another(error: BaseException) -> bool:
+    """Whether SQLite's `error` says that another process holds the lock, which waiting may free
+    (not a write refused for its transaction's older snapshot, which no wait helps)."""
+    original = error.args[0] if isinstance(error, DatabaseError) and error.args else error
+    code = getattr(original, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == sqlite3.SQLITE_BUSY and code != _BUSY_SNAPSHOT
+    return "database is locked" in str(original).lower()
 
 
 def read_only_failure(path: str, error: BaseException) -> bool:
@@ -116,21 +134,48 @@ class LedgerDatabase(SqliteDatabase):
     """SqliteDatabase whose every statement, commit and rollback raises kcing errors for
     storage failures (see `storage_error`) and for a damaged file (`damage_error`)."""
 
-    def __init__(self, path: str, wait: float, **kwargs):
+    def __init__(self, path: str, wait: float, abandon_wait: Callable[[], bool] = lambda: False, **kwargs):
         # The connection's own busy timeout too: the pragmas it is opened with run before the
         # busy_timeout pragma does, and setting WAL mode waits for readers of a ledger that is
         # not in it (SQLite's default there is 5 s, whatever KCING_DB_LOCK_WAIT says).
         super().__init__(path, timeout=wait, **kwargs)
         self.wait = wait
+        # True once a wait for another process's lock is to end before KCING_DB_LOCK_WAIT: a run
+        # stopped by a signal waits no longer than it waits for the batch in flight.
+        self.abandon_wait = abandon_wait
+        self._waits_over = False
+        self._abandoned = False  # a wait ended so: what the run's later writes say too
         # The ledger file the messages name: a ledger read into memory (ledger.Ledger.open) is
         # still the file the user named.
         self.named = path
 
-    def _translated(self, error: BaseException) -> BaseException:
+    def _translated(self, error: BaseException, abandoned: bool = False) -> BaseException:
         mapped = storage_error(str(self.named), error, self.wait) or damage_error(str(self.named), error)
         if isinstance(mapped, LedgerBusy):
             self._wait_no_more()
+            self._abandoned = self._abandoned or abandoned
+            if self._abandoned:
+                mapped = LedgerBusy("the ledger %s is locked by another process, and a run stopped by a signal waits "
+                                    "for it no longer than for the batch in flight; nothing more was recorded: try "
+                                    "again when that process is done" % self.named)
         return mapped if mapped is not None else error
+
+    def _waiting_for_locks(self, statement: Callable):
+        """statement(), tried again while another process holds the ledger's lock, each try waiting
+        up to LOCK_WAIT_SLICE inside SQLite (its busy timeout), KCING_DB_LOCK_WAIT in all or until
+        `abandon_wait` says to stop; then the error it met, as a kcing error."""
+        started = time.monotonic()
+        while True:
+            tried = time.monotonic()
+            try:
+                return statement()
+            except (DatabaseError, sqlite3.DatabaseError) as error:
+                waiting = not self._waits_over and held_by_another(error)
+                abandoned = waiting and self.abandon_wait()
+                if not waiting or abandoned or time.monotonic() - started >= self.wait:
+                    raise self._translated(error, abandoned) from None
+            if time.monotonic() - tried < LOCK_WAIT_SLICE / 2:
+                time.sleep(LOCK_WAIT_SLICE / 2)  # refused without a wait (a lock being recovered)
 
     def _wait_no_more(self) -> None:
         """After a write waited the whole KCING_DB_LOCK_WAIT in vain, the writes the run still
@@ -138,6 +183,7 @@ class LedgerDatabase(SqliteDatabase):
         one more wait apiece would make the run stop after several times the wait it reports."""
         if self.is_closed():  # (failed to open: the next open sets the wait again, and fails again)
             return
+        self._waits_over = True
         try:
             self._state.conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error:
@@ -157,23 +203,15 @@ class LedgerDatabase(SqliteDatabase):
             raise self._translated(error) from None
 
     def execute_sql(self, sql, params=None, commit=None):
-        try:
-            return super().execute_sql(sql, params)
-        except (DatabaseError, sqlite3.DatabaseError) as error:
-            raise self._translated(error) from None
+        return self._waiting_for_locks(lambda: super(LedgerDatabase, self).execute_sql(sql, params))
 
     def execute_many(self, sql, rows):
-        """One statement for each of `rows` (sequences of parameters), translated as above."""
-        try:
-            return self.cursor().executemany(sql, rows)
-        except (DatabaseError, sqlite3.DatabaseError) as error:
-            raise self._translated(error) from None
+        """One statement for each of `rows` (a list of sequences of parameters), translated and
+        waiting as above: the lock is taken by the first row's write, or by none."""
+        return self._waiting_for_locks(lambda: self.cursor().executemany(sql, rows))
 
     def commit(self):
-        try:
-            return super().commit()
-        except (DatabaseError, sqlite3.DatabaseError) as error:
-            raise self._translated(error) from None
+        return self._waiting_for_locks(lambda: super(LedgerDatabase, self).commit())
 
     def rollback(self):
         try:

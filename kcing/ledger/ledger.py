@@ -18,7 +18,7 @@ from kcing import keptdays, shutdown
 from kcing.errors import ConfigError, KcingError, StorageFailed, exit_status, one_line
 from kcing.files import as_text
 from kcing.ledger import docids, identity, models
-from kcing.ledger.database import LedgerDatabase, read_only_file, read_only_part, unwritable
+from kcing.ledger.database import LOCK_WAIT_SLICE, LedgerDatabase, read_only_file, read_only_part, unwritable
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, UpstreamFile
 from kcing.records import UpstreamObject
 from kcing.urls import redacted
@@ -175,7 +175,8 @@ class Ledger:
     @classmethod
     def open(cls, path: str, clock=_utcnow, wait: float = DEFAULT_LOCK_WAIT,
              earlier_destination: Callable[[str], str] = lambda kind: "logstash",
-             earlier_watermark_destination: str = "logstash", unchanged: bool = False) -> "Ledger":
+             earlier_watermark_destination: str = "logstash", unchanged: bool = False,
+             abandon_wait: Callable[[], bool] = lambda: False) -> "Ledger":
         """Open (creating if needed) the ledger at `path`; a file that is not one is a ConfigError.
 
         A SQLite file of another program is refused before anything is written to it (see
@@ -188,6 +189,9 @@ class Ledger:
         With `unchanged` (a dry run, status), a ledger that opening would migrate or mark, or that
         this user cannot write to, is read into memory and the copy is migrated: the file stays
         as it was.
+
+        `abandon_wait`: true once a write is to wait no longer for another process's lock (a run
+        stopped by a signal, past the grace it gives the batch in flight).
         """
         copy_from = None
         if path != ":memory:":
@@ -226,12 +230,13 @@ class Ledger:
             # WAL + NORMAL: a committed transaction survives a killed process; only a power loss
             # can roll back the last few, which the next run simply re-sends (ids are stable).
             "synchronous": "normal",
-            "busy_timeout": int(wait * 1000),
+            # Each wait inside SQLite a slice of it: LedgerDatabase waits out the rest in slices.
+            "busy_timeout": int(min(wait, LOCK_WAIT_SLICE) * 1000),
             "foreign_keys": 1,
         }
         if in_place:
             del pragmas["journal_mode"]
-        database = LedgerDatabase(path, wait, pragmas=pragmas)
+        database = LedgerDatabase(path, wait, abandon_wait, pragmas=pragmas)
         models.database.initialize(database)
         try:
             database.connect(reuse_if_open=True)
