@@ -191,6 +191,22 @@ def test_status_of_a_ledger_another_process_keeps_locked_is_exit_4(tmp_path):
     assert "is locked by another process" in shown.stderr
 
 
+@pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["drp", "--dry-run"], ["reconcile", "--dry-run"],
+                                  ["feed_es", "--dry-run", "--source", "samples", "--samples-dir", str(REPO / "samples")]],
+                         ids=["status", "status-json", "drp-dry-run", "reconcile-dry-run", "feed_es-dry-run"])
+def test_a_read_of_a_ledger_another_process_keeps_locked_says_it_could_not_read_it(tmp_path, args):
+    """What only reads the ledger records nothing: its line says the ledger could not be read,
+    not that "nothing more was recorded", as a run that writes says."""
+    db = tmp_path / "kcing.db"
+    with locked_exclusively(db):
+        shown = kcing(args, clean_environ(KCING_DB=str(db), KCING_DB_LOCK_WAIT="0.5", ES_HOST="http://127.0.0.1:9"),
+                      tmp_path)
+    assert shown.returncode == 4, shown.stdout + shown.stderr
+    assert shown.stderr.strip().splitlines()[-1] == (
+        "kcing %s: cannot read the ledger %s: it is locked by another process (waited 0.5s, KCING_DB_LOCK_WAIT); "
+        "try again when that process is done" % (args[0], db)), shown.stderr
+
+
 @pytest.mark.parametrize("args, signals", [
     (["status"], 1), (["drp"], 1),
     (["feed_es", "--source", "samples", "--samples-dir", str(REPO / "samples"), "--output", "out"], 2),

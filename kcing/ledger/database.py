@@ -35,12 +35,16 @@ _BUSY_SNAPSHOT = 517
 LOCK_WAIT_SLICE = 0.2
 
 
-def storage_error(path: str, error: BaseException, wait: float) -> Optional[KcingError]:
+def storage_error(path: str, error: BaseException, wait: float, reading: bool = False) -> Optional[KcingError]:
     """The kcing error for a SQLite failure of the ledger at `path`, or None for any other
-    error (a damaged file, a bug), which the caller leaves as it is."""
+    error (a damaged file, a bug), which the caller leaves as it is. `reading`: the ledger was
+    only read (status, a dry run, the check of what a file is), which records nothing anyway."""
     primary, text = _sqlite_failure(error)
     lowered = text.lower()
     if primary in _BUSY or any(words in lowered for words in _BUSY_WORDS):
+        if reading:
+            return LedgerBusy("cannot read the ledger %s: it is locked by another process (waited %gs, "
+                              "KCING_DB_LOCK_WAIT); try again when that process is done" % (path, wait))
         return LedgerBusy("the ledger %s is locked by another process (waited %gs, KCING_DB_LOCK_WAIT); nothing "
                           "more was recorded: try again when that process is done" % (path, wait))
     if primary == sqlite3.SQLITE_FULL or any(words in lowered for words in _FULL):
@@ -134,12 +138,14 @@ class LedgerDatabase(SqliteDatabase):
     """SqliteDatabase whose every statement, commit and rollback raises kcing errors for
     storage failures (see `storage_error`) and for a damaged file (`damage_error`)."""
 
-    def __init__(self, path: str, wait: float, abandon_wait: Callable[[], bool] = lambda: False, **kwargs):
+    def __init__(self, path: str, wait: float, abandon_wait: Callable[[], bool] = lambda: False,
+                 reading: bool = False, **kwargs):
         # The connection's own busy timeout too: the pragmas it is opened with run before the
         # busy_timeout pragma does, and setting WAL mode waits for readers of a ledger that is
         # not in it (SQLite's default there is 5 s, whatever KCING_DB_LOCK_WAIT says).
         super().__init__(path, timeout=wait, **kwargs)
         self.wait = wait
+        self.reading = reading  # opened to read (status, a dry run): its messages say so
         # True once a wait for another process's lock is to end before KCING_DB_LOCK_WAIT: a run
         # stopped by a signal waits no longer than it waits for the batch in flight.
         self.abandon_wait = abandon_wait
@@ -150,11 +156,12 @@ class LedgerDatabase(SqliteDatabase):
         self.named = path
 
     def _translated(self, error: BaseException, abandoned: bool = False) -> BaseException:
-        mapped = storage_error(str(self.named), error, self.wait) or damage_error(str(self.named), error)
+        mapped = (storage_error(str(self.named), error, self.wait, self.reading)
+                  or damage_error(str(self.named), error))
         if isinstance(mapped, LedgerBusy):
             self._wait_no_more()
             self._abandoned = self._abandoned or abandoned
-            if self._abandoned:
+            if self._abandoned and not self.reading:
                 mapped = LedgerBusy("the ledger %s is locked by another process, and a run stopped by a signal waits "
                                     "for it no longer than for the batch in flight; nothing more was recorded: try "
                                     "again when that process is done" % self.named)

@@ -78,7 +78,7 @@ def _reading(path: str, wait: float, read: Callable[[sqlite3.Connection], T]) ->
         # files would be there, and the read above would have used them.
         return _read_at(location + "&immutable=1", wait, read)
     except sqlite3.Error as error:
-        failure = storage_error(path, error, wait)
+        failure = storage_error(path, error, wait, reading=True)
         if failure is not None:
             raise failure from None
         raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None

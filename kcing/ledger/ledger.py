@@ -236,7 +236,7 @@ class Ledger:
         }
         if in_place:
             del pragmas["journal_mode"]
-        database = LedgerDatabase(path, wait, abandon_wait, pragmas=pragmas)
+        database = LedgerDatabase(path, wait, abandon_wait, reading=unchanged, pragmas=pragmas)
         models.database.initialize(database)
         try:
             database.connect(reuse_if_open=True)
