@@ -403,6 +403,31 @@ def test_a_sample_edited_since_it_was_saved_is_reported_not_fed_and_fed_once_put
     assert ledger_states(db)[("build", entry["upstream_id"])] == "delivered"
 
 
+def test_a_sample_saved_again_by_a_gen_samples_beside_the_replay_is_fed_as_the_manifest_now_says(tmp_path):
+    """A replay reads the manifest as it starts; a gen_samples beside it (`--with-logs`) saves
+    some files again and records their new sha256. Those files failed as "changed since it was
+    saved; put the saved file back", exit 1: they are what the manifest on disk describes, and
+    are fed. A file changed without its entry still fails."""
+    from kcing.errors import UpstreamError
+    from kcing.files import write_atomically
+    from kcing.sources.localfiles import SamplesDir
+    samples = tmp_path / "samples"
+    shutil.copytree(str(SAMPLES), str(samples))
+    replay = SamplesDir(str(samples), 100_000_000)
+    listed = {(obj.kind, obj.upstream_id): obj for obj in replay.list_objects()}
+    manifest = json.loads((samples / "manifest.json").read_text())
+    saved_again, edited = [entry for entry in manifest["objects"] if entry["kind"] == "build"][:2]
+    content = json.dumps(dict(json.loads((samples / saved_again["path"]).read_bytes()), saved="again")).encode()
+    write_atomically(samples / saved_again["path"], content)  # as gen_samples saves: file, then manifest
+    saved_again.update(sha256=hashlib.sha256(content).hexdigest(), size=len(content))
+    write_atomically(samples / "manifest.json", json.dumps(manifest, indent=1).encode())
+    (samples / edited["path"]).write_bytes(b'{"edited": "by hand"}')
+
+    assert replay.fetch(listed[("build", saved_again["upstream_id"])]) == content
+    with pytest.raises(UpstreamError, match="is not the file its manifest entry describes"):
+        replay.fetch(listed[("build", edited["upstream_id"])])
+
+
 def test_a_manifest_entry_whose_sha256_is_not_one_is_rejected_and_the_others_fed(tmp_path):
     samples = tmp_path / "samples"
     shutil.copytree(str(SAMPLES), str(samples))
