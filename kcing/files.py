@@ -182,6 +182,41 @@ def write_atomically(path: Path, content: bytes, mode: Optional[int] = None, lik
         raise
 
 
+def write_new(path: Path, content: bytes) -> bool:
+    """Write `content` to a new file at `path`, whole or not at all, as write_atomically does, but
+    never over a file already there: False, writing nothing, when `path` is taken (by another
+    process that chose the same free name meanwhile, which a rename would have replaced)."""
+    try:
+        make_directories(path.parent)
+        kept_mode, _, _ = replacement_mode(path)
+        handle, temporary = tempfile.mkstemp(dir=str(path.parent), prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX)
+    except OSError as error:
+        raise file_error(path, error) from None
+    try:
+        with os.fdopen(handle, "wb") as out:
+            os.fchmod(out.fileno(), kept_mode)
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temporary, path)  # fails where a file has the name: a rename would replace it
+        except FileExistsError:
+            return False
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            # A file system without hard links (some FUSE or SMB mounts): the name is checked, then taken.
+            if os.path.lexists(path):
+                return False
+            os.replace(temporary, path)
+        return True
+    except OSError as error:
+        raise file_error(path, error) from None
+    finally:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+
+
 def file_error(path: Path, error: OSError) -> KcingError:
     """The kcing error for a file kcing could not write: a setting to fix (permissions, a
     missing directory: exit 2), or the machine failing (a full disk, an I/O error: exit 5)."""

@@ -439,6 +439,35 @@ def test_a_backup_the_newest_one_holds_byte_for_byte_is_not_written_again(kibana
     assert len(backups) == 3 and backups[-1].read_bytes() == first.read_bytes()
 
 
+def test_two_setups_at_once_never_save_their_backups_over_each_other(kibana, workdir, tmp_path, monkeypatch, capsys):
+    """Two setup_kbn runs within one second chose the same free name for their backups, and the
+    second's rename replaced the first's (the objects before the first's --overwrite, lost), both
+    saying they had saved there. A backup now takes a name no file has, at the moment it is made."""
+    from kcing.commands import _kibana
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 0  # objects in Kibana to back up
+    chosen, other = _kibana.free_path, []
+
+    def taken_meanwhile(directory, name):
+        path = chosen(directory, name)
+        if not other:  # the other run writes its backup once this one has chosen the same name
+            other.append(path)
+            path.parent.mkdir(exist_ok=True)
+            path.write_text("the other run's backup\n")
+        return path
+
+    monkeypatch.setattr(_kibana, "free_path", taken_meanwhile)
+    capsys.readouterr()
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 0
+    backups = workdir / "backups"
+    assert (backups / "saved_objects-20231114T221320Z.ndjson").read_text() == "the other run's backup\n"
+    said = capsys.readouterr().out
+    saved = re.search(r"saved to (\S+)", said).group(1)
+    assert saved != str(backups / "saved_objects-20231114T221320Z.ndjson"), said
+    assert Path(saved).read_text().count("\n") == len(shipped_objects()), said
+    assert not [path for path in backups.iterdir() if path.name.startswith(".partial-")]
+
+
 def test_overwrite_replaces_after_a_backup(kibana, workdir, tmp_path):
     kibana.put({"type": "dashboard", "id": "kcing-boots", "attributes": {"title": "old"}, "references": []})
     assert setup_kbn(args(workdir, overwrite=True), make_settings(tmp_path, KB_URL=kibana.url), now=lambda: NOW) == 0

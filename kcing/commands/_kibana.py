@@ -16,7 +16,7 @@ from kcing.admin.kibana import (
 )
 from kcing.errors import ConfigError, reading_failure
 from kcing.http import new_session, warn_cleartext_credentials
-from kcing.files import opened_regular, read_regular_text, write_atomically
+from kcing.files import opened_regular, read_regular_text, write_new
 from kcing.transport import check_ca_bundle, netrc_credentials
 
 SAVED_OBJECTS = "saved_objects.ndjson"
@@ -116,7 +116,10 @@ def save_backup(directory: Path, objects: List[dict], url: str, when: float) -> 
               % (count_by_type(objects), newest))
         return newest
     path = free_path(directory, backup_name(when))
-    write_atomically(path, content)
+    # Never over another backup: two setup_kbn runs within one second chose one free name, and
+    # the second's rename replaced the first's backup, both saying they had saved theirs there.
+    while not write_new(path, content):
+        path = free_path(directory, backup_name(when))
     print("setup_kbn: current objects (%s) saved to %s" % (count_by_type(objects), path))
     return path
 
