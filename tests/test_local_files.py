@@ -428,6 +428,23 @@ def test_a_sample_saved_again_by_a_gen_samples_beside_the_replay_is_fed_as_the_m
         replay.fetch(listed[("build", edited["upstream_id"])])
 
 
+def test_a_replay_of_a_directory_a_gen_samples_is_filling_before_its_first_manifest_is_told_so(tmp_path):
+    """A samples directory a gen_samples is saving into has no manifest.json until that run first
+    writes it: a replay then was a configuration error (exit 2) asking whether the directory is a
+    samples directory. It is the other run's to finish: exit 4, naming it, as another run holding
+    a lock is."""
+    samples = tmp_path / "samples"
+    (samples / "build").mkdir(parents=True)
+    output, db = tmp_path / "out", tmp_path / "kcing.db"
+    with RunLock(str(samples / "manifest.json")):  # what gen_samples holds while it saves
+        replayed = replay_into(samples, output, db, tmp_path)
+    assert replayed.returncode == 4, replayed.stderr
+    assert replayed.stderr.strip().splitlines()[-1] == (
+        "kcing feed_es: %s has no manifest.json yet: a gen_samples (pid %d) is saving samples into it; try again "
+        "when it ends" % (samples, os.getpid()))
+    assert replay_into(samples, output, db, tmp_path).returncode == 2  # no run there: not a samples directory
+
+
 def test_a_manifest_entry_whose_sha256_is_not_one_is_rejected_and_the_others_fed(tmp_path):
     samples = tmp_path / "samples"
     shutil.copytree(str(SAMPLES), str(samples))

@@ -15,8 +15,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from kcing.documents.coerce import iso_time
 from kcing.files import NotRegularFile, as_text, opened_regular
-from kcing.errors import ConfigError, ObjectTooLarge, RejectedInput, UpstreamError, reading_failure, shown
+from kcing.errors import ConfigError, LockHeld, ObjectTooLarge, RejectedInput, UpstreamError, reading_failure, shown
 from kcing.records import NODE_KINDS, OBJECT_KINDS, UpstreamObject
+from kcing.runlock import lock_holder
 from kcing.sources.api import GZIP_MAGIC, MAX_ARTIFACT_BYTES, gunzip, gzip_problem
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,12 @@ class SamplesDir:
         manifest = self.root / MANIFEST
         self.manifest = read_manifest(manifest)
         if self.manifest is None:
+            writing = lock_holder(str(manifest))
+            if writing:
+                # Not a wrong directory: a gen_samples is filling it, and writes the manifest as it
+                # logs its progress and as it ends.
+                raise LockHeld("%s has no manifest.json yet: a gen_samples (pid %s) is saving samples into it; try "
+                               "again when it ends" % (directory, writing[0]))
             raise ConfigError("%s not found: is %s a samples directory?" % (manifest, directory))
         if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("objects"), list):
             raise ConfigError("%s has no \"objects\" list" % manifest)
