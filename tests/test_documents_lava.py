@@ -829,6 +829,48 @@ def test_a_log_line_timestamp_read_by_string_equals_the_general_reading(dt):
     assert line_timestamp(dt) == (iso_timestamp(when) if when is not None else None)
 
 
+def _every_upstream_time_reader():
+    from kcing.documents.coerce import as_date, iso_time
+    from kcing.sources.api import _time
+    from kcing.sources.legacy import _created_on
+    from kcing.sources.localfiles import _parse_date
+
+    return {"iso_time": iso_time, "as_date": as_date, "node": _time, "manifest": _parse_date,
+            "listing": lambda text: _created_on({"created_on": {"$date": text}})}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2020-11-04T24:00:00", "2020-11-05T00:00:00"), ("2020-11-04 24:00:00", "2020-11-05T00:00:00"),
+    ("2020-11-04T24:00", "2020-11-05T00:00:00"), ("2020-11-04T24:00:00.000000Z", "2020-11-05T00:00:00"),
+    ("2020-11-04T24:00:00z", "2020-11-05T00:00:00"), ("2020-11-04T16:44:34.5z", "2020-11-04T16:44:34.500000"),
+    # The next midnight where it is written, then in UTC: a day earlier or later than the date.
+    ("2020-11-04T24:00:00+05:00", "2020-11-04T19:00:00"), ("2020-11-04T24:00-05:00", "2020-11-05T05:00:00"),
+    # Hour 24 is the end of a day, nothing after it: no time at all past it.
+    ("2020-11-04T24:00:00.5", None), ("2020-11-04T24:00:00.000001", None), ("2020-11-04T24:00:01", None),
+    ("2020-11-04T24:01", None), ("2020-11-04T24:00:00+05:00 ", None), ("2020-11-04T25:00:00", None),
+    (" 2020-11-04T16:44:34", None), ("2020-11-04T16:44:34 ", None), ("2020-11-04T16:44:34Z\n", None),
+    (" 2020-11-04T24:00:00", None),
+], ids=repr)
+def test_every_upstream_time_is_read_by_one_rule(text, expected):
+    """A listing's created_on, a node's created and updated, a manifest's date and a LAVA job's
+    times: one text is one time (or none) to each, so no object is listed under one day and
+    delivered under another."""
+    readings = {name: read(text) for name, read in _every_upstream_time_reader().items()}
+    assert readings == {name: expected and datetime.fromisoformat(expected).replace(tzinfo=timezone.utc)
+                        for name in readings}
+
+
+@pytest.mark.parametrize("text, dated", [
+    ("1970-01-01T00:00:00", True), ("1969-12-31T24:00:00", True), ("9998-12-31T23:59:59.999999", True),
+    ("1969-12-31T23:59:59.999999", False), ("1970-01-01T00:30:00+01:00", False), ("9998-12-31T24:00:00", False),
+    ("9999-01-01T00:00:00", False),
+])
+def test_a_document_is_dated_only_in_the_years_an_index_is_named_after_as_its_time_is_in_utc(text, dated):
+    from kcing.documents.coerce import as_date
+
+    assert (as_date(text) is not None) is dated
+
+
 def test_a_lone_surrogate_in_a_log_message_rejects_the_file():
     callback = real_callback(MESON)
     callback["log"] = '- {"dt": "2020-11-04T16:44:34.0", "lvl": "target", "msg": "bad \\udc80 byte"}\n'
