@@ -251,7 +251,7 @@ def test_line_times_remembered_per_second_equal_the_general_reading():
     seconds = ["2020-11-19T07:03:25", "2020-11-19T07:03:26", "2020-02-30T00:00:00", "1969-12-31T23:59:59",
                "9999-12-31T23:59:59", "2020-11-19T24:00:00"]
     tails = ["", ".1", ".12", ".123", ".1234", ".123456", ".1234567", ".12a456", ".12 456", ".", ".١٢٣", "Z",
-             "+00:00", ".123456\n", ".123456Z"]
+             "+00:00", ".123456\n", ".123456Z", ".000", ".000000"]  # at hour 24, the next midnight
     values = [rng.choice(seconds) + rng.choice(tails) for _ in range(3000)] + [None, 5, "", "x" * 30]
     rng.shuffle(values)
     values.sort(key=lambda value: rng.random() < 0.7)  # long runs within a second, as logs are
