@@ -7,7 +7,7 @@ input, odd cases included, and compares documents, bytes and rejection reasons.
 """
 import json
 import random
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
@@ -257,6 +257,28 @@ def test_line_times_remembered_per_second_equal_the_general_reading():
     values.sort(key=lambda value: rng.random() < 0.7)  # long runs within a second, as logs are
     times = _LineTimes()
     assert [times.of(value) for value in values] == [line_timestamp(value) for value in values]
+
+
+class _Python314Datetime(datetime):
+    """datetime as Python 3.14 on reads ISO text: hour 24, zeros after it, is the next midnight."""
+
+    @classmethod
+    def fromisoformat(cls, text):
+        if text[10:13] == "T24" and not text[13:].strip(":.0"):
+            return datetime.fromisoformat(text[:11] + "00" + text[13:]) + timedelta(days=1)
+        return datetime.fromisoformat(text)
+
+
+def test_a_log_line_at_hour_24_is_the_next_midnight_on_a_python_whose_fromisoformat_reads_it(monkeypatch):
+    """The text of a line's second is its timestamp only when it is a time as written: where
+    fromisoformat reads hour 24 (Python 3.14), "T24:00:00.000Z" would be sent as it is."""
+    from kcing.documents import lava
+
+    monkeypatch.setattr(lava, "datetime", _Python314Datetime)
+    lines = ["2020-11-19T24:00:00.000000", "2020-11-19T24:00:00.000", "2020-11-19T23:59:59.999999"]
+    times = _LineTimes()
+    assert [times.of(dt) for dt in lines] == [line_timestamp(dt) for dt in lines] == [
+        "2020-11-20T00:00:00.000Z", "2020-11-20T00:00:00.000Z", "2020-11-19T23:59:59.999Z"]
 
 
 # -- validation -------------------------------------------------------------------------------

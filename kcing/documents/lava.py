@@ -390,10 +390,12 @@ def _written_as_is(second: str) -> bool:
     date and time in the years an index is named after: its text is then the timestamp's. Any
     other (hour 24, the next midnight; month 13, no date) is left to `as_date`."""
     try:
-        year = datetime.fromisoformat(second).year
+        read = datetime.fromisoformat(second)
     except ValueError:
         return False
-    return EARLIEST_YEAR <= year <= LATEST_YEAR
+    # Read back as written, or the text is another time's: the fromisoformat of Python 3.14 on
+    # reads hour 24 as the next midnight, which 3.11's refuses.
+    return read.isoformat() == second and EARLIEST_YEAR <= read.year <= LATEST_YEAR
 
 
 class _LineTimes:
