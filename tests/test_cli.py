@@ -1388,6 +1388,30 @@ def test_a_weekday_named_with_a_date_must_be_the_dates_own(tmp_path):
                                "Wednesday: check the date, or leave the weekday out")
 
 
+def test_every_weekday_a_date_names_is_its_day_where_it_is_written():
+    from kcing import flags
+    from kcing.errors import ConfigError
+
+    # A Sunday where it is written, a Monday in UTC; a Monday written, a Sunday in UTC.
+    assert flags.a_date({"--since": "Sunday 2020-11-08 23:30 -05:00"}, "--since").isoformat() == "2020-11-09T04:30:00+00:00"
+    assert flags.a_date({"--since": "MON 2020-11-09 00:30 +05:00"}, "--since").isoformat() == "2020-11-08T19:30:00+00:00"
+    for text, named in (("Wed 2020-11-04 Thursday", "Thursday"), ("Thu Wed 2020-11-04", "Thu"),
+                        ("Sat 9999-12-31 23:30", "Sat")):
+        with pytest.raises(ConfigError, match="^%s" % re.escape("--since %r names %s, but " % (text, named))):
+            flags.a_date({"--since": text}, "--since")
+
+
+def test_a_document_date_is_a_day_of_the_index_years_in_utc():
+    from kcing import flags
+    from kcing.errors import ConfigError
+
+    assert flags.a_document_date({"--date": "Thu 9998-12-31 23:59"}, "--date").isoformat() == "9998-12-31T23:59:00+00:00"
+    assert flags.a_document_date({"--date": "1969-12-31 23:30 -01:00"}, "--date").isoformat() == "1970-01-01T00:30:00+00:00"
+    for text in ("9998-12-31T23:30:00-01:00", "1970-01-01T00:30+01:00", "0001-01-01 +01:00"):
+        with pytest.raises(ConfigError, match="^%s$" % re.escape("--date expects a day from 1970 to 9998, not %r" % text)):
+            flags.a_document_date({"--date": text}, "--date")
+
+
 def test_a_date_readings_in_each_order_are_named_and_a_day_with_a_zone_is_read_in_every_form():
     from kcing import flags
     from kcing.errors import ConfigError
