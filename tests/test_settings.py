@@ -961,3 +961,12 @@ def test_a_leading_tilde_naming_a_long_user_name_is_quoted_cut(tmp_path):
         load(tmp_path, environ={"KCING_DB": "~" + "u" * 300 + "/kcing.db"})
     message = str(caught.value)
     assert message.endswith(" names no user of this host, so no home directory") and len(message) < 300, message
+
+
+def test_a_flag_takes_a_number_as_every_tool_writes_it_whitespace_around_dropped():
+    """A decimal may start at its point (`.5`, as C, JSON and Java read it), and a value a
+    script quoted with a space around it is the number inside."""
+    from kcing import flags
+    assert flags.seconds({"--wait": ".5"}, "--wait", 1.0) == 0.5
+    assert flags.seconds({"--wait": " 2.5e1 "}, "--wait", 1.0) == 25.0
+    assert flags.positive_int({"--how-many": " 3 "}, "--how-many") == 3
