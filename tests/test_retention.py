@@ -16,7 +16,7 @@ from kcing.admin.retention import (
     chunks, delete_indices, expired_indices, index_day, ledger_cutoff,
 )
 from kcing.errors import ElasticsearchError
-from kcing.ledger.ledger import Ledger, Outcome
+from kcing.ledger.ledger import RUNS_SHOWN, Ledger, Outcome
 from kcing.ledger.models import DELIVERED, FAILED
 from kcing.records import UpstreamObject
 from tests.fakes.elastic_server import ElasticsearchEmulator
@@ -472,3 +472,22 @@ def test_drp_forgets_the_runs_no_one_reads_and_says_so(tmp_path, es):
     [line] = [line for line in shown.stdout.splitlines() if line.startswith("  drp ") and " ok " in line
               and "runs forgotten" in line]
     assert line.endswith("indices deleted 0, ledger rows forgotten 0, runs forgotten 9"), line
+
+
+def test_the_newest_run_of_a_storage_is_kept_when_a_later_success_recorded_another(tmp_path):
+    """The legacy feed's rows built at an earlier storage are asked for there by a run given
+    another: the newest run that recorded each storage stays, even when it succeeded no last,
+    failed, or is older than the newest runs and the newest of its command."""
+    db = tmp_path / "kcing.db"
+    times = iter(datetime(2019, 5, 1) + timedelta(minutes=n) for n in range(100))
+    ledger = Ledger.open(str(db), clock=lambda: next(times))
+    old = ledger.start_run("feed_es", {"source": "legacy", "storage": "http://old-storage"})
+    ledger.finish_run(old, "error 1", {"source": "legacy", "storage": "http://old-storage"})
+    for _ in range(7):
+        run = ledger.start_run("feed_es", {"source": "legacy", "storage": "http://new-storage"})
+        ledger.finish_run(run, "ok", {"source": "legacy", "storage": "http://new-storage"})
+    forgotten = ledger.runs_started_before(ledger_cutoff(TODAY, 3))
+    assert old not in forgotten and len(forgotten) == 7 - RUNS_SHOWN
+    ledger.forget_runs(forgotten)
+    assert ledger.storages_recorded("legacy") == {"http://old-storage", "http://new-storage"}
+    ledger.close()
