@@ -439,6 +439,33 @@ def test_a_backup_the_newest_one_holds_byte_for_byte_is_not_written_again(kibana
     assert len(backups) == 3 and backups[-1].read_bytes() == first.read_bytes()
 
 
+def test_a_backup_is_written_when_kibana_holds_objects_past_those_of_the_newest(kibana, workdir, tmp_path):
+    """The newest backup holds the export's first objects, and a user's object exported after
+    them: that is no copy of what the import changes, so a new backup is written."""
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 0
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 0
+    [first] = (workdir / "backups").iterdir()
+    kibana.put({"type": "visualization", "id": "zz-made-by-a-user", "attributes": {"title": "Mine"},
+                "references": []})
+    assert setup_kbn(args(workdir), settings, now=lambda: NOW + 60) == 0
+    [_, second] = sorted((workdir / "backups").iterdir())
+    assert b"zz-made-by-a-user" in second.read_bytes() and b"zz-made-by-a-user" not in first.read_bytes()
+
+
+def test_the_newest_backup_is_the_latest_by_its_time_then_its_number(tmp_path):
+    """saved_objects-<time>-10 came after -9 and -2 of the same second, which came after the first."""
+    from kcing.commands._kibana import newest_backup
+    names = ["saved_objects-20261206T093000Z.ndjson", "saved_objects-20261206T093000Z-2.ndjson",
+             "saved_objects-20261206T093000Z-9.ndjson", "saved_objects-20261206T093000Z-10.ndjson",
+             "saved_objects-20261206T092959Z-11.ndjson", "saved_objects-kept-by-hand.ndjson"]
+    for name in names:
+        (tmp_path / name).write_text("")
+    assert newest_backup(tmp_path) == tmp_path / "saved_objects-20261206T093000Z-10.ndjson"
+    (tmp_path / "saved_objects-20261206T093001Z.ndjson").write_text("")
+    assert newest_backup(tmp_path) == tmp_path / "saved_objects-20261206T093001Z.ndjson"
+
+
 def test_two_setups_at_once_never_save_their_backups_over_each_other(kibana, workdir, tmp_path, monkeypatch, capsys):
     """Two setup_kbn runs within one second chose the same free name for their backups, and the
     second's rename replaced the first's (the objects before the first's --overwrite, lost), both
