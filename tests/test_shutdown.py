@@ -149,3 +149,26 @@ def test_a_signal_once_drps_row_is_closed_changes_nothing_of_how_it_ends(tmp_pat
         status, errors = signalled_from_its_closing_line(["drp"], env, tmp_path, "drp: deleted 0 indices")
     assert (status, last_run(tmp_path / "kcing.db")) == (0, ("drp", "ok")), errors
     assert "interrupted" not in errors and "Traceback" not in errors, errors
+
+
+def test_a_run_row_is_settled_once_closed_by_an_error_as_by_success_and_unsettled_by_the_next(tmp_path, monkeypatch):
+    """A signal in the last milliseconds of a run whose row closed `error 3` ended it with 130
+    beside that row, as one closed `ok` did; a second run row of the same process (the check of
+    `feed_es --verify`, a re-send of reconcile) is stopped by a signal again while it is open."""
+    from kcing.errors import ConfigError
+    from kcing.ledger.ledger import Ledger
+
+    monkeypatch.setitem(shutdown._after_the_command, "held", True)
+    monkeypatch.setitem(shutdown._after_the_command, "row_closed", False)
+    ledger = Ledger.open(str(tmp_path / "kcing.db"))
+    try:
+        with pytest.raises(ConfigError):
+            with ledger.recorded_run("drp"):
+                assert not shutdown._settled()
+                raise ConfigError("refused")
+        assert shutdown._settled()
+        with ledger.recorded_run("feed_es"):
+            assert not shutdown._settled()
+        assert shutdown._settled()
+    finally:
+        ledger.close()
