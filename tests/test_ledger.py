@@ -506,3 +506,34 @@ def test_the_storages_recorded_are_those_of_the_sources_feed_runs_and_a_row_edit
         assert ledger.storages_recorded("legacy") == {"http://127.0.0.1:2/old"}
     finally:
         ledger.close()
+
+
+def test_only_a_lock_another_process_holds_is_waited_for_not_a_write_refused_for_its_older_snapshot(tmp_path):
+    """A write whose transaction read before another process's commit is refused for good
+    (SQLITE_BUSY_SNAPSHOT): waiting KCING_DB_LOCK_WAIT for it in slices would only end in a
+    message blaming a lock; a write refused while another process writes may get the lock."""
+    from kcing.ledger.database import held_by_another
+
+    path = str(tmp_path / "wal.db")
+    setup = sqlite3.connect(path)
+    setup.execute("PRAGMA journal_mode=wal")
+    setup.execute("CREATE TABLE t (x)")
+    setup.commit()
+    setup.close()
+    reader = sqlite3.connect(path, timeout=0, isolation_level=None)
+    writer = sqlite3.connect(path, timeout=0, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT * FROM t").fetchall()
+    writer.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(sqlite3.OperationalError) as stale:
+        reader.execute("INSERT INTO t VALUES (2)")
+    reader.execute("ROLLBACK")
+    writer.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError) as locked:
+        reader.execute("INSERT INTO t VALUES (3)")
+    writer.execute("ROLLBACK")
+    reader.close()
+    writer.close()
+    assert stale.value.sqlite_errorcode == 517, stale.value.sqlite_errorname
+    assert not held_by_another(stale.value)
+    assert held_by_another(locked.value)
