@@ -657,3 +657,22 @@ def test_status_shows_the_ledger_at_one_moment_while_a_run_records_its_objects_a
     data = json.loads(capsys.readouterr().out)
     assert data["objects"] == {}, data["objects"]
     assert data["runs"][0]["outcome"] == "running (pid %d)" % os.getpid(), data["runs"]
+
+
+def test_a_run_that_took_the_lock_after_status_first_looked_is_shown_running(tmp_path):
+    """status asks who holds the lock, then reads its snapshot: a run that took the lock and
+    opened its row between the two holds the lock now, and its open row is its run in progress,
+    not one `ended without a record`."""
+    import os
+    from kcing.runlock import RunLock
+    from kcing.status import report
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    try:
+        with RunLock(str(db)):
+            ledger.start_run("feed_es", {"source": "api"})
+            with ledger.snapshot():
+                data = report(ledger, held_before=())
+    finally:
+        ledger.close()
+    assert data["runs"][0]["outcome"] == "running (pid %d)" % os.getpid(), data["runs"]
