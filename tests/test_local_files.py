@@ -426,6 +426,12 @@ def test_a_sample_saved_again_by_a_gen_samples_beside_the_replay_is_fed_as_the_m
     assert replay.fetch(listed[("build", saved_again["upstream_id"])]) == content
     with pytest.raises(UpstreamError, match="is not the file its manifest entry describes"):
         replay.fetch(listed[("build", edited["upstream_id"])])
+    # Saved again later in the same replay: the manifest is read again once it changed.
+    content = b'{"edited": "by hand", "saved": "again"}'
+    write_atomically(samples / edited["path"], content)
+    edited.update(sha256=hashlib.sha256(content).hexdigest(), size=len(content))
+    write_atomically(samples / "manifest.json", json.dumps(manifest, indent=2).encode())
+    assert replay.fetch(listed[("build", edited["upstream_id"])]) == content
 
 
 def test_a_replay_of_a_directory_a_gen_samples_is_filling_before_its_first_manifest_is_told_so(tmp_path):
