@@ -454,6 +454,17 @@ def test_a_killed_or_stopped_run_leaves_no_worker_behind(busy_run, signum):
     assert not any(_alive(pid) for pid in workers)
 
 
+def test_a_run_that_ends_leaves_no_worker_behind(busy_run):
+    """The process ends without the interpreter's teardown (kcing/shutdown.py): its workers were
+    waited for before, and its output is whole."""
+    process, workers = busy_run
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert not any(_alive(pid) for pid in workers)
+    assert stdout.rstrip().splitlines()[-1].startswith("feed_es: "), stdout
+    assert "run finished: " in stderr, stderr
+
+
 @needs_real_files
 @pytest.mark.parametrize("executable", ["/nonexistent/python", "/bin/false"])
 def test_workers_that_cannot_start_leave_the_building_to_the_feed_process(monkeypatch, executable):
