@@ -1257,3 +1257,23 @@ def test_a_wait_for_kibanas_answer_may_last_as_long_as_kb_request_deadline(kiban
     assert backup_kbn(args(workdir), settings, session=session) == 0
     waits = [timeout[1] if isinstance(timeout, tuple) else timeout for timeout in session.timeouts]
     assert waits and min(waits) >= float(deadline), session.timeouts
+
+
+def test_a_backup_on_a_file_system_without_hard_links_is_never_written_over_another(tmp_path, monkeypatch):
+    """Some FUSE and SMB mounts refuse hard links: the name is then checked before it is taken,
+    and a backup already there is left as it is, no partial file beside it."""
+    import errno
+    import os
+    from kcing.files import write_new
+
+    def refused(source, target):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refused)
+    taken = tmp_path / "saved_objects-20261206T093000Z.ndjson"
+    taken.write_bytes(b"the first run's backup\n")
+    assert write_new(taken, b"the second run's\n") is False
+    assert write_new(tmp_path / "saved_objects-20261206T093000Z-2.ndjson", b"the second run's\n") is True
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "saved_objects-20261206T093000Z-2.ndjson", "saved_objects-20261206T093000Z.ndjson"]
+    assert taken.read_bytes() == b"the first run's backup\n"
