@@ -172,3 +172,27 @@ def test_a_run_row_is_settled_once_closed_by_an_error_as_by_success_and_unsettle
         assert shutdown._settled()
     finally:
         ledger.close()
+
+
+def test_a_signal_once_the_command_settled_how_it_ends_interrupts_nothing(monkeypatch):
+    """Within the command, once its row is closed, a SIGTERM raises no KeyboardInterrupt (that
+    ended drp with 130 beside a row saying ok); past the command, it finds the end's handler, not
+    the default one that ended the process with 143."""
+    exits = []
+    monkeypatch.setattr(shutdown, "_exit_soon", lambda *args: exits.append(args))
+    monkeypatch.setitem(shutdown._after_the_command, "held", True)
+    monkeypatch.setitem(shutdown._after_the_command, "row_closed", True)
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            with shutdown.terminate_as_interrupt("drp"):
+                signal.raise_signal(signal.SIGTERM)
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            pytest.fail("a signal once the row was closed interrupted the command")
+        assert exits, "the signal was not taken"
+        assert signal.getsignal(signal.SIGTERM) is shutdown._signal_after_the_end
+        assert signal.getsignal(signal.SIGINT) is shutdown._signal_after_the_end
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
