@@ -17,8 +17,8 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 from kcing import watermark
 from kcing.building import Builder, WorkersKilled
-from kcing.errors import (ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput, UpstreamError,
-                          unexpected_failure)
+from kcing.errors import (ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput, SinkUnavailable,
+                          UpstreamError, unexpected_failure)
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE
 from kcing.listing import Listing
@@ -399,6 +399,11 @@ class Feed:
                 continue
             try:
                 result_of(future)
+            except SinkUnavailable as error:
+                # Said whatever the run is stopping for: a batch cut at the end of a signal's grace
+                # period failed here when the main thread was not waiting on it.
+                log.warning("%s", error)
+                continue
             except Exception:  # the run is already stopping for a reported reason
                 continue
             self._acknowledge_batch(batch)

@@ -642,6 +642,30 @@ def test_after_one_signal_a_batch_in_flight_gets_the_grace_period_to_be_answered
     assert set(ledger_states(db).values()) == {"delivered"}
 
 
+
+def test_a_batch_cut_at_the_end_of_the_grace_period_is_said_not_retried_while_downloads_are_waited_for(
+        legacy_replica, logstash, lava_front, tmp_path):
+    """The main thread waiting on a download, not on the post, when the signal came: the cut
+    batch's failure went unsaid (the posts left were salvaged in silence)."""
+    db = tmp_path / "kcing.db"
+
+    def silent(front, sock, request) -> bool:  # reads the batch, never answers
+        front.stopping.wait(600)
+        return False
+
+    lava_front.on("POST", "/", silent, count=None)
+    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url, ES_POST_DEADLINE="600",
+                       ES_TIMEOUT="600", ES_PARALLEL_POSTS="8")
+    process = kcing_process(["feed_es", "--threads", "1"], env, tmp_path)
+    assert wait_until(lambda: lava_front.requests.snapshot(), timeout=30)
+    legacy_replica.storage.delay("/", 3, count=None)  # the downloads left wait while the signal comes
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "retry 1 of" not in stderr and "not retried: the run is stopping" in stderr, stderr
+    assert not any(state == "delivered" for (kind, _), state in ledger_states(db).items() if kind == "lava")
+
 # Credentials in clear text -----------------------------------------------------------------------
 
 def test_credentials_for_a_plain_http_logstash_are_warned_about_once(legacy_replica, logstash, tmp_path):
