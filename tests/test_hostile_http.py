@@ -611,15 +611,16 @@ def test_a_second_signal_stops_at_once_while_a_post_is_in_flight(send, legacy_re
     assert not any(state == "delivered" for (kind, _), state in ledger_states(db).items() if kind == "lava")
 
 
+def never_answering(front, sock, request) -> bool:
+    """A Logstash front that reads a batch and never answers it."""
+    front.stopping.wait(600)
+    return False
+
+
 def test_after_one_signal_a_batch_in_flight_gets_the_grace_period_to_be_answered_then_is_cut(
         legacy_replica, logstash, lava_front, tmp_path):
     db = tmp_path / "kcing.db"
-
-    def silent(front, sock, request) -> bool:  # reads the batch, never answers
-        front.stopping.wait(600)
-        return False
-
-    lava_front.on("POST", "/", silent, count=None)
+    lava_front.on("POST", "/", never_answering, count=None)
     env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url, ES_POST_DEADLINE="600",
                        ES_TIMEOUT="600")
     process = kcing_process(["feed_es"], env, tmp_path)
@@ -642,18 +643,12 @@ def test_after_one_signal_a_batch_in_flight_gets_the_grace_period_to_be_answered
     assert set(ledger_states(db).values()) == {"delivered"}
 
 
-
 def test_a_batch_cut_at_the_end_of_the_grace_period_is_said_not_retried_while_downloads_are_waited_for(
         legacy_replica, logstash, lava_front, tmp_path):
     """The main thread waiting on a download, not on the post, when the signal came: the cut
     batch's failure went unsaid (the posts left were salvaged in silence)."""
     db = tmp_path / "kcing.db"
-
-    def silent(front, sock, request) -> bool:  # reads the batch, never answers
-        front.stopping.wait(600)
-        return False
-
-    lava_front.on("POST", "/", silent, count=None)
+    lava_front.on("POST", "/", never_answering, count=None)
     env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url, ES_POST_DEADLINE="600",
                        ES_TIMEOUT="600", ES_PARALLEL_POSTS="8")
     process = kcing_process(["feed_es", "--threads", "1"], env, tmp_path)
