@@ -131,6 +131,16 @@ def read_regular_text(path: Path) -> str:
         return file.read().decode("utf-8")
 
 
+def holds(path: Path, content: bytes) -> bool:
+    """Whether the regular file at `path` holds `content`: not when it is absent, cannot be read,
+    or is no regular file (opened_regular)."""
+    try:
+        with opened_regular(path) as file:
+            return file.read() == content
+    except OSError:
+        return False
+
+
 def not_replaceable(path: Path) -> Optional[str]:
     """Why the file at `path` must not be replaced by a rename (a device, a FIFO, a socket: the
     rename would put a file in its place, and run as root, `--metrics /dev/null` replaced the
@@ -162,24 +172,11 @@ def write_atomically(path: Path, content: bytes, mode: Optional[int] = None, lik
     try:
         make_directories(path.parent)
         kept_mode, uid, gid = replacement_mode(path, like)
-        handle, temporary = tempfile.mkstemp(dir=str(path.parent), prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX)
     except OSError as error:
         raise file_error(path, error) from None
-    try:
-        with os.fdopen(handle, "wb") as out:
-            if uid is not None and mode is None:
-                _keep_owner(out.fileno(), uid, gid)
-            os.fchmod(out.fileno(), mode if mode is not None else kept_mode)
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
+    owner = (uid, gid) if uid is not None and mode is None else None
+    with _written_beside(path, content, mode if mode is not None else kept_mode, owner) as temporary:
         os.replace(temporary, path)
-    except BaseException as error:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        if isinstance(error, OSError):
-            raise file_error(path, error) from None
-        raise
 
 
 def write_new(path: Path, content: bytes) -> bool:
@@ -189,15 +186,9 @@ def write_new(path: Path, content: bytes) -> bool:
     try:
         make_directories(path.parent)
         kept_mode, _, _ = replacement_mode(path)
-        handle, temporary = tempfile.mkstemp(dir=str(path.parent), prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX)
     except OSError as error:
         raise file_error(path, error) from None
-    try:
-        with os.fdopen(handle, "wb") as out:
-            os.fchmod(out.fileno(), kept_mode)
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
+    with _written_beside(path, content, kept_mode) as temporary:
         try:
             os.link(temporary, path)  # fails where a file has the name: a rename would replace it
         except FileExistsError:
@@ -209,7 +200,28 @@ def write_new(path: Path, content: bytes) -> bool:
             if os.path.lexists(path):
                 return False
             os.replace(temporary, path)
-        return True
+    return True
+
+
+@contextmanager
+def _written_beside(path: Path, content: bytes, mode: int, owner: Optional[tuple] = None) -> Iterator[str]:
+    """The name of a new file beside `path` holding `content`, written whole and synced, with
+    `mode` (and `owner`, (uid, gid), as far as this process may set it), for the block to give
+    it `path`'s name (a rename, a link); the file is removed when the block leaves it there. An
+    OSError, here or in the block, is the kcing error for `path` (see `file_error`)."""
+    try:
+        handle, temporary = tempfile.mkstemp(dir=str(path.parent), prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX)
+    except OSError as error:
+        raise file_error(path, error) from None
+    try:
+        with os.fdopen(handle, "wb") as out:
+            if owner is not None:
+                _keep_owner(out.fileno(), *owner)
+            os.fchmod(out.fileno(), mode)
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        yield temporary
     except OSError as error:
         raise file_error(path, error) from None
     finally:

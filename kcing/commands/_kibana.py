@@ -16,7 +16,7 @@ from kcing.admin.kibana import (
 )
 from kcing.errors import ConfigError, reading_failure
 from kcing.http import new_session, warn_cleartext_credentials
-from kcing.files import opened_regular, read_regular_text, write_new
+from kcing.files import holds, read_regular_text, write_new
 from kcing.transport import check_ca_bundle, netrc_credentials
 
 SAVED_OBJECTS = "saved_objects.ndjson"
@@ -111,7 +111,7 @@ def save_backup(directory: Path, objects: List[dict], url: str, when: float) -> 
         return None
     content = hide_url(canonical_ndjson(objects), url).encode("utf-8")
     newest = newest_backup(directory)
-    if newest is not None and _holds(newest, content):
+    if newest is not None and holds(newest, content):
         print("setup_kbn: current objects (%s) are those of the newest backup, %s: no new backup written"
               % (count_by_type(objects), newest))
         return newest
@@ -137,12 +137,3 @@ def newest_backup(directory: Path) -> Optional[Path]:
         if named:
             found.append(((named.group(1), int(named.group(2) or 1)), name))
     return directory / max(found)[1] if found else None
-
-
-def _holds(path: Path, content: bytes) -> bool:
-    """Whether the regular file at `path` holds `content`; not when it cannot be read."""
-    try:
-        with opened_regular(path) as file:
-            return file.read() == content
-    except OSError:
-        return False

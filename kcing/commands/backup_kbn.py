@@ -11,7 +11,7 @@ from kcing.admin.kibana import (
 from kcing.commands._kibana import DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client
 from kcing.errors import ConfigError
 from kcing.flags import seconds
-from kcing.files import is_directory, read_regular_text, write_atomically
+from kcing.files import holds, is_directory, read_regular_text, write_atomically
 from kcing.plural import counted, verb
 
 log = logging.getLogger(__name__)
@@ -66,15 +66,6 @@ def _objects_in(path: Path) -> int:
         return 0
 
 
-def _holds(path: Path, content: bytes) -> bool:
-    """Whether the file at `path` holds `content` (False when absent or unreadable: a file that is
-    not UTF-8 text, which the export replaces, is a change, not an internal error)."""
-    try:
-        return path.is_file() and path.read_bytes() == content
-    except OSError:
-        return False
-
-
 def _checked_directory(directory: Path) -> bool:
     """Whether `directory`, where the export goes, is to be created; refused (ConfigError) when it
     is no directory, or when the directory it would be created in is missing: `/srv/kcnig/kibana`
@@ -123,7 +114,7 @@ def run(args: dict, settings, session=None) -> int:
             raise ConfigError("Kibana at %s holds no saved objects: kept %s (%s) as it was; check KB_URL "
                               "and KB_SPACE" % (url, path, counted(kept, "object")))
     if args.get("--dry-run"):
-        same = _holds(path, text.encode("utf-8"))
+        same = holds(path, text.encode("utf-8"))
         print("backup_kbn: dry run: would write %s to %s (%s)" % (
             summary, path, "creating directory %s" % directory if create else "no change" if same else "changed"))
         return _report_dangling(objects)
