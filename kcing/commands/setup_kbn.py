@@ -59,9 +59,10 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
     """Import the saved objects file into the space; 1 when some objects were not imported.
 
     The current objects are exported to kibana/backups/ first, with --overwrite too: that is
-    when what users changed in Kibana is replaced (the newest backup, when it holds them already). Without --overwrite, objects that already
-    exist are reported as conflicts (or as unchanged when identical). A dry run reads and checks
-    the file and says what would happen, without contacting Kibana.
+    when what users changed in Kibana is replaced (the newest backup, when it holds them
+    already). Without --overwrite, objects that already exist are reported as conflicts (or as
+    unchanged when identical). A dry run reads and checks the file and says what would happen,
+    without contacting Kibana.
     """
     client = make_client(args, settings, session)
     url = space_url(settings.KB_URL, client.space)

@@ -12,7 +12,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-
 from kcing.documents.coerce import iso_time
 from kcing.files import NotRegularFile, as_text, opened_regular
 from kcing.errors import ConfigError, LockHeld, ObjectTooLarge, RejectedInput, UpstreamError, reading_failure, shown
@@ -39,6 +38,7 @@ SAMPLE_MAX_BYTES = 8 * MAX_ARTIFACT_BYTES
 # objects' dates (`--date`, a manifest's `date`), and a re-send must find them as they were
 # delivered.
 LOCAL_SOURCES = ("samples", "files")
+
 
 class SamplesDir:
     """Replays `samples/`: `manifest.json` lists each saved file with its kind, id and date."""
