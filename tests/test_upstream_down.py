@@ -256,25 +256,36 @@ def test_a_host_silent_past_the_download_deadline_is_given_up_like_one_that_time
         assert len(front.requests) == 2
 
 
+def one_attempt_requester(url: str, timeout: float) -> Requester:
+    """A Requester of one attempt per request, with KCI_TIMEOUT `timeout`, that gives `url`'s
+    host up after one request left unanswered (KCI_GIVE_UP_AFTER=1)."""
+    return Requester(new_session(), RetryPolicy(attempts=1, base=0), timeout, give_up_after=1,
+                     allowed_origins=frozenset({origin_of(url)}))
+
+
+def fails_once_then_gives_up(url: str, timeout: float, last: str) -> None:
+    """A first request to `url` fails after its one attempt, and the next is not sent, each saying
+    the wait it met (`last`, a pattern)."""
+    requester = one_attempt_requester(url, timeout)
+    with pytest.raises(UpstreamError, match=r"failed once \(last: %s\)" % last):
+        requester.get(url + "/build.json")
+    with pytest.raises(UpstreamError, match=r"not sent: .*\(last: %s\)" % last):
+        requester.get(url + "/boot.json")
+
+
 def test_a_host_that_takes_no_connection_is_said_to_time_out_connecting_not_after_kci_timeout(monkeypatch):
     """A host that drops connections (a firewall's DROP, an accept queue full) costs each attempt
     the connect timeout, 10 s at most, whatever KCI_TIMEOUT is: the message named KCI_TIMEOUT's
     wait ("timed out after 1m"), which no attempt waited."""
     monkeypatch.setattr(requester_module, "CONNECT_TIMEOUT", 0.5)
     with taking_no_connection() as url:
-        requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 60, give_up_after=1,
-                              allowed_origins=frozenset({origin_of(url)}))
-        with pytest.raises(UpstreamError, match=r"failed once \(last: no connection within 0\.5s\)"):
-            requester.get(url + "/build.json")
-        with pytest.raises(UpstreamError, match=r"not sent: .*\(last: no connection within 0\.5s\)"):
-            requester.get(url + "/boot.json")
+        fails_once_then_gives_up(url, 60, r"no connection within 0\.5s")
 
 
 def test_a_kci_timeout_shorter_than_the_connect_timeout_bounds_the_wait_for_a_connection():
     # "10 at most": KCI_TIMEOUT when shorter, for each attempt, and the message says that wait.
     with taking_no_connection() as url:
-        requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 0.5, give_up_after=1,
-                              allowed_origins=frozenset({origin_of(url)}))
+        requester = one_attempt_requester(url, 0.5)
         started = time.monotonic()
         with pytest.raises(UpstreamError, match=r"failed once \(last: no connection within 0\.5s\)"):
             requester.get(url + "/build.json")
@@ -297,13 +308,7 @@ def test_a_host_that_connects_but_never_answers_is_said_to_time_out_after_kci_ti
     wait, in the failure and in the KCI_GIVE_UP_AFTER warning, not as a connection never made."""
     server = serve_connections(read_the_request_then_answer_nothing, "never-answering")
     try:
-        url = "http://127.0.0.1:%d" % server.server_address[1]
-        requester = Requester(new_session(), RetryPolicy(attempts=1, base=0), 0.5, give_up_after=1,
-                              allowed_origins=frozenset({origin_of(url)}))
-        with pytest.raises(UpstreamError, match=r"failed once \(last: timed out after 0\.5s\)"):
-            requester.get(url + "/build.json")
-        with pytest.raises(UpstreamError, match=r"not sent: .*\(last: timed out after 0\.5s\)"):
-            requester.get(url + "/boot.json")
+        fails_once_then_gives_up("http://127.0.0.1:%d" % server.server_address[1], 0.5, r"timed out after 0\.5s")
     finally:
         server.shutdown()
         server.server_close()
