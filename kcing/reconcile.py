@@ -54,6 +54,10 @@ MGET_BATCH = 1000
 READ_BUDGET = 20_000
 # Missing objects named per kind in the summary.
 EXAMPLES = 5
+# Missing objects logged one by one as warnings in a run; the rest are logged with -d only. An
+# index lost whole misses every object delivered into it: a cron run's mail of a line per object
+# (hundreds of thousands) would say no more than the count.
+MISSING_LOGGED = 20
 # Seconds between progress lines in the log.
 PROGRESS_EVERY = 10.0
 # Keep the answer small: only what tells present from missing.
@@ -508,6 +512,8 @@ class Reconciler:
         self.facts: Dict[str, Optional[Tuple[str, str]]] = {}
         self.facts_unknown = False
         self.stop: Optional[threading.Event] = None
+        # Objects found missing and marked, logged one by one, and left to -d (see MISSING_LOGGED).
+        self.missing_logged, self.missing_unlogged = 0, 0
 
     def run(self, chunks: Iterable[List[DeliveredRow]], stop: Optional[threading.Event] = None,
             progress: Optional[Progress] = None, total: Optional[int] = None) -> Report:
@@ -534,7 +540,14 @@ class Reconciler:
                     progress.update(text)
         finally:
             progress.finish(text)
+            self._say_missing_not_logged()
         return self.report
+
+    def _say_missing_not_logged(self) -> None:
+        unlogged = self.missing_unlogged
+        if unlogged:
+            log.warning("%d more %s missing in Elasticsearch (each is logged with -d)",
+                        unlogged, verb(unlogged, "object is", "objects are"))
 
     def check_chunk(self, rows: Sequence[DeliveredRow]) -> None:
         checks: Dict[int, ObjectCheck] = {}
@@ -730,9 +743,13 @@ class Reconciler:
             self.report.found_missing[key] = self.report.found_missing.get(key, 0) + 1
             self.report.found_since[check.row.source] = earliest(self.report.found_since.get(check.row.source, EPOCH_END),
                                                                  check.row.object_date)
-            log.warning("%s %s: %s missing in Elasticsearch", check.row.kind, check.row.upstream_id,
-                        "kept ids damaged" if check.damaged else "%d of %s" % (check.missing,
-                                                                               counted(check.asked, "document")))
+            one_by_one = self.missing_logged < MISSING_LOGGED
+            self.missing_logged += one_by_one
+            self.missing_unlogged += not one_by_one
+            log.log(logging.WARNING if one_by_one else logging.DEBUG, "%s %s: %s missing in Elasticsearch",
+                    check.row.kind, check.row.upstream_id,
+                    "kept ids damaged" if check.damaged else "%d of %s" % (check.missing,
+                                                                           counted(check.asked, "document")))
         if incomplete and self.mark:
             self.report.marked += self.ledger.mark_missing(incomplete)
 

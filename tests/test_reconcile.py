@@ -28,7 +28,7 @@ from kcing.ledger.ledger import DeliveredRow, Ledger, Outcome
 from kcing.ledger.models import (APPLICATION_ID, DELIVERED, DOWNLOADED, FAILED, MISSING_IN_ELASTICSEARCH, REJECTED,
                                  SCHEMA_VERSION, TOO_LARGE)
 from kcing.reconcile import (
-    EPOCH_END, MGET_BATCH, REJECTED_ATTEMPTS, UNASSIGNED, KindTally, LookupFailed, ObjectCheck, Reconciler, Report,
+    EPOCH_END, MGET_BATCH, MISSING_LOGGED, REJECTED_ATTEMPTS, UNASSIGNED, KindTally, LookupFailed, ObjectCheck, Reconciler, Report,
     earliest, expired_index, is_present, lookup_result, read_groups, refeed_command, resend_plan, summary_lines,
 )
 from kcing.records import BUILD, CHECKOUT, UpstreamObject
@@ -2036,3 +2036,34 @@ def test_a_signal_ends_a_verify_waiting_to_ask_a_busy_elasticsearch_again(env, t
     assert took < 3 and "Traceback" not in stderr, (took, stderr)
     assert set(ledger_states(tmp_path / "kcing.db").values()) == {DELIVERED}
     assert [run[:2] for run in runs(tmp_path / "kcing.db")] == [("feed_es", "ok"), ("reconcile", "error 130")]
+
+
+def test_an_index_lost_whole_is_told_in_a_few_warnings_and_each_object_is_logged_with_debug(
+        env, tmp_path, legacy_replica, es):
+    """Every object delivered into a lost index is missing: a -q run from cron warns of the first
+    MISSING_LOGGED one by one and of the rest in one line, not a line each in its mail."""
+    many = MISSING_LOGGED + 7
+    for number in range(many):
+        item = build_item("lost", "v6.%d" % number, "arm64", "defconfig", at(legacy_replica.frontend.today, 0, 1, number))
+        legacy_replica.corpus.add_build(item, build_json(item))
+    fed = kcing(["feed_es", "--how-many", "1000"], env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    lost = sorted({index for ids in kept_ids(tmp_path / "kcing.db").values() for index, _ in ids
+                   if index.startswith("build-")})
+    es_client(es).indices.delete(index=",".join(lost))
+    builds = sum(1 for key in kept_ids(tmp_path / "kcing.db") if key[0] == BUILD)
+    assert builds >= many
+
+    quiet = kcing(["reconcile", "--dry-run", "-q"], env, tmp_path)
+    assert quiet.returncode == 1, quiet.stderr
+    one_by_one = re.findall(r"WARNING kcing\.reconcile: build \w+: \d+ of \d+ documents? missing in Elasticsearch",
+                            quiet.stderr)
+    assert len(one_by_one) == MISSING_LOGGED
+    assert "WARNING kcing.reconcile: %d more objects are missing in Elasticsearch (each is logged with -d)" % (
+        builds - MISSING_LOGGED) in quiet.stderr
+    assert len(quiet.stderr.splitlines()) < MISSING_LOGGED + 10, quiet.stderr
+
+    debug = kcing(["reconcile", "--dry-run", "-d"], env, tmp_path)
+    assert debug.returncode == 1
+    each = set(re.findall(r"kcing\.reconcile: build (\w+): \d+ of \d+ documents? missing in Elasticsearch", debug.stderr))
+    assert len(each) == builds
