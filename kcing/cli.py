@@ -11,14 +11,14 @@ import io
 import logging
 import os
 import re
-import select
 import sys
 from typing import List, Optional, Tuple
 
 from docopt import DocoptExit, docopt, parse_docstring_sections, parse_options
 
 from kcing import __version__, commands, logs, settings as settings_module
-from kcing.errors import INTERNAL_ERROR, ConfigError, KcingError, StorageFailed, kept_on_one_line
+from kcing.errors import (INTERNAL_ERROR, STDOUT_CLOSED, ConfigError, KcingError, StorageFailed, kept_on_one_line,
+                          stdout_reader_gone, to_devnull)
 
 log = logging.getLogger(__name__)
 
@@ -343,25 +343,6 @@ def _after_log_options(argv: List[str]) -> int:
     return len(argv)
 
 
-# The status of a process ended by SIGPIPE (128 + 13), which Python ignores for its sockets' sake.
-STDOUT_CLOSED = 141
-
-
-def stdout_reader_gone() -> bool:
-    """True when stdout is a pipe whose reader has closed it; stdout then goes to /dev/null, so
-    that the interpreter's last flush of what is buffered does not fail again."""
-    try:
-        descriptor = sys.stdout.fileno()
-        poller = select.poll()
-        poller.register(descriptor, select.POLLOUT)
-        gone = any(events & select.POLLERR for _, events in poller.poll(0))
-    except (AttributeError, OSError, ValueError):
-        return False
-    if gone:
-        _to_devnull(sys.stdout)
-    return gone
-
-
 def _escape_unencodable(error: UnicodeError):
     """The `kcing-escape` error handler: a character stdout's encoding lacks becomes `\\u0131`
     (as stderr writes it), and a byte of a name that is not UTF-8 (a lone surrogate) goes out as
@@ -405,7 +386,7 @@ class StdoutFailing:
             raise self._failed(error) from None
 
     def _failed(self, error: OSError) -> StorageFailed:
-        _to_devnull(self._stream)
+        to_devnull(self._stream)
         return StorageFailed("cannot write to stdout: %s; what it did not take is lost" % (error.strerror or error))
 
     def __getattr__(self, name: str):
@@ -420,18 +401,7 @@ def told(line: str) -> None:
     try:
         print(line, file=sys.stderr, flush=True)
     except OSError:
-        _to_devnull(sys.stderr)
-
-
-def _to_devnull(stream) -> None:
-    """Point `stream`'s descriptor at /dev/null: what it could not take is lost anyway, and no
-    later write or flush of it (the interpreter's at exit included) fails again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, stream.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
+        to_devnull(sys.stderr)
 
 
 def stdout_flushed(status: int) -> int:

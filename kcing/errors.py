@@ -1,5 +1,8 @@
 """One exception root; the CLI maps each class to an exit code in one place."""
+import os
 import re
+import select
+import sys
 from typing import Any
 
 
@@ -120,6 +123,8 @@ def exit_status(error: BaseException) -> int:
         return error.exit_code
     if isinstance(error, KeyboardInterrupt):
         return Interrupted.exit_code
+    if isinstance(error, BrokenPipeError) and stdout_reader_gone():
+        return STDOUT_CLOSED  # the CLI ends the command so, quietly, as SIGPIPE ends other tools
     return INTERNAL_ERROR
 
 
@@ -164,3 +169,44 @@ def reading_failure(error: Exception) -> str:
     if isinstance(error, OSError):
         return error.strerror or one_line(error)
     return one_line(error)
+
+
+# A stdout whose reader has gone (`kcing status | head -3`) ends the command quietly with the
+# status of a process ended by SIGPIPE (128 + 13), as it ends other tools (Python ignores SIGPIPE
+# for its sockets' sake); what the command records of how it ended (a feed_es run's --metrics
+# file) says the same.
+STDOUT_CLOSED = 141
+
+# Once found gone, stdout points at /dev/null, where a second look finds a reader: each later
+# look (a command's, then the CLI's) must still say it was gone.
+_found_gone = False
+
+
+def stdout_reader_gone() -> bool:
+    """True when stdout is a pipe whose reader has closed it; stdout then goes to /dev/null, so
+    that the interpreter's last flush of what is buffered does not fail again."""
+    global _found_gone
+    if _found_gone:
+        return True
+    try:
+        descriptor = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(descriptor, select.POLLOUT)
+        gone = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+    if gone:
+        _found_gone = True
+        to_devnull(sys.stdout)
+    return gone
+
+
+def to_devnull(stream) -> None:
+    """Point `stream`'s descriptor at /dev/null: what it could not take is lost anyway, and no
+    later write or flush of it (the interpreter's at exit included) fails again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

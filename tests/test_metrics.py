@@ -205,6 +205,32 @@ def test_a_run_whose_stdout_fails_still_writes_its_metrics(legacy_replica, logst
     assert values[("kcing_feed_documents", (("source", "legacy"),))] == len(logstash.store)
 
 
+@pytest.mark.parametrize("buffering", ["unbuffered", "buffered"])
+def test_a_run_whose_stdout_reader_is_gone_writes_the_status_it_ends_with(tmp_path, buffering):
+    # `kcing feed_es --metrics F | head -0`: the run ends quietly with 141, as SIGPIPE ends other
+    # tools, but where the summary failed at once its metrics said 70, an internal error.
+    import subprocess
+    import sys
+
+    from tests.feedrun import REPO, SAMPLES, clean_environ
+    from tests.test_operations_cron import buffered_as
+
+    env = buffered_as(clean_environ(KCING_DB=str(tmp_path / "kcing.db")), buffering)
+    prom = tmp_path / "kcing.prom"
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before kcing writes
+    done = subprocess.run([sys.executable, str(REPO / "kcing.py"), "feed_es", "--source", "samples",
+                           "--samples-dir", str(SAMPLES), "--output", str(tmp_path / "out"), "--metrics", str(prom)],
+                          env=env, cwd=str(tmp_path), stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert done.returncode == 141, done.stderr
+    assert "internal error" not in done.stderr
+    values = parsed(prom.read_text())
+    # The exit code the run ends with where stdout fails at once; held to the end, the run's own.
+    assert values[("kcing_feed_exit_code", (("source", "samples"),))] == (141 if buffering == "unbuffered" else 0)
+    assert values[("kcing_feed_objects", (("outcome", "delivered"), ("source", "samples")))] > 0
+
+
 def test_the_last_success_is_that_of_a_run_to_the_same_destination(legacy_replica, logstash, tmp_path):
     """A run into --output files that went well says nothing of the feed to Logstash: the
     metrics of a Logstash run that fails must not show that run's time as its last success
