@@ -472,6 +472,15 @@ def test_help_gives_a_redirect_exit_2_and_an_answer_too_large_exit_3(command):
     assert "too large" in cli.exit_meaning(command, 3)
 
 
+def test_feed_es_help_gives_what_its_verify_ends_with_2_and_3_for():
+    """`feed_es --verify` asks Elasticsearch as reconcile does: an ES_HOST that redirects ends it
+    with 2, an answer too large or unreadable (a proxy's HTML page) with 3. Its help, which the
+    log's closing line quotes, named only Logstash's redirect and a document too large for it."""
+    from kcing import cli
+    assert "ES_HOST" in cli.exit_meaning("feed_es", 2)
+    assert "answer of Elasticsearch too large or unreadable" in cli.exit_meaning("feed_es", 3)
+
+
 def test_reconcile_help_gives_exit_2_for_an_index_the_user_may_not_read():
     from kcing import cli
     assert "may not read" in cli.exit_meaning("reconcile", 2)
