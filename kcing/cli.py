@@ -92,6 +92,9 @@ def command_options(usage: str) -> dict:
 # Options one command names otherwise: feed_es crawls the newest `--how-many`, gen_samples saves
 # the newest `--sample-size`.
 SAME_MEANING = {"--how-many": "--sample-size", "--sample-size": "--how-many"}
+# Options near in spelling to one of the command's, not in meaning: drp's --drp-days (the days it
+# keeps) is no window of days to crawl or check, and `feed_es --days 90` would crawl 90 days.
+OTHER_MEANING = {"--drp-days": "--days"}
 
 
 def option_meant(typed: str, known) -> str:
@@ -105,7 +108,9 @@ def option_meant(typed: str, known) -> str:
         return " (did you mean %s?)" % other
     near = difflib.get_close_matches(typed.replace("_", "-"), [name for name in known if name.startswith("--")],
                                      n=1, cutoff=0.75)
-    return " (did you mean %s?)" % near[0] if near else ""
+    if not near or OTHER_MEANING.get(typed.replace("_", "-")) == near[0]:
+        return ""
+    return " (did you mean %s?)" % near[0]
 
 
 def check_tokens(name: str, usage: str, argv: List[str]) -> bool:
