@@ -22,6 +22,7 @@ from kcing.documents import page_instead
 from kcing.documents.identity import iso_timestamp
 from kcing.errors import ConfigError, RejectedInput, UpstreamError
 from kcing.files import make_directories, remove_partial_files, write_atomically
+from kcing.plural import counted
 from kcing.progress import Progress, eta_text
 from kcing.records import JOB, KBUILD, OBJECT_KINDS, UpstreamObject
 from kcing.sources import completed
@@ -98,7 +99,7 @@ class SamplesWriter:
         left = sum(remove_partial_files(directory) for directory in
                    [self.root, *(self.root / kind for kind in OBJECT_KINDS)])
         if left:
-            log.info("removed %d partly written files a stopped run left in %s", left, self.root)
+            log.info("removed %s a stopped run left in %s", counted(left, "partly written file"), self.root)
 
     def _read_manifest(self) -> dict:
         path = self.root / MANIFEST

@@ -168,6 +168,7 @@ def test_a_gen_samples_run_killed_on_the_way_keeps_what_it_saved_for_the_next(le
     assert again.returncode == 0, again.stderr
     assert "%d saved, %d already present" % (listed - len(kept), len(kept)) in again.stdout
     assert not list(samples.rglob(".partial-*"))
+    assert "removed 1 partly written file a stopped run left in %s" % samples in again.stderr
 
 
 @pytest.mark.parametrize("hostile", ["../../etc/x", "/etc/passwd", "a\x00b", "..", "a/../../b", ""])
