@@ -255,6 +255,33 @@ def test_a_node_skipped_when_another_moves_past_the_end_is_listed_by_another_pas
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
 
 
+def test_a_node_skipped_again_by_the_next_pass_is_listed_by_a_further_one(replica):
+    # The second pass skips the very node the first one skipped: a node it had listed moves to the
+    # end while it pages. It finds no node the first pass missed, yet one is still missing.
+    tests = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
+    skipped = tests[6]
+    passes = []
+    moves = {(1, "6"): [tests[0]],  # the node at offset 6 comes one place earlier: skipped
+             (2, "0"): [tests[1], tests[2]],  # before the second pass: the skipped node is at offset 3
+             (2, "3"): [tests[3]]}  # read by that pass's first page, it moves: skipped again
+
+    def relocate(server, query, number):
+        asked = dict(query)
+        if asked.get("kind") != "test":
+            return
+        if asked.get("offset") == "0":
+            passes.append(number)
+        for node_id in moves.pop((len(passes), asked.get("offset")), []):
+            server.corpus.update(node_id, when=datetime.now(UTC), relocate=True)
+
+    replica.on_page(relocate)
+    source = make_source(replica, page_size=3, kinds=("test",))
+    ids = listed_ids(source.list_objects())
+    assert not moves and len(passes) == 3
+    assert skipped in ids and sorted(set(ids)) == sorted(tests)
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) is not None
+
+
 def test_a_node_skipped_when_the_api_deletes_one_listed_before_it_is_listed_by_another_pass(replica):
     # The API's maintenance deletes nodes created long ago. One deleted while its kind is paged
     # brings every node after it one place earlier: the pass sees as many nodes as the smaller

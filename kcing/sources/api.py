@@ -12,8 +12,8 @@ The only module that knows the API's paths, filters and paging, and where artifa
   page) can still skip a node: one that an update moves to the end of the natural order, or a
   deletion, brings those after it one place earlier. A kind whose listing saw fewer distinct
   nodes than its last `total`, or whose `total` went down from one page to the next, is listed
-  again from offset 0 (`_Passes`), until a pass finds no node it should have seen before; the
-  versions already listed are not listed twice.
+  again from offset 0 (`_Passes`), until a pass finds no node it should have seen before and saw
+  none of its own move; the versions already listed are not listed twice.
 - One object per node version: its upstream id is `<node id>.<updated, ISO basic format>`, so
   a node changed since it was delivered is not skipped by the ledger, while its documents keep
   ids made from the node id alone.
@@ -186,6 +186,11 @@ class _Passes:
     date). The nodes after it then come one place earlier, and a pass can skip one while seeing
     as many nodes as the smaller `total` counts. A pass whose pages' `total` went down from one
     page to the next is therefore followed by another, as one that saw too few nodes.
+
+    A later pass can skip the very node the pass before it skipped: a node it listed moves to the
+    end while it pages. It then finds no skipped node, though one is still missing. A later pass
+    that saw one of its own nodes come again in a newer version (it moved past the offset: an
+    update in place leaves a node where the pass read it) is therefore followed by another too.
     """
 
     def __init__(self, entered_since: Callable[[], datetime], limit: int = MAX_PASSES):
@@ -201,6 +206,10 @@ class _Passes:
         self.cut_short: Optional[str] = None  # why nodes past an empty page went unlisted
         self.last_total: Optional[int] = None  # of this pass's last page
         self.shrunk = False  # a page of this pass counted fewer nodes than the page before it
+        # A later pass's node ids (the first pass needs none: it is followed by another whenever
+        # it saw too few nodes), and whether one came again newer in it: it moved past the offset.
+        self.this_pass: Set[str] = set()
+        self.moved = False
 
     def counted(self, total: int) -> None:
         """A page of this pass answered with `total`: fewer than the page before means nodes were
@@ -219,7 +228,12 @@ class _Passes:
             self.without_id += 1
         elif node_id not in self.newest:
             self.listed_first(updated)
-        return _newer_than_listed(self.newest, node_id, updated)
+        newer = _newer_than_listed(self.newest, node_id, updated)
+        if self.number > 1 and node_id is not None:
+            if newer and node_id in self.this_pass:
+                self.moved = True
+            self.this_pass.add(node_id)
+        return newer
 
     def left_out(self, nodes: int) -> None:
         """`nodes` of this pass the API failed to answer: counted as listed, and holding the watermark."""
@@ -234,17 +248,20 @@ class _Passes:
         if self.number > 1:
             for when in updated:
                 self.listed_first(when)
+            self.this_pass.update(node_ids)
         return True
 
     def again(self, kind: str, total: int, empty_at: Optional[int] = None) -> bool:
         """After a pass's last page (whose `total` is given): whether to list the kind again.
         `empty_at`: the offset of the pass's last page when it was empty short of `total`."""
         seen = len(self.newest) + self.without_id
-        # Nodes deleted while this pass paged moved the nodes after them to offsets already read.
+        # Nodes deleted while this pass paged moved the nodes after them to offsets already read,
+        # and so did a node of a later pass that moved past the offset.
         shrunk, self.shrunk, self.last_total = self.shrunk, False, None
+        moved, self.moved, self.this_pass = self.moved, False, set()
         if seen >= total and not shrunk:
             return False
-        if self.number > 1 and not self.found_skipped and not shrunk:
+        if self.number > 1 and not self.found_skipped and not shrunk and not moved:
             if empty_at is not None:  # not nodes that entered: offsets the API never answered
                 self.unsure = True
                 self.cut_short = ("%s listing: the API answered an empty page at offset %d though it counts %s, "
@@ -255,7 +272,7 @@ class _Passes:
         if self.number >= self.limit:
             self.unsure = True
             log.warning("%s listing: pass %d still found nodes that offset paging skipped before, or nodes deleted "
-                        "while it paged (%d listed, the API counts %d); the watermark stays for the next run",
+                        "or moved while it paged (%d listed, the API counts %d); the watermark stays for the next run",
                         kind, self.number, seen, total)
             return False
         why = ("nodes were deleted while it was paged" if shrunk else "nodes moved while it was paged"
