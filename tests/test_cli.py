@@ -201,6 +201,14 @@ def test_a_setting_and_default_a_commands_help_names_for_an_option_are_the_ones_
     assert named or name in ("setup_ls", "setup_kbn", "backup_kbn")
 
 
+def test_feed_es_help_says_kci_days_starts_only_an_api_crawl_without_a_watermark():
+    # The API source resumes from its watermark whatever KCI_DAYS says (docs/api-source.md: "how
+    # far back the first run lists"); only --days itself lists the last N days instead.
+    days = option_entries("feed_es")["--days"]
+    assert "setting KCI_DAYS" in days and "--source api" in days
+    assert "first run (no watermark yet)" in days and "instead of from the watermark" in days
+
+
 def test_an_option_of_another_command_is_refused_by_the_program(tmp_path):
     refused = kcing(["status", "--source", "api"], clean_environ(), tmp_path)
     assert refused.returncode == 2 and refused.stdout == ""

@@ -56,7 +56,10 @@ Options:
                        current KernelCI API at KCI_API_URL; each run resumes from the ledger's
                        watermark) (setting KCI_SOURCE, default legacy).
   --days=N             Crawl the last N days (setting KCI_DAYS, default 2). Not for the
-                       samples source, which replays the whole directory.
+                       samples source, which replays the whole directory. With --source
+                       api, the setting is only how far back a first run (no watermark
+                       yet) lists; --days N lists the last N days instead of from the
+                       watermark.
   --how-many=N         Instead of --days, take the newest N objects of each kind (not for
                        the samples source).
   --since=DATE         With --source api: list nodes updated since DATE (any date
