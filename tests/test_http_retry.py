@@ -68,8 +68,9 @@ def test_policy_honours_retry_after_but_bounds_it():
     assert policy.delay(1, retry_after=None, rand=lambda: 0.0) == 0.5
 
 
-@pytest.mark.parametrize("status, retry", [(429, True), (500, True), (502, True), (503, True), (504, True),
-                                           (400, False), (401, False), (404, False), (413, False)])
+@pytest.mark.parametrize("status, retry", [(408, True), (429, True), (500, True), (502, True), (503, True),
+                                           (504, True), (400, False), (401, False), (404, False), (413, False),
+                                           (501, False), (505, False), (507, False)])
 def test_only_passing_failures_are_retried(status, retry):
     assert RetryPolicy().is_retryable(status) is retry
 
