@@ -205,6 +205,15 @@ def test_a_test_gives_the_legacy_test_fields(tree):
     assert login["kernelci_api"]["test_path"] == "baseline-arm64-meson.setup.login"
 
 
+
+def test_a_test_without_a_measurement_holds_a_null_one_as_legacy_and_no_unit(tree):
+    plain = only(docs(tree["case-0"])).body
+    assert plain["measurement"] is None and "unit" not in plain
+    misc = {"measurement": {"value": "2.5", "unit": "ms"}}
+    measured = {**tree["case-0"], "data": {**tree["case-0"]["data"], "misc": misc}}
+    body = only(docs(measured)).body
+    assert (body["measurement"], body["unit"]) == (2.5, "ms")
+
 @pytest.mark.parametrize("result, error_code, expected", [
     ("pass", None, ("pass", None)),
     ("fail", None, ("pass", None)),  # a test suite failed after the board booted
