@@ -607,6 +607,14 @@ def test_a_test_keeps_its_own_fields_and_reads_only_lava_job_numbers_from_its_jo
     assert field_problems("test", body) == []
 
 
+
+def test_a_kubernetes_job_name_is_on_the_container_jobs_own_document_and_its_tests_name_the_job(tree):
+    job = only(docs(tree["kunit"])).body
+    assert "lava_job_id" not in job and job["kernelci_api"]["job_id"] == "kci-kunit"
+    case = only(docs(tree["kunit-case-0"], job_node=related_node(tree["kunit"]))).body
+    assert "lava_job_id" not in case and "job_id" not in case["kernelci_api"]
+    assert case["kernelci_api"]["job_node_id"] == tree["kunit"]["id"]
+
 # Regressions --------------------------------------------------------------------------------------
 
 def test_a_regression_gives_the_failing_revision_and_test_and_what_its_runs_add(tree):
