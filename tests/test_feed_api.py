@@ -934,6 +934,33 @@ def test_a_missing_log_leaves_a_note_not_a_failure(env, tmp_path, api_replica, l
     assert boot["boot_result"] == "pass" and "job_status" not in boot
 
 
+
+def test_a_job_delivered_again_once_its_callback_is_gone_is_made_from_the_node_alone_and_keeps_its_log(
+        env, tmp_path, api_replica, logstash):
+    # docs/api-source.md: a job changed after it finished is delivered again; a callback whose
+    # signed URL expired meanwhile leaves a boot document made from the node alone.
+    baseline = api_replica.tree["baseline"]
+    assert kcing(["feed_es", "--with-logs"], env, tmp_path).returncode == 0
+    _, first = document_of(logstash, baseline["id"])
+    logs = {key: body for key, body in logstash.store.items()
+            if key[0].startswith("log-") and body["kernelci_api"]["node_id"] == baseline["id"]}
+    api_replica.corpus.update(baseline["id"], when=datetime.now(timezone.utc), processed_by_kcidb_bridge=True)
+    api_replica.corpus.remove_file(urlsplit(baseline["artifacts"]["callback_data"]).path[len("/files/"):])
+    result = kcing(["feed_es", "--with-logs"], env, tmp_path)
+    assert result.returncode == 0 and "delivered 1," in result.stdout, result.stdout + result.stderr
+    _, again = document_of(logstash, baseline["id"])
+    callback_only = {"job_status", "submit_time", "start_time", "end_time", "lava_job_name", "priority",
+                     "plan_variant", "dtb_addr", "loadaddr", "initrd_addr", "dtb", "kernel_image", "initrd"}
+    assert {"job_status", "lava_job_name"} <= set(first) and not callback_only & set(again)
+    assert first["boot_time"] is not None and again["boot_time"] is None
+    data = baseline["data"]
+    assert (again["device_type"], again["board_instance"], again["lava_job_id"]) == (
+        data["platform"], data["device"], int(data["job_id"]))
+    assert (again["boot_result"], "boot_failure" in again, "error_type" in again, "error_msg" in again) == (
+        "pass", False, False, False)
+    assert again["kernelci_api"]["artifact_errors"] == ["callback_data: HTTP 404"]
+    assert logs and {key: logstash.store[key] for key in logs} == logs  # the log stays as it was
+
 def test_a_build_log_stored_gzip_compressed_is_sized_as_the_log_not_as_the_compressed_file(env, tmp_path, api_replica,
                                                                                           logstash):
     kbuild = api_replica.tree["kbuild-x86"]
