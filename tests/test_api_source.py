@@ -27,6 +27,7 @@ from kcing.sources.api import MAX_PASSES, KernelCIApi, filter_time, gunzip, refu
 from kcing.sources.requester import Requester
 from tests.fakes.api_corpus import api_time
 from tests.fakes.api_data import MAESTRO, REAL_JOB, checkout_tree, object_id, real_files_present, real_nodes
+from tests.fakes.legacy_data import object_id_at
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.list_sink import ListSink
 
@@ -255,29 +256,35 @@ def test_a_node_skipped_when_another_moves_past_the_end_is_listed_by_another_pas
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
 
 
-def test_a_node_skipped_again_by_the_next_pass_is_listed_by_a_further_one(replica):
+@pytest.mark.parametrize("first_skip", ["moved", "deleted"])
+def test_a_node_skipped_again_by_the_next_pass_is_listed_by_a_further_one(replica, first_skip):
     # The second pass skips the very node the first one skipped: a node it had listed moves to the
-    # end while it pages. It finds no node the first pass missed, yet one is still missing.
+    # end while it pages. It finds no node the first pass missed, yet one is still missing; and
+    # when the first pass skipped it for a node deleted, that node, counted as seen, makes up for
+    # it in the number of nodes seen.
     tests = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
     skipped = tests[6]
     passes = []
-    moves = {(1, "6"): [tests[0]],  # the node at offset 6 comes one place earlier: skipped
-             (2, "0"): [tests[1], tests[2]],  # before the second pass: the skipped node is at offset 3
-             (2, "3"): [tests[3]]}  # read by that pass's first page, it moves: skipped again
+    events = {(1, "6"): [(first_skip, tests[0])],  # the node at offset 6 comes one place earlier: skipped
+              (2, "0"): [("moved", tests[1]), ("moved", tests[2])],  # the skipped node is now at offset 3
+              (2, "3"): [("moved", tests[3])]}  # read by that pass's first page, it moves: skipped again
 
-    def relocate(server, query, number):
+    def change(server, query, number):
         asked = dict(query)
         if asked.get("kind") != "test":
             return
         if asked.get("offset") == "0":
             passes.append(number)
-        for node_id in moves.pop((len(passes), asked.get("offset")), []):
-            server.corpus.update(node_id, when=datetime.now(UTC), relocate=True)
+        for event, node_id in events.pop((len(passes), asked.get("offset")), []):
+            if event == "moved":
+                server.corpus.update(node_id, when=datetime.now(UTC), relocate=True)
+            else:
+                server.corpus.remove(node_id)
 
-    replica.on_page(relocate)
+    replica.on_page(change)
     source = make_source(replica, page_size=3, kinds=("test",))
     ids = listed_ids(source.list_objects())
-    assert not moves and len(passes) == 3
+    assert not events and len(passes) == 3
     assert skipped in ids and sorted(set(ids)) == sorted(tests)
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is not None
 
@@ -320,6 +327,26 @@ def test_a_node_skipped_when_the_api_deletes_one_listed_before_it_is_listed_by_a
     source = make_source(replica, page_size=3, kinds=("test",))
     ids = listed_ids(source.list_objects())
     assert len(events) == 2 and set(tests[1:]) | {"f" * 24} <= set(ids)
+
+    # A deletion and a creation between two pages: `total` stays as it was, yet the pass skipped
+    # one. The node created (its id made by the API's clock, a minute into the listing) tells.
+    replica.on_page(None)
+    tests = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
+    events = []
+
+    def purge_and_create(server, query, number):
+        if dict(query).get("kind") == "test" and dict(query).get("offset") == "3" and not events:
+            server.clock_offset = timedelta(minutes=1)
+            server.corpus.remove(tests[0])
+            made = server.now()
+            created = dict(server.corpus.get(tests[1]), id=object_id_at(made, "created"), updated=api_time(made))
+            events.extend([tests[0], server.corpus.add(created)["id"]])
+
+    replica.on_page(purge_and_create)
+    source = make_source(replica, page_size=3, kinds=("test",))
+    ids = listed_ids(source.list_objects())
+    assert events and set(tests[1:]) | {events[1]} <= set(ids)
+    replica.clock_offset = timedelta(0)
 
     # Deletions in every pass: after the last one, the listing is not sure of itself.
     replica.on_page(lambda server, query, number: dict(query).get("offset") == "3" and server.corpus.remove(

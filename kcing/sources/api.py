@@ -11,9 +11,10 @@ The only module that knows the API's paths, filters and paging, and where artifa
   listed again only in a newer version. Paging by offset until `offset >= total` (or an empty
   page) can still skip a node: one that an update moves to the end of the natural order, or a
   deletion, brings those after it one place earlier. A kind whose listing saw fewer distinct
-  nodes than its last `total`, or whose `total` went down from one page to the next, is listed
-  again from offset 0 (`_Passes`), until a pass finds no node it should have seen before and saw
-  none of its own move; the versions already listed are not listed twice.
+  nodes than its last `total`, or whose `total` went down from one page to the next (or grew by
+  less than the nodes it saw created meanwhile), is listed again from offset 0 (`_Passes`),
+  until a pass finds no node it should have seen before and saw none of its own move; the
+  versions already listed are not listed twice.
 - One object per node version: its upstream id is `<node id>.<updated, ISO basic format>`, so
   a node changed since it was delivered is not skipped by the ledger, while its documents keep
   ids made from the node id alone.
@@ -109,6 +110,10 @@ _NOT_RELATIVE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:|//)")
 MAX_PASSES = 4
 # The kinds of node no run lists, and why (said in each run's debug log; upstream.md §2.5).
 NOT_LISTED = {"process": "their data is free-form: it names no kernel, board or test a document could be made of"}
+# A node counts as created while a pass paged when its id (a MongoDB ObjectId: the second it was
+# made, by the API's clock) is this much later than the `Date` of the pass's first page: a margin
+# for a proxy before the API, which stamps its own `Date` by a clock that may be behind.
+CREATED_MARGIN = timedelta(seconds=30)
 # Nodes left out at most (`_around_failing_nodes`), of one page or in a row across pages with no
 # node answered between them: beyond that, the API is failing, not a few nodes it cannot answer.
 MAX_UNLISTABLE = 8
@@ -187,6 +192,12 @@ class _Passes:
     as many nodes as the smaller `total` counts. A pass whose pages' `total` went down from one
     page to the next is therefore followed by another, as one that saw too few nodes.
 
+    A node created meanwhile brings the `total` back up, though: a deletion and a creation between
+    two pages leave it as it was. Each node a pass lists first whose id was made after its first
+    page was answered (by that answer's `Date`, CREATED_MARGIN later) brought the count up by one,
+    and only a deletion takes it down: a pass whose count grew by less than it saw nodes created
+    is followed by another as well.
+
     A later pass can skip the very node the pass before it skipped: a node it listed moves to the
     end while it pages. It then finds no skipped node, though one is still missing. A later pass
     that saw one of its own nodes come again in a newer version (it moved past the offset: an
@@ -210,13 +221,31 @@ class _Passes:
         # it saw too few nodes), and whether one came again newer in it: it moved past the offset.
         self.this_pass: Set[str] = set()
         self.moved = False
+        # The count of this pass's first page, and the nodes it listed first whose id was made after
+        # that page was answered (ids from `_made_after` to `_made_before`, ObjectId prefixes: the
+        # first page's answer plus CREATED_MARGIN, and the latest page's, rounded up).
+        self.first_total: Optional[int] = None
+        self.created = 0
+        self._made_after: Optional[str] = None
+        self._made_before: Optional[str] = None
 
-    def counted(self, total: int) -> None:
-        """A page of this pass answered with `total`: fewer than the page before means nodes were
-        deleted meanwhile, even when nodes created since bring the count back up."""
-        if self.last_total is not None and total < self.last_total:
+    def counted(self, total: int, answered: Optional[datetime] = None) -> None:
+        """A page of this pass answered with `total` (at `answered`, its `Date`): fewer than the
+        page before means nodes were deleted meanwhile, even when nodes created since bring the
+        count back up (and when they bring it up as far, `again` tells by the nodes created)."""
+        if self.last_total is None:  # the first page of this pass
+            self.first_total = total
+            self._made_after = _id_prefix(answered, CREATED_MARGIN)
+        elif total < self.last_total:
             self.shrunk = True
+        self._made_before = _id_prefix(answered, timedelta(seconds=1))
         self.last_total = total
+
+    def _note_created(self, node_ids) -> None:
+        """Count the nodes listed first whose id was made while this pass paged."""
+        after, before = self._made_after, self._made_before
+        if after is not None and before is not None and after <= before:
+            self.created += sum(1 for node_id in node_ids if after <= node_id[:8] <= before)
 
     def listed_first(self, updated) -> None:
         if self.number > 1 and (updated is None or updated < self.entered_since()):
@@ -228,6 +257,7 @@ class _Passes:
             self.without_id += 1
         elif node_id not in self.newest:
             self.listed_first(updated)
+            self._note_created((node_id,))
         newer = _newer_than_listed(self.newest, node_id, updated)
         if self.number > 1 and node_id is not None:
             if newer and node_id in self.this_pass:
@@ -245,6 +275,7 @@ class _Passes:
         """`_all_first_listed`, noting what it says."""
         if not _all_first_listed(self.newest, node_ids, updated):
             return False
+        self._note_created(node_ids)
         if self.number > 1:
             for when in updated:
                 self.listed_first(when)
@@ -259,7 +290,13 @@ class _Passes:
         # and so did a node of a later pass that moved past the offset.
         shrunk, self.shrunk, self.last_total = self.shrunk, False, None
         moved, self.moved, self.this_pass = self.moved, False, set()
-        if seen >= total and not shrunk:
+        # Nodes created meanwhile made up for nodes deleted: the count grew by less than they number.
+        if self.first_total is not None and self.created > total - self.first_total:
+            shrunk = True
+        self.first_total, self.created, self._made_after, self._made_before = None, 0, None, None
+        # A later pass's count of nodes seen takes in the nodes deleted since an earlier pass saw
+        # them: it can reach `total` while the node a move made this pass skip is still missing.
+        if seen >= total and not shrunk and not moved:
             return False
         if self.number > 1 and not self.found_skipped and not shrunk and not moved:
             if empty_at is not None:  # not nodes that entered: offsets the API never answered
@@ -416,7 +453,7 @@ class KernelCIApi:
                         left_in_a_row = 0
                         page = self._decoded(kind, offset, *fetched, read_heads=read_heads)
                         if passes is not None:
-                            passes.counted(page.total)
+                            passes.counted(page.total, http_date(fetched[1].headers.get("Date")))
                     offset += len(page.items) + page.unlisted
                     # A page shorter than its `limit` is no end while `total` says more: a server
                     # that caps the page size may answer with the limit asked, not the one it used.
@@ -912,6 +949,19 @@ def _after_padding(data: bytes, position: int) -> int:
     """The first position from `position` on that holds no zero byte, or the end of `data`."""
     found = _NOT_ZERO.search(data, position)
     return found.start() if found else len(data)
+
+
+def _id_prefix(when: Optional[datetime], later: timedelta) -> Optional[str]:
+    """The first 8 hex digits of the ObjectIds made in the second `later` after `when` falls in
+    (whole seconds since 1970, as ObjectIds hold them); None without `when`, or outside the range
+    they hold (a `Date` at the calendar's edge)."""
+    if when is None:
+        return None
+    try:
+        seconds = int((when + later).timestamp())
+    except OverflowError:
+        return None
+    return "%08x" % seconds if 0 <= seconds <= 0xFFFFFFFF else None
 
 
 def _newer_than_listed(newest: Dict[str, datetime], node_id: Optional[str], updated) -> bool:
