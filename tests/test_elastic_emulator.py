@@ -355,6 +355,28 @@ def test_delete_refuses_wildcards_and_missing_names(es, client):
     assert es.index_names() == []
 
 
+def test_delete_never_goes_through_an_alias_as_a_node_does(es, client):
+    """A node deletes indices only by their own names: an alias named is refused (400), or with
+    ignore_unavailable left alone, and a pattern matches no alias; the index behind it stays."""
+    es.seed_index("kept-a")
+    es.seed_index("build-2019.01.01")
+    client.indices.update_aliases(actions=[{"add": {"index": "kept-a", "alias": "build-2019.01.02"}}])
+    with pytest.raises(BadRequestError) as caught:
+        client.indices.delete(index="build-2019.01.02")
+    assert caught.value.body["error"] == {
+        "root_cause": [caught.value.body["error"]["root_cause"][0]], "type": "illegal_argument_exception",
+        "reason": "The provided expression [build-2019.01.02] matches an alias, specify the corresponding "
+                  "concrete indices instead."}
+    client.indices.delete(index="build-2019.01.02,build-2019.01.01", ignore_unavailable=True, expand_wildcards="none")
+    assert es.index_names() == ["kept-a"]
+    with ElasticsearchEmulator(destructive_requires_name=False) as open_es:
+        open_es.seed_index("kept-b")
+        open_client = Elasticsearch(open_es.url)
+        open_client.indices.update_aliases(actions=[{"add": {"index": "kept-b", "alias": "build-2019.01.03"}}])
+        open_client.indices.delete(index="build-*")
+        assert open_es.index_names() == ["kept-b"]
+
+
 def test_a_request_line_over_4096_bytes_is_refused_before_routing_as_a_node_refuses_it(es):
     line = lambda path: len("GET %s HTTP/1.1" % path)  # noqa: E731
     at_limit = "/_resolve/index/" + "a" * (4096 - line("/_resolve/index/"))

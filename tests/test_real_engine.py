@@ -950,6 +950,8 @@ def index_state_answers(client: Elasticsearch) -> list:
     """What reconcile meets under kcing index names: closed indices, blocks, an alias of several
     indices, and how `_resolve/index` and `_settings` describe them (a data stream is left out:
     this node has no API to delete one)."""
+    from elasticsearch import ApiError
+
     def mget(*names: str) -> list:
         docs = client.mget(docs=[{"_index": name, "_id": "a", "_source": False} for name in names],
                            filter_path="docs._id,docs.found,docs.error.type,docs.error.reason")["docs"]
@@ -990,6 +992,15 @@ def index_state_answers(client: Elasticsearch) -> list:
     client.indices.close(index="boot-2020.02.03")
     seen.append(client.indices.resolve_index(name="boot-2020.02.02,boot-2020.02.03", expand_wildcards="all").body)
     client.indices.delete(index="boot-2020.02.02,boot-2020.02.03")
+    # A DELETE never goes through an alias: named, it is refused, or left alone when unavailable
+    # names are ignored; the indices behind it stay.
+    try:
+        seen.append(client.indices.delete(index="log-2020.02.02").body)
+    except ApiError as error:
+        seen.append((error.meta.status, error.body["error"]["type"], error.body["error"]["reason"]))
+    seen.append(client.indices.delete(index="log-2020.02.01,log-2020.02.02", ignore_unavailable=True,
+                                      expand_wildcards="none").body)
+    seen.append(sorted(item["name"] for item in client.indices.resolve_index(name="kept-*")["indices"]))
     return seen
 
 

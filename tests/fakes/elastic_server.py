@@ -1424,8 +1424,12 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         index.docs[doc_id] = doc
         return doc, previous is None
 
-    def resolve(self, expression: Optional[str], query: Dict[str, str], default_expand: str = "open") -> List[str]:
-        """Concrete index names for an expression (names, `*` patterns, `_all`), as ES resolves them."""
+    def resolve(self, expression: Optional[str], query: Dict[str, str], default_expand: str = "open",
+                through_aliases: bool = True) -> List[str]:
+        """Concrete index names for an expression (names, `*` patterns, `_all`), as ES resolves them.
+
+        Without `through_aliases` (a DELETE of indices) an alias stands for nothing: a pattern
+        matches index names alone, and an alias named is refused, or skipped with ignore_unavailable."""
         expand = query.get("expand_wildcards", default_expand)
         with_hidden = "all" in expand or "hidden" in expand
         with_open = "all" in expand or "open" in expand
@@ -1437,14 +1441,17 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
                 pattern = "*" if part == "_all" else part
                 # A pattern matches index names and alias names (which stand for their indices).
                 aliased = {n for alias, targets in self.aliases.items() if simple_match(alias, pattern)
-                           for n in targets}
+                           for n in targets} if through_aliases else set()
                 names.extend(n for n, index in sorted(self.indices.items())
                              if (simple_match(n, pattern) or n in aliased) and (with_hidden or not index.hidden)
                              and (with_closed if index.closed else with_open))
             elif part in self.indices:
                 names.append(part)
-            elif part in self.aliases:
+            elif part in self.aliases and through_aliases:
                 names.extend(sorted(self.aliases[part]))
+            elif part in self.aliases and not ignore_unavailable:
+                raise bad_request("The provided expression [%s] matches an alias, specify the corresponding "
+                                  "concrete indices instead." % part)
             elif not ignore_unavailable:
                 raise index_not_found(part)
         return list(dict.fromkeys(names))
@@ -1483,7 +1490,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             parts = expression.split(",")
             if self.destructive_requires_name and any(p == "_all" or "*" in p for p in parts):
                 raise bad_request("Wildcard expressions or all indices are not allowed")
-            names = self.resolve(expression, query)
+            names = self.resolve(expression, query, through_aliases=False)
             self.check_deletable(names)
             for name in names:
                 del self.indices[name]
