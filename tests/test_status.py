@@ -676,3 +676,28 @@ def test_a_run_that_took_the_lock_after_status_first_looked_is_shown_running(tmp
     finally:
         ledger.close()
     assert data["runs"][0]["outcome"] == "running (pid %d)" % os.getpid(), data["runs"]
+
+
+def test_the_readme_s_example_is_what_status_prints_for_the_ledger_it_describes():
+    """The README's example of `kcing status` left out the last reconcile and the most frequent
+    errors, which status prints whenever there is a reconcile or an object not delivered."""
+    from kcing.status import as_text
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    [example] = re.findall(r"```\n(ledger: /srv/kcing/kcing\.db\n.*?)```", readme, re.S)
+    reconcile = {"command": "reconcile", "started": "2024-10-16 08:18:00 UTC", "ended": "2024-10-16 08:18:09 UTC",
+                 "outcome": "missing", "counts": {"documents": 412, "checked": 412, "present": 411, "missing": 1,
+                                                  "marked": 1, "held_missing": 1, "expired": 0, "unreadable": 0}}
+    feed = {"command": "feed_es", "started": "2024-10-16 08:17:00 UTC", "ended": "2024-10-16 08:17:41 UTC",
+            "outcome": "error 1", "counts": {"delivered": 40, "rejected": 1, "failed": 1, "too_large": 0,
+                                             "documents": 5210, "source": "legacy", "destination":
+                                             "logstash http://ls:8007,http://ls:8337,http://ls:8338,http://ls:8339"}}
+    errors = [{"state": "failed", "objects": 1, "error": "GET https://storage.kernelci.org/<path> failed 3 times "
+                                                         "(last: HTTP 503)"},
+              {"state": "failed", "objects": 1, "error": "missing in Elasticsearch"},
+              {"state": "rejected", "objects": 1,
+               "error": "not valid JSON: Expecting ',' delimiter: line <n> column <n> (char <n>)"}]
+    data = {"ledger": "/srv/kcing/kcing.db", "retried_from": "2024-10-13", "watermarks": {},
+            "destinations": {"logstash http://ls:8337": {"legacy": {"build": {
+                "delivered": 412, "failed": 2, "rejected": 1, "pending": 0, "too_large": 0, "missing_in_es": 1}}}},
+            "runs": [reconcile, feed], "last_reconcile": reconcile, "errors": errors}
+    assert as_text(data) + "\n" == example
