@@ -237,6 +237,30 @@ def test_a_path_config_whose_directory_or_glob_holds_no_file_logstash_reads_is_w
     assert caplog.messages == []
 
 
+def test_a_path_config_glob_is_read_as_logstash_reads_it_braces_and_recursion_included(ls_home, tmp_path, caplog):
+    """Logstash reads path.config with Ruby's Dir.glob: `{a,b}` is either name and `**/` any number
+    of directories, none included, where Python's glob took the braces for part of the name and
+    `**` for one directory, and warned of a pipeline file Logstash reads."""
+    conf_d = tmp_path / "conf.d"
+    (conf_d / "deeper").mkdir(parents=True)
+    (conf_d / "kcing.conf").write_text("input {}\n")
+    (conf_d / "deeper" / "extra.conf").write_text("input {}\n")
+    read = [str(conf_d / "{kcing,other}.conf"), str(conf_d / "k{c{ing,x},y}.conf"), str(conf_d / "**" / "kcing.conf"),
+            str(conf_d / "**" / "*.conf"), str(conf_d / "{deeper/extra,none}.conf")]
+    # A `**` that ends the pattern is `*`: the files beneath the directories it matches are not read.
+    (tmp_path / "nest" / "sub").mkdir(parents=True)
+    (tmp_path / "nest" / "sub" / "kcing.conf").write_text("input {}\n")
+    unread = [str(conf_d / "{other,another}.conf"), str(conf_d / "deeper" / "**" / "kcing.conf"),
+              str(tmp_path / "nest" / "**")]
+    for path_config in read + unread:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="kcing.commands.setup_ls"):
+            assert setup_ls({}, make_settings(tmp_path, LS_HOME=ls_home, LS_PATH_CONFIG=path_config)) == 0
+        warned = ["LS_PATH_CONFIG=%s names no file on this host: Logstash refuses to start the kcing pipeline until it "
+                  "does (No config files found in path)" % path_config]
+        assert caplog.messages == ([] if path_config in read else warned), path_config
+
+
 def test_ls_home_must_be_set_and_be_a_logstash_home(tmp_path):
     with pytest.raises(ConfigError, match="LS_HOME is not set"):
         setup_ls({}, make_settings(tmp_path))

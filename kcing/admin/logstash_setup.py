@@ -79,7 +79,44 @@ def names_no_file(path_config: str) -> bool:
     # As Logstash reads it: a directory stands for the files in it, and of what a glob matches
     # it skips the directories and the editors' backups (a name ending in ~).
     pattern = os.path.join(path_config, "*") if os.path.isdir(path_config) else path_config
-    return not any(os.path.isfile(path) and not path.endswith("~") for path in glob.glob(pattern))
+    return not any(os.path.isfile(path) and not path.endswith("~")
+                   for alternative in expand_braces(pattern)
+                   for path in glob.glob(_python_glob(alternative), recursive=True))
+
+
+def expand_braces(pattern: str) -> List[str]:
+    """The patterns `pattern` stands for once each `{a,b}` is taken apart, as Ruby's Dir.glob
+    (which Logstash reads path.config with) takes it: `conf.d/{kcing,extra}.conf` names two files,
+    where Python's glob looks for one named with the braces. A `{` without its `}` is itself."""
+    depth, start, commas = 0, 0, []
+    position = 0
+    while position < len(pattern):
+        char = pattern[position]
+        if char == "\\":
+            position += 2  # an escaped brace or comma is a character of the name
+            continue
+        if char == "{":
+            if depth == 0:
+                start, commas = position, []
+            depth += 1
+        elif char == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                cuts = [start, *commas, position]
+                head, tail = pattern[:start], pattern[position + 1:]
+                return [expanded for left, right in zip(cuts, cuts[1:])
+                        for expanded in expand_braces(head + pattern[left + 1:right] + tail)]
+        elif char == "," and depth == 1:
+            commas.append(position)
+        position += 1
+    return [pattern]
+
+
+def _python_glob(pattern: str) -> str:
+    """`pattern` for Python's recursive glob, reading `**` as Ruby's Dir.glob does: `**/` is any
+    number of directories (none too), and a `**` that ends the pattern is `*`, where Python's would
+    take every file beneath."""
+    return pattern[:-2] + "*" if pattern == "**" or pattern.endswith("/**") else pattern
 
 
 def _pipeline_id(item: dict) -> Optional[str]:
