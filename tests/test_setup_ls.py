@@ -259,6 +259,11 @@ def test_a_path_config_glob_is_read_as_logstash_reads_it_braces_and_recursion_in
         warned = ["LS_PATH_CONFIG=%s names no file on this host: Logstash refuses to start the kcing pipeline until it "
                   "does (No config files found in path)" % path_config]
         assert caplog.messages == ([] if path_config in read else warned), path_config
+    # Dozens of groups of braces stand for more patterns than any check could try: not checked.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kcing.commands.setup_ls"):
+        assert setup_ls({}, make_settings(tmp_path, LS_HOME=ls_home, LS_PATH_CONFIG=str(conf_d / ("{a,b}" * 60)))) == 0
+    assert caplog.messages == []
 
 
 def test_ls_home_must_be_set_and_be_a_logstash_home(tmp_path):

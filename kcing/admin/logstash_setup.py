@@ -71,6 +71,10 @@ def pipeline_entry(settings, default_config: Path = CHECKOUT_PIPELINE) -> dict:
     return entry
 
 
+# The patterns a path.config's braces may stand for before setup_ls stops checking it.
+MAX_GLOB_ALTERNATIVES = 1000
+
+
 def names_no_file(path_config: str) -> bool:
     """Whether `path_config` (a file, a directory or a glob, as Logstash reads path.config) names
     no file Logstash would read on this host: it would then refuse to start the pipeline ("No
@@ -79,15 +83,21 @@ def names_no_file(path_config: str) -> bool:
     # As Logstash reads it: a directory stands for the files in it, and of what a glob matches
     # it skips the directories and the editors' backups (a name ending in ~).
     pattern = os.path.join(path_config, "*") if os.path.isdir(path_config) else path_config
+    # Each group of braces multiplies the patterns: a path.config of dozens of groups is not
+    # worth a check that would never end (Logstash would not read it in one life either).
+    alternatives = expand_braces(pattern)
+    if len(alternatives) > MAX_GLOB_ALTERNATIVES:
+        return False
     return not any(os.path.isfile(path) and not path.endswith("~")
-                   for alternative in expand_braces(pattern)
+                   for alternative in alternatives
                    for path in glob.glob(_python_glob(alternative), recursive=True))
 
 
-def expand_braces(pattern: str) -> List[str]:
+def expand_braces(pattern: str, limit: int = MAX_GLOB_ALTERNATIVES) -> List[str]:
     """The patterns `pattern` stands for once each `{a,b}` is taken apart, as Ruby's Dir.glob
     (which Logstash reads path.config with) takes it: `conf.d/{kcing,extra}.conf` names two files,
-    where Python's glob looks for one named with the braces. A `{` without its `}` is itself."""
+    where Python's glob looks for one named with the braces. A `{` without its `}` is itself.
+    Past `limit` patterns the rest are left out (one more than `limit` are returned)."""
     depth, start, commas = 0, 0, []
     position = 0
     while position < len(pattern):
@@ -104,8 +114,12 @@ def expand_braces(pattern: str) -> List[str]:
             if depth == 0:
                 cuts = [start, *commas, position]
                 head, tail = pattern[:start], pattern[position + 1:]
-                return [expanded for left, right in zip(cuts, cuts[1:])
-                        for expanded in expand_braces(head + pattern[left + 1:right] + tail)]
+                expanded: List[str] = []
+                for left, right in zip(cuts, cuts[1:]):
+                    if len(expanded) > limit:
+                        break
+                    expanded += expand_braces(head + pattern[left + 1:right] + tail, limit - len(expanded))
+                return expanded[:limit + 1]
         elif char == "," and depth == 1:
             commas.append(position)
         position += 1
