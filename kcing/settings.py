@@ -612,7 +612,7 @@ SPECS: Mapping[str, Spec] = {
     "ES_PASSWORD": Spec("", _credential, "basic-auth password for Elasticsearch"),
     "ES_API_KEY": Spec("", _token, "API key for Elasticsearch"),
     "ES_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Elasticsearch TLS, trusted with the system store; empty means "
-                         "certifi's bundle (Mozilla's CAs)"),
+                         "certifi's bundle (Mozilla's CAs), with the system store too"),
     "ES_REQUEST_DEADLINE": Spec(60.0, _number(0.1, MAX_SECONDS), "seconds one request of setup_es, drp or "
                                 "reconcile may take in all, from sending it to the last byte of the answer"),
     "ES_READY_TIMEOUT": Spec(60.0, _number(0, MAX_SECONDS), "seconds setup_es waits for the cluster to be ready"),

@@ -487,6 +487,26 @@ def test_kb_ca_bundle_makes_the_self_signed_kibana_trusted(https_kibana, certifi
                               "(NO_CERTIFICATE_OR_CRL_FOUND)\n" % (tmp_path / "ca.pem"))
 
 
+def test_an_empty_es_ca_bundle_trusts_the_system_store_as_well_as_certifis_bundle(certificate, tmp_path):
+    """The Elasticsearch client trusts the system store whatever ES_CA_BUNDLE says (SSL_CERT_FILE
+    names it here), where the settings table said that an empty one meant certifi's bundle alone,
+    as it does for Kibana."""
+    from kcing.settings import SPECS
+    with ElasticsearchEmulator() as es:
+        front = TlsFront(urlsplit(es.url).port, *certificate)
+        front.start()
+        try:
+            env = clean_environ(ES_HOST=front.url, KCING_DB=str(tmp_path / "kcing.db"))
+            refused = kcing(["drp", "--dry-run"], env, tmp_path)
+            trusted = kcing(["drp", "--dry-run"], dict(env, SSL_CERT_FILE=str(certificate[0])), tmp_path)
+        finally:
+            front.stop()
+    assert refused.returncode == 2 and "CERTIFICATE_VERIFY_FAILED" in refused.stderr, refused.stderr
+    assert trusted.returncode == 0, trusted.stderr
+    assert SPECS["ES_CA_BUNDLE"].help.endswith("empty means certifi's bundle (Mozilla's CAs), with the "
+                                                      "system store too")
+
+
 @pytest.mark.parametrize("password", ["pässwort", "пароль"])
 def test_elasticsearch_and_kibana_passwords_beyond_ascii_are_sent_as_they_read_them(password, tmp_path):
     """In UTF-8: the Elasticsearch client refused any such password as "cannot use ES_HOST ...:
