@@ -301,7 +301,18 @@ def test_parse_origination_date_refuses_undated_names(es, client):
     client.indices.create(index="t-2019.01.01")
     with pytest.raises(BadRequestError) as caught:
         client.indices.create(index="t-latest")
-    assert "does not match pattern" in caught.value.body["error"]["reason"]
+    assert caught.value.body["error"]["reason"] == (
+        "index name [t-latest] does not match pattern '^.*-(\\d{4}.\\d{2}.\\d{2})(-[\\d]+)?$'")
+    # ILM reads the day between the last dash but a number's and the end, strictly as uuuu.MM.dd:
+    # a name its pattern matches may still hold no date, and is refused too.
+    for name in ("t-2020.02.29", "t-2019.01.02-000001", "t-other-2019.01.03", "t-0000.02.29"):
+        client.indices.create(index=name)
+    for name, day in (("t-2019.13.01", "2019.13.01"), ("t-2019-01-04", "2019-01-04"), ("t-2019.02.29", "2019.02.29"),
+                      ("t-2100.02.29-1", "2100.02.29")):
+        with pytest.raises(BadRequestError) as caught:
+            client.indices.create(index=name)
+        assert caught.value.body["error"]["reason"] == (
+            "index name [%s] contains date [%s] which couldn't be parsed using the 'yyyy.MM.dd' format" % (name, day))
 
 
 def test_ilm_policies(es, client):

@@ -83,7 +83,12 @@ _JAVA_TRIMMED = "".join(map(chr, range(33)))
 # Decimal types narrower than a double, by their struct format: a number beyond their range
 # rounds to infinity, which Elasticsearch refuses.
 _NARROW_DECIMALS = {"float": "<f", "half_float": "<e"}
-_ORIGINATION_NAME = re.compile(r"^.*-(\d{4}\.\d{2}\.\d{2})(-\d+)?$")
+# How ILM finds the day in an index name (index.lifecycle.parse_origination_date): its pattern,
+# as the node writes it in its refusal (each `.` any character, `\d` an ASCII digit), and then
+# that day read strictly as uuuu.MM.dd (IndexLifecycleOriginationDateParser).
+_ORIGINATION_PATTERN = "^.*-(\\d{4}.\\d{2}.\\d{2})(-[\\d]+)?$"
+_ORIGINATION_NAME = re.compile(_ORIGINATION_PATTERN.replace("[\\d]", "[0-9]").replace("\\d", "[0-9]"))
+_ORIGINATION_DAY = re.compile(r"([0-9]{4})\.([0-9]{2})\.([0-9]{2})")
 
 # -- mapping and settings vocabularies ---------------------------------------------------------
 
@@ -211,6 +216,24 @@ class _Answer(Exception):
 
 def bad_request(reason: str, type_: str = "illegal_argument_exception", **extra) -> EsError:
     return EsError(400, type_, reason, **extra)
+
+
+def check_origination_name(name: str) -> None:
+    """Refuse, as ILM does, to create an index whose name holds no day it can read: a name its
+    pattern does not match, or one whose day is no date (`build-2024.13.45`, `build-2024-10-16`)."""
+    matched = _ORIGINATION_NAME.match(name)
+    if not matched:
+        raise bad_request("index name [%s] does not match pattern '%s'" % (name, _ORIGINATION_PATTERN))
+    day = _ORIGINATION_DAY.fullmatch(matched.group(1))
+    if not day or not _calendar_has(*map(int, day.groups())):
+        raise bad_request("index name [%s] contains date [%s] which couldn't be parsed using the 'yyyy.MM.dd' format"
+                          % (name, matched.group(1)))
+
+
+def _calendar_has(year: int, month: int, day: int) -> bool:
+    """Whether the proleptic Gregorian calendar has that day (year 0 included, as java.time's)."""
+    return 1 <= month <= 12 and 1 <= day <= (29 if month == 2 and calendar.isleap(year) else
+                                             calendar.mdays[month])
 
 
 def unsupported(what: str) -> EsError:
@@ -1405,8 +1428,9 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         if expanded is not None:
             settings["index.number_of_replicas"] = expanded
         settings.setdefault("index.number_of_replicas", "1")
-        if settings.get("index.lifecycle.parse_origination_date") == "true" and not _ORIGINATION_NAME.match(name):
-            raise bad_request("index name [%s] does not match pattern '^.*-\\d{4}.\\d{2}.\\d{2}(-[\\d]+)?$'" % name)
+        if (settings.get("index.lifecycle.parse_origination_date") == "true"
+                and settings.get("index.lifecycle.origination_date") is None):
+            check_origination_name(name)
         index = Index(name=name, uuid=base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="),
                       created_ms=int(self.clock() * 1000), settings=settings, mappings=mappings,
                       hidden=settings.get("index.hidden") == "true")
