@@ -227,6 +227,12 @@ def test_setup_es_names_an_index_logstash_created_before_the_templates(real_es, 
     again = kcing(["setup_es"], admin_environ(real_es, tmp_path), tmp_path)
     named = [other.split(" WARNING ", 1)[1] for other in again.stderr.splitlines() if "did not make" in other]
     assert named == [line.split(" WARNING ", 1)[1]]
+    # One someone hid is named too (a GET by pattern leaves hidden indices out unless asked).
+    client.indices.create(index="boot-2019.06.01", settings={"index.hidden": True},
+                          mappings={"properties": {"board": {"type": "text"}}})
+    hidden = kcing(["setup_es"], admin_environ(real_es, tmp_path), tmp_path)
+    assert any("index boot-2019.06.01 has a mapping kcing's template kcing-boot did not make" in other
+               and "board is text, not keyword" in other for other in hidden.stderr.splitlines()), hidden.stderr
 
 
 @pytest.mark.parametrize("block", ["read_only", "read_only_allow_delete"])

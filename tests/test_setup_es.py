@@ -336,6 +336,18 @@ def test_an_index_created_before_the_templates_is_named_with_the_types_it_got(tm
     assert [record.getMessage() for record in caplog.records if "did not make" in record.getMessage()] == [line]
 
 
+def test_a_hidden_index_created_before_the_templates_is_named_too(tmp_path, es, caplog):
+    """A kcing index someone hid (index.hidden) still takes Logstash's documents, and drp still
+    deletes it when it expires: its guessed types were left unsaid, as a GET by pattern leaves
+    hidden indices out unless asked for them."""
+    es.seed_index("boot-2019.06.01", docs={"1": {"board": "beaglebone"}}, hidden=True)
+    with caplog.at_level(logging.WARNING):
+        assert run_setup(tmp_path, es.url)[0] == 0
+    [line] = [record.getMessage() for record in caplog.records if "did not make" in record.getMessage()]
+    assert line.startswith("index boot-2019.06.01 has a mapping kcing's template kcing-boot did not make"), line
+    assert "board is text, not keyword" in line, line
+
+
 def test_many_misfit_indices_are_named_in_a_few_lines():
     found = {"test-2019.06.%02d" % day: {"mappings": {"properties": {"lab_name": {"type": "text"}}}}
              for day in range(1, 31)}

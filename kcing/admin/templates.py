@@ -439,10 +439,14 @@ def existing_misfits(client: Elasticsearch, host: str, templates: Mapping[str, d
     """Warnings about the existing (open) kcing indices whose mapping is not the templates': a
     template shapes only the indices created after it, so an index Logstash created before
     setup_es ran keeps the types Elasticsearch guessed (text for every keyword). Only a warning:
-    when the answer cannot be had, say so and go on."""
+    when the answer cannot be had, say so and go on.
+
+    Hidden ones too: a pattern leaves them out unless asked, and a kcing index someone hid still
+    takes Logstash's documents (and is deleted by drp when it expires)."""
     patterns = ",".join(sorted({pattern for body in templates.values() for pattern in body["index_patterns"]}))
     try:
-        found = client.options(ignore_status=404).indices.get(index=patterns, filter_path=_TYPES_ONLY)
+        found = client.options(ignore_status=404).indices.get(index=patterns, filter_path=_TYPES_ONLY,
+                                                              expand_wildcards="open,hidden")
     except (ApiError, TransportError) as error:
         return ["could not check the mappings of the existing indices (%s): %s"
                 % (patterns, translate(error, host, "reading their mappings"))]
