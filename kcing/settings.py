@@ -634,9 +634,11 @@ SPECS: Mapping[str, Spec] = {
     "LS_PATH_CONFIG": Spec("", _optional_path, "pipeline file for pipelines.yml; empty means this checkout's logstash/pipeline/kcing.conf"),
     "LS_QUEUE_TYPE": Spec("persisted", _choice("persisted", "memory"), "Logstash queue type, written by setup_ls"),
     "LS_NUM_WORKERS": Spec(0, _integer(0, 1024),
-                           "Logstash pipeline workers, written by setup_ls; 0 means one per CPU core"),
+                           "Logstash pipeline workers, written by setup_ls; 0 writes none, leaving logstash.yml's "
+                           "pipeline.workers (by default one per CPU core)"),
     "LS_QUEUE_MAX_EVENTS": Spec(0, _integer(0, MAX_JAVA_INT),
-                                "events the persisted queue holds, written by setup_ls; 0 means no limit"),
+                                "events the persisted queue holds, written by setup_ls; 0 writes none, leaving "
+                                "logstash.yml's queue.max_events (by default no limit)"),
     "LS_QUEUE_MAX_BYTES": Spec("1gb", _text, "bytes the persisted queue holds, written by setup_ls, which alone reads and "
                                "checks it: a size Logstash reads, at least 64mb, e.g. 1gb"),
 }

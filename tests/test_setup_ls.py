@@ -78,6 +78,11 @@ def test_path_config_defaults_to_this_checkouts_pipeline(tmp_path):
 def test_workers_and_max_events_are_written_only_when_set(tmp_path):
     plain = entry(tmp_path)
     assert "pipeline.workers" not in plain and "queue.max_events" not in plain
+    # Then Logstash takes logstash.yml's, which an administrator may have set: the settings table
+    # said that 0 meant one worker per core and no limit, whatever logstash.yml says.
+    from kcing.settings import SPECS
+    for name, setting in (("LS_NUM_WORKERS", "pipeline.workers"), ("LS_QUEUE_MAX_EVENTS", "queue.max_events")):
+        assert "0 writes none, leaving logstash.yml's %s" % setting in SPECS[name].help
     tuned = entry(tmp_path, LS_NUM_WORKERS=3, LS_QUEUE_MAX_EVENTS=5000, LS_PIPELINE_BATCH_SIZE=250)
     assert (tuned["pipeline.workers"], tuned["queue.max_events"], tuned["pipeline.batch.size"]) == (3, 5000, 250)
 
