@@ -525,6 +525,16 @@ FIELD_NAME_ANSWERS = [
 ]
 
 
+def test_mget_of_names_that_name_no_single_index_is_answered_per_document_as_a_node_does(es, client):
+    es.seed_index("build-2019.01.01")
+    docs = client.mget(docs=[{"_index": name, "_id": "a"} for name in ("_all", "-x")])["docs"]
+    assert [(doc["error"]["type"], doc["error"]["reason"]) for doc in docs] == [
+        ("illegal_argument_exception", "unable to return a single index as the index and options provided got "
+                                       "resolved to multiple indices"),
+        ("index_not_found_exception", "no such index [-x] and if you intended to exclude this index, ensure that you "
+                                      "use wildcards that include it before explicitly excluding it")]
+
+
 def field_name_statuses(client) -> list:
     operations = []
     for number, (source, _) in enumerate(FIELD_NAME_ANSWERS):

@@ -241,7 +241,10 @@ def unsupported(what: str) -> EsError:
 
 
 def index_not_found(name: str) -> EsError:
-    return EsError(404, "index_not_found_exception", "no such index [%s]" % name, **{
+    # A name beginning with `-` reads, after a wildcard, as one left out: a node says so.
+    hint = (" and if you intended to exclude this index, ensure that you use wildcards that include it before "
+            "explicitly excluding it" if name.startswith("-") else "")
+    return EsError(404, "index_not_found_exception", "no such index [%s]%s" % (name, hint), **{
         "resource.type": "index_or_alias", "resource.id": name, "index_uuid": "_na_", "index": name})
 
 

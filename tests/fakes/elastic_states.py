@@ -85,6 +85,10 @@ class IndexStates:
         from tests.fakes.elastic_server import EsError, index_not_found
         if name in self.indices:
             return name
+        if name == "_all":
+            # A node resolves it to every index, however many there are, and refuses to pick one.
+            raise EsError(400, "illegal_argument_exception", "unable to return a single index as the index and "
+                          "options provided got resolved to multiple indices")
         targets = self.aliases.get(name)
         if targets:
             if len(targets) > 1:
