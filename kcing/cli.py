@@ -187,6 +187,10 @@ def parse_command(name: str, argv: List[str]) -> Optional[dict]:
                 parsed[flag] = settings_module.home_expanded(value)
             except ValueError as error:
                 raise UsageError("%s %s: %s" % (flag, value, error)) from None
+        if flag in FILE_OPTIONS and isinstance(value, str):
+            problem = settings_module.directory_name_problem(value, FILE_OPTIONS[flag])
+            if problem:
+                raise UsageError("%s %s %s" % (flag, value, problem))
     if "" in (parsed.get("<file>") or ()):
         # `--builds "$FILE"` with FILE unset: no file has an empty name, and read as one it
         # became the working directory ("cannot read .: Is a directory").
@@ -198,6 +202,8 @@ def parse_command(name: str, argv: List[str]) -> Optional[dict]:
 MAY_BE_EMPTY = frozenset(("--space",))
 # Options naming a file or directory (--db and --samples-dir are settings, which expand `~` too).
 PATH_OPTIONS = frozenset(("--output", "--metrics", "--kibana-dir", "--log-file"))
+# Options naming a file kcing writes, with the name a file of its kind would take in a directory.
+FILE_OPTIONS = {"--metrics": "kcing.prom", "--log-file": "kcing.log"}
 
 
 # What an option that goes with one way of running a command only is for, said when it is given

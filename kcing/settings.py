@@ -132,6 +132,9 @@ def _ledger_file(value: Any) -> str:
     than the run lock's `<name>.lock` does), and `:memory:` as a database kept in memory: a run
     would record its deliveries nowhere."""
     text = _path(value)
+    problem = directory_name_problem(text, "kcing.db")
+    if problem:
+        raise ValueError(problem)
     if text == ":memory:":
         what = "a database in memory, forgotten when the run ends"
     elif text.startswith("file:"):
@@ -141,7 +144,16 @@ def _ledger_file(value: Any) -> str:
     raise ValueError("SQLite would take it for %s: name the ledger file (./%s for a file so named)" % (what, text))
 
 
-_ledger_file.allowed = "a file name (not `:memory:`, nor one beginning with `file:`)"
+_ledger_file.allowed = "a file name (not `:memory:`, nor one beginning with `file:` or ending with `/`)"
+
+
+def directory_name_problem(path: str, file_name: str) -> str:
+    """Why `path`, meant to name a file, names a directory instead (it ends with a slash), or "".
+    Python's file calls drop that slash (a log file's handler, pathlib), so `-l /var/log/kcing/`
+    with that directory not made yet became a file /var/log/kcing, where a shell refuses the name."""
+    if not path.endswith(("/", os.sep)):
+        return ""
+    return "ends with /, which names a directory: name the file in it, e.g. %s%s" % (path, file_name)
 
 
 def _optional_path(value: Any) -> str:

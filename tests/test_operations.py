@@ -514,6 +514,30 @@ def test_a_log_file_in_a_directory_not_made_yet_says_to_make_it(tmp_path):
     assert not log.parent.exists()  # made by no one but the user
 
 
+@pytest.mark.parametrize("option, file_name", [("-l", "kcing.log"), ("--metrics", "kcing.prom"), ("--db", "kcing.db")])
+def test_a_file_option_ending_with_a_slash_names_a_directory_and_is_refused(option, file_name, tmp_path):
+    """`-l /var/log/kcing/` before that directory was made: Python drops the slash, so the run
+    logged into a new file /var/log/kcing, where the cron line's `mkdir -p` then failed; a ledger
+    or metrics file so named was made as a file too, where a shell refuses the name."""
+    from tests.feedrun import SAMPLES
+    if not (SAMPLES / "manifest.json").is_file():
+        pytest.skip("samples/ has no manifest")
+    ledger = tmp_path / "kcing.db"
+    feed = ["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(tmp_path / "out")]
+    assert kcing(feed, clean_environ(KCING_DB=str(ledger)), tmp_path, timeout=120).returncode == 0
+    before = ledger.read_bytes()
+    directory = str(tmp_path / "state") + "/"
+    refused = kcing(feed + [option, directory], clean_environ(KCING_DB=str(ledger)), tmp_path, timeout=30)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    said = "ends with /, which names a directory: name the file in it, e.g. %s%s" % (directory, file_name)
+    assert refused.stderr.splitlines() == [
+        "kcing feed_es: invalid KCING_DB=%r (from --db): %s" % (directory, said) if option == "--db" else
+        "kcing feed_es: %s %s %s (see kcing feed_es --help)" % ("--log-file" if option == "-l" else option, directory,
+                                                               said)]
+    assert not (tmp_path / "state").exists()
+    assert ledger.read_bytes() == before
+
+
 def test_a_log_file_that_is_a_fifo_nobody_reads_is_refused_not_waited_for(tmp_path):
     """Opening a FIFO for writing waits for a reader: a log shipper that was down held every
     run there for good, one more each time cron started one. With a reader, it is a log file."""
