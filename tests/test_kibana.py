@@ -942,6 +942,18 @@ def test_a_missing_or_broken_file_is_a_config_error(tmp_path, kibana):
     assert kibana.requests.snapshot() == []
 
 
+def test_a_kibana_dir_that_does_not_exist_is_named_not_answered_with_pass_kibana_dir(tmp_path, kibana):
+    """`setup_kbn --kibana-dir /srv/kbn` mistyped was told to "pass --kibana-dir", as it had."""
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    missing = tmp_path / "kbn"
+    for dry_run in (False, True):
+        with pytest.raises(ConfigError) as refused:
+            setup_kbn(args(missing, dry_run=dry_run), settings)
+        assert str(refused.value) == ("no saved objects file at %s: directory %s does not exist: check --kibana-dir"
+                                      % (missing / "saved_objects.ndjson", missing))
+    assert kibana.requests.snapshot() == [] and not missing.exists()
+
+
 # -- the shipped saved objects -----------------------------------------------------------------
 
 def test_shipped_objects_import_into_a_fresh_kibana_without_errors(kibana, workdir, tmp_path, capsys):

@@ -74,7 +74,7 @@ def read_saved_objects(path: Path, url: str) -> List[dict]:
     try:
         text = restore_url(read_regular_text(path), url)
     except FileNotFoundError:
-        raise ConfigError("no saved objects file at %s: run backup_kbn first or pass --kibana-dir" % path) from None
+        raise ConfigError("no saved objects file at %s: %s" % (path, _missing_file_advice(path.parent))) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError("cannot read %s: %s" % (path, reading_failure(error))) from None
     try:
@@ -90,6 +90,15 @@ def read_saved_objects(path: Path, url: str) -> List[dict]:
             raise ConfigError("%s holds %s %s twice" % (path, *key))
         seen.add(key)
     return objects
+
+
+def _missing_file_advice(directory: Path) -> str:
+    """What to do when the saved objects file is not in `directory`. One that does not exist is a
+    mistyped --kibana-dir (the clone's kibana/ is checked before): passing --kibana-dir, as the
+    advice for a directory without the file goes, is what the user had done."""
+    if not directory.is_dir():
+        return "directory %s does not exist: check --kibana-dir" % directory
+    return "run backup_kbn first or pass --kibana-dir"
 
 
 def free_path(directory: Path, name: str) -> Path:
