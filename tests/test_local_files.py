@@ -372,6 +372,26 @@ def test_a_missing_local_file_named_in_bytes_that_are_not_utf8_is_rejected_alone
 
 # -- a samples replay reads only the files its manifest describes ---------------------------------
 
+def test_a_samples_directory_that_does_not_exist_is_named_with_where_the_bundled_samples_are(tmp_path):
+    """The help's `kcing feed_es --source samples --output out/` run outside the clone looked for
+    `samples` in the working directory and said only "samples/manifest.json not found: is samples
+    a samples directory?", naming neither the option nor the setting, nor where the samples are."""
+    if not (SAMPLES / "manifest.json").is_file():
+        pytest.skip("samples/ has no manifest")
+    ledger = tmp_path / "kcing.db"
+    for given in ([], ["--samples-dir", str(tmp_path / "gone")]):
+        result = subprocess.run([sys.executable, str(REPO / "kcing.py"), "feed_es", "--source", "samples", "--output",
+                                 str(tmp_path / "out"), "--db", str(ledger), *given], env=clean_environ(),
+                                cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stdout + result.stderr
+        named = "samples does not exist in the working directory %s" % tmp_path if not given else \
+            "%s does not exist" % (tmp_path / "gone")
+        assert result.stderr.splitlines() == [
+            "kcing feed_es: samples directory %s: name one with --samples-dir or KCI_SAMPLES_DIR (kcing's bundled "
+            "samples are %s)" % (named, SAMPLES.resolve())]
+    assert sorted(os.listdir(str(tmp_path))) == []
+
+
 def replay_into(samples: Path, output: Path, db: Path, cwd: Path) -> subprocess.CompletedProcess:
     return run(["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(output),
                 "--db", str(db)], clean_environ(), cwd)

@@ -252,8 +252,8 @@ def test_a_quiet_run_that_fails_having_printed_nothing_says_nothing_of_stdout(tm
                                  cwd=str(tmp_path), stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
     assert process.returncode == 2, process.stderr
     assert process.stderr.splitlines() == [
-        "kcing feed_es: %s not found: is %s a samples directory?" % (tmp_path / "missing" / "manifest.json",
-                                                                      tmp_path / "missing")]
+        "kcing feed_es: samples directory %s does not exist: name one with --samples-dir or KCI_SAMPLES_DIR "
+        "(kcing's bundled samples are %s)" % (tmp_path / "missing", REPO / "samples")]
 
 
 @BUFFERINGS

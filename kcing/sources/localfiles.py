@@ -40,6 +40,22 @@ SAMPLE_MAX_BYTES = 8 * MAX_ARTIFACT_BYTES
 LOCAL_SOURCES = ("samples", "files")
 
 
+# The samples a clone of kcing holds (`make demo` replays them); an installed package has none.
+BUNDLED_SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+def no_samples_problem(directory: str, manifest: Path) -> str:
+    """Why there is nothing to replay at `directory`. One that does not exist is most often the
+    default `samples`, looked for in a working directory other than the clone (a cron line
+    without its `cd`, the help's example tried elsewhere): say where the bundled ones are."""
+    if os.path.isdir(directory):
+        return "%s not found: is %s a samples directory?" % (manifest, directory)
+    where = "" if os.path.isabs(directory) else " in the working directory %s" % os.path.abspath(".")
+    bundled = (BUNDLED_SAMPLES / MANIFEST).is_file() and Path(os.path.abspath(directory)) != BUNDLED_SAMPLES
+    return "samples directory %s does not exist%s: name one with --samples-dir or KCI_SAMPLES_DIR%s" % (
+        directory, where, " (kcing's bundled samples are %s)" % BUNDLED_SAMPLES if bundled else "")
+
+
 class SamplesDir:
     """Replays `samples/`: `manifest.json` lists each saved file with its kind, id and date."""
 
@@ -57,7 +73,7 @@ class SamplesDir:
                 # logs its progress and as it ends.
                 raise LockHeld("%s has no manifest.json yet: a gen_samples (pid %s) is saving samples into it; try "
                                "again when it ends" % (directory, writing[0]))
-            raise ConfigError("%s not found: is %s a samples directory?" % (manifest, directory))
+            raise ConfigError(no_samples_problem(directory, manifest))
         if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("objects"), list):
             raise ConfigError("%s has no \"objects\" list" % manifest)
         # The manifest as it is on disk now, read again when a file is not the one this run read
