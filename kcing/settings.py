@@ -315,9 +315,10 @@ def _list_items(value: Any) -> list:
     otherwise be split into items, one refused for its port `pa`."""
     if isinstance(value, (list, tuple)):
         return list(value)
-    if "@" in str(value):
+    text = _text(value)
+    if "@" in text:
         raise ValueError("put credentials in their own settings, not in the URL")
-    return str(value).split(",")
+    return text.split(",")
 
 
 def _quoted(text: str) -> str:
@@ -333,7 +334,8 @@ def _cut(shown: str) -> str:
 
 
 def _url(value: Any, several: str = ONE_URL_ONLY) -> str:
-    text = str(value).strip()
+    # `ES_HOST = None` in local_settings.py is no URL "None" to give a scheme to (http://None).
+    text = _text(value)
     if _SURROGATE.search(text):
         # An environment in another encoding than UTF-8 (`\xff`, kept as `\udcff`), or half of a
         # character in local_settings.py: a URL is sent, logged and recorded as UTF-8 text (the
@@ -378,7 +380,7 @@ def _scheme_hint(text: str) -> str:
 
 
 def _optional_url(value: Any) -> str:
-    return _url(value) if str(value).strip() else ""
+    return _url(value) if _text(value) else ""
 
 
 def _check_port(parts) -> None:

@@ -362,6 +362,13 @@ def test_a_number_from_local_settings_is_bounded_too(tmp_path):
     ("KB_SPACE = True", "KB_SPACE", "True", "expected text (a string), not a bool"),
     ("ES_CA_BUNDLE = None", "ES_CA_BUNDLE", "None", "expected text (a string), not None"),
     ("KCI_HOST = None", "KCI_HOST", "None", "expected a host name, optionally with :port, as a string"),
+    # A URL setting so given was told it lacked its scheme ("give its scheme, e.g. http://None").
+    ("ES_HOST = None", "ES_HOST", "None", "expected text (a string), not None"),
+    ("KB_URL = True", "KB_URL", "True", "expected text (a string), not a bool"),
+    ("ES_HOST = ['http://es:9200']", "ES_HOST", "['http://es:9200']", "expected text (a string), not a list"),
+    ("KCI_API_STORAGE_URL = None", "KCI_API_STORAGE_URL", "None", "expected text (a string), not None"),
+    ("ES_BUILD = None", "ES_BUILD", "None", "expected text (a string), not None"),
+    ("ES_LAVA = ['http://ls:8338', None]", "ES_LAVA", "['http://ls:8338', None]", "expected text (a string), not None"),
 ])
 def test_a_text_setting_of_another_type_in_local_settings_is_refused_not_written_out(tmp_path, line, name, shown,
                                                                                      expected):
