@@ -344,6 +344,10 @@ def _url(value: Any, several: str = ONE_URL_ONLY) -> str:
                          % _quoted(text))
     if _ANOTHER_URL.match(text):
         raise ValueError("%s holds several URLs: %s" % (_quoted(text), several))
+    if text.endswith((",", ";", "|")):
+        # `ES_HOST=http://es:9200,`, written as a list of inputs is: its port would read as
+        # "9200," and the URL be refused for a port that is no number.
+        raise ValueError("%s ends with %r: %s" % (_quoted(text), text[-1], several))
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("%s is not an http(s) URL%s" % (_quoted(text), _scheme_hint(text)))

@@ -265,6 +265,17 @@ def test_several_urls_in_a_setting_that_takes_one_are_refused_as_such(tmp_path, 
                                  % (name, value, value))
 
 
+@pytest.mark.parametrize("name", ("KCI_STORAGE_URL", "KCI_API_URL", "KCI_API_STORAGE_URL", "ES_HOST", "KB_URL"))
+@pytest.mark.parametrize("value", ["http://es:9200,", "http://es,", "http://es:9200/ , ", "http://es:9200;"])
+def test_a_url_ending_with_a_list_separator_in_a_setting_that_takes_one_says_so(tmp_path, name, value):
+    """`ES_HOST=http://es:9200,`, written as the ES_LAVA list beside it is, was refused for a port
+    that is no number from 1 to 65535, or taken with a host named `es,`."""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={name: value})
+    assert str(caught.value) == ("invalid %s=%r (from environment): %r ends with %r: this setting takes one URL"
+                                 % (name, value, value.strip(), value.strip()[-1]))
+
+
 @pytest.mark.parametrize("name", LIST_SETTINGS)
 @pytest.mark.parametrize("separator", [";", " ", " | "])
 def test_urls_of_a_list_setting_run_together_otherwise_than_by_commas_say_how_to_separate_them(tmp_path, name,
