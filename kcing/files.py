@@ -141,6 +141,26 @@ def holds(path: Path, content: bytes) -> bool:
         return False
 
 
+# The first bytes of every SQLite database file: a kcing ledger's, or another program's.
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def ledger_in_the_way(path: Path, ledger: Optional[str]) -> Optional[str]:
+    """What `path`, given for a log or metrics file, would write over, or None: the ledger
+    (KCING_DB, made by the run if not there yet) or another SQLite database. Options mixed up
+    (`--metrics kcing.db` for `--db kcing.db`) replaced the ledger with the run's figures, and
+    `-l kcing.db` appended log lines to it."""
+    if ledger and os.path.abspath(os.path.expanduser(str(path))) == os.path.abspath(os.path.expanduser(ledger)):
+        return "the ledger (KCING_DB)"
+    try:
+        with opened_regular(path) as file:
+            if file.read(len(SQLITE_HEADER)) == SQLITE_HEADER:
+                return "an SQLite database (a kcing ledger?)"
+    except OSError:
+        pass  # nothing there yet, or nothing to read: opening it for writing says what it finds
+    return None
+
+
 def not_replaceable(path: Path) -> Optional[str]:
     """Why the file at `path` must not be replaced by a rename (a device, a FIFO, a socket: the
     rename would put a file in its place, and run as root, `--metrics /dev/null` replaced the

@@ -538,6 +538,36 @@ def test_a_file_option_ending_with_a_slash_names_a_directory_and_is_refused(opti
     assert ledger.read_bytes() == before
 
 
+@pytest.mark.parametrize("option", ["-l", "--metrics"])
+def test_a_log_or_metrics_file_that_is_the_ledger_is_refused_and_the_ledger_kept(option, tmp_path):
+    """`--metrics kcing.db` for `--db kcing.db` replaced the ledger with the run's figures (exit 0,
+    then every command refused the file as no ledger), and `-l kcing.db` appended log lines to it."""
+    from tests.feedrun import SAMPLES
+    if not (SAMPLES / "manifest.json").is_file():
+        pytest.skip("samples/ has no manifest")
+    ledger, other = tmp_path / "kcing.db", tmp_path / "other.db"
+    feed = ["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(tmp_path / "out")]
+    assert kcing(feed, clean_environ(KCING_DB=str(ledger)), tmp_path, timeout=120).returncode == 0
+    assert kcing(feed, clean_environ(KCING_DB=str(other)), tmp_path, timeout=120).returncode == 0
+    kept = {path: path.read_bytes() for path in (ledger, other)}
+    for named, what in (("kcing.db", "the ledger (KCING_DB)" if option == "--metrics" else None),
+                        ("other.db", None)):
+        what = what or "an SQLite database (a kcing ledger?)"
+        refused = kcing(feed + [option, named], clean_environ(KCING_DB=str(ledger)), tmp_path, timeout=60)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert refused.stderr.splitlines() == [
+            "kcing feed_es: --metrics %s is %s, which the run's figures would replace: name another file, e.g. "
+            "kcing.prom" % (named, what) if option == "--metrics" else
+            "kcing feed_es: cannot open log file %s: it is %s, which log lines would damage: name another file, "
+            "e.g. kcing.log" % (named, what)]
+    assert {path: path.read_bytes() for path in (ledger, other)} == kept
+    if option == "--metrics":  # a ledger the run would make: not there yet, still the ledger's name
+        new = tmp_path / "new.db"
+        refused = kcing(feed + ["--db", str(new), option, str(new)], clean_environ(), tmp_path, timeout=60)
+        assert refused.returncode == 2 and "is the ledger (KCING_DB)" in refused.stderr, refused.stderr
+        assert not new.exists()
+
+
 def test_a_log_file_that_is_a_fifo_nobody_reads_is_refused_not_waited_for(tmp_path):
     """Opening a FIFO for writing waits for a reader: a log shipper that was down held every
     run there for good, one more each time cron started one. With a reader, it is a log file."""

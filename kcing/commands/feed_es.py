@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 from kcing import metrics
 from kcing.commands._shared import check_and_record, print_summary, run_feed
 from kcing.errors import ConfigError, Interrupted, KcingError, exit_status
-from kcing.files import is_directory, not_replaceable
+from kcing.files import is_directory, ledger_in_the_way, not_replaceable
 from kcing.flags import seconds
 from kcing.ledger.ledger import Ledger
 from kcing.plural import counted
@@ -155,7 +155,7 @@ def run(args: dict, settings) -> int:
                           "(add --source samples to replay it)" % settings.KCI_SOURCE)
     delay = seconds(args, "--verify-delay", settings.ES_VERIFY_DELAY)
     if args.get("--metrics"):
-        _check_metrics_path(args["--metrics"])
+        _check_metrics_path(args["--metrics"], settings.KCING_DB)
         if dry_run:
             # Not refused: a cron line tried out with --dry-run keeps its --metrics.
             log.warning("a --dry-run writes no metrics: %s is left as it is", args["--metrics"])
@@ -272,9 +272,13 @@ def _made_by_the_run(ledger: str, output: Optional[str]) -> bool:
     return directory == made or directory in made.parents
 
 
-def _check_metrics_path(path: str) -> None:
+def _check_metrics_path(path: str, ledger: str) -> None:
     """Before the run, as -l does: a metrics file that cannot be written would be noticed only
     when a dashboard goes stale."""
+    written_over = ledger_in_the_way(Path(path), ledger)
+    if written_over:
+        raise ConfigError("--metrics %s is %s, which the run's figures would replace: name another file, e.g. "
+                          "kcing.prom" % (path, written_over))
     directory = Path(path).expanduser().absolute().parent
     if not is_directory(directory, "--metrics"):
         raise ConfigError("--metrics %s: directory %s %s" % (path, directory, not_a_directory(directory)))
