@@ -185,6 +185,14 @@ def option_entries(name: str) -> Dict[str, str]:
     return {re.findall(r"--[\w-]+", entry)[0]: " ".join(entry.split()) for entry in entries}
 
 
+@pytest.mark.parametrize("name, flag", [("feed_es", "--how-many"), ("gen_samples", "--sample-size")])
+def test_a_count_of_the_newest_objects_says_the_api_takes_them_within_its_window(name, flag, tmp_path):
+    """`gen_samples --source api --sample-size 2` saved the newest 2 nodes of the last KCI_DAYS
+    days, not of all the API holds, where the help said "instead of the last --days"."""
+    assert "with --source api, the newest N of" in option_entries(name)[flag]
+    assert "KCI_DAYS" in option_entries(name)[flag]
+
+
 # Flags whose default is a setting's without setting it: each stands for one run only.
 FLAG_DEFAULTS = {"--verify-delay": "ES_VERIFY_DELAY", "--wait": "ES_READY_TIMEOUT"}
 

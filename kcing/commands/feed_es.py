@@ -61,7 +61,8 @@ Options:
                        yet) lists; --days N lists the last N days instead of from the
                        watermark.
   --how-many=N         Instead of --days, take the newest N objects of each kind (not for
-                       the samples source).
+                       the samples source; with --source api, the newest N of the nodes it
+                       lists: updated since the watermark, or in the last KCI_DAYS days).
   --since=DATE         With --source api: list nodes updated since DATE (any date
                        python-dateutil reads that names its year, month and day, in one
                        order only: 2024-10-16, not 10/12/2024, and a weekday only if it is

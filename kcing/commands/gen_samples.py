@@ -35,7 +35,9 @@ Options:
   --source=NAME        legacy (a legacy KernelCI's _ajax API + storage at KCI_HOST; kernelci.org's
                        was retired in 2024) or api (the current KernelCI API at KCI_API_URL)
                        (setting KCI_SOURCE, default legacy).
-  --sample-size=N      Save the newest N objects of each kind instead of the last --days.
+  --sample-size=N      Save the newest N objects of each kind instead of the last --days
+                       (with --source api, the newest N of those updated in the last KCI_DAYS
+                       days: the API has no other order).
   --days=N             Save the last N days (setting KCI_DAYS, default 2).
   --since=DATE         With --source api: save nodes updated since DATE.
   --with-logs          With --source api: also save the logs documents need (a job's or
