@@ -12,12 +12,11 @@ import logging
 import os
 import re
 import sys
-from pathlib import Path
 from typing import List, Optional, Tuple
 
 from docopt import DocoptExit, docopt, parse_docstring_sections, parse_options
 
-from kcing import __version__, commands, files, logs, settings as settings_module
+from kcing import __version__, commands, logs, settings as settings_module
 from kcing.errors import (INTERNAL_ERROR, STDOUT_CLOSED, ConfigError, KcingError, StorageFailed, kept_on_one_line,
                           stdout_reader_gone, to_devnull)
 
@@ -572,10 +571,9 @@ def log_file_problem(path: str, error: OSError) -> str:
 def run_command(command: str, args: dict) -> int:
     """Set up logging, load the settings and run `command`; return its exit status."""
     quiet = bool(args.get("--quiet"))
-    written_over = args.get("--log-file") and files.ledger_in_the_way(Path(args["--log-file"]), None)
-    if written_over:
-        print("kcing %s: cannot open log file %s: it is %s, which log lines would damage: name another file, e.g. "
-              "kcing.log" % (command, args["--log-file"], written_over), file=sys.stderr)
+    refused = args.get("--log-file") and logs.log_file_refusal(args["--log-file"])
+    if refused:
+        print("kcing %s: cannot open log file %s: %s" % (command, args["--log-file"], refused), file=sys.stderr)
         return USAGE_ERROR
     try:
         logs.configure(debug=args.get("--debug"), log_file=args.get("--log-file"), quiet=quiet)

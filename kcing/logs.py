@@ -7,9 +7,11 @@ import os
 import re
 import sys
 import time
+from pathlib import Path
 from typing import Iterable, Optional
 
 from kcing import progress, secrecy
+from kcing.files import ledger_in_the_way
 # What the CLI prints without logging (the line a failed command ends with) is masked alike.
 from kcing.secrecy import masked
 
@@ -144,6 +146,15 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
             reason = getattr(error, "strerror", None) or error
             sys.stderr.write("kcing: cannot write the log file %s: %s; its later lines are lost (stderr has "
                              "them)\n" % (self.baseFilename, reason))
+
+
+def log_file_refusal(path: str) -> Optional[str]:
+    """Why `path` must not be opened as the log file, or None: a ledger (`-l kcing.db` for
+    `--db kcing.db`), or another SQLite database, which log lines appended would damage."""
+    written_over = ledger_in_the_way(Path(path), None)
+    if written_over:
+        return "it is %s, which log lines would damage: name another file, e.g. kcing.log" % written_over
+    return None
 
 
 def configure(debug: bool = False, log_file: Optional[str] = None, secrets: Iterable[str] = (),
