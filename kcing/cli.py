@@ -103,14 +103,29 @@ def option_meant(typed: str, known) -> str:
     nothing when no option of the command is near."""
     if not typed.startswith("--"):
         return ""
-    other = SAME_MEANING.get(typed.replace("_", "-"))
+    spelled = typed.replace("_", "-").lower()
+    other = SAME_MEANING.get(spelled)
     if other in known:
         return " (did you mean %s?)" % other
-    near = difflib.get_close_matches(typed.replace("_", "-"), [name for name in known if name.startswith("--")],
-                                     n=1, cutoff=0.75)
-    if not near or OTHER_MEANING.get(typed.replace("_", "-")) == near[0]:
+    longs = [name for name in known if name.startswith("--")]
+    # The start of one option only (`--log` for --log-file), which difflib finds too far from it.
+    started = [name for name in longs if name.startswith(spelled)] if len(spelled) > 3 else []
+    near = started if len(started) == 1 else difflib.get_close_matches(spelled, longs, n=1, cutoff=0.75)
+    if not near or OTHER_MEANING.get(spelled) == near[0]:
         return ""
     return " (did you mean %s?)" % near[0]
+
+
+def unknown_option(token: str, flag: str, known) -> str:
+    """What is said of `flag`, no option of the command, met in `token`. A long option written
+    with one dash (`-dry-run`, as some tools take them) is read as grouped letters, -d then -r:
+    it is named as typed, with the option meant, not as a letter the user never wrote alone."""
+    word = token.partition("=")[0]
+    if not word.startswith("--") and len(word) > 2:
+        # Only a word long enough is matched loosely: -dz is no misspelt --db.
+        loosely = len(word) > 4 or ("-" + word).replace("_", "-").lower() in known
+        return "unknown option %s%s" % (word, option_meant("-" + word, known) if loosely else "")
+    return "unknown option %s%s" % (flag, option_meant(flag, known))
 
 
 def check_tokens(name: str, usage: str, argv: List[str]) -> bool:
@@ -134,9 +149,13 @@ def check_tokens(name: str, usage: str, argv: List[str]) -> bool:
                 flags.append((short, position < len(token) - 1 and known.get(short, False)))
                 if known.get(short):
                     break
+        # Every letter of a group is known before any acts: `-how-many 3` was -h, and the help.
+        unknown = [flag for flag, _ in flags if flag not in known]
+        if unknown:
+            if token == "-help":  # as many tools take it
+                return True
+            raise UsageError(unknown_option(token, unknown[0], known))
         for flag, has_value in flags:
-            if flag not in known:
-                raise UsageError("unknown option %s%s" % (flag, option_meant(flag, known)))
             if flag in ("-h", "--help"):
                 return True
             if known[flag] and not has_value:

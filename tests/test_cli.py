@@ -223,6 +223,30 @@ def test_an_option_of_another_command_is_refused_by_the_program(tmp_path):
     assert one_line(refused) == "kcing status: unknown option --source (see kcing status --help)"
 
 
+@pytest.mark.parametrize("argv, message", [
+    # One dash, as some tools take long options: read as -d then -r, it was "unknown option -r".
+    (["feed_es", "-dry-run"], "kcing feed_es: unknown option -dry-run (did you mean --dry-run?)"),
+    (["feed_es", "-days", "2"], "kcing feed_es: unknown option -days (did you mean --days?)"),
+    (["status", "-db", "kcing.db"], "kcing status: unknown option -db (did you mean --db?)"),
+    # -h first: the help was printed, exit 0, and the option meant left unsaid.
+    (["gen_samples", "-how-many", "3"], "kcing gen_samples: unknown option -how-many (did you mean --sample-size?)"),
+    # A letter that is no option among others that are: the group as typed, no option guessed.
+    (["feed_es", "-dz"], "kcing feed_es: unknown option -dz"),
+    # Another case, or the start of one option only, which difflib finds too far from it.
+    (["status", "--JSON"], "kcing status: unknown option --JSON (did you mean --json?)"),
+    (["drp", "--log", "drp.log"], "kcing drp: unknown option --log (did you mean --log-file?)"),
+])
+def test_an_option_mistyped_otherwise_than_by_a_letter_names_the_option_meant(argv, message, tmp_path):
+    refused = kcing(argv, clean_environ(), tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert one_line(refused) == "%s (see kcing %s --help)" % (message, argv[0])
+
+
+def test_help_with_one_dash_is_the_help(tmp_path):
+    shown = kcing(["feed_es", "-help"], clean_environ(), tmp_path)
+    assert shown.returncode == 0 and shown.stdout == commands.load("feed_es").USAGE, shown.stderr
+
+
 # Usage errors in one line (3) -------------------------------------------------------------------
 
 @pytest.mark.parametrize("typed, meant", [("feed-es", "feed_es"), ("setup-kbn", "setup_kbn"), ("Status", "status")])
