@@ -66,6 +66,29 @@ def test_es_host_set_to_kibanas_port_is_a_setting_to_fix_not_elasticsearch_refus
     assert lines[0].endswith("set ES_HOST to the address Elasticsearch answers at"), done.stderr
 
 
+@pytest.mark.parametrize("command", [["setup_es", "--wait", "5"], ["drp"], ["reconcile"]])
+def test_es_host_set_to_a_logstash_input_names_the_setting_to_fix(command, tmp_path):
+    """A Logstash http input answers 200 `ok` to any path: the client's missing-header error was
+    said as "is not Elasticsearch (no X-Elastic-Product header; OpenSearch is not supported)",
+    naming neither ES_HOST nor what to do."""
+    from kcing.ledger.ledger import Ledger, Outcome
+    from kcing.ledger.models import DELIVERED
+    from tests.fakes.logstash_emulator import LogstashEmulator
+    from tests.test_reconcile import obj, packed, to_logstash
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1))], to_logstash)  # for reconcile to check
+    ledger.close()
+    with LogstashEmulator() as logstash:
+        done = kcing(command, clean_environ(ES_HOST=logstash.url, KCING_DB=str(db)), tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kcing %s: ES_HOST %s is not Elasticsearch: it answered without "
+                                                    "Elasticsearch's X-Elastic-Product header while "
+                                                    % (command[0], logstash.url)), done.stderr
+    assert lines[0].endswith("set ES_HOST to the address Elasticsearch answers at"), done.stderr
+
+
 def test_only_a_404_or_405_without_elasticsearchs_header_is_taken_for_another_server():
     """Elasticsearch's own 404 (an index it lacks) carries its header; its 401 may not, and is a
     refusal of the credentials, as a proxy's 503 is an outage: neither is a setting to fix."""

@@ -299,8 +299,11 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
     """
     where = "Elasticsearch at %s" % host
     if isinstance(error, UnsupportedProductError):
-        return ConfigError("%s is not Elasticsearch (no X-Elastic-Product header; OpenSearch is not supported)"
-                           % where)
+        # A success without the header: most often another server at that port (a Logstash http
+        # input answers "ok" to any path), said as the 404 of one is, with the setting to fix.
+        return ConfigError("ES_HOST %s is not Elasticsearch: it answered without Elasticsearch's X-Elastic-Product "
+                           "header while %s (a Logstash input's port, another server's, or OpenSearch, which is not "
+                           "supported): set ES_HOST to the address Elasticsearch answers at" % (host, action))
     if isinstance(error, AuthenticationException):
         return ConfigError("%s refused the credentials (401) while %s: check ES_USER/ES_PASSWORD or ES_API_KEY"
                            % (where, action))
