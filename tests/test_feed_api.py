@@ -1365,3 +1365,13 @@ def test_a_node_saved_with_a_log_that_makes_its_file_larger_than_any_download_is
                    dict(limited, KCING_DB=str(tmp_path / "replay.db")), tmp_path)
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert _documents_written(replayed) == _documents_written(live)
+
+
+def test_a_kci_api_url_that_leads_to_a_logstash_input_asks_whether_it_is_the_apis(env, tmp_path, logstash):
+    """A Logstash input answers "ok" to GET /nodes: the run stopped on "a malformed page: no items
+    list and total", as for a page of the API gone wrong, where a 404 asks about KCI_API_URL."""
+    result = kcing(["feed_es"], dict(env, KCI_API_URL=logstash.build.url), tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "kcing feed_es: GET %s/nodes (kind=checkout, offset 0) answered a malformed page: no items list and total "
+        "(is KCI_API_URL the KernelCI API's base URL, as https://api.kernelci.org/latest?)" % logstash.build.url)

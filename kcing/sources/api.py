@@ -67,8 +67,9 @@ from kcing.sources.requester import Requester, json_of
 from kcing.watermark import crawl_start, next_watermark
 
 log = logging.getLogger(__name__)
-# Said of a listing page answered 404 (or 405): the KernelCI API answers `/nodes` under its
-# base URL, with or without a version prefix, so KCI_API_URL names another server or path.
+# Said of a listing page answered 404 (or 405), or a first page that is no page: the KernelCI API
+# answers `/nodes` under its base URL, with or without a version prefix, so KCI_API_URL names
+# another server or path.
 NOT_THE_API = " (is KCI_API_URL the KernelCI API's base URL, as https://api.kernelci.org/latest?)"
 
 # Artifacts are logs of at most tens of megabytes; refuse to inflate a gzip beyond this.
@@ -669,8 +670,11 @@ class KernelCIApi:
         else:
             items, total, limit, answered = self._envelope(response)
         if not isinstance(items, list) or not _is_count(total):
-            raise UpstreamError("GET %s (kind=%s, offset %d) answered a malformed page: no items list and total"
-                                % (url, kind, offset))
+            # The run's first page so answered: most often another server at KCI_API_URL (a
+            # Logstash input answers "ok" to any path), not a page of the API gone wrong.
+            first = offset == 0 and kind == self.kinds[0]
+            raise UpstreamError("GET %s (kind=%s, offset %d) answered a malformed page: no items list and total%s"
+                                % (url, kind, offset, NOT_THE_API if first else ""))
         if _is_count(answered) and answered != offset:
             # A server (or a cache before it) that does not page as asked: its items are not
             # those at `offset`, and listing on would take repeats for the rest.
