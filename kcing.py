@@ -2,7 +2,7 @@
 """Run the kcing command line (same as the installed `kcing` command)."""
 import sys
 
-from kcing.cli import main
+from kcing.launch import cli_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main())

@@ -1,5 +1,5 @@
 import sys
 
-from kcing.cli import main
+from kcing.launch import cli_main
 
-sys.exit(main())
+sys.exit(cli_main())

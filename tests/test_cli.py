@@ -247,6 +247,28 @@ def test_help_with_one_dash_is_the_help(tmp_path):
     assert shown.returncode == 0 and shown.stdout == commands.load("feed_es").USAGE, shown.stderr
 
 
+@pytest.mark.parametrize("how", [["kcing.py", "--help"], ["-m", "kcing", "status"]])
+def test_a_python_without_kcings_dependencies_says_to_install_them_in_one_line(how, tmp_path):
+    """`python3 kcing.py --help` in a fresh clone, before `make install` (the README's "python
+    kcing.py"), ended with the traceback of `import docopt`. -S leaves the site-packages out."""
+    done = subprocess.run([sys.executable, "-S", *how], cwd=str(REPO), env=clean_environ(), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.splitlines() == [
+        "kcing: the Python module docopt, which kcing needs, is not installed for %s: run `make install` in the "
+        "clone, then .venv/bin/kcing (or `pip install -e .` into a Python 3.11 or later)" % sys.executable]
+
+
+def test_a_python_older_than_311_is_refused_in_one_line(monkeypatch, capsys):
+    from kcing import launch
+    monkeypatch.setattr(launch.sys, "version_info", (3, 9, 18))
+    monkeypatch.setattr(launch.sys, "version", "3.9.18 (main)")
+    assert launch.cli_main() == 2
+    assert capsys.readouterr().err == ("kcing: kcing needs Python 3.11 or later, not 3.9.18: run `make install` in "
+                                       "the clone, then .venv/bin/kcing (or `pip install -e .` into a Python 3.11 "
+                                       "or later)\n")
+
+
 # Usage errors in one line (3) -------------------------------------------------------------------
 
 @pytest.mark.parametrize("typed, meant", [("feed-es", "feed_es"), ("setup-kbn", "setup_kbn"), ("Status", "status")])
