@@ -92,9 +92,6 @@ def command_options(usage: str) -> dict:
 # Options one command names otherwise: feed_es crawls the newest `--how-many`, gen_samples saves
 # the newest `--sample-size`.
 SAME_MEANING = {"--how-many": "--sample-size", "--sample-size": "--how-many"}
-# Options near in spelling to one of the command's, not in meaning: drp's --drp-days (the days it
-# keeps) is no window of days to crawl or check, and `feed_es --days 90` would crawl 90 days.
-OTHER_MEANING = {"--drp-days": "--days"}
 
 
 def option_meant(typed: str, known) -> str:
@@ -111,9 +108,15 @@ def option_meant(typed: str, known) -> str:
     # The start of one option only (`--log` for --log-file), which difflib finds too far from it.
     started = [name for name in longs if name.startswith(spelled)] if len(spelled) > 3 else []
     near = started if len(started) == 1 else difflib.get_close_matches(spelled, longs, n=1, cutoff=0.75)
-    if not near or OTHER_MEANING.get(spelled) == near[0]:
-        return ""
-    return " (did you mean %s?)" % near[0]
+    if near and (spelled, near[0]) in NOT_MEANT:
+        owners = [name for name in commands.NAMES if spelled in command_options(commands.load(name).USAGE)]
+        return " (an option of %s)" % " and ".join(owners)
+    return " (did you mean %s?)" % near[0] if near else ""
+
+
+# Options spelt near one of the command's that another command has, with another meaning: the
+# days drp keeps are no crawl window, and `feed_es --days 30` for `--drp-days 30` crawls 30 days.
+NOT_MEANT = {("--drp-days", "--days")}
 
 
 def unknown_option(token: str, flag: str, known) -> str:

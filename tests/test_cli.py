@@ -242,6 +242,18 @@ def test_an_option_mistyped_otherwise_than_by_a_letter_names_the_option_meant(ar
     assert one_line(refused) == "%s (see kcing %s --help)" % (message, argv[0])
 
 
+@pytest.mark.parametrize("name", ["feed_es", "reconcile", "gen_samples"])
+def test_the_retention_days_of_another_command_are_not_taken_for_the_crawl_window(name, tmp_path):
+    """`feed_es --drp-days 30` was answered "did you mean --days?": followed, it crawled 30 days."""
+    refused = kcing([name, "--drp-days", "30"], clean_environ(), tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert one_line(refused) == "kcing %s: unknown option --drp-days (an option of drp and setup_es) (see kcing %s " \
+                                "--help)" % (name, name)
+    # The other way round the guess holds: drp keeps days, and has one option for them.
+    assert one_line(kcing(["drp", "--days", "30"], clean_environ(), tmp_path)) == \
+        "kcing drp: unknown option --days (did you mean --drp-days?) (see kcing drp --help)"
+
+
 def test_help_with_one_dash_is_the_help(tmp_path):
     shown = kcing(["feed_es", "-help"], clean_environ(), tmp_path)
     assert shown.returncode == 0 and shown.stdout == commands.load("feed_es").USAGE, shown.stderr
