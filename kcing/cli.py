@@ -217,6 +217,10 @@ def parse_command(name: str, argv: List[str]) -> Optional[dict]:
         # `--builds "$FILE"` with FILE unset: no file has an empty name, and read as one it
         # became the working directory ("cannot read .: Is a directory").
         raise UsageError("a <file> needs a name, not an empty one")
+    if "-" in (parsed.get("<file>") or ()):
+        # `curl ... | kcing feed_es --lavas -`: no standard input is read (a local file is known by
+        # its name and content), and `-` read as a name was rejected into the ledger as missing.
+        raise UsageError("a <file> named - is not read from standard input: save it to a file and name that")
     return parsed
 
 

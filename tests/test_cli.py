@@ -388,6 +388,10 @@ def test_global_options_given_more_say_what_they_take(argv, message, tmp_path):
     # `--builds "$FILE"` with FILE unset: read as a name, it was the working directory.
     (["feed_es", "--builds", "build.json", "", "--date", "2020-11-04", "--output", "out"],
      "kcing feed_es: a <file> needs a name, not an empty one (see kcing feed_es --help)"),
+    # `curl ... | kcing feed_es --lavas -`: `-` was read as a file name and rejected into the ledger.
+    (["feed_es", "--lavas", "-", "--output", "out"],
+     "kcing feed_es: a <file> named - is not read from standard input: save it to a file and name that (see kcing "
+     "feed_es --help)"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(argv, message, tmp_path):
     refused = kcing(argv, clean_environ(), tmp_path)
