@@ -195,10 +195,14 @@ _space.allowed = "lowercase letters, digits, _ and -"
 
 
 def _text_list(value: Any) -> str:
-    """Comma-separated names, or (from local_settings.py) a list or tuple of them."""
-    if isinstance(value, (list, tuple)):
-        return ",".join(_text(item) for item in value)
-    return _text(value)
+    """Comma-separated names, or (from local_settings.py) a list or tuple of them. A name holding
+    whitespace or `;` is several run together (`lab-a lab-b`): as one name it matched no lab, and
+    both labs' boots were looked for as LAVA ones without a word."""
+    text = ",".join(_text(item) for item in value) if isinstance(value, (list, tuple)) else _text(value)
+    for name in text.split(","):
+        if re.search(r"[\s;]", name.strip()):
+            raise ValueError("%s holds several names: separate them with commas" % _quoted(name.strip()))
+    return text
 
 
 def _type_name(value: Any) -> str:

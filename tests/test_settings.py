@@ -81,6 +81,22 @@ def test_the_original_tools_name_of_the_labs_without_lava_is_read_as_kcing_s_own
     assert load(tmp_path, environ={"KCI_NON_LAVA_LAB": "lab-c"}, local=both).non_lava_labs == frozenset({"lab-c"})
 
 
+@pytest.mark.parametrize("value, name", [("lab-a lab-b", "lab-a lab-b"), ("lab-a;lab-b", "lab-a;lab-b"),
+                                         ("lab-c, lab-a\tlab-b", "lab-a\tlab-b"),
+                                         (["lab-c", "lab-a lab-b"], "lab-a lab-b")])
+def test_labs_run_together_otherwise_than_by_commas_are_refused(tmp_path, value, name):
+    """`KCI_NON_LAVA_LABS="lab-a lab-b"` was one lab of that name, which none is: both labs'
+    boots were then looked for as LAVA ones without a word."""
+    with pytest.raises(ConfigError) as caught:
+        if isinstance(value, list):
+            load(tmp_path, local="KCI_NON_LAVA_LABS = %r\n" % value)
+        else:
+            load(tmp_path, environ={"KCI_NON_LAVA_LABS": value})
+    assert str(caught.value).endswith(": %r holds several names: separate them with commas" % name), str(caught.value)
+    assert load(tmp_path, environ={"KCI_NON_LAVA_LABS": " lab-a , lab-b ,"}).non_lava_labs == frozenset({"lab-a",
+                                                                                                         "lab-b"})
+
+
 @pytest.mark.parametrize("local, environ", [
     ("KCI_NON_LAVA_LAB = b'lab-a'\n", {}),
     ("settings = {'KCI_NON_LAVA_LAB': {'lab': 'a'}}\n", {}),
