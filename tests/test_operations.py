@@ -530,10 +530,13 @@ def test_a_file_option_ending_with_a_slash_names_a_directory_and_is_refused(opti
     refused = kcing(feed + [option, directory], clean_environ(KCING_DB=str(ledger)), tmp_path, timeout=30)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     said = "ends with /, which names a directory: name the file in it, e.g. %s%s" % (directory, file_name)
-    assert refused.stderr.splitlines() == [
-        "kcing feed_es: invalid KCING_DB=%r (from --db): %s" % (directory, said) if option == "--db" else
-        "kcing feed_es: %s %s %s (see kcing feed_es --help)" % ("--log-file" if option == "-l" else option, directory,
-                                                               said)]
+    [line] = refused.stderr.splitlines()
+    if option == "--db":
+        # A long value is shown shortened in the middle (a temporary directory's path can be long).
+        assert line.startswith("kcing feed_es: invalid KCING_DB='/") and line.endswith(" (from --db): " + said), line
+    else:
+        assert line == "kcing feed_es: %s %s %s (see kcing feed_es --help)" % (
+            "--log-file" if option == "-l" else option, directory, said)
     assert not (tmp_path / "state").exists()
     assert ledger.read_bytes() == before
 
