@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -256,8 +257,16 @@ def test_a_node_skipped_when_another_moves_past_the_end_is_listed_by_another_pas
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
 
 
+def listed_as(listing: str, source: KernelCIApi):
+    """The source's objects as feed_es lists them ("fed": the ledger asked about each page's
+    versions, none delivered, so the usual page is read a page at a time), or every item the
+    long way ("listed")."""
+    return source.list_objects(known=lambda kind, ids: set()) if listing == "fed" else source.list_objects()
+
+
+@pytest.mark.parametrize("listing", ["listed", "fed"])
 @pytest.mark.parametrize("first_skip", ["moved", "deleted"])
-def test_a_node_skipped_again_by_the_next_pass_is_listed_by_a_further_one(replica, first_skip):
+def test_a_node_skipped_again_by_the_next_pass_is_listed_by_a_further_one(replica, first_skip, listing):
     # The second pass skips the very node the first one skipped: a node it had listed moves to the
     # end while it pages. It finds no node the first pass missed, yet one is still missing; and
     # when the first pass skipped it for a node deleted, that node, counted as seen, makes up for
@@ -283,13 +292,13 @@ def test_a_node_skipped_again_by_the_next_pass_is_listed_by_a_further_one(replic
 
     replica.on_page(change)
     source = make_source(replica, page_size=3, kinds=("test",))
-    ids = listed_ids(source.list_objects())
+    ids = listed_ids(listed_as(listing, source))
     assert not events and len(passes) == 3
     assert skipped in ids and sorted(set(ids)) == sorted(tests)
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is not None
 
 
-def test_a_node_skipped_when_the_api_deletes_one_listed_before_it_is_listed_by_another_pass(replica):
+def test_a_node_skipped_when_the_api_deletes_one_listed_before_it_is_listed_by_another_pass(replica, caplog):
     # The API's maintenance deletes nodes created long ago. One deleted while its kind is paged
     # brings every node after it one place earlier: the pass sees as many nodes as the smaller
     # `total` counts, yet skipped one.
@@ -356,6 +365,88 @@ def test_a_node_skipped_when_the_api_deletes_one_listed_before_it_is_listed_by_a
     list(source.list_objects())
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
     assert len([request for request in replica.listing_requests() if request.params("offset") == ["0"]]) == MAX_PASSES
+    # ... and says so to a cron run (-q), whose watermark stays.
+    (warning,) = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warning.startswith("test listing: pass %d still found nodes that offset paging skipped before, or "
+                              "nodes deleted or moved while it paged" % MAX_PASSES)
+    assert warning.endswith("the watermark stays for the next run")
+
+
+@pytest.mark.parametrize("api_ahead", [timedelta(0)], ids=["same-clock"])
+@pytest.mark.parametrize("listing", ["listed", "fed"])
+def test_a_deletion_and_a_creation_between_two_pages_are_told_by_the_node_created_however_the_kind_is_listed(
+        replica, listing, api_ahead):
+    # `total` stays as it was, yet the pass skipped one; feed_es reads the usual page a page at a
+    # time, and the node created, on such a page, must be counted there too.
+    tests = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
+    events = []
+
+    def purge_and_create(server, query, number):
+        if dict(query).get("kind") == "test" and dict(query).get("offset") == "3" and not events:
+            server.clock_offset = timedelta(minutes=1)  # the pages come a minute apart
+            server.corpus.remove(tests[0])
+            made = server.now() + api_ahead
+            created = dict(server.corpus.get(tests[1]), id=object_id_at(made, "created"), updated=api_time(made))
+            events.extend([tests[0], server.corpus.add(created)["id"]])
+
+    replica.on_page(purge_and_create)
+    source = make_source(replica, page_size=3, kinds=("test",))
+    ids = listed_ids(listed_as(listing, source))
+    assert events and set(tests[1:]) | {events[1]} <= set(ids)
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) is not None
+
+
+@pytest.mark.parametrize("listing", ["listed", "fed"])
+def test_a_busy_api_answering_pages_minutes_apart_is_listed_again_only_for_what_moved(replica, listing):
+    # Pages a minute apart (the API's clock, its `Date` and the ids it makes move on together),
+    # a node created before each: the count grows by as many nodes as each pass sees created, which
+    # tells of no deletion. A move in the first pass takes a second pass, which ends the listing
+    # (a pass more would be for nothing, and the last one allowed holds the watermark).
+    tests = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
+    template = replica.corpus.get(tests[1])
+    passes, created = [], []
+
+    def busy(server, query, number):
+        asked = dict(query)
+        if asked.get("kind") != "test":
+            return
+        if asked.get("offset") == "0":
+            passes.append(number)
+        server.clock_offset += timedelta(minutes=1)
+        made = server.now()
+        node = dict(template, id=object_id_at(made, "busy-%d" % len(created)), updated=api_time(made))
+        created.append(server.corpus.add(node)["id"])
+        if len(passes) == 1 and asked.get("offset") == "3":
+            server.corpus.update(tests[0], when=made, relocate=True)  # the node at offset 3 comes to 2
+
+    replica.on_page(busy)
+    source = make_source(replica, page_size=3, kinds=("test",))
+    ids = listed_ids(listed_as(listing, source))
+    assert len(passes) == 2
+    assert sorted(set(ids)) == sorted(tests + created)
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) is not None
+
+
+# The second a page's answer is dated, as its `Date` says, and a node created then.
+FIRST_PAGE = datetime(2024, 10, 16, 12, 0, 0, tzinfo=UTC)
+LAST_PAGE = FIRST_PAGE + timedelta(minutes=2)
+
+
+@pytest.mark.parametrize("made, created", [
+    (FIRST_PAGE + timedelta(seconds=29), False),  # made before: the proxy's `Date` is behind the API's clock
+    (FIRST_PAGE + api_module.CREATED_MARGIN, True),
+    (LAST_PAGE + timedelta(seconds=1), True),  # uvicorn dates an answer by the second it last read
+    (LAST_PAGE + timedelta(seconds=2), False),  # an id by a clock ahead: no node on the page was made then
+], ids=["first-page+29s", "first-page+margin", "last-page+1s", "last-page+2s"])
+def test_a_node_counts_as_created_while_its_pass_paged_by_its_id_against_the_pages_dates(made, created):
+    # The pass's first page counts 4 nodes; between its two pages one is deleted and one created:
+    # the count stays 4 and the pass skipped a node, which only the node created tells.
+    passes = api_module._Passes(lambda: FIRST_PAGE - timedelta(minutes=10))
+    passes.counted(4, FIRST_PAGE)
+    assert all(passes.is_new(object_id_at(BASE, "old-%d" % number), BASE) for number in range(3))
+    passes.counted(4, LAST_PAGE)
+    assert passes.is_new(object_id_at(made, "created"), made)
+    assert passes.again("test", 4) is created
 
 
 def test_an_empty_page_short_of_the_total_is_listed_again_and_holds_the_watermark_while_it_stays(replica):
