@@ -112,8 +112,9 @@ MAX_PASSES = 4
 # The kinds of node no run lists, and why (said in each run's debug log; upstream.md §2.5).
 NOT_LISTED = {"process": "their data is free-form: it names no kernel, board or test a document could be made of"}
 # A node counts as created while a pass paged when its id (a MongoDB ObjectId: the second it was
-# made, by the API's clock) is this much later than the `Date` of the pass's first page: a margin
-# for a proxy before the API, which stamps its own `Date` by a clock that may be behind.
+# made, by the API's clock) is this much later than the `Date` of the pass's first page, and at
+# most this much later than the `Date` of the page it is on: a margin for a proxy before the API,
+# which stamps its own `Date` by a clock that may be behind (and for uvicorn's, a second stale).
 CREATED_MARGIN = timedelta(seconds=30)
 # Nodes left out at most (`_around_failing_nodes`), of one page or in a row across pages with no
 # node answered between them: beyond that, the API is failing, not a few nodes it cannot answer.
@@ -195,9 +196,10 @@ class _Passes:
 
     A node created meanwhile brings the `total` back up, though: a deletion and a creation between
     two pages leave it as it was. Each node a pass lists first whose id was made after its first
-    page was answered (by that answer's `Date`, CREATED_MARGIN later) brought the count up by one,
-    and only a deletion takes it down: a pass whose count grew by less than it saw nodes created
-    is followed by another as well.
+    page was answered (by that answer's `Date`, CREATED_MARGIN later; and not after the page it is
+    on was, by its `Date` and the same margin) brought the count up by one, and only a deletion
+    takes it down: a pass whose count grew by less than it saw nodes created is followed by
+    another as well.
 
     A later pass can skip the very node the pass before it skipped: a node it listed moves to the
     end while it pages. It then finds no skipped node, though one is still missing. A later pass
@@ -224,7 +226,7 @@ class _Passes:
         self.moved = False
         # The count of this pass's first page, and the nodes it listed first whose id was made after
         # that page was answered (ids from `_made_after` to `_made_before`, ObjectId prefixes: the
-        # first page's answer plus CREATED_MARGIN, and the latest page's, rounded up).
+        # first page's answer and the latest page's, each plus CREATED_MARGIN).
         self.first_total: Optional[int] = None
         self.created = 0
         self._made_after: Optional[str] = None
@@ -239,7 +241,7 @@ class _Passes:
             self._made_after = _id_prefix(answered, CREATED_MARGIN)
         elif total < self.last_total:
             self.shrunk = True
-        self._made_before = _id_prefix(answered, timedelta(seconds=1))
+        self._made_before = _id_prefix(answered, CREATED_MARGIN)
         self.last_total = total
 
     def _note_created(self, node_ids) -> None:
