@@ -2063,6 +2063,12 @@ def test_an_index_lost_whole_is_told_in_a_few_warnings_and_each_object_is_logged
         builds - MISSING_LOGGED) in quiet.stderr
     assert len(quiet.stderr.splitlines()) < MISSING_LOGGED + 10, quiet.stderr
 
+    # Nor a line each without -q: the rest are no progress to read through either.
+    default = kcing(["reconcile", "--dry-run"], env, tmp_path)
+    assert default.returncode == 1
+    one_by_one = re.findall(r"kcing\.reconcile: build \w+: \d+ of \d+ documents? missing", default.stderr)
+    assert len(one_by_one) == MISSING_LOGGED
+
     debug = kcing(["reconcile", "--dry-run", "-d"], env, tmp_path)
     assert debug.returncode == 1
     each = set(re.findall(r"kcing\.reconcile: build (\w+): \d+ of \d+ documents? missing in Elasticsearch", debug.stderr))
