@@ -497,3 +497,20 @@ def test_kcing_help_gives_3_for_an_answer_too_large():
     from kcing import cli
     paragraph = " ".join(cli.global_help().split("Exit status:", 1)[1].split())
     assert "too large or unreadable" in paragraph.split("; 3 ", 1)[1].split("; 4 ", 1)[0]
+
+
+def test_a_broken_pipe_ends_quietly_with_141_only_when_stdouts_reader_is_gone(monkeypatch):
+    # A pipe broken elsewhere (a socket, a file on a FIFO) is an error to report, not the quiet
+    # end of `kcing status | head -1`.
+    import os
+    import sys
+
+    from kcing import errors
+
+    monkeypatch.setattr(errors, "_found_gone", False)
+    read, write = os.pipe()
+    with os.fdopen(read, "rb") as reader, os.fdopen(write, "w") as stdout:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert errors.exit_status(BrokenPipeError(32, "Broken pipe")) == errors.INTERNAL_ERROR
+        reader.close()
+        assert errors.exit_status(BrokenPipeError(32, "Broken pipe")) == errors.STDOUT_CLOSED
