@@ -26,7 +26,7 @@ from kcing.records import NODE_KINDS, UpstreamObject
 from kcing.sources import api as api_module, heads
 from kcing.sources.api import MAX_PASSES, KernelCIApi, filter_time, gunzip, refusal_detail, server_time_before
 from kcing.sources.requester import Requester
-from tests.fakes.api_corpus import api_time
+from tests.fakes.api_corpus import api_time, parse_api_time
 from tests.fakes.api_data import MAESTRO, REAL_JOB, checkout_tree, object_id, real_files_present, real_nodes
 from tests.fakes.legacy_data import object_id_at
 from tests.fakes.api_replica import ApiReplica
@@ -265,18 +265,22 @@ def listed_as(listing: str, source: KernelCIApi):
 
 
 @pytest.mark.parametrize("listing", ["listed", "fed"])
+@pytest.mark.parametrize("second_move", ["moved", "reinserted"])
 @pytest.mark.parametrize("first_skip", ["moved", "deleted"])
-def test_a_node_skipped_again_by_the_next_pass_is_listed_by_a_further_one(replica, first_skip, listing):
+def test_a_node_skipped_again_by_the_next_pass_is_listed_by_a_further_one(replica, first_skip, second_move, listing):
     # The second pass skips the very node the first one skipped: a node it had listed moves to the
-    # end while it pages. It finds no node the first pass missed, yet one is still missing; and
-    # when the first pass skipped it for a node deleted, that node, counted as seen, makes up for
-    # it in the number of nodes seen.
+    # end while it pages (updated, or re-inserted as it was, as a replica set's resync does). It
+    # finds no node the first pass missed, yet one is still missing; and when the first pass
+    # skipped it for a node deleted, that node, counted as seen, makes up for it in the number of
+    # nodes seen. A node the second pass read, updated in place before the third reads it, did
+    # not move: the third pass ends the listing.
     tests = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
     skipped = tests[6]
     passes = []
     events = {(1, "6"): [(first_skip, tests[0])],  # the node at offset 6 comes one place earlier: skipped
               (2, "0"): [("moved", tests[1]), ("moved", tests[2])],  # the skipped node is now at offset 3
-              (2, "3"): [("moved", tests[3])]}  # read by that pass's first page, it moves: skipped again
+              (2, "3"): [(second_move, tests[3])],  # read by that pass's first page, it moves: skipped again
+              (3, "0"): [("updated", tests[4])]}
 
     def change(server, query, number):
         asked = dict(query)
@@ -285,10 +289,12 @@ def test_a_node_skipped_again_by_the_next_pass_is_listed_by_a_further_one(replic
         if asked.get("offset") == "0":
             passes.append(number)
         for event, node_id in events.pop((len(passes), asked.get("offset")), []):
-            if event == "moved":
-                server.corpus.update(node_id, when=datetime.now(UTC), relocate=True)
-            else:
+            if event == "deleted":
                 server.corpus.remove(node_id)
+            else:
+                when = server.corpus.get(node_id)["updated"] if event == "reinserted" else None
+                server.corpus.update(node_id, when=datetime.now(UTC) if when is None else parse_api_time(when),
+                                     relocate=event != "updated")
 
     replica.on_page(change)
     source = make_source(replica, page_size=3, kinds=("test",))

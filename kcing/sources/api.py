@@ -203,8 +203,9 @@ class _Passes:
 
     A later pass can skip the very node the pass before it skipped: a node it listed moves to the
     end while it pages. It then finds no skipped node, though one is still missing. A later pass
-    that saw one of its own nodes come again in a newer version (it moved past the offset: an
-    update in place leaves a node where the pass read it) is therefore followed by another too.
+    that saw one of its own nodes come again (it moved past the offset: an update in place leaves
+    a node where the pass read it), in a newer version or as it was (re-inserted as a replica
+    set's resync does), is therefore followed by another too.
     """
 
     def __init__(self, entered_since: Callable[[], datetime], limit: int = MAX_PASSES):
@@ -221,7 +222,7 @@ class _Passes:
         self.last_total: Optional[int] = None  # of this pass's last page
         self.shrunk = False  # a page of this pass counted fewer nodes than the page before it
         # A later pass's node ids (the first pass needs none: it is followed by another whenever
-        # it saw too few nodes), and whether one came again newer in it: it moved past the offset.
+        # it saw too few nodes), and whether one came again in it: it moved past the offset.
         self.this_pass: Set[str] = set()
         self.moved = False
         # The count of this pass's first page, and the nodes it listed first whose id was made after
@@ -263,7 +264,7 @@ class _Passes:
             self._note_created((node_id,))
         newer = _newer_than_listed(self.newest, node_id, updated)
         if self.number > 1 and node_id is not None:
-            if newer and node_id in self.this_pass:
+            if node_id in self.this_pass:  # newer or not: a node moved as it was skips one all the same
                 self.moved = True
             self.this_pass.add(node_id)
         return newer
