@@ -304,6 +304,41 @@ def test_a_node_skipped_again_by_the_next_pass_is_listed_by_a_further_one(replic
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is not None
 
 
+def test_a_node_of_a_page_all_new_to_a_later_pass_that_moves_is_seen_to_move_as_feed_es_lists(replica):
+    # feed_es reads a page of nodes no pass listed before a page at a time: one of them moving on
+    # to the end still skips a node, which nothing else tells when the first pass's count of
+    # nodes seen takes in a node deleted since.
+    tests = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
+    template = replica.corpus.get(tests[1])
+    all_new_at = -(-(len(tests) - 1) // 3) * 3  # the offset of the second pass's first page of new nodes
+    new, passes = [], []
+
+    def change(server, query, number):
+        asked = dict(query)
+        if asked.get("kind") != "test":
+            return
+        offset = int(asked.get("offset"))
+        if offset == 0:
+            passes.append(number)
+        if len(passes) == 1 and offset == 6 and tests[0] in {node["id"] for node in server.corpus.nodes()}:
+            server.corpus.remove(tests[0])  # the node at offset 6 comes one place earlier: skipped
+        elif len(passes) == 2 and offset == 0 and not new:
+            for index in range(all_new_at - (len(tests) - 1) + 6):  # a tree created: two pages of new nodes
+                made = server.now()
+                node = dict(template, id=object_id_at(made, "new-%d" % index), updated=api_time(made))
+                new.append(server.corpus.add(node)["id"])
+        elif len(passes) == 2 and offset == all_new_at + 3:
+            first_new = new[all_new_at - (len(tests) - 1)]  # read by the page before: it moves, skipping one
+            server.corpus.update(first_new, when=server.now(), relocate=True)
+
+    replica.on_page(change)
+    source = make_source(replica, page_size=3, kinds=("test",))
+    ids = listed_ids(listed_as("fed", source))
+    assert len(passes) == 3
+    assert sorted(set(ids)) == sorted(tests + new)
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) is not None
+
+
 def test_a_node_skipped_when_the_api_deletes_one_listed_before_it_is_listed_by_another_pass(replica, caplog):
     # The API's maintenance deletes nodes created long ago. One deleted while its kind is paged
     # brings every node after it one place earlier: the pass sees as many nodes as the smaller
