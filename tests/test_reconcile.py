@@ -28,7 +28,7 @@ from kcing.ledger.ledger import DeliveredRow, Ledger, Outcome
 from kcing.ledger.models import (APPLICATION_ID, DELIVERED, DOWNLOADED, FAILED, MISSING_IN_ELASTICSEARCH, REJECTED,
                                  SCHEMA_VERSION, TOO_LARGE)
 from kcing.reconcile import (
-    EPOCH_END, MGET_BATCH, MISSING_LOGGED, REJECTED_ATTEMPTS, UNASSIGNED, KindTally, LookupFailed, ObjectCheck, Reconciler, Report,
+    CHUNK, EPOCH_END, MGET_BATCH, MISSING_LOGGED, REJECTED_ATTEMPTS, UNASSIGNED, KindTally, LookupFailed, ObjectCheck, Reconciler, Report,
     earliest, expired_index, is_present, lookup_result, read_groups, refeed_command, resend_plan, summary_lines,
 )
 from kcing.records import BUILD, CHECKOUT, UpstreamObject
@@ -2073,3 +2073,20 @@ def test_an_index_lost_whole_is_told_in_a_few_warnings_and_each_object_is_logged
     assert debug.returncode == 1
     each = set(re.findall(r"kcing\.reconcile: build (\w+): \d+ of \d+ documents? missing in Elasticsearch", debug.stderr))
     assert len(each) == builds
+
+
+def test_the_first_objects_missing_logged_one_by_one_are_those_of_the_run_not_of_each_chunk(tmp_path, es):
+    """The ledger's rows are checked CHUNK at a time: a run over an index lost whole still warns of
+    MISSING_LOGGED objects one by one, and of the rest in one line."""
+    db = tmp_path / "kcing.db"
+    many = 2 * CHUNK + 3
+    an_hour_ago = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=1)
+    fill_ledger(db, objects=many, per_object=1, when=an_hour_ago)
+    checked = kcing(["reconcile", "--days", "1", "--dry-run", "-q"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)),
+                    tmp_path)
+    assert checked.returncode == 1, checked.stderr
+    assert "build    checked %d, present 0, missing %d" % (many, many) in checked.stdout
+    one_by_one = re.findall(r"WARNING kcing\.reconcile: build \w+: 1 of 1 document missing", checked.stderr)
+    assert len(one_by_one) == MISSING_LOGGED
+    assert ("WARNING kcing.reconcile: %d more objects are missing in Elasticsearch (each is logged with -d)"
+            % (many - MISSING_LOGGED)) in checked.stderr
