@@ -355,6 +355,9 @@ def test_global_options_given_more_say_what_they_take(argv, message, tmp_path):
     (["feed_es", "--how_many", "5"],
      "kcing feed_es: unknown option --how_many (did you mean --how-many?) (see kcing feed_es --help)"),
     (["drp", "--days", "5"], "kcing drp: unknown option --days (did you mean --drp-days?) (see kcing drp --help)"),
+    # The days drp keeps, typed with an underscore, are no window of days to crawl either.
+    (["feed_es", "--drp_days", "5"],
+     "kcing feed_es: unknown option --drp_days (an option of drp and setup_es) (see kcing feed_es --help)"),
     # The newest N objects, as the other command names it.
     (["gen_samples", "--how-many", "5"],
      "kcing gen_samples: unknown option --how-many (did you mean --sample-size?) (see kcing gen_samples --help)"),
