@@ -13,7 +13,7 @@ from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import (APPLICATION_ID, DELIVERED, DOWNLOADED, FAILED, REJECTED, SCHEMA_VERSION, TABLES,
                                  TOO_LARGE)
 from kcing.records import UpstreamObject
-from tests.feedrun import feed_environ, kcing
+from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing
 
 
 def obj(upstream_id, kind="build", source="legacy"):
@@ -198,6 +198,24 @@ def test_a_ledger_from_before_the_state_index_gets_it_and_answers_alike(tmp_path
             assert "COVERING INDEX upstream_file_source_kind_upstream_id_destination_state" in plan
     finally:
         reopened.close()
+
+
+@pytest.mark.parametrize("argv", [
+    ["feed_es", "--source", "samples", "--output", "out"], ["drp"], ["reconcile"], ["status"]])
+def test_a_db_that_is_not_a_database_is_refused_before_a_lock_is_made_beside_it(argv, tmp_path):
+    """`--db kcing.log` (a log for a ledger) was refused, but only after the run lock's file,
+    kcing.log.lock, was made beside the log and left there."""
+    log = tmp_path / "kcing.log"
+    log.write_bytes(b"2024-10-15T09:00:00.000Z INFO kcing.pipeline: run finished\n")
+    before = log.read_bytes()
+    # Nothing listens at these: a refusal must come before any of them is asked.
+    env = clean_environ(ES_HOST="http://127.0.0.1:9", KCI_SAMPLES_DIR=str(SAMPLES))
+    refused = kcing(argv + ["--db", str(log)], env, tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        "kcing %s: KCING_DB %s is not a usable kcing ledger: file is not a database" % (argv[0], log)]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kcing.log"]
+    assert log.read_bytes() == before
 
 
 def test_a_file_that_is_not_a_ledger_is_a_config_error(tmp_path):

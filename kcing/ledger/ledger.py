@@ -16,7 +16,7 @@ from peewee import DatabaseError, SqliteDatabase, fn
 
 from kcing import keptdays, shutdown
 from kcing.errors import ConfigError, KcingError, StorageFailed, exit_status, one_line
-from kcing.files import as_text
+from kcing.files import SQLITE_HEADER, as_text, opened_regular
 from kcing.ledger import docids, identity, models
 from kcing.ledger.database import LOCK_WAIT_SLICE, LedgerDatabase, read_only_file, read_only_part, unwritable
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, UpstreamFile
@@ -921,6 +921,20 @@ def check_ledger_path(path: Path) -> None:
     parent = path.resolve().parent
     if not parent.is_dir():
         raise ConfigError("KCING_DB directory %s does not exist" % parent)
+    if not_a_database(path):
+        # Said before the run lock is taken: `--db kcing.log` left a kcing.log.lock beside the log.
+        raise ConfigError("KCING_DB %s is not a usable kcing ledger: file is not a database" % path)
+
+
+def not_a_database(path: Path) -> bool:
+    """Whether the file at `path` holds bytes that begin no SQLite database (an empty file is a
+    new one); False when there is no file or it cannot be read here (opening it says why)."""
+    try:
+        with opened_regular(path) as file:
+            start = file.read(len(SQLITE_HEADER))
+    except OSError:
+        return False
+    return bool(start) and start != SQLITE_HEADER
 
 
 def _refuse_other_names(path: Path) -> None:
