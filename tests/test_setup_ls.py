@@ -271,6 +271,24 @@ def test_a_path_config_glob_is_read_as_logstash_reads_it_braces_and_recursion_in
     assert caplog.messages == []
 
 
+
+def test_a_path_config_with_escaped_characters_names_the_files_ruby_reads_by_them(ls_home, tmp_path, caplog):
+    """In Ruby's Dir.glob a `\\` makes the character after it itself (`\\{kcing\\}.conf` names the file
+    `{kcing}.conf`), where Python's glob looks for a name holding the backslash; a `}` with no `{`
+    before it is a character of the name too."""
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    for name in ("{kcing}.conf", "a,b.conf", "star*.conf", "x}y.conf"):
+        (conf_d / name).write_text("input {}\n")
+    read = [str(conf_d) + "/\\{kcing\\}.conf", str(conf_d) + "/{a\\,b,none}.conf", str(conf_d) + "/star\\*.conf",
+            str(conf_d) + "/x}{y,z}.conf"]
+    unread = [str(conf_d) + "/\\{a,b\\}.conf", str(conf_d) + "/s\\*.conf"]
+    for path_config in read + unread:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="kcing.commands.setup_ls"):
+            assert setup_ls({}, make_settings(tmp_path, LS_HOME=ls_home, LS_PATH_CONFIG=path_config)) == 0
+        assert bool(caplog.messages) == (path_config in unread), (path_config, caplog.messages)
+
 def test_ls_home_must_be_set_and_be_a_logstash_home(tmp_path):
     with pytest.raises(ConfigError, match="LS_HOME is not set"):
         setup_ls({}, make_settings(tmp_path))

@@ -129,8 +129,10 @@ def expand_braces(pattern: str, limit: int = MAX_GLOB_ALTERNATIVES) -> List[str]
 def _python_glob(pattern: str) -> str:
     """`pattern` for Python's recursive glob, reading `**` as Ruby's Dir.glob does: `**/` is any
     number of directories (none too), and a `**` that ends the pattern is `*`, where Python's would
-    take every file beneath."""
-    return pattern[:-2] + "*" if pattern == "**" or pattern.endswith("/**") else pattern
+    take every file beneath. A character escaped with `\\` is itself, as in Ruby's: Python's glob
+    takes the backslash for part of the name."""
+    pattern = pattern[:-2] + "*" if pattern == "**" or pattern.endswith("/**") else pattern
+    return re.sub(r"\\(.)", lambda escaped: glob.escape(escaped.group(1)), pattern)
 
 
 def _pipeline_id(item: dict) -> Optional[str]:
