@@ -235,6 +235,10 @@ def test_an_option_of_another_command_is_refused_by_the_program(tmp_path):
     # Another case, or the start of one option only, which difflib finds too far from it.
     (["status", "--JSON"], "kcing status: unknown option --JSON (did you mean --json?)"),
     (["drp", "--log", "drp.log"], "kcing drp: unknown option --log (did you mean --log-file?)"),
+    # The start of two options (--sample-size, --samples-dir) is neither: none is guessed.
+    (["gen_samples", "--samp", "5"], "kcing gen_samples: unknown option --samp"),
+    # A value given with `=` is no part of the option's name.
+    (["feed_es", "-days=2"], "kcing feed_es: unknown option -days (did you mean --days?)"),
 ])
 def test_an_option_mistyped_otherwise_than_by_a_letter_names_the_option_meant(argv, message, tmp_path):
     refused = kcing(argv, clean_environ(), tmp_path)
@@ -253,6 +257,17 @@ def test_the_retention_days_of_another_command_are_not_taken_for_the_crawl_windo
     assert one_line(kcing(["drp", "--days", "30"], clean_environ(), tmp_path)) == \
         "kcing drp: unknown option --days (did you mean --drp-days?) (see kcing drp --help)"
 
+
+
+@pytest.mark.parametrize("name", [name for name in commands.NAMES
+                                  if "-q" in cli.command_options(commands.load(name).USAGE)])
+def test_grouped_letters_every_one_an_option_are_taken_and_h_among_them_is_the_help(name):
+    # Each letter of a group is checked before any acts: valid groups must still pass as they did.
+    usage = commands.load(name).USAGE
+    for argv in (["-dq"], ["-qd"], ["-ql", "x.log"], ["-dql", "x.log"], ["-l", "x.log", "-q"], ["-qlx.log"]):
+        assert cli.check_tokens(name, usage, argv) is False, argv
+    for argv in (["-dh"], ["-qh"], ["-hd"], ["-qdh"]):
+        assert cli.check_tokens(name, usage, argv) is True, argv
 
 def test_help_with_one_dash_is_the_help(tmp_path):
     shown = kcing(["feed_es", "-help"], clean_environ(), tmp_path)
