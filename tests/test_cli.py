@@ -286,6 +286,15 @@ def test_a_python_without_kcings_dependencies_says_to_install_them_in_one_line(h
         "clone, then .venv/bin/kcing (or `pip install -e .` into a Python 3.11 or later)" % sys.executable]
 
 
+
+def test_a_module_of_kcings_own_missing_is_no_dependency_to_install(monkeypatch):
+    # A broken clone (a module of kcing's deleted) shows its traceback: `make install` would not
+    # bring the module back, and "the Python module kcing.cli is not installed" would say it does.
+    from kcing import launch
+    monkeypatch.setitem(sys.modules, "kcing.cli", None)
+    with pytest.raises(ModuleNotFoundError):
+        launch.cli_main()
+
 def test_a_python_older_than_311_is_refused_in_one_line(monkeypatch, capsys):
     from kcing import launch
     monkeypatch.setattr(launch.sys, "version_info", (3, 9, 18))

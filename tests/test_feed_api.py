@@ -876,6 +876,7 @@ def test_a_malformed_page_stops_the_run_before_the_kinds_after_it_and_keeps_the_
     api_replica.requests.clear()
     result = kcing(["feed_es"], env, tmp_path)
     assert result.returncode == 1 and "malformed page" in result.stderr, result.stderr
+    assert "KCI_API_URL" not in result.stderr  # the checkouts were listed from it: it is the API's
     assert [request.params("kind")[0] for request in api_replica.listing_requests()] == ["checkout", "kbuild"]
     delivered = {upstream_id.split(".")[0] for (_, upstream_id), state in ledger_states(db).items()
                  if state == "delivered"}

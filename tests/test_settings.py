@@ -293,6 +293,14 @@ def test_a_url_ending_with_a_list_separator_in_a_setting_that_takes_one_says_so(
 
 
 @pytest.mark.parametrize("name", LIST_SETTINGS)
+@pytest.mark.parametrize("value", ["http://a:8338;", "http://a:8338,http://b:8338|"])
+def test_a_url_of_a_list_setting_ending_with_another_separator_says_to_use_commas(tmp_path, name, value):
+    # A list setting takes several URLs: "this setting takes one URL" would send the user astray.
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={name: value})
+    assert str(caught.value).endswith("ends with %r: separate them with commas" % value[-1]), str(caught.value)
+
+@pytest.mark.parametrize("name", LIST_SETTINGS)
 @pytest.mark.parametrize("separator", [";", " ", " | "])
 def test_urls_of_a_list_setting_run_together_otherwise_than_by_commas_say_how_to_separate_them(tmp_path, name,
                                                                                                 separator):
