@@ -601,6 +601,7 @@ def run_command(command: str, args: dict) -> int:
     if refused:
         print("kcing %s: cannot open log file %s: %s" % (command, args["--log-file"], refused), file=sys.stderr)
         return USAGE_ERROR
+    made_by_this_run = bool(args.get("--log-file")) and not os.path.lexists(args["--log-file"])
     try:
         logs.configure(debug=args.get("--debug"), log_file=args.get("--log-file"), quiet=quiet)
     except OSError as error:
@@ -614,6 +615,18 @@ def run_command(command: str, args: dict) -> int:
             # local_settings.py, an exported ES_HOST) must not refuse.
             return commands.run(command, args, None)
         settings = settings_from(args)
+        # The ledger's name is known once the settings are: a ledger not made yet (`-l kcing.db`
+        # for `--db kcing.db` in a first run) took the log lines, and the next run refused it.
+        refused = args.get("--log-file") and logs.log_file_refusal(args["--log-file"], settings.KCING_DB)
+        if refused:
+            logs.configure(debug=args.get("--debug"), quiet=quiet)
+            if made_by_this_run:  # left, the ledger would be made in a file of log lines
+                try:
+                    os.remove(args["--log-file"])
+                except OSError:
+                    pass
+            print("kcing %s: cannot open log file %s: %s" % (command, args["--log-file"], refused), file=sys.stderr)
+            return USAGE_ERROR
         logs.configure(debug=args.get("--debug"), log_file=args.get("--log-file"), quiet=quiet,
                        secrets=settings_module.secret_texts(settings))
         status = commands.run(command, args, settings)

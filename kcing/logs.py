@@ -148,10 +148,11 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
                              "them)\n" % (self.baseFilename, reason))
 
 
-def log_file_refusal(path: str) -> Optional[str]:
+def log_file_refusal(path: str, ledger: Optional[str] = None) -> Optional[str]:
     """Why `path` must not be opened as the log file, or None: a ledger (`-l kcing.db` for
-    `--db kcing.db`), or another SQLite database, which log lines appended would damage."""
-    written_over = ledger_in_the_way(Path(path), None)
+    `--db kcing.db`), or another SQLite database, which log lines appended would damage; with
+    `ledger` (KCING_DB), that ledger's name too, before the run has made it."""
+    written_over = ledger_in_the_way(Path(path), ledger)
     if written_over:
         return "it is %s, which log lines would damage: name another file, e.g. kcing.log" % written_over
     return None

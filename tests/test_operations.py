@@ -541,6 +541,27 @@ def test_a_file_option_ending_with_a_slash_names_a_directory_and_is_refused(opti
     assert ledger.read_bytes() == before
 
 
+
+@pytest.mark.parametrize("command", [["feed_es", "--source", "samples", "--output", "out"], ["status"]])
+def test_a_log_file_named_as_the_ledger_not_made_yet_is_refused_and_leaves_no_file(command, tmp_path):
+    """A first run of `kcing feed_es --db kcing.db -l kcing.db` wrote its log lines into the ledger
+    it then made there, and only the next run was refused."""
+    from tests.feedrun import SAMPLES
+    if not (SAMPLES / "manifest.json").is_file():
+        pytest.skip("samples/ has no manifest")
+    env = clean_environ(KCI_SAMPLES_DIR=str(SAMPLES), KCING_DB=str(tmp_path / "kcing.db"))
+    for log_file in ("kcing.db", str(tmp_path / "kcing.db")):
+        refused = kcing(command + ["-l", log_file], env, tmp_path, timeout=60)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert refused.stderr.splitlines() == [
+            "kcing %s: cannot open log file %s: it is the ledger (KCING_DB), which log lines would damage: name "
+            "another file, e.g. kcing.log" % (command[0], log_file)]
+        assert list(tmp_path.iterdir()) == []
+    # Another name is taken (status then ends as it does without a ledger, its log file written).
+    done = kcing(command + ["-l", "kcing.log"], env, tmp_path, timeout=120)
+    assert done.returncode == (0 if command[0] == "feed_es" else 2), done.stderr
+    assert (tmp_path / "kcing.log").read_text().strip()
+
 @pytest.mark.parametrize("option", ["-l", "--metrics"])
 def test_a_log_or_metrics_file_that_is_the_ledger_is_refused_and_the_ledger_kept(option, tmp_path):
     """`--metrics kcing.db` for `--db kcing.db` replaced the ledger with the run's figures (exit 0,
