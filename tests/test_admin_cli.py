@@ -87,6 +87,10 @@ def test_es_host_set_to_a_logstash_input_names_the_setting_to_fix(command, tmp_p
                                                     "Elasticsearch's X-Elastic-Product header while "
                                                     % (command[0], logstash.url)), done.stderr
     assert lines[0].endswith("set ES_HOST to the address Elasticsearch answers at"), done.stderr
+    # What was being done, then the servers likely at that port.
+    likely = " (a Logstash input's port, another server's, or OpenSearch, which is not supported): "
+    assert likely in lines[0], done.stderr
+    assert command[0] != "setup_es" or " header while checking cluster health (" in lines[0], done.stderr
 
 
 def test_only_a_404_or_405_without_elasticsearchs_header_is_taken_for_another_server():
