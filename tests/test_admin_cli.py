@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 import yaml
@@ -44,18 +45,24 @@ def test_setup_es_against_nothing_is_one_clear_line_and_exit_3(tmp_path):
     assert "Traceback" not in done.stderr and "WARNING" not in done.stderr
 
 
+def ledger_of_one_delivered_object(directory: Path) -> Path:
+    """A ledger holding one object delivered to Logstash: something for reconcile to check."""
+    from kcing.ledger.ledger import Ledger, Outcome
+    from kcing.ledger.models import DELIVERED
+    from tests.test_reconcile import obj, packed, to_logstash
+    db = directory / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1))], to_logstash)
+    ledger.close()
+    return db
+
+
 @pytest.mark.parametrize("command", [["setup_es", "--wait", "5"], ["drp"], ["reconcile"]])
 def test_es_host_set_to_kibanas_port_is_a_setting_to_fix_not_elasticsearch_refusing(command, tmp_path):
     # Kibana answers 404 to Elasticsearch's paths, without the X-Elastic-Product header every
     # answer of Elasticsearch carries (its errors too): setup_es said "Elasticsearch ... refused a
     # request while checking cluster health (404 error): Not Found" and exited 3, as for an outage.
-    from kcing.ledger.ledger import Ledger, Outcome
-    from kcing.ledger.models import DELIVERED
-    from tests.test_reconcile import obj, packed, to_logstash
-    db = tmp_path / "kcing.db"
-    ledger = Ledger.open(str(db))
-    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1))], to_logstash)  # for reconcile to check
-    ledger.close()
+    db = ledger_of_one_delivered_object(tmp_path)
     with KibanaEmulator() as kibana:
         done = kcing(command, clean_environ(ES_HOST=kibana.url, KCING_DB=str(db)), tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -71,14 +78,8 @@ def test_es_host_set_to_a_logstash_input_names_the_setting_to_fix(command, tmp_p
     """A Logstash http input answers 200 `ok` to any path: the client's missing-header error was
     said as "is not Elasticsearch (no X-Elastic-Product header; OpenSearch is not supported)",
     naming neither ES_HOST nor what to do."""
-    from kcing.ledger.ledger import Ledger, Outcome
-    from kcing.ledger.models import DELIVERED
     from tests.fakes.logstash_emulator import LogstashEmulator
-    from tests.test_reconcile import obj, packed, to_logstash
-    db = tmp_path / "kcing.db"
-    ledger = Ledger.open(str(db))
-    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1))], to_logstash)  # for reconcile to check
-    ledger.close()
+    db = ledger_of_one_delivered_object(tmp_path)
     with LogstashEmulator() as logstash:
         done = kcing(command, clean_environ(ES_HOST=logstash.url, KCING_DB=str(db)), tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
