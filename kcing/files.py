@@ -152,13 +152,20 @@ def ledger_in_the_way(path: Path, ledger: Optional[str]) -> Optional[str]:
     `-l kcing.db` appended log lines to it."""
     if ledger and os.path.abspath(os.path.expanduser(str(path))) == os.path.abspath(os.path.expanduser(ledger)):
         return "the ledger (KCING_DB)"
+    # Nothing there yet, or nothing to read, is no database: opening it for writing says what it finds.
+    if sqlite_header_of(path) == SQLITE_HEADER:
+        return "an SQLite database (a kcing ledger?)"
+    return None
+
+
+def sqlite_header_of(path: Path) -> Optional[bytes]:
+    """The first bytes of the regular file at `path`, as many as SQLITE_HEADER holds (fewer for a
+    shorter file, none for an empty one), or None when there is no such file or it cannot be read."""
     try:
         with opened_regular(path) as file:
-            if file.read(len(SQLITE_HEADER)) == SQLITE_HEADER:
-                return "an SQLite database (a kcing ledger?)"
+            return file.read(len(SQLITE_HEADER))
     except OSError:
-        pass  # nothing there yet, or nothing to read: opening it for writing says what it finds
-    return None
+        return None
 
 
 def not_replaceable(path: Path) -> Optional[str]:

@@ -16,7 +16,7 @@ from peewee import DatabaseError, SqliteDatabase, fn
 
 from kcing import keptdays, shutdown
 from kcing.errors import ConfigError, KcingError, StorageFailed, exit_status, one_line
-from kcing.files import SQLITE_HEADER, as_text, opened_regular
+from kcing.files import SQLITE_HEADER, as_text, sqlite_header_of
 from kcing.ledger import docids, identity, models
 from kcing.ledger.database import LOCK_WAIT_SLICE, LedgerDatabase, read_only_file, read_only_part, unwritable
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, UpstreamFile
@@ -929,11 +929,7 @@ def check_ledger_path(path: Path) -> None:
 def not_a_database(path: Path) -> bool:
     """Whether the file at `path` holds bytes that begin no SQLite database (an empty file is a
     new one); False when there is no file or it cannot be read here (opening it says why)."""
-    try:
-        with opened_regular(path) as file:
-            start = file.read(len(SQLITE_HEADER))
-    except OSError:
-        return False
+    start = sqlite_header_of(path)
     return bool(start) and start != SQLITE_HEADER
 
 
