@@ -594,13 +594,17 @@ def log_file_problem(path: str, error: OSError) -> str:
     return error.strerror or str(error)
 
 
+def _log_file_refused(command: str, path: str, why: str) -> int:
+    print("kcing %s: cannot open log file %s: %s" % (command, path, why), file=sys.stderr)
+    return USAGE_ERROR
+
+
 def run_command(command: str, args: dict) -> int:
     """Set up logging, load the settings and run `command`; return its exit status."""
     quiet = bool(args.get("--quiet"))
     refused = args.get("--log-file") and logs.log_file_refusal(args["--log-file"])
     if refused:
-        print("kcing %s: cannot open log file %s: %s" % (command, args["--log-file"], refused), file=sys.stderr)
-        return USAGE_ERROR
+        return _log_file_refused(command, args["--log-file"], refused)
     made_by_this_run = bool(args.get("--log-file")) and not os.path.lexists(args["--log-file"])
     try:
         logs.configure(debug=args.get("--debug"), log_file=args.get("--log-file"), quiet=quiet)
@@ -625,8 +629,7 @@ def run_command(command: str, args: dict) -> int:
                     os.remove(args["--log-file"])
                 except OSError:
                     pass
-            print("kcing %s: cannot open log file %s: %s" % (command, args["--log-file"], refused), file=sys.stderr)
-            return USAGE_ERROR
+            return _log_file_refused(command, args["--log-file"], refused)
         logs.configure(debug=args.get("--debug"), log_file=args.get("--log-file"), quiet=quiet,
                        secrets=settings_module.secret_texts(settings))
         status = commands.run(command, args, settings)
