@@ -512,8 +512,8 @@ class Reconciler:
         self.facts: Dict[str, Optional[Tuple[str, str]]] = {}
         self.facts_unknown = False
         self.stop: Optional[threading.Event] = None
-        # Objects found missing and marked, logged one by one, and left to -d (see MISSING_LOGGED).
-        self.missing_logged, self.missing_unlogged = 0, 0
+        # Objects found missing and marked in this run: the first MISSING_LOGGED are logged one by one.
+        self.missing_marked = 0
 
     def run(self, chunks: Iterable[List[DeliveredRow]], stop: Optional[threading.Event] = None,
             progress: Optional[Progress] = None, total: Optional[int] = None) -> Report:
@@ -544,8 +544,8 @@ class Reconciler:
         return self.report
 
     def _say_missing_not_logged(self) -> None:
-        unlogged = self.missing_unlogged
-        if unlogged:
+        unlogged = self.missing_marked - MISSING_LOGGED
+        if unlogged > 0:
             log.warning("%d more %s missing in Elasticsearch (each is logged with -d)",
                         unlogged, verb(unlogged, "object is", "objects are"))
 
@@ -743,9 +743,8 @@ class Reconciler:
             self.report.found_missing[key] = self.report.found_missing.get(key, 0) + 1
             self.report.found_since[check.row.source] = earliest(self.report.found_since.get(check.row.source, EPOCH_END),
                                                                  check.row.object_date)
-            one_by_one = self.missing_logged < MISSING_LOGGED
-            self.missing_logged += one_by_one
-            self.missing_unlogged += not one_by_one
+            one_by_one = self.missing_marked < MISSING_LOGGED
+            self.missing_marked += 1
             log.log(logging.WARNING if one_by_one else logging.DEBUG, "%s %s: %s missing in Elasticsearch",
                     check.row.kind, check.row.upstream_id,
                     "kept ids damaged" if check.damaged else "%d of %s" % (check.missing,
