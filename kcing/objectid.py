@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import string
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, Optional
 
 
@@ -27,3 +27,16 @@ def object_id_time(value: Any) -> Optional[datetime]:
     if not is_object_id(value):
         return None
     return datetime.fromtimestamp(int(value[:8], 16), tz=timezone.utc)
+
+
+def object_id_prefix(when: Optional[datetime], later: timedelta) -> Optional[str]:
+    """The first 8 hex digits of the ObjectIds made in the second `later` after `when` falls in
+    (whole seconds since 1970, as ObjectIds hold them); None without `when`, or outside the range
+    they hold (a `Date` at the calendar's edge)."""
+    if when is None:
+        return None
+    try:
+        seconds = int((when + later).timestamp())
+    except OverflowError:
+        return None
+    return "%08x" % seconds if 0 <= seconds <= 0xFFFFFFFF else None

@@ -60,7 +60,7 @@ from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.collector import collector_paused
 from kcing.documents.coerce import as_date, iso_time
 from kcing.http import http_date
-from kcing.objectid import is_object_id, node_id as _node_id, object_id_time
+from kcing.objectid import is_object_id, node_id as _node_id, object_id_prefix, object_id_time
 from kcing.secrecy import masked
 from kcing.shutdown import result_of
 from kcing.sources.requester import Requester, json_of
@@ -239,10 +239,10 @@ class _Passes:
         count back up (and when they bring it up as far, `again` tells by the nodes created)."""
         if self.last_total is None:  # the first page of this pass
             self.first_total = total
-            self._made_after = _id_prefix(answered, CREATED_MARGIN)
+            self._made_after = object_id_prefix(answered, CREATED_MARGIN)
         elif total < self.last_total:
             self.shrunk = True
-        self._made_before = _id_prefix(answered, CREATED_MARGIN)
+        self._made_before = object_id_prefix(answered, CREATED_MARGIN)
         self.last_total = total
 
     def _note_created(self, node_ids) -> None:
@@ -956,19 +956,6 @@ def _after_padding(data: bytes, position: int) -> int:
     """The first position from `position` on that holds no zero byte, or the end of `data`."""
     found = _NOT_ZERO.search(data, position)
     return found.start() if found else len(data)
-
-
-def _id_prefix(when: Optional[datetime], later: timedelta) -> Optional[str]:
-    """The first 8 hex digits of the ObjectIds made in the second `later` after `when` falls in
-    (whole seconds since 1970, as ObjectIds hold them); None without `when`, or outside the range
-    they hold (a `Date` at the calendar's edge)."""
-    if when is None:
-        return None
-    try:
-        seconds = int((when + later).timestamp())
-    except OverflowError:
-        return None
-    return "%08x" % seconds if 0 <= seconds <= 0xFFFFFFFF else None
 
 
 def _newer_than_listed(newest: Dict[str, datetime], node_id: Optional[str], updated) -> bool:
