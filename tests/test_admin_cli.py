@@ -45,8 +45,9 @@ def test_setup_es_against_nothing_is_one_clear_line_and_exit_3(tmp_path):
     assert "Traceback" not in done.stderr and "WARNING" not in done.stderr
 
 
-def ledger_of_one_delivered_object(directory: Path) -> Path:
-    """A ledger holding one object delivered to Logstash: something for reconcile to check."""
+def refusal_with_es_host_at(url: str, command: list, directory: Path) -> str:
+    """The one line `command` is refused with (exit 2) when ES_HOST is `url`, a server that is not
+    Elasticsearch, beside a ledger holding one object delivered to Logstash (for reconcile to check)."""
     from kcing.ledger.ledger import Ledger, Outcome
     from kcing.ledger.models import DELIVERED
     from tests.test_reconcile import obj, packed, to_logstash
@@ -54,7 +55,11 @@ def ledger_of_one_delivered_object(directory: Path) -> Path:
     ledger = Ledger.open(str(db))
     ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1))], to_logstash)
     ledger.close()
-    return db
+    done = kcing(command, clean_environ(ES_HOST=url, KCING_DB=str(db)), directory)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
 
 
 @pytest.mark.parametrize("command", [["setup_es", "--wait", "5"], ["drp"], ["reconcile"]])
@@ -62,15 +67,11 @@ def test_es_host_set_to_kibanas_port_is_a_setting_to_fix_not_elasticsearch_refus
     # Kibana answers 404 to Elasticsearch's paths, without the X-Elastic-Product header every
     # answer of Elasticsearch carries (its errors too): setup_es said "Elasticsearch ... refused a
     # request while checking cluster health (404 error): Not Found" and exited 3, as for an outage.
-    db = ledger_of_one_delivered_object(tmp_path)
     with KibanaEmulator() as kibana:
-        done = kcing(command, clean_environ(ES_HOST=kibana.url, KCING_DB=str(db)), tmp_path)
-    assert done.returncode == 2, done.stdout + done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("kcing %s: ES_HOST %s is not Elasticsearch: it answered HTTP 404 "
-                                                    "without Elasticsearch's X-Elastic-Product header while "
-                                                    % (command[0], kibana.url)), done.stderr
-    assert lines[0].endswith("set ES_HOST to the address Elasticsearch answers at"), done.stderr
+        line = refusal_with_es_host_at(kibana.url, command, tmp_path)
+    assert line.startswith("kcing %s: ES_HOST %s is not Elasticsearch: it answered HTTP 404 without "
+                           "Elasticsearch's X-Elastic-Product header while " % (command[0], kibana.url)), line
+    assert line.endswith("set ES_HOST to the address Elasticsearch answers at"), line
 
 
 @pytest.mark.parametrize("command", [["setup_es", "--wait", "5"], ["drp"], ["reconcile"]])
@@ -79,19 +80,15 @@ def test_es_host_set_to_a_logstash_input_names_the_setting_to_fix(command, tmp_p
     said as "is not Elasticsearch (no X-Elastic-Product header; OpenSearch is not supported)",
     naming neither ES_HOST nor what to do."""
     from tests.fakes.logstash_emulator import LogstashEmulator
-    db = ledger_of_one_delivered_object(tmp_path)
     with LogstashEmulator() as logstash:
-        done = kcing(command, clean_environ(ES_HOST=logstash.url, KCING_DB=str(db)), tmp_path)
-    assert done.returncode == 2, done.stdout + done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("kcing %s: ES_HOST %s is not Elasticsearch: it answered without "
-                                                    "Elasticsearch's X-Elastic-Product header while "
-                                                    % (command[0], logstash.url)), done.stderr
-    assert lines[0].endswith("set ES_HOST to the address Elasticsearch answers at"), done.stderr
+        line = refusal_with_es_host_at(logstash.url, command, tmp_path)
+    assert line.startswith("kcing %s: ES_HOST %s is not Elasticsearch: it answered without "
+                           "Elasticsearch's X-Elastic-Product header while " % (command[0], logstash.url)), line
+    assert line.endswith("set ES_HOST to the address Elasticsearch answers at"), line
     # What was being done, then the servers likely at that port.
     likely = " (a Logstash input's port, another server's, or OpenSearch, which is not supported): "
-    assert likely in lines[0], done.stderr
-    assert command[0] != "setup_es" or " header while checking cluster health (" in lines[0], done.stderr
+    assert likely in line, line
+    assert command[0] != "setup_es" or " header while checking cluster health (" in line, line
 
 
 def test_only_a_404_or_405_without_elasticsearchs_header_is_taken_for_another_server():
