@@ -45,6 +45,7 @@ import logging
 import operator
 import re
 import zlib
+from bisect import bisect_left
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
@@ -116,6 +117,9 @@ NOT_LISTED = {"process": "their data is free-form: it names no kernel, board or 
 # most this much later than the `Date` of the page it is on: a margin for a proxy before the API,
 # which stamps its own `Date` by a clock that may be behind (and for uvicorn's, a second stale).
 CREATED_MARGIN = timedelta(seconds=30)
+ONE_MINUTE = timedelta(minutes=1)
+# The minute no other follows (9999-12-31 23:59 UTC): the newest of its times is the newest of all.
+LAST_MINUTE = datetime.max.replace(second=0, microsecond=0, tzinfo=timezone.utc)
 # Nodes left out at most (`_around_failing_nodes`), of one page or in a row across pages with no
 # node answered between them: beyond that, the API is failing, not a few nodes it cannot answer.
 MAX_UNLISTABLE = 8
@@ -159,12 +163,22 @@ class _DeliveredTimes:
         self._newest: Dict[datetime, datetime] = {}  # the minute -> the newest time in it
 
     def add(self, times) -> None:
+        """Keep the newest of each minute of `times` (aware UTC, as the listing reads them).
+
+        A page's thousand times fall in a few minutes: sorted, each minute's newest is found
+        by bisecting for the next minute, one `replace` per minute instead of one per time.
+        """
         newest = self._newest
-        for when in times:
-            minute = when.replace(second=0, microsecond=0)
+        ordered = sorted(times)
+        start, end = 0, len(ordered)
+        while start < end:
+            minute = ordered[start].replace(second=0, microsecond=0)
+            last = end - 1 if minute >= LAST_MINUTE else bisect_left(ordered, minute + ONE_MINUTE, start, end) - 1
+            when = ordered[last]
             kept = newest.get(minute)
             if kept is None or when > kept:
                 newest[minute] = when
+            start = last + 1
 
     def newest_of_each_minute(self) -> List[datetime]:
         return list(self._newest.values())
