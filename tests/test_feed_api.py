@@ -884,6 +884,21 @@ def test_a_malformed_page_stops_the_run_before_the_kinds_after_it_and_keeps_the_
     assert watermark(db) == mark
 
 
+def test_a_rerun_stops_at_a_page_nested_deeper_than_a_decoder_goes_as_at_a_malformed_page(env, tmp_path, db,
+                                                                                           api_replica):
+    """A routine run reads its pages only as far as ids and times (sources/heads.py): a page
+    nested deeper than that reading goes is left to the whole decoding, which takes it for no
+    JSON, as it is on a first run; it stopped the run as an internal error (RecursionError)."""
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    mark = watermark(db)
+    api_replica.malformed_page(len(api_replica.listing_requests()) + 1,
+                               b'{"items": [], "total": 0, "x": %s}' % (b"[" * 5000 + b"]" * 5000))
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1 and "malformed page" in result.stderr, result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert watermark(db) == mark
+
+
 def test_a_failing_page_server_stops_the_run_with_exit_1(env, tmp_path, db, api_replica):
     api_replica.fail_next("/latest/nodes", 500, count=None)
     result = kcing(["feed_es"], dict(env, KCI_MAX_RETRIES="2"), tmp_path)

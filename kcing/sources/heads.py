@@ -11,8 +11,9 @@ result becomes does not depend on this module.
 A page msgspec does not read (JSON the standard library accepts and msgspec refuses, such as
 `NaN`; text declared in another charset than UTF-8, or starting with a byte order mark; an item
 that is not an object, or a job whose `data` is neither an object nor null; not the expected
-envelope) makes these functions answer None, and the caller decodes the page whole, which also
-judges it.
+envelope; nesting within a few dozen levels of what the interpreter's recursion limit lets a
+decoder go, or deeper) makes these functions answer None, and the caller decodes the page
+whole, which also judges it.
 """
 from __future__ import annotations
 
@@ -100,13 +101,30 @@ def legacy_heads(response) -> Optional[Tuple[list, list, Any]]:
     return [head.object_id for head in page.result], [head.lab_name for head in page.result], page.skip
 
 
+# Calls made before msgspec decodes a page. Both decoders recurse once per level of nesting and
+# give up (RecursionError) where the interpreter's recursion limit leaves no room: the whole
+# decoding then refuses the page as not JSON (json_of). It decodes a few calls further down than
+# these functions do (json_of, json.loads and its decoder's methods), so a page nested within
+# those few levels of the limit read here and not there. From this many calls further down,
+# msgspec has less room than the standard library's decoder will have: what it reads, that
+# reads too, and a page nested deeper is left to the whole decoding.
+HEADROOM_CALLS = 32
+
+
 def _decoded(response, decoder):
     if response.encoding is not None and response.encoding.lower().replace("-", "").replace("_", "") != "utf8":
         return None  # declared in another charset: the whole decoding (json_of) judges the page
     try:
-        return decoder.decode(response.content)
-    except msgspec.DecodeError:  # its ValidationError too
+        return _decoded_further_down(decoder, response.content, HEADROOM_CALLS)
+    except (msgspec.DecodeError, RecursionError):  # DecodeError: its ValidationError too
         return None
+
+
+def _decoded_further_down(decoder, content: bytes, calls: int):
+    """`decoder.decode(content)`, from `calls` calls further down the stack (HEADROOM_CALLS)."""
+    if calls:
+        return _decoded_further_down(decoder, content, calls - 1)
+    return decoder.decode(content)
 
 
 def job_extract(job) -> dict:
