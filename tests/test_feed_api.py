@@ -884,15 +884,18 @@ def test_a_malformed_page_stops_the_run_before_the_kinds_after_it_and_keeps_the_
     assert watermark(db) == mark
 
 
-def test_a_rerun_stops_at_a_page_nested_deeper_than_a_decoder_goes_as_at_a_malformed_page(env, tmp_path, db,
-                                                                                           api_replica):
-    """A routine run reads its pages only as far as ids and times (sources/heads.py): a page
-    nested deeper than that reading goes is left to the whole decoding, which takes it for no
-    JSON, as it is on a first run; it stopped the run as an internal error (RecursionError)."""
+@pytest.mark.parametrize("odd", [b"[" * 5000 + b"]" * 5000, b"1" + b"0" * 5000],
+                         ids=["nested deeper than a decoder goes", "an integer Python refuses"])
+def test_a_rerun_stops_at_a_page_the_whole_decoding_refuses_as_at_a_malformed_page(env, tmp_path, db, api_replica,
+                                                                                   odd):
+    """A routine run reads its pages only as far as ids and times (sources/heads.py): a page that
+    reading could take and the whole decoding refuses as no JSON is left to the whole decoding,
+    as on a first run. A page nested deeper than msgspec goes stopped the run as an internal
+    error (RecursionError); an integer of more digits than Python reads, in a field the heads
+    do not read, let the page through as the last, empty one."""
     assert kcing(["feed_es"], env, tmp_path).returncode == 0
     mark = watermark(db)
-    api_replica.malformed_page(len(api_replica.listing_requests()) + 1,
-                               b'{"items": [], "total": 0, "x": %s}' % (b"[" * 5000 + b"]" * 5000))
+    api_replica.malformed_page(len(api_replica.listing_requests()) + 1, b'{"items": [], "total": 0, "x": %s}' % odd)
     result = kcing(["feed_es"], env, tmp_path)
     assert result.returncode == 1 and "malformed page" in result.stderr, result.stderr
     assert "internal error" not in result.stderr and "Traceback" not in result.stderr

@@ -598,7 +598,8 @@ def test_a_page_with_some_items_not_delivered_lists_exactly_those_however_it_is_
     (b"<html>maintenance</html>", "did not answer JSON"),
     (b'{"code": 200, "result": [{"_id": {"$oid": "5fa2d3e4b5c6d7e8f9a0b1c2"}, "x": NaN}]}', None),
     (b'{"code": 200, "result": [], "x": %s}' % (b"[" * 5000 + b"]" * 5000), "did not answer JSON"),
-], ids=["garbage", "NaN, read whole", "nested deeper than a decoder goes"])
+    (b'{"code": 200, "result": [], "x": 1%s}' % (b"0" * 5000), "did not answer JSON"),
+], ids=["garbage", "NaN, read whole", "nested deeper than a decoder goes", "an integer Python refuses"])
 def test_a_rerun_over_delivered_results_reads_odd_listing_pages_as_a_full_decoding_would(
         env, tmp_path, legacy_replica, body, outcome):
     """A routine re-run reads its listing pages only as far as ids and labs (sources/heads.py);

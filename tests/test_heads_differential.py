@@ -70,3 +70,31 @@ def test_a_page_nested_too_deep_for_the_whole_decoding_is_left_to_it(template, r
         page = _response(template % _nested(levels))
         assert read(page) is None or read_whole(page), levels
     assert read(_response(template % _nested(5 * limit))) is None
+
+
+@pytest.fixture(params=[None, 640, 0], ids=["default digit limit", "lowest digit limit", "no digit limit"])
+def digit_limit(request):
+    before = sys.get_int_max_str_digits()
+    if request.param is not None:
+        sys.set_int_max_str_digits(request.param)
+    yield sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(before)
+
+
+@pytest.mark.parametrize("template, read, read_whole", [
+    *[(template, heads.legacy_heads, _legacy_read_whole) for template in LEGACY_NESTING],
+    *[(template, _job_heads, _api_read_whole) for template in API_NESTING],
+], ids=["legacy envelope", "legacy item", "legacy lab_name", "legacy _id", "api envelope", "api data",
+        "api kernel_revision"])
+def test_a_page_with_an_integer_python_refuses_is_left_to_the_whole_decoding(template, read, read_whole, digit_limit):
+    """The standard library's decoder refuses an integer of more digits than Python makes an int
+    of (sys.get_int_max_str_digits), as no JSON; msgspec skips one in a field it does not read,
+    and the page was read as far as its ids and skipped."""
+    digits = digit_limit or 4300
+    for length in (1, digits // 2, digits, digits + 1, 3 * digits):
+        for number in (b"1" * length, b"-" + b"9" * length, b"1" * length + b".5"):
+            page = _response(template % number)
+            assert read(page) is None or read_whole(page), (length, number[:1])
+    if digit_limit:
+        assert not _legacy_read_whole(_response(LEGACY_NESTING[0] % (b"1" * (digit_limit + 1))))
+    assert read(_response(template % b"1")) is not None

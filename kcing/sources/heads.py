@@ -12,11 +12,12 @@ A page msgspec does not read (JSON the standard library accepts and msgspec refu
 `NaN`; text declared in another charset than UTF-8, or starting with a byte order mark; an item
 that is not an object, or a job whose `data` is neither an object nor null; not the expected
 envelope; nesting within a few dozen levels of what the interpreter's recursion limit lets a
-decoder go, or deeper) makes these functions answer None, and the caller decodes the page
-whole, which also judges it.
+decoder go, or deeper; an integer of more digits than Python reads, anywhere) makes these
+functions answer None, and the caller decodes the page whole, which also judges it.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, List, Optional, Tuple
 
 import msgspec
@@ -104,8 +105,8 @@ def legacy_heads(response) -> Optional[Tuple[list, list, Any]]:
 # Calls made before msgspec decodes a page. Both decoders recurse once per level of nesting and
 # give up (RecursionError) where the interpreter's recursion limit leaves no room: the whole
 # decoding then refuses the page as not JSON (json_of). It decodes a few calls further down than
-# these functions do (json_of, json.loads and its decoder's methods), so a page nested within
-# those few levels of the limit read here and not there. From this many calls further down,
+# these functions do (json_of, json.loads and its decoder's methods), so a page nested to
+# within those few levels of the limit was read here and refused there. From this many calls further down,
 # msgspec has less room than the standard library's decoder will have: what it reads, that
 # reads too, and a page nested deeper is left to the whole decoding.
 HEADROOM_CALLS = 32
@@ -114,10 +115,31 @@ HEADROOM_CALLS = 32
 def _decoded(response, decoder):
     if response.encoding is not None and response.encoding.lower().replace("-", "").replace("_", "") != "utf8":
         return None  # declared in another charset: the whole decoding (json_of) judges the page
+    content = response.content
     try:
-        return _decoded_further_down(decoder, response.content, HEADROOM_CALLS)
+        page = _decoded_further_down(decoder, content, HEADROOM_CALLS)
     except (msgspec.DecodeError, RecursionError):  # DecodeError: its ValidationError too
         return None
+    # msgspec skips the fields it does not read without making their numbers ints.
+    return None if _may_hold_an_integer_python_refuses(content) else page
+
+
+def _may_hold_an_integer_python_refuses(content: bytes) -> bool:
+    """Whether `content` may hold an integer of more digits than Python makes an int of
+    (sys.get_int_max_str_digits: 4300 unless set, 0 for no limit), which the standard library's
+    decoder refuses (ValueError): yes for any run of more digits than that, and perhaps for one
+    of half as many. Such a run holds a whole block of half as many digits that starts at a
+    multiple of that size, so only those blocks are looked at: about 500 in a megabyte, most
+    given up at their first byte."""
+    limit = sys.get_int_max_str_digits()
+    if not limit:
+        return False
+    block = (limit + 2) // 2  # a run of limit + 1 digits holds one whole
+    return any(content[start:start + block].isdigit() for start in range(0, len(content), block)
+               if content[start] in _DIGITS)
+
+
+_DIGITS = frozenset(b"0123456789")
 
 
 def _decoded_further_down(decoder, content: bytes, calls: int):
