@@ -103,12 +103,13 @@ def legacy_heads(response) -> Optional[Tuple[list, list, Any]]:
 
 
 # Calls made before msgspec decodes a page. Both decoders recurse once per level of nesting and
-# give up (RecursionError) where the interpreter's recursion limit leaves no room: the whole
-# decoding then refuses the page as not JSON (json_of). It decodes a few calls further down than
-# these functions do (json_of, json.loads and its decoder's methods), so a page nested to
-# within those few levels of the limit was read here and refused there. From this many calls further down,
-# msgspec has less room than the standard library's decoder will have: what it reads, that
-# reads too, and a page nested deeper is left to the whole decoding.
+# give up (RecursionError) where the interpreter's recursion limit, which counts every call on
+# the stack, leaves no room: the whole decoding then refuses the page as not JSON (json_of).
+# It decodes a few calls further down than these functions (json_of, json.loads and its
+# decoder's methods), so a page nested to within those few levels of the limit was read here
+# and refused there. From this many calls further down, msgspec has less room than the
+# standard library's decoder will have: what it reads, that reads too, and a page nested
+# deeper is left to the whole decoding.
 HEADROOM_CALLS = 32
 
 
