@@ -23,7 +23,7 @@ from tests.fakes.api_data import (MAESTRO, REAL_JOB, _Tree, checkout_tree, objec
                                   revision)
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.elastic_server import ElasticsearchEmulator
-from tests.feedrun import REPO, api_feed_environ, kcing, ledger_rows, ledger_states, stored_keys
+from tests.feedrun import REPO, DEEPER_THAN_DECODERS_GO, api_feed_environ, kcing, ledger_rows, ledger_states, stored_keys
 
 # The synthesized trees are recent, so a first run's default window (KCI_DAYS) would see them;
 # the real payloads are from 2024, so the tests widen it to reach those too.
@@ -884,7 +884,7 @@ def test_a_malformed_page_stops_the_run_before_the_kinds_after_it_and_keeps_the_
     assert watermark(db) == mark
 
 
-@pytest.mark.parametrize("odd", [b"[" * 5000 + b"]" * 5000, b"1" + b"0" * 5000],
+@pytest.mark.parametrize("odd", [DEEPER_THAN_DECODERS_GO, b"1" + b"0" * 5000],
                          ids=["nested deeper than a decoder goes", "an integer Python refuses"])
 def test_a_rerun_stops_at_a_page_the_whole_decoding_refuses_as_at_a_malformed_page(env, tmp_path, db, api_replica,
                                                                                    odd):
