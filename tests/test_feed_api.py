@@ -23,7 +23,8 @@ from tests.fakes.api_data import (MAESTRO, REAL_JOB, _Tree, checkout_tree, objec
                                   revision)
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.elastic_server import ElasticsearchEmulator
-from tests.feedrun import REPO, DEEPER_THAN_DECODERS_GO, api_feed_environ, kcing, ledger_rows, ledger_states, stored_keys
+from tests.feedrun import (DEEPER_THAN_DECODERS_GO, REPO, api_feed_environ, kcing, ledger_rows, ledger_states,
+                           stored_keys)
 
 # The synthesized trees are recent, so a first run's default window (KCI_DAYS) would see them;
 # the real payloads are from 2024, so the tests widen it to reach those too.

@@ -12,8 +12,8 @@ import pytest
 
 from tests.fakes.rogue_http import RogueFront, interim_then_forward
 from tests.fakes.serving import wait_until
-from tests.feedrun import (DEEPER_THAN_DECODERS_GO, expected_documents, feed_environ, integrity, kcing, kcing_process, ledger_rows,
-                           ledger_states, sample_objects, stored_keys, SAMPLES)
+from tests.feedrun import (DEEPER_THAN_DECODERS_GO, expected_documents, feed_environ, integrity, kcing, kcing_process,
+                           ledger_rows, ledger_states, sample_objects, stored_keys, SAMPLES)
 
 pytestmark = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
 
