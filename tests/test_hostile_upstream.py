@@ -47,6 +47,14 @@ SELF_REFERENCING_LINE = "- {msg: &x [*x]}"
 SIGNATURE = "sLmFlvZHXRrZsSGubsDUIvTiv2BtzgDq6vALfkrtWnv8"
 
 
+def nested_through_aliases(lines: int, levels: int = 98) -> str:
+    """`lines` log lines whose messages nest `levels` lists, each around an alias of the one
+    before: within the depth limit as written, its last message nests lines * levels deep."""
+    messages = ["&m0 " + "[" * levels + "x" + "]" * levels]
+    messages += ["&m%d %s*m%d%s" % (line, "[" * levels, line - 1, "]" * levels) for line in range(1, lines)]
+    return "".join('- {"lvl": "debug", "msg": %s}\n' % message for message in messages)
+
+
 def scalar_alias_bomb(size: int = 512 << 10, aliases: int = 12_000) -> str:
     """One anchored string of `size` characters, then `aliases` log lines that name it."""
     return '- {msg: &blob "%s"}\n' % ("A" * size) + "- {msg: *blob}\n" * aliases
@@ -72,6 +80,31 @@ def test_a_lava_file_with_a_self_referencing_log_line_is_rejected_not_a_crash():
     lava = next((SAMPLES / "lava").glob("*.json"))
     with pytest.raises(RejectedInput, match="inside the structure it names"):
         documents_for(LAVA, lava_with_log_lines(lava.read_bytes(), SELF_REFERENCING_LINE))
+
+
+@pytest.mark.parametrize("text, line", [
+    (nested_through_aliases(2), 2),
+    (nested_through_aliases(40), 2),
+    ("a: &x [[1]]\nb: " + "[" * 98 + "*x" + "]" * 98, 2),  # the mapping, 98 lists, and 2 more through *x
+    ("- &x " + "[" * 99 + "]" * 99 + "\n- [*x]", 2),
+], ids=["two log lines", "forty log lines", "one level too deep", "a list deeper"])
+def test_an_alias_nesting_its_value_beyond_the_depth_limit_is_refused_for_its_depth(text, line):
+    """An alias holds what it names at its place: a value as deep as the alias plus what it names.
+    Each alias naming the one before, a few lines nested a log message thousands of levels deep,
+    which the log document code walked until RecursionError."""
+    with pytest.raises(RejectedInput, match=r"log refused: nests deeper than 100 levels through YAML alias \*[a-z0-9]+ "
+                                            r"\(line %d\)" % line):
+        yamlsafe.load(text, "log")
+
+
+@pytest.mark.parametrize("text", [
+    nested_through_aliases(1),
+    "a: &x [[1]]\nb: " + "[" * 97 + "*x" + "]" * 97,
+    "- &x " + "[" * 99 + "]" * 99 + "\n- *x",
+    "- &x " + "[" * 99 + "]" * 99 + "\n- " + "[" * 99 + "]" * 99 + "\n- {a: &s text, b: " + "[" * 98 + "*s" + "]" * 98 + "}",
+])
+def test_aliases_reaching_exactly_the_depth_limit_still_load(text):
+    assert yamlsafe.load(text, "log") == yaml.safe_load(text)
 
 
 def test_an_alias_bomb_through_one_scalar_is_refused_fast_and_small():
@@ -326,6 +359,14 @@ def test_a_self_referencing_log_line_costs_its_file_only_run_after_run(tmp_path)
         for _ in range(2):  # the next run meets the same file: still no crash, the rest stays delivered
             result = world.run(world.environ())
             assert_only_target_rejected(world, result, target, "inside the structure it names")
+
+
+def test_log_messages_nested_too_deep_through_aliases_cost_their_file_only_with_the_reason(tmp_path):
+    world, target = poisoned_world(tmp_path, nested_through_aliases(12))
+    with world:
+        result = world.run(world.environ())
+        assert "RecursionError" not in result.stdout + result.stderr
+        assert_only_target_rejected(world, result, target, "log refused: nests deeper than 100 levels through YAML alias")
 
 
 def test_a_scalar_alias_bomb_is_rejected_within_bounded_memory(tmp_path):

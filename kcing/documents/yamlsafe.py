@@ -9,7 +9,9 @@ It also composes the document itself, in one pass over the parser's events, to r
 hostile file could do to the code that reads the result:
 
 - nesting deeper than MAX_DEPTH (libyaml's own composer recurses in C, and a deep enough
-  nesting overflows the C stack and kills the process instead of raising);
+  nesting overflows the C stack and kills the process instead of raising), an alias counting
+  as deep as what it names: a few lines that each name the one before nest a value thousands
+  of levels deep, and the code that walks a log message recurses until RecursionError;
 - an alias inside the structure it names (`&x [*x]`): the result would contain itself, and
   any code walking it recurses until RecursionError;
 - aliases that expand beyond the limits below. An alias is a shared reference, but everything
@@ -67,14 +69,16 @@ class HostileShape(yaml.YAMLError):
 class _Open:
     """A collection being composed, and the counts when it started (for its anchor's size)."""
 
-    __slots__ = ("node", "anchor", "nodes", "characters", "key")
+    __slots__ = ("node", "anchor", "nodes", "characters", "key", "level", "deepest")
 
-    def __init__(self, node, anchor: Optional[str], nodes: int, characters: int):
+    def __init__(self, node, anchor: Optional[str], nodes: int, characters: int, level: int):
         self.node = node
         self.anchor = anchor
         self.nodes = nodes
         self.characters = characters
         self.key = None  # a mapping's key waiting for its value
+        self.level = level  # its own nesting level, 1 for the document's collection
+        self.deepest = level  # the deepest level of a collection in it so far, aliases' included
 
 
 class LavaSafeLoader(_BaseLoader):
@@ -194,6 +198,7 @@ class LavaSafeLoader(_BaseLoader):
         """The document's node, composed without recursion, within the limits."""
         anchors = {}  # name -> node
         sizes = {}  # name -> (nodes, characters) its alias copies
+        heights = {}  # name -> the levels of collections it nests (0 for a scalar)
         stack: List[_Open] = []
         open_anchors = set()
         nodes = characters = 0
@@ -225,6 +230,7 @@ class LavaSafeLoader(_BaseLoader):
                 if event.anchor is not None:
                     _define(anchors, event, node)
                     sizes[event.anchor] = (1, len(value))
+                    heights[event.anchor] = 0
             elif kind is AliasEvent:
                 name = event.anchor
                 if name not in anchors:
@@ -233,6 +239,8 @@ class LavaSafeLoader(_BaseLoader):
                     raise HostileShape("YAML alias *%s is inside the structure it names (line %d)"
                                        % (name, event.start_mark.line + 1))
                 node = anchors[name]
+                if heights[name] and stack:
+                    _reach(stack[-1], len(stack) + heights[name], event)
                 copied_nodes, copied_characters = sizes[name]
                 nodes += copied_nodes
                 characters += copied_characters
@@ -242,8 +250,10 @@ class LavaSafeLoader(_BaseLoader):
                 if closed.anchor is not None:
                     open_anchors.discard(closed.anchor)
                     sizes[closed.anchor] = (nodes - closed.nodes, characters - closed.characters)
+                    heights[closed.anchor] = closed.deepest - closed.level + 1
                 if not stack:
                     return closed.node
+                stack[-1].deepest = max(stack[-1].deepest, closed.deepest)
                 continue
             else:  # a collection starts
                 collection = SequenceNode if kind is SequenceStartEvent else MappingNode
@@ -257,7 +267,7 @@ class LavaSafeLoader(_BaseLoader):
                 if len(stack) >= MAX_DEPTH:
                     raise HostileShape("nests deeper than %d levels" % MAX_DEPTH)
                 _attach(stack, node)
-                stack.append(_Open(node, event.anchor, nodes, characters))
+                stack.append(_Open(node, event.anchor, nodes, characters, len(stack) + 1))
                 nodes += 1
                 continue
             if nodes > node_budget or characters > character_budget:
@@ -266,6 +276,17 @@ class LavaSafeLoader(_BaseLoader):
             if not stack:
                 return node
             _attach(stack, node)
+
+
+def _reach(parent: _Open, level: int, alias) -> None:
+    """Note that an alias in `parent` nests collections down to `level`; refuse it beyond MAX_DEPTH.
+
+    The composer keeps one node for an alias, but the value holds what it names at the alias's
+    place: as deep as the alias plus what it names, and so on through the aliases in that."""
+    if level > MAX_DEPTH:
+        raise HostileShape("nests deeper than %d levels through YAML alias *%s (line %d)"
+                           % (MAX_DEPTH, alias.anchor, alias.start_mark.line + 1))
+    parent.deepest = max(parent.deepest, level)
 
 
 def _cannot_be_hostile(text: str) -> bool:
