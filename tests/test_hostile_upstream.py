@@ -102,7 +102,10 @@ def test_an_alias_nesting_its_value_beyond_the_depth_limit_is_refused_for_its_de
     "a: &x [[1]]\nb: " + "[" * 97 + "*x" + "]" * 97,
     "- &x " + "[" * 99 + "]" * 99 + "\n- *x",
     "- &x " + "[" * 99 + "]" * 99 + "\n- " + "[" * 99 + "]" * 99 + "\n- {a: &s text, b: " + "[" * 98 + "*s" + "]" * 98 + "}",
-])
+    # A merge key's mapping gives its pairs to the mapping that has the key: no level more.
+    "- &x " + "{k: " * 99 + "v" + "}" * 99 + "\n- {<<: *x}\n- {<<: [*x, {}]}",
+    "a0: &a0 {k0: 0}\n" + "".join("a%d: &a%d {<<: *a%d, k%d: %d}\n" % (n, n, n - 1, n, n) for n in range(1, 150)),
+], ids=["a log line", "a list of lists", "an alias of a list", "an alias of text", "merged", "a chain of merges"])
 def test_aliases_reaching_exactly_the_depth_limit_still_load(text):
     assert yamlsafe.load(text, "log") == yaml.safe_load(text)
 

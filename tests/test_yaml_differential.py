@@ -80,41 +80,62 @@ def reference(text: str) -> Tuple[str, Any]:
 
 
 def beyond_the_limits(text: str) -> Optional[str]:
-    """Which of the loader's documented limits `text` passes, from PyYAML's node graph (an alias
-    is the node it names): nesting deeper than MAX_DEPTH counting an alias as deep as what it
-    names, or expanding beyond the allowances counting it as a copy. None when within them."""
+    """Which of the loader's documented limits `text` passes, from PyYAML's events and node graph
+    (an alias is the node it names): nesting deeper than MAX_DEPTH as written, or as a value (an
+    alias as deep as what it names, a merge key's mapping's pairs in the mapping that has the
+    key), or expanding beyond the allowances, an alias counting as a copy. None when within them."""
     try:
         root = yaml.compose(text, Loader=ReferenceLoader)
+        written = max(_written_levels(text), default=0)
     except Exception:  # noqa: BLE001 - refused by PyYAML as well
         return None
+    if written > yamlsafe.MAX_DEPTH:
+        return "nests deeper"
     if root is None:
         return None
-    heights, sizes = {}, {}
+    measured = {}
 
-    def measure(node) -> Tuple[int, int, int]:  # (levels, nodes, characters), once per node
-        known = id(node)
-        if known in sizes:
-            return heights[known], *sizes[known]
-        if known in heights:
-            return 10 ** 6, 0, 0  # an alias inside what it names
-        heights[known] = 0
-        if isinstance(node, ScalarNode):
-            result = (0, 1, len(node.value))
-        else:
-            children = [child for pair in node.value for child in pair] if isinstance(node, MappingNode) else node.value
-            measured = [measure(child) for child in children]
-            result = (1 + max([levels for levels, _, _ in measured], default=0), 1 + sum(n for _, n, _ in measured),
-                      sum(c for _, _, c in measured))
-        heights[known], sizes[known] = result[0], result[1:]
-        return result
+    def measure(node) -> Tuple[int, int, int]:  # (levels of its value, nodes, characters), once per node
+        if measured.get(id(node), ()) is None:
+            raise RecursionError("an alias inside the structure it names")
+        if id(node) not in measured:
+            measured[id(node)] = None
+            if isinstance(node, ScalarNode):
+                measured[id(node)] = (0, 1, len(node.value))
+            else:
+                pairs = node.value if isinstance(node, MappingNode) else [(None, item) for item in node.value]
+                levels, nodes, characters = 0, 1, 0
+                for key, value in pairs:
+                    for child in (key, value) if key is not None else (value,):
+                        child_levels, child_nodes, child_characters = measure(child)
+                        if child is value and key is not None and key.tag == "tag:yaml.org,2002:merge":
+                            child_levels -= 1 if isinstance(value, MappingNode) else 2
+                        levels, nodes, characters = (max(levels, child_levels), nodes + child_nodes,
+                                                     characters + child_characters)
+                measured[id(node)] = (1 + levels, nodes, characters)
+        return measured[id(node)]
 
-    levels, nodes, characters = measure(root)
+    try:
+        levels, nodes, characters = measure(root)
+    except RecursionError:
+        return "inside the structure it names"
     if levels > yamlsafe.MAX_DEPTH:
         return "nests deeper"
     if (nodes > yamlsafe.EXPANSION_NODES_ALLOWANCE + len(text)
             or characters > yamlsafe.EXPANSION_CHARACTERS_ALLOWANCE + len(text)):
         return "expands"
     return None
+
+
+def _written_levels(text: str):
+    """The nesting level of collections at each event of `text`."""
+    level = 0
+    for event in yaml.parse(text, Loader=ReferenceLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            level += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            level -= 1
+        yield level
 
 
 def typed(value: Any) -> Any:
@@ -281,8 +302,11 @@ class TextMaker:
         levels = rnd.randint(90, 101)
         inner = rnd.choice(["x", "[1]", "{a: [2]}", ""])
         text = "a: &deep " + "[" * levels + inner + "]" * levels + "\n"
+        if rnd.random() < 0.5:
+            text = "a: &deep " + "{k: " * levels + inner + "}" * levels + "\n"
         around = rnd.randint(0, 12)
-        use = rnd.choice(["*deep", "{<<: {k: *deep}}", "[*deep]", "{k: *deep}"])
+        use = rnd.choice(["*deep", "{<<: {k: *deep}}", "[*deep]", "{k: *deep}", "{<<: *deep}", "{<<: [*deep]}",
+                          "&self [*self]", "&self {<<: *deep, k: *self}"])
         return text + "b: " + "[" * around + use + "]" * around + "\n"
 
     def document(self) -> str:

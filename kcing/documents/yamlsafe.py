@@ -9,9 +9,10 @@ It also composes the document itself, in one pass over the parser's events, to r
 hostile file could do to the code that reads the result:
 
 - nesting deeper than MAX_DEPTH (libyaml's own composer recurses in C, and a deep enough
-  nesting overflows the C stack and kills the process instead of raising), an alias counting
-  as deep as what it names: a few lines that each name the one before nest a value thousands
-  of levels deep, and the code that walks a log message recurses until RecursionError;
+  nesting overflows the C stack and kills the process instead of raising), and a value nesting
+  deeper through aliases: an alias holds what it names at its place, and a few lines that each
+  name the one before nest a value thousands of levels deep, which the code that walks a log
+  message recursed into until RecursionError;
 - an alias inside the structure it names (`&x [*x]`): the result would contain itself, and
   any code walking it recurses until RecursionError;
 - aliases that expand beyond the limits below. An alias is a shared reference, but everything
@@ -69,16 +70,17 @@ class HostileShape(yaml.YAMLError):
 class _Open:
     """A collection being composed, and the counts when it started (for its anchor's size)."""
 
-    __slots__ = ("node", "anchor", "nodes", "characters", "key", "level", "deepest")
+    __slots__ = ("node", "anchor", "nodes", "characters", "key", "merged", "height", "through")
 
-    def __init__(self, node, anchor: Optional[str], nodes: int, characters: int, level: int):
+    def __init__(self, node, anchor: Optional[str], nodes: int, characters: int, merged: bool):
         self.node = node
         self.anchor = anchor
         self.nodes = nodes
         self.characters = characters
         self.key = None  # a mapping's key waiting for its value
-        self.level = level  # its own nesting level, 1 for the document's collection
-        self.deepest = level  # the deepest level of a collection in it so far, aliases' included
+        self.merged = merged  # the value of a merge key
+        self.height = 1  # the levels its value nests so far (see `_value_height`)
+        self.through = None  # the alias that gave it that height, if one did
 
 
 class LavaSafeLoader(_BaseLoader):
@@ -198,7 +200,7 @@ class LavaSafeLoader(_BaseLoader):
         """The document's node, composed without recursion, within the limits."""
         anchors = {}  # name -> node
         sizes = {}  # name -> (nodes, characters) its alias copies
-        heights = {}  # name -> the levels of collections it nests (0 for a scalar)
+        heights = {}  # name -> the levels its value nests (see `_value_height`), 0 for a scalar
         stack: List[_Open] = []
         open_anchors = set()
         nodes = characters = 0
@@ -240,7 +242,7 @@ class LavaSafeLoader(_BaseLoader):
                                        % (name, event.start_mark.line + 1))
                 node = anchors[name]
                 if heights[name] and stack:
-                    _reach(stack[-1], len(stack) + heights[name], event)
+                    _raise_height(stack[-1], 1 + _value_height(node, heights[name], _merges_into(stack)), event)
                 copied_nodes, copied_characters = sizes[name]
                 nodes += copied_nodes
                 characters += copied_characters
@@ -250,10 +252,10 @@ class LavaSafeLoader(_BaseLoader):
                 if closed.anchor is not None:
                     open_anchors.discard(closed.anchor)
                     sizes[closed.anchor] = (nodes - closed.nodes, characters - closed.characters)
-                    heights[closed.anchor] = closed.deepest - closed.level + 1
+                    heights[closed.anchor] = closed.height
                 if not stack:
                     return closed.node
-                stack[-1].deepest = max(stack[-1].deepest, closed.deepest)
+                _raise_height(stack[-1], 1 + _value_height(closed.node, closed.height, closed.merged), closed.through)
                 continue
             else:  # a collection starts
                 collection = SequenceNode if kind is SequenceStartEvent else MappingNode
@@ -266,8 +268,9 @@ class LavaSafeLoader(_BaseLoader):
                     open_anchors.add(event.anchor)
                 if len(stack) >= MAX_DEPTH:
                     raise HostileShape("nests deeper than %d levels" % MAX_DEPTH)
+                merged = _merges_into(stack)
                 _attach(stack, node)
-                stack.append(_Open(node, event.anchor, nodes, characters, len(stack) + 1))
+                stack.append(_Open(node, event.anchor, nodes, characters, merged))
                 nodes += 1
                 continue
             if nodes > node_budget or characters > character_budget:
@@ -278,15 +281,34 @@ class LavaSafeLoader(_BaseLoader):
             _attach(stack, node)
 
 
-def _reach(parent: _Open, level: int, alias) -> None:
-    """Note that an alias in `parent` nests collections down to `level`; refuse it beyond MAX_DEPTH.
+def _merges_into(stack: List[_Open]) -> bool:
+    """Whether the node that comes next at the top of `stack` is the value of a merge key."""
+    parent = stack[-1] if stack else None
+    return parent is not None and parent.key is not None and parent.key.tag == _MERGE_TAG
 
-    The composer keeps one node for an alias, but the value holds what it names at the alias's
-    place: as deep as the alias plus what it names, and so on through the aliases in that."""
-    if level > MAX_DEPTH:
+
+def _value_height(node, height: int, merged: bool) -> int:
+    """The levels that `node`, whose value nests `height` levels, adds below the mapping or list
+    that holds it. The value of a merge key adds its pairs to the mapping that has the key: a
+    mapping one level less, a list of mappings two."""
+    if not merged:
+        return height
+    return height - (1 if type(node) is MappingNode else 2)
+
+
+def _raise_height(parent: _Open, height: int, alias) -> None:
+    """Note that `parent`'s value nests `height` levels, through `alias` if one made it so; refuse
+    it beyond MAX_DEPTH.
+
+    The text's own nesting is held to MAX_DEPTH as it is composed: only aliases take a value
+    deeper. The composer keeps one node for an alias, but the value holds what it names at the
+    alias's place, and so on through the aliases in that."""
+    if height <= parent.height:
+        return
+    parent.height, parent.through = height, alias
+    if height > MAX_DEPTH:
         raise HostileShape("nests deeper than %d levels through YAML alias *%s (line %d)"
                            % (MAX_DEPTH, alias.anchor, alias.start_mark.line + 1))
-    parent.deepest = max(parent.deepest, level)
 
 
 def _cannot_be_hostile(text: str) -> bool:
