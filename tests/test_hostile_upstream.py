@@ -55,6 +55,11 @@ def nested_through_aliases(lines: int, levels: int = 98) -> str:
     return "".join('- {"lvl": "debug", "msg": %s}\n' % message for message in messages)
 
 
+def tag_directives(count: int) -> str:
+    """A results suite's YAML text: an empty list after `count` %TAG directives."""
+    return "".join("%%TAG !t%d! tag:yaml.org,2002:\n" % number for number in range(count)) + "--- [!t0!str 1]\n"
+
+
 def scalar_alias_bomb(size: int = 512 << 10, aliases: int = 12_000) -> str:
     """One anchored string of `size` characters, then `aliases` log lines that name it."""
     return '- {msg: &blob "%s"}\n' % ("A" * size) + "- {msg: *blob}\n" * aliases
@@ -108,6 +113,22 @@ def test_an_alias_nesting_its_value_beyond_the_depth_limit_is_refused_for_its_de
 ], ids=["a log line", "a list of lists", "an alias of a list", "an alias of text", "merged", "a chain of merges"])
 def test_aliases_reaching_exactly_the_depth_limit_still_load(text):
     assert yamlsafe.load(text, "log") == yaml.safe_load(text)
+
+
+def test_many_tag_directives_are_refused_before_libyaml_reads_them_in_time_quadratic_in_them():
+    """libyaml compares each %TAG directive with every one before it: 200,000 of them (7 MB)
+    took two minutes to parse, and a 100 MB file would take hours."""
+    started = time.process_time()
+    with pytest.raises(RejectedInput, match="results refused: more than 64 %TAG directives"):
+        yamlsafe.load(tag_directives(200_000), "results")
+    assert time.process_time() - started < 2
+    assert yamlsafe.load(tag_directives(64), "results") == ["1"]
+
+
+@pytest.mark.parametrize("text", ['"%s"' % ("\n%TAG in a text" * 100), "a\n" + "%TAG in a text\n" * 100],
+                         ids=["quoted", "plain"])
+def test_lines_of_a_text_that_begin_with_percent_tag_are_no_directives(text):
+    assert yamlsafe.load(text, "results") == yaml.safe_load(text)
 
 
 def test_an_alias_bomb_through_one_scalar_is_refused_fast_and_small():
@@ -370,6 +391,19 @@ def test_log_messages_nested_too_deep_through_aliases_cost_their_file_only_with_
         result = world.run(world.environ())
         assert "RecursionError" not in result.stdout + result.stderr
         assert_only_target_rejected(world, result, target, "log refused: nests deeper than 100 levels through YAML alias")
+
+
+def test_a_results_suite_of_many_tag_directives_costs_its_file_only_and_no_more_time(tmp_path):
+    world = World(tmp_path)
+    target = next(obj for obj in world.catalog.values() if obj.kind == "lava")
+    callback = json.loads(world.content(target))
+    callback["results"]["0_dmesg"] = tag_directives(200_000)
+    world.set_file(target.path, json.dumps(callback).encode())
+    with world:
+        started = time.monotonic()
+        result = world.run(world.environ(), timeout=300)
+        assert time.monotonic() - started < 60  # the directives alone took two minutes
+        assert_only_target_rejected(world, result, target, "results[0_dmesg] refused: more than 64 %TAG directives")
 
 
 def test_a_scalar_alias_bomb_is_rejected_within_bounded_memory(tmp_path):

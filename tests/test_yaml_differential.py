@@ -91,6 +91,10 @@ def beyond_the_limits(text: str) -> Optional[str]:
         return None
     if written > yamlsafe.MAX_DEPTH:
         return "nests deeper"
+    directives = [token for token in (yaml.scan(text, Loader=ReferenceLoader) if "%TAG" in text else ())
+                  if isinstance(token, yaml.DirectiveToken) and token.name == "TAG"]
+    if len(directives) > yamlsafe.MAX_TAG_DIRECTIVES:
+        return "%TAG directives"
     if root is None:
         return None
     measured = {}
@@ -318,6 +322,10 @@ class TextMaker:
         head = "\ufeff" if rnd.random() < 0.05 else ""
         if rnd.random() < 0.1:
             head += "%YAML 1.1\n---\n" if rnd.random() < 0.3 else "--- "
+        elif rnd.random() < 0.03:
+            directives = rnd.choice([1, yamlsafe.MAX_TAG_DIRECTIVES, yamlsafe.MAX_TAG_DIRECTIVES + 1])
+            head += "".join("%%TAG !t%d! tag:yaml.org,2002:\n" % number for number in range(directives))
+            head += "--- !t0!%s " % rnd.choice(["str", "int", "seq", "python/tuple"])
         if rnd.random() < 0.05:
             head = "# head\n" + head
         tail = ""

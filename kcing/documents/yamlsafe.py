@@ -20,12 +20,14 @@ hostile file could do to the code that reads the result:
   line), so each one costs as much as what it names: one 512 KiB string named 12,000 times is
   6 GB of documents from a 1.3 MB file.
 
-While it constructs the values it refuses what would take time quadratic in the text: many
-mapping keys that are no text sharing one hash value (`_count_keys_by_hash`), and a base 60
-integer longer than the digits of a decimal one (`_construct_integer`).
+Before it parses a text, and while it constructs the values, it refuses what would take time
+quadratic in the text: many `%TAG` directives (`_too_many_tag_directives`), many mapping keys that
+are no text sharing one hash value (`_count_keys_by_hash`), and a base 60 integer longer than the
+digits of a decimal one (`_construct_integer`).
 """
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any, List, Optional
 
@@ -34,6 +36,7 @@ from yaml.events import (
     AliasEvent, MappingEndEvent, ScalarEvent, SequenceEndEvent, SequenceStartEvent,
 )
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from yaml.tokens import DirectiveToken
 
 from kcing.errors import RejectedInput, one_line
 
@@ -47,6 +50,9 @@ EXPANSION_CHARACTERS_ALLOWANCE = 8 << 20
 # Distinct mapping keys of one text that may share a hash value (see `_count_keys_by_hash`); real
 # callbacks have a handful of keys that are no text at all.
 MAX_KEYS_OF_ONE_HASH = 64
+
+# The most `%TAG` directives a text may have (see `_too_many_tag_directives`); real texts have none.
+MAX_TAG_DIRECTIVES = 64
 
 DECIMAL_SUFFIX = "object/apply:decimal.Decimal"
 # The most digits of an integer: Python's own limit on reading a decimal one (a longer one is
@@ -89,7 +95,8 @@ class LavaSafeLoader(_BaseLoader):
 
     def __init__(self, stream):
         super().__init__(stream)
-        self.text_length = len(stream) if isinstance(stream, str) else 0
+        self.text = stream if isinstance(stream, str) else ""
+        self.text_length = len(self.text)
         self.harmless = isinstance(stream, str) and _cannot_be_hostile(stream)
         self.keys_by_hash = {}  # hash value -> the distinct keys that are no text with it
 
@@ -181,6 +188,8 @@ class LavaSafeLoader(_BaseLoader):
         return pairs
 
     def get_single_node(self):
+        if _too_many_tag_directives(self.text):
+            raise HostileShape("more than %d %%TAG directives" % MAX_TAG_DIRECTIVES)
         if self.harmless:
             return super().get_single_node()  # libyaml's own composer: faster on small texts
         self.get_event()  # stream start
@@ -309,6 +318,31 @@ def _raise_height(parent: _Open, height: int, alias) -> None:
     if height > MAX_DEPTH:
         raise HostileShape("nests deeper than %d levels through YAML alias *%s (line %d)"
                            % (MAX_DEPTH, alias.anchor, alias.start_mark.line + 1))
+
+
+def _too_many_tag_directives(text: str) -> bool:
+    """Whether `text` has more than MAX_TAG_DIRECTIVES `%TAG` directives.
+
+    libyaml compares each directive with every one before it, and looks the handle of each tag
+    up among them one after the other: 200,000 directives (7 MB) took two minutes, a text of
+    100 MB would take hours. A directive starts a line with `%TAG`, so a text with few such
+    lines has few directives; one with more is scanned (not parsed) to count those that are
+    directives and not lines of a text scalar, in time linear in it."""
+    if text.count("%TAG") <= MAX_TAG_DIRECTIVES or len(_DIRECTIVE_LINE.findall(text)) <= MAX_TAG_DIRECTIVES:
+        return False
+    directives = 0
+    try:
+        for token in yaml.scan(text, Loader=_BaseLoader):
+            if type(token) is DirectiveToken and token.name == "TAG":
+                directives += 1
+                if directives > MAX_TAG_DIRECTIVES:
+                    return True
+    except yaml.YAMLError:
+        pass  # the parser stops at the same place, with the reason
+    return False
+
+
+_DIRECTIVE_LINE = re.compile(r"^%TAG", re.MULTILINE)
 
 
 def _cannot_be_hostile(text: str) -> bool:
