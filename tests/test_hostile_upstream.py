@@ -55,9 +55,10 @@ def nested_through_aliases(lines: int, levels: int = 98) -> str:
     return "".join('- {"lvl": "debug", "msg": %s}\n' % message for message in messages)
 
 
-def tag_directives(count: int) -> str:
-    """A results suite's YAML text: an empty list after `count` %TAG directives."""
-    return "".join("%%TAG !t%d! tag:yaml.org,2002:\n" % number for number in range(count)) + "--- [!t0!str 1]\n"
+def tag_directives(count: int, line_break: str = "\n") -> str:
+    """A results suite's YAML text: a list of one text after `count` %TAG directives."""
+    return ("".join("%%TAG !t%d! tag:yaml.org,2002:%s" % (number, line_break) for number in range(count))
+            + "--- [!t0!str 1]" + line_break)
 
 
 def scalar_alias_bomb(size: int = 512 << 10, aliases: int = 12_000) -> str:
@@ -123,6 +124,14 @@ def test_many_tag_directives_are_refused_before_libyaml_reads_them_in_time_quadr
         yamlsafe.load(tag_directives(200_000), "results")
     assert time.process_time() - started < 2
     assert yamlsafe.load(tag_directives(64), "results") == ["1"]
+
+
+@pytest.mark.parametrize("line_break", ["\r", "\r\n", "\x85", "\u2028", "\u2029"], ids=["CR", "CRLF", "NEL", "LS", "PS"])
+@pytest.mark.parametrize("byte_order_mark", ["", "\ufeff"], ids=["", "BOM"])
+def test_tag_directives_are_counted_after_every_line_break_of_yaml(line_break, byte_order_mark):
+    with pytest.raises(RejectedInput, match="more than 64 %TAG directives"):
+        yamlsafe.load(byte_order_mark + tag_directives(65, line_break), "results")
+    assert yamlsafe.load(byte_order_mark + tag_directives(64, line_break), "results") == ["1"]
 
 
 @pytest.mark.parametrize("text", ['"%s"' % ("\n%TAG in a text" * 100), "a\n" + "%TAG in a text\n" * 100],

@@ -325,9 +325,10 @@ def _too_many_tag_directives(text: str) -> bool:
 
     libyaml compares each directive with every one before it, and looks the handle of each tag
     up among them one after the other: 200,000 directives (7 MB) took two minutes, a text of
-    100 MB would take hours. A directive starts a line with `%TAG`, so a text with few such
-    lines has few directives; one with more is scanned (not parsed) to count those that are
-    directives and not lines of a text scalar, in time linear in it."""
+    100 MB would take hours. A directive starts a line with `%TAG` (after the text's byte order
+    mark, for the first), so a text with few such lines has few directives; one with more is
+    scanned (not parsed) to count those that are directives and not lines of a text scalar, in
+    time linear in it."""
     if text.count("%TAG") <= MAX_TAG_DIRECTIVES or len(_DIRECTIVE_LINE.findall(text)) <= MAX_TAG_DIRECTIVES:
         return False
     directives = 0
@@ -342,7 +343,8 @@ def _too_many_tag_directives(text: str) -> bool:
     return False
 
 
-_DIRECTIVE_LINE = re.compile(r"^%TAG", re.MULTILINE)
+# `%TAG` at the start of a line, after any of YAML's line breaks (CR, NEL, LS and PS too).
+_DIRECTIVE_LINE = re.compile("(?:\\A\ufeff?|[\n\r\x85\u2028\u2029])%TAG")
 
 
 def _cannot_be_hostile(text: str) -> bool:
