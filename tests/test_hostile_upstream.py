@@ -107,7 +107,8 @@ def test_an_alias_nesting_its_value_beyond_the_depth_limit_is_refused_for_its_de
     nested_through_aliases(1),
     "a: &x [[1]]\nb: " + "[" * 97 + "*x" + "]" * 97,
     "- &x " + "[" * 99 + "]" * 99 + "\n- *x",
-    "- &x " + "[" * 99 + "]" * 99 + "\n- " + "[" * 99 + "]" * 99 + "\n- {a: &s text, b: " + "[" * 98 + "*s" + "]" * 98 + "}",
+    "- &x " + "[" * 99 + "]" * 99 + "\n- " + "[" * 99 + "]" * 99
+    + "\n- {a: &s text, b: " + "[" * 98 + "*s" + "]" * 98 + "}",
     # A merge key's mapping gives its pairs to the mapping that has the key: no level more.
     "- &x " + "{k: " * 99 + "v" + "}" * 99 + "\n- {<<: *x}\n- {<<: [*x, {}]}",
     "a0: &a0 {k0: 0}\n" + "".join("a%d: &a%d {<<: *a%d, k%d: %d}\n" % (n, n, n - 1, n, n) for n in range(1, 150)),
@@ -126,7 +127,8 @@ def test_many_tag_directives_are_refused_before_libyaml_reads_them_in_time_quadr
     assert yamlsafe.load(tag_directives(64), "results") == ["1"]
 
 
-@pytest.mark.parametrize("line_break", ["\r", "\r\n", "\x85", "\u2028", "\u2029"], ids=["CR", "CRLF", "NEL", "LS", "PS"])
+@pytest.mark.parametrize("line_break", ["\r", "\r\n", "\x85", "\u2028", "\u2029"],
+                         ids=["CR", "CRLF", "NEL", "LS", "PS"])
 @pytest.mark.parametrize("byte_order_mark", ["", "\ufeff"], ids=["", "BOM"])
 def test_tag_directives_are_counted_after_every_line_break_of_yaml(line_break, byte_order_mark):
     with pytest.raises(RejectedInput, match="more than 64 %TAG directives"):
@@ -399,7 +401,8 @@ def test_log_messages_nested_too_deep_through_aliases_cost_their_file_only_with_
     with world:
         result = world.run(world.environ())
         assert "RecursionError" not in result.stdout + result.stderr
-        assert_only_target_rejected(world, result, target, "log refused: nests deeper than 100 levels through YAML alias")
+        assert_only_target_rejected(world, result, target,
+                                    "log refused: nests deeper than 100 levels through YAML alias")
 
 
 def test_a_results_suite_of_many_tag_directives_costs_its_file_only_and_no_more_time(tmp_path):
