@@ -231,6 +231,44 @@ def test_many_merge_keys_are_merged_in_time_linear_in_them():
     assert construction_seconds(merges) < 2.5 * construction_seconds(plain) + 0.05
 
 
+def merges_flattened_last_first(links: int, levels: int) -> str:
+    """A YAML list of `links` anchored mappings, each merging the one before through `levels`
+    mappings nested in merge keys, and each nested a level less deep than the one before: the
+    constructor makes the values of a level after those of the level above, and so flattens the
+    last mapping first, through every one before it at once."""
+    lines = []
+    for link in range(links):
+        merged = "{k: v}" if link == 0 else "{<<: " * levels + "*a%d" % (link - 1) + "}" * levels
+        lines.append("- " + "[" * (links - link) + "&a%d %s" % (link, merged) + "]" * (links - link))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("links, levels", [(30, 30), (45, 50)])
+def test_a_chain_of_merges_flattened_from_its_end_loads_without_recursion(links, levels):
+    """Flattening each merged mapping inside the one that merges it took two frames a mapping:
+    900 of them (6 KB) were refused as 'not valid YAML: RecursionError', which PyYAML loads."""
+    text = merges_flattened_last_first(links, levels)
+    loaded = yamlsafe.load(text, "definition")
+    assert isinstance(loaded, list) and len(loaded) == links
+    innermost = []
+    for number, item in enumerate(loaded):
+        for _ in range(links - number):
+            (item,) = item
+        innermost.append(item)
+    assert innermost == [{"k": "v"}] * links
+    if links * levels < 1000:
+        assert loaded == yaml.safe_load(text)
+
+
+def test_a_definition_with_a_chain_of_merges_is_read():
+    lava = next((SAMPLES / "lava").glob("*.json"))
+    callback = json.loads(lava.read_bytes())
+    chain = merges_flattened_last_first(30, 30).replace("\n", "\n  ")
+    callback["definition"] = callback["definition"].rstrip("\n") + "\ncontext:\n  " + chain
+    documents = documents_for(LAVA, json.dumps(callback).encode())
+    assert [document.kind for document in documents].count("boot") == 1
+
+
 def test_a_long_base_60_integer_is_refused_as_a_long_decimal_one_is_without_reading_it():
     """SafeConstructor reads `1:0:0...` place by place, each step a multiplication as long as
     the number: 400,000 places (800 kB) took seven seconds, quadratic in them. Beyond the digits

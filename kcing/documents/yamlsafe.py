@@ -150,7 +150,15 @@ class LavaSafeLoader(_BaseLoader):
     def flatten_mapping(self, node):
         # SafeConstructor's own, which deletes each merge key from the list in place: a mapping
         # of many `<<` keys took time quadratic in them (a megabyte of them, over a second, five
-        # megabytes, ten). The same pairs in the same order, made in one pass.
+        # megabytes, ten). The same pairs in the same order, made in one pass per mapping. And
+        # without recursion: the mappings that merge keys bring in are flattened first, from a
+        # list (a chain of anchored mappings, each merging the one before through mappings nested
+        # in merge keys, took two frames a mapping and ended in RecursionError).
+        for mapping in _merge_order(node):
+            self._flatten_one(mapping)
+
+    def _flatten_one(self, node) -> None:
+        """Flatten `node`, whose merged mappings are flattened already."""
         if not any(key.tag == _MERGE_TAG for key, _ in node.value):
             for key, _ in node.value:
                 if key.tag == _VALUE_TAG:
@@ -159,33 +167,12 @@ class LavaSafeLoader(_BaseLoader):
         merged, kept = [], []
         for key, value in node.value:
             if key.tag == _MERGE_TAG:
-                merged += self._merged_pairs(node, value)
+                merged += _merged_pairs(node, value)
             else:
                 if key.tag == _VALUE_TAG:
                     key.tag = _TEXT_TAG
                 kept.append((key, value))
         node.value = merged + kept
-
-    def _merged_pairs(self, node, value) -> list:
-        """The pairs the value of one merge key of `node` brings in, as SafeConstructor merges
-        them: a mapping's own, or those of a list of mappings, the last one's first."""
-        if isinstance(value, MappingNode):
-            self.flatten_mapping(value)
-            return value.value
-        if not isinstance(value, SequenceNode):
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark,
-                "expected a mapping or list of mappings for merging, but found %s" % value.id, value.start_mark)
-        pairs = []
-        for mapping in value.value:
-            if not isinstance(mapping, MappingNode):
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    "expected a mapping for merging, but found %s" % mapping.id, mapping.start_mark)
-            self.flatten_mapping(mapping)
-        for mapping in reversed(value.value):
-            pairs += mapping.value
-        return pairs
 
     def get_single_node(self):
         if _too_many_tag_directives(self.text):
@@ -288,6 +275,56 @@ class LavaSafeLoader(_BaseLoader):
             if not stack:
                 return node
             _attach(stack, node)
+
+
+def _merge_order(node) -> list:
+    """`node` and the mappings its merge keys bring in, and theirs, each after those it merges:
+    the order to flatten them in, each once."""
+    order, seen = [], set()
+    pending = [(node, False)]
+    while pending:
+        mapping, merged_ones_listed = pending.pop()
+        if merged_ones_listed:
+            order.append(mapping)
+        elif id(mapping) not in seen:
+            seen.add(id(mapping))
+            pending.append((mapping, True))
+            pending += [(merged, False) for merged in reversed(_merged_mappings(mapping))]
+    return order
+
+
+def _merged_mappings(node) -> list:
+    """The mappings the merge keys of `node` name, in order (what is no mapping is refused when
+    `node` is flattened)."""
+    mappings = []
+    for key, value in node.value:
+        if key.tag == _MERGE_TAG:
+            if isinstance(value, MappingNode):
+                mappings.append(value)
+            elif isinstance(value, SequenceNode):
+                mappings += [item for item in value.value if isinstance(item, MappingNode)]
+    return mappings
+
+
+def _merged_pairs(node, value) -> list:
+    """The pairs the value of one merge key of `node` brings in, flattened already, as
+    SafeConstructor merges them: a mapping's own, or those of a list of mappings, the last one's
+    first."""
+    if isinstance(value, MappingNode):
+        return value.value
+    if not isinstance(value, SequenceNode):
+        raise yaml.constructor.ConstructorError(
+            "while constructing a mapping", node.start_mark,
+            "expected a mapping or list of mappings for merging, but found %s" % value.id, value.start_mark)
+    for mapping in value.value:
+        if not isinstance(mapping, MappingNode):
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark,
+                "expected a mapping for merging, but found %s" % mapping.id, mapping.start_mark)
+    pairs = []
+    for mapping in reversed(value.value):
+        pairs += mapping.value
+    return pairs
 
 
 def _merges_into(stack: List[_Open]) -> bool:
