@@ -12,7 +12,7 @@ hostile file could do to the code that reads the result:
   nesting overflows the C stack and kills the process instead of raising), and a value nesting
   deeper through aliases: an alias holds what it names at its place, and a few lines that each
   name the one before nest a value thousands of levels deep, which the code that walks a log
-  message recursed into until RecursionError;
+  message would recurse into until RecursionError;
 - an alias inside the structure it names (`&x [*x]`): the result would contain itself, and
   any code walking it recurses until RecursionError;
 - aliases that expand beyond the limits below. An alias is a shared reference, but everything
