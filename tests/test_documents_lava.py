@@ -834,6 +834,21 @@ def test_a_log_line_timestamp_read_by_string_equals_the_general_reading(dt):
     assert line_timestamp(dt) == (iso_timestamp(when) if when is not None else None)
 
 
+@pytest.mark.parametrize("dt", ["2020-11-04T24:00:00.000", "2020-11-04T24:00:00.000000", "2020-11-04T24:00:00.500",
+                                "2020-13-04T16:44:34.082", "2020-11-04T16:44:34.082427"])
+def test_a_usual_log_line_is_timed_by_the_general_reading_of_its_dt(dt):
+    """A line of the usual shape, read by the regular expression, is timed as any other line:
+    hour 24 at the next midnight (a timestamp of hour 24 is none to Elasticsearch or Logstash),
+    no time the job's time."""
+    from kcing.documents.lava import line_timestamp
+
+    callback = real_callback(MESON)
+    callback["log"] = ('- {"dt": "%s", "lvl": "target", "msg": "a line"}\n' % dt) * 2
+    logs = of_kind(documents_for(LAVA, encode(callback), LISTED), "log")
+    boot = of_kind(documents_for(LAVA, encode(callback), LISTED), "boot")[0]
+    assert [doc.timestamp for doc in logs] == [line_timestamp(dt) or boot.timestamp] * 2
+
+
 def _every_upstream_time_reader():
     from kcing.documents.coerce import as_date, iso_time
     from kcing.sources.api import _time

@@ -263,7 +263,7 @@ class _LinePartsMaker:
         self.lineno = 0
         self.levels = {}  # lvl text -> (level, its JSON member): a log uses a handful of levels
         self.times = _LineTimes()
-        self.seconds = {}  # "YYYY-MM-DDTHH:MM:SS" -> whether line_timestamp takes it
+        self.seconds = {}  # "YYYY-MM-DDTHH:MM:SS" -> whether it is its own timestamp (`_written_as_is`)
 
     def add_read_lines(self, read_lines: List[Tuple[str, str, str, str]], apart: dict) -> None:
         """Add the lines of a log read line by line (`lava_log.LogText`): a usual line's texts
@@ -285,12 +285,14 @@ class _LinePartsMaker:
             # msg is the message's JSON as it stands in the line, without its quotes.
             own_fields.append((lineno, level, msg if "\\" not in msg else message_text(msg)))
             own_json.append(f'"lineno":{lineno}{level_json},"message":"{msg}"')
-            # dt is a date, a time and 3 to 6 digits of a second: `_LineTimes.of`'s answer.
+            # dt is a date, a time and 3 to 6 digits of a second: `_LineTimes.of`'s answer, its
+            # text as it stands when the date and time are written as is, else their reading
+            # (hour 24, the next midnight), else the job's time.
             second = dt[:19]
-            valid = seconds.get(second)
-            if valid is None:
-                valid = seconds[second] = line_timestamp(second) is not None
-            timestamps.append(dt[:23] + "Z" if valid else job_time)
+            written = seconds.get(second)
+            if written is None:
+                written = seconds[second] = _written_as_is(second)
+            timestamps.append(dt[:23] + "Z" if written else line_timestamp(dt) or job_time)
         self.lineno = lineno
 
     def add_items(self, items: List[Any], plain: List[bool]) -> None:
