@@ -14,6 +14,7 @@ JSON encoder. A file the reference cannot encode must be rejected, with a reason
 """
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import re
@@ -36,6 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data" / "upstream"
 CREATED = datetime(2020, 11, 19, 7, 0, tzinfo=timezone.utc)
 
+# The longest rejection reason expected: one line of a log, quoting a value cut short.
+MAX_REASON = 1000
 # (kind, record): a payload to mutate, as its JSON value.
 Seed = Tuple[str, Any]
 
@@ -83,10 +86,51 @@ def api_envelopes() -> List[Seed]:
         test = dict(job, kind="test", name="baseline.login", result="fail", parent=job.get("id"),
                     id="6" + str(job.get("id"))[1:], data=dict(job.get("data") or {}, misc={"measurement": 12.5}))
         envelopes.append(("test", {"node": test, "job_node": job}))
+    envelopes += generated_envelopes()
     listed = maestro / "nodes-list-parent-null-api-doc.txt"
     if listed.is_file():
         for node in json.loads("{" + listed.read_text())["items"][:3]:
             envelopes.append(("node", {"node": node}))
+    return envelopes
+
+
+FILES_URL = "http://127.0.0.1:9/files"
+
+
+def generated_envelopes() -> List[Seed]:
+    """Envelopes of a realistic checkout tree (tests/fakes/api_data.py), one per node of each
+    kind: the checkout, kbuilds, lab jobs with their callback, tests, the regression."""
+    from tests.fakes.api_corpus import ApiCorpus
+    from tests.fakes.api_data import checkout_tree
+
+    corpus = ApiCorpus()
+    checkout_tree(corpus, FILES_URL, CREATED)
+    nodes = {node["id"]: node for node in corpus._nodes}
+
+    def job_of(node: dict) -> Optional[dict]:
+        parent = nodes.get(node.get("parent"))
+        while parent is not None and parent.get("kind") != "job":
+            parent = nodes.get(parent.get("parent"))
+        return parent
+
+    envelopes: List[Seed] = []
+    for node in nodes.values():
+        envelope: dict = {"node": node, "viewer_url": "https://api/viewer?node_id=%s" % node["id"]}
+        kind = node["kind"]
+        if kind in ("job", "test") and job_of(node) is not None:
+            envelope["job_node"] = job_of(node)
+        if kind == "regression":
+            for role in ("fail_node", "pass_node"):
+                if node["data"].get(role) in nodes:
+                    envelope[role] = nodes[node["data"][role]]
+        callback = (node.get("artifacts") or {}).get("callback_data")
+        if callback:
+            content = corpus._files.get(callback[len(FILES_URL) + 1:])
+            content = content() if callable(content) else content
+            if content is not None:
+                envelope["callback_data"] = (gzip.decompress(content) if content[:2] == b"\x1f\x8b"
+                                             else content).decode("utf-8", "replace")
+        envelopes.append((kind, envelope))
     return envelopes
 
 
@@ -153,7 +197,11 @@ def mutate_callback(rng: random.Random, mutated: Mutated) -> Optional[str]:
     except (ValueError, TypeError):
         return None
     change = mutate_json(rng, callback)
-    record["callback_data"] = callback.content(rng.random() < 0.5).decode("utf-8", "surrogatepass")
+    data = callback.content(rng.random() < 0.5)
+    try:
+        record["callback_data"] = data.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:  # bytes that are no UTF-8: the source replaces them as it reads the artifact
+        record["callback_data"] = data.decode("utf-8", "replace")
     return "callback_data: " + change
 
 
@@ -447,8 +495,8 @@ def problems_of(kind: str, content: bytes) -> List[str]:
         except RejectedInput as error:
             if reference is not None:
                 found.append("%s: rejected (%s) where the reference encodes %d documents" % (name, error, len(reference)))
-            elif not str(error).strip() or "\n" in str(error):
-                found.append("%s: a rejection without a one-line reason: %r" % (name, str(error)))
+            elif not str(error).strip() or not str(error).isprintable() or len(str(error)) > MAX_REASON:
+                found.append("%s: a rejection without a short one-line reason: %r" % (name, str(error)[:300]))
             continue
         except Exception as error:  # noqa: BLE001: any other exception is a finding
             found.append("%s: %s: %s" % (name, type(error).__name__, error))
