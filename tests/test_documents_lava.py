@@ -536,6 +536,19 @@ def test_malformed_callbacks_are_refused_with_a_reason(change, reason):
         documents_for(LAVA, encode(callback), LISTED)
 
 
+@pytest.mark.parametrize("suite", ["smoke\x1b[2K\rfake: delivered", "a\u2028b", "nul\x00", "\x85"])
+@pytest.mark.parametrize("text", ["- id: 1\n  name: \x01\n", "- [unclosed"])
+def test_a_suite_whose_results_are_no_yaml_is_named_quoted_on_one_printable_line(suite, text):
+    """The name is the file's: its control characters and line breaks, raw in a reason, would
+    move the cursor on a terminal or split the line the ledger and the log hold."""
+    callback = real_callback(MESON)
+    callback["results"] = {suite: text}
+    with pytest.raises(RejectedInput) as refused:
+        documents_for(LAVA, encode(callback), LISTED)
+    assert str(refused.value).startswith("results[%r] is not valid YAML: " % suite)
+    assert str(refused.value).isprintable()
+
+
 @pytest.mark.parametrize("name", REAL_FILES)
 def test_every_field_is_declared_with_its_type(name):
     problems = [(doc.kind, problem) for doc in documents(name) for problem in field_problems(doc.kind, doc.body)]

@@ -371,7 +371,7 @@ def test_a_boot_s_device_type_is_its_platform_and_with_its_callback_the_lava_dev
 @pytest.mark.parametrize("callback, problem", [
     ("{\"id\": 1, ", "callback_data: not valid JSON"),
     ("[1]", "callback_data: not a JSON object"),
-    (json.dumps({"id": 5, "results": {"lava": "- [unclosed"}}), "callback_data: results[lava]"),
+    (json.dumps({"id": 5, "results": {"lava": "- [unclosed"}}), "callback_data: results['lava']"),
     (json.dumps({"id": 5, "log": 7}), "callback_data: log: log is not YAML text"),
 ])
 def test_an_unreadable_callback_is_noted_and_the_boot_document_still_made(tree, callback, problem):

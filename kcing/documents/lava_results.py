@@ -49,7 +49,9 @@ def read_suites(results: Any) -> Dict[str, List[Case]]:
     for suite, text in results.items():
         if not isinstance(text, str):
             raise RejectedInput("results[%r] is not YAML text" % suite[:60])
-        cases = yamlsafe.load(text, "results[%s]" % suite[:60])
+        # Quoted, as every reason quotes an upstream name: its control characters escaped, so that
+        # the reason stays one line on a terminal and in the ledger.
+        cases = yamlsafe.load(text, "results[%r]" % suite[:60])
         if cases is None:
             cases = []
         if not isinstance(cases, list) or not all(isinstance(case, dict) for case in cases):
