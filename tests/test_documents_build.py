@@ -160,6 +160,15 @@ def test_content_that_is_not_a_json_object_is_refused(content, reason):
         documents_for(BUILD, content, LISTED)
 
 
+def test_a_page_holding_terminal_escapes_is_shown_with_them_escaped():
+    """The reason quotes the page's start into the log, the run's problem lines and the ledger:
+    an escape sequence there would clear or move the line on a terminal."""
+    with pytest.raises(RejectedInput) as refused:
+        documents_for(BUILD, b"<html>\x1b[2K\x1b[1Afake: all delivered\x00</html>", LISTED)
+    assert str(refused.value).endswith("(<html>\\x1b[2K\\x1b[1Afake: all delivered\\x00</html>)")
+    assert str(refused.value).isprintable()
+
+
 def test_a_utf8_byte_order_mark_is_accepted():
     content = b"\xef\xbb\xbf" + json.dumps(SPEC_BUILD).encode("utf-8")
     assert documents_for(BUILD, content, LISTED)[0].body["job"] == "next"
