@@ -29,7 +29,7 @@ from kcing.building import encoded_documents
 from kcing.documents import documents_for, json_object, lava, yamlsafe
 from kcing.documents.fields import field_problems
 from kcing.documents.typed import without_missing
-from kcing.errors import RejectedInput
+from kcing.errors import RejectedInput, kept_on_one_line
 from kcing.sinks.batching import LOGSTASH_SEPARATOR
 from kcing.sinks.encoding import logstash_json, ndjson_record
 
@@ -85,7 +85,8 @@ def api_envelopes() -> List[Seed]:
     callback, the checkout, the nodes of the 2023 list)."""
     maestro = SHARED / "maestro"
     envelopes: List[Seed] = []
-    job_path, raw_path = maestro / "job-node-lava-tast-staging-2024-10.json", SHARED / "legacy" / "lava-callback-raw-incomplete-qemu.json"
+    job_path = maestro / "job-node-lava-tast-staging-2024-10.json"
+    raw_path = SHARED / "legacy" / "lava-callback-raw-incomplete-qemu.json"
     if job_path.is_file() and raw_path.is_file():
         job = json.loads(job_path.read_text())
         envelopes.append(("job", {"node": job, "viewer_url": "https://api/viewer?node_id=%s" % job.get("id"),
@@ -500,8 +501,9 @@ def problems_of(kind: str, content: bytes) -> List[str]:
             built = encoded_documents(kind, content, CREATED, "lab-fuzz", encode, separator)
         except RejectedInput as error:
             if reference is not None:
-                found.append("%s: rejected (%s) where the reference encodes %d documents" % (name, error, len(reference)))
-            elif not str(error).strip() or not str(error).isprintable() or len(str(error)) > MAX_REASON:
+                found.append("%s: rejected (%s) where the reference encodes %d documents"
+                             % (name, error, len(reference)))
+            elif not str(error).strip() or kept_on_one_line(str(error)) != str(error) or len(str(error)) > MAX_REASON:
                 found.append("%s: a rejection without a short one-line reason: %r" % (name, str(error)[:300]))
             continue
         except Exception as error:  # noqa: BLE001: any other exception is a finding
@@ -616,7 +618,8 @@ def through_kcing(cases: int, seed: int, workdir: Path) -> List[str]:
                 continue
             source["@metadata"] = {"index": action["_index"], "id": action["_id"]}
             if canonical(source) not in expected.get((action["_index"], action["_id"]), ()):
-                problems.append("%s: %s/%s is no document of the reference" % (path.name, action["_index"], action["_id"]))
+                problems.append("%s: %s/%s is no document of the reference"
+                                % (path.name, action["_index"], action["_id"]))
     if written != total:
         problems.append("%d documents written, the reference makes %d" % (written, total))
     return problems
