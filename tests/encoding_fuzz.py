@@ -259,6 +259,11 @@ def odd_log_line(rng: random.Random) -> str:
         plain = "".join(character for character in message[:200] if " " <= character <= "~" or character in "\t\n")
         return '- {"dt": %s, "lvl": "%s", "msg": %s}' % (json.dumps(dt), rng.choice(["info", "target", "None", ""]),
                                                          json.dumps(plain))
+    if shape < 0.4:  # a results line with the dispatcher's Decimal tag, odd texts around it
+        tag = '!!python/object/apply:decimal.Decimal [%s]' % json.dumps(rng.choice(["2", "", "1e400", "x", '"', "\\"]))
+        return ('- {"dt": %s, "lvl": "results", "msg": {"case": %s, "definition": "0_dmesg", "measurement": %s, '
+                '"result": %s, "units": "lines"}}' % (json.dumps(dt), _yaml_text(rng, rng.choice([message, tag])), tag,
+                                                      _yaml_text(rng, rng.choice(["pass", message, tag]))))
     if shape < 0.5:
         return '- {"dt": %s, "lvl": %s, "msg": %s}' % (json.dumps(dt), _yaml_text(rng, level), _yaml_text(rng, message))
     if shape < 0.7:
