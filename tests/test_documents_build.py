@@ -148,6 +148,8 @@ def test_a_build_without_what_identifies_it_is_refused(changes, removed, created
     pytest.param(b'"build"', "not a JSON object but a string", id="string"),
     pytest.param(b'{"job": "caf\xe9"}', "not UTF-8", id="latin-1"),
     pytest.param(b"[" * 100000, "nested too deeply", id="deep"),
+    pytest.param(b'{"job": "next", "odd": %s}' % (b"9" * 5000), "^not valid JSON: an integer of more than the 4300 "
+                 "decimal digits an integer may have$", id="integer-of-5000-digits"),
     # A proxy's or a web server's page sent with 200 in place of the file: said so, and shown.
     pytest.param(b"\n<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>",
                  r"not valid JSON: an HTML or XML page, a server's or a proxy's answer in place of the file "

@@ -9,6 +9,7 @@ listed in `fields.FIELDS`.
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -139,10 +140,19 @@ def json_object(content: bytes) -> Dict[str, Any]:
     except RecursionError:
         raise RejectedInput("not valid JSON: nested too deeply") from None
     except ValueError as error:
-        raise RejectedInput("not valid JSON: %s" % (markup_instead(text) or one_line(error))) from None
+        raise RejectedInput("not valid JSON: %s" % (markup_instead(text) or _json_problem(error))) from None
     if not isinstance(value, dict):
         raise RejectedInput("not a JSON object but %s" % _json_type_name(value))
     return value
+
+
+def _json_problem(error: ValueError) -> str:
+    """What the JSON decoder found wrong, said of the file: an integer longer than Python reads
+    is no JSONDecodeError, and its message tells how to lift Python's limit, which a user of
+    kcing cannot do."""
+    if not isinstance(error, json.JSONDecodeError) and "integer string conversion" in str(error):
+        return "an integer of more than the %d decimal digits an integer may have" % sys.get_int_max_str_digits()
+    return one_line(error)
 
 
 def markup_instead(text: str) -> Optional[str]:
