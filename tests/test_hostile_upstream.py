@@ -453,7 +453,7 @@ def test_a_results_suite_of_many_tag_directives_costs_its_file_only_and_no_more_
         started = time.monotonic()
         result = world.run(world.environ(), timeout=300)
         assert time.monotonic() - started < 60  # the directives alone took two minutes
-        assert_only_target_rejected(world, result, target, "results[0_dmesg] refused: more than 64 %TAG directives")
+        assert_only_target_rejected(world, result, target, "results['0_dmesg'] refused: more than 64 %TAG directives")
 
 
 def test_a_scalar_alias_bomb_is_rejected_within_bounded_memory(tmp_path):
