@@ -44,6 +44,18 @@ def test_each_minute_keeps_its_newest_time_whatever_the_order_and_the_pages():
     assert len(_DeliveredTimes()) == 0
 
 
+def test_the_first_instant_of_a_minute_is_that_minutes_on_the_page_of_the_one_before():
+    """On one page, the next minute's first instant (10:01:00.000000) is no time of the minute
+    before: that minute keeps its own newest, and the next minute is kept too."""
+    page = [BASE + timedelta(minutes=1), BASE + timedelta(seconds=30), BASE + timedelta(minutes=2),
+            BASE + timedelta(minutes=1, seconds=59, microseconds=999999)]
+    assert kept([page]) == {
+        BASE: BASE + timedelta(seconds=30),
+        BASE + timedelta(minutes=1): BASE + timedelta(minutes=1, seconds=59, microseconds=999999),
+        BASE + timedelta(minutes=2): BASE + timedelta(minutes=2),
+    }
+
+
 def test_the_last_minute_there_is_keeps_its_newest_time():
     pages = [[LATEST - timedelta(seconds=30), LATEST, LATEST - timedelta(minutes=1, seconds=1)]]
     assert kept(pages) == {LATEST.replace(second=0, microsecond=0): LATEST,
