@@ -140,6 +140,19 @@ def test_a_page_with_an_integer_python_refuses_is_left_to_the_whole_decoding(tem
     assert read(_response(template % b"1")) is not None
 
 
+@pytest.mark.parametrize("template, read, read_whole", [
+    (LEGACY_NESTING[0], heads.legacy_heads, _legacy_read_whole), (API_NESTING[0], _job_heads, _api_read_whole),
+], ids=["legacy", "api"])
+def test_an_integer_python_refuses_is_left_to_the_whole_decoding_wherever_it_starts(template, read, read_whole,
+                                                                                     digit_limit):
+    """The shortest integer Python refuses, one digit past its limit, put at every place on the
+    page within half the limit (spaces before it): each is left to the whole decoding."""
+    digits = (digit_limit or 4300) + 1
+    for spaces in range(digits // 2 + 2):
+        page = _response(template % (b" " * spaces + b"7" * digits))
+        assert read(page) is None or read_whole(page), spaces
+
+
 # Differential fuzzing: real-shaped pages written many ways -----------------------------------
 
 class _Pairs(list):
