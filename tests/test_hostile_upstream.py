@@ -142,6 +142,13 @@ def test_lines_of_a_text_that_begin_with_percent_tag_are_no_directives(text):
     assert yamlsafe.load(text, "results") == yaml.safe_load(text)
 
 
+def test_only_tag_directives_count_and_64_of_them_load():
+    """64 %TAG directives beside a %YAML one, before a text with a line that begins with %TAG:
+    65 lines begin with %TAG and 65 are directives, but 64 of them are %TAG ones."""
+    text = "%YAML 1.1\n" + tag_directives(64).replace("--- [!t0!str 1]", '--- [!t0!str 1, "a\n%TAG b"]')
+    assert yamlsafe.load(text, "results") == ["1", "a %TAG b"]
+
+
 def test_an_alias_bomb_through_one_scalar_is_refused_fast_and_small():
     text = scalar_alias_bomb()
     tracemalloc.start()
@@ -229,6 +236,17 @@ def test_many_merge_keys_are_merged_in_time_linear_in_them():
     plain = "{" + ", ".join("k%d: 1" % number for number in range(count)) + "}"
     assert list(yamlsafe.load(merges, "x").items()) == [("a", 0), ("b", 3), ("c", 4)]
     assert construction_seconds(merges) < 2.5 * construction_seconds(plain) + 0.05
+
+
+@pytest.mark.parametrize("text", [
+    "{<<: [{a: 1, b: 1}, {a: 2, c: 2}], c: 3}",
+    "top: {<<: [&m {<<: {x: 1}, y: 2}, {z: 3}], w: 4}\nagain: *m\n",
+    "top: {<<: [{<<: [{x: 1}, {x: 2, y: 2}]}, {<<: {y: 3, z: 3}}]}\n",
+], ids=["the first mapping of a list wins", "a listed mapping with a merge key", "lists in listed mappings"])
+def test_a_merge_key_naming_a_list_of_mappings_merges_as_pyyaml_does(text):
+    """The mappings of a list a merge key names: the first one's value of a key wins over the
+    later ones', and a listed mapping that merges others brings in their pairs too."""
+    assert yamlsafe.load(text, "x") == yaml.load(text, Loader=yaml.SafeLoader)
 
 
 def merges_flattened_last_first(links: int, levels: int) -> str:
