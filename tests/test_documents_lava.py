@@ -547,6 +547,8 @@ def test_a_suite_whose_results_are_no_yaml_is_named_quoted_on_one_printable_line
         documents_for(LAVA, encode(callback), LISTED)
     assert str(refused.value).startswith("results[%r] is not valid YAML: " % suite)
     assert str(refused.value).isprintable()
+    # The parser's reason spans lines ("while parsing ...\n  in ..."): they are joined by spaces.
+    assert "\\n" not in str(refused.value)[len("results[%r]" % suite):]
 
 
 @pytest.mark.parametrize("name", REAL_FILES)
