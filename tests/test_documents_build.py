@@ -6,6 +6,7 @@ object), what validate.check refuses, and that the document layer does no I/O.
 import ast
 import dataclasses
 import json
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -160,6 +161,17 @@ def test_a_build_without_what_identifies_it_is_refused(changes, removed, created
 def test_content_that_is_not_a_json_object_is_refused(content, reason):
     with pytest.raises(RejectedInput, match=reason):
         documents_for(BUILD, content, LISTED)
+
+
+def test_an_integer_longer_than_the_digits_python_is_set_to_read_is_said_so_with_that_limit():
+    """The limit is the interpreter's (PYTHONINTMAXSTRDIGITS or -X int_max_str_digits sets it)."""
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(640)
+    try:
+        with pytest.raises(RejectedInput, match="^not valid JSON: an integer of more than the 640 decimal digits"):
+            documents_for(BUILD, b'{"job": "next", "odd": %s}' % (b"9" * 1000), LISTED)
+    finally:
+        sys.set_int_max_str_digits(before)
 
 
 def test_a_page_holding_terminal_escapes_is_shown_with_them_escaped():
