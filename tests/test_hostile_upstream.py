@@ -93,7 +93,9 @@ def test_a_lava_file_with_a_self_referencing_log_line_is_rejected_not_a_crash():
     (nested_through_aliases(40), 2),
     ("a: &x [[1]]\nb: " + "[" * 98 + "*x" + "]" * 98, 2),  # the mapping, 98 lists, and 2 more through *x
     ("- &x " + "[" * 99 + "]" * 99 + "\n- [*x]", 2),
-], ids=["two log lines", "forty log lines", "one level too deep", "a list deeper"])
+    # The mapping, 2 lists and a mapping that the 98 levels of *x's mapping are merged into.
+    ("a: &x " + "{k: " * 98 + "v" + "}" * 98 + "\nb: [[{<<: [*x]}]]", 2),
+], ids=["two log lines", "forty log lines", "one level too deep", "a list deeper", "merged from a list"])
 def test_an_alias_nesting_its_value_beyond_the_depth_limit_is_refused_for_its_depth(text, line):
     """An alias holds what it names at its place: a value as deep as the alias plus what it names.
     Each alias naming the one before, a few lines nested a log message thousands of levels deep,
