@@ -128,7 +128,9 @@ def exit_status(error: BaseException) -> int:
     return INTERNAL_ERROR
 
 
-_LINE_BREAKING = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+# C0 and C1 controls (0x9b is the 8-bit CSI, which a terminal obeys as ESC [), DEL, and the
+# Unicode line and paragraph separators.
+_LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def kept_on_one_line(text: str) -> str:
