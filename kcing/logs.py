@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from kcing import progress, secrecy
+from kcing.errors import kept_on_one_line
 from kcing.files import ledger_in_the_way
 # What the CLI prints without logging (the line a failed command ends with) is masked alike.
 from kcing.secrecy import masked
@@ -37,7 +38,7 @@ class TerminalHandler(logging.StreamHandler):
 class RedactSecrets(logging.Filter):
     """Replaces any configured secret that reaches a log record with `***`, and the values of
     signature and token parameters in URLs (signed artifact URLs; urllib3's `-d` request lines)
-    (`kcing.secrecy.Masker`).
+    (`kcing.secrecy.Masker`), and makes the message one bounded line (`logged_line`).
 
     A record's traceback becomes part of its message only with `tracebacks` (--debug): a library
     that logs one with a warning (urllib3 does, for a header line it cannot parse) would print
@@ -50,17 +51,38 @@ class RedactSecrets(logging.Filter):
         self.tracebacks = tracebacks
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "kcing_written", False):
+            return True  # done by the filter of another handler (stderr's, then the log file's)
         try:
             message = record.getMessage()
         except (TypeError, ValueError):
             return True  # a malformed call: let the handler report it as logging does
+        message = logged_line(self.masked(message))
         if record.exc_info:
-            # A traceback (with --debug) can quote a URL or header holding a secret too.
+            # A traceback (with --debug) can quote a URL or header holding a secret too. It is the
+            # one record written over several lines, after its message.
             if self.tracebacks:
-                message += "\n" + logging.Formatter().formatException(record.exc_info)
+                message += "\n" + self.masked(logging.Formatter().formatException(record.exc_info))
             record.exc_info, record.exc_text = None, None
-        record.msg, record.args = self.masked(message), None
+        record.msg, record.args, record.kcing_written = message, None, True
         return True
+
+
+# How many characters of a log message a record keeps: what a message quotes is bounded where it
+# is quoted; this bounds what was not (a library's message, an answer quoted whole).
+LOG_MESSAGE_CHARACTERS = 8000
+
+
+def logged_line(message: str) -> str:
+    """`message` as one line of the log: its control characters (line breaks, terminal escapes)
+    written as escapes (`kept_on_one_line`), whatever outside text it quotes, so that no record
+    spans lines, forges a line of kcing's own or sends a terminal a command; and cut to
+    LOG_MESSAGE_CHARACTERS."""
+    if not message.isprintable():  # the usual message is printable: one C call, no regex
+        message = kept_on_one_line(message)
+    if len(message) > LOG_MESSAGE_CHARACTERS:
+        message = "%s... (%d characters)" % (message[:LOG_MESSAGE_CHARACTERS], len(message))
+    return message
 
 
 # How much of a ledger statement a debug line shows (see BoundedStatements): the statement whole

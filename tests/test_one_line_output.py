@@ -7,14 +7,35 @@ as cron would.
 """
 from __future__ import annotations
 
+import logging
+import re
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
+from kcing import logs
 from kcing.errors import kept_on_one_line, one_line
+from kcing.logs import LOG_MESSAGE_CHARACTERS
+from tests.fakes.api_data import checkout_tree
+from tests.fakes.api_replica import ApiReplica
+from tests.feedrun import api_feed_environ, kcing
 
 # What a hostile answer would put into a line: a terminal escape (clear the screen), a carriage
 # return and a line feed, a forged line of kcing's own, the other line breaks (U+2028, NEL), and
 # the 8-bit control sequence introducer (0x9b), which a terminal in 8-bit mode obeys as ESC [.
 HOSTILE = "\x1b[2J\rX\nkcing feed_es: run finished: all good\u2028Y\x9b31m\x85Z\x7f"
+
+
+BASE = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1)
+
+
+@pytest.fixture
+def api_replica():
+    replica = ApiReplica()
+    replica.start()
+    checkout_tree(replica.corpus, replica.files_url, BASE)
+    yield replica
+    replica.stop()
 
 
 def controls_in(text: str) -> list:
@@ -30,3 +51,59 @@ def test_c1_controls_are_written_as_escapes(control):
 def test_a_hostile_text_keeps_no_control_character():
     assert not controls_in(kept_on_one_line(HOSTILE))
     assert not controls_in(one_line(HOSTILE))
+
+
+# Log records --------------------------------------------------------------------------------------
+
+def logged(tmp_path, capsys, *calls, debug=False):
+    """What stderr and the -l log file got from `calls` (each a function of a logger)."""
+    log_file = tmp_path / "kcing.log"
+    logs.configure(debug=debug, log_file=str(log_file))
+    try:
+        for call in calls:
+            call(logging.getLogger("kcing.test"))
+    finally:
+        for handler in list(logging.getLogger().handlers):
+            handler.close()
+            logging.getLogger().removeHandler(handler)
+    return capsys.readouterr().err, log_file.read_text(encoding="utf-8")
+
+
+def test_a_logged_message_quoting_hostile_text_is_one_line_without_controls(tmp_path, capsys):
+    for written in logged(tmp_path, capsys, lambda log: log.warning("rejected %s: %s", "x", HOSTILE),
+                          lambda log: log.error(f"run stopped: {HOSTILE}"), lambda log: log.info("next")):
+        lines = written.splitlines()
+        assert len(lines) == 3 and all(re.match(r"\d{4}-\d\d-\d\dT\S+Z (INFO|WARNING|ERROR) kcing\.test: ", line)
+                                       for line in lines), written
+        assert not controls_in(written.replace("\n", ""))
+        assert "\\x1b[2J\\rX\\nkcing feed_es: run finished: all good\\u2028Y\\x9b31m\\x85Z\\x7f" in lines[0]
+
+
+def test_a_logged_message_is_bounded(tmp_path, capsys):
+    for written in logged(tmp_path, capsys, lambda log: log.warning("Logstash said: %s", "B" * 10_000_000)):
+        assert len(written) < LOG_MESSAGE_CHARACTERS + 200
+        assert written.rstrip("\n").endswith("... (10000015 characters)")
+
+
+def test_a_traceback_with_debug_still_follows_its_message_over_several_lines(tmp_path, capsys):
+    def failed(log):
+        try:
+            raise ValueError("bad")
+        except ValueError:
+            log.debug("details of %s", "a\nb", exc_info=True)
+    for written in logged(tmp_path, capsys, failed, debug=True):
+        assert "details of a\\nb\nTraceback (most recent call last):\n" in written
+        assert written.rstrip("\n").endswith("ValueError: bad")
+
+
+def test_a_logstash_refusal_quoting_hostile_text_stays_on_its_lines(api_replica, logstash, tmp_path):
+    for route in (logstash.build, logstash.lava, logstash.boot, logstash.regression):
+        route.fail_next(400, count=None, body=(HOSTILE + "B" * 100_000).encode("utf-8"))
+    log_file = tmp_path / "kcing.log"
+    env = api_feed_environ(api_replica, logstash, tmp_path / "kcing.db", KCI_DAYS="3650")
+    result = kcing(["feed_es", "-l", str(log_file)], env, tmp_path)
+    assert result.returncode == 3, result.stderr
+    for written in (result.stderr, log_file.read_text(encoding="utf-8"), result.stdout):
+        assert not controls_in(written.replace("\n", "")), written
+        assert not any(line.startswith("kcing feed_es: run finished") for line in written.splitlines())
+    assert "rejected a batch with 400: \\x1b[2J\\rX\\nkcing feed_es: run finished" in log_file.read_text()
