@@ -15,10 +15,14 @@ import pytest
 
 from kcing import logs
 from kcing.errors import kept_on_one_line, one_line
+from kcing.ledger.ledger import Ledger, Outcome
+from kcing.ledger.models import FAILED
 from kcing.logs import LOG_MESSAGE_CHARACTERS
+from kcing.records import UpstreamObject
+from kcing.status import REPORT_LINE_CHARACTERS
 from tests.fakes.api_data import checkout_tree
 from tests.fakes.api_replica import ApiReplica
-from tests.feedrun import api_feed_environ, kcing
+from tests.feedrun import api_feed_environ, clean_environ, kcing
 
 # What a hostile answer would put into a line: a terminal escape (clear the screen), a carriage
 # return and a line feed, a forged line of kcing's own, the other line breaks (U+2028, NEL), and
@@ -107,3 +111,21 @@ def test_a_logstash_refusal_quoting_hostile_text_stays_on_its_lines(api_replica,
         assert not controls_in(written.replace("\n", "")), written
         assert not any(line.startswith("kcing feed_es: run finished") for line in written.splitlines())
     assert "rejected a batch with 400: \\x1b[2J\\rX\\nkcing feed_es: run finished" in log_file.read_text()
+
+
+# kcing status ------------------------------------------------------------------------------------
+
+def test_status_shows_an_error_the_ledger_holds_on_one_bounded_line(tmp_path):
+    """An error written into the ledger by an older kcing (or by hand) may hold anything."""
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    failed = UpstreamObject("api", "kbuild", "2884fedb3c789a6dd0db3e24", "http://storage.example/build.log",
+                            datetime(2024, 10, 16, 7, 0, tzinfo=timezone.utc))
+    ledger.record([Outcome(failed, FAILED, error="answered " + HOSTILE + "A" * 1_000_000)])
+    ledger.close()
+    shown = kcing(["status"], clean_environ(KCING_DB=str(db)), tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    errors = shown.stdout.split("most frequent errors:\n", 1)[1].splitlines()
+    assert len(errors) == 1 and errors[0].startswith("     1 failed   answered \\x1b[2J\\rX\\nkcing feed_es: run finished")
+    assert not controls_in(shown.stdout.replace("\n", "")) and len(errors[0]) <= REPORT_LINE_CHARACTERS
+    assert not any(line.startswith("kcing feed_es: run finished") for line in shown.stdout.splitlines())
