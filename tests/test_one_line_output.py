@@ -15,9 +15,11 @@ import pytest
 
 from kcing import logs
 from kcing.errors import kept_on_one_line, one_line
+from kcing.commands._shared import print_summary
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import FAILED
 from kcing.logs import LOG_MESSAGE_CHARACTERS
+from kcing.pipeline import RunSummary
 from kcing.records import UpstreamObject
 from kcing.status import REPORT_LINE_CHARACTERS
 from tests.fakes.api_data import checkout_tree
@@ -129,3 +131,32 @@ def test_status_shows_an_error_the_ledger_holds_on_one_bounded_line(tmp_path):
     assert len(errors) == 1 and errors[0].startswith("     1 failed   answered \\x1b[2J\\rX\\nkcing feed_es: run finished")
     assert not controls_in(shown.stdout.replace("\n", "")) and len(errors[0]) <= REPORT_LINE_CHARACTERS
     assert not any(line.startswith("kcing feed_es: run finished") for line in shown.stdout.splitlines())
+
+
+# feed_es: its plan and its problems ---------------------------------------------------------------
+
+HOSTILE_FILE_NAME = "ok\x1b[2J\rX\nkcing feed_es: run finished: all good\u2028\x9b31m.json"
+
+
+def test_a_dry_run_names_a_local_file_on_its_line(tmp_path):
+    given = tmp_path / HOSTILE_FILE_NAME
+    given.write_text("{}")
+    log_file = tmp_path / "kcing.log"
+    ran = kcing(["feed_es", "--dry-run", "--builds", str(given), "-l", str(log_file)],
+                clean_environ(KCING_DB=str(tmp_path / "kcing.db"), ES_BUILD="http://127.0.0.1:1"), tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    (plan,) = [line for line in ran.stdout.splitlines() if line.startswith("would fetch")]
+    assert plan.endswith(kept_on_one_line(str(given)))
+    for written in (ran.stdout, log_file.read_text(encoding="utf-8")):
+        assert not controls_in(written.replace("\n", ""))
+        assert not any(line.startswith("kcing feed_es: run finished") for line in written.splitlines())
+
+
+def test_the_problem_lines_of_a_run_are_one_bounded_line_each(capsys):
+    summary = RunSummary()
+    summary.problem("build x: answered " + HOSTILE + "A" * 1_000_000)
+    print_summary(summary, "Logstash", dry_run=False)
+    printed = capsys.readouterr().out
+    (problem,) = [line for line in printed.splitlines() if line.startswith("  problem: ")]
+    assert problem.startswith("  problem: build x: answered \\x1b[2J\\rX\\nkcing feed_es: run finished")
+    assert not controls_in(printed.replace("\n", "")) and len(problem) < LOG_MESSAGE_CHARACTERS + 100

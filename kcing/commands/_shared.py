@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 from typing import Callable, Optional
 
 from kcing import keptdays
-from kcing.errors import KcingError
+from kcing.errors import KcingError, kept_on_one_line
+from kcing.logs import logged_line
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import feed
 from kcing.plural import counted
@@ -58,7 +59,8 @@ def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_del
 
 
 def print_plan(obj) -> None:
-    print("would fetch %-5s %s %s" % (obj.kind, obj.upstream_id, obj.url))
+    # The URL of a local file is its name as given, which may hold a line break or an escape.
+    print(kept_on_one_line("would fetch %-5s %s %s" % (obj.kind, obj.upstream_id, obj.url)))
 
 
 def print_summary(summary, sink_name: str, dry_run: bool) -> None:
@@ -80,7 +82,9 @@ def print_summary(summary, sink_name: str, dry_run: bool) -> None:
               % (counted(s.documents, "document"), counted(s.batches, "batch", "batches"), s.bytes_sent / 1e6,
                  sink_name, s.elapsed, rate))
     for problem in s.problems[:20]:
-        print("  problem: %s" % problem)
+        # Each names an object and quotes why, upstream's words among them: one line, bounded, as
+        # the log has it.
+        print("  problem: %s" % logged_line(problem))
     shown = min(len(s.problems), 20)
     if s.problem_count > shown:
         print("  ... and %s (see the log)" % counted(s.problem_count - shown, "more problem"))
