@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -24,7 +25,8 @@ from kcing.records import UpstreamObject
 from kcing.status import REPORT_LINE_CHARACTERS
 from tests.fakes.api_data import checkout_tree
 from tests.fakes.api_replica import ApiReplica
-from tests.feedrun import api_feed_environ, clean_environ, kcing
+from tests.fakes.kibana_server import KibanaEmulator
+from tests.feedrun import REPO, api_feed_environ, clean_environ, kcing
 
 # What a hostile answer would put into a line: a terminal escape (clear the screen), a carriage
 # return and a line feed, a forged line of kcing's own, the other line breaks (U+2028, NEL), and
@@ -160,3 +162,26 @@ def test_the_problem_lines_of_a_run_are_one_bounded_line_each(capsys):
     (problem,) = [line for line in printed.splitlines() if line.startswith("  problem: ")]
     assert problem.startswith("  problem: build x: answered \\x1b[2J\\rX\\nkcing feed_es: run finished")
     assert not controls_in(printed.replace("\n", "")) and len(problem) < LOG_MESSAGE_CHARACTERS + 100
+
+
+# setup_kbn: Kibana's import errors ----------------------------------------------------------------
+
+def test_setup_kbn_lists_what_kibana_refused_one_line_each(tmp_path):
+    directory = tmp_path / "kibana"
+    directory.mkdir()
+    shutil.copyfile(REPO / "kibana" / "saved_objects.ndjson", directory / "saved_objects.ndjson")
+    log_file = tmp_path / "kcing.log"
+    with KibanaEmulator() as kibana:
+        kibana.fail_next(200, route="/api/saved_objects/_import", body={"success": False, "successCount": 0, "errors": [
+            {"type": "dashboard" + HOSTILE, "id": "x" + HOSTILE, "title": "T" + HOSTILE + "A" * 100_000,
+             "error": {"type": "odd" + HOSTILE, "message": "m" + HOSTILE,
+                       "references": [{"type": "index-pattern" + HOSTILE, "id": "r" + HOSTILE}]}}]})
+        ran = kcing(["setup_kbn", "--kibana-dir", str(directory), "--wait", "0", "--overwrite", "-l", str(log_file)],
+                    clean_environ(KB_URL=kibana.url), tmp_path)
+    assert ran.returncode == 1, ran.stderr
+    listed = ran.stdout.split("setup_kbn: imported 0 of 37 objects\n", 1)[1].splitlines()
+    assert len(listed) == 1 and listed[0].startswith("  odd\\x1b[2J\\rX\\nkcing feed_es: run finished"), ran.stdout
+    assert len(listed[0]) < 1500
+    for written in (ran.stdout, ran.stderr, log_file.read_text(encoding="utf-8")):
+        assert not controls_in(written.replace("\n", ""))
+        assert not any(line.startswith("kcing feed_es: run finished") for line in written.splitlines())

@@ -10,13 +10,13 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 import requests
 
-from kcing.errors import ConfigError, KcingError
+from kcing.errors import ConfigError, KcingError, kept_on_one_line
 from kcing.http import (CHUNK, BodyTooLarge, certificate_refused, joined_within, resent_if_idle_closed, seconds_text,
                         socks_unsupported)
 from kcing.netreason import connection_failure
@@ -312,8 +312,25 @@ def read_import_result(body: Mapping[str, Any]) -> ImportReport:
                         tuple(problems))
 
 
+# How many characters of an object's type, id or title a problem line quotes.
+_NAME_LIMIT = 200
+
+
+def _quoted_name(text: str) -> str:
+    """A type, id or title as Kibana gave it, fit for one line: controls written as escapes, cut."""
+    text = kept_on_one_line(str(text))
+    return text if len(text) <= _NAME_LIMIT else text[:_NAME_LIMIT - 3] + "..."
+
+
 def describe(problem: ImportProblem) -> str:
-    """One line a user can act on."""
+    """One line a user can act on. What it quotes comes from Kibana's answer (a title, an id, the
+    type of the error), which may hold line breaks or terminal escapes."""
+    return _described_problem(replace(
+        problem, type=_quoted_name(problem.type), id=_quoted_name(problem.id), title=_quoted_name(problem.title),
+        error=_quoted_name(problem.error), references=tuple(tuple(map(_quoted_name, ref)) for ref in problem.references)))
+
+
+def _described_problem(problem: ImportProblem) -> str:
     what = "%s %s" % (problem.type, problem.id) + (' "%s"' % problem.title if problem.title else "")
     if problem.error == "conflict":
         return "conflict: %s already exists; run with --overwrite to replace it" % what
@@ -429,9 +446,10 @@ def conflict(obj: Mapping[str, Any]) -> ImportProblem:
 # -- HTTP errors -----------------------------------------------------------------------------
 
 def one_line(text: Any) -> str:
-    """Collapse whitespace (Kibana's security messages span lines) and cap the length; secrets
-    are masked first (a proxy's page echoing the request quotes its Authorization header)."""
-    flat = " ".join(masked(str(text)).split())
+    """Collapse whitespace (Kibana's security messages span lines), write the other controls as
+    escapes (a page's terminal escapes) and cap the length; secrets are masked first (a proxy's
+    page echoing the request quotes its Authorization header)."""
+    flat = kept_on_one_line(" ".join(masked(str(text)).split()))
     return flat if len(flat) <= _MESSAGE_LIMIT else flat[:_MESSAGE_LIMIT - 3] + "..."
 
 
