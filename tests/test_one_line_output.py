@@ -25,6 +25,7 @@ from kcing.records import UpstreamObject
 from kcing.status import REPORT_LINE_CHARACTERS
 from tests.fakes.api_data import checkout_tree
 from tests.fakes.api_replica import ApiReplica
+from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.kibana_server import KibanaEmulator
 from tests.feedrun import REPO, api_feed_environ, clean_environ, kcing
 
@@ -182,6 +183,27 @@ def test_setup_kbn_lists_what_kibana_refused_one_line_each(tmp_path):
     listed = ran.stdout.split("setup_kbn: imported 0 of 37 objects\n", 1)[1].splitlines()
     assert len(listed) == 1 and listed[0].startswith("  odd\\x1b[2J\\rX\\nkcing feed_es: run finished"), ran.stdout
     assert len(listed[0]) < 1500
+    for written in (ran.stdout, ran.stderr, log_file.read_text(encoding="utf-8")):
+        assert not controls_in(written.replace("\n", ""))
+        assert not any(line.startswith("kcing feed_es: run finished") for line in written.splitlines())
+
+
+# drp: Elasticsearch's refusal ---------------------------------------------------------------------
+
+def test_drp_names_the_blocks_elasticsearch_gives_on_one_line(tmp_path):
+    expired = "build-2019.05.01"
+    log_file = tmp_path / "kcing.log"
+    with ElasticsearchEmulator() as es:
+        es.seed_index(expired, docs={"1": {"job": "mainline"}})
+        reason = "index [%s] blocked by: [FORBIDDEN/5/%s];" % (expired, HOSTILE + "A" * 100_000)
+        es.fail_next(403, route="/" + expired, count=None,
+                     body={"error": {"type": "cluster_block_exception", "reason": reason}, "status": 403})
+        ran = kcing(["drp", "--drp-days", "30", "-l", str(log_file)],
+                    clean_environ(ES_HOST=es.url, KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
+    assert ran.returncode == 3, ran.stdout + ran.stderr
+    (left,) = [line for line in ran.stdout.splitlines() if line.startswith("drp: not deleted index ")]
+    assert left.startswith("drp: not deleted index %s: blocked by [FORBIDDEN/5/\\x1b[2J\\rX\\nkcing feed_es" % expired)
+    assert len(left) < 500
     for written in (ran.stdout, ran.stderr, log_file.read_text(encoding="utf-8")):
         assert not controls_in(written.replace("\n", ""))
         assert not any(line.startswith("kcing feed_es: run finished") for line in written.splitlines())
