@@ -141,6 +141,13 @@ def kept_on_one_line(text: str) -> str:
     return _LINE_BREAKING.sub(lambda found: repr(found.group())[1:-1], text)
 
 
+def kept_short(text: Any, limit: int = 80) -> str:
+    """A value a server gave (a version number, a cluster's status), fit to stand in a line of
+    kcing's: its control characters written as escapes (`kept_on_one_line`), cut to `limit`."""
+    text = kept_on_one_line(str(text))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def one_line(text: Any, limit: int = 160) -> str:
     """A reason fit for one ledger line: whitespace collapsed, the other control characters
     written as escapes (`kept_on_one_line`: a reason quotes upstream text, such as the start of

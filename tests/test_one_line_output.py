@@ -7,6 +7,7 @@ as cron would.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -27,6 +28,7 @@ from tests.fakes.api_data import checkout_tree
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.kibana_server import KibanaEmulator
+from tests.fakes.rogue_http import RogueFront, answer
 from tests.feedrun import REPO, api_feed_environ, clean_environ, kcing
 
 # What a hostile answer would put into a line: a terminal escape (clear the screen), a carriage
@@ -207,3 +209,27 @@ def test_drp_names_the_blocks_elasticsearch_gives_on_one_line(tmp_path):
     for written in (ran.stdout, ran.stderr, log_file.read_text(encoding="utf-8")):
         assert not controls_in(written.replace("\n", ""))
         assert not any(line.startswith("kcing feed_es: run finished") for line in written.splitlines())
+
+
+# setup_es: what the cluster says of itself --------------------------------------------------------
+
+ES_HEADERS = (("Content-Type", "application/vnd.elasticsearch+json;compatible-with=8"),
+              ("X-Elastic-Product", "Elasticsearch"))
+
+
+def test_setup_es_names_the_version_and_status_a_cluster_gives_on_one_bounded_line(tmp_path):
+    def json_answer(body):
+        return answer(200, ES_HEADERS, json.dumps(body).encode())
+    with RogueFront() as cluster:
+        cluster.on("GET", "/_cluster/health", json_answer({"status": "green" + HOSTILE + "B" * 100_000}))
+        cluster.on("GET", "/_", json_answer({}))
+        cluster.on("GET", "/", json_answer({"version": {"number": "8.15.3" + HOSTILE + "A" * 100_000}}))
+        cluster.on("PUT", "/", json_answer({"acknowledged": True}))
+        ran = kcing(["setup_es", "--wait", "5"], clean_environ(ES_HOST=cluster.url, KCING_DB=str(tmp_path / "k.db")),
+                    tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    first = ran.stdout.splitlines()[0]
+    assert first.startswith("setup_es: Elasticsearch 8.15.3\\x1b[2J\\rX\\nkcing feed_es: run finished"), first
+    assert "cluster green\\x1b[2J\\rX\\nkcing feed_es: run finished" in first and len(first) < 300
+    assert not controls_in(ran.stdout.replace("\n", ""))
+    assert not any(line.startswith("kcing feed_es: run finished") for line in ran.stdout.splitlines())

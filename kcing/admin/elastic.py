@@ -23,7 +23,7 @@ from elasticsearch import (
 )
 
 from kcing.digits import ascii_digits
-from kcing.errors import ConfigError, ElasticsearchError, KcingError
+from kcing.errors import ConfigError, ElasticsearchError, KcingError, kept_short
 from kcing.http import (CHUNK, USER_AGENT, BodyTooLarge, RetryPolicy, final_answers_only, joined_within,
                         parse_retry_after, seconds_text, warn_cleartext_credentials)
 from kcing.secrecy import masked
@@ -452,8 +452,8 @@ def server_version(client: Elasticsearch, host: str) -> str:
     major = _major(number)
     if major not in SUPPORTED_MAJORS:
         raise ConfigError("Elasticsearch at %s is version %s; kcing needs Elasticsearch %s"
-                          % (host, number or "unknown", " or ".join(str(m) for m in SUPPORTED_MAJORS)))
-    return number
+                          % (host, kept_short(number) or "unknown", " or ".join(str(m) for m in SUPPORTED_MAJORS)))
+    return kept_short(number)  # printed: the server's text, whatever it holds after its major
 
 
 def _major(number: str) -> Optional[int]:

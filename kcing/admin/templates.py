@@ -28,7 +28,7 @@ from elasticsearch import ApiError, Elasticsearch, SSLError, TransportError
 from kcing.admin.elastic import AnswerTooLarge, Redirected, elastic_errors, reason_of, translate
 from kcing.admin.retention import index_day
 from kcing.documents.fields import BOOLEAN, DATE, FIELDS, FLOAT, KEYWORD, LONG, SUB_OBJECTS, TEXT
-from kcing.errors import ElasticsearchError
+from kcing.errors import ElasticsearchError, kept_short
 from kcing.plural import counted, verb
 from kcing.records import DOCUMENT_KINDS
 from kcing.waiting import COUNTDOWN_EVERY, WaitReport
@@ -210,7 +210,7 @@ def wait_until_ready(client: Elasticsearch, host: str, timeout: float,
         try:
             health = client.options(request_timeout=remaining + _HEALTH_READ_MARGIN, max_retries=0).cluster.health(
                 wait_for_status="yellow", timeout="%dms" % int(remaining * 1000))
-            return str(health.get("status"))
+            return kept_short(health.get("status"))  # printed, as the cluster gave it
         except ApiError as error:
             if error.meta.status not in _NOT_READY:
                 raise translate(error, host, "checking cluster health") from None
@@ -233,7 +233,7 @@ def wait_until_ready(client: Elasticsearch, host: str, timeout: float,
 def _not_ready_reason(error: ApiError) -> str:
     body = error.body
     if error.meta.status == 408 and isinstance(body, dict) and "status" in body:
-        return "cluster status still %s" % body["status"]
+        return "cluster status still %s" % kept_short(body["status"])
     return "%d %s" % (error.meta.status, reason_of(error))
 
 
