@@ -595,7 +595,8 @@ def log_file_problem(path: str, error: OSError) -> str:
 
 
 def _log_file_refused(command: str, path: str, why: str) -> int:
-    print("kcing %s: cannot open log file %s: %s" % (command, path, why), file=sys.stderr)
+    # One line whatever the name holds (`-l $'a\nb'`), as the line a failed command ends with.
+    print(kept_on_one_line("kcing %s: cannot open log file %s: %s" % (command, path, why)), file=sys.stderr)
     return USAGE_ERROR
 
 
@@ -609,10 +610,7 @@ def run_command(command: str, args: dict) -> int:
     try:
         logs.configure(debug=args.get("--debug"), log_file=args.get("--log-file"), quiet=quiet)
     except OSError as error:
-        print("kcing %s: cannot open log file %s: %s" % (command, args.get("--log-file"),
-                                                         log_file_problem(args.get("--log-file"), error)),
-              file=sys.stderr)
-        return USAGE_ERROR
+        return _log_file_refused(command, args["--log-file"], log_file_problem(args["--log-file"], error))
     try:
         if not getattr(commands.load(command), "READS_SETTINGS", True):
             # `kcing test`: pytest's run, which a setting it never reads (a typo in

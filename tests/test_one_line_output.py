@@ -233,3 +233,14 @@ def test_setup_es_names_the_version_and_status_a_cluster_gives_on_one_bounded_li
     assert "cluster green\\x1b[2J\\rX\\nkcing feed_es: run finished" in first and len(first) < 300
     assert not controls_in(ran.stdout.replace("\n", ""))
     assert not any(line.startswith("kcing feed_es: run finished") for line in ran.stdout.splitlines())
+
+
+# The command line ----------------------------------------------------------------------------------
+
+def test_a_log_file_that_cannot_be_opened_is_named_on_one_line(tmp_path):
+    named = str(tmp_path / "absent" / HOSTILE_FILE_NAME)
+    refused = kcing(["status", "-l", named], clean_environ(KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [kept_on_one_line(
+        "kcing status: cannot open log file %s: directory %s does not exist; create it (mkdir -p %s) or check the name"
+        % (named, tmp_path / "absent", tmp_path / "absent"))]
