@@ -166,8 +166,8 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
             self.failed = True
             error = sys.exc_info()[1]
             reason = getattr(error, "strerror", None) or error
-            sys.stderr.write("kcing: cannot write the log file %s: %s; its later lines are lost (stderr has "
-                             "them)\n" % (self.baseFilename, reason))
+            sys.stderr.write(kept_on_one_line("kcing: cannot write the log file %s: %s; its later lines are lost "
+                                              "(stderr has them)" % (self.baseFilename, reason)) + "\n")
 
 
 def log_file_refusal(path: str, ledger: Optional[str] = None) -> Optional[str]:

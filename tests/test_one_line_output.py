@@ -244,3 +244,13 @@ def test_a_log_file_that_cannot_be_opened_is_named_on_one_line(tmp_path):
     assert refused.stderr.splitlines() == [kept_on_one_line(
         "kcing status: cannot open log file %s: directory %s does not exist; create it (mkdir -p %s) or check the name"
         % (named, tmp_path / "absent", tmp_path / "absent"))]
+
+
+def test_a_log_file_that_cannot_be_written_is_named_on_one_line(tmp_path):
+    full = tmp_path / HOSTILE_FILE_NAME
+    full.symlink_to("/dev/full")  # every write fails: ENOSPC
+    ran = kcing(["status", "-l", str(full)], clean_environ(KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
+    (said,) = [line for line in ran.stderr.splitlines() if "cannot write the log file" in line]
+    assert said == kept_on_one_line("kcing: cannot write the log file %s: No space left on device; its later lines "
+                                    "are lost (stderr has them)" % full)
+    assert not controls_in(ran.stderr.replace("\n", ""))
