@@ -254,3 +254,21 @@ def test_a_log_file_that_cannot_be_written_is_named_on_one_line(tmp_path):
     assert said == kept_on_one_line("kcing: cannot write the log file %s: No space left on device; its later lines "
                                     "are lost (stderr has them)" % full)
     assert not controls_in(ran.stderr.replace("\n", ""))
+
+
+def test_backup_kbn_and_setup_kbn_name_their_directory_on_one_line(tmp_path):
+    directory = tmp_path / "kibana\x1b[2J\nkcing feed_es: run finished: all good"
+    env = clean_environ(KB_URL="")
+    with KibanaEmulator() as kibana:
+        kibana.put({"type": "dashboard", "id": "x", "attributes": {"title": "t"}})
+        env["KB_URL"] = kibana.url
+        saved = kcing(["backup_kbn", "--kibana-dir", str(directory), "--wait", "0"], env, tmp_path)
+        restored = kcing(["setup_kbn", "--kibana-dir", str(directory), "--wait", "0", "--overwrite"], env, tmp_path)
+    assert (saved.returncode, restored.returncode) == (0, 0), saved.stderr + restored.stderr
+    assert saved.stdout.splitlines() == ["backup_kbn: 1 object (1 dashboard) from %s written to %s (directory %s created)"
+                                         % (kibana.url, kept_on_one_line(str(directory / "saved_objects.ndjson")),
+                                            kept_on_one_line(str(directory)))]
+    assert len(restored.stdout.splitlines()) == 3
+    for written in (saved.stdout, restored.stdout):
+        assert not controls_in(written.replace("\n", ""))
+        assert not any(line.startswith("kcing feed_es: run finished") for line in written.splitlines())

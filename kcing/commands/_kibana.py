@@ -14,7 +14,7 @@ from typing import List, Optional
 from kcing.admin.kibana import (
     KibanaClient, backup_name, canonical_ndjson, check_space, count_by_type, hide_url, parse_ndjson, restore_url,
 )
-from kcing.errors import ConfigError, reading_failure
+from kcing.errors import ConfigError, kept_on_one_line, reading_failure
 from kcing.http import new_session, warn_cleartext_credentials
 from kcing.files import holds, read_regular_text, write_new
 from kcing.transport import check_ca_bundle, netrc_credentials
@@ -27,6 +27,12 @@ CHECKOUT_KIBANA_DIR = Path(__file__).resolve().parents[2] / "kibana"
 # Kibana takes about a minute to start next to a fresh Elasticsearch.
 DEFAULT_WAIT = 60.0
 
+
+
+def said(line: str) -> None:
+    """Print one line of setup_kbn's or backup_kbn's output: what it quotes (the --kibana-dir
+    given, Kibana's own words) may hold a line break or a terminal escape, written as escapes."""
+    print(kept_on_one_line(line))
 
 def kibana_dir(args: dict) -> Path:
     """--kibana-dir, else the clone's kibana/; an installed package has none (`pip install .`
@@ -116,12 +122,12 @@ def save_backup(directory: Path, objects: List[dict], url: str, when: float) -> 
     byte for byte already (a setup_kbn run again with nothing changed in Kibana, from cron or at
     every start of the compose service): that file is then the copy of what the import changes."""
     if not objects:
-        print("setup_kbn: %s holds no saved objects yet, nothing to back up" % url)
+        said("setup_kbn: %s holds no saved objects yet, nothing to back up" % url)
         return None
     content = hide_url(canonical_ndjson(objects), url).encode("utf-8")
     newest = newest_backup(directory)
     if newest is not None and holds(newest, content):
-        print("setup_kbn: current objects (%s) are those of the newest backup, %s: no new backup written"
+        said("setup_kbn: current objects (%s) are those of the newest backup, %s: no new backup written"
               % (count_by_type(objects), newest))
         return newest
     path = free_path(directory, backup_name(when))
@@ -129,7 +135,7 @@ def save_backup(directory: Path, objects: List[dict], url: str, when: float) -> 
     # the second's rename replaced the first's backup, both saying they had saved theirs there.
     while not write_new(path, content):
         path = free_path(directory, backup_name(when))
-    print("setup_kbn: current objects (%s) saved to %s" % (count_by_type(objects), path))
+    said("setup_kbn: current objects (%s) saved to %s" % (count_by_type(objects), path))
     return path
 
 

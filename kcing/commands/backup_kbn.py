@@ -8,7 +8,7 @@ from pathlib import Path
 from kcing.admin.kibana import (
     canonical_ndjson, count_by_type, dangling_references, describe, hide_url, parse_ndjson, space_url,
 )
-from kcing.commands._kibana import DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client
+from kcing.commands._kibana import DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client, said
 from kcing.errors import ConfigError
 from kcing.flags import seconds
 from kcing.files import holds, is_directory, read_regular_text, write_atomically
@@ -85,7 +85,7 @@ def _report_dangling(objects: list) -> int:
     """List the objects that refer to objects Kibana does not hold; 1 when there are some."""
     dangling = dangling_references(objects)
     for problem in dangling:
-        print("  %s" % describe(problem))
+        said("  %s" % describe(problem))
     if dangling:
         # The one line on stderr the command ends with: the list is on stdout.
         log.warning("backup_kbn: %d of %s %s to objects Kibana does not hold: see the list printed",
@@ -115,9 +115,9 @@ def run(args: dict, settings, session=None) -> int:
                               "and KB_SPACE" % (url, path, counted(kept, "object")))
     if args.get("--dry-run"):
         same = holds(path, text.encode("utf-8"))
-        print("backup_kbn: dry run: would write %s to %s (%s)" % (
+        said("backup_kbn: dry run: would write %s to %s (%s)" % (
             summary, path, "creating directory %s" % directory if create else "no change" if same else "changed"))
         return _report_dangling(objects)
     write_atomically(path, text.encode("utf-8"))
-    print("backup_kbn: %s written to %s%s" % (summary, path, " (directory %s created)" % directory if create else ""))
+    said("backup_kbn: %s written to %s%s" % (summary, path, " (directory %s created)" % directory if create else ""))
     return _report_dangling(objects)

@@ -9,7 +9,7 @@ from kcing.admin.kibana import (
     broken_references, conflict, count_by_type, describe, export_types, import_text, plan_import, space_url,
 )
 from kcing.commands._kibana import (
-    BACKUPS, DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client, read_saved_objects, save_backup,
+    BACKUPS, DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client, read_saved_objects, said, save_backup,
 )
 from kcing.flags import seconds
 from kcing.plural import counted, verb
@@ -74,14 +74,14 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
     wait = seconds(args, "--wait", DEFAULT_WAIT)
     if args.get("--dry-run"):
         how = "replacing existing objects" if overwrite else "keeping existing objects"
-        print("setup_kbn: dry run: would import %s, %s, after saving the current objects under %s"
+        said("setup_kbn: dry run: would import %s, %s, after saving the current objects under %s"
               % (plan, how, kibana_dir(args) / BACKUPS))
         return 0
     client.wait_ready(wait, every=settings.KCING_PROGRESS_EVERY)
     client.check_space()
     current = client.export(export_types(objects))
     save_backup(kibana_dir(args) / BACKUPS, current, url, now())
-    print("setup_kbn: importing %s%s" % (plan, " (overwrite)" if overwrite else ""))
+    said("setup_kbn: importing %s%s" % (plan, " (overwrite)" if overwrite else ""))
     split = plan_import(objects, current)
     # Kibana writes none of a file's objects while one of them conflicts with an object it
     # holds: only what it lacks (and, to replace them, what differs) is sent.
@@ -93,13 +93,13 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
         report = client.import_ndjson(import_text(sending), overwrite)
         imported, held_back = report.imported, report.held_back
         problems += report.problems
-    print("setup_kbn: imported %d of %s%s" % (
+    said("setup_kbn: imported %d of %s%s" % (
         imported, counted(len(objects), "object"),
         ", %d already present and unchanged" % len(split.unchanged) if split.unchanged else ""))
     if held_back:
-        print("setup_kbn: Kibana imported none of them while an object below has a conflict or a missing reference")
+        said("setup_kbn: Kibana imported none of them while an object below has a conflict or a missing reference")
     for problem in problems:
-        print("  %s" % describe(problem))
+        said("  %s" % describe(problem))
     if problems:
         # The one line on stderr a command that fails ends with: the list is on stdout, which a
         # cron job under --quiet shows only after it.
