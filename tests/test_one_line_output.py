@@ -272,3 +272,15 @@ def test_backup_kbn_and_setup_kbn_name_their_directory_on_one_line(tmp_path):
     for written in (saved.stdout, restored.stdout):
         assert not controls_in(written.replace("\n", ""))
         assert not any(line.startswith("kcing feed_es: run finished") for line in written.splitlines())
+
+
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []], ids=["dry run", "run"])
+def test_drp_names_a_ledger_it_did_not_find_on_one_line(tmp_path, dry_run):
+    ledger = tmp_path / "kcing\x1b[2J\nkcing feed_es: run finished: all good.db"
+    with ElasticsearchEmulator() as es:
+        es.seed_index("build-2019.05.01", docs={"1": {"job": "mainline"}})
+        ran = kcing(["drp", "--drp-days", "30"] + dry_run, clean_environ(ES_HOST=es.url, KCING_DB=str(ledger)), tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines()[-1].endswith("1 index, no ledger at %s" % kept_on_one_line(str(ledger)))
+    assert not controls_in(ran.stdout.replace("\n", ""))
+    assert not any(line.startswith("kcing feed_es: run finished") for line in ran.stdout.splitlines())

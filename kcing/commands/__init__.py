@@ -11,6 +11,7 @@ import importlib
 from types import ModuleType
 
 from kcing import shutdown
+from kcing.errors import kept_on_one_line
 
 # In the order `kcing --help` lists them.
 NAMES = ("feed_es", "reconcile", "gen_samples", "drp", "setup_es", "setup_ls", "setup_kbn", "backup_kbn",
@@ -48,3 +49,10 @@ def interruption_told() -> None:
     """The line saying the command was interrupted is written: the exit forced a few seconds
     after the signal, if it comes, need not say it again."""
     shutdown.interrupt_reported.set()
+
+
+def said(line: str) -> None:
+    """Print one line of a command's output: what it quotes (a name given on the command line or
+    in a setting, a server's words) may hold a line break or a terminal escape, written as
+    escapes (`kept_on_one_line`), so the line stays one and forges none."""
+    print(kept_on_one_line(line))

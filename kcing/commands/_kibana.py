@@ -14,7 +14,8 @@ from typing import List, Optional
 from kcing.admin.kibana import (
     KibanaClient, backup_name, canonical_ndjson, check_space, count_by_type, hide_url, parse_ndjson, restore_url,
 )
-from kcing.errors import ConfigError, kept_on_one_line, reading_failure
+from kcing.commands import said
+from kcing.errors import ConfigError, reading_failure
 from kcing.http import new_session, warn_cleartext_credentials
 from kcing.files import holds, read_regular_text, write_new
 from kcing.transport import check_ca_bundle, netrc_credentials
@@ -27,12 +28,6 @@ CHECKOUT_KIBANA_DIR = Path(__file__).resolve().parents[2] / "kibana"
 # Kibana takes about a minute to start next to a fresh Elasticsearch.
 DEFAULT_WAIT = 60.0
 
-
-
-def said(line: str) -> None:
-    """Print one line of setup_kbn's or backup_kbn's output: what it quotes (the --kibana-dir
-    given, Kibana's own words) may hold a line break or a terminal escape, written as escapes."""
-    print(kept_on_one_line(line))
 
 def kibana_dir(args: dict) -> Path:
     """--kibana-dir, else the clone's kibana/; an installed package has none (`pip install .`

@@ -8,7 +8,8 @@ from pathlib import Path
 from kcing.admin.kibana import (
     canonical_ndjson, count_by_type, dangling_references, describe, hide_url, parse_ndjson, space_url,
 )
-from kcing.commands._kibana import DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client, said
+from kcing.commands import said
+from kcing.commands._kibana import DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client
 from kcing.errors import ConfigError
 from kcing.flags import seconds
 from kcing.files import holds, is_directory, read_regular_text, write_atomically

@@ -8,6 +8,7 @@ from typing import Optional
 
 from kcing.admin import retention
 from kcing.admin.elastic import make_client
+from kcing.commands import said
 from kcing.commands._shared import with_drp_days
 from kcing.errors import ElasticsearchError
 from kcing.flags import utc_text
@@ -89,7 +90,7 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
                 recorded = stack.enter_context(ledger.recorded_run("drp"))
         chosen = retention.plan(client, host, ledger, today, settings.DRP_DAYS,
                                 recorded.id if recorded is not None else None)
-        print("drp: keeping %d day%s: indices dated from %s, ledger rows first seen since %s"
+        said("drp: keeping %d day%s: indices dated from %s, ledger rows first seen since %s"
               % (chosen.days, "" if chosen.days == 1 else "s", chosen.first_kept.strftime("%Y.%m.%d"),
                  utc_text(chosen.ledger_cutoff)))
         # Rows of every destination go: delivered to an NDJSON directory or to Logstash. Said once
@@ -117,29 +118,29 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
             if blocked:
                 recorded.counts["indices_blocked"] = len(blocked)
         for name in deleted:
-            print("drp: deleted index %s" % name)
+            said("drp: deleted index %s" % name)
         for name in sorted(blocked):
-            print("drp: not deleted index %s: blocked by [%s]" % (name, blocked[name]))
+            said("drp: not deleted index %s: blocked by [%s]" % (name, blocked[name]))
         _print_destinations("forgot", by_destination)
         _print_runs("forgot", runs_forgotten, chosen)
         if blocked:
             # Exits 3, and the runs table says so; the rest of the retention was done.
-            print("drp: deleted %s, %s" % (counted(len(deleted), "index", "indices"),
+            said("drp: deleted %s, %s" % (counted(len(deleted), "index", "indices"),
                                            _rows_text(have_ledger, forgotten, settings.KCING_DB)))
             raise ElasticsearchError(retention.blocked_message(host, blocked, len(deleted)))
-    print("drp: deleted %s, %s" % (counted(len(deleted), "index", "indices"),
+    said("drp: deleted %s, %s" % (counted(len(deleted), "index", "indices"),
                                    _rows_text(have_ledger, forgotten, settings.KCING_DB)))
     return 0
 
 
 def _print_destinations(verb: str, by_destination) -> None:
     for destination, count in by_destination:
-        print("drp: %s %s of objects sent to %s" % (verb, counted(count, "ledger row"), destination or "(unnamed)"))
+        said("drp: %s %s of objects sent to %s" % (verb, counted(count, "ledger row"), destination or "(unnamed)"))
 
 
 def _print_runs(verb: str, count: int, chosen: retention.RetentionPlan) -> None:
     if count:
-        print("drp: %s %s started before %s from the runs table (kept: those status, --metrics, reconcile and "
+        said("drp: %s %s started before %s from the runs table (kept: those status, --metrics, reconcile and "
               "the feed still read)" % (verb, counted(count, "run"), utc_text(chosen.ledger_cutoff)))
 
 
@@ -152,11 +153,11 @@ def _print_plan(chosen: retention.RetentionPlan, blocked: dict, db: str) -> None
     such, not as one to delete."""
     deleted = [name for name in chosen.indices if name not in blocked]
     for name in deleted:
-        print("drp: would delete index %s" % name)
+        said("drp: would delete index %s" % name)
     for name in sorted(blocked):
-        print("drp: would not delete index %s: blocked by [%s]" % (name, blocked[name]))
+        said("drp: would not delete index %s: blocked by [%s]" % (name, blocked[name]))
     rows = ("would forget %s" % counted(chosen.ledger_rows, "ledger row")) if chosen.ledger_rows is not None \
         else ("no ledger at %s" % db)
     left = ("; %s would be left because of a block (the run would exit 3)"
             % counted(len(blocked), "expired index", "expired indices") if blocked else "")
-    print("drp: dry run: would delete %s, %s%s" % (counted(len(deleted), "index", "indices"), rows, left))
+    said("drp: dry run: would delete %s, %s%s" % (counted(len(deleted), "index", "indices"), rows, left))

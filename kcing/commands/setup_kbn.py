@@ -8,8 +8,9 @@ from typing import Callable
 from kcing.admin.kibana import (
     broken_references, conflict, count_by_type, describe, export_types, import_text, plan_import, space_url,
 )
+from kcing.commands import said
 from kcing.commands._kibana import (
-    BACKUPS, DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client, read_saved_objects, said, save_backup,
+    BACKUPS, DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client, read_saved_objects, save_backup,
 )
 from kcing.flags import seconds
 from kcing.plural import counted, verb
