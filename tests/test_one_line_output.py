@@ -14,6 +14,7 @@ import shutil
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import yaml
 
 from kcing import logs
 from kcing.errors import kept_on_one_line, one_line
@@ -284,3 +285,18 @@ def test_drp_names_a_ledger_it_did_not_find_on_one_line(tmp_path, dry_run):
     assert ran.stdout.splitlines()[-1].endswith("1 index, no ledger at %s" % kept_on_one_line(str(ledger)))
     assert not controls_in(ran.stdout.replace("\n", ""))
     assert not any(line.startswith("kcing feed_es: run finished") for line in ran.stdout.splitlines())
+
+
+def test_setup_ls_names_the_pipelines_file_on_one_line(tmp_path):
+    settings_dir = tmp_path / "logstash\x1b[2J\nkcing feed_es: run finished: all good"
+    settings_dir.mkdir()
+    env = clean_environ(LS_PATH_SETTINGS=str(settings_dir), KCING_DB=str(tmp_path / "kcing.db"))
+    planned = kcing(["setup_ls", "--dry-run"], env, tmp_path)
+    written = kcing(["setup_ls"], env, tmp_path)
+    assert (planned.returncode, written.returncode) == (0, 0), planned.stderr + written.stderr
+    named = kept_on_one_line(str(settings_dir / "pipelines.yml"))
+    assert planned.stdout.splitlines()[0] == "# setup_ls dry run: %s would become (changed):" % named
+    assert yaml.safe_load(planned.stdout)[0]["pipeline.id"] == "kcing"  # the rest is YAML still
+    assert written.stdout.splitlines()[0].endswith(" to %s" % named) and len(written.stdout.splitlines()) == 1
+    for said in (planned.stdout, written.stdout):
+        assert not controls_in(said.replace("\n", ""))

@@ -5,6 +5,7 @@ import logging
 import time
 from pathlib import Path
 
+from kcing.commands import said
 from kcing.admin.logstash_setup import free_backup_path, merge_pipeline_entry, names_no_file, pipeline_entry
 from kcing.errors import ConfigError, reading_failure
 from kcing.files import is_directory, read_regular_text, write_atomically
@@ -90,12 +91,13 @@ def run(args: dict, settings, now=time.time) -> int:
     except ValueError as error:
         raise ConfigError("%s: %s; fix or move it, then run setup_ls again" % (path, error)) from None
     if args.get("--dry-run"):
-        # A comment keeps the output valid YAML for whoever pipes it somewhere.
-        print("# setup_ls dry run: %s would become (%s):" % (path, "unchanged" if merged == existing else "changed"))
+        # A comment keeps the output valid YAML for whoever pipes it somewhere: one line, whatever
+        # the path holds.
+        said("# setup_ls dry run: %s would become (%s):" % (path, "unchanged" if merged == existing else "changed"))
         print(merged, end="")
         return 0
     if merged == existing:
-        print("setup_ls: %s already has this kcing pipeline entry" % path)
+        said("setup_ls: %s already has this kcing pipeline entry" % path)
         return 0
     saved = ""
     if path.exists():
@@ -103,5 +105,5 @@ def run(args: dict, settings, now=time.time) -> int:
         write_atomically(backup, existing.encode("utf-8"), like=path)
         saved = "; previous file saved as %s" % backup
     write_atomically(path, merged.encode("utf-8"))
-    print("setup_ls: wrote the kcing pipeline (path.config %s) to %s%s" % (entry["path.config"], path, saved))
+    said("setup_ls: wrote the kcing pipeline (path.config %s) to %s%s" % (entry["path.config"], path, saved))
     return 0
