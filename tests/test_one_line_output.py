@@ -300,3 +300,12 @@ def test_setup_ls_names_the_pipelines_file_on_one_line(tmp_path):
     assert written.stdout.splitlines()[0].endswith(" to %s" % named) and len(written.stdout.splitlines()) == 1
     for said in (planned.stdout, written.stdout):
         assert not controls_in(said.replace("\n", ""))
+
+
+def test_gen_samples_names_its_directory_on_one_line(api_replica, logstash, tmp_path):
+    samples = tmp_path / "samples\x1b[2J\nkcing feed_es: run finished: all good"
+    env = api_feed_environ(api_replica, logstash, tmp_path / "kcing.db", KCI_DAYS="3650", KCI_SAMPLES_DIR=str(samples))
+    ran = kcing(["gen_samples", "--sample-size", "2"], env, tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    (said,) = ran.stdout.splitlines()
+    assert said.startswith("gen_samples: ") and said.endswith(" in %s" % kept_on_one_line(str(samples)))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kcing.commands import said
 from kcing.errors import ConfigError
 from kcing.progress import Progress
 from kcing.runlock import RunLock
@@ -75,6 +76,6 @@ def run(args: dict, settings) -> int:
                                with_logs=bool(args.get("--with-logs")))
         run = save_samples(source, writer, threads=settings.KCI_THREADS,
                            progress=Progress("gen_samples", every=settings.KCING_PROGRESS_EVERY), stop=stop)
-    print("gen_samples: %d saved, %d already present, %d failed, %d refused (unsafe or unusable) in %s"
-          % (run.saved, run.unchanged, run.failed, run.refused, settings.KCI_SAMPLES_DIR))
+    said("gen_samples: %d saved, %d already present, %d failed, %d refused (unsafe or unusable) in %s"
+         % (run.saved, run.unchanged, run.failed, run.refused, settings.KCI_SAMPLES_DIR))
     return 1 if (run.failed or run.refused) else 0
