@@ -32,7 +32,7 @@ from elasticsearch import AuthenticationException, AuthorizationException
 
 from kcing.admin.elastic import elastic_errors
 from kcing.admin.retention import chunks, index_day, settings_past_metadata_blocks
-from kcing.errors import ConfigError, ElasticsearchError, Interrupted, UpstreamError, one_line
+from kcing.errors import ConfigError, ElasticsearchError, Interrupted, UpstreamError, kept_short, one_line
 from kcing.http import seconds_text
 from kcing.ledger import docids
 from kcing.ledger.ledger import RESENT_BY, DeliveredRow, Ledger
@@ -297,9 +297,11 @@ def lookup_result(doc_id: str, answer) -> Tuple[str, str]:
     if kind == "security_exception":
         raise LookupDenied(str(reason))
     several = _SEVERAL.match(str(reason)) if kind == "illegal_argument_exception" else None
+    # What Elasticsearch says goes into a summary line and the line a failed run ends with: one
+    # line, bounded, whatever the node wrote.
     if several:
-        return ALIAS, several.group(1)
-    raise LookupFailed("%s: %s" % (kind or "error", reason))
+        return ALIAS, kept_short(several.group(1), 300)
+    raise LookupFailed(one_line("%s: %s" % (kind or "error", reason), 300))
 
 
 def is_present(doc_id: str, answer) -> bool:

@@ -23,6 +23,7 @@ from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import FAILED
 from kcing.logs import LOG_MESSAGE_CHARACTERS
 from kcing.pipeline import RunSummary
+from kcing.reconcile import ALIAS, LookupFailed, Unchecked, lookup_result, unchecked_line
 from kcing.records import UpstreamObject
 from kcing.status import REPORT_LINE_CHARACTERS
 from tests.fakes.api_data import checkout_tree
@@ -309,3 +310,18 @@ def test_gen_samples_names_its_directory_on_one_line(api_replica, logstash, tmp_
     assert ran.returncode == 0, ran.stderr
     (said,) = ran.stdout.splitlines()
     assert said.startswith("gen_samples: ") and said.endswith(" in %s" % kept_on_one_line(str(samples)))
+
+
+# reconcile: Elasticsearch's word on one document -------------------------------------------------
+
+def test_what_elasticsearch_says_of_a_document_it_cannot_look_up_is_one_bounded_line():
+    several = {"_id": "a", "error": {"type": "illegal_argument_exception", "reason": (
+        "alias [build-2024.10.16] has more than one index associated with it [b1, %s]" % (HOSTILE + "A" * 100_000))}}
+    reason, detail = lookup_result("a", several)
+    assert reason == ALIAS and detail.startswith("b1, \\x1b[2J\\rX\\nkcing feed_es: run finished") and len(detail) <= 300
+    line = unchecked_line(ALIAS, Unchecked(1, 1, {"build-2024.10.16": detail}))
+    assert not controls_in(line)
+    with pytest.raises(LookupFailed) as failed:
+        lookup_result("a", {"_id": "a", "error": {"type": "odd", "reason": HOSTILE + "B" * 1_000_000}})
+    assert str(failed.value).startswith("odd: \\x1b[2J X kcing feed_es: run finished")
+    assert not controls_in(str(failed.value)) and len(str(failed.value)) <= 300
