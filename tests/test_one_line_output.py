@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from kcing import logs
+from kcing import logs, progress
 from kcing.errors import kept_on_one_line, one_line
 from kcing.commands._shared import print_summary
 from kcing.ledger.ledger import Ledger, Outcome
@@ -71,6 +71,11 @@ def test_a_hostile_text_keeps_no_control_character():
 def logged(tmp_path, capsys, *calls, debug=False):
     """What stderr and the -l log file got from `calls` (each a function of a logger)."""
     log_file = tmp_path / "kcing.log"
+    # configure sets the levels of the root logger and of the libraries' own: the tests that run
+    # after these in the same process must find them as they were.
+    configured = [logging.getLogger(name) for name in ("", "urllib3", "peewee", "elastic_transport")]
+    levels = [logger.level for logger in configured]
+    live_allowed = progress.live_allowed
     logs.configure(debug=debug, log_file=str(log_file))
     try:
         for call in calls:
@@ -79,6 +84,9 @@ def logged(tmp_path, capsys, *calls, debug=False):
         for handler in list(logging.getLogger().handlers):
             handler.close()
             logging.getLogger().removeHandler(handler)
+        for logger, level in zip(configured, levels):
+            logger.setLevel(level)
+        progress.live_allowed = live_allowed
     return capsys.readouterr().err, log_file.read_text(encoding="utf-8")
 
 
