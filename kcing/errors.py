@@ -152,8 +152,7 @@ def one_line(text: Any, limit: int = 160) -> str:
     """A reason fit for one ledger line: whitespace collapsed, the other control characters
     written as escapes (`kept_on_one_line`: a reason quotes upstream text, such as the start of
     a web page, whose escape sequences a terminal would obey), long text cut."""
-    words = kept_on_one_line(" ".join(str(text).split()))
-    return words if len(words) <= limit else words[: limit - 3] + "..."
+    return kept_short(" ".join(str(text).split()), limit)
 
 
 def shown(value: Any, limit: int = 80) -> str:

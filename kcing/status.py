@@ -6,7 +6,7 @@ import re
 from datetime import date, datetime
 from typing import Dict, List, Optional, Tuple
 
-from kcing.errors import kept_on_one_line, one_line
+from kcing.errors import kept_short, one_line
 from kcing.ledger.ledger import RESENT_BY, RUNS_SHOWN, Ledger
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, Run, UpstreamFile
 from kcing.runlock import lock_holder
@@ -273,20 +273,14 @@ def as_text(data: dict) -> str:
     if data["errors"]:
         lines += ["", "most frequent errors:"]
         lines += ["  %4d %-8s %s" % (error["objects"], error["state"], error["error"]) for error in data["errors"]]
-    return "\n".join(map(report_line, lines))
+    # What the report quotes from the ledger (errors, names, destinations) may hold line breaks or
+    # terminal escapes, written there by an older kcing or by hand: each line stays one, bounded.
+    return "\n".join(kept_short(line, REPORT_LINE_CHARACTERS) for line in lines)
 
 
 # How many characters of one line of the report are shown: an error the ledger holds can be as
 # long as what an older kcing, or a hand, wrote into it.
 REPORT_LINE_CHARACTERS = 2000
-
-
-def report_line(line: str) -> str:
-    """`line` of the report as one line: what it quotes from the ledger (errors, names, the
-    destinations) may hold line breaks or terminal escapes (written there by an older kcing, or
-    edited in), which are written as escapes (`kept_on_one_line`); cut to REPORT_LINE_CHARACTERS."""
-    line = kept_on_one_line(line)
-    return line if len(line) <= REPORT_LINE_CHARACTERS else line[:REPORT_LINE_CHARACTERS - 3] + "..."
 
 
 def _retries(data: dict) -> Optional[str]:

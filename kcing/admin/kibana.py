@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from kcing.errors import ConfigError, KcingError, kept_on_one_line
+from kcing.errors import ConfigError, KcingError, kept_short, one_line as reason_line
 from kcing.http import (CHUNK, BodyTooLarge, certificate_refused, joined_within, resent_if_idle_closed, seconds_text,
                         socks_unsupported)
 from kcing.netreason import connection_failure
@@ -318,8 +318,7 @@ _NAME_LIMIT = 200
 
 def _quoted_name(text: str) -> str:
     """A type, id or title as Kibana gave it, fit for one line: controls written as escapes, cut."""
-    text = kept_on_one_line(str(text))
-    return text if len(text) <= _NAME_LIMIT else text[:_NAME_LIMIT - 3] + "..."
+    return kept_short(text, _NAME_LIMIT)
 
 
 def describe(problem: ImportProblem) -> str:
@@ -449,8 +448,7 @@ def one_line(text: Any) -> str:
     """Collapse whitespace (Kibana's security messages span lines), write the other controls as
     escapes (a page's terminal escapes) and cap the length; secrets are masked first (a proxy's
     page echoing the request quotes its Authorization header)."""
-    flat = kept_on_one_line(" ".join(masked(str(text)).split()))
-    return flat if len(flat) <= _MESSAGE_LIMIT else flat[:_MESSAGE_LIMIT - 3] + "..."
+    return reason_line(masked(str(text)), _MESSAGE_LIMIT)
 
 
 def body_text(response: Answer) -> str:

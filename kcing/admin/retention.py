@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from kcing.admin.elastic import elastic_errors, error_type, translate
-from kcing.errors import kept_on_one_line
+from kcing.errors import kept_short
 from kcing.keptdays import cutoff_day, day_start
 from kcing.plural import counted, verb
 from kcing.records import DOCUMENT_KINDS
@@ -98,20 +98,14 @@ def blocked_indices(error: ApiError, names: Sequence[str]) -> Dict[str, str]:
         return {}
     envelope = error.body.get("error") if isinstance(error.body, dict) else None
     reason = str(envelope.get("reason", "")) if isinstance(envelope, dict) else ""
-    found = {name: _blocks_text(blocks) for name, blocks in _BLOCKED_INDEX.findall(reason)}
+    # Quoted by drp, one line per index: controls written as escapes, cut.
+    found = {name: kept_short(blocks, BLOCKS_CHARACTERS) for name, blocks in _BLOCKED_INDEX.findall(reason)}
     return {name: found[name] for name in names if name in found}
 
 
 # How many characters of an index's blocks drp quotes (`FORBIDDEN/5/index read-only (api)`, a few
 # of them at most).
 BLOCKS_CHARACTERS = 300
-
-
-def _blocks_text(blocks: str) -> str:
-    """The blocks as Elasticsearch's refusal names them, fit for drp's one line per index: its
-    controls written as escapes, cut at BLOCKS_CHARACTERS."""
-    blocks = kept_on_one_line(blocks)
-    return blocks if len(blocks) <= BLOCKS_CHARACTERS else blocks[:BLOCKS_CHARACTERS - 3] + "..."
 
 
 def past_blocks(request: Callable[[List[str]], Any], names: Sequence[str]) -> Tuple[Any, List[str], Dict[str, str]]:

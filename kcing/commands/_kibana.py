@@ -123,7 +123,7 @@ def save_backup(directory: Path, objects: List[dict], url: str, when: float) -> 
     newest = newest_backup(directory)
     if newest is not None and holds(newest, content):
         said("setup_kbn: current objects (%s) are those of the newest backup, %s: no new backup written"
-              % (count_by_type(objects), newest))
+             % (count_by_type(objects), newest))
         return newest
     path = free_path(directory, backup_name(when))
     # Never over another backup: two setup_kbn runs within one second chose one free name, and

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 from typing import Callable, Optional
 
 from kcing import keptdays
-from kcing.errors import KcingError, kept_on_one_line
+from kcing.commands import said
+from kcing.errors import KcingError
 from kcing.logs import logged_line
 from kcing.ledger.ledger import Ledger
 from kcing.pipeline import feed
@@ -60,7 +61,7 @@ def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_del
 
 def print_plan(obj) -> None:
     # The URL of a local file is its name as given, which may hold a line break or an escape.
-    print(kept_on_one_line("would fetch %-5s %s %s" % (obj.kind, obj.upstream_id, obj.url)))
+    said("would fetch %-5s %s %s" % (obj.kind, obj.upstream_id, obj.url))
 
 
 def print_summary(summary, sink_name: str, dry_run: bool) -> None:

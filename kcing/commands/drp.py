@@ -91,8 +91,8 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
         chosen = retention.plan(client, host, ledger, today, settings.DRP_DAYS,
                                 recorded.id if recorded is not None else None)
         said("drp: keeping %d day%s: indices dated from %s, ledger rows first seen since %s"
-              % (chosen.days, "" if chosen.days == 1 else "s", chosen.first_kept.strftime("%Y.%m.%d"),
-                 utc_text(chosen.ledger_cutoff)))
+             % (chosen.days, "" if chosen.days == 1 else "s", chosen.first_kept.strftime("%Y.%m.%d"),
+                utc_text(chosen.ledger_cutoff)))
         # Rows of every destination go: delivered to an NDJSON directory or to Logstash. Said once
         # they are gone: a run that Elasticsearch stops first forgets none of them.
         by_destination = (sorted(ledger.seen_before_by_destination(chosen.ledger_cutoff).items())
@@ -126,10 +126,10 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
         if blocked:
             # Exits 3, and the runs table says so; the rest of the retention was done.
             said("drp: deleted %s, %s" % (counted(len(deleted), "index", "indices"),
-                                           _rows_text(have_ledger, forgotten, settings.KCING_DB)))
+                                          _rows_text(have_ledger, forgotten, settings.KCING_DB)))
             raise ElasticsearchError(retention.blocked_message(host, blocked, len(deleted)))
     said("drp: deleted %s, %s" % (counted(len(deleted), "index", "indices"),
-                                   _rows_text(have_ledger, forgotten, settings.KCING_DB)))
+                                  _rows_text(have_ledger, forgotten, settings.KCING_DB)))
     return 0
 
 
@@ -141,7 +141,7 @@ def _print_destinations(verb: str, by_destination) -> None:
 def _print_runs(verb: str, count: int, chosen: retention.RetentionPlan) -> None:
     if count:
         said("drp: %s %s started before %s from the runs table (kept: those status, --metrics, reconcile and "
-              "the feed still read)" % (verb, counted(count, "run"), utc_text(chosen.ledger_cutoff)))
+             "the feed still read)" % (verb, counted(count, "run"), utc_text(chosen.ledger_cutoff)))
 
 
 def _rows_text(have_ledger: bool, forgotten: int, db: str) -> str:

@@ -76,7 +76,7 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
     if args.get("--dry-run"):
         how = "replacing existing objects" if overwrite else "keeping existing objects"
         said("setup_kbn: dry run: would import %s, %s, after saving the current objects under %s"
-              % (plan, how, kibana_dir(args) / BACKUPS))
+             % (plan, how, kibana_dir(args) / BACKUPS))
         return 0
     client.wait_ready(wait, every=settings.KCING_PROGRESS_EVERY)
     client.check_space()
