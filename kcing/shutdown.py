@@ -31,23 +31,46 @@ WAIT_SLICE_SECONDS = 0.2
 GRACE_SECONDS = 10.0
 
 
-class Stop(threading.Event):
+class Stop:
     """Set by the first SIGINT/SIGTERM: finish the batch in flight, start nothing new, retry
     nothing. `urgent` turns true with the second: cut every transfer in progress now.
 
     Sources and sinks wait between retries with `pause`, so a stop never waits a backoff out.
+
+    `set` runs in signal handlers, and takes no lock it could wait for: a handler runs in the main
+    thread between two of its bytecodes, also while that thread is inside the stop's own lock (a
+    `set` an earlier signal interrupted, a `wait`). threading.Event.set waited there for its own
+    thread: the next signal's handler, run inside that wait, waited too, one frame deeper for
+    each signal, until the run ended in RecursionError (exit 70, its row closed `ok`).
     """
 
     urgent = False
+    # Set by the third signal, which says it is ignored, as the later ones are (quietly).
+    ignoring = False
     # How many blocks of the main thread the first signal cuts at once (`cut_by_a_stop`).
     cutting = 0
     # When the stop was requested (time.monotonic()), once it was.
     requested_at: Optional[float] = None
 
+    def __init__(self) -> None:
+        self._requested = False
+        self._cond = threading.Condition(threading.Lock())
+
     def set(self) -> None:
         if self.requested_at is None:
             self.requested_at = time.monotonic()
-        super().set()
+        self._requested = True
+        # Wake the waiters now if the lock is free; if it is held, its holder is a waiter about
+        # to look at the flag, or the thread this runs in: every wait looks again within
+        # WAIT_SLICE_SECONDS.
+        if self._cond.acquire(blocking=False):
+            try:
+                self._cond.notify_all()
+            finally:
+                self._cond.release()
+
+    def is_set(self) -> bool:
+        return self._requested
 
     def past_grace(self) -> bool:
         """Whether the batch in flight has had its GRACE_SECONDS since the stop to be answered:
@@ -55,14 +78,17 @@ class Stop(threading.Event):
         return self.requested_at is not None and time.monotonic() - self.requested_at > GRACE_SECONDS
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Event.wait, in slices of WAIT_SLICE_SECONDS."""
+        """Whether the stop was requested within `timeout` seconds (without one, wait for it),
+        waiting in slices of WAIT_SLICE_SECONDS."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        while not self._requested:
             remaining = WAIT_SLICE_SECONDS if deadline is None else deadline - time.monotonic()
-            if super().wait(max(0.0, min(remaining, WAIT_SLICE_SECONDS))):
-                return True
-            if deadline is not None and remaining <= WAIT_SLICE_SECONDS:
+            if remaining <= 0:
                 return False
+            with self._cond:
+                if not self._requested:
+                    self._cond.wait(min(remaining, WAIT_SLICE_SECONDS))
+        return True
 
     def pause(self, seconds: float) -> None:
         """Sleep `seconds`, unless a stop is requested before or meanwhile: then raise Interrupted."""
@@ -225,9 +251,12 @@ def stop_on_signals(stop: Optional[Stop] = None) -> Iterator[Stop]:
             # The run's row says how it ended: what is left of the command (its summary, its
             # metrics) is done as it is. Only what would start a new run stops: the check of
             # `feed_es --verify`, a re-send of reconcile, which open rows of their own.
-            if not stop.is_set():
-                log.warning("%s received: the run's end is recorded; finishing", name)
+            # Set before the line is written: a handler run inside this one's write (the next
+            # signal) writing too would find stderr's buffer busy (RuntimeError: reentrant call).
+            said = stop.is_set()
             stop.set()
+            if not said:
+                log.warning("%s received: the run's end is recorded; finishing", name)
             _signal_after_the_end(signum, frame)
             return
         if not stop.is_set():
@@ -242,8 +271,9 @@ def stop_on_signals(stop: Optional[Stop] = None) -> Iterator[Stop]:
             log.warning("%s received again: stopping now", name)
             _exit_soon()
             raise KeyboardInterrupt
-        else:
-            log.warning("%s received: already stopping", name)
+        elif not stop.ignoring:
+            stop.ignoring = True
+            log.warning("%s received: already stopping; further signals are ignored", name)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, request_stop)

@@ -196,3 +196,39 @@ def test_a_signal_once_the_command_settled_how_it_ends_interrupts_nothing(monkey
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
+
+
+def run_script(script: str, timeout: float = 20.0):
+    """Run `script` (Python, kcing importable) in a process of its own, where its signals go;
+    return (exit status, stdout, stderr), or fail the test if it is still running after `timeout`."""
+    import subprocess
+    import sys
+
+    from tests.feedrun import REPO
+
+    try:
+        done = subprocess.run([sys.executable, "-c", script], cwd=str(REPO), capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail("still running %gs after the signal" % timeout)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_a_signal_arriving_while_the_main_thread_is_inside_the_stops_own_lock_is_taken_at_once():
+    """The stop's handler runs in the main thread between two of its bytecodes, also inside the
+    stop's own lock (a set an earlier signal interrupted, a wait). Its set waited there for its
+    own thread: each later signal's handler, run inside that wait, waited one frame deeper,
+    until RecursionError ended a run whose row said `ok` (exit 70); one signal alone hung it."""
+    status, out, errors = run_script("""
+import os, signal
+from kcing import shutdown
+with shutdown.stop_on_signals() as stop:
+    with stop._cond:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            pass
+    print("stop requested:", stop.is_set(), stop.wait(0))
+""")
+    assert (status, out) == (0, "stop requested: True True\n"), errors
+    assert "SIGTERM received: finishing the batch in flight" in errors, errors
+
