@@ -24,7 +24,11 @@ REDRAW_EVERY = 0.25
 TICK_EVERY = 1.0
 CLEAR = "\r\x1b[K"
 
-_lock = threading.Lock()
+# Re-entrant: a signal's handler logs (kcing/shutdown.py), and runs in the main thread, also
+# while that thread holds this lock (drawing the line, or clearing it for a record of its own);
+# with a plain lock the handler waited for its own thread, and the process hung, its next
+# signals waiting alike.
+_lock = threading.RLock()
 _shown: Optional["Progress"] = None  # the live line on the terminal now, if any
 # False with --quiet: no live line even on a terminal (kcing/logs.py sets it).
 live_allowed = True

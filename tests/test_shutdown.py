@@ -232,3 +232,22 @@ with shutdown.stop_on_signals() as stop:
     assert (status, out) == (0, "stop requested: True True\n"), errors
     assert "SIGTERM received: finishing the batch in flight" in errors, errors
 
+
+
+def test_a_signal_arriving_while_the_main_thread_draws_the_progress_line_is_reported_and_taken():
+    """The handler's line clears the live progress line first, under the lock the main thread
+    holds while it draws that line: the handler waited for its own thread, the process hung, and
+    Ctrl-C again only stacked another waiting handler."""
+    status, out, errors = run_script("""
+import os, signal
+from kcing import logs, progress, shutdown
+logs.configure()
+with shutdown.stop_on_signals() as stop:
+    with progress._lock:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass
+    print("stop requested:", stop.is_set())
+""")
+    assert (status, out) == (0, "stop requested: True\n"), errors
+    assert "SIGINT received: finishing the batch in flight" in errors, errors
