@@ -8,7 +8,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
 
 from kcing import progress, secrecy
 from kcing.errors import kept_on_one_line
@@ -27,12 +27,60 @@ def formatter() -> logging.Formatter:
     return made
 
 
-class TerminalHandler(logging.StreamHandler):
-    """stderr, sharing the terminal with a live progress line (kcing/progress.py)."""
+def busy_in_this_thread(error: Optional[BaseException]) -> bool:
+    """Whether `error` is a buffered stream's refusal of a write from the thread that is inside
+    a write to it already: a signal's handler, run in the main thread while that thread's write
+    waits (a pipe nobody reads fast, a FIFO), logging its line."""
+    return isinstance(error, RuntimeError) and str(error).startswith("reentrant call")
+
+
+class HeldWhileBusy:
+    """For a handler whose stream a signal's handler may find this thread writing to: the record
+    waits, and is written once that write returns (by the write's own emit, the next record,
+    or the handler's close at exit), rather than refused with "--- Logging error ---" and a
+    traceback, and lost. Each record is written by whichever emit takes it off the list."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._waiting: List[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        self._waiting.append(record)
+        self.write_waiting()
+
+    def write_waiting(self) -> None:
+        while True:
+            try:
+                record = self._waiting.pop(0)
+            except IndexError:
+                return
+            try:
+                self.write_now(record)
+            except RuntimeError as error:
+                if not busy_in_this_thread(error):
+                    raise
+                self._waiting.insert(0, record)
+                return
+
+    def write_now(self, record: logging.LogRecord) -> None:
+        raise NotImplementedError
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if busy_in_this_thread(sys.exc_info()[1]):
+            raise  # to write_waiting, which keeps the record for later
+        super().handleError(record)
+
+    def close(self) -> None:
+        self.write_waiting()
+        super().close()
+
+
+class TerminalHandler(HeldWhileBusy, logging.StreamHandler):
+    """stderr, sharing the terminal with a live progress line (kcing/progress.py)."""
+
+    def write_now(self, record: logging.LogRecord) -> None:
         progress.clear_live_line(self.stream)
-        super().emit(record)
+        logging.StreamHandler.emit(self, record)
 
 
 class RedactSecrets(logging.Filter):
@@ -134,7 +182,7 @@ class BoundedStatements(logging.Filter):
 BOUNDED_STATEMENTS = BoundedStatements()
 
 
-class LogFileHandler(logging.handlers.WatchedFileHandler):
+class LogFileHandler(HeldWhileBusy, logging.handlers.WatchedFileHandler):
     """A log file that says once, in one line, that it cannot be written (a full disk), instead
     of printing a traceback for every record; the run and its stderr log go on.
 
@@ -153,15 +201,17 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
         os.set_blocking(fd, True)
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def write_now(self, record: logging.LogRecord) -> None:
         # Opening the file again happens outside FileHandler's own guard: a directory gone or
         # made unwritable meanwhile would otherwise raise into whatever code logged the line.
         try:
-            super().emit(record)
+            logging.handlers.WatchedFileHandler.emit(self, record)
         except Exception:
             self.handleError(record)
 
     def handleError(self, record: logging.LogRecord) -> None:
+        if busy_in_this_thread(sys.exc_info()[1]):
+            raise  # kept for later (HeldWhileBusy): the file is not failing
         if not self.failed:
             self.failed = True
             error = sys.exc_info()[1]

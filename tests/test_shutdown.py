@@ -251,3 +251,42 @@ with shutdown.stop_on_signals() as stop:
 """)
     assert (status, out) == (0, "stop requested: True\n"), errors
     assert "SIGINT received: finishing the batch in flight" in errors, errors
+
+
+def test_a_signal_arriving_while_the_main_thread_waits_to_write_to_stderr_has_its_line_written_after():
+    """stderr a pipe nobody reads for a while (a service manager's journal, busy): the main thread
+    waits inside its write of a log line, and the handler's line, written from that same thread,
+    was refused ("reentrant call"): lost, with "--- Logging error ---" and a traceback instead."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.feedrun import REPO
+
+    script = """
+import logging
+from kcing import logs, shutdown
+logs.configure()
+with shutdown.stop_on_signals() as stop:
+    print("writing", flush=True)
+    for number in range(2000):
+        logging.getLogger("filler").info("line %d %s", number, "x" * 200)
+    print("stop requested:", stop.is_set())
+"""
+    # Buffered, as stderr is unless PYTHONUNBUFFERED says otherwise: the busy buffer refuses.
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=str(REPO), env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "writing\n"
+        time.sleep(0.5)  # stderr's pipe (64 KiB) is full: the main thread waits inside a write
+        child.send_signal(signal.SIGTERM)
+        out, errors = child.communicate(timeout=20)
+    finally:
+        child.kill()
+        child.wait()
+    lines = errors.splitlines()
+    assert (child.returncode, out) == (0, "stop requested: True\n"), errors[-3000:]
+    assert "Logging error" not in errors and "Traceback" not in errors, errors[-3000:]
+    assert sum("SIGTERM received: finishing the batch in flight" in line for line in lines) == 1, errors[-3000:]
+    assert sum(" filler: line " in line for line in lines) == 2000
