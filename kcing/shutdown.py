@@ -101,7 +101,7 @@ interrupt_reported = threading.Event()
 
 # For the process that is kcing (not a test calling a command): whether a signal may still
 # change how the command ends (see `hold_signals_after_the_end`), and the status it ends with.
-_after_the_command = {"held": False, "status": None, "command": "", "row_closed": False}
+_after_the_command = {"held": False, "status": None, "command": "", "row_closed": False, "row_closing": False}
 
 
 def hold_signals_after_the_end(command: str) -> None:
@@ -119,12 +119,20 @@ def hold_signals_after_the_end(command: str) -> None:
 
 def run_row_opened() -> None:
     """A run row of this process is open: a signal stops its run (Ledger.recorded_run)."""
-    _after_the_command["row_closed"] = False
+    _after_the_command.update(row_closed=False, row_closing=False)
+
+
+def run_row_closing() -> None:
+    """The run row of this process is being given its outcome: a signal no longer interrupts
+    that write. Interrupted before it committed, it left the row open; after, it ended the
+    process `interrupted` (exit 130) beside a row saying `ok`. Should the write fail, the row
+    is open again (`run_row_opened`)."""
+    _after_the_command["row_closing"] = True
 
 
 def run_row_closed() -> None:
     """The run row of this process has its outcome: a signal can no longer change it."""
-    _after_the_command["row_closed"] = True
+    _after_the_command.update(row_closed=True, row_closing=False)
 
 
 def ending_with(status: int) -> None:
@@ -134,7 +142,7 @@ def ending_with(status: int) -> None:
 
 def _settled() -> bool:
     """Whether how the command ends is recorded, and a signal must not change it."""
-    return _after_the_command["held"] and _after_the_command["row_closed"]
+    return _after_the_command["held"] and (_after_the_command["row_closed"] or _after_the_command["row_closing"])
 
 
 def _exit_without_finalizing() -> None:

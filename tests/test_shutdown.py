@@ -290,3 +290,40 @@ with shutdown.stop_on_signals() as stop:
     assert "Logging error" not in errors and "Traceback" not in errors, errors[-3000:]
     assert sum("SIGTERM received: finishing the batch in flight" in line for line in lines) == 1, errors[-3000:]
     assert sum(" filler: line " in line for line in lines) == 2000
+
+
+@pytest.mark.parametrize("arriving", ["before", "after"])
+def test_a_signal_arriving_while_drps_row_is_being_closed_leaves_it_closed_as_the_run_ended(tmp_path, arriving):
+    """A SIGTERM handled while the row's closing write was prepared left the row open (no
+    outcome, no end) beside exit status 130; one handled once it committed ended the process
+    `interrupted`, 130, beside a row saying `ok`. The signal now waits for that write."""
+    import os
+    import subprocess
+    import sys
+
+    from kcing.ledger.ledger import Ledger
+    from tests.fakes.elastic_server import ElasticsearchEmulator
+    from tests.feedrun import REPO, clean_environ
+
+    # The real kcing.py, its row's closing write sending the signal at the moment under test.
+    script = """
+import os, runpy, signal, sys
+from kcing.ledger.ledger import Ledger
+finish_run = Ledger.finish_run
+def signalled_finish_run(self, *args):
+    if %(arriving)r == "before":
+        os.kill(os.getpid(), signal.SIGTERM)
+    finish_run(self, *args)
+    if %(arriving)r == "after":
+        os.kill(os.getpid(), signal.SIGTERM)
+Ledger.finish_run = signalled_finish_run
+sys.argv = ["kcing.py", "drp"]
+runpy.run_path(%(kcing)r, run_name="__main__")
+""" % {"arriving": arriving, "kcing": str(REPO / "kcing.py")}
+    Ledger.open(str(tmp_path / "kcing.db")).close()
+    with ElasticsearchEmulator() as es:
+        env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"), ES_HOST=es.url, DRP_DAYS="3", KCI_DAYS="2")
+        done = subprocess.run([sys.executable, "-c", script], env=env, cwd=str(tmp_path), capture_output=True,
+                              text=True, timeout=30)
+    assert (done.returncode, last_run(tmp_path / "kcing.db")) == (0, ("drp", "ok")), done.stderr
+    assert "drp: deleted 0 indices" in done.stdout and "interrupted" not in done.stderr, done.stderr

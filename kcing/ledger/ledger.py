@@ -660,14 +660,22 @@ class Ledger:
         shutdown.run_row_opened()
         try:
             yield run
+            # Inside the try: a signal interrupting the block up to here closes the row `error 130`.
+            shutdown.run_row_closing()
         except BaseException as error:
+            shutdown.run_row_closing()
             try:
                 self.finish_run(run.id, "error %d" % exit_status(error), run.counts)
                 shutdown.run_row_closed()
             except KcingError as failure:
+                shutdown.run_row_opened()
                 log.error("cannot record how %s run %d ended: %s", command, run.id, failure)
             raise
-        self.finish_run(run.id, run.outcome or "ok", run.counts)
+        try:
+            self.finish_run(run.id, run.outcome or "ok", run.counts)
+        except BaseException:
+            shutdown.run_row_opened()  # not closed: a signal stops the run again
+            raise
         # From here a signal no longer changes how the run ends: the row says it.
         shutdown.run_row_closed()
 
