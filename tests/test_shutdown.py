@@ -292,12 +292,9 @@ with shutdown.stop_on_signals() as stop:
     assert sum(" filler: line " in line for line in lines) == 2000
 
 
-@pytest.mark.parametrize("arriving", ["before", "after"])
-def test_a_signal_arriving_while_drps_row_is_being_closed_leaves_it_closed_as_the_run_ended(tmp_path, arriving):
-    """A SIGTERM handled while the row's closing write was prepared left the row open (no
-    outcome, no end) beside exit status 130; one handled once it committed ended the process
-    `interrupted`, 130, beside a row saying `ok`. The signal now waits for that write."""
-    import os
+def drp_signalled_from_within(tmp_path, patch: str):
+    """Run the real kcing.py drp after `patch` (Python run first in its process, which makes the
+    signal arrive at the moment under test); return (its exit status, stdout, stderr)."""
     import subprocess
     import sys
 
@@ -305,9 +302,23 @@ def test_a_signal_arriving_while_drps_row_is_being_closed_leaves_it_closed_as_th
     from tests.fakes.elastic_server import ElasticsearchEmulator
     from tests.feedrun import REPO, clean_environ
 
-    # The real kcing.py, its row's closing write sending the signal at the moment under test.
-    script = """
-import os, runpy, signal, sys
+    script = "%s\nimport runpy, sys\nsys.argv = ['kcing.py', 'drp']\nrunpy.run_path(%r, run_name='__main__')\n" % (
+        patch, str(REPO / "kcing.py"))
+    Ledger.open(str(tmp_path / "kcing.db")).close()
+    with ElasticsearchEmulator() as es:
+        env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"), ES_HOST=es.url, DRP_DAYS="3", KCI_DAYS="2")
+        done = subprocess.run([sys.executable, "-c", script], env=env, cwd=str(tmp_path), capture_output=True,
+                              text=True, timeout=30)
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("arriving", ["before", "after"])
+def test_a_signal_arriving_while_drps_row_is_being_closed_leaves_it_closed_as_the_run_ended(tmp_path, arriving):
+    """A SIGTERM handled while the row's closing write was prepared left the row open (no
+    outcome, no end) beside exit status 130; one handled once it committed ended the process
+    `interrupted`, 130, beside a row saying `ok`. The signal now waits for that write."""
+    status, out, errors = drp_signalled_from_within(tmp_path, """
+import os, signal
 from kcing.ledger.ledger import Ledger
 finish_run = Ledger.finish_run
 def signalled_finish_run(self, *args):
@@ -317,13 +328,32 @@ def signalled_finish_run(self, *args):
     if %(arriving)r == "after":
         os.kill(os.getpid(), signal.SIGTERM)
 Ledger.finish_run = signalled_finish_run
-sys.argv = ["kcing.py", "drp"]
-runpy.run_path(%(kcing)r, run_name="__main__")
-""" % {"arriving": arriving, "kcing": str(REPO / "kcing.py")}
-    Ledger.open(str(tmp_path / "kcing.db")).close()
-    with ElasticsearchEmulator() as es:
-        env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"), ES_HOST=es.url, DRP_DAYS="3", KCI_DAYS="2")
-        done = subprocess.run([sys.executable, "-c", script], env=env, cwd=str(tmp_path), capture_output=True,
-                              text=True, timeout=30)
-    assert (done.returncode, last_run(tmp_path / "kcing.db")) == (0, ("drp", "ok")), done.stderr
-    assert "drp: deleted 0 indices" in done.stdout and "interrupted" not in done.stderr, done.stderr
+""" % {"arriving": arriving})
+    assert (status, last_run(tmp_path / "kcing.db")) == (0, ("drp", "ok")), errors
+    assert "drp: deleted 0 indices" in out and "interrupted" not in errors, errors
+
+
+def test_a_signal_arriving_as_a_ledger_transaction_begins_leaves_none_begun(tmp_path):
+    """Python runs the handler as SQLite returns from BEGIN, before the `with` block the
+    transaction starts: its KeyboardInterrupt left the transaction begun, with nothing to end it.
+    The row's closing (`error 130`) was written inside it, and rolled back with it as the ledger
+    closed: the row stayed open."""
+    status, out, errors = drp_signalled_from_within(tmp_path, """
+import os, signal
+from kcing.ledger.database import LedgerDatabase
+from kcing.ledger.ledger import Ledger
+running = []
+start_run = Ledger.start_run
+def started(self, *args):
+    running.append(True)
+    return start_run(self, *args)
+Ledger.start_run = started
+begin = LedgerDatabase.begin
+def signalled_begin(self, *args):
+    begin(self, *args)
+    if running and running.pop():
+        os.kill(os.getpid(), signal.SIGTERM)
+LedgerDatabase.begin = signalled_begin
+""")
+    assert (status, last_run(tmp_path / "kcing.db")) == (130, ("drp", "error 130")), errors
+    assert "kcing drp: interrupted" in errors, errors

@@ -225,3 +225,40 @@ class LedgerDatabase(SqliteDatabase):
             return super().rollback()
         except (DatabaseError, sqlite3.DatabaseError) as error:
             raise self._translated(error) from None
+
+    def transaction(self, *args, **kwargs):
+        return _BegunWholeOrNotAtAll(self, super().transaction(*args, **kwargs))
+
+    def end_what_was_begun(self, depth: int) -> None:
+        """Undo a transaction's start cut short: peewee's stack back to `depth`, and, when that
+        is none, SQLite's transaction rolled back (a transaction begun beside the stack would
+        hold every later write, the run row's closing included, until the connection closed and
+        rolled them back with it)."""
+        while self.transaction_depth() > depth:
+            self.pop_transaction()
+        connection = None if self.is_closed() else self._state.conn
+        if depth == 0 and connection is not None and connection.in_transaction:
+            try:
+                connection.rollback()
+            except sqlite3.Error:  # nothing written: closing the connection rolls it back
+                pass
+
+
+class _BegunWholeOrNotAtAll:
+    """A transaction (peewee's) whose start, interrupted once BEGIN ran (a signal's
+    KeyboardInterrupt: Python runs the handler as SQLite returns), leaves nothing begun: the
+    `with` block it was starting never runs, so nothing else would end it."""
+
+    def __init__(self, database: LedgerDatabase, transaction):
+        self.database, self.transaction = database, transaction
+
+    def __enter__(self):
+        depth = self.database.transaction_depth()
+        try:
+            return self.transaction.__enter__()
+        except BaseException:
+            self.database.end_what_was_begun(depth)
+            raise
+
+    def __exit__(self, *exc):
+        return self.transaction.__exit__(*exc)
