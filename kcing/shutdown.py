@@ -321,7 +321,22 @@ def wait_all(pending: Iterable[futures.Future]) -> None:
     """Return once every future of `pending` is done, waking every WAIT_SLICE_SECONDS."""
     pending = [future for future in pending if not future.done()]
     while pending:
-        pending = list(futures.wait(pending, timeout=WAIT_SLICE_SECONDS).not_done)
+        try:
+            pending = list(futures.wait(pending, timeout=WAIT_SLICE_SECONDS).not_done)
+        except KeyboardInterrupt:
+            _let_go_of(pending)
+            raise
+
+
+def _let_go_of(pending: Iterable[futures.Future]) -> None:
+    """Release the futures' locks this thread still holds. futures.wait takes each future's lock
+    in turn before its `with` block begins: a signal's KeyboardInterrupt between two of them left
+    those taken so far held, and the thread finishing such a future waited for the lock forever;
+    the process, which waits for that thread as it exits, then ended only by the urgent exit."""
+    for future in pending:
+        lock = future._condition
+        while lock._is_owned():
+            lock.release()
 
 
 def result_of(future: futures.Future) -> Any:

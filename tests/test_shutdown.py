@@ -357,3 +357,34 @@ LedgerDatabase.begin = signalled_begin
 """)
     assert (status, last_run(tmp_path / "kcing.db")) == (130, ("drp", "error 130")), errors
     assert "kcing drp: interrupted" in errors, errors
+
+
+def test_a_second_signal_arriving_as_the_main_thread_takes_the_futures_locks_leaves_none_held():
+    """futures.wait takes each future's lock before its `with` block begins: the second signal's
+    KeyboardInterrupt there left the lock held, the thread finishing that future waited for it
+    forever, and the process, waiting for that thread as it exits, ended only by the urgent
+    exit 3 s later, with 130 and a line saying it was still running."""
+    status, out, errors = run_script("""
+import os, signal, time
+from concurrent.futures import ThreadPoolExecutor
+from kcing import shutdown
+with shutdown.stop_on_signals() as stop:
+    os.kill(os.getpid(), signal.SIGTERM)
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(time.sleep, 0.3)
+    condition = future._condition
+    acquire = condition.acquire
+    def signalling_acquire(*args):
+        taken = acquire(*args)
+        condition.acquire = acquire
+        os.kill(os.getpid(), signal.SIGTERM)  # handled as futures.wait holds the future's lock
+        return taken
+    condition.acquire = signalling_acquire
+    try:
+        shutdown.wait_all([future])
+    except KeyboardInterrupt:
+        print("interrupted")
+    pool.shutdown(wait=False, cancel_futures=True)
+""")
+    assert (status, out) == (0, "interrupted\n"), errors
+    assert "still running" not in errors, errors
