@@ -388,3 +388,52 @@ with shutdown.stop_on_signals() as stop:
 """)
     assert (status, out) == (0, "interrupted\n"), errors
     assert "still running" not in errors, errors
+
+
+def test_a_signal_arriving_while_the_main_thread_waits_to_write_to_a_log_fifo_has_its_line_written_after(tmp_path):
+    """-l a FIFO whose reader lags: the handler's line, refused by the file's busy buffer, was
+    lost from the log, and the log file was said to be failing ("its later lines are lost")."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.feedrun import REPO
+
+    fifo = tmp_path / "kcing.log"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    script = """
+import logging, sys
+from kcing import logs, shutdown
+logs.configure(log_file=sys.argv[1], quiet=True)
+with shutdown.stop_on_signals() as stop:
+    print("writing", flush=True)
+    for number in range(2000):
+        logging.getLogger("filler").info("line %d %s", number, "x" * 200)
+    print("stop requested:", stop.is_set())
+"""
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    child = subprocess.Popen([sys.executable, "-c", script, str(fifo)], cwd=str(REPO), env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    written = []
+    try:
+        assert child.stdout.readline() == "writing\n"
+        time.sleep(0.5)  # the FIFO (64 KiB) is full: the main thread waits inside a write to the log
+        child.send_signal(signal.SIGTERM)
+        time.sleep(0.2)  # handled in that write, before the FIFO is read again
+        os.set_blocking(reader, True)
+        while True:
+            chunk = os.read(reader, 1 << 16)
+            if not chunk:
+                break
+            written.append(chunk)
+        out, errors = child.communicate(timeout=20)
+    finally:
+        os.close(reader)
+        child.kill()
+        child.wait()
+    lines = b"".join(written).decode().splitlines()
+    assert (child.returncode, out) == (0, "stop requested: True\n"), errors
+    assert "cannot write the log file" not in errors and "Traceback" not in errors, errors
+    assert sum("SIGTERM received: finishing the batch in flight" in line for line in lines) == 1
+    assert sum(" filler: line " in line for line in lines) == 2000
