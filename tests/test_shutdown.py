@@ -315,6 +315,22 @@ with shutdown.stop_on_signals() as stop:
     assert "SIGINT received: finishing the batch in flight" in errors, errors
 
 
+def logging_2000_lines(configured: str) -> str:
+    """A script that logs 2,000 lines of 200 characters (logs.configure(`configured`)), within
+    the stop's handling of signals, once it printed `writing`; then it prints whether a stop was
+    requested."""
+    return """
+import logging, sys
+from kcing import logs, shutdown
+logs.configure(%s)
+with shutdown.stop_on_signals() as stop:
+    print("writing", flush=True)
+    for number in range(2000):
+        logging.getLogger("filler").info("line %%d %%s", number, "x" * 200)
+    print("stop requested:", stop.is_set())
+""" % configured
+
+
 def test_a_signal_arriving_while_the_main_thread_waits_to_write_to_stderr_has_its_line_written_after():
     """stderr a pipe nobody reads for a while (a service manager's journal, busy): the main thread
     waits inside its write of a log line, and the handler's line, written from that same thread,
@@ -325,16 +341,7 @@ def test_a_signal_arriving_while_the_main_thread_waits_to_write_to_stderr_has_it
 
     from tests.feedrun import REPO
 
-    script = """
-import logging
-from kcing import logs, shutdown
-logs.configure()
-with shutdown.stop_on_signals() as stop:
-    print("writing", flush=True)
-    for number in range(2000):
-        logging.getLogger("filler").info("line %d %s", number, "x" * 200)
-    print("stop requested:", stop.is_set())
-"""
+    script = logging_2000_lines("")
     # Buffered, as stderr is unless PYTHONUNBUFFERED says otherwise: the busy buffer refuses.
     env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
     child = subprocess.Popen([sys.executable, "-c", script], cwd=str(REPO), env=env, stdout=subprocess.PIPE,
@@ -454,16 +461,7 @@ def test_a_signal_arriving_while_the_main_thread_waits_to_write_to_a_log_fifo_ha
     fifo = tmp_path / "kcing.log"
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    script = """
-import logging, sys
-from kcing import logs, shutdown
-logs.configure(log_file=sys.argv[1], quiet=True)
-with shutdown.stop_on_signals() as stop:
-    print("writing", flush=True)
-    for number in range(2000):
-        logging.getLogger("filler").info("line %d %s", number, "x" * 200)
-    print("stop requested:", stop.is_set())
-"""
+    script = logging_2000_lines("log_file=sys.argv[1], quiet=True")
     env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
     child = subprocess.Popen([sys.executable, "-c", script, str(fifo)], cwd=str(REPO), env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
