@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from kcing.errors import UpstreamError
 from kcing.sources import api_related
 from kcing.sources.api_related import RelatedNodes, is_group_root, node_from_answer, related_node
+from tests.fakes.serving import wait_until
 
 JOB, SUB, CASE, REGRESSION = ("a1" * 12, "b2" * 12, "c3" * 12, "d4" * 12)
 
@@ -130,7 +130,27 @@ def test_a_job_remembered_unfinished_is_asked_for_once_when_a_node_below_it_need
     assert head.node(JOB)["data"]["device"] == "d1"
 
 
-def test_a_node_asked_for_on_two_threads_at_once_is_asked_of_the_api_once():
+def counting_waits(monkeypatch) -> list:
+    """Count the threads that wait for another thread's request (`_Request.done.wait`): a test
+    answers only once all but the asking one wait, whenever a loaded machine runs them. A thread
+    that came after the answer would find the node kept, or ask again after a failure."""
+    waiting = []
+
+    class CountedDone(threading.Event):
+        def wait(self, timeout=None):
+            waiting.append(threading.get_ident())
+            return super().wait(timeout)
+
+    class CountedRequest(api_related._Request):
+        def __init__(self):
+            super().__init__()
+            self.done = CountedDone()
+
+    monkeypatch.setattr(api_related, "_Request", CountedRequest)
+    return waiting
+
+
+def test_a_node_asked_for_on_two_threads_at_once_is_asked_of_the_api_once(monkeypatch):
     """The tests of one job are fetched on several threads: each found the job's nodes not yet
     looked up and asked the API for them too, where one request per node and run was said."""
     answer = threading.Event()
@@ -141,13 +161,15 @@ def test_a_node_asked_for_on_two_threads_at_once_is_asked_of_the_api_once():
             answer.wait(10)
             return self.nodes.get(node_id)
 
+    waiting = counting_waits(monkeypatch)
     api = SlowApi(ROOT, SUITE)
     related = RelatedNodes(api)
     found = []
     walks = [threading.Thread(target=lambda: found.append(related.job_of(TEST))) for _ in range(3)]
     for walk in walks:
         walk.start()
-    time.sleep(0.3)  # every walk has asked, or waits for the one that asks
+    # Every walk has asked, or waits for the one that asks.
+    assert wait_until(lambda: len(waiting) == 2 and api.asked == [SUB], timeout=10)
     answer.set()
     for walk in walks:
         walk.join(10)
@@ -155,7 +177,7 @@ def test_a_node_asked_for_on_two_threads_at_once_is_asked_of_the_api_once():
     assert api.asked == [SUB, JOB]
 
 
-def test_a_node_whose_request_fails_fails_the_threads_waiting_for_it_and_is_asked_for_again_later():
+def test_a_node_whose_request_fails_fails_the_threads_waiting_for_it_and_is_asked_for_again_later(monkeypatch):
     """Threads waiting for another's request share its outcome: a failing API costs one request
     (and its retries) per node, not one after another for each waiting thread."""
     answer, calls = threading.Event(), []
@@ -167,6 +189,7 @@ def test_a_node_whose_request_fails_fails_the_threads_waiting_for_it_and_is_aske
             raise UpstreamError("GET /node/%s answered 503" % node_id)
         return ROOT
 
+    waiting = counting_waits(monkeypatch)
     related = RelatedNodes(failing)
     outcomes = []
 
@@ -179,7 +202,7 @@ def test_a_node_whose_request_fails_fails_the_threads_waiting_for_it_and_is_aske
     asking = [threading.Thread(target=ask) for _ in range(3)]
     for thread in asking:
         thread.start()
-    time.sleep(0.3)
+    assert wait_until(lambda: len(waiting) == 2 and calls == [JOB], timeout=10)
     answer.set()
     for thread in asking:
         thread.join(10)
