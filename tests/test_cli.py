@@ -20,6 +20,7 @@ from typing import Dict, List, Set
 import pytest
 
 from kcing import cli, commands
+from tests.fakes.serving import refusing_port
 from tests.feedrun import REPO, SAMPLES, clean_environ, kcing
 
 README = REPO / "README.md"
@@ -39,6 +40,7 @@ def samples_environ(tmp_path: Path, **settings: str) -> Dict[str, str]:
 
 
 def closed_port() -> int:
+    """A port for a setting the command refuses before it connects (`refusing_port` for one it asks)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -609,17 +611,17 @@ def test_a_long_bad_url_is_quoted_once_and_cut(tmp_path):
 
 
 def test_unreachable_services_are_named_without_python_reprs(tmp_path):
-    port = closed_port()
-    url = "http://127.0.0.1:%d" % port
-    env = samples_environ(tmp_path, ES_BUILD=url, ES_LAVA=url, ES_BOOT=url, ES_MAX_RETRIES="1", ES_HOST=url,
-                          KB_URL=url)
-    fed = kcing(["feed_es", "--source", "samples"], env, tmp_path)
+    with refusing_port() as port:
+        url = "http://127.0.0.1:%d" % port
+        env = samples_environ(tmp_path, ES_BUILD=url, ES_LAVA=url, ES_BOOT=url, ES_MAX_RETRIES="1", ES_HOST=url,
+                              KB_URL=url)
+        fed = kcing(["feed_es", "--source", "samples"], env, tmp_path)
+        es = kcing(["setup_es", "--wait", "0"], env, tmp_path)
+        kibana = kcing(["backup_kbn", "--wait", "0"], env, tmp_path)
     assert fed.returncode == 3
     assert fed.stderr.strip().splitlines()[-1] == (
         "kcing feed_es: Logstash unreachable: lava input (ES_LAVA) failed its only attempt (last: cannot connect to "
         "%s (connection refused))" % url)
-    es = kcing(["setup_es", "--wait", "0"], env, tmp_path)
-    kibana = kcing(["backup_kbn", "--wait", "0"], env, tmp_path)
     assert es.returncode == kibana.returncode == 3
     assert es.stderr.strip().splitlines()[-1].endswith("cannot reach Elasticsearch at %s: connection refused" % url)
     assert "connection refused" in kibana.stderr.strip().splitlines()[-1]
@@ -642,9 +644,10 @@ def test_log_lines_and_status_times_carry_their_zone(tmp_path):
 
 @pytest.mark.parametrize("command, service", [("setup_es", "Elasticsearch"), ("backup_kbn", "Kibana")])
 def test_waiting_prints_one_line_then_a_countdown_at_most_every_interval(command, service, tmp_path):
-    url = "http://127.0.0.1:%d" % closed_port()
-    waited = kcing([command, "--wait", "7"], clean_environ(ES_HOST=url, KB_URL=url, KCING_PROGRESS_EVERY="3"),
-                   tmp_path, timeout=60)
+    with refusing_port() as port:
+        url = "http://127.0.0.1:%d" % port
+        waited = kcing([command, "--wait", "7"], clean_environ(ES_HOST=url, KB_URL=url, KCING_PROGRESS_EVERY="3"),
+                       tmp_path, timeout=60)
     assert waited.returncode == 3
     lines = waited.stderr.strip().splitlines()
     started = [line for line in lines if "waiting up to 7s for %s at %s" % (service, url) in line]

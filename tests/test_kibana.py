@@ -6,7 +6,6 @@ import json
 import logging
 import re
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from kcing.errors import ConfigError
 from kcing.http import new_session
 from tests.fakes.kibana_server import KibanaEmulator
 from tests.fakes.rogue_http import RogueFront, interim_then_forward
+from tests.fakes.serving import refusing_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "kibana" / "saved_objects.ndjson"
@@ -856,12 +856,10 @@ def test_html_page_reads_many_comments_and_unclosed_titles_in_linear_time():
 
 
 def test_unreachable_kibana_is_a_clear_one_line_error(workdir, tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = "http://127.0.0.1:%d" % port
-    with pytest.raises(kb.KibanaUnavailable) as caught:
-        setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=url))
+    with refusing_port() as port:
+        url = "http://127.0.0.1:%d" % port
+        with pytest.raises(kb.KibanaUnavailable) as caught:
+            setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=url))
     assert str(caught.value) == ("cannot reach Kibana at %s to report its status (connection refused); "
                                  "gave up after waiting 0s" % url)
 

@@ -301,16 +301,15 @@ def test_a_verify_run_that_could_not_ask_elasticsearch_is_no_success(legacy_repl
     success, so that an Elasticsearch down for good kept the README's alert on that age quiet,
     and `kcing status` contradicted the exit status. The row says `error 3`, as the run ended."""
     import json
-    import socket
 
+    from tests.fakes.serving import refusing_port
     from tests.feedrun import feed_environ, kcing
 
-    with socket.socket() as closed:  # a port nothing listens on
-        closed.bind(("127.0.0.1", 0))
-        nowhere = "http://127.0.0.1:%d" % closed.getsockname()[1]
-    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", ES_HOST=nowhere, DRP_DAYS="36500")
-    prom = tmp_path / "kcing.prom"
-    verified = kcing(["feed_es", "--verify", "--verify-delay", "0", "--metrics", str(prom)], env, tmp_path)
+    with refusing_port() as port:
+        nowhere = "http://127.0.0.1:%d" % port
+        env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", ES_HOST=nowhere, DRP_DAYS="36500")
+        prom = tmp_path / "kcing.prom"
+        verified = kcing(["feed_es", "--verify", "--verify-delay", "0", "--metrics", str(prom)], env, tmp_path)
     assert verified.returncode == 3, verified.stdout + verified.stderr
     values = parsed(prom.read_text())
     assert values[("kcing_feed_exit_code", (("source", "legacy"),))] == 3

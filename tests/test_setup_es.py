@@ -29,6 +29,7 @@ from tests.fakes.api_corpus import ApiCorpus
 from tests.fakes.api_data import checkout_tree
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.rogue_http import RogueFront, answer, interim_then_forward
+from tests.fakes.serving import refusing_port
 from tests.faults.tls_front import TlsFront
 from tests.feedrun import clean_environ, kcing
 
@@ -45,12 +46,6 @@ def run_setup(tmp_path, es_url, capsys=None, ilm=False, wait=None, **environ):
     settings = load_settings(tmp_path, ES_HOST=es_url, ES_READY_TIMEOUT=5, **environ)
     code = setup_es.run({**SETUP_ARGS, "--ilm": ilm, "--wait": wait}, settings)
     return code, (capsys.readouterr().out if capsys else "")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # -- the bodies (pure) ---------------------------------------------------------------------------
@@ -541,10 +536,11 @@ def test_tls_against_a_plain_http_port_is_a_config_error(tmp_path, es):
 
 
 def test_an_unreachable_host_is_reported_after_the_wait(tmp_path):
-    url = "http://127.0.0.1:%d" % free_port()
-    started = time.monotonic()
-    with pytest.raises(ElasticsearchError) as caught:
-        run_setup(tmp_path, url, wait="1")
+    with refusing_port() as port:
+        url = "http://127.0.0.1:%d" % port
+        started = time.monotonic()
+        with pytest.raises(ElasticsearchError) as caught:
+            run_setup(tmp_path, url, wait="1")
     assert time.monotonic() - started < 6
     assert "cannot reach Elasticsearch at %s" % url in str(caught.value)
     assert "connection refused" in str(caught.value) and "HTTPConnection" not in str(caught.value)

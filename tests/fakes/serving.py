@@ -289,6 +289,16 @@ def serve_connections(serve: Callable[[socket.socket], None], name: str) -> sock
 
 
 @contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the block: bound, never listening. A port
+    only found free and let go may be another test's server by the time it is asked (the tests
+    run in parallel processes, each binding ephemeral ports)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
+@contextmanager
 def taking_no_connection() -> Iterator[str]:
     """The URL of a listener that takes no connection: its accept queue is full, so the next SYN
     goes unanswered, as with a firewall that drops packets or a server too busy to accept."""
