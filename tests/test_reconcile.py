@@ -39,7 +39,7 @@ from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.elastic_forward import ForwardingStore
 from tests.fakes.logstash_emulator import LogstashCluster
 from tests.fakes.rogue_http import RogueFront, answer, trickle
-from tests.fakes.serving import wait_until
+from tests.fakes.serving import refusing_port, wait_until
 from tests.feedrun import (SAMPLES, api_feed_environ, clean_environ, feed_environ, kcing, kcing_process, kept_ids,
                            ledger_rows, ledger_states, reaped, sample_objects, stopped_by_signal)
 from tests.fakes.legacy_data import at, boot_item, boot_path, build_item, build_json, lava_json
@@ -743,8 +743,9 @@ def test_a_resend_is_no_success_of_the_feed_in_its_metrics_nor_shown_as_its_run(
     assert resent.returncode == 0, resent.stdout + resent.stderr
     assert "re-sent by reconcile" in kcing(["status"], env, tmp_path).stdout.split("last runs:", 1)[1]
     prom = tmp_path / "kcing.prom"
-    listing_down = kcing(["feed_es", "--metrics", str(prom)], dict(env, KCI_HOST="127.0.0.1:%d" % closed_port(),
-                                                                    KCI_MAX_RETRIES="1"), tmp_path)
+    with refusing_port() as port:
+        listing_down = kcing(["feed_es", "--metrics", str(prom)], dict(env, KCI_HOST="127.0.0.1:%d" % port,
+                                                                        KCI_MAX_RETRIES="1"), tmp_path)
     assert listing_down.returncode != 0, listing_down.stdout + listing_down.stderr
     last_success = parsed(prom.read_text())[("kcing_feed_last_success_timestamp_seconds", (("source", "legacy"),))]
     assert last_success == pytest.approx(datetime.fromisoformat(crawled).replace(tzinfo=timezone.utc).timestamp(),
@@ -1290,7 +1291,8 @@ def test_a_drp_run_that_could_not_reach_elasticsearch_deleted_nothing_for_reconc
     # yesterday, it had reconcile take every index before as deleted, and check none of them.
     db, _ = _one_object_delivered_two_days_ago(tmp_path, es)
     environ = clean_environ(ES_HOST=es.url, KCING_DB=str(db), KCI_DAYS="1")
-    down = kcing(["drp", "--drp-days", "1"], dict(environ, ES_HOST="http://127.0.0.1:%d" % closed_port()), tmp_path)
+    with refusing_port() as port:
+        down = kcing(["drp", "--drp-days", "1"], dict(environ, ES_HOST="http://127.0.0.1:%d" % port), tmp_path)
     assert down.returncode == 3, down.stdout + down.stderr
     assert runs(db)[-1][:2] == ("drp", "error 3")
     checked = kcing(["reconcile"], dict(environ, DRP_DAYS="3", KCI_DAYS="2"), tmp_path)

@@ -230,8 +230,9 @@ def test_a_killed_run_is_not_shown_running_while_drp_holds_the_lock(legacy_repli
     assert shown["runs"][0]["outcome"] == "running (pid %d)" % retention.pid, shown["runs"][0]
     assert shown["runs"][1]["outcome"] == UNRECORDED_END, shown["runs"][1]
     assert text.count("running (pid") == 1, text
-    from tests.test_cli import closed_port
-    unreachable = kcing(["drp"], dict(env, ES_HOST="http://127.0.0.1:%d" % closed_port()), tmp_path)
+    from tests.fakes.serving import refusing_port
+    with refusing_port() as port:
+        unreachable = kcing(["drp"], dict(env, ES_HOST="http://127.0.0.1:%d" % port), tmp_path)
     assert unreachable.returncode == 3, unreachable.stderr
     last = status_json(env, tmp_path)["runs"][0]
     assert (last["command"], last["outcome"]) == ("drp", "error 3"), last
