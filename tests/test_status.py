@@ -3,6 +3,8 @@ runs as they ended: each ledger built through the real program, read back throug
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -574,7 +576,9 @@ def test_a_run_in_another_pid_namespace_is_shown_running(tmp_path, run_inside):
     than the one its row holds, or not at all."""
     from tests.fakes.serving import wait_until
     db = tmp_path / "kcing.db"
-    env = clean_environ(KCING_DB=str(db), ES_LOAD_INTERVAL="0.5")
+    # Pauses of 5 s between batches: the feed runs for tens of seconds (it is killed once status
+    # has read it), not the five that a status started slowly on a loaded machine could outlast.
+    env = clean_environ(KCING_DB=str(db), ES_LOAD_INTERVAL="5")
     feed = [sys.executable, str(REPO / "kcing.py"), "feed_es", "--source", "samples", "--samples-dir", str(SAMPLES),
             "--output", str(tmp_path / "out"), "-q"]
     status = [sys.executable, str(REPO / "kcing.py"), "status", "--json"]
@@ -582,15 +586,16 @@ def test_a_run_in_another_pid_namespace_is_shown_running(tmp_path, run_inside):
         feed = _in_own_pid_namespace(feed)
     else:
         status = _in_own_pid_namespace(status)
+    # A group of its own: the kill below reaches the feed inside the namespace, not only unshare.
     feeding = subprocess.Popen(feed, env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, start_new_session=True)
     try:
         assert wait_until(lambda: (tmp_path / "out").is_dir() and any((tmp_path / "out").iterdir()), timeout=30)
         shown = subprocess.run(status, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
         assert feeding.poll() is None, "the feed ended before status was read: %s" % (feeding.communicate(),)
     finally:
         if feeding.poll() is None:
-            feeding.kill()
+            os.killpg(feeding.pid, signal.SIGKILL)
         feeding.communicate()
     assert shown.returncode == 0, shown.stderr
     (run,) = json.loads(shown.stdout)["runs"]
