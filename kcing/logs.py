@@ -7,8 +7,9 @@ import os
 import re
 import sys
 import time
+from collections import deque
 from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import Deque, Iterable, Optional
 
 from kcing import progress, secrecy
 from kcing.errors import kept_on_one_line
@@ -42,7 +43,7 @@ class HeldWhileBusy:
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._waiting: List[logging.LogRecord] = []
+        self._waiting: Deque[logging.LogRecord] = deque()
 
     def emit(self, record: logging.LogRecord) -> None:
         self._waiting.append(record)
@@ -51,7 +52,7 @@ class HeldWhileBusy:
     def write_waiting(self) -> None:
         while True:
             try:
-                record = self._waiting.pop(0)
+                record = self._waiting.popleft()
             except IndexError:
                 return
             try:
@@ -59,7 +60,7 @@ class HeldWhileBusy:
             except RuntimeError as error:
                 if not busy_in_this_thread(error):
                     raise
-                self._waiting.insert(0, record)
+                self._waiting.appendleft(record)
                 return
 
     def write_now(self, record: logging.LogRecord) -> None:
