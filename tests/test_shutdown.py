@@ -159,17 +159,12 @@ def kcing_signalled_from_within(tmp_path, patch: str, command, **settings):
     """Run the real kcing.py `command` after `patch` (Python run first in its process, which makes
     the signal arrive at the moment under test), with a ledger in `tmp_path`; return (its exit
     status, stdout, stderr)."""
-    import subprocess
-    import sys
-
     from tests.feedrun import REPO, clean_environ
 
     script = "%s\nimport runpy, sys\nsys.argv = ['kcing.py'] + %r\nrunpy.run_path(%r, run_name='__main__')\n" % (
         patch, list(command), str(REPO / "kcing.py"))
-    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"), **settings)
-    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=str(tmp_path), capture_output=True,
-                          text=True, timeout=60)
-    return done.returncode, done.stdout, done.stderr
+    return run_script(script, timeout=60, cwd=tmp_path, env=clean_environ(KCING_DB=str(tmp_path / "kcing.db"),
+                                                                         **settings))
 
 
 # The signal sent by the run itself as its row is closed, while the feed still stops on signals.
@@ -260,17 +255,18 @@ def test_a_signal_once_the_command_settled_how_it_ends_interrupts_nothing(monkey
             signal.signal(signum, handler)
 
 
-def run_script(script: str, timeout: float = 20.0):
-    """Run `script` (Python, kcing importable) in a process of its own, where its signals go;
-    return (exit status, stdout, stderr), or fail the test if it is still running after `timeout`."""
+def run_script(script: str, timeout: float = 20.0, cwd=None, env=None):
+    """Run `script` (Python, kcing importable) in a process of its own, where its signals go, in
+    `cwd` (the repository without one) with `env` (this process's without one); return (exit
+    status, stdout, stderr), or fail the test if it is still running after `timeout`."""
     import subprocess
     import sys
 
     from tests.feedrun import REPO
 
     try:
-        done = subprocess.run([sys.executable, "-c", script], cwd=str(REPO), capture_output=True, text=True,
-                              timeout=timeout)
+        done = subprocess.run([sys.executable, "-c", script], cwd=str(cwd or REPO), env=env, capture_output=True,
+                              text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         pytest.fail("still running %gs after the signal" % timeout)
     return done.returncode, done.stdout, done.stderr
