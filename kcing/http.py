@@ -105,6 +105,13 @@ def certificate_refused(error: Exception) -> bool:
             and "certificate verify failed" in str(error).lower())
 
 
+def client_certificate_required(error: Exception) -> bool:
+    """True when the server ended TLS asking for a client certificate, which kcing never sends
+    (OpenSSL's `tlsv13 alert certificate required`): retrying cannot help, the server's setting can."""
+    return (isinstance(error, (requests.exceptions.SSLError, urllib3.exceptions.SSLError))
+            and "alert certificate required" in str(error).lower())
+
+
 def socks_unsupported(error: Exception, url: str) -> Optional[ConfigError]:
     """The configuration error for `error` when it says that the proxy the environment names for
     `url` is a SOCKS proxy, which requests and urllib3 can only use with PySocks, not installed

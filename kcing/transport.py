@@ -30,8 +30,8 @@ from urllib3.exceptions import (ClosedPoolError, ConnectTimeoutError, HTTPError,
 from urllib3.util.ssl_ import create_urllib3_context
 
 from kcing.errors import ConfigError
-from kcing.http import (USER_AGENT, certificate_refused, sending_ends, sending_starts, sent_on_kept_alive_connection,
-                        socks_unsupported, watch_pools)
+from kcing.http import (USER_AGENT, certificate_refused, client_certificate_required, sending_ends, sending_starts,
+                        sent_on_kept_alive_connection, socks_unsupported, watch_pools)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class CannotConnect(Exception):
         super().__init__(str(error))
         # Retrying cannot help a certificate nobody trusts; the CA bundle setting can.
         self.untrusted_certificate = certificate_refused(error)
+        # Nor can it help a server that wants a client certificate: kcing has none to send.
+        self.client_certificate_required = client_certificate_required(error)
         # The request went out on a kept-alive connection and it ended without an answer: the
         # server (or a proxy) had most likely closed it while idle, just as the request was
         # written. A new connection is worth trying at once (Transport.post says more).

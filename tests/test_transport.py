@@ -643,6 +643,22 @@ def test_a_certificate_for_another_host_name_is_named_so_not_blamed_on_the_ca_bu
     assert "\n" not in message
 
 
+def test_an_input_that_requires_a_client_certificate_is_a_configuration_error_not_retried(front, certificate):
+    # An http input with ssl_client_authentication => required (elk.md §1.8) ends the TLS 1.3
+    # handshake with a certificate_required alert: kcing sends no client certificate, so no
+    # retry can get through, and the input is there, not unreachable.
+    front.on("POST", "/", answer(200, body=b"ok"), count=None)
+    with TlsFront(int(front.url.rsplit(":", 1)[1]), *certificate, client_ca=certificate[0]) as demanding:
+        url, waits = demanding.url, []
+        sink = LogstashSink({"lava": [url]}, Transport(ca_bundle=str(certificate[0])),
+                            RetryPolicy(attempts=3), 5, sleep=waits.append, settings={"lava": "ES_LAVA"})
+        with pytest.raises(ConfigError) as refused:
+            sink.send(batch())
+    message = str(refused.value)
+    assert url in message and "client certificate" in message and "ssl_client_authentication" in message
+    assert waits == [] and front.requests.snapshot() == []
+
+
 def test_https_through_a_proxy_tunnels_and_verifies_the_input(tls_front, certificate, proxy, monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
     assert post(Transport(ca_bundle=str(certificate[0])), tls_front.url) == (200, b"ok")

@@ -166,6 +166,9 @@ class LogstashSink:
             if error.untrusted_certificate:
                 raise ConfigError("the TLS certificate of Logstash at %s is not trusted: %s"
                                   % (url, self._untrusted_because(url, error, route))) from None
+            if error.client_certificate_required:
+                raise ConfigError("Logstash at %s requires a TLS client certificate, which kcing does not send: set "
+                                  "ssl_client_authentication to none or optional on that http input" % url) from None
             return "cannot connect to %s (%s)" % (url, connection_failure(error))
         return "request to %s failed (%s)" % (url, connection_failure(error))
 

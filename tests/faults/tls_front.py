@@ -3,6 +3,8 @@
 `TlsFront(port, cert, key)` accepts TLS on 127.0.0.1 and relays each connection's bytes to the
 emulator listening on `port`, so any emulator can be reached over https without changing it.
 `handshake_failures` counts clients that hung up during the handshake (a refused certificate).
+With `client_ca`, it requires a client certificate signed by it, as an http input with
+`ssl_client_authentication => required` does.
 """
 from __future__ import annotations
 
@@ -72,10 +74,14 @@ def _with_openssl(certificate: Path, key: Path) -> None:
 class TlsFront(StartedByWith):
     """TLS on 127.0.0.1:<port>, relayed in plain text to 127.0.0.1:<target port>."""
 
-    def __init__(self, target_port: int, certificate: Path, key: Path):
+    def __init__(self, target_port: int, certificate: Path, key: Path, client_ca: Optional[Path] = None):
         self.target_port = target_port
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(str(certificate), str(key))
+        self.requires_client_certificate = client_ca is not None
+        if client_ca is not None:
+            self.context.verify_mode = ssl.CERT_REQUIRED
+            self.context.load_verify_locations(str(client_ca))
         self.handshake_failures = 0
         self._listener: Optional[socket.socket] = None
         self._open: List[socket.socket] = []
@@ -116,12 +122,16 @@ class TlsFront(StartedByWith):
 
     def _serve(self, connection: socket.socket) -> None:
         connection.settimeout(10)
+        # The handshake apart: a failed one in wrap_socket closes the socket at once.
+        secure = self.context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
         try:
-            secure = self.context.wrap_socket(connection, server_side=True)
+            secure.do_handshake()
         except (ssl.SSLError, OSError):
             with self._lock:
                 self.handshake_failures += 1
-            connection.close()
+            if self.requires_client_certificate:
+                _read_to_the_end(secure)
+            secure.close()
             return
         try:
             plain = socket.create_connection((LOOPBACK, self.target_port), timeout=10)
@@ -138,3 +148,16 @@ class TlsFront(StartedByWith):
             secure.close()
             plain.close()
 
+
+def _read_to_the_end(connection: socket.socket) -> None:
+    """Stop sending, then read what the client still sends until it hangs up. A TLS 1.3 client
+    learns that its missing certificate was refused only after its handshake, from the alert it
+    reads once it wrote its request: closed at once with that request unread, a loopback server
+    resets the connection, and the client's write fails before it reads the alert, where over a
+    network the request is on its way before the alert arrives."""
+    try:
+        connection.shutdown(socket.SHUT_WR)
+        while connection.recv(65536):
+            pass
+    except OSError:
+        pass
