@@ -122,16 +122,17 @@ class TlsFront(StartedByWith):
 
     def _serve(self, connection: socket.socket) -> None:
         connection.settimeout(10)
-        # The handshake apart: a failed one in wrap_socket closes the socket at once.
-        secure = self.context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        secure: Optional[ssl.SSLSocket] = None
         try:
+            # The handshake apart: a failed one in wrap_socket closes the socket at once.
+            secure = self.context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
             secure.do_handshake()
         except (ssl.SSLError, OSError):
             with self._lock:
                 self.handshake_failures += 1
-            if self.requires_client_certificate:
+            if secure is not None and self.requires_client_certificate:
                 _read_to_the_end(secure)
-            secure.close()
+            (secure or connection).close()
             return
         try:
             plain = socket.create_connection((LOOPBACK, self.target_port), timeout=10)
