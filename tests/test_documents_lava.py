@@ -320,7 +320,7 @@ def test_test_documents_keep_what_a_user_filters_on():
     emerg = tests[("0_dmesg", "emerg")]
     assert emerg.body["suite_name"] == "dmesg"
     assert (emerg.body["result"], emerg.body["measurement"], emerg.body["unit"]) == ("fail", 2.0, "lines")
-    assert (emerg.body["log_start_line"], emerg.body["log_end_line"]) == (930, 930)
+    assert (emerg.body["log_start_line"], emerg.body["log_end_line"]) == (931, 931)  # LAVA's 930, from 0
     assert emerg.body["test_case_id"] == "7782929"
     assert emerg.body["logged"] == emerg.timestamp == "2020-11-19T07:06:12.073Z"
     assert emerg.body["job"] == "next" and emerg.body["lava_job_id"] == 370874
@@ -333,6 +333,21 @@ def test_test_documents_keep_what_a_user_filters_on():
 def test_measurement_zero_written_as_0e_minus_10_is_zero():
     (overlay,) = [doc.body for doc in of_kind(documents(JETSON), "test") if doc.body["name"] == "bootloader-overlay"]
     assert overlay["measurement"] == 0.0
+
+
+@pytest.mark.parametrize("name", (MESON, JETSON))
+def test_a_test_cases_log_lines_are_the_lineno_of_the_log_line_that_recorded_it(name):
+    # LAVA counts a case's log_start_line and log_end_line from 0, an index into the callback's
+    # `log`; log documents count lineno from 1. In the real files the line LAVA names is, for every
+    # case, the one where the dispatcher received that case's result.
+    docs = documents(name)
+    logs = {doc.body["lineno"]: doc.body.get("message") for doc in of_kind(docs, "log")}
+    cases = [doc.body for doc in of_kind(docs, "test") if doc.body["log_start_line"] is not None]
+    assert len(cases) >= 4
+    for case in cases:
+        received = "Received signal: <TESTCASE> TEST_CASE_ID=%s " % case["name"]
+        assert logs[case["log_start_line"]].startswith(received), (case["name"], case["log_start_line"])
+        assert logs[case["log_end_line"]].startswith(received), (case["name"], case["log_end_line"])
 
 
 @pytest.mark.parametrize("name", (MESON, JETSON))

@@ -9,7 +9,7 @@ import re
 from typing import Any, Dict, List, Mapping, Optional
 
 from kcing.documents import yamlsafe
-from kcing.documents.coerce import as_date, as_float, as_int, as_keyword, as_verdict, as_text
+from kcing.documents.coerce import LONG_MAX, as_date, as_float, as_int, as_keyword, as_verdict, as_text
 from kcing.documents.identity import iso_timestamp
 from kcing.errors import RejectedInput
 
@@ -174,10 +174,18 @@ def case_fields(suite: str, case: Case) -> dict:
         "unit": as_keyword(case.get("unit")),
         "level": as_keyword(case.get("level")),
         "logged": iso_timestamp(logged) if logged is not None else None,
-        "log_start_line": as_int(case.get("log_start_line")),
-        "log_end_line": as_int(case.get("log_end_line")),
+        "log_start_line": log_line_number(case.get("log_start_line")),
+        "log_end_line": log_line_number(case.get("log_end_line")),
         "test_case_id": as_keyword(case.get("id")),
         # A suite such as v4l2-compliance or LTP repeats case names across its sets.
         "test_set": as_keyword(_metadata(case).get("set")),
         **case_error(case),
     }
+
+
+def log_line_number(index: Any) -> Optional[int]:
+    """A case's line in the job's log as the log documents number it (`lineno`, from 1). LAVA
+    counts `log_start_line` and `log_end_line` from 0, an index into the callback's `log`: in
+    the real files, that index is the line where the dispatcher received the case's result."""
+    number = as_int(index)
+    return number + 1 if number is not None and 0 <= number < LONG_MAX else None
