@@ -320,13 +320,15 @@ def test_test_documents_keep_what_a_user_filters_on():
     emerg = tests[("0_dmesg", "emerg")]
     assert emerg.body["suite_name"] == "dmesg"
     assert (emerg.body["result"], emerg.body["measurement"], emerg.body["unit"]) == ("fail", 2.0, "lines")
-    assert (emerg.body["log_start_line"], emerg.body["log_end_line"]) == (931, 931)  # LAVA's 930, from 0
+    assert (emerg.body["log_start_line"], emerg.body["log_end_line"]) == (930, 930)  # LAVA's, from 0
+    assert (emerg.body["log_start_lineno"], emerg.body["log_end_lineno"]) == (931, 931)  # the log's lineno
     assert emerg.body["test_case_id"] == "7782929"
     assert emerg.body["logged"] == emerg.timestamp == "2020-11-19T07:06:12.073Z"
     assert emerg.body["job"] == "next" and emerg.body["lava_job_id"] == 370874
     assert not {"url", "metadata", "id"} & set(emerg.body)
     job = tests[("lava", "job")]
     assert job.body["measurement"] is None and job.body["log_start_line"] is None
+    assert job.body["log_start_lineno"] is None and job.body["log_end_lineno"] is None
     assert "level" not in job.body and "unit" not in job.body  # empty strings upstream
 
 
@@ -336,7 +338,7 @@ def test_measurement_zero_written_as_0e_minus_10_is_zero():
 
 
 @pytest.mark.parametrize("name", (MESON, JETSON))
-def test_a_test_cases_log_lines_are_the_lineno_of_the_log_line_that_recorded_it(name):
+def test_a_test_cases_log_linenos_are_those_of_the_log_line_that_recorded_it(name):
     # LAVA counts a case's log_start_line and log_end_line from 0, an index into the callback's
     # `log`; log documents count lineno from 1. In the real files the line LAVA names is, for every
     # case, the one where the dispatcher received that case's result.
@@ -346,16 +348,19 @@ def test_a_test_cases_log_lines_are_the_lineno_of_the_log_line_that_recorded_it(
     assert len(cases) >= 4
     for case in cases:
         received = "Received signal: <TESTCASE> TEST_CASE_ID=%s " % case["name"]
-        assert logs[case["log_start_line"]].startswith(received), (case["name"], case["log_start_line"])
-        assert logs[case["log_end_line"]].startswith(received), (case["name"], case["log_end_line"])
+        assert (case["log_start_lineno"], case["log_end_lineno"]) == (case["log_start_line"] + 1,
+                                                                      case["log_end_line"] + 1)
+        assert logs[case["log_start_lineno"]].startswith(received), (case["name"], case["log_start_lineno"])
+        assert logs[case["log_end_lineno"]].startswith(received), (case["name"], case["log_end_lineno"])
 
 
 @pytest.mark.parametrize("name", (MESON, JETSON))
 def test_test_case_log_lines_fall_within_the_log(name):
     docs = documents(name)
     line_count = len(of_kind(docs, "log"))
-    lines = [doc.body["log_start_line"] for doc in of_kind(docs, "test") if doc.body["log_start_line"] is not None]
-    assert lines and all(1 <= line <= line_count for line in lines)
+    cases = [doc.body for doc in of_kind(docs, "test") if doc.body["log_start_line"] is not None]
+    assert cases and all(0 <= case["log_start_line"] <= case["log_end_line"] < line_count for case in cases)
+    assert all(1 <= case["log_start_lineno"] <= case["log_end_lineno"] <= line_count for case in cases)
 
 
 def test_log_documents_number_lines_from_one_and_take_their_time():

@@ -138,8 +138,12 @@ TEST = {
     "unit": KEYWORD,
     "level": KEYWORD,  # LAVA pipeline level, e.g. 2.4.4.1
     "logged": DATE,
-    "log_start_line": LONG,  # 1-based line in the job log (the log documents' lineno)
+    # LAVA's own numbers, as the callback writes them: from 0, an index into the job's log.
+    "log_start_line": LONG,
     "log_end_line": LONG,
+    # The same lines as the log documents number them (their `lineno`, from 1): LAVA's plus one.
+    "log_start_lineno": LONG,
+    "log_end_lineno": LONG,
     "test_case_id": KEYWORD,  # LAVA test case id
     "test_set": KEYWORD,  # LAVA test set (metadata.set): a suite may repeat a case name in each set
     "error_type": KEYWORD,
@@ -193,7 +197,8 @@ FIELDS: Dict[str, Dict[str, str]] = {"build": BUILD, "boot": BOOT, "test": TEST,
                                      "regression": REGRESSION}
 
 KEYWORD_ARRAYS = frozenset(("build_platform", "node_sequence"))
-NULLABLE = frozenset(("boot_time", "measurement", "log_start_line", "log_end_line"))
+NULLABLE = frozenset(("boot_time", "measurement", "log_start_line", "log_end_line", "log_start_lineno",
+                      "log_end_lineno"))
 
 # Documents made from KernelCI API nodes (documents/nodes.py) carry one sub-object beside the
 # fields above: what the node says that no legacy field holds, kept rather than dropped. It is

@@ -174,8 +174,10 @@ def case_fields(suite: str, case: Case) -> dict:
         "unit": as_keyword(case.get("unit")),
         "level": as_keyword(case.get("level")),
         "logged": iso_timestamp(logged) if logged is not None else None,
-        "log_start_line": log_line_number(case.get("log_start_line")),
-        "log_end_line": log_line_number(case.get("log_end_line")),
+        "log_start_line": as_int(case.get("log_start_line")),
+        "log_end_line": as_int(case.get("log_end_line")),
+        "log_start_lineno": log_lineno(case.get("log_start_line")),
+        "log_end_lineno": log_lineno(case.get("log_end_line")),
         "test_case_id": as_keyword(case.get("id")),
         # A suite such as v4l2-compliance or LTP repeats case names across its sets.
         "test_set": as_keyword(_metadata(case).get("set")),
@@ -183,7 +185,7 @@ def case_fields(suite: str, case: Case) -> dict:
     }
 
 
-def log_line_number(index: Any) -> Optional[int]:
+def log_lineno(index: Any) -> Optional[int]:
     """A case's line in the job's log as the log documents number it (`lineno`, from 1). LAVA
     counts `log_start_line` and `log_end_line` from 0, an index into the callback's `log`: in
     the real files, that index is the line where the dispatcher received the case's result."""
