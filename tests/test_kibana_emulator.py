@@ -213,6 +213,17 @@ def test_export_writes_sorted_key_ndjson_with_a_details_line_unless_excluded(kib
     assert [json.loads(line)["id"] for line in excluded.split("\n")] == ["dv"]
 
 
+def test_export_writes_half_a_character_as_its_escape_as_json_stringify_does(kibana):
+    """A JavaScript string may hold a lone surrogate (a title cut inside an emoji); Kibana's export
+    writes it as `\\ud83d`, and the characters UTF-8 can carry as they are."""
+    kibana.put(data_view(title="boot-\u00e9\ud83d"))
+    response = post_export(kibana, {"type": "index-pattern"})
+    assert response.status_code == 200
+    line = response.content.decode("utf-8").split("\n")[0]
+    assert '"title":"boot-\u00e9\\ud83d"' in line
+    assert json.loads(line)["attributes"]["title"] == "boot-\u00e9\ud83d"
+
+
 def test_include_references_deep_puts_references_first_and_counts_missing_ones(kibana):
     kibana.put(data_view())
     kibana.put(visualization())

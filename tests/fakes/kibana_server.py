@@ -99,6 +99,7 @@ SCHEMA_ATTRIBUTES = {
 EXPORT_KEYS = ("type", "hasReference", "objects", "search", "includeReferencesDeep", "excludeExportDetails")
 IMPORT_FLAGS = ("overwrite", "createNewCopies", "compatibilityMode")
 SPACE_PREFIX = re.compile(r"^/s/([^/]+)(/.*)?$")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 SPACE_ROUTE = re.compile(r"^/api/spaces/space/([^/]+)$")
 READY_LEVELS = ("available", "degraded")
 LEVEL_ORDER = ("available", "degraded", "unavailable", "critical")
@@ -615,7 +616,10 @@ def _references_first(roots: List[dict], space: str, store: dict, deep: bool) ->
 
 
 def _export_line(obj: dict) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # JSON.stringify writes a lone surrogate (half of a character, which a JavaScript string may
+    # hold) as its escape, and every other character as itself.
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return LONE_SURROGATE.sub(lambda found: "\\u%04x" % ord(found.group()), text)
 
 
 def _import_flags(query: dict) -> dict:
