@@ -218,6 +218,22 @@ def test_round_trip_backup_restore_backup_gives_byte_identical_files(kibana, wor
     assert "written to %s" % (out / "saved_objects.ndjson") in capsys.readouterr().out
 
 
+def test_an_object_holding_half_a_character_is_backed_up_and_restored_as_kibana_exports_it(kibana, tmp_path):
+    """A title cut inside an emoji holds a lone surrogate, which Kibana's export writes escaped
+    (`\\ud83d`): backup_kbn ended with an internal error (UnicodeEncodeError) writing it, and
+    setup_kbn of a file holding it did so sending it."""
+    title = "Boots \u00e9 \ud83d"
+    kibana.put({"type": "dashboard", "id": "cut", "attributes": {"title": title}})
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    assert backup_kbn(args(tmp_path / "kbn"), settings) == 0
+    text = (tmp_path / "kbn" / "saved_objects.ndjson").read_text(encoding="utf-8")
+    assert '"title":"Boots \u00e9 \\ud83d"' in text
+    with KibanaEmulator() as other:
+        assert setup_kbn(args(tmp_path / "kbn"), make_settings(tmp_path, KB_URL=other.url), now=lambda: NOW) == 0
+        assert other.get("dashboard", "cut")["attributes"]["title"] == title
+    assert other.errors == []
+
+
 def test_backup_creates_a_missing_kibana_dir_only_in_a_directory_that_exists(kibana, tmp_path):
     """`--kibana-dir /srv/kcnig/kibana` (a typo) once created the whole tree and wrote the export
     there without a word: the last directory is created, and said; a missing parent is refused

@@ -22,6 +22,7 @@ from kcing.http import (CHUNK, BodyTooLarge, certificate_refused, joined_within,
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline as overall_deadline
 from kcing.secrecy import masked
+from kcing.surrogates import lone_surrogates_escaped
 from kcing.transport import basic_auth
 from kcing.waiting import COUNTDOWN_EVERY, WaitReport
 
@@ -394,9 +395,10 @@ def plan_import(wanted: Iterable[Mapping[str, Any]], current: Iterable[Mapping[s
 
 def import_text(objects: Iterable[Mapping[str, Any]]) -> str:
     """The NDJSON of `objects`, one per line in their order, keys sorted, compact, as `_import`
-    reads it."""
-    return "".join(json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
-                   for obj in objects)
+    reads it. Half of a character (a lone surrogate, which Kibana's export writes escaped) stays
+    escaped: UTF-8 cannot carry it as it is."""
+    return "".join(lone_surrogates_escaped(json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+                   + "\n" for obj in objects)
 
 
 # The only reference types Kibana's import checks (its validateReferences): a missing one is a
