@@ -424,6 +424,10 @@ def test_import_needs_a_multipart_ndjson_file(kibana):
     assert no_file.status_code == 400 and "request body.file" in boom_body(no_file)["message"]
     not_json = post_import(kibana, b'{"type":"index-pattern","id":"dv"}\nnot json\n')
     assert not_json.status_code == 400 and "line 2" in boom_body(not_json)["message"]
+    # JSON.parse, which Kibana reads each line with, knows no NaN nor Infinity, which Python's json reads.
+    for constant in (b"NaN", b"Infinity", b"-Infinity"):
+        beyond_json = post_import(kibana, b'{"type":"index-pattern","id":"dv","attributes":{"title":%s}}\n' % constant)
+        assert beyond_json.status_code == 400 and "line 1" in boom_body(beyond_json)["message"]
     assert kibana.objects() == []
 
 

@@ -657,13 +657,18 @@ def _multipart_file(body: bytes, content_type: str) -> Tuple[str, bytes]:
     raise boom(400, "[request body.file]: expected value of type [Stream] but got [undefined]")
 
 
+def _not_json(constant: str):
+    """Refuse what Python's json reads beyond JSON (NaN, Infinity, -Infinity), as JSON.parse does."""
+    raise ValueError("%s is not JSON" % constant)
+
+
 def _read_import_lines(data: bytes) -> List[dict]:
     objects = []
     for number, line in enumerate(data.decode("utf-8", "replace").split("\n"), 1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
+            item = json.loads(line, parse_constant=_not_json)
         except ValueError as error:
             raise boom(400, "Unexpected token in JSON at line %d: %s" % (number, error)) from None
         if isinstance(item, dict) and "exportedCount" in item:
