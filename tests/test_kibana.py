@@ -140,6 +140,23 @@ def test_a_line_whose_attributes_or_references_are_not_an_exports_is_refused_by_
     assert kibana.requests.snapshot() == []
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_line_holding_what_only_python_reads_as_json_is_refused_before_kibana_is_asked(tmp_path, kibana, constant):
+    """Python's json reads NaN and Infinity, Kibana's JSON.parse does not: the dry run said the
+    file would be imported, and setup_kbn backed up, sent it, and ended with Kibana's 400 (exit 3)."""
+    directory = tmp_path / "kibana"
+    directory.mkdir()
+    (directory / "saved_objects.ndjson").write_text(
+        '{"type":"dashboard","id":"ok","attributes":{}}\n{"type":"dashboard","id":"x","attributes":{"hits":%s}}\n'
+        % constant)
+    for dry_run in (True, False):
+        with pytest.raises(ConfigError) as caught:
+            setup_kbn(args(directory, dry_run=dry_run), make_settings(tmp_path, KB_URL=kibana.url))
+        assert str(caught.value) == "%s: line 2 is not JSON (%s is not a JSON value)" % (
+            directory / "saved_objects.ndjson", constant)
+    assert kibana.requests.snapshot() == []
+
+
 def test_unsupported_types_are_read_from_the_export_message():
     assert kb.unsupported_types("Trying to export non-exportable type(s): lens, map") == ["lens", "map"]
     assert kb.unsupported_types("Either `type` or `objects` are required.") == []

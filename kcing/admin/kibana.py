@@ -125,6 +125,12 @@ def restore_url(text: str, url: str) -> str:
 
 # -- NDJSON ----------------------------------------------------------------------------------
 
+def _beyond_json(constant: str):
+    """Refuse NaN, Infinity and -Infinity, which Python's json reads: Kibana's JSON.parse does
+    not, and refuses the whole import of a file holding one."""
+    raise ValueError("%s is not a JSON value" % constant)
+
+
 def parse_ndjson(text: str) -> List[dict]:
     """Saved objects of an export; blank lines and the export-details line are skipped.
 
@@ -135,7 +141,7 @@ def parse_ndjson(text: str) -> List[dict]:
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
+            item = json.loads(line, parse_constant=_beyond_json)
         except ValueError as error:
             raise ValueError("line %d is not JSON (%s)" % (number, error)) from None
         if isinstance(item, dict) and "exportedCount" in item:
