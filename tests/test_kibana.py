@@ -157,6 +157,19 @@ def test_a_line_holding_what_only_python_reads_as_json_is_refused_before_kibana_
     assert kibana.requests.snapshot() == []
 
 
+def test_a_line_with_an_empty_type_is_refused_before_kibana_is_asked(tmp_path, kibana):
+    """setup_kbn asked Kibana to export the type "" with kcing's, and ended with Kibana's 400
+    ("Trying to export non-exportable type(s): "), exit 3, as if Kibana were at fault."""
+    directory = tmp_path / "kibana"
+    directory.mkdir()
+    (directory / "saved_objects.ndjson").write_text(
+        '{"type":"dashboard","id":"ok","attributes":{}}\n{"type":"","id":"x","attributes":{}}\n')
+    with pytest.raises(ConfigError) as caught:
+        setup_kbn(args(directory), make_settings(tmp_path, KB_URL=kibana.url))
+    assert str(caught.value) == "%s: line 2 is not a saved object (no type and id)" % (directory / "saved_objects.ndjson")
+    assert kibana.requests.snapshot() == []
+
+
 def test_unsupported_types_are_read_from_the_export_message():
     assert kb.unsupported_types("Trying to export non-exportable type(s): lens, map") == ["lens", "map"]
     assert kb.unsupported_types("Either `type` or `objects` are required.") == []

@@ -146,7 +146,10 @@ def parse_ndjson(text: str) -> List[dict]:
             raise ValueError("line %d is not JSON (%s)" % (number, error)) from None
         if isinstance(item, dict) and "exportedCount" in item:
             continue
-        if not (isinstance(item, dict) and isinstance(item.get("type"), str) and isinstance(item.get("id"), str)):
+        # An empty type is none: setup_kbn asks Kibana to export the file's types first, and
+        # Kibana refuses the whole export when one is empty.
+        if not (isinstance(item, dict) and isinstance(item.get("type"), str) and item["type"]
+                and isinstance(item.get("id"), str)):
             raise ValueError("line %d is not a saved object (no type and id)" % number)
         # What kcing reads of an object (a title, the references' type and id) must be where an
         # export puts it: a hand-edited line is refused here, not failed on halfway through.
