@@ -702,6 +702,15 @@ def test_import_errors_are_reported_per_object_with_exit_status_1(kibana, tmp_pa
     assert 'missing references: visualization v "Orphan" refers to index-pattern gone' in out
 
 
+def test_an_import_kibana_says_did_not_succeed_without_naming_an_object_exits_1(kibana, workdir, tmp_path, caplog):
+    """elk.md §5.3: `success: false` comes with HTTP 200, and is what to check. setup_kbn looked at
+    the `errors` alone: an answer saying false without any said "imported 0 of 37 objects", exit 0."""
+    kibana.fail_next(200, IMPORT, body={"success": False, "successCount": 0, "warnings": []})
+    with caplog.at_level(logging.WARNING):
+        assert setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url), now=lambda: NOW) == 1
+    assert "did not succeed (success: false) without naming an object that failed" in caplog.text
+
+
 # -- auth and readiness ------------------------------------------------------------------------
 
 def test_wrong_credentials_are_a_one_line_config_error_without_the_password(workdir, tmp_path, caplog):

@@ -89,11 +89,13 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
     problems = [] if overwrite else [conflict(obj) for obj in split.changed]
     problems += broken_references(objects, current)
     sending = split.to_send(overwrite)
-    imported, held_back = 0, False
+    imported, held_back, unexplained = 0, False, False
     if sending:
         report = client.import_ndjson(import_text(sending), overwrite)
         imported, held_back = report.imported, report.held_back
         problems += report.problems
+        # Kibana's word that the import did not wholly succeed, though it names no object that failed.
+        unexplained = not report.success and not report.problems
     said("setup_kbn: imported %d of %s%s" % (
         imported, counted(len(objects), "object"),
         ", %d already present and unchanged" % len(split.unchanged) if split.unchanged else ""))
@@ -101,12 +103,15 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
         said("setup_kbn: Kibana imported none of them while an object below has a conflict or a missing reference")
     for problem in problems:
         said("  %s" % describe(problem))
+    if unexplained:
+        log.warning("setup_kbn: Kibana answered that the import did not succeed (success: false) without naming an "
+                    "object that failed: see Kibana's log")
     if problems:
         # The one line on stderr a command that fails ends with: the list is on stdout, which a
         # cron job under --quiet shows only after it.
         log.warning("setup_kbn: %s", outcome_line(len(objects), imported, len(split.unchanged), problems,
                                                   bool(split.changed) and not overwrite))
-    return 1 if problems else 0
+    return 1 if problems or unexplained else 0
 
 
 def outcome_line(total: int, imported: int, unchanged: int, problems, overwrite_helps: bool) -> str:
