@@ -711,6 +711,15 @@ def test_an_import_kibana_says_did_not_succeed_without_naming_an_object_exits_1(
     assert "did not succeed (success: false) without naming an object that failed" in caplog.text
 
 
+@pytest.mark.parametrize("body", [{}, {"success": "no", "successCount": 0}, {"successCount": 37}])
+def test_an_import_answer_without_kibanas_success_flag_is_unreadable(kibana, workdir, tmp_path, body):
+    """Every import result of Kibana has a boolean `success`. One with "no" was read as true (exit
+    0 after "imported 0 of 37 objects"), and one without it as false."""
+    kibana.fail_next(200, IMPORT, body=body)
+    with pytest.raises(kb.KibanaRefused, match="sent an unreadable import result"):
+        setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url), now=lambda: NOW)
+
+
 # -- auth and readiness ------------------------------------------------------------------------
 
 def test_wrong_credentials_are_a_one_line_config_error_without_the_password(workdir, tmp_path, caplog):

@@ -310,7 +310,10 @@ class ImportReport:
 
 
 def read_import_result(body: Mapping[str, Any]) -> ImportReport:
-    """The 200 body of `_import`: Kibana reports per-object failures there, not in the status."""
+    """The 200 body of `_import`: Kibana reports per-object failures there, not in the status.
+    ValueError when it has no boolean `success`, which every import result of Kibana has."""
+    if not isinstance(body.get("success"), bool):
+        raise ValueError("no success")
     problems = []
     for entry in body.get("errors") or ():
         error = entry.get("error") or {}
@@ -318,7 +321,7 @@ def read_import_result(body: Mapping[str, Any]) -> ImportReport:
         refs = tuple((ref.get("type", "?"), ref.get("id", "?")) for ref in error.get("references") or ())
         problems.append(ImportProblem(entry.get("type", "?"), entry.get("id", "?"), str(title),
                                       error.get("type", "unknown"), refs, one_line(error.get("message", ""))))
-    return ImportReport(bool(body.get("success")) and not problems, int(body.get("successCount") or 0),
+    return ImportReport(body["success"] and not problems, int(body.get("successCount") or 0),
                         tuple(problems))
 
 
