@@ -417,6 +417,10 @@ def test_import_needs_a_multipart_ndjson_file(kibana):
     wrong_extension = post_import(kibana, ndjson(data_view()), filename="export.json")
     assert wrong_extension.status_code == 400
     assert boom_body(wrong_extension)["message"] == "Invalid file extension .json"
+    # Node's path.extname, which Kibana reads the name with, sees no extension in a hidden file's.
+    for name, extension in ((".ndjson", ""), ("saved.ndjson.", "."), ("..", "")):
+        hidden = post_import(kibana, ndjson(data_view()), filename=name)
+        assert hidden.status_code == 400 and boom_body(hidden)["message"] == "Invalid file extension %s" % extension
     not_multipart = requests.post(kibana.url + IMPORT, data=ndjson(data_view()), headers=dict(XSRF, **{
         "Content-Type": "application/ndjson"}), timeout=TIMEOUT)
     assert not_multipart.status_code == 415
@@ -429,6 +433,7 @@ def test_import_needs_a_multipart_ndjson_file(kibana):
         beyond_json = post_import(kibana, b'{"type":"index-pattern","id":"dv","attributes":{"title":%s}}\n' % constant)
         assert beyond_json.status_code == 400 and "line 1" in boom_body(beyond_json)["message"]
     assert kibana.objects() == []
+    assert post_import(kibana, ndjson(data_view()), filename="Saved.NDJSON").status_code == 200
 
 
 def test_objects_from_a_newer_kibana_fail_with_an_unknown_error(kibana):

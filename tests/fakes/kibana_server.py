@@ -336,7 +336,7 @@ class KibanaEmulator(ServedByBackgroundServer):
         if len(body) > MAX_IMPORT_PAYLOAD_BYTES:
             raise boom(413, "Payload content length greater than maximum allowed: %d" % MAX_IMPORT_PAYLOAD_BYTES)
         filename, data = _multipart_file(body, content_type)
-        extension = re.search(r"(\.[^./]*)?$", filename).group(0).lower()
+        extension = _extension(filename).lower()
         if extension != ".ndjson":
             raise boom(400, "Invalid file extension %s" % extension)
         objects = _read_import_lines(data)
@@ -655,6 +655,15 @@ def _multipart_file(body: bytes, content_type: str) -> Tuple[str, bytes]:
         if part.get_param("name", header="content-disposition") == "file":
             return part.get_filename() or "", part.get_payload(decode=True) or b""
     raise boom(400, "[request body.file]: expected value of type [Stream] but got [undefined]")
+
+
+def _extension(filename: str) -> str:
+    """The extension as Node's path.extname reads it, which Kibana checks: from the last dot of the
+    last name of the path on, and none when that dot begins the name (".ndjson" is a hidden file
+    without one) or the name is ".."."""
+    name = filename.rstrip("/").rsplit("/", 1)[-1]
+    dot = name.rfind(".")
+    return "" if dot <= 0 or name == ".." else name[dot:]
 
 
 def _not_json(constant: str):
