@@ -18,7 +18,7 @@ from kcing.commands.setup_kbn import run as setup_kbn
 from kcing.errors import ConfigError
 from kcing.http import new_session
 from tests.fakes.kibana_server import KibanaEmulator
-from tests.fakes.rogue_http import RogueFront, interim_then_forward
+from tests.fakes.rogue_http import RogueFront, answer, interim_then_forward
 from tests.fakes.serving import refusing_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -351,6 +351,20 @@ def test_interim_answers_before_kibana_s_own_are_passed_over(kibana, workdir, tm
         assert setup_kbn(args(workdir), settings, now=lambda: NOW) == 0
         assert backup_kbn(args(workdir), settings) == 0
     assert "imported %d of %d objects" % (len(shipped_objects()), len(shipped_objects())) in capsys.readouterr().out
+
+
+def test_an_export_that_does_not_decode_as_its_content_encoding_says_is_not_a_connection_failure(kibana, workdir,
+                                                                                                    tmp_path):
+    """It was said as "cannot reach Kibana ... (connection failed)", though Kibana had answered."""
+    before = (workdir / "saved_objects.ndjson").read_bytes()
+    with RogueFront(kibana.url) as front:
+        front.on("POST", EXPORT, answer(200, (("Content-Type", "application/ndjson"), ("Content-Encoding", "gzip")),
+                                        b"not gzip"))
+        with pytest.raises(kb.KibanaRefused) as caught:
+            backup_kbn(args(workdir), make_settings(tmp_path, KB_URL=front.url))
+    assert str(caught.value) == ("Kibana at %s sent an answer to export saved objects that does not decode as its "
+                                 "Content-Encoding says" % front.url)
+    assert (workdir / "saved_objects.ndjson").read_bytes() == before
 
 
 def test_objects_new_to_kibana_are_imported_beside_existing_ones(kibana, workdir, tmp_path, capsys):

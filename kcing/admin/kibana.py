@@ -660,6 +660,11 @@ class KibanaClient:
                 raise KibanaUnavailable("Kibana at %s sent no whole answer to %s" % (self.url, action)) from None
             raise KibanaUnavailable("Kibana at %s sent no whole answer within %s to %s (KB_REQUEST_DEADLINE)"
                                     % (self.url, seconds_text(deadline), action)) from None
+        except requests.exceptions.ContentDecodingError:
+            # Kibana was reached and answered: a body its Content-Encoding does not decode (a
+            # proxy's broken compression) is no connection that failed.
+            raise KibanaRefused("Kibana at %s sent an answer to %s that does not decode as its Content-Encoding says"
+                                % (self.url, action)) from None
         except requests.RequestException as error:
             unsupported = socks_unsupported(error, url)
             if unsupported is not None:
