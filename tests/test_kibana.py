@@ -157,6 +157,26 @@ def test_a_line_holding_what_only_python_reads_as_json_is_refused_before_kibana_
     assert kibana.requests.snapshot() == []
 
 
+@pytest.mark.parametrize("depth", [kb.MAX_NESTING - 1, 100_000])
+def test_a_line_nested_deeper_than_any_saved_object_is_refused_by_name(tmp_path, kibana, depth):
+    """Python's json recurses once per level: a line nested 100,000 deep ended setup_kbn in an
+    internal error (RecursionError) as it read the file, one nested near 1,000 deep as it wrote
+    the import, after the backup."""
+    directory = tmp_path / "kibana"
+    directory.mkdir()
+    nested = "[" * depth + "]" * depth  # in an object in an object: two levels more
+    (directory / "saved_objects.ndjson").write_text(
+        '{"type":"dashboard","id":"ok","attributes":{}}\n{"type":"dashboard","id":"x","attributes":{"x":%s}}\n' % nested)
+    with pytest.raises(ConfigError) as caught:
+        setup_kbn(args(directory), make_settings(tmp_path, KB_URL=kibana.url))
+    assert str(caught.value) == "%s: line 2 is nested more than %d levels deep, deeper than any saved object" % (
+        directory / "saved_objects.ndjson", kb.MAX_NESTING)
+    assert kibana.requests.snapshot() == []
+    # As deep as a line may go, it is read.
+    deepest = "[" * (kb.MAX_NESTING - 2) + "]" * (kb.MAX_NESTING - 2)
+    assert kb.parse_ndjson('{"type":"dashboard","id":"x","attributes":{"x":%s}}' % deepest)[0]["id"] == "x"
+
+
 def test_a_line_with_an_empty_type_is_refused_before_kibana_is_asked(tmp_path, kibana):
     """setup_kbn asked Kibana to export the type "" with kcing's, and ended with Kibana's 400
     ("Trying to export non-exportable type(s): "), exit 3, as if Kibana were at fault."""

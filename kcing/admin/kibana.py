@@ -46,6 +46,11 @@ DEADLINE = 300.0  # seconds for a whole request and its answer (KB_REQUEST_DEADL
 MAX_ANSWER_BYTES = 256 * 1024 * 1024
 # While waiting for Kibana to be ready: how long past the wait a status answer may still come.
 STATUS_ANSWER_MARGIN = 10.0
+# The deepest nesting of arrays and objects a line may have. A saved object nests a dozen levels
+# at most (its JSON-heavy parts, visState or panelsJSON, are strings); the standard library's
+# json recurses once per level, so that a line nested near the interpreter's recursion limit
+# (1,000) would end the command in RecursionError, as it is read or as it is written again.
+MAX_NESTING = 200
 _SPACE_ID = re.compile(r"^[a-z0-9_-]+$")
 _NOT_EXPORTABLE = re.compile(r"non-exportable type\(s\): (.+)$")
 _MESSAGE_LIMIT = 300
@@ -131,6 +136,17 @@ def _beyond_json(constant: str):
     raise ValueError("%s is not a JSON value" % constant)
 
 
+def _nesting(value: Any) -> int:
+    """How many arrays and objects deep `value` goes, counted without recursing."""
+    deepest, waiting = 0, [(value, 1)]
+    while waiting:
+        item, depth = waiting.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            waiting.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def parse_ndjson(text: str) -> List[dict]:
     """Saved objects of an export; blank lines and the export-details line are skipped.
 
@@ -142,8 +158,14 @@ def parse_ndjson(text: str) -> List[dict]:
             continue
         try:
             item = json.loads(line, parse_constant=_beyond_json)
+            too_deep = _nesting(item) > MAX_NESTING
         except ValueError as error:
             raise ValueError("line %d is not JSON (%s)" % (number, error)) from None
+        except RecursionError:  # the standard library's decoder recurses once per level
+            too_deep = True
+        if too_deep:
+            raise ValueError("line %d is nested more than %d levels deep, deeper than any saved object"
+                             % (number, MAX_NESTING))
         if isinstance(item, dict) and "exportedCount" in item:
             continue
         # An empty type is none: setup_kbn asks Kibana to export the file's types first, and
