@@ -15,7 +15,7 @@ from kcing import settings as settings_module
 from kcing.admin import kibana as kb
 from kcing.commands.backup_kbn import run as backup_kbn
 from kcing.commands.setup_kbn import run as setup_kbn
-from kcing.errors import ConfigError
+from kcing.errors import ConfigError, KcingError
 from kcing.http import new_session
 from tests.fakes.kibana_server import KibanaEmulator
 from tests.fakes.rogue_http import RogueFront, answer, interim_then_forward
@@ -752,6 +752,24 @@ def test_an_import_answer_without_kibanas_success_flag_is_unreadable(kibana, wor
     kibana.fail_next(200, IMPORT, body=body)
     with pytest.raises(kb.KibanaRefused, match="sent an unreadable import result"):
         setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url), now=lambda: NOW)
+
+
+@pytest.mark.parametrize("status, route, body", [
+    (400, EXPORT, b"[" * 100_000),
+    (200, IMPORT, b"[" * 100_000),
+    (200, "/api/status", b"[" * 100_000),
+    (503, "/api/status", b"[" * 100_000),
+    (200, "/api/status", {"status": {"overall": []}}),
+    (503, "/api/status", {"status": {"overall": "unavailable"}}),
+])
+def test_an_answer_nested_too_deeply_or_shaped_otherwise_is_one_line_not_an_internal_error(kibana, workdir, tmp_path,
+                                                                                            status, route, body):
+    """Python's json recurses once per level (RecursionError), and a status whose `overall` was no
+    object was asked for its level (AttributeError): each ended setup_kbn in an internal error."""
+    kibana.fail_next(status, route, body=body)
+    with pytest.raises(KcingError) as caught:
+        setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url), now=lambda: NOW)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 500
 
 
 # -- auth and readiness ------------------------------------------------------------------------

@@ -528,10 +528,19 @@ def _title(text: str) -> str:
     return text[start + 1:closing.start()] if closing is not None else ""
 
 
+def answer_json(response: Answer) -> Any:
+    """The body read as JSON; ValueError when it is not, or is nested deeper than the standard
+    library's decoder goes (it recurses once per level: RecursionError)."""
+    try:
+        return json.loads(response.content)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def response_message(response: Answer) -> str:
     """The Boom `message` of an error body, what an HTML page is, or the body's text."""
     try:
-        body = json.loads(response.content)
+        body = answer_json(response)
     except ValueError:
         text = body_text(response)
         return one_line(html_page(text) or text)
@@ -813,7 +822,7 @@ class KibanaClient:
         self._raise_unless_ok(response, action)
         self._refuse_html_page(response, "the import", "an import result")
         try:
-            return read_import_result(json.loads(response.content))
+            return read_import_result(answer_json(response))
         except (ValueError, AttributeError, TypeError):
             raise KibanaRefused("Kibana at %s sent an unreadable import result" % self.url) from None
 
@@ -828,10 +837,10 @@ class KibanaClient:
 
 def _status_level(response: Answer) -> str:
     try:
-        overall = json.loads(response.content)["status"]["overall"]
-    except (ValueError, KeyError, TypeError):
+        overall = answer_json(response)["status"]["overall"]
+        return str(overall.get("level") or overall.get("state") or "")
+    except (ValueError, KeyError, TypeError, AttributeError):
         return ""
-    return str(overall.get("level") or overall.get("state") or "")
 
 
 def _core_available(response: Answer) -> bool:
@@ -839,7 +848,7 @@ def _core_available(response: Answer) -> bool:
     then a level other than available comes from plugins alone, which the saved objects API does
     not need. (The status of a request without credentials lists no core service.)"""
     try:
-        core = json.loads(response.content)["status"]["core"]
+        core = answer_json(response)["status"]["core"]
         levels = [service["level"] for service in core.values()]
     except (ValueError, KeyError, TypeError, AttributeError):
         return False
