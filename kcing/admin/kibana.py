@@ -47,9 +47,9 @@ MAX_ANSWER_BYTES = 256 * 1024 * 1024
 # While waiting for Kibana to be ready: how long past the wait a status answer may still come.
 STATUS_ANSWER_MARGIN = 10.0
 # The deepest nesting of arrays and objects a line may have. A saved object nests a dozen levels
-# at most (its JSON-heavy parts, visState or panelsJSON, are strings); the standard library's
-# json recurses once per level, so that a line nested near the interpreter's recursion limit
-# (1,000) would end the command in RecursionError, as it is read or as it is written again.
+# at most (its JSON-heavy parts, visState or panelsJSON, are strings). The standard library's
+# json recurses once per level: a line nested near the interpreter's recursion limit (1,000)
+# would end the command in RecursionError, as it is read or as it is written again.
 MAX_NESTING = 200
 _SPACE_ID = re.compile(r"^[a-z0-9_-]+$")
 _NOT_EXPORTABLE = re.compile(r"non-exportable type\(s\): (.+)$")
