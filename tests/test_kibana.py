@@ -284,6 +284,19 @@ def test_an_object_holding_half_a_character_is_backed_up_and_restored_as_kibana_
     assert other.errors == []
 
 
+def test_a_file_with_conflict_markers_is_kept_when_kibana_holds_no_objects(kibana, workdir, tmp_path):
+    """The file's objects were counted as none when a line was not one (a merge left its conflict
+    markers in it), and a Kibana holding none emptied the file, exit 0."""
+    lines = SHIPPED.read_text(encoding="utf-8").splitlines(keepends=True)
+    merged = "".join(["<<<<<<< HEAD\n"] + lines[:3] + ["=======\n"] + lines[3:5] + [">>>>>>> theirs\n"])
+    (workdir / "saved_objects.ndjson").write_text(merged, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        backup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url))
+    assert str(caught.value).startswith("Kibana at %s holds no saved objects: kept %s (which is not all saved objects: "
+                                        "line 1 is not JSON" % (kibana.url, workdir / "saved_objects.ndjson"))
+    assert (workdir / "saved_objects.ndjson").read_text(encoding="utf-8") == merged
+
+
 def test_backup_creates_a_missing_kibana_dir_only_in_a_directory_that_exists(kibana, tmp_path):
     """`--kibana-dir /srv/kcnig/kibana` (a typo) once created the whole tree and wrote the export
     there without a word: the last directory is created, and said; a missing parent is refused

@@ -10,7 +10,7 @@ from kcing.admin.kibana import (
 )
 from kcing.commands import said
 from kcing.commands._kibana import DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client
-from kcing.errors import ConfigError
+from kcing.errors import ConfigError, reading_failure
 from kcing.flags import seconds
 from kcing.files import holds, is_directory, read_regular_text, write_atomically
 from kcing.plural import counted, verb
@@ -59,12 +59,21 @@ Examples:
 """
 
 
-def _objects_in(path: Path) -> int:
-    """How many saved objects the file at `path` holds (0 when absent or unreadable)."""
+def _kept_in(path: Path) -> str:
+    """What the file at `path` holds that an export of no objects would replace: its saved objects
+    counted, or that it cannot be read as saved objects (a merge's conflict markers in it: the
+    objects around them are still someone's); "" when it holds nothing (absent, empty)."""
     try:
-        return len(parse_ndjson(read_regular_text(path)))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return 0
+        text = read_regular_text(path)
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as error:
+        return "which kcing cannot read: %s" % reading_failure(error)
+    try:
+        objects = parse_ndjson(text)
+    except ValueError as error:
+        return "which is not all saved objects: %s" % error
+    return counted(len(objects), "object") if objects else ""
 
 
 def _checked_directory(directory: Path) -> bool:
@@ -108,12 +117,12 @@ def run(args: dict, settings, session=None) -> int:
     path = directory / SAVED_OBJECTS
     summary = "%s (%s) from %s" % (counted(len(objects), "object"), count_by_type(objects), url)
     if not objects:
-        kept = _objects_in(path)
+        kept = _kept_in(path)
         if kept:
             # A Kibana that lost its saved objects, or the wrong KB_URL or KB_SPACE: emptying the
             # file would lose the dashboards it holds, and setup_kbn refuses an empty file.
             raise ConfigError("Kibana at %s holds no saved objects: kept %s (%s) as it was; check KB_URL "
-                              "and KB_SPACE" % (url, path, counted(kept, "object")))
+                              "and KB_SPACE" % (url, path, kept))
     if args.get("--dry-run"):
         same = holds(path, text.encode("utf-8"))
         said("backup_kbn: dry run: would write %s to %s (%s)" % (
