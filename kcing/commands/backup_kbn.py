@@ -12,7 +12,7 @@ from kcing.commands import said
 from kcing.commands._kibana import DEFAULT_WAIT, SAVED_OBJECTS, kibana_dir, make_client
 from kcing.errors import ConfigError, reading_failure
 from kcing.flags import seconds
-from kcing.files import holds, is_directory, read_regular_text, write_atomically
+from kcing.files import NotRegularFile, holds, is_directory, read_regular_text, write_atomically
 from kcing.plural import counted, verb
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,8 @@ def _kept_in(path: Path) -> str:
     objects around them are still someone's); "" when it holds nothing (absent, empty)."""
     try:
         text = read_regular_text(path)
-    except FileNotFoundError:
-        return ""
+    except (FileNotFoundError, NotRegularFile):
+        return ""  # nothing to keep; a FIFO or a device is refused by name as the file is written
     except (OSError, UnicodeDecodeError) as error:
         return "which kcing cannot read: %s" % reading_failure(error)
     try:
