@@ -1018,6 +1018,33 @@ def test_the_emulator_answers_as_the_node_does(real_es, es):
     assert answers(Elasticsearch(es.url)) == answers(client_for(real_es))
 
 
+def resolve_answers(client: Elasticsearch) -> list:
+    """What `_resolve/index` says of indices that aliases point at, open and closed, hidden or
+    not: asked by kcing's patterns as drp asks (every state), by names as reconcile asks, and with
+    the node's default (open indices only)."""
+    for name, settings in (("build-2018.01.01", {}), ("build-2018.01.02", {}), ("boot-2018.01.03", {"index.hidden": True}),
+                           ("kept-a", {}), ("kept-b", {})):
+        client.indices.create(index=name, settings=settings)
+    client.indices.close(index="build-2018.01.02")
+    client.indices.update_aliases(actions=[{"add": {"index": "kept-a", "alias": "build-2018.02.01"}},
+                                           {"add": {"index": "kept-a", "alias": "log-2018.02.01"}},
+                                           {"add": {"index": "kept-b", "alias": "log-2018.02.01"}},
+                                           {"add": {"index": "build-2018.01.02", "alias": "boot-2018.02.02"}}])
+    names = "build-2018.01.01,build-2018.01.02,boot-2018.01.03,build-2018.02.01,log-2018.02.01,nope-2018.01.01,kept-a"
+    return [client.indices.resolve_index(name=name, **options).body for name, options in (
+        ("build-*,boot-*,log-*", {"expand_wildcards": "all"}), (names, {"expand_wildcards": "all",
+                                                                      "ignore_unavailable": True}),
+        ("build-*,boot-*,log-*", {}), ("build-*,boot-*,log-*", {"expand_wildcards": "closed"}),
+        ("build-*,kept-*", {"expand_wildcards": "open,hidden"}))]
+
+
+def test_resolve_index_answers_as_the_node_does(real_es):
+    from tests.fakes.elastic_server import ElasticsearchEmulator
+
+    with ElasticsearchEmulator() as emulator:
+        assert resolve_answers(Elasticsearch(emulator.url)) == resolve_answers(client_for(real_es))
+
+
 def test_wipe_removes_what_a_failed_test_left_blocked_closed_or_hidden(real_node):
     """A test that fails between adding a block and removing it must not break the next ones."""
     client = client_for(real_node)

@@ -263,13 +263,18 @@ class IndexStates:
     def _resolve_index(self, expression: str, query, headers, body):
         from tests.fakes.elastic_server import _Answer, _json_bool, index_not_found
         expand = query.get("expand_wildcards", "open")
+        with_open, with_closed, with_hidden = (("all" in expand or state in expand) for state in
+                                               ("open", "closed", "hidden"))
         ignore_unavailable = _json_bool(query.get("ignore_unavailable"), "ignore_unavailable")
         indices, aliases, streams = set(), set(), set()
         with self._lock:
             for part in expression.split(","):
                 if "*" in part:
+                    # A pattern takes the indices whose state expand_wildcards names (open by
+                    # default: a closed index is left out unless asked for, as a hidden one is).
                     indices.update(n for n, index in self.indices.items() if simple_match(n, part)
-                                   and (not index.hidden or "all" in expand or "hidden" in expand))
+                                   and (with_hidden or not index.hidden)
+                                   and (with_closed if index.closed else with_open))
                     aliases.update(n for n in self.aliases if simple_match(n, part))
                     streams.update(n for n in self.data_streams if simple_match(n, part))
                 elif part in self.indices:
@@ -285,8 +290,12 @@ class IndexStates:
             for name in sorted(indices):
                 index = self.indices[name]
                 # In alphabetical order, as the node lists them: ["closed", "hidden"], ["hidden", "open"].
-                entry = {"name": name, "attributes": sorted((["hidden"] if index.hidden else [])
-                                                            + ["closed" if index.closed else "open"])}
+                entry = {"name": name}
+                # The aliases that point at it, when any, as the node lists them.
+                pointing = sorted(alias for alias, targets in self.aliases.items() if name in targets)
+                if pointing:
+                    entry["aliases"] = pointing
+                entry["attributes"] = sorted((["hidden"] if index.hidden else []) + ["closed" if index.closed else "open"])
                 if name in owner:
                     entry["data_stream"] = owner[name]
                 answer["indices"].append(entry)
