@@ -1038,6 +1038,36 @@ def resolve_answers(client: Elasticsearch) -> list:
         ("build-*,kept-*", {"expand_wildcards": "open,hidden"}))]
 
 
+def health_answers(client: Elasticsearch) -> list:
+    """The cluster's health as setup_es waits for it, with an index of one replica (which a single
+    node leaves unassigned), then with one whose primary must live on a node that is not there."""
+    from elasticsearch import ApiError
+
+    def health() -> tuple:
+        try:
+            answer = client.cluster.health(wait_for_status="yellow", timeout="1ms")
+            status, body = answer.meta.status, answer.body
+        except ApiError as error:
+            status, body = error.meta.status, error.body
+        # The shard counts and the status; the pending tasks vary with the moment asked.
+        return status, {key: body[key] for key in ("status", "timed_out", "active_primary_shards", "active_shards",
+                                                   "unassigned_shards", "active_shards_percent_as_number")}
+
+    client.indices.create(index="build-2018.03.01", settings={"number_of_replicas": 1})
+    seen = [health()]
+    client.indices.create(index="build-2018.03.02", wait_for_active_shards="0", settings={
+        "index.routing.allocation.require._name": "no-such-node", "number_of_replicas": 1})
+    seen.append(health())
+    return seen
+
+
+def test_cluster_health_answers_as_the_node_does(real_es):
+    from tests.fakes.elastic_server import ElasticsearchEmulator
+
+    with ElasticsearchEmulator() as emulator:
+        assert health_answers(Elasticsearch(emulator.url)) == health_answers(client_for(real_es))
+
+
 def test_resolve_index_answers_as_the_node_does(real_es):
     from tests.fakes.elastic_server import ElasticsearchEmulator
 

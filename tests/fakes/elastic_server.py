@@ -1164,9 +1164,11 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             time.sleep(0.01)
         timed_out = bool(wanted) and HEALTH_ORDER[self.status()] < HEALTH_ORDER[wanted]
         with self._lock:
-            primaries = sum(index.shards for index in self.indices.values())
-            unassigned = sum(index.shards * index.replicas for index in self.indices.values())
-        total = primaries + unassigned
+            # One node: replicas are never assigned, and neither is the primary of an index that
+            # must live on another node (nor then its replicas).
+            primaries = sum(index.shards for index in self.indices.values() if not index.unassigned)
+            total = sum(index.shards * (1 + index.replicas) for index in self.indices.values())
+        unassigned = total - primaries
         return _Answer(408 if timed_out else 200, {
             "cluster_name": self.cluster_name, "status": self.status(), "timed_out": timed_out,
             "number_of_nodes": 1, "number_of_data_nodes": 1, "active_primary_shards": primaries,
