@@ -385,10 +385,13 @@ def unchecked_line(reason: str, unchecked: Unchecked) -> str:
     if reason == ALIAS:
         what = "; ".join("%s, an alias of several indices (%s)" % (name, indices[name]) for name in sorted(indices))
         return head + what + ": a document cannot be looked up by id through it; point it at one index to check them"
+    # The stream before its template: Elasticsearch refuses to delete a template a data stream uses.
+    several = len(indices) > 1
     return head + ("%s, %s: kcing's documents cannot be looked up by id there, nor written (Logstash's index action "
-                   "is refused); delete the template that makes it (`kcing setup_es` names it) and the data "
-                   "stream, then run reconcile again" % (named(indices), "data streams" if len(indices) > 1
-                                                         else "a data stream"))
+                   "is refused); delete the data %s (DELETE /_data_stream/<name>), then the template that makes "
+                   "%s (`kcing setup_es` names it; Elasticsearch refuses to delete it first), then run reconcile again"
+                   % (named(indices), "data streams" if several else "a data stream", "streams" if several else "stream",
+                      "them" if several else "it"))
 
 
 def summary_lines(report: Report, host: str, advise_refeed: bool = True) -> List[str]:

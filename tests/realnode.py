@@ -105,6 +105,12 @@ class RealNode:
         Listed through `_resolve/index` and unblocked first: a metadata block left by a failed test
         makes the node refuse `_cat/indices`, and a read-only or metadata block refuses a delete."""
         status, found = http_json("GET", self.url + "/_resolve/index/*?expand_wildcards=all")
+        # A data stream first (the launcher serves its DELETE): it keeps its hidden backing
+        # indices and the template that made it, which the node refuses to delete before it.
+        for stream in (found or {}).get("data_streams", []):
+            http_json("DELETE", self.url + "/_data_stream/" + stream["name"])
+        if (found or {}).get("data_streams"):
+            status, found = http_json("GET", self.url + "/_resolve/index/*?expand_wildcards=all")
         names = [item["name"] for item in (found or {}).get("indices", []) if not item["name"].startswith(".") or
                  item["name"].startswith(".kcing")]
         for start in range(0, len(names), 50):

@@ -380,8 +380,7 @@ def test_reconcile_marks_exactly_the_objects_whose_documents_were_deleted(real_e
 def test_reconcile_leaves_closed_aliased_and_blocked_indices_unchecked_on_a_real_node(real_es, tmp_path):
     """The node's answers for kcing index names it cannot read by id (closed, read block, an alias
     of several indices) or write to (a write block): reconcile says so and marks nothing wrongly.
-    (Data streams are checked against the emulator only: this node has no API to delete one, so
-    a test could not clean up after making one.)"""
+    (A data stream: test_reconcile_names_a_data_stream_and_how_to_remove_it_on_a_real_node.)"""
     from datetime import datetime, timezone
 
     from kcing.ledger import docids
@@ -428,6 +427,50 @@ def test_reconcile_leaves_closed_aliased_and_blocked_indices_unchecked_on_a_real
     assert set(ledger_states(db).values()) == {DELIVERED}
     client.indices.put_settings(index=day("test", 1), settings={"index.blocks.read": None})
     client.indices.put_settings(index=day("test", 2), settings={"index.blocks.write": None})
+
+
+def test_reconcile_names_a_data_stream_and_how_to_remove_it_on_a_real_node(real_es, tmp_path):
+    """A template of higher priority with `data_stream` makes a data stream of a kcing index name
+    (Logstash's `index` action creates it, and is refused): its documents are not checked, and
+    what reconcile says to do works on the node, in its order; the other order is refused."""
+    from datetime import datetime, timezone
+
+    from elasticsearch import BadRequestError
+    from kcing.ledger import docids
+    from kcing.ledger.ledger import Ledger, Outcome
+    from kcing.records import UpstreamObject
+    from kcing.sinks import logstash_destination
+
+    stream = "log-%s" % (date.today() - timedelta(days=1)).strftime("%Y.%m.%d")
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(UpstreamObject("legacy", "lava", "lava-1", "https://storage.example/lava-1",
+                                          datetime(2024, 10, 16, tzinfo=timezone.utc)), DELIVERED,
+                           documents={stream: docids.pack(["%040x" % 1])})],
+                  lambda kind: logstash_destination(["http://localhost:8337"]))
+    ledger.close()
+    client = client_for(real_es)
+    client.indices.put_index_template(name="user-logs", index_patterns=[stream], priority=300, data_stream={})
+    refused = client.bulk(operations=[{"index": {"_index": stream, "_id": "%040x" % 1}},
+                                      {"@timestamp": "2024-10-16T07:00:00Z"}])
+    assert refused["errors"]
+
+    done = kcing(["reconcile"], admin_environ(real_es, tmp_path), tmp_path)
+    assert done.returncode == 6, done.stdout + done.stderr  # nothing else to check
+    assert "Traceback" not in done.stderr
+    [line] = [line for line in done.stdout.splitlines() if "a data stream" in line]
+    assert line.endswith("delete the data stream (DELETE /_data_stream/<name>), then the template that makes it "
+                         "(`kcing setup_es` names it; Elasticsearch refuses to delete it first), then run reconcile "
+                         "again"), line
+    with pytest.raises(BadRequestError) as first:
+        client.indices.delete_index_template(name="user-logs")
+    assert "in use by a data streams [%s]" % stream in str(first.value.body)
+    assert client.perform_request("DELETE", "/_data_stream/%s" % stream).body == {"acknowledged": True}
+    assert client.indices.delete_index_template(name="user-logs").body == {"acknowledged": True}
+    again = kcing(["reconcile"], admin_environ(real_es, tmp_path), tmp_path)
+    assert again.returncode == 1, again.stdout + again.stderr  # the document is now missing, and marked
+    assert "data stream" not in again.stdout
+    assert set(ledger_states(db).values()) == {FAILED}
 
 
 def test_reconcile_leaves_a_red_index_unchecked_and_checks_the_others_on_a_real_node(real_es, tmp_path):
@@ -1076,15 +1119,20 @@ def test_resolve_index_answers_as_the_node_does(real_es):
 
 
 def test_wipe_removes_what_a_failed_test_left_blocked_closed_or_hidden(real_node):
-    """A test that fails between adding a block and removing it must not break the next ones."""
+    """A test that fails between adding a block and removing it must not break the next ones; nor
+    one that leaves a data stream, with the template it keeps in use."""
     client = client_for(real_node)
     for name in ("build-2020.06.01", "boot-2020.06.01", "test-2020.06.01", "log-2020.06.01"):
         client.indices.create(index=name)
+    client.indices.put_index_template(name="streams", index_patterns=["regression-2020.06.01"], priority=300,
+                                      data_stream={})
+    client.bulk(operations=[{"create": {"_index": "regression-2020.06.01"}}, {"@timestamp": "2020-06-01T00:00:00Z"}])
     client.indices.add_block(index="build-2020.06.01", block="metadata")
     client.indices.add_block(index="boot-2020.06.01", block="read_only")
     client.indices.add_block(index="boot-2020.06.01", block="metadata")
     client.indices.close(index="test-2020.06.01")
     client.indices.put_settings(index="log-2020.06.01", settings={"index.hidden": True})
     real_node.wipe()
-    assert [item["name"] for item in client.indices.resolve_index(name="*-2020.06.01",
-                                                                   expand_wildcards="all")["indices"]] == []
+    assert client.indices.resolve_index(name="*-2020.06.01", expand_wildcards="all").body == {
+        "indices": [], "aliases": [], "data_streams": []}
+    assert client.options(ignore_status=404).indices.get_index_template(name="streams").meta.status == 404

@@ -1945,8 +1945,9 @@ def test_aliases_blocks_and_data_streams_under_kcing_names_say_so_and_mark_nothi
     assert ("reconcile: not checked: 1 document of 1 object in indices with a read block (%s): remove the block "
             "(index.blocks.read) to check them" % read_blocked in checked.stdout)
     assert ("reconcile: not checked: 1 document of 1 object in %s, a data stream: kcing's documents cannot be "
-            "looked up by id there, nor written (Logstash's index action is refused); delete the template that "
-            "makes it (`kcing setup_es` names it) and the data stream, then run reconcile again" % stream
+            "looked up by id there, nor written (Logstash's index action is refused); delete the data stream "
+            "(DELETE /_data_stream/<name>), then the template that makes it (`kcing setup_es` names it; "
+            "Elasticsearch refuses to delete it first), then run reconcile again" % stream
             in checked.stdout)
     assert ("reconcile: 1 object with missing documents was not marked undelivered: Elasticsearch refuses writes "
             "to %s (index.blocks.write); remove the block and run reconcile again" % write_blocked in checked.stdout)
