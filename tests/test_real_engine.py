@@ -1001,8 +1001,8 @@ def legacy_template_answers(client: Elasticsearch) -> list:
 
 def index_state_answers(client: Elasticsearch) -> list:
     """What reconcile meets under kcing index names: closed indices, blocks, an alias of several
-    indices, and how `_resolve/index` and `_settings` describe them (a data stream is left out:
-    this node has no API to delete one)."""
+    indices, and how `_resolve/index` and `_settings` describe them (a data stream:
+    data_stream_answers)."""
     from elasticsearch import ApiError
 
     def mget(*names: str) -> list:
@@ -1109,6 +1109,51 @@ def test_cluster_health_answers_as_the_node_does(real_es):
 
     with ElasticsearchEmulator() as emulator:
         assert health_answers(Elasticsearch(emulator.url)) == health_answers(client_for(real_es))
+
+
+def data_stream_answers(client: Elasticsearch) -> list:
+    """A data stream under a kcing index name, made by a template of a higher priority than kcing's
+    as Logstash's `index` action meets it: how the node writes to it, lists it (by kcing's patterns
+    too, as drp and setup_es ask), describes it, deletes (or not) it and its template."""
+    import re
+    from elasticsearch import ApiError
+
+    def status(call):
+        try:
+            answer = call()
+            return answer.meta.status, answer.body
+        except ApiError as error:
+            return error.meta.status, error.body
+
+    stream, patterns = "log-2018.04.01", "build-*,boot-*,test-*,log-*,regression-*"
+    client.indices.put_index_template(name="user-logs", index_patterns=["log-2018.04.*"], priority=300, data_stream={})
+    seen = [[(op, item[op]["status"], (item[op].get("error") or {}).get("type")) for item in client.bulk(
+        operations=[{op: {"_index": stream, "_id": "a"}}, {"@timestamp": "2018-04-01T00:00:00Z"}],
+        refresh=True)["items"] for op in item] for op in ("index", "create")]
+    seen.append(client.indices.get_index_template(name="user-logs").body)
+    seen.append(status(lambda: client.indices.delete_index_template(name="user-logs")))
+    for call in (lambda: client.cat.indices(index=patterns, format="json", h="index", expand_wildcards="all"),
+                 lambda: client.cat.indices(index=stream, format="json", h="index"),
+                 lambda: client.indices.get(index=patterns, filter_path="*.settings.index.hidden",
+                                            expand_wildcards="open,hidden"),
+                 lambda: client.indices.get_settings(index=stream, name="index.hidden", flat_settings=True),
+                 lambda: client.indices.resolve_index(name=stream, expand_wildcards="all", ignore_unavailable=True),
+                 lambda: client.mget(docs=[{"_index": stream, "_id": "a", "_source": False}],
+                                     filter_path="docs._id,docs.found,docs.error.type"),
+                 lambda: client.indices.delete(index=stream, ignore_unavailable=True, expand_wildcards="none"),
+                 lambda: client.indices.delete(index=stream),
+                 lambda: client.indices.delete(index="nope-2018.04.01")):
+        seen.append(status(call))
+    # The backing index is named after the day it was made.
+    return json.loads(re.sub(r"(\.ds-%s-)[0-9]{4}\.[0-9]{2}\.[0-9]{2}-" % re.escape(stream), r"\1DAY-",
+                             json.dumps(seen)))
+
+
+def test_data_streams_answer_as_on_the_node(real_es):
+    from tests.fakes.elastic_server import ElasticsearchEmulator
+
+    with ElasticsearchEmulator(builtin_templates=False) as emulator:
+        assert data_stream_answers(Elasticsearch(emulator.url)) == data_stream_answers(client_for(real_es))
 
 
 def test_resolve_index_answers_as_the_node_does(real_es):

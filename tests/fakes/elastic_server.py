@@ -58,9 +58,11 @@ MAX_INITIAL_LINE = 4096
 PRODUCT_HEADER = ("X-Elastic-Product", "Elasticsearch")
 GLOBAL_PARAMS = frozenset({"pretty", "human", "error_trace", "filter_path"})
 HEALTH_ORDER = {"red": 0, "yellow": 1, "green": 2}
+# The options of a template's `data_stream` a node fills in when it keeps the template.
+DATA_STREAM_DEFAULTS = {"hidden": False, "allow_custom_routing": False}
 # What a fresh Elasticsearch 8/9 holds: data-stream templates at priority 100 (elk.md §3.2).
 BUILTIN_TEMPLATES = {
-    name: {"index_patterns": ["%s-*-*" % name], "priority": 100, "data_stream": {"hidden": False},
+    name: {"index_patterns": ["%s-*-*" % name], "priority": 100, "data_stream": dict(DATA_STREAM_DEFAULTS),
            "composed_of": [], "_meta": {"managed": True, "description": "default %s template" % name}}
     for name in ("logs", "metrics", "synthetics")
 }
@@ -1220,6 +1222,9 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             self._check_overlap(name, patterns, priority)
             stored = {key: copy.deepcopy(value) for key, value in spec.items() if key != "template"}
             stored["index_patterns"] = patterns
+            if isinstance(stored.get("data_stream"), dict):
+                # Read back with the options a node fills in.
+                stored["data_stream"] = {**DATA_STREAM_DEFAULTS, **stored["data_stream"]}
             stored.setdefault("composed_of", [])
             stored["template"] = {key: copy.deepcopy(value) for key, value in template.items()
                                   if key not in ("settings", "mappings")}
@@ -1332,6 +1337,12 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             # for a lone `*`, which may match none.
             if missing and names != ["*"]:
                 raise EsError(404, "index_template_missing_exception", "index_template [%s] missing" % ",".join(missing))
+            # A data stream keeps the template that made it: none of the templates is deleted.
+            using = sorted(stream for stream in self.data_streams
+                           if (self.matching_template(stream) or ("", {}))[0] in doomed)
+            if using:
+                raise bad_request("unable to remove composable templates %s as they are in use by a data streams %s"
+                                  % (_list(sorted(set(doomed))), _list(using)))
             for name in doomed:
                 self.templates.pop(name, None)
         return _Answer(200, {"acknowledged": True})
@@ -1468,21 +1479,30 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         for part in (expression or "_all").split(","):
             if part in ("_all", "*") or "*" in part:
                 pattern = "*" if part == "_all" else part
-                # A pattern matches index names and alias names (which stand for their indices).
+                # A pattern matches index names and alias names (which stand for their indices),
+                # and data stream names, which stand for their backing indices, hidden as they are.
                 aliased = {n for alias, targets in self.aliases.items() if simple_match(alias, pattern)
                            for n in targets} if through_aliases else set()
+                streamed = {n for stream, backing in self.data_streams.items() if simple_match(stream, pattern)
+                            for n in backing} if through_aliases else set()
                 names.extend(n for n, index in sorted(self.indices.items())
-                             if (simple_match(n, pattern) or n in aliased) and (with_hidden or not index.hidden)
-                             and (with_closed if index.closed else with_open))
+                             if ((simple_match(n, pattern) or n in aliased) and (with_hidden or not index.hidden)
+                                 or n in streamed) and (with_closed if index.closed else with_open))
             elif part in self.indices:
                 names.append(part)
             elif part in self.aliases and through_aliases:
                 names.extend(sorted(self.aliases[part]))
+            elif part in self.data_streams and through_aliases:
+                names.extend(self.data_streams[part])
             elif part in self.aliases and not ignore_unavailable:
                 raise bad_request("The provided expression [%s] matches an alias, specify the corresponding "
                                   "concrete indices instead." % part)
             elif not ignore_unavailable:
-                raise index_not_found(part)
+                error = index_not_found(part)
+                if part in self.data_streams:
+                    # A DELETE of indices never resolves a data stream, and says it left it out.
+                    error.extra["excluded_ds"] = "true"
+                raise error
         return list(dict.fromkeys(names))
 
     def _put_index(self, name: str, query, headers, body) -> _Answer:
