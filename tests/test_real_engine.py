@@ -592,7 +592,9 @@ def test_drp_deletes_exactly_the_expired_kind_indices_by_name(real_es, tmp_path)
     recent = (today - timedelta(days=1)).strftime("%Y.%m.%d")
     expired = ["%s-%s" % (kind, old) for kind in KINDS]
     kept = ["%s-%s" % (kind, recent) for kind in KINDS] + [
-        "build-archive", "kcing-build-2020.01.01", "build-2020.01.01-restored", "boot-2020.01"]
+        "build-archive", "kcing-build-2020.01.01", "build-2020.01.01-restored", "boot-2020.01",
+        # Named like a day that never was.
+        "build-2019.02.29", "log-2019.13.01", "test-2019.04.31", "regression-0000.01.01"]
     for name in expired + kept:
         client.indices.create(index=name)
     client.indices.create(index=".kcing-system-build-2020.01.01", settings={"index.hidden": True})
