@@ -1166,6 +1166,31 @@ def test_data_streams_answer_as_on_the_node(real_es):
         assert data_stream_answers(Elasticsearch(emulator.url)) == data_stream_answers(client_for(real_es))
 
 
+def template_listing_answers(client: Elasticsearch) -> list:
+    """What listing templates answers (setup_es lists them all) with none, then with one of each
+    kind: the list of all, a pattern and a name matching none or some."""
+    lenient = client.options(ignore_status=404)
+
+    def listings() -> list:
+        answers = [lenient.indices.get_index_template()] + [lenient.indices.get_index_template(name=name)
+                                                            for name in ("*", "kcing-*", "kcing-build")]
+        answers += [lenient.indices.get_template()] + [lenient.indices.get_template(name=name)
+                                                       for name in ("*", "kernelci-*", "kernelci-build")]
+        return [(answer.meta.status, answer.body) for answer in answers]
+
+    seen = listings()
+    client.indices.put_index_template(name="kcing-build", index_patterns=["build-*"], priority=200)
+    client.indices.put_template(name="kernelci-boot", index_patterns=["boot-*"])
+    return seen + listings()
+
+
+def test_template_listings_answer_as_on_the_node(real_es):
+    from tests.fakes.elastic_server import ElasticsearchEmulator
+
+    with ElasticsearchEmulator(builtin_templates=False) as emulator:
+        assert template_listing_answers(Elasticsearch(emulator.url)) == template_listing_answers(client_for(real_es))
+
+
 def test_resolve_index_answers_as_the_node_does(real_es):
     from tests.fakes.elastic_server import ElasticsearchEmulator
 

@@ -1101,10 +1101,10 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             return "get_template", self._get_templates, (s[1], method)
         if head == "_index_template" and len(s) == 1:
             allowed("GET")
-            return "get_template", self._get_templates, ("*", method)
+            return "get_template", self._get_templates, (None, method)
         if head == "_template" and len(s) <= 2:
             allowed(*(("PUT", "POST", "GET", "DELETE") if len(s) == 2 else ("GET",)))
-            name = s[1] if len(s) == 2 else "*"
+            name = s[1] if len(s) == 2 else None
             if method in ("PUT", "POST"):
                 return "put_legacy_template", self._put_legacy_template, (name,)
             if method == "DELETE":
@@ -1284,11 +1284,13 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
                                            "aliases": copy.deepcopy(spec.get("aliases") or {})}
         return _Answer(200, {"acknowledged": True})
 
-    def _get_legacy_templates(self, pattern: str, query, headers, body) -> _Answer:
+    def _get_legacy_templates(self, pattern: Optional[str], query, headers, body) -> _Answer:
+        """Those `pattern` names (all without one): a name or pattern matching none is a 404, the
+        list of all never is."""
         with self._lock:
             found = {name: copy.deepcopy(spec) for name, spec in sorted(self.legacy_templates.items())
-                     if any(simple_match(name, part) for part in pattern.split(","))}
-        return _Answer(200 if found or "*" in pattern else 404, found)
+                     if pattern is None or any(simple_match(name, part) for part in pattern.split(","))}
+        return _Answer(200 if found or pattern is None else 404, found)
 
     def _delete_legacy_template(self, pattern: str, query, headers, body) -> _Answer:
         with self._lock:
@@ -1311,18 +1313,20 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
                     "during index creation, please use a different priority"
                     % (name, _list(patterns), other, other, _list(theirs), priority))
 
-    def _get_templates(self, pattern: str, method: str, query, headers, body) -> _Answer:
-        if "," in pattern:
+    def _get_templates(self, pattern: Optional[str], method: str, query, headers, body) -> _Answer:
+        """Those `pattern` names (all without one)."""
+        if pattern is not None and "," in pattern:
             raise bad_request("template name may not contain ','")
         with self._lock:
-            names = [n for n in sorted(self.templates) if simple_match(n, pattern)]
-            if not names and "*" not in pattern:
+            names = [n for n in sorted(self.templates) if pattern is None or simple_match(n, pattern)]
+            if not names and pattern is not None and "*" not in pattern:
                 if method == "HEAD":
                     raise _Answer(404, {})
                 raise EsError(404, "resource_not_found_exception", "index template matching [%s] not found" % pattern)
             found = [{"name": n, "index_template": copy.deepcopy(self.templates[n])} for n in names]
-        # A pattern that matches nothing is a 404 too, with the empty list as its body.
-        return _Answer(200 if names else 404, {"index_templates": found})
+        # A pattern that matches nothing is a 404 too, with the empty list as its body; the list of
+        # all templates is a 200, whatever it holds.
+        return _Answer(200 if names or pattern is None else 404, {"index_templates": found})
 
     def _delete_template(self, pattern: str, query, headers, body) -> _Answer:
         names = pattern.split(",")
