@@ -1191,6 +1191,21 @@ def test_template_listings_answer_as_on_the_node(real_es):
         assert template_listing_answers(Elasticsearch(emulator.url)) == template_listing_answers(client_for(real_es))
 
 
+def test_requests_no_route_takes_are_refused_as_on_the_node(real_es):
+    """What kcing prints when ES_HOST has a path (a proxy's prefix) that the node does not serve,
+    or asks what the node has no handler for: the refusal names the request's URI as it was sent."""
+    from tests.fakes.elastic_server import ElasticsearchEmulator
+    from tests.realnode import http_json
+
+    requests = [("GET", "/es/_cluster/health?wait_for_status=yellow&timeout=1000ms"),
+                ("GET", "/es/_cat/indices/build-*,boot-*?format=json&h=index&expand_wildcards=all"),
+                ("GET", "/es/_resolve/index/a%2Ab?expand_wildcards=all"), ("PUT", "/_nothing/x/y"),
+                ("POST", "/_cat/indices?format=json"), ("POST", "/_cluster/health")]
+    with ElasticsearchEmulator() as emulator:
+        assert [http_json(method, emulator.url + path) for method, path in requests] == \
+            [http_json(method, real_es.url + path) for method, path in requests]
+
+
 def test_resolve_index_answers_as_the_node_does(real_es):
     from tests.fakes.elastic_server import ElasticsearchEmulator
 

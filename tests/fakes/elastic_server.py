@@ -1032,7 +1032,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             if self.not_ready_mode == "503" and not (method in ("GET", "HEAD") and route == "/"):
                 raise EsError(503, "master_not_discovered_exception", None)
             self._authenticate(headers.get("authorization"), route)
-            answer = self._route(method, route, query, headers, body)
+            answer = self._route(method, target, route, query, headers, body)
         except EsError as error:
             answer = _Answer(error.status, error.envelope())
         except _Answer as direct:
@@ -1064,9 +1064,10 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         error = EsError(401, "security_exception", reason, header=www)
         raise _Answer(401, error.envelope(), header)
 
-    def _route(self, method: str, route: str, query: Dict[str, str], headers: Dict[str, str], body: bytes) -> _Answer:
+    def _route(self, method: str, target: str, route: str, query: Dict[str, str], headers: Dict[str, str],
+               body: bytes) -> _Answer:
         segments = [s for s in route.split("/") if s]
-        name, handler, args = self._match(method, route, segments)
+        name, handler, args = self._match(method, target, route, segments)
         allowed = ROUTE_PARAMS[name] | GLOBAL_PARAMS
         for param in query:
             if param not in allowed:
@@ -1079,11 +1080,13 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             answer.body = filter_paths(answer.body, query["filter_path"].split(","))
         return answer
 
-    def _match(self, method: str, route: str, s: List[str]):
+    def _match(self, method: str, target: str, route: str, s: List[str]):
+        """(name, handler, args) of the route; a refusal naming `target`, the request's URI as
+        sent (its query included, nothing decoded), as a node names it."""
         def allowed(*methods):
             if method not in methods:
                 raise _Answer(405, {"error": "Incorrect HTTP method for uri [%s] and method [%s], allowed: [%s]"
-                                             % (route, method, ", ".join(methods)), "status": 405})
+                                             % (target, method, ", ".join(methods)), "status": 405})
 
         if not s:
             allowed("GET", "HEAD")
@@ -1140,7 +1143,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             return "get_index", self._get_index, (head, method)
         if head in ("_component_template", "_data_stream", "_ingest") or {"_search", "_doc", "_create", "_update"} & set(s):
             raise unsupported(route)
-        raise _Answer(400, {"error": "no handler found for uri [%s] and method [%s]" % (route, method), "status": 400})
+        raise _Answer(400, {"error": "no handler found for uri [%s] and method [%s]" % (target, method)})
 
     # -- cluster -----------------------------------------------------------------------------
 
