@@ -19,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, List, Optional
+from urllib.parse import quote
 
 LAUNCHER_DIR = Path(__file__).resolve().parent / "realengine"
 CLASSES = LAUNCHER_DIR / "target" / "classes"
@@ -103,18 +104,19 @@ class RealNode:
         """Delete the indices, templates (legacy ones too) and hidden test indices a test made, by exact name.
 
         Listed through `_resolve/index` and unblocked first: a metadata block left by a failed test
-        makes the node refuse `_cat/indices`, and a read-only or metadata block refuses a delete."""
+        makes the node refuse `_cat/indices`, and a read-only or metadata block refuses a delete.
+        Names go in the URL quoted: a test's template may be named `a?b`."""
         status, found = http_json("GET", self.url + "/_resolve/index/*?expand_wildcards=all")
         # A data stream first (the launcher serves its DELETE): it keeps its hidden backing
         # indices and the template that made it, which the node refuses to delete before it.
         for stream in (found or {}).get("data_streams", []):
-            http_json("DELETE", self.url + "/_data_stream/" + stream["name"])
+            http_json("DELETE", self.url + "/_data_stream/" + quote(stream["name"], safe=""))
         if (found or {}).get("data_streams"):
             status, found = http_json("GET", self.url + "/_resolve/index/*?expand_wildcards=all")
         names = [item["name"] for item in (found or {}).get("indices", []) if not item["name"].startswith(".") or
                  item["name"].startswith(".kcing")]
         for start in range(0, len(names), 50):
-            chunk = ",".join(names[start:start + 50])
+            chunk = ",".join(quote(name, safe="") for name in names[start:start + 50])
             # Only these three may be changed together on an index with a metadata block.
             http_json("PUT", self.url + "/" + chunk + "/_settings?expand_wildcards=all",
                       {"index.blocks.metadata": None, "index.blocks.read_only": None,
@@ -123,11 +125,11 @@ class RealNode:
         status, found = http_json("GET", self.url + "/_index_template")
         for item in (found or {}).get("index_templates", []):
             if not item["name"].startswith("."):
-                http_json("DELETE", self.url + "/_index_template/" + item["name"])
+                http_json("DELETE", self.url + "/_index_template/" + quote(item["name"], safe=""))
         status, legacy = http_json("GET", self.url + "/_template")
         for name in legacy or {}:
             if not name.startswith("."):
-                http_json("DELETE", self.url + "/_template/" + name)
+                http_json("DELETE", self.url + "/_template/" + quote(name, safe=""))
 
     def stop(self, timeout: float = 30) -> None:
         """Close the node's stdin (it shuts down cleanly on EOF); kill it if it lingers."""
