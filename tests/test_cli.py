@@ -980,6 +980,32 @@ def test_kcing_test_ends_with_pytests_exit_status_which_its_help_explains(tmp_pa
     assert "4 a usage error in the arguments" in " ".join(helped.stdout.split())
 
 
+# A sitecustomize.py found first on PYTHONPATH: the interpreter it starts has no pytest, as one
+# where kcing was installed without its test dependencies.
+WITHOUT_PYTEST = """\
+import sys
+
+class NoPytest:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pytest", "_pytest"):
+            raise ModuleNotFoundError("No module named %r" % name, name=name)
+        return None
+
+sys.meta_path.insert(0, NoPytest())
+"""
+
+
+def test_kcing_test_without_pytest_says_so_in_one_line_not_with_the_status_of_failed_tests(tmp_path):
+    hidden = tmp_path / "site"
+    hidden.mkdir()
+    (hidden / "sitecustomize.py").write_text(WITHOUT_PYTEST)
+    ran = kcing(["test", "-q"], clean_environ(PYTHONPATH=str(hidden)), tmp_path)
+    assert ran.returncode == 2, ran.stdout + ran.stderr  # not 1, pytest's for failed tests
+    assert ran.stderr.splitlines() == [
+        "kcing test: pytest is not installed for %s: install the test dependencies (make install, or "
+        "pip install -e '.[test]' in the checkout)" % sys.executable]
+
+
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_kcing_test_names_each_flag_that_shows_its_own_help_instead_of_pytests(flag, tmp_path):
     """Every other argument goes to pytest: the text must name each one kcing keeps."""

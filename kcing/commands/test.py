@@ -1,6 +1,7 @@
 """kcing test: run the test suite (pytest) from the checkout; every argument goes to pytest."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -19,7 +20,8 @@ pytest unchanged (only `kcing test --help` or `kcing test -h` alone shows this t
 shows pytest's).
 
 Exit status: pytest's (0 all passed, 1 some failed, 2 interrupted, 3 pytest's internal error, 4
-a usage error in the arguments, 5 no tests collected).
+a usage error in the arguments, 5 no tests collected); 2 also when the tests or pytest are not
+installed here.
 
 Examples:
   kcing test                                      # the whole suite (CI runs `make test`, which first
@@ -39,5 +41,16 @@ def run(args: dict, settings=None) -> int:
     root = Path(__file__).resolve().parents[2]
     if not (root / "tests").is_dir():
         raise ConfigError("the tests are not installed here; run `kcing test` from a kcing checkout")
+    if not _importable("pytest"):
+        # Python's own "No module named pytest" ended with 1, which pytest gives for failed tests.
+        raise ConfigError("pytest is not installed for %s: install the test dependencies (make install, or "
+                          "pip install -e '.[test]' in the checkout)" % sys.executable)
     return subprocess.call([sys.executable, "-m", "pytest", *args.get("<pytest-arg>", [])], cwd=root,
                            env=dict(os.environ))
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
