@@ -481,6 +481,20 @@ def test_bad_credentials_are_a_config_error_without_the_password(tmp_path):
         assert code == 0
 
 
+
+@pytest.mark.parametrize("command, action", [
+    (["setup_es"], "checking cluster health"),
+    (["drp", "--dry-run"], "listing indices (build-*,boot-*,test-*,log-*,regression-*)")])
+def test_no_credentials_for_a_secured_node_are_said_missing_not_refused(tmp_path, command, action):
+    """Security is on by default since Elasticsearch 8: a first run with no ES_USER, ES_PASSWORD
+    or ES_API_KEY set was told the node "refused the credentials" and to check them."""
+    with ElasticsearchEmulator(user="elastic", password="right-one") as secured:
+        done = kcing(command, clean_environ(ES_HOST=secured.url, ES_READY_TIMEOUT="5",
+                                           KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.splitlines() == ["kcing %s: Elasticsearch at %s asks for credentials (401) while %s: set "
+                                        "ES_USER and ES_PASSWORD, or ES_API_KEY" % (command[0], secured.url, action)]
+
 # What a real node answers a template put while the cluster is read-only (cluster.blocks.read_only).
 CLUSTER_READ_ONLY = {"error": {"root_cause": [{"type": "cluster_block_exception",
                                               "reason": "blocked by: [FORBIDDEN/6/cluster read-only (api)];"}],

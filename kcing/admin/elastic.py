@@ -305,6 +305,11 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
                            "header while %s (a Logstash input's port, another server's, or OpenSearch, which is not "
                            "supported): set ES_HOST to the address Elasticsearch answers at" % (host, action))
     if isinstance(error, AuthenticationException):
+        if reason_of(error).startswith("missing authentication"):
+            # Elasticsearch's words for a request that carried no credentials (security is on by
+            # default since 8.0): none were set, so there is nothing to check, only to set.
+            return ConfigError("%s asks for credentials (401) while %s: set ES_USER and ES_PASSWORD, or ES_API_KEY"
+                               % (where, action))
         return ConfigError("%s refused the credentials (401) while %s: check ES_USER/ES_PASSWORD or ES_API_KEY"
                            % (where, action))
     if isinstance(error, AuthorizationException) and error_type(error) != "cluster_block_exception":
