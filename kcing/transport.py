@@ -236,6 +236,11 @@ class Transport:
             sending_ends()
         return Answer(raw, request_sent_whole=blocks.all_sent)
 
+    def sends_credentials(self, url: str) -> bool:
+        """Whether POSTs to `url` carry credentials (LS_USER and LS_PASSWORD, or ~/.netrc's)."""
+        route = self._routes.get(url)
+        return bool(route.authorization) if route is not None else bool(self.auth or netrc_credentials(url))
+
     def _route(self, url: str) -> _Route:
         try:
             route = self._new_route(url)

@@ -452,6 +452,18 @@ def test_basic_auth_is_sent_and_a_wrong_password_is_a_clear_error(tmp_path, lega
         assert accepted and all(request.headers["authorization"] == expected_header for request in accepted)
 
 
+def test_an_input_asking_for_credentials_none_were_set_for_says_to_set_them(tmp_path, legacy_replica, objects):
+    from tests.fakes.logstash_emulator import LogstashCluster
+
+    with LogstashCluster(user="kcing", password="s3cret-pass") as secured:
+        result = kcing(["feed_es"], feed_environ(legacy_replica, secured, tmp_path / "kcing.db"), tmp_path)
+    assert result.returncode == 2
+    # Nothing was sent to check: the line says what to set, not that credentials were refused.
+    assert result.stderr.splitlines()[-1].endswith("asks for credentials (401): set LS_USER and LS_PASSWORD")
+    assert "refused" not in result.stderr
+    assert "delivered" not in set(ledger_states(tmp_path / "kcing.db").values())
+
+
 def test_dry_run_lists_and_changes_nothing(env, tmp_path, legacy_replica, logstash, objects):
     result = kcing(["feed_es", "--dry-run"], env, tmp_path)
     assert result.returncode == 0, result.stderr

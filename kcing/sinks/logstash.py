@@ -261,6 +261,9 @@ class LogstashSink:
                                                 self.settings.get(route, "the route's ES_* setting")))
         if status == 413:
             raise BatchTooLarge(url, len(body))
+        if status == 401 and not self.transport.sends_credentials(url):
+            # Nothing to check when none were sent: the input wants some (its user and password).
+            raise ConfigError("Logstash at %s asks for credentials (401): set LS_USER and LS_PASSWORD" % url)
         if status in (401, 403):
             raise ConfigError("Logstash at %s refused the request (%d): check LS_USER and LS_PASSWORD"
                               % (url, status))
