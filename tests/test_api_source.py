@@ -904,6 +904,23 @@ def test_nodes_the_api_cannot_answer_are_left_out_whole_pages_of_them_too(replic
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
 
 
+@pytest.mark.parametrize("known", [None, lambda kind, ids: set()], ids=["decoded-whole", "read-as-heads"])
+def test_a_node_the_api_cannot_answer_costs_no_other_node_on_a_server_that_caps_the_page_size(replica, known):
+    # The page holding it is read in halves; a server that caps the page size answers a half
+    # larger than its cap in part. The rest of that half is asked for before the next half: the
+    # nodes in that rest were never listed, by any pass, while the node failed.
+    template = next(node for node in replica.corpus.nodes() if node["kind"] == "test")
+    for number in range(16):
+        replica.corpus.add(dict(template, id=object_id("capped-%d" % number), name="case-%d" % number))
+    listed_before = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
+    replica.unanswerable.add(listed_before[0])
+    replica.max_limit = 3
+    source = make_source(replica, page_size=16, kinds=("test",))
+    assert listed_ids(source.list_objects(known=known)) == listed_before[1:]
+    assert len(source.left_out) == 1 and "offset 0 alone" in source.left_out[0]
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
+
+
 @pytest.mark.parametrize("body", [b"<html>oops</html>", b'{"items": {}, "total": 3}', b'{"items": []}',
                                   b'{"items": [], "total": "3"}', b'[1, 2]'])
 @pytest.mark.parametrize("known", [None, lambda kind, ids: set()], ids=["every node", "routine, as heads"])

@@ -672,8 +672,13 @@ class KernelCIApi:
             part = self._decoded(kind, start, url, response)
             items.extend(part.items)
             total = part.total
-            if len(part.items) < size and start + len(part.items) >= part.total:
-                break  # the end of the listing
+            answered = len(part.items)
+            if answered < size:
+                if not answered or start + answered >= part.total:
+                    break  # the end of the listing, or an empty page short of it: paged on from here
+                # A server that caps the page size answered the first part only: the rest is asked
+                # for before the parts after it, which would otherwise be taken for its neighbours.
+                pending.insert(0, (start + answered, size - answered))
         if total is None:  # no part of the page answered: the listing goes on past it, to see
             total = offset + unlisted + 1
         return _Page(items, total, limit, unlisted=unlisted)
