@@ -745,7 +745,7 @@ class ScriptedRequester:
         self.pages = list(pages)
         self.total = sum(len(page) for page in pages)
 
-    def get(self, url, params=None, headers=None, attempts=None):
+    def get(self, url, params=None, headers=None, attempts=None, not_retried=()):
         response = requests.Response()
         response.status_code = 200
         items = self.pages.pop(0) if self.pages else []
@@ -919,6 +919,27 @@ def test_a_node_the_api_cannot_answer_costs_no_other_node_on_a_server_that_caps_
     assert listed_ids(source.list_objects(known=known)) == listed_before[1:]
     assert len(source.left_out) == 1 and "offset 0 alone" in source.left_out[0]
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_passing_failure_met_while_a_failing_page_is_read_in_halves_is_retried(replica, status):
+    # The halves go in a burst, each asked once for a 500: a rate limit's 429 (or a 503) met
+    # meanwhile is retried as on any page, honouring its Retry-After, not the end of the run.
+    tests = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
+    replica.unanswerable.add(tests[2])
+    halves = []
+
+    def rate_limited(server, query, number):
+        if dict(query)["limit"] != "500":
+            halves.append(number)
+            if len(halves) == 2:
+                server.fail_next("/latest/nodes", status, retry_after=7)
+
+    replica.on_page(rate_limited)
+    sleeps = []
+    source = make_source(replica, sleeps, kinds=("test",))
+    assert listed_ids(source.list_objects()) == tests[:2] + tests[3:]
+    assert 7 in sleeps and len(source.left_out) == 1 and "offset 2 alone" in source.left_out[0]
 
 
 @pytest.mark.parametrize("body", [b"<html>oops</html>", b'{"items": {}, "total": 3}', b'{"items": []}',

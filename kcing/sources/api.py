@@ -605,12 +605,13 @@ class KernelCIApi:
         if passes.unsure:
             self._unsure.add(kind)
 
-    def _page(self, kind: str, offset: int, limit: Optional[int] = None, attempts: Optional[int] = None) -> tuple:
-        """(URL, response) of one listing page, its body read but not decoded."""
+    def _page(self, kind: str, offset: int, limit: Optional[int] = None, not_retried: Tuple[int, ...] = ()) -> tuple:
+        """(URL, response) of one listing page, its body read but not decoded; a status in
+        `not_retried` is not asked again."""
         url = self.api_url + "/nodes"
         params = [("kind", kind), ("updated__gte", filter_time(self.start)),
                   ("limit", limit or self._limit()), ("offset", offset)]
-        response = self.requester.get(url, params=params, headers=self._headers, attempts=attempts)
+        response = self.requester.get(url, params=params, headers=self._headers, not_retried=not_retried)
         self._check_access(url, response)
         if response.status_code != 200:
             fields, detail = refusal_detail(response)
@@ -639,8 +640,8 @@ class KernelCIApi:
         return max(0, total - self.how_many)
 
     def _around_failing_nodes(self, kind: str, offset: int, error: UpstreamAnsweredError) -> _Page:
-        """The page at `offset`, which the API kept answering with 500, read in halves (each
-        asked once) down to the nodes it fails to answer alone, which are left out.
+        """The page at `offset`, which the API kept answering with 500, read in halves (each asked
+        once for a 500) down to the nodes it fails to answer alone, which are left out.
 
         The API validates every node of a page as it answers it: one node stored in a form it no
         longer accepts fails every page that holds it, which would stop each run at that page for
@@ -654,7 +655,9 @@ class KernelCIApi:
         while pending:
             start, size = pending.pop(0)
             try:
-                url, response = self._page(kind, start, size, attempts=1)
+                # Each part asked once for a 500, which another try does not change; retried as any
+                # page for a passing failure (a 429 of a rate limit the parts' burst of requests met).
+                url, response = self._page(kind, start, size, not_retried=(500,))
             except UpstreamAnsweredError as failure:
                 if failure.status != 500:
                     raise

@@ -7,7 +7,7 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Dict, FrozenSet, Optional
+from typing import Callable, Collection, Dict, FrozenSet, Optional
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -116,9 +116,11 @@ class Requester:
             response.close()
             raise RejectedInput("GET %s redirected: %s" % (redacted(response.url), why))
 
-    def get(self, url: str, params=None, headers=None, attempts: Optional[int] = None) -> requests.Response:
+    def get(self, url: str, params=None, headers=None, attempts: Optional[int] = None,
+            not_retried: Collection[int] = ()) -> requests.Response:
         """Return the first response that is not a passing failure, its body read; the caller
-        judges its status. `attempts` (at most) instead of KCI_MAX_RETRIES.
+        judges its status. `attempts` (at most) instead of KCI_MAX_RETRIES; a status in
+        `not_retried` ends the attempts at once, as a failure.
 
         Raises RejectedInput for a URL, or a redirect, outside the allowed origins (not retried);
         UpstreamAnsweredError when the last attempt was answered with a status worth a retry."""
@@ -180,6 +182,8 @@ class Requester:
                     last, last_status = "HTTP %d" % response.status_code, response.status_code
                     retry_after = parse_retry_after(response.headers.get("Retry-After"),
                                                     sent_at=response.headers.get("Date"))
+            if last_status in not_retried:
+                break
             if attempt < attempts and retry_after is not None and retry_after > self.policy.max_retry_after:
                 # Waiting that long for each of a crawl's files would stall the run for hours: the
                 # next run asks again.
