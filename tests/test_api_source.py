@@ -1211,6 +1211,26 @@ def test_a_log_larger_than_the_object_size_limit_is_left_out_and_the_node_still_
     assert "callback_data" not in wrapped
 
 
+@pytest.mark.parametrize("labelled", [False, True], ids=["gzip-file", "content-encoding-gzip"])
+def test_a_gzip_log_larger_than_the_object_size_limit_once_decompressed_is_left_out_however_it_is_served(
+        replica, labelled):
+    # A storage serves a `.gz` file as its bytes, or labels it gzip and the HTTP client inflates it:
+    # either way the setting bounds the log the node's documents are built from (README: lower it
+    # so that a log too large to build in memory is refused).
+    baseline = replica.tree["baseline"]
+    path = baseline["artifacts"]["callback_data"][len(replica.files_url) + 1:]
+    replica.corpus.add_file(path, gzip.compress(b'{"id": 7700001, "log": "%s"}' % (b"x" * 50_000), mtime=0))
+    if labelled:
+        replica.content_encoded.add(path)
+    requester = Requester(new_session(), RetryPolicy(attempts=3, base=0.01), 5, sleep=[].append,
+                          reader=BodyReader(deadline=5, max_bytes=10_000))
+    source = KernelCIApi(requester, replica.api_url, replica.files_url, since=SINCE, with_logs=True)
+    wrapped = envelope_of(source, baseline["id"])
+    assert wrapped["artifact_errors"]["callback_data"].endswith(": raise KCI_MAX_OBJECT_BYTES to take it")
+    assert "10000 bytes" in wrapped["artifact_errors"]["callback_data"]
+    assert "callback_data" not in wrapped
+
+
 def test_a_storage_host_that_keeps_failing_fails_the_object(replica):
     baseline = replica.tree["baseline"]
     path = baseline["artifacts"]["callback_data"][len(replica.files_url):]
