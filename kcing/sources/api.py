@@ -454,6 +454,7 @@ class KernelCIApi:
             offset = self._newest_offset(kind) if self.how_many is not None else 0
             upcoming = prefetch.submit(self._page, kind, offset)
             left_in_a_row = 0  # nodes left out since the last one the API answered
+            reported_before = len(self.left_out)  # this pass's reports of nodes left out come after
             try:
                 while upcoming is not None:
                     try:
@@ -482,6 +483,9 @@ class KernelCIApi:
                     yield page
                     if upcoming is None and passes is not None:
                         if passes.again(kind, total, empty_at):
+                            # The next pass asks for the nodes this one left out, and reports those
+                            # it leaves out too: each is one node failed, not one a pass.
+                            del self.left_out[reported_before:]
                             offset = 0
                             upcoming = prefetch.submit(self._page, kind, offset)
                         elif passes.cut_short is not None:
