@@ -17,7 +17,7 @@ import requests
 from kcing import watermark
 from kcing.wiring import crawl_since
 from kcing.documents import documents_for
-from kcing.errors import ConfigError, UpstreamError
+from kcing.errors import ConfigError, UpstreamAnsweredError, UpstreamError
 from kcing.http import BodyReader, RetryPolicy, new_session
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, FAILED
@@ -887,6 +887,23 @@ def test_a_page_that_keeps_failing_stops_the_listing_and_holds_the_watermark(rep
     with pytest.raises(UpstreamError, match="failed 3 times"):
         list(source.list_objects())
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_page_still_refused_after_its_retries_is_named_by_its_kind_and_offset(replica, status):
+    # The run's last line names the page, as for an error answer (README): not only the path.
+    source = make_source(replica, page_size=3, kinds=("kbuild", "test"))
+
+    def refuse_the_second_test_page(server, query, number):
+        if dict(query)["kind"] == "test" and dict(query)["offset"] == "3":
+            server.fail_next("/latest/nodes", status, count=None)
+
+    replica.on_page(refuse_the_second_test_page)
+    with pytest.raises(UpstreamAnsweredError) as stopped:
+        list(source.list_objects())
+    assert stopped.value.status == status
+    assert str(stopped.value) == "GET %s/nodes (kind=test, offset 6) failed 3 times (last: HTTP %d)" % (
+        replica.api_url, status)
 
 
 @pytest.mark.parametrize("page_size", [1, 2, 3, 500])

@@ -65,6 +65,7 @@ from kcing.objectid import is_object_id, node_id as _node_id, object_id_prefix, 
 from kcing.secrecy import masked
 from kcing.shutdown import result_of
 from kcing.sources.requester import Requester, json_of
+from kcing.urls import redacted
 from kcing.watermark import crawl_start, next_watermark
 
 log = logging.getLogger(__name__)
@@ -615,7 +616,10 @@ class KernelCIApi:
         url = self.api_url + "/nodes"
         params = [("kind", kind), ("updated__gte", filter_time(self.start)),
                   ("limit", limit or self._limit()), ("offset", offset)]
-        response = self.requester.get(url, params=params, headers=self._headers, not_retried=not_retried)
+        try:
+            response = self.requester.get(url, params=params, headers=self._headers, not_retried=not_retried)
+        except UpstreamError as error:
+            raise _naming_page(error, url, kind, offset) from None
         self._check_access(url, response)
         if response.status_code != 200:
             fields, detail = refusal_detail(response)
@@ -842,6 +846,18 @@ class KernelCIApi:
             raise UpstreamError("GET %s answered a web page with 200, not the file (a storage's or a proxy's "
                                 "page)" % _without_query(url))
         return content.decode("utf-8", "replace"), None, len(content)
+
+
+def _naming_page(error: UpstreamError, url: str, kind: str, offset: int) -> UpstreamError:
+    """`error` (its class and status kept) naming the listing page it happened on, as an error
+    answer is named: the requester names the path alone, and the run's last line is to say which
+    kind and offset failed."""
+    text, asked = str(error), "GET %s " % redacted(url)
+    page = "(kind=%s, offset %d)" % (kind, offset)
+    named = type(error).__new__(type(error))  # not copy.copy: its class's __init__ may take more than the text
+    named.__dict__.update(vars(error))
+    named.args = (asked + page + " " + text[len(asked):] if text.startswith(asked) else "%s %s" % (text, page),)
+    return named
 
 
 def unusable_item_reason(item: Any, node_id: Optional[str]) -> str:
