@@ -1208,7 +1208,9 @@ def test_the_regressions_dashboard_serves_legacy_data_with_boot_results_kernel_a
     assert [ref["id"] for ref in legacy["references"]] == ["kcing-boot"]  # legacy boots, not regression-*
     aggs = json.loads(legacy["attributes"]["visState"])["aggs"]
     buckets = [agg["params"]["field"] for agg in aggs if agg["schema"] == "bucket"]
-    assert buckets == ["board", "kernel", "boot_result"]
+    # A row per board, configuration and lab: a board boots many of each, and a kernel failing only
+    # with a configuration or in a lab new to it is no pass-to-fail transition of the others.
+    assert buckets == ["board", "defconfig_full", "lab_name", "kernel", "boot_result"]
     newest = [agg["id"] for agg in aggs if agg["type"] == "max" and agg["params"]["field"] == "@timestamp"]
     (kernel,) = [agg for agg in aggs if agg["params"].get("field") == "kernel"]
     assert (kernel["params"]["orderBy"], kernel["params"]["order"]) == (newest[0], "desc")  # newest kernels first

@@ -17,6 +17,7 @@ from elasticsearch import Elasticsearch
 
 from kcing.admin.templates import install, templates_for
 from tests.feedrun import SAMPLES, clean_environ, kcing
+from tests.test_real_engine_corpus import kuery_filter, saved_objects, to_aggregation
 
 pytestmark = pytest.mark.realengine
 
@@ -95,3 +96,64 @@ def test_a_test_measurement_beyond_a_float_is_null_not_refused_by_the_node(real_
     measured = [source for _, source in records if source.get("name") == cases[0]["name"]
                 and source.get("suite") == suite]
     assert measured and all(source["measurement"] is None for source in measured)
+
+
+def transitions(client: Elasticsearch) -> set:
+    """The rows of *Boot results kernel after kernel* (the regressions dashboard's table for legacy
+    boots) that read as the dashboard's help says a pass-to-fail transition reads: the newest
+    kernel of a row shows `fail`, the kernel before it `pass`. A row is named by its keys above
+    the kernel, its board first."""
+    vis = saved_objects()["kcing-legacy-transitions"]
+    search = json.loads(vis["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])
+    aggregation, buckets = to_aggregation(json.loads(vis["attributes"]["visState"])["aggs"])
+    answer = client.search(index="boot-*", query=kuery_filter(search.get("query")), aggs=aggregation, size=0)
+    fields = [agg["params"]["field"] for agg in buckets]
+    assert fields[-2:] == ["kernel", "boot_result"]
+    found = set()
+
+    def rows(level: dict, depth: int, keys: tuple) -> None:
+        agg = buckets[depth]
+        if fields[depth] == "kernel":  # newest first: the results of each kernel of this row
+            results = [{result["key"] for result in kernel["b" + buckets[depth + 1]["id"]]["buckets"]}
+                       for kernel in level["b" + agg["id"]]["buckets"]]
+            if len(results) >= 2 and "fail" in results[0] and "pass" in results[1]:
+                found.add(keys)
+            return
+        for bucket in level["b" + agg["id"]]["buckets"]:
+            rows(bucket, depth + 1, keys + (bucket["key"],))
+
+    rows(answer["aggregations"], 0, ())
+    return found
+
+
+@needs_samples
+def test_boot_results_kernel_after_kernel_show_a_transition_only_where_one_configuration_in_one_lab_regressed(
+        real_es, tmp_path):
+    """A board boots many configurations, in more than one lab: a kernel that failed only with a
+    configuration booted for the first time, or only in another lab, is no regression of the
+    board's, and a table that mixed them read as one."""
+    boot, _ = sample("boot")
+    # (board, defconfig_full, lab, kernel, result); the kernels are a day apart, the newer listed first
+    boots = [
+        ("regressed", "defconfig", "lab-a", "v1", "PASS"), ("regressed", "defconfig", "lab-a", "v2", "FAIL"),
+        ("steady", "defconfig", "lab-a", "v1", "PASS"), ("steady", "defconfig", "lab-a", "v2", "PASS"),
+        ("steady", "defconfig+kselftest", "lab-a", "v2", "FAIL"),  # a configuration new in v2
+        ("steady", "defconfig", "lab-b", "v2", "FAIL"),  # a lab that booted v2 alone
+        ("offline", "defconfig", "lab-a", "v1", "PASS"), ("offline", "defconfig", "lab-a", "v2", "OFFLINE"),
+        ("failing", "defconfig", "lab-a", "v1", "FAIL"), ("failing", "defconfig", "lab-a", "v2", "FAIL"),
+    ]
+    records = []
+    for kernel, day in (("v2", "2020-11-20"), ("v1", "2020-11-19")):
+        directory = tmp_path / kernel
+        directory.mkdir()
+        files = []
+        for number, (board, config, lab, _, result) in enumerate(row for row in boots if row[3] == kernel):
+            report = dict(boot, board=board, defconfig_full=config, lab_name=lab, kernel=kernel, git_describe=kernel,
+                          boot_result=result,
+                          file_server_resource="next/master/%s/arm64/%s/gcc-8" % (kernel, config))
+            files.append(write(directory / ("boot-%d.json" % number), report))
+        records += fed_records(directory, "--boots", files, day)
+    assert item_errors(real_es, records) == []
+    client = Elasticsearch(real_es.url, request_timeout=120)
+    client.indices.refresh(index="boot-*")
+    assert {keys[0] for keys in transitions(client)} == {"regressed"}
