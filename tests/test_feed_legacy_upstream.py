@@ -21,7 +21,7 @@ from tests.fakes.legacy_data import (
     at, boot_item, boot_json, boot_path, build_item, build_json, lava_json, small_corpus,
 )
 from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica
-from tests.fakes.rogue_http import RogueFront
+from tests.fakes.rogue_http import RogueFront, answer
 from tests.fakes.serving import ManualClock
 from tests.feedrun import feed_environ, kcing, ledger_rows, ledger_states
 
@@ -332,6 +332,39 @@ def test_a_kci_host_without_a_home_page_asks_whether_it_is_a_legacy_frontend(log
     assert "no CSRF token on %s/ (HTTP %d): is KCI_HOST a legacy KernelCI frontend?" % (
         replica.frontend_url.rstrip("/"), status) in last
     assert "--source api" in last and "Traceback" not in result.stderr
+
+
+def test_a_home_page_without_a_token_once_it_gave_one_is_not_asked_whether_it_is_a_legacy_frontend(
+        logstash, tmp_path):
+    """The token expired mid-run and the home page, which gave one for the first page, answers a
+    maintenance page: the run said the host was perhaps no legacy frontend and to use --source api."""
+    maintenance = answer(200, (("Content-Type", "text/html"),),
+                         b"<!doctype html><html><head><title>Down for maintenance</title></head></html>")
+    homes = []
+
+    def down_after_the_first_token(front, sock, request) -> bool:
+        if request.path == "/":
+            homes.append(request)
+            if len(homes) > 1:
+                return maintenance(front, sock, request)
+        return front._forward(sock, request)
+
+    def tokens_expire(corpus, collection, query):
+        replica.frontend.expire_all_tokens()
+
+    with LegacyReplica(small_corpus(TODAY), today=TODAY, clock=ManualClock()) as replica, \
+            RogueFront(replica.frontend_url) as front:
+        replica.frontend.on_page(tokens_expire)
+        front.on("GET", "/", down_after_the_first_token, count=None)
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_HOST=front.url.split("://")[1],
+                           KCI_PAGE_SIZE="2")
+        result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert "no CSRF token on %s/ (HTTP 200), which gave one earlier in this run" % front.url.rstrip("/") in last
+    assert "legacy KernelCI frontend?" not in last and "--source api" not in last
+    # The first page's builds were delivered before the run stopped.
+    assert "delivered 2" in result.stdout and set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
 
 
 def test_a_listing_page_answered_with_a_login_page_says_what_came_instead_of_json(logstash, tmp_path):

@@ -69,6 +69,9 @@ NOT_A_LEGACY_FRONTEND = (": is KCI_HOST a legacy KernelCI frontend? The public o
 # What a home page without a token answered when KCI_HOST names another server than a legacy
 # frontend: a page of its own, or none at `/` (the KernelCI API's host answers 404 there).
 NO_FRONTEND_THERE = (200, 404, 410)
+# Said of a home page without a token once it gave one in the run: the host is a legacy frontend.
+TOKEN_GONE_SINCE = (", which gave one earlier in this run (a frontend down for maintenance?); the next run "
+                    "tries again")
 # A listing that runs across UTC midnight is listed again (upstream.md §1.4.2, date_range); a
 # third pass would need a listing longer than a day.
 MAX_LISTING_PASSES = 3
@@ -92,6 +95,9 @@ class LegacyKernelCI:
         self.page_size = page_size
         self.retention_days = retention_days  # DRP_DAYS: drp deletes the indices of the days before
         self._token: Optional[str] = None
+        # Whether the home page gave a token in this run: one that gives none later is a
+        # legacy frontend all the same (down for maintenance, or answering an error page).
+        self._had_token = False
 
     # The pipeline may pass `known(kind, ids)`, which names the ids the ledger already holds as
     # delivered (and counts them): no object is made for those. A routine run lists mostly
@@ -366,10 +372,13 @@ class LegacyKernelCI:
             response = self.requester.get(self.frontend_url + "/")
             token = csrf_token(response.text) if response.status_code == 200 else None
             if token is None:
+                if self._had_token:
+                    hint = TOKEN_GONE_SINCE
+                else:
+                    hint = NOT_A_LEGACY_FRONTEND if response.status_code in NO_FRONTEND_THERE else ""
                 raise UpstreamError("no CSRF token on %s/ (HTTP %d)%s" % (
-                    self.frontend_url, response.status_code,
-                    NOT_A_LEGACY_FRONTEND if response.status_code in NO_FRONTEND_THERE else ""))
-            self._token = token
+                    self.frontend_url, response.status_code, hint))
+            self._token, self._had_token = token, True
         return self._token
 
     # Items -> objects ----------------------------------------------------------------------
