@@ -21,7 +21,7 @@ from tests.fakes.legacy_data import (
     at, boot_item, boot_json, boot_path, build_item, build_json, lava_json, small_corpus,
 )
 from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica
-from tests.fakes.rogue_http import RogueFront, answer
+from tests.fakes.rogue_http import RogueFront, answer, redirect
 from tests.fakes.serving import ManualClock
 from tests.feedrun import feed_environ, kcing, ledger_rows, ledger_states
 
@@ -470,6 +470,25 @@ def test_a_boot_listing_that_keeps_failing_still_delivers_the_builds_listed_befo
     assert len(states) == corpus.count("build") == len(builds_in(logstash))
     stopped = [line for line in result.stderr.splitlines() if "run stopped" in line]
     assert len(stopped) == 1 and "/_ajax/boot" in stopped[0] and "500" in stopped[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_boot_listing_redirected_off_the_upstream_origins_still_delivers_the_builds_listed_before_it(
+        logstash, tmp_path):
+    """A redirect elsewhere (a frontend moved, a maintenance host) refuses the page, not an
+    object: the run ended at once with nothing delivered, the builds listed before it dropped."""
+    corpus = small_corpus(TODAY)
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica, \
+            RogueFront(replica.frontend_url) as front:
+        front.on("GET", "/_ajax/boot", redirect(302, "http://127.0.0.2:9/maintenance"), count=None)
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_HOST=front.url.split("://")[1])
+        result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    states = ledger_states(tmp_path / "kcing.db")
+    assert {kind for kind, _ in states} == {"build"} and set(states.values()) == {"delivered"}
+    assert len(states) == corpus.count("build") == len(builds_in(logstash))
+    stopped = [line for line in result.stderr.splitlines() if "run stopped" in line]
+    assert len(stopped) == 1 and "/_ajax/boot" in stopped[0] and "not an upstream origin" in stopped[0]
     assert "Traceback" not in result.stderr
 
 

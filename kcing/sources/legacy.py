@@ -338,7 +338,12 @@ class LegacyKernelCI:
         refused = 0
         while True:
             fresh = self._token is None
-            response = self.requester.get(url, params=params, headers={"X-CSRFToken": self._csrf_token()})
+            try:
+                response = self.requester.get(url, params=params, headers={"X-CSRFToken": self._csrf_token()})
+            except RejectedInput as refusal:
+                # A page (or the home page) redirected off the upstream origins rejects no object:
+                # it ends the listing as a failing page does, what was listed before it delivered.
+                raise UpstreamError(str(refusal)) from None
             if response.status_code != 403:
                 return url, response
             # The token expired (it lives 10 to 20 minutes) or the session cookie changed: get a
