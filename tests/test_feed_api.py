@@ -866,6 +866,24 @@ def test_a_page_failing_midway_keeps_what_was_delivered_and_the_watermark(env, t
     assert watermark(db) == newest_updated(api_replica)
 
 
+def test_a_page_redirected_off_the_upstream_origins_stops_the_run_after_the_kinds_listed_before_it(
+        env, tmp_path, db, api_replica, logstash):
+    """A redirect elsewhere (an API moved, a maintenance host) refuses the page, not a node: the
+    run ends as for a failing page, the checkouts listed before it delivered, the watermark kept."""
+    from tests.fakes.rogue_http import RogueFront, redirect
+    origin, path = api_replica.api_url.split("://")[1].split("/", 1)
+    with RogueFront("http://" + origin) as front:
+        front.on("GET", "kind=kbuild", redirect(302, "http://127.0.0.2:9/maintenance"), count=None)
+        result = kcing(["feed_es"], dict(env, KCI_API_URL="%s/%s" % (front.url, path)), tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    delivered = {kind for (kind, _), state in ledger_states(db).items() if state == "delivered"}
+    assert delivered == {"checkout"}
+    last = result.stderr.splitlines()[-1]
+    assert "(kind=kbuild, offset 0)" in last and "not an upstream origin" in last, last
+    assert watermark(db) is None
+
+
 def test_a_malformed_page_stops_the_run_before_the_kinds_after_it_and_keeps_the_watermark(env, tmp_path, db,
                                                                                          api_replica, logstash):
     """As the README says: the run stops (exit 1), the kinds after the malformed page are not

@@ -620,6 +620,10 @@ class KernelCIApi:
             response = self.requester.get(url, params=params, headers=self._headers, not_retried=not_retried)
         except UpstreamError as error:
             raise _naming_page(error, url, kind, offset) from None
+        except RejectedInput as refusal:
+            # A page redirected off the upstream origins rejects no node: it ends the listing as a
+            # failing page does, and the kinds listed before it are delivered.
+            raise UpstreamError("%s (kind=%s, offset %d)" % (refusal, kind, offset)) from None
         self._check_access(url, response)
         if response.status_code != 200:
             fields, detail = refusal_detail(response)
