@@ -214,6 +214,14 @@ class ObjectCheck:
         """False when every missing document is in an index that refuses writes: a resend cannot help."""
         return self.damaged or self.missing > self.missing_blocked
 
+    def finding(self) -> str:
+        """What the check found of an object that is not all there, as its warning says it: a
+        damaged row was not asked about, so nothing is said missing in Elasticsearch."""
+        if self.damaged:
+            kept = self.row.kept_ids if self.row.kept_ids >= 0 else "not a count"
+            return "the ledger's kept ids do not match their count (%s); counted as missing" % kept
+        return "%d of %s missing in Elasticsearch" % (self.missing, counted(self.asked, "document"))
+
     def example(self) -> str:
         if self.damaged:
             return "%s (its kept ids do not match their count; a resend rewrites them)" % self.row.upstream_id
@@ -569,9 +577,7 @@ class Reconciler:
                 check = checks[row.id] = ObjectCheck(row)
                 entries = kept.get(row.id, [])
                 if sum(len(blob) for _, blob in entries) != row.kept_ids * docids.ID_BYTES:
-                    log.warning("%s %s: the ledger's kept ids do not match their count (%s); counted as missing",
-                                row.kind, row.upstream_id, row.kept_ids if row.kept_ids >= 0 else "not a count")
-                    check.damaged = True
+                    check.damaged = True  # logged with the objects found missing (_settle), once
                     continue
                 for index, blob in entries:
                     if expired_index(index, self.first_kept):
@@ -750,10 +756,8 @@ class Reconciler:
                                                                  check.row.object_date)
             one_by_one = self.missing_marked < MISSING_LOGGED
             self.missing_marked += 1
-            log.log(logging.WARNING if one_by_one else logging.DEBUG, "%s %s: %s missing in Elasticsearch",
-                    check.row.kind, check.row.upstream_id,
-                    "kept ids damaged" if check.damaged else "%d of %s" % (check.missing,
-                                                                           counted(check.asked, "document")))
+            log.log(logging.WARNING if one_by_one else logging.DEBUG, "%s %s: %s", check.row.kind,
+                    check.row.upstream_id, check.finding())
         if incomplete and self.mark:
             self.report.marked += self.ledger.mark_missing(incomplete)
 

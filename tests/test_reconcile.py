@@ -1459,6 +1459,23 @@ def test_an_object_whose_kept_ids_were_lost_in_part_is_counted_missing_and_sent_
     assert set(ledger_states(db).values()) == {FAILED}
 
 
+def test_an_object_whose_kept_ids_were_lost_in_part_is_one_warning_that_does_not_say_elasticsearch_lacks_it(
+        tmp_path, es):
+    # Its ids are not asked about: the warning says what is wrong with the row, once, not that
+    # documents are missing in Elasticsearch.
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1, 2))], to_logstash)
+    ledger.close()
+    with sqlite3.connect(str(db)) as conn:
+        conn.execute("UPDATE upstream_file SET kept_ids = 3")
+    checked = kcing(["reconcile", "-q"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    warnings = [line for line in checked.stderr.splitlines() if " a: " in line]
+    assert len(warnings) == 1, checked.stderr
+    assert warnings[0].endswith("build a: the ledger's kept ids do not match their count (3); counted as missing")
+
+
 def test_api_objects_are_marked_but_not_resent_at_once(tmp_path, es):
     db = tmp_path / "kcing.db"
     ledger = Ledger.open(str(db))
