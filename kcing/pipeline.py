@@ -149,6 +149,8 @@ class Feed:
         # to the unnamed one (""), as tests' sinks do.
         self.destination: Callable[[str], str] = getattr(sink, "destination", lambda kind: "")
         self.destinations_key: str = getattr(sink, "destinations_key", lambda: "")()
+        # Said by a run stopped by a signal: an --output run posts nothing to Logstash.
+        self.kept_on_stop: str = getattr(sink, "kept_on_stop", "what the sink acknowledged")
         # A sink that appends batches in the order it is handed them (NDJSON files) takes one
         # at a time: two in flight would land in whichever order their threads got to the file,
         # and the same input would not give the same file twice.
@@ -198,8 +200,8 @@ class Feed:
             self.summary.stopped_by = error
             log.error("run stopped: %s", error)
         except KeyboardInterrupt:  # a second SIGINT/SIGTERM (see shutdown.py)
-            self.summary.stopped_by = Interrupted("stopped at once by a second signal; what Logstash acknowledged "
-                                                  "is recorded, the rest is sent by the next run")
+            self.summary.stopped_by = Interrupted("stopped at once by a second signal; %s is recorded, the rest is "
+                                                  "sent by the next run" % self.kept_on_stop)
             log.error("run stopped: %s", self.summary.stopped_by)
         finally:
             try:
@@ -423,12 +425,10 @@ class Feed:
             del self.unsent[owner]
             self._acknowledge(self.owners.pop(owner))
 
-    @staticmethod
-    def _interrupted() -> Interrupted:
+    def _interrupted(self) -> Interrupted:
         # Documents waiting in unsent batches stay unacknowledged: their objects remain
         # undelivered and the next run sends them whole.
-        return Interrupted("stopped by a signal; what Logstash acknowledged is recorded, "
-                           "the rest is sent by the next run")
+        return Interrupted("stopped by a signal; %s is recorded, the rest is sent by the next run" % self.kept_on_stop)
 
     def _split_and_send(self, batch: Batch, refused: BatchTooLarge) -> None:
         if len(batch) == 1:

@@ -418,6 +418,21 @@ def test_a_signal_finishes_the_batch_in_flight_and_records_it(legacy_replica, lo
     assert set(ledger_states(db).values()) == {"delivered"}
 
 
+def test_a_signal_stopping_a_run_into_output_files_says_what_was_written_not_what_logstash_acknowledged(tmp_path):
+    # A pause between batches (ES_LOAD_INTERVAL) holds the run once its first batch is written.
+    out = tmp_path / "out"
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"), KCI_SAMPLES_DIR=str(REPO / "samples"),
+                        ES_LOAD_INTERVAL="60")
+    process = kcing_process(["feed_es", "--source", "samples", "--output", str(out), "--batch-size", "5"], env,
+                            tmp_path)
+    assert wait_until(lambda: any(path.stat().st_size for path in out.glob("*.ndjson")), timeout=30)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert stderr.splitlines()[-1] == ("kcing feed_es: stopped by a signal; what was written to the NDJSON files is "
+                                       "recorded, the rest is sent by the next run"), stderr
+
+
 # help and documentation ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("command", sorted(commands.NAMES))

@@ -71,6 +71,8 @@ class LogstashSink:
     """
 
     name = "Logstash"
+    # What a run stopped by a signal has recorded as delivered (its last line says it).
+    kept_on_stop = "what Logstash acknowledged"
 
     def __init__(self, routes: Mapping[str, Sequence[str]], transport: Transport,
                  policy: RetryPolicy, timeout: float,

@@ -94,6 +94,7 @@ class NdjsonDirSink:
     """
 
     name = "NDJSON files"
+    kept_on_stop = "what was written to the NDJSON files"
     # One batch written at a time, in the order the feed made them: a file is then the same,
     # byte for byte, for the same input (a lock serialises the appends anyway).
     posts_in_flight = 1
