@@ -151,6 +151,8 @@ class Feed:
         self.destinations_key: str = getattr(sink, "destinations_key", lambda: "")()
         # Said by a run stopped by a signal: an --output run posts nothing to Logstash.
         self.kept_on_stop: str = getattr(sink, "kept_on_stop", "what the sink acknowledged")
+        # Bytes a batch took: the body posted to Logstash, or what an NDJSON file was given.
+        self.sent_size: Callable[[Batch], int] = getattr(sink, "sent_size", lambda batch: batch.size)
         # A sink that appends batches in the order it is handed them (NDJSON files) takes one
         # at a time: two in flight would land in whichever order their threads got to the file,
         # and the same input would not give the same file twice.
@@ -413,7 +415,7 @@ class Feed:
     def _acknowledge_batch(self, batch: Batch) -> None:
         self.summary.batches += 1
         self.summary.documents += len(batch)
-        self.summary.bytes_sent += batch.size
+        self.summary.bytes_sent += self.sent_size(batch)
         for owner, count in batch.owner_counts():
             self._settle(owner, count)
         self._write_outcomes()

@@ -182,6 +182,20 @@ def test_feed_es_writes_the_metrics_of_each_run(legacy_replica, logstash, tmp_pa
     assert ("kcing_feed_last_success_timestamp_seconds", (("source", "legacy"),)) in values
 
 
+def test_the_bytes_of_a_run_into_output_files_are_those_the_files_took(tmp_path):
+    """Counted as a Logstash body, a JSON array, they held a comma per document and two brackets
+    per batch that no file holds."""
+    from tests.feedrun import SAMPLES, clean_environ, kcing
+
+    out, prom = tmp_path / "out", tmp_path / "kcing.prom"
+    written = kcing(["feed_es", "--source", "samples", "--output", str(out), "--metrics", str(prom)],
+                    clean_environ(KCING_DB=str(tmp_path / "kcing.db"), KCI_SAMPLES_DIR=str(SAMPLES)), tmp_path)
+    assert written.returncode == 0, written.stderr
+    size = sum(path.stat().st_size for path in out.glob("*.ndjson"))
+    assert parsed(prom.read_text())[("kcing_feed_bytes", (("source", "samples"),))] == size
+    assert "bytes_sent %d," % size in written.stderr
+
+
 @pytest.mark.parametrize("buffering", ["unbuffered", "buffered"])
 def test_a_run_whose_stdout_fails_still_writes_its_metrics(legacy_replica, logstash, tmp_path, buffering):
     # `kcing feed_es --metrics F >> kcing.log` on a full disk: the summary that could not be

@@ -125,6 +125,12 @@ class Batch:
         return self.count
 
     @property
+    def documents_size(self) -> int:
+        """Bytes of its documents alone, without the array's brackets and the commas between
+        them: what an NDJSON file takes of it (a record ends with its own newline)."""
+        return self.size - ARRAY_OVERHEAD - max(self.count - 1, 0)
+
+    @property
     def items(self) -> List[bytes]:
         return [item for part in self.parts for item in part.encoded.items()[part.first:part.stop]]
 

@@ -153,6 +153,11 @@ class NdjsonDirSink:
 
     encode = staticmethod(ndjson_record)
 
+    @staticmethod
+    def sent_size(batch: Batch) -> int:
+        """The bytes `send` appends for `batch` (the run's summary and metrics count them)."""
+        return batch.documents_size
+
     def send(self, batch: Batch) -> None:
         """Append and flush to disk; only then does the pipeline record the objects as delivered.
 
