@@ -211,6 +211,26 @@ def test_a_disk_that_stays_full_to_the_runs_end_still_gives_the_summary_and_the_
         assert integrity(db) == "ok"
 
 
+@needs_samples
+@pytest.mark.parametrize("left_kib", [8, 16, 24])
+@pytest.mark.parametrize("ledger_made", [True, False])
+def test_a_disk_too_full_for_the_ledgers_shm_file_is_said_to_be_full(tmp_path, left_kib, ledger_made):
+    """With a few KiB left, SQLite fails to grow the WAL ledger's -shm file and says 'disk I/O
+    error' (SQLITE_IOERR_SHMSIZE, or, from a commit, no code at all), not that the disk is full:
+    the line said a failing device might be to blame, where the disk was full."""
+    ledger_dir = tmp_path / "ledger"
+    with small_tmpfs(ledger_dir, "512k"):
+        db = ledger_dir / "kcing.db"
+        if ledger_made:
+            Ledger.open(str(db)).close()
+        fill_leaving(ledger_dir, left_kib)
+        full = feed(db, tmp_path / "out", tmp_path)
+        assert full.returncode == 5, full.stdout + full.stderr
+        assert last_line(full) == ("kcing feed_es: cannot write the ledger %s: the disk is full; the ledger keeps "
+                                   "every whole transaction, and what was not recorded is sent again by the "
+                                   "next run" % db)
+
+
 def test_no_room_even_to_open_the_ledger_is_exit_5(tmp_path):
     ledger_dir = tmp_path / "ledger"
     with small_tmpfs(ledger_dir, "256k"):

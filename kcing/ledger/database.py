@@ -28,6 +28,11 @@ _IO = ("disk i/o error", "unable to open database file")
 _CANNOT_WRITE = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN}
 # SQLite's refusal of a write whose transaction read an older snapshot: at once, and for good.
 _BUSY_SNAPSHOT = 517
+# Space left under which an I/O error of the ledger is taken for a full disk: SQLite failing to
+# grow a WAL ledger's -shm file (32 KiB at a time) on a disk with a few KiB left says "disk I/O
+# error" (SQLITE_IOERR_SHMSIZE, or no code at all from a commit), where a write to the ledger or
+# its -wal says SQLITE_FULL.
+NEARLY_FULL_BYTES = 1 << 20
 # The longest one wait inside SQLite for another process's lock lasts: KCING_DB_LOCK_WAIT is
 # waited out in such slices, Python running between them. The main thread runs a signal's
 # handler only between Python instructions, and one wait of KCING_DB_LOCK_WAIT held a SIGTERM
@@ -51,12 +56,27 @@ def storage_error(path: str, error: BaseException, wait: float, reading: bool = 
         why = "the disk is full"
     elif read_only_failure(path, error):
         why = read_only_part(path) or "it is read-only (the file, its directory or its file system)"
+    elif io_error_without_room(path, error):
+        why = "the disk is full"
     elif primary in _CANNOT_WRITE or any(words in lowered for words in _IO):
         why = "%s (a full disk or a failing device)" % text
     else:
         return None
     return StorageFailed("cannot write the ledger %s: %s; the ledger keeps every whole transaction, and what "
                          "was not recorded is sent again by the next run" % (path, why))
+
+
+def io_error_without_room(path: str, error: BaseException) -> bool:
+    """Whether `error` is an I/O error of the ledger at `path` on a file system with (next to) no
+    space left: a full disk, not a failing device."""
+    primary, text = _sqlite_failure(error)
+    if primary != sqlite3.SQLITE_IOERR and not (primary is None and "disk i/o error" in text.lower()):
+        return False
+    try:
+        stats = os.statvfs(str(Path(path).expanduser().parent))
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < NEARLY_FULL_BYTES
 
 
 def held_by_another(error: BaseException) -> bool:
