@@ -156,6 +156,35 @@ def test_a_failed_append_is_cut_back_and_reported(tmp_path):
         assert (out / "build.ndjson").read_bytes() == small.items[0]
 
 
+def test_a_new_output_file_and_the_directories_made_for_it_are_flushed_by_name_before_the_batch_counts(
+        tmp_path, monkeypatch):
+    # A file's records outlive a power loss only once its name in its directory does, and that
+    # directory's name in its parent: fsync of the file alone left both to the kernel's leisure.
+    from kcing.sinks import ndjson
+    out = tmp_path / "made" / "out"
+    synced: List[Tuple[str, str]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        real_fsync(fd)
+        kind = "directory" if os.path.isdir("/proc/self/fd/%d" % fd) else "file"
+        synced.append((kind, os.readlink("/proc/self/fd/%d" % fd)))
+
+    monkeypatch.setattr(ndjson.os, "fsync", recording_fsync)
+    sink = NdjsonDirSink(str(out))
+    record = b'{"index":{"_index":"i","_id":"a"}}\n{"@timestamp":"t"}\n'
+    sink.send(Batch.of_items("build", [record], [("o",)], NdjsonDirSink.separator))
+    assert synced[0] == ("file", str(out / "build.ndjson"))
+    assert set(synced[1:]) == {("directory", str(out)), ("directory", str(out.parent)),
+                               ("directory", str(tmp_path))}
+    synced.clear()
+    sink.send(Batch.of_items("build", [record], [("p",)], NdjsonDirSink.separator))
+    assert synced == [("file", str(out / "build.ndjson"))]  # an existing name: nothing more to flush
+    synced.clear()
+    sink.send(Batch.of_items("boot", [record], [("q",)], NdjsonDirSink.separator))
+    assert synced == [("file", str(out / "boot.ndjson")), ("directory", str(out))]  # a new name: flushed
+
+
 # -- the ledger on a full disk --------------------------------------------------------------------
 
 @needs_samples

@@ -7,6 +7,7 @@ before anything is appended to it.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -105,6 +106,7 @@ class NdjsonDirSink:
         # The directories this sink makes, the output first, then the missing parents it needs:
         # a run refused before it began removes them again (`unmake`).
         self._made: List[Path] = []
+        self._made_unsynced: List[Path] = []  # of those, the ones whose names are not flushed yet
         if path_exists(self.directory, "--output") and not is_directory(self.directory, "--output"):
             # Said so by the run as by its dry run: mkdir's "File exists" says nothing of what to fix.
             raise ConfigError("--output %s is not a directory: name a directory for the NDJSON files" % directory)
@@ -117,6 +119,7 @@ class NdjsonDirSink:
                 make_directories(self.directory)
             except OSError as error:
                 raise ConfigError("cannot create output directory %s: %s" % (directory, error.strerror)) from None
+            self._made_unsynced = list(self._made)
         # Posts run in parallel; two appends to one file must not interleave, nor a cut-back
         # after a failed write remove another batch's records.
         self._lock = threading.Lock()
@@ -197,6 +200,10 @@ class NdjsonDirSink:
             while view:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
+            if not start:
+                # A file's records outlive a power loss only once its name does: the directory
+                # holding it (and those this sink made, in their parents) is flushed too.
+                self._sync_directories()
             return True
         except OSError as error:
             cut = start is not None and _cut_back(fd, start)
@@ -204,6 +211,25 @@ class NdjsonDirSink:
                 path, error.strerror or error,
                 "it was cut back to its last whole record" if cut else
                 "its torn tail is cut back before the next run appends to it")) from None
+
+
+    def _sync_directories(self) -> None:
+        for directory in [self.directory] + [path.parent for path in self._made_unsynced]:
+            sync_directory(directory)
+        self._made_unsynced = []
+
+
+def sync_directory(directory: Path) -> None:
+    """fsync `directory`, so that the names made in it are on disk. A file system that cannot
+    (EINVAL: some network and FUSE ones) is left to keep them as it does."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(fd)
 
 
 def open_output_file(path: Path) -> int:
