@@ -24,7 +24,7 @@ from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LAR
 from kcing.listing import Listing
 from kcing.pending import PendingBytes
 from kcing.plural import counted
-from kcing.progress import Progress, eta_text
+from kcing.progress import Progress, eta_of, seconds_left
 from kcing.records import UpstreamObject
 from kcing.shutdown import result_of, wait_all
 from kcing.sources import listed_lab
@@ -163,6 +163,7 @@ class Feed:
         self.summary = RunSummary()
         self.batchers: Dict[str, Batcher] = {}
         self.unsent: Dict[tuple, int] = {}  # object key -> documents not yet acknowledged
+        self.documents_built = 0  # queued to be sent, for the progress's ETA
         self.owners: Dict[tuple, Fetched] = {}
         self.poisoned: set = set()
         self.outcomes: List[Outcome] = []
@@ -351,6 +352,7 @@ class Feed:
             self._acknowledge(fetched)
             return
         self.unsent[obj.key] = len(encoded)
+        self.documents_built += len(encoded)
         self.owners[obj.key] = fetched
         batcher = self.batchers.get(obj.kind)
         if batcher is None:
@@ -493,7 +495,20 @@ class Feed:
         return ("listed %d, skipped %d, downloaded %d, delivered %d, rejected %d, failed %d, %s"
                 "documents sent %d (%.0f/s)%s" % (s.listed, s.skipped, s.downloaded, s.delivered, s.rejected,
                                                   s.failed, retried, s.documents, s.documents / elapsed,
-                                                  eta_text(s.downloaded + s.failed + s.rejected, total, elapsed)))
+                                                  self._eta(total, elapsed)))
+
+    def _eta(self, total: Optional[int], elapsed: float) -> str:
+        """The later of the downloads' end and the documents' end. Downloads run ahead of the
+        posts by up to ES_QUEUE_MAX_BYTES, so the documents built and not yet sent can take a
+        throttled or slow Logstash long after the last download; with none sent yet, their pace
+        is unknown, and so is the ETA."""
+        s = self.summary
+        downloading = seconds_left(s.downloaded + s.failed + s.rejected, total, elapsed)
+        sending = seconds_left(s.documents, self.documents_built, elapsed)
+        if total is None or (sending is None and self.documents_built > s.documents):
+            return ""
+        known = [seconds for seconds in (downloading, sending) if seconds is not None]
+        return eta_of(max(known)) if known else ""
 
 
 def feed(source, ledger: Ledger, sink, options: FeedOptions, limiter: Optional[RateLimiter] = None,

@@ -42,11 +42,23 @@ def clear_live_line(stream: TextIO) -> None:
             _shown.drawn = False
 
 
+def seconds_left(done: int, total: Optional[int], elapsed: float) -> Optional[float]:
+    """How long the rest of `total` takes at the pace `done` took `elapsed`; None while unknown
+    (no total yet, nothing done) or when nothing is left."""
+    if total is None or done <= 0 or elapsed <= 0 or done >= total:
+        return None
+    return (total - done) * elapsed / done
+
+
 def eta_text(done: int, total: Optional[int], elapsed: float) -> str:
     """', ETA 1m20s' once the total is known and something was done; else ''."""
-    if total is None or done <= 0 or elapsed <= 0 or done >= total:
+    return eta_of(seconds_left(done, total, elapsed))
+
+
+def eta_of(seconds: Optional[float]) -> str:
+    """', ETA 1m20s' for `seconds`; '' for None."""
+    if seconds is None:
         return ""
-    seconds = (total - done) * elapsed / done
     minutes, seconds = divmod(int(seconds + 0.5), 60)
     hours, minutes = divmod(minutes, 60)
     if hours:

@@ -113,6 +113,24 @@ def test_es_queue_max_bytes_is_the_budget_the_feed_runs_with():
     assert feed_options(settings.load({}), False).queue_max_bytes == settings.SPECS["ES_QUEUE_MAX_BYTES"].default
 
 
+def test_the_progress_eta_counts_the_documents_still_to_send_not_only_the_downloads():
+    """Downloads run ahead of the posts by up to ES_QUEUE_MAX_BYTES (200 MB): a run throttled by
+    ES_MAX_DOCS_PER_SECOND, or held back by a slow Logstash, had every object downloaded within
+    seconds, and its progress said `ETA 0s` with nothing sent, then no ETA at all for the rest of
+    the run. The ETA is now the later of the downloads' end and the built documents' end."""
+    now = [0.0]
+    run = pipeline.Feed(ManyLavaFiles(b""), Ledger.open(":memory:"), ListSink(), FeedOptions(),
+                        clock=lambda: now[0])
+    run.listing = type("FinishedListing", (), {"finished": True})()
+    s = run.summary
+    s.listed, s.downloaded, run.documents_built, now[0] = OBJECTS, OBJECTS - 1, 2000, 10.0
+    assert "ETA" not in run._progress_text()  # 2000 documents built, none sent yet: no pace to go by
+    s.downloaded, s.documents, now[0] = OBJECTS, 500, 20.0
+    assert run._progress_text().endswith(", ETA 1m00s")  # 1500 more documents at 25/s
+    s.downloaded, run.documents_built = OBJECTS // 4, 500
+    assert run._progress_text().endswith(", ETA 1m00s")  # every document sent; 30 more downloads at 0.5/s
+
+
 class RefusingSink(ListSink):
     """A sink that refuses for good (a wrong URL, credentials), once the downloads had time to
     fill the budget and wait for room; it notes how many objects were downloaded by then."""
