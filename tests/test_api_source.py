@@ -1089,7 +1089,8 @@ def test_a_json_refusal_is_masked_before_it_is_cut(monkeypatch, shape):
 def test_a_listing_under_a_version_the_api_does_not_serve_says_the_apis_reason(replica):
     source = KernelCIApi(Requester(new_session(), RetryPolicy(attempts=1), 5), replica.url + "/v1", since=SINCE)
     with pytest.raises(UpstreamError, match=r"/v1/nodes \(kind=checkout, offset 0\) answered 400: Unsupported API "
-                                            r"version: v1$"):
+                                            r"version: v1 \(is KCI_API_URL the KernelCI API's base URL, as "
+                                            r"https://api.kernelci.org/latest\?\)$"):
         list(source.list_objects())
 
 

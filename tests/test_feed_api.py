@@ -831,6 +831,19 @@ def test_a_kci_api_url_naming_another_server_asks_whether_it_is_the_apis(env, tm
     assert last.endswith(" (is KCI_API_URL the KernelCI API's base URL, as https://api.kernelci.org/latest?)"), last
 
 
+def test_a_kci_api_url_whose_first_page_is_refused_400_asks_whether_it_is_the_apis(env, tmp_path, api_replica, es):
+    """The API answers an unknown version prefix (`.../v1`) 400 `Unsupported API version: v1`, and
+    Elasticsearch's port answers GET /nodes?kind=... 400 too: the run ended on "answered 400",
+    without the setting to check, where a 404 names it."""
+    versioned = api_replica.api_url.rsplit("/", 1)[0] + "/v1"
+    for url, said in ((versioned, "400: Unsupported API version: v1"), (es.url, "400")):
+        result = kcing(["feed_es"], dict(env, KCI_API_URL=url), tmp_path)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.strip().splitlines()[-1] == (
+            "kcing feed_es: GET %s/nodes (kind=checkout, offset 0) answered %s (is KCI_API_URL the KernelCI API's "
+            "base URL, as https://api.kernelci.org/latest?)" % (url, said))
+
+
 def test_429_and_503_pages_are_retried_honouring_retry_after(env, tmp_path, api_replica, logstash):
     api_replica.fail_next("/latest/nodes", 429, retry_after=1)
     api_replica.fail_next("/latest/nodes", 503, count=1)

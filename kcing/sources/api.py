@@ -69,9 +69,9 @@ from kcing.urls import redacted
 from kcing.watermark import crawl_start, next_watermark
 
 log = logging.getLogger(__name__)
-# Said of a listing page answered 404 (or 405), or a first page that is no page: the KernelCI API
-# answers `/nodes` under its base URL, with or without a version prefix, so KCI_API_URL names
-# another server or path.
+# Said of a listing page answered 404 (or 405), or a first page answered 400 or that is no page:
+# the KernelCI API answers `/nodes` under its base URL, with or without a version prefix, so
+# KCI_API_URL names another server or path.
 NOT_THE_API = " (is KCI_API_URL the KernelCI API's base URL, as https://api.kernelci.org/latest?)"
 
 # Artifacts are logs of at most tens of megabytes; refuse to inflate a gzip beyond this.
@@ -631,9 +631,14 @@ class KernelCIApi:
                 # An API whose pages are capped (fastapi-pagination's own default allows 100).
                 raise ConfigError("the KernelCI API at %s refused limit=%s (422: %s): set KCI_API_PAGE_SIZE to what "
                                   "it allows" % (url, dict(params)["limit"], detail))
+            # A 400 to the run's first page is the API refusing the version in KCI_API_URL
+            # (`Unsupported API version: v1`), or another server (Elasticsearch's port) refusing
+            # the query; later in the run, the API refusing a page it answered before.
+            first = offset == 0 and kind == self.kinds[0]
+            not_the_api = response.status_code in (404, 405) or (response.status_code == 400 and first)
             raise UpstreamError("GET %s (kind=%s, offset %d) answered %d%s%s" % (
                 url, kind, offset, response.status_code, ": %s" % detail if detail else "",
-                NOT_THE_API if response.status_code in (404, 405) else ""))
+                NOT_THE_API if not_the_api else ""))
         # `updated` times are the API's clock, which may be behind ours: the listing's start, which
         # bounds the watermark, is the earlier of the two clocks' readings. Not a reading before
         # the window listed: nodes updated since then exist, so that clock (a proxy's) is wrong.
