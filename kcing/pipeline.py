@@ -500,12 +500,16 @@ class Feed:
     def _eta(self, total: Optional[int], elapsed: float) -> str:
         """The later of the downloads' end and the documents' end. Downloads run ahead of the
         posts by up to ES_QUEUE_MAX_BYTES, so the documents built and not yet sent can take a
-        throttled or slow Logstash long after the last download; with none sent yet, their pace
-        is unknown, and so is the ETA."""
+        throttled or slow Logstash long after the last download; while full batches wait and none
+        was acknowledged yet, their pace is unknown, and so is the ETA. Documents in a batch still
+        filling go with the next documents, or the run's last batch."""
         s = self.summary
+        if total is None:
+            return ""
         downloading = seconds_left(s.downloaded + s.failed + s.rejected, total, elapsed)
         sending = seconds_left(s.documents, self.documents_built, elapsed)
-        if total is None or (sending is None and self.documents_built > s.documents):
+        filling = sum(batcher.current.count for batcher in list(self.batchers.values()))
+        if sending is None and self.documents_built - s.documents - filling > 0:
             return ""
         known = [seconds for seconds in (downloading, sending) if seconds is not None]
         return eta_of(max(known)) if known else ""

@@ -22,6 +22,7 @@ from kcing.ledger.ledger import Ledger
 from kcing.pending import PendingBytes
 from kcing.pipeline import FeedOptions, feed
 from kcing.records import LAVA, UpstreamObject
+from kcing.sinks.batching import Batcher
 from tests.fakes.list_sink import ListSink
 from kcing.sinks.ndjson import is_action_line
 from tests.feedrun import SAMPLES, clean_environ, kcing
@@ -129,6 +130,11 @@ def test_the_progress_eta_counts_the_documents_still_to_send_not_only_the_downlo
     assert run._progress_text().endswith(", ETA 1m00s")  # 1500 more documents at 25/s
     s.downloaded, run.documents_built = OBJECTS // 4, 500
     assert run._progress_text().endswith(", ETA 1m00s")  # every document sent; 30 more downloads at 0.5/s
+    # Slow downloads of one document each: none sent yet, as the first batch still fills.
+    s.documents, run.documents_built = 0, OBJECTS // 4
+    run.batchers["build"] = Batcher("build", 500, 5_000_000)
+    run.batchers["build"].current.count = OBJECTS // 4
+    assert run._progress_text().endswith(", ETA 1m00s")
 
 
 class RefusingSink(ListSink):
