@@ -790,6 +790,23 @@ def test_a_run_that_waits_still_logs_its_progress_every_interval(env, tmp_path, 
     assert 2 <= len(lines) <= elapsed // 1, result.stderr
 
 
+def test_a_dry_run_logs_its_progress_every_kcing_progress_every_too(env, tmp_path, api_replica):
+    """A dry run logged a `progress:` line every 10 s whatever KCING_PROGRESS_EVERY said. The first
+    page is answered once the log file has one, or after 8 s: before the default's 10."""
+    trail = tmp_path / "dry.log"
+
+    def first_page_held(replica, query, number):
+        if number == 1:
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline and not (trail.exists() and " progress: " in trail.read_text()):
+                time.sleep(0.05)
+
+    api_replica.on_page(first_page_held)
+    result = kcing(["feed_es", "--dry-run", "-l", str(trail)], dict(env, KCING_PROGRESS_EVERY="1"), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert " INFO kcing.progress: progress: listed 0, " in result.stderr, result.stderr
+
+
 # Errors ----------------------------------------------------------------------------------------
 
 def test_a_token_is_sent_to_the_api_only_and_refusals_are_clear(env, tmp_path, db, api_replica, logstash):

@@ -30,7 +30,8 @@ def run_feed(source, ledger: Ledger, sink, settings, dry_run: bool, stop, on_del
     if dry_run:
         # A dry run prints its plan on stdout line by line; a live line would only get in its way.
         return feed(source, ledger, sink, feed_options(settings, dry_run), limiter, on_planned=print_plan,
-                    stop=stop, on_delivered=on_delivered)
+                    stop=stop, on_delivered=on_delivered,
+                    progress=Progress("feed_es", live=False, every=settings.KCING_PROGRESS_EVERY))
     # Whatever ends the run (but SIGKILL), its row gets an outcome: never "running or killed".
     # Which feed it was: several (sources, --output directories) may share one ledger.
     where = {"source": source.name, "destination": getattr(sink, "destinations_key", lambda: "")()}
