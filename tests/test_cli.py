@@ -125,6 +125,14 @@ def test_a_commands_help_lists_the_settings_it_reads(name):
         setting.startswith("KCI_") and "KCI_*" in listed)}, read - named
 
 
+@pytest.mark.parametrize("name", ["feed_es", "reconcile", "setup_kbn", "backup_kbn"])
+def test_a_commands_help_says_it_reads_credentials_from_netrc(name):
+    """Without LS_USER (or KB_USER), the Logstash inputs' (or Kibana's) credentials come from the
+    ~/.netrc entry of their host: a help listing the settings alone left a user with a ~/.netrc
+    unable to tell why kcing sent credentials that none of them names."""
+    assert "the ~/.netrc entry of" in settings_read(name)
+
+
 # Runs kcing's command line recording each setting the run reads, but for the reads that make
 # the settings (kcing/settings.py, dataclasses) and the secrets cli.py hides in every log line.
 READ_SETTINGS = r"""

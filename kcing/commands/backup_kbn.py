@@ -29,8 +29,8 @@ and any other, with what they refer to; stable order, links into Kibana starting
 placeholder, so that diffs stay reviewable.
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
-KB_URL, KB_USER, KB_PASSWORD, KB_API_KEY, KB_CA_BUNDLE, KB_SPACE, KB_REQUEST_DEADLINE,
-KCING_PROGRESS_EVERY.
+KB_URL, KB_USER, KB_PASSWORD, KB_API_KEY (without them, the ~/.netrc entry of KB_URL's host; NETRC
+names another file), KB_CA_BUNDLE, KB_SPACE, KB_REQUEST_DEADLINE, KCING_PROGRESS_EVERY.
 
 Options:
   --space=ID           Kibana space (setting KB_SPACE, default: the default space).

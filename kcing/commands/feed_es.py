@@ -41,9 +41,10 @@ With --verify, then check that Elasticsearch holds what was delivered, as reconc
 Settings read (from the environment or ./local_settings.py; the README's table says each):
 upstream, every KCI_* setting (KCI_SOURCE, KCI_HOST, KCI_SCHEME, KCI_STORAGE_URL, KCI_API_URL,
 KCI_API_TOKEN, KCI_DAYS, KCI_THREADS, KCI_TIMEOUT, ...); delivery, ES_BUILD, ES_LAVA, ES_BOOT,
-ES_REGRESSION, LS_USER, LS_PASSWORD, LS_CA_BUNDLE, LS_PIPELINE_BATCH_SIZE, LS_BATCH_MAX_BYTES,
-ES_PARALLEL_POSTS, ES_MAX_RETRIES, ES_RETRY_BACKOFF, ES_TIMEOUT, ES_POST_DEADLINE,
-ES_LOAD_INTERVAL, ES_MAX_DOCS_PER_SECOND, ES_QUEUE_MAX_BYTES; with --output, KCING_OUTPUT_MAX_BYTES;
+ES_REGRESSION, LS_USER, LS_PASSWORD (without them, the ~/.netrc entry of an input's host; NETRC
+names another file), LS_CA_BUNDLE, LS_PIPELINE_BATCH_SIZE, LS_BATCH_MAX_BYTES, ES_PARALLEL_POSTS,
+ES_MAX_RETRIES, ES_RETRY_BACKOFF, ES_TIMEOUT, ES_POST_DEADLINE, ES_LOAD_INTERVAL,
+ES_MAX_DOCS_PER_SECOND, ES_QUEUE_MAX_BYTES; with --output, KCING_OUTPUT_MAX_BYTES;
 KCING_WORKERS, KCING_DB, KCING_DB_LOCK_WAIT, KCING_PROGRESS_EVERY; DRP_DAYS (a legacy crawl, unless
 given --how-many, warns when it is less than KCI_DAYS, where drp warns when it does not exceed it,
 and tries no object that failed before again once its day is past the retention; one storage

@@ -44,7 +44,7 @@ KCI_DAYS, DRP_DAYS, KCING_DB, KCING_DB_LOCK_WAIT, KCING_PROGRESS_EVERY; ES_BUILD
 and ES_REGRESSION, which name the Logstash inputs a ledger written before kcing recorded
 destinations (schema 1 or 2) is upgraded as sent to, and with --resend where objects are posted;
 with --resend, also what feed_es reads to fetch legacy objects and post them (KCI_*, LS_USER,
-LS_PASSWORD, LS_CA_BUNDLE and the other delivery settings).
+LS_PASSWORD or the ~/.netrc entry of an input's host, LS_CA_BUNDLE and the other delivery settings).
 
 Options:
   --days=N             Check the objects delivered in the last N days (setting KCI_DAYS,

@@ -28,8 +28,8 @@ kept unless --overwrite; either way the current objects are saved into kibana/ba
 (unless the newest backup there holds them byte for byte: then no new file is written).
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
-KB_URL, KB_USER, KB_PASSWORD, KB_API_KEY, KB_CA_BUNDLE, KB_SPACE, KB_REQUEST_DEADLINE,
-KCING_PROGRESS_EVERY.
+KB_URL, KB_USER, KB_PASSWORD, KB_API_KEY (without them, the ~/.netrc entry of KB_URL's host; NETRC
+names another file), KB_CA_BUNDLE, KB_SPACE, KB_REQUEST_DEADLINE, KCING_PROGRESS_EVERY.
 
 Options:
   --overwrite          Replace objects that differ from the file.
