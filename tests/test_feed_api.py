@@ -23,6 +23,7 @@ from tests.fakes.api_data import (MAESTRO, REAL_JOB, _Tree, checkout_tree, objec
                                   revision)
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.elastic_server import ElasticsearchEmulator
+from tests.fakes.serving import refusing_port
 from tests.feedrun import (DEEPER_THAN_DECODERS_GO, REPO, api_feed_environ, kcing, ledger_rows, ledger_states,
                            stored_keys)
 
@@ -859,6 +860,18 @@ def test_a_kci_api_url_whose_first_page_is_refused_400_asks_whether_it_is_the_ap
         assert result.stderr.strip().splitlines()[-1] == (
             "kcing feed_es: GET %s/nodes (kind=checkout, offset 0) answered %s (is KCI_API_URL the KernelCI API's "
             "base URL, as https://api.kernelci.org/latest?)" % (url, said))
+
+
+def test_a_kci_api_url_that_does_not_answer_asks_whether_it_is_the_apis(env, tmp_path):
+    """A KCI_API_URL mistyped (a port nothing listens on, a host that does not resolve) ended the
+    run on "... failed 3 times (last: connection refused)", naming no setting."""
+    with refusing_port() as port:
+        url = "http://127.0.0.1:%d/latest" % port
+        result = kcing(["feed_es"], dict(env, KCI_API_URL=url), tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "kcing feed_es: GET %s/nodes (kind=checkout, offset 0) failed 3 times (last: connection refused) (is "
+        "KCI_API_URL the KernelCI API's base URL, as https://api.kernelci.org/latest?)" % url)
 
 
 def test_429_and_503_pages_are_retried_honouring_retry_after(env, tmp_path, api_replica, logstash):

@@ -22,7 +22,7 @@ from tests.fakes.legacy_data import (
 )
 from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica
 from tests.fakes.rogue_http import RogueFront, answer, redirect
-from tests.fakes.serving import ManualClock
+from tests.fakes.serving import ManualClock, refusing_port
 from tests.feedrun import feed_environ, kcing, ledger_rows, ledger_states
 
 TODAY = date(2019, 5, 31)
@@ -365,6 +365,19 @@ def test_a_home_page_without_a_token_once_it_gave_one_is_not_asked_whether_it_is
     assert "legacy KernelCI frontend?" not in last and "--source api" not in last
     # The first page's builds were delivered before the run stopped.
     assert "delivered 2" in result.stdout and set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
+
+
+def test_a_kci_host_that_does_not_answer_asks_whether_it_is_a_legacy_frontend(logstash, tmp_path):
+    """A KCI_HOST mistyped (a port nothing listens on, a name that does not resolve) ended the run
+    on "GET http://host/ failed 3 times (last: connection refused)", naming no setting."""
+    with LegacyReplica(small_corpus(TODAY), today=TODAY, clock=ManualClock()) as replica, refusing_port() as port:
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_HOST="127.0.0.1:%d" % port)
+        result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "kcing feed_es: GET http://127.0.0.1:%d/ failed 3 times (last: connection refused): is KCI_HOST a legacy "
+        "KernelCI frontend? The public one (kernelci.org, later linux.kernelci.org) was retired in 2024; --source "
+        "api crawls the current KernelCI API" % port)
 
 
 def test_a_listing_page_answered_with_a_login_page_says_what_came_instead_of_json(logstash, tmp_path):

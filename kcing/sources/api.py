@@ -69,9 +69,9 @@ from kcing.urls import redacted
 from kcing.watermark import crawl_start, next_watermark
 
 log = logging.getLogger(__name__)
-# Said of a listing page answered 404 (or 405), or a first page answered 400 or that is no page:
-# the KernelCI API answers `/nodes` under its base URL, with or without a version prefix, so
-# KCI_API_URL names another server or path.
+# Said of a listing page answered 404 (or 405), or a first page answered 400, unanswered or that
+# is no page: the KernelCI API answers `/nodes` under its base URL, with or without a version
+# prefix, so KCI_API_URL names another server or path.
 NOT_THE_API = " (is KCI_API_URL the KernelCI API's base URL, as https://api.kernelci.org/latest?)"
 
 # Artifacts are logs of at most tens of megabytes; refuse to inflate a gzip beyond this.
@@ -616,10 +616,16 @@ class KernelCIApi:
         url = self.api_url + "/nodes"
         params = [("kind", kind), ("updated__gte", filter_time(self.start)),
                   ("limit", limit or self._limit()), ("offset", offset)]
+        first = offset == 0 and kind == self.kinds[0]
         try:
             response = self.requester.get(url, params=params, headers=self._headers, not_retried=not_retried)
         except UpstreamError as error:
-            raise _naming_page(error, url, kind, offset) from None
+            named = _naming_page(error, url, kind, offset)
+            if first and not isinstance(error, UpstreamAnsweredError):
+                # No answer at all to the run's first page: a KCI_API_URL mistyped (a host that
+                # does not resolve, a port nothing listens on) as much as an API down.
+                named.args = (named.args[0] + NOT_THE_API,)
+            raise named from None
         except RejectedInput as refusal:
             # A page redirected off the upstream origins rejects no node: it ends the listing as a
             # failing page does, and the kinds listed before it are delivered.
@@ -634,7 +640,6 @@ class KernelCIApi:
             # A 400 to the run's first page is the API refusing the version in KCI_API_URL
             # (`Unsupported API version: v1`), or another server (Elasticsearch's port) refusing
             # the query; later in the run, the API refusing a page it answered before.
-            first = offset == 0 and kind == self.kinds[0]
             not_the_api = response.status_code in (404, 405) or (response.status_code == 400 and first)
             raise UpstreamError("GET %s (kind=%s, offset %d) answered %d%s%s" % (
                 url, kind, offset, response.status_code, ": %s" % detail if detail else "",

@@ -23,7 +23,7 @@ from urllib.parse import quote, unquote, urlsplit
 from kcing.digits import ascii_digits
 from kcing.documents import page_instead
 from kcing.documents.coerce import iso_time
-from kcing.errors import RejectedInput, UpstreamError, shown
+from kcing.errors import RejectedInput, UpstreamAnsweredError, UpstreamError, shown
 from kcing.http import http_date
 from kcing.keptdays import cutoff_day, day_start
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
@@ -374,7 +374,15 @@ class LegacyKernelCI:
 
     def _csrf_token(self) -> str:
         if self._token is None:
-            response = self.requester.get(self.frontend_url + "/")
+            try:
+                response = self.requester.get(self.frontend_url + "/")
+            except UpstreamAnsweredError:
+                raise
+            except UpstreamError as error:
+                # No answer at all to the run's first request (a KCI_HOST mistyped, a name that no
+                # longer resolves, the retired public frontend): the same question as a page
+                # that is not the frontend's.
+                raise type(error)(str(error) + NOT_A_LEGACY_FRONTEND) from None
             token = csrf_token(response.text) if response.status_code == 200 else None
             if token is None:
                 if self._had_token:
