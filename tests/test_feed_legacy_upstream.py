@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import date
 
 import pytest
+import requests
 
 from tests.fakes.legacy_data import (
     at, boot_item, boot_json, boot_path, build_item, build_json, lava_json, small_corpus,
@@ -378,6 +379,30 @@ def test_a_kci_host_that_does_not_answer_asks_whether_it_is_a_legacy_frontend(lo
         "kcing feed_es: GET http://127.0.0.1:%d/ failed 3 times (last: connection refused): is KCI_HOST a legacy "
         "KernelCI frontend? The public one (kernelci.org, later linux.kernelci.org) was retired in 2024; --source "
         "api crawls the current KernelCI API" % port)
+
+
+def test_a_frontend_that_stops_answering_when_its_token_is_renewed_is_not_asked_about(legacy_replica):
+    """Once the frontend gave a token, a renewal it leaves unanswered is an outage of the frontend
+    that was there: the run's last line does not ask whether KCI_HOST is one."""
+    from kcing.errors import UpstreamError
+    from kcing.sources.legacy import LegacyKernelCI
+
+    class HomeThenNothing:
+        def __init__(self):
+            self.home = requests.get(legacy_replica.frontend_url.rstrip("/") + "/", timeout=10)
+
+        def get(self, url, **options):
+            home, self.home = self.home, None
+            if home is None:
+                raise UpstreamError("GET %s failed 3 times (last: connection refused)" % url)
+            return home
+
+    source = LegacyKernelCI(HomeThenNothing(), legacy_replica.frontend_url, legacy_replica.storage_url)
+    assert source._csrf_token()
+    source._token = None  # refused as expired: a new one is asked for
+    with pytest.raises(UpstreamError) as raised:
+        source._csrf_token()
+    assert str(raised.value).endswith("(last: connection refused)")
 
 
 def test_a_listing_page_answered_with_a_login_page_says_what_came_instead_of_json(logstash, tmp_path):

@@ -379,6 +379,8 @@ class LegacyKernelCI:
             except UpstreamAnsweredError:
                 raise
             except UpstreamError as error:
+                if self._had_token:
+                    raise
                 # No answer at all to the run's first request (a KCI_HOST mistyped, a name that no
                 # longer resolves, the retired public frontend): the same question as a page
                 # that is not the frontend's.
