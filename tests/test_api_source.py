@@ -1094,6 +1094,25 @@ def test_a_listing_under_a_version_the_api_does_not_serve_says_the_apis_reason(r
         list(source.list_objects())
 
 
+def test_an_api_that_answered_and_then_stops_is_not_asked_whether_it_is_the_api(replica):
+    """A first page left unanswered asks whether KCI_API_URL is the API's; once a page was
+    answered, the API is there, and a later pass's first page left unanswered is an outage."""
+
+    class Gone:
+        def get(self, url, **options):
+            raise UpstreamError("GET %s failed 3 times (last: connection refused)" % url)
+
+    source = make_source(replica)
+    source.requester, answering = Gone(), source.requester
+    with pytest.raises(UpstreamError, match=r"\(is KCI_API_URL the KernelCI API's base URL"):
+        source._page(source.kinds[0], 0)
+    source.requester = answering
+    assert source._page(source.kinds[0], 0)[1].status_code == 200
+    source.requester = Gone()
+    with pytest.raises(UpstreamError, match=r"\(kind=checkout, offset 0\) failed 3 times \(last: connection refused\)$"):
+        source._page(source.kinds[0], 0)
+
+
 def test_how_many_takes_the_newest_nodes_of_each_kind_the_last_in_the_apis_order(replica):
     # The API has no sort: its order is insertion order, oldest first, so the newest N are its last N.
     source = make_source(replica, how_many=2, page_size=500)

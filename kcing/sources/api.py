@@ -374,6 +374,7 @@ class KernelCIApi:
         # a minute at a time (`_DeliveredTimes`).
         self._found_delivered = _DeliveredTimes()
         self._listing_started: Optional[datetime] = None
+        self._answered = False  # a listing page was answered: the API is there, whatever fails later
         self._complete = False
         self._unsure: Set[str] = set()  # kinds whose listing may have skipped nodes (`_Passes`)
         self.left_out: List[str] = []  # why nodes were left out of the listing (the run fails them)
@@ -616,7 +617,7 @@ class KernelCIApi:
         url = self.api_url + "/nodes"
         params = [("kind", kind), ("updated__gte", filter_time(self.start)),
                   ("limit", limit or self._limit()), ("offset", offset)]
-        first = offset == 0 and kind == self.kinds[0]
+        first = offset == 0 and kind == self.kinds[0] and not self._answered
         try:
             response = self.requester.get(url, params=params, headers=self._headers, not_retried=not_retried)
         except UpstreamError as error:
@@ -631,7 +632,9 @@ class KernelCIApi:
             # failing page does, and the kinds listed before it are delivered.
             raise UpstreamError("%s (kind=%s, offset %d)" % (refusal, kind, offset)) from None
         self._check_access(url, response)
-        if response.status_code != 200:
+        if response.status_code == 200:
+            self._answered = True
+        else:
             fields, detail = refusal_detail(response)
             if response.status_code == 422 and "limit" in fields:
                 # An API whose pages are capped (fastapi-pagination's own default allows 100).
