@@ -9,7 +9,9 @@ sent. An excerpt is masked before it is cut, so that no part of a secret survive
 from __future__ import annotations
 
 import re
+from base64 import b64encode
 from typing import Iterable
+from urllib.parse import quote
 
 from kcing.urls import redacted
 
@@ -22,7 +24,14 @@ class Masker:
     parameters in URLs and credentials in URLs too (`kcing.urls.redacted`)."""
 
     def __init__(self, secrets: Iterable[str]):
-        secrets = list(secrets)
+        self._arrange(list(secrets))
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Mask `secrets` too from now on."""
+        self._arrange(list(dict.fromkeys(self.all + list(secrets))))
+
+    def _arrange(self, secrets: list) -> None:
+        self.all = secrets
         # Longest first: a secret that holds another (a password and its percent-encoded form)
         # is masked whole.
         self.secrets = sorted((secret for secret in secrets if len(secret) >= WHOLE_WORD_BELOW), key=len, reverse=True)
@@ -48,6 +57,15 @@ def remember(masker: Masker) -> None:
     """Make `masker` the one `masked` applies: the secrets of the command running."""
     global _current
     _current = masker
+
+
+def mask_credentials_too(user: str, password: str) -> None:
+    """Mask from now on basic-auth credentials that no setting holds (a ~/.netrc entry's), in
+    the forms a server echoing its request quotes them: the password as it is and
+    percent-encoded, and the `Authorization` value, base64 of `user:password` in UTF-8."""
+    texts = [password, quote(password, safe=""),
+             b64encode(("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")]
+    _current.add(text for text in texts if text)
 
 
 def masked(text: str) -> str:

@@ -32,6 +32,7 @@ from urllib3.util.ssl_ import create_urllib3_context
 from kcing.errors import ConfigError
 from kcing.http import (USER_AGENT, certificate_refused, client_certificate_required, sending_ends, sending_starts,
                         sent_on_kept_alive_connection, socks_unsupported, watch_pools)
+from kcing.secrecy import mask_credentials_too
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,8 @@ def netrc_credentials(url: str) -> Optional[Tuple[str, str]]:
     """The login and password of the `machine` entry for `url`'s host in ~/.netrc (or `NETRC`),
     found and read as requests finds and reads them, or None. The `default` entry, which names
     every host, is left out: a password kept for any host (an FTP login, a package index's token)
-    is not a Logstash input's."""
+    is not a Logstash input's. The credentials returned are masked from then on, as LS_PASSWORD
+    is: a server echoing its request back quotes them."""
     host = urlsplit(url).hostname
     named = os.environ.get("NETRC")
     for candidate in (named,) if named is not None else ["~/" + name for name in NETRC_FILES]:
@@ -126,7 +128,9 @@ def netrc_credentials(url: str) -> Optional[Tuple[str, str]]:
         if entry is None or not any(entry):
             return None
         login, account, password = entry
-        return login or account or "", password or ""
+        credentials = login or account or "", password or ""
+        mask_credentials_too(*credentials)
+        return credentials
     return None
 
 

@@ -295,6 +295,42 @@ def test_credentials_a_server_echoes_back_are_masked_in_the_error(tmp_path, situ
         assert not leaks(text) and not partial_leaks(text), "%s shows %s: %s" % (name, leaks(text), text)
 
 
+NETRC_USER, NETRC_PASSWORD = "netrc-user", "netrc-pass-Rt5Yh2Wq"
+
+
+def _feed_with_netrc_credentials(front_url, tmp_path):
+    routes = {"ES_%s" % route: front_url for route in ("BUILD", "LAVA", "BOOT", "REGRESSION")}
+    env = clean_environ(KCI_SOURCE="samples", KCI_SAMPLES_DIR=str(SAMPLES), KCING_DB=str(tmp_path / "kcing.db"),
+                        ES_MAX_RETRIES="1", **routes)
+    return ["feed_es"], env
+
+
+def _kibana_with_netrc_credentials(front_url, tmp_path):
+    env = clean_environ(KB_URL=front_url)
+    return ["backup_kbn", "--dry-run", "--wait", "5", "--kibana-dir", str(tmp_path / "kibana")], env
+
+
+@pytest.mark.parametrize("situation, status, exit_code", [
+    (_feed_with_netrc_credentials, 200, 2), (_kibana_with_netrc_credentials, 400, 2),
+], ids=["Logstash", "Kibana"])
+def test_netrc_credentials_a_server_echoes_back_are_masked_in_the_error(tmp_path, situation, status, exit_code):
+    """Credentials taken from ~/.netrc were not masked as LS_PASSWORD and KB_PASSWORD are: an
+    echoing server got its Authorization header printed on stderr and in the log."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login %s password %s\n" % (NETRC_USER, NETRC_PASSWORD))
+    netrc.chmod(0o600)
+    encoded = base64.b64encode(("%s:%s" % (NETRC_USER, NETRC_PASSWORD)).encode()).decode()
+    with RogueFront() as front:
+        front.on("POST", "", echoing_credentials(status)).on("GET", "", echoing_credentials(status))
+        args, env = situation(front.url, tmp_path)
+        log = tmp_path / "run.log"
+        result = kcing(args + ["-l", str(log)], dict(env, NETRC=str(netrc)), tmp_path)
+    assert result.returncode == exit_code, result.stderr
+    assert "refused " in result.stderr  # the answer is quoted, what it echoed masked
+    for name, text in (("stdout", result.stdout), ("stderr", result.stderr), ("the -l log", log.read_text())):
+        assert NETRC_PASSWORD not in text and encoded not in text, "%s shows them: %s" % (name, text)
+
+
 def partial_leaks(text: str) -> list:
     """The secrets of which a part is in `text`: an answer quoted cut short must not cut a secret
     short either. Basic auth forms are looked for past what encodes the user alone."""
