@@ -19,13 +19,14 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from requests.utils import DEFAULT_CA_BUNDLE_PATH
+from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_auth_from_url
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from kcing import __version__
 from kcing.digits import ascii_digits
 from kcing.errors import ConfigError
+from kcing.secrecy import mask_credentials_too
 from kcing.settings import mask_credentials
 
 log = logging.getLogger(__name__)
@@ -692,6 +693,9 @@ class _WatchedAdapter(HTTPAdapter):
         watch_pools(self.poolmanager)
 
     def proxy_manager_for(self, proxy, **proxy_kwargs):
+        user, password = get_auth_from_url(proxy)
+        if user or password:
+            mask_credentials_too(user, password)  # a proxy's error page may quote what it was sent
         return watch_pools(super().proxy_manager_for(proxy, **proxy_kwargs))
 
 

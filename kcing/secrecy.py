@@ -60,11 +60,16 @@ def remember(masker: Masker) -> None:
 
 
 def mask_credentials_too(user: str, password: str) -> None:
-    """Mask from now on basic-auth credentials that no setting holds (a ~/.netrc entry's), in
-    the forms a server echoing its request quotes them: the password as it is and
-    percent-encoded, and the `Authorization` value, base64 of `user:password` in UTF-8."""
-    texts = [password, quote(password, safe=""),
-             b64encode(("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")]
+    """Mask from now on basic-auth credentials that no setting holds (a ~/.netrc entry's, a
+    proxy URL's), in the forms a server echoing its request quotes them: the password as it is
+    and percent-encoded, and the `Authorization` value, base64 of `user:password` in UTF-8 (and
+    in latin-1, which requests sends a proxy where it can)."""
+    texts = [password, quote(password, safe="")]
+    for encoding in ("utf-8", "latin-1"):
+        try:
+            texts.append(b64encode(("%s:%s" % (user, password)).encode(encoding)).decode("ascii"))
+        except UnicodeEncodeError:
+            pass
     _current.add(text for text in texts if text)
 
 

@@ -292,6 +292,8 @@ class Transport:
         if not urllib3.util.parse_url(proxy).host:
             raise PostFailed("the proxy URL %s names no host" % urldefragauth(proxy))
         user, password = get_auth_from_url(proxy)
+        if user or password:
+            mask_credentials_too(user, password)  # a proxy's error page may quote what it was sent
         if proxy.lower().startswith("socks"):
             # requests' name for it: urllib3's manager, or without PySocks one raising InvalidSchema.
             manager = SOCKSProxyManager(proxy, username=user, password=password, **self._pool_options)

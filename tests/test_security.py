@@ -331,6 +331,50 @@ def test_netrc_credentials_a_server_echoes_back_are_masked_in_the_error(tmp_path
         assert NETRC_PASSWORD not in text and encoded not in text, "%s shows them: %s" % (name, text)
 
 
+PROXY_USER, PROXY_PASSWORD = "proxy-user", "proxy-pass-Kd9Wm3Vz"
+
+
+def echoing_proxy_credentials(status: int):
+    """A proxy's answer quoting the Proxy-Authorization its request carried, as an error page
+    naming what it refused does, in a JSON error's `detail`."""
+    def echoed(front, sock, request) -> bool:
+        header = next((value for name, value in request.headers.items() if name.lower() == "proxy-authorization"), "")
+        body = json.dumps({"detail": header}).encode()
+        return answer(status, (("Content-Type", "application/json"),), body)(front, sock, request)
+    return echoed
+
+
+def _feed_through_an_echoing_proxy(tmp_path):
+    routes = {"ES_%s" % route: "http://logstash.test:8080" for route in ("BUILD", "LAVA", "BOOT", "REGRESSION")}
+    env = clean_environ(KCI_SOURCE="samples", KCI_SAMPLES_DIR=str(SAMPLES), KCING_DB=str(tmp_path / "kcing.db"),
+                        ES_MAX_RETRIES="1", **routes)
+    return ["feed_es"], env, 2
+
+
+def _api_through_an_echoing_proxy(tmp_path):
+    env = clean_environ(KCI_SOURCE="api", KCI_API_URL="http://api.test", KCING_DB=str(tmp_path / "kcing.db"),
+                        KCI_MAX_RETRIES="1")
+    return ["feed_es", "--output", str(tmp_path / "out")], env, 2
+
+
+@pytest.mark.parametrize("situation", [_feed_through_an_echoing_proxy, _api_through_an_echoing_proxy],
+                         ids=["Logstash", "KernelCI API"])
+def test_proxy_credentials_a_proxy_echoes_back_are_masked_in_the_error(tmp_path, situation):
+    """The Proxy-Authorization sent for HTTP_PROXY's user and password, quoted back by the proxy,
+    was printed on stderr and in the log: no setting holds them, so nothing masked them."""
+    encoded = base64.b64encode(("%s:%s" % (PROXY_USER, PROXY_PASSWORD)).encode()).decode()
+    with RogueFront() as front:
+        front.on("POST", "", echoing_proxy_credentials(200)).on("GET", "", echoing_proxy_credentials(401))
+        args, env, exit_code = situation(tmp_path)
+        proxy = "http://%s:%s@127.0.0.1:%d" % (PROXY_USER, PROXY_PASSWORD, urlsplit(front.url).port)
+        log = tmp_path / "run.log"
+        result = kcing(args + ["-l", str(log)], dict(env, HTTP_PROXY=proxy, NO_PROXY=""), tmp_path)
+    assert result.returncode == exit_code, result.stderr
+    assert "Basic ***" in result.stderr  # the answer is quoted, what it echoed masked
+    for name, text in (("stdout", result.stdout), ("stderr", result.stderr), ("the -l log", log.read_text())):
+        assert PROXY_PASSWORD not in text and encoded not in text, "%s shows them: %s" % (name, text)
+
+
 def partial_leaks(text: str) -> list:
     """The secrets of which a part is in `text`: an answer quoted cut short must not cut a secret
     short either. Basic auth forms are looked for past what encodes the user alone."""
