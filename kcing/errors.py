@@ -128,9 +128,11 @@ def exit_status(error: BaseException) -> int:
     return INTERNAL_ERROR
 
 
-# C0 and C1 controls (0x9b is the 8-bit CSI, which a terminal obeys as ESC [), DEL, and the
-# Unicode line and paragraph separators.
-_LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 and C1 controls (0x9b is the 8-bit CSI, which a terminal obeys as ESC [), DEL, the
+# Unicode line and paragraph separators, and the bidirectional controls (marks, embeddings,
+# overrides, isolates): a name holding U+202E shows the rest of the line reversed, so that
+# `board \u202egnp.exe` reads `board exe.png` on a terminal that orders text as Unicode says.
+_LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def kept_on_one_line(text: str) -> str:

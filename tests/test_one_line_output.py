@@ -61,6 +61,22 @@ def test_c1_controls_are_written_as_escapes(control):
     assert not controls_in(one_line("a%sb" % control))
 
 
+# Bidirectional controls: a right-to-left override shows what follows it reversed, so that a
+# name ending `\u202egnp.exe` reads `exe.png`; marks, embeddings and isolates reorder text too.
+BIDI_CONTROLS = ["\u202e", "\u202d", "\u202a", "\u202b", "\u202c", "\u2066", "\u2067", "\u2068", "\u2069",
+                 "\u200e", "\u200f", "\u061c"]
+
+
+@pytest.mark.parametrize("control", BIDI_CONTROLS)
+def test_bidirectional_controls_are_written_as_escapes(control):
+    assert kept_on_one_line("a%sb" % control) == "a\\u%04xb" % ord(control)
+    assert not controls_in(one_line("a%sb" % control))
+
+
+def test_letters_of_right_to_left_scripts_are_kept_as_they_are():
+    assert kept_on_one_line("board \u05d0\u05d1 \u0627\u0644") == "board \u05d0\u05d1 \u0627\u0644"
+
+
 def test_a_hostile_text_keeps_no_control_character():
     assert not controls_in(kept_on_one_line(HOSTILE))
     assert not controls_in(one_line(HOSTILE))
@@ -128,6 +144,19 @@ def test_a_logstash_refusal_quoting_hostile_text_stays_on_its_lines(api_replica,
         assert not controls_in(written.replace("\n", "")), written
         assert not any(line.startswith("kcing feed_es: run finished") for line in written.splitlines())
     assert "rejected a batch with 400: \\x1b[2J\\rX\\nkcing feed_es: run finished" in log_file.read_text()
+
+
+def test_a_logstash_refusal_quoting_a_right_to_left_override_shows_it_escaped(api_replica, logstash, tmp_path):
+    """It reached the terminal and the log as it was: `board \u202egnp.exe` read `board exe.png`."""
+    for route in (logstash.build, logstash.lava, logstash.boot, logstash.regression):
+        route.fail_next(400, count=None, body="board \u202egnp.exe".encode("utf-8"))
+    log_file = tmp_path / "kcing.log"
+    env = api_feed_environ(api_replica, logstash, tmp_path / "kcing.db", KCI_DAYS="3650")
+    result = kcing(["feed_es", "-l", str(log_file)], env, tmp_path)
+    assert result.returncode == 3, result.stderr
+    for written in (result.stderr, log_file.read_text(encoding="utf-8"), result.stdout):
+        assert "\u202e" not in written, written
+    assert "rejected a batch with 400: board \\u202egnp.exe" in result.stderr
 
 
 # kcing status ------------------------------------------------------------------------------------
