@@ -35,6 +35,7 @@ class Masker:
         # Longest first: a secret that holds another (a password and its percent-encoded form)
         # is masked whole.
         self.secrets = sorted((secret for secret in secrets if len(secret) >= WHOLE_WORD_BELOW), key=len, reverse=True)
+        self.quoted = re.compile("|".join(map(_as_quoted, self.secrets))) if self.secrets else None
         # A short secret ("p") is masked only where it stands alone, not inside a longer run of
         # letters and digits: masked everywhere, it made every line unreadable ("htt***://")
         # and showed which letter the password is.
@@ -45,9 +46,32 @@ class Masker:
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "***")
+        if self.quoted is not None:
+            text = self.quoted.sub("***", text)
         if self.short is not None:
             text = self.short.sub("***", text)
         return redacted(text)
+
+
+# What an answer may put between two characters of a secret it quotes: a line break or a space
+# (a page wrapping a long header line, an echo folding it), as it is or escaped in JSON.
+_BREAK = r"(?:\s|\\[nrt])*"
+
+
+def _as_quoted(secret: str) -> str:
+    """A pattern for `secret` as a server's answer may quote it: split across lines, and each
+    character that is not a letter or digit also as JSON may escape it (`\\/`, `\\u002b`)."""
+    parts = []
+    for character in secret:
+        if character.isascii() and character.isalnum():
+            parts.append(character)
+            continue
+        forms = [re.escape(character), re.escape("\\" + character)]
+        if ord(character) <= 0xFFFF:
+            forms.append(r"\\u" + "".join("[%s%s]" % (digit, digit.upper()) if digit.isalpha() else digit
+                                            for digit in "%04x" % ord(character)))
+        parts.append("(?:%s)" % "|".join(forms))
+    return _BREAK.join(parts)
 
 
 _current = Masker(())

@@ -375,6 +375,41 @@ def test_proxy_credentials_a_proxy_echoes_back_are_masked_in_the_error(tmp_path,
         assert PROXY_PASSWORD not in text and encoded not in text, "%s shows them: %s" % (name, text)
 
 
+# A password whose Authorization value (base64 of user:password) holds a "/", which JSON may escape.
+SLASHED_PASSWORD = "l?s-pass-Q7w9Zr4x"
+
+
+def _folded(header: str) -> bytes:
+    return ("Authorization: " + "\n".join(header[start:start + 6] for start in range(0, len(header), 6))).encode()
+
+
+def _escaped_in_json(header: str) -> bytes:
+    return json.dumps({"authorization": header}).replace("/", "\\/").encode()
+
+
+@pytest.mark.parametrize("quoted", [_folded, _escaped_in_json], ids=["split across lines", "escaped in JSON"])
+def test_credentials_an_echo_quotes_in_another_form_are_masked_in_the_error(tmp_path, quoted):
+    """An answer quoting the Authorization header folded over lines, or written in JSON with its
+    "/" escaped (as PHP writes it), got most of it printed: only the exact text was masked."""
+    def echoed(front, sock, request) -> bool:
+        header = next((value for name, value in request.headers.items() if name.lower() == "authorization"), "")
+        return answer(200, (("Content-Type", "text/plain"),), quoted(header))(front, sock, request)
+    encoded = base64.b64encode(("%s:%s" % (LS_USER, SLASHED_PASSWORD)).encode()).decode()
+    assert "/" in encoded
+    with RogueFront() as front:
+        front.on("POST", "", echoed)
+        args, env = _feed_to_an_echoing_input(front.url, tmp_path)
+        log = tmp_path / "run.log"
+        result = kcing(args + ["-l", str(log)], dict(env, LS_PASSWORD=SLASHED_PASSWORD), tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "***" in result.stderr  # the answer is quoted, what it echoed masked
+    # What is left of the header once the quote is read back as it was sent.
+    for name, text in (("stdout", result.stdout), ("stderr", result.stderr), ("the -l log", log.read_text())):
+        joined = "".join(text.replace("\\/", "/").split())
+        assert not any(encoded[start:start + 8] in joined for start in range(len(encoded) - 7)), \
+            "%s shows part of it: %s" % (name, text)
+
+
 def partial_leaks(text: str) -> list:
     """The secrets of which a part is in `text`: an answer quoted cut short must not cut a secret
     short either. Basic auth forms are looked for past what encodes the user alone."""
@@ -740,3 +775,13 @@ def test_a_secret_holding_another_is_masked_whole():
     assert masked("refused hunter2hunter2-for-kibana and hunter2hunter2") == "refused *** and ***"
     # Short ones alike: "pw" matched first within "pw-1" left "-1" readable.
     assert Masker(["pw", "pw-1"])("refused pw-1 and pw") == "refused *** and ***"
+
+
+@pytest.mark.parametrize("quoted", [
+    "p\\u00e4ss+w/ord-1", "p\\u00E4ss\\u002bw\\/ord-1", "p\u00e4ss\\+w/ord-1", "p\u00e4s\ns+w/\r\n ord-1", "p\u00e4ss+w/or\\nd-1",
+], ids=["non-ASCII escaped in JSON", "every sign escaped", "a sign escaped by a backslash", "split by line breaks",
+        "split by an escaped line break"])
+def test_a_secret_is_masked_in_the_forms_an_answer_quotes_it(quoted):
+    from kcing.secrecy import Masker
+    assert Masker(["p\u00e4ss+w/ord-1"])("refused %s, try again" % quoted) == "refused ***, try again"
+    assert Masker(["p\u00e4ss+w/ord-1"])("refused p\u00e4ss-w/ord-1") == "refused p\u00e4ss-w/ord-1"
