@@ -693,9 +693,10 @@ class _WatchedAdapter(HTTPAdapter):
         watch_pools(self.poolmanager)
 
     def proxy_manager_for(self, proxy, **proxy_kwargs):
-        user, password = get_auth_from_url(proxy)
-        if user or password:
-            mask_credentials_too(user, password)  # a proxy's error page may quote what it was sent
+        if proxy not in self.proxy_manager:  # asked for every request; made once per proxy
+            user, password = get_auth_from_url(proxy)
+            if user or password:
+                mask_credentials_too(user, password)  # a proxy's error page may quote what it was sent
         return watch_pools(super().proxy_manager_for(proxy, **proxy_kwargs))
 
 

@@ -28,7 +28,9 @@ class Masker:
 
     def add(self, secrets: Iterable[str]) -> None:
         """Mask `secrets` too from now on."""
-        self._arrange(list(dict.fromkeys(self.all + list(secrets))))
+        secrets = [secret for secret in secrets if secret not in self.all]
+        if secrets:
+            self._arrange(list(dict.fromkeys(self.all + secrets)))
 
     def _arrange(self, secrets: list) -> None:
         self.all = secrets
