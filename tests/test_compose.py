@@ -180,6 +180,18 @@ def test_elasticsearch_data_is_a_named_volume(compose):
     assert "esdata" in compose["volumes"]
 
 
+def test_logstash_queues_are_on_a_named_volume(compose):
+    # The persisted queue and the dead letter queue live under path.data (the image's
+    # /usr/share/logstash/data): on the container's own layer, events Logstash acknowledged to
+    # kcing would be lost with the container when `docker compose up` recreates it.
+    volumes = compose["services"]["logstash"]["volumes"]
+    assert "lsdata:/usr/share/logstash/data" in volumes
+    assert "lsdata" in compose["volumes"]
+    pipelines_yml = REPO / bind_mounts(compose["services"]["logstash"])["/usr/share/logstash/config/pipelines.yml"]
+    for entry in yaml.safe_load(pipelines_yml.read_text(encoding="utf-8")):
+        assert not {"path.data", "path.queue", "path.dead_letter_queue"} & set(entry), entry
+
+
 def test_logstash_mounts_files_from_the_repository(compose):
     mounts = bind_mounts(compose["services"]["logstash"])
     assert set(mounts) == {"/usr/share/logstash/pipeline", "/usr/share/logstash/config/pipelines.yml"}
