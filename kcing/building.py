@@ -15,7 +15,9 @@ returns them. The output is the same bytes either way: the worker runs the same 
 - One object at a time per worker, so a worker that dies is blamed on exactly one object: it is
   built again on a fresh worker, and rejected if that one dies too. The run goes on.
 - Workers ignore SIGINT and SIGTERM (the feed decides when to stop, then closes their stdin)
-  and exit when their stdin closes or their parent dies, so no run leaves one behind.
+  and exit when their stdin closes or their parent dies, so no run leaves one behind. A run that
+  stops (`abandon`) kills the workers building: their objects would be dropped unsent anyway, and
+  the stop would otherwise wait for the slowest build, or for ever on a worker that hangs.
 """
 from __future__ import annotations
 
@@ -31,10 +33,11 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 try:
     import fcntl
@@ -62,6 +65,8 @@ TARGET = "kcing.building:encoded_documents"
 WORKER_NICENESS = 10
 # How long close() lets workers finish the object in hand before killing them.
 CLOSE_GRACE = 2.0
+# Seconds between two looks at whether the run is stopping, while a worker builds.
+ABANDON_POLL = 0.1
 # Bytes each pipe to and from a worker holds (Linux's default is 64 KiB; an unprivileged process
 # may ask up to /proc/sys/fs/pipe-max-size, 1 MiB by default). A LAVA file's request and its
 # answer, hundreds of KiB, then pass in one write and one read: with 64 KiB pipes the worker
@@ -181,6 +186,11 @@ class WorkerDied(Exception):
         self.killed = killed
 
 
+class BuildAbandoned(Exception):
+    """The run is stopping: the worker building the object was killed, and the object is left
+    to the next run (failed, as a download the stop cuts)."""
+
+
 class WorkersKilled(Exception):
     """Every worker that built an object was killed (SIGKILL): the out-of-memory killer or an
     operator ended them, which says nothing certain of the object. It is not rejected but
@@ -240,8 +250,9 @@ class Builder:
     """
 
     def __init__(self, workers: int, encode: Callable, target: Optional[str] = None,
-                 separator: bytes = LOGSTASH_SEPARATOR):
+                 separator: bytes = LOGSTASH_SEPARATOR, abandon: Callable[[], bool] = lambda: False):
         self.encode = encode
+        self.abandon = abandon
         self.separator = separator
         self.target = target or TARGET
         encoder = _name_of(encode)
@@ -255,6 +266,8 @@ class Builder:
         self._lock = threading.Lock()
         self._idle: "queue.Queue[_Worker]" = queue.Queue()
         self._processes: List[subprocess.Popen] = []
+        self._busy: Dict[int, _Worker] = {}  # the workers building, by the id of their thread
+        self._watchdog: Optional[threading.Thread] = None
         self._ready = 0
         self._starting = 0
         self._spent_here = 0.0  # CPU seconds of the builds done in this process
@@ -333,9 +346,12 @@ class Builder:
             if worker is None:
                 break
             try:
-                answer, data = worker.exchange(request, content)
+                with self._watched(worker):
+                    answer, data = worker.exchange(request, content)
             except WorkerDied as died:
                 self._lost(worker)
+                if self.abandon():
+                    raise BuildAbandoned("not built: the run is stopping") from died
                 if self._closed:
                     raise
                 deaths.append(died)
@@ -359,6 +375,33 @@ class Builder:
             raise WorkersKilled("the worker process building its documents was killed %s (%s: out of memory, or "
                                 "killed from outside); built again by the next run" % (how, causes))
         raise RejectedInput("building its documents ended the worker process %s (%s)" % (how, causes))
+
+    @contextmanager
+    def _watched(self, worker: _Worker) -> Iterator[None]:
+        """Within the block, `worker` is killed as soon as `abandon()` turns true."""
+        with self._lock:
+            self._busy[threading.get_ident()] = worker
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
+                self._watchdog.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._busy[threading.get_ident()]
+
+    def _watch(self) -> None:
+        """Kill the workers building once the run stops; end when none builds (restarted on need)."""
+        while True:
+            time.sleep(ABANDON_POLL)
+            abandon = self.abandon()
+            with self._lock:
+                if not self._busy:
+                    self._watchdog = None
+                    return
+                busy = list(self._busy.values()) if abandon else []
+            for worker in busy:
+                worker.process.kill()
 
     def _take_worker(self) -> Optional[_Worker]:
         while True:
@@ -410,10 +453,10 @@ class Builder:
                         worker.death())
 
     def _lost(self, worker: _Worker) -> None:
-        """A worker died: replace it, unless the run is closing."""
+        """A worker died: replace it, unless the run is closing or stopping."""
         with self._lock:
             self._ready -= 1
-            if self._closed:
+            if self._closed or self.abandon():
                 return
             self.restarts += 1
             self._start_worker()

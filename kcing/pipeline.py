@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, Iterable, List, Optional
 
 from kcing import watermark
-from kcing.building import Builder, WorkersKilled
+from kcing.building import Builder, BuildAbandoned, WorkersKilled
 from kcing.errors import (ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput, SinkUnavailable,
                           UpstreamError, unexpected_failure)
 from kcing.ledger.ledger import Ledger, Outcome
@@ -235,7 +235,8 @@ class Feed:
 
     def _deliver(self, candidates: Iterable[UpstreamObject]) -> None:
         # The builder is closed last: after the download threads that use it are done.
-        with Builder(self.options.workers, self.sink.encode, separator=self.sink.separator) as self.builder:
+        with Builder(self.options.workers, self.sink.encode, separator=self.sink.separator,
+                     abandon=self.stop.is_set) as self.builder:
             self._deliver_with_threads(candidates)
 
     def _deliver_with_threads(self, candidates: Iterable[UpstreamObject]) -> None:
@@ -310,7 +311,7 @@ class Feed:
                                        name=obj.label)
         except RejectedInput as error:
             return Fetched(obj, sha256=digest, rejected=str(error))
-        except WorkersKilled as error:  # the machine's doing, maybe not the object's: tried again
+        except (WorkersKilled, BuildAbandoned) as error:  # the machine's doing, or the stop's: tried again
             return Fetched(obj, sha256=digest, failed=str(error))
         except Exception as error:  # noqa: BLE001 - see unexpected_failure
             log.debug("%s: documents failed", obj.label, exc_info=True)

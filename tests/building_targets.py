@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import time
 from pathlib import Path
 
 from kcing.building import encoded_documents
@@ -46,4 +47,14 @@ def fault_on_lab(kind, content, created, listed_lab, encode, separator=b","):
         raise ValueError("pid %d" % os.getpid())
     if listed_lab == "multiline":
         raise ValueError("first line\nsecond line " + "x" * 500)
+    return encoded_documents(kind, content, created, listed_lab, encode, separator)
+
+
+def hang_on_lab(kind, content, created, listed_lab, encode, separator=b","):
+    """Never return on objects listed with the lab "hang:<marker file>", as a worker stuck in a
+    parser: the marker, written first, holds the worker's pid."""
+    if listed_lab and listed_lab.startswith("hang:"):
+        Path(listed_lab.split(":", 1)[1]).write_text(str(os.getpid()))
+        while True:
+            time.sleep(60)
     return encoded_documents(kind, content, created, listed_lab, encode, separator)

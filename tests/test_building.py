@@ -18,14 +18,16 @@ from types import SimpleNamespace
 import pytest
 
 from kcing import building, cli, pipeline, wiring
-from kcing.building import Builder, WorkersKilled
+from kcing.building import Builder, BuildAbandoned, WorkersKilled
 from kcing.errors import RejectedInput, unexpected_failure
-from kcing.records import CHECKOUT, JOB, LAVA
+from kcing.ledger.ledger import Ledger
+from kcing.records import BUILD, CHECKOUT, JOB, LAVA, UpstreamObject
 from kcing.sinks.logstash import LogstashSink
 from tests import building_targets
 from tests.fakes.api_data import LEGACY, MAESTRO, REAL_CHECKOUT, REAL_JOB
 from tests.fakes.legacy_data import boot_item, build_item, lava_json, synthetic_corpus
 from tests.fakes.legacy_replica import LegacyReplica
+from tests.fakes.list_sink import ListSink
 from tests.feedrun import SAMPLES, SETTING_PREFIXES, feed_environ, kcing_process, ledger_rows, sample_objects
 
 UTC = timezone.utc
@@ -184,6 +186,78 @@ def test_a_fault_in_one_object_rejects_it_with_the_reason_and_keeps_the_worker()
             else:
                 pids.add(reason.rsplit(" ", 1)[1])
         assert builder.restarts == 0 and len(pids) <= 2
+
+
+
+def wait_for(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_a_stopping_run_kills_the_worker_stuck_building_and_leaves_its_object_to_the_next_run(tmp_path):
+    """A stop (the first SIGINT or SIGTERM) waited for the object in a worker's hands to be built,
+    however long that took: for ever when the worker hung, so that the run never ended."""
+    content = (SAMPLES / "build" / "5fa2773359b5140d3b3a61d1.json").read_bytes()
+    marker = tmp_path / "hanging"
+    stop = threading.Event()
+    outcome = {}
+
+    def build():
+        try:
+            outcome["built"] = builder.build(BUILD, content, CREATED, "hang:%s" % marker)
+        except Exception as error:  # noqa: BLE001 - the test looks at what it is
+            outcome["error"] = error
+
+    with Builder(2, LogstashSink.encode, target="tests.building_targets:hang_on_lab", abandon=stop.is_set) as builder:
+        builder.start(wait=True)
+        building_thread = threading.Thread(target=build)
+        building_thread.start()
+        wait_for(lambda: marker.exists() and marker.read_text(), "the worker never took the object")
+        stop.set()
+        building_thread.join(timeout=30)
+        assert not building_thread.is_alive(), "the build still waits for the stuck worker"
+        assert isinstance(outcome.get("error"), BuildAbandoned), outcome
+        assert str(outcome["error"]) == "not built: the run is stopping"
+        assert not Path("/proc/%s" % marker.read_text()).exists() and builder.restarts == 0
+
+
+class OneStuckBuild:
+    """A source of a build.json whose worker hangs, and another built as usual."""
+
+    name = "samples"
+
+    def __init__(self, marker: Path):
+        self.objects = [UpstreamObject("samples", BUILD, "stuck", "stuck.json",
+                                       facts={"listing": {"lab_name": "hang:%s" % marker}}),
+                        UpstreamObject("samples", BUILD, "fine", "fine.json")]
+
+    def list_objects(self):
+        yield from self.objects
+
+    def fetch(self, obj):
+        return (SAMPLES / "build" / "5fa2773359b5140d3b3a61d1.json").read_bytes()
+
+
+def test_a_feed_stopped_while_a_worker_hangs_ends_with_the_object_failed_not_rejected(tmp_path, monkeypatch):
+    marker = tmp_path / "hanging"
+    stop = threading.Event()
+    monkeypatch.setattr(building, "TARGET", "tests.building_targets:hang_on_lab")
+    monkeypatch.setattr(pipeline, "Builder", EagerBuilder)
+    stopper = threading.Thread(target=lambda: (wait_for(marker.exists, "no worker took the object"), stop.set()))
+    stopper.start()
+    ledger = Ledger.open(str(tmp_path / "kcing.db"))
+    ended = []
+    feeding = threading.Thread(target=lambda: ended.append(pipeline.feed(
+        OneStuckBuild(marker), ledger, ListSink(), pipeline.FeedOptions(threads=1, workers=2), stop=stop)), daemon=True)
+    feeding.start()
+    stopper.join()
+    feeding.join(timeout=60)
+    assert ended, "the stopped feed still waits for the stuck worker"
+    summary = ended[0]
+    assert summary.rejected == 0 and summary.failed == 1, summary.as_dict()
+    assert "build stuck: not built: the run is stopping" in summary.problems
 
 
 def test_a_feed_rejects_the_object_whose_build_kills_workers_and_delivers_the_rest(
