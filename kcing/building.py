@@ -291,6 +291,8 @@ class Builder:
               listed_lab: Optional[str], name: Optional[str] = None) -> Built:
         """Encoded documents of one object; RejectedInput when it cannot become documents.
         `name` (its kind and upstream id) says which object a worker died building."""
+        if self.abandon():  # nothing built now would be sent, and a large file would be built here
+            raise BuildAbandoned("not built: the run is stopping")
         if self.workers and self._use_workers(len(content)):
             built = self._build_in_worker(kind, content, created, listed_lab, name or kind)
             if built is not None:

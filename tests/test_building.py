@@ -221,6 +221,10 @@ def test_a_stopping_run_kills_the_worker_stuck_building_and_leaves_its_object_to
         assert isinstance(outcome.get("error"), BuildAbandoned), outcome
         assert str(outcome["error"]) == "not built: the run is stopping"
         assert not Path("/proc/%s" % marker.read_text()).exists() and builder.restarts == 0
+        # Nor is a build begun once the run stops: with no worker left, it would be made here.
+        with pytest.raises(BuildAbandoned):
+            builder.build(BUILD, content, CREATED, None)
+        assert builder.built_here == 0
 
 
 class OneStuckBuild:
