@@ -1179,6 +1179,25 @@ def test_an_object_listed_twice_is_delivered_and_recorded_once(tmp_path):
     assert (tmp_path / "out" / "build.ndjson").read_text().count('"_id"') == 7  # 6 builds, and the local one
 
 
+def test_an_object_refused_and_listed_twice_is_reported_and_counted_once(tmp_path):
+    # A bad manifest entry copied, or a missing file named twice: one object, one ledger row.
+    samples = tmp_path / "samples"
+    shutil.copytree(str(SAMPLES), str(samples))
+    manifest = json.loads((samples / "manifest.json").read_text())
+    manifest["objects"][0]["path"] = "../elsewhere.json"
+    manifest["objects"].insert(1, manifest["objects"][0])
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    build = SAMPLES / manifest["objects"][2]["path"]
+    env = samples_environ(tmp_path)
+    for argv, delivered in ((["--source", "samples", "--samples-dir", str(samples)], 10),
+                            (["--builds", "gone.json", str(build), "gone.json", "--date", "2020-11-04"], 1)):
+        fed = kcing(["feed_es", *argv, "--output", str(tmp_path / "out")], env, tmp_path)
+        assert fed.returncode == 1, fed.stderr
+        assert "delivered %d, rejected 1, failed 0" % delivered in fed.stdout
+        assert len([line for line in fed.stdout.splitlines() if line.startswith("  problem: ")]) == 1, fed.stdout
+        assert "is listed again in" in fed.stderr
+
+
 def test_local_files_refused_or_given_twice_are_named_by_their_file_not_only_by_a_hash(tmp_path):
     # A local file is known by the hash of its content (so its gzip copy is the same file); a
     # user given "rejected build 2a64fe34...: not valid JSON" for one of ten files cannot tell which.

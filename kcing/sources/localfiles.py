@@ -332,18 +332,29 @@ def oldest_versions_first(objects: List[UpstreamObject]) -> List[UpstreamObject]
 
 def listed_once(objects: Iterator[UpstreamObject], where: str) -> Iterator[UpstreamObject]:
     """`objects` without the repeats of one already listed (a manifest entry given twice, the
-    same content in two files): the feed delivers and records each object once per run."""
+    same content in two files, a missing file named twice): the feed delivers, or refuses, and
+    records each object once per run."""
     first_listed = {}  # (kind, upstream id) -> the object listed first
+    refused = set()  # (kind, upstream id, problem) of the objects refused so far
     for obj in objects:
         key = (obj.kind, obj.upstream_id)
-        if not obj.problem and key in first_listed:
+        if obj.problem:
+            # The same refusal again (a bad entry copied, a missing file named twice) is the same
+            # ledger row: reported and counted once, as a repeat listed whole is delivered once.
+            if key + (obj.problem,) in refused:
+                log.warning("%s is listed again in %s, refused for the same reason; it is reported once",
+                            obj.label, where)
+                continue
+            refused.add(key + (obj.problem,))
+            yield obj
+            continue
+        if key in first_listed:
             # Named with the one listed first: "copy.json is listed again" said nothing of which
             # other file, of the ten given, it repeats.
             log.warning("%s is listed again in %s (%s, the same as %s); it is delivered once",
                         obj.label, where, _one_line(obj.url), _one_line(first_listed[key].url))
             continue
-        if not obj.problem:
-            first_listed[key] = obj
+        first_listed[key] = obj
         yield obj
 
 
