@@ -1198,6 +1198,28 @@ def test_an_object_refused_and_listed_twice_is_reported_and_counted_once(tmp_pat
         assert "is listed again in" in fed.stderr
 
 
+RAW_LAVA_CALLBACK = REPO.parent / "shared" / "data" / "upstream" / "legacy" / "lava-callback-raw-incomplete-qemu.json"
+
+
+@pytest.mark.skipif(not RAW_LAVA_CALLBACK.is_file(), reason="shared/data/upstream is absent")
+def test_a_local_lava_file_without_times_is_refused_naming_date_and_dated_by_it(tmp_path):
+    # A LAVA callback saved without its job's times: "no listing date" did not tell the user
+    # of --lavas, who lists nothing, that --date gives one.
+    callback = json.loads(RAW_LAVA_CALLBACK.read_text())
+    for key in ("submit_time", "start_time", "end_time"):
+        del callback[key]
+    (tmp_path / "untimed.json").write_text(json.dumps(callback))
+    env = samples_environ(tmp_path)
+    refused = kcing(["feed_es", "--lavas", "untimed.json", "--output", str(tmp_path / "out")], env, tmp_path)
+    assert refused.returncode == 1, refused.stderr
+    assert "no date: LAVA job 577 has no end/start/submit time" in refused.stdout
+    assert "or --date for local files" in refused.stdout
+    dated = kcing(["feed_es", "--lavas", "untimed.json", "--date", "2020-10-23", "--output", str(tmp_path / "out")],
+                  env, tmp_path)
+    assert dated.returncode == 0, dated.stderr
+    assert '"_index":"boot-2020.10.23"' in (tmp_path / "out" / "lava.ndjson").read_text()
+
+
 def test_local_files_refused_or_given_twice_are_named_by_their_file_not_only_by_a_hash(tmp_path):
     # A local file is known by the hash of its content (so its gzip copy is the same file); a
     # user given "rejected build 2a64fe34...: not valid JSON" for one of ten files cannot tell which.

@@ -186,5 +186,8 @@ def job_date(callback: Mapping[str, Any], created: Optional[datetime], job_id: i
             return when
     when = as_date(created) if created is not None else None
     if when is None:
-        raise RejectedInput("no date: LAVA job %d has no end/start/submit time and no listing date" % job_id)
+        # Said as a build's or a boot report's is (typed.listing_date): a user of --lavas, who
+        # lists nothing, learns that --date gives one.
+        raise RejectedInput("no date: LAVA job %d has no end/start/submit time, and no usable date was given (the "
+                            "listing's date, the samples manifest's, or --date for local files)" % job_id)
     return when
