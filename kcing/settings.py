@@ -607,7 +607,8 @@ SPECS: Mapping[str, Spec] = {
     "ES_POST_DEADLINE": Spec(120.0, _number(0.1, MAX_SECONDS), "seconds Logstash may take in all to take a batch and "
                              "answer it, from sending it (ES_TIMEOUT bounds each wait); then the batch is retried"),
     "LS_PIPELINE_BATCH_SIZE": Spec(500, _integer(1, 100_000), "documents per POST (and Logstash batch size)"),
-    "LS_BATCH_MAX_BYTES": Spec(5_000_000, _integer(1024, MAX_BYTES), "bytes per POST at most"),
+    "LS_BATCH_MAX_BYTES": Spec(5_000_000, _integer(1024, MAX_BYTES), "bytes per POST at most; a single document "
+                           "larger than that is posted alone, and Logstash's max_content_length decides"),
     "ES_QUEUE_MAX_BYTES": Spec(200_000_000, _integer(1024, MAX_BYTES),
                                "bytes of documents built and waiting to be sent at most: past it, downloads "
                                "pause until Logstash (or --output) takes them; the next object to be sent is "

@@ -164,3 +164,21 @@ def test_ls_batch_max_bytes_and_the_batch_size_bound_every_post_the_feed_makes(l
     assert max(record.body_bytes for record in posts) <= 20000
     assert max(record.events for record in posts) <= 40
     assert len(posts) > 2462 * 820 // 20000  # the 2 MB of documents went in posts of 20 kB at most
+
+
+def test_a_document_larger_than_ls_batch_max_bytes_is_posted_alone_and_the_settings_table_says_so(logstash, tmp_path):
+    """LS_BATCH_MAX_BYTES bounds every POST of two documents or more; a single document larger
+    than it is not held back (Logstash's max_content_length, 100 MB by default, may well take it)
+    but posted alone, and the README's settings table must say so rather than "at most"."""
+    from kcing.settings import SPECS
+    from tests.feedrun import SAMPLES, clean_environ, kcing
+    env = clean_environ(ES_BUILD=logstash.urls["build"], ES_LAVA=logstash.urls["lava"],
+                        ES_BOOT=logstash.urls["boot"], ES_REGRESSION=logstash.urls["regression"],
+                        KCING_DB=str(tmp_path / "kcing.db"), LS_BATCH_MAX_BYTES="1024")
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES)], env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    posts = [record for emulator in logstash.emulators.values() for record in emulator.requests]
+    assert sum(record.events for record in posts) == len(logstash.store) == 2462
+    larger = [record for record in posts if record.body_bytes > 1024]
+    assert larger and all(record.events == 1 for record in larger)  # the samples have such documents
+    assert "posted alone" in SPECS["LS_BATCH_MAX_BYTES"].help
