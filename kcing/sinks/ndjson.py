@@ -212,7 +212,6 @@ class NdjsonDirSink:
                 "it was cut back to its last whole record" if cut else
                 "its torn tail is cut back before the next run appends to it")) from None
 
-
     def _sync_directories(self) -> None:
         for directory in [self.directory] + [path.parent for path in self._made_unsynced]:
             sync_directory(directory)
