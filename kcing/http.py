@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import functools
 import http.client
+import json
 import logging
 import random
 import socket
@@ -104,6 +105,16 @@ def certificate_refused(error: Exception) -> bool:
     the CA bundle setting can. For requests' errors and for urllib3's (the Logstash transport)."""
     return (isinstance(error, (requests.exceptions.SSLError, urllib3.exceptions.SSLError))
             and "certificate verify failed" in str(error).lower())
+
+
+def json_value(data):
+    """`json.loads(data)`, with ValueError too for a text nested deeper than the standard
+    library's decoder goes (it recurses once per level: RecursionError): as unreadable as any
+    other text that is not JSON."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def client_certificate_required(error: Exception) -> bool:

@@ -242,8 +242,7 @@ class Transport:
 
     def sends_credentials(self, url: str) -> bool:
         """Whether POSTs to `url` carry credentials (LS_USER and LS_PASSWORD, or ~/.netrc's)."""
-        route = self._routes.get(url)
-        return bool(route.authorization) if route is not None else bool(self.auth or netrc_credentials(url))
+        return bool((self._routes.get(url) or self._route(url)).authorization)
 
     def _route(self, url: str) -> _Route:
         try:

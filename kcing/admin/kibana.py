@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import requests
 
 from kcing.errors import ConfigError, KcingError, kept_short, one_line as reason_line
-from kcing.http import (CHUNK, BodyTooLarge, certificate_refused, joined_within, resent_if_idle_closed, seconds_text,
-                        socks_unsupported)
+from kcing.http import (CHUNK, BodyTooLarge, certificate_refused, joined_within, json_value, resent_if_idle_closed,
+                        seconds_text, socks_unsupported)
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline as overall_deadline
 from kcing.secrecy import masked
@@ -528,19 +528,10 @@ def _title(text: str) -> str:
     return text[start + 1:closing.start()] if closing is not None else ""
 
 
-def answer_json(response: Answer) -> Any:
-    """The body read as JSON; ValueError when it is not, or is nested deeper than the standard
-    library's decoder goes (it recurses once per level: RecursionError)."""
-    try:
-        return json.loads(response.content)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-
-
 def response_message(response: Answer) -> str:
     """The Boom `message` of an error body, what an HTML page is, or the body's text."""
     try:
-        body = answer_json(response)
+        body = json_value(response.content)
     except ValueError:
         text = body_text(response)
         return one_line(html_page(text) or text)
@@ -822,7 +813,7 @@ class KibanaClient:
         self._raise_unless_ok(response, action)
         self._refuse_html_page(response, "the import", "an import result")
         try:
-            return read_import_result(answer_json(response))
+            return read_import_result(json_value(response.content))
         except (ValueError, AttributeError, TypeError):
             raise KibanaRefused("Kibana at %s sent an unreadable import result" % self.url) from None
 
@@ -837,7 +828,7 @@ class KibanaClient:
 
 def _status_level(response: Answer) -> str:
     try:
-        overall = answer_json(response)["status"]["overall"]
+        overall = json_value(response.content)["status"]["overall"]
         return str(overall.get("level") or overall.get("state") or "")
     except (ValueError, KeyError, TypeError, AttributeError):
         return ""
@@ -848,7 +839,7 @@ def _core_available(response: Answer) -> bool:
     then a level other than available comes from plugins alone, which the saved objects API does
     not need. (The status of a request without credentials lists no core service.)"""
     try:
-        core = answer_json(response)["status"]["core"]
+        core = json_value(response.content)["status"]["core"]
         levels = [service["level"] for service in core.values()]
     except (ValueError, KeyError, TypeError, AttributeError):
         return False

@@ -16,7 +16,7 @@ from requests.adapters import BaseAdapter
 from kcing.errors import (ConfigError, Interrupted, ObjectTooLarge, ObjectTooSlow, ObjectUndecodable, RejectedInput,
                           UpstreamAnsweredError, UpstreamError)
 from kcing.http import (BodyError, BodyReader, BodyTooLarge, BodyUndecodable, RetryPolicy, certificate_refused,
-                        parse_retry_after, resent_if_idle_closed, seconds_text, socks_unsupported)
+                        json_value, parse_retry_after, resent_if_idle_closed, seconds_text, socks_unsupported)
 from kcing.urls import Origin, authority_problem, origin_allowed, origin_as_sent, origin_of, origin_text, redacted
 from kcing.netreason import connection_failure, got_no_answer
 from kcing.surrogates import lone_surrogates_replaced
@@ -348,7 +348,4 @@ def json_of(response: requests.Response):
     escaped ("\\udc80") is replaced too, as in upstream files (surrogates.py): kept, no document
     made of the answer could be written out."""
     content = response.content
-    try:
-        return json.loads(lone_surrogates_replaced(content.decode(json.detect_encoding(content), "replace")))
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+    return json_value(lone_surrogates_replaced(content.decode(json.detect_encoding(content), "replace")))
