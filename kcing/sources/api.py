@@ -866,15 +866,13 @@ class KernelCIApi:
 
 
 def _naming_page(error: UpstreamError, url: str, kind: str, offset: int) -> UpstreamError:
-    """`error` (its class and status kept) naming the listing page it happened on, as an error
-    answer is named: the requester names the path alone, and the run's last line is to say which
-    kind and offset failed."""
+    """`error`, its class and status kept, its text naming the listing page it happened on, as an
+    error answer is named: the requester names the path alone, and the run's last line is to say
+    which kind and offset failed."""
     text, asked = str(error), "GET %s " % redacted(url)
     page = "(kind=%s, offset %d)" % (kind, offset)
-    named = type(error).__new__(type(error))  # not copy.copy: its class's __init__ may take more than the text
-    named.__dict__.update(vars(error))
-    named.args = (asked + page + " " + text[len(asked):] if text.startswith(asked) else "%s %s" % (text, page),)
-    return named
+    error.args = (asked + page + " " + text[len(asked):] if text.startswith(asked) else "%s %s" % (text, page),)
+    return error
 
 
 def unusable_item_reason(item: Any, node_id: Optional[str]) -> str:
