@@ -202,6 +202,7 @@ class _Worker:
 
     def __init__(self, process: subprocess.Popen):
         self.process = process
+        self.timed_out = False  # killed for building past the builder's time limit
 
     def exchange(self, request: bytes, content: bytes) -> Tuple[tuple, Optional[bytes]]:
         """Hand the worker a request and the file's bytes; return its answer, and the encoded
@@ -230,6 +231,10 @@ class _Worker:
             return self.process.wait(), True
 
 
+def _seconds_text(seconds: float) -> str:
+    return "%d" % seconds if float(seconds).is_integer() else "%g" % seconds
+
+
 def _death_text(code: int) -> str:
     """How a worker that exited with `code` (Popen.returncode) ended."""
     if code < 0:
@@ -245,14 +250,20 @@ class Builder:
     (KCING_WORKERS=1, or auto on a machine with one usable core), every file is built here but
     one of IN_WORKER_BYTES or more, which one worker, started for it, builds; with 0, every file.
 
+    A worker still building one object after `timeout` seconds (0: no limit) is killed and the
+    object rejected: no input may hold the run for ever, and one that took that long would take
+    as long in a second worker and in every later run. A build in this process has no such limit.
+
     Thread-safe: the feed's download threads call `build` at the same time. Close it (or use it
     as a context manager) after the last `build` returned.
     """
 
     def __init__(self, workers: int, encode: Callable, target: Optional[str] = None,
-                 separator: bytes = LOGSTASH_SEPARATOR, abandon: Callable[[], bool] = lambda: False):
+                 separator: bytes = LOGSTASH_SEPARATOR, abandon: Callable[[], bool] = lambda: False,
+                 timeout: float = 0.0):
         self.encode = encode
         self.abandon = abandon
+        self.timeout = timeout
         self.separator = separator
         self.target = target or TARGET
         encoder = _name_of(encode)
@@ -266,7 +277,7 @@ class Builder:
         self._lock = threading.Lock()
         self._idle: "queue.Queue[_Worker]" = queue.Queue()
         self._processes: List[subprocess.Popen] = []
-        self._busy: Dict[int, _Worker] = {}  # the workers building, by the id of their thread
+        self._busy: Dict[int, Tuple[_Worker, float]] = {}  # the workers building and since when, by thread
         self._watchdog: Optional[threading.Thread] = None
         self._ready = 0
         self._starting = 0
@@ -354,12 +365,18 @@ class Builder:
                 self._lost(worker)
                 if self.abandon():
                     raise BuildAbandoned("not built: the run is stopping") from died
+                if worker.timed_out:
+                    raise RejectedInput("building its documents took longer than KCING_BUILD_TIMEOUT (%s s): "
+                                        "its worker process was killed" % _seconds_text(self.timeout)) from died
                 if self._closed:
                     raise
                 deaths.append(died)
                 log.warning("a document-building worker died building %s (%s)", name, died)
                 continue
-            self._idle.put(worker)
+            if worker.timed_out:  # its answer came as it was killed: the answer stands, the worker not
+                self._lost(worker)
+            else:
+                self._idle.put(worker)
             with self._lock:
                 self.built_in_workers += 1
             status, *rest = answer
@@ -380,9 +397,10 @@ class Builder:
 
     @contextmanager
     def _watched(self, worker: _Worker) -> Iterator[None]:
-        """Within the block, `worker` is killed as soon as `abandon()` turns true."""
+        """Within the block, `worker` is killed as soon as `abandon()` turns true, or once it has
+        built for longer than the time limit."""
         with self._lock:
-            self._busy[threading.get_ident()] = worker
+            self._busy[threading.get_ident()] = (worker, time.monotonic())
             if self._watchdog is None:
                 self._watchdog = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
                 self._watchdog.start()
@@ -393,17 +411,22 @@ class Builder:
                 del self._busy[threading.get_ident()]
 
     def _watch(self) -> None:
-        """Kill the workers building once the run stops; end when none builds (restarted on need)."""
+        """Kill the workers building once the run stops, and those building past the time limit;
+        end when none builds (restarted on need)."""
         while True:
             time.sleep(ABANDON_POLL)
             abandon = self.abandon()
+            now = time.monotonic()
             with self._lock:
                 if not self._busy:
                     self._watchdog = None
                     return
-                busy = list(self._busy.values()) if abandon else []
-            for worker in busy:
-                worker.process.kill()
+                # Marked and killed while still listed as building: one that finished meanwhile
+                # is no longer listed, and so never killed once back among the idle ones.
+                for worker, since in self._busy.values():
+                    if abandon or (self.timeout and now - since > self.timeout):
+                        worker.timed_out = not abandon
+                        worker.process.kill()
 
     def _take_worker(self) -> Optional[_Worker]:
         while True:

@@ -56,6 +56,8 @@ class FeedOptions:
     threads: int = 4
     # Processes building documents (kcing.building); 0 or 1 builds them in the download threads.
     workers: int = 0
+    # Seconds a worker may build one object before it is killed and the object rejected; 0: no limit.
+    build_timeout: float = 0.0
     # Two POSTs in flight keep Logstash busy while the next batch is prepared (and let batches
     # spread over several inputs); acknowledgements are still taken in order.
     posts_in_flight: int = 2
@@ -236,7 +238,7 @@ class Feed:
     def _deliver(self, candidates: Iterable[UpstreamObject]) -> None:
         # The builder is closed last: after the download threads that use it are done.
         with Builder(self.options.workers, self.sink.encode, separator=self.sink.separator,
-                     abandon=self.stop.is_set) as self.builder:
+                     abandon=self.stop.is_set, timeout=self.options.build_timeout) as self.builder:
             self._deliver_with_threads(candidates)
 
     def _deliver_with_threads(self, candidates: Iterable[UpstreamObject]) -> None:

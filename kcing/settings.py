@@ -557,6 +557,9 @@ SPECS: Mapping[str, Spec] = {
     "KCING_WORKERS": Spec("auto", _workers, "processes building documents while feeding; auto means one per usable "
                           "core; 1 builds them in the feed's own process but for a file of 4 MiB or more, "
                           "0 every file"),
+    "KCING_BUILD_TIMEOUT": Spec(600.0, _number(0, MAX_SECONDS), "seconds a worker process may take to build one "
+                                "object's documents (a 100 MB LAVA log takes about 10); a slower one is killed and "
+                                "its object rejected, so that no input stalls the run; 0 waits without limit"),
     "KCI_TIMEOUT": Spec(60.0, _number(0.1, MAX_REQUEST_SECONDS),
                         "seconds to wait for an upstream response (for a connection, 10 at most)"),
     "KCI_MAX_RETRIES": Spec(3, _integer(1, MAX_ATTEMPTS), "attempts per upstream request"),
@@ -680,6 +683,7 @@ class Settings:
     KCI_PAGE_SIZE: int
     KCI_THREADS: int
     KCING_WORKERS: Any  # a number, or "auto"
+    KCING_BUILD_TIMEOUT: float
     KCI_TIMEOUT: float
     KCI_MAX_RETRIES: int
     KCI_RETRY_BACKOFF: float

@@ -214,7 +214,8 @@ def logstash_destinations_key(settings) -> str:
 
 def feed_options(settings, dry_run: bool) -> FeedOptions:
     workers = usable_cores() if settings.KCING_WORKERS == "auto" else settings.KCING_WORKERS
-    return FeedOptions(threads=settings.KCI_THREADS, workers=workers, posts_in_flight=settings.ES_PARALLEL_POSTS,
+    return FeedOptions(threads=settings.KCI_THREADS, workers=workers, build_timeout=settings.KCING_BUILD_TIMEOUT,
+                       posts_in_flight=settings.ES_PARALLEL_POSTS,
                        max_docs=settings.LS_PIPELINE_BATCH_SIZE, max_bytes=settings.LS_BATCH_MAX_BYTES,
                        queue_max_bytes=settings.ES_QUEUE_MAX_BYTES,
                        dry_run=dry_run)

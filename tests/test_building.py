@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -227,6 +228,23 @@ def test_a_stopping_run_kills_the_worker_stuck_building_and_leaves_its_object_to
         assert builder.built_here == 0
 
 
+def test_a_worker_building_past_the_time_limit_is_killed_and_its_object_rejected(tmp_path):
+    """A worker stuck in a parser held the run for ever, whatever the input (no signal came):
+    now it is killed after the limit, its object rejected saying why, and the pool builds on."""
+    content = (SAMPLES / "build" / "5fa2773359b5140d3b3a61d1.json").read_bytes()
+    marker = tmp_path / "hanging"
+    with Builder(2, LogstashSink.encode, target="tests.building_targets:hang_on_lab", timeout=0.5) as builder:
+        builder.start(wait=True)
+        with pytest.raises(RejectedInput) as refused:
+            builder.build(BUILD, content, CREATED, "hang:%s" % marker, name="build stuck")
+        assert str(refused.value) == ("building its documents took longer than KCING_BUILD_TIMEOUT (0.5 s): "
+                                      "its worker process was killed")
+        wait_for(lambda: not Path("/proc/%s" % marker.read_text()).exists(), "the stuck worker still runs")
+        # Rejected at once, not handed to a second worker to hang there too.
+        assert builder.restarts == 1
+        assert len(builder.build(BUILD, content, CREATED, None).items) == 1
+
+
 class OneStuckBuild:
     """A source of a build.json whose worker hangs, and another built as usual."""
 
@@ -262,6 +280,21 @@ def test_a_feed_stopped_while_a_worker_hangs_ends_with_the_object_failed_not_rej
     summary = ended[0]
     assert summary.rejected == 0 and summary.failed == 1, summary.as_dict()
     assert "build stuck: not built: the run is stopping" in summary.problems
+
+
+def test_a_feed_rejects_the_object_whose_build_outlasts_the_time_limit_and_delivers_the_rest(tmp_path, monkeypatch):
+    marker = tmp_path / "hanging"
+    monkeypatch.setattr(building, "TARGET", "tests.building_targets:hang_on_lab")
+    monkeypatch.setattr(pipeline, "Builder", EagerBuilder)
+    source = OneStuckBuild(marker)
+    source.objects = [replace(obj, created=CREATED) for obj in source.objects]
+    sink = ListSink()
+    summary = pipeline.feed(source, Ledger.open(str(tmp_path / "kcing.db")), sink,
+                            pipeline.FeedOptions(threads=2, workers=2, build_timeout=1))
+    assert (summary.rejected, summary.delivered, summary.failed) == (1, 1, 0), summary.as_dict()
+    assert ("build stuck: building its documents took longer than KCING_BUILD_TIMEOUT (1 s): its worker "
+            "process was killed") in summary.problems
+    assert sum(len(batch.items) for batch in sink.batches) == 1
 
 
 def test_a_feed_rejects_the_object_whose_build_kills_workers_and_delivers_the_rest(
@@ -467,6 +500,17 @@ def test_workers_setting_and_flag(tmp_path, clean_settings):
     assert feed_options(settings.load({"KCING_WORKERS": "0"}), False).workers == 0
     assert feed_options(settings.load({}, overrides={"KCING_WORKERS": "3"}), False).workers == 3
     assert cli.main(["feed_es", "--workers", "-1", "--source", "samples"]) == 2
+
+
+def test_the_build_time_limit_setting_reaches_the_feed(tmp_path, clean_settings, monkeypatch, capsys):
+    from kcing import settings
+    from kcing.wiring import feed_options
+    assert feed_options(settings.load({}), False).build_timeout == 600
+    assert feed_options(settings.load({"KCING_BUILD_TIMEOUT": "0"}), False).build_timeout == 0
+    assert feed_options(settings.load({"KCING_BUILD_TIMEOUT": "2.5"}), False).build_timeout == 2.5
+    monkeypatch.setenv("KCING_BUILD_TIMEOUT", "-1")
+    assert cli.main(["feed_es", "--source", "samples"]) == 2
+    assert "invalid KCING_BUILD_TIMEOUT='-1'" in capsys.readouterr().err
 
 
 # No orphans ---------------------------------------------------------------------------------

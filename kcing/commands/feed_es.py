@@ -45,11 +45,12 @@ ES_REGRESSION, LS_USER, LS_PASSWORD (without them, the ~/.netrc entry of an inpu
 names another file), LS_CA_BUNDLE, LS_PIPELINE_BATCH_SIZE, LS_BATCH_MAX_BYTES, ES_PARALLEL_POSTS,
 ES_MAX_RETRIES, ES_RETRY_BACKOFF, ES_TIMEOUT, ES_POST_DEADLINE, ES_LOAD_INTERVAL,
 ES_MAX_DOCS_PER_SECOND, ES_QUEUE_MAX_BYTES; with --output, KCING_OUTPUT_MAX_BYTES;
-KCING_WORKERS, KCING_DB, KCING_DB_LOCK_WAIT, KCING_PROGRESS_EVERY; DRP_DAYS (a legacy crawl, unless
-given --how-many, warns when it is less than KCI_DAYS, where drp warns when it does not exceed it,
-and tries no object that failed before again once its day is past the retention; one storage
-answered 404 or 410 for, it tries again only while its day is in the window); with --verify,
-ES_HOST, ES_USER, ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE, ES_REQUEST_DEADLINE and ES_VERIFY_DELAY.
+KCING_WORKERS, KCING_BUILD_TIMEOUT, KCING_DB, KCING_DB_LOCK_WAIT, KCING_PROGRESS_EVERY; DRP_DAYS (a
+legacy crawl, unless given --how-many, warns when it is less than KCI_DAYS, where drp warns when it
+does not exceed it, and tries no object that failed before again once its day is past the
+retention; one storage answered 404 or 410 for, it tries again only while its day is in the
+window); with --verify, ES_HOST, ES_USER, ES_PASSWORD, ES_API_KEY, ES_CA_BUNDLE,
+ES_REQUEST_DEADLINE and ES_VERIFY_DELAY.
 
 Options:
   --source=NAME        legacy (a legacy KernelCI's _ajax API + storage at KCI_HOST; kernelci.org's
