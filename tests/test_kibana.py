@@ -7,6 +7,8 @@ import logging
 import re
 import shutil
 import time
+from datetime import datetime, timezone
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from kcing import settings as settings_module
 from kcing.admin import kibana as kb
 from kcing.commands.backup_kbn import run as backup_kbn
 from kcing.commands.setup_kbn import run as setup_kbn
+from kcing.documents.identity import index_name
 from kcing.errors import ConfigError, KcingError
 from kcing.http import new_session
 from tests.fakes.kibana_server import KibanaEmulator
@@ -1167,6 +1170,71 @@ def test_every_field_a_visualization_uses_exists_for_its_document_kind():
         assert not unknown, "%s uses %s, not in FIELDS[%r]" % (obj["id"], sorted(unknown), kind)
         checked += 1
     assert checked >= 12
+
+
+# What each use of a field needs of its type in the index template (Kibana offers, and
+# Elasticsearch answers, a terms or cardinality aggregation and a sort on an aggregatable field
+# only: text is not; a date histogram needs a date; max a number or a date).
+AGGREGATABLE = {"keyword", "long", "float", "boolean", "date"}
+NEEDS = {"terms": AGGREGATABLE, "cardinality": AGGREGATABLE, "date_histogram": {"date"},
+         "max": {"long", "float", "date"}, "sort": AGGREGATABLE}
+
+
+def template_type(kind: str, field: str):
+    """The type mapping_templates/<kind>.json gives `field` (dotted for a sub-object), or None."""
+    mapping = json.loads((ROOT / "mapping_templates" / ("%s.json" % kind)).read_text())["template"]["mappings"]
+    for part in field.split("."):
+        mapping = mapping.get("properties", {}).get(part)
+        if mapping is None:
+            return None
+    return mapping.get("type")
+
+
+def _uses(obj: dict) -> list:
+    """(field, use) for each field a visualization or saved search reads."""
+    attributes = obj["attributes"]
+    uses = []
+    if obj["type"] == "visualization":
+        uses += [(agg["params"]["field"], agg["type"]) for agg in json.loads(attributes["visState"])["aggs"]
+                 if agg["params"].get("field")]
+    if obj["type"] == "search":
+        uses += [(field, "sort") for field, _ in attributes["sort"]]
+        uses += [(field, "column") for field in attributes["columns"]]
+    source = json.loads(attributes["kibanaSavedObjectMeta"]["searchSourceJSON"])
+    uses += [(field, "query") for field in re.findall(r"([\w.@]+)\s*:", source.get("query", {}).get("query", ""))]
+    uses += [(pinned["meta"]["key"], "filter") for pinned in source.get("filter", [])]
+    return uses
+
+
+def test_every_field_a_panel_reads_is_mapped_by_its_template_with_a_type_its_use_needs():
+    """A terms aggregation on a text field, or a date histogram on a keyword, fails in Kibana and
+    in Elasticsearch alike; a field the template does not map (`dynamic: false`) is in no data view.
+    Checked against the templates setup_es installs, whether or not a real node is at hand."""
+    checked = 0
+    for obj, kind in panels_and_kinds():
+        for field, use in _uses(obj):
+            mapped = template_type(kind, field)
+            assert mapped is not None, "%s reads %s, which mapping_templates/%s.json does not map" % (
+                obj["id"], field, kind)
+            assert mapped in NEEDS.get(use, {mapped}), "%s: a %s on %s, mapped %s in %s-*" % (
+                obj["id"], use, field, mapped, kind)
+            checked += 1
+    assert checked >= 60
+
+
+def test_each_data_view_matches_the_indices_its_kind_is_routed_to_and_their_time_field_is_a_date():
+    """The documents of a kind go to `<kind>-YYYY.MM.DD` (Logstash indexes into the
+    `@metadata.index` kcing sets), whose template makes `@timestamp` a date."""
+    day = datetime(2024, 10, 16, tzinfo=timezone.utc)
+    kinds = {path.stem: json.loads(path.read_text()) for path in (ROOT / "mapping_templates").glob("*.json")}
+    views = [obj["attributes"] for obj in shipped_objects() if obj["type"] == "index-pattern"]
+    for view in views:
+        routed = [kind for kind in kinds if fnmatchcase(index_name(kind, day), view["title"])]
+        assert len(routed) == 1, "data view %s matches the indices of %s" % (view["title"], routed or "no kind")
+        kind = routed[0]
+        assert kinds[kind]["index_patterns"] == [view["title"]]
+        assert template_type(kind, view["timeFieldName"]) == "date", view["title"]
+    assert len(views) == len(kinds) == 5
 
 
 def _aggregations(obj: dict) -> list:
