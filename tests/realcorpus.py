@@ -51,8 +51,10 @@ def read_bulk_files(directory: Path) -> Dict[Key, dict]:
 
 
 def documents_of(kind: str, content: bytes, created: datetime) -> Dict[Key, dict]:
+    """The documents made of one upstream file, as Elasticsearch stores them: `@timestamp` too,
+    as kcing sends it and `feed_es --output` writes it."""
     try:
-        return {(doc.index, doc.doc_id): dict(doc.body) for doc in documents_for(kind, content, created)}
+        return {(doc.index, doc.doc_id): json.loads(doc.source_json()) for doc in documents_for(kind, content, created)}
     except RejectedInput:
         return {}
 
