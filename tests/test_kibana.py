@@ -1116,6 +1116,27 @@ def test_every_shipped_reference_resolves_inside_the_file():
             assert len({p["panelIndex"] for p in panels}) == len(panels)
 
 
+def test_every_link_of_a_markdown_panel_opens_an_object_of_the_file():
+    """Kibana checks no link: one to a dashboard or Discover session the file lacks opens an error
+    page. The navigation links every dashboard, and every dashboard shows the navigation."""
+    objects = shipped_objects()
+    present = {(obj["type"], obj["id"]) for obj in objects}
+    apps = {"dashboards": "dashboard", "discover": "search"}
+    linked = set()
+    for obj in objects:
+        if obj["type"] != "visualization" or json.loads(obj["attributes"]["visState"])["type"] != "markdown":
+            continue
+        markdown = json.loads(obj["attributes"]["visState"])["params"]["markdown"]
+        for app, target in re.findall(r"\{\{KB_URL\}\}/app/(\w+)#/view/([\w-]+)", markdown):
+            assert (apps[app], target) in present, (obj["id"], app, target)
+            linked.add((obj["id"], apps[app], target))
+    dashboards = {obj["id"] for obj in objects if obj["type"] == "dashboard"}
+    assert {target for source, kind, target in linked if source == "kcing-navigation" and kind == "dashboard"} == dashboards
+    for obj in objects:
+        if obj["type"] == "dashboard":
+            assert ("visualization", "kcing-navigation") in {(ref["type"], ref["id"]) for ref in obj["references"]}
+
+
 def test_shipped_data_views_cover_every_kind_with_timestamp():
     views = {obj["attributes"]["title"]: obj["attributes"] for obj in shipped_objects() if obj["type"] == "index-pattern"}
     assert sorted(views) == ["boot-*", "build-*", "log-*", "regression-*", "test-*"]
