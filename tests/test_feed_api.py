@@ -406,6 +406,40 @@ def test_tests_a_job_made_while_the_run_listed_carry_the_finished_jobs_device(en
     assert login["kernelci_api"]["job_node_id"] == job["id"]
 
 
+def test_tests_made_before_their_job_finished_wait_for_it_and_end_as_one_run_over_all_makes_them(
+        env, tmp_path, db, api_replica, logstash):
+    # Tests of a LAVA job that has no result yet (no device either). Delivered so, their documents
+    # lacked the job's verdict and device for good: the job, once finished, was delivered again,
+    # but its tests, unchanged, were not.
+    kbuild = api_replica.tree["kbuild-arm64"]
+    builder = _Tree(api_replica.corpus, api_replica.files_url, BASE, "tree-1", kbuild["data"]["kernel_revision"])
+    data = {key: kbuild["data"][key] for key in ("arch", "defconfig", "compiler", "kernel_type")}
+    data.update(config_full="+lab-setup", platform="rk3399-rock-pi-4b", runtime="lava-collabora", job_id="7700009")
+    job = builder.node("job", "baseline-arm64-rockchip", kbuild, 30, data, result=None, state="running",
+                       group="baseline-arm64-rockchip")
+    setup = builder.child("job", "setup", job, 31)
+    login = builder.child("test", "login", setup, 31.5)
+
+    first = kcing(["feed_es"], env, tmp_path)
+
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "its job %s has not finished" % job["id"] in first.stdout
+    states = {row["upstream_id"].split(".")[0]: row["state"] for row in ledger_rows(db)}
+    assert (states[job["id"]], states[setup["id"]], states[login["id"]]) == ("delivered", "failed", "failed")
+    api_replica.corpus.update(job["id"], when=datetime.now(timezone.utc), state="done", result="pass",
+                              data={"device": "rk3399-rock-pi-4b-cbg-3"})
+
+    second = kcing(["feed_es"], env, tmp_path)
+
+    assert second.returncode == 0, second.stdout + second.stderr
+    expected = expected_documents(api_replica)
+    assert stored_keys(logstash) == set(expected)
+    for key, body in expected.items():
+        assert {name: logstash.store[key].get(name) for name in body} == body
+    _, made = document_of(logstash, login["id"])
+    assert (made["board_instance"], made["boot_result"]) == ("rk3399-rock-pi-4b-cbg-3", "pass")
+
+
 def test_a_node_too_large_for_logstash_holds_the_watermark_and_is_sent_once_the_limit_is_raised(
         env, tmp_path, db, api_replica, logstash):
     assert kcing(["feed_es"], env, tmp_path).returncode == 0

@@ -211,6 +211,11 @@ class RelatedNodes:
         """The related nodes the envelope of `node` carries (documents/nodes.py reads them)."""
         if kind in (JOB, TEST, NODE):
             job = self.job_of(node)
+            if job is not None and job.get("kind") == JOB and job.get("result") is None:
+                # Made now, the node's documents would lack the job's verdict and device for good:
+                # the job's finished version is delivered again, but not this node, unchanged.
+                raise UpstreamError("its job %s has not finished (no result yet): tried again by the next run"
+                                    % job.get("id"))
             return {"job_node": job} if job is not None else {}
         if kind != REGRESSION:
             return {}
