@@ -86,6 +86,16 @@ def test_a_walk_past_nodes_of_long_paths_reads_each_of_their_paths_once(monkeypa
     assert sorted(scans) == sorted([CASE, first, second])  # the case's own path, and each of theirs
 
 
+def test_a_node_whose_job_has_not_finished_waits_for_it_but_not_for_a_job_done_without_a_result():
+    # Made before its job finished, a test's document would lack the job's verdict and device for
+    # good; a job done without a result will not change, and its tests are made as they are.
+    running = RelatedNodes(Api(dict(ROOT, result=None, state="running"), SUITE))
+    with pytest.raises(UpstreamError, match="its job %s has not finished" % JOB):
+        running.for_envelope("test", TEST)
+    done = RelatedNodes(Api(dict(ROOT, result=None, state="done"), SUITE))
+    assert done.for_envelope("test", TEST)["job_node"]["state"] == "done"
+
+
 def test_jobs_remembered_while_listing_need_no_request_and_lookups_are_cached():
     api = Api(ROOT, SUITE)
     related = RelatedNodes(api)

@@ -75,7 +75,7 @@ def extract(node: Optional[dict]) -> Optional[dict]:
         data["kernel_revision"] = {name: data["kernel_revision"][name] for name in ("tree", "url", "branch", "commit",
                                                                                     "describe")}
     return dict({name: node.get(name) for name in ("id", "kind", "name", "path", "group", "parent", "created",
-                                                     "result")}, data=data)
+                                                     "result", "state")}, data=data)
 
 
 def job_of(replica: ApiReplica, node: dict) -> Optional[dict]:

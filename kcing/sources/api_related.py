@@ -39,7 +39,7 @@ MAX_DEPTH = 12
 RELATED_DATA = ("kernel_revision", "job_id", "device", "platform", "runtime", "error_code", "error_msg",
                 "arch", "defconfig", "config_full", "compiler")
 REVISION_FIELDS = ("tree", "url", "branch", "commit", "describe")
-RELATED_FIELDS = ("id", "kind", "name", "path", "group", "parent", "created", "result")
+RELATED_FIELDS = ("id", "kind", "name", "path", "group", "parent", "created", "result", "state")
 
 Fetch = Callable[[str], Optional[Mapping[str, Any]]]
 
@@ -211,9 +211,11 @@ class RelatedNodes:
         """The related nodes the envelope of `node` carries (documents/nodes.py reads them)."""
         if kind in (JOB, TEST, NODE):
             job = self.job_of(node)
-            if job is not None and job.get("kind") == JOB and job.get("result") is None:
+            unfinished = job is not None and job.get("result") is None and job.get("state") != "done"
+            if unfinished and job.get("kind") == JOB:
                 # Made now, the node's documents would lack the job's verdict and device for good:
-                # the job's finished version is delivered again, but not this node, unchanged.
+                # the job's finished version is delivered again, but not this node, unchanged. A job
+                # done without a result will not change: its nodes are made as one run over all does.
                 raise UpstreamError("its job %s has not finished (no result yet): tried again by the next run"
                                     % job.get("id"))
             return {"job_node": job} if job is not None else {}
