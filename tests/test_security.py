@@ -785,3 +785,26 @@ def test_a_secret_is_masked_in_the_forms_an_answer_quotes_it(quoted):
     from kcing.secrecy import Masker
     assert Masker(["p\u00e4ss+w/ord-1"])("refused %s, try again" % quoted) == "refused ***, try again"
     assert Masker(["p\u00e4ss+w/ord-1"])("refused p\u00e4ss-w/ord-1") == "refused p\u00e4ss-w/ord-1"
+
+
+def test_a_secret_is_masked_in_time_linear_in_the_runs_of_breaks_in_the_text():
+    """A passphrase's first word, or a password's characters before its backslash and n, then a
+    long run of what may split a quoted secret (a page's indentation, escaped line breaks): each
+    way of cutting the run between the breaks and the secret's own space (or backslash and n) was
+    tried, in time quadratic in the run (4,000 spaces took 0.2 s, a megabyte would take hours)."""
+    from kcing.secrecy import Masker
+    masked = Masker(["correct horse battery staple", "C:\\new-pass"])
+
+    def cpu(run: int) -> float:
+        # The same size of text in runs `run` long: the time may grow with the text, not the runs.
+        text = ("correct" + " " * run + "x C:" + "\\n" * (run // 2) + "x ") * (160_000 // run)
+        taken = []
+        for _ in range(3):
+            started = time.process_time()
+            masked(text)
+            taken.append(time.process_time() - started)
+        return min(taken)
+
+    short = cpu(25)
+    assert cpu(800) < 4 * short + 0.005
+    assert masked("refused correct\n  horse battery  staple and C:\\\\new-pass") == "refused *** and ***"
