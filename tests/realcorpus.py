@@ -43,11 +43,17 @@ def read_bulk_files(directory: Path) -> Dict[Key, dict]:
     """(index, id) -> document of every `*.ndjson` _bulk file kcing wrote into `directory`."""
     documents: Dict[Key, dict] = {}
     for path in sorted(directory.glob("*.ndjson")):
-        lines = path.read_text(encoding="utf-8").splitlines()
-        for action_line, source_line in zip(lines[0::2], lines[1::2]):
-            action = json.loads(action_line)["index"]
-            documents[(action["_index"], action["_id"])] = json.loads(source_line)
+        for action, source in split_records(path.read_text(encoding="utf-8")):
+            documents[(action["index"]["_index"], action["index"]["_id"])] = source
     return documents
+
+
+def split_records(text: str) -> List[Tuple[dict, dict]]:
+    """The (action, document) records of a `_bulk` file. Split at "\\n" alone, as the node does:
+    str.splitlines also breaks at U+2028, U+0085 and \\x1c, which documents hold as they are."""
+    lines = text.split("\n")
+    assert lines[-1] == "", "a _bulk file ends with a newline"
+    return [(json.loads(action), json.loads(source)) for action, source in zip(lines[0:-1:2], lines[1:-1:2])]
 
 
 def documents_of(kind: str, content: bytes, created: datetime) -> Dict[Key, dict]:

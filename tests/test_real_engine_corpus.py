@@ -98,6 +98,26 @@ def test_odd_values_are_stored_whole_and_searchable_where_mapped(indexed):
     assert [hit for hit in long_cases if LONG_TEST_NAME in json.dumps(hit["_source"])]
 
 
+def test_no_field_has_two_types_across_the_indices_of_a_kibana_index_pattern(indexed):
+    """Kibana marks a field its index pattern's indices map with different types a `conflict`,
+    which no visualisation can use; each pattern's days must agree, and a number format must sit
+    on a number."""
+    client, documents, _, _ = indexed
+    numbers = {"long", "float"}
+    days = Counter(kind_of(index) for index in {index for index, _ in documents})
+    assert all(days[kind] > 1 for kind in ("build", "boot", "test", "log")), days  # days to disagree
+    for item in saved_objects().values():
+        if item["type"] != "index-pattern":
+            continue
+        pattern = item["attributes"]["title"]
+        fields = client.field_caps(index=pattern, fields="*")["fields"]
+        assert {name: sorted(types) for name, types in fields.items() if len(types) > 1} == {}, pattern
+        formats = json.loads(item["attributes"]["fieldFormatMap"])
+        for name, form in formats.items():
+            (field_type,) = fields[name]
+            assert field_type in numbers if form["id"] == "number" else field_type not in numbers, (pattern, name)
+
+
 # -- the Kibana visualisations ------------------------------------------------------------------
 
 def saved_objects() -> Dict[str, dict]:

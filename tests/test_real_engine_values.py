@@ -7,6 +7,7 @@ record must be indexed, since a document the node refuses is one Logstash would 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import List, Tuple
@@ -16,7 +17,8 @@ import yaml
 from elasticsearch import Elasticsearch
 
 from kcing.admin.templates import install, templates_for
-from tests.feedrun import SAMPLES, clean_environ, kcing
+from tests.feedrun import SAMPLES, clean_environ, kcing, ledger_rows
+from tests.realcorpus import split_records
 from tests.test_real_engine_corpus import kuery_filter, saved_objects, to_aggregation
 
 pytestmark = pytest.mark.realengine
@@ -40,10 +42,7 @@ def fed_records(tmp_path: Path, option: str, files: List[Path], day: str) -> Lis
     env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
     done = kcing(["feed_es", "--output", str(out), "--date", day, option, *map(str, files)], env, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    records = []
-    for path in sorted(out.glob("*.ndjson")):
-        lines = path.read_text(encoding="utf-8").splitlines()
-        records += [(json.loads(action), json.loads(source)) for action, source in zip(lines[0::2], lines[1::2])]
+    records = [record for path in sorted(out.glob("*.ndjson")) for record in split_records(path.read_text("utf-8"))]
     assert records
     return records
 
@@ -157,3 +156,110 @@ def test_boot_results_kernel_after_kernel_show_a_transition_only_where_one_confi
     client = Elasticsearch(real_es.url, request_timeout=120)
     client.indices.refresh(index="boot-*")
     assert {keys[0] for keys in transitions(client)} == {"regressed"}
+
+
+# -- every way a real value varies, through the real program into the node -----------------------
+
+# How upstream values vary (upstream.md §1.2, the pitfalls of §1.11 and §2.12, and what the
+# models allow): missing or null, numbers as strings and strings that look like numbers or dates,
+# integers beyond 64 bits, exponents, booleans as words, empty values, objects where scalars are
+# usual and the reverse, keywords beyond the 32766 bytes of a term, control and non-ASCII
+# characters, dates at the edges, and keys Elasticsearch or Logstash hold for themselves.
+DELETED = object()
+VARIED = [
+    DELETED, None, "", [], {}, "None", 0, -1, 2 ** 63, -(2 ** 63) - 1, 10 ** 30, str(2 ** 64), 1.5e300, 1e-300,
+    "1e5", "3.5e38", "NaN", -0.0, True, "False", "yes", "12345", "4.30", "2020-11-19", "1970-01-01T00:00:00Z",
+    "2100-01-01T00:00:00+05:30", "9999-12-31T23:59:59Z", "1969-12-31T23:59:59Z", "2020-11-19T07:06:00.123456789",
+    "2020-11-19 07:06:00.5-03:00", 1605769560000,
+    {"_id": "x", "_index": "i", "@timestamp": "y", "@metadata": {"id": "z"}, "a.b": 1, "tags": "t", "type": 3, "host": "h"},
+    [1, "a", None, True], [{"a": 1}], "x" * 40000, "\U0001F600" * 9000, "a\x00b\x1f\u2028\x85\x1cc\u202e", "\ud800x",
+]
+
+
+def varied(record: dict, path: Tuple) -> List[dict]:
+    """`record` with the value at `path` (keys and list positions) replaced by each of VARIED."""
+    copies = []
+    for value in VARIED:
+        copy = json.loads(json.dumps(record))
+        parent = copy
+        for step in path[:-1]:
+            parent = parent[step]
+        if value is DELETED:
+            if path[-1] not in parent:
+                continue
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = value
+        copies.append(copy)
+    return copies
+
+
+def lava_parts(lava: dict) -> dict:
+    """A LAVA callback's YAML texts as what they hold: its definition's metadata, its `lava`
+    suite's first cases, and a few log lines (one of them a results line, whose msg is a mapping)."""
+    parts = dict(lava)
+    parts["definition"] = {"metadata": yaml.safe_load(lava["definition"])["metadata"]}
+    cases = yaml.safe_load(lava["results"]["lava"])
+    parts["results"] = {"lava": [case for case in cases if case["name"] in ("job", "auto-login-action")]}
+    log = lava["log"].splitlines()
+    parts["log"] = [json.loads(line[2:]) for line in log[:2]] + [{"dt": "2020-11-04T16:46:24.659917", "lvl": "results",
+                                                                "msg": {"case": "job", "result": "pass"}}]
+    return parts
+
+
+def lava_file(parts: dict) -> dict:
+    """The callback `lava_parts` read, written back as LAVA writes it: one JSON mapping a log line."""
+    lava = dict(parts)
+    if isinstance(parts["definition"], dict):
+        lava["definition"] = yaml.safe_dump(parts["definition"], allow_unicode=True)
+    if isinstance(parts["results"], dict):
+        lava["results"] = {suite: yaml.safe_dump(cases, allow_unicode=True) for suite, cases in parts["results"].items()}
+    if isinstance(parts["log"], list):
+        lava["log"] = "".join("- %s\n" % json.dumps(item) for item in parts["log"])
+    return lava
+
+
+VARIED_PATHS = {
+    # Every mapped type: keywords (identity and not), long, float, boolean, date, text, a keyword list.
+    "build": [("arch",), ("git_describe",), ("build_platform",), ("build_platform", 1), ("build_threads",),
+              ("build_time",), ("build_result",), ("kconfig_fragments",), ("vmlinux_file_size",), ("dtb_dir",)],
+    "boot": [("board",), ("lab_name",), ("boot_time",), ("boot_warnings",), ("boot_retries",), ("dtb_append",),
+             ("fastboot",), ("boot_result",), ("boot_result_description",), ("dtb_addr",)],
+    "lava": [("id",), ("end_time",), ("priority",), ("status",), ("actual_device_id",), ("metadata",),
+             ("definition", "metadata", "device.type"), ("definition", "metadata", "platform.mach"),
+             ("results", "lava", 1, "measurement"), ("results", "lava", 1, "logged"), ("results", "lava", 1, "level"),
+             ("results", "lava", 1, "log_start_line"), ("results", "lava", 1, "metadata"), ("log", 0, "dt"),
+             ("log", 0, "lvl"), ("log", 0, "msg"), ("log", 2, "msg")],
+}
+OPTIONS = {"build": "--builds", "boot": "--boots", "lava": "--lavas"}
+FILE_NAMES = {"build": "build.json", "boot": "boot-board.json", "lava": "lava-json-board.json"}
+
+
+@needs_samples
+@pytest.mark.parametrize("kind", sorted(VARIED_PATHS))
+def test_a_real_file_with_any_value_varied_is_stored_by_the_node_or_refused_by_name(real_es, tmp_path, kind):
+    """Through Logstash a document the node refuses is acknowledged, then dropped: each varied
+    file must give documents the node stores whole, or be rejected with its reason."""
+    record, day = sample(kind)
+    base = lava_parts(record) if kind == "lava" else record
+    files = []
+    for path in VARIED_PATHS[kind]:
+        for number, copy in enumerate(varied(base, path)):
+            directory = tmp_path / "in" / ("%s-%d" % ("-".join(map(str, path)), number))
+            directory.mkdir(parents=True)
+            files.append(write(directory / FILE_NAMES[kind], lava_file(copy) if kind == "lava" else copy))
+    out = tmp_path / "out"
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
+    done = kcing(["feed_es", "-q", "--output", str(out), "--date", day, OPTIONS[kind], *map(str, files)], env, tmp_path,
+                 timeout=600)
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    rows = {row["sha256"]: row for row in ledger_rows(tmp_path / "kcing.db")}
+    # A variation that changed nothing is the same file again, one row.
+    assert set(rows) == {hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
+    refused = [row for row in rows.values() if row["state"] != "delivered"]
+    assert all(row["state"] == "rejected" and row["last_error"] for row in refused)
+    assert "rejected %d," % len(refused) in done.stdout  # counted in the run's summary, each with its reason
+    records = [record for path in sorted(out.glob("*.ndjson")) for record in split_records(path.read_text("utf-8"))]
+    assert len(records) == sum(row["document_count"] for row in rows.values() if row["state"] == "delivered")
+    assert len(refused) < len(files) / 2  # most variations are data, not reasons to refuse a file
+    assert item_errors(real_es, records) == []
