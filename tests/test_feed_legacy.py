@@ -399,6 +399,21 @@ def test_429_and_503_are_retried_honouring_retry_after(env, tmp_path, logstash, 
     assert [status for (_, _, status) in logstash.build.trace][:3] == [503, 503, 200]
 
 
+@pytest.mark.parametrize("status", [501, 505, 507])
+def test_a_5xx_no_wait_mends_stops_the_run_with_exit_3_without_retries(env, tmp_path, logstash, status):
+    """The README: the other 5xx (501, 505, 507, ...), which no wait mends, stop the run (exit 3),
+    and nothing of the refused batches is recorded as delivered."""
+    logstash.lava.fail_next(status, count=None)
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.stderr.splitlines()[-1] == ("kcing feed_es: Logstash at %s rejected a batch with %d: no reason given"
+                                              % (logstash.urls["lava"], status)), result.stderr
+    assert "retry 1 of" not in result.stderr
+    assert logstash.lava.requests and {request.status for request in logstash.lava.requests} == {status}
+    assert "delivered" not in {state for (kind, _), state in ledger_states(tmp_path / "kcing.db").items()
+                               if kind == "lava"}
+
+
 def test_a_retry_after_beyond_what_a_run_waits_fails_the_file_at_once_and_the_next_run_takes_it(
         env, tmp_path, legacy_replica, logstash, expected):
     legacy_replica.storage.fail_next("/", 429, count=None, headers=(("Retry-After", "86400"),))

@@ -22,7 +22,7 @@ from tests.fakes.legacy_data import (
     at, boot_item, boot_json, boot_path, build_item, build_json, lava_json, small_corpus,
 )
 from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica
-from tests.fakes.rogue_http import RogueFront, answer, redirect
+from tests.fakes.rogue_http import RogueFront, answer, endless, redirect, trickle_head
 from tests.fakes.serving import ManualClock, refusing_port
 from tests.feedrun import feed_environ, kcing, ledger_rows, ledger_states
 
@@ -527,6 +527,33 @@ def test_a_boot_listing_redirected_off_the_upstream_origins_still_delivers_the_b
     assert len(states) == corpus.count("build") == len(builds_in(logstash))
     stopped = [line for line in result.stderr.splitlines() if "run stopped" in line]
     assert len(stopped) == 1 and "/_ajax/boot" in stopped[0] and "not an upstream origin" in stopped[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("answer_for, setting", [
+    (lambda: endless(), "KCI_MAX_OBJECT_BYTES"),
+    (lambda: endless(declared=50_000_000), "KCI_MAX_OBJECT_BYTES"),
+    # Its status line a byte at a time, each well within KCI_TIMEOUT.
+    (lambda: trickle_head(every=0.3, status_line=True), "KCI_DOWNLOAD_DEADLINE"),
+], ids=["streamed", "announced", "trickled"])
+def test_a_listing_page_over_a_download_limit_stops_the_run_after_the_builds_listed_before_it(
+        logstash, tmp_path, answer_for, setting):
+    """The README: a listing page over either limit stops the run (exit 1), what was listed
+    before it delivered; neither the page nor the run is held past the limit."""
+    corpus = small_corpus(TODAY)
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica, \
+            RogueFront(replica.frontend_url) as front:
+        front.on("GET", "/_ajax/boot", answer_for(), count=None)
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_HOST=front.url.split("://")[1],
+                           KCI_MAX_OBJECT_BYTES="1000000", KCI_DOWNLOAD_DEADLINE="1.5")
+        result = kcing(["feed_es"], env, tmp_path, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    states = ledger_states(tmp_path / "kcing.db")
+    assert {kind for kind, _ in states} == {"build"} and set(states.values()) == {"delivered"}
+    assert len(states) == corpus.count("build") == len(builds_in(logstash))
+    stopped = [line for line in result.stderr.splitlines() if "run stopped" in line]
+    assert len(stopped) == 1 and "/_ajax/boot" in stopped[0] and setting in stopped[0], result.stderr
+    assert front.answered_by("streamed") + front.answered_by("head_trickled") == 1  # not retried in the run
     assert "Traceback" not in result.stderr
 
 
