@@ -1197,6 +1197,7 @@ def test_objects_delivered_before_ids_were_kept_are_not_checkable(tmp_path, es):
     assert checked.stderr.strip().splitlines() == [
         "kcing reconcile: nothing could be checked: of the objects delivered since %s, 1 delivered before the "
         "ledger kept document ids" % checked.stdout.split("since ", 1)[1].split(",", 1)[0]]
+    assert runs(db)[-1][:2] == ("reconcile", "nothing checked")  # the outcome a reconcile exiting 6 records
     assert not mget_requests(es)
     assert set(ledger_states(db).values()) == {DELIVERED}
 
