@@ -356,6 +356,27 @@ def test_a_download_whose_content_length_is_not_a_number_fails_and_the_next_run_
     assert set(ledger_states(db).values()) == {"delivered"}
 
 
+@pytest.mark.parametrize("answer_for, said", [
+    (lambda content: cut_short(declared=len(content), sent=content[:len(content) // 2]), "connection broken mid-body"),
+    (lambda content: exact_head(200, (("Content-Length", "\u00b2"),), content), "Content-Length that is not a number"),
+], ids=["short", "not-a-number"])
+def test_a_download_cut_short_of_its_content_length_or_framed_by_no_number_is_retried_in_the_run(
+        legacy_replica, logstash, storage_front, tmp_path, build_object, answer_for, said):
+    """The README: a download shorter than its Content-Length, or whose Content-Length is not a
+    number, is a broken connection, retried like a timeout (unlike one cut at its deadline)."""
+    db = tmp_path / "kcing.db"
+    path = storage_path(build_object)
+    storage_front.on("GET", path, answer_for(build_object.path.read_bytes()), count=1)
+    env = feed_environ(legacy_replica, logstash, db, KCI_STORAGE_URL=storage_front.url, KCI_MAX_RETRIES="2")
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [line for line in result.stderr.splitlines() if said in line and "retry 1 of 1" in line], result.stderr
+    assert [answered for (_, requested, answered) in storage_front.requests
+            if unquote(requested) == path] == [
+        "cut" if said.startswith("connection") else "exactly", "forward"]
+    assert set(ledger_states(db).values()) == {"delivered"}
+
+
 @pytest.mark.parametrize("framing, reason", [
     # The storage holds a gzip file cut short (an interrupted upload), which it labels gzip.
     ("content-length", "does not decode as its Content-Encoding gzip says"),
