@@ -921,6 +921,29 @@ def test_nodes_the_api_cannot_answer_are_left_out_whole_pages_of_them_too(replic
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
 
 
+@pytest.mark.parametrize("page_size, unanswerable, stops", [(20, 8, False), (20, 9, True), (5, 8, False), (5, 10, True)],
+                         ids=["8-of-a-page", "9-of-a-page", "8-in-a-row", "10-in-a-row"])
+def test_at_most_8_nodes_the_api_cannot_answer_are_left_out_and_more_are_the_api_failing(
+        replica, page_size, unanswerable, stops):
+    """The README: the nodes the API fails to answer alone, at most 8 a page or in a row with none
+    answered between them, are left out; more is the API failing, which stops the listing as a
+    page that keeps failing does."""
+    template = next(node for node in replica.corpus.nodes() if node["kind"] == "test")
+    for number in range(16):
+        replica.corpus.add(dict(template, id=object_id("many-%d" % number), name="case-%d" % number))
+    listed_before = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
+    replica.unanswerable.update(listed_before[:unanswerable])
+    source = make_source(replica, page_size=page_size, kinds=("test",))
+    if stops:
+        with pytest.raises(UpstreamAnsweredError) as stopped:
+            list(source.list_objects())
+        assert stopped.value.status == 500
+    else:
+        assert listed_ids(source.list_objects()) == listed_before[unanswerable:]
+        assert len(source.left_out) == unanswerable
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
+
+
 @pytest.mark.parametrize("known", [None, lambda kind, ids: set()], ids=["decoded-whole", "read-as-heads"])
 def test_a_node_the_api_cannot_answer_costs_no_other_node_on_a_server_that_caps_the_page_size(replica, known):
     # The page holding it is read in halves; a server that caps the page size answers a half
