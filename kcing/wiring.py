@@ -8,7 +8,7 @@ import ipaddress
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 from urllib.parse import urlsplit
 
 from kcing.building import usable_cores
@@ -107,23 +107,29 @@ def crawl_since(args: dict, now=None):
     return (now or datetime.now(timezone.utc)) - timedelta(days=days)
 
 
-def make_sink(args: dict, settings, stop: Optional[Stop] = None):
+def make_sink(args: dict, settings, stop: Optional[Stop] = None, kinds: Optional[Iterable[str]] = None):
     """The sink the settings and flags name. `stop`: retry waits end once it is set, and answers
-    being read are cut once it is urgent (a second signal)."""
+    being read are cut once it is urgent (a second signal). `kinds`: those of the objects the run
+    may send, when the source knows them (None: any)."""
     if args.get("--output"):
         from kcing.sinks.ndjson import NdjsonDirSink  # as the sources: imported when used
         return NdjsonDirSink(args["--output"], create=not args.get("--dry-run"),
                              max_file_bytes=settings.KCING_OUTPUT_MAX_BYTES)
+    names = {BUILD: "ES_BUILD", LAVA: "ES_LAVA", BOOT: "ES_BOOT", CHECKOUT: "ES_BUILD", KBUILD: "ES_BUILD",
+             JOB: "ES_LAVA", TEST: "ES_LAVA", NODE: "ES_LAVA", REGRESSION: "ES_REGRESSION"}
     auth = None
     if settings.LS_USER or settings.LS_PASSWORD:
         if not (settings.LS_USER and settings.LS_PASSWORD):
             raise ConfigError("LS_USER and LS_PASSWORD must be set together")
         auth = (settings.LS_USER, settings.LS_PASSWORD)
-        inputs = ("ES_BUILD", "ES_LAVA", "ES_BOOT", "ES_REGRESSION")
+        # Only the inputs the run may post to: the API source never posts to ES_BOOT nor the
+        # legacy one to ES_REGRESSION, and one left at its default http:// URL beside https://
+        # inputs would have every run warn of a password it never sends there.
+        posted_to = None if kinds is None else {names[kind] for kind in kinds}
+        inputs = [name for name in ("ES_BUILD", "ES_LAVA", "ES_BOOT", "ES_REGRESSION")
+                  if posted_to is None or name in posted_to]
         warn_cleartext_credentials("the Logstash password (LS_PASSWORD)",
                                    {name: getattr(settings, name) for name in inputs})
-    names = {BUILD: "ES_BUILD", LAVA: "ES_LAVA", BOOT: "ES_BOOT", CHECKOUT: "ES_BUILD", KBUILD: "ES_BUILD",
-             JOB: "ES_LAVA", TEST: "ES_LAVA", NODE: "ES_LAVA", REGRESSION: "ES_REGRESSION"}
     stop = stop if stop is not None else Stop()
     try:
         transport = Transport(pool_size=settings.ES_PARALLEL_POSTS + 2, ca_bundle=settings.LS_CA_BUNDLE, auth=auth)

@@ -27,7 +27,7 @@ from kcing.documents import documents_for
 from kcing.sinks.logstash import LogstashSink
 from kcing.shutdown import GRACE_SECONDS
 from tests.fakes.rogue_http import RogueFront, answer, cut_short, endless, exact_head, redirect, trickle, trickle_head
-from tests.fakes.serving import wait_until
+from tests.fakes.serving import refusing_port, wait_until
 from tests.fakes.kibana_server import KibanaEmulator
 from tests.feedrun import (REPO, SAMPLES, clean_environ, feed_environ, integrity, kcing, kcing_process, ledger_rows,
                            ledger_states, sample_objects, stopped_by_signal)
@@ -695,6 +695,33 @@ def test_credentials_for_a_plain_http_logstash_are_warned_about_once(legacy_repl
     assert len(warnings) == 1
     assert "LS_PASSWORD" in warnings[0] and "ES_BUILD" in warnings[0] and "ES_LAVA" in warnings[0]
     assert "pw-secret-value" not in result.stderr
+
+
+@pytest.mark.parametrize("source, plain", [("api", None), ("api", "ES_BUILD"), ("legacy", None), ("legacy", "ES_LAVA"),
+                                           ("files", None), ("files", "ES_LAVA")])
+def test_the_logstash_password_is_warned_about_only_for_the_inputs_the_run_posts_to(tmp_path, source, plain):
+    """The API source never posts to ES_BOOT, the legacy one to ES_REGRESSION, `--lavas` files to
+    ES_LAVA alone: one of the others left at its default http:// URL beside https:// inputs had
+    every run warn (in cron's mail, under --quiet too) of a password never sent there."""
+    posted_to = {"api": ("ES_BUILD", "ES_LAVA", "ES_REGRESSION"), "legacy": ("ES_BUILD", "ES_LAVA", "ES_BOOT"),
+                 "files": ("ES_LAVA",)}[source]
+    args = ["feed_es", "-q"]
+    with refusing_port() as port:  # upstream and Logstash alike: the run ends at its first request
+        where = "127.0.0.1:%d" % port
+        env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"), LS_USER="feeder", LS_PASSWORD="pw-secret-value",
+                            KCI_MAX_RETRIES="1", ES_MAX_RETRIES="1",
+                            **{name: ("http://" if name == plain else "https://") + where for name in posted_to})
+        if source == "api":
+            env.update(KCI_SOURCE="api", KCI_API_URL="http://%s/latest" % where)
+        elif source == "legacy":
+            env.update(KCI_HOST=where, KCI_SCHEME="http", KCI_STORAGE_URL="http://" + where)
+        else:
+            args += ["--lavas", str(sorted((SAMPLES / "lava").iterdir())[0])]
+        result = kcing(args, env, tmp_path)
+    assert result.returncode in (1, 3), result.stdout + result.stderr
+    assert [line.split(": ", 1)[-1] for line in result.stderr.splitlines() if "clear text" in line] == (
+        ["the Logstash password (LS_PASSWORD) is sent in clear text: %s is http://, not https://" % plain]
+        if plain else [])
 
 
 def test_the_kibana_password_and_the_api_token_for_plain_http_are_warned_about(tmp_path):

@@ -167,7 +167,7 @@ def run(args: dict, settings) -> int:
     if source.name == "legacy" and source.how_many is None:
         # Said here, where a cron line's --days is given, which drp does not know.
         warn_crawl_past_retention(settings)
-    sink = make_sink(args, settings, stop=stop)
+    sink = make_sink(args, settings, stop=stop, kinds=getattr(source, "kinds", None))
     if not dry_run:
         # After the sink: `--output DIR --db DIR/kcing.db` (the README's first command) keeps
         # its ledger in the directory the sink has just made.

@@ -208,6 +208,7 @@ class LocalFiles:
 
     def __init__(self, files: Sequence[Tuple[str, str]], max_bytes: int, date: Optional[datetime] = None):
         self.files = list(files)  # (kind, path)
+        self.kinds = tuple(dict.fromkeys(kind for kind, _ in self.files))
         self.date = date
         self.max_bytes = max_bytes
 
