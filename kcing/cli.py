@@ -52,8 +52,9 @@ the next run), or an answer of Elasticsearch or Kibana too large or unreadable; 
 holds the lock, or another process held the ledger's database lock longer than
 KCING_DB_LOCK_WAIT; 5 the ledger, an output file (of --output) or a file kcing replaces
 (pipelines.yml, a Kibana export or backup, a sample) could not be written (disk full, I/O error;
-what was written is whole); 6 reconcile could check nothing; 70 an internal error (a bug; -d
-shows the traceback); 130 stopped by SIGINT/SIGTERM after recording the batch in flight.
+what was written is whole), or stdout could not (any command: `kcing status > report.txt` on a
+full disk); 6 reconcile could check nothing; 70 an internal error (a bug; -d shows the
+traceback); 130 stopped by SIGINT/SIGTERM after recording the batch in flight.
 """
 
 # Flags that override a setting of the same meaning: flag -> (setting name).

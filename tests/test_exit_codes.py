@@ -8,6 +8,8 @@ import re
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -164,6 +166,27 @@ def test_kcing_help_gives_5_for_every_file_a_command_ends_with_5_for():
                              ("setup_kbn", "backup"), ("gen_samples", "sample")):
         assert 5 in DOCUMENTED[command]
         assert written in five, (command, five)
+
+
+def test_kcing_help_gives_5_for_a_stdout_that_cannot_be_written():
+    """Any command ends with 5 when its stdout cannot be written (`kcing status > report.txt` on a
+    full disk), whatever its own help lists: kcing --help, which gives every status, says so."""
+    from kcing import cli
+    paragraph = " ".join(cli.global_help().split("Exit status:", 1)[1].split())
+    assert "stdout" in paragraph.split("; 5 ", 1)[1].split("; 6 ", 1)[0]
+
+
+def test_a_command_whose_help_lists_no_5_ends_with_5_for_a_stdout_that_cannot_be_written(tmp_path, es):
+    """setup_es writes only its report: a full disk under it (/dev/full stands for it) ends it with
+    5 and one line, as the README says of every command, though its help lists no 5."""
+    assert 5 not in DOCUMENTED["setup_es"]
+    with open("/dev/full", "w") as full:
+        process = subprocess.run([sys.executable, str(REPO / "kcing.py"), "setup_es"], stdout=full,
+                                 stderr=subprocess.PIPE, text=True, cwd=str(tmp_path), timeout=60,
+                                 env=clean_environ(ES_HOST=es.url))
+    assert process.returncode == 5, process.stderr
+    assert process.stderr.splitlines() == [
+        "kcing setup_es: cannot write to stdout: No space left on device; what it did not take is lost"]
 
 
 @contextmanager
