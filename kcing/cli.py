@@ -44,17 +44,17 @@ command's flags. The main ones: KCI_HOST, ES_BUILD, ES_LAVA, ES_BOOT (comma-sepa
 spread the load), LS_USER, LS_PASSWORD, KCING_DB, DRP_DAYS, ES_HOST, KB_URL. The README lists
 them all.
 
-Exit status: 0 all done; 1 some objects failed or were rejected (reconcile, feed_es --verify:
-some documents are missing in Elasticsearch); 2 usage or configuration error (a Logstash input,
-Elasticsearch or Kibana that redirects included); 3 Logstash, Elasticsearch or Kibana
-unreachable or refusing (a document too large for Logstash included: its object is sent again by
-the next run), or an answer of Elasticsearch or Kibana too large or unreadable; 4 another run
-holds the lock, or another process held the ledger's database lock longer than
-KCING_DB_LOCK_WAIT; 5 the ledger, an output file (of --output) or a file kcing replaces
-(pipelines.yml, a Kibana export or backup, a sample) could not be written (disk full, I/O error;
-what was written is whole), or stdout could not (any command: `kcing status > report.txt` on a
-full disk); 6 reconcile could check nothing; 70 an internal error (a bug; -d shows the
-traceback); 130 stopped by SIGINT/SIGTERM after recording the batch in flight.
+Exit status: 0 all done; 1 some objects failed or were rejected, or upstream's listing stopped
+part-way (reconcile, feed_es --verify: some documents are missing in Elasticsearch); 2 usage or
+configuration error (a Logstash input, Elasticsearch or Kibana that redirects included); 3
+Logstash, Elasticsearch or Kibana unreachable or refusing (a document too large for Logstash
+included: its object is sent again by the next run), or an answer of Elasticsearch or Kibana too
+large or unreadable; 4 another run holds the lock, or another process held the ledger's database
+lock longer than KCING_DB_LOCK_WAIT; 5 the ledger, an output file (of --output) or a file kcing
+replaces (pipelines.yml, a Kibana export or backup, a sample) could not be written (disk full,
+I/O error; what was written is whole), or stdout could not (any command's, on a full disk); 6
+reconcile could check nothing; 70 an internal error (a bug; -d shows the traceback); 130 stopped
+by SIGINT/SIGTERM after recording the batch in flight.
 """
 
 # Flags that override a setting of the same meaning: flag -> (setting name).

@@ -21,7 +21,7 @@ import pytest
 from kcing import commands
 from kcing.errors import StorageFailed
 from kcing.ledger.ledger import Ledger
-from tests.fakes.serving import wait_until
+from tests.fakes.serving import refusing_port, wait_until
 from tests.feedrun import REPO, clean_environ, kcing, kcing_process, reaped
 
 
@@ -508,6 +508,22 @@ def test_help_gives_a_redirect_exit_2_and_an_answer_too_large_exit_3(command):
     from kcing import cli
     assert "redirect" in cli.exit_meaning(command, 2)
     assert "too large" in cli.exit_meaning(command, 3)
+
+
+def test_a_listing_stopped_by_an_upstream_that_answers_nothing_ends_with_1_as_the_help_says(tmp_path):
+    """A frontend refusing connections stops the listing, with nothing failed nor rejected: the run
+    ends with 1, which the helps gave only for objects that failed or were rejected."""
+    from kcing import cli
+    with refusing_port() as port:
+        env = clean_environ(KCI_HOST="127.0.0.1:%d" % port, KCI_SCHEME="http", KCI_MAX_RETRIES="1",
+                            KCI_RETRY_BACKOFF="0.05", KCI_STORAGE_URL="http://127.0.0.1:%d/" % port,
+                            KCING_DB=str(tmp_path / "kcing.db"))
+        stopped = kcing(["feed_es", "--days", "1", "--output", str(tmp_path / "out")], env, tmp_path)
+    assert stopped.returncode == 1, stopped.stderr
+    assert "rejected 0, failed 0" in stopped.stdout
+    assert "listing stopped part-way" in cli.exit_meaning("feed_es", 1)
+    paragraph = " ".join(cli.global_help().split("Exit status:", 1)[1].split())
+    assert "listing stopped part-way" in paragraph.split("; 1 ", 1)[1].split("; 2 ", 1)[0]
 
 
 def test_feed_es_help_gives_what_its_verify_ends_with_2_and_3_for():

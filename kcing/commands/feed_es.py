@@ -108,14 +108,15 @@ Options:
                        with -l, FILE still gets everything.
   -h --help            Show this help.
 
-Exit status: 0 all delivered; 1 some objects failed or were rejected (with --verify: some
-documents are missing in Elasticsearch); 2 usage or configuration error (a Logstash input, or
-with --verify ES_HOST, that redirects included); 3 Logstash or Elasticsearch unreachable or
-refusing (a document too large for Logstash included), or, with --verify, an answer of
-Elasticsearch too large or unreadable; 4 another run holds the lock (the ledger's, or that of
-the --output DIR; or a gen_samples is saving into the samples directory to replay, its first
-manifest not written yet) or the ledger's database lock; 5 the ledger or an output file could
-not be written (disk full); 130 stopped by a signal.
+Exit status: 0 all delivered; 1 some objects failed or were rejected, or upstream's listing
+stopped part-way (what it listed before was delivered; with --verify: some documents are missing
+in Elasticsearch); 2 usage or configuration error (a Logstash input, or with --verify ES_HOST,
+that redirects included); 3 Logstash or Elasticsearch unreachable or refusing (a document too
+large for Logstash included), or, with --verify, an answer of Elasticsearch too large or
+unreadable; 4 another run holds the lock (the ledger's, or that of the --output DIR; or a
+gen_samples is saving into the samples directory to replay, its first manifest not written yet)
+or the ledger's database lock; 5 the ledger or an output file could not be written (disk full);
+130 stopped by a signal.
 
 Examples:
   kcing feed_es --source api --with-logs          # the KernelCI API, from where the last run got to
