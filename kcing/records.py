@@ -57,10 +57,12 @@ class UpstreamObject:
     def label(self) -> str:
         """How messages name the object: its kind and id, or, for a file given on the command
         line (whose id is the hash of its content, which tells a user nothing), its kind, the
-        file's name as given and the start of that hash."""
+        file's name as given and the start of that hash, or `(not read)` when it could not be."""
         named = self.facts.get("file")
         if isinstance(named, str) and named:
             named = named if named.isprintable() else repr(named)  # messages are one line
+            if self.facts.get("unread"):  # missing, unreadable or too large: no hash to show
+                return "%s %s (not read)" % (self.kind, named)
             return "%s %s (sha256 %s)" % (self.kind, named, self.upstream_id[:12])
         return "%s %s" % (self.kind, self.upstream_id)
 

@@ -370,6 +370,27 @@ def test_a_missing_local_file_named_in_bytes_that_are_not_utf8_is_rejected_alone
     assert rows[1][1].endswith("lava-json-gone\\xff.json")
 
 
+def test_a_local_file_that_could_not_be_read_is_named_as_given_never_called_missing(tmp_path):
+    """A file too large for KCI_MAX_OBJECT_BYTES, or a directory, has no content hash to name it
+    by: messages called it by its ledger id, `missing:<name>`, a file that is there."""
+    large = tmp_path / "lava-json-x.json"
+    large.write_bytes((SAMPLES / "lava" / "5fb6196b59b5140d3b3a6259.json").read_bytes())
+    (tmp_path / "lava-dir").mkdir()
+    env = clean_environ(KCI_MAX_OBJECT_BYTES=str(large.stat().st_size - 1))
+    args = ["feed_es", "--lavas", "lava-json-x.json", "lava-dir", "gone.json", "--output", "out", "--db", "kcing.db"]
+    result = subprocess.run([sys.executable, str(REPO / "kcing.py"), *args], env=env, cwd=str(tmp_path),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "missing:" not in result.stdout + result.stderr
+    problems = [line.strip() for line in result.stdout.splitlines() if line.startswith("  problem: ")]
+    assert problems == [
+        "problem: lava lava-json-x.json (not read): lava-json-x.json: %d bytes, more than the limit of %d: raise "
+        "KCI_MAX_OBJECT_BYTES to take it" % (large.stat().st_size, large.stat().st_size - 1),
+        "problem: lava lava-dir (not read): cannot read lava-dir: Is a directory",
+        "problem: lava gone.json (not read): cannot read gone.json: No such file or directory"]
+    assert "rejected lava gone.json (not read): cannot read gone.json" in result.stderr
+
+
 # -- a samples replay reads only the files its manifest describes ---------------------------------
 
 def test_a_samples_directory_that_does_not_exist_is_named_with_where_the_bundled_samples_are(tmp_path):

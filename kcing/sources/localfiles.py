@@ -221,7 +221,9 @@ class LocalFiles:
                 content = read_bounded(Path(path), self.max_bytes)
             except UpstreamError as error:
                 # Its name is its id: as the ledger can store it, a name that is not UTF-8 included.
-                yield UpstreamObject(self.name, kind, "missing:" + as_text(path)[-100:], path, problem=str(error))
+                # Messages name it as given: the id would call a file too large or unreadable missing.
+                yield UpstreamObject(self.name, kind, "missing:" + as_text(path)[-100:], path,
+                                     facts={"file": as_text(path), "unread": True}, problem=str(error))
                 continue
             try:
                 # Known by what it holds: a gzip-compressed copy (an archive's `.json.gz`, compressed
