@@ -258,6 +258,33 @@ def test_the_summary_counts_what_upstream_listed_and_the_earlier_failures_tried_
     assert (run["counts"]["listed"], run["counts"]["retried"]) == (in_window, len(early)), run
 
 
+def test_a_how_many_run_lists_no_window_of_days_and_takes_no_earlier_failure_again(env, tmp_path, legacy_replica,
+                                                                                 logstash, objects):
+    """The README: the earlier failures added to the listing are those dated before its window;
+    a `--how-many` run, which lists the newest objects whatever their day, adds none."""
+    env = dict(env, DRP_DAYS="3650")
+    newest = max(obj.date for obj in objects).date()
+    early = [obj for obj in objects if obj.date.date() < newest - timedelta(days=2)]
+    assert early
+    legacy_replica.frontend.today = newest
+    for obj in early:
+        legacy_replica.storage.fail_next("/" + storage_path(obj), 503, count=None)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 1
+    legacy_replica.storage.clear_faults()
+    asked_before = len(legacy_replica.storage.requests)
+    newest_only = kcing(["feed_es", "--how-many", "1"], env, tmp_path)
+    assert newest_only.returncode == 0, newest_only.stdout + newest_only.stderr
+    assert "retried" not in newest_only.stdout and "earlier run" not in newest_only.stderr
+    asked = {request.path for request in list(legacy_replica.storage.requests)[asked_before:]}
+    assert not asked & {"/" + storage_path(obj) for obj in early}
+    states = ledger_states(tmp_path / "kcing.db")
+    assert {states[(obj.kind, obj.upstream_id)] for obj in early} == {"failed"}
+    # A run over a window of days takes them again.
+    again = kcing(["feed_es", "--days", "2"], env, tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "retried %d earlier failures" % len(early) in again.stdout
+
+
 def test_a_listing_that_fails_part_way_still_tries_the_earlier_failures_again(env, tmp_path, legacy_replica,
                                                                              logstash, objects):
     """The objects listed before a failing page were delivered, but the earlier failures taken
