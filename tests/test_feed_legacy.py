@@ -223,6 +223,31 @@ def test_objects_that_failed_are_tried_again_once_older_than_the_crawl_window(en
     assert states[(missing.kind, missing.upstream_id)] == "failed"  # `kcing status` still counts it
 
 
+@pytest.mark.parametrize("gone", [404, 410])
+def test_a_file_storage_said_is_not_there_is_not_asked_for_once_its_day_left_the_window(
+        env, tmp_path, legacy_replica, logstash, objects, gone):
+    """The README: a file whose last try answered 404 or 410 (and its fallback file too) is taken
+    as gone for good once its day has left the window, and stays failed for `kcing status`; a
+    failure that may pass (a 503) is asked for again by every run."""
+    env = dict(env, DRP_DAYS="3650")
+    newest = max(obj.date for obj in objects).date()
+    early = [obj for obj in objects if obj.date.date() < newest - timedelta(days=2)]
+    assert len(early) >= 2
+    absent, busy = early[0], early[1]
+    legacy_replica.frontend.today = newest
+    legacy_replica.storage.fail_next("/" + storage_path(absent).rsplit("/", 1)[0], gone, count=None)
+    legacy_replica.storage.fail_next("/" + storage_path(busy), 503, count=None)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 1
+    asked_before = len(legacy_replica.storage.requests)
+    again = kcing(["feed_es", "--days", "2"], env, tmp_path)
+    assert again.returncode == 1, again.stdout + again.stderr
+    asked = {request.path for request in list(legacy_replica.storage.requests)[asked_before:]}
+    assert "/" + storage_path(busy) in asked
+    assert not any(path.startswith("/" + storage_path(absent).rsplit("/", 1)[0]) for path in asked), asked
+    states = ledger_states(tmp_path / "kcing.db")
+    assert states[(absent.kind, absent.upstream_id)] == "failed"
+
+
 def test_the_summary_counts_what_upstream_listed_and_the_earlier_failures_tried_again_apart(
         env, tmp_path, legacy_replica, logstash, objects):
     """The earlier failures a run takes from the ledger were counted as listed: a user who saw
