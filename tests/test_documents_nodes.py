@@ -104,6 +104,33 @@ def test_a_lab_job_is_the_root_of_its_group_run_by_a_lab(tree):
     assert not is_lab_job(tree["kunit"])  # Kubernetes boots no board
 
 
+
+@pytest.mark.parametrize("runtime, kind", [("pull-labs-demo", "boot"), ("lava-baylibre", "boot"), ("k8s-all", "test"),
+                                           ("shell", "test"), (None, "test")])
+def test_a_job_a_pull_lab_ran_is_a_boot_as_a_lava_job_is_and_its_tests_carry_its_verdict(tree, runtime, kind):
+    # README: a job at the root of its group that ran in a lab, `data.runtime` lava-* or
+    # pull-labs-*, is one boot; any other job one test.
+    job = copy.deepcopy(tree["kselftest"])
+    job["data"]["runtime"] = runtime
+    document = only(docs(job))
+    assert document.kind == kind and field_problems(kind, document.body) == []
+    case = only(docs(tree["case-1"], job_node=related_node(job))).body
+    assert ("boot_result" in case) == (kind == "boot")
+
+
+@pytest.mark.parametrize("spelling", ["jobfilter", "job-filter"])
+def test_a_node_s_filters_are_kept_whichever_way_the_node_spells_the_job_filter(spelling):
+    # docs/api-source.md: jobfilter, platform_filter (the node) and architecture_filter (its data)
+    # go under kernelci_api; the real staging job spells the first `job-filter`.
+    node = json.loads(real_text(MAESTRO, REAL_JOB))
+    assert "job-filter" in node  # as the real node has it (null there)
+    del node["job-filter"]
+    node.update({spelling: ["baseline-arm64"], "platform_filter": ["sc7180-trogdor-lazor-limozeen"]})
+    node["data"]["architecture_filter"] = ["arm64"]
+    api = only(docs(node)).body["kernelci_api"]
+    assert (api["jobfilter"], api["platform_filter"], api["architecture_filter"]) == (
+        ["baseline-arm64"], ["sc7180-trogdor-lazor-limozeen"], ["arm64"])
+
 def test_every_version_of_a_node_lands_on_one_document(tree):
     running = tree["running"]
     done = dict(running, state="done", result="pass", updated="2024-10-16T09:00:00.000000")
