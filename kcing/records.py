@@ -1,6 +1,7 @@
 """The shared nouns that flow from sources through the ledger and documents to sinks."""
 from __future__ import annotations
 
+import hashlib
 import json
 from json.encoder import encode_basestring
 from dataclasses import dataclass, field
@@ -72,6 +73,16 @@ class UpstreamObject:
         have the same ids, so the newer must reach Logstash after the older."""
         return (self.source, self.kind, self.facts.get("node_id") or self.upstream_id)
 
+
+def invalid_item_id(item: Any) -> str:
+    """A stable ledger id for a listing item without a usable id, so that distinct bad items are
+    counted apart (each its own row, with its own reason) and the same one is recognised on the
+    next run."""
+    try:
+        canonical = json.dumps(item, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        canonical = repr(item)
+    return "invalid-" + hashlib.sha256(canonical.encode("utf-8", "replace")).hexdigest()[:16]
 
 # Not frozen, like UpstreamObject: a frozen dataclass sets each field through
 # object.__setattr__, which cost as much as the rest of making a log line's document, and a

@@ -22,7 +22,7 @@ from kcing.http import BodyReader, RetryPolicy, new_session
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, FAILED
 from kcing.pipeline import FeedOptions, feed
-from kcing.records import NODE_KINDS, UpstreamObject
+from kcing.records import NODE_KINDS, UpstreamObject, invalid_item_id
 from kcing.sources import api as api_module, heads
 from kcing.sources.api import MAX_PASSES, KernelCIApi, filter_time, gunzip, refusal_detail, server_time_before
 from kcing.sources.requester import Requester
@@ -690,9 +690,9 @@ def test_a_version_read_without_making_an_object_has_the_objects_id_and_time(nod
 
 @pytest.mark.parametrize("item, upstream_id, reason", [
     pytest.param({"id": "not-an-object-id", "name": "login", "kind": "test", "updated": "2024-10-16T02:22:58"},
-                 "invalid-item", "listed node has no valid id: 'not-an-object-id' (named 'login')", id="bad-id"),
+                 None, "listed node has no valid id: 'not-an-object-id' (named 'login')", id="bad-id"),
     pytest.param({"kind": "test", "name": "login", "updated": "2024-10-16T02:22:58"},
-                 "invalid-item", "listed node has no id (named 'login')", id="no-id"),
+                 None, "listed node has no id (named 'login')", id="no-id"),
     pytest.param({"id": "670f0c27493b6b8a3f1e2d4c", "kind": "test", "updated": "2024-13-45T02:22:58"},
                  "670f0c27493b6b8a3f1e2d4c", "listed node's updated time is no date: '2024-13-45T02:22:58'",
                  id="bad-updated"),
@@ -700,7 +700,7 @@ def test_a_version_read_without_making_an_object_has_the_objects_id_and_time(nod
                  "670f0c27493b6b8a3f1e2d4c", "listed node has no updated time", id="null-updated"),
     pytest.param({"id": "670f0c27493b6b8a3f1e2d4c", "kind": "test"},
                  "670f0c27493b6b8a3f1e2d4c", "listed node has no updated time", id="no-updated"),
-    pytest.param(["670f0c27493b6b8a3f1e2d4c"], "invalid-item", "listed item is not a node object but a list",
+    pytest.param(["670f0c27493b6b8a3f1e2d4c"], None, "listed item is not a node object but a list",
                  id="not-an-object"),
 ])
 def test_an_unusable_listed_node_is_refused_saying_which_part_and_its_value(item, upstream_id, reason):
@@ -708,7 +708,9 @@ def test_an_unusable_listed_node_is_refused_saying_which_part_and_its_value(item
     which of the two, nor what the node held, nor which node it was when its id was the bad part."""
     source = KernelCIApi(ScriptedRequester([]), "http://api.invalid/latest", kinds=("test",), since=SINCE)
     listed = source._object_from("test", item)
-    assert (listed.upstream_id, listed.problem) == (upstream_id, reason)
+    # An item without a usable id is named by its content (each bad item its own ledger row).
+    assert (listed.upstream_id, listed.problem) == (upstream_id or invalid_item_id(item), reason)
+    assert listed.upstream_id.startswith("invalid-") == (upstream_id is None)
 
 
 VERSION_FORMS = [("670F0C27493B6B8A3F1E2D4C", "2024-10-16T02:22:58.113000"), ("670f0c27493b6b8a3f1e2d4d", "2024-10-16T02:22:58"),

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import random
+import re
 import sqlite3
 import time
 from collections import Counter
@@ -324,6 +325,25 @@ def test_a_version_rejected_for_its_unreadable_time_does_not_hold_the_watermark(
     window = {request.params("updated__gte")[0] for request in api_replica.listing_requests()}
     assert window == {(newest - timedelta(minutes=10)).replace(tzinfo=None).isoformat(timespec="microseconds")}
     assert "delivered 0" in second.stdout
+
+
+def test_listed_nodes_without_a_valid_id_are_each_rejected_and_kept_with_its_own_reason(env, tmp_path, db,
+                                                                                      api_replica):
+    """docs/api-source.md: rejections are counted, reported and kept in the ledger with their
+    reasons. Every node whose id was unusable was kept as one `invalid-item` row of its kind: the
+    run said `rejected 2`, `kcing status` one, with the last node's reason alone."""
+    login = api_replica.tree["login"]
+    for number, name in enumerate(("login-alpha", "login-beta")):
+        api_replica.corpus.add(dict(login, id="not-an-object-id-%d" % number, name=name))
+
+    result = kcing(["feed_es"], env, tmp_path)
+
+    assert result.returncode == 1 and "rejected 2," in result.stdout, result.stdout + result.stderr
+    reasons = sorted(row["last_error"] for row in ledger_rows(db) if row["state"] == "rejected")
+    assert reasons == ["listed node has no valid id: 'not-an-object-id-%d' (named 'login-%s')" % (number, name)
+                       for number, name in enumerate(("alpha", "beta"))]
+    status = kcing(["status"], env, tmp_path)
+    assert re.search(r"api +test +\d+ +0 +2 ", status.stdout), status.stdout
 
 
 def test_times_at_hour_24_are_the_next_midnight_in_updated_as_in_created(env, tmp_path, db, api_replica, logstash):

@@ -55,7 +55,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set,
 from kcing.errors import (ConfigError, ObjectTooLarge, ObjectUndecodable, RejectedInput, UpstreamAnsweredError,
                           UpstreamError, shown)
 from kcing.plural import counted
-from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject
+from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject, invalid_item_id
 from kcing.sources import heads
 from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.collector import collector_paused
@@ -772,7 +772,8 @@ class KernelCIApi:
         node_id = _node_id(item) if isinstance(item, dict) else None
         updated = _time(item.get("updated")) if isinstance(item, dict) else None
         if node_id is None or updated is None:
-            return UpstreamObject(self.name, kind, node_id or "invalid-item", "", facts={"updated": None},
+            # An item whose id is unusable is named by its content: two such items are two rejections.
+            return UpstreamObject(self.name, kind, node_id or invalid_item_id(item), "", facts={"updated": None},
                                   problem=unusable_item_reason(item, node_id))
         upstream_id = version_id(node_id, updated)
         url = "%s/node/%s" % (self.api_url, node_id)

@@ -9,8 +9,6 @@ The only module that knows the legacy URLs and storage layout:
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +24,7 @@ from kcing.documents.coerce import iso_time
 from kcing.errors import RejectedInput, UpstreamAnsweredError, UpstreamError, shown
 from kcing.http import http_date
 from kcing.keptdays import cutoff_day, day_start
-from kcing.records import BOOT, BUILD, LAVA, UpstreamObject
+from kcing.records import BOOT, BUILD, LAVA, UpstreamObject, invalid_item_id
 from kcing.collector import collector_paused
 from kcing.objectid import is_object_id
 from kcing.secrecy import masked
@@ -405,13 +403,13 @@ class LegacyKernelCI:
         """
         if not isinstance(item, dict):
             return UpstreamObject(self.name, BUILD if collection == "build" else LAVA,
-                                  _invalid_id(item), "", problem="listing item is not an object")
+                                  invalid_item_id(item), "", problem="listing item is not an object")
         kind = self._kind(collection, item)
         # The listing item itself travels along: `complete` reads it, gen_samples saves it.
         facts = {"listing": item}
         upstream_id = _object_id(item)
         if upstream_id is None:
-            return UpstreamObject(self.name, kind, _invalid_id(item), "", _created_on(item), facts,
+            return UpstreamObject(self.name, kind, invalid_item_id(item), "", _created_on(item), facts,
                                   problem="listing item has no valid _id")
         return UpstreamObject(self.name, kind, upstream_id, "", None, facts)
 
@@ -544,16 +542,6 @@ def _utc_days(response) -> Set[Tuple[str, date]]:
 def _day_changed(days: Set[Tuple[str, date]]) -> bool:
     """Whether a clock, here or upstream, showed two UTC days."""
     return len(days) > len({whose for whose, _ in days})
-
-
-def _invalid_id(item) -> str:
-    """A stable ledger id for a listing item without a usable _id, so that distinct bad items are
-    counted apart and the same one is recognised on the next run."""
-    try:
-        canonical = json.dumps(item, sort_keys=True, default=repr)
-    except (TypeError, ValueError):
-        canonical = repr(item)
-    return "invalid-" + hashlib.sha256(canonical.encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def _ids_and_labs(items: list) -> Tuple[list, list]:
