@@ -186,6 +186,27 @@ def test_a_job_lookup_that_keeps_failing_leaves_the_test_undelivered_until_the_a
     assert set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
 
 
+def test_a_test_whose_job_the_api_no_longer_has_is_delivered_without_the_job_s_fields(env, tmp_path, api_replica,
+                                                                                     logstash):
+    """README: a job the API no longer has (`GET /node/<id>` answers null) leaves the job's fields
+    out; the test keeps its own board and lab, and is delivered, not failed."""
+    env = dict(env, KCI_API_OVERLAP_MINUTES="0")
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    login, baseline = api_replica.new["login"], api_replica.new["baseline"]
+    api_replica.corpus.remove(baseline["id"])
+    api_replica.corpus.update(login["id"], when=datetime.now(timezone.utc) - timedelta(minutes=1), result="fail")
+
+    second = kcing(["feed_es"], env, tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "delivered 1" in second.stdout
+    body = document(logstash, "test", login)
+    assert body["result"] == "fail" and (body["board"], body["lab_name"]) == ("meson-gxbb-p200", "lava-collabora")
+    for field in ("lava_job_id", "board_instance", "boot_result"):
+        assert field not in body, field
+    assert "job_node_id" not in body["kernelci_api"]
+    assert set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
+
+
 def test_a_regression_whose_runs_the_api_no_longer_has_is_still_delivered(tmp_path, logstash):
     with ApiReplica() as replica:
         tree = checkout_tree(replica.corpus, replica.files_url, NEW, seed="alone")  # no previous tree
