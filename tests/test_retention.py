@@ -366,6 +366,11 @@ def test_drp_writes_its_first_kept_day_into_its_own_run_row_alone(tmp_path, es):
         ("drp", "2019-06-07")]
 
 
+def ledger_row_count(db) -> int:
+    with sqlite3.connect(str(db)) as conn:
+        return conn.execute("SELECT COUNT(*) FROM upstream_file").fetchone()[0]
+
+
 def run_rows(db) -> list:
     with sqlite3.connect(str(db)) as conn:
         return conn.execute("SELECT command, counts FROM run ORDER BY id").fetchall()
@@ -384,6 +389,25 @@ def test_unreachable_elasticsearch_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(ElasticsearchError) as caught:
         drp.run(DRP_ARGS, load_settings(tmp_path, url), now=NOW)
     assert "cannot reach Elasticsearch at %s" % url in str(caught.value)
+
+
+def test_with_no_elasticsearch_answering_drp_exits_3_and_forgets_no_row_and_no_run(tmp_path):
+    """README: drp asks Elasticsearch first, in every case: where none answers at ES_HOST (a
+    ledger of --output runs alone) it stops there, exit 3, and forgets no row."""
+    db = tmp_path / "kcing.db"
+    long_ago = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=400)
+    old_runs(db, long_ago)
+    record_seen(db, {long_ago: ["old1", "old2"]})
+    before = (run_rows(db), ledger_row_count(db))
+    with ElasticsearchEmulator() as gone:
+        url = gone.url
+    done = kcing(["drp"], clean_environ(KCING_DB=str(db), ES_HOST=url, DRP_DAYS="3", KCI_DAYS="2"), tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stderr.strip().endswith("cannot reach Elasticsearch at %s: connection refused" % url), done.stderr
+    assert "forgot" not in done.stdout
+    runs = run_rows(db)
+    assert (runs[:-1], ledger_row_count(db)) == before
+    assert runs[-1][0] == "drp"  # its own run, which failed, and nothing more
 
 
 def old_runs(db, first: datetime) -> dict:
