@@ -205,6 +205,32 @@ def test_drp_forgets_old_ledger_rows_and_keeps_recent_ones(tmp_path, es, capsys)
     ledger.close()
 
 
+def test_drp_forgets_the_old_rows_of_every_destination_and_says_how_many_of_each(tmp_path, es, capsys):
+    """README: ledger rows go whatever their destination (Logstash or an NDJSON directory); drp
+    says how many of each."""
+    db = tmp_path / "kcing.db"
+    destinations = {"logstash http://ls:8337": ["a1", "a2"], "ndjson /srv/out": ["b1"]}
+    for seen, kept in ((datetime(2019, 6, 1), False), (datetime(2019, 6, 9), True)):
+        ledger = Ledger.open(str(db), clock=lambda seen=seen: seen)
+        for destination, ids in destinations.items():
+            ledger.record([Outcome(UpstreamObject("legacy", "build", "%s-%s" % (upstream_id, kept), "http://x"),
+                                   DELIVERED) for upstream_id in ids], destination=lambda kind, d=destination: d)
+        ledger.close()
+    settings = load_settings(tmp_path, es.url, DRP_DAYS=3)
+    assert drp.run({**DRP_ARGS, "--dry-run": True}, settings, now=NOW) == 0
+    planned = capsys.readouterr().out
+    assert drp.run(DRP_ARGS, settings, now=NOW) == 0
+    done = capsys.readouterr().out
+    for verb, out in (("would forget", planned), ("forgot", done)):
+        assert "drp: %s 2 ledger rows of objects sent to logstash http://ls:8337\n" % verb in out, out
+        assert "drp: %s 1 ledger row of objects sent to ndjson /srv/out\n" % verb in out, out
+    assert "forgot 3 ledger rows" in done
+    with sqlite3.connect(str(db)) as conn:
+        left = sorted(conn.execute("SELECT destination, upstream_id FROM upstream_file").fetchall())
+    assert left == [("logstash http://ls:8337", "a1-True"), ("logstash http://ls:8337", "a2-True"),
+                    ("ndjson /srv/out", "b1-True")]
+
+
 def test_prune_older_than_takes_aware_and_naive_cutoffs(tmp_path):
     db = tmp_path / "kcing.db"
     record_seen(db, {datetime(2019, 6, 1): ["a"], datetime(2019, 6, 3): ["b"]})
