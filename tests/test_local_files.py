@@ -391,6 +391,23 @@ def test_a_local_file_that_could_not_be_read_is_named_as_given_never_called_miss
     assert "rejected lava gone.json (not read): cannot read gone.json" in result.stderr
 
 
+def test_two_unreadable_files_whose_long_paths_end_alike_are_two_rejections(tmp_path):
+    """The ledger id of a file that could not be read kept the last 100 characters of its path:
+    the same file name in two deep directories made one id, and the second file was passed over
+    as listed twice, never reported."""
+    deep = "d" * 120
+    paths = [tmp_path / top / deep / "lava-json-x.json" for top in ("one", "two")]
+    args = ["feed_es", "--lavas", *map(str, paths), "--output", "out", "--db", "kcing.db"]
+    result = subprocess.run([sys.executable, str(REPO / "kcing.py"), *args], env=clean_environ(), cwd=str(tmp_path),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "rejected 2" in result.stdout, result.stdout
+    assert sum(line.startswith("  problem: ") for line in result.stdout.splitlines()) == 2
+    with sqlite3.connect(str(tmp_path / "kcing.db")) as raw:
+        ids = [upstream_id for upstream_id, in raw.execute("SELECT upstream_id FROM upstream_file")]
+    assert len(set(ids)) == 2 and all(len(upstream_id) == len("missing:") + 100 for upstream_id in ids), ids
+
+
 # -- a samples replay reads only the files its manifest describes ---------------------------------
 
 def test_a_samples_directory_that_does_not_exist_is_named_with_where_the_bundled_samples_are(tmp_path):

@@ -38,6 +38,8 @@ SAMPLE_MAX_BYTES = 8 * MAX_ARTIFACT_BYTES
 # objects' dates (`--date`, a manifest's `date`), and a re-send must find them as they were
 # delivered.
 LOCAL_SOURCES = ("samples", "files")
+# Characters of its name the ledger id of a local file that could not be read keeps.
+UNREAD_NAME_CHARACTERS = 100
 
 
 # The samples a clone of kcing holds (`make demo` replays them); an installed package has none.
@@ -222,7 +224,7 @@ class LocalFiles:
             except UpstreamError as error:
                 # Its name is its id: as the ledger can store it, a name that is not UTF-8 included.
                 # Messages name it as given: the id would call a file too large or unreadable missing.
-                yield UpstreamObject(self.name, kind, "missing:" + as_text(path)[-100:], path,
+                yield UpstreamObject(self.name, kind, _unread_id(as_text(path)), path,
                                      facts={"file": as_text(path), "unread": True}, problem=str(error))
                 continue
             try:
@@ -236,6 +238,16 @@ class LocalFiles:
 
     def fetch(self, obj: UpstreamObject) -> bytes:
         return gunzipped(obj.url, read_bounded(Path(obj.url), self.max_bytes), self.max_bytes)
+
+
+def _unread_id(name: str) -> str:
+    """The ledger id of a file that could not be read: `missing:` and its name, of which a long
+    one keeps its end, after a hash of the whole: two long paths that end alike (the same file
+    name in two deep directories) are two objects, not one listed twice."""
+    if len(name) <= UNREAD_NAME_CHARACTERS:
+        return "missing:" + name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return "missing:%s~%s" % (digest, name[-(UNREAD_NAME_CHARACTERS - len(digest) - 1):])
 
 
 def gunzipped(path: str, content: bytes, max_bytes: int) -> bytes:
