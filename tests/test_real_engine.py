@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, Set, Tuple
 
 import pytest
-from elasticsearch import Elasticsearch, helpers
+from elasticsearch import ApiError, Elasticsearch, helpers
 
 from kcing.admin.templates import KINDS, TEMPLATE_DIR, template_name
 from kcing.ledger.models import DELIVERED, FAILED, MISSING_IN_ELASTICSEARCH
@@ -145,6 +145,59 @@ def test_index_auto_creation_is_refused_and_allowed_as_the_emulator_says(real_es
     for allowed in (True, False):
         with ElasticsearchEmulator(auto_create_index=allowed) as emulator:
             assert auto_create_answers(Elasticsearch(emulator.url)) == node[allowed]
+
+
+def shard_limit_answers(client: Elasticsearch) -> list:
+    """What creating, auto-creating and opening indices answers on a cluster of at most 4 shards:
+    every copy of an open index counts, assigned or not; a new index counts the replicas asked
+    for, an auto-expanded one only those it got once made; a closed one counts nothing."""
+    answers = []
+
+    def answer(call):
+        try:
+            result = call()
+        except ApiError as error:
+            answers.append((error.meta.status, error.body["error"]["type"], error.body["error"]["reason"]))
+        else:
+            items = result.get("items")
+            answers.append([(item["index"]["status"], item["index"].get("error")) for item in items]
+                           if items else result.body)
+
+    def create(name, **settings):
+        answer(lambda: client.indices.create(index=name, settings=settings))
+
+    def write(name):
+        answer(lambda: client.bulk(operations=[{"index": {"_index": name, "_id": "a"}}, {"job": "x"}]))
+
+    create("zz-a", number_of_replicas=0)
+    create("zz-b", number_of_shards=2, number_of_replicas=1)
+    create("zz-c", auto_expand_replicas="0-1")
+    create("zz-d", auto_expand_replicas="0-1")
+    create("zz-e", auto_expand_replicas="0-1")
+    write("zz-f")
+    answer(lambda: client.indices.close(index="zz-a"))
+    write("zz-f")
+    answer(lambda: client.indices.open(index="zz-a"))
+    for name in ("zz-a", "zz-c", "zz-d", "zz-f"):
+        client.options(ignore_status=404).indices.delete(index=name)
+    return answers
+
+
+def test_the_shard_limit_is_refused_as_the_emulator_says(real_es):
+    """cluster.max_shards_per_node (1,000 by default) caps a single node at 1,000 open shards: at
+    most 999 kcing indices (each asks for a replica it never gets), after which the node refuses
+    every new day's index, and Logstash's documents for it. The emulator refuses the same."""
+    from tests.fakes.elastic_server import ElasticsearchEmulator
+
+    client = client_for(real_es)
+    client.cluster.put_settings(persistent={"cluster.max_shards_per_node": 4})
+    try:
+        node = shard_limit_answers(client)
+    finally:
+        client.cluster.put_settings(persistent={"cluster.max_shards_per_node": None})
+    assert node[1][:2] == (400, "validation_exception"), node
+    with ElasticsearchEmulator(max_shards_per_node=4) as emulator:
+        assert shard_limit_answers(Elasticsearch(emulator.url)) == node
 
 
 def test_setup_es_with_ilm_on_a_node_without_ilm_is_a_clear_error(real_es, tmp_path):

@@ -5,7 +5,8 @@ Like Elasticsearch it sends `X-Elastic-Product: Elasticsearch` on every answer, 
 8.15.3 server exactly as it does against a real one), answers errors in the ES envelope
 `{"error":{"root_cause":[...],"type","reason"},"status":N}`, refuses unknown query parameters,
 settings, mapping parameters and template fields, refuses overlapping equal-priority templates,
-refuses wildcard deletes (`action.destructive_requires_name`), and type-checks documents against
+refuses wildcard deletes (`action.destructive_requires_name`) and shards past
+`cluster.max_shards_per_node` (`max_shards_per_node`), and type-checks documents against
 the mapping their index got from the matching template.
 
 Routes: `GET|HEAD /`, `GET /_cluster/health`, `PUT|POST|GET|HEAD|DELETE /_index_template/<name>`,
@@ -889,13 +890,15 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
                  password: Optional[str] = None, api_key: Optional[str] = None,
                  destructive_requires_name: bool = True, builtin_templates: bool = True,
                  cluster_name: str = "kcing-emulator", clock: Callable[[], float] = time.time,
-                 auto_create_index: bool = True):
+                 auto_create_index: bool = True, max_shards_per_node: int = 1000):
         self.version = version
         self.major = int(version.split(".")[0])
         self.user, self.password, self.api_key = user, password, api_key
         self.destructive_requires_name = destructive_requires_name
         # The cluster setting action.auto_create_index, true or false (a node's default is true).
         self.auto_create_index = auto_create_index
+        # The cluster setting cluster.max_shards_per_node, for this cluster's one data node.
+        self.max_shards_per_node = max_shards_per_node
         self.cluster_name = cluster_name
         self.cluster_uuid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         self.clock = clock
@@ -1447,6 +1450,9 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         if request.get("mappings"):
             mappings = validate_mappings(request["mappings"])
         settings.setdefault("index.number_of_shards", "1")
+        # A node counts the replicas asked for, before auto-expansion gives a single node none.
+        self.check_shard_limit(int(settings["index.number_of_shards"])
+                               * (1 + int(settings.get("index.number_of_replicas", "1"))))
         expanded = auto_expanded_replicas(settings)
         if expanded is not None:
             settings["index.number_of_replicas"] = expanded
@@ -1459,6 +1465,16 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
                       hidden=settings.get("index.hidden") == "true")
         self.indices[name] = index
         return index
+
+    def check_shard_limit(self, adding: int) -> None:
+        """Refuse to open `adding` more shards past cluster.max_shards_per_node, as a node does:
+        every copy of an open index counts, assigned or not (a closed index counts nothing), so a
+        single node holds at most 1,000 shards by default, 500 indices of one primary and one replica."""
+        open_now = sum(index.shards * (1 + index.replicas) for index in self.indices.values() if not index.closed)
+        if open_now + adding > self.max_shards_per_node:
+            raise EsError(400, "validation_exception", "Validation Failed: 1: this action would add [%d] shards, but "
+                          "this cluster currently has [%d]/[%d] maximum normal shards open;"
+                          % (adding, open_now, self.max_shards_per_node))
 
     def _store(self, index: Index, doc_id: str, source: dict) -> Tuple[Doc, bool]:
         problem = field_name_problem(source)

@@ -182,6 +182,9 @@ class IndexStates:
         from tests.fakes.elastic_server import _Answer
         with self._lock:
             names = self.resolve(expression, query)
+            if not closing:
+                self.check_shard_limit(sum(self.indices[name].shards * (1 + self.indices[name].replicas)
+                                           for name in names if self.indices[name].closed))
             for name in names:
                 self.indices[name].closed = closing
         if closing:
