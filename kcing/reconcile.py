@@ -681,7 +681,10 @@ class Reconciler:
                     resolved = self.client.indices.resolve_index(name=",".join(names), expand_wildcards="all",
                                                                  ignore_unavailable=True)
                     concrete = [item.get("name") for item in resolved.get("indices", []) if item.get("name") in names]
-                    blocks = self._block_settings(concrete)
+                    # An alias of one index is read through as that index, and writes go to it.
+                    behind = {item["name"]: item["indices"][0] for item in resolved.get("aliases", [])
+                              if item.get("name") in names and len(item.get("indices") or []) == 1}
+                    blocks = self._block_settings(sorted(set(concrete) | set(behind.values())))
                 except (AuthenticationException, AuthorizationException) as error:
                     raise _NoMetadata(error.meta.status) from None
         except _NoMetadata as refused:
@@ -695,8 +698,8 @@ class Reconciler:
         for stream in resolved.get("data_streams", []):
             if stream.get("name") in self.facts:
                 self.facts[stream["name"]] = (DATA_STREAM, "")
-        for name, found in blocks.items():
-            settings = (found or {}).get("settings") or {}
+        for name, index in [(name, name) for name in concrete] + sorted(behind.items()):
+            settings = (blocks.get(index) or {}).get("settings") or {}
             block = next((setting for setting in WRITE_BLOCKS if str(settings.get(setting)).lower() == "true"), None)
             if name in self.facts and block:
                 self.facts[name] = ("write block", block)

@@ -563,6 +563,41 @@ def test_reconcile_leaves_a_red_index_unchecked_and_checks_the_others_on_a_real_
     assert sorted(states.values()) == [DELIVERED, DELIVERED, FAILED]
 
 
+def test_reconcile_reads_an_alias_of_one_blocked_index_as_that_index_on_a_real_node(real_es, tmp_path):
+    """The node reads documents and settings through an alias of one index, and would refuse a
+    resend's writes through it to an index with a write block: its objects are not marked."""
+    from datetime import datetime, timezone
+
+    from kcing.ledger import docids
+    from kcing.ledger.ledger import Ledger, Outcome
+    from kcing.records import UpstreamObject
+    from kcing.sinks import logstash_destination
+
+    alias = "boot-%s" % (date.today() - timedelta(days=1)).strftime("%Y.%m.%d")
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(UpstreamObject("legacy", "boot", "behind-alias", "https://storage.example/a",
+                                          datetime(2024, 10, 16, tzinfo=timezone.utc)), DELIVERED,
+                           documents={alias: docids.pack(["%040x" % 1, "%040x" % 2])})],
+                  lambda kind: logstash_destination(["http://localhost:8007"]))
+    ledger.close()
+    client = client_for(real_es)
+    client.index(index="kept-boot", id="%040x" % 1, document={"job": "mainline"}, refresh=True)
+    client.indices.update_aliases(actions=[{"add": {"index": "kept-boot", "alias": alias}}])
+    client.indices.add_block(index="kept-boot", block="write")
+    try:
+        refused = client.options(ignore_status=403).index(index=alias, id="%040x" % 2, document={"job": "x"})
+        done = kcing(["reconcile"], admin_environ(real_es, tmp_path), tmp_path)
+    finally:
+        client.indices.put_settings(index="kept-boot", settings={"index.blocks.write": None})
+    assert refused.meta.status == 403  # what a resend through the alias would meet
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "boot     checked 1, present 0, missing 1; documents: 2 checked, 1 missing" in done.stdout
+    assert ("reconcile: 1 object with missing documents was not marked undelivered: Elasticsearch refuses writes "
+            "to %s (index.blocks.write); remove the block and run reconcile again" % alias in done.stdout)
+    assert set(ledger_states(db).values()) == {DELIVERED}
+
+
 def test_reconcile_beside_an_index_with_a_metadata_block_still_tells_write_blocks_on_a_real_node(real_es, tmp_path):
     """The node refuses the settings of every index asked for when one has a metadata block:
     reconcile names that index instead of asking for a privilege, and still finds the write block

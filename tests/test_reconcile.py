@@ -1972,6 +1972,31 @@ def test_aliases_blocks_and_data_streams_under_kcing_names_say_so_and_mark_nothi
     assert set(ledger_states(db).values()) == {DELIVERED}
 
 
+def test_an_alias_of_one_index_that_refuses_writes_is_read_through_as_that_index(tmp_path, es):
+    """An alias of one index under a kcing name is the index itself: documents missing there,
+    where the index behind it has a write block, are counted missing but their objects are not
+    marked undelivered (a resend through the alias would be refused), as for the index by name."""
+    db = tmp_path / "kcing.db"
+    alias, plain = day_index("boot", 1), day_index("boot", 2)
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("behind-alias", kind="boot"), DELIVERED, documents=packed(1, 2, index=alias)),
+                   Outcome(obj("by-name", kind="boot"), DELIVERED, documents=packed(3, index=plain))],
+                  to_logstash)
+    ledger.close()
+    client = es_client(es)
+    seed(es, [("kept-boot", "%040x" % 1), (plain, "%040x" % 4)])
+    client.indices.update_aliases(actions=[{"add": {"index": "kept-boot", "alias": alias}}])
+    client.indices.add_block(index="kept-boot", block="write")
+
+    checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "boot     checked 2, present 0, missing 2; documents: 3 checked, 2 missing" in checked.stdout
+    assert ("reconcile: 1 object with missing documents was not marked undelivered: Elasticsearch refuses writes "
+            "to %s (index.blocks.write); remove the block and run reconcile again" % alias in checked.stdout)
+    assert {upstream_id: state for (_, upstream_id), state in ledger_states(db).items()} == {
+        "behind-alias": DELIVERED, "by-name": FAILED}
+
+
 def test_an_index_with_a_metadata_block_is_no_reason_to_stop_telling_write_blocks(tmp_path, es):
     """Elasticsearch refuses the settings of every index asked for when one has a metadata block
     (403 cluster_block_exception): that is not a privilege the user lacks. The blocked index is
