@@ -671,6 +671,54 @@ def test_reconcile_finds_documents_missing_from_hundreds_of_indices_on_a_real_no
                   if state == FAILED) == [n for n in range(400) if n % 4]
 
 
+def test_reconcile_reads_in_real_time_past_the_result_window_on_a_real_node(real_es, tmp_path):
+    """12,000 documents of one object in one index (past index.max_result_window, which bounds a
+    search, not an _mget) and 1,200 of another in as many days' indices, none of them searchable
+    yet (refresh off): _mget reads in real time, so reconcile finds each one there, asked 1,000
+    at a time, and exactly the three deleted since, unrefreshed too."""
+    from datetime import datetime, timezone
+
+    from kcing.ledger import docids
+    from kcing.ledger.ledger import Ledger, Outcome
+    from kcing.records import UpstreamObject
+    from kcing.sinks import logstash_destination
+
+    first = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    big = {"log-2020.02.01": ["%040x" % n for n in range(12_000)]}
+    spread = {"test-%s" % (first + timedelta(days=n)).strftime("%Y.%m.%d"): ["%040x" % (100_000 + n)]
+              for n in range(1_200)}
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(UpstreamObject("legacy", "lava", upstream_id, "https://storage.example/" + upstream_id,
+                                          first), DELIVERED,
+                           documents={index: docids.pack(ids) for index, ids in layout.items()})
+                   for upstream_id, layout in (("big", big), ("spread", spread))],
+                  lambda kind: logstash_destination(["http://localhost:8338"]))
+    ledger.close()
+    client = client_for(real_es)
+    # Only a few of the days' indices: a single node opens 1,000 shards at most, and slowly.
+    stored = dict(big, **{index: ids for index, ids in sorted(spread.items())[:20]})
+    for index in stored:
+        client.indices.create(index=index, settings={"number_of_replicas": 0, "refresh_interval": "-1"})
+    helpers.bulk(client, ({"_index": index, "_id": doc_id, "_source": {"job": "mainline"}}
+                          for index, ids in stored.items() for doc_id in ids), chunk_size=5000, refresh=False)
+    assert client.count(index="log-2020.02.01")["count"] == 0  # nothing is searchable yet
+    env = admin_environ(real_es, tmp_path, DRP_DAYS=KEEP_EVERYTHING)
+    checked = kcing(["reconcile", "--since", "2020-01-01", "--dry-run"], env, tmp_path)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "lava     checked 2, present 1, missing 1; documents: 13200 checked, 1180 missing" in checked.stdout
+
+    deleted = ["%040x" % n for n in (0, 9_999, 11_999)]
+    helpers.bulk(client, ({"_op_type": "delete", "_index": "log-2020.02.01", "_id": doc_id} for doc_id in deleted),
+                 refresh=False)
+    checked = kcing(["reconcile", "--since", "2020-01-01"], env, tmp_path)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "Traceback" not in checked.stderr
+    assert "lava     checked 2, present 0, missing 2; documents: 13200 checked, 1183 missing" in checked.stdout
+    assert "missing lava big: 3 of 12000 documents, e.g. log-2020.02.01/%s" % deleted[0] in checked.stdout
+    assert set(ledger_states(db).values()) == {FAILED}
+
+
 # -- drp -------------------------------------------------------------------------------------------
 
 def test_drp_deletes_exactly_the_expired_kind_indices_by_name(real_es, tmp_path):
