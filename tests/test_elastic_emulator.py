@@ -152,6 +152,23 @@ def test_health_is_green_without_replicas_and_yellow_with(es, client):
     assert health["status"] == "yellow" and health["unassigned_shards"] == 1
 
 
+def test_a_single_node_opens_1000_shards_at_most_as_a_node_does(es, client):
+    """cluster.max_shards_per_node: 500 indices of one primary and its unassigned replica fill
+    the node; the next is refused, a write's auto-create too, until one is closed."""
+    for number in range(500):
+        es.seed_index("plain-%03d" % number)
+    with pytest.raises(BadRequestError) as refused:
+        client.indices.create(index="one-more", settings={"number_of_replicas": 0})
+    assert refused.value.body["error"]["reason"] == ("Validation Failed: 1: this action would add [1] shards, but "
+                                                     "this cluster currently has [1000]/[1000] maximum normal shards open;")
+    [item] = client.bulk(operations=[{"index": {"_index": "auto-made", "_id": "a"}}, {"job": "x"}])["items"]
+    assert (item["index"]["status"], item["index"]["error"]["type"]) == (400, "validation_exception")
+    client.indices.close(index="plain-000")
+    assert client.indices.create(index="one-more", settings={"number_of_replicas": 0})["acknowledged"]
+    with pytest.raises(BadRequestError):
+        client.indices.open(index="plain-000")
+
+
 def test_health_wait_times_out_with_408(es, client):
     es.set_health("red")
     with pytest.raises(ApiError) as caught:
