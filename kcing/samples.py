@@ -53,6 +53,9 @@ class SampleRun:
     unchanged: int = 0
     failed: int = 0
     refused: int = 0
+    # Why the listing ended early (a page still refused after its retries): what it listed
+    # before was saved all the same, and the run ends with it.
+    listing_failure: Optional[UpstreamError] = None
 
 
 # The keys of a manifest gen_samples writes.
@@ -234,16 +237,21 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optio
 
     # Kept up also while a listing page or every download in flight waits (KCI_DOWNLOAD_DEADLINE).
     with progress.kept_up(text), _stopped_when_interrupted(stop):
-        for listed in source.list_objects():
-            obj = completed(source, listed)
-            if obj.problem:
-                run.refused += 1
-                log.warning("refused %s %s: %s", obj.kind, obj.upstream_id, obj.problem)
-            elif writer.already_saved(obj):
-                run.unchanged += 1
-            else:
-                wanted.append(obj)
-            progress.update(text)
+        try:
+            for listed in source.list_objects():
+                obj = completed(source, listed)
+                if obj.problem:
+                    run.refused += 1
+                    log.warning("refused %s %s: %s", obj.kind, obj.upstream_id, obj.problem)
+                elif writer.already_saved(obj):
+                    run.unchanged += 1
+                else:
+                    wanted.append(obj)
+                progress.update(text)
+        except UpstreamError as error:
+            # A page that failed after its retries costs not the objects listed before it (the
+            # builds, when the boot listing fails), as in a feed.
+            run.listing_failure = error
         try:
             with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sample") as pool, \
                     _stopped_when_interrupted(stop, pool):

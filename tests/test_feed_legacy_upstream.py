@@ -511,6 +511,26 @@ def test_a_boot_listing_that_keeps_failing_still_delivers_the_builds_listed_befo
     assert "Traceback" not in result.stderr
 
 
+def test_gen_samples_saves_the_builds_listed_before_a_boot_listing_that_keeps_failing(logstash, tmp_path):
+    """A listing stopped part-way ended gen_samples before any download: the builds listed before
+    it were not saved, and its help gave exit 1 only for files that failed or were refused. The
+    builds are saved, as a feed delivers them, and the run ends with 1 and the page's error."""
+    from kcing import cli
+    corpus = small_corpus(TODAY)
+    samples = tmp_path / "samples"
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        replica.frontend.fail_next("/_ajax/boot", 500, count=None)
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_MAX_RETRIES="2", KCI_RETRY_BACKOFF="0")
+        result = kcing(["gen_samples", "--samples-dir", str(samples)], env, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    manifest = json.loads((samples / "manifest.json").read_text())
+    assert sorted(entry["kind"] for entry in manifest["objects"]) == ["build"] * corpus.count("build")
+    assert "gen_samples: %d saved, 0 already present, 0 failed, 0 refused" % corpus.count("build") in result.stdout
+    assert result.stderr.strip().splitlines()[-1].startswith("kcing gen_samples: "), result.stderr
+    assert "/_ajax/boot" in result.stderr.strip().splitlines()[-1] and "Traceback" not in result.stderr
+    assert "listing stopped part-way" in cli.exit_meaning("gen_samples", 1)
+
+
 def test_a_boot_listing_redirected_off_the_upstream_origins_still_delivers_the_builds_listed_before_it(
         logstash, tmp_path):
     """A redirect elsewhere (a frontend moved, a maintenance host) refuses the page, not an

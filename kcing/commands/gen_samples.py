@@ -52,9 +52,10 @@ Options:
                        with -l, FILE still gets everything.
   -h --help            Show this help.
 
-Exit status: 0 all saved; 1 some files failed or were refused; 2 usage or configuration error; 4
-another gen_samples writes into the same directory; 5 a file could not be written (a full disk:
-each file is whole or absent); 130 stopped by a signal.
+Exit status: 0 all saved; 1 some files failed or were refused, or upstream's listing stopped
+part-way (what it listed before was saved); 2 usage or configuration error; 4 another
+gen_samples writes into the same directory; 5 a file could not be written (a full disk: each
+file is whole or absent); 130 stopped by a signal.
 
 Examples:
   kcing gen_samples --sample-size 5               # the newest 5 builds and boots into samples/
@@ -78,4 +79,6 @@ def run(args: dict, settings) -> int:
                            progress=Progress("gen_samples", every=settings.KCING_PROGRESS_EVERY), stop=stop)
     said("gen_samples: %d saved, %d already present, %d failed, %d refused (unsafe or unusable) in %s"
          % (run.saved, run.unchanged, run.failed, run.refused, settings.KCI_SAMPLES_DIR))
+    if run.listing_failure is not None:
+        raise run.listing_failure  # after the summary, as a feed says it: exit 1, one line naming the page
     return 1 if (run.failed or run.refused) else 0
