@@ -49,7 +49,7 @@ def seconds(args: dict, flag: str, default: float, maximum: float = MAX_WAIT) ->
         raise ConfigError("%s must be from 0 to %g seconds" % (flag, maximum))
     if not decimal_number_spelling(value.strip()):  # float() reads "1_0" as 10 and "+1" as 1
         raise ConfigError("%s expects seconds, not %r" % (flag, _shortened(value)))
-    return number
+    return number or 0.0  # -0 is 0: messages said "within -0s"
 
 
 def _shortened(value: str, size: int = 40) -> str:

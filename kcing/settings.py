@@ -260,7 +260,7 @@ def _number(minimum: float, maximum: float) -> Callable[[Any], float]:
             raise ValueError(expected) from None
         if not minimum <= number <= maximum:  # NaN and the infinities included
             raise ValueError(expected)
-        return number
+        return number or 0.0  # -0 is 0: messages said "within -0s"
 
     parse.allowed = allowed
     return parse

@@ -728,3 +728,14 @@ def test_setup_es_health_wait_is_not_stretched_by_the_busy_node_waits(tmp_path):
     assert done.returncode == 3, done.stderr
     assert "was not ready (yellow or green) within 1s: 503 master_not_discovered_exception" in done.stderr
     assert took < 11 and "retry 1 of" not in done.stderr, (took, done.stderr)
+
+
+@pytest.mark.parametrize("flag, env", [(["--wait", "-0"], {}), ([], {"ES_READY_TIMEOUT": "-0"})],
+                         ids=["--wait", "ES_READY_TIMEOUT"])
+def test_a_wait_of_minus_zero_is_said_as_zero_seconds(tmp_path, flag, env):
+    """-0 is a wait of 0 seconds, taken as such: the message said "not ready ... within -0s", a
+    negative wait its help refuses."""
+    done = kcing(["setup_es", *flag], clean_environ(ES_HOST="http://127.0.0.1:9", **env), tmp_path)
+    assert done.returncode == 3, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "within 0s" in last and "-0" not in last, last
