@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import re
+import shlex
 import shutil
 import socket
 import struct
@@ -80,6 +81,30 @@ def test_a_commands_help_shows_its_usage_options_and_examples_only(name, tmp_pat
     assert "Examples:\n  " in shown.stdout and "Exit status:" in shown.stdout
     others = [other for other in commands.NAMES if other != name]
     assert not [other for other in others if re.search(r"^  kcing %s\b" % other, shown.stdout, re.M)]
+
+
+def example_lines(name: str) -> List[str]:
+    """The command lines of a command's Examples, without their comments."""
+    examples = commands.load(name).USAGE.split("\nExamples:\n", 1)[1]
+    return [line.split(" # ", 1)[0].strip() for line in examples.splitlines()
+            if re.match(r"  (?:[A-Z_]+=\S+ )*kcing ", line)]
+
+
+@pytest.mark.parametrize("name", commands.NAMES)
+def test_every_example_of_a_commands_help_is_a_command_line_it_takes(name):
+    """An example is what a user copies first: each names settings kcing has, and its options
+    and arguments are ones the command's usage takes, together."""
+    from kcing.settings import SPECS
+    lines = example_lines(name)
+    assert lines, name
+    for line in lines:
+        words = shlex.split(line.split(" | ", 1)[0])  # `kcing status --json | jq .objects`
+        while "=" in words[0]:
+            setting, value = words.pop(0).split("=", 1)
+            assert setting in SPECS, line
+            SPECS[setting].parse(value)  # a value the setting takes
+        assert words[:2] == ["kcing", name], line
+        assert cli.parse_command(name, words[2:]) is not None, line
 
 
 @pytest.mark.parametrize("name", [name for name in commands.NAMES if name != "test"])
