@@ -196,6 +196,27 @@ def test_a_command_reads_no_setting_its_help_leaves_out(argv, tmp_path, es):
     assert "KCING_DB" in read and not read - named, read - named
 
 
+@pytest.mark.parametrize("argv", [["setup_es", "--ilm", "--wait", "5"], ["setup_ls"], ["setup_kbn", "--wait", "5"],
+                                  ["backup_kbn", "--wait", "5"]], ids=" ".join)
+def test_an_admin_command_reads_no_setting_its_help_leaves_out(argv, tmp_path, es):
+    """What a run reads, through the clients it makes, against the emulators (a Logstash home
+    in `tmp_path`): the help's "Settings read" names each setting."""
+    from tests.fakes.kibana_server import KibanaEmulator
+    (tmp_path / "logstash" / "config").mkdir(parents=True)
+    kibana_dir = tmp_path / "kibana"
+    shutil.copytree(REPO / "kibana", kibana_dir, ignore=shutil.ignore_patterns("backups"))
+    if argv[0].endswith("_kbn"):  # backup_kbn into a new directory: this Kibana holds no objects
+        argv = [*argv, "--kibana-dir", str(kibana_dir if argv[0] == "setup_kbn" else tmp_path / "export")]
+    with KibanaEmulator() as kibana:
+        env = clean_environ(ES_HOST=es.url, KB_URL=kibana.url, LS_HOME=str(tmp_path / "logstash"))
+        ran = subprocess.run([sys.executable, "-c", READ_SETTINGS, *argv], env=dict(env, PYTHONPATH=str(REPO)),
+                             cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0 and "Traceback" not in ran.stderr, ran.stderr
+    read = set(json.loads(ran.stderr.rsplit("read: ", 1)[1]))
+    named = set(re.findall(r"\b(?:KCI|KCING|ES|LS|KB|DRP)_[A-Z_]*[A-Z]\b", settings_read(argv[0])))
+    assert read and not read - named, read - named
+
+
 @pytest.mark.parametrize("argv", [["--output", "out"], [], ["--dry-run"]], ids=lambda argv: " ".join(argv) or "logstash")
 def test_a_feed_reads_no_setting_its_help_leaves_out(argv, tmp_path, logstash):
     """The feed's reads go through its sinks and pipeline too: how much waits to be sent
