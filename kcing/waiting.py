@@ -25,7 +25,8 @@ class WaitReport:
         """Called after each poll that found the service not ready yet."""
         now = self.clock()
         if self._last is None:
-            log.info("waiting up to %.0fs for %s (%s)", self.timeout, self.what, reason)
+            # %g, as the closing line says it: a --wait of 0.4 was announced as "up to 0s".
+            log.info("waiting up to %gs for %s (%s)", self.timeout, self.what, reason)
             self._last = now
         elif now - self._last >= self.every:
             log.info("still waiting for %s: %.0fs left (%s)", self.what, max(0.0, self.deadline - now), reason)

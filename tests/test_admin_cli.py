@@ -739,3 +739,13 @@ def test_a_wait_of_minus_zero_is_said_as_zero_seconds(tmp_path, flag, env):
     assert done.returncode == 3, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert "within 0s" in last and "-0" not in last, last
+
+
+@pytest.mark.parametrize("command", [["setup_es"], ["backup_kbn"]], ids=lambda command: command[0])
+def test_a_wait_under_a_second_is_said_as_given(tmp_path, command):
+    """`--wait 0.4` waited 0.4 s, and the line announcing it said "waiting up to 0s", a wait of none."""
+    env = clean_environ(ES_HOST="http://127.0.0.1:9", KB_URL="http://127.0.0.1:9")
+    done = kcing([*command, "--wait", "0.4"], env, tmp_path)
+    assert done.returncode == 3, done.stderr
+    started = [line for line in done.stderr.splitlines() if "waiting up to " in line]
+    assert len(started) == 1 and "waiting up to 0.4s for " in started[0], done.stderr
