@@ -75,24 +75,30 @@ def lock_holders(ledger: Ledger) -> Tuple[str, ...]:
 
 
 def _running_run(ledger: Ledger, held_before: Tuple[str, ...] = ()) -> Optional[Tuple[int, str]]:
-    """(row id, pid) of the run in progress: the row without an end that the process holding the
-    lock beside the ledger started (its pid is in the row's counts; a row from a kcing that kept
-    no pid: the newest without an end). Every other row without an end belongs to a run that was
-    killed or could not write its end (the ledger locked or its disk full).
+    """(row id, pid) of the run in progress: the newest row, when it has no end and the process
+    holding the lock beside the ledger started it (its pid is in the row's counts; a row from a
+    kcing that kept no pid: taken as the holder's). Every other row without an end belongs to a
+    run that was killed or could not write its end (the ledger locked or its disk full).
+
+    Only the newest row can be the run's: rows are written by the process holding the lock, one
+    closed before the next is begun. A pid alone does not tell: in containers each run may get the
+    same one (1, the first process of a `docker run` or a Kubernetes job), and the row of a run
+    killed there named the pid of the run holding the lock after it, which showed it `running`
+    while that run checked Elasticsearch after its feed (`feed_es --verify`), its own row closed.
 
     The rows are read from a snapshot: a run that ended after it was taken, its row still open
     there, held the lock before it (`held_before`), and one that started since holds it now."""
     holder = held_before + tuple(pid for pid in lock_holders(ledger) if pid not in held_before)
     if not holder:
         return None
-    unended = list(Run.select(Run.id, Run.counts).where(Run.ended.is_null()).order_by(Run.id.desc()))
-    for row in unended:
-        pid = str(_counts(row.counts).get("pid"))
-        if pid in holder:
-            return (row.id, pid)
-    if unended and "pid" not in _counts(unended[0].counts):
-        return (unended[0].id, holder[0])
-    return None
+    newest = Run.select(Run.id, Run.ended, Run.counts).order_by(Run.id.desc()).first()
+    if newest is None or newest.ended is not None:
+        return None
+    counts = _counts(newest.counts)
+    if "pid" not in counts:
+        return (newest.id, holder[0])
+    pid = str(counts["pid"])
+    return (newest.id, pid) if pid in holder else None
 
 
 def _counts(text: Optional[str]) -> dict:

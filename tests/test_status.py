@@ -665,6 +665,33 @@ def test_status_shows_the_ledger_at_one_moment_while_a_run_records_its_objects_a
     assert data["runs"][0]["outcome"] == "running (pid %d)" % os.getpid(), data["runs"]
 
 
+def test_a_killed_run_is_not_shown_running_while_a_later_run_under_the_same_pid_holds_the_lock(tmp_path):
+    """In containers each run may get the same pid (1, the first process of a `docker run` or a
+    Kubernetes job): a run killed there leaves its row open with the pid of the run that holds the
+    lock after it. That run, its feed's row closed and waiting to check Elasticsearch (`feed_es
+    --verify`), is not the killed one: its row is `ended without a record`, not `running`."""
+    import os
+    from kcing.runlock import RunLock
+    from kcing.status import UNRECORDED_END
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    try:
+        ledger.start_run("feed_es", {"source": "api"})  # the killed run: its row keeps its pid, this process's
+        with RunLock(str(db)):  # the run after it, under the same pid
+            later = ledger.start_run("feed_es", {"source": "api"})
+            ledger.finish_run(later, "ok", {"source": "api", "delivered": 1})
+            data = status_json(clean_environ(KCING_DB=str(db)), tmp_path)
+            text = status_text(clean_environ(KCING_DB=str(db)), tmp_path)
+            with_its_row_open = ledger.start_run("reconcile")  # its check begins: its own row is the running one
+            checking = status_json(clean_environ(KCING_DB=str(db)), tmp_path)
+    finally:
+        ledger.close()
+    assert [run["outcome"] for run in data["runs"]] == ["ok", UNRECORDED_END], data["runs"]
+    assert "running (pid" not in text, text
+    assert with_its_row_open == later + 1
+    assert [run["outcome"] for run in checking["runs"]] == ["running (pid %d)" % os.getpid(), "ok", UNRECORDED_END]
+
+
 def test_a_run_that_took_the_lock_after_status_first_looked_is_shown_running(tmp_path):
     """status asks who holds the lock, then reads its snapshot: a run that took the lock and
     opened its row between the two holds the lock now, and its open row is its run in progress,
