@@ -965,6 +965,22 @@ def test_a_run_refused_because_another_holds_the_lock_leaves_no_output_directory
     assert not (tmp_path / "out").exists() and not db.exists()
 
 
+def test_a_run_refused_because_another_writes_into_its_output_directory_makes_no_ledger(tmp_path):
+    """Two runs with their own ledgers and one --output directory: the second exits 4 and writes
+    nothing, not even a new ledger (with the lock beside it) of a run that never began."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ndjson.lock").write_text("")
+    with open(str(out / "ndjson.lock")) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        refused = kcing(["feed_es", "--source", "samples", "--output", str(out)], samples_environ(tmp_path), tmp_path)
+    assert refused.returncode == 4, refused.stderr
+    assert one_line(refused) == ("kcing feed_es: another kcing run (pid unknown) is using %s; try again when it ends"
+                                 % (out / "ndjson.lock"))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out"]
+    assert sorted(path.name for path in out.iterdir()) == ["ndjson.lock"]
+
+
 @pytest.mark.parametrize("command", ["status", "feed_es"])
 def test_a_working_directory_that_is_gone_is_said_not_taken_for_one_without_local_settings(command, tmp_path):
     """A deploy replaced the directory a shell, or a cron line's `cd`, was in: its

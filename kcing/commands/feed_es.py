@@ -187,6 +187,13 @@ def run(args: dict, settings) -> int:
     # of millions kept each object's key (a quarter of a kilobyte) until the check.
     delivered = array("q")
     with ExitStack() as stack:
+        output_locked = not dry_run and hasattr(sink, "run_lock")
+        if output_locked and sink.run_lock_made():
+            # The output directory's lock file is there (a run that is writing into it made it):
+            # such a run refuses this one before anything is made for it, a ledger and the lock
+            # beside it included (a run with a ledger of its own made both, then exited 4).
+            stack.enter_context(sink.run_lock())
+            output_locked = False
         if not dry_run:
             # Another run holding the lock refuses this one before it began, as a ledger that is
             # none does.
@@ -196,9 +203,9 @@ def run(args: dict, settings) -> int:
         with _unmade_output_if_refused(sink):
             ledger = open_ledger(settings, dry_run, stop)
         stack.callback(ledger.close)
-        if not dry_run and hasattr(sink, "run_lock"):
+        if output_locked:
             # After the ledger: a run refused for its ledger leaves no lock file in an output
-            # directory it made. Another run holding this one made nothing.
+            # directory (it made, or that held none).
             stack.enter_context(sink.run_lock())
         summary = run_feed(source, ledger, sink, settings, dry_run, stop,
                            on_recorded=delivered.extend if verify else (lambda row_ids: None))

@@ -17,7 +17,7 @@ from typing import Dict, List, Set
 
 from kcing.errors import ConfigError, KcingError, StorageFailed
 from kcing.files import file_error, is_directory, make_directories, open_own_file, path_exists
-from kcing.runlock import RunLock
+from kcing.runlock import RunLock, lock_path
 from kcing.sinks import ndjson_destination
 from kcing.sinks.batching import Batch
 from kcing.sinks.encoding import ndjson_record
@@ -137,6 +137,11 @@ class NdjsonDirSink:
                 made.rmdir()
             except OSError:  # something is in it after all: left as it is, and its parents
                 return
+
+    def run_lock_made(self) -> bool:
+        """Whether the lock file of `run_lock` is there (made by an earlier run, or one writing
+        into the directory now)."""
+        return os.path.lexists(str(lock_path(str(self.directory / LOCK_STEM))))
 
     def run_lock(self) -> RunLock:
         """One run at a time writes into the directory, whatever ledger it keeps: another run's
