@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+import resource
+import signal
 import sqlite3
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,7 +19,7 @@ from kcing.ledger.models import APPLICATION_ID, DELIVERED
 from kcing.records import BUILD, UpstreamObject
 from kcing.wiring import logstash_destinations_key, open_ledger
 from kcing.sinks import logstash_destination
-from tests.feedrun import SAMPLES, clean_environ, kcing, sample_objects
+from tests.feedrun import REPO, SAMPLES, clean_environ, kcing, sample_objects
 
 SAMPLE_COUNT = len(sample_objects())
 
@@ -207,6 +211,56 @@ def test_a_schema_2_ledger_keeps_its_deliveries_as_sent_to_the_configured_logsta
     assert "skipped 0 (already delivered), downloaded %d" % SAMPLE_COUNT in written.stdout
     # Opening it again changes nothing more.
     assert delivered_per_destination(status(env, tmp_path))["ndjson %s" % (tmp_path / "out")] == SAMPLE_COUNT
+
+
+def _files_of_at_most(limit: int):
+    """A child's preexec: no file it writes may grow past `limit` bytes (the write fails with
+    EFBIG, SIGXFSZ being ignored), as on a disk with that much room left."""
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return limited
+
+
+def test_an_upgrade_the_disk_stops_midway_leaves_the_older_ledger_as_it_was(logstash, tmp_path):
+    """The README's upgrade notes: the ledger's upgrade is one transaction. One that cannot
+    write its -wal file to the end (a full disk) rolls back, and the ledger stays at schema 2,
+    whole, readable by the kcing that wrote it, and upgraded by the next run that has the room."""
+    db = tmp_path / "kcing.db"
+    objects = sample_objects()
+    make_schema_2(db, delivered=objects[:3], failed=objects[3:4])
+    with sqlite3.connect(str(db)) as conn:
+        assert conn.execute("PRAGMA journal_mode = wal").fetchone()[0] == "wal"  # as kcing writes its ledgers
+        # Enough rows that rewriting them all takes more -wal file than the room left below.
+        conn.executemany("INSERT INTO upstream_file (source, kind, upstream_id, url, state, attempts, first_seen) "
+                         "VALUES ('legacy', 'build', ?, ?, 'delivered', 1, '2024-10-16 07:00:00')",
+                         [("%024x" % number, "https://storage.example/%d/build.json" % number)
+                          for number in range(4000)])
+    conn.close()
+    content = db.read_bytes()
+    assert len(content) > 256 * 1024
+    env = environ(logstash, db)
+
+    stopped = subprocess.run([sys.executable, str(REPO / "kcing.py"), "feed_es", "--source", "samples"], env=env,
+                             cwd=str(tmp_path), capture_output=True, text=True, timeout=120,
+                             preexec_fn=_files_of_at_most(256 * 1024))
+    assert stopped.returncode == 5, stopped.stderr
+    assert "cannot write the ledger" in stopped.stderr and "Traceback" not in stopped.stderr
+    with sqlite3.connect(str(db)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert "destination" not in {row[1] for row in conn.execute("PRAGMA table_info(upstream_file)")}
+        assert conn.execute("SELECT COUNT(*) FROM upstream_file").fetchone()[0] == 4 + 4000
+    conn.close()
+    assert len(logstash.store) == 0  # nothing was posted before the ledger was usable
+
+    posted = kcing(["feed_es", "--source", "samples"], env, tmp_path)
+    assert posted.returncode == 0, posted.stderr
+    assert "skipped 3 (already delivered), downloaded %d" % (SAMPLE_COUNT - 3) in posted.stdout
+    with sqlite3.connect(str(db)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
 
 
 def test_drp_forgets_the_rows_of_every_destination_and_says_which(logstash, tmp_path, es):
