@@ -400,16 +400,22 @@ def test_pages_labelled_otherwise_or_starting_with_a_byte_order_mark_are_read_as
     assert stored_keys(logstash) == set(expected_documents(api_replica))
 
 
-def test_tests_a_job_made_while_the_run_listed_carry_the_finished_jobs_device(env, tmp_path, api_replica, logstash):
-    # A LAVA job is listed `running` (no device yet). Before this run lists the tests, LAVA's
-    # callback finishes the job in place (its device set) and makes its tests, which the run
-    # then lists: their documents name the job's device as those of tests made earlier do.
+def _running_lava_job(api_replica):
+    """A LAVA job below the arm64 kbuild, listed `running`: no result, no device yet; and the
+    builder of its tree."""
     kbuild = api_replica.tree["kbuild-arm64"]
     builder = _Tree(api_replica.corpus, api_replica.files_url, BASE, "tree-1", kbuild["data"]["kernel_revision"])
     data = {key: kbuild["data"][key] for key in ("arch", "defconfig", "compiler", "kernel_type")}
     data.update(config_full="+lab-setup", platform="rk3399-rock-pi-4b", runtime="lava-collabora", job_id="7700009")
-    job = builder.node("job", "baseline-arm64-rockchip", kbuild, 30, data, result=None, state="running",
-                       group="baseline-arm64-rockchip")
+    return builder, builder.node("job", "baseline-arm64-rockchip", kbuild, 30, data, result=None, state="running",
+                                 group="baseline-arm64-rockchip")
+
+
+def test_tests_a_job_made_while_the_run_listed_carry_the_finished_jobs_device(env, tmp_path, api_replica, logstash):
+    # A LAVA job is listed `running` (no device yet). Before this run lists the tests, LAVA's
+    # callback finishes the job in place (its device set) and makes its tests, which the run
+    # then lists: their documents name the job's device as those of tests made earlier do.
+    builder, job = _running_lava_job(api_replica)
     made = []
 
     def callback(server, query, number):
@@ -431,12 +437,7 @@ def test_tests_made_before_their_job_finished_wait_for_it_and_end_as_one_run_ove
     # Tests of a LAVA job that has no result yet (no device either). Delivered so, their documents
     # lacked the job's verdict and device for good: the job, once finished, was delivered again,
     # but its tests, unchanged, were not.
-    kbuild = api_replica.tree["kbuild-arm64"]
-    builder = _Tree(api_replica.corpus, api_replica.files_url, BASE, "tree-1", kbuild["data"]["kernel_revision"])
-    data = {key: kbuild["data"][key] for key in ("arch", "defconfig", "compiler", "kernel_type")}
-    data.update(config_full="+lab-setup", platform="rk3399-rock-pi-4b", runtime="lava-collabora", job_id="7700009")
-    job = builder.node("job", "baseline-arm64-rockchip", kbuild, 30, data, result=None, state="running",
-                       group="baseline-arm64-rockchip")
+    builder, job = _running_lava_job(api_replica)
     setup = builder.child("job", "setup", job, 31)
     login = builder.child("test", "login", setup, 31.5)
 

@@ -283,11 +283,9 @@ def test_the_summary_counts_what_upstream_listed_and_the_earlier_failures_tried_
     assert (run["counts"]["listed"], run["counts"]["retried"]) == (in_window, len(early)), run
 
 
-def test_a_how_many_run_lists_no_window_of_days_and_takes_no_earlier_failure_again(env, tmp_path, legacy_replica,
-                                                                                 logstash, objects):
-    """The README: the earlier failures added to the listing are those dated before its window;
-    a `--how-many` run, which lists the newest objects whatever their day, adds none."""
-    env = dict(env, DRP_DAYS="3650")
+def _failed_before_the_window(env, tmp_path, legacy_replica, objects) -> list:
+    """The objects dated before a two-day window, left failed by a run over everything (their
+    storage answered 503), the storage answering again afterwards."""
     newest = max(obj.date for obj in objects).date()
     early = [obj for obj in objects if obj.date.date() < newest - timedelta(days=2)]
     assert early
@@ -296,6 +294,15 @@ def test_a_how_many_run_lists_no_window_of_days_and_takes_no_earlier_failure_aga
         legacy_replica.storage.fail_next("/" + storage_path(obj), 503, count=None)
     assert kcing(["feed_es"], env, tmp_path).returncode == 1
     legacy_replica.storage.clear_faults()
+    return early
+
+
+def test_a_how_many_run_lists_no_window_of_days_and_takes_no_earlier_failure_again(env, tmp_path, legacy_replica,
+                                                                                 logstash, objects):
+    """The README: the earlier failures added to the listing are those dated before its window;
+    a `--how-many` run, which lists the newest objects whatever their day, adds none."""
+    env = dict(env, DRP_DAYS="3650")
+    early = _failed_before_the_window(env, tmp_path, legacy_replica, objects)
     asked_before = len(legacy_replica.storage.requests)
     newest_only = kcing(["feed_es", "--how-many", "1"], env, tmp_path)
     assert newest_only.returncode == 0, newest_only.stdout + newest_only.stderr
@@ -315,14 +322,7 @@ def test_a_listing_that_fails_part_way_still_tries_the_earlier_failures_again(en
     """The objects listed before a failing page were delivered, but the earlier failures taken
     from the ledger, which do not depend on the listing, were tried by no run while it failed."""
     env = dict(env, DRP_DAYS="3650", KCI_MAX_RETRIES="1")
-    newest = max(obj.date for obj in objects).date()
-    early = [obj for obj in objects if obj.date.date() < newest - timedelta(days=2)]
-    assert early
-    legacy_replica.frontend.today = newest
-    for obj in early:
-        legacy_replica.storage.fail_next("/" + storage_path(obj), 503, count=None)
-    assert kcing(["feed_es"], env, tmp_path).returncode == 1
-    legacy_replica.storage.clear_faults()
+    early = _failed_before_the_window(env, tmp_path, legacy_replica, objects)
     legacy_replica.frontend.fail_next("/_ajax/boot", 500, count=None)  # after the builds, it keeps failing
     again = kcing(["feed_es", "--days", "2"], env, tmp_path)
     assert again.returncode == 1, again.stdout + again.stderr  # what a listing that failed exits with
