@@ -442,14 +442,16 @@ def told(line: str) -> None:
         to_devnull(sys.stderr)
 
 
-def stdout_flushed(status: int) -> int:
-    """`status`, or 5 with one line on stderr when what is left of stdout cannot be written."""
+def stdout_flushed(status: int, command: Optional[str] = None) -> int:
+    """`status`, or 5 with one line on stderr when what is left of stdout cannot be written. The
+    line names `command` as a failed write during it does: whether the write fails there or in
+    this last flush depends only on stdout's buffering (PYTHONUNBUFFERED, a terminal)."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         return STDOUT_CLOSED if stdout_reader_gone() else status
     except StorageFailed as error:
-        told("kcing: %s" % error)
+        told("%s: %s" % ("kcing %s" % command if command else "kcing", error))
         return status or StorageFailed.exit_code  # a command that failed has said why already
     return status
 
@@ -504,16 +506,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stdout = StdoutFailing(sys.stdout)
         status = _main(sys.argv[1:], as_program)
         commands.ending_with(status)  # what a signal from now on leaves it (kcing/shutdown.py)
-        status = stdout_flushed(status)
+        status = stdout_flushed(status, _command_run[0])
         commands.ending_with(status)
         return status
     return _main(list(argv), as_program)
+
+
+# The command the process runs, once its command line named one: its last flush of stdout says it.
+_command_run: List[Optional[str]] = [None]
 
 
 def _main(argv: List[str], as_program: bool) -> int:
     command = None
     try:
         command, rest = split_global(argv)
+        _command_run[0] = command
         if command is None:
             return 0
         args = parse_command(command, rest)
@@ -560,12 +567,12 @@ def _main(argv: List[str], as_program: bool) -> int:
         with contextlib.redirect_stdout(held):
             status = run_command(command, args)
     finally:
-        release(held.getvalue(), status)
+        release(held.getvalue(), status, command)
     return status
 
 
-def release(printed: str, status: int) -> None:
-    """What a --quiet command printed: in the -l log file, and on stdout after a failure."""
+def release(printed: str, status: int, command: str) -> None:
+    """What a --quiet `command` printed: in the -l log file, and on stdout after a failure."""
     for line in printed.splitlines():
         logs.in_log_file_only(logging.INFO, line, __name__)
     if status == 0 or not printed:
@@ -578,7 +585,7 @@ def release(printed: str, status: int) -> None:
     except BrokenPipeError:
         stdout_reader_gone()
     except StorageFailed as error:  # a full disk: the run's own status stands, it said why it failed
-        told("kcing: %s" % error)
+        told("kcing %s: %s" % (command, error))
 
 
 def log_file_problem(path: str, error: OSError) -> str:
