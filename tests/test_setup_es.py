@@ -656,3 +656,20 @@ def test_a_head_is_not_held_to_the_size_its_content_length_announces(tmp_path):
     with RogueFront(None) as front:
         front.on("HEAD", "", head, count=None)
         assert make_client(load_settings(tmp_path, ES_HOST=front.url)).indices.exists(index="build-2024.10.16")
+
+
+@pytest.mark.parametrize("command, status, path, said", [
+    (["drp", "--dry-run"], 500, "/_cat/indices",
+     "refused a request while listing indices (build-*,boot-*,test-*,log-*,regression-*) (500 error): "),
+    (["setup_es"], 503, "/_cluster/health", "was not ready (yellow or green) within 1s: 503 ")])
+def test_an_error_answer_without_a_body_is_said_empty_not_none(tmp_path, es, command, status, path, said):
+    """A proxy in front of the node answers its 5xx with an empty body: the message ended in
+    the client's str() of no body, "None"."""
+    empty = answer(status, (("X-Elastic-Product", "Elasticsearch"), ("Content-Type", "application/json")))
+    with RogueFront(es.url) as front:
+        front.on("GET", path, empty)
+        done = kcing(command, clean_environ(ES_HOST=front.url, ES_READY_TIMEOUT="1", ES_RETRY_BACKOFF="0.01",
+                                            KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stderr.splitlines()[-1] == ("kcing %s: Elasticsearch at %s %sno reason given (an empty answer)"
+                                            % (command[0], front.url, said))

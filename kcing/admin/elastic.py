@@ -412,7 +412,11 @@ def reason_of(error: ApiError) -> str:
             reason = _deepest_reason(envelope)
         elif envelope:
             reason = str(envelope)
-    elif body:
+    elif body is None or body == "":
+        # An answer without a body (a proxy's 502 or 503 in front of the node): the client's
+        # message is then the body as Python writes it, "None".
+        return "no reason given (an empty answer)"
+    else:
         reason = str(body)
     return _one_line(str(reason or error.message))
 
