@@ -888,6 +888,19 @@ def test_not_ready_is_a_clear_one_line_error(kibana, workdir, tmp_path):
     assert not (workdir / "backups").exists()
 
 
+@pytest.mark.parametrize("status, said", [
+    (503, "Kibana at %s is not ready (HTTP 503); gave up after waiting 0s"),
+    (400, "%s answered GET /api/status with HTTP 400: KB_URL does not lead to Kibana")])
+def test_a_status_answer_without_a_body_leaves_no_empty_reason(kibana, workdir, tmp_path, status, said):
+    """A proxy in front of Kibana answers its 503 (or a 400) with an empty body: the message said
+    "(HTTP 503: )", or "HTTP 400: : KB_URL ...", a reason left empty."""
+    with RogueFront(kibana.url) as front:
+        front.on("GET", "/api/status", answer(status), count=None)
+        with pytest.raises((kb.KibanaUnavailable, ConfigError)) as caught:
+            setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=front.url))
+    assert str(caught.value) == said % front.url
+
+
 def test_a_plugin_unavailable_does_not_hold_back_a_kibana_whose_core_is_up(kibana, workdir, tmp_path, caplog):
     """Kibana answers GET /api/status with 200 while Elasticsearch and saved objects are
     available, even when a plugin makes the overall level unavailable: the export and import work,

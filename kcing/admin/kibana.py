@@ -540,10 +540,16 @@ def response_message(response: Answer) -> str:
     return one_line(body_text(response))
 
 
+def said(message: str) -> str:
+    """`: message` to follow a status, or nothing for an answer that said nothing (an empty
+    body, as a proxy in front of Kibana answers its 503)."""
+    return ": %s" % message if message else ""
+
+
 def error_for(status: int, message: str, action: str, url: str, user: str, api_key: bool = False) -> KcingError:
     """The error to raise when Kibana answers `status` to `action` (an HTTP error, not 2xx);
     `user` is the basic-auth user sent, `api_key` whether an API key was sent instead."""
-    detail = ": %s" % message if message else ""
+    detail = said(message)
     if status == 401:
         if api_key:
             hint = "check KB_API_KEY (an expired or invalidated key is refused)"
@@ -729,10 +735,10 @@ class KibanaClient:
         if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
             # Kibana refuses no plain GET of its status: what answers is not Kibana (Elasticsearch's
             # port, another web server), and waiting will not make it one.
-            raise not_kibana(self.url, "HTTP %d: %s" % (response.status_code, response_message(response)))
+            raise not_kibana(self.url, "HTTP %d%s" % (response.status_code, said(response_message(response))))
         if response.status_code != 200:
-            return "Kibana at %s is not ready (HTTP %d: %s)" % (self.url, response.status_code,
-                                                              _status_level(response) or response_message(response))
+            return "Kibana at %s is not ready (HTTP %d%s)" % (self.url, response.status_code,
+                                                            said(_status_level(response) or response_message(response)))
         level = _status_level(response)
         if not level:
             kind = (response.headers.get("Content-Type") or "no Content-Type").split(";")[0].strip()
