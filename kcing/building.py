@@ -231,10 +231,6 @@ class _Worker:
             return self.process.wait(), True
 
 
-def _seconds_text(seconds: float) -> str:
-    return "%d" % seconds if float(seconds).is_integer() else "%g" % seconds
-
-
 def _death_text(code: int) -> str:
     """How a worker that exited with `code` (Popen.returncode) ended."""
     if code < 0:
@@ -366,8 +362,8 @@ class Builder:
                 if self.abandon():
                     raise BuildAbandoned("not built: the run is stopping") from died
                 if worker.timed_out:
-                    raise RejectedInput("building its documents took longer than KCING_BUILD_TIMEOUT (%s s): "
-                                        "its worker process was killed" % _seconds_text(self.timeout)) from died
+                    raise RejectedInput("building its documents took longer than KCING_BUILD_TIMEOUT (%g s): "
+                                        "its worker process was killed" % self.timeout) from died
                 if self._closed:
                     raise
                 deaths.append(died)

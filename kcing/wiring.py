@@ -115,8 +115,6 @@ def make_sink(args: dict, settings, stop: Optional[Stop] = None, kinds: Optional
         from kcing.sinks.ndjson import NdjsonDirSink  # as the sources: imported when used
         return NdjsonDirSink(args["--output"], create=not args.get("--dry-run"),
                              max_file_bytes=settings.KCING_OUTPUT_MAX_BYTES)
-    names = {BUILD: "ES_BUILD", LAVA: "ES_LAVA", BOOT: "ES_BOOT", CHECKOUT: "ES_BUILD", KBUILD: "ES_BUILD",
-             JOB: "ES_LAVA", TEST: "ES_LAVA", NODE: "ES_LAVA", REGRESSION: "ES_REGRESSION"}
     auth = None
     if settings.LS_USER or settings.LS_PASSWORD:
         if not (settings.LS_USER and settings.LS_PASSWORD):
@@ -125,9 +123,8 @@ def make_sink(args: dict, settings, stop: Optional[Stop] = None, kinds: Optional
         # Only the inputs the run may post to: the API source never posts to ES_BOOT nor the
         # legacy one to ES_REGRESSION, and one left at its default http:// URL beside https://
         # inputs would have every run warn of a password it never sends there.
-        posted_to = None if kinds is None else {names[kind] for kind in kinds}
-        inputs = [name for name in ("ES_BUILD", "ES_LAVA", "ES_BOOT", "ES_REGRESSION")
-                  if posted_to is None or name in posted_to]
+        posted_to = {ROUTE_SETTINGS[kind] for kind in (ROUTE_SETTINGS if kinds is None else kinds)}
+        inputs = [name for name in dict.fromkeys(ROUTE_SETTINGS.values()) if name in posted_to]
         warn_cleartext_credentials("the Logstash password (LS_PASSWORD)",
                                    {name: getattr(settings, name) for name in inputs})
     stop = stop if stop is not None else Stop()
@@ -138,17 +135,20 @@ def make_sink(args: dict, settings, stop: Optional[Stop] = None, kinds: Optional
     reader = BodyReader(settings.ES_POST_DEADLINE, MAX_ANSWER_BYTES, abandon=lambda: stop.urgent or stop.past_grace())
     return LogstashSink(logstash_routes(settings), transport,
                         RetryPolicy(attempts=settings.ES_MAX_RETRIES, base=settings.ES_RETRY_BACKOFF),
-                        settings.ES_TIMEOUT, sleep=stop.pause, settings=names, reader=reader, stopping=stop.is_set)
+                        settings.ES_TIMEOUT, sleep=stop.pause, settings=ROUTE_SETTINGS, reader=reader, stopping=stop.is_set)
+
+
+# kind -> the setting naming the Logstash inputs its documents go to. KernelCI API nodes go where
+# the legacy documents of the same kinds go: builds to the build input, and jobs and tests (boot,
+# test and log documents) to the LAVA one. Regressions, which legacy had not, have an input of
+# their own.
+ROUTE_SETTINGS = {BUILD: "ES_BUILD", LAVA: "ES_LAVA", BOOT: "ES_BOOT", CHECKOUT: "ES_BUILD", KBUILD: "ES_BUILD",
+                  JOB: "ES_LAVA", TEST: "ES_LAVA", NODE: "ES_LAVA", REGRESSION: "ES_REGRESSION"}
 
 
 def logstash_routes(settings) -> dict:
     """{kind: Logstash input URLs}."""
-    # KernelCI API nodes go where the legacy documents of the same kinds go: builds to the
-    # build input, and jobs and tests (boot, test and log documents) to the LAVA one. Regressions,
-    # which legacy had not, have an input of their own.
-    return {BUILD: settings.ES_BUILD, LAVA: settings.ES_LAVA, BOOT: settings.ES_BOOT,
-            CHECKOUT: settings.ES_BUILD, KBUILD: settings.ES_BUILD, JOB: settings.ES_LAVA, TEST: settings.ES_LAVA,
-            NODE: settings.ES_LAVA, REGRESSION: settings.ES_REGRESSION}
+    return {kind: getattr(settings, name) for kind, name in ROUTE_SETTINGS.items()}
 
 
 def logstash_destination_of(settings):
