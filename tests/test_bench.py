@@ -30,7 +30,8 @@ TARGET_LINE = re.compile(r"^([1-6])  .*  (PASS|FAIL|n/a)$")
 def test_a_tiny_bench_run_prints_a_verdict_for_every_target():
     done = subprocess.run([sys.executable, str(BENCH / "targets.py"), "--objects", "10", "--cores-objects", "10",
                            "--log-lines", "20",
-                           "--rss-sizes", "5,10", "--ledger-rows", "100"], capture_output=True, text=True, timeout=600)
+                           "--rss-sizes", "5,10", "--rss-log-lines", "7", "--ledger-rows", "100"],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     table = done.stdout.split("== targets", 1)[1]
     verdicts = [TARGET_LINE.match(line) for line in table.splitlines() if line.strip()]
@@ -40,6 +41,9 @@ def test_a_tiny_bench_run_prints_a_verdict_for_every_target():
     assert "top functions by own CPU time" in done.stdout  # the re-run breakdown
     assert re.search(r"corpus: 10 objects, [\d.]+ documents per object", done.stdout)
     assert "fastest of 6 passes, two before each feed run and two after" in done.stdout
+    # The memory target's corpora, both of their own log lines (not the backlog's 20).
+    assert "5 objects of 7 log lines each: peak RSS" in done.stdout
+    assert "10 objects of 7 log lines each: peak RSS" in done.stdout
 
 
 def test_each_run_of_the_backlog_feed_delivers_the_whole_corpus_anew():

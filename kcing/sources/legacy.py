@@ -31,6 +31,7 @@ from kcing.secrecy import masked
 from kcing.shutdown import result_of
 from kcing.sources import heads
 from kcing.sources.api import GZIP_MAGIC, gunzip, gzip_problem
+from kcing.sources.listed import ListedIds
 from kcing.sources.requester import Requester, json_of
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ class LegacyKernelCI:
         thousand dicts, would be walked by the next collections, and now and then with
         everything else the process holds.
         """
-        seen: Set[str] = set()
+        seen = ListedIds()
         wanted = self.how_many
         passes = 1
         days: Set[Tuple[str, date]] = set()  # the UTC days this pass of the listing ran in
@@ -267,7 +268,7 @@ class LegacyKernelCI:
                     upcoming = prefetch.submit(self._page, collection, skip, self._limit(len(seen)))
 
     @staticmethod
-    def _all_skipped(kinds: list, ids: list, delivered: dict, seen: Set[str]) -> bool:
+    def _all_skipped(kinds: list, ids: list, delivered: dict, seen: ListedIds) -> bool:
         """Whether every item of a page of one kind is delivered or listed already (a routine
         run's usual page), in set operations instead of a loop per item.
 
@@ -277,7 +278,7 @@ class LegacyKernelCI:
         if not kinds or len(set(kinds)) != 1:
             return False
         seen.update(delivered.get(kinds[0], ()))
-        return seen.issuperset(ids)
+        return seen.holds_all(ids)
 
     def _identities(self, collection: str, id_values: list, labs: list) -> tuple:
         """The kind and upstream id of every item of a page (id None: the item has no valid id),
@@ -294,7 +295,7 @@ class LegacyKernelCI:
         return kinds, _object_ids(id_values)
 
     @staticmethod
-    def _known_on_page(kinds: list, ids: list, seen: Set[str], known) -> dict:
+    def _known_on_page(kinds: list, ids: list, seen: ListedIds, known) -> dict:
         """{kind: ids of this page the ledger holds as delivered}, asking once per kind."""
         if len(set(kinds)) == 1:  # a page of builds, or of boots from LAVA labs only
             by_kind = {kinds[0]: set(ids)}
@@ -305,7 +306,7 @@ class LegacyKernelCI:
         found = {}
         for kind, wanted in by_kind.items():
             wanted.discard(None)
-            wanted = wanted - seen  # iterates over `wanted`, the smaller set
+            wanted = seen.not_taken(wanted)
             if wanted:
                 found[kind] = known(kind, sorted(wanted))
         return found
@@ -498,7 +499,10 @@ def lab_in_storage_path(url) -> Optional[str]:
     return lab if SAFE_SEGMENT.match(lab) and ".." not in lab else None
 
 
-@lru_cache(maxsize=8192)
+# A listing's distinct segments (trees, branches, kernels, architectures, configurations, build
+# environments, labs, boards) number hundreds in a day of upstream's results; a larger cache
+# mostly keeps the names of builds' one-off directories, for the whole run.
+@lru_cache(maxsize=2048)
 def _url_segment(segment) -> str:
     """Validate and percent-encode one storage path segment (they repeat a lot: cache them)."""
     if not isinstance(segment, str) or not SAFE_SEGMENT.match(segment) or ".." in segment:

@@ -1,0 +1,47 @@
+"""The upstream ids one listing has taken (handed on, or skipped as delivered), so that an item
+listed again is taken once: pages shift while new results arrive, and a listing that runs past
+UTC midnight lists its window again from the start.
+
+A listing holds every id it took until it ends: 100,000 of them for a backlog of 100,000
+objects. Each ObjectId (24 lowercase hexadecimal digits, which every usable legacy item has) is
+kept as the number it spells, 40 bytes where its text takes 80, so that the feed's memory grows
+half as much with the size of its listing. Any other id (a bad item's, named by its content) is
+kept as text; a number and a text are never equal, and no two ObjectIds spell one number.
+"""
+from typing import Iterable, Optional, Set, Union
+
+_LOWER_HEX_DIGITS = "0123456789abcdef"
+
+
+def _kept(upstream_id: str) -> Union[int, str]:
+    if len(upstream_id) == 24 and not upstream_id.strip(_LOWER_HEX_DIGITS):
+        return int(upstream_id, 16)
+    return upstream_id
+
+
+class ListedIds:
+    """A set of upstream ids (text) that keeps ObjectIds compact; None is never among them."""
+
+    def __init__(self) -> None:
+        self._kept: Set[Union[int, str]] = set()
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __contains__(self, upstream_id: Optional[str]) -> bool:
+        return upstream_id is not None and _kept(upstream_id) in self._kept
+
+    def add(self, upstream_id: str) -> None:
+        self._kept.add(_kept(upstream_id))
+
+    def update(self, upstream_ids: Iterable[str]) -> None:
+        self._kept.update(map(_kept, upstream_ids))
+
+    def holds_all(self, upstream_ids: Iterable[Optional[str]]) -> bool:
+        """Whether every one of `upstream_ids` was taken (a None, an item without an id, never was)."""
+        upstream_ids = list(upstream_ids)
+        return None not in upstream_ids and self._kept.issuperset(map(_kept, upstream_ids))
+
+    def not_taken(self, upstream_ids: Set[str]) -> Set[str]:
+        """Those of `upstream_ids` not taken yet."""
+        return {upstream_id for upstream_id in upstream_ids if _kept(upstream_id) not in self._kept}
