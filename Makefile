@@ -48,7 +48,7 @@ $(VENV)/.bench-extra: pyproject.toml $(BIN)/kcing
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@
 
-# Every performance target against its yardstick; sizes: make bench BENCH_ARGS="--rss-sizes 1000,100000"
+# Every performance target against its yardstick; sizes: make bench BENCH_ARGS="--rss-sizes 1000,100000 --rss-log-lines 20"
 bench: install $(VENV)/.bench-extra
 	$(BIN)/python bench/targets.py $(BENCH_ARGS)
 

@@ -29,6 +29,22 @@ def test_an_id_taken_once_is_known_whatever_its_form():
     assert taken.not_taken({OBJECT_IDS[0], OBJECT_IDS[2], bad_item}) == {OBJECT_IDS[2]}
 
 
+def test_ids_taken_one_at_a_time_are_each_counted_once_and_known_for_the_whole_listing():
+    taken = ListedIds()
+    for object_id in OBJECT_IDS[:2500] + OBJECT_IDS[:2500:7]:  # some taken again (a page shifted)
+        taken.add(object_id)
+        assert object_id in taken
+    taken.add("invalid-0123456789abcdef")
+    taken.add("invalid-0123456789abcdef")
+    assert len(taken) == 2501
+    assert all(object_id in taken for object_id in OBJECT_IDS[:2500])
+    assert OBJECT_IDS[2500] not in taken
+    taken.update(OBJECT_IDS[2490:2510])  # a delivered page, partly taken already
+    assert len(taken) == 2511
+    assert taken.holds_all(OBJECT_IDS[:2510]) and not taken.holds_all(OBJECT_IDS[:2511])
+    assert taken.not_taken(set(OBJECT_IDS[2505:2515])) == set(OBJECT_IDS[2510:2515])
+
+
 @pytest.mark.parametrize("other", [
     "0x" + "0" * 21 + "1",  # texts of 24 characters that int(_, 16) also reads as 1
     "0_" + "0" * 21 + "1",
