@@ -1,18 +1,12 @@
-"""The feed's own memory over a long backlog: the ids a legacy listing keeps, and the large
-blocks glibc's malloc gives back (bench/targets.py measures the whole feed, target 5)."""
-import json
-import os
-import subprocess
+"""The feed's own memory over a long backlog: the ids a legacy listing keeps until it ends
+(bench/targets.py measures the whole feed, target 5)."""
 import sys
 import tracemalloc
-from pathlib import Path
 
 import pytest
 
-from kcing import heap
 from kcing.sources.listed import ListedIds
 
-REPO = Path(__file__).resolve().parent.parent
 OBJECT_IDS = ["5fb6%020x" % number for number in range(100_000)]
 
 
@@ -86,61 +80,3 @@ def test_a_listing_of_100k_objects_keeps_their_ids_in_less_memory_than_their_tex
     texts_themselves = sum(sys.getsizeof(each) for each in text)
     assert len(taken) == len(OBJECT_IDS)
     assert taken_bytes < 0.75 * (text_bytes + texts_themselves)
-
-
-FREED_BLOCKS = """
-import json, os, sys
-sys.path.insert(0, %(repo)r)
-from kcing import heap
-kept = heap.keep_mmap_threshold() if sys.argv[1] == "kept" else None
-
-def rss():
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-big = bytearray(16 << 20)  # a large file freed: glibc raises its threshold to this size
-del big
-start = rss()
-blocks, small = [], []
-for _ in range(64):
-    blocks.append(bytearray(512 << 10))  # documents of an object, a batch
-    small.append(bytearray(2000))  # what a thread keeps meanwhile, between them
-del blocks
-print(json.dumps({"kept": kept, "held_mb": (rss() - start) / 2 ** 20}))
-"""
-
-
-def _freed_blocks(mode, **environment):
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith("MALLOC_") and name != "GLIBC_TUNABLES"}
-    env.update(environment)
-    answer = subprocess.run([sys.executable, "-c", FREED_BLOCKS % {"repo": str(REPO)}, mode], env=env,
-                            capture_output=True, text=True, check=True, timeout=60)
-    return json.loads(answer.stdout)
-
-
-glibc_only = pytest.mark.skipif(not hasattr(os, "confstr") or not os.confstr("CS_GNU_LIBC_VERSION"),
-                                reason="glibc's malloc settings")
-
-
-@glibc_only
-def test_the_feed_gives_freed_large_blocks_back_where_glibc_would_keep_them():
-    adapting = _freed_blocks("adapting")
-    kept = _freed_blocks("kept")
-    assert adapting["held_mb"] > 24  # glibc's own behaviour, which the fix is for: 32 MB kept
-    assert kept["kept"] is True
-    assert kept["held_mb"] < 4
-
-
-@glibc_only
-@pytest.mark.parametrize("setting", [{"MALLOC_MMAP_THRESHOLD_": "1048576"}, {"MALLOC_TRIM_THRESHOLD_": "0"},
-                                     {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1048576"}])
-def test_a_users_own_malloc_setting_is_kept(setting):
-    assert _freed_blocks("kept", **setting)["kept"] is False
-
-
-def test_feed_es_fixes_the_threshold_before_it_lists(monkeypatch):
-    # kcing/commands/feed_es.py calls it; a run with the user's own setting does not change it.
-    source = (REPO / "kcing" / "commands" / "feed_es.py").read_text()
-    assert "heap.keep_mmap_threshold()" in source
-    assert heap.MMAP_THRESHOLD_BYTES == 128 << 10

@@ -9,7 +9,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Optional, Sequence
 
-from kcing import heap, metrics
+from kcing import metrics
 from kcing.commands._shared import check_and_record, print_summary, run_feed
 from kcing.errors import ConfigError, Interrupted, KcingError, exit_status
 from kcing.files import is_directory, ledger_in_the_way, not_replaceable
@@ -163,8 +163,6 @@ def run(args: dict, settings) -> int:
         if dry_run:
             # Not refused: a cron line tried out with --dry-run keeps its --metrics.
             log.warning("a --dry-run writes no metrics: %s is left as it is", args["--metrics"])
-    # A long backlog's memory must not grow with it (kcing/heap.py).
-    heap.keep_mmap_threshold()
     stop = Stop()
     source = make_source(args, settings, stop=stop)
     if source.name == "legacy" and source.how_many is None:
