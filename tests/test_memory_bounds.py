@@ -55,6 +55,26 @@ def test_no_other_text_passes_for_an_object_id(other):
     assert len(taken) == 2 and other in taken
 
 
+@pytest.mark.parametrize("other", [
+    "0x" + "0" * 21 + "1", " " + "0" * 22 + "1", "0" * 23 + "1" + "0" * 2, "invalid-0123456789abcdef", "0" * 23 + "A",
+])
+def test_a_page_taken_at_once_keeps_each_id_as_one_taken_alone_would_be(other):
+    object_id = "0" * 23 + "1"
+    page = [object_id, other, "f" * 24]
+    at_once, alone = ListedIds(), ListedIds()
+    at_once.update(page)
+    for upstream_id in page:
+        alone.add(upstream_id)
+    for taken in (at_once, alone):
+        assert len(taken) == 3 and all(upstream_id in taken for upstream_id in page)
+        assert taken.holds_all(page) and taken.not_taken(set(page)) == set()
+        assert "0" * 23 + "2" not in taken and taken.not_taken({"0" * 23 + "2", object_id}) == {"0" * 23 + "2"}
+    fresh = ListedIds()
+    fresh.add(object_id)
+    assert fresh.not_taken(set(page)) == {other, "f" * 24}
+    assert not fresh.holds_all(page)
+
+
 def test_uppercase_hex_is_another_id_than_its_lowercase():
     # Listings lower-case every ObjectId before it is taken; one that is not is not the same text.
     taken = ListedIds()

@@ -277,8 +277,10 @@ class LegacyKernelCI:
         """
         if not kinds or len(set(kinds)) != 1:
             return False
-        seen.update(delivered.get(kinds[0], ()))
-        return seen.holds_all(ids)
+        page_delivered = delivered.get(kinds[0], set())
+        seen.update(page_delivered)
+        # Those the ledger did not name were taken before, or the page is not all skipped.
+        return seen.holds_all(set(ids) - page_delivered)
 
     def _identities(self, collection: str, id_values: list, labs: list) -> tuple:
         """The kind and upstream id of every item of a page (id None: the item has no valid id),
