@@ -25,7 +25,7 @@ def _kept(upstream_id: str) -> Union[int, str]:
 def _all_kept(upstream_ids: List[str]) -> List[Union[int, str]]:
     """`_kept` of each of `upstream_ids`. A page of ObjectIds alone, a listing's usual page (and
     every page of a run over what was delivered), is checked and converted without a Python call
-    per id: a re-run's listing of 100,000 delivered items asks this three times for each."""
+    per id: a re-run's listing of 100,000 delivered items asks this twice for each."""
     if _object_ids_alone(upstream_ids):
         return list(map(int, upstream_ids, repeat(16)))
     return list(map(_kept, upstream_ids))
