@@ -17,7 +17,7 @@ from typing import Dict, List, Set
 
 from kcing.errors import ConfigError, KcingError, StorageFailed
 from kcing.files import file_error, is_directory, make_directories, open_own_file, path_exists
-from kcing.runlock import RunLock, lock_path
+from kcing.runlock import RunLock
 from kcing.sinks import ndjson_destination
 from kcing.sinks.batching import Batch
 from kcing.sinks.encoding import ndjson_record
@@ -141,7 +141,7 @@ class NdjsonDirSink:
     def run_lock_made(self) -> bool:
         """Whether the lock file of `run_lock` is there (made by an earlier run, or one writing
         into the directory now)."""
-        return os.path.lexists(str(lock_path(str(self.directory / LOCK_STEM))))
+        return os.path.lexists(str(self.run_lock().path))
 
     def run_lock(self) -> RunLock:
         """One run at a time writes into the directory, whatever ledger it keeps: another run's
