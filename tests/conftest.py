@@ -6,6 +6,7 @@ from __future__ import annotations
 # Every server listens on 127.0.0.1 with an ephemeral port and is stopped at teardown.
 # ---------------------------------------------------------------------------------------------
 import compileall
+import os
 from datetime import date
 from pathlib import Path
 
@@ -20,6 +21,14 @@ from tests import summary
 from tests.faults.tls_front import NoCertificateTool, make_certificate
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+
+# A machine that reaches package indexes through a proxy says so in these variables, and kcing,
+# as requests does, sends every request through that proxy, 127.0.0.1 included unless NO_PROXY
+# names it: the tests' loopback servers would be asked for through a host beyond loopback. Tests
+# of kcing's proxy handling set the ones they need themselves.
+for _proxy_variable in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+    os.environ.pop(_proxy_variable, None)
+    os.environ.pop(_proxy_variable.lower(), None)
 # The built-in corpus is dated around this day (the original kcing's era).
 BUILTIN_CORPUS_TODAY = date(2019, 5, 31)
 
