@@ -310,7 +310,31 @@ def _url_list(value: Any) -> tuple:
 # would otherwise read as one odd host name, refused only at the first connection, or as a port.
 ONE_URL_ONLY = "this setting takes one URL"
 LIST_SEPARATOR = "separate them with commas"
-_ANOTHER_URL = re.compile(r"\S.*?[\s,;|]\s*https?://", re.IGNORECASE)
+_URL_START = re.compile(r"https?://", re.IGNORECASE)
+_URL_SEPARATORS = ",;|"
+
+
+def _holds_another_url(text: str) -> bool:
+    """Whether a URL starts in `text` after something else, on its first line, with whitespace,
+    `,`, `;` or `|` between them. Each URL's start is looked back from once, over the whitespace
+    before it: a regular expression trying each place a separator could be took time quadratic in
+    a run of whitespace (16,000 spaces in a value, a second)."""
+    if not text or text[0].isspace():
+        return False
+    first_line_end = text.find("\n", 1)
+    if first_line_end < 0:
+        first_line_end = len(text)
+    for url in _URL_START.finditer(text, 2):
+        separator = url.start()
+        while separator > 1 and text[separator - 1].isspace():
+            separator -= 1
+        if separator > 1 and text[separator - 1] in _URL_SEPARATORS:
+            separator -= 1
+        elif separator == url.start():
+            continue
+        # The separator itself may be the first line's end; what comes before it may not hold one.
+        return separator <= first_line_end
+    return False
 
 
 def _list_items(value: Any) -> list:
@@ -346,7 +370,7 @@ def _url(value: Any, several: str = ONE_URL_ONLY) -> str:
         # ledger names each destination by its URLs), which cannot hold it.
         raise ValueError("%s holds bytes that are not UTF-8 text: write the URL in UTF-8 (or percent-encoded)"
                          % _quoted(text))
-    if _ANOTHER_URL.match(text):
+    if _holds_another_url(text):
         raise ValueError("%s holds several URLs: %s" % (_quoted(text), several))
     if text.endswith((",", ";", "|")):
         # `ES_HOST=http://es:9200,`, written as a list of inputs is: its port would read as

@@ -1,5 +1,7 @@
 """Settings precedence (defaults < local_settings.py < environment < flags) and validation."""
+import random
 import re
+import time
 
 import pytest
 
@@ -316,6 +318,30 @@ def test_several_urls_with_credentials_are_refused_without_showing_them(tmp_path
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, environ={"ES_HOST": "http://elastic:s3cret@es1:9200,http://es2:9200"})
     assert "s3cret" not in str(caught.value) and "holds several URLs" in str(caught.value)
+
+
+def test_a_long_run_of_whitespace_in_a_url_setting_is_checked_in_linear_time(tmp_path):
+    """60,000 spaces in ES_HOST (an environment variable may hold 128 KiB) took twelve seconds to
+    refuse, quadratic in them, while the check for several URLs run together tried each place."""
+    value = "http://es.example:9200" + " " * 60000 + "x"
+    started = time.process_time()
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ={"ES_HOST": value})
+    assert time.process_time() - started < 1
+    assert str(caught.value).endswith("is not a usable URL: whitespace in its host part"), str(caught.value)[-200:]
+
+
+# What said a value holds several URLs before each URL's start was looked back from instead.
+_ANOTHER_URL_BEFORE = re.compile(r"\S.*?[\s,;|]\s*https?://", re.IGNORECASE)
+
+
+def test_several_urls_are_found_in_the_values_the_regular_expression_found_them_in():
+    rng = random.Random(8338)
+    pieces = ("http://", "HTTPS://", "http\u017f://", "https:/", "h", "a", ":", "/", " ", "  ", "\t", "\n", "\r",
+              "\u00a0", "\x1c", ",", ";", "|", ", ", " ;\n")
+    for _ in range(20000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(12)))
+        assert settings_module._holds_another_url(text) == bool(_ANOTHER_URL_BEFORE.match(text)), repr(text)
 
 
 def test_a_host_name_with_an_underscore_as_container_names_have_is_taken(tmp_path):
