@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Deque, Iterable, Optional
 
 from kcing import progress, secrecy
-from kcing.errors import kept_on_one_line
+from kcing.errors import kept_on_one_line, length_kept_on_one_line
 from kcing.files import ledger_in_the_way
 # What the CLI prints without logging (the line a failed command ends with) is masked alike.
 from kcing.secrecy import masked
@@ -126,11 +126,15 @@ def logged_line(message: str) -> str:
     """`message` as one line of the log: its control characters (line breaks, terminal escapes)
     written as escapes (`kept_on_one_line`), whatever outside text it quotes, so that no record
     spans lines, forges a line of kcing's own or sends a terminal a command; and cut to
-    LOG_MESSAGE_CHARACTERS."""
+    LOG_MESSAGE_CHARACTERS, the length it says being that of the whole message escaped."""
+    length = len(message)
     if not message.isprintable():  # the usual message is printable: one C call, no regex
-        message = kept_on_one_line(message)
-    if len(message) > LOG_MESSAGE_CHARACTERS:
-        message = "%s... (%d characters)" % (message[:LOG_MESSAGE_CHARACTERS], len(message))
+        # An escape is never shorter than the character it writes, so the escaped message's
+        # start is its start escaped: the rest, megabytes maybe, is counted, not escaped.
+        length = length_kept_on_one_line(message)
+        message = kept_on_one_line(message[:LOG_MESSAGE_CHARACTERS])
+    if length > LOG_MESSAGE_CHARACTERS:
+        message = "%s... (%d characters)" % (message[:LOG_MESSAGE_CHARACTERS], length)
     return message
 
 

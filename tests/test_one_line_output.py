@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import shutil
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -120,6 +122,45 @@ def test_a_logged_message_is_bounded(tmp_path, capsys):
     for written in logged(tmp_path, capsys, lambda log: log.warning("Logstash said: %s", "B" * 10_000_000)):
         assert len(written) < LOG_MESSAGE_CHARACTERS + 200
         assert written.rstrip("\n").endswith("... (10000015 characters)")
+
+
+def test_a_logged_message_of_megabytes_of_controls_is_cut_before_its_controls_are_escaped(tmp_path, capsys):
+    """20 MB of controls (a binary answer quoted whole) took nine seconds to escape whole, only
+    to be cut to its first 8,000 characters."""
+    started = time.process_time()
+    for written in logged(tmp_path, capsys, lambda log: log.warning("Logstash said: %s", "\x1b\r\n\x9b" * 5_000_000)):
+        assert written.rstrip("\n").endswith("Logstash said: %s... (60000015 characters)"
+                                              % ("\\x1b\\r\\n\\x9b" * 1000)[:LOG_MESSAGE_CHARACTERS - 15])
+    assert time.process_time() - started < 1
+
+
+def logged_line_escaping_whole(message: str) -> str:
+    """logged_line as it was when it escaped a message whole before cutting it: what it wrote
+    is what logged_line writes."""
+    if not message.isprintable():
+        message = kept_on_one_line(message)
+    if len(message) > LOG_MESSAGE_CHARACTERS:
+        message = "%s... (%d characters)" % (message[:LOG_MESSAGE_CHARACTERS], len(message))
+    return message
+
+
+def test_a_logged_line_is_what_escaping_the_message_whole_then_cutting_it_wrote():
+    rng = random.Random(8000)
+    controls = [chr(code) for code in list(range(0x20)) + list(range(0x7f, 0xa0))] + BIDI_CONTROLS + ["\u2028",
+                                                                                                   "\u2029"]
+    # Printable text of each width, and characters that are not printable but no controls either
+    # (a soft hyphen, a no-break space, an unassigned code point, half of a character).
+    others = list("ab \\'\"") + ["\u00e9", "\u05d0", "\u4e2d", "\U0001f600", "\u00ad", "\u00a0", "\u0378", "\udcff"]
+    for _ in range(2000):
+        pool = rng.choice((controls, controls + others, others + others + controls))
+        tail = "".join(rng.choice(pool) for _ in range(rng.randrange(30)))
+        # Around the cut, where an escape may straddle it, and short and long messages.
+        lead = rng.choice((0, rng.randrange(LOG_MESSAGE_CHARACTERS - 30, LOG_MESSAGE_CHARACTERS + 5),
+                           rng.randrange(LOG_MESSAGE_CHARACTERS // 6 - 10, LOG_MESSAGE_CHARACTERS // 2)))
+        message = "".join(rng.choice(pool) for _ in range(lead % 200)) + "x" * (lead - lead % 200) + tail
+        if rng.random() < 0.3:
+            message = "".join(rng.choice(pool) for _ in range(lead)) + tail
+        assert logs.logged_line(message) == logged_line_escaping_whole(message), repr(message)
 
 
 def test_a_traceback_with_debug_still_follows_its_message_over_several_lines(tmp_path, capsys):
