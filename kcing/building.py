@@ -202,7 +202,7 @@ class _Worker:
 
     def __init__(self, process: subprocess.Popen):
         self.process = process
-        self.timed_out = False  # killed for building past the builder's time limit
+        self.timed_out = False  # killed for building, or starting, past the builder's time limit
 
     def exchange(self, request: bytes, content: bytes) -> Tuple[tuple, Optional[bytes]]:
         """Hand the worker a request and the file's bytes; return its answer, and the encoded
@@ -249,6 +249,7 @@ class Builder:
     A worker still building one object after `timeout` seconds (0: no limit) is killed and the
     object rejected: no input may hold the run for ever, and one that took that long would take
     as long in a second worker and in every later run. A build in this process has no such limit.
+    A worker not ready `timeout` seconds after it started is killed as one that could not start.
 
     Thread-safe: the feed's download threads call `build` at the same time. Close it (or use it
     as a context manager) after the last `build` returned.
@@ -381,6 +382,8 @@ class Builder:
                 return Built(Encoded(data, sizes, self.separator), kept)
             raise RejectedInput(rest[0])
         if not deaths:
+            if self.abandon():  # its starting workers killed: the file is not built here instead
+                raise BuildAbandoned("not built: the run is stopping")
             if not self._closed:
                 return None
             raise RejectedInput("document building stopped: no worker process is running")
@@ -394,7 +397,7 @@ class Builder:
     @contextmanager
     def _watched(self, worker: _Worker) -> Iterator[None]:
         """Within the block, `worker` is killed as soon as `abandon()` turns true, or once it has
-        built for longer than the time limit."""
+        built (or started) for longer than the time limit."""
         with self._lock:
             self._busy[threading.get_ident()] = (worker, time.monotonic())
             if self._watchdog is None:
@@ -407,8 +410,8 @@ class Builder:
                 del self._busy[threading.get_ident()]
 
     def _watch(self) -> None:
-        """Kill the workers building once the run stops, and those building past the time limit;
-        end when none builds (restarted on need)."""
+        """Kill the workers building or starting once the run stops, and those past the time
+        limit; end when none builds or starts (restarted on need)."""
         while True:
             time.sleep(ABANDON_POLL)
             abandon = self.abandon()
@@ -457,11 +460,16 @@ class Builder:
     def _await_ready(self, worker: _Worker) -> None:
         started = time.monotonic()
         try:
-            ready = _read_frame(worker.process.stdout) == b"ready"
+            # Watched as a build is: a worker that never gets ready (its imports stuck on a hung
+            # file system, the process stopped) held a large file waiting for it for ever, the
+            # time limit and a stop notwithstanding.
+            with self._watched(worker):
+                ready = _read_frame(worker.process.stdout) == b"ready"
         except (OSError, EOFError, ValueError):
             ready = False
         with self._lock:
             self._starting -= 1
+            ready = ready and not worker.timed_out  # killed at the limit as its answer came
             if ready and not self._closed:
                 self._ready += 1
                 self._idle.put(worker)
@@ -469,9 +477,12 @@ class Builder:
                 return
             if not self._closed:
                 self._broken = self._ready == 0 and self._starting == 0
-        if not self._closed:
-            log.warning("a document-building worker did not start (%s); building in the feed's process",
-                        worker.death())
+        if self._closed or self.abandon():
+            return
+        why = ("not ready within KCING_BUILD_TIMEOUT (%g s): killed" % self.timeout if worker.timed_out
+               else worker.death())
+        log.warning("a document-building worker (process %d) did not start (%s); building in the feed's process",
+                    worker.process.pid, why)
 
     def _lost(self, worker: _Worker) -> None:
         """A worker died: replace it, unless the run is closing or stopping."""

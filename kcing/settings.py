@@ -583,7 +583,8 @@ SPECS: Mapping[str, Spec] = {
                           "0 every file"),
     "KCING_BUILD_TIMEOUT": Spec(600.0, _number(0, MAX_SECONDS), "seconds a worker process may take to build one "
                                 "object's documents (a 100 MB LAVA log takes about 10); a slower one is killed and "
-                                "its object rejected, so that no input stalls the run; 0 waits without limit"),
+                                "its object rejected, so that no input stalls the run, and one not ready as long after "
+                                "it started is killed too; 0 waits without limit"),
     "KCI_TIMEOUT": Spec(60.0, _number(0.1, MAX_REQUEST_SECONDS),
                         "seconds to wait for an upstream response (for a connection, 10 at most)"),
     "KCI_MAX_RETRIES": Spec(3, _integer(1, MAX_ATTEMPTS), "attempts per upstream request"),

@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Iterator, Tuple
 
 import pytest
 
@@ -29,7 +30,8 @@ from tests.fakes.api_data import LEGACY, MAESTRO, REAL_CHECKOUT, REAL_JOB
 from tests.fakes.legacy_data import boot_item, build_item, lava_json, synthetic_corpus
 from tests.fakes.legacy_replica import LegacyReplica
 from tests.fakes.list_sink import ListSink
-from tests.feedrun import SAMPLES, SETTING_PREFIXES, feed_environ, kcing_process, ledger_rows, sample_objects
+from tests.feedrun import (SAMPLES, SETTING_PREFIXES, clean_environ, feed_environ, kcing, kcing_process, ledger_rows,
+                           sample_objects)
 
 UTC = timezone.utc
 CREATED = datetime(2020, 11, 19, 7, 6, 18, tzinfo=UTC)
@@ -597,3 +599,95 @@ def test_workers_that_cannot_start_leave_the_building_to_the_feed_process(monkey
         built = builder.build(LAVA, content, CREATED, None)
         assert builder.built_here == 1 and builder.built_in_workers == 0
     assert built.items == Builder(0, LogstashSink.encode).build(LAVA, content, CREATED, None).items
+
+
+# Workers that never get ready ---------------------------------------------------------------
+
+@pytest.fixture
+def unready_workers(tmp_path, monkeypatch) -> Iterator[Path]:
+    """Worker processes whose start never ends, as with imports stuck on a hung file system: a
+    sitecustomize on the PYTHONPATH they inherit sleeps in each interpreter started with -P, as
+    workers are (this one was not). Returns the file each writes its pid to."""
+    site = tmp_path / "site"
+    site.mkdir()
+    marker = tmp_path / "unready"
+    (site / "sitecustomize.py").write_text(
+        "import os, sys, time\n"
+        "if sys.flags.safe_path:\n"
+        "    with open(%r, 'a') as marker:\n"
+        "        marker.write('%%d\\n' %% os.getpid())\n"
+        "    while True:\n"
+        "        time.sleep(60)\n" % str(marker))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    yield marker
+    for pid in _unready_pids(marker):  # hung before they watch for their parent's end: none may outlive the test
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _unready_pids(marker: Path) -> list:
+    return [int(line) for line in marker.read_text().split()] if marker.exists() else []
+
+
+def _building(builder: Builder, content: bytes) -> Tuple[threading.Thread, dict]:
+    """A thread building `content` as a LAVA file, and what it ends with ("built" or "error")."""
+    outcome = {}
+
+    def build():
+        try:
+            outcome["built"] = builder.build(LAVA, content, CREATED, None)
+        except Exception as error:  # noqa: BLE001 - the test looks at what it is
+            outcome["error"] = error
+
+    thread = threading.Thread(target=build, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_large_file_waits_for_workers_that_never_get_ready_no_longer_than_the_time_limit(
+        unready_workers, caplog):
+    """A large file waited for ever for a worker that started but never said it was ready,
+    KCING_BUILD_TIMEOUT notwithstanding. Such a worker is killed at the limit, as one that hangs
+    building is, and counted as one that did not start: the file is built in the feed's process."""
+    content = large_lava_file()
+    with Builder(2, LogstashSink.encode, timeout=1) as builder:
+        thread, outcome = _building(builder, content)
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "the large file still waits for workers that never got ready"
+        assert (builder.built_here, builder.built_in_workers) == (1, 0) and "built" in outcome, outcome
+        pids = _unready_pids(unready_workers)
+        assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
+    assert outcome["built"].items == Builder(0, LogstashSink.encode).build(LAVA, content, CREATED, None).items
+    warnings = sorted(record.getMessage() for record in caplog.records if record.levelname == "WARNING")
+    assert warnings == sorted("a document-building worker (process %d) did not start (not ready within "
+                              "KCING_BUILD_TIMEOUT (1 s): killed); building in the feed's process" % pid
+                              for pid in pids)
+
+
+def test_a_stopping_run_does_not_wait_for_workers_that_never_get_ready(unready_workers):
+    """With no time limit (KCING_BUILD_TIMEOUT=0), the first SIGINT or SIGTERM did not end a run
+    whose large file waited for a worker that never got ready: only a second one did."""
+    stop = threading.Event()
+    with Builder(2, LogstashSink.encode, abandon=stop.is_set) as builder:
+        thread, outcome = _building(builder, large_lava_file())
+        wait_for(lambda: len(_unready_pids(unready_workers)) == 2, "the workers did not start")
+        assert thread.is_alive()
+        stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the stopping run still waits for workers that never got ready"
+        assert isinstance(outcome.get("error"), BuildAbandoned), outcome
+        assert builder.built_here == 0
+        wait_for(lambda: not any(_alive(pid) for pid in _unready_pids(unready_workers)), "the workers still run")
+
+
+def test_a_feed_whose_workers_never_get_ready_delivers_its_large_file(tmp_path, unready_workers):
+    big = tmp_path / "lava-json-large.json"
+    big.write_bytes(large_lava_file())
+    done = kcing(["feed_es", "--lavas", str(big), "--output", str(tmp_path / "out"), "--db", str(tmp_path / "kcing.db"),
+                  "--workers", "2"], clean_environ(KCING_BUILD_TIMEOUT="1"), tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "delivered 1, rejected 0, failed 0" in done.stdout, done.stdout
+    assert done.stderr.count("did not start (not ready within KCING_BUILD_TIMEOUT (1 s): killed); building in the "
+                             "feed's process") == 2, done.stderr
