@@ -67,6 +67,10 @@ WORKER_NICENESS = 10
 CLOSE_GRACE = 2.0
 # Seconds between two looks at whether the run is stopping, while a worker builds.
 ABANDON_POLL = 0.1
+# The least time a worker has to say it is ready, whatever the build time limit (0 still waits
+# without limit): its imports take a fraction of a second, but several workers starting at once
+# on a loaded machine take longer, and a limit meant for one object's build would kill them.
+WORKER_READY_MIN_SECONDS = 10.0
 # Bytes each pipe to and from a worker holds (Linux's default is 64 KiB; an unprivileged process
 # may ask up to /proc/sys/fs/pipe-max-size, 1 MiB by default). A LAVA file's request and its
 # answer, hundreds of KiB, then pass in one write and one read: with 64 KiB pipes the worker
@@ -249,7 +253,8 @@ class Builder:
     A worker still building one object after `timeout` seconds (0: no limit) is killed and the
     object rejected: no input may hold the run for ever, and one that took that long would take
     as long in a second worker and in every later run. A build in this process has no such limit.
-    A worker not ready `timeout` seconds after it started is killed as one that could not start.
+    A worker not ready `timeout` seconds (WORKER_READY_MIN_SECONDS at least) after it started is
+    killed as one that could not start.
 
     Thread-safe: the feed's download threads call `build` at the same time. Close it (or use it
     as a context manager) after the last `build` returned.
@@ -274,7 +279,8 @@ class Builder:
         self._lock = threading.Lock()
         self._idle: "queue.Queue[_Worker]" = queue.Queue()
         self._processes: List[subprocess.Popen] = []
-        self._busy: Dict[int, Tuple[_Worker, float]] = {}  # the workers building and since when, by thread
+        # The workers building or starting, by thread: since when, and their time limit (0: none).
+        self._busy: Dict[int, Tuple[_Worker, float, float]] = {}
         self._watchdog: Optional[threading.Thread] = None
         self._ready = 0
         self._starting = 0
@@ -395,11 +401,11 @@ class Builder:
         raise RejectedInput("building its documents ended the worker process %s (%s)" % (how, causes))
 
     @contextmanager
-    def _watched(self, worker: _Worker) -> Iterator[None]:
+    def _watched(self, worker: _Worker, limit: Optional[float] = None) -> Iterator[None]:
         """Within the block, `worker` is killed as soon as `abandon()` turns true, or once it has
-        built (or started) for longer than the time limit."""
+        been in it for longer than `limit` (the time limit, when None; 0: no limit)."""
         with self._lock:
-            self._busy[threading.get_ident()] = (worker, time.monotonic())
+            self._busy[threading.get_ident()] = (worker, time.monotonic(), self.timeout if limit is None else limit)
             if self._watchdog is None:
                 self._watchdog = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
                 self._watchdog.start()
@@ -422,8 +428,8 @@ class Builder:
                     return
                 # Marked and killed while still listed as building: one that finished meanwhile
                 # is no longer listed, and so never killed once back among the idle ones.
-                for worker, since in self._busy.values():
-                    if abandon or (self.timeout and now - since > self.timeout):
+                for worker, since, limit in self._busy.values():
+                    if abandon or (limit and now - since > limit):
                         worker.timed_out = not abandon
                         worker.process.kill()
 
@@ -463,7 +469,7 @@ class Builder:
             # Watched as a build is: a worker that never gets ready (its imports stuck on a hung
             # file system, the process stopped) held a large file waiting for it for ever, the
             # time limit and a stop notwithstanding.
-            with self._watched(worker):
+            with self._watched(worker, self._ready_limit()):
                 ready = _read_frame(worker.process.stdout) == b"ready"
         except (OSError, EOFError, ValueError):
             ready = False
@@ -479,10 +485,13 @@ class Builder:
                 self._broken = self._ready == 0 and self._starting == 0
         if self._closed or self.abandon():
             return
-        why = ("not ready within KCING_BUILD_TIMEOUT (%g s): killed" % self.timeout if worker.timed_out
-               else worker.death())
+        why = ("not ready within %g s (KCING_BUILD_TIMEOUT, %g s at least): killed"
+               % (self._ready_limit(), WORKER_READY_MIN_SECONDS) if worker.timed_out else worker.death())
         log.warning("a document-building worker (process %d) did not start (%s); building in the feed's process",
                     worker.process.pid, why)
+
+    def _ready_limit(self) -> float:
+        return max(self.timeout, WORKER_READY_MIN_SECONDS) if self.timeout else 0
 
     def _lost(self, worker: _Worker) -> None:
         """A worker died: replace it, unless the run is closing or stopping."""

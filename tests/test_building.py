@@ -647,10 +647,11 @@ def _building(builder: Builder, content: bytes) -> Tuple[threading.Thread, dict]
 
 
 def test_a_large_file_waits_for_workers_that_never_get_ready_no_longer_than_the_time_limit(
-        unready_workers, caplog):
+        unready_workers, caplog, monkeypatch):
     """A large file waited for ever for a worker that started but never said it was ready,
     KCING_BUILD_TIMEOUT notwithstanding. Such a worker is killed at the limit, as one that hangs
     building is, and counted as one that did not start: the file is built in the feed's process."""
+    monkeypatch.setattr(building, "WORKER_READY_MIN_SECONDS", 0.5)
     content = large_lava_file()
     with Builder(2, LogstashSink.encode, timeout=1) as builder:
         thread, outcome = _building(builder, content)
@@ -661,9 +662,19 @@ def test_a_large_file_waits_for_workers_that_never_get_ready_no_longer_than_the_
         assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
     assert outcome["built"].items == Builder(0, LogstashSink.encode).build(LAVA, content, CREATED, None).items
     warnings = sorted(record.getMessage() for record in caplog.records if record.levelname == "WARNING")
-    assert warnings == sorted("a document-building worker (process %d) did not start (not ready within "
-                              "KCING_BUILD_TIMEOUT (1 s): killed); building in the feed's process" % pid
+    assert warnings == sorted("a document-building worker (process %d) did not start (not ready within 1 s "
+                              "(KCING_BUILD_TIMEOUT, 0.5 s at least): killed); building in the feed's process" % pid
                               for pid in pids)
+
+
+def test_workers_have_at_least_ten_seconds_to_get_ready_whatever_the_time_limit(unready_workers):
+    """A build time limit of a second would kill workers still importing on a loaded machine, where
+    several start at once: they have WORKER_READY_MIN_SECONDS to say they are ready."""
+    with Builder(2, LogstashSink.encode, timeout=0.2) as builder:
+        builder.start()
+        wait_for(lambda: len(_unready_pids(unready_workers)) == 2, "the workers did not start")
+        time.sleep(1)  # five times the build time limit: not yet killed
+        assert all(_alive(pid) for pid in _unready_pids(unready_workers))
 
 
 def test_a_stopping_run_does_not_wait_for_workers_that_never_get_ready(unready_workers):
@@ -689,5 +700,5 @@ def test_a_feed_whose_workers_never_get_ready_delivers_its_large_file(tmp_path, 
                   "--workers", "2"], clean_environ(KCING_BUILD_TIMEOUT="1"), tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "delivered 1, rejected 0, failed 0" in done.stdout, done.stdout
-    assert done.stderr.count("did not start (not ready within KCING_BUILD_TIMEOUT (1 s): killed); building in the "
-                             "feed's process") == 2, done.stderr
+    assert done.stderr.count("did not start (not ready within 10 s (KCING_BUILD_TIMEOUT, 10 s at least): killed); "
+                             "building in the feed's process") == 2, done.stderr
