@@ -1,0 +1,147 @@
+"""The real program against the plainest servers a user may have: Python's `http.server` with its
+defaults (HTTP/1.0, a connection closed after every answer, no Content-Length, one request at a
+time, `send_error`'s HTML pages), in front of the emulators or serving the storage's files."""
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.api_data import checkout_tree, real_nodes
+from tests.fakes.api_replica import ApiReplica
+from tests.fakes.elastic_forward import ForwardingStore
+from tests.fakes.kibana_server import KibanaEmulator
+from tests.fakes.logstash_emulator import LogstashCluster
+from tests.fakes.plain_http import PlainFiles, PlainFront
+from tests.feedrun import (REPO, SAMPLES, api_feed_environ, clean_environ, expected_documents, feed_environ, kcing,
+                           ledger_states, sample_objects, stored_keys)
+
+needs_samples = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
+
+
+def copied_to_files(read, paths, root: Path) -> None:
+    for path in paths:
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(read(path))
+
+
+def logstash_fronts(cluster, **framing):
+    return {route: PlainFront(cluster.urls[route], **framing) for route in ("build", "lava", "boot", "regression")}
+
+
+def logstash_settings(fronts) -> dict:
+    return {"ES_" + route.upper(): front.url for route, front in fronts.items()}
+
+
+def started(*servers):
+    for server in servers:
+        server.__enter__()
+
+
+def stopped(*servers):
+    for server in servers:
+        server.__exit__(None, None, None)
+
+
+@needs_samples
+@pytest.mark.parametrize("framing", [dict(), dict(http11_close=True)], ids=["http10", "http11-close"])
+def test_a_legacy_feed_through_single_threaded_plain_servers_delivers_every_document(legacy_replica, logstash,
+                                                                                     tmp_path, framing):
+    root = tmp_path / "storage"
+    copied_to_files(legacy_replica.corpus.read, legacy_replica.corpus.paths(), root)
+    frontend, storage, fronts = PlainFront(legacy_replica.frontend_url, **framing), PlainFiles(str(root)), \
+        logstash_fronts(logstash, **framing)
+    started(frontend, storage, *fronts.values())
+    try:
+        env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", KCI_HOST=frontend.url.split("://")[1],
+                           KCI_STORAGE_URL=storage.url, **logstash_settings(fronts))
+        result = kcing(["feed_es", "--threads", "4"], env, tmp_path, timeout=60)
+    finally:
+        stopped(frontend, storage, *fronts.values())
+    assert result.returncode == 0, result.stderr
+    expected = expected_documents(sample_objects())
+    assert stored_keys(logstash) == set(expected)
+    assert all({name: logstash.store[key].get(name) for name in body} == body for key, body in expected.items())
+    assert set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
+
+
+def api_feed(tmp_path: Path, logstash, plain: bool, page_type=None) -> dict:
+    """Feed the API replica's nodes with their logs: through a plain front with its files from
+    `http.server` when `plain`, else from the replica itself. Returns what Logstash holds, the
+    API's and the files' URLs in it replaced by {API} and {FILES}, its arrival times left out."""
+    replica = ApiReplica()
+    replica.start()
+    front = PlainFront(replica.url, content_type=page_type)
+    files = PlainFiles(str(tmp_path / "files"))
+    started(front, files)
+    try:
+        api_url = front.url + "/latest" if plain else replica.api_url
+        files_url = files.url if plain else replica.files_url
+        real_nodes(replica.corpus, files_url)
+        checkout_tree(replica.corpus, files_url, datetime(2026, 1, 5, tzinfo=timezone.utc))
+        copied_to_files(replica.corpus.read, list(replica.corpus._files), tmp_path / "files")
+        env = api_feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_DAYS="36500", KCI_API_URL=api_url,
+                               KCI_API_STORAGE_URL=files_url)
+        result = kcing(["feed_es", "--with-logs"], env, tmp_path, timeout=60)
+    finally:
+        stopped(front, files)
+        replica.stop()
+    assert result.returncode == 0, result.stderr
+    return {key: json.loads(json.dumps({name: value for name, value in document.items() if name != "@timestamp"})
+                            .replace(files_url, "{FILES}").replace(api_url, "{API}"))
+            for key, document in logstash.store.items()}
+
+
+@pytest.mark.parametrize("page_type", [None, "text/plain", "application/octet-stream", ""])
+def test_an_api_feed_through_plain_servers_delivers_what_it_does_from_the_api(logstash, tmp_path, page_type):
+    """The pages labelled otherwise than JSON (or not at all), the `.gz` logs served as
+    application/gzip by a static file server, without Content-Encoding."""
+    through_plain = api_feed(tmp_path / "plain", logstash, True, page_type)
+    assert any(index.startswith("log-") for index, _ in through_plain)
+    direct = LogstashCluster()
+    direct.start()
+    try:
+        assert api_feed(tmp_path / "direct", direct, False) == through_plain
+    finally:
+        direct.stop()
+
+
+@needs_samples
+def test_the_elasticsearch_commands_through_a_single_threaded_plain_front(legacy_replica, es, tmp_path):
+    cluster = LogstashCluster(store=ForwardingStore(es.url))
+    cluster.start()
+    es_front, fronts = PlainFront(es.url), logstash_fronts(cluster)
+    started(es_front, *fronts.values())
+    try:
+        env = feed_environ(legacy_replica, cluster, tmp_path / "kcing.db", ES_HOST=es_front.url, DRP_DAYS="36500",
+                           ES_READY_TIMEOUT="5", **logstash_settings(fronts))
+        outcomes = {" ".join(args): kcing(args, env, tmp_path, timeout=60)
+                    for args in (["setup_es", "--ilm"], ["feed_es", "--verify", "--verify-delay", "0"], ["reconcile"],
+                                 ["status", "--json"], ["drp", "--drp-days", "30"])}
+    finally:
+        stopped(es_front, *fronts.values())
+        cluster.stop()
+    assert {command: done.returncode for command, done in outcomes.items()} == dict.fromkeys(outcomes, 0), \
+        {command: done.stderr[-500:] for command, done in outcomes.items()}
+    assert {"kcing-build", "kcing-boot", "kcing-test", "kcing-log"} <= set(es.templates)
+    assert json.loads(outcomes["status --json"].stdout)
+    assert not [name for name in es.index_names() if name.startswith(("build-", "boot-", "test-", "log-"))]
+
+
+def test_setup_kbn_and_backup_kbn_through_a_plain_front_round_trip(tmp_path):
+    kibana_dir = tmp_path / "kibana"
+    kibana_dir.mkdir()
+    shutil.copyfile(REPO / "kibana" / "saved_objects.ndjson", kibana_dir / "saved_objects.ndjson")
+    shipped = (kibana_dir / "saved_objects.ndjson").read_bytes()
+    with KibanaEmulator(spaces=("ci",)) as kibana, PlainFront(kibana.url) as front:
+        env = clean_environ(KB_URL=front.url)
+        for command in ("setup_kbn", "backup_kbn"):
+            done = kcing([command, "--space", "ci", "--kibana-dir", str(kibana_dir), "--wait", "5"], env, tmp_path)
+            assert done.returncode == 0, done.stderr
+        assert kibana.objects("ci")
+    assert (kibana_dir / "saved_objects.ndjson").read_bytes() == shipped
+
