@@ -15,7 +15,7 @@ from tests.fakes.api_replica import ApiReplica
 from tests.fakes.elastic_forward import ForwardingStore
 from tests.fakes.kibana_server import KibanaEmulator
 from tests.fakes.logstash_emulator import LogstashCluster
-from tests.fakes.plain_http import PlainFiles, PlainFront
+from tests.fakes.plain_http import PlainErrors, PlainFiles, PlainFront
 from tests.feedrun import (REPO, SAMPLES, api_feed_environ, clean_environ, expected_documents, feed_environ, kcing,
                            ledger_states, sample_objects, stored_keys)
 
@@ -144,4 +144,38 @@ def test_setup_kbn_and_backup_kbn_through_a_plain_front_round_trip(tmp_path):
             assert done.returncode == 0, done.stderr
         assert kibana.objects("ci")
     assert (kibana_dir / "saved_objects.ndjson").read_bytes() == shipped
+
+
+def last_line(done) -> str:
+    return done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("command, action", [
+    ("setup_es", "checking cluster health"),
+    ("drp", "listing indices (build-*,boot-*,test-*,log-*,regression-*)"),
+], ids=["setup_es", "drp"])
+def test_an_error_page_before_elasticsearch_is_said_by_its_title_not_its_markup(tmp_path, command, action):
+    """A proxy's error page (nginx's "502 Bad Gateway") in front of the node was quoted whole,
+    its doctype, head and markup flattened into the line."""
+    with PlainErrors(500) as server:
+        done = kcing([command], clean_environ(ES_HOST=server.url, KCING_DB=str(tmp_path / "kcing.db"),
+                                              ES_READY_TIMEOUT="1"), tmp_path)
+    assert done.returncode == 3, done.stderr
+    assert last_line(done) == ('kcing %s: Elasticsearch at %s refused a request while %s (500 error): an HTML page '
+                               '"Error response"' % (command, server.url, action))
+
+
+@pytest.mark.parametrize("status, exit_status, said", [
+    (404, 2, 'kcing feed_es: {url} answered 404 with an HTML page "Error response" (text/html), which a Logstash http input never '
+          'answers: set ES_BUILD to the URL of the input'),
+    (400, 3, 'kcing feed_es: Logstash at {url} rejected a batch with 400: an HTML page "Error response"'),
+], ids=["404", "400"])
+def test_an_error_page_at_a_logstash_input_is_said_by_its_title_not_its_markup(tmp_path, status, exit_status,
+                                                                             said):
+    build = sorted((SAMPLES / "build").iterdir())[0]
+    with PlainErrors(status) as server:
+        env = clean_environ(ES_BUILD=server.url, KCING_DB=str(tmp_path / "kcing.db"), ES_RETRY_BACKOFF="0.05")
+        done = kcing(["feed_es", "--date", "2020-11-04", "--builds", str(build)], env, tmp_path)
+    assert done.returncode == exit_status, done.stderr
+    assert last_line(done) == said.format(url=server.url)
 

@@ -30,6 +30,7 @@ from kcing.secrecy import masked
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline
 from kcing.transport import basic_auth
+from kcing.webpage import html_page
 
 log = logging.getLogger(__name__)
 
@@ -417,7 +418,10 @@ def reason_of(error: ApiError) -> str:
         # message is then the body as Python writes it, "None".
         return "no reason given (an empty answer)"
     else:
-        reason = str(body)
+        # A proxy's or web server's error page before the node (nginx's "502 Bad Gateway"),
+        # which Elasticsearch never answers: said by its title, not its markup.
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+        reason = html_page(text) or text
     return _one_line(str(reason or error.message))
 
 

@@ -24,6 +24,7 @@ from kcing.overdue import Overdue, deadline as overall_deadline
 from kcing.secrecy import masked
 from kcing.surrogates import lone_surrogates_escaped
 from kcing.transport import basic_auth
+from kcing.webpage import html_page
 from kcing.waiting import COUNTDOWN_EVERY, WaitReport
 
 log = logging.getLogger(__name__)
@@ -495,37 +496,6 @@ def body_text(response: Answer) -> str:
     windows-1250, johab or another charset.
     """
     return response.content.decode("utf-8", "replace")
-
-
-# One optional comment matches what any number of them does (see sources/api.py's _WEB_PAGE),
-# without trying every way of cutting the text into comments, which took time exponential in them.
-_HTML_START = re.compile(r"\s*(?:<!--.*?-->\s*)?<(?:!doctype\s+html|html|head|body)\b", re.IGNORECASE | re.DOTALL)
-# A page's title, found by three scans (`_title`): the expression `<title[^>]*>(.*?)</title>`
-# scanned to the end from each `<title` when none was closed, in time quadratic in them.
-_TITLE_OPEN = re.compile(r"<title", re.IGNORECASE)
-_TITLE_CLOSE = re.compile(r"</title>", re.IGNORECASE)
-
-
-def html_page(text: str) -> Optional[str]:
-    """`an HTML page "<its title>"` when `text` is an HTML page (a proxy's error or login page
-    in front of Kibana, which never answers its API with one), else None: its markup, flattened
-    into an error line, would bury the one thing it says."""
-    if not _HTML_START.match(text):
-        return None
-    title = " ".join(_title(text).split())
-    return 'an HTML page "%s"' % title if title else "an HTML page"
-
-
-def _title(text: str) -> str:
-    """What `<title[^>]*>(.*?)</title>` finds first in `text`, or "": the first `<title`, the first
-    `>` after it and the first `</title>` after that. When those are missing, no later `<title`
-    has them either."""
-    opening = _TITLE_OPEN.search(text)
-    if opening is None:
-        return ""
-    start = text.find(">", opening.end())
-    closing = _TITLE_CLOSE.search(text, start + 1) if start >= 0 else None
-    return text[start + 1:closing.start()] if closing is not None else ""
 
 
 def response_message(response: Answer) -> str:

@@ -17,6 +17,7 @@ from kcing.settings import mask_credentials
 from kcing.sinks.batching import LOGSTASH_SEPARATOR, Batch
 from kcing.sinks.encoding import logstash_json
 from kcing.transport import CannotConnect, PostFailed, PostTimeout, Transport
+from kcing.webpage import html_page, page_title
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ def _described(answer: bytes, headers) -> str:
     kind = (headers.get("Content-Type") or "no Content-Type").split(";")[0].strip()
     # Masked before the cut: an answer echoing the request holds its Authorization header.
     text = " ".join(masked(answer[:4096].decode("utf-8", "replace")).split())
+    # A web server's or proxy's error page, said by its title: its first 60 characters are markup.
+    title = page_title(text)
+    if title:
+        return 'an HTML page "%s" (%s)' % (title, kind)
     return "%s %r%s" % (kind, text[:60], "..." if len(text) > 60 or len(answer) > 4096 else "")
 
 
@@ -273,5 +278,6 @@ class LogstashSink:
             headers = response.headers
             return "%s answered %d" % (url, status), parse_retry_after(headers.get("Retry-After"),
                                                                        sent_at=headers.get("Date"))
-        text = masked(answer[:4096].decode("utf-8", "replace")).strip()[:200]
+        text = masked(answer[:4096].decode("utf-8", "replace")).strip()
+        text = (html_page(text) or text)[:200]
         raise SinkRejected("Logstash at %s rejected a batch with %d: %s" % (url, status, text or "no reason given"))
