@@ -179,3 +179,20 @@ def test_an_error_page_at_a_logstash_input_is_said_by_its_title_not_its_markup(t
     assert done.returncode == exit_status, done.stderr
     assert last_line(done) == said.format(url=server.url)
 
+
+def test_json_labelled_text_plain_before_elasticsearch_is_an_unreadable_answer(tmp_path, es):
+    """A proxy that labels the node's JSON `text/plain`: the client hands it over as a string, and
+    drp deleted nothing yet ended 0, setup_es with an internal error."""
+    es.seed_index("boot-2001.01.01", docs={"1": {"job": "mainline"}})
+    with PlainFront(es.url, content_type="text/plain") as front:
+        env = clean_environ(ES_HOST=front.url, KCING_DB=str(tmp_path / "kcing.db"), ES_READY_TIMEOUT="0")
+        deleting = kcing(["drp", "--drp-days", "30"], env, tmp_path)
+        installing = kcing(["setup_es", "--wait", "0"], env, tmp_path)
+    assert deleting.returncode == 3, deleting.stderr
+    assert last_line(deleting) == (
+        "kcing drp: Elasticsearch at %s sent an unreadable answer while listing indices "
+        "(build-*,boot-*,test-*,log-*,regression-*): a JSON array labelled text/plain, not application/json" % front.url)
+    assert installing.returncode == 3, installing.stderr
+    assert last_line(installing).endswith(
+        "sent an unreadable answer while checking cluster health: a JSON object labelled text/plain, not "
+        "application/json")

@@ -139,7 +139,7 @@ class _OverallDeadlineNode(Urllib3HttpNode):
         if 300 <= answer.meta.status < 400:
             raise Redirected(answer.meta.status, answer.meta.headers.get("Location"))
         why = unexpected_answer(method, target, answer.meta.status, answer.meta.headers.get("X-Elastic-Product"),
-                                answer.body)
+                                answer.body, answer.meta.headers.get("Content-Type") or "")
         if why:
             raise UnexpectedAnswer(why)
         return answer
@@ -192,22 +192,29 @@ def no_wait_helps(body) -> bool:
     return kind == "circuit_breaking_exception" and str(body["error"].get("durability", "")).upper() == "PERMANENT"
 
 
-def unexpected_answer(method: str, target: str, status: int, product: Optional[str], body: bytes) -> str:
+def unexpected_answer(method: str, target: str, status: int, product: Optional[str], body: bytes,
+                      content_type: str = "") -> str:
     """Why a successful answer of Elasticsearch is not one to read, or "".
 
     Every request kcing makes is answered with a JSON object, but a `_cat` one (asked for JSON),
     answered with an array: anything else (an HTML page, JSON null, a string) would be read as an
     empty answer (drp deleting nothing and exiting 0) or end the command with an internal error.
     An answer without Elasticsearch's product header is left to the client, which says that what
-    answered is not Elasticsearch; a HEAD has no body."""
+    answered is not Elasticsearch; a HEAD has no body. So is JSON labelled as text (`text/plain`,
+    which Elasticsearch never sends for JSON, but a proxy rewriting its answers may): the client
+    hands it over as a string."""
     if method == "HEAD" or not 200 <= status < 300 or product != "Elasticsearch":
         return ""
     array = target.split("?", 1)[0].startswith("/_cat/")
     body = body.lstrip()
+    kind = "array" if array else "object"
     if body[:1] == (b"[" if array else b"{"):
+        mimetype = content_type.split(";", 1)[0].strip().lower()
+        if mimetype.startswith("text/"):
+            return "a JSON %s labelled %s, not application/json" % (kind, _one_line(mimetype))
         return ""
     start = body[:40].decode("utf-8", "replace")
-    return "not a JSON %s (%s)" % ("array" if array else "object", _one_line(repr(start)) if start else "no body")
+    return "not a JSON %s (%s)" % (kind, _one_line(repr(start)) if start else "no body")
 
 
 _warnings_logged = threading.Lock()
