@@ -196,3 +196,20 @@ def test_json_labelled_text_plain_before_elasticsearch_is_an_unreadable_answer(t
     assert last_line(installing).endswith(
         "sent an unreadable answer while checking cluster health: a JSON object labelled text/plain, not "
         "application/json")
+
+
+@pytest.mark.parametrize("user, said", [
+    ("", "asks for credentials (401) while listing indices ({patterns}): set ES_USER and ES_PASSWORD, or ES_API_KEY"),
+    ("kcing", "refused the credentials (401) while listing indices ({patterns}): check ES_USER/ES_PASSWORD or "
+              "ES_API_KEY"),
+], ids=["none-set", "set"])
+def test_a_401_page_of_a_proxy_before_elasticsearch_asks_for_credentials_when_none_are_set(tmp_path, user, said):
+    """A proxy's 401 page (nginx's auth_basic) to a request without credentials was said "refused
+    the credentials: check ES_USER/ES_PASSWORD", naming settings that hold nothing to check."""
+    with PlainErrors(401) as server:
+        env = clean_environ(ES_HOST=server.url, KCING_DB=str(tmp_path / "kcing.db"), ES_USER=user,
+                            ES_PASSWORD="s3cret" if user else "")
+        done = kcing(["drp", "--drp-days", "30"], env, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert last_line(done) == "kcing drp: Elasticsearch at %s %s" % (
+        server.url, said.format(patterns="build-*,boot-*,test-*,log-*,regression-*"))

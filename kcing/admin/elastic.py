@@ -55,6 +55,11 @@ class UnexpectedAnswer(TransportError):
     not retried, as AnswerTooLarge."""
 
 
+class CredentialsAsked(AuthenticationException):
+    """A 401 to a request that carried no credentials (none are set): there is nothing to check,
+    only to set, whoever answered it (Elasticsearch, or a proxy asking for its own in front of it)."""
+
+
 class Redirected(TransportError):
     """A 3xx answer, taken before the client reads its body: a redirect's body, of whatever type
     (none, text, HTML), would otherwise be an unreadable answer rather than the setting to fix."""
@@ -138,6 +143,8 @@ class _OverallDeadlineNode(Urllib3HttpNode):
             raise AnswerTooLarge("an answer larger than kcing takes (%s)" % error) from None
         if 300 <= answer.meta.status < 400:
             raise Redirected(answer.meta.status, answer.meta.headers.get("Location"))
+        if answer.meta.status == 401 and not any(name.lower() == "authorization" for name in headers or {}):
+            raise CredentialsAsked("HTTP 401 to a request without credentials", answer.meta, answer.body)
         why = unexpected_answer(method, target, answer.meta.status, answer.meta.headers.get("X-Elastic-Product"),
                                 answer.body, answer.meta.headers.get("Content-Type") or "")
         if why:
@@ -313,9 +320,10 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
                            "header while %s (a Logstash input's port, another server's, or OpenSearch, which is not "
                            "supported): set ES_HOST to the address Elasticsearch answers at" % (host, action))
     if isinstance(error, AuthenticationException):
-        if reason_of(error).startswith("missing authentication"):
+        if isinstance(error, CredentialsAsked) or reason_of(error).startswith("missing authentication"):
             # Elasticsearch's words for a request that carried no credentials (security is on by
-            # default since 8.0): none were set, so there is nothing to check, only to set.
+            # default since 8.0), or a proxy's 401 page (nginx's auth_basic): none were set, so
+            # there is nothing to check, only to set.
             return ConfigError("%s asks for credentials (401) while %s: set ES_USER and ES_PASSWORD, or ES_API_KEY"
                                % (where, action))
         return ConfigError("%s refused the credentials (401) while %s: check ES_USER/ES_PASSWORD or ES_API_KEY"
