@@ -30,7 +30,9 @@ def copied_to_files(read, paths, root: Path) -> None:
 
 
 def logstash_fronts(cluster, **framing):
-    return {route: PlainFront(cluster.urls[route], **framing) for route in ("build", "lava", "boot", "regression")}
+    """A plain front before each Logstash input, passing its answers on as they are."""
+    return {route: PlainFront(cluster.urls[route], error_pages=False, **framing)
+            for route in ("build", "lava", "boot", "regression")}
 
 
 def logstash_settings(fronts) -> dict:
@@ -68,6 +70,25 @@ def test_a_legacy_feed_through_single_threaded_plain_servers_delivers_every_docu
     assert all({name: logstash.store[key].get(name) for name in body} == body for key, body in expected.items())
     assert set(ledger_states(tmp_path / "kcing.db").values()) == {"delivered"}
 
+
+
+@needs_samples
+def test_gen_samples_through_plain_servers_saves_the_files_it_saves_from_the_replica(legacy_replica, logstash,
+                                                                                     tmp_path):
+    """Each file read until the server closed the connection, none with a Content-Length."""
+    root = tmp_path / "storage"
+    copied_to_files(legacy_replica.corpus.read, legacy_replica.corpus.paths(), root)
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db")
+    direct = kcing(["gen_samples", "--sample-size", "50", "--samples-dir", str(tmp_path / "direct")], env, tmp_path)
+    with PlainFront(legacy_replica.frontend_url) as frontend, PlainFiles(str(root)) as storage:
+        env.update(KCI_HOST=frontend.url.split("://")[1], KCI_STORAGE_URL=storage.url)
+        plain = kcing(["gen_samples", "--sample-size", "50", "--samples-dir", str(tmp_path / "plain")], env, tmp_path)
+    assert direct.returncode == plain.returncode == 0, plain.stderr
+
+    def saved(directory: Path) -> dict:
+        return {str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*.json")
+                if path.name != "manifest.json"}
+    assert saved(tmp_path / "direct") and saved(tmp_path / "plain") == saved(tmp_path / "direct")
 
 def api_feed(tmp_path: Path, logstash, plain: bool, page_type=None) -> dict:
     """Feed the API replica's nodes with their logs: through a plain front with its files from
@@ -114,7 +135,7 @@ def test_an_api_feed_through_plain_servers_delivers_what_it_does_from_the_api(lo
 def test_the_elasticsearch_commands_through_a_single_threaded_plain_front(legacy_replica, es, tmp_path):
     cluster = LogstashCluster(store=ForwardingStore(es.url))
     cluster.start()
-    es_front, fronts = PlainFront(es.url), logstash_fronts(cluster)
+    es_front, fronts = PlainFront(es.url, error_pages=False), logstash_fronts(cluster)
     started(es_front, *fronts.values())
     try:
         env = feed_environ(legacy_replica, cluster, tmp_path / "kcing.db", ES_HOST=es_front.url, DRP_DAYS="36500",
@@ -137,7 +158,7 @@ def test_setup_kbn_and_backup_kbn_through_a_plain_front_round_trip(tmp_path):
     kibana_dir.mkdir()
     shutil.copyfile(REPO / "kibana" / "saved_objects.ndjson", kibana_dir / "saved_objects.ndjson")
     shipped = (kibana_dir / "saved_objects.ndjson").read_bytes()
-    with KibanaEmulator(spaces=("ci",)) as kibana, PlainFront(kibana.url) as front:
+    with KibanaEmulator(spaces=("ci",)) as kibana, PlainFront(kibana.url, error_pages=False) as front:
         env = clean_environ(KB_URL=front.url)
         for command in ("setup_kbn", "backup_kbn"):
             done = kcing([command, "--space", "ci", "--kibana-dir", str(kibana_dir), "--wait", "5"], env, tmp_path)
@@ -166,8 +187,8 @@ def test_an_error_page_before_elasticsearch_is_said_by_its_title_not_its_markup(
 
 
 @pytest.mark.parametrize("status, exit_status, said", [
-    (404, 2, 'kcing feed_es: {url} answered 404 with an HTML page "Error response" (text/html), which a Logstash http input never '
-          'answers: set ES_BUILD to the URL of the input'),
+    (404, 2, 'kcing feed_es: {url} answered 404 with an HTML page "Error response" (text/html), which a Logstash '
+          'http input never answers: set ES_BUILD to the URL of the input'),
     (400, 3, 'kcing feed_es: Logstash at {url} rejected a batch with 400: an HTML page "Error response"'),
 ], ids=["404", "400"])
 def test_an_error_page_at_a_logstash_input_is_said_by_its_title_not_its_markup(tmp_path, status, exit_status,
@@ -184,14 +205,14 @@ def test_json_labelled_text_plain_before_elasticsearch_is_an_unreadable_answer(t
     """A proxy that labels the node's JSON `text/plain`: the client hands it over as a string, and
     drp deleted nothing yet ended 0, setup_es with an internal error."""
     es.seed_index("boot-2001.01.01", docs={"1": {"job": "mainline"}})
-    with PlainFront(es.url, content_type="text/plain") as front:
+    with PlainFront(es.url, content_type="text/plain", error_pages=False) as front:
         env = clean_environ(ES_HOST=front.url, KCING_DB=str(tmp_path / "kcing.db"), ES_READY_TIMEOUT="0")
         deleting = kcing(["drp", "--drp-days", "30"], env, tmp_path)
         installing = kcing(["setup_es", "--wait", "0"], env, tmp_path)
     assert deleting.returncode == 3, deleting.stderr
     assert last_line(deleting) == (
-        "kcing drp: Elasticsearch at %s sent an unreadable answer while listing indices "
-        "(build-*,boot-*,test-*,log-*,regression-*): a JSON array labelled text/plain, not application/json" % front.url)
+        "kcing drp: Elasticsearch at %s sent an unreadable answer while listing indices (build-*,boot-*,test-*,"
+        "log-*,regression-*): a JSON array labelled text/plain, not application/json" % front.url)
     assert installing.returncode == 3, installing.stderr
     assert last_line(installing).endswith(
         "sent an unreadable answer while checking cluster health: a JSON object labelled text/plain, not "
