@@ -105,6 +105,12 @@ class Interrupted(KcingError):
     exit_code = 130
 
 
+class RunFailing(KcingError):
+    """A wait cut short because the run is already ending with another error (a post's that no
+    retry fixes, the ledger locked: `Stop.fail`). The feed ends the run with that error, never
+    with this one."""
+
+
 class ElasticsearchError(KcingError):
     """Elasticsearch could not be reached, was not ready in time, or refused an admin request
     (setup_es, drp) in a way that retrying cannot fix. Bad credentials, TLS or versions are ConfigError."""

@@ -17,8 +17,8 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 from kcing import watermark
 from kcing.building import Builder, BuildAbandoned, WorkersKilled
-from kcing.errors import (ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput, SinkUnavailable,
-                          UpstreamError, unexpected_failure)
+from kcing.errors import (ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput, RunFailing,
+                          SinkUnavailable, UpstreamError, unexpected_failure)
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE
 from kcing.listing import Listing
@@ -172,6 +172,11 @@ class Feed:
         # (batch, future, (lineage, version) of its objects) in the order they were sent
         self.posting: deque = deque()
         self.post_pool: Optional[ThreadPoolExecutor] = None
+        # The first error that ends the run (a post's, not a batch too large, or the main
+        # thread's own) unless a signal stopped it first: the run ends with it, whichever wait it
+        # cut the main thread met first.
+        self.failure: Optional[Exception] = None
+        self._failure_lock = threading.Lock()
         self._started = clock()
         self.progress = progress or Progress("feed_es", live=False, every=options.progress_every, clock=clock)
         self.listing: Optional[Listing] = None
@@ -265,6 +270,15 @@ class Feed:
                 self._flush_route(route)
             while self.posting:
                 self._collect(*self.posting.popleft()[:2])
+        except RunFailing:
+            # A wait the failure of a post cut (a retry's, a download's, ES_LOAD_INTERVAL's):
+            # the run ends with that failure.
+            raise self.failure from None
+        except Exception as error:
+            # An error of this thread's (the ledger locked or full) ends the run as a post's does:
+            # the posts waiting to be retried are not waited for below.
+            self._fail(error)
+            raise
         finally:
             self.pending.close()  # a download thread waiting for room fetches nothing more
             for future in in_flight:
@@ -387,7 +401,33 @@ class Feed:
         self.limiter.wait_for(len(batch))
         if self.stop.is_set():  # the pause ends at a stop: the batch stays unsent, its objects undelivered
             raise self._interrupted()
-        self.posting.append((batch, self.post_pool.submit(self.sink.send, batch), versions))
+        if self.failure is not None:  # and at a post's failure, with which the run ends
+            raise self.failure
+        self.posting.append((batch, self.post_pool.submit(self._post, batch), versions))
+
+    def _post(self, batch: Batch) -> None:
+        """Post `batch` (in a post thread). Any error but a batch too large ends the run (`_fail`)."""
+        try:
+            self.sink.send(batch)
+        except BatchTooLarge:
+            raise
+        except Exception as error:
+            self._fail(error)
+            raise
+
+    def _fail(self, error: Exception) -> None:
+        """The run ends with `error`, unless it is stopping or another error came first: the posts'
+        retry waits, the downloads' and the pause before the next batch end now, and no retry
+        starts (Stop.fail). What they had not sent stays undelivered, as at a stop: a cron run that
+        failed exits at once, not after a Retry-After or a backoff of minutes."""
+        if self.stop.is_set():
+            return  # its waits end already, and it ends as stopped by a signal
+        with self._failure_lock:
+            if self.failure is None:
+                self.failure = error
+        fail = getattr(self.stop, "fail", None)  # a threading.Event given as the stop has none
+        if fail is not None:
+            fail()
 
     def _collect(self, batch: Batch, future: Future) -> None:
         """Wait for one post; acknowledge its documents, or split it if it was too large."""
@@ -396,6 +436,12 @@ class Feed:
         except BatchTooLarge as refused:
             self._split_and_send(batch, refused)
             return
+        except Exception:
+            # The first post to fail is what the run ends with: this one may have failed only
+            # for it (no retry started, its wait cut), though its turn to be taken came first.
+            if self.failure is not None:
+                raise self.failure from None
+            raise
         self._acknowledge_batch(batch)
 
     def _salvage_posts(self, wait: bool = True) -> None:

@@ -12,7 +12,7 @@ from concurrent import futures
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Optional
 
-from kcing.errors import Interrupted
+from kcing.errors import Interrupted, RunFailing
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ class Stop:
     """Set by the first SIGINT/SIGTERM: finish the batch in flight, start nothing new, retry
     nothing. `urgent` turns true with the second: cut every transfer in progress now.
 
-    Sources and sinks wait between retries with `pause`, so a stop never waits a backoff out.
+    Sources and sinks wait between retries with `pause`, so a stop never waits a backoff out;
+    nor does a run that is ending with an error (`fail`).
 
     `set` runs in signal handlers, and takes no lock it could wait for: a handler runs in the main
     thread between two of its bytecodes, also while that thread is inside the stop's own lock (a
@@ -51,6 +52,8 @@ class Stop:
     cutting = 0
     # When the stop was requested (time.monotonic()), once it was.
     requested_at: Optional[float] = None
+    # Set by `fail`: the run is ending with an error, and none of its waits is worth waiting out.
+    failed = False
 
     def __init__(self) -> None:
         self._requested = False
@@ -69,8 +72,22 @@ class Stop:
             finally:
                 self._cond.release()
 
+    def fail(self) -> None:
+        """The run is ending with an error (the feed's, which it reports): its waits end now
+        and no retry starts (`ending`), as at a stop, but it is no stop: `is_set` stays false,
+        nothing is cut at the end of a grace period, and a signal after it is the first.
+
+        Called by the feed's threads, never in a signal handler: it may wait for the lock."""
+        self.failed = True
+        with self._cond:
+            self._cond.notify_all()
+
     def is_set(self) -> bool:
         return self._requested
+
+    def ending(self) -> bool:
+        """Whether the run is ending, stopped by a signal or failed (`fail`): no retry starts."""
+        return self._requested or self.failed
 
     def past_grace(self) -> bool:
         """Whether the batch in flight has had its GRACE_SECONDS since the stop to be answered:
@@ -78,22 +95,25 @@ class Stop:
         return self.requested_at is not None and time.monotonic() - self.requested_at > GRACE_SECONDS
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Whether the stop was requested within `timeout` seconds (without one, wait for it),
-        waiting in slices of WAIT_SLICE_SECONDS."""
+        """Whether the run began ending (a stop was requested, or `fail`) within `timeout`
+        seconds (without one, wait for it), waiting in slices of WAIT_SLICE_SECONDS."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._requested:
+        while not self.ending():
             remaining = WAIT_SLICE_SECONDS if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 return False
             with self._cond:
-                if not self._requested:
+                if not self.ending():
                     self._cond.wait(min(remaining, WAIT_SLICE_SECONDS))
         return True
 
     def pause(self, seconds: float) -> None:
-        """Sleep `seconds`, unless a stop is requested before or meanwhile: then raise Interrupted."""
+        """Sleep `seconds`, unless the run begins ending before or meanwhile: then raise
+        Interrupted (a stop) or RunFailing (`fail`)."""
         if self.wait(seconds):
-            raise Interrupted("stopped by a signal while waiting to retry")
+            if self._requested:
+                raise Interrupted("stopped by a signal while waiting to retry")
+            raise RunFailing("not retried: the run is ending with an error")
 
 
 # Set once the line saying a command was interrupted is written (kcing/cli.py).

@@ -108,9 +108,9 @@ def crawl_since(args: dict, now=None):
 
 
 def make_sink(args: dict, settings, stop: Optional[Stop] = None, kinds: Optional[Iterable[str]] = None):
-    """The sink the settings and flags name. `stop`: retry waits end once it is set, and answers
-    being read are cut once it is urgent (a second signal). `kinds`: those of the objects the run
-    may send, when the source knows them (None: any)."""
+    """The sink the settings and flags name. `stop`: retry waits end once it is set or failed (no
+    retry starts then), and answers being read are cut once it is urgent (a second signal).
+    `kinds`: those of the objects the run may send, when the source knows them (None: any)."""
     if args.get("--output"):
         from kcing.sinks.ndjson import NdjsonDirSink  # as the sources: imported when used
         return NdjsonDirSink(args["--output"], create=not args.get("--dry-run"),
@@ -135,7 +135,7 @@ def make_sink(args: dict, settings, stop: Optional[Stop] = None, kinds: Optional
     reader = BodyReader(settings.ES_POST_DEADLINE, MAX_ANSWER_BYTES, abandon=lambda: stop.urgent or stop.past_grace())
     return LogstashSink(logstash_routes(settings), transport,
                         RetryPolicy(attempts=settings.ES_MAX_RETRIES, base=settings.ES_RETRY_BACKOFF),
-                        settings.ES_TIMEOUT, sleep=stop.pause, settings=ROUTE_SETTINGS, reader=reader, stopping=stop.is_set)
+                        settings.ES_TIMEOUT, sleep=stop.pause, settings=ROUTE_SETTINGS, reader=reader, stopping=stop.ending)
 
 
 # kind -> the setting naming the Logstash inputs its documents go to. KernelCI API nodes go where

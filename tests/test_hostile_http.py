@@ -29,8 +29,8 @@ from kcing.shutdown import GRACE_SECONDS
 from tests.fakes.rogue_http import RogueFront, answer, cut_short, endless, exact_head, redirect, trickle, trickle_head
 from tests.fakes.serving import refusing_port, wait_until
 from tests.fakes.kibana_server import KibanaEmulator
-from tests.feedrun import (REPO, SAMPLES, clean_environ, feed_environ, integrity, kcing, kcing_process, ledger_rows,
-                           ledger_states, sample_objects, stopped_by_signal)
+from tests.feedrun import (REPO, SAMPLES, clean_environ, expected_documents, feed_environ, integrity, kcing,
+                           kcing_process, ledger_rows, ledger_states, sample_objects, stopped_by_signal)
 
 pytestmark = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
 
@@ -681,6 +681,99 @@ def test_a_batch_cut_at_the_end_of_the_grace_period_is_said_not_retried_while_do
     assert process.returncode == 130, stderr
     assert "retry 1 of" not in stderr and "not retried: the run is stopping" in stderr, stderr
     assert not any(state == "delivered" for (kind, _), state in ledger_states(db).items() if kind == "lava")
+
+
+# A post that fails for good ends the run's waits -------------------------------------------------
+
+# What a proxy without the input's route answers: no retry fixes it (exit 2).
+NOT_AN_INPUT = answer(404, (("Content-Type", "text/html"),), b"<html><body>404 Not Found</body></html>")
+
+
+@pytest.mark.parametrize("busy, setting", [
+    (answer(429, (("Retry-After", "100"),), b"busy"), {}),
+    # No Retry-After: the first retry waits 50 to 100 s, as ES_RETRY_BACKOFF draws it.
+    (answer(503, body=b"busy"), {"ES_RETRY_BACKOFF": "100"}),
+], ids=["429-retry-after", "503-backoff"])
+def test_a_post_that_fails_for_good_ends_another_posts_wait_to_retry(legacy_replica, logstash, lava_front, tmp_path,
+                                                                    busy, setting):
+    """Two LAVA batches in flight: one answered 429 (or 503) waits to be retried, the other gets
+    an answer no Logstash input gives. The run exited 2 only once the wait was over (100 s): now
+    at once, with that answer's error, and what Logstash acknowledged recorded, nothing else."""
+    db = tmp_path / "kcing.db"
+    lava_front.on("POST", "/", busy, count=1)
+    lava_front.on("POST", "/", NOT_AN_INPUT, count=None)
+    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url, **setting)
+    started = time.monotonic()
+    result = kcing(["feed_es", "--batch-size", "5"], env, tmp_path, timeout=300)
+    assert time.monotonic() - started < 30, result.stderr
+    assert result.returncode == 2, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "answered 404" in line and "never answers: set ES_LAVA" in line, line
+    assert "Traceback" not in result.stderr
+    assert len(lava_front.requests) == 2  # the batch that waited was not retried
+    assert last_run(env, tmp_path)["outcome"] == "error 2"
+    assert integrity(db) == "ok"
+    states = ledger_states(db)
+    assert not any(state == "delivered" for (kind, _), state in states.items() if kind == "lava")
+    # The builds Logstash acknowledged, and only those, are recorded delivered.
+    builds = [obj for obj in sample_objects() if obj.kind == "build"]
+    acknowledged = {obj.upstream_id for obj in builds if set(expected_documents([obj])) <= set(logstash.store)}
+    assert acknowledged
+    assert {upstream_id for (kind, upstream_id), state in states.items()
+            if kind == "build" and state == "delivered"} == acknowledged
+    lava_front.clear()  # it forwards to the LAVA input now: the next run sends the rest
+    again = kcing(["feed_es"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert set(ledger_states(db).values()) == {"delivered"}
+
+
+def test_a_post_that_fails_for_good_ends_the_downloads_wait_to_retry(legacy_replica, logstash, storage_front,
+                                                                     tmp_path):
+    """The storage answers the LAVA files 503 with `Retry-After: 100` while the batch of builds
+    gets an answer no Logstash input gives: the run waited out each file's two retries (200 s),
+    then recorded them failed; now it exits 2 at once, and the next run asks for them again."""
+    db = tmp_path / "kcing.db"
+    for obj in sample_objects():
+        if obj.kind == "lava":
+            storage_front.on("GET", storage_path(obj), answer(503, (("Retry-After", "100"),), b"busy"), count=None)
+    with RogueFront(logstash.urls["build"]) as build_front:
+        build_front.on("POST", "/", NOT_AN_INPUT, count=None)
+        env = feed_environ(legacy_replica, logstash, db, KCI_STORAGE_URL=storage_front.url, ES_BUILD=build_front.url)
+        started = time.monotonic()
+        result = kcing(["feed_es", "--batch-size", "5"], env, tmp_path, timeout=300)
+        assert time.monotonic() - started < 30, result.stderr
+        assert result.returncode == 2, result.stderr
+        (line,) = error_lines(result.stderr)
+        assert "answered 404" in line and "never answers: set ES_BUILD" in line, line
+        assert storage_front.answered_by("whole_answer") <= 2  # each LAVA file asked once at most
+        assert not {"delivered", "failed"} & set(ledger_states(db).values())
+        storage_front.clear()  # the files are served again,
+        build_front.clear()  # and the builds' input answers
+        again = kcing(["feed_es"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert set(ledger_states(db).values()) == {"delivered"}
+
+
+@pytest.mark.parametrize("setting", [{"ES_LOAD_INTERVAL": "100"}, {"ES_MAX_DOCS_PER_SECOND": "0.05"}],
+                         ids=["load-interval", "docs-per-second"])
+def test_a_post_that_fails_for_good_ends_the_pause_before_the_next_batch(lava_front, tmp_path, setting):
+    """The first batch gets an answer no Logstash input gives while the next waits its turn (100 s
+    either way): the run exited 2 after that pause, having posted the next batch all the same."""
+    db = tmp_path / "kcing.db"
+    lava_front.on("POST", "/", NOT_AN_INPUT, count=None)
+    env = clean_environ(ES_LAVA=lava_front.url, KCING_DB=str(db), LS_PIPELINE_BATCH_SIZE="5", ES_TIMEOUT="10",
+                        **setting)
+    lava = sorted((SAMPLES / "lava").iterdir())[0]
+    started = time.monotonic()
+    result = kcing(["feed_es", "--lavas", str(lava)], env, tmp_path, timeout=300)
+    assert time.monotonic() - started < 30, result.stderr
+    assert result.returncode == 2, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "answered 404" in line and "never answers: set ES_LAVA" in line, line
+    assert len(lava_front.requests) == 1  # no batch went out after the failure
+    assert last_run(env, tmp_path)["outcome"] == "error 2"
+    assert set(ledger_states(db).values()) == {"downloaded"}
+
 
 # Credentials in clear text -----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from concurrent.futures import Future
 import pytest
 
 from kcing import shutdown
+from kcing.errors import RunFailing
 
 
 class Handled(Exception):
@@ -83,6 +84,19 @@ def test_a_wait_without_timeout_lasts_until_the_stop():
     stop.set()
     waiter.join(2.0)
     assert waited == [True]
+
+
+def test_a_failed_run_ends_its_waits_but_is_no_stop():
+    """`fail` (a post's error the run ends with) ends a retry's pause at once as a stop does,
+    without passing for one: the pause says why, and no signal is taken to have come."""
+    stop = shutdown.Stop()
+    threading.Timer(0.3, stop.fail).start()
+    started = time.monotonic()
+    with pytest.raises(RunFailing):
+        stop.pause(100.0)
+    assert time.monotonic() - started < 10
+    assert stop.ending() and not stop.is_set() and not stop.past_grace()
+    assert stop.wait(100.0) is True
 
 
 def signalled_from_its_closing_line(command, env, cwd, closing: str):

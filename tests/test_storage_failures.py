@@ -32,6 +32,7 @@ from kcing.sinks.batching import Batch
 from kcing.sinks.ndjson import NdjsonDirSink, whole_records_end
 from tests.feedrun import (SAMPLES, clean_environ, expected_documents, feed_environ, integrity, kcing, kcing_process,
                            ledger_states, reaped, sample_objects)
+from tests.fakes.rogue_http import RogueFront, answer
 from tests.fakes.serving import wait_until
 from tests.tmpfs import fill_leaving, resize, small_tmpfs
 
@@ -644,6 +645,40 @@ def test_a_ledger_locked_mid_run_stops_it_in_one_line_and_loses_nothing(legacy_r
     assert again.returncode == 0, again.stderr
     assert set(ledger_states(db).values()) == {"delivered"}
     assert set(logstash.store.keys()) == set(expected_documents(sample_objects()))
+
+
+@needs_samples
+def test_a_ledger_locked_mid_run_ends_another_posts_wait_to_retry(legacy_replica, logstash, tmp_path):
+    """The ledger locked past KCING_DB_LOCK_WAIT while a LAVA batch waits 100 s to be retried
+    (429, Retry-After): the run, which could record nothing more, waited that out and posted the
+    batch again. It now ends at once, exit 4, and leaves the batch to the next run."""
+    db = tmp_path / "kcing.db"
+    logstash.build.block_pipeline()  # the builds' batch is answered once the ledger is locked
+    try:
+        with RogueFront(logstash.urls["lava"]) as lava_front:
+            lava_front.on("POST", "/", answer(429, (("Retry-After", "100"),), b"busy"), count=1)
+            env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url, KCING_DB_LOCK_WAIT="1",
+                               ES_TIMEOUT="60")
+            with reaped(kcing_process(["feed_es", "--batch-size", "5"], env, tmp_path)) as running:
+                assert wait_until(lambda: lava_front.requests.snapshot() and logstash.build.inflight, timeout=30)
+                with ledger_locked_by_another_process(db):
+                    logstash.build.unblock_pipeline()
+                    unblocked = time.monotonic()
+                    _, stderr = running.communicate(timeout=300)
+                    took = time.monotonic() - unblocked
+            assert running.returncode == 4, stderr
+            assert took < 30, stderr
+            assert stderr.splitlines()[-1].startswith("kcing feed_es: the ledger %s is locked by another process "
+                                                      "(waited 1s" % db), stderr
+            assert len(lava_front.requests) == 1  # the batch that waited was not retried
+            assert integrity(db) == "ok"
+            assert not any(state == "delivered" for (kind, _), state in ledger_states(db).items() if kind == "lava")
+            lava_front.clear()  # it forwards to the LAVA input now: the next run sends the rest
+            again = kcing(["feed_es"], env, tmp_path)
+    finally:
+        logstash.build.unblock_pipeline()
+    assert again.returncode == 0, again.stderr
+    assert set(ledger_states(db).values()) == {"delivered"}
 
 
 @needs_samples

@@ -98,7 +98,9 @@ class LogstashSink:
         self._turn: Dict[str, int] = {route: 0 for route in routes}
         self._turn_lock = threading.Lock()  # batches are posted from more than one thread
         self.clock = clock
-        self.stopping = stopping  # whether the run is stopping (a signal): then nothing is retried
+        # Whether the run is stopping (a signal) or ending with an error (another post's, the
+        # ledger's): then nothing is retried.
+        self.stopping = stopping
         self._failing: Dict[str, float] = {}  # input URL -> until when it is tried last
 
     # An object's documents are joined by commas, as they lie in a batch's JSON array.
