@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
-from elasticsearch import AuthenticationException, AuthorizationException
+from elasticsearch import ApiError, AuthenticationException, AuthorizationException
 
-from kcing.admin.elastic import elastic_errors
+from kcing.admin.elastic import elastic_errors, not_served, reason_of
 from kcing.admin.retention import chunks, index_day, settings_past_metadata_blocks
 from kcing.errors import ConfigError, ElasticsearchError, Interrupted, UpstreamError, kept_short, one_line
 from kcing.http import seconds_text
@@ -256,7 +256,12 @@ def mget_request(batch: Sequence[Tuple[int, str, str]]) -> List[dict]:
 
 
 class _NoMetadata(Exception):
-    """The user may read documents but not index metadata (no view_index_metadata privilege)."""
+    """The user may read documents but not index metadata (no view_index_metadata privilege), or
+    what answers at ES_HOST serves no such request (`served` False)."""
+
+    def __init__(self, status: int, served: bool = True, reason: str = ""):
+        super().__init__(status)
+        self.status, self.served, self.reason = status, served, reason
 
 
 class LookupFailed(Exception):
@@ -687,7 +692,18 @@ class Reconciler:
                     blocks = self._block_settings(sorted(set(concrete) | set(behind.values())))
                 except (AuthenticationException, AuthorizationException) as error:
                     raise _NoMetadata(error.meta.status) from None
+                except ApiError as error:
+                    if not not_served(error):
+                        raise
+                    raise _NoMetadata(error.meta.status, served=False, reason=reason_of(error)) from None
         except _NoMetadata as refused:
+            if not refused.served:
+                log.warning("Elasticsearch at %s does not answer the requests that say which indices are data "
+                            "streams or refuse writes (GET /_resolve/index/..., GET /.../_settings: %d, %s): documents "
+                            "missing there are marked undelivered as any other", self.host, refused.status,
+                            refused.reason)
+                self.facts_unknown = True
+                return False
             # `read` alone does not let a user see index metadata: the check still works, only
             # a data stream reads as a missing index and a write block goes unnoticed.
             log.warning("Elasticsearch at %s refused (%s) to say which indices are data streams or refuse writes: "

@@ -418,6 +418,21 @@ def body_error_type(body) -> str:
     return ""
 
 
+# The answers of a server that has no such request at all: no route (404), no handler for the
+# URI (400, a node's own words for one it does not know), the method not allowed, or not
+# implemented. Said by a proxy that exposes part of the API, or by a test double made to the list
+# of requests elk.md names (§3.8), which leaves out `_resolve/index` and an index's `_settings`:
+# the requests kcing makes only to say more (what a missing document's index is, which expired
+# index a block would keep) go without them.
+NOT_SERVED = (400, 404, 405, 501)
+
+
+def not_served(error: Exception) -> bool:
+    """Whether `error` is an answer saying the request is not served there (NOT_SERVED); a
+    request of a node's that names a missing index cannot say so: they ask `ignore_unavailable`."""
+    return isinstance(error, ApiError) and error.meta.status in NOT_SERVED
+
+
 def reason_of(error: ApiError) -> str:
     """The most specific reason in an error envelope, shortened to one line."""
     body = error.body

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
-from kcing.admin.elastic import elastic_errors, error_type, translate
+from kcing.admin.elastic import elastic_errors, error_type, not_served, reason_of, translate
 from kcing.errors import kept_short
 from kcing.keptdays import cutoff_day, day_start
 from kcing.plural import counted, verb
@@ -193,13 +193,19 @@ def blocked_from_deletion(client: Elasticsearch, host: str, names: Sequence[str]
 
     A metadata block refuses the read too, naming each index it blocks (see
     `settings_past_metadata_blocks`). index.blocks.read_only_allow_delete and index.blocks.write
-    do not stop a delete."""
+    do not stop a delete. Where settings are not served at all, the dry run says what it would
+    try, as the run itself deletes without reading them."""
     blocked: Dict[str, str] = {}
     for chunk in chunks(names, size):
         action = "reading the blocks of %s (%s ... )" % (counted(len(chunk), "index", "indices"), chunk[0])
         try:
             answer, refused = settings_past_metadata_blocks(client, chunk, ",".join(DELETE_BLOCKS), "none")
         except (ApiError, TransportError) as error:
+            if not_served(error):
+                log.warning("Elasticsearch at %s does not answer GET /.../_settings (%d, %s): which expired index "
+                            "a block would keep is not known, and every one is listed", host, error.meta.status,
+                            reason_of(error))
+                return blocked
             raise translate(error, host, action) from None
         blocked.update(refused)
         for name, found in answer.items():
