@@ -689,6 +689,18 @@ def test_a_batch_cut_at_the_end_of_the_grace_period_is_said_not_retried_while_do
 NOT_AN_INPUT = answer(404, (("Content-Type", "text/html"),), b"<html><body>404 Not Found</body></html>")
 
 
+def failed_at_once(args, env, tmp_path, setting: str):
+    """`kcing ARGS`, which must end with exit 2 within 30 s (the waits it cut were of 100 s or
+    more), its one error line the 404 of the input `setting` names."""
+    started = time.monotonic()
+    result = kcing(args, env, tmp_path, timeout=300)
+    assert time.monotonic() - started < 30, result.stderr
+    assert result.returncode == 2, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "answered 404" in line and "never answers: set %s" % setting in line, line
+    return result
+
+
 @pytest.mark.parametrize("busy, setting", [
     (answer(429, (("Retry-After", "100"),), b"busy"), {}),
     # No Retry-After: the first retry waits 50 to 100 s, as ES_RETRY_BACKOFF draws it.
@@ -703,12 +715,7 @@ def test_a_post_that_fails_for_good_ends_another_posts_wait_to_retry(legacy_repl
     lava_front.on("POST", "/", busy, count=1)
     lava_front.on("POST", "/", NOT_AN_INPUT, count=None)
     env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url, **setting)
-    started = time.monotonic()
-    result = kcing(["feed_es", "--batch-size", "5"], env, tmp_path, timeout=300)
-    assert time.monotonic() - started < 30, result.stderr
-    assert result.returncode == 2, result.stderr
-    (line,) = error_lines(result.stderr)
-    assert "answered 404" in line and "never answers: set ES_LAVA" in line, line
+    result = failed_at_once(["feed_es", "--batch-size", "5"], env, tmp_path, "ES_LAVA")
     assert "Traceback" not in result.stderr
     assert len(lava_front.requests) == 2  # the batch that waited was not retried
     assert last_run(env, tmp_path)["outcome"] == "error 2"
@@ -739,12 +746,7 @@ def test_a_post_that_fails_for_good_ends_the_downloads_wait_to_retry(legacy_repl
     with RogueFront(logstash.urls["build"]) as build_front:
         build_front.on("POST", "/", NOT_AN_INPUT, count=None)
         env = feed_environ(legacy_replica, logstash, db, KCI_STORAGE_URL=storage_front.url, ES_BUILD=build_front.url)
-        started = time.monotonic()
-        result = kcing(["feed_es", "--batch-size", "5"], env, tmp_path, timeout=300)
-        assert time.monotonic() - started < 30, result.stderr
-        assert result.returncode == 2, result.stderr
-        (line,) = error_lines(result.stderr)
-        assert "answered 404" in line and "never answers: set ES_BUILD" in line, line
+        failed_at_once(["feed_es", "--batch-size", "5"], env, tmp_path, "ES_BUILD")
         assert storage_front.answered_by("whole_answer") <= 2  # each LAVA file asked once at most
         assert not {"delivered", "failed"} & set(ledger_states(db).values())
         storage_front.clear()  # the files are served again,
@@ -764,12 +766,7 @@ def test_a_post_that_fails_for_good_ends_the_pause_before_the_next_batch(lava_fr
     env = clean_environ(ES_LAVA=lava_front.url, KCING_DB=str(db), LS_PIPELINE_BATCH_SIZE="5", ES_TIMEOUT="10",
                         **setting)
     lava = sorted((SAMPLES / "lava").iterdir())[0]
-    started = time.monotonic()
-    result = kcing(["feed_es", "--lavas", str(lava)], env, tmp_path, timeout=300)
-    assert time.monotonic() - started < 30, result.stderr
-    assert result.returncode == 2, result.stderr
-    (line,) = error_lines(result.stderr)
-    assert "answered 404" in line and "never answers: set ES_LAVA" in line, line
+    failed_at_once(["feed_es", "--lavas", str(lava)], env, tmp_path, "ES_LAVA")
     assert len(lava_front.requests) == 1  # no batch went out after the failure
     assert last_run(env, tmp_path)["outcome"] == "error 2"
     assert set(ledger_states(db).values()) == {"downloaded"}
