@@ -25,7 +25,8 @@ version, saved beside the older); remove a file to have it saved again. A file t
 since (edited without recording its new sha256 and size, or corrupted) is replaced by
 upstream's, with a warning naming it. A file linked from outside the directory is saved again
 in the link's place: the replay never follows such a link. A web page answered in place of a
-file (a proxy's error or login page, sent with 200) is not saved: it counts as failed, and the
+file (a proxy's error or login page, sent with 200), or a file that is no JSON object (one cut
+short, as storage serves a file still being written), is not saved: it counts as failed, and the
 next run asks for the file again.
 
 Settings read (from the environment or ./local_settings.py; the README's table says each):
