@@ -244,6 +244,8 @@ class LogstashSpecInput:
         self.max_content_length = max_content_length
         self.capacity = threads + max_pending_requests
         self.held = 0
+        self.response_code = 200  # the input's `response_code`: 200, 201, 202 or 204
+        self.response_headers = {"Content-Type": "text/plain"}  # its `response_headers`
         self.reject_blocked = 0  # requests answered 429 at once, unread, as while a push is blocked
         self.block = threading.Event()
         self.block.set()
@@ -309,7 +311,9 @@ class LogstashHandler(QuietHandler):
         with app.lock:
             app.events.extend(events)
             app.answers.append(200)
-        self.send_whole(200, [("Content-Type", "text/plain")], b"ok")
+        if app.response_code == 204:
+            return self.send_whole(204, list(app.response_headers.items()))
+        self.send_whole(app.response_code, list(app.response_headers.items()), b"ok")
 
 
 def decode(body: bytes, mime: str) -> List[dict]:
@@ -320,7 +324,7 @@ def decode(body: bytes, mime: str) -> List[dict]:
         return []
     failure = [{"message": text, "tags": ["_jsonparsefailure"], "@version": "1"}]
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_not_json)  # Jackson reads no NaN or Infinity
     except ValueError:
         return failure
     values = value if isinstance(value, list) else [value]
@@ -333,6 +337,10 @@ def decode(body: bytes, mime: str) -> List[dict]:
         event.setdefault("@version", "1")
         events.append({"event": event, "metadata": metadata})
     return events
+
+
+def _not_json(name: str):
+    raise ValueError("%s is not JSON" % name)
 
 
 def stored(*inputs: LogstashSpecInput) -> Dict[tuple, dict]:
