@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from kcing.documents import json_object, page_instead
+from kcing.documents import json_object
 from kcing.documents.identity import iso_timestamp
 from kcing.errors import ConfigError, RejectedInput, UpstreamError
 from kcing.files import make_directories, remove_partial_files, write_atomically
@@ -228,14 +228,11 @@ def gen_samples(source, writer: SamplesWriter, threads: int = 4, progress: Optio
         except (UpstreamError, RejectedInput) as error:
             log.warning("could not save %s %s: %s", obj.kind, obj.upstream_id, error)
             return None
-        page = page_instead(content)
-        if page:
-            # Saved, it would be "already present" for every later run, and its replay rejected.
-            log.warning("could not save %s %s: %s; the next run asks again", obj.kind, obj.upstream_id, page)
-            return None
         try:
-            # The same for a file cut short (one storage was still writing, served whole as it
-            # was): the next run asks for it again, as a feed does for a file it rejected.
+            # No JSON object: a web page in the file's place (a proxy's 502 or login page, sent
+            # with 200; said as one by json_object), or a file cut short (one storage was still
+            # writing, served whole as it was). Saved, it would be "already present" for every
+            # later run, and its replay rejected: the next run asks for it again instead.
             json_object(content)
         except RejectedInput as error:
             log.warning("could not save %s %s: %s; the next run asks again", obj.kind, obj.upstream_id, error)
