@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.api_data import checkout_tree, real_nodes
+from tests.fakes.api_data import MAESTRO, REAL_JOB, checkout_tree, real_nodes
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.elastic_forward import ForwardingStore
 from tests.fakes.kibana_server import KibanaEmulator
@@ -20,6 +20,8 @@ from tests.feedrun import (REPO, SAMPLES, api_feed_environ, clean_environ, expec
                            ledger_states, sample_objects, stored_keys)
 
 needs_samples = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
+needs_real_job = pytest.mark.skipif(not (MAESTRO / REAL_JOB).is_file(), reason="real upstream file %s is absent (the "
+                                    "shared/ folder sits beside the repository)" % REAL_JOB)
 
 
 def copied_to_files(read, paths, root: Path) -> None:
@@ -117,6 +119,7 @@ def api_feed(tmp_path: Path, logstash, plain: bool, page_type=None) -> dict:
             for key, document in logstash.store.items()}
 
 
+@needs_real_job
 @pytest.mark.parametrize("page_type", [None, "text/plain", "application/octet-stream", ""])
 def test_an_api_feed_through_plain_servers_delivers_what_it_does_from_the_api(logstash, tmp_path, page_type):
     """The pages labelled otherwise than JSON (or not at all), the `.gz` logs served as
