@@ -7,8 +7,8 @@ between a POST and the ledger write, inside a ledger COMMIT, or at a random mome
 run until a run succeeds (at most one run after the last fault), then the sink and the ledger
 are compared with what the upstream files make, computed with `documents_for`.
 
-    KCING_FAULT_SCENARIOS=500 KCING_FAULT_SEED=random pytest -m faults    # more, fresh seeds
-    KCING_FAULT_SEED=1234 KCING_FAULT_SCENARIOS=1 pytest -m faults        # replay one scenario
+    KCING_FAULT_SCENARIOS=500 KCING_FAULT_SEED=random pytest -m faults -n 2   # more, fresh seeds
+    KCING_FAULT_SEED=1234 KCING_FAULT_SCENARIOS=1 pytest -m faults             # replay one scenario
 
 The seed of each scenario is in its test id; a failure prints the plan and every run's outcome.
 """
@@ -42,7 +42,9 @@ MAX_RUNS = 8
 def first_seed() -> int:
     chosen = os.environ.get("KCING_FAULT_SEED", "")
     if chosen == "random":
-        return random.SystemRandom().randrange(1, 10 ** 9)
+        # pytest-xdist's workers must collect the same seeds: they share the run's id.
+        shared = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+        return (random.Random(shared) if shared else random.SystemRandom()).randrange(1, 10 ** 9)
     return int(chosen) if chosen else DEFAULT_SEED
 
 

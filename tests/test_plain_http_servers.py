@@ -237,3 +237,21 @@ def test_a_401_page_of_a_proxy_before_elasticsearch_asks_for_credentials_when_no
     assert done.returncode == 2, done.stderr
     assert last_line(done) == "kcing drp: Elasticsearch at %s %s" % (
         server.url, said.format(patterns="build-*,boot-*,test-*,log-*,regression-*"))
+
+
+@pytest.mark.parametrize("user, said", [
+    ("", "denied access (403) while listing indices ({patterns}): an HTML page \"Error response\"; no "
+         "credentials are set (ES_USER and ES_PASSWORD, or ES_API_KEY)"),
+    ("kcing", "denied the configured user (403) while listing indices ({patterns}): an HTML page \"Error "
+              "response\""),
+], ids=["none-set", "set"])
+def test_a_403_page_of_a_proxy_before_elasticsearch_names_no_user_when_none_is_set(tmp_path, user, said):
+    """A proxy refusing a request without credentials (an IP allow-list, a missing client
+    certificate) was said to have "denied the configured user" when no user was set."""
+    with PlainErrors(403) as server:
+        env = clean_environ(ES_HOST=server.url, KCING_DB=str(tmp_path / "kcing.db"), ES_USER=user,
+                            ES_PASSWORD="s3cret" if user else "")
+        done = kcing(["drp", "--drp-days", "30"], env, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert last_line(done) == "kcing drp: Elasticsearch at %s %s" % (
+        server.url, said.format(patterns="build-*,boot-*,test-*,log-*,regression-*"))

@@ -5,6 +5,7 @@ whereas a 9.x client is refused by every Elasticsearch 8 (elk.md §4.1).
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -58,6 +59,11 @@ class UnexpectedAnswer(TransportError):
 class CredentialsAsked(AuthenticationException):
     """A 401 to a request that carried no credentials (none are set): there is nothing to check,
     only to set, whoever answered it (Elasticsearch, or a proxy asking for its own in front of it)."""
+
+
+class DeniedWithoutCredentials(AuthorizationException):
+    """A 403 to a request that carried no credentials (none are set): a proxy's refusal, or a
+    node's to anonymous access, not the privileges of a user kcing was given."""
 
 
 class Redirected(TransportError):
@@ -143,8 +149,14 @@ class _OverallDeadlineNode(Urllib3HttpNode):
             raise AnswerTooLarge("an answer larger than kcing takes (%s)" % error) from None
         if 300 <= answer.meta.status < 400:
             raise Redirected(answer.meta.status, answer.meta.headers.get("Location"))
-        if answer.meta.status == 401 and not any(name.lower() == "authorization" for name in headers or {}):
-            raise CredentialsAsked("HTTP 401 to a request without credentials", answer.meta, answer.body)
+        if answer.meta.status in (401, 403) and not any(name.lower() == "authorization" for name in headers or {}):
+            if answer.meta.status == 401:
+                raise CredentialsAsked("HTTP 401 to a request without credentials", answer.meta, answer.body)
+            # A block on the cluster or an index is no one's privileges: the client's error, as ever.
+            envelope = _json_or_none(answer.body)
+            if body_error_type(envelope) != "cluster_block_exception":
+                raise DeniedWithoutCredentials("HTTP 403 to a request without credentials", answer.meta,
+                                               answer.body if envelope is None else envelope)
         why = unexpected_answer(method, target, answer.meta.status, answer.meta.headers.get("X-Elastic-Product"),
                                 answer.body, answer.meta.headers.get("Content-Type") or "")
         if why:
@@ -329,6 +341,9 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
         return ConfigError("%s refused the credentials (401) while %s: check ES_USER/ES_PASSWORD or ES_API_KEY"
                            % (where, action))
     if isinstance(error, AuthorizationException) and error_type(error) != "cluster_block_exception":
+        if isinstance(error, DeniedWithoutCredentials):
+            return ConfigError("%s denied access (403) while %s: %s; no credentials are set (ES_USER and "
+                               "ES_PASSWORD, or ES_API_KEY)" % (where, action, reason_of(error)))
         return ConfigError("%s denied the configured user (403) while %s: %s" % (where, action, reason_of(error)))
     # A 403 cluster_block_exception is a block on the cluster or an index (read-only, or the disk
     # flood-stage watermark's read_only_allow_delete), not the user's privileges: Elasticsearch
@@ -409,6 +424,14 @@ def _redirect(status: int, location: Optional[str], where: str, action: str) -> 
 def error_type(error: ApiError) -> str:
     """The `error.type` of an Elasticsearch error envelope ("" when the body has none)."""
     return body_error_type(error.body)
+
+
+def _json_or_none(body):
+    """An answer's body read as JSON, or None when it is none (a proxy's page, nothing)."""
+    try:
+        return json.loads(body) if isinstance(body, (bytes, str)) else body
+    except ValueError:
+        return None
 
 
 def body_error_type(body) -> str:
