@@ -222,33 +222,22 @@ def test_json_labelled_text_plain_before_elasticsearch_is_an_unreadable_answer(t
         "application/json")
 
 
-@pytest.mark.parametrize("user, said", [
-    ("", "asks for credentials (401) while listing indices ({patterns}): set ES_USER and ES_PASSWORD, or ES_API_KEY"),
-    ("kcing", "refused the credentials (401) while listing indices ({patterns}): check ES_USER/ES_PASSWORD or "
+@pytest.mark.parametrize("status, user, said", [
+    (401, "", "asks for credentials (401) while listing indices ({patterns}): set ES_USER and ES_PASSWORD, or "
               "ES_API_KEY"),
-], ids=["none-set", "set"])
-def test_a_401_page_of_a_proxy_before_elasticsearch_asks_for_credentials_when_none_are_set(tmp_path, user, said):
+    (401, "kcing", "refused the credentials (401) while listing indices ({patterns}): check ES_USER/ES_PASSWORD or "
+                   "ES_API_KEY"),
+    (403, "", "denied access (403) while listing indices ({patterns}): an HTML page \"Error response\"; no "
+              "credentials are set (ES_USER and ES_PASSWORD, or ES_API_KEY)"),
+    (403, "kcing", "denied the configured user (403) while listing indices ({patterns}): an HTML page \"Error "
+                   "response\""),
+], ids=["401-none-set", "401-set", "403-none-set", "403-set"])
+def test_a_401_or_403_page_of_a_proxy_before_elasticsearch_names_no_credentials_when_none_are_set(
+        tmp_path, status, user, said):
     """A proxy's 401 page (nginx's auth_basic) to a request without credentials was said "refused
-    the credentials: check ES_USER/ES_PASSWORD", naming settings that hold nothing to check."""
-    with PlainErrors(401) as server:
-        env = clean_environ(ES_HOST=server.url, KCING_DB=str(tmp_path / "kcing.db"), ES_USER=user,
-                            ES_PASSWORD="s3cret" if user else "")
-        done = kcing(["drp", "--drp-days", "30"], env, tmp_path)
-    assert done.returncode == 2, done.stderr
-    assert last_line(done) == "kcing drp: Elasticsearch at %s %s" % (
-        server.url, said.format(patterns="build-*,boot-*,test-*,log-*,regression-*"))
-
-
-@pytest.mark.parametrize("user, said", [
-    ("", "denied access (403) while listing indices ({patterns}): an HTML page \"Error response\"; no "
-         "credentials are set (ES_USER and ES_PASSWORD, or ES_API_KEY)"),
-    ("kcing", "denied the configured user (403) while listing indices ({patterns}): an HTML page \"Error "
-              "response\""),
-], ids=["none-set", "set"])
-def test_a_403_page_of_a_proxy_before_elasticsearch_names_no_user_when_none_is_set(tmp_path, user, said):
-    """A proxy refusing a request without credentials (an IP allow-list, a missing client
-    certificate) was said to have "denied the configured user" when no user was set."""
-    with PlainErrors(403) as server:
+    the credentials: check ES_USER/ES_PASSWORD", naming settings that hold nothing to check; its
+    403 (an address allow-list, a client certificate missing), that it "denied the configured user"."""
+    with PlainErrors(status) as server:
         env = clean_environ(ES_HOST=server.url, KCING_DB=str(tmp_path / "kcing.db"), ES_USER=user,
                             ES_PASSWORD="s3cret" if user else "")
         done = kcing(["drp", "--drp-days", "30"], env, tmp_path)
