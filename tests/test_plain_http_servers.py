@@ -189,16 +189,21 @@ def test_an_error_page_before_elasticsearch_is_said_by_its_title_not_its_markup(
                                '"Error response"' % (command, server.url, action))
 
 
-@pytest.mark.parametrize("status, exit_status, said", [
-    (404, 2, 'kcing feed_es: {url} answered 404 with an HTML page "Error response" (text/html), which a Logstash '
-          'http input never answers: set ES_BUILD to the URL of the input'),
-    (400, 3, 'kcing feed_es: Logstash at {url} rejected a batch with 400: an HTML page "Error response"'),
-], ids=["404", "400"])
-def test_an_error_page_at_a_logstash_input_is_said_by_its_title_not_its_markup(tmp_path, status, exit_status,
+@pytest.mark.parametrize("status, user, exit_status, said", [
+    (404, "", 2, 'kcing feed_es: {url} answered 404 with an HTML page "Error response" (text/html), which a Logstash '
+                 'http input never answers: set ES_BUILD to the URL of the input'),
+    (400, "", 3, 'kcing feed_es: Logstash at {url} rejected a batch with 400: an HTML page "Error response"'),
+    # A proxy's refusal: an input never answers 403. "Check LS_USER and LS_PASSWORD" named empty settings.
+    (403, "", 2, 'kcing feed_es: Logstash at {url} refused the request (403) without credentials (none are set): '
+                 'set LS_USER and LS_PASSWORD if what answers there asks for them'),
+    (403, "kcing", 2, 'kcing feed_es: Logstash at {url} refused the request (403): check LS_USER and LS_PASSWORD'),
+], ids=["404", "400", "403", "403-credentials-set"])
+def test_an_error_page_at_a_logstash_input_is_said_by_its_title_not_its_markup(tmp_path, status, user, exit_status,
                                                                              said):
     build = sorted((SAMPLES / "build").iterdir())[0]
     with PlainErrors(status) as server:
-        env = clean_environ(ES_BUILD=server.url, KCING_DB=str(tmp_path / "kcing.db"), ES_RETRY_BACKOFF="0.05")
+        env = clean_environ(ES_BUILD=server.url, KCING_DB=str(tmp_path / "kcing.db"), ES_RETRY_BACKOFF="0.05",
+                            LS_USER=user, LS_PASSWORD="s3cret" if user else "")
         done = kcing(["feed_es", "--date", "2020-11-04", "--builds", str(build)], env, tmp_path)
     assert done.returncode == exit_status, done.stderr
     assert last_line(done) == said.format(url=server.url)

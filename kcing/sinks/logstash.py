@@ -273,6 +273,10 @@ class LogstashSink:
         if status == 401 and not self.transport.sends_credentials(url):
             # Nothing to check when none were sent: the input wants some (its user and password).
             raise ConfigError("Logstash at %s asks for credentials (401): set LS_USER and LS_PASSWORD" % url)
+        if status == 403 and not self.transport.sends_credentials(url):
+            # An input never answers 403: a proxy before it, refusing a request that had none to show.
+            raise ConfigError("Logstash at %s refused the request (403) without credentials (none are set): set "
+                              "LS_USER and LS_PASSWORD if what answers there asks for them" % url)
         if status in (401, 403):
             raise ConfigError("Logstash at %s refused the request (%d): check LS_USER and LS_PASSWORD"
                               % (url, status))
