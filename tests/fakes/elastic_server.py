@@ -1151,7 +1151,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
     # -- cluster -----------------------------------------------------------------------------
 
     def _info(self, method: str, query, headers, body) -> _Answer:
-        lucene, wire, index_compat = (("10.2.2", "8.18.0", "8.0.0") if self.major >= 9 else ("9.11.1", "7.17.0", "7.0.0"))
+        lucene, wire, index_compat = (("10.2.2", "8.19.0", "8.0.0") if self.major >= 9 else ("9.11.1", "7.17.0", "7.0.0"))
         return _Answer(200, {
             "name": NODE_NAME, "cluster_name": self.cluster_name,
             "cluster_uuid": "_na_" if self.not_ready_mode else self.cluster_uuid,
