@@ -5,9 +5,9 @@ UTC midnight lists its window again from the start.
 A listing holds every id it took until it ends: 100,000 of them for a backlog of 100,000
 objects. Each ObjectId (24 lowercase hexadecimal digits, which every usable legacy item has) is
 kept as the number it spells, 40 bytes where its text takes 73 (65 from Python 3.12): with the
-set's own 42 bytes or so an id, a listing's ids take 23 to 29% less memory (8 MB for 100,000). Any other id (a bad item's,
-named by its content) is kept as text; a number and a text are never equal, and no two ObjectIds
-spell one number.
+set's own 42 bytes or so an id, a listing's ids take 23 to 29% less memory (8 MB for 100,000).
+Any other id (a bad item's, named by its content) is kept as text; a number and a text are never
+equal, and no two ObjectIds spell one number.
 """
 from itertools import compress, repeat
 from operator import not_
