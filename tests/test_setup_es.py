@@ -495,18 +495,19 @@ def test_no_credentials_for_a_secured_node_are_said_missing_not_refused(tmp_path
     assert done.stderr.splitlines() == ["kcing %s: Elasticsearch at %s asks for credentials (401) while %s: set "
                                         "ES_USER and ES_PASSWORD, or ES_API_KEY" % (command[0], secured.url, action)]
 
+
 def test_a_node_denying_anonymous_access_names_no_user_but_the_settings_to_set(tmp_path, es):
     """A node with anonymous access on (`xpack.security.authc.anonymous`) answers a request without
     credentials 403 for its `_anonymous` user: no user of kcing's was denied."""
     reason = ("action [cluster:monitor/health] is unauthorized for user [_anonymous] with effective roles [], this "
               "action is granted by the cluster privileges [monitor,manage,all]")
     es.fail_next(403, route="/_cluster/health", count=None, body=EsError(403, "security_exception", reason).envelope())
-    done = kcing(["setup_es"], clean_environ(ES_HOST=es.url, ES_READY_TIMEOUT="5", KCING_DB=str(tmp_path / "kcing.db")),
-                 tmp_path)
+    env = clean_environ(ES_HOST=es.url, ES_READY_TIMEOUT="5", KCING_DB=str(tmp_path / "kcing.db"))
+    done = kcing(["setup_es"], env, tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert done.stderr.splitlines() == ["kcing setup_es: Elasticsearch at %s denied access (403) while checking cluster "
-                                        "health: %s; no credentials are set (ES_USER and ES_PASSWORD, or ES_API_KEY)"
-                                        % (es.url, reason)]
+    assert done.stderr.splitlines() == ["kcing setup_es: Elasticsearch at %s denied access (403) while checking "
+                                        "cluster health: %s; no credentials are set (ES_USER and ES_PASSWORD, or "
+                                        "ES_API_KEY)" % (es.url, reason)]
 
 
 # What a real node answers a template put while the cluster is read-only (cluster.blocks.read_only).
