@@ -591,6 +591,19 @@ def test_a_self_signed_kibana_is_refused_at_once_naming_kb_ca_bundle(https_kiban
     assert time.monotonic() - started < 20
 
 
+def test_an_https_kb_url_at_a_plain_http_kibana_is_refused_at_once_naming_the_scheme(tmp_path):
+    """An https:// KB_URL at a Kibana serving plain HTTP was waited on as a Kibana not yet ready,
+    for all of --wait ("no TLS at that port" every 10 s), then exit 3: no wait makes it speak TLS."""
+    with KibanaEmulator() as kibana:
+        https_url = kibana.url.replace("http://", "https://")
+        started = time.monotonic()
+        refused = backup_kbn(https_url, tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr == ("kcing backup_kbn: Kibana at %s answers without TLS at that port: check KB_URL's "
+                              "scheme (is it an http:// server?)\n" % https_url)
+    assert time.monotonic() - started < 20
+
+
 def test_kb_ca_bundle_makes_the_self_signed_kibana_trusted(https_kibana, certificate, tmp_path):
     done = backup_kbn(https_kibana.url, tmp_path, KB_CA_BUNDLE=str(certificate[0]))
     assert done.returncode == 0, done.stderr

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import requests
 
 from kcing.errors import ConfigError, KcingError, kept_short, one_line as reason_line
-from kcing.http import (CHUNK, BodyTooLarge, certificate_refused, joined_within, json_value, resent_if_idle_closed,
-                        seconds_text, socks_unsupported)
+from kcing.http import (CHUNK, BodyTooLarge, certificate_refused, joined_within, json_value, no_tls_at_port,
+                        resent_if_idle_closed, seconds_text, socks_unsupported)
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline as overall_deadline
 from kcing.secrecy import masked
@@ -671,6 +671,10 @@ class KibanaClient:
                 # Not a Kibana still starting: waiting out --wait cannot help, a setting can.
                 raise ConfigError("the TLS certificate of Kibana at %s is not trusted: %s"
                                   % (self.url, _untrusted_because(error, url))) from None
+            if no_tls_at_port(error):
+                # Nor is a server without TLS at the port: a Kibana starting answers no plain HTTP there.
+                raise ConfigError("Kibana at %s answers without TLS at that port: check KB_URL's scheme (is it an "
+                                  "http:// server?)" % self.url) from None
             raise KibanaUnavailable("cannot reach Kibana at %s to %s (%s)"
                                     % (self.url, action, unreachable_reason(error))) from None
         log.debug("%s %s [status:%s duration:%.3fs]", method, url, answer.status_code, time.monotonic() - started)
