@@ -107,14 +107,6 @@ def certificate_refused(error: Exception) -> bool:
             and "certificate verify failed" in str(error).lower())
 
 
-def no_tls_at_port(error: Exception) -> bool:
-    """True when TLS failed because what answered at the port speaks no TLS (plain HTTP at an
-    https:// URL): retrying cannot help, the URL's scheme can."""
-    text = str(error).lower()
-    return (isinstance(error, (requests.exceptions.SSLError, urllib3.exceptions.SSLError))
-            and ("wrong version number" in text or "record layer failure" in text))
-
-
 def json_value(data):
     """`json.loads(data)`, with ValueError too for a text nested deeper than the standard
     library's decoder goes (it recurses once per level: RecursionError): as unreadable as any

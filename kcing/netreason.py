@@ -6,12 +6,15 @@ from __future__ import annotations
 import http.client
 import ssl
 
+# What OpenSSL's words for an answer to its hello that is not TLS (plain HTTP at an https://
+# URL) become.
+NO_TLS = "no TLS at that port: is it an http:// server?"
+
 # Checked in order against the text of the error and of the errors it wraps.
 _REASONS = (
     ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
-    # What OpenSSL says when the answer to its hello is not TLS: plain HTTP at an https:// URL.
-    ("WRONG_VERSION_NUMBER", "no TLS at that port: is it an http:// server?"),
-    ("RECORD_LAYER_FAILURE", "no TLS at that port: is it an http:// server?"),
+    ("WRONG_VERSION_NUMBER", NO_TLS),
+    ("RECORD_LAYER_FAILURE", NO_TLS),
     ("Connection refused", "connection refused"),
     ("refused", "connection refused"),
     ("Connection reset", "connection reset by the peer"),
@@ -44,6 +47,12 @@ def connection_failure(error: BaseException) -> str:
         if needle in text:
             return reason
     return "connection failed"
+
+
+def no_tls_at_port(error: BaseException) -> bool:
+    """Whether a connection failed because what answered at the port speaks no TLS (plain HTTP at
+    an https:// URL): retrying cannot help, the URL's scheme can."""
+    return connection_failure(error) == NO_TLS
 
 
 def got_no_answer(error: BaseException) -> bool:

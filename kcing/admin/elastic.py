@@ -5,7 +5,6 @@ whereas a 9.x client is refused by every Elasticsearch 8 (elk.md §4.1).
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -26,7 +25,7 @@ from elasticsearch import (
 from kcing.digits import ascii_digits
 from kcing.errors import ConfigError, ElasticsearchError, KcingError, kept_short
 from kcing.http import (CHUNK, USER_AGENT, BodyTooLarge, RetryPolicy, final_answers_only, joined_within,
-                        parse_retry_after, seconds_text, warn_cleartext_credentials)
+                        json_value, parse_retry_after, seconds_text, warn_cleartext_credentials)
 from kcing.secrecy import masked
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline
@@ -429,7 +428,7 @@ def error_type(error: ApiError) -> str:
 def _json_or_none(body):
     """An answer's body read as JSON, or None when it is none (a proxy's page, nothing)."""
     try:
-        return json.loads(body) if isinstance(body, (bytes, str)) else body
+        return json_value(body) if isinstance(body, (bytes, str)) else body
     except ValueError:
         return None
 

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import requests
 
 from kcing.errors import ConfigError, KcingError, kept_short, one_line as reason_line
-from kcing.http import (CHUNK, BodyTooLarge, certificate_refused, joined_within, json_value, no_tls_at_port,
-                        resent_if_idle_closed, seconds_text, socks_unsupported)
-from kcing.netreason import connection_failure
+from kcing.http import (CHUNK, BodyTooLarge, certificate_refused, joined_within, json_value, resent_if_idle_closed,
+                        seconds_text, socks_unsupported)
+from kcing.netreason import connection_failure, no_tls_at_port
 from kcing.overdue import Overdue, deadline as overall_deadline
 from kcing.secrecy import masked
 from kcing.surrogates import lone_surrogates_escaped
