@@ -104,6 +104,13 @@ class Document:
     # The body as compact JSON, kept by validation (which has to serialise it anyway) so the
     # sinks do not serialise every document a second time.
     body_json: Optional[str] = field(default=None, compare=False, repr=False)
+    # The version of the upstream object the document was made from, for Elasticsearch's
+    # external versioning (EXTERNAL_VERSION_TYPE): an API node's `updated` time in microseconds
+    # (documents/nodes.py). Batches posted side by side, or to several Logstash instances, are
+    # indexed in any order; with it, an older version of a node indexed after a newer one is
+    # refused (409) instead of replacing it. None for a legacy file, which has no version: its
+    # documents are indexed as they come.
+    version: Optional[int] = None
 
     def remember_body_json(self, text: str) -> None:
         object.__setattr__(self, "body_json", text)
@@ -113,6 +120,8 @@ class Document:
         wire = dict(self.body)
         wire["@timestamp"] = self.timestamp
         wire["@metadata"] = {"index": self.index, "id": self.doc_id}
+        if self.version is not None:
+            wire["@metadata"]["version"] = str(self.version)
         return wire
 
     def to_json(self) -> str:
@@ -122,10 +131,12 @@ class Document:
         if type(timestamp) is str and type(index) is str and type(doc_id) is str:
             # What the encoder does with a string, without its dispatch: this runs per document.
             # The body is joined by `+`: "%s" with a long text costs more than the copy.
-            routing = _ROUTING % (_string_json(timestamp), _string_json(index), _string_json(doc_id))
+            routing = _ROUTING % (_string_json(timestamp), _string_json(index), _string_json(doc_id),
+                                  metadata_version(self.version))
             return body[:-1] + ("," + routing if len(body) > 2 else routing)
-        return _with_fields(body, '"@timestamp":%s,"@metadata":{"index":%s,"id":%s}' % (
-            _ENCODER.encode(timestamp), _ENCODER.encode(index), _ENCODER.encode(doc_id)))
+        return _with_fields(body, '"@timestamp":%s,"@metadata":{"index":%s,"id":%s%s}' % (
+            _ENCODER.encode(timestamp), _ENCODER.encode(index), _ENCODER.encode(doc_id),
+            metadata_version(self.version)))
 
     def source_json(self) -> str:
         """The document as Elasticsearch stores it: the body plus @timestamp."""
@@ -141,7 +152,16 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(","
 # `_ENCODER.encode(text)` for a str is exactly this function (ensure_ascii=False).
 _string_json = encode_basestring
 # The routing members that close a document's wire JSON.
-_ROUTING = '"@timestamp":%s,"@metadata":{"index":%s,"id":%s}}'
+_ROUTING = '"@timestamp":%s,"@metadata":{"index":%s,"id":%s%s}}'
+# How Elasticsearch compares a document's version with the stored one's: a version equal to it
+# is taken too, so a resend of the same version (a retry, reconcile) overwrites as before.
+EXTERNAL_VERSION_TYPE = "external_gte"
+
+
+def metadata_version(version: Optional[int]) -> str:
+    """The `@metadata` member that carries a document's version to Logstash ("" without one):
+    a text of digits, as the pipeline's check of it expects (logstash/pipeline/kcing.conf)."""
+    return "" if version is None else ',"version":"%d"' % version
 
 
 def _with_fields(object_text: str, members: str) -> str:

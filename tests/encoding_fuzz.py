@@ -439,7 +439,7 @@ def reference_lines(kind: str, content: bytes) -> Tuple[Optional[List[Tuple[str,
     for document in documents:
         wire = dict(document.body)
         wire["@timestamp"] = document.timestamp
-        wire["@metadata"] = {"index": document.index, "id": document.doc_id}
+        wire["@metadata"] = routing(document.index, document.doc_id, document.version)
         try:
             text = _REFERENCE.encode(wire)
             text.encode("utf-8")
@@ -447,6 +447,11 @@ def reference_lines(kind: str, content: bytes) -> Tuple[Optional[List[Tuple[str,
             return None, "reference cannot encode: %s" % error
         lines.append((document.index, document.doc_id, text))
     return lines, None
+
+
+def routing(index: str, doc_id: str, version: Optional[int]) -> dict:
+    """A document's `@metadata`: where it goes, and its node's version as a text of digits."""
+    return dict({"index": index, "id": doc_id}, **({} if version is None else {"version": str(version)}))
 
 
 def contract_problems(kind: str, content: bytes) -> List[str]:
@@ -539,10 +544,12 @@ def _item_problem(name: str, item: bytes, index: str, doc_id: str, reference_tex
                 return "not two lines: %r" % item[:200]
             action_line, source_line, _ = item.split(b"\n")
             action = strict_value(action_line)
-            if action != {"index": {"_index": index, "_id": doc_id}}:
+            version = expected["@metadata"].get("version")
+            versioning = {} if version is None else {"version": int(version), "version_type": "external_gte"}
+            if action != {"index": dict({"_index": index, "_id": doc_id}, **versioning)}:
                 return "action %r" % action
             actual = strict_value(source_line)
-            actual["@metadata"] = {"index": index, "id": doc_id}
+            actual["@metadata"] = routing(index, doc_id, None if version is None else int(version))
     except NotStrict as error:
         return "%s: %r" % (error, item[:300])
     if canonical(actual) != canonical(expected):

@@ -62,6 +62,28 @@ def without_api(body) -> dict:
     return {name: value for name, value in body.items() if name != "kernelci_api"}
 
 
+# Versions ---------------------------------------------------------------------------------------
+
+def test_every_document_of_a_node_carries_its_updated_time_as_its_version(tree):
+    """Elasticsearch keeps the newest version of a node whatever order its documents come in
+    (the pipeline's external versioning): each document's version is the node's `updated`, in
+    microseconds, which every update raises; a legacy file's documents have none."""
+    callback = json.dumps(json.loads(real_text(LEGACY, MESON)))
+    for name in ("kbuild-arm64", "baseline", "login", "regression"):
+        node = dict(tree[name], updated="2024-10-16T02:22:58.113000")
+        documents = docs(node, callback_data=callback) if name == "baseline" else docs(node)
+        assert documents and {document.version for document in documents} == {1729045378113000}, name
+        later = docs(dict(node, updated="2024-10-16T02:22:58.113001"))
+        assert {document.version for document in later} == {1729045378113001}
+    encoded = encoded_documents("job", json.dumps({"node": dict(tree["baseline"], updated="2024-10-16T02:22:58Z"),
+                                                   "callback_data": callback}).encode(),
+                                None, None, logstash_json)
+    assert len(encoded.items) > 100  # the boot document and the log lines, made from their parts
+    assert {json.loads(item)["@metadata"]["version"] for item in encoded.items} == {"1729045378000000"}
+    assert {document.version for document in documents_for(LAVA, callback.encode(), BASE)} == {None}
+    assert {document.version for document in docs(dict(tree["login"], updated=None))} == {None}
+
+
 # Which node gives which document --------------------------------------------------------------
 
 @pytest.mark.parametrize("name, kinds", [

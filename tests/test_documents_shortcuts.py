@@ -335,20 +335,41 @@ def test_checking_an_object_at_once_still_serialises_every_body():
 
 # -- encoding and ids -------------------------------------------------------------------------
 
+VERSION = 1729045378113000  # an API node's `updated`, 2024-10-16T02:22:58.113000, in microseconds
+
+
+class _Text(str):
+    pass
+
+
+def _versioned_and_odd(documents, body):
+    """`documents`, the first of them again with a version, and odd ones with and without."""
+    odd = Document("log", "log-2020.11.19", 'quote " and é', "2020-11-19T07:03:25.393Z", body)
+    # An index of a str subclass: encoded the general encoder's way, not the shortcut's.
+    not_a_text = Document("log", _Text("log-2020.11.19"), "ab" * 20, "2020-11-19T07:03:25.393Z", body)
+    versioned = [Document(d.kind, d.index, d.doc_id, d.timestamp, d.body, d.body_json, VERSION)
+                 for d in (documents[0], odd, not_a_text)]
+    return documents + [odd, not_a_text] + versioned
+
+
 def test_the_wire_json_is_the_encoding_of_the_wire_object():
     documents = documents_for(LAVA, json.dumps(real_callback(MESON)).encode(), WHEN)
-    odd = Document("log", "log-2020.11.19", 'quote " and é', "2020-11-19T07:03:25.393Z", {"a": 1})
-    for document in documents + [odd]:
+    for document in _versioned_and_odd(documents, {"a": 1}):
         assert document.to_json() == _ENCODER.encode(document.to_wire())
+        metadata = json.loads(document.to_json())["@metadata"]
+        # A text of digits, which the pipeline's pattern checks and Elasticsearch reads as a long.
+        assert metadata.get("version") == (None if document.version is None else str(VERSION))
 
 
 def test_an_ndjson_record_is_the_action_and_the_stored_document_as_json():
     from kcing.sinks.ndjson import NdjsonDirSink
 
     documents = documents_for(LAVA, json.dumps(real_callback(MESON)).encode(), WHEN)
-    odd = Document("log", "log-2020.11.19", 'quote " and é', "2020-11-19T07:03:25.393Z", {"a": "é"})
-    for document in documents[:50] + [odd]:
-        action = json.dumps({"index": {"_index": document.index, "_id": document.doc_id}}, separators=(",", ":"))
+    for document in _versioned_and_odd(documents[:50], {"a": "é"}):
+        metadata = {"_index": document.index, "_id": document.doc_id}
+        if document.version is not None:
+            metadata.update(version=VERSION, version_type="external_gte")
+        action = json.dumps({"index": metadata}, separators=(",", ":"))
         stored = _ENCODER.encode(dict(document.body, **{"@timestamp": document.timestamp}))
         assert NdjsonDirSink.encode(document) == (action + "\n" + stored + "\n").encode("utf-8")
 
@@ -446,6 +467,16 @@ def test_log_lines_whose_timestamps_or_ids_need_escaping_encode_as_their_documen
     for encode in (logstash_json, ndjson_record):
         texts = LINES_ENCODERS[encode](lines)
         assert [text.encode("utf-8") for text in texts] == [encode(document) for document in lines.documents()]
+
+
+def test_log_lines_with_their_job_s_version_encode_as_their_documents():
+    lines = parts_for(LAVA, real_bytes(MESON), WHEN)[1]
+    lines.version = VERSION
+    documents = lines.documents()
+    assert {document.version for document in documents} == {VERSION}
+    for encode in (logstash_json, ndjson_record):
+        texts = LINES_ENCODERS[encode](lines)
+        assert [text.encode("utf-8") for text in texts] == [encode(document) for document in documents]
 
 
 def test_a_log_refused_from_its_parts_is_refused_for_the_same_reason():

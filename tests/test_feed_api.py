@@ -24,6 +24,7 @@ from tests.fakes.api_data import (MAESTRO, REAL_JOB, _Tree, checkout_tree, objec
                                   revision)
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.elastic_server import ElasticsearchEmulator
+from tests.fakes.logstash_emulator import LogstashEmulator
 from tests.fakes.serving import refusing_port
 from tests.feedrun import (DEEPER_THAN_DECODERS_GO, REPO, api_feed_environ, kcing, ledger_rows, ledger_states,
                            stored_keys)
@@ -798,6 +799,30 @@ def test_two_versions_of_a_node_listed_in_one_run_leave_the_newer_in_elasticsear
     _, document = document_of(logstash, repeated["id"])
     assert document["result"] == "fail"
     assert document["kernelci_api"]["updated"].startswith(changed[0]["updated"][:19])
+    assert stored_keys(logstash) == set(expected_documents(api_replica))
+
+
+def test_an_older_version_indexed_after_the_newer_one_does_not_replace_it(env, tmp_path, db, api_replica, logstash):
+    """Two Logstash instances behind one route, one of them backlogged: what it acknowledged, a
+    test node's first version, reaches Elasticsearch after the node's next version, which the
+    other instance took later. The documents carry their node's version and the pipeline writes
+    them with it (external_gte): the older is refused, the newer stays."""
+    backlogged = LogstashEmulator(store=logstash.index_store, name="backlogged-lava")
+    with backlogged:
+        backlogged.hold_queue()
+        first = kcing(["feed_es"], dict(env, ES_LAVA=backlogged.url), tmp_path)
+        assert first.returncode == 0, first.stderr
+        node = next(node for node in listed_nodes(api_replica) if node["kind"] == "test")
+        newer = api_replica.corpus.update(nid(node), when=newest_updated(api_replica) + timedelta(minutes=1),
+                                          result="fail" if node.get("result") != "fail" else "pass")
+        second = kcing(["feed_es"], env, tmp_path)
+        assert second.returncode == 0, second.stderr
+        backlogged.release_queue()
+    key, document = document_of(logstash, nid(node))
+    assert document["result"] == newer["result"]
+    assert document["kernelci_api"]["updated"].startswith(newer["updated"][:19])
+    (refused,) = [conflict for conflict in logstash.index_store.conflicts if conflict.key == key]
+    assert refused.refused < refused.stored
     assert stored_keys(logstash) == set(expected_documents(api_replica))
 
 

@@ -6,6 +6,7 @@ checks (ports, index/id routing, the id guard) walk its parse tree. None of this
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterator, NamedTuple
@@ -22,6 +23,7 @@ KCING_PORTS = {"ES_BUILD": 8337, "ES_LAVA": 8338, "ES_BOOT": 8007, "ES_REGRESSIO
 
 ID_FIELD = ("@metadata", "id")
 INDEX_FIELD = ("@metadata", "index")
+VERSION_FIELD = ("@metadata", "version")
 UNROUTED_INDEX = "kcing-unrouted-%{+YYYY.MM.dd}"
 
 
@@ -175,10 +177,29 @@ def test_unroutable_events_are_tagged_for_the_unrouted_branch(lscl, plugins):
     assert lscl.lang.LsclNot(condition=lscl.lang.LsclSelector(names=list(INDEX_FIELD))) in terms
     assert lscl.lang.LsclNot(condition=lscl.lang.LsclSelector(names=list(ID_FIELD))) in terms
 
+    # A version that is not a number (which Elasticsearch would refuse with the whole bulk request).
+    (versioned,) = [term for term in terms if isinstance(term, lscl.lang.LsclAnd)]
+    assert lscl.lang.LsclSelector(names=list(VERSION_FIELD)) in versioned.conditions
+
     (tag,) = marker.options["add_tag"]
-    (routed,) = [p for p in elasticsearch_outputs(plugins) if "document_id" in p.options]
+    routed_outputs = [p for p in elasticsearch_outputs(plugins) if "document_id" in p.options]
+    assert len(routed_outputs) == 2
     excluded = lscl.lang.LsclNotIn(needle=tag, haystack=tags)
-    assert any(excluded in getattr(guard, "conditions", [guard]) for guard in routed.guards)
+    for routed in routed_outputs:
+        assert any(excluded in getattr(guard, "conditions", [guard]) for guard in routed.guards)
+
+
+@pytest.mark.parametrize("version, unrouted", [
+    ("1729045378113000", False), ("0", False), ("9" * 18, False),
+    ("9" * 19, True), ("-1", True), ("1.5", True), ("12a", True), ("", True), (" 1", True), ("1\n", True),
+])
+def test_the_version_pattern_lets_through_only_what_elasticsearch_takes_as_a_version(version, unrouted):
+    """What the filter lets through as a version, Elasticsearch reads as a long (at most 18
+    digits: below 2^63); anything else would make it refuse the whole bulk request."""
+    (pattern,) = re.findall(r"\[@metadata\]\[version\] !~ /(.*?)/", PIPELINE.read_text(encoding="utf-8"))
+    # Logstash's patterns are Ruby's: `^` and `$` match at every line's start and end there.
+    ruby_like = re.compile(pattern.replace("^", "(?m:^)").replace("$", "(?m:$)"))
+    assert (ruby_like.search(version) is None) is unrouted
 
 
 def test_fields_added_by_the_input_are_stripped(plugins):
@@ -186,13 +207,29 @@ def test_fields_added_by_the_input_are_stripped(plugins):
     assert {"[event][original]", "host", "headers"} <= set(removed)
 
 
-def test_routed_output_uses_metadata_index_and_id(plugins):
-    (routed,) = [p for p in elasticsearch_outputs(plugins) if "document_id" in p.options]
-    options = routed.options
-    assert options["index"] == "%{[@metadata][index]}"
-    assert options["document_id"] == "%{[@metadata][id]}"
-    # index, not create: a resend overwrites (idempotent) instead of a 409 that Logstash drops.
-    assert options["action"] == "index"
+def test_routed_outputs_use_metadata_index_and_id(plugins):
+    routed_outputs = [p for p in elasticsearch_outputs(plugins) if "document_id" in p.options]
+    assert len(routed_outputs) == 2
+    for routed in routed_outputs:
+        options = routed.options
+        assert options["index"] == "%{[@metadata][index]}"
+        assert options["document_id"] == "%{[@metadata][id]}"
+        # index, not create: a resend overwrites (idempotent) instead of a 409 that Logstash drops.
+        assert options["action"] == "index"
+
+
+def test_a_versioned_document_is_written_with_its_version_and_only_then(lscl, plugins):
+    """A document that carries a version goes to the output that writes it with external
+    versioning (an older version then never replaces a newer); one without, to the other."""
+    routed_outputs = [p for p in elasticsearch_outputs(plugins) if "document_id" in p.options]
+    (versioned,) = [p for p in routed_outputs if "version" in p.options]
+    assert versioned.options["version"] == "%{[@metadata][version]}"
+    # external_gte, not external: a resend of the same version (a retry, reconcile) is taken.
+    assert versioned.options["version_type"] == "external_gte"
+    assert versioned.options["silence_errors_in_log"] == ["version_conflict_engine_exception"]
+    assert requires_field(lscl, versioned.guards, VERSION_FIELD)
+    (plain,) = [p for p in routed_outputs if "version" not in p.options]
+    assert "version_type" not in plain.options
 
 
 def test_document_id_is_only_reached_with_an_id(lscl, plugins):

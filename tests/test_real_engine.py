@@ -19,7 +19,7 @@ from elasticsearch import ApiError, Elasticsearch, helpers
 
 from kcing.admin.templates import KINDS, TEMPLATE_DIR, template_name
 from kcing.ledger.models import DELIVERED, FAILED, MISSING_IN_ELASTICSEARCH
-from tests.fakes.logstash_emulator import LogstashCluster
+from tests.fakes.logstash_emulator import LogstashCluster, LogstashEmulator
 from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing, kept_ids, ledger_rows, ledger_states
 from tests.test_elastic_emulator import FIELD_NAME_ANSWERS, field_name_statuses
 
@@ -409,6 +409,40 @@ def test_feed_reconcile_delete_resend_on_a_real_node(real_es, legacy_replica, fo
     assert final.returncode == 0, final.stdout + final.stderr
     assert node_keys(client, indices) == expected
     assert total_count(client, indices) == len(expected)  # no duplicates
+
+
+def test_an_older_node_version_indexed_after_the_newer_is_refused_by_a_real_node(real_es, forwarding, tmp_path):
+    """A test node's first version, held in a backlogged Logstash, is indexed after its next
+    version, which another instance took later: the node keeps the newer (the pipeline's
+    external_gte versioning), and the document's version is the node's `updated` time."""
+    from datetime import datetime, timezone
+
+    from tests.fakes.api_data import checkout_tree
+    from tests.fakes.api_replica import ApiReplica
+    from tests.feedrun import api_feed_environ
+
+    client = client_for(real_es)
+    with ApiReplica() as replica:
+        checkout_tree(replica.corpus, replica.files_url, datetime.now(timezone.utc) - timedelta(days=1))
+        env = api_feed_environ(replica, forwarding, tmp_path / "kcing.db", ES_HOST=real_es.url)
+        assert kcing(["setup_es"], env, tmp_path).returncode == 0
+        backlogged = LogstashEmulator(store=forwarding.index_store, name="backlogged-lava")
+        with backlogged:
+            backlogged.hold_queue()
+            assert kcing(["feed_es"], dict(env, ES_LAVA=backlogged.url), tmp_path).returncode == 0
+            node = next(node for node in replica.corpus.nodes() if node["kind"] == "test")
+            newest = max(node["updated"] for node in replica.corpus.nodes())
+            newer = replica.corpus.update(node["id"], when=datetime.fromisoformat(newest).replace(
+                tzinfo=timezone.utc) + timedelta(minutes=1), result="fail" if node.get("result") != "fail" else "pass")
+            assert kcing(["feed_es"], env, tmp_path).returncode == 0
+            backlogged.release_queue()
+    (index, doc_id), = [key for key, body in forwarding.index_store.documents.items()
+                        if body["kernelci_api"]["node_id"] == node["id"]]
+    stored = client.get(index=index, id=doc_id)
+    assert stored["_source"]["result"] == newer["result"]
+    updated = datetime.fromisoformat(newer["updated"]).replace(tzinfo=timezone.utc)
+    assert stored["_version"] == (updated - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+    assert [conflict.key for conflict in forwarding.index_store.conflicts] == [(index, doc_id)]
 
 
 @needs_samples
@@ -1248,6 +1282,67 @@ def health_answers(client: Elasticsearch) -> list:
         "index.routing.allocation.require._name": "no-such-node", "number_of_replicas": 1})
     seen.append(added(health()))
     return seen
+
+
+# Bulk requests with external versions, as the pipeline's versioned output writes kcing's API
+# documents (logstash/pipeline/kcing.conf), and the versions a node refuses.
+VERSION_REQUESTS = [
+    [("index", {"_id": "a", "version": 5, "version_type": "external_gte"})],
+    [("index", {"_id": "a", "version": 3, "version_type": "external_gte"})],  # older: 409
+    [("index", {"_id": "a", "version": 5, "version_type": "external_gte"})],  # the same again: taken
+    [("index", {"_id": "a", "version": "7", "version_type": "external_gte"})],  # a text, as Logstash sends it
+    [("index", {"_id": "a", "version": 7, "version_type": "external"}),
+     ("index", {"_id": "a", "version": 8, "version_type": "external_gt"})],
+    [("index", {"_id": "a"})],  # an internal write after external ones counts on from them
+    [("delete", {"_id": "a"}), ("index", {"_id": "a", "version": 9, "version_type": "external_gte"}),
+     ("index", {"_id": "a", "version": 10, "version_type": "external_gte"})],  # below the deleted version's
+    [("index", {"_id": "b"}), ("index", {"_id": "b"}), ("delete", {"_id": "b"}), ("index", {"_id": "b"})],
+    [("index", {"_id": "c", "version": "1.5", "version_type": "external_gte"}),
+     ("index", {"_id": "c", "version": 2 ** 63 - 1, "version_type": "external_gte"}),
+     ("index", {"_id": "c", "version": 0, "version_type": "external_gte"})],
+    [("index", {"_id": "d", "version": 0, "version_type": "external_gte"}), ("create", {"_id": "d"}),
+     ("index", {"_id": "d", "_index": ""})],
+    # Refused whole: every item's problem numbered in one message, or the first line not parsed.
+    [("index", {"_id": "e", "version": -1, "version_type": "external_gte"}), ("index", {"_id": "e", "_index": None}),
+     ("create", {"_id": "e", "version": 3, "version_type": "external"}), ("index", {"_id": "e", "version": 3}),
+     ("index", {"_id": "e", "version_type": "external"})],
+    [("index", {"_id": "e", "version": "abc", "version_type": "external_gte"})],
+    [("index", {"_id": "e", "version": 5, "version_type": "force"})],
+    [("index", {"_id": "e", "version": 5, "version_type": "EXTERNAL_GTE"})],
+    [("index", {"_id": "e", "version": 5, "version_type": 5})],
+    [("index", {"_id": "e", "version": True, "version_type": "external_gte"})],
+    [("index", {"_id": "e", "version": 2 ** 64, "version_type": "external_gte"})],
+]
+
+
+def version_answers(client: Elasticsearch) -> list:
+    """Each item's status, version, error type and reason (a refusal of the whole request: its
+    status, type and, but for a parse error naming its place in the text, reason); then what
+    the index holds."""
+    from elasticsearch import ApiError
+
+    seen = []
+    for request in VERSION_REQUESTS:
+        operations = []
+        for op, meta in request:
+            operations.append({op: {"_index": "build-2020.07.01", **meta}})
+            if op != "delete":
+                operations.append({"n": len(seen)})
+        try:
+            items = client.bulk(operations=operations)["items"]
+            seen.append([(item[op]["status"], item[op].get("_version"), (item[op].get("error") or {}).get("type"),
+                          (item[op].get("error") or {}).get("reason")) for item in items for op in item])
+        except ApiError as error:
+            cause = error.body["error"]
+            parsed = cause["type"] != "x_content_parse_exception"
+            seen.append((error.meta.status, cause["type"], cause["reason"] if parsed else None))
+    docs = client.mget(index="build-2020.07.01", ids=list("abcde"))["docs"]
+    seen.append([(doc["_id"], doc["found"], doc.get("_version"), doc.get("_source")) for doc in docs])
+    return seen
+
+
+def test_external_versions_answer_as_on_the_node(real_es, es):
+    assert version_answers(Elasticsearch(es.url)) == version_answers(client_for(real_es))
 
 
 def test_cluster_health_answers_as_the_node_does(real_es):

@@ -202,10 +202,11 @@ class LogLines:
     JSON of its own members, its @timestamp and id. `documents()` makes the Documents; a sink's
     block encoder (kcing/sinks/encoding.py) writes their encoding straight from these parts."""
 
-    __slots__ = ("index", "common", "prefix", "own_fields", "own_json", "timestamps", "ids")
+    __slots__ = ("index", "common", "prefix", "own_fields", "own_json", "timestamps", "ids", "version")
 
     def __init__(self, index: str, common: dict, prefix: str):
         self.index = index
+        self.version: Optional[int] = None  # the job's, as a Document's (records.Document.version)
         self.common = common
         self.prefix = prefix  # the body's JSON up to the line's own members (`log_prefix`)
         self.own_fields: List[tuple] = []  # (lineno, level or None, message or None)
@@ -231,7 +232,7 @@ class LogLines:
                 body["level"] = level
             if message is not None:
                 body["message"] = message
-            documents.append(Document("log", index, doc_id, timestamp, body, body_json))
+            documents.append(Document("log", index, doc_id, timestamp, body, body_json, self.version))
         return documents
 
 

@@ -38,7 +38,7 @@ date is refused: a missing field leaves the field out, and an unusable log is no
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any, Callable, List, Mapping, Optional, Tuple
 
@@ -65,6 +65,8 @@ _WARNING = re.compile(r"(?:^|: )warning: ", re.MULTILINE)
 _ERROR = re.compile(r"(?:^|: )error: ", re.MULTILINE)
 # Identity namespace: keeps these ids apart from the legacy ones even for equal inputs.
 NAMESPACE = "kernelci_api"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ONE_MICROSECOND = timedelta(microseconds=1)
 
 
 def node_documents(kind: str) -> Callable[[Mapping[str, Any], Optional[datetime]], List[Document]]:
@@ -90,6 +92,23 @@ def _parts(kind: str, envelope: Mapping[str, Any], created: Optional[datetime]) 
     node = _node(envelope, kind)
     if kind == CHECKOUT or (kind == NODE and _is_root(node)):
         return [], None
+    documents, lines = _node_parts(kind, node, envelope, created)
+    version = node_version(node)
+    for document in documents:
+        document.version = version
+    if lines is not None:
+        lines.version = version
+    return documents, lines
+
+
+def node_version(node: Mapping[str, Any]) -> Optional[int]:
+    """The version of the node's documents (records.Document.version): its `updated` time in
+    microseconds since 1970, which every update of a node raises; None without a usable one."""
+    updated = as_date(node.get("updated"))
+    return None if updated is None else (updated - EPOCH) // ONE_MICROSECOND
+
+
+def _node_parts(kind: str, node: Mapping[str, Any], envelope: Mapping[str, Any], created: Optional[datetime]) -> tuple:
     node_id = nodes_api.node_id(node)
     when = as_date(node.get("created")) or (as_date(created) if created is not None else None)
     if when is None:

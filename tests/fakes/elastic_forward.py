@@ -1,9 +1,10 @@
 """The Logstash emulators' store in forwarding mode: what they accept goes on to an Elasticsearch.
 
-It applies the repository pipeline's elasticsearch output (logstash/pipeline/kcing.conf): index
-and id from `[@metadata]`, action `index`, the event's fields as the document. One `_bulk` per
-accepted request, to the emulator or to a real node alike; any item error raises, so nothing is
-lost by accident. Keys in `drop` are left out: the "200 from Logstash, then lost before
+It applies the repository pipeline's elasticsearch outputs (logstash/pipeline/kcing.conf): index
+and id from `[@metadata]`, action `index`, the version too where there is one (external_gte),
+the event's fields as the document. One `_bulk` per accepted request, to the emulator or to a
+real node alike; any item error but an older version's 409 (which Logstash drops) raises, so
+nothing is lost by accident. Keys in `drop` are left out: the "200 from Logstash, then lost before
 Elasticsearch indexed it" case.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Set
 
 from elasticsearch import Elasticsearch, helpers
 
-from tests.fakes.elastic_store import DocKey, IndexStore, Unroutable, route
+from tests.fakes.elastic_store import DocKey, IndexStore, Unroutable, route, version_of
 
 
 class ForwardingStore(IndexStore):
@@ -29,13 +30,20 @@ class ForwardingStore(IndexStore):
         actions = []
         for event in events:
             try:
-                index, doc_id = route(event)
+                (index, doc_id), version = route(event), version_of(event)
             except Unroutable:
                 continue
             if (index, doc_id) in self.drop:
                 self.dropped.add((index, doc_id))
                 continue
-            actions.append({"_op_type": "index", "_index": index, "_id": doc_id, "_source": event.fields})
+            action = {"_op_type": "index", "_index": index, "_id": doc_id, "_source": event.fields}
+            if version is not None:
+                # As Logstash's sprintf gives it: a text, which Elasticsearch reads as a long.
+                action.update(version=str(version), version_type="external_gte")
+            actions.append(action)
         if actions:
-            helpers.bulk(self.client, actions)  # raises BulkIndexError on any item error
+            _, errors = helpers.bulk(self.client, actions, raise_on_error=False)
+            failed = [error for error in errors if error["index"]["status"] != 409]
+            if failed:
+                raise helpers.BulkIndexError("%d document(s) failed to index" % len(failed), failed)
         return stored

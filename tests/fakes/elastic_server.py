@@ -20,8 +20,10 @@ index, where a node applies them when no composable template matches),
 aliases, `_resolve/index` and data streams made by a template (elastic_states.py).
 
 Not emulated (answered with a 400 `emulator_unsupported` so nobody mistakes them for working):
-update actions, external versions, ingest pipelines, component templates, the `_data_stream` API,
-`_source` filtering in `_mget`.
+update actions, versioned deletes, ingest pipelines, component templates, the `_data_stream` API,
+`_source` filtering in `_mget`. External versions (`version`, `version_type` external,
+external_gt, external_gte) are taken by the `index` action, with the node's 409s and a deleted
+document's version kept for `index.gc_deletes` (60 s) as on the node.
 Positions (`[1:23]`) in parse errors are left out. Assumptions not checked against a running
 server: a comma-separated Accept (`text/plain,application/json`, which the client sends for cat
 APIs) is read entry by entry; unknown `h=` columns of `_cat/indices` are ignored.
@@ -824,6 +826,15 @@ class Doc:
     seq_no: int
 
 
+# How long a node remembers a deleted document's version (index.gc_deletes): a write in that
+# time continues from it, and an external version below it is refused.
+GC_DELETES_SECONDS = 60.0
+# version_type as the bulk API takes it, and the name its messages give it.
+VERSION_TYPES = {"internal": "INTERNAL", "external": "EXTERNAL", "external_gt": "EXTERNAL", "external_gte": "EXTERNAL_GTE"}
+# The version of an action that gives none (Versions.MATCH_ANY).
+MATCH_ANY = -3
+
+
 @dataclass
 class Index:
     name: str
@@ -833,6 +844,8 @@ class Index:
     mappings: dict
     hidden: bool
     docs: Dict[str, Doc] = field(default_factory=dict)
+    # id -> (the deleted document's version, time.monotonic() of the delete)
+    tombstones: Dict[str, Tuple[int, float]] = field(default_factory=dict)
     next_seq_no: int = 0
     closed: bool = False
 
@@ -968,6 +981,13 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         """The next `count` bulk items fail with an item-level 429 (write queue full)."""
         with self._lock:
             self._rejected_items += count
+
+    def forget_deleted_versions(self) -> None:
+        """Forget the versions of the documents deleted so far, as a node does once
+        `index.gc_deletes` (60 s) has passed since a delete: documents lost a while ago."""
+        with self._lock:
+            for index in self.indices.values():
+                index.tombstones.clear()
 
     # -- the store, for tests ----------------------------------------------------------------
 
@@ -1476,16 +1496,38 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
                           "this cluster currently has [%d]/[%d] maximum normal shards open;"
                           % (adding, open_now, self.max_shards_per_node))
 
-    def _store(self, index: Index, doc_id: str, source: dict) -> Tuple[Doc, bool]:
+    def _store(self, index: Index, doc_id: str, source: dict, version: int = MATCH_ANY,
+               version_type: str = "internal") -> Tuple[Doc, bool]:
         problem = field_name_problem(source)
         if problem:
             raise EsError(400, "document_parsing_exception", problem.split(": ", 1)[1])
+        # As on a node: the document is parsed, and its new fields mapped, before its version is compared.
         index.mappings = apply_mapping(index.mappings, doc_id, source)
+        current = self._current_version(index, doc_id)
+        if version_type != "internal":
+            refused = current > version if version_type == "external_gte" else current >= version
+            if current >= 0 and refused:
+                raise EsError(409, "version_conflict_engine_exception",
+                              "[%s]: version conflict, current version [%d] is higher %s the one provided [%d]"
+                              % (doc_id, current, "than" if version_type == "external_gte" else "or equal to", version),
+                              index_uuid=index.uuid, shard="0", index=index.name)
         previous = index.docs.get(doc_id)
-        doc = Doc(copy.deepcopy(source), (previous.version + 1) if previous else 1, index.next_seq_no)
+        new_version = version if version_type != "internal" else current + 1 if current >= 0 else 1
+        doc = Doc(copy.deepcopy(source), new_version, index.next_seq_no)
         index.next_seq_no += 1
         index.docs[doc_id] = doc
+        index.tombstones.pop(doc_id, None)
         return doc, previous is None
+
+    @staticmethod
+    def _current_version(index: Index, doc_id: str) -> int:
+        """The stored document's version, or a deleted one's within gc_deletes; -1 for none."""
+        if doc_id in index.docs:
+            return index.docs[doc_id].version
+        deleted = index.tombstones.get(doc_id)
+        if deleted is not None and time.monotonic() - deleted[1] < GC_DELETES_SECONDS:
+            return deleted[0]
+        return -1
 
     def resolve(self, expression: Optional[str], query: Dict[str, str], default_expand: str = "open",
                 through_aliases: bool = True) -> List[str]:
@@ -1635,6 +1677,8 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         doc_id = meta.get("_id") or base64.urlsafe_b64encode(os.urandom(15)).decode()
         result = {"_index": name, "_id": doc_id}
         try:
+            if name == "":  # what an 8.15 node answers, a failure of its own
+                raise EsError(500, "string_index_out_of_bounds_exception", "String index out of range: 0")
             if self._rejected_items:
                 self._rejected_items -= 1
                 raise EsError(429, "es_rejected_execution_exception",
@@ -1655,9 +1699,12 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             if op == "delete":
                 if index is None:
                     raise index_not_found(name)
+                current = self._current_version(index, doc_id)
                 existing = index.docs.pop(doc_id, None)
                 seq_no, index.next_seq_no = index.next_seq_no, index.next_seq_no + 1
-                return {**result, "_version": (existing.version + 1) if existing else 1,
+                version = current + 1 if current >= 0 else 1
+                index.tombstones[doc_id] = (version, time.monotonic())
+                return {**result, "_version": version,
                         "result": "deleted" if existing else "not_found", "_shards": _shards(index),
                         "_seq_no": seq_no, "_primary_term": 1, "status": 200 if existing else 404}
             if _json_bool(str(meta.get("require_alias", query.get("require_alias", "false"))).lower(), "require_alias"):
@@ -1675,7 +1722,8 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
                 raise EsError(409, "version_conflict_engine_exception",
                               "[%s]: version conflict, document already exists (current version [%d])"
                               % (doc_id, index.docs[doc_id].version), index_uuid=index.uuid, shard="0", index=name)
-            doc, created = self._store(index, doc_id, source)
+            doc, created = self._store(index, doc_id, source, meta.get("version", MATCH_ANY),
+                                       meta.get("version_type", "internal"))
             return {**result, "_version": doc.version, "result": "created" if created else "updated",
                     "_shards": _shards(index), "_seq_no": doc.seq_no, "_primary_term": 1,
                     "status": 201 if created else 200}
@@ -1813,6 +1861,7 @@ def _token_name(value: Any) -> str:
 def _parse_bulk(text: str, target: Optional[str]) -> List[Tuple[str, dict, Any]]:
     lines = text.split("\n")[:-1]
     operations, position = [], 0
+    problems: List[str] = []
     known = {"_index", "_id", "routing", "if_seq_no", "if_primary_term", "version", "version_type", "pipeline",
              "require_alias", "dynamic_templates", "retry_on_conflict", "_source", "list_executed_pipelines",
              "require_data_stream"}
@@ -1836,15 +1885,19 @@ def _parse_bulk(text: str, target: Optional[str]) -> List[Tuple[str, dict, Any]]
                 raise bad_request("Action/metadata line [%d] contains an unknown parameter [%s]" % (number, key))
         if op == "update":
             raise unsupported("bulk update actions")
-        conditional = sorted({"version", "version_type", "if_seq_no", "if_primary_term", "pipeline"} & set(meta))
+        conditional = sorted({"if_seq_no", "if_primary_term", "pipeline"} & set(meta)
+                             | ({"version", "version_type"} & set(meta) if op == "delete" else set()))
         if conditional:
             raise unsupported("bulk %s with %s" % (op, ", ".join(conditional)))
         meta = dict(meta)
-        meta.setdefault("_index", target)
-        if not meta["_index"]:
-            raise bad_request("Validation Failed: 1: index is missing;", "action_request_validation_exception")
+        _parse_version(meta, number)
+        if meta.get("_index") is None:
+            meta["_index"] = target
+        if meta["_index"] is None:
+            problems.append("index is missing")
         if op == "delete" and not meta.get("_id"):
-            raise bad_request("Validation Failed: 1: id is missing;", "action_request_validation_exception")
+            problems.append("id is missing")
+        problems.extend(_version_problems(op, meta))
         position += 1
         source = None
         if op != "delete":
@@ -1856,7 +1909,53 @@ def _parse_bulk(text: str, target: Optional[str]) -> List[Tuple[str, dict, Any]]
                 source = lines[position]  # refused per item, as ES does
             position += 1
         operations.append((op, meta, source))
+    if problems:  # all of them at once, numbered, as the node's validation of the whole request says them
+        raise bad_request("Validation Failed: %s" % "".join("%d: %s;" % (n, p) for n, p in enumerate(problems, 1)),
+                          "action_request_validation_exception")
     return operations
+
+
+def _parse_version(meta: dict, number: int) -> None:
+    """`version` read as a long and `version_type` as one of VERSION_TYPES, as the node parses
+    an action line (the whole request refused otherwise)."""
+    if "version_type" in meta:
+        kind = meta["version_type"]
+        text = kind if isinstance(kind, str) else json.dumps(kind)
+        if text not in VERSION_TYPES:
+            raise bad_request("No version type match [%s]" % text, "illegal_argument_exception")
+    if "version" in meta:
+        value = meta["version"]
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise bad_request("[%d:1] Current token (%s) not numeric, can not use numeric value accessors"
+                              % (number, "VALUE_TRUE" if value is True else "VALUE_FALSE" if value is False
+                                 else "START_OBJECT"), "x_content_parse_exception")
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                try:
+                    value = int(float(value))
+                except (ValueError, OverflowError):
+                    raise bad_request('For input string: "%s"' % value, "illegal_argument_exception") from None
+        if not -2 ** 63 <= value < 2 ** 63:
+            raise bad_request("[%d:1] Numeric value (%s) out of range of long (-9223372036854775808 - "
+                              "9223372036854775807)" % (number, value), "x_content_parse_exception")
+        meta["version"] = int(value)
+
+
+def _version_problems(op: str, meta: dict) -> List[str]:
+    """What the node's request validation says of an action's version (ActionRequestValidationException)."""
+    kind = meta.get("version_type", "internal")
+    version = meta.get("version", MATCH_ANY)
+    if kind != "internal":
+        if op == "create":
+            return ["create operations only support internal versioning. use index instead"]
+        if version < 0:
+            return ["illegal version value [%d] for version type [%s]" % (version, VERSION_TYPES[kind])]
+    elif version != MATCH_ANY:
+        return ["internal versioning can not be used for optimistic concurrency control. Please use `if_seq_no` "
+                "and `if_primary_term` instead"]
+    return []
 
 
 def _value_at(source: dict, path: str) -> List[Any]:

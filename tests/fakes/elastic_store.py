@@ -1,9 +1,12 @@
 """What the kcing pipeline's `elasticsearch` output leaves in Elasticsearch, as plain dicts.
 
 The pipeline (logstash/ conf) writes each event with `action => index`,
-`index => "%{[@metadata][index]}"` and `document_id => "%{[@metadata][id]}"`. Events that cannot
-be written that way are kept in `unrouted` with the reason Logstash or Elasticsearch would give,
-instead of silently vanishing as they would in a real stack (dropped, logged or sent to a DLQ).
+`index => "%{[@metadata][index]}"` and `document_id => "%{[@metadata][id]}"`; an event with a
+`[@metadata][version]` with that version too, `version_type => external_gte`, so that one
+older than the stored document's gets a 409, which Logstash drops (kept here in `conflicts`).
+Events that cannot be written are kept in `unrouted` with the reason Logstash or Elasticsearch
+would give, instead of silently vanishing as they would in a real stack (dropped, logged or
+sent to a DLQ).
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ DocKey = Tuple[str, str]  # (index, document id)
 _INDEX_FORBIDDEN = set('\\/*?"<>| ,#:')
 _INDEX_MAX_BYTES = 255
 _ID_MAX_BYTES = 512
+# The versions the pipeline's filter lets through: a text of 1 to 18 digits (kcing.conf).
+_VERSION = re.compile(r"[0-9]{1,18}\Z")
 
 # Elasticsearch metadata fields: a document that carries one as a top-level field gets a 400
 # mapper_parsing_exception ("Field [_id] is a metadata field and cannot be added inside a document").
@@ -144,31 +149,60 @@ def route(event: Event) -> DocKey:
     return index, doc_id
 
 
+def version_of(event: Event) -> Optional[int]:
+    """The version the pipeline writes `event` with, None for none; Unroutable when its filter
+    sends the event to kcing-unrouted instead (a version that is not a text of digits)."""
+    value = event.metadata.get("version")
+    if value is None or value is False:  # what a Logstash condition takes as false
+        return None
+    if not isinstance(value, str) or not _VERSION.match(value):
+        raise Unroutable("[@metadata][version] %r is not a version (a text of 1 to 18 digits)" % (value,))
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """An event Elasticsearch refused (409) for a version older than the stored document's."""
+
+    key: DocKey
+    stored: int
+    refused: int
+
+
 class IndexStore:
     """Thread-safe stand-in for the Elasticsearch indices behind one or more Logstash inputs.
 
     `documents[(index, id)]` is the last version written (the `index` action overwrites);
-    `writes[(index, id)]` counts how many times it was written.
+    `writes[(index, id)]` counts how many times it was written; `versions[(index, id)]` is its
+    version as Elasticsearch counts it (the one it was written with, else one more each write).
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self.documents: Dict[DocKey, Dict[str, Any]] = {}
         self.writes: Counter = Counter()
+        self.versions: Dict[DocKey, int] = {}
         self.unrouted: LockedList = LockedList()
+        self.conflicts: LockedList = LockedList()
 
     def write(self, events: List[Event]) -> int:
-        """Index what can be indexed, keep the rest in `unrouted`; return how many were stored."""
+        """Index what can be indexed, keep the rest in `unrouted` or `conflicts`; return how
+        many were stored."""
         stored = 0
         for event in events:
             try:
-                key = route(event)
+                key, version = route(event), version_of(event)
             except Unroutable as reason:
                 self.unrouted.append(Unrouted(str(reason), event))
                 continue
             with self._lock:
+                current = self.versions.get(key)
+                if version is not None and current is not None and current > version:
+                    self.conflicts.append(Conflict(key, current, version))
+                    continue
                 self.documents[key] = event.fields
                 self.writes[key] += 1
+                self.versions[key] = version if version is not None else (current or 0) + 1
             stored += 1
         return stored
 
@@ -194,4 +228,6 @@ class IndexStore:
         with self._lock:
             self.documents.clear()
             self.writes.clear()
+            self.versions.clear()
         self.unrouted.clear()
+        self.conflicts.clear()

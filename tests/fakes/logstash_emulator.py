@@ -120,6 +120,7 @@ class LogstashEmulator(ServedByBackgroundServer):
         self._pipeline_open = threading.Event()
         self._pipeline_open.set()
         self._blocked_since: Dict[int, float] = {}
+        self._queued: Optional[List[Event]] = None  # acknowledged events not indexed yet (hold_queue)
         self._server = BackgroundServer(_LogstashHandler, self, port)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -204,6 +205,19 @@ class LogstashEmulator(ServedByBackgroundServer):
     def unblock_pipeline(self) -> None:
         self._pipeline_open.set()
 
+    def hold_queue(self) -> None:
+        """Acknowledge requests (200) but index their events only at `release_queue`: a
+        Logstash whose persisted queue is backlogged, as when its Elasticsearch is slow."""
+        with self._lock:
+            if self._queued is None:
+                self._queued = []
+
+    def release_queue(self) -> None:
+        """Index the events `hold_queue` kept, in the order they came, and stop holding them."""
+        with self._lock:
+            queued, self._queued = self._queued or [], None
+        self.index_store.write(queued)
+
     @property
     def inflight(self) -> int:
         with self._lock:
@@ -270,6 +284,10 @@ class LogstashEmulator(ServedByBackgroundServer):
                 if _remove_path(event.fields, path):
                     self.stripped.append((path, event))
         self.events_received.extend(events)
+        with self._lock:
+            if self._queued is not None:
+                self._queued.extend(events)
+                return
         self.index_store.write(events)
 
 
