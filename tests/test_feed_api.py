@@ -1096,6 +1096,33 @@ def test_a_missing_log_leaves_a_note_not_a_failure(env, tmp_path, api_replica, l
 
 
 
+def test_a_backfill_of_jobs_whose_logs_are_gone_names_a_few_in_its_log_not_each(tmp_path, logstash):
+    """Signed storage URLs expire a day or two after a job: a `--since` backfill with
+    `--with-logs` meets thousands of callbacks answering 404. The log (what cron mails under -q)
+    named each; it names the first few of a reason, then says the rest go unnamed, while every
+    document still says what it went without."""
+    from kcing.sources.api import NAMED_UNUSABLE_ARTIFACTS
+
+    with ApiReplica() as replica:
+        builder = _Tree(replica.corpus, replica.files_url, BASE, "gone-logs", revision("mainline", "master", "v6.12"))
+        builder.checkout = builder.node("checkout", "checkout", None, 0, result=None)
+        kbuild = builder.kbuild("arm64", "gcc-12", 1)
+        jobs = [builder.lab_job("baseline-arm64-%d" % n, kbuild, 10 + n, "meson-gxbb-p200", 7700100 + n)
+                for n in range(NAMED_UNUSABLE_ARTIFACTS + 3)]
+        for job in jobs:
+            replica.corpus.remove_file(urlsplit(job["artifacts"]["callback_data"]).path[len("/files/"):])
+        env = api_feed_environ(replica, logstash, tmp_path / "kcing.db")
+        result = kcing(["feed_es", "--with-logs", "-q"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    named = [line for line in result.stderr.splitlines() if "callback_data not usable (HTTP 404)" in line]
+    assert len(named) == NAMED_UNUSABLE_ARTIFACTS
+    (rest,) = [line for line in result.stderr.splitlines() if "further job nodes" in line]
+    assert "callback_data is not usable (HTTP 404) go unnamed" in rest and "artifact_errors" in rest
+    for job in jobs:
+        _, boot = document_of(logstash, job["id"])
+        assert boot["kernelci_api"]["artifact_errors"] == ["callback_data: HTTP 404"]
+
+
 def test_a_job_delivered_again_once_its_callback_is_gone_is_made_from_the_node_alone_and_keeps_its_log(
         env, tmp_path, api_replica, logstash):
     # docs/api-source.md: a job changed after it finished is delivered again; a callback whose

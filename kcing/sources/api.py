@@ -44,8 +44,10 @@ import json
 import logging
 import operator
 import re
+import threading
 import zlib
 from bisect import bisect_left
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
@@ -124,6 +126,35 @@ LAST_MINUTE = datetime.max.replace(second=0, microsecond=0, tzinfo=timezone.utc)
 # Nodes left out at most (`_around_failing_nodes`), of one page or in a row across pages with no
 # node answered between them: beyond that, the API is failing, not a few nodes it cannot answer.
 MAX_UNLISTABLE = 8
+
+
+# A backfill with --with-logs meets many logs that will not be had (signed storage URLs expire a
+# day or two after their job): of each kind of node, artifact and reason, the first few are
+# named in the log, then one line says the others are not; their documents say it all the same
+# (kernelci_api.artifact_errors).
+NAMED_UNUSABLE_ARTIFACTS = 5
+
+
+class _UnusableArtifacts:
+    """Warns of the artifacts a run's nodes go without, NAMED_UNUSABLE_ARTIFACTS of a kind at
+    most. Thread-safe: download threads fetch the nodes."""
+
+    def __init__(self, named: int = NAMED_UNUSABLE_ARTIFACTS):
+        self.named = named
+        self._seen: Counter = Counter()
+        self._lock = threading.Lock()
+
+    def warn(self, obj: UpstreamObject, artifact: str, problem: str) -> None:
+        key = (obj.kind, artifact, problem)
+        with self._lock:
+            self._seen[key] += 1
+            seen = self._seen[key]
+        if seen <= self.named:
+            log.warning("%s %s: %s not usable (%s); its documents go without it", obj.kind, obj.upstream_id,
+                        artifact, problem)
+        if seen == self.named:
+            log.warning("further %s nodes whose %s is not usable (%s) go unnamed in this run's log; their documents "
+                        "say it (kernelci_api.artifact_errors)", obj.kind, artifact, problem)
 
 
 def _utcnow() -> datetime:
@@ -379,6 +410,7 @@ class KernelCIApi:
         self._unsure: Set[str] = set()  # kinds whose listing may have skipped nodes (`_Passes`)
         self.left_out: List[str] = []  # why nodes were left out of the listing (the run fails them)
         self.related = RelatedNodes(self._get_node, extract_of_head=heads.job_extract)
+        self._unusable_artifacts = _UnusableArtifacts()
 
     # Incremental crawling (called by the pipeline through kcing/watermark.py) ---------------
 
@@ -813,8 +845,7 @@ class KernelCIApi:
                     # is the file's, counted here.
                     envelope[SIZED_ARTIFACTS[artifact]] = size
             else:
-                log.warning("%s %s: %s not usable (%s); its documents go without it",
-                            obj.kind, obj.upstream_id, artifact, problem)
+                self._unusable_artifacts.warn(obj, artifact, problem)
                 envelope["artifact_errors"] = {artifact: problem}
         return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
