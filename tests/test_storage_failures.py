@@ -24,11 +24,12 @@ from kcing.commands import status as status_command
 from kcing.errors import INTERNAL_ERROR, KcingError, StorageFailed
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED
-from kcing.records import UpstreamObject
+from kcing.records import Document, UpstreamObject
 from kcing.runlock import RunLock
 from kcing.shutdown import GRACE_SECONDS
 from kcing.status import UNRECORDED_END
 from kcing.sinks.batching import Batch
+from kcing.sinks.encoding import ndjson_record
 from kcing.sinks.ndjson import NdjsonDirSink, whole_records_end
 from tests.feedrun import (SAMPLES, clean_environ, expected_documents, feed_environ, integrity, kcing, kcing_process,
                            ledger_states, reaped, sample_objects)
@@ -142,6 +143,24 @@ def test_the_end_of_whole_records_is_found_from_the_tail(tmp_path):
     fd = os.open(str(path), os.O_RDONLY)
     assert whole_records_end(fd) == 0
     os.close(fd)
+
+
+def test_a_versioned_action_line_left_without_its_document_is_cut_too(tmp_path):
+    # A KernelCI API node's action line carries its version: kept, it would take the next
+    # record's action line for its document, and Elasticsearch refuse the file's whole _bulk.
+    document = Document("test", "test-2024.10.16", "a" * 40, "2024-10-16T02:22:58.113Z", {"message": "x" * 5000},
+                        version=1729045378113000)
+    record = ndjson_record(document)
+    action = record[:record.index(b"\n") + 1]
+    assert b'"version":1729045378113000' in action
+    path = tmp_path / "test.ndjson"
+    for tail in (action, action + record[len(action):len(action) + 100]):
+        path.write_bytes(record + tail)
+        fd = os.open(str(path), os.O_RDONLY)
+        try:
+            assert whole_records_end(fd) == len(record)
+        finally:
+            os.close(fd)
 
 
 def test_a_failed_append_is_cut_back_and_reported(tmp_path):

@@ -49,14 +49,20 @@ def last_part(directory: Path, route: str) -> int:
     return max(numbers, default=1)
 
 
+# The members of the action lines the sink writes (encoding.ndjson_record): a KernelCI API
+# node's documents carry their version too.
+ACTION_MEMBERS = ({"_index", "_id"}, {"_index", "_id", "version", "version_type"})
+
+
 def is_action_line(line: bytes) -> bool:
-    """True for a `{"index": {"_index": ..., "_id": ...}}` line (a document never has that shape)."""
+    """True for a `{"index": {"_index": ..., "_id": ...}}` line, with or without its `version`
+    and `version_type` (a document never has that shape)."""
     try:
         parsed = json.loads(line)
     except ValueError:
         return False
     return (isinstance(parsed, dict) and list(parsed) == ["index"] and isinstance(parsed["index"], dict)
-            and set(parsed["index"]) == {"_index", "_id"})
+            and set(parsed["index"]) in ACTION_MEMBERS)
 
 
 def _last_newline_before(fd: int, end: int) -> int:
