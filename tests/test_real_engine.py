@@ -1312,6 +1312,13 @@ VERSION_REQUESTS = [
     [("index", {"_id": "e", "version": 5, "version_type": 5})],
     [("index", {"_id": "e", "version": True, "version_type": "external_gte"})],
     [("index", {"_id": "e", "version": 2 ** 64, "version_type": "external_gte"})],
+    # Texts as the node reads them: no spaces or underscores; a number too large for a long.
+    *([("index", {"_id": "f", "version": text, "version_type": "external_gte"})]
+      for text in (" 7", "7 ", "1_0", "+7", "1e3", "9223372036854775807.5", "9223372036854775808")),
+    # JSON's null: as if not given.
+    [("index", {"_id": "g", "version": None, "version_type": "external_gte"})],
+    [("index", {"_id": "g", "version": 5, "version_type": None})],
+    [("index", {"_id": "g", "version": None})],
 ]
 
 

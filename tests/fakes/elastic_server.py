@@ -1918,6 +1918,9 @@ def _parse_bulk(text: str, target: Optional[str]) -> List[Tuple[str, dict, Any]]
 def _parse_version(meta: dict, number: int) -> None:
     """`version` read as a long and `version_type` as one of VERSION_TYPES, as the node parses
     an action line (the whole request refused otherwise)."""
+    for name in ("version", "version_type"):
+        if name in meta and meta[name] is None:  # JSON's null: as if it were not given
+            del meta[name]
     if "version_type" in meta:
         kind = meta["version_type"]
         text = kind if isinstance(kind, str) else json.dumps(kind)
@@ -1930,17 +1933,26 @@ def _parse_version(meta: dict, number: int) -> None:
                               % (number, "VALUE_TRUE" if value is True else "VALUE_FALSE" if value is False
                                  else "START_OBJECT"), "x_content_parse_exception")
         if isinstance(value, str):
-            try:
-                value = int(value)
-            except ValueError:
-                try:
-                    value = int(float(value))
-                except (ValueError, OverflowError):
-                    raise bad_request('For input string: "%s"' % value, "illegal_argument_exception") from None
+            value = _text_long(value)
         if not -2 ** 63 <= value < 2 ** 63:
             raise bad_request("[%d:1] Numeric value (%s) out of range of long (-9223372036854775808 - "
                               "9223372036854775807)" % (number, value), "x_content_parse_exception")
         meta["version"] = int(value)
+
+
+# A text the node reads as a long: Java's Long.parseLong, else a BigDecimal cut to its whole
+# part. Neither takes spaces or underscores, which Python's int() and float() do.
+_JAVA_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
+
+
+def _text_long(text: str) -> int:
+    """A version given as a text, read as the node reads it (the whole request refused otherwise)."""
+    if not _JAVA_DECIMAL.match(text):
+        raise bad_request('For input string: "%s"' % text, "illegal_argument_exception")
+    value = Decimal(text)
+    if not -2 ** 63 - 1 < value < 2 ** 63:
+        raise bad_request("Value [%s] is out of range for a long" % text, "illegal_argument_exception")
+    return int(value)  # toward zero, as BigDecimal.toBigInteger
 
 
 def _version_problems(op: str, meta: dict) -> List[str]:
