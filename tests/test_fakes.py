@@ -596,3 +596,14 @@ def test_before_http_input_3_10_blocked_requests_are_held_not_refused():
         first.join(timeout=3)
         second.join(timeout=3)
         assert results == [200, 200]
+
+
+def test_a_version_a_logstash_condition_takes_as_false_is_written_without_one(emulator):
+    # `if [@metadata][version]` is false for "" and "false" as for null (Logstash's FieldTruthy):
+    # the filter does not check them, and the unversioned output writes the document.
+    versions = (("a", ""), ("b", "false"), ("c", None), ("d", False), ("e", "x"), ("f", 0), ("g", "7"))
+    post(emulator.url, [dict(doc(doc_id=id_), **{"@metadata": {"index": "build-2019.05.31", "id": id_,
+                                                               "version": version}}) for id_, version in versions])
+    assert set(emulator.store) == {("build-2019.05.31", id_) for id_ in "abcdg"}
+    assert [entry.event.metadata["id"] for entry in emulator.unrouted] == ["e", "f"]
+    assert emulator.index_store.versions[("build-2019.05.31", "g")] == 7

@@ -149,11 +149,17 @@ def route(event: Event) -> DocKey:
     return index, doc_id
 
 
+def logstash_truthy(value: Any) -> bool:
+    """Whether a Logstash condition (`if [field]`) takes the field's value as true: present, and
+    its text neither empty nor "false" (JSON's false, "" and "false" are all false; 0 is true)."""
+    return value is not None and value is not False and value not in ("", "false")
+
+
 def version_of(event: Event) -> Optional[int]:
     """The version the pipeline writes `event` with, None for none; Unroutable when its filter
     sends the event to kcing-unrouted instead (a version that is not a text of digits)."""
     value = event.metadata.get("version")
-    if value is None or value is False:  # what a Logstash condition takes as false
+    if not logstash_truthy(value):  # the version's output is not taken: written without one
         return None
     if not isinstance(value, str) or not _VERSION.match(value):
         raise Unroutable("[@metadata][version] %r is not a version (a text of 1 to 18 digits)" % (value,))
