@@ -152,7 +152,7 @@ class _UnusableArtifacts:
         if seen <= self.named:
             log.warning("%s %s: %s not usable (%s); its documents go without it", obj.kind, obj.upstream_id,
                         artifact, problem)
-        if seen == self.named:
+        elif seen == self.named + 1:  # said once there is another, not after the last one named
             log.warning("further %s nodes whose %s is not usable (%s) go unnamed in this run's log; their documents "
                         "say it (kernelci_api.artifact_errors)", obj.kind, artifact, problem)
 
