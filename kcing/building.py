@@ -595,7 +595,10 @@ def serve() -> None:
     threading.Thread(target=_exit_when_orphaned, args=(parent,), name="orphan-watch", daemon=True).start()
     import kcing.documents  # noqa: F401  (imported before "ready": the first build pays nothing)
     gc.freeze()  # what the imports made lives as long as the worker: no collection need walk it again
-    _write_frame(answers, b"ready")
+    try:
+        _write_frame(answers, b"ready")
+    except OSError:  # the feed died (SIGKILL) while this worker started: no one is left to answer
+        os._exit(1)  # not through the interpreter's exit, which would flush the pipe again
     while True:
         try:
             request = _read_frame(requests)

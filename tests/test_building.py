@@ -9,6 +9,8 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -702,3 +704,15 @@ def test_a_feed_whose_workers_never_get_ready_delivers_its_large_file(tmp_path, 
     assert "delivered 1, rejected 0, failed 0" in done.stdout, done.stdout
     assert done.stderr.count("did not start (not ready within 10 s (KCING_BUILD_TIMEOUT, 10 s at least): killed); "
                              "building in the feed's process") == 2, done.stderr
+
+
+def test_a_worker_whose_feed_died_while_it_started_ends_without_a_traceback():
+    # The feed killed (SIGKILL, the OOM killer) while its workers still imported: the "ready" a
+    # worker then writes finds the pipe closed, which printed a traceback into the feed's log.
+    worker = subprocess.Popen([sys.executable, *building._SAFE_PATH, "-c", building._WORKER_MAIN],
+                              env=building._worker_environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    worker.stdout.close()  # the feed's end of the pipe, gone before the worker is ready
+    _, stderr = worker.communicate(timeout=60)
+    assert b"Traceback" not in stderr, stderr.decode()
+    assert stderr == b""
