@@ -270,6 +270,10 @@ class Feed:
                 self._flush_route(route)
             while self.posting:
                 self._collect(*self.posting.popleft()[:2])
+            if self.stop.is_set():
+                # The batch in flight was the run's last, and is recorded: the run still ends as
+                # one stopped (README: Signals), not as one that was never asked to stop.
+                raise self._interrupted()
         except RunFailing:
             # A wait the failure of a post cut (a retry's, a download's, ES_LOAD_INTERVAL's):
             # the run ends with that failure.

@@ -418,6 +418,29 @@ def test_a_signal_finishes_the_batch_in_flight_and_records_it(legacy_replica, lo
     assert set(ledger_states(db).values()) == {"delivered"}
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_the_runs_last_batch_is_in_flight_ends_it_with_130_too(legacy_replica, logstash, tmp_path,
+                                                                              signum):
+    # Each route's documents in one batch, posted once everything is listed and built: the lava
+    # batch in flight is the run's last. The run finished it and ended as one never stopped, 0.
+    db = tmp_path / "kcing.db"
+    env = feed_environ(legacy_replica, logstash, db, LS_PIPELINE_BATCH_SIZE="100000")
+    logstash.lava.slow_next(1.0, count=None)
+    process = kcing_process(["feed_es"], env, tmp_path)
+    assert wait_until(lambda: logstash.lava.inflight > 0, timeout=30)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=60)
+    assert len(logstash.lava.requests) == 1, "the lava documents took more than one batch"
+    assert process.returncode == 130, stderr
+    assert "stopped by a signal" in stderr and "Traceback" not in stderr
+    assert logstash.lava.trace[-1][2] == 200  # the batch in flight was answered, and recorded:
+    assert set(ledger_states(db).values()) == {"delivered"}
+    logstash.lava.clear_faults()
+    again = kcing(["feed_es"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "delivered 0" in again.stderr
+
+
 def test_a_signal_stopping_a_run_into_output_files_says_what_was_written_not_what_logstash_acknowledged(tmp_path):
     # A pause between batches (ES_LOAD_INTERVAL) holds the run once its first batch is written.
     out = tmp_path / "out"
