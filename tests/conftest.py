@@ -130,13 +130,14 @@ def pytest_terminal_summary(terminalreporter):
 
 
 # Tests that must share one process under pytest-xdist's `--dist loadgroup` (what `make test`
-# runs): the fault scenarios, whose last test checks the totals of them all, and the tests of the
-# real node, so that a session starts one node. Marked before xdist reads the marks.
+# runs): the fault scenarios of one module, whose last test checks the totals of them all (the
+# legacy and the API soaks each in a process of their own), and the tests of the real node, so
+# that a session starts one node. Marked before xdist reads the marks.
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("faults") is not None:
-            item.add_marker(pytest.mark.xdist_group("faults"))
+            item.add_marker(pytest.mark.xdist_group("faults-" + item.path.stem))
         elif "real_node" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("realengine"))
 
