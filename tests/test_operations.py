@@ -421,13 +421,16 @@ def test_a_signal_finishes_the_batch_in_flight_and_records_it(legacy_replica, lo
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_while_the_runs_last_batch_is_in_flight_ends_it_with_130_too(legacy_replica, logstash, tmp_path,
                                                                               signum):
-    # Each route's documents in one batch, posted once everything is listed and built: the lava
-    # batch in flight is the run's last. The run finished it and ended as one never stopped, 0.
+    # Each route's documents in one batch, posted once everything is listed and built: once the
+    # other routes' are answered, the lava batch in flight is the run's last. The run finished it
+    # and ended as one never stopped, 0.
     db = tmp_path / "kcing.db"
     env = feed_environ(legacy_replica, logstash, db, LS_PIPELINE_BATCH_SIZE="100000")
-    logstash.lava.slow_next(1.0, count=None)
+    logstash.lava.slow_next(3.0, count=None)  # long enough for the signal to land on a loaded machine
+    others = (logstash.build, logstash.boot)
     process = kcing_process(["feed_es"], env, tmp_path)
-    assert wait_until(lambda: logstash.lava.inflight > 0, timeout=30)
+    assert wait_until(lambda: logstash.lava.inflight > 0 and all(
+        emulator.requests and not emulator.inflight for emulator in others), timeout=30)
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=60)
     assert len(logstash.lava.requests) == 1, "the lava documents took more than one batch"
