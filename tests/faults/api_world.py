@@ -22,11 +22,7 @@ import gzip
 import hashlib
 import json
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 from contextlib import closing
 from datetime import datetime, timedelta
@@ -43,7 +39,7 @@ from tests.fakes.api_data import _Tree, _callback_producer, _job_data, regressio
 from tests.fakes.api_replica import ApiReplica
 from tests.fakes.logstash_emulator import LogstashCluster, LogstashEmulator
 from tests.fakes.rogue_http import RogueFront
-from tests.faults.world import COMMIT_KILLER, KCING, HookedStore, Hooks, RunResult, canonical_stored
+from tests.faults.world import FeedRunner, HookedStore, Hooks, RunResult, canonical_stored
 from tests.feedrun import api_feed_environ
 
 DocKey = Tuple[str, str]
@@ -67,11 +63,11 @@ def extract(node: Optional[dict]) -> Optional[dict]:
     return dict({name: node.get(name) for name in RELATED_FIELDS}, data=kept)
 
 
-class ApiWorld:
+class ApiWorld(FeedRunner):
     """The replica (behind a RogueFront), the Logstash emulators, a ledger path and the feed."""
 
     def __init__(self, workdir: Path, rng: random.Random, with_logs: bool = False, second_urls: Sequence[str] = ()):
-        self.workdir = workdir
+        super().__init__(workdir)
         self.rng = rng
         self.with_logs = with_logs
         self.hooks = Hooks()
@@ -89,12 +85,8 @@ class ApiWorld:
         self.running_kbuilds: List[str] = []
         self.stable: set = set()  # nodes whose result other nodes' documents carry: never changed
         self.trees = 0
-        self.runs: List[RunResult] = []
         self.linger = 0.0
         self.quiet_until = 0.0
-        self._lock = threading.Lock()
-        self._process: Optional[subprocess.Popen] = None
-        self._killed_at: Optional[str] = None
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -507,66 +499,11 @@ class ApiWorld:
         self.replica.on_page(self._on_page)
         arm()
         try:
-            return self._run(env, commit_kill, kill_after, timeout)
+            return self._run_feed(["--with-logs"] if self.with_logs else [], env, commit_kill, kill_after, timeout)
         finally:
             self.clear_faults()
             self.quiet_until = time.monotonic() + self.linger
             self.linger = 0.0
-
-    def _run(self, env, commit_kill, kill_after, timeout) -> RunResult:
-        number = len(self.runs)
-        script = KCING
-        marker = self.workdir / ("commit-kill-%d.txt" % number)
-        if commit_kill is not None:
-            script = COMMIT_KILLER
-            env = dict(env, KCING_FAULT_KILL_AT_COMMIT=str(commit_kill[0]),
-                       KCING_FAULT_KILL_DELAY="%.6f" % commit_kill[1], KCING_FAULT_KILL_MARKER=str(marker))
-        args = ["feed_es"] + (["--with-logs"] if self.with_logs else [])
-        out, err = self.workdir / ("run-%d.out" % number), self.workdir / ("run-%d.err" % number)
-        started = time.monotonic()
-        with open(out, "w") as stdout, open(err, "w") as stderr, self._lock:
-            self._process = subprocess.Popen([sys.executable, str(script), *args], env=env, cwd=str(self.workdir),
-                                             stdout=stdout, stderr=stderr)
-            self._killed_at = None
-        timer = threading.Timer(kill_after, self.kill, args=("at a random moment (%.2fs)" % kill_after,)) \
-            if kill_after is not None else None
-        if timer is not None:
-            timer.start()
-        try:
-            returncode = self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-            raise AssertionError("kcing feed_es run %d did not end within %.0fs" % (number, timeout)) from None
-        finally:
-            if timer is not None:
-                timer.cancel()
-        with self._lock:
-            killed_at = self._killed_at
-        if killed_at is None and marker.exists():
-            killed_at = "inside the ledger " + marker.read_text().strip()
-        result = RunResult(number, returncode, out.read_text(), err.read_text(), time.monotonic() - started, killed_at)
-        self.runs.append(result)
-        return result
-
-    def kill(self, point: str) -> None:
-        """SIGKILL the running feed (from any thread) and wait until it is gone."""
-        with self._lock:
-            process = self._process
-            if process is None or process.poll() is not None or self._killed_at is not None:
-                return
-            process.kill()
-            process.wait()
-            self._killed_at = point
-
-    def terminate(self, point: str) -> None:
-        """SIGTERM the running feed: it finishes the batch in flight and exits 130."""
-        with self._lock:
-            process = self._process
-            if process is None or process.poll() is not None or self._killed_at is not None:
-                return
-            process.send_signal(signal.SIGTERM)
-            self._killed_at = "SIGTERM " + point
 
     def hold_pages(self, seconds: float, count: int) -> None:
         """Hold the next `count` listing pages for `seconds` (past the client's timeout)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -206,11 +207,79 @@ class RunResult:
                                                               tail[-400:])
 
 
-class World:
+class FeedRunner:
+    """`kcing feed_es` run as a child process, one run at a time, which a fault plan may SIGKILL
+    (after some seconds, inside a ledger COMMIT under commit_kill.py, or from a server's hook in
+    any thread) or SIGTERM; every run's result is kept in `runs`."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.runs: List[RunResult] = []
+        self._lock = threading.Lock()
+        self._process: Optional[subprocess.Popen] = None
+        self._killed_at: Optional[str] = None
+
+    def _run_feed(self, args: Sequence[str], env: Dict[str, str], commit_kill: Optional[Tuple[int, float]],
+                  kill_after: Optional[float], timeout: float) -> RunResult:
+        number = len(self.runs)
+        script = KCING
+        marker = self.workdir / ("commit-kill-%d.txt" % number)
+        if commit_kill is not None:
+            script = COMMIT_KILLER
+            env = dict(env, KCING_FAULT_KILL_AT_COMMIT=str(commit_kill[0]),
+                       KCING_FAULT_KILL_DELAY="%.6f" % commit_kill[1], KCING_FAULT_KILL_MARKER=str(marker))
+        out, err = self.workdir / ("run-%d.out" % number), self.workdir / ("run-%d.err" % number)
+        started = time.monotonic()
+        with open(out, "w") as stdout, open(err, "w") as stderr, self._lock:
+            self._process = subprocess.Popen([sys.executable, str(script), "feed_es", *args], env=env,
+                                             cwd=str(self.workdir), stdout=stdout, stderr=stderr)
+            self._killed_at = None
+        timer = threading.Timer(kill_after, self.kill, args=("at a random moment (%.2fs)" % kill_after,)) \
+            if kill_after is not None else None
+        if timer is not None:
+            timer.start()
+        try:
+            returncode = self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+            raise AssertionError("kcing feed_es run %d did not end within %.0fs" % (number, timeout)) from None
+        finally:
+            if timer is not None:
+                timer.cancel()
+        with self._lock:
+            killed_at = self._killed_at
+        if killed_at is None and marker.exists():
+            killed_at = "inside the ledger " + marker.read_text().strip()
+        result = RunResult(number, returncode, out.read_text(), err.read_text(), time.monotonic() - started, killed_at)
+        self.runs.append(result)
+        return result
+
+    def kill(self, point: str) -> None:
+        """SIGKILL the running feed (from any thread) and wait until it is gone."""
+        with self._lock:
+            process = self._process
+            if process is None or process.poll() is not None or self._killed_at is not None:
+                return
+            process.kill()
+            process.wait()
+            self._killed_at = point
+
+    def terminate(self, point: str) -> None:
+        """SIGTERM the running feed: it finishes the batch in flight and exits 130."""
+        with self._lock:
+            process = self._process
+            if process is None or process.poll() is not None or self._killed_at is not None:
+                return
+            process.send_signal(signal.SIGTERM)
+            self._killed_at = "SIGTERM " + point
+
+
+class World(FeedRunner):
     """Replica + Logstash emulators over the bundled samples, a ledger path, and the feed process."""
 
     def __init__(self, workdir: Path, objects=None):
-        self.workdir = workdir
+        super().__init__(workdir)
         self.hooks = Hooks()
         self.corpus = LegacyCorpus()
         self.catalog: Dict[ObjectKey, CatalogObject] = {}
@@ -229,12 +298,8 @@ class World:
         self.faulty_fronts: Dict[str, RogueFront] = {}
         self.db = workdir / "kcing.db"
         self.days = 30 + next(_WORLD_NUMBERS) % 300
-        self.runs: List[RunResult] = []
         self.quiet_until = 0.0
         self.linger = 0.0  # seconds a delayed upstream request may still be held after a run
-        self._lock = threading.Lock()
-        self._process: Optional[subprocess.Popen] = None
-        self._killed_at: Optional[str] = None
 
     # Lifecycle -----------------------------------------------------------------------------
 
@@ -334,56 +399,11 @@ class World:
             self.replica.storage.redirect(path, location, count=None)
         arm()
         try:
-            return self._run(env, commit_kill, kill_after, timeout, list(args))
+            return self._run_feed(args, env, commit_kill, kill_after, timeout)
         finally:
             self.clear_faults()
             self.quiet_until = time.monotonic() + self.linger
             self.linger = 0.0
-
-    def _run(self, env, commit_kill, kill_after, timeout, args) -> RunResult:
-        number = len(self.runs)
-        script = KCING
-        marker = self.workdir / ("commit-kill-%d.txt" % number)
-        if commit_kill is not None:
-            script = COMMIT_KILLER
-            env = dict(env, KCING_FAULT_KILL_AT_COMMIT=str(commit_kill[0]),
-                       KCING_FAULT_KILL_DELAY="%.6f" % commit_kill[1], KCING_FAULT_KILL_MARKER=str(marker))
-        out, err = self.workdir / ("run-%d.out" % number), self.workdir / ("run-%d.err" % number)
-        started = time.monotonic()
-        with open(out, "w") as stdout, open(err, "w") as stderr, self._lock:
-            self._process = subprocess.Popen([sys.executable, str(script), "feed_es", *args], env=env,
-                                             cwd=str(self.workdir), stdout=stdout, stderr=stderr)
-            self._killed_at = None
-        timer = threading.Timer(kill_after, self.kill, args=("at a random moment (%.2fs)" % kill_after,)) \
-            if kill_after is not None else None
-        if timer is not None:
-            timer.start()
-        try:
-            returncode = self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-            raise AssertionError("kcing feed_es run %d did not end within %.0fs" % (number, timeout)) from None
-        finally:
-            if timer is not None:
-                timer.cancel()
-        with self._lock:
-            killed_at = self._killed_at
-        if killed_at is None and marker.exists():
-            killed_at = "inside the ledger " + marker.read_text().strip()
-        result = RunResult(number, returncode, out.read_text(), err.read_text(), time.monotonic() - started, killed_at)
-        self.runs.append(result)
-        return result
-
-    def kill(self, point: str) -> None:
-        """SIGKILL the running feed (from any thread) and wait until it is gone."""
-        with self._lock:
-            process = self._process
-            if process is None or process.poll() is not None or self._killed_at is not None:
-                return
-            process.kill()
-            process.wait()
-            self._killed_at = point
 
     def delay_upstream(self, server, path: str, seconds: float, count: int) -> None:
         """Hold `count` requests under `path` for `seconds`, and remember to let them end."""
