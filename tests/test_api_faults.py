@@ -36,6 +36,7 @@ import pytest
 
 from tests.faults.api_plan import FAMILIES, arm_all, injected, make_plan, run_settings
 from tests.faults.api_world import ApiWorld, DocKey
+from tests.faults.world import first_seed, kill_point
 from tests.summary import summary_line
 
 pytestmark = [pytest.mark.faults]
@@ -44,16 +45,8 @@ pytestmark = [pytest.mark.faults]
 DEFAULT_SEED = 89_994
 
 
-def first_seed() -> int:
-    chosen = os.environ.get("KCING_API_FAULT_SEED", "")
-    if chosen == "random":
-        shared = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-        return (random.Random(shared) if shared else random.SystemRandom()).randrange(1, 10 ** 9)
-    return int(chosen) if chosen else DEFAULT_SEED
-
-
 SCENARIOS = int(os.environ.get("KCING_API_FAULT_SCENARIOS", "8"))
-FIRST_SEED = first_seed()
+FIRST_SEED = first_seed("KCING_API_FAULT_SEED", DEFAULT_SEED)
 SEEDS = list(range(FIRST_SEED, FIRST_SEED + SCENARIOS))
 
 
@@ -92,16 +85,6 @@ class Totals:
 
 
 TOTALS = Totals()
-
-
-def kill_point(where: str) -> str:
-    if where.startswith("SIGTERM"):
-        return "sigterm"
-    for word, point in (("listing", "listing"), ("GET", "download"), ("POST", "post"), ("COMMIT", "commit"),
-                        ("random", "random")):
-        if word in where:
-            return point
-    return where
 
 
 class Outcome:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sqlite3
 import time
 from collections import Counter
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.plan import FAMILIES, arm_all, family_names, injected, make_plan, run_settings
-from tests.faults.world import World, sample_objects
+from tests.faults.world import World, first_seed, kill_point, sample_objects
 from kcing.status import UNRECORDED_END
 from tests.feedrun import SAMPLES, kcing
 from tests.summary import summary_line
@@ -39,19 +38,10 @@ DEFAULT_SEED = 60_000
 MAX_RUNS = 8
 
 
-def first_seed() -> int:
-    chosen = os.environ.get("KCING_FAULT_SEED", "")
-    if chosen == "random":
-        # pytest-xdist's workers must collect the same seeds: they share the run's id.
-        shared = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-        return (random.Random(shared) if shared else random.SystemRandom()).randrange(1, 10 ** 9)
-    return int(chosen) if chosen else DEFAULT_SEED
-
-
 # Each family leads at least two scenarios: a fault armed late in a run can be pre-empted by
 # another that stops the run early, and the coverage test needs every family to fire once.
 SCENARIOS = int(os.environ.get("KCING_FAULT_SCENARIOS", str(max(50, 2 * len(FAMILIES)))))
-FIRST_SEED = first_seed()
+FIRST_SEED = first_seed("KCING_FAULT_SEED", DEFAULT_SEED)
 SEEDS = list(range(FIRST_SEED, FIRST_SEED + SCENARIOS))
 
 
@@ -86,14 +76,6 @@ class Totals:
 
 
 TOTALS = Totals()
-
-
-def kill_point(where: str) -> str:
-    for word, point in (("listing", "listing"), ("GET", "download"), ("POST", "post"), ("COMMIT", "commit"),
-                        ("random", "random")):
-        if word in where:
-            return point
-    return where
 
 
 def error_answers(world: World) -> int:

@@ -67,17 +67,15 @@ class ApiWorld(FeedRunner):
     """The replica (behind a RogueFront), the Logstash emulators, a ledger path and the feed."""
 
     def __init__(self, workdir: Path, rng: random.Random, with_logs: bool = False, second_urls: Sequence[str] = ()):
-        super().__init__(workdir)
+        super().__init__(workdir, Hooks())
         self.rng = rng
         self.with_logs = with_logs
-        self.hooks = Hooks()
         self.replica = ApiReplica()
         self.front = RogueFront()
         self.store = HookedStore(self.hooks)
         self.logstash = LogstashCluster(store=self.store)
         # A second Logstash input for some routes: batches are spread over both (README: ES_LAVA).
         self.second = {route: LogstashEmulator(store=self.store, name=route + "-2") for route in second_urls}
-        self.db = workdir / "kcing.db"
         self.versions: Dict[str, List[dict]] = {}  # node id -> every version, oldest first
         self.files: Dict[str, object] = {}  # artifact path -> bytes, or a function making them
         self.lost_files: Dict[str, str] = {}  # artifact path -> why the source goes without it, for good
@@ -85,8 +83,6 @@ class ApiWorld(FeedRunner):
         self.running_kbuilds: List[str] = []
         self.stable: set = set()  # nodes whose result other nodes' documents carry: never changed
         self.trees = 0
-        self.linger = 0.0
-        self.quiet_until = 0.0
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -495,15 +491,13 @@ class ApiWorld(FeedRunner):
             timeout: float = 120.0) -> RunResult:
         """Run `kcing feed_es` once (`--with-logs` when the world has logs), with the faults `arm`
         sets up; then clear every fault."""
-        self.quiet_down()
+        return self._run_with(["--with-logs"] if self.with_logs else [], env, arm, commit_kill, kill_after, timeout)
+
+    def _set_up_run(self) -> None:
         self.replica.on_page(self._on_page)
-        arm()
-        try:
-            return self._run_feed(["--with-logs"] if self.with_logs else [], env, commit_kill, kill_after, timeout)
-        finally:
-            self.clear_faults()
-            self.quiet_until = time.monotonic() + self.linger
-            self.linger = 0.0
+
+    def _emulators(self) -> List[LogstashEmulator]:
+        return self.emulators
 
     def hold_pages(self, seconds: float, count: int) -> None:
         """Hold the next `count` listing pages for `seconds` (past the client's timeout)."""
@@ -515,15 +509,7 @@ class ApiWorld(FeedRunner):
                 left[0] -= 1
                 time.sleep(seconds)
         self.replica.on_page(held)
-        self.linger = max(self.linger, seconds + 0.1)
-
-    def quiet_down(self) -> None:
-        for emulator in self.emulators:
-            emulator.wait_idle(timeout=10)
-        pause = self.quiet_until - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-        self.hooks.reset()
+        self.held_for(seconds)
 
     def clear_faults(self) -> None:
         self.replica.clear_faults()
@@ -547,12 +533,6 @@ class ApiWorld(FeedRunner):
                 if states.get((kind, upstream_id)) != "delivered":
                     states[(kind, upstream_id)] = state
             return states
-
-    def integrity(self) -> str:
-        if not self.db.exists():
-            return "ok"
-        with closing(sqlite3.connect(str(self.db))) as conn:
-            return conn.execute("PRAGMA integrity_check").fetchone()[0]
 
 
 class _SoakTree(_Tree):

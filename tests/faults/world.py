@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from kcing.documents import documents_for
@@ -32,7 +34,7 @@ from kcing.errors import RejectedInput
 from tests.fakes.elastic_store import IndexStore
 from tests.fakes.legacy_corpus import KIND_TO_COLLECTION, LegacyCorpus, storage_path
 from tests.fakes.legacy_replica import LegacyReplica
-from tests.fakes.logstash_emulator import LogstashCluster
+from tests.fakes.logstash_emulator import LogstashCluster, LogstashEmulator
 from tests.fakes.rogue_http import RogueFront
 from tests.fakes.serving import ManualClock
 from tests.feedrun import REPO, SAMPLES, feed_environ
@@ -207,17 +209,90 @@ class RunResult:
                                                               tail[-400:])
 
 
+def first_seed(variable: str, default: int) -> int:
+    """The first scenario's seed: the environment `variable`'s number, a random one for
+    "random", else `default`."""
+    chosen = os.environ.get(variable, "")
+    if chosen == "random":
+        # pytest-xdist's workers must collect the same seeds: they share the run's id.
+        shared = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+        return (random.Random(shared) if shared else random.SystemRandom()).randrange(1, 10 ** 9)
+    return int(chosen) if chosen else default
+
+
+def kill_point(where: str) -> str:
+    """The family of a run's `killed_at`, for the soaks' totals."""
+    if where.startswith("SIGTERM"):
+        return "sigterm"
+    for word, point in (("listing", "listing"), ("GET", "download"), ("POST", "post"), ("COMMIT", "commit"),
+                        ("random", "random")):
+        if word in where:
+            return point
+    return where
+
+
 class FeedRunner:
     """`kcing feed_es` run as a child process, one run at a time, which a fault plan may SIGKILL
     (after some seconds, inside a ledger COMMIT under commit_kill.py, or from a server's hook in
-    any thread) or SIGTERM; every run's result is kept in `runs`."""
+    any thread) or SIGTERM; every run's result is kept in `runs`.
 
-    def __init__(self, workdir: Path):
+    A world (the servers around one corpus) says what a run sets up first (`_set_up_run`), which
+    emulators must be idle before the next (`_emulators`) and how its faults are cleared
+    (`clear_faults`)."""
+
+    def __init__(self, workdir: Path, hooks: Hooks):
         self.workdir = workdir
+        self.db = workdir / "kcing.db"
+        self.hooks = hooks
         self.runs: List[RunResult] = []
+        self.quiet_until = 0.0
+        self.linger = 0.0  # seconds a held request may still be answered after a run
         self._lock = threading.Lock()
         self._process: Optional[subprocess.Popen] = None
         self._killed_at: Optional[str] = None
+
+    def _set_up_run(self) -> None:
+        raise NotImplementedError
+
+    def _emulators(self) -> Iterable[LogstashEmulator]:
+        raise NotImplementedError
+
+    def clear_faults(self) -> None:
+        raise NotImplementedError
+
+    def _run_with(self, args: Sequence[str], env: Dict[str, str], arm: Callable[[], None],
+                  commit_kill: Optional[Tuple[int, float]], kill_after: Optional[float], timeout: float) -> RunResult:
+        """Run the feed once, with the faults `arm` sets up, once what the run before left has
+        ended; then clear every fault."""
+        self.quiet_down()
+        self._set_up_run()
+        arm()
+        try:
+            return self._run_feed(args, env, commit_kill, kill_after, timeout)
+        finally:
+            self.clear_faults()
+            self.quiet_until = time.monotonic() + self.linger
+            self.linger = 0.0
+
+    def integrity(self) -> str:
+        """The ledger's `PRAGMA integrity_check` ("ok" before any run made it)."""
+        if not self.db.exists():
+            return "ok"
+        with closing(sqlite3.connect(str(self.db))) as conn:
+            return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+    def held_for(self, seconds: float) -> None:
+        """Requests are held `seconds`: let them end before the next run starts."""
+        self.linger = max(self.linger, seconds + 0.1)
+
+    def quiet_down(self) -> None:
+        """Let requests a killed or timed-out run left behind end before the next run starts."""
+        for emulator in self._emulators():
+            emulator.wait_idle(timeout=10)
+        pause = self.quiet_until - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        self.hooks.reset()
 
     def _run_feed(self, args: Sequence[str], env: Dict[str, str], commit_kill: Optional[Tuple[int, float]],
                   kill_after: Optional[float], timeout: float) -> RunResult:
@@ -279,8 +354,7 @@ class World(FeedRunner):
     """Replica + Logstash emulators over the bundled samples, a ledger path, and the feed process."""
 
     def __init__(self, workdir: Path, objects=None):
-        super().__init__(workdir)
-        self.hooks = Hooks()
+        super().__init__(workdir, Hooks())
         self.corpus = LegacyCorpus()
         self.catalog: Dict[ObjectKey, CatalogObject] = {}
         self.files: Dict[str, Optional[bytes]] = {}
@@ -296,10 +370,7 @@ class World(FeedRunner):
         # Fronts that answer what the emulators will not (redirects, trickles, bodies cut short or
         # endless); a run goes through them only when one of its faults needs it.
         self.faulty_fronts: Dict[str, RogueFront] = {}
-        self.db = workdir / "kcing.db"
         self.days = 30 + next(_WORLD_NUMBERS) % 300
-        self.quiet_until = 0.0
-        self.linger = 0.0  # seconds a delayed upstream request may still be held after a run
 
     # Lifecycle -----------------------------------------------------------------------------
 
@@ -394,30 +465,19 @@ class World(FeedRunner):
         `commit_kill` = (COMMIT number, delay) runs it under commit_kill.py; `kill_after` sends
         SIGKILL that many seconds after the start.
         """
-        self.quiet_down()
+        return self._run_with(args, env, arm, commit_kill, kill_after, timeout)
+
+    def _set_up_run(self) -> None:
         for path, location in self.redirects.items():
             self.replica.storage.redirect(path, location, count=None)
-        arm()
-        try:
-            return self._run_feed(args, env, commit_kill, kill_after, timeout)
-        finally:
-            self.clear_faults()
-            self.quiet_until = time.monotonic() + self.linger
-            self.linger = 0.0
+
+    def _emulators(self) -> Iterable[LogstashEmulator]:
+        return self.emulators.values()
 
     def delay_upstream(self, server, path: str, seconds: float, count: int) -> None:
         """Hold `count` requests under `path` for `seconds`, and remember to let them end."""
         server.delay(path, seconds, count)
-        self.linger = max(self.linger, seconds + 0.1)
-
-    def quiet_down(self) -> None:
-        """Let requests a killed or timed-out run left behind end before the next run starts."""
-        for emulator in self.emulators.values():
-            emulator.wait_idle(timeout=10)
-        pause = self.quiet_until - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-        self.hooks.reset()
+        self.held_for(seconds)
 
     def clear_faults(self) -> None:
         self.replica.frontend.clear_faults()
@@ -447,8 +507,3 @@ class World(FeedRunner):
                     rows[key] = dict(row)
             return rows
 
-    def integrity(self) -> str:
-        if not self.db.exists():
-            return "ok"
-        with closing(sqlite3.connect(str(self.db))) as conn:
-            return conn.execute("PRAGMA integrity_check").fetchone()[0]
