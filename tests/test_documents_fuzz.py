@@ -1,12 +1,16 @@
-"""Mutated real files give valid documents or RejectedInput with a reason, never another exception.
+"""Mutated real files, and KernelCI API nodes changed anywhere, give valid documents or
+RejectedInput with a reason, never another exception.
 
 The mutations are random but seeded: the seed is printed (shown with any failure) and can be
 set with KCING_FUZZ_SEED=<number>, or KCING_FUZZ_SEED=random for a fresh one.
 """
+import copy
+import functools
 import json
+import operator
 import os
 import random
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,8 @@ from kcing.documents.fields import FIELDS, KEYWORD_ARRAYS, NULLABLE, TYPES, fiel
 from kcing.documents.validate import check
 from kcing.errors import RejectedInput
 from kcing.records import BOOT, BUILD, LAVA
+from tests.fakes.api_corpus import ApiCorpus
+from tests.fakes.api_data import MAESTRO, REAL_JOB, checkout_tree
 
 HERE = Path(__file__).resolve()
 LEGACY = HERE.parents[2] / "shared" / "data" / "upstream" / "legacy"
@@ -189,3 +195,84 @@ def test_the_fields_contract_is_well_formed():
     declared = {name for fields in FIELDS.values() for name in fields}
     assert NULLABLE <= declared and KEYWORD_ARRAYS <= declared
     assert not any(name.startswith(("_", "@")) for name in declared)
+
+
+# -- KernelCI API nodes: a wrong value anywhere in a node or what comes with it -----------------
+
+def api_envelopes() -> list:
+    """(kind, envelope) as the API source makes them: every node of two synthesized trees (the
+    second's regression names the first's runs) with what --with-logs adds, and the real job node."""
+    corpus = ApiCorpus()
+    first = checkout_tree(corpus, "https://files.example", LISTED)
+    second = checkout_tree(corpus, "https://files.example", LISTED + timedelta(days=1), seed="tree-2", previous=first)
+    stored = LEGACY / "lava-json-meson-gxbb-p200.json"
+    callback = stored.read_text() if stored.is_file() else None  # shared/ sits beside the repository
+    envelopes = []
+    for name, node in list(first.items()) + list(second.items()):
+        envelope = {"node": node}
+        if name == "baseline" and callback:
+            envelope["callback_data"] = callback
+        elif node["kind"] == "kbuild":
+            envelope["build_log"] = "fs/x.c:1:2: warning: unused variable\nmake: *** Error 1\n"
+        elif node["kind"] == "test":
+            envelope["job_node"] = first["baseline"]
+        elif node["kind"] == "regression":
+            envelope.update(fail_node=second["case-1"], pass_node=first["case-1"], fail_job_node=second["kselftest"])
+        envelopes.append((node["kind"], envelope))
+    real = MAESTRO / REAL_JOB
+    if real.is_file():
+        envelopes.append(("job", {"node": json.loads(real.read_text())}))
+    return envelopes
+
+
+def value_paths(value, path=()):
+    """Every place in `value`, as the keys and indices that lead to it."""
+    members = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, member in members:
+        yield path + (key,)
+        yield from value_paths(member, path + (key,))
+
+
+def changed_somewhere(rng, envelope):
+    """The envelope with one to three places set to a wrong value or removed."""
+    envelope = copy.deepcopy(envelope)
+    for _ in range(rng.randint(1, 3)):
+        places = list(value_paths(envelope))
+        if not places:
+            break
+        *lead, last = rng.choice(places)
+        holder = functools.reduce(operator.getitem, lead, envelope)
+        if isinstance(holder, dict) and rng.random() < 0.25:
+            del holder[last]
+        else:
+            holder[last] = copy.deepcopy(rng.choice(WRONG_VALUES[:-2]))  # not the deep list nor a huge string
+    return envelope
+
+
+API_CASES = 40
+
+
+@pytest.mark.parametrize("number", range(API_CASES))
+def test_api_nodes_changed_anywhere_give_documents_or_a_reason(number):
+    # A node's every member, its job's, its regression's runs and its callback can be anything the
+    # API sends one day; documents_for makes valid documents of it or refuses it in one line.
+    print("fuzz seed:", SEED, "(KCING_FUZZ_SEED)")
+    rng = random.Random("%d/api/%d" % (SEED, number))
+    envelopes = api_envelopes()
+    made = refused = 0
+    for _ in range(25):
+        kind, envelope = rng.choice(envelopes)
+        content = json.dumps(changed_somewhere(rng, envelope)).encode("utf-8")
+        try:
+            documents = documents_for(kind, content, LISTED)
+        except RejectedInput as refusal:
+            reason = str(refusal)
+            assert reason and "\n" not in reason and len(reason) <= 300, reason
+            refused += 1
+            continue
+        for document in documents:
+            check(document)
+            assert field_problems(document.kind, document.body) == [], (SEED, number)
+        assert len({document.doc_id for document in documents}) == len(documents)
+        made += 1
+    assert made + refused == 25
