@@ -10,7 +10,7 @@ import json
 import operator
 import os
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -20,8 +20,7 @@ from kcing.documents.fields import FIELDS, KEYWORD_ARRAYS, NULLABLE, TYPES, fiel
 from kcing.documents.validate import check
 from kcing.errors import RejectedInput
 from kcing.records import BOOT, BUILD, LAVA
-from tests.fakes.api_corpus import ApiCorpus
-from tests.fakes.api_data import MAESTRO, REAL_JOB, checkout_tree
+from tests.fakes.api_data import sample_envelopes
 
 HERE = Path(__file__).resolve()
 LEGACY = HERE.parents[2] / "shared" / "data" / "upstream" / "legacy"
@@ -199,32 +198,6 @@ def test_the_fields_contract_is_well_formed():
 
 # -- KernelCI API nodes: a wrong value anywhere in a node or what comes with it -----------------
 
-def api_envelopes() -> list:
-    """(kind, envelope) as the API source makes them: every node of two synthesized trees (the
-    second's regression names the first's runs) with what --with-logs adds, and the real job node."""
-    corpus = ApiCorpus()
-    first = checkout_tree(corpus, "https://files.example", LISTED)
-    second = checkout_tree(corpus, "https://files.example", LISTED + timedelta(days=1), seed="tree-2", previous=first)
-    stored = LEGACY / "lava-json-meson-gxbb-p200.json"
-    callback = stored.read_text() if stored.is_file() else None  # shared/ sits beside the repository
-    envelopes = []
-    for name, node in list(first.items()) + list(second.items()):
-        envelope = {"node": node}
-        if name == "baseline" and callback:
-            envelope["callback_data"] = callback
-        elif node["kind"] == "kbuild":
-            envelope["build_log"] = "fs/x.c:1:2: warning: unused variable\nmake: *** Error 1\n"
-        elif node["kind"] == "test":
-            envelope["job_node"] = first["baseline"]
-        elif node["kind"] == "regression":
-            envelope.update(fail_node=second["case-1"], pass_node=first["case-1"], fail_job_node=second["kselftest"])
-        envelopes.append((node["kind"], envelope))
-    real = MAESTRO / REAL_JOB
-    if real.is_file():
-        envelopes.append(("job", {"node": json.loads(real.read_text())}))
-    return envelopes
-
-
 def value_paths(value, path=()):
     """Every place in `value`, as the keys and indices that lead to it."""
     members = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
@@ -258,7 +231,7 @@ def test_api_nodes_changed_anywhere_give_documents_or_a_reason(number):
     # API sends one day; documents_for makes valid documents of it or refuses it in one line.
     print("fuzz seed:", SEED, "(KCING_FUZZ_SEED)")
     rng = random.Random("%d/api/%d" % (SEED, number))
-    envelopes = api_envelopes()
+    envelopes = sample_envelopes(LISTED, LEGACY / "lava-json-meson-gxbb-p200.json")
     made = refused = 0
     for _ in range(25):
         kind, envelope = rng.choice(envelopes)

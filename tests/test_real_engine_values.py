@@ -8,7 +8,9 @@ record must be indexed, since a document the node refuses is one Logstash would 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import List, Tuple
 
@@ -17,6 +19,10 @@ import yaml
 from elasticsearch import Elasticsearch
 
 from kcing.admin.templates import install, templates_for
+from kcing.documents import documents_for
+from kcing.errors import RejectedInput
+from kcing.sinks.encoding import ndjson_record
+from tests.fakes.api_data import sample_envelopes
 from tests.feedrun import SAMPLES, clean_environ, kcing, ledger_rows
 from tests.realcorpus import split_records
 from tests.test_real_engine_corpus import kuery_filter, saved_objects, to_aggregation
@@ -262,4 +268,56 @@ def test_a_real_file_with_any_value_varied_is_stored_by_the_node_or_refused_by_n
     records = [record for path in sorted(out.glob("*.ndjson")) for record in split_records(path.read_text("utf-8"))]
     assert len(records) == sum(row["document_count"] for row in rows.values() if row["state"] == "delivered")
     assert len(refused) < len(files) / 2  # most variations are data, not reasons to refuse a file
+    assert item_errors(real_es, records) == []
+
+
+# A KernelCI API node's members as upstream.md §2.5 models them: each varied in the nodes of
+# every kind (a path a node lacks is added), the documents made in one process as the feed makes
+# them, then replayed into the node as an `--output` file would be.
+NODE_PATHS = [("name",), ("group",), ("path",), ("path", 0), ("result",), ("state",), ("created",), ("updated",),
+              ("parent",), ("artifacts",), ("owner",), ("data",), ("data", "kernel_revision"),
+              ("data", "kernel_revision", "describe"), ("data", "kernel_revision", "version"),
+              ("data", "kernel_revision", "commit"), ("data", "arch"), ("data", "defconfig"),
+              ("data", "config_full"), ("data", "compiler"), ("data", "platform"), ("data", "runtime"),
+              ("data", "job_id"), ("data", "error_code"), ("data", "error_msg"), ("data", "misc"),
+              ("data", "misc", "measurement")]
+
+
+def node_varied(envelope: dict, path: Tuple) -> List[dict]:
+    """The envelope with its node's value at `path` replaced by each of VARIED (the mappings on
+    the way made when missing), or none where the way passes through a value that is no mapping."""
+    parent = envelope["node"]
+    for step in path[:-1]:
+        if isinstance(parent, dict) and not isinstance(parent.get(step), (dict, list)):
+            parent[step] = {}
+        if isinstance(parent, list) and not parent:
+            return []
+        parent = parent[step]
+    if not isinstance(parent, (dict, list)):
+        return []
+    return [dict(envelope, node=node) for node in varied(envelope["node"], path)]
+
+
+def test_an_api_node_with_any_value_varied_gives_documents_the_node_stores_or_a_reason(real_es):
+    envelopes = {}
+    for kind, envelope in sample_envelopes(datetime(2024, 10, 16, tzinfo=timezone.utc)):
+        if kind != "checkout":  # a checkout makes no document
+            envelopes.setdefault(kind, envelope)  # one node of each kind: kbuild, job, test, regression
+    records, refused, made, numbers = [], [], 0, itertools.count(1)
+    for kind, envelope in sorted(envelopes.items()):
+        for path in NODE_PATHS:
+            for changed in node_varied(json.loads(json.dumps(envelope)), path):
+                # Each variation a node of its own: one node's versions would replace each other.
+                changed["node"]["id"] = "%024x" % next(numbers)
+                try:
+                    documents = documents_for(kind, json.dumps(changed).encode("utf-8"))
+                except RejectedInput as refusal:
+                    refused.append("%s %s: %s" % (kind, path, refusal))
+                    continue
+                made += bool(documents)
+                records += [tuple(json.loads(line) for line in ndjson_record(document).split(b"\n")[:2])
+                            for document in documents]
+    assert made > 4 * len(refused), refused  # most variations are data, not reasons to refuse a node
+    assert len(records) > 2000
+    print("%d variations made documents, %d refused, %d documents" % (made, len(refused), len(records)))
     assert item_errors(real_es, records) == []

@@ -219,6 +219,31 @@ def regression(corpus: ApiCorpus, failed: dict, passed: dict, job: dict, created
     return corpus.add(node)
 
 
+def sample_envelopes(base: datetime, callback: Optional[Path] = None) -> List[tuple]:
+    """(kind, envelope) of every node of two trees created from `base` on (the second's regression
+    names the first's runs), each with what the API source adds with --with-logs (the `callback`
+    file, when given and present, for the baseline job), and the real job node when present."""
+    corpus = ApiCorpus()
+    first = checkout_tree(corpus, "https://files.example", base)
+    second = checkout_tree(corpus, "https://files.example", base + timedelta(days=1), seed="tree-2", previous=first)
+    callback_data = callback.read_text() if callback is not None and callback.is_file() else None
+    envelopes = []
+    for name, node in list(first.items()) + list(second.items()):
+        envelope = {"node": node}
+        if name == "baseline" and callback_data:
+            envelope["callback_data"] = callback_data
+        elif node["kind"] == "kbuild":
+            envelope["build_log"] = "fs/x.c:1:2: warning: unused variable\nmake: *** Error 1\n"
+        elif node["kind"] == "test":
+            envelope["job_node"] = first["baseline"]
+        elif node["kind"] == "regression":
+            envelope.update(fail_node=second["case-1"], pass_node=first["case-1"], fail_job_node=second["kselftest"])
+        envelopes.append((node["kind"], envelope))
+    if (MAESTRO / REAL_JOB).is_file():
+        envelopes.append(("job", {"node": json.loads((MAESTRO / REAL_JOB).read_text())}))
+    return envelopes
+
+
 def bench_tree(corpus: ApiCorpus, files_url: str, base: datetime, number: int, log_lines: int,
                time_ordered_ids: bool = False) -> int:
     """One kbuild with four LAVA jobs of two test nodes each (13 objects); returns the count.
