@@ -606,18 +606,21 @@ def test_a_relisting_of_delivered_versions_keeps_a_time_per_minute_not_per_versi
     assert source.watermark_candidate(lambda kind, ids: set(ids)) == newest
 
 
-def test_a_backfill_keeps_a_time_per_minute_of_what_it_delivered_not_each_version():
+@pytest.mark.parametrize("rejected", [0, 500])
+def test_a_backfill_keeps_a_time_per_minute_of_what_it_delivered_not_each_version(rejected):
     """A first run over weeks hands on millions of versions: once the ledger holds one as
     delivered (or rejected), the listing keeps only its time, the newest of each minute."""
     nodes = [dict(_test_node(number, BASE + timedelta(seconds=number / 50)), name="case-%d" % number, result="pass",
                   path=["checkout", "job", "case-%d" % number]) for number in range(1500)]  # 30 s
+    for node in nodes[::3] if rejected else ():
+        node["kind"] = "kbuild"  # listed as a test: rejected
     pages = [nodes[start:start + 100] for start in range(0, len(nodes), 100)]
     source = KernelCIApi(ScriptedRequester(pages), "http://api.invalid/latest", kinds=("test",), since=SINCE,
                          page_size=100)
     ledger = Ledger.open(":memory:")
     summary = feed(source, ledger, ListSink(), FeedOptions(threads=2, max_docs=50))
-    assert (summary.delivered, summary.rejected, summary.failed) == (1500, 0, 0)
-    assert source.versions_held() == 1  # one minute of 1,500 versions delivered
+    assert (summary.delivered, summary.rejected, summary.failed) == (1500 - rejected, rejected, 0)
+    assert source.versions_held() == 1  # one minute of 1,500 versions delivered or rejected
     assert ledger.watermark("api") == BASE + timedelta(seconds=1499 / 50)
 
 
@@ -663,6 +666,19 @@ def test_a_repeated_version_is_asked_about_once_and_counted_once():
                      ["a" * 24 + ".20241016T000600.000000"]]
     assert [obj.upstream_id for obj in objects] == ["a" * 24 + ".20241016T000500.000000",
                                                     "a" * 24 + ".20241016T000600.000000"]
+
+
+@pytest.mark.parametrize("known", [None, lambda kind, ids: set()], ids=["without-ledger", "with-ledger"])
+def test_a_node_twice_on_a_page_of_nodes_listed_first_is_listed_once_in_its_newest_version(known):
+    """A page can hold a node twice (it moved to the end of the order as the API answered):
+    a repeat is listed only when newer, within a page as across pages."""
+    node = {"id": "a" * 24, "kind": "test", "created": "2024-10-16T00:00:00.000000",
+            "updated": "2024-10-16T00:05:00.000000"}
+    newer = dict(node, updated="2024-10-16T00:06:00.000000")
+    source = KernelCIApi(ScriptedRequester([[newer, dict(node, id="b" * 24), node, newer]]),
+                         "http://api.invalid/latest", kinds=("test",), since=SINCE, page_size=4)
+    assert [obj.upstream_id for obj in source.list_objects(known=known)] == [
+        "a" * 24 + ".20241016T000600.000000", "b" * 24 + ".20241016T000500.000000"]
 
 
 @pytest.mark.parametrize("updated", ["2024-10-16T02:22:58.113000", "2024-10-16T02:22:58", "2024-10-16T02:22:58Z",
@@ -1309,6 +1325,35 @@ def test_a_gzip_log_larger_than_the_object_size_limit_once_decompressed_is_left_
     assert wrapped["artifact_errors"]["callback_data"].endswith(": raise KCI_MAX_OBJECT_BYTES to take it")
     assert "10000 bytes" in wrapped["artifact_errors"]["callback_data"]
     assert "callback_data" not in wrapped
+
+
+def test_unusable_logs_are_named_a_few_of_each_kind_artifact_and_reason_then_said_to_go_unnamed(caplog):
+    """A backfill's log names the first NAMED_UNUSABLE_ARTIFACTS nodes of each kind, artifact and
+    reason whose log is not usable; a line says the further ones go unnamed once there is one,
+    never when the last one was named."""
+    named = api_module.NAMED_UNUSABLE_ARTIFACTS
+    unusable = api_module._UnusableArtifacts()
+    jobs = [UpstreamObject("api", "job", "j%d" % n, "") for n in range(named + 2)]
+
+    def warned() -> list:
+        said = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+        caplog.clear()
+        return said
+
+    with caplog.at_level(logging.WARNING, logger=api_module.log.name):
+        for job in jobs[:named]:
+            unusable.warn(job, "callback_data", "HTTP 404")
+        assert warned() == ["job j%d: callback_data not usable (HTTP 404); its documents go without it" % n
+                            for n in range(named)]
+        # Another reason, and another kind, are named apart.
+        unusable.warn(jobs[0], "callback_data", "gzip data cut short")
+        unusable.warn(UpstreamObject("api", "kbuild", "k0", ""), "build_log", "HTTP 404")
+        assert warned() == ["job j0: callback_data not usable (gzip data cut short); its documents go without it",
+                            "kbuild k0: build_log not usable (HTTP 404); its documents go without it"]
+        for job in jobs[named:]:
+            unusable.warn(job, "callback_data", "HTTP 404")
+        assert warned() == ["further job nodes whose callback_data is not usable (HTTP 404) go unnamed in this run's "
+                            "log; their documents say it (kernelci_api.artifact_errors)"]
 
 
 def test_a_storage_host_that_keeps_failing_fails_the_object(replica):

@@ -189,17 +189,30 @@ def test_unroutable_events_are_tagged_for_the_unrouted_branch(lscl, plugins):
         assert any(excluded in getattr(guard, "conditions", [guard]) for guard in routed.guards)
 
 
+def ruby_like(pattern: str) -> re.Pattern:
+    """`pattern` as Logstash (Ruby) reads it: `^` and `$` match at every line's start and end
+    there, `\\Z` at the end or before a last newline, and `\\z` at the end only."""
+    pattern = pattern.replace("^", "(?m:^)").replace("$", "(?m:$)")
+    return re.compile(pattern.replace(r"\Z", r"(?=\n?\Z)").replace(r"\z", r"\Z"))
+
+
 @pytest.mark.parametrize("version, unrouted", [
     ("1729045378113000", False), ("0", False), ("9" * 18, False),
     ("9" * 19, True), ("-1", True), ("1.5", True), ("12a", True), ("", True), (" 1", True), ("1\n", True),
+    ("x\n1", True), ("1\n1", True),
 ])
 def test_the_version_pattern_lets_through_only_what_elasticsearch_takes_as_a_version(version, unrouted):
     """What the filter lets through as a version, Elasticsearch reads as a long (at most 18
     digits: below 2^63); anything else would make it refuse the whole bulk request."""
     (pattern,) = re.findall(r"\[@metadata\]\[version\] !~ /(.*?)/", PIPELINE.read_text(encoding="utf-8"))
-    # Logstash's patterns are Ruby's: `^` and `$` match at every line's start and end there.
-    ruby_like = re.compile(pattern.replace("^", "(?m:^)").replace("$", "(?m:$)"))
-    assert (ruby_like.search(version) is None) is unrouted
+    assert (ruby_like(pattern).search(version) is None) is unrouted
+
+
+@pytest.mark.parametrize("pattern, text, matches", [
+    (r"^1$", "x\n1\ny", True), (r"\A1\Z", "1\n", True), (r"\A1\z", "1\n", False), (r"\A1(?![\s\S])", "1\n", False),
+])
+def test_patterns_are_read_as_logstash_reads_them(pattern, text, matches):
+    assert bool(ruby_like(pattern).search(text)) is matches
 
 
 def test_fields_added_by_the_input_are_stripped(plugins):
@@ -230,6 +243,67 @@ def test_a_versioned_document_is_written_with_its_version_and_only_then(lscl, pl
     assert requires_field(lscl, versioned.guards, VERSION_FIELD)
     (plain,) = [p for p in routed_outputs if "version" not in p.options]
     assert "version_type" not in plain.options
+
+
+def is_true(value) -> bool:
+    """A field in a Logstash condition: false when absent, null, false, "" or "false" (logstash/README.md)."""
+    return value not in (None, False, "", "false")
+
+
+def holds(lscl, condition, event: dict) -> bool:
+    """Whether `condition` holds for `event` ({"@metadata": {...}, "tags": [...]}), as Logstash decides."""
+    lang = lscl.lang
+
+    def value(selector):
+        found = event
+        for name in selector.names:
+            found = found.get(name) if isinstance(found, dict) else None
+        return found
+
+    if isinstance(condition, lang.LsclSelector):
+        return is_true(value(condition))
+    if isinstance(condition, lang.LsclAnd):
+        return all(holds(lscl, term, event) for term in condition.conditions)
+    if isinstance(condition, lang.LsclOr):
+        return any(holds(lscl, term, event) for term in condition.conditions)
+    if isinstance(condition, lang.LsclNot):
+        return not holds(lscl, condition.condition, event)
+    if isinstance(condition, (lang.LsclIn, lang.LsclNotIn)):
+        found = condition.needle in (value(condition.haystack) or [])
+        return found if isinstance(condition, lang.LsclIn) else not found
+    if isinstance(condition, lang.LsclNotMatch):
+        return ruby_like(condition.pattern.pattern).search(value(condition.value) or "") is None
+    raise AssertionError("a condition this check does not evaluate: %r" % (condition,))
+
+
+def reached(lscl, content: list, event: dict) -> Iterator:
+    """The plugin blocks under `content` that `event` passes through, in order."""
+    for item in content:
+        if isinstance(item, lscl.lang.LsclBlock):
+            yield item
+        elif isinstance(item, lscl.lang.LsclConditions):
+            body = next((body for condition, body in item.conditions if holds(lscl, condition, event)), item.default)
+            yield from reached(lscl, body or [], event)
+
+
+@pytest.mark.parametrize("metadata, output", [
+    ({"index": "boot-2024.10.16", "id": "a1", "version": "1729045378113000"}, "kcing_es_versioned"),
+    ({"index": "boot-2024.10.16", "id": "a1"}, "kcing_es_routed"),
+    ({"index": "boot-2024.10.16", "id": "a1", "version": ""}, "kcing_es_routed"),
+    ({"index": "boot-2024.10.16", "id": "a1", "version": "12a"}, "kcing_es_unrouted"),
+    ({"index": "boot-2024.10.16", "version": "1729045378113000"}, "kcing_es_unrouted"),
+])
+def test_an_event_is_written_by_one_output_with_its_version_when_it_has_one(lscl, tree, metadata, output):
+    """A versioned document goes to the versioned output alone: written by the plain one too, or
+    instead, it would replace a newer version of its node with an older one."""
+    event = {"@metadata": metadata, "tags": []}
+    sections = {section.name: section.content for section in tree}
+    for mutate in reached(lscl, sections["filter"], event):
+        attributes = {item.name: item.content for item in mutate.content if hasattr(item, "name")}
+        event["tags"] += attributes.get("add_tag", [])
+    written = [dict((item.name, item.content) for item in block.content if hasattr(item, "name"))["id"]
+               for block in reached(lscl, sections["output"], event)]
+    assert written == [output]
 
 
 def test_document_id_is_only_reached_with_an_id(lscl, plugins):

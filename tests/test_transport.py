@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import logging
 import shutil
 import sqlite3
 import subprocess
@@ -239,6 +240,18 @@ def test_an_input_that_stopped_answering_is_tried_after_the_others_for_a_while(f
             assert hung.peak_inflight == 2
         finally:
             hung.unblock_pipeline()
+
+
+def test_a_routes_only_input_that_fails_is_not_said_to_wait_for_other_inputs(front, caplog):
+    # With one input there is no other to try first: the retry's warning tells what happens.
+    front.on("POST", "/", answer(503), count=1).on("POST", "/", answer(200, body=b"ok"), count=None)
+    sink = LogstashSink({"lava": [front.url]}, Transport(), RetryPolicy(attempts=2, base=0.01, cap=0.01), 5,
+                        sleep=lambda _: None, settings={"lava": "ES_LAVA"})
+    with caplog.at_level(logging.WARNING):
+        sink.send(batch())
+    assert len(front.requests) == 2
+    (warning,) = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warning.startswith("lava batch of 1 failed (%s answered 503); retry 1 of 1 in " % front.url), warning
 
 
 def test_batches_take_the_routes_inputs_in_turn(front):
