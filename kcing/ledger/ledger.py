@@ -194,6 +194,7 @@ class Ledger:
         stopped by a signal, past the grace it gives the batch in flight).
         """
         copy_from = None
+        read_at = None  # the URI of a ledger read where it is on a read-only connection
         if path != ":memory:":
             check_ledger_path(Path(path).expanduser())
             if not unchanged:
@@ -211,11 +212,14 @@ class Ledger:
                 if refused:
                     raise ConfigError("KCING_DB %s %s" % (path, refused))
                 # What a read must not change is read from a copy: a ledger opening would migrate
-                # or mark, and one this user cannot write to (SQLite opens a file for writing).
-                if unchanged and ((shape.user_version, shape.application_id) != (models.SCHEMA_VERSION,
-                                                                                models.APPLICATION_ID)
-                                  or unwritable(path)):
+                # or mark. One this user cannot write to (SQLite opens a file for writing) is read
+                # where it is, on a read-only connection: a copy took as much memory as the
+                # ledger is large (1 GB for a million rows).
+                if unchanged and (shape.user_version, shape.application_id) != (models.SCHEMA_VERSION,
+                                                                               models.APPLICATION_ID):
                     copy_from, path = path, ":memory:"
+                elif unchanged and unwritable(path):
+                    read_at = identity.in_place_location(path, wait)
                 elif not unchanged and read_only_file(path):
                     # Refused before SQLite opens it: it would leave read-only -wal and -shm files.
                     raise StorageFailed("cannot write the ledger %s: %s; nothing was changed"
@@ -236,7 +240,11 @@ class Ledger:
         }
         if in_place:
             del pragmas["journal_mode"]
-        database = LedgerDatabase(path, wait, abandon_wait, reading=unchanged, pragmas=pragmas)
+        if read_at is not None:
+            database = LedgerDatabase(read_at, wait, abandon_wait, reading=unchanged, pragmas=pragmas, uri=True)
+            database.named = path
+        else:
+            database = LedgerDatabase(path, wait, abandon_wait, reading=unchanged, pragmas=pragmas)
         models.database.initialize(database)
         try:
             database.connect(reuse_if_open=True)
