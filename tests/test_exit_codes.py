@@ -341,6 +341,41 @@ def test_a_ledger_on_a_read_only_file_system_is_exit_5_saying_so_and_still_read(
         assert "11 already delivered, 0 would be fetched" in tried.stdout
 
 
+def _resident_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_a_ledger_on_a_read_only_file_system_is_read_where_it_is_not_copied_into_memory(tmp_path):
+    """What reads a ledger it may not write (status, a dry run; a monitoring account, a read-only
+    file system) read it through a copy in memory, as large as the ledger: status took 1 GB for a
+    ledger of 1,000,000 rows. It reads the file where it is."""
+    from tests.tmpfs import small_tmpfs
+    with small_tmpfs(tmp_path / "ro", "128m") as mounted:
+        db = mounted / "kcing.db"
+        Ledger.open(str(db)).close()
+        ids = bytes(range(20)) * 50000  # a megabyte of document ids
+        with sqlite3.connect(str(db)) as conn:
+            conn.executemany("INSERT INTO upstream_file (id, source, kind, upstream_id, url, state, attempts, "
+                             "first_seen, destination) VALUES (?, 'samples', 'lava', ?, '', 'delivered', 1, "
+                             "'2019-05-01 00:00:00', 'ndjson /out')", [(n, "%024x" % n) for n in range(1, 49)])
+            conn.executemany("INSERT INTO delivered_documents (upstream_file_id, index_name, ids) VALUES (?, ?, ?)",
+                             [(n, "log-2019.05.01", ids) for n in range(1, 49)])
+        conn.close()
+        subprocess.run(["mount", "-o", "remount,ro", str(mounted)], check=True)
+        before = _resident_bytes()
+        ledger = Ledger.open(str(db), unchanged=True)
+        try:
+            grown = _resident_bytes() - before
+            assert ledger.counts() == {("samples", "lava", "ndjson /out", "delivered"): 48}
+            assert len(ledger.kept_documents([48])[48][0][1]) == len(ids)
+        finally:
+            ledger.close()
+    assert grown < 16 * 1024 * 1024, grown  # the ledger is 48 MB
+
+
 def as_a_user_file_modes_bind(args: List[str]) -> List[str]:
     """`args` run so that a file's mode binds them: root overrides a read-only mode, so as root
     the command runs without that capability (setpriv); as any other user, as it is."""

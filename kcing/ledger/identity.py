@@ -84,6 +84,27 @@ def _reading(path: str, wait: float, read: Callable[[sqlite3.Connection], T]) ->
         raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
 
 
+def in_place_location(path: str, wait: float) -> str:
+    """The URI of a read-only connection reading the ledger at `path`, which this user cannot
+    write, where it is (not a copy, which takes as much memory as the ledger is large), leaving
+    no file beside it, as `_reading` reads it: through the -wal and -shm files a writer left
+    (they hold the transactions not yet in the file), or, with none there, the file as it is on
+    disk (no run is writing it: a writer's -wal and -shm files would be there)."""
+    location = "file:%s?mode=ro" % quote(os.fsencode(Path(path).expanduser().resolve()))
+    if not _journal_files(path):
+        return location + "&immutable=1"
+    try:
+        _read_at(location, wait, lambda connection: connection.execute("PRAGMA user_version").fetchall())
+        return location
+    except sqlite3.Error as error:
+        if read_only_failure(path, error):
+            return location + "&immutable=1"  # a -shm file SQLite cannot use: see `_reading`
+        failure = storage_error(path, error, wait, reading=True)
+        if failure is not None:
+            raise failure from None
+        raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
+
+
 def _journal_files(path: str) -> bool:
     """Whether a -wal or -shm file is beside the SQLite file at `path`."""
     named = str(Path(path).expanduser())

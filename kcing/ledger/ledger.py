@@ -194,6 +194,7 @@ class Ledger:
         stopped by a signal, past the grace it gives the batch in flight).
         """
         copy_from = None
+        read_at = None  # the URI of a ledger read where it is on a read-only connection
         if path != ":memory:":
             check_ledger_path(Path(path).expanduser())
             if not unchanged:
@@ -211,11 +212,14 @@ class Ledger:
                 if refused:
                     raise ConfigError("KCING_DB %s %s" % (path, refused))
                 # What a read must not change is read from a copy: a ledger opening would migrate
-                # or mark, and one this user cannot write to (SQLite opens a file for writing).
-                if unchanged and ((shape.user_version, shape.application_id) != (models.SCHEMA_VERSION,
-                                                                                models.APPLICATION_ID)
-                                  or unwritable(path)):
+                # or mark. One this user cannot write to (SQLite opens a file for writing) is read
+                # where it is, on a read-only connection: a copy took as much memory as the
+                # ledger is large (1 GB for a million rows).
+                if unchanged and (shape.user_version, shape.application_id) != (models.SCHEMA_VERSION,
+                                                                               models.APPLICATION_ID):
                     copy_from, path = path, ":memory:"
+                elif unchanged and unwritable(path):
+                    read_at = identity.in_place_location(path, wait)
                 elif not unchanged and read_only_file(path):
                     # Refused before SQLite opens it: it would leave read-only -wal and -shm files.
                     raise StorageFailed("cannot write the ledger %s: %s; nothing was changed"
@@ -236,7 +240,11 @@ class Ledger:
         }
         if in_place:
             del pragmas["journal_mode"]
-        database = LedgerDatabase(path, wait, abandon_wait, reading=unchanged, pragmas=pragmas)
+        if read_at is not None:
+            database = LedgerDatabase(read_at, wait, abandon_wait, reading=unchanged, pragmas=pragmas, uri=True)
+            database.named = path
+        else:
+            database = LedgerDatabase(path, wait, abandon_wait, reading=unchanged, pragmas=pragmas)
         models.database.initialize(database)
         try:
             database.connect(reuse_if_open=True)
@@ -828,12 +836,23 @@ class Ledger:
         the drp run asking, is left out of the newest runs kept, so that its dry run, which has
         no row, forgets the same."""
         cutoff = _naive_utc(cutoff)
-        rows = [row for row in models.Run.select(models.Run.id, models.Run.command, models.Run.started,
-                                                 models.Run.ended, models.Run.outcome,
-                                                 models.Run.counts).tuples().iterator() if row[0] != running]
-        read = runs_still_read(rows)
-        return [row[0] for row in rows
-                if row[0] not in read and isinstance(row[2], datetime) and row[2] < cutoff]
+        query = (models.Run.select(models.Run.id, models.Run.command, models.Run.started, models.Run.ended,
+                                   models.Run.outcome, models.Run.counts)
+                 .order_by(models.Run.id.desc()).tuples().iterator())
+        # Read row by row, keeping the ids alone: a ledger from before drp forgot runs holds one
+        # per feed since it began, with its counts (300,000 runs were 300 MB held at once).
+        started_before: List[int] = []
+
+        def newest_first() -> Iterator[tuple]:
+            for row in query:
+                if row[0] == running:
+                    continue
+                if isinstance(row[2], datetime) and row[2] < cutoff:
+                    started_before.append(row[0])
+                yield row
+
+        read = runs_still_read(newest_first())
+        return [run_id for run_id in started_before if run_id not in read]
 
     def forget_runs(self, run_ids: Sequence[int]) -> int:
         """Delete the runs-table rows `run_ids`, in one transaction; return how many went."""
@@ -866,19 +885,21 @@ def drp_kept_day(started: Any, text: Optional[str]) -> Optional[date]:
     return None
 
 
-def runs_still_read(rows: Sequence[tuple]) -> Set[int]:
-    """The ids, of runs-table `rows` (id, command, started, ended, outcome, counts), that kcing
-    reads however old they are: the newest RUNS_SHOWN and the newest of each command (`kcing
-    status`: the last runs, the last reconcile); the newest success of each feed, by source and
-    destination (`Ledger.last_success`: `--metrics`, whose alert on its age must not move because
-    drp ran); the newest feed run that recorded each storage of a source (`storages_recorded`:
-    the earlier failures whose URLs were built there); and the drp run that kept from the latest
-    day (`deleted_before`: what reconcile and the legacy feed take as deleted on purpose)."""
-    newest_first = sorted(rows, key=lambda row: row[0], reverse=True)
-    read = {row[0] for row in newest_first[:RUNS_SHOWN]}
+def runs_still_read(newest_first: Iterable[tuple]) -> Set[int]:
+    """The ids, of runs-table rows (id, command, started, ended, outcome, counts) given newest
+    first and each looked at once, that kcing reads however old they are: the newest RUNS_SHOWN
+    and the newest of each command (`kcing status`: the last runs, the last reconcile); the
+    newest success of each feed, by source and destination (`Ledger.last_success`: `--metrics`,
+    whose alert on its age must not move because drp ran); the newest feed run that recorded
+    each storage of a source (`storages_recorded`: the earlier failures whose URLs were built
+    there); and the drp run that kept from the latest day (`deleted_before`: what reconcile and
+    the legacy feed take as deleted on purpose)."""
+    read: Set[int] = set()
     newest: Dict[Any, int] = {}  # what each row may be the newest of -> its id
     latest_kept: Optional[Tuple[date, int]] = None
-    for run_id, command, started, ended, outcome, text in newest_first:
+    for shown, (run_id, command, started, ended, outcome, text) in enumerate(newest_first):
+        if shown < RUNS_SHOWN:
+            read.add(run_id)
         newest.setdefault(("command", repr(command)), run_id)
         try:
             counts = json.loads(text or "{}")
