@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
@@ -217,8 +217,8 @@ def test_a_full_disk_under_the_ledger_is_exit_5_with_the_run_closed_and_the_ledg
         full = feed(db, out, tmp_path)
         assert full.returncode == 5, full.stdout + full.stderr
         assert last_line(full) == ("kcing feed_es: cannot write the ledger %s: the disk is full; the ledger keeps "
-                                   "every whole transaction, and what was not recorded is sent again by the "
-                                   "next run" % db)
+                                   "every whole transaction, and the next run does again what this one could "
+                                   "not record" % db)
         assert integrity(db) == "ok"
         assert run_rows(db) == [("feed_es", "error 5")]
         assert "running or killed" not in json.dumps(status_runs(db, tmp_path))
@@ -276,8 +276,36 @@ def test_a_disk_too_full_for_the_ledgers_shm_file_is_said_to_be_full(tmp_path, l
         full = feed(db, tmp_path / "out", tmp_path)
         assert full.returncode == 5, full.stdout + full.stderr
         assert last_line(full) == ("kcing feed_es: cannot write the ledger %s: the disk is full; the ledger keeps "
-                                   "every whole transaction, and what was not recorded is sent again by the "
-                                   "next run" % db)
+                                   "every whole transaction, and the next run does again what this one could "
+                                   "not record" % db)
+
+
+def test_a_full_disk_under_the_ledger_stops_drp_with_exit_5_every_row_kept_and_the_next_drp_forgets_them(tmp_path):
+    """drp's one transaction needs room in the -wal file for every page it changes: on a disk
+    without it the line says what the next drp does (forget them), not what a feed does."""
+    from tests.fakes.elastic_server import ElasticsearchEmulator
+    ledger_dir = tmp_path / "ledger"
+    with small_tmpfs(ledger_dir, "4m"), ElasticsearchEmulator() as es:
+        db = ledger_dir / "kcing.db"
+        long_ago = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=30)
+        ledger = Ledger.open(str(db), clock=lambda: long_ago)
+        ledger.record([Outcome(UpstreamObject("legacy", "build", "b%05d" % number, "http://x/b%05d" % number),
+                               DELIVERED) for number in range(6000)])
+        ledger.close()
+        filler = fill_leaving(ledger_dir, 16)
+        env = clean_environ(KCING_DB=str(db), ES_HOST=es.url, DRP_DAYS="3", KCI_DAYS="2")
+        full = kcing(["drp"], env, tmp_path)
+        assert full.returncode == 5, full.stdout + full.stderr
+        assert last_line(full) == ("kcing drp: cannot write the ledger %s: the disk is full; the ledger keeps "
+                                   "every whole transaction, and the next run does again what this one could "
+                                   "not record" % db)
+        filler.unlink()  # (reading the ledger needs room too, for its -shm file)
+        assert integrity(db) == "ok"
+        assert len(ledger_states(db)) == 6000
+        again = kcing(["drp"], env, tmp_path)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "forgot 6000 ledger rows" in again.stdout, again.stdout
+        assert ledger_states(db) == {}
 
 
 def test_no_room_even_to_open_the_ledger_is_exit_5(tmp_path):

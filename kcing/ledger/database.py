@@ -62,8 +62,10 @@ def storage_error(path: str, error: BaseException, wait: float, reading: bool = 
         why = "%s (a full disk or a failing device)" % text
     else:
         return None
-    return StorageFailed("cannot write the ledger %s: %s; the ledger keeps every whole transaction, and what "
-                         "was not recorded is sent again by the next run" % (path, why))
+    # Said by every command that writes the ledger: a feed's next run sends again what it could
+    # not record as delivered, a drp's forgets what it could not, a reconcile's checks again.
+    return StorageFailed("cannot write the ledger %s: %s; the ledger keeps every whole transaction, and the "
+                         "next run does again what this one could not record" % (path, why))
 
 
 def io_error_without_room(path: str, error: BaseException) -> bool:
