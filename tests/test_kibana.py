@@ -731,6 +731,19 @@ def test_an_export_past_kibanas_size_limit_names_the_setting_and_keeps_the_file(
         assert caught.value.exit_code == 3 and (workdir / "saved_objects.ndjson").read_bytes() == kept
 
 
+def test_an_import_into_a_space_past_kibanas_export_limit_stops_before_importing_anything(workdir, tmp_path):
+    """setup_kbn saves the space's objects of the file's types first: past the export limit it
+    stops there, naming the setting, and imports nothing it could not have backed up."""
+    with KibanaEmulator(max_objects=3) as kibana:
+        for number in range(4):
+            kibana.put({"type": "dashboard", "id": "d%d" % number, "attributes": {"title": "d"}, "references": []})
+        with pytest.raises(kb.KibanaRefused) as caught:
+            setup_kbn(args(workdir), make_settings(tmp_path, KB_URL=kibana.url))
+        assert "savedObjects.maxImportExportSize" in str(caught.value) and caught.value.exit_code == 3
+        assert not [record for record in kibana.requests if record.route != EXPORT and record.method == "POST"]
+        assert not (workdir / "backups").exists() or not any((workdir / "backups").iterdir())
+
+
 def test_lens_is_left_out_when_kibana_cannot_export_it(tmp_path):
     with KibanaEmulator(types=("index-pattern", "search", "visualization", "dashboard")) as kibana:
         kibana.put({"type": "index-pattern", "id": "dv", "attributes": {"title": "boot-*"}, "references": []})
