@@ -785,8 +785,12 @@ class MissingObjects:
     """A source listing what reconcile sent back to undelivered, fetched by `fetcher` (a source
     of the same kind, whose `fetch` needs only the URL and date the ledger kept)."""
 
-    def __init__(self, ledger: Ledger, name: str, fetcher, destination_of: Optional[Callable[[str], str]] = None):
+    def __init__(self, ledger: Ledger, name: str, fetcher, destination_of: Optional[Callable[[str], str]] = None,
+                 kept_from: Optional[datetime] = None):
         self.ledger = ledger
+        # Those dated before it (midnight of the first day drp keeps) are given up: re-sent, they
+        # would make again an index drp deleted.
+        self.kept_from = kept_from
         self.name = name
         self.fetcher = fetcher
         # kind -> where the re-send delivers it: only the objects held for that destination are
@@ -796,7 +800,7 @@ class MissingObjects:
 
     def list_objects(self) -> Iterator[UpstreamObject]:
         for obj in self.ledger.missing_objects(self.name, destination_prefix=LOGSTASH,
-                                               destination_of=self._destination_of):
+                                               destination_of=self._destination_of, kept_from=self.kept_from):
             if obj.kind in OBJECT_KINDS:
                 yield obj
             else:

@@ -849,7 +849,7 @@ def test_a_single_object_held_as_missing_is_said_to_wait_for_a_resend(ledger, ca
 
     ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1))], to_logstash)
     ledger.mark_missing([ledger.row("legacy", BUILD, "a", to_logstash(BUILD)).id])
-    _print_held(ledger, to_logstash)
+    _print_held(ledger, to_logstash, datetime(2024, 10, 16, tzinfo=timezone.utc))  # the object's day is kept
     assert capsys.readouterr().out == (
         "reconcile: 1 object is held as missing in Elasticsearch (found by this check or an earlier one, not "
         "delivered since): `kcing reconcile --resend` sends it again\n")
@@ -1484,7 +1484,8 @@ def test_api_objects_are_marked_but_not_resent_at_once(tmp_path, es):
                            documents=packed(1, index="boot-%s" % datetime.now(timezone.utc).strftime("%Y.%m.%d")))],
                   to_logstash)
     ledger.close()
-    done = kcing(["reconcile", "--resend"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
+    done = kcing(["reconcile", "--resend"], clean_environ(ES_HOST=es.url, KCING_DB=str(db), DRP_DAYS=KEEP_EVERYTHING),
+                 tmp_path)
     assert done.returncode == 1, done.stderr
     assert "1 object of the api source cannot be fetched again" in done.stdout
     assert "feed_es --source api --since" in done.stdout
@@ -1544,7 +1545,7 @@ def test_a_resend_that_leaves_an_object_held_does_not_exit_0(tmp_path, es, logst
     with sqlite3.connect(str(db)) as conn:
         conn.execute("UPDATE upstream_file SET kind = 'bogus'")
     env = clean_environ(ES_HOST=es.url, KCING_DB=str(db), ES_BUILD=logstash.urls["build"],
-                        ES_LAVA=logstash.urls["lava"], ES_BOOT=logstash.urls["boot"])
+                        ES_LAVA=logstash.urls["lava"], ES_BOOT=logstash.urls["boot"], DRP_DAYS=KEEP_EVERYTHING)
     done = kcing(["reconcile", "--resend"], env, tmp_path)
     assert "the ledger gives it the kind 'bogus', which kcing does not know" in done.stderr
     assert done.returncode == 1, done.stdout + done.stderr
@@ -2145,3 +2146,32 @@ def test_the_first_objects_missing_logged_one_by_one_are_those_of_the_run_not_of
     assert len(one_by_one) == MISSING_LOGGED
     assert ("WARNING kcing.reconcile: %d more objects are missing in Elasticsearch (each is logged with -d)"
             % (many - MISSING_LOGGED)) in checked.stderr
+
+
+def test_an_object_held_missing_dated_before_the_first_day_drp_keeps_is_given_up_not_sent_again(
+        env, tmp_path, forwarding, es):
+    # A lab late to report: an object first seen today, dated days ago. Found missing, then its
+    # day's index deleted by drp (whose ledger cutoff, by when rows were first seen, keeps its
+    # row): `--resend` sent it again and made the index drp had deleted, and until then every
+    # reconcile exited 1 for it.
+    five_days_ago = datetime.now(timezone.utc) - timedelta(days=5)
+    item = build_item("late", "v6.1", "arm64", "defconfig", five_days_ago)
+    path = tmp_path / "build.json"
+    path.write_bytes(build_json(item))
+    environ = dict(env, KCI_DAYS="1", DRP_DAYS="30")
+    fed = kcing(["feed_es", "--builds", str(path), "--date", five_days_ago.strftime("%Y-%m-%d")], environ, tmp_path)
+    assert fed.returncode == 0, fed.stdout + fed.stderr
+    (lost,) = kept_ids(tmp_path / "kcing.db").values()
+    index = "build-%s" % five_days_ago.strftime("%Y.%m.%d")
+    assert {key[0] for key in lost} == {index}
+    delete_documents(es, lost)
+    assert kcing(["reconcile"], environ, tmp_path).returncode == 1
+    deleted = kcing(["drp", "--drp-days", "3"], environ, tmp_path)
+    assert deleted.returncode == 0 and "drp: deleted index %s" % index in deleted.stdout, deleted.stdout + deleted.stderr
+    assert len(ledger_rows(tmp_path / "kcing.db")) == 1  # first seen today: drp keeps the row
+
+    forwarding.clear()
+    resent = kcing(["reconcile", "--resend"], environ, tmp_path)
+    assert resent.returncode == 6, resent.stdout + resent.stderr
+    assert not posted_keys(forwarding) and index not in es.index_names()
+    assert kcing(["reconcile"], environ, tmp_path).returncode == 6

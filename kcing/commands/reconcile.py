@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from typing import Callable, Optional
 from datetime import datetime, timedelta, timezone
 
-from kcing import reconcile as reconciling
+from kcing import keptdays, reconcile as reconciling
 from kcing.admin.elastic import make_client
 from kcing.commands._shared import check_and_record, print_summary, run_feed
 from kcing.errors import ConfigError, KcingError, NothingChecked, exit_status
@@ -119,32 +119,33 @@ def run(args: dict, settings) -> int:
         stack.enter_context(stop_on_signals(stop))
         ledger = open_ledger(settings, dry_run, stop)
         stack.callback(ledger.close)
+        kept_from = _kept_from(settings, ledger)
         report = reconciling.Report(scope="objects delivered since %s" % utc_text(since),
                                     dry_run=dry_run)
         # Only what went to Logstash can be in Elasticsearch; NDJSON files are the user's to load.
         check_and_record(client, settings, ledger, report,
                          ledger.delivered_since(since, reconciling.CHUNK, destination_prefix=LOGSTASH), stop,
                          dry_run=dry_run, total=ledger.count_delivered_since(since, destination_prefix=LOGSTASH),
-                         held_missing=lambda: _held(ledger),
+                         held_missing=lambda: _held(ledger, kept_from),
                          # The lines on objects held as missing that follow name that feed, with
                          # the earliest date of all those held, this check's included.
                          advise_refeed=False)
         resent = None  # the worst exit code of re-sending, when something was sent again
         # Not only what this check found: an earlier reconcile or feed_es --verify may have
         # marked objects missing that no run has sent again yet (a dry run marked nothing).
-        held = _held(ledger)
+        held = _held(ledger, kept_from)
         if args.get("--resend"):
             if dry_run and report.missing + held:
-                _print_plan(reconciling.resend_plan(Counter(ledger.missing_counts()) + Counter(report.found_missing),
-                                                    destination_of),
-                            lambda name: _earliest_missing(name, report, ledger))
+                _print_plan(reconciling.resend_plan(Counter(ledger.missing_counts(kept_from=kept_from))
+                                                    + Counter(report.found_missing), destination_of),
+                            lambda name: _earliest_missing(name, report, ledger, kept_from))
                 resent = 1  # a dry run sends nothing: they are still missing, as without --resend
             elif held:
-                resent = _resend_recorded(settings, ledger, stop, report, sink, destination_of)
+                resent = _resend_recorded(settings, ledger, stop, report, sink, destination_of, kept_from)
         elif held:
             # They are no longer delivered, so this check did not look at them: without this, a
             # check after an earlier one found documents missing would read as all clear.
-            _print_held(ledger, destination_of)
+            _print_held(ledger, destination_of, kept_from)
             resent = 1
     if not report.total("checked") and resent is None:
         # A check of nothing must not read as success in cron.
@@ -153,26 +154,36 @@ def run(args: dict, settings) -> int:
     return max(report.exit_code, resent or 0)
 
 
-def _resend_recorded(settings, ledger: Ledger, stop, report, sink, destination_of) -> int:
+def _kept_from(settings, ledger: Ledger) -> datetime:
+    """Midnight UTC of the first day drp keeps (DRP_DAYS, or a later day a recorded drp run kept
+    from). An object held as missing that is dated before it is given up, as a feed gives up its
+    earlier failures: its index is one drp deletes or deleted, which a re-send would make again
+    (an object listed a day after its date, by a lab late to report, keeps its row a day longer
+    than its index), and drp forgets its row in a day or two."""
+    today = datetime.now(timezone.utc).date()
+    return keptdays.day_start(keptdays.first_kept(today, settings.DRP_DAYS, ledger.deleted_before()))
+
+
+def _resend_recorded(settings, ledger: Ledger, stop, report, sink, destination_of, kept_from: datetime) -> int:
     """`_resend`, and the reconcile's row in the runs table closed again with the exit status
     re-sending gives the run when it is worse than the check's (Logstash down: `error 3`)."""
     try:
-        worst = _resend(settings, ledger, stop, sink, destination_of)
+        worst = _resend(settings, ledger, stop, sink, destination_of, kept_from)
     except BaseException as error:
-        _record_outcome(ledger, report, exit_status(error))
+        _record_outcome(ledger, report, exit_status(error), kept_from)
         raise
-    _record_outcome(ledger, report, worst)
+    _record_outcome(ledger, report, worst, kept_from)
     return worst
 
 
-def _record_outcome(ledger: Ledger, report, code: int) -> None:
+def _record_outcome(ledger: Ledger, report, code: int, kept_from: datetime) -> None:
     """Close the reconcile's row again once re-sending is over. Closed before it as `missing`,
     counting every object held (so a kill in the middle leaves no `ok` behind), it now says what
     the re-send left held, and the run's outcome: `error N` when re-sending ended it."""
     if report.run_id is None:
         return
     try:
-        report.held_missing = _held(ledger)
+        report.held_missing = _held(ledger, kept_from)
         if code in (0, 1):
             outcome = report.outcome
             if outcome == "nothing checked" and code == 0:
@@ -186,35 +197,38 @@ def _record_outcome(ledger: Ledger, report, code: int) -> None:
         log.error("cannot record how reconcile run %d ended: %s", report.run_id, failure)
 
 
-def _print_held(ledger: Ledger, destination_of) -> None:
+def _print_held(ledger: Ledger, destination_of, kept_from: datetime) -> None:
     """Say how many objects are held as missing, and what sends them again: `--resend`, but for a
     source whose objects it cannot fetch (the KernelCI API's), which a feed must list again, and
     for objects delivered through other Logstash inputs than these settings name, which only a
     `--resend` with the settings of the feed that delivered them sends: told otherwise, a user
     ran `--resend` and was told only then."""
-    plan = reconciling.resend_plan(ledger.missing_counts(), destination_of)
+    plan = reconciling.resend_plan(ledger.missing_counts(kept_from=kept_from), destination_of)
     resendable = plan.sendable + plan.unknown  # the unknown kinds: --resend says it skips them
     if resendable > 0:
         print("reconcile: %s held as missing in Elasticsearch (found by this check or an earlier "
               "one, not delivered since): `kcing reconcile --resend` sends %s again"
               % (counted(resendable, "object") + verb(resendable, " is", " are"), verb(resendable, "it", "them")))
     for name, count in sorted(plan.unfetchable.items()):
-        print(_unfetchable_line(name, count, ledger.earliest_missing_date(name, destination_prefix=LOGSTASH)))
+        print(_unfetchable_line(name, count, ledger.earliest_missing_date(name, destination_prefix=LOGSTASH,
+                                                                          kept_from=kept_from)))
     for name, other in sorted(plan.elsewhere.items()):
         print(_elsewhere_line(name, other))
 
 
-def _held(ledger: Ledger) -> int:
+def _held(ledger: Ledger, kept_from: datetime) -> int:
     """The objects held as missing in Elasticsearch (found by this check or an earlier one, and
-    not delivered since), whichever source they are of and wherever they were delivered."""
-    return sum(ledger.sources_with_missing(destination_prefix=LOGSTASH).values())
+    not delivered since), whichever source they are of and wherever they were delivered, but for
+    those dated before `kept_from` (see `_kept_from`)."""
+    return sum(ledger.sources_with_missing(destination_prefix=LOGSTASH, kept_from=kept_from).values())
 
 
-def _earliest_missing(source: str, report, ledger: Ledger) -> Optional[datetime]:
+def _earliest_missing(source: str, report, ledger: Ledger, kept_from: datetime) -> Optional[datetime]:
     """The earliest date of the objects of `source` a dry run found missing (and did not mark)
     or the ledger already holds as missing: where a feed must list from to send them all."""
-    held = ledger.sources_with_missing(destination_prefix=LOGSTASH).get(source)
-    stored = ledger.earliest_missing_date(source, destination_prefix=LOGSTASH) if held else reconciling.EPOCH_END
+    held = ledger.sources_with_missing(destination_prefix=LOGSTASH, kept_from=kept_from).get(source)
+    stored = (ledger.earliest_missing_date(source, destination_prefix=LOGSTASH, kept_from=kept_from) if held
+              else reconciling.EPOCH_END)
     return reconciling.earliest(report.found_since.get(source, reconciling.EPOCH_END), stored)
 
 
@@ -275,14 +289,15 @@ def _retention(report, settings) -> str:
     return "DRP_DAYS=%d" % settings.DRP_DAYS
 
 
-def _resend(settings, ledger: Ledger, stop, sink, destination_of) -> int:
+def _resend(settings, ledger: Ledger, stop, sink, destination_of, kept_from: datetime) -> int:
     """reconcile --resend: fetch every object the ledger holds as missing in Elasticsearch again
     from the ledger's URLs and feed it through the usual pipeline; return the worst exit code."""
     worst = 0
-    elsewhere = reconciling.held_elsewhere(ledger.missing_counts(), destination_of)
-    for name, count in sorted(ledger.sources_with_missing(destination_prefix=LOGSTASH).items()):
+    elsewhere = reconciling.held_elsewhere(ledger.missing_counts(kept_from=kept_from), destination_of)
+    for name, count in sorted(ledger.sources_with_missing(destination_prefix=LOGSTASH, kept_from=kept_from).items()):
         if name not in reconciling.RESENDABLE:
-            print(_unfetchable_line(name, count, ledger.earliest_missing_date(name, destination_prefix=LOGSTASH)))
+            print(_unfetchable_line(name, count, ledger.earliest_missing_date(name, destination_prefix=LOGSTASH,
+                                                                              kept_from=kept_from)))
             worst = 1  # still missing in Elasticsearch: cron must hear of it
             continue
         other = elsewhere.get(name, {})
@@ -301,13 +316,13 @@ def _resend(settings, ledger: Ledger, stop, sink, destination_of) -> int:
         else:
             fetcher = LocalFiles([], settings.KCI_MAX_OBJECT_BYTES)
         print("reconcile: re-sending %s" % counted(count, "%s object" % name), flush=True)
-        summary = run_feed(reconciling.MissingObjects(ledger, name, fetcher, destination_of), ledger, sink, settings,
-                           False, stop)
+        summary = run_feed(reconciling.MissingObjects(ledger, name, fetcher, destination_of, kept_from), ledger, sink,
+                           settings, False, stop)
         print_summary(summary, sink.name, False)
         if summary.stopped_by is not None:
             raise summary.stopped_by
         worst = max(worst, summary.exit_code)
-    if _held(ledger):
+    if _held(ledger, kept_from):
         # Whatever a re-send left held (an object of a kind kcing does not know, skipped with a
         # warning) is still missing in Elasticsearch: exit 0 says everything was sent again.
         worst = max(worst, 1)

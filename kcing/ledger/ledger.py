@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
-from peewee import DatabaseError, SqliteDatabase, fn
+from peewee import SQL, DatabaseError, SqliteDatabase, fn
 
 from kcing import keptdays, shutdown
 from kcing.errors import ConfigError, KcingError, StorageFailed, exit_status, one_line
@@ -469,21 +469,24 @@ class Ledger:
     def missing_objects(self, source: str, chunk: int = LOOKUP_CHUNK,
                         reason: str = models.MISSING_IN_ELASTICSEARCH,
                         destination_prefix: str = "",
-                        destination_of: Optional[Callable[[str], Optional[str]]] = None) -> Iterator[UpstreamObject]:
+                        destination_of: Optional[Callable[[str], Optional[str]]] = None,
+                        kept_from: Optional[datetime] = None) -> Iterator[UpstreamObject]:
         """The objects of `source` that reconcile sent back to undelivered and no run has
         delivered again since, rebuilt from their rows (URL and date, and the `sha256` of the
         content delivered among their facts), read `chunk` rows at a time. With `destination_of`
         (kind -> destination, or None for any), only those whose row is of the destination it
-        names for their kind: a delivery elsewhere records a row of its own and leaves theirs held."""
+        names for their kind: a delivery elsewhere records a row of its own and leaves theirs held.
+        With `kept_from`, only those `_kept_since` takes."""
+        kept_sql, kept_params = _kept_since_sql(kept_from)
         last = 0
         while True:
             rows = [(_delivered_row(row[:-1]), row[-1]) for row in self.db.execute_sql(
                 "SELECT %s, sha256 FROM upstream_file WHERE source = ? AND state IN (%s) "
                 "AND (last_error = ? OR "
-                "substr(last_error, 1, ?) = ?) AND substr(destination, 1, ?) = ? AND id > ? ORDER BY id LIMIT ?"
-                % (_ROW_COLUMNS, ",".join("?" * len(_UNDELIVERED))),
+                "substr(last_error, 1, ?) = ?) AND substr(destination, 1, ?) = ?%s AND id > ? ORDER BY id LIMIT ?"
+                % (_ROW_COLUMNS, ",".join("?" * len(_UNDELIVERED)), kept_sql),
                 [source, *_UNDELIVERED, reason, len(reason) + 2, reason + "; ", len(destination_prefix),
-                 destination_prefix, last, chunk]).fetchall()]
+                 destination_prefix, *kept_params, last, chunk]).fetchall()]
             if not rows:
                 return
             last = rows[-1][0].id
@@ -532,43 +535,46 @@ class Ledger:
                                          row.object_date.replace(tzinfo=timezone.utc)
                                          if row.object_date is not None else None)
 
-    def missing_counts(self, reason: str = models.MISSING_IN_ELASTICSEARCH) -> Dict[tuple, int]:
+    def missing_counts(self, reason: str = models.MISSING_IN_ELASTICSEARCH,
+                       kept_from: Optional[datetime] = None) -> Dict[tuple, int]:
         """{(source, kind, destination): objects held as missing in Elasticsearch} (see
         `sources_with_missing`), whatever state their last re-send left them in."""
         held = (UpstreamFile.last_error == reason) | (fn.SUBSTR(UpstreamFile.last_error, 1, len(reason) + 2)
                                                       == reason + "; ")
         query = (UpstreamFile.select(UpstreamFile.source, UpstreamFile.kind, UpstreamFile.destination,
                                      fn.COUNT(UpstreamFile.id))
-                 .where(UpstreamFile.state.in_(_UNDELIVERED) & held)
+                 .where(UpstreamFile.state.in_(_UNDELIVERED) & held & _kept_since(kept_from))
                  .group_by(UpstreamFile.source, UpstreamFile.kind, UpstreamFile.destination))
         return {(source, kind, destination): count for source, kind, destination, count in query.tuples()}
 
     def sources_with_missing(self, reason: str = models.MISSING_IN_ELASTICSEARCH,
-                             destination_prefix: str = "") -> Dict[str, int]:
+                             destination_prefix: str = "", kept_from: Optional[datetime] = None) -> Dict[str, int]:
         """{source: objects reconcile sent back to undelivered and not delivered again since}.
 
         An object whose re-send failed, was refused or was not acknowledged stays one of them:
-        its error is `reason` or `reason; ...` until it is delivered."""
+        its error is `reason` or `reason; ...` until it is delivered. With `kept_from`, only
+        those `_kept_since` takes."""
         held = (UpstreamFile.last_error == reason) | (fn.SUBSTR(UpstreamFile.last_error, 1, len(reason) + 2)
                                                       == reason + "; ")
         query = (UpstreamFile.select(UpstreamFile.source, fn.COUNT(UpstreamFile.id))
                  .where(UpstreamFile.state.in_(_UNDELIVERED) & held
-                        & UpstreamFile.destination.startswith(destination_prefix))
+                        & UpstreamFile.destination.startswith(destination_prefix) & _kept_since(kept_from))
                  .group_by(UpstreamFile.source))
         return {source: count for source, count in query.tuples()}
 
     def earliest_missing_date(self, source: str, reason: str = models.MISSING_IN_ELASTICSEARCH,
-                              destination_prefix: str = "") -> Optional[datetime]:
+                              destination_prefix: str = "", kept_from: Optional[datetime] = None) -> Optional[datetime]:
         """The earliest object date (aware UTC) of the objects of `source` held as missing in
         Elasticsearch (see `sources_with_missing`), or None when none of them has a readable one.
         A KernelCI API node's date is its `created`, never after any of its versions' `updated`:
         a `feed_es --source api --since` that date lists them all again."""
+        kept_sql, kept_params = _kept_since_sql(kept_from)
         row = self.db.execute_sql(
             "SELECT MIN(object_date) FROM upstream_file WHERE source = ? AND state IN (%s) "
-            "AND (last_error = ? OR substr(last_error, 1, ?) = ?) AND substr(destination, 1, ?) = ?"
-            % ",".join("?" * len(_UNDELIVERED)),
+            "AND (last_error = ? OR substr(last_error, 1, ?) = ?) AND substr(destination, 1, ?) = ?%s"
+            % (",".join("?" * len(_UNDELIVERED)), kept_sql),
             [source, *_UNDELIVERED, reason, len(reason) + 2, reason + "; ", len(destination_prefix),
-             destination_prefix]).fetchone()
+             destination_prefix, *kept_params]).fetchone()
         when = _column_time(row[0]) if row else None
         return when.replace(tzinfo=timezone.utc) if when is not None else None
 
@@ -1010,6 +1016,25 @@ def _migrate(database: SqliteDatabase, earlier_destination: Callable[[str], str]
         database.execute_sql("ALTER TABLE watermark ADD COLUMN destination VARCHAR(255) NOT NULL DEFAULT ''")
         database.execute_sql("UPDATE watermark SET destination = ?", [earlier_watermark_destination])
         database.execute_sql('DROP INDEX IF EXISTS "watermark_source"')
+
+
+def _kept_since(kept_from: Optional[datetime]):
+    """The rows of objects dated from `kept_from` (midnight UTC of the first day drp keeps) on,
+    one without a date while first seen from then on, as a peewee condition (every row given
+    None). Those dated before are in indices drp deletes or deleted: a re-send would make them
+    again, and drp forgets their rows the day they were first seen leaves the retention."""
+    if kept_from is None:
+        return SQL("1")
+    since = _naive_utc(kept_from)
+    return (UpstreamFile.object_date >= since) | (UpstreamFile.object_date.is_null() & (UpstreamFile.first_seen >= since))
+
+
+def _kept_since_sql(kept_from: Optional[datetime]) -> Tuple[str, List[str]]:
+    """`_kept_since` for plain SQL: the text to add to a WHERE, and its parameters."""
+    if kept_from is None:
+        return "", []
+    since = _as_text(kept_from)
+    return " AND (object_date >= ? OR object_date IS NULL AND first_seen >= ?)", [since, since]
 
 
 def _as_text(when: datetime) -> str:

@@ -965,6 +965,10 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
         """Close the connection without answering."""
         self._faults.add(route, _Reset(), count)
 
+    def clear_faults(self) -> None:
+        """Drop the faults `fail_next` and `reset_next` queued that no request took."""
+        self._faults.clear()
+
     def reject_mget_docs(self, count: int) -> None:
         """The next `count` _mget documents fail with a per-document 429, as a node answers the
         documents of a shard request its get queue turned away."""
