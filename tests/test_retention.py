@@ -525,6 +525,31 @@ def test_drp_forgets_the_runs_no_one_reads_and_says_so(tmp_path, es):
     assert line.endswith("indices deleted 0, ledger rows forgotten 0, runs forgotten 9"), line
 
 
+def test_a_drp_stopped_while_it_forgets_runs_records_the_rows_it_forgot_already(tmp_path, es, monkeypatch, capsys):
+    """The ledger rows go in one transaction, then the old runs in another: a signal during the
+    second (seconds on a ledger of years of runs) closed the row `error 130` saying nothing of the
+    rows the first forgot, and the next drp forgot none, so no run said they went."""
+    db = tmp_path / "kcing.db"
+    long_ago = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=400)
+    old_runs(db, long_ago)
+    record_seen(db, {long_ago: ["old1", "old2", "old3"]})
+    es.seed_index("build-2019.01.01", docs={"1": {"job": "mainline"}})
+
+    def interrupted(self, run_ids):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Ledger, "forget_runs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        drp.run(DRP_ARGS, load_settings(tmp_path, es.url, DRP_DAYS=3))
+    assert ledger_row_count(db) == 0
+    ledger = Ledger.open(str(db))
+    stopped = ledger.last_run("drp")
+    ledger.close()
+    assert stopped.outcome == "error 130"
+    counts = json.loads(stopped.counts)
+    assert (counts["forgotten"], counts["indices_deleted"]) == (3, 1) and "runs_forgotten" not in counts
+
+
 def test_the_newest_run_of_a_storage_is_kept_when_a_later_success_recorded_another(tmp_path):
     """The legacy feed's rows built at an earlier storage are asked for there by a run given
     another: the newest run that recorded each storage stays, even when it succeeded no last,

@@ -246,17 +246,6 @@ def plan(client: Elasticsearch, host: str, ledger, today: date, days: int,
     return RetentionPlan(today, days, tuple(names), cutoff, rows, runs)
 
 
-def apply(client: Elasticsearch, host: str, ledger,
-          chosen: RetentionPlan) -> Tuple[List[str], int, int, Dict[str, str]]:
-    """Delete the planned indices, then forget the ledger rows and the runs; return (indices
-    deleted, rows forgotten, runs forgotten, {index Elasticsearch refused to delete: its blocks})."""
-    deleted, blocked = delete_indices(client, host, chosen.indices)
-    if ledger is None:
-        return deleted, 0, 0, blocked
-    forgotten = ledger.prune_older_than(chosen.ledger_cutoff)
-    return deleted, forgotten, ledger.forget_runs(list(chosen.runs)), blocked
-
-
 def blocked_message(host: str, blocked: Dict[str, str], deleted: int) -> str:
     """The one-line error of a drp run that left expired indices because of their blocks."""
     names = sorted(blocked)

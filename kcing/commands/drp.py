@@ -110,13 +110,20 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
             # Elasticsearch deleted nothing, and had every index before that day taken for gone.
             recorded.counts.update(days=settings.DRP_DAYS, first_kept=chosen.first_kept.isoformat())
             ledger.update_run_counts(recorded.id, recorded.counts)
-        deleted, forgotten, runs_forgotten, blocked = retention.apply(client, host, ledger, chosen)
+        # Each step counted in the run's row as soon as it is done: a signal during the next one
+        # closes the row with what was deleted and forgotten already (each step is whole or not at all).
+        deleted, blocked = retention.delete_indices(client, host, chosen.indices)
+        forgotten = runs_forgotten = 0
         if recorded is not None:
-            recorded.counts.update(indices_deleted=len(deleted), forgotten=forgotten)
-            if runs_forgotten:
-                recorded.counts["runs_forgotten"] = runs_forgotten
+            recorded.counts.update(indices_deleted=len(deleted))
             if blocked:
                 recorded.counts["indices_blocked"] = len(blocked)
+        if ledger is not None:
+            forgotten = ledger.prune_older_than(chosen.ledger_cutoff)
+            recorded.counts.update(forgotten=forgotten)
+            runs_forgotten = ledger.forget_runs(list(chosen.runs))
+            if runs_forgotten:
+                recorded.counts["runs_forgotten"] = runs_forgotten
         for name in deleted:
             said("drp: deleted index %s" % name)
         for name in sorted(blocked):
