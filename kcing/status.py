@@ -6,6 +6,7 @@ import re
 from datetime import date, datetime
 from typing import Dict, List, Optional, Tuple
 
+from kcing import keptdays
 from kcing.errors import kept_short, one_line
 from kcing.ledger.ledger import RESENT_BY, RUNS_SHOWN, Ledger
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, Run, UpstreamFile
@@ -18,7 +19,8 @@ UNRECORDED_END = "ended without a record (killed, or the ledger could not be wri
 STATE_LABELS = ((DELIVERED, "delivered"), (FAILED, "failed"), (REJECTED, "rejected"), (DOWNLOADED, "pending"),
                 (TOO_LARGE, "too_large"))
 # Not a state: of the undelivered objects (counted in their state already), those reconcile found
-# missing in Elasticsearch and no delivery has cleared since (`kcing reconcile --resend` sends them).
+# missing in Elasticsearch and no delivery has cleared since, dated from the first day drp keeps
+# on (`kcing reconcile --resend` sends them).
 MISSING_IN_ES = "missing_in_es"
 COLUMNS = tuple(name for _, name in STATE_LABELS) + (MISSING_IN_ES,)
 # The source whose runs take the objects an earlier run did not deliver from the ledger, once
@@ -38,7 +40,9 @@ def report(ledger: Ledger, runs: int = RUNS_SHOWN, errors: int = 5, first_kept: 
     `lock_holders`) was asked: a run is running when its pid held the lock then or holds it now."""
     objects: Dict[str, Dict[str, Dict[str, int]]] = {}
     destinations: Dict[str, Dict[str, Dict[str, Dict[str, int]]]] = {}
-    missing = ledger.missing_counts()
+    # Held as missing, as reconcile holds them: those dated before the first day kept are given
+    # up (their index is drp's to delete), counted in their state alone.
+    missing = ledger.missing_counts(kept_from=keptdays.day_start(first_kept) if first_kept is not None else None)
     counted = [((source, kind, destination, dict(STATE_LABELS).get(state, state)), count)
                for (source, kind, destination, state), count in ledger.counts().items()]
     counted += [((source, kind, destination, MISSING_IN_ES), count)

@@ -2175,3 +2175,8 @@ def test_an_object_held_missing_dated_before_the_first_day_drp_keeps_is_given_up
     assert resent.returncode == 6, resent.stdout + resent.stderr
     assert not posted_keys(forwarding) and index not in es.index_names()
     assert kcing(["reconcile"], environ, tmp_path).returncode == 6
+    # status counts it failed, not among what `--resend` sends (missing in ES).
+    shown = kcing(["status", "--json"], environ, tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["objects"]["files"]["build"] == {
+        "delivered": 0, "failed": 1, "rejected": 0, "pending": 0, "too_large": 0, "missing_in_es": 0}

@@ -190,7 +190,9 @@ def test_objects_reconcile_found_missing_have_a_column_of_their_own(tmp_path, es
     """They are `failed` as a download that failed is, but what to do differs: status counts them
     apart, per destination, source and kind, in the text and the JSON."""
     db = closed_and_missing_ledger(tmp_path, es)
-    env = clean_environ(ES_HOST=es.url, KCING_DB=str(db))
+    # A retention that keeps the objects' day (2024-10-16): one held missing dated before the
+    # first day drp keeps is given up, and counted failed alone.
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(db), DRP_DAYS="36500")
     assert kcing(["reconcile"], env, tmp_path).returncode == 1
     text = status_text(env, tmp_path)
     assert re.search(r"^\s+source\s+kind\s+delivered\s+failed\s+rejected\s+pending\s+too large\s+missing in ES$",
@@ -647,8 +649,8 @@ def test_status_shows_the_ledger_at_one_moment_while_a_run_records_its_objects_a
     lock = RunLock(str(db)).__enter__()
     first_read = Ledger.missing_counts
 
-    def the_run_ends_meanwhile(ledger):
-        counted = first_read(ledger)
+    def the_run_ends_meanwhile(ledger, **options):
+        counted = first_read(ledger, **options)
         with sqlite3.connect(str(db)) as writer:  # the feed, in its own process
             writer.execute("INSERT INTO upstream_file (source, kind, upstream_id, url, state, attempts, first_seen, "
                            "destination) VALUES ('legacy', 'build', 'b1', 'u', 'delivered', 1, '2024-10-16 08:00:01', "
