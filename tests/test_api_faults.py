@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
@@ -36,7 +35,7 @@ import pytest
 
 from tests.faults.api_plan import FAMILIES, arm_all, injected, make_plan, run_settings
 from tests.faults.api_world import ApiWorld, DocKey
-from tests.faults.world import first_seed, kill_point
+from tests.faults.world import SoakTotals, first_seed
 from tests.summary import summary_line
 
 pytestmark = [pytest.mark.faults]
@@ -50,38 +49,23 @@ FIRST_SEED = first_seed("KCING_API_FAULT_SEED", DEFAULT_SEED)
 SEEDS = list(range(FIRST_SEED, FIRST_SEED + SCENARIOS))
 
 
-class Totals:
+class Totals(SoakTotals):
+    title = "API fault suite"
+
     def __init__(self):
-        self.counts: Counter = Counter()
-        self.families: Counter = Counter()
-        self.kills: Counter = Counter()
+        super().__init__()
         self.exits: Counter = Counter()
         self.older_won: List[str] = []
-        self.started = time.monotonic()
 
     def add(self, world: ApiWorld, faults, expected: int, outcome: "Outcome") -> None:
-        self.counts["scenarios"] += 1
-        self.counts["runs"] += len(world.runs)
-        self.counts["faults injected"] += sum(fault.units for fault in faults)
+        self.count_scenario(world, faults)
         self.counts["node versions"] += sum(map(len, world.versions.values()))
-        self.counts["documents checked"] += expected
-        self.counts["documents resent"] += len(world.store.rewritten())
-        self.counts["losses"] += len(outcome.lost)
-        self.counts["duplicates"] += len(outcome.extra)
+        self.count_documents(world, expected, len(outcome.lost), len(outcome.extra))
         self.counts["changed"] += len(outcome.changed)
         self.counts["older version won"] += len(outcome.older_won)
         self.older_won += ["seed=%d %s/%s" % (outcome.seed, *key) for key in outcome.older_won]
-        for fault in faults:
-            self.families[fault.family] += 1
-        for run in world.runs:
-            self.exits[run.returncode] += 1
-            if run.killed_at:
-                self.counts["SIGTERMs" if run.killed_at.startswith("SIGTERM") else "SIGKILLs"] += 1
-                self.kills[kill_point(run.killed_at)] += 1
-
-    def line(self) -> str:
-        shown = ", ".join("%s %d" % item for item in self.counts.items())
-        return "API fault suite: %s in %.0fs" % (shown, time.monotonic() - self.started)
+        self.exits.update(run.returncode for run in world.runs)
+        self.count_kills(world)
 
 
 TOTALS = Totals()

@@ -17,15 +17,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import time
-from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from tests.faults.plan import FAMILIES, arm_all, family_names, injected, make_plan, run_settings
-from tests.faults.world import World, first_seed, kill_point, sample_objects
+from tests.faults.world import SoakTotals, World, first_seed, sample_objects
 from kcing.status import UNRECORDED_END
 from tests.feedrun import SAMPLES, kcing
 from tests.summary import summary_line
@@ -45,34 +43,14 @@ FIRST_SEED = first_seed("KCING_FAULT_SEED", DEFAULT_SEED)
 SEEDS = list(range(FIRST_SEED, FIRST_SEED + SCENARIOS))
 
 
-class Totals:
+class Totals(SoakTotals):
     """What the scenarios of this session did, for the summary line and the coverage test."""
 
-    def __init__(self):
-        self.counts: Counter = Counter()
-        self.families: Counter = Counter()
-        self.kills: Counter = Counter()
-        self.started = time.monotonic()
-
     def add(self, world: World, faults, expected: int, lost: int, duplicates: int) -> None:
-        self.counts["scenarios"] += 1
-        self.counts["runs"] += len(world.runs)
-        self.counts["faults injected"] += sum(fault.units for fault in faults)
+        self.count_scenario(world, faults)
         self.counts["error answers"] += error_answers(world)
-        self.counts["documents checked"] += expected
-        self.counts["documents resent"] += len(world.store.rewritten())
-        self.counts["losses"] += lost
-        self.counts["duplicates"] += duplicates
-        for fault in faults:
-            self.families[fault.family] += 1
-        for run in world.runs:
-            if run.killed_at:
-                self.counts["SIGKILLs"] += 1
-                self.kills[kill_point(run.killed_at)] += 1
-
-    def line(self) -> str:
-        shown = ", ".join("%s %d" % item for item in self.counts.items())
-        return "fault suite: %s in %.0fs" % (shown, time.monotonic() - self.started)
+        self.count_documents(world, expected, lost, duplicates)
+        self.count_kills(world)
 
 
 TOTALS = Totals()

@@ -231,6 +231,43 @@ def kill_point(where: str) -> str:
     return where
 
 
+class SoakTotals:
+    """What a soak's scenarios did, for its summary line and its coverage test: each soak counts
+    what is its own between `count_scenario`, `count_documents` and `count_kills`, in that order
+    (the order of the line's counts)."""
+
+    title = "fault suite"
+
+    def __init__(self):
+        self.counts: Counter = Counter()
+        self.families: Counter = Counter()
+        self.kills: Counter = Counter()
+        self.started = time.monotonic()
+
+    def count_scenario(self, world, faults) -> None:
+        self.counts["scenarios"] += 1
+        self.counts["runs"] += len(world.runs)
+        self.counts["faults injected"] += sum(fault.units for fault in faults)
+        for fault in faults:
+            self.families[fault.family] += 1
+
+    def count_documents(self, world, expected: int, lost: int, duplicates: int) -> None:
+        self.counts["documents checked"] += expected
+        self.counts["documents resent"] += len(world.store.rewritten())
+        self.counts["losses"] += lost
+        self.counts["duplicates"] += duplicates
+
+    def count_kills(self, world) -> None:
+        for run in world.runs:
+            if run.killed_at:
+                self.counts["SIGTERMs" if run.killed_at.startswith("SIGTERM") else "SIGKILLs"] += 1
+                self.kills[kill_point(run.killed_at)] += 1
+
+    def line(self) -> str:
+        shown = ", ".join("%s %d" % item for item in self.counts.items())
+        return "%s: %s in %.0fs" % (self.title, shown, time.monotonic() - self.started)
+
+
 class FeedRunner:
     """`kcing feed_es` run as a child process, one run at a time, which a fault plan may SIGKILL
     (after some seconds, inside a ledger COMMIT under commit_kill.py, or from a server's hook in
