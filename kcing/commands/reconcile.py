@@ -119,17 +119,23 @@ def run(args: dict, settings) -> int:
         stack.enter_context(stop_on_signals(stop))
         ledger = open_ledger(settings, dry_run, stop)
         stack.callback(ledger.close)
-        kept_from = _kept_from(settings, ledger)
         report = reconciling.Report(scope="objects delivered since %s" % utc_text(since),
                                     dry_run=dry_run)
         # Only what went to Logstash can be in Elasticsearch; NDJSON files are the user's to load.
         check_and_record(client, settings, ledger, report,
                          ledger.delivered_since(since, reconciling.CHUNK, destination_prefix=LOGSTASH), stop,
                          dry_run=dry_run, total=ledger.count_delivered_since(since, destination_prefix=LOGSTASH),
-                         held_missing=lambda: _held(ledger, kept_from),
+                         held_missing=lambda: _held(ledger, keptdays.day_start(report.first_kept)),
                          # The lines on objects held as missing that follow name that feed, with
                          # the earliest date of all those held, this check's included.
                          advise_refeed=False)
+        # Midnight UTC of the first day drp keeps, as the check took it (DRP_DAYS, or a later day a
+        # recorded drp run kept from). An object held as missing that is dated before it is given
+        # up, as a feed gives up its earlier failures: its index is one drp deletes or deleted,
+        # which a re-send would make again (an object listed a day after its date, by a lab late
+        # to report, keeps its row a day longer than its index), and drp forgets its row in a day
+        # or two.
+        kept_from = keptdays.day_start(report.first_kept)
         resent = None  # the worst exit code of re-sending, when something was sent again
         # Not only what this check found: an earlier reconcile or feed_es --verify may have
         # marked objects missing that no run has sent again yet (a dry run marked nothing).
@@ -152,16 +158,6 @@ def run(args: dict, settings) -> int:
         raise NothingChecked(_nothing_checked(report, since, settings))
     # Something was missing even when --resend sent it all again: say so to cron.
     return max(report.exit_code, resent or 0)
-
-
-def _kept_from(settings, ledger: Ledger) -> datetime:
-    """Midnight UTC of the first day drp keeps (DRP_DAYS, or a later day a recorded drp run kept
-    from). An object held as missing that is dated before it is given up, as a feed gives up its
-    earlier failures: its index is one drp deletes or deleted, which a re-send would make again
-    (an object listed a day after its date, by a lab late to report, keeps its row a day longer
-    than its index), and drp forgets its row in a day or two."""
-    today = datetime.now(timezone.utc).date()
-    return keptdays.day_start(keptdays.first_kept(today, settings.DRP_DAYS, ledger.deleted_before()))
 
 
 def _resend_recorded(settings, ledger: Ledger, stop, report, sink, destination_of, kept_from: datetime) -> int:
@@ -219,7 +215,7 @@ def _print_held(ledger: Ledger, destination_of, kept_from: datetime) -> None:
 def _held(ledger: Ledger, kept_from: datetime) -> int:
     """The objects held as missing in Elasticsearch (found by this check or an earlier one, and
     not delivered since), whichever source they are of and wherever they were delivered, but for
-    those dated before `kept_from` (see `_kept_from`)."""
+    those dated before `kept_from` (see `run`)."""
     return sum(ledger.sources_with_missing(destination_prefix=LOGSTASH, kept_from=kept_from).values())
 
 
