@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Dict, FrozenSet, Mapping, Optional, TypeVar
 from urllib.parse import quote
 
-from kcing.errors import ConfigError
+from kcing.errors import ConfigError, KcingError
 from kcing.ledger import models
 from kcing.ledger.database import read_only_failure, read_only_file, storage_error
 
@@ -53,10 +53,7 @@ def copy_into(path: str, target: sqlite3.Connection, wait: float) -> None:
 def _reading(path: str, wait: float, read: Callable[[sqlite3.Connection], T]) -> T:
     """`read(connection)` on a read-only connection of its own to the file at `path`; a file
     SQLite cannot read is a ConfigError, or the storage error it is (locked past the wait, I/O)."""
-    # Quoted from its bytes: a name that is not UTF-8 (a byte Python holds as a lone surrogate)
-    # is then the same file for SQLite, not an error.
-    quoted = quote(os.fsencode(Path(path).expanduser().resolve()))
-    location = "file:%s?mode=ro" % quoted
+    location = _file_uri(path) + "?mode=ro"
     try:
         if read_only_file(path) and not Path(str(Path(path).expanduser()) + "-wal").exists():
             # Read as it is on disk (see below): a WAL reader would leave -wal and -shm files
@@ -71,17 +68,14 @@ def _reading(path: str, wait: float, read: Callable[[sqlite3.Connection], T]) ->
                 raise
         finally:
             if not found_beside:
-                _remove_journal_files_left("file:%s?mode=rw" % quoted)
+                _remove_journal_files_left(_file_uri(path) + "?mode=rw")
         # A ledger in WAL mode is read through its -shm file, which SQLite cannot make in a
         # directory this user may not write to (kcing status run by another account). The file
         # is then read as it is on disk: no run can be writing it, as a writer's -wal and -shm
         # files would be there, and the read above would have used them.
         return _read_at(location + "&immutable=1", wait, read)
     except sqlite3.Error as error:
-        failure = storage_error(path, error, wait, reading=True)
-        if failure is not None:
-            raise failure from None
-        raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
+        raise _read_failure(path, error, wait) from None
 
 
 def in_place_location(path: str, wait: float) -> str:
@@ -90,7 +84,7 @@ def in_place_location(path: str, wait: float) -> str:
     no file beside it, as `_reading` reads it: through the -wal and -shm files a writer left
     (they hold the transactions not yet in the file), or, with none there, the file as it is on
     disk (no run is writing it: a writer's -wal and -shm files would be there)."""
-    location = "file:%s?mode=ro" % quote(os.fsencode(Path(path).expanduser().resolve()))
+    location = _file_uri(path) + "?mode=ro"
     if not _journal_files(path):
         return location + "&immutable=1"
     try:
@@ -99,10 +93,22 @@ def in_place_location(path: str, wait: float) -> str:
     except sqlite3.Error as error:
         if read_only_failure(path, error):
             return location + "&immutable=1"  # a -shm file SQLite cannot use: see `_reading`
-        failure = storage_error(path, error, wait, reading=True)
-        if failure is not None:
-            raise failure from None
-        raise ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error)) from None
+        raise _read_failure(path, error, wait) from None
+
+
+def _file_uri(path: str) -> str:
+    """The SQLite URI of the file at `path`, quoted from its bytes: a name that is not UTF-8 (a
+    byte Python holds as a lone surrogate) is then the same file for SQLite, not an error."""
+    return "file:" + quote(os.fsencode(Path(path).expanduser().resolve()))
+
+
+def _read_failure(path: str, error: sqlite3.Error, wait: float) -> KcingError:
+    """What a failed read of the ledger at `path` is: the storage error it is (locked past the
+    wait, I/O), else a file SQLite cannot read as a ledger."""
+    failure = storage_error(path, error, wait, reading=True)
+    if failure is not None:
+        return failure
+    return ConfigError("KCING_DB %s is not a usable kcing ledger: %s" % (path, error))
 
 
 def _journal_files(path: str) -> bool:
