@@ -140,6 +140,15 @@ def test_documents_per_second_cap():
     assert time.slept == [0.5, 0.5]
 
 
+def test_with_both_an_interval_and_a_cap_the_longer_pause_is_kept():
+    """ES_LOAD_INTERVAL is the least pause between batches, whatever ES_MAX_DOCS_PER_SECOND
+    allows; a batch the cap spaces further waits that longer."""
+    time = FakeTime()
+    limiter = RateLimiter(interval=2.0, docs_per_second=100, clock=time.clock, sleep=time.sleep)
+    for documents in (50, 50, 500, 50):
+        limiter.wait_for(documents)
+    assert time.slept == [2.0, 2.0, 5.0]
+
 def test_no_throttle_by_default():
     time = FakeTime()
     limiter = RateLimiter(clock=time.clock, sleep=time.sleep)

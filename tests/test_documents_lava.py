@@ -402,6 +402,20 @@ def test_ids_follow_the_job_not_the_position_of_other_cases():
     assert not set(rerun.values()) & set(before.values())
 
 
+def test_a_case_id_repeated_in_a_suite_makes_two_test_documents_not_one_overwriting_the_other():
+    """A case's id is its suite's LAVA case id; a file that repeats one (a case written twice, a
+    file edited by hand) still has two cases, and neither document may replace the other."""
+    callback = real_callback(MESON)
+    cases = yamlsafe.load(callback["results"]["0_dmesg"], "0_dmesg")
+    twin = dict(cases[0], name="emerg-again", result="pass")
+    callback["results"]["0_dmesg"] = json.dumps(cases + [twin])  # JSON is YAML
+    tests = [doc for doc in of_kind(documents_for(LAVA, encode(callback)), "test") if doc.body["suite"] == "0_dmesg"]
+    assert len(tests) == len(cases) + 1
+    assert len({doc.doc_id for doc in tests}) == len(tests)
+    assert {doc.body["name"] for doc in tests if doc.body["test_case_id"] == cases[0]["id"]} == {
+        cases[0]["name"], "emerg-again"}
+
+
 @pytest.mark.parametrize("name, day", [
     pytest.param(MESON, "2020.11.19", id="meson"),
     pytest.param(JETSON, "2020.11.04", id="jetson"),

@@ -248,6 +248,31 @@ def test_a_file_storage_said_is_not_there_is_not_asked_for_once_its_day_left_the
     assert states[(absent.kind, absent.upstream_id)] == "failed"
 
 
+def test_a_file_storage_refused_is_not_looked_for_under_its_fallback_name_nor_taken_as_gone(
+        env, tmp_path, legacy_replica, logstash, objects):
+    """Only a 404 sends a download to its fallback file (a build's bmeta.json, a LAVA boot's
+    report): a file storage refused (403) is said as refused, and stays a failure every run asks
+    for again, where the fallback's own 404 would have named a 404 and left it as gone."""
+    env = dict(env, DRP_DAYS="3650")
+    newest = max(obj.date for obj in objects).date()
+    early = [obj for obj in objects if obj.date.date() < newest - timedelta(days=2)]
+    refused = next(obj for obj in early if obj.kind in ("build", "lava"))
+    legacy_replica.frontend.today = newest
+    legacy_replica.storage.fail_next("/" + storage_path(refused), 403, count=None)
+    assert kcing(["feed_es"], env, tmp_path).returncode == 1
+    directory = "/" + storage_path(refused).rsplit("/", 1)[0] + "/"
+    asked = [request.path for request in legacy_replica.storage.requests if request.path.startswith(directory)]
+    assert set(asked) == {"/" + storage_path(refused)}, asked
+    rows = {(row["kind"], row["upstream_id"]): row for row in ledger_rows(tmp_path / "kcing.db")}
+    assert rows[(refused.kind, refused.upstream_id)]["last_error"].endswith(" answered 403")
+    asked_before = len(legacy_replica.storage.requests)
+    again = kcing(["feed_es", "--days", "2"], env, tmp_path)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "/" + storage_path(refused) in {request.path for request in
+                                           list(legacy_replica.storage.requests)[asked_before:]}
+    assert ledger_states(tmp_path / "kcing.db")[(refused.kind, refused.upstream_id)] == "failed"
+
+
 def test_the_summary_counts_what_upstream_listed_and_the_earlier_failures_tried_again_apart(
         env, tmp_path, legacy_replica, logstash, objects):
     """The earlier failures a run takes from the ledger were counted as listed: a user who saw

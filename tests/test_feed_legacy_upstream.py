@@ -18,6 +18,7 @@ from datetime import date
 import pytest
 import requests
 
+from kcing.sources.legacy import LegacyKernelCI
 from tests.fakes.legacy_data import (
     at, boot_item, boot_json, boot_path, build_item, build_json, lava_json, small_corpus,
 )
@@ -195,6 +196,31 @@ def test_how_many_is_reached_when_newer_results_push_listed_ones_onto_the_next_p
     assert len(builds) == 3 and len({line.split()[3] for line in builds}) == 3
 
 
+def test_a_build_that_arrives_while_the_window_is_listed_is_listed_by_that_run(logstash, tmp_path):
+    """A window of days is listed oldest first: a result that arrives while its pages are read
+    comes after the last page, and this run lists it. Newest first, it would come before the pages
+    already read, and wait for the next run."""
+    corpus = small_corpus(TODAY)
+    arrival = build_item("next", "next-20190531", "riscv", "defconfig", at(TODAY, 0, 23))
+    pages = []
+
+    def a_new_build_after_the_first_page(corpus, collection, query):
+        pages.append(collection)
+        if pages == ["build", "build"]:
+            corpus.add_build(arrival, build_json(arrival))
+
+    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
+        replica.frontend.on_page(a_new_build_after_the_first_page)
+        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_PAGE_SIZE="2")
+        result = kcing(["feed_es", "--days", "2", "--dry-run"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    builds = [line.split()[3] for line in result.stdout.splitlines() if line.startswith("would fetch build")]
+    assert pages[:2] == ["build", "build"]
+    assert sorted(builds) == sorted(item.oid for item in corpus.items("build") if item.created_ms >= at(
+        TODAY, 2, 0).timestamp() * 1000)
+    assert newest(corpus, "build", 1)[0] in builds
+
+
 def test_gen_samples_sample_size_saves_the_newest_objects(logstash, tmp_path):
     corpus = small_corpus(TODAY)
     with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
@@ -254,6 +280,17 @@ def test_a_listing_that_runs_across_utc_midnight_misses_nothing_of_the_new_windo
     today = [item.oid for item in corpus.items("build") if item.doc["kernel"].endswith("-day-0")]
     assert len(today) == 4 and set(today) <= set(listed)
 
+
+@pytest.mark.parametrize("days", [1, 2, 5])
+def test_the_window_the_ledger_adds_earlier_failures_before_begins_where_date_range_does(days):
+    """The README: `--days N` lists today and the N whole UTC days before it, and the failures
+    the ledger adds to the listing are those dated before that window, by this host's clock: a
+    failure of the window's first day is the listing's to give, not the ledger's."""
+    source = LegacyKernelCI(None, "https://frontend.invalid", "https://storage.invalid", days=days)
+    for now in (at(TODAY, 0, 0), at(TODAY, 0, 23, 59)):
+        assert source.window_start(now) == at(TODAY, days, 0)
+    newest = LegacyKernelCI(None, "https://frontend.invalid", "https://storage.invalid", how_many=5)
+    assert newest.window_start(at(TODAY, 0, 12)) is None
 
 # -- the CSRF token ----------------------------------------------------------------------------------
 

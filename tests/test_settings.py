@@ -35,6 +35,13 @@ def test_each_layer_overrides_the_one_below(tmp_path):
     assert s.KCING_DB == "flag.db"  # flag beats environment
 
 
+def test_an_empty_environment_variable_counts_as_unset(tmp_path):
+    """The README: a wrapper script that exports a variable empty (or blank) leaves the setting
+    as local_settings.py, or the default, gives it."""
+    local = "KCI_HOST = 'local.example'\nES_MAX_RETRIES = 5\n"
+    s = load(tmp_path, environ={"KCI_HOST": "", "ES_MAX_RETRIES": "  ", "KCI_DAYS": "", "KB_SPACE": ""}, local=local)
+    assert (s.KCI_HOST, s.ES_MAX_RETRIES, s.KCI_DAYS, s.KB_SPACE) == ("local.example", 5, 2, "")
+
 def test_a_value_a_higher_layer_replaces_is_never_read_so_cannot_stop_the_run(tmp_path):
     """A CA bundle this host lacks, in local_settings.py, replaced by the environment's: every
     command was refused for the value it would not use."""

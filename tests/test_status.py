@@ -204,6 +204,22 @@ def test_objects_reconcile_found_missing_have_a_column_of_their_own(tmp_path, es
     assert counts == {"delivered": 3, "failed": 1, "rejected": 0, "pending": 0, "too_large": 0, "missing_in_es": 1}
 
 
+def test_the_objects_of_a_source_and_kind_sum_their_destinations(tmp_path):
+    """The README: `status --json` prints `objects` summing the destinations and `destinations`
+    splitting them: builds delivered to Logstash and others written to an --output directory."""
+    from kcing.sinks import ndjson_destination
+
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1)),
+                   Outcome(obj("b"), DELIVERED, documents=packed(2))], to_logstash)
+    ledger.record([Outcome(obj("c"), DELIVERED, documents=packed(3))],
+                  lambda kind: ndjson_destination(str(tmp_path / "out")))
+    ledger.close()
+    data = status_json(clean_environ(KCING_DB=str(db)), tmp_path)
+    assert sorted(kinds["legacy"]["build"]["delivered"] for kinds in data["destinations"].values()) == [1, 2]
+    assert data["objects"]["legacy"]["build"]["delivered"] == 3
+
 def test_a_killed_run_is_not_shown_running_while_drp_holds_the_lock(legacy_replica, logstash, tmp_path):
     """While drp holds the run lock, its own row reads `running (pid N)`; the row of a feed killed
     earlier is not the lock holder's and must not. Then drp's row ends with its exit status."""
