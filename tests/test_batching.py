@@ -149,6 +149,7 @@ def test_with_both_an_interval_and_a_cap_the_longer_pause_is_kept():
         limiter.wait_for(documents)
     assert time.slept == [2.0, 2.0, 5.0]
 
+
 def test_no_throttle_by_default():
     time = FakeTime()
     limiter = RateLimiter(clock=time.clock, sleep=time.sleep)

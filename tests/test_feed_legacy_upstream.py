@@ -292,6 +292,7 @@ def test_the_window_the_ledger_adds_earlier_failures_before_begins_where_date_ra
     newest = LegacyKernelCI(None, "https://frontend.invalid", "https://storage.invalid", how_many=5)
     assert newest.window_start(at(TODAY, 0, 12)) is None
 
+
 # -- the CSRF token ----------------------------------------------------------------------------------
 
 def test_an_expired_token_is_replaced_even_when_no_request_may_be_retried(logstash, tmp_path):
