@@ -32,7 +32,7 @@ from kcing.reconcile import (
     earliest, expired_index, is_present, lookup_result, read_groups, refeed_command, resend_plan, summary_lines,
 )
 from kcing.records import BUILD, CHECKOUT, UpstreamObject
-from kcing.sinks import LOGSTASH, logstash_destination
+from kcing.sinks import LOGSTASH, logstash_destination, ndjson_destination
 from kcing.runlock import RunLock
 from kcing.watermark import parse_since
 from tests.fakes.elastic_server import ElasticsearchEmulator
@@ -1785,6 +1785,30 @@ def test_resend_options_without_resend_are_refused_not_ignored(tmp_path, es):
 
 def day_index(kind: str, days_ago: int) -> str:
     return "%s-%s" % (kind, (datetime.now(timezone.utc) - timedelta(days=days_ago)).strftime("%Y.%m.%d"))
+
+
+def test_objects_written_to_output_files_are_neither_checked_nor_marked(tmp_path, es):
+    """Objects a feed wrote with --output are not in Elasticsearch until someone loads the files:
+    reconcile checks what went to Logstash alone (its help), and marks none of the others missing."""
+    db = tmp_path / "kcing.db"
+    out = tmp_path / "out"
+    out.mkdir()
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("written"), DELIVERED, documents=packed(2))], lambda kind: ndjson_destination(str(out)))
+    ledger.close()
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(db))
+    only_files = kcing(["reconcile", "--days", "1"], env, tmp_path)
+    assert only_files.returncode == 6, only_files.stdout + only_files.stderr
+    assert "no object was delivered to Logstash" in only_files.stderr
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("sent"), DELIVERED, documents=packed(1))], to_logstash)
+    ledger.close()
+    seed(es, [(index, "%040x" % 1) for index in packed(1)])
+    checked = kcing(["reconcile", "--days", "1"], env, tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "build    checked 1, present 1, missing 0" in checked.stdout, checked.stdout
+    assert [doc["_id"] for docs in mget_requests(es) for doc in docs] == ["%040x" % 1]
+    assert set(ledger_states(db).values()) == {DELIVERED}
 
 
 def test_documents_in_closed_indices_are_not_checked_nor_marked(tmp_path, es):
