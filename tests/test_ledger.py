@@ -160,6 +160,20 @@ def test_earlier_failures_are_read_at_a_cost_of_the_failures_not_of_every_row_of
     assert len(steps) * 100 < 200 * 200, len(steps)
 
 
+def test_every_object_not_delivered_is_an_earlier_failure_but_those_no_fetch_will_change(ledger):
+    """The README: an object failed, too large for Logstash or in hand when a run stopped is sent
+    again by every next run, out of its window too, where only the ledger names it; one rejected,
+    one whose file is gone and one delivered are not."""
+    ledger.record([Outcome(obj("failed"), FAILED, error="GET ... answered 503"),
+                   Outcome(obj("too large"), TOO_LARGE, error="Logstash answered 413 for one document"),
+                   Outcome(obj("in hand"), DOWNLOADED),
+                   Outcome(obj("rejected"), REJECTED, error="not JSON"),
+                   Outcome(obj("gone"), FAILED, error="GET ... answered 404"),
+                   Outcome(obj("delivered"), DELIVERED)])
+    found = ledger.undelivered_before("legacy", "build", "", datetime(2021, 1, 1, tzinfo=timezone.utc))
+    assert sorted(found_obj.upstream_id for found_obj in found) == ["failed", "in hand", "too large"]
+
+
 def test_a_failed_transaction_leaves_earlier_rows_intact(ledger):
     ledger.record([Outcome(obj("a"), DELIVERED)])
     with pytest.raises(Exception):
