@@ -25,9 +25,11 @@ from tests.feedrun import clean_environ, kcing
 
 TODAY = date(2019, 6, 10)
 NOW = datetime(2019, 6, 10, 15, 30, tzinfo=timezone.utc)
-# Indices drp must never touch, whatever their dates.
+# Indices drp must never touch, whatever their dates: a date in other scripts' digits (which
+# int() reads as 0-9) is none of kcing's either.
 FOREIGN = [".kibana_1", "logs-foo-2019.01.01", "build-latest", "kcing-unrouted-2019.01.01",
-           "build-2019.01.01-000001", "build-2019.01.01x", "boots-2019.01.01", "build-2019.13.40"]
+           "build-2019.01.01-000001", "build-2019.01.01x", "boots-2019.01.01", "build-2019.13.40",
+           "build-\uff12\uff10\uff11\uff19.\uff10\uff11.\uff10\uff11", "log-\u0662\u0660\u0661\u0669.\u0660\u0661.\u0660\u0661"]
 DRP_ARGS = {"--dry-run": False, "--drp-days": None}
 
 
