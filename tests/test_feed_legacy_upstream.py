@@ -173,12 +173,9 @@ def test_how_many_takes_the_newest_objects_of_each_kind_whatever_their_day(logst
     assert listed_ids(result.stdout) == newest(corpus, "build", how_many) + newest(corpus, "boot", how_many)
 
 
-def test_how_many_is_reached_when_newer_results_push_listed_ones_onto_the_next_page(logstash, tmp_path):
-    corpus = small_corpus(TODAY)
-    # One newer and one older than every listed build: either way of sorting, the page after the
-    # first starts with an item the first page held.
-    arrivals = [build_item("next", "next-20190531", "riscv", "defconfig", at(TODAY, 0, 23)),
-                build_item("stable", "v4.14.122", "arm", "multi_v7_defconfig", at(TODAY, 20, 0))]
+def dry_run_with_builds_arriving(corpus, arrivals, args, logstash, tmp_path):
+    """`feed_es --dry-run` with `args`, pages of two, the `arrivals` published upstream once the
+    first page of builds was read; its result and the collections of the pages it read."""
     pages = []
 
     def new_builds_after_the_first_page(corpus, collection, query):
@@ -190,7 +187,16 @@ def test_how_many_is_reached_when_newer_results_push_listed_ones_onto_the_next_p
     with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
         replica.frontend.on_page(new_builds_after_the_first_page)
         env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_PAGE_SIZE="2")
-        result = kcing(["feed_es", "--how-many", "3", "--dry-run"], env, tmp_path)
+        return kcing(["feed_es", *args, "--dry-run"], env, tmp_path), pages
+
+
+def test_how_many_is_reached_when_newer_results_push_listed_ones_onto_the_next_page(logstash, tmp_path):
+    corpus = small_corpus(TODAY)
+    # One newer and one older than every listed build: either way of sorting, the page after the
+    # first starts with an item the first page held.
+    arrivals = [build_item("next", "next-20190531", "riscv", "defconfig", at(TODAY, 0, 23)),
+                build_item("stable", "v4.14.122", "arm", "multi_v7_defconfig", at(TODAY, 20, 0))]
+    result, _ = dry_run_with_builds_arriving(corpus, arrivals, ["--how-many", "3"], logstash, tmp_path)
     assert result.returncode == 0, result.stderr
     builds = [line for line in result.stdout.splitlines() if line.startswith("would fetch build")]
     assert len(builds) == 3 and len({line.split()[3] for line in builds}) == 3
@@ -202,17 +208,7 @@ def test_a_build_that_arrives_while_the_window_is_listed_is_listed_by_that_run(l
     already read, and wait for the next run."""
     corpus = small_corpus(TODAY)
     arrival = build_item("next", "next-20190531", "riscv", "defconfig", at(TODAY, 0, 23))
-    pages = []
-
-    def a_new_build_after_the_first_page(corpus, collection, query):
-        pages.append(collection)
-        if pages == ["build", "build"]:
-            corpus.add_build(arrival, build_json(arrival))
-
-    with LegacyReplica(corpus, today=TODAY, clock=ManualClock()) as replica:
-        replica.frontend.on_page(a_new_build_after_the_first_page)
-        env = feed_environ(replica, logstash, tmp_path / "kcing.db", KCI_PAGE_SIZE="2")
-        result = kcing(["feed_es", "--days", "2", "--dry-run"], env, tmp_path)
+    result, pages = dry_run_with_builds_arriving(corpus, [arrival], ["--days", "2"], logstash, tmp_path)
     assert result.returncode == 0, result.stderr
     builds = [line.split()[3] for line in result.stdout.splitlines() if line.startswith("would fetch build")]
     assert pages[:2] == ["build", "build"]
