@@ -42,6 +42,7 @@ def test_an_empty_environment_variable_counts_as_unset(tmp_path):
     s = load(tmp_path, environ={"KCI_HOST": "", "ES_MAX_RETRIES": "  ", "KCI_DAYS": "", "KB_SPACE": ""}, local=local)
     assert (s.KCI_HOST, s.ES_MAX_RETRIES, s.KCI_DAYS, s.KB_SPACE) == ("local.example", 5, 2, "")
 
+
 def test_a_value_a_higher_layer_replaces_is_never_read_so_cannot_stop_the_run(tmp_path):
     """A CA bundle this host lacks, in local_settings.py, replaced by the environment's: every
     command was refused for the value it would not use."""

@@ -19,6 +19,7 @@ from elasticsearch import Elasticsearch
 from kcing.admin.templates import install, templates_for
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED
+from kcing.sinks import ndjson_destination
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.feedrun import REPO, SAMPLES, clean_environ, feed_environ, kcing
 from tests.test_reconcile import (  # noqa: F401 (env and forwarding are fixtures)
@@ -207,8 +208,6 @@ def test_objects_reconcile_found_missing_have_a_column_of_their_own(tmp_path, es
 def test_the_objects_of_a_source_and_kind_sum_their_destinations(tmp_path):
     """The README: `status --json` prints `objects` summing the destinations and `destinations`
     splitting them: builds delivered to Logstash and others written to an --output directory."""
-    from kcing.sinks import ndjson_destination
-
     db = tmp_path / "kcing.db"
     ledger = Ledger.open(str(db))
     ledger.record([Outcome(obj("a"), DELIVERED, documents=packed(1)),
@@ -219,6 +218,7 @@ def test_the_objects_of_a_source_and_kind_sum_their_destinations(tmp_path):
     data = status_json(clean_environ(KCING_DB=str(db)), tmp_path)
     assert sorted(kinds["legacy"]["build"]["delivered"] for kinds in data["destinations"].values()) == [1, 2]
     assert data["objects"]["legacy"]["build"]["delivered"] == 3
+
 
 def test_a_killed_run_is_not_shown_running_while_drp_holds_the_lock(legacy_replica, logstash, tmp_path):
     """While drp holds the run lock, its own row reads `running (pid N)`; the row of a feed killed
