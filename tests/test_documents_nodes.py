@@ -701,6 +701,16 @@ def test_the_failing_revision_is_read_under_each_name_the_api_gave_it(tree, key)
     assert (body["job"], body["git_describe"]) == ("mainline", "v6.12-rc3-45-gc862449c840a")
 
 
+@pytest.mark.parametrize("older", ["kernel_revision", "failed_kernel_version"])
+def test_a_regression_holding_an_older_name_too_is_described_by_failed_kernel_revision(tree, older):
+    # The README: the fields come from data.failed_kernel_revision; the older names are read
+    # only in its place.
+    node = copy.deepcopy(tree["regression"])
+    node["data"][older] = {"tree": "next", "branch": "master", "commit": "2" * 40, "describe": "next-20241016"}
+    body = only(docs(node)).body
+    assert (body["job"], body["git_describe"]) == ("mainline", "v6.12-rc3-45-gc862449c840a")
+
+
 @pytest.mark.parametrize("key", ["failed_kernel_revision", "kernel_revision", "failed_kernel_version"])
 def test_a_regression_s_kernelci_api_describes_the_failing_revision_under_each_name(tree, key):
     # docs/api-source.md: kernel_version, patchset, commit_tags, commit_message and tip_of_branch
