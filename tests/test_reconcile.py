@@ -1135,6 +1135,25 @@ def test_a_large_window_is_checked_in_bounded_batches(tmp_path, es):
     assert failed == lost
 
 
+def test_without_days_or_since_the_objects_delivered_in_the_last_kci_days_are_checked(tmp_path, es):
+    # The README: `kcing reconcile` checks the objects delivered in the last KCI_DAYS days,
+    # whatever DRP_DAYS keeps.
+    db = tmp_path / "kcing.db"
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    keys = []
+    for n, when in enumerate((now - timedelta(days=5), now - timedelta(hours=1))):
+        index = "build-%s" % when.strftime("%Y.%m.%d")
+        ledger = Ledger.open(str(db), clock=lambda: when)
+        ledger.record([Outcome(obj("%024x" % n), DELIVERED, documents=packed(n, index=index))], to_logstash)
+        ledger.close()
+        keys.append((index, "%040x" % n))
+    seed(es, keys)
+    checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db), KCI_DAYS="3",
+                                                 DRP_DAYS=KEEP_EVERYTHING), tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "build    checked 1, present 1, missing 0" in checked.stdout, checked.stdout
+
+
 def _one_build_a_day_delivered_an_hour_ago(db: Path, count: int) -> List[datetime]:
     """A ledger of `count` legacy builds, one a day from 2020-01-01, each with one document in its
     day's index (build n: id "%040x" % n), delivered to Logstash an hour ago; their days."""
