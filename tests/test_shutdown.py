@@ -497,3 +497,35 @@ def test_a_signal_arriving_while_the_main_thread_waits_to_write_to_a_log_fifo_ha
     assert "cannot write the log file" not in errors and "Traceback" not in errors, errors
     assert sum("SIGTERM received: finishing the batch in flight" in line for line in lines) == 1
     assert sum(" filler: line " in line for line in lines) == 2000
+
+
+def test_a_signal_once_the_command_is_done_ends_a_process_held_by_a_thread_with_the_commands_status():
+    """The command is done and its status known (1 here): a SIGTERM while a thread still holds the
+    process (one the interpreter waits for) ends it URGENT_EXIT_SECONDS later with that status,
+    saying so, not with 130: the signal changed nothing of how the command ended."""
+    import subprocess
+    import sys
+
+    from tests.feedrun import REPO
+
+    script = """
+import threading, time
+from kcing import shutdown
+shutdown.hold_signals_after_the_end("feed_es")
+with shutdown.terminate_as_interrupt("feed_es"):
+    shutdown.run_row_closed()
+shutdown.ending_with(1)
+threading.Thread(target=time.sleep, args=(3600,)).start()
+print("done", flush=True)
+"""
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=str(REPO), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "done\n"
+        child.send_signal(signal.SIGTERM)
+        _, errors = child.communicate(timeout=20)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == 1, errors
+    assert "kcing feed_es: still ending %.0f s after the signal: exiting now" % shutdown.URGENT_EXIT_SECONDS in errors
