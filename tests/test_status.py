@@ -712,6 +712,27 @@ def test_a_killed_run_is_not_shown_running_while_a_later_run_under_the_same_pid_
     assert [run["outcome"] for run in checking["runs"]] == ["running (pid %d)" % os.getpid(), "ok", UNRECORDED_END]
 
 
+def test_a_killed_run_is_not_shown_running_while_a_run_that_has_not_opened_its_row_yet_holds_the_lock(tmp_path):
+    """The newest row is open, left by a run killed under another pid than the run holding the
+    lock now, which has not opened its own row yet: that row `ended without a record`."""
+    from kcing.ledger import models
+    from kcing.runlock import RunLock
+    from kcing.status import UNRECORDED_END
+    db = tmp_path / "kcing.db"
+    ledger = Ledger.open(str(db))
+    try:
+        killed = ledger.start_run("feed_es", {"source": "api"})
+        models.Run.update(counts=json.dumps({"source": "api", "pid": 4194300999})).where(
+            models.Run.id == killed).execute()
+        with RunLock(str(db)):
+            data = status_json(clean_environ(KCING_DB=str(db)), tmp_path)
+            text = status_text(clean_environ(KCING_DB=str(db)), tmp_path)
+    finally:
+        ledger.close()
+    assert [run["outcome"] for run in data["runs"]] == [UNRECORDED_END], data["runs"]
+    assert "running (pid" not in text, text
+
+
 def test_a_run_that_took_the_lock_after_status_first_looked_is_shown_running(tmp_path):
     """status asks who holds the lock, then reads its snapshot: a run that took the lock and
     opened its row between the two holds the lock now, and its open row is its run in progress,
