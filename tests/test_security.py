@@ -375,6 +375,21 @@ def test_proxy_credentials_a_proxy_echoes_back_are_masked_in_the_error(tmp_path,
         assert PROXY_PASSWORD not in text and encoded not in text, "%s shows them: %s" % (name, text)
 
 
+def test_proxy_credentials_sent_in_latin_1_and_echoed_back_are_masked_in_the_error(tmp_path):
+    """requests sends a proxy's user and password in latin-1 where they fit: a password of
+    non-ASCII letters gives another Proxy-Authorization than its UTF-8, and that one is echoed."""
+    password = "proxy-p\u00e4ss-Kd9Wm3Vz"
+    encoded = base64.b64encode(("%s:%s" % (PROXY_USER, password)).encode("latin-1")).decode()
+    with RogueFront() as front:
+        front.on("POST", "", echoing_proxy_credentials(200)).on("GET", "", echoing_proxy_credentials(401))
+        args, env, exit_code = _feed_through_an_echoing_proxy(tmp_path)
+        proxy = "http://%s:%s@127.0.0.1:%d" % (PROXY_USER, quote(password, safe=""), urlsplit(front.url).port)
+        result = kcing(args, dict(env, HTTP_PROXY=proxy, NO_PROXY=""), tmp_path)
+    assert result.returncode == exit_code, result.stderr
+    assert "Basic ***" in result.stderr, result.stderr
+    assert encoded not in result.stderr and password not in result.stderr, result.stderr
+
+
 # A password whose Authorization value (base64 of user:password) holds a "/", which JSON may escape.
 SLASHED_PASSWORD = "l?s-pass-Q7w9Zr4x"
 
