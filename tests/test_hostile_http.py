@@ -26,8 +26,7 @@ from kcing import http as kcing_http
 from kcing.documents import documents_for
 from kcing.sinks.logstash import LogstashSink
 from kcing.shutdown import GRACE_SECONDS
-from tests.fakes.rogue_http import (RogueFront, answer, cut_short, endless, exact_head, redirect, silent_then_forward,
-                                   trickle, trickle_head)
+from tests.fakes.rogue_http import RogueFront, answer, cut_short, endless, exact_head, redirect, trickle, trickle_head
 from tests.fakes.serving import refusing_port, wait_until
 from tests.fakes.kibana_server import KibanaEmulator
 from tests.feedrun import (REPO, SAMPLES, clean_environ, expected_documents, feed_environ, integrity, kcing,
@@ -631,25 +630,6 @@ def test_a_second_signal_stops_at_once_while_a_post_is_in_flight(send, legacy_re
     assert last_run(env, tmp_path)["outcome"] == "error 130"
     assert integrity(db) == "ok"
     assert not any(state == "delivered" for (kind, _), state in ledger_states(db).items() if kind == "lava")
-
-
-def test_a_stop_while_the_last_batch_is_in_flight_records_it_and_still_exits_130(legacy_replica, logstash,
-                                                                                  lava_front, tmp_path):
-    # Every object downloaded, the last batches posted at the end of the run: the batch the
-    # signal finds in flight is answered within the grace period and recorded, and the run ends
-    # as one stopped (the README: Signals), not as one that was never asked to stop.
-    db = tmp_path / "kcing.db"
-    lava_front.on("POST", "/", silent_then_forward(3), count=None)
-    env = feed_environ(legacy_replica, logstash, db, ES_LAVA=lava_front.url, LS_PIPELINE_BATCH_SIZE="100000")
-    process = kcing_process(["feed_es"], env, tmp_path)
-    assert wait_until(lambda: lava_front.requests.snapshot(), timeout=30)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
-    assert "stopped by a signal" in stderr and "Traceback" not in stderr, stderr
-    assert last_run(env, tmp_path)["outcome"] == "error 130"
-    lava = [state for (kind, _), state in ledger_states(db).items() if kind == "lava"]
-    assert lava and set(lava) == {"delivered"}, lava
 
 
 def never_answering(front, sock, request) -> bool:
