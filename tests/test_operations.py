@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import signal
 from datetime import date
@@ -324,18 +323,6 @@ def test_a_second_run_exits_4_while_the_first_holds_the_lock(legacy_replica, log
     assert result.returncode == 4
     assert "another kcing run" in result.stderr
     assert kcing(["feed_es"], env, tmp_path).returncode == 0  # released with its holder
-
-
-def test_a_run_refused_by_the_lock_names_its_holders_pid_not_digits_left_by_an_earlier_run(tmp_path):
-    # A run killed long ago left its pid in the lock file, longer than the pid of the run that
-    # holds the lock now: the holder's own pid replaces it whole.
-    db = tmp_path / "kcing.db"
-    Ledger.open(str(db)).close()
-    Path(str(db) + ".lock").write_text("4194300999")
-    with RunLock(str(db)):
-        result = kcing(["reconcile"], clean_environ(KCING_DB=str(db)), tmp_path)
-    assert result.returncode == 4, result.stderr
-    assert "another kcing run (pid %d) is using" % os.getpid() in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("command", [["feed_es"], ["reconcile"], ["drp"]])
