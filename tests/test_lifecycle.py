@@ -242,8 +242,7 @@ class Scenario:
         checked, missing, held = 0, set(), set()
         kept_from = midnight(first_kept)
         for row in life.ledger_rows():
-            # One held dated before the first day kept is given up: its index is drp's to delete.
-            if held_missing(row) and utc(row["object_date"] or row["first_seen"]) >= kept_from:
+            if held_by_reconcile(row, kept_from):
                 held.add(row["id"])
             if row["state"] != DELIVERED or row["delivered_at"] is None or utc(row["delivered_at"]) < since:
                 continue
@@ -315,8 +314,7 @@ class Scenario:
         for row in life.ledger_rows():
             label = {"downloaded": "pending"}.get(row["state"], row["state"])
             counted[(row["destination"], row["kind"], label)] += 1
-            # Counted as reconcile holds them: one dated before the first day kept is given up.
-            if held_missing(row) and utc(row["object_date"] or row["first_seen"]) >= kept_from:
+            if held_by_reconcile(row, kept_from):
                 counted[(row["destination"], row["kind"], "missing_in_es")] += 1
         said: Counter = Counter()
         for destination, sources in shown["destinations"].items():
@@ -443,6 +441,12 @@ def held_missing(row: dict) -> bool:
     error = row["last_error"] or ""
     return row["state"] != DELIVERED and (error == MISSING_IN_ELASTICSEARCH
                                           or error.startswith(MISSING_IN_ELASTICSEARCH + "; "))
+
+
+def held_by_reconcile(row: dict, kept_from: datetime) -> bool:
+    """Held as missing as reconcile holds it (and status counts it): one dated before the first
+    day kept, `kept_from`, is given up, its index being drp's to delete."""
+    return held_missing(row) and utc(row["object_date"] or row["first_seen"]) >= kept_from
 
 
 def life_row(life: Life, row_id: int) -> dict:
