@@ -114,11 +114,10 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
         # closes the row with what was deleted and forgotten already (each step is whole or not at all).
         deleted, blocked = retention.delete_indices(client, host, chosen.indices)
         forgotten = runs_forgotten = 0
-        if recorded is not None:
+        if recorded is not None:  # a run with a ledger (a dry run has returned above)
             recorded.counts.update(indices_deleted=len(deleted))
             if blocked:
                 recorded.counts["indices_blocked"] = len(blocked)
-        if ledger is not None:
             forgotten = ledger.prune_older_than(chosen.ledger_cutoff)
             recorded.counts.update(forgotten=forgotten)
             runs_forgotten = ledger.forget_runs(list(chosen.runs))
