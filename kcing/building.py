@@ -282,6 +282,9 @@ class Builder:
         # The workers building or starting, by thread: since when, and their time limit (0: none).
         self._busy: Dict[int, Tuple[_Worker, float, float]] = {}
         self._watchdog: Optional[threading.Thread] = None
+        # The threads waiting for a worker to say it is ready: `close` waits for them, so that a
+        # worker that could not start is reported before the run's end, not after its summary.
+        self._starters: List[threading.Thread] = []
         self._ready = 0
         self._starting = 0
         self._spent_here = 0.0  # CPU seconds of the builds done in this process
@@ -460,8 +463,9 @@ class Builder:
         self._processes.append(process)
         self.started += 1
         self._starting += 1
-        threading.Thread(target=self._await_ready, args=(_Worker(process),), name="worker-start",
-                         daemon=True).start()
+        starter = threading.Thread(target=self._await_ready, args=(_Worker(process),), name="worker-start", daemon=True)
+        self._starters.append(starter)
+        starter.start()
 
     def _await_ready(self, worker: _Worker) -> None:
         started = time.monotonic()
@@ -507,6 +511,7 @@ class Builder:
         with self._lock:
             self._closed = True
             processes = list(self._processes)
+            starters = list(self._starters)
             if self._switch_interval is not None:
                 sys.setswitchinterval(self._switch_interval)
                 self._switch_interval = None
@@ -525,6 +530,10 @@ class Builder:
                 process.wait()
             if process.stdout:
                 process.stdout.close()
+        # Each ends at once now that its worker has: its pipe is at its end, its exit code known.
+        deadline = time.monotonic() + CLOSE_GRACE
+        for starter in starters:
+            starter.join(timeout=max(0.0, deadline - time.monotonic()))
         if processes or self.workers:
             log.debug("documents built: %d objects in worker processes (%d restarted), %d in this process",
                       self.built_in_workers, self.restarts, self.built_here)
