@@ -44,7 +44,7 @@ from kcing.sinks.batching import Batcher  # noqa: E402
 from kcing.sinks.logstash import LogstashSink  # noqa: E402
 from kcing.sources.api import KernelCIApi, version_id  # noqa: E402
 from kcing.sources.requester import Requester  # noqa: E402
-from kcing.wiring import logstash_destination_of  # noqa: E402
+from kcing.sinks import logstash_destination_of  # noqa: E402
 from tests.fakes.api_corpus import parse_api_time  # noqa: E402
 from tests.fakes.api_data import bench_tree  # noqa: E402
 from tests.fakes.api_replica import ApiReplica  # noqa: E402
@@ -52,7 +52,7 @@ from tests.feedrun import api_feed_environ  # noqa: E402
 
 BASE = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1)
 SINCE = (BASE - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
-# The Logstash input each node kind goes to (as kcing.wiring.logstash_routes routes them).
+# The Logstash input each node kind goes to (as kcing.sinks.logstash_routes routes them).
 ROUTES = {CHECKOUT: "build", KBUILD: "build", JOB: "lava", TEST: "lava"}
 
 

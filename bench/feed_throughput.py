@@ -44,7 +44,7 @@ from kcing.ledger.models import DELIVERED  # noqa: E402
 from kcing.records import BOOT, BUILD, LAVA, UpstreamObject  # noqa: E402
 from kcing.sinks.batching import Batcher  # noqa: E402
 from kcing.sinks.logstash import LogstashSink  # noqa: E402
-from kcing.wiring import logstash_destination_of  # noqa: E402
+from kcing.sinks import logstash_destination_of  # noqa: E402
 from tests.fakes.legacy_data import NON_LAVA_LAB, at, build_item, object_id_at, synthetic_corpus  # noqa: E402
 from tests.fakes.legacy_corpus import storage_path  # noqa: E402
 from tests.fakes.legacy_replica import LegacyCorpus, LegacyReplica  # noqa: E402

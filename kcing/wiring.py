@@ -1,13 +1,12 @@
-"""Build the feed's parts from settings and flags: sources, sinks, the ledger, feed options.
+"""Build the feed's parts from settings and flags: sources, sinks, feed options (the ledger:
+kcing/ledgerfile.py).
 
 Shared by the commands that feed (feed_es, gen_samples, reconcile --resend); no command logic here.
 """
 from __future__ import annotations
 
 import ipaddress
-import os
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Iterable, Optional
 from urllib.parse import urlsplit
 
@@ -15,13 +14,11 @@ from kcing.building import usable_cores
 from kcing.errors import ConfigError
 from kcing.flags import a_document_date, positive_int
 from kcing.http import BodyReader, RetryPolicy, new_session, warn_cleartext_credentials
-from kcing.ledger.ledger import Ledger, check_ledger_path, ledger_exists
 from kcing.pipeline import FeedOptions
-from kcing.records import BOOT, BUILD, CHECKOUT, JOB, KBUILD, LAVA, NODE, REGRESSION, TEST
-from kcing.runlock import RunLock
+from kcing.records import BOOT, BUILD, LAVA
 from kcing.settings import MAX_DAYS
 from kcing.shutdown import Stop
-from kcing.sinks import logstash_destination
+from kcing.sinks import ROUTE_SETTINGS, logstash_routes
 from kcing.sinks.logstash import MAX_ANSWER_BYTES, LogstashSink
 from kcing.sources.requester import Requester
 from kcing.transport import BadCaBundle, Transport, check_ca_bundle
@@ -136,86 +133,6 @@ def make_sink(args: dict, settings, stop: Optional[Stop] = None, kinds: Optional
     return LogstashSink(logstash_routes(settings), transport,
                         RetryPolicy(attempts=settings.ES_MAX_RETRIES, base=settings.ES_RETRY_BACKOFF),
                         settings.ES_TIMEOUT, sleep=stop.pause, settings=ROUTE_SETTINGS, reader=reader, stopping=stop.ending)
-
-
-# kind -> the setting naming the Logstash inputs its documents go to. KernelCI API nodes go where
-# the legacy documents of the same kinds go: builds to the build input, and jobs and tests (boot,
-# test and log documents) to the LAVA one. Regressions, which legacy had not, have an input of
-# their own.
-ROUTE_SETTINGS = {BUILD: "ES_BUILD", LAVA: "ES_LAVA", BOOT: "ES_BOOT", CHECKOUT: "ES_BUILD", KBUILD: "ES_BUILD",
-                  JOB: "ES_LAVA", TEST: "ES_LAVA", NODE: "ES_LAVA", REGRESSION: "ES_REGRESSION"}
-
-
-def logstash_routes(settings) -> dict:
-    """{kind: Logstash input URLs}."""
-    return {kind: getattr(settings, name) for kind, name in ROUTE_SETTINGS.items()}
-
-
-def logstash_destination_of(settings):
-    """kind -> the ledger's name for the Logstash inputs configured for it."""
-    routes = logstash_routes(settings)
-    return lambda kind: logstash_destination(routes.get(kind, settings.ES_LAVA))
-
-
-def no_ledger(settings, args: Optional[dict] = None) -> ConfigError:
-    """The error of a command that reads a ledger when KCING_DB names none: a missing directory is
-    said as such, since running feed_es first would not help. `args`: the command's flags, to
-    name --db rather than KCING_DB, and not advise passing it, when it was passed."""
-    directory = Path(settings.KCING_DB).expanduser().absolute().parent
-    if not directory.is_dir():
-        return ConfigError("no ledger at %s: directory %s %s (check KCING_DB or --db)"
-                           % (settings.KCING_DB, directory, not_a_directory(directory)))
-    by_flag = bool((args or {}).get("--db"))
-    if not Path(settings.KCING_DB).expanduser().is_absolute():
-        # The default `kcing.db` is read in the working directory: `kcing status` typed in one's
-        # home, while cron's feed runs in /srv/kcing, is not a ledger to start with a feed_es
-        # there (a second ledger, and everything sent again), but a directory to change to.
-        return ConfigError("no ledger at %s yet (%s %s is relative to the working directory): run this where "
-                           "feed_es runs, %s, or run `kcing feed_es` first"
-                           % (Path(settings.KCING_DB).expanduser().absolute(), "--db" if by_flag else "KCING_DB",
-                              settings.KCING_DB, "give --db the ledger's absolute path" if by_flag else "pass --db"))
-    return ConfigError("no ledger at %s yet: run `kcing feed_es` first (or %s --db)"
-                       % (settings.KCING_DB, "check" if by_flag else "pass"))
-
-
-def check_ledger_directory(settings) -> None:
-    """Before a run that creates the ledger: its directory must exist (kcing creates no directory
-    for it), said of KCING_DB rather than of the lock file beside it."""
-    directory = Path(settings.KCING_DB).expanduser().absolute().parent
-    if not directory.is_dir():
-        raise ConfigError("KCING_DB %s: directory %s %s; create it or point KCING_DB (or --db) "
-                          "elsewhere" % (settings.KCING_DB, directory, not_a_directory(directory)))
-    check_ledger_path(Path(settings.KCING_DB).expanduser())
-
-
-def ledger_run_lock(settings) -> RunLock:
-    """The run lock of the ledger KCING_DB names, whose path is checked first: the lock's file is
-    made beside it, and `KCING_DB=/dev/null` left a /dev/null.lock in /dev."""
-    check_ledger_path(Path(settings.KCING_DB).expanduser())
-    return RunLock(settings.KCING_DB)
-
-
-def not_a_directory(path: Path) -> str:
-    """Why `path`, which should be a directory, is none: a file in its place is not "missing"."""
-    return "is not a directory" if os.path.lexists(str(path)) else "does not exist"
-
-
-def open_ledger(settings, dry_run: bool = False, stop: Optional[Stop] = None) -> Ledger:
-    """The ledger at KCING_DB. A ledger from before destinations were recorded takes what it
-    holds as sent to the Logstash inputs configured now. `stop`: once it is set, a write waits
-    for another process's lock no longer than the batch in flight is waited for (its grace)."""
-    # A dry run must not create or change anything, not even an empty ledger file.
-    if dry_run and not ledger_exists(settings.KCING_DB):
-        return Ledger.open(":memory:")
-    return Ledger.open(settings.KCING_DB, wait=settings.KCING_DB_LOCK_WAIT,
-                       earlier_destination=logstash_destination_of(settings),
-                       earlier_watermark_destination=logstash_destinations_key(settings), unchanged=dry_run,
-                       abandon_wait=stop.past_grace if stop is not None else (lambda: False))
-
-
-def logstash_destinations_key(settings) -> str:
-    """Every Logstash input configured: where the watermark of a run posting to them applies."""
-    return logstash_destination({url for urls in logstash_routes(settings).values() for url in urls})
 
 
 def feed_options(settings, dry_run: bool) -> FeedOptions:

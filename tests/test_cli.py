@@ -1210,6 +1210,26 @@ def test_each_command_is_one_module_that_no_service_imports():
     assert cli_imports <= {"__version__", "commands", "logs", "settings", "errors", "urls"}, cli_imports
 
 
+def modules_loaded(argv: List[str], env: Dict[str, str], cwd: Path) -> Set[str]:
+    """The modules a kcing run imported (`-X importtime` names each on stderr), and its exit status."""
+    ran = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "kcing.py"), *argv], env=env, cwd=str(cwd),
+                         capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    return {line.split("|")[-1].strip() for line in ran.stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_a_command_starts_without_the_modules_only_other_commands_need(tmp_path):
+    """Every run starts a process, and a cron job's or a monitor's run is mostly its start: status
+    read the ledger after importing the whole feed (its HTTP stack and sources), a third of a second
+    for what takes a tenth; a feed needs no Elasticsearch client."""
+    env = samples_environ(tmp_path)
+    fed = modules_loaded(["feed_es", "--source", "samples", "--output", str(tmp_path / "out")], env, tmp_path)
+    assert "kcing.pipeline" in fed and not {module for module in fed if module.startswith("elasticsearch")}
+    status = modules_loaded(["status"], env, tmp_path)
+    assert "kcing.ledger.ledger" in status
+    assert not status & {"requests", "urllib3", "elasticsearch", "kcing.pipeline", "kcing.sources", "kcing.documents"}
+
+
 @pytest.mark.parametrize("argv, message", [
     (["feed_es", "--days", "3", "--dry-run"],
      "kcing feed_es: --days does not apply to KCI_SOURCE=samples, which replays the whole samples directory"),

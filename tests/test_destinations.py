@@ -17,7 +17,8 @@ from kcing import settings as settings_module
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import APPLICATION_ID, DELIVERED
 from kcing.records import BUILD, UpstreamObject
-from kcing.wiring import logstash_destinations_key, open_ledger
+from kcing.ledgerfile import open_ledger
+from kcing.sinks import logstash_destinations_key
 from kcing.sinks import logstash_destination
 from tests.feedrun import REPO, SAMPLES, clean_environ, kcing, sample_objects
 

@@ -56,3 +56,10 @@ def said(line: str) -> None:
     in a setting, a server's words) may hold a line break or a terminal escape, written as
     escapes (`kept_on_one_line`), so the line stays one and forges none."""
     print(kept_on_one_line(line))
+
+
+def with_drp_days(args: dict, settings):
+    """Settings with --drp-days applied (the CLI does it too; applying it twice is harmless)."""
+    if args.get("--drp-days") is not None:
+        return settings.with_overrides({"DRP_DAYS": args["--drp-days"]})
+    return settings

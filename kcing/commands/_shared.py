@@ -127,10 +127,3 @@ def check_and_record(client, settings, ledger: Ledger, report, chunks, stop, dry
         print(line)
     reconciling.warn_unchecked(report)
     return report
-
-
-def with_drp_days(args: dict, settings):
-    """Settings with --drp-days applied (the CLI does it too; applying it twice is harmless)."""
-    if args.get("--drp-days") is not None:
-        return settings.with_overrides({"DRP_DAYS": args["--drp-days"]})
-    return settings

@@ -19,7 +19,8 @@ from kcing.plural import counted
 from kcing.runlock import RunLock
 from kcing.settings import warn_crawl_past_retention
 from kcing.shutdown import Stop, stop_on_signals
-from kcing.wiring import check_ledger_directory, make_source, make_sink, not_a_directory, open_ledger
+from kcing.ledgerfile import check_ledger_directory, not_a_directory, open_ledger
+from kcing.wiring import make_source, make_sink
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,9 @@ from kcing.sinks import LOGSTASH
 from kcing.shutdown import Stop, stop_on_signals
 from kcing.sources.localfiles import LocalFiles, SavedSamples
 from kcing.watermark import parse_since, warn_if_future
-from kcing.wiring import ledger_run_lock, logstash_destination_of, make_sink, make_source, no_ledger, open_ledger
+from kcing.ledgerfile import ledger_run_lock, no_ledger, open_ledger
+from kcing.sinks import logstash_destination_of
+from kcing.wiring import make_sink, make_source
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from kcing.admin.templates import (
     KINDS, POLICY_NAME, existing_misfits, index_pattern, install, retention_policy, template_name, templates_for,
     wait_until_ready,
 )
-from kcing.commands._shared import with_drp_days
+from kcing.commands import with_drp_days
 from kcing.errors import ConfigError, ElasticsearchError
 from kcing.flags import seconds
 from kcing.plural import counted

@@ -7,11 +7,11 @@ from typing import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 from kcing.files import as_text
+from kcing.records import BOOT, BUILD, CHECKOUT, JOB, KBUILD, LAVA, NODE, REGRESSION, TEST
 
 # Destination names start with these; reconcile checks only what went to Logstash.
 LOGSTASH = "logstash "
 NDJSON = "ndjson "
-
 
 def logstash_destination(urls: Iterable[str]) -> str:
     """One route's inputs; their order does not matter (batches are spread across them), nor
@@ -41,3 +41,27 @@ def ndjson_destination(directory: str) -> str:
     files a second run through the link must not append to again. A name that is not UTF-8 is
     kept as its text shows it (the ledger stores text)."""
     return NDJSON + as_text(os.path.realpath(directory))
+
+
+# kind -> the setting naming the Logstash inputs its documents go to. KernelCI API nodes go where
+# the legacy documents of the same kinds go: builds to the build input, and jobs and tests (boot,
+# test and log documents) to the LAVA one. Regressions, which legacy had not, have an input of
+# their own.
+ROUTE_SETTINGS = {BUILD: "ES_BUILD", LAVA: "ES_LAVA", BOOT: "ES_BOOT", CHECKOUT: "ES_BUILD", KBUILD: "ES_BUILD",
+                  JOB: "ES_LAVA", TEST: "ES_LAVA", NODE: "ES_LAVA", REGRESSION: "ES_REGRESSION"}
+
+
+def logstash_routes(settings) -> dict:
+    """{kind: Logstash input URLs}."""
+    return {kind: getattr(settings, name) for kind, name in ROUTE_SETTINGS.items()}
+
+
+def logstash_destination_of(settings):
+    """kind -> the ledger's name for the Logstash inputs configured for it."""
+    routes = logstash_routes(settings)
+    return lambda kind: logstash_destination(routes.get(kind, settings.ES_LAVA))
+
+
+def logstash_destinations_key(settings) -> str:
+    """Every Logstash input configured: where the watermark of a run posting to them applies."""
+    return logstash_destination({url for urls in logstash_routes(settings).values() for url in urls})
