@@ -12,8 +12,8 @@ from kcing.commands import said, with_drp_days
 from kcing.errors import ElasticsearchError
 from kcing.flags import utc_text
 from kcing.ledger.ledger import ledger_exists
-from kcing.plural import counted
 from kcing.ledgerfile import ledger_run_lock, no_ledger, open_ledger
+from kcing.plural import counted
 from kcing.settings import warn_short_retention
 
 SUMMARY = "data-retention policy: forget ledger rows and delete indices older than DRP_DAYS"

@@ -15,11 +15,11 @@ from kcing.errors import ConfigError, Interrupted, KcingError, exit_status
 from kcing.files import is_directory, ledger_in_the_way, not_replaceable
 from kcing.flags import seconds
 from kcing.ledger.ledger import Ledger
+from kcing.ledgerfile import check_ledger_directory, not_a_directory, open_ledger
 from kcing.plural import counted
 from kcing.runlock import RunLock
 from kcing.settings import warn_crawl_past_retention
 from kcing.shutdown import Stop, stop_on_signals
-from kcing.ledgerfile import check_ledger_directory, not_a_directory, open_ledger
 from kcing.wiring import make_source, make_sink
 
 log = logging.getLogger(__name__)

@@ -14,13 +14,12 @@ from kcing.commands._shared import check_and_record, print_summary, run_feed
 from kcing.errors import ConfigError, KcingError, NothingChecked, exit_status
 from kcing.flags import utc_text
 from kcing.ledger.ledger import Ledger, ledger_exists
+from kcing.ledgerfile import ledger_run_lock, no_ledger, open_ledger
 from kcing.plural import counted, verb
-from kcing.sinks import LOGSTASH
+from kcing.sinks import LOGSTASH, logstash_destination_of
 from kcing.shutdown import Stop, stop_on_signals
 from kcing.sources.localfiles import LocalFiles, SavedSamples
 from kcing.watermark import parse_since, warn_if_future
-from kcing.ledgerfile import ledger_run_lock, no_ledger, open_ledger
-from kcing.sinks import logstash_destination_of
 from kcing.wiring import make_sink, make_source
 
 log = logging.getLogger(__name__)

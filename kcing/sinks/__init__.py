@@ -13,6 +13,7 @@ from kcing.records import BOOT, BUILD, CHECKOUT, JOB, KBUILD, LAVA, NODE, REGRES
 LOGSTASH = "logstash "
 NDJSON = "ndjson "
 
+
 def logstash_destination(urls: Iterable[str]) -> str:
     """One route's inputs; their order does not matter (batches are spread across them), nor
     does one listed twice, nor the case of a scheme or host, nor a scheme's default port written
