@@ -16,10 +16,9 @@ from pathlib import Path
 from kcing import settings as settings_module
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import APPLICATION_ID, DELIVERED
-from kcing.records import BUILD, UpstreamObject
 from kcing.ledgerfile import open_ledger
-from kcing.sinks import logstash_destinations_key
-from kcing.sinks import logstash_destination
+from kcing.records import BUILD, UpstreamObject
+from kcing.sinks import logstash_destination, logstash_destinations_key
 from tests.feedrun import REPO, SAMPLES, clean_environ, kcing, sample_objects
 
 SAMPLE_COUNT = len(sample_objects())
