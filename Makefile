@@ -36,9 +36,9 @@ demo: install
 	$(BIN)/kcing feed_es --source samples --output demo-output --db demo-output/kcing.db
 	ls -l demo-output
 
-# Most tests wait on sockets and timeouts, so two processes halve the time even on one core; more
-# than four gain little and start more test servers.
-TEST_PROCESSES ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -lt 2 ] && n=2; [ $$n -gt 4 ] && n=4; echo $$n)
+# Most tests wait on sockets and timeouts, so two processes a core keep the cores busy (one a core
+# kept 2 cores about half busy); more than four gain little and start more test servers.
+TEST_PROCESSES ?= $(shell n=$$(nproc 2>/dev/null || echo 1); n=$$((2 * n)); [ $$n -gt 4 ] && n=4; echo $$n)
 
 test: install realengine
 	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES)
