@@ -37,7 +37,7 @@ demo: install
 	ls -l demo-output
 
 # Most tests wait on sockets and timeouts, so two processes a core keep the cores busy (one a core
-# kept 2 cores about half busy); more than four gain little and start more test servers.
+# kept 2 cores half busy); more than four gain little and start more test servers.
 TEST_PROCESSES ?= $(shell n=$$(nproc 2>/dev/null || echo 1); n=$$((2 * n)); [ $$n -gt 4 ] && n=4; echo $$n)
 
 test: install realengine
