@@ -603,7 +603,6 @@ def test_workers_that_cannot_start_leave_the_building_to_the_feed_process(monkey
     assert built.items == Builder(0, LogstashSink.encode).build(LAVA, content, CREATED, None).items
 
 
-
 def test_a_worker_that_could_not_start_is_reported_before_the_builder_is_closed(monkeypatch, caplog):
     """The warning of a worker that could not start came from a thread the builder did not wait
     for: a slow one came after the run's end, its summary printed. It comes before `close` returns."""
@@ -615,6 +614,7 @@ def test_a_worker_that_could_not_start_is_reported_before_the_builder_is_closed(
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert len(warnings) == 2 and all(message.endswith("did not start (exited with status 1); building in the "
                                                        "feed's process") for message in warnings), warnings
+
 
 # Workers that never get ready ---------------------------------------------------------------
 
