@@ -1211,9 +1211,8 @@ def test_each_command_is_one_module_that_no_service_imports():
 
 
 def modules_loaded(argv: List[str], env: Dict[str, str], cwd: Path) -> Set[str]:
-    """The modules a kcing run imported (`-X importtime` names each on stderr); the run must succeed."""
-    ran = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "kcing.py"), *argv], env=env, cwd=str(cwd),
-                         capture_output=True, text=True, timeout=120)
+    """The modules a kcing run imported (PYTHONPROFILEIMPORTTIME names each on stderr); the run must succeed."""
+    ran = kcing(argv, dict(env, PYTHONPROFILEIMPORTTIME="1"), cwd)
     assert ran.returncode == 0, ran.stderr[-2000:]
     return {line.split("|")[-1].strip() for line in ran.stderr.splitlines() if line.startswith("import time:")}
 
