@@ -30,7 +30,7 @@ from kcing.objectid import is_object_id
 from kcing.secrecy import masked
 from kcing.shutdown import result_of
 from kcing.sources import heads
-from kcing.sources.api import GZIP_MAGIC, gunzip, gzip_problem
+from kcing.sources.gzipped import GZIP_MAGIC, gunzip, gzip_problem
 from kcing.sources.listed import ListedIds
 from kcing.sources.requester import Requester, json_of
 

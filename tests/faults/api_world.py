@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from kcing.documents import documents_for
 from kcing.errors import RejectedInput
 from kcing.records import NODE_KINDS
-from kcing.sources.api import gunzip
+from kcing.sources.gzipped import gunzip
 from tests.fakes.api_corpus import parse_api_time
 from tests.fakes.api_data import _Tree, _callback_producer, _job_data, regression, revision
 from tests.fakes.api_replica import ApiReplica
