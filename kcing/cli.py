@@ -19,6 +19,7 @@ from docopt import DocoptExit, docopt, parse_docstring_sections, parse_options
 from kcing import __version__, commands, logs, settings as settings_module
 from kcing.errors import (INTERNAL_ERROR, STDOUT_CLOSED, ConfigError, KcingError, StorageFailed, kept_on_one_line,
                           stdout_reader_gone, to_devnull)
+from kcing.settingvalues import directory_name_problem, home_expanded
 
 log = logging.getLogger(__name__)
 
@@ -207,11 +208,11 @@ def parse_command(name: str, argv: List[str]) -> Optional[dict]:
         if flag in PATH_OPTIONS and isinstance(value, str):
             # `--output=~/out` in a crontab: cron's sh expands no `~` after an `=`.
             try:
-                parsed[flag] = settings_module.home_expanded(value)
+                parsed[flag] = home_expanded(value)
             except ValueError as error:
                 raise UsageError("%s %s: %s" % (flag, value, error)) from None
         if flag in FILE_OPTIONS and isinstance(value, str):
-            problem = settings_module.directory_name_problem(value, FILE_OPTIONS[flag])
+            problem = directory_name_problem(value, FILE_OPTIONS[flag])
             if problem:
                 raise UsageError("%s %s %s" % (flag, value, problem))
     if "" in (parsed.get("<file>") or ()):

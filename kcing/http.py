@@ -28,7 +28,7 @@ from kcing import __version__
 from kcing.digits import ascii_digits
 from kcing.errors import ConfigError
 from kcing.secrecy import mask_credentials_too
-from kcing.settings import mask_credentials
+from kcing.settingvalues import mask_credentials
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,9 @@ setting and where it came from. Secrets never appear in `repr()` or in error mes
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import logging
 import math
 import os
-import re
 import runpy
 import sys
 from base64 import b64encode
@@ -28,12 +26,16 @@ from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from kcing import urls
-from kcing.digits import ascii_digits, decimal_number_spelling, foreign_digits, whole_number_spelling
-from kcing.errors import ConfigError, one_line
+from kcing.errors import ConfigError
 from kcing.keptdays import FEWEST_DAYS_KEPT
+from kcing.settingvalues import (MAX_ATTEMPTS, MAX_BYTES, MAX_CONCURRENCY, MAX_DAYS, MAX_JAVA_INT, MAX_PAGE_SIZE,
+                                 MAX_REQUEST_SECONDS, MAX_SECONDS, SHOWN_VALUE_CHARACTERS, ca_bundle, credential,
+                                 host, http_url, integer_between, kibana_space, ledger_file, masked_value,
+                                 number_between, one_of, optional_path, optional_url, origin_list, plain_text,
+                                 required_path, shortened, text_list, token, type_name, url_list, workers)
 
 log = logging.getLogger(__name__)
 
@@ -62,504 +64,6 @@ def secret_texts(settings: Any) -> list:
     return list(dict.fromkeys(texts))
 
 
-# Upper bounds of the numeric settings (and of the flags that set them): far above any use, and
-# low enough that no value overflows what takes it (a socket or lock timeout, a date so many days
-# before now) or asks for threads, processes or memory without end.
-MAX_DAYS = 36_500  # a century: "keep everything"
-MAX_SECONDS = 86_400  # a day: the longest deadline or wait
-MAX_REQUEST_SECONDS = 3_600  # an hour: one wait for an answer, one pause between tries or batches
-MAX_CONCURRENCY = 256  # threads or processes
-MAX_ATTEMPTS = 100
-MAX_PAGE_SIZE = 10_000
-MAX_BYTES = 1_000_000_000  # a body or a batch is held in memory whole
-MAX_JAVA_INT = 2_147_483_647  # what Logstash reads a count into
-
-
-def _text(value: Any) -> str:
-    """Text: a string (or a path, or a number, from local_settings.py). Anything else is refused
-    rather than written out as Python shows it: `LS_USER = None` would be the user "None", and
-    `KCING_DB = None` a ledger named None."""
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError("expected text (a string), not %s" % _type_name(value))
-    text = str(value).strip()
-    if _LONE_SURROGATE.search(text):
-        # `'\ud800'` written in local_settings.py: half of a character, which no encoding writes,
-        # so no file name, header or log line can hold it. (The environment's bytes that are not
-        # UTF-8 arrive as \udc80-\udcff, which name the same bytes again.)
-        raise ValueError("it holds half of a character (a lone surrogate, \\ud800 to \\udfff), which no text can be "
-                         "written with")
-    return text
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _credential(value: Any) -> str:
-    """A user name or password: text sent in UTF-8, so never bytes the environment's encoding
-    could not read (Python keeps them as lone surrogates, which no encoding can send)."""
-    text = _text(value)
-    if any("\udc80" <= character <= "\udcff" for character in text):
-        raise ValueError("it holds bytes that are not UTF-8 text")
-    return text
-
-
-def _token(value: Any) -> str:
-    """A token or API key, sent as it is in an HTTP header: printable ASCII without spaces."""
-    text = _text(value)
-    if not all("!" <= character <= "~" for character in text):
-        raise ValueError("a token is printable ASCII without spaces")
-    return text
-
-
-_token.allowed = "printable ASCII"
-
-
-def _path(value: Any) -> str:
-    """A file or directory name: never empty, which would name the working directory (a ledger
-    "." refused as a directory, samples saved among whatever is there)."""
-    text = _optional_path(value)
-    if not text:
-        raise ValueError("expected a file or directory name, not an empty one")
-    return text
-
-
-def _ledger_file(value: Any) -> str:
-    """The ledger's file name: one SQLite takes for a file. This SQLite reads a name beginning
-    with `file:` as a URI (`?mode=memory` keeps it in memory; otherwise it names another file
-    than the run lock's `<name>.lock` does), and `:memory:` as a database kept in memory: a run
-    would record its deliveries nowhere."""
-    text = _path(value)
-    problem = directory_name_problem(text, "kcing.db")
-    if problem:
-        raise ValueError(problem)
-    if text == ":memory:":
-        what = "a database in memory, forgotten when the run ends"
-    elif text.startswith("file:"):
-        what = "a URI, not a file name"
-    else:
-        return text
-    raise ValueError("SQLite would take it for %s: name the ledger file (./%s for a file so named)" % (what, text))
-
-
-_ledger_file.allowed = "a file name (not `:memory:`, nor one beginning with `file:` or ending with `/`)"
-
-
-def directory_name_problem(path: str, file_name: str) -> str:
-    """Why `path`, meant to name a file, names a directory instead (it ends with a slash), or "".
-    Python's file calls drop that slash (a log file's handler, pathlib), so `-l /var/log/kcing/`
-    with that directory not made yet became a file /var/log/kcing, where a shell refuses the name."""
-    if not path.endswith(("/", os.sep)):
-        return ""
-    return "ends with /, which names a directory: name the file in it, e.g. %s%s" % (path, file_name)
-
-
-def _optional_path(value: Any) -> str:
-    """A file or directory name, or empty. Never one holding a NUL character (which only
-    local_settings.py can give): no file name can, and every system call refuses it."""
-    text = _text(value)
-    if "\x00" in text:
-        raise ValueError("a file name cannot hold a NUL character")
-    return home_expanded(text)
-
-
-def home_expanded(path: str) -> str:
-    """`path` with a leading `~` or `~user` read as a shell reads it. Nothing else does it for a
-    setting: Python does not in local_settings.py, cron does not in its `KCING_DB=~/kcing.db`
-    lines, nor does cron's sh after an option's `=` (`--db=~/kcing.db`); a `~` left as it is
-    names a directory `~` in the working directory, which is never what was meant. So is a
-    `~user` naming no user of this host (a typo, or an account on another host): a shell leaves
-    it as it is, and the run would make that directory here (and pathlib, asked again, raises)."""
-    if not path.startswith("~"):
-        return path
-    expanded = os.path.expanduser(path)
-    if expanded.startswith("~"):
-        user = path[1:].split("/", 1)[0]
-        raise ValueError("~%s names no user of this host, so no home directory" % one_line(user, 40) if user
-                         else "~ names no home directory: HOME is not set")
-    return expanded
-
-
-def _space(value: Any) -> str:
-    """A Kibana space id (empty: the default space), checked here so that a bad one is named as
-    the setting it came from, not found only when the Kibana URL is made."""
-    text = _text(value)
-    if text and not re.fullmatch(r"[a-z0-9_-]+", text):
-        raise ValueError("a Kibana space id takes lowercase letters, digits, '_' and '-'")
-    return text
-
-
-_space.allowed = "lowercase letters, digits, _ and -"
-
-
-def _text_list(value: Any) -> str:
-    """Comma-separated names, or (from local_settings.py) a list or tuple of them. A name holding
-    whitespace or `;` is several run together (`lab-a lab-b`): as one name it matched no lab, and
-    both labs' boots were looked for as LAVA ones without a word."""
-    text = ",".join(_text(item) for item in value) if isinstance(value, (list, tuple)) else _text(value)
-    for name in text.split(","):
-        if re.search(r"[\s;]", name.strip()):
-            raise ValueError("%s holds several names: separate them with commas" % _quoted(name.strip()))
-    return text
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "None"
-    kind = type(value).__name__
-    return ("an %s" if kind[:1] in "aeiou" else "a %s") % kind
-
-
-def _ascii_number_text(value: Any, expected: str) -> str:
-    """`value` as text for int() or float(), refused (ValueError saying `expected`) when it holds
-    digits other than 0-9."""
-    text = str(value).strip()
-    if foreign_digits(text):
-        raise ValueError("%s, in the digits 0-9" % expected)
-    return text
-
-
-def _integer(minimum: int, maximum: int) -> Callable[[Any], int]:
-    """A parser of whole numbers from `minimum` to `maximum`, which says its range (`allowed`)."""
-    expected = "expected a whole number from %d to %d" % (minimum, maximum)
-
-    def parse(value: Any) -> int:
-        if isinstance(value, bool):
-            raise ValueError(expected)
-        text = _ascii_number_text(value, expected)
-        if not whole_number_spelling(text):  # int() reads "1_0" as 10 and "+3" as 3
-            raise ValueError(expected)
-        try:
-            number = int(text)
-        except ValueError:  # not a number, or more digits than Python converts
-            raise ValueError(expected) from None
-        if not minimum <= number <= maximum:
-            raise ValueError(expected)
-        return number
-
-    parse.allowed = "%d to %d" % (minimum, maximum)
-    return parse
-
-
-def _number(minimum: float, maximum: float) -> Callable[[Any], float]:
-    """A parser of numbers from `minimum` to `maximum`, which says its range (`allowed`)."""
-    allowed = "%s to %s" % (_number_text(minimum), _number_text(maximum))
-    expected = "expected a number from %s" % allowed
-
-    def parse(value: Any) -> float:
-        if isinstance(value, bool):
-            raise ValueError(expected)
-        text = _ascii_number_text(value, expected)
-        if not decimal_number_spelling(text):  # float() reads "1_0" as 10 and "+1" as 1
-            raise ValueError(expected)
-        try:
-            number = float(text)
-        except ValueError:
-            raise ValueError(expected) from None
-        if not minimum <= number <= maximum:  # NaN and the infinities included
-            raise ValueError(expected)
-        return number or 0.0  # -0 is 0: messages said "within -0s"
-
-    parse.allowed = allowed
-    return parse
-
-
-def _number_text(number: float) -> str:
-    """`0.1`, `3600`: a bound as the README and messages show it."""
-    return "%d" % number if float(number).is_integer() else "%g" % number
-
-
-def _choice(*allowed: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        text = str(value).strip().lower()
-        if text not in allowed:
-            raise ValueError("must be one of %s" % ", ".join(allowed))
-        return text
-
-    parse.allowed = ", ".join(allowed)
-    return parse
-
-
-def _workers(value: Any) -> Any:
-    """A number of worker processes, or "auto": one per usable core."""
-    if str(value).strip().lower() == "auto":
-        return "auto"
-    try:
-        return _worker_count(value)
-    except ValueError:
-        raise ValueError("expected auto, or a whole number from %s" % _worker_count.allowed) from None
-
-
-_worker_count = _integer(0, MAX_CONCURRENCY)
-_workers.allowed = "auto, or %s" % _worker_count.allowed
-
-
-def _url_list(value: Any) -> tuple:
-    """Comma-separated http(s) URLs: one Logstash input, or several to spread batches across."""
-    items = _list_items(value)
-    urls = tuple(_url(item, several=LIST_SEPARATOR) for item in items if str(item).strip())
-    if not urls:
-        raise ValueError("needs at least one URL")
-    return urls
-
-
-# What a URL setting that takes one URL, or an item of a list of them, says of several URLs run
-# together (`http://es1:9200,http://es2:9200`, `http://a:8338 http://b:8338`): their host part
-# would otherwise read as one odd host name, refused only at the first connection, or as a port.
-ONE_URL_ONLY = "this setting takes one URL"
-LIST_SEPARATOR = "separate them with commas"
-_URL_START = re.compile(r"https?://", re.IGNORECASE)
-_URL_SEPARATORS = ",;|"
-
-
-def _holds_another_url(text: str) -> bool:
-    """Whether a URL starts in `text` after something else, on its first line, with whitespace,
-    `,`, `;` or `|` between them. Each URL's start is looked back from once, over the whitespace
-    before it: a regular expression trying each place a separator could be took time quadratic in
-    a run of whitespace (16,000 spaces in a value, a second)."""
-    if not text or text[0].isspace():
-        return False
-    first_line_end = text.find("\n", 1)
-    if first_line_end < 0:
-        first_line_end = len(text)
-    for url in _URL_START.finditer(text, 2):
-        separator = url.start()
-        while separator > 1 and text[separator - 1].isspace():
-            separator -= 1
-        if separator > 1 and text[separator - 1] in _URL_SEPARATORS:
-            separator -= 1
-        elif separator == url.start():
-            continue
-        # The separator itself may be the first line's end; what comes before it may not hold one.
-        return separator <= first_line_end
-    return False
-
-
-def _list_items(value: Any) -> list:
-    """The items of a list setting: a list or tuple's, or the text's between commas. Credentials
-    are refused first, in the text whole: a password holding a comma (`http://u:pa,ss@ls`) would
-    otherwise be split into items, one refused for its port `pa`."""
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    text = _text(value)
-    if "@" in text:
-        raise ValueError("put credentials in their own settings, not in the URL")
-    return text.split(",")
-
-
-def _quoted(text: str) -> str:
-    """`text` quoted in a reason, masked, and cut as `_parse` cuts a value: an item of a list
-    pasted with the rest of a line would otherwise be quoted whole after the cut value."""
-    return _cut(repr(masked_value(text)))
-
-
-def _cut(shown: str) -> str:
-    if len(shown) <= SHOWN_VALUE_CHARACTERS:
-        return shown
-    return "%s... (%d characters)" % (shown[:SHOWN_VALUE_CHARACTERS], len(shown))
-
-
-def _url(value: Any, several: str = ONE_URL_ONLY) -> str:
-    # `ES_HOST = None` in local_settings.py is no URL "None" to give a scheme to (http://None).
-    text = _text(value)
-    if _SURROGATE.search(text):
-        # An environment in another encoding than UTF-8 (`\xff`, kept as `\udcff`), or half of a
-        # character in local_settings.py: a URL is sent, logged and recorded as UTF-8 text (the
-        # ledger names each destination by its URLs), which cannot hold it.
-        raise ValueError("%s holds bytes that are not UTF-8 text: write the URL in UTF-8 (or percent-encoded)"
-                         % _quoted(text))
-    if _holds_another_url(text):
-        raise ValueError("%s holds several URLs: %s" % (_quoted(text), several))
-    if text.endswith((",", ";", "|")):
-        # `ES_HOST=http://es:9200,`, written as a list of inputs is: its port would read as
-        # "9200," and the URL be refused for a port that is no number.
-        raise ValueError("%s ends with %r: %s" % (_quoted(text), text[-1], several))
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("%s is not an http(s) URL%s" % (_quoted(text), _scheme_hint(text)))
-    ambiguous = urls.authority_problem(text)
-    if ambiguous is not None:
-        raise ValueError("%s is not a usable URL: %s" % (_quoted(text), ambiguous))
-    # Any "@": a password holding "/", "?" or "#" unencoded (`http://u:1234/x@host`) ends the
-    # host part there for urllib.parse, which then reads no credentials but a port and a path;
-    # no base URL of a service needs an "@" in its path.
-    if parts.username or parts.password or "@" in text:
-        raise ValueError("put credentials in their own settings, not in the URL")
-    _check_port(parts)
-    _check_host_name(parts)
-    if parts.query or parts.fragment or text.endswith(("?", "#")):
-        raise ValueError("a base URL takes no query string or fragment (tokens go in their own settings)")
-    return text.rstrip("/")
-
-
-def _scheme_hint(text: str) -> str:
-    """What a URL given without its scheme lacks: `localhost:9200` is read as the scheme
-    `localhost`, and `8337`, a port alone, as no URL at all. A number that is no port (0, 99999,
-    a long one pasted) gets no hint: http://localhost:99999 would be refused in its turn."""
-    if text.isdigit():
-        if ascii_digits(text) and len(text) <= 5 and 1 <= int(text) <= 65535:
-            return ": a port alone names no host; give the whole URL, e.g. http://localhost:%s" % text
-        return ""
-    if "://" in text or "@" in text:
-        return ""
-    try:
-        _url("http://" + text)
-    except ValueError:
-        return ""
-    return ": give its scheme, e.g. http://%s" % text
-
-
-def _optional_url(value: Any) -> str:
-    return _url(value) if _text(value) else ""
-
-
-def _check_port(parts) -> None:
-    """Refuse a port that is not a number from 1 to 65535: urlsplit reads one only when asked,
-    and a URL with a port no connection can use would fail only later, as if the host were down."""
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port == 0:
-        raise ValueError("the port must be a number from 1 to 65535")
-
-
-# The characters of a host name (letters, digits, hyphens; underscores too, which container and
-# cluster names use), as urllib.parse gives it, in lower case, and those of an IPv4 address.
-_HOST_NAME = re.compile(r"[a-z0-9._-]+", re.ASCII)
-
-
-def _check_host_name(parts) -> None:
-    """Refuse a host name holding a character no host name has (`es,http` from two URLs run
-    together, `a%2Cb`, `a!b`): no resolver finds it, so the run would fail only at its first
-    connection, saying the host is unknown. An IPv6 address (in brackets) is urllib.parse's to
-    check. Refuse too a host name with an empty label (`a..b`) or a label of more than 63
-    characters: the HTTP clients encode the name (IDNA) before they connect, and fail there, as
-    if the host were down or with an error of their own, instead of naming the setting."""
-    name = parts.hostname
-    if ":" not in name and not _HOST_NAME.fullmatch(name):
-        odd = next(character for character in name if not _HOST_NAME.fullmatch(character))
-        raise ValueError("the host name %r holds %r, which no host name has" % (one_line(name, 80), odd))
-    try:
-        parts.hostname.encode("idna")
-    except UnicodeError:
-        raise ValueError("the host name %r has an empty part or a part longer than 63 characters"
-                         % one_line(parts.hostname, 80)) from None
-
-
-def _host(value: Any) -> str:
-    """A host name or address, optionally with :port: what KCI_HOST names (no scheme or path)."""
-    if not isinstance(value, str):  # `KCI_HOST = None` is no host named "None"
-        raise ValueError("expected a host name, optionally with :port, as a string")
-    text = value.strip()
-    if "@" in text:
-        raise ValueError("put credentials in their own settings, not in the host")
-    scheme, given, rest = text.partition("://")
-    if given and scheme.lower() in ("http", "https") and _is_host(rest.rstrip("/")):
-        # The URL of the site, as a browser shows it: say which two settings it is.
-        raise ValueError("expected a host name, optionally with :port, without a scheme: set KCI_SCHEME=%s "
-                         "and KCI_HOST=%s" % (scheme.lower(), rest.rstrip("/")))
-    if _is_ipv6(text):
-        raise ValueError("expected a host name, optionally with :port; an IPv6 address goes in brackets: [%s]" % text)
-    try:
-        parts = urlsplit("//" + text)
-    except ValueError:  # an IPv6 address without its closing bracket
-        raise ValueError("expected a host name, optionally with :port") from None
-    if (not parts.hostname or parts.path or parts.query or parts.fragment or any(c.isspace() for c in text)
-            or urls.authority_problem("http://" + text) is not None):
-        raise ValueError("expected a host name, optionally with :port (no scheme or path)")
-    _check_port(parts)
-    _check_host_name(parts)
-    return text
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_host(text: str) -> bool:
-    try:
-        _host(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _origin_list(value: Any) -> tuple:
-    """Comma-separated origins (scheme://host[:port]), e.g. of artifact storage hosts."""
-    items = _list_items(value)
-    found = []
-    for item in items:
-        text = _url(item, several=LIST_SEPARATOR) if str(item).strip() else ""
-        if text and urlsplit(text).path not in ("", "/"):
-            raise ValueError("%s is not an origin: give scheme://host[:port] without a path" % _quoted(text))
-        if text:
-            found.append(text)
-    return tuple(found)
-
-
-def _ca_bundle(value: Any) -> str:
-    """A CA bundle file or a directory of hashed certificates; empty means the system store.
-
-    Checked here because requests reports a missing bundle only at the first request, as an
-    OSError that looks like a network failure."""
-    text = _optional_path(value)
-    if text and not os.path.exists(text):
-        raise ValueError("no such file or directory")
-    if text and not (os.path.isfile(text) or os.path.isdir(text)):
-        # A FIFO would hold the run at the first connection, waiting for a writer, for good.
-        raise ValueError("neither a regular file (a PEM bundle) nor a directory of certificates")
-    if text and not os.access(text, os.R_OK):
-        raise ValueError("not readable")
-    return text
-
-
-# What the README's table says each kind of value takes (numbers and choices say it themselves).
-_url.allowed = "an http(s) URL"
-_optional_url.allowed = "an http(s) URL, or empty"
-_url_list.allowed = "http(s) URLs, comma-separated"
-_host.allowed = "host[:port]"
-_origin_list.allowed = "scheme://host[:port], comma-separated"
-
-# Up to the last "@" of the URL or host: a password may hold "/", "?" or "#" unencoded.
-_USERINFO = re.compile(r"(^|[\s,'\"])((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^\s,'\"]*@")
-_QUERY_OR_FRAGMENT = re.compile(r"[?#]")
-
-
-def mask_credentials(text: str) -> str:
-    """`http://user:password@host` -> `http://***@host` (and `user:password@host` -> `***@host`),
-    and no query string or fragment (either may hold a token: `#access_token=...` is where an
-    OAuth sign-in leaves one), for messages that quote a URL or host setting. Masked before the
-    query is cut: `http://user:pass?word@host` would otherwise show `http://user:pass`."""
-    return _QUERY_OR_FRAGMENT.split(_USERINFO.sub(r"\1\2***@", text), 1)[0]
-
-
-def masked_value(text: str) -> str:
-    """A setting's value (a URL, a list of them, a host, or what Python shows of one given in
-    local_settings.py) as a message may quote it: from after the scheme it begins with (or from
-    its start) up to its last "@" it is `***`, and its query string or fragment is cut. A setting holds nothing but
-    URLs or a host, so whatever comes before its last "@" may be a password's: one may hold a
-    space, a comma or a quote (a passphrase), where mask_credentials, made to find each URL of
-    a text, stops and shows the user and the start of the password."""
-    at = text.rfind("@")
-    if at >= 0:
-        scheme = _LEADING_SCHEME.match(text)
-        start = scheme.end() if scheme and scheme.end() <= at else 0
-        text = text[:start] + "***" + text[at:]
-    return _QUERY_OR_FRAGMENT.split(text, 1)[0]
-
-
-# The scheme a setting's value begins with (`http://`), also as Python shows a list or tuple of
-# URLs (`['http://`): what masked_value keeps before the `***`. Nothing else of the value is kept.
-_LEADING_SCHEME = re.compile(r"""[\[(]?\s*['"]?[A-Za-z][A-Za-z0-9+.-]*://""")
-
-
 @dataclass(frozen=True)
 class Spec:
     default: Any
@@ -569,128 +73,132 @@ class Spec:
 
 SPECS: Mapping[str, Spec] = {
     # Upstream (KernelCI)
-    "KCI_SOURCE": Spec("legacy", _choice("legacy", "samples", "api"), "where feed_es reads from"),
-    "KCI_HOST": Spec("kernelci.org", _host, "legacy KernelCI web host (the _ajax API)"),
-    "KCI_SCHEME": Spec("https", _choice("http", "https"), "scheme for KCI_HOST"),
-    "KCI_STORAGE_URL": Spec("", _optional_url, "storage base URL; empty means <scheme>://storage.<host>, "
+    "KCI_SOURCE": Spec("legacy", one_of("legacy", "samples", "api"), "where feed_es reads from"),
+    "KCI_HOST": Spec("kernelci.org", host, "legacy KernelCI web host (the _ajax API)"),
+    "KCI_SCHEME": Spec("https", one_of("http", "https"), "scheme for KCI_HOST"),
+    "KCI_STORAGE_URL": Spec("", optional_url, "storage base URL; empty means <scheme>://storage.<host>, "
                             "which a KCI_HOST that is an IP address has not: the legacy source refuses it"),
-    "KCI_NON_LAVA_LABS": Spec("lab-baylibre-seattle", _text_list, "comma-separated labs that publish boot-<board>.json"),
-    "KCI_DAYS": Spec(2, _integer(1, MAX_DAYS), "default crawl window in days"),
-    "KCI_PAGE_SIZE": Spec(1000, _integer(1, MAX_PAGE_SIZE), "listing items per _ajax page"),
-    "KCI_THREADS": Spec(4, _integer(1, MAX_CONCURRENCY), "concurrent downloads"),
-    "KCING_WORKERS": Spec("auto", _workers, "processes building documents while feeding; auto means one per usable "
+    "KCI_NON_LAVA_LABS": Spec("lab-baylibre-seattle", text_list, "comma-separated labs that publish boot-<board>.json"),
+    "KCI_DAYS": Spec(2, integer_between(1, MAX_DAYS), "default crawl window in days"),
+    "KCI_PAGE_SIZE": Spec(1000, integer_between(1, MAX_PAGE_SIZE), "listing items per _ajax page"),
+    "KCI_THREADS": Spec(4, integer_between(1, MAX_CONCURRENCY), "concurrent downloads"),
+    "KCING_WORKERS": Spec("auto", workers, "processes building documents while feeding; auto means one per usable "
                           "core; 1 builds them in the feed's own process but for a file of 4 MiB or more, "
                           "0 every file"),
-    "KCING_BUILD_TIMEOUT": Spec(600.0, _number(0, MAX_SECONDS), "seconds a worker process may take to build one "
+    "KCING_BUILD_TIMEOUT": Spec(600.0, number_between(0, MAX_SECONDS), "seconds a worker process may take to build one "
                                 "object's documents (a 100 MB LAVA log takes about 10); a slower one is killed and "
                                 "its object rejected, so that no input stalls the run, and one not ready as long after "
                                 "it started is killed too; 0 waits without limit"),
-    "KCI_TIMEOUT": Spec(60.0, _number(0.1, MAX_REQUEST_SECONDS),
+    "KCI_TIMEOUT": Spec(60.0, number_between(0.1, MAX_REQUEST_SECONDS),
                         "seconds to wait for an upstream response (for a connection, 10 at most)"),
-    "KCI_MAX_RETRIES": Spec(3, _integer(1, MAX_ATTEMPTS), "attempts per upstream request"),
-    "KCI_RETRY_BACKOFF": Spec(1.0, _number(0, MAX_REQUEST_SECONDS),
+    "KCI_MAX_RETRIES": Spec(3, integer_between(1, MAX_ATTEMPTS), "attempts per upstream request"),
+    "KCI_RETRY_BACKOFF": Spec(1.0, number_between(0, MAX_REQUEST_SECONDS),
                               "seconds of the first upstream retry wait; each next one doubles, up to 30 s or this "
                               "value if larger (each drawn between half of it and all of it)"),
-    "KCI_GIVE_UP_AFTER": Spec(10, _integer(0, 1_000_000), "upstream requests in a row one host may leave unanswered "
-                              "after all their attempts (refused, timed out, no such host) before the run asks it "
-                              "nothing more: what is left to fetch from it fails at once, for the next run; 0 never "
-                              "gives up"),
-    "KCI_MAX_OBJECT_BYTES": Spec(100_000_000, _integer(1024, MAX_BYTES), "largest upstream file or page taken "
+    "KCI_GIVE_UP_AFTER": Spec(10, integer_between(0, 1_000_000),
+                              "upstream requests in a row one host may leave unanswered after all their attempts "
+                              "(refused, timed out, no such host) before the run asks it nothing more: what is left to "
+                              "fetch from it fails at once, for the next run; 0 never gives up"),
+    "KCI_MAX_OBJECT_BYTES": Spec(100_000_000, integer_between(1024, MAX_BYTES), "largest upstream file or page taken "
                                  "(bytes); a larger one is rejected while it streams"),
-    "KCI_DOWNLOAD_DEADLINE": Spec(300.0, _number(0.1, MAX_SECONDS), "seconds one upstream download may take in "
+    "KCI_DOWNLOAD_DEADLINE": Spec(300.0, number_between(0.1, MAX_SECONDS), "seconds one upstream download may take in "
                                   "all, from sending the request to the last byte; a slower one fails and the next "
                                   "run tries again"),
-    "KCI_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for upstream TLS; empty means certifi's bundle (Mozilla's CAs)"),
-    "KCI_SAMPLES_DIR": Spec("samples", _path, "directory of saved upstream files"),
+    "KCI_CA_BUNDLE": Spec("", ca_bundle, "CA bundle for upstream TLS; empty means certifi's bundle (Mozilla's CAs)"),
+    "KCI_SAMPLES_DIR": Spec("samples", required_path, "directory of saved upstream files"),
     # Upstream: the current KernelCI API (--source api)
-    "KCI_API_URL": Spec("https://api.kernelci.org/latest", _url, "KernelCI API base URL, version included"),
-    "KCI_API_TOKEN": Spec("", _token, "token sent as `Authorization: Bearer`; reading needs none"),
-    "KCI_API_STORAGE_URL": Spec("https://files.kernelci.org", _optional_url,
+    "KCI_API_URL": Spec("https://api.kernelci.org/latest", http_url, "KernelCI API base URL, version included"),
+    "KCI_API_TOKEN": Spec("", token, "token sent as `Authorization: Bearer`; reading needs none"),
+    "KCI_API_STORAGE_URL": Spec("https://files.kernelci.org", optional_url,
                                 "base URL for artifact paths the API gives as relative"),
-    "KCI_ARTIFACT_ORIGINS": Spec(("https://files-staging.kernelci.org", "https://kciapistagingstorage1.file.core.windows.net"), _origin_list,
+    "KCI_ARTIFACT_ORIGINS": Spec(("https://files-staging.kernelci.org", "https://kciapistagingstorage1.file.core.windows.net"), origin_list,
                                  "other origins artifacts may be fetched from, besides those of KCI_HOST, "
                                  "KCI_STORAGE_URL, KCI_API_URL and KCI_API_STORAGE_URL"),
-    "KCI_API_OVERLAP_MINUTES": Spec(10, _integer(0, 7 * 24 * 60),
+    "KCI_API_OVERLAP_MINUTES": Spec(10, integer_between(0, 7 * 24 * 60),
                                     "minutes before the watermark each run lists again"),
-    "KCI_API_PAGE_SIZE": Spec(500, _integer(1, MAX_PAGE_SIZE), "nodes per /nodes page"),
+    "KCI_API_PAGE_SIZE": Spec(500, integer_between(1, MAX_PAGE_SIZE), "nodes per /nodes page"),
     # Delivery (Logstash HTTP inputs; the ES_* names are kept from the original tool)
-    "ES_BUILD": Spec(("http://localhost:8337",), _url_list, "Logstash input(s) for build documents"),
-    "ES_LAVA": Spec(("http://localhost:8338",), _url_list, "Logstash input(s) for LAVA documents"),
-    "ES_BOOT": Spec(("http://localhost:8007",), _url_list, "Logstash input(s) for boot documents"),
-    "ES_REGRESSION": Spec(("http://localhost:8339",), _url_list, "Logstash input(s) for regression documents"),
-    "ES_MAX_RETRIES": Spec(3, _integer(1, MAX_ATTEMPTS), "failed attempts on a batch before the run stops"),
-    "ES_LOAD_INTERVAL": Spec(0.0, _number(0, MAX_REQUEST_SECONDS), "seconds to wait between batches"),
-    "ES_PARALLEL_POSTS": Spec(2, _integer(1, MAX_CONCURRENCY),
+    "ES_BUILD": Spec(("http://localhost:8337",), url_list, "Logstash input(s) for build documents"),
+    "ES_LAVA": Spec(("http://localhost:8338",), url_list, "Logstash input(s) for LAVA documents"),
+    "ES_BOOT": Spec(("http://localhost:8007",), url_list, "Logstash input(s) for boot documents"),
+    "ES_REGRESSION": Spec(("http://localhost:8339",), url_list, "Logstash input(s) for regression documents"),
+    "ES_MAX_RETRIES": Spec(3, integer_between(1, MAX_ATTEMPTS), "failed attempts on a batch before the run stops"),
+    "ES_LOAD_INTERVAL": Spec(0.0, number_between(0, MAX_REQUEST_SECONDS), "seconds to wait between batches"),
+    "ES_PARALLEL_POSTS": Spec(2, integer_between(1, MAX_CONCURRENCY),
                               "batches posted at the same time (spread over the route's URLs); "
                               "`--output` writes one at a time, in order"),
-    "ES_MAX_DOCS_PER_SECOND": Spec(0.0, _number(0, 1_000_000), "documents per second cap; 0 means no cap; one at "
-                                   "which a whole batch (LS_PIPELINE_BATCH_SIZE) would wait more than 3600 s is refused"),
-    "ES_RETRY_BACKOFF": Spec(1.0, _number(0, MAX_REQUEST_SECONDS),
+    "ES_MAX_DOCS_PER_SECOND": Spec(0.0, number_between(0, 1_000_000),
+                                   "documents per second cap; 0 means no cap; one at which a whole batch "
+                                   "(LS_PIPELINE_BATCH_SIZE) would wait more than 3600 s is refused"),
+    "ES_RETRY_BACKOFF": Spec(1.0, number_between(0, MAX_REQUEST_SECONDS),
                              "seconds of the first delivery retry wait (and of an admin command's wait for a busy "
                              "Elasticsearch); each next one doubles, up to 30 s or this value if larger (each drawn "
                              "between half of it and all of it)"),
-    "ES_TIMEOUT": Spec(60.0, _number(0.1, MAX_REQUEST_SECONDS),
+    "ES_TIMEOUT": Spec(60.0, number_between(0.1, MAX_REQUEST_SECONDS),
                        "seconds each wait for Logstash may take, to take more of a batch or to answer it (to "
                        "accept a connection, 10 at most)"),
-    "ES_POST_DEADLINE": Spec(120.0, _number(0.1, MAX_SECONDS), "seconds Logstash may take in all to take a batch and "
-                             "answer it, from sending it (ES_TIMEOUT bounds each wait); then the batch is retried"),
-    "LS_PIPELINE_BATCH_SIZE": Spec(500, _integer(1, 100_000), "documents per POST (and Logstash batch size)"),
-    "LS_BATCH_MAX_BYTES": Spec(5_000_000, _integer(1024, MAX_BYTES), "bytes per POST at most; a single document "
+    "ES_POST_DEADLINE": Spec(120.0, number_between(0.1, MAX_SECONDS),
+                             "seconds Logstash may take in all to take a batch and answer it, from sending it "
+                             "(ES_TIMEOUT bounds each wait); then the batch is retried"),
+    "LS_PIPELINE_BATCH_SIZE": Spec(500, integer_between(1, 100_000), "documents per POST (and Logstash batch size)"),
+    "LS_BATCH_MAX_BYTES": Spec(5_000_000, integer_between(1024, MAX_BYTES), "bytes per POST at most; a single document "
                            "larger than that is posted alone, and Logstash's max_content_length decides"),
-    "ES_QUEUE_MAX_BYTES": Spec(200_000_000, _integer(1024, MAX_BYTES),
+    "ES_QUEUE_MAX_BYTES": Spec(200_000_000, integer_between(1024, MAX_BYTES),
                                "bytes of documents built and waiting to be sent at most: past it, downloads "
                                "pause until Logstash (or --output) takes them; the next object to be sent is "
                                "downloaded whatever its size"),
-    "LS_USER": Spec("", _credential, "basic-auth user for the Logstash inputs"),
-    "LS_PASSWORD": Spec("", _credential, "basic-auth password for the Logstash inputs"),
-    "LS_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Logstash TLS (a PEM file, or a directory of hashed "
+    "LS_USER": Spec("", credential, "basic-auth user for the Logstash inputs"),
+    "LS_PASSWORD": Spec("", credential, "basic-auth password for the Logstash inputs"),
+    "LS_CA_BUNDLE": Spec("", ca_bundle, "CA bundle for Logstash TLS (a PEM file, or a directory of hashed "
                          "certificates); empty means the system store (OpenSSL's default paths)"),
     # Ledger and retention
-    "KCING_OUTPUT_MAX_BYTES": Spec(100_000_000, _integer(1024, MAX_BYTES),
+    "KCING_OUTPUT_MAX_BYTES": Spec(100_000_000, integer_between(1024, MAX_BYTES),
                                    "bytes an `--output` file takes before the next batch goes into the route's "
                                    "next file (`lava.part000002.ndjson`, ...); under Elasticsearch's 100 MB "
                                    "http.max_content_length, each file can be posted to `_bulk` whole"),
-    "KCING_DB": Spec("kcing.db", _ledger_file, "SQLite ledger of what was delivered"),
-    "KCING_DB_LOCK_WAIT": Spec(30.0, _number(0, MAX_SECONDS), "seconds a ledger write waits for another process "
+    "KCING_DB": Spec("kcing.db", ledger_file, "SQLite ledger of what was delivered"),
+    "KCING_DB_LOCK_WAIT": Spec(30.0, number_between(0, MAX_SECONDS), "seconds a ledger write waits for another process "
                                "holding its database lock before the run stops (exit 4)"),
-    "KCING_PROGRESS_EVERY": Spec(10.0, _number(1, 24 * 3600), "seconds between the `progress:` lines of feed_es, "
-                                 "reconcile and gen_samples, and the `still waiting` lines of setup_es, setup_kbn "
-                                 "and backup_kbn, when stderr is not a terminal (cron, a pipe, a log file)"),
-    "DRP_DAYS": Spec(3, _integer(FEWEST_DAYS_KEPT, MAX_DAYS), "days of data to keep (must exceed KCI_DAYS)"),
+    "KCING_PROGRESS_EVERY": Spec(10.0, number_between(1, 24 * 3600),
+                                 "seconds between the `progress:` lines of feed_es, reconcile and gen_samples, and "
+                                 "the `still waiting` lines of setup_es, setup_kbn and backup_kbn, when stderr is not "
+                                 "a terminal (cron, a pipe, a log file)"),
+    "DRP_DAYS": Spec(3, integer_between(FEWEST_DAYS_KEPT, MAX_DAYS), "days of data to keep (must exceed KCI_DAYS)"),
     # Elasticsearch and Kibana administration
-    "ES_HOST": Spec("http://localhost:9200", _url, "Elasticsearch URL for admin commands"),
-    "ES_USER": Spec("", _credential, "basic-auth user for Elasticsearch"),
-    "ES_PASSWORD": Spec("", _credential, "basic-auth password for Elasticsearch"),
-    "ES_API_KEY": Spec("", _token, "API key for Elasticsearch"),
-    "ES_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Elasticsearch TLS, trusted with the system store; empty means "
+    "ES_HOST": Spec("http://localhost:9200", http_url, "Elasticsearch URL for admin commands"),
+    "ES_USER": Spec("", credential, "basic-auth user for Elasticsearch"),
+    "ES_PASSWORD": Spec("", credential, "basic-auth password for Elasticsearch"),
+    "ES_API_KEY": Spec("", token, "API key for Elasticsearch"),
+    "ES_CA_BUNDLE": Spec("", ca_bundle, "CA bundle for Elasticsearch TLS, trusted with the system store; empty means "
                          "certifi's bundle (Mozilla's CAs), with the system store too"),
-    "ES_REQUEST_DEADLINE": Spec(60.0, _number(0.1, MAX_SECONDS), "seconds one request of setup_es, drp or "
+    "ES_REQUEST_DEADLINE": Spec(60.0, number_between(0.1, MAX_SECONDS), "seconds one request of setup_es, drp or "
                                 "reconcile may take in all, from sending it to the last byte of the answer"),
-    "ES_READY_TIMEOUT": Spec(60.0, _number(0, MAX_SECONDS), "seconds setup_es waits for the cluster to be ready"),
-    "ES_VERIFY_DELAY": Spec(30.0, _number(0, MAX_SECONDS), "seconds feed_es --verify waits for Logstash to pass "
+    "ES_READY_TIMEOUT": Spec(60.0, number_between(0, MAX_SECONDS),
+                             "seconds setup_es waits for the cluster to be ready"),
+    "ES_VERIFY_DELAY": Spec(30.0, number_between(0, MAX_SECONDS), "seconds feed_es --verify waits for Logstash to pass "
                             "the events on before checking Elasticsearch"),
-    "KB_URL": Spec("http://localhost:5601", _url, "Kibana URL"),
-    "KB_USER": Spec("", _credential, "basic-auth user for Kibana"),
-    "KB_PASSWORD": Spec("", _credential, "basic-auth password for Kibana"),
-    "KB_API_KEY": Spec("", _token, "API key for Kibana (the encoded value Elasticsearch returns), instead of "
+    "KB_URL": Spec("http://localhost:5601", http_url, "Kibana URL"),
+    "KB_USER": Spec("", credential, "basic-auth user for Kibana"),
+    "KB_PASSWORD": Spec("", credential, "basic-auth password for Kibana"),
+    "KB_API_KEY": Spec("", token, "API key for Kibana (the encoded value Elasticsearch returns), instead of "
                        "KB_USER and KB_PASSWORD"),
-    "KB_CA_BUNDLE": Spec("", _ca_bundle, "CA bundle for Kibana TLS; empty means certifi's bundle (Mozilla's CAs)"),
-    "KB_SPACE": Spec("", _space, "Kibana space id; empty means the default space"),
-    "KB_REQUEST_DEADLINE": Spec(300.0, _number(0.1, MAX_SECONDS), "seconds one request of setup_kbn or "
+    "KB_CA_BUNDLE": Spec("", ca_bundle, "CA bundle for Kibana TLS; empty means certifi's bundle (Mozilla's CAs)"),
+    "KB_SPACE": Spec("", kibana_space, "Kibana space id; empty means the default space"),
+    "KB_REQUEST_DEADLINE": Spec(300.0, number_between(0.1, MAX_SECONDS), "seconds one request of setup_kbn or "
                                 "backup_kbn may take in all, from sending it to the last byte of the answer"),
     # Logstash configuration written by setup_ls
-    "LS_HOME": Spec("", _optional_path, "Logstash home; setup_ls writes LS_HOME/config/pipelines.yml"),
-    "LS_PATH_SETTINGS": Spec("", _optional_path, "Logstash's settings directory (path.settings), where setup_ls writes "
+    "LS_HOME": Spec("", optional_path, "Logstash home; setup_ls writes LS_HOME/config/pipelines.yml"),
+    "LS_PATH_SETTINGS": Spec("", optional_path, "Logstash's settings directory (path.settings), where setup_ls writes "
                              "pipelines.yml instead of LS_HOME/config: /etc/logstash for the deb and rpm packages"),
-    "LS_PATH_CONFIG": Spec("", _optional_path, "pipeline file for pipelines.yml; empty means this checkout's logstash/pipeline/kcing.conf"),
-    "LS_QUEUE_TYPE": Spec("persisted", _choice("persisted", "memory"), "Logstash queue type, written by setup_ls"),
-    "LS_NUM_WORKERS": Spec(0, _integer(0, 1024),
+    "LS_PATH_CONFIG": Spec("", optional_path, "pipeline file for pipelines.yml; empty means this checkout's logstash/pipeline/kcing.conf"),
+    "LS_QUEUE_TYPE": Spec("persisted", one_of("persisted", "memory"), "Logstash queue type, written by setup_ls"),
+    "LS_NUM_WORKERS": Spec(0, integer_between(0, 1024),
                            "Logstash pipeline workers, written by setup_ls; 0 writes none, leaving logstash.yml's "
                            "pipeline.workers (by default one per CPU core)"),
-    "LS_QUEUE_MAX_EVENTS": Spec(0, _integer(0, MAX_JAVA_INT),
+    "LS_QUEUE_MAX_EVENTS": Spec(0, integer_between(0, MAX_JAVA_INT),
                                 "events the persisted queue holds, written by setup_ls; 0 writes none, leaving "
                                 "logstash.yml's queue.max_events (by default no limit)"),
-    "LS_QUEUE_MAX_BYTES": Spec("1gb", _text, "bytes the persisted queue holds, written by setup_ls, which alone reads and "
+    "LS_QUEUE_MAX_BYTES": Spec("1gb", plain_text, "bytes the persisted queue holds, written by setup_ls, which alone reads and "
                                "checks it: a size Logstash reads, at least 64mb, e.g. 1gb"),
 }
 
@@ -852,10 +360,6 @@ def _rounded_up(number: float) -> str:
     return "%g" % (math.ceil(round(number / step, 6)) * step)
 
 
-# How much of a refused value the error line shows.
-SHOWN_VALUE_CHARACTERS = 80
-
-
 def _parse(name: str, value: Any, origin: str) -> Any:
     spec = SPECS.get(name)
     if spec is None:
@@ -871,8 +375,8 @@ def _parse(name: str, value: Any, origin: str) -> Any:
             shown = repr(masked_value(value)) if isinstance(value, str) else masked_value(_repr(value))
             if len(shown) > SHOWN_VALUE_CHARACTERS:  # a value pasted twice, 10**400: the line stays readable
                 # The reason may quote the value again ("'...' is not an http(s) URL"), whole or cut.
-                error = str(error).replace(shown, "it").replace(_cut(shown), "it")
-                shown = _cut(shown)
+                error = str(error).replace(shown, "it").replace(shortened(shown), "it")
+                shown = shortened(shown)
         raise ConfigError("invalid %s=%s (from %s): %s" % (name, shown, origin, error)) from None
 
 
@@ -882,7 +386,7 @@ def _repr(value: Any) -> str:
     try:
         return repr(value)
     except ValueError:
-        return "%s holding a number too long to show" % _type_name(value)
+        return "%s holding a number too long to show" % type_name(value)
 
 
 def _too_many_digits(value: Any) -> bool:
@@ -929,7 +433,7 @@ def read_local_settings(path: Path) -> dict:
     # dict.items itself, not the user's: a subclass of dict may say otherwise, or raise.
     found = {_setting_name(name, path): value for name, value in dict.items(given)} if isinstance(given, dict) else {}
     if given is not None and not isinstance(given, (dict, ModuleType)):
-        log.warning("%s: `settings` is %s, not a dict of settings; it is ignored", path, _type_name(given))
+        log.warning("%s: `settings` is %s, not a dict of settings; it is ignored", path, type_name(given))
     found.update({name: value for name, value in namespace.items() if _read_as_setting(name)})
     # A name that is no setting is refused as such (load), whatever its value: only a setting's is read.
     found = {name: _plain(value, name, path) if _read_as_setting(name) else value
@@ -977,7 +481,7 @@ def _plain(value: Any, name: str, path: Path, depth: int = 0) -> Any:
         # A list that holds itself (`x = []; x.append(x)`), or nested beyond any use: Python's own
         # repr() and the walk below would recurse without end (RecursionError).
         raise ConfigError("invalid %s (from %s): %s nested more than %d deep (or holding itself), which no setting "
-                          "takes" % (name, path, _type_name(value), _PLAIN_DEPTH))
+                          "takes" % (name, path, type_name(value), _PLAIN_DEPTH))
     for base in _PLAIN_CONTAINERS:
         if isinstance(value, base):
             return base(_plain(item, name, path, depth + 1) for item in base.__iter__(value))
@@ -992,7 +496,7 @@ def _plain(value: Any, name: str, path: Path, depth: int = 0) -> Any:
                               % (name, path, type(error).__name__)) from None
         return _plain(text, name, path)
     raise ConfigError("invalid %s (from %s): %s, which no setting takes: give text, a number or a list of them"
-                      % (name, path, _type_name(value)))
+                      % (name, path, type_name(value)))
 
 
 def _setting_name(key: Any, path: Path) -> str:
@@ -1000,7 +504,7 @@ def _setting_name(key: Any, path: Path) -> str:
     value as plain str); any other key is refused without running its code to show it."""
     if isinstance(key, str):
         return str.__str__(key)
-    raise ConfigError("%s: `settings` has a key that is %s, not a setting's name" % (path, _type_name(key)))
+    raise ConfigError("%s: `settings` has a key that is %s, not a setting's name" % (path, type_name(key)))
 
 
 def _working_directory_exists() -> bool:
@@ -1098,9 +602,9 @@ def load(environ: Optional[Mapping[str, str]] = None, local_file: Optional[Path]
     for name, value in (overrides or {}).items():
         if value is not None:
             given[name] = (value, origins.get(name, "command line"))
-    values = {name: spec.default for name, spec in SPECS.items()}
-    values.update((name, _parse(name, value, origin)) for name, (value, origin) in given.items())
-    settings = Settings(**values)
+    chosen = {name: spec.default for name, spec in SPECS.items()}
+    chosen.update((name, _parse(name, value, origin)) for name, (value, origin) in given.items())
+    settings = Settings(**chosen)
     _check_pace(settings)
     return settings
 

@@ -16,7 +16,7 @@ from kcing.flags import a_document_date, positive_int
 from kcing.http import BodyReader, RetryPolicy, new_session, warn_cleartext_credentials
 from kcing.pipeline import FeedOptions
 from kcing.records import BOOT, BUILD, LAVA
-from kcing.settings import MAX_DAYS
+from kcing.settingvalues import MAX_DAYS
 from kcing.shutdown import Stop
 from kcing.sinks import ROUTE_SETTINGS, logstash_routes
 from kcing.sinks.logstash import MAX_ANSWER_BYTES, LogstashSink

@@ -1207,7 +1207,7 @@ def test_each_command_is_one_module_that_no_service_imports():
     # cli.py parses the global part and dispatches: it builds no source, sink or ledger itself.
     cli_imports = {module.split(".")[1] for module in imported_modules(package / "cli.py")
                    if module.startswith("kcing.")}
-    assert cli_imports <= {"__version__", "commands", "logs", "settings", "errors", "urls"}, cli_imports
+    assert cli_imports <= {"__version__", "commands", "logs", "settings", "settingvalues", "errors", "urls"}, cli_imports
 
 
 def modules_loaded(argv: List[str], env: Dict[str, str], cwd: Path) -> Set[str]:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from kcing import settings as settings_module
+from kcing import settings as settings_module, settingvalues
 from kcing.errors import ConfigError
 
 
@@ -209,7 +209,7 @@ def test_a_bad_url_is_quoted_without_its_credentials(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, environ={"ES_LAVA": "ftp://kcing:hunter2@ls:8338"})
     assert "hunter2" not in str(caught.value) and "ES_LAVA" in str(caught.value)
-    assert settings_module.mask_credentials("see http://u:p@h:1/x and https://h/y") == "see http://***@h:1/x and https://h/y"
+    assert settingvalues.mask_credentials("see http://u:p@h:1/x and https://h/y") == "see http://***@h:1/x and https://h/y"
 
 
 URL_SETTINGS = ("KCI_STORAGE_URL", "KCI_API_URL", "KCI_API_STORAGE_URL", "KCI_ARTIFACT_ORIGINS", "ES_BUILD", "ES_LAVA",
@@ -349,7 +349,7 @@ def test_several_urls_are_found_in_the_values_the_regular_expression_found_them_
               "\u00a0", "\x1c", ",", ";", "|", ", ", " ;\n")
     for _ in range(20000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randrange(12)))
-        assert settings_module._holds_another_url(text) == bool(_ANOTHER_URL_BEFORE.match(text)), repr(text)
+        assert settingvalues._holds_another_url(text) == bool(_ANOTHER_URL_BEFORE.match(text)), repr(text)
 
 
 def test_a_host_name_with_an_underscore_as_container_names_have_is_taken(tmp_path):
@@ -413,7 +413,7 @@ def test_a_numeric_setting_takes_its_bounds_and_nothing_beyond(tmp_path, name, m
         with pytest.raises(ConfigError) as caught:
             load(tmp_path, environ={name: value})
         assert str(caught.value).endswith("from %s to %s" % (
-            settings_module._number_text(minimum), settings_module._number_text(maximum))), str(caught.value)
+            settingvalues.number_text(minimum), settingvalues.number_text(maximum))), str(caught.value)
 
 
 def test_a_number_from_local_settings_is_bounded_too(tmp_path):
@@ -865,7 +865,7 @@ def test_a_url_setting_with_a_query_or_a_fragment_is_refused_without_showing_the
 
 
 def test_masking_takes_a_userinfo_up_to_its_last_at_sign():
-    mask = settings_module.mask_credentials
+    mask = settingvalues.mask_credentials
     assert mask("http://u:1/p?w#x@h:1/y") == "http://***@h:1/y"
     assert mask("a http://u:p/w@h, b http://h2/z") == "a http://***@h, b http://h2/z"
     assert mask("u:p/w@host") == "***@host"
@@ -1016,7 +1016,7 @@ def test_a_long_url_holding_bytes_that_are_not_utf8_is_quoted_once_and_cut(tmp_p
 
 
 def test_an_item_as_long_as_a_value_is_shown_is_quoted_whole(tmp_path):
-    item = "ftp://" + "c" * (settings_module.SHOWN_VALUE_CHARACTERS - 8)  # quoted: two characters more
+    item = "ftp://" + "c" * (settingvalues.SHOWN_VALUE_CHARACTERS - 8)  # quoted: two characters more
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, environ={"ES_BUILD": "http://ok, " + item})
     assert str(caught.value).endswith(": %r is not an http(s) URL" % item)

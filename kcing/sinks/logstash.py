@@ -13,7 +13,7 @@ from kcing.errors import ConfigError, SinkRejected, SinkUnavailable
 from kcing.http import BodyAbandoned, BodyError, BodyReader, RetryPolicy, parse_retry_after, seconds_text
 from kcing.netreason import connection_failure
 from kcing.secrecy import masked
-from kcing.settings import mask_credentials
+from kcing.settingvalues import mask_credentials
 from kcing.sinks.batching import LOGSTASH_SEPARATOR, Batch
 from kcing.sinks.encoding import logstash_json
 from kcing.transport import CannotConnect, PostFailed, PostTimeout, Transport
