@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Optional
 
 from kcing.errors import ConfigError
-from kcing.ledger.ledger import Ledger, check_ledger_path, ledger_exists
+from kcing.ledger.ledger import Ledger
+from kcing.ledger.location import check_ledger_path, ledger_exists
 from kcing.runlock import RunLock
 from kcing.shutdown import Stop
 from kcing.sinks import logstash_destination_of, logstash_destinations_key

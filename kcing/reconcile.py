@@ -35,7 +35,8 @@ from kcing.admin.retention import chunks, index_day, settings_past_metadata_bloc
 from kcing.errors import ConfigError, ElasticsearchError, Interrupted, UpstreamError, kept_short, one_line
 from kcing.http import seconds_text
 from kcing.ledger import docids
-from kcing.ledger.ledger import RESENT_BY, DeliveredRow, Ledger
+from kcing.ledger.ledger import DeliveredRow, Ledger
+from kcing.ledger.runs import RESENT_BY
 from kcing.ledger.models import MISSING_IN_ELASTICSEARCH, column_text
 from kcing.plural import counted, verb
 from kcing.progress import Progress, eta_text

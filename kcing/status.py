@@ -8,8 +8,9 @@ from typing import Dict, List, Optional, Tuple
 
 from kcing import keptdays
 from kcing.errors import kept_short, one_line
-from kcing.ledger.ledger import RESENT_BY, RUNS_SHOWN, Ledger
+from kcing.ledger.ledger import Ledger
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, Run, UpstreamFile
+from kcing.ledger.runs import RESENT_BY, RUNS_SHOWN
 from kcing.runlock import lock_holder
 
 # The outcome shown for a run that has no end in the ledger and is not running.

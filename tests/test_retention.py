@@ -17,7 +17,8 @@ from kcing.admin.retention import (
     chunks, delete_indices, expired_indices, index_day, ledger_cutoff,
 )
 from kcing.errors import ElasticsearchError
-from kcing.ledger.ledger import RUNS_SHOWN, Ledger, Outcome
+from kcing.ledger.ledger import Ledger, Outcome
+from kcing.ledger.runs import RUNS_SHOWN
 from kcing.ledger.models import DELIVERED, FAILED
 from kcing.records import UpstreamObject
 from tests.fakes.elastic_server import ElasticsearchEmulator

@@ -11,7 +11,7 @@ from kcing.admin.elastic import make_client
 from kcing.commands import said, with_drp_days
 from kcing.errors import ElasticsearchError
 from kcing.flags import utc_text
-from kcing.ledger.ledger import ledger_exists
+from kcing.ledger.location import ledger_exists
 from kcing.ledgerfile import ledger_run_lock, no_ledger, open_ledger
 from kcing.plural import counted
 from kcing.settings import warn_short_retention

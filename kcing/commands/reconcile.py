@@ -13,7 +13,8 @@ from kcing.admin.elastic import make_client
 from kcing.commands._shared import check_and_record, print_summary, run_feed
 from kcing.errors import ConfigError, KcingError, NothingChecked, exit_status
 from kcing.flags import utc_text
-from kcing.ledger.ledger import Ledger, ledger_exists
+from kcing.ledger.ledger import Ledger
+from kcing.ledger.location import ledger_exists
 from kcing.ledgerfile import ledger_run_lock, no_ledger, open_ledger
 from kcing.plural import counted, verb
 from kcing.sinks import LOGSTASH, logstash_destination_of

@@ -5,7 +5,7 @@ import json
 from datetime import datetime, timezone
 
 from kcing import keptdays, status as status_report
-from kcing.ledger.ledger import ledger_exists
+from kcing.ledger.location import ledger_exists
 from kcing.ledgerfile import no_ledger, open_ledger
 
 SUMMARY = "what the ledger holds, per destination, and the last runs"

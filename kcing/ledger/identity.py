@@ -22,7 +22,7 @@ from kcing.ledger.database import read_only_failure, read_only_file, storage_err
 
 # The tables every kcing ledger has had since the first (the others come with create_tables).
 REQUIRED_TABLES = ("upstream_file", "run")
-# Columns later schemas added to tables that earlier ledgers already had (_migrate adds them).
+# Columns later schemas added to tables that earlier ledgers already had (kcing.ledger.migration adds them).
 ADDED_LATER = {"upstream_file": {"kept_ids", "destination"}, "watermark": {"destination"}}
 # Table names shown when a file is refused for holding other tables.
 NAMES_SHOWN = 5

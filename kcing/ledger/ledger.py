@@ -1,14 +1,13 @@
 """The ledger: which upstream objects were seen, and which Logstash acknowledged in full."""
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import sqlite3
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
@@ -16,10 +15,13 @@ from peewee import SQL, DatabaseError, SqliteDatabase, fn
 
 from kcing import keptdays, shutdown
 from kcing.errors import ConfigError, KcingError, StorageFailed, exit_status, one_line
-from kcing.files import SQLITE_HEADER, as_text, sqlite_header_of
+from kcing.files import as_text
 from kcing.ledger import docids, identity, models
 from kcing.ledger.database import LOCK_WAIT_SLICE, LedgerDatabase, read_only_file, read_only_part, unwritable
+from kcing.ledger.location import check_ledger_path, ledger_exists, refuse_other_names
+from kcing.ledger.migration import migrate
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, UpstreamFile
+from kcing.ledger.runs import RESENT_BY, drp_kept_day, runs_still_read
 from kcing.records import UpstreamObject
 from kcing.urls import redacted
 
@@ -136,10 +138,6 @@ class DeliveredRow(NamedTuple):
 
 
 _ROW_COLUMNS = "id, source, kind, upstream_id, url, object_date, kept_ids, destination"
-# In the counts of the runs-table row of a feed that `reconcile --resend` ran: who re-sent.
-RESENT_BY = "resent_by"
-# The newest runs `kcing status` lists, which drp never forgets however old they are.
-RUNS_SHOWN = 5
 
 
 def _utcnow() -> datetime:
@@ -199,7 +197,7 @@ class Ledger:
             check_ledger_path(Path(path).expanduser())
             if not unchanged:
                 # Before any read: opening a WAL file leaves -wal and -shm files beside the name.
-                _refuse_other_names(Path(path).expanduser())
+                refuse_other_names(Path(path).expanduser())
             if ledger_exists(path):
                 if not os.access(str(Path(path).expanduser()), os.R_OK):
                     # SQLite says no more than "unable to open", which read as the file being read-only.
@@ -260,7 +258,7 @@ class Ledger:
                     raise ConfigError("KCING_DB %s was written by a newer kcing (ledger schema %d; this one knows "
                                       "up to %d)" % (path, version, models.SCHEMA_VERSION))
                 if not in_place:
-                    _migrate(database, earlier_destination, earlier_watermark_destination)
+                    migrate(database, earlier_destination, earlier_watermark_destination)
                     database.create_tables(models.TABLES, safe=True)
                     if version != models.SCHEMA_VERSION:
                         database.execute_sql("PRAGMA user_version = %d" % models.SCHEMA_VERSION)
@@ -874,148 +872,12 @@ class Ledger:
         return models.Run.select().where(models.Run.command == command).order_by(models.Run.id.desc()).first()
 
 
-def drp_kept_day(started: Any, text: Optional[str]) -> Optional[date]:
-    """The first day a drp run's row says it kept (None when it says none). A run records the day
-    it kept from; a run recorded before it did counts from the day it started and the days it
-    kept. A row edited by hand into something else says nothing."""
-    try:
-        counts = json.loads(text or "{}")
-        if not isinstance(counts, dict):
-            return None
-        if isinstance(counts.get("first_kept"), str):
-            return date.fromisoformat(counts["first_kept"])
-        if isinstance(started, datetime) and type(counts.get("days")) is int:
-            return started.date() - timedelta(days=counts["days"])
-    except (ValueError, OverflowError):
-        pass
-    return None
-
-
-def runs_still_read(newest_first: Iterable[tuple]) -> Set[int]:
-    """The ids, of runs-table rows (id, command, started, ended, outcome, counts) given newest
-    first and each looked at once, that kcing reads however old they are: the newest RUNS_SHOWN
-    and the newest of each command (`kcing status`: the last runs, the last reconcile); the
-    newest success of each feed, by source and destination (`Ledger.last_success`: `--metrics`,
-    whose alert on its age must not move because drp ran); the newest feed run that recorded
-    each storage of a source (`storages_recorded`: the earlier failures whose URLs were built
-    there); and the drp run that kept from the latest day (`deleted_before`: what reconcile and
-    the legacy feed take as deleted on purpose)."""
-    read: Set[int] = set()
-    newest: Dict[Any, int] = {}  # what each row may be the newest of -> its id
-    latest_kept: Optional[Tuple[date, int]] = None
-    for shown, (run_id, command, started, ended, outcome, text) in enumerate(newest_first):
-        if shown < RUNS_SHOWN:
-            read.add(run_id)
-        newest.setdefault(("command", repr(command)), run_id)
-        try:
-            counts = json.loads(text or "{}")
-        except ValueError:
-            counts = None
-        if not isinstance(counts, dict):
-            continue  # a row edited by hand says nothing sure, to any of them
-        source = counts.get("source")
-        if outcome == "ok" and isinstance(ended, datetime) and isinstance(source, str) and RESENT_BY not in counts:
-            newest.setdefault(("success", repr(command), source,
-                               json.dumps(counts.get("destination"), sort_keys=True)), run_id)
-        if command == "feed_es" and isinstance(source, str) and isinstance(counts.get("storage"), str):
-            newest.setdefault(("storage", source, counts["storage"]), run_id)
-        if command == "drp":
-            kept = drp_kept_day(started, text)
-            if kept is not None and (latest_kept is None or kept > latest_kept[0]):
-                latest_kept = (kept, run_id)
-    read.update(newest.values())
-    if latest_kept is not None:
-        read.add(latest_kept[1])
-    return read
-
-
-def ledger_exists(path: str) -> bool:
-    """Whether there is a file (or a directory, which opening refuses) at the ledger path `path`;
-    ConfigError when that cannot be known: a directory on the way this user may not search
-    (pathlib's exists() raises PermissionError there)."""
-    try:
-        os.stat(os.path.expanduser(path))
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError as error:
-        if error.errno == errno.ELOOP:  # as the run lock says it (kcing.runlock.lock_path)
-            raise ConfigError("%s is a loop of symbolic links: point it at a file" % os.path.expanduser(path)) from None
-        raise ConfigError("KCING_DB %s cannot be looked up: %s" % (path, error.strerror or error)) from None
-    return True
-
-
-def check_ledger_path(path: Path) -> None:
-    """A ledger path must name a file, existing or not, in a directory that exists. Checked too
-    before the run lock is taken, whose file is made beside it: `KCING_DB=/dev/null` left a
-    /dev/null.lock in /dev."""
-    ledger_exists(str(path))  # a directory on the way that may not be searched: said of KCING_DB
-    if path.is_dir():
-        raise ConfigError("KCING_DB %s is a directory: name a ledger file, e.g. %s" % (path, path / "kcing.db"))
-    if path.exists() and not path.is_file():
-        raise ConfigError("KCING_DB %s is not a regular file: name a ledger file" % path)
-    parent = path.resolve().parent
-    if not parent.is_dir():
-        raise ConfigError("KCING_DB directory %s does not exist" % parent)
-    if not_a_database(path):
-        # Said before the run lock is taken: `--db kcing.log` left a kcing.log.lock beside the log.
-        raise ConfigError("KCING_DB %s is not a usable kcing ledger: file is not a database" % path)
-
-
-def not_a_database(path: Path) -> bool:
-    """Whether the file at `path` holds bytes that begin no SQLite database (an empty file is a
-    new one); False when there is no file or it cannot be read here (opening it says why)."""
-    start = sqlite_header_of(path)
-    return bool(start) and start != SQLITE_HEADER
-
-
-def _refuse_other_names(path: Path) -> None:
-    """Refuse to write a ledger file that has other names (hard links). SQLite keeps a -wal and
-    -shm file per name and the run lock is `<name>.lock`: a run through another name would write
-    the same file at the same time, each unaware of the other, and rows written through one name
-    can be lost. A symbolic link is no such name: both lead to one name."""
-    try:
-        names = os.stat(str(path)).st_nlink
-    except OSError:
-        return  # gone meanwhile: opening it says so
-    if names > 1:
-        raise ConfigError("KCING_DB %s is one file under %d names (hard links): a run through another of its names "
-                          "would take its own run lock and -wal file and write the ledger at the same time, losing "
-                          "rows; keep one name (a symbolic link may point to it) and remove the others"
-                          % (path, names))
-
-
 def _close_quietly(database: SqliteDatabase) -> None:
     """Close after a failed open; the error being raised says what went wrong."""
     try:
         database.close()
     except (KcingError, DatabaseError, sqlite3.Error):  # a second failure of the same file adds nothing
         pass
-
-
-def _migrate(database: SqliteDatabase, earlier_destination: Callable[[str], str],
-             earlier_watermark_destination: str) -> None:
-    """Bring an older ledger's tables up to SCHEMA_VERSION (new tables and indexes come from
-    create_tables, which runs after this)."""
-    columns = {row[1] for row in database.execute_sql("PRAGMA table_info(upstream_file)").fetchall()}
-    if not columns:
-        return  # a new ledger
-    if "kept_ids" not in columns:
-        # Schema 1 -> 2. Objects delivered before keep NULL: reconcile reports them as not checkable.
-        database.execute_sql("ALTER TABLE upstream_file ADD COLUMN kept_ids INTEGER")
-    if "destination" not in columns:
-        # Schema 2 -> 3. Before, every run was taken as one destination; the rows say what reached
-        # Logstash (a run with --output was recorded the same way, and cannot be told apart).
-        database.execute_sql("ALTER TABLE upstream_file ADD COLUMN destination VARCHAR(255) NOT NULL DEFAULT ''")
-        kinds = [row[0] for row in database.execute_sql("SELECT DISTINCT kind FROM upstream_file").fetchall()]
-        for kind in kinds:
-            database.execute_sql("UPDATE upstream_file SET destination = ? WHERE kind = ?",
-                                 [earlier_destination(kind), kind])
-        database.execute_sql('DROP INDEX IF EXISTS "upstream_file_source_kind_upstream_id"')
-    watermark_columns = {row[1] for row in database.execute_sql("PRAGMA table_info(watermark)").fetchall()}
-    if watermark_columns and "destination" not in watermark_columns:
-        database.execute_sql("ALTER TABLE watermark ADD COLUMN destination VARCHAR(255) NOT NULL DEFAULT ''")
-        database.execute_sql("UPDATE watermark SET destination = ?", [earlier_watermark_destination])
-        database.execute_sql('DROP INDEX IF EXISTS "watermark_source"')
 
 
 def _kept_since(kept_from: Optional[datetime]):
