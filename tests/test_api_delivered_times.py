@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from kcing.sources.api import _DeliveredTimes
+from kcing.sources.api_passes import DeliveredTimes
 
 BASE = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
 LATEST = datetime.max.replace(tzinfo=timezone.utc)
@@ -24,7 +24,7 @@ def newest_of_each_minute_time_by_time(pages) -> dict:
 
 
 def kept(pages) -> dict:
-    times = _DeliveredTimes()
+    times = DeliveredTimes()
     for page in pages:
         times.add(page)
     return {when.replace(second=0, microsecond=0): when for when in times.newest_of_each_minute()}
@@ -41,7 +41,7 @@ def test_each_minute_keeps_its_newest_time_whatever_the_order_and_the_pages():
         BASE + timedelta(minutes=1): BASE + timedelta(minutes=1),
         BASE + timedelta(minutes=3): BASE + timedelta(minutes=3, seconds=1),
     }
-    assert len(_DeliveredTimes()) == 0
+    assert len(DeliveredTimes()) == 0
 
 
 def test_the_first_instant_of_a_minute_is_that_minutes_on_the_page_of_the_one_before():

@@ -23,8 +23,9 @@ from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, FAILED
 from kcing.pipeline import FeedOptions, feed
 from kcing.records import NODE_KINDS, UpstreamObject, invalid_item_id
-from kcing.sources import api as api_module, heads
-from kcing.sources.api import MAX_PASSES, KernelCIApi, filter_time, refusal_detail, server_time_before
+from kcing.sources import api as api_module, api_passes, heads
+from kcing.sources.api import KernelCIApi, filter_time, refusal_detail, server_time_before
+from kcing.sources.api_passes import MAX_PASSES
 from kcing.sources.requester import Requester
 from tests.fakes.api_corpus import api_time, parse_api_time
 from tests.fakes.api_data import MAESTRO, REAL_JOB, checkout_tree, object_id, real_files_present, real_nodes
@@ -477,14 +478,14 @@ LAST_PAGE = FIRST_PAGE + timedelta(minutes=2)
 
 @pytest.mark.parametrize("made, created", [
     (FIRST_PAGE + timedelta(seconds=29), False),  # made before: the proxy's `Date` is behind the API's clock
-    (FIRST_PAGE + api_module.CREATED_MARGIN, True),
-    (LAST_PAGE + api_module.CREATED_MARGIN, True),  # made just before the page, by the API's clock
-    (LAST_PAGE + api_module.CREATED_MARGIN + timedelta(seconds=1), False),  # by a clock further ahead
+    (FIRST_PAGE + api_passes.CREATED_MARGIN, True),
+    (LAST_PAGE + api_passes.CREATED_MARGIN, True),  # made just before the page, by the API's clock
+    (LAST_PAGE + api_passes.CREATED_MARGIN + timedelta(seconds=1), False),  # by a clock further ahead
 ], ids=["first-page+29s", "first-page+margin", "last-page+margin", "last-page+margin+1s"])
 def test_a_node_counts_as_created_while_its_pass_paged_by_its_id_against_the_pages_dates(made, created):
     # The pass's first page counts 4 nodes; between its two pages one is deleted and one created:
     # the count stays 4 and the pass skipped a node, which only the node created tells.
-    passes = api_module._Passes(lambda: FIRST_PAGE - timedelta(minutes=10))
+    passes = api_passes.Passes(lambda: FIRST_PAGE - timedelta(minutes=10))
     passes.counted(4, FIRST_PAGE)
     assert all(passes.is_new(object_id_at(BASE, "old-%d" % number), BASE) for number in range(3))
     passes.counted(4, LAST_PAGE)
