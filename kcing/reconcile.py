@@ -36,8 +36,8 @@ from kcing.errors import ConfigError, ElasticsearchError, Interrupted, UpstreamE
 from kcing.http import seconds_text
 from kcing.ledger import docids
 from kcing.ledger.ledger import DeliveredRow, Ledger
-from kcing.ledger.runs import RESENT_BY
 from kcing.ledger.models import MISSING_IN_ELASTICSEARCH, column_text
+from kcing.ledger.runs import RESENT_BY
 from kcing.plural import counted, verb
 from kcing.progress import Progress, eta_text
 from kcing.sinks import LOGSTASH
