@@ -177,23 +177,32 @@ def _ascii_number_text(value: Any, expected: str) -> str:
     return text
 
 
+def _number_in_range(value: Any, expected: str, spelled_right: Callable[[str], bool], convert: Callable[[str], Any],
+                     minimum: float, maximum: float) -> Any:
+    """`value` read by `convert` when it is spelled as kcing takes a number (`spelled_right`: only
+    the digits 0-9, no `_` or `+`) and lies from `minimum` to `maximum`; ValueError(`expected`)
+    otherwise. True and False are no numbers, though Python counts them as 1 and 0."""
+    if isinstance(value, bool):
+        raise ValueError(expected)
+    text = _ascii_number_text(value, expected)
+    if not spelled_right(text):
+        raise ValueError(expected)
+    try:
+        number = convert(text)
+    except ValueError:
+        raise ValueError(expected) from None
+    if not minimum <= number <= maximum:
+        raise ValueError(expected)
+    return number
+
+
 def integer_between(minimum: int, maximum: int) -> Callable[[Any], int]:
     """A parser of whole numbers from `minimum` to `maximum`, which says its range (`allowed`)."""
     expected = "expected a whole number from %d to %d" % (minimum, maximum)
 
     def parse(value: Any) -> int:
-        if isinstance(value, bool):
-            raise ValueError(expected)
-        text = _ascii_number_text(value, expected)
-        if not whole_number_spelling(text):  # int() reads "1_0" as 10 and "+3" as 3
-            raise ValueError(expected)
-        try:
-            number = int(text)
-        except ValueError:  # not a number, or more digits than Python converts
-            raise ValueError(expected) from None
-        if not minimum <= number <= maximum:
-            raise ValueError(expected)
-        return number
+        # int() reads "1_0" as 10 and "+3" as 3; it refuses more digits than Python converts.
+        return _number_in_range(value, expected, whole_number_spelling, int, minimum, maximum)
 
     parse.allowed = "%d to %d" % (minimum, maximum)
     return parse
@@ -205,17 +214,8 @@ def number_between(minimum: float, maximum: float) -> Callable[[Any], float]:
     expected = "expected a number from %s" % allowed
 
     def parse(value: Any) -> float:
-        if isinstance(value, bool):
-            raise ValueError(expected)
-        text = _ascii_number_text(value, expected)
-        if not decimal_number_spelling(text):  # float() reads "1_0" as 10 and "+1" as 1
-            raise ValueError(expected)
-        try:
-            number = float(text)
-        except ValueError:
-            raise ValueError(expected) from None
-        if not minimum <= number <= maximum:  # NaN and the infinities included
-            raise ValueError(expected)
+        # float() reads "1_0" as 10, "+1" as 1 and "nan"; 1e999 reads as infinite, beyond every range.
+        number = _number_in_range(value, expected, decimal_number_spelling, float, minimum, maximum)
         return number or 0.0  # -0 is 0: messages said "within -0s"
 
     parse.allowed = allowed
