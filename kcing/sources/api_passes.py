@@ -12,7 +12,8 @@ from typing import Callable, Dict, List, Optional, Set
 from kcing.objectid import object_id_prefix
 from kcing.plural import counted
 
-log = logging.getLogger(__name__)
+# The passes' lines are the API listing's: logged under the API source's name, as its other lines are.
+log = logging.getLogger("kcing.sources.api")
 
 # Passes over one kind's listing at most (`Passes`): the first, one more when it saw fewer nodes
 # than the API counts, and another while a pass still finds nodes the one before it skipped.
