@@ -68,6 +68,15 @@ class SinkRejected(KcingError):
     exit_code = 3
 
 
+class BatchTooLarge(Exception):
+    """A Logstash input answered 413: the pipeline splits the batch and sends the halves."""
+
+    def __init__(self, url: str, size: int):
+        super().__init__("%s answered 413 for %d bytes" % (url, size))
+        self.url = url
+        self.size = size
+
+
 class LockHeld(KcingError):
     """Another kcing run holds the lock beside the database."""
 

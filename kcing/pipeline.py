@@ -17,8 +17,8 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 from kcing import watermark
 from kcing.building import Builder, BuildAbandoned, WorkersKilled
-from kcing.errors import (ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput, RunFailing,
-                          SinkUnavailable, UpstreamError, unexpected_failure)
+from kcing.errors import (BatchTooLarge, ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput,
+                          RunFailing, SinkUnavailable, UpstreamError, unexpected_failure)
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE
 from kcing.listing import Listing
@@ -29,7 +29,6 @@ from kcing.records import UpstreamObject
 from kcing.shutdown import result_of, wait_all
 from kcing.sources import listed_lab
 from kcing.sinks.batching import Batch, Batcher, Encoded
-from kcing.sinks.logstash import BatchTooLarge
 from kcing.sinks.throttle import RateLimiter
 
 log = logging.getLogger(__name__)

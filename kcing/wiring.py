@@ -13,23 +13,20 @@ from urllib.parse import urlsplit
 from kcing.building import usable_cores
 from kcing.errors import ConfigError
 from kcing.flags import a_document_date, positive_int
-from kcing.http import BodyReader, RetryPolicy, new_session, warn_cleartext_credentials
 from kcing.pipeline import FeedOptions
 from kcing.records import BOOT, BUILD, LAVA
 from kcing.settingvalues import MAX_DAYS
 from kcing.shutdown import Stop
 from kcing.sinks import ROUTE_SETTINGS, logstash_routes
-from kcing.sinks.logstash import MAX_ANSWER_BYTES, LogstashSink
-from kcing.sources.requester import Requester
-from kcing.transport import BadCaBundle, Transport, check_ca_bundle
 from kcing.watermark import parse_since, warn_if_future
 
 
 def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: Optional[Stop] = None):
     """The source the settings and flags name. `stop`: retry waits end, and downloads in progress
     are cut, once it is set (the feed takes nothing more after a signal)."""
-    # Each source's module is imported only when it is the one read: every run starts a process,
-    # and a cron run's start is most of its time.
+    # Each source's module is imported only when it is the one read, and the HTTP stack only for
+    # an upstream source or Logstash: every run starts a process, and a cron run's start is most
+    # of its time (an offline run, from samples into NDJSON files, needs no HTTP at all).
     if settings.KCI_SOURCE != "api" and (args.get("--since") or args.get("--with-logs")):
         raise ConfigError("--since and --with-logs apply to --source api only")
     for flag, kind in (("--builds", BUILD), ("--lavas", LAVA), ("--boots", BOOT)):
@@ -45,6 +42,9 @@ def make_source(args: dict, settings, how_many_flag: str = "--how-many", stop: O
                               % (" and ".join(given), source_named(args, "samples")))
         from kcing.sources.localfiles import SamplesDir
         return SamplesDir(settings.KCI_SAMPLES_DIR, settings.KCI_MAX_OBJECT_BYTES)
+    from kcing.http import BodyReader, RetryPolicy, new_session, warn_cleartext_credentials
+    from kcing.sources.requester import Requester
+    from kcing.transport import check_ca_bundle
     stop = stop if stop is not None else Stop()
     check_ca_bundle("KCI_CA_BUNDLE", settings.KCI_CA_BUNDLE)
     session = new_session(pool_size=settings.KCI_THREADS + 2, verify=settings.KCI_CA_BUNDLE, netrc=False)
@@ -112,6 +112,9 @@ def make_sink(args: dict, settings, stop: Optional[Stop] = None, kinds: Optional
         from kcing.sinks.ndjson import NdjsonDirSink  # as the sources: imported when used
         return NdjsonDirSink(args["--output"], create=not args.get("--dry-run"),
                              max_file_bytes=settings.KCING_OUTPUT_MAX_BYTES)
+    from kcing.http import BodyReader, RetryPolicy, warn_cleartext_credentials
+    from kcing.sinks.logstash import MAX_ANSWER_BYTES, LogstashSink
+    from kcing.transport import BadCaBundle, Transport
     auth = None
     if settings.LS_USER or settings.LS_PASSWORD:
         if not (settings.LS_USER and settings.LS_PASSWORD):

@@ -9,7 +9,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 
 from kcing.sinks import logstash_destination
-from kcing.errors import ConfigError, SinkRejected, SinkUnavailable
+from kcing.errors import BatchTooLarge, ConfigError, SinkRejected, SinkUnavailable
 from kcing.http import BodyAbandoned, BodyError, BodyReader, RetryPolicy, parse_retry_after, seconds_text
 from kcing.netreason import connection_failure
 from kcing.secrecy import masked
@@ -27,15 +27,6 @@ CONNECT_TIMEOUT = 10.0
 FAILING_INPUT_PAUSE = 60.0
 # Logstash answers `ok`; anything near this size is not a Logstash answer.
 MAX_ANSWER_BYTES = 1_000_000
-
-
-class BatchTooLarge(Exception):
-    """The input answered 413: the pipeline splits the batch and sends the halves."""
-
-    def __init__(self, url: str, size: int):
-        super().__init__("%s answered 413 for %d bytes" % (url, size))
-        self.url = url
-        self.size = size
 
 
 # What a Logstash http input answers once it queued a batch's events: "ok" with any of the codes

@@ -12,7 +12,7 @@ Sources know nothing of the ledger or the sinks.
 from typing import Iterator, Optional, Protocol
 
 from kcing.records import UpstreamObject
-from kcing.sources.legacy import lab_in_storage_path
+from kcing.sources.storagepaths import lab_in_storage_path
 
 
 class Source(Protocol):

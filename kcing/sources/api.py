@@ -58,7 +58,7 @@ from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject, i
 from kcing.sources import heads
 from kcing.sources.api_passes import DeliveredTimes, Passes
 from kcing.sources.api_related import RelatedNodes, node_from_answer
-from kcing.sources.gzipped import GZIP_MAGIC, InflatedTooLarge, gunzip
+from kcing.sources.gzipped import GZIP_MAGIC, MAX_ARTIFACT_BYTES, InflatedTooLarge, gunzip
 from kcing.collector import collector_paused
 from kcing.documents.coerce import as_date, iso_time
 from kcing.http import http_date
@@ -75,8 +75,6 @@ log = logging.getLogger(__name__)
 # prefix, so KCI_API_URL names another server or path.
 NOT_THE_API = " (is KCI_API_URL the KernelCI API's base URL, as https://api.kernelci.org/latest?)"
 
-# Artifacts are logs of at most tens of megabytes; refuse to inflate a gzip beyond this.
-MAX_ARTIFACT_BYTES = 256 << 20
 # Answers from a storage host that another try will not change (an expired SAS token, a file
 # that was never uploaded): the node's documents are made without that log.
 LOST_ARTIFACT_STATUSES = frozenset({401, 403, 404, 410})

@@ -33,6 +33,7 @@ from kcing.sources import heads
 from kcing.sources.gzipped import GZIP_MAGIC, gunzip, gzip_problem
 from kcing.sources.listed import ListedIds
 from kcing.sources.requester import Requester, json_of
+from kcing.sources.storagepaths import SAFE_SEGMENT
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,6 @@ log = logging.getLogger(__name__)
 # the page, which took minutes on a page of a megabyte naming it often and no content after.
 _CSRF_NAME = "csrf-token"
 _CSRF_CONTENT = re.compile(r'content="([^"]+)"')
-# Storage path segments come from upstream: allow what real ones contain, nothing that moves
-# up a directory or starts a new URL component.
-SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+,=:@~-]*$")
 
 # Ask only for what the crawl needs: build items carry megabytes of dtb lists otherwise.
 LISTING_FIELDS = ("_id", "created_on", "file_server_resource", "lab_name", "board", "job", "git_branch",
@@ -59,8 +57,6 @@ RESOURCE_FALLBACK = ("job", "git_branch", "kernel", "arch", "defconfig_full", "b
 # Storage had no build environment level before early 2019 (upstream.md §1.6): an item of then
 # names none, and its directory ends with the defconfig.
 OPTIONAL_RESOURCE_PARTS = ("build_environment",)
-# A lab's file in a build's storage directory: `<lab>/lava-json-<board>.json`, `<lab>/boot-<board>.json`.
-LAB_FILE = re.compile(r"^(?:lava-json|boot)-.+\.json$")
 # Said of a home page without a token: the public legacy frontend is gone (upstream.md §0) and
 # kernelci.org serves the project's site, while the default source is still the legacy one.
 NOT_A_LEGACY_FRONTEND = (": is KCI_HOST a legacy KernelCI frontend? The public one (kernelci.org, later "
@@ -477,28 +473,6 @@ def _path_after_origin(url: str) -> Optional[str]:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         return None
     return parts.path.lstrip("/") or None
-
-
-def lab_in_storage_path(url) -> Optional[str]:
-    """The lab a LAVA file or boot report belongs to, from the directory holding it on storage
-    (`<storage>/.../<lab>/lava-json-<board>.json`); None when `url` is not such a storage URL.
-
-    A local file's directory is never taken for a lab: a copy can sit anywhere.
-    """
-    if not isinstance(url, str):
-        return None
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https"):
-        return None
-    path = parts.path
-    segments = [unquote(segment) for segment in path.split("/")]
-    if len(segments) < 3 or not LAB_FILE.match(segments[-1]):
-        return None
-    lab = segments[-2]
-    return lab if SAFE_SEGMENT.match(lab) and ".." not in lab else None
 
 
 # A listing's distinct segments (trees, branches, kernels, architectures, configurations, build

@@ -17,8 +17,7 @@ from kcing.files import NotRegularFile, as_text, opened_regular
 from kcing.errors import ConfigError, LockHeld, ObjectTooLarge, RejectedInput, UpstreamError, reading_failure, shown
 from kcing.records import NODE_KINDS, OBJECT_KINDS, UpstreamObject
 from kcing.runlock import lock_holder
-from kcing.sources.api import MAX_ARTIFACT_BYTES
-from kcing.sources.gzipped import GZIP_MAGIC, gunzip, gzip_problem
+from kcing.sources.gzipped import GZIP_MAGIC, MAX_ARTIFACT_BYTES, gunzip, gzip_problem
 
 log = logging.getLogger(__name__)
 
