@@ -12,7 +12,7 @@ import re
 import zlib
 from typing import List, Tuple
 
-# Artifacts are logs of at most tens of megabytes; refuse to inflate a gzip beyond this.
+# KernelCI API artifacts (logs) are tens of megabytes at most: no artifact is inflated beyond this.
 MAX_ARTIFACT_BYTES = 256 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 # Members in one gzip file at most. bgzip, the writer making the most, puts 64 KiB of content

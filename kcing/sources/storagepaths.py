@@ -1,6 +1,6 @@
 """Legacy storage paths: what a path segment from upstream may be, and the lab a file's storage
-directory names. The LAVA documents of every source read the lab from there when the file
-names none, so this is kept apart from the legacy source and its HTTP stack."""
+directory names. The feed takes a LAVA file's lab from there when the file names none, whatever
+the source, so this is kept apart from the legacy source and its HTTP stack."""
 from __future__ import annotations
 
 import re
