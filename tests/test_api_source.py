@@ -58,6 +58,13 @@ def listed_ids(objects) -> list:
     return [obj.facts["node_id"] for obj in objects]
 
 
+def page_at(number: int, size: int = 3) -> str:
+    """The offset a pass asks for its page `number` (0: its first) at, while the listing stays as
+    it was: each page after the first starts one place early, at the node the page before ended
+    with, so a page of `size` brings `size - 1` nodes more."""
+    return str(number * (size - 1))
+
+
 # The watermark's rules ---------------------------------------------------------------------------
 
 def at(minutes: float) -> datetime:
@@ -189,7 +196,8 @@ def test_every_kind_is_listed_in_pages_with_naive_time_filters(replica):
     assert sorted(listed_ids(objects)) == sorted(node["id"] for node in replica.corpus.nodes())
     assert [obj.kind for obj in objects] == sorted((obj.kind for obj in objects), key=NODE_KINDS.index)
     pages = replica.listing_requests()
-    assert [request.params("offset")[0] for request in pages if request.params("kind") == ["test"]] == ["0", "4"]
+    assert [request.params("offset")[0] for request in pages if request.params("kind") == ["test"]] == [
+        page_at(number, size=4) for number in range(3)]  # 8 test nodes: 4, then 3 more a page
     assert {request.params("updated__gte")[0] for request in pages} == {"2024-01-01T00:00:00.000000"}
     assert {request.params("limit")[0] for request in pages} == {"4"}
 
@@ -236,7 +244,7 @@ def test_a_node_skipped_when_another_moves_past_the_end_is_listed_by_another_pas
     moves = []
 
     def relocate(server, query, number):  # at each pass's second page, the first node moves to the end
-        if dict(query).get("kind") == "test" and dict(query).get("offset") == "3" and not moves:
+        if dict(query).get("kind") == "test" and dict(query).get("offset") == page_at(1) and not moves:
             first = next(node for node in server.corpus.nodes() if node["kind"] == "test")
             moves.append(server.corpus.update(first["id"], when=datetime.now(UTC), relocate=True))
 
@@ -269,18 +277,19 @@ def listed_as(listing: str, source: KernelCIApi):
 @pytest.mark.parametrize("second_move", ["moved", "reinserted"])
 @pytest.mark.parametrize("first_skip", ["moved", "deleted"])
 def test_a_node_skipped_again_by_the_next_pass_is_listed_by_a_further_one(replica, first_skip, second_move, listing):
-    # The second pass skips the very node the first one skipped: a node it had listed moves to the
-    # end while it pages (updated, or re-inserted as it was, as a replica set's resync does). It
-    # finds no node the first pass missed, yet one is still missing; and when the first pass
-    # skipped it for a node deleted, that node, counted as seen, makes up for it in the number of
-    # nodes seen. A node the second pass read, updated in place before the third reads it, did
-    # not move: the third pass ends the listing.
+    # A node the first pass read leaves its place (moved to the end, or deleted) before the pass's
+    # third page, and in the second pass a node it read moves to the end while it pages (updated,
+    # or re-inserted as it was, as a replica set's resync does): each time the next page does not
+    # start with the node the page before ended with, and each such pass is followed by another,
+    # though the pass, as the one before it, counts as many nodes as the API does. A node the
+    # second pass read, updated in place before the third reads it, did not move: the third pass
+    # ends the listing.
     tests = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
-    skipped = tests[6]
+    skipped = tests[6]  # the node a page asked for at the offset would have skipped in the first pass
     passes = []
-    events = {(1, "6"): [(first_skip, tests[0])],  # the node at offset 6 comes one place earlier: skipped
-              (2, "0"): [("moved", tests[1]), ("moved", tests[2])],  # the skipped node is now at offset 3
-              (2, "3"): [(second_move, tests[3])],  # read by that pass's first page, it moves: skipped again
+    events = {(1, page_at(2)): [(first_skip, tests[0])],  # the nodes after it come one place earlier
+              (2, "0"): [("moved", tests[1]), ("moved", tests[2])],
+              (2, page_at(1)): [(second_move, tests[3])],  # read by that pass's first page, it moves
               (3, "0"): [("updated", tests[4])]}
 
     def change(server, query, number):
@@ -348,7 +357,7 @@ def test_a_node_skipped_when_the_api_deletes_one_listed_before_it_is_listed_by_a
     purged = []
 
     def purge(server, query, number):  # at the first pass's second page, the oldest test goes
-        if dict(query).get("kind") == "test" and dict(query).get("offset") == "3" and not purged:
+        if dict(query).get("kind") == "test" and dict(query).get("offset") == page_at(1) and not purged:
             purged.append(tests[0])
             server.corpus.remove(tests[0])
 
@@ -367,10 +376,10 @@ def test_a_node_skipped_when_the_api_deletes_one_listed_before_it_is_listed_by_a
 
     def purge_then_create(server, query, number):
         offset = dict(query).get("offset")
-        if dict(query).get("kind") == "test" and offset == "3" and not events:
+        if dict(query).get("kind") == "test" and offset == page_at(1) and not events:
             server.corpus.remove(tests[0])
             events.append(tests[0])
-        elif dict(query).get("kind") == "test" and offset == "6" and len(events) == 1:
+        elif dict(query).get("kind") == "test" and offset == page_at(2) and len(events) == 1:
             created = dict(server.corpus.get(tests[1]), id="f" * 24, updated=api_time(datetime.now(UTC)))
             events.append(server.corpus.add(created)["id"])
 
@@ -386,7 +395,7 @@ def test_a_node_skipped_when_the_api_deletes_one_listed_before_it_is_listed_by_a
     events = []
 
     def purge_and_create(server, query, number):
-        if dict(query).get("kind") == "test" and dict(query).get("offset") == "3" and not events:
+        if dict(query).get("kind") == "test" and dict(query).get("offset") == page_at(1) and not events:
             server.clock_offset = timedelta(minutes=1)
             server.corpus.remove(tests[0])
             made = server.now()
@@ -400,7 +409,7 @@ def test_a_node_skipped_when_the_api_deletes_one_listed_before_it_is_listed_by_a
     replica.clock_offset = timedelta(0)
 
     # Deletions in every pass: after the last one, the listing is not sure of itself.
-    replica.on_page(lambda server, query, number: dict(query).get("offset") == "3" and server.corpus.remove(
+    replica.on_page(lambda server, query, number: dict(query).get("offset") == page_at(1) and server.corpus.remove(
         next(node["id"] for node in server.corpus.nodes() if node["kind"] == "test")))
     replica.requests.clear()
     source = make_source(replica, page_size=3, kinds=("test",))
@@ -428,7 +437,7 @@ def test_a_deletion_and_a_creation_between_two_pages_are_told_by_the_node_create
     events = []
 
     def purge_and_create(server, query, number):
-        if dict(query).get("kind") == "test" and dict(query).get("offset") == "3" and not events:
+        if dict(query).get("kind") == "test" and dict(query).get("offset") == page_at(1) and not events:
             server.clock_offset = timedelta(minutes=1)  # the pages come a minute apart
             server.corpus.remove(tests[0])
             made = server.now() + api_ahead
@@ -440,6 +449,57 @@ def test_a_deletion_and_a_creation_between_two_pages_are_told_by_the_node_create
     ids = listed_ids(listed_as(listing, source))
     assert events and set(tests[1:]) | {events[1]} <= set(ids)
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is not None
+
+
+@pytest.mark.parametrize("entering", ["created-within-the-margin", "old-node-updated-into-the-window"])
+@pytest.mark.parametrize("listing", ["listed", "fed"])
+def test_a_deletion_while_a_node_enters_that_no_id_shows_created_is_told_by_where_the_next_page_starts(
+        replica, listing, entering):
+    # Between two pages, the API deletes a node the first page read, and a node enters the
+    # listing: one created a second later (its id within CREATED_MARGIN of the first page's
+    # `Date`, which cannot count it as created), or an old node updated into the window. The
+    # `total` stays as it was and no node counts as created: only the second page, asked for
+    # one place early, tells, as it does not start with the node the first page ended with.
+    tests = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
+    template = replica.corpus.get(tests[1])
+    long_ago = SINCE - timedelta(days=30)
+    old = replica.corpus.add(dict(template, id=object_id_at(long_ago, "old"), name="old", created=api_time(long_ago),
+                                  updated=api_time(long_ago)))
+    events = []
+
+    def purge_and_enter(server, query, number):
+        if dict(query).get("kind") == "test" and dict(query).get("offset") != "0" and not events:  # the 2nd page
+            server.corpus.remove(tests[0])
+            if entering == "created-within-the-margin":
+                made = server.now()
+                events.append(server.corpus.add(dict(template, id=object_id_at(made, "created"),
+                                                     updated=api_time(made)))["id"])
+            else:
+                server.corpus.update(old["id"], when=datetime.now(UTC), result="fail")
+                events.append(old["id"])
+
+    replica.on_page(purge_and_enter)
+    source = make_source(replica, page_size=3, kinds=("test",))
+    ids = listed_ids(listed_as(listing, source))
+    assert events
+    assert set(tests[1:]) | set(events) <= set(ids)  # the node after the first page's last one too
+    assert source.watermark_candidate(lambda kind, ids: set(ids)) is not None
+    # The requests asked for the first page of two passes: the second found nothing more.
+    assert [request.params("offset") for request in replica.listing_requests()].count(["0"]) == 2
+
+
+def test_a_page_asked_for_one_place_early_says_whether_its_turn_skipped_a_node():
+    before = [("a", "t1"), ("b", "t1"), ("c", "t1")]
+    # The node the page before ended with: nothing left the listing before the offset.
+    assert api_passes.overlap_verdict(before[-1], ("c", "t1"), iter(before)) == api_passes.SAME_PLACE
+    # An unchanged node of that page: nodes entered before the offset, which only repeat.
+    assert api_passes.overlap_verdict(before[-1], ("b", "t1"), iter(before)) == api_passes.ENTERED_BEFORE
+    # A node that page did not reach: nodes before the offset left the listing.
+    assert api_passes.overlap_verdict(before[-1], ("d", "t1"), iter(before)) == api_passes.SHIFTED
+    # A node of that page in a newer version may have moved there itself; an item naming no node says nothing.
+    assert api_passes.overlap_verdict(before[-1], ("c", "t2"), iter(before)) == api_passes.SHIFTED
+    assert api_passes.overlap_verdict(before[-1], ("b", "t2"), iter(before)) == api_passes.SHIFTED
+    assert api_passes.overlap_verdict(before[-1], None, iter(before)) == api_passes.SHIFTED
 
 
 @pytest.mark.parametrize("listing", ["listed", "fed"])
@@ -462,8 +522,8 @@ def test_a_busy_api_answering_pages_minutes_apart_is_listed_again_only_for_what_
         made = server.now()
         node = dict(template, id=object_id_at(made, "busy-%d" % len(created)), updated=api_time(made))
         created.append(server.corpus.add(node)["id"])
-        if len(passes) == 1 and asked.get("offset") == "3":
-            server.corpus.update(tests[0], when=made, relocate=True)  # the node at offset 3 comes to 2
+        if len(passes) == 1 and asked.get("offset") == page_at(1):
+            server.corpus.update(tests[0], when=made, relocate=True)  # the page starts a node later
 
     replica.on_page(busy)
     source = make_source(replica, page_size=3, kinds=("test",))
@@ -498,19 +558,20 @@ def test_a_node_counts_as_created_while_its_pass_paged_by_its_id_against_the_pag
 def test_an_empty_page_short_of_the_total_is_listed_again_and_holds_the_watermark_while_it_stays(replica):
     tests = [node["id"] for node in replica.corpus.nodes() if node["kind"] == "test"]
     # Once: the next pass lists the rest, and the listing is complete.
-    replica.malformed_page(2, json.dumps({"items": [], "total": len(tests), "limit": 3, "offset": 3}).encode())
+    replica.malformed_page(2, json.dumps({"items": [], "total": len(tests), "limit": 3,
+                                          "offset": int(page_at(1))}).encode())
     source = make_source(replica, page_size=3, kinds=("test",))
     assert sorted(listed_ids(source.list_objects())) == sorted(tests)
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is not None and source.left_out == []
 
     # Every time: the nodes past it are never listed, so the watermark stays and the run is told.
-    replica.empty_from["test"] = 3
+    replica.empty_from["test"] = int(page_at(1))
     source = make_source(replica, page_size=3, kinds=("test",))
     assert listed_ids(source.list_objects()) == tests[:3]
     assert source.watermark_candidate(lambda kind, ids: set(ids)) is None
     (problem,) = source.left_out
-    assert problem.startswith("test listing: the API answered an empty page at offset 3 though it counts %d nodes"
-                              % len(tests))
+    assert problem.startswith("test listing: the API answered an empty page at offset %s though it counts %d nodes"
+                              % (page_at(1), len(tests)))
 
 
 def test_a_repeated_node_is_listed_again_only_when_newer():
@@ -916,15 +977,15 @@ def test_a_page_still_refused_after_its_retries_is_named_by_its_kind_and_offset(
     source = make_source(replica, page_size=3, kinds=("kbuild", "test"))
 
     def refuse_the_second_test_page(server, query, number):
-        if dict(query)["kind"] == "test" and dict(query)["offset"] == "3":
+        if dict(query)["kind"] == "test" and dict(query)["offset"] == page_at(1):
             server.fail_next("/latest/nodes", status, count=None)
 
     replica.on_page(refuse_the_second_test_page)
     with pytest.raises(UpstreamAnsweredError) as stopped:
         list(source.list_objects())
     assert stopped.value.status == status
-    assert str(stopped.value) == "GET %s/nodes (kind=test, offset 6) failed 3 times (last: HTTP %d)" % (
-        replica.api_url, status)
+    assert str(stopped.value) == "GET %s/nodes (kind=test, offset %s) failed 3 times (last: HTTP %d)" % (
+        replica.api_url, page_at(2), status)
 
 
 @pytest.mark.parametrize("page_size", [1, 2, 3, 500])
@@ -991,7 +1052,7 @@ def test_a_node_the_api_cannot_answer_is_reported_once_however_many_passes_list_
     moved = []
 
     def relocate(server, query, number):
-        if dict(query)["offset"] == "3" and not moved:
+        if dict(query)["offset"] == page_at(1) and not moved:
             moved.append(server.corpus.update(tests[0], when=server.now(), relocate=True))
 
     replica.on_page(relocate)
@@ -1041,7 +1102,7 @@ def test_a_page_answered_for_another_offset_stops_the_listing(replica, known):
     replica.ignores_offset = True  # a cache before the API that keys pages without their offset
     source = make_source(replica, page_size=3, kinds=("test",))
     listed = []
-    with pytest.raises(UpstreamError, match=r"\(kind=test, offset 3\) answered the page at offset 0 instead$"):
+    with pytest.raises(UpstreamError, match=r"\(kind=test, offset %s\) answered the page at offset 0 instead$" % page_at(1)):
         for obj in source.list_objects(known=known):
             listed.append(obj)
     assert len(listed) == 3 and source.watermark_candidate(lambda kind, ids: set(ids)) is None

@@ -33,6 +33,9 @@ from tests.feedrun import (DEEPER_THAN_DECODERS_GO, REPO, api_feed_environ, kcin
 # the real payloads are from 2024, so the tests widen it to reach those too.
 BASE = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1)
 WIDE = "3650"
+# With KCI_API_PAGE_SIZE=3, where a pass asks for its second page: each page after the first starts
+# one place early, at the node the page before ended with (pages at offsets 0, 2, 4, ...).
+SECOND_PAGE = 2
 
 
 @pytest.fixture
@@ -632,11 +635,11 @@ def test_pages_that_run_dry_short_of_the_total_fail_the_run_and_hold_the_waterma
     mark = watermark(db)
     later = checkout_tree(api_replica.corpus, api_replica.files_url, mark + timedelta(minutes=5), seed="tree-2",
                           describe="v6.12-rc4")
-    api_replica.empty_from["test"] = 3  # every test page from offset 3 on is empty, `total` counts them all
+    api_replica.empty_from["test"] = SECOND_PAGE  # every test page from there on is empty, `total` counts them all
     env = dict(env, KCI_API_PAGE_SIZE="3")
     dry = kcing(["feed_es"], env, tmp_path)
     assert dry.returncode == 1, dry.stderr
-    assert "test listing: the API answered an empty page at offset 3 though it counts" in dry.stdout
+    assert "test listing: the API answered an empty page at offset %d though it counts" % SECOND_PAGE in dry.stdout
     assert watermark(db) == mark  # the tests past the empty page were never listed
 
     api_replica.empty_from.clear()
@@ -656,7 +659,8 @@ def test_a_server_that_answers_the_first_page_for_every_offset_stops_the_run_and
     env = dict(env, KCI_API_PAGE_SIZE="3")
     result = kcing(["feed_es"], env, tmp_path)
     assert result.returncode == 1
-    assert result.stderr.endswith("(kind=job, offset 3) answered the page at offset 0 instead\n"), result.stderr
+    assert result.stderr.endswith("(kind=job, offset %d) answered the page at offset 0 instead\n" % SECOND_PAGE), \
+        result.stderr
     assert watermark(db) == mark
 
     api_replica.ignores_offset = False
@@ -704,13 +708,13 @@ def test_a_node_skipped_when_an_update_moves_another_past_the_end_is_delivered(e
                                                                                logstash):
     # An update that moves a node already listed to the end of the natural order brings every node
     # after it one place earlier: the first node of the next page comes onto the page already
-    # read, and offset paging skips it (upstream.md §2.4: offset paging can skip items).
+    # read, and a page asked for at the offset skips it (upstream.md §2.4: offset paging can skip items).
     tests = [node for node in listed_nodes(api_replica) if node["kind"] == "test"]
     skipped = tests[3]
     moved = []
 
     def relocate(server, query, number):
-        if dict(query).get("kind") == "test" and dict(query).get("offset") == "3" and not moved:
+        if dict(query).get("kind") == "test" and dict(query).get("offset") == str(SECOND_PAGE) and not moved:
             moved.append(server.corpus.update(tests[0]["id"], when=datetime.now(timezone.utc), relocate=True,
                                               result="fail"))
 
@@ -781,7 +785,7 @@ def test_two_versions_of_a_node_listed_in_one_run_leave_the_newer_in_elasticsear
     def shift(server, query, number):
         # Before the second page: a node before the offset enters the listing (updated), so the
         # last node of the first page comes again on the second, changed meanwhile.
-        if dict(query).get("kind") == "test" and dict(query).get("offset") == "3" and not changed:
+        if dict(query).get("kind") == "test" and dict(query).get("offset") == str(SECOND_PAGE) and not changed:
             server.corpus.update(tests[0]["id"], when=mark + timedelta(minutes=20))
             changed.append(server.corpus.update(repeated["id"], when=mark + timedelta(minutes=21), result="fail"))
 

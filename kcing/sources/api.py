@@ -12,9 +12,10 @@ The only module that knows the API's paths, filters and paging, and where artifa
   page) can still skip a node: one that an update moves to the end of the natural order, or a
   deletion, brings those after it one place earlier. A kind whose listing saw fewer distinct
   nodes than its last `total`, or whose `total` went down from one page to the next (or grew by
-  less than the nodes it saw created meanwhile), is listed again from offset 0 (`api_passes.Passes`),
-  until a pass finds no node it should have seen before and saw none of its own move; the
-  versions already listed are not listed twice.
+  less than the nodes it saw created meanwhile), or one of whose pages, asked for one place early,
+  did not start with the node the page before ended with, is listed again from offset 0
+  (`api_passes.Passes`), until a pass finds no node it should have seen before and saw none of
+  its own move; the versions already listed are not listed twice.
 - One object per node version: its upstream id is `<node id>.<updated, ISO basic format>`, so
   a node changed since it was delivered is not skipped by the ledger, while its documents keep
   ids made from the node id alone.
@@ -56,7 +57,7 @@ from kcing.errors import (ConfigError, ObjectTooLarge, ObjectUndecodable, Reject
                           UpstreamError, shown)
 from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject, invalid_item_id
 from kcing.sources import heads
-from kcing.sources.api_passes import DeliveredTimes, Passes
+from kcing.sources.api_passes import SAME_PLACE, SHIFTED, DeliveredTimes, Passes, overlap_verdict
 from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.sources.gzipped import GZIP_MAGIC, MAX_ARTIFACT_BYTES, InflatedTooLarge, gunzip
 from kcing.collector import collector_paused
@@ -145,14 +146,25 @@ class _Page:
     decode_whole: Optional[Callable[[], list]] = None  # with heads: decodes the items whole
     _whole: Optional[list] = None
     unlisted: int = 0  # nodes at the page's offsets the API failed to answer (left out)
+    _dropped: int = 0  # items left out at the start, of those decode_whole answers
 
     def item(self, index: int):
         """Item `index` decoded whole (a page of heads is decoded whole on the first call)."""
         if self.decode_whole is None:
             return self.items[index]
         if self._whole is None:
-            self._whole = self.decode_whole()
+            self._whole = self.decode_whole()[self._dropped:]
         return self._whole[index]
+
+    def drop_first(self) -> None:
+        """Leave out the first item (the page was asked for one place early, and it is the node
+        the page before ended with)."""
+        self.items = self.items[1:]
+        if self.decode_whole is not None:
+            if self._whole is not None:
+                self._whole = self._whole[1:]
+            else:
+                self._dropped += 1
 
 
 class KernelCIApi:
@@ -265,21 +277,32 @@ class KernelCIApi:
         thread, so that the caller decides whether the collector runs meanwhile); the next page
         is requested before this one is handed over, so the API's latency overlaps the work.
         With `read_heads`, items are read only as far as their heads where msgspec can (heads.py).
-        With `passes` (which the caller keeps up to date with each page), the kind is paged
-        again from offset 0 while `passes.again` asks for it."""
+        With `passes` (which the caller keeps up to date with each page), each page after the
+        first is asked for one place early, at the node the page before ended with, to see
+        whether nodes before the offset left the listing meanwhile (`overlap_verdict`; that node
+        itself is not handed over again), and the kind is paged again from offset 0 while
+        `passes.again` asks for it."""
+        # A page of one node cannot start one place early and still bring the next one.
+        overlapping = passes is not None and self._limit() > 1
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="listing") as prefetch:
             offset = self._newest_offset(kind) if self.how_many is not None else 0
-            upcoming = prefetch.submit(self._page, kind, offset)
+            asked = offset  # where the page upcoming starts
+            upcoming = prefetch.submit(self._page, kind, asked)
+            # The items of the page before, when the page upcoming starts at the last of them.
+            before: Optional[list] = None
             left_in_a_row = 0  # nodes left out since the last one the API answered
             reported_before = len(self.left_out)  # this pass's reports of nodes left out come after
             try:
                 while upcoming is not None:
+                    again_at = 0  # items answered again at the page's start and not handed over
                     try:
                         fetched = result_of(upcoming)
                     except UpstreamAnsweredError as error:
                         if error.status != 500:
                             raise
-                        page = self._around_failing_nodes(kind, offset, error)
+                        # Read around the nodes failing: what it then starts with is not known to be
+                        # the page before's last node, which, if it is, is a repeat like any other.
+                        page = self._around_failing_nodes(kind, asked, error)
                         left_in_a_row = left_in_a_row + page.unlisted if not page.items else 0
                         if left_in_a_row > MAX_UNLISTABLE:
                             raise error
@@ -287,14 +310,18 @@ class KernelCIApi:
                             passes.left_out(page.unlisted)
                     else:
                         left_in_a_row = 0
-                        page = self._decoded(kind, offset, *fetched, read_heads=read_heads)
+                        page = self._decoded(kind, asked, *fetched, read_heads=read_heads)
                         if passes is not None:
                             passes.counted(page.total, http_date(fetched[1].headers.get("Date")))
-                    offset += len(page.items) + page.unlisted
+                            if before is not None and page.items:
+                                again_at = self._turned(kind, asked, before, page, passes)
+                    offset = asked + again_at + len(page.items) + page.unlisted
                     # A page shorter than its `limit` is no end while `total` says more: a server
                     # that caps the page size may answer with the limit asked, not the one it used.
                     more = (page.items or page.unlisted) and offset < page.total
-                    upcoming = prefetch.submit(self._page, kind, offset) if more else None
+                    before = page.items if overlapping and page.items and _place(page.items[-1]) else None
+                    asked = offset - 1 if before is not None else offset
+                    upcoming = prefetch.submit(self._page, kind, asked) if more else None
                     total = page.total
                     empty_at = offset if not (page.items or page.unlisted) and offset < total else None
                     yield page
@@ -303,13 +330,31 @@ class KernelCIApi:
                             # The next pass asks for the nodes this one left out, and reports those
                             # it leaves out too: each is one node failed, not one a pass.
                             del self.left_out[reported_before:]
-                            offset = 0
-                            upcoming = prefetch.submit(self._page, kind, offset)
+                            offset = asked = 0
+                            before = None
+                            upcoming = prefetch.submit(self._page, kind, asked)
                         elif passes.cut_short is not None:
                             self.left_out.append(passes.cut_short)
             finally:
                 if upcoming is not None:  # the caller stopped early (how_many, an error, a signal)
                     upcoming.cancel()
+
+    @staticmethod
+    def _turned(kind: str, asked: int, before: list, page: _Page, passes: Passes) -> int:
+        """A page asked for one place early, at the last node of the page `before`: tells `passes`
+        when the turn of the page may have skipped a node (the kind is then listed again). Returns
+        how many items at its start are not handed over: that node, found there as it was."""
+        first = _place(page.items[0])
+        verdict = overlap_verdict(_place(before[-1]), first, (_place(item) for item in before))
+        if verdict == SAME_PLACE:
+            page.drop_first()
+            return 1
+        if verdict == SHIFTED:
+            log.debug("%s listing: the page at offset %d starts with %s, not with the node the page before ended "
+                      "with: nodes before it left the listing while it was paged", kind, asked,
+                      shown(first[0]) if first is not None else "an item naming no node")
+            passes.shifted = True
+        return 0
 
     def _list_new(self, kind: str, known: Callable[[str, List[str]], Set[str]]) -> Iterator[UpstreamObject]:
         """Page through one kind, making objects only for versions `known` does not name.
@@ -763,6 +808,18 @@ def server_time_before(date_header: Optional[str], elapsed: Optional[timedelta])
 def filter_time(when: datetime) -> str:
     """A time as the API's filters take it: naive UTC, microseconds, no zone."""
     return when.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def _place(item) -> Optional[tuple]:
+    """(node id, `updated`) of a listed item as the API wrote them, where the next page, asked one
+    place early, is to start (`overlap_verdict`); None for an item naming no node by text."""
+    if isinstance(item, heads.NodeHead):
+        node_id, updated = item.node_id, item.updated
+    elif isinstance(item, dict):
+        node_id, updated = item["id"] if "id" in item else item.get("_id"), item.get("updated")
+    else:
+        return None
+    return (node_id, updated) if isinstance(node_id, str) and isinstance(updated, str) else None
 
 
 def _version_of(head: heads.NodeHead, kind: str) -> Optional[tuple]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Dict, List, Optional, Set
+from typing import Callable, Dict, Iterable, List, Optional, Set
 
 from kcing.objectid import object_id_prefix
 from kcing.plural import counted
@@ -101,6 +101,14 @@ class Passes:
     that saw one of its own nodes come again (it moved past the offset: an update in place leaves
     a node where the pass read it), in a newer version or as it was (re-inserted as a replica
     set's resync does), is therefore followed by another too.
+
+    The counts cannot tell every such turn of a page, though: a node deleted while one enters the
+    listing that no id says was created meanwhile (made within CREATED_MARGIN of the first page,
+    or an old node updated into the window) leaves `total` as it was. So each page after a pass's
+    first starts one place early, at the node the page before ended with (`overlap_verdict`): found
+    there, or found an unchanged node of that page (nodes entered before the offset, which only
+    repeat), nothing was skipped at that turn; any other node there means nodes before the offset
+    left it (deleted, or moved to the end), and the pass is `shifted`: followed by another.
     """
 
     def __init__(self, entered_since: Callable[[], datetime], limit: int = MAX_PASSES):
@@ -116,6 +124,7 @@ class Passes:
         self.cut_short: Optional[str] = None  # why nodes past an empty page went unlisted
         self.last_total: Optional[int] = None  # of this pass's last page
         self.shrunk = False  # a page of this pass counted fewer nodes than the page before it
+        self.shifted = False  # a page of this pass did not start at the node the page before ended with
         # A later pass's node ids (the first pass needs none: it is followed by another whenever
         # it saw too few nodes), and whether one came again in it: it moved past the offset.
         self.this_pass: Set[str] = set()
@@ -188,6 +197,7 @@ class Passes:
         # Nodes deleted while this pass paged moved the nodes after them to offsets already read,
         # and so did a node of a later pass that moved past the offset.
         shrunk, self.shrunk, self.last_total = self.shrunk, False, None
+        shifted, self.shifted = self.shifted, False
         moved, self.moved, self.this_pass = self.moved, False, set()
         # Nodes created meanwhile made up for nodes deleted: the count grew by less than they number.
         if self.first_total is not None and self.created > total - self.first_total:
@@ -195,9 +205,9 @@ class Passes:
         self.first_total, self.created, self._made_after, self._made_before = None, 0, None, None
         # A later pass's count of nodes seen takes in the nodes deleted since an earlier pass saw
         # them: it can reach `total` while the node a move made this pass skip is still missing.
-        if seen >= total and not shrunk and not moved:
+        if seen >= total and not shrunk and not moved and not shifted:
             return False
-        if self.number > 1 and not self.found_skipped and not shrunk and not moved:
+        if self.number > 1 and not self.found_skipped and not shrunk and not moved and not shifted:
             if empty_at is not None:  # not nodes that entered: offsets the API never answered
                 self.unsure = True
                 self.cut_short = ("%s listing: the API answered an empty page at offset %d though it counts %s, "
@@ -211,7 +221,9 @@ class Passes:
                         "or moved while it paged (%d listed, the API counts %d); the watermark stays for the next run",
                         kind, self.number, seen, total)
             return False
-        why = ("nodes were deleted while it was paged" if shrunk else "nodes moved while it was paged"
+        why = ("nodes were deleted while it was paged" if shrunk else
+               "a page did not start at the node the page before ended with: nodes before it were deleted or "
+               "moved while it was paged" if shifted else "nodes moved while it was paged"
                if empty_at is None else "its page at offset %d was empty" % empty_at)
         log.info("%s listing: %s listed, the API counts %d (%s): listing them again", kind, counted(seen, "node"),
                  total, why)
@@ -219,6 +231,34 @@ class Passes:
         self.found_skipped = False
         self.without_id = 0
         return True
+
+
+# What `overlap_verdict` finds at a page's first place, asked one place early.
+SAME_PLACE = "same place"  # the node the page before ended with, as it was: left out of this page
+ENTERED_BEFORE = "entered before"  # an unchanged node of the page before: nodes entered before the offset
+SHIFTED = "shifted"  # any other node: nodes before the offset left it, one may have been skipped
+
+
+def overlap_verdict(last: tuple, first: Optional[tuple], before: Iterable[Optional[tuple]]) -> str:
+    """What the first item of a page asked one place early says of the turn of the page.
+
+    `last`: the (node id, `updated`) of the last item of the page before, as listed; `first`:
+    those of this page's first item (None: it names no node); `before`: those of every item of
+    the page before (read only when `first` is not `last`). Nodes keep their order in the listing
+    but for those an update may move to its end, and they enter it only at their own place
+    (created at the end, an old node updated into the window where it was inserted): the page's
+    first place holds the last node of the page before while as many nodes entered before the
+    offset as left it, an earlier node of that page while more entered, and a node that page did
+    not reach while more left, which a page asked at the offset would have skipped. A node of
+    that page found in a newer version may itself have moved there: SHIFTED, as an unknown (the
+    newer version is listed, as any repeated node's)."""
+    if first is None:
+        return SHIFTED
+    if first == last:
+        return SAME_PLACE
+    if first in before:
+        return ENTERED_BEFORE
+    return SHIFTED
 
 
 def newer_than_listed(newest: Dict[str, datetime], node_id: Optional[str], updated) -> bool:
