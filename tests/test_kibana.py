@@ -85,9 +85,14 @@ def test_links_are_restored_under_kibana_s_own_path_and_hidden_again():
     assert kb.hide_url("[a](/s/other/app/x) [b](/apps/x)", "http://kb:5601") == "[a](/s/other/app/x) [b](/apps/x)"
 
 
-@pytest.mark.parametrize("other", ["http://kb:56010/app", "http://kb:5601.example.org/", "http://kb:5601-b/x"])
+@pytest.mark.parametrize("other", ["http://kb:56010/app", "http://kb:5601.example.org/", "http://kb:5601-b/x",
+                                   "[CI boots](http://kb:5601/s/ci/app/dashboards#/view/kcing-boots)",
+                                   "http://kb:5601/s/ci"])
 def test_hide_url_leaves_other_addresses_alone(other):
+    # An address of another space of the same Kibana too: hidden, the placeholder would put it
+    # under the space restored to (`/s/ops/s/ci/app/...`, a link leading nowhere).
     assert kb.hide_url(other, "http://kb:5601") == other
+    assert kb.restore_url(kb.hide_url(other, "http://kb:5601"), kb.space_url("http://kb:5601", "ops")) == other
 
 
 def test_restore_url_refuses_urls_that_would_break_json():

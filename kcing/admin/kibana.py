@@ -88,8 +88,10 @@ def space_url(kibana_url: str, space: str) -> str:
 
 
 def _url_pattern(url: str) -> "re.Pattern":
-    # A longer host, another port or a longer path segment is a different URL: not replaced.
-    return re.compile(re.escape(url) + r"(?![\w.:-])")
+    # A longer host, another port or a longer path segment is a different URL: not replaced; nor
+    # is one going on into a space (`/s/<id>`): from the default space's URL, a link into another
+    # space, which the placeholder would put into the space restored to (`/s/ops/s/ci/app/...`).
+    return re.compile(re.escape(url) + r"(?![\w.:-]|/s/)")
 
 
 def link_base(url: str) -> str:
