@@ -27,6 +27,7 @@ import logging
 import os
 import pickle
 import queue
+import re
 import signal
 import struct
 import subprocess
@@ -245,6 +246,37 @@ def _death_text(code: int) -> str:
     return "exited with status %d" % code
 
 
+# How the reason of an object rejected for the time its documents took to build begins (its own
+# and that of an object not built again for it); `too_long_before` reads the limit back.
+TOOK_TOO_LONG = "building its documents took longer than KCING_BUILD_TIMEOUT (%g s)"
+_TOOK_TOO_LONG = re.compile(re.escape(TOOK_TOO_LONG).replace("%g", "([0-9.e+-]+)"))
+# The fact (UpstreamObject.facts) the listing marks an object with whose last build, an earlier
+# run's, took longer than the limit: (sha256 of the content, the limit in seconds).
+BUILT_TOO_LONG = "built_too_long"
+
+
+def too_long_before(reason: Optional[str]) -> Optional[float]:
+    """The KCING_BUILD_TIMEOUT an object's rejection says building its documents took longer
+    than; None for another reason."""
+    match = _TOOK_TOO_LONG.match(reason or "")
+    try:
+        return float(match.group(1)) if match else None
+    except ValueError:  # a reason edited into the ledger by hand
+        return None
+
+
+def not_built_again(obj, sha256: str, timeout: float) -> Optional[str]:
+    """Why `obj`, downloaded with content `sha256`, is not built again (rejected at once), or
+    None to build it: its last build, with this very content, took longer than a limit no
+    shorter than `timeout` (0: none, it is built). It would hold a worker as long again, every
+    run, a crawl window of hourly runs long; a content changed since, or a limit raised, is built."""
+    earlier = obj.facts.get(BUILT_TOO_LONG)
+    if not earlier or not timeout or earlier[0] != sha256 or timeout > earlier[1]:
+        return None
+    return (TOOK_TOO_LONG % earlier[1] + " in an earlier run, and the file is the same: not built again (raise "
+            "KCING_BUILD_TIMEOUT above %g s to build it)" % earlier[1])
+
+
 class Builder:
     """Builds documents here (workers <= 1) or in up to `workers` worker processes. With one
     (KCING_WORKERS=1, or auto on a machine with one usable core), every file is built here but
@@ -372,8 +404,7 @@ class Builder:
                 if self.abandon():
                     raise BuildAbandoned("not built: the run is stopping") from died
                 if worker.timed_out:
-                    raise RejectedInput("building its documents took longer than KCING_BUILD_TIMEOUT (%g s): "
-                                        "its worker process was killed" % self.timeout) from died
+                    raise RejectedInput(TOOK_TOO_LONG % self.timeout + ": its worker process was killed") from died
                 if self._closed:
                     raise
                 deaths.append(died)

@@ -6,11 +6,13 @@ what was listed and skipped into the run's summary and hands unusable items to `
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timezone
 from itertools import islice
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from kcing import keptdays
+from kcing.building import BUILT_TOO_LONG, too_long_before
 from kcing.errors import UpstreamError
 
 from kcing.ledger.ledger import Ledger
@@ -143,8 +145,8 @@ class Listing:
                                                                                                self.destination(kind))}
             delivered -= self._changed_since_delivered(usable, delivered)
             self._warn_of_other_dates(usable, delivered)
-            undelivered = self._newer_than_delivered([obj for obj in usable
-                                                      if (obj.kind, obj.upstream_id) not in delivered])
+            undelivered = self._with_builds_too_long(self._newer_than_delivered(
+                [obj for obj in usable if (obj.kind, obj.upstream_id) not in delivered]))
             self.summary.skipped += len(usable) - len(undelivered)
             self.waiting = len(undelivered)
             del usable
@@ -175,10 +177,25 @@ class Listing:
                 changed.add((obj.kind, obj.upstream_id))
         return changed
 
+    def _with_builds_too_long(self, objects: List[UpstreamObject]) -> List[UpstreamObject]:
+        """`objects`, those an earlier run rejected because building their documents took longer
+        than KCING_BUILD_TIMEOUT marked with that content's hash and that limit (BUILT_TOO_LONG):
+        the feed does not build the same content again under a limit no longer (kcing/building.py).
+        A rejected legacy file is listed again by every run that lists it (fixed upstream, it is
+        delivered), and such a file would hold a worker as long every time."""
+        marked = {}
+        for obj, rejected in self._recorded_when_delivered(objects, self.ledger.rejections):
+            sha256, reason = rejected or (None, None)
+            limit = too_long_before(reason)
+            if sha256 and limit is not None:
+                marked[obj.key] = replace(obj, facts={**obj.facts, BUILT_TOO_LONG: (sha256, limit)})
+        return [marked.get(obj.key, obj) for obj in objects] if marked else objects
+
     def _recorded_when_delivered(self, objects: List[UpstreamObject],
                                  lookup: Callable[..., Dict[str, Any]]) -> Iterator[Tuple[UpstreamObject, Any]]:
-        """Each of the delivered `objects` with what `lookup` (a Ledger method taking source,
-        kind, upstream ids and destination) says was recorded of it, None where nothing was."""
+        """Each of `objects` (delivered ones, but for `Ledger.rejections`) with what `lookup` (a
+        Ledger method taking source, kind, upstream ids and destination) says was recorded of it,
+        None where nothing was."""
         for kind in sorted({obj.kind for obj in objects}):
             of_kind = [obj for obj in objects if obj.kind == kind]
             recorded = lookup(self.source.name, kind, [obj.upstream_id for obj in of_kind], self.destination(kind))

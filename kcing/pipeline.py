@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, Iterable, List, Optional
 
 from kcing import watermark
-from kcing.building import Builder, BuildAbandoned, WorkersKilled
+from kcing.building import Builder, BuildAbandoned, WorkersKilled, not_built_again
 from kcing.errors import (BatchTooLarge, ConfigError, Interrupted, KcingError, ObjectTooLarge, RejectedInput,
                           RunFailing, SinkUnavailable, UpstreamError, unexpected_failure)
 from kcing.ledger.ledger import Ledger, Outcome
@@ -325,6 +325,9 @@ class Feed:
             log.debug("%s: fetch failed", obj.label, exc_info=True)
             return Fetched(obj, rejected=unexpected_failure("could not be fetched", error))
         digest = hashlib.sha256(content).hexdigest()
+        too_long = not_built_again(obj, digest, self.options.build_timeout)
+        if too_long is not None:
+            return Fetched(obj, sha256=digest, rejected=too_long)
         try:
             built = self.builder.build(obj.kind, content, obj.created, listed_lab(obj),
                                        name=obj.label)

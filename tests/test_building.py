@@ -301,6 +301,42 @@ def test_a_feed_rejects_the_object_whose_build_outlasts_the_time_limit_and_deliv
     assert sum(len(batch.items) for batch in sink.batches) == 1
 
 
+def test_an_object_rejected_for_its_build_time_is_not_built_again_while_its_file_and_the_limit_stay(
+        tmp_path, monkeypatch):
+    # A legacy file rejected is listed again by every run within its days (fixed upstream, it is
+    # delivered): one whose build outlasted KCING_BUILD_TIMEOUT would hold a worker as long in each.
+    marker = tmp_path / "hanging"
+    monkeypatch.setattr(building, "TARGET", "tests.building_targets:hang_on_lab")
+    monkeypatch.setattr(pipeline, "Builder", EagerBuilder)
+    ledger = Ledger.open(str(tmp_path / "kcing.db"))
+
+    def run(timeout: float, source=None):
+        source = source or OneStuckBuild(marker)
+        source.objects = [replace(obj, created=CREATED) for obj in source.objects]
+        return pipeline.feed(source, ledger, ListSink(), pipeline.FeedOptions(threads=2, workers=2,
+                                                                               build_timeout=timeout))
+
+    assert run(1).rejected == 1 and marker.exists()
+    marker.unlink()
+    again = run(1)
+    assert (again.rejected, again.delivered) == (1, 0) and not marker.exists(), again.as_dict()
+    assert ("build stuck: building its documents took longer than KCING_BUILD_TIMEOUT (1 s) in an earlier run, and "
+            "the file is the same: not built again (raise KCING_BUILD_TIMEOUT above 1 s to build it)") in again.problems
+    assert run(0.5).rejected == 1 and not marker.exists()  # a shorter limit: not built either
+    # ... and still not by the run after that one: its reason still names the limit it outlasted.
+    assert run(1).rejected == 1 and not marker.exists()
+
+    # A limit raised builds it (which outlasts that one too), and so does a file changed upstream.
+    assert run(1.5).rejected == 1 and marker.exists()
+    marker.unlink()
+
+    class Changed(OneStuckBuild):
+        def fetch(self, obj):
+            return super().fetch(obj) + b" "
+
+    assert run(1.5, Changed(marker)).rejected == 1 and marker.exists()
+
+
 def test_a_feed_rejects_the_object_whose_build_kills_workers_and_delivers_the_rest(
         tmp_path, clean_settings, eager, monkeypatch, capsys):
     victim = sample_objects()[3]

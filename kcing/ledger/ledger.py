@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from peewee import SQL, DatabaseError, SqliteDatabase, fn
 
@@ -295,17 +295,24 @@ class Ledger:
         return {upstream_id: _column_time(when)
                 for upstream_id, when in self._delivered_column("object_date", source, kind, upstream_ids, destination)}
 
+    def rejections(self, source: str, kind: str, upstream_ids: Iterable[str],
+                   destination: str = "") -> Dict[str, Tuple[Optional[str], Optional[str]]]:
+        """{upstream id: (sha256 of the content rejected, the reason)} for those of `upstream_ids`
+        rejected for (source, kind) at `destination`."""
+        return {upstream_id: (sha256, reason) for upstream_id, sha256, reason
+                in self._delivered_column("sha256, last_error", source, kind, upstream_ids, destination, REJECTED)}
+
     def _delivered_column(self, column: str, source: str, kind: str, upstream_ids: Iterable[str],
-                          destination: str) -> Iterator[Tuple[str, Any]]:
-        """(upstream id, `column`) of those of `upstream_ids` delivered for (source, kind) to
-        `destination`, asked for LOOKUP_CHUNK ids at a time."""
+                          destination: str, state: str = DELIVERED) -> Iterator[tuple]:
+        """(upstream id, `column`) of those of `upstream_ids` delivered (or in `state`) for
+        (source, kind) to `destination`, asked for LOOKUP_CHUNK ids at a time."""
         ids = sorted(set(upstream_ids))
         for start in range(0, len(ids), LOOKUP_CHUNK):
             chunk = ids[start:start + LOOKUP_CHUNK]
             cursor = self.db.execute_sql(
                 "SELECT upstream_id, %s FROM upstream_file WHERE source = ? AND kind = ? AND destination = ? "
                 "AND state = ? AND upstream_id IN (%s)" % (column, ",".join("?" * len(chunk))),
-                [source, kind, destination, DELIVERED, *chunk])
+                [source, kind, destination, state, *chunk])
             yield from cursor.fetchall()
 
     def newest_delivered_version(self, sources: Sequence[str], kind: str, node_id: str,
