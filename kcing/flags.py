@@ -197,12 +197,24 @@ _COMPACT_YEAR_FIRST = re.compile(r"\s*[0-9]{8}(?:[0-9]{4}(?:[0-9]{2})?)?(?![0-9]
 _TWO_DIGIT_YEAR_TIME = "%y%m%d%H%M%S"
 
 
+def _parsed(text: str, **options) -> datetime:
+    """python-dateutil's reading of `text`. It reads a time's parts as Decimal numbers, and a run of
+    digits too long for one (a timestamp pasted after a time's colon) raises decimal's
+    InvalidOperation, an ArithmeticError: a ValueError here, as for any text that is no date."""
+    from dateutil import parser as dateparser  # here: most runs never read a date, and it takes a while to import
+
+    try:
+        return dateparser.parse(text, **options)
+    except OverflowError:
+        raise
+    except ArithmeticError:
+        raise ValueError("%r is not a date: a number in it is too long" % text) from None
+
+
 def _orders_agree(text: str, read: datetime) -> None:
     """AmbiguousDate when `text`, not written year first, names another day read with the day
     before the month or the year first ("01/12/2026", "01/12/26"): python-dateutil reads the
     month first, the American order, so a user elsewhere was given another day without a word."""
-    from dateutil import parser as dateparser
-
     if _YEAR_FIRST.search(text):
         return
     compact = _COMPACT_YEAR_FIRST.match(text)
@@ -212,8 +224,8 @@ def _orders_agree(text: str, read: datetime) -> None:
     readings = {read.date()}
     for dayfirst, yearfirst in ((True, False), (False, True), (True, True)):
         try:
-            readings.add(dateparser.parse(text, default=_FILLERS[0], dayfirst=dayfirst, yearfirst=yearfirst,
-                                          tzinfos=_offset_only).date())
+            readings.add(_parsed(text, default=_FILLERS[0], dayfirst=dayfirst, yearfirst=yearfirst,
+                                 tzinfos=_offset_only).date())
         except (ValueError, OverflowError):  # that order names no day: it is not a reading
             pass
     if len(readings) > 1:
@@ -260,14 +272,12 @@ def _at_midnight(text: str) -> Optional[str]:
     the day begins at midnight in that zone, as a day without a zone begins at midnight UTC.
     None when the day is none ("2026-02-30" is not 2026-02 at offset -30) or what follows it
     is no zone: "2026-12-01 PM" would be read as noon, "2026-12-01 at" as the day alone."""
-    from dateutil import parser as dateparser
-
     match = _ZONE_AFTER_A_DAY.fullmatch(text)
     if match is None or not _names_a_day(match.group("day")):
         return None
     midnight = "%s 00:00 %s" % (match.group("day"), match.group("zone"))
     try:
-        read = dateparser.parse(midnight, default=_FILLERS[0], tzinfos=_offset_only)
+        read = _parsed(midnight, default=_FILLERS[0], tzinfos=_offset_only)
     except UnknownZone:
         raise  # a zone, named by an abbreviation: said as such
     except (ValueError, OverflowError):
@@ -297,8 +307,6 @@ def utc_date(text: str) -> datetime:
     weekday that is not its day's. OutOfRange for a date whose offset
     takes it outside the years 1 to 9999 in UTC. Digits other than 0-9 are refused
     as a pasted mistake."""
-    from dateutil import parser as dateparser  # here: most runs never read a date, and it takes a while to import
-
     if foreign_digits(text):  # python-dateutil reads any script's digits as 0-9; no other tool does
         raise ValueError("%r is not written in the digits 0-9" % text)
     signed = _SIGNED_ZONE_NAME.search(text)
@@ -307,7 +315,7 @@ def utc_date(text: str) -> datetime:
         name = "Z (UTC)" if name == "Z" else name
         raise SignedZoneName("%r gives an offset after %s, which is read with either sign" % (text, name), name)
     try:
-        first, second = (dateparser.parse(text, default=filler, tzinfos=_offset_only) for filler in _FILLERS)
+        first, second = (_parsed(text, default=filler, tzinfos=_offset_only) for filler in _FILLERS)
     except ValueError:
         midnight = _at_midnight(text)
         if midnight is None:

@@ -1796,3 +1796,23 @@ def test_a_count_takes_its_noun_in_the_plural_but_for_one():
     assert [counted(number, "object") for number in (0, 1, 2)] == ["0 objects", "1 object", "2 objects"]
     assert counted(1, "index", "indices") == "1 index" and counted(3, "index", "indices") == "3 indices"
     assert (verb(1, "has", "have"), verb(2, "has", "have")) == ("has", "have")
+
+
+# A date whose minutes are a long run of digits (a timestamp pasted after the time): python-dateutil
+# reads them as a Decimal, which raised decimal.InvalidOperation, no ValueError: an internal error.
+LONG_MINUTES = "2024-10-16 08:" + "9" * 30
+
+
+@pytest.mark.parametrize("args", [
+    ["reconcile", "--since", LONG_MINUTES],
+    ["feed_es", "--source", "api", "--since", LONG_MINUTES, "--dry-run"],
+    ["gen_samples", "--source", "api", "--since", LONG_MINUTES],
+    ["feed_es", "--builds", "build.json", "--date", LONG_MINUTES, "--dry-run"],
+], ids=["reconcile", "feed_es-api", "gen_samples-api", "feed_es-date"])
+def test_a_date_with_a_number_too_long_in_it_is_a_usage_error_in_one_line(tmp_path, args):
+    (tmp_path / "build.json").write_text("{}")
+    where = "--samples-dir" if args[0] == "gen_samples" else "--db"
+    done = kcing([*args, where, str(tmp_path / "x")], clean_environ(), tmp_path, timeout=60)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "is not a date" in done.stderr or "expects a date" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -237,6 +237,23 @@ def test_a_build_with_only_bmeta_json_on_storage_is_fed_like_its_build_json(corp
     assert sum(path.endswith("/bmeta.json") for path in paths) == 1  # only where build.json is missing
 
 
+def test_a_build_json_storage_says_is_gone_is_looked_for_as_bmeta_json_too(corpus, replica, env, logstash, tmp_path):
+    # A storage or mirror answering 410 for what it does not hold: the file is not there, as a 404 says.
+    nested = build_item("next", "next-20210503", "arm64", "defconfig", at(TODAY, 0, 9))
+    path = corpus.add_bmeta_build(nested, bmeta_json(nested))
+    replica.storage.fail_next("/" + path.rsplit("/", 1)[0] + "/build.json", 410, count=None)
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {body["kernel"] for body in logstash.store.values()} == {"next-20210503"}
+    # Neither there: both answers named (the last one ends as a 404 does, taken as not there).
+    gone = build_item("next", "next-20210504", "arm64", "defconfig", at(TODAY, 0, 10))
+    corpus.add_item("build", gone)
+    replica.storage.fail_next("/" + gone["file_server_resource"] + "/build.json", 410, count=None)
+    result = kcing(["feed_es"], env, tmp_path)
+    assert result.returncode == 1
+    assert "build.json answered 410, and bmeta.json answered 404" in result.stdout
+
+
 def test_a_build_with_neither_file_fails_naming_both(corpus, replica, env, logstash, tmp_path):
     missing = build_item("next", "next-20210503", "arm64", "defconfig", at(TODAY, 0, 9))
     corpus.add_item("build", missing)

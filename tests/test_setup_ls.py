@@ -155,6 +155,8 @@ def test_indented_and_flow_style_lists_still_merge_correctly(tmp_path):
     ("- just a string\n", "pipeline 1 is not a mapping"),
     ("- pipeline.id: kcing\n- pipeline.id: kcing\n", "appears 2 times"),
     ("- pipeline.id: [unclosed\n", "not valid YAML"),
+    # A damaged file nested deeper than PyYAML, which recurses, can go: refused, not a crash.
+    ("[" * 1000 + "]" * 1000 + "\n", "nested too deeply"),
 ])
 def test_files_that_are_not_a_list_of_pipelines_are_refused(tmp_path, existing, message):
     with pytest.raises(ValueError, match=message):

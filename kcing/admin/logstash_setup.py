@@ -166,6 +166,8 @@ def merge_pipeline_entry(existing_yaml_text: str, entry: dict) -> str:
         items = yaml.safe_load(existing_yaml_text)
     except yaml.YAMLError as error:
         raise ValueError("not valid YAML (%s)" % " ".join(str(error).split())) from None
+    except RecursionError:  # PyYAML composes and builds a document recursively
+        raise ValueError("not a YAML list of pipelines (nested too deeply)") from None
     items = [] if items is None else items
     if not isinstance(items, list):
         raise ValueError("not a YAML list of pipelines (found a %s)" % type(items).__name__)

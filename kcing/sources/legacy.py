@@ -151,12 +151,14 @@ class LegacyKernelCI:
         file found by its fallback is."""
         response = self.requester.get(obj.url)
         served = obj.url
-        fallback = _fallback_url(obj) if response.status_code == 404 else None
+        # A file not there (404, or 410 from a storage or mirror that says so of what it removed).
+        missing = response.status_code
+        fallback = _fallback_url(obj) if missing in (404, 410) else None
         if fallback is not None:
             response, served = self.requester.get(fallback), fallback
             if response.status_code != 200:
-                raise UpstreamError("GET %s answered 404, and %s answered %d" % (
-                    obj.url, fallback.rsplit("/", 1)[-1], response.status_code))
+                raise UpstreamError("GET %s answered %d, and %s answered %d" % (
+                    obj.url, missing, fallback.rsplit("/", 1)[-1], response.status_code))
         if response.status_code != 200:
             raise UpstreamError("GET %s answered %d" % (obj.url, response.status_code))
         return served, self._decompressed(served, response.content)
@@ -451,7 +453,7 @@ def csrf_token(page: str) -> Optional[str]:
 
 
 def _fallback_url(obj: UpstreamObject) -> Optional[str]:
-    """Where else an object's file is when its URL answered 404: a build's bmeta.json (its
+    """Where else an object's file is when its URL answered 404 or 410: a build's bmeta.json (its
     directory held that alone from 2021-04), a LAVA lab's boot report (the backend stored LAVA
     callbacks from 2017-12-21 on; a boot from before has its boot-<board>.json alone). None for
     other objects."""
