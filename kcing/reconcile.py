@@ -500,6 +500,28 @@ def refeed_command(source: str, since: Optional[datetime]) -> str:
 
 # I/O --------------------------------------------------------------------------------------------
 
+def unchecked_reasons(report: Report, drp_days: int, empty: bool = True) -> List[str]:
+    """Why the objects of a check that checked none were not (reconcile, feed_es --verify): how
+    many in indices past the retention (DRP_DAYS's, or a drp run's with a shorter --drp-days, which
+    deleted them: naming DRP_DAYS alone, far longer, said nothing of why), delivered before the
+    ledger kept ids, in closed or unreadable indices, or (with `empty`) making no documents."""
+    expired, old, unreadable = report.total("expired"), report.total("not_checkable"), report.total("unreadable")
+    made_none = report.total("empty") if empty else 0
+    reasons = []
+    if expired:
+        retention = ("dated before %s, which a drp run deleted" % report.first_kept.isoformat()
+                     if report.kept_by_drp and report.first_kept is not None else "DRP_DAYS=%d" % drp_days)
+        reasons.append("%d in indices past the retention (%s)" % (expired, retention))
+    if old:
+        reasons.append("%d delivered before the ledger kept document ids" % old)
+    if unreadable:
+        indices = {name for unchecked in report.unchecked.values() for name in unchecked.indices}
+        reasons.append("%d in closed or unreadable indices (%s)" % (unreadable, named(indices)))
+    if made_none:
+        reasons.append("%d that made no documents" % made_none)
+    return reasons
+
+
 def warn_unchecked(report: Report) -> None:
     """Say as warnings what could not be checked: a run that exits 0 prints no summary with -q
     (cron), and documents in a closed index or a data stream would go unchecked unseen."""

@@ -2223,3 +2223,59 @@ def test_an_object_held_missing_dated_before_the_first_day_drp_keeps_is_given_up
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["objects"]["files"]["build"] == {
         "delivered": 0, "failed": 1, "rejected": 0, "pending": 0, "too_large": 0, "missing_in_es": 0}
+
+
+def test_a_verify_that_could_look_at_none_of_what_the_run_delivered_exits_6_and_is_no_success(
+        legacy_replica, logstash, es, tmp_path):
+    """Every index the run's documents went to closed (a red index, or a data stream under a kcing
+    name, where Logstash acknowledges every event and Elasticsearch stores none, alike): the check
+    proved nothing. It exited 0, its row said `ok` and --metrics showed a fresh last success,
+    keeping the alert on its age quiet in the very failure --verify is there to catch."""
+    from tests.test_metrics import parsed
+
+    first = kcing(["feed_es"], feed_environ(legacy_replica, logstash, tmp_path / "first.db", DRP_DAYS="36500"),
+                  tmp_path)
+    assert first.returncode == 0, first.stderr
+    keys = {(event.metadata["index"], event.metadata["id"]) for emulator in logstash.emulators.values()
+            for event in emulator.events_received}
+    seed(es, keys)
+    client = Elasticsearch(es.url, request_timeout=30)
+    for index in {index for index, _ in keys}:
+        client.indices.close(index=index)
+
+    env = feed_environ(legacy_replica, logstash, tmp_path / "kcing.db", ES_HOST=es.url, DRP_DAYS="36500")
+    prom = tmp_path / "kcing.prom"
+    verified = kcing(["feed_es", "--verify", "--verify-delay", "0", "--metrics", str(prom)], env, tmp_path)
+    assert verified.returncode == 6, verified.stdout + verified.stderr
+    assert verified.stderr.splitlines()[-1].startswith(
+        "kcing feed_es: --verify could check none of the objects this run delivered: ")
+    assert "in closed or unreadable indices" in verified.stderr.splitlines()[-1]
+    shown = json.loads(kcing(["status", "--json"], env, tmp_path).stdout)
+    assert shown["last_reconcile"]["outcome"] == "nothing checked"
+    (feed, *_) = [run for run in shown["runs"] if run["command"] == "feed_es"]
+    assert feed["outcome"] == "nothing checked", feed
+    metrics = parsed(prom.read_text())
+    assert ("kcing_feed_last_success_timestamp_seconds", (("source", "legacy"),)) not in metrics
+    assert metrics[("kcing_feed_exit_code", (("source", "legacy"),))] == 6
+
+
+def test_a_verify_that_cannot_ask_elasticsearch_after_rejections_records_the_status_the_run_ends_with(
+        logstash, tmp_path):
+    """A feed that rejected a file (exit 1 so far), whose --verify then cannot reach Elasticsearch,
+    ends with 3: its row kept `error 1`, another failure than the one cron and --metrics got."""
+    from tests.test_metrics import parsed
+
+    build = sorted((SAMPLES / "build").glob("*.json"))[0]
+    with refusing_port() as port:
+        env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"), ES_BUILD=logstash.urls["build"],
+                            ES_LAVA=logstash.urls["lava"], ES_BOOT=logstash.urls["boot"],
+                            ES_HOST="http://127.0.0.1:%d" % port, DRP_DAYS="36500", ES_RETRY_BACKOFF="0.05")
+        prom = tmp_path / "kcing.prom"
+        verified = kcing(["feed_es", "--builds", str(build), str(tmp_path / "gone.json"), "--date", "2020-11-04",
+                          "--verify", "--verify-delay", "0", "--metrics", str(prom)], env, tmp_path)
+    assert verified.returncode == 3, verified.stdout + verified.stderr
+    assert parsed(prom.read_text())[("kcing_feed_exit_code", (("source", "files"),))] == 3
+    shown = json.loads(kcing(["status", "--json"], env, tmp_path).stdout)
+    (feed, *_) = [run for run in shown["runs"] if run["command"] == "feed_es"]
+    assert feed["counts"]["rejected"] == 1 and feed["counts"]["delivered"] == 1, feed
+    assert feed["outcome"] == "error 3", feed

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 from kcing import metrics
 from kcing.commands._shared import check_and_record, print_summary, run_feed
-from kcing.errors import ConfigError, Interrupted, KcingError, exit_status
+from kcing.errors import ConfigError, Interrupted, KcingError, NothingChecked, exit_status
 from kcing.files import is_directory, ledger_in_the_way, not_replaceable
 from kcing.flags import seconds
 from kcing.ledger.ledger import Ledger
@@ -117,7 +117,8 @@ large for Logstash included), or, with --verify, an answer of Elasticsearch too 
 unreadable; 4 another run holds the lock (the ledger's, or that of the --output DIR; or a
 gen_samples is saving into the samples directory to replay, its first manifest not written yet)
 or the ledger's database lock; 5 the ledger or an output file could not be written (disk full);
-130 stopped by a signal.
+6 with --verify, none of what the run delivered could be checked (all of it in closed or
+unreadable indices, or past the retention); 130 stopped by a signal.
 
 Examples:
   kcing feed_es --source api --with-logs          # the KernelCI API, from where the last run got to
@@ -221,15 +222,23 @@ def run(args: dict, settings) -> int:
                 try:
                     report = verify_delivered(client, settings, ledger, delivered, delay, stop)
                 except KcingError as error:
-                    # Elasticsearch unreachable, refusing, or not Elasticsearch at all. Not a
-                    # signal: the operator stopped the check of a feed that was done, which the
-                    # check's own row says (`error 130`).
-                    if summary.exit_code == 0 and not isinstance(error, Interrupted):
+                    # Elasticsearch unreachable, refusing, or not Elasticsearch at all: the row says
+                    # the status the run ends with, when worse than the feed's own. Not a signal:
+                    # the operator stopped the check of a feed that was done, which the check's own
+                    # row says (`error 130`).
+                    if exit_status(error) > summary.exit_code and not isinstance(error, Interrupted):
                         _record_outcome(ledger, summary, "error %d" % exit_status(error))
                     raise
                 status = max(summary.exit_code, report.exit_code)
                 if report.exit_code and summary.exit_code == 0:
                     _record_outcome(ledger, summary, "missing")
+                unproven = _checked_none(report, settings)
+                if unproven is not None:
+                    # As reconcile's: a check of nothing must not read as success in cron (nor in
+                    # --metrics: Elasticsearch may hold none of what Logstash acknowledged).
+                    _record_outcome(ledger, summary, "nothing checked" if summary.exit_code == 0 else
+                                    "error %d" % NothingChecked.exit_code)
+                    raise NothingChecked(unproven)
             return status
         except BaseException as error:
             status = exit_status(error)
@@ -257,6 +266,19 @@ def verify_delivered(client, settings, ledger: Ledger, delivered: Sequence[int],
     check_and_record(client, settings, ledger, report, ledger.delivered_rows_with_ids(delivered), stop,
                      dry_run=not delivered)
     return report
+
+
+def _checked_none(report, settings) -> Optional[str]:
+    """Why the check of what the run delivered proved nothing: it checked no object, though some
+    made documents (in closed or unreadable indices, past the retention); None otherwise. A run
+    that delivered only objects making none (KernelCI API checkouts) has nothing to prove."""
+    from kcing.reconcile import unchecked_reasons  # as verify_delivered: the Elasticsearch client is slow to import
+    if report.total("checked"):
+        return None
+    reasons = unchecked_reasons(report, settings.DRP_DAYS, empty=False)
+    if not reasons:
+        return None
+    return "--verify could check none of the objects this run delivered: %s" % " and ".join(reasons)
 
 
 def _record_outcome(ledger: Ledger, summary, outcome: str) -> None:

@@ -259,32 +259,11 @@ def _elsewhere_line(name: str, other: dict) -> str:
 
 
 def _nothing_checked(report, since: datetime, settings) -> str:
-    expired, old, unreadable = report.total("expired"), report.total("not_checkable"), report.total("unreadable")
-    empty = report.total("empty")
-    if not expired and not old and not unreadable and not empty:
+    reasons = reconciling.unchecked_reasons(report, settings.DRP_DAYS)
+    if not reasons:
         return ("nothing to check: no object was delivered to Logstash since %s (objects written with "
                 "--output are not in Elasticsearch)" % utc_text(since))
-    reasons = []
-    if expired:
-        reasons.append("%d in indices past the retention (%s)" % (expired, _retention(report, settings)))
-    if old:
-        reasons.append("%d delivered before the ledger kept document ids" % old)
-    if unreadable:
-        indices = {name for unchecked in report.unchecked.values() for name in unchecked.indices}
-        reasons.append("%d in closed or unreadable indices (%s)" % (unreadable, reconciling.named(indices)))
-    if empty:
-        reasons.append("%d that made no documents" % empty)
-    return "nothing could be checked: of the objects delivered since %s, %s" % (
-        utc_text(since), " and ".join(reasons))
-
-
-def _retention(report, settings) -> str:
-    """Which retention the indices the check left out were past: DRP_DAYS's, or that of a drp run
-    with a shorter --drp-days, which deleted them (naming DRP_DAYS alone, far longer, said nothing
-    of why)."""
-    if report.kept_by_drp and report.first_kept is not None:
-        return "dated before %s, which a drp run deleted" % report.first_kept.isoformat()
-    return "DRP_DAYS=%d" % settings.DRP_DAYS
+    return "nothing could be checked: of the objects delivered since %s, %s" % (utc_text(since), " and ".join(reasons))
 
 
 def _resend(settings, ledger: Ledger, stop, sink, destination_of, kept_from: datetime) -> int:
