@@ -166,7 +166,7 @@ def http_date(value: Optional[str]) -> Optional[datetime]:
         return None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # OverflowError: a year or hour no datetime holds
         return None
     if when is None:
         return None
