@@ -22,7 +22,7 @@ import pytest
 
 from kcing import cli, commands
 from tests.fakes.serving import refusing_port
-from tests.feedrun import REPO, SAMPLES, clean_environ, kcing
+from tests.feedrun import REPO, SAMPLES, clean_environ, kcing, ledger_states
 
 README = REPO / "README.md"
 PYTHON_INTERNALS = re.compile(r"invalid literal|Traceback|HTTPConnection|object at 0x|kept at None|"
@@ -1280,6 +1280,32 @@ def test_an_object_refused_and_listed_twice_is_reported_and_counted_once(tmp_pat
         assert "delivered %d, rejected 1, failed 0" % delivered in fed.stdout
         assert len([line for line in fed.stdout.splitlines() if line.startswith("  problem: ")]) == 1, fed.stdout
         assert "is listed again in" in fed.stderr
+
+
+def test_a_spoilt_copy_of_an_accepted_manifest_entry_never_takes_its_delivered_row(tmp_path):
+    # An entry copied by hand with a path leaving the directory: refused, it took the delivered
+    # object's ledger row to `rejected` at the next replay, and once the copy was removed the
+    # replay after that wrote the object's documents again.
+    samples = tmp_path / "samples"
+    shutil.copytree(str(SAMPLES), str(samples))
+    manifest = json.loads((samples / "manifest.json").read_text())
+    entry = next(entry for entry in manifest["objects"] if entry["kind"] == "build")
+    manifest["objects"].append(dict(entry, path="../elsewhere.json"))
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    env = samples_environ(tmp_path)
+    argv = ["feed_es", "--source", "samples", "--samples-dir", str(samples), "--output", str(tmp_path / "out")]
+    first = kcing(argv, env, tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "delivered 11, rejected 0" in first.stdout
+    assert "is listed again in manifest.json, refused (" in first.stderr
+    assert kcing(argv, env, tmp_path).returncode == 0
+    assert ledger_states(tmp_path / "kcing.db")[("build", entry["upstream_id"])] == "delivered"
+    manifest["objects"].pop()
+    (samples / "manifest.json").write_text(json.dumps(manifest))
+    third = kcing(argv, env, tmp_path)
+    assert "skipped 11 (already delivered)" in third.stdout, third.stdout
+    ids = re.findall(r'"_id":"([^"]+)"', (tmp_path / "out" / "build.ndjson").read_text())
+    assert len(ids) == len(set(ids)) == 6
 
 
 RAW_LAVA_CALLBACK = REPO.parent / "shared" / "data" / "upstream" / "legacy" / "lava-callback-raw-incomplete-qemu.json"

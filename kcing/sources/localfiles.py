@@ -85,7 +85,7 @@ class SamplesDir:
 
     def list_objects(self) -> Iterator[UpstreamObject]:
         objects = [self._object_from(number, entry) for number, entry in enumerate(self.manifest["objects"], 1)]
-        return listed_once(iter(oldest_versions_first(objects)), MANIFEST)
+        return listed_once(iter(oldest_versions_first(without_refused_copies(objects, MANIFEST))), MANIFEST)
 
     def fetch(self, obj: UpstreamObject) -> bytes:
         content = read_bounded(Path(obj.url), sample_read_limit(self.max_bytes, obj.facts))
@@ -343,6 +343,22 @@ def oldest_versions_first(objects: List[UpstreamObject]) -> List[UpstreamObject]
             for place, obj in zip(held, sorted((objects[place] for place in held), key=lambda obj: obj.upstream_id)):
                 ordered[place] = obj
     return ordered
+
+
+def without_refused_copies(objects: List[UpstreamObject], where: str) -> List[UpstreamObject]:
+    """`objects` less the refused ones (a `path` leaving the directory, a malformed `sha256`) of
+    the kind and id of one accepted: a manifest entry copied by hand and spoilt. Refused, the copy
+    took the object's ledger row, which said it delivered, to `rejected`, and once the copy was
+    removed the next replay delivered the object again."""
+    accepted = {(obj.kind, obj.upstream_id) for obj in objects if not obj.problem}
+    kept = []
+    for obj in objects:
+        if obj.problem and (obj.kind, obj.upstream_id) in accepted:
+            log.warning("%s is listed again in %s, refused (%s); the entry accepted for it is delivered once",
+                        obj.label, where, obj.problem)
+            continue
+        kept.append(obj)
+    return kept
 
 
 def listed_once(objects: Iterator[UpstreamObject], where: str) -> Iterator[UpstreamObject]:
