@@ -583,7 +583,30 @@ class _WatchedAnswer:
         # idle, whatever the thread's request before it went out on (the redirect it follows).
         _connection_use.kept_alive = False
         self._answers = 0
-        super().connect()
+        try:
+            super().connect()
+        finally:
+            current = getattr(_exchanges, "current", None)
+            if current is not None:
+                with current[1].lock:
+                    current[1].sock = None
+
+    def _new_conn(self):
+        """The new socket, which the thread's exchange may cut while the connection is made: the
+        answer of an HTTP proxy to CONNECT (the tunnel to an https server) is read line by line
+        before the request is sent, each line within the timeout, and a proxy may never end it."""
+        sock = super()._new_conn()
+        current = getattr(_exchanges, "current", None)
+        if current is not None:
+            transfer = current[1]
+            with transfer.lock:
+                cut = transfer.cut
+                if cut is None:
+                    transfer.sock = sock
+            if cut is not None:
+                sock.close()
+                raise urllib3.exceptions.ProtocolError("the exchange was cut while its connection was made")
+        return sock
 
     def close(self):
         self._answers = 0
@@ -608,12 +631,14 @@ class _WatchedAnswer:
         with transfer.lock:
             if transfer.cut is not None:
                 raise urllib3.exceptions.ProtocolError("the exchange was cut while its request was sent")
-            transfer.sock = self.sock
+            # A CONNECT to a proxy is sent while the connection is made: its socket stays watched
+            # for the proxy's answer (`_new_conn`).
+            before, transfer.sock = transfer.sock, self.sock
         try:
             return super().send(data)
         finally:
             with transfer.lock:
-                transfer.sock = None
+                transfer.sock = before
 
     def getresponse(self):
         response = self._awaited_answer()

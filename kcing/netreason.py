@@ -4,6 +4,7 @@ the server said anything at all."""
 from __future__ import annotations
 
 import http.client
+import re
 import ssl
 
 # What OpenSSL's words for an answer to its hello that is not TLS (plain HTTP at an https://
@@ -35,6 +36,11 @@ _REASONS = (
 )
 
 
+# How http.client says an HTTP proxy answered CONNECT (the tunnel to an https:// server) with
+# another status than 200: its status and reason phrase follow.
+_TUNNEL_REFUSED = re.compile(r"Tunnel connection failed: (\d{3})([^'\"()\r\n]{0,60})")
+
+
 def connection_failure(error: BaseException) -> str:
     """A short reason for a failed connection, e.g. 'connection refused'."""
     texts, seen = [], set()
@@ -43,6 +49,11 @@ def connection_failure(error: BaseException) -> str:
         texts.append("%s %s" % (type(error).__name__, error))
         error = error.__cause__ or error.__context__
     text = " ".join(texts)
+    refused = _TUNNEL_REFUSED.search(text)
+    if refused:
+        # The proxy answered, not the server: "connection failed" sent the operator to the server.
+        return "the proxy (HTTPS_PROXY, ALL_PROXY) refused the tunnel: %s%s" % (
+            refused.group(1), "".join(ch for ch in refused.group(2).rstrip() if ch.isprintable()))
     for needle, reason in _REASONS:
         if needle in text:
             return reason
@@ -71,7 +82,9 @@ def got_no_answer(error: BaseException) -> bool:
 
 
 def _spoke(error: BaseException) -> bool:
-    """Whether `error` is one only a server's bytes cause."""
+    """Whether `error` is one only a server's bytes cause (or a proxy's, refusing the tunnel)."""
+    if _TUNNEL_REFUSED.search(str(error)):
+        return True
     if isinstance(error, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)):
         return False  # the connection closed during the handshake: hung up on
     if isinstance(error, ssl.SSLError):
