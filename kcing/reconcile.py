@@ -135,6 +135,10 @@ class Report:
     # {source: the earliest object date of those}: where a feed must list from to send again the
     # objects of a source a re-send cannot fetch (the KernelCI API's nodes; None: no date known).
     found_since: Dict[str, Optional[datetime]] = field(default_factory=dict)
+    # Objects this check found missing, dated before the first day drp keeps: marked, and given up
+    # (neither a feed nor a re-send sends them again: `Ledger.missing_counts`), so in neither of
+    # the two above.
+    given_up: int = 0
     # The row of the runs table that records this check (None: a dry run records none).
     run_id: Optional[int] = None
     # The first day whose indices the check looked in: DRP_DAYS's, or a later one a drp run with a
@@ -450,11 +454,15 @@ def summary_lines(report: Report, host: str, advise_refeed: bool = True) -> List
                 unfetchable[source] = unfetchable.get(source, 0) + count
         head = "reconcile: %s missing documents; %d marked undelivered (%s)" % (
             objects_have(missing), report.marked, MISSING_IN_ELASTICSEARCH)
-        if sum(unfetchable.values()) < sum(report.found_missing.values()) or not unfetchable:
+        if sum(unfetchable.values()) < sum(report.found_missing.values()) or not (unfetchable or report.given_up):
             lines.append(head + ": the next feed_es that lists them sends them again, `kcing reconcile --resend` "
                                 "does it now")
         else:
             lines.append(head)
+        if report.given_up and report.first_kept is not None:
+            lines.append("reconcile: %d of them %s dated before %s, the first day drp keeps: given up, neither "
+                         "feed_es nor --resend sends them again" % (report.given_up, verb(report.given_up, "is", "are"),
+                                                                   report.first_kept.isoformat()))
         # A node of the KernelCI API is listed again only by a feed from before its last update:
         # not by the next one, which starts from the watermark, nor by a re-send. Not said by a
         # caller that names that feed itself, for every object of the source held as missing.
@@ -759,6 +767,14 @@ class Reconciler:
                         "; ".join(sorted(set(refused.values()))))
         return found
 
+    def _given_up(self, row: DeliveredRow) -> bool:
+        """Whether an object held as missing is dated before the first day drp keeps, as the ledger
+        reads the rows a re-send takes (`Ledger.missing_counts`; one without a date goes by when it
+        was first seen, which its row here lacks: taken as kept)."""
+        if self.first_kept is None or row.object_date is None:
+            return False
+        return row.object_date < datetime.combine(self.first_kept, datetime.min.time())
+
     def _settle(self, checks: List[ObjectCheck]) -> None:
         incomplete = []
         for check in checks:
@@ -792,10 +808,13 @@ class Reconciler:
                 self.report.held += 1
                 continue
             incomplete.append(check.row.id)
-            key = (check.row.source, check.row.kind, check.row.destination)
-            self.report.found_missing[key] = self.report.found_missing.get(key, 0) + 1
-            self.report.found_since[check.row.source] = earliest(self.report.found_since.get(check.row.source, EPOCH_END),
-                                                                 check.row.object_date)
+            if self._given_up(check.row):
+                self.report.given_up += 1
+            else:
+                key = (check.row.source, check.row.kind, check.row.destination)
+                self.report.found_missing[key] = self.report.found_missing.get(key, 0) + 1
+                self.report.found_since[check.row.source] = earliest(
+                    self.report.found_since.get(check.row.source, EPOCH_END), check.row.object_date)
             one_by_one = self.missing_marked < MISSING_LOGGED
             self.missing_marked += 1
             log.log(logging.WARNING if one_by_one else logging.DEBUG, "%s %s: %s", check.row.kind,

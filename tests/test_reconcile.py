@@ -2279,3 +2279,29 @@ def test_a_verify_that_cannot_ask_elasticsearch_after_rejections_records_the_sta
     (feed, *_) = [run for run in shown["runs"] if run["command"] == "feed_es"]
     assert feed["counts"]["rejected"] == 1 and feed["counts"]["delivered"] == 1, feed
     assert feed["outcome"] == "error 3", feed
+
+
+def test_an_object_found_missing_but_dated_before_the_first_day_kept_is_planned_and_said_as_given_up(
+        tmp_path, es, logstash):
+    # Delivered today into today's index, but dated ten days ago (its listing date, or a local
+    # file's --date), before the first day DRP_DAYS=3 keeps: --resend gives it up, as every object
+    # held as missing so dated. The dry run's plan said it would re-send it, and the real run that
+    # `kcing reconcile --resend` does it now.
+    db = tmp_path / "kcing.db"
+    destination = logstash_destination([logstash.urls["build"]])
+    ledger = Ledger.open(str(db))
+    old = UpstreamObject("legacy", BUILD, "old", "https://storage.example/old/build.json",
+                         datetime.now(timezone.utc) - timedelta(days=10))
+    today = "build-%s" % datetime.now(timezone.utc).strftime("%Y.%m.%d")
+    ledger.record([Outcome(old, DELIVERED, documents=packed(1, index=today))], lambda kind: destination)
+    ledger.close()
+    env = clean_environ(ES_HOST=es.url, KCING_DB=str(db), ES_BUILD=logstash.urls["build"],
+                        ES_LAVA=logstash.urls["lava"], ES_BOOT=logstash.urls["boot"], DRP_DAYS="3",
+                        KCI_STORAGE_URL="https://storage.example")
+    planned = kcing(["reconcile", "--dry-run", "--resend"], env, tmp_path)
+    assert "would re-send 0 objects" in planned.stdout, planned.stdout
+    real = kcing(["reconcile", "--resend"], env, tmp_path)
+    assert real.returncode == 1, real.stdout + real.stderr
+    assert re.search(r"^reconcile: 1 of them is dated before \d{4}-\d\d-\d\d, the first day drp keeps: given up, "
+                     r"neither feed_es nor --resend sends them again$", real.stdout, re.MULTILINE), real.stdout
+    assert "does it now" not in real.stdout and "re-sending" not in real.stdout, real.stdout
