@@ -7,23 +7,11 @@ import pytest
 
 from tests.fakes.rogue_http import RogueFront, answer
 from tests.feedrun import SAMPLES, feed_environ, kcing, ledger_states, sample_objects
-from tests.test_hostile_http import storage_path
+from tests.test_hostile_http import lava_front, storage_front, storage_path  # noqa: F401 (fixtures)
 
 # A Retry-After in the date form whose year no datetime holds: email.utils raises OverflowError
 # (not ValueError) reading it.
 OVERFLOWING_DATE = "Mon, 01 Jan 99999999999 00:00:00 GMT"
-
-
-@pytest.fixture
-def lava_front(logstash):
-    with RogueFront(logstash.urls["lava"]) as front:
-        yield front
-
-
-@pytest.fixture
-def storage_front(legacy_replica):
-    with RogueFront(legacy_replica.storage_url) as front:
-        yield front
 
 
 needs_samples = pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")

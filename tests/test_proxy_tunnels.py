@@ -24,17 +24,13 @@ def no_proxy_from_the_shell(monkeypatch):
         monkeypatch.delenv(name.lower(), raising=False)
 
 
-# A proxy's CONNECT answer that never ends ---------------------------------------------------
+class LoopbackProxy:
+    """An HTTP proxy on 127.0.0.1 that reads each request's head, counts the CONNECTs and answers
+    as `answer(sock)` says, on a thread of its own per connection."""
 
-class EndlessTunnelProxy:
-    """An HTTP proxy on 127.0.0.1 that answers `CONNECT` with `200 Connection established` and
-    then one header line every `every` seconds, never the empty line that ends its head (each
-    line well within any read timeout)."""
-
-    def __init__(self, every: float = 0.2):
-        self.every = every
-        self.stopping = threading.Event()
+    def __init__(self):
         self.connects = 0
+        self.stopping = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -62,6 +58,7 @@ class EndlessTunnelProxy:
 
     def _serve(self, sock):
         with sock:
+            sock.settimeout(5)
             head = b""
             while b"\r\n\r\n" not in head:
                 data = sock.recv(4096)
@@ -69,14 +66,33 @@ class EndlessTunnelProxy:
                     return
                 head += data
             self.connects += head.startswith(b"CONNECT ")
-            sock.sendall(b"HTTP/1.1 200 Connection established\r\n")
-            line = 0
-            while not self.stopping.wait(self.every):
-                try:
-                    sock.sendall(b"X-Still-Connecting-%d: yes\r\n" % line)
-                except OSError:
-                    return
-                line += 1
+            self.answer(sock)
+
+    def answer(self, sock) -> None:
+        raise NotImplementedError
+
+
+class EndlessTunnelProxy(LoopbackProxy):
+    """Answers `CONNECT` with `200 Connection established`, then one header line every 0.2 s,
+    never the empty line that ends its head (each line well within any read timeout)."""
+
+    def answer(self, sock) -> None:
+        sock.sendall(b"HTTP/1.1 200 Connection established\r\n")
+        line = 0
+        while not self.stopping.wait(0.2):
+            try:
+                sock.sendall(b"X-Still-Connecting-%d: yes\r\n" % line)
+            except OSError:
+                return
+            line += 1
+
+
+class RefusingProxy(LoopbackProxy):
+    """Answers every CONNECT `407 Proxy Authentication Required`."""
+
+    def answer(self, sock) -> None:
+        sock.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"p\"\r\n"
+                     b"Content-Length: 0\r\nConnection: close\r\n\r\n")
 
 
 def finished_within(seconds: float, call):
@@ -129,50 +145,6 @@ def test_a_download_from_https_upstream_through_a_proxy_whose_connect_answer_nev
     ((how, error),) = outcome
     assert how == "raised" and str(error) == ("GET https://127.0.0.1:9/build.json: not complete within 2s "
                                               "(KCI_DOWNLOAD_DEADLINE); the next run tries again"), error
-
-
-# A proxy refusing the tunnel -----------------------------------------------------------------
-
-class RefusingProxy:
-    """An HTTP proxy on 127.0.0.1 that answers every CONNECT `407 Proxy Authentication Required`."""
-
-    def __init__(self):
-        self.connects = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return "http://127.0.0.1:%d" % self._listener.getsockname()[1]
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stopping.set()
-        self._thread.join(5)
-        self._listener.close()
-
-    def _accept(self):
-        while not self._stopping.is_set():
-            try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                continue
-            with sock:
-                sock.settimeout(5)
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    data = sock.recv(4096)
-                    if not data:
-                        break
-                    head += data
-                self.connects += 1
-                sock.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"p\"\r\n"
-                             b"Content-Length: 0\r\nConnection: close\r\n\r\n")
 
 
 def test_a_proxy_refusing_the_tunnel_to_logstash_is_named_with_its_cause_not_a_bare_connection_failure(monkeypatch):
