@@ -169,8 +169,13 @@ class SamplesWriter:
         return False
 
     def add(self, obj: UpstreamObject, content: bytes) -> None:
+        """Save one object's file and its manifest entry. The entry is made first (a large file's
+        hash takes a while) and recorded with the file: a signal (KeyboardInterrupt, at any
+        bytecode) before the file is renamed into place leaves the file and entry as they were,
+        and one after it still records the entry, which the manifest written at the end names
+        (a file saved and named by no entry was left out of the replay; a job saved again with
+        its log was called changed since it was saved)."""
         path = sample_path(self.root, obj.kind, obj.upstream_id)
-        write_atomically(path, content)
         entry = {
             "kind": obj.kind, "upstream_id": obj.upstream_id,
             "path": path.relative_to(self.root.resolve()).as_posix(), "url": obj.url,
@@ -181,12 +186,28 @@ class SamplesWriter:
             entry["listing"] = obj.facts["listing"]
         if obj.kind in WITH_LOGS_KINDS:
             entry["with_logs"] = self.with_logs
-        self.entries[(obj.kind, obj.upstream_id)] = entry
+        key = (obj.kind, obj.upstream_id)
+        recorded = False
+        try:
+            write_atomically(path, content)
+            self.entries[key] = entry
+            recorded = True
+        finally:
+            if not recorded and _holds(path, content):
+                self.entries[key] = entry
 
     def save_manifest(self) -> None:
         objects = sorted(self.entries.values(), key=_manifest_order)
         manifest = dict(self.kept, format=MANIFEST_FORMAT, source=self.source_name, objects=objects)
         write_atomically(self.root / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+
+
+def _holds(path: Path, content: bytes) -> bool:
+    """Whether the file at `path` is `content` (read only when a save was interrupted)."""
+    try:
+        return path.stat().st_size == len(content) and path.read_bytes() == content
+    except OSError:
+        return False
 
 
 def _manifest_order(entry: dict) -> tuple:
