@@ -78,9 +78,10 @@ def test_links_are_restored_under_kibana_s_own_path_and_hidden_again():
         restored = kb.restore_url(hidden, url)
         assert restored == '{"markdown":"[a](%s/app/x) and [b](%s/app/discover#/view/y)"}' % (base, base)
         assert kb.hide_url(restored, url) == hidden
-    # Objects that an earlier kcing imported with the whole address: hidden all the same.
-    assert kb.hide_url('{"markdown":"[a](http://kb:5601/app/x) and http://kb:5601"}', "http://kb:5601") == \
-        '{"markdown":"[a]({{KB_URL}}/app/x) and {{KB_URL}}"}'
+    # Objects that an earlier kcing imported with the whole address: hidden all the same; the address
+    # alone (a link to Kibana's front page) is no link into an app, and stays whole.
+    assert kb.hide_url('{"markdown":"[a](http://kb:5601/app/x) and [b](http://kb:5601)"}', "http://kb:5601") == \
+        '{"markdown":"[a]({{KB_URL}}/app/x) and [b](http://kb:5601)"}'
     # A link into another space, or a path that only starts like an app's, is not this space's.
     assert kb.hide_url("[a](/s/other/app/x) [b](/apps/x)", "http://kb:5601") == "[a](/s/other/app/x) [b](/apps/x)"
 
@@ -1538,3 +1539,53 @@ def test_a_backup_on_a_file_system_without_hard_links_is_never_written_over_anot
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "saved_objects-20261206T093000Z-2.ndjson", "saved_objects-20261206T093000Z.ndjson"]
     assert taken.read_bytes() == b"the first run's backup\n"
+
+
+# -- a backup restored as it was --------------------------------------------------------------
+
+def markdown_vis(id_, text):
+    vis_state = json.dumps({"title": id_, "type": "markdown", "params": {"markdown": text}, "aggs": []})
+    return {"type": "visualization", "id": id_, "attributes": {"title": id_, "visState": vis_state}, "references": []}
+
+
+def test_setup_right_after_a_backup_of_the_same_kibana_reports_no_conflict(kibana, tmp_path, capsys):
+    """A markdown panel someone wrote in Kibana linking with Kibana's whole URL (the address users
+    browse it at, KB_URL): backup_kbn writes it with the placeholder, which setup_kbn restores as
+    the space's path. The same object, unchanged, was reported a conflict (exit 1)."""
+    kibana.put(markdown_vis("links", "[Boots](%s/app/dashboards#/view/b)" % kibana.url))
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    assert backup_kbn(args(tmp_path / "kbn"), settings) == 0
+    capsys.readouterr()
+    assert setup_kbn(args(tmp_path / "kbn"), settings, now=lambda: NOW) == 0, capsys.readouterr().out
+
+
+def test_a_link_to_kibana_s_front_page_survives_backup_and_restore(kibana, tmp_path):
+    """`[Kibana](<KB_URL>)` in a panel: backup_kbn turned the URL into the placeholder, and setup_kbn
+    put the path of the space in its place, which for the default space of a Kibana at the root is
+    nothing: the link was restored as `[Kibana]()`, leading nowhere."""
+    kibana.put(markdown_vis("home", "Start at [Kibana](%s)" % kibana.url))
+    settings = make_settings(tmp_path, KB_URL=kibana.url)
+    assert backup_kbn(args(tmp_path / "kbn"), settings) == 0
+    with KibanaEmulator() as other:
+        assert setup_kbn(args(tmp_path / "kbn"), make_settings(tmp_path, KB_URL=other.url), now=lambda: NOW) == 0
+        restored = json.loads(other.get("visualization", "home")["attributes"]["visState"])["params"]["markdown"]
+    assert other.errors == []
+    assert restored == "Start at [Kibana](%s)" % kibana.url, restored
+
+
+def test_a_reference_to_a_tag_kibana_holds_is_not_reported_broken(kibana, tmp_path, capsys):
+    """A new dashboard of the file tagged with a tag Kibana holds (the file does not carry the
+    tag): setup_kbn exported kcing's types and the file's, not the tag, and said the dashboard
+    referred to a tag "found neither in the file nor in Kibana" (exit 1), the import being whole."""
+    kibana.put({"type": "tag", "id": "t1", "attributes": {"name": "kernel", "color": "#ffffff", "description": ""},
+                "references": []})
+    board = {"type": "dashboard", "id": "new-board", "attributes": {"title": "New"},
+             "references": [{"type": "tag", "id": "t1", "name": "tag-ref-t1"}]}
+    directory = tmp_path / "kibana"
+    directory.mkdir()
+    (directory / "saved_objects.ndjson").write_text(kb.canonical_ndjson([board]))
+    code = setup_kbn(args(directory), make_settings(tmp_path, KB_URL=kibana.url), now=lambda: NOW)
+    out = capsys.readouterr().out
+    assert kibana.get("dashboard", "new-board") is not None
+    assert "broken references" not in out
+    assert code == 0

@@ -88,10 +88,11 @@ def space_url(kibana_url: str, space: str) -> str:
 
 
 def _url_pattern(url: str) -> "re.Pattern":
-    # A longer host, another port or a longer path segment is a different URL: not replaced; nor
-    # is one going on into a space (`/s/<id>`): from the default space's URL, a link into another
-    # space, which the placeholder would put into the space restored to (`/s/ops/s/ci/app/...`).
-    return re.compile(re.escape(url) + r"(?![\w.:-]|/s/)")
+    # The whole URL where it goes on into one of the space's apps, as an earlier kcing wrote links:
+    # not a longer host, another port or path, nor one going on into another space (`/s/<id>`),
+    # which the placeholder would put into the space restored to (`/s/ops/s/ci/app/...`), nor the
+    # URL alone (a link to Kibana's front page), which the space's path would leave empty (`[Kibana]()`).
+    return re.compile(re.escape(url) + r"(?=/app/)")
 
 
 def link_base(url: str) -> str:
@@ -111,7 +112,7 @@ def _link_pattern(base: str) -> "re.Pattern":
 
 def hide_url(text: str, url: str) -> str:
     """Replace by the placeholder every link into the apps of the space at `url` (as
-    `restore_url` wrote it), and every occurrence of `url` itself (as earlier versions did)."""
+    `restore_url` wrote it), and `url` itself where it goes on into them (as earlier versions did)."""
     if not url:
         return text
     text = _url_pattern(url).sub(lambda _: PLACEHOLDER, text)
@@ -271,7 +272,12 @@ def export_types(objects: Iterable[Mapping[str, Any]]) -> Tuple[str, ...]:
     type the file holds (a tag or a map a backed-up dashboard used). An object of a type left out
     of the export would be taken as new, so sent, and Kibana would answer it with a conflict that
     holds back the whole import; it would be missing from the backup made first too."""
-    extra = sorted({obj["type"] for obj in objects} - set(EXPORT_TYPES))
+    objects = list(objects)
+    # And the types the file's objects refer to: Kibana's export follows references only from the
+    # objects it holds, so a tag a new dashboard uses was taken as missing (`broken_references`).
+    referred = {ref.get("type") for obj in objects for ref in obj.get("references") or () if isinstance(ref, dict)}
+    extra = sorted(({obj["type"] for obj in objects} | {name for name in referred if isinstance(name, str)})
+                   - set(EXPORT_TYPES))
     return EXPORT_TYPES + tuple(extra)
 
 
@@ -406,24 +412,31 @@ class ImportPlan:
         return self.new + (self.changed if overwrite else ())
 
 
-def _content(obj: Mapping[str, Any]):
+def _content(obj: Mapping[str, Any], url: str = ""):
     # Only attributes and references count: Kibana rewrites the migration versions on import,
-    # and Discover the popularity counts of a data view's fields each time it is used.
+    # and Discover the popularity counts of a data view's fields each time it is used. Links into
+    # the space at `url` count as the backup writes them (`hide_url`): a link Kibana holds with its
+    # whole URL is the one the file restores as a path.
     obj = without_popularity(obj)
-    return (obj.get("attributes"), sorted(json.dumps(ref, sort_keys=True) for ref in obj.get("references") or ()))
+    attributes = obj.get("attributes")
+    if url:
+        attributes = json.loads(hide_url(json.dumps(attributes, ensure_ascii=False), url))
+    return (attributes, sorted(json.dumps(ref, sort_keys=True) for ref in obj.get("references") or ()))
 
 
-def plan_import(wanted: Iterable[Mapping[str, Any]], current: Iterable[Mapping[str, Any]]) -> ImportPlan:
+def plan_import(wanted: Iterable[Mapping[str, Any]], current: Iterable[Mapping[str, Any]],
+                url: str = "") -> ImportPlan:
     """Split the objects to import (`wanted`) by the objects of the space (`current`), these
     under the ids they were imported with (an object Kibana gave a new id is still the one the
-    file names, and Kibana matches them so too: its import finds it by its origin)."""
-    held = {(obj["type"], obj["id"]): _content(obj) for obj in under_origin_ids(current)}
+    file names, and Kibana matches them so too: its import finds it by its origin); the links into
+    the space at `url` compared as a backup of it writes them."""
+    held = {(obj["type"], obj["id"]): _content(obj, url) for obj in under_origin_ids(current)}
     new, changed, unchanged = [], [], []
     for obj in wanted:
         key = (obj["type"], obj["id"])
         if key not in held:
             new.append(obj)
-        elif held[key] == _content(obj):
+        elif held[key] == _content(obj, url):
             unchanged.append(obj)
         else:
             changed.append(obj)

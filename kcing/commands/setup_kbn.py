@@ -83,7 +83,7 @@ def run(args: dict, settings, session=None, now: Callable[[], float] = time.time
     current = client.export(export_types(objects))
     save_backup(kibana_dir(args) / BACKUPS, current, url, now())
     said("setup_kbn: importing %s%s" % (plan, " (overwrite)" if overwrite else ""))
-    split = plan_import(objects, current)
+    split = plan_import(objects, current, url)
     # Kibana writes none of a file's objects while one of them conflicts with an object it
     # holds: only what it lacks (and, to replace them, what differs) is sent.
     problems = [] if overwrite else [conflict(obj) for obj in split.changed]
