@@ -1570,3 +1570,64 @@ def test_a_kci_api_url_that_leads_to_a_logstash_input_asks_whether_it_is_the_api
     assert result.stderr.splitlines()[-1] == (
         "kcing feed_es: GET %s/nodes (kind=checkout, offset 0) answered a malformed page: no items list and total "
         "(is KCI_API_URL the KernelCI API's base URL, as https://api.kernelci.org/latest?)" % logstash.build.url)
+
+
+def _boot_of(logstash, node_id):
+    (found,) = [body for key, body in logstash.store.items()
+                if body["kernelci_api"]["node_id"] == node_id and key[0].startswith("boot-")]
+    return found
+
+
+def test_a_gzip_callback_whose_connection_closes_half_way_fails_its_job_for_the_next_run(api_replica, logstash,
+                                                                                       tmp_path):
+    # The LAVA callback, stored gzip and served as its bytes, read until the connection closes (no
+    # Content-Length, no chunks), and the connection dropped half-way: taken for a file cut short,
+    # the boot went for good without its callback (job_status, boot_time, log lines), where the
+    # next try has it whole, as when its host labels the same bytes Content-Encoding: gzip.
+    from tests.fakes.rogue_http import RogueFront, exact_head
+
+    baseline = api_replica.tree["baseline"]
+    path = urlsplit(baseline["artifacts"]["callback_data"]).path
+    whole = api_replica.corpus.read(path[len("/files/"):])
+    assert whole[:2] == b"\x1f\x8b"
+    with RogueFront(api_replica.url) as storage:
+        storage.on("GET", path, exact_head(200, (("Content-Type", "application/octet-stream"), ("Connection", "close")),
+                                           whole[:len(whole) // 2]), count=1)
+        api_replica.corpus.update(baseline["id"], artifacts=dict(baseline["artifacts"], callback_data=storage.url + path))
+        env = api_feed_environ(api_replica, logstash, tmp_path / "kcing.db", KCI_DAYS="3650",
+                               KCI_ARTIFACT_ORIGINS=storage.url)
+        cut = kcing(["feed_es", "--with-logs"], env, tmp_path)
+        assert cut.returncode == 1, cut.stdout + cut.stderr
+        assert "the connection closed before the end of its gzip file (sent without a Content-Length or chunks)" \
+            in cut.stdout
+        assert not [body for body in logstash.store.values() if body["kernelci_api"]["node_id"] == baseline["id"]]
+        again = kcing(["feed_es", "--with-logs"], env, tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    boot = _boot_of(logstash, baseline["id"])
+    assert "artifact_errors" not in boot["kernelci_api"] and boot.get("job_status") == "complete"
+
+
+def test_a_job_lookup_redirected_off_the_upstream_origins_fails_the_test_for_the_next_run(api_replica, logstash,
+                                                                                         tmp_path):
+    # The API in maintenance redirecting its single-node answers to a page on another host: a
+    # listing page so redirected fails, and so must the lookup of a test's job. Rejected, the
+    # test's new version never held the watermark and was never fetched again: Elasticsearch kept
+    # its old result for good.
+    db = tmp_path / "kcing.db"
+    # No overlap: each run lists from where the last one got to, as an hourly cron run does.
+    env = api_feed_environ(api_replica, logstash, db, KCI_DAYS="3650", KCI_API_OVERLAP_MINUTES="0")
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    login = api_replica.tree["login"]
+    now = datetime.now(timezone.utc)
+    api_replica.corpus.update(login["id"], when=now, result="fail")
+    api_replica.corpus.update(api_replica.tree["kbuild-x86"]["id"], when=now + timedelta(seconds=1))
+    api_replica.redirect("/latest/node/", "http://127.0.0.1:9/maintenance.html", count=None)
+    second = kcing(["feed_es"], env, tmp_path)
+    assert second.returncode == 1, second.stdout + second.stderr
+    newest = max((row for row in ledger_rows(db) if row["upstream_id"].startswith(login["id"])),
+                 key=lambda row: row["upstream_id"])
+    assert newest["state"] == "failed", newest
+    api_replica.clear_faults()
+    assert kcing(["feed_es"], env, tmp_path).returncode == 0
+    (stored,) = [body for body in logstash.store.values() if body["kernelci_api"]["node_id"] == login["id"]]
+    assert stored["result"] == "fail"

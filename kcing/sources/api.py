@@ -59,7 +59,7 @@ from kcing.records import JOB, KBUILD, NODE_KINDS, REGRESSION, UpstreamObject, i
 from kcing.sources import heads
 from kcing.sources.api_passes import SAME_PLACE, SHIFTED, DeliveredTimes, Passes, overlap_verdict
 from kcing.sources.api_related import RelatedNodes, node_from_answer
-from kcing.sources.gzipped import GZIP_MAGIC, MAX_ARTIFACT_BYTES, InflatedTooLarge, gunzip
+from kcing.sources.gzipped import GZIP_MAGIC, MAX_ARTIFACT_BYTES, GzipCutShort, InflatedTooLarge, gunzip
 from kcing.collector import collector_paused
 from kcing.documents.coerce import as_date, iso_time
 from kcing.http import http_date
@@ -684,7 +684,13 @@ class KernelCIApi:
     def _get_node(self, node_id: str):
         """`GET <api>/node/<id>`: the node, or None when the API does not know the id."""
         url = "%s/node/%s" % (self.api_url, node_id)
-        response = self.requester.get(url, headers=self._headers)
+        try:
+            response = self.requester.get(url, headers=self._headers)
+        except RejectedInput as refusal:
+            # The API redirecting off the upstream origins (a maintenance page elsewhere) says
+            # nothing of the node asking: it fails, as a listing page so redirected does, and the
+            # next run asks again; rejected, a test's new version was never sent.
+            raise UpstreamError(str(refusal)) from None
         self._check_access(url, response)
         try:
             answer = json_of(response) if response.status_code == 200 else None
@@ -717,12 +723,25 @@ class KernelCIApi:
             except ValueError as error:
                 if isinstance(error, InflatedTooLarge) and limit < MAX_ARTIFACT_BYTES:
                     return None, "%s: raise KCI_MAX_OBJECT_BYTES to take it" % error, None
+                if isinstance(error, GzipCutShort) and _ended_by_closing(response):
+                    # Its end was the connection's, not the file's: a drop half-way, which the next
+                    # try mends (the node fails, and is fetched again), as when its host labels the
+                    # same bytes Content-Encoding: gzip. Framed whole, the file itself is cut short.
+                    raise UpstreamError("GET %s: the connection closed before the end of its gzip file (sent "
+                                        "without a Content-Length or chunks)" % _without_query(url)) from None
                 return None, str(error), None
         if _WEB_PAGE.match(content[:4096]):
             # Counted as the log, its figures would be a page's, for good: the node is tried again.
             raise UpstreamError("GET %s answered a web page with 200, not the file (a storage's or a proxy's "
                                 "page)" % _without_query(url))
         return content.decode("utf-8", "replace"), None, len(content)
+
+
+def _ended_by_closing(response) -> bool:
+    """Whether an answer's body was read until its connection closed: neither a Content-Length nor
+    chunks told where it ends, so a connection dropped half-way looks like its end."""
+    headers = response.headers
+    return "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "").lower()
 
 
 def _naming_page(error: UpstreamError, url: str, kind: str, offset: int) -> UpstreamError:

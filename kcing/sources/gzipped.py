@@ -30,6 +30,10 @@ class InflatedTooLarge(ValueError):
     """A gzip file whose content is larger than the limit it is held to."""
 
 
+class GzipCutShort(ValueError):
+    """A gzip file that stops before the end of its stream."""
+
+
 def gunzip(data: bytes, limit: int) -> bytes:
     """The content of a gzip file, all of its members, or ValueError when it is broken, cut
     short, too large, or followed by data that is not gzip.
@@ -72,7 +76,7 @@ def _inflate_member(data: bytes, start: int, room: int, limit: int) -> Tuple[Lis
     produced, position, slice_size = 0, start, FIRST_GZIP_SLICE
     while not inflater.eof:
         if position >= len(data):
-            raise ValueError("gzip data cut short")
+            raise GzipCutShort("gzip data cut short")
         chunk = view[position:position + slice_size]
         try:
             piece = inflater.decompress(chunk, room - produced + 1)
