@@ -688,3 +688,23 @@ def test_an_error_answer_without_a_body_is_said_empty_not_none(tmp_path, es, com
     assert done.returncode == 3, done.stdout + done.stderr
     assert done.stderr.splitlines()[-1] == ("kcing %s: Elasticsearch at %s %sno reason given (an empty answer)"
                                             % (command[0], front.url, said))
+
+
+def test_an_ilm_policy_edited_in_place_is_put_back_not_said_unchanged(tmp_path, es, capsys):
+    # kcing's policy edited as a GET, edit, PUT in Dev Tools does: its phases changed, its `_meta`
+    # (the digest of the body it was) kept. setup_es --ilm compared the digest alone, said the
+    # policy unchanged and left it deleting indices six days before drp.
+    run_setup(tmp_path, es.url, capsys, ilm=True, DRP_DAYS=7)
+    client = Elasticsearch(es.url)
+    stored = client.ilm.get_lifecycle(name=POLICY_NAME)[POLICY_NAME]["policy"]
+    stored["phases"]["delete"]["min_age"] = "1d"
+    client.ilm.put_lifecycle(name=POLICY_NAME, body={"policy": stored})
+    _, out = run_setup(tmp_path, es.url, capsys, ilm=True, DRP_DAYS=7)
+    assert "ILM policy kcing-retention (delete indices 7 days after the day in their name, as drp) updated" in out
+    held = client.ilm.get_lifecycle(name=POLICY_NAME)[POLICY_NAME]["policy"]
+    assert held["phases"]["delete"]["min_age"] == retention_policy(7)["policy"]["phases"]["delete"]["min_age"]
+    # Read back with the options Elasticsearch adds to the delete action: still kcing's policy.
+    held["phases"]["delete"]["actions"]["delete"]["delete_searchable_snapshot"] = True
+    client.ilm.put_lifecycle(name=POLICY_NAME, body={"policy": held})
+    _, out = run_setup(tmp_path, es.url, capsys, ilm=True, DRP_DAYS=7)
+    assert "ILM policy kcing-retention (delete indices 7 days after the day in their name, as drp) unchanged" in out

@@ -369,12 +369,23 @@ def _put_policy(client: Elasticsearch, host: str, name: str, body: dict) -> Chan
         found = client.options(ignore_status=404).ilm.get_lifecycle(name=name)
     existing = found.body.get(name) if found.meta.status == 200 else None
     if existing is not None:
-        meta = (existing.get("policy") or {}).get("_meta") or {}
-        if meta.get("digest") == body["policy"]["_meta"]["digest"]:
+        stored = existing.get("policy") or {}
+        meta = stored.get("_meta") or {}
+        # The digest of the body it was, and what that body decides: a policy edited in place
+        # (Dev Tools' GET, edit, PUT) keeps its `_meta`.
+        if meta.get("digest") == body["policy"]["_meta"]["digest"] and _phases(stored) == _phases(body["policy"]):
             return Change("ILM policy", name, "unchanged")
     with elastic_errors(host, "installing the ILM policy %s" % name):
         client.ilm.put_lifecycle(name=name, body=body)
     return Change("ILM policy", name, "updated" if existing is not None else "created")
+
+
+def _phases(policy: Mapping) -> dict:
+    """What an ILM policy decides: each phase's `min_age` and actions, not the options Elasticsearch
+    adds to an action as it reads it back (the delete action's `delete_searchable_snapshot`)."""
+    phases = policy.get("phases")
+    return {name: (phase.get("min_age"), sorted(phase.get("actions") or ()))
+            for name, phase in (phases.items() if isinstance(phases, dict) else ()) if isinstance(phase, dict)}
 
 
 # Existing indices named, and fields named, in the warnings about mappings kcing did not make.
