@@ -86,9 +86,17 @@ def _flag_date(flag: str, value: str, out_of_range: str) -> datetime:
         raise ConfigError(out_of_range) from None
     except WrongWeekday as wrong:
         raise ConfigError(weekday_message(flag, value, wrong)) from None
+    except MisplacedOffset as misplaced:
+        raise ConfigError(misplaced_message(flag, value, misplaced)) from None
     except (ValueError, OverflowError):
         raise ConfigError("%s expects a date such as 2020-11-04 or '2020-11-04 09:41', not %r"
                           % (flag, value)) from None
+
+
+def misplaced_message(flag: str, value: str, misplaced: MisplacedOffset) -> str:
+    """The one line refusing a date that gives two offsets or times, or its offset first: read as
+    python-dateutil reads it, the time would be another than the one meant, without a word."""
+    return "%s %r %s: give one time, then one offset (try '2024-10-16 08:00 +01:00')" % (flag, value, misplaced.what)
 
 
 def ambiguous_message(flag: str, value: str, ambiguous: "AmbiguousDate") -> str:
@@ -156,6 +164,14 @@ class UnknownZone(ValueError):
     """A text naming its time zone by an abbreviation ("BST", "EST") rather than an offset."""
 
 
+class MisplacedOffset(ValueError):
+    """A date giving two offsets, two times of day, or its offset before its time (`what`)."""
+
+    def __init__(self, text: str, what: str):
+        super().__init__("%r %s" % (text, what))
+        self.what = what
+
+
 class SignedZoneName(UnknownZone):
     """A text giving its offset after "UTC", "GMT" or "Z" ("UTC+3"), whose sign readers take two
     ways. `name` is the name as the text wrote it, upper-cased ("Z (UTC)" for Z): the message
@@ -171,6 +187,24 @@ class SignedZoneName(UnknownZone):
 # python-dateutil takes "Z" for UTC's name as well: "10:00Z+03:00" was read as 13:00 UTC, and
 # "10:00 Z +3" as 10:00 UTC, the offset dropped.
 _SIGNED_ZONE_NAME = re.compile(r"(UTC|GMT|(?<![a-z])Z)\s*[-+]\s*[0-9]", re.IGNORECASE)
+# An offset written apart (after a space: not a date's `-10` nor ISO 8601's `08:00+01:00`), and a
+# time of day (h:mm, not an offset's). python-dateutil reads `2024-10-16 -05:00 08:00` as 08:00
+# UTC, the offset taken for a time the next replaced, and of two offsets or times keeps the last.
+_OFFSET_APART = re.compile(r"(?<=\s)[+-][0-9]{1,2}(?::?[0-9]{2})?(?![0-9:])", re.ASCII)
+_TIME_OF_DAY = re.compile(r"(?<![+\-0-9:])[0-9]{1,2}:[0-9]{2}", re.ASCII)
+
+
+def _offset_misplaced(text: str) -> Optional[str]:
+    """What is wrong with where `text` gives its offset or time, if anything: two offsets, two
+    times of day, or an offset before the time it is the offset of."""
+    offsets, times = list(_OFFSET_APART.finditer(text)), list(_TIME_OF_DAY.finditer(text))
+    if len(offsets) > 1:
+        return "gives two offsets"
+    if len(times) > 1:
+        return "gives two times of day"
+    if offsets and times and offsets[0].start() < times[0].start():
+        return "gives its offset before its time of day"
+    return None
 
 
 def _offset_only(name: Optional[str], offset: Optional[int]) -> Optional[int]:
@@ -309,6 +343,9 @@ def utc_date(text: str) -> datetime:
     as a pasted mistake."""
     if foreign_digits(text):  # python-dateutil reads any script's digits as 0-9; no other tool does
         raise ValueError("%r is not written in the digits 0-9" % text)
+    misplaced = _offset_misplaced(text)
+    if misplaced:
+        raise MisplacedOffset(text, misplaced)
     signed = _SIGNED_ZONE_NAME.search(text)
     if signed:
         name = signed.group(1).upper()

@@ -26,8 +26,8 @@ from typing import List, Optional
 
 from kcing.errors import ConfigError
 from kcing.ledger.models import DELIVERED, REJECTED
-from kcing.flags import (AmbiguousDate, IncompleteDate, OutOfRange, SignedZoneName, UnknownZone, WrongWeekday,
-                         ambiguous_message, utc_date, utc_text, weekday_message)
+from kcing.flags import (AmbiguousDate, IncompleteDate, MisplacedOffset, OutOfRange, SignedZoneName, UnknownZone,
+                         WrongWeekday, ambiguous_message, misplaced_message, utc_date, utc_text, weekday_message)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ def parse_since(text: str) -> datetime:
                           "'2024-10-16 08:00')" % text) from None
     except WrongWeekday as wrong:
         raise ConfigError(weekday_message("--since", text, wrong)) from None
+    except MisplacedOffset as misplaced:
+        raise ConfigError(misplaced_message("--since", text, misplaced)) from None
     except OutOfRange:
         raise ConfigError("--since %r is outside the years 1 to 9999 in UTC (try 2024-10-16 or '2024-10-16 08:00')"
                           % text) from None

@@ -1842,3 +1842,28 @@ def test_a_date_with_a_number_too_long_in_it_is_a_usage_error_in_one_line(tmp_pa
     assert done.returncode == 2, (done.returncode, done.stderr)
     assert "is not a date" in done.stderr or "expects a date" in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize("text, what", [
+    ("2024-10-16 -05:00 08:00", "gives its offset before its time of day"),  # was read as 08:00 UTC
+    ("2024-10-16 08:00 +01:00 +02:00", "gives two offsets"),  # was read by the last
+    ("2024-10-16 08:00 +01:00 08:30", "gives two times of day"),  # the second replaced the first
+])
+def test_a_date_giving_its_offset_first_or_two_of_them_is_refused_not_read_as_another_time(tmp_path, text, what):
+    for args in (["feed_es", "--source", "api", "--since", text, "--dry-run"],
+                 ["feed_es", "--builds", "build.json", "--date", text, "--dry-run"]):
+        (tmp_path / "build.json").write_text("{}")
+        done = kcing([*args, "--db", str(tmp_path / "x.db")], clean_environ(), tmp_path, timeout=60)
+        assert done.returncode == 2, (done.returncode, done.stderr)
+        assert done.stderr.strip() == ("kcing feed_es: %s %r %s: give one time, then one offset (try "
+                                       "'2024-10-16 08:00 +01:00')" % (args[3], text, what)), done.stderr
+
+
+@pytest.mark.parametrize("text, meant", [
+    ("2024-10-16 08:00 +01:00", "2024-10-16 07:00"), ("2024-10-16T08:00:00+01:00", "2024-10-16 07:00"),
+    ("Wed, 16 Oct 2024 08:00:00 -0500", "2024-10-16 13:00"), ("2024-10-16 08:00:00.5 +02", "2024-10-16 06:00"),
+    ("20241016T080000-0500", "2024-10-16 13:00"), ("2024-10-16 +01:00", "2024-10-15 23:00"),
+])
+def test_a_date_giving_one_offset_after_its_time_is_read_with_it(text, meant):
+    from kcing.watermark import parse_since
+    assert parse_since(text).strftime("%Y-%m-%d %H:%M") == meant
