@@ -1,6 +1,8 @@
 """Batches are bounded by document count and by bytes, and keep track of whose documents they carry."""
+import gc
 import json
 import random
+import tracemalloc
 
 import pytest
 
@@ -192,3 +194,30 @@ def test_a_document_larger_than_ls_batch_max_bytes_is_posted_alone_and_the_setti
     larger = [record for record in posts if record.body_bytes > 1024]
     assert larger and all(record.events == 1 for record in larger)  # the samples have such documents
     assert "posted alone" in SPECS["LS_BATCH_MAX_BYTES"].help
+
+
+def test_the_batch_being_filled_keeps_only_its_own_documents_in_memory():
+    """Besides ES_QUEUE_MAX_BYTES, the feed holds the batches being posted and filled, each of
+    LS_BATCH_MAX_BYTES at most. Once an object's full batches are posted, its bytes leave the
+    budget; the few documents of its last batch, still being filled, kept the whole object's
+    documents alive (10 MB here) until that route's batch filled, maybe at the end of the run."""
+    max_bytes = 5_000
+    batcher = Batcher("lava", max_docs=500, max_bytes=max_bytes)
+
+    def take_one_object():
+        document = b'{"line":"' + b"x" * 988 + b'"}'  # 1000 bytes
+        encoded = Encoded.of([document] * 10_001)  # 10 MB of documents: 2500 batches of 4, and one
+        full = batcher.add_encoded(encoded, ("legacy", "lava", "job-1"))
+        assert len(full) == 2500 and batcher.current.count == 1
+        del full  # posted and acknowledged
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        take_one_object()
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # One document of 1000 bytes waits in the open batch: what it holds should be about that.
+    assert held < 10 * max_bytes, "the open batch of 1 document keeps %d bytes alive" % held

@@ -208,7 +208,21 @@ class Batcher:
                 fits = first + 1  # too large alone: a batch of its own
             current._append(Part(encoded, first, fits, owner))
             first = fits
+        self._own_tail(encoded)
         return full
+
+    def _own_tail(self, encoded: Encoded) -> None:
+        """Give the open batch its own copy of the object's last documents when they are the tail
+        of an object the full batches took the rest of (at most `max_bytes`): pointing into the
+        object's whole buffer, it kept every byte of it alive, outside ES_QUEUE_MAX_BYTES, until
+        it filled, which for a route seldom used is the end of the run."""
+        parts = self.current.parts
+        if not parts or parts[-1].encoded is not encoded or parts[-1].first == 0:
+            return
+        tail = parts[-1]
+        copy = Encoded(bytes(encoded.span(tail.first, tail.stop)), list(encoded.sizes[tail.first:tail.stop]),
+                       encoded.separator)
+        parts[-1] = Part(copy, 0, len(copy), tail.owner)
 
     def add(self, item: bytes, owner: tuple) -> Optional[Batch]:
         """Add one document; return the batch it filled, if any."""
