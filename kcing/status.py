@@ -106,9 +106,15 @@ def _running_run(ledger: Ledger, held_before: Tuple[str, ...] = ()) -> Optional[
     return (newest.id, pid) if pid in holder else None
 
 
+def _not_json(constant: str):
+    """Refuse NaN and Infinity, which Python's json reads: `--json` would print them, and a strict
+    reader of it (JSON.parse, Go's, serde) refuses the whole report."""
+    raise ValueError("%s is not a JSON value" % constant)
+
+
 def _counts(text: Optional[str]) -> dict:
     try:
-        counts = json.loads(text) if text else {}
+        counts = json.loads(text, parse_constant=_not_json) if text else {}
     except ValueError:
         return {}
     return counts if isinstance(counts, dict) else {}
@@ -147,6 +153,9 @@ _POSITION = re.compile(r"\b(line|column|char|byte|LAVA job) \d+\b")
 # `boot-1.json: 123456 bytes, more than ...`); a limit (`the limit of 8000000 bytes`, `longer
 # than 512 bytes`) is the same for every object and stays.
 _OWN_SIZE = re.compile(r"(?<!limit of )(?<!than )\b\d+ bytes\b")
+# A LAVA job's own figures when its documents would repeat too much (documents/lava.py:
+# `its 8023 test and log documents ... 572 MiB beyond 4096 bytes`); the limit (`more than 64 MiB`) stays.
+_OWN_FIGURES = re.compile(r"\b(its) \d+ (test and log documents)|\b\d+ (MiB beyond)")
 # What a path found in a message may end with that belongs to the sentence, not to the path.
 _SENTENCE_END = ".,;:)]}"
 
@@ -164,6 +173,8 @@ def error_cause(message: str, url: str = "", upstream_id: str = "") -> str:
         text = text.replace(upstream_id, "<id>")
     text = _URL.sub(_url_origin, text)
     text = _OWN_SIZE.sub("<n> bytes", text)
+    text = _OWN_FIGURES.sub(lambda found: "%s <n> %s" % found.group(1, 2) if found.group(1) else "<n> " + found.group(3),
+                            text)
     text = _POSITION.sub(r"\1 <n>", text)
     text = _OBJECT_ID.sub("<id>", text)
     return _DIGEST.sub("<sha256>", text)

@@ -10,6 +10,7 @@ import sys
 import time
 import re
 import shutil
+import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -775,3 +776,47 @@ def test_the_readme_s_example_is_what_status_prints_for_the_ledger_it_describes(
                 "delivered": 412, "failed": 2, "rejected": 1, "pending": 0, "too_large": 0, "missing_in_es": 1}}}},
             "runs": [reconcile, feed], "last_reconcile": reconcile, "errors": errors}
     assert as_text(data) + "\n" == example
+
+
+def _strict_json(text: str):
+    """JSON as RFC 8259 (and JSON.parse, Go, serde_json...) reads it: no NaN, Infinity."""
+    def refuse(constant):
+        raise ValueError("not JSON: %s" % constant)
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_status_json_is_valid_json_whatever_a_run_row_s_counts_hold(tmp_path):
+    """A run row's counts edited by hand (sqlite3) to hold NaN or 1e999, which Python's json
+    reads as nan and inf: `status --json` printed `NaN` and `Infinity`, which are no JSON,
+    and a monitoring script's parser refused the whole report."""
+    db = tmp_path / "kcing.db"
+    env = clean_environ(KCING_DB=str(db))
+    fed = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES), "--output", str(tmp_path / "out")],
+                env, tmp_path)
+    assert fed.returncode == 0, fed.stderr
+    with sqlite3.connect(str(db)) as connection:
+        connection.execute("""UPDATE run SET counts = '{"delivered": NaN, "documents": 1e999}'""")
+    connection.close()
+    shown = kcing(["status", "--json"], env, tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    _strict_json(shown.stdout)
+
+
+def test_lava_jobs_refused_for_repeating_too_much_count_as_one_cause(tmp_path):
+    """Two LAVA jobs refused for one reason: the message names each job's own count of documents
+    and its own MiB, which made each job a cause of its own, pushing others out of the five shown."""
+    from tests.test_documents_lava import with_long_tree_and_lines
+    files = []
+    for number, (tree, lines) in enumerate(((60_000, 8_000), (70_000, 9_000))):
+        callback = json.loads(with_long_tree_and_lines(tree, lines))
+        callback["id"] = 1000 + number
+        path = tmp_path / ("lava-json-%d.json" % number)
+        path.write_text(json.dumps(callback), encoding="utf-8")
+        files.append(str(path))
+    env = clean_environ(KCING_DB=str(tmp_path / "kcing.db"))
+    fed = kcing(["feed_es", "--lavas", *files, "--output", str(tmp_path / "out")], env, tmp_path)
+    assert fed.returncode == 1, fed.stderr
+    shown = kcing(["status", "--json"], env, tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    rejected = [error for error in json.loads(shown.stdout)["errors"] if error["state"] == "rejected"]
+    assert [error["objects"] for error in rejected] == [2], rejected
