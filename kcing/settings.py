@@ -168,7 +168,7 @@ SPECS: Mapping[str, Spec] = {
     "ES_HOST": Spec("http://localhost:9200", http_url, "Elasticsearch URL for admin commands"),
     "ES_USER": Spec("", credential, "basic-auth user for Elasticsearch"),
     "ES_PASSWORD": Spec("", credential, "basic-auth password for Elasticsearch"),
-    "ES_API_KEY": Spec("", token, "API key for Elasticsearch"),
+    "ES_API_KEY": Spec("", token, "API key for Elasticsearch: its encoded value, or its id and key as id:api_key"),
     "ES_CA_BUNDLE": Spec("", ca_bundle, "CA bundle for Elasticsearch TLS, trusted with the system store; empty means "
                          "certifi's bundle (Mozilla's CAs), with the system store too"),
     "ES_REQUEST_DEADLINE": Spec(60.0, number_between(0.1, MAX_SECONDS), "seconds one request of setup_es, drp or "

@@ -6,7 +6,9 @@ whereas a 9.x client is refused by every Elasticsearch 8 (elk.md §4.1).
 from __future__ import annotations
 
 import logging
+import os
 import re
+import ssl
 import threading
 import time
 import warnings
@@ -286,7 +288,10 @@ def make_client(settings) -> Elasticsearch:
     if settings.ES_API_KEY:
         if settings.ES_USER or settings.ES_PASSWORD:
             raise ConfigError("set either ES_API_KEY or ES_USER/ES_PASSWORD, not both")
-        options["api_key"] = settings.ES_API_KEY
+        # The encoded key (base64, as Kibana and the create-API-key answer give it), or its id and
+        # key as `id:api_key` (as Logstash and Beats take them), which the client encodes.
+        key_id, colon, key = settings.ES_API_KEY.partition(":")
+        options["api_key"] = (key_id, key) if colon else settings.ES_API_KEY
         warn_cleartext_credentials("the Elasticsearch API key (ES_API_KEY)", {"ES_HOST": [settings.ES_HOST]})
     elif settings.ES_USER or settings.ES_PASSWORD:
         if not (settings.ES_USER and settings.ES_PASSWORD):
@@ -296,7 +301,13 @@ def make_client(settings) -> Elasticsearch:
         options["headers"]["Authorization"] = basic_auth(settings.ES_USER, settings.ES_PASSWORD)
         warn_cleartext_credentials("the Elasticsearch password (ES_PASSWORD)", {"ES_HOST": [settings.ES_HOST]})
     if settings.ES_CA_BUNDLE:
-        if urlsplit(settings.ES_HOST).scheme == "https":
+        if urlsplit(settings.ES_HOST).scheme == "https" and os.path.isdir(settings.ES_CA_BUNDLE):
+            # A directory of hashed certificates (`openssl rehash`), as the other *_CA_BUNDLE take:
+            # the client reads `ca_certs` as one file.
+            context = ssl.create_default_context()
+            context.load_verify_locations(capath=settings.ES_CA_BUNDLE)
+            options["ssl_context"] = context
+        elif urlsplit(settings.ES_HOST).scheme == "https":
             options["ca_certs"] = settings.ES_CA_BUNDLE
         else:
             # The client refuses TLS options for http://; a bundle set for other hosts is harmless here.

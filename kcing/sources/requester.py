@@ -231,6 +231,9 @@ class Requester:
         if isinstance(error, BodyError):
             return str(error)
         if certificate_refused(error):
+            if "mismatch" in str(error).lower():  # OpenSSL's "Hostname mismatch" or "IP address mismatch"
+                raise ConfigError("the TLS certificate of %s is not valid for %s: name the host by a name the "
+                                  "certificate holds" % (redacted(url), urlsplit(url).hostname)) from None
             raise ConfigError("the TLS certificate of %s is not trusted: point KCI_CA_BUNDLE at the CA "
                               "bundle that signed it" % redacted(url)) from None
         return connection_failure(error)
