@@ -411,7 +411,7 @@ class BodyReader:
                     break
             if transfer.cut is None and _compressed_stream_unfinished(response.raw):
                 encoding = response.headers.get("Content-Encoding")
-                if announced is None and not response.raw.chunked:
+                if read_until_closed(response):
                     # Read until the connection closed: it closed early, another try may do better.
                     raise BodyBroken("connection closed before the end of its %s stream" % encoding)
                 # Framed whole: the server holds a compressed file cut short.
@@ -466,6 +466,13 @@ class BodyReader:
                        if transfer.cut is None and (abandon or now > transfer.deadline)]
             for transfer in due:
                 transfer.cut_now("abandoned" if abandon else "deadline")
+
+
+def read_until_closed(response) -> bool:
+    """Whether an answer's body ends where its connection closed: neither a Content-Length nor
+    chunks frame it, so a connection dropped half-way looks like its end (a body whose
+    Content-Length is no number is refused before it is read: `BodyReader.read`)."""
+    return not response.headers.get("Content-Length", "").strip() and not getattr(response.raw, "chunked", False)
 
 
 def _compressed_stream_unfinished(raw) -> bool:

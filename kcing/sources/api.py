@@ -62,7 +62,7 @@ from kcing.sources.api_related import RelatedNodes, node_from_answer
 from kcing.sources.gzipped import GZIP_MAGIC, MAX_ARTIFACT_BYTES, GzipCutShort, InflatedTooLarge, gunzip
 from kcing.collector import collector_paused
 from kcing.documents.coerce import as_date, iso_time
-from kcing.http import http_date
+from kcing.http import http_date, read_until_closed
 from kcing.objectid import is_object_id, node_id as _node_id, object_id_time
 from kcing.secrecy import masked
 from kcing.shutdown import result_of
@@ -723,7 +723,7 @@ class KernelCIApi:
             except ValueError as error:
                 if isinstance(error, InflatedTooLarge) and limit < MAX_ARTIFACT_BYTES:
                     return None, "%s: raise KCI_MAX_OBJECT_BYTES to take it" % error, None
-                if isinstance(error, GzipCutShort) and _ended_by_closing(response):
+                if isinstance(error, GzipCutShort) and read_until_closed(response):
                     # Its end was the connection's, not the file's: a drop half-way, which the next
                     # try mends (the node fails, and is fetched again), as when its host labels the
                     # same bytes Content-Encoding: gzip. Framed whole, the file itself is cut short.
@@ -735,13 +735,6 @@ class KernelCIApi:
             raise UpstreamError("GET %s answered a web page with 200, not the file (a storage's or a proxy's "
                                 "page)" % _without_query(url))
         return content.decode("utf-8", "replace"), None, len(content)
-
-
-def _ended_by_closing(response) -> bool:
-    """Whether an answer's body was read until its connection closed: neither a Content-Length nor
-    chunks told where it ends, so a connection dropped half-way looks like its end."""
-    headers = response.headers
-    return "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "").lower()
 
 
 def _naming_page(error: UpstreamError, url: str, kind: str, offset: int) -> UpstreamError:
