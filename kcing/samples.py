@@ -21,7 +21,7 @@ from typing import Dict, Optional, Tuple
 from kcing.documents import json_object
 from kcing.documents.identity import iso_timestamp
 from kcing.errors import ConfigError, RejectedInput, UpstreamError
-from kcing.files import make_directories, remove_partial_files, write_atomically
+from kcing.files import holds, make_directories, remove_partial_files, write_atomically
 from kcing.plural import counted
 from kcing.progress import Progress, eta_text
 from kcing.records import JOB, KBUILD, OBJECT_KINDS, UpstreamObject
@@ -193,21 +193,13 @@ class SamplesWriter:
             self.entries[key] = entry
             recorded = True
         finally:
-            if not recorded and _holds(path, content):
+            if not recorded and holds(path, content):  # read only when the save was interrupted
                 self.entries[key] = entry
 
     def save_manifest(self) -> None:
         objects = sorted(self.entries.values(), key=_manifest_order)
         manifest = dict(self.kept, format=MANIFEST_FORMAT, source=self.source_name, objects=objects)
         write_atomically(self.root / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
-
-
-def _holds(path: Path, content: bytes) -> bool:
-    """Whether the file at `path` is `content` (read only when a save was interrupted)."""
-    try:
-        return path.stat().st_size == len(content) and path.read_bytes() == content
-    except OSError:
-        return False
 
 
 def _manifest_order(entry: dict) -> tuple:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import ssl
 import threading
 import time
 import warnings
@@ -31,7 +30,7 @@ from kcing.http import (CHUNK, USER_AGENT, BodyTooLarge, RetryPolicy, final_answ
 from kcing.secrecy import masked
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline
-from kcing.transport import basic_auth
+from kcing.transport import BadCaBundle, basic_auth, tls_context
 from kcing.webpage import html_page
 
 log = logging.getLogger(__name__)
@@ -301,17 +300,21 @@ def make_client(settings) -> Elasticsearch:
         options["headers"]["Authorization"] = basic_auth(settings.ES_USER, settings.ES_PASSWORD)
         warn_cleartext_credentials("the Elasticsearch password (ES_PASSWORD)", {"ES_HOST": [settings.ES_HOST]})
     if settings.ES_CA_BUNDLE:
-        if urlsplit(settings.ES_HOST).scheme == "https" and os.path.isdir(settings.ES_CA_BUNDLE):
-            # A directory of hashed certificates (`openssl rehash`), as the other *_CA_BUNDLE take:
-            # the client reads `ca_certs` as one file.
-            context = ssl.create_default_context()
-            context.load_verify_locations(capath=settings.ES_CA_BUNDLE)
-            options["ssl_context"] = context
-        elif urlsplit(settings.ES_HOST).scheme == "https":
-            options["ca_certs"] = settings.ES_CA_BUNDLE
-        else:
+        if urlsplit(settings.ES_HOST).scheme != "https":
             # The client refuses TLS options for http://; a bundle set for other hosts is harmless here.
             log.warning("ES_CA_BUNDLE is ignored: ES_HOST %s is not https", settings.ES_HOST)
+        elif os.path.isdir(settings.ES_CA_BUNDLE):
+            # A directory of hashed certificates (`openssl rehash`), as the other *_CA_BUNDLE take
+            # (the client reads `ca_certs` as one file): loaded as the Logstash transport loads it,
+            # trusted with the system store, as a bundle file is.
+            try:
+                context = tls_context(settings.ES_CA_BUNDLE)
+            except BadCaBundle as error:
+                raise ConfigError("ES_CA_BUNDLE %s" % error) from None
+            context.load_default_certs()
+            options["ssl_context"] = context
+        else:
+            options["ca_certs"] = settings.ES_CA_BUNDLE
     try:
         return Elasticsearch(**options)
     except ValueError as error:
