@@ -12,6 +12,7 @@ from kcing.ledger.ledger import Ledger
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, Run, UpstreamFile
 from kcing.ledger.runs import RESENT_BY, RUNS_SHOWN
 from kcing.runlock import lock_holder
+from kcing.strictjson import no_constants
 
 # The outcome shown for a run that has no end in the ledger and is not running.
 UNRECORDED_END = "ended without a record (killed, or the ledger could not be written)"
@@ -106,15 +107,10 @@ def _running_run(ledger: Ledger, held_before: Tuple[str, ...] = ()) -> Optional[
     return (newest.id, pid) if pid in holder else None
 
 
-def _not_json(constant: str):
-    """Refuse NaN and Infinity, which Python's json reads: `--json` would print them, and a strict
-    reader of it (JSON.parse, Go's, serde) refuses the whole report."""
-    raise ValueError("%s is not a JSON value" % constant)
-
-
 def _counts(text: Optional[str]) -> dict:
     try:
-        counts = json.loads(text, parse_constant=_not_json) if text else {}
+        # Not NaN nor Infinity (a row edited by hand): `--json` would print them, which no strict reader takes.
+        counts = json.loads(text, parse_constant=no_constants) if text else {}
     except ValueError:
         return {}
     return counts if isinstance(counts, dict) else {}

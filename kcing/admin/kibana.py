@@ -22,6 +22,7 @@ from kcing.http import (CHUNK, BodyTooLarge, certificate_refused, joined_within,
 from kcing.netreason import connection_failure, no_tls_at_port
 from kcing.overdue import Overdue, deadline as overall_deadline
 from kcing.secrecy import masked
+from kcing.strictjson import no_constants
 from kcing.surrogates import lone_surrogates_escaped
 from kcing.transport import basic_auth
 from kcing.webpage import html_page
@@ -134,12 +135,6 @@ def restore_url(text: str, url: str) -> str:
 
 # -- NDJSON ----------------------------------------------------------------------------------
 
-def _beyond_json(constant: str):
-    """Refuse NaN, Infinity and -Infinity, which Python's json reads: Kibana's JSON.parse does
-    not, and refuses the whole import of a file holding one."""
-    raise ValueError("%s is not a JSON value" % constant)
-
-
 def _nesting(value: Any) -> int:
     """How many arrays and objects deep `value` goes, counted without recursing."""
     deepest, waiting = 0, [(value, 1)]
@@ -161,7 +156,8 @@ def parse_ndjson(text: str) -> List[dict]:
         if not line.strip():
             continue
         try:
-            item = json.loads(line, parse_constant=_beyond_json)
+            # Kibana's JSON.parse refuses the whole import of a file holding NaN or Infinity.
+            item = json.loads(line, parse_constant=no_constants)
             too_deep = _nesting(item) > MAX_NESTING
         except ValueError as error:
             raise ValueError("line %d is not JSON (%s)" % (number, error)) from None
