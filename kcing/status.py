@@ -151,7 +151,7 @@ _POSITION = re.compile(r"\b(line|column|char|byte|LAVA job) \d+\b")
 _OWN_SIZE = re.compile(r"(?<!limit of )(?<!than )\b\d+ bytes\b")
 # A LAVA job's own figures when its documents would repeat too much (documents/lava.py:
 # `its 8023 test and log documents ... 572 MiB beyond 4096 bytes`); the limit (`more than 64 MiB`) stays.
-_OWN_FIGURES = re.compile(r"\b(its) \d+ (test and log documents)|\b\d+ (MiB beyond)")
+_OWN_FIGURES = re.compile(r"(?<=\bits )\d+(?= test and log documents)|\b\d+(?= MiB beyond)")
 # What a path found in a message may end with that belongs to the sentence, not to the path.
 _SENTENCE_END = ".,;:)]}"
 
@@ -169,8 +169,7 @@ def error_cause(message: str, url: str = "", upstream_id: str = "") -> str:
         text = text.replace(upstream_id, "<id>")
     text = _URL.sub(_url_origin, text)
     text = _OWN_SIZE.sub("<n> bytes", text)
-    text = _OWN_FIGURES.sub(lambda found: "%s <n> %s" % found.group(1, 2) if found.group(1) else "<n> " + found.group(3),
-                            text)
+    text = _OWN_FIGURES.sub("<n>", text)
     text = _POSITION.sub(r"\1 <n>", text)
     text = _OBJECT_ID.sub("<id>", text)
     return _DIGEST.sub("<sha256>", text)
