@@ -170,7 +170,7 @@ class Listing:
         what the destination holds: it is delivered again, as a local file with other content is."""
         known = [obj for obj in objects if "content_sha256" in obj.facts and (obj.kind, obj.upstream_id) in delivered]
         changed: Set[tuple] = set()
-        for obj, was in self._recorded_when_delivered(known, self.ledger.delivered_hashes):
+        for obj, was in self._recorded(known, self.ledger.delivered_hashes):
             if was and was != obj.facts["content_sha256"]:
                 log.info("%s %s changed since it was delivered (sha256 %s, now %s): it is delivered again",
                          obj.kind, obj.upstream_id, was[:12], obj.facts["content_sha256"][:12])
@@ -184,18 +184,18 @@ class Listing:
         A rejected legacy file is listed again by every run that lists it (fixed upstream, it is
         delivered), and such a file would hold a worker as long every time."""
         marked = {}
-        for obj, rejected in self._recorded_when_delivered(objects, self.ledger.rejections):
+        for obj, rejected in self._recorded(objects, self.ledger.rejections):
             sha256, reason = rejected or (None, None)
             limit = too_long_before(reason)
             if sha256 and limit is not None:
                 marked[obj.key] = replace(obj, facts={**obj.facts, BUILT_TOO_LONG: (sha256, limit)})
         return [marked.get(obj.key, obj) for obj in objects] if marked else objects
 
-    def _recorded_when_delivered(self, objects: List[UpstreamObject],
-                                 lookup: Callable[..., Dict[str, Any]]) -> Iterator[Tuple[UpstreamObject, Any]]:
-        """Each of `objects` (delivered ones, but for `Ledger.rejections`) with what `lookup` (a
-        Ledger method taking source, kind, upstream ids and destination) says was recorded of it,
-        None where nothing was."""
+    def _recorded(self, objects: List[UpstreamObject],
+                  lookup: Callable[..., Dict[str, Any]]) -> Iterator[Tuple[UpstreamObject, Any]]:
+        """Each of `objects` with what `lookup` (a Ledger method taking source, kind, upstream ids
+        and destination: what was delivered, or rejected) says was recorded of it, None where
+        nothing was."""
         for kind in sorted({obj.kind for obj in objects}):
             of_kind = [obj for obj in objects if obj.kind == kind]
             recorded = lookup(self.source.name, kind, [obj.upstream_id for obj in of_kind], self.destination(kind))
@@ -213,7 +213,7 @@ class Listing:
             return
         dated = [obj for obj in objects if obj.kind in LISTING_DATED_KINDS and obj.created is not None
                  and (obj.kind, obj.upstream_id) in delivered]
-        for obj, was in self._recorded_when_delivered(dated, self.ledger.delivered_dates):
+        for obj, was in self._recorded(dated, self.ledger.delivered_dates):
             now = obj.created.astimezone(timezone.utc).date()
             if was is not None and was.date() != now:
                 log.warning("%s was delivered dated %s, not %s: skipped as delivered, its documents stay in "

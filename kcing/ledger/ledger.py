@@ -286,26 +286,26 @@ class Ledger:
                          destination: str = "") -> Dict[str, Optional[str]]:
         """{upstream id: sha256 of the content delivered (None where unrecorded)} for those of
         `upstream_ids` delivered for (source, kind) to `destination`."""
-        return dict(self._delivered_column("sha256", source, kind, upstream_ids, destination))
+        return dict(self._recorded_column("sha256", DELIVERED, source, kind, upstream_ids, destination))
 
     def delivered_dates(self, source: str, kind: str, upstream_ids: Iterable[str],
                         destination: str = "") -> Dict[str, Optional[datetime]]:
         """{upstream id: the date (naive UTC) it was delivered with, None where it had none} for
         those of `upstream_ids` delivered for (source, kind) to `destination`."""
-        return {upstream_id: _column_time(when)
-                for upstream_id, when in self._delivered_column("object_date", source, kind, upstream_ids, destination)}
+        return {upstream_id: _column_time(when) for upstream_id, when
+                in self._recorded_column("object_date", DELIVERED, source, kind, upstream_ids, destination)}
 
     def rejections(self, source: str, kind: str, upstream_ids: Iterable[str],
                    destination: str = "") -> Dict[str, Tuple[Optional[str], Optional[str]]]:
         """{upstream id: (sha256 of the content rejected, the reason)} for those of `upstream_ids`
         rejected for (source, kind) at `destination`."""
         return {upstream_id: (sha256, reason) for upstream_id, sha256, reason
-                in self._delivered_column("sha256, last_error", source, kind, upstream_ids, destination, REJECTED)}
+                in self._recorded_column("sha256, last_error", REJECTED, source, kind, upstream_ids, destination)}
 
-    def _delivered_column(self, column: str, source: str, kind: str, upstream_ids: Iterable[str],
-                          destination: str, state: str = DELIVERED) -> Iterator[tuple]:
-        """(upstream id, `column`) of those of `upstream_ids` delivered (or in `state`) for
-        (source, kind) to `destination`, asked for LOOKUP_CHUNK ids at a time."""
+    def _recorded_column(self, column: str, state: str, source: str, kind: str, upstream_ids: Iterable[str],
+                         destination: str) -> Iterator[tuple]:
+        """(upstream id, `column`) of those of `upstream_ids` in `state` for (source, kind) at
+        `destination`, asked for LOOKUP_CHUNK ids at a time."""
         ids = sorted(set(upstream_ids))
         for start in range(0, len(ids), LOOKUP_CHUNK):
             chunk = ids[start:start + LOOKUP_CHUNK]
