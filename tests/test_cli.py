@@ -2,6 +2,7 @@
 person reads, waiting and progress lines, no silent success. Every test runs the real program."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -10,11 +11,13 @@ import pty
 import re
 import shlex
 import shutil
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import termios
+import time
 from pathlib import Path
 from typing import Dict, List, Set
 
@@ -1082,6 +1085,90 @@ def test_kcing_test_names_each_flag_that_shows_its_own_help_instead_of_pytests(f
     helped = kcing(["test", flag], clean_environ(), tmp_path)
     assert helped.returncode == 0 and helped.stdout.startswith("Usage:\n  kcing test"), helped.stdout
     assert "`kcing test %s`" % flag in " ".join(helped.stdout.split())
+
+
+# A test that says it has started, then waits: the suite a signal finds running.
+SLOW_TEST = """\
+import os, time
+
+def test_waits():
+    open(os.environ["KCING_TEST_STARTED"], "w").close()
+    time.sleep(60)
+"""
+
+
+def _process_tree(pid: int) -> Set[int]:
+    """`pid` and every process descending from it that is not a zombie (read from /proc)."""
+    parents = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/stat" % entry) as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if fields[0] != "Z":
+            parents[int(entry)] = int(fields[1])
+    tree = {pid} if pid in parents else set()
+    grown = True
+    while grown:
+        grown = False
+        for child, parent in parents.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grown = True
+    return tree
+
+
+def _kcing_test_running_a_test(tmp_path: Path, new_session: bool) -> subprocess.Popen:
+    """`kcing test <a test that waits a minute>`, once pytest runs that test."""
+    (tmp_path / "test_slow.py").write_text(SLOW_TEST)
+    started = tmp_path / "started"
+    # Files, not pipes: a pytest left running would hold a pipe open, and reading it would wait.
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        process = subprocess.Popen(
+            [sys.executable, str(REPO / "kcing.py"), "test", "-p", "no:cacheprovider", "-p", "no:xdist",
+             "-o", "addopts=", "--rootdir", str(tmp_path), str(tmp_path / "test_slow.py")],
+            env=clean_environ(KCING_TEST_STARTED=str(started)), cwd=str(tmp_path), stdout=out, stderr=err,
+            start_new_session=new_session)
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert process.poll() is None, (tmp_path / "out").read_text() + (tmp_path / "err").read_text()
+        assert time.monotonic() < deadline, "pytest did not start the test"
+        time.sleep(0.05)
+    return process
+
+
+def test_kcing_test_stopped_by_sigterm_leaves_no_test_suite_running(tmp_path):
+    """A CI job's timeout or `kill`: the suite stops with kcing, not orphaned for its 11 minutes."""
+    process = _kcing_test_running_a_test(tmp_path, new_session=False)
+    running = _process_tree(process.pid)
+    try:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while any(_process_tree(pid) for pid in running) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_process_tree(pid) for pid in running), "left running: %s" % running
+    finally:
+        for pid in running:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_kcing_test_interrupted_from_the_terminal_ends_with_pytests_status_and_report(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group): pytest's report of what ran, and its 2."""
+    process = _kcing_test_running_a_test(tmp_path, new_session=True)
+    running = _process_tree(process.pid)
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=30)
+        out, err = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
+        assert process.returncode == 2, (process.returncode, out, err)
+        assert "KeyboardInterrupt" in out, (out, err)  # pytest's report of the stop
+    finally:
+        for pid in running:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 # Progress a person can watch (8) ----------------------------------------------------------------

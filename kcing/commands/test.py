@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -45,8 +44,13 @@ def run(args: dict, settings=None) -> int:
         # Python's own "No module named pytest" ended with 1, which pytest gives for failed tests.
         raise ConfigError("pytest is not installed for %s: install the test dependencies (make install, or "
                           "pip install -e '.[test]' in the checkout)" % sys.executable)
-    return subprocess.call([sys.executable, "-m", "pytest", *args.get("<pytest-arg>", [])], cwd=root,
-                           env=dict(os.environ))
+    # pytest takes this process's place rather than running as its child: Ctrl-C reaches pytest
+    # alone, which ends with its report and its own status, and a SIGTERM ends the suite itself
+    # rather than a parent that would leave it running orphaned.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(root)
+    os.execv(sys.executable, [sys.executable, "-m", "pytest", *args.get("<pytest-arg>", [])])
 
 
 def _importable(name: str) -> bool:
