@@ -35,7 +35,7 @@ from kcing.records import BUILD, CHECKOUT, UpstreamObject
 from kcing.sinks import LOGSTASH, logstash_destination, ndjson_destination
 from kcing.runlock import RunLock
 from kcing.watermark import parse_since
-from tests.fakes.elastic_server import ElasticsearchEmulator
+from tests.fakes.elastic_server import ElasticsearchEmulator, EsError
 from tests.fakes.elastic_forward import ForwardingStore
 from tests.fakes.logstash_emulator import LogstashCluster
 from tests.fakes.rogue_http import RogueFront, answer, trickle
@@ -1321,6 +1321,51 @@ def test_a_drp_run_that_could_not_reach_elasticsearch_deleted_nothing_for_reconc
     ledger = Ledger.open(str(db))
     assert ledger.deleted_before() is None
     ledger.close()
+
+
+@pytest.mark.parametrize("status, kind, reason", [
+    (403, "security_exception", "action [indices:admin/delete] is unauthorized for user [kcing] with effective roles "
+                                "[kcing_reader] on indices [build-2019.01.01], this action is granted by the index "
+                                "privileges [delete_index,manage,all]"),
+    (400, "illegal_argument_exception", "injected refusal"),
+])
+def test_a_drp_run_whose_delete_was_refused_deleted_nothing_for_reconcile(tmp_path, es, status, kind, reason):
+    # A user without the delete_index privilege: the DELETE is answered 403 before anything is
+    # deleted. Recorded as having kept from yesterday, the run had reconcile take the index of two
+    # days ago, there with its document, for one drp deleted, and check nothing (exit 6).
+    db, two_days_ago = _one_object_delivered_two_days_ago(tmp_path, es)
+    environ = clean_environ(ES_HOST=es.url, KCING_DB=str(db), KCI_DAYS="1", ES_RETRY_BACKOFF="0.01")
+    es.fail_next(status, route="/" + two_days_ago, body=EsError(status, kind, reason).envelope())
+    refused = kcing(["drp", "--drp-days", "1"], environ, tmp_path)
+    assert refused.returncode in (2, 3), refused.stdout + refused.stderr
+    assert two_days_ago in es.index_names()
+    assert runs(db)[-1][:2] == ("drp", "error %d" % refused.returncode)
+    ledger = Ledger.open(str(db))
+    assert ledger.deleted_before() is None
+    ledger.close()
+    checked = kcing(["reconcile"], dict(environ, DRP_DAYS="3", KCI_DAYS="2"), tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "checked 1, present 1, missing 0;" in checked.stdout
+
+
+def test_a_drp_run_refused_after_deleting_some_indices_keeps_from_the_oldest_left(tmp_path, es):
+    # 50 indices deleted in a first request, the next one refused: the run deleted the days
+    # before the index left, no more.
+    db, two_days_ago = _one_object_delivered_two_days_ago(tmp_path, es)
+    today = datetime.now(timezone.utc)
+    seed(es, [("build-%s" % (today - timedelta(days=10 + n)).strftime("%Y.%m.%d"), "%040x" % 2) for n in range(50)])
+    environ = clean_environ(ES_HOST=es.url, KCING_DB=str(db), KCI_DAYS="1", ES_RETRY_BACKOFF="0.01")
+    es.fail_next(403, route="/" + two_days_ago)
+    refused = kcing(["drp", "--drp-days", "1"], environ, tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "50 of the 51 expired indices were deleted before it" in refused.stderr
+    assert es.index_names() == [two_days_ago]
+    ledger = Ledger.open(str(db))
+    assert ledger.deleted_before() == datetime.strptime(two_days_ago, "build-%Y.%m.%d").date()
+    ledger.close()
+    checked = kcing(["reconcile"], dict(environ, DRP_DAYS="3", KCI_DAYS="2"), tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "checked 1, present 1, missing 0;" in checked.stdout
 
 
 def test_a_drp_run_killed_while_deleting_has_its_first_kept_day_known_to_reconcile(tmp_path, es):

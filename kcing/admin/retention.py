@@ -132,6 +132,8 @@ def delete_indices(client: Elasticsearch, host: str, names: Sequence[str],
                    size: int = NAMES_PER_REQUEST) -> Tuple[List[str], Dict[str, str]]:
     """Delete `names` (exact names, never patterns) in chunks; return the names deleted and
     {name: its blocks} of those Elasticsearch refuses to delete because of an index block.
+    The error raised when Elasticsearch refuses a DELETE (a 4xx answer) has `untouched`: the
+    names of `names` that are certainly still there.
 
     One blocked index makes Elasticsearch refuse the whole DELETE: the others of its chunk are
     deleted again without it, so that one index someone made read-only does not keep every
@@ -150,6 +152,10 @@ def delete_indices(client: Elasticsearch, host: str, names: Sequence[str],
         except (ApiError, TransportError) as error:
             failure = translate(error, host, "deleting %s (%s ... )" % (counted(len(chunk), "index", "indices"),
                                                                         chunk[0]))
+            if isinstance(error, ApiError) and 400 <= error.meta.status < 500:
+                # Refused, not lost on the way: this chunk and those after it are all still there.
+                done = set(deleted)
+                failure.untouched = [name for name in names if name not in done]
             if deleted:
                 # The run stops here, and `drp -q` from cron mails this line alone: it says what
                 # was done before, which the next run need not do again.

@@ -9,7 +9,7 @@ from typing import Optional
 from kcing.admin import retention
 from kcing.admin.elastic import make_client
 from kcing.commands import said, with_drp_days
-from kcing.errors import ElasticsearchError
+from kcing.errors import ElasticsearchError, KcingError
 from kcing.flags import utc_text
 from kcing.ledger.location import ledger_exists
 from kcing.ledgerfile import ledger_run_lock, no_ledger, open_ledger
@@ -111,7 +111,12 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
             ledger.update_run_counts(recorded.id, recorded.counts)
         # Each step counted in the run's row as soon as it is done: a signal during the next one
         # closes the row with what was deleted and forgotten already (each step is whole or not at all).
-        deleted, blocked = retention.delete_indices(client, host, chosen.indices)
+        try:
+            deleted, blocked = retention.delete_indices(client, host, chosen.indices)
+        except KcingError as failure:  # refused for want of privileges is a ConfigError
+            if recorded is not None and getattr(failure, "untouched", None):
+                _kept_from_what_is_left(recorded, ledger, failure.untouched, len(chosen.indices))
+            raise
         forgotten = runs_forgotten = 0
         if recorded is not None:  # a run with a ledger (a dry run has returned above)
             recorded.counts.update(indices_deleted=len(deleted))
@@ -136,6 +141,18 @@ def run(args: dict, settings, now: Optional[datetime] = None) -> int:
     said("drp: deleted %s, %s" % (counted(len(deleted), "index", "indices"),
                                   _rows_text(have_ledger, forgotten, settings.KCING_DB)))
     return 0
+
+
+def _kept_from_what_is_left(recorded, ledger, untouched, expired: int) -> None:
+    """A DELETE Elasticsearch refused (no privilege to delete, say) left `untouched` there: the
+    run row's first day kept goes back to the oldest of them, or away if nothing was deleted, so
+    that reconcile and the feeds do not take indices that are still there for ones drp deleted."""
+    if len(untouched) == expired:
+        for key in ("days", "first_kept"):
+            recorded.counts.pop(key, None)
+    else:
+        recorded.counts["first_kept"] = min(filter(None, map(retention.index_day, untouched))).isoformat()
+    ledger.update_run_counts(recorded.id, recorded.counts)
 
 
 def _print_destinations(verb: str, by_destination) -> None:
