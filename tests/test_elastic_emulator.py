@@ -561,3 +561,87 @@ def field_name_statuses(client) -> list:
 
 def test_field_names_are_refused_exactly_as_a_real_node_refuses_them(es, client):
     assert field_name_statuses(client) == [status for _, status in FIELD_NAME_ANSWERS]
+
+
+# Requests and what a real Elasticsearch 8.15 node answered to each, as (status, error type or
+# body); tests/test_real_engine.py asks the node the same. Aliases given where an index is made:
+ALIAS_REQUESTS = [
+    ("PUT", "/_index_template/user-aliased", {"index_patterns": ["qq-*"], "priority": 7,
+                                              "template": {"aliases": {"qq-all": {}}}}),
+    ("PUT", "/qq-1", None),
+    ("PUT", "/rr-1", {"aliases": {"rr-alias": {}}}),
+    ("GET", "/_cat/indices/qq-all,rr-alias?format=json&h=index", None),
+    ("DELETE", "/qq-all", None),
+    ("DELETE", "/rr-alias", None),
+]
+NODE_ALIAS_ANSWERS = [
+    (200, {"acknowledged": True}),
+    (200, {"acknowledged": True, "shards_acknowledged": True, "index": "qq-1"}),
+    (200, {"acknowledged": True, "shards_acknowledged": True, "index": "rr-1"}),
+    (200, [{"index": "qq-1"}, {"index": "rr-1"}]),
+    (400, "The provided expression [qq-all] matches an alias, specify the corresponding concrete indices instead."),
+    (400, "The provided expression [rr-alias] matches an alias, specify the corresponding concrete indices instead."),
+]
+# Patterns of `_cat/indices` and the states they expand to:
+CAT_REQUESTS = [
+    ("PUT", "/build-2019.01.01", None),
+    ("PUT", "/build-2019.01.02", {"settings": {"index.hidden": True}}),
+    ("GET", "/_cat/indices/build-*?format=json&h=index&expand_wildcards=none", None),
+    ("GET", "/_cat/indices/build-*?format=json&h=index&expand_wildcards=open,none", None),
+    ("GET", "/_cat/indices/build-*?format=json&h=index&expand_wildcards=hidden", None),
+    ("GET", "/_cat/indices/build-*,-build-2019.01.01?format=json&h=index&expand_wildcards=all", None),
+]
+NODE_CAT_ANSWERS = [
+    (200, {"acknowledged": True, "shards_acknowledged": True, "index": "build-2019.01.01"}),
+    (200, {"acknowledged": True, "shards_acknowledged": True, "index": "build-2019.01.02"}),
+    (404, "index_not_found_exception"),  # a pattern not expanded is a name: no such index [build-*]
+    (404, "index_not_found_exception"),  # `none` anywhere in the list expands nothing
+    (404, "index_not_found_exception"),  # neither does `hidden` alone
+    (200, [{"index": "build-2019.01.02"}]),  # an exclusion after a pattern that matches it
+]
+# A template that would take a data stream from the data-stream template that matches it:
+STREAM = "build-2024.01.01"
+STREAM_REQUESTS = [
+    ("PUT", "/_index_template/user-streams", {"index_patterns": ["build-*"], "priority": 100, "data_stream": {}}),
+    ("POST", "/_bulk", b'{"create":{"_index":"%s"}}\n{"@timestamp":"2024-01-01T00:00:00Z"}\n' % STREAM.encode()),
+    ("PUT", "/_index_template/plain-build", {"index_patterns": ["build-*"], "priority": 200}),
+    ("PUT", "/_index_template/plain-build-two", {"index_patterns": ["build-2*"], "priority": 50}),
+    ("PUT", "/_index_template/streaming-build", {"index_patterns": ["build-*"], "priority": 200, "data_stream": {}}),
+]
+NODE_STREAM_ANSWERS = [
+    (200, {"acknowledged": True}), (200, [201]),
+    (400, "composable template [plain-build] with index patterns [build-*], priority [200] and no data stream "
+          "configuration would cause data streams [%s] to no longer match a data stream template" % STREAM),
+    (200, {"acknowledged": True}), (200, {"acknowledged": True})]
+
+
+def node_answers(url: str, requests_: list) -> list:
+    """(status, error type (the reason of an illegal_argument_exception), or each item's status of
+    a _bulk, or the body) of each request, in order."""
+    answers = []
+    for method, path, body in requests_:
+        if isinstance(body, bytes):
+            answered = requests.request(method, url + path, data=body, timeout=30,
+                                        headers={"Content-Type": "application/x-ndjson"})
+        else:
+            answered = requests.request(method, url + path, json=body, timeout=30)
+        parsed = answered.json() if answered.content.strip() else None
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            error = parsed["error"]
+            parsed = error["reason"] if error["type"] == "illegal_argument_exception" else error["type"]
+        elif isinstance(parsed, dict) and "items" in parsed:
+            parsed = [next(iter(item.values()))["status"] for item in parsed["items"]]
+        answers.append((answered.status_code, parsed))
+    return answers
+
+
+def test_aliases_given_where_an_index_is_made_are_made_with_it(es):
+    assert node_answers(es.url, ALIAS_REQUESTS) == NODE_ALIAS_ANSWERS
+
+
+def test_cat_indices_patterns_expand_to_the_states_asked_as_a_node_expands_them(es):
+    assert node_answers(es.url, CAT_REQUESTS) == NODE_CAT_ANSWERS
+
+
+def test_a_template_that_would_leave_a_data_stream_without_a_data_stream_template_is_refused(es):
+    assert node_answers(es.url, STREAM_REQUESTS) == NODE_STREAM_ANSWERS

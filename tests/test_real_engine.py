@@ -21,7 +21,10 @@ from kcing.admin.templates import KINDS, TEMPLATE_DIR, template_name
 from kcing.ledger.models import DELIVERED, FAILED, MISSING_IN_ELASTICSEARCH
 from tests.fakes.logstash_emulator import LogstashCluster, LogstashEmulator
 from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing, kept_ids, ledger_rows, ledger_states
-from tests.test_elastic_emulator import FIELD_NAME_ANSWERS, field_name_statuses
+from tests.test_setup_es import setup_es_beside_a_data_stream
+from tests.test_elastic_emulator import (ALIAS_REQUESTS, CAT_REQUESTS, FIELD_NAME_ANSWERS, NODE_ALIAS_ANSWERS,
+                                         NODE_CAT_ANSWERS, NODE_STREAM_ANSWERS, STREAM_REQUESTS,
+                                         field_name_statuses, node_answers)
 
 pytestmark = pytest.mark.realengine
 
@@ -875,6 +878,16 @@ def test_drp_on_a_read_only_cluster_names_the_cluster_setting_on_a_real_node(rea
 
 def test_field_names_are_refused_as_the_emulator_says(real_es):
     assert field_name_statuses(client_for(real_es)) == [status for _, status in FIELD_NAME_ANSWERS]
+
+
+def test_aliases_cat_patterns_and_data_streams_are_answered_as_the_emulator_says(real_es):
+    assert node_answers(real_es.url, ALIAS_REQUESTS) == NODE_ALIAS_ANSWERS
+    assert node_answers(real_es.url, CAT_REQUESTS) == NODE_CAT_ANSWERS
+    assert node_answers(real_es.url, STREAM_REQUESTS) == NODE_STREAM_ANSWERS
+
+
+def test_a_template_refused_beside_a_data_stream_leaves_the_others_installed(real_es, tmp_path):
+    setup_es_beside_a_data_stream(real_es.url, tmp_path)
 
 
 def test_cat_indices_leaves_hidden_indices_out_unless_asked(real_es):

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 from elasticsearch import Elasticsearch, helpers
 
 from kcing import settings as settings_module
@@ -309,6 +310,31 @@ def test_a_conflicting_template_of_the_same_priority_is_a_clear_error(tmp_path, 
         run_setup(tmp_path, es.url)
     message = str(caught.value)
     assert "kcing-b" in message and "same priority [200]" in message and "\n" not in message
+
+
+def setup_es_beside_a_data_stream(url: str, tmp_path: Path) -> None:
+    """A template of the user's below kcing's priority makes data streams of build-*, and one was
+    made (Logstash writing build-2024.01.01) before setup_es: Elasticsearch refuses kcing-build,
+    which would leave that stream without a data-stream template. The other kinds' templates are
+    installed all the same, and the one line says which stream and what to do."""
+    requests.put(url + "/_index_template/user-streams", timeout=30,
+                 json={"index_patterns": ["build-*"], "priority": 100, "data_stream": {}}).raise_for_status()
+    requests.post(url + "/_bulk", data=b'{"create":{"_index":"build-2024.01.01"}}\n{"@timestamp":"2024-01-01T00:00:00Z"}\n',
+                  headers={"Content-Type": "application/x-ndjson"}, timeout=30).raise_for_status()
+    done = kcing(["setup_es"], clean_environ(ES_HOST=url, KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    installed = {item["name"] for item in requests.get(url + "/_index_template", timeout=30).json()["index_templates"]
+                 if item["name"].startswith("kcing-")}
+    assert installed == {"kcing-boot", "kcing-test", "kcing-log", "kcing-regression"}, done.stdout
+    assert done.stderr.splitlines() == [
+        "kcing setup_es: Elasticsearch refuses the index template kcing-build: the data stream build-2024.01.01, "
+        "matched by build-*, would no longer match a data stream template (kcing's indices are not data streams); "
+        "delete it (DELETE /_data_stream/build-2024.01.01, documents and all) or give the template that made it a "
+        "priority above 200, then run setup_es again"], done.stderr
+
+
+def test_a_template_refused_beside_a_data_stream_leaves_the_others_installed(tmp_path, es):
+    setup_es_beside_a_data_stream(es.url, tmp_path)
 
 
 def test_an_index_created_before_the_templates_is_named_with_the_types_it_got(tmp_path, es, caplog):

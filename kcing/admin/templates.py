@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
-from elasticsearch import ApiError, Elasticsearch, SSLError, TransportError
+from elasticsearch import ApiError, BadRequestError, Elasticsearch, SSLError, TransportError
 
 from kcing.admin.elastic import AnswerTooLarge, Redirected, elastic_errors, reason_of, translate
 from kcing.admin.retention import index_day
@@ -302,6 +303,22 @@ def override_warning(name: str, body: dict, other_name: str, other: dict) -> str
                                 body["priority"], other_name, body["priority"], _patterns(body)))
 
 
+# Elasticsearch's refusal of a template that would leave data streams it matches without a
+# data-stream template: "... would cause data streams [a, b] to no longer match a data stream template".
+_STREAMS_LEFT = re.compile(r"would cause data streams \[([^\]]*)\] to no longer match")
+
+
+def streams_left_detail(name: str, body: Mapping, listed: str) -> str:
+    """What a user is told of a kcing template refused for the data streams it would take over."""
+    names = [stream.strip() for stream in listed.split(",") if stream.strip()]
+    one = len(names) == 1
+    return ("Elasticsearch refuses the index template %s: the data stream%s %s, matched by %s, would no longer match a "
+            "data stream template (kcing's indices are not data streams); delete %s (DELETE /_data_stream/%s, "
+            "documents and all) or give the template that made %s a priority above %d, then run setup_es again"
+            % (name, "" if one else "s", ", ".join(names), _patterns(body), "it" if one else "them", ",".join(names),
+               "it" if one else "them", body["priority"]))
+
+
 def lifecycle_name(template: Mapping) -> Optional[str]:
     """The ILM policy a template gives the indices it makes (`index.lifecycle.name`, nested as
     Elasticsearch gives a template back, or flat as written), or None."""
@@ -359,7 +376,16 @@ def install(client: Elasticsearch, host: str, templates: Mapping[str, dict],
             changes.append(Change("template", name, "unchanged"))
             continue
         with elastic_errors(host, "installing the index template %s" % name):
-            client.indices.put_index_template(name=name, body=body)
+            try:
+                client.indices.put_index_template(name=name, body=body)
+            except BadRequestError as refusal:
+                streams = _STREAMS_LEFT.search(reason_of(refusal))
+                if streams is None:
+                    raise
+                # Refused for what the cluster holds (a data stream under a kcing name): the
+                # other kinds' templates are installed all the same, as for a conflict seen first.
+                changes.append(Change("template", name, "conflict", streams_left_detail(name, body, streams.group(1))))
+                continue
         changes.append(Change("template", name, "updated" if name in existing else "created"))
     return changes
 

@@ -1264,6 +1264,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
                 stored["template"]["mappings"] = mappings
             if not stored["template"]:
                 del stored["template"]
+            self._check_data_streams_kept(name, stored)
             self.templates[name] = stored
             older = self._overlapping(self.legacy_templates, patterns)
         warned = ()
@@ -1330,6 +1331,23 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             for name in matched:
                 del self.legacy_templates[name]
         return _Answer(200, {"acknowledged": True})
+
+    def _check_data_streams_kept(self, name: str, stored: dict) -> None:
+        """A node refuses a template that would leave a data stream matched by a template without
+        `data_stream` (its next backing index could not be made)."""
+        after = dict(self.templates, **{name: stored})
+        lost = []
+        for stream in sorted(self.data_streams):
+            candidates = [(spec.get("priority", 0), other) for other, spec in after.items()
+                          if any(simple_match(stream, p) for p in spec["index_patterns"])]
+            if candidates and "data_stream" not in after[max(candidates)[1]]:
+                lost.append(stream)
+        if lost:
+            raise bad_request("composable template [%s] with index patterns %s, priority [%s] %swould cause data "
+                              "streams %s to no longer match a data stream template"
+                              % (name, _list(stored["index_patterns"]), _null_or(stored.get("priority")),
+                                 "" if "data_stream" in stored else "and no data stream configuration ",
+                                 _list(lost)))
 
     def _check_overlap(self, name: str, patterns: List[str], priority: int) -> None:
         for other, spec in sorted(self.templates.items()):
@@ -1462,6 +1480,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
                           % (name, existing.uuid), index=name, index_uuid=existing.uuid)
         settings: Dict[str, str] = {}
         mappings: dict = {}
+        aliases: List[str] = []
         matched = None if skip_templates else self.matching_template(name)
         if matched:
             template_name, spec = matched
@@ -1470,6 +1489,9 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             template = spec.get("template") or {}
             settings.update(normalize_settings(template.get("settings")))
             mappings = copy.deepcopy(template.get("mappings") or {})
+            aliases.extend(template.get("aliases") or {})
+        # A node makes the aliases of the template and of the request with the index.
+        aliases.extend(request.get("aliases") or {})
         settings.update(normalize_settings(request.get("settings")))
         if request.get("mappings"):
             mappings = validate_mappings(request["mappings"])
@@ -1488,6 +1510,8 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
                       created_ms=int(self.clock() * 1000), settings=settings, mappings=mappings,
                       hidden=settings.get("index.hidden") == "true")
         self.indices[name] = index
+        for alias in dict.fromkeys(aliases):
+            self.aliases.setdefault(alias, []).append(name)
         return index
 
     def check_shard_limit(self, adding: int) -> None:
@@ -1539,14 +1563,23 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
 
         Without `through_aliases` (a DELETE of indices) an alias stands for nothing: a pattern
         matches index names alone, and an alias named is refused, or skipped with ignore_unavailable."""
-        expand = query.get("expand_wildcards", default_expand)
+        expand = set(query.get("expand_wildcards", default_expand).split(","))
         with_hidden = "all" in expand or "hidden" in expand
         with_open = "all" in expand or "open" in expand
         with_closed = "all" in expand or "closed" in expand
+        # `none` anywhere, or neither open nor closed (`hidden` alone), expands no pattern: a
+        # pattern is then the name of an index no node can hold.
+        expanding = "none" not in expand and (with_open or with_closed)
         ignore_unavailable = _json_bool(query.get("ignore_unavailable"), "ignore_unavailable")
         names: List[str] = []
+        after_pattern = False
         for part in (expression or "_all").split(","):
-            if part in ("_all", "*") or "*" in part:
+            if part.startswith("-") and after_pattern:
+                # An exclusion, once a pattern came before it: the names it matches are taken out.
+                names = [n for n in names if not simple_match(n, part[1:])]
+                continue
+            if part == "_all" or (expanding and "*" in part):
+                after_pattern = True
                 pattern = "*" if part == "_all" else part
                 # A pattern matches index names and alias names (which stand for their indices),
                 # and data stream names, which stand for their backing indices, hidden as they are.
@@ -2079,6 +2112,10 @@ def _bytes(size: int, unit: Optional[str]) -> str:
 
 def _shards(index: Index) -> dict:
     return {"total": 1 + index.replicas, "successful": 1, "failed": 0}
+
+
+def _null_or(value) -> str:
+    return "null" if value is None else str(value)
 
 
 def _list(names: Iterable[str]) -> str:
