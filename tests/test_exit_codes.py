@@ -21,6 +21,7 @@ import pytest
 from kcing import commands
 from kcing.errors import StorageFailed
 from kcing.ledger.ledger import Ledger
+from kcing.shutdown import GRACE_SECONDS
 from tests.fakes.serving import refusing_port, wait_until
 from tests.feedrun import REPO, clean_environ, kcing, kcing_process, reaped
 
@@ -272,6 +273,65 @@ def test_a_command_waiting_for_a_locked_ledger_is_gone_3_s_after_the_signal(tmp_
     assert took < 3 + 2, took
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("kcing"), err
+
+
+# A backup tool (or `sqlite3 kcing.db .dump`) reading a ledger in rollback-journal mode (a copy
+# restored from a backup): opening puts it back in WAL mode, which waits for the reader.
+READING_IN_ROLLBACK_JOURNAL_MODE = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN")
+conn.execute("SELECT count(*) FROM run").fetchall()
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextmanager
+def read_in_rollback_journal_mode(db: Path) -> Iterator[None]:
+    Ledger.open(str(db)).close()
+    with sqlite3.connect(str(db)) as raw:
+        assert raw.execute("PRAGMA journal_mode = delete").fetchone()[0] == "delete"
+    raw.close()
+    holder = subprocess.Popen([sys.executable, "-c", READING_IN_ROLLBACK_JOURNAL_MODE, str(db)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+@pytest.mark.parametrize("args, holding", [
+    (["feed_es", "--source", "samples", "--samples-dir", str(REPO / "samples"), "--output", "out"], locked_exclusively),
+    (["reconcile"], read_in_rollback_journal_mode),
+], ids=["feed_es-file-checked", "reconcile-wal-mode-set"])
+def test_one_signal_while_a_run_opens_a_locked_ledger_ends_it_within_its_grace(tmp_path, args, holding):
+    """A run waits for the lock as it opens the ledger too (checking the file is a ledger, setting
+    WAL mode): one SIGTERM (a stopping service, which kills 10 s later) ends the wait within the
+    grace a run gives the batch in flight, not when KCING_DB_LOCK_WAIT is over."""
+    db = tmp_path / "kcing.db"
+    with holding(db):
+        process = kcing_process(args, clean_environ(KCING_DB=str(db), KCING_DB_LOCK_WAIT="60",
+                                                    ES_HOST="http://127.0.0.1:9"), tmp_path)
+        try:
+            assert wait_until(lambda: holds_open(process, db) or process.poll() is not None, timeout=60)
+            time.sleep(0.5)
+            assert process.poll() is None, process.communicate()
+            process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            out, err = process.communicate(timeout=60)
+            took = time.monotonic() - signalled
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 4, (process.returncode, err)
+    assert took < GRACE_SECONDS + 3, (took, err)
+    assert err.splitlines()[-1] == (
+        "kcing %s: the ledger %s is locked by another process, and a run stopped by a signal waits for it no longer "
+        "than for the batch in flight; nothing was recorded: try again when that process is done" % (args[0], db)), err
 
 
 # Progress while a command only waits ------------------------------------------------------------

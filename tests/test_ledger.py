@@ -1,6 +1,7 @@
 """The ledger records outcomes in transactions and answers "was this delivered?"."""
 import os
 import sqlite3
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import List
@@ -569,3 +570,29 @@ def test_only_a_lock_another_process_holds_is_waited_for_not_a_write_refused_for
     assert stale.value.sqlite_errorcode == 517, stale.value.sqlite_errorname
     assert not held_by_another(stale.value)
     assert held_by_another(locked.value)
+
+
+def test_a_copy_of_a_ledger_another_process_locks_waits_for_it_no_longer_than_the_wait_set(tmp_path):
+    """An older ledger is read through a copy (status, a dry run): Python's backup tries a locked
+    file again without end, so a lock taken after the file was checked held the read for good."""
+    from kcing.errors import LedgerBusy
+    from kcing.ledger import identity
+    from tests.test_exit_codes import locked_exclusively
+    db = tmp_path / "kcing.db"
+    ended = []
+
+    def copy() -> None:
+        target = sqlite3.connect(":memory:")
+        try:
+            identity.copy_into(str(db), target, 0.5)
+        except LedgerBusy as busy:
+            ended.append(str(busy))
+        finally:
+            target.close()
+    with locked_exclusively(db):
+        copying = threading.Thread(target=copy, daemon=True)
+        copying.start()
+        copying.join(timeout=20)
+        assert not copying.is_alive(), "the copy still waits for the lock, 20 s after a wait of 0.5 s"
+    assert ended == ["cannot read the ledger %s: it is locked by another process (waited 0.5s, KCING_DB_LOCK_WAIT); "
+                     "try again when that process is done" % db]

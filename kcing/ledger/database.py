@@ -11,12 +11,14 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple, TypeVar
 
 from peewee import DatabaseError, SqliteDatabase
 
 from kcing.errors import ConfigError, KcingError, LedgerBusy, StorageFailed
 from kcing.ledger.models import ledger_text
+
+T = TypeVar("T")
 
 # SQLite's primary result codes (the low byte of an extended code), and the messages SQLite
 # gives them: an error raised by a commit does not always carry its code.
@@ -89,6 +91,29 @@ def held_by_another(error: BaseException) -> bool:
     if isinstance(code, int):
         return code & 0xFF == sqlite3.SQLITE_BUSY and code != _BUSY_SNAPSHOT
     return "database is locked" in str(original).lower()
+
+
+def wait_abandoned(path: str, done: str) -> LedgerBusy:
+    """A wait for the ledger's lock that a run stopped by a signal gave up; `done`: what it left."""
+    return LedgerBusy("the ledger %s is locked by another process, and a run stopped by a signal waits for it no "
+                      "longer than for the batch in flight; %s: try again when that process is done" % (path, done))
+
+
+def retried_while_locked(attempt: Callable[[], T], wait: float, abandon_wait: Callable[[], bool]) -> T:
+    """attempt(), whose waits inside SQLite are at most LOCK_WAIT_SLICE each, tried again while
+    another process holds the ledger's lock: `wait` seconds (KCING_DB_LOCK_WAIT) in all, or until
+    `abandon_wait` says to stop (a run stopped by a signal, past the grace it gives the batch in
+    flight); then the error it met. Python takes a signal only between two such waits."""
+    started = time.monotonic()
+    while True:
+        tried = time.monotonic()
+        try:
+            return attempt()
+        except (DatabaseError, sqlite3.DatabaseError) as error:
+            if not held_by_another(error) or abandon_wait() or time.monotonic() - started >= wait:
+                raise
+        if time.monotonic() - tried < LOCK_WAIT_SLICE / 2:
+            time.sleep(LOCK_WAIT_SLICE / 2)  # refused without a wait (a lock being recovered)
 
 
 def read_only_failure(path: str, error: BaseException) -> bool:
@@ -164,8 +189,8 @@ class LedgerDatabase(SqliteDatabase):
                  reading: bool = False, **kwargs):
         # The connection's own busy timeout too: the pragmas it is opened with run before the
         # busy_timeout pragma does, and setting WAL mode waits for readers of a ledger that is
-        # not in it (SQLite's default there is 5 s, whatever KCING_DB_LOCK_WAIT says).
-        super().__init__(path, timeout=wait, **kwargs)
+        # not in it (SQLite's default there is 5 s); `connect` waits out the rest in slices.
+        super().__init__(path, timeout=min(wait, LOCK_WAIT_SLICE), **kwargs)
         self.wait = wait
         self.reading = reading  # opened to read (status, a dry run): its messages say so
         # True once a wait for another process's lock is to end before KCING_DB_LOCK_WAIT: a run
@@ -184,27 +209,23 @@ class LedgerDatabase(SqliteDatabase):
             self._wait_no_more()
             self._abandoned = self._abandoned or abandoned
             if self._abandoned and not self.reading:
-                mapped = LedgerBusy("the ledger %s is locked by another process, and a run stopped by a signal waits "
-                                    "for it no longer than for the batch in flight; nothing more was recorded: try "
-                                    "again when that process is done" % self.named)
+                mapped = wait_abandoned(self.named, "nothing was recorded" if self.is_closed()  # (still opening)
+                                        else "nothing more was recorded")
         return mapped if mapped is not None else error
 
     def _waiting_for_locks(self, statement: Callable):
-        """statement(), tried again while another process holds the ledger's lock, each try waiting
-        up to LOCK_WAIT_SLICE inside SQLite (its busy timeout), KCING_DB_LOCK_WAIT in all or until
-        `abandon_wait` says to stop; then the error it met, as a kcing error."""
-        started = time.monotonic()
-        while True:
-            tried = time.monotonic()
-            try:
-                return statement()
-            except (DatabaseError, sqlite3.DatabaseError) as error:
-                waiting = not self._waits_over and held_by_another(error)
-                abandoned = waiting and self.abandon_wait()
-                if not waiting or abandoned or time.monotonic() - started >= self.wait:
-                    raise self._translated(error, abandoned) from None
-            if time.monotonic() - tried < LOCK_WAIT_SLICE / 2:
-                time.sleep(LOCK_WAIT_SLICE / 2)  # refused without a wait (a lock being recovered)
+        """statement(), tried again while another process holds the ledger's lock (see
+        `retried_while_locked`); then the error it met, as a kcing error."""
+        abandoned = []
+
+        def abandon() -> bool:
+            if not self._waits_over and self.abandon_wait():
+                abandoned.append(True)
+            return bool(abandoned)
+        try:
+            return retried_while_locked(statement, 0 if self._waits_over else self.wait, abandon)
+        except (DatabaseError, sqlite3.DatabaseError) as error:
+            raise self._translated(error, bool(abandoned)) from None
 
     def _wait_no_more(self) -> None:
         """After a write waited the whole KCING_DB_LOCK_WAIT in vain, the writes the run still
@@ -226,10 +247,9 @@ class LedgerDatabase(SqliteDatabase):
         return connection
 
     def connect(self, reuse_if_open=False):
-        try:
-            return super().connect(reuse_if_open)
-        except (DatabaseError, sqlite3.DatabaseError) as error:
-            raise self._translated(error) from None
+        # Setting WAL mode, as the connection is made, waits for the readers of a ledger in
+        # another journal mode: in slices, as every other wait.
+        return self._waiting_for_locks(lambda: super(LedgerDatabase, self).connect(reuse_if_open))
 
     def execute_sql(self, sql, params=None, commit=None):
         return self._waiting_for_locks(lambda: super(LedgerDatabase, self).execute_sql(sql, params))

@@ -18,7 +18,8 @@ from urllib.parse import quote
 
 from kcing.errors import ConfigError, KcingError
 from kcing.ledger import models
-from kcing.ledger.database import read_only_failure, read_only_file, storage_error
+from kcing.ledger.database import (LOCK_WAIT_SLICE, held_by_another, read_only_failure, read_only_file,
+                                   retried_while_locked, storage_error, wait_abandoned)
 
 # The tables every kcing ledger has had since the first (the others come with create_tables).
 REQUIRED_TABLES = ("upstream_file", "run")
@@ -38,19 +39,32 @@ class FileShape:
     tables: Mapping[str, FrozenSet[str]]  # table or view -> its columns
 
 
-def shape_of_file(path: str, wait: float) -> FileShape:
+def _never() -> bool:
+    return False
+
+
+def shape_of_file(path: str, wait: float, abandon_wait: Callable[[], bool] = _never) -> FileShape:
     """The shape of the SQLite file at `path`, read on a read-only connection of its own (which
-    writes nothing to the file, and so cannot checkpoint another program's WAL into it)."""
-    return _reading(path, wait, lambda connection: read_shape(lambda sql: connection.execute(sql).fetchall()))
+    writes nothing to the file, and so cannot checkpoint another program's WAL into it).
+    `wait` and `abandon_wait`: how long a lock another process holds is waited for (see
+    database.retried_while_locked)."""
+    return _reading(path, wait, lambda connection: read_shape(lambda sql: connection.execute(sql).fetchall()),
+                    abandon_wait)
 
 
-def copy_into(path: str, target: sqlite3.Connection, wait: float) -> None:
+def copy_into(path: str, target: sqlite3.Connection, wait: float, abandon_wait: Callable[[], bool] = _never) -> None:
     """Copy the SQLite file at `path` into the open database `target` (SQLite's backup, read on
     a read-only connection: the file is not written)."""
-    _reading(path, wait, lambda connection: connection.backup(target))
+    _reading(path, wait, lambda connection: connection.backup(target, progress=_locked_ends_backup), abandon_wait)
 
 
-def _reading(path: str, wait: float, read: Callable[[sqlite3.Connection], T]) -> T:
+def _locked_ends_backup(status: int, remaining: int, total: int) -> None:
+    # Python's backup tries a locked file again without end; the wait is `_read_at`'s to make.
+    if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        raise sqlite3.OperationalError("database is locked")
+
+
+def _reading(path: str, wait: float, read: Callable[[sqlite3.Connection], T], abandon_wait: Callable[[], bool]) -> T:
     """`read(connection)` on a read-only connection of its own to the file at `path`; a file
     SQLite cannot read is a ConfigError, or the storage error it is (locked past the wait, I/O)."""
     location = _file_uri(path) + "?mode=ro"
@@ -59,10 +73,10 @@ def _reading(path: str, wait: float, read: Callable[[sqlite3.Connection], T]) ->
             # Read as it is on disk (see below): a WAL reader would leave -wal and -shm files
             # beside it with its read-only mode, which would then keep the ledger from being
             # written once it is made writable again. No writer is there without its -wal file.
-            return _read_at(location + "&immutable=1", wait, read)
+            return _read_at(location + "&immutable=1", wait, read, abandon_wait)
         found_beside = _journal_files(path)
         try:
-            return _read_at(location, wait, read)
+            return _read_at(location, wait, read, abandon_wait)
         except sqlite3.Error as error:
             if not read_only_failure(path, error):
                 raise
@@ -73,12 +87,12 @@ def _reading(path: str, wait: float, read: Callable[[sqlite3.Connection], T]) ->
         # directory this user may not write to (kcing status run by another account). The file
         # is then read as it is on disk: no run can be writing it, as a writer's -wal and -shm
         # files would be there, and the read above would have used them.
-        return _read_at(location + "&immutable=1", wait, read)
+        return _read_at(location + "&immutable=1", wait, read, abandon_wait)
     except sqlite3.Error as error:
-        raise _read_failure(path, error, wait) from None
+        raise _read_failure(path, error, wait, abandon_wait) from None
 
 
-def in_place_location(path: str, wait: float) -> str:
+def in_place_location(path: str, wait: float, abandon_wait: Callable[[], bool] = _never) -> str:
     """The URI of a read-only connection reading the ledger at `path`, which this user cannot
     write, where it is (not a copy, which takes as much memory as the ledger is large), leaving
     no file beside it, as `_reading` reads it: through the -wal and -shm files a writer left
@@ -88,12 +102,13 @@ def in_place_location(path: str, wait: float) -> str:
     if not _journal_files(path):
         return location + "&immutable=1"
     try:
-        _read_at(location, wait, lambda connection: connection.execute("PRAGMA user_version").fetchall())
+        _read_at(location, wait, lambda connection: connection.execute("PRAGMA user_version").fetchall(),
+                 abandon_wait)
         return location
     except sqlite3.Error as error:
         if read_only_failure(path, error):
             return location + "&immutable=1"  # a -shm file SQLite cannot use: see `_reading`
-        raise _read_failure(path, error, wait) from None
+        raise _read_failure(path, error, wait, abandon_wait) from None
 
 
 def _file_uri(path: str) -> str:
@@ -102,9 +117,11 @@ def _file_uri(path: str) -> str:
     return "file:" + quote(os.fsencode(Path(path).expanduser().resolve()))
 
 
-def _read_failure(path: str, error: sqlite3.Error, wait: float) -> KcingError:
+def _read_failure(path: str, error: sqlite3.Error, wait: float, abandon_wait: Callable[[], bool]) -> KcingError:
     """What a failed read of the ledger at `path` is: the storage error it is (locked past the
-    wait, I/O), else a file SQLite cannot read as a ledger."""
+    wait, or until a signal stopped the run, I/O), else a file SQLite cannot read as a ledger."""
+    if held_by_another(error) and abandon_wait():
+        return wait_abandoned(path, "nothing was recorded")
     failure = storage_error(path, error, wait, reading=True)
     if failure is not None:
         return failure
@@ -133,12 +150,15 @@ def _remove_journal_files_left(location: str) -> None:
         pass  # a file this user may not write to (opened read-only above) or one locked: left as SQLite left it
 
 
-def _read_at(location: str, wait: float, read: Callable[[sqlite3.Connection], T]) -> T:
-    connection = sqlite3.connect(location, uri=True, timeout=wait)
-    try:
-        return read(connection)
-    finally:
-        connection.close()
+def _read_at(location: str, wait: float, read: Callable[[sqlite3.Connection], T],
+             abandon_wait: Callable[[], bool]) -> T:
+    def attempt() -> T:
+        connection = sqlite3.connect(location, uri=True, timeout=min(wait, LOCK_WAIT_SLICE))
+        try:
+            return read(connection)
+        finally:
+            connection.close()
+    return retried_while_locked(attempt, wait, abandon_wait)
 
 
 def read_shape(query: Callable[[str], list]) -> FileShape:

@@ -205,7 +205,7 @@ class Ledger:
                                       "read it (and write it, to feed), or run kcing as its owner" % path)
                 # Read only, on a connection of its own: a file that is not a ledger is refused
                 # before kcing writes a byte to it (even the WAL mode or a checkpoint of its WAL).
-                shape = identity.shape_of_file(path, wait)
+                shape = identity.shape_of_file(path, wait, abandon_wait)
                 refused = identity.refusal(shape)
                 if refused:
                     raise ConfigError("KCING_DB %s %s" % (path, refused))
@@ -217,7 +217,7 @@ class Ledger:
                                                                                models.APPLICATION_ID):
                     copy_from, path = path, ":memory:"
                 elif unchanged and unwritable(path):
-                    read_at = identity.in_place_location(path, wait)
+                    read_at = identity.in_place_location(path, wait, abandon_wait)
                 elif not unchanged and read_only_file(path):
                     # Refused before SQLite opens it: it would leave read-only -wal and -shm files.
                     raise StorageFailed("cannot write the ledger %s: %s; nothing was changed"
@@ -247,7 +247,7 @@ class Ledger:
         try:
             database.connect(reuse_if_open=True)
             if copy_from is not None:
-                identity.copy_into(copy_from, database.connection(), wait)
+                identity.copy_into(copy_from, database.connection(), wait, abandon_wait)
                 path = database.named = copy_from  # for the messages below, and those of the copy
             # A run that writes takes the write lock as the transaction begins: one begun for
             # reading, which then marks or migrates, is refused at once by SQLite (without the
