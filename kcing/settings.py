@@ -152,10 +152,11 @@ SPECS: Mapping[str, Spec] = {
     "LS_CA_BUNDLE": Spec("", ca_bundle, "CA bundle for Logstash TLS (a PEM file, or a directory of hashed "
                          "certificates); empty means the system store (OpenSSL's default paths)"),
     # Ledger and retention
-    "KCING_OUTPUT_MAX_BYTES": Spec(100_000_000, integer_between(1024, MAX_BYTES),
+    "KCING_OUTPUT_MAX_BYTES": Spec(10_000_000, integer_between(1024, MAX_BYTES),
                                    "bytes an `--output` file takes before the next batch goes into the route's "
-                                   "next file (`lava.part000002.ndjson`, ...); under Elasticsearch's 100 MB "
-                                   "http.max_content_length, each file can be posted to `_bulk` whole"),
+                                   "next file (`lava.part000002.ndjson`, ...); each file can be posted to `_bulk` "
+                                   "whole to a node of 128 MB of heap or more (a node refuses a request whose "
+                                   "documents need over a tenth of its heap, and past 100 MB whatever its heap)"),
     "KCING_DB": Spec("kcing.db", ledger_file, "SQLite ledger of what was delivered"),
     "KCING_DB_LOCK_WAIT": Spec(30.0, number_between(0, MAX_SECONDS), "seconds a ledger write waits for another process "
                                "holding its database lock before the run stops (exit 4)"),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 import pytest
+import requests
 import yaml
 from elasticsearch import Elasticsearch
 
@@ -22,6 +23,7 @@ from kcing.admin.templates import install, templates_for
 from kcing.documents import documents_for
 from kcing.errors import RejectedInput
 from kcing.sinks.encoding import ndjson_record
+from kcing.sinks.ndjson import OUTPUT_MAX_BYTES
 from tests.fakes.api_data import sample_envelopes
 from tests.feedrun import SAMPLES, clean_environ, kcing, ledger_rows
 from tests.realcorpus import split_records
@@ -321,3 +323,69 @@ def test_an_api_node_with_any_value_varied_gives_documents_the_node_stores_or_a_
     assert len(records) > 2000
     print("%d variations made documents, %d refused, %d documents" % (made, len(refused), len(records)))
     assert item_errors(real_es, records) == []
+
+
+# -- what a user does with the --output files, and reads of them in Discover ----------------------
+
+def post_whole(url: str, path: Path) -> Tuple[int, dict]:
+    """`curl -H 'Content-Type: application/x-ndjson' --data-binary @FILE URL/_bulk`: (status, answer)."""
+    answered = requests.post(url + "/_bulk", data=path.read_bytes(), timeout=300,
+                             headers={"Content-Type": "application/x-ndjson"})
+    return answered.status_code, answered.json()
+
+
+@needs_samples
+def test_an_output_file_of_the_default_size_is_taken_whole_by_bulk(real_es, tmp_path):
+    """The README's replay, `curl --data-binary @lava.ndjson .../_bulk`, of a file as large as
+    kcing makes them by default. Past http.max_content_length, a node refuses (429) a request
+    whose documents need more than a tenth of its heap: a 100 MB file was refused by a node of
+    1 GB of heap (docker-compose.yml's) and by this one (512 MB)."""
+    lava, day = sample("lava")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    # The sample LAVA job makes 1.2 MB of documents: enough jobs for more than one file.
+    files = [write(inputs / ("lava-json-board-%d.json" % number), dict(lava, id=lava["id"] + 1 + number))
+             for number in range(OUTPUT_MAX_BYTES // 1_000_000 + 2)]
+    out = tmp_path / "out"
+    done = kcing(["feed_es", "-q", "--output", str(out), "--date", day, "--lavas", *map(str, files)],
+                 clean_environ(KCING_DB=str(tmp_path / "kcing.db")), tmp_path, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    first = out / "lava.ndjson"
+    assert first.stat().st_size > OUTPUT_MAX_BYTES * 0.8 and (out / "lava.part000002.ndjson").is_file()
+    install(Elasticsearch(real_es.url, request_timeout=300), real_es.url, templates_for(None), None)
+    status, answer = post_whole(real_es.url, first)
+    assert status == 200, "the node refused the whole file: %d %s" % (status, json.dumps(answer)[:400])
+    assert answer["errors"] is False
+
+
+# What Kibana's Discover adds to every search while `doc_table:highlight` is on, its default
+# (Kibana 8.15, src/plugins/field_formats/common/utils/highlight/highlight_request.ts).
+DISCOVER_HIGHLIGHT = {"pre_tags": ["@kibana-highlighted-field@"], "post_tags": ["@/kibana-highlighted-field@"],
+                      "fields": {"*": {}}, "fragment_size": 2 ** 31 - 1}
+# A console line without a line break for more than a million characters: a progress bar drawn
+# with carriage returns only, a base64 dump, a runaway loop printing on one line.
+LONG_LINE = "Kernel panic - not syncing: " + "progress 42% \r" * 80_000
+
+
+@needs_samples
+def test_a_search_of_the_log_lines_answers_when_one_line_is_longer_than_a_million_characters(real_es, tmp_path):
+    """Highlighting a text field analyses it again unless its offsets are indexed, which a node
+    refuses past index.highlight.max_analyzed_offset (1,000,000 characters) with an error for the
+    whole search: every Discover search of log-* whose hits held such a line showed no line at all."""
+    lava, day = sample("lava")
+    log = lava["log"].splitlines(keepends=True)
+    dt = json.loads(log[-1][2:])["dt"]
+    for message in (LONG_LINE, "Kernel panic - short line"):
+        log.append("- %s\n" % json.dumps({"dt": dt, "lvl": "target", "msg": message}))
+    records = fed_records(tmp_path, "--lavas", [write(tmp_path / "lava-json-board.json", dict(lava, log="".join(log)))],
+                          day)
+    assert any(source.get("message") == LONG_LINE for _, source in records)
+    assert item_errors(real_es, records) == []
+    client = Elasticsearch(real_es.url, request_timeout=120)
+    client.indices.refresh(index="log-*")
+    # KQL `panic` (free text, as typed in Discover's search bar) and `message : panic`.
+    for query in ({"multi_match": {"query": "panic", "type": "best_fields", "lenient": True}},
+                  {"match": {"message": "panic"}}):
+        found = client.search(index="log-*", query=query, highlight=DISCOVER_HIGHLIGHT, size=500)
+        messages = [hit["_source"]["message"] for hit in found["hits"]["hits"]]
+        assert "Kernel panic - short line" in messages and LONG_LINE in messages

@@ -71,7 +71,7 @@ def test_text_fields_get_a_keyword_copy_except_the_bulky_ones():
     texts = {name for fields in (*FIELDS.values(), *SUB_OBJECTS.values()) for name, t in fields.items() if t == TEXT}
     assert UNAGGREGATED_TEXT <= texts  # the list names real text fields
     log = template_body("log")["template"]["mappings"]["properties"]
-    assert log["message"] == {"type": "text"}
+    assert log["message"] == {"type": "text", "index_options": "offsets"}  # no keyword copy
     boot = template_body("boot")["template"]["mappings"]["properties"]
     assert boot["error_msg"]["fields"]["keyword"]["type"] == "keyword"
     assert boot["board"] == {"type": "keyword", "ignore_above": KEYWORD_LIMIT}

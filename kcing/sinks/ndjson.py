@@ -26,10 +26,12 @@ from kcing.sinks.encoding import ndjson_record
 TAIL_BLOCK = 1 << 16
 # The lock a run writing into an output directory holds there: `<dir>/ndjson.lock`.
 LOCK_STEM = "ndjson"
-# Bytes a file takes before the next batch goes into the route's next file: under the 100 MB
-# Elasticsearch takes in one request (http.max_content_length), so that each file can be posted
-# to `_bulk` as it is (KCING_OUTPUT_MAX_BYTES).
-OUTPUT_MAX_BYTES = 100_000_000
+# Bytes a file takes before the next batch goes into the route's next file (KCING_OUTPUT_MAX_BYTES),
+# so that each file can be posted to `_bulk` as it is. Besides the 100 MB a node takes in one
+# request (http.max_content_length), it refuses (429) a request whose documents need more than a
+# tenth of its heap (indexing_pressure.memory.limit), counting a document at about 1.2 times its
+# bytes: a 100 MB file was refused by a node of 1 GB of heap; 10 MB fit one of 128 MB.
+OUTPUT_MAX_BYTES = 10_000_000
 
 
 def part_name(route: str, part: int) -> str:
