@@ -9,11 +9,13 @@ from typing import List
 import pytest
 
 from kcing.errors import ConfigError
+from kcing.ledger import docids
 from kcing.ledger.identity import FileShape, refusal
 from kcing.ledger.ledger import Ledger, Outcome
 from kcing.ledger.models import (APPLICATION_ID, DELIVERED, DOWNLOADED, FAILED, REJECTED, SCHEMA_VERSION, TABLES,
                                  TOO_LARGE)
 from kcing.records import UpstreamObject
+from kcing.sinks import LOGSTASH
 from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing
 
 
@@ -596,3 +598,74 @@ def test_a_copy_of_a_ledger_another_process_locks_waits_for_it_no_longer_than_th
         assert not copying.is_alive(), "the copy still waits for the lock, 20 s after a wait of 0.5 s"
     assert ended == ["cannot read the ledger %s: it is locked by another process (waited 0.5s, KCING_DB_LOCK_WAIT); "
                      "try again when that process is done" % db]
+
+
+# Work that grows with the ledger: SQLite's virtual-machine steps (not the machine's speed) at two
+# sizes ten times apart; linear work grows about ten times, work per row per chunk a hundred.
+SCALE_DESTINATION = LOGSTASH + "http://127.0.0.1:8337"
+# SQLite calls the progress handler once per this many virtual-machine instructions.
+SQLITE_STEP = 100
+
+
+def _delivered(count: int, start: int = 0) -> list:
+    """Outcomes of `count` legacy builds delivered, each with one document id kept."""
+    day = datetime(2024, 10, 15, tzinfo=timezone.utc)
+    outcomes = []
+    for number in range(start, start + count):
+        upstream_id = "%08x%016x" % (int(day.timestamp()) + number, number)
+        obj = UpstreamObject("legacy", "build", upstream_id, "https://storage.example/%d/build.json" % number, day)
+        ids = docids.pack(["%040x" % number])
+        outcomes.append(Outcome(obj, DELIVERED, sha256="%064x" % number, document_count=1,
+                                documents={"build-2024.10.15": ids}))
+    return outcomes
+
+
+def _ledger_with_half_missing(path: str, rows: int) -> Ledger:
+    """A ledger of `rows` delivered objects, every other one then found missing by reconcile (an
+    index lost whole: every object delivered into it is marked so)."""
+    ledger = Ledger.open(path)
+    file_ids = []
+    for start in range(0, rows, 5000):
+        file_ids += ledger.record(_delivered(min(5000, rows - start), start), lambda kind: SCALE_DESTINATION)
+    ledger.mark_missing(file_ids[::2])
+    return ledger
+
+
+def _steps_to_list_missing(ledger: Ledger) -> tuple:
+    """(objects `reconcile --resend` lists, SQLite steps it took to list them)."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    connection = ledger.db.connection()
+    connection.set_progress_handler(count, SQLITE_STEP)
+    try:
+        listed = sum(1 for _ in ledger.missing_objects("legacy", destination_prefix=LOGSTASH,
+                                                       destination_of=lambda kind: SCALE_DESTINATION))
+    finally:
+        connection.set_progress_handler(None, SQLITE_STEP)
+    return listed, steps[0]
+
+
+def test_listing_the_objects_held_missing_grows_linearly_with_the_ledger(tmp_path):
+    """`reconcile --resend` lists the objects held as missing 500 rows at a time. Each chunk's
+    query read the index of (source, kind, id, ...) for every row of the source, delivered or
+    not: the whole ledger again for every 500 objects re-sent (100,000 held missing of 1,000,000
+    rows, a few days' index lost, took 60 s of CPU to list)."""
+    small = _ledger_with_half_missing(str(tmp_path / "small.db"), 2_000)
+    try:
+        small_listed, small_steps = _steps_to_list_missing(small)
+    finally:
+        small.close()
+    large = _ledger_with_half_missing(str(tmp_path / "large.db"), 20_000)
+    try:
+        large_listed, large_steps = _steps_to_list_missing(large)
+    finally:
+        large.close()
+    assert (small_listed, large_listed) == (1_000, 10_000)
+    ratio = large_steps / small_steps
+    # Linear work grows about 10 times for 10 times the rows; today it grows about 100 times.
+    assert ratio < 25, "listing 10x as many held-missing objects took %.0fx the SQLite steps (%d vs %d)" % (
+        ratio, large_steps, small_steps)

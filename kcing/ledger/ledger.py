@@ -486,7 +486,7 @@ class Ledger:
         last = 0
         while True:
             rows = [(_delivered_row(row[:-1]), row[-1]) for row in self.db.execute_sql(
-                "SELECT %s, sha256 FROM upstream_file WHERE source = ? AND state IN (%s) "
+                "SELECT %s, sha256 FROM upstream_file WHERE +source = ? AND state IN (%s) "
                 "AND (last_error = ? OR "
                 "substr(last_error, 1, ?) = ?) AND substr(destination, 1, ?) = ?%s AND id > ? ORDER BY id LIMIT ?"
                 % (_ROW_COLUMNS, ",".join("?" * len(_UNDELIVERED)), kept_sql),
