@@ -181,8 +181,8 @@ SPECS: Mapping[str, Spec] = {
     "KB_URL": Spec("http://localhost:5601", http_url, "Kibana URL"),
     "KB_USER": Spec("", credential, "basic-auth user for Kibana"),
     "KB_PASSWORD": Spec("", credential, "basic-auth password for Kibana"),
-    "KB_API_KEY": Spec("", token, "API key for Kibana (the encoded value Elasticsearch returns), instead of "
-                       "KB_USER and KB_PASSWORD"),
+    "KB_API_KEY": Spec("", token, "API key for Kibana, instead of KB_USER and KB_PASSWORD: its encoded value, or "
+                       "its id and key as id:api_key"),
     "KB_CA_BUNDLE": Spec("", ca_bundle, "CA bundle for Kibana TLS; empty means certifi's bundle (Mozilla's CAs)"),
     "KB_SPACE": Spec("", kibana_space, "Kibana space id; empty means the default space"),
     "KB_REQUEST_DEADLINE": Spec(300.0, number_between(0.1, MAX_SECONDS), "seconds one request of setup_kbn or "

@@ -1589,3 +1589,32 @@ def test_a_reference_to_a_tag_kibana_holds_is_not_reported_broken(kibana, tmp_pa
     assert kibana.get("dashboard", "new-board") is not None
     assert "broken references" not in out
     assert code == 0
+
+
+def test_a_kb_url_ending_in_the_path_of_a_space_is_refused_for_kb_space_which_is_checked(tmp_path):
+    """The space's URL copied from the browser into KB_URL, with a typo: Kibana takes any space id
+    in a path (elastic/kibana#67164), so setup_kbn imported where nobody sees it and exited 0,
+    where the same space given as --space is refused."""
+    from tests.feedrun import clean_environ, kcing
+    with KibanaEmulator(spaces=("ci",)) as kibana:
+        done = kcing(["setup_kbn", "--wait", "5"], clean_environ(KB_URL=kibana.url + "/s/ci-typo"), tmp_path)
+        stored_in = sorted({space for space, _, _ in kibana.store})
+    assert done.returncode == 2 and stored_in == [], done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        "kcing setup_kbn: KB_URL %s/s/ci-typo ends in the path of the Kibana space 'ci-typo': set KB_URL to Kibana's "
+        "address without it, and KB_SPACE (or --space) to ci-typo" % kibana.url]
+
+
+def test_a_kb_api_key_given_as_its_id_and_key_is_encoded_as_for_elasticsearch(tmp_path):
+    """The `id:api_key` form ES_API_KEY takes (and Logstash and Beats): sent to Kibana as it was,
+    it was refused, and the line said the key had expired."""
+    import base64
+    from tests.feedrun import clean_environ, kcing
+    key_id, key = "VuaCfGcBCdbkQm-e5aOx", "ui2lp2axTNmsyakw9tvNnw"
+    encoded = base64.b64encode(("%s:%s" % (key_id, key)).encode()).decode()
+    with KibanaEmulator(api_key=encoded) as kibana:
+        kibana.load_ndjson((ROOT / "kibana" / "saved_objects.ndjson").read_text(encoding="utf-8"))
+        done = kcing(["backup_kbn", "--wait", "3", "--kibana-dir", str(tmp_path)],
+                     clean_environ(KB_URL=kibana.url, KB_API_KEY="%s:%s" % (key_id, key)), tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "saved_objects.ndjson").is_file()

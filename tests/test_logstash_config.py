@@ -330,6 +330,19 @@ def test_every_output_writes_plain_indices(plugins):
         assert options["manage_template"] == "false"
 
 
+def test_the_readme_names_every_output_a_secured_elasticsearch_needs_credentials_in(plugins):
+    """logstash/README.md said "both" outputs once a third (the versioned one, every KernelCI API
+    document) was added: one left without credentials retries its 401s for ever while the inputs
+    answer `ok`."""
+    text = " ".join((PIPELINE.parent.parent / "README.md").read_text(encoding="utf-8").split())
+    section = text[text.index("## Elasticsearch address"):]
+    section = section[:section.index("## ", 3)]
+    ids = [output.options["id"] for output in elasticsearch_outputs(plugins)]
+    assert len(ids) == 3 and "all three `elasticsearch` outputs" in section
+    for output_id in ids:
+        assert "`%s`" % output_id in section, output_id
+
+
 @pytest.mark.parametrize(
     "output, guarded",
     [

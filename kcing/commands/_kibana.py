@@ -6,10 +6,12 @@ Kibana it came from, and so that links in dashboards follow the Kibana it is imp
 """
 from __future__ import annotations
 
+import base64
 import os
 import re
 from pathlib import Path
 from typing import List, Optional
+from urllib.parse import urlsplit
 
 from kcing.admin.kibana import (
     KibanaClient, backup_name, canonical_ndjson, check_space, count_by_type, hide_url, parse_ndjson, restore_url,
@@ -64,10 +66,29 @@ def make_client(args: dict, settings, session=None) -> KibanaClient:
             raise ConfigError("invalid --space %r: a Kibana space id takes lowercase letters, digits, '_' and '-'"
                               % space) from None
     space = settings.KB_SPACE if space is None else space
+    refuse_space_in_url(settings.KB_URL)
     check_ca_bundle("KB_CA_BUNDLE", settings.KB_CA_BUNDLE)
     session = session or new_session(pool_size=1, verify=settings.KB_CA_BUNDLE, netrc=False)
     return KibanaClient(session, settings.KB_URL, space, auth, deadline=settings.KB_REQUEST_DEADLINE,
-                        api_key=settings.KB_API_KEY)
+                        api_key=encoded_api_key(settings.KB_API_KEY))
+
+
+def refuse_space_in_url(url: str) -> None:
+    """A space's URL copied from the browser (`.../s/<id>`) as KB_URL: Kibana takes any space id
+    in a path without checking it (elastic/kibana#67164), so an import into a mistyped one
+    succeeded where nobody sees it; the space goes in KB_SPACE, which is checked."""
+    found = re.search(r"/s/([^/]+)/*$", urlsplit(url).path)
+    if found:
+        raise ConfigError("KB_URL %s ends in the path of the Kibana space %r: set KB_URL to Kibana's address without "
+                          "it, and KB_SPACE (or --space) to %s" % (url, found.group(1), found.group(1)))
+
+
+def encoded_api_key(key: str) -> str:
+    """KB_API_KEY as Kibana takes it: the encoded value, or its id and key as `id:api_key` (the
+    form Logstash and Beats take, and ES_API_KEY too), which is encoded here."""
+    if ":" not in key:
+        return key
+    return base64.b64encode(key.encode("utf-8")).decode("ascii")
 
 
 def read_saved_objects(path: Path, url: str) -> List[dict]:
