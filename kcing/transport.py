@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import socket
 import ssl
 import threading
 from base64 import b64encode
@@ -32,6 +33,7 @@ from urllib3.util.ssl_ import create_urllib3_context
 from kcing.errors import ConfigError
 from kcing.http import (USER_AGENT, certificate_refused, client_certificate_required, sending_ends, sending_starts,
                         sent_on_kept_alive_connection, socks_unsupported, watch_pools)
+from kcing.netreason import connection_failure
 from kcing.secrecy import mask_credentials_too
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,42 @@ def check_ca_bundle(name: str, bundle: str) -> None:
             tls_context(bundle, system_store=False)
         except BadCaBundle as error:
             raise ConfigError("%s %s" % (name, error)) from None
+
+
+# What a server closing a plain HTTP request unanswered leaves (netreason's words).
+_HUNG_UP = ("connection closed without an answer", "connection reset by the peer")
+# Seconds the TLS handshake of `answers_in_tls` may take.
+TLS_PROBE_TIMEOUT = 3.0
+
+
+def answers_in_tls(url: str, error: BaseException) -> bool:
+    """Whether a request to an http:// `url` that was closed or reset unanswered (`error`) went
+    to a port that speaks TLS: Elasticsearch 8 serves HTTPS by default, and closes plain HTTP
+    without a word, which read as an outage to wait out. A request through a proxy is left
+    alone: the proxy, not the port, hung up."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or connection_failure(error) not in _HUNG_UP:
+        return False
+    try:
+        if get_environ_proxies(url):
+            return False
+        port = parts.port or 80
+    except ValueError:
+        return False
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # any certificate says TLS; trusting it is another matter
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=TLS_PROBE_TIMEOUT) as connection:
+            with context.wrap_socket(connection, server_hostname=parts.hostname):
+                return True
+    except (OSError, ValueError):
+        return False
+
+
+def speaks_tls_message(setting: str, url: str, what: str) -> str:
+    return ("%s at %s closed the plain HTTP request unanswered and answers in TLS at that port: write https:// in %s"
+            % (what, url, setting))
 
 
 def basic_auth(user: str, password: str) -> str:

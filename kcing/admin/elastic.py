@@ -30,7 +30,7 @@ from kcing.http import (CHUNK, USER_AGENT, BodyTooLarge, RetryPolicy, final_answ
 from kcing.secrecy import masked
 from kcing.netreason import connection_failure
 from kcing.overdue import Overdue, deadline
-from kcing.transport import BadCaBundle, basic_auth, tls_context
+from kcing.transport import BadCaBundle, answers_in_tls, basic_auth, speaks_tls_message, tls_context
 from kcing.webpage import html_page
 
 log = logging.getLogger(__name__)
@@ -377,6 +377,9 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
     if isinstance(error, ConnectionTimeout):
         return ElasticsearchError("%s did not answer in time while %s (%s)" % (where, action, _transport_reason(error)))
     if isinstance(error, ConnectionError):
+        if answers_in_tls(host, error):
+            # Not an outage to wait out: ES_HOST's scheme is to fix.
+            return ConfigError(speaks_tls_message("ES_HOST", host, "Elasticsearch"))
         return ElasticsearchError("cannot reach %s: %s" % (where, connection_failure(error)))
     if isinstance(error, (SerializationError, UnexpectedAnswer)):
         # The client's message quotes the whole body (megabytes, from a proxy): its start only.

@@ -24,7 +24,7 @@ from kcing.overdue import Overdue, deadline as overall_deadline
 from kcing.secrecy import masked
 from kcing.strictjson import no_constants
 from kcing.surrogates import lone_surrogates_escaped
-from kcing.transport import basic_auth
+from kcing.transport import answers_in_tls, basic_auth, speaks_tls_message
 from kcing.webpage import html_page
 from kcing.waiting import COUNTDOWN_EVERY, WaitReport
 
@@ -686,6 +686,8 @@ class KibanaClient:
                 # Nor is a server without TLS at the port: a Kibana starting answers no plain HTTP there.
                 raise ConfigError("Kibana at %s answers without TLS at that port: check KB_URL's scheme (is it an "
                                   "http:// server?)" % self.url) from None
+            if answers_in_tls(self.url, error):
+                raise ConfigError(speaks_tls_message("KB_URL", self.url, "Kibana")) from None
             raise KibanaUnavailable("cannot reach Kibana at %s to %s (%s)"
                                     % (self.url, action, unreachable_reason(error))) from None
         log.debug("%s %s [status:%s duration:%.3fs]", method, url, answer.status_code, time.monotonic() - started)

@@ -29,7 +29,7 @@ from elasticsearch import ApiError, BadRequestError, Elasticsearch, SSLError, Tr
 from kcing.admin.elastic import AnswerTooLarge, Redirected, elastic_errors, reason_of, translate
 from kcing.admin.retention import index_day
 from kcing.documents.fields import BOOLEAN, DATE, FIELDS, FLOAT, KEYWORD, LONG, SUB_OBJECTS, TEXT
-from kcing.errors import ElasticsearchError, kept_short
+from kcing.errors import ConfigError, ElasticsearchError, kept_short
 from kcing.plural import counted, verb
 from kcing.records import DOCUMENT_KINDS
 from kcing.waiting import COUNTDOWN_EVERY, WaitReport
@@ -227,8 +227,12 @@ def wait_until_ready(client: Elasticsearch, host: str, timeout: float,
             raise translate(error, host, "checking cluster health") from None
         except TransportError as error:
             # Unreachable, or an answer that is not JSON: cut short, or a proxy's page while the
-            # node behind it starts (the client reads the body before its status). Waited out.
-            last = str(translate(error, host, "checking cluster health"))
+            # node behind it starts (the client reads the body before its status). Waited out,
+            # but for a setting to fix (an http:// ES_HOST at a port that speaks TLS).
+            failure = translate(error, host, "checking cluster health")
+            if isinstance(failure, ConfigError):
+                raise failure from None
+            last = str(failure)
         if clock() >= deadline:
             raise ElasticsearchError("Elasticsearch at %s was not ready (yellow or green) within %gs: %s"
                                      % (host, timeout, last))

@@ -16,7 +16,7 @@ from kcing.secrecy import masked
 from kcing.settingvalues import mask_credentials
 from kcing.sinks.batching import LOGSTASH_SEPARATOR, Batch
 from kcing.sinks.encoding import logstash_json
-from kcing.transport import CannotConnect, PostFailed, PostTimeout, Transport
+from kcing.transport import CannotConnect, PostFailed, PostTimeout, Transport, answers_in_tls, speaks_tls_message
 from kcing.webpage import html_page, page_title
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,10 @@ class LogstashSink:
             if error.client_certificate_required:
                 raise ConfigError("Logstash at %s requires a TLS client certificate, which kcing does not send: set "
                                   "ssl_client_authentication to none or optional on that http input" % url) from None
+        if answers_in_tls(url, error):  # an http input with TLS on hangs up on plain HTTP
+            raise ConfigError(speaks_tls_message(self.settings.get(route, "the route's ES_* setting"), url,
+                                                 "Logstash")) from None
+        if isinstance(error, CannotConnect):
             return "cannot connect to %s (%s)" % (url, connection_failure(error))
         return "request to %s failed (%s)" % (url, connection_failure(error))
 

@@ -4,7 +4,9 @@
 emulator listening on `port`, so any emulator can be reached over https without changing it.
 `handshake_failures` counts clients that hung up during the handshake (a refused certificate).
 With `client_ca`, it requires a client certificate signed by it, as an http input with
-`ssl_client_authentication => required` does.
+`ssl_client_authentication => required` does. `TlsOnlyPort` hangs up on plain HTTP unanswered,
+as Elasticsearch 8 does at its TLS port ("received plaintext http traffic on an https channel,
+closing connection").
 """
 from __future__ import annotations
 
@@ -148,6 +150,27 @@ class TlsFront(StartedByWith):
         finally:
             secure.close()
             plain.close()
+
+
+class TlsOnlyPort(TlsFront):
+    """A TlsFront that reads a plain HTTP request and closes the connection without an answer."""
+
+    def _serve(self, connection: socket.socket) -> None:
+        connection.settimeout(10)
+        try:
+            first = connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            connection.close()
+            return
+        if first[:1] == b"\x16":  # a TLS handshake record
+            super()._serve(connection)
+            return
+        try:
+            connection.recv(65536)  # the plain request, read and dropped
+            connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        connection.close()
 
 
 def _read_to_the_end(connection: socket.socket) -> None:
