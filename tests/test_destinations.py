@@ -4,6 +4,7 @@ Runs the real program over the bundled samples against the Logstash emulators.""
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 import resource
 import signal
@@ -13,13 +14,17 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from kcing import settings as settings_module
 from kcing.ledger.ledger import Ledger, Outcome
-from kcing.ledger.models import APPLICATION_ID, DELIVERED
+from kcing.ledger.models import APPLICATION_ID, DELIVERED, SCHEMA_VERSION
 from kcing.ledgerfile import open_ledger
 from kcing.records import BUILD, UpstreamObject
 from kcing.sinks import logstash_destination, logstash_destinations_key
-from tests.feedrun import REPO, SAMPLES, clean_environ, kcing, sample_objects
+from tests.fakes.api_data import checkout_tree
+from tests.fakes.api_replica import ApiReplica
+from tests.feedrun import REPO, SAMPLES, api_feed_environ, clean_environ, kcing, sample_objects
 
 SAMPLE_COUNT = len(sample_objects())
 
@@ -196,7 +201,7 @@ def test_a_schema_2_ledger_keeps_its_deliveries_as_sent_to_the_configured_logsta
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     open_ledger(configured).close()  # as a command that writes opens it
     with sqlite3.connect(str(db)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID  # now marked as kcing's
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("SELECT COUNT(*) FROM delivered_documents").fetchone()[0] == 3  # ids kept
@@ -258,7 +263,7 @@ def test_an_upgrade_the_disk_stops_midway_leaves_the_older_ledger_as_it_was(logs
     assert posted.returncode == 0, posted.stderr
     assert "skipped 3 (already delivered), downloaded %d" % (SAMPLE_COUNT - 3) in posted.stdout
     with sqlite3.connect(str(db)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
 
@@ -298,3 +303,160 @@ def test_dry_runs_over_a_ledger_from_an_earlier_kcing_leave_the_file_as_it_was(l
         assert "Traceback" not in result.stderr and result.returncode in (0, 1, 6), result.stderr
     assert db.read_bytes() == before
     assert not Path(str(db) + "-wal").exists() or Path(str(db) + "-wal").stat().st_size == 0
+
+
+# -- destination names an earlier kcing (schema 3) spelled otherwise ------------------------------
+# Later kcings name the same settings otherwise: a Logstash input in lower case and once, without
+# a scheme's default port; an --output directory by its path with links resolved. The ledgers
+# below are what the earlier versions wrote (the same rows, the names as they spelled them).
+
+def old_logstash_name(urls) -> str:
+    """A route's name as kcing named it before 5da1fb1: the URLs as written, sorted."""
+    return "logstash " + ",".join(sorted(urls))
+
+
+def as_schema_3_named_them(db: Path, renamed: dict) -> None:
+    """The ledger as a kcing of schema 3 left it: destination names (rows, watermarks, run rows) in
+    an earlier spelling, {today's name: the earlier one}."""
+    with sqlite3.connect(str(db)) as conn:
+        for new, old in renamed.items():
+            conn.execute("UPDATE upstream_file SET destination = ? WHERE destination = ?", (old, new))
+            conn.execute("UPDATE watermark SET destination = ? WHERE destination = ?", (old, new))
+            conn.execute("UPDATE run SET counts = replace(counts, ?, ?)", (new, old))
+        conn.execute("PRAGMA user_version = 3")
+    conn.close()
+
+
+def destinations(db: Path) -> set:
+    with sqlite3.connect(str(db)) as conn:
+        return {row[0] for row in conn.execute("SELECT DISTINCT destination FROM upstream_file")}
+
+
+def test_deliveries_an_earlier_kcing_recorded_for_a_logstash_input_in_capitals_are_not_sent_again(logstash, tmp_path):
+    """README, Upgrading kcing: "What was delivered stays delivered ... feed_es skips what the
+    ledger marks delivered and sends nothing twice". A kcing from before 5da1fb1 recorded
+    `ES_LAVA=HTTP://LOCALHOST:<port>` (and an `ES_BUILD` listing its input twice) as written; this
+    one names them otherwise, finds nothing delivered there, and sends every object again."""
+    db = tmp_path / "kcing.db"
+    lava_port = logstash.urls["lava"].rsplit(":", 1)[1]
+    es_lava = "HTTP://LOCALHOST:%s" % lava_port
+    es_build = "%s,%s" % (logstash.urls["build"], logstash.urls["build"])
+    env = clean_environ(KCING_DB=str(db), KCI_SAMPLES_DIR=str(SAMPLES), ES_BUILD=es_build, ES_LAVA=es_lava,
+                        ES_BOOT=logstash.urls["boot"])
+    first = kcing(["feed_es", "--source", "samples"], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    now_named = destinations(db)
+    # What e2f26f4 (before 5da1fb1) recorded for these same settings.
+    as_schema_3_named_them(db, {
+        "logstash http://localhost:%s" % lava_port: old_logstash_name([es_lava]),
+        "logstash %s" % logstash.urls["build"]: old_logstash_name(es_build.split(",")),
+        "logstash " + ",".join(sorted({logstash.urls["build"], logstash.urls["boot"], "http://localhost:%s" % lava_port,
+                                       "http://localhost:8339"})):
+        old_logstash_name(es_build.split(",") + [es_lava, logstash.urls["boot"], "http://localhost:8339"]),
+    })
+    assert destinations(db) != now_named
+    writes = len(logstash.index_store.writes)
+
+    upgraded = kcing(["feed_es", "--source", "samples"], env, tmp_path)
+
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "skipped %d (already delivered)" % SAMPLE_COUNT in upgraded.stdout, upgraded.stdout
+    assert len(logstash.index_store.writes) == writes  # nothing posted again
+
+
+def test_an_output_directory_an_earlier_kcing_named_through_a_link_gets_no_record_twice(logstash, tmp_path):
+    """Before ec015dc the ledger named an --output directory by os.path.abspath: a cron line giving
+    a path through a symbolic link (`/var/run/...`, a home directory on another disk) was recorded
+    by the link's name. This kcing names it by its real path, finds nothing delivered there, and
+    appends every record a second time to the files the earlier runs wrote."""
+    db = tmp_path / "kcing.db"
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "disk", target_is_directory=True)
+    out = tmp_path / "link" / "out"
+    env = clean_environ(KCING_DB=str(db), KCI_SAMPLES_DIR=str(SAMPLES), ES_BUILD=logstash.urls["build"],
+                        ES_LAVA=logstash.urls["lava"], ES_BOOT=logstash.urls["boot"])
+    first = kcing(["feed_es", "--source", "samples", "--output", str(out)], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    # What 4ae9793 (before ec015dc) recorded for this --output.
+    as_schema_3_named_them(db, {"ndjson %s" % os.path.realpath(str(out)): "ndjson %s" % os.path.abspath(str(out))})
+    written = {path.name: path.read_bytes() for path in out.glob("*.ndjson")}
+
+    upgraded = kcing(["feed_es", "--source", "samples", "--output", str(out)], env, tmp_path)
+
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "skipped %d (already delivered)" % SAMPLE_COUNT in upgraded.stdout, upgraded.stdout
+    lines = {path.name: len(path.read_bytes().splitlines()) for path in out.glob("*.ndjson")}
+    assert {path.name: path.read_bytes() for path in out.glob("*.ndjson")} == written, (
+        "records appended again: %s lines now, %s before"
+        % (lines, {name: len(data.splitlines()) for name, data in written.items()}))
+
+
+@pytest.fixture
+def api_replica():
+    replica = ApiReplica()
+    replica.start()
+    yield replica
+    replica.stop()
+
+
+def test_an_object_recorded_under_both_names_of_one_place_keeps_its_delivered_row(tmp_path):
+    """An upgraded run may already have tried an object again under the new name (failed there)
+    while its delivery is recorded under the old one: one row stays, the delivered one."""
+    db = tmp_path / "kcing.db"
+    old, new = "logstash HTTP://LS:8337", "logstash http://ls:8337"
+    objects = [UpstreamObject("legacy", BUILD, "b%d" % n, "u", datetime(2024, 10, 16, tzinfo=timezone.utc))
+               for n in range(3)]
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(objects[0], DELIVERED), Outcome(objects[1], DELIVERED)], lambda kind: old)
+    ledger.record([Outcome(objects[0], "failed", error="down"), Outcome(objects[2], "failed", error="down")],
+                  lambda kind: new)
+    ledger.advance_watermark("api", datetime(2024, 10, 10), old)
+    ledger.advance_watermark("api", datetime(2024, 10, 14), new)
+    ledger.close()
+    as_schema_3_named_them(db, {})
+    Ledger.open(str(db)).close()
+    with sqlite3.connect(str(db)) as conn:
+        rows = sorted(conn.execute("SELECT upstream_id, destination, state FROM upstream_file"))
+        watermarks = conn.execute("SELECT source, destination, position FROM watermark").fetchall()
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    conn.close()
+    assert rows == [("b0", new, DELIVERED), ("b1", new, DELIVERED), ("b2", new, "failed")]
+    assert watermarks == [("api", new, "2024-10-10 00:00:00")]  # the earlier: nothing after it is skipped
+    assert version == SCHEMA_VERSION
+
+
+def test_the_api_watermark_an_earlier_kcing_left_is_kept_and_nothing_updated_after_it_is_lost(api_replica, logstash,
+                                                                                              tmp_path):
+    """The API feed resumes from the watermark of its destination; a ledger from before 5da1fb1
+    keyed it by the inputs as written (`ES_LAVA=HTTP://LOCALHOST:<port>`). After the upgrade the
+    run finds no watermark under the new name and lists as a first run does, the last KCI_DAYS
+    only: nodes updated between the old watermark and then (cron failing for a few days before the
+    upgrade, or a failing node holding the watermark) are never listed, never delivered."""
+    db = tmp_path / "kcing.db"
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    checkout_tree(api_replica.corpus, api_replica.files_url, now - timedelta(days=6), seed="before-upgrade")
+    lava_port = logstash.urls["lava"].rsplit(":", 1)[1]
+    es_lava = "HTTP://LOCALHOST:%s" % lava_port
+    env = api_feed_environ(api_replica, logstash, db, ES_LAVA=es_lava)
+    first = kcing(["feed_es", "--since", (now - timedelta(days=7)).strftime("%Y-%m-%d %H:%M:%S")], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    with sqlite3.connect(str(db)) as conn:
+        (watermark,) = conn.execute("SELECT position FROM watermark").fetchone()
+    assert watermark < (now - timedelta(days=5)).strftime("%Y-%m-%d")
+    others = [logstash.urls["build"], logstash.urls["boot"], logstash.urls["regression"]]
+    as_schema_3_named_them(db, {
+        "logstash http://localhost:%s" % lava_port: old_logstash_name([es_lava]),
+        "logstash " + ",".join(sorted(others + ["http://localhost:%s" % lava_port])):
+        old_logstash_name(others + [es_lava]),
+    })
+    # Updated after the watermark, before the last KCI_DAYS (2): the cron runs failed meanwhile.
+    missed = checkout_tree(api_replica.corpus, api_replica.files_url, now - timedelta(days=4), seed="while-failing")
+
+    upgraded = kcing(["feed_es"], env, tmp_path)
+
+    assert upgraded.returncode == 0, upgraded.stderr
+    with sqlite3.connect(str(db)) as conn:
+        delivered = {row[0].split(".", 1)[0] for row in conn.execute(
+            "SELECT upstream_id FROM upstream_file WHERE state = 'delivered'")}
+    lost = sorted(name for name, node in missed.items() if node["id"] not in delivered and node.get("state") == "done")
+    assert not lost, "never delivered after the upgrade: %s\n%s" % (lost, upgraded.stderr[-1500:])

@@ -384,7 +384,7 @@ def test_a_schema_1_ledger_is_migrated_and_its_rows_are_not_checkable(tmp_path):
     assert ledger.integrity_ok()
     ledger.close()
     with sqlite3.connect(str(db)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
 
 

@@ -23,6 +23,7 @@ from kcing.ledger.migration import migrate
 from kcing.ledger.models import DELIVERED, DOWNLOADED, FAILED, REJECTED, TOO_LARGE, UpstreamFile
 from kcing.ledger.runs import RESENT_BY, drp_kept_day, runs_still_read
 from kcing.records import UpstreamObject
+from kcing.sinks import named_as_today
 from kcing.urls import redacted
 
 log = logging.getLogger(__name__)
@@ -258,7 +259,7 @@ class Ledger:
                     raise ConfigError("KCING_DB %s was written by a newer kcing (ledger schema %d; this one knows "
                                       "up to %d)" % (path, version, models.SCHEMA_VERSION))
                 if not in_place:
-                    migrate(database, earlier_destination, earlier_watermark_destination)
+                    migrate(database, earlier_destination, earlier_watermark_destination, version, named_as_today)
                     database.create_tables(models.TABLES, safe=True)
                     if version != models.SCHEMA_VERSION:
                         database.execute_sql("PRAGMA user_version = %d" % models.SCHEMA_VERSION)

@@ -140,6 +140,7 @@ TABLES = (UpstreamFile, DeliveredDocuments, Run, Watermark)
 # Stored as SQLite's user_version, so a later release can tell which migrations a file needs.
 # 1: upstream_file, run, watermark. 2: upstream_file.kept_ids and delivered_documents.
 # 3: upstream_file.destination and watermark.destination, part of their unique keys.
-SCHEMA_VERSION = 3
+# 4: the destinations named as kcing names them now (ledger/migration.py: rename_destinations).
+SCHEMA_VERSION = 4
 # Stored as SQLite's application_id ("kcin"): marks the file as a kcing ledger (ledger/identity.py).
 APPLICATION_ID = int.from_bytes(b"kcin", "big")

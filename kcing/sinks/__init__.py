@@ -52,6 +52,17 @@ ROUTE_SETTINGS = {BUILD: "ES_BUILD", LAVA: "ES_LAVA", BOOT: "ES_BOOT", CHECKOUT:
                   JOB: "ES_LAVA", TEST: "ES_LAVA", NODE: "ES_LAVA", REGRESSION: "ES_REGRESSION"}
 
 
+def named_as_today(destination: str) -> str:
+    """A destination's name as this kcing writes it, from the name an earlier one wrote (the case
+    of a Logstash URL kept, an input listed twice, a default port written out, an output directory
+    named through a link): one place, whose deliveries are not to be made again."""
+    if destination.startswith(LOGSTASH):
+        return logstash_destination(url for url in destination[len(LOGSTASH):].split(",") if url)
+    if destination.startswith(NDJSON):
+        return ndjson_destination(destination[len(NDJSON):])
+    return destination
+
+
 def logstash_routes(settings) -> dict:
     """{kind: Logstash input URLs}."""
     return {kind: getattr(settings, name) for kind, name in ROUTE_SETTINGS.items()}
