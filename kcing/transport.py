@@ -134,6 +134,21 @@ def answers_in_tls(url: str, error: BaseException) -> bool:
         return False
 
 
+def proxy_note(url: str) -> str:
+    """What to add to a failure of a request to `url` that went through a proxy of the
+    environment (HTTP_PROXY in cron's environment, say): it may be the proxy that failed it, not
+    the service, whose settings the message would otherwise send the user to."""
+    try:
+        proxy = select_proxy(url, get_environ_proxies(url))
+    except ValueError:
+        return ""
+    if not proxy:
+        return ""
+    return ("; the request went through the proxy %s (HTTP_PROXY, HTTPS_PROXY or ALL_PROXY of the environment): if "
+            "the service is not to be reached through it, add %s to NO_PROXY"
+            % (urldefragauth(proxy), urlsplit(url).hostname))
+
+
 def speaks_tls_message(setting: str, url: str, what: str) -> str:
     return ("%s at %s closed the plain HTTP request unanswered and answers in TLS at that port: write https:// in %s"
             % (what, url, setting))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,11 @@ from kcing.http import BodyReader, RetryPolicy, new_session
 from kcing.sinks.batching import Batch
 from kcing.sinks.logstash import LogstashSink
 from kcing.transport import Transport
+from tests.fakes.forward_proxy import ForwardProxy
+from tests.fakes.kibana_server import KibanaEmulator
+from tests.fakes.logstash_emulator import LogstashEmulator
+from tests.fakes.rogue_http import RogueFront, answer
+from tests.feedrun import SAMPLES, clean_environ, kcing
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
@@ -161,3 +167,99 @@ def test_a_proxy_refusing_the_tunnel_to_logstash_is_named_with_its_cause_not_a_b
             sink.send(Batch.of_items("lava", [b'{"a":1}'], [("lava", "x")]))
     assert str(failed.value).endswith("(last: cannot connect to https://127.0.0.1:9/ (the proxy (HTTPS_PROXY, "
                                       "ALL_PROXY) refused the tunnel: 407 Proxy Authentication Required))"), failed.value
+
+
+# -- a proxy in cron's environment, failing the requests to a service on this host --------------
+
+def no_proxy_environ(**settings) -> dict:
+    """clean_environ without any proxy variable of the developer's shell, in either case."""
+    env = clean_environ()
+    for name in PROXY_VARIABLES:
+        env.pop(name, None)
+        env.pop(name.lower(), None)
+    env.update({name: str(value) for name, value in settings.items()})
+    return env
+
+
+def last_line(done) -> str:
+    return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+
+
+SQUID_PAGE = (b"<!DOCTYPE html><html><head><title>ERROR: The requested URL could not be retrieved</title></head>"
+              b"<body><p>Access Denied.</p></body></html>")
+SQUID_HEADERS = (("Content-Type", "text/html;charset=utf-8"), ("X-Squid-Error", "ERR_ACCESS_DENIED 0"),
+                 ("Via", "1.1 proxy (squid/5.7)"))
+
+
+def refusing_proxy() -> RogueFront:
+    """A forward proxy that refuses every request (squid's default `http_access deny to_localhost`
+    for a Logstash or Kibana on 127.0.0.1), answering 403 with its error page."""
+    proxy = RogueFront()
+    for method in ("GET", "POST"):
+        proxy.on(method, "http://", answer(403, SQUID_HEADERS, SQUID_PAGE))
+    return proxy
+
+
+def dead_proxy_url() -> str:
+    with ForwardProxy() as gone:
+        return gone.url
+
+
+def feed_environ_to(logstash_url: str, db: Path, **extra) -> dict:
+    settings = dict(KCI_SOURCE="samples", KCI_SAMPLES_DIR=str(SAMPLES), ES_BUILD=logstash_url, ES_LAVA=logstash_url,
+                    ES_BOOT=logstash_url, ES_REGRESSION=logstash_url, KCING_DB=str(db), ES_RETRY_BACKOFF="0.05",
+                    ES_TIMEOUT="5")
+    settings.update(extra)
+    return no_proxy_environ(**settings)
+
+
+@pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
+@pytest.mark.parametrize("proxy_kind", ["refusing", "down"])
+def test_a_proxy_in_crons_environment_that_fails_the_posts_is_named_not_blamed_on_logstash(proxy_kind, tmp_path):
+    """HTTP_PROXY exported for the whole host (/etc/environment), without NO_PROXY: kcing sends
+    its posts to Logstash on 127.0.0.1 through it, as requests would, and the README says so.
+    When that proxy refuses them (403, squid's error page) the run ends with exit 2 saying
+    "Logstash at http://127.0.0.1:... refused the request (403) without credentials (none are
+    set): set LS_USER and LS_PASSWORD if what answers there asks for them"; when the proxy is
+    down, "Logstash unreachable: ... cannot connect to http://127.0.0.1:... (connection
+    refused)", exit 3. Logstash is up and never asked; neither line names the proxy, HTTP_PROXY or
+    NO_PROXY, and the first sends the user to set credentials Logstash never wanted."""
+    with LogstashEmulator() as logstash:
+        if proxy_kind == "refusing":
+            with refusing_proxy() as proxy:
+                done = kcing(["feed_es", "-q"], feed_environ_to(logstash.url, tmp_path / "kcing.db",
+                                                                 HTTP_PROXY=proxy.url), tmp_path)
+                proxy_url = proxy.url
+        else:
+            proxy_url = dead_proxy_url()
+            done = kcing(["feed_es", "-q"], feed_environ_to(logstash.url, tmp_path / "kcing.db", HTTP_PROXY=proxy_url),
+                         tmp_path)
+        assert logstash.requests.snapshot() == []  # nothing reached Logstash: the proxy failed them
+    line = last_line(done)
+    assert done.returncode in (2, 3), done.stderr
+    assert "the request went through the proxy %s" % proxy_url in line and "add 127.0.0.1 to NO_PROXY" in line, line
+
+
+@pytest.mark.parametrize("proxy_kind", ["refusing", "down"])
+def test_a_proxy_in_crons_environment_that_fails_kibanas_requests_is_named_not_blamed_on_kibana(proxy_kind,
+                                                                                                tmp_path):
+    """The same HTTP_PROXY before a Kibana on 127.0.0.1 (the README: Kibana goes through the
+    proxies too). A proxy refusing with 403 gives "Kibana at http://127.0.0.1:... does not let a
+    request without credentials report its status (HTTP 403): an HTML page "ERROR: The requested
+    URL could not be retrieved"; set KB_USER and KB_PASSWORD, or KB_API_KEY" (exit 2); a proxy
+    that is down, "cannot reach Kibana at http://127.0.0.1:... (connection refused); gave up
+    after waiting 3s" (exit 3). Neither names the proxy."""
+    with KibanaEmulator() as kibana:
+        if proxy_kind == "refusing":
+            with refusing_proxy() as proxy:
+                done = kcing(["setup_kbn", "--wait", "3"], no_proxy_environ(KB_URL=kibana.url, HTTP_PROXY=proxy.url),
+                             tmp_path)
+                proxy_url = proxy.url
+        else:
+            proxy_url = dead_proxy_url()
+            done = kcing(["setup_kbn", "--wait", "3"], no_proxy_environ(KB_URL=kibana.url, HTTP_PROXY=proxy_url),
+                         tmp_path)
+        assert kibana.requests.snapshot() == []
+    line = last_line(done)
+    assert done.returncode in (2, 3), done.stderr
+    assert "the request went through the proxy %s" % proxy_url in line and "add 127.0.0.1 to NO_PROXY" in line, line

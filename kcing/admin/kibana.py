@@ -24,7 +24,7 @@ from kcing.overdue import Overdue, deadline as overall_deadline
 from kcing.secrecy import masked
 from kcing.strictjson import no_constants
 from kcing.surrogates import lone_surrogates_escaped
-from kcing.transport import answers_in_tls, basic_auth, speaks_tls_message
+from kcing.transport import answers_in_tls, basic_auth, proxy_note, speaks_tls_message
 from kcing.webpage import html_page
 from kcing.waiting import COUNTDOWN_EVERY, WaitReport
 
@@ -527,9 +527,19 @@ def said(message: str) -> str:
     return ": %s" % message if message else ""
 
 
-def error_for(status: int, message: str, action: str, url: str, user: str, api_key: bool = False) -> KcingError:
+def error_for(status: int, message: str, action: str, url: str, user: str, api_key: bool = False,
+              through: str = "") -> KcingError:
     """The error to raise when Kibana answers `status` to `action` (an HTTP error, not 2xx);
-    `user` is the basic-auth user sent, `api_key` whether an API key was sent instead."""
+    `user` is the basic-auth user sent, `api_key` whether an API key was sent instead; `through`:
+    what to say of a proxy the request went through (transport.proxy_note), which a refusal of
+    credentials may have come from."""
+    error = _error_for(status, message, action, url, user, api_key)
+    if through and status in (401, 403, 407):
+        error.args = (error.args[0] + through,)
+    return error
+
+
+def _error_for(status: int, message: str, action: str, url: str, user: str, api_key: bool) -> KcingError:
     detail = said(message)
     if status == 401:
         if api_key:
@@ -688,8 +698,9 @@ class KibanaClient:
                                   "http:// server?)" % self.url) from None
             if answers_in_tls(self.url, error):
                 raise ConfigError(speaks_tls_message("KB_URL", self.url, "Kibana")) from None
-            raise KibanaUnavailable("cannot reach Kibana at %s to %s (%s)"
-                                    % (self.url, action, unreachable_reason(error))) from None
+            raise KibanaUnavailable("cannot reach Kibana at %s to %s (%s)%s"
+                                    % (self.url, action, unreachable_reason(error),
+                                       proxy_note(self.url) if self.session.trust_env else "")) from None
         log.debug("%s %s [status:%s duration:%.3fs]", method, url, answer.status_code, time.monotonic() - started)
         if 300 <= answer.status_code < 400:
             raise redirect_error(self.url, answer.status_code, answer.headers.get("Location"), action)
@@ -707,7 +718,8 @@ class KibanaClient:
     def _raise_unless_ok(self, response: Answer, action: str) -> None:
         if response.status_code != 200:
             user = self.auth[0] if self.auth else ""
-            raise error_for(response.status_code, response_message(response), action, self.url, user, self.api_key)
+            raise error_for(response.status_code, response_message(response), action, self.url, user, self.api_key,
+                            proxy_note(self.url) if self.session.trust_env else "")
 
     def status(self, within: Optional[float] = None) -> Optional[str]:
         """None when Kibana is ready, else why not. Auth and "not a Kibana" errors are raised.

@@ -16,7 +16,8 @@ from kcing.secrecy import masked
 from kcing.settingvalues import mask_credentials
 from kcing.sinks.batching import LOGSTASH_SEPARATOR, Batch
 from kcing.sinks.encoding import logstash_json
-from kcing.transport import CannotConnect, PostFailed, PostTimeout, Transport, answers_in_tls, speaks_tls_message
+from kcing.transport import (CannotConnect, PostFailed, PostTimeout, Transport, answers_in_tls, proxy_note,
+                             speaks_tls_message)
 from kcing.webpage import html_page, page_title
 
 log = logging.getLogger(__name__)
@@ -135,10 +136,12 @@ class LogstashSink:
         # The setting named: a newcomer whose Logstash is not started, or who gave it another
         # port, reads which URL to check (a route's name is kcing's word, not the user's).
         setting = self.settings.get(batch.route)
-        raise SinkUnavailable("Logstash unreachable: %s input%s failed %s (last: %s)"
+        # A proxy of the environment named too, unless the reason names it already.
+        through = "" if "proxy" in errors[-1] else next(filter(None, map(proxy_note, self.routes[batch.route])), "")
+        raise SinkUnavailable("Logstash unreachable: %s input%s failed %s (last: %s)%s"
                               % (batch.route, " (%s)" % setting if setting else "",
                                  "its only attempt" if attempts == 1 else "%d attempts in a row" % attempts,
-                                 errors[-1]))
+                                 errors[-1], through))
 
     def _untrusted_because(self, url: str, error: Exception, route: str) -> str:
         """Why a certificate was refused, and what to change: the CA bundle only when the
@@ -267,14 +270,15 @@ class LogstashSink:
             raise BatchTooLarge(url, len(body))
         if status == 401 and not self.transport.sends_credentials(url):
             # Nothing to check when none were sent: the input wants some (its user and password).
-            raise ConfigError("Logstash at %s asks for credentials (401): set LS_USER and LS_PASSWORD" % url)
+            raise ConfigError("Logstash at %s asks for credentials (401): set LS_USER and LS_PASSWORD%s"
+                              % (url, proxy_note(url)))
         if status == 403 and not self.transport.sends_credentials(url):
             # An input never answers 403: a proxy before it, refusing a request that had none to show.
             raise ConfigError("Logstash at %s refused the request (403) without credentials (none are set): set "
-                              "LS_USER and LS_PASSWORD if what answers there asks for them" % url)
+                              "LS_USER and LS_PASSWORD if what answers there asks for them%s" % (url, proxy_note(url)))
         if status in (401, 403):
-            raise ConfigError("Logstash at %s refused the request (%d): check LS_USER and LS_PASSWORD"
-                              % (url, status))
+            raise ConfigError("Logstash at %s refused the request (%d): check LS_USER and LS_PASSWORD%s"
+                              % (url, status, proxy_note(url)))
         if self.policy.is_retryable(status):
             headers = response.headers
             return "%s answered %d" % (url, status), parse_retry_after(headers.get("Retry-After"),
