@@ -1187,6 +1187,25 @@ def test_the_log_search_has_the_log_columns_and_the_boot_logs_dashboard_shows_it
     assert "lava_job_id" in [agg["params"].get("field") for agg in jobs["aggs"]]
 
 
+# The values a result field can hold, from both sources (README: builds, boots, tests).
+RESULT_VALUES = {"build_result": {"PASS", "FAIL", "ERROR", "INCOMPLETE", "SKIP", "UNKNOWN"},
+                 "boot_result": {"pass", "fail", "offline", "untried", "unknown"},
+                 "result": {"pass", "fail", "skip", "unknown", "incomplete"}}
+
+
+def test_a_series_split_by_result_has_room_for_every_result():
+    """A terms split of a result field with fewer buckets than results (and no Other bucket)
+    dropped the rarest from the chart without a word: six build results, five buckets."""
+    for obj in shipped_objects():
+        if obj["type"] != "visualization":
+            continue
+        for agg in json.loads(obj["attributes"]["visState"])["aggs"]:
+            params = agg.get("params") or {}
+            if agg["type"] == "terms" and params.get("field") in RESULT_VALUES and agg["schema"] != "bucket":
+                assert params["size"] >= len(RESULT_VALUES[params["field"]]) or params.get("otherBucket"), (
+                    obj["id"], params)
+
+
 def _fields_used(obj: dict) -> set:
     """Field names a visualization or saved search reads (aggregations, columns, sort, query)."""
     attributes = obj["attributes"]
