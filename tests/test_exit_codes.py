@@ -232,6 +232,30 @@ def test_a_read_of_a_ledger_another_process_keeps_locked_says_it_could_not_read_
         "try again when that process is done" % (args[0], db)), shown.stderr
 
 
+def stopped_while_it_waits(process, db: Path, signals: int = 1) -> Tuple[str, float]:
+    """Send `signals` SIGTERMs to `process` once it waits for the ledger `db`: (its stderr, the
+    seconds it took to end after the last)."""
+    try:
+        # Started, and waiting for the ledger: however long a loaded machine takes to start it.
+        if Path("/proc/self/fd").is_dir():
+            assert wait_until(lambda: holds_open(process, db) or process.poll() is not None, timeout=60)
+        else:
+            time.sleep(3)
+        time.sleep(0.5)
+        assert process.poll() is None, process.communicate()
+        for number in range(signals):
+            if number:
+                time.sleep(0.3)
+            process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        _, err = process.communicate(timeout=60)
+        return err, time.monotonic() - signalled
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 def holds_open(process, path: Path) -> bool:
     """Whether `process` has `path` open (Linux's /proc): kcing opens its ledger once its
     signal handlers are in place, and a signal before them ends the process with -15."""
@@ -252,23 +276,7 @@ def test_a_command_waiting_for_a_locked_ledger_is_gone_3_s_after_the_signal(tmp_
     db = tmp_path / "kcing.db"
     with locked_exclusively(db):
         process = kcing_process(args, clean_environ(KCING_DB=str(db), KCING_DB_LOCK_WAIT="60"), tmp_path)
-        try:
-            # Started, and waiting for the ledger: however long a loaded machine takes to start it.
-            if Path("/proc/self/fd").is_dir():
-                assert wait_until(lambda: holds_open(process, db) or process.poll() is not None, timeout=60)
-            else:
-                time.sleep(3)
-            assert process.poll() is None, process.communicate()
-            for _ in range(signals):
-                process.send_signal(signal.SIGTERM)
-                time.sleep(0.3)
-            signalled = time.monotonic()
-            out, err = process.communicate(timeout=20)
-            took = time.monotonic() - signalled
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+        err, took = stopped_while_it_waits(process, db, signals)
     assert process.returncode == 130, (process.returncode, err)
     assert took < 3 + 2, took
     assert "Traceback" not in err
@@ -315,18 +323,7 @@ def test_one_signal_while_a_run_opens_a_locked_ledger_ends_it_within_its_grace(t
     with holding(db):
         process = kcing_process(args, clean_environ(KCING_DB=str(db), KCING_DB_LOCK_WAIT="60",
                                                     ES_HOST="http://127.0.0.1:9"), tmp_path)
-        try:
-            assert wait_until(lambda: holds_open(process, db) or process.poll() is not None, timeout=60)
-            time.sleep(0.5)
-            assert process.poll() is None, process.communicate()
-            process.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
-            out, err = process.communicate(timeout=60)
-            took = time.monotonic() - signalled
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+        err, took = stopped_while_it_waits(process, db)
     assert process.returncode == 4, (process.returncode, err)
     assert took < GRACE_SECONDS + 3, (took, err)
     assert err.splitlines()[-1] == (
