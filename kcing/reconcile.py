@@ -12,8 +12,10 @@ Some kcing index names cannot be read by id: a closed index, one with a read blo
 several indices, a data stream. Their documents are not checked (counted, and named with what
 to do), never counted missing, never marked. Documents missing from an index that refuses
 writes (a write block) are missing, but a resend could not write them: their objects are not
-marked either. Whether a name is a data stream, or blocks writes, is asked only about names
-where documents were missing, once per run.
+marked either, nor are those with a document in such an index beside the ones missing (a resend
+posts every document of an object, and Logstash retries a refused write without end). Whether a
+name is a data stream, or blocks writes, is asked only about the names of objects that miss
+documents, once per run.
 
 Planning and tallying are pure functions; `Reconciler` does the I/O.
 """
@@ -201,6 +203,8 @@ class ObjectCheck:
     first_missing: Optional[str] = None
     unchecked: Dict[str, int] = field(default_factory=dict)  # {reason: documents asked but not checkable}
     missing_blocked: int = 0  # missing documents in indices that refuse writes
+    indices: Set[str] = field(default_factory=set)  # where its documents were asked for
+    write_blocked: bool = False  # one of them refuses writes: a resend would be refused there
 
     @property
     def checked(self) -> int:
@@ -216,8 +220,9 @@ class ObjectCheck:
         return "present"
 
     def resendable(self) -> bool:
-        """False when every missing document is in an index that refuses writes: a resend cannot help."""
-        return self.damaged or self.missing > self.missing_blocked
+        """False when a document of the object is in an index that refuses writes: a resend posts
+        them all, and the one refused there would be retried by Logstash without end."""
+        return not self.write_blocked and not self.missing_blocked and (self.damaged or self.missing > 0)
 
     def finding(self) -> str:
         """What the check found of an object that is not all there, as its warning says it: a
@@ -679,9 +684,10 @@ class Reconciler:
                                          % (self.host, doc_id, index, error)) from None
         self._learn({index for (_, index, _), (result, _) in zip(batch, results) if result in (MISSING, NO_INDEX)})
         for (owner, index, doc_id), (result, detail) in zip(batch, results):
+            check = checks[owner]
+            check.indices.add(index)
             if result == PRESENT:
                 continue
-            check = checks[owner]
             fact = self.facts.get(index)
             if result == NO_INDEX and fact is not None and fact[0] == DATA_STREAM:
                 result = DATA_STREAM
@@ -695,6 +701,15 @@ class Reconciler:
                 self.report.write_blocked[index] = fact[1]
             if check.first_missing is None:
                 check.first_missing = "%s/%s" % (index, doc_id)
+
+    def _note_write_blocks(self, check: ObjectCheck) -> None:
+        """Whether an index the object's present documents are in refuses writes (asked once per name)."""
+        self._learn(check.indices)
+        for index in sorted(check.indices):
+            fact = self.facts.get(index)
+            if fact is not None and fact[0] == "write block":
+                check.write_blocked = True
+                self.report.write_blocked[index] = fact[1]
 
     def _learn(self, names) -> None:
         """Find out which of `names` (where documents were missing) are data streams or refuse writes."""
@@ -803,8 +818,10 @@ class Reconciler:
             tally.missing += 1
             if len(tally.examples) < EXAMPLES:
                 tally.examples.append(check.example())
+            if check.missing and not check.missing_blocked:
+                self._note_write_blocks(check)
             if not check.resendable():
-                # Every missing document is in an index that refuses writes: a resend would be refused.
+                # A document of it is in an index that refuses writes: a resend would be refused.
                 self.report.held += 1
                 continue
             incomplete.append(check.row.id)

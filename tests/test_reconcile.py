@@ -2072,6 +2072,30 @@ def test_aliases_blocks_and_data_streams_under_kcing_names_say_so_and_mark_nothi
     assert set(ledger_states(db).values()) == {DELIVERED}
 
 
+def test_an_object_missing_a_document_beside_one_in_an_index_that_refuses_writes_is_not_marked(tmp_path, es):
+    """A LAVA job's log lines in an index someone made read-only, one of its test documents lost
+    elsewhere: a resend posts every document of the job, and Logstash retries the ones the block
+    refuses without end, holding the pipeline every input shares. Not marked; the block named."""
+    db = tmp_path / "kcing.db"
+    frozen, lossy = day_index("log", 2), day_index("test", 2)
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("job", kind="lava"), DELIVERED,
+                           documents={**packed(1, 2, index=frozen), **packed(3, 4, index=lossy)}),
+                   Outcome(obj("elsewhere", kind="lava"), DELIVERED, documents=packed(5, 6, index=lossy))],
+                  to_logstash)
+    ledger.close()
+    seed(es, [(frozen, "%040x" % 1), (frozen, "%040x" % 2), (lossy, "%040x" % 3), (lossy, "%040x" % 5)])
+    es_client(es).indices.add_block(index=frozen, block="write")
+
+    checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "lava     checked 2, present 0, missing 2; documents: 6 checked, 2 missing" in checked.stdout
+    assert ("reconcile: 1 object with missing documents was not marked undelivered: Elasticsearch refuses writes "
+            "to %s (index.blocks.write); remove the block and run reconcile again" % frozen in checked.stdout)
+    assert {upstream_id: state for (_, upstream_id), state in ledger_states(db).items()} == {
+        "job": DELIVERED, "elsewhere": FAILED}
+
+
 def test_an_alias_of_one_index_that_refuses_writes_is_read_through_as_that_index(tmp_path, es):
     """An alias of one index under a kcing name is the index itself: documents missing there,
     where the index behind it has a write block, are counted missing but their objects are not
