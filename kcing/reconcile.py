@@ -9,13 +9,13 @@ so the next feed that lists it sends it again. Memory stays flat whatever the wi
 chunk of rows, one bounded read of their ids and one `_mget` batch at a time.
 
 Some kcing index names cannot be read by id: a closed index, one with a read block, an alias of
-several indices, a data stream. Their documents are not checked (counted, and named with what
-to do), never counted missing, never marked. Documents missing from an index that refuses
-writes (a write block) are missing, but a resend could not write them: their objects are not
-marked either, nor are those with a document in such an index beside the ones missing (a resend
-posts every document of an object, and Logstash retries a refused write without end). Whether a
-name is a data stream, or blocks writes, is asked only about the names of objects that miss
-documents, once per run.
+several indices, a data stream, one whose mapping requires a routing. Their documents are not
+checked (counted, and named with what to do), never counted missing, never marked. Documents
+missing from an index that refuses writes (a write block) are missing, but a resend could not
+write them: their objects are not marked either, nor are those with a document in such an
+index beside the ones missing (a resend posts every document of an object, and Logstash retries
+a refused write without end). Whether a name is a data stream, or blocks writes, is asked only
+about the names of objects that miss documents, once per run.
 
 Planning and tallying are pure functions; `Reconciler` does the I/O.
 """
@@ -80,7 +80,8 @@ READ_BLOCK = "read block"
 ALIAS = "alias"
 DATA_STREAM = "data stream"
 UNASSIGNED = "unassigned shards"
-UNCHECKED_ORDER = (CLOSED, READ_BLOCK, ALIAS, DATA_STREAM, UNASSIGNED)
+ROUTING = "routing required"
+UNCHECKED_ORDER = (CLOSED, READ_BLOCK, ALIAS, DATA_STREAM, UNASSIGNED, ROUTING)
 # What _mget answers for a document of an index whose primary shard is not assigned (the index is
 # red: its node left, its disk filled): the document cannot be read now, wherever it is.
 NO_SHARD_ERRORS = ("no_shard_available_action_exception", "unavailable_shards_exception")
@@ -298,7 +299,8 @@ def lookup_result(doc_id: str, answer) -> Tuple[str, str]:
 
     A missing index is missing documents, not an error (unless the name is a data stream, which
     the caller asks about). A closed index, a read block, an alias of several indices and a
-    primary shard not assigned make the document uncheckable; any other error is LookupFailed."""
+    primary shard not assigned, and a mapping requiring a routing make the document uncheckable;
+    any other error is LookupFailed."""
     if not isinstance(answer, dict) or answer.get("_id") != doc_id:
         raise LookupFailed("the answer for %s is out of order or malformed: %.200r" % (doc_id, answer))
     found = answer.get("found")
@@ -317,6 +319,8 @@ def lookup_result(doc_id: str, answer) -> Tuple[str, str]:
         return READ_BLOCK, ""
     if kind in NO_SHARD_ERRORS:
         return UNASSIGNED, ""
+    if kind == "routing_missing_exception":
+        return ROUTING, ""
     if kind == "security_exception":
         raise LookupDenied(str(reason))
     several = _SEVERAL.match(str(reason)) if kind == "illegal_argument_exception" else None
@@ -405,6 +409,11 @@ def unchecked_line(reason: str, unchecked: Unchecked) -> str:
         return head + ("indices whose primary shards are not assigned (%s): Elasticsearch cannot read them until "
                        "they are (GET /_cluster/allocation/explain says why); run reconcile again then"
                        % named(indices))
+    if reason == ROUTING:
+        return head + ("indices whose mapping requires a routing (%s), which kcing's documents are written without "
+                       "(Logstash's writes there are refused) and cannot be looked up without: take `_routing` out "
+                       "of the template that maps them (one of yours, above kcing's priority 200), then let drp "
+                       "delete those indices" % named(indices))
     if reason == ALIAS:
         what = "; ".join("%s, an alias of several indices (%s)" % (name, indices[name]) for name in sorted(indices))
         return head + what + ": a document cannot be looked up by id through it; point it at one index to check them"

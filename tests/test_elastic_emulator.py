@@ -615,6 +615,23 @@ NODE_STREAM_ANSWERS = [
     (200, {"acknowledged": True}), (200, {"acknowledged": True})]
 
 
+# An index whose mapping requires a routing (a template of a user's): writes and gets without one.
+ROUTED_ID = "%040x" % 1
+ROUTING_REQUESTS = [
+    ("PUT", "/_index_template/user-routed", {"index_patterns": ["build-2024.03.*"], "priority": 300,
+                                             "template": {"mappings": {"_routing": {"required": True}}}}),
+    ("POST", "/_bulk", b'{"index":{"_index":"build-2024.03.01","_id":"%s"}}\n{"job":"x"}\n' % ROUTED_ID.encode()),
+    ("POST", "/_bulk?refresh=true",
+     b'{"index":{"_index":"build-2024.03.01","_id":"%s","routing":"r"}}\n{"job":"x"}\n' % ROUTED_ID.encode()),
+    ("POST", "/_mget?filter_path=docs._id,docs.found,docs.error.type",
+     {"docs": [{"_index": "build-2024.03.01", "_id": ROUTED_ID, "_source": False}]}),
+]
+NODE_ROUTING_ANSWERS = [
+    (200, {"acknowledged": True}), (200, [400]), (200, [201]),
+    (200, {"docs": [{"_id": ROUTED_ID, "error": {"type": "routing_missing_exception"}}]}),
+]
+
+
 def node_answers(url: str, requests_: list) -> list:
     """(status, error type (the reason of an illegal_argument_exception), or each item's status of
     a _bulk, or the body) of each request, in order."""
@@ -645,3 +662,7 @@ def test_cat_indices_patterns_expand_to_the_states_asked_as_a_node_expands_them(
 
 def test_a_template_that_would_leave_a_data_stream_without_a_data_stream_template_is_refused(es):
     assert node_answers(es.url, STREAM_REQUESTS) == NODE_STREAM_ANSWERS
+
+
+def test_an_index_whose_mapping_requires_a_routing_refuses_writes_and_gets_without_one(es):
+    assert node_answers(es.url, ROUTING_REQUESTS) == NODE_ROUTING_ANSWERS

@@ -23,8 +23,8 @@ from tests.fakes.logstash_emulator import LogstashCluster, LogstashEmulator
 from tests.feedrun import SAMPLES, clean_environ, feed_environ, kcing, kept_ids, ledger_rows, ledger_states
 from tests.test_setup_es import setup_es_beside_a_data_stream
 from tests.test_elastic_emulator import (ALIAS_REQUESTS, CAT_REQUESTS, FIELD_NAME_ANSWERS, NODE_ALIAS_ANSWERS,
-                                         NODE_CAT_ANSWERS, NODE_STREAM_ANSWERS, STREAM_REQUESTS,
-                                         field_name_statuses, node_answers)
+                                         NODE_CAT_ANSWERS, NODE_ROUTING_ANSWERS, NODE_STREAM_ANSWERS, ROUTING_REQUESTS,
+                                         STREAM_REQUESTS, field_name_statuses, node_answers)
 
 pytestmark = pytest.mark.realengine
 
@@ -884,6 +884,7 @@ def test_aliases_cat_patterns_and_data_streams_are_answered_as_the_emulator_says
     assert node_answers(real_es.url, ALIAS_REQUESTS) == NODE_ALIAS_ANSWERS
     assert node_answers(real_es.url, CAT_REQUESTS) == NODE_CAT_ANSWERS
     assert node_answers(real_es.url, STREAM_REQUESTS) == NODE_STREAM_ANSWERS
+    assert node_answers(real_es.url, ROUTING_REQUESTS) == NODE_ROUTING_ANSWERS
 
 
 def test_a_template_refused_beside_a_data_stream_leaves_the_others_installed(real_es, tmp_path):

@@ -2376,3 +2376,31 @@ def test_an_object_found_missing_but_dated_before_the_first_day_kept_is_planned_
     assert re.search(r"^reconcile: 1 of them is dated before \d{4}-\d\d-\d\d, the first day drp keeps: given up, "
                      r"neither feed_es nor --resend sends them again$", real.stdout, re.MULTILINE), real.stdout
     assert "does it now" not in real.stdout and "re-sending" not in real.stdout, real.stdout
+
+
+def test_an_index_whose_mapping_requires_a_routing_is_not_checked_and_the_others_are(tmp_path, es):
+    """A template of the user's above kcing's gives one kcing index `_routing.required`: each of
+    reconcile's lookups there is answered routing_missing_exception. It stopped the whole check
+    (exit 3) every night, the missing document of another index never marked."""
+    db = tmp_path / "kcing.db"
+    routed, lossy = day_index("boot", 1), day_index("test", 1)
+    ledger = Ledger.open(str(db))
+    ledger.record([Outcome(obj("routed", kind="boot"), DELIVERED, documents=packed(1, index=routed)),
+                   Outcome(obj("lost", kind="lava"), DELIVERED, documents=packed(2, index=lossy))], to_logstash)
+    ledger.close()
+    client = es_client(es)
+    client.indices.put_index_template(name="user-routed", index_patterns=[routed], priority=300,
+                                      template={"mappings": {"_routing": {"required": True}}})
+    client.indices.create(index=routed)
+    refused = client.bulk(operations=[{"index": {"_index": routed, "_id": "%040x" % 1}}, {"job": "x"}])
+    assert refused["items"][0]["index"]["error"]["type"] == "routing_missing_exception"  # what Logstash meets
+    client.indices.create(index=lossy)
+
+    checked = kcing(["reconcile"], clean_environ(ES_HOST=es.url, KCING_DB=str(db)), tmp_path)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert ("reconcile: not checked: 1 document of 1 object in indices whose mapping requires a routing (%s), which "
+            "kcing's documents are written without (Logstash's writes there are refused) and cannot be looked up "
+            "without: take `_routing` out of the template that maps them (one of yours, above kcing's priority 200), "
+            "then let drp delete those indices" % routed) in checked.stdout
+    assert {upstream_id: state for (_, upstream_id), state in ledger_states(db).items()} == {
+        "routed": DELIVERED, "lost": FAILED}

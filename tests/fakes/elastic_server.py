@@ -1736,6 +1736,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             if op == "delete":
                 if index is None:
                     raise index_not_found(name)
+                _check_routed(index, name, doc_id, meta.get("routing", query.get("routing")))
                 current = self._current_version(index, doc_id)
                 existing = index.docs.pop(doc_id, None)
                 seq_no, index.next_seq_no = index.next_seq_no, index.next_seq_no + 1
@@ -1755,6 +1756,7 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
             if index is None:
                 self._check_auto_create(name)
                 index = self._create_index(name, {})
+            _check_routed(index, name, doc_id, meta.get("routing", query.get("routing")))
             if op == "create" and doc_id in index.docs:
                 raise EsError(409, "version_conflict_engine_exception",
                               "[%s]: version conflict, document already exists (current version [%d])"
@@ -1841,6 +1843,11 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
                     docs.append({"_index": name, "_id": doc_id, "error": error.envelope()["error"]})
                     continue
                 name, index = concrete, self.indices[concrete]
+                try:
+                    _check_routed(index, name, doc_id, item.get("routing", query.get("routing")))
+                except EsError as error:
+                    docs.append({"_index": name, "_id": doc_id, "error": error.envelope()["error"]})
+                    continue
                 doc = index.docs.get(doc_id)
                 if doc is None:
                     docs.append({"_index": name, "_id": doc_id, "found": False})
@@ -2112,6 +2119,15 @@ def _bytes(size: int, unit: Optional[str]) -> str:
 
 def _shards(index: Index) -> dict:
     return {"total": 1 + index.replicas, "successful": 1, "failed": 0}
+
+
+def _check_routed(index, name: str, doc_id: str, routing) -> None:
+    """A node refuses a write or get without a routing in an index whose mapping requires one.
+    (A routing given is taken and not modelled: the emulator holds one shard's worth of ids.)"""
+    required = (index.mappings.get("_routing") or {}).get("required") if isinstance(index.mappings, dict) else None
+    if required in (True, "true") and routing is None:
+        raise EsError(400, "routing_missing_exception", "routing is required for [%s]/[%s]" % (name, doc_id),
+                      index=name, index_uuid=index.uuid)
 
 
 def _null_or(value) -> str:
