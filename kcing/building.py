@@ -83,6 +83,9 @@ PIPE_BYTES = 1 << 20
 # or about to give an idle worker its next file, would wait up to the whole interval for the
 # thread that holds the interpreter, and the worker would idle meanwhile.
 SWITCH_INTERVAL_WITH_WORKERS = 0.0005
+# What a terminal or a service manager sends the feed's whole process group; the feed stops its
+# workers itself (their stdin closed, or killed).
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 # glibc's malloc settings in a worker's environment (a user's own values are kept). With its
 # defaults, a worker gave the memory of each object back to the kernel when the object was done
 # and took it again, page by page, for the next: about 400 page faults an object, a tenth of the
@@ -480,6 +483,10 @@ class Builder:
 
     def _start_worker(self) -> None:
         """Start one worker in the background; it joins the idle queue once it has imported."""
+        # Started with the stop signals blocked, which the worker keeps until it ignores them: a
+        # Ctrl-C (the terminal's SIGINT to the whole foreground group) while its interpreter
+        # starts printed its KeyboardInterrupt traceback, and its start was said to have failed.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             process = subprocess.Popen([sys.executable, *_SAFE_PATH, "-c", _WORKER_MAIN], env=_worker_environment(),
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
@@ -487,6 +494,8 @@ class Builder:
             log.warning("cannot start a document-building worker (%s); building in the feed's process", error)
             self._broken = self._ready == 0 and self._starting == 0
             return
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         _widen_pipes(process)
         if self._switch_interval is None:
             self._switch_interval = sys.getswitchinterval()
@@ -624,8 +633,9 @@ def _read_frame(stream) -> bytes:
 
 def serve() -> None:
     """A worker's main loop: read a request, answer it, until stdin closes or the parent dies."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)  # the feed stops its workers; one pending since the start is dropped
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _lower_priority()
     # The protocol owns the original stdout; anything printed goes to stderr instead.
     requests = os.fdopen(os.dup(0), "rb")

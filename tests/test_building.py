@@ -765,3 +765,30 @@ def test_a_worker_whose_feed_died_while_it_started_ends_without_a_traceback():
     _, stderr = worker.communicate(timeout=60)
     assert b"Traceback" not in stderr, stderr.decode()
     assert stderr == b""
+
+
+def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path):
+    """Ctrl-C sends SIGINT to the terminal's whole foreground group, the workers included: one
+    caught while its interpreter started (before it ignores it) printed a KeyboardInterrupt
+    traceback, and the feed said its worker did not start, where a stop says one line."""
+    from tests.feedrun import REPO, reaped
+    today = datetime(2020, 11, 19).date()
+    corpus = synthetic_corpus(today, builds=100, lava_boots=100, lava_log_lines=100)
+    unused = SimpleNamespace(urls={route: "http://127.0.0.1:9" for route in ("build", "lava", "boot")})
+    with LegacyReplica(corpus, today=today) as replica:
+        for attempt in range(2):
+            env = feed_environ(replica, unused, tmp_path / ("kcing-%d.db" % attempt), KCING_WORKERS="2")
+            process = subprocess.Popen(
+                [sys.executable, str(REPO / "kcing.py"), "feed_es", "--output", str(tmp_path / ("out-%d" % attempt))],
+                env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                start_new_session=True)  # its own process group, as a shell's foreground job
+            with reaped(process):
+                deadline = time.monotonic() + 60
+                while process.poll() is None and not _worker_pids(process.pid):
+                    assert time.monotonic() < deadline, "the run started no worker"
+                time.sleep(0.02)
+                os.killpg(process.pid, signal.SIGINT)
+                _, stderr = process.communicate(timeout=60)
+            assert process.returncode == 130, (process.returncode, stderr)
+            assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+            assert "did not start" not in stderr, stderr
