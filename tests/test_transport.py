@@ -196,7 +196,8 @@ def test_no_answer_on_a_new_connection_still_costs_an_attempt(front):
     front.on("POST", "/", silent_for(0), count=None)
     with pytest.raises(SinkUnavailable, match="connection closed without an answer"):
         sink_for(front.url, Transport(pool_size=2)).send(batch())
-    assert len(front.requests) == 1
+    # (Besides the POST, one TLS hello: is it a port that speaks TLS? It is not.)
+    assert [request for request in front.requests if request[0] == "POST"] == [("POST", "/", "silent")]
 
 
 def test_an_input_that_closes_every_connection_after_its_answer_loses_no_attempt(tmp_path):
