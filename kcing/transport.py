@@ -109,16 +109,17 @@ _HUNG_UP = ("connection closed without an answer", "connection reset by the peer
 TLS_PROBE_TIMEOUT = 3.0
 
 
-def answers_in_tls(url: str, error: BaseException) -> bool:
+def answers_in_tls(url: str, error: BaseException, direct: bool = False) -> bool:
     """Whether a request to an http:// `url` that was closed or reset unanswered (`error`) went
     to a port that speaks TLS: Elasticsearch 8 serves HTTPS by default, and closes plain HTTP
-    without a word, which read as an outage to wait out. A request through a proxy is left
-    alone: the proxy, not the port, hung up."""
+    without a word, which read as an outage to wait out. A request sent through a proxy of the
+    environment is left alone (the proxy, not the port, hung up), unless it went `direct`, as
+    the Elasticsearch client's do whatever the environment says."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname or connection_failure(error) not in _HUNG_UP:
         return False
     try:
-        if get_environ_proxies(url):
+        if not direct and environ_proxy(url):
             return False
         port = parts.port or 80
     except ValueError:
@@ -134,19 +135,25 @@ def answers_in_tls(url: str, error: BaseException) -> bool:
         return False
 
 
+def environ_proxy(url: str) -> Optional[str]:
+    """The proxy of the environment a request to `url` goes through (as requests chooses it:
+    HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, unless NO_PROXY names the host), or None."""
+    try:
+        return select_proxy(url, get_environ_proxies(url)) or None
+    except ValueError:
+        return None
+
+
 def proxy_note(url: str) -> str:
     """What to add to a failure of a request to `url` that went through a proxy of the
     environment (HTTP_PROXY in cron's environment, say): it may be the proxy that failed it, not
     the service, whose settings the message would otherwise send the user to."""
-    try:
-        proxy = select_proxy(url, get_environ_proxies(url))
-    except ValueError:
-        return ""
+    proxy = environ_proxy(url)
     if not proxy:
         return ""
     return ("; the request went through the proxy %s (HTTP_PROXY, HTTPS_PROXY or ALL_PROXY of the environment): if "
             "the service is not to be reached through it, add %s to NO_PROXY"
-            % (urldefragauth(proxy), urlsplit(url).hostname))
+            % (urldefragauth(prepend_scheme_if_needed(proxy, "http")), urlsplit(url).hostname))
 
 
 def speaks_tls_message(setting: str, url: str, what: str) -> str:

@@ -377,7 +377,7 @@ def translate(error: Exception, host: str, action: str) -> KcingError:
     if isinstance(error, ConnectionTimeout):
         return ElasticsearchError("%s did not answer in time while %s (%s)" % (where, action, _transport_reason(error)))
     if isinstance(error, ConnectionError):
-        if answers_in_tls(host, error):
+        if answers_in_tls(host, error, direct=True):  # the client reads no proxy variable
             # Not an outage to wait out: ES_HOST's scheme is to fix.
             return ConfigError(speaks_tls_message("ES_HOST", host, "Elasticsearch"))
         return ElasticsearchError("cannot reach %s: %s" % (where, connection_failure(error)))

@@ -527,6 +527,10 @@ def said(message: str) -> str:
     return ": %s" % message if message else ""
 
 
+# Statuses a proxy before Kibana answers of its own: refusing the client, or failing to reach Kibana.
+PROXY_MAY_ANSWER = frozenset({401, 403, 407, 502, 503, 504})
+
+
 def error_for(status: int, message: str, action: str, url: str, user: str, api_key: bool = False,
               through: str = "") -> KcingError:
     """The error to raise when Kibana answers `status` to `action` (an HTTP error, not 2xx);
@@ -534,7 +538,7 @@ def error_for(status: int, message: str, action: str, url: str, user: str, api_k
     what to say of a proxy the request went through (transport.proxy_note), which a refusal of
     credentials may have come from."""
     error = _error_for(status, message, action, url, user, api_key)
-    if through and status in (401, 403, 407):
+    if through and status in PROXY_MAY_ANSWER:
         error.args = (error.args[0] + through,)
     return error
 
@@ -696,7 +700,7 @@ class KibanaClient:
                 # Nor is a server without TLS at the port: a Kibana starting answers no plain HTTP there.
                 raise ConfigError("Kibana at %s answers without TLS at that port: check KB_URL's scheme (is it an "
                                   "http:// server?)" % self.url) from None
-            if answers_in_tls(self.url, error):
+            if answers_in_tls(self.url, error, direct=not self.session.trust_env):
                 raise ConfigError(speaks_tls_message("KB_URL", self.url, "Kibana")) from None
             raise KibanaUnavailable("cannot reach Kibana at %s to %s (%s)%s"
                                     % (self.url, action, unreachable_reason(error),
@@ -736,8 +740,10 @@ class KibanaClient:
             # port, another web server), and waiting will not make it one.
             raise not_kibana(self.url, "HTTP %d%s" % (response.status_code, said(response_message(response))))
         if response.status_code != 200:
-            return "Kibana at %s is not ready (HTTP %d%s)" % (self.url, response.status_code,
-                                                            said(_status_level(response) or response_message(response)))
+            through = (proxy_note(self.url) if self.session.trust_env and response.status_code in PROXY_MAY_ANSWER
+                       else "")
+            return "Kibana at %s is not ready (HTTP %d%s)%s" % (
+                self.url, response.status_code, said(_status_level(response) or response_message(response)), through)
         level = _status_level(response)
         if not level:
             kind = (response.headers.get("Content-Type") or "no Content-Type").split(";")[0].strip()

@@ -279,6 +279,9 @@ class LogstashSink:
         if status in (401, 403):
             raise ConfigError("Logstash at %s refused the request (%d): check LS_USER and LS_PASSWORD%s"
                               % (url, status, proxy_note(url)))
+        if status == 407:  # never Logstash's: a proxy on the way wants credentials of its own
+            raise ConfigError("a proxy asks for credentials (407) on the way to Logstash at %s: give them in the proxy's "
+                              "URL (http://user:password@proxy:port)%s" % (url, proxy_note(url)))
         if self.policy.is_retryable(status):
             headers = response.headers
             return "%s answered %d" % (url, status), parse_retry_after(headers.get("Retry-After"),

@@ -1335,13 +1335,17 @@ class ElasticsearchEmulator(IndexStates, ServedByBackgroundServer):
     def _check_data_streams_kept(self, name: str, stored: dict) -> None:
         """A node refuses a template that would leave a data stream matched by a template without
         `data_stream` (its next backing index could not be made)."""
-        after = dict(self.templates, **{name: stored})
-        lost = []
-        for stream in sorted(self.data_streams):
-            candidates = [(spec.get("priority", 0), other) for other, spec in after.items()
-                          if any(simple_match(stream, p) for p in spec["index_patterns"])]
-            if candidates and "data_stream" not in after[max(candidates)[1]]:
-                lost.append(stream)
+        def unreferenced(templates: Dict[str, dict]) -> List[str]:
+            """The streams no template with `data_stream` is the one to match (none matching either)."""
+            left = []
+            for stream in sorted(self.data_streams):
+                candidates = [(spec.get("priority", 0), other) for other, spec in templates.items()
+                              if any(simple_match(stream, p) for p in spec["index_patterns"])]
+                if not candidates or "data_stream" not in templates[max(candidates)[1]]:
+                    left.append(stream)
+            return left
+        before = set(unreferenced(self.templates))
+        lost = [stream for stream in unreferenced(dict(self.templates, **{name: stored})) if stream not in before]
         if lost:
             raise bad_request("composable template [%s] with index patterns %s, priority [%s] %swould cause data "
                               "streams %s to no longer match a data stream template"
