@@ -44,7 +44,7 @@ def rename_destinations(database: SqliteDatabase, named_as_today: Callable[[str]
     two names of one place are one: the delivered one is kept (the newer name's when both are);
     of two watermarks of a source, the earlier, which lists again what the later would skip."""
     for (old,) in database.execute_sql("SELECT DISTINCT destination FROM upstream_file").fetchall():
-        new = named_as_today(old)
+        new = named_as_today(old) if isinstance(old, str) else old  # a BLOB edited in: left as it is
         if new == old:
             continue
         same_object = ("other.source = upstream_file.source AND other.kind = upstream_file.kind "
@@ -55,8 +55,10 @@ def rename_destinations(database: SqliteDatabase, named_as_today: Callable[[str]
         database.execute_sql("DELETE FROM upstream_file WHERE destination = ? AND EXISTS (SELECT 1 FROM upstream_file "
                              "other WHERE %s)" % same_object, [new, old])
         database.execute_sql("UPDATE upstream_file SET destination = ? WHERE destination = ?", [new, old])
-    for (old,) in database.execute_sql("SELECT DISTINCT destination FROM watermark").fetchall():
-        new = named_as_today(old)
+    has_watermarks = database.execute_sql("PRAGMA table_info(watermark)").fetchall()  # none before schema 1's end
+    for (old,) in (database.execute_sql("SELECT DISTINCT destination FROM watermark").fetchall()
+                   if has_watermarks else []):
+        new = named_as_today(old) if isinstance(old, str) else old
         if new == old:
             continue
         database.execute_sql("UPDATE watermark SET position = min(position, (SELECT other.position FROM watermark "
