@@ -290,12 +290,6 @@ def rivals(body: dict, others: Mapping[str, dict]) -> List[Tuple[str, dict]]:
     return found
 
 
-def _matched(name: str, template: Mapping) -> bool:
-    """Whether an index or stream `name` matches one of `template`'s patterns (`*` alone is special)."""
-    return any(re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), name)
-               for pattern in template.get("index_patterns") or ())
-
-
 def _patterns(template: dict) -> str:
     patterns = template.get("index_patterns") or []
     return ", ".join([patterns] if isinstance(patterns, str) else patterns)
@@ -328,7 +322,9 @@ def streams_left_detail(name: str, body: Mapping, listed: str) -> str:
     names = [stream.strip() for stream in listed.split(",") if stream.strip()]
     # Elasticsearch names every stream no data-stream template matches, those it did not match
     # before too (one restored from a snapshot without its template): the ones this template takes.
-    names = [name for name in names if _matched(name, body)] or names
+    # (A name holds no `*`: one that overlaps a pattern matches it.)
+    taken = [name for name in names if any(patterns_overlap(name, pattern) for pattern in body["index_patterns"])]
+    names = taken or names
     one = len(names) == 1
     return ("Elasticsearch refuses the index template %s: the data stream%s %s, matched by %s, would no longer match a "
             "data stream template (kcing's indices are not data streams); delete %s (DELETE /_data_stream/%s, "
