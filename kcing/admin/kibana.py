@@ -703,8 +703,7 @@ class KibanaClient:
             if answers_in_tls(self.url, error, direct=not self.session.trust_env):
                 raise ConfigError(speaks_tls_message("KB_URL", self.url, "Kibana")) from None
             raise KibanaUnavailable("cannot reach Kibana at %s to %s (%s)%s"
-                                    % (self.url, action, unreachable_reason(error),
-                                       proxy_note(self.url) if self.session.trust_env else "")) from None
+                                    % (self.url, action, unreachable_reason(error), self._through())) from None
         log.debug("%s %s [status:%s duration:%.3fs]", method, url, answer.status_code, time.monotonic() - started)
         if 300 <= answer.status_code < 400:
             raise redirect_error(self.url, answer.status_code, answer.headers.get("Location"), action)
@@ -719,11 +718,16 @@ class KibanaClient:
                                          allow_redirects=False, stream=True, **kwargs),
             getattr(self.session, "pool_size", 0), "%s %s" % (method, url), "Kibana")
 
+    def _through(self) -> str:
+        """What to say of a proxy of the environment Kibana's requests go through (none is read
+        by a session that does not trust the environment)."""
+        return proxy_note(self.url) if self.session.trust_env else ""
+
     def _raise_unless_ok(self, response: Answer, action: str) -> None:
         if response.status_code != 200:
             user = self.auth[0] if self.auth else ""
             raise error_for(response.status_code, response_message(response), action, self.url, user, self.api_key,
-                            proxy_note(self.url) if self.session.trust_env else "")
+                            self._through())
 
     def status(self, within: Optional[float] = None) -> Optional[str]:
         """None when Kibana is ready, else why not. Auth and "not a Kibana" errors are raised.
@@ -740,8 +744,7 @@ class KibanaClient:
             # port, another web server), and waiting will not make it one.
             raise not_kibana(self.url, "HTTP %d%s" % (response.status_code, said(response_message(response))))
         if response.status_code != 200:
-            through = (proxy_note(self.url) if self.session.trust_env and response.status_code in PROXY_MAY_ANSWER
-                       else "")
+            through = self._through() if response.status_code in PROXY_MAY_ANSWER else ""
             return "Kibana at %s is not ready (HTTP %d%s)%s" % (
                 self.url, response.status_code, said(_status_level(response) or response_message(response)), through)
         level = _status_level(response)
