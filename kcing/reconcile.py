@@ -705,9 +705,8 @@ class Reconciler:
                 self.report.unchecked.setdefault(result, Unchecked()).indices[index] = detail
                 continue
             check.missing += 1
-            if fact is not None and fact[0] == "write block":
+            if self._write_block(index):
                 check.missing_blocked += 1
-                self.report.write_blocked[index] = fact[1]
             if check.first_missing is None:
                 check.first_missing = "%s/%s" % (index, doc_id)
 
@@ -715,10 +714,16 @@ class Reconciler:
         """Whether an index the object's present documents are in refuses writes (asked once per name)."""
         self._learn(check.indices)
         for index in sorted(check.indices):
-            fact = self.facts.get(index)
-            if fact is not None and fact[0] == "write block":
+            if self._write_block(index):
                 check.write_blocked = True
-                self.report.write_blocked[index] = fact[1]
+
+    def _write_block(self, index: str) -> Optional[str]:
+        """The block that makes `index` refuse writes, as learnt (and named in the report), or None."""
+        fact = self.facts.get(index)
+        if fact is None or fact[0] != "write block":
+            return None
+        self.report.write_blocked[index] = fact[1]
+        return fact[1]
 
     def _learn(self, names) -> None:
         """Find out which of `names` (where documents were missing) are data streams or refuse writes."""

@@ -43,10 +43,7 @@ def rename_destinations(database: SqliteDatabase, named_as_today: Callable[[str]
     """Give every destination recorded the name this kcing gives it. Rows of one object under
     two names of one place are one: the delivered one is kept (the newer name's when both are);
     of two watermarks of a source, the earlier, which lists again what the later would skip."""
-    for (old,) in database.execute_sql("SELECT DISTINCT destination FROM upstream_file").fetchall():
-        new = named_as_today(old) if isinstance(old, str) else old  # a BLOB edited in: left as it is
-        if new == old:
-            continue
+    for old, new in _renamed(database, "upstream_file", named_as_today):
         same_object = ("other.source = upstream_file.source AND other.kind = upstream_file.kind "
                        "AND other.upstream_id = upstream_file.upstream_id AND other.destination = ?")
         database.execute_sql("DELETE FROM upstream_file WHERE destination = ? AND EXISTS (SELECT 1 FROM upstream_file "
@@ -55,12 +52,7 @@ def rename_destinations(database: SqliteDatabase, named_as_today: Callable[[str]
         database.execute_sql("DELETE FROM upstream_file WHERE destination = ? AND EXISTS (SELECT 1 FROM upstream_file "
                              "other WHERE %s)" % same_object, [new, old])
         database.execute_sql("UPDATE upstream_file SET destination = ? WHERE destination = ?", [new, old])
-    has_watermarks = database.execute_sql("PRAGMA table_info(watermark)").fetchall()  # none before schema 1's end
-    for (old,) in (database.execute_sql("SELECT DISTINCT destination FROM watermark").fetchall()
-                   if has_watermarks else []):
-        new = named_as_today(old) if isinstance(old, str) else old
-        if new == old:
-            continue
+    for old, new in _renamed(database, "watermark", named_as_today):
         database.execute_sql("UPDATE watermark SET position = min(position, (SELECT other.position FROM watermark "
                              "other WHERE other.source = watermark.source AND other.destination = ?)) "
                              "WHERE destination = ? AND source IN (SELECT source FROM watermark WHERE destination = ?)",
@@ -80,3 +72,15 @@ def rename_destinations(database: SqliteDatabase, named_as_today: Callable[[str]
                 counts["destination"] = new
                 database.execute_sql("UPDATE run SET counts = ? WHERE id = ?", [json.dumps(counts, sort_keys=True),
                                                                                 run_id])
+
+
+def _renamed(database: SqliteDatabase, table: str, named_as_today: Callable[[str], str]):
+    """(old, new) of each destination of `table` that this kcing names otherwise; none for a
+    table the ledger lacks (watermark, before the end of schema 1), nor for a value that is not
+    text (a BLOB edited in: left as it is)."""
+    if not database.execute_sql("PRAGMA table_info(%s)" % table).fetchall():
+        return
+    for (old,) in database.execute_sql("SELECT DISTINCT destination FROM %s" % table).fetchall():
+        new = named_as_today(old) if isinstance(old, str) else old
+        if new != old:
+            yield old, new
