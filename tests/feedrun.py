@@ -34,6 +34,18 @@ def clean_environ(**settings: str) -> Dict[str, str]:
     return env
 
 
+# The proxy variables a shell may hold (requests reads either case).
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def proxy_free_environ(**settings: str) -> Dict[str, str]:
+    """clean_environ without any proxy variable of the developer's shell, in either case; proxy
+    variables given in `settings` are set."""
+    env = {name: value for name, value in clean_environ().items() if name.lower() not in PROXY_VARIABLES}
+    env.update({name: str(value) for name, value in settings.items()})
+    return env
+
+
 def feed_environ(replica, logstash, db: Path, **extra) -> Dict[str, str]:
     """Point kcing at the replica and the Logstash emulators, with quick retries for tests; a crawl
     window (KCI_DAYS) of 30 days for the corpora's dates, and a retention (DRP_DAYS) that exceeds it."""

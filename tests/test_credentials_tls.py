@@ -19,7 +19,7 @@ from kcing.sources.requester import Requester
 from kcing.urls import origins
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.faults.tls_front import TlsFront, TlsOnlyPort
-from tests.feedrun import clean_environ, kcing
+from tests.feedrun import clean_environ, kcing, proxy_free_environ
 
 
 def hashed_directory(certificate: Path, where: Path) -> Path:
@@ -114,13 +114,6 @@ def test_es_api_key_given_as_id_and_key_is_sent_in_the_form_elasticsearch_takes(
 
 # -- an http:// URL at a port that speaks TLS (Elasticsearch 8's default) ---------------------------
 
-def without_proxies(**settings) -> dict:
-    """clean_environ without the proxy variables a shell may hold: the requests go to 127.0.0.1."""
-    env = {name: value for name, value in clean_environ(**settings).items()
-           if name.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
-    return env
-
-
 @pytest.mark.parametrize("command", [["setup_es", "--wait", "20"], ["drp", "--dry-run"]])
 def test_an_http_es_host_at_a_tls_port_is_a_scheme_to_fix_not_an_outage_to_wait_out(certificate, command, tmp_path):
     """ES_HOST left at http://localhost:9200 before an Elasticsearch 8, which serves TLS there
@@ -128,7 +121,7 @@ def test_an_http_es_host_at_a_tls_port_is_a_scheme_to_fix_not_an_outage_to_wait_
     ready, drp said it could not reach it (exit 3)."""
     with ElasticsearchEmulator() as es, TlsOnlyPort(int(es.url.rsplit(":", 1)[1]), *certificate) as tls:
         plain = tls.url.replace("https://", "http://")
-        done = kcing(command, without_proxies(ES_HOST=plain, KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
+        done = kcing(command, proxy_free_environ(ES_HOST=plain, KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.splitlines()[-1] == (
         "kcing %s: Elasticsearch at %s closed the plain HTTP request unanswered and answers in TLS at that port: "
@@ -139,7 +132,7 @@ def test_an_http_kb_url_at_a_tls_port_is_a_scheme_to_fix_not_a_kibana_starting(c
     from tests.fakes.kibana_server import KibanaEmulator
     with KibanaEmulator() as kibana, TlsOnlyPort(int(kibana.url.rsplit(":", 1)[1]), *certificate) as tls:
         plain = tls.url.replace("https://", "http://")
-        done = kcing(["setup_kbn", "--wait", "20"], without_proxies(KB_URL=plain), tmp_path)
+        done = kcing(["setup_kbn", "--wait", "20"], proxy_free_environ(KB_URL=plain), tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.splitlines()[-1] == (
         "kcing setup_kbn: Kibana at %s closed the plain HTTP request unanswered and answers in TLS at that port: "
@@ -154,7 +147,7 @@ def test_an_http_logstash_input_at_a_tls_port_is_a_scheme_to_fix_and_nothing_is_
         plain = tls.url.replace("https://", "http://")
         db = tmp_path / "kcing.db"
         done = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES)],
-                     without_proxies(ES_BUILD=plain, ES_LAVA=plain, ES_BOOT=plain, KCING_DB=str(db),
+                     proxy_free_environ(ES_BUILD=plain, ES_LAVA=plain, ES_BOOT=plain, KCING_DB=str(db),
                                      ES_RETRY_BACKOFF="0.01"), tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert re.fullmatch(r"kcing feed_es: Logstash at %s closed the plain HTTP request unanswered and answers in TLS "

@@ -8,17 +8,7 @@ import re
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.serving import refusing_port
 from tests.faults.tls_front import TlsOnlyPort
-from tests.feedrun import SAMPLES, clean_environ, kcing, ledger_states
-
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-
-
-def with_proxy_environment(proxies: dict, **settings) -> dict:
-    """clean_environ without the shell's proxy variables, plus `proxies` (lower-case names)."""
-    env = {name: value for name, value in clean_environ(**settings).items() if name.lower() not in PROXY_VARIABLES}
-    env.update(proxies)
-    return env
-
+from tests.feedrun import SAMPLES, kcing, ledger_states, proxy_free_environ
 
 # -- an http:// URL at a TLS port, with proxy variables that do not apply to it ----------------
 # requests' get_environ_proxies(url) holds every `*_proxy` variable of the environment: `no_proxy`
@@ -34,7 +24,7 @@ def test_an_http_logstash_input_at_a_tls_port_is_a_scheme_to_fix_with_only_no_pr
         plain = tls.url.replace("https://", "http://")
         db = tmp_path / "kcing.db"
         done = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES)],
-                     with_proxy_environment({"no_proxy": "intranet.example"},
+                     proxy_free_environ(no_proxy="intranet.example",
                                             ES_BUILD=plain, ES_LAVA=plain, ES_BOOT=plain, KCING_DB=str(db),
                                             ES_RETRY_BACKOFF="0.01"), tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -54,7 +44,7 @@ def test_an_http_logstash_input_at_a_tls_port_is_a_scheme_to_fix_with_only_https
         plain = tls.url.replace("https://", "http://")
         db = tmp_path / "kcing.db"
         done = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES)],
-                     with_proxy_environment({"https_proxy": "http://127.0.0.1:%d" % proxy_port},
+                     proxy_free_environ(https_proxy="http://127.0.0.1:%d" % proxy_port,
                                             ES_BUILD=plain, ES_LAVA=plain, ES_BOOT=plain, KCING_DB=str(db),
                                             ES_RETRY_BACKOFF="0.01"), tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -69,7 +59,7 @@ def test_an_http_es_host_at_a_tls_port_is_a_scheme_to_fix_with_http_proxy_export
             TlsOnlyPort(int(es.url.rsplit(":", 1)[1]), *certificate) as tls:
         plain = tls.url.replace("https://", "http://")
         done = kcing(["drp", "--dry-run"],
-                     with_proxy_environment({"http_proxy": "http://127.0.0.1:%d" % proxy_port},
+                     proxy_free_environ(http_proxy="http://127.0.0.1:%d" % proxy_port,
                                             ES_HOST=plain, KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.splitlines()[-1] == (
@@ -82,7 +72,7 @@ def test_an_http_kb_url_at_a_tls_port_is_a_scheme_to_fix_with_only_no_proxy_expo
     with KibanaEmulator() as kibana, TlsOnlyPort(int(kibana.url.rsplit(":", 1)[1]), *certificate) as tls:
         plain = tls.url.replace("https://", "http://")
         done = kcing(["setup_kbn", "--wait", "3"],
-                     with_proxy_environment({"no_proxy": "intranet.example"}, KB_URL=plain), tmp_path)
+                     proxy_free_environ(no_proxy="intranet.example", KB_URL=plain), tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.splitlines()[-1] == (
         "kcing setup_kbn: Kibana at %s closed the plain HTTP request unanswered and answers in TLS at that port: "
@@ -109,7 +99,7 @@ def test_a_proxy_that_cannot_reach_kibana_is_named_as_it_is_for_logstash(tmp_pat
         for method in ("GET", "POST"):
             proxy.on(method, "http://", answer(503, SQUID_CONNECT_FAIL_HEADERS, SQUID_CONNECT_FAIL_PAGE))
         done = kcing(["setup_kbn", "--wait", "2"],
-                     with_proxy_environment({"http_proxy": proxy.url}, KB_URL=kibana.url), tmp_path)
+                     proxy_free_environ(http_proxy=proxy.url, KB_URL=kibana.url), tmp_path)
         assert kibana.requests.snapshot() == []  # the proxy answered every request
     line = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 3, done.stderr
@@ -160,7 +150,7 @@ def test_a_proxy_asking_for_its_own_credentials_before_logstash_is_named(tmp_pat
         for method in ("GET", "POST"):
             proxy.on(method, "http://", answer(407, headers, page))
         done = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES)],
-                     with_proxy_environment({"http_proxy": proxy.url}, ES_BUILD=logstash.url, ES_LAVA=logstash.url,
+                     proxy_free_environ(http_proxy=proxy.url, ES_BUILD=logstash.url, ES_LAVA=logstash.url,
                                             ES_BOOT=logstash.url, KCING_DB=str(tmp_path / "kcing.db"),
                                             ES_RETRY_BACKOFF="0.01"), tmp_path)
         assert logstash.requests.snapshot() == []  # the proxy answered every post
@@ -180,7 +170,7 @@ def test_a_proxy_exported_without_a_scheme_is_named_by_its_address(tmp_path):
         proxy.on("POST", "http://", answer(403, (("Content-Type", "text/plain"),), b"Access Denied"))
         schemeless = proxy.url.split("://", 1)[1]
         done = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES)],
-                     with_proxy_environment({"http_proxy": schemeless}, ES_BUILD=logstash.url, ES_LAVA=logstash.url,
+                     proxy_free_environ(http_proxy=schemeless, ES_BUILD=logstash.url, ES_LAVA=logstash.url,
                                             ES_BOOT=logstash.url, KCING_DB=str(tmp_path / "kcing.db")), tmp_path)
         assert logstash.requests.snapshot() == []  # went through the proxy
     line = done.stderr.strip().splitlines()[-1]

@@ -18,16 +18,14 @@ from tests.fakes.forward_proxy import ForwardProxy
 from tests.fakes.kibana_server import KibanaEmulator
 from tests.fakes.logstash_emulator import LogstashEmulator
 from tests.fakes.rogue_http import RogueFront, answer
-from tests.feedrun import SAMPLES, clean_environ, kcing
-
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+from tests.feedrun import PROXY_VARIABLES, SAMPLES, kcing, proxy_free_environ
 
 
 @pytest.fixture(autouse=True)
 def no_proxy_from_the_shell(monkeypatch):
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
 
 
 class LoopbackProxy:
@@ -171,16 +169,6 @@ def test_a_proxy_refusing_the_tunnel_to_logstash_is_named_with_its_cause_not_a_b
 
 # -- a proxy in cron's environment, failing the requests to a service on this host --------------
 
-def no_proxy_environ(**settings) -> dict:
-    """clean_environ without any proxy variable of the developer's shell, in either case."""
-    env = clean_environ()
-    for name in PROXY_VARIABLES:
-        env.pop(name, None)
-        env.pop(name.lower(), None)
-    env.update({name: str(value) for name, value in settings.items()})
-    return env
-
-
 def last_line(done) -> str:
     return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
 
@@ -210,7 +198,7 @@ def feed_environ_to(logstash_url: str, db: Path, **extra) -> dict:
                     ES_BOOT=logstash_url, ES_REGRESSION=logstash_url, KCING_DB=str(db), ES_RETRY_BACKOFF="0.05",
                     ES_TIMEOUT="5")
     settings.update(extra)
-    return no_proxy_environ(**settings)
+    return proxy_free_environ(**settings)
 
 
 @pytest.mark.skipif(not (SAMPLES / "manifest.json").is_file(), reason="samples/ has no manifest")
@@ -252,12 +240,12 @@ def test_a_proxy_in_crons_environment_that_fails_kibanas_requests_is_named_not_b
     with KibanaEmulator() as kibana:
         if proxy_kind == "refusing":
             with refusing_proxy() as proxy:
-                done = kcing(["setup_kbn", "--wait", "3"], no_proxy_environ(KB_URL=kibana.url, HTTP_PROXY=proxy.url),
+                done = kcing(["setup_kbn", "--wait", "3"], proxy_free_environ(KB_URL=kibana.url, HTTP_PROXY=proxy.url),
                              tmp_path)
                 proxy_url = proxy.url
         else:
             proxy_url = dead_proxy_url()
-            done = kcing(["setup_kbn", "--wait", "3"], no_proxy_environ(KB_URL=kibana.url, HTTP_PROXY=proxy_url),
+            done = kcing(["setup_kbn", "--wait", "3"], proxy_free_environ(KB_URL=kibana.url, HTTP_PROXY=proxy_url),
                          tmp_path)
         assert kibana.requests.snapshot() == []
     line = last_line(done)
