@@ -139,8 +139,10 @@ def test_an_http_kb_url_at_a_tls_port_is_a_scheme_to_fix_not_a_kibana_starting(c
         "write https:// in KB_URL" % plain)
 
 
-def test_an_http_logstash_input_at_a_tls_port_is_a_scheme_to_fix_and_nothing_is_recorded_delivered(certificate,
-                                                                                                   tmp_path):
+def feed_into_a_tls_only_input(certificate, tmp_path, **proxies) -> None:
+    """feed_es of the samples to Logstash inputs named by http:// URLs at a port that speaks TLS
+    only, with the proxy variables `proxies`: exit 2 at once, the line says to write https://,
+    and nothing is recorded delivered."""
     from tests.fakes.logstash_emulator import LogstashEmulator
     from tests.feedrun import SAMPLES, ledger_states
     with LogstashEmulator() as logstash, TlsOnlyPort(int(logstash.url.rsplit(":", 1)[1]), *certificate) as tls:
@@ -148,9 +150,14 @@ def test_an_http_logstash_input_at_a_tls_port_is_a_scheme_to_fix_and_nothing_is_
         db = tmp_path / "kcing.db"
         done = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES)],
                      proxy_free_environ(ES_BUILD=plain, ES_LAVA=plain, ES_BOOT=plain, KCING_DB=str(db),
-                                     ES_RETRY_BACKOFF="0.01"), tmp_path)
+                                        ES_RETRY_BACKOFF="0.01", **proxies), tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert re.fullmatch(r"kcing feed_es: Logstash at %s closed the plain HTTP request unanswered and answers in TLS "
                         r"at that port: write https:// in ES_(BUILD|LAVA|BOOT)" % re.escape(plain),
                         done.stderr.splitlines()[-1]), done.stderr
     assert "delivered" not in set(ledger_states(db).values())
+
+
+def test_an_http_logstash_input_at_a_tls_port_is_a_scheme_to_fix_and_nothing_is_recorded_delivered(certificate,
+                                                                                                   tmp_path):
+    feed_into_a_tls_only_input(certificate, tmp_path)

@@ -3,12 +3,11 @@ one line says (the proxy named, a scheme to fix), and Elasticsearch's answers on
 Each test runs the real program against the loopback emulators."""
 from __future__ import annotations
 
-import re
-
 from tests.fakes.elastic_server import ElasticsearchEmulator
 from tests.fakes.serving import refusing_port
 from tests.faults.tls_front import TlsOnlyPort
-from tests.feedrun import SAMPLES, kcing, ledger_states, proxy_free_environ
+from tests.feedrun import SAMPLES, kcing, proxy_free_environ
+from tests.test_credentials_tls import feed_into_a_tls_only_input
 
 # -- an http:// URL at a TLS port, with proxy variables that do not apply to it ----------------
 # requests' get_environ_proxies(url) holds every `*_proxy` variable of the environment: `no_proxy`
@@ -18,43 +17,22 @@ from tests.feedrun import SAMPLES, kcing, ledger_states, proxy_free_environ
 
 def test_an_http_logstash_input_at_a_tls_port_is_a_scheme_to_fix_with_only_no_proxy_exported(certificate, tmp_path):
     """NO_PROXY exported host-wide (no HTTP_PROXY): the feed posts to the input directly, yet the
-    TLS port is reported as 'cannot connect ... connection closed without an answer' (exit 3)."""
-    from tests.fakes.logstash_emulator import LogstashEmulator
-    with LogstashEmulator() as logstash, TlsOnlyPort(int(logstash.url.rsplit(":", 1)[1]), *certificate) as tls:
-        plain = tls.url.replace("https://", "http://")
-        db = tmp_path / "kcing.db"
-        done = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES)],
-                     proxy_free_environ(no_proxy="intranet.example",
-                                            ES_BUILD=plain, ES_LAVA=plain, ES_BOOT=plain, KCING_DB=str(db),
-                                            ES_RETRY_BACKOFF="0.01"), tmp_path)
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert re.fullmatch(r"kcing feed_es: Logstash at %s closed the plain HTTP request unanswered and answers in TLS "
-                        r"at that port: write https:// in ES_(BUILD|LAVA|BOOT)" % re.escape(plain),
-                        done.stderr.splitlines()[-1]), done.stderr
-    assert "delivered" not in set(ledger_states(db).values())
+    TLS port was reported as 'cannot connect ... connection closed without an answer' (exit 3)."""
+    feed_into_a_tls_only_input(certificate, tmp_path, no_proxy="intranet.example")
 
 
 def test_an_http_logstash_input_at_a_tls_port_is_a_scheme_to_fix_with_only_https_proxy_exported(certificate,
                                                                                                 tmp_path):
     """HTTPS_PROXY alone: an http:// input is posted to directly (select_proxy finds no proxy for
-    http), but the probe is skipped as if the request had gone through the proxy."""
-    from tests.fakes.logstash_emulator import LogstashEmulator
-    with refusing_port() as proxy_port, LogstashEmulator() as logstash, \
-            TlsOnlyPort(int(logstash.url.rsplit(":", 1)[1]), *certificate) as tls:
-        plain = tls.url.replace("https://", "http://")
-        db = tmp_path / "kcing.db"
-        done = kcing(["feed_es", "--source", "samples", "--samples-dir", str(SAMPLES)],
-                     proxy_free_environ(https_proxy="http://127.0.0.1:%d" % proxy_port,
-                                            ES_BUILD=plain, ES_LAVA=plain, ES_BOOT=plain, KCING_DB=str(db),
-                                            ES_RETRY_BACKOFF="0.01"), tmp_path)
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert "answers in TLS at that port" in done.stderr.splitlines()[-1], done.stderr
+    http), but the probe was skipped as if the request had gone through the proxy."""
+    with refusing_port() as proxy_port:
+        feed_into_a_tls_only_input(certificate, tmp_path, https_proxy="http://127.0.0.1:%d" % proxy_port)
 
 
 def test_an_http_es_host_at_a_tls_port_is_a_scheme_to_fix_with_http_proxy_exported(certificate, tmp_path):
-    """HTTP_PROXY exported host-wide (the case 96e21d1 names): the Elasticsearch client ignores
-    it and connects to ES_HOST directly, which hangs up on plain HTTP; the probe, deciding by
-    requests' proxy rules, is skipped, and drp says it cannot reach Elasticsearch (exit 3)."""
+    """HTTP_PROXY exported host-wide: the Elasticsearch client ignores it and connects to ES_HOST
+    directly, which hangs up on plain HTTP; the probe, deciding by requests' proxy rules, was
+    skipped, and drp said it could not reach Elasticsearch (exit 3)."""
     with refusing_port() as proxy_port, ElasticsearchEmulator() as es, \
             TlsOnlyPort(int(es.url.rsplit(":", 1)[1]), *certificate) as tls:
         plain = tls.url.replace("https://", "http://")
